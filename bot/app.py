@@ -1,0 +1,227 @@
+"""The ASGI app: the web chat, health and metrics, and (as they are connected) the platforms' webhooks.
+
+Every inbound endpoint follows one path: read the body within MAX_BODY_BYTES → verify and parse (the channel) →
+record (`Lessonbot.receive`) → acknowledge. Processing happens after the response, in the conversation worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import select, text
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from bot.config import Settings
+from bot.core import Lessonbot
+from bot.observability import INBOUND_PENDING, OUTBOX_DEPTH, REGISTRY
+from channels.base import Channel, RequestRejected
+from channels.webchat import WebChatChannel, reply_view
+from storage.migrate import current_revision, head_revision
+from storage.models import OutboxMessage
+from storage.outbox import outbox_counts, pending_inbound_count
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).parent / "web"
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes without reading past it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestRejected(413, f"The request body is {int(declared):,} bytes; the limit is {limit:,}.")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestRejected(413, f"The request body is over the limit of {limit:,} bytes.")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RequestRejected(400, "The client went away before the body arrived.") from None
+    return b"".join(chunks)
+
+
+def rejected(exc: RequestRejected) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+def build_channels(settings: Settings) -> list[Channel]:
+    channels: list[Channel] = []
+    if settings.web_chat_enabled:
+        channels.append(WebChatChannel(settings.resolved_secret_key))
+    return channels
+
+
+def create_app(
+    settings: Settings,
+    *,
+    process: bool = True,
+    dispatch: bool = True,
+    channels: list[Channel] | None = None,
+) -> Starlette:
+    channels = build_channels(settings) if channels is None else channels
+    webchat = next((c for c in channels if isinstance(c, WebChatChannel)), None)
+    lessonbot = Lessonbot(settings, channels, process=process, dispatch=dispatch)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for name in ("console", "web", "telegram", "whatsapp", "slack"):
+            state = "on" if name in lessonbot.channels else "off"
+            if name != "console":
+                log.info("channel %s is %s", name, state)
+        lessonbot.start()
+        try:
+            yield
+        finally:
+            await lessonbot.stop()
+
+    # health ---------------------------------------------------------------------------------------------------
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            async with lessonbot.db.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            current = await current_revision(lessonbot.db.engine)
+        except Exception as exc:
+            log.warning("readiness check: database unreachable", extra={"error": str(exc)})
+            return JSONResponse({"status": "unavailable", "reason": "database unreachable"}, status_code=503)
+        head = head_revision()
+        if current != head:
+            return JSONResponse(
+                {
+                    "status": "unavailable",
+                    "reason": f"database schema is at {current or 'nothing'}, code expects {head}: "
+                    "run `lessonbot db upgrade`",
+                },
+                status_code=503,
+            )
+        return JSONResponse({"status": "ready", "schema": current})
+
+    async def metrics(request: Request) -> Response:
+        try:
+            async with lessonbot.db.sessions() as session:
+                for status, count in (await outbox_counts(session)).items():
+                    OUTBOX_DEPTH.labels(status).set(count)
+                INBOUND_PENDING.set(await pending_inbound_count(session))
+        except Exception:
+            log.exception("metrics: could not read outbox depth")
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    routes: list[Any] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+    ]
+
+    # web chat -------------------------------------------------------------------------------------------------
+
+    if webchat is not None:
+        routes += web_chat_routes(lessonbot, webchat, settings)
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.lessonbot = lessonbot
+    return app
+
+
+def web_chat_routes(lessonbot: Lessonbot, webchat: WebChatChannel, settings: Settings) -> list[Any]:
+    async def page(request: Request) -> Response:
+        return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def new_session(request: Request) -> Response:
+        return JSONResponse({"session": webchat.new_session()}, status_code=201)
+
+    async def post_message(request: Request) -> Response:
+        try:
+            message = webchat.parse(await read_body(request, settings.max_body_bytes))
+        except RequestRejected as exc:
+            return rejected(exc)
+        recorded = await lessonbot.receive(message)
+        if recorded.duplicate:
+            return JSONResponse({"status": "duplicate"}, status_code=200)
+        return JSONResponse({"status": "accepted", "id": recorded.inbound_id}, status_code=202)
+
+    async def fetch_replies(session_id: str, after: int, limit: int = 100) -> list[dict[str, Any]]:
+        async with lessonbot.db.sessions() as session:
+            rows = await session.execute(
+                select(OutboxMessage.id, OutboxMessage.payload)
+                .where(
+                    OutboxMessage.channel == webchat.name,
+                    OutboxMessage.chat_id == session_id,
+                    OutboxMessage.status == "sent",
+                    OutboxMessage.id > after,
+                )
+                .order_by(OutboxMessage.id)
+                .limit(limit)
+            )
+            return [reply_view(row.id, row.payload) for row in rows]
+
+    def session_and_cursor(request: Request) -> tuple[str, int]:
+        session_id = webchat.verify_session(request.query_params.get("session"))
+        raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+        if not raw.isdigit():
+            raise RequestRejected(422, "'after' must be the id of the last reply seen (a whole number).")
+        return session_id, int(raw)
+
+    async def list_replies(request: Request) -> Response:
+        try:
+            session_id, after = session_and_cursor(request)
+        except RequestRejected as exc:
+            return rejected(exc)
+        return JSONResponse({"replies": await fetch_replies(session_id, after)})
+
+    async def events(request: Request) -> Response:
+        try:
+            session_id, after = session_and_cursor(request)
+        except RequestRejected as exc:
+            return rejected(exc)
+
+        async def stream() -> AsyncIterator[str]:
+            cursor, quiet = after, 0.0
+            yield "retry: 2000\n\n"
+            while True:
+                replies = await fetch_replies(session_id, cursor)
+                for reply in replies:
+                    cursor = reply["id"]
+                    yield f"id: {cursor}\nevent: reply\ndata: {json.dumps(reply, ensure_ascii=False)}\n\n"
+                if replies:
+                    quiet = 0.0
+                elif quiet >= SSE_KEEPALIVE_SECONDS:
+                    quiet = 0.0
+                    yield ": keep-alive\n\n"
+                if await request.is_disconnected():
+                    return
+                # Woken at once by a send in this process; other processes' sends are seen at the next poll.
+                started = asyncio.get_running_loop().time()
+                await webchat.wait_for_reply(session_id, timeout=settings.worker_poll_seconds)
+                quiet += asyncio.get_running_loop().time() - started
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return [
+        Route("/", page),
+        Route("/chat/api/sessions", new_session, methods=["POST"]),
+        Route("/chat/api/messages", post_message, methods=["POST"]),
+        Route("/chat/api/messages", list_replies, methods=["GET"]),
+        Route("/chat/api/events", events),
+        Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
+    ]

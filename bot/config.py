@@ -1,0 +1,128 @@
+"""Configuration: read once, from the environment and `.env`, into one typed object.
+
+Every variable is documented in `.env.example`. A bad value stops start-up with a message that names the
+variable and says what it expects (`ConfigError`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KNOWN_CHANNELS = ("console", "web", "telegram", "whatsapp", "slack")
+
+
+class ConfigError(Exception):
+    """A setting has a value Lessonbot cannot use; the message names it and what it expects."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # where things live
+    data_dir: Path = Field(Path("var"), description="Folder for the SQLite file, Chroma and the generated secret key.")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means a SQLite file in DATA_DIR.")
+
+    # the web server
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    public_base_url: str = Field("", description="The address platforms call, e.g. https://bot.example.com")
+    secret_key: str = Field("", description="Signs web chat sessions; generated into DATA_DIR when empty.")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    web_chat_enabled: bool = True
+
+    # who may run /admin commands: channel:id, comma separated
+    admins: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # the pipeline
+    worker_lease_seconds: float = Field(30.0, gt=0, description="How long a process may hold a conversation.")
+    worker_poll_seconds: float = Field(1.0, gt=0, description="How often to look for work other processes left.")
+    worker_concurrency: int = Field(32, ge=1, description="Conversations one process works on at once.")
+    outbox_max_attempts: int = Field(8, ge=1, description="Sends tried before a reply is dead-lettered.")
+    outbox_backoff_seconds: float = Field(2.0, gt=0, description="First retry delay; it doubles each attempt.")
+    outbox_backoff_max_seconds: float = Field(600.0, gt=0)
+    outbox_concurrency: int = Field(32, ge=1, description="Sends in flight at once from one dispatcher.")
+
+    # course material imported by `make run`
+    sample_course_dir: Path = Path("courses/sample")
+
+    @field_validator("admins", mode="before")
+    @classmethod
+    def _parse_admins(cls, value: object) -> tuple[str, ...]:
+        if value is None or value == "":
+            return ()
+        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+        identities = []
+        for raw in items:
+            item = str(raw).strip()
+            if not item:
+                continue
+            channel, sep, ident = item.partition(":")
+            if not sep or not ident or channel not in KNOWN_CHANNELS:
+                raise ValueError(
+                    f"{item!r} is not channel:id; expected e.g. telegram:12345,slack:T01/U02,whatsapp:+15551234567 "
+                    f"(channels: {', '.join(KNOWN_CHANNELS)})"
+                )
+            identities.append(f"{channel}:{ident}")
+        return tuple(identities)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if value and not value.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "postgres"):
+            raise ValueError("expected a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret_key(cls, value: str) -> str:
+        if value and len(value) < 16:
+            raise ValueError("expected at least 16 characters (e.g. the output of `openssl rand -hex 32`)")
+        return value
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The URL as given, or the default SQLite file inside DATA_DIR."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'lessonbot.db'}"
+
+    @cached_property
+    def resolved_secret_key(self) -> str:
+        """SECRET_KEY, or one generated once and kept in DATA_DIR so sessions survive restarts."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        path.touch(mode=0o600)
+        path.write_text(key)
+        return key
+
+    def is_admin(self, channel: str, external_id: str) -> bool:
+        return f"{channel}:{external_id}" in self.admins
+
+
+def _describe(error: dict) -> str:
+    name = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+    given = error.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    return f"{name}: {error['msg']}{shown}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, or raise ConfigError naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise ConfigError("Configuration error:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,74 @@
+"""Lessonbot: the pieces of the pipeline wired together, for the web app, the terminal and the tests alike."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from bot import routing
+from bot.config import Settings
+from bot.dispatcher import OutboxDispatcher
+from bot.messages import InboundMessage
+from bot.pipeline import ConversationWorker, Recorded, Responder, record
+from channels.base import Channel
+from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class Lessonbot:
+    """Records what channels receive, processes it, and sends replies through the channels this process renders.
+
+    `process` and `dispatch` choose this process's roles: a web worker may leave sending to one dispatcher process,
+    and a dispatcher need not process messages.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        channels: Iterable[Channel],
+        *,
+        process: bool = True,
+        dispatch: bool = True,
+        respond: Responder = routing.respond,
+        db: Database | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db or Database(settings.resolved_database_url)
+        self.channels = {channel.name: channel for channel in channels}
+        self.process = process
+        self.dispatch = dispatch
+        self.dispatcher = OutboxDispatcher(self.db, settings, self.channels if dispatch else {})
+        self.worker = ConversationWorker(self.db, settings, respond, on_replies=self.dispatcher.notify)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def receive(self, message: InboundMessage) -> Recorded:
+        """Record a verified message; the caller acknowledges once this returns. Processing follows on its own."""
+        recorded = await record(self.db, message)
+        if not recorded.duplicate and self.process:
+            self.worker.notify(recorded.conversation_id)
+        return recorded
+
+    def start(self) -> None:
+        """Start the background loops that pick up work left by other processes or by a crash."""
+        loop = asyncio.get_running_loop()
+        if self.process:
+            self._tasks.append(loop.create_task(self.worker.run(), name="conversation-worker"))
+        if self.dispatch:
+            self._tasks.append(loop.create_task(self.dispatcher.run(), name="outbox-dispatcher"))
+
+    async def settle(self, timeout: float = 30.0) -> None:
+        """Wait until everything received so far is processed and its due replies sent."""
+        async with asyncio.timeout(timeout):
+            await self.worker.idle()
+            if self.dispatch:
+                await self.dispatcher.flush(timeout)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.worker.idle()
+        await self.db.dispose()

@@ -1,0 +1,84 @@
+"""Logs and metrics.
+
+Logs are JSON lines carrying the conversation id of the work in hand (a context variable set by the worker and the
+dispatcher). Message text and secrets are never logged at INFO; DEBUG may include text for local troubleshooting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import datetime, timezone
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+conversation_id_var: ContextVar[int | None] = ContextVar("conversation_id", default=None)
+
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, conversation_id and any `extra=` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        conversation_id = conversation_id_var.get()
+        if conversation_id is not None:
+            entry["conversation_id"] = conversation_id
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        conversation_id = conversation_id_var.get()
+        prefix = f"[conversation {conversation_id}] " if conversation_id is not None else ""
+        record.msg = f"{prefix}{record.msg}"
+        try:
+            return super().format(record)
+        finally:
+            record.msg = record.msg[len(prefix) :]
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Request lines of the HTTP clients would log URLs that carry bot tokens (Telegram puts it in the path).
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "aiosqlite", "telegram", "slack_bolt", "twilio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+# Metrics live in one registry of their own, so tests and embedded uses never collide with the global one.
+REGISTRY = CollectorRegistry()
+
+MESSAGES_IN = Counter("lessonbot_messages_in", "Inbound messages recorded", ["channel"], registry=REGISTRY)
+DUPLICATES_IN = Counter(
+    "lessonbot_duplicate_deliveries", "Inbound deliveries ignored as duplicates", ["channel"], registry=REGISTRY
+)
+MESSAGES_OUT = Counter("lessonbot_messages_out", "Replies the platform accepted", ["channel"], registry=REGISTRY)
+SEND_FAILURES = Counter(
+    "lessonbot_send_failures", "Failed send attempts", ["channel", "kind"], registry=REGISTRY
+)
+PROCESSING_SECONDS = Histogram(
+    "lessonbot_processing_seconds",
+    "Time from recording an inbound message to committing its replies",
+    ["channel"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+OUTBOX_DEPTH = Gauge("lessonbot_outbox_depth", "Outbox rows by status", ["status"], registry=REGISTRY)
+INBOUND_PENDING = Gauge("lessonbot_inbound_pending", "Inbound messages not yet processed", registry=REGISTRY)

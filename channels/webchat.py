@@ -1,0 +1,111 @@
+"""The local web chat: a page served by the app, talking JSON to it.
+
+A session is a random id plus an HMAC of it under SECRET_KEY, so verifying one needs no database and a forged or
+altered session is refused (403) before anything is stored. Replies are "sent" by being marked so in the outbox;
+the page reads them as server-sent events, woken in this process the moment they are sent and by polling across
+processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from bot.messages import InboundMessage, Reply
+from channels.base import RateLimit, RequestRejected
+
+MAX_TEXT_CHARS = 4000
+MAX_CLIENT_ID_CHARS = 100
+
+
+class WebChatChannel:
+    name = "web"
+
+    def __init__(self, secret_key: str) -> None:
+        self._key = hashlib.sha256(b"lessonbot web chat session\0" + secret_key.encode()).digest()
+        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    # sessions ------------------------------------------------------------------------------------------------
+
+    def _signature(self, session_id: str) -> str:
+        return hmac.new(self._key, session_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def new_session(self) -> str:
+        session_id = secrets.token_urlsafe(16)
+        return f"{session_id}.{self._signature(session_id)}"
+
+    def verify_session(self, token: object) -> str:
+        """The session id inside a token; RequestRejected if it is missing, malformed or not ours."""
+        if not isinstance(token, str) or not token:
+            raise RequestRejected(401, "Missing 'session': create one with POST /chat/api/sessions.")
+        session_id, _, signature = token.partition(".")
+        if not session_id or not hmac.compare_digest(signature, self._signature(session_id)):
+            raise RequestRejected(403, "This chat session is not valid here; start a new one (reload the page).")
+        return session_id
+
+    # inbound -------------------------------------------------------------------------------------------------
+
+    def parse(self, body: bytes) -> InboundMessage:
+        """Verify and validate one message posted by the page."""
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RequestRejected(400, f"The body is not valid JSON ({exc}).") from None
+        if not isinstance(data, dict):
+            raise RequestRejected(400, 'The body must be a JSON object like {"session": "...", "text": "hi"}.')
+        session_id = self.verify_session(data.get("session"))
+        text, choice, client_id = data.get("text", ""), data.get("choice"), data.get("id")
+        if not isinstance(text, str):
+            raise RequestRejected(422, "'text' must be a string.")
+        if choice is not None and not isinstance(choice, str):
+            raise RequestRejected(422, "'choice' must be a string (the value of a pressed button).")
+        if not text.strip() and not choice:
+            raise RequestRejected(422, "Send some 'text' (or a 'choice'); the message was empty.")
+        if len(text) > MAX_TEXT_CHARS:
+            raise RequestRejected(
+                413, f"The message is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}. Please shorten it."
+            )
+        if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS):
+            raise RequestRejected(422, f"'id' must be a string of 1 to {MAX_CLIENT_ID_CHARS} characters.")
+        return InboundMessage(
+            channel=self.name,
+            platform_id=f"{session_id}:{client_id or uuid.uuid4().hex}",
+            chat_id=session_id,
+            sender_id=session_id,
+            text=text,
+            choice=choice,
+        )
+
+    # outbound ------------------------------------------------------------------------------------------------
+
+    async def send(self, chat_id: str, reply: Reply, *, outbox_id: int) -> str:
+        for waiter in self._waiters.get(chat_id, ()):
+            waiter.set()
+        return f"web-{outbox_id}"
+
+    def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
+        return ()
+
+    async def wait_for_reply(self, session_id: str, timeout: float) -> None:
+        """Return when a reply to this session is sent by this process, or after `timeout`."""
+        event = asyncio.Event()
+        self._waiters[session_id].add(event)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters[session_id].discard(event)
+            if not self._waiters[session_id]:
+                del self._waiters[session_id]
+
+
+def reply_view(outbox_id: int, payload: dict[str, Any]) -> dict[str, Any]:
+    """What the page gets for one reply."""
+    return {"id": outbox_id, **payload}
