@@ -27,7 +27,7 @@ from bot.core import Lessonbot
 from bot.observability import INBOUND_PENDING, OUTBOX_DEPTH, REGISTRY
 from channels.base import Channel, RequestRejected
 from channels.webchat import WebChatChannel, reply_view
-from storage.migrate import current_revision, head_revision
+from storage.migrate import current_revisions, head_revisions
 from storage.models import OutboxMessage
 from storage.outbox import outbox_counts, pending_inbound_count
 
@@ -78,10 +78,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        for name in ("console", "web", "telegram", "whatsapp", "slack"):
-            state = "on" if name in lessonbot.channels else "off"
-            if name != "console":
-                log.info("channel %s is %s", name, state)
+        log.info("channels on: %s", ", ".join(lessonbot.channels) or "none")
         lessonbot.start()
         try:
             yield
@@ -97,21 +94,21 @@ def create_app(
         try:
             async with lessonbot.db.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
-            current = await current_revision(lessonbot.db.engine)
+            current = await current_revisions(lessonbot.db.engine)
         except Exception as exc:
             log.warning("readiness check: database unreachable", extra={"error": str(exc)})
             return JSONResponse({"status": "unavailable", "reason": "database unreachable"}, status_code=503)
-        head = head_revision()
-        if current != head:
+        expected = head_revisions()
+        if current != expected:
             return JSONResponse(
                 {
                     "status": "unavailable",
-                    "reason": f"database schema is at {current or 'nothing'}, code expects {head}: "
-                    "run `lessonbot db upgrade`",
+                    "reason": f"database schema is at {', '.join(sorted(current)) or 'nothing'}, the code expects "
+                    f"{', '.join(sorted(expected))}: run `lessonbot db upgrade`",
                 },
                 status_code=503,
             )
-        return JSONResponse({"status": "ready", "schema": current})
+        return JSONResponse({"status": "ready", "schema": sorted(current)})
 
     async def metrics(request: Request) -> Response:
         try:

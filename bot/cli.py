@@ -95,7 +95,7 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     url = settings.resolved_database_url
     if args.action == "upgrade":
         migrate.upgrade(url)
-        print(f"Database is at schema {migrate.head_revision()}.")
+        print(f"Database is at schema {', '.join(sorted(migrate.head_revisions()))}.")
     elif args.action == "revision":
         if not args.message:
             print("Give the new migration a name: lessonbot db revision -m 'what changed'", file=sys.stderr)
@@ -104,17 +104,16 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     else:
         from storage.db import Database
 
-        async def show() -> str | None:
+        async def show() -> frozenset[str]:
             db = Database(url)
             try:
-                return await migrate.current_revision(db.engine)
+                return await migrate.current_revisions(db.engine)
             finally:
                 await db.dispose()
 
-        current = asyncio.run(show())
-        head = migrate.head_revision()
-        print(f"current: {current or 'empty'}; code expects: {head}")
-        return 0 if current == head else 1
+        current, expected = asyncio.run(show()), migrate.head_revisions()
+        print(f"current: {', '.join(sorted(current)) or 'empty'}; code expects: {', '.join(sorted(expected))}")
+        return 0 if current == expected else 1
     return 0
 
 

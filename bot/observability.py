@@ -58,7 +58,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Request lines of the HTTP clients would log URLs that carry bot tokens (Telegram puts it in the path).
-    for noisy in ("httpx", "httpcore", "uvicorn.access", "aiosqlite", "telegram", "slack_bolt", "twilio"):
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "aiosqlite", "alembic", "telegram", "slack_bolt", "twilio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 

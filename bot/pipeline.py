@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from bot.config import Settings
 from bot.messages import InboundMessage
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
-from dialogs.base import Turn
+from dialogs.base import OutsideTransaction, Turn
 from storage.db import Database
 from storage.models import Conversation, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, something went wrong on my side while handling that. Please try again in a moment."
 MAX_TRANSIENT_ATTEMPTS = 5
+MAX_OUTSIDE_CALLS = 8  # slow calls one turn may make outside its transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +228,18 @@ class ConversationWorker:
 
     async def _process_in_transaction(self, conversation_id: int, inbound_id: int) -> bool:
         started = time.perf_counter()
+        prepared: dict[str, object] = {}
+        for _ in range(MAX_OUTSIDE_CALLS + 1):
+            try:
+                return await self._try_turn(conversation_id, inbound_id, prepared, started)
+            except OutsideTransaction as request:
+                # The transaction is rolled back; the lease stays ours while the slow call runs.
+                prepared[request.key] = await request.call()
+        raise RuntimeError(f"a turn asked for more than {MAX_OUTSIDE_CALLS} calls outside its transaction")
+
+    async def _try_turn(
+        self, conversation_id: int, inbound_id: int, prepared: dict[str, object], started: float
+    ) -> bool:
         async with self.db.transaction() as session:
             now = utcnow()
             renewed = await session.execute(
@@ -265,6 +278,7 @@ class ConversationWorker:
                 user=user,
                 is_admin=self.settings.is_admin(row.channel, row.sender_id),
                 state=dict(conversation.state or {}),
+                prepared=prepared,
             )
             await self.respond(turn)
             conversation.state = turn.state

@@ -17,6 +17,15 @@ from bot.messages import Choice, InboundMessage, Reply, Text
 from storage.models import ChannelIdentity, Conversation, User
 
 
+class OutsideTransaction(Exception):
+    """Raised by `Turn.call_outside_transaction` the first time: the pipeline rolls back, runs `call`, replays."""
+
+    def __init__(self, key: str, call: Callable[[], Awaitable[Any]]) -> None:
+        super().__init__(key)
+        self.key = key
+        self.call = call
+
+
 @dataclass
 class Turn:
     session: AsyncSession
@@ -27,6 +36,7 @@ class Turn:
     is_admin: bool
     state: dict[str, Any]
     replies: list[Reply] = field(default_factory=list)
+    prepared: dict[str, Any] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -40,6 +50,17 @@ class Turn:
 
     def send(self, reply: Reply) -> None:
         self.replies.append(reply)
+
+    async def call_outside_transaction(self, key: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run slow work (a model call, an HTTP request) without holding the database transaction open.
+
+        The first time, the turn is rolled back, `call` runs with the conversation still leased to this process,
+        and the turn is replayed from the start with the result available here under `key`. So everything a
+        dialog does before this call must be deterministic (it is done twice, committed once).
+        """
+        if key not in self.prepared:
+            raise OutsideTransaction(key, call)
+        return self.prepared[key]
 
 
 CommandHandler = Callable[[Turn, str], Awaitable[None]]

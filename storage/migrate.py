@@ -22,11 +22,12 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def head_revision() -> str:
-    return ScriptDirectory(str(MIGRATIONS)).get_current_head() or ""
+def head_revisions() -> frozenset[str]:
+    """Every head: rooms may add migrations side by side (branches), and `upgrade` applies them all."""
+    return frozenset(ScriptDirectory(str(MIGRATIONS)).get_heads())
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
     engine = make_sync_engine(url)
     try:
         with engine.begin() as connection:
@@ -42,6 +43,7 @@ def make_revision(url: str, message: str) -> None:
     command.revision(alembic_config(url), message=message, autogenerate=True)
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
+async def current_revisions(engine: AsyncEngine) -> frozenset[str]:
     async with engine.connect() as connection:
-        return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+        heads = await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())
+    return frozenset(heads)

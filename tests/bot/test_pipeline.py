@@ -1,0 +1,177 @@
+"""The path of one message: record, dedupe, process in order, replies through the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.core import Lessonbot
+from bot.pipeline import record
+from dialogs.base import Turn
+from storage.db import Database
+from storage.models import ChannelIdentity, InboundMessage, OutboxMessage
+from tests.support import RecordingChannel, Transcript, message
+
+
+@pytest.fixture
+async def channel() -> RecordingChannel:
+    return RecordingChannel()
+
+
+@pytest.fixture
+async def bot(settings, channel):
+    lessonbot = Lessonbot(settings, [channel])
+    yield lessonbot
+    await lessonbot.stop()
+
+
+async def count(db: Database, model, *where) -> int:
+    async with db.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+async def test_start_gets_a_greeting(bot, channel):
+    replies = await Transcript(bot, channel).say("/start")
+    assert len(replies) == 1
+    assert replies[0].startswith("Hi")
+    assert "/help" in replies[0]
+
+
+async def test_same_platform_id_twice_gets_one_reply(bot, channel):
+    first = await bot.receive(message("/help", platform_id="update-1"))
+    second = await bot.receive(message("/help", platform_id="update-1"))
+    await bot.settle()
+    assert not first.duplicate and second.duplicate
+    assert len(channel.sent["ann"]) == 1
+    assert await count(bot.db, InboundMessage) == 1
+
+
+async def test_same_id_on_two_channels_is_two_messages(settings):
+    one, two = RecordingChannel("one"), RecordingChannel("two")
+    bot = Lessonbot(settings, [one, two])
+    try:
+        await bot.receive(message("/help", channel="one", platform_id="42"))
+        await bot.receive(message("/help", channel="two", platform_id="42"))
+        await bot.settle()
+        assert len(one.sent["ann"]) == 1 and len(two.sent["ann"]) == 1
+    finally:
+        await bot.stop()
+
+
+async def test_recorded_but_not_processed_is_processed_after_restart(settings, channel):
+    # A process that records and dies before processing: simulated by a process that only records.
+    recorder = Lessonbot(settings, [channel], process=False, dispatch=False)
+    await recorder.receive(message("/start", platform_id="u-7"))
+    await recorder.stop()
+    assert await count(recorder.db, InboundMessage, InboundMessage.status == "pending") == 1
+
+    restarted = Lessonbot(settings, [channel])
+    restarted.start()
+    try:
+        async with asyncio.timeout(10):
+            while not channel.sent["ann"]:
+                await asyncio.sleep(0.05)
+        await restarted.settle()
+        # A redelivery by the platform after the restart changes nothing.
+        assert (await restarted.receive(message("/start", platform_id="u-7"))).duplicate
+        await asyncio.sleep(3 * settings.worker_poll_seconds)
+        await restarted.settle()
+        assert len(channel.sent["ann"]) == 1
+        assert await count(restarted.db, InboundMessage, InboundMessage.status == "done") == 1
+    finally:
+        await restarted.stop()
+
+
+async def test_a_conversation_is_processed_in_arrival_order(settings, channel):
+    seen: list[str] = []
+
+    async def echo(turn: Turn) -> None:
+        await asyncio.sleep(0.001)
+        seen.append(turn.text)
+        turn.say(f"echo {turn.text}")
+
+    bot = Lessonbot(settings, [channel], respond=echo)
+    try:
+        ids = [f"m{i}" for i in range(20)]
+        await asyncio.gather(*(bot.receive(message(i, platform_id=i)) for i in ids))
+        await bot.settle()
+        async with bot.db.sessions() as session:
+            arrival = list(await session.scalars(select(InboundMessage.platform_id).order_by(InboundMessage.id)))
+        assert seen == arrival
+        assert channel.texts("ann") == [f"echo {i}" for i in arrival]
+    finally:
+        await bot.stop()
+
+
+async def test_conversations_proceed_in_parallel(settings, channel):
+    release = asyncio.Event()
+
+    async def respond(turn: Turn) -> None:
+        if turn.text == "wait":  # slow work, as a model call would be: outside the transaction
+            await turn.call_outside_transaction("wait", release.wait)
+        turn.say(f"done {turn.text}")
+
+    bot = Lessonbot(settings, [channel], respond=respond)
+    try:
+        await bot.receive(message("wait", chat="slow"))
+        await bot.receive(message("go", chat="quick"))
+        async with asyncio.timeout(10):
+            while not channel.sent["quick"]:
+                await bot.dispatcher.flush()
+                await asyncio.sleep(0.02)
+        assert channel.texts("quick") == ["done go"] and not channel.sent["slow"]
+        release.set()
+        await bot.settle()
+        assert channel.texts("slow") == ["done wait"]
+    finally:
+        release.set()
+        await bot.stop()
+
+
+async def test_state_and_outbox_commit_together(settings, channel):
+    async def broken(turn: Turn) -> None:
+        turn.state["step"] = "half-done"
+        turn.say("this reply must not survive")
+        raise RuntimeError("a bug in a dialog")
+
+    bot = Lessonbot(settings, [channel], respond=broken)
+    try:
+        await bot.receive(message("hello"))
+        await bot.settle()
+        texts = channel.texts("ann")
+        assert len(texts) == 1 and "went wrong" in texts[0] and "a bug" not in texts[0]
+        async with bot.db.sessions() as session:
+            row = await session.scalar(select(InboundMessage))
+            assert row.status == "failed" and "RuntimeError" in row.error
+            from storage.models import Conversation
+
+            conversation = await session.scalar(select(Conversation))
+            assert conversation.state == {}
+    finally:
+        await bot.stop()
+
+
+async def test_one_person_one_user_per_channel_identity(bot, channel):
+    await bot.receive(message("/start", chat="group-1", sender="ann"))
+    await bot.receive(message("/help", chat="ann", sender="ann"))
+    await bot.settle()
+    assert await count(bot.db, ChannelIdentity) == 1
+
+
+async def test_record_survives_concurrent_first_contact(settings):
+    db = Database(settings.resolved_database_url)
+    try:
+        results = await asyncio.gather(*(record(db, message("hi", chat="new", platform_id=str(i))) for i in range(10)))
+        assert len({r.conversation_id for r in results}) == 1
+        assert not any(r.duplicate for r in results)
+    finally:
+        await db.dispose()
+
+
+async def test_replies_are_stored_with_the_platform_message_id(bot, channel):
+    await Transcript(bot, channel).say("/help")
+    async with bot.db.sessions() as session:
+        row = await session.scalar(select(OutboxMessage))
+    assert row.status == "sent" and row.platform_message_id == f"test-{row.id}"

@@ -1,0 +1,102 @@
+"""Shared fixtures: a migrated database on SQLite and on PostgreSQL, settings pointing at it, a running Lessonbot.
+
+PostgreSQL is the local server (LESSONBOT_TEST_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/postgres):
+each test session creates its own database and drops it at the end. Without a server the PostgreSQL cases are
+skipped, unless LESSONBOT_REQUIRE_ALL_TESTS=1 (CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from bot.config import Settings, load_settings
+from storage.db import make_sync_engine
+from storage.migrate import upgrade
+from storage.models import Base
+
+POSTGRES_ADMIN_URL = os.environ.get("LESSONBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REQUIRE_ALL = os.environ.get("LESSONBOT_REQUIRE_ALL_TESTS") == "1"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def missing(reason: str) -> None:
+    """Skip for lack of an outside service or tool, or fail where the run must be complete (CI)."""
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason} (LESSONBOT_REQUIRE_ALL_TESTS=1)")
+    pytest.skip(reason)
+
+
+def _admin_connect() -> psycopg.Connection:
+    url = make_url(POSTGRES_ADMIN_URL)
+    return psycopg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password, dbname=url.database,
+        autocommit=True, connect_timeout=3,
+    )
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session."""
+    try:
+        admin = _admin_connect()
+    except psycopg.OperationalError as exc:
+        missing(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
+    name = f"lessonbot_test_{uuid.uuid4().hex[:10]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with _admin_connect() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'lessonbot.db'}"
+    upgrade(url)
+    return url
+
+
+def _empty_tables(url: str) -> None:
+    engine = make_sync_engine(url)
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(text(f'DELETE FROM "{table.name}"'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test that uses the database runs once on SQLite and once on PostgreSQL, on empty tables."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    _empty_tables(url)
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return load_settings(
+        _env_file=None,
+        database_url=database_url,
+        data_dir=tmp_path / "var",
+        secret_key="test-secret-key-0123456789",
+        worker_poll_seconds=0.2,
+        outbox_backoff_seconds=0.05,
+        log_format="text",
+    )
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        missing(f"the shared fixtures folder is not at {SHARED}")
+    return SHARED
