@@ -130,6 +130,10 @@ def create_app(
 
     if webchat is not None:
         routes += web_chat_routes(lessonbot, webchat, settings)
+    for channel in channels:
+        # Platform channels bring their own webhook routes; each verifies, then calls receive, then acks.
+        if hasattr(channel, "routes"):
+            routes += channel.routes(lessonbot.receive)
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.lessonbot = lessonbot

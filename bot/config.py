@@ -52,6 +52,24 @@ class Settings(BaseSettings):
     outbox_backoff_max_seconds: float = Field(600.0, gt=0)
     outbox_concurrency: int = Field(32, ge=1, description="Sends in flight at once from one dispatcher.")
 
+    # Telegram (off unless TELEGRAM_BOT_TOKEN is set)
+    telegram_bot_token: str = ""
+    telegram_webhook_secret: str = Field("", description="Checked against X-Telegram-Bot-Api-Secret-Token.")
+    telegram_api_base_url: str = "https://api.telegram.org/bot"
+
+    # WhatsApp through Twilio (off unless TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are set)
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_whatsapp_from: str = Field("", description="The sender, e.g. whatsapp:+14155238886")
+    twilio_api_base_url: str = "https://api.twilio.com"
+
+    # Slack (off unless SLACK_SIGNING_SECRET and a token or OAuth client are set)
+    slack_signing_secret: str = ""
+    slack_bot_token: str = ""
+    slack_client_id: str = ""
+    slack_client_secret: str = ""
+    slack_api_base_url: str = "https://slack.com/api/"
+
     # course material imported by `make run`
     sample_course_dir: Path = Path("courses/sample")
 

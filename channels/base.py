@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.messages import Reply
+from bot.messages import InboundMessage, Reply
 
 
 class SendError(Exception):
@@ -41,7 +41,19 @@ class RateLimit:
     seconds: float
 
 
+class Receive(Protocol):
+    """The core's entry point handed to a channel's routes: records a verified message before the ack."""
+
+    async def __call__(self, message: InboundMessage) -> "Received": ...
+
+
+class Received(Protocol):
+    duplicate: bool
+
+
 class Channel(Protocol):
+    """A platform's outbound side. A channel with webhooks also has `routes(receive) -> list[starlette Route]`."""
+
     name: str
 
     async def send(self, chat_id: str, reply: Reply, *, outbox_id: int) -> str:
