@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from bot.config import Settings, load_settings
 from storage.db import make_sync_engine
 from storage.migrate import upgrade
-from storage.models import Base
+from storage.schema import metadata
 
 POSTGRES_ADMIN_URL = os.environ.get("LESSONBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_ALL = os.environ.get("LESSONBOT_REQUIRE_ALL_TESTS") == "1"
@@ -69,7 +69,7 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def _empty_tables(url: str) -> None:
     engine = make_sync_engine(url)
     with engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
+        for table in reversed(metadata.sorted_tables):
             connection.execute(text(f'DELETE FROM "{table.name}"'))
     engine.dispose()
 

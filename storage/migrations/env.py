@@ -5,10 +5,10 @@ from __future__ import annotations
 from alembic import context
 
 from storage.db import make_sync_engine
-from storage.models import Base
+from storage.schema import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def run_migrations_online() -> None:

@@ -1,0 +1,8 @@
+"""Every table of the project, for migrations and for tests: import this, not the model modules one by one."""
+
+from __future__ import annotations
+
+from storage import models  # noqa: F401
+from storage.models import Base
+
+metadata = Base.metadata
