@@ -131,9 +131,9 @@ def create_app(
     if webchat is not None:
         routes += web_chat_routes(lessonbot, webchat, settings)
     for channel in channels:
-        # Platform channels bring their own webhook routes; each verifies, then calls receive, then acks.
+        # Platform channels bring their own webhook routes; each verifies, then receives, then acknowledges.
         if hasattr(channel, "routes"):
-            routes += channel.routes(lessonbot.receive)
+            routes += channel.routes(lessonbot)
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.lessonbot = lessonbot

@@ -12,7 +12,10 @@ from bot.dispatcher import OutboxDispatcher
 from bot.messages import InboundMessage
 from bot.pipeline import ConversationWorker, Recorded, Responder, record
 from channels.base import Channel
+from sqlalchemy import update
+
 from storage.db import Database
+from storage.models import OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,18 @@ class Lessonbot:
         if not recorded.duplicate and self.process:
             self.worker.notify(recorded.conversation_id)
         return recorded
+
+    async def record_delivery(
+        self, channel: str, platform_message_id: str, status: str, *, error: str | None = None
+    ) -> bool:
+        """A platform's delivery report for a reply we sent (Twilio status callbacks, for one)."""
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.channel == channel, OutboxMessage.platform_message_id == platform_message_id)
+                .values(delivery_status=status[:16], delivery_error=error[:2000] if error else None)
+            )
+            return bool(result.rowcount)
 
     def start(self) -> None:
         """Start the background loops that pick up work left by other processes or by a crash."""

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import aliased
@@ -24,9 +24,9 @@ from bot.config import Settings
 from bot.messages import reply_from_payload
 from bot.observability import MESSAGES_OUT, SEND_FAILURES, conversation_id_var
 from bot.ratelimit import RateLimiter
-from channels.base import Channel, PermanentSendError, RateLimited, TransientSendError
+from channels.base import Channel, Delivery, PermanentSendError, RateLimited, TransientSendError
 from storage.db import Database
-from storage.models import OutboxMessage, utcnow
+from storage.models import Conversation, OutboxMessage, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,15 @@ class OutboxDispatcher:
         limits = channel.rate_limits(row.chat_id)
         await self.limiter.acquire(limits)
         try:
-            platform_id = await channel.send(row.chat_id, reply_from_payload(row.payload), outbox_id=row.id)
+            platform_id = await channel.send(
+                Delivery(
+                    outbox_id=row.id,
+                    chat_id=row.chat_id,
+                    reply=reply_from_payload(row.payload),
+                    attempt=row.attempts,
+                    last_inbound_at=await self._last_inbound_at(row.conversation_id),
+                )
+            )
         except RateLimited as exc:
             SEND_FAILURES.labels(row.channel, "rate_limited").inc()
             for limit in limits:
@@ -187,6 +195,12 @@ class OutboxDispatcher:
             return False
         await self._mark_sent(row, platform_id)
         return True
+
+    async def _last_inbound_at(self, conversation_id: int) -> datetime | None:
+        async with self.db.sessions() as session:
+            return await session.scalar(
+                select(Conversation.last_inbound_at).where(Conversation.id == conversation_id)
+            )
 
     async def _mark_sent(self, row: OutboxMessage, platform_id: str) -> None:
         async with self.db.transaction() as session:

@@ -7,6 +7,7 @@ only by the dispatcher, which interprets the three errors below.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from bot.messages import InboundMessage, Reply
@@ -41,22 +42,41 @@ class RateLimit:
     seconds: float
 
 
-class Receive(Protocol):
-    """The core's entry point handed to a channel's routes: records a verified message before the ack."""
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One stored reply on its way out, with what a channel may need to decide how to send it."""
 
-    async def __call__(self, message: InboundMessage) -> "Received": ...
+    outbox_id: int
+    chat_id: str
+    reply: Reply
+    attempt: int = 1
+    last_inbound_at: datetime | None = None  # the learner's last message here (WhatsApp's 24-hour window)
 
 
 class Received(Protocol):
     duplicate: bool
 
 
+class ChannelHost(Protocol):
+    """What the core offers a channel's webhook routes."""
+
+    async def receive(self, message: InboundMessage) -> Received:
+        """Record a verified message durably; acknowledge the platform only after this returns."""
+        ...
+
+    async def record_delivery(
+        self, channel: str, platform_message_id: str, status: str, *, error: str | None = None
+    ) -> bool:
+        """Note a platform's delivery report (delivered, read, failed …) on the outbox row it sent; False if unknown."""
+        ...
+
+
 class Channel(Protocol):
-    """A platform's outbound side. A channel with webhooks also has `routes(receive) -> list[starlette Route]`."""
+    """A platform's outbound side. A channel with webhooks also has `routes(host: ChannelHost) -> list[Route]`."""
 
     name: str
 
-    async def send(self, chat_id: str, reply: Reply, *, outbox_id: int) -> str:
+    async def send(self, delivery: Delivery) -> str:
         """Deliver one reply; return the platform's id for the sent message."""
         ...
 

@@ -9,8 +9,8 @@ import sys
 import uuid
 from typing import TextIO
 
-from bot.messages import Document, InboundMessage, Reply, Text
-from channels.base import RateLimit
+from bot.messages import Document, InboundMessage, Text
+from channels.base import Delivery, RateLimit
 
 
 class ConsoleChannel:
@@ -36,7 +36,8 @@ class ConsoleChannel:
             sender_name=self.user,
         )
 
-    async def send(self, chat_id: str, reply: Reply, *, outbox_id: int) -> str:
+    async def send(self, delivery: Delivery) -> str:
+        reply = delivery.reply
         if isinstance(reply, Text):
             lines = [reply.text]
             lines += [f"  [{number}] {choice.label}" for number, choice in enumerate(reply.choices, start=1)]
@@ -47,7 +48,7 @@ class ConsoleChannel:
             raise TypeError(reply)
         self.out.write("bot> " + "\n     ".join(line for line in "\n".join(lines).splitlines()) + "\n")
         self.out.flush()
-        return f"console-{outbox_id}"
+        return f"console-{delivery.outbox_id}"
 
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
         return ()

@@ -17,8 +17,8 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from bot.messages import InboundMessage, Reply
-from channels.base import RateLimit, RequestRejected
+from bot.messages import InboundMessage
+from channels.base import Delivery, RateLimit, RequestRejected
 
 MAX_TEXT_CHARS = 4000
 MAX_CLIENT_ID_CHARS = 100
@@ -84,10 +84,10 @@ class WebChatChannel:
 
     # outbound ------------------------------------------------------------------------------------------------
 
-    async def send(self, chat_id: str, reply: Reply, *, outbox_id: int) -> str:
-        for waiter in self._waiters.get(chat_id, ()):
+    async def send(self, delivery: Delivery) -> str:
+        for waiter in self._waiters.get(delivery.chat_id, ()):
             waiter.set()
-        return f"web-{outbox_id}"
+        return f"web-{delivery.outbox_id}"
 
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
         return ()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from bot.core import Lessonbot
 from bot.messages import InboundMessage, Reply, Text
-from channels.base import RateLimit
+from channels.base import Delivery, RateLimit
 
 
 @dataclass
@@ -23,11 +23,11 @@ class RecordingChannel:
     # scripted failures: each send pops the next one (an exception to raise) until the list is empty
     failures: list[Exception] = field(default_factory=list)
 
-    async def send(self, chat_id: str, reply: Reply, *, outbox_id: int) -> str:
+    async def send(self, delivery: Delivery) -> str:
         if self.failures:
             raise self.failures.pop(0)
-        self.sent[chat_id].append(reply)
-        return f"{self.name}-{outbox_id}"
+        self.sent[delivery.chat_id].append(delivery.reply)
+        return f"{self.name}-{delivery.outbox_id}"
 
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
         return self.limits

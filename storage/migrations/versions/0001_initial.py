@@ -98,6 +98,8 @@ def upgrade() -> None:
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True),
     sa.Column('platform_message_id', sa.String(length=200), nullable=True),
+    sa.Column('delivery_status', sa.String(length=16), nullable=True),
+    sa.Column('delivery_error', sa.Text(), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('idempotency_key', sa.String(length=200), nullable=True),
     sa.Column('inbound_message_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
@@ -111,6 +113,7 @@ def upgrade() -> None:
     with op.batch_alter_table('outbox_messages', schema=None) as batch_op:
         batch_op.create_index('ix_outbox_messages_due', ['status', 'conversation_id', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_outbox_messages_inbound_message_id'), ['inbound_message_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_outbox_messages_platform_message_id'), ['platform_message_id'], unique=False)
 
 
 
