@@ -61,3 +61,76 @@ class Transcript:
         await self.bot.receive(message(text, chat=self.chat, channel=self.channel.name, choice=choice))
         await self.bot.settle()
         return [r.text for r in self.channel.sent[self.chat][before:] if isinstance(r, Text)]
+
+
+# Real server processes ---------------------------------------------------------------------------------------------
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import httpx  # noqa: E402
+
+LESSONBOT = [sys.executable, "-m", "bot.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "TWILIO_", "SLACK_", "OPENAI_"))}
+    env.update(
+        DATABASE_URL=database_url, DATA_DIR=str(data_dir), SECRET_KEY="test-secret-key-0123456789",
+        LOG_FORMAT="text", WORKER_POLL_SECONDS="0.2", **extra,
+    )
+    return env
+
+
+class ServerProcess:
+    """`lessonbot serve` in a child process, ready when /readyz answers 200."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(env["DATA_DIR"]) / f"server-{self.port}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = self.log.open("w")
+        self.process = subprocess.Popen(
+            [*LESSONBOT, "serve", "--port", str(self.port), *args],
+            env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"server not ready in 30 s:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handlers, as in a crash."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self._log_file.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self._log_file.close()

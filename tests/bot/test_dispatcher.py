@@ -1,0 +1,133 @@
+"""The outbox dispatcher: retries with backoff, waits out 429s, dead-letters, keeps a conversation's order."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from sqlalchemy import select
+
+from bot.core import Lessonbot
+from bot.ratelimit import RateLimiter
+from channels.base import PermanentSendError, RateLimit, RateLimited, TransientSendError
+from dialogs.base import Turn
+from storage.models import OutboxMessage
+from storage.outbox import requeue
+from tests.support import RecordingChannel, message
+
+
+async def three_replies(turn: Turn) -> None:
+    for n in (1, 2, 3):
+        turn.say(f"part {n}")
+
+
+@pytest.fixture
+async def make_bot(settings):
+    bots: list[Lessonbot] = []
+
+    def make(channel: RecordingChannel, **overrides) -> Lessonbot:
+        bot = Lessonbot(settings.model_copy(update=overrides), [channel], respond=three_replies)
+        bots.append(bot)
+        return bot
+
+    yield make
+    for bot in bots:
+        await bot.stop()
+
+
+async def outbox_rows(bot: Lessonbot) -> list[OutboxMessage]:
+    async with bot.db.sessions() as session:
+        return list(await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+async def wait_until_sent(bot: Lessonbot, channel: RecordingChannel, count: int, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while len(channel.sent["ann"]) < count:
+            await bot.dispatcher.flush()
+            await asyncio.sleep(0.02)
+
+
+async def test_transient_failures_are_retried_in_order(make_bot):
+    channel = RecordingChannel(failures=[TransientSendError("502 from the platform")] * 2)
+    bot = make_bot(channel)
+    await bot.receive(message("hi"))
+    await bot.settle()
+    await wait_until_sent(bot, channel, 3)
+    assert channel.texts("ann") == ["part 1", "part 2", "part 3"]
+    rows = await outbox_rows(bot)
+    assert [r.status for r in rows] == ["sent"] * 3
+    assert rows[0].attempts == 3 and rows[0].last_error == "502 from the platform"
+
+
+async def test_rate_limited_send_waits_for_retry_after_and_is_not_counted(make_bot):
+    channel = RecordingChannel(failures=[RateLimited(0.3)] * 3)
+    bot = make_bot(channel, outbox_max_attempts=2)
+    await bot.receive(message("hi"))
+    await bot.settle()
+    started = time.monotonic()
+    await wait_until_sent(bot, channel, 3)
+    assert time.monotonic() - started >= 0.3 * 2  # waited out at least two retry-afters
+    rows = await outbox_rows(bot)
+    assert [r.status for r in rows] == ["sent"] * 3  # three 429s did not spend a 2-try budget
+    assert rows[0].attempts == 1
+
+
+async def test_retry_budget_spent_dead_letters_and_blocks_nothing_else(make_bot):
+    channel = RecordingChannel(failures=[TransientSendError("timeout")] * 3)
+    bot = make_bot(channel, outbox_max_attempts=3)
+    await bot.receive(message("hi"))
+    await bot.settle()
+    await wait_until_sent(bot, channel, 2)
+    rows = await outbox_rows(bot)
+    assert rows[0].status == "dead" and "gave up after 3 tries" in rows[0].last_error
+    assert channel.texts("ann") == ["part 2", "part 3"]
+
+
+async def test_permanent_failure_dead_letters_at_once_and_requeue_resends(make_bot):
+    channel = RecordingChannel(failures=[PermanentSendError("chat not found")])
+    bot = make_bot(channel)
+    await bot.receive(message("hi"))
+    await bot.settle()
+    await wait_until_sent(bot, channel, 2)
+    rows = await outbox_rows(bot)
+    assert rows[0].status == "dead" and rows[0].attempts == 1
+    async with bot.db.transaction() as session:
+        assert await requeue(session, [rows[0].id]) == 1
+    await wait_until_sent(bot, channel, 3)
+    assert (await outbox_rows(bot))[0].status == "sent"
+
+
+async def test_a_process_that_died_mid_send_is_taken_over_after_its_lease(make_bot):
+    channel = RecordingChannel()
+    bot = make_bot(channel)
+    await bot.receive(message("hi"))
+    await bot.worker.idle()
+    async with bot.db.transaction() as session:  # as a dead dispatcher leaves it: claimed, lease run out
+        row = await session.scalar(select(OutboxMessage).order_by(OutboxMessage.id).limit(1))
+        row.status, row.attempts = "sending", 1
+        from datetime import timedelta
+
+        from storage.models import utcnow
+
+        row.lease_until = utcnow() - timedelta(seconds=1)
+    await wait_until_sent(bot, channel, 3)
+    assert channel.texts("ann") == ["part 1", "part 2", "part 3"]
+
+
+async def test_rate_limiter_paces_a_key():
+    limiter = RateLimiter()
+    limit = RateLimit("chat:1", count=5, seconds=0.5)  # burst of 5, then one per 0.1 s
+    started = time.monotonic()
+    for _ in range(10):
+        await limiter.acquire([limit])
+    elapsed = time.monotonic() - started
+    assert 0.45 <= elapsed < 1.0
+
+
+async def test_rate_limiter_pause_holds_every_send_on_the_key():
+    limiter = RateLimiter()
+    limiter.pause("global", 0.3)
+    started = time.monotonic()
+    await limiter.acquire([RateLimit("global", 30, 1), RateLimit("chat:9", 1, 1)])
+    assert time.monotonic() - started >= 0.29

@@ -1,0 +1,74 @@
+"""/admin: permission check, audit log, and the outbox commands."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from bot.core import Lessonbot
+from channels.base import PermanentSendError
+from storage.models import AdminAuditEntry, OutboxMessage
+from tests.support import RecordingChannel, Transcript
+
+
+@pytest.fixture
+async def bot(settings):
+    channel = RecordingChannel()
+    lessonbot = Lessonbot(settings.model_copy(update={"admins": ("test:boss",)}), [channel])
+    yield lessonbot, channel
+    await lessonbot.stop()
+
+
+async def audit(bot: Lessonbot) -> list[tuple[str, str, str]]:
+    async with bot.db.sessions() as session:
+        rows = await session.scalars(select(AdminAuditEntry).order_by(AdminAuditEntry.id))
+        return [(r.identity, r.command, r.outcome) for r in rows]
+
+
+async def test_non_admin_is_refused_and_told_how_to_become_one(bot):
+    lessonbot, channel = bot
+    [reply] = await Transcript(lessonbot, channel, chat="ann").say("/admin stats")
+    assert "admins only" in reply and "test:ann" in reply and "ADMINS" in reply
+    assert await audit(lessonbot) == [("test:ann", "stats", "denied")]
+
+
+async def test_admin_stats_and_help_are_audited(bot):
+    lessonbot, channel = bot
+    boss = Transcript(lessonbot, channel, chat="boss")
+    [stats] = await boss.say("/admin stats")
+    assert "Learners: 1" in stats and "Messages received: 1" in stats
+    [help_text] = await boss.say("/admin")
+    assert "/admin requeue" in help_text
+    [unknown] = await boss.say("/admin explode")
+    assert "no admin command 'explode'" in unknown
+    [usage] = await boss.say("/admin requeue please")
+    assert usage.startswith("Usage: /admin requeue")
+    assert await audit(lessonbot) == [
+        ("test:boss", "stats", "ok"),
+        ("test:boss", "help", "ok"),
+        ("test:boss", "explode", "invalid"),
+        ("test:boss", "requeue", "invalid"),
+    ]
+
+
+async def test_admin_sees_failed_replies_and_requeues_them(bot):
+    lessonbot, channel = bot
+    channel.failures.append(PermanentSendError("bot was blocked by the user"))
+    await Transcript(lessonbot, channel, chat="ann").say("/help")
+    boss = Transcript(lessonbot, channel, chat="boss")
+    [listing] = await boss.say("/admin outbox")
+    assert "test:ann" in listing and "bot was blocked by the user" in listing
+    [done] = await boss.say("/admin requeue all")
+    assert done == "Requeued 1 failed reply."
+    await lessonbot.settle()
+    async with lessonbot.db.sessions() as session:
+        statuses = list(await session.scalars(select(OutboxMessage.status)))
+    assert "dead" not in statuses
+    assert len(channel.texts("ann")) == 1
+
+
+async def test_help_shows_admin_commands_only_to_admins(bot):
+    lessonbot, channel = bot
+    [for_learner] = await Transcript(lessonbot, channel, chat="ann").say("/help")
+    [for_admin] = await Transcript(lessonbot, channel, chat="boss").say("/help")
+    assert "/admin" not in for_learner and "/admin help" in for_admin
