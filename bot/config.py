@@ -6,7 +6,9 @@ variable and says what it expects (`ConfigError`), never a traceback.
 
 from __future__ import annotations
 
+import os
 import secrets
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -118,12 +120,18 @@ class Settings(BaseSettings):
         if self.secret_key:
             return self.secret_key
         path = self.data_dir / "secret_key"
-        if path.exists():
-            return path.read_text().strip()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         key = secrets.token_hex(32)
-        path.touch(mode=0o600)
-        path.write_text(key)
+        try:  # O_EXCL: of several workers starting at once on a shared folder, exactly one writes the key
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            for _ in range(50):
+                if existing := path.read_text().strip():
+                    return existing
+                time.sleep(0.05)  # the winner is still writing it
+            raise ConfigError(f"{path} is empty: delete it, or set SECRET_KEY") from None
+        with os.fdopen(fd, "w") as file:
+            file.write(key)
         return key
 
     def is_admin(self, channel: str, external_id: str) -> bool:

