@@ -72,9 +72,6 @@ class Settings(BaseSettings):
     slack_client_secret: str = ""
     slack_api_base_url: str = "https://slack.com/api/"
 
-    # course material imported by `make run`
-    sample_course_dir: Path = Path("courses/sample")
-
     @field_validator("admins", mode="before")
     @classmethod
     def _parse_admins(cls, value: object) -> tuple[str, ...]:

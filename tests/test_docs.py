@@ -1,0 +1,37 @@
+"""The docs stay true: every setting is documented in .env.example and the README, every CLI command in the README."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bot.cli import build_parser
+from bot.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def setting_names() -> list[str]:
+    return [name.upper() for name in Settings.model_fields]
+
+
+def test_every_setting_is_in_env_example():
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    assert not set(setting_names()) - documented, "add these to .env.example"
+    assert not documented - set(setting_names()), ".env.example names settings that do not exist"
+
+
+def test_every_setting_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    assert not [name for name in setting_names() if f"`{name}`" not in readme], "add these to the README's table"
+
+
+def test_every_cli_command_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert not [name for name in commands if f"lessonbot {name}" not in readme]
+
+
+def test_readme_shows_the_front_door():
+    readme = (ROOT / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme
