@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select, text
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -26,6 +26,7 @@ from bot.config import Settings
 from bot.core import Lessonbot
 from bot.observability import INBOUND_PENDING, OUTBOX_DEPTH, REGISTRY
 from channels.base import Channel, RequestRejected
+from channels.http import read_limited_body
 from channels.webchat import WebChatChannel, reply_view
 from storage.migrate import current_revisions, head_revisions
 from storage.models import OutboxMessage
@@ -39,19 +40,7 @@ SSE_KEEPALIVE_SECONDS = 15.0
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over `limit` bytes without reading past it."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestRejected(413, f"The request body is {int(declared):,} bytes; the limit is {limit:,}.")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestRejected(413, f"The request body is over the limit of {limit:,} bytes.")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise RequestRejected(400, "The client went away before the body arrived.") from None
-    return b"".join(chunks)
+    return await read_limited_body(request, limit)
 
 
 def rejected(exc: RequestRejected) -> JSONResponse:
@@ -62,6 +51,49 @@ def build_channels(settings: Settings) -> list[Channel]:
     channels: list[Channel] = []
     if settings.web_chat_enabled:
         channels.append(WebChatChannel(settings.resolved_secret_key))
+    if settings.telegram_bot_token and settings.telegram_webhook_secret:
+        from channels.telegram import TelegramChannel
+
+        channels.append(
+            TelegramChannel(
+                token=settings.telegram_bot_token,
+                webhook_secret=settings.telegram_webhook_secret,
+                api_base_url=settings.telegram_api_base_url,
+                max_body_bytes=settings.max_body_bytes,
+            )
+        )
+    elif settings.telegram_bot_token:
+        log.error(
+            "telegram is off: TELEGRAM_WEBHOOK_SECRET is empty, and an unsigned webhook would take updates from "
+            "anyone; set it to a random string (e.g. `openssl rand -hex 32`), then `lessonbot telegram set-webhook URL`"
+        )
+    else:
+        log.info("telegram is off: set TELEGRAM_BOT_TOKEN (from @BotFather) and TELEGRAM_WEBHOOK_SECRET")
+    if settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_whatsapp_from:
+        if settings.public_base_url:
+            from channels.whatsapp import WhatsAppChannel
+
+            channels.append(
+                WhatsAppChannel(
+                    account_sid=settings.twilio_account_sid,
+                    auth_token=settings.twilio_auth_token,
+                    sender=settings.twilio_whatsapp_from,
+                    public_base_url=settings.public_base_url,
+                    api_base_url=settings.twilio_api_base_url,
+                    max_body_bytes=settings.max_body_bytes,
+                    template_content_sid=settings.twilio_template_content_sid,
+                    quick_reply_content_sids=settings.twilio_quick_reply_content_sids,
+                )
+            )
+        else:
+            log.error(
+                "whatsapp is off: PUBLIC_BASE_URL is empty, and Twilio's signatures are computed over the URL it calls; "
+                "set it to the https address Twilio reaches (your domain or tunnel), e.g. https://bot.example.com"
+            )
+    elif settings.twilio_account_sid or settings.twilio_auth_token or settings.twilio_whatsapp_from:
+        log.error("whatsapp is off: set all of TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_WHATSAPP_FROM")
+    else:
+        log.info("whatsapp is off: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_FROM and PUBLIC_BASE_URL")
     return channels
 
 
@@ -74,7 +106,7 @@ def create_app(
 ) -> Starlette:
     channels = build_channels(settings) if channels is None else channels
     webchat = next((c for c in channels if isinstance(c, WebChatChannel)), None)
-    lessonbot = Lessonbot(settings, channels, process=process, dispatch=dispatch)
+    lessonbot = Lessonbot(settings, channels, process=process, dispatch=dispatch, elect=True)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -84,6 +116,10 @@ def create_app(
             yield
         finally:
             await lessonbot.stop()
+            for channel in channels:
+                close = getattr(channel, "close", None)  # channels holding connections (an SDK client) close them
+                if close is not None:
+                    await close()
 
     # health ---------------------------------------------------------------------------------------------------
 

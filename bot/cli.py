@@ -9,8 +9,11 @@ import logging
 import sys
 from collections.abc import Callable
 
+from bot import bench
 from bot.config import ConfigError, Settings, load_settings
 from bot.observability import configure_logging
+from channels import telegram_cli
+from dialogs import course_cli
 
 log = logging.getLogger("lessonbot")
 
@@ -36,7 +39,7 @@ def cmd_dispatch(settings: Settings, args: argparse.Namespace) -> int:
     from bot.core import Lessonbot
 
     async def main() -> None:
-        lessonbot = Lessonbot(settings, build_channels(settings), process=False, dispatch=True)
+        lessonbot = Lessonbot(settings, build_channels(settings), process=False, dispatch=True, elect=True)
         lessonbot.start()
         log.info("dispatcher running for channels: %s", ", ".join(lessonbot.channels) or "none")
         try:
@@ -196,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands that live with their room register themselves here: each takes the subparsers object.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [bench.register, telegram_cli.register, course_cli.register]
 
 
 def main(argv: list[str] | None = None) -> int:

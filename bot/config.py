@@ -7,6 +7,7 @@ variable and says what it expects (`ConfigError`), never a traceback.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from functools import cached_property
@@ -53,6 +54,8 @@ class Settings(BaseSettings):
     outbox_backoff_seconds: float = Field(2.0, gt=0, description="First retry delay; it doubles each attempt.")
     outbox_backoff_max_seconds: float = Field(600.0, gt=0)
     outbox_concurrency: int = Field(32, ge=1, description="Sends in flight at once from one dispatcher.")
+    leader_check_seconds: float = Field(5.0, gt=0, description="How often the leader confirms its hold, and standbys try.")
+    leader_lease_seconds: float = Field(15.0, gt=0, description="SQLite: how long a silent leader's hold lasts.")
 
     # Telegram (off unless TELEGRAM_BOT_TOKEN is set)
     telegram_bot_token: str = ""
@@ -64,6 +67,13 @@ class Settings(BaseSettings):
     twilio_auth_token: str = ""
     twilio_whatsapp_from: str = Field("", description="The sender, e.g. whatsapp:+14155238886")
     twilio_api_base_url: str = "https://api.twilio.com"
+    twilio_template_content_sid: str = Field(
+        "", description="An approved WhatsApp template (HX…) sent outside the 24-hour window, the reply in {{1}}."
+    )
+    twilio_quick_reply_content_sids: Annotated[dict[int, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Quick-reply content templates per button count, e.g. 2:HX…,3:HX… (body {{1}}, buttons {{2}}…).",
+    )
 
     # Slack (off unless SLACK_SIGNING_SECRET and a token or OAuth client are set)
     slack_signing_secret: str = ""
@@ -91,6 +101,49 @@ class Settings(BaseSettings):
                 )
             identities.append(f"{channel}:{ident}")
         return tuple(identities)
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _check_telegram_secret(cls, value: str) -> str:
+        # setWebhook's secret_token: 1-256 characters, only A-Z, a-z, 0-9, _ and -
+        if value and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value):
+            raise ValueError("expected 1-256 letters, digits, _ or - (e.g. the output of `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("twilio_whatsapp_from")
+    @classmethod
+    def _check_whatsapp_from(cls, value: str) -> str:
+        if not value:
+            return value
+        number = value.strip().removeprefix("whatsapp:")
+        if not re.fullmatch(r"\+[1-9][0-9]{6,14}", number):
+            raise ValueError("expected the WhatsApp sender as whatsapp:+14155238886 (E.164 after the prefix)")
+        return f"whatsapp:{number}"
+
+    @field_validator("twilio_template_content_sid")
+    @classmethod
+    def _check_template_sid(cls, value: str) -> str:
+        if value and not re.fullmatch(r"HX[0-9a-fA-F]{32}", value.strip()):
+            raise ValueError("expected a content template SID: HX followed by 32 hex digits")
+        return value.strip()
+
+    @field_validator("twilio_quick_reply_content_sids", mode="before")
+    @classmethod
+    def _parse_quick_reply_sids(cls, value: object) -> dict[int, str]:
+        if isinstance(value, dict):
+            return value  # type: ignore[return-value]
+        templates: dict[int, str] = {}
+        for item in str(value or "").split(","):
+            if not item.strip():
+                continue
+            count, _, sid = item.strip().partition(":")
+            if not count.strip().isdigit() or not 1 <= int(count) <= 3 or not re.fullmatch(r"HX[0-9a-fA-F]{32}", sid):
+                raise ValueError(
+                    f"{item.strip()!r} is not buttons:SID; expected e.g. 2:HX…,3:HX… (1 to 3 buttons, the most "
+                    "WhatsApp shows in a session message)"
+                )
+            templates[int(count)] = sid
+        return templates
 
     @field_validator("database_url")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from bot import routing
 from bot.config import Settings
@@ -14,6 +14,7 @@ from bot.pipeline import ConversationWorker, Recorded, Responder, record
 from channels.base import Channel
 from sqlalchemy import update
 
+from scheduler.leader import Leadership
 from storage.db import Database
 from storage.models import OutboxMessage
 
@@ -24,7 +25,8 @@ class Lessonbot:
     """Records what channels receive, processes it, and sends replies through the channels this process renders.
 
     `process` and `dispatch` choose this process's roles: a web worker may leave sending to one dispatcher process,
-    and a dispatcher need not process messages.
+    and a dispatcher need not process messages. With `elect`, the dispatcher (and every job in `leader_work`, such
+    as the clock) runs only while this process is the elected leader among all processes sharing the database.
     """
 
     def __init__(
@@ -34,6 +36,7 @@ class Lessonbot:
         *,
         process: bool = True,
         dispatch: bool = True,
+        elect: bool = False,
         respond: Responder = routing.respond,
         db: Database | None = None,
     ) -> None:
@@ -44,6 +47,19 @@ class Lessonbot:
         self.dispatch = dispatch
         self.dispatcher = OutboxDispatcher(self.db, settings, self.channels if dispatch else {})
         self.worker = ConversationWorker(self.db, settings, respond, on_replies=self.dispatcher.notify)
+        self.leadership = (
+            Leadership(
+                self.db,
+                "dispatcher",
+                owner=self.worker.owner,
+                check_seconds=settings.leader_check_seconds,
+                lease_seconds=settings.leader_lease_seconds,
+            )
+            if elect
+            else None
+        )
+        # What the leader runs besides the dispatcher (the scheduler adds its clock here).
+        self.leader_work: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     async def receive(self, message: InboundMessage) -> Recorded:
@@ -70,8 +86,19 @@ class Lessonbot:
         loop = asyncio.get_running_loop()
         if self.process:
             self._tasks.append(loop.create_task(self.worker.run(), name="conversation-worker"))
-        if self.dispatch:
-            self._tasks.append(loop.create_task(self.dispatcher.run(), name="outbox-dispatcher"))
+        if not self.dispatch:
+            return
+        if self.leadership is None:
+            self._tasks.append(loop.create_task(self._lead(), name="outbox-dispatcher"))
+        else:
+            self._tasks.append(loop.create_task(self.leadership.hold(self._lead), name="leadership"))
+
+    async def _lead(self) -> None:
+        """The single-instance work: the dispatcher and the leader's other jobs, until one of them stops."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.dispatcher.run())
+            for work in self.leader_work:
+                group.create_task(work())
 
     async def settle(self, timeout: float = 30.0) -> None:
         """Wait until everything received so far is processed and its due replies sent."""

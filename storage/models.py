@@ -114,6 +114,7 @@ class Conversation(Base):
     lease_until: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_inbound_at: Mapped[datetime | None] = mapped_column()
+    opted_out_at: Mapped[datetime | None] = mapped_column()  # the person sent STOP: nothing goes out until START
 
 
 class InboundMessage(Base):
@@ -183,3 +184,16 @@ class AdminAuditEntry(Base):
     command: Mapped[str] = mapped_column(String(64))
     arguments: Mapped[str] = mapped_column(Text, default="")
     outcome: Mapped[str] = mapped_column(String(16))  # ok | denied | error | invalid
+
+
+class LeaderLease(Base):
+    """Who holds a role that exactly one process may hold (the dispatcher and the clock), and until when.
+
+    Used on SQLite; PostgreSQL elects with an advisory lock instead (released the moment the holder's connection dies).
+    """
+
+    __tablename__ = "leader_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(120))
+    until: Mapped[datetime] = mapped_column()

@@ -29,6 +29,12 @@ def upgrade() -> None:
     sa.Column('outcome', sa.String(length=16), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_admin_audit'))
     )
+    op.create_table('leader_leases',
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('owner', sa.String(length=120), nullable=False),
+    sa.Column('until', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_leader_leases'))
+    )
     op.create_table('users',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('display_name', sa.String(length=200), nullable=True),
@@ -119,6 +125,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table('leader_leases')
 
     with op.batch_alter_table('outbox_messages', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_outbox_messages_inbound_message_id'))

@@ -1,0 +1,77 @@
+"""Leader election: one process runs the dispatcher; a standby takes over when the leader dies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from scheduler.leader import Leadership
+from storage.db import Database
+from tests.support import LESSONBOT, server_env
+
+import subprocess
+
+
+async def test_one_leader_and_a_standby_that_takes_over(database_url):
+    dbs = [Database(database_url), Database(database_url)]
+    runs: list[str] = []
+
+    def work(name: str):
+        async def run() -> None:
+            runs.append(name)
+            await asyncio.Event().wait()
+
+        return run
+
+    first = Leadership(dbs[0], "test-role", owner="first", check_seconds=0.1, lease_seconds=0.5)
+    second = Leadership(dbs[1], "test-role", owner="second", check_seconds=0.1, lease_seconds=0.5)
+    first_task = asyncio.create_task(first.hold(work("first")))
+    await asyncio.sleep(0.3)
+    second_task = asyncio.create_task(second.hold(work("second")))
+    try:
+        await asyncio.sleep(1.0)
+        assert runs == ["first"] and first.is_leader and not second.is_leader
+        first_task.cancel()  # the leader goes away
+        await asyncio.gather(first_task, return_exceptions=True)
+        async with asyncio.timeout(5):
+            while not second.is_leader:
+                await asyncio.sleep(0.05)
+        assert runs == ["first", "second"]
+    finally:
+        for task in (first_task, second_task):
+            task.cancel()
+        await asyncio.gather(first_task, second_task, return_exceptions=True)
+        for db in dbs:
+            await db.dispose()
+
+
+@pytest.mark.slow
+def test_standby_process_takes_over_after_kill_9(database_url, tmp_path):
+    env = server_env(database_url, tmp_path / "var", LEADER_CHECK_SECONDS="0.3", LEADER_LEASE_SECONDS="2")
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    processes = []
+    try:
+        for log in logs:
+            processes.append(subprocess.Popen([*LESSONBOT, "dispatch"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT))
+            time.sleep(1.5)  # the first one started is elected first
+
+        def elected(index: int) -> bool:
+            return "elected" in logs[index].read_text()
+
+        deadline = time.monotonic() + 20
+        while not elected(0) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert elected(0) and not elected(1)
+        processes[0].kill()  # SIGKILL: no chance to hand over
+        processes[0].wait(10)
+        killed_at = time.monotonic()
+        while not elected(1) and time.monotonic() - killed_at < 30:
+            time.sleep(0.1)
+        assert elected(1), logs[1].read_text()
+        assert time.monotonic() - killed_at < 30
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(10)
