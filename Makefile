@@ -17,6 +17,7 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/lessonbot db upgrade
+	$(BIN)/lessonbot course import courses/sample
 	$(BIN)/lessonbot serve
 
 chat: install

@@ -1,0 +1,135 @@
+"""`lessonbot course validate|import|list`: check a course folder, bring it into the database, see what is there.
+
+Registered in bot/cli.py's EXTRA_COMMANDS. Imports stay inside the functions so `lessonbot --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from dialogs.course_format import Problem
+    from storage.db import Database
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    course = subparsers.add_parser("course", help="courses: validate a course folder, import it, list courses")
+    actions = course.add_subparsers(dest="course_action", required=True, metavar="ACTION")
+
+    validate = actions.add_parser("validate", help="check a course folder and list every problem as file:line")
+    validate.add_argument("path", nargs="?", type=Path, help="the course folder (default: SAMPLE_COURSE_DIR)")
+    validate.set_defaults(func=cmd_validate)
+
+    load = actions.add_parser("import", help="check a course folder, then add or update it (learners keep progress)")
+    load.add_argument("path", nargs="?", type=Path, help="the course folder (default: SAMPLE_COURSE_DIR)")
+    load.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    load.set_defaults(func=cmd_import)
+
+    listing = actions.add_parser("list", help="the courses in the database")
+    listing.set_defaults(func=cmd_list)
+
+
+def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
+    from dialogs.course_format import check_course
+
+    folder = args.path or settings.sample_course_dir
+    course, problems = check_course(folder)
+    if problems or course is None:
+        _print_problems(problems)
+        return 1
+    access = "free" if course.price is None else f"paid, {course.price.amount} {course.price.currency}"
+    preview = f", first {course.free_preview_lessons} free" if course.free_preview_lessons else ""
+    print(f"{folder}: course {course.id} is valid: {len(course.modules)} modules, {len(course.lessons)} lessons, "
+          f"{len(course.questions)} questions ({course.language}, {access}{preview}).")
+    return 0
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from dialogs.course_format import check_course
+
+    folder = args.path or settings.sample_course_dir
+    course, problems = check_course(folder)
+    if problems or course is None:
+        _print_problems(problems)
+        print("Nothing was imported: fix the problems above and run the import again.", file=sys.stderr)
+        return 1
+
+    async def run() -> int:
+        from dialogs.course_import import import_course
+
+        async with _database(settings) as db:
+            if db is None:
+                return 1
+            async with db.sessions() as session, session.begin():
+                report = await import_course(session, course)
+                if args.dry_run:
+                    await session.rollback()
+            print(("Dry run, nothing was written: " if args.dry_run else "") + report.summary())
+            return 0
+
+    return asyncio.run(run())
+
+
+def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def run() -> int:
+        from sqlalchemy import func, select
+
+        from dialogs.course_format import format_price
+        from storage.courses import Course, Enrollment, Lesson, Question
+
+        async with _database(settings) as db:
+            if db is None:
+                return 1
+            async with db.sessions() as session:
+                def live(model: type[Lesson] | type[Question]):  # type: ignore[no-untyped-def]
+                    return (select(func.count()).where(model.course_id == Course.id, model.retired.is_(False))
+                            .scalar_subquery())
+
+                learners = select(func.count()).where(Enrollment.course_id == Course.id).scalar_subquery()
+                rows = (await session.execute(
+                    select(Course, live(Lesson), live(Question), learners).order_by(Course.slug)
+                )).all()
+        if not rows:
+            print("No courses yet. Add one with: lessonbot course import PATH")
+            return 0
+        for course, lessons, questions, enrolled in rows:
+            access = "free" if course.is_free else (
+                f"paid {format_price(course.price_minor or 0, course.currency or '')}, "
+                f"first {course.free_preview_lessons} free")
+            print(f"{course.slug}\t{course.title}\t{course.language}\t{access}\t{lessons} lessons\t"
+                  f"{questions} questions\t{enrolled} learners\timported {course.imported_at:%Y-%m-%d %H:%M}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _print_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    count = len(problems)
+    print(f"{count} problem{'s' if count != 1 else ''} found.", file=sys.stderr)
+
+
+@asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[Database | None]:
+    """The database, or None after saying why it cannot be used (its schema is not the one this code expects)."""
+    from storage import migrate
+    from storage.db import Database
+
+    db = Database(settings.resolved_database_url, pool_size=1)
+    try:
+        if await migrate.current_revisions(db.engine) != migrate.head_revisions():
+            print("The database schema is not up to date: run `lessonbot db upgrade` first.", file=sys.stderr)
+            yield None
+        else:
+            yield db
+    finally:
+        await db.dispose()
+

@@ -1,0 +1,252 @@
+"""Import a checked course into the database: idempotent, all in the caller's transaction, progress kept.
+
+Rows are matched by the author's ids (course, module, lesson and question ids), so a re-import updates them in place
+and every learner's enrollment, lesson progress and review cards keep pointing at the same rows. What the author
+removed is retired, never deleted; what comes back is restored. Nothing is written for what did not change, so
+importing the same folder twice leaves every row as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dialogs import course_format as fmt
+from storage.courses import Course, Enrollment, Lesson, Module, Question
+from storage.models import utcnow
+
+ADDED, CHANGED, MOVED, RETIRED, RESTORED = "added", "changed", "moved", "retired", "restored"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One thing an import did: `action` (added, changed, moved, retired, restored) to a `what` named `slug`."""
+
+    action: str
+    what: str  # course | module | lesson | question
+    slug: str
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.what} {self.slug}"
+
+
+@dataclass
+class ImportReport:
+    course: str
+    created: bool = False
+    changes: list[Change] = field(default_factory=list)
+    modules: int = 0
+    lessons: int = 0
+    questions: int = 0
+
+    def note(self, action: str, what: str, slug: str) -> None:
+        self.changes.append(Change(action, what, slug))
+
+    @property
+    def unchanged(self) -> bool:
+        return not self.created and not self.changes
+
+    def summary(self) -> str:
+        size = (f"{self.modules} module{'s' * (self.modules != 1)}, {self.lessons} lesson{'s' * (self.lessons != 1)}, "
+                f"{self.questions} question{'s' * (self.questions != 1)}")
+        if self.created:  # one line, not every module, lesson and question added
+            return f"Imported new course {self.course}: {size}."
+        if self.unchanged:
+            return f"Course {self.course} is up to date: nothing changed ({size})."
+        lines = [f"Updated course {self.course} ({size}):"]
+        lines += [f"  {change}" for change in self.changes]
+        return "\n".join(lines)
+
+
+def content_hash(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+async def import_course(session: AsyncSession, course: fmt.Course, *, now: datetime | None = None) -> ImportReport:
+    """Bring the database in line with `course` (already checked by `course_format.load_course`).
+
+    Runs inside the caller's transaction: on any error nothing of it is kept. On PostgreSQL the course row is locked
+    first, so two imports of one course run one after the other.
+    """
+    now = now or utcnow()
+    report = ImportReport(course.id, modules=len(course.modules), lessons=len(course.lessons),
+                          questions=len(course.questions))
+    row = await session.scalar(select(Course).where(Course.slug == course.id).with_for_update())
+    values = _course_values(course)
+    if row is None:
+        row = Course(slug=course.id, created_at=now, imported_at=now, **values)
+        session.add(row)
+        await session.flush()
+        report.created = True
+    else:
+        if any(getattr(row, name) != value for name, value in values.items() if name not in _NOT_DESCRIPTION):
+            report.note(CHANGED, "course", course.id)
+        _assign(row, values)
+
+    modules = await _import_modules(session, row.id, course.modules, report)
+    lessons = await _import_lessons(session, row.id, course, modules, report, now)
+    await _import_questions(session, row.id, course, lessons, report)
+    if report.changes:
+        row.imported_at = now
+    return report
+
+
+# Course columns that are not its own description: the hash follows every lesson, the folder is where it came from.
+_NOT_DESCRIPTION = ("content_hash", "source")
+
+
+def _course_values(course: fmt.Course) -> dict[str, object]:
+    return dict(
+        title=course.title,
+        description=course.description,
+        language=course.language,
+        access=course.access,
+        price_minor=course.price.minor_units if course.price else None,
+        currency=course.price.currency if course.price else None,
+        free_preview_lessons=course.free_preview_lessons,
+        source=str(course.folder),
+        content_hash=content_hash(_course_content(course)),
+    )
+
+
+def _course_content(course: fmt.Course) -> dict[str, object]:
+    """Everything the author wrote, for the course's hash (the folder it came from is not content)."""
+    return {
+        "course": [course.id, course.title, course.description, course.language, course.access,
+                   str(course.price.amount) if course.price else None, course.price.currency if course.price else None,
+                   course.free_preview_lessons],
+        "modules": [[m.id, m.title, [lesson.id for lesson in m.lessons]] for m in course.modules],
+        "lessons": [_lesson_content(lesson) for lesson in course.lessons],
+        "questions": [_question_content(q) for q in course.questions],
+    }
+
+
+def _lesson_content(lesson: fmt.Lesson) -> list[object]:
+    return [lesson.title, lesson.minutes, list(lesson.parts)]
+
+
+def _question_content(question: fmt.Question) -> list[object]:
+    return [question.kind, question.prompt, list(question.choices), question.correct_choice, question.is_true,
+            list(question.accepted_answers), question.explanation]
+
+
+async def _import_modules(session: AsyncSession, course_id: int, modules: Sequence[fmt.Module],
+                          report: ImportReport) -> dict[str, Module]:
+    existing = {m.slug: m for m in await session.scalars(select(Module).where(Module.course_id == course_id))}
+    kept: dict[str, Module] = {}
+    for position, module in enumerate(modules, start=1):
+        row = existing.get(module.id)
+        if row is None:
+            row = Module(course_id=course_id, slug=module.id, title=module.title, position=position, retired=False)
+            session.add(row)
+            report.note(ADDED, "module", module.id)
+        else:
+            _revise(row, report, "module", module.id, content={"title": module.title}, place={"position": position})
+        kept[module.id] = row
+    _retire(existing, kept, report, "module")
+    await session.flush()
+    return kept
+
+
+async def _import_lessons(session: AsyncSession, course_id: int, course: fmt.Course, modules: dict[str, Module],
+                          report: ImportReport, now: datetime) -> dict[str, Lesson]:
+    existing = {row.slug: row for row in await session.scalars(select(Lesson).where(Lesson.course_id == course_id))}
+    kept: dict[str, Lesson] = {}
+    position = 0
+    for module in course.modules:
+        for lesson in module.lessons:
+            position += 1
+            content = {"title": lesson.title, "minutes": lesson.minutes, "parts": list(lesson.parts),
+                       "content_hash": content_hash(_lesson_content(lesson))}
+            place = {"position": position, "module_id": modules[module.id].id}
+            row = existing.get(lesson.id)
+            if row is None:
+                row = Lesson(course_id=course_id, slug=lesson.id, source_file=lesson.file, retired=False,
+                             updated_at=now, **content, **place)
+                session.add(row)
+                report.note(ADDED, "lesson", lesson.id)
+            else:
+                if _revise(row, report, "lesson", lesson.id, content=content, place=place):
+                    row.updated_at = now
+                    await _keep_learners_in_range(session, row)
+                if row.source_file != lesson.file:
+                    row.source_file = lesson.file
+            kept[lesson.id] = row
+    _retire(existing, kept, report, "lesson")
+    await session.flush()
+    return kept
+
+
+async def _keep_learners_in_range(session: AsyncSession, lesson: Lesson) -> None:
+    """A lesson that now has fewer parts: learners part-way through it continue from its last part."""
+    last = len(lesson.parts) - 1
+    await session.execute(
+        update(Enrollment)
+        .where(Enrollment.current_lesson_id == lesson.id, Enrollment.current_part > last)
+        .values(current_part=last)
+    )
+
+
+async def _import_questions(session: AsyncSession, course_id: int, course: fmt.Course, lessons: dict[str, Lesson],
+                            report: ImportReport) -> None:
+    existing = {q.slug: q for q in await session.scalars(select(Question).where(Question.course_id == course_id))}
+    kept: dict[str, Question] = {}
+    for lesson in course.lessons:
+        for position, question in enumerate(lesson.questions, start=1):
+            content = {
+                "kind": question.kind,
+                "prompt": question.prompt,
+                "choices": list(question.choices) if question.kind == fmt.CHOICE else None,
+                "correct_choice": question.correct_choice,
+                "is_true": question.is_true,
+                "accepted_answers": list(question.accepted_answers) if question.kind == fmt.SHORT_TEXT else None,
+                "explanation": question.explanation,
+                "content_hash": content_hash(_question_content(question)),
+            }
+            place = {"lesson_id": lessons[lesson.id].id, "position": position}
+            row = existing.get(question.id)
+            if row is None:
+                row = Question(course_id=course_id, slug=question.id, retired=False, **content, **place)
+                session.add(row)
+                report.note(ADDED, "question", question.id)
+            else:
+                _revise(row, report, "question", question.id, content=content, place=place)
+            kept[question.id] = row
+    _retire(existing, kept, report, "question")
+    await session.flush()
+
+
+def _revise(row: Module | Lesson | Question, report: ImportReport, what: str, slug: str, *,
+            content: dict[str, object], place: dict[str, object]) -> bool:
+    """Update a matched row; note whether it came back, changed, or moved. True if its content changed."""
+    if row.retired:
+        row.retired = False
+        report.note(RESTORED, what, slug)
+    changed = any(getattr(row, name) != value for name, value in content.items())
+    if changed:
+        report.note(CHANGED, what, slug)
+        _assign(row, content)
+    if any(getattr(row, name) != value for name, value in place.items()):
+        report.note(MOVED, what, slug)
+        _assign(row, place)
+    return changed
+
+
+def _retire(existing: dict[str, Module] | dict[str, Lesson] | dict[str, Question], kept: dict[str, object],
+            report: ImportReport, what: str) -> None:
+    for slug, row in existing.items():
+        if slug not in kept and not row.retired:
+            row.retired = True
+            report.note(RETIRED, what, slug)
+
+
+def _assign(row: object, values: dict[str, object]) -> None:
+    for name, value in values.items():
+        if getattr(row, name) != value:
+            setattr(row, name, value)

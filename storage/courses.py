@@ -1,0 +1,248 @@
+"""Courses as imported, and each learner's way through them: enrollment, lesson progress, review cards, access.
+
+Authors name everything with their own ids (`slug` here): a course, its modules, lessons and questions. A re-import
+matches rows by slug, so the integer ids that progress rows point at never change. Lessons, modules and questions an
+author removes are *retired* (kept, flagged), never deleted: a learner's progress, cards and enrollment still point
+at them. Queries that show content to learners read only rows with `retired` false.
+
+Positions: `Lesson.position` is the lesson's place in the whole course, 1 for the first lesson of the first module,
+counted over live lessons only (a retired lesson keeps the position it last had, which may repeat a live one).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    exists,
+    or_,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.models import BigId, Base, utcnow
+
+# Values of the string columns below, spelled once.
+FREE, PAID = "free", "paid"
+CHOICE, TRUE_FALSE, SHORT_TEXT = "choice", "true_false", "text"
+ACTIVE, PAUSED, COMPLETED = "active", "paused", "completed"  # Enrollment.status
+SOURCE_FREE, SOURCE_PURCHASE, SOURCE_GRANT = "free", "purchase", "grant"
+
+
+class Course(Base):
+    """One imported course. `price_minor` is in the currency's minor unit (cents; yen and Stars have none)."""
+
+    __tablename__ = "courses"
+    __table_args__ = (UniqueConstraint("slug"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(35))  # BCP 47: en, es, pt-BR
+    access: Mapped[str] = mapped_column(String(8))  # free | paid
+    price_minor: Mapped[int | None] = mapped_column(Integer)
+    currency: Mapped[str | None] = mapped_column(String(3))  # ISO 4217, upper case
+    free_preview_lessons: Mapped[int] = mapped_column(Integer, default=0)
+    source: Mapped[str] = mapped_column(Text, default="")  # the folder it was last imported from
+    content_hash: Mapped[str] = mapped_column(String(64))  # of everything the author wrote
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def is_free(self) -> bool:
+        return self.access == FREE
+
+
+class Module(Base):
+    __tablename__ = "course_modules"
+    __table_args__ = (UniqueConstraint("course_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    slug: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    position: Mapped[int] = mapped_column(Integer)  # 1 for the first module
+    retired: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Lesson(Base):
+    """A lesson: `parts` are the bite-size messages it is sent as, in order (a JSON list of Markdown strings)."""
+
+    __tablename__ = "lessons"
+    __table_args__ = (
+        UniqueConstraint("course_id", "slug"),
+        Index("ix_lessons_course_order", "course_id", "retired", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    module_id: Mapped[int] = mapped_column(ForeignKey("course_modules.id", ondelete="CASCADE"), index=True)
+    slug: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    minutes: Mapped[int | None] = mapped_column(Integer)  # the author's estimate
+    parts: Mapped[list[str]] = mapped_column(JSON)
+    position: Mapped[int] = mapped_column(Integer)
+    retired: Mapped[bool] = mapped_column(Boolean, default=False)
+    source_file: Mapped[str] = mapped_column(Text, default="")  # relative to the course folder
+    content_hash: Mapped[str] = mapped_column(String(64))  # title, minutes and parts: changes when the text does
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Question(Base):
+    """A quiz question of a lesson. Its slug is unique in the course, so it may move between lessons.
+
+    kind `choice`: `choices` and the index of the one right answer in `correct_choice`.
+    kind `true_false`: `is_true` says whether the statement in `prompt` holds.
+    kind `text`: `accepted_answers`, as the author wrote them (compare after normalising case and spaces).
+    """
+
+    __tablename__ = "questions"
+    __table_args__ = (UniqueConstraint("course_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    lesson_id: Mapped[int] = mapped_column(ForeignKey("lessons.id", ondelete="CASCADE"), index=True)
+    slug: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # choice | true_false | text
+    prompt: Mapped[str] = mapped_column(Text)
+    choices: Mapped[list[str] | None] = mapped_column(JSON)
+    correct_choice: Mapped[int | None] = mapped_column(Integer)
+    is_true: Mapped[bool | None] = mapped_column(Boolean)
+    accepted_answers: Mapped[list[str] | None] = mapped_column(JSON)
+    explanation: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer)  # 1 for the first question of its lesson
+    retired: Mapped[bool] = mapped_column(Boolean, default=False)
+    content_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Enrollment(Base):
+    """A learner taking a course. The place is a lesson id and a part index, so a reordered course keeps it."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (UniqueConstraint("user_id", "course_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=ACTIVE)  # active | paused | completed
+    current_lesson_id: Mapped[int | None] = mapped_column(ForeignKey("lessons.id", ondelete="SET NULL"))
+    current_part: Mapped[int] = mapped_column(Integer, default=0)  # index into that lesson's parts
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LessonProgress(Base):
+    """How far one learner got in one lesson; `score` is the share of its questions right at the first try."""
+
+    __tablename__ = "lesson_progress"
+    __table_args__ = (UniqueConstraint("user_id", "lesson_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    lesson_id: Mapped[int] = mapped_column(ForeignKey("lessons.id", ondelete="CASCADE"), index=True)
+    parts_seen: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column()
+    score: Mapped[float | None] = mapped_column()
+
+
+class QuestionCard(Base):
+    """One learner's spaced-review card for one question: the FSRS card state (JSON), when it is due, the last rating."""
+
+    __tablename__ = "question_cards"
+    __table_args__ = (
+        UniqueConstraint("user_id", "question_id"),
+        Index("ix_question_cards_due", "user_id", "due"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id", ondelete="CASCADE"), index=True)
+    card: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    due: Mapped[datetime] = mapped_column(default=utcnow)
+    last_rating: Mapped[int | None] = mapped_column(Integer)
+    last_answer: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    correct: Mapped[int] = mapped_column(Integer, default=0)
+    last_reviewed_at: Mapped[datetime | None] = mapped_column()
+
+
+class Entitlement(Base):
+    """The right to a paid course's lessons beyond the preview. Payments, admins and promotions each add rows.
+
+    `reference` is the outside id it came from (a checkout session, an admin command): (source, reference) is
+    unique, so a payment event delivered twice grants once. Revoking (a refund) sets `revoked_at`; nothing is deleted.
+    """
+
+    __tablename__ = "entitlements"
+    __table_args__ = (
+        UniqueConstraint("source", "reference"),
+        Index("ix_entitlements_user_course", "user_id", "course_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(String(16))  # free | purchase | grant
+    reference: Mapped[str | None] = mapped_column(String(200))
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+# Queries the rooms share ------------------------------------------------------------------------------------------
+
+
+async def may_access(session: AsyncSession, user_id: int, course: Course, lesson_position: int, *,
+                     now: datetime | None = None) -> bool:
+    """The one entitlement check: may this learner take the lesson at `lesson_position` (1 = first) of `course`?
+
+    Yes for every lesson of a free course; yes for the first `free_preview_lessons` lessons of a paid one; beyond
+    that, yes only with an entitlement that is neither revoked nor expired at `now`.
+    """
+    if course.access == FREE or lesson_position <= course.free_preview_lessons:
+        return True
+    now = now or utcnow()
+    entitled = await session.scalar(
+        select(
+            exists().where(
+                Entitlement.user_id == user_id,
+                Entitlement.course_id == course.id,
+                Entitlement.revoked_at.is_(None),
+                or_(Entitlement.expires_at.is_(None), Entitlement.expires_at > now),
+            )
+        )
+    )
+    return bool(entitled)
+
+
+async def course_by_slug(session: AsyncSession, slug: str) -> Course | None:
+    return await session.scalar(select(Course).where(Course.slug == slug))
+
+
+async def course_lessons(session: AsyncSession, course_id: int) -> list[Lesson]:
+    """The live lessons of a course, in the order learners take them."""
+    rows = await session.scalars(
+        select(Lesson).where(Lesson.course_id == course_id, Lesson.retired.is_(False)).order_by(Lesson.position)
+    )
+    return list(rows)
+
+
+async def lesson_questions(session: AsyncSession, lesson_id: int) -> list[Question]:
+    """The live quiz questions of a lesson, in the author's order."""
+    rows = await session.scalars(
+        select(Question).where(Question.lesson_id == lesson_id, Question.retired.is_(False)).order_by(Question.position)
+    )
+    return list(rows)

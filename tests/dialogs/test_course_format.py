@@ -1,0 +1,304 @@
+"""The course format: the shipped courses read cleanly, and every kind of mistake is reported at its file and line."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from dialogs.course_format import (
+    CHOICE,
+    PART_CHARS,
+    SHORT_TEXT,
+    TRUE_FALSE,
+    CourseInvalid,
+    check_course,
+    load_course,
+    normalize_answer,
+    split_part,
+)
+from tests.dialogs.course_files import LESSON_THREE, PAID_EXAMPLE, SAMPLE, edit, write_tiny_course
+
+
+def test_sample_course_is_a_complete_free_course():
+    course = load_course(SAMPLE)
+    assert course.id == "spot-phishing" and course.access == "free" and course.price is None
+    assert course.language == "en"
+    assert len(course.modules) == 2 and len(course.lessons) == 5
+    assert all(lesson.questions for lesson in course.lessons), "every lesson has a quiz"
+    assert {q.kind for q in course.questions} == {CHOICE, TRUE_FALSE, SHORT_TEXT}
+    assert all(q.explanation for q in course.questions)
+    assert all(lesson.minutes for lesson in course.lessons)
+    assert all(len(part) <= PART_CHARS for lesson in course.lessons for part in lesson.parts)
+    # lesson 3's second part is longer than a chat message: it arrives as two
+    link = course.lessons[2]
+    assert link.file == "lessons/03-read-a-link.md"
+    assert link.parts[1].startswith("Reading a web address") and link.parts[2].startswith("Some countries")
+    assert len(link.parts) == 5
+
+
+def test_sample_course_questions_keep_their_answers():
+    questions = {q.id: q for q in load_course(SAMPLE).questions}
+    parcel = questions["parcel-fee"]
+    assert parcel.choices == ("Authority", "Urgency", "Reward") and parcel.correct_choice == 1
+    assert questions["padlock"].is_true is False and questions["report-anyway"].is_true is True
+    assert questions["link-owner"].accepted_answers == ("secure-check.net",)
+    # soft-wrapped lines of the question text are joined into one line
+    assert "\n" not in questions["failed-payment"].prompt
+
+
+def test_paid_example_has_price_and_preview():
+    course = load_course(PAID_EXAMPLE)
+    assert course.access == "paid" and course.language == "en-GB"
+    assert course.price is not None and course.price.amount == Decimal("3.00") and course.price.currency == "GBP"
+    assert course.price.minor_units == 300
+    assert course.free_preview_lessons == 1 and len(course.lessons) == 3
+
+
+def test_tiny_course_reads(tmp_path):
+    course = load_course(write_tiny_course(tmp_path / "tiny"))
+    one, two = course.lessons
+    assert one.parts == ("First part.", "Second part.") and one.minutes == 2 and two.minutes is None
+    assert [q.kind for q in one.questions] == [CHOICE, TRUE_FALSE, SHORT_TEXT]
+    assert two.questions[0].correct_choice == 1
+
+
+def test_language_tags_are_written_canonically(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    edit(folder / "course.yaml", "language: en", "language: zh-hant-tw")
+    assert load_course(folder).language == "zh-Hant-TW"
+
+
+def test_drafts_and_readmes_are_not_lessons(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    (folder / "README.md").write_text("# About this course\n")
+    (folder / "lessons" / "_draft.md").write_text("not even front matter")
+    (folder / "_old").mkdir()
+    (folder / "_old" / "three.md").write_text(LESSON_THREE)
+    assert len(load_course(folder).lessons) == 2
+
+
+def test_a_separator_inside_a_code_block_is_text(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    edit(folder / "lessons" / "two.md", "The only part.\n", "The only part:\n\n```yaml\n---\nid: x\n```\n")
+    lesson = load_course(folder).lessons[1]
+    assert lesson.parts == ("The only part:\n\n```yaml\n---\nid: x\n```",)
+
+
+# Every kind of bad course, each reported at its file and line --------------------------------------------------------
+
+ONE, TWO, YAML = "lessons/one.md", "lessons/two.md", "course.yaml"
+
+BAD_COURSES = {
+    # course.yaml
+    "yaml syntax": ((YAML, "title: Tiny course", "title: Tiny: course"), [(YAML, 2, "a value that contains ': '")]),
+    "yaml tab": ((YAML, "  - id: basics", "\t- id: basics"), [(YAML, 7, "not tabs")]),
+    "yaml unclosed bracket": ((YAML, "title: Tiny course", "title: [Tiny course"), [(YAML, 2, "not valid YAML")]),
+    "missing field": ((YAML, "description: A course for tests.\n", ""), [(YAML, 1, "'description:' is missing")]),
+    "empty field": ((YAML, "description: A course for tests.", "description:"), [(YAML, 3, "description is empty")]),
+    "unknown field": ((YAML, "access: free\n", "access: free\ntitel: x\n"), [(YAML, 6, "did you mean 'title'")]),
+    "field twice": ((YAML, "access: free\n", "access: free\ntitle: Again\n"), [(YAML, 6, "'title' is written twice")]),
+    "bad course id": ((YAML, "id: tiny", "id: Tiny Course"), [(YAML, 1, "course id 'Tiny Course' cannot be used")]),
+    "bad language": ((YAML, "language: en", "language: English"), [(YAML, 4, "not a BCP 47 language tag")]),
+    "underscore language": ((YAML, "language: en", "language: pt_BR"), [(YAML, 4, "pt-BR")]),
+    "unknown access": ((YAML, "access: free", "access: gratis"), [(YAML, 5, "'access: free' or 'access: paid'")]),
+    "paid without price": ((YAML, "access: free", "access: paid"), [(YAML, 5, "a paid course needs a price")]),
+    "free with price": ((YAML, "access: free\n", "access: free\nprice:\n  amount: 5\n  currency: EUR\n"),
+                        [(YAML, 6, "a free course has no price")]),
+    "preview on a free course": ((YAML, "access: free\n", "access: free\nfree_preview_lessons: 1\n"),
+                                 [(YAML, 6, "has no preview")]),
+    "bad currency": ((YAML, "access: free\n", "access: paid\nprice:\n  amount: 5\n  currency: euro\n"),
+                     [(YAML, 8, "not an ISO 4217 code")]),
+    "bad amount": ((YAML, "access: free\n", "access: paid\nprice:\n  amount: five\n  currency: EUR\n"),
+                   [(YAML, 7, "is not a price")]),
+    "too many decimals": ((YAML, "access: free\n", "access: paid\nprice:\n  amount: 500.5\n  currency: JPY\n"),
+                          [(YAML, 7, "JPY has 0 decimal places")]),
+    "preview covers everything": (
+        (YAML, "access: free\n", "access: paid\nprice:\n  amount: 5\n  currency: EUR\nfree_preview_lessons: 2\n"),
+        [(YAML, 9, "covers all 2 lessons")]),
+    "preview not a number": (
+        (YAML, "access: free\n", "access: paid\nprice:\n  amount: 5\n  currency: EUR\nfree_preview_lessons: -1\n"),
+        [(YAML, 9, "a whole number from 0")]),
+    "no modules": ((YAML, "modules:\n  - id: basics\n    title: Basics\n    lessons:\n      - lessons/one.md\n"
+                    "      - lessons/two.md\n", "modules: []\n"),
+                   [(YAML, 6, "modules must be a list")]),
+    "module without title": ((YAML, "    title: Basics\n", ""), [(YAML, 7, "'title:' is missing")]),
+    "missing lesson file": ((YAML, "lessons/two.md", "lessons/tow.md"),
+                            [(YAML, 11, "no lesson file lessons/tow.md in the course folder; did you mean lessons/two.md?"),
+                             (TWO, 1, "not listed in any module")]),
+    "lesson listed twice": ((YAML, "lessons/two.md", "lessons/one.md"),
+                            [(YAML, 11, "already listed on line 10"), (TWO, 1, "not listed in any module")]),
+    "lesson outside the folder": ((YAML, "lessons/two.md", "../two.md"),
+                                  [(YAML, 11, "outside the course folder"), (TWO, 1, "not listed")]),
+    "lesson not markdown": ((YAML, "lessons/two.md", "lessons/two.txt"),
+                            [(YAML, 11, "not a Markdown file"), (TWO, 1, "not listed")]),
+    "duplicate module ids": (
+        (YAML, "      - lessons/two.md\n", "  - id: basics\n    title: More\n    lessons:\n      - lessons/two.md\n"),
+        [(YAML, 11, "module id 'basics' is already used on line 7")]),
+    # lesson files
+    "no front matter": ((ONE, "---\nid: one\ntitle: Lesson one\nminutes: 2\n---\n", "# Lesson one\n"),
+                        [(ONE, 1, "starts with front matter")]),
+    "front matter not closed": ((ONE, "minutes: 2\n---\n", "minutes: 2\n"), [(ONE, 1, "never closed")]),
+    "front matter yaml": ((ONE, "title: Lesson one", "title: Lesson: one"), [(ONE, 3, "not valid YAML")]),
+    "front matter missing title": ((ONE, "title: Lesson one\n", ""), [(ONE, 2, "'title:' is missing")]),
+    "front matter unknown field": ((ONE, "minutes: 2\n", "minutes: 2\nauthor: me\n"),
+                                   [(ONE, 5, "unknown field 'author'")]),
+    "minutes not a number": ((ONE, "minutes: 2", "minutes: two"), [(ONE, 4, "minutes is 'two'")]),
+    "bad lesson id": ((ONE, "id: one", "id: One!"), [(ONE, 2, "lesson id 'One!' cannot be used")]),
+    "duplicate lesson ids": ((TWO, "id: two", "id: one"), [(TWO, 2, "lesson id 'one' is already used at "
+                                                                  "lessons/one.md:2")]),
+    "empty part": ((ONE, "---\n\nSecond part.", "---\n\n---\n\nSecond part."), [(ONE, 11, "an empty part")]),
+    "no text": ((TWO, "The only part.\n", ""), [(TWO, 5, "this lesson has no text")]),
+    "no correct choice": ((ONE, "- [x] Right", "- [ ] Right"), [(ONE, 18, "no choice is marked right")]),
+    "two correct choices": ((ONE, "- [ ] Wrong", "- [x] Wrong"), [(ONE, 19, "2 choices are ticked (lines 18, 19)")]),
+    "one choice only": ((ONE, "- [ ] Wrong\n", ""), [(ONE, 18, "at least two choices")]),
+    "same choice twice": ((ONE, "- [ ] Wrong", "- [ ] right"), [(ONE, 19, "the same choice as on line 18")]),
+    "choice without checkbox": ((ONE, "- [ ] Wrong", "- Wrong"), [(ONE, 19, "a list item without a checkbox")]),
+    "no explanation": ((ONE, "Explanation: Because.\n", ""), [(ONE, 15, "has no explanation")]),
+    "empty explanation": ((ONE, "Explanation: Because.", "Explanation:"), [(ONE, 21, "has no explanation")]),
+    "no question text": ((ONE, "### q-choice\nPick one.\n", "### q-choice\n"), [(ONE, 15, "has no question text")]),
+    "unknown kind": ((ONE, "Answer: true\n", ""), [(ONE, 23, "its kind is unknown")]),
+    "true false not true or false": ((ONE, "Answer: true", "Answer: maybe"), [(ONE, 26, "'Answer: maybe'")]),
+    "mixed kinds": ((ONE, "Answer: true\n", "Answer: true\n\nAccepted answers:\n- yes\n"),
+                    [(ONE, 23, "mixes kinds (true_false and text)")]),
+    "no accepted answers": ((ONE, "Accepted answers:\n- it\n", "Accepted answers:\n"), [(ONE, 33, "no accepted")]),
+    "same accepted answer twice": ((ONE, "- it\n", "- it\n- IT.\n"), [(ONE, 35, "the same answer as on line 34")]),
+    "question heading not an id": ((ONE, "### q-true", "### Is it true?"), [(ONE, 23, "heading is its id")]),
+    "duplicate question ids": ((TWO, "### q-two", "### q-text"),
+                               [(TWO, 10, "question id 'q-text' is already used at lessons/one.md:30")]),
+    "text before the first question": ((ONE, "## Quiz\n\n", "## Quiz\n\nAnswer these.\n\n"),
+                                       [(ONE, 15, "start with a '### question-id' heading")]),
+    "quiz without questions": ((TWO, "### q-two\nPick one.\n\n- [ ] Wrong\n- [x] Right\n\n"
+                                "Explanation: Right is right.\n", ""), [(TWO, 8, "the quiz has no questions")]),
+    "heading after the quiz": ((TWO, "Explanation: Right is right.\n", "Explanation: Right is right.\n\n## More\n"),
+                               [(TWO, 18, "the quiz is the last section")]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_COURSES), ids=list(BAD_COURSES))
+def test_bad_course_is_reported_at_file_and_line(tmp_path, case):
+    (file, old, new), expected = BAD_COURSES[case]
+    folder = write_tiny_course(tmp_path / "tiny")
+    edit(folder / file, old, new)
+    course, problems = check_course(folder)
+    assert course is None
+    found = [(Path(p.file).relative_to(folder).as_posix(), p.line) for p in problems]
+    assert found == [(f, line) for f, line, _text in expected], [str(p) for p in problems]
+    for problem, (_file, _line, text) in zip(problems, expected):
+        assert text in problem.message
+        assert str(problem) == f"{folder / _file}:{_line}: {problem.message}"
+
+
+def test_lesson_file_not_listed(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    (folder / "lessons" / "three.md").write_text(LESSON_THREE)
+    problems = check_course(folder)[1]
+    assert [(Path(p.file).name, p.line) for p in problems] == [("three.md", 1)]
+    assert "not listed in any module of course.yaml" in problems[0].message
+
+
+def test_no_course_yaml(tmp_path):
+    (tmp_path / "empty").mkdir()
+    problems = check_course(tmp_path / "empty")[1]
+    assert [str(p) for p in problems] == [
+        f"{tmp_path / 'empty' / 'course.yaml'}:1: there is no course.yaml here: every course folder needs one "
+        "(see docs/courses.md for a full example)"
+    ]
+
+
+def test_file_that_is_not_utf8(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    (folder / "lessons" / "two.md").write_bytes(b"---\nid: two\ntitle: Caf\xe9\n---\n\nText.\n")
+    problems = check_course(folder)[1]
+    assert [(Path(p.file).name, p.line) for p in problems] == [("two.md", 3)]
+    assert "not UTF-8" in problems[0].message
+
+
+def test_every_problem_is_reported_not_just_the_first(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    edit(folder / "course.yaml", "language: en", "language: english")
+    edit(folder / "lessons" / "one.md", "- [x] Right", "- [ ] Right")
+    edit(folder / "lessons" / "two.md", "Explanation: Right is right.\n", "")
+    with pytest.raises(CourseInvalid) as caught:
+        load_course(folder)
+    assert [(Path(p.file).name, p.line) for p in caught.value.problems] == [
+        ("course.yaml", 4), ("one.md", 18), ("two.md", 10)
+    ]
+
+
+# Bite-size parts -------------------------------------------------------------------------------------------------
+
+
+def test_long_part_is_split_at_paragraphs_into_even_messages():
+    paragraphs = [f"Paragraph {n} " + "word " * 60 for n in range(6)]  # about 320 characters each
+    parts = split_part("\n\n".join(paragraphs), limit=700)
+    assert all(len(part) <= 700 for part in parts)
+    assert len(parts) == 3 and [part.count("Paragraph") for part in parts] == [2, 2, 2]
+    assert " ".join(" ".join(parts).split()) == " ".join(" ".join(paragraphs).split())
+
+
+def test_long_paragraph_is_split_after_sentences():
+    sentence = "This sentence is about sixty characters long, give or take. "
+    parts = split_part(sentence * 20, limit=300)
+    assert [part.count("This sentence") for part in parts] == [5, 5, 5, 5]
+    assert all(len(part) <= 300 and part.endswith("take.") for part in parts)
+
+
+def test_soft_wrapped_lines_join_but_lists_keep_their_lines():
+    text = "A paragraph written\nacross two lines.\n\n- first item\n  continues here\n- second item\nLine with a break  \nnext"
+    assert split_part(text) == ["A paragraph written across two lines.\n\n- first item continues here\n- second item\n"
+                                "Line with a break\nnext"]
+
+
+def test_code_block_is_never_cut():
+    code = "```\n" + "\n".join(f"line {n}" for n in range(200)) + "\n```"
+    parts = split_part("Before.\n\n" + code + "\n\nAfter.", limit=300)
+    assert code in parts
+
+
+def test_normalized_answers_ignore_case_spaces_and_outer_punctuation():
+    assert normalize_answer("  Secure-Check.NET. ") == normalize_answer("secure-check.net")
+    assert normalize_answer("password   manager") == "password manager"
+
+
+# The command line ----------------------------------------------------------------------------------------------------
+
+
+def test_validate_command_lists_problems_as_file_and_line(tmp_path, monkeypatch, capsys):
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["course", "validate", str(SAMPLE)]) == 0
+    assert "course spot-phishing is valid: 2 modules, 5 lessons, 14 questions (en, free)" in capsys.readouterr().out
+
+    folder = write_tiny_course(tmp_path / "tiny")
+    edit(folder / "lessons" / "one.md", "- [ ] Wrong", "- [x] Wrong")
+    edit(folder / "course.yaml", "language: en", "language: en_GB")
+    assert main(["course", "validate", str(folder)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{folder}/course.yaml:4: language 'en_GB' is not a BCP 47 language tag (BCP 47 joins with hyphens: en-GB): "
+        "write e.g. en, es or pt-BR",
+        f"{folder}/lessons/one.md:19: 2 choices are ticked (lines 18, 19): a multiple-choice question has exactly "
+        "one right answer, so tick one",
+        "2 problems found.",
+    ]
+
+
+def test_the_examples_in_docs_are_valid(tmp_path):
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "courses.md").read_text()
+    course_yaml = docs.split("```yaml\n", 1)[1].split("```", 1)[0]
+    lesson = docs.split("```markdown\n", 1)[1].split("\n```\n", 1)[0] + "\n"
+
+    folder = tmp_path / "from-docs"
+    (folder / "lessons").mkdir(parents=True)
+    (folder / "course.yaml").write_text(course_yaml)
+    files = [line.strip()[2:] for line in course_yaml.splitlines() if line.strip().startswith("- lessons/")]
+    for number, name in enumerate(files):
+        (folder / name).write_text(f"---\nid: lesson-{number}\ntitle: Lesson {number}\n---\n\nText.\n")
+    course = load_course(folder)
+    assert course.price is not None and course.price.minor_units == 990 and course.free_preview_lessons == 2
+
+    (folder / files[1]).write_text(lesson)
+    lesson_read = load_course(folder).lessons[1]
+    assert len(lesson_read.parts) == 3 and [q.kind for q in lesson_read.questions] == [CHOICE, TRUE_FALSE, SHORT_TEXT]

@@ -1,0 +1,258 @@
+"""Importing courses: idempotent, all or nothing, and a re-import of a changed course keeps every learner's progress."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from bot.cli import main
+from dialogs.course_format import load_course
+from dialogs.course_import import ADDED, CHANGED, MOVED, RESTORED, RETIRED, Change, import_course
+from storage.courses import (
+    Course,
+    Enrollment,
+    Entitlement,
+    Lesson,
+    LessonProgress,
+    Module,
+    Question,
+    QuestionCard,
+    course_lessons,
+    lesson_questions,
+)
+from storage.db import Database
+from storage.models import User, utcnow
+from tests.dialogs.course_files import SAMPLE, copy_course, edit, write_tiny_course
+
+COURSE_TABLES = (Course, Module, Lesson, Question, Enrollment, LessonProgress, QuestionCard, Entitlement)
+
+
+@pytest.fixture
+async def db(database_url):
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+async def load(db: Database, folder):
+    async with db.transaction() as session:
+        return await import_course(session, load_course(folder))
+
+
+async def cli(*argv: str) -> int:
+    """`lessonbot …` as typed; in a thread, since each command runs its own event loop."""
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def snapshot(db: Database) -> dict[str, list[tuple]]:
+    """Every row of the course tables, every column, in id order."""
+    rows = {}
+    async with db.sessions() as session:
+        for model in COURSE_TABLES:
+            columns = [column.key for column in model.__table__.columns]
+            found = await session.scalars(select(model).order_by(model.id))
+            rows[model.__tablename__] = [tuple(getattr(row, c) for c in columns) for row in found]
+    return rows
+
+
+async def test_sample_course_imports_in_course_order(db):
+    report = await load(db, SAMPLE)
+    assert report.created and report.summary() == "Imported new course spot-phishing: 2 modules, 5 lessons, " \
+                                                  "14 questions."
+    async with db.sessions() as session:
+        course = await session.scalar(select(Course).where(Course.slug == "spot-phishing"))
+        lessons = await course_lessons(session, course.id)
+        assert [lesson.position for lesson in lessons] == [1, 2, 3, 4, 5]
+        assert lessons[0].slug == "what-phishing-wants" and lessons[0].minutes == 3
+        assert lessons[2].parts == list(load_course(SAMPLE).lessons[2].parts)
+        questions = await lesson_questions(session, lessons[0].id)
+        assert [(q.slug, q.kind) for q in questions] == [
+            ("parcel-fee", "choice"), ("act-at-once", "true_false"), ("smishing-name", "text")
+        ]
+        assert questions[0].choices == ["Authority", "Urgency", "Reward"] and questions[0].correct_choice == 1
+        assert questions[1].is_true is False and questions[1].choices is None
+        assert questions[2].accepted_answers == ["smishing", "SMS phishing", "text message phishing"]
+        assert course.access == "free" and course.price_minor is None
+
+
+async def test_importing_twice_changes_no_row(db):
+    await load(db, SAMPLE)
+    first = await snapshot(db)
+    report = await load(db, SAMPLE)
+    assert report.unchanged and "nothing changed" in report.summary()
+    assert await snapshot(db) == first
+    assert len(first["lessons"]) == 5 and len(first["questions"]) == 14
+
+
+async def test_paid_course_keeps_price_in_minor_units(db, tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    edit(folder / "course.yaml", "access: free\n", "access: paid\nprice:\n  amount: 12.5\n  currency: EUR\n"
+                                                   "free_preview_lessons: 1\n")
+    await load(db, folder)
+    async with db.sessions() as session:
+        course = await session.scalar(select(Course))
+    assert (course.access, course.price_minor, course.currency, course.free_preview_lessons) == ("paid", 1250, "EUR", 1)
+
+
+async def _learner_in_the_middle(db: Database) -> dict[str, int]:
+    """A learner who finished lesson 1, answered its questions, and is half-way through lesson 2."""
+    async with db.transaction() as session:
+        course = await session.scalar(select(Course).where(Course.slug == "spot-phishing"))
+        lessons = {lesson.slug: lesson for lesson in await course_lessons(session, course.id)}
+        first, second = lessons["what-phishing-wants"], lessons["check-the-sender"]
+        user = User(display_name="Ann")
+        session.add(user)
+        await session.flush()
+        session.add(Enrollment(user_id=user.id, course_id=course.id, current_lesson_id=second.id, current_part=2))
+        session.add(LessonProgress(user_id=user.id, lesson_id=first.id, parts_seen=3, completed_at=utcnow(),
+                                   score=1.0))
+        session.add(LessonProgress(user_id=user.id, lesson_id=second.id, parts_seen=2))
+        for question in await lesson_questions(session, second.id):
+            session.add(QuestionCard(user_id=user.id, question_id=question.id, card={"state": 2}, attempts=1,
+                                     due=utcnow() + timedelta(days=3), last_rating=3))
+        return {"user": user.id, "first": first.id, "second": second.id, "third": lessons["read-a-link"].id}
+
+
+async def test_reimport_of_an_edited_reordered_course_keeps_progress(db, tmp_path):
+    folder = copy_course(SAMPLE, tmp_path / "sample")
+    await load(db, folder)
+    ids = await _learner_in_the_middle(db)
+    before = await snapshot(db)
+
+    # edit lesson 1's text, move lesson 3 before lesson 2, remove a question of lesson 2, retitle a module
+    edit(folder / "lessons" / "01-what-phishing-wants.md", "So the first habit", "The first habit")
+    edit(folder / "course.yaml", "      - lessons/02-check-the-sender.md\n      - lessons/03-read-a-link.md\n",
+         "      - lessons/03-read-a-link.md\n      - lessons/02-check-the-sender.md\n")
+    edit(folder / "course.yaml", "title: Act safely", "title: Act safely, fast")
+    lesson_two = folder / "lessons" / "02-check-the-sender.md"
+    lesson_two.write_text(lesson_two.read_text().split("### lookalike-sender")[0])
+    report = await load(db, folder)
+
+    assert set(report.changes) == {
+        Change(CHANGED, "lesson", "what-phishing-wants"),
+        Change(MOVED, "lesson", "read-a-link"),
+        Change(MOVED, "lesson", "check-the-sender"),
+        Change(RETIRED, "question", "lookalike-sender"),
+        Change(CHANGED, "module", "act-safely"),
+    }
+    after = await snapshot(db)
+    # the learner's rows are untouched, and still point at the same lessons and questions
+    for table in ("enrollments", "lesson_progress", "question_cards"):
+        assert after[table] == before[table]
+    async with db.sessions() as session:
+        lessons = {lesson.slug: lesson for lesson in await session.scalars(select(Lesson))}
+        assert lessons["what-phishing-wants"].id == ids["first"]
+        assert (lessons["read-a-link"].position, lessons["check-the-sender"].position) == (2, 3)
+        retired = await session.scalar(select(Question).where(Question.slug == "lookalike-sender"))
+        assert retired.retired and await session.scalar(
+            select(QuestionCard).where(QuestionCard.question_id == retired.id)) is not None
+        assert [q.slug for q in await lesson_questions(session, ids["second"])] == ["display-name"]
+
+
+async def test_removed_lesson_is_retired_and_comes_back_with_its_progress(db, tmp_path):
+    folder = copy_course(SAMPLE, tmp_path / "sample")
+    await load(db, folder)
+    ids = await _learner_in_the_middle(db)
+
+    edit(folder / "course.yaml", "      - lessons/02-check-the-sender.md\n", "")
+    (folder / "lessons" / "02-check-the-sender.md").rename(folder / "lessons" / "_02-check-the-sender.md")
+    report = await load(db, folder)
+    assert Change(RETIRED, "lesson", "check-the-sender") in report.changes
+    assert {Change(RETIRED, "question", "display-name"), Change(MOVED, "lesson", "read-a-link")} <= set(report.changes)
+    async with db.sessions() as session:
+        course = await session.scalar(select(Course))
+        assert [lesson.slug for lesson in await course_lessons(session, course.id)] == [
+            "what-phishing-wants", "read-a-link", "odd-requests", "if-you-clicked"
+        ]
+        progress = await session.scalar(select(LessonProgress).where(LessonProgress.lesson_id == ids["second"]))
+        enrollment = await session.scalar(select(Enrollment))
+        assert progress.parts_seen == 2 and enrollment.current_lesson_id == ids["second"]
+
+    (folder / "lessons" / "_02-check-the-sender.md").rename(folder / "lessons" / "02-check-the-sender.md")
+    edit(folder / "course.yaml", "      - lessons/03-read-a-link.md\n",
+         "      - lessons/02-check-the-sender.md\n      - lessons/03-read-a-link.md\n")
+    report = await load(db, folder)
+    assert Change(RESTORED, "lesson", "check-the-sender") in report.changes
+    async with db.sessions() as session:
+        restored = await session.scalar(select(Lesson).where(Lesson.slug == "check-the-sender"))
+        assert restored.id == ids["second"] and not restored.retired and restored.position == 2
+
+
+async def test_shorter_lesson_keeps_learners_on_a_part_that_exists(db, tmp_path):
+    folder = copy_course(SAMPLE, tmp_path / "sample")
+    await load(db, folder)
+    ids = await _learner_in_the_middle(db)  # on part index 2 of lesson 2, which has three parts
+    lesson_two = folder / "lessons" / "02-check-the-sender.md"
+    text = lesson_two.read_text()
+    body, quiz = text.split("## Quiz")
+    lesson_two.write_text(body.rsplit("\n---\n", 1)[0] + "\n\n## Quiz" + quiz)  # drop its last part
+    report = await load(db, folder)
+    assert Change(CHANGED, "lesson", "check-the-sender") in report.changes
+    async with db.sessions() as session:
+        lesson = await session.get(Lesson, ids["second"])
+        enrollment = await session.scalar(select(Enrollment))
+    assert len(lesson.parts) == 2 and enrollment.current_part == 1
+
+
+async def test_lesson_moved_to_another_module(db, tmp_path):
+    folder = copy_course(SAMPLE, tmp_path / "sample")
+    await load(db, folder)
+    edit(folder / "course.yaml", "      - lessons/03-read-a-link.md\n", "")
+    edit(folder / "course.yaml", "      - lessons/04-odd-requests.md\n",
+         "      - lessons/03-read-a-link.md\n      - lessons/04-odd-requests.md\n")
+    report = await load(db, folder)
+    assert report.changes == [Change(MOVED, "lesson", "read-a-link")]  # same course position, new module
+    async with db.sessions() as session:
+        lesson = await session.scalar(select(Lesson).where(Lesson.slug == "read-a-link"))
+        module = await session.get(Module, lesson.module_id)
+    assert module.slug == "act-safely" and lesson.position == 3
+
+
+async def test_new_lesson_is_added(db, tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    await load(db, folder)
+    (folder / "lessons" / "three.md").write_text("---\nid: three\ntitle: Three\n---\n\nNew.\n")
+    edit(folder / "course.yaml", "      - lessons/two.md\n", "      - lessons/two.md\n      - lessons/three.md\n")
+    report = await load(db, folder)
+    assert report.changes == [Change(ADDED, "lesson", "three")]
+    assert "added lesson three" in report.summary()
+
+
+async def test_import_that_fails_validation_changes_nothing(db, database_url, tmp_path, monkeypatch, capsys):
+    folder = copy_course(SAMPLE, tmp_path / "sample")
+    await load(db, folder)
+    before = await snapshot(db)
+
+    edit(folder / "course.yaml", "title: Read the signs", "title: Signs to read")  # a good change …
+    edit(folder / "lessons" / "03-read-a-link.md", "Answer: false", "Answer: perhaps")  # … and a bad one
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert await cli("course", "import", str(folder)) == 1
+    errors = capsys.readouterr().err
+    assert f"{folder / 'lessons' / '03-read-a-link.md'}:51: 'Answer: perhaps'" in errors
+    assert "Nothing was imported" in errors
+    assert await snapshot(db) == before
+
+
+async def test_cli_import_reports_changes_and_list_shows_the_course(db, database_url, tmp_path, monkeypatch, capsys):
+    folder = copy_course(SAMPLE, tmp_path / "sample")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert await cli("course", "import", "--dry-run", str(folder)) == 0
+    assert "Dry run" in capsys.readouterr().out
+    assert await snapshot(db) == {model.__tablename__: [] for model in COURSE_TABLES}
+
+    assert await cli("course", "import", str(folder)) == 0
+    assert "Imported new course spot-phishing" in capsys.readouterr().out
+    edit(folder / "lessons" / "05-if-you-clicked.md", "That is the course.", "That is the whole course.")
+    assert await cli("course", "import", str(folder)) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "Updated course spot-phishing (2 modules, 5 lessons, 14 questions):",
+        "  changed lesson if-you-clicked",
+    ]
+    assert await cli("course", "list") == 0
+    listed = capsys.readouterr().out
+    assert listed.startswith("spot-phishing\tSpot the phish, five minutes a day\ten\tfree\t5 lessons\t14 questions")
