@@ -28,6 +28,7 @@ from bot.observability import INBOUND_PENDING, OUTBOX_DEPTH, REGISTRY
 from channels.base import Channel, RequestRejected
 from channels.http import read_limited_body
 from channels.webchat import WebChatChannel, reply_view
+from scheduler.clock import attach_clock
 from storage.migrate import current_revisions, head_revisions
 from storage.models import OutboxMessage
 from storage.outbox import outbox_counts, pending_inbound_count
@@ -87,13 +88,45 @@ def build_channels(settings: Settings) -> list[Channel]:
             )
         else:
             log.error(
-                "whatsapp is off: PUBLIC_BASE_URL is empty, and Twilio's signatures are computed over the URL it calls; "
-                "set it to the https address Twilio reaches (your domain or tunnel), e.g. https://bot.example.com"
+                "whatsapp is off: PUBLIC_BASE_URL is empty, and Twilio's signatures are computed over the URL it "
+                "calls; set it to the https address Twilio reaches (your domain or tunnel), e.g. "
+                "https://bot.example.com"
             )
     elif settings.twilio_account_sid or settings.twilio_auth_token or settings.twilio_whatsapp_from:
         log.error("whatsapp is off: set all of TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_WHATSAPP_FROM")
     else:
         log.info("whatsapp is off: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_FROM and PUBLIC_BASE_URL")
+    many_workspaces = bool(settings.slack_client_id and settings.slack_client_secret)
+    if settings.slack_signing_secret and (settings.slack_bot_token or many_workspaces):
+        from bot.slack_installations import SlackInstallations
+        from channels.slack import SlackChannel
+
+        if many_workspaces and settings.slack_bot_token:
+            log.warning("slack: SLACK_BOT_TOKEN is ignored; each workspace's token comes from its installation")
+        channels.append(
+            SlackChannel(
+                signing_secret=settings.slack_signing_secret,
+                bot_token=settings.slack_bot_token,
+                client_id=settings.slack_client_id,
+                client_secret=settings.slack_client_secret,
+                installations=SlackInstallations.connect(settings.resolved_database_url) if many_workspaces else None,
+                api_base_url=settings.slack_api_base_url,
+                public_base_url=settings.public_base_url,
+                max_body_bytes=settings.max_body_bytes,
+            )
+        )
+    elif settings.slack_bot_token or settings.slack_client_id or settings.slack_client_secret:
+        log.error(
+            "slack is off: SLACK_SIGNING_SECRET is empty (Basic Information → App Credentials → Signing Secret), "
+            "and without it requests cannot be verified"
+            if not settings.slack_signing_secret
+            else "slack is off: set both SLACK_CLIENT_ID and SLACK_CLIENT_SECRET, or SLACK_BOT_TOKEN"
+        )
+    else:
+        log.info(
+            "slack is off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (one workspace), or SLACK_SIGNING_SECRET, "
+            "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (installable into many)"
+        )
     return channels
 
 
@@ -107,6 +140,7 @@ def create_app(
     channels = build_channels(settings) if channels is None else channels
     webchat = next((c for c in channels if isinstance(c, WebChatChannel)), None)
     lessonbot = Lessonbot(settings, channels, process=process, dispatch=dispatch, elect=True)
+    attach_clock(lessonbot)  # lessons, nudges and broadcasts run wherever the dispatcher is elected
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -116,10 +150,6 @@ def create_app(
             yield
         finally:
             await lessonbot.stop()
-            for channel in channels:
-                close = getattr(channel, "close", None)  # channels holding connections (an SDK client) close them
-                if close is not None:
-                    await close()
 
     # health ---------------------------------------------------------------------------------------------------
 

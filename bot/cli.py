@@ -13,7 +13,9 @@ from bot import bench
 from bot.config import ConfigError, Settings, load_settings
 from bot.observability import configure_logging
 from channels import telegram_cli
-from dialogs import course_cli
+from dialogs import certificate_cli, course_cli
+from knowledge import cli as knowledge_cli
+from scheduler import cli as scheduler_cli
 
 log = logging.getLogger("lessonbot")
 
@@ -37,9 +39,11 @@ def cmd_dispatch(settings: Settings, args: argparse.Namespace) -> int:
     """The outbox dispatcher alone, for a topology with separate web workers."""
     from bot.app import build_channels
     from bot.core import Lessonbot
+    from scheduler.clock import attach_clock
 
     async def main() -> None:
         lessonbot = Lessonbot(settings, build_channels(settings), process=False, dispatch=True, elect=True)
+        attach_clock(lessonbot)  # lessons, nudges and broadcasts run with the elected dispatcher
         lessonbot.start()
         log.info("dispatcher running for channels: %s", ", ".join(lessonbot.channels) or "none")
         try:
@@ -199,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands that live with their room register themselves here: each takes the subparsers object.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [bench.register, telegram_cli.register, course_cli.register]
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [bench.register, telegram_cli.register, course_cli.register, certificate_cli.register, knowledge_cli.register, scheduler_cli.register]
 
 
 def main(argv: list[str] | None = None) -> int:

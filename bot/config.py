@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     telegram_webhook_secret: str = Field("", description="Checked against X-Telegram-Bot-Api-Secret-Token.")
     telegram_api_base_url: str = "https://api.telegram.org/bot"
 
-    # WhatsApp through Twilio (off unless TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are set)
+    # WhatsApp through Twilio (off unless TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_FROM and
+    # PUBLIC_BASE_URL are set)
     twilio_account_sid: str = ""
     twilio_auth_token: str = ""
     twilio_whatsapp_from: str = Field("", description="The sender, e.g. whatsapp:+14155238886")
@@ -81,6 +82,24 @@ class Settings(BaseSettings):
     slack_client_id: str = ""
     slack_client_secret: str = ""
     slack_api_base_url: str = "https://slack.com/api/"
+
+    # knowledge: answers from the course material (Chroma, embeddings, an optional OpenAI-compatible model)
+    chroma_path: Path | None = Field(None, description="Chroma's folder on disk; empty means DATA_DIR/chroma.")
+    chroma_host: str = Field("", description="A Chroma server's host; when set, it is used instead of the disk.")
+    chroma_port: int = Field(8000, ge=1, le=65535)
+    chroma_collection: str = Field("lessonbot_knowledge", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,50}[A-Za-z0-9]$")
+    embeddings: Literal["offline", "openai"] = Field("offline", description="offline MiniLM, or OPENAI_* embeddings.")
+    openai_api_key: str = ""
+    openai_base_url: str = Field("", description="An OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1")
+    openai_model: str = Field("", description="The chat model that writes answers; empty means extractive answers.")
+    openai_embedding_model: str = "text-embedding-3-small"
+    knowledge_tokenizer_dir: Path | None = Field(None, description="all-MiniLM-L6-v2 tokenizer files (default: venv).")
+    knowledge_embedding_threads: int = Field(2, ge=1, le=64, description="onnxruntime threads for the offline model.")
+    knowledge_rate_limit_per_minute: int = Field(6, ge=1, description="Questions one learner may ask a minute.")
+    knowledge_daily_token_budget: int = Field(20_000, ge=0, description="Model tokens per learner per UTC day.")
+    knowledge_cache_seconds: int = Field(7 * 24 * 3600, ge=0, description="How long an answer is reused; 0: never.")
+    knowledge_max_answer_tokens: int = Field(350, ge=16, le=4096)
+    knowledge_model_timeout_seconds: float = Field(30.0, gt=0)
 
     @field_validator("admins", mode="before")
     @classmethod

@@ -12,13 +12,17 @@ from bot.dispatcher import OutboxDispatcher
 from bot.messages import InboundMessage
 from bot.pipeline import ConversationWorker, Recorded, Responder, record
 from channels.base import Channel
-from sqlalchemy import update
+from sqlalchemy import select
 
 from scheduler.leader import Leadership
 from storage.db import Database
 from storage.models import OutboxMessage
 
 log = logging.getLogger(__name__)
+
+# How far along a platform's delivery report is; a report never moves a reply backwards.
+DELIVERY_RANK = {"queued": 1, "accepted": 1, "sending": 2, "sent": 3, "delivered": 4, "read": 5,
+                 "undelivered": 6, "failed": 6}
 
 
 class Lessonbot:
@@ -72,14 +76,23 @@ class Lessonbot:
     async def record_delivery(
         self, channel: str, platform_message_id: str, status: str, *, error: str | None = None
     ) -> bool:
-        """A platform's delivery report for a reply we sent (Twilio status callbacks, for one)."""
+        """A platform's delivery report for a reply we sent (Twilio status callbacks, for one).
+
+        Reports arrive out of order: a late "delivered" never overwrites "read", and a failure is final.
+        """
+        status = status.lower()[:16]
         async with self.db.transaction() as session:
-            result = await session.execute(
-                update(OutboxMessage)
+            row = await session.scalar(
+                select(OutboxMessage)
                 .where(OutboxMessage.channel == channel, OutboxMessage.platform_message_id == platform_message_id)
-                .values(delivery_status=status[:16], delivery_error=error[:2000] if error else None)
+                .with_for_update()
             )
-            return bool(result.rowcount)
+            if row is None:
+                return False
+            if DELIVERY_RANK.get(status, 0) >= DELIVERY_RANK.get(row.delivery_status or "", 0):
+                row.delivery_status = status
+                row.delivery_error = error[:2000] if error else None
+            return True
 
     def start(self) -> None:
         """Start the background loops that pick up work left by other processes or by a crash."""
@@ -113,4 +126,11 @@ class Lessonbot:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self.worker.idle()
+        for channel in self.channels.values():
+            close = getattr(channel, "close", None)  # channels holding connections (an SDK client) close them
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("closing the %s channel failed", channel.name)
         await self.db.dispose()

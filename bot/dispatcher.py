@@ -4,6 +4,9 @@ Per row: claim it (`sending`, with a lease), wait for the rate limiter, send thr
 outcome: `sent` with the platform's message id; back to `pending` after a 429 (at its retry-after, not counted as a
 try) or a transient failure (exponential backoff with jitter); `dead` after a permanent failure or when the retry
 budget is spent. A conversation's next reply waits until the one before it is sent, so replies never overtake.
+Two statuses set a row aside without sending it: `suppressed` when the person opted out (STOP; never sent), and
+`waiting` when the channel may only send after the person writes again (WhatsApp's 24-hour window; their next
+message puts the row back in line, see bot.pipeline).
 
 A process that dies mid-send leaves the row `sending`; when its lease runs out the row is sent again. That is the one
 window in which a platform may see a reply twice.
@@ -24,7 +27,7 @@ from bot.config import Settings
 from bot.messages import reply_from_payload
 from bot.observability import MESSAGES_OUT, SEND_FAILURES, conversation_id_var
 from bot.ratelimit import RateLimiter
-from channels.base import Channel, Delivery, PermanentSendError, RateLimited, TransientSendError
+from channels.base import Channel, Delivery, PermanentSendError, RateLimited, TransientSendError, WaitForInbound
 from storage.db import Database
 from storage.models import Conversation, OutboxMessage, utcnow
 
@@ -158,6 +161,10 @@ class OutboxDispatcher:
         row = await self._claim_head(conversation_id)
         if row is None:
             return False
+        last_inbound_at, opted_out_at = await self._conversation_facts(row.conversation_id)
+        if opted_out_at is not None:
+            await self._set_aside(row, "suppressed", "not sent: the person opted out (STOP); START resumes")
+            return True
         channel = self.channels[row.channel]
         limits = channel.rate_limits(row.chat_id)
         await self.limiter.acquire(limits)
@@ -168,7 +175,7 @@ class OutboxDispatcher:
                     chat_id=row.chat_id,
                     reply=reply_from_payload(row.payload),
                     attempt=row.attempts,
-                    last_inbound_at=await self._last_inbound_at(row.conversation_id),
+                    last_inbound_at=last_inbound_at,
                 )
             )
         except RateLimited as exc:
@@ -177,6 +184,9 @@ class OutboxDispatcher:
                 self.limiter.pause(limit.key, exc.retry_after)
             await self._reschedule(row, exc.retry_after, str(exc), counted=False)
             return False
+        except WaitForInbound as exc:
+            await self._set_aside(row, "waiting", str(exc))
+            return True
         except PermanentSendError as exc:
             SEND_FAILURES.labels(row.channel, "permanent").inc()
             await self._dead(row, str(exc))
@@ -196,11 +206,17 @@ class OutboxDispatcher:
         await self._mark_sent(row, platform_id)
         return True
 
-    async def _last_inbound_at(self, conversation_id: int) -> datetime | None:
+    async def _conversation_facts(self, conversation_id: int) -> tuple[datetime | None, datetime | None]:
+        """When the person last wrote, and when they opted out (None: they did not)."""
         async with self.db.sessions() as session:
-            return await session.scalar(
-                select(Conversation.last_inbound_at).where(Conversation.id == conversation_id)
-            )
+            found = (
+                await session.execute(
+                    select(Conversation.last_inbound_at, Conversation.opted_out_at).where(
+                        Conversation.id == conversation_id
+                    )
+                )
+            ).first()
+            return (found[0], found[1]) if found is not None else (None, None)
 
     async def _mark_sent(self, row: OutboxMessage, platform_id: str) -> None:
         async with self.db.transaction() as session:
@@ -226,6 +242,16 @@ class OutboxDispatcher:
                     last_error=error[:2000],
                     attempts=OutboxMessage.attempts if counted else OutboxMessage.attempts - 1,
                 )
+            )
+
+    async def _set_aside(self, row: OutboxMessage, status: str, reason: str) -> None:
+        """Not sent and not retried: `suppressed` for good, `waiting` until the person writes again."""
+        log.info("reply set aside", extra={"outbox_id": row.id, "status": status, "reason": reason[:300]})
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == row.id)
+                .values(status=status, lease_until=None, last_error=reason[:2000], attempts=OutboxMessage.attempts - 1)
             )
 
     async def _dead(self, row: OutboxMessage, error: str) -> None:

@@ -7,6 +7,13 @@ Invariants kept here:
   `id` (arrival) order; many conversations run side by side.
 - A message's state change, its outbox rows and its `done` mark commit in one transaction; a process that dies
   before that commit leaves the message pending, and whoever holds the lease next processes it, once.
+
+Two things channels mark in `InboundMessage.meta`, settled here because they need the conversation's stored facts:
+- `subscription` ("stop" / "start"): the person opted out or back in with a platform keyword (WhatsApp's STOP).
+  After "stop" the dialogs stay silent and nothing unsent goes out (rows become `suppressed`) until "start", which
+  greets them again as /start does. Any other message from them re-opens replies set aside as `waiting`.
+- `numbered_choices`: the channel shows choices as "1. label" lines, so a typed "2" or "Beta" answers the choices
+  of the last replies the person was sent, as if they had pressed that button.
 """
 
 from __future__ import annotations
@@ -14,15 +21,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from bot.messages import InboundMessage
@@ -265,6 +275,9 @@ class ConversationWorker:
                 sender_name=payload.get("sender_name"),
                 meta=payload.get("meta", {}),
             )
+            heard = await _honour_subscription(session, conversation, message, now)
+            if heard is not None and heard.choice is None and heard.meta.get("numbered_choices"):
+                heard = replace(heard, choice=await _answered_choice(session, conversation_id, heard.text))
             identity = await get_or_create_identity(session, row.channel, row.sender_id, message.sender_name)
             user = await session.get(User, identity.user_id)
             assert user is not None
@@ -272,17 +285,22 @@ class ConversationWorker:
                 conversation.user_id = user.id
             turn = Turn(
                 session=session,
-                message=message,
+                message=heard or message,
                 conversation=conversation,
                 identity=identity,
                 user=user,
                 is_admin=self.settings.is_admin(row.channel, row.sender_id),
                 state=dict(conversation.state or {}),
                 prepared=prepared,
+                data_dir=self.settings.data_dir,
+                inbound_id=inbound_id,
+                now=now,
             )
-            await self.respond(turn)
+            if heard is not None:
+                await self.respond(turn)
             conversation.state = turn.state
-            conversation.last_inbound_at = now
+            # When the person wrote, not when we got to it: WhatsApp's 24-hour window counts from there.
+            conversation.last_inbound_at = max(conversation.last_inbound_at or row.received_at, row.received_at)
             user.last_active_at = now
             for reply in turn.replies:
                 session.add(
@@ -335,3 +353,83 @@ class ConversationWorker:
                     inbound_message_id=inbound_id,
                 )
             )
+
+
+# opting out and back in -----------------------------------------------------------------------------------------------
+
+
+async def _honour_subscription(
+    session: AsyncSession, conversation: Conversation, message: InboundMessage, now: datetime
+) -> InboundMessage | None:
+    """The message the dialogs should see, or None while the person has opted out (STOP) and not back in (START)."""
+    keyword = message.meta.get("subscription")
+    if keyword == "stop":
+        conversation.opted_out_at = conversation.opted_out_at or now
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.conversation_id == conversation.id, OutboxMessage.status.in_(("pending", "waiting")))
+            .values(status="suppressed", last_error="not sent: the person opted out (STOP)")
+        )
+        return None
+    if conversation.opted_out_at is not None:
+        if keyword != "start":
+            return None
+        conversation.opted_out_at = None
+        message = replace(message, choice="/start")  # coming back starts over, as a first contact does
+    # They wrote: what waited for that (WhatsApp's 24-hour window) may go now, ahead of the replies to this message.
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.conversation_id == conversation.id, OutboxMessage.status == "waiting")
+        .values(status="pending", next_attempt_at=now)
+    )
+    return message
+
+
+# a typed answer to numbered choices -----------------------------------------------------------------------------------
+
+_OPTION_NUMBER = re.compile(r"#?\s*(\d{1,3})\s*[.)]?")
+
+
+async def _answered_choice(session: AsyncSession, conversation_id: int, text: str) -> str | None:
+    """The value of the choice `text` names by its words ("beta") or its number ("2"), or None.
+
+    Only the choices of the newest replies the person was sent count (the replies to one message, or one scheduled
+    message), so a number typed long after a question does not answer it. Words win over numbers, so a choice
+    labelled "4" is picked by typing 4.
+    """
+    typed = _plain_words(text)
+    if not typed:
+        return None
+    rows = (
+        await session.execute(
+            select(OutboxMessage.inbound_message_id, OutboxMessage.payload)
+            .where(OutboxMessage.conversation_id == conversation_id, OutboxMessage.status == "sent")
+            .order_by(OutboxMessage.id.desc())
+            .limit(10)
+        )
+    ).all()
+    choices = _newest_choices([(row.inbound_message_id, row.payload) for row in rows])
+    for choice in choices:
+        if _plain_words(choice["label"]) == typed:
+            return choice["value"]
+    number = _OPTION_NUMBER.fullmatch(text.strip())
+    if number and 1 <= int(number[1]) <= len(choices):
+        return choices[int(number[1]) - 1]["value"]
+    return None
+
+
+def _newest_choices(rows: list[tuple[int | None, dict[str, Any]]]) -> list[dict[str, str]]:
+    """The choices in the newest batch of sent replies (newest first), or none."""
+    if not rows:
+        return []
+    batch = rows[0][0]
+    for index, (inbound_id, payload) in enumerate(rows):
+        if index and (batch is None or inbound_id != batch):
+            break
+        if payload.get("choices"):
+            return list(payload["choices"])
+    return []
+
+
+def _plain_words(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())

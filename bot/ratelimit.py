@@ -1,13 +1,16 @@
-"""Send pacing for the dispatcher: each `RateLimit` key is a generic cell rate (GCRA) schedule.
+"""Send pacing for the dispatcher: a sliding window per `RateLimit` key.
 
-A limit of `count` per `seconds` allows a burst of `count` and then one send every `seconds / count`. A 429 pauses a
-key for the platform's retry-after, so every chat behind the same global limit waits with it.
+A limit of `count` per `seconds` means what the platforms publish: in no window of `seconds` do more than `count`
+sends under that key go out (Telegram's 30 per second, 20 per minute in a group). The limiter remembers, per key,
+the times of the last `count` sends it allowed; the next may go once the oldest of those is `seconds` old. A 429
+pauses a key for the platform's retry-after, so every chat behind the same global limit waits with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Iterable
 
 from channels.base import RateLimit
@@ -15,28 +18,33 @@ from channels.base import RateLimit
 
 class RateLimiter:
     def __init__(self) -> None:
-        self._theoretical_arrival: dict[str, float] = {}
+        self._sent: dict[str, deque[float]] = {}
         self._paused_until: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
-    def _reserve(self, limit: RateLimit, now: float) -> float:
-        interval = limit.seconds / limit.count
-        arrival = max(self._theoretical_arrival.get(limit.key, now), now)
-        allowed_at = arrival - limit.seconds + interval
-        self._theoretical_arrival[limit.key] = arrival + interval
-        return max(0.0, allowed_at - now)
+    def _earliest(self, limit: RateLimit, now: float) -> float:
+        """When the next send under `limit` may go, from the sends already reserved."""
+        sent = self._sent.get(limit.key)
+        allowed = self._paused_until.get(limit.key, now)
+        if sent is not None and len(sent) >= limit.count:
+            allowed = max(allowed, sent[-limit.count] + limit.seconds)
+        return max(allowed, now)
 
     async def acquire(self, limits: Iterable[RateLimit]) -> None:
-        """Wait until a send that counts against every one of `limits` may go."""
+        """Wait until a send that counts against every one of `limits` may go, and count it."""
         limits = tuple(limits)
         if not limits:
             return
         async with self._lock:
             now = time.monotonic()
-            wait = max(self._reserve(limit, now) for limit in limits)
-            wait = max(wait, *(self._paused_until.get(limit.key, 0.0) - now for limit in limits))
-        if wait > 0:
-            await asyncio.sleep(wait)
+            at = max(self._earliest(limit, now) for limit in limits)
+            for limit in limits:
+                sent = self._sent.setdefault(limit.key, deque())
+                sent.append(at)
+                while len(sent) > limit.count:
+                    sent.popleft()
+        if at > now:
+            await asyncio.sleep(at - now)
 
     def pause(self, key: str, seconds: float) -> None:
         """Nothing under `key` goes for `seconds` (the platform's retry-after)."""

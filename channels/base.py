@@ -33,6 +33,14 @@ class PermanentSendError(SendError):
     """Will never succeed as it is (blocked by the user, chat gone, bad request): dead-lettered at once."""
 
 
+class WaitForInbound(SendError):
+    """May only go out after the person writes again (WhatsApp's 24-hour customer-service window).
+
+    The dispatcher sets the row aside as `waiting`, with this message as the reason; the person's next message puts
+    it back in line.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     """At most `count` sends per `seconds`, shared by every send with the same `key`."""

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import InboundMessage, OutboxMessage, utcnow
 
-STATUSES = ("pending", "sending", "sent", "dead")
+STATUSES = ("pending", "sending", "sent", "dead", "waiting", "suppressed")
 
 
 async def outbox_counts(session: AsyncSession) -> dict[str, int]:

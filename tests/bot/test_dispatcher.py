@@ -131,3 +131,19 @@ async def test_rate_limiter_pause_holds_every_send_on_the_key():
     started = time.monotonic()
     await limiter.acquire([RateLimit("global", 30, 1), RateLimit("chat:9", 1, 1)])
     assert time.monotonic() - started >= 0.29
+
+
+async def test_rate_limiter_never_exceeds_count_in_any_window():
+    limiter = RateLimiter()
+    limit = RateLimit("telegram:global", count=30, seconds=0.3)
+    times: list[float] = []
+
+    async def send() -> None:
+        await limiter.acquire([limit])
+        times.append(time.monotonic())
+
+    await asyncio.gather(*(send() for _ in range(95)))
+    times.sort()
+    for i in range(len(times) - 30):  # any 31 consecutive sends span at least one window (less wake-up jitter)
+        assert times[i + 30] - times[i] >= 0.3 - 0.08
+    assert times[-1] - times[0] < 0.3 * 3 + 0.2  # and it is not slower than the limit requires

@@ -175,3 +175,18 @@ async def test_replies_are_stored_with_the_platform_message_id(bot, channel):
     async with bot.db.sessions() as session:
         row = await session.scalar(select(OutboxMessage))
     assert row.status == "sent" and row.platform_message_id == f"test-{row.id}"
+
+
+async def test_delivery_reports_never_move_a_reply_backwards(bot, channel):
+    await Transcript(bot, channel).say("/help")
+    async with bot.db.sessions() as session:
+        platform_id = await session.scalar(select(OutboxMessage.platform_message_id))
+    for status in ("sent", "read", "delivered"):  # "delivered" arrives late
+        assert await bot.record_delivery("test", platform_id, status)
+    assert not await bot.record_delivery("test", "unknown-id", "read")
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(OutboxMessage.delivery_status)) == "read"
+    await bot.record_delivery("test", platform_id, "failed", error="63016")
+    async with bot.db.sessions() as session:
+        row = await session.scalar(select(OutboxMessage))
+    assert (row.delivery_status, row.delivery_error) == ("failed", "63016")

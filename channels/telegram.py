@@ -1,0 +1,375 @@
+"""Telegram, through python-telegram-bot: the webhook that receives updates and the sender of replies.
+
+Inbound, `POST /webhooks/telegram`: the `X-Telegram-Bot-Api-Secret-Token` header is compared in constant time with
+TELEGRAM_WEBHOOK_SECRET (401 when missing, 403 when wrong) before anything is read; the body is read within the size
+limit and parsed (400 when it is not JSON, 413 when too large); the update becomes an InboundMessage or is ignored with
+a logged reason (see telegram_updates); a message is recorded; then 200. Telegram redelivers until it gets a 2xx, so
+a failure to record answers 500 and the update comes again; a redelivery is recognised by its update_id.
+
+A pressed button is answered (so its spinner stops) in the acknowledgement itself: Telegram lets a webhook's response
+carry one Bot API call, here `answerCallbackQuery`. That costs no request, cannot delay the acknowledgement, and
+cannot be lost with a background task at shutdown; its result is unknown, which for a spinner does not matter.
+Polling (telegram_polling) has no response to carry it and answers with a call of its own.
+
+Outbound, `send`: a Text is HTML-escaped and split at 4,096 characters (on paragraphs, sentences, words), its choices
+an inline keyboard under the last part; a Document goes through sendDocument (a file on disk is uploaded, a URL is
+fetched by Telegram) with a caption of at most 1,024 characters and any overflow following as messages. The Bot API's
+errors become the dispatcher's: 429 → RateLimited(retry_after); timeouts, connection errors and 5xx →
+TransientSendError; blocked by the user, chat not found, a rejected token and other 4xx → PermanentSendError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import html
+import json
+import logging
+import warnings
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from telegram import Bot, Message, Update
+from telegram.constants import MessageLimit, ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.request import HTTPXRequest
+from telegram.warnings import PTBDeprecationWarning
+
+from bot.messages import Document, Reply, Text
+from channels.base import (
+    ChannelHost,
+    Delivery,
+    PermanentSendError,
+    RateLimit,
+    RateLimited,
+    RequestRejected,
+    TransientSendError,
+)
+from channels.http import read_limited_body
+from channels.telegram_buttons import keyboard
+from channels.telegram_updates import (
+    BotIdentity,
+    Ignored,
+    backfill_legacy_fields,
+    interpret,
+    needs_identity,
+    update_kind,
+)
+from channels.text import split_text
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_BASE_URL = "https://api.telegram.org/bot"
+WEBHOOK_PATH = "/webhooks/telegram"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+# The update kinds the bot handles; set-webhook and polling ask Telegram for these only.
+ALLOWED_UPDATES = ("message", "callback_query")
+MAX_TEXT_CHARS = MessageLimit.MAX_TEXT_LENGTH  # 4,096
+MAX_CAPTION_CHARS = MessageLimit.CAPTION_LENGTH  # 1,024
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # the Bot API's limit for files a bot uploads
+TOKEN_REJECTED = "Telegram rejected TELEGRAM_BOT_TOKEN: copy it again from @BotFather (/mybots → the bot → API Token)."
+# Parts already sent of replies whose later part failed, so a retry resumes instead of repeating them.
+MAX_REMEMBERED_REPLIES = 1000
+
+T = TypeVar("T")
+Part = Callable[[], Awaitable[Message]]  # one Bot API call that sends one message of a reply
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What became of one update: recorded (perhaps as a duplicate) or ignored, and a button press to answer."""
+
+    update_id: int
+    ignored: str | None = None
+    duplicate: bool = False
+    callback_query_id: str | None = None
+
+
+class TelegramChannel:
+    name = "telegram"
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        webhook_secret: str = "",
+        api_base_url: str = DEFAULT_API_BASE_URL,
+        max_body_bytes: int = 64 * 1024,
+        timeout: float = 10.0,
+    ) -> None:
+        """`webhook_secret` may be empty only where no webhook is served (polling, a dispatcher-only process)."""
+        self.webhook_secret = webhook_secret
+        self.max_body_bytes = max_body_bytes
+        request = HTTPXRequest(
+            connection_pool_size=64, read_timeout=timeout, write_timeout=timeout, connect_timeout=timeout,
+            pool_timeout=timeout,
+        )
+        # Long polling holds its one connection open: getUpdates adds its own timeout to this read timeout.
+        updates_request = HTTPXRequest(connection_pool_size=1, read_timeout=timeout, connect_timeout=timeout)
+        self.bot = Bot(token, base_url=api_base_url, request=request, get_updates_request=updates_request)
+        self._ready_lock = asyncio.Lock()
+        self._initialized = False
+        self._progress: OrderedDict[int, list[str]] = OrderedDict()
+
+    # the Bot's life ---------------------------------------------------------------------------------------------
+
+    async def ready(self) -> Bot:
+        """The Bot, initialized once (getMe: checks the token and learns the bot's username)."""
+        if not self._initialized:
+            async with self._ready_lock:
+                if not self._initialized:
+                    await self.bot.initialize()
+                    self._initialized = True
+        return self.bot
+
+    async def identity(self) -> BotIdentity:
+        bot = await self.ready()
+        return BotIdentity(id=bot.id, username=bot.username)
+
+    async def close(self) -> None:
+        """Close the Bot's HTTP connections (the app calls this at shutdown); a later send opens them again."""
+        async with self._ready_lock:
+            await self.bot.shutdown()
+            self._initialized = False
+
+    # inbound ----------------------------------------------------------------------------------------------------
+
+    def routes(self, host: ChannelHost) -> list[Route]:
+        if not self.webhook_secret:
+            # Anyone who finds the URL could post updates as any learner.
+            raise ValueError(
+                "TELEGRAM_WEBHOOK_SECRET is empty: refusing to serve an unsigned Telegram webhook. Set it to a random "
+                "string (letters, digits, _ and -, e.g. `openssl rand -hex 32`) and run `lessonbot telegram "
+                "set-webhook URL`."
+            )
+
+        async def webhook(request: Request) -> Response:
+            try:
+                self.verify(request.headers.get(SECRET_HEADER))
+                data = parse_body(await read_limited_body(request, self.max_body_bytes))
+                accepted = await self.accept(data, host)
+            except RequestRejected as exc:
+                return JSONResponse({"error": exc.message}, status_code=exc.status)
+            if accepted.callback_query_id is not None:
+                return JSONResponse({"method": "answerCallbackQuery", "callback_query_id": accepted.callback_query_id})
+            return Response(status_code=200)
+
+        return [Route(WEBHOOK_PATH, webhook, methods=["POST"])]
+
+    def verify(self, token: str | None) -> None:
+        """The secret Telegram sends with every update (setWebhook's `secret_token`), compared in constant time."""
+        if not token:
+            raise RequestRejected(401, f"Missing {SECRET_HEADER}: register the webhook with `lessonbot telegram "
+                                       f"set-webhook URL`, which sets it.")
+        if not hmac.compare_digest(token.encode(), self.webhook_secret.encode()):
+            raise RequestRejected(403, f"{SECRET_HEADER} does not match TELEGRAM_WEBHOOK_SECRET.")
+
+    async def accept(self, data: dict[str, Any] | Update, host: ChannelHost) -> Accepted:
+        """Turn one update (a webhook's JSON or a polled Update) into a recorded message, or ignore it with a reason."""
+        if isinstance(data, Update):
+            update = data
+        else:
+            try:
+                update = Update.de_json(backfill_legacy_fields(data), self.bot)
+            except Exception as exc:  # PTB raises TypeError/KeyError/AttributeError on shapes it cannot read
+                reason = f"not readable as a Bot API update ({type(exc).__name__}: {exc})"
+                return self._ignored(data["update_id"], reason)
+        callback_query_id = update.callback_query.id if update.callback_query is not None else None
+        me = None
+        if needs_identity(update):
+            try:
+                me = await self.identity()
+            except TelegramError as exc:
+                log.warning("telegram getMe failed; the update will come again", extra={"error": str(exc)})
+                raise RequestRejected(503, "Could not reach Telegram to learn the bot's name; try again.") from None
+        outcome = interpret(update, me=me)
+        if isinstance(outcome, Ignored):
+            return self._ignored(update.update_id, outcome.reason, kind=update_kind(update),
+                                 callback_query_id=callback_query_id)
+        recorded = await host.receive(outcome)
+        return Accepted(update.update_id, duplicate=recorded.duplicate, callback_query_id=callback_query_id)
+
+    def _ignored(
+        self, update_id: int, reason: str, *, kind: str = "", callback_query_id: str | None = None
+    ) -> Accepted:
+        log.info("telegram update ignored: %s", reason, extra={"update_id": update_id, "kind": kind})
+        return Accepted(update_id, ignored=reason, callback_query_id=callback_query_id)
+
+    async def answer_button(self, callback_query_id: str) -> None:
+        """Stop a pressed button's spinner (polling only; the webhook answers in its response)."""
+        try:
+            await (await self.ready()).answer_callback_query(callback_query_id)
+        except TelegramError as exc:  # e.g. "query is too old": the spinner has stopped by itself
+            log.info("could not answer a button press", extra={"error": str(exc)})
+
+    # outbound ---------------------------------------------------------------------------------------------------
+
+    def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
+        """~30 messages/s across chats, ~1/s in one chat, 20/min in a group (negative chat ids are groups)."""
+        limits = [RateLimit("telegram:global", 30, 1.0), RateLimit(f"telegram:chat:{chat_id}", 1, 1.0)]
+        if chat_id.startswith("-"):
+            limits.append(RateLimit(f"telegram:group:{chat_id}", 20, 60.0))
+        return tuple(limits)
+
+    async def send(self, delivery: Delivery) -> str:
+        """Send every part of one reply in order; returns the id of the last message sent.
+
+        If a later part fails after earlier ones went out, the error goes to the dispatcher, which retries, and the
+        retry (same outbox id) resumes after the parts already sent. Only a retry in another process, after this
+        one died, repeats them.
+        """
+        parts = self._parts(delivery.chat_id, delivery.reply)
+        sent = self._progress.pop(delivery.outbox_id, [])
+        try:
+            await self._api(self.ready())
+            for part in parts[len(sent):]:
+                message = await self._api(part())
+                sent.append(str(message.message_id))
+        except Exception:
+            if sent:
+                self._progress[delivery.outbox_id] = sent
+                while len(self._progress) > MAX_REMEMBERED_REPLIES:
+                    self._progress.popitem(last=False)
+            raise
+        return sent[-1]
+
+    def _parts(self, chat_id: str, reply: Reply) -> list[Part]:
+        if isinstance(reply, Text):
+            if not reply.text.strip():
+                raise PermanentSendError("the reply has no text; Telegram refuses empty messages")
+            return self._texts(chat_id, fit(reply.text, MAX_TEXT_CHARS), reply)
+        if isinstance(reply, Document):
+            return self._document(chat_id, reply)
+        raise PermanentSendError(f"Telegram cannot send a {type(reply).__name__}")
+
+    def _texts(self, chat_id: str, texts: list[str], reply: Text | None = None) -> list[Part]:
+        markup = keyboard(reply.choices) if reply is not None else None
+
+        def part(text: str, last: bool) -> Part:
+            return lambda: self.bot.send_message(
+                chat_id=chat_id,
+                text=html.escape(text, quote=False),
+                parse_mode=ParseMode.HTML,
+                reply_markup=markup if last else None,
+            )
+
+        return [part(text, index == len(texts) - 1) for index, text in enumerate(texts)]
+
+    def _document(self, chat_id: str, document: Document) -> list[Part]:
+        captions = fit(document.caption, MAX_CAPTION_CHARS) if document.caption.strip() else [""]
+        overflow = fit("\n\n".join(captions[1:]), MAX_TEXT_CHARS) if len(captions) > 1 else []
+
+        async def upload() -> Message:
+            return await self.bot.send_document(
+                chat_id=chat_id,
+                document=await _file(document),
+                filename=document.filename,
+                caption=html.escape(captions[0], quote=False) or None,
+                parse_mode=ParseMode.HTML,
+            )
+
+        return [upload, *self._texts(chat_id, overflow)]
+
+    async def _api(self, call: Awaitable[T]) -> T:
+        """Await a Bot API call, turning its errors into the dispatcher's three kinds."""
+        try:
+            return await call
+        except RetryAfter as exc:
+            raise RateLimited(retry_after_seconds(exc), "Telegram asked to slow down") from None
+        except ChatMigrated as exc:
+            raise PermanentSendError(
+                f"the group became a supergroup with chat id {exc.new_chat_id}; replies must go there"
+            ) from None
+        except InvalidToken:
+            # PTB's message repeats the token; say which setting is wrong instead.
+            log.error(TOKEN_REJECTED)
+            raise PermanentSendError("Telegram rejected the bot token (TELEGRAM_BOT_TOKEN)") from None
+        except Forbidden as exc:
+            raise PermanentSendError(f"Telegram refused: {exc.message}") from None
+        except BadRequest as exc:
+            raise PermanentSendError(f"Telegram refused the message: {exc.message}") from None
+        except NetworkError as exc:  # timeouts, connection errors and 5xx; a timed-out send may have arrived
+            raise TransientSendError(f"Telegram did not answer properly: {exc.message}") from None
+        except TelegramError as exc:
+            raise TransientSendError(f"Telegram error: {exc.message}") from None
+
+    # webhook registration -----------------------------------------------------------------------------------------
+
+    async def set_webhook(self, url: str, *, drop_pending_updates: bool = False) -> None:
+        """Ask Telegram to POST updates to `url` with our secret (setWebhook); raises TelegramError if it refuses."""
+        if not self.webhook_secret:
+            raise ValueError("TELEGRAM_WEBHOOK_SECRET is empty: set it before registering the webhook")
+        bot = await self.ready()
+        await bot.set_webhook(
+            url,
+            secret_token=self.webhook_secret,
+            allowed_updates=list(ALLOWED_UPDATES),
+            drop_pending_updates=drop_pending_updates,
+        )
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """A webhook body as a JSON object with an integer update_id; 400 otherwise."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestRejected(400, f"The body is not valid JSON ({exc}).") from None
+    if not isinstance(data, dict) or type(data.get("update_id")) is not int:
+        raise RequestRejected(400, "The body is not a Telegram update (a JSON object with an integer update_id).")
+    return data
+
+
+def retry_after_seconds(exc: RetryAfter) -> float:
+    """RetryAfter.retry_after is an int, a float or (with PTB_TIMEDELTA set) a timedelta in PTB 22."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def fit(text: str, limit: int) -> list[str]:
+    """Split `text` into parts Telegram accepts under `limit`, counting UTF-16 code units.
+
+    Telegram states its limits in characters and measures entities in UTF-16; reports differ on which counts for
+    the length, so a part stays within `limit` by either measure (an emoji outside the BMP counts twice).
+    """
+    parts: list[str] = []
+    for part in split_text(text, limit):
+        pieces, chars = [part], limit
+        # Only emoji-heavy text gets here: split tighter, by the share of two-unit characters, until it fits.
+        while (units := max(len(piece.encode("utf-16-le")) // 2 for piece in pieces)) > limit:
+            chars = min(chars - 1, chars * limit // units)
+            pieces = split_text(part, chars)
+        parts.extend(pieces)
+    return parts
+
+
+async def _file(document: Document) -> bytes | str:
+    """The document's bytes to upload, or its URL for Telegram to fetch."""
+    if document.path:
+        path = Path(document.path)
+        try:
+            size = path.stat().st_size
+            if size > MAX_UPLOAD_BYTES:
+                raise PermanentSendError(f"{path} is {size:,} bytes; a bot may upload at most {MAX_UPLOAD_BYTES:,}")
+            return await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            raise PermanentSendError(f"the document {path} cannot be read: {exc.strerror}") from None
+    if document.url:
+        return document.url
+    raise PermanentSendError("the document has neither a path nor a URL")

@@ -1,0 +1,201 @@
+"""Telegram updates in the core's terms: which become an InboundMessage, and why the others are ignored.
+
+Telegram redelivers an update until it gets a 2xx, so an update the bot does not handle is acknowledged with a
+logged reason rather than refused. What becomes a message:
+- a message in a private chat: its text, or a photo/document/voice/… with its file id in `meta["media"]` and its
+  caption as the text;
+- a message in a group only when it is meant for the bot: a command (`/cmd`, or `/cmd@thisbot` but not
+  `/cmd@otherbot`), a mention of the bot, or a reply to one of the bot's messages (what Telegram's privacy mode
+  delivers). The mention is taken out of the text; replies go to the group, the sender is the person;
+- a pressed inline-keyboard button (`callback_query`): the choice is its callback data (see telegram_buttons).
+Edited messages, channel posts, inline queries and every other kind are ignored.
+
+The platform id is the update_id, so a redelivered update is recognised as a duplicate.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from telegram import CallbackQuery, Message, Update
+from telegram.constants import ChatType, MessageEntityType, UpdateType
+
+from bot.messages import InboundMessage
+from channels.telegram_buttons import pressed
+
+CHANNEL = "telegram"
+GROUP_CHATS = (ChatType.GROUP, ChatType.SUPERGROUP)
+# What a learner may send besides text, in the order a message is searched for it (one message carries one).
+MEDIA_KINDS = (
+    "photo", "document", "audio", "voice", "video", "video_note", "animation", "sticker",
+    "contact", "location", "venue",
+)
+IGNORED_KINDS = {
+    UpdateType.EDITED_MESSAGE: "an edited message: the bot answered what was first sent",
+    UpdateType.EDITED_CHANNEL_POST: "an edited channel post: the bot talks with people, not channels",
+    UpdateType.CHANNEL_POST: "a channel post: the bot talks with people, not channels",
+    UpdateType.INLINE_QUERY: "an inline query: the bot does not offer inline mode",
+    UpdateType.CHOSEN_INLINE_RESULT: "a chosen inline result: the bot does not offer inline mode",
+}
+_COMMAND = re.compile(r"^/[A-Za-z0-9_]{1,32}(?:@(?P<target>[A-Za-z0-9_]+))?(?:\s|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """An update acknowledged and dropped; `reason` goes to the log."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BotIdentity:
+    """Who the bot is (getMe): needed to tell which group messages are meant for it."""
+
+    id: int
+    username: str
+
+
+def update_kind(update: Update) -> str:
+    """The update's kind as the Bot API names it (`message`, `callback_query`, …), also for kinds newer than PTB."""
+    for kind in UpdateType:
+        if getattr(update, kind.value, None) is not None:
+            return kind.value
+    return next(iter(update.api_kwargs), "empty")
+
+
+def backfill_legacy_fields(data: Any) -> Any:
+    """Fill, in place, fields the Bot API made required after 2015, so older or hand-written updates still parse.
+
+    Telegram itself always sends them; updates recorded from the API's early days (such as the examples in its
+    webhook guide) lack `User.is_bot`, `Chat.type`, `file_unique_id` and `CallbackQuery.chat_instance`, and
+    python-telegram-bot refuses a whole update over one of them. The values filled in are the neutral ones: a person,
+    not a bot; a chat typed by its id (positive ids are people, negative ones groups); the file id as its own unique
+    id; an empty chat instance.
+    """
+    _backfill(data, key=None)
+    return data
+
+
+def _backfill(value: Any, key: str | None) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _backfill(item, key)
+        return
+    if not isinstance(value, dict):
+        return
+    if key in ("from", "user", "via_bot", "new_chat_members", "left_chat_member") and "id" in value:
+        value.setdefault("is_bot", False)
+        value.setdefault("first_name", value.get("title", ""))
+    if key in ("chat", "sender_chat") and isinstance(value.get("id"), int) and "type" not in value:
+        value["type"] = ChatType.PRIVATE.value if value["id"] > 0 else ChatType.GROUP.value
+    if "file_id" in value:
+        value.setdefault("file_unique_id", value["file_id"])
+    if key == "callback_query":
+        value.setdefault("chat_instance", "")
+    for child_key, child in value.items():
+        _backfill(child, child_key)
+
+
+def needs_identity(update: Update) -> bool:
+    """Whether telling if this update is meant for the bot takes the bot's own id and username (group messages)."""
+    message = update.message
+    return message is not None and message.chat.type in GROUP_CHATS
+
+
+def interpret(update: Update, *, me: BotIdentity | None = None) -> InboundMessage | Ignored:
+    """The message this update brings, or why it is ignored. `me` is required when `needs_identity(update)`."""
+    if update.message is not None:
+        return _from_message(str(update.update_id), update.message, me)
+    if update.callback_query is not None:
+        return _from_button(str(update.update_id), update.callback_query)
+    kind = update_kind(update)
+    return Ignored(IGNORED_KINDS.get(kind, f"a {kind} update: the bot does not handle this kind"))
+
+
+def _from_message(platform_id: str, message: Message, me: BotIdentity | None) -> InboundMessage | Ignored:
+    user, chat = message.from_user, message.chat
+    if user is None:
+        return Ignored("a message without a sender")
+    if user.is_bot:
+        return Ignored("a message from a bot (an anonymous group admin or another bot)")
+    media = _media(message)
+    if message.text is None and media is None:
+        return Ignored("a message with no text, caption or media the bot reads (a service message, a poll, …)")
+    text = message.text if message.text is not None else (message.caption or "")
+    if chat.type in GROUP_CHATS:
+        if me is None:
+            raise ValueError("a group message needs the bot's identity to be interpreted")
+        if not _meant_for(message, text, me):
+            return Ignored("a group message not meant for the bot (it answers commands, mentions and replies)")
+        text = re.sub(rf"(?<![\w@])@{re.escape(me.username)}\b", "", text, flags=re.IGNORECASE).strip()
+    elif chat.type != ChatType.PRIVATE:
+        return Ignored(f"a message in a {chat.type} chat")
+    meta: dict[str, Any] = {"message_id": message.message_id, "chat_type": str(chat.type)}
+    if media is not None:
+        meta["media"] = media
+    if message.caption:
+        meta["caption"] = message.caption
+    if message.forward_origin is not None or "forward_date" in message.api_kwargs:
+        meta["forwarded"] = True
+    if user.username:
+        meta["username"] = user.username
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=platform_id,
+        chat_id=str(chat.id),
+        sender_id=str(user.id),
+        text=text,
+        sender_name=user.first_name or None,
+        meta=meta,
+    )
+
+
+def _meant_for(message: Message, text: str, me: BotIdentity) -> bool:
+    """A command for any bot or for this one, a mention of this bot, or a reply to one of its messages."""
+    command = _COMMAND.match(text)
+    if command is not None:
+        target = command["target"]
+        return target is None or target.lower() == me.username.lower()
+    if re.search(rf"(?<![\w@])@{re.escape(me.username)}\b", text, flags=re.IGNORECASE):
+        return True
+    for entity in (*message.entities, *message.caption_entities):
+        if entity.type == MessageEntityType.TEXT_MENTION and entity.user is not None and entity.user.id == me.id:
+            return True
+    replied = message.reply_to_message
+    return replied is not None and replied.from_user is not None and replied.from_user.id == me.id
+
+
+def _media(message: Message) -> dict[str, Any] | None:
+    """The file (or contact, location …) a message carries: its kind and Telegram's fields, file_id included."""
+    for kind in MEDIA_KINDS:
+        value = getattr(message, kind, None)
+        if not value:
+            continue
+        if isinstance(value, tuple):  # a photo comes in several sizes, the largest last
+            value = value[-1]
+        fields = value.to_dict()
+        fields.pop("thumbnail", None)
+        return {"kind": kind, **fields}
+    return None
+
+
+def _from_button(platform_id: str, query: CallbackQuery) -> InboundMessage | Ignored:
+    if query.data is None:
+        return Ignored("a button press without data (a game button)")
+    if query.message is None:
+        return Ignored("a button on an inline-mode message: the bot sends none")
+    choice, label = pressed(query.data, getattr(query.message, "reply_markup", None))
+    if choice is None and label is None:
+        return Ignored("a button whose value can no longer be read (its message is no longer available)")
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=platform_id,
+        chat_id=str(query.message.chat.id),
+        sender_id=str(query.from_user.id),
+        text=label or "",
+        choice=choice,
+        sender_name=query.from_user.first_name or None,
+        meta={"callback_query_id": query.id, "message_id": query.message.message_id},
+    )

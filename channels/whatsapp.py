@@ -1,0 +1,338 @@
+"""WhatsApp through Twilio: the webhooks Twilio calls, and sending replies with the twilio SDK.
+
+Inbound: `POST /webhooks/twilio/whatsapp` (messages) and `POST /webhooks/twilio/status` (delivery reports), each read
+within the body limit, verified (X-Twilio-Signature over PUBLIC_BASE_URL + path), recorded, then answered 200 with
+an empty TwiML <Response/> — well inside the 15 s Twilio waits. STOP / START / HELP are Twilio's keywords: the channel
+marks them and the core keeps the opt-out in the database (see bot.pipeline and bot.dispatcher).
+
+Outbound: one Twilio Message per part of a reply (see channels.whatsapp_render), each with a StatusCallback so the
+outbox row learns whether it was delivered and read. Twilio's limits shape the errors `send` raises for the
+dispatcher: 80 messages/s per sender (the rate limit it declares), 429 → RateLimited at Retry-After, 5xx and timeouts
+→ TransientSendError, a refusal that will not change (invalid number 21211, unsubscribed 21610) → PermanentSendError,
+and outside the 24-hour customer-service window (error 63016) a configured template, or WaitForInbound.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response as TwilioResponse
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+from twilio.twiml.messaging_response import MessagingResponse
+
+from bot.messages import Document, Text
+from channels.base import (
+    ChannelHost,
+    Delivery,
+    PermanentSendError,
+    RateLimit,
+    RateLimited,
+    RequestRejected,
+    SendError,
+    TransientSendError,
+    WaitForInbound,
+)
+from channels.http import read_limited_body
+from channels.text import split_text
+from channels.whatsapp_inbound import (
+    CHANNEL,
+    SIGNATURE_HEADER,
+    DeliveryReport,
+    Ignored,
+    delivery_report,
+    inbound_message,
+    read_form,
+    verify,
+    webhook_url,
+)
+from channels.whatsapp_media import MEDIA_PATH, MediaLinks
+from channels.whatsapp_render import (
+    MAX_BODY_CHARS,
+    numbered,
+    quick_reply_variables,
+    template_variables,
+    text_bodies,
+)
+
+log = logging.getLogger(__name__)
+# The SDK logs every request's URL and headers at INFO: at 80 sends a second that drowns our own logs.
+_sdk_log = logging.getLogger(f"{__name__}.sdk")
+_sdk_log.setLevel(logging.WARNING)
+
+INBOUND_PATH = "/webhooks/twilio/whatsapp"
+STATUS_PATH = "/webhooks/twilio/status"
+SENDS_PER_SECOND = 80  # Twilio's default for one WhatsApp sender
+CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
+# Our last_inbound_at is when the message was processed, a little after Twilio received it: close the window early.
+WINDOW_MARGIN = timedelta(minutes=2)
+DEFAULT_RETRY_AFTER = 1.0
+MAX_PARTIAL_SENDS = 10_000
+EMPTY_TWIML = str(MessagingResponse())
+
+NO_TEMPLATE = (
+    "outside WhatsApp's 24-hour window and no template configured (TWILIO_TEMPLATE_CONTENT_SID): "
+    "it waits for the person's next message"
+)
+DOCUMENT_WAITS = "a document may only go inside WhatsApp's 24-hour window: it waits for the person's next message"
+ERROR_HINTS = {
+    20003: "check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+    21211: "the number is not a valid phone number",
+    21610: "the person unsubscribed at Twilio (STOP); they must send START to this number",
+    21606: "TWILIO_WHATSAPP_FROM is not a sender of this account",
+    63007: "TWILIO_WHATSAPP_FROM is not a WhatsApp sender of this account",
+}
+
+
+class WhatsAppChannel:
+    name = CHANNEL
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        sender: str,
+        public_base_url: str,
+        api_base_url: str = "https://api.twilio.com",
+        max_body_bytes: int = 64 * 1024,
+        template_content_sid: str = "",
+        quick_reply_content_sids: dict[int, str] | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if not public_base_url:
+            raise ValueError(
+                "PUBLIC_BASE_URL is not set: Twilio signs each webhook over the URL it calls, so the WhatsApp channel "
+                "needs that address (e.g. https://bot.example.com, or your tunnel's https URL)."
+            )
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.sender = sender if sender.startswith("whatsapp:") else f"whatsapp:{sender}"
+        self.public_base_url = public_base_url.rstrip("/")
+        self.api_base_url = api_base_url.rstrip("/")
+        self.max_body_bytes = max_body_bytes
+        self.template_content_sid = template_content_sid
+        self.quick_reply_content_sids = dict(quick_reply_content_sids or {})
+        self.timeout = timeout
+        self.status_callback_url = self.public_base_url + STATUS_PATH
+        self._validator = RequestValidator(auth_token)
+        self._media = MediaLinks(auth_token, self.public_base_url)
+        self._client: Client | None = None
+        # Parts of a split reply already accepted, by outbox id: a retry after a later part failed resumes there.
+        # Kept in memory, so a retry in another process (or after a restart) may repeat the earlier parts.
+        self._partial: dict[int, list[str]] = {}
+
+    # inbound -------------------------------------------------------------------------------------------------------
+
+    def routes(self, host: ChannelHost) -> list[Route]:
+        async def message_webhook(request: Request) -> Response:
+            try:
+                found = inbound_message(await self._verified_form(request))
+            except RequestRejected as exc:
+                return _refused(exc)
+            if isinstance(found, Ignored):
+                log.info("whatsapp webhook ignored: %s", found.reason)
+            else:
+                await host.receive(found)  # a repeated MessageSid is recognised there and acknowledged all the same
+            return Response(EMPTY_TWIML, media_type="text/xml")
+
+        async def status_webhook(request: Request) -> Response:
+            try:
+                found = delivery_report(await self._verified_form(request))
+            except RequestRejected as exc:
+                return _refused(exc)
+            if isinstance(found, DeliveryReport):
+                await host.record_delivery(self.name, found.message_sid, found.status, error=found.error_code)
+            else:
+                log.info("whatsapp status callback ignored: %s", found.reason)
+            return Response(EMPTY_TWIML, media_type="text/xml")
+
+        return [
+            Route(INBOUND_PATH, message_webhook, methods=["POST"]),
+            Route(STATUS_PATH, status_webhook, methods=["POST"]),
+            Route(MEDIA_PATH, self._media.serve, methods=["GET"]),
+        ]
+
+    async def _verified_form(self, request: Request) -> Any:
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("application/x-www-form-urlencoded"):
+            raise RequestRejected(415, "Twilio webhooks are application/x-www-form-urlencoded.")
+        form = read_form(await read_limited_body(request, self.max_body_bytes))
+        url = webhook_url(self.public_base_url, request.url.path, request.url.query)
+        verify(self._validator, url, form, request.headers.get(SIGNATURE_HEADER))
+        return form
+
+    # outbound ------------------------------------------------------------------------------------------------------
+
+    def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
+        return (RateLimit(f"whatsapp:sender:{self.sender.removeprefix('whatsapp:')}", SENDS_PER_SECOND, 1.0),)
+
+    async def send(self, delivery: Delivery) -> str:
+        """Send one reply; returns the sid of its last Twilio message (delivery reports for that sid update it)."""
+        to = f"whatsapp:{delivery.chat_id}"
+        if not _window_open(delivery.last_inbound_at):
+            return await self._send_template(to, delivery)
+        try:
+            return await self._send_in_session(to, delivery)
+        except WaitForInbound:
+            # Twilio says the window is closed (63016) although our clock said open.
+            if self.template_content_sid and delivery.outbox_id not in self._partial:
+                return await self._send_template(to, delivery)
+            raise
+
+    async def _send_in_session(self, to: str, delivery: Delivery) -> str:
+        messages = self._messages(delivery.reply)
+        sent = self._partial.pop(delivery.outbox_id, [])
+        try:
+            for params in messages[len(sent):]:
+                sent.append(await self._create(to, **params))
+        except SendError:
+            if sent:
+                self._remember_partial(delivery.outbox_id, sent)
+            raise
+        return sent[-1]
+
+    async def _send_template(self, to: str, delivery: Delivery) -> str:
+        reply = delivery.reply
+        if not self.template_content_sid:
+            raise WaitForInbound(NO_TEMPLATE)
+        if not isinstance(reply, Text):
+            raise WaitForInbound(DOCUMENT_WAITS)
+        variables = template_variables(numbered(reply.text, reply.choices))
+        return await self._create(to, content_sid=self.template_content_sid, content_variables=variables)
+
+    def _messages(self, reply: Text | Document) -> list[dict[str, Any]]:
+        """The Twilio Message parameters a reply becomes, in sending order."""
+        if isinstance(reply, Text):
+            template = self.quick_reply_content_sids.get(len(reply.choices))
+            variables = quick_reply_variables(reply) if template else None
+            if template and variables:
+                return [{"content_sid": template, "content_variables": variables}]
+            return [{"body": body} for body in text_bodies(reply)]
+        if reply.url:
+            url = reply.url
+        elif reply.path:
+            url = self._media.link(reply.path, reply.filename, reply.media_type)
+        else:
+            raise PermanentSendError(f"the document {reply.filename!r} has neither a url nor a path to send")
+        captions = split_text(reply.caption, MAX_BODY_CHARS) if reply.caption.strip() else [""]
+        first: dict[str, Any] = {"media_url": [url]}
+        if captions[0]:
+            first["body"] = captions[0]
+        return [first, *({"body": caption} for caption in captions[1:])]
+
+    async def _create(self, to: str, **params: Any) -> str:
+        try:
+            message = await self._twilio().messages.create_async(
+                to=to, from_=self.sender, status_callback=self.status_callback_url, **params
+            )
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise _send_error(exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientSendError(f"Twilio did not answer ({type(exc).__name__}: {exc})") from exc
+        if not message.sid:
+            raise TransientSendError("Twilio accepted the message but returned no sid")
+        return message.sid
+
+    def _remember_partial(self, outbox_id: int, sent: list[str]) -> None:
+        if len(self._partial) >= MAX_PARTIAL_SENDS:
+            self._partial.pop(next(iter(self._partial)))
+        self._partial[outbox_id] = sent
+
+    def _twilio(self) -> Client:
+        """The SDK client, made on first use inside the running loop (its aiohttp session belongs to that loop)."""
+        if self._client is None:
+            http = _TwilioHttpClient(timeout=self.timeout, logger=_sdk_log)
+            client = Client(self.account_sid, self.auth_token, http_client=http)
+            client.edge = client.region = None  # the API's address is TWILIO_API_BASE_URL alone
+            client.api.base_url = self.api_base_url
+            self._client = client
+        return self._client
+
+    async def close(self) -> None:
+        """Close the HTTP session (the app calls this at shutdown)."""
+        if self._client is not None:
+            await self._client.http_client.close()  # type: ignore[attr-defined]
+            self._client = None
+
+
+class _TwilioHttpClient(AsyncTwilioHttpClient):
+    """Twilio's aiohttp client with three fixes: the SDK passes no timeout per request (so aiohttp would wait
+    forever); a 429's Retry-After is read here, the only place that sees the response headers; and the credentials go
+    in an Authorization header, as aiohttp 3.14 deprecates its `auth` argument."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> TwilioResponse:
+        if auth is not None:
+            headers = {**(headers or {}), "Authorization": aiohttp.encode_basic_auth(*auth)}
+        response = await super().request(
+            method, url, params, data, headers, None, timeout or self.timeout, allow_redirects
+        )
+        if response.status_code == 429:
+            raise RateLimited(_retry_after_seconds(response.headers.get("Retry-After")), "Twilio answered 429")
+        return response
+
+
+def _window_open(last_inbound_at: datetime | None) -> bool:
+    """Whether free text may go: the person wrote within WhatsApp's 24-hour customer-service window."""
+    if last_inbound_at is None:
+        return False
+    return datetime.now(timezone.utc) - last_inbound_at < CUSTOMER_SERVICE_WINDOW - WINDOW_MARGIN
+
+
+def _retry_after_seconds(value: str | None) -> float:
+    """Retry-After as seconds (it may be a number or an HTTP date); 1 s when absent or unreadable."""
+    if not value:
+        return DEFAULT_RETRY_AFTER
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return DEFAULT_RETRY_AFTER
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+
+
+def _send_error(exc: TwilioRestException | TwilioServiceException) -> SendError:
+    """What the dispatcher should do about a refusal from Twilio's API."""
+    status, code = exc.status, exc.code
+    said = exc.msg if isinstance(exc, TwilioRestException) else (exc.detail or exc.title)
+    detail = f"Twilio error {code} (HTTP {status}): {said}"
+    if code in ERROR_HINTS:
+        detail += f" — {ERROR_HINTS[code]}"
+    if status == 429 or code == 20429:
+        return RateLimited(DEFAULT_RETRY_AFTER, detail)
+    if code == 63016:
+        return WaitForInbound(f"Twilio says WhatsApp's 24-hour window is closed ({detail}): it waits for the "
+                              "person's next message")
+    if status >= 500:
+        return TransientSendError(detail)
+    return PermanentSendError(detail)
+
+
+def _refused(exc: RequestRejected) -> Response:
+    if exc.status >= 500 or exc.status in (401, 403):
+        log.warning("whatsapp webhook refused (%s): %s", exc.status, exc.message)
+    return JSONResponse({"error": exc.message}, status_code=exc.status)

@@ -1,0 +1,159 @@
+"""What Twilio posts to the WhatsApp webhooks, verified and read into the core's terms.
+
+Twilio signs every webhook with `X-Twilio-Signature`: base64 HMAC-SHA1, under the account's Auth Token, of the URL
+Twilio was given followed by each form parameter's name and value in name order. Behind a proxy or tunnel the URL the
+app sees is not that URL, so it is rebuilt from PUBLIC_BASE_URL.
+
+Field names are Twilio's ("Messaging webhook request" and "status callback" pages): MessageSid, AccountSid, From and
+To (`whatsapp:+E.164`), Body, NumMedia, MediaUrl{N} / MediaContentType{N}, ProfileName, WaId, ButtonText and
+ButtonPayload (a tapped quick reply), Latitude / Longitude / Address / Label (a shared location); MessageStatus and
+ErrorCode in status callbacks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.datastructures import MultiDict
+from twilio.request_validator import RequestValidator
+
+from bot.messages import InboundMessage
+from channels.base import RequestRejected
+
+CHANNEL = "whatsapp"
+SIGNATURE_HEADER = "X-Twilio-Signature"
+MAX_FIELDS = 200  # Twilio sends a few dozen; a flood of fields is not Twilio
+MAX_MEDIA = 10  # WhatsApp messages carry at most 10 media items
+
+# Twilio's default keywords ("Twilio support for opt-out keywords"): the whole message, one word, any case.
+OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
+OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
+HELP_KEYWORDS = frozenset({"HELP", "INFO"})
+HELP_COMMAND = "/help"
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def webhook_url(public_base_url: str, path: str, query: str = "") -> str:
+    """The URL Twilio signed: PUBLIC_BASE_URL (scheme, host and any prefix the proxy strips) + path + query."""
+    url = public_base_url.rstrip("/") + path
+    return f"{url}?{query}" if query else url
+
+
+def read_form(body: bytes) -> MultiDict:
+    """The form fields of a Twilio webhook body (application/x-www-form-urlencoded, UTF-8)."""
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=bool(text), errors="strict", max_num_fields=MAX_FIELDS
+        )
+    except UnicodeDecodeError:
+        raise RequestRejected(400, "The body is not UTF-8 form data.") from None
+    except ValueError as exc:
+        raise RequestRejected(400, f"The body is not valid form data ({exc}).") from None
+    return MultiDict(pairs)
+
+
+def verify(validator: RequestValidator, url: str, form: MultiDict, signature: str | None) -> None:
+    """Refuse an unsigned request (401) or one whose signature does not match (403).
+
+    The SDK's validator compares in constant time and accepts the URL with and without an explicit port, as Twilio
+    signs either form.
+    """
+    if not signature:
+        raise RequestRejected(401, f"Missing {SIGNATURE_HEADER}: only Twilio may call this webhook.")
+    if not validator.validate(url, form, signature):
+        raise RequestRejected(
+            403,
+            f"{SIGNATURE_HEADER} does not match. Check that TWILIO_AUTH_TOKEN is the account's primary Auth Token and "
+            f"that the webhook URL configured at Twilio is exactly {url}.",
+        )
+
+
+def whatsapp_number(address: str) -> str:
+    """'whatsapp:+15551234567' → '+15551234567' (the chat id and sender id on this channel)."""
+    number = address.removeprefix("whatsapp:")
+    if not _E164.fullmatch(number):
+        raise RequestRejected(400, f"'From' must be whatsapp:+ and an E.164 number, not {address!r}.")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A verified request that is not a message for the bot, and why."""
+
+    reason: str
+
+
+def inbound_message(form: MultiDict) -> InboundMessage | Ignored:
+    """One verified WhatsApp message in the core's terms, or the reason it is not one."""
+    sid, sender = form.get("MessageSid", ""), form.get("From", "")
+    if not sid:
+        raise RequestRejected(400, "'MessageSid' is missing: this is not a Twilio messaging webhook.")
+    if not sender.startswith("whatsapp:"):
+        return Ignored(f"not a WhatsApp message (From {sender[:40]!r}); point only WhatsApp senders here")
+    number = whatsapp_number(sender)
+    body = form.get("Body", "")
+    meta: dict[str, Any] = {}
+    media = _media(form)
+    if media:
+        meta["media"] = media
+    if form.get("Latitude") and form.get("Longitude"):
+        meta["location"] = {
+            key.lower(): form[key] for key in ("Latitude", "Longitude", "Address", "Label") if form.get(key)
+        }
+    choice = form.get("ButtonPayload") or None
+    text = body or form.get("ButtonText", "")
+    keyword = body.strip().upper()
+    if choice is None:
+        meta["numbered_choices"] = True  # choices went out as "1. label" lines: the core resolves "2" or "Beta"
+        if keyword in OPT_OUT_KEYWORDS:
+            meta["subscription"] = "stop"
+        elif keyword in OPT_IN_KEYWORDS:
+            meta["subscription"] = "start"  # only while opted out; otherwise YES is an ordinary answer
+        elif keyword in HELP_KEYWORDS:
+            choice = HELP_COMMAND
+    if not text.strip() and choice is None and not media and "location" not in meta:
+        return Ignored(f"nothing to read (MessageType {form.get('MessageType', 'unknown')!r})")
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=sid,
+        chat_id=number,
+        sender_id=number,
+        text=text,
+        choice=choice,
+        sender_name=form.get("ProfileName") or None,
+        meta=meta,
+    )
+
+
+def _media(form: MultiDict) -> list[dict[str, str]]:
+    """MediaUrl0…, with their content types. The URLs need the account's credentials to fetch (HTTP basic auth)."""
+    raw = form.get("NumMedia", "0")
+    count = min(int(raw), MAX_MEDIA) if raw.isdigit() else 0
+    items = []
+    for index in range(count):
+        url = form.get(f"MediaUrl{index}")
+        if url:
+            items.append({"url": url, "content_type": form.get(f"MediaContentType{index}", "")})
+    return items
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """A status callback: where one sent message got to (queued, sent, delivered, read, failed, undelivered)."""
+
+    message_sid: str
+    status: str
+    error_code: str | None
+
+
+def delivery_report(form: MultiDict) -> DeliveryReport | Ignored:
+    sid, status = form.get("MessageSid", ""), form.get("MessageStatus", "")
+    if not sid or not status:
+        return Ignored("a status callback without MessageSid or MessageStatus")
+    error = form.get("ErrorCode") or None
+    return DeliveryReport(sid, status.lower(), error if error and error != "0" else None)

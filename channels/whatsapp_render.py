@@ -1,0 +1,64 @@
+"""The core's replies in WhatsApp's terms: the parameters of the Twilio Messages each reply becomes.
+
+- Text: at most 1,600 characters per message (Twilio's limit for WhatsApp bodies); longer text is split on paragraph,
+  sentence or word boundaries and sent as several messages, in order.
+- Formatting: WhatsApp reads *bold*, _italic_, ~strikethrough~ and ```monospace``` in the text itself and has no
+  escape character, so text goes out as the dialogs wrote it: markers they use on purpose format (the same markers
+  Slack reads), and a stray `*` or `_` inside a word is shown as is by WhatsApp.
+- Choices: numbered lines under the text ("1. Alpha"); the person answers with the number or the words, and the core
+  maps that back to the choice (bot.pipeline). When a quick-reply content template is configured for that many
+  buttons (at most 3 in a session message, titles of at most 20 characters), it is used instead and a tap comes back
+  as ButtonPayload = the choice's value.
+- Outside the 24-hour window only an approved template may go: the reply, on one line, fills its variable {{1}}.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from bot.messages import Choice, Text
+from channels.text import split_text
+
+MAX_BODY_CHARS = 1600
+TEMPLATE_VARIABLE_CHARS = 900  # a template body holds 1,024 characters; its own words need some of them
+QUICK_REPLY_TITLE_CHARS = 20
+QUICK_REPLY_ID_CHARS = 200
+QUICK_REPLY_BODY_CHARS = 1024
+
+
+def numbered(text: str, choices: tuple[Choice, ...]) -> str:
+    """The text with its choices as "1. label" lines below it."""
+    if not choices:
+        return text
+    options = "\n".join(f"{number}. {choice.label}" for number, choice in enumerate(choices, start=1))
+    return f"{text}\n\n{options}" if text.strip() else options
+
+
+def text_bodies(reply: Text) -> list[str]:
+    """The bodies of the messages a Text becomes, each within Twilio's 1,600 characters."""
+    return split_text(numbered(reply.text, reply.choices), MAX_BODY_CHARS)
+
+
+def quick_reply_variables(reply: Text) -> str | None:
+    """ContentVariables for a quick-reply template (body {{1}}, then each button's title and id), or None if the
+    reply does not fit one."""
+    choices = reply.choices
+    if not 1 <= len(choices) <= 3 or len(reply.text) > QUICK_REPLY_BODY_CHARS or not reply.text.strip():
+        return None
+    if any(len(c.label) > QUICK_REPLY_TITLE_CHARS or len(c.value) > QUICK_REPLY_ID_CHARS for c in choices):
+        return None
+    variables = {"1": reply.text}
+    for index, choice in enumerate(choices):
+        variables[str(2 + 2 * index)] = choice.label
+        variables[str(3 + 2 * index)] = choice.value
+    return json.dumps(variables, ensure_ascii=False)
+
+
+def template_variables(text: str) -> str:
+    """ContentVariables carrying `text` as {{1}}: on one line (WhatsApp refuses template variables with line breaks,
+    tabs or more than four spaces in a row), cut at a word boundary to fit the template."""
+    line = re.sub(r"\s+", " ", text).strip()
+    if len(line) > TEMPLATE_VARIABLE_CHARS:
+        line = line[: TEMPLATE_VARIABLE_CHARS - 1].rsplit(" ", 1)[0].rstrip(" ,;:") + "…"
+    return json.dumps({"1": line}, ensure_ascii=False)

@@ -1,0 +1,278 @@
+"""A local stand-in of the Telegram Bot API that python-telegram-bot talks to through its base URL.
+
+It answers the methods Lessonbot calls (getMe, sendMessage, sendDocument, answerCallbackQuery, setWebhook,
+deleteWebhook, getUpdates) the way api.telegram.org does, records every call, and can be scripted to fail the next
+calls of a method: a 429 with `parameters.retry_after`, a 500, a 403 "bot was blocked by the user", or no answer at
+all (so the client times out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+TOKEN = "123456:TEST-token_for-the-stand-in"
+BOT_ID = 123456
+BOT_USERNAME = "lessonbot_test_bot"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """How the stand-in answers one call instead of doing it."""
+
+    status: int
+    description: str
+    retry_after: int | None = None
+    hang: bool = False
+
+    @classmethod
+    def too_many_requests(cls, retry_after: int = 1) -> Fault:
+        return cls(429, f"Too Many Requests: retry after {retry_after}", retry_after=retry_after)
+
+    @classmethod
+    def server_error(cls) -> Fault:
+        return cls(500, "Internal Server Error")
+
+    @classmethod
+    def blocked(cls) -> Fault:
+        return cls(403, "Forbidden: bot was blocked by the user")
+
+    @classmethod
+    def no_answer(cls) -> Fault:
+        return cls(504, "Gateway Timeout", hang=True)
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, str]
+    files: dict[str, tuple[str, bytes]]
+    outcome: str  # "ok", or the fault's status
+    result: Any = None  # what the stand-in answered
+    at: float = field(default_factory=time.monotonic)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+    @property
+    def reply_markup(self) -> dict[str, Any] | None:
+        raw = self.params.get("reply_markup")
+        return json.loads(raw) if raw else None
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[TelegramStandIn]:
+    """A running stand-in for one test (import this fixture into a test module to use it)."""
+    async with TelegramStandIn() as server:
+        yield server
+
+
+class TelegramStandIn:
+    def __init__(self, *, token: str = TOKEN) -> None:
+        self.token = token
+        self.calls: list[Call] = []
+        self.faults: dict[str, list[Fault | None]] = {}
+        self.updates: list[dict[str, Any]] = []
+        self.webhook: dict[str, str] | None = None
+        self._message_ids = itertools.count(1000)
+        self._new_update = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # lifecycle --------------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> TelegramStandIn:
+        app = web.Application()
+        app.router.add_post("/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        """What TELEGRAM_API_BASE_URL is set to: the token follows it."""
+        return f"http://127.0.0.1:{self.port}/bot"
+
+    # scripting and reading ----------------------------------------------------------------------------------------
+
+    def fail(self, method: str, *faults: Fault | None) -> None:
+        """The next calls of `method` get these faults, one each, in order (None: that call succeeds); later calls
+        succeed."""
+        self.faults.setdefault(method, []).extend(faults)
+
+    def push_update(self, update: dict[str, Any]) -> None:
+        """Queue an update for getUpdates."""
+        self.updates.append(update)
+        self._new_update.set()
+
+    def called(self, method: str, *, ok: bool | None = True) -> list[Call]:
+        return [call for call in self.calls if call.method == method and (ok is None or call.ok == ok)]
+
+    def texts(self, chat_id: int | str | None = None) -> list[str]:
+        """The texts of the messages delivered (to one chat), in order."""
+        return [
+            call.params["text"] for call in self.called("sendMessage")
+            if chat_id is None or call.params["chat_id"] == str(chat_id)
+        ]
+
+    async def wait_for(self, condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
+        """Wait until `condition()` holds; fail the test if it does not within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the stand-in did not see that within {timeout} s; calls: {self.summary()}")
+            await asyncio.sleep(0.02)
+
+    def summary(self) -> list[str]:
+        return [f"{call.method}:{call.outcome}" for call in self.calls]
+
+    # the Bot API ----------------------------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return _error(401, "Unauthorized")
+        method = request.match_info["method"]
+        params: dict[str, str] = {}
+        files: dict[str, tuple[str, bytes]] = {}
+        for name, value in (await request.post()).items():
+            if isinstance(value, web.FileField):
+                files[name] = (value.filename, value.file.read())
+            else:
+                params[name] = str(value)
+        fault = self.faults[method].pop(0) if self.faults.get(method) else None
+        if fault is not None:
+            self.calls.append(Call(method, params, files, str(fault.status)))
+            if fault.hang:
+                try:
+                    await asyncio.wait_for(self._closing.wait(), timeout=30)
+                except TimeoutError:
+                    pass
+            return _error(fault.status, fault.description, fault.retry_after)
+        answer = getattr(self, f"_{method}", None)
+        if answer is None:
+            return _error(404, "Not Found")
+        result = await answer(params, files)
+        self.calls.append(Call(method, params, files, "ok", result))
+        return web.json_response({"ok": True, "result": result})
+
+    async def _getMe(self, params: dict[str, str], files: dict) -> dict[str, Any]:
+        return {
+            "id": BOT_ID, "is_bot": True, "first_name": "Lessonbot", "username": BOT_USERNAME,
+            "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False,
+        }
+
+    def _message(self, params: dict[str, str]) -> dict[str, Any]:
+        chat_id = int(params["chat_id"])
+        return {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group", "title": "A group"},
+            "from": {"id": BOT_ID, "is_bot": True, "first_name": "Lessonbot", "username": BOT_USERNAME},
+        }
+
+    async def _sendMessage(self, params: dict[str, str], files: dict) -> dict[str, Any]:
+        message = self._message(params) | {"text": params["text"]}
+        if "reply_markup" in params:
+            message["reply_markup"] = json.loads(params["reply_markup"])
+        return message
+
+    async def _sendDocument(self, params: dict[str, str], files: dict) -> dict[str, Any]:
+        filename = files["document"][0] if "document" in files else params["document"].rsplit("/", 1)[-1]
+        message = self._message(params) | {
+            "document": {"file_id": f"DOC{len(self.calls)}", "file_unique_id": f"U{len(self.calls)}",
+                         "file_name": filename},
+        }
+        if "caption" in params:
+            message["caption"] = params["caption"]
+        return message
+
+    async def _answerCallbackQuery(self, params: dict[str, str], files: dict) -> bool:
+        return True
+
+    async def _setWebhook(self, params: dict[str, str], files: dict) -> bool:
+        self.webhook = params
+        return True
+
+    async def _deleteWebhook(self, params: dict[str, str], files: dict) -> bool:
+        self.webhook = None
+        return True
+
+    async def _getUpdates(self, params: dict[str, str], files: dict) -> list[dict[str, Any]]:
+        offset = int(params.get("offset", 0))
+        self.updates = [update for update in self.updates if update["update_id"] >= offset]  # confirmed ones go
+        if not self.updates:
+            self._new_update.clear()
+            try:
+                await asyncio.wait_for(self._new_update.wait(), timeout=float(params.get("timeout", 0)))
+            except TimeoutError:
+                pass
+        return list(self.updates)
+
+
+def _error(status: int, description: str, retry_after: int | None = None) -> web.Response:
+    body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+    if retry_after is not None:
+        body["parameters"] = {"retry_after": retry_after}
+    return web.json_response(body, status=status)
+
+
+# updates as Telegram sends them -------------------------------------------------------------------------------------
+
+_update_ids = itertools.count(500_000)
+
+
+def person(user_id: int = 1111111, first_name: str = "Ann", **more: Any) -> dict[str, Any]:
+    return {"id": user_id, "is_bot": False, "first_name": first_name, **more}
+
+
+def text_update(text: str, *, chat_id: int = 1111111, user: dict[str, Any] | None = None, update_id: int | None = None,
+                **message: Any) -> dict[str, Any]:
+    """A message update, complete as the current Bot API sends it (private chat unless chat_id is negative)."""
+    user = user or person()
+    chat = ({"id": chat_id, "type": "private", "first_name": user["first_name"]} if chat_id > 0
+            else {"id": chat_id, "type": "supergroup", "title": "Study group"})
+    return {
+        "update_id": next(_update_ids) if update_id is None else update_id,
+        "message": {"message_id": next(_update_ids), "date": int(time.time()), "chat": chat, "from": user,
+                    "text": text, **message},
+    }
+
+
+def button_update(sent: Call, data: str, *, user: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The callback_query Telegram sends when a button of the message `sent` (a recorded sendMessage) is pressed."""
+    chat_id = int(sent.params["chat_id"])
+    return {
+        "update_id": next(_update_ids),
+        "callback_query": {
+            "id": f"cq{next(_update_ids)}",
+            "from": user or person(chat_id if chat_id > 0 else 1111111),
+            "chat_instance": "-42",
+            "data": data,
+            "message": {
+                "message_id": sent.result["message_id"],
+                "date": int(time.time()),
+                "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup", "title": "Study group"},
+                "from": {"id": BOT_ID, "is_bot": True, "first_name": "Lessonbot", "username": BOT_USERNAME},
+                "text": sent.params["text"],
+                "reply_markup": sent.reply_markup,
+            },
+        },
+    }

@@ -1,0 +1,204 @@
+"""Replies to Telegram: rendering, limits, and what the dispatcher does with the Bot API's failures.
+
+Each test runs the real pipeline (a reply stored in the outbox, sent by the dispatcher through TelegramChannel and
+python-telegram-bot) against the local Bot API stand-in, which can be told to fail.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from telegram.error import RetryAfter
+
+from bot.core import Lessonbot
+from bot.messages import Choice, Document, InboundMessage, Reply, Text
+from channels.base import RateLimit
+from channels.telegram import MAX_CAPTION_CHARS, MAX_TEXT_CHARS, TelegramChannel, retry_after_seconds
+from dialogs.base import Turn
+from storage.models import OutboxMessage
+from tests.channels.telegram_standin import TOKEN, Fault
+from tests.channels.telegram_standin import standin  # noqa: F401 (the fixture)
+
+CHAT = 1111111
+
+
+@pytest.fixture
+def channel(standin) -> TelegramChannel:
+    return TelegramChannel(token=TOKEN, api_base_url=standin.base_url, timeout=0.5)
+
+
+@asynccontextmanager
+async def bot_replying(settings, channel: TelegramChannel, *replies: Reply) -> AsyncIterator[Lessonbot]:
+    """A running Lessonbot whose every turn answers with `replies`, sending through `channel`."""
+
+    async def respond(turn: Turn) -> None:
+        for reply in replies:
+            turn.send(reply)
+
+    lessonbot = Lessonbot(settings, [channel], respond=respond)
+    lessonbot.start()
+    try:
+        await lessonbot.receive(InboundMessage(
+            channel="telegram", platform_id=uuid.uuid4().hex, chat_id=str(CHAT), sender_id=str(CHAT), text="hi",
+        ))
+        yield lessonbot
+    finally:
+        await lessonbot.stop()
+        await channel.close()
+
+
+async def outbox(lessonbot: Lessonbot) -> list[OutboxMessage]:
+    async with lessonbot.db.sessions() as session:
+        return list(await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+async def test_text_is_escaped_for_html(settings, channel, standin):
+    async with bot_replying(settings, channel, Text("Use <b> for bold & <i> for italics")):
+        await standin.wait_for(lambda: standin.texts(CHAT))
+    [call] = standin.called("sendMessage")
+    assert call.params["text"] == "Use &lt;b&gt; for bold &amp; &lt;i&gt; for italics"
+    assert call.params["parse_mode"] == "HTML"
+
+
+async def test_a_long_reply_is_split_in_order_with_the_buttons_under_the_last_part(settings, channel, standin):
+    paragraphs = [(f"Paragraph {n}: " + "Cells divide and grow. " * 65).strip() for n in range(1, 5)]
+    text = "\n\n".join(paragraphs)
+    assert 6000 <= len(text) <= 6100
+    reply = Text(text, (Choice("Next lesson", "/lesson"),))
+    async with bot_replying(settings, channel, reply) as lessonbot:
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) >= 2)
+        await lessonbot.settle()
+        [row] = await outbox(lessonbot)
+    first, second = standin.called("sendMessage")
+    assert len(standin.texts(CHAT)) == 2
+    assert all(len(call.params["text"]) <= MAX_TEXT_CHARS for call in (first, second))
+    assert first.params["text"].startswith("Paragraph 1:") and second.params["text"].rstrip().endswith("grow.")
+    assert "\n\n".join([first.params["text"], second.params["text"]]) == text
+    assert "reply_markup" not in first.params
+    assert second.reply_markup == {"inline_keyboard": [[{"text": "Next lesson", "callback_data": "/lesson"}]]}
+    assert row.status == "sent" and row.platform_message_id == str(second.result["message_id"])
+
+
+async def test_a_failed_second_part_is_retried_without_repeating_the_first(settings, channel, standin):
+    text = "First part. " * 300 + "\n\n" + "Second part. " * 300
+    standin.fail("sendMessage", None, Fault.server_error())  # the first part goes through, the second fails once
+    async with bot_replying(settings, channel, Text(text)) as lessonbot:
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) == 2)
+        await lessonbot.settle()
+    texts = standin.texts(CHAT)
+    assert texts[0].startswith("First part.") and texts[1].startswith("Second part.")
+    assert len(standin.called("sendMessage", ok=False)) == 1
+
+
+async def test_429_storm_delays_the_reply_without_losing_or_doubling_it(settings, channel, standin):
+    standin.fail("sendMessage", *[Fault.too_many_requests(retry_after=1)] * 3)
+    started = time.monotonic()
+    async with bot_replying(settings, channel, Text("Your lesson is ready.")) as lessonbot:
+        await standin.wait_for(lambda: standin.texts(CHAT), timeout=15)
+        delivered_after = time.monotonic() - started
+        await lessonbot.settle()
+        [row] = await outbox(lessonbot)
+    assert standin.texts(CHAT) == ["Your lesson is ready."]
+    assert len(standin.called("sendMessage", ok=False)) == 3
+    assert delivered_after >= 2.5  # three retry_after waits of 1 s each
+    assert row.status == "sent" and row.attempts == 1  # waits Telegram asks for do not count as tries
+
+
+async def test_server_errors_are_retried(settings, channel, standin):
+    standin.fail("sendMessage", Fault.server_error(), Fault.server_error())
+    async with bot_replying(settings, channel, Text("Hello again")) as lessonbot:
+        await standin.wait_for(lambda: standin.texts(CHAT))
+        await lessonbot.settle()
+        [row] = await outbox(lessonbot)
+    assert standin.texts(CHAT) == ["Hello again"]
+    assert row.status == "sent" and row.attempts == 3
+
+
+async def test_a_send_that_times_out_is_retried(settings, channel, standin):
+    standin.fail("sendMessage", Fault.no_answer())
+    async with bot_replying(settings, channel, Text("Are you there?")) as lessonbot:
+        await standin.wait_for(lambda: standin.texts(CHAT))
+        await lessonbot.settle()
+        [row] = await outbox(lessonbot)
+    assert standin.texts(CHAT) == ["Are you there?"]
+    assert [call.outcome for call in standin.called("sendMessage", ok=None)] == ["504", "ok"]
+    assert "Timed out" in (row.last_error or "")
+
+
+async def test_blocked_by_the_user_is_dead_lettered_at_once(settings, channel, standin):
+    standin.fail("sendMessage", Fault.blocked())
+    async with bot_replying(settings, channel, Text("Still there?")) as lessonbot:
+        await standin.wait_for(lambda: standin.called("sendMessage", ok=None))
+        await lessonbot.settle()
+        [row] = await outbox(lessonbot)
+    assert row.status == "dead" and row.attempts == 1
+    assert "bot was blocked by the user" in row.last_error
+    assert standin.texts(CHAT) == []
+
+
+async def test_documents_from_disk_and_by_url(settings, channel, standin, tmp_path):
+    certificate = tmp_path / "certificate.pdf"
+    certificate.write_bytes(b"%PDF-1.4 a certificate")
+    caption = "Well done & congratulations! " * 60  # ~1,700 characters: more than a caption holds
+    replies = (
+        Document("certificate.pdf", caption=caption, path=str(certificate), media_type="application/pdf"),
+        Document("handout.pdf", caption="<Handout>", url="https://example.org/handout.pdf"),
+    )
+    async with bot_replying(settings, channel, *replies) as lessonbot:
+        await standin.wait_for(lambda: len(standin.called("sendDocument")) == 2)
+        await lessonbot.settle()
+        rows = await outbox(lessonbot)
+    upload, linked = standin.called("sendDocument")
+    assert upload.files["document"] == ("certificate.pdf", b"%PDF-1.4 a certificate")
+    assert len(upload.params["caption"].replace("&amp;", "&")) <= MAX_CAPTION_CHARS
+    assert upload.params["caption"].startswith("Well done &amp; congratulations!")
+    [overflow] = standin.texts(CHAT)  # the rest of the caption follows the document as a message
+    shown = upload.params["caption"] + " " + overflow
+    assert shown.replace("&amp;", "&") == caption.strip()
+    assert linked.params["document"] == "https://example.org/handout.pdf"
+    assert linked.params["caption"] == "&lt;Handout&gt;"
+    assert [row.status for row in rows] == ["sent", "sent"]
+
+
+async def test_a_missing_file_is_dead_lettered(settings, channel, standin, tmp_path):
+    missing = Document("gone.pdf", path=str(tmp_path / "gone.pdf"))
+    async with bot_replying(settings, channel, missing) as lessonbot:
+        await lessonbot.settle()
+        [row] = await outbox(lessonbot)
+    assert row.status == "dead" and "cannot be read" in row.last_error
+    assert standin.called("sendDocument", ok=None) == []
+
+
+async def test_a_rejected_token_is_dead_lettered_and_named(settings, standin, caplog):
+    wrong = TelegramChannel(token="999:wrong", api_base_url=standin.base_url, timeout=0.5)
+    async with bot_replying(settings, wrong, Text("hello")) as lessonbot:
+        await lessonbot.settle()
+        [row] = await outbox(lessonbot)
+    assert row.status == "dead" and "TELEGRAM_BOT_TOKEN" in row.last_error
+    assert "999:wrong" not in row.last_error
+    assert any("TELEGRAM_BOT_TOKEN" in r.getMessage() for r in caplog.records)
+
+
+# limits ---------------------------------------------------------------------------------------------------------------
+
+
+def test_rate_limits_per_chat_per_group_and_overall():
+    channel = TelegramChannel(token=TOKEN)
+    assert channel.rate_limits("1111111") == (
+        RateLimit("telegram:global", 30, 1.0), RateLimit("telegram:chat:1111111", 1, 1.0),
+    )
+    assert RateLimit("telegram:group:-100123", 20, 60.0) in channel.rate_limits("-100123")
+
+
+@pytest.mark.parametrize("timedelta_env", [False, True])
+def test_retry_after_in_seconds_whatever_ptb_returns(timedelta_env, monkeypatch):
+    if timedelta_env:
+        monkeypatch.setenv("PTB_TIMEDELTA", "true")  # PTB's own switch: retry_after becomes a timedelta
+    assert retry_after_seconds(RetryAfter(3)) == 3.0
+    assert retry_after_seconds(RetryAfter(timedelta(seconds=1.5))) == 1.5

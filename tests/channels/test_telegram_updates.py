@@ -1,0 +1,218 @@
+"""Which Telegram updates become messages, and how buttons and long texts are fitted to Telegram's limits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from telegram import Bot, Update
+
+from bot.messages import Choice, InboundMessage
+from channels.telegram import MAX_TEXT_CHARS, fit
+from channels.telegram_buttons import callback_data, keyboard, pressed
+from channels.telegram_updates import BotIdentity, Ignored, backfill_legacy_fields, interpret, needs_identity
+from tests.channels.telegram_standin import BOT_ID, BOT_USERNAME, TOKEN, person, text_update
+
+ME = BotIdentity(BOT_ID, BOT_USERNAME)
+BOT = Bot(TOKEN, base_url="http://127.0.0.1:9/bot")  # never called: only binds the parsed objects
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "telegram" / "core-telegram-org-webhooks"
+
+# Per file: the text the message brings (and the media it carries), or a phrase of the reason it is ignored.
+EXPECTED = {
+    "01_message_text_minimal.json": ("message", "/start", None),
+    "02_message_text.json": ("message", "/start", None),
+    "03_forwarded_message.json": ("message", "/start", None),
+    "04_forwarded_channel_message.json": ("message", "/start", None),
+    "05_message_with_reply.json": ("message", "/start", None),
+    "06_edited_message.json": ("ignored", "edited message", None),
+    "07_message_with_entities.json": ("message", "Bold and italics", None),
+    "08_message_with_audio.json": ("message", "", "audio"),
+    "09_voice_message.json": ("message", "", "voice"),
+    "10_message_with_document.json": ("message", "", "document"),
+    "11_inline_query.json": ("ignored", "inline mode", None),
+    "12_chosen_inline_result.json": ("ignored", "inline mode", None),
+    "13_callback_query.json": ("ignored", "inline-mode message", None),
+}
+
+
+def parse(data: dict) -> Update:
+    return Update.de_json(backfill_legacy_fields(data), BOT)
+
+
+def outcome(data: dict) -> InboundMessage | Ignored:
+    update = parse(data)
+    return interpret(update, me=ME if needs_identity(update) else None)
+
+
+def fixture(name: str) -> dict:
+    if not FIXTURES.is_dir():
+        pytest.skip(f"the shared fixtures are not at {FIXTURES}")
+    return json.loads((FIXTURES / name).read_text())
+
+
+def test_every_fixture_file_is_listed():
+    fixture(next(iter(EXPECTED)))
+    assert sorted(p.name for p in FIXTURES.glob("*.json")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_fixture_updates(name):
+    kind, expected, media = EXPECTED[name]
+    result = outcome(fixture(name))
+    if kind == "ignored":
+        assert isinstance(result, Ignored)
+        assert expected in result.reason
+        return
+    assert isinstance(result, InboundMessage)
+    assert (result.platform_id, result.chat_id, result.sender_id) == ("10000", "1111111", "1111111")
+    assert result.text == expected
+    if media is None:
+        assert "media" not in result.meta
+    else:
+        assert result.meta["media"]["kind"] == media
+        assert result.meta["media"]["file_id"] == "AwADBAADbXXXXXXXXXXXGBdhD2l6_XX"
+    json.dumps(result.to_payload())  # stored as JSON
+
+
+def test_backfill_keeps_what_is_there():
+    data = {"update_id": 1, "message": {"message_id": 1, "date": 0, "chat": {"id": -5, "type": "supergroup"},
+                                        "from": {"id": 7, "is_bot": True, "first_name": "B"}, "text": "x"}}
+    backfill_legacy_fields(data)
+    assert data["message"]["chat"]["type"] == "supergroup"
+    assert data["message"]["from"]["is_bot"] is True
+
+
+def test_forwarded_and_named():
+    result = outcome(fixture("03_forwarded_message.json"))
+    assert result.meta["forwarded"] is True
+    assert result.sender_name == "Test Firstname"
+
+
+def test_photo_brings_its_largest_size_and_caption():
+    data = text_update("ignored")
+    del data["message"]["text"]
+    data["message"]["photo"] = [
+        {"file_id": "small", "file_unique_id": "s", "width": 90, "height": 90},
+        {"file_id": "large", "file_unique_id": "l", "width": 1280, "height": 1280},
+    ]
+    data["message"]["caption"] = "my homework"
+    result = outcome(data)
+    assert result.text == "my homework"
+    assert result.meta["media"]["kind"] == "photo" and result.meta["media"]["file_id"] == "large"
+    assert result.meta["caption"] == "my homework"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/help", "/help"),
+        (f"/help@{BOT_USERNAME}", f"/help@{BOT_USERNAME}"),
+        (f"/quiz@{BOT_USERNAME.upper()} now", f"/quiz@{BOT_USERNAME.upper()} now"),
+        (f"@{BOT_USERNAME} what is a cell?", "what is a cell?"),
+        (f"so, @{BOT_USERNAME}, what is a cell?", "so, , what is a cell?"),
+        ("/help@some_other_bot", None),
+        ("good morning everyone", None),
+        (f"mail me at ann@{BOT_USERNAME}.org", None),
+        (f"@{BOT_USERNAME}fan club", None),
+    ],
+)
+def test_groups_answer_commands_and_mentions_only(text, expected):
+    data = text_update(text, chat_id=-1001234567890, user=person(42, "Bo"))
+    assert needs_identity(parse(text_update(text, chat_id=-1001234567890)))
+    result = outcome(data)
+    if expected is None:
+        assert isinstance(result, Ignored) and "not meant for the bot" in result.reason
+        return
+    assert isinstance(result, InboundMessage)
+    assert (result.chat_id, result.sender_id, result.text) == ("-1001234567890", "42", expected)
+
+
+def test_group_replies_to_the_bot_and_text_mentions_reach_it():
+    reply = text_update("mitochondria", chat_id=-77, reply_to_message={
+        "message_id": 5, "date": 0, "chat": {"id": -77, "type": "group", "title": "g"},
+        "from": {"id": BOT_ID, "is_bot": True, "first_name": "Lessonbot"}, "text": "What powers the cell?"})
+    assert isinstance(outcome(reply), InboundMessage)
+    mention = text_update("Lessonbot, help", chat_id=-77, entities=[
+        {"type": "text_mention", "offset": 0, "length": 9, "user": {"id": BOT_ID, "is_bot": True, "first_name": "L"}}])
+    assert isinstance(outcome(mention), InboundMessage)
+    to_someone_else = text_update("thanks", chat_id=-77, reply_to_message={
+        "message_id": 6, "date": 0, "chat": {"id": -77, "type": "group", "title": "g"},
+        "from": person(9, "Cy"), "text": "here you go"})
+    assert isinstance(outcome(to_someone_else), Ignored)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"from": {"id": 99, "is_bot": True, "first_name": "Other bot"}}, "from a bot"),
+        ({"text": None, "new_chat_members": [person(5, "Di")]}, "no text, caption or media"),
+    ],
+)
+def test_messages_the_bot_does_not_read(change, reason):
+    data = text_update("hello")
+    data["message"].update(change)
+    data["message"] = {k: v for k, v in data["message"].items() if v is not None}
+    result = outcome(data)
+    assert isinstance(result, Ignored) and reason in result.reason
+
+
+def test_unknown_and_newer_update_kinds_are_ignored_by_name():
+    result = outcome({"update_id": 3, "some_future_update": {"id": 1}})
+    assert isinstance(result, Ignored) and "some_future_update" in result.reason
+    poll_answer = outcome({"update_id": 4, "poll_answer": {
+        "poll_id": "p", "option_ids": [0], "option_persistent_ids": ["a"], "user": person()}})
+    assert isinstance(poll_answer, Ignored) and "poll_answer" in poll_answer.reason
+
+
+# buttons --------------------------------------------------------------------------------------------------------------
+
+
+def test_callback_data_fits_64_bytes_or_refers_to_the_button():
+    assert callback_data("/help", 0) == "/help"
+    assert callback_data("é" * 32, 0) == "é" * 32  # 64 bytes
+    assert callback_data("é" * 33, 2) == "#button:2"
+    assert callback_data("", 1) == "#button:1"
+    assert callback_data("#button:0", 4) == "#button:4"  # a value that looks like a reference is never taken as one
+
+
+def test_pressed_button_gives_back_the_value_or_its_label():
+    long_value = "the answer is the second option, because the passage says so " * 2
+    markup = keyboard([Choice("Show commands", "/help"), Choice("Option B", long_value)])
+    rows = markup.inline_keyboard
+    assert [row[0].callback_data for row in rows] == ["/help", "#button:1"]
+    assert pressed("/help", markup) == ("/help", "Show commands")
+    assert pressed("#button:1", markup) == (None, "Option B")
+    assert pressed("#button:1", None) == (None, None)
+
+
+def test_button_press_becomes_a_choice():
+    markup = keyboard([Choice("Show commands", "/help"), Choice("Long", "x" * 100)]).to_dict()
+    query = {
+        "id": "cq1", "from": person(), "chat_instance": "1", "data": "/help",
+        "message": {"message_id": 9, "date": 0, "chat": {"id": 1111111, "type": "private"},
+                    "text": "Hi", "reply_markup": markup},
+    }
+    result = outcome({"update_id": 77, "callback_query": query})
+    assert (result.platform_id, result.chat_id) == ("77", "1111111")
+    assert (result.choice, result.text) == ("/help", "Show commands")
+    assert result.meta["callback_query_id"] == "cq1"
+    long_press = outcome({"update_id": 78, "callback_query": query | {"data": "#button:1"}})
+    assert (long_press.choice, long_press.text) == (None, "Long")
+    without_keyboard = {"message_id": 9, "date": 0, "chat": {"id": 1111111, "type": "private"}}
+    gone = dict(query, data="#button:1", message=without_keyboard)
+    assert isinstance(outcome({"update_id": 79, "callback_query": gone}), Ignored)
+
+
+# long texts -----------------------------------------------------------------------------------------------------------
+
+
+def test_fit_respects_the_limit_in_characters_and_utf16_units():
+    prose = ("A sentence about cells and what they do. " * 150).strip()
+    parts = fit(prose, MAX_TEXT_CHARS)
+    assert len(parts) == 2 and all(len(p) <= MAX_TEXT_CHARS for p in parts)
+    assert " ".join(parts) == prose
+    emoji = " ".join(["🧬🔬"] * 2000)  # 2 UTF-16 units per emoji
+    parts = fit(emoji, MAX_TEXT_CHARS)
+    assert all(len(p.encode("utf-16-le")) // 2 <= MAX_TEXT_CHARS for p in parts)
+    assert " ".join(parts) == emoji

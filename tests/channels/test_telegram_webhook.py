@@ -1,0 +1,233 @@
+"""POST /webhooks/telegram through the real app, the real pipeline and python-telegram-bot against a local Bot API."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from bot.app import create_app
+from bot.config import ConfigError, load_settings
+from channels.telegram import SECRET_HEADER, TelegramChannel
+from storage.models import InboundMessage
+from tests.channels.telegram_standin import TOKEN, Fault, button_update, person, text_update
+from tests.channels.telegram_standin import standin  # noqa: F401 (the fixture)
+from tests.channels.test_telegram_updates import EXPECTED
+
+SECRET = "test-webhook-secret_0123456789"
+CHAT = 1111111
+
+
+@pytest.fixture
+def telegram_settings(settings, standin):
+    return settings.model_copy(update={
+        "telegram_bot_token": TOKEN,
+        "telegram_webhook_secret": SECRET,
+        "telegram_api_base_url": standin.base_url,
+        "web_chat_enabled": False,
+    })
+
+
+@asynccontextmanager
+async def running(settings, channels=None) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
+    """The app as `lessonbot serve` builds it (channels from the settings unless given), and a client to post with."""
+    app = create_app(settings, channels=channels)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://lessonbot.test") as client:
+            yield client, app.state.lessonbot
+
+
+async def post(client: httpx.AsyncClient, update: dict | bytes, *, secret: str | None = SECRET) -> httpx.Response:
+    headers = {"content-type": "application/json"}
+    if secret is not None:
+        headers[SECRET_HEADER] = secret
+    body = update if isinstance(update, bytes) else json.dumps(update).encode()
+    return await client.post("/webhooks/telegram", content=body, headers=headers)
+
+
+async def stored(lessonbot) -> int:
+    async with lessonbot.db.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(InboundMessage))
+
+
+# every recorded payload -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+async def test_fixture_payloads_through_the_webhook(name, telegram_settings, standin, shared_dir, caplog):
+    caplog.set_level(logging.INFO, logger="channels.telegram")
+    body = (shared_dir / "fixtures/telegram/core-telegram-org-webhooks" / name).read_bytes()
+    kind, expected, _media = EXPECTED[name]
+    async with running(telegram_settings) as (client, lessonbot):
+        response = await post(client, body)
+        assert response.status_code == 200, response.text
+        if kind == "ignored":
+            assert await stored(lessonbot) == 0
+            reasons = [r.getMessage() for r in caplog.records if getattr(r, "update_id", None) == 10000]
+            assert any(expected in reason for reason in reasons), reasons
+            # The inline-mode button press is still answered, so its spinner stops.
+            if "callback_query" in json.loads(body):
+                assert response.json() == {"method": "answerCallbackQuery", "callback_query_id": "4382bfdwdsb323b2d9"}
+            return
+        assert await stored(lessonbot) == 1
+        async with lessonbot.db.sessions() as session:
+            row = await session.scalar(select(InboundMessage))
+        assert (row.platform_id, row.sender_id, row.payload["text"]) == ("10000", str(CHAT), expected)
+        # The pipeline processed it and answered through the stand-in.
+        await standin.wait_for(lambda: standin.texts(CHAT))
+
+
+# verification and malformed requests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("secret", "status"), [(None, 401), ("", 401), ("wrong-secret", 403), (SECRET[:-1], 403)])
+async def test_missing_or_wrong_secret_is_refused_and_nothing_stored(secret, status, telegram_settings, standin):
+    async with running(telegram_settings) as (client, lessonbot):
+        response = await post(client, text_update("/start"), secret=secret)
+        assert response.status_code == status
+        assert SECRET_HEADER in response.json()["error"]
+        assert await stored(lessonbot) == 0
+    assert standin.calls == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b'{"update_id": 1, "message": ', 400),
+        (b"\xff\xfe not utf-8", 400),
+        (b"[1, 2]", 400),
+        (b'{"message": {"text": "no update id"}}', 400),
+        (b'{"update_id": "7"}', 400),
+    ],
+)
+async def test_malformed_bodies_are_refused(body, status, telegram_settings):
+    async with running(telegram_settings) as (client, lessonbot):
+        response = await post(client, body)
+        assert response.status_code == status, response.text
+        assert await stored(lessonbot) == 0
+
+
+async def test_oversized_body_is_refused_without_storing(telegram_settings):
+    update = text_update("x" * (telegram_settings.max_body_bytes + 1))
+    async with running(telegram_settings) as (client, lessonbot):
+        response = await post(client, update)
+        assert response.status_code == 413
+        assert await stored(lessonbot) == 0
+
+
+async def test_an_update_ptb_cannot_read_is_acknowledged_and_ignored(telegram_settings, caplog):
+    caplog.set_level(logging.INFO, logger="channels.telegram")
+    unreadable = {"update_id": 31, "message": {"message_id": 1, "chat": {"id": 5, "type": "private"}}}  # no date
+    async with running(telegram_settings) as (client, lessonbot):
+        response = await post(client, unreadable)
+        assert response.status_code == 200  # refusing it would only make Telegram send it again and again
+        assert await stored(lessonbot) == 0
+    assert any("not readable" in r.getMessage() for r in caplog.records)
+
+
+async def test_without_a_secret_the_channel_is_off(telegram_settings, caplog):
+    caplog.set_level(logging.INFO, logger="bot.app")
+    unsigned = telegram_settings.model_copy(update={"telegram_webhook_secret": ""})
+    async with running(unsigned) as (client, lessonbot):
+        assert "telegram" not in lessonbot.channels
+        assert (await post(client, text_update("/start"), secret="anything")).status_code == 404
+    assert any("telegram is off: TELEGRAM_WEBHOOK_SECRET is empty" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match="TELEGRAM_WEBHOOK_SECRET"):
+        TelegramChannel(token=TOKEN).routes(lessonbot)
+
+
+def test_a_secret_telegram_would_refuse_stops_start_up():
+    with pytest.raises(ConfigError, match="TELEGRAM_WEBHOOK_SECRET.*letters, digits"):
+        load_settings(_env_file=None, telegram_webhook_secret="not allowed: spaces & colons")
+
+
+# conversations --------------------------------------------------------------------------------------------------------
+
+
+async def test_duplicate_update_gets_one_reply(telegram_settings, standin):
+    update = text_update("/help")
+    async with running(telegram_settings) as (client, lessonbot):
+        first, second = await post(client, update), await post(client, update)
+        assert first.status_code == second.status_code == 200
+        await standin.wait_for(lambda: standin.texts(CHAT))
+        await lessonbot.settle()
+        assert len(standin.texts(CHAT)) == 1
+        assert await stored(lessonbot) == 1
+
+
+async def test_start_press_a_button_then_ask_for_help(telegram_settings, standin):
+    async with running(telegram_settings) as (client, lessonbot):
+        assert (await post(client, text_update("/start", user=person(CHAT, "Ann")))).status_code == 200
+        await standin.wait_for(lambda: standin.texts(CHAT))
+        greeting = standin.called("sendMessage")[0]
+        assert greeting.params["text"].startswith("Hi Ann")
+        assert greeting.params["parse_mode"] == "HTML"
+        [first_button], *_others = greeting.reply_markup["inline_keyboard"]
+
+        press = button_update(greeting, first_button["callback_data"], user=person(CHAT, "Ann"))
+        response = await post(client, press)
+        assert response.status_code == 200
+        # The button is answered in the acknowledgement itself (Telegram runs the method it carries).
+        assert response.json() == {
+            "method": "answerCallbackQuery", "callback_query_id": press["callback_query"]["id"]
+        }
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) == 2)
+        async with lessonbot.db.sessions() as session:
+            pressed = await session.scalar(
+                select(InboundMessage).where(InboundMessage.platform_id == str(press["update_id"]))
+            )
+        assert pressed.payload["choice"] == first_button["callback_data"]
+        assert pressed.payload["text"] == first_button["text"]
+
+        await post(client, text_update("/help", user=person(CHAT, "Ann")))
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) == 3)
+        assert standin.texts(CHAT)[2].startswith("Here is what you can send me")
+
+
+async def test_names_are_escaped_for_telegram_html(telegram_settings, standin):
+    async with running(telegram_settings) as (client, lessonbot):
+        await post(client, text_update("/start", user=person(CHAT, "<b>Ann & co</b>")))
+        await standin.wait_for(lambda: standin.texts(CHAT))
+    greeting = standin.texts(CHAT)[0]
+    assert "Hi &lt;b&gt;Ann &amp; co&lt;/b&gt;" in greeting and "<b>" not in greeting
+
+
+async def test_group_conversation_answers_commands_only(telegram_settings, standin):
+    group = -1001234567890
+    async with running(telegram_settings) as (client, lessonbot):
+        for text in ("morning all", "/help@someotherbot", "/help"):
+            assert (await post(client, text_update(text, chat_id=group, user=person(42, "Bo")))).status_code == 200
+        await standin.wait_for(lambda: standin.texts(group))
+        await lessonbot.settle()
+        assert len(standin.texts(group)) == 1
+        assert await stored(lessonbot) == 1
+    assert standin.called("getMe")  # the bot learned its username to tell which messages are meant for it
+
+
+async def test_group_update_waits_for_telegram_when_the_bot_cannot_learn_its_name(telegram_settings, standin):
+    update = text_update("/help", chat_id=-100555)
+    standin.fail("getMe", Fault.server_error())
+    async with running(telegram_settings) as (client, lessonbot):
+        refused = await post(client, update)
+        assert refused.status_code == 503  # Telegram delivers it again later
+        assert await stored(lessonbot) == 0
+        assert (await post(client, update)).status_code == 200
+        await standin.wait_for(lambda: standin.texts(-100555))
+
+
+async def test_the_bot_connection_is_closed_with_the_app_and_reopened_on_use(telegram_settings, standin):
+    async with running(telegram_settings) as (client, lessonbot):
+        channel = lessonbot.channels["telegram"]
+        await post(client, text_update("/help"))
+        await standin.wait_for(lambda: standin.texts(CHAT))
+        assert len(standin.called("getMe")) == 1
+    # The app's shutdown closed the Bot (its HTTP connections); using it again initializes it anew.
+    await channel.ready()
+    assert len(standin.called("getMe")) == 2
+    await channel.close()

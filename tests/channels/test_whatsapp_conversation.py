@@ -1,0 +1,165 @@
+"""Short WhatsApp conversations through the real app: numbered options answered by number or by words, STOP / START /
+HELP, and an admin reached by their whatsapp: address.
+
+The real dialogs' wording is theirs to change, so conversations with them compare replies with each other (the same
+answer typed two ways gets the same reply); exact texts are checked with a small quiz dialog of the test's own.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from sqlalchemy import select
+from starlette.applications import Starlette
+
+from bot.core import Lessonbot
+from channels.whatsapp import WhatsAppChannel
+from dialogs.base import Turn
+from storage.models import AdminAuditEntry, Conversation, OutboxMessage
+from tests.channels.twilio_standin import (
+    PUBLIC_BASE_URL,
+    SENDER,
+    TwilioStandIn,
+    TwilioWebhooks,
+    whatsapp_app,
+)
+
+ANN, BEN = "+15551234567", "+15557654321"
+OPTION = re.compile(r"^(\d+)\. (.+)$", re.MULTILINE)
+
+
+@pytest.fixture
+async def twilio():
+    async with TwilioStandIn() as api:
+        yield api
+
+
+class Chat:
+    """One learner on WhatsApp: say something, get back the bodies Twilio was asked to send them because of it."""
+
+    def __init__(self, bot: Lessonbot, webhooks: TwilioWebhooks, twilio: TwilioStandIn, number: str = ANN) -> None:
+        self.bot, self.webhooks, self.twilio, self.number = bot, webhooks, twilio, number
+
+    async def say(self, text: str, **fields: str) -> list[str]:
+        before = len(self.twilio.to(self.number))
+        response = await self.webhooks.message(self.number, text, **fields)
+        assert response.status_code == 200
+        await self.bot.settle()
+        return [message.body or "" for message in self.twilio.to(self.number)[before:]]
+
+
+async def test_the_first_numbered_option_is_answered_by_number_and_by_words_alike(settings, twilio):
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        ann = Chat(app.state.lessonbot, webhooks, twilio, ANN)
+        ben = Chat(app.state.lessonbot, webhooks, twilio, BEN)
+        first = (await ann.say("/start"))[-1]
+        assert first == (await ben.say("/start"))[-1]
+        options = OPTION.findall(first)
+        assert options and options[0][0] == "1", first
+
+        by_number = await ann.say("1")
+        by_words = await ben.say(options[0][1].upper() + "!")
+        assert by_number and by_number == by_words
+        assert by_number != await Chat(app.state.lessonbot, webhooks, twilio, "+15550001111").say("1")
+
+
+async def quiz(turn: Turn) -> None:
+    """A two-choice question, as a quiz dialog asks it."""
+    if turn.text in ("alpha", "beta"):
+        turn.say(f"You picked {turn.text}.")
+    else:
+        turn.say("Which letter comes second?", choices=[("Alpha", "alpha"), ("Beta", "beta")])
+
+
+async def test_a_quiz_answered_by_number_by_words_and_out_of_range(settings, twilio):
+    channel = WhatsAppChannel(
+        account_sid=twilio.account_sid, auth_token=twilio.auth_token, sender=SENDER,
+        public_base_url=PUBLIC_BASE_URL, api_base_url=twilio.base_url,
+    )
+    bot = Lessonbot(settings, [channel], respond=quiz)
+    app = Starlette(routes=channel.routes(bot))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC_BASE_URL) as client:
+            chat = Chat(bot, TwilioWebhooks(client, auth_token=twilio.auth_token), twilio)
+            assert await chat.say("quiz") == ["Which letter comes second?\n\n1. Alpha\n2. Beta"]
+            assert await chat.say("2") == ["You picked beta."]
+            await chat.say("quiz")
+            assert await chat.say(" Alpha. ") == ["You picked alpha."]
+            await chat.say("quiz")
+            assert await chat.say("3") == ["Which letter comes second?\n\n1. Alpha\n2. Beta"]
+            assert await chat.say("#2") == ["You picked beta."]
+            # That reply offered no choices: a number now is plain text, and the quiz asks again.
+            assert await chat.say("1") == ["Which letter comes second?\n\n1. Alpha\n2. Beta"]
+    finally:
+        await bot.stop()
+        await channel.close()
+
+
+async def conversation(app, number: str = ANN) -> Conversation:
+    async with app.state.lessonbot.db.sessions() as session:
+        return await session.scalar(select(Conversation).where(Conversation.chat_id == number))
+
+
+async def statuses(app) -> list[str]:
+    async with app.state.lessonbot.db.sessions() as session:
+        return list(await session.scalars(select(OutboxMessage.status).order_by(OutboxMessage.id)))
+
+
+async def test_after_stop_nothing_is_sent_until_start(settings, twilio):
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        bot = app.state.lessonbot
+        chat = Chat(bot, webhooks, twilio)
+        assert await chat.say("/start")
+        sent_before_stop = len(twilio.to(ANN))
+
+        assert await chat.say("Stop") == []
+        assert (await conversation(app)).opted_out_at is not None
+        assert await chat.say("hello") == []
+        assert await chat.say("HELP") == []
+        async with bot.db.transaction() as session:  # a lesson the scheduler writes meanwhile
+            row = await conversation(app)
+            session.add(OutboxMessage(conversation_id=row.id, channel="whatsapp", chat_id=ANN,
+                                      payload={"kind": "text", "text": "Lesson 3"}))
+        await bot.settle()
+        assert len(twilio.to(ANN)) == sent_before_stop
+        assert (await statuses(app))[-1] == "suppressed"
+        assert set(await statuses(app)) == {"sent", "suppressed"}
+
+        assert await chat.say("start")  # greeted again, as on first contact
+        assert (await conversation(app)).opted_out_at is None
+        assert await chat.say("help")
+
+
+async def test_stop_sets_aside_what_was_waiting_and_other_opt_out_words_count_too(settings, twilio):
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        chat = Chat(app.state.lessonbot, webhooks, twilio)
+        greeting = await chat.say("/start")
+        async with app.state.lessonbot.db.transaction() as session:
+            row = await conversation(app)
+            session.add(OutboxMessage(conversation_id=row.id, channel="whatsapp", chat_id=ANN, status="waiting",
+                                      payload={"kind": "text", "text": "Lesson 4"}))
+        assert await chat.say("unsubscribe") == []
+        assert (await statuses(app))[-1] == "suppressed"
+        assert "Lesson 4" not in [message.body for message in twilio.to(ANN)]
+        assert await chat.say("YES") == greeting  # Twilio's opt-in words other than START count too
+        assert (await conversation(app)).opted_out_at is None
+
+
+async def test_help_and_info_are_answered_as_help(settings, twilio):
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        chat = Chat(app.state.lessonbot, webhooks, twilio)
+        asked = await chat.say("/help")
+        assert asked and await chat.say("HELP") == asked and await chat.say("info") == asked
+
+
+async def test_an_admin_is_written_as_their_whatsapp_address(settings, twilio):
+    admin, learner = BEN, ANN
+    async with whatsapp_app(settings, twilio, admins=(f"whatsapp:{admin}",)) as (app, webhooks):
+        stats = await Chat(app.state.lessonbot, webhooks, twilio, admin).say("/admin stats")
+        denied = await Chat(app.state.lessonbot, webhooks, twilio, learner).say("/admin stats")
+        async with app.state.lessonbot.db.sessions() as session:
+            audit = (await session.execute(select(AdminAuditEntry.identity, AdminAuditEntry.outcome))).all()
+    assert stats and denied and stats != denied
+    assert sorted(audit) == [(f"whatsapp:{learner}", "denied"), (f"whatsapp:{admin}", "ok")]

@@ -1,0 +1,320 @@
+"""Sending on WhatsApp through the real twilio client and a local Twilio API: rendering, Twilio's errors as the
+dispatcher's, the 24-hour window, and the outbox rows that result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import pytest
+from sqlalchemy import select, update
+
+from bot.messages import Choice, Document, Text
+from channels.base import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError, WaitForInbound
+from channels.whatsapp import WhatsAppChannel
+from storage.models import Conversation, OutboxMessage
+from tests.channels.twilio_standin import (
+    PUBLIC_BASE_URL,
+    SENDER,
+    Scripted,
+    TwilioStandIn,
+    invalid_number,
+    outside_window,
+    server_error,
+    slow,
+    too_many_requests,
+    unsubscribed,
+    whatsapp_app,
+)
+
+ANN = "+15551234567"
+TEMPLATE = "HX" + "a" * 32
+QUIZ = Text("Which letter comes second?", (Choice("Alpha", "alpha"), Choice("Beta", "beta")))
+
+
+@pytest.fixture
+async def twilio():
+    async with TwilioStandIn() as api:
+        yield api
+
+
+@pytest.fixture
+async def channel(twilio):
+    whatsapp = whatsapp_channel(twilio)
+    yield whatsapp
+    await whatsapp.close()
+
+
+def whatsapp_channel(twilio: TwilioStandIn, **options) -> WhatsAppChannel:
+    return WhatsAppChannel(
+        account_sid=twilio.account_sid,
+        auth_token=twilio.auth_token,
+        sender=SENDER,
+        public_base_url=PUBLIC_BASE_URL,
+        api_base_url=twilio.base_url,
+        timeout=options.pop("timeout", 0.5),
+        **options,
+    )
+
+
+def delivery(reply, *, outbox_id: int = 1, wrote_ago: timedelta | None = timedelta(minutes=5)) -> Delivery:
+    last_inbound_at = None if wrote_ago is None else datetime.now(timezone.utc) - wrote_ago
+    return Delivery(outbox_id=outbox_id, chat_id=ANN, reply=reply, last_inbound_at=last_inbound_at)
+
+
+def paragraphs(count: int) -> str:
+    return "\n\n".join(f"Paragraph {n}:" + " spaced repetition keeps lessons fresh." * 9 for n in range(count))
+
+
+# rendering -----------------------------------------------------------------------------------------------------------
+
+
+async def test_a_long_reply_goes_in_parts_of_at_most_1600_characters_in_order(channel, twilio):
+    text = paragraphs(12)
+    sid = await channel.send(delivery(Text(text)))
+
+    bodies = [message.body for message in twilio.sent]
+    assert len(bodies) > 1 and all(len(body) <= 1600 for body in bodies)
+    assert "\n\n".join(bodies) == text
+    assert sid == twilio.sent[-1].sid
+    assert all(message.get("StatusCallback") == f"{PUBLIC_BASE_URL}/webhooks/twilio/status" for message in twilio.sent)
+
+
+async def test_choices_go_as_numbered_lines_and_formatting_is_left_to_whatsapp(channel, twilio):
+    await channel.send(delivery(Text("*Quiz*: which letter comes _second_?", QUIZ.choices)))
+    assert twilio.sent[0].body == "*Quiz*: which letter comes _second_?\n\n1. Alpha\n2. Beta"
+
+
+async def test_a_quick_reply_template_is_used_when_one_fits_the_choices(twilio):
+    quick = "HX" + "b" * 32
+    channel = whatsapp_channel(twilio, quick_reply_content_sids={2: quick})
+    try:
+        await channel.send(delivery(QUIZ, outbox_id=1))
+        await channel.send(delivery(Text("Pick", (Choice("A", "a"), Choice("B", "b"), Choice("C", "c"))), outbox_id=2))
+    finally:
+        await channel.close()
+    template, numbered = twilio.sent
+    assert template.get("ContentSid") == quick and template.body is None
+    assert json.loads(template.get("ContentVariables")) == {
+        "1": "Which letter comes second?", "2": "Alpha", "3": "alpha", "4": "Beta", "5": "beta",
+    }
+    assert numbered.get("ContentSid") is None and numbered.body.endswith("1. A\n2. B\n3. C")
+
+
+async def test_documents_go_by_url_and_local_files_through_a_signed_link_the_app_serves(settings, twilio, tmp_path):
+    handout = tmp_path / "certificate.pdf"
+    handout.write_bytes(b"%PDF-1.4 certificate of completion")
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        channel = app.state.lessonbot.channels["whatsapp"]
+        await channel.send(delivery(Document("notes.pdf", "Today's notes", url="https://cdn.example.org/notes.pdf")))
+        await channel.send(delivery(Document("certificate.pdf", "Well done!", path=str(handout),
+                                             media_type="application/pdf"), outbox_id=2))
+        by_url, by_path = twilio.sent
+        assert by_url.form["MediaUrl"] == ["https://cdn.example.org/notes.pdf"] and by_url.body == "Today's notes"
+        [link] = by_path.form["MediaUrl"]
+        assert link.startswith(f"{PUBLIC_BASE_URL}/webhooks/twilio/media/") and link.endswith("/certificate.pdf")
+
+        fetched = await webhooks.client.get(link)
+        assert fetched.status_code == 200 and fetched.content == handout.read_bytes()
+        assert fetched.headers["content-type"] == "application/pdf"
+        token = link.split("/")[-2]
+        forged = link.replace(token, token[:-4] + ("0000" if not token.endswith("0000") else "1111"))
+        assert (await webhooks.client.get(forged)).status_code == 403
+
+
+# Twilio's errors, as the dispatcher needs them ------------------------------------------------------------------------
+
+
+async def test_a_429_becomes_rate_limited_at_twilios_retry_after(channel, twilio):
+    in_a_while = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    twilio.script = [too_many_requests("2.5"), too_many_requests(None), too_many_requests(in_a_while)]
+    waits = []
+    for _ in range(3):
+        with pytest.raises(RateLimited) as limited:
+            await channel.send(delivery(Text("hi")))
+        waits.append(limited.value.retry_after)
+    assert waits[:2] == [2.5, 1.0] and 25 < waits[2] <= 30
+    assert twilio.sent == []
+
+
+async def test_5xx_timeouts_and_refused_connections_are_transient(twilio):
+    channel = whatsapp_channel(twilio, timeout=0.3)
+    try:
+        twilio.script = [server_error(), slow(1.0)]
+        for _ in range(2):
+            with pytest.raises(TransientSendError) as failed:
+                await channel.send(delivery(Text("hi")))
+            assert not isinstance(failed.value, RateLimited)
+        await twilio.stop()
+        with pytest.raises(TransientSendError, match="did not answer"):
+            await channel.send(delivery(Text("hi")))
+    finally:
+        await channel.close()
+
+
+async def test_refusals_that_will_not_change_are_permanent_and_say_why(channel, twilio):
+    twilio.script = [invalid_number(), unsubscribed()]
+    with pytest.raises(PermanentSendError, match="21211.*not a valid phone number"):
+        await channel.send(delivery(Text("hi")))
+    with pytest.raises(PermanentSendError, match="21610.*START"):
+        await channel.send(delivery(Text("hi")))
+
+
+async def test_a_reply_split_in_parts_resumes_after_the_part_that_failed(channel, twilio):
+    text = paragraphs(12)
+    twilio.script = [Scripted(), server_error()]
+    with pytest.raises(TransientSendError):
+        await channel.send(delivery(Text(text), outbox_id=7))
+    assert len(twilio.sent) == 1
+    await channel.send(delivery(Text(text), outbox_id=7))
+    assert "\n\n".join(message.body for message in twilio.sent) == text  # the first part was not sent twice
+
+
+def test_every_send_counts_against_the_senders_80_per_second(channel):
+    assert channel.rate_limits(ANN) == (RateLimit("whatsapp:sender:+14155238886", 80, 1.0),)
+
+
+# the 24-hour customer-service window ----------------------------------------------------------------------------------
+
+
+async def test_outside_the_window_without_a_template_nothing_is_sent_and_the_reply_waits(channel, twilio):
+    for wrote_ago in (timedelta(hours=25), None):
+        with pytest.raises(WaitForInbound, match="24-hour window"):
+            await channel.send(delivery(Text("Your lesson is ready"), wrote_ago=wrote_ago))
+    assert twilio.requests == 0
+
+
+async def test_outside_the_window_the_configured_template_carries_the_reply(twilio):
+    channel = whatsapp_channel(twilio, template_content_sid=TEMPLATE)
+    try:
+        await channel.send(delivery(QUIZ, wrote_ago=timedelta(days=3)))
+        with pytest.raises(WaitForInbound, match="document"):
+            await channel.send(delivery(Document("notes.pdf", url="https://cdn.example.org/n.pdf"),
+                                        wrote_ago=timedelta(days=3)))
+    finally:
+        await channel.close()
+    [sent] = twilio.sent
+    assert sent.get("ContentSid") == TEMPLATE and sent.body is None
+    assert json.loads(sent.get("ContentVariables")) == {"1": "Which letter comes second? 1. Alpha 2. Beta"}
+
+
+async def test_when_twilio_says_the_window_closed_the_template_goes_or_the_reply_waits(twilio):
+    without = whatsapp_channel(twilio)
+    with_template = whatsapp_channel(twilio, template_content_sid=TEMPLATE)
+    try:
+        twilio.script = [outside_window()]
+        with pytest.raises(WaitForInbound, match="63016"):
+            await without.send(delivery(Text("hi")))
+        twilio.script = [outside_window()]
+        await with_template.send(delivery(Text("hi")))
+    finally:
+        await without.close()
+        await with_template.close()
+    [sent] = twilio.sent
+    assert sent.get("ContentSid") == TEMPLATE
+
+
+# through the dispatcher: the outbox rows --------------------------------------------------------------------------
+
+
+async def outbox(app) -> list[OutboxMessage]:
+    async with app.state.lessonbot.db.sessions() as session:
+        return list(await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+async def until(predicate, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.05)
+
+
+async def test_a_429_storm_delays_replies_but_each_arrives_once(settings, twilio):
+    learners = [f"+1555000{n:04d}" for n in range(6)]
+    twilio.script = [too_many_requests("0.2") for _ in range(10)]
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        await asyncio.gather(*(webhooks.message(number, "/help") for number in learners))
+        await twilio.wait_for(len(learners), timeout=15)
+
+        async def all_sent() -> bool:
+            return [row.status for row in await outbox(app)] == ["sent"] * len(learners)
+
+        await until(all_sent)
+    assert sorted(message.to for message in twilio.sent) == sorted(f"whatsapp:{n}" for n in learners)
+    assert len(twilio.refused) == 10
+
+
+async def test_5xx_is_retried_and_an_invalid_number_is_dead_lettered(settings, twilio):
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        twilio.script = [server_error(), server_error()]
+        await webhooks.message(ANN, "/help")
+        await twilio.wait_for(1)
+
+        async def settled() -> bool:
+            return [row.status for row in await outbox(app)] == ["sent"]
+
+        await until(settled)
+        [row] = await outbox(app)
+        assert row.attempts == 3
+
+        twilio.script = [invalid_number()]
+        await webhooks.message("+15550009999", "/help")
+
+        async def dead() -> bool:
+            return [row.status for row in await outbox(app)] == ["sent", "dead"]
+
+        await until(dead)
+        assert "21211" in (await outbox(app))[1].last_error
+    assert len(twilio.sent) == 1
+
+
+async def age_conversation(app, number: str, hours: float) -> None:
+    async with app.state.lessonbot.db.transaction() as session:
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.chat_id == number)
+            .values(last_inbound_at=datetime.now(timezone.utc) - timedelta(hours=hours))
+        )
+
+
+async def queue_lesson(app, number: str, text: str) -> None:
+    """A reply written with no message to answer, as the scheduler writes a lesson."""
+    async with app.state.lessonbot.db.transaction() as session:
+        conversation = await session.scalar(select(Conversation).where(Conversation.chat_id == number))
+        session.add(OutboxMessage(conversation_id=conversation.id, channel="whatsapp", chat_id=number,
+                                  payload=Text(text).to_payload()))
+    app.state.lessonbot.dispatcher.notify()
+
+
+async def test_outside_the_window_a_reply_waits_and_goes_first_when_the_learner_writes(settings, twilio):
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        await webhooks.message(ANN, "/help")
+        await app.state.lessonbot.settle()
+        await age_conversation(app, ANN, hours=30)
+        await queue_lesson(app, ANN, "Lesson 2: the forgetting curve")
+        await app.state.lessonbot.settle()
+
+        waiting = (await outbox(app))[-1]
+        assert waiting.status == "waiting" and "24-hour window" in waiting.last_error
+        assert len(twilio.sent) == 1
+
+        await webhooks.message(ANN, "/help")
+        await app.state.lessonbot.settle()
+        rows = await outbox(app)
+        assert [row.status for row in rows] == ["sent"] * len(rows) and len(rows) >= 3
+    assert twilio.sent[1].body == "Lesson 2: the forgetting curve"  # first, then the answer to /help
+    assert [message.body for message in twilio.sent[2:]] == [message.body for message in twilio.sent[:1]]
+
+
+async def test_outside_the_window_a_configured_template_is_sent_for_the_reply(settings, twilio):
+    async with whatsapp_app(settings, twilio, twilio_template_content_sid=TEMPLATE) as (app, webhooks):
+        await webhooks.message(ANN, "/help")
+        await app.state.lessonbot.settle()
+        await age_conversation(app, ANN, hours=30)
+        await queue_lesson(app, ANN, "Lesson 2:\nthe forgetting curve")
+        await app.state.lessonbot.settle()
+        assert [row.status for row in await outbox(app)] == ["sent", "sent"]
+    template = twilio.sent[-1]
+    assert template.get("ContentSid") == TEMPLATE
+    assert json.loads(template.get("ContentVariables")) == {"1": "Lesson 2: the forgetting curve"}
