@@ -1,11 +1,22 @@
-"""Which dialog answers a message: a command, the dialog in progress, or the fallback."""
+"""Which dialog answers a message: a command, a pressed button, the dialog in progress, or the fallback.
+
+1. A command ("/next", or a synonym typed alone: "next", "siguiente") runs. A dialog in progress stays where it
+   was (its buttons still work, its next answer still goes to it; /start asks an unfinished onboarding again).
+2. A pressed button whose value has a known prefix ("lesson:next", "quiz:12:1") goes to its dialog, however late.
+3. The dialog in progress (dialogs/flow.py) reads the message; one it does not expect goes to the fallback and the
+   question is asked again.
+4. Anything else goes to `dialogs.fallback` (looked up at call time: the question answerer replaces it).
+"""
 
 from __future__ import annotations
 
 import re
 
 import dialogs
+from dialogs import basics, flow
 from dialogs.base import Command, Turn
+from dialogs.i18n import fold
+from dialogs.learner import adopt_language, learner_of
 
 # "/start", "/start@LessonBot payload", "/admin stats"
 _COMMAND = re.compile(r"^/(?P<name>[A-Za-z0-9_]{1,32})(?:@\S+)?(?:\s+(?P<args>.*))?$", re.DOTALL)
@@ -16,7 +27,7 @@ def parse_command(text: str) -> tuple[str, str] | None:
     match = _COMMAND.match(text.strip())
     if match:
         return match["name"].lower(), (match["args"] or "").strip()
-    word = text.strip().lower()
+    word = fold(text).strip(" .!¡?¿")
     for command in dialogs.COMMANDS:
         if word in command.synonyms:
             return command.name, ""
@@ -28,13 +39,26 @@ def find_command(name: str) -> Command | None:
 
 
 async def respond(turn: Turn) -> None:
+    learner = await learner_of(turn)
+    adopt_language(turn, learner, turn.message.meta.get("language"))
     parsed = parse_command(turn.text)
     if parsed is not None:
         name, args = parsed
         command = find_command(name)
         if command is None:
-            turn.say(f"I don't know the command /{name}. Send /help to see what I can do.")
+            await basics.unknown_command(turn, name)
             return
         await command.handler(turn, args)
+        return
+    choice = turn.message.choice
+    if choice is not None and ":" in choice:
+        handler = dialogs.BUTTONS.get(choice.split(":", 1)[0])
+        if handler is not None:
+            await handler(turn, choice)
+            return
+    if await flow.handle(turn, dialogs.fallback):
+        return
+    if choice is not None:
+        await basics.expired_choice(turn)
         return
     await dialogs.fallback(turn)

@@ -1,12 +1,58 @@
-"""The conversations. Adding one is a new module here and a line in the lists below."""
+"""The conversations. Adding one is a new module here and a line in the lists below.
+
+- COMMANDS: slash commands and their plain-word synonyms (checked in this order; /help lists them in it).
+- BUTTONS: handlers for pressed choices by the prefix of their value ("lesson:next" → lessons), so a button works
+  however late it is pressed. Choices that answer a flow's question need no entry: the flow reads them.
+- FLOWS: the step machines of dialogs/flow.py, registered by name.
+- fallback: what answers a message nothing else expects. The question answerer replaces this one name.
+"""
 
 from __future__ import annotations
 
-from dialogs import admin, basics
+from collections.abc import Awaitable, Callable
+
+from dialogs import (
+    admin, basics, certificate, control, flow, lessons, linking, onboarding, progress, quiz, review, settings,
+)
 from dialogs.base import Command, Turn
+from dialogs.i18n import N_
 
-COMMANDS: tuple[Command, ...] = basics.COMMANDS + admin.COMMANDS
+COMMANDS: tuple[Command, ...] = (
+    *basics.COMMANDS,
+    Command("next", lessons.next_command, N_("the next part of your lesson, its quiz, or the next lesson"),
+            synonyms=("next", "more", "continue", "go", "siguiente", "mas", "continuar", "seguir", "proximo",
+                      "mais")),
+    Command("later", lessons.later_command, N_("stop here for now; your place is saved"),
+            synonyms=("later", "luego", "mas tarde", "despues", "depois", "mais tarde"), listed=False),
+    Command("review", review.review, N_("answer the questions that are due for review"),
+            synonyms=("review", "repasar", "repaso", "revisar", "revisao")),
+    Command("progress", progress.show, N_("lessons done, quiz accuracy, streak and points"),
+            synonyms=("progress", "progreso", "progresso", "stats")),
+    Command("settings", settings.show, N_("change your name, time zone, lesson time, days, course or goal"),
+            synonyms=("settings", "ajustes", "configuracion", "configuracoes", "preferencias")),
+    Command("pause", control.pause, N_("pause the daily lessons (/pause 7 for a week)"),
+            synonyms=("pause", "pausa", "pausar")),
+    Command("resume", control.resume_lessons, N_("turn the daily lessons back on"),
+            synonyms=("resume", "reanudar", "retomar", "continuar lecciones")),
+    Command("stop", control.stop, N_("stop the lessons, or delete everything I keep about you"),
+            synonyms=("stop", "parar", "detener", "basta")),
+    Command("language", control.language, N_("choose the language I write in"),
+            synonyms=("language", "idioma", "lingua")),
+    Command("certificate", certificate.resend, N_("get your course certificates again"),
+            synonyms=("certificate", "certificado")),
+    Command("link", linking.link, N_("continue your lessons on another app")),
+    *admin.COMMANDS,
+)
 
-fallback = basics.fallback
+ButtonHandler = Callable[[Turn, str], Awaitable[None]]
+BUTTONS: dict[str, ButtonHandler] = {
+    "lesson": lessons.on_button,
+    "quiz": quiz.on_button,
+    "review": review.on_button,
+}
 
-__all__ = ["COMMANDS", "Command", "Turn", "fallback"]
+flow.register(*onboarding.FLOWS, *settings.FLOWS, *quiz.FLOWS, *review.FLOWS, *control.FLOWS)
+
+fallback: Callable[[Turn], Awaitable[None]] = basics.fallback
+
+__all__ = ["BUTTONS", "COMMANDS", "Command", "Turn", "fallback"]

@@ -3,18 +3,24 @@
 A dialog reads `turn.message`, `turn.user` and its persisted `turn.state`, queries storage through `turn.session`
 (the pipeline's transaction), and answers with `turn.say(...)`. The pipeline commits the state and the replies (as
 outbox rows) together, so a crash never leaves one without the other.
+
+`Exchange` is the part of a Turn that a message the bot starts on its own needs too (the scheduler's daily lesson):
+a session, the learner, the conversation's state and the replies. Dialog code that can run either way takes an
+Exchange; code that needs what the person sent takes a Turn.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Choice, InboundMessage, Reply, Text
-from storage.models import ChannelIdentity, Conversation, User
+from storage.models import ChannelIdentity, Conversation, User, utcnow
 
 
 class OutsideTransaction(Exception):
@@ -26,30 +32,51 @@ class OutsideTransaction(Exception):
         self.call = call
 
 
-@dataclass
-class Turn:
+@dataclass(kw_only=True)
+class Exchange:
+    """A moment of conversation with one learner: where to read and write, and what to send back.
+
+    `data_dir` is where generated files (certificates) are kept; `now` is fixed for the whole exchange so that a
+    replayed turn and every date shown in it agree.
+    """
+
     session: AsyncSession
-    message: InboundMessage
-    conversation: Conversation
-    identity: ChannelIdentity
+    conversation: Conversation | None
     user: User
-    is_admin: bool
     state: dict[str, Any]
     replies: list[Reply] = field(default_factory=list)
+    data_dir: Path | None = None
+    now: datetime = field(default_factory=utcnow)
+
+    def say(self, text: str, choices: Sequence[Choice | tuple[str, str]] = ()) -> None:
+        """Send text with optional choices (buttons, or numbered options where a platform has no buttons).
+
+        Keep `text` under about 1,000 characters: every channel shows that as one message.
+        """
+        self.replies.append(Text(text, tuple(c if isinstance(c, Choice) else Choice(*c) for c in choices)))
+
+    def send(self, reply: Reply) -> None:
+        self.replies.append(reply)
+
+    async def call_outside_transaction(self, key: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Without a message being processed there is no transaction to step out of: run `call` now."""
+        return await call()
+
+
+@dataclass(kw_only=True)
+class Turn(Exchange):
+    """One received message being processed, inside the pipeline's transaction."""
+
+    message: InboundMessage
+    identity: ChannelIdentity
+    is_admin: bool
     prepared: dict[str, Any] = field(default_factory=dict)
+    inbound_id: int | None = None  # the row of `message`, kept when a learner's data is deleted mid-turn
 
     @property
     def text(self) -> str:
         """What the person sent: the pressed choice's value, or their typed text."""
         return self.message.choice if self.message.choice is not None else self.message.text.strip()
-
-    def say(self, text: str, choices: Sequence[Choice | tuple[str, str]] = ()) -> None:
-        self.replies.append(
-            Text(text, tuple(c if isinstance(c, Choice) else Choice(*c) for c in choices))
-        )
-
-    def send(self, reply: Reply) -> None:
-        self.replies.append(reply)
 
     async def call_outside_transaction(self, key: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run slow work (a model call, an HTTP request) without holding the database transaction open.
@@ -68,9 +95,15 @@ CommandHandler = Callable[[Turn, str], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Command:
-    """A slash command: `/name args`. `admin` commands live under /admin and are permission-checked there."""
+    """A slash command: `/name args`, or one of its plain-word `synonyms` typed alone ("next", "siguiente").
+
+    `summary` is an English message id, translated where it is shown (mark it with `N_`). `admin` commands live
+    under /admin and are permission-checked there. A dialog in progress stays where it was while a command runs:
+    its buttons still work and its next answer still goes to it.
+    """
 
     name: str
     handler: CommandHandler
     summary: str
     synonyms: tuple[str, ...] = ()
+    listed: bool = True  # shown by /help

@@ -1,40 +1,65 @@
-"""Greeting, help, and the reply to anything no dialog expects."""
+"""Greeting, help, and the replies to what no dialog expects: an unknown command, a stale button, anything else.
+
+`fallback` is the seam the question answerer takes over: dialogs/__init__.py exports it as `dialogs.fallback`, and
+routing and the dialog engine look it up there each time, so replacing that one name rewires every caller.
+"""
 
 from __future__ import annotations
 
+from dialogs import onboarding
 from dialogs.base import Command, Turn
-
-WELCOME = (
-    "Hi{name}! I'm Lessonbot. I send you short lessons, quiz you so they stick, "
-    "and answer questions about your course.\n\n"
-    "Send /help to see what I can do."
-)
+from dialogs.i18n import N_
+from dialogs.learner import is_set_up, learner_of, name_of, tr
+from dialogs.review import due_reviews
 
 
 async def start(turn: Turn, _args: str) -> None:
-    name = turn.user.display_name or turn.message.sender_name
-    turn.say(WELCOME.format(name=f" {name}" if name else ""), choices=[("Show commands", "/help")])
+    """/start: onboarding for someone new (or where they left it), a welcome back for a learner who is set up."""
+    learner = await learner_of(turn)
+    if not is_set_up(learner):
+        await onboarding.begin(turn)
+        return
+    _ = tr(turn)
+    choices = [(_("Next lesson"), "lesson:next")]
+    if await due_reviews(turn.session, turn.user, turn.now):
+        choices.append((_("Review"), "/review"))
+    turn.say(_("Hi {name}, welcome back! Send /next for your next lesson, or /help to see what I can do.",
+               name=name_of(turn)).replace(" ,", ","),
+             choices=[*choices, (_("Show commands"), "/help")])
 
 
 async def show_help(turn: Turn, _args: str) -> None:
     from dialogs import COMMANDS  # the full list, including commands of dialogs added later
 
-    lines = ["Here is what you can send me:"]
-    lines += [f"/{command.name} — {command.summary}" for command in COMMANDS if command.name != "admin"]
+    _ = tr(turn)
+    lines = [_("Here is what you can send me:")]
+    lines += [f"/{command.name} — {_(command.summary)}" for command in COMMANDS if command.listed]
+    lines.append(_("You can also type plain words instead, like “next”, “review”, “progress” or “pause”."))
     if turn.is_admin:
-        lines.append("/admin help — commands for admins")
+        lines.append(_("/admin help — commands for admins"))
     turn.say("\n".join(lines))
 
 
 async def fallback(turn: Turn) -> None:
     """Anything no command or dialog step expects. The question answerer takes this seam over."""
-    turn.say(
-        "I'm not sure what to do with that yet. Send /help to see what I can do.",
-        choices=[("Show commands", "/help")],
-    )
+    _ = tr(turn)
+    turn.say(_("I'm not sure what to do with that yet. Send /help to see what I can do."),
+             choices=[(_("Show commands"), "/help")])
+
+
+async def unknown_command(turn: Turn, name: str) -> None:
+    _ = tr(turn)
+    turn.say(_("I don't know the command /{name}. Send /help to see what I can do.", name=name))
+
+
+async def expired_choice(turn: Turn) -> None:
+    """A button from a message whose question is over (or from another version of the bot)."""
+    _ = tr(turn)
+    turn.say(_("That button is from an earlier message and no longer does anything. Send /help to see what "
+               "I can do."))
 
 
 COMMANDS = (
-    Command("start", start, "say hello and get started", synonyms=("hi", "hello")),
-    Command("help", show_help, "list what I can do", synonyms=("help", "commands")),
+    Command("start", start, N_("say hello and set up your lessons"), synonyms=("hi", "hello", "hola", "ola", "oi")),
+    Command("help", show_help, N_("list what I can do"), synonyms=("help", "commands", "ayuda", "comandos", "ajuda")),
 )

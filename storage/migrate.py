@@ -23,8 +23,17 @@ def alembic_config(url: str) -> Config:
 
 
 def head_revisions() -> frozenset[str]:
-    """Every head: rooms may add migrations side by side (branches), and `upgrade` applies them all."""
-    return frozenset(ScriptDirectory(str(MIGRATIONS)).get_heads())
+    """What alembic_version holds once `upgrade` has applied every head (rooms add migrations side by side).
+
+    A head that another head `depends_on` is not recorded once its dependant is applied, so it is left out here.
+    """
+    script = ScriptDirectory(str(MIGRATIONS))
+    heads = set(script.get_heads())
+    covered = {
+        head for head in heads
+        if any(head in {r.revision for r in script.iterate_revisions(other, "base")} for other in heads - {head})
+    }
+    return frozenset(heads - covered)
 
 
 def upgrade(url: str, revision: str = "heads") -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from storage import courses  # noqa: F401
+from storage import knowledge  # noqa: F401
+from storage import learners  # noqa: F401
 from storage import models  # noqa: F401
+from storage import scheduling  # noqa: F401
+from storage import slack  # noqa: F401
 from storage.models import Base
 
 metadata = Base.metadata

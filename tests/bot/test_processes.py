@@ -61,6 +61,6 @@ def test_terminal_chat_takes_piped_lines(database_url, tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.count("bot> ") == 3
-    assert "Hi ann!" in out and "[1] Show commands" in out
-    assert "/help — list what I can do" in out  # "1" picked the numbered choice
+    assert "Hi ann!" in out and "[1] Yes, let's start" in out and "[3] Show commands" in out
+    assert "What should I call you?" in out  # "1" picked the numbered choice
     assert "I don't know the command /nope" in out

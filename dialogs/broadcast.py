@@ -1,0 +1,216 @@
+"""/admin broadcast: an announcement to a segment of learners — previewed with its count, confirmed, then sent.
+
+    /admin broadcast everyone New lessons are out!
+    /admin broadcast course=phishing-basics inactive=14 We miss you: a new module starts today.
+    /admin broadcast status [ID]
+
+Options come first, then the message: `course=SLUG` (learners enrolled in it), `channel=NAME` (home chat on that
+platform), `inactive=DAYS` or `inactive=YYYY-MM-DD` (not active since then), or `everyone`. The preview answers
+with the number of learners and two buttons, send and cancel, which are themselves admin commands
+(`/admin broadcast send ID`, `/admin broadcast cancel ID`), so they work however late they are pressed and are
+checked and audited like any other. The elected dispatcher fans it out through the outbox (scheduler/broadcast.py);
+`lessonbot broadcast` does the same from the shell.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta
+
+from bot.messages import Choice, Text
+from dialogs.base import Turn
+from dialogs.i18n import N_, Translator
+from dialogs.learner import tr
+from storage.broadcasts import (
+    BroadcastError, Progress, Segment, cancel, confirm, create_draft, progress, recent_broadcasts,
+)
+from storage.learners import zone_for
+from storage.scheduling import CANCELLED, DRAFT, SENDING, SENT, Broadcast
+
+_OPTION = re.compile(r"^(?P<name>course|channel|inactive)=(?P<value>\S+)$", re.IGNORECASE)
+_DAYS = re.compile(r"^(?P<days>\d{1,4})d?$")
+
+# storage.broadcasts raises these (English, with placeholders); listed here so the catalogs translate them.
+STORAGE_MESSAGES = (
+    N_("There is no course “{course}”. Courses: {known}."),
+    N_("The message is empty: write what learners should read."),
+    N_("The message has {length} characters; keep it under {limit}."),
+    N_("No learner's chat is on “{channel}”. Channels in use: {known}."),
+    N_("There is no broadcast #{id}."),
+    N_("Broadcast #{id} was confirmed or cancelled already."),
+    N_("Broadcast #{id} is no longer going out; there is nothing to stop."),
+)
+
+
+def announcement(text: str) -> Text:
+    """The message each recipient gets."""
+    return Text(text)
+
+
+async def broadcast(turn: Turn, args: str) -> None:
+    from dialogs.admin import UsageError  # admin lists this command, so it is imported after it
+
+    _ = tr(turn)
+    action, _sep, rest = args.strip().partition(" ")
+    try:
+        if action.lower() == "status":
+            await _status(turn, rest.strip())
+        elif action.lower() in ("send", "cancel"):
+            number = rest.strip().lstrip("#")
+            if not number.isdigit():
+                raise UsageError(_("Usage: /admin broadcast {action} ID (the number the preview showed).",
+                                   action=action.lower()))
+            if action.lower() == "send":
+                await _send(turn, int(number))
+            else:
+                await _cancel(turn, int(number))
+        else:
+            await _preview(turn, args.strip())
+    except BroadcastError as exc:
+        raise UsageError(_(exc.template, **exc.values)) from None
+
+
+def usage(_: Translator) -> str:
+    return _("Usage: /admin broadcast [everyone | course=SLUG | channel=NAME | inactive=DAYS or YYYY-MM-DD] MESSAGE\n"
+             "For example: /admin broadcast course=phishing inactive=7 A new module is out!\n"
+             "/admin broadcast status [ID] shows how far a broadcast got.")
+
+
+def read_segment(words: list[str], *, now: datetime, zone_name: str | None) -> tuple[Segment, int]:
+    """The segment the leading options name, and how many words they took. ValueError: a bad option value."""
+    course = channel = None
+    since: datetime | None = None
+    taken = 0
+    for word in words:
+        if word.lower() == "everyone":
+            taken += 1
+            continue
+        match = _OPTION.match(word)
+        if match is None:
+            break
+        name, value = match["name"].lower(), match["value"]
+        if name == "course":
+            course = value
+        elif name == "channel":
+            channel = value.lower()
+        else:
+            since = read_since(value, now=now, zone_name=zone_name)
+        taken += 1
+    return Segment(course=course, channel=channel, inactive_since=since), taken
+
+
+def read_since(value: str, *, now: datetime, zone_name: str | None) -> datetime:
+    """`7` or `7d`: seven days before `now`; `2026-11-01`: midnight that day in the admin's zone."""
+    days = _DAYS.match(value)
+    if days:
+        return now - timedelta(days=int(days["days"]))
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(value) from None
+    return datetime.combine(day, time(0), tzinfo=zone_for(zone_name))
+
+
+def describe(_: Translator, segment: Segment, zone_name: str | None = None) -> str:
+    if segment.everyone:
+        return _("everyone")
+    parts = []
+    if segment.course is not None:
+        parts.append(_("enrolled in {course}", course=segment.course))
+    if segment.channel is not None:
+        parts.append(_("on {channel}", channel=segment.channel))
+    if segment.inactive_since is not None:
+        local = segment.inactive_since.astimezone(zone_for(zone_name))
+        parts.append(_("not active since {date}", date=f"{local:%Y-%m-%d %H:%M}"))
+    return ", ".join(parts)
+
+
+async def _preview(turn: Turn, args: str) -> None:
+    from dialogs.admin import UsageError
+
+    _ = tr(turn)
+    words = args.split()
+    try:
+        segment, taken = read_segment(words, now=turn.now, zone_name=turn.user.timezone)
+    except ValueError as exc:
+        raise UsageError(_("“{value}” is not a number of days or a date like 2026-11-01.", value=str(exc))
+                         + "\n" + usage(_)) from None
+    text = args.split(None, taken)[taken] if len(words) > taken else ""
+    if not text.strip():
+        raise UsageError(usage(_))
+    draft = await create_draft(turn.session, text=text, segment=segment, created_by=turn.identity.address,
+                               now=turn.now)
+    count = draft.preview_count
+    head = _.plural("Broadcast #{id} goes to {n} learner ({segment}):",
+                    "Broadcast #{id} goes to {n} learners ({segment}):",
+                    count, id=draft.id, segment=describe(_, segment, turn.user.timezone))
+    if not count:
+        turn.say(head + "\n\n" + _("Nobody to send it to. Try a wider segment."))
+        return
+    turn.say(
+        head + "\n\n" + draft.text + "\n\n" + _("Send it?"),
+        choices=(
+            Choice(_.plural("Send to {n} learner", "Send to {n} learners", count), f"/admin broadcast send {draft.id}"),
+            Choice(_("Cancel"), f"/admin broadcast cancel {draft.id}"),
+        ),
+    )
+
+
+async def _send(turn: Turn, broadcast_id: int) -> None:
+    _ = tr(turn)
+    sent = await confirm(turn.session, broadcast_id, turn.now)
+    text = _.plural("Broadcast #{id} is going out to {n} learner.", "Broadcast #{id} is going out to {n} learners.",
+                    sent.recipients, id=sent.id)
+    if sent.recipients != sent.preview_count:
+        text += " " + _("(The preview said {count}: learners changed since.)", count=sent.preview_count)
+    turn.say(text + "\n" + _("/admin broadcast status {id} shows how far it got.", id=sent.id))
+
+
+async def _cancel(turn: Turn, broadcast_id: int) -> None:
+    _ = tr(turn)
+    cancelled, withdrawn = await cancel(turn.session, broadcast_id, turn.now)
+    text = _("Broadcast #{id} is cancelled.", id=cancelled.id)
+    if withdrawn:
+        text += " " + _.plural("{n} copy not yet sent was withdrawn.", "{n} copies not yet sent were withdrawn.",
+                               withdrawn)
+    turn.say(text)
+
+
+async def _status(turn: Turn, args: str) -> None:
+    from dialogs.admin import UsageError
+
+    _ = tr(turn)
+    number = args.lstrip("#")
+    if number and not number.isdigit():
+        raise UsageError(_("Usage: /admin broadcast status [ID]"))
+    if number:
+        found = await turn.session.get(Broadcast, int(number))
+        if found is None:
+            raise BroadcastError("There is no broadcast #{id}.", id=int(number))
+        broadcasts = [found]
+    else:
+        broadcasts = await recent_broadcasts(turn.session)
+        if not broadcasts:
+            turn.say(_("No broadcasts yet.") + "\n" + usage(_))
+            return
+    lines = []
+    for item in broadcasts:
+        lines.append(status_line(_, await progress(turn.session, item)))
+    turn.say("\n\n".join(lines))
+
+
+def status_line(_: Translator, state: Progress) -> str:
+    broadcast = state.broadcast
+    names = {DRAFT: _("draft, not sent"), SENDING: _("going out"), SENT: _("all queued"), CANCELLED: _("cancelled")}
+    status = _("done") if state.finished and broadcast.status == SENT else names.get(broadcast.status, broadcast.status)
+    snippet = broadcast.text if len(broadcast.text) <= 60 else broadcast.text[:59] + "…"
+    line = _("#{id} {status}: “{snippet}”", id=broadcast.id, status=status, snippet=snippet)
+    if broadcast.status == DRAFT:
+        return line + "\n" + _.plural("{n} learner when previewed.", "{n} learners when previewed.",
+                                      broadcast.preview_count)
+    return line + "\n" + _(
+        "{queued} of {recipients} queued · {delivered} delivered · {in_line} in line · {waiting} waiting for the "
+        "learner to write · {failed} failed · {withdrawn} withdrawn",
+        queued=broadcast.queued, recipients=broadcast.recipients, delivered=state.delivered, in_line=state.in_line,
+        waiting=state.waiting, failed=state.failed, withdrawn=state.withdrawn,
+    )

@@ -1,0 +1,141 @@
+"""Certificates: at a course's end, a one-page PDF with the learner's name, the course, the date and a code.
+
+The code is 80 random bits written as "LB-XXXX-XXXX-XXXX-XXXX" (base32, no look-alike ambiguity once upper-cased):
+unguessable, stored with what it certifies, and checked with `lessonbot certificate verify CODE`. The PDF is kept
+under DATA_DIR/certificates and sent as a document; /certificate sends it again.
+
+Rendering happens outside the pipeline's transaction (it writes a file), so a replayed turn reuses the first result.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bot.messages import Document
+from dialogs.base import Exchange, Turn
+from dialogs.i18n import Translator
+from dialogs.learner import name_of, tr
+from storage.courses import Course
+from storage.learners import Certificate, zone_for
+
+PDF = "application/pdf"
+
+
+def new_code() -> str:
+    raw = base64.b32encode(secrets.token_bytes(10)).decode()  # 16 characters, 80 bits
+    return "LB-" + "-".join(raw[i:i + 4] for i in range(0, 16, 4))
+
+
+def canonical_code(typed: str) -> str:
+    """A code as a person may type it ("lb k3fq7xjd…", lower case, spaces) in its stored form."""
+    letters = "".join(c for c in typed.upper() if c.isalnum())
+    letters = letters.removeprefix("LB")
+    if len(letters) != 16:
+        return typed.strip().upper()
+    return "LB-" + "-".join(letters[i:i + 4] for i in range(0, 16, 4))
+
+
+def render_pdf(path: Path, *, _: Translator, learner: str, course: str, issued: str, code: str) -> None:
+    """Draw the certificate: A4 landscape, the name large, the course, the date and the code."""
+    from reportlab.lib.colors import HexColor
+    from reportlab.lib.pagesizes import A4, landscape
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+    from reportlab.pdfgen import canvas
+
+    # Vera ships with reportlab and embeds as Unicode, so accented names print as typed.
+    pdfmetrics.registerFont(TTFont("Vera", "Vera.ttf"))
+    pdfmetrics.registerFont(TTFont("VeraBd", "VeraBd.ttf"))
+    width, height = landscape(A4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pdf = canvas.Canvas(str(path), pagesize=(width, height))
+    pdf.setTitle(_("Certificate of completion"))
+    pdf.setAuthor("Lessonbot")
+    ink, accent = HexColor("#1f2937"), HexColor("#2563eb")
+    pdf.setStrokeColor(accent)
+    pdf.setLineWidth(6)
+    pdf.rect(28, 28, width - 56, height - 56)
+    pdf.setLineWidth(1.5)
+    pdf.rect(42, 42, width - 84, height - 84)
+    pdf.setFillColor(accent)
+    pdf.setFont("VeraBd", 34)
+    pdf.drawCentredString(width / 2, height - 130, _("Certificate of completion"))
+    pdf.setFillColor(ink)
+    pdf.setFont("Vera", 16)
+    pdf.drawCentredString(width / 2, height - 190, _("This certifies that"))
+    pdf.setFont("VeraBd", _fit(pdfmetrics, learner, "VeraBd", 40, width - 160))
+    pdf.drawCentredString(width / 2, height - 250, learner)
+    pdf.setFont("Vera", 16)
+    pdf.drawCentredString(width / 2, height - 300, _("has completed the course"))
+    pdf.setFont("VeraBd", _fit(pdfmetrics, course, "VeraBd", 24, width - 160))
+    pdf.drawCentredString(width / 2, height - 345, course)
+    pdf.setFont("Vera", 14)
+    pdf.drawCentredString(width / 2, height - 395, _("on {date}", date=issued))
+    pdf.setFont("Vera", 11)
+    pdf.drawCentredString(width / 2, 92, _("Verification code: {code}", code=code))
+    pdf.drawCentredString(width / 2, 74, _("Check it with: lessonbot certificate verify {code}", code=code))
+    pdf.showPage()
+    pdf.save()
+
+
+def _fit(metrics, text: str, font: str, size: float, room: float) -> float:  # type: ignore[no-untyped-def]
+    """The largest font size up to `size` at which `text` fits in `room` points."""
+    width = metrics.stringWidth(text, font, size)
+    return size if width <= room else max(10.0, size * room / width)
+
+
+async def send_certificate(x: Exchange, course: Course) -> None:
+    """Issue the learner's certificate for `course` (once) and send it as a document."""
+    _ = tr(x)
+    row = await x.session.scalar(
+        select(Certificate).where(Certificate.user_id == x.user.id, Certificate.course_id == course.id)
+    )
+    if row is None:
+        if x.data_dir is None:
+            raise RuntimeError("certificates need a data folder (DATA_DIR)")
+        learner = name_of(x) or _("Learner")
+        issued_at = x.now
+        local = issued_at.astimezone(zone_for(x.user.timezone))
+        folder = Path(x.data_dir) / "certificates"
+        title = course.title  # read now: the call runs after this transaction is rolled back
+
+        async def render() -> str:
+            code = new_code()
+            render_pdf(folder / f"{code}.pdf", _=_, learner=learner, course=title, issued=f"{local:%Y-%m-%d}",
+                       code=code)
+            return code
+
+        code = await x.call_outside_transaction(f"certificate:{course.id}", render)
+        row = Certificate(code=code, user_id=x.user.id, course_id=course.id, learner_name=learner[:200],
+                          course_title=course.title[:200], issued_at=issued_at,
+                          file_path=str(folder / f"{code}.pdf"))
+        x.session.add(row)
+        await x.session.flush()
+    x.send(document(_, row, course.slug))
+
+
+def document(_: Translator, row: Certificate, slug: str) -> Document:
+    return Document(
+        filename=f"certificate-{slug}.pdf",
+        path=row.file_path,
+        media_type=PDF,
+        caption=_("Your certificate for “{title}”. Verification code: {code}", title=row.course_title, code=row.code),
+    )
+
+
+async def resend(turn: Turn, _args: str) -> None:
+    """/certificate: the certificates the learner has earned, sent again."""
+    _ = tr(turn)
+    rows = list(await turn.session.scalars(
+        select(Certificate).where(Certificate.user_id == turn.user.id).order_by(Certificate.issued_at)
+    ))
+    if not rows:
+        turn.say(_("No certificates yet: finish a course to earn one. /progress shows how far you are."))
+        return
+    for row in rows:
+        course = await turn.session.get(Course, row.course_id)
+        turn.send(document(_, row, course.slug if course else "course"))

@@ -1,0 +1,50 @@
+"""`lessonbot certificate verify CODE`: who earned a certificate, for which course, and when; exit 1 if unknown.
+
+Registered in bot/cli.py's EXTRA_COMMANDS. Imports stay inside the functions so `lessonbot --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    certificate = subparsers.add_parser("certificate", help="certificates: verify a code printed on one")
+    actions = certificate.add_subparsers(dest="certificate_action", required=True, metavar="ACTION")
+    verify = actions.add_parser("verify", help="check a certificate's verification code")
+    verify.add_argument("code", help="the code on the certificate, e.g. LB-K3FQ-7XJD-2MZA-PQ4R")
+    verify.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from dialogs.certificate import canonical_code
+    from storage import migrate
+    from storage.db import Database
+    from storage.learners import certificate_by_code
+
+    code = canonical_code(args.code)
+
+    async def run() -> int:
+        db = Database(settings.resolved_database_url, pool_size=1)
+        try:
+            if await migrate.current_revisions(db.engine) != migrate.head_revisions():
+                print("The database schema is not up to date: run `lessonbot db upgrade` first.", file=sys.stderr)
+                return 2
+            async with db.sessions() as session:
+                row = await certificate_by_code(session, code)
+        finally:
+            await db.dispose()
+        if row is None:
+            print(f"not found: no certificate has the code {code}")
+            return 1
+        print(f"valid: {row.learner_name} completed “{row.course_title}” on {row.issued_at:%Y-%m-%d} "
+              f"(code {row.code})")
+        return 0
+
+    return asyncio.run(run())

@@ -1,0 +1,152 @@
+"""The learner's say over the bot: /pause, /resume, /stop (and deleting everything), /language.
+
+/pause and /stop only stop what the bot sends on its own; /next and /review still work when asked. The platform's
+own opt-out (WhatsApp's STOP keyword) is settled by the pipeline before any dialog sees a message.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+
+from dialogs import flow, lessons
+from dialogs.base import Exchange, Turn
+from dialogs.flow import DONE, Flow, Invalid, Step
+from dialogs.i18n import LANGUAGES, fold, supported
+from dialogs.learner import activate, is_set_up, learner_of, tr
+from storage.learners import PAUSED, STOPPED, Certificate, forget_learner, zone_for
+
+_DAYS = re.compile(r"^(?P<n>\d{1,3})\s*(?:d|day|days|dia|dias)?$")
+
+
+async def pause(turn: Turn, args: str) -> None:
+    """/pause [N days]"""
+    _ = tr(turn)
+    learner = await learner_of(turn)
+    if not is_set_up(learner):
+        turn.say(_("There is nothing to pause yet: send /start to set up your lessons."))
+        return
+    typed = fold(args)
+    match = _DAYS.match(typed) if typed else None
+    if typed and (match is None or not 1 <= int(match["n"]) <= 365):
+        turn.say(_("Send /pause to pause until you send /resume, or /pause 7 to pause for 7 days (1 to 365)."))
+        return
+    learner.status = PAUSED
+    if match:
+        learner.paused_until = turn.now + timedelta(days=int(match["n"]))
+        local = learner.paused_until.astimezone(zone_for(turn.user.timezone))
+        turn.say(_("Paused until {date}. Your place is saved; send /resume to come back sooner.",
+                   date=f"{local:%Y-%m-%d}"))
+    else:
+        learner.paused_until = None
+        turn.say(_("Paused. I won't send lessons until you send /resume. Your place is saved."))
+
+
+async def resume_lessons(turn: Turn, _args: str) -> None:
+    _ = tr(turn)
+    learner = await learner_of(turn)
+    if not is_set_up(learner):
+        turn.say(_("There is nothing to resume yet: send /start to set up your lessons."))
+        return
+    activate(learner)
+    when = lessons.next_lesson_time(learner, turn.user, turn.now)
+    text = _("Welcome back! Lessons are on again.")
+    if when is not None:
+        local = when.astimezone(zone_for(turn.user.timezone))
+        text += " " + _("The next one comes on {date} at {time}.", date=f"{local:%Y-%m-%d}", time=f"{local:%H:%M}")
+    turn.say(text, choices=[(_("Next lesson now"), lessons.NEXT)])
+
+
+# /stop ---------------------------------------------------------------------------------------------------------------
+
+
+async def stop(turn: Turn, _args: str) -> None:
+    await flow.start(turn, "stop")
+
+
+async def ask_stop(x: Exchange, data: flow.Data) -> None:
+    _ = tr(x)
+    x.say(
+        _("Do you want to stop the daily lessons (your progress is kept), or stop and delete everything I keep "
+          "about you (name, settings, progress, certificates and our messages)?"),
+        choices=[(_("Stop the lessons"), "stop:lessons"), (_("Stop and delete my data"), "stop:delete"),
+                 (_("Cancel"), "stop:cancel")],
+    )
+
+
+async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
+    _ = tr(turn)
+    typed = fold(text).removeprefix("stop:")
+    if typed in ("cancel", "cancelar", "no", "back"):
+        turn.say(_("OK, nothing changed."))
+        return DONE
+    if typed in ("lessons", "stop", "stop the lessons", "parar", "parar las lecciones"):
+        learner = await learner_of(turn)
+        learner.status = STOPPED
+        flow.clear(turn.state)
+        turn.say(_("Stopped: I won't send you anything on my own. Your progress is kept; send /resume to start "
+                   "again, or /stop again to delete it."))
+        return DONE
+    if typed in ("delete", "stop and delete my data", "borrar", "eliminar", "apagar"):
+        files = list(await turn.session.scalars(
+            select(Certificate.file_path).where(Certificate.user_id == turn.user.id)))
+        await forget_learner(turn.session, turn.user, keep_inbound_id=turn.inbound_id)
+        for path in files:
+            Path(path).unlink(missing_ok=True)
+        turn.state.clear()
+        turn.say(_("Done: I deleted everything I kept about you. If you come back, send /start."))
+        return DONE
+    raise Invalid(_("Please choose: stop the lessons, stop and delete your data, or cancel."))
+
+
+# /language -----------------------------------------------------------------------------------------------------------
+
+
+def read_language(text: str) -> str | None:
+    typed = fold(text).removeprefix("lang:")
+    names = {fold(name): code for code, name in LANGUAGES.items()}
+    names.update({"english": "en", "ingles": "en", "ingles (english)": "en", "spanish": "es", "espanol": "es",
+                  "castellano": "es"})
+    return names.get(typed) or supported(typed if len(typed) <= 5 else None)
+
+
+async def language(turn: Turn, args: str) -> None:
+    """/language [en|es]"""
+    if args.strip():
+        chosen = read_language(args)
+        if chosen is not None:
+            await _set_language(turn, chosen)
+            return
+    await flow.start(turn, "language")
+
+
+async def ask_language(x: Exchange, data: flow.Data) -> None:
+    _ = tr(x)
+    x.say(_("Which language should I use?"),
+          choices=[(name, f"lang:{code}") for code, name in LANGUAGES.items()])
+
+
+async def answer_language(turn: Turn, data: flow.Data, text: str) -> str:
+    chosen = read_language(text)
+    if chosen is None:
+        _ = tr(turn)
+        raise Invalid(_("Please pick one of the languages above."))
+    await _set_language(turn, chosen)
+    return DONE
+
+
+async def _set_language(turn: Turn, code: str) -> None:
+    learner = await learner_of(turn)
+    turn.user.locale = code
+    learner.language_chosen = True
+    _ = tr(turn)
+    turn.say(_("OK, I'll write in English from now on."))
+
+
+FLOWS = (
+    Flow("stop", (Step("confirm", ask_stop, answer_stop),)),
+    Flow("language", (Step("choose", ask_language, answer_language),)),
+)

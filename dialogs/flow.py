@@ -1,0 +1,203 @@
+"""The dialog engine: small, explicit step machines persisted in the conversation's state.
+
+A `Flow` is a named list of `Step`s. A step *asks* (says its question, usually with choices) and *answers*: it reads
+what the person sent and returns the name of the next step, or `DONE`; when the input does not fit it raises
+`Invalid` with a help message, and the engine says the help and asks again. Input that is not an attempt at an
+answer at all (a question such as "what is smishing?") raises `NotAnAnswer`, or is recognised here when an invalid
+answer looks like a question: it goes to the fallback (the question answerer) and the step is asked again, so the
+flow stays where it was.
+
+State: `state["flows"]` is a stack of `{"name", "step", "data"}`; the top one gets the next message. A flow started
+while another is in progress goes on top (/language during onboarding), and when it is done the one below is asked
+again. Everything in `data` must be JSON. The engine never changes the stored objects in place (a changed copy is
+written back), so the conversation row always sees the change.
+
+Adding a dialog: write a module with its steps and `FLOWS = (Flow(...),)` and list the module in dialogs/__init__.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dialogs.base import Exchange, Turn
+
+log = logging.getLogger(__name__)
+
+DONE = "done"
+
+Data = dict[str, Any]
+Ask = Callable[[Exchange, Data], Awaitable[None]]
+Answer = Callable[[Turn, Data, str], Awaitable[str]]
+
+
+class Invalid(Exception):
+    """The input does not fit this step; `help` (already translated) says what would."""
+
+    def __init__(self, help: str) -> None:
+        super().__init__(help)
+        self.help = help
+
+
+class NotAnAnswer(Exception):
+    """The input is something else (a question to the bot): the fallback takes it, then the step is asked again."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    ask: Ask
+    answer: Answer
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    steps: tuple[Step, ...]
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(f"flow {self.name} has no step {name!r}")
+
+
+_registry: dict[str, Flow] = {}
+
+
+def register(*flows: Flow) -> None:
+    for flow in flows:
+        _registry[flow.name] = flow
+
+
+# The stack -----------------------------------------------------------------------------------------------------------
+
+
+def stack(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """A copy of the flows in progress, bottom first."""
+    return copy.deepcopy([entry for entry in state.get("flows", []) if entry.get("name") in _registry])
+
+
+def current(state: dict[str, Any]) -> dict[str, Any] | None:
+    """A copy of the flow that gets the next message: {"name", "step", "data"}, or None."""
+    flows = stack(state)
+    return flows[-1] if flows else None
+
+
+def is_active(state: dict[str, Any], name: str) -> bool:
+    return any(entry["name"] == name for entry in stack(state))
+
+
+def _save(state: dict[str, Any], flows: list[dict[str, Any]]) -> None:
+    if flows:
+        state["flows"] = flows
+    else:
+        state.pop("flows", None)
+
+
+def _set_top(state: dict[str, Any], entry: dict[str, Any]) -> None:
+    flows = stack(state)
+    flows[-1] = entry
+    _save(state, flows)
+
+
+def leave(state: dict[str, Any], name: str) -> None:
+    """Drop the named flow (and whatever was started on top of it)."""
+    flows = stack(state)
+    for index, entry in enumerate(flows):
+        if entry["name"] == name:
+            _save(state, flows[:index])
+            return
+
+
+def clear(state: dict[str, Any]) -> None:
+    state.pop("flows", None)
+
+
+# Running -------------------------------------------------------------------------------------------------------------
+
+
+async def start(x: Exchange, name: str, data: Data | None = None, *, step: str | None = None) -> None:
+    """Start the flow `name` on top of any in progress (a flow of that name already running starts over), and ask."""
+    flow = _registry[name]
+    leave(x.state, name)
+    entry = {"name": name, "step": step or flow.steps[0].name, "data": copy.deepcopy(data or {})}
+    _save(x.state, [*stack(x.state), entry])
+    await _ask(x, entry)
+
+
+def enter(state: dict[str, Any], name: str, data: Data, *, step: str) -> None:
+    """Put the flow `name` on top at `step` without asking (a pressed button is about to answer that step)."""
+    leave(state, name)
+    _save(state, [*stack(state), {"name": name, "step": step, "data": copy.deepcopy(data)}])
+
+
+async def resume(x: Exchange) -> bool:
+    """Ask the current step again (after a command or a question took the learner elsewhere). False: no flow."""
+    entry = current(x.state)
+    if entry is None:
+        return False
+    await _ask(x, entry)
+    return True
+
+
+async def _ask(x: Exchange, entry: dict[str, Any]) -> None:
+    flow = _registry[entry["name"]]
+    data = entry["data"]
+    await flow.step(entry["step"]).ask(x, data)
+    if is_active(x.state, flow.name) and current(x.state)["name"] == flow.name:  # type: ignore[index]
+        _set_top(x.state, {**entry, "data": data})  # ask may note things (when it asked, for answer times)
+
+
+async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]]) -> bool:
+    """Give the message to the flow in progress. False when there is none."""
+    entry = current(turn.state)
+    if entry is None:
+        return False
+    flow = _registry[entry["name"]]
+    step = flow.step(entry["step"])
+    data = entry["data"]
+    try:
+        following = await step.answer(turn, data, turn.text)
+    except NotAnAnswer:
+        await fallback(turn)
+        if current(turn.state) == entry:
+            await _ask(turn, entry)
+        return True
+    except Invalid as invalid:
+        if looks_like_question(turn.text) and turn.message.choice is None:
+            await fallback(turn)
+        else:
+            turn.say(invalid.help)
+        if current(turn.state) == entry:
+            await _ask(turn, entry)
+        return True
+    top = current(turn.state)
+    if top is None or top["name"] != flow.name:
+        return True  # the step started another flow, or ended this one itself
+    if following == DONE:
+        leave(turn.state, flow.name)
+        if current(turn.state) is not None:
+            await resume(turn)
+        return True
+    entry = {"name": flow.name, "step": following, "data": data}
+    _set_top(turn.state, entry)
+    await _ask(turn, entry)
+    return True
+
+
+_QUESTION_START = re.compile(
+    r"^(what|why|how|when|where|who|which|can|could|is|are|do|does|should|qu[eé]|por ?qu[eé]|c[oó]mo|cu[aá]ndo|"
+    r"d[oó]nde|qui[eé]n|cu[aá]l|puedo|es)\b",
+    re.IGNORECASE,
+)
+
+
+def looks_like_question(text: str) -> bool:
+    """A typed question rather than an answer: ends with '?' or starts like one ("why …", "¿cómo …")."""
+    text = text.strip().lstrip("¿")
+    return len(text.split()) >= 3 and (text.endswith("?") or bool(_QUESTION_START.match(text)))

@@ -1,0 +1,74 @@
+"""Who the learner is to every dialog: their settings row, their language, their name, their current course."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+
+from dialogs.base import Exchange
+from dialogs.i18n import Translator, supported, translator
+from storage.courses import Course, Enrollment, course_lessons
+from storage.learners import ACTIVE, ONBOARDING, Learner, learner_for, zone_for
+
+POINTS_LESSON, POINTS_QUIZ_RIGHT, POINTS_REVIEW_RIGHT = 10, 5, 2
+
+
+def tr(x: Exchange) -> Translator:
+    """The learner's language: what they chose with /language, else a default (see `adopt_language`)."""
+    return translator(x.user.locale)
+
+
+async def learner_of(x: Exchange) -> Learner:
+    return await learner_for(x.session, x.user)
+
+
+def is_set_up(learner: Learner) -> bool:
+    """Onboarding finished: consent given and the learner's choices saved."""
+    return learner.consent_at is not None and learner.status != ONBOARDING
+
+
+def adopt_language(x: Exchange, learner: Learner, tag: str | None) -> None:
+    """Use a language the learner did not choose themselves (a platform's hint, a course's language) if we have it."""
+    language = supported(tag)
+    if language and not learner.language_chosen:
+        x.user.locale = language
+
+
+def name_of(x: Exchange) -> str:
+    return x.user.display_name or ""
+
+
+def local_now(x: Exchange) -> datetime:
+    return x.now.astimezone(zone_for(x.user.timezone))
+
+
+async def current_course(x: Exchange, learner: Learner) -> Course | None:
+    return await x.session.get(Course, learner.course_id) if learner.course_id else None
+
+
+async def enroll(x: Exchange, learner: Learner, course: Course) -> Enrollment:
+    """Make `course` the learner's current one; an earlier enrollment (and its place) is kept and resumed."""
+    learner.course_id = course.id
+    enrollment = await x.session.scalar(
+        select(Enrollment).where(Enrollment.user_id == x.user.id, Enrollment.course_id == course.id)
+    )
+    if enrollment is None:
+        lessons = await course_lessons(x.session, course.id)
+        enrollment = Enrollment(user_id=x.user.id, course_id=course.id, status="active",
+                                current_lesson_id=lessons[0].id if lessons else None, current_part=0,
+                                started_at=x.now, updated_at=x.now)
+        x.session.add(enrollment)
+        await x.session.flush()
+    return enrollment
+
+
+def mark_home(x: Exchange, learner: Learner) -> None:
+    """Pushed lessons go to the chat where the learner last learned."""
+    if x.conversation is not None:
+        learner.home_conversation_id = x.conversation.id
+
+
+def activate(learner: Learner) -> None:
+    learner.status = ACTIVE
+    learner.paused_until = None

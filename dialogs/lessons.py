@@ -1,0 +1,314 @@
+"""Lessons: one bite-size part per message, with "next", "more" and "later"; then the quiz; then the next lesson.
+
+The learner's place lives in the database, not in the conversation: `Enrollment.current_lesson_id` and
+`current_part` (the index of the next part to send), saved as each part goes out. So the same learner continues on
+any channel where they left off, and a pressed "Next" button works however late it arrives.
+
+`deliver_next_lesson(session, user)` is what the scheduler calls at the learner's hour: it does what /next does,
+in the learner's home conversation, and sends nothing to a learner who is paused, stopped, not set up, or not
+entitled to the next lesson.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.messages import Reply
+from dialogs import flow, onboarding
+from dialogs.base import Exchange, Turn
+from dialogs.i18n import Translator
+from dialogs.learner import (
+    POINTS_LESSON, current_course, enroll, is_set_up, learner_of, local_now, mark_home, tr,
+)
+from storage.courses import (
+    COMPLETED, Course, Enrollment, Lesson, LessonProgress, QuestionCard, course_lessons, lesson_questions, may_access,
+)
+from storage.learners import Learner, current_streak, is_paused, record_activity, zone_for
+from storage.models import Conversation, User, utcnow
+
+NEXT, MORE, LATER = "lesson:next", "lesson:more", "lesson:later"
+
+
+async def next_command(turn: Turn, _args: str) -> None:
+    """/next (and "next", "more", "continue"): the next part, the quiz, or the next lesson."""
+    await next_lesson(turn)
+
+
+async def later_command(turn: Turn, _args: str) -> None:
+    await later(turn)
+
+
+async def on_button(turn: Turn, value: str) -> None:
+    if value == LATER:
+        await later(turn)
+    else:
+        await next_lesson(turn)
+
+
+# The learner's place -------------------------------------------------------------------------------------------------
+
+
+async def _progress(x: Exchange, lesson: Lesson) -> LessonProgress:
+    row = await x.session.scalar(
+        select(LessonProgress).where(LessonProgress.user_id == x.user.id, LessonProgress.lesson_id == lesson.id)
+    )
+    if row is None:
+        row = LessonProgress(user_id=x.user.id, lesson_id=lesson.id, parts_seen=0, started_at=x.now)
+        x.session.add(row)
+        await x.session.flush()
+    return row
+
+
+async def _current_lesson(x: Exchange, enrollment: Enrollment, lessons: list[Lesson]) -> Lesson | None:
+    """The lesson the learner is in; a lesson the author retired hands over to the next live one."""
+    if enrollment.current_lesson_id is not None:
+        for lesson in lessons:
+            if lesson.id == enrollment.current_lesson_id:
+                return lesson
+        retired = await x.session.get(Lesson, enrollment.current_lesson_id)
+        after = retired.position if retired is not None else 0
+        following = next((lesson for lesson in lessons if lesson.position >= after), None)
+        enrollment.current_lesson_id = following.id if following else None
+        enrollment.current_part = 0
+        return following
+    done = set(await x.session.scalars(
+        select(LessonProgress.lesson_id).where(LessonProgress.user_id == x.user.id,
+                                               LessonProgress.completed_at.is_not(None))
+    ))
+    following = next((lesson for lesson in lessons if lesson.id not in done), None)
+    if following is not None:
+        enrollment.current_lesson_id, enrollment.current_part = following.id, 0
+    return following
+
+
+async def unanswered_questions(x: Exchange, lesson: Lesson) -> list[int]:
+    """The lesson's live questions this learner has not answered yet, in order."""
+    answered = set(await x.session.scalars(
+        select(QuestionCard.question_id).where(QuestionCard.user_id == x.user.id)
+    ))
+    return [q.id for q in await lesson_questions(x.session, lesson.id) if q.id not in answered]
+
+
+# /next ---------------------------------------------------------------------------------------------------------------
+
+
+async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
+    """What comes next for this learner: a part of the lesson, its quiz, or the next lesson.
+
+    `pushed`: the bot starts this on its own (the scheduler), so it stays silent where a learner who asked would
+    hear why nothing comes (not set up, no course, a locked lesson).
+    """
+    _ = tr(x)
+    learner = await learner_of(x)
+    if not is_set_up(learner):
+        if not pushed:
+            await onboarding.require_set_up(x)
+        return
+    course = await current_course(x, learner)
+    if course is None:
+        if not pushed:
+            x.say(_("You have no course yet. Pick one:"))
+            await flow.start(x, "settings", {"after": "saved"}, step="course")
+        return
+    enrollment = await enroll(x, learner, course)
+    if enrollment.status == COMPLETED:
+        if not pushed:
+            x.say(_("You have finished {title}. Send /settings to pick another course, or /review to keep it fresh.",
+                    title=course.title))
+        return
+    lessons = await course_lessons(x.session, course.id)
+    lesson = await _current_lesson(x, enrollment, lessons)
+    if lesson is None:
+        await complete_course(x, course, enrollment)
+        return
+    number = lessons.index(lesson) + 1
+    if not await may_access(x.session, x.user.id, course, lesson.position, now=x.now):
+        if not pushed:
+            x.say(locked(_, course, number))
+        return
+    if not pushed:
+        mark_home(x, learner)
+    flow.leave(x.state, "quiz")
+    if enrollment.current_part < len(lesson.parts):
+        await _send_part(x, learner, enrollment, lesson, number, len(lessons), pushed=pushed)
+        return
+    pending = await unanswered_questions(x, lesson)
+    if pending:
+        total = len(await lesson_questions(x.session, lesson.id))
+        if enrollment.current_part == len(lesson.parts) and total == len(pending):
+            x.say(_.plural("Quiz time: {n} question about “{title}”.", "Quiz time: {n} questions about “{title}”.",
+                           total, title=lesson.title))
+        await flow.start(x, "quiz", {"lesson_id": lesson.id, "queue": pending, "total": total})
+        return
+    await finish_lesson(x, lesson)
+
+
+async def _send_part(x: Exchange, learner: Learner, enrollment: Enrollment, lesson: Lesson, number: int,
+                     count: int, *, pushed: bool) -> None:
+    _ = tr(x)
+    index = enrollment.current_part
+    text = lesson.parts[index]
+    if index == 0:
+        minutes = _(" · about {n} min", n=lesson.minutes) if lesson.minutes else ""
+        text = _("📘 Lesson {number} of {count}: {title}", number=number, count=count,
+                 title=lesson.title) + minutes + "\n\n" + text
+    if len(lesson.parts) > 1:
+        text += f"\n\n({index + 1}/{len(lesson.parts)})"
+    last = index + 1 == len(lesson.parts)
+    if not last:
+        choices = [(_("Next ▸"), NEXT), (_("Later"), LATER)]
+    elif await unanswered_questions(x, lesson):
+        choices = [(_("Take the quiz ▸"), NEXT), (_("Later"), LATER)]
+    else:
+        choices = [(_("Finish the lesson ▸"), NEXT), (_("Later"), LATER)]
+    x.say(text, choices=choices)
+    progress = await _progress(x, lesson)
+    progress.parts_seen = max(progress.parts_seen or 0, index + 1)
+    enrollment.current_part = index + 1
+    enrollment.updated_at = x.now
+    if not pushed:
+        record_activity(learner, x.user, x.now)
+
+
+def locked(_: Translator, course: Course, number: int) -> str:
+    return _.plural("Lesson {number} is part of the full course “{title}”: only the first lesson is free to try. "
+                    "Your place is saved for when you have access.",
+                    "Lesson {number} is part of the full course “{title}”: the first {n} lessons are free to try. "
+                    "Your place is saved for when you have access.",
+                    course.free_preview_lessons, number=number, title=course.title)
+
+
+async def finish_lesson(x: Exchange, lesson: Lesson) -> None:
+    """The lesson's parts are read and its questions answered: score it, award points, move to the next lesson."""
+    _ = tr(x)
+    learner = await learner_of(x)
+    course = await x.session.get(Course, lesson.course_id)
+    assert course is not None
+    enrollment = await enroll(x, learner, course)
+    progress = await _progress(x, lesson)
+    questions = await lesson_questions(x.session, lesson.id)
+    lines = [_("🎉 Lesson done: {title}.", title=lesson.title)]
+    if questions and progress.completed_at is None:
+        cards = list(await x.session.scalars(select(QuestionCard).where(
+            QuestionCard.user_id == x.user.id, QuestionCard.question_id.in_([q.id for q in questions]))))
+        right = sum(1 for card in cards if card.correct)
+        progress.score = right / len(questions)
+        lines.append(_("Quiz: {right} of {total} right.", right=right, total=len(questions)))
+    if progress.completed_at is None:
+        progress.completed_at = x.now
+        learner.points += POINTS_LESSON
+        lines.append(_("+{points} points (total {total}).", points=POINTS_LESSON, total=learner.points))
+    record_activity(learner, x.user, x.now)
+    streak = current_streak(learner, x.user, x.now)
+    if streak > 1:
+        lines.append(_.plural("🔥 {n}-day streak!", "🔥 {n}-day streak!", streak))
+    lessons = await course_lessons(x.session, course.id)
+    following = next((other for other in lessons if other.position > lesson.position), None)
+    enrollment.current_lesson_id = following.id if following else None
+    enrollment.current_part = 0
+    enrollment.updated_at = x.now
+    if following is None:
+        x.say("\n".join(lines))
+        await complete_course(x, course, enrollment)
+        return
+    lessons_today = await _lessons_done_today(x)
+    if lessons_today >= learner.daily_goal:
+        lines.append(_("That's your goal for today. More now, or the next one at your usual time?"))
+    x.say("\n".join(lines), choices=[(_("More now"), MORE), (_("Later"), LATER)])
+
+
+async def _lessons_done_today(x: Exchange) -> int:
+    today = local_now(x).date()
+    zone = zone_for(x.user.timezone)
+    done = await x.session.scalars(
+        select(LessonProgress.completed_at).where(LessonProgress.user_id == x.user.id,
+                                                  LessonProgress.completed_at >= x.now - timedelta(days=2))
+    )
+    return sum(1 for at in done if at is not None and at.astimezone(zone).date() == today)
+
+
+async def complete_course(x: Exchange, course: Course, enrollment: Enrollment) -> None:
+    from dialogs import certificate  # the certificate dialog needs lessons only through this call
+
+    _ = tr(x)
+    if enrollment.status != COMPLETED:
+        enrollment.status = COMPLETED
+        enrollment.completed_at = x.now
+    x.say(_("🏆 You finished the course “{title}”! Well done.", title=course.title))
+    await certificate.send_certificate(x, course)
+
+
+# "later" -------------------------------------------------------------------------------------------------------------
+
+
+async def later(x: Exchange) -> None:
+    _ = tr(x)
+    flow.leave(x.state, "quiz")
+    learner = await learner_of(x)
+    when = next_lesson_time(learner, x.user, x.now)
+    if when is None or is_paused(learner, x.now):
+        x.say(_("OK, your place is saved. Send /next whenever you're ready."))
+        return
+    local = when.astimezone(zone_for(x.user.timezone))
+    x.say(_("OK, your place is saved. I'll be back on {weekday} at {time}; send /next any time before that.",
+            weekday=onboarding.weekday_name(_, local.isoweekday()), time=f"{local:%H:%M}"))
+
+
+def next_lesson_time(learner: Learner, user: User, now: datetime) -> datetime | None:
+    """The next moment (UTC) the learner's lesson is due by their time, days and zone; None without a lesson time.
+
+    Wall-clock times that a daylight-saving change skips (02:30 on the spring-forward night) come at the same
+    offset as before the change, so they fall an hour later on the clock; a repeated hour counts once (the first).
+    """
+    if learner.lesson_time is None or not learner.lesson_days:
+        return None
+    zone = zone_for(user.timezone)
+    local_today = now.astimezone(zone).date()
+    for ahead in range(0, 8):
+        day = local_today + timedelta(days=ahead)
+        if str(day.isoweekday()) not in learner.lesson_days:
+            continue
+        at = datetime.combine(day, learner.lesson_time, tzinfo=zone)
+        if at > now:
+            return at.astimezone(now.tzinfo or zone)
+    return None
+
+
+# For the scheduler ---------------------------------------------------------------------------------------------------
+
+
+async def home_conversation(session: AsyncSession, user: User) -> Conversation | None:
+    learner = await session.get(Learner, user.id)
+    if learner is None or learner.home_conversation_id is None:
+        return None
+    return await session.get(Conversation, learner.home_conversation_id)
+
+
+async def deliver_next_lesson(session: AsyncSession, user: User, *, now: datetime | None = None,
+                              data_dir: Path | None = None) -> list[Reply]:
+    """Today's lesson for a learner, as /next would give it, for the learner's home conversation.
+
+    Returns the replies to send to `home_conversation(session, user)` (the caller writes them to its outbox, or
+    uses `dialogs.push.push_next_lesson`, which does). Returns nothing for a learner who is not set up, is paused
+    or stopped, has no home conversation, opted out on their platform, or may not take the next lesson. Updates
+    the conversation's state (a quiz question asked now is answered there) and the learner's place, in `session`.
+    """
+    now = now or utcnow()
+    learner = await session.get(Learner, user.id)
+    if learner is None or not is_set_up(learner) or is_paused(learner, now):
+        return []
+    conversation = await home_conversation(session, user)
+    if conversation is None or conversation.opted_out_at is not None:
+        return []
+    exchange = Exchange(session=session, conversation=conversation, user=user, state=dict(conversation.state or {}),
+                        data_dir=data_dir, now=now)
+    await next_lesson(exchange, pushed=True)
+    conversation.state = exchange.state
+    return exchange.replies
+
+
+__all__ = ["deliver_next_lesson", "home_conversation", "next_lesson", "next_lesson_time"]

@@ -1,0 +1,120 @@
+"""What reminders say: several templates per kind, in the learner's language, each with a one-tap way back in.
+
+The scheduler decides who gets which kind when (scheduler/nudges.py) and which template (scheduler/bandit.py);
+this module only words them. A template's id is stable: its record (sent, came back) is kept under it, so change
+the wording freely but give a really different message a new id. `/admin nudges` shows every template's record.
+
+Kinds: `inactive` (a learner away for a day, three days, a week), `farewell` (the last one: "I'll stop reminding
+you"), `streak` (a streak of two days or more ends at local midnight), `review` (spaced-review questions are due).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from bot.messages import Choice, Text
+from dialogs.base import Turn
+from dialogs.i18n import Translator, translator
+from dialogs.learner import tr
+from dialogs.lessons import NEXT
+from storage.scheduling import NUDGE_REWARD_WINDOW, NudgeTemplateStats
+
+INACTIVE, FAREWELL, STREAK, REVIEW = "inactive", "farewell", "streak", "review"
+
+
+@dataclass(frozen=True)
+class NudgeFacts:
+    """What a template may mention."""
+
+    days_away: int = 0  # whole days since the learner's last activity
+    streak: int = 0  # the streak at risk
+    due_reviews: int = 0  # review questions due now
+
+
+Wording = Callable[[Translator, NudgeFacts], str]
+
+TEMPLATES: dict[str, dict[str, Wording]] = {
+    INACTIVE: {
+        "inactive-days": lambda _, f: _.plural(
+            "It's been {n} day since your last lesson. Your place is saved: one tap and you're back in.",
+            "It's been {n} days since your last lesson. Your place is saved: one tap and you're back in.",
+            f.days_away),
+        "inactive-five-minutes": lambda _, f: _(
+            "Got five minutes? Your next lesson is ready, right where you left it."),
+        "inactive-small-steps": lambda _, f: _("Small steps add up. One short part of your lesson is waiting for you."),
+    },
+    FAREWELL: {
+        "farewell-place-saved": lambda _, f: _(
+            "I'll stop reminding you now. Your place is saved: tap below whenever you want to pick up again."),
+        "farewell-door-open": lambda _, f: _(
+            "This is my last reminder, I promise. Whenever you're ready, your lessons are right where you left them."),
+    },
+    STREAK: {
+        "streak-midnight": lambda _, f: _.plural(
+            "🔥 Your {n}-day streak ends at midnight. One short lesson keeps it going.",
+            "🔥 Your {n}-day streak ends at midnight. One short lesson keeps it going.",
+            f.streak),
+        "streak-keep-alive": lambda _, f: _.plural(
+            "Keep your {n}-day streak alive: a five-minute lesson before the day is over?",
+            "Keep your {n}-day streak alive: a five-minute lesson before the day is over?",
+            f.streak),
+    },
+    REVIEW: {
+        "review-count": lambda _, f: _.plural(
+            "🔁 {n} question is ready for review. A quick round keeps it fresh.",
+            "🔁 {n} questions are ready for review. A quick round keeps them fresh.",
+            f.due_reviews),
+        "review-right-moment": lambda _, f: _(
+            "Reviewing at the right moment is how things stick, and your review questions are ready now."),
+    },
+}
+
+
+def templates(kind: str) -> tuple[str, ...]:
+    return tuple(TEMPLATES[kind])
+
+
+def nudge(kind: str, template: str, *, language: str | None, facts: NudgeFacts) -> Text:
+    """The reminder as sent: the template's words and the buttons back in (and, while away, a way to pause)."""
+    _ = translator(language)
+    text = TEMPLATES[kind][template](_, facts)
+    if kind == REVIEW:
+        choices = (Choice(_("Review now"), "/review"), Choice(_("Next lesson"), NEXT))
+    elif kind == INACTIVE:
+        choices = (Choice(_("Continue my lesson"), NEXT), Choice(_("Pause for a week"), "/pause 7"))
+    else:
+        choices = (Choice(_("Continue my lesson"), NEXT),)
+    return Text(text, choices)
+
+
+# /admin nudges ------------------------------------------------------------------------------------------------------
+
+
+async def report(turn: Turn, _args: str) -> None:
+    """Every template's record: delivered, came back within the reward window, and the rate."""
+    _ = tr(turn)
+    rows = await turn.session.execute(select(NudgeTemplateStats.kind, NudgeTemplateStats.template,
+                                             NudgeTemplateStats.sent, NudgeTemplateStats.came_back))
+    record = {(kind, template): (sent, came_back) for kind, template, sent, came_back in rows.all()}
+    hours = int(NUDGE_REWARD_WINDOW.total_seconds() // 3600)
+    lines = [_.plural("Reminder templates: delivered, and how many learners wrote back within {n} hour.",
+                      "Reminder templates: delivered, and how many learners wrote back within {n} hours.", hours)]
+    for kind, wordings in TEMPLATES.items():
+        lines.append("")
+        lines.append(f"{kind}:")
+        for template in wordings:
+            sent, came_back = record.pop((kind, template), (0, 0))
+            lines.append(_rate_line(_, template, sent, came_back))
+    for (kind, template), (sent, came_back) in sorted(record.items()):  # templates since removed from the code
+        lines.append(_rate_line(_, f"{kind}/{template} " + _("(retired)"), sent, came_back))
+    turn.say("\n".join(lines))
+
+
+def _rate_line(_: Translator, template: str, sent: int, came_back: int) -> str:
+    if not sent:
+        return _("• {template}: not sent yet", template=template)
+    return _("• {template}: {came_back} of {sent} came back ({rate}%)", template=template, came_back=came_back,
+             sent=sent, rate=round(100 * came_back / sent))

@@ -1,0 +1,99 @@
+"""The quiz after a lesson: its questions one by one, immediate feedback with the explanation, a score at the end.
+
+Each answer also schedules the question for spaced review (dialogs/review.py), rated by correctness and answer time.
+The quiz's queue is kept in the conversation; which questions are still open is known from the learner's review
+cards, so /next on another channel picks the quiz up at the first unanswered question.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+
+from dialogs import flow, lessons, questions
+from dialogs.base import Exchange, Turn
+from dialogs.flow import DONE, Flow, Step
+from dialogs.learner import POINTS_QUIZ_RIGHT, learner_of, tr
+from dialogs.review import record_answer
+from storage.courses import Lesson, Question, QuestionCard, lesson_questions
+from storage.learners import record_activity
+
+
+async def ask_question(x: Exchange, data: flow.Data) -> None:
+    _ = tr(x)
+    while data["queue"]:
+        question = await x.session.get(Question, data["queue"][0])
+        if question is not None and not question.retired:
+            break
+        data["queue"] = data["queue"][1:]
+    else:
+        return
+    number = data["total"] - len(data["queue"]) + 1
+    questions.ask(x, question, prefix="quiz",
+                  heading=_("Question {number} of {total}", number=max(number, 1), total=data["total"]))
+    data["asked_at"] = x.now.isoformat()
+
+
+async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
+    _ = tr(turn)
+    if not data["queue"]:
+        return DONE
+    question = await turn.session.get(Question, data["queue"][0])
+    assert question is not None
+    verdict = questions.grade(_, question, text, "quiz")
+    asked = data.get("asked_at")
+    seconds = (turn.now - datetime.fromisoformat(asked)).total_seconds() if asked else None
+    await record_answer(turn.session, turn.user.id, question, correct=verdict.correct, answer=text,
+                        seconds=seconds, now=turn.now)
+    learner = await learner_of(turn)
+    record_activity(learner, turn.user, turn.now)
+    if verdict.correct:
+        learner.points += POINTS_QUIZ_RIGHT
+    turn.say(questions.feedback(_, question, verdict))
+    data["queue"] = data["queue"][1:]
+    if data["queue"]:
+        return "answer"
+    lesson = await turn.session.get(Lesson, data["lesson_id"])
+    assert lesson is not None
+    flow.leave(turn.state, "quiz")
+    await lessons.finish_lesson(turn, lesson)
+    return DONE
+
+
+async def on_button(turn: Turn, value: str) -> None:
+    """A quiz button pressed, maybe long after it was sent, maybe on another channel than the quiz is on now."""
+    _ = tr(turn)
+    entry = flow.current(turn.state)
+    if entry is not None and entry["name"] == "quiz":
+        await flow.handle(turn, _fallback())
+        return
+    question_id = questions.question_id_of(value, "quiz")
+    question = await turn.session.get(Question, question_id) if question_id else None
+    answered = question is not None and await turn.session.scalar(
+        select(QuestionCard.id).where(QuestionCard.user_id == turn.user.id, QuestionCard.question_id == question.id)
+    )
+    if question is None or question.retired or answered:
+        turn.say(_("You've answered that one already."), choices=[(_("Next ▸"), lessons.NEXT)])
+        await flow.resume(turn)
+        return
+    lesson = await turn.session.get(Lesson, question.lesson_id)
+    assert lesson is not None
+    pending = await lessons.unanswered_questions(turn, lesson)
+    queue = [question.id] + [other for other in pending if other != question.id]
+    total = len(await _lesson_question_ids(turn, lesson))
+    flow.enter(turn.state, "quiz", {"lesson_id": lesson.id, "queue": queue, "total": total}, step="answer")
+    await flow.handle(turn, _fallback())
+
+
+async def _lesson_question_ids(x: Exchange, lesson: Lesson) -> list[int]:
+    return [q.id for q in await lesson_questions(x.session, lesson.id)]
+
+
+def _fallback():  # type: ignore[no-untyped-def]
+    import dialogs  # the seam may be replaced after import (the question answerer)
+
+    return dialogs.fallback
+
+
+FLOWS = (Flow("quiz", (Step("answer", ask_question, answer_question),)),)

@@ -1,0 +1,187 @@
+"""Spaced review with FSRS: every question a learner answered is a card; /review asks the ones that are due.
+
+The rating FSRS needs comes from the answer itself: wrong is Again; right is Easy when quick, Good at a normal pace,
+Hard when slow (the thresholds below, longer for typed answers). An answer that took over ten minutes says nothing
+about recall (the learner was away), so it counts as Good. Cards skip FSRS's minute-long learning steps: in a chat
+where lessons come once a day, the first interval is a day or more.
+
+`due_reviews(session, user, now)` is what the scheduler asks before it reminds a learner at their hour.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from fsrs import Card, Rating, Scheduler
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dialogs import flow, onboarding, questions
+from dialogs.base import Exchange, Turn
+from dialogs.flow import DONE, Flow, Step
+from dialogs.learner import POINTS_REVIEW_RIGHT, learner_of, local_now, mark_home, tr
+from storage.courses import SHORT_TEXT, Question, QuestionCard
+from storage.learners import record_activity, zone_for
+from storage.models import User
+
+SCHEDULER = Scheduler(learning_steps=(), relearning_steps=(), enable_fuzzing=True)
+REVIEWS_PER_SESSION = 10
+AWAY_SECONDS = 600
+# (Easy at most, Good at most) seconds to answer: picking a button, and typing an answer
+PACE = {"pick": (8.0, 30.0), "type": (15.0, 60.0)}
+
+
+def rating_for(*, correct: bool, seconds: float | None, kind: str) -> Rating:
+    """The FSRS rating of one answer, from whether it was right and how long it took."""
+    if not correct:
+        return Rating.Again
+    if seconds is None or seconds < 0 or seconds > AWAY_SECONDS:
+        return Rating.Good
+    easy, good = PACE["type" if kind == SHORT_TEXT else "pick"]
+    if seconds <= easy:
+        return Rating.Easy
+    return Rating.Good if seconds <= good else Rating.Hard
+
+
+async def record_answer(session: AsyncSession, user_id: int, question: Question, *, correct: bool, answer: str,
+                        seconds: float | None, now: datetime) -> QuestionCard:
+    """Schedule the question's card after an answer (creating the card at the first one)."""
+    row = await session.scalar(
+        select(QuestionCard).where(QuestionCard.user_id == user_id, QuestionCard.question_id == question.id)
+    )
+    at = now.astimezone(timezone.utc)
+    if row is None:
+        row = QuestionCard(user_id=user_id, question_id=question.id, attempts=0, correct=0)
+        session.add(row)
+        card = Card(card_id=question.id, due=at)
+    else:
+        card = Card.from_dict(row.card)  # type: ignore[arg-type]
+    rating = rating_for(correct=correct, seconds=seconds, kind=question.kind)
+    card, _log = SCHEDULER.review_card(card, rating, review_datetime=at)
+    row.card = dict(card.to_dict())
+    row.due = card.due
+    row.last_rating = int(rating)
+    row.last_answer = answer[:500]
+    row.attempts = (row.attempts or 0) + 1
+    row.correct = (row.correct or 0) + (1 if correct else 0)
+    row.last_reviewed_at = at
+    await session.flush()
+    return row
+
+
+def _due_query(user_id: int, now: datetime):  # type: ignore[no-untyped-def]
+    return (
+        select(QuestionCard.question_id)
+        .join(Question, Question.id == QuestionCard.question_id)
+        .where(QuestionCard.user_id == user_id, QuestionCard.due <= now, Question.retired.is_(False))
+        .order_by(QuestionCard.due, QuestionCard.id)
+    )
+
+
+async def due_reviews(session: AsyncSession, user: User, now: datetime) -> int:
+    """How many of the learner's review cards are due at `now` (questions an author retired are not counted)."""
+    subquery = _due_query(user.id, now).subquery()
+    return int(await session.scalar(select(func.count()).select_from(subquery)) or 0)
+
+
+async def next_due(session: AsyncSession, user_id: int) -> datetime | None:
+    return await session.scalar(
+        select(func.min(QuestionCard.due))
+        .join(Question, Question.id == QuestionCard.question_id)
+        .where(QuestionCard.user_id == user_id, Question.retired.is_(False))
+    )
+
+
+def _seconds_since(data: flow.Data, now: datetime) -> float | None:
+    asked = data.get("asked_at")
+    return (now - datetime.fromisoformat(asked)).total_seconds() if asked else None
+
+
+# /review -------------------------------------------------------------------------------------------------------------
+
+
+async def review(turn: Turn, _args: str) -> None:
+    if not await onboarding.require_set_up(turn):
+        return
+    await start_review(turn)
+
+
+async def start_review(x: Exchange) -> None:
+    _ = tr(x)
+    due = list(await x.session.scalars(_due_query(x.user.id, x.now).limit(REVIEWS_PER_SESSION)))
+    if not due:
+        x.say(nothing_due(_, await next_due(x.session, x.user.id), x))
+        return
+    learner = await learner_of(x)
+    mark_home(x, learner)
+    x.say(_.plural("{n} question to review. Here it comes:", "{n} questions to review. Here they come:", len(due)))
+    await flow.start(x, "review", {"queue": due, "total": len(due), "right": 0})
+
+
+def nothing_due(_, when: datetime | None, x: Exchange) -> str:  # type: ignore[no-untyped-def]
+    if when is None:
+        return _("Nothing to review yet: questions come back here after you answer them in a lesson.")
+    local = when.astimezone(zone_for(x.user.timezone))
+    return _("Nothing to review now. The next review is due on {date} at {time}.",
+             date=f"{local:%Y-%m-%d}", time=f"{local:%H:%M}")
+
+
+async def ask_review(x: Exchange, data: flow.Data) -> None:
+    _ = tr(x)
+    question = await x.session.get(Question, data["queue"][0])
+    if question is None:  # removed meanwhile: the next one, if any
+        data["queue"] = data["queue"][1:]
+        if data["queue"]:
+            await ask_review(x, data)
+        return
+    number = data["total"] - len(data["queue"]) + 1
+    questions.ask(x, question, prefix="review", heading=_("Review {number} of {total}", number=number,
+                                                          total=data["total"]))
+    data["asked_at"] = x.now.isoformat()
+
+
+async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
+    _ = tr(turn)
+    question = await turn.session.get(Question, data["queue"][0])
+    if question is None:
+        return DONE
+    verdict = questions.grade(_, question, text, "review")
+    await record_answer(turn.session, turn.user.id, question, correct=verdict.correct, answer=text,
+                        seconds=_seconds_since(data, turn.now), now=turn.now)
+    learner = await learner_of(turn)
+    record_activity(learner, turn.user, turn.now)
+    if verdict.correct:
+        learner.points += POINTS_REVIEW_RIGHT
+        data["right"] += 1
+    turn.say(questions.feedback(_, question, verdict))
+    data["queue"] = data["queue"][1:]
+    if data["queue"]:
+        return "answer"
+    upcoming = await next_due(turn.session, turn.user.id)
+    done = _("Review done: {right} of {total} right.", right=data["right"], total=data["total"])
+    if upcoming is not None:
+        local = upcoming.astimezone(zone_for(turn.user.timezone))
+        days = (local.date() - local_now(turn).date()).days
+        done += " " + _.plural("The next one is due in {n} day.", "The next one is due in {n} days.", max(days, 1))
+    turn.say(done, choices=[(_("Next lesson"), "lesson:next")])
+    return DONE
+
+
+async def on_button(turn: Turn, value: str) -> None:
+    """A review button pressed: answer it if it is the question being reviewed, else say the review moved on."""
+    entry = flow.current(turn.state)
+    if entry is not None and entry["name"] == "review":
+        await flow.handle(turn, _fallback())
+        return
+    _ = tr(turn)
+    turn.say(_("That review is over. Send /review to see what is due now."))
+    await flow.resume(turn)
+
+
+def _fallback():  # type: ignore[no-untyped-def]
+    import dialogs  # the seam may be replaced after import (the question answerer)
+
+    return dialogs.fallback
+
+
+FLOWS = (Flow("review", (Step("answer", ask_review, answer_review),)),)

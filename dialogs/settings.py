@@ -1,0 +1,134 @@
+"""/settings: see every choice made at onboarding and change one; quiet hours live here too.
+
+`/settings` shows the current values with a button per item; `/settings time` (or zone, days, …) goes straight to
+one. Each item reuses the onboarding step that asked it first, so it is validated the same way.
+"""
+
+from __future__ import annotations
+
+from dialogs import flow, onboarding
+from dialogs.base import Exchange, Turn
+from dialogs.flow import DONE, Flow, Invalid, Step
+from dialogs.i18n import LANGUAGES, N_, fold
+from dialogs.learner import current_course, is_set_up, learner_of, name_of, tr
+from dialogs.times import read_quiet_hours
+
+# item → (button label, the step that asks it, words that name it in /settings ITEM)
+ITEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "name": (N_("Name"), "name", ("name", "nombre", "nome")),
+    "zone": (N_("Time zone"), "timezone", ("zone", "timezone", "time zone", "tz", "zona", "zona horaria", "fuso")),
+    "time": (N_("Lesson time"), "lesson_time", ("time", "hour", "hora", "horario")),
+    "days": (N_("Days"), "days", ("days", "day", "dias", "dia")),
+    "quiet": (N_("Quiet hours"), "quiet", ("quiet", "quiet hours", "silencio", "horas de silencio")),
+    "course": (N_("Course"), "course", ("course", "curso")),
+    "goal": (N_("Daily goal"), "goal", ("goal", "meta", "objetivo")),
+    "language": (N_("Language"), "language", ("language", "idioma", "lengua")),
+}
+
+
+async def show(turn: Turn, args: str) -> None:
+    """/settings [item]"""
+    if not await onboarding.require_set_up(turn):
+        return
+    typed = fold(args)
+    for item, (_label, _step, words) in ITEMS.items():
+        if typed and typed in words:
+            await open_item(turn, item)
+            return
+    await flow.start(turn, "settings")
+
+
+async def open_item(x: Exchange, item: str) -> None:
+    if item == "language":
+        flow.leave(x.state, "settings")
+        await flow.start(x, "language")
+        return
+    await flow.start(x, "settings", {"after": "saved"}, step=ITEMS[item][1])
+
+
+async def ask_menu(x: Exchange, data: flow.Data) -> None:
+    _ = tr(x)
+    learner = await learner_of(x)
+    course = await current_course(x, learner)
+    quiet = (f"{learner.quiet_start:%H:%M}–{learner.quiet_end:%H:%M}" if learner.quiet_start and learner.quiet_end
+             else _("none"))
+    lines = [
+        _("Your settings:"),
+        _("Name: {name}", name=name_of(x) or "—"),
+        onboarding.schedule_summary(_, learner.lesson_time, learner.lesson_days, x.user.timezone),
+        _("Quiet hours: {hours}", hours=quiet),
+        _("Course: {title}", title=course.title if course else "—"),
+        _.plural("Daily goal: {n} lesson", "Daily goal: {n} lessons", learner.daily_goal),
+        _("Language: {language}", language=LANGUAGES.get(x.user.locale, x.user.locale)),
+        "",
+        _("What would you like to change?"),
+    ]
+    choices = [(_(label), f"settings:{item}") for item, (label, _step, _words) in ITEMS.items()]
+    x.say("\n".join(lines), choices=[*choices, (_("Nothing, thanks"), "settings:done")])
+
+
+async def answer_menu(turn: Turn, data: flow.Data, text: str) -> str:
+    _ = tr(turn)
+    typed = fold(text).removeprefix("settings:")
+    if typed in ("done", "nothing", "nothing thanks", "nada", "listo", "nada gracias"):
+        turn.say(_("OK, nothing changed."))
+        return DONE
+    for item, (label, step, words) in ITEMS.items():
+        if typed == item or typed in words or typed == fold(_(label)):
+            if item == "language":
+                flow.leave(turn.state, "settings")
+                await flow.start(turn, "language")
+                return DONE
+            data["after"] = "saved"
+            return step
+    raise Invalid(_("Please pick one of the settings above, or “Nothing, thanks”."))
+
+
+async def ask_quiet(x: Exchange, data: flow.Data) -> None:
+    _ = tr(x)
+    x.say(
+        _("Quiet hours: when should I never send you anything on my own? Type a range like 22:00-07:00, or “none”."),
+        choices=[(_("22:00 to 07:00"), "quiet:22:00-07:00"), (_("No quiet hours"), "quiet:none")],
+    )
+
+
+async def answer_quiet(turn: Turn, data: flow.Data, text: str) -> str:
+    _ = tr(turn)
+    hours = read_quiet_hours(text)
+    if hours is None:
+        raise Invalid(_("I couldn't read that range. Type it like 22:00-07:00 (from, to), or “none”."))
+    learner = await learner_of(turn)
+    learner.quiet_start, learner.quiet_end = hours if hours else (None, None)
+    return data.get("after") or DONE
+
+
+async def _answer_saved(turn: Turn, data: flow.Data, text: str) -> str:  # pragma: no cover - never waits
+    return DONE
+
+
+async def confirm_saved(x: Exchange, data: flow.Data) -> None:
+    """Not a question: after an item is changed, confirm it and end the flow (the one below, if any, goes on)."""
+    _ = tr(x)
+    learner = await learner_of(x)
+    flow.leave(x.state, "settings")
+    x.say(_("Saved.") + " " + onboarding.schedule_summary(_, learner.lesson_time, learner.lesson_days,
+                                                            x.user.timezone),
+          choices=[(_("More settings"), "/settings")])
+    if is_set_up(learner):
+        await flow.resume(x)
+
+
+FLOWS = (
+    Flow("settings", (
+        Step("menu", ask_menu, answer_menu),
+        Step("name", onboarding.ask_name, onboarding.answer_name),
+        Step("timezone", onboarding.ask_zone, onboarding.answer_zone),
+        Step("zone_confirm", onboarding.ask_zone_confirm, onboarding.answer_zone_confirm),
+        Step("lesson_time", onboarding.ask_lesson_time, onboarding.answer_lesson_time),
+        Step("days", onboarding.ask_days, onboarding.answer_days),
+        Step("quiet", ask_quiet, answer_quiet),
+        Step("course", onboarding.ask_course, onboarding.answer_course),
+        Step("goal", onboarding.ask_goal, onboarding.answer_goal),
+        Step("saved", confirm_saved, _answer_saved),
+    )),
+)

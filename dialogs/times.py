@@ -1,0 +1,235 @@
+"""Times as learners type them: a time zone, a time of day, the days of the week, quiet hours.
+
+Every reader returns None for input it cannot read, so the step that asked can say what would work.
+Zones: a city ("Lisbon", "São Paulo", "Nueva York"), an IANA name ("America/Sao_Paulo"), an offset ("UTC+5:30",
+"GMT-3", "+02:00"), or a common abbreviation ("PST", "CET"). Fixed offsets are stored as "UTC+05:30" (see
+storage.learners.zone_for); an offset never follows daylight saving time, so a city is the better answer, and the
+confirmation shows the local time so the learner can tell.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import time
+from functools import lru_cache
+from zoneinfo import available_timezones
+
+from dialogs.i18n import fold
+from storage.learners import offset_name
+
+_REGIONS = ("Europe", "America", "Asia", "Africa", "Australia", "Pacific", "Atlantic", "Indian", "Antarctica")
+
+# Cities people name that are not zone names themselves, and names of zone cities in Spanish and Portuguese.
+_CITY_ALIASES = {
+    "lisboa": "Europe/Lisbon", "porto": "Europe/Lisbon", "oporto": "Europe/Lisbon", "coimbra": "Europe/Lisbon",
+    "londres": "Europe/London", "manchester": "Europe/London", "edinburgh": "Europe/London",
+    "barcelona": "Europe/Madrid", "sevilla": "Europe/Madrid", "seville": "Europe/Madrid",
+    "valencia": "Europe/Madrid", "bilbao": "Europe/Madrid", "malaga": "Europe/Madrid",
+    "paris": "Europe/Paris", "lyon": "Europe/Paris", "marseille": "Europe/Paris",
+    "munich": "Europe/Berlin", "munchen": "Europe/Berlin", "frankfurt": "Europe/Berlin", "hamburg": "Europe/Berlin",
+    "cologne": "Europe/Berlin", "milan": "Europe/Rome", "milano": "Europe/Rome", "roma": "Europe/Rome",
+    "naples": "Europe/Rome", "florence": "Europe/Rome", "geneva": "Europe/Zurich", "ginebra": "Europe/Zurich",
+    "bruselas": "Europe/Brussels", "bruxelles": "Europe/Brussels", "lisbonne": "Europe/Lisbon",
+    "nueva york": "America/New_York", "nova york": "America/New_York", "nyc": "America/New_York",
+    "boston": "America/New_York", "washington": "America/New_York", "miami": "America/New_York",
+    "atlanta": "America/New_York", "philadelphia": "America/New_York", "montreal": "America/Toronto",
+    "san francisco": "America/Los_Angeles", "seattle": "America/Los_Angeles", "los angeles": "America/Los_Angeles",
+    "la": "America/Los_Angeles", "san diego": "America/Los_Angeles", "portland": "America/Los_Angeles",
+    "houston": "America/Chicago", "dallas": "America/Chicago", "austin": "America/Chicago",
+    "rio": "America/Sao_Paulo", "rio de janeiro": "America/Sao_Paulo", "brasilia": "America/Sao_Paulo",
+    "belo horizonte": "America/Sao_Paulo", "curitiba": "America/Sao_Paulo", "porto alegre": "America/Sao_Paulo",
+    "ciudad de mexico": "America/Mexico_City", "cdmx": "America/Mexico_City", "mexico": "America/Mexico_City",
+    "guadalajara": "America/Mexico_City", "medellin": "America/Bogota", "cali": "America/Bogota",
+    "quito": "America/Guayaquil", "buenos aires": "America/Argentina/Buenos_Aires",
+    "cordoba": "America/Argentina/Cordoba", "valparaiso": "America/Santiago",
+    "mumbai": "Asia/Kolkata", "bombay": "Asia/Kolkata", "delhi": "Asia/Kolkata", "new delhi": "Asia/Kolkata",
+    "bangalore": "Asia/Kolkata", "bengaluru": "Asia/Kolkata", "chennai": "Asia/Kolkata", "calcutta": "Asia/Kolkata",
+    "hyderabad": "Asia/Kolkata", "beijing": "Asia/Shanghai", "pekin": "Asia/Shanghai", "shenzhen": "Asia/Shanghai",
+    "osaka": "Asia/Tokyo", "kyoto": "Asia/Tokyo", "tokio": "Asia/Tokyo", "hanoi": "Asia/Bangkok",
+    "abu dhabi": "Asia/Dubai", "tel aviv": "Asia/Jerusalem", "cape town": "Africa/Johannesburg",
+    "moscu": "Europe/Moscow", "san petersburgo": "Europe/Moscow", "saint petersburg": "Europe/Moscow",
+    "canberra": "Australia/Sydney", "wellington": "Pacific/Auckland",
+}
+# Abbreviations mean the place that uses them, daylight saving time included.
+_ABBREVIATIONS = {
+    "pst": "America/Los_Angeles", "pdt": "America/Los_Angeles", "pt": "America/Los_Angeles",
+    "mst": "America/Denver", "mdt": "America/Denver", "cst": "America/Chicago", "cdt": "America/Chicago",
+    "est": "America/New_York", "edt": "America/New_York", "et": "America/New_York",
+    "cet": "Europe/Paris", "cest": "Europe/Paris", "bst": "Europe/London", "wet": "Europe/Lisbon",
+    "west": "Europe/Lisbon", "eet": "Europe/Athens", "eest": "Europe/Athens", "ist": "Asia/Kolkata",
+    "jst": "Asia/Tokyo", "aest": "Australia/Sydney", "brt": "America/Sao_Paulo",
+}
+_OFFSET = re.compile(r"^(?:utc|gmt|z)?\s*(?P<sign>[+\-−])\s*(?P<hours>\d{1,2})(?:[:h.]?(?P<minutes>\d{2}))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """A zone as stored (`name`) and as shown to the learner (`label`)."""
+
+    name: str
+    label: str
+
+
+@lru_cache(maxsize=1)
+def _zone_names() -> dict[str, str]:
+    """Folded full names and city names → IANA name (cities of the main regions win over old aliases)."""
+    # canonical names first: "America/Argentina/Buenos_Aires" over its old link "America/Buenos_Aires"
+    names = sorted(available_timezones(), key=lambda n: (n.split("/")[0] not in _REGIONS, -n.count("/"), n))
+    found: dict[str, str] = {}
+    for name in reversed(names):  # so the preferred spelling is written last and wins
+        found[fold(name)] = name
+        if "/" in name and not name.startswith(("Etc/", "SystemV/")):
+            found[fold(name.rsplit("/", 1)[1].replace("_", " "))] = name
+    return found
+
+
+def read_zone(text: str) -> Zone | None:
+    """The zone a learner means, or None."""
+    typed = fold(text).strip(" .!")
+    if not typed:
+        return None
+    if typed in ("utc", "gmt", "z", "utc+0", "gmt+0", "utc 0"):
+        return Zone("UTC", "UTC")
+    offset = _OFFSET.match(typed.replace(" ", ""))
+    if offset:
+        hours, minutes = int(offset["hours"]), int(offset["minutes"] or 0)
+        if hours > 14 or minutes not in (0, 15, 30, 45):
+            return None
+        total = (hours * 60 + minutes) * (-1 if offset["sign"] in "-−" else 1)
+        if not -12 * 60 <= total <= 14 * 60:
+            return None
+        name = offset_name(total)
+        return Zone(name, name)
+    names = _zone_names()
+    for key in (typed, typed.replace(" ", "_")):
+        if key in names:
+            return _labelled(names[key])
+    if typed in _ABBREVIATIONS:
+        return _labelled(_ABBREVIATIONS[typed])
+    if typed in _CITY_ALIASES:
+        return Zone(_CITY_ALIASES[typed], text.strip().title() if text.strip().islower() else text.strip())
+    # "Lisbon, Portugal" or "Porto (Portugal)": try the city alone
+    head = re.split(r"[,(]", typed)[0].strip()
+    if head != typed:
+        return read_zone(head)
+    return None
+
+
+def _labelled(name: str) -> Zone:
+    return Zone(name, name.rsplit("/", 1)[-1].replace("_", " ") if "/" in name else name)
+
+
+# Times of day ----------------------------------------------------------------------------------------------------------
+
+_CLOCK = re.compile(
+    r"^(?:at\s+|a las\s+|as\s+)?(?P<hour>\d{1,2})(?:\s*[:.h]\s*(?P<minute>\d{2}))?\s*(?:h|hs|hrs|o'?clock)?\s*"
+    r"(?P<half>a\.?\s?m\.?|p\.?\s?m\.?|de la manana|de la tarde|de la noche|da manha|da tarde|da noite)?$"
+)
+_NAMED_TIMES = {
+    "morning": time(8), "manana": time(8), "manha": time(8), "noon": time(12), "midday": time(12),
+    "mediodia": time(12), "lunch": time(12, 30), "lunchtime": time(12, 30), "afternoon": time(16),
+    "tarde": time(16), "evening": time(19), "noche": time(20), "night": time(21), "noite": time(20),
+}
+
+
+def read_time(text: str) -> time | None:
+    """A time of day: "8", "08:30", "8.30", "20h", "7:30 pm", "8 de la tarde", "noon", "morning"; None if unreadable."""
+    typed = fold(text).strip(" .!")
+    if typed.startswith("time:"):  # a pressed button
+        typed = typed[5:]
+    if typed in _NAMED_TIMES:
+        return _NAMED_TIMES[typed]
+    match = _CLOCK.match(typed)
+    if not match:
+        return None
+    hour, minute = int(match["hour"]), int(match["minute"] or 0)
+    half = (match["half"] or "").replace(".", "").replace(" ", "")
+    if half:
+        if not 1 <= hour <= 12:
+            return None
+        afternoon = half in ("pm", "delatarde", "delanoche", "datarde", "danoite")
+        hour = hour % 12 + (12 if afternoon else 0)
+    if hour == 24 and minute == 0:
+        hour = 0
+    if not (0 <= hour <= 23 and 0 <= minute <= 59):
+        return None
+    return time(hour, minute)
+
+
+def read_quiet_hours(text: str) -> tuple[time, time] | None | bool:
+    """Quiet hours "22:00-07:00" → (start, end); "none"/"off" → False (no quiet hours); unreadable → None."""
+    typed = fold(text).strip(" .!")
+    if typed in ("none", "off", "no", "ninguna", "ninguno", "nada", "nenhuma", "quiet:none"):
+        return False
+    parts = re.split(r"\s*(?:-|–|to|a|hasta|until)\s+|\s*[-–]\s*", typed.removeprefix("quiet:"), maxsplit=1)
+    if len(parts) != 2:
+        return None
+    start, end = read_time(parts[0]), read_time(parts[1])
+    if start is None or end is None or start == end:
+        return None
+    return start, end
+
+
+# Days of the week ------------------------------------------------------------------------------------------------------
+
+EVERY_DAY, WEEKDAYS, WEEKENDS = "1234567", "12345", "67"
+_DAY_WORDS = {
+    1: ("mon", "monday", "mondays", "lun", "lunes", "seg", "segunda", "segunda-feira"),
+    2: ("tue", "tues", "tuesday", "tuesdays", "mar", "martes", "ter", "terca", "terca-feira"),
+    3: ("wed", "wednesday", "wednesdays", "mie", "miercoles", "qua", "quarta", "quarta-feira"),
+    4: ("thu", "thur", "thurs", "thursday", "thursdays", "jue", "jueves", "qui", "quinta", "quinta-feira"),
+    5: ("fri", "friday", "fridays", "vie", "viernes", "sex", "sexta", "sexta-feira"),
+    6: ("sat", "saturday", "saturdays", "sab", "sabado", "sabados"),
+    7: ("sun", "sunday", "sundays", "dom", "domingo", "domingos"),
+}
+_DAY_NUMBER = {word: number for number, words in _DAY_WORDS.items() for word in words}
+_DAY_SETS = {
+    EVERY_DAY: ("every day", "everyday", "daily", "all", "all days", "todos los dias", "cada dia", "diario",
+                "todos", "todos os dias", "days:1234567"),
+    WEEKDAYS: ("weekdays", "week days", "workdays", "work days", "entre semana", "dias laborables",
+               "laborables", "dias de semana", "dias uteis", "days:12345"),
+    WEEKENDS: ("weekends", "weekend", "fines de semana", "fin de semana", "fim de semana", "fins de semana",
+               "days:67"),
+}
+_SET_OF = {phrase: days for days, phrases in _DAY_SETS.items() for phrase in phrases}
+
+
+def read_days(text: str) -> str | None:
+    """Weekdays as ISO digits ("135" = Monday, Wednesday, Friday) from "mon, wed, fri", "lunes a viernes",
+    "weekdays", "every day"; None if no day could be read or a word is not a day."""
+    typed = fold(text).strip(" .!")
+    if typed in _SET_OF:
+        return _SET_OF[typed]
+    if typed.startswith("days:") and typed[5:].isdigit() and set(typed[5:]) <= set(EVERY_DAY):
+        return "".join(sorted(set(typed[5:])))
+    words = [w for w in re.split(r"[\s,;/&+]+|\band\b|\by\b|\be\b", typed) if w]
+    days: set[int] = set()
+    index = 0
+    while index < len(words):
+        word = words[index].rstrip(".")
+        if "-" in word and word not in _DAY_NUMBER:  # mon-fri
+            first, _, last = word.partition("-")
+            if first in _DAY_NUMBER and last in _DAY_NUMBER:
+                days |= _day_range(_DAY_NUMBER[first], _DAY_NUMBER[last])
+                index += 1
+                continue
+            return None
+        if word in ("to", "a", "through", "until", "hasta", "ate") and days and index + 1 < len(words):
+            following = words[index + 1].rstrip(".")
+            if following not in _DAY_NUMBER:
+                return None
+            days |= _day_range(max(days), _DAY_NUMBER[following])
+            index += 2
+            continue
+        if word not in _DAY_NUMBER:
+            return None
+        days.add(_DAY_NUMBER[word])
+        index += 1
+    return "".join(str(d) for d in sorted(days)) or None
+
+
+def _day_range(first: int, last: int) -> set[int]:
+    if first <= last:
+        return set(range(first, last + 1))
+    return set(range(first, 8)) | set(range(1, last + 1))  # "fri-mon" wraps over the weekend

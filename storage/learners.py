@@ -1,0 +1,200 @@
+"""A learner's settings, activity and achievements: what onboarding and /settings ask, streaks, points, certificates.
+
+Everything a planner selects on is a plain column, so "who gets a lesson now" is one SQL query: `status`,
+`lesson_time` (local wall-clock time), `lesson_days` (ISO weekday digits, "12345" = Monday to Friday),
+`quiet_start`/`quiet_end`, `paused_until`, and the zone in `users.timezone` (an IANA name such as "Europe/Lisbon",
+or a fixed offset written "UTC+05:30"; `zone_for` turns either into a tzinfo). The language is `users.locale`.
+
+A learner's day is a date in their own zone: streaks count consecutive local dates with activity, so a learner in
+Tokyo who studies at 08:00 on two mornings has a 2-day streak even though both fall on one UTC date.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import Boolean, Date, ForeignKey, Integer, String, Text, Time, UniqueConstraint, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.courses import Enrollment, LessonProgress, QuestionCard
+from storage.models import Base, BigId, Conversation, InboundMessage, OutboxMessage, User, utcnow
+
+# Learner.status values, spelled once.
+ONBOARDING, ACTIVE, PAUSED, STOPPED = "onboarding", "active", "paused", "stopped"
+EVERY_DAY = "1234567"
+
+_OFFSET_NAME = re.compile(r"^UTC(?P<sign>[+-])(?P<hours>\d{2}):(?P<minutes>\d{2})$")
+
+
+class Learner(Base):
+    """One row per user who met the bot: their choices and their running totals."""
+
+    __tablename__ = "learners"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default=ONBOARDING, index=True)
+    consent_at: Mapped[datetime | None] = mapped_column()  # privacy notice accepted
+    lesson_time: Mapped[time | None] = mapped_column(Time)  # local wall-clock time of the daily lesson
+    lesson_days: Mapped[str] = mapped_column(String(7), default=EVERY_DAY)  # ISO weekdays: "135" = Mon, Wed, Fri
+    quiet_start: Mapped[time | None] = mapped_column(Time)  # no pushed messages from here …
+    quiet_end: Mapped[time | None] = mapped_column(Time)  # … until here (may wrap past midnight)
+    paused_until: Mapped[datetime | None] = mapped_column()  # /pause N days; None with status paused = until /resume
+    daily_goal: Mapped[int] = mapped_column(Integer, default=1)  # lessons a day the learner aims for
+    language_chosen: Mapped[bool] = mapped_column(Boolean, default=False)  # /language picked, not a default
+    course_id: Mapped[int | None] = mapped_column(ForeignKey("courses.id", ondelete="SET NULL"))
+    points: Mapped[int] = mapped_column(Integer, default=0)
+    streak_days: Mapped[int] = mapped_column(Integer, default=0)  # ending on `last_active_on`
+    best_streak: Mapped[int] = mapped_column(Integer, default=0)
+    last_active_on: Mapped[date | None] = mapped_column(Date)  # local date of the last learning activity
+    home_conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL")
+    )  # where pushed lessons and reminders go: the chat the learner last learned in
+    link_code: Mapped[str | None] = mapped_column(String(12), unique=True)  # /link: continue on another channel
+    link_code_expires_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Certificate(Base):
+    """A course completed: who, what, when, and the unguessable code that `lessonbot certificate verify` checks."""
+
+    __tablename__ = "certificates"
+    __table_args__ = (UniqueConstraint("code"), UniqueConstraint("user_id", "course_id"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    learner_name: Mapped[str] = mapped_column(String(200))
+    course_title: Mapped[str] = mapped_column(String(200))
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    file_path: Mapped[str] = mapped_column(Text)  # under DATA_DIR/certificates
+
+
+# Time zones ---------------------------------------------------------------------------------------------------------
+
+
+def zone_for(name: str | None) -> tzinfo:
+    """The tzinfo for a stored zone name: an IANA name, or a fixed offset "UTC+05:30". Unknown or empty: UTC."""
+    if not name or name == "UTC":
+        return timezone.utc
+    match = _OFFSET_NAME.match(name)
+    if match:
+        minutes = int(match["hours"]) * 60 + int(match["minutes"])
+        return timezone(timedelta(minutes=minutes if match["sign"] == "+" else -minutes), name)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
+
+
+def offset_name(minutes: int) -> str:
+    """The stored name of a fixed offset: 330 → "UTC+05:30", -180 → "UTC-03:00", 0 → "UTC"."""
+    if minutes == 0:
+        return "UTC"
+    sign = "+" if minutes > 0 else "-"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{sign}{hours:02d}:{rest:02d}"
+
+
+def local_date(user: User, now: datetime) -> date:
+    return now.astimezone(zone_for(user.timezone)).date()
+
+
+# The learner row ----------------------------------------------------------------------------------------------------
+
+
+async def learner_for(session: AsyncSession, user: User) -> Learner:
+    """The learner row of `user`, created on first use."""
+    learner = await session.get(Learner, user.id)
+    if learner is None:
+        learner = Learner(user_id=user.id, status=ONBOARDING, lesson_days=EVERY_DAY, daily_goal=1, points=0,
+                          streak_days=0, best_streak=0, language_chosen=False)
+        session.add(learner)
+        await session.flush()
+    return learner
+
+
+def record_activity(learner: Learner, user: User, now: datetime) -> None:
+    """Count `now` as a day of learning in the learner's zone: the streak grows by one per new consecutive day."""
+    today = local_date(user, now)
+    last = learner.last_active_on
+    if last == today:
+        return
+    learner.streak_days = (learner.streak_days or 0) + 1 if last == today - timedelta(days=1) else 1
+    learner.best_streak = max(learner.best_streak or 0, learner.streak_days)
+    learner.last_active_on = today
+
+
+def current_streak(learner: Learner, user: User, now: datetime) -> int:
+    """Consecutive local days with activity up to today; a streak survives until the end of the day after its last."""
+    last = learner.last_active_on
+    if last is None or last < local_date(user, now) - timedelta(days=1):
+        return 0
+    return learner.streak_days or 0
+
+
+def is_paused(learner: Learner, now: datetime) -> bool:
+    """Paused (or stopped) right now: nothing is pushed to this learner."""
+    if learner.status == STOPPED:
+        return True
+    if learner.status != PAUSED:
+        return False
+    return learner.paused_until is None or learner.paused_until > now
+
+
+def in_quiet_hours(learner: Learner, user: User, now: datetime) -> bool:
+    """Whether `now` falls in the learner's quiet hours (local time; a range like 22:00–07:00 wraps midnight)."""
+    start, end = learner.quiet_start, learner.quiet_end
+    if start is None or end is None or start == end:
+        return False
+    local = now.astimezone(zone_for(user.timezone)).time().replace(tzinfo=None)
+    return start <= local < end if start < end else local >= start or local < end
+
+
+# Forgetting a learner -----------------------------------------------------------------------------------------------
+
+
+async def forget_learner(session: AsyncSession, user: User, *, keep_inbound_id: int | None = None) -> None:
+    """Delete what the bot stored about a learner: settings, progress, review cards, certificates, conversation texts.
+
+    Kept: the user row and its channel identities (replies must still reach the chat that asked), and purchases
+    (entitlements), which are records of a payment. `keep_inbound_id` is the message being processed now.
+    """
+    user_id = user.id
+    await drop_learning(session, user_id)
+    conversations = select(Conversation.id).where(Conversation.user_id == user_id)
+    inbound = delete(InboundMessage).where(
+        InboundMessage.conversation_id.in_(conversations), InboundMessage.status != "pending"
+    )
+    if keep_inbound_id is not None:
+        inbound = inbound.where(InboundMessage.id != keep_inbound_id)
+    await session.execute(
+        delete(OutboxMessage).where(
+            OutboxMessage.conversation_id.in_(conversations), OutboxMessage.status.in_(("sent", "dead", "suppressed"))
+        )
+    )
+    await session.execute(inbound)
+    user.display_name = None
+    user.timezone = None
+    user.locale = "en"
+
+
+async def certificate_by_code(session: AsyncSession, code: str) -> Certificate | None:
+    return await session.scalar(select(Certificate).where(Certificate.code == code))
+
+
+async def drop_learning(session: AsyncSession, user_id: int) -> None:
+    """Remove one user's learning data (also when a channel joins another learner's progress through /link)."""
+    for model in (QuestionCard, LessonProgress, Enrollment, Certificate):
+        await session.execute(delete(model).where(model.user_id == user_id))  # type: ignore[attr-defined]
+    learner = await session.get(Learner, user_id)
+    if learner is not None:  # through the session, so a loaded (maybe changed) row is not written back afterwards
+        await session.delete(learner)
+
+
+async def move_conversations(session: AsyncSession, from_user: int, to_user: int) -> None:
+    await session.execute(update(Conversation).where(Conversation.user_id == from_user).values(user_id=to_user))

@@ -1,0 +1,57 @@
+"""The whole sample course to its end: the certificate arrives as a PDF document, and the CLI verifies its code."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bot.messages import Document
+from dialogs.certificate import canonical_code, new_code
+from storage.learners import Certificate
+from tests.dialogs.learning_support import Learning, answer_until, learning_bot, onboard  # noqa: F401
+from tests.support import LESSONBOT, server_env
+
+
+def test_codes_are_random_and_typed_forms_are_read():
+    codes = {new_code() for _ in range(200)}
+    assert len(codes) == 200 and all(len(code) == 22 and code.startswith("LB-") for code in codes)
+    code = next(iter(codes))
+    assert canonical_code(code.lower().replace("-", " ")) == code
+
+
+async def test_course_end_sends_a_certificate_that_verifies(learning_bot, settings, tmp_path):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "🏆")
+    await bot.settle()
+    documents = [r for r in channel.sent["ann"] if isinstance(r, Document)]
+    assert len(documents) == 1
+    document = documents[0]
+    assert document.media_type == "application/pdf" and document.filename == "certificate-spot-phishing.pdf"
+    path = Path(document.path)
+    assert path.parent == settings.data_dir / "certificates" and path.read_bytes().startswith(b"%PDF")
+    code = document.caption.rsplit(" ", 1)[1]
+    async with bot.db.sessions() as session:
+        row = await session.scalar(select(Certificate))
+        assert (row.code, row.learner_name, row.course_title) == (code, "Ann", "Spot the phish, five minutes a day")
+
+    [progress] = await t.say("/progress")
+    assert "📘 Lessons: 5 of 5 done" in progress and "🏆 1 certificate" in progress
+    [finished] = await t.say("/next")
+    assert finished.startswith("You have finished Spot the phish")
+    before = len(channel.sent["ann"])
+    await t.say("/certificate")
+    assert channel.sent["ann"][before:] == [document]  # the same file again, not a new certificate
+
+    env = server_env(settings.resolved_database_url, tmp_path / "cli")
+    found = subprocess.run([*LESSONBOT, "certificate", "verify", code.lower()], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.startswith("valid: Ann completed “Spot the phish, five minutes a day” on ")
+    missing = subprocess.run([*LESSONBOT, "certificate", "verify", "LB-AAAA-BBBB-CCCC-DDDD"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and missing.stdout.startswith("not found")

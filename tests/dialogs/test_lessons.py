@@ -1,0 +1,189 @@
+"""A lesson, its quiz and /progress as transcripts; the place saved after each part and followed across channels;
+the console channel as `lessonbot chat` drives it; what the scheduler calls (deliver_next_lesson, push_*)."""
+
+from __future__ import annotations
+
+import io
+
+from sqlalchemy import select, update
+
+from bot.core import Lessonbot
+from channels.console import ConsoleChannel
+from dialogs.lessons import deliver_next_lesson
+from dialogs.push import push_next_lesson, push_review_reminder
+from storage.courses import Enrollment, Entitlement, LessonProgress, QuestionCard
+from storage.learners import Learner
+from storage.models import OutboxMessage
+from tests.dialogs.learning_support import (  # noqa: F401 (learning_bot is a fixture)
+    PAID, Learning, answer_until, import_sample, learner_row, learning_bot, onboard,
+)
+from tests.support import RecordingChannel
+
+
+async def place(bot: Lessonbot, user_id: int) -> tuple[int | None, int]:
+    async with bot.db.sessions() as session:
+        enrollment = await session.scalar(select(Enrollment).where(Enrollment.user_id == user_id))
+        return enrollment.current_lesson_id, enrollment.current_part
+
+
+async def test_a_lesson_part_by_part_then_its_quiz(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    user, _learner = await learner_row(bot, "test", "ann")
+    [first] = await t.press("Start my first lesson")
+    assert first.startswith("📘 Lesson 1 of 5: What a phishing message wants · about 3 min\n\nA phishing message")
+    assert first.endswith("(1/3)") and t.labels() == ["Next ▸", "Later"]
+    lesson_id, part = await place(bot, user.id)
+    assert part == 1  # saved as soon as the part went out
+
+    [later] = await t.press("Later")
+    assert later.startswith("OK, your place is saved. I'll be back on ") and " at 08:00" in later
+    [second] = await t.say("next")  # the plain word works as /next
+    assert second.startswith("Nearly every phishing message") and second.endswith("(2/3)")
+    [third] = await t.say("/next")
+    assert third.endswith("(3/3)") and t.labels() == ["Take the quiz ▸", "Later"]
+    assert len(third) < 1000 and len(first) < 1000
+    assert await place(bot, user.id) == (lesson_id, 3)
+
+    intro, question = await t.press("Take the quiz ▸")
+    assert intro == "Quiz time: 3 questions about “What a phishing message wants”."
+    assert question.startswith("Question 1 of 3\n") and t.labels() == ["Authority", "Urgency", "Reward"]
+    [feedback, question] = await t.press("Authority")
+    assert feedback.startswith("❌ Not quite. The answer is: Urgency\nThe two-hour deadline")
+    assert question.startswith("Question 2 of 3\nTrue or false") and t.labels() == ["True", "False"]
+    wrong = await t.say("dunno")
+    assert wrong[0] == "Please answer true or false." and wrong[1] == question
+    [feedback, question] = await t.say("FALSE")
+    assert feedback.startswith("✅ Right!")
+    assert question.endswith("(Type your answer.)")
+    [feedback, done] = await t.say("  Sms-PHISHING ")  # case, spacing and punctuation do not matter
+    assert feedback.startswith("✅ Right!")
+    assert done.startswith("🎉 Lesson done: What a phishing message wants.\nQuiz: 2 of 3 right.\n+10 points")
+    assert "That's your goal for today" in done and t.labels() == ["More now", "Later"]
+
+    async with bot.db.sessions() as session:
+        progress = await session.scalar(select(LessonProgress).where(LessonProgress.lesson_id == lesson_id))
+        assert progress.completed_at is not None and abs(progress.score - 2 / 3) < 1e-9
+        cards = list(await session.scalars(select(QuestionCard).where(QuestionCard.user_id == user.id)))
+        assert len(cards) == 3 and sorted(c.last_rating for c in cards)[0] == 1  # the wrong one: Again
+        assert all(c.due > c.last_reviewed_at for c in cards)
+    [progress_text] = await t.say("progress")
+    assert "📘 Lessons: 1 of 5 done" in progress_text
+    assert "✅ Quiz accuracy: 67% (2 of 3 answers right)" in progress_text
+    assert "🔥 Streak: 1 day (best: 1)" in progress_text and "⭐ Points: 20" in progress_text
+
+    # An old quiz button pressed again does not score twice.
+    [again, *_rest] = await t.say("Urgency", choice=f"quiz:{cards[0].question_id}:1")
+    assert again == "You've answered that one already."
+    [nxt] = await t.press("More now")
+    assert nxt.startswith("📘 Lesson 2 of 5: Check who is really writing")
+
+
+async def test_the_same_learner_continues_on_another_channel(learning_bot, settings):
+    bot, channel = learning_bot
+    web = Learning(bot, channel, chat="ann-web")
+    await onboard(web)
+    await web.press("Start my first lesson")
+    await web.say("next")
+    [code_text] = await web.say("/link")
+    code = code_text.split("Your link code is ")[1][:6]
+    assert code.isdigit()
+
+    other = RecordingChannel(name="chat2")
+    second_bot = Lessonbot(settings, [other])
+    try:
+        phone = Learning(second_bot, other, chat="ann-phone")
+        [wrong] = await phone.say("/link 000000" if code != "000000" else "/link 999999")
+        assert wrong.startswith("That code is unknown or has expired")
+        [linked] = await phone.say(f"/link {code}")
+        assert linked.startswith("Linked! This chat now continues your lessons, Ann.")
+        [third] = await phone.say("/next")
+        assert third.startswith("So the first habit") and third.endswith("(3/3)")  # where the web chat left off
+        [again] = await phone.say(f"/link {code}")
+        assert again.startswith("That code is unknown")  # used once
+    finally:
+        await second_bot.stop()
+    [progress] = await web.say("/progress")
+    assert "📘 Lessons: 0 of 5 done" in progress
+
+
+async def test_console_channel_conversation_with_numbered_choices(settings):
+    out = io.StringIO()
+    console = ConsoleChannel("cleo", out=out)
+    bot = Lessonbot(settings, [console])
+    await import_sample(bot)
+    try:
+        # Numbers pick the numbered choices, as a person at the terminal types them.
+        for line in ["/start", "1", "1", "Tokyo", "1", "2", "1", "1", "1", "1", "1", "1", "1", "2", "2", "smishing"]:
+            await bot.receive(console.inbound(line))
+            await bot.settle()
+    finally:
+        await bot.stop()
+    text = out.getvalue()
+    assert "Hi cleo!" in text and "[1] Yes, let's start" in text and "All set, cleo!" in text
+    assert "In Tokyo it is" in text and "Lessons at 12:30 on every day (Asia/Tokyo)." in text
+    assert "📘 Lesson 1 of 5" in text and "Quiz time: 3 questions" in text
+    assert text.count("✅ Right!") == 3 and "🎉 Lesson done: What a phishing message wants." in text
+
+
+async def test_what_the_scheduler_calls_respects_pause_and_quiet_hours(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    user, _learner = await learner_row(bot, "test", "ann")
+    async with bot.db.transaction() as session:
+        from storage.models import User
+
+        person = await session.get(User, user.id)
+        replies = await deliver_next_lesson(session, person, data_dir=bot.settings.data_dir)
+        assert len(replies) == 1 and replies[0].text.startswith("📘 Lesson 1 of 5")
+        await session.rollback()
+
+    await t.say("/pause")
+    async with bot.db.transaction() as session:
+        person = await session.get(User, user.id)
+        assert await deliver_next_lesson(session, person) == []
+    await t.say("/resume")
+    async with bot.db.transaction() as session:
+        person = await session.get(User, user.id)
+        learner = await session.get(Learner, user.id)
+        from datetime import datetime, time, timezone
+
+        learner.quiet_start, learner.quiet_end = time(22), time(7)
+        night = datetime(2026, 7, 1, 23, 30, tzinfo=timezone.utc)  # 00:30 in Lisbon (summer time)
+        assert await push_next_lesson(session, person, night) == 0
+        morning = datetime(2026, 7, 2, 7, 0, tzinfo=timezone.utc)  # 08:00 in Lisbon
+        assert await push_next_lesson(session, person, morning, data_dir=bot.settings.data_dir) == 1
+        assert await push_review_reminder(session, person, morning) == 0  # nothing answered yet
+    await bot.settle()
+    assert channel.texts("ann")[-1].startswith("📘 Lesson 1 of 5")
+    # The pushed part moved the place: the learner's "next" continues from part 2.
+    [second] = await t.say("next")
+    assert second.endswith("(2/3)")
+    async with bot.db.transaction() as session:
+        await session.execute(update(Learner).values(status="stopped"))
+        assert await push_next_lesson(session, await session.get(User, user.id), morning) == 0
+        rows = list(await session.scalars(select(OutboxMessage.id)))
+    assert rows
+
+
+async def test_a_paid_course_stops_after_the_preview_until_entitled(learning_bot):
+    bot, channel = learning_bot
+    await import_sample(bot, PAID)
+    t = Learning(bot, channel)
+    await onboard(t, course="Passwords that hold")
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "🎉 Lesson done")
+    [locked] = await t.press("More now")
+    assert locked.startswith("Lesson 2 is part of the full course “Passwords that hold”: only the first lesson is free")
+    user, _learner = await learner_row(bot, "test", "ann")
+    async with bot.db.transaction() as session:
+        from storage.models import User
+
+        person = await session.get(User, user.id)
+        assert await deliver_next_lesson(session, person) == []  # nothing pushed either
+        course_id = (await session.get(Learner, user.id)).course_id
+        session.add(Entitlement(user_id=user.id, course_id=course_id, source="grant", reference="test-grant"))
+    [lesson] = await t.say("/next")
+    assert lesson.startswith("📘 Lesson 2 of 3")

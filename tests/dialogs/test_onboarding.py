@@ -1,0 +1,148 @@
+"""Onboarding and /settings as whole conversations through the real pipeline: every answer checked, help on a bad one,
+resumable after wandering off, and the choices stored in plain columns a planner can query."""
+
+from __future__ import annotations
+
+from datetime import time
+
+from sqlalchemy import select
+
+from storage.courses import Enrollment
+from storage.learners import ACTIVE, Learner
+from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
+
+
+async def test_onboarding_with_mistakes_and_a_detour(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    [greeting] = await t.say("/start")
+    assert greeting.startswith("Hi! I'm Lessonbot") and "/stop" in greeting and "delete" in greeting
+    assert t.labels() == ["Yes, let's start", "No, thanks", "Show commands"]
+
+    [unclear] = (await t.say("perhaps"))[:1]
+    assert unclear.startswith("Please answer yes or no")
+    assert (await t.press("Yes, let's start")) == ["What should I call you?"]
+
+    # A question in the middle goes to the answerer (the fallback), then the step is asked again.
+    detour = await t.say("what is this bot for?")
+    assert detour[0].startswith("I'm not sure what to do with that") and detour[-1] == "What should I call you?"
+    bad_name = await t.say("https://example.com")
+    assert bad_name[0].startswith("Please send just the name") and bad_name[-1] == "What should I call you?"
+    [zone_question] = await t.say("  Ann  ")
+    assert zone_question.startswith("Which time zone are you in?")
+
+    nowhere = await t.say("Narnia")
+    assert "couldn't find a time zone for “Narnia”" in nowhere[0] and nowhere[1] == zone_question
+    [confirm] = await t.say("UTC+5:30")
+    assert confirm.startswith("In UTC+05:30 it is ") and confirm.endswith("Is that your time?")
+    [again] = await t.press("No, change it")
+    assert again == zone_question
+    [confirm] = await t.say("são paulo")
+    assert confirm.startswith("In Sao Paulo it is ")
+    await t.press("Yes, that's right")
+
+    # Wandering off: /help, then /start picks up where it was.
+    [help_text] = await t.say("/help")
+    assert help_text.startswith("Here is what you can send me")
+    resumed = await t.say("/start")
+    assert resumed == ["Welcome back! Let's finish setting you up.",
+                       "What time of day suits you for a lesson? Pick one or type a time, like 7:15 or 9pm."]
+
+    bad_time = await t.say("25:61")
+    assert bad_time[0].startswith("I couldn't read “25:61” as a time")
+    [days_question] = await t.say("7:30 pm")
+    assert days_question.startswith("On which days?")
+    bad_days = await t.say("mon, blursday")
+    assert bad_days[0].startswith("I couldn't read those days")
+    [course_question] = await t.say("lunes a viernes")
+    assert course_question == "Which course would you like to take?"
+    assert t.labels() == ["Spot the phish, five minutes a day"]
+    assert (await t.say("Cooking for beginners"))[0].startswith("Please pick one of the courses")
+    [goal_question] = await t.say("1")  # the course's number in the list
+    assert goal_question == "How much would you like to do each day?"
+    assert (await t.say("lots"))[0] == "Please pick 1, 2 or 3 lessons a day."
+    [done] = await t.say("two")
+    assert done.startswith("All set, Ann!")
+    assert "Lessons at 19:30 on weekdays (America/Sao_Paulo)." in done
+    assert "Course: Spot the phish, five minutes a day." in done
+    assert t.labels() == ["Start my first lesson", "Later"]
+
+    user, learner = await learner_row(bot, "test", "ann")
+    assert (user.display_name, user.timezone, user.locale) == ("Ann", "America/Sao_Paulo", "en")
+    assert learner.status == ACTIVE and learner.consent_at is not None
+    assert (learner.lesson_time, learner.lesson_days, learner.daily_goal) == (time(19, 30), "12345", 2)
+    assert learner.home_conversation_id is not None
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(Enrollment.current_part).where(Enrollment.user_id == user.id)) == 0
+        # A planner finds learners due at a local time with plain SQL.
+        due = await session.scalars(select(Learner.user_id).where(
+            Learner.status == ACTIVE, Learner.lesson_time == time(19, 30), Learner.lesson_days.contains("5")))
+        assert list(due) == [user.id]
+
+
+async def test_declining_consent_keeps_nothing_and_start_asks_again(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel, chat="bo")
+    await t.say("hello")  # a greeting word is /start
+    [declined] = await t.press("No, thanks")
+    assert declined.startswith("No problem: I won't keep anything")
+    _user, learner = await learner_row(bot, "test", "bo")
+    assert learner.consent_at is None and learner.status == "onboarding"
+    first, consent = await t.say("/next")
+    assert first == "First, let's set you up: it takes a minute." and consent.endswith("Is that OK with you?")
+
+
+async def test_settings_change_one_item_and_quiet_hours(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    [menu] = await t.say("/settings")
+    assert "Lessons at 08:00 on every day (Europe/Lisbon)." in menu and "Quiet hours: none" in menu
+    assert "Quiet hours" in t.labels() and t.labels()[-1] == "Nothing, thanks"
+    await t.press("Quiet hours")
+    assert (await t.say("late"))[0].startswith("I couldn't read that range")
+    [saved] = await t.say("22:30 - 06:45")
+    assert saved.startswith("Saved.")
+    [time_question] = await t.say("/settings time")
+    assert time_question.startswith("What time of day suits you")
+    [saved] = await t.say("6:15am")
+    assert saved == "Saved. Lessons at 06:15 on every day (Europe/Lisbon)."
+    await t.say("/settings zone")
+    [confirm] = await t.say("America/New_York")
+    assert confirm.startswith("In New York it is")
+    await t.press("Yes, that's right")
+    _user, learner = await learner_row(bot, "test", "ann")
+    assert (learner.quiet_start, learner.quiet_end, learner.lesson_time) == (time(22, 30), time(6, 45), time(6, 15))
+    assert _user.timezone == "America/New_York"
+    [menu] = await t.say("/settings")
+    assert "Quiet hours: 22:30–06:45" in menu
+    assert await t.press("Nothing, thanks") == ["OK, nothing changed."]
+
+
+async def test_stop_then_stop_and_delete_everything(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    [question] = await t.say("stop")
+    assert question.startswith("Do you want to stop the daily lessons")
+    [stopped] = await t.press("Stop the lessons")
+    assert stopped.startswith("Stopped: I won't send you anything on my own.")
+    user, learner = await learner_row(bot, "test", "ann")
+    assert learner.status == "stopped"
+    assert (await t.say("/next"))[0].endswith("(2/3)")  # asked for, a lesson still comes
+
+    await t.say("/stop")
+    [deleted] = await t.press("Stop and delete my data")
+    assert deleted == "Done: I deleted everything I kept about you. If you come back, send /start."
+    async with bot.db.sessions() as session:
+        from storage.models import InboundMessage, User
+
+        assert await session.get(Learner, user.id) is None
+        assert list(await session.scalars(select(Enrollment).where(Enrollment.user_id == user.id))) == []
+        person = await session.get(User, user.id)
+        assert person.display_name is None and person.timezone is None
+        texts = [row.payload["text"] for row in await session.scalars(select(InboundMessage))]
+        assert texts == ["Stop and delete my data"]  # only the message that asked, as it was being processed
+    [again] = await t.say("/start")
+    assert again.startswith("Hi! I'm Lessonbot.")
