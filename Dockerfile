@@ -12,7 +12,7 @@ COPY knowledge ./knowledge
 COPY scheduler ./scheduler
 COPY storage ./storage
 COPY courses ./courses
-RUN pip install --upgrade pip && pip install .
+RUN pip install --upgrade pip && pip install . && python -m knowledge.install_tokenizer
 
 RUN useradd --create-home lessonbot && mkdir -p /app/var && chown lessonbot /app/var
 USER lessonbot

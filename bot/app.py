@@ -30,7 +30,7 @@ from channels.http import read_limited_body
 from channels.webchat import WebChatChannel, reply_view
 from scheduler.clock import attach_clock
 from storage.migrate import current_revisions, head_revisions
-from storage.models import OutboxMessage
+from storage.models import Conversation, OutboxMessage
 from storage.outbox import outbox_counts, pending_inbound_count
 
 log = logging.getLogger(__name__)
@@ -228,8 +228,11 @@ def web_chat_routes(lessonbot: Lessonbot, webchat: WebChatChannel, settings: Set
             rows = await session.execute(
                 select(OutboxMessage.id, OutboxMessage.payload)
                 .where(
-                    OutboxMessage.channel == webchat.name,
-                    OutboxMessage.chat_id == session_id,
+                    # by conversation, so the (status, conversation_id, id) index answers it without a sort
+                    OutboxMessage.conversation_id
+                    == select(Conversation.id)
+                    .where(Conversation.channel == webchat.name, Conversation.chat_id == session_id)
+                    .scalar_subquery(),
                     OutboxMessage.status == "sent",
                     OutboxMessage.id > after,
                 )

@@ -49,7 +49,9 @@ class Lessonbot:
         self.channels = {channel.name: channel for channel in channels}
         self.process = process
         self.dispatch = dispatch
-        self.dispatcher = OutboxDispatcher(self.db, settings, self.channels if dispatch else {})
+        self.dispatcher = OutboxDispatcher(
+            self.db, settings, self.channels if dispatch else {}, on_sent=self._after_sent
+        )
         self.worker = ConversationWorker(self.db, settings, respond, on_replies=self.dispatcher.notify)
         self.leadership = (
             Leadership(
@@ -65,6 +67,12 @@ class Lessonbot:
         # What the leader runs besides the dispatcher (the scheduler adds its clock here).
         self.leader_work: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _after_sent(self, row: OutboxMessage) -> None:
+        """Channels that show replies from our own database (the web chat) learn the moment one is committed."""
+        after_sent = getattr(self.channels.get(row.channel), "after_sent", None)
+        if after_sent is not None:
+            after_sent(row.chat_id)
 
     async def receive(self, message: InboundMessage) -> Recorded:
         """Record a verified message; the caller acknowledges once this returns. Processing follows on its own."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import Select, exists, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -168,7 +168,8 @@ class ConversationWorker:
 
     # the lease ------------------------------------------------------------------------------------------------
 
-    async def _claim(self, conversation_id: int) -> bool:
+    async def _claim(self, conversation_id: int) -> list[int] | None:
+        """Lease the conversation and list its pending messages in arrival order; None if another process holds it."""
         now = utcnow()
         async with self.db.transaction() as session:
             result = await session.execute(
@@ -183,38 +184,38 @@ class ConversationWorker:
                 )
                 .values(lease_owner=self.owner, lease_until=now + self._lease)
             )
-            return result.rowcount == 1
+            if result.rowcount != 1:
+                return None
+            return list(await session.scalars(self._pending(conversation_id).order_by(InboundRow.id).limit(50)))
 
-    async def _release(self, conversation_id: int) -> None:
+    async def _release(self, conversation_id: int) -> bool:
+        """Give the lease up; True if messages are pending (recorded while we held it, so nobody took them)."""
         async with self.db.transaction() as session:
             await session.execute(
                 update(Conversation)
                 .where(Conversation.id == conversation_id, Conversation.lease_owner == self.owner)
                 .values(lease_owner=None, lease_until=None)
             )
+            return bool(await session.scalar(select(self._pending(conversation_id).exists())))
 
-    async def _pending_ids(self, conversation_id: int) -> list[int]:
-        async with self.db.sessions() as session:
-            rows = await session.scalars(
-                select(InboundRow.id)
-                .where(InboundRow.conversation_id == conversation_id, InboundRow.status == "pending")
-                .order_by(InboundRow.id)
-                .limit(50)
-            )
-            return list(rows)
+    @staticmethod
+    def _pending(conversation_id: int) -> Select[tuple[int]]:
+        return select(InboundRow.id).where(InboundRow.conversation_id == conversation_id, InboundRow.status == "pending")
 
     async def _drain_once(self, conversation_id: int) -> None:
-        if not await self._claim(conversation_id):
+        pending = await self._claim(conversation_id)
+        if pending is None:
             return  # another process holds it and will see this message too
+        completed = False
         try:
-            while pending := await self._pending_ids(conversation_id):
-                for inbound_id in pending:
-                    if not await self._process(conversation_id, inbound_id):
-                        return
+            for inbound_id in pending:
+                if not await self._process(conversation_id, inbound_id):
+                    break  # lease lost or a database hiccup: the poll comes back to it, a little later
+            else:
+                completed = True
         finally:
-            await self._release(conversation_id)
-        # A message recorded between our last look and the release found the lease taken: look once more.
-        if await self._pending_ids(conversation_id):
+            more = await self._release(conversation_id)
+        if more and completed:
             self._again.add(conversation_id)
 
     # processing one message -----------------------------------------------------------------------------------

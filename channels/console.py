@@ -11,6 +11,7 @@ from typing import TextIO
 
 from bot.messages import Document, InboundMessage, Text
 from channels.base import Delivery, RateLimit
+from channels.markdown import PLAIN, render
 
 
 class ConsoleChannel:
@@ -39,7 +40,7 @@ class ConsoleChannel:
     async def send(self, delivery: Delivery) -> str:
         reply = delivery.reply
         if isinstance(reply, Text):
-            lines = [reply.text]
+            lines = [render(reply.text, PLAIN)]
             lines += [f"  [{number}] {choice.label}" for number, choice in enumerate(reply.choices, start=1)]
             self._last_choices = tuple((c.label, c.value) for c in reply.choices)
         elif isinstance(reply, Document):

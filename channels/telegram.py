@@ -11,7 +11,7 @@ carry one Bot API call, here `answerCallbackQuery`. That costs no request, canno
 cannot be lost with a background task at shutdown; its result is unknown, which for a spinner does not matter.
 Polling (telegram_polling) has no response to carry it and answers with a call of its own.
 
-Outbound, `send`: a Text is HTML-escaped and split at 4,096 characters (on paragraphs, sentences, words), its choices
+Outbound, `send`: a Text's light Markdown becomes Telegram HTML (escaped, channels/markdown.py), split at 4,096 characters (on paragraphs, sentences, words), its choices
 an inline keyboard under the last part; a Document goes through sendDocument (a file on disk is uploaded, a URL is
 fetched by Telegram) with a caption of at most 1,024 characters and any overflow following as messages. The Bot API's
 errors become the dispatcher's: 429 → RateLimited(retry_after); timeouts, connection errors and 5xx →
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import html
 import json
 import logging
 import warnings
@@ -70,6 +69,7 @@ from channels.telegram_updates import (
     needs_identity,
     update_kind,
 )
+from channels.markdown import TELEGRAM_HTML, render
 from channels.text import split_text
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ class TelegramChannel:
         def part(text: str, last: bool) -> Part:
             return lambda: self.bot.send_message(
                 chat_id=chat_id,
-                text=html.escape(text, quote=False),
+                text=render(text, TELEGRAM_HTML),
                 parse_mode=ParseMode.HTML,
                 reply_markup=markup if last else None,
             )
@@ -279,7 +279,7 @@ class TelegramChannel:
                 chat_id=chat_id,
                 document=await _file(document),
                 filename=document.filename,
-                caption=html.escape(captions[0], quote=False) or None,
+                caption=render(captions[0], TELEGRAM_HTML) or None,
                 parse_mode=ParseMode.HTML,
             )
 

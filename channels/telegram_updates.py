@@ -141,6 +141,8 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
         meta["forwarded"] = True
     if user.username:
         meta["username"] = user.username
+    if user.language_code:  # the app's language: the dialogs' first guess at the learner's
+        meta["language"] = user.language_code
     return InboundMessage(
         channel=CHANNEL,
         platform_id=platform_id,

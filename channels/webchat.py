@@ -85,9 +85,13 @@ class WebChatChannel:
     # outbound ------------------------------------------------------------------------------------------------
 
     async def send(self, delivery: Delivery) -> str:
-        for waiter in self._waiters.get(delivery.chat_id, ()):
-            waiter.set()
         return f"web-{delivery.outbox_id}"
+
+    def after_sent(self, chat_id: str) -> None:
+        """The dispatcher committed a reply as sent: wake this session's event streams (before, they would find
+        nothing yet and sleep until the next poll)."""
+        for waiter in self._waiters.get(chat_id, ()):
+            waiter.set()
 
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
         return ()
@@ -107,5 +111,5 @@ class WebChatChannel:
 
 
 def reply_view(outbox_id: int, payload: dict[str, Any]) -> dict[str, Any]:
-    """What the page gets for one reply."""
-    return {"id": outbox_id, **payload}
+    """What the page gets for one reply; a document's `path` names a file on this server and stays here."""
+    return {"id": outbox_id, **{key: value for key, value in payload.items() if key != "path"}}

@@ -2,9 +2,9 @@
 
 - Text: at most 1,600 characters per message (Twilio's limit for WhatsApp bodies); longer text is split on paragraph,
   sentence or word boundaries and sent as several messages, in order.
-- Formatting: WhatsApp reads *bold*, _italic_, ~strikethrough~ and ```monospace``` in the text itself and has no
-  escape character, so text goes out as the dialogs wrote it: markers they use on purpose format (the same markers
-  Slack reads), and a stray `*` or `_` inside a word is shown as is by WhatsApp.
+- Formatting: the light Markdown dialogs and courses write (**bold**, *italic*, links, bullets) becomes WhatsApp's
+  own *bold* and _italic_ (channels/markdown.py). WhatsApp has no escape character; a stray `*` or `_` inside a word
+  is shown as is.
 - Choices: numbered lines under the text ("1. Alpha"); the person answers with the number or the words, and the core
   maps that back to the choice (bot.pipeline). When a quick-reply content template is configured for that many
   buttons (at most 3 in a session message, titles of at most 20 characters), it is used instead and a tap comes back
@@ -18,6 +18,7 @@ import json
 import re
 
 from bot.messages import Choice, Text
+from channels.markdown import WHATSAPP, render
 from channels.text import split_text
 
 MAX_BODY_CHARS = 1600
@@ -37,7 +38,7 @@ def numbered(text: str, choices: tuple[Choice, ...]) -> str:
 
 def text_bodies(reply: Text) -> list[str]:
     """The bodies of the messages a Text becomes, each within Twilio's 1,600 characters."""
-    return split_text(numbered(reply.text, reply.choices), MAX_BODY_CHARS)
+    return split_text(numbered(render(reply.text, WHATSAPP), reply.choices), MAX_BODY_CHARS)
 
 
 def quick_reply_variables(reply: Text) -> str | None:

@@ -60,15 +60,22 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     if make_url(url).get_backend_name() == "sqlite":
         _ensure_sqlite_folder(url)
+        # One connection: SQLite runs one write transaction at a time anyway, and waiting in the pool's queue is
+        # orderly, where connections waiting inside SQLite sleep and retry (and starve under load).
         engine = create_async_engine(
-            async_url(url), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, pool_size=pool_size
+            async_url(url),
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 * 4,
         )
         _configure_sqlite(engine.sync_engine)
         return engine
-    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping (a round trip per checkout); a dropped connection fails its transaction, which is retried.
+    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
 def make_sync_engine(url: str) -> Engine:
@@ -83,7 +90,7 @@ def make_sync_engine(url: str) -> Engine:
 class Database:
     """One engine and its session factory; `transaction()` is the unit of work of the pipeline."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = url
         self.engine = make_async_engine(url, pool_size=pool_size)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

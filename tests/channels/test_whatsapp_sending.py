@@ -82,8 +82,8 @@ async def test_a_long_reply_goes_in_parts_of_at_most_1600_characters_in_order(ch
     assert all(message.get("StatusCallback") == f"{PUBLIC_BASE_URL}/webhooks/twilio/status" for message in twilio.sent)
 
 
-async def test_choices_go_as_numbered_lines_and_formatting_is_left_to_whatsapp(channel, twilio):
-    await channel.send(delivery(Text("*Quiz*: which letter comes _second_?", QUIZ.choices)))
+async def test_choices_go_as_numbered_lines_and_markdown_becomes_whatsapp_formatting(channel, twilio):
+    await channel.send(delivery(Text("**Quiz**: which letter comes *second*?", QUIZ.choices)))
     assert twilio.sent[0].body == "*Quiz*: which letter comes _second_?\n\n1. Alpha\n2. Beta"
 
 

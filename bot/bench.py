@@ -1,0 +1,787 @@
+"""`lessonbot bench pipeline`: learners at the web chat API of real servers, measured side by side.
+
+One command starts what it measures, one after another, each a separate process on 127.0.0.1 with a free port:
+a bare Starlette echo app under uvicorn (the ceiling: HTTP alone, nothing stored), `lessonbot serve` on a fresh
+SQLite file and `lessonbot serve` on a fresh PostgreSQL database (created, then dropped). `--url` measures a server
+that is already running (instead of those, unless --targets names some).
+
+Each of N conversations opens its own web chat session and sends M messages one after another. Per message:
+- acknowledge latency: from sending the POST to its 202 (the part a webhook caller waits for);
+- reply latency: from sending the POST until the reply shows up in GET /chat/api/messages (polled every
+  --poll-ms, so it is measured to within that interval).
+The first --warmup messages of every conversation (new session, new user) are left out of the figures; the measured
+phase starts for all conversations at once. By default a conversation waits for each reply before its next message,
+as a learner does; `--no-wait` sends back to back and measures how many messages the server can take in.
+
+The load generator (aiohttp, on uvloop when installed) shares the machine's cores with the server: its figures are
+a floor of what the server can do alone, and only figures from one run compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import math
+import os
+import platform
+import resource
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+TARGETS = ("echo", "sqlite", "postgresql")
+LABELS = {"echo": "echo (ceiling)", "sqlite": "SQLite", "postgresql": "PostgreSQL", "url": "server at --url"}
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+STARTUP_SECONDS = 60.0  # a cold start on a busy 2-core machine imports for several seconds
+WARMUP_CAP_SECONDS = 60.0
+
+
+# the command -------------------------------------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    pipeline = bench_kinds(subparsers).add_parser(
+        "pipeline",
+        help="web chat conversations against an echo ceiling, SQLite and PostgreSQL",
+        description=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pipeline.add_argument("--conversations", type=int, default=50, help="conversations at once (default 50)")
+    pipeline.add_argument("--messages", type=int, default=20, help="messages per conversation (default 20)")
+    pipeline.add_argument("--warmup", type=int, default=2, help="first messages of each conversation left out (2)")
+    pipeline.add_argument(
+        "--targets",
+        help=f"comma-separated, from {', '.join(TARGETS)} (default: all; none with --url unless given)",
+    )
+    pipeline.add_argument("--url", help="also measure a Lessonbot already running there, e.g. http://127.0.0.1:8000")
+    pipeline.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_ADMIN_URL,
+        help="a PostgreSQL server where the bench may create and drop a database (default: %(default)s)",
+    )
+    pipeline.add_argument(
+        "--no-wait",
+        dest="wait_for_reply",
+        action="store_false",
+        help="send each conversation's messages back to back instead of waiting for each reply",
+    )
+    pipeline.add_argument("--text", default="/help", help="what learners send; one reply per message (default /help)")
+    pipeline.add_argument("--poll-ms", type=float, default=20.0, help="how often a waiting learner looks for replies")
+    pipeline.add_argument("--duration", type=float, default=60.0, help="cap on the measured phase per target, seconds")
+    pipeline.add_argument("--reply-timeout", type=float, default=30.0, help="a reply later than this is an error")
+    pipeline.add_argument("--request-timeout", type=float, default=10.0, help="per HTTP request, seconds")
+    pipeline.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="machine-readable results: on stdout instead of the table, or written to PATH as well",
+    )
+    pipeline.set_defaults(func=cmd_bench_pipeline)
+
+
+def bench_kinds(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The benchmarks under `lessonbot bench`, shared with the other rooms that add one (whoever registers first)."""
+    bench = subparsers.choices.get("bench") or subparsers.add_parser("bench", help="measure the bot's speed")
+    for action in bench._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return bench.add_subparsers(dest="bench", required=True, metavar="KIND")
+
+
+def cmd_bench_pipeline(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        options = LoadOptions.from_args(args)
+        targets = chosen_targets(args)
+    except ValueError as exc:
+        print(f"lessonbot bench pipeline: {exc}", file=sys.stderr)
+        return 2
+    report = run_event_loop(run_benchmark(options, targets, url=args.url, postgres_url=args.postgres_url))
+    if args.json == "-":
+        print(json.dumps(report, indent=2))
+    else:
+        print(render_report(report))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if any(result["status"] == "failed" for result in report["results"]) else 0
+
+
+def chosen_targets(args: argparse.Namespace) -> list[str]:
+    if args.targets is None:
+        return [] if args.url else list(TARGETS)
+    targets = [name.strip().lower() for name in args.targets.split(",") if name.strip()]
+    unknown = [name for name in targets if name not in TARGETS]
+    if unknown:
+        raise ValueError(f"unknown target {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
+    if not targets and not args.url:
+        raise ValueError("nothing to measure: name --targets or give --url")
+    return [name for name in TARGETS if name in targets]  # the ceiling first, whatever the order given
+
+
+def run_event_loop(coroutine: Any) -> Any:
+    """Run on uvloop when it is installed: the load generator costs less CPU there, leaving more to the server."""
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(coroutine)
+
+
+# what is measured --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    conversations: int
+    messages: int
+    warmup: int
+    wait_for_reply: bool
+    text: str
+    poll_seconds: float
+    duration: float
+    reply_timeout: float
+    request_timeout: float
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> LoadOptions:
+        if args.conversations < 1 or args.messages < 1:
+            raise ValueError("--conversations and --messages must be at least 1")
+        if not 0 <= args.warmup < args.messages:
+            raise ValueError(
+                f"--warmup {args.warmup} leaves nothing to measure with --messages {args.messages}; "
+                "give more messages than warm-up messages"
+            )
+        for name in ("poll_ms", "duration", "reply_timeout", "request_timeout"):
+            if getattr(args, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be greater than 0")
+        if not args.text.strip():
+            raise ValueError("--text must not be empty")
+        return cls(
+            conversations=args.conversations,
+            messages=args.messages,
+            warmup=args.warmup,
+            wait_for_reply=args.wait_for_reply,
+            text=args.text,
+            poll_seconds=args.poll_ms / 1000,
+            duration=args.duration,
+            reply_timeout=args.reply_timeout,
+            request_timeout=args.request_timeout,
+        )
+
+
+@dataclass
+class Samples:
+    """What one target's measured phase produced; times are perf_counter seconds."""
+
+    acks: list[float] = field(default_factory=list)
+    replies: list[float] = field(default_factory=list)
+    last_ack_at: float = 0.0
+    last_reply_at: float = 0.0
+    polls: int = 0
+    extra_replies: int = 0  # more than one reply to a message: --text should get exactly one
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def ack(self, latency: float, at: float) -> None:
+        self.acks.append(latency)
+        self.last_ack_at = max(self.last_ack_at, at)
+
+    def reply(self, latency: float, at: float) -> None:
+        self.replies.append(latency)
+        self.last_reply_at = max(self.last_reply_at, at)
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """Nearest-rank percentile (share in 0..100) of values, None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share / 100 * len(ordered)) - 1)]
+
+
+def summarize(samples: Samples, *, started: float, replies_expected: bool) -> dict[str, Any]:
+    def rate(count: int, until: float) -> float | None:
+        return count / (until - started) if count and until > started else None
+
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value * 1000, 2)
+
+    return {
+        "messages": len(samples.acks),
+        "messages_per_s": rate(len(samples.acks), samples.last_ack_at),
+        "ack_ms": {"p50": ms(percentile(samples.acks, 50)), "p99": ms(percentile(samples.acks, 99))},
+        "replies": len(samples.replies) if replies_expected else None,
+        "replies_per_s": rate(len(samples.replies), samples.last_reply_at) if replies_expected else None,
+        "reply_ms": {"p50": ms(percentile(samples.replies, 50)), "p99": ms(percentile(samples.replies, 99))},
+        "polls": samples.polls if replies_expected else None,
+        "extra_replies": samples.extra_replies if replies_expected else None,
+        "errors": dict(samples.errors),
+        "error_count": sum(samples.errors.values()),
+    }
+
+
+# the load ----------------------------------------------------------------------------------------------------------
+
+
+class StartLine:
+    """Every conversation finishes its warm-up before the measured phase starts for any of them."""
+
+    def __init__(self, conversations: int, duration: float) -> None:
+        self.waiting = conversations
+        self.duration = duration
+        self.go = asyncio.Event()
+        self.started_at = 0.0
+        self.deadline = math.inf
+        if conversations == 0:
+            self.start()
+
+    def start(self) -> None:
+        self.started_at = time.perf_counter()
+        self.deadline = self.started_at + self.duration
+        self.go.set()
+
+    def leave(self) -> None:
+        """One conversation is ready (or gave up during its warm-up): it no longer holds the start back."""
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.start()
+
+    async def arrive(self) -> None:
+        self.leave()
+        await self.go.wait()
+
+
+class Learner:
+    """One conversation: a web chat session, its messages, and the replies still awaited (oldest first)."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.session = f"echo-{number}"
+        self.cursor = 0  # id of the last reply seen
+        self.awaited: deque[tuple[float, bool]] = deque()  # (POST sent at, measured) per accepted message
+        self.early: deque[float] = deque()  # replies seen before their message's 202 came back
+        self.given_up = 0  # replies counted as missing (too late): skipped when they do come
+        self.sending_done = False
+        self.caught_up = asyncio.Event()
+        self.caught_up.set()
+        self.work = asyncio.Event()  # something awaited, or the sender finished
+
+
+class LoadGenerator:
+    def __init__(self, http: Any, base_url: str, options: LoadOptions, *, replies: bool) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self.options = options
+        self.replies = replies
+        self.samples = Samples()
+        self.line = StartLine(options.conversations if options.warmup else 0, options.duration)
+
+    async def run(self) -> tuple[Samples, float]:
+        """Drive every conversation to its end (or the duration cap); the samples and the measured phase's start."""
+        await asyncio.gather(*(self.converse(Learner(number)) for number in range(self.options.conversations)))
+        return self.samples, self.line.started_at
+
+    def error(self, kind: str) -> None:
+        self.samples.errors[kind] += 1
+
+    async def converse(self, learner: Learner) -> None:
+        arrived = self.options.warmup == 0
+        watcher: asyncio.Task[None] | None = None
+        try:
+            if self.replies:
+                learner.session = await self.open_session()
+                watcher = asyncio.get_running_loop().create_task(self.watch(learner))
+            for index in range(self.options.messages):
+                if index == self.options.warmup:
+                    await learner.caught_up.wait()  # warm-up replies are in before the start line
+                    arrived = True
+                    await self.line.arrive()
+                measured = index >= self.options.warmup
+                if measured and time.perf_counter() >= self.line.deadline:
+                    break
+                await self.send(learner, index, measured=measured)
+                if self.replies and self.options.wait_for_reply:
+                    await learner.caught_up.wait()
+            learner.sending_done = True
+            learner.work.set()
+            if watcher is not None:
+                await watcher
+        except Exception as exc:
+            self.error(f"{type(exc).__name__} ({exc})"[:120] if str(exc) else type(exc).__name__)
+        finally:
+            if not arrived:
+                self.line.leave()
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
+
+    async def open_session(self) -> str:
+        async with self.http.post(f"{self.base_url}/chat/api/sessions") as response:
+            body = await response.read()
+            if response.status != 201:
+                raise RuntimeError(f"POST /chat/api/sessions answered {response.status}: {body[:200]!r}")
+            return json.loads(body)["session"]
+
+    async def send(self, learner: Learner, index: int, *, measured: bool) -> None:
+        body = json.dumps({"session": learner.session, "text": self.options.text, "id": f"m{index}"}).encode()
+        sent_at = time.perf_counter()
+        try:
+            async with self.http.post(
+                f"{self.base_url}/chat/api/messages", data=body, headers={"Content-Type": "application/json"}
+            ) as response:
+                await response.read()
+                status = response.status
+        except Exception as exc:
+            self.error(f"POST: {type(exc).__name__}")
+            return
+        acknowledged_at = time.perf_counter()
+        if status != 202:
+            self.error(f"POST answered {status}")
+            return
+        if measured:
+            self.samples.ack(acknowledged_at - sent_at, acknowledged_at)
+        if not self.replies:
+            return
+        while learner.early:
+            seen_at = learner.early.popleft()
+            if seen_at >= sent_at:  # its reply came before its 202
+                self.replied(sent_at, measured, seen_at)
+                return
+            self.samples.extra_replies += 1  # seen before this message was sent: a second reply to an earlier one
+        learner.awaited.append((sent_at, measured))
+        learner.caught_up.clear()
+        learner.work.set()
+
+    def replied(self, sent_at: float, measured: bool, seen_at: float) -> None:
+        if measured:
+            self.samples.reply(seen_at - sent_at, seen_at)
+
+    async def watch(self, learner: Learner) -> None:
+        """Poll the conversation's replies while any is awaited; match them to messages in order."""
+        while not (learner.sending_done and not learner.awaited):
+            if not learner.awaited:
+                learner.work.clear()
+                await learner.work.wait()
+                continue
+            await asyncio.sleep(self.options.poll_seconds)
+            replies = await self.poll(learner)
+            seen_at = time.perf_counter()
+            for reply in replies:
+                learner.cursor = max(learner.cursor, int(reply["id"]))
+                if learner.given_up:
+                    learner.given_up -= 1
+                elif learner.awaited:
+                    sent_at, measured = learner.awaited.popleft()
+                    self.replied(sent_at, measured, seen_at)
+                else:
+                    learner.early.append(seen_at)
+            while learner.awaited and seen_at - learner.awaited[0][0] > self.options.reply_timeout:
+                learner.awaited.popleft()
+                learner.given_up += 1
+                self.error(f"no reply within {self.options.reply_timeout:g} s")
+            if not learner.awaited:
+                learner.caught_up.set()
+
+    async def poll(self, learner: Learner) -> list[dict[str, Any]]:
+        if self.line.go.is_set():
+            self.samples.polls += 1
+        try:
+            async with self.http.get(
+                f"{self.base_url}/chat/api/messages", params={"session": learner.session, "after": learner.cursor}
+            ) as response:
+                body = await response.read()
+                if response.status != 200:
+                    self.error(f"GET answered {response.status}")
+                    return []
+                return json.loads(body)["replies"]
+        except Exception as exc:
+            self.error(f"GET: {type(exc).__name__}")
+            return []
+
+
+# the servers -------------------------------------------------------------------------------------------------------
+
+
+class ServerFailed(Exception):
+    """A server process would not start or died; the message carries the end of its log."""
+
+
+class DatabaseUnreachable(Exception):
+    """The PostgreSQL server for the bench could not be reached; that target is skipped."""
+
+
+@dataclass
+class ServerProcess:
+    label: str
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time the process has used (Linux /proc), None where that cannot be read."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def wait_ready(self, http: Any, path: str) -> dict[str, Any]:
+        deadline = time.perf_counter() + STARTUP_SECONDS
+        last_answer = "no answer"
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise ServerFailed(f"{self.label} exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                async with http.get(f"{self.url}{path}") as response:
+                    body = await response.read()
+                    if response.status == 200:
+                        return json.loads(body)
+                    last_answer = f"{path} answered {response.status} {body[:300].decode(errors='replace')}"
+            except Exception as exc:
+                last_answer = f"{path}: {type(exc).__name__}"  # not listening yet
+            await asyncio.sleep(0.1)
+        raise ServerFailed(
+            f"{self.label} was not ready within {STARTUP_SECONDS:g} s ({last_answer}):\n{self.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def child_environment(workdir: Path, database_url: str | None = None) -> dict[str, str]:
+    """The server's settings: its own data folder and secret, quiet logs; the project importable from anywhere."""
+    env = dict(os.environ)
+    env.update(
+        DATA_DIR=str(workdir / "var"),
+        SECRET_KEY=secrets.token_hex(32),
+        LOG_LEVEL="WARNING",
+        LOG_FORMAT="text",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])),
+    )
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    return env
+
+
+def start_process(label: str, argv: list[str], workdir: Path, env: dict[str, str]) -> ServerProcess:
+    port = free_port()
+    log_path = workdir / f"{label.split()[0].lower()}.log"
+    with log_path.open("wb") as log:
+        # The work folder is the current directory, so a developer's .env does not change what is measured.
+        process = subprocess.Popen(
+            [*argv, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )
+    return ServerProcess(label, process, f"http://127.0.0.1:{port}", log_path)
+
+
+def upgrade_schema(workdir: Path, env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "db", "upgrade"],
+        cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    )
+    if done.returncode != 0:
+        raise ServerFailed(f"`lessonbot db upgrade` failed:\n{(done.stderr or done.stdout)[-2000:]}")
+
+
+@contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A fresh database on the server at admin_url, dropped afterwards; DatabaseUnreachable if there is none."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url)
+
+    def connect() -> psycopg.Connection:
+        return psycopg.connect(
+            host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+            dbname=url.database or "postgres", autocommit=True, connect_timeout=3,
+        )
+
+    shown = url.render_as_string(hide_password=True)
+    name = f"lessonbot_bench_{secrets.token_hex(5)}"
+    try:
+        with connect() as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnreachable(f"PostgreSQL is not reachable at {shown} ({first_line(exc)})") from None
+    except psycopg.Error as exc:
+        raise DatabaseUnreachable(f"could not create a database at {shown} ({first_line(exc)})") from None
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with connect() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def started_server(target: str, workdir: Path, http: Any, postgres_url: str) -> AsyncIterator[ServerProcess]:
+    """Start one target's server and wait until it is ready; stop it (and drop its database) afterwards."""
+    if target == "echo":
+        argv = [sys.executable, "-m", "bot.bench_echo"]
+        server = start_process(LABELS[target], argv, workdir, child_environment(workdir))
+        try:
+            await server.wait_ready(http, "/healthz")
+            yield server
+        finally:
+            server.stop()
+        return
+    with database_for(target, workdir, postgres_url) as database_url:
+        env = child_environment(workdir, database_url)
+        await asyncio.to_thread(upgrade_schema, workdir, env)
+        server = start_process(LABELS[target], [sys.executable, "-m", "bot.cli", "serve"], workdir, env)
+        try:
+            await server.wait_ready(http, "/readyz")
+            yield server
+        finally:
+            server.stop()
+
+
+@contextmanager
+def database_for(target: str, workdir: Path, postgres_url: str) -> Iterator[str]:
+    """The URL of a fresh, empty database for a target: a new SQLite file, or a new PostgreSQL database."""
+    if target == "sqlite":
+        yield f"sqlite:///{workdir / 'bench.db'}"
+    else:
+        with postgres_database(postgres_url) as url:
+            yield url
+
+
+# one run -----------------------------------------------------------------------------------------------------------
+
+
+def client_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def http_client(options: LoadOptions) -> Any:
+    import aiohttp
+
+    # Each conversation holds at most two requests at once (its message and its poll); the pool never makes one wait.
+    pool = options.conversations * 2
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=pool, limit_per_host=pool, ttl_dns_cache=None),
+        timeout=aiohttp.ClientTimeout(total=options.request_timeout),
+    )
+
+
+async def measure(target: str, url: str, options: LoadOptions, http: Any, server: ServerProcess | None) -> dict:
+    replies = target != "echo"
+    load = LoadGenerator(http, url, options, replies=replies)
+    cap = WARMUP_CAP_SECONDS + options.duration + options.reply_timeout
+    cpu: dict[str, float | None] = {}
+
+    async def measured_phase_cpu() -> None:
+        await load.line.go.wait()
+        cpu["server"] = server.cpu_seconds() if server else None
+        cpu["client"] = client_cpu_seconds()
+
+    watcher = asyncio.get_running_loop().create_task(measured_phase_cpu())
+    try:
+        async with asyncio.timeout(cap):
+            samples, started = await load.run()
+    except TimeoutError:
+        load.error(f"cut off by the {cap:g} s cap")
+        samples, started = load.samples, load.line.started_at
+    finally:
+        watcher.cancel()
+    result = {"target": target, "label": LABELS[target], "url": url, "status": "ok", "note": None}
+    result.update(summarize(samples, started=started, replies_expected=replies))
+    server_now = server.cpu_seconds() if server else None
+    result["server_cpu_s"] = (
+        round(server_now - cpu["server"], 2) if server_now is not None and cpu.get("server") is not None else None
+    )
+    result["client_cpu_s"] = round(client_cpu_seconds() - cpu["client"], 2) if "client" in cpu else None
+    result["measured_s"] = round(max(samples.last_ack_at, samples.last_reply_at) - started, 2) if started else None
+    return result
+
+
+def skipped(target: str, status: str, note: str) -> dict[str, Any]:
+    return {"target": target, "label": LABELS[target], "status": status, "note": note}
+
+
+async def run_benchmark(options: LoadOptions, targets: list[str], *, url: str | None, postgres_url: str) -> dict:
+    report = {"machine": machine(), "options": asdict(options) | {"targets": targets, "url": url}, "results": []}
+    with tempfile.TemporaryDirectory(prefix="lessonbot-bench-") as scratch:
+        for target in targets:
+            progress(f"{LABELS[target]}: starting")
+            workdir = Path(scratch) / target
+            workdir.mkdir()
+            http = http_client(options)
+            try:
+                async with started_server(target, workdir, http, postgres_url) as server:
+                    progress(f"{LABELS[target]}: measuring")
+                    result = await measure(target, server.url, options, http, server)
+                    if server.process.poll() is not None:
+                        result |= {"status": "failed", "note": f"the server died during the run:\n{server.log_tail()}"}
+                    report["results"].append(result)
+            except DatabaseUnreachable as exc:
+                report["results"].append(skipped(target, "skipped", f"{exc}; start it or pass --postgres-url"))
+            except ServerFailed as exc:
+                report["results"].append(skipped(target, "failed", str(exc)))
+            finally:
+                await http.close()
+        if url:
+            progress(f"{url}: measuring")
+            http = http_client(options)
+            try:
+                async with http.get(f"{url.rstrip('/')}/healthz") as response:
+                    response.raise_for_status()
+                report["results"].append(await measure("url", url, options, http, None))
+            except Exception as exc:
+                report["results"].append(skipped("url", "failed", f"{url} did not answer /healthz: {exc}"))
+            finally:
+                await http.close()
+    return report
+
+
+def progress(line: str) -> None:
+    print(f"bench: {line}", file=sys.stderr, flush=True)
+
+
+# the report --------------------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    import aiohttp
+    import uvicorn
+
+    from bot.bench_echo import uvicorn_implementations
+
+    cpu_model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    client_loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    return {
+        "cpu": cpu_model,
+        "cores": os.cpu_count(),
+        "load_average": [round(value, 2) for value in os.getloadavg()],
+        "os": platform.platform(terse=True),
+        "python": platform.python_version(),
+        "uvicorn": uvicorn.__version__,
+        **uvicorn_implementations(),
+        "client": f"aiohttp {aiohttp.__version__} on {client_loop}",
+    }
+
+
+def render_report(report: dict[str, Any]) -> str:
+    m, o = report["machine"], report["options"]
+    pace = (
+        "each learner waits for the reply before the next message"
+        if o["wait_for_reply"]
+        else "each learner sends back to back (--no-wait)"
+    )
+    lines = [
+        "Lessonbot pipeline benchmark: learners at the web chat API",
+        f"machine: {m['cpu']}, {m['cores']} cores, load average {m['load_average'][0]:.2f} at start; {m['os']}",
+        f"software: Python {m['python']}, uvicorn {m['uvicorn']} (loop {m['loop']}, http {m['http']}); "
+        f"load generator {m['client']}",
+        f"load: {o['conversations']} conversations x {o['messages']} messages of {o['text']!r} "
+        f"(first {o['warmup']} of each not counted); {pace}; replies polled every {o['poll_seconds'] * 1000:g} ms; "
+        f"cap {o['duration']:g} s",
+        "The load generator runs on the same cores as the server: compare rows of one run, not runs of two machines.",
+    ]
+    if m["cores"] and m["load_average"][0] > m["cores"] / 2:
+        lines.append(
+            f"Busy machine: a load average of {m['load_average'][0]:.1f} on {m['cores']} cores before the run means "
+            "other work competes for the CPU; expect lower figures than on a quiet machine."
+        )
+    lines.append("")
+    header = ("target", "messages/s", "ack p50 ms", "ack p99 ms", "replies/s", "reply p50 ms", "reply p99 ms", "errors")
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    for result in report["results"]:
+        if result["status"] != "ok":
+            rows.append((result["label"], result["status"], *[""] * 6))
+            notes.append(f"{result['label']} {result['status']}: {result['note']}")
+            continue
+        rows.append(
+            (
+                result["label"],
+                number(result["messages_per_s"]),
+                number(result["ack_ms"]["p50"], 1),
+                number(result["ack_ms"]["p99"], 1),
+                number(result["replies_per_s"]),
+                number(result["reply_ms"]["p50"], 1),
+                number(result["reply_ms"]["p99"], 1),
+                str(result["error_count"]),
+            )
+        )
+        detail = [f"{result['messages']} messages measured over {result['measured_s'] or 0:.1f} s"]
+        detail += cpu_notes(result)
+        if result["polls"] is not None and result["replies"]:
+            detail.append(f"{result['polls'] / result['replies']:.1f} polls a reply")
+        if result["extra_replies"]:
+            detail.append(f"{result['extra_replies']} extra replies (send a --text that gets exactly one)")
+        if result["errors"]:
+            detail.append("errors: " + ", ".join(f"{kind} x{count}" for kind, count in result["errors"].items()))
+        notes.append(f"{result['label']}: " + "; ".join(detail))
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+    lines.append("")
+    lines += notes
+    return "\n".join(lines)
+
+
+def cpu_notes(result: dict[str, Any]) -> list[str]:
+    """CPU time used in the measured phase: a server far below one core while slow is waiting, or starved."""
+    notes, seconds = [], result["measured_s"]
+    if result["server_cpu_s"] is not None and result["messages"] and seconds:
+        notes.append(
+            f"server CPU {result['server_cpu_s']:.2f} s ({result['server_cpu_s'] / seconds:.0%} of one core, "
+            f"{result['server_cpu_s'] / result['messages'] * 1000:.2f} ms a message)"
+        )
+    if result["client_cpu_s"] is not None and seconds:
+        notes.append(f"load generator CPU {result['client_cpu_s']:.2f} s ({result['client_cpu_s'] / seconds:.0%})")
+    return notes
+
+
+def number(value: float | None, decimals: int = 0) -> str:
+    return "n/a" if value is None else f"{value:,.{decimals}f}"

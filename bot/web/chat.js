@@ -1,0 +1,569 @@
+// The web chat page: talks JSON to /chat/api and hears replies as server-sent events.
+//
+// Invariants kept here:
+// - Message text is only ever put on the page as text nodes, never parsed as HTML: nothing a reply says is markup.
+// - Each reply is shown once: replies carry increasing ids and anything at or below the highest id seen is ignored,
+//   whether it came from the history request or the event stream.
+// - Each message posted carries a client id; retrying a POST with the same id is recorded once by the server.
+"use strict";
+
+(() => {
+  const API = "chat/api";
+  const MAX_CHARS = 4000; // the server's limit (channels/webchat.py MAX_TEXT_CHARS)
+  const COUNTER_FROM = 3500; // show the counter only when the limit is near
+  const SEND_ATTEMPTS = 3; // tries of one POST through network errors and 5xx answers
+  const TYPING_TIMEOUT_MS = 60000;
+  const HISTORY_PAGES = 50;
+  const SESSION_KEY = "lessonbot.session";
+  // The server gives the page its replies only, so the learner's own side of the conversation is kept here.
+  const SENT_KEY_PREFIX = "lessonbot.sent.";
+  const SENT_KEEP = 200;
+
+  const $ = (id) => document.getElementById(id);
+  const els = {
+    body: document.querySelector(".chat-body"),
+    messages: $("messages"),
+    empty: $("empty"),
+    typing: $("typing"),
+    error: $("error"),
+    form: $("composer"),
+    input: $("input"),
+    send: $("send"),
+    counter: $("counter"),
+    status: $("status"),
+    newChat: $("new-chat"),
+  };
+  const numbers = new Intl.NumberFormat("en");
+
+  let session = null;
+  let lastReplyId = 0;
+  let events = null;
+  let typingTimer = null;
+  let sending = false;
+
+  // storage (may be unavailable, e.g. in some private windows: the chat then lasts as long as the tab) -----------
+
+  const store = {
+    get(key) {
+      try {
+        return window.localStorage.getItem(key);
+      } catch {
+        return null;
+      }
+    },
+    set(key, value) {
+      try {
+        window.localStorage.setItem(key, value);
+      } catch {
+        /* not kept across reloads; nothing else to do */
+      }
+    },
+    remove(key) {
+      try {
+        window.localStorage.removeItem(key);
+      } catch {
+        /* see set */
+      }
+    },
+  };
+
+  function sentKey() {
+    return SENT_KEY_PREFIX + (session || "").split(".")[0];
+  }
+
+  function loadSent() {
+    try {
+      const items = JSON.parse(store.get(sentKey()) || "[]");
+      return Array.isArray(items) ? items.filter((m) => typeof m.text === "string" && Number.isInteger(m.after)) : [];
+    } catch {
+      return [];
+    }
+  }
+
+  function rememberSent(text, after) {
+    const items = loadSent();
+    items.push({ text, after });
+    store.set(sentKey(), JSON.stringify(items.slice(-SENT_KEEP)));
+  }
+
+  // HTTP ---------------------------------------------------------------------------------------------------------
+
+  class ChatError extends Error {}
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function clientId() {
+    if (window.crypto && typeof window.crypto.randomUUID === "function") return window.crypto.randomUUID();
+    // randomUUID exists only on https and localhost; a page opened by address on a local network lacks it.
+    const bytes = window.crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  async function request(method, path, body) {
+    const init = { method, headers: { Accept: "application/json" }, cache: "no-store" };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(path, init); // throws only when the server could not be reached
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    return { status: response.status, ok: response.ok, data };
+  }
+
+  function serverMessage(response) {
+    if (response.data && typeof response.data.error === "string") return response.data.error;
+    return `Lessonbot could not take that (error ${response.status}). Please try again.`;
+  }
+
+  const refused = (response) => response.status === 401 || response.status === 403;
+
+  // session --------------------------------------------------------------------------------------------------------
+
+  async function createSession() {
+    const response = await request("POST", `${API}/sessions`);
+    if (!response.ok || !response.data || typeof response.data.session !== "string") {
+      throw new ChatError(serverMessage(response));
+    }
+    session = response.data.session;
+    store.set(SESSION_KEY, session);
+    lastReplyId = 0;
+  }
+
+  /** The stored session was refused (the server's key changed, or it was altered): continue in a new one. */
+  async function renewSession() {
+    const hadMessages = els.messages.children.length > 0;
+    await createSession();
+    if (hadMessages) appendDivider("New conversation");
+    openEvents();
+  }
+
+  function historyPath(after) {
+    return `${API}/messages?session=${encodeURIComponent(session)}&after=${after}`;
+  }
+
+  async function loadHistory() {
+    const replies = [];
+    let after = 0;
+    for (let page = 0; page < HISTORY_PAGES; page++) {
+      const response = await request("GET", historyPath(after));
+      if (refused(response)) {
+        store.remove(sentKey());
+        await createSession();
+        return;
+      }
+      if (!response.ok) throw new ChatError(serverMessage(response));
+      const batch = response.data.replies || [];
+      if (!batch.length) break;
+      replies.push(...batch);
+      after = batch[batch.length - 1].id;
+    }
+    // Each remembered message of the learner goes before the first reply it had not yet seen; the choices it
+    // answered are spent, as they were when it was sent.
+    const sent = loadSent();
+    let next = 0;
+    const replayLearner = () => {
+      appendLearner(sent[next++].text);
+      disableChoices();
+    };
+    for (const reply of replies) {
+      while (next < sent.length && sent[next].after < reply.id) replayLearner();
+      showReply(reply, { quiet: true });
+    }
+    while (next < sent.length) replayLearner();
+    scrollToEnd(true);
+  }
+
+  // replies as server-sent events ----------------------------------------------------------------------------------
+
+  function openEvents() {
+    if (events) events.close();
+    setStatus("connecting");
+    const source = new EventSource(
+      `${API}/events?session=${encodeURIComponent(session)}&after=${lastReplyId}`
+    );
+    events = source;
+    source.addEventListener("open", () => setStatus("online"));
+    source.addEventListener("reply", (event) => {
+      let reply;
+      try {
+        reply = JSON.parse(event.data);
+      } catch (error) {
+        console.error("a reply that is not JSON", error);
+        return;
+      }
+      showReply(reply);
+    });
+    source.addEventListener("error", () => {
+      if (source !== events) return;
+      if (source.readyState === EventSource.CLOSED) {
+        // The server refused the stream (the browser then gives up): find out why and reconnect.
+        source.close();
+        events = null;
+        setStatus("offline");
+        recoverEvents();
+      } else {
+        setStatus("connecting"); // the browser reconnects by itself, sending the last event id
+      }
+    });
+  }
+
+  async function recoverEvents() {
+    await sleep(2000);
+    try {
+      // EventSource tells no status code, so ask the same question as a plain request.
+      const response = await request("GET", historyPath(lastReplyId));
+      if (refused(response)) {
+        await renewSession();
+        return;
+      }
+    } catch {
+      /* still unreachable: the new stream will retry */
+    }
+    if (!events) openEvents();
+  }
+
+  // sending --------------------------------------------------------------------------------------------------------
+
+  /** POST one message, retrying through network errors and 5xx with the same client id (recorded once). */
+  async function postMessage(fields) {
+    const id = clientId();
+    let renewed = false;
+    for (let attempt = 1; ; attempt++) {
+      if (!session) await createSession();
+      let response;
+      try {
+        response = await request("POST", `${API}/messages`, { session, id, ...fields });
+      } catch {
+        if (attempt >= SEND_ATTEMPTS) {
+          throw new ChatError("Lessonbot can't be reached right now. Check your connection and try again.");
+        }
+        await sleep(400 * 2 ** attempt);
+        continue;
+      }
+      if (refused(response) && !renewed) {
+        renewed = true;
+        await renewSession();
+        continue;
+      }
+      if (response.status >= 500 && attempt < SEND_ATTEMPTS) {
+        await sleep(400 * 2 ** attempt);
+        continue;
+      }
+      if (!response.ok) throw new ChatError(serverMessage(response));
+      return response.data;
+    }
+  }
+
+  function errorText(error) {
+    if (error instanceof ChatError) return error.message;
+    console.error(error);
+    return "Lessonbot can't be reached right now. Check your connection and try again.";
+  }
+
+  async function send(fields, shown, { onSent } = {}) {
+    if (sending) return false;
+    sending = true;
+    setBusy(true);
+    const after = lastReplyId;
+    const bubble = appendLearner(shown, { pending: true });
+    // Done now, not once the POST answers: the reply (with its own choices) may come over the event stream first.
+    const spent = disableChoices();
+    showTyping();
+    try {
+      await postMessage(fields);
+      bubble.classList.remove("message--pending");
+      rememberSent(shown, after);
+      hideError();
+      if (onSent) onSent();
+      return true;
+    } catch (error) {
+      bubble.remove();
+      enableChoices(spent);
+      hideTyping();
+      updateEmptyState();
+      showError(errorText(error));
+      return false;
+    } finally {
+      sending = false;
+      setBusy(false);
+    }
+  }
+
+  async function sendTyped() {
+    const text = els.input.value;
+    if (!text.trim()) {
+      els.input.focus();
+      return;
+    }
+    await send({ text }, text, {
+      onSent: () => {
+        els.input.value = "";
+        resizeInput();
+        updateCounter();
+      },
+    });
+    els.input.focus();
+  }
+
+  async function sendChoice(choice) {
+    await send({ choice: choice.value }, choice.label);
+  }
+
+  // rendering ------------------------------------------------------------------------------------------------------
+
+  const LINK = /\bhttps?:\/\/[^\s<>"']+/g;
+
+  /** Text as text nodes, with web addresses made into links; line breaks are kept by CSS (pre-wrap). */
+  function appendText(parent, text) {
+    let at = 0;
+    for (const match of text.matchAll(LINK)) {
+      let url = match[0];
+      const trailing = url.match(/[.,;:!?)\]]+$/); // sentence punctuation after an address is not part of it
+      if (trailing) url = url.slice(0, -trailing[0].length);
+      parent.append(document.createTextNode(text.slice(at, match.index)));
+      const link = document.createElement("a");
+      link.href = url;
+      link.textContent = url;
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      parent.append(link);
+      at = match.index + url.length;
+    }
+    parent.append(document.createTextNode(text.slice(at)));
+  }
+
+  function appendMessage(who) {
+    const item = document.createElement("li");
+    item.className = `message message--${who}`;
+    const label = document.createElement("span");
+    label.className = "visually-hidden";
+    label.textContent = who === "bot" ? "Lessonbot said:" : "You said:";
+    const bubble = document.createElement("div");
+    bubble.className = "bubble";
+    item.append(label, bubble);
+    els.messages.append(item);
+    updateEmptyState();
+    return item;
+  }
+
+  function appendLearner(text, { pending = false } = {}) {
+    const item = appendMessage("learner");
+    if (pending) item.classList.add("message--pending");
+    appendText(item.querySelector(".bubble"), text);
+    return item;
+  }
+
+  function appendDivider(text) {
+    const item = document.createElement("li");
+    item.className = "divider";
+    item.textContent = text;
+    // A message being sent when the session was replaced belongs to the new conversation.
+    els.messages.insertBefore(item, els.messages.querySelector(".message--pending"));
+  }
+
+  function safeUrl(url) {
+    if (typeof url !== "string") return null;
+    try {
+      const parsed = new URL(url, window.location.href);
+      return parsed.protocol === "https:" || parsed.protocol === "http:" ? parsed.href : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function renderDocument(bubble, reply) {
+    const card = document.createElement("div");
+    card.className = "document";
+    const icon = document.createElement("span");
+    icon.className = "document-icon";
+    icon.setAttribute("aria-hidden", "true");
+    const name = document.createElement("span");
+    name.className = "document-name";
+    const url = safeUrl(reply.url);
+    const filename = typeof reply.filename === "string" && reply.filename ? reply.filename : "document";
+    if (url) {
+      const link = document.createElement("a");
+      link.href = url;
+      link.textContent = filename;
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      name.append(link);
+    } else {
+      name.textContent = filename;
+    }
+    card.append(icon, name);
+    bubble.append(card);
+    if (typeof reply.caption === "string" && reply.caption) {
+      const caption = document.createElement("p");
+      caption.className = "document-caption";
+      appendText(caption, reply.caption);
+      bubble.append(caption);
+    }
+  }
+
+  function renderChoices(item, choices) {
+    const group = document.createElement("div");
+    group.className = "choices";
+    group.setAttribute("role", "group");
+    group.setAttribute("aria-label", "Choices");
+    for (const choice of choices) {
+      if (!choice || typeof choice.label !== "string" || typeof choice.value !== "string") continue;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "choice";
+      button.textContent = choice.label;
+      button.addEventListener("click", () => sendChoice(choice));
+      group.append(button);
+    }
+    item.append(group);
+  }
+
+  /** Spend every choice on the page (the learner has answered); returns the buttons it disabled. */
+  function disableChoices() {
+    const buttons = Array.from(document.querySelectorAll(".choice:not(:disabled)"));
+    buttons.forEach((button) => (button.disabled = true));
+    return buttons;
+  }
+
+  function enableChoices(buttons) {
+    buttons.forEach((button) => (button.disabled = false));
+  }
+
+  function showReply(reply, { quiet = false } = {}) {
+    if (!reply || !Number.isInteger(reply.id) || reply.id <= lastReplyId) return;
+    lastReplyId = reply.id;
+    hideTyping();
+    const item = appendMessage("bot");
+    const bubble = item.querySelector(".bubble");
+    if (reply.kind === "document") {
+      renderDocument(bubble, reply);
+    } else {
+      appendText(bubble, typeof reply.text === "string" ? reply.text : "");
+    }
+    if (Array.isArray(reply.choices) && reply.choices.length) renderChoices(item, reply.choices);
+    if (!quiet) scrollToEnd(false);
+  }
+
+  // the rest of the page -------------------------------------------------------------------------------------------
+
+  function updateEmptyState() {
+    els.empty.hidden = els.messages.children.length > 0;
+  }
+
+  function nearEnd() {
+    return els.body.scrollHeight - els.body.scrollTop - els.body.clientHeight < 120;
+  }
+
+  function scrollToEnd(force) {
+    if (force || nearEnd()) els.body.scrollTop = els.body.scrollHeight;
+  }
+
+  function showTyping() {
+    els.typing.hidden = false;
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(hideTyping, TYPING_TIMEOUT_MS);
+    scrollToEnd(true);
+  }
+
+  function hideTyping() {
+    clearTimeout(typingTimer);
+    els.typing.hidden = true;
+  }
+
+  function showError(message) {
+    els.error.textContent = message;
+    els.error.hidden = false;
+  }
+
+  function hideError() {
+    els.error.hidden = true;
+    els.error.textContent = "";
+  }
+
+  const STATUS_TEXT = { connecting: "Connecting…", online: "Online", offline: "Offline" };
+
+  function setStatus(state) {
+    els.status.dataset.state = state;
+    els.status.textContent = STATUS_TEXT[state];
+  }
+
+  function setBusy(busy) {
+    els.send.disabled = busy;
+    els.form.setAttribute("aria-busy", String(busy));
+  }
+
+  function resizeInput() {
+    els.input.style.height = "auto";
+    els.input.style.height = `${Math.min(els.input.scrollHeight, 160)}px`;
+  }
+
+  function updateCounter() {
+    const length = Array.from(els.input.value).length; // code points, as the server counts
+    const near = length >= COUNTER_FROM;
+    els.counter.hidden = !near;
+    els.counter.classList.toggle("counter--over", length > MAX_CHARS);
+    els.counter.textContent = near ? `${numbers.format(length)} / ${numbers.format(MAX_CHARS)}` : "";
+  }
+
+  async function newChat() {
+    if (events) events.close();
+    events = null;
+    store.remove(sentKey());
+    store.remove(SESSION_KEY);
+    session = null;
+    els.messages.replaceChildren();
+    hideTyping();
+    hideError();
+    updateEmptyState();
+    try {
+      await createSession();
+      openEvents();
+    } catch (error) {
+      showError(errorText(error));
+    }
+    els.input.focus();
+  }
+
+  async function start(attempt = 1) {
+    session = store.get(SESSION_KEY);
+    try {
+      if (!session) await createSession();
+      await loadHistory();
+      openEvents();
+      hideError();
+    } catch (error) {
+      setStatus("offline");
+      showError(
+        error instanceof ChatError ? error.message : "Lessonbot can't be reached right now; trying again…"
+      );
+      els.messages.replaceChildren();
+      lastReplyId = 0;
+      setTimeout(() => start(attempt + 1), Math.min(30000, 1000 * 2 ** attempt));
+    }
+  }
+
+  els.form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendTyped();
+  });
+  els.input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      sendTyped();
+    }
+  });
+  els.input.addEventListener("input", () => {
+    resizeInput();
+    updateCounter();
+  });
+  els.newChat.addEventListener("click", newChat);
+
+  updateEmptyState();
+  start();
+  els.input.focus();
+})();

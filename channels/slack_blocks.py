@@ -1,0 +1,160 @@
+"""Slack's text formats, both ways: the core's replies as Block Kit messages, Slack's mrkdwn as the core's plain text.
+
+Limits kept here (https://docs.slack.dev/reference/block-kit/blocks):
+- a text object holds at most 3,000 characters, so long text goes over several section blocks;
+- a message holds at most 50 blocks, so longer replies go over several messages;
+- an actions block holds at most 25 elements; a button's text at most 75 characters, its value at most 2,000;
+- `text` is always given as well: Slack shows it in notifications and to clients that cannot draw blocks.
+Our light Markdown (**bold**, *italic*, links, bullets) becomes mrkdwn (channels/markdown.py); mrkdwn treats &, <
+and > as control characters, so every piece of our text is escaped as &amp; &lt; &gt; first.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bot.messages import Document, Text
+from channels.markdown import SLACK_MRKDWN, render
+from channels.text import split_text
+
+SECTION_TEXT_LIMIT = 3000
+BLOCKS_PER_MESSAGE = 50
+BUTTONS_PER_ACTIONS_BLOCK = 25
+BUTTON_TEXT_LIMIT = 75
+BUTTON_VALUE_LIMIT = 2000
+FALLBACK_TEXT_LIMIT = SECTION_TEXT_LIMIT  # notifications show only the start; Slack cuts `text` at 40,000
+
+
+class ReplyNotRenderable(ValueError):
+    """A reply Slack would refuse whatever we did (no text and no choices, a button value over 2,000 characters)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlackMessage:
+    """One chat.postMessage: `text` is the notification fallback (mrkdwn), `blocks` what Slack draws."""
+
+    text: str
+    blocks: list[dict[str, Any]]
+
+
+def escape_mrkdwn(text: str) -> str:
+    """Escape Slack's three control characters; anything else (*bold*, _italic_) keeps its mrkdwn meaning."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_text(reply: Text) -> list[SlackMessage]:
+    """A text reply as one or more messages: section blocks of at most 3,000 characters, then the buttons."""
+    sections = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": part}}
+        for part in escaped_parts(reply.text, SECTION_TEXT_LIMIT)
+    ]
+    actions = _actions_blocks(reply)
+    if not sections and not actions:
+        raise ReplyNotRenderable("the reply has neither text nor choices")
+    blocks = sections + actions
+    messages = []
+    for start in range(0, len(blocks), BLOCKS_PER_MESSAGE):
+        chunk = blocks[start : start + BLOCKS_PER_MESSAGE]
+        messages.append(SlackMessage(text=_fallback(chunk, reply), blocks=chunk))
+    return messages
+
+
+def render_link(document: Document) -> SlackMessage:
+    """A document we cannot upload (it has only a URL): a message with a link to it and its caption."""
+    assert document.url, "render_link needs a document with a url"
+    link = f"<{_escape_url(document.url)}|{escape_mrkdwn(document.filename or document.url)}>"
+    text = f"{render(document.caption, SLACK_MRKDWN)}\n{link}" if document.caption else link
+    return SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
+
+
+def escaped_parts(text: str, limit: int) -> list[str]:
+    """`text` split on paragraph/sentence/word boundaries so that each part is at most `limit` once escaped."""
+    if not text.strip():
+        return []
+    return _escaped_parts(text.strip(), raw_limit=limit, limit=limit)
+
+
+def _escaped_parts(text: str, *, raw_limit: int, limit: int) -> list[str]:
+    parts: list[str] = []
+    for piece in split_text(text, raw_limit):
+        escaped = render(piece, SLACK_MRKDWN)
+        if len(escaped) <= limit:
+            parts.append(escaped)
+        else:
+            # Escaping grew the piece past the limit (many & < >): split it again, smaller by the same ratio.
+            smaller = max(1, raw_limit * limit // len(escaped) - 1)
+            parts += _escaped_parts(piece, raw_limit=smaller, limit=limit)
+    return parts
+
+
+def _actions_blocks(reply: Text) -> list[dict[str, Any]]:
+    buttons = []
+    for index, choice in enumerate(reply.choices):
+        if len(choice.value) > BUTTON_VALUE_LIMIT:
+            raise ReplyNotRenderable(
+                f"choice {choice.label!r} has a value of {len(choice.value):,} characters; Slack allows "
+                f"{BUTTON_VALUE_LIMIT:,}"
+            )
+        label = choice.label.strip() or choice.value or "…"
+        if len(label) > BUTTON_TEXT_LIMIT:
+            label = label[: BUTTON_TEXT_LIMIT - 1].rstrip() + "…"
+        buttons.append(
+            {
+                "type": "button",
+                # plain_text is shown as given: no mrkdwn, so no escaping
+                "text": {"type": "plain_text", "text": label, "emoji": True},
+                "value": choice.value,
+                "action_id": f"choice-{index}",  # unique within the message, as Slack requires
+            }
+        )
+    return [
+        {"type": "actions", "block_id": f"choices-{start // BUTTONS_PER_ACTIONS_BLOCK}",
+         "elements": buttons[start : start + BUTTONS_PER_ACTIONS_BLOCK]}
+        for start in range(0, len(buttons), BUTTONS_PER_ACTIONS_BLOCK)
+    ]
+
+
+def _fallback(blocks: list[dict[str, Any]], reply: Text) -> str:
+    """The message's first section (already escaped and within the limit), else the choices' labels."""
+    for block in blocks:
+        if block["type"] == "section":
+            return block["text"]["text"]
+    labels = ", ".join(choice.label for choice in reply.choices)
+    return escape_mrkdwn(labels[:FALLBACK_TEXT_LIMIT])
+
+
+def _escape_url(url: str) -> str:
+    # Inside <url|label> a '|' or '>' would end the URL early; Slack reads percent-encoded ones as the same URL.
+    return escape_mrkdwn(url.replace("|", "%7C"))
+
+
+# inbound: mrkdwn → the core's plain text --------------------------------------------------------------------------
+
+_ANGLE = re.compile(r"<([^<>]*)>")
+_SPECIALS = {"!here": "@here", "!channel": "@channel", "!everyone": "@everyone"}
+
+
+def plain_text(mrkdwn: str, *, bot_user_id: str | None = None) -> str:
+    """What a person typed, from Slack's wire form: our own @mention dropped, links and mentions readable,
+    &amp; &lt; &gt; unescaped (https://docs.slack.dev/messaging/formatting-message-text)."""
+
+    def readable(match: re.Match[str]) -> str:
+        inner = match.group(1)
+        target, _, label = inner.partition("|")
+        if target.startswith("@"):
+            if bot_user_id and target[1:] == bot_user_id:
+                return ""
+            return f"@{label or target[1:]}"
+        if target.startswith("#"):
+            return f"#{label or target[1:]}"
+        if target.startswith("!"):
+            return _SPECIALS.get(target, label or target)
+        if target.startswith("mailto:"):
+            return label or target[len("mailto:") :]
+        return label or target
+
+    text = _ANGLE.sub(readable, mrkdwn)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return re.sub(r"[ \t]{2,}", " ", text).strip()

@@ -1,0 +1,193 @@
+"""What Slack sends us (Events API, interactivity, slash commands), in the core's terms.
+
+Each function takes a verified request body and returns an `InboundMessage`, or `Ignored` with the reason (kept
+for the log, and for slash commands a line to show the person). Decisions kept here:
+
+- `chat_id` is "<installation>:<channel>": the workspace id (T…), or the org id (E…) for an org-wide Enterprise Grid
+  install, then the channel (a D… direct message, or the channel where the bot was mentioned). The prefix is what
+  sending needs to find the workspace's bot token when the app is installed in many workspaces; it is kept with
+  one workspace too, so a move to distribution keeps every conversation.
+- Replies go to the channel itself, not into threads: a mention inside a thread is answered in its channel, and
+  the thread's ts is kept in `meta["thread_ts"]`.
+- `sender_id` is "<team>/<user>" (the person's own workspace), so admins are written `slack:T01/U02`.
+- `platform_id` deduplicates: the Events API's event_id (a retry with X-Slack-Retry-Num carries the same one);
+  "action:<channel>:<message ts>:<action ts>" for a button press (one press of one button on one message),
+  falling back to its trigger_id; "command:<trigger_id>" for a slash command.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bot.messages import InboundMessage
+from channels.slack_blocks import plain_text
+
+CHANNEL = "slack"
+
+# Slash command → what the core's dialogs understand. /ask sends its question as free text (the question answerer
+# takes free text); the others name the commands the lesson and quiz dialogs offer.
+SLASH_COMMANDS: dict[str, str] = {
+    "/lesson": "/next",
+    "/quiz": "/review",
+    "/progress": "/progress",
+    "/ask": "",
+}
+
+# Message subtypes that are still a person speaking; every other subtype (message_changed, message_deleted,
+# channel_join, bot_message, …) is ignored.
+SPOKEN_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
+
+# Slack ids (T…, U…, C…, D…, E…) and timestamps ("1596530385.194939"); anything else is not from Slack. The
+# lengths keep every platform_id within its 200-character column.
+_SLACK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$")
+_TRIGGER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")  # "398738663015.47445629121.803a0bc8…"
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A verified request that is not a learner's message: acknowledged, logged with `reason`, stored nowhere."""
+
+    reason: str
+    answer: str | None = None  # shown to the person (slash commands only): what to do instead
+
+
+Outcome = InboundMessage | Ignored
+
+
+def _id(value: object, pattern: re.Pattern[str] = _SLACK_ID) -> str | None:
+    return value if isinstance(value, str) and pattern.match(value) else None
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def installation_of(*, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None) -> str:
+    """The chat_id prefix: the org for an org-wide install, else the workspace."""
+    return (enterprise_id if is_enterprise_install else team_id) or ""
+
+
+def chat_id_for(installation: str, channel: str) -> str:
+    return f"{installation}:{channel}"
+
+
+def split_chat_id(chat_id: str) -> tuple[str, str]:
+    """(installation, channel) out of "T01:C123"; a bare channel id has no installation."""
+    installation, sep, channel = chat_id.rpartition(":")
+    return (installation, channel) if sep else ("", chat_id)
+
+
+def message_from_event(body: dict[str, Any], *, installation: str, bot_user_id: str | None) -> Outcome:
+    """A direct message (message.im) or a mention in a channel (app_mention)."""
+    event = _dict(body.get("event"))
+    kind = event.get("type")
+    event_id = _id(body.get("event_id"))
+    if event_id is None:
+        return Ignored(f"{kind} event without an event_id to deduplicate on")
+    subtype = event.get("subtype") or None
+    if subtype is not None and subtype not in SPOKEN_SUBTYPES:
+        return Ignored(f"message subtype {subtype!r}: not a person speaking")
+    if event.get("bot_id") or event.get("bot_profile"):
+        return Ignored(f"{kind} from a bot")
+    user, channel = _id(event.get("user")), _id(event.get("channel"))
+    if user is None or channel is None:
+        return Ignored(f"{kind} without a user or channel")
+    if bot_user_id and user == bot_user_id:
+        return Ignored(f"{kind} from this app's own bot user")
+    if kind == "message" and event.get("channel_type") != "im":
+        return Ignored(f"message in a {event.get('channel_type') or 'channel'}: there the bot answers only mentions")
+    if kind == "app_mention" and channel.startswith("D"):
+        return Ignored("mention inside a direct message: its message event carries it")
+    if not _id(installation):
+        return Ignored(f"{kind} without a workspace id")
+    text = plain_text(str(event.get("text") or ""), bot_user_id=bot_user_id)
+    if not text:
+        return Ignored(f"{kind} without text")
+    team = _id(event.get("user_team")) or _id(event.get("team")) or installation
+    meta: dict[str, Any] = {"event": kind}
+    if _id(event.get("thread_ts")):
+        meta["thread_ts"] = event["thread_ts"]
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=event_id,
+        chat_id=chat_id_for(installation, channel),
+        sender_id=f"{team}/{user}",
+        text=text,
+        meta=meta,
+    )
+
+
+def message_from_action(body: dict[str, Any], *, installation: str) -> Outcome:
+    """A pressed button (or a picked menu option): the choice's value, with its label as the text."""
+    actions = body.get("actions")
+    action = _dict(actions[0]) if isinstance(actions, list) and actions else {}
+    option = _dict(action.get("selected_option"))
+    value = action.get("value") or option.get("value")
+    if not isinstance(value, str) or not value:
+        return Ignored(f"block action {action.get('type') or 'of no type'} without a value")
+    user = _dict(body.get("user"))
+    container = _dict(body.get("container"))
+    user_id = _id(user.get("id"))
+    channel = _id(container.get("channel_id")) or _id(_dict(body.get("channel")).get("id"))
+    if user_id is None:
+        return Ignored("block action without a user")
+    if channel is None:
+        return Ignored("block action outside a conversation (a modal or the app home): nowhere to answer")
+    if not _id(installation):
+        return Ignored("block action without a workspace id")
+    message_ts = _id(container.get("message_ts")) or _id(_dict(body.get("message")).get("ts"))
+    action_ts, trigger_id = _id(action.get("action_ts")), _id(body.get("trigger_id"), _TRIGGER_ID)
+    if message_ts and action_ts:
+        platform_id = f"action:{channel}:{message_ts}:{action_ts}"
+    elif trigger_id:
+        platform_id = f"action:{trigger_id}"
+    else:
+        return Ignored("block action without an action_ts or trigger_id to deduplicate on")
+    label = _dict(action.get("text")).get("text") or _dict(option.get("text")).get("text")
+    team = _id(user.get("team_id")) or _id(_dict(body.get("team")).get("id")) or installation
+    name = user.get("name") or user.get("username")
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=platform_id,
+        chat_id=chat_id_for(installation, channel),
+        sender_id=f"{team}/{user_id}",
+        text=label if isinstance(label, str) and label else value,
+        choice=value,
+        sender_name=name if isinstance(name, str) and name else None,
+        meta={"event": "block_actions", "action_id": str(action.get("action_id") or "")[:64]},
+    )
+
+
+def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
+    """/lesson, /quiz, /progress as the core's commands; /ask's question as free text."""
+    command = body.get("command")
+    if command not in SLASH_COMMANDS:
+        known = ", ".join(SLASH_COMMANDS)
+        return Ignored(
+            f"unknown slash command {command!r}",
+            answer=f"Lessonbot does not know {command or 'that command'}. Try {known}.",
+        )
+    trigger_id = _id(body.get("trigger_id"), _TRIGGER_ID)
+    user, channel = _id(body.get("user_id")), _id(body.get("channel_id"))
+    if trigger_id is None or user is None or channel is None or not _id(installation):
+        return Ignored(f"{command} without a trigger_id, user, channel or workspace")
+    words = plain_text(str(body.get("text") or ""))
+    if command == "/ask":
+        if not words:
+            return Ignored("/ask without a question", answer="Type your question after /ask, e.g. /ask What is a noun?")
+        text = words
+    else:
+        text = f"{SLASH_COMMANDS[command]} {words}".strip()
+    team = _id(body.get("team_id")) or installation
+    name = body.get("user_name")
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=f"command:{trigger_id}",
+        chat_id=chat_id_for(installation, channel),
+        sender_id=f"{team}/{user}",
+        text=text,
+        sender_name=name if isinstance(name, str) and name else None,
+        meta={"event": "command", "command": command},
+    )

@@ -1,0 +1,118 @@
+"""slack_sdk's installation and OAuth state store interfaces, over records kept by the core.
+
+A channel may not touch storage, so the records come in through the small protocol below (the core's
+`bot.slack_installations` implements them over our database); Bolt's OAuth flow and authorization, and the
+channel's sending side, use them through slack_sdk's own `AsyncInstallationStore` / `AsyncOAuthStateStore`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from slack_sdk.oauth.installation_store import Bot, Installation
+from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
+from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
+
+log = logging.getLogger(__name__)
+
+# The keyword arguments `Bot(...)` accepts, out of an installation record's fields.
+_BOT_ARGUMENTS = (
+    "app_id", "enterprise_id", "enterprise_name", "team_id", "team_name", "bot_token", "bot_id", "bot_user_id",
+    "bot_scopes", "bot_refresh_token", "bot_token_expires_at", "is_enterprise_install", "installed_at",
+)
+
+
+class InstallationRecords(Protocol):
+    """Installations as plain dicts keyed by Slack's field names (see slack_sdk's `Installation.to_dict`), and the
+    install flow's one-time states."""
+
+    async def save(self, fields: Mapping[str, Any], *, bot_only: bool = False) -> None: ...
+
+    async def find(
+        self, *, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None = False
+    ) -> dict[str, Any] | None: ...
+
+    async def delete(self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None) -> None: ...
+
+    async def delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> None: ...
+
+    async def issue_state(self, *, expires_in: float) -> str: ...
+
+    async def consume_state(self, state: str) -> bool: ...
+
+    async def close(self) -> None:
+        """Release what the records hold (database connections)."""
+        ...
+
+
+class SlackInstallationStore(AsyncInstallationStore):
+    """Bot installations per workspace; Bolt authorizes each request with it and `send` finds the token in it."""
+
+    def __init__(self, records: InstallationRecords) -> None:
+        self.records = records
+
+    @property
+    def logger(self) -> logging.Logger:
+        return log
+
+    async def async_save(self, installation: Installation) -> None:
+        await self.records.save(installation.to_dict())
+
+    async def async_save_bot(self, bot: Bot) -> None:
+        await self.records.save(bot.to_dict(), bot_only=True)
+
+    async def async_find_bot(
+        self, *, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None = False
+    ) -> Bot | None:
+        record = await self.records.find(
+            enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=is_enterprise_install
+        )
+        if record is None or not record.get("bot_token"):
+            return None
+        return Bot(**{name: record[name] for name in _BOT_ARGUMENTS})
+
+    async def async_find_installation(
+        self,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+        is_enterprise_install: bool | None = False,
+    ) -> Installation | None:
+        record = await self.records.find(
+            enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=is_enterprise_install
+        )
+        if record is None or (user_id is not None and record.get("user_id") != user_id):
+            return None
+        return Installation(**record)
+
+    async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> None:
+        await self.records.delete_bot(enterprise_id=enterprise_id, team_id=team_id)
+
+    async def async_delete_installation(
+        self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None
+    ) -> None:
+        await self.records.delete(enterprise_id=enterprise_id, team_id=team_id, user_id=user_id)
+
+    async def async_delete_all(self, *, enterprise_id: str | None, team_id: str | None) -> None:
+        await self.records.delete(enterprise_id=enterprise_id, team_id=team_id)
+
+
+class SlackOAuthStateStore(AsyncOAuthStateStore):
+    """The install flow's `state` values, in the database so any web worker can finish an install another began."""
+
+    def __init__(self, records: InstallationRecords, *, expiration_seconds: int = 600) -> None:
+        self.records = records
+        self.expiration_seconds = expiration_seconds
+
+    @property
+    def logger(self) -> logging.Logger:
+        return log
+
+    async def async_issue(self, *args: Any, **kwargs: Any) -> str:
+        return await self.records.issue_state(expires_in=self.expiration_seconds)
+
+    async def async_consume(self, state: str) -> bool:
+        return await self.records.consume_state(state)

@@ -1,0 +1,181 @@
+"""The question answerer the dialogs call for any question no step expects.
+
+    answer = await answerer.answer(question, learner=user.id, allowed_courses={"python-101"})
+
+In order: the learner's per-minute allowance (shared through the database), retrieval from the allowed courses
+only, then the answer: from the cache when the same question met the same passages before, else from the model
+(when OPENAI_MODEL is set, within the learner's daily token budget), else extractive. A model failure or a reply
+that fails the checks falls back to the extractive answer; errors are logged, never shown to the learner.
+
+It owns its own database sessions (never the turn's), so the pipeline can run it outside the turn's transaction:
+`turn.call_outside_transaction("answer", lambda: answerer.answer(...))`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import replace
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from knowledge import extractive
+from knowledge.answer import BUDGET_SPENT, EMPTY_QUESTION, NO_COURSES, NOT_COVERED, TOO_FAST, Answer
+from knowledge.generation import PASSAGES as MODEL_PASSAGES
+from knowledge.generation import ModelAnswerer, UngroundedReply
+from knowledge.retrieval import Mode, Passage, Retriever
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from knowledge.store import KnowledgeStore
+    from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+MAX_QUESTION_CHARACTERS = 1000
+PASSAGES = 5
+
+
+class Answerer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: KnowledgeStore | None = None,
+        database: Database | None = None,
+        mode: Mode = "hybrid",
+        extractive_only: bool = False,
+        canary: str | None = None,
+    ) -> None:
+        """`database`: where allowances and cached answers live; None turns both off (evaluation, scripts)."""
+        from knowledge.store import open_store
+
+        self.settings = settings
+        self.store = store or open_store(settings)
+        self.retriever = Retriever(self.store, mode=mode)
+        self.database = database
+        self.model: ModelAnswerer | None = None
+        if settings.openai_model and not extractive_only:
+            self.model = ModelAnswerer(settings, canary=canary)
+
+    async def answer(
+        self,
+        question: str,
+        *,
+        learner: str | int,
+        allowed_courses: Collection[str],
+        on_partial: Callable[[str], Awaitable[None]] | None = None,
+    ) -> Answer:
+        """Answer `question` from `allowed_courses` only. `on_partial` (for channels that show text as it is
+        written) receives the model's answer so far; it is not called for extractive or cached answers."""
+        question = " ".join(question.split())[:MAX_QUESTION_CHARACTERS]
+        learner_key = str(learner)
+        if not question:
+            return Answer(text=EMPTY_QUESTION, declined=True)
+        if not await self._take_question(learner_key):
+            return Answer(text=TOO_FAST, limited=True)
+        if not allowed_courses:
+            return Answer(text=NO_COURSES, declined=True)
+        passages = await asyncio.to_thread(self.retriever.retrieve, question, allowed_courses=allowed_courses,
+                                           limit=PASSAGES)
+        return await self.compose(
+            question, passages, learner=learner_key, allowed_courses=allowed_courses, on_partial=on_partial
+        )
+
+    async def compose(
+        self,
+        question: str,
+        passages: list[Passage],
+        *,
+        learner: str,
+        allowed_courses: Collection[str],
+        on_partial: Callable[[str], Awaitable[None]] | None = None,
+    ) -> Answer:
+        """The answer from passages already retrieved (the evaluation times retrieval and this apart)."""
+        if not passages:
+            return Answer(text=NOT_COVERED, declined=True)
+        if self.model is None:
+            return await self._extractive(question, passages, allowed_courses)
+
+        key = self._cache_key(question, passages)
+        cached = await self._cached(key)
+        if cached is not None:
+            return cached
+        if not await self._within_budget(learner):
+            return Answer(text=BUDGET_SPENT, limited=True)
+        given = passages[:MODEL_PASSAGES]
+        try:
+            reply = await self.model.reply(question, given, on_partial=on_partial)
+        except Exception:
+            log.exception("the answer model failed; answering extractively", extra={"model": self.model.model_name})
+            return await self._extractive(question, passages, allowed_courses)
+        await self._spend(learner, reply.tokens)
+        try:
+            answer = self.model.answer(reply, given)
+        except UngroundedReply as exc:
+            log.warning("model reply discarded: %s", exc, extra={"model": self.model.model_name})
+            return await self._extractive(question, passages, allowed_courses, tokens=reply.tokens)
+        await self._remember(key, answer)
+        return answer
+
+    async def _extractive(
+        self, question: str, passages: list[Passage], allowed_courses: Collection[str], *, tokens: int = 0
+    ) -> Answer:
+        rarity = await asyncio.to_thread(self.retriever.rarity, allowed_courses)
+        answer = extractive.compose(question, passages, rarity=rarity)
+        return replace(answer, tokens=tokens)
+
+    # shared state (database) --------------------------------------------------------------------------------------
+
+    def _cache_key(self, question: str, passages: list[Passage]) -> str:
+        # passage ids hash their text, so an edited lesson changes the key; casing and spacing do not
+        material = "\0".join([self.model.model_name if self.model else "", question.lower(),
+                              *sorted(p.chunk_id for p in passages)])
+        return hashlib.sha256(material.encode()).hexdigest()
+
+    async def _take_question(self, learner: str) -> bool:
+        if self.database is None:
+            return True
+        from storage.knowledge import take_question
+
+        async with self.database.transaction() as session:
+            return await take_question(session, learner, per_minute=self.settings.knowledge_rate_limit_per_minute)
+
+    async def _within_budget(self, learner: str) -> bool:
+        if self.database is None:
+            return True
+        from storage.knowledge import tokens_spent_today
+
+        async with self.database.sessions() as session:
+            spent = await tokens_spent_today(session, learner)
+        return spent < self.settings.knowledge_daily_token_budget
+
+    async def _spend(self, learner: str, tokens: int) -> None:
+        if self.database is None or not tokens:
+            return
+        from storage.knowledge import spend_tokens
+
+        async with self.database.transaction() as session:
+            await spend_tokens(session, learner, tokens)
+
+    async def _cached(self, key: str) -> Answer | None:
+        if self.database is None or not self.settings.knowledge_cache_seconds:
+            return None
+        from storage.knowledge import cached_answer
+
+        max_age = timedelta(seconds=self.settings.knowledge_cache_seconds)
+        async with self.database.sessions() as session:
+            payload = await cached_answer(session, key, max_age=max_age)
+        return Answer.from_payload(payload, cached=True) if payload is not None else None
+
+    async def _remember(self, key: str, answer: Answer) -> None:
+        if self.database is None or not self.settings.knowledge_cache_seconds:
+            return
+        from storage.knowledge import remember_answer
+
+        async with self.database.transaction() as session:
+            await remember_answer(
+                session, key, answer.to_payload(), max_age=timedelta(seconds=self.settings.knowledge_cache_seconds)
+            )

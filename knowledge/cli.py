@@ -1,0 +1,140 @@
+"""The knowledge room's commands: `lessonbot ingest`, `lessonbot eval knowledge`, `lessonbot bench knowledge`.
+
+Heavy imports (chromadb, onnxruntime) stay inside the command functions, so `lessonbot --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    ingest = subparsers.add_parser(
+        "ingest", help="add course material (Markdown, HTML, PDF, text; a file or a folder) to the knowledge store"
+    )
+    ingest.add_argument("path", type=Path, help="a course file, or a folder of them")
+    ingest.add_argument("--course", required=True, metavar="ID", help="the course the material belongs to")
+    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    ingest.set_defaults(func=cmd_ingest)
+
+    evaluate = _kinds(subparsers, "eval", "measure answer quality against a dataset").add_parser(
+        "knowledge", help="retrieval and answers on a SQuAD-format set (recall@k, MRR, hit and decline rates)"
+    )
+    evaluate.add_argument("dir", type=Path, help="a SQuAD JSON file and its articles (like shared/datasets/squad-dev)")
+    evaluate.add_argument("--sample", type=int, metavar="N", help="ask N questions drawn at random (default: all)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    evaluate.add_argument("--retrieval", choices=["hybrid", "dense", "keyword"], default="hybrid")
+    evaluate.add_argument("--extractive", action="store_true", help="extractive answers even when a model is set")
+    evaluate.add_argument("--store", type=Path, help="keep the ingested articles here (default: a scratch folder)")
+    evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
+    evaluate.set_defaults(func=cmd_eval)
+
+    bench = _kinds(subparsers, "bench", "measure the bot's speed").add_parser(
+        "knowledge", help="ingest throughput and query latency of the knowledge store at 10,000+ chunks"
+    )
+    bench.add_argument("--dataset", type=Path, help="articles to make chunks from (default: shared/datasets/squad-dev)")
+    bench.add_argument("--chunks", type=int, nargs="+", default=[10_000], help="store sizes (default 10000)")
+    bench.add_argument("--queries", type=int, default=200, help="queries timed at each size (default 200)")
+    bench.add_argument("--embedded", type=int, default=None, metavar="N",
+                       help="embed at most N distinct chunks and reuse their vectors beyond that (default: embed all)")
+    bench.add_argument("--store", type=Path, help="where to build the stores (default: a scratch folder)")
+    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    bench.set_defaults(func=cmd_bench)
+
+
+def _kinds(subparsers: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    """The sub-commands of `lessonbot NAME` (eval, bench), shared with other rooms that registered NAME first."""
+    parser = subparsers.choices.get(name) or subparsers.add_parser(name, help=help)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=name, required=True, metavar="KIND")
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from knowledge.embeddings import EmbeddingsNotConfigured, ModelFilesMissing
+    from knowledge.ingest import ingest_path
+    from knowledge.store import EmbeddingModelMismatch, StoreUnavailable, open_store
+
+    if not args.path.exists():
+        print(f"{args.path} does not exist: give a course file or a folder of them.", file=sys.stderr)
+        return 2
+    try:
+        store = open_store(settings)
+    except (EmbeddingModelMismatch, StoreUnavailable, ModelFilesMissing, EmbeddingsNotConfigured) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if args.quiet or not total:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="chunk", desc=f"Embedding {args.course}", file=sys.stderr)
+        bar.update(done - bar.n)
+
+    try:
+        report = ingest_path(store, args.path, course_id=args.course, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    for file, reason in report.failures:
+        print(f"skipped: {reason}", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.failures else 0
+
+
+def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from knowledge.evaluation import DatasetError, evaluate, format_report
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if args.json:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="question", desc="Asking", file=sys.stderr)
+        bar.update(done - bar.n)
+
+    try:
+        result = evaluate(
+            settings, args.dir, sample=args.sample, seed=args.seed, mode=args.retrieval,
+            extractive_only=args.extractive, store_path=args.store, progress=progress,
+        )
+    except DatasetError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    finally:
+        if bar is not None:
+            bar.close()
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from knowledge.benchmark import format_results, run
+
+    dataset = args.dataset or Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-dev"
+    if not dataset.is_dir():
+        print(f"{dataset} is not a folder of articles: give one with --dataset.", file=sys.stderr)
+        return 2
+    results = run(
+        settings, dataset, sizes=args.chunks, queries=args.queries, embedded=args.embedded, store_path=args.store,
+        log=None if args.json else (lambda line: print(line, file=sys.stderr)),
+    )
+    print(json.dumps(results, indent=2) if args.json else format_results(results))
+    return 0

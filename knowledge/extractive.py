@@ -1,0 +1,66 @@
+"""The answer without a language model: the course's own sentences that best match the question, with sources.
+
+Nothing is written that the course does not say. Sentences of the best passages are scored by the rare question
+words they contain (weighted by inverse document frequency), and the best two are quoted, in reading order, under
+the lessons they come from. When even the best sentences carry too little of the question, the answer declines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from knowledge.answer import NOT_COVERED, Answer, Source
+from knowledge.retrieval import Passage
+from knowledge.terms import sentences, terms
+
+PASSAGES = 3
+SENTENCES = 2
+SENTENCE_CHARACTERS = 320
+# Share of the question's weighted words the quoted sentences must contain, and the passage similarity below
+# which the course is taken not to cover the question (docs/knowledge.md shows the trade-off).
+MIN_COVERAGE = 0.4
+MIN_SIMILARITY = 0.25
+
+
+def compose(question: str, passages: Sequence[Passage], *, rarity: Callable[[str], float]) -> Answer:
+    """Quote the best sentences of `passages` for `question`; `rarity` gives a term's weight (its idf)."""
+    wanted = {term: rarity(term) for term in dict.fromkeys(terms(question))}
+    total = sum(wanted.values())
+    scored: list[tuple[float, int, int, str]] = []  # (score, passage rank, sentence position, sentence)
+    for rank, passage in enumerate(passages[:PASSAGES]):
+        for position, sentence in enumerate(sentences(passage.text)):
+            found = set(terms(sentence)) & wanted.keys()
+            if found:
+                # a small bonus for the better passage breaks ties between equally good sentences
+                scored.append((sum(wanted[t] for t in found) + 0.01 * (PASSAGES - rank), rank, position, sentence))
+    scored.sort(reverse=True)
+    chosen = scored[:SENTENCES]
+    covered = set().union(*(set(terms(s)) for *_, s in chosen)) & wanted.keys() if chosen else set()
+    coverage = sum(wanted[t] for t in covered) / total if total else 0.0
+    best_similarity = max((p.similarity for p in passages[:PASSAGES]), default=0.0)
+    if not chosen or coverage < MIN_COVERAGE or (best_similarity and best_similarity < MIN_SIMILARITY):
+        return Answer(text=NOT_COVERED, declined=True)
+
+    by_passage: dict[int, list[tuple[int, str]]] = {}
+    for _, rank, position, sentence in chosen:
+        by_passage.setdefault(rank, []).append((position, _trim(sentence)))
+    quotes, sources = [], []
+    for rank in sorted(by_passage):
+        passage = passages[rank]
+        quoted = " … ".join(sentence for _, sentence in sorted(by_passage[rank]))
+        quotes.append(f"“{quoted}”\n— {passage.where}")
+        source = Source(passage.course_id, passage.lesson_id, passage.lesson_title)
+        if source not in sources:
+            sources.append(source)
+    return Answer(
+        text="From your course:\n\n" + "\n\n".join(quotes),
+        sources=tuple(sources),
+        passages=tuple(passages[rank].chunk_id for rank in sorted(by_passage)),
+    )
+
+
+def _trim(sentence: str) -> str:
+    if len(sentence) <= SENTENCE_CHARACTERS:
+        return sentence
+    cut = sentence[:SENTENCE_CHARACTERS].rsplit(" ", 1)[0]
+    return cut.rstrip(",;:") + " …"

@@ -1,0 +1,155 @@
+"""Putting course material into the store, touching only what changed.
+
+Chunk ids are hashes of their text (under its lesson title and headings), so a re-ingest embeds only new or edited
+chunks, updates the metadata of moved ones, and removes chunks whose text is gone. Each ingest owns a scope: a
+course import owns the course's imported lessons, a folder owns the lessons read from it, a file its own lesson;
+lessons missing from that scope are removed, and nothing outside it is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from knowledge.chunking import Chunk, chunk_lesson
+from knowledge.sources import Lesson, UnreadableFile, course_files, read_lesson
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from knowledge.store import KnowledgeStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (chunks embedded so far, chunks to embed)
+
+IMPORT_ORIGIN = "import"
+
+
+@dataclass
+class IngestReport:
+    course_id: str
+    lessons: int = 0
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (file, what was wrong)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+    def summary(self) -> str:
+        text = (
+            f"Course {self.course_id}: {self.lessons} lesson{'s' if self.lessons != 1 else ''}, "
+            f"{self.added} chunks added, {self.updated} updated, {self.removed} removed, {self.unchanged} unchanged."
+        )
+        if self.failures:
+            text += f" {len(self.failures)} file{'s' if len(self.failures) != 1 else ''} failed."
+        return text
+
+
+def ingest_lessons(
+    course_id: str, lessons: Sequence[Lesson], *, settings: Settings, progress: Progress | None = None
+) -> IngestReport:
+    """(Re)ingest an imported course's lessons; the course importer calls this after every import.
+
+    `lessons` is the course's whole lesson list: `Lesson(lesson_id, title, text)` (Markdown text), or
+    `read_lesson(path, lesson_id=...)` for a lesson kept in a file. Lessons imported earlier and missing now are
+    removed; material added with `lessonbot ingest` is left alone. Blocking (it embeds): call it from a thread
+    (`await asyncio.to_thread(ingest_lessons, ...)`) in async code.
+    """
+    from knowledge.store import open_store
+
+    store = open_store(settings)
+    return sync_lessons(store, course_id, lessons, origin=IMPORT_ORIGIN, progress=progress)
+
+
+def ingest_path(
+    store: KnowledgeStore, path: Path, *, course_id: str, progress: Progress | None = None
+) -> IngestReport:
+    """Ingest one file (its lesson id is the file name) or a folder (lesson ids are paths inside it).
+
+    A file that cannot be read is reported in `failures`, and the rest goes on; its lesson keeps what an earlier
+    ingest stored.
+    """
+    path = path.resolve()
+    if path.is_dir():
+        files = course_files(path)
+        origin = f"folder:{path}"
+        ids = {file: file.relative_to(path).as_posix() for file in files}
+    elif path.is_file():
+        files, origin, ids = [path], f"file:{path}", {path: path.name}
+    else:
+        raise FileNotFoundError(f"{path} does not exist: give a course file or folder")
+    lessons, failures = [], []
+    for file in files:
+        try:
+            lessons.append(read_lesson(file, lesson_id=ids[file]))
+        except UnreadableFile as exc:
+            log.warning("course file skipped", extra={"file": str(file), "reason": str(exc)})
+            failures.append((str(file), str(exc)))
+    report = sync_lessons(
+        store, course_id, lessons, origin=origin, progress=progress,
+        keep={ids[Path(file)] for file, _ in failures},
+    )
+    report.failures = failures
+    return report
+
+
+def sync_lessons(
+    store: KnowledgeStore,
+    course_id: str,
+    lessons: Sequence[Lesson],
+    *,
+    origin: str,
+    progress: Progress | None = None,
+    keep: set[str] = frozenset(),  # type: ignore[assignment]
+) -> IngestReport:
+    """Make the store's chunks of `origin`'s scope in `course_id` match `lessons` exactly."""
+    report = IngestReport(course_id=course_id, lessons=len(lessons))
+    wanted: list[Chunk] = [chunk for lesson in lessons for chunk in chunk_lesson(course_id, lesson, origin=origin)]
+    given = {lesson.lesson_id for lesson in lessons}
+
+    def in_scope(meta: dict[str, Any]) -> bool:
+        lesson_id = meta.get("lesson_id")
+        if lesson_id in keep:
+            return False
+        # a scope always owns its own lessons; a single file owns nothing else
+        return lesson_id in given or (meta.get("origin") == origin and not origin.startswith("file:"))
+
+    existing = {id: meta for id, meta in store.chunk_metadata(course_id).items() if in_scope(meta)}
+    wanted_ids = {chunk.id for chunk in wanted}
+    to_add = [chunk for chunk in wanted if chunk.id not in existing]
+    to_update = [chunk for chunk in wanted if chunk.id in existing and existing[chunk.id] != chunk.metadata()]
+    to_remove = [id for id in existing if id not in wanted_ids]
+
+    if to_remove:
+        store.delete(course_id, to_remove)
+    if to_add:
+        done = 0
+
+        def advance(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress:
+                progress(done, len(to_add))
+
+        if progress:
+            progress(0, len(to_add))
+        store.add(to_add, on_progress=advance)
+    if to_update:
+        store.update_metadata(to_update)
+
+    report.added, report.updated, report.removed = len(to_add), len(to_update), len(to_remove)
+    report.unchanged = len(wanted) - len(to_add) - len(to_update)
+    if report.changed:
+        store.mark_changed(course_id)
+    log.info(
+        "course ingested",
+        extra={"course_id": course_id, "added": report.added, "updated": report.updated, "removed": report.removed},
+    )
+    return report

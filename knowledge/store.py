@@ -1,0 +1,282 @@
+"""The Chroma store of course chunks: on disk by default (CHROMA_PATH), or a Chroma server (CHROMA_HOST/CHROMA_PORT).
+
+Each course's chunks (vectors, text, metadata) live in a collection of their own, and `<CHROMA_COLLECTION>_courses`
+holds one small record per course whose `revision` changes on every ingest that changes the course, so each process
+knows when its keyword index of that course is stale. Every collection records the embedding model it was built
+with; opening the store with another model raises `EmbeddingModelMismatch` instead of mixing vectors that cannot be
+compared. Chroma's telemetry is off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from knowledge.chunking import Chunk, indexed_text
+from knowledge.embeddings import LessonbotEmbeddingFunction, TextEmbedder, make_embedder
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+    from bot.config import Settings
+
+log = logging.getLogger(__name__)
+
+PAGE = 2000  # rows per get/update/delete call: well under Chroma's maximum batch size on every backend
+EMBED_PAGE = 64  # chunks embedded and stored per call: the progress bar moves every few seconds
+MODEL_KEY = "lessonbot_embedding_model"
+
+
+class EmbeddingModelMismatch(Exception):
+    """The store holds vectors of another embedding model than the one configured."""
+
+
+class StoreUnavailable(Exception):
+    """The Chroma server cannot be reached."""
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    distance: float | None = None
+
+    @property
+    def indexed_text(self) -> str:
+        return indexed_text(
+            str(self.metadata.get("lesson_title", "")),
+            [h for h in str(self.metadata.get("heading_path", "")).split(" > ") if h],
+            self.text,
+        )
+
+
+def open_client(settings: Settings) -> ClientAPI:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    if settings.chroma_host:
+        try:
+            return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
+        except Exception as exc:  # chromadb raises plain ValueError/ConnectError depending on the failure
+            raise StoreUnavailable(
+                f"Cannot reach the Chroma server at {settings.chroma_host}:{settings.chroma_port} ({exc}). "
+                "Start it (`chroma run --path DIR --port PORT`) or unset CHROMA_HOST to use the store on disk."
+            ) from None
+    path = settings.chroma_path or settings.data_dir / "chroma"
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+
+
+def open_store(settings: Settings, *, embedder: TextEmbedder | None = None) -> KnowledgeStore:
+    """The store the settings point at, opened with the configured embedder (or `embedder`)."""
+    return KnowledgeStore(
+        open_client(settings), name=settings.chroma_collection, embedder=embedder or make_embedder(settings)
+    )
+
+
+class KnowledgeStore:
+    """One Chroma collection per course, plus `<name>_courses`: one record per course (revision, chunk count).
+
+    A collection per course keeps entitlement structural (only the allowed courses' collections are searched at
+    all) and fast: Chroma's metadata-filtered vector query took about a second at 100,000 chunks, an unfiltered
+    one a few milliseconds.
+    """
+
+    def __init__(self, client: ClientAPI, *, name: str, embedder: TextEmbedder) -> None:
+        self.client = client
+        self.name = name
+        self.embedder = embedder
+        self.courses: Collection = client.get_or_create_collection(
+            f"{name}_courses", embedding_function=None, metadata={MODEL_KEY: embedder.model_id}
+        )
+        recorded = (self.courses.metadata or {}).get(MODEL_KEY)
+        if recorded != embedder.model_id:
+            raise self._mismatch(recorded or "an unknown embedding model")
+        self._collections: dict[str, Collection] = {}
+
+    def _mismatch(self, recorded: str) -> EmbeddingModelMismatch:
+        return EmbeddingModelMismatch(
+            f"The knowledge store {self.name!r} holds vectors made with {recorded}, but the settings ask for "
+            f"{self.embedder.model_id}. Vectors of two models cannot be compared, so nothing was mixed. "
+            f"Either set EMBEDDINGS (and OPENAI_EMBEDDING_MODEL) back to what built the store, or set "
+            f"CHROMA_COLLECTION to a new name and ingest the courses again."
+        )
+
+    def _collection(self, course_id: str) -> Collection:
+        """The course's chunks collection (created on first use); named by a hash, as course ids are free text."""
+        collection = self._collections.get(course_id)
+        if collection is None:
+            digest = hashlib.sha256(course_id.encode()).hexdigest()[:24]
+            try:
+                collection = self.client.get_or_create_collection(
+                    f"{self.name}-{digest}",
+                    embedding_function=LessonbotEmbeddingFunction(self.embedder),  # type: ignore[arg-type]
+                    configuration={"hnsw": {"space": "cosine"}},
+                    metadata={MODEL_KEY: self.embedder.model_id, "course_id": course_id},
+                )
+            except ValueError as exc:
+                if "embedding function" not in str(exc).lower():
+                    raise
+                raise self._mismatch("another embedding function") from None
+            recorded = (collection.metadata or {}).get(MODEL_KEY)
+            if recorded != self.embedder.model_id:
+                raise self._mismatch(recorded or "an unknown embedding model")
+            self._collections[course_id] = collection
+        return collection
+
+    # chunks ---------------------------------------------------------------------------------------------------------
+
+    def chunk_metadata(self, course_id: str) -> dict[str, dict[str, Any]]:
+        """id → metadata of every chunk of a course."""
+        found: dict[str, dict[str, Any]] = {}
+        for page in self._pages(course_id, include=["metadatas"]):
+            found.update(zip(page["ids"], page["metadatas"] or []))
+        return found
+
+    def chunk_texts(self, course_id: str) -> list[StoredChunk]:
+        found: list[StoredChunk] = []
+        for page in self._pages(course_id, include=["documents", "metadatas"]):
+            found.extend(
+                StoredChunk(id, text or "", dict(meta or {}))
+                for id, text, meta in zip(page["ids"], page["documents"] or [], page["metadatas"] or [])
+            )
+        return found
+
+    def _pages(self, course_id: str, **query: Any) -> Iterable[Any]:
+        if course_id not in self.revisions([course_id]):
+            return
+        collection, offset = self._collection(course_id), 0
+        while True:
+            page = collection.get(limit=PAGE, offset=offset, **query)
+            if not page["ids"]:
+                return
+            yield page
+            offset += len(page["ids"])
+
+    def add(self, chunks: Sequence[Chunk], *, on_progress: Callable[[int], None] | None = None) -> None:
+        """Embed and store chunks, a page at a time (`on_progress` gets the count of each page stored)."""
+        for start in range(0, len(chunks), EMBED_PAGE):
+            page = chunks[start : start + EMBED_PAGE]
+            vectors = self.embedder.embed([chunk.indexed_text for chunk in page])
+            for course_id, rows in _by_course(zip(page, vectors)).items():
+                self._collection(course_id).upsert(
+                    ids=[chunk.id for chunk, _ in rows],
+                    embeddings=[vector for _, vector in rows],  # type: ignore[misc]
+                    documents=[chunk.text for chunk, _ in rows],
+                    metadatas=[chunk.metadata() for chunk, _ in rows],  # type: ignore[misc]
+                )
+            if on_progress:
+                on_progress(len(page))
+
+    def update_metadata(self, chunks: Sequence[Chunk]) -> None:
+        for course_id, rows in _by_course((chunk, None) for chunk in chunks).items():
+            for start in range(0, len(rows), PAGE):
+                page = [chunk for chunk, _ in rows[start : start + PAGE]]
+                self._collection(course_id).update(
+                    ids=[c.id for c in page], metadatas=[c.metadata() for c in page]  # type: ignore[misc]
+                )
+
+    def delete(self, course_id: str, ids: Sequence[str]) -> None:
+        for start in range(0, len(ids), PAGE):
+            self._collection(course_id).delete(ids=list(ids[start : start + PAGE]))
+
+    def fetch(self, ids: dict[str, list[str]]) -> dict[str, StoredChunk]:
+        """Chunks by id, given as course id → chunk ids."""
+        found: dict[str, StoredChunk] = {}
+        for course_id, course_ids in ids.items():
+            if course_ids:
+                page = self._collection(course_id).get(ids=course_ids, include=["documents", "metadatas"])
+                found.update(
+                    (id, StoredChunk(id, text or "", dict(meta or {})))
+                    for id, text, meta in zip(page["ids"], page["documents"] or [], page["metadatas"] or [])
+                )
+        return found
+
+    def vectors(self, ids: dict[str, list[str]]) -> dict[str, list[float]]:
+        """Stored vectors by id, given as course id → chunk ids."""
+        found: dict[str, list[float]] = {}
+        for course_id, course_ids in ids.items():
+            if course_ids:
+                page = self._collection(course_id).get(ids=course_ids, include=["embeddings"])
+                found.update(zip(page["ids"], page["embeddings"] if page["embeddings"] is not None else []))
+        return found
+
+    def nearest(self, vector: Sequence[float], *, courses: Sequence[str], limit: int) -> list[StoredChunk]:
+        """The chunks closest to `vector` in `courses` (each searched in its own collection), closest first;
+        `distance` is cosine distance (0 = same direction)."""
+        found: list[StoredChunk] = []
+        query = [[float(x) for x in vector]]
+        for course_id, size in self.sizes(courses).items():
+            if not size:
+                continue
+            result = self._collection(course_id).query(
+                query_embeddings=query,  # type: ignore[arg-type]
+                n_results=min(limit, size),
+                include=["documents", "metadatas", "distances"],
+            )
+            found.extend(
+                StoredChunk(id, text or "", dict(meta or {}), distance)
+                for id, text, meta, distance in zip(
+                    result["ids"][0], (result["documents"] or [[]])[0], (result["metadatas"] or [[]])[0],
+                    (result["distances"] or [[]])[0],
+                )
+            )
+        found.sort(key=lambda chunk: chunk.distance or 0.0)
+        return found[:limit]
+
+    # courses --------------------------------------------------------------------------------------------------------
+
+    def mark_changed(self, course_id: str) -> str:
+        """Give the course a new revision (after any change to its chunks); returns it."""
+        revision = uuid.uuid4().hex
+        self.courses.upsert(
+            ids=[course_id],
+            embeddings=[[1.0]],
+            metadatas=[{
+                "revision": revision,
+                "chunks": self._collection(course_id).count(),
+                "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }],
+        )
+        return revision
+
+    def _records(self, course_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not course_ids:
+            return {}
+        page = self.courses.get(ids=list(course_ids), include=["metadatas"])
+        return {id: dict(meta or {}) for id, meta in zip(page["ids"], page["metadatas"] or [])}
+
+    def revisions(self, course_ids: Sequence[str]) -> dict[str, str]:
+        """course id → current revision, for the courses that have been ingested."""
+        return {id: str(record.get("revision", "")) for id, record in self._records(course_ids).items()}
+
+    def sizes(self, course_ids: Sequence[str]) -> dict[str, int]:
+        """course id → number of chunks, for the courses that have been ingested."""
+        return {id: int(record.get("chunks", 0)) for id, record in self._records(course_ids).items()}
+
+    def course_ids(self) -> list[str]:
+        return sorted(self.courses.get(include=[])["ids"])
+
+    def count(self) -> int:
+        return sum(self.sizes(self.course_ids()).values())
+
+    def drop(self) -> None:
+        """Delete every collection of this store (benchmarks start from nothing)."""
+        for course_id in self.course_ids():
+            self.client.delete_collection(self._collection(course_id).name)
+        self.client.delete_collection(self.courses.name)
+
+
+def _by_course(rows: Iterable[tuple[Chunk, Any]]) -> dict[str, list[tuple[Chunk, Any]]]:
+    grouped: dict[str, list[tuple[Chunk, Any]]] = {}
+    for chunk, extra in rows:
+        grouped.setdefault(chunk.course_id, []).append((chunk, extra))
+    return grouped

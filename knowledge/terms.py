@@ -1,0 +1,56 @@
+"""Words as the keyword search and the extractive answerer see them: lowercased, stop words dropped, stemmed.
+
+"differences" and "different" both become "differ", so a learner's wording need not match the lesson's exactly.
+The stemmer is Snowball's English one (PyStemmer); stems are memoised because course text repeats its words.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import Stemmer
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]*[A-Z0-9])")
+
+STOP_WORDS = frozenset(
+    """
+    a about above after again against all am an and any are aren't as at be because been before being below between
+    both but by can can't cannot could couldn't did didn't do does doesn't doing don't down during each few for from
+    further had hadn't has hasn't have haven't having he he'd he'll he's her here here's hers herself him himself his
+    how how's i i'd i'll i'm i've if in into is isn't it it's its itself let's me more most mustn't my myself no nor
+    not of off on once only or other ought our ours ourselves out over own same shan't she she'd she'll she's should
+    shouldn't so some such than that that's the their theirs them themselves then there there's these they they'd
+    they'll they're they've this those through to too under until up very was wasn't we we'd we'll we're we've were
+    weren't what what's when when's where where's which while who who's whom why why's with won't would wouldn't you
+    you'd you'll you're you've your yours yourself yourselves also s t
+    """.split()
+)
+
+_stemmer = Stemmer.Stemmer("english")
+
+
+@lru_cache(maxsize=200_000)
+def stem(word: str) -> str:
+    return _stemmer.stemWord(word)
+
+
+def words(text: str) -> list[str]:
+    """The lowercased words of `text`, apostrophes kept inside words ("don't")."""
+    return [match.group().replace("’", "'") for match in _WORD.finditer(text.lower())]
+
+
+def terms(text: str) -> list[str]:
+    """The searchable terms of `text`, in order, repeats kept (BM25 counts them)."""
+    return [stem(word) for word in words(text) if word not in STOP_WORDS]
+
+
+def sentences(text: str) -> list[str]:
+    """`text` cut at sentence ends and line breaks; good enough for quoting, not a linguistic parser."""
+    pieces: list[str] = []
+    for block in re.split(r"\n\s*\n|\n(?=\s*(?:[-*•]|\d+[.)])\s)", text):
+        block = " ".join(block.split())
+        if block:
+            pieces.extend(part for part in _SENTENCE_END.split(block) if part.strip())
+    return pieces

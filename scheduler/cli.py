@@ -1,0 +1,222 @@
+"""`lessonbot broadcast`: announcements from the shell — preview the count, send (after a confirmation), follow, cancel.
+
+    lessonbot broadcast preview --course phishing-basics --inactive-since 7d
+    lessonbot broadcast send --everyone --text "New lessons are out!"
+    lessonbot broadcast status 12 --watch
+    lessonbot broadcast cancel 12
+
+`send` shows the recipient count and the text and asks before anything goes out (`--yes` answers for scripts). The
+process that runs the clock (`lessonbot serve` or `lessonbot dispatch`, whichever is elected) fans it out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from storage.broadcasts import (
+    BroadcastError, Progress, Segment, cancel, confirm, count_recipients, create_draft, progress, recent_broadcasts,
+)
+from storage.db import Database
+from storage.models import utcnow
+from storage.scheduling import Broadcast
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+WATCH_SECONDS = 2.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("broadcast", help="announce to learners: preview, send, status, cancel")
+    actions = parser.add_subparsers(dest="broadcast_action", required=True, metavar="ACTION")
+
+    preview = actions.add_parser("preview", help="how many learners a segment reaches")
+    _segment_options(preview)
+    preview.set_defaults(func=cmd_preview)
+
+    send = actions.add_parser("send", help="send a message to a segment (asks first)")
+    _segment_options(send)
+    text = send.add_mutually_exclusive_group(required=True)
+    text.add_argument("--text", help="the message")
+    text.add_argument("--file", type=Path, help="a UTF-8 file holding the message")
+    send.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
+    send.set_defaults(func=cmd_send)
+
+    status = actions.add_parser("status", help="how far a broadcast got (the latest ones without an ID)")
+    status.add_argument("id", nargs="?", type=int)
+    status.add_argument("--watch", action="store_true", help="follow it until everything queued is sent")
+    status.set_defaults(func=cmd_status)
+
+    stop = actions.add_parser("cancel", help="stop a broadcast and withdraw the copies not yet sent")
+    stop.add_argument("id", type=int)
+    stop.set_defaults(func=cmd_cancel)
+
+
+def _segment_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--everyone", action="store_true", help="every learner who may be messaged")
+    parser.add_argument("--course", metavar="SLUG", help="learners enrolled in this course")
+    parser.add_argument("--channel", metavar="NAME", help="learners whose chat is on this platform (telegram …)")
+    parser.add_argument("--inactive-since", metavar="WHEN",
+                        help="learners not active since then: 7d (days ago), 2026-11-01, or an ISO time")
+
+
+def segment_from(args: argparse.Namespace, now: datetime) -> Segment:
+    """The segment the options name. ValueError says what is wrong with them."""
+    since = read_since(args.inactive_since, now) if args.inactive_since else None
+    segment = Segment(course=args.course, channel=args.channel.lower() if args.channel else None,
+                      inactive_since=since)
+    if segment.everyone and not args.everyone:
+        raise ValueError("name who gets it: --everyone, or any of --course, --channel, --inactive-since")
+    if args.everyone and not segment.everyone:
+        raise ValueError("--everyone goes alone; leave it out to narrow with --course, --channel, --inactive-since")
+    return segment
+
+
+def read_since(value: str, now: datetime) -> datetime:
+    value = value.strip()
+    if value.rstrip("d").isdigit():
+        return now - timedelta(days=int(value.rstrip("d")))
+    try:
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=timezone.utc)
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--inactive-since {value!r}: expected 7d, a date like 2026-11-01, or an ISO time") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def describe(segment: Segment) -> str:
+    if segment.everyone:
+        return "everyone"
+    parts = []
+    if segment.course:
+        parts.append(f"enrolled in {segment.course}")
+    if segment.channel:
+        parts.append(f"on {segment.channel}")
+    if segment.inactive_since:
+        parts.append(f"not active since {segment.inactive_since:%Y-%m-%d %H:%M} UTC")
+    return ", ".join(parts)
+
+
+def _run(settings: Settings, work) -> int:  # type: ignore[no-untyped-def]
+    async def main() -> int:
+        db = Database(settings.resolved_database_url)
+        try:
+            return await work(db)
+        except BroadcastError as exc:
+            print(f"lessonbot broadcast: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
+    now = utcnow()
+    try:
+        segment = segment_from(args, now)
+    except ValueError as exc:
+        print(f"lessonbot broadcast preview: {exc}", file=sys.stderr)
+        return 2
+
+    async def work(db: Database) -> int:
+        async with db.sessions() as session:
+            count = await count_recipients(session, segment, now)
+        print(f"{count:,} learner{'s' if count != 1 else ''} ({describe(segment)}).")
+        return 0
+
+    return _run(settings, work)
+
+
+def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
+    now = utcnow()
+    try:
+        segment = segment_from(args, now)
+        text = args.text if args.text is not None else args.file.read_text(encoding="utf-8")
+    except (ValueError, OSError) as exc:
+        print(f"lessonbot broadcast send: {exc}", file=sys.stderr)
+        return 2
+
+    async def work(db: Database) -> int:
+        async with db.sessions() as session:  # checks the text and the segment and counts; keeps nothing
+            count = (await create_draft(session, text=text, segment=segment, created_by="shell", now=now)).preview_count
+            await session.rollback()
+        print(f"To {count:,} learner{'s' if count != 1 else ''} ({describe(segment)}):\n")
+        print(text.strip() + "\n")
+        if not count:
+            print("Nobody to send it to; nothing sent.")
+            return 1
+        if not args.yes:
+            if not sys.stdin.isatty():
+                print("Not sent: confirm with --yes when not at a terminal.", file=sys.stderr)
+                return 2
+            if input(f"Send it to {count:,} learners? [y/N] ").strip().lower() not in ("y", "yes"):
+                print("Not sent.")
+                return 1
+        async with db.transaction() as session:
+            draft = await create_draft(session, text=text, segment=segment, created_by="shell", now=utcnow())
+            sent = await confirm(session, draft.id, utcnow())
+            number, recipients = sent.id, sent.recipients
+        changed = f" (the preview said {count:,}: learners changed since)" if recipients != count else ""
+        print(f"Broadcast #{number} is going out to {recipients:,} learners{changed}; the elected `lessonbot serve` "
+              f"or `lessonbot dispatch` sends it. Follow it: lessonbot broadcast status {number} --watch")
+        return 0
+
+    return _run(settings, work)
+
+
+def status_line(state: Progress) -> str:
+    broadcast = state.broadcast
+    status = "done" if state.finished and broadcast.status == "sent" else {
+        "draft": "draft, not sent", "sending": "going out", "sent": "all queued", "cancelled": "cancelled",
+    }.get(broadcast.status, broadcast.status)
+    snippet = broadcast.text if len(broadcast.text) <= 60 else broadcast.text[:59] + "…"
+    segment = describe(Segment.from_json(broadcast.segment))
+    line = f"#{broadcast.id} {status} ({segment}): “{snippet}”\n  "
+    if broadcast.status == "draft":
+        return line + f"{broadcast.preview_count:,} learners when previewed"
+    return line + (
+        f"recipients {broadcast.recipients:,} · queued {broadcast.queued:,} · delivered {state.delivered:,} · "
+        f"in line {state.in_line:,} · waiting for the learner {state.waiting:,} · failed {state.failed:,} · "
+        f"withdrawn {state.withdrawn:,}"
+    )
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(db: Database) -> int:
+        while True:
+            async with db.sessions() as session:
+                if args.id is None:
+                    broadcasts = await recent_broadcasts(session)
+                else:
+                    found = await session.get(Broadcast, args.id)
+                    if found is None:
+                        raise BroadcastError("There is no broadcast #{id}.", id=args.id)
+                    broadcasts = [found]
+                states = [await progress(session, broadcast) for broadcast in broadcasts]
+            if not states:
+                print("No broadcasts yet. Send one: lessonbot broadcast send --everyone --text '…'")
+                return 0
+            print("\n".join(status_line(state) for state in states), flush=True)
+            if not args.watch or all(state.finished or state.broadcast.status == "draft" for state in states):
+                return 0
+            await asyncio.sleep(WATCH_SECONDS)
+
+    return _run(settings, work)
+
+
+def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(db: Database) -> int:
+        async with db.transaction() as session:
+            _broadcast, withdrawn = await cancel(session, args.id, utcnow())
+        print(f"Broadcast #{args.id} is cancelled; {withdrawn:,} cop{'y' if withdrawn == 1 else 'ies'} not yet sent "
+              "withdrawn.")
+        return 0
+
+    return _run(settings, work)

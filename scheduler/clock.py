@@ -1,0 +1,256 @@
+"""The clock: APScheduler with its jobs in the project database, run only by the elected leader.
+
+APScheduler 3 runs a job once per process that shares its job store, so the clock is leader work
+(`Lessonbot.leader_work`, scheduler/leader.py): it starts when this process is elected and is shut down the moment
+leadership is lost, so at most one process runs it. Behind that, every job is idempotent (each send is decided under
+a unique key), which covers the seconds in which a cut-off old leader has not yet noticed.
+
+The job store is APScheduler's SQLAlchemyJobStore on the project database (table `scheduler_jobs`). On start the
+leader makes the stored jobs match JOBS: a job whose definition is unchanged keeps its stored next run time, so
+after a failover a run that fell due while nobody led runs once at takeover (coalesced) if it is within the job's
+misfire grace, and is otherwise skipped (and journaled as missed); a changed or new job is (re)created with
+replace_existing; a job no longer defined is removed. Interval triggers start at a fixed EPOCH, so every process
+computes the same fire times.
+
+Threads: APScheduler's own loop and its synchronous job store run in APScheduler's thread (BackgroundScheduler),
+never on the event loop — a blocking SQLite write there could otherwise wait on a transaction that the blocked loop
+itself has to finish. The jobs are coroutines, run on the leader's event loop (`LoopExecutor`).
+
+Every run is journaled in `clock_runs` with the fire time it was for, the process that ran it and its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.job import Job as StoredJob
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from scheduler import broadcast, nudges, planner
+from scheduler.context import JobContext
+from storage.db import make_sync_engine
+from storage.models import utcnow
+from storage.scheduling import ClockRun, prune_history, scheduler_jobs
+
+if TYPE_CHECKING:
+    from bot.core import Lessonbot
+
+log = logging.getLogger(__name__)
+
+EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+async def prune(ctx: JobContext) -> dict[str, int]:
+    async with ctx.db.transaction() as session:
+        return await prune_history(session, ctx.now())
+
+
+@dataclass(frozen=True)
+class Job:
+    """A recurring job: what it runs, when, and how late a run may still start (else it is skipped)."""
+
+    name: str
+    run: Callable[[JobContext], Awaitable[object]]
+    trigger: BaseTrigger
+    misfire_grace_seconds: int
+
+
+JOBS: tuple[Job, ...] = (
+    # The planner walks behind a durable cursor: a late run makes up the whole gap, so late runs are welcome.
+    Job("lessons", planner.plan_lessons, IntervalTrigger(minutes=1, start_date=EPOCH, timezone=timezone.utc), 3600),
+    Job("nudges", nudges.sweep, IntervalTrigger(minutes=15, start_date=EPOCH, timezone=timezone.utc), 3600),
+    Job("nudge-outcomes", nudges.settle, IntervalTrigger(minutes=5, start_date=EPOCH, timezone=timezone.utc), 3600),
+    # Frequent and cheap: a missed run is simply the next one.
+    Job("broadcasts", broadcast.fan_out, IntervalTrigger(seconds=2, start_date=EPOCH, timezone=timezone.utc), 30),
+    # Nightly; after a long outage it may wait for the next night.
+    Job("prune", prune, CronTrigger(hour=3, minute=17, timezone=timezone.utc), 6 * 3600),
+)
+
+JOB_FUNCTION = "scheduler.clock:run_job"  # what the job store keeps: a name, not the function itself
+
+# The clock running in this process (one at most: it is leader work), found by the stored jobs' function.
+_running: Clock | None = None
+
+
+async def run_job(name: str) -> object:
+    """The function every stored job names; runs `name` on this process's clock."""
+    if _running is None:
+        raise RuntimeError(f"job {name!r} fired with no clock running in this process")
+    return await _running.run_job(name)
+
+
+class Clock:
+    def __init__(self, context: JobContext, *, owner: str, jobs: tuple[Job, ...] = JOBS) -> None:
+        self.context = context
+        self.owner = owner[:120]
+        self.jobs = {job.name: job for job in jobs}
+        self.scheduler: LeaderScheduler | None = None
+
+    async def run(self) -> None:
+        """Leader work: start APScheduler, keep it until cancelled (leadership lost, shutdown), then stop it."""
+        global _running
+        if _running is not None:
+            raise RuntimeError("a clock is already running in this process")
+        loop = asyncio.get_running_loop()
+        engine = make_sync_engine(self.context.db.url)  # the job store is synchronous: its own connections
+        scheduler = LeaderScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=scheduler_jobs.name)},
+            executors={"default": LoopExecutor(loop, self)},
+            timezone=timezone.utc,
+        )
+        _running, self.scheduler = self, scheduler
+        try:
+            await asyncio.to_thread(scheduler.start, paused=True)
+            await asyncio.to_thread(self._install_jobs, scheduler)
+            scheduler.resume()
+            log.info("clock started: %s", ", ".join(self.jobs))
+            await asyncio.Event().wait()
+        finally:
+            if scheduler.running:
+                await asyncio.to_thread(scheduler.shutdown, wait=False)  # cancels the runs in progress
+            await asyncio.to_thread(engine.dispose)
+            _running, self.scheduler = None, None
+            log.info("clock stopped")
+
+    def _install_jobs(self, scheduler: LeaderScheduler) -> None:
+        """Make the stored jobs match `self.jobs`, keeping the stored next run time of every unchanged one."""
+        for stored in scheduler.get_jobs():
+            if stored.id not in self.jobs:
+                scheduler.remove_job(stored.id)
+        for job in self.jobs.values():
+            stored = scheduler.get_job(job.name)
+            if stored is not None and _unchanged(stored, job):
+                continue
+            scheduler.add_job(
+                JOB_FUNCTION, trigger=job.trigger, args=[job.name], id=job.name, name=job.name,
+                replace_existing=True, misfire_grace_time=job.misfire_grace_seconds, coalesce=True, max_instances=1,
+            )
+
+    async def run_job(self, name: str) -> object:
+        return await self.jobs[name].run(self.context)
+
+    async def run_due(self, stored: StoredJob, run_times: list[datetime]) -> list[JobExecutionEvent]:
+        """Run a job for its due fire times (one, coalesced), skipping those later than its misfire grace."""
+        events = []
+        for run_time in run_times:
+            late = utcnow() - run_time
+            grace = stored.misfire_grace_time
+            if grace is not None and late > timedelta(seconds=grace):
+                log.warning("job %s missed its run at %s (%s late)", stored.id, run_time.isoformat(), late)
+                await self._journal(stored.id, run_time, "missed")
+                events.append(JobExecutionEvent(EVENT_JOB_MISSED, stored.id, stored._jobstore_alias, run_time))
+                continue
+            try:
+                result = await run_job(*stored.args)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("job %s failed", stored.id, extra={"scheduled_for": run_time.isoformat()})
+                await self._journal(stored.id, run_time, "error", f"{type(exc).__name__}: {exc}")
+                events.append(JobExecutionEvent(EVENT_JOB_ERROR, stored.id, stored._jobstore_alias, run_time,
+                                                exception=exc))
+            else:
+                await self._journal(stored.id, run_time, "ok")
+                events.append(JobExecutionEvent(EVENT_JOB_EXECUTED, stored.id, stored._jobstore_alias, run_time,
+                                                retval=result))
+        return events
+
+    async def _journal(self, job: str, scheduled_for: datetime, outcome: str, error: str | None = None) -> None:
+        try:
+            async with self.context.db.transaction() as session:
+                session.add(ClockRun(job=job, scheduled_for=scheduled_for, owner=self.owner, finished_at=utcnow(),
+                                     outcome=outcome, error=error[:2000] if error else None))
+        except Exception as exc:
+            log.warning("could not journal a job run", extra={"job": job, "error": str(exc)})
+
+
+def _unchanged(stored: StoredJob, job: Job) -> bool:
+    return (
+        stored.func_ref == JOB_FUNCTION
+        and tuple(stored.args) == (job.name,)
+        and repr(stored.trigger) == repr(job.trigger)
+        and stored.misfire_grace_time == job.misfire_grace_seconds
+        and stored.coalesce
+        and stored.max_instances == 1
+    )
+
+
+class LeaderScheduler(BackgroundScheduler):
+    """APScheduler's background scheduler, except that once shut down it looks at no job again.
+
+    APScheduler 3 wakes its thread on shutdown and processes due jobs one last time; here that would start a job
+    (or move its next run time on) after leadership was lost, when the new leader may already run it.
+    """
+
+    def _process_jobs(self) -> float | None:
+        if self.state == STATE_STOPPED:
+            return None
+        return super()._process_jobs()
+
+
+class LoopExecutor(BaseExecutor):
+    """Runs each job on the leader's event loop; called from APScheduler's thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Clock) -> None:
+        super().__init__()
+        self._loop = loop
+        self._clock = clock
+        self._pending: set[Future[list[JobExecutionEvent]]] = set()
+        self._pending_lock = threading.Lock()
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._pending_lock:
+            pending = list(self._pending)
+            self._pending.clear()
+        # Outside the lock: cancel() runs `finished` at once, in this thread, and it takes the lock too.
+        for future in pending:
+            future.cancel()
+
+    def _do_submit_job(self, job: StoredJob, run_times: list[datetime]) -> None:
+        future = asyncio.run_coroutine_threadsafe(self._clock.run_due(job, run_times), self._loop)
+        with self._pending_lock:
+            self._pending.add(future)
+
+        def finished(done: Future[list[JobExecutionEvent]]) -> None:
+            with self._pending_lock:
+                self._pending.discard(done)
+            if done.cancelled():
+                self._run_job_success(job.id, [])  # only frees the instance slot
+                return
+            error = done.exception()
+            if error is not None:
+                self._run_job_error(job.id, error, error.__traceback__)
+            else:
+                self._run_job_success(job.id, done.result())
+
+        future.add_done_callback(finished)
+
+
+def attach_clock(lessonbot: Lessonbot) -> Clock:
+    """Give `lessonbot` the clock as leader work: it runs wherever (and while) the dispatcher is elected."""
+    settings = lessonbot.settings
+    clock = Clock(
+        JobContext(
+            db=lessonbot.db,
+            notify=lessonbot.dispatcher.notify,
+            data_dir=settings.data_dir,
+            whatsapp_template=bool(settings.twilio_template_content_sid),
+        ),
+        owner=lessonbot.worker.owner,
+    )
+    lessonbot.leader_work.append(clock.run)
+    return clock

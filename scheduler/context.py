@@ -1,0 +1,30 @@
+"""What every scheduled job works with: the database, the time, and a way to wake the dispatcher.
+
+All of the scheduler's sense of time comes through `now()`: the planner's windows, local dates, inactivity, quiet
+hours, settling nudge outcomes. Tests pass a controllable clock and move it by hours or days without sleeping.
+Leases, retry times and `sent_at` on outbox rows stay in real time (`storage.models.utcnow`): they coordinate with
+other processes, which know nothing of a test's clock.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from storage.db import Database
+from storage.models import utcnow
+
+Now = Callable[[], datetime]
+
+
+@dataclass
+class JobContext:
+    db: Database
+    now: Now = utcnow
+    notify: Callable[[], None] = lambda: None  # outbox rows were written: the dispatcher may look at once
+    data_dir: Path | None = None  # where generated files go (a certificate at the end of a pushed lesson)
+    whatsapp_template: bool = False  # an approved template is configured for outside WhatsApp's 24-hour window
+    rng: random.Random = field(default_factory=random.Random)  # the bandit's draws (seeded in tests)

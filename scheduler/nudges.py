@@ -1,0 +1,298 @@
+"""Reminders that bring learners back: who gets which nudge now, and, later, whether it worked.
+
+Kinds, in the order they win when several are due for one learner at once:
+- `streak`: the learner has a streak of STREAK_AT_RISK days or more, was active yesterday (their local calendar)
+  but not yet today, and it is evening where they are (STREAK_SAVER_HOURS): the streak ends at local midnight.
+- `inactive`, then `farewell`: one nudge when the learner has been away INACTIVE_AFTER[0], [1], [2] (a day, three
+  days, a week), and after FAREWELL_AFTER a last one that says the bot stops reminding. Steps count from the learner's
+  last activity, so any message from them starts the sequence over; a learner first seen long after a step skips
+  the steps they have outgrown (no burst of catch-up nudges).
+- `review`: spaced-review questions are due for a learner active in the last day, in the afternoon (REVIEW_HOURS),
+  unless their streak is at risk (the evening's streak saver covers both).
+
+At most one nudge per sweep per learner, none within NUDGE_GAP of the one before, none in quiet hours (the next
+sweep after them sends it), none to paused or stopped learners or to a chat that opted out. WhatsApp's 24-hour window:
+outside it only an approved template may go out, so without one configured the nudge is skipped and recorded
+(`skipped_window`) instead of queued to wait for the learner to write (when it would be pointless).
+
+Each nudge is decided once: a `nudge_log` row under the nudge's key (`nudge:{user}:{kind}:…`) and its outbox row
+with the same key, in one transaction. The template is the bandit's choice (scheduler/bandit.py); `settle` later
+records whether the learner came back within the reward window of the nudge going out, which is what the bandit
+learns from.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dialogs import nudges as wording
+from dialogs.nudges import FAREWELL, INACTIVE, REVIEW, STREAK, NudgeFacts
+from scheduler.bandit import arms_for, choose, record_outcome
+from scheduler.context import JobContext
+from storage.courses import Question, QuestionCard
+from storage.learners import Learner, in_quiet_hours, zone_for
+from storage.models import Conversation, InboundMessage, OutboxMessage, User
+from storage.queries import insert_ignoring_conflicts
+from storage.scheduling import NUDGE_REWARD_WINDOW, QUEUED, SKIPPED_WINDOW, NudgeLog, may_be_messaged
+
+log = logging.getLogger(__name__)
+
+INACTIVE_AFTER = (timedelta(days=1), timedelta(days=3), timedelta(days=7))
+FAREWELL_AFTER = timedelta(days=14)
+STEPS = (*INACTIVE_AFTER, FAREWELL_AFTER)  # the farewell is the last step
+LOOK_BACK = timedelta(days=30)  # learners away longer had their farewell: left alone
+NUDGE_GAP = timedelta(hours=12)
+STREAK_AT_RISK = 2
+STREAK_SAVER_HOURS = (time(19, 0), time(23, 0))  # local; a streak ends at local midnight
+REVIEW_HOURS = (time(12, 0), time(21, 0))  # local
+WHATSAPP_WINDOW = timedelta(hours=24)  # Twilio: free-form messages only within 24 h of the person's last message
+UNDELIVERED_AFTER = timedelta(days=2)  # a nudge still not sent by then taught nothing: settled without a verdict
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Past:
+    """A nudge this learner got before (from `nudge_log`)."""
+
+    kind: str
+    step: int
+    template: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Nudge:
+    """A nudge decided for one learner: its kind, step, idempotency key and what it may mention."""
+
+    kind: str
+    step: int
+    key: str
+    facts: NudgeFacts
+
+
+def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, due_reviews: int = 0) -> Nudge | None:
+    """The nudge this learner should get now, if any. `history`: their earlier nudges, newest first."""
+    if in_quiet_hours(learner, user, now):
+        return None
+    if history and now - history[0].created_at < NUDGE_GAP:
+        return None
+    local = now.astimezone(zone_for(user.timezone))
+    today, clock = local.date(), local.time().replace(tzinfo=None)
+    uid = user.id
+    yesterday = today - timedelta(days=1)
+    streak_at_risk = (learner.streak_days or 0) >= STREAK_AT_RISK and learner.last_active_on == yesterday
+    if streak_at_risk and STREAK_SAVER_HOURS[0] <= clock < STREAK_SAVER_HOURS[1]:
+        return Nudge(STREAK, 0, f"nudge:{uid}:streak:{today.isoformat()}", NudgeFacts(streak=learner.streak_days))
+    last_active = user.last_active_at
+    if last_active is not None and STEPS[0] <= now - last_active < LOOK_BACK:
+        away = now - last_active
+        due_step = max(step for step, after in enumerate(STEPS) if away >= after)
+        done = max((past.step for past in history if past.kind in (INACTIVE, FAREWELL)
+                    and past.created_at > last_active), default=-1)
+        if due_step > done:
+            kind = FAREWELL if due_step == len(STEPS) - 1 else INACTIVE
+            # The key names the absence it belongs to: a learner who comes back and drifts off again starts over.
+            key = f"nudge:{uid}:{kind}:{due_step}:{int(last_active.timestamp())}"
+            return Nudge(kind, due_step, key, NudgeFacts(days_away=away.days))
+        return None
+    # A streak at risk gets its saver in the evening instead: one nudge a day, and a lesson keeps both.
+    if (due_reviews and not streak_at_risk and last_active is not None and now - last_active < STEPS[0]
+            and REVIEW_HOURS[0] <= clock < REVIEW_HOURS[1]):
+        return Nudge(REVIEW, 0, f"nudge:{uid}:review:{today.isoformat()}", NudgeFacts(due_reviews=due_reviews))
+    return None
+
+
+def outside_whatsapp_window(conversation: Conversation, now: datetime) -> bool:
+    return conversation.channel == "whatsapp" and (
+        conversation.last_inbound_at is None or now - conversation.last_inbound_at >= WHATSAPP_WINDOW
+    )
+
+
+# The sweep -----------------------------------------------------------------------------------------------------------
+
+
+def _due_cards(now: datetime):  # type: ignore[no-untyped-def]
+    return (
+        select(QuestionCard.user_id)
+        .join(Question, Question.id == QuestionCard.question_id)
+        .where(QuestionCard.due <= now, Question.retired.is_(False))
+    )
+
+
+async def candidates(session: AsyncSession, now: datetime) -> list[tuple[Learner, User, Conversation]]:
+    """Learners who may be due a nudge (the exact rules are in `decide`): away a day or more but not past the
+    farewell, with a streak that could end tonight, or active lately with reviews due."""
+    farewell_sent = (
+        select(NudgeLog.id)
+        .where(NudgeLog.user_id == User.id, NudgeLog.kind == FAREWELL, NudgeLog.created_at > User.last_active_at)
+        .exists()
+    )
+    away = and_(User.last_active_at <= now - STEPS[0], User.last_active_at > now - LOOK_BACK, ~farewell_sent)
+    streak = and_(Learner.streak_days >= STREAK_AT_RISK, Learner.last_active_on >= (now - timedelta(days=2)).date())
+    reviews = and_(User.last_active_at > now - STEPS[0],
+                   exists(_due_cards(now).where(QuestionCard.user_id == Learner.user_id)))
+    rows = await session.execute(
+        select(Learner, User, Conversation)
+        .join(User, User.id == Learner.user_id)
+        .join(Conversation, Conversation.id == Learner.home_conversation_id)
+        .where(*may_be_messaged(now), or_(away, streak, reviews))
+        .order_by(Learner.user_id)
+    )
+    return [(learner, user, conversation) for learner, user, conversation in rows.all()]
+
+
+async def _histories(session: AsyncSession, user_ids: list[int], now: datetime) -> dict[int, list[Past]]:
+    found: dict[int, list[Past]] = defaultdict(list)
+    for offset in range(0, len(user_ids), BATCH):
+        rows = await session.execute(
+            select(NudgeLog.user_id, NudgeLog.kind, NudgeLog.step, NudgeLog.template, NudgeLog.created_at)
+            .where(NudgeLog.user_id.in_(user_ids[offset:offset + BATCH]), NudgeLog.created_at > now - LOOK_BACK)
+            .order_by(NudgeLog.created_at.desc(), NudgeLog.id.desc())
+        )
+        for user_id, kind, step, template, created_at in rows.all():
+            found[user_id].append(Past(kind, step, template, created_at))
+    return found
+
+
+async def _due_review_counts(session: AsyncSession, user_ids: list[int], now: datetime) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for offset in range(0, len(user_ids), BATCH):
+        rows = await session.execute(
+            _due_cards(now).add_columns(func.count())
+            .where(QuestionCard.user_id.in_(user_ids[offset:offset + BATCH]))
+            .group_by(QuestionCard.user_id)
+        )
+        counts.update({user_id: count for user_id, count in rows.all()})
+    return counts
+
+
+async def sweep(ctx: JobContext) -> Counter[str]:
+    """Decide and queue every nudge due now; returns how many of each kind were queued (or skipped, `…:skipped`)."""
+    now = ctx.now()
+    async with ctx.db.sessions() as session:
+        found = await candidates(session, now)
+        ids = [learner.user_id for learner, _user, _conversation in found]
+        histories = await _histories(session, ids, now)
+        reviews = await _due_review_counts(session, ids, now)
+        arms = {kind: await arms_for(session, kind, wording.templates(kind)) for kind in wording.TEMPLATES}
+    counts: Counter[str] = Counter()
+    for learner, user, conversation in found:
+        history = histories.get(user.id, [])
+        decided = decide(learner, user, history, now, due_reviews=reviews.get(user.id, 0))
+        if decided is None:
+            continue
+        recent = [past.template for past in history if past.kind == decided.kind]
+        template = choose(arms[decided.kind], ctx.rng, recent=recent)
+        outcome = await queue_nudge(ctx, decided, template, user, conversation, now)
+        if outcome is not None:
+            counts[decided.kind if outcome == QUEUED else f"{decided.kind}:skipped"] += 1
+    if sum(n for kind, n in counts.items() if ":" not in kind):
+        ctx.notify()
+    if counts:
+        log.info("nudges decided", extra={"nudges": dict(counts)})
+    return counts
+
+
+async def queue_nudge(ctx: JobContext, nudge: Nudge, template: str, user: User, conversation: Conversation,
+                      now: datetime) -> str | None:
+    """Record the nudge and queue it (or record why not). None: it was decided before."""
+    skipped = outside_whatsapp_window(conversation, now) and not ctx.whatsapp_template
+    async with ctx.db.transaction() as session:
+        claimed = await session.execute(insert_ignoring_conflicts(session, NudgeLog, {
+            "user_id": user.id, "kind": nudge.kind, "step": nudge.step, "template": template,
+            "idempotency_key": nudge.key, "outcome": SKIPPED_WINDOW if skipped else QUEUED, "created_at": now,
+            # a skipped nudge was never seen: nothing to learn from it
+            "settled_at": now if skipped else None,
+        }).returning(NudgeLog.id))
+        if claimed.first() is None:
+            return None
+        if skipped:
+            log.info("nudge skipped: WhatsApp's 24-hour window is closed and no template is configured",
+                     extra={"user_id": user.id, "kind": nudge.kind})
+            return SKIPPED_WINDOW
+        reply = wording.nudge(nudge.kind, template, language=user.locale, facts=nudge.facts)
+        await session.execute(insert_ignoring_conflicts(session, OutboxMessage, {
+            "conversation_id": conversation.id, "channel": conversation.channel, "chat_id": conversation.chat_id,
+            "payload": reply.to_payload(), "idempotency_key": nudge.key,
+        }))
+    return QUEUED
+
+
+# Settling: did the nudge bring the learner back? -----------------------------------------------------------------
+
+
+async def settle(ctx: JobContext) -> Counter[str]:
+    """Settle every nudge whose outcome is known: came back, did not (the window passed), or never delivered.
+
+    Each is settled once (guarded by `settled_at`), and its template's record is updated in the same transaction.
+    """
+    now = ctx.now()
+    counts: Counter[str] = Counter()
+    after_id = 0
+    while True:
+        async with ctx.db.sessions() as session:
+            rows = (await session.execute(
+                select(NudgeLog.id, NudgeLog.user_id, NudgeLog.kind, NudgeLog.template, NudgeLog.created_at,
+                       OutboxMessage.status, OutboxMessage.sent_at, User.last_active_at)
+                .join(User, User.id == NudgeLog.user_id)
+                .outerjoin(OutboxMessage, OutboxMessage.idempotency_key == NudgeLog.idempotency_key)
+                .where(NudgeLog.settled_at.is_(None), NudgeLog.outcome == QUEUED, NudgeLog.id > after_id)
+                .order_by(NudgeLog.id)
+                .limit(BATCH)
+            )).all()
+            if not rows:
+                break
+            after_id = rows[-1].id
+            verdicts = []
+            for row in rows:
+                verdict = await _verdict(session, row, now)
+                if verdict is not None:
+                    verdicts.append((row, verdict))
+        for row, (delivered, came_back) in verdicts:
+            async with ctx.db.transaction() as session:
+                settled = await session.execute(
+                    update(NudgeLog)
+                    .where(NudgeLog.id == row.id, NudgeLog.settled_at.is_(None))
+                    .values(settled_at=now, sent_at=row.sent_at, came_back=came_back if delivered else None)
+                )
+                if settled.rowcount and delivered:
+                    await record_outcome(session, row.kind, row.template, came_back=came_back, now=now)
+            if settled.rowcount:
+                counts["came back" if came_back else "no answer" if delivered else "undelivered"] += 1
+    return counts
+
+
+async def _verdict(session: AsyncSession, row: Any, now: datetime) -> tuple[bool, bool] | None:
+    """(delivered, came back), or None while it is too early to say."""
+    if row.status == "sent" and row.sent_at is not None:
+        window_end = row.sent_at + NUDGE_REWARD_WINDOW
+        active = row.last_active_at
+        if active is not None and row.sent_at <= active <= window_end:
+            return True, True
+        if active is not None and active > window_end:
+            # Active again since: look at what they wrote, to see whether any of it fell within the window.
+            wrote = await session.scalar(
+                select(
+                    exists().where(
+                        InboundMessage.conversation_id == Conversation.id,
+                        Conversation.user_id == row.user_id,
+                        InboundMessage.received_at >= row.sent_at,
+                        InboundMessage.received_at <= window_end,
+                    )
+                )
+            )
+            return True, bool(wrote)
+        return (True, False) if now >= window_end else None
+    if row.status in ("dead", "suppressed"):
+        return False, False
+    if row.status in (None, "waiting") and now - row.created_at >= UNDELIVERED_AFTER:
+        return False, False  # its outbox row is gone (the learner's data was deleted), or it still waits
+    return None
+

@@ -1,0 +1,230 @@
+"""Broadcasts, as the admin commands, the CLI and the fan-out share them.
+
+A segment (course, channel, inactive since — any combination; none of them means everyone) is previewed as a
+draft with its recipient count; confirming freezes the recipients in `broadcast_recipients` (so the count, the
+progress and a resumed fan-out all speak of the same people); the fan-out (scheduler/broadcast.py) then writes one
+outbox row per recipient under the key `broadcast:{id}:{user_id}`. Progress is read back from those outbox rows.
+
+Only learners the bot may message on its own are recipients (see `may_be_messaged`): set up, not paused or
+stopped, and not opted out on their platform.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, cast, func, insert, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Select
+
+from storage.courses import Course, Enrollment
+from storage.learners import Learner
+from storage.models import Conversation, OutboxMessage, User
+from storage.scheduling import CANCELLED, DRAFT, SENDING, Broadcast, BroadcastRecipient, may_be_messaged
+
+MAX_TEXT = 3000  # characters; channels split longer texts, but an announcement that long is a mistake
+
+
+class BroadcastError(ValueError):
+    """Something the admin asked for that cannot be done as asked; the message says why and what would work.
+
+    `template` is English with {placeholders} filled from `values`; the chat dialog shows it translated (its catalog
+    lists these templates), the shell as it is.
+    """
+
+    def __init__(self, template: str, **values: Any) -> None:
+        super().__init__(template.format(**values))
+        self.template = template
+        self.values = values
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Who a broadcast goes to. Every criterion given must hold; none given means every learner."""
+
+    course: str | None = None  # a course's slug: learners enrolled in it
+    channel: str | None = None  # learners whose home chat is on this platform (telegram, whatsapp, slack, web …)
+    inactive_since: datetime | None = None  # learners not active since then (or never)
+
+    @property
+    def everyone(self) -> bool:
+        return self.course is None and self.channel is None and self.inactive_since is None
+
+    def to_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        if self.course is not None:
+            found["course"] = self.course
+        if self.channel is not None:
+            found["channel"] = self.channel
+        if self.inactive_since is not None:
+            found["inactive_since"] = self.inactive_since.isoformat()
+        return found
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Segment:
+        since = data.get("inactive_since")
+        return cls(course=data.get("course"), channel=data.get("channel"),
+                   inactive_since=datetime.fromisoformat(since) if since else None)
+
+
+def broadcast_key(broadcast_id: int, user_id: int) -> str:
+    """The outbox idempotency key of one recipient's copy."""
+    return f"broadcast:{broadcast_id}:{user_id}"
+
+
+def _recipient_key(broadcast_id: int) -> Any:
+    """`broadcast_key` in SQL, for joining recipients to their outbox rows through the unique key's index."""
+    return literal(f"broadcast:{broadcast_id}:") + cast(BroadcastRecipient.user_id, String)
+
+
+async def recipients_query(session: AsyncSession, segment: Segment, now: datetime) -> Select[Any]:
+    """SELECT user_id, home conversation id of the segment's learners, in user_id order."""
+    query = (
+        select(Learner.user_id, Learner.home_conversation_id)
+        .join(Conversation, Conversation.id == Learner.home_conversation_id)
+        .where(*may_be_messaged(now))
+    )
+    if segment.course is not None:
+        course_id = await session.scalar(select(Course.id).where(Course.slug == segment.course))
+        if course_id is None:
+            known = list(await session.scalars(select(Course.slug).order_by(Course.slug)))
+            raise BroadcastError("There is no course “{course}”. Courses: {known}.", course=segment.course,
+                                 known=", ".join(known) or "-")
+        query = query.where(
+            select(Enrollment.id)
+            .where(Enrollment.user_id == Learner.user_id, Enrollment.course_id == course_id)
+            .exists()
+        )
+    if segment.channel is not None:
+        query = query.where(Conversation.channel == segment.channel)
+    if segment.inactive_since is not None:
+        query = query.join(User, User.id == Learner.user_id).where(
+            (User.last_active_at < segment.inactive_since) | User.last_active_at.is_(None)
+        )
+    return query.order_by(Learner.user_id)
+
+
+async def count_recipients(session: AsyncSession, segment: Segment, now: datetime) -> int:
+    query = await recipients_query(session, segment, now)
+    return int(await session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0)
+
+
+async def channels_in_use(session: AsyncSession) -> list[str]:
+    """The platforms learners' home chats are on (to say what a mistyped channel could have been)."""
+    rows = await session.scalars(
+        select(Conversation.channel).join(Learner, Learner.home_conversation_id == Conversation.id).distinct()
+    )
+    return sorted(rows)
+
+
+async def create_draft(session: AsyncSession, *, text: str, segment: Segment, created_by: str,
+                       now: datetime) -> Broadcast:
+    """A broadcast to preview: it goes nowhere until `confirm`."""
+    text = text.strip()
+    if not text:
+        raise BroadcastError("The message is empty: write what learners should read.")
+    if len(text) > MAX_TEXT:
+        raise BroadcastError("The message has {length} characters; keep it under {limit}.", length=len(text),
+                             limit=MAX_TEXT)
+    if segment.channel is not None:
+        in_use = await channels_in_use(session)
+        if segment.channel not in in_use:
+            raise BroadcastError("No learner's chat is on “{channel}”. Channels in use: {known}.",
+                                 channel=segment.channel, known=", ".join(in_use) or "-")
+    count = await count_recipients(session, segment, now)
+    broadcast = Broadcast(text=text, segment=segment.to_json(), status=DRAFT, created_by=created_by[:240],
+                          created_at=now, preview_count=count, recipients=0, queued=0, cursor_user_id=0)
+    session.add(broadcast)
+    await session.flush()
+    return broadcast
+
+
+async def confirm(session: AsyncSession, broadcast_id: int, now: datetime) -> Broadcast:
+    """Freeze the recipients and hand the broadcast to the fan-out. Confirming twice does nothing more."""
+    broadcast = await session.get(Broadcast, broadcast_id, with_for_update=True)
+    if broadcast is None:
+        raise BroadcastError("There is no broadcast #{id}.", id=broadcast_id)
+    if broadcast.status != DRAFT:
+        raise BroadcastError("Broadcast #{id} was confirmed or cancelled already.", id=broadcast_id)
+    recipients = await recipients_query(session, Segment.from_json(broadcast.segment), now)
+    selected = recipients.with_only_columns(
+        literal(broadcast.id), Learner.user_id, Learner.home_conversation_id
+    ).order_by(None)
+    await session.execute(
+        insert(BroadcastRecipient).from_select(["broadcast_id", "user_id", "conversation_id"], selected)
+    )
+    broadcast.recipients = int(await session.scalar(
+        select(func.count()).select_from(BroadcastRecipient).where(BroadcastRecipient.broadcast_id == broadcast.id)
+    ) or 0)
+    broadcast.status = SENDING
+    broadcast.confirmed_at = now
+    await session.flush()
+    return broadcast
+
+
+async def cancel(session: AsyncSession, broadcast_id: int, now: datetime) -> tuple[Broadcast, int]:
+    """Stop a broadcast: no more recipients are queued, and copies not yet sent are withdrawn (returned: how many)."""
+    broadcast = await session.get(Broadcast, broadcast_id, with_for_update=True)
+    if broadcast is None:
+        raise BroadcastError("There is no broadcast #{id}.", id=broadcast_id)
+    if broadcast.status not in (DRAFT, SENDING):
+        raise BroadcastError("Broadcast #{id} is no longer going out; there is nothing to stop.", id=broadcast_id)
+    broadcast.status = CANCELLED
+    broadcast.cancelled_at = now
+    keys = select(_recipient_key(broadcast.id)).where(BroadcastRecipient.broadcast_id == broadcast.id)
+    withdrawn = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.idempotency_key.in_(keys), OutboxMessage.status.in_(("pending", "waiting")))
+        .values(status="suppressed", last_error="not sent: the broadcast was cancelled")
+    )
+    return broadcast, withdrawn.rowcount or 0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a broadcast stands: recipients frozen, copies queued, and the queued copies by outbox status."""
+
+    broadcast: Broadcast
+    by_status: dict[str, int]
+
+    @property
+    def delivered(self) -> int:
+        return self.by_status.get("sent", 0)
+
+    @property
+    def failed(self) -> int:
+        return self.by_status.get("dead", 0)
+
+    @property
+    def in_line(self) -> int:
+        return self.by_status.get("pending", 0) + self.by_status.get("sending", 0)
+
+    @property
+    def waiting(self) -> int:
+        """Set aside until the person writes (WhatsApp's 24-hour window with no approved template)."""
+        return self.by_status.get("waiting", 0)
+
+    @property
+    def withdrawn(self) -> int:
+        return self.by_status.get("suppressed", 0)
+
+    @property
+    def finished(self) -> bool:
+        return self.broadcast.status not in (DRAFT, SENDING) and self.in_line == 0
+
+
+async def progress(session: AsyncSession, broadcast: Broadcast) -> Progress:
+    rows = await session.execute(
+        select(OutboxMessage.status, func.count())
+        .select_from(BroadcastRecipient)
+        .join(OutboxMessage, OutboxMessage.idempotency_key == _recipient_key(broadcast.id))
+        .where(BroadcastRecipient.broadcast_id == broadcast.id)
+        .group_by(OutboxMessage.status)
+    )
+    return Progress(broadcast, {status: count for status, count in rows.all()})
+
+
+async def recent_broadcasts(session: AsyncSession, limit: int = 5) -> list[Broadcast]:
+    return list(await session.scalars(select(Broadcast).order_by(Broadcast.id.desc()).limit(limit)))

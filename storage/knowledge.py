@@ -1,0 +1,102 @@
+"""What the question answerer keeps across processes: each learner's allowance, and answers worth reusing.
+
+`KnowledgeAllowance` is one row per learner: questions asked in the current minute (a fixed one-minute window) and
+model tokens spent on the current UTC day. `KnowledgeCachedAnswer` maps a hash of (question, passages, model) to
+the answer given; the passages' ids are hashes of their text, so an edited lesson never gets a stale answer.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Integer, String, delete, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.models import Base, utcnow
+
+
+class KnowledgeAllowance(Base):
+    __tablename__ = "knowledge_allowances"
+
+    learner: Mapped[str] = mapped_column(String(200), primary_key=True)
+    minute_start: Mapped[datetime] = mapped_column(default=utcnow)
+    minute_questions: Mapped[int] = mapped_column(Integer, default=0)
+    day: Mapped[str] = mapped_column(String(10), default="")  # UTC date, YYYY-MM-DD
+    day_tokens: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class KnowledgeCachedAnswer(Base):
+    __tablename__ = "knowledge_answer_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    answer: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+def _insert(session: AsyncSession, table: type[Base]) -> Any:
+    """INSERT with ON CONFLICT, in the dialect of the session's database."""
+    insert = postgresql_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    return insert(table)
+
+
+async def _allowance(session: AsyncSession, learner: str, now: datetime) -> KnowledgeAllowance:
+    """The learner's row, created if missing, locked for this transaction (PostgreSQL; SQLite locks the file)."""
+    await session.execute(
+        _insert(session, KnowledgeAllowance)
+        .values(learner=learner, minute_start=now, minute_questions=0, day=now.date().isoformat(), day_tokens=0)
+        .on_conflict_do_nothing(index_elements=["learner"])
+    )
+    row = await session.scalar(
+        select(KnowledgeAllowance).where(KnowledgeAllowance.learner == learner).with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert row is not None
+    if row.day != now.date().isoformat():
+        row.day, row.day_tokens = now.date().isoformat(), 0
+    return row
+
+
+async def take_question(session: AsyncSession, learner: str, *, per_minute: int, now: datetime | None = None) -> bool:
+    """Count one question against the learner's minute; False (and nothing counted) when the minute is full."""
+    now = now or utcnow()
+    row = await _allowance(session, learner, now)
+    if now - row.minute_start >= timedelta(minutes=1):
+        row.minute_start, row.minute_questions = now, 0
+    if row.minute_questions >= per_minute:
+        return False
+    row.minute_questions += 1
+    return True
+
+
+async def tokens_spent_today(session: AsyncSession, learner: str, *, now: datetime | None = None) -> int:
+    row = await session.get(KnowledgeAllowance, learner)
+    today = (now or utcnow()).date().isoformat()
+    return row.day_tokens if row is not None and row.day == today else 0
+
+
+async def spend_tokens(session: AsyncSession, learner: str, tokens: int, *, now: datetime | None = None) -> None:
+    row = await _allowance(session, learner, now or utcnow())
+    row.day_tokens += tokens
+
+
+async def cached_answer(session: AsyncSession, key: str, *, max_age: timedelta) -> dict[str, Any] | None:
+    row = await session.get(KnowledgeCachedAnswer, key)
+    if row is None or utcnow() - row.created_at > max_age:
+        return None
+    return row.answer
+
+
+async def remember_answer(session: AsyncSession, key: str, answer: dict[str, Any], *, max_age: timedelta) -> None:
+    """Store (or refresh) an answer, and drop the ones older than `max_age` while here."""
+    now = utcnow()
+    await session.execute(delete(KnowledgeCachedAnswer).where(KnowledgeCachedAnswer.created_at < now - max_age))
+    statement = _insert(session, KnowledgeCachedAnswer).values(key=key, answer=answer, created_at=now)
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["key"], set_={"answer": statement.excluded.answer, "created_at": now}
+        )
+    )

@@ -1,0 +1,81 @@
+"""`lessonbot bench pipeline`: the real command, with tiny numbers, starting real servers in their own processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.bench import percentile
+from bot.cli import build_parser
+from bot.config import load_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+UNREACHABLE_POSTGRES = "postgresql://postgres@127.0.0.1:1/postgres"
+
+
+def lessonbot(*argv: str) -> int:
+    """Run a command as `lessonbot` does, in this process (without reconfiguring its logging)."""
+    args = build_parser().parse_args(list(argv))
+    return args.func(load_settings(_env_file=None), args)
+
+
+@pytest.mark.slow
+def test_echo_and_sqlite_rows_with_sane_figures_and_an_unreachable_postgres_skipped(tmp_path: Path) -> None:
+    results_file = tmp_path / "results.json"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "bot.cli", "bench", "pipeline",
+            "--conversations", "3", "--messages", "3", "--warmup", "1", "--poll-ms", "10",
+            "--postgres-url", UNREACHABLE_POSTGRES, "--json", str(results_file),
+        ],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    lines = done.stdout.splitlines()
+    header = next(number for number, line in enumerate(lines) if line.startswith("target "))
+    table = lines[header + 1 : lines.index("", header)]
+    rows = {line.split("  ")[0]: line.split() for line in table}
+    assert set(rows) == {"echo (ceiling)", "SQLite", "PostgreSQL"}
+    assert rows["echo (ceiling)"][-4:] == ["n/a", "n/a", "n/a", "0"]  # no replies from the echo, no errors
+    assert rows["SQLite"][-1] == "0"
+    assert rows["PostgreSQL"][1] == "skipped"
+    assert any("not reachable" in line and "--postgres-url" in line for line in lines[header:])
+    assert any(line.startswith("machine: ") for line in lines[:header])
+
+    report = json.loads(results_file.read_text())
+    assert report["machine"]["loop"] in ("uvloop", "asyncio") and report["machine"]["http"] in ("httptools", "h11")
+    echo, sqlite, postgresql = report["results"]
+    measured = 3 * (3 - 1)  # conversations x (messages - warm-up)
+    assert (echo["target"], echo["status"], echo["messages"], echo["error_count"]) == ("echo", "ok", measured, 0)
+    assert echo["messages_per_s"] > 0 and echo["replies"] is None
+    assert (sqlite["target"], sqlite["status"], sqlite["error_count"]) == ("sqlite", "ok", 0)
+    assert sqlite["messages"] == sqlite["replies"] == measured
+    assert sqlite["messages_per_s"] > 0 and sqlite["replies_per_s"] > 0
+    assert 0 < sqlite["ack_ms"]["p50"] <= sqlite["ack_ms"]["p99"]
+    # A reply cannot be seen before its message is acknowledged, nor before the first poll.
+    assert sqlite["reply_ms"]["p50"] >= max(sqlite["ack_ms"]["p50"], 10)
+    assert (postgresql["target"], postgresql["status"]) == ("postgresql", "skipped")
+
+
+def test_warmup_must_leave_messages_to_measure(capsys: pytest.CaptureFixture[str]) -> None:
+    assert lessonbot("bench", "pipeline", "--messages", "2", "--warmup", "2", "--targets", "echo") == 2
+    assert "--warmup 2 leaves nothing to measure with --messages 2" in capsys.readouterr().err
+
+
+def test_unknown_target_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    assert lessonbot("bench", "pipeline", "--targets", "echo,mysql") == 2
+    assert "unknown target mysql" in capsys.readouterr().err
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) is None

@@ -1,0 +1,420 @@
+"""The web chat's HTTP API, driven in-process through the real app: sessions, messages, replies, refusals, health.
+
+Requests go through httpx's ASGI transport with the app's lifespan entered (so the worker and the dispatcher run).
+That transport hands back a response only once the app has finished it, so the endpoint that never finishes (the
+server-sent event stream) is read from the same app served by uvicorn on a loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
+from starlette.applications import Starlette
+
+from bot.app import create_app
+from bot.config import Settings, load_settings
+from bot.messages import Document
+from channels.webchat import MAX_TEXT_CHARS, WebChatChannel, reply_view
+from storage.migrate import head_revisions
+from storage.models import InboundMessage, OutboxMessage
+
+REPLY_TIMEOUT = 10.0
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Starlette]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def in_process(app: Starlette) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://lessonbot.test")
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with in_process(app) as client:
+        yield client
+
+
+async def new_session(client: httpx.AsyncClient) -> str:
+    response = await client.post("/chat/api/sessions")
+    assert response.status_code == 201
+    return response.json()["session"]
+
+
+async def replies(client: httpx.AsyncClient, session: str, *, after: int = 0) -> list[dict[str, Any]]:
+    response = await client.get("/chat/api/messages", params={"session": session, "after": after})
+    assert response.status_code == 200, response.text
+    return response.json()["replies"]
+
+
+async def wait_for_replies(
+    client: httpx.AsyncClient, session: str, *, count: int = 1, after: int = 0
+) -> list[dict[str, Any]]:
+    """Poll as the page does on load, until `count` replies after `after` are there."""
+    async with asyncio.timeout(REPLY_TIMEOUT):
+        while len(got := await replies(client, session, after=after)) < count:
+            await asyncio.sleep(0.05)
+    return got
+
+
+async def say(client: httpx.AsyncClient, session: str, text: str, *, id: str | None = None) -> httpx.Response:
+    body: dict[str, Any] = {"session": session, "text": text}
+    if id is not None:
+        body["id"] = id
+    return await client.post("/chat/api/messages", json=body)
+
+
+async def count_rows(app: Starlette, model: type) -> int:
+    async with app.state.lessonbot.db.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(model))
+
+
+# a conversation -----------------------------------------------------------------------------------------------------
+
+
+async def test_a_message_gets_a_reply_and_a_choice_gets_the_next(client):
+    session = await new_session(client)
+    accepted = await say(client, session, "/start", id="m-1")
+    assert accepted.status_code == 202
+    assert accepted.json()["status"] == "accepted" and isinstance(accepted.json()["id"], int)
+
+    [greeting] = await wait_for_replies(client, session)
+    assert greeting["kind"] == "text" and "I'm Lessonbot" in greeting["text"]
+    assert greeting["choices"] and all(set(c) == {"label", "value"} for c in greeting["choices"])
+
+    # A pressed button comes back as its value; what it leads to is the dialog's business, but it leads on.
+    pressed = {"session": session, "choice": greeting["choices"][0]["value"], "id": "m-2"}
+    assert (await client.post("/chat/api/messages", json=pressed)).status_code == 202
+    [answer, *_] = await wait_for_replies(client, session, after=greeting["id"])
+    assert answer["id"] > greeting["id"] and answer["text"] != greeting["text"]
+
+    assert (await say(client, session, "/help", id="m-3")).status_code == 202
+    async with asyncio.timeout(REPLY_TIMEOUT):
+        while not any(r["text"].startswith("Here is what you can send me") for r in await replies(client, session)):
+            await asyncio.sleep(0.05)
+    ids = [r["id"] for r in await replies(client, session)]
+    assert ids == sorted(ids) and ids[0] == greeting["id"] and len(set(ids)) == len(ids)
+
+
+async def test_sessions_do_not_see_each_others_replies(client):
+    ann, bob = await new_session(client), await new_session(client)
+    assert ann != bob
+    assert (await say(client, ann, "/start")).status_code == 202
+    await wait_for_replies(client, ann)
+    assert (await say(client, bob, "/help")).status_code == 202
+    [help_reply] = await wait_for_replies(client, bob)
+    assert help_reply["text"].startswith("Here is what you can send me")
+    assert len(await replies(client, ann)) == 1
+
+
+async def test_the_longest_allowed_message_is_accepted(client, app):
+    session = await new_session(client)
+    response = await say(client, session, "é" * MAX_TEXT_CHARS)  # the limit counts characters, not bytes
+    assert response.status_code == 202, response.text
+    await wait_for_replies(client, session)
+    assert await count_rows(app, InboundMessage) == 1
+
+
+# retries ------------------------------------------------------------------------------------------------------------
+
+
+async def test_the_same_client_id_twice_is_one_message_and_one_reply(client, app):
+    session = await new_session(client)
+    first = await say(client, session, "/help", id="retry-1")
+    second = await say(client, session, "/help", id="retry-1")
+    assert first.status_code == 202
+    assert second.status_code == 200 and second.json() == {"status": "duplicate"}
+
+    await wait_for_replies(client, session)
+    await app.state.lessonbot.settle()
+    assert len(await replies(client, session)) == 1
+    assert await count_rows(app, InboundMessage) == 1
+    assert await count_rows(app, OutboxMessage) == 1
+
+
+async def test_client_ids_are_per_session_and_per_message(client, app):
+    ann, bob = await new_session(client), await new_session(client)
+    assert (await say(client, ann, "/help", id="same")).status_code == 202
+    assert (await say(client, bob, "/help", id="same")).status_code == 202  # another session: another message
+    assert (await say(client, ann, "/help", id="other")).status_code == 202  # same words, new id: a new message
+    await wait_for_replies(client, ann, count=2)
+    await wait_for_replies(client, bob)
+    assert await count_rows(app, InboundMessage) == 3
+
+
+# refusals -----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BadRequest:
+    """A request the server must refuse: what to send (given a valid session), the status, words of the error."""
+
+    name: str
+    body: Callable[[str, Settings], bytes | list[bytes]]
+    status: int
+    error: str
+
+
+def json_body(**fields: Any) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def forged(session: str) -> str:
+    session_id, _, signature = session.partition(".")
+    return f"{session_id}.{signature[:-1]}{'0' if signature[-1] != '0' else '1'}"
+
+
+def altered(session: str) -> str:
+    session_id, _, signature = session.partition(".")
+    return f"{session_id[:-1]}{'A' if session_id[-1] != 'A' else 'B'}.{signature}"
+
+
+def oversized(session: str, settings: Settings) -> bytes:
+    padding = "x" * settings.max_body_bytes
+    return json_body(session=session, text="hi", padding=padding)
+
+
+def oversized_in_chunks(session: str, settings: Settings) -> list[bytes]:
+    body = oversized(session, settings)
+    return [body[i : i + 8192] for i in range(0, len(body), 8192)]
+
+
+BAD_REQUESTS = [
+    BadRequest("malformed JSON", lambda s, _: json_body(session=s, text="hi")[:-1], 400, "not valid JSON"),
+    BadRequest("not UTF-8", lambda s, _: b'{"text": "\xff"}', 400, "not valid JSON"),
+    BadRequest("not an object", lambda s, _: b'["hi"]', 400, "must be a JSON object"),
+    BadRequest("missing text", lambda s, _: json_body(session=s), 422, "message was empty"),
+    BadRequest("blank text", lambda s, _: json_body(session=s, text="  \n "), 422, "message was empty"),
+    BadRequest("text not a string", lambda s, _: json_body(session=s, text=42), 422, "'text' must be a string"),
+    BadRequest("choice not a string", lambda s, _: json_body(session=s, choice=1), 422, "'choice' must be a string"),
+    BadRequest(
+        "text over the limit",
+        lambda s, _: json_body(session=s, text="x" * (MAX_TEXT_CHARS + 1)),
+        413,
+        "4,001 characters long; the limit is 4,000",
+    ),
+    BadRequest("client id too long", lambda s, _: json_body(session=s, text="hi", id="x" * 101), 422, "'id' must be"),
+    BadRequest("body over MAX_BODY_BYTES", oversized, 413, "the limit is 65,536"),
+    # Sent in chunks with no Content-Length: the limit must hold while reading, not only on the declared size.
+    BadRequest(
+        "streamed body over MAX_BODY_BYTES",
+        oversized_in_chunks,
+        413,
+        "over the limit of 65,536 bytes",
+    ),
+    BadRequest("no session", lambda s, _: json_body(text="hi"), 401, "POST /chat/api/sessions"),
+    BadRequest("empty session", lambda s, _: json_body(session="", text="hi"), 401, "Missing 'session'"),
+    BadRequest("session not a string", lambda s, _: json_body(session=123, text="hi"), 401, "Missing 'session'"),
+    BadRequest("forged signature", lambda s, _: json_body(session=forged(s), text="hi"), 403, "not valid here"),
+    BadRequest("altered session id", lambda s, _: json_body(session=altered(s), text="hi"), 403, "not valid here"),
+    BadRequest("unsigned session", lambda s, _: json_body(session=s.partition(".")[0], text="hi"), 403, "not valid"),
+    BadRequest(
+        "session of another server",
+        lambda s, _: json_body(session=WebChatChannel("another-secret-key-0123").new_session(), text="hi"),
+        403,
+        "not valid here",
+    ),
+]
+
+
+async def chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+@pytest.mark.parametrize("bad", BAD_REQUESTS, ids=[bad.name for bad in BAD_REQUESTS])
+async def test_a_bad_request_is_refused_stores_nothing_and_the_chat_goes_on(client, app, settings, bad):
+    session = await new_session(client)
+    body = bad.body(session, settings)
+    if isinstance(body, list):
+        response = await client.post(
+            "/chat/api/messages", content=chunks(body), headers={"Content-Type": "application/json"}
+        )
+        assert "content-length" not in response.request.headers
+    else:
+        response = await client.post("/chat/api/messages", content=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == bad.status, response.text
+    assert bad.error in response.json()["error"]
+    assert await count_rows(app, InboundMessage) == 0
+
+    assert (await say(client, session, "/start")).status_code == 202
+    [greeting] = await wait_for_replies(client, session)
+    assert "I'm Lessonbot" in greeting["text"]
+    assert await count_rows(app, InboundMessage) == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "error"),
+    [
+        ({}, 401, "Missing 'session'"),
+        ({"session": "nobody.0000"}, 403, "not valid here"),
+        ({"after": "last"}, 422, "'after' must be"),
+    ],
+    ids=["no session", "forged session", "bad cursor"],
+)
+async def test_reading_replies_needs_a_valid_session_and_cursor(client, params, status, error):
+    if "after" in params:
+        params = {**params, "session": await new_session(client)}
+    for path in ("/chat/api/messages", "/chat/api/events"):
+        response = await client.get(path, params=params)
+        assert response.status_code == status, path
+        assert error in response.json()["error"]
+
+
+# replies as server-sent events --------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def served(app: Starlette) -> AsyncIterator[str]:
+    """The app under uvicorn on a free loopback port (uvicorn runs its lifespan)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def first_reply_event(client: httpx.AsyncClient, session: str, **params: Any) -> tuple[int, dict[str, Any]]:
+    """Open the event stream, send /start, and return the first reply event (its SSE id and data)."""
+    async with client.stream("GET", "/chat/api/events", params={"session": session, **params}) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        fields: dict[str, str] = {}
+        async with asyncio.timeout(REPLY_TIMEOUT):
+            async for line in stream.aiter_lines():
+                if line:
+                    name, _, value = line.partition(": ")
+                    fields[name] = value
+                elif fields.get("event") == "reply":
+                    return int(fields["id"]), json.loads(fields["data"])
+                else:
+                    fields = {}
+    raise AssertionError("the stream ended without a reply")
+
+
+async def test_the_event_stream_delivers_replies_as_they_are_sent(settings):
+    async with served(create_app(settings)) as url, httpx.AsyncClient(base_url=url, timeout=REPLY_TIMEOUT) as client:
+        session = await new_session(client)
+
+        async def send_soon() -> None:
+            await asyncio.sleep(0.3)  # after the stream is open: the reply must arrive on it, not before it
+            assert (await say(client, session, "/start")).status_code == 202
+
+        sender = asyncio.create_task(send_soon())
+        event_id, greeting = await first_reply_event(client, session)
+        await sender
+        assert event_id == greeting["id"]
+        assert "I'm Lessonbot" in greeting["text"] and greeting["choices"]
+
+        # Reconnecting with the last id seen (as EventSource does) resumes after it.
+        assert (await say(client, session, "/help")).status_code == 202
+        event_id, commands = await first_reply_event(client, session, after=greeting["id"])
+        assert commands["text"].startswith("Here is what you can send me") and event_id > greeting["id"]
+
+        headers = {"Last-Event-ID": str(greeting["id"])}
+        async with client.stream("GET", "/chat/api/events", params={"session": session}, headers=headers) as stream:
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                async for line in stream.aiter_lines():
+                    if line.startswith("id: "):
+                        assert int(line[4:]) == commands["id"]
+                        break
+
+
+# the page -----------------------------------------------------------------------------------------------------------
+
+
+async def test_the_page_and_its_files_are_served(client):
+    page = await client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'src="static/chat.js"' in page.text and 'href="static/chat.css"' in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing is loaded from elsewhere
+    for path, kind in (("/static/chat.js", "javascript"), ("/static/chat.css", "text/css")):
+        response = await client.get(path)
+        assert response.status_code == 200 and kind in response.headers["content-type"], path
+        assert "innerHTML" not in response.text
+
+
+def test_a_document_reply_shows_its_name_but_not_where_it_lies_on_the_server():
+    payload = Document("certificate.pdf", caption="Well done!", path="/srv/lessonbot/var/cert-7.pdf").to_payload()
+    view = reply_view(7, payload)
+    assert view["id"] == 7 and view["kind"] == "document"
+    assert view["filename"] == "certificate.pdf" and view["caption"] == "Well done!"
+    assert "path" not in view and "/srv" not in json.dumps(view)
+
+
+# health and metrics -------------------------------------------------------------------------------------------------
+
+
+async def test_health_and_readiness(client):
+    health = await client.get("/healthz")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ready", "schema": sorted(head_revisions())}
+
+
+async def test_an_unmigrated_database_is_not_ready(tmp_path):
+    settings = load_settings(
+        _env_file=None,
+        database_url=f"sqlite:///{tmp_path / 'empty.db'}",
+        data_dir=tmp_path / "var",
+        secret_key="test-secret-key-0123456789",
+        log_format="text",
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with in_process(app) as client:
+            ready = await client.get("/readyz")
+            assert (await client.get("/healthz")).status_code == 200  # alive, just not ready
+    assert ready.status_code == 503
+    assert ready.json()["status"] == "unavailable"
+    assert "lessonbot db upgrade" in ready.json()["reason"]
+    assert "is at nothing" in ready.json()["reason"]
+
+
+def metric(text: str, family: str, sample: str, **labels: str) -> float | None:
+    for metric_family in text_string_to_metric_families(text):
+        if metric_family.name == family:
+            for s in metric_family.samples:
+                if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return s.value
+    return None
+
+
+async def test_metrics_count_messages_and_show_the_outbox(client):
+    before = metric((await client.get("/metrics")).text, "lessonbot_messages_in", "lessonbot_messages_in_total",
+                    channel="web") or 0.0
+    session = await new_session(client)
+    assert (await say(client, session, "/help")).status_code == 202
+    assert (await say(client, session, "/help", id="x")).status_code == 202
+    assert (await say(client, session, "/help", id="x")).status_code == 200  # a duplicate is not counted
+    await wait_for_replies(client, session, count=2)
+
+    response = await client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    assert "lessonbot_messages_in" in response.text and "lessonbot_outbox_depth" in response.text
+    assert metric(response.text, "lessonbot_messages_in", "lessonbot_messages_in_total", channel="web") == before + 2
+    assert metric(response.text, "lessonbot_outbox_depth", "lessonbot_outbox_depth", status="sent") == 2

@@ -1,0 +1,288 @@
+"""A local stand-in of the Slack Web API that slack_sdk's AsyncWebClient talks to through its base URL.
+
+It answers the methods Lessonbot calls the way slack.com/api does: auth.test, chat.postMessage, oauth.v2.access,
+and the three steps of files_upload_v2 (files.getUploadURLExternal, the upload URL it hands out, and
+files.completeUploadExternal). Every call is recorded with the token it carried. The next calls of a method can be
+scripted to fail: a 429 with Retry-After, a 5xx, an `ok: false` error, or an answer that comes too late.
+
+Also here: what Slack itself does to the requests it sends us (v0 signatures, the fixtures' payloads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
+BOT_TOKEN = "xoxb-111-standin-token"
+CLIENT_ID = "1111.2222"
+CLIENT_SECRET = "test-client-secret"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A workspace the stand-in knows, and the bot user the app has in it."""
+
+    team_id: str
+    bot_token: str
+    bot_user_id: str
+    bot_id: str
+    name: str = "Test Workspace"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """How the stand-in answers one call instead of doing it."""
+
+    status: int = 200
+    error: str = ""
+    retry_after: int | None = None
+    delay: float = 0.0  # seconds before answering normally (a client with a shorter timeout gives up)
+
+    @classmethod
+    def rate_limited(cls, retry_after: int = 1) -> Fault:
+        return cls(429, "ratelimited", retry_after=retry_after)
+
+    @classmethod
+    def server_error(cls, status: int = 500) -> Fault:
+        return cls(status)
+
+    @classmethod
+    def refused(cls, error: str) -> Fault:
+        return cls(200, error)
+
+    @classmethod
+    def slow(cls, seconds: float) -> Fault:
+        return cls(delay=seconds)
+
+    @classmethod
+    def none(cls) -> Fault:
+        """Answer this call normally (to script a failure for a later one)."""
+        return cls()
+
+    @property
+    def answers_normally(self) -> bool:
+        return self.status == 200 and not self.error
+
+
+@dataclass
+class Call:
+    method: str
+    token: str | None
+    params: dict[str, Any]
+    outcome: str  # "ok", or what went wrong
+    answer: dict[str, Any] = field(default_factory=dict)  # what the stand-in answered (a posted message's ts …)
+    at: float = field(default_factory=time.monotonic)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+class SlackStandIn:
+    def __init__(self, *workspaces: Workspace) -> None:
+        self.workspaces = {w.bot_token: w for w in workspaces or (Workspace("T111", BOT_TOKEN, "W111", "B111"),)}
+        self.calls: list[Call] = []
+        self.faults: dict[str, list[Fault]] = {}
+        self.missing_channels: set[str] = set()
+        self.oauth_codes: dict[str, Workspace] = {}
+        self.uploads: dict[str, bytes] = {}
+        self._ts = itertools.count(1)
+        self._file_ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.root = ""
+
+    # lifecycle ------------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> SlackStandIn:
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/upload/{file_id}", self._upload)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.root = f"http://{host}:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root}/api/"
+
+    # scripting and reading back -------------------------------------------------------------------------------
+
+    def fail(self, method: str, *faults: Fault) -> None:
+        """The next calls of `method` get these answers, one each, in order."""
+        self.faults.setdefault(method, []).extend(faults)
+
+    def add_oauth_code(self, code: str, workspace: Workspace) -> None:
+        """oauth.v2.access with this code installs the app into `workspace` (and auth.test then knows its token)."""
+        self.oauth_codes[code] = workspace
+
+    def posted(self, channel: str | None = None) -> list[Call]:
+        """Successful chat.postMessage calls, to one channel or all."""
+        return [
+            c for c in self.calls
+            if c.method == "chat.postMessage" and c.ok and (channel is None or c.params.get("channel") == channel)
+        ]
+
+    def texts(self, channel: str | None = None) -> list[str]:
+        return [c.params["text"] for c in self.posted(channel)]
+
+    async def wait_for(self, condition: Callable[[], object], timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the stand-in did not see it within {timeout} s; calls: {self.calls}")
+            await asyncio.sleep(0.02)
+
+    # the API --------------------------------------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json":
+            params.update(await request.json())
+        elif request.can_read_body:
+            params.update(await request.post())
+        token = _bearer(request.headers.get("Authorization")) or params.pop("token", None)
+        call = Call(method, token, params, "ok")
+        self.calls.append(call)
+        faults = self.faults.get(method)
+        if faults:
+            fault = faults.pop(0)
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if not fault.answers_normally:
+                call.outcome = f"{fault.status} {fault.error}".strip()
+                if fault.status >= 500:
+                    return web.Response(
+                        status=fault.status, text="<html>upstream error</html>", content_type="text/html"
+                    )
+                headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                return web.json_response({"ok": False, "error": fault.error}, status=fault.status, headers=headers)
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        if handler is None:
+            call.outcome = "unknown_method"
+            return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
+        if method != "oauth.v2.access" and token not in self.workspaces:
+            call.outcome = "invalid_auth"
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        answer = call.answer = handler(call, request)
+        if not answer.get("ok"):
+            call.outcome = answer.get("error", "error")
+        return web.json_response(answer)
+
+    def _auth_test(self, call: Call, request: web.Request) -> dict[str, Any]:
+        workspace = self.workspaces[call.token or ""]
+        return {
+            "ok": True, "url": f"https://{workspace.team_id.lower()}.slack.com/", "team": workspace.name,
+            "user": "lessonbot", "team_id": workspace.team_id, "user_id": workspace.bot_user_id,
+            "bot_id": workspace.bot_id, "is_enterprise_install": False,
+        }
+
+    def _chat_postMessage(self, call: Call, request: web.Request) -> dict[str, Any]:
+        channel = call.params.get("channel")
+        if not channel or channel in self.missing_channels:
+            return {"ok": False, "error": "channel_not_found"}
+        if not call.params.get("text") and not call.params.get("blocks"):
+            return {"ok": False, "error": "no_text"}
+        ts = f"{int(time.time())}.{next(self._ts):06d}"
+        return {"ok": True, "channel": channel, "ts": ts, "message": {"text": call.params.get("text"), "ts": ts}}
+
+    def _oauth_v2_access(self, call: Call, request: web.Request) -> dict[str, Any]:
+        client_id, _, client_secret = _basic(request.headers.get("Authorization"))
+        if (client_id, client_secret) != (CLIENT_ID, CLIENT_SECRET):
+            return {"ok": False, "error": "invalid_client_id"}
+        workspace = self.oauth_codes.pop(str(call.params.get("code")), None)
+        if workspace is None:
+            return {"ok": False, "error": "invalid_code"}
+        self.workspaces[workspace.bot_token] = workspace
+        return {
+            "ok": True, "app_id": "A111", "authed_user": {"id": "UINSTALLER"}, "scope": "chat:write,commands",
+            "token_type": "bot", "access_token": workspace.bot_token, "bot_user_id": workspace.bot_user_id,
+            "team": {"id": workspace.team_id, "name": workspace.name}, "enterprise": None,
+            "is_enterprise_install": False,
+        }
+
+    def _files_getUploadURLExternal(self, call: Call, request: web.Request) -> dict[str, Any]:
+        file_id = f"F{next(self._file_ids):08d}"
+        return {"ok": True, "upload_url": f"{self.root}/upload/{file_id}", "file_id": file_id}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        self.uploads[request.match_info["file_id"]] = await request.read()
+        return web.Response(text=f"OK - {len(self.uploads[request.match_info['file_id']])}")
+
+    def _files_completeUploadExternal(self, call: Call, request: web.Request) -> dict[str, Any]:
+        files = json.loads(call.params.get("files", "[]"))
+        if not all(f["id"] in self.uploads for f in files):
+            return {"ok": False, "error": "file_not_found"}
+        return {"ok": True, "files": [{"id": f["id"], "title": f.get("title", "")} for f in files]}
+
+
+def _bearer(header: str | None) -> str | None:
+    return header[len("Bearer "):] if header and header.startswith("Bearer ") else None
+
+
+def _basic(header: str | None) -> tuple[str, str, str]:
+    if not header or not header.startswith("Basic "):
+        return "", "", ""
+    return base64.b64decode(header[len("Basic "):]).decode().partition(":")
+
+
+# what Slack does on its side: signing, and the payloads it sends ---------------------------------------------------
+
+
+def signed(body: bytes | str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None,
+           content_type: str = "application/json", retry: int | None = None) -> dict[str, str]:
+    """The headers Slack sends with `body`: a v0 signature over it at `timestamp` (default: now)."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    raw = body.encode() if isinstance(body, str) else body
+    # HMAC-SHA256 over "v0:<timestamp>:<body bytes>", as Slack signs (slack_sdk's generator wants UTF-8 text only).
+    digest = hmac.new(secret.encode(), b"v0:" + stamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
+    headers = {"content-type": content_type, "x-slack-request-timestamp": stamp, "x-slack-signature": f"v0={digest}"}
+    if retry is not None:
+        headers["x-slack-retry-num"] = str(retry)
+        headers["x-slack-retry-reason"] = "http_timeout"
+    return headers
+
+
+def form_body(payload: dict[str, Any]) -> bytes:
+    """Interactivity arrives as a form with one field, `payload`, holding the JSON."""
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def load_fixture(shared_dir: Path, relative: str) -> Any:
+    path = shared_dir / "fixtures/slack" / relative
+    return path.read_text() if path.suffix == ".txt" else json.loads(path.read_text())
+
+
+def dm_event(text: str, *, event_id: str, user: str = "U0LEARNER", team: str = "T111", channel: str = "D0DM1",
+             **event: Any) -> dict[str, Any]:
+    """A message.im event as Slack sends it (the bolt-python fixture's shape, in a direct message)."""
+    return {
+        "token": "verification_token", "team_id": team, "api_app_id": "A111", "type": "event_callback",
+        "event_id": event_id, "event_time": int(time.time()), "authed_users": ["W111"],
+        "event": {
+            "client_msg_id": event_id.lower(), "type": "message", "text": text, "user": user,
+            "ts": f"{time.time():.6f}", "team": team, "channel": channel, "event_ts": f"{time.time():.6f}",
+            "channel_type": "im", **event,
+        },
+    }

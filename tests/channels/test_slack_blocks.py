@@ -1,0 +1,154 @@
+"""Slack's text formats: replies as Block Kit within Slack's limits, mrkdwn back to plain text, and the manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.messages import Choice, Document, Text
+from channels.slack import SCOPES
+from channels.slack_blocks import (
+    BLOCKS_PER_MESSAGE,
+    BUTTON_TEXT_LIMIT,
+    SECTION_TEXT_LIMIT,
+    ReplyNotRenderable,
+    escape_mrkdwn,
+    plain_text,
+    render_link,
+    render_text,
+)
+from channels.slack_inbound import SLASH_COMMANDS
+
+MANIFEST = Path(__file__).resolve().parents[2] / "channels/slack_manifest.yml"
+
+
+def sections(message) -> list[str]:
+    return [block["text"]["text"] for block in message.blocks if block["type"] == "section"]
+
+
+def buttons(message) -> list[dict]:
+    return [element for block in message.blocks if block["type"] == "actions" for element in block["elements"]]
+
+
+def unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def test_mrkdwn_control_characters_are_escaped_and_formatting_kept():
+    assert escape_mrkdwn("a < b & c > d") == "a &lt; b &amp; c &gt; d"
+    assert escape_mrkdwn("<!channel> ping") == "&lt;!channel&gt; ping"  # no mass mention through a reply
+    assert escape_mrkdwn("&amp;") == "&amp;amp;"  # text that looks escaped is shown as typed
+    assert escape_mrkdwn("*bold* _italic_") == "*bold* _italic_"
+
+
+def test_short_reply_with_choices_is_one_message_of_a_section_and_buttons():
+    [message] = render_text(Text("Ready for <your> quiz?", (Choice("Yes", "quiz:yes"), Choice("Later", "quiz:later"))))
+    assert [block["type"] for block in message.blocks] == ["section", "actions"]
+    assert sections(message) == ["Ready for &lt;your&gt; quiz?"]
+    assert message.blocks[0]["text"]["type"] == "mrkdwn"
+    assert message.text == "Ready for &lt;your&gt; quiz?"  # the notification fallback is always there
+    assert [(b["text"]["text"], b["value"], b["action_id"]) for b in buttons(message)] == [
+        ("Yes", "quiz:yes", "choice-0"),
+        ("Later", "quiz:later", "choice-1"),
+    ]
+    assert all(b["type"] == "button" and b["text"]["type"] == "plain_text" for b in buttons(message))
+
+
+def test_long_text_goes_over_sections_of_at_most_3000_characters_on_sentence_boundaries():
+    sentence = "Spaced repetition shows a card again just before you would forget it. "
+    text = sentence * 200  # about 14,000 characters
+    [message] = render_text(Text(text))
+    parts = sections(message)
+    assert len(parts) == 5
+    assert all(len(part) <= SECTION_TEXT_LIMIT for part in parts)
+    assert all(part.endswith("forget it.") for part in parts)
+    assert " ".join(parts) == text.strip()
+
+
+def test_escaping_that_grows_text_past_the_limit_splits_it_further():
+    text = "& " * 2000 + "<" * 2000  # 6,000 raw characters, about 18,000 once escaped
+    [message] = render_text(Text(text))
+    parts = sections(message)
+    assert all(len(part) <= SECTION_TEXT_LIMIT for part in parts)
+    assert "".join(unescape(part) for part in parts).replace(" ", "") == text.replace(" ", "")
+    assert not any(part.endswith(("&", "&a", "&am", "&amp", "&l", "&lt", "&g", "&gt")) for part in parts)
+
+
+def test_very_long_reply_goes_over_messages_of_at_most_50_blocks_with_the_buttons_last():
+    paragraph = "word " * 590  # under 3,000 characters: one section per paragraph
+    text = "\n\n".join([paragraph.strip()] * 120)
+    messages = render_text(Text(text, (Choice("Next", "/next"),)))
+    assert [len(m.blocks) for m in messages] == [50, 50, 21]
+    assert all(len(m.blocks) <= BLOCKS_PER_MESSAGE for m in messages)
+    assert [b["value"] for b in buttons(messages[-1])] == ["/next"]
+    assert not buttons(messages[0]) and not buttons(messages[1])
+    assert all(m.text and len(m.text) <= SECTION_TEXT_LIMIT for m in messages)
+
+
+def test_many_choices_go_over_actions_blocks_of_at_most_25_buttons_with_unique_action_ids():
+    choices = tuple(Choice(f"Option {i}", f"value-{i}") for i in range(30))
+    [message] = render_text(Text("Pick one", choices))
+    actions = [block for block in message.blocks if block["type"] == "actions"]
+    assert [len(block["elements"]) for block in actions] == [25, 5]
+    assert len({block["block_id"] for block in actions}) == 2
+    ids = [b["action_id"] for b in buttons(message)]
+    assert len(set(ids)) == 30
+    assert [b["value"] for b in buttons(message)] == [f"value-{i}" for i in range(30)]
+
+
+def test_button_text_is_cut_to_75_characters_and_values_over_2000_are_refused():
+    [message] = render_text(Text("Which?", (Choice("x" * 200, "long"),)))
+    label = buttons(message)[0]["text"]["text"]
+    assert len(label) == BUTTON_TEXT_LIMIT and label.endswith("…")
+    assert buttons(message)[0]["value"] == "long"
+    with pytest.raises(ReplyNotRenderable, match="2,000"):
+        render_text(Text("Which?", (Choice("Too long", "v" * 2001),)))
+
+
+def test_choices_without_text_still_have_a_fallback_and_an_empty_reply_is_refused():
+    [message] = render_text(Text("", (Choice("A & B", "a"), Choice("C", "c"))))
+    assert [block["type"] for block in message.blocks] == ["actions"]
+    assert message.text == "A &amp; B, C"
+    with pytest.raises(ReplyNotRenderable):
+        render_text(Text("   "))
+
+
+def test_a_document_with_only_a_url_becomes_an_escaped_link():
+    message = render_link(Document("notes <1>.pdf", caption="Your R&D notes", url="https://example.com/a|b>c.pdf"))
+    assert message.text == "Your R&amp;D notes\n<https://example.com/a%7Cb&gt;c.pdf|notes &lt;1&gt;.pdf>"
+    assert sections(message) == [message.text]
+
+
+@pytest.mark.parametrize(
+    ("wire", "expected"),
+    [
+        ("<@W111> Hi there!", "Hi there!"),
+        ("what is <@W111>?", "what is ?"),
+        ("ask <@U222|ann> and <#C123|general>", "ask @ann and #general"),
+        ("see <https://example.com/a?b=1&amp;c=2|the notes> or <https://example.com>",
+         "see the notes or https://example.com"),
+        ("<!here> a &lt; b &amp;&amp; c &gt; d", "@here a < b && c > d"),
+        ("mail <mailto:ann@example.com|ann@example.com>", "mail ann@example.com"),
+        ("&amp;lt; stays", "&lt; stays"),
+    ],
+)
+def test_mrkdwn_from_slack_becomes_plain_text(wire, expected):
+    assert plain_text(wire, bot_user_id="W111") == expected
+
+
+def test_the_manifest_asks_for_the_scopes_and_commands_the_code_uses():
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    assert sorted(manifest["oauth_config"]["scopes"]["bot"]) == sorted(SCOPES)
+    commands = manifest["features"]["slash_commands"]
+    assert sorted(c["command"] for c in commands) == sorted(SLASH_COMMANDS)
+    settings = manifest["settings"]
+    assert {"app_mention", "message.im"} <= set(settings["event_subscriptions"]["bot_events"])
+    urls = {c["url"] for c in commands} | {
+        settings["event_subscriptions"]["request_url"],
+        settings["interactivity"]["request_url"],
+    }
+    assert urls == {"https://bot.example.com/slack/events"}
+    assert manifest["oauth_config"]["redirect_urls"] == ["https://bot.example.com/slack/oauth_redirect"]
+    assert manifest["features"]["app_home"]["messages_tab_enabled"] is True

@@ -1,0 +1,258 @@
+"""Installing the Slack app into many workspaces: Bolt's OAuth flow with the installation store in our database."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from slack_sdk.oauth.installation_store import Installation
+from sqlalchemy import func, select
+
+from bot.app import build_channels
+from bot.config import load_settings
+from bot.messages import Text
+from bot.slack_installations import SlackInstallations
+from channels.base import Delivery, PermanentSendError
+from channels.slack import SCOPES
+from channels.slack_store import SlackInstallationStore
+from storage.db import Database
+from storage.models import ChannelIdentity, InboundMessage, User
+from storage.slack import SlackInstallation, SlackOAuthState
+from tests.channels.slack_standin import (
+    BOT_TOKEN,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    SIGNING_SECRET,
+    SlackStandIn,
+    Workspace,
+    dm_event,
+    signed,
+)
+from tests.channels.test_slack_events import running
+
+# slack_sdk sends oauth.v2.access's client credentials with aiohttp's BasicAuth, which aiohttp now warns about.
+pytestmark = pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning")
+
+SECOND = Workspace("T222", "xoxb-222-second-workspace", "UBOT222", "B222", "Second Workspace")
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[SlackStandIn]:
+    async with SlackStandIn() as server:  # knows T111's token only: T222 exists once it installs the app
+        yield server
+
+
+@pytest.fixture
+def distributed(settings, standin):
+    """Installable into many workspaces: a client id and secret instead of one bot token."""
+    return settings.model_copy(update={
+        "slack_signing_secret": SIGNING_SECRET,
+        "slack_client_id": CLIENT_ID,
+        "slack_client_secret": CLIENT_SECRET,
+        "slack_api_base_url": standin.base_url,
+        "public_base_url": "https://bot.example.com",
+        "web_chat_enabled": False,
+    })
+
+
+async def count(lessonbot, model, *where) -> int:
+    async with lessonbot.db.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+async def install(client: httpx.AsyncClient, standin: SlackStandIn, workspace: Workspace) -> httpx.Response:
+    """What an admin's browser does: /slack/install → Slack's consent page → back to /slack/oauth_redirect."""
+    start = await client.get("/slack/install")
+    assert start.status_code == 302, start.text
+    state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+    cookie = start.headers["set-cookie"].split(";")[0]
+    code = f"code-{workspace.team_id}"
+    standin.add_oauth_code(code, workspace)  # the code Slack hands the browser after consent
+    return await client.get(f"/slack/oauth_redirect?code={code}&state={state}", headers={"cookie": cookie})
+
+
+async def post_event(client, event: dict) -> httpx.Response:
+    body = json.dumps(event).encode()
+    return await client.post("/slack/events", content=body, headers=signed(body))
+
+
+async def test_install_starts_at_slacks_consent_page_with_our_scopes(distributed, standin):
+    async with running(distributed) as (client, lessonbot):
+        response = await client.get("/slack/install")
+        assert response.status_code == 302
+        location = urlsplit(response.headers["location"])
+        assert (location.scheme, location.netloc, location.path) == ("https", "slack.com", "/oauth/v2/authorize")
+        query = parse_qs(location.query)
+        assert query["client_id"] == [CLIENT_ID]
+        assert sorted(query["scope"][0].split(",")) == sorted(SCOPES)
+        assert query["redirect_uri"] == ["https://bot.example.com/slack/oauth_redirect"]
+        assert response.headers["set-cookie"].startswith(f"slack-app-oauth-state={query['state'][0]};")
+        assert await count(lessonbot, SlackOAuthState) == 1  # kept in the database: any worker can finish it
+
+
+async def test_a_second_workspace_installs_and_its_people_become_learners(distributed, standin):
+    async with running(distributed) as (client, lessonbot):
+        finished = await install(client, standin, SECOND)
+        assert finished.status_code == 200, finished.text
+        assert "Thank you!" in finished.text
+        async with lessonbot.db.sessions() as session:
+            row = await session.scalar(select(SlackInstallation))
+        assert (row.team_id, row.enterprise_id, row.bot_token, row.bot_user_id, row.bot_id, row.user_id) == (
+            "T222", "", SECOND.bot_token, "UBOT222", "B222", "UINSTALLER",
+        )
+        assert await count(lessonbot, SlackOAuthState) == 0  # the state was used up
+        assert [c.method for c in standin.calls] == ["oauth.v2.access", "auth.test"]
+
+        # Someone in the new workspace writes to the bot; the reply goes out with that workspace's token.
+        event = dm_event("hello", event_id="EvT222A", team="T222", user="U0NEW", channel="D222")
+        assert (await post_event(client, event)).status_code == 200
+        await standin.wait_for(lambda: standin.posted("D222"))
+        [reply] = standin.posted("D222")
+        assert reply.token == SECOND.bot_token
+        assert reply.params["text"].startswith("Hi! I'm Lessonbot")
+        async with lessonbot.db.sessions() as session:
+            identity = await session.scalar(select(ChannelIdentity))
+            assert (identity.channel, identity.external_id) == ("slack", "T222/U0NEW")
+            assert await session.get(User, identity.user_id) is not None
+            [message] = list(await session.scalars(select(InboundMessage)))
+            assert message.conversation_id is not None
+
+
+async def test_a_state_works_once_and_only_with_its_browser_cookie(distributed, standin):
+    async with running(distributed) as (client, lessonbot):
+        start = await client.get("/slack/install")
+        state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+        cookie = start.headers["set-cookie"].split(";")[0]
+        standin.add_oauth_code("code-1", SECOND)
+        no_cookie = await client.get(f"/slack/oauth_redirect?code=code-1&state={state}")
+        assert no_cookie.status_code == 400  # invalid_browser: another browser cannot finish this install
+        forged = await client.get("/slack/oauth_redirect?code=code-1&state=forged", headers={"cookie": cookie})
+        assert forged.status_code == 400
+        ok = await client.get(f"/slack/oauth_redirect?code=code-1&state={state}", headers={"cookie": cookie})
+        assert ok.status_code == 200
+        standin.add_oauth_code("code-2", SECOND)
+        again = await client.get(f"/slack/oauth_redirect?code=code-2&state={state}", headers={"cookie": cookie})
+        assert again.status_code == 401  # invalid_state: used already
+        assert await count(lessonbot, SlackInstallation) == 1
+
+
+async def test_a_refused_code_installs_nothing(distributed, standin):
+    async with running(distributed) as (client, lessonbot):
+        start = await client.get("/slack/install")
+        state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+        cookie = start.headers["set-cookie"].split(";")[0]
+        response = await client.get(f"/slack/oauth_redirect?code=unknown&state={state}", headers={"cookie": cookie})
+        assert response.status_code == 401
+        assert await count(lessonbot, SlackInstallation) == 0
+
+
+async def test_a_workspace_that_never_installed_is_not_recorded(distributed, standin, caplog):
+    async with running(distributed) as (client, lessonbot):
+        response = await post_event(client, dm_event("hello", event_id="EvNOPE", team="T999", channel="D999"))
+        assert response.status_code == 200  # acknowledged, so Slack does not retry it
+        assert await count(lessonbot, InboundMessage) == 0
+    assert standin.calls == []
+
+
+async def test_uninstalling_forgets_the_workspace_and_its_replies_stop(distributed, standin):
+    async with running(distributed) as (client, lessonbot):
+        assert (await install(client, standin, SECOND)).status_code == 200
+        uninstalled = {
+            "token": "x", "team_id": "T222", "api_app_id": "A111", "type": "event_callback",
+            "event_id": "EvUNINSTALL", "event_time": 1700000000,
+            "event": {"type": "app_uninstalled", "event_ts": "1700000000.000100"},
+        }
+        assert (await post_event(client, uninstalled)).status_code == 200
+        assert await count(lessonbot, SlackInstallation) == 0
+        slack = lessonbot.channels["slack"]
+        with pytest.raises(PermanentSendError, match="not installed in T222"):
+            await slack.send(Delivery(outbox_id=1, chat_id="T222:D222", reply=Text("still there?")))
+
+
+async def test_one_workspace_mode_explains_that_install_needs_a_client_id(settings, standin):
+    single = settings.model_copy(update={
+        "slack_signing_secret": SIGNING_SECRET, "slack_bot_token": BOT_TOKEN, "slack_api_base_url": standin.base_url,
+    })
+    async with running(single) as (client, lessonbot):
+        response = await client.get("/slack/install")
+        assert response.status_code == 404
+        assert "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET" in response.text
+        assert await count(lessonbot, SlackInstallation) == 0
+
+
+# the store itself -----------------------------------------------------------------------------------------------------
+
+
+async def test_the_store_keeps_one_row_per_workspace_and_finds_org_wide_installs(database_url):
+    records = SlackInstallations(Database(database_url))
+    store = SlackInstallationStore(records)
+    try:
+        first = Installation(app_id="A1", enterprise_id="E1", team_id="T1", bot_token="xoxb-old", bot_id="B1",
+                             bot_user_id="UB1", user_id="U1", bot_scopes=["chat:write"])
+        await store.async_save(first)
+        await store.async_save(Installation(app_id="A1", enterprise_id="E1", team_id="T1", bot_token="xoxb-new",
+                                            bot_id="B1", bot_user_id="UB1", user_id="U2",
+                                            bot_scopes="chat:write,commands"))
+        org = Installation(app_id="A1", enterprise_id="E9", team_id=None, bot_token="xoxb-org", bot_id="B9",
+                           bot_user_id="UB9", user_id="U9", is_enterprise_install=True)
+        await store.async_save(org)
+
+        bot = await store.async_find_bot(enterprise_id="E1", team_id="T1")
+        assert (bot.bot_token, bot.bot_user_id) == ("xoxb-new", "UB1")
+        assert (await store.async_find_bot(enterprise_id=None, team_id="T1")).bot_token == "xoxb-new"  # as send asks
+        org_bot = await store.async_find_bot(enterprise_id="E9", team_id="T5", is_enterprise_install=True)
+        assert org_bot.bot_token == "xoxb-org" and org_bot.is_enterprise_install
+        assert await store.async_find_bot(enterprise_id=None, team_id="T404") is None
+
+        installation = await store.async_find_installation(enterprise_id="E1", team_id="T1")
+        assert (installation.user_id, installation.enterprise_id) == ("U2", "E1")
+        assert installation.bot_scopes == ["chat:write", "commands"]
+        assert await store.async_find_installation(enterprise_id="E1", team_id="T1", user_id="U1") is None
+
+        await store.async_delete_bot(enterprise_id="E1", team_id="T1")
+        assert await store.async_find_bot(enterprise_id="E1", team_id="T1") is None
+        await store.async_delete_all(enterprise_id="E9", team_id=None)
+        assert await store.async_find_bot(enterprise_id="E9", team_id=None, is_enterprise_install=True) is None
+        async with records.db.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(SlackInstallation)) == 1
+    finally:
+        await records.close()
+
+
+async def test_states_expire_and_are_accepted_once(database_url):
+    records = SlackInstallations(Database(database_url))
+    try:
+        fresh = await records.issue_state(expires_in=600)
+        stale = await records.issue_state(expires_in=-1)
+        assert await records.consume_state(fresh) is True
+        assert await records.consume_state(fresh) is False
+        assert await records.consume_state(stale) is False
+        assert await records.consume_state("") is False
+        assert await records.consume_state("x" * 500) is False
+    finally:
+        await records.close()
+
+
+# which mode the settings choose ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "on", "logged"),
+    [
+        ({}, False, "slack is off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN"),
+        ({"slack_bot_token": BOT_TOKEN}, False, "SLACK_SIGNING_SECRET is empty"),
+        ({"slack_signing_secret": SIGNING_SECRET, "slack_client_id": CLIENT_ID}, False, "set both SLACK_CLIENT_ID"),
+        ({"slack_signing_secret": SIGNING_SECRET, "slack_bot_token": BOT_TOKEN}, True, None),
+    ],
+)
+def test_slack_is_on_only_with_a_signing_secret_and_a_token_or_client(values, on, logged, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="bot.app")
+    settings = load_settings(_env_file=None, data_dir=tmp_path, web_chat_enabled=False, **values)
+    channels = build_channels(settings)
+    assert ("slack" in [c.name for c in channels]) is on
+    if logged:
+        assert any(logged in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]

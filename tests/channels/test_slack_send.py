@@ -1,0 +1,210 @@
+"""Sending replies with slack_sdk against the local Slack Web API: Block Kit, files, and every way a send fails."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select
+
+from bot.core import Lessonbot
+from bot.messages import Choice, Document, Text
+from channels.base import Delivery, PermanentSendError, RateLimited, TransientSendError
+from channels.slack import SlackChannel
+from storage.models import OutboxMessage
+from tests.channels.slack_standin import BOT_TOKEN, SIGNING_SECRET, Fault, SlackStandIn
+from tests.support import message
+
+CHAT = "T111:D0DM1"
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[SlackStandIn]:
+    async with SlackStandIn() as server:
+        yield server
+
+
+def slack(base_url: str, *, timeout: float = 5.0) -> SlackChannel:
+    return SlackChannel(
+        signing_secret=SIGNING_SECRET, bot_token=BOT_TOKEN, api_base_url=base_url, max_body_bytes=65536,
+        timeout=timeout,
+    )
+
+
+def delivery(reply, *, outbox_id: int = 1, attempt: int = 1, chat_id: str = CHAT) -> Delivery:
+    return Delivery(outbox_id=outbox_id, chat_id=chat_id, reply=reply, attempt=attempt)
+
+
+async def test_a_reply_is_posted_as_block_kit_with_its_fallback_text(standin):
+    ts = await slack(standin.base_url).send(delivery(Text("Pick <one> & go", (Choice("A", "a"), Choice("B", "b")))))
+    [call] = standin.posted()
+    assert call.token == BOT_TOKEN
+    assert call.params["channel"] == "D0DM1"  # the workspace prefix of chat_id is ours, not Slack's
+    assert call.params["text"] == "Pick &lt;one&gt; &amp; go"
+    assert [b["type"] for b in call.params["blocks"]] == ["section", "actions"]
+    assert ts == call.answer["ts"]
+
+
+def test_every_reply_counts_against_one_per_second_per_channel():
+    channel = slack("http://127.0.0.1:9/api/")
+    assert [(r.key, r.count, r.seconds) for r in channel.rate_limits(CHAT)] == [("slack:channel:T111:D0DM1", 1, 1.0)]
+
+
+async def test_a_429_becomes_rate_limited_with_slacks_retry_after(standin):
+    standin.fail("chat.postMessage", Fault.rate_limited(retry_after=7))
+    with pytest.raises(RateLimited) as caught:
+        await slack(standin.base_url).send(delivery(Text("hi")))
+    assert caught.value.retry_after == 7
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_5xx_is_transient(standin, status):
+    standin.fail("chat.postMessage", Fault.server_error(status))
+    with pytest.raises(TransientSendError) as caught:
+        await slack(standin.base_url).send(delivery(Text("hi")))
+    assert not isinstance(caught.value, RateLimited)
+    assert str(status) in str(caught.value)
+
+
+async def test_slacks_own_internal_error_is_transient(standin):
+    standin.fail("chat.postMessage", Fault.refused("internal_error"))
+    with pytest.raises(TransientSendError):
+        await slack(standin.base_url).send(delivery(Text("hi")))
+
+
+@pytest.mark.parametrize(
+    "error", ["channel_not_found", "not_in_channel", "account_inactive", "invalid_auth", "is_archived"]
+)
+async def test_errors_that_will_not_go_away_are_permanent(standin, error):
+    standin.fail("chat.postMessage", Fault.refused(error))
+    with pytest.raises(PermanentSendError, match=error):
+        await slack(standin.base_url).send(delivery(Text("hi")))
+
+
+async def test_a_revoked_token_is_permanent(standin):
+    channel = SlackChannel(signing_secret=SIGNING_SECRET, bot_token="xoxb-revoked", api_base_url=standin.base_url,
+                           max_body_bytes=65536)
+    with pytest.raises(PermanentSendError, match="invalid_auth"):
+        await channel.send(delivery(Text("hi")))
+
+
+async def test_a_slow_answer_times_out_as_transient_without_retrying_inside_send(standin):
+    standin.fail("chat.postMessage", Fault.slow(1.0))
+    started = time.monotonic()
+    with pytest.raises(TransientSendError, match="unreachable"):
+        await slack(standin.base_url, timeout=0.3).send(delivery(Text("hi")))
+    assert time.monotonic() - started < 0.9
+    assert len([c for c in standin.calls if c.method == "chat.postMessage"]) == 1
+
+
+async def test_nobody_listening_is_transient():
+    with socket.socket() as probe:  # a port that was free a moment ago: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(TransientSendError, match="unreachable"):
+        await slack(f"http://127.0.0.1:{port}/api/").send(delivery(Text("hi")))
+
+
+async def test_a_long_reply_goes_out_in_order_and_a_retry_resumes_after_the_parts_already_posted(standin):
+    paragraphs = [f"Paragraph {i}. " + "word " * 580 for i in range(120)]  # 120 sections: three messages
+    reply = Text("\n\n".join(paragraphs))
+    channel = slack(standin.base_url)
+    # The first message goes out, the second is refused.
+    standin.fail("chat.postMessage", Fault.none(), Fault.rate_limited(retry_after=1))
+    with pytest.raises(RateLimited):
+        await channel.send(delivery(reply, outbox_id=42))
+    assert len(standin.posted()) == 1
+    last_ts = await channel.send(delivery(reply, outbox_id=42, attempt=2))
+    posted = standin.posted()
+    assert len(posted) == 3  # the first part was not posted again
+    firsts = [c.params["blocks"][0]["text"]["text"] for c in posted]
+    assert [f.split(".")[0] for f in firsts] == ["Paragraph 0", "Paragraph 50", "Paragraph 100"]
+    assert last_ts == posted[-1].answer["ts"]
+    assert all(len(c.params["blocks"]) <= 50 for c in posted)
+
+
+async def test_a_document_file_is_uploaded_with_files_upload_v2(standin, tmp_path):
+    path = tmp_path / "certificate.pdf"
+    path.write_bytes(b"%PDF-1.4 certificate of completion")
+    file_id = await slack(standin.base_url).send(
+        delivery(Document("certificate.pdf", caption="Well done <you>!", path=str(path), media_type="application/pdf"))
+    )
+    assert standin.uploads[file_id] == path.read_bytes()
+    [complete] = [c for c in standin.calls if c.method == "files.completeUploadExternal"]
+    assert complete.token == BOT_TOKEN
+    assert complete.params["channel_id"] == "D0DM1"
+    assert complete.params["initial_comment"] == "Well done &lt;you&gt;!"
+    assert [c.method for c in standin.calls] == [
+        "files.getUploadURLExternal", "files.completeUploadExternal",
+    ]
+
+
+async def test_a_document_that_is_not_there_is_permanent(standin, tmp_path):
+    with pytest.raises(PermanentSendError, match="cannot be read"):
+        await slack(standin.base_url).send(delivery(Document("gone.pdf", path=str(tmp_path / "gone.pdf"))))
+    assert standin.calls == []
+
+
+async def test_a_document_with_only_a_url_is_sent_as_a_link(standin):
+    handout = Document("handout.pdf", caption="Read this", url="https://example.com/h.pdf")
+    await slack(standin.base_url).send(delivery(handout))
+    [call] = standin.posted()
+    assert call.params["text"] == "Read this\n<https://example.com/h.pdf|handout.pdf>"
+
+
+async def test_a_reply_slack_cannot_show_is_permanent(standin):
+    with pytest.raises(PermanentSendError, match="2,000"):
+        await slack(standin.base_url).send(delivery(Text("Pick", (Choice("huge", "v" * 2001),))))
+    assert standin.calls == []
+
+
+# through the dispatcher ----------------------------------------------------------------------------------------------
+
+
+async def outbox(bot: Lessonbot) -> list[OutboxMessage]:
+    async with bot.db.sessions() as session:
+        return list(await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+async def test_a_429_storm_is_waited_out_at_slacks_pace_and_nothing_is_lost(settings, standin):
+    channel = slack(standin.base_url)
+    bot = Lessonbot(settings, [channel])
+    standin.fail("chat.postMessage", *[Fault.rate_limited(retry_after=1)] * 3)
+    bot.start()
+    try:
+        for n in range(2):
+            await bot.receive(message("/help", channel="slack", chat=CHAT, sender="T111/U1", platform_id=f"Ev{n}"))
+        await standin.wait_for(lambda: len(standin.posted()) == 2, timeout=20)
+        await bot.settle()
+    finally:
+        await bot.stop()
+    calls = [c for c in standin.calls if c.method == "chat.postMessage"]
+    assert [c.outcome for c in calls] == ["429 ratelimited"] * 3 + ["ok"] * 2
+    gaps = [later.at - earlier.at for earlier, later in zip(calls, calls[1:])]
+    assert all(gap >= 0.9 for gap in gaps[:3]), gaps  # Retry-After: 1 honoured each time
+    rows = await outbox(bot)
+    assert [(r.status, r.attempts) for r in rows] == [("sent", 1)] * 2  # a 429 does not count as a try
+
+
+async def test_5xx_is_retried_and_a_permanent_error_is_dead_lettered_at_once(settings, standin):
+    channel = slack(standin.base_url)
+    bot = Lessonbot(settings, [channel])
+    standin.fail("chat.postMessage", Fault.server_error(503), Fault.server_error(500))
+    standin.missing_channels.add("C0GONE")
+    bot.start()
+    try:
+        await bot.receive(message("/help", channel="slack", chat=CHAT, sender="T111/U1", platform_id="Ev1"))
+        await standin.wait_for(lambda: standin.posted(), timeout=20)
+        await bot.receive(message("/help", channel="slack", chat="T111:C0GONE", sender="T111/U1", platform_id="Ev2"))
+        await bot.settle()
+    finally:
+        await bot.stop()
+    by_chat = {row.chat_id: row for row in await outbox(bot)}
+    assert (by_chat[CHAT].status, by_chat[CHAT].attempts) == ("sent", 3)
+    assert (by_chat["T111:C0GONE"].status, by_chat["T111:C0GONE"].attempts) == ("dead", 1)
+    assert "channel_not_found" in by_chat["T111:C0GONE"].last_error
+    assert [c.outcome for c in standin.calls if c.method == "chat.postMessage"] == [
+        "503", "500", "ok", "channel_not_found",
+    ]

@@ -1,0 +1,77 @@
+"""Per-learner rate limit, daily token budget and answer cache, shared through the database (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from knowledge.answer import BUDGET_SPENT, TOO_FAST
+from knowledge.answerer import Answerer
+from knowledge.ingest import ingest_path
+from knowledge.store import open_store
+from storage.db import Database
+from tests.knowledge.conftest import PHOTOSYNTHESIS
+
+
+@pytest.fixture
+async def database(settings):
+    db = Database(settings.resolved_database_url)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+def answering(settings, model_settings, course_dir: Path):
+    """Model settings on the test's database (SQLite or PostgreSQL), with the biology course ingested."""
+    merged = model_settings.model_copy(update={"database_url": settings.database_url})
+    ingest_path(open_store(merged), course_dir, course_id="bio")
+    return merged
+
+
+async def test_a_learner_asking_too_fast_gets_a_friendly_wait(answering, database):
+    answerer = Answerer(answering.model_copy(update={"knowledge_rate_limit_per_minute": 2}), database=database)
+
+    def ask(learner: int):
+        return answerer.answer("Where is the Calvin cycle?", learner=learner, allowed_courses={"bio"})
+
+    first, second, third = [await ask(7) for _ in range(3)]
+    someone_else = await ask(8)
+
+    assert not first.limited and not second.limited
+    assert third.limited and third.text == TOO_FAST
+    assert not someone_else.limited
+    # a second answerer (another process) shares the count
+    other = Answerer(answering.model_copy(update={"knowledge_rate_limit_per_minute": 2}), database=database)
+    assert (await other.answer("Calvin cycle?", learner=7, allowed_courses={"bio"})).limited
+
+
+async def test_the_daily_token_budget_ends_model_answers_for_the_day(answering, database, openai):
+    answerer = Answerer(answering.model_copy(update={"knowledge_daily_token_budget": 100}), database=database)
+
+    first = await answerer.answer("Where does the Calvin cycle take place?", learner=3, allowed_courses={"bio"})
+    second = await answerer.answer("What do the light reactions release?", learner=3, allowed_courses={"bio"})
+
+    assert first.tokens > 100 and not first.limited
+    assert second.limited and second.text == BUDGET_SPENT
+    assert len(openai.chat_requests) == 1
+    fresh = await answerer.answer("What do the light reactions release?", learner=4, allowed_courses={"bio"})
+    assert not fresh.limited
+
+
+async def test_repeated_questions_come_from_the_cache_until_the_lesson_changes(answering, database, openai, course_dir):
+    answerer = Answerer(answering, database=database)
+    question = "Where does the Calvin cycle take place?"
+
+    first = await answerer.answer(question, learner=1, allowed_courses={"bio"})
+    again = await answerer.answer("where does the calvin  cycle take place?", learner=2, allowed_courses={"bio"})
+
+    assert len(openai.chat_requests) == 1
+    assert again.cached and again.tokens == 0 and again.text == first.text and again.sources == first.sources
+
+    (course_dir / "photosynthesis.md").write_text(PHOTOSYNTHESIS.replace("in the stroma", "in the chloroplast stroma"))
+    ingest_path(answerer.store, course_dir, course_id="bio")
+    edited = await answerer.answer(question, learner=1, allowed_courses={"bio"})
+
+    assert len(openai.chat_requests) == 2 and not edited.cached
+    assert "chloroplast stroma" in edited.text

@@ -1,0 +1,47 @@
+"""`lessonbot eval knowledge`: a small SQuAD-format set made from the real dataset, asked through the command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+
+
+@pytest.fixture
+def small_squad(shared_dir: Path, tmp_path: Path) -> Path:
+    """Two real articles cut to their first five paragraphs, with their real questions, laid out like squad-dev."""
+    source = shared_dir / "datasets" / "squad-dev"
+    data = json.loads((source / "dev-v2.0.cs224n-16articles.json").read_text())["data"]
+    folder = tmp_path / "squad-small"
+    (folder / "articles").mkdir(parents=True)
+    articles = []
+    for article in data[:2]:
+        paragraphs = article["paragraphs"][:5]
+        articles.append({"title": article["title"], "paragraphs": paragraphs})
+        (folder / "articles" / f"{article['title']}.txt").write_text("\n\n".join(p["context"] for p in paragraphs))
+    (folder / "dev-small.json").write_text(json.dumps({"version": "v2.0", "data": articles}))
+    return folder
+
+
+def test_eval_reports_retrieval_answers_declines_and_latency(offline_settings, small_squad, monkeypatch, capsys):
+    monkeypatch.setenv("DATA_DIR", str(offline_settings.data_dir))
+
+    status = main(["eval", "knowledge", str(small_squad), "--sample", "30", "--seed", "3", "--json"])
+
+    result = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert result["questions"] == 30 and result["answerable"] + result["unanswerable"] == 30
+    assert result["answers"] == "extractive"
+    assert result["recall_at_5"] >= 0.8 and result["recall_at_1"] <= result["recall_at_5"]
+    assert 0 < result["answer_hit_rate"] <= 1 and 0 <= result["decline_rate_unanswerable"] <= 1
+    assert 0 < result["latency_ms_p50"] <= result["latency_ms_p95"]
+    assert not (offline_settings.data_dir / "chroma").exists(), "the evaluation keeps to a scratch store"
+
+
+def test_eval_explains_a_folder_that_is_not_a_dataset(offline_settings, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DATA_DIR", str(offline_settings.data_dir))
+    assert main(["eval", "knowledge", str(tmp_path)]) == 2
+    assert "exactly one SQuAD JSON file" in capsys.readouterr().err

@@ -1,0 +1,151 @@
+"""Ingest: every format, heading-aware chunks with their provenance, re-ingest touching only what changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from knowledge.chunking import chunk_lesson
+from knowledge.ingest import ingest_lessons, ingest_path
+from knowledge.sources import Lesson, read_lesson
+from knowledge.store import open_store
+from tests.knowledge.conftest import PHOTOSYNTHESIS, VOLCANOES
+
+
+def minimal_pdf(text: str) -> bytes:
+    """A one-page PDF whose page shows `text` (what a PDF exporter writes, with the offsets computed)."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_every_format_becomes_chunks_that_know_where_they_came_from(offline_settings, course_dir: Path):
+    (course_dir / "extra").mkdir()
+    (course_dir / "extra" / "glossary.html").write_text(
+        "<html><head><title>Glossary</title><script>var x = 'not course text';</script></head><body>"
+        "<h1>Glossary</h1><h2>Stomata</h2><p>Stomata are pores in a leaf that let gases in and out.</p></body></html>"
+    )
+    (course_dir / "notes.txt").write_text("Xylem carries water up from the roots.\n\nPhloem carries sugar.")
+    (course_dir / "handout.pdf").write_bytes(minimal_pdf("Chloroplasts hold the chlorophyll."))
+    store = open_store(offline_settings)
+
+    report = ingest_path(store, course_dir, course_id="bio")
+
+    assert report.failures == []
+    assert report.lessons == 5
+    chunks = {c.id: c for c in store.chunk_texts("bio")}
+    by_lesson = {}
+    for chunk in chunks.values():
+        by_lesson.setdefault(chunk.metadata["lesson_id"], []).append(chunk)
+    assert set(by_lesson) == {"photosynthesis.md", "respiration.md", "extra/glossary.html", "notes.txt", "handout.pdf"}
+    calvin = next(c for c in by_lesson["photosynthesis.md"] if "stroma" in c.text)
+    assert calvin.metadata["heading_path"] == "Photosynthesis > Calvin cycle"
+    assert calvin.metadata["lesson_title"] == "Photosynthesis"
+    assert calvin.metadata["course_id"] == "bio"
+    assert calvin.metadata["source"] == str(course_dir / "photosynthesis.md")
+    assert PHOTOSYNTHESIS[calvin.metadata["start"]:].startswith(calvin.text[:40])
+    positions = sorted(c.metadata["position"] for c in by_lesson["photosynthesis.md"])
+    assert positions == list(range(len(positions)))
+    glossary = by_lesson["extra/glossary.html"][0]
+    assert glossary.metadata["heading_path"] == "Glossary > Stomata"
+    assert "not course text" not in glossary.text
+    assert "Chloroplasts hold the chlorophyll." in by_lesson["handout.pdf"][0].text
+
+
+def test_reingest_embeds_only_what_changed_and_removes_what_was_deleted(offline_settings, course_dir: Path):
+    store = open_store(offline_settings)
+    first = ingest_path(store, course_dir, course_id="bio")
+    assert first.added > 0 and first.unchanged == 0
+
+    again = ingest_path(store, course_dir, course_id="bio")
+    assert (again.added, again.updated, again.removed, again.unchanged) == (0, 0, 0, first.added)
+
+    (course_dir / "photosynthesis.md").write_text(PHOTOSYNTHESIS.replace("in the stroma", "in the chloroplast stroma"))
+    (course_dir / "respiration.md").unlink()
+    (course_dir / "volcanoes.md").write_text(VOLCANOES)
+    edited = ingest_path(store, course_dir, course_id="bio")
+
+    texts = [c.text for c in store.chunk_texts("bio")]
+    assert edited.added == 2  # the edited section, and the new lesson
+    assert edited.removed == 2  # the old section, and the deleted lesson
+    assert not any("mitochondria" in t for t in texts)
+    assert any("chloroplast stroma" in t for t in texts)
+    assert not any("takes place in the stroma" in t for t in texts)
+    assert any("tectonic plates" in t for t in texts)
+
+
+def test_a_file_that_fails_is_reported_and_the_rest_goes_on(offline_settings, course_dir: Path):
+    store = open_store(offline_settings)
+    ingest_path(store, course_dir, course_id="bio")
+    (course_dir / "respiration.md").write_bytes(b"\xff\xfe not utf-8 \xff")
+    (course_dir / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
+    (course_dir / "volcanoes.md").write_text(VOLCANOES)
+
+    report = ingest_path(store, course_dir, course_id="bio")
+
+    failed = dict(report.failures)
+    assert set(failed) == {str(course_dir / "respiration.md"), str(course_dir / "broken.pdf")}
+    assert "UTF-8" in failed[str(course_dir / "respiration.md")]
+    texts = [c.text for c in store.chunk_texts("bio")]
+    assert any("tectonic plates" in t for t in texts)
+    assert any("mitochondria" in t for t in texts), "a file that failed keeps what an earlier ingest stored"
+
+
+def test_course_import_owns_its_lessons_and_leaves_other_material_alone(offline_settings, course_dir: Path):
+    store = open_store(offline_settings)
+    ingest_path(store, course_dir, course_id="bio")
+    lessons = [Lesson("l1", "Volcanoes", VOLCANOES), Lesson("l2", "Lava", "Lava cools into basalt.")]
+
+    report = ingest_lessons("bio", lessons, settings=offline_settings)
+    assert report.added == 2
+    report = ingest_lessons("bio", lessons[:1], settings=offline_settings)
+
+    lesson_ids = {c.metadata["lesson_id"] for c in store.chunk_texts("bio")}
+    assert report.removed == 1
+    assert lesson_ids == {"l1", "photosynthesis.md", "respiration.md"}
+
+
+def test_ingest_command(offline_settings, course_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    monkeypatch.setenv("DATA_DIR", str(offline_settings.data_dir))
+    (course_dir / "slides.pptx").write_text("not a course format")  # skipped: not a course file
+    (course_dir / "bad.md").write_bytes(b"\xff\xfe")
+
+    status = main(["ingest", str(course_dir), "--course", "bio"])
+
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert "Course bio: 2 lessons, 4 chunks added" in out and "1 file failed" in out
+    assert "bad.md" in err and "UTF-8" in err
+    assert "Embedding bio" in err  # the progress bar
+    assert main(["ingest", str(course_dir / "missing"), "--course", "bio"]) == 2
+
+
+def test_front_matter_gives_the_title_and_is_not_course_text(tmp_path: Path):
+    lesson_file = tmp_path / "02-check.md"
+    lesson_file.write_text("---\nid: check\ntitle: Check who is writing\n---\n\n## Quiz\n\nThe name is a label.\n")
+    plain_rule = tmp_path / "rules.md"
+    plain_rule.write_text("---\nNot front matter, just a sentence between rules.\n---\n\nBody.\n")
+
+    lesson = read_lesson(lesson_file)
+    other = read_lesson(plain_rule)
+
+    assert lesson.title == "Check who is writing" and "title:" not in lesson.text
+    assert chunk_lesson("c", lesson)[0].heading_path == ("Quiz",)
+    assert other.title == "rules" and "Not front matter" in other.text

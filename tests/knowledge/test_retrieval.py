@@ -1,0 +1,96 @@
+"""Retrieval: hybrid search over the learner's courses only, fresh after re-ingest, one embedding model per store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knowledge.answer import NO_COURSES
+from knowledge.answerer import Answerer
+from knowledge.embeddings import MiniLMEmbedder
+from knowledge.ingest import ingest_lessons, ingest_path
+from knowledge.retrieval import Retriever
+from knowledge.sources import Lesson
+from knowledge.store import EmbeddingModelMismatch, open_store
+from tests.knowledge.conftest import PHOTOSYNTHESIS, VOLCANOES
+
+
+def test_minilm_vectors_do_not_depend_on_the_batch_they_were_padded_in(offline_settings):
+    embedder = MiniLMEmbedder()
+    short, long = "Plants need light.", PHOTOSYNTHESIS
+    alone = np.array(embedder.embed([short]))
+    batched = np.array(embedder.embed([long, short, "Lava cools into basalt."]))
+    assert np.allclose(alone[0], batched[1], atol=1e-4)
+    assert np.isclose(np.linalg.norm(batched[0]), 1.0, atol=1e-4)
+    related, unrelated = embedder.embed(["Where does the Calvin cycle happen?", "How do volcanoes form?"])
+    calvin = embedder.embed(["The Calvin cycle takes place in the stroma."])[0]
+    assert np.dot(related, calvin) > np.dot(unrelated, calvin) + 0.2
+
+
+def test_hybrid_search_finds_exact_words_and_paraphrases(offline_settings, course_dir: Path):
+    store = open_store(offline_settings)
+    ingest_path(store, course_dir, course_id="bio")
+    retriever = Retriever(store)
+
+    exact = retriever.retrieve("What does NADPH do in the Calvin cycle?", allowed_courses={"bio"})
+    paraphrase = retriever.retrieve("Which part of the cell turns sugar into usable energy?", allowed_courses={"bio"})
+
+    assert "Calvin cycle" in exact[0].text
+    assert exact[0].where == "Photosynthesis › Calvin cycle"
+    assert "mitochondria" in paraphrase[0].text
+
+
+async def test_a_learner_never_gets_material_from_a_course_they_are_not_entitled_to(offline_settings, course_dir):
+    store = open_store(offline_settings)
+    ingest_path(store, course_dir, course_id="bio")
+    ingest_lessons("geo", [Lesson("v", "Volcanoes", VOLCANOES)], settings=offline_settings)
+    retriever = Retriever(store)
+    question = "What is magma called when it reaches the surface?"
+
+    for mode in ("hybrid", "dense", "keyword"):
+        retriever.mode = mode
+        found = retriever.retrieve(question, allowed_courses={"bio"})
+        assert all(p.course_id == "bio" for p in found) and (found or mode == "keyword")
+        assert retriever.retrieve(question, allowed_courses={"geo"})[0].course_id == "geo"
+    answerer = Answerer(offline_settings, store=store)
+    bio_only = await answerer.answer(question, learner=1, allowed_courses={"bio"})
+    both = await answerer.answer(question, learner=1, allowed_courses={"bio", "geo"})
+    nothing = await answerer.answer(question, learner=1, allowed_courses=set())
+
+    assert "lava" not in bio_only.text.lower() and {s.course_id for s in bio_only.sources} <= {"bio"}
+    assert "lava" in both.text.lower() and both.sources[0].course_id == "geo"
+    assert nothing.text == NO_COURSES and nothing.declined
+    assert retriever.retrieve(question, allowed_courses={"no-such-course"}) == []
+
+
+def test_the_keyword_index_follows_a_reingest_made_elsewhere(offline_settings, course_dir: Path):
+    retriever = Retriever(open_store(offline_settings))
+    ingest_path(retriever.store, course_dir, course_id="bio")
+    assert retriever.retrieve("Rubisco enzyme", allowed_courses={"bio"}, limit=1)[0].keyword_score == 0
+
+    # another process (its own store handle) edits the course
+    (course_dir / "respiration.md").write_text("# Rubisco\n\nRubisco is the enzyme that fixes carbon dioxide.")
+    ingest_path(open_store(offline_settings), course_dir, course_id="bio")
+
+    best = retriever.retrieve("Rubisco enzyme", allowed_courses={"bio"}, limit=1)[0]
+    assert "Rubisco is the enzyme" in best.text and best.keyword_score == 1.0
+
+
+def test_a_store_built_with_another_embedding_model_is_refused_with_an_explanation(offline_settings, openai):
+    open_store(offline_settings)
+    other = offline_settings.model_copy(
+        update={"embeddings": "openai", "openai_base_url": openai.base_url, "openai_embedding_model": "e5"}
+    )
+    with pytest.raises(EmbeddingModelMismatch) as refused:
+        open_store(other)
+    assert "all-MiniLM-L6-v2-int8" in str(refused.value) and "openai:e5" in str(refused.value)
+    assert "CHROMA_COLLECTION" in str(refused.value)
+
+    # with a collection of its own, the endpoint's embeddings work end to end
+    store = open_store(other.model_copy(update={"chroma_collection": "with_e5"}))
+    ingest_lessons("geo", [Lesson("v", "Volcanoes", VOLCANOES)], settings=other.model_copy(
+        update={"chroma_collection": "with_e5"}))
+    assert Retriever(store, mode="dense").retrieve("volcanoes tectonic plates", allowed_courses={"geo"})
+    assert openai.embedding_requests >= 2

@@ -1,0 +1,261 @@
+"""Broadcasts: segments, preview with the count, confirm, fan-out through the outbox in batches (resumable, paced),
+progress and cancelling — from chat (/admin broadcast) and from the shell (lessonbot broadcast)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select, update
+
+from bot.cli import build_parser
+from bot.core import Lessonbot
+from scheduler.broadcast import fan_out, queue_batch, top_up
+from storage.broadcasts import BroadcastError, Segment, confirm, count_recipients, create_draft
+from storage.courses import Enrollment
+from storage.db import Database
+from storage.learners import PAUSED, STOPPED
+from storage.models import Conversation, OutboxMessage, utcnow
+from storage.scheduling import SENT, Broadcast
+from tests.scheduler.support import HandClock, add_learner, context, sample_course
+from tests.support import RecordingChannel, Transcript
+
+UTC = timezone.utc
+
+
+async def copies_per_recipient(db: Database, broadcast_id: int) -> dict[str, int]:
+    async with db.sessions() as session:
+        rows = await session.execute(
+            select(OutboxMessage.chat_id, func.count())
+            .where(OutboxMessage.idempotency_key.like(f"broadcast:{broadcast_id}:%"))
+            .group_by(OutboxMessage.chat_id)
+        )
+        return dict(rows.all())
+
+
+@pytest.fixture
+async def admin_bot(settings):
+    channel = RecordingChannel()
+    bot = Lessonbot(settings.model_copy(update={"admins": ("test:boss",)}), [channel])
+    yield bot, channel
+    await bot.stop()
+
+
+async def test_preview_confirm_and_fan_out_from_chat(admin_bot):
+    bot, channel = admin_bot
+    for name in ("ann", "bea", "cy", "dan", "eve"):
+        await add_learner(bot.db, chat=name)
+    await add_learner(bot.db, chat="stopped", status=STOPPED)
+    await add_learner(bot.db, chat="paused", status=PAUSED)
+    opted_out = await add_learner(bot.db, chat="opted-out")
+    async with bot.db.transaction() as session:
+        await session.execute(update(Conversation).where(Conversation.user_id == opted_out)
+                              .values(opted_out_at=utcnow()))
+    admin = Transcript(bot, channel, "boss")
+
+    [preview] = await admin.say("/admin broadcast everyone New lessons are out!\nSee you there.")
+    number = int(re.match(r"Broadcast #(\d+) ", preview)[1])
+    assert preview == (f"Broadcast #{number} goes to 5 learners (everyone):\n\nNew lessons are out!\nSee you there."
+                       "\n\nSend it?")
+    send, cancel = channel.sent["boss"][-1].choices
+    assert (send.label, send.value) == ("Send to 5 learners", f"/admin broadcast send {number}")
+    assert cancel.value == f"/admin broadcast cancel {number}"
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(OutboxMessage).where(
+            OutboxMessage.idempotency_key.is_not(None))) == 0  # nothing goes out before it is confirmed
+
+    [going] = await admin.say(send.label, choice=send.value)
+    assert going == (f"Broadcast #{number} is going out to 5 learners.\n"
+                     f"/admin broadcast status {number} shows how far it got.")
+    ctx = context(bot.db, HandClock(utcnow()), notify=bot.dispatcher.notify)
+    assert await fan_out(ctx) == 5
+    assert await fan_out(ctx) == 0
+    await bot.dispatcher.flush()
+    for name in ("ann", "bea", "cy", "dan", "eve"):
+        assert channel.texts(name) == ["New lessons are out!\nSee you there."]
+    assert not channel.sent["stopped"] and not channel.sent["paused"] and not channel.sent["opted-out"]
+
+    [status] = await admin.say(f"/admin broadcast status {number}")
+    assert status.startswith(f"#{number} done: “New lessons are out!\nSee you there.”\n"
+                             "5 of 5 queued · 5 delivered · 0 in line")
+    [again] = await admin.say(send.label, choice=send.value)  # pressed once more, late
+    assert again == f"Broadcast #{number} was confirmed or cancelled already."
+    [nobody] = await Transcript(bot, channel, "ann").say("/admin broadcast everyone hi")
+    assert nobody.startswith("Admin commands are for admins only")
+
+
+async def test_segments_by_course_channel_and_inactivity(admin_bot):
+    bot, channel = admin_bot
+    course = await sample_course(bot.db)
+    now = utcnow()
+    enrolled_idle = await add_learner(bot.db, chat="a", last_active_at=now - timedelta(days=10))
+    enrolled_busy = await add_learner(bot.db, chat="b", last_active_at=now - timedelta(hours=1))
+    await add_learner(bot.db, chat="c", last_active_at=now - timedelta(days=10))
+    await add_learner(bot.db, chat="d", channel="web", last_active_at=now - timedelta(days=10))
+    async with bot.db.transaction() as session:
+        for user_id in (enrolled_idle, enrolled_busy):
+            session.add(Enrollment(user_id=user_id, course_id=course, status="active", current_part=0))
+        slug = "spot-phishing"
+
+        async def count(**segment: object) -> int:
+            return await count_recipients(session, Segment(**segment), now)  # type: ignore[arg-type]
+
+        assert await count() == 4
+        assert await count(course=slug) == 2
+        assert await count(channel="web") == 1
+        assert await count(inactive_since=now - timedelta(days=7)) == 3
+        assert await count(course=slug, inactive_since=now - timedelta(days=7)) == 1
+        assert await count(channel="test", inactive_since=now - timedelta(days=7)) == 2
+
+    admin = Transcript(bot, channel, "boss")
+    [preview] = await admin.say(f"/admin broadcast course={slug} inactive=7 A new module is out")
+    assert re.match(r"Broadcast #\d+ goes to 1 learner \(enrolled in spot-phishing, not active since ", preview)
+    [unknown] = await admin.say("/admin broadcast course=nope hello")
+    assert unknown == f"There is no course “nope”. Courses: {slug}."
+    [no_channel] = await admin.say("/admin broadcast channel=fax hello")
+    assert no_channel == "No learner's chat is on “fax”. Channels in use: test, web."
+    [bad_date] = await admin.say("/admin broadcast inactive=last-week hello")
+    assert bad_date.startswith("“last-week” is not a number of days or a date like 2026-11-01.\nUsage:")
+    [no_text] = await admin.say("/admin broadcast everyone")
+    assert no_text.startswith("Usage: /admin broadcast")
+
+
+async def test_cancelling_stops_the_fan_out_and_withdraws_what_was_not_sent(admin_bot):
+    bot, channel = admin_bot
+    for index in range(30):
+        await add_learner(bot.db, chat=f"l{index:02}")
+    admin = Transcript(bot, channel, "boss")
+    [preview] = await admin.say("/admin broadcast everyone Hello")
+    number = int(re.match(r"Broadcast #(\d+) ", preview)[1])
+    await admin.say("Send to 30 learners", choice=f"/admin broadcast send {number}")
+    ctx = context(bot.db, HandClock(utcnow()))
+    assert await top_up(ctx, number, batch=10, max_batches=1) == 10
+    [cancelled] = await admin.say("Cancel", choice=f"/admin broadcast cancel {number}")
+    assert cancelled == f"Broadcast #{number} is cancelled. 10 copies not yet sent were withdrawn."
+    assert await fan_out(ctx) == 0
+    await bot.dispatcher.flush()
+    assert not any(channel.sent[f"l{index:02}"] for index in range(30))
+    [status] = await admin.say("/admin broadcast status")
+    assert f"#{number} cancelled" in status and "10 of 30 queued · 0 delivered · 0 in line" in status
+
+
+async def test_a_fan_out_cut_short_resumes_with_no_recipient_twice_and_none_left_out(database_url):
+    dbs = [Database(database_url), Database(database_url)]  # two leaders, one after the other
+    try:
+        for index in range(25):
+            await add_learner(dbs[0], chat=f"r{index:02}")
+        now = datetime.now(UTC)
+        async with dbs[0].transaction() as session:
+            draft = await create_draft(session, text="Hi all", segment=Segment(), created_by="test", now=now)
+            await confirm(session, draft.id, now)
+        first, second = (context(db, HandClock(now)) for db in dbs)
+        assert await top_up(first, draft.id, batch=10, max_batches=1) == 10  # then the first leader dies
+        # the second leader starts while a cut-off first one still runs: both batch at once
+        assert sum(await asyncio.gather(top_up(second, draft.id, batch=10), top_up(first, draft.id, batch=10))) == 15
+        copies = await copies_per_recipient(dbs[0], draft.id)
+        assert copies == {f"r{index:02}": 1 for index in range(25)}
+        assert await queue_batch(second, draft.id) == 0
+        async with dbs[0].sessions() as session:
+            broadcast = await session.get(Broadcast, draft.id)
+            assert (broadcast.status, broadcast.queued, broadcast.recipients) == (SENT, 25, 25)
+    finally:
+        for db in dbs:
+            await db.dispose()
+
+
+async def test_the_fan_out_keeps_only_a_small_backlog_ahead_of_the_dispatcher(database_url):
+    db = Database(database_url)
+    try:
+        for index in range(50):
+            await add_learner(db, chat=f"p{index:02}")
+        now = datetime.now(UTC)
+        async with db.transaction() as session:
+            draft = await create_draft(session, text="Paced", segment=Segment(), created_by="test", now=now)
+            await confirm(session, draft.id, now)
+        ctx = context(db, HandClock(now))
+        assert await fan_out(ctx, batch=10, backlog=20) == 20
+        assert await fan_out(ctx, batch=10, backlog=20) == 0  # the dispatcher has not sent any yet
+        async with db.transaction() as session:  # it sends fifteen
+            sent = select(OutboxMessage.id).order_by(OutboxMessage.id).limit(15).scalar_subquery()
+            await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(sent)).values(status="sent"))
+        assert await fan_out(ctx, batch=10, backlog=20) == 10
+        async with db.transaction() as session:
+            await session.execute(update(OutboxMessage).values(status="sent"))
+        assert await fan_out(ctx, batch=10, backlog=20) == 20
+        async with db.transaction() as session:
+            await session.execute(update(OutboxMessage).values(status="sent"))
+        assert await fan_out(ctx, batch=10, backlog=20) == 0  # all 50 queued: the broadcast is done
+        assert sum((await copies_per_recipient(db, draft.id)).values()) == 50
+    finally:
+        await db.dispose()
+
+
+async def test_the_text_must_be_there_and_not_too_long(database_url):
+    db = Database(database_url)
+    try:
+        async with db.transaction() as session:
+            with pytest.raises(BroadcastError, match="empty"):
+                await create_draft(session, text="  ", segment=Segment(), created_by="t", now=utcnow())
+            with pytest.raises(BroadcastError, match="3001 characters; keep it under 3000"):
+                await create_draft(session, text="x" * 3001, segment=Segment(), created_by="t", now=utcnow())
+    finally:
+        await db.dispose()
+
+
+# From the shell -------------------------------------------------------------------------------------------------------
+
+
+def broadcasts_stored(settings) -> int:
+    async def count() -> int:
+        db = Database(settings.resolved_database_url)
+        try:
+            async with db.sessions() as session:
+                return await session.scalar(select(func.count()).select_from(Broadcast)) or 0
+        finally:
+            await db.dispose()
+
+    return asyncio.run(count())
+
+
+def shell(settings, *argv: str) -> int:
+    args = build_parser().parse_args(["broadcast", *argv])
+    return args.func(settings, args)
+
+
+def test_lessonbot_broadcast_previews_sends_and_reports(settings, capsys):
+    async def learners() -> None:
+        db = Database(settings.resolved_database_url)
+        try:
+            for index in range(3):
+                await add_learner(db, chat=f"s{index}", channel="telegram" if index else "web")
+        finally:
+            await db.dispose()
+
+    asyncio.run(learners())
+    assert shell(settings, "preview", "--everyone") == 0
+    assert capsys.readouterr().out == "3 learners (everyone).\n"
+    assert shell(settings, "preview", "--channel", "telegram") == 0
+    assert capsys.readouterr().out == "2 learners (on telegram).\n"
+
+    assert shell(settings, "send", "--text", "Hello") == 2
+    assert "name who gets it: --everyone" in capsys.readouterr().err
+    assert shell(settings, "send", "--everyone", "--text", "Hello") == 2  # not at a terminal, and no --yes
+    assert "confirm with --yes" in capsys.readouterr().err
+    assert shell(settings, "send", "--channel", "telegram", "--text", "Hello", "--yes") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("To 2 learners (on telegram):\n\nHello\n\nBroadcast #")
+    number = int(re.search(r"Broadcast #(\d+) is going out to 2 learners;", out)[1])
+    assert f"lessonbot broadcast status {number} --watch" in out
+    assert broadcasts_stored(settings) == 1  # the refused send above kept nothing
+
+    assert shell(settings, "status", str(number)) == 0
+    assert capsys.readouterr().out == (f"#{number} going out (on telegram): “Hello”\n  recipients 2 · queued 0 · "
+                                       "delivered 0 · in line 0 · waiting for the learner 0 · failed 0 · withdrawn 0\n")
+    assert shell(settings, "cancel", str(number)) == 0
+    assert capsys.readouterr().out == f"Broadcast #{number} is cancelled; 0 copies not yet sent withdrawn.\n"
+    assert shell(settings, "cancel", str(number)) == 2
+    assert "no longer going out" in capsys.readouterr().err
+    assert shell(settings, "status", "999999") == 2
+    assert "There is no broadcast #999999." in capsys.readouterr().err

@@ -1,0 +1,198 @@
+"""Nudges: escalation after a day, three days and a week, then a farewell; any activity starts over; a streak saver;
+review reminders; quiet hours and pauses; WhatsApp's 24-hour window; and the one-tap way back in."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import date, datetime, time, timedelta, timezone
+
+from sqlalchemy import select, update
+
+from bot.core import Lessonbot
+from bot.messages import Text, reply_from_payload
+from scheduler.nudges import sweep
+from storage.courses import Question, QuestionCard
+from storage.db import Database
+from storage.learners import PAUSED
+from storage.models import OutboxMessage, User, utcnow
+from storage.scheduling import QUEUED, SKIPPED_WINDOW, NudgeLog
+from tests.scheduler.support import HandClock, add_learner, context, sample_course
+from tests.support import RecordingChannel, Transcript
+
+UTC = timezone.utc
+
+
+async def nudges_of(db: Database, user_id: int) -> list[tuple[str, int, str]]:
+    async with db.sessions() as session:
+        rows = await session.execute(
+            select(NudgeLog.kind, NudgeLog.step, NudgeLog.outcome).where(NudgeLog.user_id == user_id)
+            .order_by(NudgeLog.id)
+        )
+        return [tuple(row) for row in rows.all()]
+
+
+async def outbox_replies(db: Database) -> list[tuple[str, Text]]:
+    async with db.sessions() as session:
+        rows = await session.execute(select(OutboxMessage.idempotency_key, OutboxMessage.payload)
+                                     .order_by(OutboxMessage.id))
+        return [(key, reply_from_payload(payload)) for key, payload in rows.all()]
+
+
+async def test_inactivity_nudges_escalate_then_say_goodbye_and_activity_starts_them_over(database_url):
+    db = Database(database_url)
+    try:
+        left = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 10:00 in Lisbon; quiet hours keep nights free
+        user_id = await add_learner(db, last_active_at=left, quiet=(time(22), time(8)))
+        clock = HandClock(left)
+        ctx = context(db, clock, rng=random.Random(1))
+        seen: list[Counter[str]] = []
+        for hours in (23, 24.5, 25, 36, 72.5, 100, 168.5, 200, 336.5, 400, 24 * 40):
+            clock.at(left + timedelta(hours=hours))
+            seen.append(await sweep(ctx))
+        assert [dict(counts) for counts in seen] == [
+            {}, {"inactive": 1}, {}, {}, {"inactive": 1}, {}, {"inactive": 1}, {}, {"farewell": 1}, {}, {},
+        ]
+        assert await nudges_of(db, user_id) == [("inactive", 0, QUEUED), ("inactive", 1, QUEUED),
+                                                ("inactive", 2, QUEUED), ("farewell", 3, QUEUED)]
+        replies = await outbox_replies(db)
+        assert [key.split(":")[2:4] for key, _ in replies] == [["inactive", "0"], ["inactive", "1"], ["inactive", "2"],
+                                                              ["farewell", "3"]]
+        for _key, reply in replies[:3]:  # a way back in, and a way to make them stop for a while
+            assert [(c.label, c.value) for c in reply.choices] == [("Continue my lesson", "lesson:next"),
+                                                                   ("Pause for a week", "/pause 7")]
+        farewell = replies[3][1]
+        assert "remind" in farewell.text and [c.value for c in farewell.choices] == ["lesson:next"]
+
+        # The learner is back, then drifts off again: the sequence starts over.
+        back = left + timedelta(days=41)
+        async with db.transaction() as session:
+            await session.execute(update(User).values(last_active_at=back))
+        clock.at(back + timedelta(hours=12))
+        assert await sweep(ctx) == Counter()
+        clock.at(back + timedelta(hours=24, minutes=10))
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        assert (await nudges_of(db, user_id))[-1] == ("inactive", 0, QUEUED)
+    finally:
+        await db.dispose()
+
+
+async def test_a_learner_found_long_away_gets_only_the_step_they_are_at(database_url):
+    db = Database(database_url)
+    try:
+        now = datetime(2026, 6, 10, 10, 0, tzinfo=UTC)
+        user_id = await add_learner(db, last_active_at=now - timedelta(days=8))
+        ctx = context(db, HandClock(now), rng=random.Random(2))
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        assert await sweep(ctx) == Counter()  # and the same sweep again sends nothing
+        assert await nudges_of(db, user_id) == [("inactive", 2, QUEUED)]
+    finally:
+        await db.dispose()
+
+
+async def test_quiet_hours_and_pauses_hold_nudges_back(database_url):
+    db = Database(database_url)
+    try:
+        now = datetime(2026, 6, 10, 22, 30, tzinfo=UTC)  # 23:30 in Lisbon
+        away = now - timedelta(days=2)
+        quiet = await add_learner(db, last_active_at=away, quiet=(time(22), time(8)))
+        paused = await add_learner(db, last_active_at=away, status=PAUSED, paused_until=now + timedelta(days=3))
+        clock = HandClock(now)
+        ctx = context(db, clock, rng=random.Random(3))
+        assert await sweep(ctx) == Counter()
+        clock.at(datetime(2026, 6, 11, 7, 15, tzinfo=UTC))  # 08:15: quiet hours are over
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        assert [row[0] for row in await nudges_of(db, quiet)] == ["inactive"]
+        assert await nudges_of(db, paused) == []
+    finally:
+        await db.dispose()
+
+
+async def test_a_streak_saver_in_the_evening_before_the_streak_ends(database_url):
+    db = Database(database_url)
+    try:
+        evening = datetime(2026, 6, 10, 18, 30, tzinfo=UTC)  # 19:30 in Lisbon, 2026-06-10
+        yesterday = date(2026, 6, 9)
+        at_risk = await add_learner(db, streak_days=4, last_active_on=yesterday,
+                                    last_active_at=evening - timedelta(hours=22))
+        safe = await add_learner(db, streak_days=4, last_active_on=date(2026, 6, 10),
+                                 last_active_at=evening - timedelta(hours=2))
+        short = await add_learner(db, streak_days=1, last_active_on=yesterday,
+                                  last_active_at=evening - timedelta(hours=22))
+        clock = HandClock(evening - timedelta(hours=3))  # 16:30: too early for the saver
+        ctx = context(db, clock, rng=random.Random(4))
+        assert await sweep(ctx) == Counter()
+        clock.at(evening)
+        assert await sweep(ctx) == Counter({"streak": 1})
+        assert await nudges_of(db, at_risk) == [("streak", 0, QUEUED)]
+        assert await nudges_of(db, safe) == [] and await nudges_of(db, short) == []
+        [(key, reply)] = await outbox_replies(db)
+        assert key == f"nudge:{at_risk}:streak:2026-06-10"
+        assert "4-day streak" in reply.text and [c.value for c in reply.choices] == ["lesson:next"]
+    finally:
+        await db.dispose()
+
+
+async def test_review_reminders_when_questions_are_due(database_url):
+    db = Database(database_url)
+    try:
+        course = await sample_course(db)
+        afternoon = datetime(2026, 6, 10, 13, 0, tzinfo=UTC)  # 14:00 in Lisbon
+        learner = await add_learner(db, course_id=course, last_active_at=afternoon - timedelta(hours=5),
+                                    locale="es")
+        nothing_due = await add_learner(db, course_id=course, last_active_at=afternoon - timedelta(hours=5))
+        async with db.transaction() as session:
+            questions = list(await session.scalars(select(Question.id).limit(3)))
+            for question_id in questions:
+                session.add(QuestionCard(user_id=learner, question_id=question_id, card={},
+                                         due=afternoon - timedelta(hours=1)))
+                session.add(QuestionCard(user_id=nothing_due, question_id=question_id, card={},
+                                         due=afternoon + timedelta(days=2)))
+        ctx = context(db, HandClock(afternoon), rng=random.Random(5))
+        assert await sweep(ctx) == Counter({"review": 1})
+        [(key, reply)] = await outbox_replies(db)
+        assert key == f"nudge:{learner}:review:2026-06-10"
+        assert [c.value for c in reply.choices] == ["/review", "lesson:next"]
+        assert reply.choices[0].label == "Repasar ahora"  # in the learner's language
+        assert await sweep(ctx) == Counter()  # one a day
+    finally:
+        await db.dispose()
+
+
+async def test_whatsapp_outside_the_24_hour_window_skips_and_records_unless_a_template_is_configured(database_url):
+    db = Database(database_url)
+    try:
+        now = datetime(2026, 6, 10, 10, 0, tzinfo=UTC)
+        away = now - timedelta(days=3, minutes=5)
+        closed = await add_learner(db, channel="whatsapp", chat="+15550000001", last_active_at=away)
+        ctx = context(db, HandClock(now), rng=random.Random(6))
+        assert await sweep(ctx) == Counter({"inactive:skipped": 1})
+        assert await nudges_of(db, closed) == [("inactive", 1, SKIPPED_WINDOW)]
+        assert await outbox_replies(db) == []
+
+        templated = await add_learner(db, channel="whatsapp", chat="+15550000002", last_active_at=away)
+        with_template = context(db, HandClock(now), rng=random.Random(6), whatsapp_template=True)
+        assert await sweep(with_template) == Counter({"inactive": 1})
+        assert await nudges_of(db, templated) == [("inactive", 1, QUEUED)]
+        assert len(await outbox_replies(db)) == 1
+    finally:
+        await db.dispose()
+
+
+async def test_the_nudge_button_brings_the_learner_straight_into_their_lesson(settings):
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel])
+    try:
+        course = await sample_course(bot.db)
+        real_now = utcnow()
+        await add_learner(bot.db, course_id=course, chat="ann", zone="UTC", quiet=None,
+                          last_active_at=real_now - timedelta(days=1, hours=1))
+        ctx = context(bot.db, HandClock(real_now), rng=random.Random(7), notify=bot.dispatcher.notify)
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        await bot.dispatcher.flush()
+        [nudge] = channel.sent["ann"]
+        continue_button = nudge.choices[0]
+        [lesson] = await Transcript(bot, channel, "ann").say(continue_button.label, choice=continue_button.value)
+        assert lesson.startswith("📘 Lesson 1 of 5: What a phishing message wants")
+    finally:
+        await bot.stop()

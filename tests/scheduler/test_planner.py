@@ -1,0 +1,256 @@
+"""Lessons at each learner's hour: daylight-saving days in several zones, quiet hours, pauses, each lesson once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select, update
+
+from bot.core import Lessonbot
+from scheduler.planner import DueLesson, lesson_dates, lesson_moment, plan_lessons, push_lessons
+from storage.db import Database
+from storage.learners import PAUSED, STOPPED, zone_for
+from storage.models import Conversation, OutboxMessage, User, utcnow
+from storage.scheduling import QUEUED, QUIET_HOURS, UNANSWERED, ScheduledLesson
+from tests.scheduler.support import HandClock, add_learner, context, sample_course
+from tests.support import RecordingChannel, Transcript
+
+UTC = timezone.utc
+ZONES = ("Europe/Lisbon", "America/New_York", "Australia/Sydney", "Asia/Kolkata")
+# Around midnight and the small hours, where the clocks change, and an ordinary morning.
+TIMES = (time(0, 30), time(1, 30), time(2, 30), time(3, 30), time(7, 30), time(23, 30))
+
+
+def day_length(zone: ZoneInfo, day: date) -> timedelta:
+    start = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC) - start
+
+
+def odd_days(zone: ZoneInfo, year: int) -> list[date]:
+    """The year's days that are not 24 hours long in `zone`."""
+    day, found = date(year, 1, 1), []
+    while day.year == year:
+        if day_length(zone, day) != timedelta(hours=24):
+            found.append(day)
+        day += timedelta(days=1)
+    return found
+
+
+@pytest.mark.parametrize("zone_name", ZONES)
+def test_every_local_day_has_exactly_one_lesson_moment_across_daylight_saving_changes(zone_name):
+    zone = ZoneInfo(zone_name)
+    days = odd_days(zone, 2026)
+    if zone_name == "Asia/Kolkata":
+        assert days == []  # no daylight saving: ordinary days are checked the same way
+        days = [date(2026, 3, 29), date(2026, 10, 25)]
+    else:
+        assert sorted(day_length(zone, day) for day in days) == [timedelta(hours=23), timedelta(hours=25)]
+    for changeover in days:
+        start = datetime.combine(changeover - timedelta(days=2), time(12), tzinfo=zone).astimezone(UTC)
+        end = start + timedelta(days=4)
+        for at in TIMES:
+            seen: Counter[date] = Counter()
+            tick = start
+            while tick < end:  # windows of 7 minutes, so they do not line up with the lesson times
+                for day in lesson_dates(tick, tick + timedelta(minutes=7), zone=zone, at=at, days="1234567"):
+                    seen[day] += 1
+                tick += timedelta(minutes=7)
+            expected = [changeover + timedelta(days=n) for n in (-1, 0, 1)]
+            assert all(seen[day] == 1 for day in expected), (zone_name, changeover, at, seen)
+            assert max(seen.values()) == 1, (zone_name, changeover, at, seen)
+            moments = [lesson_moment(day, at, zone) for day in expected]
+            assert moments == sorted(moments) and all(m.astimezone(zone).date() == d for m, d in zip(moments, expected))
+
+
+def test_a_skipped_hour_keeps_the_old_offset_and_a_repeated_hour_counts_once():
+    new_york = ZoneInfo("America/New_York")
+    # 2026-03-08: 02:00 → 03:00. 02:30 does not exist; it comes at the offset of before, 03:30 on the clock.
+    assert lesson_moment(date(2026, 3, 8), time(2, 30), new_york) == datetime(2026, 3, 8, 7, 30, tzinfo=UTC)
+    # 2026-11-01: 02:00 → 01:00. 01:30 happens twice; the lesson comes at the first.
+    assert lesson_moment(date(2026, 11, 1), time(1, 30), new_york) == datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
+    sydney = ZoneInfo("Australia/Sydney")  # 2026-10-04: 02:00 → 03:00 (a 23-hour day); 02:30 is 03:30 AEDT
+    assert lesson_moment(date(2026, 10, 4), time(2, 30), sydney) == datetime(2026, 10, 3, 16, 30, tzinfo=UTC)
+    # only on the learner's days: from Monday 2026-10-26 noon to Monday 2026-11-09 noon, Mondays and Wednesdays
+    monday = datetime(2026, 11, 2, 12, tzinfo=UTC)
+    window = (monday - timedelta(days=7), monday + timedelta(days=7))
+    assert lesson_dates(*window, zone=UTC, at=time(8), days="13") == [
+        date(2026, 10, 28), date(2026, 11, 2), date(2026, 11, 4), date(2026, 11, 9)]
+
+
+async def run_planner(db: Database, clock: HandClock, until: datetime, *, step: timedelta) -> None:
+    """Run the planner every `step` up to `until`; learners read what they get (active right after each run)."""
+    ctx = context(db, clock)
+    while clock.now() < until:
+        clock.move(seconds=step.total_seconds())
+        await plan_lessons(ctx)
+        async with db.transaction() as session:
+            await session.execute(update(User).values(last_active_at=clock.now()))
+
+
+async def test_the_planner_sends_one_lesson_per_local_day_through_23_and_25_hour_days(database_url):
+    db = Database(database_url)
+    try:
+        course = await sample_course(db)
+        learners = {}
+        for zone, at in [("America/New_York", time(1, 30)), ("America/New_York", time(2, 30)),
+                         ("Australia/Sydney", time(2, 30)), ("Australia/Sydney", time(7, 30)),
+                         ("Europe/Lisbon", time(1, 30)), ("Asia/Kolkata", time(7, 30)), ("UTC+05:30", time(23, 30))]:
+            user_id = await add_learner(db, zone=zone, at=at, course_id=course, days="1234567")
+            learners[user_id] = (zone, at)
+        # Sydney's 23-hour day (2026-10-04), then New York's 25-hour day (2026-11-01); a run every 110 minutes
+        # (under the two-hour late limit, so every moment falls in some run's window).
+        windows = [(datetime(2026, 10, 2, 12, tzinfo=UTC), datetime(2026, 10, 6, 12, tzinfo=UTC)),
+                   (datetime(2026, 10, 30, 12, tzinfo=UTC), datetime(2026, 11, 3, 12, tzinfo=UTC))]
+        clock = HandClock(windows[0][0])
+        await plan_lessons(context(db, clock))  # the first run ever only starts the cursor
+        await run_planner(db, clock, windows[0][1], step=timedelta(minutes=110))
+        clock.at(windows[1][0])  # four weeks with the scheduler down: at most two hours are made up
+        await run_planner(db, clock, windows[1][1], step=timedelta(minutes=110))
+
+        covered = [windows[0], (windows[1][0] - timedelta(hours=2), windows[1][1])]
+        async with db.sessions() as session:
+            rows = (await session.execute(select(ScheduledLesson))).scalars().all()
+            keys = set(await session.scalars(select(OutboxMessage.idempotency_key)))
+        for user_id, (zone_name, at) in learners.items():
+            zone = zone_for(zone_name)
+            expected = set()
+            for start, end in covered:
+                day = start.astimezone(zone).date() - timedelta(days=1)
+                while day <= end.astimezone(zone).date() + timedelta(days=1):
+                    if start < lesson_moment(day, at, zone) <= end:
+                        expected.add(day)
+                    day += timedelta(days=1)
+            mine = [row for row in rows if row.user_id == user_id]
+            assert sorted(row.local_date for row in mine) == sorted(expected), (zone_name, at)
+            assert all(row.outcome == QUEUED for row in mine), [(r.local_date, r.outcome) for r in mine]
+            assert all(row.due_at == lesson_moment(row.local_date, at, zone) for row in mine)
+            assert {f"lesson:{user_id}:{day.isoformat()}" for day in expected} <= keys
+        assert len(rows) == 7 * 8  # four local days in each window for each of the seven learners
+    finally:
+        await db.dispose()
+
+
+async def test_quiet_hours_pauses_and_stops(database_url):
+    db = Database(database_url)
+    try:
+        course = await sample_course(db)
+        clock = HandClock(datetime(2026, 6, 10, 6, 0, tzinfo=UTC))  # 07:00 in Lisbon (summer time)
+        later = clock.now() + timedelta(days=3)
+        quiet = await add_learner(db, course_id=course, quiet=(time(22), time(8)))
+        paused = await add_learner(db, course_id=course, status=PAUSED, paused_until=later)
+        paused_forever = await add_learner(db, course_id=course, status=PAUSED)
+        pause_over = await add_learner(db, course_id=course, status=PAUSED,
+                                       paused_until=clock.now() - timedelta(hours=1))
+        stopped = await add_learner(db, course_id=course, status=STOPPED)
+        active = await add_learner(db, course_id=course)
+        ctx = context(db, clock)
+        await plan_lessons(ctx)
+        clock.move(minutes=45)  # 07:45: the 07:30 lessons are due
+        outcomes = await plan_lessons(ctx)
+        async with db.sessions() as session:
+            decided = {row.user_id: row.outcome for row in (await session.scalars(select(ScheduledLesson))).all()}
+            sent_to = set(await session.scalars(
+                select(Conversation.user_id).join(OutboxMessage, OutboxMessage.conversation_id == Conversation.id)
+            ))
+        assert decided == {quiet: QUIET_HOURS, pause_over: QUEUED, active: QUEUED}
+        assert not {paused, paused_forever, stopped} & set(decided)
+        assert sent_to == {pause_over, active}
+        assert outcomes == Counter({QUEUED: 2, QUIET_HOURS: 1})
+    finally:
+        await db.dispose()
+
+
+async def test_a_pushed_lesson_arrives_and_its_button_continues_it(settings):
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel])
+    try:
+        course = await sample_course(bot.db)
+        user_id = await add_learner(bot.db, course_id=course, chat="ann", at=time(7, 30), zone="Europe/Lisbon")
+        clock = HandClock(utcnow())
+        ctx = context(bot.db, clock, notify=bot.dispatcher.notify)
+        await plan_lessons(ctx)
+        async with bot.db.sessions() as session:  # whatever the real date, 07:30 in Lisbon is in the next day
+            now_local = clock.now().astimezone(ZoneInfo("Europe/Lisbon"))
+        due = datetime.combine(now_local.date() + timedelta(days=1), time(7, 30), tzinfo=ZoneInfo("Europe/Lisbon"))
+        clock.at(due + timedelta(minutes=1))
+        assert (await plan_lessons(ctx))[QUEUED] == 1
+        await bot.dispatcher.flush()
+        [lesson] = channel.sent["ann"]
+        assert lesson.text.startswith("📘 Lesson 1 of 5: What a phishing message wants")
+        assert [choice.label for choice in lesson.choices] == ["Next ▸", "Later"]
+        [part_two] = await Transcript(bot, channel, "ann").say("Next ▸", choice=lesson.choices[0].value)
+        assert part_two.startswith("Nearly every phishing message") and part_two.endswith("(2/3)")
+        async with bot.db.sessions() as session:
+            [key] = await session.scalars(select(OutboxMessage.idempotency_key).where(
+                OutboxMessage.idempotency_key.is_not(None)))
+        assert key == f"lesson:{user_id}:{due.date().isoformat()}"
+    finally:
+        await bot.stop()
+
+
+async def test_no_new_lesson_while_the_last_one_is_unanswered(database_url):
+    db = Database(database_url)
+    try:
+        course = await sample_course(db)
+        start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon
+        user_id = await add_learner(db, course_id=course, last_active_at=start - timedelta(hours=1))
+        clock = HandClock(start)
+        ctx = context(db, clock)
+        await plan_lessons(ctx)
+        outcomes = []
+        for day in range(3):
+            clock.at(start + timedelta(days=day, minutes=45))
+            outcomes.append(await plan_lessons(ctx))
+            if day == 1:  # after the second day's skipped lesson, the learner comes back
+                async with db.transaction() as session:
+                    await session.execute(update(User).values(last_active_at=clock.now() + timedelta(hours=2)))
+        assert outcomes == [Counter({QUEUED: 1}), Counter({UNANSWERED: 1}), Counter({QUEUED: 1})]
+        async with db.sessions() as session:
+            count = await session.scalar(select(OutboxMessage.id).where(
+                OutboxMessage.idempotency_key == f"lesson:{user_id}:2026-06-11"))
+        assert count is None
+    finally:
+        await db.dispose()
+
+
+async def test_a_window_planned_twice_at_once_sends_each_lesson_once(database_url):
+    dbs = [Database(database_url), Database(database_url)]
+    try:
+        course = await sample_course(dbs[0])
+        users = [await add_learner(dbs[0], course_id=course) for _ in range(5)]
+        moment = datetime(2026, 6, 10, 6, 30, tzinfo=UTC)  # 07:30 in Lisbon
+        due = [DueLesson(user_id, date(2026, 6, 10), moment) for user_id in users]
+        clocks = [HandClock(moment + timedelta(minutes=1)) for _ in dbs]
+        # two leaders (one cut off and not knowing it yet) push the same lessons at the same time
+        results = await asyncio.gather(*(push_lessons(context(db, clock), due, clock.now())
+                                         for db, clock in zip(dbs, clocks)))
+        assert sum(result[QUEUED] for result in results) == len(users)
+        async with dbs[0].sessions() as session:
+            keys = list(await session.scalars(select(OutboxMessage.idempotency_key)))
+        assert sorted(keys) == sorted(f"lesson:{user_id}:2026-06-10" for user_id in users)
+    finally:
+        for db in dbs:
+            await db.dispose()
+
+
+async def test_a_learner_being_answered_right_now_is_retried_then_recorded(database_url):
+    db = Database(database_url)
+    try:
+        course = await sample_course(db)
+        user_id = await add_learner(db, course_id=course)
+        async with db.transaction() as session:  # a worker holds the conversation (real time: leases are)
+            await session.execute(update(Conversation).values(lease_owner="worker-elsewhere",
+                                                              lease_until=utcnow() + timedelta(minutes=1)))
+        moment = datetime(2026, 6, 10, 6, 30, tzinfo=UTC)
+        clock = HandClock(moment + timedelta(minutes=1))
+        outcomes = await push_lessons(context(db, clock), [DueLesson(user_id, date(2026, 6, 10), moment)],
+                                      clock.now(), retry_seconds=0.01)
+        assert outcomes == Counter({"busy": 1})
+        async with db.sessions() as session:
+            assert await session.scalar(select(OutboxMessage.id)) is None
+    finally:
+        await db.dispose()
