@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.bench import (
-    DEFAULT_POSTGRES_ADMIN_URL, DatabaseUnreachable, bench_kinds, machine, postgres_database, progress,
+    DEFAULT_POSTGRES_ADMIN_URL, PROJECT_ROOT, DatabaseUnreachable, bench_kinds, machine, postgres_database, progress,
 )
 
 if TYPE_CHECKING:
@@ -156,6 +156,9 @@ async def add_learners(db: Database, count: int, *, channel: str, course_id: int
             ])
         for p, u in zip(people, users):
             made.append(p | {"user_id": u})
+    async with db.engine.connect() as connection:  # fresh statistics, as autovacuum keeps them in a live database
+        await connection.exec_driver_sql("ANALYZE")
+        await connection.commit()
     return made
 
 
@@ -172,7 +175,7 @@ async def bench_planning(args: argparse.Namespace) -> dict[str, Any]:
         db = Database(url)
         try:
             progress(f"planning: {args.learners:,} learners into a fresh {args.database} database")
-            sample = Path(__file__).resolve().parents[1] / "courses" / "sample"
+            sample = PROJECT_ROOT / "courses" / "sample"
             async with db.transaction() as session:
                 await import_course(session, load_course(sample))
             async with db.sessions() as session:
@@ -251,6 +254,8 @@ async def bench_planning(args: argparse.Namespace) -> dict[str, Any]:
 @asynccontextmanager
 async def stand_in(platform: str) -> AsyncIterator[Any]:
     """The platform's local stand-in, from the test suite (a source checkout has it)."""
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))  # `tests` sits beside the packages, wherever this runs from
     try:
         if platform == "telegram":
             from tests.channels.telegram_standin import TelegramStandIn as StandIn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from bot import routing
 from bot.config import Settings
@@ -23,6 +24,25 @@ log = logging.getLogger(__name__)
 # How far along a platform's delivery report is; a report never moves a reply backwards.
 DELIVERY_RANK = {"queued": 1, "accepted": 1, "sending": 2, "sent": 3, "delivered": 4, "read": 5,
                  "undelivered": 6, "failed": 6}
+
+
+class LazyAnswerer:
+    """The question answerer, opened on the first question: loading the embedding model and Chroma takes a second
+    or two that a process which is never asked anything should not pay at start-up."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self._answerer: Any = None
+        self._opening = asyncio.Lock()
+
+    async def answer(self, question: str, *, learner: str | int, allowed_courses: set[str]) -> Any:
+        async with self._opening:
+            if self._answerer is None:
+                from knowledge.answerer import Answerer
+
+                self._answerer = await asyncio.to_thread(Answerer, self.settings, database=self.db)
+        return await self._answerer.answer(question, learner=learner, allowed_courses=allowed_courses)
 
 
 class Lessonbot:
@@ -52,7 +72,9 @@ class Lessonbot:
         self.dispatcher = OutboxDispatcher(
             self.db, settings, self.channels if dispatch else {}, on_sent=self._after_sent
         )
-        self.worker = ConversationWorker(self.db, settings, respond, on_replies=self.dispatcher.notify)
+        self.worker = ConversationWorker(
+            self.db, settings, respond, on_replies=self.dispatcher.notify, answerer=LazyAnswerer(settings, self.db)
+        )
         self.leadership = (
             Leadership(
                 self.db,

@@ -100,11 +100,13 @@ class ConversationWorker:
         respond: Responder,
         *,
         on_replies: Callable[[int], None] = lambda conversation_id: None,
+        answerer: object = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.respond = respond
         self.on_replies = on_replies
+        self.answerer = answerer
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._again: set[int] = set()
@@ -293,6 +295,7 @@ class ConversationWorker:
                 is_admin=self.settings.is_admin(row.channel, row.sender_id),
                 state=dict(conversation.state or {}),
                 prepared=prepared,
+                answerer=self.answerer,
                 data_dir=self.settings.data_dir,
                 inbound_id=inbound_id,
                 now=now,

@@ -1,6 +1,8 @@
 """The terminal: one person at a keyboard (or a script piping lines in), through the same pipeline as any platform.
 
-Choices render as numbered options; typing the number picks that choice, as on WhatsApp.
+Choices render as numbered options; typing the number (or the choice's words) picks that choice, as on WhatsApp:
+the core resolves it against the last choices sent to this chat (`numbered_choices`, bot/pipeline.py), so it works
+across restarts of the terminal too.
 """
 
 from __future__ import annotations
@@ -20,21 +22,16 @@ class ConsoleChannel:
     def __init__(self, user: str, *, out: TextIO = sys.stdout) -> None:
         self.user = user
         self.out = out
-        self._last_choices: tuple[tuple[str, str], ...] = ()
 
     def inbound(self, line: str) -> InboundMessage:
-        text = line.strip()
-        choice = None
-        if text.isdigit() and 1 <= int(text) <= len(self._last_choices):
-            choice = self._last_choices[int(text) - 1][1]
         return InboundMessage(
             channel=self.name,
             platform_id=uuid.uuid4().hex,
             chat_id=self.user,
             sender_id=self.user,
-            text=text,
-            choice=choice,
+            text=line.strip(),
             sender_name=self.user,
+            meta={"numbered_choices": True},
         )
 
     async def send(self, delivery: Delivery) -> str:
@@ -42,7 +39,6 @@ class ConsoleChannel:
         if isinstance(reply, Text):
             lines = [render(reply.text, PLAIN)]
             lines += [f"  [{number}] {choice.label}" for number, choice in enumerate(reply.choices, start=1)]
-            self._last_choices = tuple((c.label, c.value) for c in reply.choices)
         elif isinstance(reply, Document):
             lines = [f"[document] {reply.filename} — {reply.path or reply.url}", reply.caption]
         else:  # pragma: no cover - every Reply kind is handled above

@@ -4,7 +4,7 @@
 - BUTTONS: handlers for pressed choices by the prefix of their value ("lesson:next" → lessons), so a button works
   however late it is pressed. Choices that answer a flow's question need no entry: the flow reads them.
 - FLOWS: the step machines of dialogs/flow.py, registered by name.
-- fallback: what answers a message nothing else expects. The question answerer replaces this one name.
+- fallback: what answers a message nothing else expects: the question answerer (dialogs/ask.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from dialogs import (
-    admin, basics, certificate, control, flow, lessons, linking, onboarding, progress, quiz, review, settings,
+    admin, ask, basics, certificate, control, flow, lessons, linking, onboarding, progress, quiz, review, settings,
 )
 from dialogs.base import Command, Turn
 from dialogs.i18n import N_
@@ -53,6 +53,6 @@ BUTTONS: dict[str, ButtonHandler] = {
 
 flow.register(*onboarding.FLOWS, *settings.FLOWS, *quiz.FLOWS, *review.FLOWS, *control.FLOWS)
 
-fallback: Callable[[Turn], Awaitable[None]] = basics.fallback
+fallback: Callable[[Turn], Awaitable[None]] = ask.answer_question
 
 __all__ = ["BUTTONS", "COMMANDS", "Command", "Turn", "fallback"]

@@ -71,6 +71,7 @@ class Turn(Exchange):
     identity: ChannelIdentity
     is_admin: bool
     prepared: dict[str, Any] = field(default_factory=dict)
+    answerer: Any = None  # the question answerer (dialogs.ask.QuestionAnswerer), when knowledge is on
     inbound_id: int | None = None  # the row of `message`, kept when a learner's data is deleted mid-turn
 
     @property

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bot.config import Settings
-    from dialogs.course_format import Problem
+    from dialogs.course_format import Course, Problem
     from storage.db import Database
 
 
@@ -72,9 +72,22 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
                 if args.dry_run:
                     await session.rollback()
             print(("Dry run, nothing was written: " if args.dry_run else "") + report.summary())
-            return 0
+        if not args.dry_run:
+            # The question answerer searches what was imported: bring its index up to date (only changes cost).
+            ingested = await asyncio.to_thread(ingest_course, course, settings)
+            print(f"Question answering: {ingested}")
+        return 0
 
     return asyncio.run(run())
+
+
+def ingest_course(course: Course, settings: Settings) -> str:
+    from knowledge.ingest import ingest_lessons
+    from knowledge.sources import Lesson as Material
+
+    lessons = [Material(lesson.id, lesson.title, "\n\n".join(lesson.parts), source=lesson.file)
+               for lesson in course.lessons]
+    return ingest_lessons(course.id, lessons, settings=settings).summary()
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:

@@ -19,6 +19,9 @@ BUDGET_SPENT = (
     "and in the meantime the lessons themselves are one /help away."
 )
 EMPTY_QUESTION = "What would you like to know? Ask me anything about your course."
+# The labels answers carry; dialogs translate them for the learner.
+FROM_YOUR_COURSE = "From your course:"
+FROM = "From:"
 
 
 class Source(NamedTuple):

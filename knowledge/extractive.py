@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from knowledge.answer import NOT_COVERED, Answer, Source
+from knowledge.answer import FROM_YOUR_COURSE, NOT_COVERED, Answer, Source
 from knowledge.retrieval import Passage
 from knowledge.terms import sentences, terms
 
@@ -17,9 +17,12 @@ PASSAGES = 3
 SENTENCES = 2
 SENTENCE_CHARACTERS = 320
 # Share of the question's weighted words the quoted sentences must contain, and the passage similarity below
-# which the course is taken not to cover the question (docs/knowledge.md shows the trade-off).
-MIN_COVERAGE = 0.4
+# which the course is taken not to cover the question (docs/knowledge.md shows the trade-off). Strong keyword
+# evidence (STRONG_COVERAGE) overrules a low similarity: a short question on a rare course word ("what is
+# smishing?") is close to no long passage in meaning, yet the passage is plainly about it.
+MIN_COVERAGE = 0.35
 MIN_SIMILARITY = 0.25
+STRONG_COVERAGE = 0.75
 
 
 def compose(question: str, passages: Sequence[Passage], *, rarity: Callable[[str], float]) -> Answer:
@@ -38,7 +41,8 @@ def compose(question: str, passages: Sequence[Passage], *, rarity: Callable[[str
     covered = set().union(*(set(terms(s)) for *_, s in chosen)) & wanted.keys() if chosen else set()
     coverage = sum(wanted[t] for t in covered) / total if total else 0.0
     best_similarity = max((p.similarity for p in passages[:PASSAGES]), default=0.0)
-    if not chosen or coverage < MIN_COVERAGE or (best_similarity and best_similarity < MIN_SIMILARITY):
+    weak_meaning = best_similarity and best_similarity < MIN_SIMILARITY and coverage < STRONG_COVERAGE
+    if not chosen or coverage < MIN_COVERAGE or weak_meaning:
         return Answer(text=NOT_COVERED, declined=True)
 
     by_passage: dict[int, list[tuple[int, str]]] = {}
@@ -53,7 +57,7 @@ def compose(question: str, passages: Sequence[Passage], *, rarity: Callable[[str
         if source not in sources:
             sources.append(source)
     return Answer(
-        text="From your course:\n\n" + "\n\n".join(quotes),
+        text=f"{FROM_YOUR_COURSE}\n\n" + "\n\n".join(quotes),
         sources=tuple(sources),
         passages=tuple(passages[rank].chunk_id for rank in sorted(by_passage)),
     )

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from knowledge.answer import NOT_COVERED, Answer, Source
+from knowledge.answer import FROM, NOT_COVERED, Answer, Source
 from knowledge.retrieval import Passage
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ class ModelAnswerer:
             if source not in sources:
                 sources.append(source)
         return Answer(
-            text=f"{plain_text(body)}\n\nFrom: " + "; ".join(lines),
+            text=f"{plain_text(body)}\n\n{FROM} " + "; ".join(lines),
             sources=tuple(sources),
             tokens=reply.tokens,
             passages=tuple(passages[n - 1].chunk_id for n in order),

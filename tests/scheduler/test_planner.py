@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.core import Lessonbot
-from scheduler.planner import DueLesson, lesson_dates, lesson_moment, plan_lessons, push_lessons
+from scheduler.planner import (
+    DueLesson, due_lessons, lesson_dates, lesson_moment, plan_lessons, push_lessons, wall_clock_ranges,
+)
 from storage.db import Database
 from storage.learners import PAUSED, STOPPED, zone_for
 from storage.models import Conversation, OutboxMessage, User, utcnow
@@ -79,6 +81,47 @@ def test_a_skipped_hour_keeps_the_old_offset_and_a_repeated_hour_counts_once():
     window = (monday - timedelta(days=7), monday + timedelta(days=7))
     assert lesson_dates(*window, zone=UTC, at=time(8), days="13") == [
         date(2026, 10, 28), date(2026, 11, 2), date(2026, 11, 4), date(2026, 11, 9)]
+
+
+ODD_OFFSETS = ("Asia/Kathmandu", "America/St_Johns", "Pacific/Chatham", "Australia/Eucla", "Pacific/Kiritimati")
+
+
+@pytest.mark.parametrize("zone_name", ZONES + ODD_OFFSETS)
+def test_short_windows_ask_the_database_only_for_lesson_times_that_could_be_due(zone_name):
+    zone = ZoneInfo(zone_name)
+    days = odd_days(zone, 2026) or [date(2026, 6, 1)]
+    for changeover in days:
+        for day in (changeover - timedelta(days=1), changeover, changeover + timedelta(days=1)):
+            for at in (*TIMES, time(5, 45), time(12, 15), time(18, 59)):
+                moment = lesson_moment(day, at, zone)
+                for before in (timedelta(seconds=1), timedelta(seconds=30), timedelta(seconds=59)):
+                    ranges = wall_clock_ranges(moment - before, moment - before + timedelta(minutes=1))
+                    assert any(low <= at <= high for low, high in ranges), (zone_name, day, at, before)
+    ranges = wall_clock_ranges(datetime(2026, 6, 1, 12, tzinfo=UTC), datetime(2026, 6, 1, 12, 1, tzinfo=UTC))
+    covered = sum((datetime.combine(date.min, high) - datetime.combine(date.min, low)).total_seconds()
+                  for low, high in ranges)
+    assert covered < 0.08 * 24 * 3600  # a minute's window asks for 7 % of the day's times
+    assert wall_clock_ranges(datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 6, 1, 0, 15, tzinfo=UTC)) is None
+
+
+async def test_minute_by_minute_planning_finds_lessons_in_every_kind_of_zone(database_url):
+    db = Database(database_url)
+    try:
+        course = await sample_course(db)
+        learners = [(zone, at) for zone in (*ODD_OFFSETS, "America/New_York", "UTC+05:07", None)
+                    for at in (time(2, 30), time(7, 45))]
+        ids = {await add_learner(db, zone=zone, at=at, course_id=course): (zone, at) for zone, at in learners}
+        day = date(2026, 3, 8)  # New York springs forward: its 02:30 falls at 03:30 EDT
+        found = []
+        for user_id, (zone, at) in ids.items():
+            moment = lesson_moment(day, at, zone_for(zone))
+            async with db.sessions() as session:
+                due = await due_lessons(session, moment - timedelta(seconds=20), moment + timedelta(seconds=40))
+            found += [(lesson.user_id, lesson.local_date, lesson.due_at) for lesson in due if lesson.user_id == user_id]
+            assert (user_id, day, moment) in found, (zone, at)
+        assert len(found) == len(ids)
+    finally:
+        await db.dispose()
 
 
 async def run_planner(db: Database, clock: HandClock, until: datetime, *, step: timedelta) -> None:

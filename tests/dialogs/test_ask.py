@@ -1,0 +1,62 @@
+"""Questions answered from the course material, through the real pipeline, the real index and the offline model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from dialogs.course_cli import ingest_course
+from dialogs.course_format import load_course
+from tests.dialogs.learning_support import PAID, SAMPLE, Learning, import_sample, learning_bot, onboard  # noqa: F401
+
+
+@pytest.fixture
+async def indexed(learning_bot, settings):  # noqa: F811
+    bot, channel = learning_bot
+    await import_sample(bot, PAID)
+    for folder in (SAMPLE, PAID):  # both courses are in the index; the learner may read only the free one
+        await asyncio.to_thread(ingest_course, load_course(folder), settings)
+    return bot, channel
+
+
+async def test_a_question_is_answered_from_the_lesson_with_its_source(indexed):
+    bot, channel = indexed
+    t = Learning(bot, channel)
+    await onboard(t)
+    [answer] = await t.say("what is smishing?")
+    assert answer.startswith("From your course:")
+    assert "smishing" in answer and "What a phishing message wants" in answer
+
+
+async def test_what_the_course_does_not_cover_is_declined_honestly(indexed):
+    bot, channel = indexed
+    t = Learning(bot, channel)
+    await onboard(t)
+    [answer] = await t.say("what is the capital of France?")
+    assert answer.startswith("I couldn't find that in your course material")
+
+
+async def test_a_paid_course_the_learner_is_not_entitled_to_is_never_quoted(indexed):
+    bot, channel = indexed
+    t = Learning(bot, channel)
+    await onboard(t)
+    paid_words = load_course(PAID).lessons[-1].parts[0].split(".")[0]  # the first sentence of a locked lesson
+    [answer] = await t.say(paid_words)
+    assert "Passwords that hold" not in answer
+    assert paid_words not in answer
+
+
+async def test_before_any_course_the_learner_is_told_how_to_get_one(indexed):
+    bot, channel = indexed
+    [answer] = await Learning(bot, channel, chat="bea").say("what is smishing?")
+    assert "Once you're enrolled in a course" in answer
+
+
+async def test_answers_come_in_the_learners_language(indexed):
+    bot, channel = indexed
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.say("/language es")
+    [answer] = await t.say("what is smishing?")
+    assert answer.startswith("De tu curso:")
