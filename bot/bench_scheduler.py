@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import random
 import resource
 import statistics
@@ -81,6 +82,8 @@ def cmd_bench_scheduler(settings: Settings, args: argparse.Namespace) -> int:
         print(f"lessonbot bench scheduler: platforms are {', '.join(RATES)}; --learners and --recipients must be "
               "at least 1", file=sys.stderr)
         return 2
+    # The bot's own INFO lines (the clock starting, jobs added) would drown the figures.
+    logging.getLogger().setLevel(logging.WARNING)
     report: dict[str, Any] = {"machine": machine(), "database": args.database}
     try:
         if not args.skip_planning:

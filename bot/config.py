@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     leader_check_seconds: float = Field(5.0, gt=0, description="How often the leader confirms its hold, and standbys try.")
     leader_lease_seconds: float = Field(15.0, gt=0, description="SQLite: how long a silent leader's hold lasts.")
 
+    # courses
+    sample_course_dir: Path = Field(Path("courses/sample"), description="What `lessonbot course import` takes by default.")
+
     # Telegram (off unless TELEGRAM_BOT_TOKEN is set)
     telegram_bot_token: str = ""
     telegram_webhook_secret: str = Field("", description="Checked against X-Telegram-Bot-Api-Secret-Token.")

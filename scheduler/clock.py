@@ -82,15 +82,11 @@ JOBS: tuple[Job, ...] = (
 
 JOB_FUNCTION = "scheduler.clock:run_job"  # what the job store keeps: a name, not the function itself
 
-# The clock running in this process (one at most: it is leader work), found by the stored jobs' function.
-_running: Clock | None = None
-
 
 async def run_job(name: str) -> object:
-    """The function every stored job names; runs `name` on this process's clock."""
-    if _running is None:
-        raise RuntimeError(f"job {name!r} fired with no clock running in this process")
-    return await _running.run_job(name)
+    """The function every stored job names. A clock runs its jobs itself (`LoopExecutor`), so this is only the
+    store's reference; called any other way (another scheduler on the same table), it refuses."""
+    raise RuntimeError(f"job {name!r} fired outside a Lessonbot clock; only the elected leader runs the jobs")
 
 
 class Clock:
@@ -102,9 +98,6 @@ class Clock:
 
     async def run(self) -> None:
         """Leader work: start APScheduler, keep it until cancelled (leadership lost, shutdown), then stop it."""
-        global _running
-        if _running is not None:
-            raise RuntimeError("a clock is already running in this process")
         loop = asyncio.get_running_loop()
         engine = make_sync_engine(self.context.db.url)  # the job store is synchronous: its own connections
         scheduler = LeaderScheduler(
@@ -112,7 +105,7 @@ class Clock:
             executors={"default": LoopExecutor(loop, self)},
             timezone=timezone.utc,
         )
-        _running, self.scheduler = self, scheduler
+        self.scheduler = scheduler
         try:
             await asyncio.to_thread(scheduler.start, paused=True)
             await asyncio.to_thread(self._install_jobs, scheduler)
@@ -123,7 +116,7 @@ class Clock:
             if scheduler.running:
                 await asyncio.to_thread(scheduler.shutdown, wait=False)  # cancels the runs in progress
             await asyncio.to_thread(engine.dispose)
-            _running, self.scheduler = None, None
+            self.scheduler = None
             log.info("clock stopped")
 
     def _install_jobs(self, scheduler: LeaderScheduler) -> None:
@@ -155,7 +148,7 @@ class Clock:
                 events.append(JobExecutionEvent(EVENT_JOB_MISSED, stored.id, stored._jobstore_alias, run_time))
                 continue
             try:
-                result = await run_job(*stored.args)
+                result = await self.run_job(*stored.args)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
