@@ -126,8 +126,10 @@ async def due_lessons(session: AsyncSession, start: datetime, end: datetime) -> 
     candidates = base
     ranges = wall_clock_ranges(start, end)
     if ranges is not None:
+        # Both sides on `learners` alone, so the database filters before it joins.
+        typed_offsets = select(User.id).where(User.timezone.like("UTC_%"))
         candidates = base.where(or_(
-            User.timezone.like("UTC_%"),
+            Learner.user_id.in_(typed_offsets),
             *(Learner.lesson_time.between(low, high) for low, high in ranges),
         ))
     combos = await session.execute(
