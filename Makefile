@@ -23,12 +23,16 @@ run: install
 
 chat: install
 	$(BIN)/lessonbot db upgrade
+	$(BIN)/lessonbot course import courses/sample
 	$(BIN)/lessonbot chat
 
 test: install
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; exit 1; fi; \
 	exit $$status
+
+bench: install
+	$(BIN)/lessonbot bench pipeline
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
