@@ -99,7 +99,7 @@ class Clock:
     async def run(self) -> None:
         """Leader work: start APScheduler, keep it until cancelled (leadership lost, shutdown), then stop it."""
         loop = asyncio.get_running_loop()
-        engine = make_sync_engine(self.context.db.url)  # the job store is synchronous: its own connections
+        engine = make_sync_engine(self.context.db.url, immediate=False)  # the job store is synchronous: its own connections
         scheduler = LeaderScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=scheduler_jobs.name)},
             executors={"default": LoopExecutor(loop, self)},

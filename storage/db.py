@@ -43,7 +43,7 @@ def _ensure_sqlite_folder(url: str) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, immediate: bool = True) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us issue BEGIN ourselves (the driver's implicit BEGIN is DEFERRED).
@@ -57,7 +57,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
@@ -78,11 +78,13 @@ def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
-def make_sync_engine(url: str) -> Engine:
+def make_sync_engine(url: str, *, immediate: bool = True) -> Engine:
+    """`immediate=False` for an engine whose transactions are single statements or reads (APScheduler's job store):
+    a read then holds no lock at all under WAL, even if the thread running it is left waiting."""
     if make_url(url).get_backend_name() == "sqlite":
         _ensure_sqlite_folder(url)
         engine = create_engine(sync_url(url), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, immediate=immediate)
         return engine
     return create_engine(sync_url(url), pool_pre_ping=True)
 

@@ -134,3 +134,21 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self._log_file.close()
+
+
+# The app in-process --------------------------------------------------------------------------------------------------
+
+from collections.abc import AsyncIterator  # noqa: E402
+from contextlib import asynccontextmanager  # noqa: E402
+
+
+@asynccontextmanager
+async def running(settings, channels=None) -> AsyncIterator[tuple[httpx.AsyncClient, Lessonbot]]:
+    """The app as `lessonbot serve` builds it (channels from the settings unless given), and a client to post with."""
+    from bot.app import create_app
+
+    app = create_app(settings, channels=channels)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://lessonbot.test") as client:
+            yield client, app.state.lessonbot

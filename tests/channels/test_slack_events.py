@@ -16,6 +16,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
+
+from tests.support import running
 from sqlalchemy import func, select
 from starlette.applications import Starlette
 
@@ -52,14 +54,6 @@ def slack_settings(settings, standin):
     })
 
 
-@asynccontextmanager
-async def running(settings, channels=None) -> AsyncIterator[tuple[httpx.AsyncClient, Lessonbot]]:
-    """The app as `lessonbot serve` builds it (channels from the settings unless given), and a client to post with."""
-    app = create_app(settings, channels=channels)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://lessonbot.test") as client:
-            yield client, app.state.lessonbot
 
 
 async def post(client: httpx.AsyncClient, body: bytes | str | dict, **signing) -> httpx.Response:

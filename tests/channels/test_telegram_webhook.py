@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+
+from tests.support import running
 from sqlalchemy import func, select
 
 from bot.app import create_app
@@ -33,14 +35,6 @@ def telegram_settings(settings, standin):
     })
 
 
-@asynccontextmanager
-async def running(settings, channels=None) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
-    """The app as `lessonbot serve` builds it (channels from the settings unless given), and a client to post with."""
-    app = create_app(settings, channels=channels)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://lessonbot.test") as client:
-            yield client, app.state.lessonbot
 
 
 async def post(client: httpx.AsyncClient, update: dict | bytes, *, secret: str | None = SECRET) -> httpx.Response:
