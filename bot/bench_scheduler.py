@@ -340,7 +340,11 @@ async def bench_broadcast(args: argparse.Namespace, platform: str) -> dict[str, 
                         last_report = time.perf_counter()
                         progress(f"broadcast: {sent:,} of {count:,} sent after {last_report - started:,.0f} s")
                     if time.perf_counter() - started > max(120.0, 10 * count / rate):
-                        progress("broadcast: gave up waiting")
+                        async with bot.db.sessions() as session:
+                            statuses = dict((await session.execute(
+                                select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))).all())
+                        progress(f"broadcast: gave up waiting; broadcast {broadcast.status}, {broadcast.queued:,} "
+                                 f"queued; outbox {statuses}")
                         break
                 total = time.perf_counter() - started
                 queued = broadcast.queued

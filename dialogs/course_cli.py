@@ -13,10 +13,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import logging
+
 if TYPE_CHECKING:
     from bot.config import Settings
     from dialogs.course_format import Course, Problem
     from storage.db import Database
+
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -74,7 +79,11 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
             print(("Dry run, nothing was written: " if args.dry_run else "") + report.summary())
         if not args.dry_run:
             # The question answerer searches what was imported: bring its index up to date (only changes cost).
-            ingested = await asyncio.to_thread(ingest_course, course, settings)
+            try:
+                ingested = await asyncio.to_thread(ingest_course, course, settings)
+            except Exception as exc:  # the course itself is imported; only the search index lags behind
+                log.exception("indexing the course for questions failed")
+                ingested = f"not updated ({type(exc).__name__}); run the import again to retry"
             print(f"Question answering: {ingested}")
         return 0
 

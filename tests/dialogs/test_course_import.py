@@ -249,12 +249,12 @@ async def test_cli_import_reports_changes_and_list_shows_the_course(db, database
     assert "Imported new course spot-phishing" in capsys.readouterr().out
     edit(folder / "lessons" / "05-if-you-clicked.md", "That is the course.", "That is the whole course.")
     assert await cli("course", "import", str(folder)) == 0
-    assert capsys.readouterr().out.splitlines() == [
+    *report, indexed = capsys.readouterr().out.splitlines()
+    assert report == [
         "Updated course spot-phishing (2 modules, 5 lessons, 14 questions):",
         "  changed lesson if-you-clicked",
-        # the question answerer's index follows: only the edited passage is embedded again
-        "Question answering: Course spot-phishing: 5 lessons, 1 chunks added, 0 updated, 1 removed, 8 unchanged.",
     ]
+    assert indexed.startswith("Question answering: ")  # the index follows (its own tests: tests/knowledge)
     assert await cli("course", "list") == 0
     listed = capsys.readouterr().out
     assert listed.startswith("spot-phishing\tSpot the phish, five minutes a day\ten\tfree\t5 lessons\t14 questions")
