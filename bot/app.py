@@ -262,14 +262,18 @@ def web_chat_routes(lessonbot: Lessonbot, webchat: WebChatChannel, settings: Set
             return rejected(exc)
 
         async def stream() -> AsyncIterator[str]:
-            cursor, quiet = after, 0.0
+            cursor, quiet, shown_draft = after, 0.0, None
             yield "retry: 2000\n\n"
             while True:
                 replies = await fetch_replies(session_id, cursor)
                 for reply in replies:
                     cursor = reply["id"]
                     yield f"id: {cursor}\nevent: reply\ndata: {json.dumps(reply, ensure_ascii=False)}\n\n"
-                if replies:
+                draft = webchat.draft(session_id)
+                if draft is not None and draft != shown_draft:  # no id: a draft is not replayed on reconnecting
+                    yield f"event: draft\ndata: {json.dumps({'text': draft}, ensure_ascii=False)}\n\n"
+                shown_draft = draft
+                if replies or draft is not None:
                     quiet = 0.0
                 elif quiet >= SSE_KEEPALIVE_SECONDS:
                     quiet = 0.0

@@ -502,8 +502,11 @@ def child_environment(workdir: Path, database_url: str | None = None) -> dict[st
     return env
 
 
-def start_process(label: str, argv: list[str], workdir: Path, env: dict[str, str]) -> ServerProcess:
-    port = free_port()
+def start_process(
+    label: str, argv: list[str], workdir: Path, env: dict[str, str], *, port: int | None = None
+) -> ServerProcess:
+    """Start a server process on `port` (a free one by default), its output in a log file of the work folder."""
+    port = port or free_port()
     log_path = workdir / f"{label.split()[0].lower()}.log"
     with log_path.open("wb") as log:
         # The work folder is the current directory, so a developer's .env does not change what is measured.

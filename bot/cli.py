@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from bot import bench, bench_scheduler
+from bot import bench, bench_channels, bench_scheduler
 from bot.config import ConfigError, Settings, load_settings
 from bot.observability import configure_logging
 from channels import telegram_cli
@@ -203,7 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands that live with their room register themselves here: each takes the subparsers object.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [bench.register, telegram_cli.register, course_cli.register, certificate_cli.register, knowledge_cli.register, scheduler_cli.register, bench_scheduler.register]
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    bench.register,
+    bench_channels.register,
+    telegram_cli.register,
+    course_cli.register,
+    certificate_cli.register,
+    knowledge_cli.register,
+    scheduler_cli.register,
+    bench_scheduler.register,
+]
 
 
 def main(argv: list[str] | None = None) -> int:

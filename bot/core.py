@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from bot import routing
+from bot.activity import Activity
 from bot.config import Settings
 from bot.dispatcher import OutboxDispatcher
 from bot.messages import InboundMessage
@@ -36,13 +37,22 @@ class LazyAnswerer:
         self._answerer: Any = None
         self._opening = asyncio.Lock()
 
-    async def answer(self, question: str, *, learner: str | int, allowed_courses: set[str]) -> Any:
+    async def answer(
+        self,
+        question: str,
+        *,
+        learner: str | int,
+        allowed_courses: set[str],
+        on_partial: Callable[[str], Awaitable[None]] | None = None,
+    ) -> Any:
         async with self._opening:
             if self._answerer is None:
                 from knowledge.answerer import Answerer
 
                 self._answerer = await asyncio.to_thread(Answerer, self.settings, database=self.db)
-        return await self._answerer.answer(question, learner=learner, allowed_courses=allowed_courses)
+        return await self._answerer.answer(
+            question, learner=learner, allowed_courses=allowed_courses, on_partial=on_partial
+        )
 
 
 class Lessonbot:
@@ -73,7 +83,12 @@ class Lessonbot:
             self.db, settings, self.channels if dispatch else {}, on_sent=self._after_sent
         )
         self.worker = ConversationWorker(
-            self.db, settings, respond, on_replies=self.dispatcher.notify, answerer=LazyAnswerer(settings, self.db)
+            self.db,
+            settings,
+            respond,
+            on_replies=self.dispatcher.notify,
+            answerer=LazyAnswerer(settings, self.db),
+            activity=Activity(self.channels),
         )
         self.leadership = (
             Leadership(
@@ -111,7 +126,7 @@ class Lessonbot:
         Reports arrive out of order: a late "delivered" never overwrites "read", and a failure is final.
         """
         status = status.lower()[:16]
-        async with self.db.transaction() as session:
+        async with self.db.transaction(urgent=True) as session:  # the platform waits for this one
             row = await session.scalar(
                 select(OutboxMessage)
                 .where(OutboxMessage.channel == channel, OutboxMessage.platform_message_id == platform_message_id)

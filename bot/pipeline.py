@@ -34,6 +34,7 @@ from sqlalchemy import Select, exists, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.activity import Activity
 from bot.config import Settings
 from bot.messages import InboundMessage
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
@@ -59,7 +60,7 @@ class Recorded:
 
 async def record(db: Database, message: InboundMessage) -> Recorded:
     """Store a verified message durably; a repeated platform id is reported as a duplicate and not stored again."""
-    async with db.transaction() as session:
+    async with db.transaction(urgent=True) as session:  # the platform waits for this one
         conversation_id = await get_or_create_conversation(session, message.channel, message.chat_id)
         result = await session.execute(
             insert_ignoring_conflicts(
@@ -101,12 +102,14 @@ class ConversationWorker:
         *,
         on_replies: Callable[[int], None] = lambda conversation_id: None,
         answerer: object = None,
+        activity: Activity | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.respond = respond
         self.on_replies = on_replies
         self.answerer = answerer
+        self.activity = activity or Activity({})
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._again: set[int] = set()
@@ -247,7 +250,8 @@ class ConversationWorker:
                 return await self._try_turn(conversation_id, inbound_id, prepared, started)
             except OutsideTransaction as request:
                 # The transaction is rolled back; the lease stays ours while the slow call runs.
-                prepared[request.key] = await request.call()
+                async with self.activity.working(request.channel, request.chat_id):
+                    prepared[request.key] = await request.call()
         raise RuntimeError(f"a turn asked for more than {MAX_OUTSIDE_CALLS} calls outside its transaction")
 
     async def _try_turn(
@@ -298,6 +302,7 @@ class ConversationWorker:
                 answerer=self.answerer,
                 data_dir=self.settings.data_dir,
                 inbound_id=inbound_id,
+                draft=self.activity.drafts(row.channel, conversation.chat_id),
                 now=now,
             )
             if heard is not None:

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from telegram import Bot, Message, Update
-from telegram.constants import MessageLimit, ParseMode
+from telegram.constants import ChatAction, MessageLimit, ParseMode
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -247,6 +247,11 @@ class TelegramChannel:
                     self._progress.popitem(last=False)
             raise
         return sent[-1]
+
+    async def show_typing(self, chat_id: str) -> None:
+        """"typing…" at the top of the chat, for 5 seconds or until our next message (see bot.activity)."""
+        bot = await self.ready()
+        await bot.send_chat_action(chat_id=chat_id, action=ChatAction.TYPING)
 
     def _parts(self, chat_id: str, reply: Reply) -> list[Part]:
         if isinstance(reply, Text):

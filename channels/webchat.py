@@ -30,6 +30,7 @@ class WebChatChannel:
     def __init__(self, secret_key: str) -> None:
         self._key = hashlib.sha256(b"lessonbot web chat session\0" + secret_key.encode()).digest()
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._drafts: dict[str, str] = {}  # session → the reply being written, until it is sent
 
     # sessions ------------------------------------------------------------------------------------------------
 
@@ -89,7 +90,20 @@ class WebChatChannel:
 
     def after_sent(self, chat_id: str) -> None:
         """The dispatcher committed a reply as sent: wake this session's event streams (before, they would find
-        nothing yet and sleep until the next poll)."""
+        nothing yet and sleep until the next poll). A draft of it is over."""
+        self._drafts.pop(chat_id, None)
+        self._wake(chat_id)
+
+    async def show_draft(self, chat_id: str, text: str) -> None:
+        """The reply so far (a model's answer as it streams): the page shows it until the reply itself arrives.
+        Only this process's event streams see it; the reply reaches every stream, wherever it was written."""
+        self._drafts[chat_id] = text
+        self._wake(chat_id)
+
+    def draft(self, session_id: str) -> str | None:
+        return self._drafts.get(session_id)
+
+    def _wake(self, chat_id: str) -> None:
         for waiter in self._waiters.get(chat_id, ()):
             waiter.set()
 

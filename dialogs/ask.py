@@ -8,6 +8,7 @@ are entitled to. A paid course in its free preview is left out, so no answer quo
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -23,7 +24,14 @@ if TYPE_CHECKING:
 
 
 class QuestionAnswerer(Protocol):
-    async def answer(self, question: str, *, learner: str | int, allowed_courses: set[str]) -> Answer: ...
+    async def answer(
+        self,
+        question: str,
+        *,
+        learner: str | int,
+        allowed_courses: set[str],
+        on_partial: Callable[[str], Awaitable[None]] | None = None,
+    ) -> Answer: ...
 
 
 async def answer_question(turn: Turn) -> None:
@@ -32,9 +40,9 @@ async def answer_question(turn: Turn) -> None:
         return
     allowed = await readable_courses(turn, turn.now)
     # Plain values only in the call: it runs after the turn's session is rolled back and closed.
-    answerer, question, learner = turn.answerer, turn.text, turn.user.id
+    answerer, question, learner, draft = turn.answerer, turn.text, turn.user.id, turn.draft
     answer: Answer = await turn.call_outside_transaction(
-        "answer", lambda: answerer.answer(question, learner=learner, allowed_courses=allowed)
+        "answer", lambda: answerer.answer(question, learner=learner, allowed_courses=allowed, on_partial=draft)
     )
     turn.say(presented(turn, answer), choices=[] if answer.sources else [(tr(turn)("Show commands"), "/help")])
 

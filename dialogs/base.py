@@ -26,10 +26,12 @@ from storage.models import ChannelIdentity, Conversation, User, utcnow
 class OutsideTransaction(Exception):
     """Raised by `Turn.call_outside_transaction` the first time: the pipeline rolls back, runs `call`, replays."""
 
-    def __init__(self, key: str, call: Callable[[], Awaitable[Any]]) -> None:
+    def __init__(self, key: str, call: Callable[[], Awaitable[Any]], *, channel: str = "", chat_id: str = "") -> None:
         super().__init__(key)
         self.key = key
         self.call = call
+        self.channel = channel  # where the person waits: the pipeline shows them "typing…" meanwhile
+        self.chat_id = chat_id
 
 
 @dataclass(kw_only=True)
@@ -73,6 +75,8 @@ class Turn(Exchange):
     prepared: dict[str, Any] = field(default_factory=dict)
     answerer: Any = None  # the question answerer (dialogs.ask.QuestionAnswerer), when knowledge is on
     inbound_id: int | None = None  # the row of `message`, kept when a learner's data is deleted mid-turn
+    # Shows the reply so far where the channel can (bot.activity); for calls outside the transaction to use.
+    draft: Callable[[str], Awaitable[None]] | None = None
 
     @property
     def text(self) -> str:
@@ -87,7 +91,7 @@ class Turn(Exchange):
         dialog does before this call must be deterministic (it is done twice, committed once).
         """
         if key not in self.prepared:
-            raise OutsideTransaction(key, call)
+            raise OutsideTransaction(key, call, channel=self.message.channel, chat_id=self.message.chat_id)
         return self.prepared[key]
 
 

@@ -6,6 +6,8 @@ writers queue on the busy timeout instead of failing when a read transaction tri
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -89,6 +91,52 @@ def make_sync_engine(url: str, *, immediate: bool = True) -> Engine:
     return create_engine(sync_url(url), pool_pre_ping=True)
 
 
+class Turnstile:
+    """Lets one transaction at a time through, urgent ones first, in arrival order within each kind.
+
+    SQLite runs one write transaction at a time, over the one pooled connection, whose queue is first come, first
+    served. Recording an inbound message is what a platform waits for; processing and sending are not. Under load,
+    a recording that queued behind every turn in progress would wait for all of them: here it waits for the
+    transaction in progress only. So that a flood of recordings cannot stall the rest for good, one waiting
+    transaction that is not urgent goes after every `urgent_in_a_row` urgent ones.
+    """
+
+    def __init__(self, urgent_in_a_row: int = 8) -> None:
+        self._held = False
+        self._waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (deque(), deque())
+        self._urgent_in_a_row = urgent_in_a_row
+        self._urgent_streak = 0
+
+    async def acquire(self, *, urgent: bool) -> None:
+        if not self._held and not any(self._waiting):
+            self._held = True
+            return
+        turn = asyncio.get_running_loop().create_future()
+        queue = self._waiting[0 if urgent else 1]
+        queue.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # it was our turn already: pass it on
+            else:
+                queue.remove(turn)
+            raise
+
+    def release(self) -> None:
+        urgent, normal = self._waiting
+        order = (normal, urgent) if self._urgent_streak >= self._urgent_in_a_row else (urgent, normal)
+        for queue in order:
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    self._urgent_streak = self._urgent_streak + 1 if queue is urgent else 0
+                    turn.set_result(None)  # still held: handed straight to the next
+                    return
+        self._held = False
+        self._urgent_streak = 0
+
+
 class Database:
     """One engine and its session factory; `transaction()` is the unit of work of the pipeline."""
 
@@ -96,16 +144,28 @@ class Database:
         self.url = url
         self.engine = make_async_engine(url, pool_size=pool_size)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._turnstile = Turnstile() if self.backend == "sqlite" else None
 
     @property
     def backend(self) -> str:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on success, rolled back on any error."""
-        async with self.sessions() as session, session.begin():
-            yield session
+    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on any error.
+
+        `urgent`: someone is waiting for it (a platform for its acknowledgement); on SQLite it goes before the
+        transactions already queued (see Turnstile)."""
+        if self._turnstile is None:
+            async with self.sessions() as session, session.begin():
+                yield session
+            return
+        await self._turnstile.acquire(urgent=urgent)
+        try:
+            async with self.sessions() as session, session.begin():
+                yield session
+        finally:
+            self._turnstile.release()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -39,6 +39,7 @@
   let lastReplyId = 0;
   let events = null;
   let typingTimer = null;
+  let draftItem = null; // the bubble showing a reply as it is written, if any
   let sending = false;
 
   // storage (may be unavailable, e.g. in some private windows: the chat then lasts as long as the tab) -----------
@@ -197,6 +198,16 @@
         return;
       }
       showReply(reply);
+    });
+    source.addEventListener("draft", (event) => {
+      let draft;
+      try {
+        draft = JSON.parse(event.data);
+      } catch (error) {
+        console.error("a draft that is not JSON", error);
+        return;
+      }
+      showDraft(typeof draft.text === "string" ? draft.text : "");
     });
     source.addEventListener("error", () => {
       if (source !== events) return;
@@ -434,10 +445,32 @@
     buttons.forEach((button) => (button.disabled = false));
   }
 
+  // The reply as it is being written (a model's answer streaming): one bubble, replaced by the reply itself.
+  function showDraft(text) {
+    if (!text) return;
+    hideTyping();
+    if (!draftItem) {
+      draftItem = appendMessage("bot");
+      draftItem.classList.add("message--draft");
+    }
+    const bubble = draftItem.querySelector(".bubble");
+    bubble.replaceChildren();
+    appendText(bubble, text);
+    scrollToEnd(false);
+  }
+
+  function dropDraft() {
+    if (!draftItem) return;
+    draftItem.remove();
+    draftItem = null;
+    updateEmptyState();
+  }
+
   function showReply(reply, { quiet = false } = {}) {
     if (!reply || !Number.isInteger(reply.id) || reply.id <= lastReplyId) return;
     lastReplyId = reply.id;
     hideTyping();
+    dropDraft();
     const item = appendMessage("bot");
     const bubble = item.querySelector(".bubble");
     if (reply.kind === "document") {

@@ -1,8 +1,8 @@
 """A local stand-in of the Telegram Bot API that python-telegram-bot talks to through its base URL.
 
-It answers the methods Lessonbot calls (getMe, sendMessage, sendDocument, answerCallbackQuery, setWebhook,
-deleteWebhook, getUpdates) the way api.telegram.org does, records every call, and can be scripted to fail the next
-calls of a method: a 429 with `parameters.retry_after`, a 500, a 403 "bot was blocked by the user", or no answer at
+It answers the methods Lessonbot calls (getMe, sendMessage, sendDocument, sendChatAction, answerCallbackQuery,
+setWebhook, deleteWebhook, getUpdates) the way api.telegram.org does, records every call, and can be scripted to fail
+the next calls of a method: a 429 with `parameters.retry_after`, a 500, a 403 "bot was blocked by the user", or no answer at
 all (so the client times out).
 """
 
@@ -94,7 +94,7 @@ class TelegramStandIn:
     async def __aenter__(self) -> TelegramStandIn:
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -203,6 +203,9 @@ class TelegramStandIn:
         if "caption" in params:
             message["caption"] = params["caption"]
         return message
+
+    async def _sendChatAction(self, params: dict[str, str], files: dict) -> bool:
+        return True
 
     async def _answerCallbackQuery(self, params: dict[str, str], files: dict) -> bool:
         return True

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class SentMessage:
 
     sid: str
     form: dict[str, list[str]]
+    at: float = field(default_factory=time.monotonic)  # when the stand-in accepted it
 
     def get(self, name: str, default: str | None = None) -> str | None:
         values = self.form.get(name)

@@ -1,0 +1,67 @@
+"""What a person sees while their reply is worked out: "typing…", and the reply as it is written where a channel can.
+
+Slow work (a model's answer) runs outside the turn's transaction (see `Turn.call_outside_transaction`); while it
+runs, the pipeline keeps the channel's typing indicator on, and a dialog may hand the channel drafts of the reply.
+Both are courtesy: they go straight to the platform (not through the outbox), a failure is logged and forgotten,
+and the reply itself still comes through the outbox, durable and in order.
+
+A channel opts in with either method:
+- `show_typing(chat_id)`: Telegram's "typing…" (shown for 5 seconds or until the next message: renewed every 4).
+- `show_draft(chat_id, text)`: the text so far (the web chat shows it in place of the typing dots).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TYPING_RENEW_SECONDS = 4.0
+TYPING_CALL_TIMEOUT = 3.0
+
+Draft = Callable[[str], Awaitable[None]]
+
+
+class Activity:
+    def __init__(self, channels: Mapping[str, Any]) -> None:
+        self.channels = channels
+
+    @asynccontextmanager
+    async def working(self, channel: str, chat_id: str) -> AsyncIterator[None]:
+        """Keep the typing indicator on in this chat while the block runs (if the channel has one)."""
+        show = getattr(self.channels.get(channel), "show_typing", None)
+        if show is None:
+            yield
+            return
+        task = asyncio.get_running_loop().create_task(self._keep_typing(show, channel, chat_id))
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    async def _keep_typing(self, show: Callable[[str], Awaitable[None]], channel: str, chat_id: str) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(TYPING_CALL_TIMEOUT):
+                    await show(chat_id)
+            except Exception as exc:
+                log.info("%s: could not show typing (%s)", channel, type(exc).__name__)
+            await asyncio.sleep(TYPING_RENEW_SECONDS)
+
+    def drafts(self, channel: str, chat_id: str) -> Draft | None:
+        """A function that shows the reply so far in this chat, or None when the channel cannot."""
+        show = getattr(self.channels.get(channel), "show_draft", None)
+        if show is None:
+            return None
+
+        async def draft(text: str) -> None:
+            try:
+                await show(chat_id, text)
+            except Exception as exc:
+                log.info("%s: could not show a draft (%s)", channel, type(exc).__name__)
+
+        return draft

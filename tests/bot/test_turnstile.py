@@ -1,0 +1,80 @@
+"""On SQLite, recording a message (what a platform waits for) goes before the transactions already queued."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy import text
+
+from storage.db import Database, Turnstile
+
+
+async def test_urgent_transactions_overtake_queued_ones_but_not_the_one_in_progress(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'turnstile.db'}")
+    order: list[str] = []
+    try:
+        async with db.transaction() as session:
+            await session.execute(text("CREATE TABLE log (name TEXT)"))
+        holding = asyncio.Event()
+        release = asyncio.Event()
+
+        async def write(name: str, *, urgent: bool) -> None:
+            async with db.transaction(urgent=urgent) as session:
+                order.append(name)
+                await session.execute(text("INSERT INTO log VALUES (:name)"), {"name": name})
+                if name == "in progress":
+                    holding.set()
+                    await release.wait()
+
+        first = asyncio.create_task(write("in progress", urgent=False))
+        await holding.wait()
+        queued = [asyncio.create_task(write(f"turn {n}", urgent=False)) for n in range(3)]
+        await asyncio.sleep(0.01)
+        recorded = [asyncio.create_task(write(f"record {n}", urgent=True)) for n in range(2)]
+        await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(first, *queued, *recorded)
+
+        assert order == ["in progress", "record 0", "record 1", "turn 0", "turn 1", "turn 2"]
+        async with db.sessions() as session:
+            assert (await session.scalar(text("SELECT count(*) FROM log"))) == 6  # every one committed
+    finally:
+        await db.dispose()
+
+
+async def test_a_flood_of_urgent_ones_lets_a_queued_one_through_now_and_then() -> None:
+    gate = Turnstile(urgent_in_a_row=2)
+    order: list[str] = []
+
+    async def hold(name: str, *, urgent: bool) -> None:
+        await gate.acquire(urgent=urgent)
+        order.append(name)
+        await asyncio.sleep(0)
+        gate.release()
+
+    await gate.acquire(urgent=False)
+    tasks = [asyncio.create_task(hold("turn", urgent=False))]
+    tasks += [asyncio.create_task(hold(f"record {n}", urgent=True)) for n in range(5)]
+    await asyncio.sleep(0)
+    gate.release()
+    await asyncio.gather(*tasks)
+    assert order == ["record 0", "record 1", "turn", "record 2", "record 3", "record 4"]
+
+
+async def test_a_waiter_cancelled_in_the_queue_or_on_its_turn_does_not_block_the_rest() -> None:
+    gate = Turnstile()
+    await gate.acquire(urgent=False)
+    gave_up = asyncio.create_task(gate.acquire(urgent=True))
+    patient = asyncio.create_task(gate.acquire(urgent=False))
+    await asyncio.sleep(0)
+    gave_up.cancel()  # cancelled while queued
+    await asyncio.sleep(0)
+    gate.release()
+    await asyncio.wait_for(patient, 1)  # the turn went to the next in line
+    handed = asyncio.create_task(gate.acquire(urgent=True))
+    await asyncio.sleep(0)
+    gate.release()  # handed to `handed`, which is cancelled before it runs: it passes the turn on
+    handed.cancel()
+    await asyncio.sleep(0)
+    await asyncio.wait_for(gate.acquire(urgent=False), 1)

@@ -1,0 +1,164 @@
+"""While a model works out an answer, the learner sees "typing…" and, where the channel can show it, the answer as
+it streams; the answer itself still comes through the outbox. The model is the local OpenAI-compatible stand-in,
+streaming through LangChain; the pipeline, the index and the offline embeddings are the real ones."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from bot.app import create_app
+from bot.core import Lessonbot
+from channels.telegram import TelegramChannel
+from dialogs.course_cli import ingest_course
+from dialogs.course_format import load_course
+from tests.bot.test_webchat_api import new_session, served
+from tests.channels.telegram_standin import TOKEN
+from tests.channels.telegram_standin import standin  # noqa: F401 (the fixture)
+from tests.dialogs.learning_support import SAMPLE, Learning, import_sample, onboard
+from tests.knowledge.openai_standin import MODEL, OpenAIStandIn, cite_first_passage
+from tests.support import RecordingChannel
+
+
+@dataclass
+class LiveChannel(RecordingChannel):
+    """A platform that shows typing and drafts, recording both (the web chat and Telegram do one each)."""
+
+    typing: list[str] = field(default_factory=list)
+    drafts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    async def show_typing(self, chat_id: str) -> None:
+        self.typing.append(chat_id)
+
+    async def show_draft(self, chat_id: str, text: str) -> None:
+        self.drafts[chat_id].append(text)
+
+
+@pytest.fixture
+def openai() -> Iterator[OpenAIStandIn]:
+    server = OpenAIStandIn().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def model_settings(settings, openai):
+    return settings.model_copy(
+        update={"openai_base_url": openai.base_url, "openai_api_key": "sk-test", "openai_model": MODEL}
+    )
+
+
+async def test_typing_and_the_streamed_answer_are_shown_before_the_answer_arrives(model_settings, openai):
+    # A long answer, so the stream comes in many pieces.
+    openai.reply = lambda request: cite_first_passage(request) + " " + "Look at the sender's address. " * 12
+    channel = LiveChannel()
+    bot = Lessonbot(model_settings, [channel])
+    try:
+        await import_sample(bot)
+        await asyncio.to_thread(ingest_course, load_course(SAMPLE), model_settings)
+        t = Learning(bot, channel)
+        await onboard(t)
+        assert channel.typing == [] and not channel.drafts  # nothing slow so far: no typing shown
+
+        [answer] = await t.say("what is smishing?")
+
+        assert channel.typing == ["ann"]  # shown once: the model answered within the 4 s it lasts
+        drafts = channel.drafts["ann"]
+        assert len(drafts) >= 2, drafts
+        assert all(len(earlier) <= len(later) for earlier, later in zip(drafts, drafts[1:]))  # it only grows
+        assert "Look at the sender's address." in drafts[-1]
+        assert "Look at the sender's address." in answer  # the answer, sent through the outbox
+        assert "**" not in "".join(drafts)  # plain text like the answer: the model's Markdown bold is not shown
+    finally:
+        await bot.stop()
+
+
+async def test_a_channel_without_typing_or_drafts_just_gets_the_answer(model_settings, openai):
+    channel = RecordingChannel()
+    bot = Lessonbot(model_settings, [channel])
+    try:
+        await import_sample(bot)
+        await asyncio.to_thread(ingest_course, load_course(SAMPLE), model_settings)
+        t = Learning(bot, channel)
+        await onboard(t)
+        [answer] = await t.say("what is smishing?")
+        assert "From: [1] What a phishing message wants" in answer
+    finally:
+        await bot.stop()
+
+
+async def test_a_channel_failing_to_show_typing_does_not_hold_up_the_answer(model_settings, openai):
+    class Failing(LiveChannel):
+        async def show_typing(self, chat_id: str) -> None:
+            raise httpx.ConnectError("the platform is unreachable")
+
+        async def show_draft(self, chat_id: str, text: str) -> None:
+            raise httpx.ReadTimeout("too slow")
+
+    channel = Failing()
+    bot = Lessonbot(model_settings, [channel])
+    try:
+        await import_sample(bot)
+        await asyncio.to_thread(ingest_course, load_course(SAMPLE), model_settings)
+        t = Learning(bot, channel)
+        await onboard(t)
+        [answer] = await t.say("what is smishing?")
+        assert "From: [1] What a phishing message wants" in answer
+    finally:
+        await bot.stop()
+
+
+async def test_telegram_shows_typing_through_the_bot_api(standin):  # noqa: F811
+    channel = TelegramChannel(token=TOKEN, api_base_url=standin.base_url)
+    try:
+        await channel.show_typing("2222222")
+    finally:
+        await channel.close()
+    [call] = standin.called("sendChatAction")
+    assert call.params == {"chat_id": "2222222", "action": "typing"}
+
+
+async def test_the_web_chat_streams_a_draft_then_the_reply_replaces_it(settings):
+    app = create_app(settings)
+    async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        session = await new_session(client)
+        web = app.state.lessonbot.channels["web"]
+        chat = web.verify_session(session)  # the conversation's chat id: the session token without its signature
+        events: list[tuple[str, dict]] = []
+
+        async def listen() -> None:
+            async with client.stream("GET", "/chat/api/events", params={"session": session}) as stream:
+                fields: dict[str, str] = {}
+                async for line in stream.aiter_lines():
+                    if line:
+                        name, _, value = line.partition(": ")
+                        fields[name] = value
+                        continue
+                    if "event" in fields:
+                        events.append((fields["event"], json.loads(fields["data"])))
+                        if fields["event"] == "reply":
+                            return
+                    fields = {}
+
+        listener = asyncio.create_task(listen())
+        await asyncio.sleep(0.3)  # the stream is open
+        await web.show_draft(chat, "Smishing is")
+        await asyncio.sleep(0.2)
+        await web.show_draft(chat, "Smishing is phishing by text message.")
+        await asyncio.sleep(0.2)
+        assert web.draft(chat) == "Smishing is phishing by text message."
+        response = await client.post("/chat/api/messages", json={"session": session, "text": "/help"})
+        assert response.status_code == 202
+        async with asyncio.timeout(10):
+            await listener
+
+        assert events[:2] == [("draft", {"text": "Smishing is"}),
+                              ("draft", {"text": "Smishing is phishing by text message."})]
+        assert events[-1][0] == "reply" and events[-1][1]["text"].startswith("Here is what you can send me")
+        assert web.draft(chat) is None  # a sent reply ends the draft
