@@ -83,6 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     channels.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite", help="(default sqlite)")
     channels.add_argument(
+        "--split", action="store_true",
+        help="webhooks to `lessonbot serve --no-worker` (record, acknowledge, send) beside a second process that "
+             "only processes (`serve --no-dispatcher`), as docker-compose.yml scales out",
+    )
+    channels.add_argument(
         "--postgres-url", default=DEFAULT_POSTGRES_ADMIN_URL,
         help="with --database postgresql: a server where the bench may create and drop databases (%(default)s)",
     )
@@ -102,6 +107,7 @@ class Options:
     outbound_scale: float
     database: str
     postgres_url: str
+    split: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -119,6 +125,7 @@ class Options:
             requests=args.requests, senders=args.senders, concurrency=args.concurrency,
             channels=tuple(name for name in CHANNELS if name in chosen), ptb=args.ptb, outbound=args.outbound,
             outbound_scale=args.outbound_scale, database=args.database, postgres_url=args.postgres_url,
+            split=args.split,
         )
 
 
@@ -354,12 +361,20 @@ async def lessonbot(
         for channel in channels:
             env.update(world.settings(channel, url))
         await asyncio.to_thread(upgrade_schema, workdir, env)
-        server = start_process(label, [sys.executable, "-m", "bot.cli", "serve"], workdir, env, port=port)
+        serve = [sys.executable, "-m", "bot.cli", "serve"]
+        server = start_process(label, serve + (["--no-worker"] if options.split else []), workdir, env, port=port)
+        worker = None
         try:
+            if options.split:
+                (workdir / "worker").mkdir()
+                worker = start_process(f"{label} worker", [*serve, "--no-dispatcher"], workdir / "worker", env)
+                await worker.wait_ready(http, "/readyz")
             await server.wait_ready(http, "/readyz")
             yield server, database_url
         finally:
             server.stop()
+            if worker is not None:
+                worker.stop()
 
 
 @asynccontextmanager
@@ -654,7 +669,8 @@ def render_report(report: dict[str, Any]) -> str:
         "Lessonbot channel benchmark: webhooks and outbound pace against local platform stand-ins",
         f"machine: {m['cpu']}, {m['cores']} cores, load average {m['load_average'][0]:.2f} at start; {m['os']}",
         f"software: Python {m['python']}, uvicorn {m['uvicorn']} (loop {m['loop']}, http {m['http']}); "
-        f"load generator {m['client']}; database {o['database']}",
+        f"load generator {m['client']}; database {o['database']}"
+        + ("; split: webhooks to `serve --no-worker`, processing in a second process" if o.get("split") else ""),
         f"webhooks: {o['requests']} requests per target from {o['senders']} senders, {o['concurrency']} at once "
         f"(after one warm-up message per sender)",
         "",

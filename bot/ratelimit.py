@@ -8,6 +8,10 @@ pauses a key for the platform's retry-after, so every chat behind the same globa
 The platform counts sends when they arrive, and a send's trip can take a few milliseconds more or less than the one
 before it: two sends started exactly one window apart can land closer than that. So every window is kept 5 % longer
 than published (1.05 s for "1 per second"); `lessonbot bench channels` counts what arrives at the stand-ins.
+For the same reason a per-second limit is spread evenly over its window (30 a second: one every 35 ms) instead of
+going out in a burst: thirty sends started at once arrive over tens of milliseconds, and a window counted at the
+platform then catches one more. Longer windows (Telegram's 20 a minute in a group) keep their burst: a lesson's
+three messages to a group go out at once.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Iterable
 from channels.base import RateLimit
 
 GUARD = 0.05  # each window is kept this share longer than the platform's, for the jitter of the trip
+SPREAD_UP_TO_SECONDS = 1.0  # limits with windows up to this long are spread evenly over the window
 
 
 class RateLimiter:
@@ -32,8 +37,11 @@ class RateLimiter:
         """When the next send under `limit` may go, from the sends already reserved."""
         sent = self._sent.get(limit.key)
         allowed = self._paused_until.get(limit.key, now)
+        window = limit.seconds * (1 + GUARD)
+        if sent and limit.seconds <= SPREAD_UP_TO_SECONDS:
+            allowed = max(allowed, sent[-1] + window / limit.count)
         if sent is not None and len(sent) >= limit.count:
-            allowed = max(allowed, sent[-limit.count] + limit.seconds * (1 + GUARD))
+            allowed = max(allowed, sent[-limit.count] + window)
         return max(allowed, now)
 
     async def acquire(self, limits: Iterable[RateLimit]) -> None:

@@ -60,17 +60,24 @@ class ReusingEmbedder:
 
 
 def synthetic_chunks(dataset: Path, count: int, *, seed: int = 0) -> list[Chunk]:
-    """`count` chunks: windows of 3–8 consecutive sentences of an article, all distinct while the articles last
-    (about 25,000 from squad-dev), then the same windows again under new ids."""
+    """`count` chunks: windows of 3–8 consecutive sentences of an article (about 25,000 from squad-dev), then the
+    windows of 4–8 with one inner sentence left out (about 85,000 more), all distinct while they last, then the same
+    again under new ids. The first chunks of a larger count are the chunks of a smaller one (same seed)."""
     articles = dataset / "articles" if (dataset / "articles").is_dir() else dataset
     said = {path.name: sentences(path.read_text(encoding="utf-8")) for path in sorted(articles.glob("*.txt"))}
-    windows = [(name, start, size) for name, lines in said.items() for size in range(3, 9)
+    windows = [(name, start, size, -1) for name, lines in said.items() for size in range(3, 9)
                for start in range(0, max(1, len(lines) - size + 1))]
-    random.Random(seed).shuffle(windows)
+    gapped = [(name, start, size, skip) for name, lines in said.items() for size in range(4, 9)
+              for start in range(0, max(0, len(lines) - size + 1)) for skip in range(1, size - 1)]
+    shuffle = random.Random(seed).shuffle
+    shuffle(windows)
+    shuffle(gapped)
+    windows += gapped
     chunks = []
     for position in range(count):
-        lesson, start, size = windows[position % len(windows)]
-        text = " ".join(said[lesson][start : start + size])
+        lesson, start, size, skip = windows[position % len(windows)]
+        picked = said[lesson][start : start + size]
+        text = " ".join(picked[:skip] + picked[skip + 1 :] if skip >= 0 else picked)
         title = lesson.removesuffix(".txt").replace("_", " ")
         chunks.append(
             Chunk(

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -92,20 +93,22 @@ def make_sync_engine(url: str, *, immediate: bool = True) -> Engine:
 
 
 class Turnstile:
-    """Lets one transaction at a time through, urgent ones first, in arrival order within each kind.
+    """Hands out SQLite's one connection: one session at a time, urgent ones first, in arrival order within each kind.
 
-    SQLite runs one write transaction at a time, over the one pooled connection, whose queue is first come, first
-    served. Recording an inbound message is what a platform waits for; processing and sending are not. Under load,
-    a recording that queued behind every turn in progress would wait for all of them: here it waits for the
-    transaction in progress only. So that a flood of recordings cannot stall the rest for good, one waiting
-    transaction that is not urgent goes after every `urgent_in_a_row` urgent ones.
+    SQLite runs one write transaction at a time, so the engine keeps one connection. Every session waits here for
+    it (instead of in the pool's first-come queue), so recording an inbound message, which a platform waits for,
+    goes before the turns, sends and reads already waiting: it waits for the session in progress only. So that a
+    flood of recordings cannot stall the rest, one waiting session that is not urgent goes after every
+    `urgent_in_a_row` urgent ones. Waiting longer than `timeout` (a session opened inside another in the same task
+    would wait for ever) raises SQLAlchemy's pool TimeoutError, as the pool's own queue did.
     """
 
-    def __init__(self, urgent_in_a_row: int = 8) -> None:
+    def __init__(self, urgent_in_a_row: int = 8, timeout: float = 60.0) -> None:
         self._held = False
         self._waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (deque(), deque())
         self._urgent_in_a_row = urgent_in_a_row
         self._urgent_streak = 0
+        self._timeout = timeout
 
     async def acquire(self, *, urgent: bool) -> None:
         if not self._held and not any(self._waiting):
@@ -115,12 +118,15 @@ class Turnstile:
         queue = self._waiting[0 if urgent else 1]
         queue.append(turn)
         try:
-            await turn
-        except asyncio.CancelledError:
+            async with asyncio.timeout(self._timeout):
+                await turn
+        except (asyncio.CancelledError, TimeoutError) as exc:
             if turn.done() and not turn.cancelled():
                 self.release()  # it was our turn already: pass it on
             else:
                 queue.remove(turn)
+            if isinstance(exc, TimeoutError):
+                raise PoolTimeout(f"no SQLite connection within {self._timeout:g} s") from None
             raise
 
     def release(self) -> None:
@@ -143,29 +149,36 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = url
         self.engine = make_async_engine(url, pool_size=pool_size)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._turnstile = Turnstile() if self.backend == "sqlite" else None
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._turnstile = Turnstile(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 * 4) if self.backend == "sqlite" else None
 
     @property
     def backend(self) -> str:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on success, rolled back on any error.
+    async def sessions(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session (reads, or transactions begun by the caller), closed at the end of the block.
 
         `urgent`: someone is waiting for it (a platform for its acknowledgement); on SQLite it goes before the
-        transactions already queued (see Turnstile)."""
+        sessions already waiting for the connection (see Turnstile)."""
         if self._turnstile is None:
-            async with self.sessions() as session, session.begin():
+            async with self._sessions() as session:
                 yield session
             return
         await self._turnstile.acquire(urgent=urgent)
         try:
-            async with self.sessions() as session, session.begin():
+            async with self._sessions() as session:
                 yield session
         finally:
             self._turnstile.release()
+
+    @asynccontextmanager
+    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on any error. `urgent`: see
+        `sessions`."""
+        async with self.sessions(urgent=urgent) as session, session.begin():
+            yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()
