@@ -7,7 +7,8 @@ and the reply itself still comes through the outbox, durable and in order.
 
 A channel opts in with either method:
 - `show_typing(chat_id)`: Telegram's "typing…" (shown for 5 seconds or until the next message: renewed every 4).
-- `show_draft(chat_id, text)`: the text so far (the web chat shows it in place of the typing dots).
+- `show_draft(chat_id, text)`: the text so far (the web chat shows it in place of the typing dots); called with ""
+  when the work is over, whatever its outcome (the reply, when it comes, takes the draft's place).
 """
 
 from __future__ import annotations
@@ -32,16 +33,20 @@ class Activity:
 
     @asynccontextmanager
     async def working(self, channel: str, chat_id: str) -> AsyncIterator[None]:
-        """Keep the typing indicator on in this chat while the block runs (if the channel has one)."""
+        """Keep the typing indicator on in this chat while the block runs (if the channel has one); the draft, if
+        any, is over when it ends."""
         show = getattr(self.channels.get(channel), "show_typing", None)
-        if show is None:
-            yield
-            return
-        task = asyncio.get_running_loop().create_task(self._keep_typing(show, channel, chat_id))
+        task = None
+        if show is not None:
+            task = asyncio.get_running_loop().create_task(self._keep_typing(show, channel, chat_id))
         try:
             yield
         finally:
-            task.cancel()
+            if task is not None:
+                task.cancel()
+            end = self.drafts(channel, chat_id)
+            if end is not None:
+                await end("")
 
     async def _keep_typing(self, show: Callable[[str], Awaitable[None]], channel: str, chat_id: str) -> None:
         while True:

@@ -96,7 +96,12 @@ class WebChatChannel:
 
     async def show_draft(self, chat_id: str, text: str) -> None:
         """The reply so far (a model's answer as it streams): the page shows it until the reply itself arrives.
-        Only this process's event streams see it; the reply reaches every stream, wherever it was written."""
+        Only this process's event streams see it; the reply reaches every stream, wherever it was written. An
+        empty text ends the draft here: a stream opened later does not show it (an open page keeps its bubble
+        until the reply replaces it)."""
+        if not text:
+            self._drafts.pop(chat_id, None)
+            return
         self._drafts[chat_id] = text
         self._wake(chat_id)
 

@@ -99,20 +99,27 @@ class Turnstile:
     it (instead of in the pool's first-come queue), so recording an inbound message, which a platform waits for,
     goes before the turns, sends and reads already waiting: it waits for the session in progress only. So that a
     flood of recordings cannot stall the rest, one waiting session that is not urgent goes after every
-    `urgent_in_a_row` urgent ones. Waiting longer than `timeout` (a session opened inside another in the same task
-    would wait for ever) raises SQLAlchemy's pool TimeoutError, as the pool's own queue did.
+    `urgent_in_a_row` urgent ones. A session opened inside another one of the same task goes through (the pool
+    then decides, as before: the connection is only taken at a session's first statement). Waiting longer than
+    `timeout` raises SQLAlchemy's pool TimeoutError, as the pool's own queue did.
     """
 
     def __init__(self, urgent_in_a_row: int = 8, timeout: float = 60.0) -> None:
         self._held = False
+        self._owner: asyncio.Task[Any] | None = None
+        self._depth = 0
         self._waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (deque(), deque())
         self._urgent_in_a_row = urgent_in_a_row
         self._urgent_streak = 0
         self._timeout = timeout
 
     async def acquire(self, *, urgent: bool) -> None:
+        task = asyncio.current_task()
+        if self._held and task is not None and self._owner is task:
+            self._depth += 1
+            return
         if not self._held and not any(self._waiting):
-            self._held = True
+            self._held, self._owner, self._depth = True, task, 1
             return
         turn = asyncio.get_running_loop().create_future()
         queue = self._waiting[0 if urgent else 1]
@@ -123,13 +130,18 @@ class Turnstile:
         except (asyncio.CancelledError, TimeoutError) as exc:
             if turn.done() and not turn.cancelled():
                 self.release()  # it was our turn already: pass it on
-            else:
+            elif turn in queue:  # (a release may have dropped it already: cancelling the wait cancels `turn`)
                 queue.remove(turn)
             if isinstance(exc, TimeoutError):
                 raise PoolTimeout(f"no SQLite connection within {self._timeout:g} s") from None
             raise
+        self._owner, self._depth = task, 1
 
     def release(self) -> None:
+        if self._depth > 1:
+            self._depth -= 1  # a nested session ended; the outer one still holds
+            return
+        self._owner, self._depth = None, 0
         urgent, normal = self._waiting
         order = (normal, urgent) if self._urgent_streak >= self._urgent_in_a_row else (urgent, normal)
         for queue in order:

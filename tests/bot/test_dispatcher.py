@@ -123,8 +123,10 @@ async def test_rate_limiter_paces_a_key():
         await limiter.acquire([limit])
         times.append(time.monotonic())
     gaps = [later - earlier for earlier, later in zip(times, times[1:])]
-    assert min(gaps) >= 0.1  # spread evenly: no burst
-    assert times[-1] - times[0] < 9 * 0.105 + 0.15
+    # Spread evenly, no burst: each send is booked 0.105 s after the one before; a sleeper woken late shortens the
+    # next gap by as much, which the 5 % guard is there to absorb.
+    assert min(gaps) >= 0.085
+    assert 9 * 0.105 - 0.01 <= times[-1] - times[0] < 9 * 0.105 + 0.15
 
 
 async def test_a_limit_over_minutes_keeps_its_burst():

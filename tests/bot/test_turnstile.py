@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from storage.db import Database, Turnstile
@@ -78,3 +79,37 @@ async def test_a_waiter_cancelled_in_the_queue_or_on_its_turn_does_not_block_the
     handed.cancel()
     await asyncio.sleep(0)
     await asyncio.wait_for(gate.acquire(urgent=False), 1)
+
+
+async def test_a_waiter_cancelled_just_before_a_release_leaves_with_its_cancellation() -> None:
+    gate = Turnstile()
+    await gate.acquire(urgent=False)
+    waiter = asyncio.create_task(gate.acquire(urgent=False))
+    await asyncio.sleep(0)
+    waiter.cancel()  # its wait is cancelled at once, its handler runs at the loop's next turn …
+    gate.release()  # … after the holder has left, dropping the cancelled turn from the queue
+    with pytest.raises(asyncio.CancelledError):
+        await waiter  # the cancellation, not an error of the turnstile's own
+    await asyncio.wait_for(gate.acquire(urgent=True), 1)  # and the turnstile is free
+
+
+async def test_a_session_opened_inside_another_of_the_same_task_goes_through(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'nested.db'}")
+    try:
+        async with db.transaction() as outer:
+            async with db.sessions() as inner:  # the outer has run nothing yet, so the connection is free
+                assert (await inner.scalar(text("SELECT 1"))) == 1
+            await outer.execute(text("CREATE TABLE t (x INTEGER)"))
+        other = asyncio.create_task(_count_tables(db))
+        async with db.transaction() as outer:
+            await outer.execute(text("INSERT INTO t VALUES (1)"))
+            await asyncio.sleep(0.05)
+            assert not other.done()  # another task still waits for the whole outer session
+        assert await asyncio.wait_for(other, 1) == 1
+    finally:
+        await db.dispose()
+
+
+async def _count_tables(db: Database) -> int:
+    async with db.sessions() as session:
+        return await session.scalar(text("SELECT count(*) FROM sqlite_master WHERE type = 'table'"))

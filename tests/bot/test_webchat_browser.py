@@ -2,6 +2,7 @@
 
 The server is the real one in a child process on a fresh SQLite file; the page talks to it as a learner's browser
 would (fetch, EventSource, localStorage). A screenshot of the finished conversation is left at /tmp/webchat.png.
+A model's answer comes from the local OpenAI-compatible stand-in, streamed slowly enough to watch.
 """
 
 from __future__ import annotations
@@ -193,3 +194,63 @@ def test_a_refused_session_is_replaced_and_the_chat_works_on_a_phone(server, bro
     expect(bot).to_have_count(0)
     expect(page.get_by_text("Welcome!")).to_be_visible()
     assert not errors, errors
+
+
+def test_a_model_answer_streams_into_a_draft_that_the_answer_replaces(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    from tests.knowledge.openai_standin import MODEL, OpenAIStandIn, cite_first_passage
+
+    openai = OpenAIStandIn(piece_delay=0.05).start()
+    openai.reply = lambda request: cite_first_passage(request) + " Check the sender before you act." * 4
+    env = server_env(
+        f"sqlite:///{tmp_path / 'lessonbot.db'}", tmp_path / "var",
+        OPENAI_BASE_URL=openai.base_url, OPENAI_API_KEY="sk-test", OPENAI_MODEL=MODEL,
+    )
+    sample = Path(__file__).resolve().parents[2] / "courses" / "sample"
+    for command in (["db", "upgrade"], ["course", "import", str(sample)]):  # the import also indexes the lessons
+        done = subprocess.run([*LESSONBOT, *command], env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+    server = ServerProcess(env)
+    try:
+        page, errors = open_chat(browser, server.url)
+        box = page.get_by_label("Your message")
+        bot = page.locator(".message--bot .bubble")
+
+        def say(text: str) -> None:
+            before = bot.count()
+            box.fill(text)
+            box.press("Enter")
+            expect(bot).not_to_have_count(before)
+
+        def press(label: str) -> None:
+            before = bot.count()
+            page.locator(".choice", has_text=label).last.click()
+            expect(bot).not_to_have_count(before)
+
+        say("/start")
+        press("Yes, let's start")
+        say("Ann")
+        say("Lisbon")
+        press("Yes, that's right")
+        say("08:00")
+        press("Every day")
+        press("Spot the phish, five minutes a day")
+        press("1 lesson (about 5 minutes)")
+        answered = bot.count() + 1
+
+        box.fill("what is smishing?")
+        box.press("Enter")
+        draft = page.locator(".message--draft .bubble")
+        expect(draft).to_be_visible()  # the answer as the model writes it
+        expect(page.locator("#typing")).to_be_hidden()
+        partial = draft.inner_text()
+        expect(draft).not_to_have_text(partial)  # it grows
+        expect(page.locator(".message--draft")).to_have_count(0, timeout=20_000)  # replaced by the answer
+        expect(bot).to_have_count(answered)
+        expect(bot.last).to_contain_text("Check the sender before you act.")
+        expect(bot.last).to_contain_text("From: [1] What a phishing message wants")
+        assert not errors, errors
+    finally:
+        server.stop()
+        openai.stop()

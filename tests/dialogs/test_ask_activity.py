@@ -32,12 +32,15 @@ class LiveChannel(RecordingChannel):
 
     typing: list[str] = field(default_factory=list)
     drafts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    ended: list[str] = field(default_factory=list)
 
     async def show_typing(self, chat_id: str) -> None:
         self.typing.append(chat_id)
 
     async def show_draft(self, chat_id: str, text: str) -> None:
         self.drafts[chat_id].append(text)
+        if not text:
+            self.ended.append(chat_id)
 
 
 @pytest.fixture
@@ -69,7 +72,8 @@ async def test_typing_and_the_streamed_answer_are_shown_before_the_answer_arrive
         [answer] = await t.say("what is smishing?")
 
         assert channel.typing == ["ann"]  # shown once: the model answered within the 4 s it lasts
-        drafts = channel.drafts["ann"]
+        assert channel.ended == ["ann"] and channel.drafts["ann"][-1] == ""  # the draft is over when the work is
+        drafts = channel.drafts["ann"][:-1]
         assert len(drafts) >= 2, drafts
         assert all(len(earlier) <= len(later) for earlier, later in zip(drafts, drafts[1:]))  # it only grows
         assert "Look at the sender's address." in drafts[-1]
@@ -162,3 +166,6 @@ async def test_the_web_chat_streams_a_draft_then_the_reply_replaces_it(settings)
                               ("draft", {"text": "Smishing is phishing by text message."})]
         assert events[-1][0] == "reply" and events[-1][1]["text"].startswith("Here is what you can send me")
         assert web.draft(chat) is None  # a sent reply ends the draft
+        await web.show_draft(chat, "Half an answer")
+        await web.show_draft(chat, "")  # the work is over: a stream opened now does not show the draft
+        assert web.draft(chat) is None

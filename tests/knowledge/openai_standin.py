@@ -61,6 +61,7 @@ class OpenAIStandIn:
     reply: Callable[[dict[str, Any]], str] = cite_first_passage
     chat_requests: list[dict[str, Any]] = field(default_factory=list)
     embedding_requests: int = 0
+    piece_delay: float = 0.0  # seconds between streamed pieces: a model that takes its time
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
@@ -95,6 +96,8 @@ class OpenAIStandIn:
 
         pieces = re.findall(r"\S+\s*", text) or [""]
         for n, piece in enumerate(pieces):
+            if n and self.piece_delay:
+                await asyncio.sleep(self.piece_delay)
             delta = {"role": "assistant", "content": piece} if n == 0 else {"content": piece}
             await send({**common, "object": "chat.completion.chunk",
                         "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
