@@ -7,8 +7,8 @@ and the reply itself still comes through the outbox, durable and in order.
 
 A channel opts in with either method:
 - `show_typing(chat_id)`: Telegram's "typing…" (shown for 5 seconds or until the next message: renewed every 4).
-- `show_draft(chat_id, text)`: the text so far (the web chat shows it in place of the typing dots); called with ""
-  when the work is over, whatever its outcome (the reply, when it comes, takes the draft's place).
+- `show_draft(chat_id, text)`: the text so far (the web chat's draft bubble, Telegram's `sendMessageDraft` in private
+  chats); called with "" when the work is over, whatever its outcome (the reply, when it comes, takes its place).
 """
 
 from __future__ import annotations

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import json
 import logging
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -85,6 +87,7 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # the Bot API's limit for files a bot uploa
 TOKEN_REJECTED = "Telegram rejected TELEGRAM_BOT_TOKEN: copy it again from @BotFather (/mybots → the bot → API Token)."
 # Parts already sent of replies whose later part failed, so a retry resumes instead of repeating them.
 MAX_REMEMBERED_REPLIES = 1000
+DRAFT_EVERY_SECONDS = 0.5  # a streamed answer's draft is shown at most this often in one chat
 
 T = TypeVar("T")
 Part = Callable[[], Awaitable[Message]]  # one Bot API call that sends one message of a reply
@@ -125,6 +128,8 @@ class TelegramChannel:
         self._ready_lock = asyncio.Lock()
         self._initialized = False
         self._progress: OrderedDict[int, list[str]] = OrderedDict()
+        self._drafts: dict[str, tuple[int, float]] = {}  # chat → (draft id, when last shown) of the answer streaming
+        self._draft_ids = itertools.count(1)
 
     # the Bot's life ---------------------------------------------------------------------------------------------
 
@@ -252,6 +257,28 @@ class TelegramChannel:
         """"typing…" at the top of the chat, for 5 seconds or until our next message (see bot.activity)."""
         bot = await self.ready()
         await bot.send_chat_action(chat_id=chat_id, action=ChatAction.TYPING)
+
+    async def show_draft(self, chat_id: str, text: str) -> None:
+        """The answer as it streams, in a private chat (`sendMessageDraft`, an ephemeral preview that the answer's
+        own message, sent through the outbox, replaces). At most one update per DRAFT_EVERY_SECONDS; "" ends it."""
+        if not text:
+            self._drafts.pop(chat_id, None)
+            return
+        if chat_id.startswith("-"):
+            return  # groups get no drafts from the Bot API
+        now = time.monotonic()
+        draft_id, shown_at = self._drafts.get(chat_id, (0, 0.0))
+        if draft_id and now - shown_at < DRAFT_EVERY_SECONDS:
+            return
+        draft_id = draft_id or next(self._draft_ids)
+        self._drafts[chat_id] = (draft_id, now)
+        bot = await self.ready()
+        await bot.send_message_draft(
+            chat_id=int(chat_id),
+            draft_id=draft_id,
+            text=render(fit(text, MAX_TEXT_CHARS)[0], TELEGRAM_HTML),
+            parse_mode=ParseMode.HTML,
+        )
 
     def _parts(self, chat_id: str, reply: Reply) -> list[Part]:
         if isinstance(reply, Text):

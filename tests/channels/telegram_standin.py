@@ -1,9 +1,9 @@
 """A local stand-in of the Telegram Bot API that python-telegram-bot talks to through its base URL.
 
-It answers the methods Lessonbot calls (getMe, sendMessage, sendDocument, sendChatAction, answerCallbackQuery,
-setWebhook, deleteWebhook, getUpdates) the way api.telegram.org does, records every call, and can be scripted to fail
-the next calls of a method: a 429 with `parameters.retry_after`, a 500, a 403 "bot was blocked by the user", or no answer at
-all (so the client times out).
+It answers the methods Lessonbot calls (getMe, sendMessage, sendDocument, sendChatAction, sendMessageDraft,
+answerCallbackQuery, setWebhook, deleteWebhook, getUpdates) the way api.telegram.org does, records every call, and
+can be scripted to fail the next calls of a method: a 429 with `parameters.retry_after`, a 500, a 403 "bot was
+blocked by the user", or no answer at all (so the client times out).
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ from aiohttp import web
 TOKEN = "123456:TEST-token_for-the-stand-in"
 BOT_ID = 123456
 BOT_USERNAME = "lessonbot_test_bot"
+
+
+class BadRequest(Exception):
+    """A call the real Bot API refuses with 400 (its description is the message)."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,11 @@ class TelegramStandIn:
         answer = getattr(self, f"_{method}", None)
         if answer is None:
             return _error(404, "Not Found")
-        result = await answer(params, files)
+        try:
+            result = await answer(params, files)
+        except BadRequest as refused:
+            self.calls.append(Call(method, params, files, "400"))
+            return _error(400, str(refused))
         self.calls.append(Call(method, params, files, "ok", result))
         return web.json_response({"ok": True, "result": result})
 
@@ -205,6 +213,11 @@ class TelegramStandIn:
         return message
 
     async def _sendChatAction(self, params: dict[str, str], files: dict) -> bool:
+        return True
+
+    async def _sendMessageDraft(self, params: dict[str, str], files: dict) -> bool:
+        if int(params["chat_id"]) < 0 or not int(params.get("draft_id", 0)):
+            raise BadRequest("Bad Request: drafts go to private chats only, with a non-zero draft_id")
         return True
 
     async def _answerCallbackQuery(self, params: dict[str, str], files: dict) -> bool:

@@ -128,6 +128,32 @@ async def test_telegram_shows_typing_through_the_bot_api(standin):  # noqa: F811
     assert call.params == {"chat_id": "2222222", "action": "typing"}
 
 
+async def test_telegram_streams_drafts_in_private_chats_at_a_measured_pace(standin, monkeypatch):  # noqa: F811
+    from channels import telegram
+
+    monkeypatch.setattr(telegram, "DRAFT_EVERY_SECONDS", 0.2)
+    channel = TelegramChannel(token=TOKEN, api_base_url=standin.base_url)
+    try:
+        await channel.show_draft("2222222", "Smishing is <phishing>")
+        await channel.show_draft("2222222", "Smishing is <phishing> by")  # too soon after the last: skipped
+        await asyncio.sleep(0.25)
+        await channel.show_draft("2222222", "Smishing is <phishing> by text message")
+        await channel.show_draft("2222222", "")  # the work is over
+        await channel.show_draft("2222222", "The next answer")
+        await channel.show_draft("-100777", "A group gets none")
+    finally:
+        await channel.close()
+    calls = standin.called("sendMessageDraft", ok=None)
+    assert [(call.params["text"], call.params["parse_mode"]) for call in calls] == [
+        ("Smishing is &lt;phishing&gt;", "HTML"),
+        ("Smishing is &lt;phishing&gt; by text message", "HTML"),
+        ("The next answer", "HTML"),
+    ]
+    assert all(call.ok for call in calls)
+    first, second, third = (int(call.params["draft_id"]) for call in calls)
+    assert first == second != third  # one draft id per answer: its updates animate in place
+
+
 async def test_the_web_chat_streams_a_draft_then_the_reply_replaces_it(settings):
     app = create_app(settings)
     async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
