@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -84,14 +84,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pipeline.add_argument("--duration", type=float, default=60.0, help="cap on the measured phase per target, seconds")
     pipeline.add_argument("--reply-timeout", type=float, default=30.0, help="a reply later than this is an error")
     pipeline.add_argument("--request-timeout", type=float, default=10.0, help="per HTTP request, seconds")
-    pipeline.add_argument(
+    add_json_option(pipeline)
+    pipeline.set_defaults(func=cmd_bench_pipeline)
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--json",
         nargs="?",
         const="-",
         metavar="PATH",
         help="machine-readable results: on stdout instead of the table, or written to PATH as well",
     )
-    pipeline.set_defaults(func=cmd_bench_pipeline)
+
+
+def print_report(report: dict[str, Any], args: argparse.Namespace, render: Callable[[dict[str, Any]], str]) -> None:
+    """The table on stdout (and the JSON in --json PATH), or with a bare --json the JSON alone on stdout."""
+    if args.json == "-":
+        print(json.dumps(report, indent=2))
+        return
+    print(render(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 
 
 def bench_kinds(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -111,12 +125,7 @@ def cmd_bench_pipeline(settings: Settings, args: argparse.Namespace) -> int:
         print(f"lessonbot bench pipeline: {exc}", file=sys.stderr)
         return 2
     report = run_event_loop(run_benchmark(options, targets, url=args.url, postgres_url=args.postgres_url))
-    if args.json == "-":
-        print(json.dumps(report, indent=2))
-    else:
-        print(render_report(report))
-        if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print_report(report, args, render_report)
     return 1 if any(result["status"] == "failed" for result in report["results"]) else 0
 
 
@@ -764,13 +773,19 @@ def render_report(report: dict[str, Any]) -> str:
         if result["errors"]:
             detail.append("errors: " + ", ".join(f"{kind} x{count}" for kind, count in result["errors"].items()))
         notes.append(f"{result['label']}: " + "; ".join(detail))
-    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    for row in [header, *rows]:
-        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
-        lines.append("  ".join(cells).rstrip())
+    lines += table(header, rows)
     lines.append("")
     lines += notes
     return "\n".join(lines)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Aligned text columns: the first left-aligned, the figures right-aligned."""
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    return [
+        "  ".join([row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]).rstrip()
+        for row in [header, *rows]
+    ]
 
 
 def cpu_notes(result: dict[str, Any]) -> list[str]:

@@ -28,8 +28,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -42,16 +42,19 @@ from bot.bench import (
     DatabaseUnreachable,
     ServerFailed,
     ServerProcess,
+    add_json_option,
     bench_kinds,
     child_environment,
+    database_for,
     free_port,
     machine,
     number,
     percentile,
-    postgres_database,
+    print_report,
     progress,
     run_event_loop,
     start_process,
+    table,
     upgrade_schema,
 )
 
@@ -90,8 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--postgres-url", default=DEFAULT_POSTGRES_ADMIN_URL,
         help="with --database postgresql: a server where the bench may create and drop databases (%(default)s)",
     )
-    channels.add_argument("--json", nargs="?", const="-", metavar="PATH",
-                          help="machine-readable results: on stdout instead of the table, or written to PATH as well")
+    add_json_option(channels)
     channels.set_defaults(func=cmd_bench_channels)
 
 
@@ -136,12 +138,7 @@ def cmd_bench_channels(settings: Settings, args: argparse.Namespace) -> int:
         print(f"lessonbot bench channels: {exc}", file=sys.stderr)
         return 2
     report = run_event_loop(run_benchmark(options, standins))
-    if args.json == "-":
-        print(json.dumps(report, indent=2))
-    else:
-        print(render_report(report))
-        if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print_report(report, args, render_report)
     return 1 if any(result.get("status") == "failed" for result in report["webhooks"] + report["outbound"]) else 0
 
 
@@ -259,13 +256,7 @@ class Requests:
         hits = []
         for n in range(count):
             number = f"+1555{n % self.senders:07d}"
-            sid = f"SM{self.next_serial():032x}"
-            form = {
-                "SmsMessageSid": sid, "NumMedia": "0", "ProfileName": "Learner", "MessageType": "text",
-                "SmsSid": sid, "WaId": number.lstrip("+"), "SmsStatus": "received", "Body": f"help {n}",
-                "To": twilio.SENDER, "NumSegments": "1", "ReferralNumMedia": "0", "MessageSid": sid,
-                "AccountSid": twilio.ACCOUNT_SID, "From": f"whatsapp:{number}", "ApiVersion": "2010-04-01",
-            }
+            form = twilio.message_form(number, f"help {n}", sid=f"SM{self.next_serial():032x}")
             signature = validator.compute_signature(public_base_url + path, form)
             hits.append(Hit(path, urlencode(form).encode(), {
                 "Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature,
@@ -320,15 +311,6 @@ async def fire(http: Any, base_url: str, hits: Sequence[Hit], concurrency: int) 
 # the servers -------------------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def fresh_database(options: Options, workdir: Path) -> Iterator[str]:
-    if options.database == "sqlite":
-        yield f"sqlite:///{workdir / 'bench.db'}"
-    else:
-        with postgres_database(options.postgres_url) as url:
-            yield url
-
-
 async def wait_listening(server: ServerProcess, http: Any, path: str) -> None:
     """Until the server answers `path` with anything below 500 (a bare webhook server has no health check)."""
     deadline = time.perf_counter() + READY_SECONDS
@@ -352,7 +334,7 @@ async def lessonbot(
 ) -> AsyncIterator[tuple[ServerProcess, str]]:
     """`lessonbot serve` with these channels on, on a fresh database; (the process, its database URL)."""
     workdir.mkdir(parents=True)
-    with fresh_database(options, workdir) as database_url:
+    with database_for(options.database, workdir, options.postgres_url) as database_url:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = child_environment(workdir, database_url)
@@ -652,14 +634,6 @@ def ptb_ratio(results: list[dict[str, Any]]) -> dict[str, float] | None:
 
 
 # the report --------------------------------------------------------------------------------------------------------
-
-
-def table(header: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    return [
-        "  ".join([row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]).rstrip()
-        for row in [header, *rows]
-    ]
 
 
 def render_report(report: dict[str, Any]) -> str:

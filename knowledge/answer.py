@@ -5,6 +5,7 @@ Channel-agnostic and plain text (no Markdown): each channel escapes and renders 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -28,6 +29,11 @@ class Source(NamedTuple):
     course_id: str
     lesson_id: str
     title: str
+
+
+def sources_of(passages: Iterable[Any]) -> tuple[Source, ...]:
+    """The lessons the passages (knowledge.retrieval.Passage) come from, each once, in the passages' order."""
+    return tuple(dict.fromkeys(Source(p.course_id, p.lesson_id, p.lesson_title) for p in passages))
 
 
 @dataclass(frozen=True)

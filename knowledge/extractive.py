@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from knowledge.answer import FROM_YOUR_COURSE, NOT_COVERED, Answer, Source
+from knowledge.answer import FROM_YOUR_COURSE, NOT_COVERED, Answer, sources_of
 from knowledge.retrieval import Passage
 from knowledge.terms import sentences, terms
 
@@ -48,17 +48,14 @@ def compose(question: str, passages: Sequence[Passage], *, rarity: Callable[[str
     by_passage: dict[int, list[tuple[int, str]]] = {}
     for _, rank, position, sentence in chosen:
         by_passage.setdefault(rank, []).append((position, _trim(sentence)))
-    quotes, sources = [], []
+    quotes = []
     for rank in sorted(by_passage):
         passage = passages[rank]
         quoted = " … ".join(sentence for _, sentence in sorted(by_passage[rank]))
         quotes.append(f"“{quoted}”\n— {passage.where}")
-        source = Source(passage.course_id, passage.lesson_id, passage.lesson_title)
-        if source not in sources:
-            sources.append(source)
     return Answer(
         text=f"{FROM_YOUR_COURSE}\n\n" + "\n\n".join(quotes),
-        sources=tuple(sources),
+        sources=sources_of(passages[rank] for rank in sorted(by_passage)),
         passages=tuple(passages[rank].chunk_id for rank in sorted(by_passage)),
     )
 

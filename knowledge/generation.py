@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from knowledge.answer import FROM, NOT_COVERED, Answer, Source
+from knowledge.answer import FROM, NOT_COVERED, Answer, sources_of
 from knowledge.retrieval import Passage
 
 if TYPE_CHECKING:
@@ -165,15 +165,9 @@ class ModelAnswerer:
             lambda m: f"[{renumber[int(m.group(1))]}]" if int(m.group(1)) in renumber else "", reply.text
         )
         lines = [f"[{renumber[n]}] {passages[n - 1].where}" for n in order]
-        sources: list[Source] = []
-        for n in order:
-            p = passages[n - 1]
-            source = Source(p.course_id, p.lesson_id, p.lesson_title)
-            if source not in sources:
-                sources.append(source)
         return Answer(
             text=f"{plain_text(body)}\n\n{FROM} " + "; ".join(lines),
-            sources=tuple(sources),
+            sources=sources_of(passages[n - 1] for n in order),
             tokens=reply.tokens,
             passages=tuple(passages[n - 1].chunk_id for n in order),
         )

@@ -193,6 +193,30 @@ def _error(status: int, code: int | None, message: str, headers: dict[str, str] 
     return web.json_response(body, status=status, headers=headers)
 
 
+def message_form(number: str, body: str, *, sid: str | None = None, to: str = SENDER, **fields: str) -> dict[str, str]:
+    """An inbound WhatsApp text as Twilio posts it (field names from Twilio's messaging webhook docs)."""
+    sid = sid or "SM" + secrets.token_hex(16)
+    form = {
+        "SmsMessageSid": sid,
+        "NumMedia": "0",
+        "ProfileName": "Ann Learner",
+        "MessageType": "text",
+        "SmsSid": sid,
+        "WaId": number.lstrip("+"),
+        "SmsStatus": "received",
+        "Body": body,
+        "To": to,
+        "NumSegments": "1",
+        "ReferralNumMedia": "0",
+        "MessageSid": sid,
+        "AccountSid": ACCOUNT_SID,
+        "From": f"whatsapp:{number}",
+        "ApiVersion": "2010-04-01",
+    }
+    form.update(fields)
+    return form
+
+
 class TwilioWebhooks:
     """Twilio calling the app: signed messaging webhooks and status callbacks."""
 
@@ -204,27 +228,7 @@ class TwilioWebhooks:
         self.to = to
 
     def message_form(self, number: str, body: str, *, sid: str | None = None, **fields: str) -> dict[str, str]:
-        """An inbound WhatsApp text as Twilio posts it (field names from Twilio's messaging webhook docs)."""
-        sid = sid or "SM" + secrets.token_hex(16)
-        form = {
-            "SmsMessageSid": sid,
-            "NumMedia": "0",
-            "ProfileName": "Ann Learner",
-            "MessageType": "text",
-            "SmsSid": sid,
-            "WaId": number.lstrip("+"),
-            "SmsStatus": "received",
-            "Body": body,
-            "To": self.to,
-            "NumSegments": "1",
-            "ReferralNumMedia": "0",
-            "MessageSid": sid,
-            "AccountSid": ACCOUNT_SID,
-            "From": f"whatsapp:{number}",
-            "ApiVersion": "2010-04-01",
-        }
-        form.update(fields)
-        return form
+        return message_form(number, body, sid=sid, to=self.to, **fields)
 
     def signature(self, path: str, form: dict[str, str]) -> str:
         return self.validator.compute_signature(self.public_base_url + path, form)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -22,7 +23,8 @@ from tests.bot.test_webchat_api import new_session, served
 from tests.channels.telegram_standin import TOKEN
 from tests.channels.telegram_standin import standin  # noqa: F401 (the fixture)
 from tests.dialogs.learning_support import SAMPLE, Learning, import_sample, onboard
-from tests.knowledge.openai_standin import MODEL, OpenAIStandIn, cite_first_passage
+from tests.knowledge.openai_standin import MODEL, cite_first_passage
+from tests.knowledge.openai_standin import openai  # noqa: F401 (the fixture)
 from tests.support import RecordingChannel
 
 
@@ -44,29 +46,31 @@ class LiveChannel(RecordingChannel):
 
 
 @pytest.fixture
-def openai() -> Iterator[OpenAIStandIn]:
-    server = OpenAIStandIn().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def model_settings(settings, openai):
+def model_settings(settings, openai):  # noqa: F811
     return settings.model_copy(
         update={"openai_base_url": openai.base_url, "openai_api_key": "sk-test", "openai_model": MODEL}
     )
+
+
+@asynccontextmanager
+async def onboarded(settings, channel: RecordingChannel) -> AsyncIterator[Learning]:
+    """A bot on `channel` with the sample course imported and indexed, and a learner through onboarding."""
+    bot = Lessonbot(settings, [channel])
+    try:
+        await import_sample(bot)
+        await asyncio.to_thread(ingest_course, load_course(SAMPLE), settings)
+        t = Learning(bot, channel)
+        await onboard(t)
+        yield t
+    finally:
+        await bot.stop()
 
 
 async def test_typing_and_the_streamed_answer_are_shown_before_the_answer_arrives(model_settings, openai):
     # A long answer, so the stream comes in many pieces.
     openai.reply = lambda request: cite_first_passage(request) + " " + "Look at the sender's address. " * 12
     channel = LiveChannel()
-    bot = Lessonbot(model_settings, [channel])
-    try:
-        await import_sample(bot)
-        await asyncio.to_thread(ingest_course, load_course(SAMPLE), model_settings)
-        t = Learning(bot, channel)
-        await onboard(t)
+    async with onboarded(model_settings, channel) as t:
         assert channel.typing == [] and not channel.drafts  # nothing slow so far: no typing shown
 
         [answer] = await t.say("what is smishing?")
@@ -79,25 +83,15 @@ async def test_typing_and_the_streamed_answer_are_shown_before_the_answer_arrive
         assert "Look at the sender's address." in drafts[-1]
         assert "Look at the sender's address." in answer  # the answer, sent through the outbox
         assert "**" not in "".join(drafts)  # plain text like the answer: the model's Markdown bold is not shown
-    finally:
-        await bot.stop()
 
 
-async def test_a_channel_without_typing_or_drafts_just_gets_the_answer(model_settings, openai):
-    channel = RecordingChannel()
-    bot = Lessonbot(model_settings, [channel])
-    try:
-        await import_sample(bot)
-        await asyncio.to_thread(ingest_course, load_course(SAMPLE), model_settings)
-        t = Learning(bot, channel)
-        await onboard(t)
+async def test_a_channel_without_typing_or_drafts_just_gets_the_answer(model_settings):
+    async with onboarded(model_settings, RecordingChannel()) as t:
         [answer] = await t.say("what is smishing?")
         assert "From: [1] What a phishing message wants" in answer
-    finally:
-        await bot.stop()
 
 
-async def test_a_channel_failing_to_show_typing_does_not_hold_up_the_answer(model_settings, openai):
+async def test_a_channel_failing_to_show_typing_does_not_hold_up_the_answer(model_settings):
     class Failing(LiveChannel):
         async def show_typing(self, chat_id: str) -> None:
             raise httpx.ConnectError("the platform is unreachable")
@@ -105,17 +99,9 @@ async def test_a_channel_failing_to_show_typing_does_not_hold_up_the_answer(mode
         async def show_draft(self, chat_id: str, text: str) -> None:
             raise httpx.ReadTimeout("too slow")
 
-    channel = Failing()
-    bot = Lessonbot(model_settings, [channel])
-    try:
-        await import_sample(bot)
-        await asyncio.to_thread(ingest_course, load_course(SAMPLE), model_settings)
-        t = Learning(bot, channel)
-        await onboard(t)
+    async with onboarded(model_settings, Failing()) as t:
         [answer] = await t.say("what is smishing?")
         assert "From: [1] What a phishing message wants" in answer
-    finally:
-        await bot.stop()
 
 
 async def test_telegram_shows_typing_through_the_bot_api(standin):  # noqa: F811

@@ -16,6 +16,7 @@ from bot.config import Settings, load_settings
 from knowledge.embeddings import default_tokenizer_dir
 from tests.conftest import missing
 from tests.knowledge.openai_standin import MODEL, OpenAIStandIn
+from tests.knowledge.openai_standin import openai  # noqa: F401 (the fixture)
 
 PHOTOSYNTHESIS = """# Photosynthesis
 
@@ -61,13 +62,6 @@ def offline_settings(tmp_path: Path) -> Settings:
     if not (default_tokenizer_dir() / "tokenizer.json").is_file():
         missing("the offline model's tokenizer is not installed: run `make install`")
     return knowledge_settings(tmp_path / "var")
-
-
-@pytest.fixture
-def openai() -> Iterator[OpenAIStandIn]:
-    standin = OpenAIStandIn().start()
-    yield standin
-    standin.stop()
 
 
 @pytest.fixture
