@@ -189,26 +189,20 @@
     );
     events = source;
     source.addEventListener("open", () => setStatus("online"));
-    source.addEventListener("reply", (event) => {
-      let reply;
-      try {
-        reply = JSON.parse(event.data);
-      } catch (error) {
-        console.error("a reply that is not JSON", error);
-        return;
-      }
-      showReply(reply);
-    });
-    source.addEventListener("draft", (event) => {
-      let draft;
-      try {
-        draft = JSON.parse(event.data);
-      } catch (error) {
-        console.error("a draft that is not JSON", error);
-        return;
-      }
-      showDraft(typeof draft.text === "string" ? draft.text : "");
-    });
+    // Each event's data is JSON; one that is not is logged and skipped.
+    const onJson = (name, handle) =>
+      source.addEventListener(name, (event) => {
+        let data;
+        try {
+          data = JSON.parse(event.data);
+        } catch (error) {
+          console.error(`a ${name} that is not JSON`, error);
+          return;
+        }
+        handle(data);
+      });
+    onJson("reply", showReply);
+    onJson("draft", (draft) => showDraft(typeof draft.text === "string" ? draft.text : ""));
     source.addEventListener("error", () => {
       if (source !== events) return;
       if (source.readyState === EventSource.CLOSED) {
