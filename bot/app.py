@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -31,7 +31,7 @@ from channels.webchat import WebChatChannel, reply_view
 from scheduler.clock import attach_clock
 from storage.migrate import current_revisions, head_revisions
 from storage.models import Conversation, OutboxMessage
-from storage.outbox import outbox_counts, pending_inbound_count
+from storage.outbox import OutboxStatus, outbox_counts, pending_inbound_count
 
 log = logging.getLogger(__name__)
 
@@ -223,22 +223,25 @@ def web_chat_routes(lessonbot: Lessonbot, webchat: WebChatChannel, settings: Set
             return JSONResponse({"status": "duplicate"}, status_code=200)
         return JSONResponse({"status": "accepted", "id": recorded.inbound_id}, status_code=202)
 
+    outbox, conversations = OutboxMessage.__table__, Conversation.__table__
+    replies_after = (  # built once; by conversation, so the (status, conversation_id, id) index answers without a sort
+        select(outbox.c.id, outbox.c.payload)
+        .where(
+            outbox.c.conversation_id
+            == select(conversations.c.id)
+            .where(conversations.c.channel == webchat.name, conversations.c.chat_id == bindparam("chat"))
+            .scalar_subquery(),
+            outbox.c.status == OutboxStatus.SENT.value,
+            outbox.c.id > bindparam("after"),
+        )
+        .order_by(outbox.c.id)
+        .limit(bindparam("most"))
+    )
+
     async def fetch_replies(session_id: str, after: int, limit: int = 100) -> list[dict[str, Any]]:
         async with lessonbot.db.sessions() as session:
-            rows = await session.execute(
-                select(OutboxMessage.id, OutboxMessage.payload)
-                .where(
-                    # by conversation, so the (status, conversation_id, id) index answers it without a sort
-                    OutboxMessage.conversation_id
-                    == select(Conversation.id)
-                    .where(Conversation.channel == webchat.name, Conversation.chat_id == session_id)
-                    .scalar_subquery(),
-                    OutboxMessage.status == "sent",
-                    OutboxMessage.id > after,
-                )
-                .order_by(OutboxMessage.id)
-                .limit(limit)
-            )
+            connection = await session.connection()
+            rows = await connection.execute(replies_after, {"chat": session_id, "after": after, "most": limit})
             return [reply_view(row.id, row.payload) for row in rows]
 
     def session_and_cursor(request: Request) -> tuple[str, int]:

@@ -7,8 +7,9 @@ that is already running (instead of those, unless --targets names some).
 
 Each of N conversations opens its own web chat session and sends M messages one after another. Per message:
 - acknowledge latency: from sending the POST to its 202 (the part a webhook caller waits for);
-- reply latency: from sending the POST until the reply shows up in GET /chat/api/messages (polled every
-  --poll-ms, so it is measured to within that interval).
+- reply latency: from sending the POST until the reply arrives on the conversation's event stream
+  (GET /chat/api/events, as the page receives it); with --poll, until it shows up in GET /chat/api/messages
+  (polled every --poll-ms, so it is measured to within that interval).
 The first --warmup messages of every conversation (new session, new user) are left out of the figures; the measured
 phase starts for all conversations at once. By default a conversation waits for each reply before its next message,
 as a learner does; `--no-wait` sends back to back and measures how many messages the server can take in.
@@ -80,7 +81,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="send each conversation's messages back to back instead of waiting for each reply",
     )
     pipeline.add_argument("--text", default="/help", help="what learners send; one reply per message (default /help)")
-    pipeline.add_argument("--poll-ms", type=float, default=20.0, help="how often a waiting learner looks for replies")
+    pipeline.add_argument(
+        "--poll",
+        action="store_true",
+        help="learners poll GET /chat/api/messages for replies instead of following the page's event stream",
+    )
+    pipeline.add_argument("--poll-ms", type=float, default=20.0, help="with --poll: how often a learner looks")
     pipeline.add_argument("--duration", type=float, default=60.0, help="cap on the measured phase per target, seconds")
     pipeline.add_argument("--reply-timeout", type=float, default=30.0, help="a reply later than this is an error")
     pipeline.add_argument("--request-timeout", type=float, default=10.0, help="per HTTP request, seconds")
@@ -163,6 +169,7 @@ class LoadOptions:
     warmup: int
     wait_for_reply: bool
     text: str
+    poll: bool
     poll_seconds: float
     duration: float
     reply_timeout: float
@@ -188,6 +195,7 @@ class LoadOptions:
             warmup=args.warmup,
             wait_for_reply=args.wait_for_reply,
             text=args.text,
+            poll=args.poll,
             poll_seconds=args.poll_ms / 1000,
             duration=args.duration,
             reply_timeout=args.reply_timeout,
@@ -381,6 +389,69 @@ class LoadGenerator:
             self.samples.reply(seen_at - sent_at, seen_at)
 
     async def watch(self, learner: Learner) -> None:
+        """Follow the conversation's replies and match them to messages in order: from the event stream, as the
+        page does (the default), or by polling (--poll)."""
+        if self.options.poll:
+            await self.watch_by_polling(learner)
+            return
+        while not (learner.sending_done and not learner.awaited):
+            try:
+                await self.watch_events(learner)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.error(f"events: {type(exc).__name__}")
+                await asyncio.sleep(self.options.poll_seconds)
+
+    async def watch_events(self, learner: Learner) -> None:
+        """One connection to GET /chat/api/events, read until every awaited reply has come and sending is done."""
+        url = f"{self.base_url}/chat/api/events"
+        params = {"session": learner.session, "after": str(learner.cursor)}
+        async with self.http.get(url, params=params, timeout=None) as response:
+            if response.status != 200:
+                self.error(f"events answered {response.status}")
+                await asyncio.sleep(self.options.poll_seconds)
+                return
+            event, data = "", ""
+            while not (learner.sending_done and not learner.awaited):
+                try:
+                    line = await asyncio.wait_for(response.content.readline(), timeout=self.options.reply_timeout)
+                except TimeoutError:
+                    self.give_up_late(learner, time.perf_counter())
+                    continue
+                if not line:
+                    return  # the server closed the stream: open it again
+                text = line.decode().rstrip("\r\n")
+                if text.startswith("event:"):
+                    event = text[6:].strip()
+                elif text.startswith("data:"):
+                    data += text[5:].strip()
+                elif not text:
+                    if event == "reply" and data:
+                        self.seen(learner, [json.loads(data)], time.perf_counter())
+                    event, data = "", ""
+
+    def seen(self, learner: Learner, replies: list[dict[str, Any]], seen_at: float) -> None:
+        for reply in replies:
+            learner.cursor = max(learner.cursor, int(reply["id"]))
+            if learner.given_up:
+                learner.given_up -= 1
+            elif learner.awaited:
+                sent_at, measured = learner.awaited.popleft()
+                self.replied(sent_at, measured, seen_at)
+            else:
+                learner.early.append(seen_at)
+        self.give_up_late(learner, seen_at)
+
+    def give_up_late(self, learner: Learner, now: float) -> None:
+        while learner.awaited and now - learner.awaited[0][0] > self.options.reply_timeout:
+            learner.awaited.popleft()
+            learner.given_up += 1
+            self.error(f"no reply within {self.options.reply_timeout:g} s")
+        if not learner.awaited:
+            learner.caught_up.set()
+
+    async def watch_by_polling(self, learner: Learner) -> None:
         """Poll the conversation's replies while any is awaited; match them to messages in order."""
         while not (learner.sending_done and not learner.awaited):
             if not learner.awaited:
@@ -388,23 +459,7 @@ class LoadGenerator:
                 await learner.work.wait()
                 continue
             await asyncio.sleep(self.options.poll_seconds)
-            replies = await self.poll(learner)
-            seen_at = time.perf_counter()
-            for reply in replies:
-                learner.cursor = max(learner.cursor, int(reply["id"]))
-                if learner.given_up:
-                    learner.given_up -= 1
-                elif learner.awaited:
-                    sent_at, measured = learner.awaited.popleft()
-                    self.replied(sent_at, measured, seen_at)
-                else:
-                    learner.early.append(seen_at)
-            while learner.awaited and seen_at - learner.awaited[0][0] > self.options.reply_timeout:
-                learner.awaited.popleft()
-                learner.given_up += 1
-                self.error(f"no reply within {self.options.reply_timeout:g} s")
-            if not learner.awaited:
-                learner.caught_up.set()
+            self.seen(learner, await self.poll(learner), time.perf_counter())
 
     async def poll(self, learner: Learner) -> list[dict[str, Any]]:
         if self.line.go.is_set():
@@ -728,13 +783,16 @@ def render_report(report: dict[str, Any]) -> str:
         if o["wait_for_reply"]
         else "each learner sends back to back (--no-wait)"
     )
+    replies_by = (
+        f"replies polled every {o['poll_seconds'] * 1000:g} ms" if o.get("poll") else "replies from the event stream"
+    )
     lines = [
         "Lessonbot pipeline benchmark: learners at the web chat API",
         f"machine: {m['cpu']}, {m['cores']} cores, load average {m['load_average'][0]:.2f} at start; {m['os']}",
         f"software: Python {m['python']}, uvicorn {m['uvicorn']} (loop {m['loop']}, http {m['http']}); "
         f"load generator {m['client']}",
         f"load: {o['conversations']} conversations x {o['messages']} messages of {o['text']!r} "
-        f"(first {o['warmup']} of each not counted); {pace}; replies polled every {o['poll_seconds'] * 1000:g} ms; "
+        f"(first {o['warmup']} of each not counted); {pace}; {replies_by}; "
         f"cap {o['duration']:g} s",
         "The load generator runs on the same cores as the server: compare rows of one run, not runs of two machines.",
     ]
@@ -766,7 +824,7 @@ def render_report(report: dict[str, Any]) -> str:
         )
         detail = [f"{result['messages']} messages measured over {result['measured_s'] or 0:.1f} s"]
         detail += cpu_notes(result)
-        if result["polls"] is not None and result["replies"]:
+        if result["polls"] and result["replies"]:
             detail.append(f"{result['polls'] / result['replies']:.1f} polls a reply")
         if result["extra_replies"]:
             detail.append(f"{result['extra_replies']} extra replies (send a --text that gets exactly one)")

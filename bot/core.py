@@ -10,7 +10,7 @@ from typing import Any
 from bot import routing
 from bot.activity import Activity
 from bot.config import Settings
-from bot.dispatcher import OutboxDispatcher
+from bot.dispatcher import Claimed, OutboxDispatcher
 from bot.messages import InboundMessage
 from bot.pipeline import ConversationWorker, Recorded, Responder, record
 from channels.base import Channel
@@ -105,7 +105,7 @@ class Lessonbot:
         self.leader_work: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
-    def _after_sent(self, row: OutboxMessage) -> None:
+    def _after_sent(self, row: Claimed) -> None:
         """Channels that show replies from our own database (the web chat) learn the moment one is committed."""
         after_sent = getattr(self.channels.get(row.channel), "after_sent", None)
         if after_sent is not None:
@@ -113,7 +113,7 @@ class Lessonbot:
 
     async def receive(self, message: InboundMessage) -> Recorded:
         """Record a verified message; the caller acknowledges once this returns. Processing follows on its own."""
-        recorded = await record(self.db, message)
+        recorded = await record(self.db, message, self.worker.conversations)
         if not recorded.duplicate and self.process:
             self.worker.notify(recorded.conversation_id)
         return recorded

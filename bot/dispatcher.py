@@ -18,9 +18,11 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import aliased
 
 from bot.config import Settings
@@ -30,12 +32,68 @@ from bot.ratelimit import RateLimiter
 from channels.base import Channel, Delivery, PermanentSendError, RateLimited, TransientSendError, WaitForInbound
 from storage.db import Database
 from storage.models import Conversation, OutboxMessage, utcnow
+from storage.outbox import ACTIVE, OutboxStatus
 
 log = logging.getLogger(__name__)
 
 SEND_LEASE = timedelta(seconds=120)
-ACTIVE = ("pending", "sending")
 _EARLIER = aliased(OutboxMessage)  # built once: aliasing copies every column, which is not free on a hot path
+_ACTIVE = [status.value for status in ACTIVE]
+
+# The statements of one send, in SQLAlchemy Core and built once (building a statement, and the ORM's handling of
+# one, cost more CPU than running it).
+_OUTBOX = OutboxMessage.__table__
+_CONVERSATIONS = Conversation.__table__
+_HEAD = (
+    select(
+        _OUTBOX.c.id,
+        _OUTBOX.c.conversation_id,
+        _OUTBOX.c.channel,
+        _OUTBOX.c.chat_id,
+        _OUTBOX.c.payload,
+        _OUTBOX.c.status,
+        _OUTBOX.c.attempts,
+        _OUTBOX.c.next_attempt_at,
+        _OUTBOX.c.lease_until,
+        _CONVERSATIONS.c.last_inbound_at,
+        _CONVERSATIONS.c.opted_out_at,
+    )
+    .join(_CONVERSATIONS, _CONVERSATIONS.c.id == _OUTBOX.c.conversation_id)
+    .where(_OUTBOX.c.conversation_id == bindparam("conv"), _OUTBOX.c.status.in_(_ACTIVE))
+    .order_by(_OUTBOX.c.id)
+    .limit(1)
+)
+_CLAIM = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("row"), _OUTBOX.c.status == bindparam("was"), _OUTBOX.c.attempts == bindparam("tries"))
+    .values(status=OutboxStatus.SENDING.value, lease_until=bindparam("until"), attempts=_OUTBOX.c.attempts + 1)
+)
+_MARK_SENT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("row"))
+    .values(
+        status=OutboxStatus.SENT.value,
+        platform_message_id=bindparam("sent_as"),
+        sent_at=bindparam("at"),
+        lease_until=None,
+    )
+)
+
+
+@dataclass(slots=True)
+class Claimed:
+    """An outbox row claimed for sending (`sending`, leased), with the conversation facts the send needs."""
+
+    id: int
+    conversation_id: int
+    channel: str
+    chat_id: str
+    payload: dict[str, Any]
+    attempts: int
+    last_inbound_at: datetime | None
+    opted_out_at: datetime | None
+    status: str = OutboxStatus.SENDING.value
+    platform_message_id: str | None = None
 
 
 class OutboxDispatcher:
@@ -45,7 +103,7 @@ class OutboxDispatcher:
         settings: Settings,
         channels: Mapping[str, Channel],
         *,
-        on_sent: Callable[[OutboxMessage], None] = lambda row: None,
+        on_sent: Callable[[Claimed], None] = lambda row: None,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -54,10 +112,22 @@ class OutboxDispatcher:
         self.limiter = RateLimiter()
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._again: set[int] = set()  # notified while being sent: look once more at the end
         self._slots = asyncio.Semaphore(settings.outbox_concurrency)
 
-    def notify(self, _conversation_id: int | None = None) -> None:
-        self._wake.set()
+    def notify(self, conversation_id: int | None = None) -> None:
+        """New replies: in `conversation_id` (sent at once, without looking for due rows), or anywhere."""
+        if conversation_id is None or not self.channels:
+            self._wake.set()
+            return
+        if conversation_id in self._in_flight:
+            self._again.add(conversation_id)
+            return
+        self._start(conversation_id)
+
+    def _start(self, conversation_id: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._send_conversation(conversation_id))
+        self._in_flight[conversation_id] = task
 
     async def run(self) -> None:
         while True:
@@ -76,8 +146,7 @@ class OutboxDispatcher:
         started = 0
         for conversation_id in await self._due_conversations():
             if conversation_id not in self._in_flight:
-                task = asyncio.get_running_loop().create_task(self._send_conversation(conversation_id))
-                self._in_flight[conversation_id] = task
+                self._start(conversation_id)
                 started += 1
         return started
 
@@ -96,7 +165,7 @@ class OutboxDispatcher:
             select(earlier.id)
             .where(
                 earlier.conversation_id == OutboxMessage.conversation_id,
-                earlier.status.in_(ACTIVE),
+                earlier.status.in_(_ACTIVE),
                 earlier.id < OutboxMessage.id,
             )
             .exists()
@@ -105,11 +174,11 @@ class OutboxDispatcher:
             select(OutboxMessage.conversation_id)
             .where(
                 OutboxMessage.channel.in_(list(self.channels)),
-                OutboxMessage.status.in_(ACTIVE),
+                OutboxMessage.status.in_(_ACTIVE),
                 is_head,
                 or_(
-                    and_(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now),
-                    and_(OutboxMessage.status == "sending", OutboxMessage.lease_until < now),
+                    and_(OutboxMessage.status == OutboxStatus.PENDING.value, OutboxMessage.next_attempt_at <= now),
+                    and_(OutboxMessage.status == OutboxStatus.SENDING.value, OutboxMessage.lease_until < now),
                 ),
             )
             .order_by(OutboxMessage.id)
@@ -122,48 +191,54 @@ class OutboxDispatcher:
         token = conversation_id_var.set(conversation_id)
         try:
             async with self._slots:
-                while await self._send_head(conversation_id):
-                    pass
+                while True:
+                    self._again.discard(conversation_id)
+                    while await self._send_head(conversation_id):
+                        pass
+                    if conversation_id not in self._again:
+                        break
         except Exception:
             log.exception("sending failed unexpectedly")
         finally:
             self._in_flight.pop(conversation_id, None)
             conversation_id_var.reset(token)
 
-    async def _claim_head(self, conversation_id: int) -> OutboxMessage | None:
+    async def _claim_head(self, conversation_id: int) -> Claimed | None:
+        """Claim the conversation's oldest unsent reply if it is due (one transaction, two statements)."""
         now = utcnow()
         async with self.db.transaction() as session:
-            head = await session.scalar(
-                select(OutboxMessage)
-                .where(OutboxMessage.conversation_id == conversation_id, OutboxMessage.status.in_(ACTIVE))
-                .order_by(OutboxMessage.id)
-                .limit(1)
-            )
-            if head is None:
+            connection = await session.connection()
+            head = (await connection.execute(_HEAD, {"conv": conversation_id})).first()
+            if head is None or head.channel not in self.channels:
                 return None
-            due = (head.status == "pending" and head.next_attempt_at <= now) or (
-                head.status == "sending" and head.lease_until is not None and head.lease_until < now
+            due = (head.status == OutboxStatus.PENDING and head.next_attempt_at <= now) or (
+                head.status == OutboxStatus.SENDING and head.lease_until is not None and head.lease_until < now
             )
             if not due:
                 return None
-            claimed = await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == head.id, OutboxMessage.status == head.status)
-                .where(OutboxMessage.attempts == head.attempts)
-                .values(status="sending", lease_until=now + SEND_LEASE, attempts=OutboxMessage.attempts + 1)
+            claimed = await connection.execute(
+                _CLAIM, {"row": head.id, "was": head.status, "tries": head.attempts, "until": now + SEND_LEASE}
             )
             if claimed.rowcount != 1:
                 return None
-            return head  # the ORM update has already set status, lease and attempts on `head`
+            return Claimed(
+                id=head.id,
+                conversation_id=head.conversation_id,
+                channel=head.channel,
+                chat_id=head.chat_id,
+                payload=head.payload,
+                attempts=head.attempts + 1,
+                last_inbound_at=head.last_inbound_at,
+                opted_out_at=head.opted_out_at,
+            )
 
     async def _send_head(self, conversation_id: int) -> bool:
         """Send the conversation's oldest unsent reply; True if the next one may follow at once."""
         row = await self._claim_head(conversation_id)
         if row is None:
             return False
-        last_inbound_at, opted_out_at = await self._conversation_facts(row.conversation_id)
-        if opted_out_at is not None:
-            await self._set_aside(row, "suppressed", "not sent: the person opted out (STOP); START resumes")
+        if row.opted_out_at is not None:
+            await self._set_aside(row, OutboxStatus.SUPPRESSED, "not sent: the person opted out (STOP); START resumes")
             return True
         channel = self.channels[row.channel]
         limits = channel.rate_limits(row.chat_id)
@@ -175,7 +250,7 @@ class OutboxDispatcher:
                     chat_id=row.chat_id,
                     reply=reply_from_payload(row.payload),
                     attempt=row.attempts,
-                    last_inbound_at=last_inbound_at,
+                    last_inbound_at=row.last_inbound_at,
                 )
             )
         except RateLimited as exc:
@@ -185,7 +260,7 @@ class OutboxDispatcher:
             await self._reschedule(row, exc.retry_after, str(exc), counted=False)
             return False
         except WaitForInbound as exc:
-            await self._set_aside(row, "waiting", str(exc))
+            await self._set_aside(row, OutboxStatus.WAITING, str(exc))
             return True
         except PermanentSendError as exc:
             SEND_FAILURES.labels(row.channel, "permanent").inc()
@@ -206,37 +281,21 @@ class OutboxDispatcher:
         await self._mark_sent(row, platform_id)
         return True
 
-    async def _conversation_facts(self, conversation_id: int) -> tuple[datetime | None, datetime | None]:
-        """When the person last wrote, and when they opted out (None: they did not)."""
-        async with self.db.sessions() as session:
-            found = (
-                await session.execute(
-                    select(Conversation.last_inbound_at, Conversation.opted_out_at).where(
-                        Conversation.id == conversation_id
-                    )
-                )
-            ).first()
-            return (found[0], found[1]) if found is not None else (None, None)
-
-    async def _mark_sent(self, row: OutboxMessage, platform_id: str) -> None:
+    async def _mark_sent(self, row: Claimed, platform_id: str) -> None:
         async with self.db.transaction() as session:
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row.id)
-                .values(status="sent", platform_message_id=platform_id, sent_at=utcnow(), lease_until=None)
-            )
+            await (await session.connection()).execute(_MARK_SENT, {"row": row.id, "sent_as": platform_id, "at": utcnow()})
         MESSAGES_OUT.labels(row.channel).inc()
-        row.status, row.platform_message_id = "sent", platform_id
+        row.status, row.platform_message_id = OutboxStatus.SENT.value, platform_id
         self.on_sent(row)
 
-    async def _reschedule(self, row: OutboxMessage, delay: float, error: str, *, counted: bool) -> None:
+    async def _reschedule(self, row: Claimed, delay: float, error: str, *, counted: bool) -> None:
         log.info("send postponed", extra={"outbox_id": row.id, "delay_s": round(delay, 2), "error": error[:300]})
         async with self.db.transaction() as session:
             await session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == row.id)
                 .values(
-                    status="pending",
+                    status=OutboxStatus.PENDING.value,
                     next_attempt_at=utcnow() + timedelta(seconds=delay),
                     lease_until=None,
                     last_error=error[:2000],
@@ -244,7 +303,7 @@ class OutboxDispatcher:
                 )
             )
 
-    async def _set_aside(self, row: OutboxMessage, status: str, reason: str) -> None:
+    async def _set_aside(self, row: Claimed, status: str, reason: str) -> None:
         """Not sent and not retried: `suppressed` for good, `waiting` until the person writes again."""
         log.info("reply set aside", extra={"outbox_id": row.id, "status": status, "reason": reason[:300]})
         async with self.db.transaction() as session:
@@ -254,11 +313,11 @@ class OutboxDispatcher:
                 .values(status=status, lease_until=None, last_error=reason[:2000], attempts=OutboxMessage.attempts - 1)
             )
 
-    async def _dead(self, row: OutboxMessage, error: str) -> None:
+    async def _dead(self, row: Claimed, error: str) -> None:
         log.warning("reply dead-lettered", extra={"outbox_id": row.id, "error": error[:300]})
         async with self.db.transaction() as session:
             await session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == row.id)
-                .values(status="dead", lease_until=None, last_error=error[:2000])
+                .values(status=OutboxStatus.DEAD.value, lease_until=None, last_error=error[:2000])
             )

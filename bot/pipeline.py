@@ -25,12 +25,15 @@ import re
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
 
-from sqlalchemy import Select, exists, or_, select, update
+from sqlalchemy import bindparam, case, exists, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,15 +43,17 @@ from bot.messages import InboundMessage
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
 from dialogs.base import OutsideTransaction, Turn
 from storage.db import Database
-from storage.models import Conversation, OutboxMessage, User, utcnow
+from storage.models import Conversation, InboundSequence, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
-from storage.queries import get_or_create_conversation, get_or_create_identity, insert_ignoring_conflicts
+from storage.outbox import InboundStatus, OutboxEntry, OutboxStatus, enqueue
+from storage.queries import get_or_create_conversation, get_or_create_identity
 
 log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, something went wrong on my side while handling that. Please try again in a moment."
 MAX_TRANSIENT_ATTEMPTS = 5
 MAX_OUTSIDE_CALLS = 8  # slow calls one turn may make outside its transaction
+ACTIVITY_PRECISION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,25 +63,93 @@ class Recorded:
     duplicate: bool
 
 
-async def record(db: Database, message: InboundMessage) -> Recorded:
-    """Store a verified message durably; a repeated platform id is reported as a duplicate and not stored again."""
-    async with db.transaction(urgent=True) as session:  # the platform waits for this one
-        conversation_id = await get_or_create_conversation(session, message.channel, message.chat_id)
-        result = await session.execute(
-            insert_ignoring_conflicts(
-                session,
-                InboundRow,
+class ConversationIds:
+    """Conversation ids by (channel, chat), remembered: a conversation row is never deleted, so an id, once known,
+    stays true, and recording a message needs no lookup. Bounded: the least recently used are forgotten."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._ids: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._capacity = capacity
+
+    async def find(self, session: AsyncSession, channel: str, chat_id: str) -> int:
+        key = (channel, chat_id)
+        found = self._ids.get(key)
+        if found is not None:
+            self._ids.move_to_end(key)
+            return found
+        found = await get_or_create_conversation(session, channel, chat_id)
+        self._ids[key] = found
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+        return found
+
+    def forget(self, channel: str, chat_id: str) -> None:
+        self._ids.pop((channel, chat_id), None)
+
+
+# The hot path speaks SQLAlchemy Core to the tables (not the ORM's bulk statements on the mapped classes), with
+# statements built once: building and ORM-compiling a statement cost more CPU than SQLite takes to run it.
+_CONVERSATIONS = Conversation.__table__
+_INBOUND = InboundRow.__table__
+_OUTBOX = OutboxMessage.__table__
+_SEQUENCES = InboundSequence.__table__
+
+
+def _next_seq_statement(dialect: str) -> Any:
+    """INSERT … ON CONFLICT DO UPDATE … RETURNING: the conversation's next arrival number, its row locked until
+    commit (so numbers commit in the order they are given)."""
+    module = postgresql if dialect == "postgresql" else sqlite
+    insert = module.insert(_SEQUENCES).values(conversation_id=bindparam("conv"), last_seq=1)
+    return insert.on_conflict_do_update(
+        index_elements=[_SEQUENCES.c.conversation_id],
+        set_={"last_seq": _SEQUENCES.c.last_seq + 1},
+    ).returning(_SEQUENCES.c.last_seq)
+
+
+def _insert_inbound_statement(dialect: str) -> Any:
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(_INBOUND).on_conflict_do_nothing().returning(_INBOUND.c.id)
+
+
+_STATEMENTS: dict[str, tuple[Any, Any]] = {}
+
+
+def _recording_statements(dialect: str) -> tuple[Any, Any]:
+    """Built once per backend: building a statement costs more CPU than running it."""
+    if dialect not in _STATEMENTS:
+        _STATEMENTS[dialect] = (_next_seq_statement(dialect), _insert_inbound_statement(dialect))
+    return _STATEMENTS[dialect]
+
+
+async def record(db: Database, message: InboundMessage, conversations: ConversationIds | None = None) -> Recorded:
+    """Store a verified message durably; a repeated platform id is reported as a duplicate and not stored again.
+
+    `conversations`: the process's remembered conversation ids (without it, the conversation is looked up)."""
+    next_seq, insert_inbound = _recording_statements(db.backend)
+    conversations = conversations or ConversationIds(capacity=1)
+    try:
+        async with db.transaction(urgent=True) as session:  # the platform waits for this one
+            conversation_id = await conversations.find(session, message.channel, message.chat_id)
+            connection = await session.connection()
+            seq = (await connection.execute(next_seq, {"conv": conversation_id})).scalar_one()
+            result = await connection.execute(
+                insert_inbound,
                 {
                     "channel": message.channel,
                     "platform_id": message.platform_id,
                     "conversation_id": conversation_id,
+                    "seq": seq,
                     "sender_id": message.sender_id,
                     "payload": message.to_payload(),
-                    "status": "pending",
+                    "status": InboundStatus.PENDING.value,
+                    "attempts": 0,
+                    "received_at": utcnow(),
                 },
-            ).returning(InboundRow.id)
-        )
-        inbound_id = result.scalar()
+            )
+            inbound_id = result.scalar()
+    except Exception:
+        conversations.forget(message.channel, message.chat_id)  # in case the remembered id was the trouble
+        raise
     if inbound_id is None:
         DUPLICATES_IN.labels(message.channel).inc()
         return Recorded(None, conversation_id, duplicate=True)
@@ -88,11 +161,35 @@ Responder = Callable[[Turn], Awaitable[None]]
 
 
 class LeaseLost(Exception):
-    """Another process took the conversation over (our lease expired); stop without committing."""
+    """Another process holds the conversation (its lease has not run out); stop without committing."""
+
+
+class _Done(Enum):
+    NOTHING_PENDING = "nothing pending"  # the lease was released in the same transaction
+    PROCESSED = "processed"  # one message done; more may be pending (the lease is still ours)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """The next message of a conversation, as stored."""
+
+    id: int
+    channel: str
+    platform_id: str
+    sender_id: str
+    payload: dict[str, Any]
+    received_at: datetime
+    more: bool  # another message is pending after it
 
 
 class ConversationWorker:
-    """Processes pending messages, one conversation at a time per conversation, many conversations at once."""
+    """Processes pending messages, one conversation at a time per conversation, many conversations at once.
+
+    A message is processed in one transaction that takes (or renews) the conversation's lease, reads the next
+    pending message in arrival order, runs the dialog, writes state, replies and the `done` mark, and gives the
+    lease back when nothing else is pending. The lease row stays locked until that commit, so another process that
+    records a message meanwhile and tries to take the lease waits for it and then finds the lease free.
+    """
 
     def __init__(
         self,
@@ -111,6 +208,7 @@ class ConversationWorker:
         self.answerer = answerer
         self.activity = activity or Activity({})
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.conversations = ConversationIds()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._again: set[int] = set()
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
@@ -147,7 +245,9 @@ class ConversationWorker:
             rows = await session.scalars(
                 select(Conversation.id)
                 .where(
-                    exists().where(InboundRow.conversation_id == Conversation.id, InboundRow.status == "pending"),
+                    exists().where(
+                        InboundRow.conversation_id == Conversation.id, InboundRow.status == InboundStatus.PENDING
+                    ),
                     or_(Conversation.lease_owner.is_(None), Conversation.lease_until < now),
                 )
                 .limit(1000)
@@ -173,102 +273,109 @@ class ConversationWorker:
 
     # the lease ------------------------------------------------------------------------------------------------
 
-    async def _claim(self, conversation_id: int) -> list[int] | None:
-        """Lease the conversation and list its pending messages in arrival order; None if another process holds it."""
-        now = utcnow()
-        async with self.db.transaction() as session:
-            result = await session.execute(
-                update(Conversation)
-                .where(
-                    Conversation.id == conversation_id,
-                    or_(
-                        Conversation.lease_owner.is_(None),
-                        Conversation.lease_owner == self.owner,
-                        Conversation.lease_until < now,
-                    ),
-                )
-                .values(lease_owner=self.owner, lease_until=now + self._lease)
-            )
-            if result.rowcount != 1:
-                return None
-            return list(await session.scalars(self._pending(conversation_id).order_by(InboundRow.id).limit(50)))
+    async def _lease_statement(self, session: AsyncSession, conversation_id: int, now: datetime) -> bool:
+        """Take the conversation's lease, or renew ours; False if another process holds it."""
+        connection = await session.connection()
+        taken = await connection.execute(
+            _TAKE_LEASE,
+            {"conv": conversation_id, "owner": self.owner, "new_owner": self.owner, "now": now, "until": now + self._lease},
+        )
+        return taken.rowcount == 1
 
-    async def _release(self, conversation_id: int) -> bool:
-        """Give the lease up; True if messages are pending (recorded while we held it, so nobody took them)."""
+    async def _hold(self, conversation_id: int) -> bool:
+        """Take the lease in a transaction of its own (before slow work outside a turn's transaction)."""
         async with self.db.transaction() as session:
-            await session.execute(
-                update(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.lease_owner == self.owner)
-                .values(lease_owner=None, lease_until=None)
-            )
-            return bool(await session.scalar(select(self._pending(conversation_id).exists())))
+            return await self._lease_statement(session, conversation_id, utcnow())
 
-    @staticmethod
-    def _pending(conversation_id: int) -> Select[tuple[int]]:
-        return select(InboundRow.id).where(InboundRow.conversation_id == conversation_id, InboundRow.status == "pending")
+    async def _release(self, conversation_id: int) -> None:
+        async with self.db.transaction() as session:
+            await (await session.connection()).execute(_GIVE_LEASE_BACK, {"conv": conversation_id, "owner": self.owner})
 
     async def _drain_once(self, conversation_id: int) -> None:
-        pending = await self._claim(conversation_id)
-        if pending is None:
-            return  # another process holds it and will see this message too
-        completed = False
+        """Process the conversation's pending messages in arrival order, each in one transaction."""
+        holding = False  # the lease is ours in the database, and must be given back if we stop early
         try:
-            for inbound_id in pending:
-                if not await self._process(conversation_id, inbound_id):
-                    break  # lease lost or a database hiccup: the poll comes back to it, a little later
-            else:
-                completed = True
+            while True:
+                outcome = await self._process(conversation_id)
+                if outcome is None:
+                    return  # another process holds it, or a failure: the poll comes back to it, a little later
+                holding = outcome is _Done.PROCESSED
+                if outcome is _Done.NOTHING_PENDING:
+                    return
         finally:
-            more = await self._release(conversation_id)
-        if more and completed:
-            self._again.add(conversation_id)
+            if holding:
+                await self._release(conversation_id)
 
     # processing one message -----------------------------------------------------------------------------------
 
-    async def _process(self, conversation_id: int, inbound_id: int) -> bool:
-        """Process one message; False means stop draining this conversation for now."""
-        try:
-            committed = await self._process_in_transaction(conversation_id, inbound_id)
-        except LeaseLost:
-            log.warning("lease lost; another process continues this conversation")
-            return False
-        except (OperationalError, DBAPIError) as exc:
-            return await self._note_transient_failure(inbound_id, exc)
-        except Exception as exc:
-            log.exception("processing failed", extra={"inbound_id": inbound_id})
-            await self._fail(conversation_id, inbound_id, exc)
-            committed = True
-        if committed:
-            self.on_replies(conversation_id)
-        return True
-
-    async def _process_in_transaction(self, conversation_id: int, inbound_id: int) -> bool:
+    async def _process(self, conversation_id: int) -> _Done | None:
+        """Process the next pending message; None means stop draining this conversation for now."""
         started = time.perf_counter()
         prepared: dict[str, object] = {}
-        for _ in range(MAX_OUTSIDE_CALLS + 1):
-            try:
-                return await self._try_turn(conversation_id, inbound_id, prepared, started)
-            except OutsideTransaction as request:
-                # The transaction is rolled back; the lease stays ours while the slow call runs.
-                async with self.activity.working(request.channel, request.chat_id):
-                    prepared[request.key] = await request.call()
-        raise RuntimeError(f"a turn asked for more than {MAX_OUTSIDE_CALLS} calls outside its transaction")
+        prepared_for: int | None = None
+        try:
+            for _ in range(MAX_OUTSIDE_CALLS + 1):
+                try:
+                    outcome = await self._try_turn(conversation_id, prepared, prepared_for, started)
+                except OutsideTransaction as request:
+                    # The transaction is rolled back; the lease is held while the slow call runs.
+                    prepared_for = request.inbound_id
+                    if not await self._hold(conversation_id):
+                        raise LeaseLost() from None
+                    async with self.activity.working(request.channel, request.chat_id):
+                        prepared[request.key] = await request.call()
+                    continue
+                if outcome is _Done.PROCESSED:
+                    self.on_replies(conversation_id)
+                return outcome
+            raise RuntimeError(f"a turn asked for more than {MAX_OUTSIDE_CALLS} calls outside its transaction")
+        except LeaseLost:
+            log.info("another process holds this conversation; it continues there")
+            return None
+        except (OperationalError, DBAPIError) as exc:
+            await self._note_transient_failure(conversation_id, exc)
+            return None
+        except Exception as exc:
+            log.exception("processing failed", extra={"conversation_id": conversation_id})
+            if await self._fail(conversation_id, exc):
+                self.on_replies(conversation_id)
+                return _Done.PROCESSED
+            return None
+
+    async def _next_pending(self, session: AsyncSession, conversation_id: int) -> _Pending | None:
+        rows = (
+            await (await session.connection()).execute(_NEXT_PENDING, {"conv": conversation_id, "pending": InboundStatus.PENDING.value})
+        ).all()
+        if not rows:
+            return None
+        first = rows[0]
+        return _Pending(
+            id=first.id,
+            channel=first.channel,
+            platform_id=first.platform_id,
+            sender_id=first.sender_id,
+            payload=first.payload,
+            received_at=first.received_at,
+            more=len(rows) > 1,
+        )
 
     async def _try_turn(
-        self, conversation_id: int, inbound_id: int, prepared: dict[str, object], started: float
-    ) -> bool:
+        self,
+        conversation_id: int,
+        prepared: dict[str, object],
+        prepared_for: int | None,
+        started: float,
+    ) -> _Done:
         async with self.db.transaction() as session:
             now = utcnow()
-            renewed = await session.execute(
-                update(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.lease_owner == self.owner)
-                .values(lease_until=now + self._lease)
-            )
-            if renewed.rowcount != 1:
+            if not await self._lease_statement(session, conversation_id, now):
                 raise LeaseLost()
-            row = await session.get(InboundRow, inbound_id)
-            if row is None or row.status != "pending":
-                return False
+            row = await self._next_pending(session, conversation_id)
+            if row is None:
+                await (await session.connection()).execute(_GIVE_LEASE_BACK, {"conv": conversation_id, "owner": self.owner})
+                return _Done.NOTHING_PENDING
+            if prepared_for is not None and prepared_for != row.id:
+                prepared.clear()  # prepared for a message that is no longer the next one
             conversation = await session.get(Conversation, conversation_id)
             assert conversation is not None
             payload = row.payload
@@ -301,67 +408,135 @@ class ConversationWorker:
                 prepared=prepared,
                 answerer=self.answerer,
                 data_dir=self.settings.data_dir,
-                inbound_id=inbound_id,
+                inbound_id=row.id,
                 draft=self.activity.drafts(row.channel, conversation.chat_id),
                 now=now,
             )
             if heard is not None:
                 await self.respond(turn)
-            conversation.state = turn.state
+            if turn.state != conversation.state:
+                conversation.state = turn.state
             # When the person wrote, not when we got to it: WhatsApp's 24-hour window counts from there.
-            conversation.last_inbound_at = max(conversation.last_inbound_at or row.received_at, row.received_at)
-            user.last_active_at = now
-            for reply in turn.replies:
-                session.add(
-                    OutboxMessage(
+            if conversation.last_inbound_at is None or conversation.last_inbound_at < row.received_at:
+                conversation.last_inbound_at = row.received_at
+            if user.last_active_at is None or now - user.last_active_at >= ACTIVITY_PRECISION:
+                user.last_active_at = now  # nudges count idle days: a minute's precision saves a write a message
+            await session.flush()
+            await enqueue(
+                session,
+                [
+                    OutboxEntry(
                         conversation_id=conversation_id,
                         channel=conversation.channel,
                         chat_id=conversation.chat_id,
                         payload=reply.to_payload(),
-                        inbound_message_id=inbound_id,
+                        inbound_message_id=row.id,
                     )
-                )
-            row.status = "done"
-            row.attempts += 1
-            row.processed_at = now
+                    for reply in turn.replies
+                ],
+                now=now,
+            )
+            await (await session.connection()).execute(_MARK_DONE, {"inbound": row.id, "done": InboundStatus.DONE.value, "done_at": now})
+            if not row.more:
+                await (await session.connection()).execute(_GIVE_LEASE_BACK, {"conv": conversation_id, "owner": self.owner})
         PROCESSING_SECONDS.labels(message.channel).observe(time.perf_counter() - started)
-        log.debug("processed", extra={"inbound_id": inbound_id, "replies": len(turn.replies)})
-        return True
+        log.debug("processed", extra={"inbound_id": row.id, "replies": len(turn.replies)})
+        # With nothing more pending the lease went back in that commit; a message recorded since then notified us.
+        return _Done.PROCESSED if row.more else _Done.NOTHING_PENDING
 
-    async def _note_transient_failure(self, inbound_id: int, exc: Exception) -> bool:
-        log.warning("database error while processing; will retry", extra={"inbound_id": inbound_id, "error": str(exc)})
+    async def _note_transient_failure(self, conversation_id: int, exc: Exception) -> None:
+        log.warning(
+            "database error while processing; will retry",
+            extra={"conversation_id": conversation_id, "error": str(exc)},
+        )
         try:
             async with self.db.transaction() as session:
-                row = await session.get(InboundRow, inbound_id)
-                if row is not None and row.status == "pending":
-                    row.attempts += 1
-                    row.error = str(exc)[:2000]
-                    if row.attempts >= MAX_TRANSIENT_ATTEMPTS:
-                        row.status = "failed"
+                row = await self._next_pending(session, conversation_id)
+                if row is not None:
+                    await session.execute(
+                        update(InboundRow)
+                        .where(InboundRow.id == row.id, InboundRow.status == InboundStatus.PENDING)
+                        .values(
+                            attempts=InboundRow.attempts + 1,
+                            error=str(exc)[:2000],
+                            status=case(
+                                (InboundRow.attempts + 1 >= MAX_TRANSIENT_ATTEMPTS, InboundStatus.FAILED.value),
+                                else_=InboundStatus.PENDING.value,
+                            ),
+                        )
+                        .execution_options(synchronize_session=False)
+                    )
         except Exception:
             log.exception("could not note the failure")
-        return False
 
-    async def _fail(self, conversation_id: int, inbound_id: int, exc: Exception) -> None:
-        """A bug of ours: mark the message failed and tell the person, without showing them the error."""
+    async def _fail(self, conversation_id: int, exc: Exception) -> bool:
+        """A bug of ours: mark the next message failed and tell the person, without showing them the error."""
         async with self.db.transaction() as session:
-            row = await session.get(InboundRow, inbound_id)
+            row = await self._next_pending(session, conversation_id)
             conversation = await session.get(Conversation, conversation_id)
-            if row is None or conversation is None or row.status != "pending":
-                return
-            row.status = "failed"
-            row.attempts += 1
-            row.error = f"{type(exc).__name__}: {exc}"[:2000]
-            row.processed_at = utcnow()
-            session.add(
-                OutboxMessage(
-                    conversation_id=conversation_id,
-                    channel=conversation.channel,
-                    chat_id=conversation.chat_id,
-                    payload={"kind": "text", "text": APOLOGY},
-                    inbound_message_id=inbound_id,
+            if row is None or conversation is None:
+                return False
+            await session.execute(
+                update(InboundRow)
+                .where(InboundRow.id == row.id)
+                .values(
+                    status=InboundStatus.FAILED,
+                    attempts=InboundRow.attempts + 1,
+                    error=f"{type(exc).__name__}: {exc}"[:2000],
+                    processed_at=utcnow(),
                 )
+                .execution_options(synchronize_session=False)
             )
+            await enqueue(
+                session,
+                [
+                    OutboxEntry(
+                        conversation_id=conversation_id,
+                        channel=conversation.channel,
+                        chat_id=conversation.chat_id,
+                        payload={"kind": "text", "text": APOLOGY},
+                        inbound_message_id=row.id,
+                    )
+                ],
+            )
+        return True
+
+
+_TAKE_LEASE = (
+    update(_CONVERSATIONS)
+    .where(
+        _CONVERSATIONS.c.id == bindparam("conv"),
+        or_(
+            _CONVERSATIONS.c.lease_owner.is_(None),
+            _CONVERSATIONS.c.lease_owner == bindparam("owner"),
+            _CONVERSATIONS.c.lease_until < bindparam("now"),
+        ),
+    )
+    .values(lease_owner=bindparam("new_owner"), lease_until=bindparam("until"))
+)
+_GIVE_LEASE_BACK = (
+    update(_CONVERSATIONS)
+    .where(_CONVERSATIONS.c.id == bindparam("conv"), _CONVERSATIONS.c.lease_owner == bindparam("owner"))
+    .values(lease_owner=None, lease_until=None)
+)
+_NEXT_PENDING = (
+    select(
+        _INBOUND.c.id,
+        _INBOUND.c.channel,
+        _INBOUND.c.platform_id,
+        _INBOUND.c.sender_id,
+        _INBOUND.c.payload,
+        _INBOUND.c.received_at,
+    )
+    .where(_INBOUND.c.conversation_id == bindparam("conv"), _INBOUND.c.status == bindparam("pending"))
+    .order_by(_INBOUND.c.seq)
+    .limit(2)
+)
+_MARK_DONE = (
+    update(_INBOUND)
+    .where(_INBOUND.c.id == bindparam("inbound"))
+    .values(status=bindparam("done"), attempts=_INBOUND.c.attempts + 1, processed_at=bindparam("done_at"))
+)
 
 
 # opting out and back in -----------------------------------------------------------------------------------------------
@@ -374,11 +549,7 @@ async def _honour_subscription(
     keyword = message.meta.get("subscription")
     if keyword == "stop":
         conversation.opted_out_at = conversation.opted_out_at or now
-        await session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.conversation_id == conversation.id, OutboxMessage.status.in_(("pending", "waiting")))
-            .values(status="suppressed", last_error="not sent: the person opted out (STOP)")
-        )
+        await (await session.connection()).execute(_SUPPRESS_UNSENT, {"conv": conversation.id})
         return None
     if conversation.opted_out_at is not None:
         if keyword != "start":
@@ -386,12 +557,23 @@ async def _honour_subscription(
         conversation.opted_out_at = None
         message = replace(message, choice="/start")  # coming back starts over, as a first contact does
     # They wrote: what waited for that (WhatsApp's 24-hour window) may go now, ahead of the replies to this message.
-    await session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.conversation_id == conversation.id, OutboxMessage.status == "waiting")
-        .values(status="pending", next_attempt_at=now)
-    )
+    await (await session.connection()).execute(_RELEASE_WAITING, {"conv": conversation.id, "due": now})
     return message
+
+
+_SUPPRESS_UNSENT = (
+    update(_OUTBOX)
+    .where(
+        _OUTBOX.c.conversation_id == bindparam("conv"),
+        _OUTBOX.c.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)),
+    )
+    .values(status=OutboxStatus.SUPPRESSED.value, last_error="not sent: the person opted out (STOP)")
+)
+_RELEASE_WAITING = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.conversation_id == bindparam("conv"), _OUTBOX.c.status == OutboxStatus.WAITING.value)
+    .values(status=OutboxStatus.PENDING.value, next_attempt_at=bindparam("due"))
+)
 
 
 # a typed answer to numbered choices -----------------------------------------------------------------------------------
@@ -412,7 +594,7 @@ async def _answered_choice(session: AsyncSession, conversation_id: int, text: st
     rows = (
         await session.execute(
             select(OutboxMessage.inbound_message_id, OutboxMessage.payload)
-            .where(OutboxMessage.conversation_id == conversation_id, OutboxMessage.status == "sent")
+            .where(OutboxMessage.conversation_id == conversation_id, OutboxMessage.status == OutboxStatus.SENT.value)
             .order_by(OutboxMessage.id.desc())
             .limit(10)
         )

@@ -26,12 +26,21 @@ from storage.models import ChannelIdentity, Conversation, User, utcnow
 class OutsideTransaction(Exception):
     """Raised by `Turn.call_outside_transaction` the first time: the pipeline rolls back, runs `call`, replays."""
 
-    def __init__(self, key: str, call: Callable[[], Awaitable[Any]], *, channel: str = "", chat_id: str = "") -> None:
+    def __init__(
+        self,
+        key: str,
+        call: Callable[[], Awaitable[Any]],
+        *,
+        channel: str = "",
+        chat_id: str = "",
+        inbound_id: int | None = None,
+    ) -> None:
         super().__init__(key)
         self.key = key
         self.call = call
         self.channel = channel  # where the person waits: the pipeline shows them "typing…" meanwhile
         self.chat_id = chat_id
+        self.inbound_id = inbound_id  # the message whose turn asked: the result is for its replay only
 
 
 @dataclass(kw_only=True)
@@ -91,7 +100,9 @@ class Turn(Exchange):
         dialog does before this call must be deterministic (it is done twice, committed once).
         """
         if key not in self.prepared:
-            raise OutsideTransaction(key, call, channel=self.message.channel, chat_id=self.message.chat_id)
+            raise OutsideTransaction(
+                key, call, channel=self.message.channel, chat_id=self.message.chat_id, inbound_id=self.inbound_id
+            )
         return self.prepared[key]
 
 

@@ -23,7 +23,8 @@ from dialogs.broadcast import announcement
 from scheduler.context import JobContext
 from storage.broadcasts import broadcast_key
 from storage.models import Conversation, OutboxMessage, utcnow
-from storage.scheduling import SENDING, SENT, Broadcast, BroadcastRecipient, insert_many_ignoring_conflicts
+from storage.outbox import OutboxEntry, enqueue
+from storage.scheduling import SENDING, SENT, Broadcast, BroadcastRecipient
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,11 @@ async def queue_batch(ctx: JobContext, broadcast_id: int, *, batch: int = BATCH,
             return 0
         payload = announcement(broadcast.text).to_payload()
         at = utcnow()  # outbox times are real time: the dispatcher compares them with its own clock
-        await session.execute(insert_many_ignoring_conflicts(session, OutboxMessage), [
-            {"conversation_id": conversation_id, "channel": channel, "chat_id": chat_id, "payload": payload,
-             "status": "pending", "attempts": 0, "next_attempt_at": at, "created_at": at,
-             "idempotency_key": broadcast_key(broadcast.id, user_id)}
+        await enqueue(session, [
+            OutboxEntry(conversation_id=conversation_id, channel=channel, chat_id=chat_id, payload=payload,
+                        idempotency_key=broadcast_key(broadcast.id, user_id))
             for user_id, conversation_id, channel, chat_id in recipients
-        ])
+        ], now=at)
         broadcast.cursor_user_id = recipients[-1][0]
         broadcast.queued = (broadcast.queued or 0) + len(recipients)
         return len(recipients)

@@ -39,6 +39,7 @@ from scheduler.context import JobContext
 from storage.courses import Question, QuestionCard
 from storage.learners import Learner, in_quiet_hours, zone_for
 from storage.models import Conversation, InboundMessage, OutboxMessage, User
+from storage.outbox import OutboxEntry, enqueue
 from storage.queries import insert_ignoring_conflicts
 from storage.scheduling import NUDGE_REWARD_WINDOW, QUEUED, SKIPPED_WINDOW, NudgeLog, may_be_messaged
 
@@ -218,10 +219,10 @@ async def queue_nudge(ctx: JobContext, nudge: Nudge, template: str, user: User, 
                      extra={"user_id": user.id, "kind": nudge.kind})
             return SKIPPED_WINDOW
         reply = wording.nudge(nudge.kind, template, language=user.locale, facts=nudge.facts)
-        await session.execute(insert_ignoring_conflicts(session, OutboxMessage, {
-            "conversation_id": conversation.id, "channel": conversation.channel, "chat_id": conversation.chat_id,
-            "payload": reply.to_payload(), "idempotency_key": nudge.key,
-        }))
+        await enqueue(session, [OutboxEntry(
+            conversation_id=conversation.id, channel=conversation.channel, chat_id=conversation.chat_id,
+            payload=reply.to_payload(), idempotency_key=nudge.key,
+        )])
     return QUEUED
 
 

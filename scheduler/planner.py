@@ -34,7 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dialogs.lessons import deliver_next_lesson, home_conversation
 from scheduler.context import JobContext
 from storage.learners import Learner, in_quiet_hours, is_paused, zone_for
-from storage.models import Conversation, OutboxMessage, User, utcnow
+from storage.models import Conversation, User, utcnow
+from storage.outbox import OutboxEntry, enqueue
 from storage.queries import insert_ignoring_conflicts
 from storage.scheduling import (
     BUSY, FAILED, NOTHING_TO_SEND, PAUSED, QUEUED, QUIET_HOURS, UNANSWERED, ScheduledLesson, advance_cursor,
@@ -274,13 +275,15 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
     if not replies or conversation is None:
         return NOTHING_TO_SEND
     key = f"lesson:{due.user_id}:{due.local_date.isoformat()}"
-    for number, reply in enumerate(replies, start=1):
-        await session.execute(insert_ignoring_conflicts(session, OutboxMessage, {
-            "conversation_id": conversation.id,
-            "channel": conversation.channel,
-            "chat_id": conversation.chat_id,
-            "payload": reply.to_payload(),
-            "idempotency_key": key if number == 1 else f"{key}:{number}",
-        }))
+    await enqueue(session, [
+        OutboxEntry(
+            conversation_id=conversation.id,
+            channel=conversation.channel,
+            chat_id=conversation.chat_id,
+            payload=reply.to_payload(),
+            idempotency_key=key if number == 1 else f"{key}:{number}",
+        )
+        for number, reply in enumerate(replies, start=1)
+    ])
     return QUEUED
 

@@ -18,6 +18,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from storage import sqlite_inline
+
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 
@@ -40,13 +42,18 @@ def sync_url(url: str) -> str:
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
+def _sqlite_path(url: str) -> str:
+    database = make_url(url).database
+    return database or ":memory:"
+
+
 def _ensure_sqlite_folder(url: str) -> None:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _configure_sqlite(engine: Engine, *, immediate: bool = True) -> None:
+def _configure_sqlite(engine: Engine, *, immediate: bool = True, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us issue BEGIN ourselves (the driver's implicit BEGIN is DEFERRED).
@@ -55,7 +62,7 @@ def _configure_sqlite(engine: Engine, *, immediate: bool = True) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -68,14 +75,18 @@ def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
         _ensure_sqlite_folder(url)
         # One connection: SQLite runs one write transaction at a time anyway, and waiting in the pool's queue is
         # orderly, where connections waiting inside SQLite sleep and retry (and starve under load).
+        # Statements run inline on the event loop (storage.sqlite_inline): no thread hop per call. The connection's
+        # own busy timeout is 0; a locked database is waited for there, asynchronously.
         engine = create_async_engine(
             async_url(url),
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            async_creator=sqlite_inline.connector(
+                _sqlite_path(url), busy_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000
+            ),
             pool_size=1,
             max_overflow=0,
             pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 * 4,
         )
-        _configure_sqlite(engine.sync_engine)
+        _configure_sqlite(engine.sync_engine, busy_timeout_ms=0)
         return engine
     # No pre-ping (a round trip per checkout); a dropped connection fails its transaction, which is retried.
     return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)

@@ -117,19 +117,38 @@ class Conversation(Base):
     opted_out_at: Mapped[datetime | None] = mapped_column()  # the person sent STOP: nothing goes out until START
 
 
+class InboundSequence(Base):
+    """The last arrival number given in a conversation (see `InboundMessage.seq`)."""
+
+    __tablename__ = "inbound_sequences"
+
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class InboundMessage(Base):
-    """Every verified delivery, recorded before it is acknowledged. `id` order is arrival order."""
+    """Every verified delivery, recorded before it is acknowledged.
+
+    `seq` is its arrival number within the conversation, given under the lock of the conversation's
+    `InboundSequence` row, so that a message with a higher number can only commit after every lower one did (or
+    rolled back). `id` is not enough on PostgreSQL: ids come from a sequence before the commit, and two transactions
+    can commit in the other order than they drew their ids, so a worker could see the later message first.
+    """
 
     __tablename__ = "inbound_messages"
     __table_args__ = (
         UniqueConstraint("channel", "platform_id"),
         Index("ix_inbound_messages_pending", "status", "conversation_id", "id"),
+        Index("ix_inbound_messages_order", "conversation_id", "status", "seq"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     channel: Mapped[str] = mapped_column(String(32))
     platform_id: Mapped[str] = mapped_column(String(200))
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
     sender_id: Mapped[str] = mapped_column(String(200))
     payload: Mapped[dict[str, Any]] = mapped_column()
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done | failed

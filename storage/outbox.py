@@ -1,34 +1,115 @@
-"""Outbox queries shared by the dispatcher, the admin commands and the CLI."""
+"""The outbox: the one way a reply is queued, its statuses, and the queries several rooms share.
+
+Every reply the bot sends is a row here first, written in the same transaction as the state change that caused it
+(the pipeline's turn, a scheduled lesson, a nudge, a broadcast); the dispatcher sends the rows. `enqueue` is the one
+place rows are written; a row with an `idempotency_key` that is already queued is skipped, so a job that runs twice
+queues its reply once.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import InboundMessage, OutboxMessage, utcnow
 
-STATUSES = ("pending", "sending", "sent", "dead", "waiting", "suppressed")
+
+class OutboxStatus(StrEnum):
+    """Where a reply stands. pending → sending → sent; set aside as waiting or suppressed; dead after its tries."""
+
+    PENDING = "pending"  # due at `next_attempt_at`
+    SENDING = "sending"  # claimed by a dispatcher until `lease_until`
+    SENT = "sent"  # the platform took it (`platform_message_id`)
+    DEAD = "dead"  # a permanent failure, or the retry budget spent: until an admin requeues it
+    WAITING = "waiting"  # may only go after the person writes again (WhatsApp's 24-hour window)
+    SUPPRESSED = "suppressed"  # the person opted out (STOP): never sent
+
+
+class InboundStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+STATUSES = tuple(OutboxStatus)
+ACTIVE = (OutboxStatus.PENDING, OutboxStatus.SENDING)  # in line to be sent
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One reply to queue: where it goes and what it says (a reply's `to_payload()`)."""
+
+    conversation_id: int
+    channel: str
+    chat_id: str
+    payload: dict[str, Any]
+    idempotency_key: str | None = None  # a second entry with the same key is not queued again
+    inbound_message_id: int | None = None  # the message it answers, if any
+
+
+_OUTBOX = OutboxMessage.__table__
+# Per backend, built once: a Core INSERT … ON CONFLICT DO NOTHING RETURNING id (the ORM's bulk insert on the mapped
+# class costs several times the CPU).
+_INSERTS = {
+    "postgresql": postgresql.insert(_OUTBOX).on_conflict_do_nothing().returning(_OUTBOX.c.id),
+    "sqlite": sqlite.insert(_OUTBOX).on_conflict_do_nothing().returning(_OUTBOX.c.id),
+}
+
+
+async def enqueue(session: AsyncSession, entries: Sequence[OutboxEntry], *, now: datetime | None = None) -> list[int]:
+    """Queue replies in the caller's transaction, in order; the ids of the rows written (duplicates left out).
+
+    `now` is when they are due: real time, since the dispatcher compares it with its own clock.
+    """
+    if not entries:
+        return []
+    at = now or utcnow()
+    rows = [
+        {
+            "conversation_id": entry.conversation_id,
+            "channel": entry.channel,
+            "chat_id": entry.chat_id,
+            "payload": entry.payload,
+            "status": OutboxStatus.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": at,
+            "created_at": at,
+            "idempotency_key": entry.idempotency_key,
+            "inbound_message_id": entry.inbound_message_id,
+        }
+        for entry in entries
+    ]
+    connection = await session.connection()
+    statement = _INSERTS[connection.dialect.name]
+    if len(rows) == 1:
+        return list((await connection.execute(statement, rows[0])).scalars())
+    return sorted((await connection.execute(statement, rows)).scalars())
 
 
 async def outbox_counts(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))
     counts = dict.fromkeys(STATUSES, 0)
     counts.update({status: count for status, count in rows.all()})
-    return counts
+    return {str(status): count for status, count in counts.items()}
 
 
 async def pending_inbound_count(session: AsyncSession) -> int:
     return await session.scalar(
-        select(func.count()).select_from(InboundMessage).where(InboundMessage.status == "pending")
+        select(func.count()).select_from(InboundMessage).where(InboundMessage.status == InboundStatus.PENDING)
     ) or 0
 
 
 async def dead_letters(session: AsyncSession, limit: int = 50) -> Sequence[OutboxMessage]:
     query = (
         select(OutboxMessage)
-        .where(OutboxMessage.status == "dead")
+        .where(OutboxMessage.status == OutboxStatus.DEAD)
         .order_by(OutboxMessage.id.desc())
         .limit(limit)
     )
@@ -39,8 +120,8 @@ async def requeue(session: AsyncSession, ids: Sequence[int] | None) -> int:
     """Put dead-lettered replies back in line with a fresh retry budget; `ids=None` requeues them all."""
     statement = (
         update(OutboxMessage)
-        .where(OutboxMessage.status == "dead")
-        .values(status="pending", attempts=0, next_attempt_at=utcnow(), lease_until=None)
+        .where(OutboxMessage.status == OutboxStatus.DEAD)
+        .values(status=OutboxStatus.PENDING, attempts=0, next_attempt_at=utcnow(), lease_until=None)
     )
     if ids is not None:
         statement = statement.where(OutboxMessage.id.in_(list(ids)))

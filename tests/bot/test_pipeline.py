@@ -98,7 +98,7 @@ async def test_a_conversation_is_processed_in_arrival_order(settings, channel):
         await asyncio.gather(*(bot.receive(message(i, platform_id=i)) for i in ids))
         await bot.settle()
         async with bot.db.sessions() as session:
-            arrival = list(await session.scalars(select(InboundMessage.platform_id).order_by(InboundMessage.id)))
+            arrival = list(await session.scalars(select(InboundMessage.platform_id).order_by(InboundMessage.seq)))
         assert seen == arrival
         assert channel.texts("ann") == [f"echo {i}" for i in arrival]
     finally:
