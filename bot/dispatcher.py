@@ -28,7 +28,7 @@ from sqlalchemy.orm import aliased
 from bot.config import Settings
 from bot.messages import reply_from_payload
 from bot.observability import MESSAGES_OUT, SEND_FAILURES, conversation_id_var
-from bot.ratelimit import RateLimiter
+from bot.ratelimit import RateLimiter, keys_to_pause
 from channels.base import Channel, Delivery, PermanentSendError, RateLimited, TransientSendError, WaitForInbound
 from storage.db import Database
 from storage.models import Conversation, OutboxMessage, utcnow
@@ -242,21 +242,24 @@ class OutboxDispatcher:
             return True
         channel = self.channels[row.channel]
         limits = channel.rate_limits(row.chat_id)
-        await self.limiter.acquire(limits)
+        booking = await self.limiter.acquire(limits)
         try:
-            platform_id = await channel.send(
-                Delivery(
-                    outbox_id=row.id,
-                    chat_id=row.chat_id,
-                    reply=reply_from_payload(row.payload),
-                    attempt=row.attempts,
-                    last_inbound_at=row.last_inbound_at,
+            try:
+                platform_id = await channel.send(
+                    Delivery(
+                        outbox_id=row.id,
+                        chat_id=row.chat_id,
+                        reply=reply_from_payload(row.payload),
+                        attempt=row.attempts,
+                        last_inbound_at=row.last_inbound_at,
+                    )
                 )
-            )
+            finally:
+                self.limiter.done(booking)  # the send counts from when it finished
         except RateLimited as exc:
             SEND_FAILURES.labels(row.channel, "rate_limited").inc()
-            for limit in limits:
-                self.limiter.pause(limit.key, exc.retry_after)
+            for key in keys_to_pause(limits):
+                self.limiter.pause(key, exc.retry_after)
             await self._reschedule(row, exc.retry_after, str(exc), counted=False)
             return False
         except WaitForInbound as exc:

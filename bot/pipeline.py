@@ -165,8 +165,9 @@ class LeaseLost(Exception):
 
 
 class _Done(Enum):
-    NOTHING_PENDING = "nothing pending"  # the lease was released in the same transaction
-    PROCESSED = "processed"  # one message done; more may be pending (the lease is still ours)
+    NOTHING_PENDING = "nothing pending"  # nothing processed; the lease was given back in the same transaction
+    LAST = "last"  # the last pending message done; the lease was given back in the same commit
+    MORE = "more"  # one message done; more are pending (the lease is still ours)
 
 
 @dataclass(slots=True)
@@ -299,8 +300,8 @@ class ConversationWorker:
                 outcome = await self._process(conversation_id)
                 if outcome is None:
                     return  # another process holds it, or a failure: the poll comes back to it, a little later
-                holding = outcome is _Done.PROCESSED
-                if outcome is _Done.NOTHING_PENDING:
+                holding = outcome is _Done.MORE
+                if outcome is not _Done.MORE:
                     return
         finally:
             if holding:
@@ -325,7 +326,7 @@ class ConversationWorker:
                     async with self.activity.working(request.channel, request.chat_id):
                         prepared[request.key] = await request.call()
                     continue
-                if outcome is _Done.PROCESSED:
+                if outcome is not _Done.NOTHING_PENDING:
                     self.on_replies(conversation_id)
                 return outcome
             raise RuntimeError(f"a turn asked for more than {MAX_OUTSIDE_CALLS} calls outside its transaction")
@@ -339,7 +340,7 @@ class ConversationWorker:
             log.exception("processing failed", extra={"conversation_id": conversation_id})
             if await self._fail(conversation_id, exc):
                 self.on_replies(conversation_id)
-                return _Done.PROCESSED
+                return _Done.MORE  # the lease may still be ours: go on (and give it back at the end)
             return None
 
     async def _next_pending(self, session: AsyncSession, conversation_id: int) -> _Pending | None:
@@ -442,7 +443,7 @@ class ConversationWorker:
         PROCESSING_SECONDS.labels(message.channel).observe(time.perf_counter() - started)
         log.debug("processed", extra={"inbound_id": row.id, "replies": len(turn.replies)})
         # With nothing more pending the lease went back in that commit; a message recorded since then notified us.
-        return _Done.PROCESSED if row.more else _Done.NOTHING_PENDING
+        return _Done.MORE if row.more else _Done.LAST
 
     async def _note_transient_failure(self, conversation_id: int, exc: Exception) -> None:
         log.warning(

@@ -3,7 +3,7 @@
 A limit of `count` per `seconds` means what the platforms publish: in no window of `seconds` do more than `count`
 sends under that key go out (Telegram's 30 per second, 20 per minute in a group). The limiter remembers, per key,
 the times of the last `count` sends it allowed; the next may go once the oldest of those is `seconds` old. A 429
-pauses a key for the platform's retry-after, so every chat behind the same global limit waits with it.
+pauses the chat it was about for the platform's retry-after (see `keys_to_pause`).
 
 The platform counts sends when they arrive, and a send's trip can take a few milliseconds more or less than the one
 before it: two sends started exactly one window apart can land closer than that. So every window is kept 5 % longer
@@ -20,6 +20,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from channels.base import RateLimit
 
@@ -44,11 +45,15 @@ class RateLimiter:
             allowed = max(allowed, sent[-limit.count] + window)
         return max(allowed, now)
 
-    async def acquire(self, limits: Iterable[RateLimit]) -> None:
-        """Wait until a send that counts against every one of `limits` may go, and count it."""
+    async def acquire(self, limits: Iterable[RateLimit]) -> Booking:
+        """Wait until a send that counts against every one of `limits` may go, and count it.
+
+        Call `done` with the booking when the send has finished: from then on the send counts from when it
+        finished, not from when it was booked, so a slow trip cannot put two sends closer than a window apart at
+        the platform's end."""
         limits = tuple(limits)
         if not limits:
-            return
+            return Booking((), 0.0)
         async with self._lock:
             now = time.monotonic()
             at = max(self._earliest(limit, now) for limit in limits)
@@ -59,8 +64,42 @@ class RateLimiter:
                     sent.popleft()
         if at > now:
             await asyncio.sleep(at - now)
+        return Booking(tuple(limit.key for limit in limits), at)
+
+    def done(self, booking: Booking) -> None:
+        """The send booked as `booking` has finished (or failed): count it from now."""
+        finished = time.monotonic()
+        for key in booking.keys:
+            sent = self._sent.get(key)
+            if not sent:
+                continue
+            for index in range(len(sent) - 1, -1, -1):
+                if sent[index] == booking.at:
+                    sent[index] = max(finished, booking.at)
+                    break
+            # Later bookings were made from the booked time; keep the times in order for `_earliest`.
+            ordered = sorted(sent)
+            if list(sent) != ordered:
+                sent.clear()
+                sent.extend(ordered)
 
     def pause(self, key: str, seconds: float) -> None:
         """Nothing under `key` goes for `seconds` (the platform's retry-after)."""
         until = time.monotonic() + seconds
         self._paused_until[key] = max(self._paused_until.get(key, 0.0), until)
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """One send counted against `keys`, booked to start at `at` (monotonic seconds)."""
+
+    keys: tuple[str, ...]
+    at: float
+
+
+def keys_to_pause(limits: Iterable[RateLimit]) -> list[str]:
+    """What a 429 pauses: the limits of the one chat it was about (its per-chat and per-group windows); only a send
+    whose limits are all shared (a WhatsApp sender's) pauses those. Other chats behind a shared limit go on."""
+    limits = tuple(limits)
+    own = [limit.key for limit in limits if not limit.shared]
+    return own or [limit.key for limit in limits]

@@ -43,11 +43,15 @@ class WaitForInbound(SendError):
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """At most `count` sends per `seconds`, shared by every send with the same `key`."""
+    """At most `count` sends per `seconds`, shared by every send with the same `key`.
+
+    `shared`: the limit covers many chats (a bot's global limit, a sender's). A 429 pauses only the limits that
+    are not shared, the chat's own, unless a send has none."""
 
     key: str
     count: int
     seconds: float
+    shared: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,7 +174,7 @@ class WhatsAppChannel:
     # outbound ------------------------------------------------------------------------------------------------------
 
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
-        return (RateLimit(f"whatsapp:sender:{self.sender.removeprefix('whatsapp:')}", SENDS_PER_SECOND, 1.0),)
+        return (RateLimit(f"whatsapp:sender:{self.sender.removeprefix('whatsapp:')}", SENDS_PER_SECOND, 1.0, shared=True),)
 
     async def send(self, delivery: Delivery) -> str:
         """Send one reply; returns the sid of its last Twilio message (delivery reports for that sid update it)."""

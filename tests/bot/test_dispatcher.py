@@ -160,3 +160,36 @@ async def test_rate_limiter_never_exceeds_count_in_any_window():
     for i in range(len(times) - 30):  # any 31 consecutive sends span at least one window (less wake-up jitter)
         assert times[i + 30] - times[i] >= 0.3 - 0.08
     assert times[-1] - times[0] < 0.3 * 3 + 0.2  # and it is not slower than the limit requires
+
+
+async def test_a_send_counts_from_when_it_finished():
+    limiter = RateLimiter()
+    limit = RateLimit("chat:slow", count=1, seconds=0.2)  # the window is kept at 0.21 s
+    booking = await limiter.acquire([limit])
+    await asyncio.sleep(0.15)  # a slow trip to the platform
+    limiter.done(booking)
+    finished = time.monotonic()
+    await limiter.acquire([limit])
+    # Counted from its booking, the next could have gone 0.06 s after the first finished; the platform, which
+    # counts arrivals, would then have seen two within its window.
+    assert time.monotonic() - finished >= 0.2
+
+
+async def test_a_429_in_one_chat_pauses_that_chat_only(make_bot):
+    shared = RateLimit("test:global", 30, 1.0, shared=True)
+
+    class PerChatLimits(RecordingChannel):
+        def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
+            return (shared, RateLimit(f"test:chat:{chat_id}", 1, 1.0))
+
+    channel = PerChatLimits(failures=[RateLimited(2.0)])
+    bot = make_bot(channel)
+    await bot.receive(message("hi", chat="ann"))
+    await bot.settle()
+    started = time.monotonic()
+    await bot.receive(message("hi", chat="bob"))
+    async with asyncio.timeout(1.5):  # well before ann's retry-after runs out
+        while len(channel.sent["bob"]) < 1:
+            await asyncio.sleep(0.02)
+    assert time.monotonic() - started < 1.5
+    assert channel.sent["ann"] == []  # ann waits out the platform's 2 s
