@@ -169,11 +169,20 @@ class Turnstile:
 class Database:
     """One engine and its session factory; `transaction()` is the unit of work of the pipeline."""
 
-    def __init__(self, url: str, *, pool_size: int = 20) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20, urgent_pool_size: int = 4) -> None:
         self.url = url
         self.engine = make_async_engine(url, pool_size=pool_size)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._turnstile = Turnstile(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 * 4) if self.backend == "sqlite" else None
+        # PostgreSQL: urgent sessions (what a platform waits for) have connections of their own, so an
+        # acknowledgement never queues behind turns and sends for the main pool. SQLite has its turnstile instead.
+        self._urgent_engine: AsyncEngine | None = None
+        self._urgent_sessions = self._sessions
+        if self._turnstile is None:
+            self._urgent_engine = create_async_engine(
+                async_url(url), pool_size=urgent_pool_size, max_overflow=urgent_pool_size, pool_recycle=1800
+            )
+            self._urgent_sessions = async_sessionmaker(self._urgent_engine, expire_on_commit=False)
 
     @property
     def backend(self) -> str:
@@ -186,7 +195,7 @@ class Database:
         `urgent`: someone is waiting for it (a platform for its acknowledgement); on SQLite it goes before the
         sessions already waiting for the connection (see Turnstile)."""
         if self._turnstile is None:
-            async with self._sessions() as session:
+            async with (self._urgent_sessions if urgent else self._sessions)() as session:
                 yield session
             return
         await self._turnstile.acquire(urgent=urgent)
@@ -205,3 +214,5 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._urgent_engine is not None:
+            await self._urgent_engine.dispose()

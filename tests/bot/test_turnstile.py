@@ -113,3 +113,33 @@ async def test_a_session_opened_inside_another_of_the_same_task_goes_through(tmp
 async def _count_tables(db: Database) -> int:
     async with db.sessions() as session:
         return await session.scalar(text("SELECT count(*) FROM sqlite_master WHERE type = 'table'"))
+
+
+async def test_on_postgresql_recording_has_connections_of_its_own(postgresql_url: str) -> None:
+    """Every connection of the main pool busy with turns: a platform's message is still recorded at once."""
+    from bot.pipeline import record
+    from tests.support import message
+
+    db = Database(postgresql_url, pool_size=2)  # 2 + 2 overflow connections for turns, sends and reads
+    release = asyncio.Event()
+    busy = 0
+
+    async def hold() -> None:
+        nonlocal busy
+        async with db.transaction() as session:
+            await session.execute(text("SELECT 1"))
+            busy += 1
+            await release.wait()
+
+    holders = [asyncio.create_task(hold()) for _ in range(4)]
+    try:
+        async with asyncio.timeout(10):
+            while busy < 4:
+                await asyncio.sleep(0.01)
+        async with asyncio.timeout(2):  # the main pool would make it wait 30 s for a connection
+            recorded = await record(db, message("hi", chat="waiting-for-ack"))
+        assert not recorded.duplicate
+    finally:
+        release.set()
+        await asyncio.gather(*holders, return_exceptions=True)
+        await db.dispose()
