@@ -206,8 +206,7 @@ class OutboxDispatcher:
     async def _claim_head(self, conversation_id: int) -> Claimed | None:
         """Claim the conversation's oldest unsent reply if it is due (one transaction, two statements)."""
         now = utcnow()
-        async with self.db.transaction() as session:
-            connection = await session.connection()
+        async with self.db.connection() as connection:
             head = (await connection.execute(_HEAD, {"conv": conversation_id})).first()
             if head is None or head.channel not in self.channels:
                 return None
@@ -285,8 +284,8 @@ class OutboxDispatcher:
         return True
 
     async def _mark_sent(self, row: Claimed, platform_id: str) -> None:
-        async with self.db.transaction() as session:
-            await (await session.connection()).execute(_MARK_SENT, {"row": row.id, "sent_as": platform_id, "at": utcnow()})
+        async with self.db.connection() as connection:
+            await connection.execute(_MARK_SENT, {"row": row.id, "sent_as": platform_id, "at": utcnow()})
         MESSAGES_OUT.labels(row.channel).inc()
         row.status, row.platform_message_id = OutboxStatus.SENT.value, platform_id
         self.on_sent(row)

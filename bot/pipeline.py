@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.activity import Activity
 from bot.config import Settings
@@ -43,10 +43,10 @@ from bot.messages import InboundMessage
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
 from dialogs.base import OutsideTransaction, Turn
 from storage.db import Database
-from storage.models import Conversation, InboundSequence, OutboxMessage, User, utcnow
+from storage.models import Conversation, InboundSequence, OutboxMessage, utcnow
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import InboundStatus, OutboxEntry, OutboxStatus, enqueue
-from storage.queries import get_or_create_conversation, get_or_create_identity
+from storage.queries import get_or_create_conversation, identity_and_user
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,13 @@ class ConversationIds:
         self._ids: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._capacity = capacity
 
-    async def find(self, session: AsyncSession, channel: str, chat_id: str) -> int:
+    async def find(self, connection: AsyncConnection, channel: str, chat_id: str) -> int:
         key = (channel, chat_id)
         found = self._ids.get(key)
         if found is not None:
             self._ids.move_to_end(key)
             return found
-        found = await get_or_create_conversation(session, channel, chat_id)
+        found = await get_or_create_conversation(connection, channel, chat_id)
         self._ids[key] = found
         if len(self._ids) > self._capacity:
             self._ids.popitem(last=False)
@@ -128,9 +128,8 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
     next_seq, insert_inbound = _recording_statements(db.backend)
     conversations = conversations or ConversationIds(capacity=1)
     try:
-        async with db.transaction(urgent=True) as session:  # the platform waits for this one
-            conversation_id = await conversations.find(session, message.channel, message.chat_id)
-            connection = await session.connection()
+        async with db.connection(urgent=True) as connection:  # the platform waits for this one
+            conversation_id = await conversations.find(connection, message.channel, message.chat_id)
             seq = (await connection.execute(next_seq, {"conv": conversation_id})).scalar_one()
             result = await connection.execute(
                 insert_inbound,
@@ -235,7 +234,8 @@ class ConversationWorker:
         while True:
             try:
                 for conversation_id in await self._orphaned_conversations():
-                    self.notify(conversation_id)
+                    if conversation_id not in self._tasks:  # a drain under way here sees it anyway
+                        self.notify(conversation_id)
             except Exception:
                 log.exception("looking for pending conversations failed")
             await asyncio.sleep(self.settings.worker_poll_seconds)
@@ -393,9 +393,7 @@ class ConversationWorker:
             heard = await _honour_subscription(session, conversation, message, now)
             if heard is not None and heard.choice is None and heard.meta.get("numbered_choices"):
                 heard = replace(heard, choice=await _answered_choice(session, conversation_id, heard.text))
-            identity = await get_or_create_identity(session, row.channel, row.sender_id, message.sender_name)
-            user = await session.get(User, identity.user_id)
-            assert user is not None
+            identity, user = await identity_and_user(session, row.channel, row.sender_id, message.sender_name)
             if conversation.user_id is None:
                 conversation.user_id = user.id
             turn = Turn(

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from storage import sqlite_inline
 
@@ -211,6 +211,22 @@ class Database:
         `sessions`."""
         async with self.sessions(urgent=urgent) as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def connection(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A Core connection inside one transaction, for work that needs no ORM session (the hot path's statements):
+        committed on success, rolled back on any error. `urgent`: see `sessions`."""
+        engine = self._urgent_engine if urgent and self._urgent_engine is not None else self.engine
+        if self._turnstile is None:
+            async with engine.begin() as connection:
+                yield connection
+            return
+        await self._turnstile.acquire(urgent=urgent)
+        try:
+            async with engine.begin() as connection:
+                yield connection
+        finally:
+            self._turnstile.release()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import Insert
 
-from storage.models import Base, ChannelIdentity, Conversation, User
+from storage.models import Base, ChannelIdentity, Conversation, User, utcnow
 
 
 def insert_ignoring_conflicts(session: AsyncSession, model: type[Base], values: dict[str, Any]) -> Insert:
@@ -19,18 +19,26 @@ def insert_ignoring_conflicts(session: AsyncSession, model: type[Base], values: 
     return module.insert(model).values(**values).on_conflict_do_nothing()
 
 
-async def get_or_create_conversation(session: AsyncSession, channel: str, chat_id: str) -> int:
-    found = await session.scalar(
-        select(Conversation.id).where(Conversation.channel == channel, Conversation.chat_id == chat_id)
-    )
+_CONVERSATIONS = Conversation.__table__
+_CONVERSATION_ID = select(_CONVERSATIONS.c.id).where(
+    _CONVERSATIONS.c.channel == bindparam("in_channel"), _CONVERSATIONS.c.chat_id == bindparam("chat")
+)
+
+
+async def get_or_create_conversation(connection: AsyncSession | AsyncConnection, channel: str, chat_id: str) -> int:
+    """The id of the conversation (channel, chat_id), created on first contact; safe against a concurrent first."""
+    where = {"in_channel": channel, "chat": chat_id}
+    found = (await connection.execute(_CONVERSATION_ID, where)).scalar()
     if found is not None:
-        return found
-    await session.execute(
-        insert_ignoring_conflicts(session, Conversation, {"channel": channel, "chat_id": chat_id, "state": {}})
+        return int(found)
+    dialect = connection.dialect.name if isinstance(connection, AsyncConnection) else connection.bind.dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    await connection.execute(
+        module.insert(_CONVERSATIONS)
+        .values(channel=channel, chat_id=chat_id, state={}, created_at=utcnow())
+        .on_conflict_do_nothing()
     )
-    return await session.scalar(  # type: ignore[return-value]
-        select(Conversation.id).where(Conversation.channel == channel, Conversation.chat_id == chat_id)
-    )
+    return int((await connection.execute(_CONVERSATION_ID, where)).scalar_one())
 
 
 async def get_or_create_identity(
@@ -56,3 +64,22 @@ async def get_or_create_identity(
     if identity.user_id != user.id:  # another process created it first: drop our spare user
         await session.delete(user)
     return identity
+
+
+async def identity_and_user(
+    session: AsyncSession, channel: str, external_id: str, display_name: str | None = None
+) -> tuple[ChannelIdentity, User]:
+    """The identity for a platform user and its User, in one query when both exist (the usual case)."""
+    found = (
+        await session.execute(
+            select(ChannelIdentity, User)
+            .join(User, User.id == ChannelIdentity.user_id)
+            .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
+        )
+    ).first()
+    if found is not None:
+        return found[0], found[1]
+    identity = await get_or_create_identity(session, channel, external_id, display_name)
+    user = await session.get(User, identity.user_id)
+    assert user is not None  # the identity's foreign key
+    return identity, user
