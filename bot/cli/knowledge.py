@@ -1,4 +1,5 @@
-"""The knowledge commands: `lessonbot ingest`, `lessonbot eval knowledge`, `lessonbot bench knowledge` (bench/knowledge.py).
+"""The knowledge commands: `lessonbot ingest`, `lessonbot eval knowledge`, `lessonbot bench knowledge` (its bench:
+bench/knowledge.py).
 
 Heavy imports (chromadb, onnxruntime) stay inside the command functions, so `lessonbot --help` stays fast.
 """

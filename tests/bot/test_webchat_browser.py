@@ -57,7 +57,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture(autouse=True)
 def server_log(server: ServerProcess) -> Iterator[None]:
     yield
-    print(f"--- server log ({server.log_path}) ---\n{server.log_path.read_text()[-6000:]}")  # pytest shows it on a failure
+    # pytest shows it on a failure
+    print(f"--- server log ({server.log_path}) ---\n{server.log_path.read_text()[-6000:]}")
 
 
 @pytest.fixture(scope="module")
