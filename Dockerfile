@@ -11,6 +11,8 @@ COPY dialogs ./dialogs
 COPY knowledge ./knowledge
 COPY scheduler ./scheduler
 COPY storage ./storage
+COPY bench ./bench
+COPY standins ./standins
 COPY courses ./courses
 RUN pip install --upgrade pip && pip install . && python -m knowledge.install_tokenizer
 

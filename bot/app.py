@@ -23,12 +23,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from bot.config import Settings
-from bot.core import Lessonbot
+from bot.core import Lessonbot, attach_clock
 from bot.observability import INBOUND_PENDING, OUTBOX_DEPTH, REGISTRY
 from channels.base import Channel, RequestRejected
 from channels.http import read_limited_body
 from channels.webchat import WebChatChannel, reply_view
-from scheduler.clock import attach_clock
 from storage.migrate import current_revisions, head_revisions
 from storage.models import Conversation, OutboxMessage
 from storage.outbox import OutboxStatus, outbox_counts, pending_inbound_count

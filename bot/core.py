@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import routing
 from bot.activity import Activity
@@ -19,6 +19,9 @@ from sqlalchemy import select
 from scheduler.leader import Leadership
 from storage.db import Database
 from storage.models import OutboxMessage
+
+if TYPE_CHECKING:
+    from scheduler.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -179,3 +182,22 @@ class Lessonbot:
                 except Exception:
                     log.exception("closing the %s channel failed", channel.name)
         await self.db.dispose()
+
+
+def attach_clock(lessonbot: Lessonbot) -> Clock:
+    """Give `lessonbot` the scheduler's clock as leader work: it runs wherever (and while) the dispatcher is elected."""
+    from scheduler.clock import Clock
+    from scheduler.context import JobContext
+
+    settings = lessonbot.settings
+    clock = Clock(
+        JobContext(
+            db=lessonbot.db,
+            notify=lessonbot.dispatcher.notify,
+            data_dir=settings.data_dir,
+            whatsapp_template=bool(settings.twilio_template_content_sid),
+        ),
+        owner=lessonbot.worker.owner,
+    )
+    lessonbot.leader_work.append(clock.run)
+    return clock

@@ -1,9 +1,10 @@
 """The clock: APScheduler with its jobs in the project database, run only by the elected leader.
 
-APScheduler 3 runs a job once per process that shares its job store, so the clock is leader work
-(`Lessonbot.leader_work`, scheduler/leader.py): it starts when this process is elected and is shut down the moment
-leadership is lost, so at most one process runs it. Behind that, every job is idempotent (each send is decided under
-a unique key), which covers the seconds in which a cut-off old leader has not yet noticed.
+APScheduler 3 runs a job once per process that shares its job store, so the clock is leader work (`Clock.run`,
+which the wiring adds to `Lessonbot.leader_work`; scheduler/leader.py): it starts when this process is elected and
+is shut down the moment leadership is lost, so at most one process runs it. Behind that, every job is idempotent
+(each send is decided under a unique key), which covers the seconds in which a cut-off old leader has not yet
+noticed.
 
 The job store is APScheduler's SQLAlchemyJobStore on the project database (table `scheduler_jobs`). On start the
 leader makes the stored jobs match JOBS: a job whose definition is unchanged keeps its stored next run time, so
@@ -28,7 +29,6 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.base import BaseExecutor
@@ -45,9 +45,6 @@ from scheduler.context import JobContext
 from storage.db import make_sync_engine
 from storage.models import utcnow
 from storage.scheduling import ClockRun, prune_history, scheduler_jobs
-
-if TYPE_CHECKING:
-    from bot.core import Lessonbot
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +87,12 @@ async def run_job(name: str) -> object:
 
 
 class Clock:
+    """The jobs of JOBS on APScheduler, run while `run` (leader work) runs.
+
+    Everything it needs is in `context`: the database, the way to wake the dispatcher, the generated files' folder,
+    whether a WhatsApp template is configured. `owner` names this process in the journal (`clock_runs`).
+    """
+
     def __init__(self, context: JobContext, *, owner: str, jobs: tuple[Job, ...] = JOBS) -> None:
         self.context = context
         self.owner = owner[:120]
@@ -99,7 +102,9 @@ class Clock:
     async def run(self) -> None:
         """Leader work: start APScheduler, keep it until cancelled (leadership lost, shutdown), then stop it."""
         loop = asyncio.get_running_loop()
-        engine = make_sync_engine(self.context.db.url, immediate=False)  # the job store is synchronous: its own connections
+        # APScheduler's job store is synchronous (SQLAlchemyJobStore takes a sync Engine, used from its own thread):
+        # it gets its own engine on the same database, the one the project's async Database cannot stand in for.
+        engine = make_sync_engine(self.context.db.url, immediate=False)
         scheduler = LeaderScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename=scheduler_jobs.name)},
             executors={"default": LoopExecutor(loop, self)},
@@ -231,19 +236,3 @@ class LoopExecutor(BaseExecutor):
                 self._run_job_success(job.id, done.result())
 
         future.add_done_callback(finished)
-
-
-def attach_clock(lessonbot: Lessonbot) -> Clock:
-    """Give `lessonbot` the clock as leader work: it runs wherever (and while) the dispatcher is elected."""
-    settings = lessonbot.settings
-    clock = Clock(
-        JobContext(
-            db=lessonbot.db,
-            notify=lessonbot.dispatcher.notify,
-            data_dir=settings.data_dir,
-            whatsapp_template=bool(settings.twilio_template_content_sid),
-        ),
-        owner=lessonbot.worker.owner,
-    )
-    lessonbot.leader_work.append(clock.run)
-    return clock

@@ -37,6 +37,7 @@ def head_revisions() -> frozenset[str]:
 
 
 def upgrade(url: str, revision: str = "heads") -> None:
+    # Alembic runs migrations on a synchronous connection: a sync engine of its own, for this one command.
     engine = make_sync_engine(url)
     try:
         with engine.begin() as connection:

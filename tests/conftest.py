@@ -8,21 +8,20 @@ skipped, unless LESSONBOT_REQUIRE_ALL_TESTS=1 (CI), where that is a failure.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
+from bench.processes import DEFAULT_POSTGRES_ADMIN_URL, DatabaseUnreachable, postgres_database
 from bot.config import Settings, load_settings
 from storage.db import make_sync_engine
 from storage.migrate import upgrade
 from storage.schema import metadata
 
-POSTGRES_ADMIN_URL = os.environ.get("LESSONBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN_URL = os.environ.get("LESSONBOT_TEST_POSTGRES_URL", DEFAULT_POSTGRES_ADMIN_URL)
 REQUIRE_ALL = os.environ.get("LESSONBOT_REQUIRE_ALL_TESTS") == "1"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -34,29 +33,16 @@ def missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _admin_connect() -> psycopg.Connection:
-    url = make_url(POSTGRES_ADMIN_URL)
-    return psycopg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password, dbname=url.database,
-        autocommit=True, connect_timeout=3,
-    )
-
-
 @pytest.fixture(scope="session")
 def postgresql_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test session."""
-    try:
-        admin = _admin_connect()
-    except psycopg.OperationalError as exc:
-        missing(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
-    name = f"lessonbot_test_{uuid.uuid4().hex[:10]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    with _admin_connect() as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with ExitStack() as scratch:
+        try:
+            url = scratch.enter_context(postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_test"))
+        except DatabaseUnreachable as exc:
+            missing(str(exc))
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Test helpers: a platform stand-in that records what it is asked to send, and a transcript driver.
+"""Test helpers: a platform stand-in that records what it is asked to send, and a transcript driver; real server
+processes (bench/processes.py); the app in-process; fixtures that run the platform stand-ins (standins/).
 
 `RecordingChannel` plays an outside platform at its edge (it is handed rendered replies, as a platform API would
 be); everything between `Transcript.say` and the recorded reply is the real pipeline.
@@ -66,22 +67,11 @@ class Transcript:
 # Real server processes ---------------------------------------------------------------------------------------------
 
 import os  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import httpx  # noqa: E402
 
-LESSONBOT = [sys.executable, "-m", "bot.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from bench.processes import LESSONBOT, ServerProcess, free_port, start_process  # noqa: E402,F401
 
 
 def server_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -93,47 +83,17 @@ def server_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str
     return env
 
 
-class ServerProcess:
-    """`lessonbot serve` in a child process, ready when /readyz answers 200."""
-
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = Path(env["DATA_DIR"]) / f"server-{self.port}.log"
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        self._log_file = self.log.open("w")
-        self.process = subprocess.Popen(
-            [*LESSONBOT, "serve", "--port", str(self.port), *args],
-            env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"server not ready in 30 s:\n{self.log.read_text()}")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown handlers, as in a crash."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-        self._log_file.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self._log_file.close()
+def serve(env: dict[str, str], *args: str) -> ServerProcess:
+    """`lessonbot serve` in a child process (its log in DATA_DIR), returned once /readyz answers 200."""
+    data_dir = Path(env["DATA_DIR"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    server = start_process(
+        "lessonbot serve", [*LESSONBOT, "serve", *args], data_dir, env, port=port,
+        log_path=data_dir / f"server-{port}.log",
+    )
+    server.wait_ready_blocking("/readyz", timeout=30)
+    return server
 
 
 # The app in-process --------------------------------------------------------------------------------------------------
@@ -152,3 +112,55 @@ async def running(settings, channels=None) -> AsyncIterator[tuple[httpx.AsyncCli
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://lessonbot.test") as client:
             yield client, app.state.lessonbot
+
+
+# The platform stand-ins: each running for one test (import the fixture into a test module or conftest), and the
+# app driven by Twilio's webhooks ------------------------------------------------------------------------------------
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from standins.openai import OpenAIStandIn  # noqa: E402
+from standins.telegram import TelegramStandIn  # noqa: E402
+from standins.twilio import PUBLIC_BASE_URL, SENDER, TwilioStandIn, TwilioWebhooks  # noqa: E402
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[TelegramStandIn]:
+    """The Telegram Bot API stand-in, running for one test."""
+    async with TelegramStandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def openai() -> Iterator[OpenAIStandIn]:
+    """The OpenAI-compatible server stand-in, running for one test."""
+    server = OpenAIStandIn().start()
+    yield server
+    server.stop()
+
+
+@asynccontextmanager
+async def whatsapp_app(
+    settings, api: TwilioStandIn, **overrides: object
+) -> AsyncIterator[tuple[object, TwilioWebhooks]]:
+    """The real app with the WhatsApp channel on, its Twilio client pointed at `api`; Twilio's webhooks drive it."""
+    from bot.app import create_app
+
+    configured = settings.model_copy(
+        update={
+            "twilio_account_sid": api.account_sid,
+            "twilio_auth_token": api.auth_token,
+            "twilio_whatsapp_from": SENDER,
+            "twilio_api_base_url": api.base_url,
+            "public_base_url": PUBLIC_BASE_URL,
+            **overrides,
+        }
+    )
+    app = create_app(configured)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_BASE_URL) as client:
+            yield app, TwilioWebhooks(client, auth_token=api.auth_token)
+

@@ -16,6 +16,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
+    # `alembic` run by hand: Alembic works on a synchronous connection, so a sync engine of its own.
     engine = make_sync_engine(config.get_main_option("sqlalchemy.url"))
     with engine.connect() as connection:
         _run(connection)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.bench import percentile
+from bench.report import percentile
 from bot.cli import build_parser
 from bot.config import load_settings
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.bench_channels import busiest_second
+from bench.channels import busiest_second
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from storage.db import Database
 from storage.models import InboundMessage, OutboxMessage
-from tests.support import LESSONBOT, ServerProcess, server_env
+from tests.support import LESSONBOT, ServerProcess, serve, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ def replies(server: ServerProcess, session: str) -> list[dict]:
 async def test_killed_after_recording_the_message_is_processed_once_after_restart(database_url, tmp_path):
     env = server_env(database_url, tmp_path / "var", WORKER_LEASE_SECONDS="2")
     # A server that only records: it acknowledges, then dies by SIGKILL before anything is processed.
-    recorder = ServerProcess(env, "--no-worker", "--no-dispatcher")
+    recorder = serve(env, "--no-worker", "--no-dispatcher")
     try:
         session = httpx.post(f"{recorder.url}/chat/api/sessions").json()["session"]
         body = {"session": session, "text": "/start", "id": "m-1"}
@@ -31,7 +31,7 @@ async def test_killed_after_recording_the_message_is_processed_once_after_restar
     finally:
         recorder.kill()
 
-    server = ServerProcess(env)
+    server = serve(env)
     try:
         # The browser retries the same message after the crash: recognised, not processed twice.
         assert httpx.post(f"{server.url}/chat/api/messages", json=body).json() == {"status": "duplicate"}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import missing
-from tests.support import LESSONBOT, ServerProcess, server_env
+from tests.support import LESSONBOT, ServerProcess, serve, server_env
 
 pytestmark = pytest.mark.browser
 
@@ -47,7 +47,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = server_env(f"sqlite:///{tmp_path / 'lessonbot.db'}", tmp_path / "var")
     upgraded = subprocess.run([*LESSONBOT, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=60)
     assert upgraded.returncode == 0, upgraded.stderr
-    server = ServerProcess(env)  # returns once /readyz answers 200
+    server = serve(env)  # returns once /readyz answers 200
     try:
         yield server
     finally:
@@ -57,7 +57,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture(autouse=True)
 def server_log(server: ServerProcess) -> Iterator[None]:
     yield
-    print(f"--- server log ({server.log}) ---\n{server.log.read_text()[-6000:]}")  # pytest shows it on a failure
+    # pytest shows it on a failure
+    print(f"--- server log ({server.log_path}) ---\n{server.log_path.read_text()[-6000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +200,7 @@ def test_a_refused_session_is_replaced_and_the_chat_works_on_a_phone(server, bro
 def test_a_model_answer_streams_into_a_draft_that_the_answer_replaces(browser, tmp_path):
     from playwright.sync_api import expect
 
-    from tests.knowledge.openai_standin import MODEL, OpenAIStandIn, cite_first_passage
+    from standins.openai import MODEL, OpenAIStandIn, cite_first_passage
 
     openai = OpenAIStandIn(piece_delay=0.05).start()
     openai.reply = lambda request: cite_first_passage(request) + " Check the sender before you act." * 4
@@ -211,7 +212,7 @@ def test_a_model_answer_streams_into_a_draft_that_the_answer_replaces(browser, t
     for command in (["db", "upgrade"], ["course", "import", str(sample)]):  # the import also indexes the lessons
         done = subprocess.run([*LESSONBOT, *command], env=env, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stdout + done.stderr
-    server = ServerProcess(env)
+    server = serve(env)
     try:
         page, errors = open_chat(browser, server.url)
         box = page.get_by_label("Your message")

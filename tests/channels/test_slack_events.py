@@ -27,7 +27,7 @@ from bot.core import Lessonbot
 from bot.routing import respond
 from channels.slack import SlackChannel
 from storage.models import ChannelIdentity, InboundMessage
-from tests.channels.slack_standin import (
+from standins.slack import (
     BOT_TOKEN,
     SIGNING_SECRET,
     SlackStandIn,

@@ -22,7 +22,7 @@ from channels.slack_store import SlackInstallationStore
 from storage.db import Database
 from storage.models import ChannelIdentity, InboundMessage, User
 from storage.slack import SlackInstallation, SlackOAuthState
-from tests.channels.slack_standin import (
+from standins.slack import (
     BOT_TOKEN,
     CLIENT_ID,
     CLIENT_SECRET,

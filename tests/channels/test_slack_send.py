@@ -14,7 +14,7 @@ from bot.messages import Choice, Document, Text
 from channels.base import Delivery, PermanentSendError, RateLimited, TransientSendError
 from channels.slack import SlackChannel
 from storage.models import OutboxMessage
-from tests.channels.slack_standin import BOT_TOKEN, SIGNING_SECRET, Fault, SlackStandIn
+from standins.slack import BOT_TOKEN, SIGNING_SECRET, Fault, SlackStandIn
 from tests.support import message
 
 CHAT = "T111:D0DM1"

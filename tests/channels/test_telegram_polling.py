@@ -13,8 +13,8 @@ from bot.config import load_settings
 from bot.core import Lessonbot
 from channels.telegram import TelegramChannel
 from channels.telegram_polling import PollingStopped, poll
-from tests.channels.telegram_standin import TOKEN, Fault, button_update, text_update
-from tests.channels.telegram_standin import standin  # noqa: F401 (the fixture)
+from standins.telegram import TOKEN, Fault, button_update, text_update
+from tests.support import standin  # noqa: F401 (the fixture)
 
 SECRET = "poll-and-cli-secret"
 CHAT = 1111111

@@ -22,8 +22,8 @@ from channels.base import RateLimit
 from channels.telegram import MAX_CAPTION_CHARS, MAX_TEXT_CHARS, TelegramChannel, retry_after_seconds
 from dialogs.base import Turn
 from storage.models import OutboxMessage
-from tests.channels.telegram_standin import TOKEN, Fault
-from tests.channels.telegram_standin import standin  # noqa: F401 (the fixture)
+from standins.telegram import TOKEN, Fault
+from tests.support import standin  # noqa: F401 (the fixture)
 
 CHAT = 1111111
 

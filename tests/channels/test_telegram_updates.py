@@ -12,7 +12,7 @@ from bot.messages import Choice, InboundMessage
 from channels.telegram import MAX_TEXT_CHARS, fit
 from channels.telegram_buttons import callback_data, keyboard, pressed
 from channels.telegram_updates import BotIdentity, Ignored, backfill_legacy_fields, interpret, needs_identity
-from tests.channels.telegram_standin import BOT_ID, BOT_USERNAME, TOKEN, person, text_update
+from standins.telegram import BOT_ID, BOT_USERNAME, TOKEN, person, text_update
 
 ME = BotIdentity(BOT_ID, BOT_USERNAME)
 BOT = Bot(TOKEN, base_url="http://127.0.0.1:9/bot")  # never called: only binds the parsed objects

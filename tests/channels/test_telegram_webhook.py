@@ -17,8 +17,8 @@ from bot.app import create_app
 from bot.config import ConfigError, load_settings
 from channels.telegram import SECRET_HEADER, TelegramChannel
 from storage.models import InboundMessage
-from tests.channels.telegram_standin import TOKEN, Fault, button_update, person, text_update
-from tests.channels.telegram_standin import standin  # noqa: F401 (the fixture)
+from standins.telegram import TOKEN, Fault, button_update, person, text_update
+from tests.support import standin  # noqa: F401 (the fixture)
 from tests.channels.test_telegram_updates import EXPECTED
 
 SECRET = "test-webhook-secret_0123456789"

@@ -18,13 +18,13 @@ from bot.core import Lessonbot
 from channels.whatsapp import WhatsAppChannel
 from dialogs.base import Turn
 from storage.models import AdminAuditEntry, Conversation, OutboxMessage
-from tests.channels.twilio_standin import (
+from standins.twilio import (
     PUBLIC_BASE_URL,
     SENDER,
     TwilioStandIn,
     TwilioWebhooks,
-    whatsapp_app,
 )
+from tests.support import whatsapp_app
 
 ANN, BEN = "+15551234567", "+15557654321"
 OPTION = re.compile(r"^(\d+)\. (.+)$", re.MULTILINE)

@@ -15,7 +15,7 @@ from bot.messages import Choice, Document, Text
 from channels.base import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError, WaitForInbound
 from channels.whatsapp import WhatsAppChannel
 from storage.models import Conversation, OutboxMessage
-from tests.channels.twilio_standin import (
+from standins.twilio import (
     PUBLIC_BASE_URL,
     SENDER,
     Scripted,
@@ -26,8 +26,8 @@ from tests.channels.twilio_standin import (
     slow,
     too_many_requests,
     unsubscribed,
-    whatsapp_app,
 )
+from tests.support import whatsapp_app
 
 ANN = "+15551234567"
 TEMPLATE = "HX" + "a" * 32

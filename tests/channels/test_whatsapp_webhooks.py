@@ -17,14 +17,14 @@ from channels.base import RequestRejected
 from channels.whatsapp import WhatsAppChannel
 from channels.whatsapp_inbound import verify, webhook_url
 from storage.models import InboundMessage, OutboxMessage
-from tests.channels.twilio_standin import (
+from standins.twilio import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     PUBLIC_BASE_URL,
     SENDER,
     TwilioStandIn,
-    whatsapp_app,
 )
+from tests.support import whatsapp_app
 
 ANN = "+15551234567"
 INBOUND = "/webhooks/twilio/whatsapp"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from dialogs.course_cli import ingest_course
+from bot.cli.course import ingest_course
 from dialogs.course_format import load_course
 from tests.dialogs.learning_support import PAID, SAMPLE, Learning, import_sample, learning_bot, onboard  # noqa: F401
 

@@ -17,14 +17,14 @@ import pytest
 from bot.app import create_app
 from bot.core import Lessonbot
 from channels.telegram import TelegramChannel
-from dialogs.course_cli import ingest_course
+from bot.cli.course import ingest_course
 from dialogs.course_format import load_course
 from tests.bot.test_webchat_api import new_session, served
-from tests.channels.telegram_standin import TOKEN
-from tests.channels.telegram_standin import standin  # noqa: F401 (the fixture)
+from standins.telegram import TOKEN
+from tests.support import standin  # noqa: F401 (the fixture)
 from tests.dialogs.learning_support import SAMPLE, Learning, import_sample, onboard
-from tests.knowledge.openai_standin import MODEL, cite_first_passage
-from tests.knowledge.openai_standin import openai  # noqa: F401 (the fixture)
+from standins.openai import MODEL, cite_first_passage
+from tests.support import openai  # noqa: F401 (the fixture)
 from tests.support import RecordingChannel
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from bot.app import create_app
 from channels.telegram import SECRET_HEADER
-from tests.channels.telegram_standin import TOKEN, button_update, person, text_update
-from tests.channels.telegram_standin import standin  # noqa: F401 (the fixture)
+from standins.telegram import TOKEN, button_update, person, text_update
+from tests.support import standin  # noqa: F401 (the fixture)
 from tests.dialogs.learning_support import import_sample
 
 SECRET = "test-webhook-secret_0123456789"

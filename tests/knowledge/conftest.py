@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,11 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.processes import free_port
 from bot.config import Settings, load_settings
 from knowledge.embeddings import default_tokenizer_dir
 from tests.conftest import missing
-from tests.knowledge.openai_standin import MODEL, OpenAIStandIn
-from tests.knowledge.openai_standin import openai  # noqa: F401 (the fixture)
+from standins.openai import MODEL, OpenAIStandIn
+from tests.support import openai  # noqa: F401 (the fixture)
 
 PHOTOSYNTHESIS = """# Photosynthesis
 
@@ -70,12 +70,6 @@ def model_settings(offline_settings: Settings, openai: OpenAIStandIn) -> Setting
     return offline_settings.model_copy(
         update={"openai_base_url": openai.base_url, "openai_api_key": "sk-test", "openai_model": MODEL}
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from knowledge.answerer import Answerer
 from knowledge.ingest import ingest_lessons, ingest_path
 from knowledge.sources import Lesson
 from knowledge.store import open_store
-from tests.knowledge.openai_standin import Fail, system_text, user_text
+from standins.openai import Fail, system_text, user_text
 
 CANARY = "CANARY-7f3a9c"
 PLANTED = (

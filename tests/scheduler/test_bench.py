@@ -19,8 +19,9 @@ def test_the_scheduler_bench_plans_a_day_and_broadcasts_with_nothing_lost_or_dou
     done = subprocess.run(
         [sys.executable, "-m", "bot.cli", "bench", "scheduler", "--learners", "300", "--recipients", "45",
          "--database", "sqlite", "--json", str(results)],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True,
-        timeout=300,
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT),
+                           "SAMPLE_COURSE_DIR": str(PROJECT_ROOT / "courses" / "sample")},
+        capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "gave up" not in done.stderr, done.stderr

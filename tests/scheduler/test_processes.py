@@ -19,7 +19,7 @@ from storage.learners import ACTIVE, Learner
 from storage.models import Conversation, OutboxMessage, User, utcnow
 from storage.scheduling import SENT, Broadcast, ClockRun
 from storage.schema import metadata
-from tests.channels.telegram_standin import TOKEN, TelegramStandIn
+from standins.telegram import TOKEN, TelegramStandIn
 from tests.support import LESSONBOT, server_env
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ time, the peak memory of a run (tracemalloc, over the heaviest runs again) and t
 pushing a sample of those lessons costs (dialogs' `deliver_next_lesson` and the outbox rows), per lesson.
 
 Broadcast: for each platform, a fresh database with --recipients learners on it and the platform's local stand-in
-(tests/channels: the Telegram Bot API, Twilio's Messages API) that the real SDK talks to; the real dispatcher and
-clock (`Lessonbot` with `attach_clock`) fan the broadcast out and send it at the platform's published limit
+(standins/: the Telegram Bot API, Twilio's Messages API) that the real SDK talks to; the real dispatcher and
+clock (as `lessonbot dispatch` runs them) fan the broadcast out and send it at the platform's published limit
 (Telegram ~30 messages/s across chats, Twilio 80/s per WhatsApp sender). Reported: total time from confirmation to
 the last copy sent, against the floor N / rate; duplicates and losses as the stand-in saw them (both must be 0).
 
@@ -31,19 +31,22 @@ import tempfile
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import date, datetime, time as wall_time, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.bench import (
-    DEFAULT_POSTGRES_ADMIN_URL, PROJECT_ROOT, DatabaseUnreachable, bench_kinds, machine, postgres_database, progress,
-)
+from bench.processes import DEFAULT_POSTGRES_ADMIN_URL, DatabaseUnreachable, postgres_database
+from bench.report import machine, progress
 
 if TYPE_CHECKING:
-    from bot.config import Settings
     from storage.db import Database
+
+# Runs the outbox dispatcher and the clock (as `lessonbot dispatch` does) on a database, with the channels the given
+# settings turn on, while the block lasts; yields that process's database. The command line provides it: it is
+# the wiring, which a bench does not do itself.
+Dispatching = Callable[[str, Path, dict[str, Any]], AbstractAsyncContextManager["Database"]]
 
 ZONES = (
     "Europe/Lisbon", "Europe/Berlin", "America/New_York", "America/Sao_Paulo", "America/Los_Angeles",
@@ -55,12 +58,11 @@ RATES = {"telegram": 30.0, "whatsapp": 80.0}  # the published limits the channel
 SAMPLE_PUSHES = 300
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = bench_kinds(subparsers).add_parser(
-        "scheduler",
-        help="plan a day of lessons for many learners; a broadcast through the platform stand-ins",
-        description=__doc__.split("\n\n")[1],
-    )
+HELP = "plan a day of lessons for many learners; a broadcast through the platform stand-ins"
+DESCRIPTION = __doc__.split("\n\n")[1]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learners", type=int, default=100_000, help="learners to plan a day for (100,000)")
     parser.add_argument("--recipients", type=int, default=2_000,
                         help="recipients per platform broadcast (2,000; 100,000 takes ~21 min on WhatsApp at 80/s)")
@@ -69,27 +71,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="where it all runs (default postgresql, the scale-out topology)")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_ADMIN_URL,
                         help="a server where the bench may create and drop databases (default: %(default)s)")
+    parser.add_argument("--course", type=Path, help="the course the learners take (default: SAMPLE_COURSE_DIR)")
     parser.add_argument("--skip-planning", action="store_true")
     parser.add_argument("--skip-broadcast", action="store_true")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.set_defaults(func=cmd_bench_scheduler)
 
 
-def cmd_bench_scheduler(settings: Settings, args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, *, sample_course: Path, dispatching: Dispatching) -> int:
+    """`sample_course`: the course folder when --course is not given."""
     platforms = [name.strip() for name in args.platforms.split(",") if name.strip()]
     unknown = [name for name in platforms if name not in RATES]
     if unknown or args.learners < 1 or args.recipients < 1:
         print(f"lessonbot bench scheduler: platforms are {', '.join(RATES)}; --learners and --recipients must be "
               "at least 1", file=sys.stderr)
         return 2
+    course = args.course or sample_course
+    if not args.skip_planning and not (course / "course.yaml").is_file():
+        print(f"lessonbot bench scheduler: {course} is not a course folder (no course.yaml); give one with --course "
+              "or SAMPLE_COURSE_DIR, such as the project's courses/sample", file=sys.stderr)
+        return 2
     # The bot's own INFO lines (the clock starting, jobs added) would drown the figures.
     logging.getLogger().setLevel(logging.WARNING)
     report: dict[str, Any] = {"machine": machine(), "database": args.database}
     try:
         if not args.skip_planning:
-            report["planning"] = asyncio.run(bench_planning(args))
+            report["planning"] = asyncio.run(bench_planning(args, course))
         if not args.skip_broadcast:
-            report["broadcasts"] = [asyncio.run(bench_broadcast(args, platform)) for platform in platforms]
+            report["broadcasts"] = [
+                asyncio.run(bench_broadcast(args, platform, dispatching)) for platform in platforms
+            ]
     except DatabaseUnreachable as exc:
         print(f"lessonbot bench scheduler: {exc}; start it or pass --postgres-url, or use --database sqlite",
               file=sys.stderr)
@@ -165,7 +175,7 @@ async def add_learners(db: Database, count: int, *, channel: str, course_id: int
     return made
 
 
-async def bench_planning(args: argparse.Namespace) -> dict[str, Any]:
+async def bench_planning(args: argparse.Namespace, course: Path) -> dict[str, Any]:
     from dialogs.course_format import load_course
     from dialogs.course_import import import_course
     from scheduler.context import JobContext
@@ -178,9 +188,8 @@ async def bench_planning(args: argparse.Namespace) -> dict[str, Any]:
         db = Database(url)
         try:
             progress(f"planning: {args.learners:,} learners into a fresh {args.database} database")
-            sample = PROJECT_ROOT / "courses" / "sample"
             async with db.transaction() as session:
-                await import_course(session, load_course(sample))
+                await import_course(session, load_course(course))
             async with db.sessions() as session:
                 from sqlalchemy import select
 
@@ -256,38 +265,27 @@ async def bench_planning(args: argparse.Namespace) -> dict[str, Any]:
 
 @asynccontextmanager
 async def stand_in(platform: str) -> AsyncIterator[Any]:
-    """The platform's local stand-in, from the test suite (a source checkout has it)."""
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))  # `tests` sits beside the packages, wherever this runs from
-    try:
-        if platform == "telegram":
-            from tests.channels.telegram_standin import TelegramStandIn as StandIn
-        else:
-            from tests.channels.twilio_standin import TwilioStandIn as StandIn
-    except ImportError as exc:
-        raise SystemExit(f"lessonbot bench scheduler: the platform stand-ins live in tests/channels of a source "
-                         f"checkout; run it from there ({exc})") from None
+    """The platform's local stand-in, the one the tests use."""
+    if platform == "telegram":
+        from standins.telegram import TelegramStandIn as StandIn
+    else:
+        from standins.twilio import TwilioStandIn as StandIn
     async with StandIn() as server:
         yield server
 
 
-def platform_settings(url: str, platform: str, server: Any, data_dir: Path) -> Settings:
-    from bot.config import load_settings
-
-    settings: dict[str, Any] = {"database_url": url, "data_dir": data_dir, "secret_key": "bench-secret-key-0123456789",
-                                "log_level": "WARNING", "log_format": "text", "web_chat_enabled": False}
+def platform_settings(platform: str, server: Any) -> dict[str, Any]:
+    """The settings that turn the platform's channel on, pointed at its stand-in."""
     if platform == "telegram":
-        from tests.channels.telegram_standin import TOKEN
+        from standins.telegram import TOKEN
 
-        settings |= {"telegram_bot_token": TOKEN, "telegram_webhook_secret": "bench-secret",
-                     "telegram_api_base_url": server.base_url}
-    else:
-        from tests.channels.twilio_standin import PUBLIC_BASE_URL, SENDER
+        return {"telegram_bot_token": TOKEN, "telegram_webhook_secret": "bench-secret",
+                "telegram_api_base_url": server.base_url}
+    from standins.twilio import PUBLIC_BASE_URL, SENDER
 
-        settings |= {"twilio_account_sid": server.account_sid, "twilio_auth_token": server.auth_token,
-                     "twilio_whatsapp_from": SENDER, "twilio_api_base_url": server.base_url,
-                     "public_base_url": PUBLIC_BASE_URL}
-    return load_settings(_env_file=None, **settings)
+    return {"twilio_account_sid": server.account_sid, "twilio_auth_token": server.auth_token,
+            "twilio_whatsapp_from": SENDER, "twilio_api_base_url": server.base_url,
+            "public_base_url": PUBLIC_BASE_URL}
 
 
 def delivered_to(platform: str, server: Any) -> list[str]:
@@ -296,12 +294,9 @@ def delivered_to(platform: str, server: Any) -> list[str]:
     return [(message.to or "").removeprefix("whatsapp:") for message in server.sent]
 
 
-async def bench_broadcast(args: argparse.Namespace, platform: str) -> dict[str, Any]:
+async def bench_broadcast(args: argparse.Namespace, platform: str, dispatching: Dispatching) -> dict[str, Any]:
     from sqlalchemy import func, select
 
-    from bot.app import build_channels
-    from bot.core import Lessonbot
-    from scheduler.clock import attach_clock
     from storage.broadcasts import Segment, confirm, create_draft
     from storage.db import Database
     from storage.models import OutboxMessage, utcnow
@@ -314,13 +309,9 @@ async def bench_broadcast(args: argparse.Namespace, platform: str) -> dict[str, 
         learners = await add_learners(db, count, channel=platform, seed=2)
         await db.dispose()
         with tempfile.TemporaryDirectory(prefix="lessonbot-bench-") as folder:
-            settings = platform_settings(url, platform, server, Path(folder))
-            bot = Lessonbot(settings, build_channels(settings), process=False, dispatch=True)
-            attach_clock(bot)
-            bot.start()
-            try:
+            async with dispatching(url, Path(folder), platform_settings(platform, server)) as db:
                 now = utcnow()
-                async with bot.db.transaction() as session:
+                async with db.transaction() as session:
                     draft = await create_draft(session, text="Bench: the new module is out!",
                                                segment=Segment(channel=platform), created_by="bench", now=now)
                     await confirm(session, draft.id, now)
@@ -330,7 +321,7 @@ async def bench_broadcast(args: argparse.Namespace, platform: str) -> dict[str, 
                 key = f"broadcast:{draft.id}:%"
                 while True:
                     await asyncio.sleep(0.5)
-                    async with bot.db.sessions() as session:
+                    async with db.sessions() as session:
                         sent = await session.scalar(select(func.count()).select_from(OutboxMessage).where(
                             OutboxMessage.idempotency_key.like(key), OutboxMessage.status == "sent")) or 0
                         broadcast = await session.get(Broadcast, draft.id)
@@ -340,7 +331,7 @@ async def bench_broadcast(args: argparse.Namespace, platform: str) -> dict[str, 
                         last_report = time.perf_counter()
                         progress(f"broadcast: {sent:,} of {count:,} sent after {last_report - started:,.0f} s")
                     if time.perf_counter() - started > max(120.0, 10 * count / rate):
-                        async with bot.db.sessions() as session:
+                        async with db.sessions() as session:
                             statuses = dict((await session.execute(
                                 select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))).all())
                         progress(f"broadcast: gave up waiting; broadcast {broadcast.status}, {broadcast.queued:,} "
@@ -348,12 +339,6 @@ async def bench_broadcast(args: argparse.Namespace, platform: str) -> dict[str, 
                         break
                 total = time.perf_counter() - started
                 queued = broadcast.queued
-            finally:
-                await bot.stop()
-                for channel in bot.channels.values():
-                    close = getattr(channel, "close", None)
-                    if close is not None:
-                        await close()
         seen = Counter(delivered_to(platform, server))
         wanted = {learner["chat"] for learner in learners}
     return {

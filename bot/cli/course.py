@@ -1,24 +1,22 @@
 """`lessonbot course validate|import|list`: check a course folder, bring it into the database, see what is there.
 
-Registered in bot/cli.py's EXTRA_COMMANDS. Imports stay inside the functions so `lessonbot --help` stays quick.
+Imports stay inside the functions so `lessonbot --help` stays quick.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import logging
+from bot.cli.database import database, schema_is_current
 
 if TYPE_CHECKING:
     from bot.config import Settings
     from dialogs.course_format import Course, Problem
-    from storage.db import Database
 
 
 log = logging.getLogger(__name__)
@@ -69,8 +67,8 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> int:
         from dialogs.course_import import import_course
 
-        async with _database(settings) as db:
-            if db is None:
+        async with database(settings, pool_size=1) as db:
+            if not await schema_is_current(db):
                 return 1
             async with db.sessions() as session, session.begin():
                 report = await import_course(session, course)
@@ -106,8 +104,8 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
         from dialogs.course_format import format_price
         from storage.courses import Course, Enrollment, Lesson, Question
 
-        async with _database(settings) as db:
-            if db is None:
+        async with database(settings, pool_size=1) as db:
+            if not await schema_is_current(db):
                 return 1
             async with db.sessions() as session:
                 def live(model: type[Lesson] | type[Question]):  # type: ignore[no-untyped-def]
@@ -137,21 +135,3 @@ def _print_problems(problems: list[Problem]) -> None:
         print(problem, file=sys.stderr)
     count = len(problems)
     print(f"{count} problem{'s' if count != 1 else ''} found.", file=sys.stderr)
-
-
-@asynccontextmanager
-async def _database(settings: Settings) -> AsyncIterator[Database | None]:
-    """The database, or None after saying why it cannot be used (its schema is not the one this code expects)."""
-    from storage import migrate
-    from storage.db import Database
-
-    db = Database(settings.resolved_database_url, pool_size=1)
-    try:
-        if await migrate.current_revisions(db.engine) != migrate.head_revisions():
-            print("The database schema is not up to date: run `lessonbot db upgrade` first.", file=sys.stderr)
-            yield None
-        else:
-            yield db
-    finally:
-        await db.dispose()
-

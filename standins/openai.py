@@ -18,11 +18,10 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from aiohttp import web
 
 MODEL = "standin-chat"
@@ -55,14 +54,6 @@ def cite_first_passage(request: dict[str, Any]) -> str:
     passage = re.search(r'<passage number="1"[^>]*>\n(.+?)\n</passage>', user_text(request), re.S)
     said = re.split(r"(?<=[.!?])\s+", passage.group(1)) if passage else [""]
     return f"**{said[0]}** {' '.join(said[1:2])} [1]"
-
-
-@pytest.fixture
-def openai() -> Iterator[OpenAIStandIn]:
-    """A running stand-in for one test (import this fixture into a test module or conftest to use it)."""
-    server = OpenAIStandIn().start()
-    yield server
-    server.stop()
 
 
 @dataclass

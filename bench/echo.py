@@ -3,7 +3,7 @@
 It runs under uvicorn with the same settings as `lessonbot serve` (loop and HTTP parser chosen by uvicorn's "auto"),
 so the difference between its figures and the bot's is the cost of verifying, recording and processing a message.
 
-    python -m bot.bench_echo --port 8001
+    python -m bench.echo --port 8001
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ app = Starlette(
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
-    parser = argparse.ArgumentParser(prog="python -m bot.bench_echo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.echo", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args(argv)

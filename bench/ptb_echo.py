@@ -5,7 +5,7 @@ It is what the library's own examples build: an `Application` with one `MessageH
 `--base-url` (the bench's stand-in). Nothing is stored, nothing is rate-limited, updates are handled one at a time
 (the library's default).
 
-    python -m bot.bench_ptb_echo --port 8002 --base-url http://127.0.0.1:9000/bot --token 123:abc --secret s
+    python -m bench.ptb_echo --port 8002 --base-url http://127.0.0.1:9000/bot --token 123:abc --secret s
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bot.bench_ptb_echo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.ptb_echo", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--base-url", required=True, help="the Bot API base URL; the token follows it")

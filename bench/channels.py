@@ -1,7 +1,7 @@
 """`lessonbot bench channels`: the three platforms' webhooks and outbound pace, against local stand-ins.
 
 Everything runs on this machine: the stand-ins of the Telegram Bot API, the Twilio API and the Slack Web API (the
-ones the tests use, from tests/channels) in this process, and each server under test as its own process on a free
+ones the tests use, from standins/) in this process, and each server under test as its own process on a free
 port of 127.0.0.1, each on a fresh database.
 
 Webhooks, per channel: a fresh `lessonbot serve` with that channel on; --senders people each send one message first
@@ -9,7 +9,7 @@ Webhooks, per channel: a fresh `lessonbot serve` with that channel on; --senders
 them (Telegram's secret token, Twilio's X-Twilio-Signature over PUBLIC_BASE_URL, Slack's v0 signature). Measured:
 requests acknowledged per second and the acknowledge latency p50/p99 — what the platform waits for. In the same run,
 the same Telegram updates go to a bare python-telegram-bot application that echoes each text (`run_webhook`, see
-bot/bench_ptb_echo.py) talking to the same stand-in; the report gives the ratio. Replies the servers sent during the
+bench/ptb_echo.py) talking to the same stand-in; the report gives the ratio. Replies the servers sent during the
 measured phase are counted too (Lessonbot's are paced by the platform limits; the bare application has none).
 
 Outbound: one more `lessonbot serve` with all three channels on; replies are written straight into its outbox, a
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import sys
 import tempfile
@@ -36,43 +37,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from bot.bench import (
-    DEFAULT_POSTGRES_ADMIN_URL,
-    PROJECT_ROOT,
-    DatabaseUnreachable,
-    ServerFailed,
-    ServerProcess,
-    add_json_option,
-    bench_kinds,
-    child_environment,
-    database_for,
-    free_port,
-    machine,
-    number,
-    percentile,
-    print_report,
-    progress,
-    run_event_loop,
-    start_process,
-    table,
-    upgrade_schema,
+from bench.processes import (
+    DEFAULT_POSTGRES_ADMIN_URL, LESSONBOT, DatabaseUnreachable, ServerFailed, ServerProcess, child_environment,
+    database_for, free_port, start_process, upgrade_schema,
+)
+from bench.report import (
+    add_json_option, machine, number, percentile, print_report, progress, run_event_loop, table,
 )
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from storage.db import Database
 
 CHANNELS = ("telegram", "whatsapp", "slack")
 TELEGRAM_SECRET = "bench-" + "0" * 32
 READY_SECONDS = 60.0
+NO_TORNADO = (
+    "tornado is not installed, and python-telegram-bot's webhook server needs it: pip install 'lessonbot[bench]' "
+    "(or leave the bare application out with --no-ptb)"
+)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    channels = bench_kinds(subparsers).add_parser(
-        "channels",
-        help="Telegram, WhatsApp and Slack webhooks and outbound pace, against local stand-ins",
-        description=__doc__.split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "Telegram, WhatsApp and Slack webhooks and outbound pace, against local stand-ins"
+DESCRIPTION = __doc__.split("\n", 2)[2]
+
+
+def add_arguments(channels: argparse.ArgumentParser) -> None:
     channels.add_argument("--requests", type=int, default=2000, help="measured webhook requests per target (2000)")
     channels.add_argument("--senders", type=int, default=200, help="distinct people sending them (200)")
     channels.add_argument("--concurrency", type=int, default=32, help="requests in flight at once (32)")
@@ -94,7 +83,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --database postgresql: a server where the bench may create and drop databases (%(default)s)",
     )
     add_json_option(channels)
-    channels.set_defaults(func=cmd_bench_channels)
 
 
 @dataclass(frozen=True)
@@ -130,30 +118,22 @@ class Options:
         )
 
 
-def cmd_bench_channels(settings: Settings, args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         options = Options.from_args(args)
-        standins = import_standins()
-    except (ValueError, ImportError) as exc:
+    except ValueError as exc:
         print(f"lessonbot bench channels: {exc}", file=sys.stderr)
         return 2
-    report = run_event_loop(run_benchmark(options, standins))
+    report = run_event_loop(run_benchmark(options, import_standins()))
     print_report(report, args, render_report)
     return 1 if any(result.get("status") == "failed" for result in report["webhooks"] + report["outbound"]) else 0
 
 
 def import_standins() -> Any:
-    """The platform stand-ins live with the tests: importable from a checkout of the project."""
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
-    try:
-        from tests.channels import slack_standin, telegram_standin, twilio_standin
-    except ImportError as exc:
-        raise ImportError(
-            f"the platform stand-ins (tests/channels in the project's checkout) cannot be imported ({exc}); run the "
-            "bench from a checkout with the test dependencies installed (make install)"
-        ) from None
-    return argparse.Namespace(telegram=telegram_standin, twilio=twilio_standin, slack=slack_standin)
+    """The platform stand-ins, imported when the bench runs (they bring aiohttp's server and twilio with them)."""
+    from standins import slack, telegram, twilio
+
+    return argparse.Namespace(telegram=telegram, twilio=twilio, slack=slack)
 
 
 # the stand-ins -----------------------------------------------------------------------------------------------------
@@ -342,7 +322,7 @@ async def lessonbot(
         for channel in channels:
             env.update(world.settings(channel, url))
         await asyncio.to_thread(upgrade_schema, workdir, env)
-        serve = [sys.executable, "-m", "bot.cli", "serve"]
+        serve = [*LESSONBOT, "serve"]
         server = start_process(label, serve + (["--no-worker"] if options.split else []), workdir, env, port=port)
         worker = None
         try:
@@ -362,7 +342,7 @@ async def lessonbot(
 async def bare_ptb(world: Platforms, workdir: Path, http: Any) -> AsyncIterator[ServerProcess]:
     workdir.mkdir(parents=True)
     argv = [
-        sys.executable, "-m", "bot.bench_ptb_echo", "--base-url", world.telegram.base_url,
+        sys.executable, "-m", "bench.ptb_echo", "--base-url", world.telegram.base_url,
         "--token", world.modules.telegram.TOKEN, "--secret", TELEGRAM_SECRET,
     ]
     server = start_process("bare python-telegram-bot", argv, workdir, child_environment(workdir))
@@ -430,6 +410,9 @@ async def webhook_phase(world: Platforms, options: Options, scratch: Path, http:
     if options.ptb and "telegram" in targets:
         targets.insert(targets.index("telegram") + 1, "ptb")
     for target in targets:
+        if target == "ptb" and importlib.util.find_spec("tornado") is None:
+            results.append({"target": target, "label": WEBHOOK_LABELS[target], "status": "skipped", "note": NO_TORNADO})
+            continue
         progress(f"{WEBHOOK_LABELS[target]}: starting")
         try:
             if target == "ptb":
@@ -500,34 +483,27 @@ def chat_ids(case: OutboundCase, batch: int) -> list[str]:
     return [f"C{batch:02d}{n:07d}" for n in range(case.chats)]
 
 
-def queue_replies(database_url: str, case: OutboundCase, batch: int) -> None:
+async def queue_replies(db: Database, case: OutboundCase, batch: int) -> None:
     """Write the case's replies into the served process's outbox in one transaction, as a dialog would."""
-    from sqlalchemy.orm import Session
-
-    from storage.db import make_sync_engine
     from storage.models import Conversation, OutboxMessage, utcnow
 
-    engine = make_sync_engine(database_url)
-    try:
-        with Session(engine) as session, session.begin():
-            now = utcnow()
-            conversations = [
-                Conversation(channel=case.channel, chat_id=chat, state={}, last_inbound_at=now - timedelta(minutes=1))
-                for chat in chat_ids(case, batch)
-            ]
-            session.add_all(conversations)
-            session.flush()
-            for part in range(case.per_chat):  # in id order: the first reply of every chat, then the second …
-                session.add_all(
-                    OutboxMessage(
-                        conversation_id=conversation.id, channel=case.channel, chat_id=conversation.chat_id,
-                        payload={"kind": "text", "text": f"Reply {part + 1} of {case.per_chat}: keep going!"},
-                        status="pending", next_attempt_at=now,
-                    )
-                    for conversation in conversations
+    async with db.transaction() as session:
+        now = utcnow()
+        conversations = [
+            Conversation(channel=case.channel, chat_id=chat, state={}, last_inbound_at=now - timedelta(minutes=1))
+            for chat in chat_ids(case, batch)
+        ]
+        session.add_all(conversations)
+        await session.flush()
+        for part in range(case.per_chat):  # in id order: the first reply of every chat, then the second …
+            session.add_all(
+                OutboxMessage(
+                    conversation_id=conversation.id, channel=case.channel, chat_id=conversation.chat_id,
+                    payload={"kind": "text", "text": f"Reply {part + 1} of {case.per_chat}: keep going!"},
+                    status="pending", next_attempt_at=now,
                 )
-    finally:
-        engine.dispose()
+                for conversation in conversations
+            )
 
 
 def busiest_second(times: Sequence[float]) -> int:
@@ -541,13 +517,13 @@ def busiest_second(times: Sequence[float]) -> int:
 
 
 async def measure_outbound(
-    case: OutboundCase, batch: int, server: ServerProcess, database_url: str, world: Platforms
+    case: OutboundCase, batch: int, server: ServerProcess, db: Database, world: Platforms
 ) -> dict[str, Any]:
     before = len(world.sent_times(case.channel))
     paces = [case.overall_per_s, case.per_chat_per_s * case.chats if case.per_chat_per_s else None]
     cap = 30.0 + 3 * case.messages / min([pace for pace in paces if pace] or [100.0])
     cpu_before = server.cpu_seconds()
-    await asyncio.to_thread(queue_replies, database_url, case, batch)
+    await queue_replies(db, case, batch)
     deadline = time.monotonic() + cap
     while len(world.sent_times(case.channel)) - before < case.messages and time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -578,15 +554,21 @@ async def measure_outbound(
 
 
 async def outbound_phase(world: Platforms, options: Options, scratch: Path, http: Any) -> list[dict[str, Any]]:
+    from storage.db import Database
+
     results: list[dict[str, Any]] = []
     progress("outbound: starting")
     try:
         async with lessonbot("Lessonbot (outbound)", options.channels, world, options, scratch / "outbound", http) as (
             server, database_url
         ):
-            for batch, case in enumerate(outbound_cases(options)):
-                progress(f"outbound: {case.label}, {case.messages} messages")
-                results.append(await measure_outbound(case, batch, server, database_url, world))
+            db = Database(database_url, pool_size=1)  # the served process's database, written to as a dialog would
+            try:
+                for batch, case in enumerate(outbound_cases(options)):
+                    progress(f"outbound: {case.label}, {case.messages} messages")
+                    results.append(await measure_outbound(case, batch, server, db, world))
+            finally:
+                await db.dispose()
     except (ServerFailed, DatabaseUnreachable) as exc:
         results.append({"case": "outbound", "status": "failed", "note": str(exc)})
     return results
@@ -651,8 +633,8 @@ def render_report(report: dict[str, Any]) -> str:
     rows, notes = [], []
     for result in report["webhooks"]:
         if result["status"] != "ok":
-            rows.append((result["label"], "failed", "", "", "", "", ""))
-            notes.append(f"{result['label']} failed: {result['note']}")
+            rows.append((result["label"], result["status"], "", "", "", "", ""))
+            notes.append(f"{result['label']} {result['status']}: {result['note']}")
             continue
         cpu = result["server_cpu_s"]
         rows.append((

@@ -1,4 +1,5 @@
-"""The knowledge room's commands: `lessonbot ingest`, `lessonbot eval knowledge`, `lessonbot bench knowledge`.
+"""The knowledge commands: `lessonbot ingest`, `lessonbot eval knowledge`, `lessonbot bench knowledge` (its bench:
+bench/knowledge.py).
 
 Heavy imports (chromadb, onnxruntime) stay inside the command functions, so `lessonbot --help` stays fast.
 """
@@ -10,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from bot.cli.groups import subcommands
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -24,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
     ingest.set_defaults(func=cmd_ingest)
 
-    evaluate = _kinds(subparsers, "eval", "measure answer quality against a dataset").add_parser(
+    evaluate = subcommands(subparsers, "eval", "measure answer quality against a dataset").add_parser(
         "knowledge", help="retrieval and answers on a SQuAD-format set (recall@k, MRR, hit and decline rates)"
     )
     evaluate.add_argument("dir", type=Path, help="a SQuAD JSON file and its articles (like shared/datasets/squad-dev)")
@@ -36,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
     evaluate.set_defaults(func=cmd_eval)
 
-    bench = _kinds(subparsers, "bench", "measure the bot's speed").add_parser(
+    bench = subcommands(subparsers, "bench", "measure the bot's speed").add_parser(
         "knowledge", help="ingest throughput and query latency of the knowledge store at 10,000+ chunks"
     )
     bench.add_argument("--dataset", type=Path, help="articles to make chunks from (default: shared/datasets/squad-dev)")
@@ -47,15 +50,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--store", type=Path, help="where to build the stores (default: a scratch folder)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.set_defaults(func=cmd_bench)
-
-
-def _kinds(subparsers: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
-    """The sub-commands of `lessonbot NAME` (eval, bench), shared with other rooms that registered NAME first."""
-    parser = subparsers.choices.get(name) or subparsers.add_parser(name, help=help)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest=name, required=True, metavar="KIND")
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
@@ -126,9 +120,9 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from knowledge.benchmark import format_results, run
+    from bench.knowledge import format_results, run
 
-    dataset = args.dataset or Path(__file__).resolve().parents[2] / "shared" / "datasets" / "squad-dev"
+    dataset = args.dataset or Path(__file__).resolve().parents[3] / "shared" / "datasets" / "squad-dev"
     if not dataset.is_dir():
         print(f"{dataset} is not a folder of articles: give one with --dataset.", file=sys.stderr)
         return 2

@@ -18,15 +18,16 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.cli.database import database
 from storage.broadcasts import (
     BroadcastError, Progress, Segment, cancel, confirm, count_recipients, create_draft, progress, recent_broadcasts,
 )
-from storage.db import Database
 from storage.models import utcnow
 from storage.scheduling import Broadcast
 
 if TYPE_CHECKING:
     from bot.config import Settings
+    from storage.db import Database
 
 WATCH_SECONDS = 2.0
 
@@ -105,14 +106,12 @@ def describe(segment: Segment) -> str:
 
 def _run(settings: Settings, work) -> int:  # type: ignore[no-untyped-def]
     async def main() -> int:
-        db = Database(settings.resolved_database_url)
-        try:
-            return await work(db)
-        except BroadcastError as exc:
-            print(f"lessonbot broadcast: {exc}", file=sys.stderr)
-            return 2
-        finally:
-            await db.dispose()
+        async with database(settings) as db:
+            try:
+                return await work(db)
+            except BroadcastError as exc:
+                print(f"lessonbot broadcast: {exc}", file=sys.stderr)
+                return 2
 
     return asyncio.run(main())
 

@@ -1,7 +1,7 @@
 """`lessonbot telegram …`: register the webhook with Telegram, or poll for updates while developing locally.
 
-Registered in bot/cli.py's EXTRA_COMMANDS. Like the rest of the command line, `poll` is a place where the pieces are
-put together, so it builds a Lessonbot (the core) around the Telegram channel; the channel itself never imports it.
+Like the rest of the command line, `poll` is a place where the pieces are put together, so it builds a Lessonbot
+(the core) around the Telegram channel; the channel itself never imports it.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """`lessonbot certificate verify CODE`: who earned a certificate, for which course, and when; exit 1 if unknown.
 
-Registered in bot/cli.py's EXTRA_COMMANDS. Imports stay inside the functions so `lessonbot --help` stays quick.
+Imports stay inside the functions so `lessonbot --help` stays quick.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from typing import TYPE_CHECKING
+
+from bot.cli.database import database, schema_is_current
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -24,22 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     from dialogs.certificate import canonical_code
-    from storage import migrate
-    from storage.db import Database
     from storage.learners import certificate_by_code
 
     code = canonical_code(args.code)
 
     async def run() -> int:
-        db = Database(settings.resolved_database_url, pool_size=1)
-        try:
-            if await migrate.current_revisions(db.engine) != migrate.head_revisions():
-                print("The database schema is not up to date: run `lessonbot db upgrade` first.", file=sys.stderr)
+        async with database(settings, pool_size=1) as db:
+            if not await schema_is_current(db):
                 return 2
             async with db.sessions() as session:
                 row = await certificate_by_code(session, code)
-        finally:
-            await db.dispose()
         if row is None:
             print(f"not found: no certificate has the code {code}")
             return 1

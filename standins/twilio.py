@@ -16,8 +16,6 @@ import asyncio
 import base64
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
@@ -259,27 +257,3 @@ class TwilioWebhooks:
         if error_code:
             form["ErrorCode"] = error_code
         return await self.post("/webhooks/twilio/status", form)
-
-
-@asynccontextmanager
-async def whatsapp_app(
-    settings: Any, api: TwilioStandIn, **overrides: Any
-) -> AsyncIterator[tuple[Any, TwilioWebhooks]]:
-    """The real app with the WhatsApp channel on, its Twilio client pointed at `api`; Twilio's webhooks drive it."""
-    from bot.app import create_app
-
-    configured = settings.model_copy(
-        update={
-            "twilio_account_sid": api.account_sid,
-            "twilio_auth_token": api.auth_token,
-            "twilio_whatsapp_from": SENDER,
-            "twilio_api_base_url": api.base_url,
-            "public_base_url": PUBLIC_BASE_URL,
-            **overrides,
-        }
-    )
-    app = create_app(configured)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_BASE_URL) as client:
-            yield app, TwilioWebhooks(client, auth_token=api.auth_token)

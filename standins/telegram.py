@@ -12,11 +12,10 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from aiohttp import web
 
 TOKEN = "123456:TEST-token_for-the-stand-in"
@@ -71,13 +70,6 @@ class Call:
     def reply_markup(self) -> dict[str, Any] | None:
         raw = self.params.get("reply_markup")
         return json.loads(raw) if raw else None
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[TelegramStandIn]:
-    """A running stand-in for one test (import this fixture into a test module to use it)."""
-    async with TelegramStandIn() as server:
-        yield server
 
 
 class TelegramStandIn:

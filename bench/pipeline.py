@@ -22,45 +22,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import math
-import os
-import platform
 import resource
-import secrets
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from bot.config import Settings
+from bench.processes import (
+    DEFAULT_POSTGRES_ADMIN_URL, LESSONBOT, DatabaseUnreachable, ServerFailed, ServerProcess, child_environment,
+    database_for, start_process, upgrade_schema,
+)
+from bench.report import (
+    add_json_option, machine, number, percentile, print_report, progress, run_event_loop, table,
+)
 
-DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TARGETS = ("echo", "sqlite", "postgresql")
 LABELS = {"echo": "echo (ceiling)", "sqlite": "SQLite", "postgresql": "PostgreSQL", "url": "server at --url"}
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-STARTUP_SECONDS = 60.0  # a cold start on a busy 2-core machine imports for several seconds
 WARMUP_CAP_SECONDS = 60.0
 
 
 # the command -------------------------------------------------------------------------------------------------------
 
+HELP = "web chat conversations against an echo ceiling, SQLite and PostgreSQL"
+DESCRIPTION = __doc__.split("\n", 2)[2]
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    pipeline = bench_kinds(subparsers).add_parser(
-        "pipeline",
-        help="web chat conversations against an echo ceiling, SQLite and PostgreSQL",
-        description=__doc__.split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+def add_arguments(pipeline: argparse.ArgumentParser) -> None:
     pipeline.add_argument("--conversations", type=int, default=50, help="conversations at once (default 50)")
     pipeline.add_argument("--messages", type=int, default=20, help="messages per conversation (default 20)")
     pipeline.add_argument("--warmup", type=int, default=2, help="first messages of each conversation left out (2)")
@@ -91,39 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pipeline.add_argument("--reply-timeout", type=float, default=30.0, help="a reply later than this is an error")
     pipeline.add_argument("--request-timeout", type=float, default=10.0, help="per HTTP request, seconds")
     add_json_option(pipeline)
-    pipeline.set_defaults(func=cmd_bench_pipeline)
 
 
-def add_json_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        metavar="PATH",
-        help="machine-readable results: on stdout instead of the table, or written to PATH as well",
-    )
-
-
-def print_report(report: dict[str, Any], args: argparse.Namespace, render: Callable[[dict[str, Any]], str]) -> None:
-    """The table on stdout (and the JSON in --json PATH), or with a bare --json the JSON alone on stdout."""
-    if args.json == "-":
-        print(json.dumps(report, indent=2))
-        return
-    print(render(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-
-
-def bench_kinds(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The benchmarks under `lessonbot bench`, shared with the other rooms that add one (whoever registers first)."""
-    bench = subparsers.choices.get("bench") or subparsers.add_parser("bench", help="measure the bot's speed")
-    for action in bench._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return bench.add_subparsers(dest="bench", required=True, metavar="KIND")
-
-
-def cmd_bench_pipeline(settings: Settings, args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         options = LoadOptions.from_args(args)
         targets = chosen_targets(args)
@@ -145,18 +109,6 @@ def chosen_targets(args: argparse.Namespace) -> list[str]:
     if not targets and not args.url:
         raise ValueError("nothing to measure: name --targets or give --url")
     return [name for name in TARGETS if name in targets]  # the ceiling first, whatever the order given
-
-
-def run_event_loop(coroutine: Any) -> Any:
-    """Run on uvloop when it is installed: the load generator costs less CPU there, leaving more to the server."""
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(coroutine)
 
 
 # what is measured --------------------------------------------------------------------------------------------------
@@ -222,14 +174,6 @@ class Samples:
     def reply(self, latency: float, at: float) -> None:
         self.replies.append(latency)
         self.last_reply_at = max(self.last_reply_at, at)
-
-
-def percentile(values: list[float], share: float) -> float | None:
-    """Nearest-rank percentile (share in 0..100) of values, None when there are none."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(share / 100 * len(ordered)) - 1)]
 
 
 def summarize(samples: Samples, *, started: float, replies_expected: bool) -> dict[str, Any]:
@@ -481,150 +425,11 @@ class LoadGenerator:
 # the servers -------------------------------------------------------------------------------------------------------
 
 
-class ServerFailed(Exception):
-    """A server process would not start or died; the message carries the end of its log."""
-
-
-class DatabaseUnreachable(Exception):
-    """The PostgreSQL server for the bench could not be reached; that target is skipped."""
-
-
-@dataclass
-class ServerProcess:
-    label: str
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU time the process has used (Linux /proc), None where that cannot be read."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return None
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    async def wait_ready(self, http: Any, path: str) -> dict[str, Any]:
-        deadline = time.perf_counter() + STARTUP_SECONDS
-        last_answer = "no answer"
-        while time.perf_counter() < deadline:
-            if self.process.poll() is not None:
-                raise ServerFailed(f"{self.label} exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                async with http.get(f"{self.url}{path}") as response:
-                    body = await response.read()
-                    if response.status == 200:
-                        return json.loads(body)
-                    last_answer = f"{path} answered {response.status} {body[:300].decode(errors='replace')}"
-            except Exception as exc:
-                last_answer = f"{path}: {type(exc).__name__}"  # not listening yet
-            await asyncio.sleep(0.1)
-        raise ServerFailed(
-            f"{self.label} was not ready within {STARTUP_SECONDS:g} s ({last_answer}):\n{self.log_tail()}"
-        )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def child_environment(workdir: Path, database_url: str | None = None) -> dict[str, str]:
-    """The server's settings: its own data folder and secret, quiet logs; the project importable from anywhere."""
-    env = dict(os.environ)
-    env.update(
-        DATA_DIR=str(workdir / "var"),
-        SECRET_KEY=secrets.token_hex(32),
-        LOG_LEVEL="WARNING",
-        LOG_FORMAT="text",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])),
-    )
-    if database_url is not None:
-        env["DATABASE_URL"] = database_url
-    return env
-
-
-def start_process(
-    label: str, argv: list[str], workdir: Path, env: dict[str, str], *, port: int | None = None
-) -> ServerProcess:
-    """Start a server process on `port` (a free one by default), its output in a log file of the work folder."""
-    port = port or free_port()
-    log_path = workdir / f"{label.split()[0].lower()}.log"
-    with log_path.open("wb") as log:
-        # The work folder is the current directory, so a developer's .env does not change what is measured.
-        process = subprocess.Popen(
-            [*argv, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        )
-    return ServerProcess(label, process, f"http://127.0.0.1:{port}", log_path)
-
-
-def upgrade_schema(workdir: Path, env: dict[str, str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "db", "upgrade"],
-        cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
-    )
-    if done.returncode != 0:
-        raise ServerFailed(f"`lessonbot db upgrade` failed:\n{(done.stderr or done.stdout)[-2000:]}")
-
-
-@contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A fresh database on the server at admin_url, dropped afterwards; DatabaseUnreachable if there is none."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(admin_url)
-
-    def connect() -> psycopg.Connection:
-        return psycopg.connect(
-            host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-            dbname=url.database or "postgres", autocommit=True, connect_timeout=3,
-        )
-
-    shown = url.render_as_string(hide_password=True)
-    name = f"lessonbot_bench_{secrets.token_hex(5)}"
-    try:
-        with connect() as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnreachable(f"PostgreSQL is not reachable at {shown} ({first_line(exc)})") from None
-    except psycopg.Error as exc:
-        raise DatabaseUnreachable(f"could not create a database at {shown} ({first_line(exc)})") from None
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with connect() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @asynccontextmanager
 async def started_server(target: str, workdir: Path, http: Any, postgres_url: str) -> AsyncIterator[ServerProcess]:
     """Start one target's server and wait until it is ready; stop it (and drop its database) afterwards."""
     if target == "echo":
-        argv = [sys.executable, "-m", "bot.bench_echo"]
+        argv = [sys.executable, "-m", "bench.echo"]
         server = start_process(LABELS[target], argv, workdir, child_environment(workdir))
         try:
             await server.wait_ready(http, "/healthz")
@@ -635,22 +440,12 @@ async def started_server(target: str, workdir: Path, http: Any, postgres_url: st
     with database_for(target, workdir, postgres_url) as database_url:
         env = child_environment(workdir, database_url)
         await asyncio.to_thread(upgrade_schema, workdir, env)
-        server = start_process(LABELS[target], [sys.executable, "-m", "bot.cli", "serve"], workdir, env)
+        server = start_process(LABELS[target], [*LESSONBOT, "serve"], workdir, env)
         try:
             await server.wait_ready(http, "/readyz")
             yield server
         finally:
             server.stop()
-
-
-@contextmanager
-def database_for(target: str, workdir: Path, postgres_url: str) -> Iterator[str]:
-    """The URL of a fresh, empty database for a target: a new SQLite file, or a new PostgreSQL database."""
-    if target == "sqlite":
-        yield f"sqlite:///{workdir / 'bench.db'}"
-    else:
-        with postgres_database(postgres_url) as url:
-            yield url
 
 
 # one run -----------------------------------------------------------------------------------------------------------
@@ -742,38 +537,7 @@ async def run_benchmark(options: LoadOptions, targets: list[str], *, url: str | 
     return report
 
 
-def progress(line: str) -> None:
-    print(f"bench: {line}", file=sys.stderr, flush=True)
-
-
 # the report --------------------------------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, Any]:
-    import aiohttp
-    import uvicorn
-
-    from bot.bench_echo import uvicorn_implementations
-
-    cpu_model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    client_loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
-    return {
-        "cpu": cpu_model,
-        "cores": os.cpu_count(),
-        "load_average": [round(value, 2) for value in os.getloadavg()],
-        "os": platform.platform(terse=True),
-        "python": platform.python_version(),
-        "uvicorn": uvicorn.__version__,
-        **uvicorn_implementations(),
-        "client": f"aiohttp {aiohttp.__version__} on {client_loop}",
-    }
 
 
 def render_report(report: dict[str, Any]) -> str:
@@ -837,15 +601,6 @@ def render_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Aligned text columns: the first left-aligned, the figures right-aligned."""
-    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    return [
-        "  ".join([row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]).rstrip()
-        for row in [header, *rows]
-    ]
-
-
 def cpu_notes(result: dict[str, Any]) -> list[str]:
     """CPU time used in the measured phase: a server far below one core while slow is waiting, or starved."""
     notes, seconds = [], result["measured_s"]
@@ -857,7 +612,3 @@ def cpu_notes(result: dict[str, Any]) -> list[str]:
     if result["client_cpu_s"] is not None and seconds:
         notes.append(f"load generator CPU {result['client_cpu_s']:.2f} s ({result['client_cpu_s'] / seconds:.0%})")
     return notes
-
-
-def number(value: float | None, decimals: int = 0) -> str:
-    return "n/a" if value is None else f"{value:,.{decimals}f}"

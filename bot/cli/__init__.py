@@ -1,0 +1,52 @@
+"""`lessonbot`: the command line. One module per command group, each with a `register` function listed in COMMANDS.
+
+The commands are where the pieces are put together: they read the settings (once, here), build the one database
+and the bot a process needs, and call the rooms' plain functions. Imports of heavy libraries stay inside the
+command functions, so `lessonbot --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from bot.cli import bench, broadcast, certificate, chat, course, db, knowledge, outbox, serve, telegram
+from bot.config import ConfigError, Settings, load_settings
+from bot.observability import configure_logging
+
+Command = Callable[[Settings, argparse.Namespace], int]
+
+# Each takes the subparsers object and adds its commands, each command's `func` a Command.
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    serve.register,  # serve, dispatch
+    chat.register,
+    db.register,
+    outbox.register,
+    bench.register,  # bench pipeline, channels, scheduler
+    telegram.register,
+    course.register,
+    certificate.register,
+    knowledge.register,  # ingest, eval knowledge, bench knowledge
+    broadcast.register,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lessonbot", description="Lessonbot: a chat-first learning bot.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in COMMANDS:
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, "text" if args.command == "chat" else settings.log_format)
+    return args.func(settings, args)

@@ -1,0 +1,50 @@
+"""`lessonbot chat`: talk to the bot in this terminal, or pipe lines into it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    chat = subparsers.add_parser("chat", help="talk to the bot in this terminal (or pipe lines into it)")
+    chat.add_argument("--user", default=getpass.getuser(), help="who you are in the conversation (default: $USER)")
+    chat.set_defaults(func=cmd_chat)
+
+
+def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.core import Lessonbot
+    from channels.console import ConsoleChannel
+
+    console = ConsoleChannel(args.user)
+    interactive = sys.stdin.isatty()
+
+    async def main() -> None:
+        lessonbot = Lessonbot(settings, [console])
+        try:
+            if interactive:
+                print(f"Chatting as {args.user}. Type a message; /help lists commands; Ctrl-D quits.")
+            while True:
+                if interactive:
+                    print("you> ", end="", flush=True)
+                line = await asyncio.to_thread(sys.stdin.readline)
+                if not line:
+                    break
+                if not line.strip():
+                    continue
+                await lessonbot.receive(console.inbound(line))
+                await lessonbot.settle()
+        finally:
+            await lessonbot.stop()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        print()
+    return 0

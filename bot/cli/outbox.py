@@ -1,0 +1,52 @@
+"""`lessonbot outbox [--failed] [requeue …]`: replies waiting or failed; put failed ones back in line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import TYPE_CHECKING
+
+from bot.cli.database import database
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    outbox = subparsers.add_parser("outbox", help="replies waiting or failed; requeue failed ones")
+    outbox.add_argument("action", nargs="?", choices=["requeue"], help="put failed replies back in line")
+    outbox.add_argument("ids", nargs="*", type=int, help="outbox ids to requeue")
+    outbox.add_argument("--all", action="store_true", help="requeue every failed reply")
+    outbox.add_argument("--failed", action="store_true", help="list the replies that could not be delivered")
+    outbox.add_argument("--limit", type=int, default=50, help="how many failed replies to list")
+    outbox.set_defaults(func=cmd_outbox)
+
+
+def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.outbox import dead_letters, outbox_counts, requeue
+
+    async def main() -> int:
+        async with database(settings) as db, db.transaction() as session:
+            if args.action == "requeue":
+                if not args.ids and not args.all:
+                    print("Name the replies to retry (lessonbot outbox requeue 12 13) or use --all.", file=sys.stderr)
+                    return 2
+                count = await requeue(session, None if args.all else args.ids)
+                print(f"Requeued {count} failed {'reply' if count == 1 else 'replies'}.")
+                return 0
+            if args.failed:
+                rows = await dead_letters(session, limit=args.limit)
+                if not rows:
+                    print("No failed replies.")
+                for row in rows:
+                    print(
+                        f"{row.id}\t{row.channel}:{row.chat_id}\ttries={row.attempts}\t"
+                        f"{row.created_at:%Y-%m-%d %H:%M:%S}\t{row.last_error or ''}"
+                    )
+                return 0
+            counts = await outbox_counts(session)
+            print("  ".join(f"{status}={count}" for status, count in counts.items()))
+            return 0
+
+    return asyncio.run(main())

@@ -1,0 +1,70 @@
+"""`lessonbot serve` (the web server, the worker and the dispatcher) and `lessonbot dispatch` (the dispatcher alone)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from bot.core import Lessonbot
+
+log = logging.getLogger("lessonbot")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser(
+        "serve", help="run the web server (web chat, webhooks), the worker and the dispatcher"
+    )
+    serve.add_argument("--host", help="interface to bind (default: HOST setting, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: PORT setting, 8000)")
+    serve.add_argument("--no-worker", action="store_true", help="record and acknowledge only; others process")
+    serve.add_argument("--no-dispatcher", action="store_true", help="leave sending to a `lessonbot dispatch` process")
+    serve.set_defaults(func=cmd_serve)
+
+    dispatch = subparsers.add_parser("dispatch", help="run only the outbox dispatcher")
+    dispatch.set_defaults(func=cmd_dispatch)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bot.app import create_app
+
+    app = create_app(settings, process=not args.no_worker, dispatch=not args.no_dispatcher)
+    host, port = args.host or settings.host, args.port or settings.port
+    log.info("serving on http://%s:%s", host, port)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
+    return 0
+
+
+def dispatcher(settings: Settings, *, elect: bool = True) -> Lessonbot:
+    """A bot that only sends and keeps time: the outbox dispatcher and the clock (lessons, nudges, broadcasts), for
+    the channels the settings turn on. It processes no message. With `elect`, it works only while elected."""
+    from bot.app import build_channels
+    from bot.core import Lessonbot, attach_clock
+
+    lessonbot = Lessonbot(settings, build_channels(settings), process=False, dispatch=True, elect=elect)
+    attach_clock(lessonbot)  # lessons, nudges and broadcasts run with the elected dispatcher
+    return lessonbot
+
+
+def cmd_dispatch(settings: Settings, args: argparse.Namespace) -> int:
+    """The outbox dispatcher alone, for a topology with separate web workers."""
+
+    async def main() -> None:
+        lessonbot = dispatcher(settings)
+        lessonbot.start()
+        log.info("dispatcher running for channels: %s", ", ".join(lessonbot.channels) or "none")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await lessonbot.stop()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0
