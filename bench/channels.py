@@ -485,7 +485,8 @@ def chat_ids(case: OutboundCase, batch: int) -> list[str]:
 
 async def queue_replies(db: Database, case: OutboundCase, batch: int) -> None:
     """Write the case's replies into the served process's outbox in one transaction, as a dialog would."""
-    from storage.models import Conversation, OutboxMessage, utcnow
+    from storage.models import Conversation, utcnow
+    from storage.outbox import OutboxEntry, enqueue
 
     async with db.transaction() as session:
         now = utcnow()
@@ -496,14 +497,13 @@ async def queue_replies(db: Database, case: OutboundCase, batch: int) -> None:
         session.add_all(conversations)
         await session.flush()
         for part in range(case.per_chat):  # in id order: the first reply of every chat, then the second …
-            session.add_all(
-                OutboxMessage(
+            await enqueue(session, [
+                OutboxEntry(
                     conversation_id=conversation.id, channel=case.channel, chat_id=conversation.chat_id,
                     payload={"kind": "text", "text": f"Reply {part + 1} of {case.per_chat}: keep going!"},
-                    status="pending", next_attempt_at=now,
                 )
                 for conversation in conversations
-            )
+            ], now=now)
 
 
 def busiest_second(times: Sequence[float]) -> int:

@@ -98,11 +98,15 @@ async def test_permanent_failure_dead_letters_at_once_and_requeue_resends(make_b
     assert (await outbox_rows(bot))[0].status == "sent"
 
 
-async def test_a_process_that_died_mid_send_is_taken_over_after_its_lease(make_bot):
+async def test_a_process_that_died_mid_send_is_taken_over_after_its_lease(settings, make_bot):
     channel = RecordingChannel()
+    processor = Lessonbot(settings, [channel], dispatch=False, respond=three_replies)  # sends nothing itself
+    try:
+        await processor.receive(message("hi"))
+        await processor.settle()
+    finally:
+        await processor.stop()
     bot = make_bot(channel)
-    await bot.receive(message("hi"))
-    await bot.worker.idle()
     async with bot.db.transaction() as session:  # as a dead dispatcher leaves it: claimed, lease run out
         row = await session.scalar(select(OutboxMessage).order_by(OutboxMessage.id).limit(1))
         row.status, row.attempts = "sending", 1
