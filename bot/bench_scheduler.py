@@ -315,7 +315,8 @@ async def bench_broadcast(args: argparse.Namespace, platform: str) -> dict[str, 
         await db.dispose()
         with tempfile.TemporaryDirectory(prefix="lessonbot-bench-") as folder:
             settings = platform_settings(url, platform, server, Path(folder))
-            bot = Lessonbot(settings, build_channels(settings), process=False, dispatch=True)
+            db = Database(settings.resolved_database_url)
+            bot = Lessonbot(settings, build_channels(settings, db), process=False, dispatch=True, db=db)
             attach_clock(bot)
             bot.start()
             try:

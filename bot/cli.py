@@ -40,9 +40,11 @@ def cmd_dispatch(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import build_channels
     from bot.core import Lessonbot
     from scheduler.clock import attach_clock
+    from storage.db import Database
 
     async def main() -> None:
-        lessonbot = Lessonbot(settings, build_channels(settings), process=False, dispatch=True, elect=True)
+        db = Database(settings.resolved_database_url)
+        lessonbot = Lessonbot(settings, build_channels(settings, db), process=False, dispatch=True, elect=True, db=db)
         attach_clock(lessonbot)  # lessons, nudges and broadcasts run with the elected dispatcher
         lessonbot.start()
         log.info("dispatcher running for channels: %s", ", ".join(lessonbot.channels) or "none")

@@ -27,7 +27,7 @@ from bot.config import Settings
 from bot.messages import reply_from_payload
 from bot.observability import MESSAGES_OUT, SEND_FAILURES, conversation_id_var
 from bot.ratelimit import RateLimiter
-from channels.base import Channel, Delivery, PermanentSendError, RateLimited, TransientSendError, WaitForInbound
+from bot.channel import Channel, Delivery, PermanentSendError, RateLimited, TransientSendError, WaitForInbound
 from storage.db import Database
 from storage.models import Conversation, OutboxMessage, utcnow
 

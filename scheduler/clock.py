@@ -40,6 +40,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bot.channel import unprompted_windows
 from scheduler import broadcast, nudges, planner
 from scheduler.context import JobContext
 from storage.db import make_sync_engine
@@ -241,7 +242,7 @@ def attach_clock(lessonbot: Lessonbot) -> Clock:
             db=lessonbot.db,
             notify=lessonbot.dispatcher.notify,
             data_dir=settings.data_dir,
-            whatsapp_template=bool(settings.twilio_template_content_sid),
+            unprompted_windows=unprompted_windows(lessonbot.channels.values()),
         ),
         owner=lessonbot.worker.owner,
     )

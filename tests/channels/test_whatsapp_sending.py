@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.messages import Choice, Document, Text
-from channels.base import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError, WaitForInbound
+from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError, WaitForInbound
 from channels.whatsapp import WhatsAppChannel
 from storage.models import Conversation, OutboxMessage
 from tests.channels.twilio_standin import (
