@@ -122,6 +122,12 @@ async def test_a_second_workspace_installs_and_its_people_become_learners(distri
             assert message.conversation_id is not None
 
 
+async def test_installations_are_kept_through_the_processs_own_database(distributed, standin):
+    """No second engine in the serving process: on SQLite it would bypass the turnstile of the one connection."""
+    async with running(distributed) as (client, lessonbot):
+        assert lessonbot.channels["slack"].installations.db is lessonbot.db
+
+
 async def test_a_state_works_once_and_only_with_its_browser_cookie(distributed, standin):
     async with running(distributed) as (client, lessonbot):
         start = await client.get("/slack/install")
