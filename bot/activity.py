@@ -5,10 +5,12 @@ runs, the pipeline keeps the channel's typing indicator on, and a dialog may han
 Both are courtesy: they go straight to the platform (not through the outbox), a failure is logged and forgotten,
 and the reply itself still comes through the outbox, durable and in order.
 
-A channel opts in with either method:
-- `show_typing(chat_id)`: Telegram's "typing…" (shown for 5 seconds or until the next message: renewed every 4).
-- `show_draft(chat_id, text)`: the text so far (the web chat's draft bubble, Telegram's `sendMessageDraft` in private
-  chats); called with "" when the work is over, whatever its outcome (the reply, when it comes, takes its place).
+A channel opts in with either capability (declared in bot/channel.py):
+- `ShowsTyping`, `show_typing(chat_id)`: Telegram's "typing…" (shown for 5 seconds or until the next message:
+  renewed every 4).
+- `ShowsDrafts`, `show_draft(chat_id, text)`: the text so far (the web chat's draft bubble, Telegram's
+  `sendMessageDraft` in private chats); called with "" when the work is over, whatever its outcome (the reply, when
+  it comes, takes its place).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+
+from bot.channel import Channel, ShowsDrafts, ShowsTyping
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +31,17 @@ Draft = Callable[[str], Awaitable[None]]
 
 
 class Activity:
-    def __init__(self, channels: Mapping[str, Any]) -> None:
+    def __init__(self, channels: Mapping[str, Channel]) -> None:
         self.channels = channels
 
     @asynccontextmanager
     async def working(self, channel: str, chat_id: str) -> AsyncIterator[None]:
         """Keep the typing indicator on in this chat while the block runs (if the channel has one); the draft, if
         any, is over when it ends."""
-        show = getattr(self.channels.get(channel), "show_typing", None)
+        shows = self.channels.get(channel)
         task = None
-        if show is not None:
-            task = asyncio.get_running_loop().create_task(self._keep_typing(show, channel, chat_id))
+        if isinstance(shows, ShowsTyping):
+            task = asyncio.get_running_loop().create_task(self._keep_typing(shows.show_typing, channel, chat_id))
         try:
             yield
         finally:
@@ -59,9 +62,10 @@ class Activity:
 
     def drafts(self, channel: str, chat_id: str) -> Draft | None:
         """A function that shows the reply so far in this chat, or None when the channel cannot."""
-        show = getattr(self.channels.get(channel), "show_draft", None)
-        if show is None:
+        shows = self.channels.get(channel)
+        if not isinstance(shows, ShowsDrafts):
             return None
+        show = shows.show_draft
 
         async def draft(text: str) -> None:
             try:

@@ -1,56 +1,49 @@
-"""The ASGI app: the web chat, health and metrics, and (as they are connected) the platforms' webhooks.
+"""The ASGI app: health and metrics, and the routes of the channels this process serves (the web chat's page, the
+platforms' webhooks).
 
-Every inbound endpoint follows one path: read the body within MAX_BODY_BYTES → verify and parse (the channel) →
-record (`Lessonbot.receive`) → acknowledge. Processing happens after the response, in the conversation worker.
+Every inbound endpoint follows one path, built from channels/webhook.py's steps: read the body within MAX_BODY_BYTES
+→ verify → parse → record (`Lessonbot.receive`) → acknowledge. Processing happens after the response, in the
+conversation worker.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
+from bot.channel import Channel, HasRoutes
 from bot.config import Settings
 from bot.core import Lessonbot, attach_clock
 from bot.observability import INBOUND_PENDING, OUTBOX_DEPTH, REGISTRY
-from channels.base import Channel, RequestRejected
-from channels.http import read_limited_body
-from channels.webchat import WebChatChannel, reply_view
+from channels.webchat import WebChatChannel
+from storage.db import Database
 from storage.migrate import current_revisions, head_revisions
-from storage.models import Conversation, OutboxMessage
-from storage.outbox import OutboxStatus, outbox_counts, pending_inbound_count
+from storage.outbox import outbox_counts, pending_inbound_count
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).parent / "web"
-SSE_KEEPALIVE_SECONDS = 15.0
 
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over `limit` bytes without reading past it."""
-    return await read_limited_body(request, limit)
-
-
-def rejected(exc: RequestRejected) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
-
-
-def build_channels(settings: Settings) -> list[Channel]:
+def build_channels(settings: Settings, db: Database) -> list[Channel]:
+    """The channels the settings turn on. `db` is the process's database (the one its Lessonbot uses): the Slack
+    installations are kept there."""
     channels: list[Channel] = []
     if settings.web_chat_enabled:
-        channels.append(WebChatChannel(settings.resolved_secret_key))
+        channels.append(
+            WebChatChannel(
+                settings.resolved_secret_key,
+                max_body_bytes=settings.max_body_bytes,
+                poll_seconds=settings.worker_poll_seconds,
+            )
+        )
     if settings.telegram_bot_token and settings.telegram_webhook_secret:
         from channels.telegram import TelegramChannel
 
@@ -97,8 +90,8 @@ def build_channels(settings: Settings) -> list[Channel]:
         log.info("whatsapp is off: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_FROM and PUBLIC_BASE_URL")
     many_workspaces = bool(settings.slack_client_id and settings.slack_client_secret)
     if settings.slack_signing_secret and (settings.slack_bot_token or many_workspaces):
-        from bot.slack_installations import SlackInstallations
         from channels.slack import SlackChannel
+        from channels.slack.installations import SlackInstallations
 
         if many_workspaces and settings.slack_bot_token:
             log.warning("slack: SLACK_BOT_TOKEN is ignored; each workspace's token comes from its installation")
@@ -108,7 +101,7 @@ def build_channels(settings: Settings) -> list[Channel]:
                 bot_token=settings.slack_bot_token,
                 client_id=settings.slack_client_id,
                 client_secret=settings.slack_client_secret,
-                installations=SlackInstallations.connect(settings.resolved_database_url) if many_workspaces else None,
+                installations=SlackInstallations(db) if many_workspaces else None,
                 api_base_url=settings.slack_api_base_url,
                 public_base_url=settings.public_base_url,
                 max_body_bytes=settings.max_body_bytes,
@@ -136,9 +129,9 @@ def create_app(
     dispatch: bool = True,
     channels: list[Channel] | None = None,
 ) -> Starlette:
-    channels = build_channels(settings) if channels is None else channels
-    webchat = next((c for c in channels if isinstance(c, WebChatChannel)), None)
-    lessonbot = Lessonbot(settings, channels, process=process, dispatch=dispatch, elect=True)
+    db = Database(settings.resolved_database_url)
+    channels = build_channels(settings, db) if channels is None else channels
+    lessonbot = Lessonbot(settings, channels, process=process, dispatch=dispatch, elect=True, db=db)
     attach_clock(lessonbot)  # lessons, nudges and broadcasts run wherever the dispatcher is elected
 
     @asynccontextmanager
@@ -191,113 +184,12 @@ def create_app(
         Route("/metrics", metrics),
     ]
 
-    # web chat -------------------------------------------------------------------------------------------------
-
-    if webchat is not None:
-        routes += web_chat_routes(lessonbot, webchat, settings)
     for channel in channels:
-        # Platform channels bring their own webhook routes; each verifies, then receives, then acknowledges.
-        if hasattr(channel, "routes"):
+        # Channels bring their own routes (the web chat's page, the platforms' webhooks); each inbound one
+        # verifies, then records, then acknowledges.
+        if isinstance(channel, HasRoutes):
             routes += channel.routes(lessonbot)
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.lessonbot = lessonbot
     return app
-
-
-def web_chat_routes(lessonbot: Lessonbot, webchat: WebChatChannel, settings: Settings) -> list[Any]:
-    async def page(request: Request) -> Response:
-        return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
-
-    async def new_session(request: Request) -> Response:
-        return JSONResponse({"session": webchat.new_session()}, status_code=201)
-
-    async def post_message(request: Request) -> Response:
-        try:
-            message = webchat.parse(await read_body(request, settings.max_body_bytes))
-        except RequestRejected as exc:
-            return rejected(exc)
-        recorded = await lessonbot.receive(message)
-        if recorded.duplicate:
-            return JSONResponse({"status": "duplicate"}, status_code=200)
-        return JSONResponse({"status": "accepted", "id": recorded.inbound_id}, status_code=202)
-
-    outbox, conversations = OutboxMessage.__table__, Conversation.__table__
-    replies_after = (  # built once; by conversation, so the (status, conversation_id, id) index answers without a sort
-        select(outbox.c.id, outbox.c.payload)
-        .where(
-            outbox.c.conversation_id
-            == select(conversations.c.id)
-            .where(conversations.c.channel == webchat.name, conversations.c.chat_id == bindparam("chat"))
-            .scalar_subquery(),
-            outbox.c.status == OutboxStatus.SENT.value,
-            outbox.c.id > bindparam("after"),
-        )
-        .order_by(outbox.c.id)
-        .limit(bindparam("most"))
-    )
-
-    async def fetch_replies(session_id: str, after: int, limit: int = 100) -> list[dict[str, Any]]:
-        async with lessonbot.db.sessions() as session:
-            connection = await session.connection()
-            rows = await connection.execute(replies_after, {"chat": session_id, "after": after, "most": limit})
-            return [reply_view(row.id, row.payload) for row in rows]
-
-    def session_and_cursor(request: Request) -> tuple[str, int]:
-        session_id = webchat.verify_session(request.query_params.get("session"))
-        raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-        if not raw.isdigit():
-            raise RequestRejected(422, "'after' must be the id of the last reply seen (a whole number).")
-        return session_id, int(raw)
-
-    async def list_replies(request: Request) -> Response:
-        try:
-            session_id, after = session_and_cursor(request)
-        except RequestRejected as exc:
-            return rejected(exc)
-        return JSONResponse({"replies": await fetch_replies(session_id, after)})
-
-    async def events(request: Request) -> Response:
-        try:
-            session_id, after = session_and_cursor(request)
-        except RequestRejected as exc:
-            return rejected(exc)
-
-        async def stream() -> AsyncIterator[str]:
-            cursor, quiet, shown_draft = after, 0.0, None
-            yield "retry: 2000\n\n"
-            while True:
-                replies = await fetch_replies(session_id, cursor)
-                for reply in replies:
-                    cursor = reply["id"]
-                    yield f"id: {cursor}\nevent: reply\ndata: {json.dumps(reply, ensure_ascii=False)}\n\n"
-                draft = webchat.draft(session_id)
-                if draft is not None and draft != shown_draft:  # no id: a draft is not replayed on reconnecting
-                    yield f"event: draft\ndata: {json.dumps({'text': draft}, ensure_ascii=False)}\n\n"
-                shown_draft = draft
-                if replies or draft is not None:
-                    quiet = 0.0
-                elif quiet >= SSE_KEEPALIVE_SECONDS:
-                    quiet = 0.0
-                    yield ": keep-alive\n\n"
-                if await request.is_disconnected():
-                    return
-                # Woken at once by a send in this process; other processes' sends are seen at the next poll.
-                started = asyncio.get_running_loop().time()
-                await webchat.wait_for_reply(session_id, timeout=settings.worker_poll_seconds)
-                quiet += asyncio.get_running_loop().time() - started
-
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
-    return [
-        Route("/", page),
-        Route("/chat/api/sessions", new_session, methods=["POST"]),
-        Route("/chat/api/messages", post_message, methods=["POST"]),
-        Route("/chat/api/messages", list_replies, methods=["GET"]),
-        Route("/chat/api/events", events),
-        Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
-    ]

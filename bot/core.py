@@ -7,18 +7,19 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
 from bot import routing
 from bot.activity import Activity
+from bot.channel import Channel, Closable, WatchesSentReplies, unprompted_windows
 from bot.config import Settings
 from bot.dispatcher import Claimed, OutboxDispatcher
 from bot.messages import InboundMessage
 from bot.pipeline import ConversationWorker, Recorded, Responder, record
-from channels.base import Channel
-from sqlalchemy import select
-
 from scheduler.leader import Leadership
 from storage.db import Database
 from storage.models import OutboxMessage
+from storage.outbox import sent_replies
 
 if TYPE_CHECKING:
     from scheduler.clock import Clock
@@ -110,9 +111,9 @@ class Lessonbot:
 
     def _after_sent(self, row: Claimed) -> None:
         """Channels that show replies from our own database (the web chat) learn the moment one is committed."""
-        after_sent = getattr(self.channels.get(row.channel), "after_sent", None)
-        if after_sent is not None:
-            after_sent(row.chat_id)
+        channel = self.channels.get(row.channel)
+        if isinstance(channel, WatchesSentReplies):
+            channel.after_sent(row.chat_id)
 
     async def receive(self, message: InboundMessage) -> Recorded:
         """Record a verified message; the caller acknowledges once this returns. Processing follows on its own."""
@@ -141,6 +142,13 @@ class Lessonbot:
                 row.delivery_status = status
                 row.delivery_error = error[:2000] if error else None
             return True
+
+    async def sent_replies(
+        self, channel: str, chat_id: str, *, after: int, limit: int = 100
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """The replies sent to one chat after outbox id `after`, oldest first (the web chat's page reads these)."""
+        async with self.db.sessions() as session:
+            return await sent_replies(session, channel, chat_id, after=after, limit=limit)
 
     def start(self) -> None:
         """Start the background loops that pick up work left by other processes or by a crash."""
@@ -175,10 +183,9 @@ class Lessonbot:
         self._tasks.clear()
         await self.worker.idle()
         for channel in self.channels.values():
-            close = getattr(channel, "close", None)  # channels holding connections (an SDK client) close them
-            if close is not None:
+            if isinstance(channel, Closable):
                 try:
-                    await close()
+                    await channel.close()
                 except Exception:
                     log.exception("closing the %s channel failed", channel.name)
         await self.db.dispose()
@@ -195,7 +202,7 @@ def attach_clock(lessonbot: Lessonbot) -> Clock:
             db=lessonbot.db,
             notify=lessonbot.dispatcher.notify,
             data_dir=settings.data_dir,
-            whatsapp_template=bool(settings.twilio_template_content_sid),
+            unprompted_windows=unprompted_windows(lessonbot.channels.values()),
         ),
         owner=lessonbot.worker.owner,
     )

@@ -28,8 +28,8 @@ from sqlalchemy.orm import aliased
 from bot.config import Settings
 from bot.messages import reply_from_payload
 from bot.observability import MESSAGES_OUT, SEND_FAILURES, conversation_id_var
+from bot.channel import Channel, Delivery, PermanentSendError, RateLimited, TransientSendError, WaitForInbound
 from bot.ratelimit import RateLimiter, keys_to_pause
-from channels.base import Channel, Delivery, PermanentSendError, RateLimited, TransientSendError, WaitForInbound
 from storage.db import Database
 from storage.models import Conversation, OutboxMessage, utcnow
 from storage.outbox import ACTIVE, OutboxStatus

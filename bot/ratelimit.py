@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from channels.base import RateLimit
+from bot.channel import RateLimit
 
 GUARD = 0.05  # each window is kept this share longer than the platform's, for the jitter of the trip
 SPREAD_UP_TO_SECONDS = 1.0  # limits with windows up to this long are spread evenly over the window

@@ -11,8 +11,8 @@ import sys
 import uuid
 from typing import TextIO
 
+from bot.channel import Delivery, RateLimit
 from bot.messages import Document, InboundMessage, Text
-from channels.base import Delivery, RateLimit
 from channels.markdown import PLAIN, render
 
 

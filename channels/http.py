@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import ClientDisconnect, Request
 
-from channels.base import RequestRejected
+from bot.channel import RequestRejected
 
 
 async def read_limited_body(request: Request, limit: int) -> bytes:

@@ -9,11 +9,12 @@ other processes, which know nothing of a test's clock.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from bot.channel import UnpromptedWindow
 from storage.db import Database
 from storage.models import utcnow
 
@@ -26,5 +27,7 @@ class JobContext:
     now: Now = utcnow
     notify: Callable[[], None] = lambda: None  # outbox rows were written: the dispatcher may look at once
     data_dir: Path | None = None  # where generated files go (a certificate at the end of a pushed lesson)
-    whatsapp_template: bool = False  # an approved template is configured for outside WhatsApp's 24-hour window
+    # Channel name → until when it may send what the person did not ask for (bot.channel.SendsUnpromptedWithin):
+    # the channels' own rules, such as WhatsApp's 24-hour window; a channel not listed has no such limit.
+    unprompted_windows: Mapping[str, UnpromptedWindow] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)  # the bandit's draws (seeded in tests)

@@ -11,9 +11,11 @@ Kinds, in the order they win when several are due for one learner at once:
   unless their streak is at risk (the evening's streak saver covers both).
 
 At most one nudge per sweep per learner, none within NUDGE_GAP of the one before, none in quiet hours (the next
-sweep after them sends it), none to paused or stopped learners or to a chat that opted out. WhatsApp's 24-hour window:
-outside it only an approved template may go out, so without one configured the nudge is skipped and recorded
-(`skipped_window`) instead of queued to wait for the learner to write (when it would be pointless).
+sweep after them sends it), none to paused or stopped learners or to a chat that opted out. A channel may have a rule
+of its own for messages the learner did not ask for (`JobContext.unprompted_windows`, declared by the channel: on
+WhatsApp, only within 24 hours of the learner's last message unless an approved template is configured); past it the
+nudge is skipped and recorded (`skipped_window`) instead of queued to wait for the learner to write (when it would be
+pointless).
 
 Each nudge is decided once: a `nudge_log` row under the nudge's key (`nudge:{user}:{kind}:…`) and its outbox row
 with the same key, in one transaction. The template is the bandit's choice (scheduler/bandit.py); `settle` later
@@ -53,7 +55,6 @@ NUDGE_GAP = timedelta(hours=12)
 STREAK_AT_RISK = 2
 STREAK_SAVER_HOURS = (time(19, 0), time(23, 0))  # local; a streak ends at local midnight
 REVIEW_HOURS = (time(12, 0), time(21, 0))  # local
-WHATSAPP_WINDOW = timedelta(hours=24)  # Twilio: free-form messages only within 24 h of the person's last message
 UNDELIVERED_AFTER = timedelta(days=2)  # a nudge still not sent by then taught nothing: settled without a verdict
 BATCH = 500
 
@@ -110,10 +111,13 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
     return None
 
 
-def outside_whatsapp_window(conversation: Conversation, now: datetime) -> bool:
-    return conversation.channel == "whatsapp" and (
-        conversation.last_inbound_at is None or now - conversation.last_inbound_at >= WHATSAPP_WINDOW
-    )
+def outside_window(ctx: JobContext, conversation: Conversation, now: datetime) -> bool:
+    """Whether the conversation's channel may no longer send the learner what they did not ask for."""
+    window = ctx.unprompted_windows.get(conversation.channel)
+    if window is None:
+        return False
+    until = window(conversation.last_inbound_at)
+    return until is not None and now >= until
 
 
 # The sweep -----------------------------------------------------------------------------------------------------------
@@ -204,7 +208,7 @@ async def sweep(ctx: JobContext) -> Counter[str]:
 async def queue_nudge(ctx: JobContext, nudge: Nudge, template: str, user: User, conversation: Conversation,
                       now: datetime) -> str | None:
     """Record the nudge and queue it (or record why not). None: it was decided before."""
-    skipped = outside_whatsapp_window(conversation, now) and not ctx.whatsapp_template
+    skipped = outside_window(ctx, conversation, now)
     async with ctx.db.transaction() as session:
         claimed = await session.execute(insert_ignoring_conflicts(session, NudgeLog, {
             "user_id": user.id, "kind": nudge.kind, "step": nudge.step, "template": template,
@@ -215,8 +219,8 @@ async def queue_nudge(ctx: JobContext, nudge: Nudge, template: str, user: User, 
         if claimed.first() is None:
             return None
         if skipped:
-            log.info("nudge skipped: WhatsApp's 24-hour window is closed and no template is configured",
-                     extra={"user_id": user.id, "kind": nudge.kind})
+            log.info("nudge skipped: %s may send unprompted messages only for a while after the learner writes",
+                     conversation.channel, extra={"user_id": user.id, "kind": nudge.kind})
             return SKIPPED_WINDOW
         reply = wording.nudge(nudge.kind, template, language=user.locale, facts=nudge.facts)
         await enqueue(session, [OutboxEntry(

@@ -1,4 +1,5 @@
-"""The outbox: the one way a reply is queued, its statuses, and the queries several rooms share.
+"""The outbox: the one way a reply is queued, its statuses, and the queries several rooms share (the dispatcher,
+the admin commands, the CLI, the web chat).
 
 Every reply the bot sends is a row here first, written in the same transaction as the state change that caused it
 (the pipeline's turn, a scheduled lesson, a nudge, a broadcast); the dispatcher sends the rows. `enqueue` is the one
@@ -14,11 +15,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import InboundMessage, OutboxMessage, utcnow
+from storage.models import Conversation, InboundMessage, OutboxMessage, utcnow
 
 
 class OutboxStatus(StrEnum):
@@ -104,6 +105,34 @@ async def pending_inbound_count(session: AsyncSession) -> int:
     return await session.scalar(
         select(func.count()).select_from(InboundMessage).where(InboundMessage.status == InboundStatus.PENDING)
     ) or 0
+
+
+_CONVERSATIONS = Conversation.__table__
+_SENT_AFTER = (  # built once: the web chat's event streams ask it for every reply
+    select(_OUTBOX.c.id, _OUTBOX.c.payload)
+    .where(
+        # by conversation, so the (status, conversation_id, id) index answers it without a sort
+        _OUTBOX.c.conversation_id
+        == select(_CONVERSATIONS.c.id)
+        .where(_CONVERSATIONS.c.channel == bindparam("in_channel"), _CONVERSATIONS.c.chat_id == bindparam("chat"))
+        .scalar_subquery(),
+        _OUTBOX.c.status == OutboxStatus.SENT.value,
+        _OUTBOX.c.id > bindparam("after"),
+    )
+    .order_by(_OUTBOX.c.id)
+    .limit(bindparam("most"))
+)
+
+
+async def sent_replies(
+    session: AsyncSession, channel: str, chat_id: str, *, after: int, limit: int = 100
+) -> list[tuple[int, dict[str, Any]]]:
+    """The replies sent to one chat after outbox id `after`, oldest first, as (outbox id, payload)."""
+    connection = await session.connection()
+    rows = await connection.execute(
+        _SENT_AFTER, {"in_channel": channel, "chat": chat_id, "after": after, "most": limit}
+    )
+    return [(row.id, row.payload) for row in rows]
 
 
 async def dead_letters(session: AsyncSession, limit: int = 50) -> Sequence[OutboxMessage]:

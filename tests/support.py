@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from bot.core import Lessonbot
 from bot.messages import InboundMessage, Reply, Text
-from channels.base import Delivery, RateLimit
+from bot.channel import Delivery, RateLimit
 
 
 @dataclass

@@ -45,8 +45,10 @@ def dispatcher(settings: Settings, *, elect: bool = True) -> Lessonbot:
     the channels the settings turn on. It processes no message. With `elect`, it works only while elected."""
     from bot.app import build_channels
     from bot.core import Lessonbot, attach_clock
+    from storage.db import Database
 
-    lessonbot = Lessonbot(settings, build_channels(settings), process=False, dispatch=True, elect=elect)
+    db = Database(settings.resolved_database_url)
+    lessonbot = Lessonbot(settings, build_channels(settings, db), process=False, dispatch=True, elect=elect, db=db)
     attach_clock(lessonbot)  # lessons, nudges and broadcasts run with the elected dispatcher
     return lessonbot
 

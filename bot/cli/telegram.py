@@ -117,7 +117,7 @@ def cmd_set_webhook(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
     from bot.core import Lessonbot
-    from channels.telegram_polling import PollingStopped, poll
+    from channels.telegram.polling import PollingStopped, poll
 
     if not settings.telegram_bot_token:
         print(NO_TOKEN, file=sys.stderr)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from bot.core import Lessonbot
 from bot.ratelimit import RateLimiter
-from channels.base import PermanentSendError, RateLimit, RateLimited, TransientSendError
+from bot.channel import PermanentSendError, RateLimit, RateLimited, TransientSendError
 from dialogs.base import Turn
 from storage.models import OutboxMessage
 from storage.outbox import requeue

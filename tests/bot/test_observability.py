@@ -7,7 +7,7 @@ import logging
 
 from bot.core import Lessonbot
 from bot.observability import JsonFormatter, conversation_id_var
-from channels.base import TransientSendError
+from bot.channel import TransientSendError
 from tests.support import RecordingChannel, Transcript
 
 SECRET_WORDS = "my card number is 4242 4242 4242 4242"

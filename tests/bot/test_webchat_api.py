@@ -25,7 +25,9 @@ from starlette.applications import Starlette
 from bot.app import create_app
 from bot.config import Settings, load_settings
 from bot.messages import Document
-from channels.webchat import MAX_TEXT_CHARS, WebChatChannel, reply_view
+from channels.webchat import WebChatChannel
+from channels.webchat.channel import MAX_TEXT_CHARS
+from channels.webchat.routes import reply_view
 from storage.migrate import head_revisions
 from storage.models import InboundMessage, OutboxMessage
 

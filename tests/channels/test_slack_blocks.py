@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 from bot.messages import Choice, Document, Text
-from channels.slack import SCOPES
-from channels.slack_blocks import (
+from channels.slack.blocks import (
     BLOCKS_PER_MESSAGE,
     BUTTON_TEXT_LIMIT,
     SECTION_TEXT_LIMIT,
@@ -19,9 +18,10 @@ from channels.slack_blocks import (
     render_link,
     render_text,
 )
-from channels.slack_inbound import SLASH_COMMANDS
+from channels.slack.inbound import SLASH_COMMANDS
+from channels.slack.routes import SCOPES
 
-MANIFEST = Path(__file__).resolve().parents[2] / "channels/slack_manifest.yml"
+MANIFEST = Path(__file__).resolve().parents[2] / "channels/slack/manifest.yml"
 
 
 def sections(message) -> list[str]:

@@ -13,12 +13,12 @@ from slack_sdk.oauth.installation_store import Installation
 from sqlalchemy import func, select
 
 from bot.app import build_channels
+from bot.channel import Delivery, PermanentSendError
 from bot.config import load_settings
 from bot.messages import Text
-from bot.slack_installations import SlackInstallations
-from channels.base import Delivery, PermanentSendError
-from channels.slack import SCOPES
-from channels.slack_store import SlackInstallationStore
+from channels.slack.installations import SlackInstallations
+from channels.slack.routes import SCOPES
+from channels.slack.store import SlackInstallationStore
 from storage.db import Database
 from storage.models import ChannelIdentity, InboundMessage, User
 from storage.slack import SlackInstallation, SlackOAuthState
@@ -122,6 +122,12 @@ async def test_a_second_workspace_installs_and_its_people_become_learners(distri
             assert message.conversation_id is not None
 
 
+async def test_installations_are_kept_through_the_processs_own_database(distributed, standin):
+    """No second engine in the serving process: on SQLite it would bypass the turnstile of the one connection."""
+    async with running(distributed) as (client, lessonbot):
+        assert lessonbot.channels["slack"].installations.db is lessonbot.db
+
+
 async def test_a_state_works_once_and_only_with_its_browser_cookie(distributed, standin):
     async with running(distributed) as (client, lessonbot):
         start = await client.get("/slack/install")
@@ -188,7 +194,8 @@ async def test_one_workspace_mode_explains_that_install_needs_a_client_id(settin
 
 
 async def test_the_store_keeps_one_row_per_workspace_and_finds_org_wide_installs(database_url):
-    records = SlackInstallations(Database(database_url))
+    db = Database(database_url)
+    records = SlackInstallations(db)
     store = SlackInstallationStore(records)
     try:
         first = Installation(app_id="A1", enterprise_id="E1", team_id="T1", bot_token="xoxb-old", bot_id="B1",
@@ -220,11 +227,12 @@ async def test_the_store_keeps_one_row_per_workspace_and_finds_org_wide_installs
         async with records.db.sessions() as session:
             assert await session.scalar(select(func.count()).select_from(SlackInstallation)) == 1
     finally:
-        await records.close()
+        await db.dispose()
 
 
 async def test_states_expire_and_are_accepted_once(database_url):
-    records = SlackInstallations(Database(database_url))
+    db = Database(database_url)
+    records = SlackInstallations(db)
     try:
         fresh = await records.issue_state(expires_in=600)
         stale = await records.issue_state(expires_in=-1)
@@ -234,7 +242,7 @@ async def test_states_expire_and_are_accepted_once(database_url):
         assert await records.consume_state("") is False
         assert await records.consume_state("x" * 500) is False
     finally:
-        await records.close()
+        await db.dispose()
 
 
 # which mode the settings choose ---------------------------------------------------------------------------------------
@@ -249,10 +257,14 @@ async def test_states_expire_and_are_accepted_once(database_url):
         ({"slack_signing_secret": SIGNING_SECRET, "slack_bot_token": BOT_TOKEN}, True, None),
     ],
 )
-def test_slack_is_on_only_with_a_signing_secret_and_a_token_or_client(values, on, logged, tmp_path, caplog):
+async def test_slack_is_on_only_with_a_signing_secret_and_a_token_or_client(values, on, logged, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="bot.app")
     settings = load_settings(_env_file=None, data_dir=tmp_path, web_chat_enabled=False, **values)
-    channels = build_channels(settings)
+    db = Database(settings.resolved_database_url)
+    try:
+        channels = build_channels(settings, db)
+    finally:
+        await db.dispose()
     assert ("slack" in [c.name for c in channels]) is on
     if logged:
         assert any(logged in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]

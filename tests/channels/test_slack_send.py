@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from bot.core import Lessonbot
 from bot.messages import Choice, Document, Text
-from channels.base import Delivery, PermanentSendError, RateLimited, TransientSendError
+from bot.channel import Delivery, PermanentSendError, RateLimited, TransientSendError
 from channels.slack import SlackChannel
 from storage.models import OutboxMessage
 from standins.slack import BOT_TOKEN, SIGNING_SECRET, Fault, SlackStandIn

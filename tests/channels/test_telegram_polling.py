@@ -12,7 +12,7 @@ from bot.cli import build_parser
 from bot.config import load_settings
 from bot.core import Lessonbot
 from channels.telegram import TelegramChannel
-from channels.telegram_polling import PollingStopped, poll
+from channels.telegram.polling import PollingStopped, poll
 from standins.telegram import TOKEN, Fault, button_update, text_update
 from tests.support import standin  # noqa: F401 (the fixture)
 

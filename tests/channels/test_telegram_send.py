@@ -18,8 +18,8 @@ from telegram.error import RetryAfter
 
 from bot.core import Lessonbot
 from bot.messages import Choice, Document, InboundMessage, Reply, Text
-from channels.base import RateLimit
-from channels.telegram import MAX_CAPTION_CHARS, MAX_TEXT_CHARS, TelegramChannel, retry_after_seconds
+from bot.channel import RateLimit
+from channels.telegram.channel import MAX_CAPTION_CHARS, MAX_TEXT_CHARS, TelegramChannel, retry_after_seconds
 from dialogs.base import Turn
 from storage.models import OutboxMessage
 from standins.telegram import TOKEN, Fault

@@ -9,9 +9,10 @@ import pytest
 from telegram import Bot, Update
 
 from bot.messages import Choice, InboundMessage
-from channels.telegram import MAX_TEXT_CHARS, fit
-from channels.telegram_buttons import callback_data, keyboard, pressed
-from channels.telegram_updates import BotIdentity, Ignored, backfill_legacy_fields, interpret, needs_identity
+from channels.telegram.buttons import callback_data, keyboard, pressed
+from channels.telegram.channel import MAX_TEXT_CHARS, fit
+from channels.telegram.updates import BotIdentity, backfill_legacy_fields, interpret, needs_identity
+from channels.webhook import Ignored
 from standins.telegram import BOT_ID, BOT_USERNAME, TOKEN, person, text_update
 
 ME = BotIdentity(BOT_ID, BOT_USERNAME)

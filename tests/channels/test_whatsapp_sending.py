@@ -11,8 +11,18 @@ from email.utils import format_datetime
 import pytest
 from sqlalchemy import select, update
 
+from bot.channel import (
+    Delivery,
+    PermanentSendError,
+    RateLimit,
+    RateLimited,
+    SendsUnpromptedWithin,
+    TransientSendError,
+    WaitForInbound,
+    unprompted_windows,
+)
 from bot.messages import Choice, Document, Text
-from channels.base import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError, WaitForInbound
+from channels.webchat import WebChatChannel
 from channels.whatsapp import WhatsAppChannel
 from storage.models import Conversation, OutboxMessage
 from standins.twilio import (
@@ -214,6 +224,27 @@ async def test_when_twilio_says_the_window_closed_the_template_goes_or_the_reply
         await with_template.close()
     [sent] = twilio.sent
     assert sent.get("ContentSid") == TEMPLATE
+
+
+async def test_the_window_the_channel_declares_is_the_one_it_sends_by(twilio):
+    """The scheduler reads the window from the channel (SendsUnpromptedWithin); it must be the one `send` keeps."""
+    without = whatsapp_channel(twilio)
+    with_template = whatsapp_channel(twilio, template_content_sid=TEMPLATE)
+    try:
+        assert isinstance(without, SendsUnpromptedWithin)
+        wrote = datetime.now(timezone.utc) - timedelta(hours=23, minutes=59)
+        closes = without.may_send_unprompted_until(wrote)
+        assert wrote + timedelta(hours=23) < closes < wrote + timedelta(hours=24)
+        assert closes < datetime.now(timezone.utc)  # the margin has closed it already, so `send` waits too
+        with pytest.raises(WaitForInbound, match="24-hour window"):
+            await without.send(delivery(Text("Your lesson is ready"), wrote_ago=timedelta(hours=23, minutes=59)))
+        assert without.may_send_unprompted_until(None) < datetime.now(timezone.utc)  # never wrote: closed
+        assert with_template.may_send_unprompted_until(None) is None  # the template may go any time
+        assert unprompted_windows([without, WebChatChannel("secret-key-0123456789")]).keys() == {"whatsapp"}
+    finally:
+        await without.close()
+        await with_template.close()
+    assert twilio.requests == 0
 
 
 # through the dispatcher: the outbox rows --------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from starlette.datastructures import MultiDict
 from twilio.request_validator import RequestValidator
 
 from bot.app import build_channels
-from channels.base import RequestRejected
+from bot.channel import RequestRejected
 from channels.whatsapp import WhatsAppChannel
-from channels.whatsapp_inbound import verify, webhook_url
+from channels.whatsapp.inbound import verify, webhook_url
+from storage.db import Database
 from storage.models import InboundMessage, OutboxMessage
 from standins.twilio import (
     ACCOUNT_SID,
@@ -202,12 +203,16 @@ async def test_status_callbacks_update_the_outbox_row_of_the_sent_message(settin
         assert row.delivery_status == "failed"
 
 
-def test_whatsapp_stays_off_without_public_base_url_and_says_why(settings, caplog):
+async def test_whatsapp_stays_off_without_public_base_url_and_says_why(settings, caplog):
     caplog.set_level(logging.INFO, logger="bot.app")
     configured = settings.model_copy(
         update={"twilio_account_sid": ACCOUNT_SID, "twilio_auth_token": AUTH_TOKEN, "twilio_whatsapp_from": SENDER}
     )
-    assert "whatsapp" not in {channel.name for channel in build_channels(configured)}
+    db = Database(configured.resolved_database_url)
+    try:
+        assert "whatsapp" not in {channel.name for channel in build_channels(configured, db)}
+    finally:
+        await db.dispose()
     assert "whatsapp is off: PUBLIC_BASE_URL is empty" in caplog.text
     with pytest.raises(ValueError, match="PUBLIC_BASE_URL"):
         WhatsAppChannel(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, sender=SENDER, public_base_url="")

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.core import Lessonbot
-from channels.base import PermanentSendError
+from bot.channel import PermanentSendError
 from storage.models import AdminAuditEntry, OutboxMessage
 from tests.support import RecordingChannel, Transcript
 

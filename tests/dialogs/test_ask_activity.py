@@ -115,7 +115,7 @@ async def test_telegram_shows_typing_through_the_bot_api(standin):  # noqa: F811
 
 
 async def test_telegram_streams_drafts_in_private_chats_at_a_measured_pace(standin, monkeypatch):  # noqa: F811
-    from channels import telegram
+    from channels.telegram import channel as telegram
 
     monkeypatch.setattr(telegram, "DRAFT_EVERY_SECONDS", 0.2)
     channel = TelegramChannel(token=TOKEN, api_base_url=standin.base_url)

@@ -9,8 +9,10 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from sqlalchemy import select, update
 
+from bot.channel import unprompted_windows
 from bot.core import Lessonbot
 from bot.messages import Text, reply_from_payload
+from channels.whatsapp import WhatsAppChannel
 from scheduler.nudges import sweep
 from storage.courses import Question, QuestionCard
 from storage.db import Database
@@ -159,19 +161,26 @@ async def test_review_reminders_when_questions_are_due(database_url):
         await db.dispose()
 
 
+def whatsapp(**settings: str) -> WhatsAppChannel:
+    """The channel as configured: its own rule for unprompted messages is what the scheduler follows."""
+    return WhatsAppChannel(account_sid="AC" + "5" * 32, auth_token="0" * 32, sender="+14155238886",
+                           public_base_url="https://lessonbot.example.org", **settings)
+
+
 async def test_whatsapp_outside_the_24_hour_window_skips_and_records_unless_a_template_is_configured(database_url):
     db = Database(database_url)
     try:
         now = datetime(2026, 6, 10, 10, 0, tzinfo=UTC)
         away = now - timedelta(days=3, minutes=5)
         closed = await add_learner(db, channel="whatsapp", chat="+15550000001", last_active_at=away)
-        ctx = context(db, HandClock(now), rng=random.Random(6))
+        ctx = context(db, HandClock(now), rng=random.Random(6), unprompted_windows=unprompted_windows([whatsapp()]))
         assert await sweep(ctx) == Counter({"inactive:skipped": 1})
         assert await nudges_of(db, closed) == [("inactive", 1, SKIPPED_WINDOW)]
         assert await outbox_replies(db) == []
 
         templated = await add_learner(db, channel="whatsapp", chat="+15550000002", last_active_at=away)
-        with_template = context(db, HandClock(now), rng=random.Random(6), whatsapp_template=True)
+        with_template = context(db, HandClock(now), rng=random.Random(6),
+                                unprompted_windows=unprompted_windows([whatsapp(template_content_sid="HX" + "1" * 32)]))
         assert await sweep(with_template) == Counter({"inactive": 1})
         assert await nudges_of(db, templated) == [("inactive", 1, QUEUED)]
         assert len(await outbox_replies(db)) == 1

@@ -13,8 +13,8 @@ import logging
 
 from telegram.error import Conflict, InvalidToken, RetryAfter, TelegramError
 
-from channels.base import ChannelHost
-from channels.telegram import ALLOWED_UPDATES, TOKEN_REJECTED, TelegramChannel, retry_after_seconds
+from bot.channel import ChannelHost
+from channels.telegram.channel import ALLOWED_UPDATES, TOKEN_REJECTED, TelegramChannel, retry_after_seconds
 
 log = logging.getLogger(__name__)
 

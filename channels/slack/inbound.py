@@ -18,11 +18,11 @@ for the log, and for slash commands a line to show the person). Decisions kept h
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from bot.messages import InboundMessage
-from channels.slack_blocks import plain_text
+from channels.slack.blocks import plain_text
+from channels.webhook import Ignored
 
 CHANNEL = "slack"
 
@@ -43,14 +43,6 @@ SPOKEN_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
 # lengths keep every platform_id within its 200-character column.
 _SLACK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$")
 _TRIGGER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")  # "398738663015.47445629121.803a0bc8…"
-
-
-@dataclass(frozen=True, slots=True)
-class Ignored:
-    """A verified request that is not a learner's message: acknowledged, logged with `reason`, stored nowhere."""
-
-    reason: str
-    answer: str | None = None  # shown to the person (slash commands only): what to do instead
 
 
 Outcome = InboundMessage | Ignored

@@ -9,7 +9,7 @@
 
 (() => {
   const API = "chat/api";
-  const MAX_CHARS = 4000; // the server's limit (channels/webchat.py MAX_TEXT_CHARS)
+  const MAX_CHARS = 4000; // the server's limit (channels/webchat/channel.py MAX_TEXT_CHARS)
   const COUNTER_FROM = 3500; // show the counter only when the limit is near
   const SEND_ATTEMPTS = 3; // tries of one POST through network errors and 5xx answers
   const TYPING_TIMEOUT_MS = 60000;

@@ -20,8 +20,9 @@ from urllib.parse import parse_qsl
 from starlette.datastructures import MultiDict
 from twilio.request_validator import RequestValidator
 
+from bot.channel import RequestRejected
 from bot.messages import InboundMessage
-from channels.base import RequestRejected
+from channels.webhook import Ignored
 
 CHANNEL = "whatsapp"
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -79,13 +80,6 @@ def whatsapp_number(address: str) -> str:
     if not _E164.fullmatch(number):
         raise RequestRejected(400, f"'From' must be whatsapp:+ and an E.164 number, not {address!r}.")
     return number
-
-
-@dataclass(frozen=True, slots=True)
-class Ignored:
-    """A verified request that is not a message for the bot, and why."""
-
-    reason: str
 
 
 def inbound_message(form: MultiDict) -> InboundMessage | Ignored:

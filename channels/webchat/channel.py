@@ -1,4 +1,4 @@
-"""The local web chat: a page served by the app, talking JSON to it.
+"""The local web chat: a page served by the app (channels/webchat/routes.py), talking JSON to it.
 
 A session is a random id plus an HMAC of it under SECRET_KEY, so verifying one needs no database and a forged or
 altered session is refused (403) before anything is stored. Replies are "sent" by being marked so in the outbox;
@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import secrets
 import uuid
 from collections import defaultdict
-from typing import Any
 
+from starlette.routing import BaseRoute
+
+from bot.channel import ChannelHost, Delivery, RateLimit, RequestRejected
 from bot.messages import InboundMessage
-from channels.base import Delivery, RateLimit, RequestRejected
+from channels.webchat.routes import Posted, web_chat_routes
 
 MAX_TEXT_CHARS = 4000
 MAX_CLIENT_ID_CHARS = 100
@@ -27,7 +28,10 @@ MAX_CLIENT_ID_CHARS = 100
 class WebChatChannel:
     name = "web"
 
-    def __init__(self, secret_key: str) -> None:
+    def __init__(self, secret_key: str, *, max_body_bytes: int = 64 * 1024, poll_seconds: float = 1.0) -> None:
+        """`poll_seconds`: how often an open event stream looks for replies sent by other processes."""
+        self.max_body_bytes = max_body_bytes
+        self.poll_seconds = poll_seconds
         self._key = hashlib.sha256(b"lessonbot web chat session\0" + secret_key.encode()).digest()
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._drafts: dict[str, str] = {}  # session → the reply being written, until it is sent
@@ -52,15 +56,13 @@ class WebChatChannel:
 
     # inbound -------------------------------------------------------------------------------------------------
 
-    def parse(self, body: bytes) -> InboundMessage:
-        """Verify and validate one message posted by the page."""
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RequestRejected(400, f"The body is not valid JSON ({exc}).") from None
-        if not isinstance(data, dict):
-            raise RequestRejected(400, 'The body must be a JSON object like {"session": "...", "text": "hi"}.')
-        session_id = self.verify_session(data.get("session"))
+    def routes(self, host: ChannelHost) -> list[BaseRoute]:
+        """The page, its files and its JSON API (channels/webchat/routes.py)."""
+        return web_chat_routes(self, host)
+
+    def message(self, posted: Posted) -> InboundMessage:
+        """One message posted by the page, its fields checked (422, or 413 when too long)."""
+        session_id, data = posted.session_id, posted.fields
         text, choice, client_id = data.get("text", ""), data.get("choice"), data.get("id")
         if not isinstance(text, str):
             raise RequestRejected(422, "'text' must be a string.")
@@ -127,8 +129,3 @@ class WebChatChannel:
             self._waiters[session_id].discard(event)
             if not self._waiters[session_id]:
                 del self._waiters[session_id]
-
-
-def reply_view(outbox_id: int, payload: dict[str, Any]) -> dict[str, Any]:
-    """What the page gets for one reply; a document's `path` names a file on this server and stays here."""
-    return {"id": outbox_id, **{key: value for key, value in payload.items() if key != "path"}}

@@ -7,7 +7,8 @@ logged reason rather than refused. What becomes a message:
 - a message in a group only when it is meant for the bot: a command (`/cmd`, or `/cmd@thisbot` but not
   `/cmd@otherbot`), a mention of the bot, or a reply to one of the bot's messages (what Telegram's privacy mode
   delivers). The mention is taken out of the text; replies go to the group, the sender is the person;
-- a pressed inline-keyboard button (`callback_query`): the choice is its callback data (see telegram_buttons).
+- a pressed inline-keyboard button (`callback_query`): the choice is its callback data (see
+  channels/telegram/buttons.py).
 Edited messages, channel posts, inline queries and every other kind are ignored.
 
 The platform id is the update_id, so a redelivered update is recognised as a duplicate.
@@ -23,7 +24,8 @@ from telegram import CallbackQuery, Message, Update
 from telegram.constants import ChatType, MessageEntityType, UpdateType
 
 from bot.messages import InboundMessage
-from channels.telegram_buttons import pressed
+from channels.telegram.buttons import pressed
+from channels.webhook import Ignored
 
 CHANNEL = "telegram"
 GROUP_CHATS = (ChatType.GROUP, ChatType.SUPERGROUP)
@@ -40,13 +42,6 @@ IGNORED_KINDS = {
     UpdateType.CHOSEN_INLINE_RESULT: "a chosen inline result: the bot does not offer inline mode",
 }
 _COMMAND = re.compile(r"^/[A-Za-z0-9_]{1,32}(?:@(?P<target>[A-Za-z0-9_]+))?(?:\s|$)")
-
-
-@dataclass(frozen=True, slots=True)
-class Ignored:
-    """An update acknowledged and dropped; `reason` goes to the log."""
-
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)

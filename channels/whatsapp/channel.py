@@ -1,15 +1,18 @@
-"""WhatsApp through Twilio: the webhooks Twilio calls, and sending replies with the twilio SDK.
+"""WhatsApp through Twilio: sending replies with the twilio SDK, and the rules WhatsApp sets on sending.
 
-Inbound: `POST /webhooks/twilio/whatsapp` (messages) and `POST /webhooks/twilio/status` (delivery reports), each read
-within the body limit, verified (X-Twilio-Signature over PUBLIC_BASE_URL + path), recorded, then answered 200 with
-an empty TwiML <Response/> — well inside the 15 s Twilio waits. STOP / START / HELP are Twilio's keywords: the channel
-marks them and the core keeps the opt-out in the database (see bot.pipeline and bot.dispatcher).
+Inbound: the webhooks Twilio calls (channels/whatsapp/routes.py), read into the core's terms by
+channels/whatsapp/inbound.py. STOP / START / HELP are Twilio's keywords: the channel marks them and the core keeps the
+opt-out in the database (see bot.pipeline and bot.dispatcher).
 
-Outbound: one Twilio Message per part of a reply (see channels.whatsapp_render), each with a StatusCallback so the
+Outbound: one Twilio Message per part of a reply (see channels/whatsapp/render.py), each with a StatusCallback so the
 outbox row learns whether it was delivered and read. Twilio's limits shape the errors `send` raises for the
 dispatcher: 80 messages/s per sender (the rate limit it declares), 429 → RateLimited at Retry-After, 5xx and timeouts
 → TransientSendError, a refusal that will not change (invalid number 21211, unsubscribed 21610) → PermanentSendError,
 and outside the 24-hour customer-service window (error 63016) a configured template, or WaitForInbound.
+
+The window is WhatsApp's rule, so it is kept here alone: `send` follows it, and the channel declares it
+(`may_send_unprompted_until`, bot.channel.SendsUnpromptedWithin) for the scheduler, which skips a nudge that could
+only wait.
 """
 
 from __future__ import annotations
@@ -20,64 +23,41 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
-from twilio.request_validator import RequestValidator
 from twilio.rest import Client
-from twilio.twiml.messaging_response import MessagingResponse
 
-from bot.messages import Document, Text
-from channels.base import (
+from bot.channel import (
     ChannelHost,
     Delivery,
     PermanentSendError,
     RateLimit,
     RateLimited,
-    RequestRejected,
     SendError,
     TransientSendError,
     WaitForInbound,
 )
-from channels.http import read_limited_body
+from bot.messages import Document, Text
 from channels.text import split_text
-from channels.whatsapp_inbound import (
-    CHANNEL,
-    SIGNATURE_HEADER,
-    DeliveryReport,
-    Ignored,
-    delivery_report,
-    inbound_message,
-    read_form,
-    verify,
-    webhook_url,
-)
-from channels.whatsapp_media import MEDIA_PATH, MediaLinks
-from channels.whatsapp_render import (
-    MAX_BODY_CHARS,
-    numbered,
-    quick_reply_variables,
-    template_variables,
-    text_bodies,
-)
+from channels.whatsapp.inbound import CHANNEL
+from channels.whatsapp.media import MediaLinks
+from channels.whatsapp.render import MAX_BODY_CHARS, numbered, quick_reply_variables, template_variables, text_bodies
+from channels.whatsapp.routes import STATUS_PATH, webhook_routes
 
 log = logging.getLogger(__name__)
 # The SDK logs every request's URL and headers at INFO: at 80 sends a second that drowns our own logs.
 _sdk_log = logging.getLogger(f"{__name__}.sdk")
 _sdk_log.setLevel(logging.WARNING)
 
-INBOUND_PATH = "/webhooks/twilio/whatsapp"
-STATUS_PATH = "/webhooks/twilio/status"
 SENDS_PER_SECOND = 80  # Twilio's default for one WhatsApp sender
 CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
 # Our last_inbound_at is when the message was processed, a little after Twilio received it: close the window early.
 WINDOW_MARGIN = timedelta(minutes=2)
 DEFAULT_RETRY_AFTER = 1.0
 MAX_PARTIAL_SENDS = 10_000
-EMPTY_TWIML = str(MessagingResponse())
+NEVER_OPEN = datetime.min.replace(tzinfo=timezone.utc)  # the window of a person who never wrote
 
 NO_TEMPLATE = (
     "outside WhatsApp's 24-hour window and no template configured (TWILIO_TEMPLATE_CONTENT_SID): "
@@ -124,8 +104,7 @@ class WhatsAppChannel:
         self.quick_reply_content_sids = dict(quick_reply_content_sids or {})
         self.timeout = timeout
         self.status_callback_url = self.public_base_url + STATUS_PATH
-        self._validator = RequestValidator(auth_token)
-        self._media = MediaLinks(auth_token, self.public_base_url)
+        self.media = MediaLinks(auth_token, self.public_base_url)
         self._client: Client | None = None
         # Parts of a split reply already accepted, by outbox id: a retry after a later part failed resumes there.
         # Kept in memory, so a retry in another process (or after a restart) may repeat the earlier parts.
@@ -134,44 +113,17 @@ class WhatsAppChannel:
     # inbound -------------------------------------------------------------------------------------------------------
 
     def routes(self, host: ChannelHost) -> list[Route]:
-        async def message_webhook(request: Request) -> Response:
-            try:
-                found = inbound_message(await self._verified_form(request))
-            except RequestRejected as exc:
-                return _refused(exc)
-            if isinstance(found, Ignored):
-                log.info("whatsapp webhook ignored: %s", found.reason)
-            else:
-                await host.receive(found)  # a repeated MessageSid is recognised there and acknowledged all the same
-            return Response(EMPTY_TWIML, media_type="text/xml")
-
-        async def status_webhook(request: Request) -> Response:
-            try:
-                found = delivery_report(await self._verified_form(request))
-            except RequestRejected as exc:
-                return _refused(exc)
-            if isinstance(found, DeliveryReport):
-                await host.record_delivery(self.name, found.message_sid, found.status, error=found.error_code)
-            else:
-                log.info("whatsapp status callback ignored: %s", found.reason)
-            return Response(EMPTY_TWIML, media_type="text/xml")
-
-        return [
-            Route(INBOUND_PATH, message_webhook, methods=["POST"]),
-            Route(STATUS_PATH, status_webhook, methods=["POST"]),
-            Route(MEDIA_PATH, self._media.serve, methods=["GET"]),
-        ]
-
-    async def _verified_form(self, request: Request) -> Any:
-        content_type = request.headers.get("content-type", "")
-        if not content_type.startswith("application/x-www-form-urlencoded"):
-            raise RequestRejected(415, "Twilio webhooks are application/x-www-form-urlencoded.")
-        form = read_form(await read_limited_body(request, self.max_body_bytes))
-        url = webhook_url(self.public_base_url, request.url.path, request.url.query)
-        verify(self._validator, url, form, request.headers.get(SIGNATURE_HEADER))
-        return form
+        """The message and status webhooks, and the media links (channels/whatsapp/routes.py)."""
+        return webhook_routes(self, host)
 
     # outbound ------------------------------------------------------------------------------------------------------
+
+    def may_send_unprompted_until(self, last_inbound_at: datetime | None) -> datetime | None:
+        """Until when a message the person did not ask for may go out: the close of the 24-hour window, or no limit
+        when an approved template (TWILIO_TEMPLATE_CONTENT_SID) can carry it outside the window."""
+        if self.template_content_sid:
+            return None
+        return window_closes_at(last_inbound_at)
 
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
         return (RateLimit(f"whatsapp:sender:{self.sender.removeprefix('whatsapp:')}", SENDS_PER_SECOND, 1.0, shared=True),)
@@ -221,7 +173,7 @@ class WhatsAppChannel:
         if reply.url:
             url = reply.url
         elif reply.path:
-            url = self._media.link(reply.path, reply.filename, reply.media_type)
+            url = self.media.link(reply.path, reply.filename, reply.media_type)
         else:
             raise PermanentSendError(f"the document {reply.filename!r} has neither a url nor a path to send")
         captions = split_text(reply.caption, MAX_BODY_CHARS) if reply.caption.strip() else [""]
@@ -291,11 +243,17 @@ class _TwilioHttpClient(AsyncTwilioHttpClient):
         return response
 
 
-def _window_open(last_inbound_at: datetime | None) -> bool:
-    """Whether free text may go: the person wrote within WhatsApp's 24-hour customer-service window."""
+def window_closes_at(last_inbound_at: datetime | None) -> datetime:
+    """When free text may no longer go: 24 hours after the person last wrote (WhatsApp's customer-service window),
+    less WINDOW_MARGIN; long past when they never wrote."""
     if last_inbound_at is None:
-        return False
-    return datetime.now(timezone.utc) - last_inbound_at < CUSTOMER_SERVICE_WINDOW - WINDOW_MARGIN
+        return NEVER_OPEN
+    return last_inbound_at + CUSTOMER_SERVICE_WINDOW - WINDOW_MARGIN
+
+
+def _window_open(last_inbound_at: datetime | None) -> bool:
+    """Whether free text may go now: the person wrote within WhatsApp's 24-hour customer-service window."""
+    return datetime.now(timezone.utc) < window_closes_at(last_inbound_at)
 
 
 def _retry_after_seconds(value: str | None) -> float:
@@ -330,9 +288,3 @@ def _send_error(exc: TwilioRestException | TwilioServiceException) -> SendError:
     if status >= 500:
         return TransientSendError(detail)
     return PermanentSendError(detail)
-
-
-def _refused(exc: RequestRejected) -> Response:
-    if exc.status >= 500 or exc.status in (401, 403):
-        log.warning("whatsapp webhook refused (%s): %s", exc.status, exc.message)
-    return JSONResponse({"error": exc.message}, status_code=exc.status)

@@ -1,29 +1,21 @@
-"""Telegram, through python-telegram-bot: the webhook that receives updates and the sender of replies.
+"""Telegram, through python-telegram-bot: the Bot, what an update comes to, and the sender of replies.
 
-Inbound, `POST /webhooks/telegram`: the `X-Telegram-Bot-Api-Secret-Token` header is compared in constant time with
-TELEGRAM_WEBHOOK_SECRET (401 when missing, 403 when wrong) before anything is read; the body is read within the size
-limit and parsed (400 when it is not JSON, 413 when too large); the update becomes an InboundMessage or is ignored with
-a logged reason (see telegram_updates); a message is recorded; then 200. Telegram redelivers until it gets a 2xx, so
-a failure to record answers 500 and the update comes again; a redelivery is recognised by its update_id.
+Inbound, an update (from the webhook, channels/telegram/routes.py, or from polling, channels/telegram/polling.py)
+goes through `accept`: it becomes an InboundMessage or is ignored with a logged reason (channels/telegram/updates.py),
+and a message is recorded; a redelivery is recognised by its update_id.
 
-A pressed button is answered (so its spinner stops) in the acknowledgement itself: Telegram lets a webhook's response
-carry one Bot API call, here `answerCallbackQuery`. That costs no request, cannot delay the acknowledgement, and
-cannot be lost with a background task at shutdown; its result is unknown, which for a spinner does not matter.
-Polling (telegram_polling) has no response to carry it and answers with a call of its own.
-
-Outbound, `send`: a Text's light Markdown becomes Telegram HTML (escaped, channels/markdown.py), split at 4,096 characters (on paragraphs, sentences, words), its choices
-an inline keyboard under the last part; a Document goes through sendDocument (a file on disk is uploaded, a URL is
-fetched by Telegram) with a caption of at most 1,024 characters and any overflow following as messages. The Bot API's
-errors become the dispatcher's: 429 → RateLimited(retry_after); timeouts, connection errors and 5xx →
-TransientSendError; blocked by the user, chat not found, a rejected token and other 4xx → PermanentSendError.
+Outbound, `send`: a Text's light Markdown becomes Telegram HTML (escaped, channels/markdown.py), split at 4,096
+characters (on paragraphs, sentences, words), its choices an inline keyboard under the last part; a Document goes
+through sendDocument (a file on disk is uploaded, a URL is fetched by Telegram) with a caption of at most 1,024
+characters and any overflow following as messages. The Bot API's errors become the dispatcher's: 429 →
+RateLimited(retry_after); timeouts, connection errors and 5xx → TransientSendError; blocked by the user, chat not
+found, a rejected token and other 4xx → PermanentSendError.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
-import json
 import logging
 import time
 import warnings
@@ -34,25 +26,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from telegram import Bot, Message, Update
 from telegram.constants import ChatAction, MessageLimit, ParseMode
-from telegram.error import (
-    BadRequest,
-    ChatMigrated,
-    Forbidden,
-    InvalidToken,
-    NetworkError,
-    RetryAfter,
-    TelegramError,
-)
+from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
-from bot.messages import Document, Reply, Text
-from channels.base import (
+from bot.channel import (
     ChannelHost,
     Delivery,
     PermanentSendError,
@@ -61,24 +42,17 @@ from channels.base import (
     RequestRejected,
     TransientSendError,
 )
-from channels.http import read_limited_body
-from channels.telegram_buttons import keyboard
-from channels.telegram_updates import (
-    BotIdentity,
-    Ignored,
-    backfill_legacy_fields,
-    interpret,
-    needs_identity,
-    update_kind,
-)
+from bot.messages import Document, Reply, Text
 from channels.markdown import TELEGRAM_HTML, render
+from channels.telegram.buttons import keyboard
+from channels.telegram.routes import webhook_routes
+from channels.telegram.updates import BotIdentity, backfill_legacy_fields, interpret, needs_identity, update_kind
 from channels.text import split_text
+from channels.webhook import Ignored
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE_URL = "https://api.telegram.org/bot"
-WEBHOOK_PATH = "/webhooks/telegram"
-SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # The update kinds the bot handles; set-webhook and polling ask Telegram for these only.
 ALLOWED_UPDATES = ("message", "callback_query")
 MAX_TEXT_CHARS = MessageLimit.MAX_TEXT_LENGTH  # 4,096
@@ -155,34 +129,8 @@ class TelegramChannel:
     # inbound ----------------------------------------------------------------------------------------------------
 
     def routes(self, host: ChannelHost) -> list[Route]:
-        if not self.webhook_secret:
-            # Anyone who finds the URL could post updates as any learner.
-            raise ValueError(
-                "TELEGRAM_WEBHOOK_SECRET is empty: refusing to serve an unsigned Telegram webhook. Set it to a random "
-                "string (letters, digits, _ and -, e.g. `openssl rand -hex 32`) and run `lessonbot telegram "
-                "set-webhook URL`."
-            )
-
-        async def webhook(request: Request) -> Response:
-            try:
-                self.verify(request.headers.get(SECRET_HEADER))
-                data = parse_body(await read_limited_body(request, self.max_body_bytes))
-                accepted = await self.accept(data, host)
-            except RequestRejected as exc:
-                return JSONResponse({"error": exc.message}, status_code=exc.status)
-            if accepted.callback_query_id is not None:
-                return JSONResponse({"method": "answerCallbackQuery", "callback_query_id": accepted.callback_query_id})
-            return Response(status_code=200)
-
-        return [Route(WEBHOOK_PATH, webhook, methods=["POST"])]
-
-    def verify(self, token: str | None) -> None:
-        """The secret Telegram sends with every update (setWebhook's `secret_token`), compared in constant time."""
-        if not token:
-            raise RequestRejected(401, f"Missing {SECRET_HEADER}: register the webhook with `lessonbot telegram "
-                                       f"set-webhook URL`, which sets it.")
-        if not hmac.compare_digest(token.encode(), self.webhook_secret.encode()):
-            raise RequestRejected(403, f"{SECRET_HEADER} does not match TELEGRAM_WEBHOOK_SECRET.")
+        """`POST /webhooks/telegram` (channels/telegram/routes.py)."""
+        return webhook_routes(self, host)
 
     async def accept(self, data: dict[str, Any] | Update, host: ChannelHost) -> Accepted:
         """Turn one update (a webhook's JSON or a polled Update) into a recorded message, or ignore it with a reason."""
@@ -353,17 +301,6 @@ class TelegramChannel:
             allowed_updates=list(ALLOWED_UPDATES),
             drop_pending_updates=drop_pending_updates,
         )
-
-
-def parse_body(body: bytes) -> dict[str, Any]:
-    """A webhook body as a JSON object with an integer update_id; 400 otherwise."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestRejected(400, f"The body is not valid JSON ({exc}).") from None
-    if not isinstance(data, dict) or type(data.get("update_id")) is not int:
-        raise RequestRejected(400, "The body is not a Telegram update (a JSON object with an integer update_id).")
-    return data
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:

@@ -1,9 +1,9 @@
 """Slack installations and OAuth states kept in our database, for the Slack channel's installation store.
 
-The Slack channel may not import storage, and the core does not import Slack's SDK; so this module speaks plain
-dicts whose keys are Slack's own installation field names (`team_id`, `bot_token`, …) and
-`channels.slack_store` wraps it in slack_sdk's `AsyncInstallationStore` / `AsyncOAuthStateStore` interfaces.
-`build_channels` hands both to the channel.
+The rows are read and written through the serving process's own Database (`build_channels` hands it over), so on
+SQLite they wait their turn for its one connection like every other session. This module speaks plain dicts whose
+keys are Slack's own installation field names (`team_id`, `bot_token`, …); channels/slack/store.py wraps it in
+slack_sdk's `AsyncInstallationStore` / `AsyncOAuthStateStore` interfaces.
 """
 
 from __future__ import annotations
@@ -58,18 +58,10 @@ def _as_record(row: SlackInstallation) -> dict[str, Any]:
 
 class SlackInstallations:
     """Installations, one row per workspace (or org-wide install; the latest wins, its bot token with it), and the
-    one-time `state` values of installs in progress. Owns its database connections: `close()` releases them."""
+    one-time `state` values of installs in progress, in the process's database (which its owner closes)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    @classmethod
-    def connect(cls, url: str) -> SlackInstallations:
-        # A small pool: Bolt looks an installation up once per request, sending once per reply.
-        return cls(Database(url, pool_size=2))
-
-    async def close(self) -> None:
-        await self.db.dispose()
 
     # installations ----------------------------------------------------------------------------------------------
 
@@ -99,12 +91,13 @@ class SlackInstallations:
         enterprise_id: str | None,
         team_id: str | None,
         is_enterprise_install: bool | None = False,
+        urgent: bool = False,
     ) -> dict[str, Any] | None:
-        """The installation serving a workspace (or org), or None."""
+        """The installation serving a workspace (or org), or None. `urgent`: a platform waits for the answer."""
         where = _matching(enterprise_id, team_id, is_enterprise_install)
         if where is None:
             return None
-        async with self.db.sessions() as session:
+        async with self.db.sessions(urgent=urgent) as session:
             row = await session.scalar(
                 select(SlackInstallation).where(*where).order_by(SlackInstallation.installed_at.desc()).limit(1)
             )

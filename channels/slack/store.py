@@ -1,19 +1,19 @@
-"""slack_sdk's installation and OAuth state store interfaces, over records kept by the core.
+"""slack_sdk's installation and OAuth state store interfaces, over the installations in our database.
 
-A channel may not touch storage, so the records come in through the small protocol below (the core's
-`bot.slack_installations` implements them over our database); Bolt's OAuth flow and authorization, and the
-channel's sending side, use them through slack_sdk's own `AsyncInstallationStore` / `AsyncOAuthStateStore`.
+Bolt's OAuth flow and authorization, and the channel's sending side, use the rows of channels/slack/installations.py
+through slack_sdk's own `AsyncInstallationStore` / `AsyncOAuthStateStore`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from slack_sdk.oauth.installation_store import Bot, Installation
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
+
+from channels.slack.installations import SlackInstallations
 
 log = logging.getLogger(__name__)
 
@@ -24,34 +24,15 @@ _BOT_ARGUMENTS = (
 )
 
 
-class InstallationRecords(Protocol):
-    """Installations as plain dicts keyed by Slack's field names (see slack_sdk's `Installation.to_dict`), and the
-    install flow's one-time states."""
-
-    async def save(self, fields: Mapping[str, Any], *, bot_only: bool = False) -> None: ...
-
-    async def find(
-        self, *, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None = False
-    ) -> dict[str, Any] | None: ...
-
-    async def delete(self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None) -> None: ...
-
-    async def delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> None: ...
-
-    async def issue_state(self, *, expires_in: float) -> str: ...
-
-    async def consume_state(self, state: str) -> bool: ...
-
-    async def close(self) -> None:
-        """Release what the records hold (database connections)."""
-        ...
-
-
 class SlackInstallationStore(AsyncInstallationStore):
-    """Bot installations per workspace; Bolt authorizes each request with it and `send` finds the token in it."""
+    """Bot installations per workspace; Bolt authorizes each request with it and `send` finds the token in it.
 
-    def __init__(self, records: InstallationRecords) -> None:
+    `urgent`: lookups made while a platform waits (Bolt's, before Slack's acknowledgement) go first on SQLite's one
+    connection (see storage.db.Turnstile)."""
+
+    def __init__(self, records: SlackInstallations, *, urgent: bool = False) -> None:
         self.records = records
+        self.urgent = urgent
 
     @property
     def logger(self) -> logging.Logger:
@@ -67,7 +48,8 @@ class SlackInstallationStore(AsyncInstallationStore):
         self, *, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None = False
     ) -> Bot | None:
         record = await self.records.find(
-            enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=is_enterprise_install
+            enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=is_enterprise_install,
+            urgent=self.urgent,
         )
         if record is None or not record.get("bot_token"):
             return None
@@ -82,7 +64,8 @@ class SlackInstallationStore(AsyncInstallationStore):
         is_enterprise_install: bool | None = False,
     ) -> Installation | None:
         record = await self.records.find(
-            enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=is_enterprise_install
+            enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=is_enterprise_install,
+            urgent=self.urgent,
         )
         if record is None or (user_id is not None and record.get("user_id") != user_id):
             return None
@@ -103,7 +86,7 @@ class SlackInstallationStore(AsyncInstallationStore):
 class SlackOAuthStateStore(AsyncOAuthStateStore):
     """The install flow's `state` values, in the database so any web worker can finish an install another began."""
 
-    def __init__(self, records: InstallationRecords, *, expiration_seconds: int = 600) -> None:
+    def __init__(self, records: SlackInstallations, *, expiration_seconds: int = 600) -> None:
         self.records = records
         self.expiration_seconds = expiration_seconds
 

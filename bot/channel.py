@@ -1,0 +1,189 @@
+"""The channel contract: what every channel gives the core, what the core offers a channel, and what a channel may
+also do.
+
+Every channel has a name, a way to send a stored reply, and its rate limits (`Channel`). Outbound sending goes
+through `send`, called only by the dispatcher, which interprets the errors below. Inbound parsing and verification
+live in each channel's webhook routes (`HasRoutes`; the steps are channels/webhook.py), which hand verified messages
+to the core through `ChannelHost`.
+
+What only some channels do is declared here as a capability, and the core asks `isinstance(channel, Capability)`:
+`HasRoutes` (webhooks), `ShowsTyping`, `ShowsDrafts`, `WatchesSentReplies` (the web chat), `Closable` (an SDK
+client's connections) and `SendsUnpromptedWithin` (WhatsApp's 24-hour window). A channel has a capability by
+having its method; it names no class of ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from starlette.routing import BaseRoute
+
+from bot.messages import InboundMessage, Reply
+
+
+class SendError(Exception):
+    """A send failed; the dispatcher decides what happens next from the subclass."""
+
+
+class TransientSendError(SendError):
+    """Worth retrying later with backoff: a timeout, a 5xx, a dropped connection."""
+
+
+class RateLimited(TransientSendError):
+    """The platform said to wait (HTTP 429 and its retry-after); not counted against the retry budget."""
+
+    def __init__(self, retry_after: float, message: str = "rate limited") -> None:
+        super().__init__(f"{message} (retry after {retry_after:g} s)")
+        self.retry_after = retry_after
+
+
+class PermanentSendError(SendError):
+    """Will never succeed as it is (blocked by the user, chat gone, bad request): dead-lettered at once."""
+
+
+class WaitForInbound(SendError):
+    """May only go out after the person writes again (WhatsApp's 24-hour customer-service window).
+
+    The dispatcher sets the row aside as `waiting`, with this message as the reason; the person's next message puts
+    it back in line.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `count` sends per `seconds`, shared by every send with the same `key`.
+
+    `shared`: the limit covers many chats (a bot's global limit, a sender's). A 429 pauses only the limits that
+    are not shared, the chat's own, unless a send has none."""
+
+    key: str
+    count: int
+    seconds: float
+    shared: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One stored reply on its way out, with what a channel may need to decide how to send it."""
+
+    outbox_id: int
+    chat_id: str
+    reply: Reply
+    attempt: int = 1
+    last_inbound_at: datetime | None = None  # the learner's last message here (WhatsApp's 24-hour window)
+
+
+class Received(Protocol):
+    """What recording an inbound message came to: its row, or the row of the same platform id recorded before."""
+
+    inbound_id: int | None
+    duplicate: bool
+
+
+class ChannelHost(Protocol):
+    """What the core offers a channel's webhook routes."""
+
+    async def receive(self, message: InboundMessage) -> Received:
+        """Record a verified message durably; acknowledge the platform only after this returns."""
+        ...
+
+    async def record_delivery(
+        self, channel: str, platform_message_id: str, status: str, *, error: str | None = None
+    ) -> bool:
+        """Note a platform's delivery report (delivered, read, failed …) on the outbox row it sent; False if unknown."""
+        ...
+
+    async def sent_replies(
+        self, channel: str, chat_id: str, *, after: int, limit: int = 100
+    ) -> Sequence[tuple[int, dict[str, Any]]]:
+        """The replies sent to this chat after outbox id `after`, oldest first, as (outbox id, payload): for a
+        channel whose page reads its replies from us (the web chat)."""
+        ...
+
+
+class Channel(Protocol):
+    """A platform's outbound side; what else it does, it declares with the capabilities below."""
+
+    name: str
+
+    async def send(self, delivery: Delivery) -> str:
+        """Deliver one reply; return the platform's id for the sent message."""
+        ...
+
+    def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
+        """The limits this send counts against (per chat, per sender, global)."""
+        ...
+
+
+class RequestRejected(Exception):
+    """An inbound request we refuse: `status` is the HTTP status, `message` tells the sender what to fix."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# Capabilities: what some channels do besides sending. ---------------------------------------------------------------
+
+
+@runtime_checkable
+class HasRoutes(Protocol):
+    """A channel that receives: its webhook (and other HTTP) routes, which record what they verify into `host`."""
+
+    def routes(self, host: ChannelHost) -> Sequence[BaseRoute]: ...
+
+
+@runtime_checkable
+class ShowsTyping(Protocol):
+    """A "typing…" indicator in a chat (see bot.activity, which renews it while a reply is worked out)."""
+
+    async def show_typing(self, chat_id: str) -> None: ...
+
+
+@runtime_checkable
+class ShowsDrafts(Protocol):
+    """The reply so far, shown as it is written (a model's streamed answer); "" ends the draft."""
+
+    async def show_draft(self, chat_id: str, text: str) -> None: ...
+
+
+@runtime_checkable
+class WatchesSentReplies(Protocol):
+    """A channel that shows replies from our own database (the web chat): told the moment one is committed as sent."""
+
+    def after_sent(self, chat_id: str) -> None: ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """A channel holding connections (an SDK client's): closed when the bot stops."""
+
+    async def close(self) -> None: ...
+
+
+UnpromptedWindow = Callable[[datetime | None], datetime | None]
+
+
+@runtime_checkable
+class SendsUnpromptedWithin(Protocol):
+    """A channel that may send what the person did not ask for (a nudge, a lesson at their hour) only for a while
+    after they last wrote: WhatsApp's 24-hour customer-service window, when no template is configured."""
+
+    def may_send_unprompted_until(self, last_inbound_at: datetime | None) -> datetime | None:
+        """Until when such a message may go out, given the person's last message here (None: they never wrote);
+        None when there is no such limit."""
+        ...
+
+
+def unprompted_windows(channels: Iterable[Channel]) -> Mapping[str, UnpromptedWindow]:
+    """Channel name → its rule for unprompted messages, for the channels that have one (the scheduler's view of
+    them: it holds no channel objects)."""
+    return {
+        channel.name: channel.may_send_unprompted_until
+        for channel in channels
+        if isinstance(channel, SendsUnpromptedWithin)
+    }

@@ -1,0 +1,206 @@
+"""Slack: Block Kit messages and files out, for one workspace or many.
+
+Inbound (direct messages, mentions, button presses and slash commands) arrives on one Request URL, `POST
+/slack/events` (channels/slack/routes.py), and is read into the core's terms by channels/slack/inbound.py.
+
+Workspaces: with SLACK_BOT_TOKEN the app serves one workspace; with SLACK_CLIENT_ID / SLACK_CLIENT_SECRET it is
+installable into many through Bolt's OAuth flow (`GET /slack/install` → Slack → `GET /slack/oauth_redirect`), each
+installation kept in our database (channels/slack/installations.py, through the process's own Database); Bolt
+authorizes every request with it, and `send` finds the workspace's bot token in it through the installation prefix
+of chat_id (see channels/slack/inbound.py).
+
+Outbound (`send`): text as Block Kit (channels/slack/blocks.py), documents with a file path through
+files_upload_v2, documents with only a URL as a link. Errors: a 429 becomes RateLimited(Retry-After); 5xx, timeouts
+and dropped connections TransientSendError; errors that will not go away (channel_not_found, not_in_channel,
+account_inactive, invalid_auth, …) PermanentSendError. Slack allows about one message per second per channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackRequestError
+from slack_sdk.web.async_client import AsyncWebClient
+from starlette.routing import Route
+
+from bot.channel import ChannelHost, Delivery, PermanentSendError, RateLimit, RateLimited, SendError, TransientSendError
+from bot.messages import Document
+from channels.slack.blocks import ReplyNotRenderable, SlackMessage, escape_mrkdwn, render_link, render_text
+from channels.slack.inbound import split_chat_id
+from channels.slack.installations import SlackInstallations
+from channels.slack.routes import webhook_routes
+from channels.slack.store import SlackInstallationStore
+
+DEFAULT_API_BASE_URL = "https://slack.com/api/"
+
+# Slack error codes that no retry will fix (https://docs.slack.dev/reference/methods/chat.postMessage#errors).
+PERMANENT_ERRORS = frozenset({
+    "account_inactive", "channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "not_authed",
+    "token_revoked", "token_expired", "no_permission", "missing_scope", "restricted_action", "cannot_dm_bot",
+    "invalid_blocks", "invalid_blocks_format", "msg_too_long", "no_text", "too_many_attachments",
+    "team_access_not_granted", "ekm_access_denied", "user_not_in_channel", "invalid_arguments",
+    "not_allowed_token_type", "channel_is_archived", "file_uploads_disabled", "file_upload_size_restricted",
+})
+TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+PROGRESS_REMEMBERED = 1000  # outbox rows whose partly sent replies are remembered, for resuming after a failure
+
+
+class SlackChannel:
+    """Slack, for one workspace (a bot token) or many (OAuth installations in our database)."""
+
+    name = "slack"
+
+    def __init__(
+        self,
+        *,
+        signing_secret: str,
+        max_body_bytes: int,
+        bot_token: str = "",
+        client_id: str = "",
+        client_secret: str = "",
+        installations: SlackInstallations | None = None,
+        api_base_url: str = DEFAULT_API_BASE_URL,
+        public_base_url: str = "",
+        timeout: float = 10.0,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        if not signing_secret:
+            raise ValueError("SLACK_SIGNING_SECRET is needed to verify that requests come from Slack")
+        self.multi_workspace = bool(client_id and client_secret)
+        if self.multi_workspace and installations is None:
+            raise ValueError("installing into many workspaces needs the installations in our database")
+        if not self.multi_workspace and not bot_token:
+            raise ValueError("set SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (many)")
+        self.max_body_bytes = max_body_bytes
+        self.api_base_url = api_base_url
+        self.timeout = timeout
+        self.signing_secret = signing_secret
+        self.now = now
+        self.bot_token = "" if self.multi_workspace else bot_token
+        self.client_id, self.client_secret = client_id, client_secret
+        self.redirect_uri = f"{public_base_url.rstrip('/')}/slack/oauth_redirect" if public_base_url else None
+        self.installations = installations if self.multi_workspace else None
+        self._installation_store = (
+            SlackInstallationStore(self.installations) if self.installations is not None else None
+        )
+        # One client for the single workspace; in many-workspace mode a client per send with that team's token.
+        self._client = self._web_client(self.bot_token) if self.bot_token else None
+        # Parts already posted of a reply split over several messages, by outbox id: a retry resumes after them.
+        self._progress: OrderedDict[int, list[str]] = OrderedDict()
+
+    # inbound --------------------------------------------------------------------------------------------------
+
+    def routes(self, host: ChannelHost) -> list[Route]:
+        """`POST /slack/events` and the install flow (channels/slack/routes.py)."""
+        return webhook_routes(self, host)
+
+    # outbound -------------------------------------------------------------------------------------------------
+
+    def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
+        """chat.postMessage: about one message per second per channel (short bursts tolerated)."""
+        return (RateLimit(f"slack:channel:{chat_id}", 1, 1.0),)
+
+    async def send(self, delivery: Delivery) -> str:
+        """Post one reply; returns the ts of its last message (or the uploaded file's id)."""
+        installation, channel = split_chat_id(delivery.chat_id)
+        reply = delivery.reply
+        try:
+            client = await self._client_for(installation)
+            if isinstance(reply, Document) and reply.path:
+                return await self._upload(client, channel, reply)
+            if isinstance(reply, Document):
+                if not reply.url:
+                    raise PermanentSendError(f"document {reply.filename!r} has neither a path nor a URL")
+                messages = [render_link(reply)]
+            else:
+                messages = render_text(reply)
+            return await self._post(client, channel, messages, outbox_id=delivery.outbox_id)
+        except ReplyNotRenderable as exc:
+            raise PermanentSendError(f"Slack cannot show this reply: {exc}") from exc
+        except SlackApiError as exc:
+            raise send_error(exc) from exc
+        except SlackRequestError as exc:  # a file upload's second step (the upload URL) failed
+            raise TransientSendError(f"Slack file upload failed: {exc}") from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransientSendError(f"Slack unreachable: {type(exc).__name__}: {exc}") from exc
+
+    async def _client_for(self, installation: str) -> AsyncWebClient:
+        if self._client is not None:
+            return self._client
+        assert self._installation_store is not None
+        org_wide = installation.startswith("E")
+        bot = await self._installation_store.async_find_bot(
+            enterprise_id=installation if org_wide else None,
+            team_id=None if org_wide else installation,
+            is_enterprise_install=org_wide,
+        )
+        if bot is None:
+            raise PermanentSendError(
+                f"the Slack app is not installed in {installation or 'this workspace'} (uninstalled, or never "
+                "installed): install it through /slack/install"
+            )
+        return self._web_client(bot.bot_token)
+
+    def _web_client(self, token: str) -> AsyncWebClient:
+        # No retry handlers: the dispatcher decides about retries (with backoff, and Retry-After for 429s).
+        return AsyncWebClient(token=token, base_url=self.api_base_url, timeout=self.timeout, retry_handlers=[])
+
+    async def _post(self, client: AsyncWebClient, channel: str, messages: list[SlackMessage], *, outbox_id: int) -> str:
+        """Post the messages in order. If one fails, the ones before it are remembered: the dispatcher's retry
+        posts only the rest (within this process; after a restart the earlier parts would be posted again)."""
+        posted = self._progress.pop(outbox_id, [])
+        try:
+            for message in messages[len(posted) :]:
+                response = await client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
+                posted.append(str(response.get("ts") or ""))
+        except BaseException:
+            if posted:
+                self._progress[outbox_id] = posted
+                while len(self._progress) > PROGRESS_REMEMBERED:
+                    self._progress.popitem(last=False)
+            raise
+        return posted[-1]
+
+    async def _upload(self, client: AsyncWebClient, channel: str, document: Document) -> str:
+        path = Path(document.path or "")
+        try:
+            content = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            raise PermanentSendError(f"document {document.filename!r} cannot be read at {path}: {exc}") from exc
+        response = await client.files_upload_v2(
+            channel=channel,
+            content=content,
+            filename=document.filename,
+            title=document.filename,
+            initial_comment=escape_mrkdwn(document.caption) or None,
+        )
+        return str((response.get("file") or {}).get("id") or "")
+
+
+def send_error(exc: SlackApiError) -> SendError:
+    """What the dispatcher should do about a failed Slack API call."""
+    response = exc.response
+    status = getattr(response, "status_code", None) or getattr(response, "status", None) or 0
+    data = getattr(response, "data", None)
+    error = data.get("error", "") if isinstance(data, dict) else ""
+    headers = getattr(response, "headers", None) or {}
+    if status == 429 or error == "ratelimited":
+        return RateLimited(_retry_after(headers.get("Retry-After")), "Slack rate limit")
+    if status >= 500 or error in TRANSIENT_ERRORS:
+        return TransientSendError(f"Slack answered {status} {error}".rstrip())
+    if error in PERMANENT_ERRORS or 400 <= status < 500:
+        return PermanentSendError(f"Slack refused the message: {error or status}")
+    # ok=false with an error code not listed above: a request Slack judged wrong; repeating it will not help.
+    return PermanentSendError(f"Slack refused the message: {error or 'unknown error'} (HTTP {status})")
+
+
+def _retry_after(value: object) -> float:
+    try:
+        return max(0.0, float(str(value)))
+    except ValueError:
+        return 1.0

@@ -1,0 +1,286 @@
+"""Slack's Request URL and install flow: `POST /slack/events` built from the shared steps (channels/webhook.py),
+`GET /slack/install` and `GET /slack/oauth_redirect` handed to Bolt's OAuth flow.
+
+`POST /slack/events` (the Events API, interactivity and slash commands): size limit (413) → verify Slack's v0
+signature (HMAC-SHA256 of "v0:timestamp:body" under the signing secret, constant-time, timestamp within 5 minutes;
+401 otherwise) → parse the body as Bolt's request (400) → Bolt's listeners turn it into an InboundMessage, record it
+(`host.receive`), and only then `ack()`. Bolt runs with `process_before_response=True`, so the HTTP answer leaves
+after the listener: nothing is acknowledged before it is stored, and recording is one insert, well inside Slack's
+3 seconds. Requests no listener wants (view submissions, other events) are acknowledged and logged with the reason;
+an error of ours answers 500, so Slack delivers the request again.
+
+Bolt has a signature check of its own; it is turned off (`request_verification_enabled=False`) because
+`SlackSignature` has checked the same signature before Bolt parses anything, as every platform's webhook verifies
+before it parses.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt import BoltResponse
+from slack_bolt.adapter.starlette.async_handler import to_async_bolt_request, to_starlette_response
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.error import BoltUnhandledRequestError
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import Clock, SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from bot.channel import ChannelHost, RequestRejected
+from channels.slack.inbound import (
+    Outcome,
+    installation_of,
+    message_from_action,
+    message_from_command,
+    message_from_event,
+)
+from channels.slack.store import SlackInstallationStore, SlackOAuthStateStore
+from channels.webhook import Ignored, LimitBody, Webhook, WebhookRequest
+
+if TYPE_CHECKING:
+    from channels.slack.channel import SlackChannel
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+SIGNATURE_WINDOW_SECONDS = 5 * 60  # Slack's own: older (or future) timestamps are refused as possible replays
+
+# The bot scopes the app asks for; channels/slack/manifest.yml lists the same (a test keeps them equal).
+SCOPES = (
+    "app_mentions:read",  # app_mention events: the bot is mentioned in a channel
+    "chat:write",  # chat.postMessage: every reply
+    "commands",  # /lesson, /quiz, /ask, /progress
+    "files:write",  # files_upload_v2: documents (certificates, handouts)
+    "im:history",  # message.im events: what learners write in the bot's DM
+    "im:read",  # see the DMs the bot is in
+    "im:write",  # start a DM with a learner
+    "users:read",  # a learner's profile (name, time zone); asked for now so lesson times need no re-install
+)
+
+
+class _Clock(Clock):
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now()
+
+
+class SlackSignature:
+    """Verify: Slack's v0 signature over the exact body, within 5 minutes of our clock (401 otherwise)."""
+
+    def __init__(self, signing_secret: str, *, now: Callable[[], float] = time.time) -> None:
+        self._verifier = SignatureVerifier(signing_secret, clock=_Clock(now))
+        self._now = now
+
+    async def __call__(self, request: WebhookRequest) -> None:
+        self.check(request.body, request.http.headers)
+
+    def check(self, body: bytes, headers: Mapping[str, str]) -> None:
+        timestamp = headers.get("x-slack-request-timestamp", "")
+        signature = headers.get("x-slack-signature", "")
+        if not timestamp or not signature:
+            raise RequestRejected(
+                401, "Missing X-Slack-Signature or X-Slack-Request-Timestamp: only Slack may call this URL."
+            )
+        if not timestamp.isdigit():
+            raise RequestRejected(401, "X-Slack-Request-Timestamp is not a Unix time in seconds.")
+        if abs(self._now() - int(timestamp)) > SIGNATURE_WINDOW_SECONDS:
+            raise RequestRejected(
+                401, "X-Slack-Request-Timestamp is more than 5 minutes from this server's clock (a replay, or a "
+                "clock out of sync: check NTP)."
+            )
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestRejected(400, "The body is not UTF-8 text, so it is not from Slack.") from None
+        if not self._verifier.is_valid(text, timestamp, signature):
+            raise RequestRejected(
+                401, "X-Slack-Signature does not match: check SLACK_SIGNING_SECRET (Basic Information → App "
+                "Credentials → Signing Secret)."
+            )
+
+
+class ParseBoltRequest:
+    """Parse: the verified body as Bolt's request (400 when it is neither Slack's JSON nor its form fields)."""
+
+    async def __call__(self, request: WebhookRequest) -> None:
+        request.payload = bolt_request(request.http, request.body)
+
+
+class BoltListeners:
+    """Record, then acknowledge: Bolt's listeners record the request into the host, then `ack()`; Bolt's answer is
+    the outcome."""
+
+    def __init__(self, app: AsyncApp) -> None:
+        self.app = app
+
+    async def __call__(self, request: WebhookRequest) -> None:
+        request.outcome = await self.app.async_dispatch(request.payload)
+
+
+def webhook_routes(channel: SlackChannel, host: ChannelHost) -> list[Route]:
+    app = bolt_app(channel, host)
+    events = Webhook(
+        LimitBody(channel.max_body_bytes),
+        SlackSignature(channel.signing_secret, now=channel.now),
+        ParseBoltRequest(),
+        BoltListeners(app),
+        acknowledge=lambda request: to_starlette_response(request.outcome),
+        refuse=refused,
+    )
+
+    async def install(request: Request) -> Response:
+        if app.oauth_flow is None:
+            return _one_workspace_only()
+        return to_starlette_response(await app.oauth_flow.handle_installation(bolt_request(request, b"")))
+
+    async def oauth_redirect(request: Request) -> Response:
+        if app.oauth_flow is None:
+            return _one_workspace_only()
+        return to_starlette_response(await app.oauth_flow.handle_callback(bolt_request(request, b"")))
+
+    return [
+        events.route(EVENTS_PATH),
+        Route("/slack/install", install, methods=["GET"]),
+        Route("/slack/oauth_redirect", oauth_redirect, methods=["GET"]),
+    ]
+
+
+def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
+    """The Bolt app whose listeners record what Slack sends into `host`, then acknowledge it."""
+    oauth_settings = None
+    if channel.installations is not None:
+        oauth_settings = AsyncOAuthSettings(
+            client_id=channel.client_id,
+            client_secret=channel.client_secret,
+            scopes=list(SCOPES),
+            user_scopes=[],
+            redirect_uri=channel.redirect_uri,
+            install_page_rendering_enabled=False,  # /slack/install goes straight to Slack's consent page
+            # Bolt looks the workspace up while Slack waits for the acknowledgement: urgent.
+            installation_store=SlackInstallationStore(channel.installations, urgent=True),
+            installation_store_bot_only=True,
+            state_store=SlackOAuthStateStore(channel.installations),
+        )
+    app = AsyncApp(
+        logger=logging.getLogger("channels.slack.bolt"),
+        signing_secret=channel.signing_secret,
+        client=AsyncWebClient(token=channel.bot_token or None, base_url=channel.api_base_url, timeout=channel.timeout),
+        oauth_settings=oauth_settings,
+        # Record, then acknowledge: the listener finishes before the HTTP answer leaves.
+        process_before_response=True,
+        # Unmatched requests reach on_error below, which acknowledges them with a logged reason.
+        raise_error_for_unhandled_request=True,
+        # SlackSignature has checked the signature already, before Bolt parses anything.
+        request_verification_enabled=False,
+        # channels/slack/inbound.py ignores the bot's own messages (and other bots'), logging why.
+        ignoring_self_events_enabled=False,
+        user_facing_authorize_error_message=(
+            "Lessonbot is not installed in this workspace (any more). Ask an admin to install it again."
+        ),
+    )
+    if channel.multi_workspace:
+        app.enable_token_revocation_listeners()  # app_uninstalled / tokens_revoked forget the installation
+
+    async def record(outcome: Outcome, request: AsyncBoltRequest) -> None:
+        retry = request.headers.get("x-slack-retry-num", [None])[0]
+        if isinstance(outcome, Ignored):
+            log.info("slack request ignored: %s", outcome.reason)
+            return
+        recorded = await host.receive(outcome)
+        if recorded.duplicate:
+            reason = request.headers.get("x-slack-retry-reason", [""])[0]
+            log.info(
+                "slack delivery %s was recorded before%s", outcome.platform_id,
+                f" (Slack's retry {retry}: {reason})" if retry else "",
+            )
+
+    async def on_event(
+        ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+    ) -> None:
+        outcome = message_from_event(body, installation=_installation(context), bot_user_id=context.bot_user_id)
+        await record(outcome, request)
+        await ack()
+
+    async def on_action(
+        ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+    ) -> None:
+        await record(message_from_action(body, installation=_installation(context)), request)
+        await ack()
+
+    async def on_command(
+        ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+    ) -> None:
+        outcome = message_from_command(body, installation=_installation(context))
+        await record(outcome, request)
+        # Slack shows an ack's text to the person alone; a recorded command is answered by the worker instead.
+        if isinstance(outcome, Ignored) and outcome.answer:
+            await ack(text=outcome.answer)
+        else:
+            await ack()
+
+    async def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse:
+        if isinstance(error, BoltUnhandledRequestError):
+            log.info("slack request ignored: nothing here handles %s", _describe(body))
+            return BoltResponse(status=200, body="")
+        log.error("slack request failed; Slack will deliver it again", exc_info=error)
+        return BoltResponse(status=500, body="")
+
+    app.event("message")(on_event)
+    app.event("app_mention")(on_event)
+    app.block_action(re.compile(".*"))(on_action)
+    app.command(re.compile(".*"))(on_command)
+    app.error(on_error)
+    return app
+
+
+def refused(exc: RequestRejected) -> Response:
+    if exc.status == 401:
+        log.warning("slack request refused: %s", exc.message)
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+def _installation(context: AsyncBoltContext) -> str:
+    return installation_of(
+        enterprise_id=context.enterprise_id,
+        team_id=context.team_id,
+        is_enterprise_install=context.is_enterprise_install,
+    )
+
+
+def bolt_request(request: Request, body: bytes) -> AsyncBoltRequest:
+    """Bolt's request object for a verified body; RequestRejected(400) if the body is not what Slack sends."""
+    try:
+        converted = to_async_bolt_request(request, body)
+    except (UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
+        raise RequestRejected(400, f"The body is not a Slack payload (JSON, or form fields): {exc}") from None
+    payload = converted.body
+    if payload.get("type") == "event_callback" and not isinstance(payload.get("event"), dict):
+        raise RequestRejected(400, "An event_callback without an event object.")
+    return converted
+
+
+def _describe(body: dict[str, Any]) -> str:
+    event = body.get("event")
+    kind = body.get("type") or ("slash command" if "command" in body else "request")
+    if isinstance(event, dict):
+        return f"{kind} {event.get('type')!r}"
+    return f"{kind} {body.get('command') or ''}".rstrip()
+
+
+def _one_workspace_only() -> Response:
+    return PlainTextResponse(
+        "This Lessonbot serves one Slack workspace (SLACK_BOT_TOKEN). Installing it into others through "
+        "/slack/install needs SLACK_CLIENT_ID and SLACK_CLIENT_SECRET.",
+        status_code=404,
+    )

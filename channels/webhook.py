@@ -1,0 +1,144 @@
+"""The one shape of every webhook: size limit → verify → parse → record → acknowledge, each a small named step.
+
+A platform's endpoint is a `Webhook` built from steps, as slack-bolt builds a request's path from small middlewares.
+Each step reads what the steps before it left on the `WebhookRequest`, adds its part, or refuses the request by
+raising RequestRejected, which answers at once with that status and message: so nothing is recorded unless every
+step before recording passed, verification first of all. The acknowledgement is made from what recording came to,
+and leaves as soon as the message is stored; processing happens later, in the conversation worker.
+
+The steps are listed in the order the platform needs: Telegram's secret is a header, checked before the body is
+read; Twilio signs the form fields, so its signature is checked once they are parsed; the web chat's session is a
+field of the JSON it posts. The steps every platform shares are here; each platform's package adds its own
+verification and says how its payload becomes a message (channels/<platform>/routes.py).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bot.channel import RequestRejected
+from channels.http import read_limited_body
+
+
+@dataclass
+class WebhookRequest:
+    """One inbound request on its way through a webhook's steps."""
+
+    http: Request
+    body: bytes = b""
+    payload: Any = None  # the body as the platform's data (a JSON object, form fields, …), once parsed
+    outcome: Any = None  # what recording came to, for the acknowledgement
+
+
+class Step(Protocol):
+    async def __call__(self, request: WebhookRequest) -> None:
+        """Do this step's part of the request, or raise RequestRejected."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A verified request that is not a message for the bot: acknowledged, logged with `reason`, stored nowhere."""
+
+    reason: str
+    answer: str | None = None  # shown to the person where an acknowledgement can carry text (a Slack slash command)
+
+
+class MediaType:
+    """Refuse (415) a body of another media type than the platform sends."""
+
+    def __init__(self, media_type: str, message: str) -> None:
+        self.media_type = media_type
+        self.message = message
+
+    async def __call__(self, request: WebhookRequest) -> None:
+        if not request.http.headers.get("content-type", "").startswith(self.media_type):
+            raise RequestRejected(415, self.message)
+
+
+class LimitBody:
+    """Size limit: read the body, refusing (413) one over `max_bytes` without reading past it."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    async def __call__(self, request: WebhookRequest) -> None:
+        request.body = await read_limited_body(request.http, self.max_bytes)
+
+
+class HeaderSecret:
+    """Verify: the shared secret the platform sends in a header, compared in constant time (401 missing, 403 wrong)."""
+
+    def __init__(self, header: str, secret: str, *, missing: str, wrong: str) -> None:
+        if not secret:
+            raise ValueError(f"an empty secret would let anyone through {header}")
+        self.header = header
+        self.secret = secret.encode()
+        self.missing = missing
+        self.wrong = wrong
+
+    async def __call__(self, request: WebhookRequest) -> None:
+        given = request.http.headers.get(self.header)
+        if not given:
+            raise RequestRejected(401, self.missing)
+        if not hmac.compare_digest(given.encode(), self.secret):
+            raise RequestRejected(403, self.wrong)
+
+
+class Parse:
+    """Parse: the body as the platform's payload; `parse` refuses (400) a body that is not one."""
+
+    def __init__(self, parse: Callable[[bytes], Any]) -> None:
+        self.parse = parse
+
+    async def __call__(self, request: WebhookRequest) -> None:
+        request.payload = self.parse(request.body)
+
+
+class Record:
+    """Record: `record` reads the verified payload as a message and stores it durably through the core (a repeated
+    platform id is recognised there), or ignores it with a logged reason; what it returns is the outcome."""
+
+    def __init__(self, record: Callable[[Any], Awaitable[Any]]) -> None:
+        self.record = record
+
+    async def __call__(self, request: WebhookRequest) -> None:
+        request.outcome = await self.record(request.payload)
+
+
+def refusal(exc: RequestRejected) -> Response:
+    """The answer to a refused request: its status, and what to fix."""
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+class Webhook:
+    """One webhook endpoint: its steps in order, then the acknowledgement made from the request they leave."""
+
+    def __init__(
+        self,
+        *steps: Step,
+        acknowledge: Callable[[WebhookRequest], Response],
+        refuse: Callable[[RequestRejected], Response] = refusal,
+    ) -> None:
+        self.steps = steps
+        self.acknowledge = acknowledge
+        self.refuse = refuse
+
+    async def handle(self, http: Request) -> Response:
+        request = WebhookRequest(http)
+        try:
+            for step in self.steps:
+                await step(request)
+        except RequestRejected as exc:
+            return self.refuse(exc)
+        return self.acknowledge(request)
+
+    def route(self, path: str) -> Route:
+        return Route(path, self.handle, methods=["POST"])

@@ -1,0 +1,89 @@
+"""The webhook skeleton on its own: steps run in order, a refusal answers at once and nothing after it runs, and the
+acknowledgement is made from what recording came to. (Each platform's webhook is proven through the real app in its
+own tests.)"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, Response
+
+from bot.channel import RequestRejected
+from channels.webhook import HeaderSecret, LimitBody, MediaType, Parse, Record, Webhook, WebhookRequest
+
+SECRET = "a-shared-secret"
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise RequestRejected(400, "not JSON") from None
+    if not isinstance(data, dict):
+        raise RequestRejected(400, "not an object")
+    return data
+
+
+@pytest.fixture
+def recorded() -> list[dict[str, Any]]:
+    return []
+
+
+@pytest.fixture
+async def client(recorded):
+    async def record(payload: dict[str, Any]) -> int:
+        recorded.append(payload)
+        return len(recorded)
+
+    def acknowledge(request: WebhookRequest) -> Response:
+        return JSONResponse({"recorded": request.outcome}, status_code=202)
+
+    webhook = Webhook(
+        HeaderSecret("X-Secret", SECRET, missing="Missing X-Secret.", wrong="X-Secret does not match."),
+        MediaType("application/json", "Send JSON."),
+        LimitBody(64),
+        Parse(json_object),
+        Record(record),
+        acknowledge=acknowledge,
+    )
+    app = Starlette(routes=[webhook.route("/hook")])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        yield client
+
+
+async def post(client: httpx.AsyncClient, body: bytes, **headers: str) -> httpx.Response:
+    return await client.post("/hook", content=body, headers={"content-type": "application/json", **headers})
+
+
+async def test_a_request_that_passes_every_step_is_recorded_then_acknowledged(client, recorded):
+    response = await post(client, b'{"text": "hi"}', **{"X-Secret": SECRET})
+    assert (response.status_code, response.json()) == (202, {"recorded": 1})
+    assert recorded == [{"text": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "error"),
+    [
+        (b'{"text": "hi"}', {}, 401, "Missing X-Secret."),
+        (b'{"text": "hi"}', {"X-Secret": "wrong"}, 403, "X-Secret does not match."),
+        # verification comes first: an unsigned body is refused for that, whatever else is wrong with it
+        (b"x" * 100, {"X-Secret": ""}, 401, "Missing X-Secret."),
+        (b'{"text": "hi"}', {"X-Secret": SECRET, "content-type": "text/plain"}, 415, "Send JSON."),
+        (b'{"text": "' + b"x" * 100 + b'"}', {"X-Secret": SECRET}, 413, "the limit is 64"),
+        (b"[1, 2]", {"X-Secret": SECRET}, 400, "not an object"),
+    ],
+)
+async def test_a_refused_step_answers_at_once_and_nothing_is_recorded(client, recorded, body, headers, status, error):
+    response = await post(client, body, **headers)
+    assert response.status_code == status
+    assert error in response.json()["error"]
+    assert recorded == []
+
+
+def test_an_empty_secret_is_refused_when_the_webhook_is_built():
+    with pytest.raises(ValueError, match="anyone"):
+        HeaderSecret("X-Secret", "", missing="", wrong="")
