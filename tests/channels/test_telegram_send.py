@@ -191,7 +191,7 @@ async def test_a_rejected_token_is_dead_lettered_and_named(settings, standin, ca
 def test_rate_limits_per_chat_per_group_and_overall():
     channel = TelegramChannel(token=TOKEN)
     assert channel.rate_limits("1111111") == (
-        RateLimit("telegram:global", 30, 1.0), RateLimit("telegram:chat:1111111", 1, 1.0),
+        RateLimit("telegram:global", 30, 1.0, shared=True), RateLimit("telegram:chat:1111111", 1, 1.0),
     )
     assert RateLimit("telegram:group:-100123", 20, 60.0) in channel.rate_limits("-100123")
 

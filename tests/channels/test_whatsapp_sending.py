@@ -183,7 +183,7 @@ async def test_a_reply_split_in_parts_resumes_after_the_part_that_failed(channel
 
 
 def test_every_send_counts_against_the_senders_80_per_second(channel):
-    assert channel.rate_limits(ANN) == (RateLimit("whatsapp:sender:+14155238886", 80, 1.0),)
+    assert channel.rate_limits(ANN) == (RateLimit("whatsapp:sender:+14155238886", 80, 1.0, shared=True),)
 
 
 # the 24-hour customer-service window ----------------------------------------------------------------------------------
