@@ -28,7 +28,7 @@ from knowledge.generation import ModelAnswerer, UngroundedReply
 from knowledge.retrieval import Mode, Passage, Retriever
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from knowledge.settings import KnowledgeSettings
     from knowledge.store import KnowledgeStore
     from storage.db import Database
 
@@ -41,7 +41,7 @@ PASSAGES = 5
 class Answerer:
     def __init__(
         self,
-        settings: Settings,
+        settings: KnowledgeSettings,
         *,
         store: KnowledgeStore | None = None,
         database: Database | None = None,
@@ -141,7 +141,7 @@ class Answerer:
         from storage.knowledge import take_question
 
         async with self.database.transaction() as session:
-            return await take_question(session, learner, per_minute=self.settings.knowledge_rate_limit_per_minute)
+            return await take_question(session, learner, per_minute=self.settings.rate_limit_per_minute)
 
     async def _within_budget(self, learner: str) -> bool:
         if self.database is None:
@@ -150,7 +150,7 @@ class Answerer:
 
         async with self.database.sessions() as session:
             spent = await tokens_spent_today(session, learner)
-        return spent < self.settings.knowledge_daily_token_budget
+        return spent < self.settings.daily_token_budget
 
     async def _spend(self, learner: str, tokens: int) -> None:
         if self.database is None or not tokens:
@@ -161,21 +161,21 @@ class Answerer:
             await spend_tokens(session, learner, tokens)
 
     async def _cached(self, key: str) -> Answer | None:
-        if self.database is None or not self.settings.knowledge_cache_seconds:
+        if self.database is None or not self.settings.cache_seconds:
             return None
         from storage.knowledge import cached_answer
 
-        max_age = timedelta(seconds=self.settings.knowledge_cache_seconds)
+        max_age = timedelta(seconds=self.settings.cache_seconds)
         async with self.database.sessions() as session:
             payload = await cached_answer(session, key, max_age=max_age)
         return Answer.from_payload(payload, cached=True) if payload is not None else None
 
     async def _remember(self, key: str, answer: Answer) -> None:
-        if self.database is None or not self.settings.knowledge_cache_seconds:
+        if self.database is None or not self.settings.cache_seconds:
             return
         from storage.knowledge import remember_answer
 
         async with self.database.transaction() as session:
             await remember_answer(
-                session, key, answer.to_payload(), max_age=timedelta(seconds=self.settings.knowledge_cache_seconds)
+                session, key, answer.to_payload(), max_age=timedelta(seconds=self.settings.cache_seconds)
             )

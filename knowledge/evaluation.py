@@ -20,14 +20,14 @@ import string
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from knowledge.retrieval import Mode
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from knowledge.settings import KnowledgeSettings
 
 COURSE = "eval"
 RANK_DEPTH = 10
@@ -96,7 +96,7 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def evaluate(
-    settings: Settings,
+    settings: KnowledgeSettings,
     directory: Path,
     *,
     sample: int | None = None,
@@ -111,8 +111,8 @@ def evaluate(
         questions = random.Random(seed).sample(questions, sample)
     with tempfile.TemporaryDirectory(prefix="lessonbot-eval-") as scratch:
         # always an embedded store of its own: the evaluation never writes into the bot's courses
-        scratch_store = {"chroma_host": "", "chroma_path": store_path or Path(scratch), "chroma_collection": "eval"}
-        eval_settings = settings.model_copy(update=scratch_store)
+        eval_settings = replace(settings, chroma_host="", chroma_path=store_path or Path(scratch),
+                                chroma_collection="eval")
         return asyncio.run(
             _run(eval_settings, articles, questions, spans, mode=mode, extractive_only=extractive_only,
                  progress=progress)
@@ -120,7 +120,7 @@ def evaluate(
 
 
 async def _run(
-    settings: Settings,
+    settings: KnowledgeSettings,
     articles: Path,
     questions: list[Question],
     spans: dict[str, list[tuple[int, int]]],

@@ -25,7 +25,7 @@ from knowledge.answer import FROM, NOT_COVERED, Answer, sources_of
 from knowledge.retrieval import Passage
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from knowledge.settings import KnowledgeSettings
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def plain_text(text: str) -> str:
 class ModelAnswerer:
     """One chat model, the grounded prompt, and the checks on what comes back."""
 
-    def __init__(self, settings: Settings, *, canary: str | None = None) -> None:
+    def __init__(self, settings: KnowledgeSettings, *, canary: str | None = None) -> None:
         from langchain_openai import ChatOpenAI
 
         if not (settings.openai_api_key or settings.openai_base_url):
@@ -114,8 +114,8 @@ class ModelAnswerer:
             api_key=settings.openai_api_key or "not-needed",  # type: ignore[arg-type]
             base_url=settings.openai_base_url or None,
             temperature=0,
-            max_tokens=settings.knowledge_max_answer_tokens,  # type: ignore[call-arg]
-            timeout=settings.knowledge_model_timeout_seconds,
+            max_tokens=settings.max_answer_tokens,  # type: ignore[call-arg]
+            timeout=settings.model_timeout_seconds,
             max_retries=1,
             stream_usage=True,
         )
