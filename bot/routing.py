@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 
 import dialogs
+from bot.text import fold
 from dialogs import basics, flow
 from dialogs.base import Command, Turn
-from dialogs.i18n import fold
 from dialogs.learner import adopt_language, learner_of
 
 # "/start", "/start@LessonBot payload", "/admin stats"

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from bot.text import fold
 from dialogs import flow, lessons
 from dialogs.base import Exchange, Turn
 from dialogs.flow import DONE, Flow, Invalid, Step
-from dialogs.i18n import LANGUAGES, fold, supported
+from dialogs.i18n import LANGUAGES, supported
 from dialogs.learner import activate, is_set_up, learner_of, tr
 from storage.learners import PAUSED, STOPPED, Certificate, forget_learner, zone_for
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
-import string
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.text import plain_words
 from knowledge.retrieval import Mode
 
 if TYPE_CHECKING:
@@ -83,9 +82,9 @@ def load(directory: Path) -> tuple[Path, list[Question], dict[str, list[tuple[in
 
 
 def normalise(text: str) -> str:
-    """SQuAD's answer normalisation: lowercase, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation) | {"“", "”", "’", "‘", "…"})
-    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+    """SQuAD's answer normalisation on the project's plain words (case, accents, punctuation, spacing): and no
+    articles."""
+    return " ".join(word for word in plain_words(text).split() if word not in ("a", "an", "the"))
 
 
 def _percentile(values: list[float], share: float) -> float:

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from dialogs.course_cli import ingest_course
-from dialogs.course_format import load_course
+from authoring.format import load_course
+from authoring.indexing import ingest_course
+from bot.config import knowledge_settings
 from tests.dialogs.learning_support import PAID, SAMPLE, Learning, import_sample, learning_bot, onboard  # noqa: F401
 
 
@@ -16,7 +17,7 @@ async def indexed(learning_bot, settings):  # noqa: F811
     bot, channel = learning_bot
     await import_sample(bot, PAID)
     for folder in (SAMPLE, PAID):  # both courses are in the index; the learner may read only the free one
-        await asyncio.to_thread(ingest_course, load_course(folder), settings)
+        await asyncio.to_thread(ingest_course, load_course(folder), knowledge_settings(settings))
     return bot, channel
 
 
