@@ -39,7 +39,7 @@ from bot.config import Settings
 from bot.messages import InboundMessage
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
 from bot.text import plain_words
-from dialogs.base import OutsideTransaction, Turn
+from dialogs.turn import OutsideTransaction, Turn
 from storage.db import Database
 from storage.models import Conversation, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow

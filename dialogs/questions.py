@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.text import answer_key, fold
-from dialogs.base import Exchange
 from dialogs.flow import Invalid, NotAnAnswer, looks_like_question
 from dialogs.i18n import Translator
 from dialogs.learner import tr
+from dialogs.turn import Exchange
 from storage.courses import CHOICE, SHORT_TEXT, TRUE_FALSE, Question
 
 LETTERS = "abcdef"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.answer import BUDGET_SPENT, TOO_FAST
+from knowledge.answer import NoAnswer
 from knowledge.answerer import Answerer
 from knowledge.ingest import ingest_path
 from knowledge.store import open_store
@@ -39,7 +39,7 @@ async def test_a_learner_asking_too_fast_gets_a_friendly_wait(answering, databas
     someone_else = await ask(8)
 
     assert not first.limited and not second.limited
-    assert third.limited and third.text == TOO_FAST
+    assert third.limited and third.unanswered is NoAnswer.TOO_FAST
     assert not someone_else.limited
     # a second answerer (another process) shares the count
     other = Answerer(replace(answering, rate_limit_per_minute=2), database=database)
@@ -53,7 +53,7 @@ async def test_the_daily_token_budget_ends_model_answers_for_the_day(answering, 
     second = await answerer.answer("What do the light reactions release?", learner=3, allowed_courses={"bio"})
 
     assert first.tokens > 100 and not first.limited
-    assert second.limited and second.text == BUDGET_SPENT
+    assert second.limited and second.unanswered is NoAnswer.BUDGET_SPENT
     assert len(openai.chat_requests) == 1
     fresh = await answerer.answer("What do the light reactions release?", learner=4, allowed_courses={"bio"})
     assert not fresh.limited

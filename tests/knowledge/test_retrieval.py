@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from knowledge.answer import NO_COURSES
+from knowledge.answer import NoAnswer
 from knowledge.answerer import Answerer
 from knowledge.embeddings import MiniLMEmbedder
 from knowledge.ingest import ingest_lessons, ingest_path
@@ -62,7 +62,7 @@ async def test_a_learner_never_gets_material_from_a_course_they_are_not_entitled
 
     assert "lava" not in bio_only.text.lower() and {s.course_id for s in bio_only.sources} <= {"bio"}
     assert "lava" in both.text.lower() and both.sources[0].course_id == "geo"
-    assert nothing.text == NO_COURSES and nothing.declined
+    assert nothing.unanswered is NoAnswer.NO_COURSES and nothing.declined and not nothing.text
     assert retriever.retrieve(question, allowed_courses={"no-such-course"}) == []
 
 
