@@ -11,7 +11,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path, PurePosixPath
 
-from authoring.format.course import FREE, PAID, Course, Lesson, Module, Price, Question, currency_decimals
+from authoring.format.course import FREE, PAID, Course, Lesson, Module, Price, currency_decimals
 from authoring.format.fields import Fields
 from authoring.format.parts import fence_state, split_part
 from authoring.format.problems import CourseInvalid, Problem
