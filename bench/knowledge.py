@@ -19,6 +19,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from knowledge.embeddings import TextEmbedder, make_embedder
 from knowledge.terms import sentences
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from knowledge.settings import KnowledgeSettings
 
 COURSE = "bench"
 
@@ -106,7 +107,7 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def run(
-    settings: Settings,
+    settings: KnowledgeSettings,
     dataset: Path,
     *,
     sizes: Sequence[int],
@@ -123,8 +124,8 @@ def run(
     asked = questions(dataset, queries)
     results = []
     with tempfile.TemporaryDirectory(prefix="lessonbot-bench-") as scratch:
-        local = {"chroma_host": "", "chroma_path": store_path or Path(scratch)}  # benchmarks embedded Chroma
-        client = open_client(settings.model_copy(update=local))
+        # benchmarks embedded Chroma
+        client = open_client(replace(settings, chroma_host="", chroma_path=store_path or Path(scratch)))
         for size in sizes:
             name = f"lessonbot_bench_{size}"
             KnowledgeStore(client, name=name, embedder=embedder).drop()

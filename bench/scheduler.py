@@ -176,8 +176,8 @@ async def add_learners(db: Database, count: int, *, channel: str, course_id: int
 
 
 async def bench_planning(args: argparse.Namespace, course: Path) -> dict[str, Any]:
-    from dialogs.course_format import load_course
-    from dialogs.course_import import import_course
+    from authoring.format import load_course
+    from authoring.importer import import_course
     from scheduler.context import JobContext
     from scheduler.planner import DueLesson, due_lessons, lesson_moment, push_lesson
     from storage.courses import Course

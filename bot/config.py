@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from knowledge.settings import KnowledgeSettings
+
 KNOWN_CHANNELS = ("console", "web", "telegram", "whatsapp", "slack")
 
 
@@ -224,3 +226,25 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = [_describe(err) for err in exc.errors()]
         raise ConfigError("Configuration error:\n  " + "\n  ".join(lines)) from None
+
+
+def knowledge_settings(settings: Settings) -> KnowledgeSettings:
+    """The part of the settings the knowledge room takes (it never sees the rest)."""
+    return KnowledgeSettings(
+        chroma_path=settings.chroma_path or settings.data_dir / "chroma",
+        chroma_host=settings.chroma_host,
+        chroma_port=settings.chroma_port,
+        chroma_collection=settings.chroma_collection,
+        embeddings=settings.embeddings,
+        tokenizer_dir=settings.knowledge_tokenizer_dir,
+        embedding_threads=settings.knowledge_embedding_threads,
+        openai_api_key=settings.openai_api_key,
+        openai_base_url=settings.openai_base_url,
+        openai_model=settings.openai_model,
+        openai_embedding_model=settings.openai_embedding_model,
+        max_answer_tokens=settings.knowledge_max_answer_tokens,
+        model_timeout_seconds=settings.knowledge_model_timeout_seconds,
+        rate_limit_per_minute=settings.knowledge_rate_limit_per_minute,
+        daily_token_budget=settings.knowledge_daily_token_budget,
+        cache_seconds=settings.knowledge_cache_seconds,
+    )

@@ -12,10 +12,11 @@ from sqlalchemy import select
 from bot import routing
 from bot.activity import Activity
 from bot.channel import Channel, Closable, WatchesSentReplies, unprompted_windows
-from bot.config import Settings
+from bot.config import Settings, knowledge_settings
 from bot.dispatcher import Claimed, OutboxDispatcher
 from bot.messages import InboundMessage
 from bot.pipeline import ConversationWorker, Recorded, Responder, record
+from knowledge.settings import KnowledgeSettings
 from scheduler.leader import Leadership
 from storage.db import Database
 from storage.models import OutboxMessage
@@ -35,7 +36,7 @@ class LazyAnswerer:
     """The question answerer, opened on the first question: loading the embedding model and Chroma takes a second
     or two that a process which is never asked anything should not pay at start-up."""
 
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: KnowledgeSettings, db: Database) -> None:
         self.settings = settings
         self.db = db
         self._answerer: Any = None
@@ -91,7 +92,7 @@ class Lessonbot:
             settings,
             respond,
             on_replies=self.dispatcher.notify,
-            answerer=LazyAnswerer(settings, self.db),
+            answerer=LazyAnswerer(knowledge_settings(settings), self.db),
             activity=Activity(self.channels),
         )
         self.leadership = (

@@ -41,7 +41,8 @@ from bot.activity import Activity
 from bot.config import Settings
 from bot.messages import InboundMessage
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
-from dialogs.base import OutsideTransaction, Turn
+from bot.text import plain_words
+from dialogs.turn import OutsideTransaction, Turn
 from storage.db import Database
 from storage.models import Conversation, InboundSequence, OutboxMessage, utcnow
 from storage.models import InboundMessage as InboundRow
@@ -587,7 +588,7 @@ async def _answered_choice(session: AsyncSession, conversation_id: int, text: st
     message), so a number typed long after a question does not answer it. Words win over numbers, so a choice
     labelled "4" is picked by typing 4.
     """
-    typed = _plain_words(text)
+    typed = plain_words(text)
     if not typed:
         return None
     rows = (
@@ -600,7 +601,7 @@ async def _answered_choice(session: AsyncSession, conversation_id: int, text: st
     ).all()
     choices = _newest_choices([(row.inbound_message_id, row.payload) for row in rows])
     for choice in choices:
-        if _plain_words(choice["label"]) == typed:
+        if plain_words(choice["label"]) == typed:
             return choice["value"]
     number = _OPTION_NUMBER.fullmatch(text.strip())
     if number and 1 <= int(number[1]) <= len(choices):
@@ -619,7 +620,3 @@ def _newest_choices(rows: list[tuple[int | None, dict[str, Any]]]) -> list[dict[
         if payload.get("choices"):
             return list(payload["choices"])
     return []
-
-
-def _plain_words(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())

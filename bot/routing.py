@@ -1,11 +1,11 @@
-"""Which dialog answers a message: a command, a pressed button, the dialog in progress, or the fallback.
+"""Which dialog answers a message: a command, a pressed button, the dialog in progress, or the question answerer.
 
 1. A command ("/next", or a synonym typed alone: "next", "siguiente") runs. A dialog in progress stays where it
    was (its buttons still work, its next answer still goes to it; /start asks an unfinished onboarding again).
 2. A pressed button whose value has a known prefix ("lesson:next", "quiz:12:1") goes to its dialog, however late.
-3. The dialog in progress (dialogs/flow.py) reads the message; one it does not expect goes to the fallback and the
-   question is asked again.
-4. Anything else goes to `dialogs.fallback` (looked up at call time: the question answerer replaces it).
+3. The dialog in progress (dialogs/flow.py) reads the message; a question of the person's goes to the question
+   answerer and the step is asked again.
+4. Anything else goes to the question answerer (dialogs/ask.py).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 
 import dialogs
-from dialogs import basics, flow
-from dialogs.base import Command, Turn
-from dialogs.i18n import fold
+from bot.text import fold
+from dialogs import ask, flow, greeting
 from dialogs.learner import adopt_language, learner_of
+from dialogs.turn import Command, Turn
 
 # "/start", "/start@LessonBot payload", "/admin stats"
 _COMMAND = re.compile(r"^/(?P<name>[A-Za-z0-9_]{1,32})(?:@\S+)?(?:\s+(?P<args>.*))?$", re.DOTALL)
@@ -46,7 +46,7 @@ async def respond(turn: Turn) -> None:
         name, args = parsed
         command = find_command(name)
         if command is None:
-            await basics.unknown_command(turn, name)
+            await greeting.unknown_command(turn, name)
             return
         await command.handler(turn, args)
         return
@@ -56,9 +56,9 @@ async def respond(turn: Turn) -> None:
         if handler is not None:
             await handler(turn, choice)
             return
-    if await flow.handle(turn, dialogs.fallback):
+    if await flow.handle(turn, ask.answer_question):
         return
     if choice is not None:
-        await basics.expired_choice(turn)
+        await greeting.expired_choice(turn)
         return
-    await dialogs.fallback(turn)
+    await ask.answer_question(turn)

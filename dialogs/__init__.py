@@ -4,7 +4,8 @@
 - BUTTONS: handlers for pressed choices by the prefix of their value ("lesson:next" → lessons), so a button works
   however late it is pressed. Choices that answer a flow's question need no entry: the flow reads them.
 - FLOWS: the step machines of dialogs/flow.py, registered by name.
-- fallback: what answers a message nothing else expects: the question answerer (dialogs/ask.py).
+
+A message nothing else expects goes to the question answerer (dialogs/ask.py).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from dialogs import (
-    admin, ask, basics, certificate, control, flow, lessons, linking, onboarding, progress, quiz, review, settings,
+    admin, certificate, flow, greeting, language, lessons, linking, onboarding, pause, progress, quiz, review, settings,
 )
-from dialogs.base import Command, Turn
 from dialogs.i18n import N_
+from dialogs.turn import Command, Turn
 
 COMMANDS: tuple[Command, ...] = (
-    *basics.COMMANDS,
+    *greeting.COMMANDS,
     Command("next", lessons.next_command, N_("the next part of your lesson, its quiz, or the next lesson"),
             synonyms=("next", "more", "continue", "go", "siguiente", "mas", "continuar", "seguir", "proximo",
                       "mais")),
@@ -30,13 +31,13 @@ COMMANDS: tuple[Command, ...] = (
             synonyms=("progress", "progreso", "progresso", "stats")),
     Command("settings", settings.show, N_("change your name, time zone, lesson time, days, course or goal"),
             synonyms=("settings", "ajustes", "configuracion", "configuracoes", "preferencias")),
-    Command("pause", control.pause, N_("pause the daily lessons (/pause 7 for a week)"),
+    Command("pause", pause.pause, N_("pause the daily lessons (/pause 7 for a week)"),
             synonyms=("pause", "pausa", "pausar")),
-    Command("resume", control.resume_lessons, N_("turn the daily lessons back on"),
+    Command("resume", pause.resume_lessons, N_("turn the daily lessons back on"),
             synonyms=("resume", "reanudar", "retomar", "continuar lecciones")),
-    Command("stop", control.stop, N_("stop the lessons, or delete everything I keep about you"),
+    Command("stop", pause.stop, N_("stop the lessons, or delete everything I keep about you"),
             synonyms=("stop", "parar", "detener", "basta")),
-    Command("language", control.language, N_("choose the language I write in"),
+    Command("language", language.language, N_("choose the language I write in"),
             synonyms=("language", "idioma", "lingua")),
     Command("certificate", certificate.resend, N_("get your course certificates again"),
             synonyms=("certificate", "certificado")),
@@ -51,8 +52,6 @@ BUTTONS: dict[str, ButtonHandler] = {
     "review": review.on_button,
 }
 
-flow.register(*onboarding.FLOWS, *settings.FLOWS, *quiz.FLOWS, *review.FLOWS, *control.FLOWS)
+flow.register(*onboarding.FLOWS, *settings.FLOWS, *quiz.FLOWS, *review.FLOWS, *pause.FLOWS, *language.FLOWS)
 
-fallback: Callable[[Turn], Awaitable[None]] = ask.answer_question
-
-__all__ = ["BUTTONS", "COMMANDS", "Command", "Turn", "fallback"]
+__all__ = ["BUTTONS", "COMMANDS", "Command", "Turn"]

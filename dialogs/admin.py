@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import func, select
 
 from dialogs import broadcast, nudges
-from dialogs.base import Command, Turn
 from dialogs.i18n import N_
 from dialogs.learner import tr
+from dialogs.turn import Command, Turn
 from storage.models import AdminAuditEntry, Conversation, InboundMessage, User
 from storage.outbox import dead_letters, outbox_counts, pending_inbound_count, requeue
 

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sqlalchemy import exists, or_, select
 
-from dialogs import basics
-from dialogs.base import Turn
+from dialogs import greeting
+from dialogs.i18n import Translator
 from dialogs.learner import tr
+from dialogs.turn import Turn
+from knowledge.answer import FROM, FROM_YOUR_COURSE, CourseAnswer, NoAnswer
 from storage.courses import FREE, Course, Enrollment, Entitlement
-
-if TYPE_CHECKING:
-    from knowledge.answer import Answer
 
 
 class QuestionAnswerer(Protocol):
@@ -31,17 +30,17 @@ class QuestionAnswerer(Protocol):
         learner: str | int,
         allowed_courses: set[str],
         on_partial: Callable[[str], Awaitable[None]] | None = None,
-    ) -> Answer: ...
+    ) -> CourseAnswer: ...
 
 
 async def answer_question(turn: Turn) -> None:
     if turn.answerer is None:  # no knowledge configured in this process (some tests, scripts)
-        await basics.fallback(turn)
+        await greeting.not_understood(turn)
         return
     allowed = await readable_courses(turn, turn.now)
     # Plain values only in the call: it runs after the turn's session is rolled back and closed.
     answerer, question, learner, draft = turn.answerer, turn.text, turn.user.id, turn.draft
-    answer: Answer = await turn.call_outside_transaction(
+    answer: CourseAnswer = await turn.call_outside_transaction(
         "answer", lambda: answerer.answer(question, learner=learner, allowed_courses=allowed, on_partial=draft)
     )
     turn.say(presented(turn, answer), choices=[] if answer.sources else [(tr(turn)("Show commands"), "/help")])
@@ -63,29 +62,32 @@ async def readable_courses(turn: Turn, now: datetime) -> set[str]:
     return set(rows)
 
 
-def presented(turn: Turn, answer: Answer) -> str:
-    """The answer in the learner's language: canned replies translated, and the labels of quoted sources."""
-    from knowledge import answer as knowledge
-
+def presented(turn: Turn, answer: CourseAnswer) -> str:
+    """The answer in the learner's language: what to say when there is none, and the labels of quoted sources."""
     _ = tr(turn)
-    canned = {
-        knowledge.NOT_COVERED: _(
-            "I couldn't find that in your course material, so I'd rather not guess. "
-            "Try asking it another way, or with the words the lesson uses."
-        ),
-        knowledge.NO_COURSES: _("Once you're enrolled in a course, I can answer questions about its lessons. "
-                                "Send /settings to choose one."),
-        knowledge.TOO_FAST: _("You're asking faster than I can look things up. Give me a minute and ask again."),
-        knowledge.BUDGET_SPENT: _("That's all the questions I can answer for you today. Ask me again tomorrow, "
-                                  "and in the meantime the lessons themselves are one /next away."),
-        knowledge.EMPTY_QUESTION: _("What would you like to know? Ask me anything about your course."),
-    }
-    if answer.text in canned:
-        return canned[answer.text]
+    if answer.unanswered is not None:
+        return unanswered_reply(_, answer.unanswered)
     text = answer.text
-    if text.startswith(knowledge.FROM_YOUR_COURSE):
-        text = _("From your course:") + text[len(knowledge.FROM_YOUR_COURSE) :]
-    body, found, sources = text.rpartition(f"\n\n{knowledge.FROM} ")
+    if text.startswith(FROM_YOUR_COURSE):
+        text = _("From your course:") + text[len(FROM_YOUR_COURSE) :]
+    body, found, sources = text.rpartition(f"\n\n{FROM} ")
     if found:
         text = f"{body}\n\n{_('From:')} {sources}"
     return text
+
+
+def unanswered_reply(_: Translator, reason: NoAnswer) -> str:
+    """What the learner is told when the material gives no answer (knowledge gives the reason, never the words)."""
+    said = {
+        NoAnswer.NOT_COVERED: _(
+            "I couldn't find that in your course material, so I'd rather not guess. "
+            "Try asking it another way, or with the words the lesson uses."
+        ),
+        NoAnswer.NO_COURSES: _("Once you're enrolled in a course, I can answer questions about its lessons. "
+                               "Send /settings to choose one."),
+        NoAnswer.TOO_FAST: _("You're asking faster than I can look things up. Give me a minute and ask again."),
+        NoAnswer.BUDGET_SPENT: _("That's all the questions I can answer for you today. Ask me again tomorrow, "
+                                 "and in the meantime the lessons themselves are one /next away."),
+        NoAnswer.EMPTY_QUESTION: _("What would you like to know? Ask me anything about your course."),
+    }
+    return said[reason]

@@ -18,9 +18,9 @@ import re
 from datetime import date, datetime, time, timedelta
 
 from bot.messages import Choice, Text
-from dialogs.base import Turn
 from dialogs.i18n import N_, Translator
 from dialogs.learner import tr
+from dialogs.turn import Turn
 from storage.broadcasts import (
     BroadcastError, Progress, Segment, cancel, confirm, create_draft, progress, recent_broadcasts,
 )

@@ -16,9 +16,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from bot.messages import Document
-from dialogs.base import Exchange, Turn
 from dialogs.i18n import Translator
 from dialogs.learner import name_of, tr
+from dialogs.turn import Exchange, Turn
 from storage.courses import Course
 from storage.learners import Certificate, zone_for
 

@@ -24,15 +24,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dialogs.base import Exchange, Turn
+from dialogs.turn import Exchange, Turn
 
 log = logging.getLogger(__name__)
 
 DONE = "done"
 
 Data = dict[str, Any]
-Ask = Callable[[Exchange, Data], Awaitable[None]]
-Answer = Callable[[Turn, Data, str], Awaitable[str]]
+Ask = Callable[[Exchange, Data], Awaitable[None]]  # says the step's question
+ReadAnswer = Callable[[Turn, Data, str], Awaitable[str]]  # reads what was sent: the next step's name, or DONE
 
 
 class Invalid(Exception):
@@ -51,7 +51,7 @@ class NotAnAnswer(Exception):
 class Step:
     name: str
     ask: Ask
-    answer: Answer
+    answer: ReadAnswer
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import io
 import re
 import struct
 import sys
-import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -70,12 +69,6 @@ def _catalog(language: str) -> gettext.NullTranslations:
     if language == DEFAULT_LANGUAGE or not path.is_file():
         return gettext.NullTranslations()  # the message ids are the English text
     return gettext.GNUTranslations(io.BytesIO(compile_po(path.read_text(encoding="utf-8"))))
-
-
-def fold(text: str) -> str:
-    """Text as people type it, made comparable: case, accents and spacing removed ("  Sí " → "si")."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
 
 
 # Reading .po files ---------------------------------------------------------------------------------------------------

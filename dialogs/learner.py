@@ -6,8 +6,8 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from dialogs.base import Exchange
 from dialogs.i18n import Translator, supported, translator
+from dialogs.turn import Exchange
 from storage.courses import Course, Enrollment, course_lessons
 from storage.learners import ACTIVE, ONBOARDING, Learner, learner_for, zone_for
 

@@ -19,11 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Reply
 from dialogs import flow, onboarding
-from dialogs.base import Exchange, Turn
 from dialogs.i18n import Translator
 from dialogs.learner import (
     POINTS_LESSON, current_course, enroll, is_set_up, learner_of, local_now, mark_home, tr,
 )
+from dialogs.turn import Exchange, Turn
 from storage.courses import (
     COMPLETED, Course, Enrollment, Lesson, LessonProgress, QuestionCard, course_lessons, lesson_questions, may_access,
 )
@@ -292,8 +292,8 @@ async def deliver_next_lesson(session: AsyncSession, user: User, *, now: datetim
                               data_dir: Path | None = None) -> list[Reply]:
     """Today's lesson for a learner, as /next would give it, for the learner's home conversation.
 
-    Returns the replies to send to `home_conversation(session, user)` (the caller writes them to its outbox, or
-    uses `dialogs.push.push_next_lesson`, which does). Returns nothing for a learner who is not set up, is paused
+    Returns the replies to send to `home_conversation(session, user)` (the caller writes them to its outbox, as
+    scheduler.planner does, after its own checks: quiet hours, the lesson time). Returns nothing for a learner who is not set up, is paused
     or stopped, has no home conversation, opted out on their platform, or may not take the next lesson. Updates
     the conversation's state (a quiz question asked now is answered there) and the learner's place, in `session`.
     """

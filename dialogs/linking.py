@@ -13,8 +13,8 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from dialogs import flow
-from dialogs.base import Turn
 from dialogs.learner import is_set_up, learner_of, tr
+from dialogs.turn import Turn
 from storage.learners import Learner, drop_learning, move_conversations
 from storage.models import ChannelIdentity, User
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from bot.messages import Choice, Text
-from dialogs.base import Turn
 from dialogs.i18n import Translator, translator
 from dialogs.learner import tr
 from dialogs.lessons import NEXT
+from dialogs.turn import Turn
 from storage.scheduling import NUDGE_REWARD_WINDOW, NudgeTemplateStats
 
 INACTIVE, FAREWELL, STREAK, REVIEW = "inactive", "farewell", "streak", "review"

@@ -12,14 +12,15 @@ from datetime import time
 
 from sqlalchemy import select
 
+from bot.text import fold
 from dialogs import flow
-from dialogs.base import Exchange, Turn
 from dialogs.flow import DONE, Flow, Invalid, NotAnAnswer, Step
-from dialogs.i18n import Translator, fold
+from dialogs.i18n import Translator
 from dialogs.learner import (
     activate, adopt_language, enroll, is_set_up, learner_of, local_now, mark_home, name_of, tr,
 )
 from dialogs.times import EVERY_DAY, WEEKDAYS, WEEKENDS, read_days, read_time, read_zone
+from dialogs.turn import Exchange, Turn
 from storage.courses import Course, Lesson
 from storage.learners import zone_for
 

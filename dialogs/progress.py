@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from dialogs import onboarding
-from dialogs.base import Turn
 from dialogs.learner import current_course, learner_of, tr
 from dialogs.review import due_reviews
+from dialogs.turn import Turn
 from storage.courses import LessonProgress, QuestionCard, course_lessons
 from storage.learners import Certificate, current_streak
 

@@ -2,65 +2,24 @@
 
 Choices go out as buttons whose values name the question and the answer ("quiz:12:1", "review:12:true"), so a press
 arriving long after still says what it answers. Typed answers work too: a choice by letter, number or its words,
-true/false in English, Spanish or Portuguese, and free text compared after normalising case, accents, spacing,
-punctuation and number words ("Twenty one" = "21").
+true/false in English, Spanish or Portuguese, and free text compared by `bot.text.answer_key` (case, accents,
+spacing, punctuation and number words: "Twenty one" = "21"), the same key the course check de-duplicates by.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from dialogs.base import Exchange
+from bot.text import answer_key, fold
 from dialogs.flow import Invalid, NotAnAnswer, looks_like_question
-from dialogs.i18n import Translator, fold
+from dialogs.i18n import Translator
 from dialogs.learner import tr
+from dialogs.turn import Exchange
 from storage.courses import CHOICE, SHORT_TEXT, TRUE_FALSE, Question
 
 LETTERS = "abcdef"
 _TRUE = {"true", "t", "v", "yes", "y", "verdadero", "verdad", "cierto", "si", "verdadeiro", "sim", "correct"}
 _FALSE = {"false", "f", "no", "n", "falso", "nao", "incorrect", "wrong"}
-
-_NUMBER_WORDS = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
-    "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50,
-    "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
-    "cero": 0, "uno": 1, "una": 1, "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6, "siete": 7,
-    "ocho": 8, "nueve": 9, "diez": 10, "once": 11, "doce": 12, "trece": 13, "catorce": 14, "quince": 15,
-    "dieciseis": 16, "diecisiete": 17, "dieciocho": 18, "diecinueve": 19, "veinte": 20, "treinta": 30,
-    "cuarenta": 40, "cincuenta": 50, "sesenta": 60, "setenta": 70, "ochenta": 80, "noventa": 90,
-    "um": 1, "uma": 1, "dois": 2, "duas": 2, "quatro": 4, "sete": 7, "oito": 8, "nove": 9, "dez": 10,
-    "vinte": 20, "trinta": 30,
-}
-_SCALES = {"hundred": 100, "cien": 100, "ciento": 100, "cem": 100, "thousand": 1000, "mil": 1000}
-_JOINERS = {"and", "y", "e"}
-
-
-def normalise(text: str) -> str:
-    """Free text made comparable: "  The  Twenty-One Club! " → "the 21 club"."""
-    words = re.sub(r"[^\w\s]", " ", fold(text).replace("-", " ")).split()
-    out: list[str] = []
-    number: int | None = None
-    current = 0
-    for word in words:
-        value = _NUMBER_WORDS.get(word)
-        if value is not None or (word in _SCALES and number is not None):
-            if value is not None:
-                current += value
-            else:
-                current = max(current, 1) * _SCALES[word]
-            number = current
-            continue
-        if word in _JOINERS and number is not None:
-            continue
-        if number is not None:
-            out.append(str(number))
-            number, current = None, 0
-        out.append(word)
-    if number is not None:
-        out.append(str(number))
-    return " ".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +53,10 @@ def check(_: Translator, question: Question, typed: str, prefix: str) -> Verdict
         value = fold(given).strip(" .!")
         said = True if value in _TRUE else False if value in _FALSE else None
         return None if said is None else Verdict(said == question.is_true, right_answer(_, question))
-    answer = normalise(given)
+    answer = answer_key(given)
     if not answer:
         return None
-    accepted = {normalise(a) for a in question.accepted_answers or []}
+    accepted = {answer_key(a) for a in question.accepted_answers or []}
     return Verdict(answer in accepted, right_answer(_, question))
 
 
@@ -126,9 +85,9 @@ def _typed_choice(question: Question, given: str) -> int | None:
     if len(typed) == 1 and typed in LETTERS[: len(choices)]:
         return LETTERS.index(typed)
     for index, choice in enumerate(choices):
-        if normalise(choice) == normalise(given):
+        if answer_key(choice) == answer_key(given):
             return index
-    number = normalise(typed)
+    number = answer_key(typed)
     if number.isdigit() and 1 <= int(number) <= len(choices):
         return int(number) - 1
     return None
@@ -164,4 +123,4 @@ def question_id_of(value: str, prefix: str) -> int | None:
     return None
 
 
-__all__ = ["CHOICE", "SHORT_TEXT", "TRUE_FALSE", "Verdict", "ask", "check", "feedback", "normalise"]
+__all__ = ["CHOICE", "SHORT_TEXT", "TRUE_FALSE", "Verdict", "ask", "check", "feedback"]

@@ -11,11 +11,11 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from dialogs import flow, lessons, questions
-from dialogs.base import Exchange, Turn
+from dialogs import ask, flow, lessons, questions
 from dialogs.flow import DONE, Flow, Step
 from dialogs.learner import POINTS_QUIZ_RIGHT, learner_of, tr
 from dialogs.review import record_answer
+from dialogs.turn import Exchange, Turn
 from storage.courses import Lesson, Question, QuestionCard, lesson_questions
 from storage.learners import record_activity
 
@@ -66,7 +66,7 @@ async def on_button(turn: Turn, value: str) -> None:
     _ = tr(turn)
     entry = flow.current(turn.state)
     if entry is not None and entry["name"] == "quiz":
-        await flow.handle(turn, _fallback())
+        await flow.handle(turn, ask.answer_question)
         return
     question_id = questions.question_id_of(value, "quiz")
     question = await turn.session.get(Question, question_id) if question_id else None
@@ -83,17 +83,11 @@ async def on_button(turn: Turn, value: str) -> None:
     queue = [question.id] + [other for other in pending if other != question.id]
     total = len(await _lesson_question_ids(turn, lesson))
     flow.enter(turn.state, "quiz", {"lesson_id": lesson.id, "queue": queue, "total": total}, step="answer")
-    await flow.handle(turn, _fallback())
+    await flow.handle(turn, ask.answer_question)
 
 
 async def _lesson_question_ids(x: Exchange, lesson: Lesson) -> list[int]:
     return [q.id for q in await lesson_questions(x.session, lesson.id)]
-
-
-def _fallback():  # type: ignore[no-untyped-def]
-    import dialogs  # the seam may be replaced after import (the question answerer)
-
-    return dialogs.fallback
 
 
 FLOWS = (Flow("quiz", (Step("answer", ask_question, answer_question),)),)

@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialogs import flow, onboarding, questions
-from dialogs.base import Exchange, Turn
 from dialogs.flow import DONE, Flow, Step
 from dialogs.learner import POINTS_REVIEW_RIGHT, learner_of, local_now, mark_home, tr
+from dialogs.turn import Exchange, Turn
 from storage.courses import SHORT_TEXT, Question, QuestionCard
 from storage.learners import record_activity, zone_for
 from storage.models import User
@@ -169,19 +169,15 @@ async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
 
 async def on_button(turn: Turn, value: str) -> None:
     """A review button pressed: answer it if it is the question being reviewed, else say the review moved on."""
+    from dialogs.ask import answer_question  # ask → greeting → review: imported when needed
+
     entry = flow.current(turn.state)
     if entry is not None and entry["name"] == "review":
-        await flow.handle(turn, _fallback())
+        await flow.handle(turn, answer_question)
         return
     _ = tr(turn)
     turn.say(_("That review is over. Send /review to see what is due now."))
     await flow.resume(turn)
-
-
-def _fallback():  # type: ignore[no-untyped-def]
-    import dialogs  # the seam may be replaced after import (the question answerer)
-
-    return dialogs.fallback
 
 
 FLOWS = (Flow("review", (Step("answer", ask_review, answer_review),)),)

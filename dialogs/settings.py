@@ -6,12 +6,13 @@ one. Each item reuses the onboarding step that asked it first, so it is validate
 
 from __future__ import annotations
 
+from bot.text import fold
 from dialogs import flow, onboarding
-from dialogs.base import Exchange, Turn
 from dialogs.flow import DONE, Flow, Invalid, Step
-from dialogs.i18n import LANGUAGES, N_, fold
+from dialogs.i18n import LANGUAGES, N_
 from dialogs.learner import current_course, is_set_up, learner_of, name_of, tr
 from dialogs.times import read_quiet_hours
+from dialogs.turn import Exchange, Turn
 
 # item → (button label, the step that asks it, words that name it in /settings ITEM)
 ITEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {

@@ -15,7 +15,7 @@ from datetime import time
 from functools import lru_cache
 from zoneinfo import available_timezones
 
-from dialogs.i18n import fold
+from bot.text import fold
 from storage.learners import offset_name
 
 _REGIONS = ("Europe", "America", "Asia", "Africa", "Australia", "Pacific", "Atlantic", "Indian", "Antarctica")

@@ -1,25 +1,33 @@
 """What a learner gets back for a question: the answer's text, the lessons it came from, and how it went.
 
-Channel-agnostic and plain text (no Markdown): each channel escapes and renders it like any other `Text`.
+Channel-agnostic and plain text (no Markdown): each channel escapes and renders it like any other `Text`. When the
+material gives no answer, the answer says why (`NoAnswer`) and carries no text: the dialogs own those words.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, NamedTuple
 
-NOT_COVERED = (
-    "I couldn't find that in your course material, so I'd rather not guess. "
-    "Try asking it another way, or with the words the lesson uses."
-)
-NO_COURSES = "Once you're enrolled in a course, I can answer questions about its lessons."
-TOO_FAST = "You're asking faster than I can look things up. Give me a minute and ask again."
-BUDGET_SPENT = (
-    "That's all the questions I can answer for you today. Ask me again tomorrow, "
-    "and in the meantime the lessons themselves are one /help away."
-)
-EMPTY_QUESTION = "What would you like to know? Ask me anything about your course."
+
+class NoAnswer(StrEnum):
+    """Why a question got no answer from the material. Knowledge names the reason; what the learner is told for
+    each is the dialogs' to say, in the learner's language (dialogs/ask.py)."""
+
+    EMPTY_QUESTION = "empty_question"
+    NO_COURSES = "no_courses"  # the learner may read no course yet
+    NOT_COVERED = "not_covered"  # the material does not cover the question
+    TOO_FAST = "too_fast"  # the learner's per-minute allowance is spent
+    BUDGET_SPENT = "budget_spent"  # the learner's daily model tokens are spent
+
+    @property
+    def limited(self) -> bool:
+        """The learner's allowance, not the material, stood in the way."""
+        return self in (NoAnswer.TOO_FAST, NoAnswer.BUDGET_SPENT)
+
+
 # The labels answers carry; dialogs translate them for the learner.
 FROM_YOUR_COURSE = "From your course:"
 FROM = "From:"
@@ -37,29 +45,44 @@ def sources_of(passages: Iterable[Any]) -> tuple[Source, ...]:
 
 
 @dataclass(frozen=True)
-class Answer:
+class CourseAnswer:
+    """An answer from the course material (`text` with its `sources`), or none and why (`unanswered`, `text` empty)."""
+
     text: str
     sources: tuple[Source, ...] = ()
-    declined: bool = False  # the material does not cover the question (or there is none)
+    unanswered: NoAnswer | None = None
     tokens: int = 0  # model tokens spent on this answer (0: extractive or from the cache)
-    limited: bool = False  # the learner's rate limit or daily budget was reached
     cached: bool = False
     passages: tuple[str, ...] = field(default=(), compare=False)  # chunk ids the answer drew on
+
+    @classmethod
+    def none(cls, reason: NoAnswer, *, tokens: int = 0) -> CourseAnswer:
+        return cls(text="", unanswered=reason, tokens=tokens)
+
+    @property
+    def declined(self) -> bool:
+        """The material does not cover the question (or there is none, or no question)."""
+        return self.unanswered is not None and not self.unanswered.limited
+
+    @property
+    def limited(self) -> bool:
+        """The learner's rate limit or daily budget was reached."""
+        return self.unanswered is not None and self.unanswered.limited
 
     def to_payload(self) -> dict[str, Any]:
         return {
             "text": self.text,
             "sources": [list(source) for source in self.sources],
-            "declined": self.declined,
+            "unanswered": self.unanswered.value if self.unanswered else None,
             "passages": list(self.passages),
         }
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any], **changes: Any) -> Answer:
+    def from_payload(cls, payload: dict[str, Any], **changes: Any) -> CourseAnswer:
         return cls(
             text=payload["text"],
             sources=tuple(Source(*source) for source in payload.get("sources", [])),
-            declined=bool(payload.get("declined")),
+            unanswered=NoAnswer(payload["unanswered"]) if payload.get("unanswered") else None,
             passages=tuple(payload.get("passages", [])),
             **changes,
         )

@@ -22,26 +22,27 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from knowledge import extractive
-from knowledge.answer import BUDGET_SPENT, EMPTY_QUESTION, NO_COURSES, NOT_COVERED, TOO_FAST, Answer
+from knowledge.answer import CourseAnswer, NoAnswer
 from knowledge.generation import PASSAGES as MODEL_PASSAGES
 from knowledge.generation import ModelAnswerer, UngroundedReply
 from knowledge.retrieval import Mode, Passage, Retriever
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from knowledge.settings import KnowledgeSettings
     from knowledge.store import KnowledgeStore
     from storage.db import Database
 
 log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARACTERS = 1000
+CACHE_FORMAT = "2"  # CourseAnswer.to_payload's; the first format had no version here
 PASSAGES = 5
 
 
 class Answerer:
     def __init__(
         self,
-        settings: Settings,
+        settings: KnowledgeSettings,
         *,
         store: KnowledgeStore | None = None,
         database: Database | None = None,
@@ -67,17 +68,17 @@ class Answerer:
         learner: str | int,
         allowed_courses: Collection[str],
         on_partial: Callable[[str], Awaitable[None]] | None = None,
-    ) -> Answer:
+    ) -> CourseAnswer:
         """Answer `question` from `allowed_courses` only. `on_partial` (for channels that show text as it is
         written) receives the model's answer so far; it is not called for extractive or cached answers."""
         question = " ".join(question.split())[:MAX_QUESTION_CHARACTERS]
         learner_key = str(learner)
         if not question:
-            return Answer(text=EMPTY_QUESTION, declined=True)
+            return CourseAnswer.none(NoAnswer.EMPTY_QUESTION)
         if not await self._take_question(learner_key):
-            return Answer(text=TOO_FAST, limited=True)
+            return CourseAnswer.none(NoAnswer.TOO_FAST)
         if not allowed_courses:
-            return Answer(text=NO_COURSES, declined=True)
+            return CourseAnswer.none(NoAnswer.NO_COURSES)
         passages = await asyncio.to_thread(self.retriever.retrieve, question, allowed_courses=allowed_courses,
                                            limit=PASSAGES)
         return await self.compose(
@@ -92,10 +93,10 @@ class Answerer:
         learner: str,
         allowed_courses: Collection[str],
         on_partial: Callable[[str], Awaitable[None]] | None = None,
-    ) -> Answer:
+    ) -> CourseAnswer:
         """The answer from passages already retrieved (the evaluation times retrieval and this apart)."""
         if not passages:
-            return Answer(text=NOT_COVERED, declined=True)
+            return CourseAnswer.none(NoAnswer.NOT_COVERED)
         if self.model is None:
             return await self._extractive(question, passages, allowed_courses)
 
@@ -104,7 +105,7 @@ class Answerer:
         if cached is not None:
             return cached
         if not await self._within_budget(learner):
-            return Answer(text=BUDGET_SPENT, limited=True)
+            return CourseAnswer.none(NoAnswer.BUDGET_SPENT)
         given = passages[:MODEL_PASSAGES]
         try:
             reply = await self.model.reply(question, given, on_partial=on_partial)
@@ -122,7 +123,7 @@ class Answerer:
 
     async def _extractive(
         self, question: str, passages: list[Passage], allowed_courses: Collection[str], *, tokens: int = 0
-    ) -> Answer:
+    ) -> CourseAnswer:
         rarity = await asyncio.to_thread(self.retriever.rarity, allowed_courses)
         answer = extractive.compose(question, passages, rarity=rarity)
         return replace(answer, tokens=tokens)
@@ -130,8 +131,9 @@ class Answerer:
     # shared state (database) --------------------------------------------------------------------------------------
 
     def _cache_key(self, question: str, passages: list[Passage]) -> str:
-        # passage ids hash their text, so an edited lesson changes the key; casing and spacing do not
-        material = "\0".join([self.model.model_name if self.model else "", question.lower(),
+        # passage ids hash their text, so an edited lesson changes the key; casing and spacing do not. The payload's
+        # format is part of it: a process running other code never reads a row it would misread.
+        material = "\0".join([CACHE_FORMAT, self.model.model_name if self.model else "", question.lower(),
                               *sorted(p.chunk_id for p in passages)])
         return hashlib.sha256(material.encode()).hexdigest()
 
@@ -141,7 +143,7 @@ class Answerer:
         from storage.knowledge import take_question
 
         async with self.database.transaction() as session:
-            return await take_question(session, learner, per_minute=self.settings.knowledge_rate_limit_per_minute)
+            return await take_question(session, learner, per_minute=self.settings.rate_limit_per_minute)
 
     async def _within_budget(self, learner: str) -> bool:
         if self.database is None:
@@ -150,7 +152,7 @@ class Answerer:
 
         async with self.database.sessions() as session:
             spent = await tokens_spent_today(session, learner)
-        return spent < self.settings.knowledge_daily_token_budget
+        return spent < self.settings.daily_token_budget
 
     async def _spend(self, learner: str, tokens: int) -> None:
         if self.database is None or not tokens:
@@ -160,22 +162,22 @@ class Answerer:
         async with self.database.transaction() as session:
             await spend_tokens(session, learner, tokens)
 
-    async def _cached(self, key: str) -> Answer | None:
-        if self.database is None or not self.settings.knowledge_cache_seconds:
+    async def _cached(self, key: str) -> CourseAnswer | None:
+        if self.database is None or not self.settings.cache_seconds:
             return None
         from storage.knowledge import cached_answer
 
-        max_age = timedelta(seconds=self.settings.knowledge_cache_seconds)
+        max_age = timedelta(seconds=self.settings.cache_seconds)
         async with self.database.sessions() as session:
             payload = await cached_answer(session, key, max_age=max_age)
-        return Answer.from_payload(payload, cached=True) if payload is not None else None
+        return CourseAnswer.from_payload(payload, cached=True) if payload is not None else None
 
-    async def _remember(self, key: str, answer: Answer) -> None:
-        if self.database is None or not self.settings.knowledge_cache_seconds:
+    async def _remember(self, key: str, answer: CourseAnswer) -> None:
+        if self.database is None or not self.settings.cache_seconds:
             return
         from storage.knowledge import remember_answer
 
         async with self.database.transaction() as session:
             await remember_answer(
-                session, key, answer.to_payload(), max_age=timedelta(seconds=self.settings.knowledge_cache_seconds)
+                session, key, answer.to_payload(), max_age=timedelta(seconds=self.settings.cache_seconds)
             )

@@ -21,7 +21,7 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.utils.embedding_functions import register_embedding_function
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from knowledge.settings import KnowledgeSettings
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class EmbeddingsNotConfigured(Exception):
     """EMBEDDINGS=openai without an endpoint to call."""
 
 
-def make_embedder(settings: Settings) -> TextEmbedder:
+def make_embedder(settings: KnowledgeSettings) -> TextEmbedder:
     """The embedder the settings ask for: the offline model, or OPENAI_* embeddings (EMBEDDINGS=openai)."""
     if settings.embeddings == "openai":
         if not (settings.openai_api_key or settings.openai_base_url):
@@ -220,6 +220,4 @@ def make_embedder(settings: Settings) -> TextEmbedder:
         return OpenAIEmbedder(
             model=settings.openai_embedding_model, api_key=settings.openai_api_key, base_url=settings.openai_base_url
         )
-    return offline_embedder(
-        tokenizer_dir=settings.knowledge_tokenizer_dir, threads=settings.knowledge_embedding_threads
-    )
+    return offline_embedder(tokenizer_dir=settings.tokenizer_dir, threads=settings.embedding_threads)

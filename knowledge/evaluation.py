@@ -15,19 +15,18 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
-import string
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.text import plain_words
 from knowledge.retrieval import Mode
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from knowledge.settings import KnowledgeSettings
 
 COURSE = "eval"
 RANK_DEPTH = 10
@@ -83,9 +82,9 @@ def load(directory: Path) -> tuple[Path, list[Question], dict[str, list[tuple[in
 
 
 def normalise(text: str) -> str:
-    """SQuAD's answer normalisation: lowercase, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation) | {"“", "”", "’", "‘", "…"})
-    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+    """SQuAD's answer normalisation on the project's plain words (case, accents, punctuation, spacing): and no
+    articles."""
+    return " ".join(word for word in plain_words(text).split() if word not in ("a", "an", "the"))
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -96,7 +95,7 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def evaluate(
-    settings: Settings,
+    settings: KnowledgeSettings,
     directory: Path,
     *,
     sample: int | None = None,
@@ -111,8 +110,8 @@ def evaluate(
         questions = random.Random(seed).sample(questions, sample)
     with tempfile.TemporaryDirectory(prefix="lessonbot-eval-") as scratch:
         # always an embedded store of its own: the evaluation never writes into the bot's courses
-        scratch_store = {"chroma_host": "", "chroma_path": store_path or Path(scratch), "chroma_collection": "eval"}
-        eval_settings = settings.model_copy(update=scratch_store)
+        eval_settings = replace(settings, chroma_host="", chroma_path=store_path or Path(scratch),
+                                chroma_collection="eval")
         return asyncio.run(
             _run(eval_settings, articles, questions, spans, mode=mode, extractive_only=extractive_only,
                  progress=progress)
@@ -120,7 +119,7 @@ def evaluate(
 
 
 async def _run(
-    settings: Settings,
+    settings: KnowledgeSettings,
     articles: Path,
     questions: list[Question],
     spans: dict[str, list[tuple[int, int]]],

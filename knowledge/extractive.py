@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from knowledge.answer import FROM_YOUR_COURSE, NOT_COVERED, Answer, sources_of
+from knowledge.answer import FROM_YOUR_COURSE, CourseAnswer, NoAnswer, sources_of
 from knowledge.retrieval import Passage
 from knowledge.terms import sentences, terms
 
@@ -25,7 +25,7 @@ MIN_SIMILARITY = 0.25
 STRONG_COVERAGE = 0.75
 
 
-def compose(question: str, passages: Sequence[Passage], *, rarity: Callable[[str], float]) -> Answer:
+def compose(question: str, passages: Sequence[Passage], *, rarity: Callable[[str], float]) -> CourseAnswer:
     """Quote the best sentences of `passages` for `question`; `rarity` gives a term's weight (its idf)."""
     wanted = {term: rarity(term) for term in dict.fromkeys(terms(question))}
     total = sum(wanted.values())
@@ -43,7 +43,7 @@ def compose(question: str, passages: Sequence[Passage], *, rarity: Callable[[str
     best_similarity = max((p.similarity for p in passages[:PASSAGES]), default=0.0)
     weak_meaning = best_similarity and best_similarity < MIN_SIMILARITY and coverage < STRONG_COVERAGE
     if not chosen or coverage < MIN_COVERAGE or weak_meaning:
-        return Answer(text=NOT_COVERED, declined=True)
+        return CourseAnswer.none(NoAnswer.NOT_COVERED)
 
     by_passage: dict[int, list[tuple[int, str]]] = {}
     for _, rank, position, sentence in chosen:
@@ -53,7 +53,7 @@ def compose(question: str, passages: Sequence[Passage], *, rarity: Callable[[str
         passage = passages[rank]
         quoted = " … ".join(sentence for _, sentence in sorted(by_passage[rank]))
         quotes.append(f"“{quoted}”\n— {passage.where}")
-    return Answer(
+    return CourseAnswer(
         text=f"{FROM_YOUR_COURSE}\n\n" + "\n\n".join(quotes),
         sources=sources_of(passages[rank] for rank in sorted(by_passage)),
         passages=tuple(passages[rank].chunk_id for rank in sorted(by_passage)),

@@ -21,11 +21,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from knowledge.answer import FROM, NOT_COVERED, Answer, sources_of
+from knowledge.answer import FROM, CourseAnswer, NoAnswer, sources_of
 from knowledge.retrieval import Passage
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from knowledge.settings import KnowledgeSettings
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def plain_text(text: str) -> str:
 class ModelAnswerer:
     """One chat model, the grounded prompt, and the checks on what comes back."""
 
-    def __init__(self, settings: Settings, *, canary: str | None = None) -> None:
+    def __init__(self, settings: KnowledgeSettings, *, canary: str | None = None) -> None:
         from langchain_openai import ChatOpenAI
 
         if not (settings.openai_api_key or settings.openai_base_url):
@@ -114,8 +114,8 @@ class ModelAnswerer:
             api_key=settings.openai_api_key or "not-needed",  # type: ignore[arg-type]
             base_url=settings.openai_base_url or None,
             temperature=0,
-            max_tokens=settings.knowledge_max_answer_tokens,  # type: ignore[call-arg]
-            timeout=settings.knowledge_model_timeout_seconds,
+            max_tokens=settings.max_answer_tokens,  # type: ignore[call-arg]
+            timeout=settings.model_timeout_seconds,
             max_retries=1,
             stream_usage=True,
         )
@@ -147,14 +147,14 @@ class ModelAnswerer:
         lowered = text.lower()
         return self.canary.lower() in lowered or any(marker in lowered for marker in LEAK_MARKERS)
 
-    def answer(self, reply: Reply, passages: Sequence[Passage]) -> Answer:
+    def answer(self, reply: Reply, passages: Sequence[Passage]) -> CourseAnswer:
         """The learner's answer from the model's reply; raises UngroundedReply when it must not be shown."""
         if self._unsafe(reply.text):
             raise UngroundedReply("the reply repeats the system prompt")
         if reply.text.strip().strip(".").upper() == NOT_IN_COURSE or (
             NOT_IN_COURSE in reply.text and not _CITATION.search(reply.text)
         ):
-            return Answer(text=NOT_COVERED, declined=True, tokens=reply.tokens)
+            return CourseAnswer.none(NoAnswer.NOT_COVERED, tokens=reply.tokens)
         cited = [int(n) for n in _CITATION.findall(reply.text) if 1 <= int(n) <= len(passages)]
         if not cited:
             raise UngroundedReply("the reply cites no passage")
@@ -165,7 +165,7 @@ class ModelAnswerer:
             lambda m: f"[{renumber[int(m.group(1))]}]" if int(m.group(1)) in renumber else "", reply.text
         )
         lines = [f"[{renumber[n]}] {passages[n - 1].where}" for n in order]
-        return Answer(
+        return CourseAnswer(
             text=f"{plain_text(body)}\n\n{FROM} " + "; ".join(lines),
             sources=sources_of(passages[n - 1] for n in order),
             tokens=reply.tokens,

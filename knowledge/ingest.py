@@ -18,7 +18,7 @@ from knowledge.chunking import Chunk, chunk_lesson
 from knowledge.sources import Lesson, UnreadableFile, course_files, read_lesson
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from knowledge.settings import KnowledgeSettings
     from knowledge.store import KnowledgeStore
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class IngestReport:
 
 
 def ingest_lessons(
-    course_id: str, lessons: Sequence[Lesson], *, settings: Settings, progress: Progress | None = None
+    course_id: str, lessons: Sequence[Lesson], *, settings: KnowledgeSettings, progress: Progress | None = None
 ) -> IngestReport:
     """(Re)ingest an imported course's lessons; the course importer calls this after every import.
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
-    from bot.config import Settings
+    from knowledge.settings import KnowledgeSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class StoredChunk:
         )
 
 
-def open_client(settings: Settings) -> ClientAPI:
+def open_client(settings: KnowledgeSettings) -> ClientAPI:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
@@ -70,12 +70,12 @@ def open_client(settings: Settings) -> ClientAPI:
                 f"Cannot reach the Chroma server at {settings.chroma_host}:{settings.chroma_port} ({exc}). "
                 "Start it (`chroma run --path DIR --port PORT`) or unset CHROMA_HOST to use the store on disk."
             ) from None
-    path = settings.chroma_path or settings.data_dir / "chroma"
+    path = settings.chroma_path
     path.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
 
 
-def open_store(settings: Settings, *, embedder: TextEmbedder | None = None) -> KnowledgeStore:
+def open_store(settings: KnowledgeSettings, *, embedder: TextEmbedder | None = None) -> KnowledgeStore:
     """The store the settings point at, opened with the configured embedder (or `embedder`)."""
     return KnowledgeStore(
         open_client(settings), name=settings.chroma_collection, embedder=embedder or make_embedder(settings)

@@ -36,15 +36,6 @@ class Arm:
     sent: int = 0
     came_back: int = 0
 
-    @property
-    def response_rate(self) -> float | None:
-        return self.came_back / self.sent if self.sent else None
-
-    @property
-    def expected_rate(self) -> float:
-        """The posterior mean, Beta(1 + came_back, 1 + misses): what the bandit believes of this template now."""
-        return (1 + self.came_back) / (2 + self.sent)
-
 
 def choose(arms: Sequence[Arm], rng: random.Random, *, recent: Sequence[str] = ()) -> str:
     """The template to send now. `recent`: this learner's templates of this kind, most recent first."""

@@ -228,10 +228,6 @@ async def may_access(session: AsyncSession, user_id: int, course: Course, lesson
     return bool(entitled)
 
 
-async def course_by_slug(session: AsyncSession, slug: str) -> Course | None:
-    return await session.scalar(select(Course).where(Course.slug == slug))
-
-
 async def course_lessons(session: AsyncSession, course_id: int) -> list[Lesson]:
     """The live lessons of a course, in the order learners take them."""
     rows = await session.scalars(

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from bot.cli.database import database, schema_is_current
 
 if TYPE_CHECKING:
+    from authoring.format import Problem
     from bot.config import Settings
-    from dialogs.course_format import Course, Problem
 
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
-    from dialogs.course_format import check_course
+    from authoring.format import check_course
 
     folder = args.path or settings.sample_course_dir
     course, problems = check_course(folder)
@@ -55,7 +55,7 @@ def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
-    from dialogs.course_format import check_course
+    from authoring.format import check_course
 
     folder = args.path or settings.sample_course_dir
     course, problems = check_course(folder)
@@ -65,7 +65,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         return 1
 
     async def run() -> int:
-        from dialogs.course_import import import_course
+        from authoring.importer import import_course
 
         async with database(settings, pool_size=1) as db:
             if not await schema_is_current(db):
@@ -77,8 +77,11 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
             print(("Dry run, nothing was written: " if args.dry_run else "") + report.summary())
         if not args.dry_run:
             # The question answerer searches what was imported: bring its index up to date (only changes cost).
+            from authoring.indexing import ingest_course
+            from bot.config import knowledge_settings
+
             try:
-                ingested = await asyncio.to_thread(ingest_course, course, settings)
+                ingested = await asyncio.to_thread(ingest_course, course, knowledge_settings(settings))
             except Exception as exc:  # the course itself is imported; only the search index lags behind
                 log.exception("indexing the course for questions failed")
                 ingested = f"not updated ({type(exc).__name__}); run the import again to retry"
@@ -88,20 +91,11 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-def ingest_course(course: Course, settings: Settings) -> str:
-    from knowledge.ingest import ingest_lessons
-    from knowledge.sources import Lesson as Material
-
-    lessons = [Material(lesson.id, lesson.title, "\n\n".join(lesson.parts), source=lesson.file)
-               for lesson in course.lessons]
-    return ingest_lessons(course.id, lessons, settings=settings).summary()
-
-
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> int:
         from sqlalchemy import func, select
 
-        from dialogs.course_format import format_price
+        from authoring.format import format_price
         from storage.courses import Course, Enrollment, Lesson, Question
 
         async with database(settings, pool_size=1) as db:

@@ -1,7 +1,8 @@
 """The knowledge commands: `lessonbot ingest`, `lessonbot eval knowledge`, `lessonbot bench knowledge` (its bench:
 bench/knowledge.py).
 
-Heavy imports (chromadb, onnxruntime) stay inside the command functions, so `lessonbot --help` stays fast.
+Heavy imports (chromadb, onnxruntime) stay inside the command functions, so `lessonbot --help` stays fast. This is
+wiring (it is given the bot's settings): each command hands knowledge only its part, `bot.config.knowledge_settings`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.config import knowledge_settings
     from knowledge.embeddings import EmbeddingsNotConfigured, ModelFilesMissing
     from knowledge.ingest import ingest_path
     from knowledge.store import EmbeddingModelMismatch, StoreUnavailable, open_store
@@ -61,7 +63,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{args.path} does not exist: give a course file or a folder of them.", file=sys.stderr)
         return 2
     try:
-        store = open_store(settings)
+        store = open_store(knowledge_settings(settings))
     except (EmbeddingModelMismatch, StoreUnavailable, ModelFilesMissing, EmbeddingsNotConfigured) as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -90,6 +92,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.config import knowledge_settings
     from knowledge.evaluation import DatasetError, evaluate, format_report
 
     bar = None
@@ -106,7 +109,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         result = evaluate(
-            settings, args.dir, sample=args.sample, seed=args.seed, mode=args.retrieval,
+            knowledge_settings(settings), args.dir, sample=args.sample, seed=args.seed, mode=args.retrieval,
             extractive_only=args.extractive, store_path=args.store, progress=progress,
         )
     except DatasetError as exc:
@@ -121,13 +124,14 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from bench.knowledge import format_results, run
+    from bot.config import knowledge_settings
 
     dataset = args.dataset or Path(__file__).resolve().parents[3] / "shared" / "datasets" / "squad-dev"
     if not dataset.is_dir():
         print(f"{dataset} is not a folder of articles: give one with --dataset.", file=sys.stderr)
         return 2
     results = run(
-        settings, dataset, sizes=args.chunks, queries=args.queries, embedded=args.embedded, store_path=args.store,
+        knowledge_settings(settings), dataset, sizes=args.chunks, queries=args.queries, embedded=args.embedded, store_path=args.store,
         log=None if args.json else (lambda line: print(line, file=sys.stderr)),
     )
     print(json.dumps(results, indent=2) if args.json else format_results(results))

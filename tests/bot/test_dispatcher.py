@@ -11,7 +11,7 @@ from sqlalchemy import select
 from bot.core import Lessonbot
 from bot.ratelimit import RateLimiter
 from bot.channel import PermanentSendError, RateLimit, RateLimited, TransientSendError
-from dialogs.base import Turn
+from dialogs.turn import Turn
 from storage.models import OutboxMessage
 from storage.outbox import requeue
 from tests.support import RecordingChannel, message

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from sqlalchemy import select
 
 from bot.core import Lessonbot
-from dialogs.base import Turn
+from dialogs.turn import Turn
 from storage.models import InboundMessage
 from tests.support import RecordingChannel, message
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from bot.core import Lessonbot
 from bot.pipeline import record
-from dialogs.base import Turn
+from dialogs.turn import Turn
 from storage.db import Database
 from storage.models import ChannelIdentity, InboundMessage, OutboxMessage
 from tests.support import RecordingChannel, Transcript, message

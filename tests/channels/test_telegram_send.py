@@ -20,7 +20,7 @@ from bot.core import Lessonbot
 from bot.messages import Choice, Document, InboundMessage, Reply, Text
 from bot.channel import RateLimit
 from channels.telegram.channel import MAX_CAPTION_CHARS, MAX_TEXT_CHARS, TelegramChannel, retry_after_seconds
-from dialogs.base import Turn
+from dialogs.turn import Turn
 from storage.models import OutboxMessage
 from standins.telegram import TOKEN, Fault
 from tests.support import standin  # noqa: F401 (the fixture)

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 
 from bot.core import Lessonbot
 from channels.whatsapp import WhatsAppChannel
-from dialogs.base import Turn
+from dialogs.turn import Turn
 from storage.models import AdminAuditEntry, Conversation, OutboxMessage
 from standins.twilio import (
     PUBLIC_BASE_URL,

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from authoring.format import load_course
+from authoring.importer import import_course
 from bot.core import Lessonbot
 from bot.messages import Text
-from dialogs.course_format import load_course
-from dialogs.course_import import import_course
 from storage.courses import Question
 from storage.learners import Learner
 from storage.models import ChannelIdentity, User

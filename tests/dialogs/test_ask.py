@@ -6,8 +6,12 @@ import asyncio
 
 import pytest
 
-from bot.cli.course import ingest_course
-from dialogs.course_format import load_course
+from authoring.format import load_course
+from authoring.indexing import ingest_course
+from bot.config import knowledge_settings
+from dialogs.ask import unanswered_reply
+from dialogs.i18n import LANGUAGES, translator
+from knowledge.answer import NoAnswer
 from tests.dialogs.learning_support import PAID, SAMPLE, Learning, import_sample, learning_bot, onboard  # noqa: F401
 
 
@@ -16,7 +20,7 @@ async def indexed(learning_bot, settings):  # noqa: F811
     bot, channel = learning_bot
     await import_sample(bot, PAID)
     for folder in (SAMPLE, PAID):  # both courses are in the index; the learner may read only the free one
-        await asyncio.to_thread(ingest_course, load_course(folder), settings)
+        await asyncio.to_thread(ingest_course, load_course(folder), knowledge_settings(settings))
     return bot, channel
 
 
@@ -60,3 +64,10 @@ async def test_answers_come_in_the_learners_language(indexed):
     await t.say("/language es")
     [answer] = await t.say("what is smishing?")
     assert answer.startswith("De tu curso:")
+
+
+def test_every_reason_for_no_answer_has_its_words_in_every_language():
+    for language in LANGUAGES:
+        said = {unanswered_reply(translator(language), reason) for reason in NoAnswer}
+        assert len(said) == len(NoAnswer) and all(said)
+    assert "/next" in unanswered_reply(translator("en"), NoAnswer.BUDGET_SPENT)

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from authoring.format import load_course
+from authoring.indexing import ingest_course
 from bot.app import create_app
+from bot.config import knowledge_settings
 from bot.core import Lessonbot
 from channels.telegram import TelegramChannel
-from bot.cli.course import ingest_course
-from dialogs.course_format import load_course
 from tests.bot.test_webchat_api import new_session, served
 from standins.telegram import TOKEN
 from tests.support import standin  # noqa: F401 (the fixture)
@@ -58,7 +59,7 @@ async def onboarded(settings, channel: RecordingChannel) -> AsyncIterator[Learni
     bot = Lessonbot(settings, [channel])
     try:
         await import_sample(bot)
-        await asyncio.to_thread(ingest_course, load_course(SAMPLE), settings)
+        await asyncio.to_thread(ingest_course, load_course(SAMPLE), knowledge_settings(settings))
         t = Learning(bot, channel)
         await onboard(t)
         yield t

@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from dialogs.course_format import load_course
-from dialogs.course_import import import_course
+from authoring.format import load_course
+from authoring.importer import import_course
 from storage.courses import Course, Entitlement, may_access
 from storage.db import Database
 from storage.models import User, utcnow
-from tests.dialogs.course_files import PAID_EXAMPLE, SAMPLE
+from tests.authoring.course_files import PAID_EXAMPLE, SAMPLE
 
 
 @pytest.fixture

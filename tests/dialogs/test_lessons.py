@@ -1,5 +1,5 @@
 """A lesson, its quiz and /progress as transcripts; the place saved after each part and followed across channels;
-the console channel as `lessonbot chat` drives it; what the scheduler calls (deliver_next_lesson, push_*)."""
+the console channel as `lessonbot chat` drives it; what the scheduler calls (deliver_next_lesson)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from sqlalchemy import select, update
 from bot.core import Lessonbot
 from channels.console import ConsoleChannel
 from dialogs.lessons import deliver_next_lesson
-from dialogs.push import push_next_lesson, push_review_reminder
 from storage.courses import Enrollment, Entitlement, LessonProgress, QuestionCard
 from storage.learners import Learner
-from storage.models import OutboxMessage
 from tests.dialogs.learning_support import (  # noqa: F401 (learning_bot is a fixture)
     PAID, Learning, answer_until, import_sample, learner_row, learning_bot, onboard,
 )
@@ -127,7 +125,8 @@ async def test_console_channel_conversation_with_numbered_choices(settings):
     assert text.count("✅ Right!") == 3 and "🎉 Lesson done: What a phishing message wants." in text
 
 
-async def test_what_the_scheduler_calls_respects_pause_and_quiet_hours(learning_bot):
+async def test_what_the_scheduler_calls_respects_pause_and_stop_and_moves_the_place(learning_bot):
+    """Quiet hours are the scheduler's to keep (tests/scheduler/test_planner.py); the lesson itself is this."""
     bot, channel = learning_bot
     t = Learning(bot, channel)
     await onboard(t)
@@ -147,25 +146,14 @@ async def test_what_the_scheduler_calls_respects_pause_and_quiet_hours(learning_
     await t.say("/resume")
     async with bot.db.transaction() as session:
         person = await session.get(User, user.id)
-        learner = await session.get(Learner, user.id)
-        from datetime import datetime, time, timezone
-
-        learner.quiet_start, learner.quiet_end = time(22), time(7)
-        night = datetime(2026, 7, 1, 23, 30, tzinfo=timezone.utc)  # 00:30 in Lisbon (summer time)
-        assert await push_next_lesson(session, person, night) == 0
-        morning = datetime(2026, 7, 2, 7, 0, tzinfo=timezone.utc)  # 08:00 in Lisbon
-        assert await push_next_lesson(session, person, morning, data_dir=bot.settings.data_dir) == 1
-        assert await push_review_reminder(session, person, morning) == 0  # nothing answered yet
-    await bot.settle()
-    assert channel.texts("ann")[-1].startswith("📘 Lesson 1 of 5")
-    # The pushed part moved the place: the learner's "next" continues from part 2.
+        [first] = await deliver_next_lesson(session, person, data_dir=bot.settings.data_dir)
+        assert first.text.startswith("📘 Lesson 1 of 5")
+    # The delivered part moved the place: the learner's "next" continues from part 2.
     [second] = await t.say("next")
     assert second.endswith("(2/3)")
     async with bot.db.transaction() as session:
         await session.execute(update(Learner).values(status="stopped"))
-        assert await push_next_lesson(session, await session.get(User, user.id), morning) == 0
-        rows = list(await session.scalars(select(OutboxMessage.id)))
-    assert rows
+        assert await deliver_next_lesson(session, await session.get(User, user.id)) == []
 
 
 async def test_a_paid_course_stops_after_the_preview_until_entitled(learning_bot):

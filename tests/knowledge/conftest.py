@@ -6,14 +6,16 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bench.processes import free_port
-from bot.config import Settings, load_settings
+from bot.config import Settings, knowledge_settings, load_settings
 from knowledge.embeddings import default_tokenizer_dir
+from knowledge.settings import KnowledgeSettings
 from tests.conftest import missing
 from standins.openai import MODEL, OpenAIStandIn
 from tests.support import openai  # noqa: F401 (the fixture)
@@ -53,23 +55,24 @@ def course_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def knowledge_settings(data_dir: Path, **overrides: object) -> Settings:
-    return load_settings(_env_file=None, data_dir=data_dir, log_format="text", **overrides)
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """DATA_DIR of the test: the knowledge store is its `chroma` folder."""
+    return tmp_path / "var"
 
 
 @pytest.fixture
-def offline_settings(tmp_path: Path) -> Settings:
+def offline_settings(data_dir: Path) -> KnowledgeSettings:
+    """The defaults (offline embeddings, extractive answers, the store on disk), as the bot hands them to knowledge."""
     if not (default_tokenizer_dir() / "tokenizer.json").is_file():
         missing("the offline model's tokenizer is not installed: run `make install`")
-    return knowledge_settings(tmp_path / "var")
+    return knowledge_settings(load_settings(_env_file=None, data_dir=data_dir, log_format="text"))
 
 
 @pytest.fixture
-def model_settings(offline_settings: Settings, openai: OpenAIStandIn) -> Settings:
+def model_settings(offline_settings: KnowledgeSettings, openai: OpenAIStandIn) -> KnowledgeSettings:
     """Offline embeddings, answers from the stand-in's chat model."""
-    return offline_settings.model_copy(
-        update={"openai_base_url": openai.base_url, "openai_api_key": "sk-test", "openai_model": MODEL}
-    )
+    return replace(offline_settings, openai_base_url=openai.base_url, openai_api_key="sk-test", openai_model=MODEL)
 
 
 @pytest.fixture(scope="session")

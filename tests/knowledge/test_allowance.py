@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from knowledge.answer import BUDGET_SPENT, TOO_FAST
+from knowledge.answer import NoAnswer
 from knowledge.answerer import Answerer
 from knowledge.ingest import ingest_path
 from knowledge.store import open_store
@@ -22,15 +23,14 @@ async def database(settings):
 
 
 @pytest.fixture
-def answering(settings, model_settings, course_dir: Path):
-    """Model settings on the test's database (SQLite or PostgreSQL), with the biology course ingested."""
-    merged = model_settings.model_copy(update={"database_url": settings.database_url})
-    ingest_path(open_store(merged), course_dir, course_id="bio")
-    return merged
+def answering(model_settings, course_dir: Path):
+    """Model settings with the biology course ingested (the allowances live in `database`: SQLite or PostgreSQL)."""
+    ingest_path(open_store(model_settings), course_dir, course_id="bio")
+    return model_settings
 
 
 async def test_a_learner_asking_too_fast_gets_a_friendly_wait(answering, database):
-    answerer = Answerer(answering.model_copy(update={"knowledge_rate_limit_per_minute": 2}), database=database)
+    answerer = Answerer(replace(answering, rate_limit_per_minute=2), database=database)
 
     def ask(learner: int):
         return answerer.answer("Where is the Calvin cycle?", learner=learner, allowed_courses={"bio"})
@@ -39,21 +39,21 @@ async def test_a_learner_asking_too_fast_gets_a_friendly_wait(answering, databas
     someone_else = await ask(8)
 
     assert not first.limited and not second.limited
-    assert third.limited and third.text == TOO_FAST
+    assert third.limited and third.unanswered is NoAnswer.TOO_FAST
     assert not someone_else.limited
     # a second answerer (another process) shares the count
-    other = Answerer(answering.model_copy(update={"knowledge_rate_limit_per_minute": 2}), database=database)
+    other = Answerer(replace(answering, rate_limit_per_minute=2), database=database)
     assert (await other.answer("Calvin cycle?", learner=7, allowed_courses={"bio"})).limited
 
 
 async def test_the_daily_token_budget_ends_model_answers_for_the_day(answering, database, openai):
-    answerer = Answerer(answering.model_copy(update={"knowledge_daily_token_budget": 100}), database=database)
+    answerer = Answerer(replace(answering, daily_token_budget=100), database=database)
 
     first = await answerer.answer("Where does the Calvin cycle take place?", learner=3, allowed_courses={"bio"})
     second = await answerer.answer("What do the light reactions release?", learner=3, allowed_courses={"bio"})
 
     assert first.tokens > 100 and not first.limited
-    assert second.limited and second.text == BUDGET_SPENT
+    assert second.limited and second.unanswered is NoAnswer.BUDGET_SPENT
     assert len(openai.chat_requests) == 1
     fresh = await answerer.answer("What do the light reactions release?", learner=4, allowed_courses={"bio"})
     assert not fresh.limited

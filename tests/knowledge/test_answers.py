@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.answer import NOT_COVERED
+from knowledge.answer import NoAnswer
 from knowledge.answerer import Answerer
 from knowledge.ingest import ingest_lessons, ingest_path
 from knowledge.sources import Lesson
@@ -39,7 +39,7 @@ async def test_without_a_model_the_answer_quotes_the_course_with_its_sources(off
     assert "Photosynthesis › Calvin cycle" in answer.text
     assert answer.sources[0] == ("bio", "photosynthesis.md", "Photosynthesis")
     assert not answer.declined and answer.tokens == 0
-    assert off_topic.declined and off_topic.text == NOT_COVERED and off_topic.sources == ()
+    assert off_topic.declined and off_topic.unanswered is NoAnswer.NOT_COVERED and off_topic.sources == ()
 
 
 async def test_a_model_answer_is_grounded_cited_plain_and_streamed(model_settings, bio_store, openai):
@@ -72,7 +72,7 @@ async def test_the_model_saying_the_material_does_not_cover_it_is_an_honest_decl
     answer = await Answerer(model_settings, store=bio_store).answer(
         "Why do leaves change colour in autumn?", learner=1, allowed_courses={"bio"}
     )
-    assert answer.declined and answer.text == NOT_COVERED and answer.tokens > 0
+    assert answer.declined and answer.unanswered is NoAnswer.NOT_COVERED and answer.tokens > 0
 
 
 async def test_course_text_is_data_and_a_leaked_canary_never_reaches_the_learner(model_settings, bio_store, openai):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from knowledge.answerer import Answerer
@@ -15,12 +17,12 @@ pytestmark = pytest.mark.slow
 
 async def test_a_chroma_server_holds_the_courses(offline_settings, course_dir, chroma_server):
     host, port = chroma_server
-    settings = offline_settings.model_copy(update={"chroma_host": host, "chroma_port": port})
+    settings = replace(offline_settings, chroma_host=host, chroma_port=port)
     store = open_store(settings)
     ingest_path(store, course_dir, course_id="bio")
     ingest_lessons("geo", [Lesson("v", "Volcanoes", VOLCANOES)], settings=settings)
 
-    assert not (offline_settings.data_dir / "chroma").exists(), "nothing went to the disk store"
+    assert not offline_settings.chroma_path.exists(), "nothing went to the disk store"
     again = ingest_path(open_store(settings), course_dir, course_id="bio")
     assert again.added == 0 and again.unchanged > 0
     answerer = Answerer(settings, store=store)
@@ -32,6 +34,6 @@ async def test_a_chroma_server_holds_the_courses(offline_settings, course_dir, c
 
 
 def test_an_unreachable_server_is_explained(offline_settings):
-    settings = offline_settings.model_copy(update={"chroma_host": "127.0.0.1", "chroma_port": free_port()})
+    settings = replace(offline_settings, chroma_host="127.0.0.1", chroma_port=free_port())
     with pytest.raises(StoreUnavailable, match="CHROMA_HOST"):
         open_store(settings)

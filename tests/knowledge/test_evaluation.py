@@ -26,8 +26,10 @@ def small_squad(shared_dir: Path, tmp_path: Path) -> Path:
     return folder
 
 
-def test_eval_reports_retrieval_answers_declines_and_latency(offline_settings, small_squad, monkeypatch, capsys):
-    monkeypatch.setenv("DATA_DIR", str(offline_settings.data_dir))
+def test_eval_reports_retrieval_answers_declines_and_latency(
+    offline_settings, data_dir, small_squad, monkeypatch, capsys
+):
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
 
     status = main(["eval", "knowledge", str(small_squad), "--sample", "30", "--seed", "3", "--json"])
 
@@ -38,10 +40,10 @@ def test_eval_reports_retrieval_answers_declines_and_latency(offline_settings, s
     assert result["recall_at_5"] >= 0.8 and result["recall_at_1"] <= result["recall_at_5"]
     assert 0 < result["answer_hit_rate"] <= 1 and 0 <= result["decline_rate_unanswerable"] <= 1
     assert 0 < result["latency_ms_p50"] <= result["latency_ms_p95"]
-    assert not (offline_settings.data_dir / "chroma").exists(), "the evaluation keeps to a scratch store"
+    assert not (data_dir / "chroma").exists(), "the evaluation keeps to a scratch store"
 
 
-def test_eval_explains_a_folder_that_is_not_a_dataset(offline_settings, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("DATA_DIR", str(offline_settings.data_dir))
+def test_eval_explains_a_folder_that_is_not_a_dataset(offline_settings, data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
     assert main(["eval", "knowledge", str(tmp_path)]) == 2
     assert "exactly one SQuAD JSON file" in capsys.readouterr().err

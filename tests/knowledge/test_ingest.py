@@ -122,8 +122,8 @@ def test_course_import_owns_its_lessons_and_leaves_other_material_alone(offline_
     assert lesson_ids == {"l1", "photosynthesis.md", "respiration.md"}
 
 
-def test_ingest_command(offline_settings, course_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys):
-    monkeypatch.setenv("DATA_DIR", str(offline_settings.data_dir))
+def test_ingest_command(offline_settings, data_dir: Path, course_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
     (course_dir / "slides.pptx").write_text("not a course format")  # skipped: not a course file
     (course_dir / "bad.md").write_bytes(b"\xff\xfe")
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from knowledge.answer import NO_COURSES
+from knowledge.answer import NoAnswer
 from knowledge.answerer import Answerer
 from knowledge.embeddings import MiniLMEmbedder
 from knowledge.ingest import ingest_lessons, ingest_path
@@ -61,7 +62,7 @@ async def test_a_learner_never_gets_material_from_a_course_they_are_not_entitled
 
     assert "lava" not in bio_only.text.lower() and {s.course_id for s in bio_only.sources} <= {"bio"}
     assert "lava" in both.text.lower() and both.sources[0].course_id == "geo"
-    assert nothing.text == NO_COURSES and nothing.declined
+    assert nothing.unanswered is NoAnswer.NO_COURSES and nothing.declined and not nothing.text
     assert retriever.retrieve(question, allowed_courses={"no-such-course"}) == []
 
 
@@ -80,17 +81,15 @@ def test_the_keyword_index_follows_a_reingest_made_elsewhere(offline_settings, c
 
 def test_a_store_built_with_another_embedding_model_is_refused_with_an_explanation(offline_settings, openai):
     open_store(offline_settings)
-    other = offline_settings.model_copy(
-        update={"embeddings": "openai", "openai_base_url": openai.base_url, "openai_embedding_model": "e5"}
-    )
+    other = replace(offline_settings, embeddings="openai", openai_base_url=openai.base_url, openai_embedding_model="e5")
     with pytest.raises(EmbeddingModelMismatch) as refused:
         open_store(other)
     assert "all-MiniLM-L6-v2-int8" in str(refused.value) and "openai:e5" in str(refused.value)
     assert "CHROMA_COLLECTION" in str(refused.value)
 
     # with a collection of its own, the endpoint's embeddings work end to end
-    store = open_store(other.model_copy(update={"chroma_collection": "with_e5"}))
-    ingest_lessons("geo", [Lesson("v", "Volcanoes", VOLCANOES)], settings=other.model_copy(
-        update={"chroma_collection": "with_e5"}))
+    own = replace(other, chroma_collection="with_e5")
+    store = open_store(own)
+    ingest_lessons("geo", [Lesson("v", "Volcanoes", VOLCANOES)], settings=own)
     assert Retriever(store, mode="dense").retrieve("volcanoes tectonic plates", allowed_courses={"geo"})
     assert openai.embedding_requests >= 2

@@ -8,8 +8,8 @@ from datetime import datetime, time, timedelta, timezone
 
 from sqlalchemy import select
 
-from dialogs.course_format import load_course
-from dialogs.course_import import import_course
+from authoring.format import load_course
+from authoring.importer import import_course
 from scheduler.context import JobContext
 from storage.courses import Course
 from storage.db import Database

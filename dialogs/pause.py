@@ -1,4 +1,5 @@
-"""The learner's say over the bot: /pause, /resume, /stop (and deleting everything), /language.
+"""/pause, /resume and /stop: the learner stops what the bot sends on its own, for a while or for good, or has
+everything the bot keeps about them deleted.
 
 /pause and /stop only stop what the bot sends on its own; /next and /review still work when asked. The platform's
 own opt-out (WhatsApp's STOP keyword) is settled by the pipeline before any dialog sees a message.
@@ -12,11 +13,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from bot.text import fold
 from dialogs import flow, lessons
-from dialogs.base import Exchange, Turn
 from dialogs.flow import DONE, Flow, Invalid, Step
-from dialogs.i18n import LANGUAGES, fold, supported
 from dialogs.learner import activate, is_set_up, learner_of, tr
+from dialogs.turn import Exchange, Turn
 from storage.learners import PAUSED, STOPPED, Certificate, forget_learner, zone_for
 
 _DAYS = re.compile(r"^(?P<n>\d{1,3})\s*(?:d|day|days|dia|dias)?$")
@@ -102,51 +103,4 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
     raise Invalid(_("Please choose: stop the lessons, stop and delete your data, or cancel."))
 
 
-# /language -----------------------------------------------------------------------------------------------------------
-
-
-def read_language(text: str) -> str | None:
-    typed = fold(text).removeprefix("lang:")
-    names = {fold(name): code for code, name in LANGUAGES.items()}
-    names.update({"english": "en", "ingles": "en", "ingles (english)": "en", "spanish": "es", "espanol": "es",
-                  "castellano": "es"})
-    return names.get(typed) or supported(typed if len(typed) <= 5 else None)
-
-
-async def language(turn: Turn, args: str) -> None:
-    """/language [en|es]"""
-    if args.strip():
-        chosen = read_language(args)
-        if chosen is not None:
-            await _set_language(turn, chosen)
-            return
-    await flow.start(turn, "language")
-
-
-async def ask_language(x: Exchange, data: flow.Data) -> None:
-    _ = tr(x)
-    x.say(_("Which language should I use?"),
-          choices=[(name, f"lang:{code}") for code, name in LANGUAGES.items()])
-
-
-async def answer_language(turn: Turn, data: flow.Data, text: str) -> str:
-    chosen = read_language(text)
-    if chosen is None:
-        _ = tr(turn)
-        raise Invalid(_("Please pick one of the languages above."))
-    await _set_language(turn, chosen)
-    return DONE
-
-
-async def _set_language(turn: Turn, code: str) -> None:
-    learner = await learner_of(turn)
-    turn.user.locale = code
-    learner.language_chosen = True
-    _ = tr(turn)
-    turn.say(_("OK, I'll write in English from now on."))
-
-
-FLOWS = (
-    Flow("stop", (Step("confirm", ask_stop, answer_stop),)),
-    Flow("language", (Step("choose", ask_language, answer_language),)),
-)
+FLOWS = (Flow("stop", (Step("confirm", ask_stop, answer_stop),)),)

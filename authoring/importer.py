@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dialogs import course_format as fmt
+from authoring import format as fmt
 from storage.courses import Course, Enrollment, Lesson, Module, Question
 from storage.models import utcnow
 
@@ -69,7 +69,7 @@ def content_hash(value: object) -> str:
 
 
 async def import_course(session: AsyncSession, course: fmt.Course, *, now: datetime | None = None) -> ImportReport:
-    """Bring the database in line with `course` (already checked by `course_format.load_course`).
+    """Bring the database in line with `course` (already checked by `authoring.format.load_course`).
 
     Runs inside the caller's transaction: on any error nothing of it is kept. On PostgreSQL the course row is locked
     first, so two imports of one course run one after the other.

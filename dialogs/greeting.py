@@ -1,16 +1,13 @@
-"""Greeting, help, and the replies to what no dialog expects: an unknown command, a stale button, anything else.
-
-`fallback` is the seam the question answerer takes over: dialogs/__init__.py exports it as `dialogs.fallback`, and
-routing and the dialog engine look it up there each time, so replacing that one name rewires every caller.
-"""
+"""/start and /help, and the replies to what nothing can take: an unknown command, a stale button, a message when
+no question answerer runs in this process."""
 
 from __future__ import annotations
 
 from dialogs import onboarding
-from dialogs.base import Command, Turn
 from dialogs.i18n import N_
 from dialogs.learner import is_set_up, learner_of, name_of, tr
 from dialogs.review import due_reviews
+from dialogs.turn import Command, Turn
 
 
 async def start(turn: Turn, _args: str) -> None:
@@ -40,8 +37,8 @@ async def show_help(turn: Turn, _args: str) -> None:
     turn.say("\n".join(lines))
 
 
-async def fallback(turn: Turn) -> None:
-    """Anything no command or dialog step expects. The question answerer takes this seam over."""
+async def not_understood(turn: Turn) -> None:
+    """Anything no command or dialog step expects, when there is no question answerer to ask."""
     _ = tr(turn)
     turn.say(_("I'm not sure what to do with that yet. Send /help to see what I can do."),
              choices=[(_("Show commands"), "/help")])

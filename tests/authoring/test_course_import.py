@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from authoring.format import load_course
+from authoring.importer import ADDED, CHANGED, MOVED, RESTORED, RETIRED, Change, import_course
 from bot.cli import main
-from dialogs.course_format import load_course
-from dialogs.course_import import ADDED, CHANGED, MOVED, RESTORED, RETIRED, Change, import_course
 from storage.courses import (
     Course,
     Enrollment,
@@ -25,7 +25,7 @@ from storage.courses import (
 )
 from storage.db import Database
 from storage.models import User, utcnow
-from tests.dialogs.course_files import SAMPLE, copy_course, edit, write_tiny_course
+from tests.authoring.course_files import SAMPLE, copy_course, edit, write_tiny_course
 
 COURSE_TABLES = (Course, Module, Lesson, Question, Enrollment, LessonProgress, QuestionCard, Entitlement)
 

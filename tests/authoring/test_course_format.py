@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dialogs.course_format import (
+from authoring.format import (
     CHOICE,
     PART_CHARS,
     SHORT_TEXT,
@@ -15,10 +15,12 @@ from dialogs.course_format import (
     CourseInvalid,
     check_course,
     load_course,
-    normalize_answer,
     split_part,
 )
-from tests.dialogs.course_files import LESSON_THREE, PAID_EXAMPLE, SAMPLE, edit, write_tiny_course
+from dialogs.i18n import translator
+from dialogs.questions import check
+from storage.courses import Question
+from tests.authoring.course_files import LESSON_THREE, PAID_EXAMPLE, SAMPLE, edit, write_tiny_course
 
 
 def test_sample_course_is_a_complete_free_course():
@@ -164,6 +166,8 @@ BAD_COURSES = {
                     [(ONE, 23, "mixes kinds (true_false and text)")]),
     "no accepted answers": ((ONE, "Accepted answers:\n- it\n", "Accepted answers:\n"), [(ONE, 33, "no accepted")]),
     "same accepted answer twice": ((ONE, "- it\n", "- it\n- IT.\n"), [(ONE, 35, "the same answer as on line 34")]),
+    "same number in words and digits": ((ONE, "- it\n", "- 21\n- Twenty-one\n"),
+                                        [(ONE, 35, "the same answer as on line 34")]),
     "question heading not an id": ((ONE, "### q-true", "### Is it true?"), [(ONE, 23, "heading is its id")]),
     "duplicate question ids": ((TWO, "### q-two", "### q-text"),
                                [(TWO, 10, "question id 'q-text' is already used at lessons/one.md:30")]),
@@ -257,9 +261,25 @@ def test_code_block_is_never_cut():
     assert code in parts
 
 
-def test_normalized_answers_ignore_case_spaces_and_outer_punctuation():
-    assert normalize_answer("  Secure-Check.NET. ") == normalize_answer("secure-check.net")
-    assert normalize_answer("password   manager") == "password manager"
+@pytest.mark.parametrize("accepted, typed", [
+    ("21", "twenty one"), ("Twenty-One", "21"), ("it", "IT."), ("Secure-Check.NET.", "secure check net"),
+    ("Contraseña", "contrasena"), ("password manager", "password   manager"),
+    ("21", "22"), ("smishing", "SMS phishing"), ("one hundred", "100 percent"),
+])
+def test_the_course_check_and_grading_agree_on_which_answers_are_the_same(tmp_path, accepted, typed):
+    """Two accepted answers are refused as one exactly when a learner typing the second is graded right by the
+    first: the import and the quiz compare answers the same way."""
+    folder = write_tiny_course(tmp_path / "tiny")
+    edit(folder / "lessons" / "one.md", "- it\n", f"- {accepted}\n- {typed}\n")
+    _course, problems = check_course(folder)
+    refused = [p for p in problems if "the same answer as on line" in p.message]
+    assert len(problems) == len(refused), [str(p) for p in problems]
+
+    question = Question(id=1, kind=SHORT_TEXT, prompt="Type it.", accepted_answers=[accepted], explanation="")
+    verdict = check(translator("en"), question, typed, "quiz")
+
+    assert verdict is not None
+    assert bool(refused) == verdict.correct
 
 
 # The command line ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""Text as people type it, made comparable: the one place that decides when two typed texts say the same thing.
+
+Three levels, each the one before plus one step:
+
+- `fold`: case, accents and spacing ("  Sí " → "si"). Punctuation stays, for commands and keywords ("/pause 7",
+  "7:30", "lang:es").
+- `plain_words`: punctuation becomes spaces too ("Yes, let's go!" → "yes let s go"), for a typed choice label.
+- `answer_key`: number words become digits too ("The Twenty-One Club" → "the 21 club"), for quiz answers. Grading
+  compares a learner's answer with the accepted ones by their keys, and the course check refuses two accepted
+  answers with the same key, so "21" and "twenty one" are one answer in both places.
+
+Number words are read in English, Spanish and Portuguese, the languages learners answer in.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_NOT_A_WORD = re.compile(r"[^\w\s]")
+
+_NUMBER_WORDS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
+    "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50,
+    "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+    "cero": 0, "uno": 1, "una": 1, "dos": 2, "tres": 3, "cuatro": 4, "cinco": 5, "seis": 6, "siete": 7,
+    "ocho": 8, "nueve": 9, "diez": 10, "once": 11, "doce": 12, "trece": 13, "catorce": 14, "quince": 15,
+    "dieciseis": 16, "diecisiete": 17, "dieciocho": 18, "diecinueve": 19, "veinte": 20, "treinta": 30,
+    "cuarenta": 40, "cincuenta": 50, "sesenta": 60, "setenta": 70, "ochenta": 80, "noventa": 90,
+    "um": 1, "uma": 1, "dois": 2, "duas": 2, "quatro": 4, "sete": 7, "oito": 8, "nove": 9, "dez": 10,
+    "vinte": 20, "trinta": 30,
+}
+_SCALES = {"hundred": 100, "cien": 100, "ciento": 100, "cem": 100, "thousand": 1000, "mil": 1000}
+_JOINERS = {"and", "y", "e"}  # "one hundred and five", "treinta y dos", "vinte e um"
+
+
+def fold(text: str) -> str:
+    """Case, accents and spacing removed ("  Sí " → "si"); punctuation kept."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
+
+
+def plain_words(text: str) -> str:
+    """`fold`, and every character that is not a letter, digit or space read as a space ("Sí, ¡claro!" → "si claro")."""
+    return " ".join(_NOT_A_WORD.sub(" ", fold(text)).split())
+
+
+def answer_key(text: str) -> str:
+    """`plain_words`, and each run of number words as its digits: "  The  Twenty-One Club! " → "the 21 club"."""
+    out: list[str] = []
+    number: int | None = None
+    current = 0
+    for word in plain_words(text).split():
+        value = _NUMBER_WORDS.get(word)
+        if value is not None or (word in _SCALES and number is not None):
+            if value is not None:
+                current += value
+            else:
+                current = max(current, 1) * _SCALES[word]
+            number = current
+            continue
+        if word in _JOINERS and number is not None:
+            continue
+        if number is not None:
+            out.append(str(number))
+            number, current = None, 0
+        out.append(word)
+    if number is not None:
+        out.append(str(number))
+    return " ".join(out)

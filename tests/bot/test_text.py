@@ -1,0 +1,47 @@
+"""The one text normaliser: fold for commands and keywords, plain words for choice labels, answer keys for quizzes."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.text import answer_key, fold, plain_words
+
+
+def test_fold_removes_case_accents_and_extra_spaces_but_keeps_punctuation():
+    assert fold("  Sí ") == "si"
+    assert fold("CONFIGURACIÓN\t de   Ñandú") == "configuracion de nandu"
+    assert fold("/Pause 7") == "/pause 7"
+    assert fold("7:30") == "7:30" and fold("lang:ES") == "lang:es"
+    assert fold("Straße") == "strasse"  # casefold, not lower
+
+
+def test_plain_words_read_punctuation_as_spaces():
+    assert plain_words("Yes, let's go!") == "yes let s go"
+    assert plain_words("¡Sí, claro!") == "si claro"
+    assert plain_words("Secure-Check.NET.") == "secure check net"
+    assert plain_words("  ...  ") == ""
+    assert plain_words("4") == "4"
+
+
+@pytest.mark.parametrize("typed, key", [
+    ("21", "21"),
+    ("twenty one", "21"),
+    ("Twenty-One", "21"),
+    ("  The  Twenty-One Club! ", "the 21 club"),
+    ("one hundred and five", "105"),
+    ("two thousand", "2000"),
+    ("treinta y dos", "32"),
+    ("vinte e um", "21"),
+    ("veintiuno", "veintiuno"),  # one word, not in the table: left as it is
+    ("and", "and"),  # a joiner only joins numbers
+    ("hundred", "hundred"),  # a scale alone is not a number
+    ("seven wonders", "7 wonders"),
+    ("Contraseña", "contrasena"),
+])
+def test_answer_keys_read_number_words_as_digits(typed, key):
+    assert answer_key(typed) == key
+
+
+def test_answers_that_differ_keep_different_keys():
+    assert answer_key("21") != answer_key("22")
+    assert answer_key("smishing") != answer_key("SMS phishing")
