@@ -478,6 +478,7 @@ async def measure(target: str, url: str, options: LoadOptions, http: Any, server
         cpu["server"] = server.cpu_seconds() if server else None
         cpu["client"] = client_cpu_seconds()
 
+    memory_before = server.resident_kb() if server and replies else None
     watcher = asyncio.get_running_loop().create_task(measured_phase_cpu())
     try:
         async with asyncio.timeout(cap):
@@ -495,7 +496,25 @@ async def measure(target: str, url: str, options: LoadOptions, http: Any, server
     )
     result["client_cpu_s"] = round(client_cpu_seconds() - cpu["client"], 2) if "client" in cpu else None
     result["measured_s"] = round(max(samples.last_ack_at, samples.last_reply_at) - started, 2) if started else None
+    result["memory_kb"] = None
+    result["conversations"] = options.conversations
+    if memory_before is not None and server is not None:
+        await settled(server)
+        memory_after = server.resident_kb()
+        if memory_after is not None:
+            result["memory_kb"] = {"before": memory_before, "after": memory_after}
     return result
+
+
+async def settled(server: ServerProcess, *, quiet_share: float = 0.05, cap_seconds: float = 60.0) -> None:
+    """Wait until the server is nearly idle (the messages taken in are processed), at most `cap_seconds`."""
+    deadline = time.perf_counter() + cap_seconds
+    while time.perf_counter() < deadline:
+        before = server.cpu_seconds()
+        await asyncio.sleep(1.0)
+        after = server.cpu_seconds()
+        if before is None or after is None or after - before < quiet_share:
+            return
 
 
 def skipped(target: str, status: str, note: str) -> dict[str, Any]:
@@ -608,6 +627,13 @@ def cpu_notes(result: dict[str, Any]) -> list[str]:
         notes.append(
             f"server CPU {result['server_cpu_s']:.2f} s ({result['server_cpu_s'] / seconds:.0%} of one core, "
             f"{result['server_cpu_s'] / result['messages'] * 1000:.2f} ms a message)"
+        )
+    memory = result.get("memory_kb")
+    if memory and result["messages"]:
+        grown = max(0, memory["after"] - memory["before"])
+        notes.append(
+            f"server memory {memory['before'] / 1024:.0f} → {memory['after'] / 1024:.0f} MB "
+            f"({grown / result['conversations']:.1f} KB a conversation)"
         )
     if result["client_cpu_s"] is not None and seconds:
         notes.append(f"load generator CPU {result['client_cpu_s']:.2f} s ({result['client_cpu_s'] / seconds:.0%})")

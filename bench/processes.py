@@ -56,6 +56,16 @@ class ServerProcess:
         except (OSError, IndexError, ValueError):
             return None
 
+    def resident_kb(self) -> int | None:
+        """The process's resident memory (VmRSS, Linux /proc) in KB, None where that cannot be read."""
+        try:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+        return None
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

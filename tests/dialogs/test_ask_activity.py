@@ -76,7 +76,8 @@ async def test_typing_and_the_streamed_answer_are_shown_before_the_answer_arrive
 
         [answer] = await t.say("what is smishing?")
 
-        assert channel.typing == ["ann"]  # shown once: the model answered within the 4 s it lasts
+        # Shown while the model worked, renewed every 4 s (once if it answered within 4 s; more on a busy machine).
+        assert channel.typing and set(channel.typing) == {"ann"}
         assert channel.ended == ["ann"] and channel.drafts["ann"][-1] == ""  # the draft is over when the work is
         drafts = channel.drafts["ann"][:-1]
         assert len(drafts) >= 2, drafts
