@@ -4,7 +4,7 @@ Invariants kept here:
 - `record` stores the message keyed by (channel, platform id) before anyone acknowledges it; a second delivery of
   the same id is recognised and stored nowhere.
 - A conversation is worked on by one process at a time (a lease on its row, renewed per message), its messages in
-  `id` (arrival) order; many conversations run side by side.
+  arrival order (`seq`, fixed when recorded); many conversations run side by side.
 - A message's state change, its outbox rows and its `done` mark commit in one transaction; a process that dies
   before that commit leaves the message pending, and whoever holds the lease next processes it, once.
 
