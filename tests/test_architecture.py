@@ -97,7 +97,8 @@ def project_imports(source: str, module: str, *, package: bool = False) -> list[
                 parts = module.split(".") if package else module.split(".")[:-1]
                 parts = parts[: len(parts) - (node.level - 1)]
                 base = ".".join([*parts, *([node.module] if node.module else [])])
-            found += [Import(f"{base}.{alias.name}" if alias.name != "*" else base, node.lineno) for alias in node.names]
+            found += [Import(base if alias.name == "*" else f"{base}.{alias.name}", node.lineno)
+                      for alias in node.names]
         elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
               and isinstance(node.args[0].value, str)
               and (getattr(node.func, "attr", None) == "import_module"
@@ -158,6 +159,11 @@ def test_the_rules_cover_exactly_the_packaged_rooms():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packaged = {pattern.rstrip("*") for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
     assert packaged == set(ROOMS)
+
+
+def test_every_room_has_a_row_in_the_docs():
+    rooms_table = (ROOT / "docs" / "architecture.md").read_text().split("## The rooms", 1)[1].split("\n\n", 2)[1]
+    assert not [room for room in ROOMS if f"| `{room}/`" not in rooms_table], "add a row to docs/architecture.md"
 
 
 def test_every_rule_names_a_module_that_exists():
@@ -223,7 +229,8 @@ def test_importing_tests_is_caught_everywhere(module):
 @pytest.mark.parametrize(
     ("module", "source", "package"),
     [
-        ("dialogs.fake", "from bot.text import fold\nfrom bot import messages\nfrom storage.db import Database\n", False),
+        ("dialogs.fake", "from bot.text import fold\nfrom bot import messages\nfrom storage.db import Database\n",
+         False),
         ("channels.slack.fake", "from ..webhook import Ignored\nfrom . import blocks\n", False),
         ("channels.slack", "from .channel import SlackChannel\n", True),
         ("channels.slack.installations", "from storage.db import Database\n", False),
