@@ -122,7 +122,8 @@ class WebChatChannel:
         event = asyncio.Event()
         self._waiters[session_id].add(event)
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: that starts a task for every wait
+                await event.wait()
         except TimeoutError:
             pass
         finally:
