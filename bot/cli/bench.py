@@ -1,4 +1,4 @@
-"""`lessonbot bench pipeline|channels|scheduler`: the benches (bench/), registered here; `bench knowledge` is with
+"""`lessonbot bench pipeline|channels|scheduler|memory`: the benches (bench/), registered here; `bench knowledge` is with
 the knowledge commands (bot/cli/knowledge.py).
 
 The bench modules bring their options (`add_arguments`) and their run (`run(args)`); what they need of the wiring —
@@ -21,13 +21,14 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from bench import channels, pipeline, scheduler
+    from bench import channels, memory, pipeline, scheduler
 
     kinds = subcommands(subparsers, "bench", "measure the bot's speed")
     for name, bench, run in (
         ("pipeline", pipeline, lambda settings, args: pipeline.run(args)),
         ("channels", channels, lambda settings, args: channels.run(args)),
         ("scheduler", scheduler, cmd_bench_scheduler),
+        ("memory", memory, lambda settings, args: memory.run(args)),
     ):
         parser = kinds.add_parser(
             name, help=bench.HELP, description=bench.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
