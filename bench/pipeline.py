@@ -36,11 +36,25 @@ from pathlib import Path
 from typing import Any
 
 from bench.processes import (
-    DEFAULT_POSTGRES_ADMIN_URL, LESSONBOT, DatabaseUnreachable, ServerFailed, ServerProcess, child_environment,
-    database_for, start_process, upgrade_schema,
+    DEFAULT_POSTGRES_ADMIN_URL,
+    LESSONBOT,
+    DatabaseUnreachable,
+    ServerFailed,
+    ServerProcess,
+    child_environment,
+    database_for,
+    start_process,
+    upgrade_schema,
 )
 from bench.report import (
-    add_json_option, machine, number, percentile, print_report, progress, run_event_loop, table,
+    add_json_option,
+    machine,
+    number,
+    percentile,
+    print_report,
+    progress,
+    run_event_loop,
+    table,
 )
 
 TARGETS = ("echo", "sqlite", "postgresql")

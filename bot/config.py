@@ -56,11 +56,15 @@ class Settings(BaseSettings):
     outbox_backoff_seconds: float = Field(2.0, gt=0, description="First retry delay; it doubles each attempt.")
     outbox_backoff_max_seconds: float = Field(600.0, gt=0)
     outbox_concurrency: int = Field(32, ge=1, description="Sends in flight at once from one dispatcher.")
-    leader_check_seconds: float = Field(5.0, gt=0, description="How often the leader confirms its hold, and standbys try.")
+    leader_check_seconds: float = Field(
+        5.0, gt=0, description="How often the leader confirms its hold, and standbys try."
+    )
     leader_lease_seconds: float = Field(15.0, gt=0, description="SQLite: how long a silent leader's hold lasts.")
 
     # courses
-    sample_course_dir: Path = Field(Path("courses/sample"), description="What `lessonbot course import` takes by default.")
+    sample_course_dir: Path = Field(
+        Path("courses/sample"), description="What `lessonbot course import` takes by default."
+    )
 
     # Telegram (off unless TELEGRAM_BOT_TOKEN is set)
     telegram_bot_token: str = ""
@@ -172,7 +176,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
-        if value and not value.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "postgres"):
+        if value and value.split(":", 1)[0].split("+", 1)[0] not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("expected a sqlite:/// or postgresql:// URL")
         return value
 

@@ -120,7 +120,7 @@ def _labelled(name: str) -> Zone:
     return Zone(name, name.rsplit("/", 1)[-1].replace("_", " ") if "/" in name else name)
 
 
-# Times of day ----------------------------------------------------------------------------------------------------------
+# Times of day ---------------------------------------------------------------------------------------------------------
 
 _CLOCK = re.compile(
     r"^(?:at\s+|a las\s+|as\s+)?(?P<hour>\d{1,2})(?:\s*[:.h]\s*(?P<minute>\d{2}))?\s*(?:h|hs|hrs|o'?clock)?\s*"
@@ -171,7 +171,7 @@ def read_quiet_hours(text: str) -> tuple[time, time] | None | bool:
     return start, end
 
 
-# Days of the week ------------------------------------------------------------------------------------------------------
+# Days of the week -----------------------------------------------------------------------------------------------------
 
 EVERY_DAY, WEEKDAYS, WEEKENDS = "1234567", "12345", "67"
 _DAY_WORDS = {

@@ -138,7 +138,7 @@ class KnowledgeStore:
         """id → metadata of every chunk of a course."""
         found: dict[str, dict[str, Any]] = {}
         for page in self._pages(course_id, include=["metadatas"]):
-            found.update(zip(page["ids"], page["metadatas"] or []))
+            found.update(zip(page["ids"], page["metadatas"] or [], strict=False))
         return found
 
     def chunk_texts(self, course_id: str) -> list[StoredChunk]:
@@ -146,7 +146,7 @@ class KnowledgeStore:
         for page in self._pages(course_id, include=["documents", "metadatas"]):
             found.extend(
                 StoredChunk(id, text or "", dict(meta or {}))
-                for id, text, meta in zip(page["ids"], page["documents"] or [], page["metadatas"] or [])
+                for id, text, meta in zip(page["ids"], page["documents"] or [], page["metadatas"] or [], strict=False)
             )
         return found
 
@@ -166,7 +166,7 @@ class KnowledgeStore:
         for start in range(0, len(chunks), EMBED_PAGE):
             page = chunks[start : start + EMBED_PAGE]
             vectors = self.embedder.embed([chunk.indexed_text for chunk in page])
-            for course_id, rows in _by_course(zip(page, vectors)).items():
+            for course_id, rows in _by_course(zip(page, vectors, strict=True)).items():
                 self._collection(course_id).upsert(
                     ids=[chunk.id for chunk, _ in rows],
                     embeddings=[vector for _, vector in rows],  # type: ignore[misc]
@@ -196,7 +196,9 @@ class KnowledgeStore:
                 page = self._collection(course_id).get(ids=course_ids, include=["documents", "metadatas"])
                 found.update(
                     (id, StoredChunk(id, text or "", dict(meta or {})))
-                    for id, text, meta in zip(page["ids"], page["documents"] or [], page["metadatas"] or [])
+                    for id, text, meta in zip(
+                        page["ids"], page["documents"] or [], page["metadatas"] or [], strict=False
+                    )
                 )
         return found
 
@@ -206,7 +208,8 @@ class KnowledgeStore:
         for course_id, course_ids in ids.items():
             if course_ids:
                 page = self._collection(course_id).get(ids=course_ids, include=["embeddings"])
-                found.update(zip(page["ids"], page["embeddings"] if page["embeddings"] is not None else []))
+                embeddings = page["embeddings"] if page["embeddings"] is not None else []
+                found.update(zip(page["ids"], embeddings, strict=False))
         return found
 
     def nearest(self, vector: Sequence[float], *, courses: Sequence[str], limit: int) -> list[StoredChunk]:
@@ -226,7 +229,7 @@ class KnowledgeStore:
                 StoredChunk(id, text or "", dict(meta or {}), distance)
                 for id, text, meta, distance in zip(
                     result["ids"][0], (result["documents"] or [[]])[0], (result["metadatas"] or [[]])[0],
-                    (result["distances"] or [[]])[0],
+                    (result["distances"] or [[]])[0], strict=False,
                 )
             )
         found.sort(key=lambda chunk: chunk.distance or 0.0)
@@ -252,7 +255,7 @@ class KnowledgeStore:
         if not course_ids:
             return {}
         page = self.courses.get(ids=list(course_ids), include=["metadatas"])
-        return {id: dict(meta or {}) for id, meta in zip(page["ids"], page["metadatas"] or [])}
+        return {id: dict(meta or {}) for id, meta in zip(page["ids"], page["metadatas"] or [], strict=False)}
 
     def revisions(self, course_ids: Sequence[str]) -> dict[str, str]:
         """course id → current revision, for the courses that have been ingested."""

@@ -38,8 +38,17 @@ from storage.models import Conversation, User, utcnow
 from storage.outbox import OutboxEntry, enqueue
 from storage.queries import insert_ignoring_conflicts
 from storage.scheduling import (
-    BUSY, FAILED, NOTHING_TO_SEND, PAUSED, QUEUED, QUIET_HOURS, UNANSWERED, ScheduledLesson, advance_cursor,
-    may_be_messaged, read_cursor,
+    BUSY,
+    FAILED,
+    NOTHING_TO_SEND,
+    PAUSED,
+    QUEUED,
+    QUIET_HOURS,
+    UNANSWERED,
+    ScheduledLesson,
+    advance_cursor,
+    may_be_messaged,
+    read_cursor,
 )
 
 log = logging.getLogger(__name__)

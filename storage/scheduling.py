@@ -47,7 +47,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql import Insert
 
-from storage.learners import ACTIVE, PAUSED as LEARNER_PAUSED, Learner
+from storage.learners import ACTIVE, Learner
+from storage.learners import PAUSED as LEARNER_PAUSED
 from storage.models import Base, BigId, Conversation, utcnow
 
 # APScheduler 3's SQLAlchemyJobStore layout (191: its key length; Float(25): an 8-byte float of epoch seconds).
