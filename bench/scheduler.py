@@ -209,7 +209,8 @@ async def bench_planning(args: argparse.Namespace, course: Path) -> dict[str, An
 
             progress("planning: one planner run for every minute of a day")
             found: Counter[tuple[int, date]] = Counter()
-            durations, per_run, sample_due = [], [], []
+            durations, per_run = [], []
+            sample_due: list[DueLesson] = []
             started = time.perf_counter()
             for minute in range(24 * 60):
                 window = (day_start + timedelta(minutes=minute), day_start + timedelta(minutes=minute + 1))
@@ -267,11 +268,12 @@ async def bench_planning(args: argparse.Namespace, course: Path) -> dict[str, An
 @asynccontextmanager
 async def stand_in(platform: str) -> AsyncIterator[Any]:
     """The platform's local stand-in, the one the tests use."""
+    stand_in_type: type[Any]
     if platform == "telegram":
-        from standins.telegram import TelegramStandIn as StandIn
+        from standins.telegram import TelegramStandIn as stand_in_type
     else:
-        from standins.twilio import TwilioStandIn as StandIn
-    async with StandIn() as server:
+        from standins.twilio import TwilioStandIn as stand_in_type
+    async with stand_in_type() as server:
         yield server
 
 
@@ -326,6 +328,7 @@ async def bench_broadcast(args: argparse.Namespace, platform: str, dispatching: 
                         sent = await session.scalar(select(func.count()).select_from(OutboxMessage).where(
                             OutboxMessage.idempotency_key.like(key), OutboxMessage.status == "sent")) or 0
                         broadcast = await session.get(Broadcast, draft.id)
+                        assert broadcast is not None  # the draft made above
                     if sent >= count:
                         break
                     if time.perf_counter() - last_report > 30:

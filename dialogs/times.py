@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import time
 from functools import lru_cache
+from typing import Literal
 from zoneinfo import available_timezones
 
 from bot.text import fold
@@ -157,7 +158,7 @@ def read_time(text: str) -> time | None:
     return time(hour, minute)
 
 
-def read_quiet_hours(text: str) -> tuple[time, time] | None | bool:
+def read_quiet_hours(text: str) -> tuple[time, time] | Literal[False] | None:
     """Quiet hours "22:00-07:00" → (start, end); "none"/"off" → False (no quiet hours); unreadable → None."""
     typed = fold(text).strip(" .!")
     if typed in ("none", "off", "no", "ninguna", "ninguno", "nada", "nenhuma", "quiet:none"):

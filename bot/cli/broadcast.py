@@ -112,7 +112,7 @@ def describe(segment: Segment) -> str:
     return ", ".join(parts)
 
 
-def _run(settings: Settings, work) -> int:  # type: ignore[no-untyped-def]
+def _run(settings: Settings, work) -> int:
     async def main() -> int:
         async with database(settings) as db:
             try:

@@ -214,7 +214,7 @@ class WhatsAppChannel:
     async def close(self) -> None:
         """Close the HTTP session (the app calls this at shutdown)."""
         if self._client is not None:
-            await self._client.http_client.close()  # type: ignore[attr-defined]
+            await self._client.http_client.close()
             self._client = None
 
 

@@ -38,7 +38,7 @@ async def stored_jobs(db: Database) -> dict[str, float | None]:
         return dict(rows.all())
 
 
-async def wait_for(condition, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(condition, timeout: float = 15.0) -> None:
     async with asyncio.timeout(timeout):
         while not await condition():
             await asyncio.sleep(0.05)

@@ -81,7 +81,7 @@ class Dispatcher:
         self.process.wait(10)
 
 
-async def until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+async def until(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not await condition():
         if time.monotonic() > deadline:
