@@ -159,8 +159,7 @@ class LessonProgress(Base):
 
 
 class QuestionCard(Base):
-    """One learner's spaced-review card for one question: the FSRS card state (JSON), when it is due, the last
-    rating."""
+    """A learner's spaced-review card for one question: its FSRS state (JSON), when it is due, the last rating."""
 
     __tablename__ = "question_cards"
     __table_args__ = (
