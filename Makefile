@@ -1,11 +1,11 @@
-# The front door: `make run` sets everything up and starts the bot; `make test` runs every test.
+# The front door: `make run` sets everything up and starts the bot; `make test` lints, type-checks and runs every test.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run chat test bench clean
+.PHONY: install run chat lint test bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ chat: install
 	$(BIN)/lessonbot course import courses/sample
 	$(BIN)/lessonbot chat
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; exit 1; fi; \
 	exit $$status
@@ -35,4 +39,4 @@ bench: install
 	$(BIN)/lessonbot bench pipeline
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

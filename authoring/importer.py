@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -223,7 +223,7 @@ async def _import_questions(session: AsyncSession, course_id: int, course: fmt.C
 
 
 def _revise(row: Module | Lesson | Question, report: ImportReport, what: str, slug: str, *,
-            content: dict[str, object], place: dict[str, object]) -> bool:
+            content: Mapping[str, object], place: Mapping[str, object]) -> bool:
     """Update a matched row; note whether it came back, changed, or moved. True if its content changed."""
     if row.retired:
         row.retired = False
@@ -238,7 +238,7 @@ def _revise(row: Module | Lesson | Question, report: ImportReport, what: str, sl
     return changed
 
 
-def _retire(existing: dict[str, Module] | dict[str, Lesson] | dict[str, Question], kept: dict[str, object],
+def _retire(existing: dict[str, Module] | dict[str, Lesson] | dict[str, Question], kept: Mapping[str, object],
             report: ImportReport, what: str) -> None:
     for slug, row in existing.items():
         if slug not in kept and not row.retired:
@@ -246,7 +246,7 @@ def _retire(existing: dict[str, Module] | dict[str, Lesson] | dict[str, Question
             report.note(RETIRED, what, slug)
 
 
-def _assign(row: object, values: dict[str, object]) -> None:
+def _assign(row: object, values: Mapping[str, object]) -> None:
     for name, value in values.items():
         if getattr(row, name) != value:
             setattr(row, name, value)

@@ -38,11 +38,26 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from bench.processes import (
-    DEFAULT_POSTGRES_ADMIN_URL, LESSONBOT, DatabaseUnreachable, ServerFailed, ServerProcess, child_environment,
-    database_for, free_port, start_process, upgrade_schema,
+    DEFAULT_POSTGRES_ADMIN_URL,
+    LESSONBOT,
+    DatabaseUnreachable,
+    ServerFailed,
+    ServerProcess,
+    child_environment,
+    database_for,
+    free_port,
+    start_process,
+    upgrade_schema,
 )
 from bench.report import (
-    add_json_option, machine, number, percentile, print_report, progress, run_event_loop, table,
+    add_json_option,
+    machine,
+    number,
+    percentile,
+    print_report,
+    progress,
+    run_event_loop,
+    table,
 )
 
 if TYPE_CHECKING:
@@ -66,7 +81,9 @@ def add_arguments(channels: argparse.ArgumentParser) -> None:
     channels.add_argument("--senders", type=int, default=200, help="distinct people sending them (200)")
     channels.add_argument("--concurrency", type=int, default=32, help="requests in flight at once (32)")
     channels.add_argument("--channels", help=f"comma-separated, from {', '.join(CHANNELS)} (default: all)")
-    channels.add_argument("--no-ptb", dest="ptb", action="store_false", help="leave out the bare python-telegram-bot app")
+    channels.add_argument(
+        "--no-ptb", dest="ptb", action="store_false", help="leave out the bare python-telegram-bot app"
+    )
     channels.add_argument("--no-outbound", dest="outbound", action="store_false", help="webhooks only")
     channels.add_argument(
         "--outbound-scale", type=float, default=1.0,

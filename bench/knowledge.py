@@ -50,7 +50,7 @@ class ReusingEmbedder:
         fresh = [t for t in dict.fromkeys(texts) if t not in self.known]
         if self.limit is not None:
             fresh = fresh[: max(0, self.limit - len(self.real))]
-        for text, vector in zip(fresh, self.embedder.embed(fresh)):
+        for text, vector in zip(fresh, self.embedder.embed(fresh), strict=True):
             self.known[text] = vector
             self.real.append(vector)
         return [self.known.get(text) or self._reused(i) for i, text in enumerate(texts)]

@@ -36,11 +36,25 @@ from pathlib import Path
 from typing import Any
 
 from bench.processes import (
-    DEFAULT_POSTGRES_ADMIN_URL, LESSONBOT, DatabaseUnreachable, ServerFailed, ServerProcess, child_environment,
-    database_for, start_process, upgrade_schema,
+    DEFAULT_POSTGRES_ADMIN_URL,
+    LESSONBOT,
+    DatabaseUnreachable,
+    ServerFailed,
+    ServerProcess,
+    child_environment,
+    database_for,
+    start_process,
+    upgrade_schema,
 )
 from bench.report import (
-    add_json_option, machine, number, percentile, print_report, progress, run_event_loop, table,
+    add_json_option,
+    machine,
+    number,
+    percentile,
+    print_report,
+    progress,
+    run_event_loop,
+    table,
 )
 
 TARGETS = ("echo", "sqlite", "postgresql")
@@ -488,13 +502,14 @@ async def measure(target: str, url: str, options: LoadOptions, http: Any, server
         samples, started = load.samples, load.line.started_at
     finally:
         watcher.cancel()
-    result = {"target": target, "label": LABELS[target], "url": url, "status": "ok", "note": None}
+    result: dict[str, Any] = {"target": target, "label": LABELS[target], "url": url, "status": "ok", "note": None}
     result.update(summarize(samples, started=started, replies_expected=replies))
     server_now = server.cpu_seconds() if server else None
+    server_before, client_before = cpu.get("server"), cpu.get("client")
     result["server_cpu_s"] = (
-        round(server_now - cpu["server"], 2) if server_now is not None and cpu.get("server") is not None else None
+        round(server_now - server_before, 2) if server_now is not None and server_before is not None else None
     )
-    result["client_cpu_s"] = round(client_cpu_seconds() - cpu["client"], 2) if "client" in cpu else None
+    result["client_cpu_s"] = round(client_cpu_seconds() - client_before, 2) if client_before is not None else None
     result["measured_s"] = round(max(samples.last_ack_at, samples.last_reply_at) - started, 2) if started else None
     result["memory_kb"] = None
     result["conversations"] = options.conversations
@@ -522,7 +537,9 @@ def skipped(target: str, status: str, note: str) -> dict[str, Any]:
 
 
 async def run_benchmark(options: LoadOptions, targets: list[str], *, url: str | None, postgres_url: str) -> dict:
-    report = {"machine": machine(), "options": asdict(options) | {"targets": targets, "url": url}, "results": []}
+    report: dict[str, Any] = {
+        "machine": machine(), "options": asdict(options) | {"targets": targets, "url": url}, "results": [],
+    }
     with tempfile.TemporaryDirectory(prefix="lessonbot-bench-") as scratch:
         for target in targets:
             progress(f"{LABELS[target]}: starting")

@@ -90,7 +90,9 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """Aligned text columns: the first left-aligned, the figures right-aligned."""
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
     return [
-        "  ".join([row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]).rstrip()
+        "  ".join(
+            [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=False)]
+        ).rstrip()
         for row in [header, *rows]
     ]
 

@@ -33,7 +33,8 @@ import tracemalloc
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import date, datetime, time as wall_time, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as wall_time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,15 +160,15 @@ async def add_learners(db: Database, count: int, *, channel: str, course_id: int
             conversations = list(await session.scalars(
                 insert(Conversation).returning(Conversation.id, sort_by_parameter_order=True),
                 [{"channel": channel, "chat_id": p["chat"], "user_id": u, "state": {}, "last_inbound_at": now}
-                 for p, u in zip(people, users)],
+                 for p, u in zip(people, users, strict=True)],
             ))
             await session.execute(insert(Learner), [
                 {"user_id": u, "status": ACTIVE, "consent_at": now, "lesson_time": p["at"], "lesson_days": p["days"],
                  "daily_goal": 1, "language_chosen": False, "points": 0, "streak_days": 0, "best_streak": 0,
                  "course_id": course_id, "home_conversation_id": c}
-                for p, u, c in zip(people, users, conversations)
+                for p, u, c in zip(people, users, conversations, strict=True)
             ])
-        for p, u in zip(people, users):
+        for p, u in zip(people, users, strict=True):
             made.append(p | {"user_id": u})
     async with db.engine.connect() as connection:  # fresh statistics, as autovacuum keeps them in a live database
         await connection.exec_driver_sql("ANALYZE")
@@ -208,7 +209,8 @@ async def bench_planning(args: argparse.Namespace, course: Path) -> dict[str, An
 
             progress("planning: one planner run for every minute of a day")
             found: Counter[tuple[int, date]] = Counter()
-            durations, per_run, sample_due = [], [], []
+            durations, per_run = [], []
+            sample_due: list[DueLesson] = []
             started = time.perf_counter()
             for minute in range(24 * 60):
                 window = (day_start + timedelta(minutes=minute), day_start + timedelta(minutes=minute + 1))
@@ -266,11 +268,12 @@ async def bench_planning(args: argparse.Namespace, course: Path) -> dict[str, An
 @asynccontextmanager
 async def stand_in(platform: str) -> AsyncIterator[Any]:
     """The platform's local stand-in, the one the tests use."""
+    stand_in_type: type[Any]
     if platform == "telegram":
-        from standins.telegram import TelegramStandIn as StandIn
+        from standins.telegram import TelegramStandIn as stand_in_type
     else:
-        from standins.twilio import TwilioStandIn as StandIn
-    async with StandIn() as server:
+        from standins.twilio import TwilioStandIn as stand_in_type
+    async with stand_in_type() as server:
         yield server
 
 
@@ -325,6 +328,7 @@ async def bench_broadcast(args: argparse.Namespace, platform: str, dispatching: 
                         sent = await session.scalar(select(func.count()).select_from(OutboxMessage).where(
                             OutboxMessage.idempotency_key.like(key), OutboxMessage.status == "sent")) or 0
                         broadcast = await session.get(Broadcast, draft.id)
+                        assert broadcast is not None  # the draft made above
                     if sent >= count:
                         break
                     if time.perf_counter() - last_report > 30:

@@ -79,8 +79,10 @@ class Delivery:
 class Received(Protocol):
     """What recording an inbound message came to: its row, or the row of the same platform id recorded before."""
 
-    inbound_id: int | None
-    duplicate: bool
+    @property
+    def inbound_id(self) -> int | None: ...
+    @property
+    def duplicate(self) -> bool: ...
 
 
 class ChannelHost(Protocol):

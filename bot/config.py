@@ -12,9 +12,10 @@ import secrets
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from knowledge.settings import KnowledgeSettings
@@ -56,11 +57,15 @@ class Settings(BaseSettings):
     outbox_backoff_seconds: float = Field(2.0, gt=0, description="First retry delay; it doubles each attempt.")
     outbox_backoff_max_seconds: float = Field(600.0, gt=0)
     outbox_concurrency: int = Field(32, ge=1, description="Sends in flight at once from one dispatcher.")
-    leader_check_seconds: float = Field(5.0, gt=0, description="How often the leader confirms its hold, and standbys try.")
+    leader_check_seconds: float = Field(
+        5.0, gt=0, description="How often the leader confirms its hold, and standbys try."
+    )
     leader_lease_seconds: float = Field(15.0, gt=0, description="SQLite: how long a silent leader's hold lasts.")
 
     # courses
-    sample_course_dir: Path = Field(Path("courses/sample"), description="What `lessonbot course import` takes by default.")
+    sample_course_dir: Path = Field(
+        Path("courses/sample"), description="What `lessonbot course import` takes by default."
+    )
 
     # Telegram (off unless TELEGRAM_BOT_TOKEN is set)
     telegram_bot_token: str = ""
@@ -111,7 +116,8 @@ class Settings(BaseSettings):
     def _parse_admins(cls, value: object) -> tuple[str, ...]:
         if value is None or value == "":
             return ()
-        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+        # a comma-separated string from the environment, or any iterable given in code (a TypeError otherwise)
+        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
         identities = []
         for raw in items:
             item = str(raw).strip()
@@ -155,7 +161,7 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_quick_reply_sids(cls, value: object) -> dict[int, str]:
         if isinstance(value, dict):
-            return value  # type: ignore[return-value]
+            return value
         templates: dict[int, str] = {}
         for item in str(value or "").split(","):
             if not item.strip():
@@ -172,7 +178,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
-        if value and not value.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "postgres"):
+        if value and value.split(":", 1)[0].split("+", 1)[0] not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("expected a sqlite:/// or postgresql:// URL")
         return value
 
@@ -212,17 +218,17 @@ class Settings(BaseSettings):
         return f"{channel}:{external_id}" in self.admins
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     name = ".".join(str(part) for part in error["loc"]).upper() or "settings"
     given = error.get("input")
     shown = "" if isinstance(given, dict) else f" (got {given!r})"
     return f"{name}: {error['msg']}{shown}"
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the settings, or raise ConfigError naming each bad variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as exc:
         lines = [_describe(err) for err in exc.errors()]
         raise ConfigError("Configuration error:\n  " + "\n  ".join(lines)) from None

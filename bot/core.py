@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -107,7 +107,7 @@ class Lessonbot:
             else None
         )
         # What the leader runs besides the dispatcher (the scheduler adds its clock here).
-        self.leader_work: list[Callable[[], Awaitable[None]]] = []
+        self.leader_work: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     def _after_sent(self, row: Claimed) -> None:

@@ -15,6 +15,7 @@ window in which a platform may see a reply twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -25,10 +26,10 @@ from typing import Any
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import aliased
 
+from bot.channel import Channel, Delivery, PermanentSendError, RateLimited, TransientSendError, WaitForInbound
 from bot.config import Settings
 from bot.messages import reply_from_payload
 from bot.observability import MESSAGES_OUT, SEND_FAILURES, conversation_id_var
-from bot.channel import Channel, Delivery, PermanentSendError, RateLimited, TransientSendError, WaitForInbound
 from bot.ratelimit import RateLimiter, keys_to_pause
 from storage.db import Database
 from storage.models import Conversation, OutboxMessage, utcnow
@@ -65,7 +66,9 @@ _HEAD = (
 )
 _CLAIM = (
     update(_OUTBOX)
-    .where(_OUTBOX.c.id == bindparam("row"), _OUTBOX.c.status == bindparam("was"), _OUTBOX.c.attempts == bindparam("tries"))
+    .where(
+        _OUTBOX.c.id == bindparam("row"), _OUTBOX.c.status == bindparam("was"), _OUTBOX.c.attempts == bindparam("tries")
+    )
     .values(status=OutboxStatus.SENDING.value, lease_until=bindparam("until"), attempts=_OUTBOX.c.attempts + 1)
 )
 _MARK_SENT = (
@@ -136,10 +139,8 @@ class OutboxDispatcher:
                 await self.dispatch_due()
             except Exception:
                 log.exception("dispatching failed; trying again shortly")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.worker_poll_seconds)
-            except TimeoutError:
-                pass
 
     async def dispatch_due(self) -> int:
         """Start sending every conversation whose oldest unsent reply is due; returns how many started."""

@@ -280,7 +280,10 @@ class ConversationWorker:
         connection = await session.connection()
         taken = await connection.execute(
             _TAKE_LEASE,
-            {"conv": conversation_id, "owner": self.owner, "new_owner": self.owner, "now": now, "until": now + self._lease},
+            {
+                "conv": conversation_id, "owner": self.owner, "new_owner": self.owner,
+                "now": now, "until": now + self._lease,
+            },
         )
         return taken.rowcount == 1
 
@@ -345,8 +348,9 @@ class ConversationWorker:
             return None
 
     async def _next_pending(self, session: AsyncSession, conversation_id: int) -> _Pending | None:
+        connection = await session.connection()
         rows = (
-            await (await session.connection()).execute(_NEXT_PENDING, {"conv": conversation_id, "pending": InboundStatus.PENDING.value})
+            await connection.execute(_NEXT_PENDING, {"conv": conversation_id, "pending": InboundStatus.PENDING.value})
         ).all()
         if not rows:
             return None
@@ -374,7 +378,9 @@ class ConversationWorker:
                 raise LeaseLost()
             row = await self._next_pending(session, conversation_id)
             if row is None:
-                await (await session.connection()).execute(_GIVE_LEASE_BACK, {"conv": conversation_id, "owner": self.owner})
+                await (await session.connection()).execute(
+                    _GIVE_LEASE_BACK, {"conv": conversation_id, "owner": self.owner}
+                )
                 return _Done.NOTHING_PENDING
             if prepared_for is not None and prepared_for != row.id:
                 prepared.clear()  # prepared for a message that is no longer the next one
@@ -436,9 +442,10 @@ class ConversationWorker:
                 ],
                 now=now,
             )
-            await (await session.connection()).execute(_MARK_DONE, {"inbound": row.id, "done": InboundStatus.DONE.value, "done_at": now})
+            connection = await session.connection()
+            await connection.execute(_MARK_DONE, {"inbound": row.id, "done": InboundStatus.DONE.value, "done_at": now})
             if not row.more:
-                await (await session.connection()).execute(_GIVE_LEASE_BACK, {"conv": conversation_id, "owner": self.owner})
+                await connection.execute(_GIVE_LEASE_BACK, {"conv": conversation_id, "owner": self.owner})
         PROCESSING_SECONDS.labels(message.channel).observe(time.perf_counter() - started)
         log.debug("processed", extra={"inbound_id": row.id, "replies": len(turn.replies)})
         # With nothing more pending the lease went back in that commit; a message recorded since then notified us.

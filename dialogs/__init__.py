@@ -13,7 +13,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from dialogs import (
-    admin, certificate, flow, greeting, language, lessons, linking, onboarding, pause, progress, quiz, review, settings,
+    admin,
+    certificate,
+    flow,
+    greeting,
+    language,
+    lessons,
+    linking,
+    onboarding,
+    pause,
+    progress,
+    quiz,
+    review,
+    settings,
 )
 from dialogs.i18n import N_
 from dialogs.turn import Command, Turn

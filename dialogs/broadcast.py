@@ -22,7 +22,14 @@ from dialogs.i18n import N_, Translator
 from dialogs.learner import tr
 from dialogs.turn import Turn
 from storage.broadcasts import (
-    BroadcastError, Progress, Segment, cancel, confirm, create_draft, progress, recent_broadcasts,
+    BroadcastError,
+    Progress,
+    Segment,
+    cancel,
+    confirm,
+    create_draft,
+    progress,
+    recent_broadcasts,
 )
 from storage.learners import zone_for
 from storage.scheduling import CANCELLED, DRAFT, SENDING, SENT, Broadcast

@@ -82,7 +82,7 @@ def render_pdf(path: Path, *, _: Translator, learner: str, course: str, issued: 
     pdf.save()
 
 
-def _fit(metrics, text: str, font: str, size: float, room: float) -> float:  # type: ignore[no-untyped-def]
+def _fit(metrics, text: str, font: str, size: float, room: float) -> float:
     """The largest font size up to `size` at which `text` fits in `room` points."""
     width = metrics.stringWidth(text, font, size)
     return size if width <= room else max(10.0, size * room / width)

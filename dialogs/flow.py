@@ -149,6 +149,7 @@ async def _ask(x: Exchange, entry: dict[str, Any]) -> None:
     flow = _registry[entry["name"]]
     data = entry["data"]
     await flow.step(entry["step"]).ask(x, data)
+    # is_active() means the stack is not empty, so current() is not None
     if is_active(x.state, flow.name) and current(x.state)["name"] == flow.name:  # type: ignore[index]
         _set_top(x.state, {**entry, "data": data})  # ask may note things (when it asked, for answer times)
 

@@ -21,7 +21,7 @@ import re
 import struct
 import sys
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 DOMAIN = "lessonbot"
@@ -63,7 +63,7 @@ def translator(language: str | None) -> Translator:
     return Translator(language, _catalog(language))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _catalog(language: str) -> gettext.NullTranslations:
     path = LOCALES / language / "LC_MESSAGES" / f"{DOMAIN}.po"
     if language == DEFAULT_LANGUAGE or not path.is_file():
@@ -184,7 +184,7 @@ def compile_po(text: str) -> bytes:
     ) + ids_blob + strs_blob
 
 
-# Keeping catalogs complete ---------------------------------------------------------------------------------------------
+# Keeping catalogs complete --------------------------------------------------------------------------------------------
 
 
 def source_messages(folder: Path = Path(__file__).parent) -> dict[str | tuple[str, str], list[str]]:

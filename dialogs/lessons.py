@@ -21,11 +21,26 @@ from bot.messages import Reply
 from dialogs import flow, onboarding
 from dialogs.i18n import Translator
 from dialogs.learner import (
-    POINTS_LESSON, current_course, enroll, is_set_up, learner_of, local_now, mark_home, tr,
+    POINTS_LESSON,
+    current_course,
+    enroll,
+    is_set_up,
+    learner_of,
+    local_now,
+    mark_home,
+    tr,
 )
 from dialogs.turn import Exchange, Turn
 from storage.courses import (
-    COMPLETED, Course, Enrollment, Lesson, LessonProgress, QuestionCard, course_lessons, lesson_questions, may_access,
+    COMPLETED,
+    Course,
+    Enrollment,
+    Lesson,
+    LessonProgress,
+    QuestionCard,
+    course_lessons,
+    lesson_questions,
+    may_access,
 )
 from storage.learners import Learner, current_streak, is_paused, record_activity, zone_for
 from storage.models import Conversation, User, utcnow
@@ -293,9 +308,10 @@ async def deliver_next_lesson(session: AsyncSession, user: User, *, now: datetim
     """Today's lesson for a learner, as /next would give it, for the learner's home conversation.
 
     Returns the replies to send to `home_conversation(session, user)` (the caller writes them to its outbox, as
-    scheduler.planner does, after its own checks: quiet hours, the lesson time). Returns nothing for a learner who is not set up, is paused
-    or stopped, has no home conversation, opted out on their platform, or may not take the next lesson. Updates
-    the conversation's state (a quiz question asked now is answered there) and the learner's place, in `session`.
+    scheduler.planner does, after its own checks: quiet hours, the lesson time). Returns nothing for a learner who is
+    not set up, is paused or stopped, has no home conversation, opted out on their platform, or may not take the next
+    lesson. Updates the conversation's state (a quiz question asked now is answered there) and the learner's place, in
+    `session`.
     """
     now = now or utcnow()
     learner = await session.get(Learner, user.id)

@@ -82,7 +82,7 @@ def nudge(kind: str, template: str, *, language: str | None, facts: NudgeFacts) 
     _ = translator(language)
     text = TEMPLATES[kind][template](_, facts)
     if kind == REVIEW:
-        choices = (Choice(_("Review now"), "/review"), Choice(_("Next lesson"), NEXT))
+        choices: tuple[Choice, ...] = (Choice(_("Review now"), "/review"), Choice(_("Next lesson"), NEXT))
     elif kind == INACTIVE:
         choices = (Choice(_("Continue my lesson"), NEXT), Choice(_("Pause for a week"), "/pause 7"))
     else:

@@ -17,7 +17,15 @@ from dialogs import flow
 from dialogs.flow import DONE, Flow, Invalid, NotAnAnswer, Step
 from dialogs.i18n import Translator
 from dialogs.learner import (
-    activate, adopt_language, enroll, is_set_up, learner_of, local_now, mark_home, name_of, tr,
+    activate,
+    adopt_language,
+    enroll,
+    is_set_up,
+    learner_of,
+    local_now,
+    mark_home,
+    name_of,
+    tr,
 )
 from dialogs.times import EVERY_DAY, WEEKDAYS, WEEKENDS, read_days, read_time, read_zone
 from dialogs.turn import Exchange, Turn

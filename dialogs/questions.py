@@ -98,20 +98,21 @@ def ask(x: Exchange, question: Question, *, prefix: str, heading: str) -> None:
     _ = tr(x)
     text = f"{heading}\n{question.prompt}" if heading else question.prompt
     if question.kind == CHOICE:
-        choices = [(choice[:120], f"{prefix}:{question.id}:{index}") for index, choice in enumerate(question.choices or [])]
+        choices = [
+            (choice[:120], f"{prefix}:{question.id}:{index}") for index, choice in enumerate(question.choices or [])
+        ]
         x.say(text, choices=choices)
     elif question.kind == TRUE_FALSE:
-        x.say(text, choices=[(_("True"), f"{prefix}:{question.id}:true"), (_("False"), f"{prefix}:{question.id}:false")])
+        x.say(
+            text, choices=[(_("True"), f"{prefix}:{question.id}:true"), (_("False"), f"{prefix}:{question.id}:false")]
+        )
     else:
         x.say(text + "\n\n" + _("(Type your answer.)"))
 
 
 def feedback(_: Translator, question: Question, verdict: Verdict) -> str:
     """Right or not, the explanation: the moment the answer is freshest is the moment to explain it."""
-    if verdict.correct:
-        head = _("✅ Right!")
-    else:
-        head = _("❌ Not quite. The answer is: {answer}", answer=verdict.answer)
+    head = _("✅ Right!") if verdict.correct else _("❌ Not quite. The answer is: {answer}", answer=verdict.answer)
     return f"{head}\n{question.explanation}".strip()
 
 

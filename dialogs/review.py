@@ -55,7 +55,7 @@ async def record_answer(session: AsyncSession, user_id: int, question: Question,
         session.add(row)
         card = Card(card_id=question.id, due=at)
     else:
-        card = Card.from_dict(row.card)  # type: ignore[arg-type]
+        card = Card.from_dict(row.card)  # type: ignore[arg-type]  # the column holds what Card.to_dict() wrote
     rating = rating_for(correct=correct, seconds=seconds, kind=question.kind)
     card, _log = SCHEDULER.review_card(card, rating, review_datetime=at)
     row.card = dict(card.to_dict())
@@ -69,7 +69,7 @@ async def record_answer(session: AsyncSession, user_id: int, question: Question,
     return row
 
 
-def _due_query(user_id: int, now: datetime):  # type: ignore[no-untyped-def]
+def _due_query(user_id: int, now: datetime):
     return (
         select(QuestionCard.question_id)
         .join(Question, Question.id == QuestionCard.question_id)
@@ -118,7 +118,7 @@ async def start_review(x: Exchange) -> None:
     await flow.start(x, "review", {"queue": due, "total": len(due), "right": 0})
 
 
-def nothing_due(_, when: datetime | None, x: Exchange) -> str:  # type: ignore[no-untyped-def]
+def nothing_due(_, when: datetime | None, x: Exchange) -> str:
     if when is None:
         return _("Nothing to review yet: questions come back here after you answer them in a lesson.")
     local = when.astimezone(zone_for(x.user.timezone))

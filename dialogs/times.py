@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import time
 from functools import lru_cache
+from typing import Literal
 from zoneinfo import available_timezones
 
 from bot.text import fold
@@ -120,7 +121,7 @@ def _labelled(name: str) -> Zone:
     return Zone(name, name.rsplit("/", 1)[-1].replace("_", " ") if "/" in name else name)
 
 
-# Times of day ----------------------------------------------------------------------------------------------------------
+# Times of day ---------------------------------------------------------------------------------------------------------
 
 _CLOCK = re.compile(
     r"^(?:at\s+|a las\s+|as\s+)?(?P<hour>\d{1,2})(?:\s*[:.h]\s*(?P<minute>\d{2}))?\s*(?:h|hs|hrs|o'?clock)?\s*"
@@ -157,7 +158,7 @@ def read_time(text: str) -> time | None:
     return time(hour, minute)
 
 
-def read_quiet_hours(text: str) -> tuple[time, time] | None | bool:
+def read_quiet_hours(text: str) -> tuple[time, time] | Literal[False] | None:
     """Quiet hours "22:00-07:00" → (start, end); "none"/"off" → False (no quiet hours); unreadable → None."""
     typed = fold(text).strip(" .!")
     if typed in ("none", "off", "no", "ninguna", "ninguno", "nada", "nenhuma", "quiet:none"):
@@ -171,7 +172,7 @@ def read_quiet_hours(text: str) -> tuple[time, time] | None | bool:
     return start, end
 
 
-# Days of the week ------------------------------------------------------------------------------------------------------
+# Days of the week -----------------------------------------------------------------------------------------------------
 
 EVERY_DAY, WEEKDAYS, WEEKENDS = "1234567", "12345", "67"
 _DAY_WORDS = {

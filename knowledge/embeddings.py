@@ -135,11 +135,12 @@ class OpenAIEmbedder:
 
     def __init__(self, *, model: str, api_key: str, base_url: str | None) -> None:
         from langchain_openai import OpenAIEmbeddings
+        from pydantic import SecretStr
 
         self.model_id = f"openai:{model}"
         self._client = OpenAIEmbeddings(
             model=model,
-            api_key=api_key or "not-needed",  # type: ignore[arg-type]
+            api_key=SecretStr(api_key or "not-needed"),
             base_url=base_url or None,
             check_embedding_ctx_length=False,
             max_retries=2,

@@ -100,6 +100,7 @@ class ModelAnswerer:
 
     def __init__(self, settings: KnowledgeSettings, *, canary: str | None = None) -> None:
         from langchain_openai import ChatOpenAI
+        from pydantic import SecretStr
 
         if not (settings.openai_api_key or settings.openai_base_url):
             raise ModelNotConfigured(
@@ -111,10 +112,10 @@ class ModelAnswerer:
         self.system = SYSTEM.format(marker=NOT_IN_COURSE, canary=self.canary)
         self.chat = ChatOpenAI(
             model=settings.openai_model,
-            api_key=settings.openai_api_key or "not-needed",  # type: ignore[arg-type]
+            api_key=SecretStr(settings.openai_api_key or "not-needed"),
             base_url=settings.openai_base_url or None,
             temperature=0,
-            max_tokens=settings.max_answer_tokens,  # type: ignore[call-arg]
+            max_completion_tokens=settings.max_answer_tokens,  # the alias of ChatOpenAI's max_tokens field
             timeout=settings.model_timeout_seconds,
             max_retries=1,
             stream_usage=True,

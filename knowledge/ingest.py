@@ -9,7 +9,7 @@ lessons missing from that scope are removed, and nothing outside it is touched.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,7 +107,7 @@ def sync_lessons(
     *,
     origin: str,
     progress: Progress | None = None,
-    keep: set[str] = frozenset(),  # type: ignore[assignment]
+    keep: Collection[str] = frozenset(),
 ) -> IngestReport:
     """Make the store's chunks of `origin`'s scope in `course_id` match `lessons` exactly."""
     report = IngestReport(course_id=course_id, lessons=len(lessons))

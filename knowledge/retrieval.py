@@ -69,9 +69,9 @@ class Retriever:
         found: dict[str, StoredChunk] = {}
         if self.mode != "keyword":
             vector = np.asarray(self.store.embedder.embed([question])[0], dtype=np.float32)
-            for chunk in self.store.nearest(vector, courses=courses, limit=CANDIDATES):
-                found[chunk.id] = chunk
-                similarities[chunk.id] = 1.0 - float(chunk.distance or 0.0)
+            for neighbour in self.store.nearest(vector, courses=courses, limit=CANDIDATES):
+                found[neighbour.id] = neighbour
+                similarities[neighbour.id] = 1.0 - float(neighbour.distance or 0.0)
 
         keyword_hits: dict[str, float] = {}
         course_of = {id: str(chunk.metadata.get("course_id")) for id, chunk in found.items()}

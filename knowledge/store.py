@@ -23,6 +23,7 @@ from knowledge.embeddings import LessonbotEmbeddingFunction, TextEmbedder, make_
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
+    from numpy.typing import ArrayLike
 
     from knowledge.settings import KnowledgeSettings
 
@@ -118,6 +119,7 @@ class KnowledgeStore:
             try:
                 collection = self.client.get_or_create_collection(
                     f"{self.name}-{digest}",
+                    # chroma types the parameter for text or images; this function embeds text, all it is given
                     embedding_function=LessonbotEmbeddingFunction(self.embedder),  # type: ignore[arg-type]
                     configuration={"hnsw": {"space": "cosine"}},
                     metadata={MODEL_KEY: self.embedder.model_id, "course_id": course_id},
@@ -138,7 +140,7 @@ class KnowledgeStore:
         """id → metadata of every chunk of a course."""
         found: dict[str, dict[str, Any]] = {}
         for page in self._pages(course_id, include=["metadatas"]):
-            found.update(zip(page["ids"], page["metadatas"] or []))
+            found.update(zip(page["ids"], page["metadatas"] or [], strict=False))
         return found
 
     def chunk_texts(self, course_id: str) -> list[StoredChunk]:
@@ -146,7 +148,7 @@ class KnowledgeStore:
         for page in self._pages(course_id, include=["documents", "metadatas"]):
             found.extend(
                 StoredChunk(id, text or "", dict(meta or {}))
-                for id, text, meta in zip(page["ids"], page["documents"] or [], page["metadatas"] or [])
+                for id, text, meta in zip(page["ids"], page["documents"] or [], page["metadatas"] or [], strict=False)
             )
         return found
 
@@ -166,12 +168,12 @@ class KnowledgeStore:
         for start in range(0, len(chunks), EMBED_PAGE):
             page = chunks[start : start + EMBED_PAGE]
             vectors = self.embedder.embed([chunk.indexed_text for chunk in page])
-            for course_id, rows in _by_course(zip(page, vectors)).items():
+            for course_id, rows in _by_course(zip(page, vectors, strict=True)).items():
                 self._collection(course_id).upsert(
                     ids=[chunk.id for chunk, _ in rows],
-                    embeddings=[vector for _, vector in rows],  # type: ignore[misc]
+                    embeddings=[vector for _, vector in rows],
                     documents=[chunk.text for chunk, _ in rows],
-                    metadatas=[chunk.metadata() for chunk, _ in rows],  # type: ignore[misc]
+                    metadatas=[chunk.metadata() for chunk, _ in rows],
                 )
             if on_progress:
                 on_progress(len(page))
@@ -181,7 +183,7 @@ class KnowledgeStore:
             for start in range(0, len(rows), PAGE):
                 page = [chunk for chunk, _ in rows[start : start + PAGE]]
                 self._collection(course_id).update(
-                    ids=[c.id for c in page], metadatas=[c.metadata() for c in page]  # type: ignore[misc]
+                    ids=[c.id for c in page], metadatas=[c.metadata() for c in page]
                 )
 
     def delete(self, course_id: str, ids: Sequence[str]) -> None:
@@ -196,29 +198,32 @@ class KnowledgeStore:
                 page = self._collection(course_id).get(ids=course_ids, include=["documents", "metadatas"])
                 found.update(
                     (id, StoredChunk(id, text or "", dict(meta or {})))
-                    for id, text, meta in zip(page["ids"], page["documents"] or [], page["metadatas"] or [])
+                    for id, text, meta in zip(
+                        page["ids"], page["documents"] or [], page["metadatas"] or [], strict=False
+                    )
                 )
         return found
 
-    def vectors(self, ids: dict[str, list[str]]) -> dict[str, list[float]]:
+    def vectors(self, ids: dict[str, list[str]]) -> dict[str, ArrayLike]:
         """Stored vectors by id, given as course id → chunk ids."""
-        found: dict[str, list[float]] = {}
+        found: dict[str, ArrayLike] = {}
         for course_id, course_ids in ids.items():
             if course_ids:
                 page = self._collection(course_id).get(ids=course_ids, include=["embeddings"])
-                found.update(zip(page["ids"], page["embeddings"] if page["embeddings"] is not None else []))
+                embeddings = page["embeddings"] if page["embeddings"] is not None else []
+                found.update(zip(page["ids"], embeddings, strict=False))
         return found
 
-    def nearest(self, vector: Sequence[float], *, courses: Sequence[str], limit: int) -> list[StoredChunk]:
+    def nearest(self, vector: Iterable[float], *, courses: Sequence[str], limit: int) -> list[StoredChunk]:
         """The chunks closest to `vector` in `courses` (each searched in its own collection), closest first;
         `distance` is cosine distance (0 = same direction)."""
         found: list[StoredChunk] = []
-        query = [[float(x) for x in vector]]
+        query: list[Sequence[float]] = [[float(x) for x in vector]]
         for course_id, size in self.sizes(courses).items():
             if not size:
                 continue
             result = self._collection(course_id).query(
-                query_embeddings=query,  # type: ignore[arg-type]
+                query_embeddings=query,
                 n_results=min(limit, size),
                 include=["documents", "metadatas", "distances"],
             )
@@ -226,7 +231,7 @@ class KnowledgeStore:
                 StoredChunk(id, text or "", dict(meta or {}), distance)
                 for id, text, meta, distance in zip(
                     result["ids"][0], (result["documents"] or [[]])[0], (result["metadatas"] or [[]])[0],
-                    (result["distances"] or [[]])[0],
+                    (result["distances"] or [[]])[0], strict=False,
                 )
             )
         found.sort(key=lambda chunk: chunk.distance or 0.0)
@@ -237,9 +242,10 @@ class KnowledgeStore:
     def mark_changed(self, course_id: str) -> str:
         """Give the course a new revision (after any change to its chunks); returns it."""
         revision = uuid.uuid4().hex
+        placeholder: list[Sequence[float]] = [[1.0]]  # a record needs a vector; this collection is never searched
         self.courses.upsert(
             ids=[course_id],
-            embeddings=[[1.0]],
+            embeddings=placeholder,
             metadatas=[{
                 "revision": revision,
                 "chunks": self._collection(course_id).count(),
@@ -252,7 +258,7 @@ class KnowledgeStore:
         if not course_ids:
             return {}
         page = self.courses.get(ids=list(course_ids), include=["metadatas"])
-        return {id: dict(meta or {}) for id, meta in zip(page["ids"], page["metadatas"] or [])}
+        return {id: dict(meta or {}) for id, meta in zip(page["ids"], page["metadatas"] or [], strict=False)}
 
     def revisions(self, course_ids: Sequence[str]) -> dict[str, str]:
         """course id → current revision, for the courses that have been ingested."""

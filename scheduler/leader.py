@@ -17,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import Database
 from storage.models import LeaderLease, utcnow
-from storage.queries import insert_ignoring_conflicts
+from storage.queries import insert_ignoring_conflicts, rows_affected
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class Leadership:
         self.is_leader = False
         self._connection: AsyncConnection | None = None
 
-    async def hold(self, work: Callable[[], Awaitable[None]]) -> None:
+    async def hold(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Campaign forever; while elected, run `work`, cancelling it the moment leadership is lost."""
         while True:
             try:
@@ -65,7 +66,7 @@ class Leadership:
                 await self._lead(work)
             await asyncio.sleep(self.check_seconds)
 
-    async def _lead(self, work: Callable[[], Awaitable[None]]) -> None:
+    async def _lead(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self.is_leader = True
         log.info("elected: this process now runs %s", self.name)
         task = asyncio.get_running_loop().create_task(work())
@@ -149,4 +150,4 @@ class Leadership:
                 .where((LeaderLease.owner == self.owner) | (LeaderLease.until <= now))
                 .values(owner=self.owner, until=now + self.lease)
             )
-            return result.rowcount == 1
+            return rows_affected(result) == 1

@@ -42,7 +42,7 @@ from storage.courses import Question, QuestionCard
 from storage.learners import Learner, in_quiet_hours, zone_for
 from storage.models import Conversation, InboundMessage, OutboxMessage, User
 from storage.outbox import OutboxEntry, enqueue
-from storage.queries import insert_ignoring_conflicts
+from storage.queries import insert_ignoring_conflicts, rows_affected
 from storage.scheduling import NUDGE_REWARD_WINDOW, QUEUED, SKIPPED_WINDOW, NudgeLog, may_be_messaged
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def outside_window(ctx: JobContext, conversation: Conversation, now: datetime) -
 # The sweep -----------------------------------------------------------------------------------------------------------
 
 
-def _due_cards(now: datetime):  # type: ignore[no-untyped-def]
+def _due_cards(now: datetime):
     return (
         select(QuestionCard.user_id)
         .join(Question, Question.id == QuestionCard.question_id)
@@ -262,14 +262,14 @@ async def settle(ctx: JobContext) -> Counter[str]:
                     verdicts.append((row, verdict))
         for row, (delivered, came_back) in verdicts:
             async with ctx.db.transaction() as session:
-                settled = await session.execute(
+                settled = rows_affected(await session.execute(
                     update(NudgeLog)
                     .where(NudgeLog.id == row.id, NudgeLog.settled_at.is_(None))
                     .values(settled_at=now, sent_at=row.sent_at, came_back=came_back if delivered else None)
-                )
-                if settled.rowcount and delivered:
+                ))
+                if settled and delivered:
                     await record_outcome(session, row.kind, row.template, came_back=came_back, now=now)
-            if settled.rowcount:
+            if settled:
                 counts["came back" if came_back else "no answer" if delivered else "undelivered"] += 1
     return counts
 

@@ -36,10 +36,19 @@ from scheduler.context import JobContext
 from storage.learners import Learner, in_quiet_hours, is_paused, zone_for
 from storage.models import Conversation, User, utcnow
 from storage.outbox import OutboxEntry, enqueue
-from storage.queries import insert_ignoring_conflicts
+from storage.queries import insert_ignoring_conflicts, rows_affected
 from storage.scheduling import (
-    BUSY, FAILED, NOTHING_TO_SEND, PAUSED, QUEUED, QUIET_HOURS, UNANSWERED, ScheduledLesson, advance_cursor,
-    may_be_messaged, read_cursor,
+    BUSY,
+    FAILED,
+    NOTHING_TO_SEND,
+    PAUSED,
+    QUEUED,
+    QUIET_HOURS,
+    UNANSWERED,
+    ScheduledLesson,
+    advance_cursor,
+    may_be_messaged,
+    read_cursor,
 )
 
 log = logging.getLogger(__name__)
@@ -77,7 +86,7 @@ def lesson_dates(start: datetime, end: datetime, *, zone: tzinfo, at: time, days
     return found
 
 
-def _schedulable(now: datetime) -> list:  # type: ignore[type-arg]
+def _schedulable(now: datetime) -> list:
     return [*may_be_messaged(now), Learner.lesson_time.is_not(None), Learner.lesson_days != ""]
 
 
@@ -92,13 +101,13 @@ def wall_clock_ranges(start: datetime, end: datetime) -> list[tuple[time, time]]
     """
     if end - start >= QUARTER_HOUR:
         return None
-    ranges = []
+    ranges: list[tuple[time, time]] = []
     for minutes in range(-12 * 60, 14 * 60 + 1, 15):
-        low, high = start + timedelta(minutes=minutes), end + timedelta(minutes=minutes)
-        if low.date() == high.date():
-            ranges.append((low.time().replace(tzinfo=None), high.time().replace(tzinfo=None)))
+        first, last = start + timedelta(minutes=minutes), end + timedelta(minutes=minutes)
+        if first.date() == last.date():
+            ranges.append((first.time().replace(tzinfo=None), last.time().replace(tzinfo=None)))
         else:
-            ranges += [(low.time().replace(tzinfo=None), time.max), (time.min, high.time().replace(tzinfo=None))]
+            ranges += [(first.time().replace(tzinfo=None), time.max), (time.min, last.time().replace(tzinfo=None))]
     ranges.sort()
     merged = [ranges[0]]
     for low, high in ranges[1:]:
@@ -266,7 +275,7 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
         )
         .values(lease_until=Conversation.lease_until)
     )
-    if free.rowcount != 1:
+    if rows_affected(free) != 1:
         if record_busy:
             return BUSY
         raise _Busy()

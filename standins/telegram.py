@@ -9,6 +9,7 @@ blocked by the user", or no answer at all (so the client times out).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -94,7 +95,7 @@ class TelegramStandIn:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -157,10 +158,8 @@ class TelegramStandIn:
         if fault is not None:
             self.calls.append(Call(method, params, files, str(fault.status)))
             if fault.hang:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), timeout=30)
-                except TimeoutError:
-                    pass
             return _error(fault.status, fault.description, fault.retry_after)
         answer = getattr(self, f"_{method}", None)
         if answer is None:
@@ -228,10 +227,8 @@ class TelegramStandIn:
         self.updates = [update for update in self.updates if update["update_id"] >= offset]  # confirmed ones go
         if not self.updates:
             self._new_update.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_update.wait(), timeout=float(params.get("timeout", 0)))
-            except TimeoutError:
-                pass
         return list(self.updates)
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.sql import Select
 from storage.courses import Course, Enrollment
 from storage.learners import Learner
 from storage.models import Conversation, OutboxMessage, User
+from storage.queries import rows_affected
 from storage.scheduling import CANCELLED, DRAFT, SENDING, Broadcast, BroadcastRecipient, may_be_messaged
 
 MAX_TEXT = 3000  # characters; channels split longer texts, but an announcement that long is a mistake
@@ -79,7 +80,7 @@ def _recipient_key(broadcast_id: int) -> Any:
     return literal(f"broadcast:{broadcast_id}:") + cast(BroadcastRecipient.user_id, String)
 
 
-async def recipients_query(session: AsyncSession, segment: Segment, now: datetime) -> Select[Any]:
+async def recipients_query(session: AsyncSession, segment: Segment, now: datetime) -> Select[int, int | None]:
     """SELECT user_id, home conversation id of the segment's learners, in user_id order."""
     query = (
         select(Learner.user_id, Learner.home_conversation_id)
@@ -179,7 +180,7 @@ async def cancel(session: AsyncSession, broadcast_id: int, now: datetime) -> tup
         .where(OutboxMessage.idempotency_key.in_(keys), OutboxMessage.status.in_(("pending", "waiting")))
         .values(status="suppressed", last_error="not sent: the broadcast was cancelled")
     )
-    return broadcast, withdrawn.rowcount or 0
+    return broadcast, rows_affected(withdrawn)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.models import BigId, Base, utcnow
+from storage.models import Base, BigId, utcnow
 
 # Values of the string columns below, spelled once.
 FREE, PAID = "free", "paid"
@@ -159,7 +159,7 @@ class LessonProgress(Base):
 
 
 class QuestionCard(Base):
-    """One learner's spaced-review card for one question: the FSRS card state (JSON), when it is due, the last rating."""
+    """A learner's spaced-review card for one question: its FSRS state (JSON), when it is due, the last rating."""
 
     __tablename__ = "question_cards"
     __table_args__ = (

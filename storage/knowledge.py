@@ -39,7 +39,7 @@ class KnowledgeCachedAnswer(Base):
 
 def _insert(session: AsyncSession, table: type[Base]) -> Any:
     """INSERT with ON CONFLICT, in the dialect of the session's database."""
-    insert = postgresql_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     return insert(table)
 
 

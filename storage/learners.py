@@ -190,7 +190,7 @@ async def certificate_by_code(session: AsyncSession, code: str) -> Certificate |
 async def drop_learning(session: AsyncSession, user_id: int) -> None:
     """Remove one user's learning data (also when a channel joins another learner's progress through /link)."""
     for model in (QuestionCard, LessonProgress, Enrollment, Certificate):
-        await session.execute(delete(model).where(model.user_id == user_id))  # type: ignore[attr-defined]
+        await session.execute(delete(model).where(model.user_id == user_id))
     learner = await session.get(Learner, user_id)
     if learner is not None:  # through the session, so a loaded (maybe changed) row is not written back afterwards
         await session.delete(learner)

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Conversation, InboundMessage, OutboxMessage, utcnow
+from storage.queries import rows_affected
 
 
 class OutboxStatus(StrEnum):
@@ -96,7 +97,7 @@ async def enqueue(session: AsyncSession, entries: Sequence[OutboxEntry], *, now:
 
 async def outbox_counts(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))
-    counts = dict.fromkeys(STATUSES, 0)
+    counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
     counts.update({status: count for status, count in rows.all()})
     return {str(status): count for status, count in counts.items()}
 
@@ -155,4 +156,4 @@ async def requeue(session: AsyncSession, ids: Sequence[int] | None) -> int:
     if ids is not None:
         statement = statement.where(OutboxMessage.id.in_(list(ids)))
     result = await session.execute(statement)
-    return result.rowcount or 0
+    return rows_affected(result)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import CursorResult, Result, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import Insert
@@ -14,9 +14,14 @@ from storage.models import Base, ChannelIdentity, Conversation, User, utcnow
 
 def insert_ignoring_conflicts(session: AsyncSession, model: type[Base], values: dict[str, Any]) -> Insert:
     """INSERT … ON CONFLICT DO NOTHING for the session's backend (both have it; SQLAlchemy spells it per dialect)."""
-    dialect = session.bind.dialect.name  # type: ignore[union-attr]
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(model).values(**values).on_conflict_do_nothing()
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return insert(model).values(**values).on_conflict_do_nothing()
+
+
+def rows_affected(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE run through a session changed: SQLAlchemy returns a CursorResult for those,
+    typed as any Result."""
+    return cast(CursorResult[Any], result).rowcount or 0
 
 
 _CONVERSATIONS = Conversation.__table__
@@ -31,10 +36,10 @@ async def get_or_create_conversation(connection: AsyncSession | AsyncConnection,
     found = (await connection.execute(_CONVERSATION_ID, where)).scalar()
     if found is not None:
         return int(found)
-    dialect = connection.dialect.name if isinstance(connection, AsyncConnection) else connection.bind.dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
+    bound = connection if isinstance(connection, AsyncConnection) else connection.get_bind()
+    insert = postgresql.insert if bound.dialect.name == "postgresql" else sqlite.insert
     await connection.execute(
-        module.insert(_CONVERSATIONS)
+        insert(_CONVERSATIONS)
         .values(channel=channel, chat_id=chat_id, state={}, created_at=utcnow())
         .on_conflict_do_nothing()
     )

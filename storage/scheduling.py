@@ -47,8 +47,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql import Insert
 
-from storage.learners import ACTIVE, PAUSED as LEARNER_PAUSED, Learner
+from storage.learners import ACTIVE, Learner
+from storage.learners import PAUSED as LEARNER_PAUSED
 from storage.models import Base, BigId, Conversation, utcnow
+from storage.queries import rows_affected
 
 # APScheduler 3's SQLAlchemyJobStore layout (191: its key length; Float(25): an 8-byte float of epoch seconds).
 scheduler_jobs = Table(
@@ -209,9 +211,8 @@ def may_be_messaged(now: datetime) -> list[ColumnElement[bool]]:
 
 def insert_many_ignoring_conflicts(session: AsyncSession, model: type[Base]) -> Insert:
     """INSERT … ON CONFLICT DO NOTHING for a list of rows (execute it with the list)."""
-    dialect = session.bind.dialect.name  # type: ignore[union-attr]
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(model).on_conflict_do_nothing()
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return insert(model).on_conflict_do_nothing()
 
 
 async def read_cursor(session: AsyncSession, name: str) -> datetime | None:
@@ -256,5 +257,5 @@ async def prune_history(session: AsyncSession, now: datetime) -> dict[str, int]:
     }
     for name, statement in statements.items():
         result = await session.execute(statement)
-        deleted[name] = result.rowcount or 0
+        deleted[name] = rows_affected(result)
     return deleted

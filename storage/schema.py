@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from storage import courses  # noqa: F401
-from storage import knowledge  # noqa: F401
-from storage import learners  # noqa: F401
-from storage import models  # noqa: F401
-from storage import scheduling  # noqa: F401
-from storage import slack  # noqa: F401
+from storage import (
+    courses,  # noqa: F401
+    knowledge,  # noqa: F401
+    learners,  # noqa: F401
+    models,  # noqa: F401
+    scheduling,  # noqa: F401
+    slack,  # noqa: F401
+)
 from storage.models import Base
 
 metadata = Base.metadata

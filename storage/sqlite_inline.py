@@ -164,7 +164,8 @@ class InlineConnection:
 
     @isolation_level.setter
     def isolation_level(self, value: str | None) -> None:
-        self._conn.isolation_level = value
+        # typeshed lists the BEGIN modes; sqlite3 takes "" (plain BEGIN) too, and this passes on what SQLAlchemy sets
+        self._conn.isolation_level = value  # type: ignore[assignment]
 
 
 class _CursorOpening:

@@ -8,7 +8,7 @@ skipped, unless LESSONBOT_REQUIRE_ALL_TESTS=1 (CI), where that is a failure.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 

@@ -11,9 +11,9 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from bot.channel import Delivery, RateLimit
 from bot.core import Lessonbot
 from bot.messages import InboundMessage, Reply, Text
-from bot.channel import Delivery, RateLimit
 
 
 @dataclass
@@ -71,7 +71,7 @@ from pathlib import Path  # noqa: E402
 
 import httpx  # noqa: E402
 
-from bench.processes import LESSONBOT, ServerProcess, free_port, start_process  # noqa: E402,F401
+from bench.processes import LESSONBOT, ServerProcess, free_port, start_process  # noqa: E402
 
 
 def server_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:

@@ -28,7 +28,7 @@ def test_every_setting_is_in_the_readme():
 
 def test_every_cli_command_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
-    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    commands = build_parser()._subparsers._group_actions[0].choices
     assert not [name for name in commands if f"lessonbot {name}" not in readme]
 
 

@@ -13,7 +13,17 @@ file, line and a message that says how to fix it. Nothing here touches the datab
 """
 
 from authoring.format.course import (
-    CHOICE, FREE, PAID, SHORT_TEXT, TRUE_FALSE, Course, Lesson, Module, Price, Question, format_price,
+    CHOICE,
+    FREE,
+    PAID,
+    SHORT_TEXT,
+    TRUE_FALSE,
+    Course,
+    Lesson,
+    Module,
+    Price,
+    Question,
+    format_price,
 )
 from authoring.format.parts import PART_CHARS, split_part
 from authoring.format.problems import CourseInvalid, Problem

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from authoring.format.course import CHOICE, SHORT_TEXT, TRUE_FALSE, Question
 from authoring.format.fields import ID, ID_CHARS, ID_HINT
@@ -72,9 +73,9 @@ def read_quiz(
         report(file, lines[0][0], "the quiz has no questions: add '### question-id' headings below '## Quiz', or "
                "remove the heading")
         return None
-    for line, title, _body in blocks:
+    for number, title, _body in blocks:
         if ID.match(title):
-            claim_id(title, file, line)
+            claim_id(title, file, number)
     questions = [QuestionReader(file, line, title, body, report).read() for line, title, body in blocks]
     if not ok or None in questions:
         return None
@@ -160,8 +161,8 @@ class QuestionReader:
                          "(it is sent as one message)")
         why = unwrap(explanation)
         if not why:
-            line = explanation_line or self.line
-            self.problem(line, f"question {question_id!r} has no explanation: add 'Explanation: …' saying why the "
+            where = explanation_line or self.line
+            self.problem(where, f"question {question_id!r} has no explanation: add 'Explanation: …' saying why the "
                          "right answer is right (learners see it after they answer)")
         elif len(why) > PROMPT_CHARS:
             self.problem(explanation_line or self.line, f"the explanation is {len(why)} characters; keep it under "
@@ -175,7 +176,7 @@ class QuestionReader:
             self.problem(self.line, f"question {question_id!r} mixes kinds ({' and '.join(kinds)}): a question is "
                          f"one kind; {KINDS_HINT}")
             return None
-        common = dict(id=question_id, prompt=text, explanation=why, line=self.line)
+        common: dict[str, Any] = dict(id=question_id, prompt=text, explanation=why, line=self.line)
         if kinds == [CHOICE]:
             correct = self._choices(choices, counted=not unticked_list)
             if not self.ok or correct is None:

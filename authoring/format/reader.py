@@ -113,10 +113,11 @@ class _CourseReader:
         if access == PAID and preview is not None and lesson_count and preview >= lesson_count:
             fields.problem("free_preview_lessons", f"the free preview covers all {lesson_count} lessons, so nothing "
                            f"is left to sell: make it smaller than {lesson_count}, or write 'access: free'")
-        if self.problems or None in (course_id, title, description, language, access) or modules is None:
+        if (self.problems or course_id is None or title is None or description is None or language is None
+                or access is None or modules is None):
             return None
         return Course(
-            id=course_id, title=title, description=description, language=language, access=access,  # type: ignore[arg-type]
+            id=course_id, title=title, description=description, language=language, access=access,
             modules=modules, folder=self.folder, price=price, free_preview_lessons=preview or 0,
         )
 
@@ -168,7 +169,7 @@ class _CourseReader:
         if not amount.is_finite() or amount <= 0:
             price.problem("amount", f"amount {amount_text!r} is not a price: write a positive number like 9.90")
             return None
-        if -amount.as_tuple().exponent > decimals:  # type: ignore[operator]
+        if -amount.as_tuple().exponent > decimals:  # type: ignore[operator]  # finite: the exponent is an int
             price.problem("amount", f"{currency} has {decimals} decimal places, so {amount_text} cannot be charged: "
                           f"round it to {decimals} places")
             return None
@@ -339,10 +340,10 @@ class _CourseReader:
             return None
         parts: list[str] = []
         ok = True
-        for index, (line, lines) in enumerate(chunks):
+        for index, (start, lines) in enumerate(chunks):
             text = "\n".join(lines).strip()
             if not text:
-                extra = chunks[index + 1][0] if index + 1 < len(chunks) else line  # the '---' that makes it empty
+                extra = chunks[index + 1][0] if index + 1 < len(chunks) else start  # the '---' that makes it empty
                 self.report(file, extra, "an empty part: remove this extra '---' (a part is the text between two "
                             "'---' lines)")
                 ok = False

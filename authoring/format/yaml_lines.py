@@ -14,7 +14,7 @@ import yaml
 from authoring.format.problems import Report
 
 
-class YamlMap(dict):  # type: ignore[type-arg]
+class YamlMap(dict):
     """A YAML mapping that remembers where it and each key are (1-based lines), and keys written twice."""
 
     line: int
@@ -22,7 +22,7 @@ class YamlMap(dict):  # type: ignore[type-arg]
     repeated: list[tuple[str, int]]
 
 
-class YamlList(list):  # type: ignore[type-arg]
+class YamlList(list):
     line: int
     lines: list[int]
 
@@ -32,7 +32,7 @@ class _LineLoader(yaml.BaseLoader):
 
     line_offset = 0
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> YamlMap:  # type: ignore[override]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> YamlMap:
         mapping = YamlMap()
         mapping.line = node.start_mark.line + 1 + self.line_offset
         mapping.key_lines, mapping.repeated = {}, []
@@ -46,7 +46,7 @@ class _LineLoader(yaml.BaseLoader):
             mapping.key_lines[key] = line
         return mapping
 
-    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> YamlList:  # type: ignore[override]
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> YamlList:
         items = YamlList(self.construct_object(child, deep=True) for child in node.value)
         items.line = node.start_mark.line + 1 + self.line_offset
         items.lines = [child.start_mark.line + 1 + self.line_offset for child in node.value]

@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING
 
 from bot.cli.database import database
 from storage.broadcasts import (
-    BroadcastError, Progress, Segment, cancel, confirm, count_recipients, create_draft, progress, recent_broadcasts,
+    BroadcastError,
+    Progress,
+    Segment,
+    cancel,
+    confirm,
+    count_recipients,
+    create_draft,
+    progress,
+    recent_broadcasts,
 )
 from storage.models import utcnow
 from storage.scheduling import Broadcast
@@ -104,7 +112,7 @@ def describe(segment: Segment) -> str:
     return ", ".join(parts)
 
 
-def _run(settings: Settings, work) -> int:  # type: ignore[no-untyped-def]
+def _run(settings: Settings, work) -> int:
     async def main() -> int:
         async with database(settings) as db:
             try:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from bot.config import Settings
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     certificate = subparsers.add_parser("certificate", help="certificates: verify a code printed on one")
     actions = certificate.add_subparsers(dest="certificate_action", required=True, metavar="ACTION")
     verify = actions.add_parser("verify", help="check a certificate's verification code")

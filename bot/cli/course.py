@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     course = subparsers.add_parser("course", help="courses: validate a course folder, import it, list courses")
     actions = course.add_subparsers(dest="course_action", required=True, metavar="ACTION")
 
@@ -102,7 +102,7 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
             if not await schema_is_current(db):
                 return 1
             async with db.sessions() as session:
-                def live(model: type[Lesson] | type[Question]):  # type: ignore[no-untyped-def]
+                def live(model: type[Lesson] | type[Question]):
                     return (select(func.count()).where(model.course_id == Course.id, model.retired.is_(False))
                             .scalar_subquery())
 

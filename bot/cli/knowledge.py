@@ -85,7 +85,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    for file, reason in report.failures:
+    for _file, reason in report.failures:
         print(f"skipped: {reason}", file=sys.stderr)
     print(report.summary())
     return 1 if report.failures else 0
@@ -131,7 +131,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{dataset} is not a folder of articles: give one with --dataset.", file=sys.stderr)
         return 2
     results = run(
-        knowledge_settings(settings), dataset, sizes=args.chunks, queries=args.queries, embedded=args.embedded, store_path=args.store,
+        knowledge_settings(settings), dataset,
+        sizes=args.chunks, queries=args.queries, embedded=args.embedded, store_path=args.store,
         log=None if args.json else (lambda line: print(line, file=sys.stderr)),
     )
     print(json.dumps(results, indent=2) if args.json else format_results(results))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -65,8 +66,6 @@ def cmd_dispatch(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await lessonbot.stop()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
     return 0

@@ -148,7 +148,12 @@ class SlackChannel:
 
     def _web_client(self, token: str) -> AsyncWebClient:
         # No retry handlers: the dispatcher decides about retries (with backoff, and Retry-After for 429s).
-        return AsyncWebClient(token=token, base_url=self.api_base_url, timeout=self.timeout, retry_handlers=[])
+        return AsyncWebClient(
+            token=token,
+            base_url=self.api_base_url,
+            timeout=self.timeout,  # type: ignore[arg-type]  # typed int; it becomes aiohttp's float ClientTimeout
+            retry_handlers=[],
+        )
 
     async def _post(self, client: AsyncWebClient, channel: str, messages: list[SlackMessage], *, outbox_id: int) -> str:
         """Post the messages in order. If one fails, the ones before it are remembered: the dispatcher's retry

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select, update
 
 from storage.db import Database
 from storage.models import utcnow
-from storage.queries import insert_ignoring_conflicts
+from storage.queries import insert_ignoring_conflicts, rows_affected
 from storage.slack import SlackInstallation, SlackOAuthState
 
 FIELDS = tuple(
@@ -148,4 +148,4 @@ class SlackInstallations:
             result = await session.execute(
                 delete(SlackOAuthState).where(SlackOAuthState.state == state, SlackOAuthState.expires_at >= utcnow())
             )
-            return result.rowcount == 1
+            return rows_affected(result) == 1

@@ -175,7 +175,11 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
     app = AsyncApp(
         logger=logging.getLogger("channels.slack.bolt"),
         signing_secret=channel.signing_secret,
-        client=AsyncWebClient(token=channel.bot_token or None, base_url=channel.api_base_url, timeout=channel.timeout),
+        client=AsyncWebClient(
+            token=channel.bot_token or None,
+            base_url=channel.api_base_url,
+            timeout=channel.timeout,  # type: ignore[arg-type]  # typed int; it becomes aiohttp's float ClientTimeout
+        ),
         oauth_settings=oauth_settings,
         # Record, then acknowledge: the listener finishes before the HTTP answer leaves.
         process_before_response=True,

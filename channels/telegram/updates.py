@@ -34,7 +34,7 @@ MEDIA_KINDS = (
     "photo", "document", "audio", "voice", "video", "video_note", "animation", "sticker",
     "contact", "location", "venue",
 )
-IGNORED_KINDS = {
+IGNORED_KINDS: dict[str, str] = {  # update_kind() gives a plain str
     UpdateType.EDITED_MESSAGE: "an edited message: the bot answered what was first sent",
     UpdateType.EDITED_CHANNEL_POST: "an edited channel post: the bot talks with people, not channels",
     UpdateType.CHANNEL_POST: "a channel post: the bot talks with people, not channels",

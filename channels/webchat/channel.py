@@ -72,7 +72,8 @@ class WebChatChannel:
             raise RequestRejected(422, "Send some 'text' (or a 'choice'); the message was empty.")
         if len(text) > MAX_TEXT_CHARS:
             raise RequestRejected(
-                413, f"The message is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}. Please shorten it."
+                413,
+                f"The message is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}. Please shorten it.",
             )
         if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS):
             raise RequestRejected(422, f"'id' must be a string of 1 to {MAX_CLIENT_ID_CHARS} characters.")

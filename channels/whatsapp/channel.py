@@ -126,7 +126,8 @@ class WhatsAppChannel:
         return window_closes_at(last_inbound_at)
 
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
-        return (RateLimit(f"whatsapp:sender:{self.sender.removeprefix('whatsapp:')}", SENDS_PER_SECOND, 1.0, shared=True),)
+        sender = self.sender.removeprefix("whatsapp:")
+        return (RateLimit(f"whatsapp:sender:{sender}", SENDS_PER_SECOND, 1.0, shared=True),)
 
     async def send(self, delivery: Delivery) -> str:
         """Send one reply; returns the sid of its last Twilio message (delivery reports for that sid update it)."""
@@ -213,7 +214,7 @@ class WhatsAppChannel:
     async def close(self) -> None:
         """Close the HTTP session (the app calls this at shutdown)."""
         if self._client is not None:
-            await self._client.http_client.close()  # type: ignore[attr-defined]
+            await self._client.http_client.close()
             self._client = None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from storage.db import make_sync_engine
 from storage.schema import metadata
@@ -17,13 +18,16 @@ def run_migrations_online() -> None:
         _run(connection)
         return
     # `alembic` run by hand: Alembic works on a synchronous connection, so a sync engine of its own.
-    engine = make_sync_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("sqlalchemy.url is not set: storage.migrate's configuration sets it (lessonbot db upgrade)")
+    engine = make_sync_engine(url)
     with engine.connect() as connection:
         _run(connection)
     engine.dispose()
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

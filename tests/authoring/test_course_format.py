@@ -127,7 +127,8 @@ BAD_COURSES = {
                    [(YAML, 6, "modules must be a list")]),
     "module without title": ((YAML, "    title: Basics\n", ""), [(YAML, 7, "'title:' is missing")]),
     "missing lesson file": ((YAML, "lessons/two.md", "lessons/tow.md"),
-                            [(YAML, 11, "no lesson file lessons/tow.md in the course folder; did you mean lessons/two.md?"),
+                            [(YAML, 11,
+                              "no lesson file lessons/tow.md in the course folder; did you mean lessons/two.md?"),
                              (TWO, 1, "not listed in any module")]),
     "lesson listed twice": ((YAML, "lessons/two.md", "lessons/one.md"),
                             [(YAML, 11, "already listed on line 10"), (TWO, 1, "not listed in any module")]),
@@ -189,7 +190,7 @@ def test_bad_course_is_reported_at_file_and_line(tmp_path, case):
     assert course is None
     found = [(Path(p.file).relative_to(folder).as_posix(), p.line) for p in problems]
     assert found == [(f, line) for f, line, _text in expected], [str(p) for p in problems]
-    for problem, (_file, _line, text) in zip(problems, expected):
+    for problem, (_file, _line, text) in zip(problems, expected, strict=True):
         assert text in problem.message
         assert str(problem) == f"{folder / _file}:{_line}: {problem.message}"
 
@@ -250,7 +251,8 @@ def test_long_paragraph_is_split_after_sentences():
 
 
 def test_soft_wrapped_lines_join_but_lists_keep_their_lines():
-    text = "A paragraph written\nacross two lines.\n\n- first item\n  continues here\n- second item\nLine with a break  \nnext"
+    text = ("A paragraph written\nacross two lines.\n\n- first item\n  continues here\n- second item\n"
+            "Line with a break  \nnext")
     assert split_part(text) == ["A paragraph written across two lines.\n\n- first item continues here\n- second item\n"
                                 "Line with a break\nnext"]
 

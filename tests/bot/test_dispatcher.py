@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from itertools import pairwise
 
 import pytest
 from sqlalchemy import select
 
+from bot.channel import PermanentSendError, RateLimit, RateLimited, TransientSendError
 from bot.core import Lessonbot
 from bot.ratelimit import RateLimiter
-from bot.channel import PermanentSendError, RateLimit, RateLimited, TransientSendError
 from dialogs.turn import Turn
 from storage.models import OutboxMessage
 from storage.outbox import requeue
@@ -126,7 +127,7 @@ async def test_rate_limiter_paces_a_key():
     for _ in range(10):
         await limiter.acquire([limit])
         times.append(time.monotonic())
-    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    gaps = [later - earlier for earlier, later in pairwise(times)]
     # Spread evenly, no burst: each send is booked 0.105 s after the one before; a sleeper woken late shortens the
     # next gap by as much, which the 5 % guard is there to absorb.
     assert min(gaps) >= 0.085

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
+from bot.channel import TransientSendError
 from bot.core import Lessonbot
 from bot.observability import JsonFormatter, conversation_id_var
-from bot.channel import TransientSendError
 from tests.support import RecordingChannel, Transcript
 
 SECRET_WORDS = "my card number is 4242 4242 4242 4242"

@@ -387,10 +387,9 @@ async def test_an_unmigrated_database_is_not_ready(tmp_path):
         log_format="text",
     )
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        async with in_process(app) as client:
-            ready = await client.get("/readyz")
-            assert (await client.get("/healthz")).status_code == 200  # alive, just not ready
+    async with app.router.lifespan_context(app), in_process(app) as client:
+        ready = await client.get("/readyz")
+        assert (await client.get("/healthz")).status_code == 200  # alive, just not ready
     assert ready.status_code == 503
     assert ready.json()["status"] == "unavailable"
     assert "lessonbot db upgrade" in ready.json()["reason"]

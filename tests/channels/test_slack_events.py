@@ -11,23 +11,18 @@ import logging
 import statistics
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
-
-from tests.support import running
 from sqlalchemy import func, select
 from starlette.applications import Starlette
 
-from bot.app import create_app
 from bot.config import load_settings
 from bot.core import Lessonbot
 from bot.routing import respond
 from channels.slack import SlackChannel
 from channels.slack.routes import SlackSignature
-from storage.models import ChannelIdentity, InboundMessage
 from standins.slack import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -37,6 +32,8 @@ from standins.slack import (
     load_fixture,
     signed,
 )
+from storage.models import ChannelIdentity, InboundMessage
+from tests.support import running
 
 
 @pytest.fixture

@@ -19,9 +19,6 @@ from bot.messages import Text
 from channels.slack.installations import SlackInstallations
 from channels.slack.routes import SCOPES
 from channels.slack.store import SlackInstallationStore
-from storage.db import Database
-from storage.models import ChannelIdentity, InboundMessage, User
-from storage.slack import SlackInstallation, SlackOAuthState
 from standins.slack import (
     BOT_TOKEN,
     CLIENT_ID,
@@ -32,6 +29,9 @@ from standins.slack import (
     dm_event,
     signed,
 )
+from storage.db import Database
+from storage.models import ChannelIdentity, InboundMessage, User
+from storage.slack import SlackInstallation, SlackOAuthState
 from tests.channels.test_slack_events import running
 
 # slack_sdk sends oauth.v2.access's client credentials with aiohttp's BasicAuth, which aiohttp now warns about.

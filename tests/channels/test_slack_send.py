@@ -5,16 +5,17 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import AsyncIterator
+from itertools import pairwise
 
 import pytest
 from sqlalchemy import select
 
+from bot.channel import Delivery, PermanentSendError, RateLimited, TransientSendError
 from bot.core import Lessonbot
 from bot.messages import Choice, Document, Text
-from bot.channel import Delivery, PermanentSendError, RateLimited, TransientSendError
 from channels.slack import SlackChannel
-from storage.models import OutboxMessage
 from standins.slack import BOT_TOKEN, SIGNING_SECRET, Fault, SlackStandIn
+from storage.models import OutboxMessage
 from tests.support import message
 
 CHAT = "T111:D0DM1"
@@ -182,7 +183,7 @@ async def test_a_429_storm_is_waited_out_at_slacks_pace_and_nothing_is_lost(sett
         await bot.stop()
     calls = [c for c in standin.calls if c.method == "chat.postMessage"]
     assert [c.outcome for c in calls] == ["429 ratelimited"] * 3 + ["ok"] * 2
-    gaps = [later.at - earlier.at for earlier, later in zip(calls, calls[1:])]
+    gaps = [later.at - earlier.at for earlier, later in pairwise(calls)]
     assert all(gap >= 0.9 for gap in gaps[:3]), gaps  # Retry-After: 1 honoured each time
     rows = await outbox(bot)
     assert [(r.status, r.attempts) for r in rows] == [("sent", 1)] * 2  # a 429 does not count as a try

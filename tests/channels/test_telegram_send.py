@@ -16,13 +16,13 @@ import pytest
 from sqlalchemy import select
 from telegram.error import RetryAfter
 
+from bot.channel import RateLimit
 from bot.core import Lessonbot
 from bot.messages import Choice, Document, InboundMessage, Reply, Text
-from bot.channel import RateLimit
 from channels.telegram.channel import MAX_CAPTION_CHARS, MAX_TEXT_CHARS, TelegramChannel, retry_after_seconds
 from dialogs.turn import Turn
-from storage.models import OutboxMessage
 from standins.telegram import TOKEN, Fault
+from storage.models import OutboxMessage
 from tests.support import standin  # noqa: F401 (the fixture)
 
 CHAT = 1111111

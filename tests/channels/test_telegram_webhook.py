@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-
-from tests.support import running
 from sqlalchemy import func, select
 
-from bot.app import create_app
 from bot.config import ConfigError, load_settings
 from channels.telegram import SECRET_HEADER, TelegramChannel
-from storage.models import InboundMessage
 from standins.telegram import TOKEN, Fault, button_update, person, text_update
-from tests.support import standin  # noqa: F401 (the fixture)
+from storage.models import InboundMessage
 from tests.channels.test_telegram_updates import EXPECTED
+from tests.support import (
+    running,
+    standin,  # noqa: F401 (the fixture)
+)
 
 SECRET = "test-webhook-secret_0123456789"
 CHAT = 1111111

@@ -17,13 +17,13 @@ from starlette.applications import Starlette
 from bot.core import Lessonbot
 from channels.whatsapp import WhatsAppChannel
 from dialogs.turn import Turn
-from storage.models import AdminAuditEntry, Conversation, OutboxMessage
 from standins.twilio import (
     PUBLIC_BASE_URL,
     SENDER,
     TwilioStandIn,
     TwilioWebhooks,
 )
+from storage.models import AdminAuditEntry, Conversation, OutboxMessage
 from tests.support import whatsapp_app
 
 ANN, BEN = "+15551234567", "+15557654321"

@@ -24,7 +24,6 @@ from bot.channel import (
 from bot.messages import Choice, Document, Text
 from channels.webchat import WebChatChannel
 from channels.whatsapp import WhatsAppChannel
-from storage.models import Conversation, OutboxMessage
 from standins.twilio import (
     PUBLIC_BASE_URL,
     SENDER,
@@ -37,6 +36,7 @@ from standins.twilio import (
     too_many_requests,
     unsubscribed,
 )
+from storage.models import Conversation, OutboxMessage
 from tests.support import whatsapp_app
 
 ANN = "+15551234567"

@@ -16,8 +16,6 @@ from bot.app import build_channels
 from bot.channel import RequestRejected
 from channels.whatsapp import WhatsAppChannel
 from channels.whatsapp.inbound import verify, webhook_url
-from storage.db import Database
-from storage.models import InboundMessage, OutboxMessage
 from standins.twilio import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -25,6 +23,8 @@ from standins.twilio import (
     SENDER,
     TwilioStandIn,
 )
+from storage.db import Database
+from storage.models import InboundMessage, OutboxMessage
 from tests.support import whatsapp_app
 
 ANN = "+15551234567"

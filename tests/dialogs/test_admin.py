@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from bot.core import Lessonbot
 from bot.channel import PermanentSendError
+from bot.core import Lessonbot
 from storage.models import AdminAuditEntry, OutboxMessage
 from tests.support import RecordingChannel, Transcript
 

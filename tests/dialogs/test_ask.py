@@ -16,7 +16,7 @@ from tests.dialogs.learning_support import PAID, SAMPLE, Learning, import_sample
 
 
 @pytest.fixture
-async def indexed(learning_bot, settings):  # noqa: F811
+async def indexed(learning_bot, settings):
     bot, channel = learning_bot
     await import_sample(bot, PAID)
     for folder in (SAMPLE, PAID):  # both courses are in the index; the learner may read only the free one

@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import httpx
 import pytest
@@ -20,13 +21,15 @@ from bot.app import create_app
 from bot.config import knowledge_settings
 from bot.core import Lessonbot
 from channels.telegram import TelegramChannel
-from tests.bot.test_webchat_api import new_session, served
-from standins.telegram import TOKEN
-from tests.support import standin  # noqa: F401 (the fixture)
-from tests.dialogs.learning_support import SAMPLE, Learning, import_sample, onboard
 from standins.openai import MODEL, cite_first_passage
-from tests.support import openai  # noqa: F401 (the fixture)
-from tests.support import RecordingChannel
+from standins.telegram import TOKEN
+from tests.bot.test_webchat_api import new_session, served
+from tests.dialogs.learning_support import SAMPLE, Learning, import_sample, onboard
+from tests.support import (
+    RecordingChannel,
+    openai,  # noqa: F401 (the fixture)
+    standin,  # noqa: F401 (the fixture)
+)
 
 
 @dataclass
@@ -47,7 +50,7 @@ class LiveChannel(RecordingChannel):
 
 
 @pytest.fixture
-def model_settings(settings, openai):  # noqa: F811
+def model_settings(settings, openai):
     return settings.model_copy(
         update={"openai_base_url": openai.base_url, "openai_api_key": "sk-test", "openai_model": MODEL}
     )
@@ -81,7 +84,7 @@ async def test_typing_and_the_streamed_answer_are_shown_before_the_answer_arrive
         assert channel.ended == ["ann"] and channel.drafts["ann"][-1] == ""  # the draft is over when the work is
         drafts = channel.drafts["ann"][:-1]
         assert len(drafts) >= 2, drafts
-        assert all(len(earlier) <= len(later) for earlier, later in zip(drafts, drafts[1:]))  # it only grows
+        assert all(len(earlier) <= len(later) for earlier, later in pairwise(drafts))  # it only grows
         assert "Look at the sender's address." in drafts[-1]
         assert "Look at the sender's address." in answer  # the answer, sent through the outbox
         assert "**" not in "".join(drafts)  # plain text like the answer: the model's Markdown bold is not shown
@@ -106,7 +109,7 @@ async def test_a_channel_failing_to_show_typing_does_not_hold_up_the_answer(mode
         assert "From: [1] What a phishing message wants" in answer
 
 
-async def test_telegram_shows_typing_through_the_bot_api(standin):  # noqa: F811
+async def test_telegram_shows_typing_through_the_bot_api(standin):
     channel = TelegramChannel(token=TOKEN, api_base_url=standin.base_url)
     try:
         await channel.show_typing("2222222")
@@ -116,7 +119,7 @@ async def test_telegram_shows_typing_through_the_bot_api(standin):  # noqa: F811
     assert call.params == {"chat_id": "2222222", "action": "typing"}
 
 
-async def test_telegram_streams_drafts_in_private_chats_at_a_measured_pace(standin, monkeypatch):  # noqa: F811
+async def test_telegram_streams_drafts_in_private_chats_at_a_measured_pace(standin, monkeypatch):
     from channels.telegram import channel as telegram
 
     monkeypatch.setattr(telegram, "DRAFT_EVERY_SECONDS", 0.2)

@@ -13,7 +13,13 @@ from dialogs.lessons import deliver_next_lesson
 from storage.courses import Enrollment, Entitlement, LessonProgress, QuestionCard
 from storage.learners import Learner
 from tests.dialogs.learning_support import (  # noqa: F401 (learning_bot is a fixture)
-    PAID, Learning, answer_until, import_sample, learner_row, learning_bot, onboard,
+    PAID,
+    Learning,
+    answer_until,
+    import_sample,
+    learner_row,
+    learning_bot,
+    onboard,
 )
 from tests.support import RecordingChannel
 

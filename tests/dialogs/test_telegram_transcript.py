@@ -11,15 +11,15 @@ import pytest
 from bot.app import create_app
 from channels.telegram import SECRET_HEADER
 from standins.telegram import TOKEN, button_update, person, text_update
-from tests.support import standin  # noqa: F401 (the fixture)
 from tests.dialogs.learning_support import import_sample
+from tests.support import standin  # noqa: F401 (the fixture)
 
 SECRET = "test-webhook-secret_0123456789"
 CHAT = 2222222
 
 
 @pytest.fixture
-def telegram_settings(settings, standin):  # noqa: F811
+def telegram_settings(settings, standin):
     return settings.model_copy(update={
         "telegram_bot_token": TOKEN, "telegram_webhook_secret": SECRET, "telegram_api_base_url": standin.base_url,
         "web_chat_enabled": False,
@@ -27,7 +27,7 @@ def telegram_settings(settings, standin):  # noqa: F811
 
 
 class TelegramLearner:
-    def __init__(self, client: httpx.AsyncClient, standin) -> None:  # noqa: F811
+    def __init__(self, client: httpx.AsyncClient, standin) -> None:
         self.client, self.standin = client, standin
         self.user = person(CHAT, "Marta")
 
@@ -57,11 +57,12 @@ class TelegramLearner:
         raise AssertionError(f"no button {label!r}")
 
 
-async def test_onboarding_and_a_lesson_on_telegram_in_spanish(telegram_settings, standin):  # noqa: F811
+async def test_onboarding_and_a_lesson_on_telegram_in_spanish(telegram_settings, standin):
     app = create_app(telegram_settings)
     async with app.router.lifespan_context(app):
         await import_sample(app.state.lessonbot)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://lessonbot.test") as client:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://lessonbot.test") as client:
             marta = TelegramLearner(client, standin)
             assert await marta.say("/language es") == ["Vale, a partir de ahora te escribo en español."]
             [greeting] = await marta.say("/start")

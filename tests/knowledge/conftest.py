@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from bench.processes import free_port
-from bot.config import Settings, knowledge_settings, load_settings
+from bot.config import knowledge_settings, load_settings
 from knowledge.embeddings import default_tokenizer_dir
 from knowledge.settings import KnowledgeSettings
-from tests.conftest import missing
 from standins.openai import MODEL, OpenAIStandIn
+from tests.conftest import missing
 from tests.support import openai  # noqa: F401 (the fixture)
 
 PHOTOSYNTHESIS = """# Photosynthesis
@@ -83,7 +83,7 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         missing("the `chroma` command (chromadb package) is not installed")
     port = free_port()
     path = tmp_path_factory.mktemp("chroma-server")
-    log = open(path / "server.log", "wb")
+    log = open(path / "server.log", "wb")  # noqa: SIM115 (the server writes to it until the finally below closes it)
     process = subprocess.Popen(
         [chroma, "run", "--path", str(path / "data"), "--host", "127.0.0.1", "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, env={"ANONYMIZED_TELEMETRY": "False", "PATH": "/usr/bin:/bin"},

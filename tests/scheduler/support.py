@@ -39,7 +39,7 @@ class HandClock:
 
 
 def context(db: Database, clock: HandClock, **more: object) -> JobContext:
-    return JobContext(db=db, now=clock.now, **more)  # type: ignore[arg-type]
+    return JobContext(db=db, now=clock.now, **more)
 
 
 async def sample_course(db: Database) -> int:

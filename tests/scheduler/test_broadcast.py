@@ -100,7 +100,7 @@ async def test_segments_by_course_channel_and_inactivity(admin_bot):
         slug = "spot-phishing"
 
         async def count(**segment: object) -> int:
-            return await count_recipients(session, Segment(**segment), now)  # type: ignore[arg-type]
+            return await count_recipients(session, Segment(**segment), now)
 
         assert await count() == 4
         assert await count(course=slug) == 2

@@ -38,7 +38,7 @@ async def stored_jobs(db: Database) -> dict[str, float | None]:
         return dict(rows.all())
 
 
-async def wait_for(condition, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(condition, timeout: float = 15.0) -> None:
     async with asyncio.timeout(timeout):
         while not await condition():
             await asyncio.sleep(0.05)
@@ -136,7 +136,7 @@ async def test_a_new_leader_keeps_unchanged_jobs_runs_what_fell_due_once_and_ski
 async def test_only_the_leaders_clock_runs_and_the_standby_takes_over(database_url):
     dbs = [Database(database_url), Database(database_url)]
     holds = []
-    for db, name in zip(dbs, ("first", "second")):
+    for db, name in zip(dbs, ("first", "second"), strict=True):
         clock = Clock(JobContext(db=db), owner=name, jobs=(Job("tick", nothing, every(1), 30),))
         leadership = Leadership(db, "clock-test", owner=name, check_seconds=0.1, lease_seconds=0.6)
         holds.append(asyncio.create_task(leadership.hold(clock.run)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 
 import pytest
@@ -10,8 +11,6 @@ import pytest
 from scheduler.leader import Leadership
 from storage.db import Database
 from tests.support import LESSONBOT, server_env
-
-import subprocess
 
 
 async def test_one_leader_and_a_standby_that_takes_over(database_url):
@@ -54,7 +53,9 @@ def test_standby_process_takes_over_after_kill_9(database_url, tmp_path):
     processes = []
     try:
         for log in logs:
-            processes.append(subprocess.Popen([*LESSONBOT, "dispatch"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT))
+            processes.append(
+                subprocess.Popen([*LESSONBOT, "dispatch"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+            )
             time.sleep(1.5)  # the first one started is elected first
 
         def elected(index: int) -> bool:

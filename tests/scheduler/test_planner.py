@@ -12,7 +12,13 @@ from sqlalchemy import select, update
 
 from bot.core import Lessonbot
 from scheduler.planner import (
-    DueLesson, due_lessons, lesson_dates, lesson_moment, plan_lessons, push_lessons, wall_clock_ranges,
+    DueLesson,
+    due_lessons,
+    lesson_dates,
+    lesson_moment,
+    plan_lessons,
+    push_lessons,
+    wall_clock_ranges,
 )
 from storage.db import Database
 from storage.learners import PAUSED, STOPPED, zone_for
@@ -65,7 +71,8 @@ def test_every_local_day_has_exactly_one_lesson_moment_across_daylight_saving_ch
             assert all(seen[day] == 1 for day in expected), (zone_name, changeover, at, seen)
             assert max(seen.values()) == 1, (zone_name, changeover, at, seen)
             moments = [lesson_moment(day, at, zone) for day in expected]
-            assert moments == sorted(moments) and all(m.astimezone(zone).date() == d for m, d in zip(moments, expected))
+            assert moments == sorted(moments)
+            assert all(m.astimezone(zone).date() == d for m, d in zip(moments, expected, strict=True))
 
 
 def test_a_skipped_hour_keeps_the_old_offset_and_a_repeated_hour_counts_once():
@@ -270,7 +277,7 @@ async def test_a_window_planned_twice_at_once_sends_each_lesson_once(database_ur
         clocks = [HandClock(moment + timedelta(minutes=1)) for _ in dbs]
         # two leaders (one cut off and not knowing it yet) push the same lessons at the same time
         results = await asyncio.gather(*(push_lessons(context(db, clock), due, clock.now())
-                                         for db, clock in zip(dbs, clocks)))
+                                         for db, clock in zip(dbs, clocks, strict=True)))
         assert sum(result[QUEUED] for result in results) == len(users)
         async with dbs[0].sessions() as session:
             keys = list(await session.scalars(select(OutboxMessage.idempotency_key)))

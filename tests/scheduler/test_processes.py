@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select, text
 
+from standins.telegram import TOKEN, TelegramStandIn
 from storage.db import Database, make_sync_engine
 from storage.learners import ACTIVE, Learner
 from storage.models import Conversation, OutboxMessage, User, utcnow
 from storage.scheduling import SENT, Broadcast, ClockRun
 from storage.schema import metadata
-from standins.telegram import TOKEN, TelegramStandIn
 from tests.support import LESSONBOT, server_env
 
 pytestmark = pytest.mark.slow
@@ -49,13 +49,13 @@ async def add_recipients(db: Database) -> list[str]:
         conversations = list(await session.scalars(
             insert(Conversation).returning(Conversation.id, sort_by_parameter_order=True),
             [{"channel": channel, "chat_id": chat, "user_id": user, "state": {}}
-             for (chat, channel), user in zip(chats, users)],
+             for (chat, channel), user in zip(chats, users, strict=True)],
         ))
         await session.execute(insert(Learner), [
             {"user_id": user, "status": ACTIVE, "consent_at": utcnow(), "lesson_days": "1234567", "daily_goal": 1,
              "language_chosen": False, "points": 0, "streak_days": 0, "best_streak": 0,
              "home_conversation_id": conversation}
-            for user, conversation in zip(users, conversations)
+            for user, conversation in zip(users, conversations, strict=True)
         ])
     return [chat for chat, _channel in chats]
 
@@ -81,7 +81,7 @@ class Dispatcher:
         self.process.wait(10)
 
 
-async def until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+async def until(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not await condition():
         if time.monotonic() > deadline:
