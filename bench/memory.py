@@ -44,7 +44,9 @@ def resident_kb() -> int:
 
 def run(args: argparse.Namespace) -> int:
     if args.conversations < 1 or args.messages < 1 or args.concurrency < 1:
-        print("lessonbot bench memory: --conversations, --messages and --concurrency must be at least 1", file=sys.stderr)
+        print(
+            "lessonbot bench memory: --conversations, --messages and --concurrency must be at least 1", file=sys.stderr
+        )
         return 2
     with tempfile.TemporaryDirectory(prefix="lessonbot-bench-memory-") as scratch:
         try:

@@ -1,5 +1,5 @@
-"""`lessonbot bench pipeline|channels|scheduler|memory`: the benches (bench/), registered here; `bench knowledge` is with
-the knowledge commands (bot/cli/knowledge.py).
+"""`lessonbot bench pipeline|channels|scheduler|memory`: the benches (bench/), registered here; `bench knowledge`
+is with the knowledge commands (bot/cli/knowledge.py).
 
 The bench modules bring their options (`add_arguments`) and their run (`run(args)`); what they need of the wiring —
 the scheduler bench's dispatcher — they are handed from here.
