@@ -14,8 +14,8 @@ having its method; it names no class of ours.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -74,6 +74,27 @@ class Delivery:
     reply: Reply
     attempt: int = 1
     last_inbound_at: datetime | None = None  # the learner's last message here (WhatsApp's 24-hour window)
+    parts: PartsSent = field(default_factory=lambda: PartsSent())  # of a reply sent as several messages
+
+
+@dataclass(slots=True)
+class PartsSent:
+    """The parts of one reply already sent, as the platform's message ids, in order.
+
+    A reply too long for one message goes out as several. When a later part fails, the dispatcher retries the reply,
+    and the retry resumes after the parts in `ids`, in whichever process it runs: each part's id is written to the
+    reply's outbox row (`save`, handed in by the dispatcher) as soon as the platform took it. A channel sends
+    `parts_to_send[len(ids):]` and calls `add` after each.
+    """
+
+    ids: list[str] = field(default_factory=list)
+    save: Callable[[list[str]], Awaitable[None]] | None = None
+
+    async def add(self, platform_id: str, *, more_to_come: bool) -> None:
+        """One more part went out. Saved only if `more_to_come`: after the last part the reply is marked sent."""
+        self.ids.append(platform_id)
+        if more_to_come and self.save is not None:
+            await self.save(list(self.ids))
 
 
 class Received(Protocol):

@@ -19,14 +19,23 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import aliased
 
-from bot.channel import Channel, Delivery, PermanentSendError, RateLimited, TransientSendError, WaitForInbound
+from bot.channel import (
+    Channel,
+    Delivery,
+    PartsSent,
+    PermanentSendError,
+    RateLimited,
+    TransientSendError,
+    WaitForInbound,
+)
 from bot.config import Settings
 from bot.messages import reply_from_payload
 from bot.observability import MESSAGES_OUT, SEND_FAILURES, conversation_id_var
@@ -56,6 +65,7 @@ _HEAD = (
         _OUTBOX.c.attempts,
         _OUTBOX.c.next_attempt_at,
         _OUTBOX.c.lease_until,
+        _OUTBOX.c.parts_sent,
         _CONVERSATIONS.c.last_inbound_at,
         _CONVERSATIONS.c.opted_out_at,
     )
@@ -71,6 +81,7 @@ _CLAIM = (
     )
     .values(status=OutboxStatus.SENDING.value, lease_until=bindparam("until"), attempts=_OUTBOX.c.attempts + 1)
 )
+_SAVE_PARTS = update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row")).values(parts_sent=bindparam("parts"))
 _MARK_SENT = (
     update(_OUTBOX)
     .where(_OUTBOX.c.id == bindparam("row"))
@@ -95,6 +106,7 @@ class Claimed:
     attempts: int
     last_inbound_at: datetime | None
     opted_out_at: datetime | None
+    parts_sent: list[str] = field(default_factory=list)
     status: str = OutboxStatus.SENDING.value
     platform_message_id: str | None = None
 
@@ -230,6 +242,7 @@ class OutboxDispatcher:
                 attempts=head.attempts + 1,
                 last_inbound_at=head.last_inbound_at,
                 opted_out_at=head.opted_out_at,
+                parts_sent=list(head.parts_sent or []),
             )
 
     async def _send_head(self, conversation_id: int) -> bool:
@@ -252,6 +265,7 @@ class OutboxDispatcher:
                         reply=reply_from_payload(row.payload),
                         attempt=row.attempts,
                         last_inbound_at=row.last_inbound_at,
+                        parts=PartsSent(row.parts_sent, save=partial(self._save_parts, row.id)),
                     )
                 )
             finally:
@@ -283,6 +297,11 @@ class OutboxDispatcher:
             return False
         await self._mark_sent(row, platform_id)
         return True
+
+    async def _save_parts(self, outbox_id: int, platform_ids: list[str]) -> None:
+        """A part of a reply sent in several went out: noted on its row, so a retry anywhere resumes after it."""
+        async with self.db.connection() as connection:
+            await connection.execute(_SAVE_PARTS, {"row": outbox_id, "parts": platform_ids})
 
     async def _mark_sent(self, row: Claimed, platform_id: str) -> None:
         async with self.db.connection() as connection:

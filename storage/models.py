@@ -190,6 +190,8 @@ class OutboxMessage(Base):
     delivery_error: Mapped[str | None] = mapped_column(Text)
     last_error: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # A reply sent as several messages: the platform ids of the parts already sent, so a retry resumes after them.
+    parts_sent: Mapped[list[str] | None] = mapped_column(JSON)
     inbound_message_id: Mapped[int | None] = mapped_column(
         ForeignKey("inbound_messages.id", ondelete="SET NULL"), index=True
     )

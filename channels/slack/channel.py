@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +27,16 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.routing import Route
 
-from bot.channel import ChannelHost, Delivery, PermanentSendError, RateLimit, RateLimited, SendError, TransientSendError
+from bot.channel import (
+    ChannelHost,
+    Delivery,
+    PartsSent,
+    PermanentSendError,
+    RateLimit,
+    RateLimited,
+    SendError,
+    TransientSendError,
+)
 from bot.messages import Document
 from channels.slack.blocks import ReplyNotRenderable, SlackMessage, escape_mrkdwn, render_link, render_text
 from channels.slack.inbound import split_chat_id
@@ -47,7 +55,6 @@ PERMANENT_ERRORS = frozenset({
     "not_allowed_token_type", "channel_is_archived", "file_uploads_disabled", "file_upload_size_restricted",
 })
 TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
-PROGRESS_REMEMBERED = 1000  # outbox rows whose partly sent replies are remembered, for resuming after a failure
 
 
 class SlackChannel:
@@ -90,8 +97,6 @@ class SlackChannel:
         )
         # One client for the single workspace; in many-workspace mode a client per send with that team's token.
         self._client = self._web_client(self.bot_token) if self.bot_token else None
-        # Parts already posted of a reply split over several messages, by outbox id: a retry resumes after them.
-        self._progress: OrderedDict[int, list[str]] = OrderedDict()
 
     # inbound --------------------------------------------------------------------------------------------------
 
@@ -119,7 +124,7 @@ class SlackChannel:
                 messages = [render_link(reply)]
             else:
                 messages = render_text(reply)
-            return await self._post(client, channel, messages, outbox_id=delivery.outbox_id)
+            return await self._post(client, channel, messages, parts=delivery.parts)
         except ReplyNotRenderable as exc:
             raise PermanentSendError(f"Slack cannot show this reply: {exc}") from exc
         except SlackApiError as exc:
@@ -155,20 +160,16 @@ class SlackChannel:
             retry_handlers=[],
         )
 
-    async def _post(self, client: AsyncWebClient, channel: str, messages: list[SlackMessage], *, outbox_id: int) -> str:
-        """Post the messages in order. If one fails, the ones before it are remembered: the dispatcher's retry
-        posts only the rest (within this process; after a restart the earlier parts would be posted again)."""
-        posted = self._progress.pop(outbox_id, [])
-        try:
-            for message in messages[len(posted) :]:
-                response = await client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
-                posted.append(str(response.get("ts") or ""))
-        except BaseException:
-            if posted:
-                self._progress[outbox_id] = posted
-                while len(self._progress) > PROGRESS_REMEMBERED:
-                    self._progress.popitem(last=False)
-            raise
+    async def _post(
+        self, client: AsyncWebClient, channel: str, messages: list[SlackMessage], *, parts: PartsSent
+    ) -> str:
+        """Post the messages in order, after those already posted (`parts`, kept on the outbox row): a retry of a
+        reply whose later message failed, in any process, posts only the rest."""
+        posted = parts.ids
+        for index in range(len(posted), len(messages)):
+            message = messages[index]
+            response = await client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
+            await parts.add(str(response.get("ts") or ""), more_to_come=index + 1 < len(messages))
         return posted[-1]
 
     async def _upload(self, client: AsyncWebClient, channel: str, document: Document) -> str:

@@ -19,7 +19,6 @@ import itertools
 import logging
 import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -59,8 +58,6 @@ MAX_TEXT_CHARS = MessageLimit.MAX_TEXT_LENGTH  # 4,096
 MAX_CAPTION_CHARS = MessageLimit.CAPTION_LENGTH  # 1,024
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # the Bot API's limit for files a bot uploads
 TOKEN_REJECTED = "Telegram rejected TELEGRAM_BOT_TOKEN: copy it again from @BotFather (/mybots → the bot → API Token)."
-# Parts already sent of replies whose later part failed, so a retry resumes instead of repeating them.
-MAX_REMEMBERED_REPLIES = 1000
 DRAFT_EVERY_SECONDS = 0.5  # a streamed answer's draft is shown at most this often in one chat
 
 T = TypeVar("T")
@@ -101,7 +98,6 @@ class TelegramChannel:
         self.bot = Bot(token, base_url=api_base_url, request=request, get_updates_request=updates_request)
         self._ready_lock = asyncio.Lock()
         self._initialized = False
-        self._progress: OrderedDict[int, list[str]] = OrderedDict()
         self._drafts: dict[str, tuple[int, float]] = {}  # chat → (draft id, when last shown) of the answer streaming
         self._draft_ids = itertools.count(1)
 
@@ -183,22 +179,14 @@ class TelegramChannel:
         """Send every part of one reply in order; returns the id of the last message sent.
 
         If a later part fails after earlier ones went out, the error goes to the dispatcher, which retries, and the
-        retry (same outbox id) resumes after the parts already sent. Only a retry in another process, after this
-        one died, repeats them.
+        retry (same outbox row, in any process) resumes after the parts already sent (`delivery.parts`).
         """
         parts = self._parts(delivery.chat_id, delivery.reply)
-        sent = self._progress.pop(delivery.outbox_id, [])
-        try:
-            await self._api(self.ready())
-            for part in parts[len(sent):]:
-                message = await self._api(part())
-                sent.append(str(message.message_id))
-        except Exception:
-            if sent:
-                self._progress[delivery.outbox_id] = sent
-                while len(self._progress) > MAX_REMEMBERED_REPLIES:
-                    self._progress.popitem(last=False)
-            raise
+        sent = delivery.parts.ids
+        await self._api(self.ready())
+        for index in range(len(sent), len(parts)):
+            message = await self._api(parts[index]())
+            await delivery.parts.add(str(message.message_id), more_to_come=index + 1 < len(parts))
         return sent[-1]
 
     async def show_typing(self, chat_id: str) -> None:

@@ -56,7 +56,6 @@ CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
 # Our last_inbound_at is when the message was processed, a little after Twilio received it: close the window early.
 WINDOW_MARGIN = timedelta(minutes=2)
 DEFAULT_RETRY_AFTER = 1.0
-MAX_PARTIAL_SENDS = 10_000
 NEVER_OPEN = datetime.min.replace(tzinfo=timezone.utc)  # the window of a person who never wrote
 
 NO_TEMPLATE = (
@@ -106,9 +105,6 @@ class WhatsAppChannel:
         self.status_callback_url = self.public_base_url + STATUS_PATH
         self.media = MediaLinks(auth_token, self.public_base_url)
         self._client: Client | None = None
-        # Parts of a split reply already accepted, by outbox id: a retry after a later part failed resumes there.
-        # Kept in memory, so a retry in another process (or after a restart) may repeat the earlier parts.
-        self._partial: dict[int, list[str]] = {}
 
     # inbound -------------------------------------------------------------------------------------------------------
 
@@ -138,20 +134,16 @@ class WhatsAppChannel:
             return await self._send_in_session(to, delivery)
         except WaitForInbound:
             # Twilio says the window is closed (63016) although our clock said open.
-            if self.template_content_sid and delivery.outbox_id not in self._partial:
+            if self.template_content_sid and not delivery.parts.ids:
                 return await self._send_template(to, delivery)
             raise
 
     async def _send_in_session(self, to: str, delivery: Delivery) -> str:
         messages = self._messages(delivery.reply)
-        sent = self._partial.pop(delivery.outbox_id, [])
-        try:
-            for params in messages[len(sent):]:
-                sent.append(await self._create(to, **params))
-        except SendError:
-            if sent:
-                self._remember_partial(delivery.outbox_id, sent)
-            raise
+        sent = delivery.parts.ids  # accepted before (by any process): a retry resumes after them
+        for index in range(len(sent), len(messages)):
+            sid = await self._create(to, **messages[index])
+            await delivery.parts.add(sid, more_to_come=index + 1 < len(messages))
         return sent[-1]
 
     async def _send_template(self, to: str, delivery: Delivery) -> str:
@@ -196,10 +188,6 @@ class WhatsAppChannel:
             raise TransientSendError("Twilio accepted the message but returned no sid")
         return message.sid
 
-    def _remember_partial(self, outbox_id: int, sent: list[str]) -> None:
-        if len(self._partial) >= MAX_PARTIAL_SENDS:
-            self._partial.pop(next(iter(self._partial)))
-        self._partial[outbox_id] = sent
 
     def _twilio(self) -> Client:
         """The SDK client, made on first use inside the running loop (its aiohttp session belongs to that loop)."""

@@ -9,10 +9,11 @@ from itertools import pairwise
 import pytest
 from sqlalchemy import select
 
-from bot.channel import PermanentSendError, RateLimit, RateLimited, TransientSendError
+from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
 from bot.core import Lessonbot
 from bot.ratelimit import RateLimiter
 from dialogs.turn import Turn
+from storage.db import Database
 from storage.models import OutboxMessage
 from storage.outbox import requeue
 from tests.support import RecordingChannel, message
@@ -198,3 +199,55 @@ async def test_a_429_in_one_chat_pauses_that_chat_only(make_bot):
             await asyncio.sleep(0.02)
     assert time.monotonic() - started < 1.5
     assert channel.sent["ann"] == []  # ann waits out the platform's 2 s
+
+
+class PartedChannel(RecordingChannel):
+    """A platform edge that takes each reply as three messages, and refuses the ones scripted to fail."""
+
+    def __init__(self, fail_at: set[int]) -> None:
+        super().__init__()
+        self.fail_at = fail_at  # the nth message it is asked for (from 1) fails, once
+        self.asked = 0
+        self.messages: list[str] = []
+
+    async def send(self, delivery: Delivery) -> str:
+        pieces = [f"{delivery.reply.text} [{n}/3]" for n in (1, 2, 3)]  # type: ignore[union-attr]
+        for index in range(len(delivery.parts.ids), len(pieces)):
+            self.asked += 1
+            if self.asked in self.fail_at:
+                raise TransientSendError("502 while sending a part")
+            self.messages.append(pieces[index])
+            await delivery.parts.add(f"m{len(self.messages)}", more_to_come=index + 1 < len(pieces))
+        return delivery.parts.ids[-1]
+
+
+async def test_a_reply_in_parts_resumes_after_the_parts_sent_even_in_another_process(settings):
+    async def one_reply(turn: Turn) -> None:
+        turn.say("lesson")
+
+    first = PartedChannel(fail_at={2})  # the second part fails
+    bot = Lessonbot(settings.model_copy(update={"outbox_backoff_seconds": 60.0}), [first], respond=one_reply)
+    try:
+        await bot.receive(message("hi"))
+        await bot.settle()
+        assert first.messages == ["lesson [1/3]"]
+    finally:
+        await bot.stop()  # this process is gone; the row says what went out
+    db = Database(settings.resolved_database_url)
+    try:
+        async with db.transaction() as session:
+            row = await session.scalar(select(OutboxMessage))
+            assert row.status == "pending" and row.parts_sent == ["m1"]
+            row.next_attempt_at = row.created_at  # due now
+    finally:
+        await db.dispose()
+
+    second = PartedChannel(fail_at=set())
+    restarted = Lessonbot(settings, [second], respond=one_reply)
+    try:
+        await restarted.dispatcher.flush()
+        assert second.messages == ["lesson [2/3]", "lesson [3/3]"]  # the first part was not sent again
+        rows = await outbox_rows(restarted)
+        assert rows[0].status == "sent" and rows[0].platform_message_id == "m2"
+    finally:
+        await restarted.stop()

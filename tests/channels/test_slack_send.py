@@ -10,7 +10,7 @@ from itertools import pairwise
 import pytest
 from sqlalchemy import select
 
-from bot.channel import Delivery, PermanentSendError, RateLimited, TransientSendError
+from bot.channel import Delivery, PartsSent, PermanentSendError, RateLimited, TransientSendError
 from bot.core import Lessonbot
 from bot.messages import Choice, Document, Text
 from channels.slack import SlackChannel
@@ -34,8 +34,10 @@ def slack(base_url: str, *, timeout: float = 5.0) -> SlackChannel:
     )
 
 
-def delivery(reply, *, outbox_id: int = 1, attempt: int = 1, chat_id: str = CHAT) -> Delivery:
-    return Delivery(outbox_id=outbox_id, chat_id=chat_id, reply=reply, attempt=attempt)
+def delivery(
+    reply, *, outbox_id: int = 1, attempt: int = 1, chat_id: str = CHAT, parts: PartsSent | None = None
+) -> Delivery:
+    return Delivery(outbox_id=outbox_id, chat_id=chat_id, reply=reply, attempt=attempt, parts=parts or PartsSent())
 
 
 async def test_a_reply_is_posted_as_block_kit_with_its_fallback_text(standin):
@@ -114,10 +116,16 @@ async def test_a_long_reply_goes_out_in_order_and_a_retry_resumes_after_the_part
     channel = slack(standin.base_url)
     # The first message goes out, the second is refused.
     standin.fail("chat.postMessage", Fault.none(), Fault.rate_limited(retry_after=1))
+    saved: list[list[str]] = []
+
+    async def save(ids: list[str]) -> None:  # what the dispatcher writes to the outbox row
+        saved.append(ids)
+
     with pytest.raises(RateLimited):
-        await channel.send(delivery(reply, outbox_id=42))
-    assert len(standin.posted()) == 1
-    last_ts = await channel.send(delivery(reply, outbox_id=42, attempt=2))
+        await channel.send(delivery(reply, outbox_id=42, parts=PartsSent(save=save)))
+    assert len(standin.posted()) == 1 and len(saved) == 1
+    # The retry is handed the row's parts, as any process's dispatcher would read them.
+    last_ts = await channel.send(delivery(reply, outbox_id=42, attempt=2, parts=PartsSent(list(saved[-1]))))
     posted = standin.posted()
     assert len(posted) == 3  # the first part was not posted again
     firsts = [c.params["blocks"][0]["text"]["text"] for c in posted]

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from bot.channel import (
     Delivery,
+    PartsSent,
     PermanentSendError,
     RateLimit,
     RateLimited,
@@ -69,9 +70,13 @@ def whatsapp_channel(twilio: TwilioStandIn, **options) -> WhatsAppChannel:
     )
 
 
-def delivery(reply, *, outbox_id: int = 1, wrote_ago: timedelta | None = timedelta(minutes=5)) -> Delivery:
+def delivery(
+    reply, *, outbox_id: int = 1, wrote_ago: timedelta | None = timedelta(minutes=5), parts: PartsSent | None = None
+) -> Delivery:
     last_inbound_at = None if wrote_ago is None else datetime.now(timezone.utc) - wrote_ago
-    return Delivery(outbox_id=outbox_id, chat_id=ANN, reply=reply, last_inbound_at=last_inbound_at)
+    return Delivery(
+        outbox_id=outbox_id, chat_id=ANN, reply=reply, last_inbound_at=last_inbound_at, parts=parts or PartsSent()
+    )
 
 
 def paragraphs(count: int) -> str:
@@ -175,10 +180,16 @@ async def test_refusals_that_will_not_change_are_permanent_and_say_why(channel, 
 async def test_a_reply_split_in_parts_resumes_after_the_part_that_failed(channel, twilio):
     text = paragraphs(12)
     twilio.script = [Scripted(), server_error()]
+    saved: list[list[str]] = []
+
+    async def save(ids: list[str]) -> None:  # what the dispatcher writes to the outbox row
+        saved.append(ids)
+
     with pytest.raises(TransientSendError):
-        await channel.send(delivery(Text(text), outbox_id=7))
-    assert len(twilio.sent) == 1
-    await channel.send(delivery(Text(text), outbox_id=7))
+        await channel.send(delivery(Text(text), outbox_id=7, parts=PartsSent(save=save)))
+    assert len(twilio.sent) == 1 and len(saved) == 1
+    # The retry is handed the row's parts, as any process's dispatcher would read them.
+    await channel.send(delivery(Text(text), outbox_id=7, parts=PartsSent(list(saved[-1]))))
     assert "\n\n".join(message.body for message in twilio.sent) == text  # the first part was not sent twice
 
 

@@ -1,4 +1,5 @@
-"""inbound_messages.seq and inbound_sequences: a conversation's messages in an order fixed when they are recorded
+"""inbound_messages.seq and inbound_sequences: a conversation's messages in an order fixed when they are recorded;
+outbox_messages.parts_sent: how far a reply sent in parts got
 
 Revision ID: 0008
 Revises: 0001
@@ -39,9 +40,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("inbound_messages", schema=None) as batch_op:
         batch_op.create_index("ix_inbound_messages_order", ["conversation_id", "status", "seq"], unique=False)
+    with op.batch_alter_table("outbox_messages", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("parts_sent", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("outbox_messages", schema=None) as batch_op:
+        batch_op.drop_column("parts_sent")
     with op.batch_alter_table("inbound_messages", schema=None) as batch_op:
         batch_op.drop_index("ix_inbound_messages_order")
         batch_op.drop_column("seq")
