@@ -11,6 +11,7 @@ COPY dialogs ./dialogs
 COPY knowledge ./knowledge
 COPY scheduler ./scheduler
 COPY storage ./storage
+COPY authoring ./authoring
 COPY bench ./bench
 COPY standins ./standins
 COPY courses ./courses

@@ -67,3 +67,14 @@ def test_every_lessonbot_command_is_one_the_cli_accepts(compose):
     for argv in commands:
         assert argv[0] == "lessonbot"
         parser.parse_args(argv[1:])  # exits (fails the test) on an unknown command or option
+
+
+def test_the_image_holds_every_package_of_the_project():
+    """A package missing from the image fails only at run time, in the command that imports it."""
+    import re
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE))
+    missing = sorted(name.rstrip("*") for name in packages if name.rstrip("*") not in copied)
+    assert not missing, f"the Dockerfile does not COPY {', '.join(missing)}; add `COPY <package> ./<package>` lines"
