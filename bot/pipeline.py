@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.activity import Activity
@@ -47,7 +48,7 @@ from storage.db import Database
 from storage.models import Conversation, InboundSequence, OutboxMessage, utcnow
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import InboundStatus, OutboxEntry, OutboxStatus, enqueue
-from storage.queries import get_or_create_conversation, identity_and_user
+from storage.queries import get_or_create_conversation, identity_and_user, rows_affected
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +74,22 @@ class ConversationIds:
         self._capacity = capacity
 
     async def find(self, connection: AsyncConnection, channel: str, chat_id: str) -> int:
+        """The conversation's id, remembered or looked up (created on first contact) in `connection`'s transaction:
+        call `remember` once that has committed."""
         key = (channel, chat_id)
         found = self._ids.get(key)
         if found is not None:
             self._ids.move_to_end(key)
             return found
-        found = await get_or_create_conversation(connection, channel, chat_id)
-        self._ids[key] = found
+        return await get_or_create_conversation(connection, channel, chat_id)
+
+    def remember(self, channel: str, chat_id: str, conversation_id: int) -> None:
+        key = (channel, chat_id)
+        if key in self._ids:
+            return
+        self._ids[key] = conversation_id
         if len(self._ids) > self._capacity:
             self._ids.popitem(last=False)
-        return found
 
     def forget(self, channel: str, chat_id: str) -> None:
         self._ids.pop((channel, chat_id), None)
@@ -147,9 +154,10 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
                 },
             )
             inbound_id = result.scalar()
-    except Exception:
+    except BaseException:
         conversations.forget(message.channel, message.chat_id)  # in case the remembered id was the trouble
         raise
+    conversations.remember(message.channel, message.chat_id, conversation_id)  # committed: it exists
     if inbound_id is None:
         DUPLICATES_IN.labels(message.channel).inc()
         return Recorded(None, conversation_id, duplicate=True)
@@ -298,12 +306,15 @@ class ConversationWorker:
 
     async def _drain_once(self, conversation_id: int) -> None:
         """Process the conversation's pending messages in arrival order, each in one transaction."""
-        holding = False  # the lease is ours in the database, and must be given back if we stop early
+        holding = False  # the lease may be ours in the database, and must be given back if we stop early
         try:
             while True:
                 outcome = await self._process(conversation_id)
                 if outcome is None:
-                    return  # another process holds it, or a failure: the poll comes back to it, a little later
+                    # Another process holds it, or a failure: the poll comes back to it, a little later. A lease
+                    # taken for slow work may still be ours; giving it back touches only a lease we own.
+                    holding = True
+                    return
                 holding = outcome is _Done.MORE
                 if outcome is not _Done.MORE:
                     return
@@ -318,10 +329,11 @@ class ConversationWorker:
         started = time.perf_counter()
         prepared: dict[str, object] = {}
         prepared_for: int | None = None
+        current = _Current()  # the message the turn read, for the failure paths
         try:
             for _ in range(MAX_OUTSIDE_CALLS + 1):
                 try:
-                    outcome = await self._try_turn(conversation_id, prepared, prepared_for, started)
+                    outcome = await self._try_turn(conversation_id, prepared, prepared_for, started, current)
                 except OutsideTransaction as request:
                     # The transaction is rolled back; the lease is held while the slow call runs.
                     prepared_for = request.inbound_id
@@ -337,12 +349,12 @@ class ConversationWorker:
         except LeaseLost:
             log.info("another process holds this conversation; it continues there")
             return None
-        except (OperationalError, DBAPIError) as exc:
-            await self._note_transient_failure(conversation_id, exc)
+        except (OperationalError, DBAPIError, PoolTimeout) as exc:
+            await self._note_transient_failure(conversation_id, current.inbound_id, exc)
             return None
         except Exception as exc:
             log.exception("processing failed", extra={"conversation_id": conversation_id})
-            if await self._fail(conversation_id, exc):
+            if current.inbound_id is not None and await self._fail(conversation_id, current.inbound_id, exc):
                 self.on_replies(conversation_id)
                 return _Done.MORE  # the lease may still be ours: go on (and give it back at the end)
             return None
@@ -371,6 +383,7 @@ class ConversationWorker:
         prepared: dict[str, object],
         prepared_for: int | None,
         started: float,
+        current: _Current,
     ) -> _Done:
         async with self.db.transaction() as session:
             now = utcnow()
@@ -382,6 +395,7 @@ class ConversationWorker:
                     _GIVE_LEASE_BACK, {"conv": conversation_id, "owner": self.owner}
                 )
                 return _Done.NOTHING_PENDING
+            current.inbound_id = row.id
             if prepared_for is not None and prepared_for != row.id:
                 prepared.clear()  # prepared for a message that is no longer the next one
             conversation = await session.get(Conversation, conversation_id)
@@ -451,41 +465,45 @@ class ConversationWorker:
         # With nothing more pending the lease went back in that commit; a message recorded since then notified us.
         return _Done.MORE if row.more else _Done.LAST
 
-    async def _note_transient_failure(self, conversation_id: int, exc: Exception) -> None:
+    async def _note_transient_failure(self, conversation_id: int, inbound_id: int | None, exc: Exception) -> None:
+        """A database hiccup: count a try on the message the turn read (failed after MAX_TRANSIENT_ATTEMPTS), if the
+        conversation is still ours."""
         log.warning(
             "database error while processing; will retry",
-            extra={"conversation_id": conversation_id, "error": str(exc)},
+            extra={"conversation_id": conversation_id, "inbound_id": inbound_id, "error": str(exc)},
         )
+        if inbound_id is None:
+            return
         try:
             async with self.db.transaction() as session:
-                row = await self._next_pending(session, conversation_id)
-                if row is not None:
-                    await session.execute(
-                        update(InboundRow)
-                        .where(InboundRow.id == row.id, InboundRow.status == InboundStatus.PENDING)
-                        .values(
-                            attempts=InboundRow.attempts + 1,
-                            error=str(exc)[:2000],
-                            status=case(
-                                (InboundRow.attempts + 1 >= MAX_TRANSIENT_ATTEMPTS, InboundStatus.FAILED.value),
-                                else_=InboundStatus.PENDING.value,
-                            ),
-                        )
-                        .execution_options(synchronize_session=False)
+                if not await self._lease_statement(session, conversation_id, utcnow()):
+                    return  # another process has it now, and its own tries
+                await session.execute(
+                    update(InboundRow)
+                    .where(InboundRow.id == inbound_id, InboundRow.status == InboundStatus.PENDING)
+                    .values(
+                        attempts=InboundRow.attempts + 1,
+                        error=str(exc)[:2000],
+                        status=case(
+                            (InboundRow.attempts + 1 >= MAX_TRANSIENT_ATTEMPTS, InboundStatus.FAILED.value),
+                            else_=InboundStatus.PENDING.value,
+                        ),
                     )
+                    .execution_options(synchronize_session=False)
+                )
         except Exception:
             log.exception("could not note the failure")
 
-    async def _fail(self, conversation_id: int, exc: Exception) -> bool:
-        """A bug of ours: mark the next message failed and tell the person, without showing them the error."""
+    async def _fail(self, conversation_id: int, inbound_id: int, exc: Exception) -> bool:
+        """A bug of ours in the turn of `inbound_id`: mark it failed and tell the person, without showing them the
+        error. Only while the conversation is still ours and the message still pending (another process may have
+        taken over and answered it meanwhile); False if nothing was done."""
         async with self.db.transaction() as session:
-            row = await self._next_pending(session, conversation_id)
-            conversation = await session.get(Conversation, conversation_id)
-            if row is None or conversation is None:
+            if not await self._lease_statement(session, conversation_id, utcnow()):
                 return False
-            await session.execute(
+            failed = await session.execute(
                 update(InboundRow)
-                .where(InboundRow.id == row.id)
+                .where(InboundRow.id == inbound_id, InboundRow.status == InboundStatus.PENDING)
                 .values(
                     status=InboundStatus.FAILED,
                     attempts=InboundRow.attempts + 1,
@@ -494,6 +512,9 @@ class ConversationWorker:
                 )
                 .execution_options(synchronize_session=False)
             )
+            conversation = await session.get(Conversation, conversation_id)
+            if rows_affected(failed) != 1 or conversation is None:
+                return False
             await enqueue(
                 session,
                 [
@@ -502,11 +523,16 @@ class ConversationWorker:
                         channel=conversation.channel,
                         chat_id=conversation.chat_id,
                         payload={"kind": "text", "text": APOLOGY},
-                        inbound_message_id=row.id,
+                        inbound_message_id=inbound_id,
                     )
                 ],
             )
         return True
+
+
+@dataclass(slots=True)
+class _Current:
+    inbound_id: int | None = None
 
 
 _TAKE_LEASE = (

@@ -190,3 +190,33 @@ async def test_delivery_reports_never_move_a_reply_backwards(bot, channel):
     async with bot.db.sessions() as session:
         row = await session.scalar(select(OutboxMessage))
     assert (row.delivery_status, row.delivery_error) == ("failed", "63016")
+
+
+async def test_a_database_error_after_slow_work_gives_the_lease_back(settings, channel):
+    """The lease taken for slow work outside the transaction is not left behind when the replayed turn fails."""
+    from sqlalchemy.exc import OperationalError
+
+    from storage.models import Conversation
+
+    failures = [OperationalError("UPDATE", {}, Exception("the database went away for a moment"))]
+
+    async def respond(turn: Turn) -> None:
+        await turn.call_outside_transaction("slow", lambda: asyncio.sleep(0, result="done"))
+        if failures:
+            raise failures.pop()
+        turn.say("answered")
+
+    bot = Lessonbot(settings, [channel], respond=respond)
+    try:
+        await bot.receive(message("a question"))
+        await bot.settle()
+        async with bot.db.sessions() as session:
+            conversation = await session.scalar(select(Conversation))
+            row = await session.scalar(select(InboundMessage))
+        assert conversation.lease_owner is None  # free for the poll, here or in any process, at once
+        assert row.status == "pending" and row.attempts == 1 and "went away" in row.error
+        bot.worker.notify(conversation.id)  # what the poll does a moment later
+        await bot.settle()
+        assert channel.texts("ann") == ["answered"]
+    finally:
+        await bot.stop()
