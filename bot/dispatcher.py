@@ -81,6 +81,15 @@ _CLAIM = (
     )
     .values(status=OutboxStatus.SENDING.value, lease_until=bindparam("until"), attempts=_OUTBOX.c.attempts + 1)
 )
+_RENEW_CLAIM = (
+    update(_OUTBOX)
+    .where(
+        _OUTBOX.c.id == bindparam("row"),
+        _OUTBOX.c.status == OutboxStatus.SENDING.value,
+        _OUTBOX.c.attempts == bindparam("tries"),  # a dispatcher that re-claimed it counted one more try
+    )
+    .values(lease_until=bindparam("until"))
+)
 _SAVE_PARTS = update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row")).values(parts_sent=bindparam("parts"))
 _MARK_SENT = (
     update(_OUTBOX)
@@ -125,6 +134,9 @@ class OutboxDispatcher:
         self.channels = channels
         self.on_sent = on_sent
         self.limiter = RateLimiter()
+        # How long a claimed reply is ours: a dispatcher that died mid-send leaves it to others after this. A send
+        # that waited at the rate limiter for a quarter of it (a 429 on a shared limit) renews its claim first.
+        self.send_lease = SEND_LEASE
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._again: set[int] = set()  # notified while being sent: look once more at the end
@@ -229,7 +241,7 @@ class OutboxDispatcher:
             if not due:
                 return None
             claimed = await connection.execute(
-                _CLAIM, {"row": head.id, "was": head.status, "tries": head.attempts, "until": now + SEND_LEASE}
+                _CLAIM, {"row": head.id, "was": head.status, "tries": head.attempts, "until": now + self.send_lease}
             )
             if claimed.rowcount != 1:
                 return None
@@ -256,6 +268,9 @@ class OutboxDispatcher:
         channel = self.channels[row.channel]
         limits = channel.rate_limits(row.chat_id)
         booking = await self.limiter.acquire(limits)
+        if booking.waited > self.send_lease.total_seconds() / 4 and not await self._renew_claim(row):
+            self.limiter.done(booking)
+            return False  # the claim ran out while a 429 held the limits, and another dispatcher took the reply
         try:
             try:
                 platform_id = await channel.send(
@@ -297,6 +312,14 @@ class OutboxDispatcher:
             return False
         await self._mark_sent(row, platform_id)
         return True
+
+    async def _renew_claim(self, row: Claimed) -> bool:
+        """After a long wait at the rate limiter: keep the claim, unless it ran out and another dispatcher took it."""
+        async with self.db.connection() as connection:
+            renewed = await connection.execute(
+                _RENEW_CLAIM, {"row": row.id, "tries": row.attempts, "until": utcnow() + self.send_lease}
+            )
+            return renewed.rowcount == 1
 
     async def _save_parts(self, outbox_id: int, platform_ids: list[str]) -> None:
         """A part of a reply sent in several went out: noted on its row, so a retry anywhere resumes after it."""

@@ -53,7 +53,7 @@ class RateLimiter:
         the platform's end."""
         limits = tuple(limits)
         if not limits:
-            return Booking((), 0.0)
+            return Booking((), 0.0, waited=0.0)
         async with self._lock:
             now = time.monotonic()
             at = max(self._earliest(limit, now) for limit in limits)
@@ -64,7 +64,7 @@ class RateLimiter:
                     sent.popleft()
         if at > now:
             await asyncio.sleep(at - now)
-        return Booking(tuple(limit.key for limit in limits), at)
+        return Booking(tuple(limit.key for limit in limits), at, waited=at - now)
 
     def done(self, booking: Booking) -> None:
         """The send booked as `booking` has finished (or failed): count it from now."""
@@ -95,6 +95,7 @@ class Booking:
 
     keys: tuple[str, ...]
     at: float
+    waited: float  # seconds the send waited for its turn
 
 
 def keys_to_pause(limits: Iterable[RateLimit]) -> list[str]:

@@ -251,3 +251,37 @@ async def test_a_reply_in_parts_resumes_after_the_parts_sent_even_in_another_pro
         assert rows[0].status == "sent" and rows[0].platform_message_id == "m2"
     finally:
         await restarted.stop()
+
+
+async def test_a_reply_held_at_the_limiter_past_its_claim_is_not_sent_twice(settings):
+    """A 429 on a shared limit can hold a claimed reply longer than its claim; another dispatcher then takes it over,
+    and the one that waited must not send it as well."""
+    from datetime import timedelta
+
+    shared = RateLimit("test:sender", 80, 1.0, shared=True)
+
+    class SharedSender(RecordingChannel):
+        def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
+            return (shared,)
+
+    async def one_reply(turn: Turn) -> None:
+        turn.say("lesson")
+
+    waiting_platform, other_platform = SharedSender(), SharedSender()
+    waiting = Lessonbot(settings, [waiting_platform], respond=one_reply)
+    other = Lessonbot(settings, [other_platform], process=False)
+    waiting.dispatcher.send_lease = other.dispatcher.send_lease = timedelta(seconds=0.4)
+    waiting.dispatcher.limiter.pause(shared.key, 1.0)  # the platform said 429, retry after 1 s
+    try:
+        await waiting.receive(message("hi"))
+        await waiting.worker.idle()  # the reply is claimed and waits at the limiter
+        await asyncio.sleep(0.6)  # its claim has run out
+        await other.dispatcher.flush()  # another process's dispatcher takes it over and sends it
+        assert other_platform.texts("ann") == ["lesson"]
+        await waiting.settle()
+        assert waiting_platform.texts("ann") == []  # the first one, back from the limiter, left it alone
+        rows = await outbox_rows(waiting)
+        assert [row.status for row in rows] == ["sent"] and rows[0].attempts == 2
+    finally:
+        await other.stop()
+        await waiting.stop()
