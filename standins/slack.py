@@ -269,8 +269,9 @@ def form_body(payload: dict[str, Any]) -> bytes:
     return urlencode({"payload": json.dumps(payload)}).encode()
 
 
-def load_fixture(shared_dir: Path, relative: str) -> Any:
-    path = shared_dir / "fixtures/slack" / relative
+def load_fixture(fixtures_dir: Path, relative: str) -> Any:
+    """One of Slack's published payloads, from a folder laid out like tests/fixtures (`slack/…`)."""
+    path = fixtures_dir / "slack" / relative
     return path.read_text() if path.suffix == ".txt" else json.loads(path.read_text())
 
 

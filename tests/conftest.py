@@ -23,7 +23,7 @@ from storage.schema import metadata
 
 POSTGRES_ADMIN_URL = os.environ.get("LESSONBOT_TEST_POSTGRES_URL", DEFAULT_POSTGRES_ADMIN_URL)
 REQUIRE_ALL = os.environ.get("LESSONBOT_REQUIRE_ALL_TESTS") == "1"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # real platform payloads, a slice of SQuAD (README there)
 
 
 def missing(reason: str) -> None:
@@ -82,7 +82,5 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        missing(f"the shared fixtures folder is not at {SHARED}")
-    return SHARED
+def fixtures_dir() -> Path:
+    return FIXTURES

@@ -106,11 +106,11 @@ def as_sent_by_slack(name: str, payload) -> bytes:
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
 async def test_fixture_payloads_become_messages_or_are_ignored_with_a_reason(
-    name, slack_settings, standin, shared_dir, caplog
+    name, slack_settings, standin, fixtures_dir, caplog
 ):
     caplog.set_level(logging.INFO, logger="channels.slack")
     expected = FIXTURES[name]
-    body = as_sent_by_slack(name, load_fixture(shared_dir, name))
+    body = as_sent_by_slack(name, load_fixture(fixtures_dir, name))
     async with running(slack_settings) as (client, lessonbot):
         response = await post(client, body)
         assert response.status_code == 200, response.text
@@ -165,11 +165,11 @@ async def test_a_signature_over_other_bytes_is_refused(slack_settings):
         assert await inbound(lessonbot) == []
 
 
-async def test_slacks_documented_signature_vector_verifies_on_our_path(settings, standin, shared_dir, caplog):
+async def test_slacks_documented_signature_vector_verifies_on_our_path(settings, standin, fixtures_dir, caplog):
     """The request from Slack's docs, at the moment it was signed: accepted by POST /slack/events and answered (an
     unknown slash command); one character off, refused."""
     caplog.set_level(logging.INFO, logger="channels.slack")
-    vector = load_fixture(shared_dir, "python-slack-sdk/signature_vector.slash_command.json")
+    vector = load_fixture(fixtures_dir, "python-slack-sdk/signature_vector.slash_command.json")
     channel = SlackChannel(
         signing_secret=vector["signing_secret"], bot_token=BOT_TOKEN, api_base_url=standin.base_url,
         max_body_bytes=settings.max_body_bytes, now=lambda: float(vector["timestamp"]),
@@ -299,9 +299,9 @@ async def test_the_same_button_press_twice_is_one_message_but_a_second_press_is_
 
 
 def load_fixture_press() -> dict:
-    from tests.conftest import SHARED
+    from tests.conftest import FIXTURES
 
-    return load_fixture(SHARED, "bolt-python/interactive.block_actions.json")
+    return load_fixture(FIXTURES, "bolt-python/interactive.block_actions.json")
 
 
 # slash commands -------------------------------------------------------------------------------------------------------
@@ -313,9 +313,9 @@ def command(name: str, text: str = "", *, trigger: str = "111.111.aaa") -> bytes
 
 
 def load_fixture_command() -> str:
-    from tests.conftest import SHARED
+    from tests.conftest import FIXTURES
 
-    return load_fixture(SHARED, "bolt-python/slash_command.form.txt")
+    return load_fixture(FIXTURES, "bolt-python/slash_command.form.txt")
 
 
 @pytest.mark.parametrize(

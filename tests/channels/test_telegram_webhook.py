@@ -52,9 +52,9 @@ async def stored(lessonbot) -> int:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-async def test_fixture_payloads_through_the_webhook(name, telegram_settings, standin, shared_dir, caplog):
+async def test_fixture_payloads_through_the_webhook(name, telegram_settings, standin, fixtures_dir, caplog):
     caplog.set_level(logging.INFO, logger="channels.telegram")
-    body = (shared_dir / "fixtures/telegram/core-telegram-org-webhooks" / name).read_bytes()
+    body = (fixtures_dir / "telegram/core-telegram-org-webhooks" / name).read_bytes()
     kind, expected, _media = EXPECTED[name]
     async with running(telegram_settings) as (client, lessonbot):
         response = await post(client, body)

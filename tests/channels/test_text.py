@@ -25,8 +25,8 @@ def test_giant_word_is_cut_but_nothing_is_lost():
     assert "".join(parts).replace(" ", "") == text.replace(" ", "")
 
 
-def test_every_part_fits_on_real_text(shared_dir):
-    text = (shared_dir / "datasets/squad-dev/articles/Steam_engine.txt").read_text()
+def test_every_part_fits_on_real_text(fixtures_dir):
+    text = (fixtures_dir / "squad/articles/Steam_engine.txt").read_text()
     for limit in (1600, 4096, 300):
         parts = split_text(text, limit)
         assert all(0 < len(p) <= limit for p in parts)

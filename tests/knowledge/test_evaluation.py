@@ -11,10 +11,9 @@ from bot.cli import main
 
 
 @pytest.fixture
-def small_squad(shared_dir: Path, tmp_path: Path) -> Path:
+def small_squad(fixtures_dir: Path, tmp_path: Path) -> Path:
     """Two real articles cut to their first five paragraphs, with their real questions, laid out like squad-dev."""
-    source = shared_dir / "datasets" / "squad-dev"
-    data = json.loads((source / "dev-v2.0.cs224n-16articles.json").read_text())["data"]
+    data = json.loads((fixtures_dir / "squad/dev-v2.0.first-2-articles-5-paragraphs.json").read_text())["data"]
     folder = tmp_path / "squad-small"
     (folder / "articles").mkdir(parents=True)
     articles = []
