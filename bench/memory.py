@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.processes import DEFAULT_POSTGRES_ADMIN_URL, DatabaseUnreachable, database_for
+from bench.processes import DEFAULT_POSTGRES_ADMIN_URL, DatabaseUnreachable, database_for, resident_kb
 from bench.report import machine, print_report
 
 HELP = "memory a conversation costs the process, measured over many conversations"
@@ -33,13 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_ADMIN_URL)
     parser.add_argument("--json", nargs="?", const="-", metavar="PATH", help="machine-readable results")
-
-
-def resident_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise OSError("VmRSS is not in /proc/self/status")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,13 +95,13 @@ async def measure(args: argparse.Namespace, url: str, scratch: Path) -> dict[str
     try:
         await converse(-1)  # warm up: imports, compiled statements, the first session
         gc.collect()
-        before = resident_kb()
+        before = resident_kb() or 0
         started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(converse(number) for number in range(args.conversations)))
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         await bot.settle()
         gc.collect()
-        after = resident_kb()
+        after = resident_kb() or 0
     finally:
         await bot.stop()
     messages = args.conversations * args.messages

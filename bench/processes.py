@@ -57,14 +57,7 @@ class ServerProcess:
             return None
 
     def resident_kb(self) -> int | None:
-        """The process's resident memory (VmRSS, Linux /proc) in KB, None where that cannot be read."""
-        try:
-            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        except (OSError, IndexError, ValueError):
-            return None
-        return None
+        return resident_kb(self.process.pid)
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -123,6 +116,17 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
+
+
+def resident_kb(pid: int | str = "self") -> int | None:
+    """A process's resident memory (VmRSS, Linux /proc) in KB, None where that cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
 
 
 def first_line(exc: Exception) -> str:

@@ -116,8 +116,6 @@ class Claimed:
     last_inbound_at: datetime | None
     opted_out_at: datetime | None
     parts_sent: list[str] = field(default_factory=list)
-    status: str = OutboxStatus.SENDING.value
-    platform_message_id: str | None = None
 
 
 class OutboxDispatcher:
@@ -330,7 +328,6 @@ class OutboxDispatcher:
         async with self.db.connection() as connection:
             await connection.execute(_MARK_SENT, {"row": row.id, "sent_as": platform_id, "at": utcnow()})
         MESSAGES_OUT.labels(row.channel).inc()
-        row.status, row.platform_message_id = OutboxStatus.SENT.value, platform_id
         self.on_sent(row)
 
     async def _reschedule(self, row: Claimed, delay: float, error: str, *, counted: bool) -> None:

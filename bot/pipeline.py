@@ -33,14 +33,13 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import bindparam, case, exists, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.activity import Activity
 from bot.config import Settings
-from bot.messages import InboundMessage
+from bot.messages import InboundMessage, Text
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
 from bot.text import plain_words
 from dialogs.turn import OutsideTransaction, Turn
@@ -48,7 +47,7 @@ from storage.db import Database
 from storage.models import Conversation, InboundSequence, OutboxMessage, utcnow
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import InboundStatus, OutboxEntry, OutboxStatus, enqueue
-from storage.queries import get_or_create_conversation, identity_and_user, rows_affected
+from storage.queries import backend_insert, get_or_create_conversation, identity_and_user, rows_affected
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +105,7 @@ _SEQUENCES = InboundSequence.__table__
 def _next_seq_statement(dialect: str) -> Any:
     """INSERT … ON CONFLICT DO UPDATE … RETURNING: the conversation's next arrival number, its row locked until
     commit (so numbers commit in the order they are given)."""
-    module = postgresql if dialect == "postgresql" else sqlite
-    insert = module.insert(_SEQUENCES).values(conversation_id=bindparam("conv"), last_seq=1)
+    insert = backend_insert(dialect)(_SEQUENCES).values(conversation_id=bindparam("conv"), last_seq=1)
     return insert.on_conflict_do_update(
         index_elements=[_SEQUENCES.c.conversation_id],
         set_={"last_seq": _SEQUENCES.c.last_seq + 1},
@@ -115,8 +113,7 @@ def _next_seq_statement(dialect: str) -> Any:
 
 
 def _insert_inbound_statement(dialect: str) -> Any:
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(_INBOUND).on_conflict_do_nothing().returning(_INBOUND.c.id)
+    return backend_insert(dialect)(_INBOUND).on_conflict_do_nothing().returning(_INBOUND.c.id)
 
 
 _STATEMENTS: dict[str, tuple[Any, Any]] = {}
@@ -442,20 +439,8 @@ class ConversationWorker:
             if user.last_active_at is None or now - user.last_active_at >= ACTIVITY_PRECISION:
                 user.last_active_at = now  # nudges count idle days: a minute's precision saves a write a message
             await session.flush()
-            await enqueue(
-                session,
-                [
-                    OutboxEntry(
-                        conversation_id=conversation_id,
-                        channel=conversation.channel,
-                        chat_id=conversation.chat_id,
-                        payload=reply.to_payload(),
-                        inbound_message_id=row.id,
-                    )
-                    for reply in turn.replies
-                ],
-                now=now,
-            )
+            replies = [reply.to_payload() for reply in turn.replies]
+            await enqueue(session, _answers(conversation, row.id, replies), now=now)
             connection = await session.connection()
             await connection.execute(_MARK_DONE, {"inbound": row.id, "done": InboundStatus.DONE.value, "done_at": now})
             if not row.more:
@@ -515,19 +500,22 @@ class ConversationWorker:
             conversation = await session.get(Conversation, conversation_id)
             if rows_affected(failed) != 1 or conversation is None:
                 return False
-            await enqueue(
-                session,
-                [
-                    OutboxEntry(
-                        conversation_id=conversation_id,
-                        channel=conversation.channel,
-                        chat_id=conversation.chat_id,
-                        payload={"kind": "text", "text": APOLOGY},
-                        inbound_message_id=inbound_id,
-                    )
-                ],
-            )
+            await enqueue(session, _answers(conversation, inbound_id, [Text(APOLOGY).to_payload()]))
         return True
+
+
+def _answers(conversation: Conversation, inbound_id: int, payloads: list[dict[str, Any]]) -> list[OutboxEntry]:
+    """The outbox entries of replies to the message `inbound_id`, to where it came from."""
+    return [
+        OutboxEntry(
+            conversation_id=conversation.id,
+            channel=conversation.channel,
+            chat_id=conversation.chat_id,
+            payload=payload,
+            inbound_message_id=inbound_id,
+        )
+        for payload in payloads
+    ]
 
 
 @dataclass(slots=True)

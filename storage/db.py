@@ -194,16 +194,8 @@ class Database:
 
         `urgent`: someone is waiting for it (a platform for its acknowledgement); on SQLite it goes before the
         sessions already waiting for the connection (see Turnstile)."""
-        if self._turnstile is None:
-            async with (self._urgent_sessions if urgent else self._sessions)() as session:
-                yield session
-            return
-        await self._turnstile.acquire(urgent=urgent)
-        try:
-            async with self._sessions() as session:
-                yield session
-        finally:
-            self._turnstile.release()
+        async with self._gate(urgent=urgent), (self._urgent_sessions if urgent else self._sessions)() as session:
+            yield session
 
     @asynccontextmanager
     async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
@@ -217,14 +209,18 @@ class Database:
         """A Core connection inside one transaction, for work that needs no ORM session (the hot path's statements):
         committed on success, rolled back on any error. `urgent`: see `sessions`."""
         engine = self._urgent_engine if urgent and self._urgent_engine is not None else self.engine
+        async with self._gate(urgent=urgent), engine.begin() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def _gate(self, *, urgent: bool) -> AsyncIterator[None]:
+        """On SQLite, this session's turn at the one connection (see Turnstile); PostgreSQL's pools need none."""
         if self._turnstile is None:
-            async with engine.begin() as connection:
-                yield connection
+            yield
             return
         await self._turnstile.acquire(urgent=urgent)
         try:
-            async with engine.begin() as connection:
-                yield connection
+            yield
         finally:
             self._turnstile.release()
 

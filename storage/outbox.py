@@ -16,11 +16,10 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Conversation, InboundMessage, OutboxMessage, utcnow
-from storage.queries import rows_affected
+from storage.queries import backend_insert, rows_affected
 
 
 class OutboxStatus(StrEnum):
@@ -60,8 +59,8 @@ _OUTBOX = OutboxMessage.__table__
 # Per backend, built once: a Core INSERT … ON CONFLICT DO NOTHING RETURNING id (the ORM's bulk insert on the mapped
 # class costs several times the CPU).
 _INSERTS = {
-    "postgresql": postgresql.insert(_OUTBOX).on_conflict_do_nothing().returning(_OUTBOX.c.id),
-    "sqlite": sqlite.insert(_OUTBOX).on_conflict_do_nothing().returning(_OUTBOX.c.id),
+    dialect: backend_insert(dialect)(_OUTBOX).on_conflict_do_nothing().returning(_OUTBOX.c.id)
+    for dialect in ("postgresql", "sqlite")
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Result, bindparam, select
@@ -12,10 +13,16 @@ from sqlalchemy.sql import Insert
 from storage.models import Base, ChannelIdentity, Conversation, User, utcnow
 
 
+def backend_insert(dialect: str) -> Callable[..., Any]:
+    """The INSERT of a backend ("sqlite" or "postgresql") that spells ON CONFLICT: both have it, and SQLAlchemy
+    offers it per dialect."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
 def insert_ignoring_conflicts(session: AsyncSession, model: type[Base], values: dict[str, Any]) -> Insert:
-    """INSERT … ON CONFLICT DO NOTHING for the session's backend (both have it; SQLAlchemy spells it per dialect)."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    return insert(model).values(**values).on_conflict_do_nothing()
+    """INSERT … ON CONFLICT DO NOTHING for the session's backend."""
+    insert = backend_insert(session.get_bind().dialect.name)
+    return cast(Insert, insert(model).values(**values).on_conflict_do_nothing())
 
 
 def rows_affected(result: Result[Any]) -> int:
@@ -37,9 +44,8 @@ async def get_or_create_conversation(connection: AsyncSession | AsyncConnection,
     if found is not None:
         return int(found)
     bound = connection if isinstance(connection, AsyncConnection) else connection.get_bind()
-    insert = postgresql.insert if bound.dialect.name == "postgresql" else sqlite.insert
     await connection.execute(
-        insert(_CONVERSATIONS)
+        backend_insert(bound.dialect.name)(_CONVERSATIONS)
         .values(channel=channel, chat_id=chat_id, state={}, created_at=utcnow())
         .on_conflict_do_nothing()
     )

@@ -17,7 +17,7 @@ tests' table emptying know it); `clock_runs` journals each job run with the time
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -42,7 +42,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql import Insert
@@ -50,7 +49,7 @@ from sqlalchemy.sql import Insert
 from storage.learners import ACTIVE, Learner
 from storage.learners import PAUSED as LEARNER_PAUSED
 from storage.models import Base, BigId, Conversation, utcnow
-from storage.queries import rows_affected
+from storage.queries import backend_insert, rows_affected
 
 # APScheduler 3's SQLAlchemyJobStore layout (191: its key length; Float(25): an 8-byte float of epoch seconds).
 scheduler_jobs = Table(
@@ -211,8 +210,7 @@ def may_be_messaged(now: datetime) -> list[ColumnElement[bool]]:
 
 def insert_many_ignoring_conflicts(session: AsyncSession, model: type[Base]) -> Insert:
     """INSERT … ON CONFLICT DO NOTHING for a list of rows (execute it with the list)."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    return insert(model).on_conflict_do_nothing()
+    return cast(Insert, backend_insert(session.get_bind().dialect.name)(model).on_conflict_do_nothing())
 
 
 async def read_cursor(session: AsyncSession, name: str) -> datetime | None:

@@ -79,3 +79,20 @@ def test_percentile_is_nearest_rank() -> None:
     assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)
     assert percentile([7.0], 99) == 7.0
     assert percentile([], 50) is None
+
+
+@pytest.mark.slow
+def test_bench_memory_measures_the_core_over_its_conversations(tmp_path: Path) -> None:
+    results_file = tmp_path / "memory.json"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "bench", "memory", "--conversations", "30", "--json", str(results_file)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "KB a conversation" in done.stdout
+    report = json.loads(results_file.read_text())
+    assert report["conversations"] == 30 and report["messages"] == 30
+    assert report["memory_kb"]["before"] > 10_000 and report["memory_kb"]["after"] > 0  # a Python process: MBs
+    assert report["kb_per_conversation"] >= 0 and report["cpu_ms_per_message"] > 0
+    assert report["messages_per_s"] > 0
