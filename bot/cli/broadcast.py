@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     preview = actions.add_parser("preview", help="how many learners a segment reaches")
     _segment_options(preview)
-    preview.set_defaults(func=cmd_preview)
+    preview.set_defaults(func=cmd_preview, uses_database=True)
 
     send = actions.add_parser("send", help="send a message to a segment (asks first)")
     _segment_options(send)
@@ -54,16 +54,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     text.add_argument("--text", help="the message")
     text.add_argument("--file", type=Path, help="a UTF-8 file holding the message")
     send.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
-    send.set_defaults(func=cmd_send)
+    send.set_defaults(func=cmd_send, uses_database=True)
 
     status = actions.add_parser("status", help="how far a broadcast got (the latest ones without an ID)")
     status.add_argument("id", nargs="?", type=int)
     status.add_argument("--watch", action="store_true", help="follow it until everything queued is sent")
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(func=cmd_status, uses_database=True)
 
     stop = actions.add_parser("cancel", help="stop a broadcast and withdraw the copies not yet sent")
     stop.add_argument("id", type=int)
-    stop.set_defaults(func=cmd_cancel)
+    stop.set_defaults(func=cmd_cancel, uses_database=True)
 
 
 def _segment_options(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> None:
     chat = subparsers.add_parser("chat", help="talk to the bot in this terminal (or pipe lines into it)")
     chat.add_argument("--user", default=getpass.getuser(), help="who you are in the conversation (default: $USER)")
-    chat.set_defaults(func=cmd_chat)
+    chat.set_defaults(func=cmd_chat, uses_database=True)
 
 
 def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.cli.database import database, schema_is_current
+from bot.cli.database import database
 
 if TYPE_CHECKING:
     from authoring.format import Problem
@@ -33,10 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load = actions.add_parser("import", help="check a course folder, then add or update it (learners keep progress)")
     load.add_argument("path", nargs="?", type=Path, help="the course folder (default: SAMPLE_COURSE_DIR)")
     load.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
-    load.set_defaults(func=cmd_import)
+    load.set_defaults(func=cmd_import, uses_database=True)
 
     listing = actions.add_parser("list", help="the courses in the database")
-    listing.set_defaults(func=cmd_list)
+    listing.set_defaults(func=cmd_list, uses_database=True)
 
 
 def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
@@ -68,8 +68,6 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         from authoring.importer import import_course
 
         async with database(settings, pool_size=1) as db:
-            if not await schema_is_current(db):
-                return 1
             async with db.sessions() as session, session.begin():
                 report = await import_course(session, course)
                 if args.dry_run:
@@ -98,18 +96,15 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
         from authoring.format import format_price
         from storage.courses import Course, Enrollment, Lesson, Question
 
-        async with database(settings, pool_size=1) as db:
-            if not await schema_is_current(db):
-                return 1
-            async with db.sessions() as session:
-                def live(model: type[Lesson] | type[Question]):
-                    return (select(func.count()).where(model.course_id == Course.id, model.retired.is_(False))
-                            .scalar_subquery())
+        async with database(settings, pool_size=1) as db, db.sessions() as session:
+            def live(model: type[Lesson] | type[Question]):
+                return (select(func.count()).where(model.course_id == Course.id, model.retired.is_(False))
+                        .scalar_subquery())
 
-                learners = select(func.count()).where(Enrollment.course_id == Course.id).scalar_subquery()
-                rows = (await session.execute(
-                    select(Course, live(Lesson), live(Question), learners).order_by(Course.slug)
-                )).all()
+            learners = select(func.count()).where(Enrollment.course_id == Course.id).scalar_subquery()
+            rows = (await session.execute(
+                select(Course, live(Lesson), live(Question), learners).order_by(Course.slug)
+            )).all()
         if not rows:
             print("No courses yet. Add one with: lessonbot course import PATH")
             return 0

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("path", type=Path, help="a course file, or a folder of them")
     ingest.add_argument("--course", required=True, metavar="ID", help="the course the material belongs to")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
-    ingest.set_defaults(func=cmd_ingest)
+    ingest.set_defaults(func=cmd_ingest, uses_database=True)
 
     evaluate = subcommands(subparsers, "eval", "measure answer quality against a dataset").add_parser(
         "knowledge", help="retrieval and answers on a SQuAD-format set (recall@k, MRR, hit and decline rates)"

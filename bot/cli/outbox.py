@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     outbox.add_argument("--all", action="store_true", help="requeue every failed reply")
     outbox.add_argument("--failed", action="store_true", help="list the replies that could not be delivered")
     outbox.add_argument("--limit", type=int, default=50, help="how many failed replies to list")
-    outbox.set_defaults(func=cmd_outbox)
+    outbox.set_defaults(func=cmd_outbox, uses_database=True)
 
 
 def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
