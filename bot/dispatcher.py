@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, false, or_, select, update
 from sqlalchemy.orm import aliased
 
 from bot.channel import (
@@ -33,6 +33,7 @@ from bot.channel import (
     PartsSent,
     PermanentSendError,
     RateLimited,
+    ServesOneChat,
     TransientSendError,
     WaitForInbound,
 )
@@ -179,6 +180,21 @@ class OutboxDispatcher:
             while await self.dispatch_due() or self._in_flight:
                 await asyncio.gather(*list(self._in_flight.values()), return_exceptions=True)
 
+    def _reaches(self, channel: str, chat_id: str) -> bool:
+        """Whether this dispatcher may send to the chat: through a channel it has, one that reaches that chat."""
+        sender = self.channels.get(channel)
+        return sender is not None and (not isinstance(sender, ServesOneChat) or sender.served_chat() == chat_id)
+
+    def _reachable(self) -> ColumnElement[bool]:
+        """`_reaches` as a condition on outbox rows."""
+        every_chat = [name for name, channel in self.channels.items() if not isinstance(channel, ServesOneChat)]
+        one_chat = [
+            and_(OutboxMessage.channel == name, OutboxMessage.chat_id == channel.served_chat())
+            for name, channel in self.channels.items()
+            if isinstance(channel, ServesOneChat)
+        ]
+        return or_(false(), OutboxMessage.channel.in_(every_chat), *one_chat)
+
     async def _due_conversations(self) -> list[int]:
         if not self.channels:
             return []
@@ -196,7 +212,7 @@ class OutboxDispatcher:
         query = (
             select(OutboxMessage.conversation_id)
             .where(
-                OutboxMessage.channel.in_(list(self.channels)),
+                self._reachable(),
                 OutboxMessage.status.in_(_ACTIVE),
                 is_head,
                 or_(
@@ -231,7 +247,7 @@ class OutboxDispatcher:
         now = utcnow()
         async with self.db.connection() as connection:
             head = (await connection.execute(_HEAD, {"conv": conversation_id})).first()
-            if head is None or head.channel not in self.channels:
+            if head is None or not self._reaches(head.channel, head.chat_id):
                 return None
             due = (head.status == OutboxStatus.PENDING and head.next_attempt_at <= now) or (
                 head.status == OutboxStatus.SENDING and head.lease_until is not None and head.lease_until < now

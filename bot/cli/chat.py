@@ -30,6 +30,7 @@ def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
         try:
             if interactive:
                 print(f"Chatting as {args.user}. Type a message; /help lists commands; Ctrl-D quits.")
+            await lessonbot.settle()  # what was queued for this person while no terminal was open
             while True:
                 if interactive:
                     print("you> ", end="", flush=True)
