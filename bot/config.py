@@ -47,7 +47,9 @@ class Settings(BaseSettings):
 
     # logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="auto: readable lines on a terminal, JSON lines otherwise (a file, a log collector)."
+    )
 
     # the pipeline
     worker_lease_seconds: float = Field(30.0, gt=0, description="How long a process may hold a conversation.")
