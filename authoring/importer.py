@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authoring import format as fmt
+from bot.text import counted
 from storage.courses import Course, Enrollment, Lesson, Module, Question
 from storage.models import utcnow
 
@@ -53,8 +54,8 @@ class ImportReport:
         return not self.created and not self.changes
 
     def summary(self) -> str:
-        size = (f"{self.modules} module{'s' * (self.modules != 1)}, {self.lessons} lesson{'s' * (self.lessons != 1)}, "
-                f"{self.questions} question{'s' * (self.questions != 1)}")
+        size = (f"{counted(self.modules, 'module')}, {counted(self.lessons, 'lesson')}, "
+                f"{counted(self.questions, 'question')}")
         if self.created:  # one line, not every module, lesson and question added
             return f"Imported new course {self.course}: {size}."
         if self.unchanged:

@@ -69,3 +69,13 @@ def answer_key(text: str) -> str:
     if number is not None:
         out.append(str(number))
     return " ".join(out)
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """"1 lesson", "2 lessons", "1,200 learners": a count in the English of operator output (the command line,
+    course reports).
+
+    What a learner reads is counted through the dialogs' catalogs instead (`_.plural`), whose plural rules follow
+    each language.
+    """
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"

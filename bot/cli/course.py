@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.cli.database import database
+from bot.text import counted
 
 if TYPE_CHECKING:
     from authoring.format import Problem
@@ -49,8 +50,9 @@ def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     access = "free" if course.price is None else f"paid, {course.price.amount} {course.price.currency}"
     preview = f", first {course.free_preview_lessons} free" if course.free_preview_lessons else ""
-    print(f"{folder}: course {course.id} is valid: {len(course.modules)} modules, {len(course.lessons)} lessons, "
-          f"{len(course.questions)} questions ({course.language}, {access}{preview}).")
+    print(f"{folder}: course {course.id} is valid: {counted(len(course.modules), 'module')}, "
+          f"{counted(len(course.lessons), 'lesson')}, {counted(len(course.questions), 'question')} "
+          f"({course.language}, {access}{preview}).")
     return 0
 
 
@@ -112,8 +114,9 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
             access = "free" if course.is_free else (
                 f"paid {format_price(course.price_minor or 0, course.currency or '')}, "
                 f"first {course.free_preview_lessons} free")
-            print(f"{course.slug}\t{course.title}\t{course.language}\t{access}\t{lessons} lessons\t"
-                  f"{questions} questions\t{enrolled} learners\timported {course.imported_at:%Y-%m-%d %H:%M}")
+            print(f"{course.slug}\t{course.title}\t{course.language}\t{access}\t{counted(lessons, 'lesson')}\t"
+                  f"{counted(questions, 'question')}\t{counted(enrolled, 'learner')}\t"
+                  f"imported {course.imported_at:%Y-%m-%d %H:%M}")
         return 0
 
     return asyncio.run(run())
@@ -123,4 +126,4 @@ def _print_problems(problems: list[Problem]) -> None:
     for problem in problems:
         print(problem, file=sys.stderr)
     count = len(problems)
-    print(f"{count} problem{'s' if count != 1 else ''} found.", file=sys.stderr)
+    print(f"{counted(count, 'problem')} found.", file=sys.stderr)
