@@ -10,7 +10,8 @@ from dialogs import broadcast, nudges
 from dialogs.i18n import N_
 from dialogs.learner import tr
 from dialogs.turn import Command, Turn
-from storage.models import AdminAuditEntry, Conversation, InboundMessage, User
+from storage.learners import Learner
+from storage.models import AdminAuditEntry, Conversation, InboundMessage
 from storage.outbox import dead_letters, outbox_counts, pending_inbound_count, requeue
 
 
@@ -27,7 +28,8 @@ async def _help(turn: Turn, _args: str) -> None:
 async def _stats(turn: Turn, _args: str) -> None:
     _ = tr(turn)
     session = turn.session
-    users = await session.scalar(select(func.count()).select_from(User))
+    # People who said no to keeping their details, or have not said yes yet, are no learners.
+    users = await session.scalar(select(func.count()).select_from(Learner).where(Learner.consent_at.is_not(None)))
     conversations = await session.scalar(select(func.count()).select_from(Conversation))
     inbound = await session.scalar(select(func.count()).select_from(InboundMessage))
     counts = await outbox_counts(session)
@@ -48,9 +50,9 @@ async def _outbox(turn: Turn, _args: str) -> None:
         return
     lines = [_("Replies that could not be delivered (newest first):")]
     for row in rows:
-        lines.append(_("#{id} {address} after {tries} tries — {error}", id=row.id,
-                       address=f"{row.channel}:{row.chat_id}", tries=row.attempts,
-                       error=row.last_error or _("unknown")))
+        lines.append(_.plural("#{id} {address} after {n} try — {error}", "#{id} {address} after {n} tries — {error}",
+                              row.attempts, id=row.id, address=f"{row.channel}:{row.chat_id}",
+                              error=row.last_error or _("unknown")))
     lines.append(_("Send /admin requeue ID (or /admin requeue all) to try again."))
     turn.say("\n".join(lines))
 

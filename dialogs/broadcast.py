@@ -79,7 +79,7 @@ async def broadcast(turn: Turn, args: str) -> None:
 
 def usage(_: Translator) -> str:
     return _("Usage: /admin broadcast [everyone | course=SLUG | channel=NAME | inactive=DAYS or YYYY-MM-DD] MESSAGE\n"
-             "For example: /admin broadcast course=phishing inactive=7 A new module is out!\n"
+             "For example: /admin broadcast course=spot-phishing inactive=7 A new module is out!\n"
              "/admin broadcast status [ID] shows how far a broadcast got.")
 
 

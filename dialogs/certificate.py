@@ -105,7 +105,7 @@ async def send_certificate(x: Exchange, course: Course) -> None:
 
         async def render() -> str:
             code = new_code()
-            render_pdf(folder / f"{code}.pdf", _=_, learner=learner, course=title, issued=f"{local:%Y-%m-%d}",
+            render_pdf(folder / f"{code}.pdf", _=_, learner=learner, course=title, issued=_.date(local),
                        code=code)
             return code
 

@@ -40,7 +40,7 @@ async def pause(turn: Turn, args: str) -> None:
         learner.paused_until = turn.now + timedelta(days=int(match["n"]))
         local = learner.paused_until.astimezone(zone_for(turn.user.timezone))
         turn.say(_("Paused until {date}. Your place is saved; send /resume to come back sooner.",
-                   date=f"{local:%Y-%m-%d}"))
+                   date=_.date(local)))
     else:
         learner.paused_until = None
         turn.say(_("Paused. I won't send lessons until you send /resume. Your place is saved."))
@@ -52,12 +52,13 @@ async def resume_lessons(turn: Turn, _args: str) -> None:
     if not is_set_up(learner):
         turn.say(_("There is nothing to resume yet: send /start to set up your lessons."))
         return
+    paused = learner.status in (PAUSED, STOPPED)
     activate(learner)
     when = lessons.next_lesson_time(learner, turn.user, turn.now)
-    text = _("Welcome back! Lessons are on again.")
+    text = _("Welcome back! Lessons are on again.") if paused else _("You're not paused: your lessons are on.")
     if when is not None:
         local = when.astimezone(zone_for(turn.user.timezone))
-        text += " " + _("The next one comes on {date} at {time}.", date=f"{local:%Y-%m-%d}", time=f"{local:%H:%M}")
+        text += " " + _("The next one comes on {date} at {time}.", date=_.date(local), time=f"{local:%H:%M}")
     turn.say(text, choices=[(_("Next lesson now"), lessons.NEXT)])
 
 

@@ -123,7 +123,7 @@ def nothing_due(_, when: datetime | None, x: Exchange) -> str:
         return _("Nothing to review yet: questions come back here after you answer them in a lesson.")
     local = when.astimezone(zone_for(x.user.timezone))
     return _("Nothing to review now. The next review is due on {date} at {time}.",
-             date=f"{local:%Y-%m-%d}", time=f"{local:%H:%M}")
+             date=_.date(local), time=f"{local:%H:%M}")
 
 
 async def ask_review(x: Exchange, data: flow.Data) -> None:

@@ -181,3 +181,19 @@ async def test_a_paid_course_stops_after_the_preview_until_entitled(learning_bot
         session.add(Entitlement(user_id=user.id, course_id=course_id, source="grant", reference="test-grant"))
     [lesson] = await t.say("/next")
     assert lesson.startswith("📘 Lesson 2 of 3")
+
+
+async def test_pause_and_resume_say_dates_in_words_and_resume_knows_nothing_was_paused(learning_bot):
+    import re
+
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    [not_paused] = await t.say("/resume")
+    assert not_paused.startswith("You're not paused: your lessons are on. The next one comes on ")
+    month = "(January|February|March|April|May|June|July|August|September|October|November|December)"
+    assert re.search(rf"comes on \d{{1,2}} {month} \d{{4}} at \d\d:\d\d\.$", not_paused), not_paused
+    [paused] = await t.say("/pause 7")
+    assert re.fullmatch(rf"Paused until \d{{1,2}} {month} \d{{4}}\. .*", paused), paused
+    [back] = await t.say("/resume")
+    assert back.startswith("Welcome back! Lessons are on again.")
