@@ -74,15 +74,19 @@ class _CourseReader:
                         "(see docs/courses.md for a full example)")
             return None
         text = self._text(COURSE_FILE)
-        if text is None:
-            return None
-        parsed, data = parse_yaml(text, COURSE_FILE, 1, self.report)
-        if not parsed:
-            return None
-        if not isinstance(data, YamlMap):
+        parsed, data = parse_yaml(text, COURSE_FILE, 1, self.report) if text is not None else (False, None)
+        if parsed and not isinstance(data, YamlMap):
             self.report(COURSE_FILE, 1, "course.yaml must be a set of 'key: value' lines (id:, title:, modules: …)")
+        if not isinstance(data, YamlMap):
+            self._check_lessons_alone()
             return None
         return self._course(data)
+
+    def _check_lessons_alone(self) -> None:
+        """course.yaml cannot say which lessons there are: check every lesson file of the folder anyway, so one
+        run reports the problems of every file."""
+        for file in sorted(self._lesson_files()):
+            self._lesson(file)
 
     def _text(self, name: str) -> str | None:
         try:
@@ -188,11 +192,13 @@ class _CourseReader:
         """The modules with their lessons read, and how many lesson files they list."""
         if "modules" not in fields.data:
             fields.missing("modules", "list the modules, each with id:, title: and its lessons:")
+            self._check_lessons_alone()
             return None, 0
         items = fields.data["modules"]
         if not isinstance(items, YamlList) or not items:
             fields.problem("modules", "modules must be a list: one '- id: …' entry per module, each with title: and "
                            "lessons:")
+            self._check_lessons_alone()
             return None, 0
         files = self._lesson_files()
         listed = self._listed_files(items, files)
