@@ -47,10 +47,16 @@ def schema_ready(settings: Settings) -> bool:
             migrate.upgrade(url)
             return True
     except (SQLAlchemyError, OSError, CommandError) as exc:
-        print(f"Cannot open the database {_shown(url)}: {_reason(exc)}. {_what_to_check(settings)}", file=sys.stderr)
+        print(cannot_open(settings, exc), file=sys.stderr)
         return False
     print(SCHEMA_NOT_CURRENT, file=sys.stderr)
     return False
+
+
+def cannot_open(settings: Settings, exc: Exception) -> str:
+    """One line for a database that cannot be opened: which one (without its password), why, and what to check."""
+    url = settings.resolved_database_url
+    return f"Cannot open the database {_shown(url)}: {_reason(exc)}. {_what_to_check(settings)}"
 
 
 def _shown(url: str) -> str:

@@ -36,7 +36,7 @@ def unmigrated_url(request, tmp_path) -> Iterator[str]:
         missing(str(exc))
 
 
-@pytest.mark.parametrize("argv", [["outbox"], ["chat", "--user", "pat"], ["course", "list"],
+@pytest.mark.parametrize("argv", [["serve"], ["dispatch"], ["outbox"], ["chat", "--user", "pat"], ["course", "list"],
                                   ["certificate", "verify", "LB-K3FQ-7XJD-2MZA-PQ4R"]])
 def test_a_database_behind_the_code_stops_the_command_with_one_line(here, unmigrated_url, monkeypatch, capsys, argv):
     monkeypatch.setenv("DATABASE_URL", unmigrated_url)
@@ -71,11 +71,13 @@ def test_a_database_that_cannot_be_reached_is_named_without_its_password(here, m
             missing(str(exc))
     monkeypatch.setenv("DATABASE_URL", url)
 
-    assert main(["outbox"]) == 2
-    [line] = capsys.readouterr().err.splitlines()
-    assert line.startswith("Cannot open the database postgresql://") and reason in line
-    assert "secret" not in line and line.endswith("Check DATABASE_URL (postgresql://user:password@host:5432/name) "
-                                                  "and that the server is up.")
+    for argv in (["outbox"], ["db", "upgrade"], ["db", "current"]):
+        assert main(argv) == 2
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith("Cannot open the database postgresql://") and reason in line
+        assert "secret" not in line and line.endswith(
+            "Check DATABASE_URL (postgresql://user:password@host:5432/name) and that the server is up."
+        )
 
 
 def test_commands_that_need_no_database_do_not_open_one(here, capsys):
