@@ -128,7 +128,7 @@ def describe(_: Translator, segment: Segment, zone_name: str | None = None) -> s
         parts.append(_("on {channel}", channel=segment.channel))
     if segment.inactive_since is not None:
         local = segment.inactive_since.astimezone(zone_for(zone_name))
-        parts.append(_("not active since {date}", date=f"{local:%Y-%m-%d %H:%M}"))
+        parts.append(_("not active since {date}", date=f"{_.date(local)} {local:%H:%M}"))
     return ", ".join(parts)
 
 
