@@ -181,3 +181,12 @@ def test_ingest_refuses_a_course_that_does_not_exist(data_dir: Path, course_dir:
     assert capsys.readouterr().err == ("There is no course 'biolgy': did you mean 'biology'? --course takes the id "
                                        "of an imported course: biology (lessonbot course list).\n")
     assert not (data_dir / "chroma").exists()  # nothing was written to the store
+
+
+def test_the_summary_counts_in_english():
+    from knowledge.ingest import IngestReport
+
+    one = IngestReport("bio", lessons=1, added=1, failures=[("bad.md", "not UTF-8")])
+    assert one.summary() == "Course bio: 1 lesson, 1 chunk added, 0 updated, 0 removed, 0 unchanged. 1 file failed."
+    many = IngestReport("bio", lessons=2, added=1200)
+    assert many.summary() == "Course bio: 2 lessons, 1,200 chunks added, 0 updated, 0 removed, 0 unchanged."
