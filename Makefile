@@ -25,7 +25,8 @@ $(RUN_STAMP): pyproject.toml $(if $(VENV_STALE),FORCE)
 	         "$$("$(PYTHON)" -V 2>/dev/null || echo 'not a Python')." >&2; \
 	    echo "Install python$(PYTHON_VERSION), or name it: make $(MAKECMDGOALS) PYTHON=/path/to/python$(PYTHON_VERSION)" >&2; \
 	    exit 1; fi; \
-	  "$(PYTHON)" -m venv $(VENV); fi
+	  "$(PYTHON)" -m venv $(VENV) || { rm -rf $(VENV); echo "Could not make $(VENV) with $(PYTHON): on Debian" \
+	    "or Ubuntu, install python$(PYTHON_VERSION)-venv." >&2; exit 1; }; fi
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e .
 	$(BIN)/python -m knowledge.install_tokenizer
