@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     chat = subparsers.add_parser("chat", help="talk to the bot in this terminal (or pipe lines into it)")
-    chat.add_argument("--user", default=getpass.getuser(), help="who you are in the conversation (default: $USER)")
+    chat.add_argument("--user", default=getpass.getuser(),
+                      help="who you are in the conversation; only this person's replies are shown (default: $USER)")
     chat.set_defaults(func=cmd_chat, uses_database=True)
 
 
