@@ -25,13 +25,13 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return _run(settings, args)
+        return _schema_action(settings, args)
     except (SQLAlchemyError, OSError, CommandError) as exc:
         print(cannot_open(settings, exc), file=sys.stderr)
         return 2
 
 
-def _run(settings: Settings, args: argparse.Namespace) -> int:
+def _schema_action(settings: Settings, args: argparse.Namespace) -> int:
     from storage import migrate
 
     url = settings.resolved_database_url
