@@ -39,9 +39,9 @@ async def write_export(session: AsyncSession, user_id: int, *, data_dir: Path, n
     return path
 
 
-def export_document(_: Translator, path: Path) -> Document:
+def export_document(_: Translator, path: Path, *, caption: str | None = None) -> Document:
     return Document(filename=EXPORT_FILENAME, path=str(path), media_type=JSON_TYPE,
-                    caption=_("Everything I keep about you, as a JSON file. To delete it, send /stop."))
+                    caption=caption or _("Everything I keep about you, as a JSON file. To delete it, send /stop."))
 
 
 async def erase(

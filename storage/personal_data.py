@@ -19,7 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, false, or_, select, update
+from sqlalchemy import ColumnElement, Text, and_, cast, delete, false, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.courses import Course, Enrollment, Entitlement, Lesson, LessonProgress, Question, QuestionCard
@@ -68,6 +68,8 @@ PLAN: dict[str, Rule] = {
                                     "opt-out (STOP) is still honoured; the dialog state and the link to them go"),
     "admin_audit": Rule(SCRUBBED, "the record of admin commands stays; arguments naming their address are blanked; "
                                   "the erasure itself is recorded with the user number only"),
+    # (inbound_messages and outbox_messages of others that name their address, an admin's command and its
+    # answer, are blanked too)
     # nothing of a person
     "inbound_sequences": Rule(KEPT, "a counter per chat"),
     "courses": Rule(KEPT, "course content"),
@@ -77,6 +79,7 @@ PLAN: dict[str, Rule] = {
     "knowledge_answer_cache": Rule(KEPT, "answers keyed by a hash of question and courses, shared by all, expiring"),
     "clock_cursors": Rule(KEPT, "scheduler bookkeeping"),
     "clock_runs": Rule(KEPT, "scheduler bookkeeping"),
+    "scheduler_jobs": Rule(KEPT, "the clock's recurring jobs (planner, nudges, dispatch), none per person"),
     "leader_leases": Rule(KEPT, "which process holds a role"),
     "nudge_template_stats": Rule(KEPT, "counts per reminder template, no one named"),
     "broadcasts": Rule(KEPT, "announcements written by admins"),
@@ -207,15 +210,15 @@ async def _erase_replies(session: AsyncSession, person: Person, own: set[int]) -
     """Unsent replies are cancelled and blanked (never sent); the others are deleted."""
     theirs = _their_replies(person, own)
     unsent = [status.value for status in (*ACTIVE, OutboxStatus.WAITING)]
+    deleted = await session.execute(
+        delete(OutboxMessage).where(theirs, OutboxMessage.status.not_in(unsent))
+        .execution_options(synchronize_session=False)
+    )
     cancelled = await session.execute(
         update(OutboxMessage)
         .where(theirs, OutboxMessage.status.in_(unsent))
         .values(status=OutboxStatus.CANCELLED.value, payload=BLANK_REPLY, lease_until=None, parts_sent=None,
                 last_error="not sent: the person's data was erased", delivery_error=None)
-        .execution_options(synchronize_session=False)
-    )
-    deleted = await session.execute(
-        delete(OutboxMessage).where(theirs, OutboxMessage.status.not_in(unsent))
         .execution_options(synchronize_session=False)
     )
     return _count(cancelled) + _count(deleted)
@@ -227,7 +230,7 @@ async def _erase_messages(session: AsyncSession, person: Person, keep_inbound_id
     if keep_inbound_id is not None:
         statement = statement.where(InboundMessage.id != keep_inbound_id)
         await session.execute(
-            update(InboundMessage).where(InboundMessage.id == keep_inbound_id)
+            update(InboundMessage).where(InboundMessage.id == keep_inbound_id, person.sent())
             .values(payload=BLANK_INBOUND, error=None).execution_options(synchronize_session=False)
         )
     return _count(await session.execute(statement.execution_options(synchronize_session=False)))
@@ -243,10 +246,18 @@ async def _erase_addresses(session: AsyncSession, person: Person) -> None:
     if not person.addresses:
         return
     await session.execute(delete(LinkAttempt).where(LinkAttempt.identity.in_(person.addresses)))
-    for address in person.addresses:
+    for address in person.addresses:  # where an admin named them: the audit, the command, the answer
         await session.execute(
             update(AdminAuditEntry).where(AdminAuditEntry.arguments.contains(address, autoescape=True))
             .values(arguments=ERASED_ARGUMENTS)
+        )
+        await session.execute(
+            update(InboundMessage).where(cast(InboundMessage.payload, Text).contains(address, autoescape=True))
+            .values(payload=BLANK_INBOUND).execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            update(OutboxMessage).where(cast(OutboxMessage.payload, Text).contains(address, autoescape=True))
+            .values(payload=BLANK_REPLY).execution_options(synchronize_session=False)
         )
     await session.execute(delete(ChannelIdentity).where(ChannelIdentity.user_id == person.user_id))
 
