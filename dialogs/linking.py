@@ -67,14 +67,14 @@ async def link(turn: Turn, args: str) -> None:
 
 async def _give_code(turn: Turn) -> None:
     _ = tr(turn)
+    private = None if turn.message.private else await _private_chat(turn)
+    if not turn.message.private and private is None:
+        turn.say(_("Link codes are only given in a private chat: send /link to me there, not in a group."))
+        return
     learner = await learner_of(turn)
     if not is_set_up(learner):
         turn.say(_("To continue lessons from another channel, send /link CODE here with the code that /link gives "
                    "you there. To link this chat to others, set it up first with /start."))
-        return
-    private = None if turn.message.private else await _private_chat(turn)
-    if not turn.message.private and private is None:
-        turn.say(_("Link codes are only given in a private chat: send /link to me there, not in a group."))
         return
     code = await _unused_code(turn)
     learner.link_code, learner.link_code_expires_at = code, turn.now + CODE_LIFETIME
