@@ -13,6 +13,7 @@ member's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -246,20 +247,30 @@ async def _erase_addresses(session: AsyncSession, person: Person) -> None:
     if not person.addresses:
         return
     await session.execute(delete(LinkAttempt).where(LinkAttempt.identity.in_(person.addresses)))
-    for address in person.addresses:  # where an admin named them: the audit, the command, the answer
-        await session.execute(
-            update(AdminAuditEntry).where(AdminAuditEntry.arguments.contains(address, autoescape=True))
-            .values(arguments=ERASED_ARGUMENTS)
-        )
-        await session.execute(
-            update(InboundMessage).where(cast(InboundMessage.payload, Text).contains(address, autoescape=True))
-            .values(payload=BLANK_INBOUND).execution_options(synchronize_session=False)
-        )
-        await session.execute(
-            update(OutboxMessage).where(cast(OutboxMessage.payload, Text).contains(address, autoescape=True))
-            .values(payload=BLANK_REPLY).execution_options(synchronize_session=False)
-        )
+    # Where an admin named them: the audit's arguments, the command the admin typed, the answer the admin got.
+    named: list[tuple[Any, ColumnElement[str], dict[str, Any]]] = [
+        (AdminAuditEntry, cast(AdminAuditEntry.arguments, Text), {"arguments": ERASED_ARGUMENTS}),
+        (InboundMessage, cast(InboundMessage.payload, Text), {"payload": BLANK_INBOUND}),
+        (OutboxMessage, cast(OutboxMessage.payload, Text), {"payload": BLANK_REPLY}),
+    ]
+    for model, text, blank in named:
+        ids = await _rows_naming(session, model.id, text, person.addresses)
+        if ids:
+            await session.execute(
+                update(model).where(model.id.in_(ids)).values(**blank).execution_options(synchronize_session=False)
+            )
     await session.execute(delete(ChannelIdentity).where(ChannelIdentity.user_id == person.user_id))
+
+
+async def _rows_naming(
+    session: AsyncSession, id_column: Any, text: ColumnElement[str], addresses: list[str]
+) -> list[int]:
+    """The ids of rows whose text names one of `addresses` as a whole word: telegram:12 is not in telegram:123."""
+    found = await session.execute(
+        select(id_column, text).where(or_(*(text.contains(address, autoescape=True) for address in addresses)))
+    )
+    words = [re.compile(rf"(?<![\w:+/.-]){re.escape(address)}(?![\w:+/.-])") for address in addresses]
+    return [row[0] for row in found if any(word.search(row[1] or "") for word in words)]
 
 
 def _count(result: Any) -> int:

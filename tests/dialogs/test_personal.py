@@ -13,7 +13,7 @@ from bot.cli import main
 from bot.core import Lessonbot
 from bot.messages import Document
 from bot.messages import InboundMessage as Message
-from storage.models import AdminAuditEntry, ChannelIdentity
+from storage.models import AdminAuditEntry, ChannelIdentity, InboundMessage
 from storage.personal_data import ERASED_ARGUMENTS
 from tests.dialogs.learning_support import Learning, import_sample, onboard
 from tests.support import RecordingChannel
@@ -75,6 +75,8 @@ async def test_admin_exports_then_erases_a_learner_and_the_audit_keeps_no_addres
     boss = Learning(bot, channel, chat="boss")
     [usage] = await boss.say("/admin export ann")
     assert usage.startswith("No learner is known as 'ann'. Name them as channel:id")
+    [other] = await boss.say("/admin export test:anna")  # someone else, whose address begins like hers
+    assert other.startswith("No learner is known as 'test:anna'.")
     await boss.say("/admin export test:ann")
     [document] = documents(channel, "boss")
     assert document.caption == "The data of test:ann, as a JSON file."
@@ -91,11 +93,15 @@ async def test_admin_exports_then_erases_a_learner_and_the_audit_keeps_no_addres
         assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "ann")) is None
         audit = [(r.identity, r.command, r.arguments, r.outcome)
                  for r in await session.scalars(select(AdminAuditEntry).order_by(AdminAuditEntry.id))]
-    assert not any("test:ann" in arguments for _who, _command, arguments, _outcome in audit), audit
+    assert not any("test:ann" in arguments.split() for _who, _command, arguments, _outcome in audit), audit
     assert {(who, arguments) for who, command, arguments, _outcome in audit if command == "erase"} == {
         ("test:boss", ERASED_ARGUMENTS), ("test:boss", f"user {ann_id}")
     }
     assert ("test:boss", "export", ERASED_ARGUMENTS, "ok") in audit  # it named her: blanked by the erasure
+    assert ("test:boss", "export", "test:anna", "invalid") in audit  # it did not
+    async with bot.db.sessions() as session:
+        typed = [row.payload.get("text") for row in await session.scalars(select(InboundMessage))]
+    assert "/admin export test:anna" in typed and "/admin export test:ann" not in typed
 
 
 async def cli(*argv: str) -> int:
