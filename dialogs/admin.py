@@ -72,8 +72,8 @@ async def _learner(turn: Turn, address: str) -> Person:
     _ = tr(turn)
     person = await find_person(turn.session, address)
     if person is None:
-        raise UsageError(_("No learner is known as {address}. Name them as channel:id, e.g. telegram:12345 (the "
-                           "address /admin denied shows, or the one in a failed reply).", address=repr(address)))
+        raise UsageError(_("No learner is known as {address}. Name them as channel:id, e.g. telegram:12345.",
+                           address=repr(address)))
     return person
 
 
