@@ -20,7 +20,7 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from dialogs import flow
 from dialogs.i18n import translator
@@ -131,7 +131,7 @@ async def _use_code(turn: Turn, code: str) -> None:
             select(Learner).where(Learner.link_code == code, Learner.link_code_expires_at > turn.now)
         )
     if owner is None:
-        turn.session.add(LinkAttempt(identity=turn.identity.address, source=turn.message.channel, at=turn.now))
+        await _count_wrong_code(turn)
         turn.say(_("That code is unknown or has expired. Send /link on the channel you used before to get a new one."))
         return
     if owner.user_id == turn.user.id:
@@ -140,6 +140,14 @@ async def _use_code(turn: Turn, code: str) -> None:
     owner.link_code, owner.link_code_expires_at = None, None
     await _tell_owner(turn, owner)
     await _join(turn, owner.user_id)
+
+
+async def _count_wrong_code(turn: Turn) -> None:
+    """Note a wrong code; the channel's notes older than the window are of no use any more and go."""
+    await turn.session.execute(delete(LinkAttempt).where(
+        LinkAttempt.source == turn.message.channel, LinkAttempt.at <= turn.now - WRONG_CODE_WINDOW
+    ))
+    turn.session.add(LinkAttempt(identity=turn.identity.address, source=turn.message.channel, at=turn.now))
 
 
 async def _minutes_refused(turn: Turn) -> int:
