@@ -118,7 +118,7 @@ class Person:
 
 @dataclass(slots=True)
 class Erasure:
-    """What an erasure did: the files that belonged to the rows (certificates), to delete once it is committed."""
+    """What an erasure did: how many messages and replies went, and the files of the rows (certificates) to delete."""
 
     user_id: int
     files: list[str] = field(default_factory=list)
