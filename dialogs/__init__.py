@@ -22,6 +22,7 @@ from dialogs import (
     linking,
     onboarding,
     pause,
+    personal,
     progress,
     quiz,
     review,
@@ -54,6 +55,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("certificate", certificate.resend, N_("get your course certificates again"),
             synonyms=("certificate", "certificado")),
     Command("link", linking.link, N_("continue your lessons on another app")),
+    Command("export", personal.export, N_("get everything I keep about you, as a file"),
+            synonyms=("export", "my data", "mis datos", "exportar")),
     *admin.COMMANDS,
 )
 

@@ -1,5 +1,6 @@
 """/pause, /resume and /stop: the learner stops what the bot sends on its own, for a while or for good, or has
-everything the bot keeps about them deleted.
+everything the bot keeps about them deleted (dialogs.personal; what that deletes is storage.personal_data's plan,
+told in docs/data.md).
 
 /pause and /stop only stop what the bot sends on its own; /next and /review still work when asked. The platform's
 own opt-out (WhatsApp's STOP keyword) is settled by the pipeline before any dialog sees a message.
@@ -9,16 +10,13 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from pathlib import Path
-
-from sqlalchemy import select
 
 from bot.text import fold
-from dialogs import flow, lessons
+from dialogs import flow, lessons, personal
 from dialogs.flow import DONE, Flow, Invalid, Step
 from dialogs.learner import activate, is_set_up, learner_of, tr
 from dialogs.turn import Exchange, Turn
-from storage.learners import PAUSED, STOPPED, Certificate, forget_learner, zone_for
+from storage.learners import PAUSED, STOPPED, zone_for
 
 _DAYS = re.compile(r"^(?P<n>\d{1,3})\s*(?:d|day|days|dia|dias)?$")
 
@@ -93,11 +91,8 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
                    "again, or /stop again to delete it."))
         return DONE
     if typed in ("delete", "stop and delete my data", "borrar", "eliminar", "apagar"):
-        files = list(await turn.session.scalars(
-            select(Certificate.file_path).where(Certificate.user_id == turn.user.id)))
-        await forget_learner(turn.session, turn.user, keep_inbound_id=turn.inbound_id)
-        for path in files:
-            Path(path).unlink(missing_ok=True)
+        await personal.erase(turn.session, turn.user.id, data_dir=turn.data_dir, by="learner",
+                             keep_inbound_id=turn.inbound_id)
         turn.state.clear()
         turn.say(_("Done: I deleted everything I kept about you. If you come back, send /start."))
         return DONE

@@ -23,7 +23,8 @@ from storage.queries import backend_insert, rows_affected
 
 
 class OutboxStatus(StrEnum):
-    """Where a reply stands. pending → sending → sent; set aside as waiting or suppressed; dead after its tries."""
+    """Where a reply stands. pending → sending → sent; set aside as waiting, suppressed or cancelled; dead after its
+    tries."""
 
     PENDING = "pending"  # due at `next_attempt_at`
     SENDING = "sending"  # claimed by a dispatcher until `lease_until`
@@ -31,6 +32,7 @@ class OutboxStatus(StrEnum):
     DEAD = "dead"  # a permanent failure, or the retry budget spent: until an admin requeues it
     WAITING = "waiting"  # may only go after the person writes again (WhatsApp's 24-hour window)
     SUPPRESSED = "suppressed"  # the person opted out (STOP): never sent
+    CANCELLED = "cancelled"  # the person's data was erased before it went: never sent, its payload blanked
 
 
 class InboundStatus(StrEnum):

@@ -432,3 +432,19 @@ async def test_the_ack_comes_fast_while_the_dialog_is_slow(slack_settings, stand
     p50, worst = statistics.median(acks), max(acks)
     print(f"slack ack while the dialog is slow: p50 {p50 * 1000:.0f} ms, max {worst * 1000:.0f} ms")
     assert worst < 1.5, acks  # well inside Slack's 3 s, on a shared 2-core machine
+
+
+# a direct message is private ------------------------------------------------------------------------------------------
+
+
+def test_a_direct_message_is_marked_private_and_a_mention_in_a_channel_is_not(fixtures_dir):
+    """In a DM the chat id (D…) is not the person's id, so the channel says it is private: /link and /export give
+    a code or a file only there."""
+    from channels.slack.inbound import message_from_event
+
+    direct = message_from_event(dm_event("/link", event_id="EvDM1"), installation="T111", bot_user_id="UBOT")
+    mention = message_from_event(
+        load_fixture(fixtures_dir, BOLT + "event_callback.app_mention.json"), installation="T111", bot_user_id="UBOT"
+    )
+    assert direct.private and direct.chat_id == "T111:D0DM1"
+    assert not mention.private and mention.chat_id == "T111:C111"
