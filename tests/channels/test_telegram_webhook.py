@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from bot.config import ConfigError, load_settings
 from channels.telegram import SECRET_HEADER, TelegramChannel
 from standins.telegram import TOKEN, Fault, button_update, person, text_update
-from storage.models import InboundMessage
+from storage.models import InboundMessage, User
 from tests.channels.test_telegram_updates import EXPECTED
 from tests.support import (
     running,
@@ -223,3 +223,30 @@ async def test_the_bot_connection_is_closed_with_the_app_and_reopened_on_use(tel
     await channel.ready()
     assert len(standin.called("getMe")) == 2
     await channel.close()
+
+
+# data no database column holds -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first_name", "stored_as"),
+    [("An\x00n", "Ann"), ("A" * 300, "A" * 200), ("Ann\ud800", "Ann")],
+    ids=["nul", "over-200-characters", "lone-surrogate"],
+)
+async def test_a_name_no_column_holds_is_cleaned_and_the_learner_answered_every_turn(
+    first_name, stored_as, telegram_settings, standin, caplog
+):
+    caplog.set_level(logging.WARNING, logger="bot.pipeline")
+    who = person(CHAT, first_name)
+    async with running(telegram_settings) as (client, lessonbot):
+        assert (await post(client, text_update("/start", user=who))).status_code == 200
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) >= 1)
+        assert (await post(client, text_update("/help\x00", user=who))).status_code == 200
+        answered = len(standin.texts(CHAT))
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) > answered)
+        async with lessonbot.db.sessions() as session:
+            assert await session.scalar(select(User.display_name)) == stored_as
+            statuses = set(await session.scalars(select(InboundMessage.status)))
+        assert statuses == {"done"}
+    cleaned = [record for record in caplog.records if "cleaned for storage" in record.getMessage()]
+    assert cleaned and all(first_name not in record.getMessage() for record in cleaned)
