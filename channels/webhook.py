@@ -15,6 +15,8 @@ verification and says how its payload becomes a message (channels/<platform>/rou
 from __future__ import annotations
 
 import hmac
+import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -111,6 +113,41 @@ class Record:
 
     async def __call__(self, request: WebhookRequest) -> None:
         request.outcome = await self.record(request.payload)
+
+
+MAX_JSON_DEPTH = 64  # no platform's payload nests half as deep; Python's parser recurses once per level
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(body: bytes) -> int:
+    """How deep `body`'s arrays and objects nest, counted without parsing (brackets inside strings do not count),
+    so a body nested thousands deep is measured without the recursion that parsing it would need."""
+    brackets = _JSON_STRING.sub(b'""', body).translate(None, _NOT_A_BRACKET)
+    depth = deepest = 0
+    for bracket in brackets:
+        if bracket in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def within_json_depth(body: bytes) -> None:
+    """Refuse (400) JSON that nests deeper than MAX_JSON_DEPTH, before anything parses it."""
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise RequestRejected(400, f"The JSON nests deeper than {MAX_JSON_DEPTH} levels; send it flatter.")
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON; 400 when it is not JSON (UTF-8) or nests deeper than MAX_JSON_DEPTH."""
+    within_json_depth(body)
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestRejected(400, f"The body is not valid JSON ({exc}).") from None
 
 
 def refusal(exc: RequestRejected) -> Response:

@@ -96,12 +96,22 @@ async def test_missing_or_wrong_secret_is_refused_and_nothing_stored(secret, sta
         (b"[1, 2]", 400),
         (b'{"message": {"text": "no update id"}}', 400),
         (b'{"update_id": "7"}', 400),
+        (b'{"update_id": 8, "x": ' + b"[" * 20000 + b"]" * 20000 + b"}", 400),  # 40 KB, 20,000 levels deep
     ],
 )
 async def test_malformed_bodies_are_refused(body, status, telegram_settings):
     async with running(telegram_settings) as (client, lessonbot):
         response = await post(client, body)
         assert response.status_code == status, response.text
+        assert await stored(lessonbot) == 0
+
+
+async def test_oversized_headers_are_refused_without_storing(telegram_settings):
+    async with running(telegram_settings) as (client, lessonbot):
+        response = await client.post(
+            "/webhooks/telegram", json=text_update("hi"), headers={SECRET_HEADER: SECRET, "x-padding": "p" * 20_000}
+        )
+        assert response.status_code == 431 and "the limit is 16,384" in response.json()["error"]
         assert await stored(lessonbot) == 0
 
 
