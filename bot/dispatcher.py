@@ -81,9 +81,17 @@ _HEAD = (
 _CLAIM = (
     update(_OUTBOX)
     .where(
-        _OUTBOX.c.id == bindparam("row"), _OUTBOX.c.status == bindparam("was"), _OUTBOX.c.attempts == bindparam("tries")
+        _OUTBOX.c.id == bindparam("row"),
+        _OUTBOX.c.status == bindparam("was"),
+        _OUTBOX.c.attempts == bindparam("tries"),
+        # still due: a 429 elsewhere meanwhile puts it back to `pending` with the same count, but for later
+        or_(
+            and_(_OUTBOX.c.status == OutboxStatus.PENDING.value, _OUTBOX.c.next_attempt_at <= bindparam("now")),
+            and_(_OUTBOX.c.status == OutboxStatus.SENDING.value, _OUTBOX.c.lease_until < bindparam("now")),
+        ),
     )
     .values(status=OutboxStatus.SENDING.value, lease_until=bindparam("until"), attempts=_OUTBOX.c.attempts + 1)
+    .returning(_OUTBOX.c.parts_sent)  # as it is now: parts another dispatcher sent meanwhile are not sent again
 )
 _RENEW_CLAIM = (
     update(_OUTBOX)
@@ -267,17 +275,24 @@ class OutboxDispatcher:
 
     async def _claim(self, due: Due) -> bool:
         """Claim a due reply (`sending`, leased, one try more) unless another dispatcher took it since it was read."""
+        now = utcnow()
         async with self.db.connection() as connection:
-            claimed = await connection.execute(
-                _CLAIM,
-                {
-                    "row": due.row.id,
-                    "was": due.status,
-                    "tries": due.row.attempts - 1,
-                    "until": utcnow() + self.send_lease,
-                },
-            )
-            return claimed.rowcount == 1
+            claimed = (
+                await connection.execute(
+                    _CLAIM,
+                    {
+                        "row": due.row.id,
+                        "was": due.status,
+                        "tries": due.row.attempts - 1,
+                        "now": now,
+                        "until": now + self.send_lease,
+                    },
+                )
+            ).first()
+        if claimed is None:
+            return False
+        due.row.parts_sent = list(claimed.parts_sent or [])
+        return True
 
     async def _send_head(self, conversation_id: int) -> bool:
         """Send the conversation's oldest unsent reply; True if the next one may follow at once."""

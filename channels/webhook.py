@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from starlette.routing import Route
 
 from bot.channel import RequestRejected
 from channels.http import read_limited_body
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,21 +79,26 @@ class LimitBody:
 
 
 class HeaderSecret:
-    """Verify: the shared secret the platform sends in a header, compared in constant time (401 missing, 403 wrong)."""
+    """Verify: the shared secret the platform sends in a header, compared in constant time (401 missing, 403 wrong).
 
-    def __init__(self, header: str, secret: str, *, missing: str, wrong: str) -> None:
+    `wrong` is the caller's answer and names nothing of this server's configuration; `hint`, what an operator should
+    check, goes to the log."""
+
+    def __init__(self, header: str, secret: str, *, missing: str, wrong: str, hint: str = "") -> None:
         if not secret:
             raise ValueError(f"an empty secret would let anyone through {header}")
         self.header = header
         self.secret = secret.encode()
         self.missing = missing
         self.wrong = wrong
+        self.hint = hint
 
     async def __call__(self, request: WebhookRequest) -> None:
         given = request.http.headers.get(self.header)
         if not given:
             raise RequestRejected(401, self.missing)
         if not hmac.compare_digest(given.encode(), self.secret):
+            log.warning("%s did not match the secret%s", self.header, f": {self.hint}" if self.hint else "")
             raise RequestRejected(403, self.wrong)
 
 

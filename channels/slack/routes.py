@@ -105,10 +105,12 @@ class SlackSignature:
         except UnicodeDecodeError:
             raise RequestRejected(400, "The body is not UTF-8 text, so it is not from Slack.") from None
         if not self._verifier.is_valid(text, timestamp, signature):
-            raise RequestRejected(
-                401, "X-Slack-Signature does not match: check SLACK_SIGNING_SECRET (Basic Information → App "
-                "Credentials → Signing Secret)."
+            # The caller learns only that the signature did not verify; what to check is for the operator's log.
+            log.warning(
+                "a Slack request's X-Slack-Signature did not verify: if Slack sent it, check SLACK_SIGNING_SECRET "
+                "(Basic Information → App Credentials → Signing Secret)"
             )
+            raise RequestRejected(401, "X-Slack-Signature does not match: the signature did not verify.")
 
 
 class ParseBoltRequest:

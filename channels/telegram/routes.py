@@ -48,7 +48,9 @@ def webhook_routes(channel: TelegramChannel, host: ChannelHost) -> list[Route]:
             channel.webhook_secret,
             missing=f"Missing {SECRET_HEADER}: register the webhook with `lessonbot telegram set-webhook URL`, "
             "which sets it.",
-            wrong=f"{SECRET_HEADER} does not match TELEGRAM_WEBHOOK_SECRET.",
+            wrong=f"{SECRET_HEADER} does not match.",
+            hint="if Telegram sent it, check TELEGRAM_WEBHOOK_SECRET and register the webhook again with "
+            "`lessonbot telegram set-webhook URL`",
         ),
         LimitBody(channel.max_body_bytes),
         Parse(parse_body),

@@ -152,6 +152,7 @@ async def test_bad_or_stale_signatures_get_401_and_nothing_is_stored(signing, co
         response = await post(client, dm_event("/start", event_id="EvBAD"), **signing)
         assert response.status_code == 401
         assert complaint in response.json()["error"]
+        assert "SLACK_SIGNING_SECRET" not in response.text  # nothing of our configuration to the caller
         assert await inbound(lessonbot) == []
     assert standin.calls == []  # refused before Bolt, so not even auth.test
 

@@ -84,6 +84,7 @@ async def test_missing_or_wrong_secret_is_refused_and_nothing_stored(secret, sta
         response = await post(client, text_update("/start"), secret=secret)
         assert response.status_code == status
         assert SECRET_HEADER in response.json()["error"]
+        assert "TELEGRAM_WEBHOOK_SECRET" not in response.text  # nothing of our configuration to the caller
         assert await stored(lessonbot) == 0
     assert standin.calls == []
 
