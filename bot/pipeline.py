@@ -164,8 +164,6 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
     return Recorded(inbound_id, conversation_id, duplicate=False)
 
 
-
-
 def _length(column: Any) -> int:
     """The most characters a String column holds."""
     length = column.type.length
