@@ -33,18 +33,19 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import bindparam, case, exists, or_, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.activity import Activity
+from bot.channel import RequestRejected
 from bot.config import Settings
 from bot.messages import InboundMessage, Text
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
-from bot.text import plain_words
+from bot.text import plain_words, storable, storable_data
 from dialogs.turn import OutsideTransaction, Turn
 from storage.db import Database
-from storage.models import Conversation, InboundSequence, OutboxMessage, utcnow
+from storage.models import Conversation, InboundSequence, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import InboundStatus, OutboxEntry, OutboxStatus, enqueue
 from storage.queries import backend_insert, get_or_create_conversation, identity_and_user, rows_affected
@@ -130,6 +131,7 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
     """Store a verified message durably; a repeated platform id is reported as a duplicate and not stored again.
 
     `conversations`: the process's remembered conversation ids (without it, the conversation is looked up)."""
+    message = storable_message(message)
     next_seq, insert_inbound = _recording_statements(db.backend)
     conversations = conversations or ConversationIds(capacity=1)
     try:
@@ -162,7 +164,59 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
     return Recorded(inbound_id, conversation_id, duplicate=False)
 
 
+def _length(column: Any) -> int:
+    """The most characters a String column holds."""
+    length = column.type.length
+    assert isinstance(length, int), f"{column} has no length"
+    return length
+
+
+# The lengths of the columns a message's ids and its sender's name go to.
+_ID_LENGTHS = {
+    "platform_id": _length(_INBOUND.c.platform_id),
+    "sender_id": _length(_INBOUND.c.sender_id),
+    "chat_id": _length(Conversation.__table__.c.chat_id),
+}
+_NAME_LENGTH = _length(User.__table__.c.display_name)
+
+
+def storable_message(message: InboundMessage) -> InboundMessage:
+    """The message as the database can hold it, checked once, where it is recorded: NUL and lone surrogates taken out
+    of its text, name and extras (`bot.text.storable`), the sender's name cut to its column. An id no column can hold
+    is refused (400): a platform never sends one, and cutting it could make two senders one."""
+    for name, length in _ID_LENGTHS.items():
+        value = getattr(message, name)
+        if len(value) > length or storable(value) != value:
+            log.warning("refused an inbound message with an unusable %s", name, extra={"channel": message.channel})
+            raise RequestRejected(
+                400, f"The message's {name} is not a usable id: at most {length} characters, no NUL or lone surrogate."
+            )
+    cleaned = replace(
+        message,
+        text=storable(message.text),
+        choice=None if message.choice is None else storable(message.choice),
+        sender_name=None if message.sender_name is None else storable(message.sender_name, limit=_NAME_LENGTH),
+        meta=storable_data(message.meta),
+    )
+    if cleaned != message:
+        changed = [name for name in ("text", "choice", "sender_name", "meta")
+                   if getattr(cleaned, name) != getattr(message, name)]
+        log.warning(
+            "inbound message cleaned for storage: %s (NUL or lone surrogates taken out, a name cut to %d characters)",
+            ", ".join(changed), _NAME_LENGTH, extra={"channel": message.channel},
+        )
+    return cleaned
+
+
 Responder = Callable[[Turn], Awaitable[None]]
+
+
+def transient(exc: BaseException) -> bool:
+    """A database error worth trying again (a dropped connection, a lock, a full pool). A value the database refuses
+    (`DataError`: too long, a NUL, bad encoding) fails the same way every time, so the message fails at once."""
+    if isinstance(exc, DataError):
+        return False
+    return isinstance(exc, OperationalError | DBAPIError | PoolTimeout)
 
 
 class LeaseLost(Exception):
@@ -346,10 +400,10 @@ class ConversationWorker:
         except LeaseLost:
             log.info("another process holds this conversation; it continues there")
             return None
-        except (OperationalError, DBAPIError, PoolTimeout) as exc:
-            await self._note_transient_failure(conversation_id, current.inbound_id, exc)
-            return None
         except Exception as exc:
+            if transient(exc):
+                await self._note_transient_failure(conversation_id, current.inbound_id, exc)
+                return None
             log.exception("processing failed", extra={"conversation_id": conversation_id})
             if current.inbound_id is not None and await self._fail(conversation_id, current.inbound_id, exc):
                 self.on_replies(conversation_id)

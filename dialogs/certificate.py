@@ -10,6 +10,8 @@ Rendering happens outside the pipeline's transaction (it writes a file), so a re
 from __future__ import annotations
 
 import base64
+import io
+import os
 import secrets
 from pathlib import Path
 
@@ -51,8 +53,8 @@ def render_pdf(path: Path, *, _: Translator, learner: str, course: str, issued: 
     pdfmetrics.registerFont(TTFont("Vera", "Vera.ttf"))
     pdfmetrics.registerFont(TTFont("VeraBd", "VeraBd.ttf"))
     width, height = landscape(A4)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pdf = canvas.Canvas(str(path), pagesize=(width, height))
+    drawn = io.BytesIO()
+    pdf = canvas.Canvas(drawn, pagesize=(width, height))
     pdf.setTitle(_("Certificate of completion"))
     pdf.setAuthor("Lessonbot")
     ink, accent = HexColor("#1f2937"), HexColor("#2563eb")
@@ -80,6 +82,18 @@ def render_pdf(path: Path, *, _: Translator, learner: str, course: str, issued: 
     pdf.drawCentredString(width / 2, 74, _("Check it with: lessonbot certificate verify {code}", code=code))
     pdf.showPage()
     pdf.save()
+    write_private(path, drawn.getvalue())
+
+
+def write_private(path: Path, content: bytes) -> None:
+    """Write `content` readable by this server's user only (0600, in a 0700 folder): a certificate carries a
+    learner's name and a code that proves it, for the learner and no other local user."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)  # mkdir's mode yields to the umask, and leaves a folder that exists as it was
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(descriptor, "wb") as file:
+        os.fchmod(file.fileno(), 0o600)  # a file that existed keeps its mode through O_CREAT
+        file.write(content)
 
 
 def _fit(metrics, text: str, font: str, size: float, room: float) -> float:

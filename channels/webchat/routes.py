@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from bot.channel import ChannelHost, Received, RequestRejected
-from channels.webhook import LimitBody, Parse, Record, Webhook, WebhookRequest, refusal
+from channels.webhook import LimitBody, Parse, Record, Webhook, WebhookRequest, parse_json, refusal
 
 if TYPE_CHECKING:
     from channels.webchat.channel import WebChatChannel
@@ -55,10 +55,7 @@ class SessionToken:
 
 def json_object(body: bytes) -> dict[str, Any]:
     """The posted body as a JSON object; 400 otherwise."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestRejected(400, f"The body is not valid JSON ({exc}).") from None
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise RequestRejected(400, 'The body must be a JSON object like {"session": "...", "text": "hi"}.')
     return data

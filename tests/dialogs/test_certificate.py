@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import subprocess
 from pathlib import Path
 
@@ -34,6 +35,8 @@ async def test_course_end_sends_a_certificate_that_verifies(learning_bot, settin
     assert document.media_type == "application/pdf" and document.filename == "certificate-spot-phishing.pdf"
     path = Path(document.path)
     assert path.parent == settings.data_dir / "certificates" and path.read_bytes().startswith(b"%PDF")
+    # Readable by the server's user only: the file 0600, its folder 0700.
+    assert (stat.S_IMODE(path.stat().st_mode), stat.S_IMODE(path.parent.stat().st_mode)) == (0o600, 0o700)
     code = document.caption.rsplit(" ", 1)[1]
     async with bot.db.sessions() as session:
         row = await session.scalar(select(Certificate))
