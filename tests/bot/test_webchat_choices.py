@@ -66,9 +66,10 @@ async def learner(app: Starlette) -> AsyncIterator[WebLearner]:
         yield WebLearner(app, client, created.json()["session"])
 
 
-async def onboard_on_the_free_course(learner: WebLearner) -> None:
+async def onboard_on_the_free_course(learner: WebLearner, *, typed: bool = False) -> None:
     await learner.say("/start")
-    assert await learner.say("Yes, let's start") == ["What should I call you?"]  # typed, not pressed
+    consent = await (learner.say if typed else learner.press)("Yes, let's start")
+    assert consent == ["What should I call you?"]
     await learner.say("Ann")
     await learner.say("Lisbon")
     await learner.press("Yes, that's right")
@@ -80,7 +81,7 @@ async def onboard_on_the_free_course(learner: WebLearner) -> None:
 
 
 async def test_typed_labels_count_and_a_stray_number_is_told_the_options(learner):
-    await onboard_on_the_free_course(learner)
+    await onboard_on_the_free_course(learner, typed=True)
     [told] = await learner.say("2")
     assert told == "That's not one of the options. Choose one of these: “Start my first lesson”, “Later”."
     [part] = await learner.say("Start my first lesson")
