@@ -12,7 +12,8 @@ A mark channels set in `InboundMessage.meta` is settled here because it needs th
 `subscription` ("stop" / "start"): the person opted out or back in with a platform keyword (WhatsApp's STOP).
 After "stop" the dialogs stay silent and nothing unsent goes out (rows become `suppressed`) until "start", which
 greets them again as /start does. Any other message from them re-opens replies set aside as `waiting`.
-(The other mark, `numbered_choices`, is read where typed choices are: dialogs/choices.py.)
+A typed choice (a current button's label; its number where the channel marks `numbered_choices`) is read as the
+choice it names before the dialogs see the message (dialogs/choices.py).
 
 Replies to a message are queued for its sender (`OutboxEntry.member`): in a group, the choices they offer are that
 member's to pick.
@@ -42,6 +43,7 @@ from bot.activity import Activity
 from bot.config import Settings
 from bot.messages import InboundMessage, Text
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
+from dialogs import choices
 from dialogs.turn import OutsideTransaction, Turn
 from storage.db import Database
 from storage.models import Conversation, InboundSequence, OutboxMessage, utcnow
@@ -428,6 +430,7 @@ class ConversationWorker:
                 now=now,
             )
             if heard is not None:
+                turn.message = await choices.understood(turn)  # a typed choice, as if its button were pressed
                 await self.respond(turn)
             if turn.state != conversation.state:
                 conversation.state = turn.state

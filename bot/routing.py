@@ -1,6 +1,8 @@
 """Which dialog answers a message: a command, a pressed button, the dialog in progress, or the question answerer.
 
-0. A typed choice (a current button's label; its number where choices are numbered) counts as pressing it.
+(A typed choice, a current button's label or its number where choices are numbered, arrives here already read as
+the choice it names: bot/pipeline.py asks dialogs/choices.py.)
+
 1. A command ("/next", or a synonym typed alone: "next", "siguiente") runs. A dialog in progress stays where it
    was (its buttons still work, its next answer still goes to it; /start asks an unfinished onboarding again).
 2. A pressed choice that was never offered to this person here (dialogs/choices.py) is refused, and nothing else
@@ -45,7 +47,6 @@ def find_command(name: str) -> Command | None:
 async def respond(turn: Turn) -> None:
     learner = await learner_of(turn)
     adopt_language(turn, learner, turn.message.meta.get("language"))
-    turn.message = await choices.understood(turn)
     parsed = parse_command(turn.text)
     if parsed is not None:
         name, args = parsed
