@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.courses import Enrollment, LessonProgress, QuestionCard
-from storage.models import Base, BigId, Conversation, InboundMessage, OutboxMessage, User, utcnow
+from storage.models import Base, BigId, Conversation, InboundMessage, OfferedChoice, OutboxMessage, User, utcnow
 
 # Learner.status values, spelled once.
 ONBOARDING, ACTIVE, PAUSED, STOPPED = "onboarding", "active", "paused", "stopped"
@@ -177,6 +177,7 @@ async def forget_learner(session: AsyncSession, user: User, *, keep_inbound_id: 
             OutboxMessage.conversation_id.in_(conversations), OutboxMessage.status.in_(("sent", "dead", "suppressed"))
         )
     )
+    await session.execute(delete(OfferedChoice).where(OfferedChoice.conversation_id.in_(conversations)))
     await session.execute(inbound)
     user.display_name = None
     user.timezone = None

@@ -144,5 +144,8 @@ async def test_stop_then_stop_and_delete_everything(learning_bot):
         assert person.display_name is None and person.timezone is None
         texts = [row.payload["text"] for row in await session.scalars(select(InboundMessage))]
         assert texts == ["Stop and delete my data"]  # only the message that asked, as it was being processed
+        from storage.models import OfferedChoice
+
+        assert list(await session.scalars(select(OfferedChoice))) == []  # the buttons it was sent are forgotten too
     [again] = await t.say("/start")
     assert again.startswith("Hi! I'm Lessonbot.")
