@@ -31,6 +31,9 @@ from storage.outbox import OutboxStatus
 
 EVERYONE = ""  # `OfferedChoice.member` of a choice offered to anyone in the chat
 NEWEST_ROWS = 10  # how far back the newest replies are looked for
+# Labels are short (a quiz choice at most 120 characters, authoring's CHOICE_CHARS): text twice that long is not a
+# typed label, and skips the lookup.
+LONGEST_LABEL = 120
 _OPTION_NUMBER = re.compile(r"#?\s*(\d{1,3})\s*[.)]?")
 
 
@@ -64,7 +67,7 @@ def refuse(turn: Turn) -> None:
 async def understood(turn: Turn) -> InboundMessage:
     """The message with a typed choice read as the choice it names (by its label, or its number where numbered)."""
     message = turn.message
-    if message.choice is not None or not message.text.strip():
+    if message.choice is not None or not message.text.strip() or len(message.text) > LONGEST_LABEL * 2:
         return message
     value = await typed_choice(turn, message.text, numbers=bool(message.meta.get("numbered_choices")))
     return message if value is None else replace(message, choice=value)
