@@ -157,6 +157,10 @@ async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
     question = await turn.session.get(Question, data["queue"][0])
     if question is None:
         return DONE
+    closed = await access.question_closed(turn, question)
+    if closed is not None:  # e.g. a refund since the review began
+        turn.say(access.closed_message(_, closed))
+        return DONE
     verdict = questions.grade(_, question, text, "review")
     await record_answer(turn.session, turn.user.id, question, correct=verdict.correct, answer=text,
                         seconds=_seconds_since(data, turn.now), now=turn.now)
