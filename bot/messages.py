@@ -27,7 +27,7 @@ class InboundMessage:
     a second delivery with the same id is acknowledged and ignored. `chat_id` is where replies go; `sender_id` is who
     spoke (they differ in groups). `meta` holds platform extras (media, a location), `private` where the chat id
     alone does not tell a direct message (Slack), and two marks the core acts on: `subscription` ("stop" / "start",
-    an opt-out keyword) and `numbered_choices` (see bot.pipeline).
+    an opt-out keyword) and `numbered_choices` (see dialogs.choices).
     """
 
     channel: str

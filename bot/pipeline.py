@@ -8,12 +8,15 @@ Invariants kept here:
 - A message's state change, its outbox rows and its `done` mark commit in one transaction; a process that dies
   before that commit leaves the message pending, and whoever holds the lease next processes it, once.
 
-Two things channels mark in `InboundMessage.meta`, settled here because they need the conversation's stored facts:
-- `subscription` ("stop" / "start"): the person opted out or back in with a platform keyword (WhatsApp's STOP).
-  After "stop" the dialogs stay silent and nothing unsent goes out (rows become `suppressed`) until "start", which
-  greets them again as /start does. Any other message from them re-opens replies set aside as `waiting`.
-- `numbered_choices`: the channel shows choices as "1. label" lines, so a typed "2" or "Beta" answers the choices
-  of the last replies the person was sent, as if they had pressed that button.
+A mark channels set in `InboundMessage.meta` is settled here because it needs the conversation's stored facts:
+`subscription` ("stop" / "start"): the person opted out or back in with a platform keyword (WhatsApp's STOP).
+After "stop" the dialogs stay silent and nothing unsent goes out (rows become `suppressed`) until "start", which
+greets them again as /start does. Any other message from them re-opens replies set aside as `waiting`.
+A typed choice (a current button's label; its number where the channel marks `numbered_choices`) is read as the
+choice it names before the dialogs see the message (dialogs/choices.py).
+
+Replies to a message are queued for its sender (`OutboxEntry.member`): in a group, the choices they offer are that
+member's to pick.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import socket
 import time
 import uuid
@@ -42,7 +44,8 @@ from bot.channel import RequestRejected
 from bot.config import Settings
 from bot.messages import InboundMessage, Text
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
-from bot.text import plain_words, storable, storable_data
+from bot.text import storable, storable_data
+from dialogs import choices
 from dialogs.turn import OutsideTransaction, Turn
 from storage.db import Database
 from storage.models import Conversation, InboundSequence, OutboxMessage, User, utcnow
@@ -463,8 +466,6 @@ class ConversationWorker:
                 meta=payload.get("meta", {}),
             )
             heard = await _honour_subscription(session, conversation, message, now)
-            if heard is not None and heard.choice is None and heard.meta.get("numbered_choices"):
-                heard = replace(heard, choice=await _answered_choice(session, conversation_id, heard.text))
             identity, user = await identity_and_user(session, row.channel, row.sender_id, message.sender_name)
             if conversation.user_id is None:
                 conversation.user_id = user.id
@@ -484,6 +485,7 @@ class ConversationWorker:
                 now=now,
             )
             if heard is not None:
+                turn.message = await choices.understood(turn)  # a typed choice, as if its button were pressed
                 await self.respond(turn)
             if turn.state != conversation.state:
                 conversation.state = turn.state
@@ -494,7 +496,7 @@ class ConversationWorker:
                 user.last_active_at = now  # nudges count idle days: a minute's precision saves a write a message
             await session.flush()
             replies = [reply.to_payload() for reply in turn.replies]
-            await enqueue(session, _answers(conversation, row.id, replies), now=now)
+            await enqueue(session, _answers(conversation, row.id, replies, member=row.sender_id), now=now)
             connection = await session.connection()
             await connection.execute(_MARK_DONE, {"inbound": row.id, "done": InboundStatus.DONE.value, "done_at": now})
             if not row.more:
@@ -558,8 +560,11 @@ class ConversationWorker:
         return True
 
 
-def _answers(conversation: Conversation, inbound_id: int, payloads: list[dict[str, Any]]) -> list[OutboxEntry]:
-    """The outbox entries of replies to the message `inbound_id`, to where it came from."""
+def _answers(
+    conversation: Conversation, inbound_id: int, payloads: list[dict[str, Any]], *, member: str = ""
+) -> list[OutboxEntry]:
+    """The outbox entries of replies to the message `inbound_id`, to where it came from; their choices are for
+    `member` (its sender)."""
     return [
         OutboxEntry(
             conversation_id=conversation.id,
@@ -567,6 +572,7 @@ def _answers(conversation: Conversation, inbound_id: int, payloads: list[dict[st
             chat_id=conversation.chat_id,
             payload=payload,
             inbound_message_id=inbound_id,
+            member=member,
         )
         for payload in payloads
     ]
@@ -649,49 +655,3 @@ _RELEASE_WAITING = (
     .where(_OUTBOX.c.conversation_id == bindparam("conv"), _OUTBOX.c.status == OutboxStatus.WAITING.value)
     .values(status=OutboxStatus.PENDING.value, next_attempt_at=bindparam("due"))
 )
-
-
-# a typed answer to numbered choices -----------------------------------------------------------------------------------
-
-_OPTION_NUMBER = re.compile(r"#?\s*(\d{1,3})\s*[.)]?")
-
-
-async def _answered_choice(session: AsyncSession, conversation_id: int, text: str) -> str | None:
-    """The value of the choice `text` names by its words ("beta") or its number ("2"), or None.
-
-    Only the choices of the newest replies the person was sent count (the replies to one message, or one scheduled
-    message), so a number typed long after a question does not answer it. Words win over numbers, so a choice
-    labelled "4" is picked by typing 4.
-    """
-    typed = plain_words(text)
-    if not typed:
-        return None
-    rows = (
-        await session.execute(
-            select(OutboxMessage.inbound_message_id, OutboxMessage.payload)
-            .where(OutboxMessage.conversation_id == conversation_id, OutboxMessage.status == OutboxStatus.SENT.value)
-            .order_by(OutboxMessage.id.desc())
-            .limit(10)
-        )
-    ).all()
-    choices = _newest_choices([(row.inbound_message_id, row.payload) for row in rows])
-    for choice in choices:
-        if plain_words(choice["label"]) == typed:
-            return choice["value"]
-    number = _OPTION_NUMBER.fullmatch(text.strip())
-    if number and 1 <= int(number[1]) <= len(choices):
-        return choices[int(number[1]) - 1]["value"]
-    return None
-
-
-def _newest_choices(rows: list[tuple[int | None, dict[str, Any]]]) -> list[dict[str, str]]:
-    """The choices in the newest batch of sent replies (newest first), or none."""
-    if not rows:
-        return []
-    batch = rows[0][0]
-    for index, (inbound_id, payload) in enumerate(rows):
-        if index and (batch is None or inbound_id != batch):
-            break
-        if payload.get("choices"):
-            return list(payload["choices"])
-    return []

@@ -1,7 +1,7 @@
 """The terminal: one person at a keyboard (or a script piping lines in), through the same pipeline as any platform.
 
 Choices render as numbered options; typing the number (or the choice's words) picks that choice, as on WhatsApp:
-the core resolves it against the last choices sent to this chat (`numbered_choices`, bot/pipeline.py), so it works
+the core resolves it against the last choices sent to this chat (`numbered_choices`, dialogs/choices.py), so it works
 across restarts of the terminal too.
 
 A terminal reaches one person, `user`: it shows that person's replies only (`served_chat`), including those queued

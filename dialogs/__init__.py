@@ -2,7 +2,8 @@
 
 - COMMANDS: slash commands and their plain-word synonyms (checked in this order; /help lists them in it).
 - BUTTONS: handlers for pressed choices by the prefix of their value ("lesson:next" → lessons), so a button works
-  however late it is pressed. Choices that answer a flow's question need no entry: the flow reads them.
+  however late it is pressed (once dialogs/choices.py says it was offered to that person). Choices that answer a
+  flow's question need no entry: the flow reads them.
 - FLOWS: the step machines of dialogs/flow.py, registered by name.
 
 A message nothing else expects goes to the question answerer (dialogs/ask.py).

@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from bot.messages import Document
+from dialogs import access
 from dialogs.i18n import Translator
 from dialogs.learner import name_of, tr
 from dialogs.turn import Exchange, Turn
@@ -103,11 +104,16 @@ def _fit(metrics, text: str, font: str, size: float, room: float) -> float:
 
 
 async def send_certificate(x: Exchange, course: Course) -> None:
-    """Issue the learner's certificate for `course` (once) and send it as a document."""
+    """Issue the learner's certificate for `course` (once) and send it as a document.
+
+    Issued only when the learner finished every live lesson of the course and reached its pass mark, if it has one
+    (dialogs/access.py)."""
     _ = tr(x)
     row = await x.session.scalar(
         select(Certificate).where(Certificate.user_id == x.user.id, Certificate.course_id == course.id)
     )
+    if row is None and not await _earned(x, course):
+        return
     if row is None:
         if x.data_dir is None:
             raise RuntimeError("certificates need a data folder (DATA_DIR)")
@@ -130,6 +136,21 @@ async def send_certificate(x: Exchange, course: Course) -> None:
         x.session.add(row)
         await x.session.flush()
     x.send(document(_, row, course.slug))
+
+
+async def _earned(x: Exchange, course: Course) -> bool:
+    """Whether the learner has earned the certificate; if not, they are told what is missing."""
+    _ = tr(x)
+    missing = await access.lesson_to_do(x, course)
+    if missing is not None:
+        x.say(_("The certificate needs every lesson done: “{title}” is still to do.", title=missing.title))
+        return False
+    right, total = await access.quiz_score(x, course)
+    if not access.passes(course, right, total):
+        x.say(_("The certificate needs {mark}% of the quiz questions right at the first try; you got {right} of "
+                "{total}. Send /review to keep practising.", mark=course.pass_mark, right=right, total=total))
+        return False
+    return True
 
 
 def document(_: Translator, row: Certificate, slug: str) -> Document:

@@ -26,7 +26,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.courses import Course, Enrollment, Entitlement, Lesson, LessonProgress, Question, QuestionCard
 from storage.knowledge import KnowledgeAllowance
 from storage.learners import Certificate, Learner, LinkAttempt, drop_learning
-from storage.models import AdminAuditEntry, ChannelIdentity, Conversation, InboundMessage, OutboxMessage, User
+from storage.models import (
+    AdminAuditEntry,
+    ChannelIdentity,
+    Conversation,
+    InboundMessage,
+    OfferedChoice,
+    OutboxMessage,
+    User,
+)
 from storage.outbox import ACTIVE, OutboxStatus
 from storage.scheduling import BroadcastRecipient, NudgeLog, ScheduledLesson
 
@@ -60,6 +68,7 @@ PLAN: dict[str, Rule] = {
     "broadcast_recipients": Rule(ERASED, "which announcements went to them"),
     "knowledge_allowances": Rule(ERASED, "how many questions they asked lately"),
     "link_attempts": Rule(ERASED, "wrong /link codes typed from their addresses"),
+    "offered_choices": Rule(ERASED, "the buttons sent to them: all of those in their own chats, theirs in groups"),
     # messages
     "inbound_messages": Rule(ERASED, "what they sent, in any chat, groups included; the message that asked for the "
                                      "erasure stays until processed, its text and name removed"),
@@ -77,6 +86,7 @@ PLAN: dict[str, Rule] = {
     "course_modules": Rule(KEPT, "course content"),
     "lessons": Rule(KEPT, "course content"),
     "questions": Rule(KEPT, "course content"),
+    "knowledge_model_calls": Rule(KEPT, "model calls counted per day over all learners, no one named"),
     "knowledge_answer_cache": Rule(KEPT, "answers keyed by a hash of question and courses, shared by all, expiring"),
     "clock_cursors": Rule(KEPT, "scheduler bookkeeping"),
     "clock_runs": Rule(KEPT, "scheduler bookkeeping"),
@@ -163,6 +173,7 @@ async def erase_person(
     erasure.replies = await _erase_replies(session, person, own)
     erasure.messages = await _erase_messages(session, person, keep_inbound_id)
     await _unlink_conversations(session, user_id, own)
+    await _erase_offered_choices(session, person, own)
     await _erase_addresses(session, person)
     erasure.files = await drop_user(session, user_id)
     session.add(AdminAuditEntry(identity=by[:240], command="erase", arguments=f"user {user_id}", outcome="ok"))
@@ -241,6 +252,20 @@ async def _unlink_conversations(session: AsyncSession, user_id: int, own: set[in
     await session.execute(update(Conversation).where(Conversation.user_id == user_id).values(user_id=None))
     if own:
         await session.execute(update(Conversation).where(Conversation.id.in_(own)).values(state={}))
+
+
+async def _erase_offered_choices(session: AsyncSession, person: Person, own: set[int]) -> None:
+    """The choices offered in their own chats, and in groups the ones offered to them (by their sender id)."""
+    theirs = [
+        and_(OfferedChoice.member == external, OfferedChoice.conversation_id.in_(
+            select(Conversation.id).where(Conversation.channel == channel)
+        ))
+        for channel, external in person.identities
+    ]
+    if own:
+        theirs.append(OfferedChoice.conversation_id.in_(own))
+    if theirs:
+        await session.execute(delete(OfferedChoice).where(or_(*theirs)))
 
 
 async def _erase_addresses(session: AsyncSession, person: Person) -> None:

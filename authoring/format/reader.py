@@ -31,7 +31,9 @@ _LANGUAGE_TAG = re.compile(
 )
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
-_COURSE_KEYS = ("id", "title", "description", "language", "access", "price", "free_preview_lessons", "modules")
+_COURSE_KEYS = (
+    "id", "title", "description", "language", "access", "price", "free_preview_lessons", "pass_mark", "modules",
+)
 _MODULE_KEYS = ("id", "title", "lessons")
 _PRICE_KEYS = ("amount", "currency")
 _LESSON_KEYS = ("id", "title", "minutes")
@@ -113,6 +115,8 @@ class _CourseReader:
             access = None
         price = self._price(fields, access)
         preview = self._preview(fields, access)
+        # percent of the quiz questions right at the first try for a certificate; without it, none is needed
+        pass_mark = fields.number("pass_mark", low=0, high=100) if "pass_mark" in fields.data else None
         modules, lesson_count = self._modules(fields)
         if access == PAID and preview is not None and lesson_count and preview >= lesson_count:
             fields.problem("free_preview_lessons", f"the free preview covers all {lesson_count} lessons, so nothing "
@@ -123,6 +127,7 @@ class _CourseReader:
         return Course(
             id=course_id, title=title, description=description, language=language, access=access,
             modules=modules, folder=self.folder, price=price, free_preview_lessons=preview or 0,
+            pass_mark=pass_mark,
         )
 
     def _language(self, fields: Fields) -> str | None:

@@ -152,6 +152,9 @@ async def test_stop_then_stop_and_delete_everything(learning_bot):
         assert await session.get(User, user.id) is None
         payloads = [row.payload for row in await session.scalars(select(InboundMessage))]
         assert payloads == [{"text": ""}]  # only the message that asked, as it was being processed, blanked
+        from storage.models import OfferedChoice
+
+        assert list(await session.scalars(select(OfferedChoice))) == []  # the buttons it was sent are forgotten too
     [again] = await t.say("/start")
     assert again.startswith("Hi! I'm Lessonbot.")
 
