@@ -205,6 +205,7 @@ class ConversationWorker:
         *,
         on_replies: Callable[[int], None] = lambda conversation_id: None,
         answerer: object = None,
+        payments: object = None,
         activity: Activity | None = None,
     ) -> None:
         self.db = db
@@ -212,6 +213,7 @@ class ConversationWorker:
         self.respond = respond
         self.on_replies = on_replies
         self.answerer = answerer
+        self.payments = payments
         self.activity = activity or Activity({})
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.conversations = ConversationIds()
@@ -424,6 +426,7 @@ class ConversationWorker:
                 state=dict(conversation.state or {}),
                 prepared=prepared,
                 answerer=self.answerer,
+                payments=self.payments,
                 data_dir=self.settings.data_dir,
                 inbound_id=row.id,
                 draft=self.activity.drafts(row.channel, conversation.chat_id),

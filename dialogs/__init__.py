@@ -22,6 +22,7 @@ from dialogs import (
     linking,
     onboarding,
     pause,
+    payments,
     progress,
     quiz,
     review,
@@ -54,6 +55,13 @@ COMMANDS: tuple[Command, ...] = (
     Command("certificate", certificate.resend, N_("get your course certificates again"),
             synonyms=("certificate", "certificado")),
     Command("link", linking.link, N_("continue your lessons on another app")),
+    Command("courses", payments.courses_command, N_("every course, with its price"),
+            synonyms=("courses", "cursos")),
+    Command("buy", payments.buy_command, N_("buy the full course (/buy COURSE for another one)"),
+            synonyms=("buy", "comprar")),
+    Command("purchases", payments.purchases_command, N_("what you bought, with receipts"),
+            synonyms=("purchases", "compras")),
+    Command("paysupport", payments.paysupport_command, N_("help with a payment"), listed=False),
     *admin.COMMANDS,
 )
 
@@ -62,6 +70,8 @@ BUTTONS: dict[str, ButtonHandler] = {
     "lesson": lessons.on_button,
     "quiz": quiz.on_button,
     "review": review.on_button,
+    "pay": payments.on_button,
+    "payment": payments.on_payment,
 }
 
 flow.register(*onboarding.FLOWS, *settings.FLOWS, *quiz.FLOWS, *review.FLOWS, *pause.FLOWS, *language.FLOWS)

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy import func, select
 
-from dialogs import broadcast, nudges
+from dialogs import broadcast, nudges, payments
 from dialogs.i18n import N_
 from dialogs.learner import tr
 from dialogs.turn import Command, Turn
@@ -74,6 +74,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[Turn, str], Awaitable[None]], str]] = {
     "requeue": (_requeue, N_("retry failed replies: /admin requeue ID or all")),
     "broadcast": (broadcast.broadcast, N_("announce to a segment: preview, confirm, status")),
     "nudges": (nudges.report, N_("how often each reminder template brings learners back")),
+    **payments.ADMIN_SUBCOMMANDS,
 }
 
 

@@ -38,6 +38,19 @@ CHOICE, TRUE_FALSE, SHORT_TEXT = "choice", "true_false", "text"
 ACTIVE, PAUSED, COMPLETED = "active", "paused", "completed"  # Enrollment.status
 SOURCE_FREE, SOURCE_PURCHASE, SOURCE_GRANT = "free", "purchase", "grant"
 
+# ISO 4217 minor units where they are not 2; XTR is Telegram Stars (whole stars only).
+CURRENCY_DECIMALS = {
+    **dict.fromkeys(
+        "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF XTR".split(), 0
+    ),
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+}
+
+
+def currency_decimals(currency: str) -> int:
+    """How many digits a currency's minor unit has: 2 for EUR (cents), 0 for JPY and XTR (Telegram Stars)."""
+    return CURRENCY_DECIMALS.get(currency, 2)
+
 
 class Course(Base):
     """One imported course. `price_minor` is in the currency's minor unit (cents; yen and Stars have none)."""
