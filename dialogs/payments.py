@@ -23,11 +23,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Protocol
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import CheckoutAnswer, Invoice, Text
 from bot.text import fold
@@ -427,28 +428,37 @@ async def _reject(turn: Turn, payment: Payment, why: str, *, reference: str | No
 
 async def refund_settled(turn: Turn, payment: Payment, *, note: str) -> bool:
     """A refund went through: revoke what the payment granted and tell the learner, once."""
-    if not await move_status(turn.session, payment, PaymentStatus.REFUNDED, allowed_from=(PaymentStatus.PAID,),
-                             now=turn.now, note=note[:2000]):
+    text = await record_refund(turn.session, payment, now=turn.now, note=note)
+    if text is None:
         return False
-    await revoke_purchase(turn.session, payment, turn.now)
-    course = await turn.session.get(Course, payment.course_id)
-    user = await turn.session.get(User, payment.user_id)
-    if course is not None and user is not None:
-        _ = translator(user.locale)
-        text = _("Your payment for “{title}” was refunded (receipt no. {receipt}), so the lessons after the free "
-                 "preview are locked again.", title=course.title, receipt=receipt_number(payment))
-        if user.id == turn.user.id and turn.message.chat_id == payment.chat_id:
-            turn.say(text)
-        else:
-            await _tell(turn, payment.channel, payment.chat_id, text, key=f"refund:{payment.id}")
+    if payment.user_id == turn.user.id and turn.message.chat_id == payment.chat_id:
+        turn.say(text)
+    else:
+        await tell(turn.session, payment, text)
     return True
 
 
-async def _tell(turn: Turn, channel: str, chat_id: str, text: str, *, key: str) -> None:
-    """A message to another conversation (the learner an admin acted on), queued in this turn's transaction."""
-    conversation_id = await get_or_create_conversation(turn.session, channel, chat_id)
-    await enqueue(turn.session, [OutboxEntry(conversation_id=conversation_id, channel=channel, chat_id=chat_id,
-                                             payload=Text(text).to_payload(), idempotency_key=key)])
+async def record_refund(session: AsyncSession, payment: Payment, *, now: datetime, note: str) -> str | None:
+    """Mark `payment` refunded and revoke its entitlement; what to tell the learner, or None if it was refunded
+    already (so a refund reported twice, by an admin and by Stripe's event, is told once)."""
+    if not await move_status(session, payment, PaymentStatus.REFUNDED, allowed_from=(PaymentStatus.PAID,), now=now,
+                             note=note[:2000]):
+        return None
+    await revoke_purchase(session, payment, now)
+    course = await session.get(Course, payment.course_id)
+    user = await session.get(User, payment.user_id)
+    _ = translator(user.locale if user else None)
+    return _("Your payment for “{title}” was refunded (receipt no. {receipt}), so the lessons after the free "
+             "preview are locked again.", title=course.title if course else "—", receipt=receipt_number(payment))
+
+
+async def tell(session: AsyncSession, payment: Payment, text: str) -> None:
+    """A message to the conversation the payment was made in, queued in the caller's transaction (from an admin's
+    conversation, or the command line): the dispatcher's poll sends it."""
+    conversation_id = await get_or_create_conversation(session, payment.channel, payment.chat_id)
+    await enqueue(session, [OutboxEntry(conversation_id=conversation_id, channel=payment.channel,
+                                        chat_id=payment.chat_id, payload=Text(text).to_payload(),
+                                        idempotency_key=f"payment:{payment.id}:{payment.status}")])
 
 
 def receipt_number(payment: Payment) -> str:
@@ -563,9 +573,8 @@ async def admin_refund(turn: Turn, args: str) -> None:
     payment = await turn.session.get(Payment, int(number))
     if payment is None or payment.status != PaymentStatus.PAID:
         raise UsageError(_("Payment {number} is not a paid payment (see /admin payments).", number=number))
-    target = _Refundable(payment.id, payment.provider, payment.channel, payment.sender_id, payment.reference or "",
-                         payment.charge_reference or "")
-    outcome = await turn.call_outside_transaction(f"refund:{payment.id}", lambda: _refund(desk_of(turn), target))
+    target = Refundable.of(payment)
+    outcome = await turn.call_outside_transaction(f"refund:{payment.id}", lambda: refund(desk_of(turn), target))
     if outcome != "ok":
         turn.say(_("The refund did not go through: {error}", error=outcome))
         return
@@ -574,7 +583,7 @@ async def admin_refund(turn: Turn, args: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class _Refundable:
+class Refundable:
     """What a refund needs of a payment, read before the call (which runs outside the transaction)."""
 
     id: int
@@ -584,8 +593,13 @@ class _Refundable:
     reference: str
     charge_reference: str
 
+    @classmethod
+    def of(cls, payment: Payment) -> Refundable:
+        return cls(payment.id, payment.provider, payment.channel, payment.sender_id, payment.reference or "",
+                   payment.charge_reference or "")
 
-async def _refund(desk: PaymentDesk, payment: _Refundable) -> str:
+
+async def refund(desk: PaymentDesk, payment: Refundable) -> str:
     """Ask the platform to give the money back: "ok", or what went wrong."""
     try:
         if payment.provider == TELEGRAM:

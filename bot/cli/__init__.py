@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bot.cli import bench, broadcast, certificate, chat, course, db, knowledge, outbox, serve, telegram
+from bot.cli import bench, broadcast, certificate, chat, course, db, knowledge, outbox, payments, serve, telegram
 from bot.config import ConfigError, Settings, load_settings
 from bot.observability import configure_logging
 
@@ -29,6 +29,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     certificate.register,
     knowledge.register,  # ingest, eval knowledge, bench knowledge
     broadcast.register,
+    payments.register,  # payments list, show, refund
 ]
 
 
