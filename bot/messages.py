@@ -25,8 +25,10 @@ class InboundMessage:
 
     `platform_id` is the platform's own id for this delivery (Telegram update_id, Twilio MessageSid, Slack event_id):
     a second delivery with the same id is acknowledged and ignored. `chat_id` is where replies go; `sender_id` is who
-    spoke (they differ in groups). `meta` holds platform extras (media, a location) and two marks the core acts on:
-    `subscription` ("stop" / "start", an opt-out keyword) and `numbered_choices` (see bot.pipeline).
+    spoke (they differ in groups). `meta` holds platform extras (media, a location) and three marks the core acts on:
+    `subscription` ("stop" / "start", an opt-out keyword), `numbered_choices` (see bot.pipeline) and
+    `platform_report` (the platform reporting something the person did, such as a payment: processed even while they
+    have opted out, though its replies are held back like any other).
     """
 
     channel: str

@@ -158,7 +158,8 @@ def event_message(event: dict[str, Any], payment: Payment) -> InboundMessage:
         chat_id=payment.chat_id,
         sender_id=payment.sender_id,
         choice=STRIPE_EVENT,
-        meta={"stripe_event": {"id": event["id"], "type": event["type"], "payment_id": payment.id, **fields}},
+        meta={"platform_report": True,
+              "stripe_event": {"id": event["id"], "type": event["type"], "payment_id": payment.id, **fields}},
     )
 
 

@@ -14,6 +14,9 @@ Two things channels mark in `InboundMessage.meta`, settled here because they nee
   greets them again as /start does. Any other message from them re-opens replies set aside as `waiting`.
 - `numbered_choices`: the channel shows choices as "1. label" lines, so a typed "2" or "Beta" answers the choices
   of the last replies the person was sent, as if they had pressed that button.
+- `platform_report`: the platform reports something the person did (a payment). It is processed even while they
+  have opted out (its replies are suppressed like the rest), and it is not the person writing: it opens no
+  24-hour window and releases nothing that waits for one.
 """
 
 from __future__ import annotations
@@ -437,7 +440,9 @@ class ConversationWorker:
             if turn.state != conversation.state:
                 conversation.state = turn.state
             # When the person wrote, not when we got to it: WhatsApp's 24-hour window counts from there.
-            if conversation.last_inbound_at is None or conversation.last_inbound_at < row.received_at:
+            # A platform's report (a payment) is not the person writing: it opens no window.
+            wrote = not message.meta.get("platform_report")
+            if wrote and (conversation.last_inbound_at is None or conversation.last_inbound_at < row.received_at):
                 conversation.last_inbound_at = row.received_at
             if user.last_active_at is None or now - user.last_active_at >= ACTIVITY_PRECISION:
                 user.last_active_at = now  # nudges count idle days: a minute's precision saves a write a message
@@ -575,6 +580,8 @@ async def _honour_subscription(
         conversation.opted_out_at = conversation.opted_out_at or now
         await (await session.connection()).execute(_SUPPRESS_UNSENT, {"conv": conversation.id})
         return None
+    if message.meta.get("platform_report"):
+        return message  # counts while they opted out (what is said is suppressed); they did not write
     if conversation.opted_out_at is not None:
         if keyword != "start":
             return None

@@ -127,7 +127,7 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
         return InboundMessage(
             channel=CHANNEL, platform_id=platform_id, chat_id=str(chat.id), sender_id=str(user.id),
             choice=PAYMENT_DONE, sender_name=user.first_name or None,
-            meta={"successful_payment": {
+            meta={"platform_report": True, "successful_payment": {
                 "currency": paid.currency, "total_amount": paid.total_amount, "invoice_payload": paid.invoice_payload,
                 "telegram_payment_charge_id": paid.telegram_payment_charge_id,
                 "provider_payment_charge_id": paid.provider_payment_charge_id,

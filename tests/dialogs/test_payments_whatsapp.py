@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import re
 
+from sqlalchemy import select
+
 from standins.stripe import SECRET_KEY, WEBHOOK_SECRET, StripeStandIn
+from storage.models import Conversation
+from tests.channels.test_whatsapp_conversation import ANN, OPTION, Chat, twilio  # noqa: F401 (the fixture)
 from tests.dialogs.learning_support import PAID, import_sample
 from tests.dialogs.payment_support import checkout_event, entitlements, post_event
-from tests.channels.test_whatsapp_conversation import ANN, OPTION, Chat, twilio  # noqa: F401 (the fixture)
 from tests.support import whatsapp_app
 
 
@@ -19,7 +22,7 @@ async def pick(chat: Chat, replies: list[str], label: str) -> list[str]:
     return await chat.say(number)
 
 
-async def test_a_whatsapp_learner_pays_by_link_and_continues(settings, twilio):  # noqa: F811 (the fixture)
+async def test_a_whatsapp_learner_pays_by_link_and_continues(settings, twilio):
     async with StripeStandIn() as stripe_api, whatsapp_app(
         settings, twilio, stripe_secret_key=SECRET_KEY, stripe_webhook_secret=WEBHOOK_SECRET,
         stripe_api_base_url=stripe_api.base_url,
@@ -50,3 +53,27 @@ async def test_a_whatsapp_learner_pays_by_link_and_continues(settings, twilio): 
         assert bodies[0].startswith("✅ Payment received: “Passwords that hold” is yours")
         assert bodies[1].startswith("📘 Lesson 1 of 3")
         assert len(await entitlements(bot)) == 1
+
+
+async def test_a_payment_counts_after_stop_and_opens_no_window(settings, twilio):
+    async with StripeStandIn() as stripe_api, whatsapp_app(
+        settings, twilio, stripe_secret_key=SECRET_KEY, stripe_webhook_secret=WEBHOOK_SECRET,
+        stripe_api_base_url=stripe_api.base_url,
+    ) as (app, webhooks):
+        bot = app.state.lessonbot
+        await import_sample(bot, PAID)
+        ann = Chat(bot, webhooks, twilio, ANN)
+        await ann.say("/start")
+        await ann.say("/buy passwords-that-hold")
+        session = stripe_api.called("/v1/checkout/sessions")[0].result
+        await ann.say("STOP")
+        async with bot.db.sessions() as db_session:
+            conversation = await db_session.scalar(select(Conversation))
+            last_inbound_at = conversation.last_inbound_at
+        before = len(twilio.to(ANN))
+        await post_event(webhooks.client, checkout_event(stripe_api.pay(session["id"])))
+        await bot.settle()
+        assert len(await entitlements(bot)) == 1, "paid is paid, STOP or not"
+        assert len(twilio.to(ANN)) == before, "nothing is sent to someone who opted out"
+        async with bot.db.sessions() as db_session:
+            assert (await db_session.scalar(select(Conversation))).last_inbound_at == last_inbound_at
