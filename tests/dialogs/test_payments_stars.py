@@ -132,3 +132,17 @@ async def test_an_admin_refund_gives_the_stars_back_and_revokes(telegram):
     await standin.wait_for(lambda: any("was refunded" in text for text in standin.texts(CHAT)))
     assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
     assert (await entitlements(bot))[0].revoked_at is not None
+
+
+async def test_a_payment_that_does_not_match_its_invoice_unlocks_nothing(telegram):
+    client, bot, standin = telegram
+    marta = TelegramLearner(client, standin)
+    await marta._post(marta_update(marta, "/buy passwords-that-hold"))
+    await standin.wait_for(lambda: len(standin.called("sendInvoice")) == 1)
+    [sent] = standin.called("sendInvoice")
+    paid = standin.pay(sent, marta.user) | {"total_amount": 1}
+    await marta._post(payment_update(paid, chat_id=CHAT, user=marta.user))
+    await standin.wait_for(lambda: any("couldn't match" in text for text in standin.texts(CHAT)))
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.REJECTED and "paid 1 XTR" in payment.note
+    assert await entitlements(bot) == []

@@ -193,3 +193,32 @@ async def test_a_refund_made_in_stripe_revokes_through_its_event(shop, stripe_ap
     [told] = ann.channel.texts("ann")[before:]
     assert told.startswith("Your payment for “Passwords that hold” was refunded")
     assert (await entitlements(bot))[0].revoked_at is not None
+
+
+async def test_a_delayed_payment_is_confirmed_when_it_clears(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    before = len(ann.channel.texts("ann"))
+    await post_event(client, checkout_event(stripe_api.pay(session["id"], payment_status="unpaid")))
+    await bot.settle()
+    [waiting] = ann.channel.texts("ann")[before:]
+    assert waiting.startswith("Thanks! Your payment is on its way")
+    assert (await payments(bot))[0].status == PaymentStatus.PROCESSING and await entitlements(bot) == []
+    cleared = checkout_event(stripe_api.pay(session["id"]), "checkout.session.async_payment_succeeded")
+    await post_event(client, cleared)
+    await bot.settle()
+    confirmed, lesson = ann.channel.texts("ann")[before + 1:]
+    assert confirmed.startswith("✅ Payment received") and lesson.startswith("📘 Lesson 2 of 3")
+
+
+async def test_a_failed_payment_says_so_and_a_late_expiry_changes_nothing(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    before = len(ann.channel.texts("ann"))
+    unpaid = stripe_api.pay(session["id"], payment_status="unpaid")
+    await post_event(client, checkout_event(unpaid, "checkout.session.async_payment_failed"))
+    await post_event(client, checkout_event(unpaid, "checkout.session.expired"))
+    await bot.settle()
+    [failed] = ann.channel.texts("ann")[before:]
+    assert failed.startswith("Your payment for this course did not go through")
+    assert (await payments(bot))[0].status == PaymentStatus.FAILED and await entitlements(bot) == []
