@@ -85,10 +85,6 @@ def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
     from storage.payments import Payment, PaymentStatus
 
     number = _number(args.payment)
-    if number is None:
-        print(f"{args.payment!r} is not a payment number: give 12 or LB-000012 (lessonbot payments list).",
-              file=sys.stderr)
-        return 2
     identity = f"cli:{getpass.getuser()}"
 
     async def main() -> int:
@@ -100,11 +96,17 @@ def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
                                             api_base_url=settings.telegram_api_base_url))
         desk = payment_desk(settings, channels)
         async with database(settings) as db:
-            async with db.sessions() as session:
-                payment = await session.get(Payment, number)
-                target = Refundable.of(payment) if payment is not None else None
-                status = payment.status if payment is not None else None
-            if target is None or status != PaymentStatus.PAID:
+            target, status = None, None
+            if number is not None:
+                async with db.sessions() as session:
+                    payment = await session.get(Payment, number)
+                    target = Refundable.of(payment) if payment is not None else None
+                    status = payment.status if payment is not None else None
+            if number is None:
+                print(f"{args.payment!r} is not a payment number: give 12 or LB-000012 (lessonbot payments list).",
+                      file=sys.stderr)
+                outcome, code = "invalid", 2
+            elif target is None or status != PaymentStatus.PAID:
                 print(f"Payment {number} is not a paid payment (lessonbot payments list).", file=sys.stderr)
                 outcome, code = "invalid", 1
             else:
