@@ -7,10 +7,8 @@ format with the ISO code after it ("9.90 EUR", "9,90 EUR"), and Telegram Stars a
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from dialogs.i18n import Translator
-from storage.courses import Course, currency_decimals
+from storage.courses import Course, major_units
 
 STARS = "XTR"  # Telegram Stars: whole Stars, sold inside Telegram
 BUY = "pay:buy"  # a pressed "Buy" button: "pay:buy:<course slug>"
@@ -21,10 +19,7 @@ def format_price(_: Translator, minor_units: int, currency: str) -> str:
     """`minor_units` of `currency` in the learner's number format: 990 EUR → "9.90 EUR" (en), "9,90 EUR" (es)."""
     if currency == STARS:
         return _.plural("{n} Star", "{n} Stars", minor_units)
-    decimals = currency_decimals(currency)
-    amount = f"{Decimal(minor_units).scaleb(-decimals):.{decimals}f}"
-    if _.language in _DECIMAL_COMMA:
-        amount = amount.replace(".", ",")
+    amount = major_units(minor_units, currency, decimal_mark="," if _.language in _DECIMAL_COMMA else ".")
     return f"{amount} {currency}"
 
 

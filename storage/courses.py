@@ -12,6 +12,7 @@ counted over live lessons only (a retired lesson keeps the position it last had,
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -50,6 +51,12 @@ CURRENCY_DECIMALS = {
 def currency_decimals(currency: str) -> int:
     """How many digits a currency's minor unit has: 2 for EUR (cents), 0 for JPY and XTR (Telegram Stars)."""
     return CURRENCY_DECIMALS.get(currency, 2)
+
+
+def major_units(minor_units: int, currency: str, *, decimal_mark: str = ".") -> str:
+    """An amount kept in minor units as written in major ones: 990 EUR → "9.90" (or "9,90"), 500 JPY → "500"."""
+    decimals = currency_decimals(currency)
+    return f"{Decimal(minor_units).scaleb(-decimals):.{decimals}f}".replace(".", decimal_mark)
 
 
 class Course(Base):

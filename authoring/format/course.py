@@ -18,6 +18,7 @@ from storage.courses import (  # the values the database stores, and the currenc
     SHORT_TEXT,
     TRUE_FALSE,
     currency_decimals,
+    major_units,
 )
 
 
@@ -91,8 +92,7 @@ class Course:
 
 def format_price(minor_units: int, currency: str) -> str:
     """A price kept in minor units, as people read it: 300 GBP -> '3.00 GBP'."""
-    decimals = currency_decimals(currency)
-    return f"{Decimal(minor_units).scaleb(-decimals):.{decimals}f} {currency}"
+    return f"{major_units(minor_units, currency)} {currency}"
 
 
 __all__ = [
