@@ -60,7 +60,8 @@ log = logging.getLogger(__name__)
 
 # The choices payments arrive as (channels/telegram/updates.py and bot/payments.py make them).
 CHECK, STARS_PAID, STRIPE_EVENT = "payment:check", "payment:stars", "payment:stripe"
-SETTLED = (PaymentStatus.OPEN, PaymentStatus.PROCESSING, PaymentStatus.FAILED, PaymentStatus.EXPIRED)
+STILL_PAYABLE = (  # what a confirmed payment may still move from (a late confirmation counts)
+    PaymentStatus.OPEN, PaymentStatus.PROCESSING, PaymentStatus.FAILED, PaymentStatus.EXPIRED)
 
 
 # What the wiring gives the dialogs ------------------------------------------------------------------------------------
@@ -399,7 +400,7 @@ async def _settle(turn: Turn, payment: Payment, *, reference: str | None = None,
         values["reference"] = reference
     if charge_reference:
         values["charge_reference"] = charge_reference
-    if not await move_status(turn.session, payment, PaymentStatus.PAID, allowed_from=SETTLED, now=turn.now,
+    if not await move_status(turn.session, payment, PaymentStatus.PAID, allowed_from=STILL_PAYABLE, now=turn.now,
                              **values):
         log.info("a payment confirmed again; nothing more to do", extra={"payment_id": payment.id})
         return
@@ -420,7 +421,8 @@ async def _reject(turn: Turn, payment: Payment, why: str, *, reference: str | No
     values: dict[str, Any] = {"note": why[:2000]}
     if reference is not None:
         values["reference"] = reference
-    if await move_status(turn.session, payment, PaymentStatus.REJECTED, allowed_from=SETTLED, now=turn.now, **values):
+    if await move_status(turn.session, payment, PaymentStatus.REJECTED, allowed_from=STILL_PAYABLE, now=turn.now,
+                         **values):
         _ = tr(turn)
         turn.say(_("I received a payment I couldn't match to what you were offered, so I haven't unlocked anything. "
                    "Send /paysupport and we'll sort it out (receipt no. {receipt}).", receipt=receipt_number(payment)))

@@ -122,7 +122,7 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
         return Ignored("a message without a sender")
     if user.is_bot:
         return Ignored("a message from a bot (an anonymous group admin or another bot)")
-    if message.successful_payment is not None and chat.type == ChatType.PRIVATE:
+    if message.successful_payment is not None:  # Telegram's report, in whatever chat the invoice was sent to
         paid = message.successful_payment
         return InboundMessage(
             channel=CHANNEL, platform_id=platform_id, chat_id=str(chat.id), sender_id=str(user.id),

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from standins.telegram import TOKEN, payment_update, person, pre_checkout_update, text_update
+from standins.telegram import TOKEN, Call, payment_update, person, pre_checkout_update, text_update
 from storage.payments import PaymentStatus
 from tests.dialogs.learning_support import PAID, import_sample
 from tests.dialogs.payment_support import entitlements, payments
@@ -146,3 +146,23 @@ async def test_a_payment_that_does_not_match_its_invoice_unlocks_nothing(telegra
     [payment] = await payments(bot)
     assert payment.status == PaymentStatus.REJECTED and "paid 1 XTR" in payment.note
     assert await entitlements(bot) == []
+
+
+def test_telegrams_payment_updates_become_messages_by_python_telegram_bots_own_types():
+    from telegram import Bot, Update
+
+    from channels.telegram.updates import PAYMENT_CHECK, PAYMENT_DONE, interpret
+
+    bot = Bot(TOKEN)
+    invoice = Call("sendInvoice", {"chat_id": "-100123", "currency": "XTR", "payload": "lb1:1:2:3:150"}, {}, "ok",
+                   {"invoice": {"total_amount": 150}})
+    check = interpret(Update.de_json(pre_checkout_update(invoice, user=person(CHAT)), bot))
+    assert (check.choice, check.chat_id, check.sender_id) == (PAYMENT_CHECK, str(CHAT), str(CHAT))
+    assert check.meta["pre_checkout"]["total_amount"] == 150 and check.meta["pre_checkout"]["currency"] == "XTR"
+    paid = {"currency": "XTR", "total_amount": 150, "invoice_payload": "lb1:1:2:3:150",
+            "telegram_payment_charge_id": "stxABC", "provider_payment_charge_id": ""}
+    group = payment_update(paid, chat_id=CHAT)
+    group["message"]["chat"] = {"id": -100123, "type": "supergroup", "title": "Study group"}
+    done = interpret(Update.de_json(group, bot))  # in a group too: Telegram's report, not a message to the bot
+    assert (done.choice, done.chat_id) == (PAYMENT_DONE, "-100123")
+    assert done.meta["successful_payment"]["telegram_payment_charge_id"] == "stxABC" and done.meta["platform_report"]
