@@ -19,10 +19,11 @@ from __future__ import annotations
 import html
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import stripe
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -30,6 +31,7 @@ from starlette.routing import Route
 from bot.channel import Channel, RequestRejected, TakesStars
 from bot.config import Settings
 from bot.messages import InboundMessage
+from bot.pipeline import Recorded
 from channels.webhook import LimitBody, MediaType, Parse, Record, Webhook, WebhookRequest
 from dialogs.payments import STRIPE_EVENT, CheckoutOffer, CheckoutSession, PaymentDesk, page_text
 from storage.db import Database
@@ -139,7 +141,7 @@ def parse_event(body: bytes) -> dict[str, Any]:
     return event
 
 
-async def _payment_for(db_session: Any, kind: str, obj: dict[str, Any]) -> Payment | None:
+async def _payment_for(db_session: AsyncSession, kind: str, obj: dict[str, Any]) -> Payment | None:
     if kind in CHECKOUT_EVENTS and isinstance(obj.get("id"), str):
         return await payment_by_reference(db_session, STRIPE, obj["id"])
     if kind in REFUND_EVENTS and isinstance(obj.get("payment_intent"), str):
@@ -163,11 +165,14 @@ def event_message(event: dict[str, Any], payment: Payment) -> InboundMessage:
     )
 
 
+Receive = Callable[[InboundMessage], Awaitable[Recorded]]  # Lessonbot.receive: record, then process in the background
+
+
 class StripeEvents:
     """Record: the event by its id, then, if it is about one of our payments, as a message of that learner's
     conversation (`receive`, keyed by the event id too: a retry after a crash between the two records it then)."""
 
-    def __init__(self, db: Database, receive: Any) -> None:
+    def __init__(self, db: Database, receive: Receive) -> None:
         self.db = db
         self.receive = receive
 
@@ -215,7 +220,7 @@ async def _cancelled(request: Request) -> Response:
     return _page(request, "cancelled")
 
 
-def payment_routes(settings: Settings, db: Database, receive: Any, *, max_body_bytes: int) -> Sequence[Route]:
+def payment_routes(settings: Settings, db: Database, receive: Receive, *, max_body_bytes: int) -> Sequence[Route]:
     """The webhook (when Stripe is configured) and the return pages."""
     routes = [Route(DONE_PATH, _done), Route(CANCELLED_PATH, _cancelled)]
     if stripe_enabled(settings):

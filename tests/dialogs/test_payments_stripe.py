@@ -78,6 +78,8 @@ async def test_a_learner_pays_by_link_and_the_next_lesson_opens(shop, stripe_api
     # The success page grants nothing: only the signed event does.
     page = await client.get("/payments/done?lang=en")
     assert page.status_code == 200 and "Go back to the chat" in page.text
+    left = await client.get("/payments/cancelled?lang=es")
+    assert left.status_code == 200 and "No se ha cobrado nada" in left.text
     assert await entitlements(bot) == []
 
     before = len(ann.channel.texts("ann"))
