@@ -224,3 +224,14 @@ async def test_a_failed_payment_says_so_and_a_late_expiry_changes_nothing(shop, 
     [failed] = ann.channel.texts("ann")[before:]
     assert failed.startswith("Your payment for this course did not go through")
     assert (await payments(bot))[0].status == PaymentStatus.FAILED and await entitlements(bot) == []
+
+
+async def test_when_stripe_refuses_the_checkout_the_learner_is_told_and_nothing_is_kept(settings):
+    channel = RecordingChannel()
+    async with StripeStandIn(secret_key="sk_test_another_account") as refusing, running(
+        stripe_settings(settings, refusing.base_url), channels=[channel],
+    ) as (_client, bot):
+        await import_sample(bot, PAID)
+        [answer] = await Learning(bot, channel).say("/buy passwords-that-hold")
+        assert answer.startswith("I couldn't open the payment page just now.")
+        assert await payments(bot) == [] and refusing.called("/v1/checkout/sessions") == []
