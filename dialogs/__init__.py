@@ -61,6 +61,7 @@ COMMANDS: tuple[Command, ...] = (
             synonyms=("buy", "comprar")),
     Command("purchases", payments.purchases_command, N_("what you bought, with receipts"),
             synonyms=("purchases", "compras")),
+    Command("redeem", payments.redeem_command, N_("open a course with an access code: /redeem CODE")),
     Command("paysupport", payments.paysupport_command, N_("help with a payment"), listed=False),
     *admin.COMMANDS,
 )

@@ -21,6 +21,7 @@ event twice, two events for one payment, or events out of order give one entitle
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -44,6 +45,7 @@ from storage.outbox import OutboxEntry, enqueue
 from storage.payments import (
     STRIPE,
     TELEGRAM,
+    AccessCode,
     Payment,
     PaymentStatus,
     grant,
@@ -51,6 +53,7 @@ from storage.payments import (
     move_status,
     purchases,
     recent_payments,
+    redeem,
     revoke_all,
     revoke_purchase,
 )
@@ -212,7 +215,7 @@ async def buy(turn: Turn, course: Course) -> None:
         await _offer_checkout(turn, desk.checkout, course)
     else:
         turn.say(_("“{title}” can't be bought here yet. To get access, ask the people who run this bot: an admin can "
-                   "give it to you.", title=course.title))
+                   "give it to you, or send /redeem CODE with an access code they gave you.", title=course.title))
 
 
 def _new_payment(turn: Turn, course: Course, provider: str, amount: int, currency: str) -> Payment:
@@ -633,11 +636,70 @@ async def admin_payments(turn: Turn, _args: str) -> None:
     turn.say("\n".join(lines))
 
 
+# Access codes ---------------------------------------------------------------------------------------------------------
+
+
+async def redeem_command(turn: Turn, args: str) -> None:
+    """/redeem CODE: open the code's course for this learner."""
+    _ = tr(turn)
+    typed = args.strip().upper()
+    code = await turn.session.scalar(select(AccessCode).where(AccessCode.code == typed)) if typed else None
+    if code is None:
+        turn.say(_("That is not an access code I know. Send /redeem followed by the code exactly as you were given it, "
+                   "e.g. /redeem LB-7K2Q-9XWM."))
+        return
+    course = await turn.session.get(Course, code.course_id)
+    assert course is not None
+    if not await redeem(turn.session, code, turn.user.id, turn.now):
+        owned = await owns(turn, turn.user.id, course)
+        turn.say(_("You already have “{title}”. Send /next to go on.", title=course.title) if owned else
+                 _("This code has been used up. Ask whoever gave it to you for a new one."))
+        return
+    turn.say(_("🎟️ Code accepted: “{title}” is open to you.", title=course.title))
+    learner = await learner_of(turn)
+    if is_set_up(learner):
+        await enroll(turn, learner, course)
+        await lessons.next_lesson(turn)
+
+
+_CODE_LETTERS = "ABCDEFGHJKMNPQRSTVWXYZ23456789"  # no 0/O, 1/I/L, U: read aloud and typed without mistakes
+
+
+def new_code() -> str:
+    """LB-XXXX-XXXX: 40 random bits from an alphabet that survives being read aloud."""
+    letters = "".join(secrets.choice(_CODE_LETTERS) for _ in range(8))
+    return f"LB-{letters[:4]}-{letters[4:]}"
+
+
+async def admin_code(turn: Turn, args: str) -> None:
+    from dialogs.admin import UsageError
+
+    _ = tr(turn)
+    usage = _("Usage: /admin code COURSE [LEARNERS] [DAYS] — a code that opens the course for that many learners "
+              "(default 1), for good or for some days.")
+    words = args.split()
+    if not words or len(words) > 3 or not all(word.isdigit() and 1 <= int(word) <= 100_000 for word in words[1:]):
+        raise UsageError(usage)
+    course = await turn.session.scalar(select(Course).where(Course.slug == words[0]))
+    if course is None:
+        raise UsageError(_("No course {slug}: give its id from course.yaml (lessonbot course list).",
+                           slug=repr(words[0])))
+    uses = int(words[1]) if len(words) > 1 else 1
+    days = int(words[2]) if len(words) > 2 else None
+    code = AccessCode(code=new_code(), course_id=course.id, uses_left=uses, days=days,
+                      created_by=turn.identity.address, created_at=turn.now)
+    turn.session.add(code)
+    turn.say(_.plural("Access code {code} opens “{title}” for {n} learner: they send /redeem {code}.",
+                      "Access code {code} opens “{title}” for {n} learners: each sends /redeem {code}.", uses,
+                      code=code.code, title=course.title))
+
+
 ADMIN_SUBCOMMANDS = {
     "grant": (admin_grant, N_("give a learner a course: /admin grant USER COURSE [DAYS]")),
     "revoke": (admin_revoke, N_("take a course back: /admin revoke USER COURSE")),
     "refund": (admin_refund, N_("refund a payment and revoke its access: /admin refund PAYMENT")),
     "payments": (admin_payments, N_("the latest payments")),
+    "code": (admin_code, N_("an access code for a course: /admin code COURSE [LEARNERS] [DAYS]")),
 }
 
 

@@ -37,7 +37,7 @@ from storage.models import Base, BigId, utcnow
 FREE, PAID = "free", "paid"
 CHOICE, TRUE_FALSE, SHORT_TEXT = "choice", "true_false", "text"
 ACTIVE, PAUSED, COMPLETED = "active", "paused", "completed"  # Enrollment.status
-SOURCE_FREE, SOURCE_PURCHASE, SOURCE_GRANT = "free", "purchase", "grant"
+SOURCE_FREE, SOURCE_PURCHASE, SOURCE_GRANT, SOURCE_CODE = "free", "purchase", "grant", "code"
 
 # ISO 4217 minor units where they are not 2; XTR is Telegram Stars (whole stars only).
 CURRENCY_DECIMALS = {
@@ -215,7 +215,7 @@ class Entitlement(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"), index=True)
-    source: Mapped[str] = mapped_column(String(16))  # free | purchase | grant
+    source: Mapped[str] = mapped_column(String(16))  # free | purchase | grant | code
     reference: Mapped[str | None] = mapped_column(String(200))
     granted_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column()

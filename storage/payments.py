@@ -5,6 +5,9 @@ Checkout Session (`reference` is its id) or a Telegram Stars invoice (`reference
 `telegram_payment_charge_id`, known once paid). The amount and currency offered are kept, so what a platform later
 reports is checked against them; and where to confirm (the conversation the learner bought in).
 
+An `AccessCode` opens a course without paying (a promotion, a class given access by its teacher): an admin makes
+one for a number of learners, each learner redeems it once.
+
 A `PaymentEvent` is every verified event a payment platform sent, recorded by the platform's event id before it is
 acknowledged: a second delivery of the same id is recognised here and goes no further.
 
@@ -15,7 +18,7 @@ twice, or by two events at once, grants once; a refund revokes what that payment
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -23,7 +26,7 @@ from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstrain
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.courses import SOURCE_GRANT, SOURCE_PURCHASE, Entitlement
+from storage.courses import SOURCE_CODE, SOURCE_GRANT, SOURCE_PURCHASE, Entitlement
 from storage.models import Base, BigId, utcnow
 from storage.queries import insert_ignoring_conflicts, rows_affected
 
@@ -174,8 +177,40 @@ async def revoke_all(session: AsyncSession, user_id: int, course_id: int, now: d
     result = await session.execute(
         update(Entitlement)
         .where(Entitlement.user_id == user_id, Entitlement.course_id == course_id, Entitlement.revoked_at.is_(None),
-               Entitlement.source.in_((SOURCE_PURCHASE, SOURCE_GRANT)))
+               Entitlement.source.in_((SOURCE_PURCHASE, SOURCE_GRANT, SOURCE_CODE)))
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
     return rows_affected(result)
+
+
+class AccessCode(Base):
+    """A code that opens a course for up to `uses_left` more learners, each for `days` (None: for good)."""
+
+    __tablename__ = "access_codes"
+    __table_args__ = (UniqueConstraint("code"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32))
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"), index=True)
+    uses_left: Mapped[int] = mapped_column(Integer)
+    days: Mapped[int | None] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(240))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+async def redeem(session: AsyncSession, code: AccessCode, user_id: int, now: datetime) -> bool:
+    """Open the code's course for a learner: one use taken (a conditional UPDATE, so two learners racing for the last
+    use cannot both have it) and one entitlement granted. False if no use is left or this learner redeemed it before."""
+    if await session.scalar(select(Entitlement.id).where(Entitlement.source == SOURCE_CODE,
+                                                         Entitlement.reference == f"{code.code}:{user_id}")):
+        return False
+    taken = await session.execute(
+        update(AccessCode).where(AccessCode.id == code.id, AccessCode.uses_left > 0)
+        .values(uses_left=AccessCode.uses_left - 1).execution_options(synchronize_session=False)
+    )
+    if rows_affected(taken) != 1:
+        return False
+    expires = now + timedelta(days=code.days) if code.days else None
+    return await grant(session, user_id, code.course_id, source=SOURCE_CODE, reference=f"{code.code}:{user_id}",
+                       expires_at=expires, now=now)

@@ -3,6 +3,7 @@ grant and revoke (audited) — through the real pipeline on a recording channel.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -85,3 +86,26 @@ async def test_an_admin_grants_and_revokes_and_every_attempt_is_audited(shop):
                  for row in await session.scalars(select(AdminAuditEntry).order_by(AdminAuditEntry.id))]
     assert audit == [("test:boss", "grant", "invalid"), ("test:boss", "grant", "ok"), ("test:boss", "revoke", "ok"),
                      ("test:ann", "grant", "denied")]
+
+
+async def test_an_access_code_opens_a_course_for_as_many_learners_as_it_says(shop):
+    bot, ann, boss = shop
+    ben = Learning(bot, ann.channel, chat="ben")
+    await onboard(ann, course="Passwords that hold — 3.00 GBP")
+    [bad] = await boss.say("/admin code passwords-that-hold many")
+    assert bad.startswith("Usage: /admin code COURSE [LEARNERS] [DAYS]")
+    [made] = await boss.say("/admin code passwords-that-hold 1 30")
+    code = re.search(r"LB-[A-Z0-9]{4}-[A-Z0-9]{4}", made)[0]
+    assert made.startswith(f"Access code {code} opens “Passwords that hold” for 1 learner")
+
+    [wrong] = await ann.say("/redeem LB-NOPE-NOPE")
+    assert wrong.startswith("That is not an access code I know.")
+    accepted, lesson = await ann.say(f"/redeem {code.lower()}")
+    assert accepted == "🎟️ Code accepted: “Passwords that hold” is open to you."
+    assert lesson.startswith("📘 Lesson 1 of 3")
+    [again] = await ann.say(f"/redeem {code}")
+    assert again.startswith("You already have “Passwords that hold”.")
+    [used_up] = await ben.say(f"/redeem {code}")
+    assert used_up.startswith("This code has been used up.")
+    [granted] = await entitlements(bot)
+    assert granted.source == "code" and granted.expires_at is not None

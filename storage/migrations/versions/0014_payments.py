@@ -1,4 +1,5 @@
-"""payments and payment_events: courses sold through Stripe Checkout and Telegram Stars
+"""payments, payment_events and access_codes: courses sold through Stripe Checkout and Telegram Stars, or opened
+with a code
 
 Revision ID: 0014
 Revises: 0001
@@ -58,9 +59,27 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payment_events")),
         sa.UniqueConstraint("provider", "event_id", name=op.f("uq_payment_events_provider")),
     )
+    op.create_table(
+        "access_codes",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("code", sa.String(length=32), nullable=False),
+        sa.Column("course_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("uses_left", sa.Integer(), nullable=False),
+        sa.Column("days", sa.Integer(), nullable=True),
+        sa.Column("created_by", sa.String(length=240), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["course_id"], ["courses.id"], name=op.f("fk_access_codes_course_id_courses"), ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_access_codes")),
+        sa.UniqueConstraint("code", name=op.f("uq_access_codes_code")),
+    )
+    with op.batch_alter_table("access_codes", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_access_codes_course_id"), ["course_id"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("access_codes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_access_codes_course_id"))
+    op.drop_table("access_codes")
     op.drop_table("payment_events")
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.drop_index("ix_payments_user_course")
