@@ -26,6 +26,7 @@ from bot.channel import Channel, HasRoutes
 from bot.config import Settings
 from bot.core import Lessonbot, attach_clock
 from bot.observability import INBOUND_PENDING, OUTBOX_DEPTH, REGISTRY
+from bot.payments import payment_routes
 from channels.webchat import WebChatChannel
 from storage.db import Database
 from storage.migrate import current_revisions, head_revisions
@@ -204,6 +205,7 @@ def create_app(
         Route("/metrics", metrics),
     ]
 
+    routes += payment_routes(settings, lessonbot.db, lessonbot.receive, max_body_bytes=settings.max_body_bytes)
     for channel in channels:
         # Channels bring their own routes (the web chat's page, the platforms' webhooks); each inbound one
         # verifies, then records, then acknowledges.

@@ -8,8 +8,8 @@ to the core through `ChannelHost`.
 
 What only some channels do is declared here as a capability, and the core asks `isinstance(channel, Capability)`:
 `HasRoutes` (webhooks), `ShowsTyping`, `ShowsDrafts`, `WatchesSentReplies` (the web chat), `Closable` (an SDK
-client's connections), `SendsUnpromptedWithin` (WhatsApp's 24-hour window) and `ServesOneChat` (the terminal). A
-channel has a capability by having its method; it names no class of ours.
+client's connections), `SendsUnpromptedWithin` (WhatsApp's 24-hour window), `ServesOneChat` (the terminal) and
+`TakesStars` (Telegram's own payments). A channel has a capability by having its method; it names no class of ours.
 """
 
 from __future__ import annotations
@@ -218,3 +218,13 @@ def unprompted_windows(channels: Iterable[Channel]) -> Mapping[str, UnpromptedWi
         for channel in channels
         if isinstance(channel, SendsUnpromptedWithin)
     }
+
+
+@runtime_checkable
+class TakesStars(Protocol):
+    """A platform that sells inside the chat in its own currency (Telegram Stars, XTR): it shows an `Invoice`, runs
+    the last check before charging (a `CheckoutAnswer`) and reports the payment; it also refunds one."""
+
+    async def refund_stars(self, user_id: str, charge_id: str) -> None:
+        """Give back a payment by the platform's charge id; raises PermanentSendError if the platform refuses."""
+        ...

@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import time
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -95,6 +96,18 @@ class Settings(BaseSettings):
     slack_client_secret: str = ""
     slack_api_base_url: str = "https://slack.com/api/"
 
+    # payments: Stripe Checkout on every channel (off unless STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET are set),
+    # Telegram Stars on Telegram
+    stripe_secret_key: str = Field("", description="sk_test_… or sk_live_… (Dashboard → Developers → API keys).")
+    stripe_webhook_secret: str = Field("", description="whsec_… of the endpoint POST /webhooks/stripe.")
+    stripe_api_base_url: str = Field("https://api.stripe.com", description="Stripe's API (a stand-in in tests).")
+    stars_per_unit: Annotated[dict[str, Decimal], NoDecode] = Field(
+        default_factory=dict,
+        description="Telegram Stars for one unit of a course's currency, e.g. EUR=55,GBP=65 (XTR-priced courses "
+                    "need none); a course without a rate is sold on Telegram through Stripe.",
+    )
+    payment_support: str = Field("", description="Where /paysupport sends learners too (an e-mail address, a URL).")
+
     # knowledge: answers from the course material (Chroma, embeddings, an optional OpenAI-compatible model)
     chroma_path: Path | None = Field(None, description="Chroma's folder on disk; empty means DATA_DIR/chroma.")
     chroma_host: str = Field("", description="A Chroma server's host; when set, it is used instead of the disk.")
@@ -177,6 +190,36 @@ class Settings(BaseSettings):
                 )
             templates[int(count)] = sid
         return templates
+
+    @field_validator("stars_per_unit", mode="before")
+    @classmethod
+    def _parse_stars_per_unit(cls, value: object) -> dict[str, Decimal]:
+        if isinstance(value, dict):
+            return value
+        rates: dict[str, Decimal] = {}
+        for item in str(value or "").split(","):
+            if not item.strip():
+                continue
+            currency, _, rate = item.strip().partition("=")
+            try:
+                number = Decimal(rate.strip())
+            except ArithmeticError:
+                number = Decimal(0)
+            if not re.fullmatch(r"[A-Z]{3}", currency.strip()) or not number > 0:
+                raise ValueError(
+                    f"{item.strip()!r} is not CURRENCY=STARS; expected e.g. EUR=55,GBP=65 (Stars for one euro, one "
+                    "pound: a positive number)"
+                )
+            rates[currency.strip()] = number
+        return rates
+
+    @field_validator("stripe_secret_key")
+    @classmethod
+    def _check_stripe_key(cls, value: str) -> str:
+        if value and not value.startswith(("sk_", "rk_")):
+            raise ValueError("expected a secret key starting sk_test_ or sk_live_ (or a restricted rk_ key), "
+                             "from Dashboard → Developers → API keys; never the publishable pk_ key")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -15,6 +15,7 @@ from bot.channel import Channel, Closable, WatchesSentReplies, unprompted_window
 from bot.config import Settings, knowledge_settings
 from bot.dispatcher import Claimed, OutboxDispatcher
 from bot.messages import InboundMessage
+from bot.payments import payment_desk
 from bot.pipeline import ConversationWorker, Recorded, Responder, record
 from knowledge.settings import KnowledgeSettings
 from scheduler.leader import Leadership
@@ -93,6 +94,7 @@ class Lessonbot:
             respond,
             on_replies=self.dispatcher.notify,
             answerer=LazyAnswerer(knowledge_settings(settings), self.db),
+            payments=payment_desk(settings, self.channels.values()),
             activity=Activity(self.channels),
         )
         self.leadership = (

@@ -26,8 +26,10 @@ class InboundMessage:
     `platform_id` is the platform's own id for this delivery (Telegram update_id, Twilio MessageSid, Slack event_id):
     a second delivery with the same id is acknowledged and ignored. `chat_id` is where replies go; `sender_id` is who
     spoke (they differ in groups). `meta` holds platform extras (media, a location), `private` where the chat id
-    alone does not tell a direct message (Slack), and two marks the core acts on: `subscription` ("stop" / "start",
-    an opt-out keyword) and `numbered_choices` (see dialogs.choices).
+    alone does not tell a direct message (Slack), and three marks the core acts on: `subscription` ("stop" / "start",
+    an opt-out keyword), `numbered_choices` (see dialogs.choices) and `platform_report` (the platform reporting
+    something the person did, such as a payment: processed even while they have opted out, though its replies are
+    held back like any other).
     """
 
     channel: str
@@ -92,7 +94,37 @@ class Document:
         }
 
 
-Reply = Text | Document
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    """A request to pay inside the platform (Telegram Stars: currency XTR, whole Stars). `payload` identifies what
+    is bought; the platform hands it back, unchanged, with the last check before charging and with the payment."""
+
+    title: str
+    description: str
+    payload: str
+    currency: str
+    amount: int  # in the currency's minor unit (Stars have none)
+    label: str
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"kind": "invoice", "title": self.title, "description": self.description, "payload": self.payload,
+                "currency": self.currency, "amount": self.amount, "label": self.label}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutAnswer:
+    """The answer to a platform's last check before it charges (Telegram's pre_checkout_query): go ahead, or not
+    and why (`error`, shown to the person by the platform)."""
+
+    query_id: str
+    ok: bool
+    error: str = ""
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"kind": "checkout_answer", "query_id": self.query_id, "ok": self.ok, "error": self.error}
+
+
+Reply = Text | Document | Invoice | CheckoutAnswer
 
 
 def reply_from_payload(payload: dict[str, Any]) -> Reply:
@@ -108,4 +140,9 @@ def reply_from_payload(payload: dict[str, Any]) -> Reply:
             url=payload.get("url"),
             media_type=payload.get("media_type", "application/octet-stream"),
         )
+    if kind == "invoice":
+        return Invoice(payload["title"], payload["description"], payload["payload"], payload["currency"],
+                       int(payload["amount"]), payload["label"])
+    if kind == "checkout_answer":
+        return CheckoutAnswer(payload["query_id"], bool(payload["ok"]), payload.get("error", ""))
     raise ValueError(f"unknown reply kind {kind!r}")

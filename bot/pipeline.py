@@ -14,6 +14,9 @@ After "stop" the dialogs stay silent and nothing unsent goes out (rows become `s
 greets them again as /start does. Any other message from them re-opens replies set aside as `waiting`.
 A typed choice (a current button's label; its number where the channel marks `numbered_choices`) is read as the
 choice it names before the dialogs see the message (dialogs/choices.py).
+`platform_report`: the platform reports something the person did (a payment). It is processed even while they have
+opted out (its replies are suppressed like the rest), and it is not the person writing: it opens no 24-hour window
+and releases nothing that waits for one.
 
 Replies to a message are queued for its sender (`OutboxEntry.member`): in a group, the choices they offer are that
 member's to pick.
@@ -262,6 +265,7 @@ class ConversationWorker:
         *,
         on_replies: Callable[[int], None] = lambda conversation_id: None,
         answerer: object = None,
+        payments: object = None,
         activity: Activity | None = None,
     ) -> None:
         self.db = db
@@ -269,6 +273,7 @@ class ConversationWorker:
         self.respond = respond
         self.on_replies = on_replies
         self.answerer = answerer
+        self.payments = payments
         self.activity = activity or Activity({})
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.conversations = ConversationIds()
@@ -479,6 +484,7 @@ class ConversationWorker:
                 state=dict(conversation.state or {}),
                 prepared=prepared,
                 answerer=self.answerer,
+                payments=self.payments,
                 data_dir=self.settings.data_dir,
                 inbound_id=row.id,
                 draft=self.activity.drafts(row.channel, conversation.chat_id),
@@ -490,7 +496,9 @@ class ConversationWorker:
             if turn.state != conversation.state:
                 conversation.state = turn.state
             # When the person wrote, not when we got to it: WhatsApp's 24-hour window counts from there.
-            if conversation.last_inbound_at is None or conversation.last_inbound_at < row.received_at:
+            # A platform's report (a payment) is not the person writing: it opens no window.
+            wrote = not message.meta.get("platform_report")
+            if wrote and (conversation.last_inbound_at is None or conversation.last_inbound_at < row.received_at):
                 conversation.last_inbound_at = row.received_at
             if user.last_active_at is None or now - user.last_active_at >= ACTIVITY_PRECISION:
                 user.last_active_at = now  # nudges count idle days: a minute's precision saves a write a message
@@ -632,6 +640,8 @@ async def _honour_subscription(
         conversation.opted_out_at = conversation.opted_out_at or now
         await (await session.connection()).execute(_SUPPRESS_UNSENT, {"conv": conversation.id})
         return None
+    if message.meta.get("platform_report"):
+        return message  # counts while they opted out (what is said is suppressed); they did not write
     if conversation.opted_out_at is not None:
         if keyword != "start":
             return None

@@ -23,6 +23,7 @@ from dialogs import (
     linking,
     onboarding,
     pause,
+    payments,
     personal,
     progress,
     quiz,
@@ -58,6 +59,14 @@ COMMANDS: tuple[Command, ...] = (
     Command("link", linking.link, N_("continue your lessons on another app")),
     Command("export", personal.export, N_("get everything I keep about you, as a file"),
             synonyms=("export", "my data", "mis datos", "exportar")),
+    Command("courses", payments.courses_command, N_("every course, with its price"),
+            synonyms=("courses", "cursos")),
+    Command("buy", payments.buy_command, N_("buy the full course (/buy COURSE for another one)"),
+            synonyms=("buy", "comprar")),
+    Command("purchases", payments.purchases_command, N_("what you bought, with receipts"),
+            synonyms=("purchases", "compras")),
+    Command("redeem", payments.redeem_command, N_("open a course with an access code: /redeem CODE")),
+    Command("paysupport", payments.paysupport_command, N_("help with a payment"), listed=False),
     *admin.COMMANDS,
 )
 
@@ -66,6 +75,8 @@ BUTTONS: dict[str, ButtonHandler] = {
     "lesson": lessons.on_button,
     "quiz": quiz.on_button,
     "review": review.on_button,
+    "pay": payments.on_button,
+    "payment": payments.on_payment,
 }
 
 flow.register(*onboarding.FLOWS, *settings.FLOWS, *quiz.FLOWS, *review.FLOWS, *pause.FLOWS, *language.FLOWS)

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy import func, select
 
-from dialogs import broadcast, nudges, personal
+from dialogs import broadcast, nudges, payments, personal
 from dialogs.i18n import N_
 from dialogs.learner import tr
 from dialogs.turn import Command, Turn
@@ -124,6 +124,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[Turn, str], Awaitable[None]], str]] = {
     "nudges": (nudges.report, N_("how often each reminder template brings learners back")),
     "export": (_export, N_("a learner's data as a file: /admin export CHANNEL:ID")),
     "erase": (_erase, N_("delete a learner's data: /admin erase CHANNEL:ID confirm")),
+    **payments.ADMIN_SUBCOMMANDS,
 }
 # The audit line of an erasure must not keep the address it erased.
 _AUDITED_WITHOUT_ARGUMENTS = {"erase"}

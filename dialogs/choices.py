@@ -37,13 +37,22 @@ LONGEST_LABEL = 120
 _OPTION_NUMBER = re.compile(r"#?\s*(\d{1,3})\s*[.)]?")
 
 
+# Marks a platform's adapter sets on what the platform itself reports (a payment made, Telegram's last check before
+# charging): verified at the platform's edge, never typed or pressed by a person, so no offer is needed.
+PLATFORM_REPORTS = ("platform_report", "pre_checkout")
+
+
 def member_of(turn: Turn) -> str:
     """Who is choosing: the sender of the message (in a group, one member of it)."""
     return turn.message.sender_id
 
 
 async def was_offered(turn: Turn, value: str) -> bool:
-    """Was `value` offered in this conversation to the person who sent it (to them, or to anyone in the chat)?"""
+    """Was `value` offered in this conversation to the person who sent it (to them, or to anyone in the chat)?
+
+    A platform's own report (`PLATFORM_REPORTS`) is not a person's choice and passes."""
+    if any(turn.message.meta.get(mark) for mark in PLATFORM_REPORTS):
+        return True
     if turn.conversation is None:
         return False
     offered = await turn.session.scalar(

@@ -30,6 +30,7 @@ from dialogs.learner import (
     mark_home,
     tr,
 )
+from dialogs.prices import buy_choices
 from dialogs.turn import Exchange, Turn
 from storage.courses import (
     COMPLETED,
@@ -142,7 +143,7 @@ async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
     number = lessons.index(lesson) + 1
     if await access.lesson_closed(x, lesson) is not None:
         if not pushed:
-            x.say(locked(_, course, number))
+            x.say(locked(_, course, number), choices=buy_choices(_, course, later=LATER))
         return
     if not pushed:
         mark_home(x, learner)

@@ -27,6 +27,7 @@ from dialogs.learner import (
     name_of,
     tr,
 )
+from dialogs.prices import course_label
 from dialogs.times import EVERY_DAY, WEEKDAYS, WEEKENDS, read_days, read_time, read_zone
 from dialogs.turn import Exchange, Turn
 from storage.courses import Course, Lesson
@@ -230,7 +231,7 @@ async def ask_course(x: Exchange, data: flow.Data) -> None:
         x.say(_("There are no courses to choose from yet. I'll be here when one is added."))
         return
     x.say(_("Which course would you like to take?"),
-          choices=[(course.title[:60], f"course:{course.slug}") for course in courses])
+          choices=[(course_label(_, course), f"course:{course.slug}") for course in courses])
 
 
 async def answer_course(turn: Turn, data: flow.Data, text: str) -> str:

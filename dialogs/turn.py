@@ -83,6 +83,7 @@ class Turn(Exchange):
     is_admin: bool
     prepared: dict[str, Any] = field(default_factory=dict)
     answerer: Any = None  # the question answerer (dialogs.ask.QuestionAnswerer), when knowledge is on
+    payments: Any = None  # how this bot takes payments (dialogs.payments.PaymentDesk); None: no way to pay here
     inbound_id: int | None = None  # the row of `message`, kept when a learner's data is deleted mid-turn
     # Shows the reply so far where the channel can (bot.activity); for calls outside the transaction to use.
     draft: Callable[[str], Awaitable[None]] | None = None

@@ -1,7 +1,8 @@
 """A local stand-in of the Telegram Bot API that python-telegram-bot talks to through its base URL.
 
 It answers the methods Lessonbot calls (getMe, sendMessage, sendDocument, sendChatAction, sendMessageDraft,
-answerCallbackQuery, setWebhook, deleteWebhook, getUpdates) the way api.telegram.org does, records every call, and
+answerCallbackQuery, setWebhook, deleteWebhook, getUpdates, and for Telegram Stars sendInvoice,
+answerPreCheckoutQuery and refundStarPayment) the way api.telegram.org does, records every call, and
 can be scripted to fail the next calls of a method: a 429 with `parameters.retry_after`, a 500, a 403 "bot was
 blocked by the user", or no answer at all (so the client times out).
 """
@@ -83,6 +84,7 @@ class TelegramStandIn:
         self.updates: list[dict[str, Any]] = []
         self.webhook: dict[str, str] | None = None
         self._message_ids = itertools.count(1000)
+        self.charges: dict[str, dict[str, Any]] = {}  # Stars payments made, by telegram_payment_charge_id
         self._new_update = asyncio.Event()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -216,6 +218,39 @@ class TelegramStandIn:
             raise BadRequest("Bad Request: drafts go to private chats only, with a non-zero draft_id")
         return True
 
+    async def _sendInvoice(self, params: dict[str, str], files: dict) -> dict[str, Any]:
+        prices = json.loads(params["prices"])
+        if params["currency"] == "XTR" and (len(prices) != 1 or params.get("provider_token")):
+            raise BadRequest("Bad Request: Stars invoices take exactly one price and no provider token")
+        return self._message(params) | {"invoice": {
+            "title": params["title"], "description": params["description"], "start_parameter": "",
+            "currency": params["currency"], "total_amount": sum(int(price["amount"]) for price in prices),
+        }}
+
+    async def _answerPreCheckoutQuery(self, params: dict[str, str], files: dict) -> bool:
+        if params["ok"] == "false" and not params.get("error_message"):
+            raise BadRequest("Bad Request: error_message is required when ok is false")
+        return True
+
+    async def _refundStarPayment(self, params: dict[str, str], files: dict) -> bool:
+        charge = self.charges.get(params["telegram_payment_charge_id"])
+        if charge is None or charge["user_id"] != int(params["user_id"]):
+            raise BadRequest("Bad Request: CHARGE_NOT_FOUND")
+        if charge.get("refunded"):
+            raise BadRequest("Bad Request: CHARGE_ALREADY_REFUNDED")
+        charge["refunded"] = True
+        return True
+
+    def pay(self, invoice: Call, user: dict[str, Any]) -> dict[str, Any]:
+        """The person pays the invoice `invoice` (a recorded sendInvoice): the successful_payment Telegram reports."""
+        charge_id = f"stxTEST{next(self._message_ids)}"
+        self.charges[charge_id] = {"user_id": user["id"], "invoice": invoice}
+        return {
+            "currency": invoice.params["currency"], "total_amount": invoice.result["invoice"]["total_amount"],
+            "invoice_payload": invoice.params["payload"], "telegram_payment_charge_id": charge_id,
+            "provider_payment_charge_id": "",
+        }
+
     async def _answerCallbackQuery(self, params: dict[str, str], files: dict) -> bool:
         return True
 
@@ -285,4 +320,30 @@ def button_update(sent: Call, data: str, *, user: dict[str, Any] | None = None) 
                 "reply_markup": sent.reply_markup,
             },
         },
+    }
+
+
+def pre_checkout_update(invoice: Call, *, user: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
+    """The pre_checkout_query Telegram sends when the person presses Pay on the invoice `invoice` (a recorded
+    sendInvoice); `changes` alter its fields (a tampered total, another payload)."""
+    chat_id = int(invoice.params["chat_id"])
+    return {
+        "update_id": next(_update_ids),
+        "pre_checkout_query": {
+            "id": f"pcq{next(_update_ids)}", "from": user or person(chat_id),
+            "currency": invoice.params["currency"], "total_amount": invoice.result["invoice"]["total_amount"],
+            "invoice_payload": invoice.params["payload"], **changes,
+        },
+    }
+
+
+def payment_update(successful_payment: dict[str, Any], *, chat_id: int, user: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """The service message with `successful_payment` Telegram sends once a payment went through."""
+    user = user or person(chat_id)
+    return {
+        "update_id": next(_update_ids),
+        "message": {"message_id": next(_update_ids), "date": int(time.time()), "from": user,
+                    "chat": {"id": chat_id, "type": "private", "first_name": user["first_name"]},
+                    "successful_payment": successful_payment},
     }

@@ -12,6 +12,7 @@ counted over live lessons only (a retired lesson keeps the position it last had,
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -36,7 +37,26 @@ from storage.models import Base, BigId, utcnow
 FREE, PAID = "free", "paid"
 CHOICE, TRUE_FALSE, SHORT_TEXT = "choice", "true_false", "text"
 ACTIVE, PAUSED, COMPLETED = "active", "paused", "completed"  # Enrollment.status
-SOURCE_FREE, SOURCE_PURCHASE, SOURCE_GRANT = "free", "purchase", "grant"
+SOURCE_FREE, SOURCE_PURCHASE, SOURCE_GRANT, SOURCE_CODE = "free", "purchase", "grant", "code"
+
+# ISO 4217 minor units where they are not 2; XTR is Telegram Stars (whole stars only).
+CURRENCY_DECIMALS = {
+    **dict.fromkeys(
+        "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF XTR".split(), 0
+    ),
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+}
+
+
+def currency_decimals(currency: str) -> int:
+    """How many digits a currency's minor unit has: 2 for EUR (cents), 0 for JPY and XTR (Telegram Stars)."""
+    return CURRENCY_DECIMALS.get(currency, 2)
+
+
+def major_units(minor_units: int, currency: str, *, decimal_mark: str = ".") -> str:
+    """An amount kept in minor units as written in major ones: 990 EUR → "9.90" (or "9,90"), 500 JPY → "500"."""
+    decimals = currency_decimals(currency)
+    return f"{Decimal(minor_units).scaleb(-decimals):.{decimals}f}".replace(".", decimal_mark)
 
 
 class Course(Base):
@@ -197,7 +217,7 @@ class Entitlement(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"), index=True)
-    source: Mapped[str] = mapped_column(String(16))  # free | purchase | grant
+    source: Mapped[str] = mapped_column(String(16))  # free | purchase | grant | code
     reference: Mapped[str | None] = mapped_column(String(200))
     granted_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column()

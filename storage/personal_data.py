@@ -36,6 +36,7 @@ from storage.models import (
     User,
 )
 from storage.outbox import ACTIVE, OutboxStatus
+from storage.payments import Payment, PaymentEvent
 from storage.scheduling import BroadcastRecipient, NudgeLog, ScheduledLesson
 
 
@@ -62,7 +63,7 @@ PLAN: dict[str, Rule] = {
     "lesson_progress": Rule(ERASED, "lessons seen and scores"),
     "question_cards": Rule(ERASED, "review cards with the answers they typed"),
     "certificates": Rule(ERASED, "certificates with their name (the PDF files are deleted too)"),
-    "entitlements": Rule(ERASED, "access to paid courses; no payment is recorded yet (see PAYMENT_RECORDS)"),
+    "entitlements": Rule(ERASED, "access to paid courses; the sales themselves stay as records (see PAYMENT_RECORDS)"),
     "scheduled_lessons": Rule(ERASED, "when their lessons were due"),
     "nudge_log": Rule(ERASED, "the reminders decided for them"),
     "broadcast_recipients": Rule(ERASED, "which announcements went to them"),
@@ -86,6 +87,11 @@ PLAN: dict[str, Rule] = {
     "course_modules": Rule(KEPT, "course content"),
     "lessons": Rule(KEPT, "course content"),
     "questions": Rule(KEPT, "course content"),
+    "payments": Rule(SCRUBBED, "a sale is a record the law asks a seller to keep (course, amount, currency, dates, "
+                               "the provider's reference): kept, detached from the person, chat and sender blanked"),
+    "payment_events": Rule(SCRUBBED, "event ids stay so a repeated delivery is still ignored; the payloads of their "
+                                     "payments' events, which carry the buyer's e-mail, are blanked"),
+    "access_codes": Rule(KEPT, "codes an admin made for a course; who redeemed one is an entitlement, erased"),
     "knowledge_model_calls": Rule(KEPT, "model calls counted per day over all learners, no one named"),
     "knowledge_answer_cache": Rule(KEPT, "answers keyed by a hash of question and courses, shared by all, expiring"),
     "clock_cursors": Rule(KEPT, "scheduler bookkeeping"),
@@ -100,8 +106,8 @@ PLAN: dict[str, Rule] = {
 }
 
 # Records the law obliges us to keep (a payment, an invoice) name their table here: `erase_person` then detaches
-# them from the person (no name, no address) instead of deleting them. There are no payments yet.
-PAYMENT_RECORDS: tuple[str, ...] = ()
+# them from the person (no name, no address) instead of deleting them.
+PAYMENT_RECORDS: tuple[str, ...] = ("payments",)
 
 BLANK_REPLY: dict[str, Any] = {"kind": "text", "text": ""}
 BLANK_INBOUND: dict[str, Any] = {"text": ""}
@@ -174,6 +180,7 @@ async def erase_person(
     erasure.messages = await _erase_messages(session, person, keep_inbound_id)
     await _unlink_conversations(session, user_id, own)
     await _erase_offered_choices(session, person, own)
+    await _detach_payments(session, user_id)
     await _erase_addresses(session, person)
     erasure.files = await drop_user(session, user_id)
     session.add(AdminAuditEntry(identity=by[:240], command="erase", arguments=f"user {user_id}", outcome="ok"))
@@ -268,6 +275,19 @@ async def _erase_offered_choices(session: AsyncSession, person: Person, own: set
         await session.execute(delete(OfferedChoice).where(or_(*theirs)))
 
 
+async def _detach_payments(session: AsyncSession, user_id: int) -> None:
+    """Keep their sales as records without them: no user, chat or sender; their events' payloads blanked."""
+    sales = list(await session.scalars(select(Payment).where(Payment.user_id == user_id)))
+    references = {ref for sale in sales for ref in (sale.reference, sale.charge_reference) if ref}
+    for reference in sorted(references):
+        await session.execute(
+            update(PaymentEvent).where(cast(PaymentEvent.payload, Text).contains(reference)).values(payload={})
+        )
+    await session.execute(
+        update(Payment).where(Payment.user_id == user_id).values(user_id=None, chat_id="", sender_id="")
+    )
+
+
 async def _erase_addresses(session: AsyncSession, person: Person) -> None:
     if not person.addresses:
         return
@@ -319,6 +339,12 @@ async def export_person(session: AsyncSession, user_id: int, *, now: datetime) -
         "certificates": [
             {"code": row.code, "course": row.course_title, "name": row.learner_name, "issued_at": _iso(row.issued_at)}
             for row in await session.scalars(select(Certificate).where(Certificate.user_id == user_id))
+        ],
+        "payments": [
+            {"course_id": row.course_id, "provider": row.provider, "amount_minor": row.amount_minor,
+             "currency": row.currency, "status": row.status, "created_at": _iso(row.created_at),
+             "paid_at": _iso(row.paid_at), "refunded_at": _iso(row.refunded_at), "receipt": row.receipt_url}
+            for row in await session.scalars(select(Payment).where(Payment.user_id == user_id))
         ],
         "messages": await _messages(session, person),
         "replies": await _replies(session, person, own),

@@ -7,6 +7,7 @@ from storage import (
     knowledge,  # noqa: F401
     learners,  # noqa: F401
     models,  # noqa: F401
+    payments,  # noqa: F401
     scheduling,  # noqa: F401
     slack,  # noqa: F401
 )

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from storage.courses import CHOICE, FREE, PAID, SHORT_TEXT, TRUE_FALSE  # the values the database stores
-
-# ISO 4217 minor units where they are not 2; XTR is Telegram Stars (whole stars only).
-_CURRENCY_DECIMALS = {
-    **dict.fromkeys(
-        "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF XTR".split(), 0
-    ),
-    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
-}
+from storage.courses import (  # the values the database stores, and the currencies' minor units
+    CHOICE,
+    FREE,
+    PAID,
+    SHORT_TEXT,
+    TRUE_FALSE,
+    currency_decimals,
+    major_units,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +91,9 @@ class Course:
         return tuple(question for lesson in self.lessons for question in lesson.questions)
 
 
-def currency_decimals(currency: str) -> int:
-    return _CURRENCY_DECIMALS.get(currency, 2)
-
-
 def format_price(minor_units: int, currency: str) -> str:
     """A price kept in minor units, as people read it: 300 GBP -> '3.00 GBP'."""
-    decimals = currency_decimals(currency)
-    return f"{Decimal(minor_units).scaleb(-decimals):.{decimals}f} {currency}"
+    return f"{major_units(minor_units, currency)} {currency}"
 
 
 __all__ = [

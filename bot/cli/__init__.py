@@ -11,7 +11,20 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bot.cli import bench, broadcast, certificate, chat, course, db, knowledge, learner, outbox, serve, telegram
+from bot.cli import (
+    bench,
+    broadcast,
+    certificate,
+    chat,
+    course,
+    db,
+    knowledge,
+    learner,
+    outbox,
+    payments,
+    serve,
+    telegram,
+)
 from bot.cli.database import schema_ready
 from bot.config import ConfigError, Settings, load_settings
 from bot.observability import configure_logging
@@ -31,6 +44,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     knowledge.register,  # ingest, eval knowledge, bench knowledge
     broadcast.register,
     learner.register,  # learner export, learner erase
+    payments.register,  # payments list, show, refund
 ]
 
 

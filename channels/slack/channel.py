@@ -37,7 +37,7 @@ from bot.channel import (
     SendError,
     TransientSendError,
 )
-from bot.messages import Document
+from bot.messages import Document, Text
 from channels.slack.blocks import ReplyNotRenderable, SlackMessage, escape_mrkdwn, render_link, render_text
 from channels.slack.inbound import split_chat_id
 from channels.slack.installations import SlackInstallations
@@ -122,8 +122,10 @@ class SlackChannel:
                 if not reply.url:
                     raise PermanentSendError(f"document {reply.filename!r} has neither a path nor a URL")
                 messages = [render_link(reply)]
-            else:
+            elif isinstance(reply, Text):
                 messages = render_text(reply)
+            else:
+                raise ReplyNotRenderable(f"a {type(reply).__name__} is for platforms that take payments themselves")
             return await self._post(client, channel, messages, parts=delivery.parts)
         except ReplyNotRenderable as exc:
             raise PermanentSendError(f"Slack cannot show this reply: {exc}") from exc

@@ -7,7 +7,8 @@ and a message is recorded; a redelivery is recognised by its update_id.
 Outbound, `send`: a Text's light Markdown becomes Telegram HTML (escaped, channels/markdown.py), split at 4,096
 characters (on paragraphs, sentences, words), its choices an inline keyboard under the last part; a Document goes
 through sendDocument (a file on disk is uploaded, a URL is fetched by Telegram) with a caption of at most 1,024
-characters and any overflow following as messages. The Bot API's errors become the dispatcher's: 429 →
+characters and any overflow following as messages; an Invoice through sendInvoice (Telegram Stars), a CheckoutAnswer
+through answerPreCheckoutQuery. The Bot API's errors become the dispatcher's: 429 →
 RateLimited(retry_after); timeouts, connection errors and 5xx → TransientSendError; blocked by the user, chat not
 found, a rejected token and other 4xx → PermanentSendError.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from starlette.routing import Route
-from telegram import Bot, Message, Update
+from telegram import Bot, LabeledPrice, Message, Update
 from telegram.constants import ChatAction, MessageLimit, ParseMode
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
@@ -41,7 +42,7 @@ from bot.channel import (
     RequestRejected,
     TransientSendError,
 )
-from bot.messages import Document, Reply, Text
+from bot.messages import CheckoutAnswer, Document, Invoice, Reply, Text
 from channels.markdown import TELEGRAM_HTML, render
 from channels.telegram.buttons import keyboard
 from channels.telegram.routes import webhook_routes
@@ -53,7 +54,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE_URL = "https://api.telegram.org/bot"
 # The update kinds the bot handles; set-webhook and polling ask Telegram for these only.
-ALLOWED_UPDATES = ("message", "callback_query")
+ALLOWED_UPDATES = ("message", "callback_query", "pre_checkout_query")
+STARS = "XTR"  # Telegram Stars: the currency digital goods are sold in inside Telegram, in whole Stars
 MAX_TEXT_CHARS = MessageLimit.MAX_TEXT_LENGTH  # 4,096
 MAX_CAPTION_CHARS = MessageLimit.CAPTION_LENGTH  # 1,024
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # the Bot API's limit for files a bot uploads
@@ -181,9 +183,11 @@ class TelegramChannel:
         If a later part fails after earlier ones went out, the error goes to the dispatcher, which retries, and the
         retry (same outbox row, in any process) resumes after the parts already sent (`delivery.parts`).
         """
+        await self._api(self.ready())
+        if isinstance(delivery.reply, CheckoutAnswer):
+            return await self._answer_checkout(delivery.reply)
         parts = self._parts(delivery.chat_id, delivery.reply)
         sent = delivery.parts.ids
-        await self._api(self.ready())
         for index in range(len(sent), len(parts)):
             message = await self._api(parts[index]())
             await delivery.parts.add(str(message.message_id), more_to_come=index + 1 < len(parts))
@@ -223,6 +227,12 @@ class TelegramChannel:
             return self._texts(chat_id, fit(reply.text, MAX_TEXT_CHARS), reply)
         if isinstance(reply, Document):
             return self._document(chat_id, reply)
+        if isinstance(reply, Invoice):
+            return [lambda: self.bot.send_invoice(
+                chat_id=chat_id, title=reply.title[:32], description=reply.description[:255], payload=reply.payload,
+                currency=reply.currency, prices=[LabeledPrice(reply.label, reply.amount)],
+                provider_token="" if reply.currency == STARS else None,
+            )]
         raise PermanentSendError(f"Telegram cannot send a {type(reply).__name__}")
 
     def _texts(self, chat_id: str, texts: list[str], reply: Text | None = None) -> list[Part]:
@@ -252,6 +262,18 @@ class TelegramChannel:
             )
 
         return [upload, *self._texts(chat_id, overflow)]
+
+    async def _answer_checkout(self, answer: CheckoutAnswer) -> str:
+        """answerPreCheckoutQuery: Telegram waits 10 s for it after the person presses Pay, then cancels."""
+        await self._api(self.bot.answer_pre_checkout_query(
+            answer.query_id, answer.ok, error_message=None if answer.ok else answer.error[:255] or None,
+        ))
+        return f"pre_checkout_query:{answer.query_id}"
+
+    async def refund_stars(self, user_id: str, charge_id: str) -> None:
+        """refundStarPayment: the Stars go back to the person (TakesStars)."""
+        bot = await self._api(self.ready())
+        await self._api(bot.refund_star_payment(int(user_id), charge_id))
 
     async def _api(self, call: Awaitable[T]) -> T:
         """Await a Bot API call, turning its errors into the dispatcher's three kinds."""

@@ -8,7 +8,10 @@ logged reason rather than refused. What becomes a message:
   `/cmd@otherbot`), a mention of the bot, or a reply to one of the bot's messages (what Telegram's privacy mode
   delivers). The mention is taken out of the text; replies go to the group, the sender is the person;
 - a pressed inline-keyboard button (`callback_query`): the choice is its callback data (see
-  channels/telegram/buttons.py).
+  channels/telegram/buttons.py);
+- a payment in Telegram Stars: the last check before charging (`pre_checkout_query`, which must be answered within
+  10 s) and the payment itself (a message with `successful_payment`), each with the choice `PAYMENT_CHECK` or
+  `PAYMENT_DONE` and Telegram's fields in `meta["pre_checkout"]` / `meta["successful_payment"]`.
 Edited messages, channel posts, inline queries and every other kind are ignored.
 
 The platform id is the update_id, so a redelivered update is recognised as a duplicate.
@@ -20,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import CallbackQuery, Message, Update
+from telegram import CallbackQuery, Message, PreCheckoutQuery, Update
 from telegram.constants import ChatType, MessageEntityType, UpdateType
 
 from bot.messages import InboundMessage
@@ -41,6 +44,8 @@ IGNORED_KINDS: dict[str, str] = {  # update_kind() gives a plain str
     UpdateType.INLINE_QUERY: "an inline query: the bot does not offer inline mode",
     UpdateType.CHOSEN_INLINE_RESULT: "a chosen inline result: the bot does not offer inline mode",
 }
+# The choices a payment arrives as, for the dialogs (which read its fields from `meta`).
+PAYMENT_CHECK, PAYMENT_DONE = "payment:check", "payment:stars"
 _COMMAND = re.compile(r"^/[A-Za-z0-9_]{1,32}(?:@(?P<target>[A-Za-z0-9_]+))?(?:\s|$)")
 
 
@@ -105,6 +110,8 @@ def interpret(update: Update, *, me: BotIdentity | None = None) -> InboundMessag
         return _from_message(str(update.update_id), update.message, me)
     if update.callback_query is not None:
         return _from_button(str(update.update_id), update.callback_query)
+    if update.pre_checkout_query is not None:
+        return _from_pre_checkout(str(update.update_id), update.pre_checkout_query)
     kind = update_kind(update)
     return Ignored(IGNORED_KINDS.get(kind, f"a {kind} update: the bot does not handle this kind"))
 
@@ -115,6 +122,17 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
         return Ignored("a message without a sender")
     if user.is_bot:
         return Ignored("a message from a bot (an anonymous group admin or another bot)")
+    if message.successful_payment is not None:  # Telegram's report, in whatever chat the invoice was sent to
+        paid = message.successful_payment
+        return InboundMessage(
+            channel=CHANNEL, platform_id=platform_id, chat_id=str(chat.id), sender_id=str(user.id),
+            choice=PAYMENT_DONE, sender_name=user.first_name or None,
+            meta={"platform_report": True, "successful_payment": {
+                "currency": paid.currency, "total_amount": paid.total_amount, "invoice_payload": paid.invoice_payload,
+                "telegram_payment_charge_id": paid.telegram_payment_charge_id,
+                "provider_payment_charge_id": paid.provider_payment_charge_id,
+            }},
+        )
     media = _media(message)
     if message.text is None and media is None:
         return Ignored("a message with no text, caption or media the bot reads (a service message, a poll, …)")
@@ -195,4 +213,19 @@ def _from_button(platform_id: str, query: CallbackQuery) -> InboundMessage | Ign
         choice=choice,
         sender_name=query.from_user.first_name or None,
         meta={"callback_query_id": query.id, "message_id": query.message.message_id},
+    )
+
+
+def _from_pre_checkout(platform_id: str, query: PreCheckoutQuery) -> InboundMessage:
+    """The last check before Telegram charges: answered through the outbox (a CheckoutAnswer), in the buyer's private
+    chat with the bot, whose id is the buyer's."""
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=platform_id,
+        chat_id=str(query.from_user.id),
+        sender_id=str(query.from_user.id),
+        choice=PAYMENT_CHECK,
+        sender_name=query.from_user.first_name or None,
+        meta={"pre_checkout": {"id": query.id, "currency": query.currency, "total_amount": query.total_amount,
+                               "invoice_payload": query.invoice_payload}},
     )

@@ -139,6 +139,8 @@ class WhatsAppChannel:
             raise
 
     async def _send_in_session(self, to: str, delivery: Delivery) -> str:
+        if not isinstance(delivery.reply, Text | Document):
+            raise PermanentSendError(f"WhatsApp cannot send a {type(delivery.reply).__name__}")
         messages = self._messages(delivery.reply)
         sent = delivery.parts.ids  # accepted before (by any process): a retry resumes after them
         for index in range(len(sent), len(messages)):

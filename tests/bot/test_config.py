@@ -28,6 +28,9 @@ def test_defaults_need_no_configuration(tmp_path):
         ("DATABASE_URL", "mysql://x", "sqlite:/// or postgresql://"),
         ("SECRET_KEY", "short", "at least 16 characters"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL"),
+        ("STARS_PER_UNIT", "EUR:55", "is not CURRENCY=STARS"),
+        ("STARS_PER_UNIT", "EUR=-1", "a positive number"),
+        ("STRIPE_SECRET_KEY", "pk_test_123", "never the publishable pk_ key"),
     ],
 )
 def test_bad_values_are_named(monkeypatch, variable, value, expected):

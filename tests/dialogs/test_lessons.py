@@ -168,11 +168,12 @@ async def test_a_paid_course_stops_after_the_preview_until_entitled(learning_bot
     bot, channel = learning_bot
     await import_sample(bot, PAID)
     t = Learning(bot, channel)
-    await onboard(t, course="Passwords that hold")
+    await onboard(t, course="Passwords that hold — 3.00 GBP")  # the course choice shows the price
     await t.press("Start my first lesson")
     await answer_until(t, bot, "🎉 Lesson done")
     [locked] = await t.press("More now")
     assert locked.startswith("Lesson 2 is part of the full course “Passwords that hold”: only the first lesson is free")
+    assert t.labels() == ["Buy — 3.00 GBP", "Later"]
     user, _learner = await learner_row(bot, "test", "ann")
     async with bot.db.transaction() as session:
         from storage.models import User

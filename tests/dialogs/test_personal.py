@@ -54,8 +54,9 @@ async def test_export_sends_everything_kept_as_a_json_file(admin_bot):
     assert data["progress"] and data["progress"][0]["lesson"] == "What a phishing message wants"
     assert "what is a zebra phish?" in [m["text"] for m in data["messages"]]
     assert any(r["text"].startswith("📘 Lesson 1 of 5") for r in data["replies"])
-    assert set(data) == {"exported_at", "profile", "enrollments", "progress", "answers", "certificates", "messages",
-                         "replies"}
+    assert data["payments"] == []  # a free course
+    assert set(data) == {"exported_at", "profile", "enrollments", "progress", "answers", "certificates", "payments",
+                         "messages", "replies"}
 
 
 async def test_export_is_refused_in_a_group(admin_bot):

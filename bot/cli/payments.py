@@ -1,0 +1,132 @@
+"""`lessonbot payments list|show|refund`: what was sold, one payment in full, and a refund that revokes its access.
+
+A refund asks the platform first (Stripe's refunds API, or Telegram's refundStarPayment), then marks the payment
+refunded, revokes its entitlement and queues a message to the learner, in one transaction; the attempt is written to
+the admin audit log as `cli:<user>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from typing import TYPE_CHECKING
+
+from bot.cli.database import database
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    payments = subparsers.add_parser("payments", help="payments for paid courses: list, show, refund")
+    actions = payments.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="the latest payments, newest first")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(func=cmd_list)
+    show = actions.add_parser("show", help="one payment in full")
+    show.add_argument("payment", help="its number: 12 or LB-000012")
+    show.set_defaults(func=cmd_show)
+    refund = actions.add_parser("refund", help="refund a paid payment and revoke the access it gave")
+    refund.add_argument("payment", help="its number: 12 or LB-000012")
+    refund.set_defaults(func=cmd_refund)
+
+
+def _number(text: str) -> int | None:
+    digits = text.strip().upper().removeprefix("LB-").lstrip("#")
+    return int(digits) if digits.isdigit() else None
+
+
+def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    from dialogs.payments import receipt_number
+    from storage.payments import recent_payments
+
+    async def main() -> int:
+        async with database(settings) as db, db.sessions() as session:
+            rows = await recent_payments(session, limit=args.limit)
+            if not rows:
+                print("No payments yet.")
+            for row in rows:
+                print(f"{receipt_number(row)}\t{row.status}\t{row.amount_minor} {row.currency}"
+                      f"\tcourse={row.course_id}\tlearner={row.user_id}\t{row.provider}\t{row.reference or ''}"
+                      f"\t{row.created_at:%Y-%m-%d %H:%M}")
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.payments import Payment
+
+    number = _number(args.payment)
+    if number is None:
+        print(f"{args.payment!r} is not a payment number: give 12 or LB-000012 (lessonbot payments list).",
+              file=sys.stderr)
+        return 2
+
+    async def main() -> int:
+        async with database(settings) as db, db.sessions() as session:
+            payment = await session.get(Payment, number)
+            if payment is None:
+                print(f"No payment {number} (lessonbot payments list shows them).", file=sys.stderr)
+                return 1
+            for column in Payment.__table__.columns:
+                print(f"{column.name}: {getattr(payment, column.name)}")
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.payments import payment_desk
+    from dialogs.payments import Refundable, record_refund, refund, tell
+    from storage.models import AdminAuditEntry, utcnow
+    from storage.payments import Payment, PaymentStatus
+
+    number = _number(args.payment)
+    identity = f"cli:{getpass.getuser()}"
+
+    async def main() -> int:
+        channels = []
+        if settings.telegram_bot_token:
+            from channels.telegram import TelegramChannel
+
+            channels.append(TelegramChannel(token=settings.telegram_bot_token,
+                                            api_base_url=settings.telegram_api_base_url))
+        desk = payment_desk(settings, channels)
+        async with database(settings) as db:
+            target, status = None, None
+            if number is not None:
+                async with db.sessions() as session:
+                    payment = await session.get(Payment, number)
+                    target = Refundable.of(payment) if payment is not None else None
+                    status = payment.status if payment is not None else None
+            if number is None:
+                print(f"{args.payment!r} is not a payment number: give 12 or LB-000012 (lessonbot payments list).",
+                      file=sys.stderr)
+                outcome, code = "invalid", 2
+            elif target is None or status != PaymentStatus.PAID:
+                print(f"Payment {number} is not a paid payment (lessonbot payments list).", file=sys.stderr)
+                outcome, code = "invalid", 1
+            else:
+                result = await refund(desk, target)
+                outcome, code = ("ok", 0) if result == "ok" else ("error", 1)
+                async with db.transaction() as session:
+                    if result == "ok":
+                        paid = await session.get(Payment, number)
+                        assert paid is not None
+                        text = await record_refund(session, paid, now=utcnow(), note=f"refunded by {identity}")
+                        if text is not None:
+                            await tell(session, paid, text)
+                        print(f"Refunded payment {number}; access revoked and the learner told.")
+                    else:
+                        print(f"The refund did not go through: {result}", file=sys.stderr)
+            async with db.transaction() as session:
+                session.add(AdminAuditEntry(identity=identity, command="payments refund", arguments=args.payment,
+                                            outcome=outcome))
+        for channel in channels:
+            await channel.close()
+        return code
+
+    return asyncio.run(main())

@@ -1,0 +1,716 @@
+"""Buying a paid course in the chat: the offer, the payment, the confirmation, receipts, refunds and admin grants.
+
+Where a learner meets a price: the course choice (dialogs/prices.py), the end of the free preview ("Buy — 9.90 EUR"
+and "Later"), `/buy [course]`, `/courses`; `/purchases` lists what they bought, `/paysupport` says where to ask.
+
+How they pay depends on where they are, as the wiring declares it (`PaymentDesk`, built in bot/payments.py):
+- where the platform sells in its own currency (Telegram Stars, `stars_channels`): an `Invoice` reply. Telegram
+  asks once more before charging (`payment:check`, answered with a `CheckoutAnswer`: the course still sold, not yet
+  owned, the price unchanged) and then reports the payment (`payment:stars`), which grants access keyed by Telegram's
+  `telegram_payment_charge_id`;
+- elsewhere, a Stripe Checkout link (`checkout`), created outside the transaction. Stripe's events reach the
+  learner's conversation as messages (`payment:stripe`, recorded by bot/payments.py's webhook, keyed by Stripe's
+  event id) and are checked here against what was offered: amount, currency, learner and course;
+- with neither, the learner hears how to get access anyway (an admin grant).
+
+Exactly once: a payment moves between statuses by one conditional UPDATE (storage.payments.move_status), and only
+the move to `paid` grants and confirms; the entitlement itself is keyed by the payment's reference. So the same
+event twice, two events for one payment, or events out of order give one entitlement and one confirmation.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_CEILING, Decimal
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.messages import CheckoutAnswer, Invoice, Text
+from bot.text import fold
+from dialogs import lessons
+from dialogs.i18n import N_, Translator, translator
+from dialogs.learner import current_course, enroll, is_set_up, learner_of, tr
+from dialogs.onboarding import live_courses
+from dialogs.prices import BUY, STARS, course_price, format_price
+from dialogs.turn import Turn
+from storage.courses import SOURCE_GRANT, Course, currency_decimals, may_access
+from storage.models import ChannelIdentity, User
+from storage.outbox import OutboxEntry, enqueue
+from storage.payments import (
+    STRIPE,
+    TELEGRAM,
+    AccessCode,
+    Payment,
+    PaymentStatus,
+    grant,
+    grant_purchase,
+    move_status,
+    purchases,
+    recent_payments,
+    redeem,
+    revoke_all,
+    revoke_purchase,
+)
+from storage.queries import get_or_create_conversation
+
+log = logging.getLogger(__name__)
+
+# The choices payments arrive as (channels/telegram/updates.py and bot/payments.py make them).
+CHECK, STARS_PAID, STRIPE_EVENT = "payment:check", "payment:stars", "payment:stripe"
+STILL_PAYABLE = (  # what a confirmed payment may still move from (a late confirmation counts)
+    PaymentStatus.OPEN, PaymentStatus.PROCESSING, PaymentStatus.FAILED, PaymentStatus.EXPIRED)
+
+
+# What the wiring gives the dialogs ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutOffer:
+    """What a checkout page sells: one course, to one learner, at the price shown to them."""
+
+    user_id: int
+    course_id: int
+    course_slug: str
+    title: str
+    amount_minor: int
+    currency: str
+    language: str
+    reference: str  # ties the page to the learner and course (Stripe's client_reference_id)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutSession:
+    id: str
+    url: str
+
+
+class Checkout(Protocol):
+    """A hosted payment page (Stripe Checkout)."""
+
+    async def create(self, offer: CheckoutOffer) -> CheckoutSession: ...
+
+    async def refund(self, charge_reference: str) -> str:
+        """Refund the whole payment; the refund's id."""
+        ...
+
+
+RefundStars = Callable[[str, str, str], Awaitable[None]]  # (channel, the buyer's platform id, charge id)
+
+
+@dataclass(frozen=True)
+class PaymentDesk:
+    """How this bot takes payments: a checkout (Stripe) or none, the channels that sell in Stars and at what rate,
+    and who answers payment questions."""
+
+    checkout: Checkout | None = None
+    stars_channels: frozenset[str] = frozenset()
+    stars_per_unit: Mapping[str, Decimal] = field(default_factory=dict)  # currency → Stars for one unit of it
+    refund_stars: RefundStars | None = None
+    support: str = ""
+
+    def stars_price(self, course: Course) -> int | None:
+        """The course's price in Stars: as priced (XTR), or converted at `stars_per_unit`; None without a rate."""
+        if course.price_minor is None or not course.currency:
+            return None
+        if course.currency == STARS:
+            return course.price_minor
+        rate = self.stars_per_unit.get(course.currency)
+        if rate is None:
+            return None
+        units = Decimal(course.price_minor).scaleb(-currency_decimals(course.currency))
+        return int((units * rate).to_integral_value(rounding=ROUND_CEILING))
+
+
+def desk_of(turn: Turn) -> PaymentDesk:
+    return turn.payments if isinstance(turn.payments, PaymentDesk) else PaymentDesk()
+
+
+# Finding the course ---------------------------------------------------------------------------------------------------
+
+
+async def _paid_courses(turn: Turn) -> list[Course]:
+    return [course for course in await live_courses(turn) if course_price(tr(turn), course) is not None]
+
+
+async def _named_course(turn: Turn, name: str) -> Course | None:
+    typed = fold(name)
+    courses = await _paid_courses(turn)
+    return next((course for course in courses if typed in (fold(course.slug), fold(course.title))), None)
+
+
+async def owns(turn: Turn, user_id: int, course: Course) -> bool:
+    """Whether the learner may take the lessons past the free preview: the one entitlement check decides."""
+    return await may_access(turn.session, user_id, course, course.free_preview_lessons + 1, now=turn.now)
+
+
+# /buy, /courses, the buttons ------------------------------------------------------------------------------------------
+
+
+async def buy_command(turn: Turn, args: str) -> None:
+    """/buy [course]: buy the named course, or the learner's current one."""
+    _ = tr(turn)
+    if args:
+        course = await _named_course(turn, args)
+        if course is None:
+            names = ", ".join(c.slug for c in await _paid_courses(turn)) or "—"
+            turn.say(_("There is no paid course called {name}. Courses for sale: {names}. Send /courses to see "
+                       "them with their prices.", name=repr(args[:60]), names=names))
+            return
+    else:
+        learner = await learner_of(turn)
+        course = await current_course(turn, learner) if is_set_up(learner) else None
+        if course is None or course_price(_, course) is None:
+            await courses_command(turn, "")
+            return
+    await buy(turn, course)
+
+
+async def courses_command(turn: Turn, _args: str) -> None:
+    """/courses: every course with its price, a button to buy each paid one not yet owned."""
+    _ = tr(turn)
+    courses = await live_courses(turn)
+    if not courses:
+        turn.say(_("There are no courses to choose from yet. I'll be here when one is added."))
+        return
+    lines, choices = [_("Courses:")], []
+    for course in courses:
+        price = course_price(_, course)
+        if price is None:
+            lines.append(_("• {title} — free", title=course.title))
+        elif await owns(turn, turn.user.id, course):
+            lines.append(_("• {title} — yours", title=course.title))
+        else:
+            lines.append(_("• {title} — {price}", title=course.title, price=price))
+            choices.append((_("Buy {title}", title=course.title[:40]), f"{BUY}:{course.slug}"))
+    turn.say("\n".join(lines), choices=choices)
+
+
+async def on_button(turn: Turn, value: str) -> None:
+    """A pressed "Buy — 9.90 EUR" (`pay:buy:<course slug>`)."""
+    slug = value.removeprefix(f"{BUY}:")
+    course = await turn.session.scalar(select(Course).where(Course.slug == slug))
+    if course is None or course_price(tr(turn), course) is None:
+        turn.say(tr(turn)("This course is no longer sold."))
+        return
+    await buy(turn, course)
+
+
+async def buy(turn: Turn, course: Course) -> None:
+    """Offer `course` the way this conversation's platform pays: Stars, a checkout link, or how else to get it."""
+    _ = tr(turn)
+    if await owns(turn, turn.user.id, course):
+        turn.say(_("You already have the whole of “{title}”. Send /next to go on.", title=course.title))
+        return
+    desk = desk_of(turn)
+    stars = desk.stars_price(course)
+    if turn.message.channel in desk.stars_channels and stars is not None:
+        await _offer_stars(turn, course, stars)
+    elif desk.checkout is not None:
+        await _offer_checkout(turn, desk.checkout, course)
+    else:
+        turn.say(_("“{title}” can't be bought here yet. To get access, ask the people who run this bot: an admin can "
+                   "give it to you, or send /redeem CODE with an access code they gave you.", title=course.title))
+
+
+def _new_payment(turn: Turn, course: Course, provider: str, amount: int, currency: str) -> Payment:
+    return Payment(user_id=turn.user.id, course_id=course.id, provider=provider, amount_minor=amount,
+                   currency=currency, status=PaymentStatus.OPEN.value, channel=turn.message.channel,
+                   chat_id=turn.message.chat_id, sender_id=turn.message.sender_id, created_at=turn.now)
+
+
+async def _offer_stars(turn: Turn, course: Course, stars: int) -> None:
+    _ = tr(turn)
+    payment = _new_payment(turn, course, TELEGRAM, stars, STARS)
+    turn.session.add(payment)
+    await turn.session.flush()
+    turn.send(Invoice(
+        title=course.title,
+        description=_("The whole course “{title}”, every lesson and quiz, yours to keep.", title=course.title),
+        payload=invoice_payload(payment),
+        currency=STARS,
+        amount=stars,
+        label=course.title,
+    ))
+
+
+def invoice_payload(payment: Payment) -> str:
+    """What Telegram hands back with the payment (at most 128 bytes): the offer's id, learner, course and price."""
+    return f"lb1:{payment.id}:{payment.user_id}:{payment.course_id}:{payment.amount_minor}"
+
+
+async def _offer_checkout(turn: Turn, checkout: Checkout, course: Course) -> None:
+    _ = tr(turn)
+    assert course.price_minor is not None and course.currency
+    offer = CheckoutOffer(
+        user_id=turn.user.id, course_id=course.id, course_slug=course.slug, title=course.title,
+        amount_minor=course.price_minor, currency=course.currency, language=_.language,
+        reference=f"u{turn.user.id}-c{course.id}",
+    )
+    session = await turn.call_outside_transaction(f"checkout:{turn.inbound_id}:{course.id}",
+                                                  lambda: _create(checkout, offer))
+    if session is None:
+        turn.say(_("I couldn't open the payment page just now. Please try /buy again in a minute."))
+        return
+    payment = _new_payment(turn, course, STRIPE, course.price_minor, course.currency)
+    payment.reference, payment.checkout_url = session.id, session.url
+    turn.session.add(payment)
+    turn.say(_("To unlock “{title}” ({price}), pay on this secure page:\n{url}\n\nWhen the payment is through, I'll "
+               "tell you here and your next lesson opens at once.", title=course.title,
+               price=format_price(_, course.price_minor, course.currency), url=session.url))
+
+
+async def _create(checkout: Checkout, offer: CheckoutOffer) -> CheckoutSession | None:
+    try:
+        return await checkout.create(offer)
+    except Exception:
+        log.exception("could not create a checkout session", extra={"course_id": offer.course_id})
+        return None
+
+
+# Telegram Stars -------------------------------------------------------------------------------------------------------
+
+
+async def on_payment(turn: Turn, value: str) -> None:
+    """A payment platform speaking (never a person: the fields come from the platform, in `meta`)."""
+    meta = turn.message.meta
+    if value == CHECK and "pre_checkout" in meta:
+        await _pre_checkout(turn, meta["pre_checkout"])
+    elif value == STARS_PAID and "successful_payment" in meta:
+        await _stars_paid(turn, meta["successful_payment"])
+    elif value == STRIPE_EVENT and "stripe_event" in meta:
+        await _stripe_event(turn, meta["stripe_event"])
+    else:
+        log.warning("a payment choice without the platform's fields was ignored", extra={"choice": value})
+
+
+async def _invoiced(turn: Turn, payload: str) -> Payment | None:
+    """The Stars payment an invoice payload names, if it is this learner's and reads right."""
+    parts = payload.split(":")
+    if len(parts) != 5 or parts[0] != "lb1" or not all(part.isdigit() for part in parts[1:]):
+        return None
+    payment = await turn.session.get(Payment, int(parts[1]))
+    if (payment is None or payment.provider != TELEGRAM or payment.user_id != turn.user.id
+            or [str(payment.user_id), str(payment.course_id), str(payment.amount_minor)] != parts[2:]):
+        return None
+    return payment
+
+
+async def _pre_checkout(turn: Turn, query: dict[str, Any]) -> None:
+    """Telegram's last check before charging: yes, or why not (shown by Telegram). Within its 10 s."""
+    reason = await _refusal(turn, query)
+    if reason is not None:
+        log.info("a Stars checkout was refused", extra={"reason": reason})
+    turn.send(CheckoutAnswer(str(query["id"]), ok=reason is None, error=reason or ""))
+
+
+async def _refusal(turn: Turn, query: dict[str, Any]) -> str | None:
+    _ = tr(turn)
+    payment = await _invoiced(turn, str(query.get("invoice_payload", "")))
+    if payment is None or payment.status != PaymentStatus.OPEN:
+        return _("This invoice is no longer valid. Send /buy for a new one.")
+    course = await turn.session.get(Course, payment.course_id)
+    if course is None or course_price(_, course) is None:
+        return _("This course is no longer sold.")
+    if await owns(turn, turn.user.id, course):
+        return _("You already have this course: nothing to pay.")
+    if (query.get("currency") != payment.currency or query.get("total_amount") != payment.amount_minor
+            or desk_of(turn).stars_price(course) != payment.amount_minor):
+        return _("The price has changed since this invoice. Send /buy for the current one.")
+    return None
+
+
+async def _stars_paid(turn: Turn, paid: dict[str, Any]) -> None:
+    _ = tr(turn)
+    charge = str(paid.get("telegram_payment_charge_id") or "")
+    payment = await _invoiced(turn, str(paid.get("invoice_payload", "")))
+    if payment is None or not charge:
+        log.error("a Stars payment for no invoice of ours", extra={"charge": charge})
+        turn.say(_("Your payment arrived, but I couldn't match it to a course. Send /paysupport and we'll sort it "
+                   "out."))
+        return
+    if paid.get("currency") != payment.currency or paid.get("total_amount") != payment.amount_minor:
+        await _reject(turn, payment, f"paid {paid.get('total_amount')} {paid.get('currency')}", reference=charge)
+        return
+    await _settle(turn, payment, reference=charge)
+
+
+# Stripe's events ------------------------------------------------------------------------------------------------------
+
+
+async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
+    """An event bot/payments.py matched to one of our payments; checked here against what was offered."""
+    payment = await turn.session.get(Payment, int(event["payment_id"]))
+    if payment is None or payment.user_id != turn.user.id:
+        log.error("a Stripe event for another learner's payment reached this conversation",
+                  extra={"event_id": event.get("id")})
+        return
+    kind = event["type"]
+    if kind == "charge.refunded":
+        if event.get("refunded"):
+            await refund_settled(turn, payment, note="refunded in Stripe")
+        return
+    if kind == "checkout.session.expired":
+        await move_status(turn.session, payment, PaymentStatus.EXPIRED, allowed_from=(PaymentStatus.OPEN,),
+                          now=turn.now)
+        return
+    mismatch = _mismatch(payment, event)
+    if mismatch is not None:
+        await _reject(turn, payment, mismatch)
+        return
+    _ = tr(turn)
+    if kind == "checkout.session.async_payment_failed":
+        if await move_status(turn.session, payment, PaymentStatus.FAILED,
+                             allowed_from=(PaymentStatus.OPEN, PaymentStatus.PROCESSING), now=turn.now):
+            turn.say(_("Your payment for this course did not go through, so nothing was charged. Send /buy to try "
+                       "again."))
+        return
+    if kind == "checkout.session.completed" and event.get("payment_status") != "paid":
+        if await move_status(turn.session, payment, PaymentStatus.PROCESSING, allowed_from=(PaymentStatus.OPEN,),
+                             now=turn.now):
+            turn.say(_("Thanks! Your payment is on its way; I'll tell you here as soon as it clears."))
+        return
+    await _settle(turn, payment, charge_reference=event.get("payment_intent"))
+
+
+def _mismatch(payment: Payment, event: dict[str, Any]) -> str | None:
+    """What in a Stripe checkout event differs from our offer, or None."""
+    metadata = event.get("metadata") or {}
+    expected = {"user_id": str(payment.user_id), "course_id": str(payment.course_id)}
+    if event.get("amount_total") != payment.amount_minor or str(event.get("currency", "")).upper() != payment.currency:
+        return f"paid {event.get('amount_total')} {event.get('currency')}, offered {payment.amount_minor} " \
+               f"{payment.currency}"
+    if {key: str(metadata.get(key)) for key in expected} != expected:
+        return f"metadata {metadata!r} is not this offer's"
+    if event.get("client_reference_id") != f"u{payment.user_id}-c{payment.course_id}":
+        return f"client_reference_id {event.get('client_reference_id')!r} is not this offer's"
+    return None
+
+
+# Settling -------------------------------------------------------------------------------------------------------------
+
+
+async def _settle(turn: Turn, payment: Payment, *, reference: str | None = None,
+                  charge_reference: str | None = None) -> None:
+    """Paid: grant, confirm and go on with the course, once however often the platform says so."""
+    values: dict[str, Any] = {}
+    if reference is not None:
+        values["reference"] = reference
+    if charge_reference:
+        values["charge_reference"] = charge_reference
+    if not await move_status(turn.session, payment, PaymentStatus.PAID, allowed_from=STILL_PAYABLE, now=turn.now,
+                             **values):
+        log.info("a payment confirmed again; nothing more to do", extra={"payment_id": payment.id})
+        return
+    await grant_purchase(turn.session, payment, turn.now)
+    course = await turn.session.get(Course, payment.course_id)
+    assert course is not None
+    _ = tr(turn)
+    turn.say(_("✅ Payment received: “{title}” is yours, every lesson of it. Receipt no. {receipt} (see /purchases).",
+               title=course.title, receipt=receipt_number(payment)))
+    learner = await learner_of(turn)
+    if is_set_up(learner):
+        await enroll(turn, learner, course)
+        await lessons.next_lesson(turn)
+
+
+async def _reject(turn: Turn, payment: Payment, why: str, *, reference: str | None = None) -> None:
+    log.warning("a payment does not match its offer; nothing granted", extra={"payment_id": payment.id, "why": why})
+    values: dict[str, Any] = {"note": why[:2000]}
+    if reference is not None:
+        values["reference"] = reference
+    if await move_status(turn.session, payment, PaymentStatus.REJECTED, allowed_from=STILL_PAYABLE, now=turn.now,
+                         **values):
+        _ = tr(turn)
+        turn.say(_("I received a payment I couldn't match to what you were offered, so I haven't unlocked anything. "
+                   "Send /paysupport and we'll sort it out (receipt no. {receipt}).", receipt=receipt_number(payment)))
+
+
+async def refund_settled(turn: Turn, payment: Payment, *, note: str) -> bool:
+    """A refund went through: revoke what the payment granted and tell the learner, once."""
+    text = await record_refund(turn.session, payment, now=turn.now, note=note)
+    if text is None:
+        return False
+    if payment.user_id == turn.user.id and turn.message.chat_id == payment.chat_id:
+        turn.say(text)
+    else:
+        await tell(turn.session, payment, text)
+    return True
+
+
+async def record_refund(session: AsyncSession, payment: Payment, *, now: datetime, note: str) -> str | None:
+    """Mark `payment` refunded and revoke its entitlement; what to tell the learner, or None if it was refunded
+    already (so a refund reported twice, by an admin and by Stripe's event, is told once)."""
+    if not await move_status(session, payment, PaymentStatus.REFUNDED, allowed_from=(PaymentStatus.PAID,), now=now,
+                             note=note[:2000]):
+        return None
+    await revoke_purchase(session, payment, now)
+    course = await session.get(Course, payment.course_id)
+    user = await session.get(User, payment.user_id)
+    _ = translator(user.locale if user else None)
+    return _("Your payment for “{title}” was refunded (receipt no. {receipt}), so the lessons after the free "
+             "preview are locked again.", title=course.title if course else "—", receipt=receipt_number(payment))
+
+
+async def tell(session: AsyncSession, payment: Payment, text: str) -> None:
+    """A message to the conversation the payment was made in, queued in the caller's transaction (from an admin's
+    conversation, or the command line): the dispatcher's poll sends it."""
+    conversation_id = await get_or_create_conversation(session, payment.channel, payment.chat_id)
+    await enqueue(session, [OutboxEntry(conversation_id=conversation_id, channel=payment.channel,
+                                        chat_id=payment.chat_id, payload=Text(text).to_payload(),
+                                        idempotency_key=f"payment:{payment.id}:{payment.status}")])
+
+
+def receipt_number(payment: Payment) -> str:
+    return f"LB-{payment.id:06d}"
+
+
+# /purchases, /paysupport ----------------------------------------------------------------------------------------------
+
+
+async def purchases_command(turn: Turn, _args: str) -> None:
+    _ = tr(turn)
+    bought = await purchases(turn.session, turn.user.id)
+    if not bought:
+        turn.say(_("You haven't bought anything yet. Send /courses to see what's for sale."))
+        return
+    lines = [_("Your purchases:")]
+    for payment in bought:
+        course = await turn.session.get(Course, payment.course_id)
+        lines.append(_line(_, payment, course.title if course else "—"))
+    lines.append(_("Questions about a payment? Send /paysupport."))
+    turn.say("\n".join(lines))
+
+
+def _line(_: Translator, payment: Payment, title: str) -> str:
+    when = (payment.paid_at or payment.created_at).strftime("%Y-%m-%d")
+    price = format_price(_, payment.amount_minor, payment.currency)
+    if payment.status == PaymentStatus.REFUNDED:
+        return _("• {title} — {price}, {date}, refunded. Receipt no. {receipt}", title=title, price=price, date=when,
+                 receipt=receipt_number(payment))
+    return _("• {title} — {price}, {date}. Receipt no. {receipt} ({provider} {reference})", title=title, price=price,
+             date=when, receipt=receipt_number(payment), provider=payment.provider, reference=payment.reference or "")
+
+
+async def paysupport_command(turn: Turn, _args: str) -> None:
+    """/paysupport: Telegram asks every bot that sells to answer it."""
+    _ = tr(turn)
+    support = desk_of(turn).support
+    text = _("Questions about a payment, or want a refund? Write here what happened and the receipt number from "
+             "/purchases; the people who run this bot read it.")
+    if support:
+        text += "\n" + _("You can also write to {contact}.", contact=support)
+    turn.say(text)
+
+
+# Admin: grant, revoke, refund, payments -------------------------------------------------------------------------------
+
+
+async def _learner(turn: Turn, who: str) -> User | None:
+    """A learner named as channel:id (telegram:12345) or by their number."""
+    if who.isdigit():
+        return await turn.session.get(User, int(who))
+    channel, _sep, external = who.partition(":")
+    identity = await turn.session.scalar(
+        select(ChannelIdentity).where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external)
+    )
+    return await turn.session.get(User, identity.user_id) if identity else None
+
+
+async def _learner_and_course(turn: Turn, words: list[str], usage: str) -> tuple[User, Course]:
+    from dialogs.admin import UsageError
+
+    _ = tr(turn)
+    if len(words) < 2:
+        raise UsageError(usage)
+    user = await _learner(turn, words[0])
+    if user is None:
+        raise UsageError(_("No learner {who}: give their channel:id (as in ADMINS, e.g. telegram:12345) or number.",
+                           who=repr(words[0])))
+    course = await turn.session.scalar(select(Course).where(Course.slug == words[1]))
+    if course is None:
+        raise UsageError(_("No course {slug}: give its id from course.yaml (lessonbot course list).",
+                           slug=repr(words[1])))
+    return user, course
+
+
+async def admin_grant(turn: Turn, args: str) -> None:
+    from dialogs.admin import UsageError
+
+    _ = tr(turn)
+    usage = _("Usage: /admin grant USER COURSE [DAYS] — USER is channel:id or a number, COURSE the course id.")
+    words = args.split()
+    user, course = await _learner_and_course(turn, words, usage)
+    days = None
+    if len(words) > 2:
+        if not words[2].isdigit() or not 1 <= int(words[2]) <= 3650:
+            raise UsageError(usage)
+        days = int(words[2])
+    expires = turn.now + timedelta(days=days) if days else None
+    await grant(turn.session, user.id, course.id, source=SOURCE_GRANT, reference=f"admin:{turn.inbound_id}",
+                expires_at=expires, now=turn.now)
+    turn.say(_("Granted “{title}” to learner {user}{until}.", title=course.title, user=user.id,
+               until=_(" until {date}", date=f"{expires:%Y-%m-%d}") if expires else ""))
+
+
+async def admin_revoke(turn: Turn, args: str) -> None:
+    _ = tr(turn)
+    usage = _("Usage: /admin revoke USER COURSE — USER is channel:id or a number, COURSE the course id.")
+    user, course = await _learner_and_course(turn, args.split(), usage)
+    count = await revoke_all(turn.session, user.id, course.id, turn.now)
+    turn.say(_.plural("Revoked {n} entitlement to “{title}” from learner {user}.",
+                      "Revoked {n} entitlements to “{title}” from learner {user}.", count, title=course.title,
+                      user=user.id))
+
+
+async def admin_refund(turn: Turn, args: str) -> None:
+    from dialogs.admin import UsageError
+
+    _ = tr(turn)
+    number = args.strip().upper().removeprefix("LB-").lstrip("#")
+    if not number.isdigit():
+        raise UsageError(_("Usage: /admin refund PAYMENT — the payment's number from /admin payments."))
+    payment = await turn.session.get(Payment, int(number))
+    if payment is None or payment.status != PaymentStatus.PAID:
+        raise UsageError(_("Payment {number} is not a paid payment (see /admin payments).", number=number))
+    target = Refundable.of(payment)
+    outcome = await turn.call_outside_transaction(f"refund:{payment.id}", lambda: refund(desk_of(turn), target))
+    if outcome != "ok":
+        turn.say(_("The refund did not go through: {error}", error=outcome))
+        return
+    await refund_settled(turn, payment, note=f"refunded by {turn.identity.address}")
+    turn.say(_("Refunded payment {receipt}; access revoked and the learner told.", receipt=receipt_number(payment)))
+
+
+@dataclass(frozen=True, slots=True)
+class Refundable:
+    """What a refund needs of a payment, read before the call (which runs outside the transaction)."""
+
+    id: int
+    provider: str
+    channel: str
+    buyer: str
+    reference: str
+    charge_reference: str
+
+    @classmethod
+    def of(cls, payment: Payment) -> Refundable:
+        return cls(payment.id, payment.provider, payment.channel, payment.sender_id, payment.reference or "",
+                   payment.charge_reference or "")
+
+
+async def refund(desk: PaymentDesk, payment: Refundable) -> str:
+    """Ask the platform to give the money back: "ok", or what went wrong."""
+    try:
+        if payment.provider == TELEGRAM:
+            if desk.refund_stars is None:
+                return "Telegram is not connected in this process"
+            await desk.refund_stars(payment.channel, payment.buyer, payment.reference)
+        else:
+            if desk.checkout is None or not payment.charge_reference:
+                return "Stripe is not configured (STRIPE_SECRET_KEY)"
+            await desk.checkout.refund(payment.charge_reference)
+    except Exception as exc:
+        log.exception("a refund failed", extra={"payment_id": payment.id})
+        return str(exc)[:300] or type(exc).__name__
+    return "ok"
+
+
+async def admin_payments(turn: Turn, _args: str) -> None:
+    _ = tr(turn)
+    rows = await recent_payments(turn.session, limit=15)
+    if not rows:
+        turn.say(_("No payments yet."))
+        return
+    lines = [_("Payments (newest first):")]
+    for payment in rows:
+        course = await turn.session.get(Course, payment.course_id)
+        lines.append(f"{receipt_number(payment)} · {payment.status} · "
+                     f"{format_price(_, payment.amount_minor, payment.currency)} · {course.slug if course else '—'} · "
+                     f"learner {payment.user_id} · {payment.provider} {payment.reference or ''}".rstrip())
+    turn.say("\n".join(lines))
+
+
+# Access codes ---------------------------------------------------------------------------------------------------------
+
+
+async def redeem_command(turn: Turn, args: str) -> None:
+    """/redeem CODE: open the code's course for this learner."""
+    _ = tr(turn)
+    typed = args.strip().upper()
+    code = await turn.session.scalar(select(AccessCode).where(AccessCode.code == typed)) if typed else None
+    if code is None:
+        turn.say(_("That is not an access code I know. Send /redeem followed by the code exactly as you were given it, "
+                   "e.g. /redeem LB-7K2Q-9XWM."))
+        return
+    course = await turn.session.get(Course, code.course_id)
+    assert course is not None
+    if not await redeem(turn.session, code, turn.user.id, turn.now):
+        owned = await owns(turn, turn.user.id, course)
+        turn.say(_("You already have “{title}”. Send /next to go on.", title=course.title) if owned else
+                 _("This code has been used up. Ask whoever gave it to you for a new one."))
+        return
+    turn.say(_("🎟️ Code accepted: “{title}” is open to you.", title=course.title))
+    learner = await learner_of(turn)
+    if is_set_up(learner):
+        await enroll(turn, learner, course)
+        await lessons.next_lesson(turn)
+
+
+_CODE_LETTERS = "ABCDEFGHJKMNPQRSTVWXYZ23456789"  # no 0/O, 1/I/L, U: read aloud and typed without mistakes
+
+
+def new_code() -> str:
+    """LB-XXXX-XXXX: 40 random bits from an alphabet that survives being read aloud."""
+    letters = "".join(secrets.choice(_CODE_LETTERS) for _ in range(8))
+    return f"LB-{letters[:4]}-{letters[4:]}"
+
+
+async def admin_code(turn: Turn, args: str) -> None:
+    from dialogs.admin import UsageError
+
+    _ = tr(turn)
+    usage = _("Usage: /admin code COURSE [LEARNERS] [DAYS] — a code that opens the course for that many learners "
+              "(default 1), for good or for some days.")
+    words = args.split()
+    if not words or len(words) > 3 or not all(word.isdigit() and 1 <= int(word) <= 100_000 for word in words[1:]):
+        raise UsageError(usage)
+    course = await turn.session.scalar(select(Course).where(Course.slug == words[0]))
+    if course is None:
+        raise UsageError(_("No course {slug}: give its id from course.yaml (lessonbot course list).",
+                           slug=repr(words[0])))
+    uses = int(words[1]) if len(words) > 1 else 1
+    days = int(words[2]) if len(words) > 2 else None
+    code = AccessCode(code=new_code(), course_id=course.id, uses_left=uses, days=days,
+                      created_by=turn.identity.address, created_at=turn.now)
+    turn.session.add(code)
+    turn.say(_.plural("Access code {code} opens “{title}” for {n} learner: they send /redeem {code}.",
+                      "Access code {code} opens “{title}” for {n} learners: each sends /redeem {code}.", uses,
+                      code=code.code, title=course.title))
+
+
+ADMIN_SUBCOMMANDS = {
+    "grant": (admin_grant, N_("give a learner a course: /admin grant USER COURSE [DAYS]")),
+    "revoke": (admin_revoke, N_("take a course back: /admin revoke USER COURSE")),
+    "refund": (admin_refund, N_("refund a payment and revoke its access: /admin refund PAYMENT")),
+    "payments": (admin_payments, N_("the latest payments")),
+    "code": (admin_code, N_("an access code for a course: /admin code COURSE [LEARNERS] [DAYS]")),
+}
+
+
+# The pages Stripe sends the buyer back to (bot/payments.py serves them) -----------------------------------------------
+
+
+def page_text(which: str, language: str | None) -> tuple[str, str]:
+    """The title and text of the page after paying (`done`) or after leaving the checkout (`cancelled`)."""
+    _ = translator(language)
+    if which == "done":
+        return _("Payment received"), _("Thank you! Go back to the chat: I'll confirm there as soon as the payment is "
+                                        "through, and your next lesson opens at once.")
+    return _("No payment was taken"), _("Go back to the chat whenever you like, and send /buy when you want to try "
+                                        "again.")

@@ -1,0 +1,84 @@
+"""Helpers for the payment tests: Stripe's events built from Stripe's own payloads (tests/fixtures/stripe), signed as
+Stripe signs them, and posted to the app's webhook."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import time
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from standins.stripe import SECRET_KEY, WEBHOOK_SECRET, event_body, sign
+from storage.courses import Entitlement
+from storage.payments import Payment, PaymentEvent
+from tests.conftest import FIXTURES
+
+STRIPE_FIXTURES = FIXTURES / "stripe"
+CHECKOUT_COMPLETED = STRIPE_FIXTURES / "stripe-ruby-mock" / "checkout.session.completed.payment_mode.json"
+EVENT = STRIPE_FIXTURES / "stripe-openapi" / "fixture.event.json"
+CHARGE = STRIPE_FIXTURES / "stripe-openapi" / "fixture.charge.json"
+PUBLIC = "https://bot.example.test"
+_event_ids = itertools.count(1)
+
+
+def stripe_settings(settings, api_base_url: str, **more: Any):
+    return settings.model_copy(update={
+        "stripe_secret_key": SECRET_KEY, "stripe_webhook_secret": WEBHOOK_SECRET,
+        "stripe_api_base_url": api_base_url, "public_base_url": PUBLIC, **more,
+    })
+
+
+def checkout_event(session: dict[str, Any], kind: str = "checkout.session.completed", **changes: Any) -> dict[str, Any]:
+    """A checkout.session.* event: stripe-ruby-mock's recorded one, carrying the stand-in's session."""
+    event = json.loads(CHECKOUT_COMPLETED.read_text())
+    event.update(id=f"evt_test_{next(_event_ids):06d}_{time.time_ns()}", type=kind, created=int(time.time()))
+    shown = event["data"]["object"]
+    for key in ("id", "amount_subtotal", "amount_total", "currency", "client_reference_id", "metadata",
+                "payment_intent", "payment_status", "success_url", "cancel_url", "url"):
+        shown[key] = copy.deepcopy(session.get(key))
+    shown.update(changes)
+    return event
+
+
+def refund_event(session: dict[str, Any]) -> dict[str, Any]:
+    """charge.refunded: Stripe's example charge, refunded in full, wrapped in Stripe's example event."""
+    event = json.loads(EVENT.read_text())
+    charge = json.loads(CHARGE.read_text())
+    charge.update(payment_intent=session["payment_intent"], amount=session["amount_total"],
+                  amount_captured=session["amount_total"], amount_refunded=session["amount_total"], refunded=True,
+                  currency=session["currency"])
+    event.update(id=f"evt_test_{next(_event_ids):06d}_{time.time_ns()}", type="charge.refunded",
+                 created=int(time.time()), data={"object": charge})
+    return event
+
+
+async def post_event(client: httpx.AsyncClient, event: dict[str, Any], *, secret: str = WEBHOOK_SECRET,
+                     timestamp: int | None = None, body: str | None = None) -> httpx.Response:
+    body = body if body is not None else event_body(event)
+    return await client.post("/webhooks/stripe", content=body.encode(), headers={
+        "content-type": "application/json", "Stripe-Signature": sign(body, secret, timestamp=timestamp),
+    })
+
+
+async def count(bot, model) -> int:
+    async with bot.db.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)))
+
+
+async def entitlements(bot) -> list[Entitlement]:
+    async with bot.db.sessions() as session:
+        return list(await session.scalars(select(Entitlement).order_by(Entitlement.id)))
+
+
+async def payments(bot) -> list[Payment]:
+    async with bot.db.sessions() as session:
+        return list(await session.scalars(select(Payment).order_by(Payment.id)))
+
+
+async def events(bot) -> list[PaymentEvent]:
+    async with bot.db.sessions() as session:
+        return list(await session.scalars(select(PaymentEvent).order_by(PaymentEvent.id)))

@@ -1,0 +1,111 @@
+"""Prices as learners read them, paid courses with no way to pay configured, /courses, /purchases, and the admin's
+grant and revoke (audited) — through the real pipeline on a recording channel."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from bot.core import Lessonbot
+from dialogs.i18n import translator
+from dialogs.payments import PaymentDesk
+from dialogs.prices import course_label, format_price
+from storage.courses import Course
+from storage.models import AdminAuditEntry
+from tests.dialogs.learning_support import PAID, Learning, import_sample, onboard
+from tests.dialogs.payment_support import entitlements
+from tests.support import RecordingChannel
+
+
+@pytest.mark.parametrize(
+    ("language", "minor", "currency", "shown"),
+    [("en", 990, "EUR", "9.90 EUR"), ("es", 990, "EUR", "9,90 EUR"), ("en", 500, "JPY", "500 JPY"),
+     ("en", 1, "XTR", "1 Star"), ("es", 150, "XTR", "150 estrellas"), ("en", 12345, "KWD", "12.345 KWD")],
+)
+def test_a_price_is_shown_in_the_learners_number_format(language, minor, currency, shown):
+    assert format_price(translator(language), minor, currency) == shown
+
+
+def test_stars_are_priced_as_authored_or_at_the_configured_rate():
+    desk = PaymentDesk(stars_per_unit={"EUR": Decimal(55)})
+    assert desk.stars_price(Course(price_minor=990, currency="EUR")) == 545  # 9.90 × 55 = 544.5, rounded up
+    assert desk.stars_price(Course(price_minor=250, currency="XTR")) == 250
+    assert desk.stars_price(Course(price_minor=300, currency="GBP")) is None  # no rate: sold through Stripe
+
+
+def test_a_long_title_keeps_its_price_in_a_button():
+    course = Course(title="A" * 80, access="paid", price_minor=990, currency="EUR")
+    label = course_label(translator("en"), course)
+    assert len(label) <= 60 and label.endswith(" — 9.90 EUR")
+
+
+@pytest.fixture
+async def shop(settings):
+    channel = RecordingChannel()
+    bot = Lessonbot(settings.model_copy(update={"admins": ("test:boss",)}), [channel])
+    await import_sample(bot)
+    await import_sample(bot, PAID)
+    yield bot, Learning(bot, channel), Learning(bot, channel, chat="boss")
+    await bot.stop()
+
+
+async def test_without_a_way_to_pay_the_learner_hears_how_to_get_access(shop):
+    bot, ann, _boss = shop
+    await onboard(ann, course="Passwords that hold — 3.00 GBP")
+    [answer] = await ann.say("/buy")
+    assert answer.startswith("“Passwords that hold” can't be bought here yet. To get access, ask")
+    [listing] = await ann.say("/courses")
+    assert "• Passwords that hold — 3.00 GBP" in listing and "• Spot the phish, five minutes a day — free" in listing
+    [unknown] = await ann.say("/buy knitting")
+    assert unknown.startswith("There is no paid course called 'knitting'. Courses for sale: passwords-that-hold.")
+    [nothing] = await ann.say("/purchases")
+    assert nothing.startswith("You haven't bought anything yet.")
+
+
+async def test_an_admin_grants_and_revokes_and_every_attempt_is_audited(shop):
+    bot, ann, boss = shop
+    await onboard(ann, course="Passwords that hold — 3.00 GBP")
+    [usage] = await boss.say("/admin grant test:ann")
+    assert usage.startswith("Usage: /admin grant USER COURSE [DAYS]")
+    [granted] = await boss.say("/admin grant test:ann passwords-that-hold 30")
+    assert granted.startswith("Granted “Passwords that hold” to learner ") and " until " in granted
+    [listing] = await ann.say("/courses")
+    assert "• Passwords that hold — yours" in listing
+    [owned] = await ann.say("/buy")
+    assert owned.startswith("You already have the whole of “Passwords that hold”.")
+    [revoked] = await boss.say("/admin revoke test:ann passwords-that-hold")
+    assert revoked.startswith("Revoked 1 entitlement to “Passwords that hold”")
+    assert all(entitlement.revoked_at is not None for entitlement in await entitlements(bot))
+    [denied] = await ann.say("/admin grant test:ann passwords-that-hold")
+    assert denied.startswith("Admin commands are for admins only.")
+    async with bot.db.sessions() as session:
+        audit = [(row.identity, row.command, row.outcome)
+                 for row in await session.scalars(select(AdminAuditEntry).order_by(AdminAuditEntry.id))]
+    assert audit == [("test:boss", "grant", "invalid"), ("test:boss", "grant", "ok"), ("test:boss", "revoke", "ok"),
+                     ("test:ann", "grant", "denied")]
+
+
+async def test_an_access_code_opens_a_course_for_as_many_learners_as_it_says(shop):
+    bot, ann, boss = shop
+    ben = Learning(bot, ann.channel, chat="ben")
+    await onboard(ann, course="Passwords that hold — 3.00 GBP")
+    [bad] = await boss.say("/admin code passwords-that-hold many")
+    assert bad.startswith("Usage: /admin code COURSE [LEARNERS] [DAYS]")
+    [made] = await boss.say("/admin code passwords-that-hold 1 30")
+    code = re.search(r"LB-[A-Z0-9]{4}-[A-Z0-9]{4}", made)[0]
+    assert made.startswith(f"Access code {code} opens “Passwords that hold” for 1 learner")
+
+    [wrong] = await ann.say("/redeem LB-NOPE-NOPE")
+    assert wrong.startswith("That is not an access code I know.")
+    accepted, lesson = await ann.say(f"/redeem {code.lower()}")
+    assert accepted == "🎟️ Code accepted: “Passwords that hold” is open to you."
+    assert lesson.startswith("📘 Lesson 1 of 3")
+    [again] = await ann.say(f"/redeem {code}")
+    assert again.startswith("You already have “Passwords that hold”.")
+    [used_up] = await ben.say(f"/redeem {code}")
+    assert used_up.startswith("This code has been used up.")
+    [granted] = await entitlements(bot)
+    assert granted.source == "code" and granted.expires_at is not None

@@ -1,0 +1,168 @@
+"""Buying a course with Telegram Stars: real webhook requests through the app, python-telegram-bot parsing the
+pre_checkout_query and successful_payment updates and sending sendInvoice, answerPreCheckoutQuery and
+refundStarPayment to the Bot API stand-in."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from standins.telegram import TOKEN, Call, payment_update, person, pre_checkout_update, text_update
+from storage.payments import PaymentStatus
+from tests.dialogs.learning_support import PAID, import_sample
+from tests.dialogs.payment_support import entitlements, payments
+from tests.dialogs.test_telegram_transcript import CHAT, SECRET, TelegramLearner
+from tests.support import running, standin  # noqa: F401 (the fixture)
+
+BOSS = 3333333
+STARS = 150  # 3.00 GBP at 50 Stars a pound
+
+
+@pytest.fixture
+async def telegram(settings, standin):
+    configured = settings.model_copy(update={
+        "telegram_bot_token": TOKEN, "telegram_webhook_secret": SECRET, "telegram_api_base_url": standin.base_url,
+        "web_chat_enabled": False, "stars_per_unit": {"GBP": Decimal(50)}, "admins": (f"telegram:{BOSS}",),
+    })
+    async with running(configured) as (client, bot):
+        await import_sample(bot, PAID)
+        yield client, bot, standin
+
+
+async def onboarded(client, standin) -> TelegramLearner:
+    marta = TelegramLearner(client, standin)
+    await marta.say("/start")
+    await marta.press("Yes, let's start")
+    await marta.press("Marta")
+    await marta.say("Madrid")
+    await marta.press("Yes, that's right")
+    await marta.press("Morning, 08:00")
+    await marta.press("Weekdays")
+    await marta.press("Passwords that hold — 3.00 GBP")
+    await marta.press("1 lesson (about 5 minutes)")
+    return marta
+
+
+async def invoice(marta: TelegramLearner, standin):
+    before = len(standin.called("sendInvoice"))
+    await marta._post(marta_update(marta, "/buy"))
+    await standin.wait_for(lambda: len(standin.called("sendInvoice")) > before)
+    return standin.called("sendInvoice")[-1]
+
+
+def marta_update(marta: TelegramLearner, text: str) -> dict:
+    return text_update(text, chat_id=CHAT, user=marta.user)
+
+
+async def checked(marta: TelegramLearner, standin, update: dict) -> dict:
+    before = len(standin.called("answerPreCheckoutQuery"))
+    await marta._post(update)
+    await standin.wait_for(lambda: len(standin.called("answerPreCheckoutQuery")) > before)
+    return standin.called("answerPreCheckoutQuery")[-1].params
+
+
+async def test_a_telegram_learner_buys_with_stars_and_continues(telegram):
+    client, bot, standin = telegram
+    marta = await onboarded(client, standin)
+    sent = await invoice(marta, standin)
+    assert sent.params["currency"] == "XTR" and json.loads(sent.params["prices"]) == [
+        {"label": "Passwords that hold", "amount": STARS}]
+    [payment] = await payments(bot)
+    assert sent.params["payload"] == f"lb1:{payment.id}:{payment.user_id}:{payment.course_id}:{STARS}"
+
+    answer = await checked(marta, standin, pre_checkout_update(sent, user=marta.user))
+    assert answer["ok"] == "true"
+
+    before = len(standin.texts(CHAT))
+    paid = standin.pay(sent, marta.user)
+    await marta._post(payment_update(paid, chat_id=CHAT, user=marta.user))
+    confirmed, lesson = await marta._replies(before, 2)
+    assert confirmed.startswith("✅ Payment received: “Passwords that hold” is yours")
+    assert lesson.startswith("📘 Lesson 1 of 3")
+    [granted] = await entitlements(bot)
+    assert granted.reference == f"telegram:{paid['telegram_payment_charge_id']}"
+
+    # Telegram delivers the same payment again (a new update): nothing more is granted or said.
+    await marta._post(payment_update(paid, chat_id=CHAT, user=marta.user))
+    await bot.settle()
+    assert len(await entitlements(bot)) == 1
+    assert sum(text.startswith("✅ Payment received") for text in standin.texts(CHAT)) == 1
+
+
+async def test_the_last_check_refuses_an_owned_course_a_changed_price_and_a_stale_invoice(telegram):
+    client, bot, standin = telegram
+    marta = await onboarded(client, standin)
+    first = await invoice(marta, standin)
+    second = await invoice(marta, standin)
+
+    changed = await checked(marta, standin, pre_checkout_update(second, user=marta.user, total_amount=1))
+    assert changed["ok"] == "false" and "price has changed" in changed["error_message"]
+    forged = await checked(marta, standin, pre_checkout_update(second, user=marta.user,
+                                                               invoice_payload="lb1:999:1:1:150"))
+    assert forged["ok"] == "false" and "no longer valid" in forged["error_message"]
+
+    await marta._post(payment_update(standin.pay(first, marta.user), chat_id=CHAT, user=marta.user))
+    await bot.settle()
+    owned = await checked(marta, standin, pre_checkout_update(second, user=marta.user))
+    assert owned["ok"] == "false" and "already have this course" in owned["error_message"]
+    again = await checked(marta, standin, pre_checkout_update(first, user=marta.user))
+    assert again["ok"] == "false" and "no longer valid" in again["error_message"]
+    assert len(await entitlements(bot)) == 1
+
+
+async def test_an_admin_refund_gives_the_stars_back_and_revokes(telegram):
+    client, bot, standin = telegram
+    marta = await onboarded(client, standin)
+    sent = await invoice(marta, standin)
+    paid = standin.pay(sent, marta.user)
+    await marta._post(payment_update(paid, chat_id=CHAT, user=marta.user))
+    await bot.settle()
+    [payment] = await payments(bot)
+
+    boss = person(BOSS, "Boss")
+    before = len(standin.texts(BOSS))
+    await marta._post(text_update(f"/admin refund LB-{payment.id:06d}", chat_id=BOSS, user=boss))
+    await standin.wait_for(lambda: len(standin.texts(BOSS)) > before)
+    assert standin.texts(BOSS)[-1].startswith(f"Refunded payment LB-{payment.id:06d}")
+    [refund] = standin.called("refundStarPayment")
+    assert refund.params == {"user_id": str(CHAT), "telegram_payment_charge_id": paid["telegram_payment_charge_id"]}
+    await bot.dispatcher.flush(10)
+    await standin.wait_for(lambda: any("was refunded" in text for text in standin.texts(CHAT)))
+    assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
+    assert (await entitlements(bot))[0].revoked_at is not None
+
+
+async def test_a_payment_that_does_not_match_its_invoice_unlocks_nothing(telegram):
+    client, bot, standin = telegram
+    marta = TelegramLearner(client, standin)
+    await marta._post(marta_update(marta, "/buy passwords-that-hold"))
+    await standin.wait_for(lambda: len(standin.called("sendInvoice")) == 1)
+    [sent] = standin.called("sendInvoice")
+    paid = standin.pay(sent, marta.user) | {"total_amount": 1}
+    await marta._post(payment_update(paid, chat_id=CHAT, user=marta.user))
+    await standin.wait_for(lambda: any("couldn't match" in text for text in standin.texts(CHAT)))
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.REJECTED and "paid 1 XTR" in payment.note
+    assert await entitlements(bot) == []
+
+
+def test_telegrams_payment_updates_become_messages_by_python_telegram_bots_own_types():
+    from telegram import Bot, Update
+
+    from channels.telegram.updates import PAYMENT_CHECK, PAYMENT_DONE, interpret
+
+    bot = Bot(TOKEN)
+    invoice = Call("sendInvoice", {"chat_id": "-100123", "currency": "XTR", "payload": "lb1:1:2:3:150"}, {}, "ok",
+                   {"invoice": {"total_amount": 150}})
+    check = interpret(Update.de_json(pre_checkout_update(invoice, user=person(CHAT)), bot))
+    assert (check.choice, check.chat_id, check.sender_id) == (PAYMENT_CHECK, str(CHAT), str(CHAT))
+    assert check.meta["pre_checkout"]["total_amount"] == 150 and check.meta["pre_checkout"]["currency"] == "XTR"
+    paid = {"currency": "XTR", "total_amount": 150, "invoice_payload": "lb1:1:2:3:150",
+            "telegram_payment_charge_id": "stxABC", "provider_payment_charge_id": ""}
+    group = payment_update(paid, chat_id=CHAT)
+    group["message"]["chat"] = {"id": -100123, "type": "supergroup", "title": "Study group"}
+    done = interpret(Update.de_json(group, bot))  # in a group too: Telegram's report, not a message to the bot
+    assert (done.choice, done.chat_id) == (PAYMENT_DONE, "-100123")
+    assert done.meta["successful_payment"]["telegram_payment_charge_id"] == "stxABC" and done.meta["platform_report"]

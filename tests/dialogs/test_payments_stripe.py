@@ -1,0 +1,254 @@
+"""Buying a course with Stripe Checkout: the real `stripe` client against the Stripe stand-in, Stripe's events (built
+from its own payloads, signed as Stripe signs them) posted to the real app's webhook, and the learner's conversation
+through the real pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from standins.stripe import StripeStandIn
+from storage.courses import SOURCE_PURCHASE
+from storage.models import InboundMessage
+from storage.payments import PaymentEvent, PaymentStatus
+from tests.dialogs.learning_support import PAID, Learning, answer_until, import_sample, onboard
+from tests.dialogs.payment_support import (
+    PUBLIC,
+    checkout_event,
+    count,
+    entitlements,
+    events,
+    payments,
+    post_event,
+    refund_event,
+    stripe_settings,
+)
+from tests.support import RecordingChannel, running
+
+PRICE = "3.00 GBP"  # courses/examples/passwords
+
+
+@pytest.fixture
+async def stripe_api():
+    async with StripeStandIn() as api:
+        yield api
+
+
+@pytest.fixture
+async def shop(settings, stripe_api):
+    """The app with Stripe on, a learner on a recording channel, and the paid example course."""
+    channel = RecordingChannel()
+    async with running(stripe_settings(settings, stripe_api.base_url, admins=("test:boss",)),
+                       channels=[channel]) as (client, bot):
+        await import_sample(bot, PAID)
+        yield client, bot, Learning(bot, channel), Learning(bot, channel, chat="boss")
+
+
+async def through_the_preview(t: Learning, bot) -> list[str]:
+    await onboard(t, course=f"Passwords that hold — {PRICE}")
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "🎉 Lesson done")
+    return await t.press("More now")
+
+
+async def bought_link(t: Learning, bot, stripe_api) -> dict:
+    [locked] = await through_the_preview(t, bot)
+    assert locked.startswith("Lesson 2 is part of the full course “Passwords that hold”")
+    assert t.labels() == [f"Buy — {PRICE}", "Later"]
+    [offer] = await t.press(f"Buy — {PRICE}")
+    [call] = stripe_api.called("/v1/checkout/sessions")
+    session = call.result
+    assert session["url"] in offer and PRICE in offer
+    return session
+
+
+async def test_a_learner_pays_by_link_and_the_next_lesson_opens(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    [call] = stripe_api.called("/v1/checkout/sessions")
+    user_id = (await payments(bot))[0].user_id
+    assert call.params["line_items"][0]["price_data"] == {"currency": "gbp", "unit_amount": "300",
+                                                          "product_data": {"name": "Passwords that hold"}}
+    assert call.params["metadata"]["user_id"] == str(user_id)
+    assert call.params["client_reference_id"] == f"u{user_id}-c{(await payments(bot))[0].course_id}"
+    assert call.params["success_url"].startswith(f"{PUBLIC}/payments/done")
+
+    # The success page grants nothing: only the signed event does.
+    page = await client.get("/payments/done?lang=en")
+    assert page.status_code == 200 and "Go back to the chat" in page.text
+    left = await client.get("/payments/cancelled?lang=es")
+    assert left.status_code == 200 and "No se ha cobrado nada" in left.text
+    assert await entitlements(bot) == []
+
+    before = len(ann.channel.texts("ann"))
+    response = await post_event(client, checkout_event(stripe_api.pay(session["id"])))
+    assert response.status_code == 200 and response.json()["outcome"] == "forwarded"
+    await bot.settle()
+    confirmed, lesson = ann.channel.texts("ann")[before:]
+    assert confirmed.startswith("✅ Payment received: “Passwords that hold” is yours")
+    assert lesson.startswith("📘 Lesson 2 of 3")
+    [granted] = await entitlements(bot)
+    assert granted.source == SOURCE_PURCHASE and granted.reference == f"stripe:{session['id']}"
+    [purchases] = await ann.say("/purchases")
+    assert "Passwords that hold — 3.00 GBP" in purchases and "Receipt no. LB-" in purchases
+
+
+async def test_the_same_event_twenty_times_at_once_grants_once_and_confirms_once(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    paid = stripe_api.pay(session["id"])
+    event = checkout_event(paid)
+    # Stripe also sends the asynchronous success for the same session, out of order, ahead of the rest.
+    early = checkout_event(paid, "checkout.session.async_payment_succeeded")
+    responses = await asyncio.gather(post_event(client, early), *[post_event(client, event) for _ in range(20)])
+    assert [r.status_code for r in responses] == [200] * 21
+    assert sorted(r.json()["outcome"] for r in responses).count("forwarded") == 2  # each event id once
+    await bot.settle()
+    assert len(await entitlements(bot)) == 1
+    assert sum(text.startswith("✅ Payment received") for text in ann.channel.texts("ann")) == 1
+    assert len(await events(bot)) == 2
+    assert (await payments(bot))[0].status == PaymentStatus.PAID
+
+
+async def test_forged_and_stale_signatures_are_refused_and_nothing_is_stored(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    event = checkout_event(stripe_api.pay(session["id"]))
+    inbound_before = await count(bot, InboundMessage)
+    forged = await post_event(client, event, secret="whsec_someone_else")
+    stale = await post_event(client, event, timestamp=int(time.time()) - 301)
+    missing = await client.post("/webhooks/stripe", content=b"{}", headers={"content-type": "application/json"})
+    assert [forged.status_code, stale.status_code, missing.status_code] == [400, 400, 400]
+    assert "STRIPE_WEBHOOK_SECRET" in forged.json()["error"]
+    assert await count(bot, PaymentEvent) == 0 and await count(bot, InboundMessage) == inbound_before
+    assert await entitlements(bot) == []
+
+
+async def test_an_event_for_no_payment_of_ours_is_recorded_and_acknowledged(shop, stripe_api):
+    client, bot, _ann, _boss = shop
+    stranger = {"id": "cs_test_not_ours", "amount_total": 999, "currency": "eur", "metadata": {"user_id": "1"},
+                "client_reference_id": "u1-c1", "payment_intent": "pi_x", "payment_status": "paid"}
+    response = await post_event(client, checkout_event(stranger))
+    assert response.status_code == 200 and response.json()["outcome"] == "no payment of ours matches it"
+    [event] = await events(bot)
+    assert event.outcome == "no payment of ours matches it"
+    assert await entitlements(bot) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [({"amount_total": 1}, "paid 1 gbp"), ({"currency": "usd"}, "paid 300 usd"),
+     ({"metadata": {"user_id": "999999", "course_id": "1"}}, "metadata"),
+     ({"client_reference_id": "u999999-c1"}, "client_reference_id")],
+    ids=["amount", "currency", "metadata tampered", "reference tampered"],
+)
+async def test_a_payment_that_does_not_match_the_offer_grants_nothing(shop, stripe_api, changes, why):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    before = len(ann.channel.texts("ann"))
+    await post_event(client, checkout_event(stripe_api.pay(session["id"]), **changes))
+    await bot.settle()
+    assert await entitlements(bot) == []
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.REJECTED and why in payment.note
+    [told] = ann.channel.texts("ann")[before:]
+    assert "couldn't match" in told and "/paysupport" in told
+
+
+async def test_a_refund_revokes_access_and_the_learner_is_told_once(shop, stripe_api):
+    client, bot, ann, boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    paid = stripe_api.pay(session["id"])
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    [payment] = await payments(bot)
+    [listed] = await boss.say("/admin payments")
+    assert f"LB-{payment.id:06d} · paid · 3.00 GBP · passwords-that-hold" in listed
+    [refunded] = await boss.say(f"/admin refund LB-{payment.id:06d}")
+    assert refunded.startswith(f"Refunded payment LB-{payment.id:06d}")
+    assert stripe_api.refunds[0]["payment_intent"] == paid["payment_intent"]
+    await bot.dispatcher.flush(10)
+    assert any(text.startswith("Your payment for “Passwords that hold” was refunded")
+               for text in ann.channel.texts("ann"))
+    # Stripe then reports the refund: already settled, so nothing more is said.
+    told = len(ann.channel.texts("ann"))
+    await post_event(client, refund_event(paid))
+    await bot.settle()
+    assert len(ann.channel.texts("ann")) == told
+    [revoked] = await entitlements(bot)
+    assert revoked.revoked_at is not None
+    [locked] = await ann.say("/next")
+    assert locked.startswith("Lesson 2 is part of the full course")
+
+
+async def test_a_refund_made_in_stripe_revokes_through_its_event(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    paid = stripe_api.pay(session["id"])
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    before = len(ann.channel.texts("ann"))
+    await post_event(client, refund_event(paid))
+    await bot.settle()
+    [told] = ann.channel.texts("ann")[before:]
+    assert told.startswith("Your payment for “Passwords that hold” was refunded")
+    assert (await entitlements(bot))[0].revoked_at is not None
+
+
+async def test_a_delayed_payment_is_confirmed_when_it_clears(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    before = len(ann.channel.texts("ann"))
+    await post_event(client, checkout_event(stripe_api.pay(session["id"], payment_status="unpaid")))
+    await bot.settle()
+    [waiting] = ann.channel.texts("ann")[before:]
+    assert waiting.startswith("Thanks! Your payment is on its way")
+    assert (await payments(bot))[0].status == PaymentStatus.PROCESSING and await entitlements(bot) == []
+    cleared = checkout_event(stripe_api.pay(session["id"]), "checkout.session.async_payment_succeeded")
+    await post_event(client, cleared)
+    await bot.settle()
+    confirmed, lesson = ann.channel.texts("ann")[before + 1:]
+    assert confirmed.startswith("✅ Payment received") and lesson.startswith("📘 Lesson 2 of 3")
+
+
+async def test_a_failed_payment_says_so_and_a_late_expiry_changes_nothing(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    before = len(ann.channel.texts("ann"))
+    unpaid = stripe_api.pay(session["id"], payment_status="unpaid")
+    await post_event(client, checkout_event(unpaid, "checkout.session.async_payment_failed"))
+    await post_event(client, checkout_event(unpaid, "checkout.session.expired"))
+    await bot.settle()
+    [failed] = ann.channel.texts("ann")[before:]
+    assert failed.startswith("Your payment for this course did not go through")
+    assert (await payments(bot))[0].status == PaymentStatus.FAILED and await entitlements(bot) == []
+
+
+async def test_when_stripe_refuses_the_checkout_the_learner_is_told_and_nothing_is_kept(settings):
+    channel = RecordingChannel()
+    async with StripeStandIn(secret_key="sk_test_another_account") as refusing, running(
+        stripe_settings(settings, refusing.base_url), channels=[channel],
+    ) as (_client, bot):
+        await import_sample(bot, PAID)
+        [answer] = await Learning(bot, channel).say("/buy passwords-that-hold")
+        assert answer.startswith("I couldn't open the payment page just now.")
+        assert await payments(bot) == [] and refusing.called("/v1/checkout/sessions") == []
+
+
+async def test_a_buyer_who_deletes_their_data_leaves_the_sale_as_a_record_without_them(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    await post_event(client, checkout_event(stripe_api.pay(session["id"])))
+    await bot.settle()
+    assert len(await entitlements(bot)) == 1
+
+    await ann.say("/stop")
+    await ann.press("Stop and delete my data")
+
+    [sale] = await payments(bot)
+    assert sale.user_id is None and sale.chat_id == "" and sale.sender_id == ""
+    assert (sale.amount_minor, sale.currency, sale.reference) == (300, "GBP", session["id"])
+    assert await entitlements(bot) == []
+    assert all(event.payload == {} for event in await events(bot))  # Stripe's payloads carry the buyer's e-mail
