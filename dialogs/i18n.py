@@ -8,8 +8,8 @@ catalog's own header.
 In dialog code: `_ = i18n.translator(user.locale)`, then `_("Hi {name}!", name=...)` and
 `_.plural("{n} lesson", "{n} lessons", n)`. The translated template is ours and is light Markdown; the values filled
 into it are not: each is escaped (`bot.messages.literal`), so a name like "[Verify](https://…)" or "*you*" is shown
-as typed on every platform, never as a link or formatting. Markup belongs in the template, never in a value. Strings defined at import time (command summaries) are marked with
-`N_("...")` and translated where they are shown.
+as typed on every platform, never as a link or formatting. Markup belongs in the template, never in a value.
+Strings defined at import time (command summaries) are marked with `N_("...")` and translated where they are shown.
 
 `python -m dialogs.i18n` rewrites lessonbot.pot from the sources and lists every message a catalog lacks.
 """
