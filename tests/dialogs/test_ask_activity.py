@@ -179,8 +179,11 @@ async def test_the_web_chat_streams_a_draft_then_the_reply_replaces_it(settings)
         async with asyncio.timeout(10):
             await listener
 
-        assert events[:2] == [("draft", {"text": "Smishing is"}),
-                              ("draft", {"text": "Smishing is phishing by text message."})]
+        assert events[:2] == [
+            ("draft", {"text": "Smishing is", "html": "<p>Smishing is</p>"}),
+            ("draft", {"text": "Smishing is phishing by text message.",
+                       "html": "<p>Smishing is phishing by text message.</p>"}),
+        ]
         assert events[-1][0] == "reply" and events[-1][1]["text"].startswith("Here is what you can send me")
         assert web.draft(chat) is None  # a sent reply ends the draft
         await web.show_draft(chat, "Half an answer")
