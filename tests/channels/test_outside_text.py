@@ -11,10 +11,13 @@ from itertools import count
 
 import pytest
 
+from bot.messages import Choice, Text
 from channels.telegram import SECRET_HEADER
+from channels.whatsapp.render import text_bodies
 from standins.slack import BOT_TOKEN, SIGNING_SECRET, SlackStandIn, dm_event, signed
 from standins.telegram import TOKEN, TelegramStandIn, person, text_update
 from standins.twilio import TwilioStandIn
+from tests.dialogs.learning_support import import_sample
 from tests.support import running, whatsapp_app
 
 # A platform name: a disguised link, HTML, Markdown and Slack control sequences, an escaped-looking entity, emoji and
@@ -157,3 +160,39 @@ async def test_the_web_chat_shows_a_hostile_echo_as_typed_in_text_and_html(setti
     assert f"“{html.escape(HOSTILE_ZONE, quote=False)}”" in echo["html"]
     assert_no_markup_from_outside(echo["html"])
     assert "<strong>" not in echo["html"] and "<em>" not in echo["html"]
+
+
+async def test_lesson_one_of_the_sample_course_shows_its_emphasis_and_lists_in_the_web_chat(settings):
+    async with running(settings) as (client, lessonbot):
+        await import_sample(lessonbot)
+        session = (await client.post("/chat/api/sessions")).json()["session"]
+        shown: list[dict] = []
+
+        async def send(**fields: str) -> None:
+            after = shown[-1]["id"] if shown else 0
+            assert (await client.post("/chat/api/messages", json={"session": session, **fields})).status_code == 202
+            await lessonbot.settle()
+            response = await client.get("/chat/api/messages", params={"session": session, "after": after})
+            shown.extend(response.json()["replies"])
+
+        async def press(label: str) -> None:
+            [value] = [c["value"] for c in shown[-1].get("choices", ()) if c["label"].startswith(label)]
+            await send(choice=value)
+
+        for text in ("/start", "yes", "Ann", "Lisbon", "yes", "08:00", "every day"):
+            await send(text=text)
+        await press("Spot the phish")
+        await press("1 lesson")
+        await press("Start my first lesson")
+        await press("Next")
+    lesson = [reply for reply in shown if "Lesson 1 of" in reply["text"] or "smishing" in reply["text"]]
+    first, second = lesson[0], shown[-1]
+    assert "<em>smishing</em>" in first["html"] and "*smishing*" not in first["text"]
+    assert "<ul><li><strong>Urgency</strong>: " in second["html"], second["html"]
+    assert "- **Urgency**" not in second["text"] and "• Urgency:" in second["text"]
+
+
+def test_whatsapp_numbered_choices_show_their_labels_as_typed():
+    reply = Text("Pick **one**:", choices=(Choice("*Ann* _x_ ~y~ `z`", "a"), Choice("Ben", "b")))
+    [body] = text_bodies(reply)
+    assert body == "Pick *one*:\n\n1. ∗Ann∗ ˍxˍ ∼y∼ ˋzˋ\n2. Ben"
