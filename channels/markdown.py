@@ -12,13 +12,14 @@ for its target first, so nothing a learner or an author writes can inject markup
 | Telegram HTML | `<b>` | `<i>` | `<code>` | `<a href>` | the character |
 | Slack mrkdwn | `*x*` | `_x_` | `` `x` `` | `<url|text>` | a look-alike: ∗ ˍ ∼ ˋ |
 | WhatsApp | `*x*` | `_x_` | `` `x` `` | `text (url)` | a look-alike: ∗ ˍ ∼ ˋ |
-| plain (the terminal) | x | x | x | `text (url)` | the character |
+| plain (the terminal) | x | x | x | `text (url)` | the character (control characters dropped) |
 | web chat HTML | `<strong>` | `<em>` | `<code>` | `<a href rel="noopener noreferrer">` | the character |
 
 Slack and WhatsApp have no escape character, so a character that must not format is sent as a look-alike they do not
 read as markup. In Slack &, < and > are always escaped, so no text makes a `<!channel>`, `<@U…>` or `<url|…>`.
-The web chat gets whole blocks (`render_html`: paragraphs, bullet and numbered lists) in a small HTML subset whose
-only attribute values are the http(s) addresses of links.
+The web chat gets whole blocks (`render_html`: paragraphs, bullet and numbered lists) in a small HTML subset: p, br,
+ul, ol, li, strong, em, code and a, whose only attributes are a link's http(s) address (with rel and target) and a
+numbered list's start.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ _INLINE = re.compile(
 _HEADING = re.compile(r"^#{1,6}\s+(.*)$")
 _BULLET = re.compile(r"^(\s*)[-*+]\s+(.*)$")
 _NUMBERED = re.compile(r"^\s*(\d{1,9})[.)]\s+(.*)$")
+
+# Control characters a terminal would act on (colours, cursor moves, a bell); line breaks and tabs are text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 # What Slack and WhatsApp read as formatting, and the look-alikes that show it without formatting anything.
 _INERT = str.maketrans({"*": "\u2217", "_": "\u02cd", "~": "\u223c", "`": "\u02cb"})
@@ -93,9 +97,13 @@ WHATSAPP = Target(
     code=lambda t: f"`{t}`",
     link=lambda t, u: f"{t} ({u})",
 )
+def _printable(text: str) -> str:
+    return _CONTROL.sub("", text)
+
+
 PLAIN = Target(
-    escape=lambda t: t,
-    literal=lambda t: t,
+    escape=_printable,
+    literal=_printable,
     bold=lambda t: t,
     italic=lambda t: t,
     code=lambda t: t,

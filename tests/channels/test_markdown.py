@@ -75,6 +75,10 @@ def test_literal_text_formats_nothing_on_slack_and_whatsapp(text):
         assert "•" not in out  # no bullet made of a typed "- "
 
 
+def test_the_terminal_gets_no_control_characters():
+    assert render(literal("Ann\x1b[2J\x07\tB\nC"), PLAIN) == "Ann[2J\tB\nC"
+
+
 def test_our_markup_around_a_literal_value_still_renders():
     text = f"**Hi {literal('*Ann*')}!** See [the guide](https://example.com)."
     assert render(text, TELEGRAM_HTML) == '<b>Hi *Ann*!</b> See <a href="https://example.com">the guide</a>.'
