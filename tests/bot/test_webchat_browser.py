@@ -255,3 +255,50 @@ def test_a_model_answer_streams_into_a_draft_that_the_answer_replaces(browser, t
     finally:
         server.stop()
         openai.stop()
+
+
+def test_a_lesson_shows_its_emphasis_and_lists_and_an_echo_stays_text(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    env = server_env(f"sqlite:///{tmp_path / 'lessonbot.db'}", tmp_path / "var")
+    sample = Path(__file__).resolve().parents[2] / "courses" / "sample"
+    for command in (["db", "upgrade"], ["course", "import", str(sample)]):
+        done = subprocess.run([*LESSONBOT, *command], env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+    server = serve(env)
+    try:
+        page, errors = open_chat(browser, server.url)
+        box = page.get_by_label("Your message")
+        bot = page.locator(".message--bot .bubble")
+
+        def say(text: str) -> None:
+            before = bot.count()
+            box.fill(text)
+            box.press("Enter")
+            expect(bot).not_to_have_count(before)
+
+        def press(label: str) -> None:
+            before = bot.count()
+            page.locator(".choice", has_text=label).last.click()
+            expect(bot).not_to_have_count(before)
+
+        say("/start")
+        press("Yes, let's start")
+        say("Ann")
+        hostile = "[Verify](https://evil.example) <b>x</b> *b* <img src=x>"  # echoed up to 60 characters
+        say(hostile)
+        expect(page.locator(".message--bot .bubble", has_text="I couldn't find a time zone")).to_contain_text(hostile)
+        say("Lisbon")
+        press("Yes, that's right")
+        say("08:00")
+        press("Every day")
+        press("Spot the phish, five minutes a day")
+        press("1 lesson (about 5 minutes)")
+        press("Start my first lesson")
+        expect(bot.last.locator("em", has_text="smishing")).to_be_visible()
+        press("Next")
+        expect(bot.last.locator("ul > li > strong", has_text="Urgency")).to_be_visible()
+        expect(bot.locator('a[href*="evil"], img, b')).to_have_count(0)
+        assert not errors, errors
+    finally:
+        server.stop()
