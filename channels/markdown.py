@@ -73,6 +73,10 @@ def _html_text(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+def _printable(text: str) -> str:
+    return _CONTROL.sub("", text)
+
+
 TELEGRAM_HTML = Target(
     escape=_html_text,
     literal=_html_text,
@@ -87,6 +91,7 @@ SLACK_MRKDWN = Target(
     bold=lambda t: f"*{t}*",
     italic=lambda t: f"_{t}_",
     code=lambda t: f"`{t}`",
+    # inside <url|text> a '|' or '>' would end the URL early; Slack reads percent-encoded ones as the same URL
     link=lambda t, u: f"<{escape_mrkdwn(u.replace('|', '%7C'))}|{t}>",
 )
 WHATSAPP = Target(
@@ -97,10 +102,6 @@ WHATSAPP = Target(
     code=lambda t: f"`{t}`",
     link=lambda t, u: f"{t} ({u})",
 )
-def _printable(text: str) -> str:
-    return _CONTROL.sub("", text)
-
-
 PLAIN = Target(
     escape=_printable,
     literal=_printable,
@@ -148,7 +149,7 @@ def render_html(text: str) -> str:
     def end_list() -> None:
         nonlocal kind
         if items:
-            opening = "<ol>" if kind == "ol" and start == 1 else f'<ol start="{start}">' if kind == "ol" else "<ul>"
+            opening = "<ul>" if kind == "ul" else "<ol>" if start == 1 else f'<ol start="{start}">'
             blocks.append(opening + "".join(f"<li>{item}</li>" for item in items) + f"</{kind}>")
             items.clear()
         kind = ""

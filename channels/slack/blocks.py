@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.messages import Document, Text
-from channels.markdown import SLACK_MRKDWN, escape_mrkdwn, render
+from channels.markdown import SLACK_MRKDWN, render
 from channels.text import split_text
 
 SECTION_TEXT_LIMIT = 3000
@@ -60,7 +60,7 @@ def render_text(reply: Text) -> list[SlackMessage]:
 def render_link(document: Document) -> SlackMessage:
     """A document we cannot upload (it has only a URL): a message with a link to it and its caption."""
     assert document.url, "render_link needs a document with a url"
-    link = f"<{_escape_url(document.url)}|{SLACK_MRKDWN.literal(document.filename or document.url)}>"
+    link = SLACK_MRKDWN.link(SLACK_MRKDWN.literal(document.filename or document.url), document.url)
     text = f"{render(document.caption, SLACK_MRKDWN)}\n{link}" if document.caption else link
     return SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
 
@@ -120,10 +120,6 @@ def _fallback(blocks: list[dict[str, Any]], reply: Text) -> str:
     labels = ", ".join(choice.label for choice in reply.choices)
     return SLACK_MRKDWN.literal(labels[:FALLBACK_TEXT_LIMIT])
 
-
-def _escape_url(url: str) -> str:
-    # Inside <url|label> a '|' or '>' would end the URL early; Slack reads percent-encoded ones as the same URL.
-    return escape_mrkdwn(url.replace("|", "%7C"))
 
 
 # inbound: mrkdwn → the core's plain text --------------------------------------------------------------------------
