@@ -7,8 +7,37 @@ round-trips through `to_payload` / `reply_from_payload`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+# The characters the light Markdown of a Text gives a meaning to: anywhere, those of emphasis, code and links, the
+# backslash itself, and ~ (WhatsApp and Slack read it as strikethrough); at the start of a line, the marks of a
+# heading, a bullet, a quote and a numbered item. A backslash before any of them (MARKDOWN_ESCAPES) stands for the
+# character itself, as in Markdown.
+_ANYWHERE = "\\*_`[]~"
+MARKDOWN_ESCAPES = frozenset(_ANYWHERE + "#-+>.)")
+_ESCAPABLE = re.compile("[" + re.escape(_ANYWHERE) + "]")
+_LINE_MARK = re.compile(r"^([ \t]*)(#|[-+>]|\d+(?=[.)]))", re.MULTILINE)
+
+
+def literal(text: str) -> str:
+    """`text` escaped for a Text's light Markdown: every platform shows it as typed, never as formatting, a link or
+    a mention.
+
+    Names, anything a person typed and anything else from outside go into a reply through this (the dialogs'
+    translator does it for every value it fills in); only our own words and course text are light Markdown. The
+    escape is Markdown's backslash ("\\*"), which channels/markdown.py reads back into the character itself.
+    """
+    escaped = _ESCAPABLE.sub(lambda match: "\\" + match[0], text)
+    return _LINE_MARK.sub(_escaped_line_mark, escaped)
+
+
+def _escaped_line_mark(match: re.Match[str]) -> str:
+    indent, mark = match[1], match[2]
+    if mark.isdigit():  # "1." or "1)": the punctuation after the number is what makes it an item
+        return f"{indent}{mark}\\"
+    return f"{indent}\\{mark}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +90,11 @@ class InboundMessage:
 
 @dataclass(frozen=True, slots=True)
 class Text:
-    """A text reply, with optional choices rendered as buttons (or numbered options)."""
+    """A text reply, with optional choices rendered as buttons (or numbered options).
+
+    `text` is light Markdown (channels/markdown.py), written by us or a course's authors; outside text goes in
+    through `literal`. A choice's `label` is plain text, shown as it is.
+    """
 
     text: str
     choices: tuple[Choice, ...] = ()

@@ -45,7 +45,9 @@ class ConsoleChannel:
         reply = delivery.reply
         if isinstance(reply, Text):
             lines = [render(reply.text, PLAIN)]
-            lines += [f"  [{number}] {choice.label}" for number, choice in enumerate(reply.choices, start=1)]
+            lines += [
+                f"  [{number}] {PLAIN.literal(choice.label)}" for number, choice in enumerate(reply.choices, start=1)
+            ]
         elif isinstance(reply, Document):
             lines = [f"[document] {reply.filename} — {reply.path or reply.url}", reply.caption]
         else:  # pragma: no cover - an Invoice or a CheckoutAnswer goes only to channels that take Stars

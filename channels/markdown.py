@@ -1,15 +1,25 @@
-"""The light Markdown that dialogs and course authors write, rendered for each platform.
+"""The light Markdown that dialogs and course authors write, rendered for each platform: the one place it is read.
 
 Supported: **bold** (or __bold__), *italic* (or _italic_), `code`, [text](https://link), "# heading" lines (shown in
-bold) and "- item" / "* item" bullet lines. Everything else is text, and every renderer escapes text for its target
-first, so nothing a learner or an author writes can inject markup.
+bold), "- item" / "* item" bullet lines and "1. item" numbered lines. A backslash before a character the Markdown
+gives a meaning to stands for the character itself (`bot.messages.MARKDOWN_ESCAPES`): that is how outside text
+(names, what a person typed, escaped by `bot.messages.literal`) gets into a reply, and every renderer shows such a
+character as typed, never as formatting, a link or a mention. Everything else is text, and every renderer escapes text
+for its target first, so nothing a learner or an author writes can inject markup.
 
-| target | bold | italic | code | link |
-|---|---|---|---|---|
-| Telegram HTML | `<b>` | `<i>` | `<code>` | `<a href>` |
-| Slack mrkdwn | `*x*` | `_x_` | `` `x` `` | `<url|text>` |
-| WhatsApp | `*x*` | `_x_` | `` `x` `` | `text (url)` |
-| plain | x | x | x | `text (url)` |
+| target | bold | italic | code | link | an escaped * _ ~ ` |
+|---|---|---|---|---|---|
+| Telegram HTML | `<b>` | `<i>` | `<code>` | `<a href>` | the character |
+| Slack mrkdwn | `*x*` | `_x_` | `` `x` `` | `<url|text>` | a look-alike: ∗ ˍ ∼ ˋ |
+| WhatsApp | `*x*` | `_x_` | `` `x` `` | `text (url)` | a look-alike: ∗ ˍ ∼ ˋ |
+| plain (the terminal) | x | x | x | `text (url)` | the character (control characters dropped) |
+| web chat HTML | `<strong>` | `<em>` | `<code>` | `<a href rel="noopener noreferrer">` | the character |
+
+Slack and WhatsApp have no escape character, so a character that must not format is sent as a look-alike they do not
+read as markup. In Slack &, < and > are always escaped, so no text makes a `<!channel>`, `<@U…>` or `<url|…>`.
+The web chat gets whole blocks (`render_html`: paragraphs, bullet and numbered lists) in a small HTML subset: p, br,
+ul, ol, li, strong, em, code and a, whose only attributes are a link's http(s) address (with rel and target) and a
+numbered list's start.
 """
 
 from __future__ import annotations
@@ -19,57 +29,94 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.messages import MARKDOWN_ESCAPES
+
+_NOT_ESCAPED = r"(?<!\\)"  # a closing mark right after a backslash is the escaped character, not a mark
 _INLINE = re.compile(
-    r"(?P<code>`[^`\n]+`)"
-    r"|(?P<link>\[(?P<link_text>[^\]\n]+)\]\((?P<url>https?://[^\s)]+)\))"
-    r"|(?P<bold>\*\*(?=\S)(?P<bold_text>.+?)(?<=\S)\*\*|__(?=\S)(?P<bold_text2>.+?)(?<=\S)__)"
-    r"|(?P<italic>(?<![\w*])\*(?=[^\s*])(?P<italic_text>[^*\n]+?)(?<=[^\s*])\*(?![\w*])"
-    r"|(?<!\w)_(?=\S)(?P<italic_text2>[^_\n]+?)(?<=\S)_(?!\w))"
+    r"(?P<escaped>\\[" + re.escape("".join(sorted(MARKDOWN_ESCAPES))) + r"])"
+    r"|(?P<code>`[^`\n]+`)"
+    r"|(?P<link>\[(?P<link_text>(?:\\.|[^\]\\\n])+)\]\((?P<url>https?://[^\s)]+)\))"
+    r"|(?P<bold>\*\*(?=\S)(?P<bold_text>.+?)(?<=\S)" + _NOT_ESCAPED + r"\*\*"
+    r"|__(?=\S)(?P<bold_text2>.+?)(?<=\S)" + _NOT_ESCAPED + r"__)"
+    r"|(?P<italic>(?<![\w*])\*(?=[^\s*])(?P<italic_text>[^*\n]+?)(?<=[^\s*])" + _NOT_ESCAPED + r"\*(?![\w*])"
+    r"|(?<!\w)_(?=\S)(?P<italic_text2>[^_\n]+?)(?<=\S)" + _NOT_ESCAPED + r"_(?!\w))"
 )
 _HEADING = re.compile(r"^#{1,6}\s+(.*)$")
 _BULLET = re.compile(r"^(\s*)[-*+]\s+(.*)$")
+_NUMBERED = re.compile(r"^\s*(\d{1,9})[.)]\s+(.*)$")
+
+# Control characters a terminal would act on (colours, cursor moves, a bell); line breaks and tabs are text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+# What Slack and WhatsApp read as formatting, and the look-alikes that show it without formatting anything.
+_INERT = str.maketrans({"*": "\u2217", "_": "\u02cd", "~": "\u223c", "`": "\u02cb"})
 
 
 @dataclass(frozen=True)
 class Target:
     escape: Callable[[str], str]
+    """Text shown as text: the target's own control characters escaped."""
+    literal: Callable[[str], str]
+    """Text that must show exactly as typed, formatting characters included (an escaped character, a button label)."""
     bold: Callable[[str], str]
     italic: Callable[[str], str]
     code: Callable[[str], str]
     link: Callable[[str, str], str]
 
 
-def _slack_escape(text: str) -> str:
+def escape_mrkdwn(text: str) -> str:
+    """Escape Slack's three control characters; anything else (*bold*, _italic_) keeps its mrkdwn meaning."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _html_text(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def _printable(text: str) -> str:
+    return _CONTROL.sub("", text)
+
+
 TELEGRAM_HTML = Target(
-    escape=lambda t: html.escape(t, quote=False),
+    escape=_html_text,
+    literal=_html_text,
     bold=lambda t: f"<b>{t}</b>",
     italic=lambda t: f"<i>{t}</i>",
     code=lambda t: f"<code>{t}</code>",
     link=lambda t, u: f'<a href="{html.escape(u, quote=True)}">{t}</a>',
 )
 SLACK_MRKDWN = Target(
-    escape=_slack_escape,
+    escape=escape_mrkdwn,
+    literal=lambda t: escape_mrkdwn(t).translate(_INERT),
     bold=lambda t: f"*{t}*",
     italic=lambda t: f"_{t}_",
     code=lambda t: f"`{t}`",
-    link=lambda t, u: f"<{_slack_escape(u)}|{t}>",
+    # inside <url|text> a '|' or '>' would end the URL early; Slack reads percent-encoded ones as the same URL
+    link=lambda t, u: f"<{escape_mrkdwn(u.replace('|', '%7C'))}|{t}>",
 )
 WHATSAPP = Target(
     escape=lambda t: t,  # WhatsApp has no escape character
+    literal=lambda t: t.translate(_INERT),
     bold=lambda t: f"*{t}*",
     italic=lambda t: f"_{t}_",
     code=lambda t: f"`{t}`",
     link=lambda t, u: f"{t} ({u})",
 )
 PLAIN = Target(
-    escape=lambda t: t,
+    escape=_printable,
+    literal=_printable,
     bold=lambda t: t,
     italic=lambda t: t,
     code=lambda t: t,
     link=lambda t, u: f"{t} ({u})",
+)
+WEB_HTML = Target(
+    escape=_html_text,
+    literal=_html_text,
+    bold=lambda t: f"<strong>{t}</strong>",
+    italic=lambda t: f"<em>{t}</em>",
+    code=lambda t: f"<code>{t}</code>",
+    link=lambda t, u: f'<a href="{html.escape(u, quote=True)}" rel="noopener noreferrer" target="_blank">{t}</a>',
 )
 
 
@@ -86,18 +133,69 @@ def render(text: str, target: Target) -> str:
     return "\n".join(lines)
 
 
+def render_html(text: str) -> str:
+    """`text` in light Markdown as the web chat's HTML: paragraphs (a single line break kept as <br>), bullet and
+    numbered lists, headings as bold paragraphs; no line breaks between the tags, so the page may keep its own."""
+    blocks: list[str] = []
+    lines: list[str] = []  # the paragraph being read
+    items: list[str] = []  # the list being read
+    kind, start = "", 1
+
+    def end_paragraph() -> None:
+        if lines:
+            blocks.append("<p>" + "<br>".join(lines) + "</p>")
+            lines.clear()
+
+    def end_list() -> None:
+        nonlocal kind
+        if items:
+            opening = "<ul>" if kind == "ul" else "<ol>" if start == 1 else f'<ol start="{start}">'
+            blocks.append(opening + "".join(f"<li>{item}</li>" for item in items) + f"</{kind}>")
+            items.clear()
+        kind = ""
+
+    def add_item(of_kind: str, content: str, number: int = 1) -> None:
+        nonlocal kind, start
+        end_paragraph()
+        if kind != of_kind:
+            end_list()
+            kind, start = of_kind, number
+        items.append(_inline(content, WEB_HTML))
+
+    for line in text.split("\n"):
+        if not line.strip():
+            end_paragraph()
+            end_list()
+        elif heading := _HEADING.match(line):
+            end_paragraph()
+            end_list()
+            blocks.append(f"<p><strong>{_inline(heading[1], WEB_HTML)}</strong></p>")
+        elif bullet := _BULLET.match(line):
+            add_item("ul", bullet[2])
+        elif numbered := _NUMBERED.match(line):
+            add_item("ol", numbered[2], int(numbered[1]))
+        else:
+            end_list()
+            lines.append(_inline(line, WEB_HTML))
+    end_paragraph()
+    end_list()
+    return "".join(blocks)
+
+
 def _inline(text: str, target: Target) -> str:
     out, position = [], 0
     for match in _INLINE.finditer(text):
         out.append(target.escape(text[position : match.start()]))
-        if match["code"]:
+        if match["escaped"]:
+            out.append(target.literal(match["escaped"][1]))
+        elif match["code"]:
             out.append(target.code(target.escape(match["code"][1:-1])))
         elif match["link"]:
-            out.append(target.link(target.escape(match["link_text"]), match["url"]))
+            out.append(target.link(_inline(match["link_text"], target), match["url"]))
         elif match["bold"]:
             out.append(target.bold(_inline(match["bold_text"] or match["bold_text2"], target)))
         else:
-            out.append(target.italic(target.escape(match["italic_text"] or match["italic_text2"])))
+            out.append(target.italic(_inline(match["italic_text"] or match["italic_text2"], target)))
         position = match.end()
     out.append(target.escape(text[position:]))
     return "".join(out)

@@ -4,6 +4,10 @@ The answer is worked out outside the turn's transaction (a model call takes seco
 `turn.call_outside_transaction`; everything before that call is a read, so the replay is the same turn.
 Only courses the learner has full access to are searched: free courses they are enrolled in, and paid ones they
 are entitled to. A paid course in its free preview is left out, so no answer quotes a locked lesson.
+
+A model's answer is plain text (knowledge/answer.py) that the question a person typed can steer: it goes into the
+reply, and into its drafts, escaped (`literal`), so no answer shows as a link or formatting. An extractive answer
+quotes the course's own sentences, whose Markdown renders like the lessons'.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Protocol
 
 from sqlalchemy import exists, or_, select
 
+from bot.messages import literal
 from dialogs import greeting
 from dialogs.i18n import Translator
 from dialogs.learner import tr
@@ -39,11 +44,22 @@ async def answer_question(turn: Turn) -> None:
         return
     allowed = await readable_courses(turn, turn.now)
     # Plain values only in the call: it runs after the turn's session is rolled back and closed.
-    answerer, question, learner, draft = turn.answerer, turn.text, turn.user.id, turn.draft
+    answerer, question, learner, draft = turn.answerer, turn.text, turn.user.id, as_draft(turn.draft)
     answer: CourseAnswer = await turn.call_outside_transaction(
         "answer", lambda: answerer.answer(question, learner=learner, allowed_courses=allowed, on_partial=draft)
     )
     turn.say(presented(turn, answer), choices=[] if answer.sources else [(tr(turn)("Show commands"), "/help")])
+
+
+def as_draft(show: Callable[[str], Awaitable[None]] | None) -> Callable[[str], Awaitable[None]] | None:
+    """The answer so far, escaped like the answer itself, for the channel's draft."""
+    if show is None:
+        return None
+
+    async def draft(partial: str) -> None:
+        await show(literal(partial))
+
+    return draft
 
 
 async def readable_courses(turn: Turn, now: datetime) -> set[str]:
@@ -67,13 +83,17 @@ def presented(turn: Turn, answer: CourseAnswer) -> str:
     _ = tr(turn)
     if answer.unanswered is not None:
         return unanswered_reply(_, answer.unanswered)
-    text = answer.text
-    if text.startswith(FROM_YOUR_COURSE):
-        text = _("From your course:") + text[len(FROM_YOUR_COURSE) :]
+    text, heading = answer.text, ""
+    quoted = text.startswith(FROM_YOUR_COURSE)
+    if quoted:
+        text, heading = text[len(FROM_YOUR_COURSE) :], _("From your course:")
     body, found, sources = text.rpartition(f"\n\n{FROM} ")
-    if found:
-        text = f"{body}\n\n{_('From:')} {sources}"
-    return text
+    if not found:
+        body, sources = text, ""
+    # Sentences quoted from the course are ours, and their Markdown renders; a model's words, which a question can
+    # steer, are shown as plain text.
+    shown = body if quoted else literal(body)
+    return heading + shown + (f"\n\n{_('From:')} {sources}" if found else "")
 
 
 def unanswered_reply(_: Translator, reason: NoAnswer) -> str:

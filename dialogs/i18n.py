@@ -6,8 +6,11 @@ files in the repository), into the standard library's `gettext.GNUTranslations`,
 catalog's own header.
 
 In dialog code: `_ = i18n.translator(user.locale)`, then `_("Hi {name}!", name=...)`,
-`_.plural("{n} lesson", "{n} lessons", n)` and `_.date(day)` for a date in a sentence. Strings defined at import
-time (command summaries) are marked with `N_("...")` and translated where they are shown.
+`_.plural("{n} lesson", "{n} lessons", n)` and `_.date(day)` for a date in a sentence. The translated template is
+ours and is light Markdown; the values filled into it are not: each is escaped (`bot.messages.literal`), so a name
+like "[Verify](https://…)" or "*you*" is shown as typed on every platform, never as a link or formatting. Markup
+belongs in the template, never in a value. Strings defined at import time (command summaries) are marked with
+`N_("...")` and translated where they are shown.
 
 `python -m dialogs.i18n` rewrites lessonbot.pot from the sources and lists every message a catalog lacks.
 """
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 from datetime import date
 from functools import cache
 from pathlib import Path
+
+from bot.messages import literal
 
 DOMAIN = "lessonbot"
 LOCALES = Path(__file__).parent / "locales"
@@ -44,15 +49,22 @@ class Translator:
 
     def __call__(self, message: str, **values: object) -> str:
         text = self.catalog.gettext(message)
-        return text.format(**values) if values else text
+        return text.format(**_as_data(values)) if values else text
 
     def plural(self, singular: str, plural: str, n: int, **values: object) -> str:
         """`{n}` is filled in with `n`."""
-        return self.catalog.ngettext(singular, plural, n).format(n=n, **values)
+        return self.catalog.ngettext(singular, plural, n).format(n=n, **_as_data(values))
 
     def date(self, day: date) -> str:
         """A date as this language writes it in a sentence: "4 December 2026", "4 de diciembre de 2026"."""
         return self(_DATE, day=day.day, month=self(MONTHS[day.month - 1]), year=day.year)
+
+
+def _as_data(values: dict[str, object]) -> dict[str, object]:
+    """The values as text that shows as it is: numbers as they are, anything else escaped for the light Markdown."""
+    return {
+        key: value if isinstance(value, int | float) else literal(str(value)) for key, value in values.items()
+    }
 
 
 _DATE = N_("{day} {month} {year}")

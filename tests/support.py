@@ -2,7 +2,8 @@
 processes (bench/processes.py); the app in-process; fixtures that run the platform stand-ins (standins/).
 
 `RecordingChannel` plays an outside platform at its edge (it is handed rendered replies, as a platform API would
-be); everything between `Transcript.say` and the recorded reply is the real pipeline.
+be, and reads their text as the terminal shows it); everything between `Transcript.say` and the recorded reply is the
+real pipeline.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from bot.channel import Delivery, RateLimit
 from bot.core import Lessonbot
 from bot.messages import InboundMessage, Reply, Text
+from channels.markdown import PLAIN, render
 
 
 @dataclass
@@ -34,7 +36,12 @@ class RecordingChannel:
         return self.limits
 
     def texts(self, chat_id: str) -> list[str]:
-        return [reply.text for reply in self.sent[chat_id] if isinstance(reply, Text)]
+        """The text replies sent to a chat, as a person reads them (the light Markdown rendered as plain text)."""
+        return [shown(reply) for reply in self.sent[chat_id] if isinstance(reply, Text)]
+
+
+def shown(reply: Text) -> str:
+    return render(reply.text, PLAIN)
 
 
 def message(text: str, *, chat: str = "ann", sender: str | None = None, channel: str = "test",
@@ -61,7 +68,7 @@ class Transcript:
         before = len(self.channel.sent[self.chat])
         await self.bot.receive(message(text, chat=self.chat, channel=self.channel.name, choice=choice))
         await self.bot.settle()
-        return [r.text for r in self.channel.sent[self.chat][before:] if isinstance(r, Text)]
+        return [shown(r) for r in self.channel.sent[self.chat][before:] if isinstance(r, Text)]
 
 
 # Real server processes ---------------------------------------------------------------------------------------------

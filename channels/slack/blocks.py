@@ -6,7 +6,8 @@ Limits kept here (https://docs.slack.dev/reference/block-kit/blocks):
 - an actions block holds at most 25 elements; a button's text at most 75 characters, its value at most 2,000;
 - `text` is always given as well: Slack shows it in notifications and to clients that cannot draw blocks.
 Our light Markdown (**bold**, *italic*, links, bullets) becomes mrkdwn (channels/markdown.py); mrkdwn treats &, <
-and > as control characters, so every piece of our text is escaped as &amp; &lt; &gt; first.
+and > as control characters, so every piece of our text is escaped as &amp; &lt; &gt; first, and outside text a dialog
+escaped (a name, an echo) shows its *, _, ~ and ` as look-alikes mrkdwn does not format.
 """
 
 from __future__ import annotations
@@ -39,11 +40,6 @@ class SlackMessage:
     blocks: list[dict[str, Any]]
 
 
-def escape_mrkdwn(text: str) -> str:
-    """Escape Slack's three control characters; anything else (*bold*, _italic_) keeps its mrkdwn meaning."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def render_text(reply: Text) -> list[SlackMessage]:
     """A text reply as one or more messages: section blocks of at most 3,000 characters, then the buttons."""
     sections = [
@@ -64,7 +60,7 @@ def render_text(reply: Text) -> list[SlackMessage]:
 def render_link(document: Document) -> SlackMessage:
     """A document we cannot upload (it has only a URL): a message with a link to it and its caption."""
     assert document.url, "render_link needs a document with a url"
-    link = f"<{_escape_url(document.url)}|{escape_mrkdwn(document.filename or document.url)}>"
+    link = SLACK_MRKDWN.link(SLACK_MRKDWN.literal(document.filename or document.url), document.url)
     text = f"{render(document.caption, SLACK_MRKDWN)}\n{link}" if document.caption else link
     return SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
 
@@ -122,12 +118,8 @@ def _fallback(blocks: list[dict[str, Any]], reply: Text) -> str:
         if block["type"] == "section":
             return block["text"]["text"]
     labels = ", ".join(choice.label for choice in reply.choices)
-    return escape_mrkdwn(labels[:FALLBACK_TEXT_LIMIT])
+    return SLACK_MRKDWN.literal(labels[:FALLBACK_TEXT_LIMIT])
 
-
-def _escape_url(url: str) -> str:
-    # Inside <url|label> a '|' or '>' would end the URL early; Slack reads percent-encoded ones as the same URL.
-    return escape_mrkdwn(url.replace("|", "%7C"))
 
 
 # inbound: mrkdwn → the core's plain text --------------------------------------------------------------------------

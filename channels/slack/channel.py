@@ -38,7 +38,8 @@ from bot.channel import (
     TransientSendError,
 )
 from bot.messages import Document, Text
-from channels.slack.blocks import ReplyNotRenderable, SlackMessage, escape_mrkdwn, render_link, render_text
+from channels.markdown import SLACK_MRKDWN, render
+from channels.slack.blocks import ReplyNotRenderable, SlackMessage, render_link, render_text
 from channels.slack.inbound import split_chat_id
 from channels.slack.installations import SlackInstallations
 from channels.slack.routes import webhook_routes
@@ -185,7 +186,7 @@ class SlackChannel:
             content=content,
             filename=document.filename,
             title=document.filename,
-            initial_comment=escape_mrkdwn(document.caption) or None,
+            initial_comment=render(document.caption, SLACK_MRKDWN) or None,
         )
         return str((response.get("file") or {}).get("id") or "")
 

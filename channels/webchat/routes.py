@@ -8,6 +8,9 @@
 - `GET /chat/api/messages?session=…&after=…` the replies sent since a reply id, for a page that (re)loads.
 - `GET /chat/api/events?session=…` the replies as server-sent events (`reply`, with the reply id as the event id so a
   reconnecting page resumes after it) and the reply being written (`draft`, never replayed).
+
+A reply's light Markdown is rendered here, by channels/markdown.py, both ways: `text` (and a document's `caption`) as
+plain text, and `html` (`caption_html`) in the small HTML subset of `render_html`, the only HTML the page shows.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from bot.channel import ChannelHost, Received, RequestRejected
+from channels.markdown import PLAIN, render, render_html
 from channels.webhook import LimitBody, Parse, Record, Webhook, WebhookRequest, parse_json, refusal
 
 if TYPE_CHECKING:
@@ -69,8 +73,18 @@ def acknowledge(request: WebhookRequest) -> Response:
 
 
 def reply_view(outbox_id: int, payload: dict[str, Any]) -> dict[str, Any]:
-    """What the page gets for one reply; a document's `path` names a file on this server and stays here."""
-    return {"id": outbox_id, **{key: value for key, value in payload.items() if key != "path"}}
+    """What the page gets for one reply, its Markdown rendered; a document's `path` names a file on this server and
+    stays here."""
+    view = {"id": outbox_id, **{key: value for key, value in payload.items() if key != "path"}}
+    for field, html_field in (("text", "html"), ("caption", "caption_html")):
+        if isinstance(view.get(field), str):
+            view.update(rendered(view[field], field=field, html_field=html_field))
+    return view
+
+
+def rendered(markdown: str, *, field: str = "text", html_field: str = "html") -> dict[str, str]:
+    """Light Markdown as the page's two views of it: plain text, and the HTML the page puts in a bubble."""
+    return {field: render(markdown, PLAIN), html_field: render_html(markdown)}
 
 
 def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRoute]:
@@ -125,7 +139,7 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
                     yield f"id: {cursor}\nevent: reply\ndata: {json.dumps(reply, ensure_ascii=False)}\n\n"
                 draft = webchat.draft(session_id)
                 if draft is not None and draft != shown_draft:  # no id: a draft is not replayed on reconnecting
-                    yield f"event: draft\ndata: {json.dumps({'text': draft}, ensure_ascii=False)}\n\n"
+                    yield f"event: draft\ndata: {json.dumps(rendered(draft), ensure_ascii=False)}\n\n"
                 shown_draft = draft
                 if replies or draft is not None:
                     quiet = 0.0

@@ -40,10 +40,17 @@ from bot.channel import (
     WaitForInbound,
 )
 from bot.messages import Document, Text
+from channels.markdown import WHATSAPP, render
 from channels.text import split_text
 from channels.whatsapp.inbound import CHANNEL
 from channels.whatsapp.media import MediaLinks
-from channels.whatsapp.render import MAX_BODY_CHARS, numbered, quick_reply_variables, template_variables, text_bodies
+from channels.whatsapp.render import (
+    MAX_BODY_CHARS,
+    quick_reply_variables,
+    template_variables,
+    text_bodies,
+    whatsapp_text,
+)
 from channels.whatsapp.routes import STATUS_PATH, webhook_routes
 
 log = logging.getLogger(__name__)
@@ -154,7 +161,7 @@ class WhatsAppChannel:
             raise WaitForInbound(NO_TEMPLATE)
         if not isinstance(reply, Text):
             raise WaitForInbound(DOCUMENT_WAITS)
-        variables = template_variables(numbered(reply.text, reply.choices))
+        variables = template_variables(whatsapp_text(reply))
         return await self._create(to, content_sid=self.template_content_sid, content_variables=variables)
 
     def _messages(self, reply: Text | Document) -> list[dict[str, Any]]:
@@ -171,7 +178,8 @@ class WhatsAppChannel:
             url = self.media.link(reply.path, reply.filename, reply.media_type)
         else:
             raise PermanentSendError(f"the document {reply.filename!r} has neither a url nor a path to send")
-        captions = split_text(reply.caption, MAX_BODY_CHARS) if reply.caption.strip() else [""]
+        caption = render(reply.caption, WHATSAPP)
+        captions = split_text(caption, MAX_BODY_CHARS) if caption.strip() else [""]
         first: dict[str, Any] = {"media_url": [url]}
         if captions[0]:
             first["body"] = captions[0]

@@ -3,8 +3,8 @@
 - Text: at most 1,600 characters per message (Twilio's limit for WhatsApp bodies); longer text is split on paragraph,
   sentence or word boundaries and sent as several messages, in order.
 - Formatting: the light Markdown dialogs and courses write (**bold**, *italic*, links, bullets) becomes WhatsApp's
-  own *bold* and _italic_ (channels/markdown.py). WhatsApp has no escape character; a stray `*` or `_` inside a word
-  is shown as is.
+  own *bold* and _italic_ (channels/markdown.py). WhatsApp has no escape character: outside text a dialog escaped
+  (a name, an echo) and choice labels show their *, _, ~ and ` as look-alikes WhatsApp does not format.
 - Choices: numbered lines under the text ("1. Alpha"); the person answers with the number or the words, and the core
   maps that back to the choice (bot.pipeline). When a quick-reply content template is configured for that many
   buttons (at most 3 in a session message, titles of at most 20 characters), it is used instead and a tap comes back
@@ -29,16 +29,23 @@ QUICK_REPLY_BODY_CHARS = 1024
 
 
 def numbered(text: str, choices: tuple[Choice, ...]) -> str:
-    """The text with its choices as "1. label" lines below it."""
+    """The text with its choices as "1. label" lines below it, each label shown as it is."""
     if not choices:
         return text
-    options = "\n".join(f"{number}. {choice.label}" for number, choice in enumerate(choices, start=1))
+    options = "\n".join(
+        f"{number}. {WHATSAPP.literal(choice.label)}" for number, choice in enumerate(choices, start=1)
+    )
     return f"{text}\n\n{options}" if text.strip() else options
+
+
+def whatsapp_text(reply: Text) -> str:
+    """The whole of a Text in WhatsApp's formatting, its choices numbered below it."""
+    return numbered(render(reply.text, WHATSAPP), reply.choices)
 
 
 def text_bodies(reply: Text) -> list[str]:
     """The bodies of the messages a Text becomes, each within Twilio's 1,600 characters."""
-    return split_text(numbered(render(reply.text, WHATSAPP), reply.choices), MAX_BODY_CHARS)
+    return split_text(whatsapp_text(reply), MAX_BODY_CHARS)
 
 
 def quick_reply_variables(reply: Text) -> str | None:
@@ -49,7 +56,7 @@ def quick_reply_variables(reply: Text) -> str | None:
         return None
     if any(len(c.label) > QUICK_REPLY_TITLE_CHARS or len(c.value) > QUICK_REPLY_ID_CHARS for c in choices):
         return None
-    variables = {"1": reply.text}
+    variables = {"1": render(reply.text, WHATSAPP)}
     for index, choice in enumerate(choices):
         variables[str(2 + 2 * index)] = choice.label
         variables[str(3 + 2 * index)] = choice.value

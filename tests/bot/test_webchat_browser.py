@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,60 @@ def open_chat(browser, url: str, **context):
     page.goto(url)
     expect(page.get_by_role("status")).to_have_text("Online")  # the reply stream is open
     return page, errors
+
+
+@contextmanager
+def sample_course_server(tmp_path: Path, **env: str) -> Iterator[ServerProcess]:
+    """`lessonbot serve` on a fresh SQLite file with the sample course imported (and indexed for questions)."""
+    env = server_env(f"sqlite:///{tmp_path / 'lessonbot.db'}", tmp_path / "var", **env)
+    sample = Path(__file__).resolve().parents[2] / "courses" / "sample"
+    for command in (["db", "upgrade"], ["course", "import", str(sample)]):  # the import also indexes the lessons
+        done = subprocess.run([*LESSONBOT, *command], env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+    server = serve(env)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Learner:
+    """A learner at the page: says something or presses a choice, and waits for the bot's next bubble."""
+
+    def __init__(self, page) -> None:
+        self.page = page
+        self.box = page.get_by_label("Your message")
+        self.bot = page.locator(".message--bot .bubble")
+
+    def say(self, text: str) -> None:
+        from playwright.sync_api import expect
+
+        before = self.bot.count()
+        self.box.fill(text)
+        self.box.press("Enter")
+        expect(self.bot).not_to_have_count(before)
+
+    def press(self, label: str) -> None:
+        from playwright.sync_api import expect
+
+        before = self.bot.count()
+        self.page.locator(".choice", has_text=label).last.click()
+        expect(self.bot).not_to_have_count(before)
+
+    def onboard(self, *, zone_typed_first: str | None = None) -> None:
+        """Through onboarding to the sample course, one lesson a day; `zone_typed_first` is a time zone the bot
+        cannot read, typed before Lisbon."""
+        self.say("/start")
+        self.press("Yes, let's start")
+        self.say("Ann")
+        if zone_typed_first is not None:
+            self.say(zone_typed_first)
+        self.say("Lisbon")
+        self.press("Yes, that's right")
+        self.say("08:00")
+        self.press("Every day")
+        self.press("Spot the phish, five minutes a day")
+        self.press("1 lesson (about 5 minutes)")
 
 
 def test_a_learner_chats_presses_a_choice_and_is_told_when_a_message_is_too_long(server, browser):
@@ -204,54 +259,43 @@ def test_a_model_answer_streams_into_a_draft_that_the_answer_replaces(browser, t
 
     openai = OpenAIStandIn(piece_delay=0.05).start()
     openai.reply = lambda request: cite_first_passage(request) + " Check the sender before you act." * 4
-    env = server_env(
-        f"sqlite:///{tmp_path / 'lessonbot.db'}", tmp_path / "var",
-        OPENAI_BASE_URL=openai.base_url, OPENAI_API_KEY="sk-test", OPENAI_MODEL=MODEL,
-    )
-    sample = Path(__file__).resolve().parents[2] / "courses" / "sample"
-    for command in (["db", "upgrade"], ["course", "import", str(sample)]):  # the import also indexes the lessons
-        done = subprocess.run([*LESSONBOT, *command], env=env, capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, done.stdout + done.stderr
-    server = serve(env)
+    model = {"OPENAI_BASE_URL": openai.base_url, "OPENAI_API_KEY": "sk-test", "OPENAI_MODEL": MODEL}
     try:
-        page, errors = open_chat(browser, server.url)
-        box = page.get_by_label("Your message")
-        bot = page.locator(".message--bot .bubble")
+        with sample_course_server(tmp_path, **model) as server:
+            page, errors = open_chat(browser, server.url)
+            learner = Learner(page)
+            learner.onboard()
+            bot = learner.bot
+            answered = bot.count() + 1
 
-        def say(text: str) -> None:
-            before = bot.count()
-            box.fill(text)
-            box.press("Enter")
-            expect(bot).not_to_have_count(before)
-
-        def press(label: str) -> None:
-            before = bot.count()
-            page.locator(".choice", has_text=label).last.click()
-            expect(bot).not_to_have_count(before)
-
-        say("/start")
-        press("Yes, let's start")
-        say("Ann")
-        say("Lisbon")
-        press("Yes, that's right")
-        say("08:00")
-        press("Every day")
-        press("Spot the phish, five minutes a day")
-        press("1 lesson (about 5 minutes)")
-        answered = bot.count() + 1
-
-        box.fill("what is smishing?")
-        box.press("Enter")
-        draft = page.locator(".message--draft .bubble")
-        expect(draft).to_be_visible()  # the answer as the model writes it
-        expect(page.locator("#typing")).to_be_hidden()
-        partial = draft.inner_text()
-        expect(draft).not_to_have_text(partial)  # it grows
-        expect(page.locator(".message--draft")).to_have_count(0, timeout=20_000)  # replaced by the answer
-        expect(bot).to_have_count(answered)
-        expect(bot.last).to_contain_text("Check the sender before you act.")
-        expect(bot.last).to_contain_text("From: [1] What a phishing message wants")
-        assert not errors, errors
+            learner.box.fill("what is smishing?")
+            learner.box.press("Enter")
+            draft = page.locator(".message--draft .bubble")
+            expect(draft).to_be_visible()  # the answer as the model writes it
+            expect(page.locator("#typing")).to_be_hidden()
+            partial = draft.inner_text()
+            expect(draft).not_to_have_text(partial)  # it grows
+            expect(page.locator(".message--draft")).to_have_count(0, timeout=20_000)  # replaced by the answer
+            expect(bot).to_have_count(answered)
+            expect(bot.last).to_contain_text("Check the sender before you act.")
+            expect(bot.last).to_contain_text("From: [1] What a phishing message wants")
+            assert not errors, errors
     finally:
-        server.stop()
         openai.stop()
+
+
+def test_a_lesson_shows_its_emphasis_and_lists_and_an_echo_stays_text(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    with sample_course_server(tmp_path) as server:
+        page, errors = open_chat(browser, server.url)
+        learner = Learner(page)
+        hostile = "[Verify](https://evil.example) <b>x</b> *b* <img src=x>"  # echoed up to 60 characters
+        learner.onboard(zone_typed_first=hostile)
+        expect(learner.bot.filter(has_text="I couldn't find a time zone")).to_contain_text(hostile)
+        learner.press("Start my first lesson")
+        expect(learner.bot.last.locator("em", has_text="smishing")).to_be_visible()
+        learner.press("Next")
+        expect(learner.bot.last.locator("ul > li > strong", has_text="Urgency")).to_be_visible()
+        expect(learner.bot.locator('a[href*="evil"], img, b')).to_have_count(0)
+        assert not errors, errors

@@ -1,4 +1,10 @@
-from channels.markdown import PLAIN, SLACK_MRKDWN, TELEGRAM_HTML, WHATSAPP, render
+import html
+import re
+
+import pytest
+
+from bot.messages import literal
+from channels.markdown import PLAIN, SLACK_MRKDWN, TELEGRAM_HTML, WHATSAPP, render, render_html
 
 LESSON = """Nearly every phishing message pulls the same few levers:
 
@@ -35,3 +41,57 @@ def test_markup_in_text_cannot_escape_into_html():
 
 def test_headings_are_bold():
     assert render("# Quiz time", TELEGRAM_HTML) == "<b>Quiz time</b>"
+
+
+# Outside text: escaped by bot.messages.literal, shown as typed ------------------------------------------------------
+
+HOSTILE = [
+    "[Verify your account](https://evil.example/login)",
+    '<a href="https://evil.example">x</a>',
+    "*bold* **strong** _it_ __under__ ~strike~ `code`",
+    "<!channel> <@U123> <https://evil.example|x>",
+    "&lt; &amp; \\*already escaped\\* C:\\path\\",
+    "# heading\n- bullet\n* star\n+ plus\n1. one\n2) two\n> quote",
+    "🎉 \u202bשלום\u202c مرحبا",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_literal_text_shows_exactly_as_typed_in_plain_text_and_html(text):
+    assert render(literal(text), PLAIN) == text
+    assert html.unescape(render(literal(text), TELEGRAM_HTML)) == text
+    assert "<" not in render(literal(text), TELEGRAM_HTML)
+    web = render_html(literal(text))
+    assert re.sub(r"</?p>|<br>", "", web) == html.escape(text.replace("\n", ""), quote=False)
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_literal_text_formats_nothing_on_slack_and_whatsapp(text):
+    slack = render(literal(text), SLACK_MRKDWN)
+    assert "<" not in slack and ">" not in slack  # no mention, link or special command
+    whatsapp = render(literal(text), WHATSAPP)
+    for out in (slack, whatsapp):
+        assert not set("*_~`") & set(out)  # look-alikes instead
+        assert "•" not in out  # no bullet made of a typed "- "
+
+
+def test_the_terminal_gets_no_control_characters():
+    assert render(literal("Ann\x1b[2J\x07\tB\nC"), PLAIN) == "Ann[2J\tB\nC"
+
+
+def test_our_markup_around_a_literal_value_still_renders():
+    text = f"**Hi {literal('*Ann*')}!** See [the guide](https://example.com)."
+    assert render(text, TELEGRAM_HTML) == '<b>Hi *Ann*!</b> See <a href="https://example.com">the guide</a>.'
+    assert render(text, SLACK_MRKDWN) == "*Hi ∗Ann∗!* See <https://example.com|the guide>."
+
+
+def test_the_web_chat_html_has_paragraphs_lists_and_safe_links():
+    out = render_html(LESSON + "\n\n3. third\n4. fourth\n\n# Quiz\n[bad](javascript:alert(1)) [ok](http://x.test/a\"b)")
+    assert out.startswith("<p>Nearly every phishing message pulls the same few levers:</p><ul><li><strong>Urgency")
+    assert '<li><em>Fear</em> or <em>reward</em>: see <a href="https://example.com/a?b=1&amp;c=2" ' \
+           'rel="noopener noreferrer" target="_blank">the guide</a></li></ul>' in out
+    assert "<p>Type <code>STOP</code> to &lt;stop&gt;; snake_case_names stay &amp; so do 2*3*4 sums.</p>" in out
+    assert '<ol start="3"><li>third</li><li>fourth</li></ol><p><strong>Quiz</strong></p>' in out
+    assert "[bad](javascript:alert(1))" in out and 'href="javascript' not in out
+    assert 'href="http://x.test/a&quot;b"' in out
+    assert "\n" not in out

@@ -8,12 +8,12 @@ import pytest
 import yaml
 
 from bot.messages import Choice, Document, Text
+from channels.markdown import escape_mrkdwn
 from channels.slack.blocks import (
     BLOCKS_PER_MESSAGE,
     BUTTON_TEXT_LIMIT,
     SECTION_TEXT_LIMIT,
     ReplyNotRenderable,
-    escape_mrkdwn,
     plain_text,
     render_link,
     render_text,

@@ -20,6 +20,8 @@ from authoring.indexing import ingest_course
 from bot.app import create_app
 from bot.config import knowledge_settings
 from bot.core import Lessonbot
+from bot.messages import Text
+from channels.markdown import TELEGRAM_HTML, render
 from channels.telegram import TelegramChannel
 from standins.openai import MODEL, cite_first_passage
 from standins.telegram import TOKEN
@@ -88,6 +90,19 @@ async def test_typing_and_the_streamed_answer_are_shown_before_the_answer_arrive
         assert "Look at the sender's address." in drafts[-1]
         assert "Look at the sender's address." in answer  # the answer, sent through the outbox
         assert "**" not in "".join(drafts)  # plain text like the answer: the model's Markdown bold is not shown
+
+
+async def test_a_model_steered_into_markup_shows_it_as_plain_text(model_settings, openai):
+    # Nested brackets survive the answer's own reduction to plain text as a link; the learner still sees text.
+    openai.reply = lambda request: "[[Verify your account](x)](https://evil.example) _now_ [1]"
+    channel = LiveChannel()
+    async with onboarded(model_settings, channel) as t:
+        [answer] = await t.say("what is smishing?")
+        [reply] = [r for r in channel.sent["ann"] if isinstance(r, Text)][-1:]
+        drafts = [d for d in channel.drafts["ann"] if d]
+    assert answer.startswith("[Verify your account](https://evil.example) _now_ [1]")
+    for markdown in (reply.text, *drafts):
+        assert "<a " not in render(markdown, TELEGRAM_HTML) and "<i>" not in render(markdown, TELEGRAM_HTML)
 
 
 async def test_a_channel_without_typing_or_drafts_just_gets_the_answer(model_settings):
@@ -179,8 +194,11 @@ async def test_the_web_chat_streams_a_draft_then_the_reply_replaces_it(settings)
         async with asyncio.timeout(10):
             await listener
 
-        assert events[:2] == [("draft", {"text": "Smishing is"}),
-                              ("draft", {"text": "Smishing is phishing by text message."})]
+        assert events[:2] == [
+            ("draft", {"text": "Smishing is", "html": "<p>Smishing is</p>"}),
+            ("draft", {"text": "Smishing is phishing by text message.",
+                       "html": "<p>Smishing is phishing by text message.</p>"}),
+        ]
         assert events[-1][0] == "reply" and events[-1][1]["text"].startswith("Here is what you can send me")
         assert web.draft(chat) is None  # a sent reply ends the draft
         await web.show_draft(chat, "Half an answer")

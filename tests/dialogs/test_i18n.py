@@ -50,6 +50,17 @@ def test_compiled_catalog_matches_msgfmt(tmp_path):
             assert ours.gettext(key) == theirs.gettext(key), key
 
 
+def test_the_values_filled_in_are_data_and_the_template_is_ours():
+    _ = translator("es")
+    hostile = "[Verify](https://evil.example) *you*"
+    assert _("All set, {name}!", name=hostile) == "¡Todo listo, \\[Verify\\](https://evil.example) \\*you\\*!"
+    english = translator("en")
+    assert english.plural("Broadcast #{id} goes to {n} learner ({segment}):",
+                          "Broadcast #{id} goes to {n} learners ({segment}):", 2, id=7, segment="_all_") == (
+        "Broadcast #7 goes to 2 learners (\\_all\\_):")
+    assert english("Quiz: {right} of {total} right.", right=2, total=3) == "Quiz: 2 of 3 right."
+
+
 def test_unknown_languages_fall_back_to_english():
     assert translator("pt-BR").language == "en" and translator(None)("Saved.") == "Saved."
     assert translator("es-MX")("Saved.") == "Guardado."

@@ -202,7 +202,7 @@
         handle(data);
       });
     onJson("reply", showReply);
-    onJson("draft", (draft) => showDraft(typeof draft.text === "string" ? draft.text : ""));
+    onJson("draft", (draft) => showDraft(typeof draft.text === "string" ? draft.text : "", draft.html));
     source.addEventListener("error", () => {
       if (source !== events) return;
       if (source.readyState === EventSource.CLOSED) {
@@ -342,6 +342,36 @@
     parent.append(document.createTextNode(text.slice(at)));
   }
 
+  // The only HTML the page shows: the server's rendering of a reply's light Markdown (channels/markdown.py), copied
+  // element by element through this allow-list, so nothing else it might hold (a script, a handler, a style, a
+  // javascript: address) reaches the page. Without it, the plain text is shown.
+  const ALLOWED = new Set(["P", "BR", "UL", "OL", "LI", "STRONG", "EM", "CODE", "A"]);
+
+  function fillBubble(parent, html, text) {
+    if (typeof html !== "string") {
+      appendText(parent, typeof text === "string" ? text : "");
+      return;
+    }
+    const copy = (from, to) => {
+      for (const node of from.childNodes) {
+        if (node.nodeType === Node.TEXT_NODE) {
+          to.append(document.createTextNode(node.data));
+        } else if (node.nodeType === Node.ELEMENT_NODE && ALLOWED.has(node.tagName)) {
+          const element = document.createElement(node.tagName.toLowerCase());
+          const url = node.tagName === "A" ? safeUrl(node.getAttribute("href")) : null;
+          if (url) Object.assign(element, { href: url, target: "_blank", rel: "noopener noreferrer" });
+          const start = node.tagName === "OL" ? Number(node.getAttribute("start")) : NaN;
+          if (Number.isInteger(start) && start > 1) element.start = start;
+          copy(node, element);
+          to.append(element);
+        } else if (node.nodeType === Node.ELEMENT_NODE) {
+          copy(node, to);
+        }
+      }
+    };
+    copy(new DOMParser().parseFromString(html, "text/html").body, parent);
+  }
+
   function appendMessage(who) {
     const item = document.createElement("li");
     item.className = `message message--${who}`;
@@ -404,9 +434,9 @@
     card.append(icon, name);
     bubble.append(card);
     if (typeof reply.caption === "string" && reply.caption) {
-      const caption = document.createElement("p");
+      const caption = document.createElement("div");
       caption.className = "document-caption";
-      appendText(caption, reply.caption);
+      fillBubble(caption, reply.caption_html, reply.caption);
       bubble.append(caption);
     }
   }
@@ -440,7 +470,7 @@
   }
 
   // The reply as it is being written (a model's answer streaming): one bubble, replaced by the reply itself.
-  function showDraft(text) {
+  function showDraft(text, html) {
     if (!text) return;
     hideTyping();
     if (!draftItem) {
@@ -449,7 +479,7 @@
     }
     const bubble = draftItem.querySelector(".bubble");
     bubble.replaceChildren();
-    appendText(bubble, text);
+    fillBubble(bubble, html, text);
     scrollToEnd(false);
   }
 
@@ -470,7 +500,7 @@
     if (reply.kind === "document") {
       renderDocument(bubble, reply);
     } else {
-      appendText(bubble, typeof reply.text === "string" ? reply.text : "");
+      fillBubble(bubble, reply.html, reply.text);
     }
     if (Array.isArray(reply.choices) && reply.choices.length) renderChoices(item, reply.choices);
     if (!quiet) scrollToEnd(false);
