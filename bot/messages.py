@@ -33,6 +33,22 @@ def literal(text: str) -> str:
     return _LINE_MARK.sub(_escaped_line_mark, escaped)
 
 
+_ESCAPE = re.compile(r"\\([" + re.escape("".join(sorted(MARKDOWN_ESCAPES))) + "])")
+
+
+def unescaped(text: str) -> str:
+    """What `literal`'s escapes stand for, for text that is plain wherever it is shown (a button's label)."""
+    return _ESCAPE.sub(r"\1", text)
+
+
+class Markup(str):
+    """Text that is ours and already light Markdown (an address we made or were handed by a platform we pay, such as
+    a checkout page): the dialogs' translator fills it into a template as it is, where any other value is escaped
+    with `literal`. Never wrap what a person typed in it."""
+
+    __slots__ = ()
+
+
 def _escaped_line_mark(match: re.Match[str]) -> str:
     indent, mark = match[1], match[2]
     if mark.isdigit():  # "1." or "1)": the punctuation after the number is what makes it an item
@@ -42,10 +58,16 @@ def _escaped_line_mark(match: re.Match[str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """One button: `label` is shown, `value` comes back when it is pressed."""
+    """One button: `label` is shown, `value` comes back when it is pressed.
+
+    A label is plain text on every platform, so the escapes a translated label's values carry are read back here.
+    """
 
     label: str
     value: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", unescaped(self.label))
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from datetime import date
 from functools import cache
 from pathlib import Path
 
-from bot.messages import literal
+from bot.messages import Markup, literal
 
 DOMAIN = "lessonbot"
 LOCALES = Path(__file__).parent / "locales"
@@ -61,9 +61,10 @@ class Translator:
 
 
 def _as_data(values: dict[str, object]) -> dict[str, object]:
-    """The values as text that shows as it is: numbers as they are, anything else escaped for the light Markdown."""
+    """The values as text that shows as it is: numbers and our own `Markup` as they are, anything else escaped for
+    the light Markdown."""
     return {
-        key: value if isinstance(value, int | float) else literal(str(value)) for key, value in values.items()
+        key: value if isinstance(value, int | float | Markup) else literal(str(value)) for key, value in values.items()
     }
 
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.messages import CheckoutAnswer, Invoice, Text
+from bot.messages import CheckoutAnswer, Invoice, Markup, Text
 from bot.text import fold
 from dialogs import lessons
 from dialogs.i18n import N_, Translator, translator
@@ -262,7 +262,7 @@ async def _offer_checkout(turn: Turn, checkout: Checkout, course: Course) -> Non
     turn.session.add(payment)
     turn.say(_("To unlock “{title}” ({price}), pay on this secure page:\n{url}\n\nWhen the payment is through, I'll "
                "tell you here and your next lesson opens at once.", title=course.title,
-               price=format_price(_, course.price_minor, course.currency), url=session.url))
+               price=format_price(_, course.price_minor, course.currency), url=Markup(session.url)))
 
 
 async def _create(checkout: Checkout, offer: CheckoutOffer) -> CheckoutSession | None:

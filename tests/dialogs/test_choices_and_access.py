@@ -107,7 +107,7 @@ async def test_a_refund_closes_a_paid_quiz_even_under_a_genuine_button(learning_
     bot, channel = learning_bot
     await import_sample(bot, PAID)
     t = Learning(bot, channel)
-    await onboard(t, course="Passwords that hold")
+    await onboard(t, course="Passwords that hold — 3.00 GBP")
     user, learner = await learner_row(bot, "test", "ann")
     async with bot.db.transaction() as session:
         session.add(Entitlement(user_id=user.id, course_id=learner.course_id, source="grant", reference="refund-1"))

@@ -7,7 +7,7 @@ import io
 import shutil
 import subprocess
 
-from bot.messages import InboundMessage
+from bot.messages import Choice, InboundMessage, Markup
 from dialogs.i18n import LOCALES, compile_po, missing_translations, read_po, source_messages, translator
 from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
 
@@ -121,3 +121,14 @@ def test_dates_in_a_sentence_are_written_the_way_each_language_writes_them():
 
     assert translator("en").date(date(2026, 12, 4)) == "4 December 2026"
     assert translator("es").date(date(2026, 12, 4)) == "4 de diciembre de 2026"
+
+
+def test_a_buttons_label_and_our_own_address_show_as_they_are():
+    """A label is plain text everywhere, so the escapes of its values are read back; an address we made (`Markup`)
+    goes into a reply untouched, underscores and all, where an outside value would be escaped."""
+    _ = translator("en")
+    assert Choice(_("Buy — {price}", price="3.00 GBP"), "pay:buy:x").label == "Buy — 3.00 GBP"
+    assert Choice(_("I'll call you {name}.", name="*Ann* [x](y)"), "n").label == "I'll call you *Ann* [x](y)."
+    url = "https://checkout.stripe.com/c/pay/cs_test_000001"
+    assert _("Pay here: {url}", url=Markup(url)) == f"Pay here: {url}"
+    assert _("Pay here: {url}", url=url) != f"Pay here: {url}"
