@@ -20,11 +20,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot.certificate_page import certificate_routes
 from bot.channel import Channel, HasRoutes
 from bot.config import Settings
 from bot.core import Lessonbot, attach_clock
 from bot.observability import INBOUND_PENDING, OUTBOX_DEPTH, REGISTRY
 from channels.webchat import WebChatChannel
+from dialogs.pages import web_chat_words
 from storage.db import Database
 from storage.migrate import current_revisions, head_revisions
 from storage.outbox import outbox_counts, pending_inbound_count
@@ -41,7 +43,11 @@ def build_channels(settings: Settings, db: Database) -> list[Channel]:
             WebChatChannel(
                 settings.resolved_secret_key,
                 max_body_bytes=settings.max_body_bytes,
-                poll_seconds=settings.worker_poll_seconds,
+                poll_seconds=settings.web_chat_poll_seconds,
+                session_idle_days=settings.web_chat_session_idle_days,
+                streams_per_address=settings.web_chat_streams_per_address,
+                streams_total=settings.web_chat_streams_total,
+                words=web_chat_words,
             )
         )
     if settings.telegram_bot_token and settings.telegram_webhook_secret:
@@ -182,6 +188,7 @@ def create_app(
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
+        *certificate_routes(lessonbot.db),  # the public verification page printed on every certificate
     ]
 
     for channel in channels:

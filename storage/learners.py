@@ -183,6 +183,15 @@ async def forget_learner(session: AsyncSession, user: User, *, keep_inbound_id: 
     user.locale = "en"
 
 
+async def language_of_chat(session: AsyncSession, channel: str, chat_id: str) -> str | None:
+    """The language of the learner in a chat (`users.locale`), or None when nobody there is known yet."""
+    return await session.scalar(
+        select(User.locale).join(Conversation, Conversation.user_id == User.id).where(
+            Conversation.channel == channel, Conversation.chat_id == chat_id
+        )
+    )
+
+
 async def certificate_by_code(session: AsyncSession, code: str) -> Certificate | None:
     return await session.scalar(select(Certificate).where(Certificate.code == code))
 
