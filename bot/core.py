@@ -214,6 +214,7 @@ def attach_clock(lessonbot: Lessonbot) -> Clock:
             db=lessonbot.db,
             notify=lessonbot.dispatcher.notify,
             data_dir=settings.data_dir,
+            site_url=settings.site_url,
             unprompted_windows=unprompted_windows(lessonbot.channels.values()),
         ),
         owner=lessonbot.worker.owner,

@@ -425,6 +425,7 @@ class ConversationWorker:
                 prepared=prepared,
                 answerer=self.answerer,
                 data_dir=self.settings.data_dir,
+                site_url=self.settings.site_url,
                 inbound_id=row.id,
                 draft=self.activity.drafts(row.channel, conversation.chat_id),
                 now=now,
