@@ -59,7 +59,8 @@ class Learner(Base):
 
 
 class Certificate(Base):
-    """A course completed: who, what, when, and the unguessable code that `lessonbot certificate verify` checks."""
+    """A course completed: who, what, when, and the unguessable code checked at /certificates/CODE (and by
+    `lessonbot certificate verify`)."""
 
     __tablename__ = "certificates"
     __table_args__ = (UniqueConstraint("code"), UniqueConstraint("user_id", "course_id"))
