@@ -607,3 +607,30 @@ async def test_the_page_words_follow_the_browser_then_the_learners_language(clie
     # A session no longer valid still gets words, in the browser's language.
     stale = await client.get("/chat/api/words", params={"session": forged(session)}, headers={"Accept-Language": "en"})
     assert stale.status_code == 200 and stale.json()["language"] == "en"
+
+
+async def test_a_draft_reaches_the_open_stream_at_once_and_is_not_replayed(settings):
+    webchat = WebChatChannel(settings.resolved_secret_key)
+    async with served(create_app(settings, channels=[webchat])) as url, httpx.AsyncClient(
+        base_url=url, timeout=REPLY_TIMEOUT
+    ) as client:
+        session = await new_session(client)
+        session_id = session.split(".")[0]
+
+        async def draft_soon() -> None:
+            await asyncio.sleep(0.3)  # after the stream is open
+            await webchat.show_draft(session_id, "Smishing is phishing by text message")
+
+        writer = asyncio.create_task(draft_soon())
+        async with client.stream("GET", "/chat/api/events", params={"session": session}) as stream:
+            fields: dict[str, str] = {}
+            async with asyncio.timeout(FALLBACK_POLL_SECONDS - 5):
+                async for line in stream.aiter_lines():
+                    if line:
+                        name, _, value = line.partition(": ")
+                        fields[name] = value
+                    elif fields.get("event") == "draft":
+                        break
+        await writer
+        assert json.loads(fields["data"]) == {"text": "Smishing is phishing by text message"}
+        assert "id" not in fields  # a draft is not replayed on reconnecting

@@ -388,7 +388,8 @@ def test_a_model_answer_streams_into_a_draft_that_the_answer_replaces(browser, t
         box.fill("what is smishing?")
         box.press("Enter")
         draft = page.locator(".message--draft .bubble")
-        expect(draft).to_be_visible()  # the answer as the model writes it
+        # the answer as the model writes it (the first question also loads the embedding model: slow on a busy machine)
+        expect(draft).to_be_visible(timeout=30_000)
         expect(page.locator("#typing")).to_be_hidden()
         partial = draft.inner_text()
         expect(draft).not_to_have_text(partial)  # it grows
