@@ -208,8 +208,11 @@ class Settings(BaseSettings):
     @property
     def site_url(self) -> str:
         """Where people reach this bot's own pages (a certificate's verification page): PUBLIC_BASE_URL, else the
-        address it serves on."""
-        return self.public_base_url.rstrip("/") or f"http://{self.host}:{self.port}"
+        address it serves on (which only this machine may reach: set PUBLIC_BASE_URL for certificates others check)."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     @cached_property
     def resolved_secret_key(self) -> str:
