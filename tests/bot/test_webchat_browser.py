@@ -289,6 +289,20 @@ def test_the_page_speaks_the_browsers_language(server, browser, tmp_path, size):
     page.screenshot(path=str(tmp_path / f"spanish-{size}.png"))
 
 
+def test_the_page_follows_the_language_the_learner_chooses(server, browser):
+    from playwright.sync_api import expect
+
+    page, errors = open_chat(browser, server.url, **DESKTOP)
+    expect(page.get_by_label("Your message")).to_have_attribute("placeholder", "Write a message…")
+    box = page.get_by_label("Your message")
+    box.fill("/language es")
+    box.press("Enter")
+    expect(page.locator(".message--bot")).to_have_count(1)
+    expect(page.get_by_role("status")).to_have_text("En línea")
+    expect(page.get_by_label("Tu mensaje")).to_have_attribute("placeholder", "Escribe un mensaje…")
+    assert not errors, errors
+
+
 def test_a_certificate_is_downloaded_from_its_bubble(server, env, browser, tmp_path):
     """A document reply (the certificate at a course's end) shows a Download link that saves the file."""
     from playwright.sync_api import expect

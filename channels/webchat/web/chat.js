@@ -366,6 +366,7 @@
     showTyping();
     try {
       await postMessage(fields);
+      wordsMayChange = true;
       bubble.classList.remove("message--pending");
       rememberSent(shown, after);
       hideError();
@@ -589,6 +590,7 @@
   let following = true;
   let scrolledByPage = -Infinity; // when the page itself last scrolled (its scroll event is not the learner's)
   let revealFrame = 0;
+  let wordsMayChange = false; // the learner said something since the page's words were last asked for
 
   els.body.addEventListener(
     "scroll",
@@ -605,6 +607,12 @@
   /** Bring the newest reply, with its buttons, into view: once for replies that arrive together, and only while
    * the learner follows the conversation. A reply taller than the list is shown from its start. */
   function revealNewest() {
+    if (wordsMayChange) {
+      // The reply to something the learner said: they may have chosen another language (/language), and the
+      // reply is written in the same transaction as the choice, so the page asks for its words again now.
+      wordsMayChange = false;
+      loadWords();
+    }
     if (!following || revealFrame) return;
     revealFrame = requestAnimationFrame(() => {
       revealFrame = 0;
