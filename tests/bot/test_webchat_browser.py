@@ -205,35 +205,39 @@ def test_a_refused_session_is_replaced_and_the_chat_works_on_a_phone(server, bro
     assert not errors, errors
 
 
-def onboard(page) -> None:
-    """The shortest onboarding to the sample course, through the page's buttons and box."""
+def say(page, text: str) -> None:
+    """Type `text` and send it; return once a reply has come."""
     from playwright.sync_api import expect
 
-    box = page.get_by_label("Your message")
     bot = page.locator(".message--bot .bubble")
-
-    def say(text: str) -> None:
-        before = bot.count()
-        box.fill(text)
-        box.press("Enter")
-        expect(bot).not_to_have_count(before)
-
-    say("/start")
-    for step in ("Yes, let's start", "Ann", "Lisbon", "Yes, that's right", "08:00", "Every day",
-                 "Spot the phish, five minutes a day", "1 lesson (about 5 minutes)"):
-        if page.locator(".choice:not(:disabled)", has_text=step).count():
-            press(page, step)
-        else:
-            say(step)
+    before = bot.count()
+    box = page.get_by_label("Your message")
+    box.fill(text)
+    box.press("Enter")
+    expect(bot).not_to_have_count(before)
 
 
 def press(page, label: str) -> None:
+    """Press the newest button labelled `label`; return once a reply has come."""
     from playwright.sync_api import expect
 
     bot = page.locator(".message--bot .bubble")
     before = bot.count()
     page.locator(".choice:not(:disabled)", has_text=label).last.click()
     expect(bot).not_to_have_count(before)
+
+
+def onboard(page) -> None:
+    """The shortest onboarding to the sample course, through the page's box and buttons."""
+    say(page, "/start")
+    press(page, "Yes, let's start")
+    say(page, "Ann")
+    say(page, "Lisbon")
+    press(page, "Yes, that's right")
+    say(page, "08:00")
+    press(page, "Every day")
+    press(page, "Spot the phish, five minutes a day")
+    press(page, "1 lesson (about 5 minutes)")
 
 
 @pytest.mark.parametrize("size", ["phone", "desktop"])
@@ -367,8 +371,7 @@ def test_a_model_answer_streams_into_a_draft_that_the_answer_replaces(browser, t
         f"sqlite:///{tmp_path / 'lessonbot.db'}", tmp_path / "var",
         OPENAI_BASE_URL=openai.base_url, OPENAI_API_KEY="sk-test", OPENAI_MODEL=MODEL,
     )
-    sample = Path(__file__).resolve().parents[2] / "courses" / "sample"
-    for command in (["db", "upgrade"], ["course", "import", str(sample)]):  # the import also indexes the lessons
+    for command in (["db", "upgrade"], ["course", "import", str(SAMPLE)]):  # the import also indexes the lessons
         done = subprocess.run([*LESSONBOT, *command], env=env, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stdout + done.stderr
     server = serve(env)
@@ -376,27 +379,7 @@ def test_a_model_answer_streams_into_a_draft_that_the_answer_replaces(browser, t
         page, errors = open_chat(browser, server.url)
         box = page.get_by_label("Your message")
         bot = page.locator(".message--bot .bubble")
-
-        def say(text: str) -> None:
-            before = bot.count()
-            box.fill(text)
-            box.press("Enter")
-            expect(bot).not_to_have_count(before)
-
-        def press(label: str) -> None:
-            before = bot.count()
-            page.locator(".choice", has_text=label).last.click()
-            expect(bot).not_to_have_count(before)
-
-        say("/start")
-        press("Yes, let's start")
-        say("Ann")
-        say("Lisbon")
-        press("Yes, that's right")
-        say("08:00")
-        press("Every day")
-        press("Spot the phish, five minutes a day")
-        press("1 lesson (about 5 minutes)")
+        onboard(page)
         answered = bot.count() + 1
 
         box.fill("what is smishing?")
