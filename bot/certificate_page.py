@@ -1,7 +1,7 @@
 """The public page that tells anyone holding a certificate whether it is genuine: `GET /certificates/CODE`.
 
-The address is printed on every certificate (and as a QR code). The page shows what the certificate itself shows —
-the learner's name, the course, the date — and nothing else: no account, no progress, no other certificate. A
+The address is printed on every certificate (and as a QR code). The page says whether the certificate is valid and
+shows the learner's name, the course and the date, and nothing else: no account, no progress, no other certificate. A
 code nobody holds is a 404 page that says so. Codes are 80 random bits (dialogs/certificate.py), so they cannot
 be guessed to browse others' certificates. Every value on the page is HTML-escaped; the page loads nothing.
 """
@@ -54,7 +54,6 @@ def certificate_routes(db: Database) -> list[Route]:
             (words["learner"], row.learner_name),
             (words["course"], row.course_title),
             (words["date"], f"{issued:%Y-%m-%d}"),
-            (words["code"], row.code),
         )
         listed = "".join(f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>" for name, value in facts)
         body = f'<p class="state valid">✔ {escape(words["valid"])}</p><dl>{listed}</dl>'

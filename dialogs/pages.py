@@ -55,6 +55,5 @@ def certificate_page_words(languages: str | None) -> tuple[str, dict[str, str]]:
         "learner": _("Awarded to"),
         "course": _("Course"),
         "date": _("Completed on"),
-        "code": _("Verification code"),
     }
     return _.language, words
