@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authoring import format as fmt
+from bot.text import counted
 from storage.courses import Course, Enrollment, Lesson, Module, Question
 from storage.models import utcnow
 
@@ -53,8 +54,8 @@ class ImportReport:
         return not self.created and not self.changes
 
     def summary(self) -> str:
-        size = (f"{self.modules} module{'s' * (self.modules != 1)}, {self.lessons} lesson{'s' * (self.lessons != 1)}, "
-                f"{self.questions} question{'s' * (self.questions != 1)}")
+        size = (f"{counted(self.modules, 'module')}, {counted(self.lessons, 'lesson')}, "
+                f"{counted(self.questions, 'question')}")
         if self.created:  # one line, not every module, lesson and question added
             return f"Imported new course {self.course}: {size}."
         if self.unchanged:
@@ -110,6 +111,7 @@ def _course_values(course: fmt.Course) -> dict[str, object]:
         price_minor=course.price.minor_units if course.price else None,
         currency=course.price.currency if course.price else None,
         free_preview_lessons=course.free_preview_lessons,
+        pass_mark=course.pass_mark,
         source=str(course.folder),
         content_hash=content_hash(_course_content(course)),
     )
@@ -120,7 +122,7 @@ def _course_content(course: fmt.Course) -> dict[str, object]:
     return {
         "course": [course.id, course.title, course.description, course.language, course.access,
                    str(course.price.amount) if course.price else None, course.price.currency if course.price else None,
-                   course.free_preview_lessons],
+                   course.free_preview_lessons, *([course.pass_mark] if course.pass_mark is not None else [])],
         "modules": [[m.id, m.title, [lesson.id for lesson in m.lessons]] for m in course.modules],
         "lessons": [_lesson_content(lesson) for lesson in course.lessons],
         "questions": [_question_content(q) for q in course.questions],

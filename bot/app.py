@@ -1,9 +1,9 @@
 """The ASGI app: health and metrics, and the routes of the channels this process serves (the web chat's page, the
 platforms' webhooks).
 
-Every inbound endpoint follows one path, built from channels/webhook.py's steps: read the body within MAX_BODY_BYTES
-→ verify → parse → record (`Lessonbot.receive`) → acknowledge. Processing happens after the response, in the
-conversation worker.
+Every request's headers are held to MAX_HEADER_BYTES (431 beyond). Every inbound endpoint follows one path, built
+from channels/webhook.py's steps: read the body within MAX_BODY_BYTES → verify → parse → record
+(`Lessonbot.receive`) → acknowledge. Processing happens after the response, in the conversation worker.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.certificate_page import certificate_routes
 from bot.channel import Channel, HasRoutes
@@ -32,6 +34,24 @@ from storage.migrate import current_revisions, head_revisions
 from storage.outbox import outbox_counts, pending_inbound_count
 
 log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 16 * 1024  # what nginx and h11 allow by default; no platform's webhook sends a tenth of it
+
+
+class LimitHeaders:
+    """Refuse (431) a request whose headers, names and values together, are over MAX_HEADER_BYTES."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(name) + len(value) for name, value in scope["headers"])
+            if size > MAX_HEADER_BYTES:
+                message = f"The request's headers are {size:,} bytes; the limit is {MAX_HEADER_BYTES:,}."
+                await JSONResponse({"error": message}, status_code=431)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def build_channels(settings: Settings, db: Database) -> list[Channel]:
@@ -197,6 +217,6 @@ def create_app(
         if isinstance(channel, HasRoutes):
             routes += channel.routes(lessonbot)
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(LimitHeaders)])
     app.state.lessonbot = lessonbot
     return app

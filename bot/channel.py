@@ -8,8 +8,8 @@ to the core through `ChannelHost`.
 
 What only some channels do is declared here as a capability, and the core asks `isinstance(channel, Capability)`:
 `HasRoutes` (webhooks), `ShowsTyping`, `ShowsDrafts`, `WatchesSentReplies` (the web chat), `Closable` (an SDK
-client's connections) and `SendsUnpromptedWithin` (WhatsApp's 24-hour window). A channel has a capability by
-having its method; it names no class of ours.
+client's connections), `SendsUnpromptedWithin` (WhatsApp's 24-hour window) and `ServesOneChat` (the terminal). A
+channel has a capability by having its method; it names no class of ours.
 """
 
 from __future__ import annotations
@@ -189,6 +189,14 @@ class WatchesSentReplies(Protocol):
     """A channel that shows replies from our own database (the web chat): told the moment one is committed as sent."""
 
     def after_sent(self, chat_id: str) -> None: ...
+
+
+@runtime_checkable
+class ServesOneChat(Protocol):
+    """A channel that reaches one chat of its platform only (the terminal reaches the person at its keyboard): the
+    dispatcher hands it that chat's replies and leaves every other chat's for the process that reaches it."""
+
+    def served_chat(self) -> str: ...
 
 
 @runtime_checkable

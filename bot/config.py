@@ -58,7 +58,9 @@ class Settings(BaseSettings):
 
     # logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="auto: readable lines on a terminal, JSON lines otherwise (a file, a log collector)."
+    )
 
     # the pipeline
     worker_lease_seconds: float = Field(30.0, gt=0, description="How long a process may hold a conversation.")
@@ -118,6 +120,7 @@ class Settings(BaseSettings):
     knowledge_embedding_threads: int = Field(2, ge=1, le=64, description="onnxruntime threads for the offline model.")
     knowledge_rate_limit_per_minute: int = Field(6, ge=1, description="Questions one learner may ask a minute.")
     knowledge_daily_token_budget: int = Field(20_000, ge=0, description="Model tokens per learner per UTC day.")
+    model_calls_per_day: int = Field(2000, ge=0, description="Model calls of all learners together per UTC day.")
     knowledge_cache_seconds: int = Field(7 * 24 * 3600, ge=0, description="How long an answer is reused; 0: never.")
     knowledge_max_answer_tokens: int = Field(350, ge=16, le=4096)
     knowledge_model_timeout_seconds: float = Field(30.0, gt=0)
@@ -272,5 +275,6 @@ def knowledge_settings(settings: Settings) -> KnowledgeSettings:
         model_timeout_seconds=settings.knowledge_model_timeout_seconds,
         rate_limit_per_minute=settings.knowledge_rate_limit_per_minute,
         daily_token_budget=settings.knowledge_daily_token_budget,
+        model_calls_per_day=settings.model_calls_per_day,
         cache_seconds=settings.knowledge_cache_seconds,
     )

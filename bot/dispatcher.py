@@ -1,15 +1,17 @@
 """The outbox dispatcher: sends stored replies, in order per conversation, at each platform's pace.
 
-Per row: claim it (`sending`, with a lease), wait for the rate limiter, send through the channel, then record the
-outcome: `sent` with the platform's message id; back to `pending` after a 429 (at its retry-after, not counted as a
-try) or a transient failure (exponential backoff with jitter); `dead` after a permanent failure or when the retry
-budget is spent. A conversation's next reply waits until the one before it is sent, so replies never overtake.
+Per row: wait for the rate limiter, then claim it (`sending`, with a short lease renewed while the platform call
+lasts), send through the channel, and record the outcome: `sent` with the platform's message id; back to `pending`
+after a 429 (at its retry-after, not counted as a try) or a transient failure (exponential backoff with jitter);
+`dead` after a permanent failure or when the retry budget is spent. A conversation's next reply waits until the one
+before it is sent, so replies never overtake.
 Two statuses set a row aside without sending it: `suppressed` when the person opted out (STOP; never sent), and
 `waiting` when the channel may only send after the person writes again (WhatsApp's 24-hour window; their next
 message puts the row back in line, see bot.pipeline).
 
-A process that dies mid-send leaves the row `sending`; when its lease runs out the row is sent again. That is the one
-window in which a platform may see a reply twice.
+A row is claimed only when its send is about to go, so a process that dies leaves at most the one reply it was
+sending per conversation `sending`; when that short lease runs out (seconds, not minutes) the row is sent again. That
+is the one window in which a platform may see a reply twice.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, false, or_, select, update
 from sqlalchemy.orm import aliased
 
 from bot.channel import (
@@ -33,6 +35,7 @@ from bot.channel import (
     PartsSent,
     PermanentSendError,
     RateLimited,
+    ServesOneChat,
     TransientSendError,
     WaitForInbound,
 )
@@ -46,7 +49,9 @@ from storage.outbox import ACTIVE, OutboxStatus
 
 log = logging.getLogger(__name__)
 
-SEND_LEASE = timedelta(seconds=120)
+# How long a claimed reply is ours. It is renewed every third of it while the platform call lasts, so a slow platform
+# keeps it and a dead dispatcher's reply goes out again soon after.
+SEND_LEASE = timedelta(seconds=15)
 _EARLIER = aliased(OutboxMessage)  # built once: aliasing copies every column, which is not free on a hot path
 _ACTIVE = [status.value for status in ACTIVE]
 
@@ -77,9 +82,17 @@ _HEAD = (
 _CLAIM = (
     update(_OUTBOX)
     .where(
-        _OUTBOX.c.id == bindparam("row"), _OUTBOX.c.status == bindparam("was"), _OUTBOX.c.attempts == bindparam("tries")
+        _OUTBOX.c.id == bindparam("row"),
+        _OUTBOX.c.status == bindparam("was"),
+        _OUTBOX.c.attempts == bindparam("tries"),
+        # still due: a 429 elsewhere meanwhile puts it back to `pending` with the same count, but for later
+        or_(
+            and_(_OUTBOX.c.status == OutboxStatus.PENDING.value, _OUTBOX.c.next_attempt_at <= bindparam("now")),
+            and_(_OUTBOX.c.status == OutboxStatus.SENDING.value, _OUTBOX.c.lease_until < bindparam("now")),
+        ),
     )
     .values(status=OutboxStatus.SENDING.value, lease_until=bindparam("until"), attempts=_OUTBOX.c.attempts + 1)
+    .returning(_OUTBOX.c.parts_sent)  # as it is now: parts another dispatcher sent meanwhile are not sent again
 )
 _RENEW_CLAIM = (
     update(_OUTBOX)
@@ -105,7 +118,8 @@ _MARK_SENT = (
 
 @dataclass(slots=True)
 class Claimed:
-    """An outbox row claimed for sending (`sending`, leased), with the conversation facts the send needs."""
+    """An outbox row to send (`sending`, leased, once claimed), with the conversation facts the send needs; `attempts`
+    counts the try being made."""
 
     id: int
     conversation_id: int
@@ -116,6 +130,15 @@ class Claimed:
     last_inbound_at: datetime | None
     opted_out_at: datetime | None
     parts_sent: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A conversation's oldest unsent reply, due and not yet claimed: the row as it will be sent, and its status when
+    read (the claim is conditional on it and on the count of tries, so two dispatchers never both claim it)."""
+
+    row: Claimed
+    status: str
 
 
 class OutboxDispatcher:
@@ -132,8 +155,7 @@ class OutboxDispatcher:
         self.channels = channels
         self.on_sent = on_sent
         self.limiter = RateLimiter()
-        # How long a claimed reply is ours: a dispatcher that died mid-send leaves it to others after this. A send
-        # that waited at the rate limiter for a quarter of it (a 429 on a shared limit) renews its claim first.
+        # How long a claimed reply is ours: a dispatcher that died mid-send leaves it to others after this.
         self.send_lease = SEND_LEASE
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
@@ -179,6 +201,21 @@ class OutboxDispatcher:
             while await self.dispatch_due() or self._in_flight:
                 await asyncio.gather(*list(self._in_flight.values()), return_exceptions=True)
 
+    def _reaches(self, channel: str, chat_id: str) -> bool:
+        """Whether this dispatcher may send to the chat: through a channel it has, one that reaches that chat."""
+        sender = self.channels.get(channel)
+        return sender is not None and (not isinstance(sender, ServesOneChat) or sender.served_chat() == chat_id)
+
+    def _reachable(self) -> ColumnElement[bool]:
+        """`_reaches` as a condition on outbox rows."""
+        every_chat = [name for name, channel in self.channels.items() if not isinstance(channel, ServesOneChat)]
+        one_chat = [
+            and_(OutboxMessage.channel == name, OutboxMessage.chat_id == channel.served_chat())
+            for name, channel in self.channels.items()
+            if isinstance(channel, ServesOneChat)
+        ]
+        return or_(false(), OutboxMessage.channel.in_(every_chat), *one_chat)
+
     async def _due_conversations(self) -> list[int]:
         if not self.channels:
             return []
@@ -196,7 +233,7 @@ class OutboxDispatcher:
         query = (
             select(OutboxMessage.conversation_id)
             .where(
-                OutboxMessage.channel.in_(list(self.channels)),
+                self._reachable(),
                 OutboxMessage.status.in_(_ACTIVE),
                 is_head,
                 or_(
@@ -226,61 +263,86 @@ class OutboxDispatcher:
             self._in_flight.pop(conversation_id, None)
             conversation_id_var.reset(token)
 
-    async def _claim_head(self, conversation_id: int) -> Claimed | None:
-        """Claim the conversation's oldest unsent reply if it is due (one transaction, two statements)."""
+    async def _due_head(self, conversation_id: int) -> Due | None:
+        """The conversation's oldest unsent reply if it is due (pending and its time come, or `sending` and its lease
+        run out), with the conversation facts its send needs; not claimed yet."""
         now = utcnow()
         async with self.db.connection() as connection:
             head = (await connection.execute(_HEAD, {"conv": conversation_id})).first()
-            if head is None or head.channel not in self.channels:
-                return None
-            due = (head.status == OutboxStatus.PENDING and head.next_attempt_at <= now) or (
-                head.status == OutboxStatus.SENDING and head.lease_until is not None and head.lease_until < now
-            )
-            if not due:
-                return None
-            claimed = await connection.execute(
-                _CLAIM, {"row": head.id, "was": head.status, "tries": head.attempts, "until": now + self.send_lease}
-            )
-            if claimed.rowcount != 1:
-                return None
-            return Claimed(
-                id=head.id,
-                conversation_id=head.conversation_id,
-                channel=head.channel,
-                chat_id=head.chat_id,
-                payload=head.payload,
-                attempts=head.attempts + 1,
-                last_inbound_at=head.last_inbound_at,
-                opted_out_at=head.opted_out_at,
-                parts_sent=list(head.parts_sent or []),
-            )
+        if head is None or not self._reaches(head.channel, head.chat_id):
+            return None
+        due = (head.status == OutboxStatus.PENDING and head.next_attempt_at <= now) or (
+            head.status == OutboxStatus.SENDING and head.lease_until is not None and head.lease_until < now
+        )
+        if not due:
+            return None
+        row = Claimed(
+            id=head.id,
+            conversation_id=head.conversation_id,
+            channel=head.channel,
+            chat_id=head.chat_id,
+            payload=head.payload,
+            attempts=head.attempts + 1,
+            last_inbound_at=head.last_inbound_at,
+            opted_out_at=head.opted_out_at,
+            parts_sent=list(head.parts_sent or []),
+        )
+        return Due(row, status=head.status)
+
+    async def _claim(self, due: Due) -> bool:
+        """Claim a due reply (`sending`, leased, one try more) unless another dispatcher took it since it was read."""
+        now = utcnow()
+        async with self.db.connection() as connection:
+            claimed = (
+                await connection.execute(
+                    _CLAIM,
+                    {
+                        "row": due.row.id,
+                        "was": due.status,
+                        "tries": due.row.attempts - 1,
+                        "now": now,
+                        "until": now + self.send_lease,
+                    },
+                )
+            ).first()
+        if claimed is None:
+            return False
+        due.row.parts_sent = list(claimed.parts_sent or [])
+        return True
 
     async def _send_head(self, conversation_id: int) -> bool:
         """Send the conversation's oldest unsent reply; True if the next one may follow at once."""
-        row = await self._claim_head(conversation_id)
-        if row is None:
+        due = await self._due_head(conversation_id)
+        if due is None:
             return False
+        row = due.row
         if row.opted_out_at is not None:
-            await self._set_aside(row, OutboxStatus.SUPPRESSED, "not sent: the person opted out (STOP); START resumes")
+            if await self._claim(due):
+                await self._set_aside(
+                    row, OutboxStatus.SUPPRESSED, "not sent: the person opted out (STOP); START resumes"
+                )
             return True
         channel = self.channels[row.channel]
         limits = channel.rate_limits(row.chat_id)
+        # Claimed only once its turn at the limiter has come: a reply waiting there (behind a 429, or a burst on a
+        # shared limit) is still `pending`, so a crash meanwhile leaves nothing to wait out or send twice.
         booking = await self.limiter.acquire(limits)
-        if booking.waited > self.send_lease.total_seconds() / 4 and not await self._renew_claim(row):
+        if not await self._claim(due):
             self.limiter.done(booking)
-            return False  # the claim ran out while a 429 held the limits, and another dispatcher took the reply
+            return False  # another dispatcher took the reply while this one waited
         try:
             try:
-                platform_id = await channel.send(
-                    Delivery(
-                        outbox_id=row.id,
-                        chat_id=row.chat_id,
-                        reply=reply_from_payload(row.payload),
-                        attempt=row.attempts,
-                        last_inbound_at=row.last_inbound_at,
-                        parts=PartsSent(row.parts_sent, save=partial(self._save_parts, row.id)),
+                async with self._kept(row):
+                    platform_id = await channel.send(
+                        Delivery(
+                            outbox_id=row.id,
+                            chat_id=row.chat_id,
+                            reply=reply_from_payload(row.payload),
+                            attempt=row.attempts,
+                            last_inbound_at=row.last_inbound_at,
+                            parts=PartsSent(row.parts_sent, save=partial(self._save_parts, row.id)),
+                        )
                     )
-                )
             finally:
                 self.limiter.done(booking)  # the send counts from when it finished
         except RateLimited as exc:
@@ -311,13 +373,34 @@ class OutboxDispatcher:
         await self._mark_sent(row, platform_id)
         return True
 
-    async def _renew_claim(self, row: Claimed) -> bool:
-        """After a long wait at the rate limiter: keep the claim, unless it ran out and another dispatcher took it."""
-        async with self.db.connection() as connection:
-            renewed = await connection.execute(
-                _RENEW_CLAIM, {"row": row.id, "tries": row.attempts, "until": utcnow() + self.send_lease}
-            )
-            return renewed.rowcount == 1
+    @contextlib.asynccontextmanager
+    async def _kept(self, row: Claimed) -> AsyncIterator[None]:
+        """Hold the claim on `row` while the platform call lasts: renewed every third of the lease."""
+        renewing = asyncio.get_running_loop().create_task(self._renew_while_sending(row))
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _renew_while_sending(self, row: Claimed) -> None:
+        every = self.send_lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                async with self.db.connection() as connection:
+                    renewed = await connection.execute(
+                        _RENEW_CLAIM, {"row": row.id, "tries": row.attempts, "until": utcnow() + self.send_lease}
+                    )
+            except Exception:
+                log.warning(
+                    "could not renew the claim on a reply being sent", exc_info=True, extra={"outbox_id": row.id}
+                )
+                continue
+            if renewed.rowcount != 1:
+                log.warning("the claim on a reply being sent was lost", extra={"outbox_id": row.id})
+                return
 
     async def _save_parts(self, outbox_id: int, platform_ids: list[str]) -> None:
         """A part of a reply sent in several went out: noted on its row, so a retry anywhere resumes after it."""

@@ -25,8 +25,9 @@ class InboundMessage:
 
     `platform_id` is the platform's own id for this delivery (Telegram update_id, Twilio MessageSid, Slack event_id):
     a second delivery with the same id is acknowledged and ignored. `chat_id` is where replies go; `sender_id` is who
-    spoke (they differ in groups). `meta` holds platform extras (media, a location) and two marks the core acts on:
-    `subscription` ("stop" / "start", an opt-out keyword) and `numbered_choices` (see bot.pipeline).
+    spoke (they differ in groups). `meta` holds platform extras (media, a location), `private` where the chat id
+    alone does not tell a direct message (Slack), and two marks the core acts on: `subscription` ("stop" / "start",
+    an opt-out keyword) and `numbered_choices` (see dialogs.choices).
     """
 
     channel: str
@@ -37,6 +38,13 @@ class InboundMessage:
     choice: str | None = None
     sender_name: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def private(self) -> bool:
+        """Whether only the bot and this person are in the chat: a chat whose id is the person's own (Telegram,
+        WhatsApp, the web chat), or one the channel marked `meta["private"]` (a Slack direct message). In a group
+        the bot shows nothing that belongs to one member alone (a link code, their data)."""
+        return self.chat_id == self.sender_id or bool(self.meta.get("private"))
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {"text": self.text}

@@ -1,7 +1,9 @@
 """Logs and metrics.
 
-Logs are JSON lines carrying the conversation id of the work in hand (a context variable set by the worker and the
-dispatcher). Message text and secrets are never logged at INFO; DEBUG may include text for local troubleshooting.
+Logs carry the conversation id of the work in hand (a context variable set by the worker and the dispatcher): JSON
+lines for a log collector, or readable lines for a person at a terminal (`LOG_FORMAT=auto`, the default, picks by
+whether stderr is a terminal). Message text and secrets are never logged at INFO; DEBUG may include text for local
+troubleshooting.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import sys
 from contextvars import ContextVar
 from datetime import datetime, timezone
+from typing import TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -51,8 +54,12 @@ class TextFormatter(logging.Formatter):
             record.msg = record.msg[len(prefix) :]
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(level: str = "INFO", fmt: str = "auto", *, stream: TextIO | None = None) -> None:
+    """Log to `stream` (stderr): `fmt` is json, text, or auto (text on a terminal, JSON anywhere else)."""
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "text" if stream.isatty() else "json"
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )

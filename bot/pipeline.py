@@ -8,12 +8,15 @@ Invariants kept here:
 - A message's state change, its outbox rows and its `done` mark commit in one transaction; a process that dies
   before that commit leaves the message pending, and whoever holds the lease next processes it, once.
 
-Two things channels mark in `InboundMessage.meta`, settled here because they need the conversation's stored facts:
-- `subscription` ("stop" / "start"): the person opted out or back in with a platform keyword (WhatsApp's STOP).
-  After "stop" the dialogs stay silent and nothing unsent goes out (rows become `suppressed`) until "start", which
-  greets them again as /start does. Any other message from them re-opens replies set aside as `waiting`.
-- `numbered_choices`: the channel shows choices as "1. label" lines, so a typed "2" or "Beta" answers the choices
-  of the last replies the person was sent, as if they had pressed that button.
+A mark channels set in `InboundMessage.meta` is settled here because it needs the conversation's stored facts:
+`subscription` ("stop" / "start"): the person opted out or back in with a platform keyword (WhatsApp's STOP).
+After "stop" the dialogs stay silent and nothing unsent goes out (rows become `suppressed`) until "start", which
+greets them again as /start does. Any other message from them re-opens replies set aside as `waiting`.
+A typed choice (a current button's label; its number where the channel marks `numbered_choices`) is read as the
+choice it names before the dialogs see the message (dialogs/choices.py).
+
+Replies to a message are queued for its sender (`OutboxEntry.member`): in a group, the choices they offer are that
+member's to pick.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import socket
 import time
 import uuid
@@ -33,18 +35,20 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import bindparam, case, exists, or_, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.activity import Activity
+from bot.channel import RequestRejected
 from bot.config import Settings
 from bot.messages import InboundMessage, Text
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
-from bot.text import plain_words
+from bot.text import storable, storable_data
+from dialogs import choices
 from dialogs.turn import OutsideTransaction, Turn
 from storage.db import Database
-from storage.models import Conversation, InboundSequence, OutboxMessage, utcnow
+from storage.models import Conversation, InboundSequence, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import InboundStatus, OutboxEntry, OutboxStatus, enqueue
 from storage.queries import backend_insert, get_or_create_conversation, identity_and_user, rows_affected
@@ -130,6 +134,7 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
     """Store a verified message durably; a repeated platform id is reported as a duplicate and not stored again.
 
     `conversations`: the process's remembered conversation ids (without it, the conversation is looked up)."""
+    message = storable_message(message)
     next_seq, insert_inbound = _recording_statements(db.backend)
     conversations = conversations or ConversationIds(capacity=1)
     try:
@@ -162,7 +167,59 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
     return Recorded(inbound_id, conversation_id, duplicate=False)
 
 
+def _length(column: Any) -> int:
+    """The most characters a String column holds."""
+    length = column.type.length
+    assert isinstance(length, int), f"{column} has no length"
+    return length
+
+
+# The lengths of the columns a message's ids and its sender's name go to.
+_ID_LENGTHS = {
+    "platform_id": _length(_INBOUND.c.platform_id),
+    "sender_id": _length(_INBOUND.c.sender_id),
+    "chat_id": _length(Conversation.__table__.c.chat_id),
+}
+_NAME_LENGTH = _length(User.__table__.c.display_name)
+
+
+def storable_message(message: InboundMessage) -> InboundMessage:
+    """The message as the database can hold it, checked once, where it is recorded: NUL and lone surrogates taken out
+    of its text, name and extras (`bot.text.storable`), the sender's name cut to its column. An id no column can hold
+    is refused (400): a platform never sends one, and cutting it could make two senders one."""
+    for name, length in _ID_LENGTHS.items():
+        value = getattr(message, name)
+        if len(value) > length or storable(value) != value:
+            log.warning("refused an inbound message with an unusable %s", name, extra={"channel": message.channel})
+            raise RequestRejected(
+                400, f"The message's {name} is not a usable id: at most {length} characters, no NUL or lone surrogate."
+            )
+    cleaned = replace(
+        message,
+        text=storable(message.text),
+        choice=None if message.choice is None else storable(message.choice),
+        sender_name=None if message.sender_name is None else storable(message.sender_name, limit=_NAME_LENGTH),
+        meta=storable_data(message.meta),
+    )
+    if cleaned != message:
+        changed = [name for name in ("text", "choice", "sender_name", "meta")
+                   if getattr(cleaned, name) != getattr(message, name)]
+        log.warning(
+            "inbound message cleaned for storage: %s (NUL or lone surrogates taken out, a name cut to %d characters)",
+            ", ".join(changed), _NAME_LENGTH, extra={"channel": message.channel},
+        )
+    return cleaned
+
+
 Responder = Callable[[Turn], Awaitable[None]]
+
+
+def transient(exc: BaseException) -> bool:
+    """A database error worth trying again (a dropped connection, a lock, a full pool). A value the database refuses
+    (`DataError`: too long, a NUL, bad encoding) fails the same way every time, so the message fails at once."""
+    if isinstance(exc, DataError):
+        return False
+    return isinstance(exc, OperationalError | DBAPIError | PoolTimeout)
 
 
 class LeaseLost(Exception):
@@ -346,10 +403,10 @@ class ConversationWorker:
         except LeaseLost:
             log.info("another process holds this conversation; it continues there")
             return None
-        except (OperationalError, DBAPIError, PoolTimeout) as exc:
-            await self._note_transient_failure(conversation_id, current.inbound_id, exc)
-            return None
         except Exception as exc:
+            if transient(exc):
+                await self._note_transient_failure(conversation_id, current.inbound_id, exc)
+                return None
             log.exception("processing failed", extra={"conversation_id": conversation_id})
             if current.inbound_id is not None and await self._fail(conversation_id, current.inbound_id, exc):
                 self.on_replies(conversation_id)
@@ -409,8 +466,6 @@ class ConversationWorker:
                 meta=payload.get("meta", {}),
             )
             heard = await _honour_subscription(session, conversation, message, now)
-            if heard is not None and heard.choice is None and heard.meta.get("numbered_choices"):
-                heard = replace(heard, choice=await _answered_choice(session, conversation_id, heard.text))
             identity, user = await identity_and_user(session, row.channel, row.sender_id, message.sender_name)
             if conversation.user_id is None:
                 conversation.user_id = user.id
@@ -431,6 +486,7 @@ class ConversationWorker:
                 now=now,
             )
             if heard is not None:
+                turn.message = await choices.understood(turn)  # a typed choice, as if its button were pressed
                 await self.respond(turn)
             if turn.state != conversation.state:
                 conversation.state = turn.state
@@ -441,7 +497,7 @@ class ConversationWorker:
                 user.last_active_at = now  # nudges count idle days: a minute's precision saves a write a message
             await session.flush()
             replies = [reply.to_payload() for reply in turn.replies]
-            await enqueue(session, _answers(conversation, row.id, replies), now=now)
+            await enqueue(session, _answers(conversation, row.id, replies, member=row.sender_id), now=now)
             connection = await session.connection()
             await connection.execute(_MARK_DONE, {"inbound": row.id, "done": InboundStatus.DONE.value, "done_at": now})
             if not row.more:
@@ -505,8 +561,11 @@ class ConversationWorker:
         return True
 
 
-def _answers(conversation: Conversation, inbound_id: int, payloads: list[dict[str, Any]]) -> list[OutboxEntry]:
-    """The outbox entries of replies to the message `inbound_id`, to where it came from."""
+def _answers(
+    conversation: Conversation, inbound_id: int, payloads: list[dict[str, Any]], *, member: str = ""
+) -> list[OutboxEntry]:
+    """The outbox entries of replies to the message `inbound_id`, to where it came from; their choices are for
+    `member` (its sender)."""
     return [
         OutboxEntry(
             conversation_id=conversation.id,
@@ -514,6 +573,7 @@ def _answers(conversation: Conversation, inbound_id: int, payloads: list[dict[st
             chat_id=conversation.chat_id,
             payload=payload,
             inbound_message_id=inbound_id,
+            member=member,
         )
         for payload in payloads
     ]
@@ -596,49 +656,3 @@ _RELEASE_WAITING = (
     .where(_OUTBOX.c.conversation_id == bindparam("conv"), _OUTBOX.c.status == OutboxStatus.WAITING.value)
     .values(status=OutboxStatus.PENDING.value, next_attempt_at=bindparam("due"))
 )
-
-
-# a typed answer to numbered choices -----------------------------------------------------------------------------------
-
-_OPTION_NUMBER = re.compile(r"#?\s*(\d{1,3})\s*[.)]?")
-
-
-async def _answered_choice(session: AsyncSession, conversation_id: int, text: str) -> str | None:
-    """The value of the choice `text` names by its words ("beta") or its number ("2"), or None.
-
-    Only the choices of the newest replies the person was sent count (the replies to one message, or one scheduled
-    message), so a number typed long after a question does not answer it. Words win over numbers, so a choice
-    labelled "4" is picked by typing 4.
-    """
-    typed = plain_words(text)
-    if not typed:
-        return None
-    rows = (
-        await session.execute(
-            select(OutboxMessage.inbound_message_id, OutboxMessage.payload)
-            .where(OutboxMessage.conversation_id == conversation_id, OutboxMessage.status == OutboxStatus.SENT.value)
-            .order_by(OutboxMessage.id.desc())
-            .limit(10)
-        )
-    ).all()
-    choices = _newest_choices([(row.inbound_message_id, row.payload) for row in rows])
-    for choice in choices:
-        if plain_words(choice["label"]) == typed:
-            return choice["value"]
-    number = _OPTION_NUMBER.fullmatch(text.strip())
-    if number and 1 <= int(number[1]) <= len(choices):
-        return choices[int(number[1]) - 1]["value"]
-    return None
-
-
-def _newest_choices(rows: list[tuple[int | None, dict[str, Any]]]) -> list[dict[str, str]]:
-    """The choices in the newest batch of sent replies (newest first), or none."""
-    if not rows:
-        return []
-    batch = rows[0][0]
-    for index, (inbound_id, payload) in enumerate(rows):
-        if index and (batch is None or inbound_id != batch):
-            break
-        if payload.get("choices"):
-            return list(payload["choices"])
-    return []

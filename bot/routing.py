@@ -1,11 +1,17 @@
 """Which dialog answers a message: a command, a pressed button, the dialog in progress, or the question answerer.
 
+(A typed choice, a current button's label or its number where choices are numbered, arrives here already read as
+the choice it names: bot/pipeline.py asks dialogs/choices.py.)
+
 1. A command ("/next", or a synonym typed alone: "next", "siguiente") runs. A dialog in progress stays where it
    was (its buttons still work, its next answer still goes to it; /start asks an unfinished onboarding again).
-2. A pressed button whose value has a known prefix ("lesson:next", "quiz:12:1") goes to its dialog, however late.
+2. A pressed choice that was never offered to this person here (dialogs/choices.py) is refused, and nothing else
+   happens. One that was, whose value has a known prefix ("lesson:next", "quiz:12:1"), goes to its dialog, however
+   late.
 3. The dialog in progress (dialogs/flow.py) reads the message; a question of the person's goes to the question
    answerer and the step is asked again.
-4. Anything else goes to the question answerer (dialogs/ask.py).
+4. A typed option number that names no current choice is told the options; anything else goes to the question
+   answerer (dialogs/ask.py).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import re
 
 import dialogs
 from bot.text import fold
-from dialogs import ask, flow, greeting
+from dialogs import ask, choices, flow, greeting
 from dialogs.learner import adopt_language, learner_of
 from dialogs.turn import Command, Turn
 
@@ -51,6 +57,9 @@ async def respond(turn: Turn) -> None:
         await command.handler(turn, args)
         return
     choice = turn.message.choice
+    if choice is not None and not await choices.was_offered(turn, choice):
+        choices.refuse(turn)
+        return
     if choice is not None and ":" in choice:
         handler = dialogs.BUTTONS.get(choice.split(":", 1)[0])
         if handler is not None:
@@ -60,5 +69,8 @@ async def respond(turn: Turn) -> None:
         return
     if choice is not None:
         await greeting.expired_choice(turn)
+        return
+    if choices.is_option_number(turn.text):
+        await choices.not_an_option(turn)
         return
     await ask.answer_question(turn)

@@ -10,14 +10,20 @@ Three levels, each the one before plus one step:
   answers with the same key, so "21" and "twenty one" are one answer in both places.
 
 Number words are read in English, Spanish and Portuguese, the languages learners answer in.
+
+Before any of that, text from outside is made storable (`storable`, `storable_data`): what no database column can
+hold (NUL, which PostgreSQL refuses; a lone surrogate, which is not UTF-8 and which SQLite's driver cannot encode) is
+taken out, and a value is cut to the length of its column. The pipeline does it once, where a message is recorded.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
 _NOT_A_WORD = re.compile(r"[^\w\s]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates (a str holds a surrogate only alone)
 
 _NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
@@ -33,6 +39,23 @@ _NUMBER_WORDS = {
 }
 _SCALES = {"hundred": 100, "cien": 100, "ciento": 100, "cem": 100, "thousand": 1000, "mil": 1000}
 _JOINERS = {"and", "y", "e"}  # "one hundred and five", "treinta y dos", "vinte e um"
+
+
+def storable(text: str, *, limit: int | None = None) -> str:
+    """`text` without what a database cannot store (NUL, lone surrogates), cut to `limit` characters if given."""
+    text = _UNSTORABLE.sub("", text)
+    return text if limit is None else text[:limit]
+
+
+def storable_data(value: Any) -> Any:
+    """JSON-like data (dicts, lists, strings, numbers) with every string, key included, made `storable`."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable_data(key): storable_data(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable_data(item) for item in value]
+    return value
 
 
 def fold(text: str) -> str:
@@ -69,3 +92,13 @@ def answer_key(text: str) -> str:
     if number is not None:
         out.append(str(number))
     return " ".join(out)
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """"1 lesson", "2 lessons", "1,200 learners": a count in the English of operator output (the command line,
+    course reports).
+
+    What a learner reads is counted through the dialogs' catalogs instead (`_.plural`), whose plural rules follow
+    each language.
+    """
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"

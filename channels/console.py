@@ -1,8 +1,12 @@
 """The terminal: one person at a keyboard (or a script piping lines in), through the same pipeline as any platform.
 
 Choices render as numbered options; typing the number (or the choice's words) picks that choice, as on WhatsApp:
-the core resolves it against the last choices sent to this chat (`numbered_choices`, bot/pipeline.py), so it works
+the core resolves it against the last choices sent to this chat (`numbered_choices`, dialogs/choices.py), so it works
 across restarts of the terminal too.
+
+A terminal reaches one person, `user`: it shows that person's replies only (`served_chat`), including those queued
+while no terminal was open (a scheduled lesson, a broadcast), which appear when `lessonbot chat --user …` starts.
+Another person's replies wait for their own terminal.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ from channels.markdown import PLAIN, render
 class ConsoleChannel:
     name = "console"
 
-    def __init__(self, user: str, *, out: TextIO = sys.stdout) -> None:
+    def __init__(self, user: str, *, out: TextIO | None = None) -> None:
         self.user = user
-        self.out = out
+        self.out = out or sys.stdout
+
+    def served_chat(self) -> str:
+        return self.user
 
     def inbound(self, line: str) -> InboundMessage:
         return InboundMessage(

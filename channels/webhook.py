@@ -15,6 +15,9 @@ verification and says how its payload becomes a message (channels/<platform>/rou
 from __future__ import annotations
 
 import hmac
+import json
+import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,6 +28,8 @@ from starlette.routing import Route
 
 from bot.channel import RequestRejected
 from channels.http import read_limited_body
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,21 +79,26 @@ class LimitBody:
 
 
 class HeaderSecret:
-    """Verify: the shared secret the platform sends in a header, compared in constant time (401 missing, 403 wrong)."""
+    """Verify: the shared secret the platform sends in a header, compared in constant time (401 missing, 403 wrong).
 
-    def __init__(self, header: str, secret: str, *, missing: str, wrong: str) -> None:
+    `wrong` is the caller's answer and names nothing of this server's configuration; `hint`, what an operator should
+    check, goes to the log."""
+
+    def __init__(self, header: str, secret: str, *, missing: str, wrong: str, hint: str = "") -> None:
         if not secret:
             raise ValueError(f"an empty secret would let anyone through {header}")
         self.header = header
         self.secret = secret.encode()
         self.missing = missing
         self.wrong = wrong
+        self.hint = hint
 
     async def __call__(self, request: WebhookRequest) -> None:
         given = request.http.headers.get(self.header)
         if not given:
             raise RequestRejected(401, self.missing)
         if not hmac.compare_digest(given.encode(), self.secret):
+            log.warning("%s did not match the secret%s", self.header, f": {self.hint}" if self.hint else "")
             raise RequestRejected(403, self.wrong)
 
 
@@ -111,6 +121,41 @@ class Record:
 
     async def __call__(self, request: WebhookRequest) -> None:
         request.outcome = await self.record(request.payload)
+
+
+MAX_JSON_DEPTH = 64  # no platform's payload nests half as deep; Python's parser recurses once per level
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(body: bytes) -> int:
+    """How deep `body`'s arrays and objects nest, counted without parsing (brackets inside strings do not count),
+    so a body nested thousands deep is measured without the recursion that parsing it would need."""
+    brackets = _JSON_STRING.sub(b'""', body).translate(None, _NOT_A_BRACKET)
+    depth = deepest = 0
+    for bracket in brackets:
+        if bracket in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def within_json_depth(body: bytes) -> None:
+    """Refuse (400) JSON that nests deeper than MAX_JSON_DEPTH, before anything parses it."""
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise RequestRejected(400, f"The JSON nests deeper than {MAX_JSON_DEPTH} levels; send it flatter.")
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON; 400 when it is not JSON (UTF-8) or nests deeper than MAX_JSON_DEPTH."""
+    within_json_depth(body)
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestRejected(400, f"The body is not valid JSON ({exc}).") from None
 
 
 def refusal(exc: RequestRejected) -> Response:

@@ -2,7 +2,8 @@
 
 - COMMANDS: slash commands and their plain-word synonyms (checked in this order; /help lists them in it).
 - BUTTONS: handlers for pressed choices by the prefix of their value ("lesson:next" → lessons), so a button works
-  however late it is pressed. Choices that answer a flow's question need no entry: the flow reads them.
+  however late it is pressed (once dialogs/choices.py says it was offered to that person). Choices that answer a
+  flow's question need no entry: the flow reads them.
 - FLOWS: the step machines of dialogs/flow.py, registered by name.
 
 A message nothing else expects goes to the question answerer (dialogs/ask.py).
@@ -22,6 +23,7 @@ from dialogs import (
     linking,
     onboarding,
     pause,
+    personal,
     progress,
     quiz,
     review,
@@ -54,6 +56,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("certificate", certificate.resend, N_("get your course certificates again"),
             synonyms=("certificate", "certificado")),
     Command("link", linking.link, N_("continue your lessons on another app")),
+    Command("export", personal.export, N_("get everything I keep about you, as a file"),
+            synonyms=("export", "my data", "mis datos", "exportar")),
     *admin.COMMANDS,
 )
 

@@ -6,12 +6,14 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy import func, select
 
-from dialogs import broadcast, nudges
+from dialogs import broadcast, nudges, personal
 from dialogs.i18n import N_
 from dialogs.learner import tr
 from dialogs.turn import Command, Turn
-from storage.models import AdminAuditEntry, Conversation, InboundMessage, User
+from storage.learners import Learner
+from storage.models import AdminAuditEntry, Conversation, InboundMessage
 from storage.outbox import dead_letters, outbox_counts, pending_inbound_count, requeue
+from storage.personal_data import ERASED_ARGUMENTS, Person, find_person
 
 
 class UsageError(Exception):
@@ -27,7 +29,8 @@ async def _help(turn: Turn, _args: str) -> None:
 async def _stats(turn: Turn, _args: str) -> None:
     _ = tr(turn)
     session = turn.session
-    users = await session.scalar(select(func.count()).select_from(User))
+    # People who said no to keeping their details, or have not said yes yet, are no learners.
+    users = await session.scalar(select(func.count()).select_from(Learner).where(Learner.consent_at.is_not(None)))
     conversations = await session.scalar(select(func.count()).select_from(Conversation))
     inbound = await session.scalar(select(func.count()).select_from(InboundMessage))
     counts = await outbox_counts(session)
@@ -48,9 +51,9 @@ async def _outbox(turn: Turn, _args: str) -> None:
         return
     lines = [_("Replies that could not be delivered (newest first):")]
     for row in rows:
-        lines.append(_("#{id} {address} after {tries} tries — {error}", id=row.id,
-                       address=f"{row.channel}:{row.chat_id}", tries=row.attempts,
-                       error=row.last_error or _("unknown")))
+        lines.append(_.plural("#{id} {address} after {n} try — {error}", "#{id} {address} after {n} tries — {error}",
+                              row.attempts, id=row.id, address=f"{row.channel}:{row.chat_id}",
+                              error=row.last_error or _("unknown")))
     lines.append(_("Send /admin requeue ID (or /admin requeue all) to try again."))
     turn.say("\n".join(lines))
 
@@ -67,6 +70,51 @@ async def _requeue(turn: Turn, args: str) -> None:
     turn.say(_.plural("Requeued {n} failed reply.", "Requeued {n} failed replies.", count))
 
 
+async def _learner(turn: Turn, address: str) -> Person:
+    _ = tr(turn)
+    person = await find_person(turn.session, address)
+    if person is None:
+        raise UsageError(_("No learner is known as {address}. Name them as channel:id, e.g. telegram:12345.",
+                           address=repr(address)))
+    return person
+
+
+async def _erase(turn: Turn, args: str) -> None:
+    """/admin erase CHANNEL:ID confirm: the learner's data deleted as /stop → delete does (docs/data.md)."""
+    _ = tr(turn)
+    words = args.split()
+    if not 1 <= len(words) <= 2 or words[1:] not in ([], ["confirm"]):
+        raise UsageError(_("Usage: /admin erase CHANNEL:ID confirm, e.g. /admin erase telegram:12345 confirm."))
+    address = words[0]
+    person = await _learner(turn, address)
+    if len(words) == 1:
+        turn.say(_("This deletes everything I keep about {address}: name, settings, progress, certificates and "
+                   "messages, on every app they linked. To go ahead, send /admin erase {address} confirm",
+                   address=address))
+        return
+    erasure = await personal.erase(turn.session, person.user_id, data_dir=turn.data_dir, by=turn.identity.address,
+                                   keep_inbound_id=turn.inbound_id)
+    # The answer does not name the address: nothing kept after an erasure should.
+    turn.say(_("Erased: {messages} messages and {replies} replies went with the rest of that learner's data.",
+               messages=erasure.messages, replies=erasure.replies))
+
+
+async def _export(turn: Turn, args: str) -> None:
+    """/admin export CHANNEL:ID: the learner's data as a file, to the admin's private chat."""
+    _ = tr(turn)
+    words = args.split()
+    if len(words) != 1:
+        raise UsageError(_("Usage: /admin export CHANNEL:ID, e.g. /admin export telegram:12345."))
+    person = await _learner(turn, words[0])
+    if not turn.message.private:
+        raise UsageError(_("A learner's data is sent only in a private chat: send /admin export there."))
+    if turn.data_dir is None:
+        raise RuntimeError("exports need a data folder (DATA_DIR)")
+    path = await personal.write_export(turn.session, person.user_id, data_dir=turn.data_dir, now=turn.now)
+    turn.send(personal.export_document(_, path, caption=_("The data of {address}, as a JSON file.",
+                                                            address=words[0])))
+
+
 SUBCOMMANDS: dict[str, tuple[Callable[[Turn, str], Awaitable[None]], str]] = {
     "help": (_help, N_("this list")),
     "stats": (_stats, N_("learners, messages and delivery counts")),
@@ -74,7 +122,11 @@ SUBCOMMANDS: dict[str, tuple[Callable[[Turn, str], Awaitable[None]], str]] = {
     "requeue": (_requeue, N_("retry failed replies: /admin requeue ID or all")),
     "broadcast": (broadcast.broadcast, N_("announce to a segment: preview, confirm, status")),
     "nudges": (nudges.report, N_("how often each reminder template brings learners back")),
+    "export": (_export, N_("a learner's data as a file: /admin export CHANNEL:ID")),
+    "erase": (_erase, N_("delete a learner's data: /admin erase CHANNEL:ID confirm")),
 }
+# The audit line of an erasure must not keep the address it erased.
+_AUDITED_WITHOUT_ARGUMENTS = {"erase"}
 
 
 async def admin(turn: Turn, args: str) -> None:
@@ -83,7 +135,8 @@ async def admin(turn: Turn, args: str) -> None:
     identity = turn.identity.address
 
     def audit(outcome: str) -> None:
-        turn.session.add(AdminAuditEntry(identity=identity, command=name[:64], arguments=rest[:2000], outcome=outcome))
+        arguments = ERASED_ARGUMENTS if name in _AUDITED_WITHOUT_ARGUMENTS else rest[:2000]
+        turn.session.add(AdminAuditEntry(identity=identity, command=name[:64], arguments=arguments, outcome=outcome))
 
     _ = tr(turn)
     if not turn.is_admin:

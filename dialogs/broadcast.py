@@ -79,7 +79,7 @@ async def broadcast(turn: Turn, args: str) -> None:
 
 def usage(_: Translator) -> str:
     return _("Usage: /admin broadcast [everyone | course=SLUG | channel=NAME | inactive=DAYS or YYYY-MM-DD] MESSAGE\n"
-             "For example: /admin broadcast course=phishing inactive=7 A new module is out!\n"
+             "For example: /admin broadcast course=spot-phishing inactive=7 A new module is out!\n"
              "/admin broadcast status [ID] shows how far a broadcast got.")
 
 
@@ -128,7 +128,7 @@ def describe(_: Translator, segment: Segment, zone_name: str | None = None) -> s
         parts.append(_("on {channel}", channel=segment.channel))
     if segment.inactive_since is not None:
         local = segment.inactive_since.astimezone(zone_for(zone_name))
-        parts.append(_("not active since {date}", date=f"{local:%Y-%m-%d %H:%M}"))
+        parts.append(_("not active since {date}", date=f"{_.date(local)} {local:%H:%M}"))
     return ", ".join(parts)
 
 

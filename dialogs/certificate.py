@@ -12,12 +12,15 @@ Rendering happens outside the pipeline's transaction (it writes a file), so a re
 from __future__ import annotations
 
 import base64
+import io
+import os
 import secrets
 from pathlib import Path
 
 from sqlalchemy import select
 
 from bot.messages import Document
+from dialogs import access
 from dialogs.i18n import Translator
 from dialogs.learner import name_of, tr
 from dialogs.turn import Exchange, Turn
@@ -63,8 +66,8 @@ def render_pdf(
     pdfmetrics.registerFont(TTFont("Vera", "Vera.ttf"))
     pdfmetrics.registerFont(TTFont("VeraBd", "VeraBd.ttf"))
     width, height = landscape(A4)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pdf = canvas.Canvas(str(path), pagesize=(width, height))
+    drawn = io.BytesIO()
+    pdf = canvas.Canvas(drawn, pagesize=(width, height))
     pdf.setTitle(_("Certificate of completion"))
     pdf.setAuthor("Lessonbot")
     ink, accent = HexColor("#1f2937"), HexColor("#2563eb")
@@ -96,6 +99,18 @@ def render_pdf(
         _draw_qr(pdf, verify_url, x=width - QR_ROOM + 10, y=56, size=QR_SIZE)
     pdf.showPage()
     pdf.save()
+    write_private(path, drawn.getvalue())
+
+
+def write_private(path: Path, content: bytes) -> None:
+    """Write `content` readable by this server's user only (0600, in a 0700 folder): a certificate carries a
+    learner's name and a code that proves it, for the learner and no other local user."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)  # mkdir's mode yields to the umask, and leaves a folder that exists as it was
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(descriptor, "wb") as file:
+        os.fchmod(file.fileno(), 0o600)  # a file that existed keeps its mode through O_CREAT
+        file.write(content)
 
 
 def _draw_qr(pdf, data: str, *, x: float, y: float, size: float) -> None:
@@ -118,11 +133,16 @@ def _fit(metrics, text: str, font: str, size: float, room: float) -> float:
 
 
 async def send_certificate(x: Exchange, course: Course) -> None:
-    """Issue the learner's certificate for `course` (once) and send it as a document."""
+    """Issue the learner's certificate for `course` (once) and send it as a document.
+
+    Issued only when the learner finished every live lesson of the course and reached its pass mark, if it has one
+    (dialogs/access.py)."""
     _ = tr(x)
     row = await x.session.scalar(
         select(Certificate).where(Certificate.user_id == x.user.id, Certificate.course_id == course.id)
     )
+    if row is None and not await _earned(x, course):
+        return
     if row is None:
         if x.data_dir is None:
             raise RuntimeError("certificates need a data folder (DATA_DIR)")
@@ -135,7 +155,7 @@ async def send_certificate(x: Exchange, course: Course) -> None:
 
         async def render() -> str:
             code = new_code()
-            render_pdf(folder / f"{code}.pdf", _=_, learner=learner, course=title, issued=f"{local:%Y-%m-%d}",
+            render_pdf(folder / f"{code}.pdf", _=_, learner=learner, course=title, issued=_.date(local),
                        code=code, verify_url=verification_url(site_url, code))
             return code
 
@@ -146,6 +166,21 @@ async def send_certificate(x: Exchange, course: Course) -> None:
         x.session.add(row)
         await x.session.flush()
     x.send(document(_, row, course.slug))
+
+
+async def _earned(x: Exchange, course: Course) -> bool:
+    """Whether the learner has earned the certificate; if not, they are told what is missing."""
+    _ = tr(x)
+    missing = await access.lesson_to_do(x, course)
+    if missing is not None:
+        x.say(_("The certificate needs every lesson done: “{title}” is still to do.", title=missing.title))
+        return False
+    right, total = await access.quiz_score(x, course)
+    if not access.passes(course, right, total):
+        x.say(_("The certificate needs {mark}% of the quiz questions right at the first try; you got {right} of "
+                "{total}. Send /review to keep practising.", mark=course.pass_mark, right=right, total=total))
+        return False
+    return True
 
 
 def document(_: Translator, row: Certificate, slug: str) -> Document:

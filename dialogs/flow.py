@@ -7,10 +7,12 @@ answer at all (a question such as "what is smishing?") raises `NotAnAnswer`, or 
 answer looks like a question: it goes to the fallback (the question answerer) and the step is asked again, so the
 flow stays where it was.
 
-State: `state["flows"]` is a stack of `{"name", "step", "data"}`; the top one gets the next message. A flow started
-while another is in progress goes on top (/language during onboarding), and when it is done the one below is asked
-again. Everything in `data` must be JSON. The engine never changes the stored objects in place (a changed copy is
-written back), so the conversation row always sees the change.
+State: `state["flows"]` is a stack of `{"name", "step", "data", "member"}`; the top one gets the next message.
+`member` is the sender whose message started the flow: in a group, only they answer it (a message from another
+member goes on as if no flow were in progress); a flow the bot started on its own (a daily lesson's quiz) has none.
+A flow started while another is in progress goes on top (/language during onboarding), and when it is done the one
+below is asked again. Everything in `data` must be JSON. The engine never changes the stored objects in place (a
+changed copy is written back), so the conversation row always sees the change.
 
 Adding a dialog: write a module with its steps and `FLOWS = (Flow(...),)` and list the module in dialogs/__init__.py.
 """
@@ -125,15 +127,26 @@ async def start(x: Exchange, name: str, data: Data | None = None, *, step: str |
     """Start the flow `name` on top of any in progress (a flow of that name already running starts over), and ask."""
     flow = _registry[name]
     leave(x.state, name)
-    entry = {"name": name, "step": step or flow.steps[0].name, "data": copy.deepcopy(data or {})}
+    entry = {"name": name, "step": step or flow.steps[0].name, "data": copy.deepcopy(data or {}), **_member(x)}
     _save(x.state, [*stack(x.state), entry])
     await _ask(x, entry)
 
 
-def enter(state: dict[str, Any], name: str, data: Data, *, step: str) -> None:
+def enter(x: Exchange, name: str, data: Data, *, step: str) -> None:
     """Put the flow `name` on top at `step` without asking (a pressed button is about to answer that step)."""
+    state = x.state
     leave(state, name)
-    _save(state, [*stack(state), {"name": name, "step": step, "data": copy.deepcopy(data)}])
+    _save(state, [*stack(state), {"name": name, "step": step, "data": copy.deepcopy(data), **_member(x)}])
+
+
+def _member(x: Exchange) -> dict[str, str]:
+    """Whom a flow started now answers to: the sender of the message being processed, if any."""
+    return {"member": x.message.sender_id} if isinstance(x, Turn) else {}
+
+
+def answers_to(entry: dict[str, Any], turn: Turn) -> bool:
+    """Whether the flow `entry` takes this message: it has no member, or the message is from its member."""
+    return entry.get("member") in (None, turn.message.sender_id)
 
 
 async def resume(x: Exchange) -> bool:
@@ -157,7 +170,7 @@ async def _ask(x: Exchange, entry: dict[str, Any]) -> None:
 async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]]) -> bool:
     """Give the message to the flow in progress. False when there is none."""
     entry = current(turn.state)
-    if entry is None:
+    if entry is None or not answers_to(entry, turn):
         return False
     flow = _registry[entry["name"]]
     step = flow.step(entry["step"])
@@ -185,7 +198,7 @@ async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]]) -> boo
         if current(turn.state) is not None:
             await resume(turn)
         return True
-    entry = {"name": flow.name, "step": following, "data": data}
+    entry = {**entry, "step": following, "data": data}
     _set_top(turn.state, entry)
     await _ask(turn, entry)
     return True

@@ -5,9 +5,9 @@ tools read and write. They are compiled in memory the first time a language is u
 files in the repository), into the standard library's `gettext.GNUTranslations`, so plural rules come from each
 catalog's own header.
 
-In dialog code: `_ = i18n.translator(user.locale)`, then `_("Hi {name}!", name=...)` and
-`_.plural("{n} lesson", "{n} lessons", n)`. Strings defined at import time (command summaries) are marked with
-`N_("...")` and translated where they are shown.
+In dialog code: `_ = i18n.translator(user.locale)`, then `_("Hi {name}!", name=...)`,
+`_.plural("{n} lesson", "{n} lessons", n)` and `_.date(day)` for a date in a sentence. Strings defined at import
+time (command summaries) are marked with `N_("...")` and translated where they are shown.
 
 `python -m dialogs.i18n` rewrites lessonbot.pot from the sources and lists every message a catalog lacks.
 """
@@ -21,6 +21,7 @@ import re
 import struct
 import sys
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from pathlib import Path
 
@@ -48,6 +49,15 @@ class Translator:
     def plural(self, singular: str, plural: str, n: int, **values: object) -> str:
         """`{n}` is filled in with `n`."""
         return self.catalog.ngettext(singular, plural, n).format(n=n, **values)
+
+    def date(self, day: date) -> str:
+        """A date as this language writes it in a sentence: "4 December 2026", "4 de diciembre de 2026"."""
+        return self(_DATE, day=day.day, month=self(MONTHS[day.month - 1]), year=day.year)
+
+
+_DATE = N_("{day} {month} {year}")
+MONTHS = (N_("January"), N_("February"), N_("March"), N_("April"), N_("May"), N_("June"), N_("July"),
+          N_("August"), N_("September"), N_("October"), N_("November"), N_("December"))
 
 
 def supported(tag: str | None) -> str | None:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Reply
-from dialogs import flow, onboarding
+from dialogs import access, flow, onboarding
 from dialogs.i18n import Translator
 from dialogs.learner import (
     POINTS_LESSON,
@@ -40,7 +40,6 @@ from storage.courses import (
     QuestionCard,
     course_lessons,
     lesson_questions,
-    may_access,
 )
 from storage.learners import Learner, current_streak, is_paused, record_activity, zone_for
 from storage.models import Conversation, User, utcnow
@@ -141,7 +140,7 @@ async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
         await complete_course(x, course, enrollment)
         return
     number = lessons.index(lesson) + 1
-    if not await may_access(x.session, x.user.id, course, lesson.position, now=x.now):
+    if await access.lesson_closed(x, lesson) is not None:
         if not pushed:
             x.say(locked(_, course, number))
         return
@@ -198,12 +197,16 @@ def locked(_: Translator, course: Course, number: int) -> str:
 
 
 async def finish_lesson(x: Exchange, lesson: Lesson) -> None:
-    """The lesson's parts are read and its questions answered: score it, award points, move to the next lesson."""
+    """The lesson's parts are read and its questions answered: score it, award points, move to the next lesson.
+
+    Only a lesson open to the learner (dialogs/access.py) and delivered to them in full is finished."""
     _ = tr(x)
     learner = await learner_of(x)
     course = await x.session.get(Course, lesson.course_id)
-    assert course is not None
-    enrollment = await enroll(x, learner, course)
+    enrollment = await access.enrollment_in(x, lesson.course_id)
+    if (course is None or enrollment is None or await access.lesson_closed(x, lesson) is not None
+            or not await access.delivered(x, lesson)):
+        return
     progress = await _progress(x, lesson)
     questions = await lesson_questions(x.session, lesson.id)
     lines = [_("🎉 Lesson done: {title}.", title=lesson.title)]
@@ -247,9 +250,16 @@ async def _lessons_done_today(x: Exchange) -> int:
 
 
 async def complete_course(x: Exchange, course: Course, enrollment: Enrollment) -> None:
+    """The end of the course, once every live lesson of it is done: the learner's place goes to one that is not."""
     from dialogs import certificate  # the certificate dialog needs lessons only through this call
 
     _ = tr(x)
+    missing = await access.lesson_to_do(x, course)
+    if missing is not None:
+        enrollment.current_lesson_id, enrollment.current_part = missing.id, 0
+        x.say(_("Before the course is done: the lesson “{title}” is still to do.", title=missing.title),
+              choices=[(_("Next ▸"), NEXT)])
+        return
     if enrollment.status != COMPLETED:
         enrollment.status = COMPLETED
         enrollment.completed_at = x.now

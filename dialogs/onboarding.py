@@ -116,6 +116,9 @@ async def answer_name(turn: Turn, data: flow.Data, text: str) -> str:
     name = read_name(text)
     if name is None:
         raise Invalid(_("Please send just the name you'd like me to use: up to 40 characters, with letters in it."))
+    typed = read_name(turn.message.text)
+    if typed is not None and typed != name and typed.casefold() == name.casefold():
+        name = typed  # the offered name matched only by case: keep it as the person wrote it ("Ann", not "ann")
     turn.user.display_name = name
     return _after(data, "timezone")
 
@@ -187,8 +190,12 @@ async def answer_lesson_time(turn: Turn, data: flow.Data, text: str) -> str:
 
 async def ask_days(x: Exchange, data: flow.Data) -> None:
     _ = tr(x)
+    learner = await learner_of(x)
+    question = _("On which days? Pick one or name them, like “mon, wed, fri”.")
+    if learner.lesson_time is not None and not data.get("after"):  # the time was just chosen: say it back
+        question = _("Lessons at {time}, then.", time=f"{learner.lesson_time:%H:%M}") + " " + question
     x.say(
-        _("On which days? Pick one or name them, like “mon, wed, fri”."),
+        question,
         choices=[(_("Every day"), f"days:{EVERY_DAY}"), (_("Weekdays"), f"days:{WEEKDAYS}"),
                  (_("Weekends"), f"days:{WEEKENDS}")],
     )

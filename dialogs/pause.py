@@ -1,5 +1,6 @@
 """/pause, /resume and /stop: the learner stops what the bot sends on its own, for a while or for good, or has
-everything the bot keeps about them deleted.
+everything the bot keeps about them deleted (dialogs.personal; what that deletes is storage.personal_data's plan,
+told in docs/data.md).
 
 /pause and /stop only stop what the bot sends on its own; /next and /review still work when asked. The platform's
 own opt-out (WhatsApp's STOP keyword) is settled by the pipeline before any dialog sees a message.
@@ -9,16 +10,13 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from pathlib import Path
-
-from sqlalchemy import select
 
 from bot.text import fold
-from dialogs import flow, lessons
+from dialogs import flow, lessons, personal
 from dialogs.flow import DONE, Flow, Invalid, Step
 from dialogs.learner import activate, is_set_up, learner_of, tr
 from dialogs.turn import Exchange, Turn
-from storage.learners import PAUSED, STOPPED, Certificate, forget_learner, zone_for
+from storage.learners import PAUSED, STOPPED, zone_for
 
 _DAYS = re.compile(r"^(?P<n>\d{1,3})\s*(?:d|day|days|dia|dias)?$")
 
@@ -40,7 +38,7 @@ async def pause(turn: Turn, args: str) -> None:
         learner.paused_until = turn.now + timedelta(days=int(match["n"]))
         local = learner.paused_until.astimezone(zone_for(turn.user.timezone))
         turn.say(_("Paused until {date}. Your place is saved; send /resume to come back sooner.",
-                   date=f"{local:%Y-%m-%d}"))
+                   date=_.date(local)))
     else:
         learner.paused_until = None
         turn.say(_("Paused. I won't send lessons until you send /resume. Your place is saved."))
@@ -52,12 +50,13 @@ async def resume_lessons(turn: Turn, _args: str) -> None:
     if not is_set_up(learner):
         turn.say(_("There is nothing to resume yet: send /start to set up your lessons."))
         return
+    paused = learner.status in (PAUSED, STOPPED)
     activate(learner)
     when = lessons.next_lesson_time(learner, turn.user, turn.now)
-    text = _("Welcome back! Lessons are on again.")
+    text = _("Welcome back! Lessons are on again.") if paused else _("You're not paused: your lessons are on.")
     if when is not None:
         local = when.astimezone(zone_for(turn.user.timezone))
-        text += " " + _("The next one comes on {date} at {time}.", date=f"{local:%Y-%m-%d}", time=f"{local:%H:%M}")
+        text += " " + _("The next one comes on {date} at {time}.", date=_.date(local), time=f"{local:%H:%M}")
     turn.say(text, choices=[(_("Next lesson now"), lessons.NEXT)])
 
 
@@ -92,11 +91,8 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
                    "again, or /stop again to delete it."))
         return DONE
     if typed in ("delete", "stop and delete my data", "borrar", "eliminar", "apagar"):
-        files = list(await turn.session.scalars(
-            select(Certificate.file_path).where(Certificate.user_id == turn.user.id)))
-        await forget_learner(turn.session, turn.user, keep_inbound_id=turn.inbound_id)
-        for path in files:
-            Path(path).unlink(missing_ok=True)
+        await personal.erase(turn.session, turn.user.id, data_dir=turn.data_dir, by="learner",
+                             keep_inbound_id=turn.inbound_id)
         turn.state.clear()
         turn.say(_("Done: I deleted everything I kept about you. If you come back, send /start."))
         return DONE

@@ -8,7 +8,7 @@ from dialogs import onboarding
 from dialogs.learner import current_course, learner_of, tr
 from dialogs.review import due_reviews
 from dialogs.turn import Turn
-from storage.courses import LessonProgress, QuestionCard, course_lessons
+from storage.courses import COMPLETED, Enrollment, LessonProgress, QuestionCard, course_lessons
 from storage.learners import Certificate, current_streak
 
 
@@ -19,6 +19,7 @@ async def show(turn: Turn, _args: str) -> None:
     learner = await learner_of(turn)
     course = await current_course(turn, learner)
     lines = []
+    finished = False
     if course is not None:
         lessons = await course_lessons(turn.session, course.id)
         done = await turn.session.scalar(
@@ -29,6 +30,9 @@ async def show(turn: Turn, _args: str) -> None:
         ) or 0
         lines.append(_("Your progress in “{title}”:", title=course.title))
         lines.append(_("📘 Lessons: {done} of {total} done", done=done, total=len(lessons)))
+        finished = await turn.session.scalar(
+            select(Enrollment.status).where(Enrollment.user_id == turn.user.id, Enrollment.course_id == course.id)
+        ) == COMPLETED
     else:
         lines.append(_("Your progress:"))
     attempts, right = (await turn.session.execute(
@@ -45,7 +49,7 @@ async def show(turn: Turn, _args: str) -> None:
                  + " " + _("(best: {best})", best=max(learner.best_streak or 0, streak)))
     lines.append(_("⭐ Points: {points}", points=learner.points))
     due = await due_reviews(turn.session, turn.user, turn.now)
-    choices = [(_("Next lesson"), "lesson:next")]
+    choices = [] if finished else [(_("Next lesson"), "lesson:next")]
     if due:
         lines.append(_.plural("🔁 {n} question to review now", "🔁 {n} questions to review now", due))
         choices.append((_("Review now"), "/review"))

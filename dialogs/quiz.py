@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from dialogs import ask, flow, lessons, questions
+from dialogs import access, ask, flow, lessons, questions
 from dialogs.flow import DONE, Flow, Step
 from dialogs.learner import POINTS_QUIZ_RIGHT, learner_of, tr
 from dialogs.review import record_answer
@@ -41,6 +41,11 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
         return DONE
     question = await turn.session.get(Question, data["queue"][0])
     assert question is not None
+    closed = await access.question_closed(turn, question)
+    if closed is not None:  # e.g. a refund since the quiz began
+        turn.say(access.closed_message(_, closed))
+        flow.leave(turn.state, "quiz")
+        return DONE
     verdict = questions.grade(_, question, text, "quiz")
     asked = data.get("asked_at")
     seconds = (turn.now - datetime.fromisoformat(asked)).total_seconds() if asked else None
@@ -65,7 +70,7 @@ async def on_button(turn: Turn, value: str) -> None:
     """A quiz button pressed, maybe long after it was sent, maybe on another channel than the quiz is on now."""
     _ = tr(turn)
     entry = flow.current(turn.state)
-    if entry is not None and entry["name"] == "quiz":
+    if entry is not None and entry["name"] == "quiz" and flow.answers_to(entry, turn):
         await flow.handle(turn, ask.answer_question)
         return
     question_id = questions.question_id_of(value, "quiz")
@@ -77,12 +82,16 @@ async def on_button(turn: Turn, value: str) -> None:
         turn.say(_("You've answered that one already."), choices=[(_("Next ▸"), lessons.NEXT)])
         await flow.resume(turn)
         return
+    closed = await access.question_closed(turn, question)
+    if closed is not None:
+        turn.say(access.closed_message(_, closed))
+        return
     lesson = await turn.session.get(Lesson, question.lesson_id)
     assert lesson is not None
     pending = await lessons.unanswered_questions(turn, lesson)
     queue = [question.id] + [other for other in pending if other != question.id]
     total = len(await _lesson_question_ids(turn, lesson))
-    flow.enter(turn.state, "quiz", {"lesson_id": lesson.id, "queue": queue, "total": total}, step="answer")
+    flow.enter(turn, "quiz", {"lesson_id": lesson.id, "queue": queue, "total": total}, step="answer")
     await flow.handle(turn, ask.answer_question)
 
 

@@ -16,7 +16,7 @@ from fsrs import Card, Rating, Scheduler
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dialogs import flow, onboarding, questions
+from dialogs import access, flow, onboarding, questions
 from dialogs.flow import DONE, Flow, Step
 from dialogs.learner import POINTS_REVIEW_RIGHT, learner_of, local_now, mark_home, tr
 from dialogs.turn import Exchange, Turn
@@ -108,7 +108,7 @@ async def review(turn: Turn, _args: str) -> None:
 
 async def start_review(x: Exchange) -> None:
     _ = tr(x)
-    due = list(await x.session.scalars(_due_query(x.user.id, x.now).limit(REVIEWS_PER_SESSION)))
+    due = await _open_due(x)
     if not due:
         x.say(nothing_due(_, await next_due(x.session, x.user.id), x))
         return
@@ -118,12 +118,24 @@ async def start_review(x: Exchange) -> None:
     await flow.start(x, "review", {"queue": due, "total": len(due), "right": 0})
 
 
+async def _open_due(x: Exchange) -> list[int]:
+    """The learner's due questions that are still open to them (a refund closes a paid course's questions)."""
+    due = []
+    for question_id in await x.session.scalars(_due_query(x.user.id, x.now)):
+        question = await x.session.get(Question, question_id)
+        if question is not None and await access.question_closed(x, question) is None:
+            due.append(question_id)
+            if len(due) == REVIEWS_PER_SESSION:
+                break
+    return due
+
+
 def nothing_due(_, when: datetime | None, x: Exchange) -> str:
     if when is None:
         return _("Nothing to review yet: questions come back here after you answer them in a lesson.")
     local = when.astimezone(zone_for(x.user.timezone))
     return _("Nothing to review now. The next review is due on {date} at {time}.",
-             date=f"{local:%Y-%m-%d}", time=f"{local:%H:%M}")
+             date=_.date(local), time=f"{local:%H:%M}")
 
 
 async def ask_review(x: Exchange, data: flow.Data) -> None:
@@ -144,6 +156,10 @@ async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
     _ = tr(turn)
     question = await turn.session.get(Question, data["queue"][0])
     if question is None:
+        return DONE
+    closed = await access.question_closed(turn, question)
+    if closed is not None:  # e.g. a refund since the review began
+        turn.say(access.closed_message(_, closed))
         return DONE
     verdict = questions.grade(_, question, text, "review")
     await record_answer(turn.session, turn.user.id, question, correct=verdict.correct, answer=text,
@@ -172,7 +188,7 @@ async def on_button(turn: Turn, value: str) -> None:
     from dialogs.ask import answer_question  # ask → greeting → review: imported when needed
 
     entry = flow.current(turn.state)
-    if entry is not None and entry["name"] == "review":
+    if entry is not None and entry["name"] == "review" and flow.answers_to(entry, turn):
         await flow.handle(turn, answer_question)
         return
     _ = tr(turn)

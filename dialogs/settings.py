@@ -9,10 +9,11 @@ from __future__ import annotations
 from bot.text import fold
 from dialogs import flow, onboarding
 from dialogs.flow import DONE, Flow, Invalid, Step
-from dialogs.i18n import LANGUAGES, N_
+from dialogs.i18n import LANGUAGES, N_, Translator
 from dialogs.learner import current_course, is_set_up, learner_of, name_of, tr
 from dialogs.times import read_quiet_hours
 from dialogs.turn import Exchange, Turn
+from storage.learners import Learner
 
 # item → (button label, the step that asks it, words that name it in /settings ITEM)
 ITEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -44,20 +45,18 @@ async def open_item(x: Exchange, item: str) -> None:
         flow.leave(x.state, "settings")
         await flow.start(x, "language")
         return
-    await flow.start(x, "settings", {"after": "saved"}, step=ITEMS[item][1])
+    await flow.start(x, "settings", {"after": "saved", "item": item}, step=ITEMS[item][1])
 
 
 async def ask_menu(x: Exchange, data: flow.Data) -> None:
     _ = tr(x)
     learner = await learner_of(x)
     course = await current_course(x, learner)
-    quiet = (f"{learner.quiet_start:%H:%M}–{learner.quiet_end:%H:%M}" if learner.quiet_start and learner.quiet_end
-             else _("none"))
     lines = [
         _("Your settings:"),
         _("Name: {name}", name=name_of(x) or "—"),
         onboarding.schedule_summary(_, learner.lesson_time, learner.lesson_days, x.user.timezone),
-        _("Quiet hours: {hours}", hours=quiet),
+        _("Quiet hours: {hours}", hours=quiet_hours(_, learner)),
         _("Course: {title}", title=course.title if course else "—"),
         _.plural("Daily goal: {n} lesson", "Daily goal: {n} lessons", learner.daily_goal),
         _("Language: {language}", language=LANGUAGES.get(x.user.locale, x.user.locale)),
@@ -80,7 +79,7 @@ async def answer_menu(turn: Turn, data: flow.Data, text: str) -> str:
                 flow.leave(turn.state, "settings")
                 await flow.start(turn, "language")
                 return DONE
-            data["after"] = "saved"
+            data["after"], data["item"] = "saved", item
             return step
     raise Invalid(_("Please pick one of the settings above, or “Nothing, thanks”."))
 
@@ -107,16 +106,37 @@ async def _answer_saved(turn: Turn, data: flow.Data, text: str) -> str:  # pragm
     return DONE
 
 
+def quiet_hours(_: Translator, learner: Learner) -> str:
+    if learner.quiet_start and learner.quiet_end:
+        return f"{learner.quiet_start:%H:%M}–{learner.quiet_end:%H:%M}"
+    return _("none")
+
+
 async def confirm_saved(x: Exchange, data: flow.Data) -> None:
-    """Not a question: after an item is changed, confirm it and end the flow (the one below, if any, goes on)."""
+    """Not a question: after an item is changed, confirm what it is now and end the flow (the one below, if any,
+    goes on)."""
     _ = tr(x)
     learner = await learner_of(x)
     flow.leave(x.state, "settings")
-    x.say(_("Saved.") + " " + onboarding.schedule_summary(_, learner.lesson_time, learner.lesson_days,
-                                                            x.user.timezone),
+    x.say(_("Saved.") + " " + await _now_set(x, learner, data.get("item")),
           choices=[(_("More settings"), "/settings")])
     if is_set_up(learner):
         await flow.resume(x)
+
+
+async def _now_set(x: Exchange, learner: Learner, item: str | None) -> str:
+    """The changed item's new value, in a sentence; the lesson schedule for the items that make it up."""
+    _ = tr(x)
+    if item == "name":
+        return _("I'll call you {name}.", name=name_of(x))
+    if item == "quiet":
+        return _("Quiet hours: {hours}", hours=quiet_hours(_, learner)) + "."
+    if item == "course":
+        course = await current_course(x, learner)
+        return _("Course: {title}.", title=course.title if course else "—")
+    if item == "goal":
+        return _.plural("Daily goal: {n} lesson", "Daily goal: {n} lessons", learner.daily_goal) + "."
+    return onboarding.schedule_summary(_, learner.lesson_time, learner.lesson_days, x.user.timezone)
 
 
 FLOWS = (

@@ -4,8 +4,9 @@
 
 In order: the learner's per-minute allowance (shared through the database), retrieval from the allowed courses
 only, then the answer: from the cache when the same question met the same passages before, else from the model
-(when OPENAI_MODEL is set, within the learner's daily token budget), else extractive. A model failure or a reply
-that fails the checks falls back to the extractive answer; errors are logged, never shown to the learner.
+(when OPENAI_MODEL is set, within the learner's daily token budget and the day's model calls of all learners,
+MODEL_CALLS_PER_DAY), else extractive. A model failure or a reply that fails the checks falls back to the extractive
+answer; errors are logged, never shown to the learner.
 
 It owns its own database sessions (never the turn's), so the pipeline can run it outside the turn's transaction:
 `turn.call_outside_transaction("answer", lambda: answerer.answer(...))`.
@@ -104,7 +105,7 @@ class Answerer:
         cached = await self._cached(key)
         if cached is not None:
             return cached
-        if not await self._within_budget(learner):
+        if not await self._within_budget(learner) or not await self._take_model_call():
             return CourseAnswer.none(NoAnswer.BUDGET_SPENT)
         given = passages[:MODEL_PASSAGES]
         try:
@@ -153,6 +154,18 @@ class Answerer:
         async with self.database.sessions() as session:
             spent = await tokens_spent_today(session, learner)
         return spent < self.settings.daily_token_budget
+
+    async def _take_model_call(self) -> bool:
+        """One model call counted against the day's cap over all learners (MODEL_CALLS_PER_DAY)."""
+        if self.database is None:
+            return True
+        from storage.knowledge import take_model_call
+
+        async with self.database.transaction() as session:
+            taken = await take_model_call(session, per_day=self.settings.model_calls_per_day)
+        if not taken:
+            log.warning("the day's model calls are spent (MODEL_CALLS_PER_DAY); questions get the day's-end answer")
+        return taken
 
     async def _spend(self, learner: str, tokens: int) -> None:
         if self.database is None or not tokens:

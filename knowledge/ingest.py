@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.text import counted
 from knowledge.chunking import Chunk, chunk_lesson
 from knowledge.sources import Lesson, UnreadableFile, course_files, read_lesson
 
@@ -44,11 +45,12 @@ class IngestReport:
 
     def summary(self) -> str:
         text = (
-            f"Course {self.course_id}: {self.lessons} lesson{'s' if self.lessons != 1 else ''}, "
-            f"{self.added} chunks added, {self.updated} updated, {self.removed} removed, {self.unchanged} unchanged."
+            f"Course {self.course_id}: {counted(self.lessons, 'lesson')}, "
+            f"{counted(self.added, 'chunk')} added, {self.updated} updated, {self.removed} removed, "
+            f"{self.unchanged} unchanged."
         )
         if self.failures:
-            text += f" {len(self.failures)} file{'s' if len(self.failures) != 1 else ''} failed."
+            text += f" {counted(len(self.failures), 'file')} failed."
         return text
 
 

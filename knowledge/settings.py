@@ -34,7 +34,8 @@ class KnowledgeSettings:
     max_answer_tokens: int
     model_timeout_seconds: float
 
-    # each learner's allowance and the answer cache
+    # each learner's allowance, the cap over all learners, and the answer cache
     rate_limit_per_minute: int
     daily_token_budget: int
+    model_calls_per_day: int  # model calls of every learner together, per UTC day
     cache_seconds: int  # 0: answers are never reused

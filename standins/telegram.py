@@ -74,8 +74,10 @@ class Call:
 
 
 class TelegramStandIn:
-    def __init__(self, *, token: str = TOKEN) -> None:
+    def __init__(self, *, token: str = TOKEN, latency: float = 0.0) -> None:
         self.token = token
+        self.latency = latency  # seconds each sendMessage takes to answer: a slow platform
+        self.arrived: list[str] = []  # the chat of each sendMessage as it arrives, before it is answered
         self.calls: list[Call] = []
         self.faults: dict[str, list[Fault | None]] = {}
         self.updates: list[dict[str, Any]] = []
@@ -188,6 +190,9 @@ class TelegramStandIn:
         }
 
     async def _sendMessage(self, params: dict[str, str], files: dict) -> dict[str, Any]:
+        self.arrived.append(params.get("chat_id", ""))
+        if self.latency:
+            await asyncio.sleep(self.latency)
         message = self._message(params) | {"text": params["text"]}
         if "reply_markup" in params:
             message["reply_markup"] = json.loads(params["reply_markup"])

@@ -54,6 +54,8 @@ class Course(Base):
     price_minor: Mapped[int | None] = mapped_column(Integer)
     currency: Mapped[str | None] = mapped_column(String(3))  # ISO 4217, upper case
     free_preview_lessons: Mapped[int] = mapped_column(Integer, default=0)
+    # The share of the course's quiz questions (percent) a learner must get right for the certificate; None: no mark.
+    pass_mark: Mapped[int | None] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(Text, default="")  # the folder it was last imported from
     content_hash: Mapped[str] = mapped_column(String(64))  # of everything the author wrote
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

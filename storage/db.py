@@ -2,6 +2,9 @@
 
 SQLite notes: WAL lets readers run beside the one writer; every transaction starts with BEGIN IMMEDIATE, so two
 writers queue on the busy timeout instead of failing when a read transaction tries to upgrade to a write.
+
+Every engine is made with `hide_parameters=True`: a statement's parameters (names, what people typed, tokens) are
+never part of an error's text, so they reach no log line.
 """
 
 from __future__ import annotations
@@ -85,11 +88,14 @@ def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
             pool_size=1,
             max_overflow=0,
             pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 * 4,
+            hide_parameters=True,
         )
         _configure_sqlite(engine.sync_engine, busy_timeout_ms=0)
         return engine
     # No pre-ping (a round trip per checkout); a dropped connection fails its transaction, which is retried.
-    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+    return create_async_engine(
+        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, hide_parameters=True
+    )
 
 
 def make_sync_engine(url: str, *, immediate: bool = True) -> Engine:
@@ -97,10 +103,12 @@ def make_sync_engine(url: str, *, immediate: bool = True) -> Engine:
     a read then holds no lock at all under WAL, even if the thread running it is left waiting."""
     if make_url(url).get_backend_name() == "sqlite":
         _ensure_sqlite_folder(url)
-        engine = create_engine(sync_url(url), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(
+            sync_url(url), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True
+        )
         _configure_sqlite(engine, immediate=immediate)
         return engine
-    return create_engine(sync_url(url), pool_pre_ping=True)
+    return create_engine(sync_url(url), pool_pre_ping=True, hide_parameters=True)
 
 
 class Turnstile:
@@ -180,7 +188,11 @@ class Database:
         self._urgent_sessions = self._sessions
         if self._turnstile is None:
             self._urgent_engine = create_async_engine(
-                async_url(url), pool_size=urgent_pool_size, max_overflow=urgent_pool_size, pool_recycle=1800
+                async_url(url),
+                pool_size=urgent_pool_size,
+                max_overflow=urgent_pool_size,
+                pool_recycle=1800,
+                hide_parameters=True,
             )
             self._urgent_sessions = async_sessionmaker(self._urgent_engine, expire_on_commit=False)
 

@@ -1,8 +1,12 @@
-"""What the question answerer keeps across processes: each learner's allowance, and answers worth reusing.
+"""What the question answerer keeps across processes: each learner's allowance, the day's model calls, and answers
+worth reusing.
 
 `KnowledgeAllowance` is one row per learner: questions asked in the current minute (a fixed one-minute window) and
-model tokens spent on the current UTC day. `KnowledgeCachedAnswer` maps a hash of (question, passages, model) to
-the answer given; the passages' ids are hashes of their text, so an edited lesson never gets a stale answer.
+model tokens spent on the current UTC day. `KnowledgeModelCalls` is one row per UTC day: the model calls every
+learner together made, held to the deployment's daily cap (a new web chat session is a new learner, with an
+allowance of its own, so only a cap over everyone bounds the bill). `KnowledgeCachedAnswer` maps a hash of
+(question, passages, model) to the answer given; the passages' ids are hashes of their text, so an edited lesson
+never gets a stale answer.
 """
 
 from __future__ import annotations
@@ -10,13 +14,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, String, delete, select
+from sqlalchemy import Integer, String, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models import Base, utcnow
+from storage.queries import rows_affected
 
 
 class KnowledgeAllowance(Base):
@@ -27,6 +32,13 @@ class KnowledgeAllowance(Base):
     minute_questions: Mapped[int] = mapped_column(Integer, default=0)
     day: Mapped[str] = mapped_column(String(10), default="")  # UTC date, YYYY-MM-DD
     day_tokens: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class KnowledgeModelCalls(Base):
+    __tablename__ = "knowledge_model_calls"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # UTC date, YYYY-MM-DD
+    calls: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class KnowledgeCachedAnswer(Base):
@@ -81,6 +93,22 @@ async def tokens_spent_today(session: AsyncSession, learner: str, *, now: dateti
 async def spend_tokens(session: AsyncSession, learner: str, tokens: int, *, now: datetime | None = None) -> None:
     row = await _allowance(session, learner, now or utcnow())
     row.day_tokens += tokens
+
+
+async def take_model_call(session: AsyncSession, *, per_day: int, now: datetime | None = None) -> bool:
+    """Count one model call against today's cap over all learners; False (and nothing counted) when it is spent.
+
+    One conditional UPDATE, so processes sharing the database never count past the cap between them."""
+    day = (now or utcnow()).date().isoformat()
+    await session.execute(
+        _insert(session, KnowledgeModelCalls).values(day=day, calls=0).on_conflict_do_nothing(index_elements=["day"])
+    )
+    taken = await session.execute(
+        update(KnowledgeModelCalls)
+        .where(KnowledgeModelCalls.day == day, KnowledgeModelCalls.calls < per_day)
+        .values(calls=KnowledgeModelCalls.calls + 1)
+    )
+    return rows_affected(taken) == 1
 
 
 async def cached_answer(session: AsyncSession, key: str, *, max_age: timedelta) -> dict[str, Any] | None:

@@ -15,12 +15,25 @@ import re
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Boolean, Date, ForeignKey, Integer, String, Text, Time, UniqueConstraint, delete, select, update
+from sqlalchemy import (
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Time,
+    UniqueConstraint,
+    delete,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.courses import Enrollment, LessonProgress, QuestionCard
-from storage.models import Base, BigId, Conversation, InboundMessage, OutboxMessage, User, utcnow
+from storage.models import Base, BigId, Conversation, User, utcnow
 
 # Learner.status values, spelled once.
 ONBOARDING, ACTIVE, PAUSED, STOPPED = "onboarding", "active", "paused", "stopped"
@@ -73,6 +86,24 @@ class Certificate(Base):
     course_title: Mapped[str] = mapped_column(String(200))
     issued_at: Mapped[datetime] = mapped_column(default=utcnow)
     file_path: Mapped[str] = mapped_column(Text)  # under DATA_DIR/certificates
+
+
+class LinkAttempt(Base):
+    """A wrong /link code typed: by whom (an identity address) and through which source (a channel), and when.
+
+    /link refuses for a while after too many of these, per identity and per source (see dialogs.linking).
+    """
+
+    __tablename__ = "link_attempts"
+    __table_args__ = (
+        Index("ix_link_attempts_identity", "identity", "at"),
+        Index("ix_link_attempts_source", "source", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    identity: Mapped[str] = mapped_column(String(240))
+    source: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 # Time zones ---------------------------------------------------------------------------------------------------------
@@ -156,32 +187,7 @@ def in_quiet_hours(learner: Learner, user: User, now: datetime) -> bool:
     return start <= local < end if start < end else local >= start or local < end
 
 
-# Forgetting a learner -----------------------------------------------------------------------------------------------
-
-
-async def forget_learner(session: AsyncSession, user: User, *, keep_inbound_id: int | None = None) -> None:
-    """Delete what the bot stored about a learner: settings, progress, review cards, certificates, conversation texts.
-
-    Kept: the user row and its channel identities (replies must still reach the chat that asked), and purchases
-    (entitlements), which are records of a payment. `keep_inbound_id` is the message being processed now.
-    """
-    user_id = user.id
-    await drop_learning(session, user_id)
-    conversations = select(Conversation.id).where(Conversation.user_id == user_id)
-    inbound = delete(InboundMessage).where(
-        InboundMessage.conversation_id.in_(conversations), InboundMessage.status != "pending"
-    )
-    if keep_inbound_id is not None:
-        inbound = inbound.where(InboundMessage.id != keep_inbound_id)
-    await session.execute(
-        delete(OutboxMessage).where(
-            OutboxMessage.conversation_id.in_(conversations), OutboxMessage.status.in_(("sent", "dead", "suppressed"))
-        )
-    )
-    await session.execute(inbound)
-    user.display_name = None
-    user.timezone = None
-    user.locale = "en"
+# Certificates, learning data ----------------------------------------------------------------------------------------
 
 
 async def language_of_chat(session: AsyncSession, channel: str, chat_id: str) -> str | None:

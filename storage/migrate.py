@@ -53,6 +53,17 @@ def make_revision(url: str, message: str) -> None:
     command.revision(alembic_config(url), message=message, autogenerate=True)
 
 
+def applied_revisions(url: str) -> frozenset[str]:
+    """The revisions recorded in the database at `url`; empty for a database never migrated. Raises SQLAlchemy's
+    OperationalError when the database cannot be reached."""
+    engine = make_sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            return frozenset(MigrationContext.configure(connection).get_current_heads())
+    finally:
+        engine.dispose()
+
+
 async def current_revisions(engine: AsyncEngine) -> frozenset[str]:
     async with engine.connect() as connection:
         heads = await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())

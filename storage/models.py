@@ -200,6 +200,24 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column()
 
 
+class OfferedChoice(Base):
+    """A choice that was sent to a conversation: its value, and the member it was for ("" = anyone there).
+
+    Written by `storage.outbox.enqueue` with the reply that carries it, so a pressed button or a typed choice is
+    honoured only if it was offered (dialogs/choices.py decides); one row per (conversation, member, value), however
+    often it is offered again.
+    """
+
+    __tablename__ = "offered_choices"
+    __table_args__ = (UniqueConstraint("conversation_id", "member", "value"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    member: Mapped[str] = mapped_column(String(200), default="")  # the sender id it was for; "" = anyone
+    value: Mapped[str] = mapped_column(String(500))
+    offered_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AdminAuditEntry(Base):
     """One row per /admin command attempted, allowed or not."""
 

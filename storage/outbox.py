@@ -4,7 +4,8 @@ the admin commands, the CLI, the web chat).
 Every reply the bot sends is a row here first, written in the same transaction as the state change that caused it
 (the pipeline's turn, a scheduled lesson, a nudge, a broadcast); the dispatcher sends the rows. `enqueue` is the one
 place rows are written; a row with an `idempotency_key` that is already queued is skipped, so a job that runs twice
-queues its reply once.
+queues its reply once. It also records the choices each reply offers (`OfferedChoice`, for the member it is for), so
+that only an offered choice is ever honoured (dialogs/choices.py).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import Conversation, InboundMessage, OutboxMessage, utcnow
+from storage.models import Conversation, InboundMessage, OfferedChoice, OutboxMessage, utcnow
 from storage.queries import backend_insert, rows_affected
 
 
 class OutboxStatus(StrEnum):
-    """Where a reply stands. pending → sending → sent; set aside as waiting or suppressed; dead after its tries."""
+    """Where a reply stands. pending → sending → sent; set aside as waiting, suppressed or cancelled; dead after its
+    tries."""
 
     PENDING = "pending"  # due at `next_attempt_at`
     SENDING = "sending"  # claimed by a dispatcher until `lease_until`
@@ -31,6 +33,7 @@ class OutboxStatus(StrEnum):
     DEAD = "dead"  # a permanent failure, or the retry budget spent: until an admin requeues it
     WAITING = "waiting"  # may only go after the person writes again (WhatsApp's 24-hour window)
     SUPPRESSED = "suppressed"  # the person opted out (STOP): never sent
+    CANCELLED = "cancelled"  # the person's data was erased before it went: never sent, its payload blanked
 
 
 class InboundStatus(StrEnum):
@@ -53,6 +56,7 @@ class OutboxEntry:
     payload: dict[str, Any]
     idempotency_key: str | None = None  # a second entry with the same key is not queued again
     inbound_message_id: int | None = None  # the message it answers, if any
+    member: str = ""  # who its choices are for (the sender id of the message it answers); "" = anyone in the chat
 
 
 _OUTBOX = OutboxMessage.__table__
@@ -61,6 +65,10 @@ _OUTBOX = OutboxMessage.__table__
 _INSERTS = {
     dialect: backend_insert(dialect)(_OUTBOX).on_conflict_do_nothing().returning(_OUTBOX.c.id)
     for dialect in ("postgresql", "sqlite")
+}
+_OFFERED = OfferedChoice.__table__
+_OFFER_INSERTS = {
+    dialect: backend_insert(dialect)(_OFFERED).on_conflict_do_nothing() for dialect in ("postgresql", "sqlite")
 }
 
 
@@ -88,10 +96,23 @@ async def enqueue(session: AsyncSession, entries: Sequence[OutboxEntry], *, now:
         for entry in entries
     ]
     connection = await session.connection()
+    offers = _offers(entries, at)
+    if offers:
+        await connection.execute(_OFFER_INSERTS[connection.dialect.name], offers)
     statement = _INSERTS[connection.dialect.name]
     if len(rows) == 1:
         return list((await connection.execute(statement, rows[0])).scalars())
     return sorted((await connection.execute(statement, rows)).scalars())
+
+
+def _offers(entries: Sequence[OutboxEntry], at: datetime) -> list[dict[str, Any]]:
+    """The choices the entries offer, one row per (conversation, member, value)."""
+    seen: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for entry in entries:
+        for choice in entry.payload.get("choices", ()):
+            key = (entry.conversation_id, entry.member, choice["value"])
+            seen[key] = {"conversation_id": key[0], "member": key[1], "value": key[2], "offered_at": at}
+    return list(seen.values())
 
 
 async def outbox_counts(session: AsyncSession) -> dict[str, int]:

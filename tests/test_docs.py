@@ -35,3 +35,13 @@ def test_every_cli_command_is_in_the_readme():
 def test_readme_shows_the_front_door():
     readme = (ROOT / "README.md").read_text()
     assert "make run" in readme and "make test" in readme
+
+
+def test_the_makefile_asks_for_the_python_the_package_requires():
+    import tomllib
+
+    wanted = re.search(r"^PYTHON_VERSION := (\d+)\.(\d+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert wanted, "the Makefile names the Python it builds .venv with: PYTHON_VERSION := 3.x"
+    major, minor = map(int, wanted.groups())
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert requires == f">={major}.{minor},<{major}.{minor + 1}"

@@ -79,6 +79,7 @@ class Course:
     folder: Path
     price: Price | None = None
     free_preview_lessons: int = 0
+    pass_mark: int | None = None  # percent of quiz questions right at the first try a certificate needs
 
     @property
     def lessons(self) -> tuple[Lesson, ...]:

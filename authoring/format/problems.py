@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.text import counted
+
 # How the readers report a problem: (file relative to the course folder, 1-based line, message).
 Report = Callable[[str, int, str], None]
 
@@ -25,5 +27,5 @@ class CourseInvalid(Exception):
     """A course folder with problems; `problems` lists every one, in file and line order."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        super().__init__(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the course")
+        super().__init__(f"{counted(len(problems), 'problem')} in the course")
         self.problems = problems

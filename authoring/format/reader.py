@@ -31,7 +31,9 @@ _LANGUAGE_TAG = re.compile(
 )
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
-_COURSE_KEYS = ("id", "title", "description", "language", "access", "price", "free_preview_lessons", "modules")
+_COURSE_KEYS = (
+    "id", "title", "description", "language", "access", "price", "free_preview_lessons", "pass_mark", "modules",
+)
 _MODULE_KEYS = ("id", "title", "lessons")
 _PRICE_KEYS = ("amount", "currency")
 _LESSON_KEYS = ("id", "title", "minutes")
@@ -74,15 +76,19 @@ class _CourseReader:
                         "(see docs/courses.md for a full example)")
             return None
         text = self._text(COURSE_FILE)
-        if text is None:
-            return None
-        parsed, data = parse_yaml(text, COURSE_FILE, 1, self.report)
-        if not parsed:
-            return None
-        if not isinstance(data, YamlMap):
+        parsed, data = parse_yaml(text, COURSE_FILE, 1, self.report) if text is not None else (False, None)
+        if parsed and not isinstance(data, YamlMap):
             self.report(COURSE_FILE, 1, "course.yaml must be a set of 'key: value' lines (id:, title:, modules: …)")
+        if not isinstance(data, YamlMap):
+            self._check_lessons_alone()
             return None
         return self._course(data)
+
+    def _check_lessons_alone(self) -> None:
+        """course.yaml cannot say which lessons there are: check every lesson file of the folder anyway, so one
+        run reports the problems of every file."""
+        for file in sorted(self._lesson_files()):
+            self._lesson(file)
 
     def _text(self, name: str) -> str | None:
         try:
@@ -109,6 +115,8 @@ class _CourseReader:
             access = None
         price = self._price(fields, access)
         preview = self._preview(fields, access)
+        # percent of the quiz questions right at the first try for a certificate; without it, none is needed
+        pass_mark = fields.number("pass_mark", low=0, high=100) if "pass_mark" in fields.data else None
         modules, lesson_count = self._modules(fields)
         if access == PAID and preview is not None and lesson_count and preview >= lesson_count:
             fields.problem("free_preview_lessons", f"the free preview covers all {lesson_count} lessons, so nothing "
@@ -119,6 +127,7 @@ class _CourseReader:
         return Course(
             id=course_id, title=title, description=description, language=language, access=access,
             modules=modules, folder=self.folder, price=price, free_preview_lessons=preview or 0,
+            pass_mark=pass_mark,
         )
 
     def _language(self, fields: Fields) -> str | None:
@@ -188,11 +197,13 @@ class _CourseReader:
         """The modules with their lessons read, and how many lesson files they list."""
         if "modules" not in fields.data:
             fields.missing("modules", "list the modules, each with id:, title: and its lessons:")
+            self._check_lessons_alone()
             return None, 0
         items = fields.data["modules"]
         if not isinstance(items, YamlList) or not items:
             fields.problem("modules", "modules must be a list: one '- id: …' entry per module, each with title: and "
                            "lessons:")
+            self._check_lessons_alone()
             return None, 0
         files = self._lesson_files()
         listed = self._listed_files(items, files)

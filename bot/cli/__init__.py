@@ -11,7 +11,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bot.cli import bench, broadcast, certificate, chat, course, db, knowledge, outbox, serve, telegram
+from bot.cli import bench, broadcast, certificate, chat, course, db, knowledge, learner, outbox, serve, telegram
+from bot.cli.database import schema_ready
 from bot.config import ConfigError, Settings, load_settings
 from bot.observability import configure_logging
 
@@ -29,6 +30,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     certificate.register,
     knowledge.register,  # ingest, eval knowledge, bench knowledge
     broadcast.register,
+    learner.register,  # learner export, learner erase
 ]
 
 
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMANDS:
         register(sub)
+    parser.set_defaults(uses_database=False)  # a command that does says so: set_defaults(uses_database=True)
     return parser
 
 
@@ -49,4 +52,6 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(settings.log_level, "text" if args.command == "chat" else settings.log_format)
+    if args.uses_database and not schema_ready(settings):
+        return 2
     return args.func(settings, args)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.cli.database import database
+from bot.text import counted
 from storage.broadcasts import (
     BroadcastError,
     Progress,
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     preview = actions.add_parser("preview", help="how many learners a segment reaches")
     _segment_options(preview)
-    preview.set_defaults(func=cmd_preview)
+    preview.set_defaults(func=cmd_preview, uses_database=True)
 
     send = actions.add_parser("send", help="send a message to a segment (asks first)")
     _segment_options(send)
@@ -54,16 +55,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     text.add_argument("--text", help="the message")
     text.add_argument("--file", type=Path, help="a UTF-8 file holding the message")
     send.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
-    send.set_defaults(func=cmd_send)
+    send.set_defaults(func=cmd_send, uses_database=True)
 
     status = actions.add_parser("status", help="how far a broadcast got (the latest ones without an ID)")
     status.add_argument("id", nargs="?", type=int)
     status.add_argument("--watch", action="store_true", help="follow it until everything queued is sent")
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(func=cmd_status, uses_database=True)
 
     stop = actions.add_parser("cancel", help="stop a broadcast and withdraw the copies not yet sent")
     stop.add_argument("id", type=int)
-    stop.set_defaults(func=cmd_cancel)
+    stop.set_defaults(func=cmd_cancel, uses_database=True)
 
 
 def _segment_options(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +136,7 @@ def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
     async def work(db: Database) -> int:
         async with db.sessions() as session:
             count = await count_recipients(session, segment, now)
-        print(f"{count:,} learner{'s' if count != 1 else ''} ({describe(segment)}).")
+        print(f"{counted(count, 'learner')} ({describe(segment)}).")
         return 0
 
     return _run(settings, work)
@@ -154,7 +155,7 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
         async with db.sessions() as session:  # checks the text and the segment and counts; keeps nothing
             count = (await create_draft(session, text=text, segment=segment, created_by="shell", now=now)).preview_count
             await session.rollback()
-        print(f"To {count:,} learner{'s' if count != 1 else ''} ({describe(segment)}):\n")
+        print(f"To {counted(count, 'learner')} ({describe(segment)}):\n")
         print(text.strip() + "\n")
         if not count:
             print("Nobody to send it to; nothing sent.")
@@ -163,7 +164,7 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
             if not sys.stdin.isatty():
                 print("Not sent: confirm with --yes when not at a terminal.", file=sys.stderr)
                 return 2
-            if input(f"Send it to {count:,} learners? [y/N] ").strip().lower() not in ("y", "yes"):
+            if input(f"Send it to {counted(count, 'learner')}? [y/N] ").strip().lower() not in ("y", "yes"):
                 print("Not sent.")
                 return 1
         async with db.transaction() as session:
@@ -171,8 +172,9 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
             sent = await confirm(session, draft.id, utcnow())
             number, recipients = sent.id, sent.recipients
         changed = f" (the preview said {count:,}: learners changed since)" if recipients != count else ""
-        print(f"Broadcast #{number} is going out to {recipients:,} learners{changed}; the elected `lessonbot serve` "
-              f"or `lessonbot dispatch` sends it. Follow it: lessonbot broadcast status {number} --watch")
+        print(f"Broadcast #{number} is going out to {counted(recipients, 'learner')}{changed}; the elected "
+              f"`lessonbot serve` or `lessonbot dispatch` sends it. "
+              f"Follow it: lessonbot broadcast status {number} --watch")
         return 0
 
     return _run(settings, work)
@@ -187,7 +189,7 @@ def status_line(state: Progress) -> str:
     segment = describe(Segment.from_json(broadcast.segment))
     line = f"#{broadcast.id} {status} ({segment}): “{snippet}”\n  "
     if broadcast.status == "draft":
-        return line + f"{broadcast.preview_count:,} learners when previewed"
+        return line + f"{counted(broadcast.preview_count, 'learner')} when previewed"
     return line + (
         f"recipients {broadcast.recipients:,} · queued {broadcast.queued:,} · delivered {state.delivered:,} · "
         f"in line {state.in_line:,} · waiting for the learner {state.waiting:,} · failed {state.failed:,} · "

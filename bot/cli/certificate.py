@@ -9,7 +9,7 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING
 
-from bot.cli.database import database, schema_is_current
+from bot.cli.database import database
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = certificate.add_subparsers(dest="certificate_action", required=True, metavar="ACTION")
     verify = actions.add_parser("verify", help="check a certificate's verification code")
     verify.add_argument("code", help="the code on the certificate, e.g. LB-K3FQ-7XJD-2MZA-PQ4R")
-    verify.set_defaults(func=cmd_verify)
+    verify.set_defaults(func=cmd_verify, uses_database=True)
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
@@ -30,11 +30,8 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     code = canonical_code(args.code)
 
     async def run() -> int:
-        async with database(settings, pool_size=1) as db:
-            if not await schema_is_current(db):
-                return 2
-            async with db.sessions() as session:
-                row = await certificate_by_code(session, code)
+        async with database(settings, pool_size=1) as db, db.sessions() as session:
+            row = await certificate_by_code(session, code)
         if row is None:
             print(f"not found: no certificate has the code {code}")
             return 1

@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     chat = subparsers.add_parser("chat", help="talk to the bot in this terminal (or pipe lines into it)")
-    chat.add_argument("--user", default=getpass.getuser(), help="who you are in the conversation (default: $USER)")
-    chat.set_defaults(func=cmd_chat)
+    chat.add_argument("--user", default=getpass.getuser(),
+                      help="who you are in the conversation; only this person's replies are shown (default: $USER)")
+    chat.set_defaults(func=cmd_chat, uses_database=True)
 
 
 def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
@@ -30,6 +31,7 @@ def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
         try:
             if interactive:
                 print(f"Chatting as {args.user}. Type a message; /help lists commands; Ctrl-D quits.")
+            await lessonbot.settle()  # what was queued for this person while no terminal was open
             while True:
                 if interactive:
                     print("you> ", end="", flush=True)

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.cli.database import database, schema_is_current
+from bot.cli.database import database
+from bot.text import counted
 
 if TYPE_CHECKING:
     from authoring.format import Problem
@@ -33,10 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load = actions.add_parser("import", help="check a course folder, then add or update it (learners keep progress)")
     load.add_argument("path", nargs="?", type=Path, help="the course folder (default: SAMPLE_COURSE_DIR)")
     load.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
-    load.set_defaults(func=cmd_import)
+    load.set_defaults(func=cmd_import, uses_database=True)
 
     listing = actions.add_parser("list", help="the courses in the database")
-    listing.set_defaults(func=cmd_list)
+    listing.set_defaults(func=cmd_list, uses_database=True)
 
 
 def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
@@ -49,8 +50,9 @@ def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     access = "free" if course.price is None else f"paid, {course.price.amount} {course.price.currency}"
     preview = f", first {course.free_preview_lessons} free" if course.free_preview_lessons else ""
-    print(f"{folder}: course {course.id} is valid: {len(course.modules)} modules, {len(course.lessons)} lessons, "
-          f"{len(course.questions)} questions ({course.language}, {access}{preview}).")
+    print(f"{folder}: course {course.id} is valid: {counted(len(course.modules), 'module')}, "
+          f"{counted(len(course.lessons), 'lesson')}, {counted(len(course.questions), 'question')} "
+          f"({course.language}, {access}{preview}).")
     return 0
 
 
@@ -68,8 +70,6 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         from authoring.importer import import_course
 
         async with database(settings, pool_size=1) as db:
-            if not await schema_is_current(db):
-                return 1
             async with db.sessions() as session, session.begin():
                 report = await import_course(session, course)
                 if args.dry_run:
@@ -98,18 +98,15 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
         from authoring.format import format_price
         from storage.courses import Course, Enrollment, Lesson, Question
 
-        async with database(settings, pool_size=1) as db:
-            if not await schema_is_current(db):
-                return 1
-            async with db.sessions() as session:
-                def live(model: type[Lesson] | type[Question]):
-                    return (select(func.count()).where(model.course_id == Course.id, model.retired.is_(False))
-                            .scalar_subquery())
+        async with database(settings, pool_size=1) as db, db.sessions() as session:
+            def live(model: type[Lesson] | type[Question]):
+                return (select(func.count()).where(model.course_id == Course.id, model.retired.is_(False))
+                        .scalar_subquery())
 
-                learners = select(func.count()).where(Enrollment.course_id == Course.id).scalar_subquery()
-                rows = (await session.execute(
-                    select(Course, live(Lesson), live(Question), learners).order_by(Course.slug)
-                )).all()
+            learners = select(func.count()).where(Enrollment.course_id == Course.id).scalar_subquery()
+            rows = (await session.execute(
+                select(Course, live(Lesson), live(Question), learners).order_by(Course.slug)
+            )).all()
         if not rows:
             print("No courses yet. Add one with: lessonbot course import PATH")
             return 0
@@ -117,8 +114,9 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
             access = "free" if course.is_free else (
                 f"paid {format_price(course.price_minor or 0, course.currency or '')}, "
                 f"first {course.free_preview_lessons} free")
-            print(f"{course.slug}\t{course.title}\t{course.language}\t{access}\t{lessons} lessons\t"
-                  f"{questions} questions\t{enrolled} learners\timported {course.imported_at:%Y-%m-%d %H:%M}")
+            print(f"{course.slug}\t{course.title}\t{course.language}\t{access}\t{counted(lessons, 'lesson')}\t"
+                  f"{counted(questions, 'question')}\t{counted(enrolled, 'learner')}\t"
+                  f"imported {course.imported_at:%Y-%m-%d %H:%M}")
         return 0
 
     return asyncio.run(run())
@@ -128,4 +126,4 @@ def _print_problems(problems: list[Problem]) -> None:
     for problem in problems:
         print(problem, file=sys.stderr)
     count = len(problems)
-    print(f"{count} problem{'s' if count != 1 else ''} found.", file=sys.stderr)
+    print(f"{counted(count, 'problem')} found.", file=sys.stderr)

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
-from bot.cli.database import database
+from bot.cli.database import cannot_open, database
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -21,6 +21,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return _schema_action(settings, args)
+    except (SQLAlchemyError, OSError, CommandError) as exc:
+        print(cannot_open(settings, exc), file=sys.stderr)
+        return 2
+
+
+def _schema_action(settings: Settings, args: argparse.Namespace) -> int:
     from storage import migrate
 
     url = settings.resolved_database_url

@@ -8,11 +8,13 @@ wiring (it is given the bot's settings): each command hands knowledge only its p
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.cli.database import database
 from bot.cli.groups import subcommands
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("path", type=Path, help="a course file, or a folder of them")
     ingest.add_argument("--course", required=True, metavar="ID", help="the course the material belongs to")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
-    ingest.set_defaults(func=cmd_ingest)
+    ingest.set_defaults(func=cmd_ingest, uses_database=True)
 
     evaluate = subcommands(subparsers, "eval", "measure answer quality against a dataset").add_parser(
         "knowledge", help="retrieval and answers on a SQuAD-format set (recall@k, MRR, hit and decline rates)"
@@ -62,6 +64,9 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     if not args.path.exists():
         print(f"{args.path} does not exist: give a course file or a folder of them.", file=sys.stderr)
         return 2
+    if (unknown := asyncio.run(_unknown_course(settings, args.course))) is not None:
+        print(unknown, file=sys.stderr)
+        return 2
     try:
         store = open_store(knowledge_settings(settings))
     except (EmbeddingModelMismatch, StoreUnavailable, ModelFilesMissing, EmbeddingsNotConfigured) as exc:
@@ -89,6 +94,27 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         print(f"skipped: {reason}", file=sys.stderr)
     print(report.summary())
     return 1 if report.failures else 0
+
+
+async def _unknown_course(settings: Settings, slug: str) -> str | None:
+    """Why `slug` names no course (material for a course nobody can enrol in is never searched), or None."""
+    from difflib import get_close_matches
+
+    from sqlalchemy import select
+
+    from storage.courses import Course
+
+    async with database(settings, pool_size=1) as db, db.sessions() as session:
+        slugs = list(await session.scalars(select(Course.slug).order_by(Course.slug)))
+    if slug in slugs:
+        return None
+    if not slugs:
+        return (f"There is no course {slug!r}: there are no courses yet. Import one first "
+                "(lessonbot course import PATH), then give its id with --course.")
+    close = get_close_matches(slug, slugs, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (f"There is no course {slug!r}: {hint}--course takes the id of an imported course: "
+            f"{', '.join(slugs)} (lessonbot course list).")
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:

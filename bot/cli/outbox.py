@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from bot.cli.database import database
+from bot.text import counted
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -20,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     outbox.add_argument("--all", action="store_true", help="requeue every failed reply")
     outbox.add_argument("--failed", action="store_true", help="list the replies that could not be delivered")
     outbox.add_argument("--limit", type=int, default=50, help="how many failed replies to list")
-    outbox.set_defaults(func=cmd_outbox)
+    outbox.set_defaults(func=cmd_outbox, uses_database=True)
 
 
 def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
@@ -33,7 +34,7 @@ def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
                     print("Name the replies to retry (lessonbot outbox requeue 12 13) or use --all.", file=sys.stderr)
                     return 2
                 count = await requeue(session, None if args.all else args.ids)
-                print(f"Requeued {count} failed {'reply' if count == 1 else 'replies'}.")
+                print(f"Requeued {counted(count, 'failed reply', 'failed replies')}.")
                 return 0
             if args.failed:
                 rows = await dead_letters(session, limit=args.limit)

@@ -23,10 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, help="port (default: PORT setting, 8000)")
     serve.add_argument("--no-worker", action="store_true", help="record and acknowledge only; others process")
     serve.add_argument("--no-dispatcher", action="store_true", help="leave sending to a `lessonbot dispatch` process")
-    serve.set_defaults(func=cmd_serve)
+    serve.set_defaults(func=cmd_serve, uses_database=True)
 
     dispatch = subparsers.add_parser("dispatch", help="run only the outbox dispatcher")
-    dispatch.set_defaults(func=cmd_dispatch)
+    dispatch.set_defaults(func=cmd_dispatch, uses_database=True)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:

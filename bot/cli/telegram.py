@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run the bot against Telegram with no public URL: fetch updates with getUpdates, process them "
         "and send the replies. The webhook is deleted first; run set-webhook again when you are done.",
     )
-    poll.set_defaults(func=cmd_poll)
+    poll.set_defaults(func=cmd_poll, uses_database=True)
 
 
 def webhook_url(given: str) -> str:

@@ -71,6 +71,11 @@ def split_chat_id(chat_id: str) -> tuple[str, str]:
     return (installation, channel) if sep else ("", chat_id)
 
 
+def _privacy(channel: str) -> dict[str, bool]:
+    """Slack's direct-message channel ids start with D: such a chat is the bot and this person alone."""
+    return {"private": True} if channel.startswith("D") else {}
+
+
 def message_from_event(body: dict[str, Any], *, installation: str, bot_user_id: str | None) -> Outcome:
     """A direct message (message.im) or a mention in a channel (app_mention)."""
     event = _dict(body.get("event"))
@@ -98,7 +103,7 @@ def message_from_event(body: dict[str, Any], *, installation: str, bot_user_id: 
     if not text:
         return Ignored(f"{kind} without text")
     team = _id(event.get("user_team")) or _id(event.get("team")) or installation
-    meta: dict[str, Any] = {"event": kind}
+    meta: dict[str, Any] = {"event": kind, **_privacy(channel)}
     if _id(event.get("thread_ts")):
         meta["thread_ts"] = event["thread_ts"]
     return InboundMessage(
@@ -148,7 +153,7 @@ def message_from_action(body: dict[str, Any], *, installation: str) -> Outcome:
         text=label if isinstance(label, str) and label else value,
         choice=value,
         sender_name=name if isinstance(name, str) and name else None,
-        meta={"event": "block_actions", "action_id": str(action.get("action_id") or "")[:64]},
+        meta={"event": "block_actions", "action_id": str(action.get("action_id") or "")[:64], **_privacy(channel)},
     )
 
 
@@ -181,5 +186,5 @@ def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
         sender_id=f"{team}/{user}",
         text=text,
         sender_name=name if isinstance(name, str) and name else None,
-        meta={"event": "command", "command": command},
+        meta={"event": "command", "command": command, **_privacy(channel)},
     )

@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from slack_bolt import BoltResponse
 from slack_bolt.adapter.starlette.async_handler import to_async_bolt_request, to_starlette_response
@@ -44,7 +45,7 @@ from channels.slack.inbound import (
     message_from_event,
 )
 from channels.slack.store import SlackInstallationStore, SlackOAuthStateStore
-from channels.webhook import Ignored, LimitBody, Webhook, WebhookRequest
+from channels.webhook import Ignored, LimitBody, Webhook, WebhookRequest, within_json_depth
 
 if TYPE_CHECKING:
     from channels.slack.channel import SlackChannel
@@ -104,17 +105,28 @@ class SlackSignature:
         except UnicodeDecodeError:
             raise RequestRejected(400, "The body is not UTF-8 text, so it is not from Slack.") from None
         if not self._verifier.is_valid(text, timestamp, signature):
-            raise RequestRejected(
-                401, "X-Slack-Signature does not match: check SLACK_SIGNING_SECRET (Basic Information → App "
-                "Credentials → Signing Secret)."
+            # The caller learns only that the signature did not verify; what to check is for the operator's log.
+            log.warning(
+                "a Slack request's X-Slack-Signature did not verify: if Slack sent it, check SLACK_SIGNING_SECRET "
+                "(Basic Information → App Credentials → Signing Secret)"
             )
+            raise RequestRejected(401, "X-Slack-Signature does not match: the signature did not verify.")
 
 
 class ParseBoltRequest:
-    """Parse: the verified body as Bolt's request (400 when it is neither Slack's JSON nor its form fields)."""
+    """Parse: the verified body as Bolt's request (400 when it is neither Slack's JSON nor its form fields, or when
+    its JSON nests deeper than channels.webhook.MAX_JSON_DEPTH, which is refused before Bolt parses it)."""
 
     async def __call__(self, request: WebhookRequest) -> None:
+        within_json_depth(_json_in(request.body))
         request.payload = bolt_request(request.http, request.body)
+
+
+def _json_in(body: bytes) -> bytes:
+    """The JSON a Slack body carries: the body itself (Events API), or an interaction's `payload` form field."""
+    if body.lstrip().startswith(b"{"):
+        return body
+    return parse_qs(body.decode("utf-8", "replace")).get("payload", [""])[0].encode()
 
 
 class BoltListeners:

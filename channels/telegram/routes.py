@@ -15,14 +15,13 @@ Polling (channels/telegram/polling.py) has no response to carry it and answers w
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.channel import ChannelHost, RequestRejected
-from channels.webhook import HeaderSecret, LimitBody, Parse, Record, Webhook, WebhookRequest
+from channels.webhook import HeaderSecret, LimitBody, Parse, Record, Webhook, WebhookRequest, parse_json
 
 if TYPE_CHECKING:
     from channels.telegram.channel import TelegramChannel
@@ -49,7 +48,9 @@ def webhook_routes(channel: TelegramChannel, host: ChannelHost) -> list[Route]:
             channel.webhook_secret,
             missing=f"Missing {SECRET_HEADER}: register the webhook with `lessonbot telegram set-webhook URL`, "
             "which sets it.",
-            wrong=f"{SECRET_HEADER} does not match TELEGRAM_WEBHOOK_SECRET.",
+            wrong=f"{SECRET_HEADER} does not match.",
+            hint="if Telegram sent it, check TELEGRAM_WEBHOOK_SECRET and register the webhook again with "
+            "`lessonbot telegram set-webhook URL`",
         ),
         LimitBody(channel.max_body_bytes),
         Parse(parse_body),
@@ -61,10 +62,7 @@ def webhook_routes(channel: TelegramChannel, host: ChannelHost) -> list[Route]:
 
 def parse_body(body: bytes) -> dict[str, Any]:
     """A webhook body as a JSON object with an integer update_id; 400 otherwise."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestRejected(400, f"The body is not valid JSON ({exc}).") from None
+    data = parse_json(body)
     if not isinstance(data, dict) or type(data.get("update_id")) is not int:
         raise RequestRejected(400, "The body is not a Telegram update (a JSON object with an integer update_id).")
     return data

@@ -36,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from bot.channel import ChannelHost, Received, RequestRejected
 from channels.webchat.streams import FALLBACK_POLL_SECONDS
-from channels.webhook import LimitBody, Parse, Record, Webhook, WebhookRequest, refusal
+from channels.webhook import LimitBody, Parse, Record, Webhook, WebhookRequest, parse_json, refusal
 
 if TYPE_CHECKING:
     from channels.webchat.channel import WebChatChannel
@@ -67,10 +67,7 @@ class SessionToken:
 
 def json_object(body: bytes) -> dict[str, Any]:
     """The posted body as a JSON object; 400 otherwise."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestRejected(400, f"The body is not valid JSON ({exc}).") from None
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise RequestRejected(400, 'The body must be a JSON object like {"session": "...", "text": "hi"}.')
     return data

@@ -12,6 +12,7 @@ ErrorCode in status callbacks.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,8 @@ from twilio.request_validator import RequestValidator
 from bot.channel import RequestRejected
 from bot.messages import InboundMessage
 from channels.webhook import Ignored
+
+log = logging.getLogger(__name__)
 
 CHANNEL = "whatsapp"
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -61,17 +64,20 @@ def read_form(body: bytes) -> MultiDict:
 def verify(validator: RequestValidator, url: str, form: MultiDict, signature: str | None) -> None:
     """Refuse an unsigned request (401) or one whose signature does not match (403).
 
-    The SDK's validator compares in constant time and accepts the URL with and without an explicit port, as Twilio
+    The answer to a bad signature says only that; the log says what an operator should check. The SDK's validator
+    compares in constant time and accepts the URL with and without an explicit port, as Twilio
     signs either form.
     """
     if not signature:
         raise RequestRejected(401, f"Missing {SIGNATURE_HEADER}: only Twilio may call this webhook.")
     if not validator.validate(url, form, signature):
-        raise RequestRejected(
-            403,
-            f"{SIGNATURE_HEADER} does not match. Check that TWILIO_AUTH_TOKEN is the account's primary Auth Token and "
-            f"that the webhook URL configured at Twilio is exactly {url}.",
+        # The caller learns only that the signature did not verify; what to check is for the operator's log.
+        log.warning(
+            "a WhatsApp webhook's %s did not verify: if Twilio sent it, check that TWILIO_AUTH_TOKEN is the account's "
+            "primary Auth Token and that the webhook URL configured at Twilio is exactly %s",
+            SIGNATURE_HEADER, url,
         )
+        raise RequestRejected(403, f"{SIGNATURE_HEADER} did not verify.")
 
 
 def whatsapp_number(address: str) -> str:

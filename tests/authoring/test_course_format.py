@@ -122,6 +122,8 @@ BAD_COURSES = {
     "preview not a number": (
         (YAML, "access: free\n", "access: paid\nprice:\n  amount: 5\n  currency: EUR\nfree_preview_lessons: -1\n"),
         [(YAML, 9, "a whole number from 0")]),
+    "pass mark over 100": ((YAML, "access: free\n", "access: free\npass_mark: 150\n"),
+                           [(YAML, 6, "pass_mark is '150': write a whole number from 0 to 100")]),
     "no modules": ((YAML, "modules:\n  - id: basics\n    title: Basics\n    lessons:\n      - lessons/one.md\n"
                     "      - lessons/two.md\n", "modules: []\n"),
                    [(YAML, 6, "modules must be a list")]),
@@ -320,7 +322,25 @@ def test_the_examples_in_docs_are_valid(tmp_path):
         (folder / name).write_text(f"---\nid: lesson-{number}\ntitle: Lesson {number}\n---\n\nText.\n")
     course = load_course(folder)
     assert course.price is not None and course.price.minor_units == 990 and course.free_preview_lessons == 2
+    assert course.pass_mark == 70
 
     (folder / files[1]).write_text(lesson)
     lesson_read = load_course(folder).lessons[1]
     assert len(lesson_read.parts) == 3 and [q.kind for q in lesson_read.questions] == [CHOICE, TRUE_FALSE, SHORT_TEXT]
+
+
+def test_a_broken_course_yaml_does_not_hide_the_problems_of_the_lessons(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    edit(folder / "course.yaml", "title: Tiny course", "title: Tiny course: the basics")
+    edit(folder / "lessons" / "one.md", "- [ ] Wrong", "- [x] Wrong")
+    edit(folder / "lessons" / "two.md", "title: Lesson two", "title: [Lesson two")
+
+    course, problems = check_course(folder)
+
+    assert course is None
+    assert [(Path(p.file).relative_to(folder).as_posix(), p.line) for p in problems] == [
+        ("course.yaml", 2), ("lessons/one.md", 19), ("lessons/two.md", 3),
+    ]
+    assert "mapping values are not allowed" in problems[0].message
+    assert problems[1].message.startswith("2 choices are ticked")
+    assert "never closed" in problems[2].message

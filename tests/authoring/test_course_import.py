@@ -258,3 +258,21 @@ async def test_cli_import_reports_changes_and_list_shows_the_course(db, database
     assert await cli("course", "list") == 0
     listed = capsys.readouterr().out
     assert listed.startswith("spot-phishing\tSpot the phish, five minutes a day\ten\tfree\t5 lessons\t14 questions")
+
+
+async def test_cli_counts_read_as_english_one_module_one_learner(db, database_url, tmp_path, monkeypatch, capsys):
+    folder = write_tiny_course(tmp_path / "tiny")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert await cli("course", "validate", str(folder)) == 0
+    assert "course tiny is valid: 1 module, 2 lessons, " in capsys.readouterr().out
+    assert await cli("course", "import", str(folder)) == 0
+    assert "Imported new course tiny: 1 module, 2 lessons, " in capsys.readouterr().out
+    async with db.transaction() as session:
+        person = User(display_name="Pat")
+        session.add(person)
+        await session.flush()
+        course = await session.scalar(select(Course).where(Course.slug == "tiny"))
+        session.add(Enrollment(user_id=person.id, course_id=course.id))
+    assert await cli("course", "list") == 0
+    assert "\t2 lessons\t" in (listed := capsys.readouterr().out) and "\t1 learner\t" in listed

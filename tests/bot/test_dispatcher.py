@@ -253,9 +253,9 @@ async def test_a_reply_in_parts_resumes_after_the_parts_sent_even_in_another_pro
         await restarted.stop()
 
 
-async def test_a_reply_held_at_the_limiter_past_its_claim_is_not_sent_twice(settings):
-    """A 429 on a shared limit can hold a claimed reply longer than its claim; another dispatcher then takes it over,
-    and the one that waited must not send it as well."""
+async def test_a_reply_held_at_the_limiter_is_not_claimed_and_not_sent_twice(settings):
+    """A 429 on a shared limit can hold a reply at the limiter for long; it stays `pending` meanwhile, another
+    dispatcher may send it, and the one that waited must not send it as well."""
     from datetime import timedelta
 
     shared = RateLimit("test:sender", 80, 1.0, shared=True)
@@ -274,14 +274,46 @@ async def test_a_reply_held_at_the_limiter_past_its_claim_is_not_sent_twice(sett
     waiting.dispatcher.limiter.pause(shared.key, 1.0)  # the platform said 429, retry after 1 s
     try:
         await waiting.receive(message("hi"))
-        await waiting.worker.idle()  # the reply is claimed and waits at the limiter
-        await asyncio.sleep(0.6)  # its claim has run out
+        await waiting.worker.idle()  # the reply waits at the limiter
+        rows = await outbox_rows(waiting)
+        assert [row.status for row in rows] == ["pending"] and rows[0].attempts == 0  # not claimed while it waits
         await other.dispatcher.flush()  # another process's dispatcher takes it over and sends it
         assert other_platform.texts("ann") == ["lesson"]
         await waiting.settle()
         assert waiting_platform.texts("ann") == []  # the first one, back from the limiter, left it alone
         rows = await outbox_rows(waiting)
-        assert [row.status for row in rows] == ["sent"] and rows[0].attempts == 2
+        assert [row.status for row in rows] == ["sent"] and rows[0].attempts == 1
     finally:
         await other.stop()
         await waiting.stop()
+
+
+async def test_a_slow_send_keeps_its_claim_so_no_other_dispatcher_sends_it_too(settings):
+    """The claim is short and renewed while the platform call lasts: a send slower than the claim is not taken over."""
+    from datetime import timedelta
+
+    class SlowPlatform(RecordingChannel):
+        async def send(self, delivery: Delivery) -> str:
+            await asyncio.sleep(1.0)
+            return await super().send(delivery)
+
+    async def one_reply(turn: Turn) -> None:
+        turn.say("lesson")
+
+    slow_platform, other_platform = SlowPlatform(), SlowPlatform()
+    sending = Lessonbot(settings, [slow_platform], respond=one_reply)
+    other = Lessonbot(settings, [other_platform], process=False)
+    sending.dispatcher.send_lease = other.dispatcher.send_lease = timedelta(seconds=0.3)
+    try:
+        await sending.receive(message("hi"))
+        await sending.worker.idle()
+        await asyncio.sleep(0.6)  # mid-call, twice the claim's length after it was taken
+        assert [row.status for row in await outbox_rows(sending)] == ["sending"]
+        await other.dispatcher.flush()
+        await sending.settle()
+        assert slow_platform.texts("ann") == ["lesson"] and other_platform.texts("ann") == []
+        rows = await outbox_rows(sending)
+        assert [row.status for row in rows] == ["sent"] and rows[0].attempts == 1
+    finally:
+        await other.stop()
+        await sending.stop()

@@ -41,3 +41,27 @@ async def test_message_text_never_reaches_info_logs(settings, caplog):
     assert any("send postponed" in line for line in lines)  # something was logged at INFO
     assert not any("4242" in line for line in lines)
     assert not any(settings.secret_key in line for line in lines)
+
+
+def test_logs_are_readable_lines_on_a_terminal_and_json_elsewhere(tmp_path):
+    import os
+
+    from bot.observability import configure_logging
+
+    def log_once(stream) -> None:
+        configure_logging("INFO", "auto", stream=stream)  # LOG_FORMAT's default
+        try:
+            logging.getLogger("lessonbot").info("serving on %s", "http://127.0.0.1:8000")
+        finally:
+            configure_logging("INFO", "text")
+        stream.flush()
+
+    leader, follower = os.openpty()
+    with open(follower, "w") as terminal, open(leader, "rb", buffering=0) as screen:
+        log_once(terminal)
+        shown = screen.read(4096).decode()
+    assert "INFO lessonbot: serving on http://127.0.0.1:8000" in shown and "{" not in shown
+
+    with open(tmp_path / "log", "w") as file:
+        log_once(file)
+    assert json.loads((tmp_path / "log").read_text())["message"] == "serving on http://127.0.0.1:8000"

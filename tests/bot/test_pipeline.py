@@ -220,3 +220,36 @@ async def test_a_database_error_after_slow_work_gives_the_lease_back(settings, c
         assert channel.texts("ann") == ["answered"]
     finally:
         await bot.stop()
+
+
+async def test_a_value_the_database_refuses_fails_the_message_at_once_and_is_not_logged(settings, caplog):
+    """A DataError (here a name longer than its column, which PostgreSQL refuses; on SQLite a lone surrogate, which
+    its driver cannot encode) fails the same way every time: no retries, an apology, and the value in no log line."""
+    bad_name = "Ann\ud800" if settings.database_url.startswith("sqlite") else "N" * 300
+
+    async def names_badly(turn: Turn) -> None:
+        turn.user.display_name = bad_name  # a mistake of ours, past the cleaning at the edge
+        turn.say("hello")
+
+    channel = RecordingChannel()
+    lessonbot = Lessonbot(settings, [channel], respond=names_badly)
+    try:
+        await lessonbot.receive(message("hi"))
+        await lessonbot.settle()
+        async with lessonbot.db.sessions() as session:
+            row = await session.scalar(select(InboundMessage))
+        assert (row.status, row.attempts) == ("failed", 1)  # at once: not tried again as if the database hiccupped
+        assert len(channel.sent["ann"]) == 1 and channel.texts("ann") != ["hello"]  # the apology
+    finally:
+        await lessonbot.stop()
+    logged = "\n".join(f"{record.getMessage()} {record.exc_text or ''} {record.__dict__}" for record in caplog.records)
+    assert "processing failed" in logged and bad_name not in logged
+
+
+async def test_an_id_no_column_holds_is_refused_and_nothing_stored(bot):
+    from bot.channel import RequestRejected
+
+    with pytest.raises(RequestRejected) as refused:
+        await bot.receive(message("hi", platform_id="9" * 300))
+    assert refused.value.status == 400 and "platform_id" in refused.value.message
+    assert await count(bot.db, InboundMessage) == 0

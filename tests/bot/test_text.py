@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.text import answer_key, fold, plain_words
+from bot.text import answer_key, fold, plain_words, storable, storable_data
 
 
 def test_fold_removes_case_accents_and_extra_spaces_but_keeps_punctuation():
@@ -45,3 +45,9 @@ def test_answer_keys_read_number_words_as_digits(typed, key):
 def test_answers_that_differ_keep_different_keys():
     assert answer_key("21") != answer_key("22")
     assert answer_key("smishing") != answer_key("SMS phishing")
+
+
+def test_storable_takes_out_what_no_column_holds_and_keeps_the_rest():
+    assert storable("An\x00n\ud800 😀 é") == "Ann 😀 é"
+    assert storable("A" * 300, limit=200) == "A" * 200
+    assert storable_data({"na\x00me": ["\udc80x", 1, None], "n": 2.5}) == {"name": ["x", 1, None], "n": 2.5}

@@ -136,6 +136,14 @@ async def test_the_longest_allowed_message_is_accepted(client, app):
 # retries ------------------------------------------------------------------------------------------------------------
 
 
+async def test_oversized_headers_are_refused_and_nothing_stored(client, app):
+    session = await new_session(client)
+    body = {"session": session, "text": "hi"}
+    response = await client.post("/chat/api/messages", json=body, headers={"x-padding": "p" * 20_000})
+    assert response.status_code == 431 and "headers" in response.json()["error"]
+    assert await count_rows(app, InboundMessage) == 0
+
+
 async def test_the_same_client_id_twice_is_one_message_and_one_reply(client, app):
     session = await new_session(client)
     first = await say(client, session, "/help", id="retry-1")
@@ -219,6 +227,13 @@ BAD_REQUESTS = [
         oversized_in_chunks,
         413,
         "over the limit of 65,536 bytes",
+    ),
+    # 20,000 levels deep in under 64 KB: refused before the parser recurses into it.
+    BadRequest(
+        "JSON nested 20,000 deep",
+        lambda s, _: b'{"session": "' + s.encode() + b'", "text": "hi", "x": ' + b"[" * 20000 + b"]" * 20000 + b"}",
+        400,
+        "nests deeper than 64 levels",
     ),
     BadRequest("no session", lambda s, _: json_body(text="hi"), 401, "POST /chat/api/sessions"),
     BadRequest("empty session", lambda s, _: json_body(session="", text="hi"), 401, "Missing 'session'"),

@@ -152,6 +152,7 @@ async def test_bad_or_stale_signatures_get_401_and_nothing_is_stored(signing, co
         response = await post(client, dm_event("/start", event_id="EvBAD"), **signing)
         assert response.status_code == 401
         assert complaint in response.json()["error"]
+        assert "SLACK_SIGNING_SECRET" not in response.text  # nothing of our configuration to the caller
         assert await inbound(lessonbot) == []
     assert standin.calls == []  # refused before Bolt, so not even auth.test
 
@@ -212,6 +213,9 @@ async def test_url_verification_is_answered_only_when_signed(slack_settings):
         b'{"type": "event_callback", "event_id": "Ev1", "event": "text"}',
         b"payload=%7Bnot+json",
         b"payload=%5B1%2C+2%5D",
+        # 20,000 levels deep in under 64 KB, as an event and as an interaction's payload: refused before Bolt parses
+        b'{"type": "event_callback", "event_id": "EvDeep", "x": ' + b"[" * 20000 + b"]" * 20000 + b"}",
+        b"payload=" + b"%5B" * 10000 + b"%5D" * 10000,
     ],
 )
 async def test_malformed_signed_bodies_get_400_and_nothing_is_stored(body, slack_settings, standin):
@@ -219,6 +223,16 @@ async def test_malformed_signed_bodies_get_400_and_nothing_is_stored(body, slack
         response = await post(client, body)
         assert response.status_code == 400, response.text
         assert "error" in response.json()
+        assert await inbound(lessonbot) == []
+    assert standin.calls == []
+
+
+async def test_oversized_headers_get_431_and_nothing_is_stored(slack_settings, standin):
+    body = json.dumps(dm_event("hi", event_id="EvHDR")).encode()
+    headers = signed(body) | {"x-padding": "p" * 20_000}
+    async with running(slack_settings) as (client, lessonbot):
+        response = await post(client, body, headers=headers)
+        assert response.status_code == 431
         assert await inbound(lessonbot) == []
     assert standin.calls == []
 
@@ -432,3 +446,19 @@ async def test_the_ack_comes_fast_while_the_dialog_is_slow(slack_settings, stand
     p50, worst = statistics.median(acks), max(acks)
     print(f"slack ack while the dialog is slow: p50 {p50 * 1000:.0f} ms, max {worst * 1000:.0f} ms")
     assert worst < 1.5, acks  # well inside Slack's 3 s, on a shared 2-core machine
+
+
+# a direct message is private ------------------------------------------------------------------------------------------
+
+
+def test_a_direct_message_is_marked_private_and_a_mention_in_a_channel_is_not(fixtures_dir):
+    """In a DM the chat id (D…) is not the person's id, so the channel says it is private: /link and /export give
+    a code or a file only there."""
+    from channels.slack.inbound import message_from_event
+
+    direct = message_from_event(dm_event("/link", event_id="EvDM1"), installation="T111", bot_user_id="UBOT")
+    mention = message_from_event(
+        load_fixture(fixtures_dir, BOLT + "event_callback.app_mention.json"), installation="T111", bot_user_id="UBOT"
+    )
+    assert direct.private and direct.chat_id == "T111:D0DM1"
+    assert not mention.private and mention.chat_id == "T111:C111"

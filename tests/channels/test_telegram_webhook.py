@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from bot.config import ConfigError, load_settings
 from channels.telegram import SECRET_HEADER, TelegramChannel
 from standins.telegram import TOKEN, Fault, button_update, person, text_update
-from storage.models import InboundMessage
+from storage.models import InboundMessage, User
 from tests.channels.test_telegram_updates import EXPECTED
 from tests.support import (
     running,
@@ -84,6 +84,7 @@ async def test_missing_or_wrong_secret_is_refused_and_nothing_stored(secret, sta
         response = await post(client, text_update("/start"), secret=secret)
         assert response.status_code == status
         assert SECRET_HEADER in response.json()["error"]
+        assert "TELEGRAM_WEBHOOK_SECRET" not in response.text  # nothing of our configuration to the caller
         assert await stored(lessonbot) == 0
     assert standin.calls == []
 
@@ -96,12 +97,22 @@ async def test_missing_or_wrong_secret_is_refused_and_nothing_stored(secret, sta
         (b"[1, 2]", 400),
         (b'{"message": {"text": "no update id"}}', 400),
         (b'{"update_id": "7"}', 400),
+        (b'{"update_id": 8, "x": ' + b"[" * 20000 + b"]" * 20000 + b"}", 400),  # 40 KB, 20,000 levels deep
     ],
 )
 async def test_malformed_bodies_are_refused(body, status, telegram_settings):
     async with running(telegram_settings) as (client, lessonbot):
         response = await post(client, body)
         assert response.status_code == status, response.text
+        assert await stored(lessonbot) == 0
+
+
+async def test_oversized_headers_are_refused_without_storing(telegram_settings):
+    async with running(telegram_settings) as (client, lessonbot):
+        response = await client.post(
+            "/webhooks/telegram", json=text_update("hi"), headers={SECRET_HEADER: SECRET, "x-padding": "p" * 20_000}
+        )
+        assert response.status_code == 431 and "the limit is 16,384" in response.json()["error"]
         assert await stored(lessonbot) == 0
 
 
@@ -223,3 +234,30 @@ async def test_the_bot_connection_is_closed_with_the_app_and_reopened_on_use(tel
     await channel.ready()
     assert len(standin.called("getMe")) == 2
     await channel.close()
+
+
+# data no database column holds -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first_name", "stored_as"),
+    [("An\x00n", "Ann"), ("A" * 300, "A" * 200), ("Ann\ud800", "Ann")],
+    ids=["nul", "over-200-characters", "lone-surrogate"],
+)
+async def test_a_name_no_column_holds_is_cleaned_and_the_learner_answered_every_turn(
+    first_name, stored_as, telegram_settings, standin, caplog
+):
+    caplog.set_level(logging.WARNING, logger="bot.pipeline")
+    who = person(CHAT, first_name)
+    async with running(telegram_settings) as (client, lessonbot):
+        assert (await post(client, text_update("/start", user=who))).status_code == 200
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) >= 1)
+        assert (await post(client, text_update("/help\x00", user=who))).status_code == 200
+        answered = len(standin.texts(CHAT))
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) > answered)
+        async with lessonbot.db.sessions() as session:
+            assert await session.scalar(select(User.display_name)) == stored_as
+            statuses = set(await session.scalars(select(InboundMessage.status)))
+        assert statuses == {"done"}
+    cleaned = [record for record in caplog.records if "cleaned for storage" in record.getMessage()]
+    assert cleaned and all(first_name not in record.getMessage() for record in cleaned)

@@ -78,8 +78,9 @@ async def onboard(t: Learning, *, zone: str = "Lisbon", at: str = "08:00", days:
     await t.press("1 lesson (about 5 minutes)")
 
 
-async def answer_until(t: Learning, bot: Lessonbot, stop: str) -> None:
-    """Go on through lessons answering every question right until a reply starts with `stop`."""
+async def answer_until(t: Learning, bot: Lessonbot, stop: str, *, right: bool = True) -> None:
+    """Go on through lessons answering every question right (or, with `right=False`, wrong) until a reply starts
+    with `stop`."""
     async with bot.db.sessions() as session:
         questions = {q.id: q for q in await session.scalars(select(Question))}
     for _turn in range(200):
@@ -88,11 +89,14 @@ async def answer_until(t: Learning, bot: Lessonbot, stop: str) -> None:
             return
         if last.text.endswith("(Type your answer.)"):
             asked = next(q for q in questions.values() if q.prompt in last.text)
-            await t.say(asked.accepted_answers[0])
+            await t.say(asked.accepted_answers[0] if right else "something else entirely")
         elif last.choices and last.choices[0].value.startswith("quiz:"):
             qid = int(last.choices[0].value.split(":")[1])
             question = questions[qid]
-            answer = question.correct_choice if question.kind == "choice" else str(question.is_true).lower()
+            if question.kind == "choice":
+                answer = str(question.correct_choice if right else (question.correct_choice + 1) % 2)
+            else:
+                answer = str(question.is_true == right).lower()
             await t.say("pressed", choice=f"quiz:{qid}:{answer}")
         elif "More now" in t.labels():
             await t.press("More now")

@@ -36,7 +36,7 @@ async def test_admin_stats_and_help_are_audited(bot):
     lessonbot, channel = bot
     boss = Transcript(lessonbot, channel, chat="boss")
     [stats] = await boss.say("/admin stats")
-    assert "Learners: 1" in stats and "Messages received: 1" in stats
+    assert "Learners: 0" in stats and "Messages received: 1" in stats  # an admin is no learner until they agree
     [help_text] = await boss.say("/admin")
     assert "/admin requeue" in help_text
     [unknown] = await boss.say("/admin explode")
@@ -57,7 +57,7 @@ async def test_admin_sees_failed_replies_and_requeues_them(bot):
     await Transcript(lessonbot, channel, chat="ann").say("/help")
     boss = Transcript(lessonbot, channel, chat="boss")
     [listing] = await boss.say("/admin outbox")
-    assert "test:ann" in listing and "bot was blocked by the user" in listing
+    assert "test:ann after 1 try — bot was blocked by the user" in listing
     [done] = await boss.say("/admin requeue all")
     assert done == "Requeued 1 failed reply."
     await lessonbot.settle()
@@ -72,3 +72,27 @@ async def test_help_shows_admin_commands_only_to_admins(bot):
     [for_learner] = await Transcript(lessonbot, channel, chat="ann").say("/help")
     [for_admin] = await Transcript(lessonbot, channel, chat="boss").say("/help")
     assert "/admin" not in for_learner and "/admin help" in for_admin
+
+
+async def test_stats_count_as_learners_only_the_people_who_agreed(bot):
+    lessonbot, channel = bot
+    declined, agreed = Transcript(lessonbot, channel, chat="ann"), Transcript(lessonbot, channel, chat="bo")
+    for person in (declined, agreed):
+        await person.say("hello")
+    await declined.say("No, thanks", choice="consent:no")
+    await agreed.say("Yes, let's start", choice="consent:yes")
+    [stats] = await Transcript(lessonbot, channel, chat="boss").say("/admin stats")
+    assert stats.startswith("Learners: 1\n")
+
+
+async def test_the_broadcast_example_names_the_sample_course(bot):
+    """The example must work as typed on a fresh install: its course is the one `make run` imports."""
+    import re
+
+    from authoring.format import load_course
+    from tests.dialogs.learning_support import SAMPLE
+
+    lessonbot, channel = bot
+    [usage] = await Transcript(lessonbot, channel, chat="boss").say("/admin broadcast")
+    example = next(line for line in usage.splitlines() if line.startswith("For example:"))
+    assert re.search(r"course=(\S+)", example)[1] == load_course(SAMPLE).id

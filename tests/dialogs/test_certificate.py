@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import subprocess
 from pathlib import Path
 
@@ -35,6 +36,8 @@ async def test_course_end_sends_a_certificate_that_verifies(learning_bot, settin
     assert document.media_type == "application/pdf" and document.filename == "certificate-spot-phishing.pdf"
     path = Path(document.path)
     assert path.parent == settings.data_dir / "certificates" and path.read_bytes().startswith(b"%PDF")
+    # Readable by the server's user only: the file 0600, its folder 0700.
+    assert (stat.S_IMODE(path.stat().st_mode), stat.S_IMODE(path.parent.stat().st_mode)) == (0o600, 0o700)
     code = document.caption.rsplit(" ", 1)[1]
     printed = " ".join(PdfReader(path).pages[0].extract_text().split())
     # An outsider checks it on the public page printed on it (and in its QR code), not with a command.
@@ -46,6 +49,7 @@ async def test_course_end_sends_a_certificate_that_verifies(learning_bot, settin
 
     [progress] = await t.say("/progress")
     assert "📘 Lessons: 5 of 5 done" in progress and "🏆 1 certificate" in progress
+    assert "Next lesson" not in t.labels()  # there is none
     [finished] = await t.say("/next")
     assert finished.startswith("You have finished Spot the phish")
     before = len(channel.sent["ann"])

@@ -103,3 +103,10 @@ def test_po_reading_follows_msgfmt_rules():
     assert entries[("{n} day", "{n} days")] == ["{n} día", "{n} días"]
     compiled = gettext.GNUTranslations(io.BytesIO(compile_po(text)))
     assert compiled.ngettext("{n} day", "{n} days", 2) == "{n} días" and compiled.gettext("Draft") == "Draft"
+
+
+def test_dates_in_a_sentence_are_written_the_way_each_language_writes_them():
+    from datetime import date
+
+    assert translator("en").date(date(2026, 12, 4)) == "4 December 2026"
+    assert translator("es").date(date(2026, 12, 4)) == "4 de diciembre de 2026"

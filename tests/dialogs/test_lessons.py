@@ -91,16 +91,16 @@ async def test_the_same_learner_continues_on_another_channel(learning_bot, setti
     await web.press("Start my first lesson")
     await web.say("next")
     [code_text] = await web.say("/link")
-    code = code_text.split("Your link code is ")[1][:6]
-    assert code.isdigit()
+    code = code_text.split("Your link code is ")[1][:11]
+    assert len(code) == 11 and code[5] == "-"
 
     other = RecordingChannel(name="chat2")
     second_bot = Lessonbot(settings, [other])
     try:
         phone = Learning(second_bot, other, chat="ann-phone")
-        [wrong] = await phone.say("/link 000000" if code != "000000" else "/link 999999")
+        [wrong] = await phone.say("/link ABCDE-FGHJK" if code != "ABCDE-FGHJK" else "/link ABCDE-FGHJM")
         assert wrong.startswith("That code is unknown or has expired")
-        [linked] = await phone.say(f"/link {code}")
+        [linked] = await phone.say(f"/link {code.lower()}")
         assert linked.startswith("Linked! This chat now continues your lessons, Ann.")
         [third] = await phone.say("/next")
         assert third.startswith("So the first habit") and third.endswith("(3/3)")  # where the web chat left off
@@ -108,7 +108,9 @@ async def test_the_same_learner_continues_on_another_channel(learning_bot, setti
         assert again.startswith("That code is unknown")  # used once
     finally:
         await second_bot.stop()
-    [progress] = await web.say("/progress")
+    # The web chat hears of the link (queued when it happened, sent by this bot, which serves that channel).
+    notice, progress = await web.say("/progress")
+    assert notice.startswith("A chat on chat2 was just linked to your lessons")
     assert "📘 Lessons: 0 of 5 done" in progress
 
 
@@ -181,3 +183,19 @@ async def test_a_paid_course_stops_after_the_preview_until_entitled(learning_bot
         session.add(Entitlement(user_id=user.id, course_id=course_id, source="grant", reference="test-grant"))
     [lesson] = await t.say("/next")
     assert lesson.startswith("📘 Lesson 2 of 3")
+
+
+async def test_pause_and_resume_say_dates_in_words_and_resume_knows_nothing_was_paused(learning_bot):
+    import re
+
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    [not_paused] = await t.say("/resume")
+    assert not_paused.startswith("You're not paused: your lessons are on. The next one comes on ")
+    month = "(January|February|March|April|May|June|July|August|September|October|November|December)"
+    assert re.search(rf"comes on \d{{1,2}} {month} \d{{4}} at \d\d:\d\d\.$", not_paused), not_paused
+    [paused] = await t.say("/pause 7")
+    assert re.fullmatch(rf"Paused until \d{{1,2}} {month} \d{{4}}\. .*", paused), paused
+    [back] = await t.say("/resume")
+    assert back.startswith("Welcome back! Lessons are on again.")

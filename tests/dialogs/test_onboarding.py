@@ -3,13 +3,22 @@ resumable after wandering off, and the choices stored in plain columns a planner
 
 from __future__ import annotations
 
+import io
 from datetime import time
 
 from sqlalchemy import select
 
+from bot.core import Lessonbot
+from channels.console import ConsoleChannel
 from storage.courses import Enrollment
 from storage.learners import ACTIVE, Learner
-from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
+from tests.dialogs.learning_support import (  # noqa: F401
+    Learning,
+    import_sample,
+    learner_row,
+    learning_bot,
+    onboard,
+)
 
 
 async def test_onboarding_with_mistakes_and_a_detour(learning_bot):
@@ -51,7 +60,7 @@ async def test_onboarding_with_mistakes_and_a_detour(learning_bot):
     bad_time = await t.say("25:61")
     assert bad_time[0].startswith("I couldn't read “25:61” as a time")
     [days_question] = await t.say("7:30 pm")
-    assert days_question.startswith("On which days?")
+    assert days_question.startswith("Lessons at 19:30, then. On which days?")  # the time, said back
     bad_days = await t.say("mon, blursday")
     assert bad_days[0].startswith("I couldn't read those days")
     [course_question] = await t.say("lunes a viernes")
@@ -140,9 +149,44 @@ async def test_stop_then_stop_and_delete_everything(learning_bot):
 
         assert await session.get(Learner, user.id) is None
         assert list(await session.scalars(select(Enrollment).where(Enrollment.user_id == user.id))) == []
-        person = await session.get(User, user.id)
-        assert person.display_name is None and person.timezone is None
-        texts = [row.payload["text"] for row in await session.scalars(select(InboundMessage))]
-        assert texts == ["Stop and delete my data"]  # only the message that asked, as it was being processed
+        assert await session.get(User, user.id) is None
+        payloads = [row.payload for row in await session.scalars(select(InboundMessage))]
+        assert payloads == [{"text": ""}]  # only the message that asked, as it was being processed, blanked
+        from storage.models import OfferedChoice
+
+        assert list(await session.scalars(select(OfferedChoice))) == []  # the buttons it was sent are forgotten too
     [again] = await t.say("/start")
     assert again.startswith("Hi! I'm Lessonbot.")
+
+
+async def test_settings_confirm_the_item_that_changed(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.say("/settings name")
+    assert await t.say("Pat") == ["Saved. I'll call you Pat."]
+    await t.say("/settings goal")
+    assert await t.press("3 lessons") == ["Saved. Daily goal: 3 lessons."]
+    await t.say("/settings quiet")
+    assert await t.say("none") == ["Saved. Quiet hours: none."]
+    await t.say("/settings")
+    await t.press("Days")
+    assert await t.press("Weekends") == ["Saved. Lessons at 08:00 on weekends (Europe/Lisbon)."]
+
+
+async def test_a_name_typed_like_the_offered_one_keeps_its_capitals(settings):
+    """At a terminal the offered name is the login name ("ann"); typing "Ann" picks that choice by its words, and
+    the name is kept as typed."""
+    out = io.StringIO()
+    console = ConsoleChannel("ann", out=out)
+    bot = Lessonbot(settings, [console])
+    await import_sample(bot)
+    try:
+        for line in ["/start", "1", "Ann"]:
+            await bot.receive(console.inbound(line))
+            await bot.settle()
+    finally:
+        await bot.stop()
+    assert "What should I call you?\n       [1] ann" in out.getvalue()
+    user, _learner = await learner_row(bot, "console", "ann")
+    assert user.display_name == "Ann"

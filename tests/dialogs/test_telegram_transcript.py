@@ -7,11 +7,14 @@ import json
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from bot.app import create_app
 from channels.telegram import SECRET_HEADER
 from standins.telegram import TOKEN, button_update, person, text_update
-from tests.dialogs.learning_support import import_sample
+from storage.courses import Course, Enrollment, Question, QuestionCard
+from storage.learners import Certificate
+from tests.dialogs.learning_support import PAID, import_sample
 from tests.support import standin  # noqa: F401 (the fixture)
 
 SECRET = "test-webhook-secret_0123456789"
@@ -85,3 +88,40 @@ async def test_onboarding_and_a_lesson_on_telegram_in_spanish(telegram_settings,
             assert intro.startswith("Hora del cuestionario: 3 preguntas") and question.startswith("Pregunta 1 de 3")
             feedback, following = await marta.press("Urgency", count=2)
             assert feedback.startswith("✅ ¡Correcto!") and following.startswith("Pregunta 2 de 3")
+
+
+async def test_a_forged_telegram_button_opens_no_paid_content(telegram_settings, standin):
+    app = create_app(telegram_settings)
+    async with app.router.lifespan_context(app):
+        lessonbot = app.state.lessonbot
+        await import_sample(lessonbot)
+        await import_sample(lessonbot, PAID)
+        async with lessonbot.db.sessions() as session:
+            paid = await session.scalar(select(Course).where(Course.slug == "passwords-that-hold"))
+            last_question = await session.scalar(
+                select(Question.id).where(Question.course_id == paid.id).order_by(Question.id.desc()).limit(1))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://lessonbot.test") as client:
+            marta = TelegramLearner(client, standin)
+            await marta.say("/start")
+            await marta.press("Yes, let's start")
+            await marta.press("Marta")
+            await marta.say("Madrid")
+            await marta.press("Yes, that's right")
+            await marta.press("Morning, 08:00")
+            await marta.press("Weekdays")
+            await marta.press("Spot the phish, five minutes a day")
+            await marta.press("1 lesson (about 5 minutes)")
+            # callback_data of a genuine message, rewritten: Telegram lets a client send any data it likes
+            genuine = [call for call in standin.called("sendMessage") if call.params["chat_id"] == str(CHAT)][-1]
+            before = len(standin.texts(CHAT))
+            await marta._post(button_update(genuine, f"quiz:{last_question}:0", user=marta.user))
+            assert await marta._replies(before, 1) == ["That button isn't available."]
+            await lessonbot.settle()
+            assert standin.texts(CHAT)[before:] == ["That button isn't available."]
+            assert not standin.called("sendDocument")
+        async with lessonbot.db.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(Certificate)) == 0
+            assert await session.scalar(select(func.count()).select_from(QuestionCard)) == 0
+            assert await session.scalar(select(func.count()).select_from(Enrollment).where(
+                Enrollment.course_id == paid.id)) == 0

@@ -75,3 +75,20 @@ async def test_repeated_questions_come_from_the_cache_until_the_lesson_changes(a
 
     assert len(openai.chat_requests) == 2 and not edited.cached
     assert "chloroplast stroma" in edited.text
+
+
+async def test_the_days_model_calls_are_capped_over_all_learners_and_processes(answering, database, openai):
+    """Each new web chat session is a new learner with a token budget of its own; MODEL_CALLS_PER_DAY caps them all."""
+    capped = replace(answering, model_calls_per_day=2)
+    answerer, other_process = Answerer(capped, database=database), Answerer(capped, database=database)
+
+    first = await answerer.answer("Where does the Calvin cycle take place?", learner=11, allowed_courses={"bio"})
+    second = await other_process.answer("What do the light reactions release?", learner=12, allowed_courses={"bio"})
+    third = await answerer.answer("What is chlorophyll for?", learner=13, allowed_courses={"bio"})
+
+    assert not first.limited and not second.limited
+    assert third.limited and third.unanswered is NoAnswer.BUDGET_SPENT  # the per-learner limit's polite answer
+    assert len(openai.chat_requests) == 2
+    # An answer already given still comes from the cache: it costs no call.
+    again = await other_process.answer("Where does the Calvin cycle take place?", learner=14, allowed_courses={"bio"})
+    assert again.cached and not again.limited and len(openai.chat_requests) == 2

@@ -122,8 +122,27 @@ def test_course_import_owns_its_lessons_and_leaves_other_material_alone(offline_
     assert lesson_ids == {"l1", "photosynthesis.md", "respiration.md"}
 
 
+def add_course(data_dir: Path, slug: str) -> None:
+    """A course row in the embedded database of DATA_DIR (what `lessonbot course import` leaves)."""
+    from sqlalchemy.orm import Session
+
+    from storage.courses import Course
+    from storage.db import make_sync_engine
+    from storage.migrate import upgrade
+
+    url = f"sqlite:///{data_dir / 'lessonbot.db'}"
+    upgrade(url)
+    engine = make_sync_engine(url)
+    with Session(engine) as session, session.begin():
+        session.add(Course(slug=slug, title=slug.title(), description="", language="en", access="free",
+                           content_hash=""))
+    engine.dispose()
+
+
 def test_ingest_command(offline_settings, data_dir: Path, course_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys):
     monkeypatch.setenv("DATA_DIR", str(data_dir))
+    monkeypatch.chdir(data_dir.parent)
+    add_course(data_dir, "bio")
     (course_dir / "slides.pptx").write_text("not a course format")  # skipped: not a course file
     (course_dir / "bad.md").write_bytes(b"\xff\xfe")
 
@@ -149,3 +168,25 @@ def test_front_matter_gives_the_title_and_is_not_course_text(tmp_path: Path):
     assert lesson.title == "Check who is writing" and "title:" not in lesson.text
     assert chunk_lesson("c", lesson)[0].heading_path == ("Quiz",)
     assert other.title == "rules" and "Not front matter" in other.text
+
+
+def test_ingest_refuses_a_course_that_does_not_exist(data_dir: Path, course_dir: Path, monkeypatch, capsys):
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    monkeypatch.chdir(data_dir.parent)
+    assert main(["ingest", str(course_dir), "--course", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("There is no course 'nope': there are no courses yet.")
+
+    add_course(data_dir, "biology")
+    assert main(["ingest", str(course_dir), "--course", "biolgy"]) == 2
+    assert capsys.readouterr().err == ("There is no course 'biolgy': did you mean 'biology'? --course takes the id "
+                                       "of an imported course: biology (lessonbot course list).\n")
+    assert not (data_dir / "chroma").exists()  # nothing was written to the store
+
+
+def test_the_summary_counts_in_english():
+    from knowledge.ingest import IngestReport
+
+    one = IngestReport("bio", lessons=1, added=1, failures=[("bad.md", "not UTF-8")])
+    assert one.summary() == "Course bio: 1 lesson, 1 chunk added, 0 updated, 0 removed, 0 unchanged. 1 file failed."
+    many = IngestReport("bio", lessons=2, added=1200)
+    assert many.summary() == "Course bio: 2 lessons, 1,200 chunks added, 0 updated, 0 removed, 0 unchanged."

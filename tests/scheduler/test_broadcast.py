@@ -111,7 +111,8 @@ async def test_segments_by_course_channel_and_inactivity(admin_bot):
 
     admin = Transcript(bot, channel, "boss")
     [preview] = await admin.say(f"/admin broadcast course={slug} inactive=7 A new module is out")
-    assert re.match(r"Broadcast #\d+ goes to 1 learner \(enrolled in spot-phishing, not active since ", preview)
+    assert re.match(r"Broadcast #\d+ goes to 1 learner \(enrolled in spot-phishing, not active since "
+                    r"\d{1,2} [A-Z][a-z]+ \d{4} \d\d:\d\d\)", preview), preview
     [unknown] = await admin.say("/admin broadcast course=nope hello")
     assert unknown == f"There is no course “nope”. Courses: {slug}."
     [no_channel] = await admin.say("/admin broadcast channel=fax hello")

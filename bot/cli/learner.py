@@ -1,0 +1,77 @@
+"""`lessonbot learner export|erase CHANNEL:ID`: a learner's data as JSON, or deleted (docs/data.md says what goes).
+
+Imports stay inside the functions so `lessonbot --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bot.cli.database import database
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+NOT_FOUND = "No learner is known as {address}: name them as channel:id, e.g. telegram:12345."
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    learner = subparsers.add_parser("learner", help="a learner's data: export it, or erase it")
+    actions = learner.add_subparsers(dest="learner_action", required=True, metavar="ACTION")
+    export = actions.add_parser("export", help="everything kept about a learner, as JSON")
+    export.add_argument("address", help="the learner as channel:id, e.g. telegram:12345")
+    export.add_argument("--output", type=Path, help="write to this file instead of standard output")
+    export.set_defaults(func=cmd_export, uses_database=True)
+    erase = actions.add_parser("erase", help="delete a learner's data, as /stop → delete does")
+    erase.add_argument("address", help="the learner as channel:id, e.g. telegram:12345")
+    erase.add_argument("--yes", action="store_true", help="really erase (without it, nothing is changed)")
+    erase.set_defaults(func=cmd_erase, uses_database=True)
+
+
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from storage.models import utcnow
+    from storage.personal_data import export_person, find_person
+
+    async def run() -> int:
+        async with database(settings, pool_size=1) as db, db.sessions() as session:
+            person = await find_person(session, args.address)
+            if person is None:
+                print(NOT_FOUND.format(address=args.address), file=sys.stderr)
+                return 1
+            document = await export_person(session, person.user_id, now=utcnow())
+        text = json.dumps(document, ensure_ascii=False, indent=2)
+        if args.output is None:
+            print(text)
+        else:
+            args.output.write_text(text + "\n", encoding="utf-8")
+            print(f"Wrote the data of {args.address} to {args.output}.")
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
+    from dialogs.personal import erase
+    from storage.personal_data import find_person
+
+    async def run() -> int:
+        async with database(settings, pool_size=1) as db, db.transaction() as session:
+            person = await find_person(session, args.address)
+            if person is None:
+                print(NOT_FOUND.format(address=args.address), file=sys.stderr)
+                return 1
+            if not args.yes:
+                print(f"This deletes everything kept about {args.address} (every app they linked). "
+                      f"Run again with --yes to go ahead.", file=sys.stderr)
+                return 2
+            erasure = await erase(session, person.user_id, data_dir=settings.data_dir, by="cli")
+        print(f"Erased {args.address}: {erasure.messages} messages and {erasure.replies} replies with the rest of "
+              "their data.")
+        return 0
+
+    return asyncio.run(run())

@@ -1,0 +1,116 @@
+"""May this learner see this lesson, or this question, now? The one check of enrollment, entitlement and order.
+
+Every way to content asks it at the moment it would show something: /next and its buttons (and so the scheduler's
+daily lesson, which is /next pushed), a quiz button however late it is pressed, the end of a lesson, review, and
+the certificate.
+
+- enrolled: the learner enrolled in the lesson's course (an `Enrollment` row: picking a course makes one);
+- entitled: `storage.courses.may_access` (a free course, a paid course's preview, or an entitlement in force);
+- in order: the lesson is the learner's current one in its course, or one they already started or finished, so
+  lessons open one after another (and a lesson an author adds later never locks a learner out of their place);
+  a question only once every part of its lesson was delivered to the learner.
+
+A certificate needs every live lesson of the course finished (`lesson_to_do`) and, where the course sets a pass
+mark, that share of its quiz questions right at the first try (`quiz_score`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy import select
+
+from dialogs.i18n import Translator
+from dialogs.turn import Exchange
+from storage.courses import (
+    Course,
+    Enrollment,
+    Lesson,
+    LessonProgress,
+    Question,
+    course_lessons,
+    lesson_questions,
+    may_access,
+)
+
+
+class Closed(StrEnum):
+    """Why a lesson or a question is not open to a learner."""
+
+    NOT_ENROLLED = "not enrolled"
+    NOT_ENTITLED = "not entitled"
+    OUT_OF_ORDER = "out of order"
+
+
+async def lesson_closed(x: Exchange, lesson: Lesson) -> Closed | None:
+    """None when the learner may see `lesson` now; else why not."""
+    enrollment = await enrollment_in(x, lesson.course_id)
+    if enrollment is None or lesson.retired:
+        return Closed.NOT_ENROLLED
+    course = await x.session.get(Course, lesson.course_id)
+    if course is None or not await may_access(x.session, x.user.id, course, lesson.position, now=x.now):
+        return Closed.NOT_ENTITLED
+    if enrollment.current_lesson_id != lesson.id and await progress_in(x, lesson) is None:
+        return Closed.OUT_OF_ORDER
+    return None
+
+
+async def question_closed(x: Exchange, question: Question) -> Closed | None:
+    """None when the learner may answer `question` now: its lesson is open and every part of it was delivered."""
+    lesson = await x.session.get(Lesson, question.lesson_id)
+    if lesson is None or question.retired:
+        return Closed.NOT_ENROLLED
+    closed = await lesson_closed(x, lesson)
+    if closed is not None:
+        return closed
+    return None if await delivered(x, lesson) else Closed.OUT_OF_ORDER
+
+
+async def delivered(x: Exchange, lesson: Lesson) -> bool:
+    """Every part of `lesson` was sent to the learner (or they finished it)."""
+    progress = await progress_in(x, lesson)
+    return progress is not None and (progress.completed_at is not None or progress.parts_seen >= len(lesson.parts))
+
+
+async def enrollment_in(x: Exchange, course_id: int) -> Enrollment | None:
+    return await x.session.scalar(
+        select(Enrollment).where(Enrollment.user_id == x.user.id, Enrollment.course_id == course_id)
+    )
+
+
+async def progress_in(x: Exchange, lesson: Lesson) -> LessonProgress | None:
+    return await x.session.scalar(
+        select(LessonProgress).where(LessonProgress.user_id == x.user.id, LessonProgress.lesson_id == lesson.id)
+    )
+
+
+async def lesson_to_do(x: Exchange, course: Course) -> Lesson | None:
+    """The first live lesson of `course` the learner has not finished, or None when every one is done."""
+    done = set(await x.session.scalars(
+        select(LessonProgress.lesson_id).where(LessonProgress.user_id == x.user.id,
+                                               LessonProgress.completed_at.is_not(None))
+    ))
+    return next((lesson for lesson in await course_lessons(x.session, course.id) if lesson.id not in done), None)
+
+
+async def quiz_score(x: Exchange, course: Course) -> tuple[int, int]:
+    """(right at the first try, questions) over the live quiz questions of the course's live lessons."""
+    right = total = 0
+    for lesson in await course_lessons(x.session, course.id):
+        count = len(await lesson_questions(x.session, lesson.id))
+        progress = await progress_in(x, lesson)
+        total += count
+        right += round((progress.score or 0.0) * count) if progress is not None else 0
+    return right, total
+
+
+def passes(course: Course, right: int, total: int) -> bool:
+    """Whether a quiz score reaches the course's pass mark (a course without one, or without questions, passes)."""
+    return course.pass_mark is None or total == 0 or right * 100 >= course.pass_mark * total
+
+
+def closed_message(_: Translator, closed: Closed) -> str:
+    """What a learner is told when a question they reached for is not open to them."""
+    if closed is Closed.NOT_ENTITLED:
+        return _("That question is part of the full course: it opens when you have access. Your place is saved.")
+    return _("That question is not open to you yet. Send /next to go on from where you are.")

@@ -1,0 +1,141 @@
+"""Whether a choice was offered: the one owner of that question, for pressed buttons and typed choices alike.
+
+Every reply's choices are recorded when the reply is queued (`storage.outbox.enqueue` writes `OfferedChoice` rows),
+for the member whose message it answers, or for anyone in the chat when the bot spoke on its own (a daily lesson).
+So:
+- a pressed button is honoured only if its value was offered in this conversation to the person pressing it, however
+  long ago ("a button works however late it is pressed"); a value that never was (a forged button, another group
+  member's prompt) gets "that button isn't available" and nothing else (`was_offered`, `refuse`);
+- a typed choice is read against the choices of the newest replies sent to this person: a label ("Yes, let's
+  start") on every channel, a number ("2") where the channel shows choices as numbered lines (its message carries
+  `meta["numbered_choices"]`: the terminal, WhatsApp) (`understood`);
+- a typed option number that names none of them is told the options again (`is_option_number`, `not_an_option`),
+  never handed to the question answerer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import exists, or_, select
+
+from bot.messages import Choice, InboundMessage
+from bot.text import plain_words
+from dialogs.learner import tr
+from dialogs.turn import Turn
+from storage.models import InboundMessage as InboundRow
+from storage.models import OfferedChoice, OutboxMessage
+from storage.outbox import OutboxStatus
+
+EVERYONE = ""  # `OfferedChoice.member` of a choice offered to anyone in the chat
+NEWEST_ROWS = 10  # how far back the newest replies are looked for
+# Labels are short (a quiz choice at most 120 characters, authoring's CHOICE_CHARS): text twice that long is not a
+# typed label, and skips the lookup.
+LONGEST_LABEL = 120
+_OPTION_NUMBER = re.compile(r"#?\s*(\d{1,3})\s*[.)]?")
+
+
+def member_of(turn: Turn) -> str:
+    """Who is choosing: the sender of the message (in a group, one member of it)."""
+    return turn.message.sender_id
+
+
+async def was_offered(turn: Turn, value: str) -> bool:
+    """Was `value` offered in this conversation to the person who sent it (to them, or to anyone in the chat)?"""
+    if turn.conversation is None:
+        return False
+    offered = await turn.session.scalar(
+        select(
+            exists().where(
+                OfferedChoice.conversation_id == turn.conversation.id,
+                OfferedChoice.value == value,
+                OfferedChoice.member.in_((member_of(turn), EVERYONE)),
+            )
+        )
+    )
+    return bool(offered)
+
+
+def refuse(turn: Turn) -> None:
+    """The answer to a choice that was never offered to this person: nothing happens but this."""
+    _ = tr(turn)
+    turn.say(_("That button isn't available."))
+
+
+async def understood(turn: Turn) -> InboundMessage:
+    """The message with a typed choice read as the choice it names (by its label, or its number where numbered)."""
+    message = turn.message
+    if message.choice is not None or not message.text.strip() or len(message.text) > LONGEST_LABEL * 2:
+        return message
+    value = await typed_choice(turn, message.text, numbers=bool(message.meta.get("numbered_choices")))
+    return message if value is None else replace(message, choice=value)
+
+
+async def typed_choice(turn: Turn, text: str, *, numbers: bool) -> str | None:
+    """The value of the current choice `text` names by its words ("beta") or, with `numbers`, its number ("2").
+
+    Words win over numbers, so a choice labelled "4" is picked by typing 4.
+    """
+    typed = plain_words(text)
+    if not typed:
+        return None
+    choices = await current_choices(turn)
+    for choice in choices:
+        if plain_words(choice.label) == typed:
+            return choice.value
+    number = _OPTION_NUMBER.fullmatch(text.strip())
+    if numbers and number and 1 <= int(number[1]) <= len(choices):
+        return choices[int(number[1]) - 1].value
+    return None
+
+
+def is_option_number(text: str) -> bool:
+    """A bare number ("2", "#2", "2."): someone picking from a list of options."""
+    return _OPTION_NUMBER.fullmatch(text.strip()) is not None
+
+
+async def not_an_option(turn: Turn) -> None:
+    """A typed option that is none of the current choices: say so, and offer them again."""
+    _ = tr(turn)
+    choices = await current_choices(turn)
+    if not choices:
+        turn.say(_("There are no options to choose from right now. Send /help to see what I can do."))
+        return
+    labels = ", ".join(f"“{choice.label}”" for choice in choices)
+    turn.say(_("That's not one of the options. Choose one of these: {options}.", options=labels), choices=choices)
+
+
+async def current_choices(turn: Turn) -> list[Choice]:
+    """The choices of the newest replies sent to this person (the replies to one message of theirs, or one message
+    the bot sent on its own), so a number typed long after a question does not answer it."""
+    if turn.conversation is None:
+        return []
+    rows = (
+        await turn.session.execute(
+            select(OutboxMessage.inbound_message_id, OutboxMessage.payload)
+            .outerjoin(InboundRow, InboundRow.id == OutboxMessage.inbound_message_id)
+            .where(
+                OutboxMessage.conversation_id == turn.conversation.id,
+                OutboxMessage.status == OutboxStatus.SENT.value,
+                or_(InboundRow.id.is_(None), InboundRow.sender_id == member_of(turn)),
+            )
+            .order_by(OutboxMessage.id.desc())
+            .limit(NEWEST_ROWS)
+        )
+    ).all()
+    return [Choice(c["label"], c["value"]) for c in newest_choices([(r.inbound_message_id, r.payload) for r in rows])]
+
+
+def newest_choices(rows: list[tuple[int | None, dict[str, Any]]]) -> list[dict[str, str]]:
+    """The choices in the newest batch of sent replies (`rows` newest first, as (inbound id, payload)), or none."""
+    if not rows:
+        return []
+    batch = rows[0][0]
+    for index, (inbound_id, payload) in enumerate(rows):
+        if index and (batch is None or inbound_id != batch):
+            break
+        if payload.get("choices"):
+            return list(payload["choices"])
+    return []

@@ -1,0 +1,407 @@
+"""What the bot keeps about a person, and what erasing them does: the one contract, table by table.
+
+`PLAN` names every table of the schema and what an erasure does to it: `ERASED` (the person's rows are deleted),
+`SCRUBBED` (rows stay because something else needs them, with the person's text and name taken out) or `KEPT`
+(nothing of the person is in it, or it must stay, and why). tests/storage/test_personal_data.py fails for a table
+that is not in `PLAN`, so a new table is classified before it ships; docs/data.md says the same in words.
+
+`erase_person` carries the plan out in the caller's transaction; `export_person` gathers the same rows as a JSON
+document. Both find a person's messages by who sent them (their channel identities), not by who owns the
+conversation: in a group, a member's erasure takes their own messages and the replies to them, never another
+member's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, Text, and_, cast, delete, false, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.courses import Course, Enrollment, Entitlement, Lesson, LessonProgress, Question, QuestionCard
+from storage.knowledge import KnowledgeAllowance
+from storage.learners import Certificate, Learner, LinkAttempt, drop_learning
+from storage.models import (
+    AdminAuditEntry,
+    ChannelIdentity,
+    Conversation,
+    InboundMessage,
+    OfferedChoice,
+    OutboxMessage,
+    User,
+)
+from storage.outbox import ACTIVE, OutboxStatus
+from storage.scheduling import BroadcastRecipient, NudgeLog, ScheduledLesson
+
+
+class Treatment(StrEnum):
+    ERASED = "erased"  # the person's rows are deleted
+    SCRUBBED = "scrubbed"  # the rows stay, without the person's text, name or link to them
+    KEPT = "kept"  # left as they are: no personal data, or a record that must stay (the reason says which)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    treatment: Treatment
+    reason: str
+
+
+ERASED, SCRUBBED, KEPT = Treatment.ERASED, Treatment.SCRUBBED, Treatment.KEPT
+
+PLAN: dict[str, Rule] = {
+    # the person
+    "users": Rule(ERASED, "name, language, time zone; a later message starts a new learner"),
+    "channel_identities": Rule(ERASED, "their addresses on each platform"),
+    "learners": Rule(ERASED, "settings, status, points, streaks, link codes"),
+    "enrollments": Rule(ERASED, "courses taken and the place in each"),
+    "lesson_progress": Rule(ERASED, "lessons seen and scores"),
+    "question_cards": Rule(ERASED, "review cards with the answers they typed"),
+    "certificates": Rule(ERASED, "certificates with their name (the PDF files are deleted too)"),
+    "entitlements": Rule(ERASED, "access to paid courses; no payment is recorded yet (see PAYMENT_RECORDS)"),
+    "scheduled_lessons": Rule(ERASED, "when their lessons were due"),
+    "nudge_log": Rule(ERASED, "the reminders decided for them"),
+    "broadcast_recipients": Rule(ERASED, "which announcements went to them"),
+    "knowledge_allowances": Rule(ERASED, "how many questions they asked lately"),
+    "link_attempts": Rule(ERASED, "wrong /link codes typed from their addresses"),
+    "offered_choices": Rule(ERASED, "the buttons sent to them: all of those in their own chats, theirs in groups"),
+    # messages
+    "inbound_messages": Rule(ERASED, "what they sent, in any chat, groups included; the message that asked for the "
+                                     "erasure stays until processed, its text and name removed"),
+    "outbox_messages": Rule(ERASED, "replies in their own chats and replies to their messages in groups; replies "
+                                    "not sent yet are cancelled (status cancelled, payload blanked), never sent"),
+    "conversations": Rule(SCRUBBED, "the chat's address stays, so the confirmation reaches them and a platform "
+                                    "opt-out (STOP) is still honoured; the dialog state and the link to them go"),
+    "admin_audit": Rule(SCRUBBED, "the record of admin commands stays; arguments naming their address are blanked; "
+                                  "the erasure itself is recorded with the user number only"),
+    # (inbound_messages and outbox_messages of others that name their address, an admin's command and its
+    # answer, are blanked too)
+    # nothing of a person
+    "inbound_sequences": Rule(KEPT, "a counter per chat"),
+    "courses": Rule(KEPT, "course content"),
+    "course_modules": Rule(KEPT, "course content"),
+    "lessons": Rule(KEPT, "course content"),
+    "questions": Rule(KEPT, "course content"),
+    "knowledge_model_calls": Rule(KEPT, "model calls counted per day over all learners, no one named"),
+    "knowledge_answer_cache": Rule(KEPT, "answers keyed by a hash of question and courses, shared by all, expiring"),
+    "clock_cursors": Rule(KEPT, "scheduler bookkeeping"),
+    "clock_runs": Rule(KEPT, "scheduler bookkeeping"),
+    "scheduler_jobs": Rule(KEPT, "the clock's recurring jobs (planner, nudges, dispatch), none per person"),
+    "leader_leases": Rule(KEPT, "which process holds a role"),
+    "nudge_template_stats": Rule(KEPT, "counts per reminder template, no one named"),
+    "broadcasts": Rule(KEPT, "announcements written by admins"),
+    "slack_installations": Rule(KEPT, "a workspace's install of the app; removed by uninstalling it there"),
+    "slack_oauth_states": Rule(KEPT, "short-lived install states"),
+    "alembic_version": Rule(KEPT, "the schema's version"),
+}
+
+# Records the law obliges us to keep (a payment, an invoice) name their table here: `erase_person` then detaches
+# them from the person (no name, no address) instead of deleting them. There are no payments yet.
+PAYMENT_RECORDS: tuple[str, ...] = ()
+
+BLANK_REPLY: dict[str, Any] = {"kind": "text", "text": ""}
+BLANK_INBOUND: dict[str, Any] = {"text": ""}
+ERASED_ARGUMENTS = "(a learner's address, erased)"
+
+
+@dataclass(slots=True)
+class Person:
+    """Who a person is across the tables: their user row id and their platform addresses."""
+
+    user_id: int
+    identities: list[tuple[str, str]] = field(default_factory=list)  # (channel, external id)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"{channel}:{external}" for channel, external in self.identities]
+
+    def sent(self) -> ColumnElement[bool]:
+        """Inbound messages this person sent."""
+        if not self.identities:
+            return false()
+        return or_(*(and_(InboundMessage.channel == c, InboundMessage.sender_id == e) for c, e in self.identities))
+
+
+@dataclass(slots=True)
+class Erasure:
+    """What an erasure did: how many messages and replies went, and the files of the rows (certificates) to delete."""
+
+    user_id: int
+    files: list[str] = field(default_factory=list)
+    messages: int = 0
+    replies: int = 0
+
+
+async def person_of(session: AsyncSession, user_id: int) -> Person:
+    rows = await session.execute(
+        select(ChannelIdentity.channel, ChannelIdentity.external_id).where(ChannelIdentity.user_id == user_id)
+    )
+    return Person(user_id, [(row.channel, row.external_id) for row in rows])
+
+
+async def find_person(session: AsyncSession, address: str) -> Person | None:
+    """The person at `channel:id` (as /admin and the CLI name them), or None."""
+    channel, _, external = address.strip().partition(":")
+    if not channel or not external:
+        return None
+    user_id = await session.scalar(
+        select(ChannelIdentity.user_id)
+        .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external)
+    )
+    return None if user_id is None else await person_of(session, user_id)
+
+
+# Erasing --------------------------------------------------------------------------------------------------------------
+
+
+async def erase_person(
+    session: AsyncSession, user_id: int, *, by: str, keep_inbound_id: int | None = None
+) -> Erasure:
+    """Carry out `PLAN` for one person, in the caller's transaction.
+
+    `by` is who asked ("learner", an admin's address, "cli"), written to the audit line. `keep_inbound_id` is the
+    message being processed now (its text and name are removed, the row stays until it is marked done). The
+    turn that asked may go on using its (deleted) user object: nothing it writes afterwards reaches the database.
+    """
+    person = await person_of(session, user_id)
+    erasure = Erasure(user_id)
+    own = await own_conversations(session, person)
+    erasure.replies = await _erase_replies(session, person, own)
+    erasure.messages = await _erase_messages(session, person, keep_inbound_id)
+    await _unlink_conversations(session, user_id, own)
+    await _erase_offered_choices(session, person, own)
+    await _erase_addresses(session, person)
+    erasure.files = await drop_user(session, user_id)
+    session.add(AdminAuditEntry(identity=by[:240], command="erase", arguments=f"user {user_id}", outcome="ok"))
+    await session.flush()
+    return erasure
+
+
+async def drop_user(session: AsyncSession, user_id: int) -> list[str]:
+    """Delete a user row and every row that is theirs by user id (not their messages or addresses: `erase_person`
+    takes those; /link moves them to the learner it joins). Returns the files of their certificates, to delete."""
+    files = list(await session.scalars(select(Certificate.file_path).where(Certificate.user_id == user_id)))
+    await drop_learning(session, user_id)
+    for model in (Entitlement, ScheduledLesson, NudgeLog, BroadcastRecipient):
+        await session.execute(delete(model).where(model.user_id == user_id))
+    await session.execute(delete(KnowledgeAllowance).where(KnowledgeAllowance.learner == str(user_id)))
+    user = await session.get(User, user_id)
+    if user is not None:
+        await session.delete(user)
+    return files
+
+
+async def own_conversations(session: AsyncSession, person: Person) -> set[int]:
+    """The chats where only this person ever wrote (their private chats): everything in them is theirs."""
+    candidates = set(await session.scalars(select(Conversation.id).where(Conversation.user_id == person.user_id)))
+    candidates |= set(await session.scalars(select(InboundMessage.conversation_id).where(person.sent()).distinct()))
+    home = await session.scalar(select(Learner.home_conversation_id).where(Learner.user_id == person.user_id))
+    if home is not None:
+        candidates.add(home)
+    if not candidates:
+        return set()
+    shared = set(await session.scalars(
+        select(InboundMessage.conversation_id)
+        .where(InboundMessage.conversation_id.in_(candidates), ~person.sent())
+        .distinct()
+    ))
+    return candidates - shared
+
+
+def _their_replies(person: Person, own: set[int]) -> ColumnElement[bool]:
+    """Replies in their own chats, and replies to their messages anywhere (a group)."""
+    answering = OutboxMessage.inbound_message_id.in_(select(InboundMessage.id).where(person.sent()))
+    return or_(OutboxMessage.conversation_id.in_(own), answering) if own else answering
+
+
+async def _erase_replies(session: AsyncSession, person: Person, own: set[int]) -> int:
+    """Unsent replies are cancelled and blanked (never sent); the others are deleted."""
+    theirs = _their_replies(person, own)
+    unsent = [status.value for status in (*ACTIVE, OutboxStatus.WAITING)]
+    deleted = await session.execute(
+        delete(OutboxMessage).where(theirs, OutboxMessage.status.not_in(unsent))
+        .execution_options(synchronize_session=False)
+    )
+    cancelled = await session.execute(
+        update(OutboxMessage)
+        .where(theirs, OutboxMessage.status.in_(unsent))
+        .values(status=OutboxStatus.CANCELLED.value, payload=BLANK_REPLY, lease_until=None, parts_sent=None,
+                last_error="not sent: the person's data was erased", delivery_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    return _count(cancelled) + _count(deleted)
+
+
+async def _erase_messages(session: AsyncSession, person: Person, keep_inbound_id: int | None) -> int:
+    """Everything they sent goes, unread messages too; the one being processed stays, blank, until it is done."""
+    statement = delete(InboundMessage).where(person.sent())
+    if keep_inbound_id is not None:
+        statement = statement.where(InboundMessage.id != keep_inbound_id)
+        await session.execute(
+            update(InboundMessage).where(InboundMessage.id == keep_inbound_id, person.sent())
+            .values(payload=BLANK_INBOUND, error=None).execution_options(synchronize_session=False)
+        )
+    return _count(await session.execute(statement.execution_options(synchronize_session=False)))
+
+
+async def _unlink_conversations(session: AsyncSession, user_id: int, own: set[int]) -> None:
+    await session.execute(update(Conversation).where(Conversation.user_id == user_id).values(user_id=None))
+    if own:
+        await session.execute(update(Conversation).where(Conversation.id.in_(own)).values(state={}))
+
+
+async def _erase_offered_choices(session: AsyncSession, person: Person, own: set[int]) -> None:
+    """The choices offered in their own chats, and in groups the ones offered to them (by their sender id)."""
+    theirs = [
+        and_(OfferedChoice.member == external, OfferedChoice.conversation_id.in_(
+            select(Conversation.id).where(Conversation.channel == channel)
+        ))
+        for channel, external in person.identities
+    ]
+    if own:
+        theirs.append(OfferedChoice.conversation_id.in_(own))
+    if theirs:
+        await session.execute(delete(OfferedChoice).where(or_(*theirs)))
+
+
+async def _erase_addresses(session: AsyncSession, person: Person) -> None:
+    if not person.addresses:
+        return
+    await session.execute(delete(LinkAttempt).where(LinkAttempt.identity.in_(person.addresses)))
+    # Where an admin named them: the audit's arguments, the command the admin typed, the answer the admin got.
+    named: list[tuple[Any, ColumnElement[str], dict[str, Any]]] = [
+        (AdminAuditEntry, cast(AdminAuditEntry.arguments, Text), {"arguments": ERASED_ARGUMENTS}),
+        (InboundMessage, cast(InboundMessage.payload, Text), {"payload": BLANK_INBOUND}),
+        (OutboxMessage, cast(OutboxMessage.payload, Text), {"payload": BLANK_REPLY}),
+    ]
+    for model, text, blank in named:
+        ids = await _rows_naming(session, model.id, text, person.addresses)
+        if ids:
+            await session.execute(
+                update(model).where(model.id.in_(ids)).values(**blank).execution_options(synchronize_session=False)
+            )
+    await session.execute(delete(ChannelIdentity).where(ChannelIdentity.user_id == person.user_id))
+
+
+async def _rows_naming(
+    session: AsyncSession, id_column: Any, text: ColumnElement[str], addresses: list[str]
+) -> list[int]:
+    """The ids of rows whose text names one of `addresses` as a whole word: telegram:12 is not in telegram:123."""
+    found = await session.execute(
+        select(id_column, text).where(or_(*(text.contains(address, autoescape=True) for address in addresses)))
+    )
+    words = [re.compile(rf"(?<![\w:+/.-]){re.escape(address)}(?![\w:+/.-])") for address in addresses]
+    return [row[0] for row in found if any(word.search(row[1] or "") for word in words)]
+
+
+def _count(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# Exporting ------------------------------------------------------------------------------------------------------------
+
+
+async def export_person(session: AsyncSession, user_id: int, *, now: datetime) -> dict[str, Any]:
+    """Everything `PLAN` lists as the person's, as one JSON-ready document."""
+    person = await person_of(session, user_id)
+    user = await session.get(User, user_id)
+    own = await own_conversations(session, person)
+    return {
+        "exported_at": now.isoformat(),
+        "profile": await _profile(session, user, person),
+        "enrollments": await _enrollments(session, user_id),
+        "progress": await _progress(session, user_id),
+        "answers": await _answers(session, user_id),
+        "certificates": [
+            {"code": row.code, "course": row.course_title, "name": row.learner_name, "issued_at": _iso(row.issued_at)}
+            for row in await session.scalars(select(Certificate).where(Certificate.user_id == user_id))
+        ],
+        "messages": await _messages(session, person),
+        "replies": await _replies(session, person, own),
+    }
+
+
+async def _profile(session: AsyncSession, user: User | None, person: Person) -> dict[str, Any]:
+    learner = await session.get(Learner, person.user_id)
+    profile: dict[str, Any] = {"addresses": person.addresses}
+    if user is not None:
+        profile |= {"name": user.display_name, "language": user.locale, "time_zone": user.timezone,
+                    "since": _iso(user.created_at), "last_active_at": _iso(user.last_active_at)}
+    if learner is not None:
+        profile |= {
+            "status": learner.status, "consent_at": _iso(learner.consent_at),
+            "lesson_time": learner.lesson_time.isoformat() if learner.lesson_time else None,
+            "lesson_days": learner.lesson_days,
+            "quiet_hours": [t.isoformat() for t in (learner.quiet_start, learner.quiet_end) if t is not None],
+            "paused_until": _iso(learner.paused_until), "daily_goal": learner.daily_goal, "points": learner.points,
+            "streak_days": learner.streak_days, "best_streak": learner.best_streak,
+        }
+    return profile
+
+
+async def _enrollments(session: AsyncSession, user_id: int) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(Enrollment, Course.slug, Course.title).join(Course, Course.id == Enrollment.course_id)
+        .where(Enrollment.user_id == user_id).order_by(Enrollment.started_at)
+    )
+    return [
+        {"course": slug, "title": title, "status": e.status, "started_at": _iso(e.started_at),
+         "completed_at": _iso(e.completed_at)}
+        for e, slug, title in rows.all()
+    ]
+
+
+async def _progress(session: AsyncSession, user_id: int) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(LessonProgress, Lesson.title).join(Lesson, Lesson.id == LessonProgress.lesson_id)
+        .where(LessonProgress.user_id == user_id).order_by(LessonProgress.started_at)
+    )
+    return [
+        {"lesson": title, "parts_seen": p.parts_seen, "score": p.score, "started_at": _iso(p.started_at),
+         "completed_at": _iso(p.completed_at)}
+        for p, title in rows.all()
+    ]
+
+
+async def _answers(session: AsyncSession, user_id: int) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(QuestionCard, Question.prompt).join(Question, Question.id == QuestionCard.question_id)
+        .where(QuestionCard.user_id == user_id).order_by(QuestionCard.id)
+    )
+    return [
+        {"question": prompt, "last_answer": c.last_answer, "attempts": c.attempts, "correct": c.correct,
+         "last_reviewed_at": _iso(c.last_reviewed_at), "due": _iso(c.due)}
+        for c, prompt in rows.all()
+    ]
+
+
+async def _messages(session: AsyncSession, person: Person) -> list[dict[str, Any]]:
+    rows = await session.execute(
+        select(InboundMessage, Conversation.chat_id)
+        .join(Conversation, Conversation.id == InboundMessage.conversation_id)
+        .where(person.sent()).order_by(InboundMessage.id)
+    )
+    return [
+        {"channel": m.channel, "chat": chat, "received_at": _iso(m.received_at), "text": m.payload.get("text", ""),
+         **({"choice": m.payload["choice"]} if "choice" in m.payload else {})}
+        for m, chat in rows.all()
+    ]
+
+
+async def _replies(session: AsyncSession, person: Person, own: set[int]) -> list[dict[str, Any]]:
+    rows: Sequence[OutboxMessage] = (await session.scalars(
+        select(OutboxMessage).where(_their_replies(person, own)).order_by(OutboxMessage.id)
+    )).all()
+    return [
+        {"channel": r.channel, "chat": r.chat_id, "created_at": _iso(r.created_at), "status": r.status,
+         "text": r.payload.get("text") or r.payload.get("caption") or r.payload.get("filename") or ""}
+        for r in rows
+    ]
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,171 @@
+"""Choices honoured only when offered (to that member, in a group), typed options that name none, and content that
+opens only enrolled, entitled and in order: a refund closes a quiz under a genuine button; a pass mark withholds
+the certificate."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+
+from bot.messages import Document, InboundMessage, Text
+from dialogs.access import Closed, question_closed
+from dialogs.turn import Exchange
+from storage.courses import Course, Entitlement, Lesson, Question, QuestionCard
+from storage.learners import STOPPED, Certificate, Learner
+from storage.models import User
+from tests.dialogs.learning_support import (  # noqa: F401 (learning_bot is a fixture)
+    PAID,
+    SAMPLE,
+    Learning,
+    answer_until,
+    import_sample,
+    learner_row,
+    learning_bot,
+    onboard,
+)
+
+
+async def test_a_genuine_button_still_works_however_late(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    [first] = await t.press("Start my first lesson")
+    assert first.endswith("(1/3)")
+    await t.say("/help")
+    await t.say("/progress")
+    [second] = await t.press("Next ▸")  # from the lesson's first part, three replies back
+    assert second.endswith("(2/3)")
+
+
+async def test_a_button_never_offered_gets_nothing_but_a_refusal(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    async with bot.db.sessions() as session:
+        last_question = await session.scalar(select(Question.id).order_by(Question.id.desc()).limit(1))
+    assert await t.say("x", choice=f"quiz:{last_question}:0") == ["That button isn't available."]
+    assert await t.say("x", choice=f"review:{last_question}:true") == ["That button isn't available."]
+    assert await t.say("x", choice="settings:done") == ["That button isn't available."]
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(QuestionCard)) == 0
+
+
+async def numbered(bot, text: str, *, chat: str = "ann") -> InboundMessage:
+    """A message typed where choices are shown as numbered lines (the terminal, WhatsApp)."""
+    return InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id=chat, sender_id=chat, text=text,
+                          meta={"numbered_choices": True})
+
+
+async def test_a_typed_number_that_names_no_option_is_told_the_options(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.say("/resume")
+    assert t.labels() == ["Next lesson now"]
+    await bot.receive(await numbered(bot, "2"))
+    await bot.settle()
+    refusal = t.last()
+    assert refusal.text == "That's not one of the options. Choose one of these: “Next lesson now”."
+    assert [c.label for c in refusal.choices] == ["Next lesson now"]
+    await bot.receive(await numbered(bot, "1"))
+    await bot.settle()
+    assert t.last().text.startswith("📘 Lesson 1 of 5")
+    [told] = await t.say("3")  # with buttons shown, a bare number picks nothing, and is not a question either
+    assert told.startswith("That's not one of the options.")
+
+
+async def test_in_a_group_only_the_member_who_asked_answers_the_stop_prompt(learning_bot):
+    bot, channel = learning_bot
+
+    async def say(sender: str, text: str, choice: str | None = None) -> list[str]:
+        before = len(channel.sent["group"])
+        await bot.receive(InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id="group",
+                                         sender_id=sender, text=text, choice=choice))
+        await bot.settle()
+        return [r.text for r in channel.sent["group"][before:] if isinstance(r, Text)]
+
+    [prompt] = await say("ann", "/stop")
+    assert prompt.startswith("Do you want to stop the daily lessons")
+    assert await say("bo", "Stop the lessons", choice="stop:lessons") == ["That button isn't available."]
+    typed = await say("bo", "Stop the lessons")
+    assert not any(reply.startswith("Stopped") for reply in typed)
+    ann, _learner = await learner_row(bot, "test", "ann")
+    bo, _learner = await learner_row(bot, "test", "bo")
+    async with bot.db.sessions() as session:
+        assert (await session.get(Learner, ann.id)).status != STOPPED
+        assert getattr(await session.get(Learner, bo.id), "status", None) != STOPPED
+    [stopped] = await say("ann", "Stop the lessons", choice="stop:lessons")
+    assert stopped.startswith("Stopped: I won't send you anything on my own.")
+    async with bot.db.sessions() as session:
+        assert (await session.get(Learner, ann.id)).status == STOPPED
+
+
+async def test_a_refund_closes_a_paid_quiz_even_under_a_genuine_button(learning_bot):
+    bot, channel = learning_bot
+    await import_sample(bot, PAID)
+    t = Learning(bot, channel)
+    await onboard(t, course="Passwords that hold")
+    user, learner = await learner_row(bot, "test", "ann")
+    async with bot.db.transaction() as session:
+        session.add(Entitlement(user_id=user.id, course_id=learner.course_id, source="grant", reference="refund-1"))
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "🎉 Lesson done")
+    await t.press("More now")
+    await answer_until(t, bot, "Question 1 of")
+    question = t.last()
+    assert question.text.startswith("Question 1 of")
+    async with bot.db.transaction() as session:
+        await session.execute(update(Entitlement).values(revoked_at=func.now()))
+    [closed] = await t.say(question.choices[0].label, choice=question.choices[0].value)
+    assert closed.startswith("That question is part of the full course")
+    async with bot.db.sessions() as session:
+        lesson_two = await session.scalar(select(Lesson).where(Lesson.course_id == learner.course_id,
+                                                               Lesson.position == 2))
+        answered = await session.scalar(select(func.count()).select_from(QuestionCard).join(
+            Question, Question.id == QuestionCard.question_id).where(Question.lesson_id == lesson_two.id))
+        assert answered == 0
+
+
+async def test_a_question_opens_only_after_its_lesson_and_in_the_learners_course(learning_bot):
+    bot, channel = learning_bot
+    await import_sample(bot, PAID)
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")  # the first part of lesson 1 only
+    user, _learner = await learner_row(bot, "test", "ann")
+    async with bot.db.sessions() as session:
+        person = await session.get(User, user.id)
+        x = Exchange(session=session, conversation=None, user=person, state={})
+        sample, paid = [await session.scalar(select(Course).where(Course.slug == slug))
+                        for slug in ("spot-phishing", "passwords-that-hold")]
+
+        async def first_question(course: Course, position: int) -> Question:
+            return await session.scalar(select(Question).join(Lesson, Lesson.id == Question.lesson_id).where(
+                Lesson.course_id == course.id, Lesson.position == position).order_by(Question.position).limit(1))
+
+        assert await question_closed(x, await first_question(sample, 1)) is Closed.OUT_OF_ORDER  # not all read
+        assert await question_closed(x, await first_question(sample, 2)) is Closed.OUT_OF_ORDER
+        assert await question_closed(x, await first_question(paid, 1)) is Closed.NOT_ENROLLED
+
+
+async def test_no_certificate_below_the_pass_mark(learning_bot, tmp_path):
+    bot, channel = learning_bot
+    folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
+    yaml = (folder / "course.yaml").read_text()
+    (folder / "course.yaml").write_text(yaml.replace("\nmodules:", "\npass_mark: 50\n\nmodules:", 1))
+    await import_sample(bot, folder)
+    async with bot.db.sessions() as session:
+        assert (await session.scalar(select(Course.pass_mark).where(Course.slug == "spot-phishing"))) == 50
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "The certificate needs", right=False)
+    [*_, finished, withheld] = channel.texts("ann")
+    assert finished.startswith("🏆 You finished the course")
+    assert withheld.startswith("The certificate needs 50% of the quiz questions right at the first try; you got 0 of")
+    assert not any(isinstance(reply, Document) for reply in channel.sent["ann"])
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Certificate)) == 0

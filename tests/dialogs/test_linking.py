@@ -1,0 +1,105 @@
+"""/link as a thief meets it: long single-use codes, wrong guesses refused, no code in a group, the learner told."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func, select
+
+from bot.messages import InboundMessage as Message
+from dialogs.linking import CODE_ALPHABET, WRONG_CODES_PER_IDENTITY, WRONG_CODES_PER_SOURCE
+from storage.learners import Learner
+from storage.models import ChannelIdentity, User
+from tests.dialogs.learning_support import Learning, learning_bot, onboard  # noqa: F401
+
+CODE = re.compile(rf"Your link code is ([{CODE_ALPHABET}]{{5}}-[{CODE_ALPHABET}]{{5}})\.")
+
+
+async def code_from(t: Learning) -> str:
+    [text] = await t.say("/link")
+    found = CODE.search(text)
+    assert found, text
+    return found[1]
+
+
+async def in_group(bot, channel, text: str, *, sender: str, group: str = "-100") -> list[str]:
+    before = len(channel.sent[group])
+    await bot.receive(Message(channel="test", platform_id=f"{sender}:{text}:{before}", chat_id=group,
+                              sender_id=sender, text=text))
+    await bot.settle()
+    return channel.texts(group)[before:]
+
+
+async def test_a_code_is_long_used_once_and_the_learner_is_told(learning_bot):
+    bot, channel = learning_bot
+    web = Learning(bot, channel, chat="ann-web")
+    await onboard(web)
+    code = await code_from(web)
+    assert len(code.replace("-", "")) == 10 and not set(code) & set("0O1IL")
+    phone = Learning(bot, channel, chat="ann-phone")
+    await phone.say("/start")  # the phone had a learner of its own, with a name from the platform
+    [linked] = await phone.say(f"/link {code.lower().replace('-', ' ')}")
+    assert linked.startswith("Linked! This chat now continues your lessons, Ann.")
+    [notice] = channel.texts("ann-web")[-1:]
+    assert notice.startswith("A chat on test was just linked to your lessons") and "/stop" in notice
+    async with bot.db.sessions() as session:
+        owners = set(await session.scalars(select(ChannelIdentity.user_id)))
+        assert len(owners) == 1  # both chats are one learner now
+        assert await session.scalar(select(func.count()).select_from(User)) == 1  # no user row left behind
+    other = Learning(bot, channel, chat="mallory")
+    [again] = await other.say(f"/link {code}")
+    assert again.startswith("That code is unknown or has expired")
+
+
+async def test_wrong_codes_are_refused_for_a_while_per_person(learning_bot):
+    bot, channel = learning_bot
+    web = Learning(bot, channel, chat="ann-web")
+    await onboard(web)
+    code = await code_from(web)
+    thief = Learning(bot, channel, chat="mallory")
+    for _attempt in range(WRONG_CODES_PER_IDENTITY):
+        [wrong] = await thief.say("/link ABCDE-FGHJK")
+        assert wrong.startswith("That code is unknown or has expired")
+    [refused] = await thief.say(f"/link {code}")  # even the right code, now
+    assert refused == ("Too many wrong codes. Try again in 15 minutes, with a new code from /link on the other app.")
+    async with bot.db.sessions() as session:
+        assert len(set(await session.scalars(select(ChannelIdentity.user_id)))) == 2  # Ann's and the thief's own
+    # Someone else on the same channel is not held up by one person's guesses.
+    [linked] = await Learning(bot, channel, chat="ann-phone").say(f"/link {code}")
+    assert linked.startswith("Linked!")
+
+
+async def test_wrong_codes_from_many_throwaway_chats_close_the_channel_for_a_while(learning_bot):
+    bot, channel = learning_bot
+    web = Learning(bot, channel, chat="ann-web")
+    await onboard(web)
+    code = await code_from(web)
+    for n in range(WRONG_CODES_PER_SOURCE):
+        await bot.receive(Message(channel="test", platform_id=f"guess-{n}", chat_id=f"session-{n}",
+                                  sender_id=f"session-{n}", text="/link ABCDE-FGHJK"))
+    await bot.settle()
+    [refused] = await Learning(bot, channel, chat="session-new").say(f"/link {code}")
+    assert refused.startswith("Too many wrong codes.")
+
+
+async def test_in_a_group_the_code_goes_to_the_private_chat_or_nowhere(learning_bot):
+    bot, channel = learning_bot
+    ann = Learning(bot, channel, chat="ann")
+    await onboard(ann)
+    [sent_privately] = await in_group(bot, channel, "/link", sender="ann")
+    assert sent_privately == "I've sent you the code in a private message."
+    assert CODE.search(channel.texts("ann")[-1])
+    assert not any(CODE.search(text) for text in channel.texts("-100"))
+
+    # Bob never opened a private chat with the bot: he is asked to, and no code is made.
+    await in_group(bot, channel, "/start", sender="bob")
+    [told] = await in_group(bot, channel, "/link", sender="bob")
+    assert told == "Link codes are only given in a private chat: send /link to me there, not in a group."
+    assert not any(CODE.search(text) for text in channel.texts("-100"))
+    async with bot.db.sessions() as session:
+        codes = [code for code in await session.scalars(select(Learner.link_code)) if code]
+    assert codes == [CODE.search(channel.texts("ann")[-1])[1].replace("-", "")]  # Ann's only
+
+    code = CODE.search(channel.texts("ann")[-1])[1]
+    [refused] = await in_group(bot, channel, f"/link {code}", sender="carol")
+    assert refused.startswith("Send /link CODE in a private chat with me, not in a group")

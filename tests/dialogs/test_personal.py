@@ -1,0 +1,132 @@
+"""A learner's data: /export as a file, and the same for admins (/admin export|erase) and operators (the CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot.cli import main
+from bot.core import Lessonbot
+from bot.messages import Document
+from bot.messages import InboundMessage as Message
+from storage.models import AdminAuditEntry, ChannelIdentity, InboundMessage
+from storage.personal_data import ERASED_ARGUMENTS
+from tests.dialogs.learning_support import Learning, import_sample, onboard
+from tests.support import RecordingChannel
+
+
+@pytest.fixture
+async def admin_bot(settings):
+    channel = RecordingChannel()
+    bot = Lessonbot(settings.model_copy(update={"admins": ("test:boss",)}), [channel])
+    await import_sample(bot)
+    yield bot, channel
+    await bot.stop()
+
+
+def documents(channel: RecordingChannel, chat: str) -> list[Document]:
+    return [reply for reply in channel.sent[chat] if isinstance(reply, Document)]
+
+
+async def ann_learns(bot: Lessonbot, channel: RecordingChannel) -> Learning:
+    ann = Learning(bot, channel, chat="ann")
+    await onboard(ann)
+    await ann.press("Start my first lesson")
+    await ann.say("what is a zebra phish?")
+    return ann
+
+
+async def test_export_sends_everything_kept_as_a_json_file(admin_bot):
+    bot, channel = admin_bot
+    ann = await ann_learns(bot, channel)
+    await ann.say("/export")
+    [document] = documents(channel, "ann")
+    assert (document.filename, document.media_type) == ("lessonbot-data.json", "application/json")
+    assert document.caption.startswith("Everything I keep about you")
+    data = json.loads(Path(document.path).read_text(encoding="utf-8"))
+    assert data["profile"]["name"] == "Ann" and data["profile"]["addresses"] == ["test:ann"]
+    assert data["profile"]["time_zone"] == "Europe/Lisbon" and data["profile"]["status"] == "active"
+    assert [e["course"] for e in data["enrollments"]] == ["spot-phishing"]
+    assert data["progress"] and data["progress"][0]["lesson"] == "What a phishing message wants"
+    assert "what is a zebra phish?" in [m["text"] for m in data["messages"]]
+    assert any(r["text"].startswith("📘 Lesson 1 of 5") for r in data["replies"])
+    assert set(data) == {"exported_at", "profile", "enrollments", "progress", "answers", "certificates", "messages",
+                         "replies"}
+
+
+async def test_export_is_refused_in_a_group(admin_bot):
+    bot, channel = admin_bot
+    await ann_learns(bot, channel)
+    await bot.receive(Message(channel="test", platform_id="g1", chat_id="-100", sender_id="ann", text="/export"))
+    await bot.settle()
+    assert channel.texts("-100") == [
+        "I send your data only in a private chat: send /export to me there, not in a group."
+    ]
+    assert documents(channel, "-100") == [] and documents(channel, "ann") == []
+
+
+async def test_admin_exports_then_erases_a_learner_and_the_audit_keeps_no_address(admin_bot):
+    bot, channel = admin_bot
+    await ann_learns(bot, channel)
+    boss = Learning(bot, channel, chat="boss")
+    [usage] = await boss.say("/admin export ann")
+    assert usage.startswith("No learner is known as 'ann'. Name them as channel:id")
+    [other] = await boss.say("/admin export test:anna")  # someone else, whose address begins like hers
+    assert other.startswith("No learner is known as 'test:anna'.")
+    await boss.say("/admin export test:ann")
+    [document] = documents(channel, "boss")
+    assert document.caption == "The data of test:ann, as a JSON file."
+    assert json.loads(Path(document.path).read_text(encoding="utf-8"))["profile"]["name"] == "Ann"
+
+    async with bot.db.sessions() as session:
+        ann_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "ann"))
+    [asked] = await boss.say("/admin erase test:ann")
+    assert asked.endswith("To go ahead, send /admin erase test:ann confirm")
+    [erased] = await boss.say("/admin erase test:ann confirm")
+    assert erased.startswith("Erased: ") and "test:ann" not in erased
+    assert not Path(document.path).exists()  # the export went with the rest
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "ann")) is None
+        audit = [(r.identity, r.command, r.arguments, r.outcome)
+                 for r in await session.scalars(select(AdminAuditEntry).order_by(AdminAuditEntry.id))]
+    assert not any("test:ann" in arguments.split() for _who, _command, arguments, _outcome in audit), audit
+    assert {(who, arguments) for who, command, arguments, _outcome in audit if command == "erase"} == {
+        ("test:boss", ERASED_ARGUMENTS), ("test:boss", f"user {ann_id}")
+    }
+    assert ("test:boss", "export", ERASED_ARGUMENTS, "ok") in audit  # it named her: blanked by the erasure
+    assert ("test:boss", "export", "test:anna", "invalid") in audit  # it did not
+    async with bot.db.sessions() as session:
+        typed = [row.payload.get("text") for row in await session.scalars(select(InboundMessage))]
+    assert "/admin export test:anna" in typed and "/admin export test:ann" not in typed
+
+
+async def cli(*argv: str) -> int:
+    """`lessonbot …` as typed; in a thread, since each command runs its own event loop."""
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def test_cli_exports_and_erases_a_learner(admin_bot, settings, tmp_path, monkeypatch, capsys):
+    bot, channel = admin_bot
+    await ann_learns(bot, channel)
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("SECRET_KEY", "test-secret-key-0123456789")
+    assert await cli("learner", "export", "test:nobody") == 1
+    assert "No learner is known as test:nobody" in capsys.readouterr().err
+    out = tmp_path / "ann.json"
+    assert await cli("learner", "export", "test:ann", "--output", str(out)) == 0
+    assert json.loads(out.read_text(encoding="utf-8"))["profile"]["name"] == "Ann"
+    assert await cli("learner", "erase", "test:ann") == 2  # not without --yes
+    assert "--yes" in capsys.readouterr().err
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "ann")) is not None
+    assert await cli("learner", "erase", "test:ann", "--yes") == 0
+    assert capsys.readouterr().out.startswith("Erased test:ann:")
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "ann")) is None
+        [line] = await session.scalars(select(AdminAuditEntry).where(AdminAuditEntry.command == "erase"))
+        assert (line.identity, line.arguments.startswith("user ")) == ("cli", True)

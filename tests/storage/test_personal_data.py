@@ -1,0 +1,201 @@
+"""Erasure keeps its written contract (storage.personal_data.PLAN) for every table of the migrated schema.
+
+A learner and two others share a group; the learner deletes their data through the real pipeline; then every row of
+every table is read back and checked against the plan: what the plan erases holds nothing of them, what it scrubs
+holds no text or name of theirs, and the others' rows are untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import inspect, select, text
+
+from bot.messages import InboundMessage as Message
+from storage.courses import Course, Entitlement
+from storage.db import make_sync_engine
+from storage.knowledge import KnowledgeAllowance
+from storage.models import ChannelIdentity, Conversation, OutboxMessage, utcnow
+from storage.outbox import OutboxEntry, OutboxStatus, enqueue
+from storage.personal_data import BLANK_REPLY, ERASED, PLAN
+from storage.scheduling import Broadcast, BroadcastRecipient, NudgeLog, ScheduledLesson
+from storage.schema import metadata
+from tests.dialogs.learning_support import Learning, learning_bot, onboard  # noqa: F401
+
+HOW_TO_CLASSIFY = (
+    "Table {table!r} is not in storage.personal_data.PLAN. Every table must say what erasing a person does to it: "
+    "add it to PLAN as Rule(ERASED, …) if it holds rows of one person (and delete them in erase_person, and gather "
+    "them in export_person), Rule(SCRUBBED, …) if its rows must stay but carry a person's text or name (blank those "
+    "in erase_person), or Rule(KEPT, <why>) if nothing of a person is in it or the law keeps it (then also "
+    "PAYMENT_RECORDS). Then add a line to the table in docs/data.md."
+)
+
+
+def tables_of(url: str) -> set[str]:
+    engine = make_sync_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def every_row(url: str) -> dict[str, list[dict[str, Any]]]:
+    engine = make_sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {
+                table: [dict(row) for row in connection.execute(text(f'SELECT * FROM "{table}"')).mappings()]
+                for table in inspect(engine).get_table_names()
+            }
+    finally:
+        engine.dispose()
+
+
+def as_json(value: Any) -> Any:
+    """A JSON column as read with plain SQL: text on SQLite, decoded on PostgreSQL."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def mentions(row: dict[str, Any], word: str) -> bool:
+    return word.lower() in json.dumps(row, default=str, ensure_ascii=False).lower()
+
+
+def test_every_table_of_the_schema_is_in_the_plan(database_url):
+    """The migrated database's tables, and the models' (a model whose migration is still to be written)."""
+    tables = tables_of(database_url)
+    for table in sorted(metadata.tables):
+        assert table in PLAN, HOW_TO_CLASSIFY.format(table=table)
+    for table in sorted(tables):
+        assert table in PLAN, HOW_TO_CLASSIFY.format(table=table)
+    stale = sorted(set(PLAN) - tables)
+    assert not stale, f"PLAN names tables the schema does not have: {stale}; take them out of PLAN and docs/data.md"
+
+
+async def say(bot, text: str, *, chat: str, sender: str, name: str) -> None:
+    await bot.receive(Message(channel="test", platform_id=f"{sender}-{text}", chat_id=chat, sender_id=sender,
+                              text=text, sender_name=name))
+    await bot.settle()
+
+
+async def set_up_the_others(bot, ann: int, bob: int) -> None:
+    """Rows in the tables no conversation fills in a test: the same for Ann and for Bob, so Bob's show they stay."""
+    async with bot.db.transaction() as session:
+        course = await session.scalar(select(Course))
+        broadcast = Broadcast(text="Hello all", segment={}, status="sent", created_by="test:admin")
+        session.add(broadcast)
+        await session.flush()
+        ann_home = await session.scalar(select(Conversation).where(Conversation.chat_id == "ann-42"))
+        bob_home = await session.scalar(select(Conversation).where(Conversation.chat_id == "bob-7"))
+        for user_id, home in ((ann, ann_home), (bob, bob_home)):
+            session.add_all([
+                Entitlement(user_id=user_id, course_id=course.id, source="grant", reference=f"grant-{user_id}"),
+                ScheduledLesson(user_id=user_id, local_date=date(2026, 12, 1), due_at=utcnow(), outcome="queued"),
+                NudgeLog(user_id=user_id, kind="inactive", template="t1", idempotency_key=f"nudge-{user_id}",
+                         outcome="queued"),
+                BroadcastRecipient(broadcast_id=broadcast.id, user_id=user_id, conversation_id=home.id),
+            ])
+            await session.merge(KnowledgeAllowance(learner=str(user_id), minute_start=utcnow(), minute_questions=1,
+                                                   day="2026-12-01", day_tokens=10))
+        # A reply to Ann not sent yet (due later): it must never go once she is erased.
+        await enqueue(session, [OutboxEntry(conversation_id=ann_home.id, channel="test", chat_id="ann-42",
+                                            payload={"kind": "text", "text": "Annabel, your zebra lesson"})],
+                      now=utcnow() + timedelta(hours=1))
+
+
+async def user_of(bot, chat: str) -> int:
+    async with bot.db.sessions() as session:
+        return await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == chat))
+
+
+async def test_erasure_follows_the_plan_for_every_table(learning_bot, database_url):
+    bot, channel = learning_bot
+    ann_dm, bob_dm = Learning(bot, channel, chat="ann-42"), Learning(bot, channel, chat="bob-7")
+    await say(bot, "/start", chat="ann-42", sender="ann-42", name="Annabel")
+    await onboard(ann_dm)
+    await ann_dm.press("Start my first lesson")
+    await ann_dm.say("my zebra question")
+    await ann_dm.say("/link WRONG-CODE1")  # a wrong code: a link_attempts row of hers
+    await say(bot, "/start", chat="bob-7", sender="bob-7", name="Roberto")
+    await onboard(bob_dm)
+    await bob_dm.say("/admin export test:ann-42")  # denied, and audited with her address in it
+    # The group: Ann speaks first, so the group's conversation row points at her.
+    await say(bot, "kiwi from the group", chat="grp", sender="ann-42", name="Annabel")
+    await say(bot, "banana from the group", chat="grp", sender="bob-7", name="Roberto")
+    await say(bot, "cherry from the group", chat="grp", sender="cleo-3", name="Cleopatra")
+    ann, bob = await user_of(bot, "ann-42"), await user_of(bot, "bob-7")
+    await set_up_the_others(bot, ann, bob)
+    before = every_row(database_url)
+    for word in ("Annabel", "zebra", "kiwi", "test:ann-42"):
+        assert any(mentions(row, word) for rows in before.values() for row in rows), word
+
+    # Her replies wait behind the one due later, so the button is pressed as its value arrives.
+    assert await ann_dm.say("/stop") == []
+    *_unsent, done = await ann_dm.say("Stop and delete my data", choice="stop:delete")
+    assert done.startswith("Done: I deleted everything")
+    after = every_row(database_url)
+
+    # Nothing she typed, nor her name, nor her address is left anywhere.
+    for table, rows in after.items():
+        for word in ("Annabel", "zebra", "kiwi", "test:ann-42"):
+            assert not any(mentions(row, word) for row in rows), f"{table} still holds {word!r}: {PLAN[table]}"
+    # The tables the plan erases have no row of hers.
+    for table, rows in after.items():
+        if PLAN[table].treatment is ERASED:
+            for column in ("user_id", "learner"):
+                assert not [row for row in rows if str(row.get(column)) == str(ann)], f"{table}.{column}"
+    assert not [row for row in after["users"] if row["id"] == ann]
+    assert not [row for row in after["channel_identities"] if row["external_id"] == "ann-42"]
+    # Her address stays only where replies are routed: her chat, and the blank message that asked.
+    for table, rows in after.items():
+        if table not in ("conversations", "outbox_messages", "inbound_messages"):
+            assert not any(mentions(row, "ann-42") for row in rows), table
+    [asked] = [row for row in after["inbound_messages"] if row["sender_id"] == "ann-42"]
+    assert as_json(asked["payload"]) == {"text": ""}
+    # Her unsent reply is cancelled and blank; what went to her chat since is only the confirmation.
+    async with bot.db.sessions() as session:
+        to_her = list(await session.scalars(select(OutboxMessage).where(OutboxMessage.chat_id == "ann-42")))
+    assert {(r.status, json.dumps(r.payload)) for r in to_her if r.status != OutboxStatus.SENT} == {
+        (OutboxStatus.CANCELLED, json.dumps(BLANK_REPLY))  # the reply due later, and the question /stop asked
+    }
+    assert [r.payload["text"] for r in to_her if r.status == OutboxStatus.SENT] == [done]
+    assert channel.texts("ann-42")[-1] == done and not any("zebra lesson" in t for t in channel.texts("ann-42"))
+    # The group: the others' messages and names stay; the group's row no longer points at her.
+    group_senders = sorted(r["sender_id"] for r in after["inbound_messages"] if r["conversation_id"] in {
+        c["id"] for c in after["conversations"] if c["chat_id"] == "grp"})
+    assert group_senders == ["bob-7", "cleo-3"]
+    [group] = [c for c in after["conversations"] if c["chat_id"] == "grp"]
+    assert group["user_id"] is None
+    for word in ("Roberto", "banana", "Cleopatra", "cherry"):
+        assert any(mentions(row, word) for rows in after.values() for row in rows), word
+    # Bob's rows in every table stay as they were.
+    for table, rows in before.items():
+        for column in ("user_id", "learner"):
+            bobs = [row for row in rows if str(row.get(column)) == str(bob)]
+            assert bobs == [row for row in after[table] if str(row.get(column)) == str(bob)], table
+    [audit] = [row for row in after["admin_audit"] if row["command"] == "export"]
+    assert audit["identity"] == "test:bob-7" and "ann-42" not in audit["arguments"]
+    [erase_line] = [row for row in after["admin_audit"] if row["command"] == "erase"]
+    assert (erase_line["identity"], erase_line["arguments"]) == ("learner", f"user {ann}")
+
+
+async def test_a_member_who_deletes_takes_their_group_messages_and_name_only(learning_bot, database_url):
+    bot, channel = learning_bot
+    await say(bot, "kiwi first", chat="grp", sender="ann-42", name="Annabel")
+    await say(bot, "banana second", chat="grp", sender="bob-7", name="Roberto")
+    bob_dm = Learning(bot, channel, chat="bob-7")
+    await bob_dm.say("/stop")
+    await bob_dm.press("Stop and delete my data")
+    after = every_row(database_url)
+    for table, rows in after.items():
+        for word in ("Roberto", "banana"):
+            assert not any(mentions(row, word) for row in rows), f"{table} still holds {word!r}"
+    assert any(mentions(row, "kiwi first") for row in after["inbound_messages"])
+    assert any(row["display_name"] == "Annabel" for row in after["users"])
+    [group] = [c for c in after["conversations"] if c["chat_id"] == "grp"]
+    assert group["user_id"] == await user_of(bot, "ann-42")  # still hers: she spoke first, and stays
+    # The replies to Bob in the group went with his messages; the replies to Ann stayed.
+    answered = {row["inbound_message_id"] for row in after["outbox_messages"] if row["conversation_id"] == group["id"]}
+    senders = {row["id"]: row["sender_id"] for row in after["inbound_messages"]}
+    assert {senders[i] for i in answered} == {"ann-42"}
