@@ -64,6 +64,7 @@ WARMUP_CAP_SECONDS = 60.0
 
 # the command -------------------------------------------------------------------------------------------------------
 
+BENCH_STREAM_CAP = 1_000_000
 HELP = "web chat conversations against an echo ceiling, SQLite and PostgreSQL"
 DESCRIPTION = __doc__.split("\n", 2)[2]
 
@@ -453,6 +454,9 @@ async def started_server(target: str, workdir: Path, http: Any, postgres_url: st
         return
     with database_for(target, workdir, postgres_url) as database_url:
         env = child_environment(workdir, database_url)
+        # Every learner of the bench comes from this one address, each with its page's event stream open: the
+        # caps meant for strangers on the internet do not apply.
+        env.update(WEB_CHAT_STREAMS_PER_ADDRESS=str(BENCH_STREAM_CAP), WEB_CHAT_STREAMS_TOTAL=str(BENCH_STREAM_CAP))
         await asyncio.to_thread(upgrade_schema, workdir, env)
         server = start_process(LABELS[target], [*LESSONBOT, "serve"], workdir, env)
         try:

@@ -22,12 +22,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bot.certificate_page import certificate_routes
 from bot.channel import Channel, HasRoutes
 from bot.config import Settings
 from bot.core import Lessonbot, attach_clock
 from bot.observability import INBOUND_PENDING, OUTBOX_DEPTH, REGISTRY
 from bot.payments import payment_routes
 from channels.webchat import WebChatChannel
+from dialogs.pages import web_chat_words
 from storage.db import Database
 from storage.migrate import current_revisions, head_revisions
 from storage.outbox import outbox_counts, pending_inbound_count
@@ -62,7 +64,11 @@ def build_channels(settings: Settings, db: Database) -> list[Channel]:
             WebChatChannel(
                 settings.resolved_secret_key,
                 max_body_bytes=settings.max_body_bytes,
-                poll_seconds=settings.worker_poll_seconds,
+                poll_seconds=settings.web_chat_poll_seconds,
+                session_idle_days=settings.web_chat_session_idle_days,
+                streams_per_address=settings.web_chat_streams_per_address,
+                streams_total=settings.web_chat_streams_total,
+                words=web_chat_words,
             )
         )
     if settings.telegram_bot_token and settings.telegram_webhook_secret:
@@ -203,6 +209,7 @@ def create_app(
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
+        *certificate_routes(lessonbot.db),  # the public verification page printed on every certificate
     ]
 
     routes += payment_routes(settings, lessonbot.db, lessonbot.receive, max_body_bytes=settings.max_body_bytes)

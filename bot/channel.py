@@ -14,7 +14,7 @@ client's connections), `SendsUnpromptedWithin` (WhatsApp's 24-hour window), `Ser
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -124,6 +124,16 @@ class ChannelHost(Protocol):
     ) -> Sequence[tuple[int, dict[str, Any]]]:
         """The replies sent to this chat after outbox id `after`, oldest first, as (outbox id, payload): for a
         channel whose page reads its replies from us (the web chat)."""
+        ...
+
+    async def chats_sent_to(self, channel: str, *, since: datetime) -> Collection[str]:
+        """The chats of this channel sent a reply at or after `since`, by whichever process: what a channel's open
+        pages wait for (the web chat's event streams)."""
+        ...
+
+    async def learner_language(self, channel: str, chat_id: str) -> str | None:
+        """The language of the learner in this chat (what they chose, or were given), or None if nobody is known
+        there yet: for a channel's own pages (the web chat's words)."""
         ...
 
 

@@ -42,6 +42,17 @@ class Settings(BaseSettings):
     secret_key: str = Field("", description="Signs web chat sessions; generated into DATA_DIR when empty.")
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     web_chat_enabled: bool = True
+    web_chat_session_idle_days: float = Field(
+        30.0, gt=0, description="A web chat session ends after this many days without use; the page starts anew."
+    )
+    web_chat_streams_per_address: int = Field(
+        20, ge=1, description="Web chat pages (event streams) one client address may hold open in one process."
+    )
+    web_chat_streams_total: int = Field(1000, ge=1, description="Web chat event streams one process holds open.")
+    web_chat_poll_seconds: float = Field(
+        1.0, gt=0, description="How often a process looks, with one query for all its open web chat pages, for "
+        "replies another process (a separate dispatcher) sent."
+    )
 
     # who may run /admin commands: channel:id, comma separated
     admins: Annotated[tuple[str, ...], NoDecode] = ()
@@ -239,6 +250,15 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The URL as given, or the default SQLite file inside DATA_DIR."""
         return self.database_url or f"sqlite:///{self.data_dir / 'lessonbot.db'}"
+
+    @property
+    def site_url(self) -> str:
+        """Where people reach this bot's own pages (a certificate's verification page): PUBLIC_BASE_URL, else the
+        address it serves on (which only this machine may reach: set PUBLIC_BASE_URL for certificates others check)."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = "localhost" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     @cached_property
     def resolved_secret_key(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -20,8 +21,9 @@ from bot.pipeline import ConversationWorker, Recorded, Responder, record
 from knowledge.settings import KnowledgeSettings
 from scheduler.leader import Leadership
 from storage.db import Database
+from storage.learners import language_of_chat
 from storage.models import OutboxMessage
-from storage.outbox import sent_replies
+from storage.outbox import chats_sent_since, sent_replies
 
 if TYPE_CHECKING:
     from scheduler.clock import Clock
@@ -153,6 +155,15 @@ class Lessonbot:
         async with self.db.sessions() as session:
             return await sent_replies(session, channel, chat_id, after=after, limit=limit)
 
+    async def chats_sent_to(self, channel: str, *, since: datetime) -> set[str]:
+        """The chats of a channel sent a reply at or after `since` (the web chat's watcher asks, once a poll)."""
+        async with self.db.sessions() as session:
+            return await chats_sent_since(session, channel, since)
+
+    async def learner_language(self, channel: str, chat_id: str) -> str | None:
+        async with self.db.sessions() as session:
+            return await language_of_chat(session, channel, chat_id)
+
     def start(self) -> None:
         """Start the background loops that pick up work left by other processes or by a crash."""
         loop = asyncio.get_running_loop()
@@ -205,6 +216,7 @@ def attach_clock(lessonbot: Lessonbot) -> Clock:
             db=lessonbot.db,
             notify=lessonbot.dispatcher.notify,
             data_dir=settings.data_dir,
+            site_url=settings.site_url,
             unprompted_windows=unprompted_windows(lessonbot.channels.values()),
         ),
         owner=lessonbot.worker.owner,

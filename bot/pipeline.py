@@ -486,6 +486,7 @@ class ConversationWorker:
                 answerer=self.answerer,
                 payments=self.payments,
                 data_dir=self.settings.data_dir,
+                site_url=self.settings.site_url,
                 inbound_id=row.id,
                 draft=self.activity.drafts(row.channel, conversation.chat_id),
                 now=now,

@@ -1,8 +1,10 @@
 """Certificates: at a course's end, a one-page PDF with the learner's name, the course, the date and a code.
 
 The code is 80 random bits written as "LB-XXXX-XXXX-XXXX-XXXX" (base32, no look-alike ambiguity once upper-cased):
-unguessable, stored with what it certifies, and checked with `lessonbot certificate verify CODE`. The PDF is kept
-under DATA_DIR/certificates and sent as a document; /certificate sends it again.
+unguessable, stored with what it certifies. Anyone holding the certificate checks it on the public page printed on
+it, as an address and a QR code: SITE/certificates/CODE (bot/certificate_page.py; SITE is PUBLIC_BASE_URL), which
+shows the name, the course and the date; an operator can also run `lessonbot certificate verify CODE`. The PDF is
+kept under DATA_DIR/certificates and sent as a document; /certificate sends it again.
 
 Rendering happens outside the pipeline's transaction (it writes a file), so a replayed turn reuses the first result.
 """
@@ -26,6 +28,8 @@ from storage.courses import Course
 from storage.learners import Certificate, zone_for
 
 PDF = "application/pdf"
+QR_SIZE = 96.0  # points: about 34 mm, read by a phone from arm's length
+QR_ROOM = QR_SIZE + 64  # the right-hand strip it sits in, kept clear of the centred text
 
 
 def new_code() -> str:
@@ -42,8 +46,16 @@ def canonical_code(typed: str) -> str:
     return "LB-" + "-".join(letters[i:i + 4] for i in range(0, 16, 4))
 
 
-def render_pdf(path: Path, *, _: Translator, learner: str, course: str, issued: str, code: str) -> None:
-    """Draw the certificate: A4 landscape, the name large, the course, the date and the code."""
+def verification_url(site_url: str | None, code: str) -> str | None:
+    """The public page that says whether the certificate with `code` is genuine (bot/certificate_page.py)."""
+    return f"{site_url.rstrip('/')}/certificates/{code}" if site_url else None
+
+
+def render_pdf(
+    path: Path, *, _: Translator, learner: str, course: str, issued: str, code: str, verify_url: str | None
+) -> None:
+    """Draw the certificate: A4 landscape, the name large, the course, the date, the code, and where to check it
+    (the address, and a QR code of it in the corner)."""
     from reportlab.lib.colors import HexColor
     from reportlab.lib.pagesizes import A4, landscape
     from reportlab.pdfbase import pdfmetrics
@@ -80,7 +92,11 @@ def render_pdf(path: Path, *, _: Translator, learner: str, course: str, issued: 
     pdf.drawCentredString(width / 2, height - 395, _("on {date}", date=issued))
     pdf.setFont("Vera", 11)
     pdf.drawCentredString(width / 2, 92, _("Verification code: {code}", code=code))
-    pdf.drawCentredString(width / 2, 74, _("Check it with: lessonbot certificate verify {code}", code=code))
+    if verify_url:
+        line = _("Check it at {address}", address=verify_url)
+        pdf.setFont("Vera", _fit(pdfmetrics, line, "Vera", 11, width - 2 * QR_ROOM))
+        pdf.drawCentredString(width / 2, 74, line)
+        _draw_qr(pdf, verify_url, x=width - QR_ROOM + 10, y=56, size=QR_SIZE)
     pdf.showPage()
     pdf.save()
     write_private(path, drawn.getvalue())
@@ -95,6 +111,19 @@ def write_private(path: Path, content: bytes) -> None:
     with open(descriptor, "wb") as file:
         os.fchmod(file.fileno(), 0o600)  # a file that existed keeps its mode through O_CREAT
         file.write(content)
+
+
+def _draw_qr(pdf, data: str, *, x: float, y: float, size: float) -> None:
+    """A QR code of `data`, `size` points square, its lower left corner at (x, y)."""
+    from reportlab.graphics.barcode.qr import QrCodeWidget
+    from reportlab.graphics.renderPDF import draw
+    from reportlab.graphics.shapes import Drawing
+
+    widget = QrCodeWidget(data, barLevel="M")
+    left, bottom, right, top = widget.getBounds()
+    drawing = Drawing(size, size, transform=[size / (right - left), 0, 0, size / (top - bottom), 0, 0])
+    drawing.add(widget)
+    draw(drawing, pdf, x, y)
 
 
 def _fit(metrics, text: str, font: str, size: float, room: float) -> float:
@@ -122,11 +151,12 @@ async def send_certificate(x: Exchange, course: Course) -> None:
         local = issued_at.astimezone(zone_for(x.user.timezone))
         folder = Path(x.data_dir) / "certificates"
         title = course.title  # read now: the call runs after this transaction is rolled back
+        site_url = x.site_url
 
         async def render() -> str:
             code = new_code()
             render_pdf(folder / f"{code}.pdf", _=_, learner=learner, course=title, issued=_.date(local),
-                       code=code)
+                       code=code, verify_url=verification_url(site_url, code))
             return code
 
         code = await x.call_outside_transaction(f"certificate:{course.id}", render)

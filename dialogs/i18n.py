@@ -81,6 +81,16 @@ def supported(tag: str | None) -> str | None:
     return base if base in LANGUAGES else None
 
 
+def preferred(accept_language: str | None) -> str | None:
+    """The first language we have among an Accept-Language header's ("es-MX,es;q=0.9,en;q=0.8"), or None; a
+    single tag is read too. Browsers list the person's languages in order of preference."""
+    for entry in (accept_language or "").split(","):
+        language = supported(entry.split(";")[0].strip())
+        if language:
+            return language
+    return None
+
+
 def translator(language: str | None) -> Translator:
     language = supported(language) or DEFAULT_LANGUAGE
     return Translator(language, _catalog(language))

@@ -315,7 +315,7 @@ async def home_conversation(session: AsyncSession, user: User) -> Conversation |
 
 
 async def deliver_next_lesson(session: AsyncSession, user: User, *, now: datetime | None = None,
-                              data_dir: Path | None = None) -> list[Reply]:
+                              data_dir: Path | None = None, site_url: str | None = None) -> list[Reply]:
     """Today's lesson for a learner, as /next would give it, for the learner's home conversation.
 
     Returns the replies to send to `home_conversation(session, user)` (the caller writes them to its outbox, as
@@ -332,7 +332,7 @@ async def deliver_next_lesson(session: AsyncSession, user: User, *, now: datetim
     if conversation is None or conversation.opted_out_at is not None:
         return []
     exchange = Exchange(session=session, conversation=conversation, user=user, state=dict(conversation.state or {}),
-                        data_dir=data_dir, now=now)
+                        data_dir=data_dir, site_url=site_url, now=now)
     await next_lesson(exchange, pushed=True)
     conversation.state = exchange.state
     return exchange.replies

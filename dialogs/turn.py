@@ -47,7 +47,8 @@ class OutsideTransaction(Exception):
 class Exchange:
     """A moment of conversation with one learner: where to read and write, and what to send back.
 
-    `data_dir` is where generated files (certificates) are kept; `now` is fixed for the whole exchange so that a
+    `data_dir` is where generated files (certificates) are kept; `site_url` is where people reach the bot's own pages
+    (a certificate's verification page), None where unknown; `now` is fixed for the whole exchange so that a
     replayed turn and every date shown in it agree.
     """
 
@@ -57,6 +58,7 @@ class Exchange:
     state: dict[str, Any]
     replies: list[Reply] = field(default_factory=list)
     data_dir: Path | None = None
+    site_url: str | None = None
     now: datetime = field(default_factory=utcnow)
 
     def say(self, text: str, choices: Sequence[Choice | tuple[str, str]] = ()) -> None:

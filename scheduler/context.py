@@ -27,6 +27,7 @@ class JobContext:
     now: Now = utcnow
     notify: Callable[[], None] = lambda: None  # outbox rows were written: the dispatcher may look at once
     data_dir: Path | None = None  # where generated files go (a certificate at the end of a pushed lesson)
+    site_url: str | None = None  # where people reach the bot's pages (printed on a certificate)
     # Channel name → until when it may send what the person did not ask for (bot.channel.SendsUnpromptedWithin):
     # the channels' own rules, such as WhatsApp's 24-hour window; a channel not listed has no such limit.
     unprompted_windows: Mapping[str, UnpromptedWindow] = field(default_factory=dict)

@@ -279,7 +279,7 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
         if record_busy:
             return BUSY
         raise _Busy()
-    replies = await deliver_next_lesson(session, user, now=now, data_dir=ctx.data_dir)
+    replies = await deliver_next_lesson(session, user, now=now, data_dir=ctx.data_dir, site_url=ctx.site_url)
     conversation = await home_conversation(session, user)
     if not replies or conversation is None:
         return NOTHING_TO_SEND

@@ -72,7 +72,8 @@ class Learner(Base):
 
 
 class Certificate(Base):
-    """A course completed: who, what, when, and the unguessable code that `lessonbot certificate verify` checks."""
+    """A course completed: who, what, when, and the unguessable code checked at /certificates/CODE (and by
+    `lessonbot certificate verify`)."""
 
     __tablename__ = "certificates"
     __table_args__ = (UniqueConstraint("code"), UniqueConstraint("user_id", "course_id"))
@@ -187,6 +188,15 @@ def in_quiet_hours(learner: Learner, user: User, now: datetime) -> bool:
 
 
 # Certificates, learning data ----------------------------------------------------------------------------------------
+
+
+async def language_of_chat(session: AsyncSession, channel: str, chat_id: str) -> str | None:
+    """The language of the learner in a chat (`users.locale`), or None when nobody there is known yet."""
+    return await session.scalar(
+        select(User.locale).join(Conversation, Conversation.user_id == User.id).where(
+            Conversation.channel == channel, Conversation.chat_id == chat_id
+        )
+    )
 
 
 async def certificate_by_code(session: AsyncSession, code: str) -> Certificate | None:

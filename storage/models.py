@@ -173,6 +173,7 @@ class OutboxMessage(Base):
     __tablename__ = "outbox_messages"
     __table_args__ = (
         Index("ix_outbox_messages_due", "status", "conversation_id", "id"),
+        Index("ix_outbox_messages_channel_sent_at", "channel", "sent_at"),  # the web chat's watcher
         UniqueConstraint("idempotency_key"),
     )
 

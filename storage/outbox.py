@@ -156,6 +156,16 @@ async def sent_replies(
     return [(row.id, row.payload) for row in rows]
 
 
+async def chats_sent_since(session: AsyncSession, channel: str, since: datetime) -> set[str]:
+    """The chats of `channel` sent a reply at or after `since` (by the (channel, sent_at) index)."""
+    rows = await session.scalars(
+        select(OutboxMessage.chat_id)
+        .where(OutboxMessage.channel == channel, OutboxMessage.sent_at >= since)
+        .distinct()
+    )
+    return set(rows)
+
+
 async def dead_letters(session: AsyncSession, limit: int = 50) -> Sequence[OutboxMessage]:
     query = (
         select(OutboxMessage)

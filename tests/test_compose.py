@@ -78,3 +78,15 @@ def test_the_image_holds_every_package_of_the_project():
     copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE))
     missing = sorted(name.rstrip("*") for name in packages if name.rstrip("*") not in copied)
     assert not missing, f"the Dockerfile does not COPY {', '.join(missing)}; add `COPY <package> ./<package>` lines"
+
+
+def test_the_web_chat_is_served_on_its_own_port_apart_from_the_webhooks(compose):
+    """Anonymous pages (and their open event streams) never share a server with the platforms' webhooks."""
+    services = compose["services"]
+    web, webchat, dispatcher = services["web"], services["webchat"], services["dispatcher"]
+    assert web["environment"]["WEB_CHAT_ENABLED"] == "false"
+    assert webchat["environment"].get("WEB_CHAT_ENABLED", "true") != "false"
+    assert not [name for name in webchat["environment"] if name.startswith(("TELEGRAM_", "TWILIO_", "SLACK_"))]
+    assert set(web["ports"]).isdisjoint(webchat["ports"])
+    # The dispatcher marks the web chat's replies sent, so it keeps the channel on.
+    assert dispatcher["environment"].get("WEB_CHAT_ENABLED", "true") != "false"

@@ -1,58 +1,72 @@
 """The local web chat: a page served by the app (channels/webchat/routes.py), talking JSON to it.
 
-A session is a random id plus an HMAC of it under SECRET_KEY, so verifying one needs no database and a forged or
-altered session is refused (403) before anything is stored. Replies are "sent" by being marked so in the outbox;
-the page reads them as server-sent events, woken in this process the moment they are sent and by polling across
-processes.
+Sessions are signed tokens that end after a while without use (channels/webchat/sessions.py). Replies are "sent"
+by being marked so in the outbox; the page reads them as server-sent events, its streams capped and woken as
+channels/webchat/streams.py says. The page's own words come in the learner's language from `words`, which the wiring
+hands in (the catalogues are the dialogs'; a channel does not read them itself).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
-import secrets
+import time
 import uuid
-from collections import defaultdict
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from datetime import datetime
 
 from starlette.routing import BaseRoute
 
 from bot.channel import ChannelHost, Delivery, RateLimit, RequestRejected
 from bot.messages import InboundMessage
 from channels.webchat.routes import Posted, web_chat_routes
+from channels.webchat.sessions import SessionSigner
+from channels.webchat.streams import StreamGate, Wakeups
 
 MAX_TEXT_CHARS = 4000
 MAX_CLIENT_ID_CHARS = 100
+DAY_SECONDS = 86400.0
+
+# A learner's language or a browser's Accept-Language header (or None) → the language chosen, and the page's
+# words in it by key.
+PageWords = Callable[[str | None], tuple[str, Mapping[str, str]]]
+
+
+def english_words(language: str | None) -> tuple[str, Mapping[str, str]]:
+    """No catalogue handed in: the page keeps the English words it is written in."""
+    return "en", {}
 
 
 class WebChatChannel:
     name = "web"
 
-    def __init__(self, secret_key: str, *, max_body_bytes: int = 64 * 1024, poll_seconds: float = 1.0) -> None:
-        """`poll_seconds`: how often an open event stream looks for replies sent by other processes."""
+    def __init__(
+        self,
+        secret_key: str,
+        *,
+        max_body_bytes: int = 64 * 1024,
+        poll_seconds: float = 1.0,
+        session_idle_days: float = 30.0,
+        streams_per_address: int = 20,
+        streams_total: int = 1000,
+        words: PageWords = english_words,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`poll_seconds`: how often this process looks, once for all its open event streams, for replies sent by
+        other processes. `clock`: the current Unix time, for sessions' ages."""
         self.max_body_bytes = max_body_bytes
-        self.poll_seconds = poll_seconds
-        self._key = hashlib.sha256(b"lessonbot web chat session\0" + secret_key.encode()).digest()
-        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self.sessions = SessionSigner(secret_key, idle_seconds=session_idle_days * DAY_SECONDS, clock=clock)
+        self.gate = StreamGate(per_address=streams_per_address, total=streams_total)
+        self.wakeups = Wakeups(poll_seconds=poll_seconds)
+        self.words = words
         self._drafts: dict[str, str] = {}  # session → the reply being written, until it is sent
 
     # sessions ------------------------------------------------------------------------------------------------
 
-    def _signature(self, session_id: str) -> str:
-        return hmac.new(self._key, session_id.encode(), hashlib.sha256).hexdigest()[:32]
-
     def new_session(self) -> str:
-        session_id = secrets.token_urlsafe(16)
-        return f"{session_id}.{self._signature(session_id)}"
+        return self.sessions.new_session()
 
     def verify_session(self, token: object) -> str:
-        """The session id inside a token; RequestRejected if it is missing, malformed or not ours."""
-        if not isinstance(token, str) or not token:
-            raise RequestRejected(401, "Missing 'session': create one with POST /chat/api/sessions.")
-        session_id, _, signature = token.partition(".")
-        if not session_id or not hmac.compare_digest(signature, self._signature(session_id)):
-            raise RequestRejected(403, "This chat session is not valid here; start a new one (reload the page).")
-        return session_id
+        """The session id inside a token; RequestRejected if it is missing, malformed, not ours or expired."""
+        return self.sessions.verify(token)
 
     # inbound -------------------------------------------------------------------------------------------------
 
@@ -92,10 +106,10 @@ class WebChatChannel:
         return f"web-{delivery.outbox_id}"
 
     def after_sent(self, chat_id: str) -> None:
-        """The dispatcher committed a reply as sent: wake this session's event streams (before, they would find
-        nothing yet and sleep until the next poll). A draft of it is over."""
+        """The dispatcher committed a reply as sent: wake this session's event streams at once. A draft of it is
+        over."""
         self._drafts.pop(chat_id, None)
-        self._wake(chat_id)
+        self.wakeups.wake(chat_id, reply=True)
 
     async def show_draft(self, chat_id: str, text: str) -> None:
         """The reply so far (a model's answer as it streams): the page shows it until the reply itself arrives.
@@ -106,28 +120,19 @@ class WebChatChannel:
             self._drafts.pop(chat_id, None)
             return
         self._drafts[chat_id] = text
-        self._wake(chat_id)
+        self.wakeups.wake(chat_id, reply=False)
 
     def draft(self, session_id: str) -> str | None:
         return self._drafts.get(session_id)
 
-    def _wake(self, chat_id: str) -> None:
-        for waiter in self._waiters.get(chat_id, ()):
-            waiter.set()
-
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
         return ()
 
-    async def wait_for_reply(self, session_id: str, timeout: float) -> None:
-        """Return when a reply to this session is sent by this process, or after `timeout`."""
-        event = asyncio.Event()
-        self._waiters[session_id].add(event)
-        try:
-            async with asyncio.timeout(timeout):  # not wait_for: that starts a task for every wait
-                await event.wait()
-        except TimeoutError:
-            pass
-        finally:
-            self._waiters[session_id].discard(event)
-            if not self._waiters[session_id]:
-                del self._waiters[session_id]
+    async def wait_for_reply(
+        self, session_id: str, timeout: float, *, sent_since: Callable[[datetime], Awaitable[Collection[str]]]
+    ) -> bool:
+        """Return when this session's stream is woken, or after `timeout`; True if a reply may have been sent."""
+        return await self.wakeups.wait(session_id, timeout, sent_since=sent_since)
+
+    async def close(self) -> None:
+        await self.wakeups.close()

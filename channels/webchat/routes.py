@@ -3,11 +3,18 @@
 - `GET /` the page, `/static/…` its script and style (channels/webchat/web/).
 - `POST /chat/api/sessions` a new signed session (201).
 - `POST /chat/api/messages` a message, through the shared webhook steps (channels/webhook.py): size limit (413) →
-  parse the JSON object (400) → verify its session (401 missing, 403 not signed here) → record, its fields checked
-  (422, 413 when too long) → 202 with the inbound id, or 200 for a message id seen before.
+  parse the JSON object (400) → verify its session (401 missing, 403 not signed here or ended) → record, its fields
+  checked (422, 413 when too long) → 202 with the inbound id, or 200 for a message id seen before.
 - `GET /chat/api/messages?session=…&after=…` the replies sent since a reply id, for a page that (re)loads.
 - `GET /chat/api/events?session=…` the replies as server-sent events (`reply`, with the reply id as the event id so a
-  reconnecting page resumes after it) and the reply being written (`draft`, never replayed).
+  reconnecting page resumes after it) and the reply being written (`draft`, never replayed); 429 beyond the open
+  streams allowed (channels/webchat/streams.py).
+- `GET /chat/api/words?session=…` the page's own words (placeholder, buttons, status lines) in the learner's
+  language, else in the browser's (Accept-Language).
+- `GET /chat/files/SESSION/REPLY/SIGNATURE` the file of a document reply (a certificate), for its session only.
+
+The answers to a page's requests that use a session carry `session`: the same session, issued anew, which the page
+keeps (a session ends after a while without use, channels/webchat/sessions.py).
 
 A reply's light Markdown is rendered here, by channels/markdown.py, both ways: `text` (and a document's `caption`) as
 plain text, and `html` (`caption_html`) in the small HTML subset of `render_html`, the only HTML the page shows.
@@ -16,9 +23,11 @@ plain text, and `html` (`caption_html`) in the small HTML subset of `render_html
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +35,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from bot.channel import ChannelHost, Received, RequestRejected
 from channels.markdown import PLAIN, render, render_html
+from channels.webchat.streams import FALLBACK_POLL_SECONDS
 from channels.webhook import LimitBody, Parse, Record, Webhook, WebhookRequest, parse_json, refusal
 
 if TYPE_CHECKING:
@@ -36,6 +47,7 @@ if TYPE_CHECKING:
 
 WEB_DIR = Path(__file__).parent / "web"
 SSE_KEEPALIVE_SECONDS = 15.0
+PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +59,7 @@ class Posted:
 
 
 class SessionToken:
-    """Verify: the session the page posts is one this server signed (401 when missing, 403 when not ours)."""
+    """Verify: the session the page posts is one this server signed and still open (401 missing, 403 otherwise)."""
 
     def __init__(self, webchat: WebChatChannel) -> None:
         self.webchat = webchat
@@ -65,17 +77,12 @@ def json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def acknowledge(request: WebhookRequest) -> Response:
-    recorded: Received = request.outcome
-    if recorded.duplicate:
-        return JSONResponse({"status": "duplicate"}, status_code=200)
-    return JSONResponse({"status": "accepted", "id": recorded.inbound_id}, status_code=202)
-
-
-def reply_view(outbox_id: int, payload: dict[str, Any]) -> dict[str, Any]:
-    """What the page gets for one reply, its Markdown rendered; a document's `path` names a file on this server and
-    stays here."""
+def reply_view(outbox_id: int, payload: dict[str, Any], *, file_url: str | None = None) -> dict[str, Any]:
+    """What the page gets for one reply, its Markdown rendered. A document's `path` names a file on this server and
+    stays here; the page gets `file_url` for it instead (an address only its session can use)."""
     view = {"id": outbox_id, **{key: value for key, value in payload.items() if key != "path"}}
+    if payload.get("kind") == "document" and not payload.get("url") and payload.get("path") and file_url:
+        view["url"] = file_url
     for field, html_field in (("text", "html"), ("caption", "caption_html")):
         if isinstance(view.get(field), str):
             view.update(rendered(view[field], field=field, html_field=html_field))
@@ -87,9 +94,30 @@ def rendered(markdown: str, *, field: str = "text", html_field: str = "html") ->
     return {field: render(markdown, PLAIN), html_field: render_html(markdown)}
 
 
+class ClosingStream(StreamingResponse):
+    """A streamed response that runs `on_close` once it is over, however it ends (even never started)."""
+
+    def __init__(self, content: AsyncIterator[str], *, on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
+
+
 def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRoute]:
     async def record(posted: Posted) -> Received:
         return await host.receive(webchat.message(posted))
+
+    def acknowledge(request: WebhookRequest) -> Response:
+        recorded: Received = request.outcome
+        session = webchat.sessions.issue(request.payload.session_id)
+        if recorded.duplicate:
+            return JSONResponse({"status": "duplicate", "session": session}, status_code=200)
+        return JSONResponse({"status": "accepted", "id": recorded.inbound_id, "session": session}, status_code=202)
 
     post_message = Webhook(
         LimitBody(webchat.max_body_bytes),
@@ -105,9 +133,15 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
     async def new_session(request: Request) -> Response:
         return JSONResponse({"session": webchat.new_session()}, status_code=201)
 
+    def file_url(session_id: str, outbox_id: int) -> str:
+        return f"chat/files/{session_id}/{outbox_id}/{webchat.sessions.file_signature(session_id, outbox_id)}"
+
     async def fetch_replies(session_id: str, after: int) -> list[dict[str, Any]]:
         sent = await host.sent_replies(webchat.name, session_id, after=after)
-        return [reply_view(outbox_id, payload) for outbox_id, payload in sent]
+        return [reply_view(outbox_id, payload, file_url=file_url(session_id, outbox_id)) for outbox_id, payload in sent]
+
+    async def sent_since(since: datetime) -> Collection[str]:
+        return await host.chats_sent_to(webchat.name, since=since)
 
     def session_and_cursor(request: Request) -> tuple[str, int]:
         session_id = webchat.verify_session(request.query_params.get("session"))
@@ -121,42 +155,78 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
             session_id, after = session_and_cursor(request)
         except RequestRejected as exc:
             return refusal(exc)
-        return JSONResponse({"replies": await fetch_replies(session_id, after)})
+        replies = await fetch_replies(session_id, after)
+        return JSONResponse({"replies": replies, "session": webchat.sessions.issue(session_id)})
+
+    async def words(request: Request) -> Response:
+        language, token = None, request.query_params.get("session")
+        # a page whose session is no longer valid still gets words, in the browser's language
+        with contextlib.suppress(RequestRejected):
+            language = await host.learner_language(webchat.name, webchat.verify_session(token))
+        chosen, page_words = webchat.words(language or request.headers.get("accept-language"))
+        return JSONResponse({"language": chosen, "words": dict(page_words)})
 
     async def events(request: Request) -> Response:
+        address = request.client.host if request.client else "unknown"
         try:
             session_id, after = session_and_cursor(request)
+            webchat.gate.enter(address)
         except RequestRejected as exc:
-            return refusal(exc)
+            response = refusal(exc)
+            if exc.status == 429:
+                response.headers["Retry-After"] = "30"
+            return response
 
         async def stream() -> AsyncIterator[str]:
-            cursor, quiet, shown_draft = after, 0.0, None
+            loop = asyncio.get_running_loop()
+            cursor, shown_draft, look = after, None, True
             yield "retry: 2000\n\n"
+            next_poll = last_said = loop.time()
             while True:
-                replies = await fetch_replies(session_id, cursor)
-                for reply in replies:
-                    cursor = reply["id"]
-                    yield f"id: {cursor}\nevent: reply\ndata: {json.dumps(reply, ensure_ascii=False)}\n\n"
+                if look or loop.time() >= next_poll:
+                    next_poll = loop.time() + FALLBACK_POLL_SECONDS
+                    for reply in await fetch_replies(session_id, cursor):
+                        cursor = reply["id"]
+                        last_said = loop.time()
+                        yield f"id: {cursor}\nevent: reply\ndata: {json.dumps(reply, ensure_ascii=False)}\n\n"
                 draft = webchat.draft(session_id)
                 if draft is not None and draft != shown_draft:  # no id: a draft is not replayed on reconnecting
+                    last_said = loop.time()
                     yield f"event: draft\ndata: {json.dumps(rendered(draft), ensure_ascii=False)}\n\n"
                 shown_draft = draft
-                if replies or draft is not None:
-                    quiet = 0.0
-                elif quiet >= SSE_KEEPALIVE_SECONDS:
-                    quiet = 0.0
+                if loop.time() - last_said >= SSE_KEEPALIVE_SECONDS:
+                    last_said = loop.time()
                     yield ": keep-alive\n\n"
                 if await request.is_disconnected():
                     return
-                # Woken at once by a send in this process; other processes' sends are seen at the next poll.
-                started = asyncio.get_running_loop().time()
-                await webchat.wait_for_reply(session_id, timeout=webchat.poll_seconds)
-                quiet += asyncio.get_running_loop().time() - started
+                wait = max(0.0, min(next_poll, last_said + SSE_KEEPALIVE_SECONDS) - loop.time())
+                look = await webchat.wait_for_reply(session_id, timeout=wait, sent_since=sent_since)
 
-        return StreamingResponse(
+        return ClosingStream(
             stream(),
+            on_close=lambda: webchat.gate.leave(address),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def document(request: Request) -> Response:
+        session_id, signature = request.path_params["session"], request.path_params["signature"]
+        outbox_id: int = request.path_params["reply"]
+        not_here = Response("No such file here.", status_code=404, media_type="text/plain", headers=PRIVATE)
+        if not webchat.sessions.file_signature_matches(session_id, outbox_id, signature):
+            return not_here
+        sent = await host.sent_replies(webchat.name, session_id, after=outbox_id - 1, limit=1)
+        if not sent or sent[0][0] != outbox_id:
+            return not_here
+        payload = sent[0][1]
+        path = payload.get("path")
+        if payload.get("kind") != "document" or not path or not Path(path).is_file():
+            return not_here
+        return FileResponse(
+            path,
+            media_type=payload.get("media_type") or "application/octet-stream",
+            filename=payload.get("filename") or Path(path).name,
+            headers=PRIVATE,
         )
 
     return [
@@ -165,5 +235,7 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
         post_message.route("/chat/api/messages"),
         Route("/chat/api/messages", list_replies, methods=["GET"]),
         Route("/chat/api/events", events),
+        Route("/chat/api/words", words),
+        Route("/chat/files/{session}/{reply:int}/{signature}", document),
         Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
     ]

@@ -31,6 +31,8 @@ def test_defaults_need_no_configuration(tmp_path):
         ("STARS_PER_UNIT", "EUR:55", "is not CURRENCY=STARS"),
         ("STARS_PER_UNIT", "EUR=-1", "a positive number"),
         ("STRIPE_SECRET_KEY", "pk_test_123", "never the publishable pk_ key"),
+        ("WEB_CHAT_SESSION_IDLE_DAYS", "0", "greater than 0"),
+        ("WEB_CHAT_STREAMS_PER_ADDRESS", "none", "WEB_CHAT_STREAMS_PER_ADDRESS"),
     ],
 )
 def test_bad_values_are_named(monkeypatch, variable, value, expected):
@@ -38,6 +40,14 @@ def test_bad_values_are_named(monkeypatch, variable, value, expected):
     with pytest.raises(ConfigError) as caught:
         load_settings(_env_file=None)
     assert variable in str(caught.value) and expected in str(caught.value)
+
+
+def test_certificates_name_the_public_address_or_where_the_server_listens(tmp_path):
+    public = load_settings(_env_file=None, data_dir=tmp_path, public_base_url="https://bot.example.com/")
+    assert public.site_url == "https://bot.example.com"
+    assert load_settings(_env_file=None, data_dir=tmp_path, port=8080).site_url == "http://127.0.0.1:8080"
+    # Listening everywhere is no address to print: this machine's own name is.
+    assert load_settings(_env_file=None, data_dir=tmp_path, host="0.0.0.0").site_url == "http://localhost:8000"
 
 
 def test_admins_are_parsed(monkeypatch):

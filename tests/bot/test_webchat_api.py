@@ -11,7 +11,7 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +28,10 @@ from bot.messages import Document
 from channels.webchat import WebChatChannel
 from channels.webchat.channel import MAX_TEXT_CHARS
 from channels.webchat.routes import reply_view
+from channels.webchat.streams import FALLBACK_POLL_SECONDS
 from storage.migrate import head_revisions
-from storage.models import InboundMessage, OutboxMessage
+from storage.models import Conversation, InboundMessage, OutboxMessage
+from storage.outbox import OutboxEntry, enqueue
 
 REPLY_TIMEOUT = 10.0
 
@@ -147,7 +149,7 @@ async def test_the_same_client_id_twice_is_one_message_and_one_reply(client, app
     first = await say(client, session, "/help", id="retry-1")
     second = await say(client, session, "/help", id="retry-1")
     assert first.status_code == 202
-    assert second.status_code == 200 and second.json() == {"status": "duplicate"}
+    assert second.status_code == 200 and second.json()["status"] == "duplicate"
 
     await wait_for_replies(client, session)
     await app.state.lessonbot.settle()
@@ -434,3 +436,216 @@ async def test_metrics_count_messages_and_show_the_outbox(client):
     assert "lessonbot_messages_in" in response.text and "lessonbot_outbox_depth" in response.text
     assert metric(response.text, "lessonbot_messages_in", "lessonbot_messages_in_total", channel="web") == before + 2
     assert metric(response.text, "lessonbot_outbox_depth", "lessonbot_outbox_depth", status="sent") == 2
+
+
+# sessions end after a while without use -----------------------------------------------------------------------------
+
+DAY = 86400.0
+
+
+class MovableClock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@asynccontextmanager
+async def web_chat_app(settings: Settings, **options: Any) -> AsyncIterator[tuple[Starlette, WebChatChannel]]:
+    """The app with a web chat built here (its clock, its limits), entered like the `app` fixture."""
+    webchat = WebChatChannel(settings.resolved_secret_key, **options)
+    app = create_app(settings, channels=[webchat])
+    async with app.router.lifespan_context(app):
+        yield app, webchat
+
+
+async def test_a_session_ends_after_its_idle_days_and_each_use_renews_it(settings):
+    clock = MovableClock()
+    async with web_chat_app(settings, session_idle_days=30, clock=clock) as (app, _), in_process(app) as client:
+        session = await new_session(client)
+        clock.now += 20 * DAY
+        posted = await say(client, session, "/help")
+        assert posted.status_code == 202
+        renewed = posted.json()["session"]
+        assert renewed.split(".")[0] == session.split(".")[0] and renewed != session  # the same conversation
+        await wait_for_replies(client, renewed)
+
+        clock.now += 20 * DAY  # 40 days after the first token, 20 after the renewed one
+        old = await client.get("/chat/api/messages", params={"session": session})
+        assert old.status_code == 403 and "was not used for 30 days" in old.json()["error"]
+        listed = await client.get("/chat/api/messages", params={"session": renewed})
+        assert listed.status_code == 200 and len(listed.json()["replies"]) == 1
+        assert (await say(client, session, "/help")).status_code == 403
+        assert await count_rows(app, InboundMessage) == 1  # the refused message was not stored
+
+        clock.now += 31 * DAY
+        expired = await say(client, listed.json()["session"], "/help")
+        assert expired.status_code == 403 and "reload the page" in expired.json()["error"]
+
+
+async def test_a_session_of_the_old_unexpiring_form_is_refused(client):
+    session = await new_session(client)
+    session_id, _, rest = session.partition(".")
+    _issued, _, signature = rest.partition(".")
+    response = await say(client, f"{session_id}.{signature}", "hi")
+    assert response.status_code == 403 and "not valid here" in response.json()["error"]
+
+
+# open event streams are capped and woken, not polling ---------------------------------------------------------------
+
+
+async def open_stream(client: httpx.AsyncClient, stack: AsyncExitStack, session: str) -> httpx.Response:
+    return await stack.enter_async_context(client.stream("GET", "/chat/api/events", params={"session": session}))
+
+
+async def test_event_streams_are_capped_per_address_and_in_all(settings):
+    async with (
+        web_chat_app(settings, streams_per_address=2, streams_total=3) as (app, webchat),
+        served(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=REPLY_TIMEOUT) as client,
+    ):
+        session = await new_session(client)
+        async with AsyncExitStack() as stack:
+            streams = [await open_stream(client, stack, session) for _ in range(3)]
+            assert [s.status_code for s in streams] == [200, 200, 429]
+            body = json.loads(await streams[2].aread())
+            assert "Too many open chat pages from your address (the limit is 2)" in body["error"]
+            assert streams[2].headers["retry-after"]
+            assert webchat.gate.open_count == 2
+
+            # Another address is refused once the process holds its total.
+            other = httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"), base_url=url, timeout=REPLY_TIMEOUT
+            )
+            async with other:
+                first = await open_stream(other, stack, session)
+                second = await open_stream(other, stack, session)
+                assert (first.status_code, second.status_code) == (200, 429)
+                assert "The chat is very busy right now" in json.loads(await second.aread())["error"]
+        # Closed pages free their places.
+        async with asyncio.timeout(REPLY_TIMEOUT):
+            while webchat.gate.open_count:
+                await asyncio.sleep(0.05)
+        async with AsyncExitStack() as stack:
+            assert (await open_stream(client, stack, session)).status_code == 200
+
+
+async def test_a_reply_sent_by_another_process_wakes_the_stream_without_its_own_polling(settings):
+    """The page's process only records (`serve --no-dispatcher`); a separate dispatcher sends. The reply comes to
+    the open stream through the process's one watcher, well before the stream's own slow fallback poll."""
+    recorder = create_app(settings, dispatch=False, channels=[WebChatChannel(settings.resolved_secret_key)])
+    dispatcher = create_app(settings, process=False, channels=[WebChatChannel(settings.resolved_secret_key)])
+    async with (
+        dispatcher.router.lifespan_context(dispatcher),
+        served(recorder) as url,
+        httpx.AsyncClient(base_url=url, timeout=REPLY_TIMEOUT) as client,
+    ):
+        session = await new_session(client)
+
+        async def send_soon() -> None:
+            await asyncio.sleep(0.3)  # after the stream is open
+            assert (await say(client, session, "/start")).status_code == 202
+
+        sender = asyncio.create_task(send_soon())
+        async with asyncio.timeout(FALLBACK_POLL_SECONDS - 5):
+            _, greeting = await first_reply_event(client, session)
+        await sender
+        assert "I'm Lessonbot" in greeting["text"]
+
+
+# documents (a certificate) ------------------------------------------------------------------------------------------
+
+
+async def send_document(app: Starlette, session_id: str, path: str) -> None:
+    """Queue a document reply to a web chat session that has written before, as a dialog would."""
+    lessonbot = app.state.lessonbot
+    async with lessonbot.db.transaction() as db_session:
+        conversation = await db_session.scalar(
+            select(Conversation).where(Conversation.channel == "web", Conversation.chat_id == session_id)
+        )
+        document = Document("certificate-spot-phishing.pdf", path=path, media_type="application/pdf")
+        await enqueue(db_session, [OutboxEntry(conversation.id, "web", session_id, document.to_payload())])
+    lessonbot.dispatcher.notify()
+
+
+async def test_a_document_is_downloaded_by_its_session_only(client, app, tmp_path):
+    pdf = tmp_path / "LB-TEST.pdf"
+    pdf.write_bytes(b"%PDF-1.4 a certificate")
+    session, stranger = await new_session(client), await new_session(client)
+    for someone in (session, stranger):
+        assert (await say(client, someone, "/help")).status_code == 202
+        await wait_for_replies(client, someone)
+    await send_document(app, session.split(".")[0], str(pdf))
+    [_, document] = await wait_for_replies(client, session, count=2)
+    assert document["kind"] == "document" and str(tmp_path) not in json.dumps(document)
+    url = document["url"]
+    assert url.startswith("chat/files/") and session.split(".", 1)[1] not in url  # not the session's own key
+
+    download = await client.get(f"/{url}")
+    assert download.status_code == 200 and download.content == pdf.read_bytes()
+    assert download.headers["content-type"] == "application/pdf"
+    assert 'attachment; filename="certificate-spot-phishing.pdf"' in download.headers["content-disposition"]
+    assert "no-store" in download.headers["cache-control"]
+
+    _, session_id, reply_id, signature = url.rsplit("/", 3)
+    flipped = signature[:-1] + ("0" if signature[-1] != "0" else "1")
+    elsewhere = [
+        f"/chat/files/{stranger.split('.')[0]}/{reply_id}/{signature}",  # another session
+        f"/chat/files/{session_id}/{reply_id}/{flipped}",  # a guessed signature
+        f"/chat/files/{session_id}/{int(reply_id) - 1}/{signature}",  # another reply of the same session
+    ]
+    for address in elsewhere:
+        refused = await client.get(address)
+        assert refused.status_code == 404 and b"PDF" not in refused.content, address
+
+
+# the page's words -----------------------------------------------------------------------------------------------------
+
+
+async def test_the_page_words_follow_the_browser_then_the_learners_language(client):
+    spanish = await client.get("/chat/api/words", headers={"Accept-Language": "es-MX,es;q=0.9,en;q=0.8"})
+    assert spanish.status_code == 200
+    assert spanish.json()["language"] == "es"
+    assert spanish.json()["words"]["placeholder"] == "Escribe un mensaje…"
+    assert spanish.json()["words"]["welcome_hint"] == "Saluda, o envía {command} para empezar."
+    unknown = await client.get("/chat/api/words", headers={"Accept-Language": "ja,ko;q=0.5"})
+    assert unknown.json()["language"] == "en" and unknown.json()["words"]["online"] == "Online"
+
+    # Once the learner chose a language in the chat, the page speaks it, whatever the browser says.
+    session = await new_session(client)
+    assert (await say(client, session, "/language es")).status_code == 202
+    await wait_for_replies(client, session)
+    params = {"session": session}
+    learner = await client.get("/chat/api/words", params=params, headers={"Accept-Language": "en-US"})
+    assert learner.json()["language"] == "es" and learner.json()["words"]["send"] == "Enviar mensaje"
+    # A session no longer valid still gets words, in the browser's language.
+    stale = await client.get("/chat/api/words", params={"session": forged(session)}, headers={"Accept-Language": "en"})
+    assert stale.status_code == 200 and stale.json()["language"] == "en"
+
+
+async def test_a_draft_reaches_the_open_stream_at_once_and_is_not_replayed(settings):
+    webchat = WebChatChannel(settings.resolved_secret_key)
+    async with served(create_app(settings, channels=[webchat])) as url, httpx.AsyncClient(
+        base_url=url, timeout=REPLY_TIMEOUT
+    ) as client:
+        session = await new_session(client)
+        session_id = session.split(".")[0]
+
+        async def draft_soon() -> None:
+            await asyncio.sleep(0.3)  # after the stream is open
+            await webchat.show_draft(session_id, "Smishing is phishing by text message")
+
+        writer = asyncio.create_task(draft_soon())
+        async with client.stream("GET", "/chat/api/events", params={"session": session}) as stream:
+            fields: dict[str, str] = {}
+            async with asyncio.timeout(FALLBACK_POLL_SECONDS - 5):
+                async for line in stream.aiter_lines():
+                    if line:
+                        name, _, value = line.partition(": ")
+                        fields[name] = value
+                    elif fields.get("event") == "draft":
+                        break
+        await writer
+        assert json.loads(fields["data"]) == {"text": "Smishing is phishing by text message"}
+        assert "id" not in fields  # a draft is not replayed on reconnecting

@@ -1,15 +1,16 @@
 """The web chat page in a real browser: Debian's Chromium, headless, driven by Playwright, against `lessonbot serve`.
 
-The server is the real one in a child process on a fresh SQLite file; the page talks to it as a learner's browser
-would (fetch, EventSource, localStorage). A screenshot of the finished conversation is left at /tmp/webchat.png.
-A model's answer comes from the local OpenAI-compatible stand-in, streamed slowly enough to watch.
+The server is the real one in a child process on a fresh SQLite file with the sample course; the page talks to it
+as a learner's browser would (fetch, EventSource, localStorage). Screenshots, at a phone's size (390×844) and a
+desktop's (1280×800), are left in each test's tmp folder (pytest prints where). A model's answer comes from the
+local OpenAI-compatible stand-in, streamed slowly enough to watch.
 """
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOT = Path("/tmp/webchat.png")
-PHONE_SCREENSHOT = Path("/tmp/webchat-phone.png")
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
+DESKTOP = {"viewport": {"width": 1280, "height": 800}}
+SAMPLE = Path(__file__).resolve().parents[2] / "courses" / "sample"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,12 +44,17 @@ def chromium() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server for the module: each test is a separate browser profile, so a separate learner."""
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     tmp_path = tmp_path_factory.mktemp("webchat")
-    env = server_env(f"sqlite:///{tmp_path / 'lessonbot.db'}", tmp_path / "var")
-    upgraded = subprocess.run([*LESSONBOT, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=60)
-    assert upgraded.returncode == 0, upgraded.stderr
+    return server_env(f"sqlite:///{tmp_path / 'lessonbot.db'}", tmp_path / "var")
+
+
+@pytest.fixture(scope="module")
+def server(env: dict[str, str]) -> Iterator[ServerProcess]:
+    """One server for the module: each test is a separate browser profile, so a separate learner."""
+    for command in (["db", "upgrade"], ["course", "import", str(SAMPLE)]):
+        done = subprocess.run([*LESSONBOT, *command], env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
     server = serve(env)  # returns once /readyz answers 200
     try:
         yield server
@@ -87,61 +94,7 @@ def open_chat(browser, url: str, **context):
     return page, errors
 
 
-@contextmanager
-def sample_course_server(tmp_path: Path, **env: str) -> Iterator[ServerProcess]:
-    """`lessonbot serve` on a fresh SQLite file with the sample course imported (and indexed for questions)."""
-    env = server_env(f"sqlite:///{tmp_path / 'lessonbot.db'}", tmp_path / "var", **env)
-    sample = Path(__file__).resolve().parents[2] / "courses" / "sample"
-    for command in (["db", "upgrade"], ["course", "import", str(sample)]):  # the import also indexes the lessons
-        done = subprocess.run([*LESSONBOT, *command], env=env, capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, done.stdout + done.stderr
-    server = serve(env)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-class Learner:
-    """A learner at the page: says something or presses a choice, and waits for the bot's next bubble."""
-
-    def __init__(self, page) -> None:
-        self.page = page
-        self.box = page.get_by_label("Your message")
-        self.bot = page.locator(".message--bot .bubble")
-
-    def say(self, text: str) -> None:
-        from playwright.sync_api import expect
-
-        before = self.bot.count()
-        self.box.fill(text)
-        self.box.press("Enter")
-        expect(self.bot).not_to_have_count(before)
-
-    def press(self, label: str) -> None:
-        from playwright.sync_api import expect
-
-        before = self.bot.count()
-        self.page.locator(".choice", has_text=label).last.click()
-        expect(self.bot).not_to_have_count(before)
-
-    def onboard(self, *, zone_typed_first: str | None = None) -> None:
-        """Through onboarding to the sample course, one lesson a day; `zone_typed_first` is a time zone the bot
-        cannot read, typed before Lisbon."""
-        self.say("/start")
-        self.press("Yes, let's start")
-        self.say("Ann")
-        if zone_typed_first is not None:
-            self.say(zone_typed_first)
-        self.say("Lisbon")
-        self.press("Yes, that's right")
-        self.say("08:00")
-        self.press("Every day")
-        self.press("Spot the phish, five minutes a day")
-        self.press("1 lesson (about 5 minutes)")
-
-
-def test_a_learner_chats_presses_a_choice_and_is_told_when_a_message_is_too_long(server, browser):
+def test_a_learner_chats_presses_a_choice_and_is_told_when_a_message_is_too_long(server, browser, tmp_path):
     from playwright.sync_api import expect
 
     page, errors = open_chat(browser, server.url, viewport={"width": 1000, "height": 760})
@@ -197,7 +150,7 @@ def test_a_learner_chats_presses_a_choice_and_is_told_when_a_message_is_too_long
     expect(box).to_have_value("x" * 4001)  # kept, to be shortened
     expect(learner).to_have_count(3)
     expect(bot).to_have_count(replies)
-    page.screenshot(path=str(SCREENSHOT))
+    page.screenshot(path=str(tmp_path / "too-long.png"))
 
     box.fill("/help")
     box.press("Enter")
@@ -217,7 +170,7 @@ def test_a_learner_chats_presses_a_choice_and_is_told_when_a_message_is_too_long
     assert not errors, errors
 
 
-def test_a_refused_session_is_replaced_and_the_chat_works_on_a_phone(server, browser):
+def test_a_refused_session_is_replaced_and_the_chat_works_on_a_phone(server, browser, tmp_path):
     from playwright.sync_api import expect
 
     page, errors = open_chat(browser, server.url, viewport={"width": 390, "height": 780}, is_mobile=True)
@@ -234,7 +187,7 @@ def test_a_refused_session_is_replaced_and_the_chat_works_on_a_phone(server, bro
     expect(bot.first).to_contain_text("I'm Lessonbot")
     answered = bot.count()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "the page scrolls sideways"
-    page.screenshot(path=str(PHONE_SCREENSHOT))
+    page.screenshot(path=str(tmp_path / "phone.png"))
 
     # Message text is text: markup in it is shown as typed, never run or rendered.
     markup = '<b>bold?</b> <img src="nothing" onerror="window.ran = true">'
@@ -252,6 +205,161 @@ def test_a_refused_session_is_replaced_and_the_chat_works_on_a_phone(server, bro
     assert not errors, errors
 
 
+def say(page, text: str) -> None:
+    """Type `text` and send it; return once a reply has come."""
+    from playwright.sync_api import expect
+
+    bot = page.locator(".message--bot .bubble")
+    before = bot.count()
+    box = page.get_by_label("Your message")
+    box.fill(text)
+    box.press("Enter")
+    expect(bot).not_to_have_count(before)
+
+
+def press(page, label: str) -> None:
+    """Press the newest button labelled `label`; return once a reply has come."""
+    from playwright.sync_api import expect
+
+    bot = page.locator(".message--bot .bubble")
+    before = bot.count()
+    page.locator(".choice:not(:disabled)", has_text=label).last.click()
+    expect(bot).not_to_have_count(before)
+
+
+def onboard(page) -> None:
+    """The shortest onboarding to the sample course, through the page's box and buttons."""
+    say(page, "/start")
+    press(page, "Yes, let's start")
+    say(page, "Ann")
+    say(page, "Lisbon")
+    press(page, "Yes, that's right")
+    say(page, "08:00")
+    press(page, "Every day")
+    press(page, "Spot the phish, five minutes a day")
+    press(page, "1 lesson (about 5 minutes)")
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_the_newest_reply_and_its_buttons_come_into_view_when_several_arrive(server, env, browser, tmp_path, size):
+    """"Take the quiz ▸" is answered by several replies at once; the last, Question 1, and its buttons are in view
+    above the message box, on a phone as on a desktop, with nothing scrolling sideways."""
+    from playwright.sync_api import expect
+
+    page, errors = open_chat(browser, server.url, **(PHONE if size == "phone" else DESKTOP))
+    onboard(page)
+    press(page, "Start my first lesson")
+    for _ in range(12):
+        if page.locator(".choice:not(:disabled)", has_text="Take the quiz ▸").count():
+            break
+        press(page, "Next ▸")
+    press(page, "Take the quiz ▸")
+    newest = page.locator(".message--bot").last
+    expect(newest.locator(".choice").last).to_be_enabled()
+    expect(newest).to_contain_text("Which lever does this message lean on hardest?")
+    page.wait_for_timeout(300)  # the reveal happens on the next frame
+    for choice in newest.locator(".choice").all():
+        expect(choice).to_be_in_viewport(ratio=1)  # wholly visible, not under the message box
+    footer_top = page.locator(".chat-footer").bounding_box()["y"]
+    assert newest.locator(".choice").last.bounding_box()["y"] < footer_top
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "the page scrolls sideways"
+    page.screenshot(path=str(tmp_path / f"quiz-{size}.png"))
+
+    # Reading further up, the learner is not pulled down by a reply they did not ask for just now.
+    page.locator(".chat-body").evaluate("body => { body.scrollTop = 0; }")
+    page.wait_for_timeout(300)
+    session_id = page.evaluate("localStorage.getItem('lessonbot.session')").split(".")[0]
+    queue_document(env["DATABASE_URL"], session_id, tmp_path / "unread.pdf")
+    expect(page.locator(".message--bot .document")).to_have_count(1)
+    page.wait_for_timeout(300)
+    assert page.locator(".chat-body").evaluate("body => body.scrollTop") < 50
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_the_page_speaks_the_browsers_language(server, browser, tmp_path, size):
+    from playwright.sync_api import expect
+
+    options = PHONE if size == "phone" else DESKTOP
+    page = browser.new_context(locale="es-ES", **options).new_page()
+    page.goto(server.url)
+    expect(page.get_by_role("status")).to_have_text("En línea")
+    expect(page.get_by_label("Tu mensaje")).to_have_attribute("placeholder", "Escribe un mensaje…")
+    expect(page.get_by_role("button", name="Enviar mensaje")).to_be_visible()
+    expect(page.get_by_role("button", name="Nueva conversación")).to_be_visible()
+    expect(page.get_by_text("¡Bienvenido!")).to_be_visible()
+    expect(page.locator("#welcome-hint")).to_have_text("Saluda, o envía /start para empezar.")
+    assert page.evaluate("document.documentElement.lang") == "es"
+    page.screenshot(path=str(tmp_path / f"spanish-{size}.png"))
+
+
+def test_the_page_follows_the_language_the_learner_chooses(server, browser):
+    from playwright.sync_api import expect
+
+    page, errors = open_chat(browser, server.url, **DESKTOP)
+    expect(page.get_by_label("Your message")).to_have_attribute("placeholder", "Write a message…")
+    box = page.get_by_label("Your message")
+    box.fill("/language es")
+    box.press("Enter")
+    expect(page.locator(".message--bot")).to_have_count(1)
+    expect(page.get_by_role("status")).to_have_text("En línea")
+    expect(page.get_by_label("Tu mensaje")).to_have_attribute("placeholder", "Escribe un mensaje…")
+    assert not errors, errors
+
+
+def test_a_certificate_is_downloaded_from_its_bubble(server, env, browser, tmp_path):
+    """A document reply (the certificate at a course's end) shows a Download link that saves the file."""
+    from playwright.sync_api import expect
+
+    page, errors = open_chat(browser, server.url, **PHONE)
+    box = page.get_by_label("Your message")
+    box.fill("/help")
+    box.press("Enter")
+    expect(page.locator(".message--bot")).to_have_count(1)
+    session_id = page.evaluate("localStorage.getItem('lessonbot.session')").split(".")[0]
+    pdf = tmp_path / "LB-TEST.pdf"
+    pdf.write_bytes(b"%PDF-1.4 a certificate")
+    queue_document(env["DATABASE_URL"], session_id, pdf)
+
+    bubble = page.locator(".message--bot").last
+    expect(bubble.locator(".document-name")).to_have_text("certificate-spot-phishing.pdf")
+    expect(bubble).to_contain_text("Your certificate")
+    page.screenshot(path=str(tmp_path / "certificate-phone.png"))
+    with page.expect_download() as download:
+        bubble.get_by_role("link", name="Download: certificate-spot-phishing.pdf").click()
+    assert download.value.suggested_filename == "certificate-spot-phishing.pdf"
+    assert Path(download.value.path()).read_bytes() == pdf.read_bytes()
+    assert not errors, errors
+
+
+def queue_document(database_url: str, session_id: str, path: Path) -> None:
+    """Queue a document reply for a session, as a dialog does at a course's end; the server's dispatcher sends it."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from bot.messages import Document
+    from storage.db import Database
+    from storage.models import Conversation
+    from storage.outbox import OutboxEntry, enqueue
+
+    async def run() -> None:
+        db = Database(database_url)
+        try:
+            async with db.transaction() as session:
+                conversation = await session.scalar(
+                    select(Conversation).where(Conversation.channel == "web", Conversation.chat_id == session_id)
+                )
+                document = Document("certificate-spot-phishing.pdf", caption="Your certificate for “Spot the phish”.",
+                                    path=str(path), media_type="application/pdf")
+                await enqueue(session, [OutboxEntry(conversation.id, "web", session_id, document.to_payload())])
+        finally:
+            await db.dispose()
+
+    with ThreadPoolExecutor(1) as thread:  # Playwright's own event loop runs in this one
+        thread.submit(asyncio.run, run()).result()
+
+
 def test_a_model_answer_streams_into_a_draft_that_the_answer_replaces(browser, tmp_path):
     from playwright.sync_api import expect
 
@@ -259,43 +367,61 @@ def test_a_model_answer_streams_into_a_draft_that_the_answer_replaces(browser, t
 
     openai = OpenAIStandIn(piece_delay=0.05).start()
     openai.reply = lambda request: cite_first_passage(request) + " Check the sender before you act." * 4
-    model = {"OPENAI_BASE_URL": openai.base_url, "OPENAI_API_KEY": "sk-test", "OPENAI_MODEL": MODEL}
+    env = server_env(
+        f"sqlite:///{tmp_path / 'lessonbot.db'}", tmp_path / "var",
+        OPENAI_BASE_URL=openai.base_url, OPENAI_API_KEY="sk-test", OPENAI_MODEL=MODEL,
+    )
+    for command in (["db", "upgrade"], ["course", "import", str(SAMPLE)]):  # the import also indexes the lessons
+        done = subprocess.run([*LESSONBOT, *command], env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+    server = serve(env)
     try:
-        with sample_course_server(tmp_path, **model) as server:
-            page, errors = open_chat(browser, server.url)
-            learner = Learner(page)
-            learner.onboard()
-            bot = learner.bot
-            answered = bot.count() + 1
+        page, errors = open_chat(browser, server.url)
+        box = page.get_by_label("Your message")
+        bot = page.locator(".message--bot .bubble")
+        onboard(page)
+        answered = bot.count() + 1
 
-            learner.box.fill("what is smishing?")
-            learner.box.press("Enter")
-            draft = page.locator(".message--draft .bubble")
-            expect(draft).to_be_visible()  # the answer as the model writes it
-            expect(page.locator("#typing")).to_be_hidden()
-            partial = draft.inner_text()
-            expect(draft).not_to_have_text(partial)  # it grows
-            expect(page.locator(".message--draft")).to_have_count(0, timeout=20_000)  # replaced by the answer
-            expect(bot).to_have_count(answered)
-            expect(bot.last).to_contain_text("Check the sender before you act.")
-            expect(bot.last).to_contain_text("From: [1] What a phishing message wants")
-            assert not errors, errors
+        box.fill("what is smishing?")
+        box.press("Enter")
+        draft = page.locator(".message--draft .bubble")
+        # the answer as the model writes it (the first question also loads the embedding model: slow on a busy machine)
+        expect(draft).to_be_visible(timeout=30_000)
+        expect(page.locator("#typing")).to_be_hidden()
+        partial = draft.inner_text()
+        expect(draft).not_to_have_text(partial)  # it grows
+        expect(page.locator(".message--draft")).to_have_count(0, timeout=20_000)  # replaced by the answer
+        expect(bot).to_have_count(answered)
+        expect(bot.last).to_contain_text("Check the sender before you act.")
+        expect(bot.last).to_contain_text("From: [1] What a phishing message wants")
+        assert not errors, errors
     finally:
+        server.stop()
         openai.stop()
 
 
-def test_a_lesson_shows_its_emphasis_and_lists_and_an_echo_stays_text(browser, tmp_path):
+def test_a_lesson_shows_its_emphasis_and_lists_and_an_echo_stays_text(server, browser):
+    """The light Markdown of a lesson is shown as emphasis and lists; what the learner typed and the bot echoes stays
+    text, never a link, an image or markup."""
     from playwright.sync_api import expect
 
-    with sample_course_server(tmp_path) as server:
-        page, errors = open_chat(browser, server.url)
-        learner = Learner(page)
-        hostile = "[Verify](https://evil.example) <b>x</b> *b* <img src=x>"  # echoed up to 60 characters
-        learner.onboard(zone_typed_first=hostile)
-        expect(learner.bot.filter(has_text="I couldn't find a time zone")).to_contain_text(hostile)
-        learner.press("Start my first lesson")
-        expect(learner.bot.last.locator("em", has_text="smishing")).to_be_visible()
-        learner.press("Next")
-        expect(learner.bot.last.locator("ul > li > strong", has_text="Urgency")).to_be_visible()
-        expect(learner.bot.locator('a[href*="evil"], img, b')).to_have_count(0)
-        assert not errors, errors
+    page, errors = open_chat(browser, server.url)
+    bot = page.locator(".message--bot .bubble")
+    hostile = "[Verify](https://evil.example) <b>x</b> *b* <img src=x>"  # echoed up to 60 characters
+    say(page, "/start")
+    press(page, "Yes, let's start")
+    say(page, "Ann")
+    say(page, hostile)
+    expect(bot.filter(has_text="I couldn't find a time zone")).to_contain_text(hostile)
+    say(page, "Lisbon")
+    press(page, "Yes, that's right")
+    say(page, "08:00")
+    press(page, "Every day")
+    press(page, "Spot the phish, five minutes a day")
+    press(page, "1 lesson (about 5 minutes)")
+    press(page, "Start my first lesson")
+    expect(bot.last.locator("em", has_text="smishing")).to_be_visible()
+    press(page, "Next")
+    expect(bot.last.locator("ul > li > strong", has_text="Urgency")).to_be_visible()
+    expect(bot.locator('a[href*="evil"], img, b')).to_have_count(0)
+    assert not errors, errors

@@ -6,6 +6,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+from pypdf import PdfReader
 from sqlalchemy import select
 
 from bot.messages import Document
@@ -38,6 +39,10 @@ async def test_course_end_sends_a_certificate_that_verifies(learning_bot, settin
     # Readable by the server's user only: the file 0600, its folder 0700.
     assert (stat.S_IMODE(path.stat().st_mode), stat.S_IMODE(path.parent.stat().st_mode)) == (0o600, 0o700)
     code = document.caption.rsplit(" ", 1)[1]
+    printed = " ".join(PdfReader(path).pages[0].extract_text().split())
+    # An outsider checks it on the public page printed on it (and in its QR code), not with a command.
+    assert f"Check it at {settings.site_url}/certificates/{code}" in printed
+    assert "lessonbot certificate verify" not in printed
     async with bot.db.sessions() as session:
         row = await session.scalar(select(Certificate))
         assert (row.code, row.learner_name, row.course_title) == (code, "Ann", "Spot the phish, five minutes a day")

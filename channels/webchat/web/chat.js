@@ -5,6 +5,10 @@
 // - Each reply is shown once: replies carry increasing ids and anything at or below the highest id seen is ignored,
 //   whether it came from the history request or the event stream.
 // - Each message posted carries a client id; retrying a POST with the same id is recorded once by the server.
+// - The newest reply, with its buttons, is brought into view whenever replies arrive, unless the learner has
+//   scrolled up to read earlier ones.
+// - The page's own words come from the server (GET chat/api/words), in the learner's language; until they arrive,
+//   and for any word missing, the English ones below are shown.
 "use strict";
 
 (() => {
@@ -33,7 +37,23 @@
     status: $("status"),
     newChat: $("new-chat"),
   };
-  const numbers = new Intl.NumberFormat("en");
+  let numbers = new Intl.NumberFormat("en");
+
+  // The page's words, by key; replaced by the server's (applyWords). `{command}` and `{status}` are filled in here.
+  const words = {
+    connecting: "Connecting…",
+    online: "Online",
+    offline: "Offline",
+    bot_said: "Lessonbot said:",
+    you_said: "You said:",
+    choices: "Choices",
+    new_conversation: "New conversation",
+    unreachable: "Lessonbot can't be reached right now. Check your connection and try again.",
+    retrying: "Lessonbot can't be reached right now; trying again…",
+    refused: "Lessonbot could not take that (error {status}). Please try again.",
+    document: "document",
+    download: "Download",
+  };
 
   let session = null;
   let lastReplyId = 0;
@@ -118,7 +138,7 @@
 
   function serverMessage(response) {
     if (response.data && typeof response.data.error === "string") return response.data.error;
-    return `Lessonbot could not take that (error ${response.status}). Please try again.`;
+    return words.refused.replace("{status}", String(response.status));
   }
 
   const refused = (response) => response.status === 401 || response.status === 403;
@@ -135,11 +155,74 @@
     lastReplyId = 0;
   }
 
+  /** The server hands back the same session issued anew with each use (a session ends only when left unused). */
+  function keepSession(response) {
+    const renewed = response.data && response.data.session;
+    if (typeof renewed === "string" && session && renewed.split(".")[0] === session.split(".")[0]) {
+      session = renewed;
+      store.set(SESSION_KEY, session);
+    }
+  }
+
+  // the page's words -------------------------------------------------------------------------------------------------
+
+  /** The page's words in the learner's language (or the browser's, before the bot knows the learner). */
+  async function loadWords() {
+    const query = session ? `?session=${encodeURIComponent(session)}` : "";
+    let response;
+    try {
+      response = await request("GET", `${API}/words${query}`);
+    } catch {
+      return; // the English words stay
+    }
+    if (response.ok && response.data && response.data.words) applyWords(response.data.language, response.data.words);
+  }
+
+  function applyWords(language, given) {
+    for (const [key, value] of Object.entries(given)) {
+      if (typeof value === "string" && value) words[key] = value;
+    }
+    if (typeof language === "string" && language) {
+      document.documentElement.lang = language;
+      try {
+        numbers = new Intl.NumberFormat(language);
+      } catch {
+        /* keep the English digits grouping */
+      }
+    }
+    const say = (key) => (typeof given[key] === "string" && given[key] ? given[key] : null);
+    for (const element of document.querySelectorAll("[data-word]")) {
+      const text = say(element.dataset.word);
+      if (text) element.textContent = text;
+    }
+    for (const element of document.querySelectorAll("[data-word-placeholder]")) {
+      const text = say(element.dataset.wordPlaceholder);
+      if (text) element.placeholder = text;
+    }
+    for (const element of document.querySelectorAll("[data-word-label]")) {
+      const text = say(element.dataset.wordLabel);
+      if (text) element.setAttribute("aria-label", text);
+    }
+    for (const element of document.querySelectorAll("[data-word-title]")) {
+      const text = say(element.dataset.wordTitle);
+      if (text) element.title = text;
+    }
+    const hint = say("welcome_hint");
+    if (hint && hint.includes("{command}")) {
+      const [before, after] = hint.split("{command}", 2);
+      const command = document.createElement("kbd");
+      command.textContent = "/start";
+      $("welcome-hint").replaceChildren(before, command, after);
+    }
+    if (say("title")) document.title = given.title;
+    setStatus(els.status.dataset.state);
+  }
+
   /** The stored session was refused (the server's key changed, or it was altered): continue in a new one. */
   async function renewSession() {
     const hadMessages = els.messages.children.length > 0;
     await createSession();
-    if (hadMessages) appendDivider("New conversation");
+    if (hadMessages) appendDivider(words.new_conversation);
     openEvents();
   }
 
@@ -158,6 +241,7 @@
         return;
       }
       if (!response.ok) throw new ChatError(serverMessage(response));
+      keepSession(response);
       const batch = response.data.replies || [];
       if (!batch.length) break;
       replies.push(...batch);
@@ -245,7 +329,7 @@
         response = await request("POST", `${API}/messages`, { session, id, ...fields });
       } catch {
         if (attempt >= SEND_ATTEMPTS) {
-          throw new ChatError("Lessonbot can't be reached right now. Check your connection and try again.");
+          throw new ChatError(words.unreachable);
         }
         await sleep(400 * 2 ** attempt);
         continue;
@@ -260,6 +344,7 @@
         continue;
       }
       if (!response.ok) throw new ChatError(serverMessage(response));
+      keepSession(response);
       return response.data;
     }
   }
@@ -267,7 +352,7 @@
   function errorText(error) {
     if (error instanceof ChatError) return error.message;
     console.error(error);
-    return "Lessonbot can't be reached right now. Check your connection and try again.";
+    return words.unreachable;
   }
 
   async function send(fields, shown, { onSent } = {}) {
@@ -281,6 +366,7 @@
     showTyping();
     try {
       await postMessage(fields);
+      wordsMayChange = true;
       bubble.classList.remove("message--pending");
       rememberSent(shown, after);
       hideError();
@@ -377,7 +463,7 @@
     item.className = `message message--${who}`;
     const label = document.createElement("span");
     label.className = "visually-hidden";
-    label.textContent = who === "bot" ? "Lessonbot said:" : "You said:";
+    label.textContent = who === "bot" ? words.bot_said : words.you_said;
     const bubble = document.createElement("div");
     bubble.className = "bubble";
     item.append(label, bubble);
@@ -411,6 +497,7 @@
     }
   }
 
+  /** A document (a certificate): its name, and a link that downloads it (an address only this session can use). */
   function renderDocument(bubble, reply) {
     const card = document.createElement("div");
     card.className = "document";
@@ -420,18 +507,23 @@
     const name = document.createElement("span");
     name.className = "document-name";
     const url = safeUrl(reply.url);
-    const filename = typeof reply.filename === "string" && reply.filename ? reply.filename : "document";
+    const filename = typeof reply.filename === "string" && reply.filename ? reply.filename : words.document;
+    name.textContent = filename;
+    card.append(icon, name);
     if (url) {
       const link = document.createElement("a");
+      link.className = "document-download";
       link.href = url;
-      link.textContent = filename;
-      link.target = "_blank";
-      link.rel = "noopener noreferrer";
-      name.append(link);
-    } else {
-      name.textContent = filename;
+      link.textContent = words.download;
+      link.setAttribute("aria-label", `${words.download}: ${filename}`);
+      if (new URL(url).origin === window.location.origin) {
+        link.download = filename; // ours: saved as a file, not opened in place of the chat
+      } else {
+        link.target = "_blank";
+        link.rel = "noopener noreferrer";
+      }
+      card.append(link);
     }
-    card.append(icon, name);
     bubble.append(card);
     if (typeof reply.caption === "string" && reply.caption) {
       const caption = document.createElement("div");
@@ -445,7 +537,7 @@
     const group = document.createElement("div");
     group.className = "choices";
     group.setAttribute("role", "group");
-    group.setAttribute("aria-label", "Choices");
+    group.setAttribute("aria-label", words.choices);
     for (const choice of choices) {
       if (!choice || typeof choice.label !== "string" || typeof choice.value !== "string") continue;
       const button = document.createElement("button");
@@ -480,7 +572,7 @@
     const bubble = draftItem.querySelector(".bubble");
     bubble.replaceChildren();
     fillBubble(bubble, html, text);
-    scrollToEnd(false);
+    revealNewest();
   }
 
   function dropDraft() {
@@ -503,7 +595,7 @@
       fillBubble(bubble, reply.html, reply.text);
     }
     if (Array.isArray(reply.choices) && reply.choices.length) renderChoices(item, reply.choices);
-    if (!quiet) scrollToEnd(false);
+    if (!quiet) revealNewest();
   }
 
   // the rest of the page -------------------------------------------------------------------------------------------
@@ -517,7 +609,52 @@
   }
 
   function scrollToEnd(force) {
-    if (force || nearEnd()) els.body.scrollTop = els.body.scrollHeight;
+    if (!force && !nearEnd()) return;
+    scrolledByPage = performance.now();
+    els.body.scrollTop = els.body.scrollHeight;
+    following = true;
+  }
+
+  // Whether the learner follows the conversation at its end, rather than reading further up. Only their own
+  // scrolling changes it: replies arriving make the list taller without the learner having moved away.
+  let following = true;
+  let scrolledByPage = -Infinity; // when the page itself last scrolled (its scroll event is not the learner's)
+  let revealFrame = 0;
+  let wordsMayChange = false; // the learner said something since the page's words were last asked for
+
+  els.body.addEventListener(
+    "scroll",
+    () => {
+      if (performance.now() - scrolledByPage > 200) following = nearEnd();
+    },
+    { passive: true }
+  );
+  // A phone's keyboard opening makes the list shorter: keep its end in view.
+  window.addEventListener("resize", () => {
+    if (following) scrollToEnd(true);
+  });
+
+  /** Bring the newest reply, with its buttons, into view: once for replies that arrive together, and only while
+   * the learner follows the conversation. A reply taller than the list is shown from its start. */
+  function revealNewest() {
+    if (wordsMayChange) {
+      // The reply to something the learner said: they may have chosen another language (/language), and the
+      // reply is written in the same transaction as the choice, so the page asks for its words again now.
+      wordsMayChange = false;
+      loadWords();
+    }
+    if (!following || revealFrame) return;
+    revealFrame = requestAnimationFrame(() => {
+      revealFrame = 0;
+      const replies = els.messages.querySelectorAll(".message--bot");
+      const newest = replies[replies.length - 1];
+      scrolledByPage = performance.now();
+      if (newest && newest.offsetHeight > els.body.clientHeight) {
+        els.body.scrollTop += newest.getBoundingClientRect().top - els.body.getBoundingClientRect().top - 12;
+      } else {
+        els.body.scrollTop = els.body.scrollHeight;
+      }
+    });
   }
 
   function showTyping() {
@@ -542,11 +679,9 @@
     els.error.textContent = "";
   }
 
-  const STATUS_TEXT = { connecting: "Connecting…", online: "Online", offline: "Offline" };
-
   function setStatus(state) {
     els.status.dataset.state = state;
-    els.status.textContent = STATUS_TEXT[state];
+    els.status.textContent = words[state];
   }
 
   function setBusy(busy) {
@@ -591,12 +726,13 @@
     try {
       if (!session) await createSession();
       await loadHistory();
+      await loadWords();
       openEvents();
       hideError();
     } catch (error) {
       setStatus("offline");
       showError(
-        error instanceof ChatError ? error.message : "Lessonbot can't be reached right now; trying again…"
+        error instanceof ChatError ? error.message : words.retrying
       );
       els.messages.replaceChildren();
       lastReplyId = 0;
