@@ -5,7 +5,8 @@ message, with `<` and `>` escaped so a passage cannot close its element, and the
 them is to be quoted, not obeyed. The model must cite the passages it used as [1], [2] … or answer with the
 NOT_IN_COURSE marker. What comes back is checked before a learner sees it:
 
-- a reply carrying the system prompt's canary (a random secret) is a leak: it is discarded;
+- a reply carrying the system prompt's canary (a random secret), its marker phrases, or any run of RULE_WORDS words
+  of its rules (however it is cased or punctuated) is a leak: it is discarded;
 - a reply citing no passage is not grounded: it is discarded;
 - Markdown is reduced to plain text, and the cited lessons are listed under the answer.
 
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot.text import plain_words
 from knowledge.answer import FROM, CourseAnswer, NoAnswer, sources_of
 from knowledge.retrieval import Passage
 
@@ -33,6 +35,7 @@ NOT_IN_COURSE = "NOT_IN_COURSE"
 PASSAGES = 4
 # Wording of the system prompt that has no business in an answer: a reply quoting it is a leak.
 LEAK_MARKERS = ("you are lessonbot, a patient tutor", "rules, in order of importance", "confidential reference")
+RULE_WORDS = 6  # a run of this many words of the rules, repeated in a reply, is the rules leaking
 HELD_BACK = 40  # characters of a streamed reply not shown until more arrives (longer than canary and markers)
 
 SYSTEM = """You are Lessonbot, a patient tutor answering a learner's question in a chat, in the middle of a lesson.
@@ -110,6 +113,7 @@ class ModelAnswerer:
         self.model_name = settings.openai_model
         self.canary = canary or f"LB-{secrets.token_hex(8)}"
         self.system = SYSTEM.format(marker=NOT_IN_COURSE, canary=self.canary)
+        self.rule_runs = word_runs(SYSTEM.split("Rules, in order of importance:", 1)[1].split("{canary}", 1)[0])
         self.chat = ChatOpenAI(
             model=settings.openai_model,
             api_key=SecretStr(settings.openai_api_key or "not-needed"),
@@ -146,7 +150,9 @@ class ModelAnswerer:
 
     def _unsafe(self, text: str) -> bool:
         lowered = text.lower()
-        return self.canary.lower() in lowered or any(marker in lowered for marker in LEAK_MARKERS)
+        if self.canary.lower() in lowered or any(marker in lowered for marker in LEAK_MARKERS):
+            return True
+        return not self.rule_runs.isdisjoint(word_runs(text))
 
     def answer(self, reply: Reply, passages: Sequence[Passage]) -> CourseAnswer:
         """The learner's answer from the model's reply; raises UngroundedReply when it must not be shown."""
@@ -172,3 +178,9 @@ class ModelAnswerer:
             tokens=reply.tokens,
             passages=tuple(passages[n - 1].chunk_id for n in order),
         )
+
+
+def word_runs(text: str, size: int = RULE_WORDS) -> frozenset[tuple[str, ...]]:
+    """Every run of `size` consecutive words of `text`, compared as plain words (case, accents, punctuation aside)."""
+    words = plain_words(text).split()
+    return frozenset(tuple(words[i:i + size]) for i in range(len(words) - size + 1))
