@@ -10,7 +10,9 @@ the choice it names: bot/pipeline.py asks dialogs/choices.py.)
    late.
 3. The dialog in progress (dialogs/flow.py) reads the message; a question of the person's goes to the question
    answerer and the step is asked again.
-4. A typed option number that names no current choice is told the options; anything else goes to the question
+4. Someone not set up yet, in a private chat (whatever they write first: "hello there", "1", their name), gets the
+   welcome and the first onboarding question, as /start gives it.
+5. A typed option number that names no current choice is told the options; anything else goes to the question
    answerer (dialogs/ask.py).
 """
 
@@ -20,8 +22,8 @@ import re
 
 import dialogs
 from bot.text import fold
-from dialogs import ask, choices, flow, greeting
-from dialogs.learner import adopt_language, learner_of
+from dialogs import ask, choices, flow, greeting, onboarding
+from dialogs.learner import adopt_language, is_set_up, learner_of
 from dialogs.turn import Command, Turn
 
 # "/start", "/start@LessonBot payload", "/admin stats"
@@ -69,6 +71,9 @@ async def respond(turn: Turn) -> None:
         return
     if choice is not None:
         await greeting.expired_choice(turn)
+        return
+    if not is_set_up(learner) and turn.message.private:  # a first message is rarely /start (on WhatsApp, never)
+        await onboarding.begin(turn)
         return
     if choices.is_option_number(turn.text):
         await choices.not_an_option(turn)

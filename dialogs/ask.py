@@ -19,9 +19,9 @@ from typing import Protocol
 from sqlalchemy import exists, or_, select
 
 from bot.messages import literal
-from dialogs import greeting
+from dialogs import flow, greeting
 from dialogs.i18n import Translator
-from dialogs.learner import tr
+from dialogs.learner import is_set_up, learner_of, tr
 from dialogs.turn import Turn
 from knowledge.answer import FROM, FROM_YOUR_COURSE, CourseAnswer, NoAnswer
 from storage.courses import FREE, Course, Enrollment, Entitlement
@@ -41,6 +41,13 @@ class QuestionAnswerer(Protocol):
 async def answer_question(turn: Turn) -> None:
     if turn.answerer is None:  # no knowledge configured in this process (some tests, scripts)
         await greeting.not_understood(turn)
+        return
+    if not is_set_up(await learner_of(turn)):
+        _ = tr(turn)
+        if flow.is_active(turn.state, "onboarding"):  # its question is asked again next
+            turn.say(_("I'll answer questions about your course as soon as your lessons are set up. First, this:"))
+        else:
+            turn.say(_("I'll answer questions about your course as soon as your lessons are set up: send /start."))
         return
     allowed = await readable_courses(turn, turn.now)
     # Plain values only in the call: it runs after the turn's session is rolled back and closed.

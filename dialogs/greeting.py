@@ -3,7 +3,7 @@ no question answerer runs in this process."""
 
 from __future__ import annotations
 
-from dialogs import onboarding
+from dialogs import flow, onboarding
 from dialogs.i18n import N_
 from dialogs.learner import is_set_up, learner_of, name_of, tr
 from dialogs.review import due_reviews
@@ -35,6 +35,8 @@ async def show_help(turn: Turn, _args: str) -> None:
     if turn.is_admin:
         lines.append(_("/admin help — commands for admins"))
     turn.say("\n".join(lines))
+    if flow.is_active(turn.state, "onboarding"):  # asked before setting up: the question is asked again, so its
+        await flow.resume(turn)  # choices are the newest and "1" still answers it
 
 
 async def not_understood(turn: Turn) -> None:

@@ -647,5 +647,6 @@ async def test_a_draft_reaches_the_open_stream_at_once_and_is_not_replayed(setti
                     elif fields.get("event") == "draft":
                         break
         await writer
-        assert json.loads(fields["data"]) == {"text": "Smishing is phishing by text message"}
+        assert json.loads(fields["data"]) == {"text": "Smishing is phishing by text message",
+                                              "html": "<p>Smishing is phishing by text message</p>"}
         assert "id" not in fields  # a draft is not replayed on reconnecting

@@ -51,10 +51,13 @@ async def test_a_paid_course_the_learner_is_not_entitled_to_is_never_quoted(inde
     assert paid_words not in answer
 
 
-async def test_before_any_course_the_learner_is_told_how_to_get_one(indexed):
+async def test_a_question_before_any_course_gets_the_welcome_and_waits_for_the_set_up(indexed):
     bot, channel = indexed
-    [answer] = await Learning(bot, channel, chat="bea").say("what is smishing?")
-    assert "Once you're enrolled in a course" in answer
+    [welcome] = await Learning(bot, channel, chat="bea").say("what is smishing?")
+    assert welcome.startswith("Hi! I'm Lessonbot") and "Is that OK with you?" in welcome
+    waited = await Learning(bot, channel, chat="bea").say("what is smishing?")
+    assert waited[0].startswith("I'll answer questions about your course as soon as your lessons are set up")
+    assert "Is that OK with you?" in waited[-1]
 
 
 async def test_answers_come_in_the_learners_language(indexed):

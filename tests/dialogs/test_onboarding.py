@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from datetime import time
 
+import pytest
 from sqlalchemy import select
 
 from bot.core import Lessonbot
@@ -21,6 +22,41 @@ from tests.dialogs.learning_support import (  # noqa: F401
 )
 
 
+@pytest.mark.parametrize("first", ["hello there", "1", "Ann", "what is smishing?"])
+async def test_whatever_a_new_person_writes_first_gets_the_welcome(learning_bot, first):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    [greeting] = await t.say(first)
+    assert greeting.startswith("Hi! I'm Lessonbot") and "Is that OK with you?" in greeting
+    assert t.labels() == ["Yes, let's start", "No, thanks", "Show commands"]
+
+
+async def test_before_consent_a_question_waits_and_the_commands_leave_the_question_answerable(settings):
+    """At a terminal (choices as numbered lines): a question before consent waits for the set-up, and after "Show
+    commands" the consent question is asked again, so typing 1 still answers it."""
+    out = io.StringIO()
+    console = ConsoleChannel("pat", out=out)
+    bot = Lessonbot(settings, [console])
+    await import_sample(bot)
+
+    async def say(line: str) -> str:
+        shown = len(out.getvalue())
+        await bot.receive(console.inbound(line))
+        await bot.settle()
+        return out.getvalue()[shown:]
+
+    try:
+        await say("/start")
+        waited = await say("what is smishing?")
+        assert "I'll answer questions about your course as soon as your lessons are set up" in waited
+        assert "/settings" not in waited and "Is that OK with you?" in waited
+        shown = await say("3")  # [3] Show commands
+        assert "Here is what you can send me:" in shown and shown.rstrip().endswith("[3] Show commands")
+        assert "What should I call you?" in await say("1")
+    finally:
+        await bot.stop()
+
+
 async def test_onboarding_with_mistakes_and_a_detour(learning_bot):
     bot, channel = learning_bot
     t = Learning(bot, channel)
@@ -34,7 +70,8 @@ async def test_onboarding_with_mistakes_and_a_detour(learning_bot):
 
     # A question in the middle goes to the answerer (the fallback), then the step is asked again.
     detour = await t.say("what is this bot for?")
-    assert detour[0].startswith("Once you're enrolled in a course") and detour[-1] == "What should I call you?"
+    assert detour[0].startswith("I'll answer questions about your course as soon as your lessons are set up")
+    assert detour[-1] == "What should I call you?"
     bad_name = await t.say("https://example.com")
     assert bad_name[0].startswith("Please send just the name") and bad_name[-1] == "What should I call you?"
     [zone_question] = await t.say("  Ann  ")
@@ -50,9 +87,9 @@ async def test_onboarding_with_mistakes_and_a_detour(learning_bot):
     assert confirm.startswith("In Sao Paulo it is ")
     await t.press("Yes, that's right")
 
-    # Wandering off: /help, then /start picks up where it was.
-    [help_text] = await t.say("/help")
-    assert help_text.startswith("Here is what you can send me")
+    # Wandering off: /help (which asks the question again after the list), then /start picks up where it was.
+    help_text, asked_again = await t.say("/help")
+    assert help_text.startswith("Here is what you can send me") and asked_again.startswith("What time of day")
     resumed = await t.say("/start")
     assert resumed == ["Welcome back! Let's finish setting you up.",
                        "What time of day suits you for a lesson? Pick one or type a time, like 7:15 or 9pm."]
