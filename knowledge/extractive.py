@@ -2,11 +2,14 @@
 
 Nothing is written that the course does not say. Sentences of the best passages are scored by the rare question
 words they contain (weighted by inverse document frequency), and the best two are quoted, in reading order, under
-the lessons they come from. When even the best sentences carry too little of the question, the answer declines.
+the lessons they come from. A list is quoted whole, with the sentence that leads into it ("If you clicked, act at
+once:" and its steps): neither half means much without the other. When even the best sentences carry too little
+of the question, the answer declines.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from knowledge.answer import FROM_YOUR_COURSE, CourseAnswer, NoAnswer, sources_of
@@ -16,6 +19,8 @@ from knowledge.terms import sentences, terms
 PASSAGES = 3
 SENTENCES = 2
 SENTENCE_CHARACTERS = 320
+LIST_CHARACTERS = 800  # a list with its lead-in is quoted up to this long, whole items only
+_LIST_ITEM = re.compile(r"(?:[-*•]|\d+[.)])\s")
 # Share of the question's weighted words the quoted sentences must contain, and the passage similarity below
 # which the course is taken not to cover the question (docs/knowledge.md shows the trade-off). Strong keyword
 # evidence (STRONG_COVERAGE) overrules a low similarity: a short question on a rare course word ("what is
@@ -31,7 +36,7 @@ def compose(question: str, passages: Sequence[Passage], *, rarity: Callable[[str
     total = sum(wanted.values())
     scored: list[tuple[float, int, int, str]] = []  # (score, passage rank, sentence position, sentence)
     for rank, passage in enumerate(passages[:PASSAGES]):
-        for position, sentence in enumerate(sentences(passage.text)):
+        for position, sentence in enumerate(quotable_units(passage.text)):
             found = set(terms(sentence)) & wanted.keys()
             if found:
                 # a small bonus for the better passage breaks ties between equally good sentences
@@ -60,7 +65,32 @@ def compose(question: str, passages: Sequence[Passage], *, rarity: Callable[[str
     )
 
 
+def quotable_units(text: str) -> list[str]:
+    """The passage's sentences, except that a list is one unit with the sentence that leads into it (one ending in
+    ":"), its items one per line."""
+    units: list[str] = []
+    for piece in sentences(text):
+        if _LIST_ITEM.match(piece) and units and (units[-1].endswith(":") or _is_item(units[-1].split("\n")[-1])):
+            units[-1] += "\n" + piece
+        else:
+            units.append(piece)
+    return units
+
+
+def _is_item(line: str) -> bool:
+    return bool(_LIST_ITEM.match(line))
+
+
 def _trim(sentence: str) -> str:
+    if "\n" in sentence:  # a list: whole lines, as many as fit
+        lines = sentence.split("\n")
+        kept = [lines[0]]
+        for line in lines[1:]:
+            if len("\n".join([*kept, line])) > LIST_CHARACTERS:
+                kept.append("…")
+                break
+            kept.append(line)
+        return "\n".join(kept)
     if len(sentence) <= SENTENCE_CHARACTERS:
         return sentence
     cut = sentence[:SENTENCE_CHARACTERS].rsplit(" ", 1)[0]

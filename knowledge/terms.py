@@ -13,6 +13,7 @@ import Stemmer
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]*[A-Z0-9])")
+_ITEM_NUMBER = re.compile(r"\d+[.)]")  # "1." at the start of a numbered item is no sentence of its own
 
 STOP_WORDS = frozenset(
     """
@@ -52,5 +53,8 @@ def sentences(text: str) -> list[str]:
     for block in re.split(r"\n\s*\n|\n(?=\s*(?:[-*•]|\d+[.)])\s)", text):
         block = " ".join(block.split())
         if block:
-            pieces.extend(part for part in _SENTENCE_END.split(block) if part.strip())
+            parts = [part for part in _SENTENCE_END.split(block) if part.strip()]
+            if len(parts) > 1 and _ITEM_NUMBER.fullmatch(parts[0]):
+                parts[:2] = [f"{parts[0]} {parts[1]}"]
+            pieces.extend(parts)
     return pieces

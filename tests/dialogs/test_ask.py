@@ -74,3 +74,15 @@ def test_every_reason_for_no_answer_has_its_words_in_every_language():
         said = {unanswered_reply(translator(language), reason) for reason in NoAnswer}
         assert len(said) == len(NoAnswer) and all(said)
     assert "/next" in unanswered_reply(translator("en"), NoAnswer.BUDGET_SPENT)
+
+
+async def test_a_list_is_quoted_whole_with_the_sentence_that_leads_into_it(indexed):
+    """"What should I do if I clicked" is answered by a numbered list: its lead-in and its steps come together, each
+    step with its number, never one half without the other."""
+    bot, channel = indexed
+    t = Learning(bot, channel)
+    await onboard(t)
+    [answer] = await t.say("what should I do if I clicked?")
+    assert "If you clicked, or typed something in, act at once and calmly:" in answer
+    assert "\n1. Change that password from the real site or app" in answer
+    assert "\n4. If you opened a file or installed something" in answer
