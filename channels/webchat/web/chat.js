@@ -364,6 +364,8 @@
     // Done now, not once the POST answers: the reply (with its own choices) may come over the event stream first.
     const spent = disableChoices();
     showTyping();
+    // Set before the POST too: its reply may come over the event stream before the POST answers.
+    wordsMayChange = true;
     try {
       await postMessage(fields);
       wordsMayChange = true;
