@@ -25,6 +25,8 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from standins.serving import serve_locally
+
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-111-standin-token"
 CLIENT_ID = "1111.2222"
@@ -110,12 +112,8 @@ class SlackStandIn:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.root = f"http://{host}:{port}"
+        self._runner, port = await serve_locally(app)
+        self.root = f"http://127.0.0.1:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 import stripe
 from aiohttp import web
 
+from standins.serving import serve_locally
+
 SECRET_KEY = "sk_test_stand-in_0123456789abcdef"
 WEBHOOK_SECRET = "whsec_stand-in_0123456789abcdef"
 
@@ -72,11 +74,7 @@ class StripeStandIn:
         app = web.Application()
         app.router.add_post("/v1/checkout/sessions", self._create_session)
         app.router.add_post("/v1/refunds", self._create_refund)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve_locally(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
+from standins.serving import serve_locally
+
 TOKEN = "123456:TEST-token_for-the-stand-in"
 BOT_ID = 123456
 BOT_USERNAME = "lessonbot_test_bot"
@@ -95,11 +97,7 @@ class TelegramStandIn:
     async def __aenter__(self) -> TelegramStandIn:
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve_locally(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -26,6 +26,8 @@ import httpx
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
+from standins.serving import serve_locally
+
 ACCOUNT_SID = "AC" + "5" * 32
 AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
 SENDER = "whatsapp:+14155238886"
@@ -106,11 +108,7 @@ class TwilioStandIn:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{account_sid}/Messages.json", self._create_message)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
+        self._runner, port = await serve_locally(app)
         self.base_url = f"http://127.0.0.1:{port}"
         return self.base_url
 
