@@ -1,6 +1,6 @@
 """What reminders say: several templates per kind, in the learner's language, each with a one-tap way back in.
 
-The scheduler decides who gets which kind when (scheduler/nudges.py) and which template (scheduler/bandit.py);
+The scheduler decides who gets which kind when (scheduler/nudges.py) and which template (dialogs/bandit.py);
 this module only words them. A template's id is stable: its record (sent, came back) is kept under it, so change
 the wording freely but give a really different message a new id. `/admin nudges` shows every template's record.
 

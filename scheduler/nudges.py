@@ -18,7 +18,7 @@ nudge is skipped and recorded (`skipped_window`) instead of queued to wait for t
 pointless).
 
 Each nudge is decided once: a `nudge_log` row under the nudge's key (`nudge:{user}:{kind}:…`) and its outbox row
-with the same key, in one transaction. The template is the bandit's choice (scheduler/bandit.py); `settle` later
+with the same key, in one transaction. The template is the bandit's choice (dialogs/bandit.py); `settle` later
 records whether the learner came back within the reward window of the nudge going out, which is what the bandit
 learns from.
 """
@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialogs import nudges as wording
 from dialogs.nudges import FAREWELL, INACTIVE, REVIEW, STREAK, NudgeFacts
-from scheduler.bandit import arms_for, choose, record_outcome
+from dialogs.bandit import arms_for, choose, record_outcome
 from scheduler.context import JobContext
 from storage.courses import Question, QuestionCard
 from storage.learners import Learner, in_quiet_hours, zone_for

@@ -10,7 +10,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from bot.core import Lessonbot
-from scheduler.bandit import Arm, choose
+from dialogs.bandit import Arm, choose
 from scheduler.nudges import settle, sweep
 from storage.models import OutboxMessage, utcnow
 from storage.scheduling import NudgeLog, NudgeTemplateStats
