@@ -35,8 +35,8 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialogs import nudges as wording
-from dialogs.nudges import FAREWELL, INACTIVE, REVIEW, STREAK, NudgeFacts
 from dialogs.bandit import arms_for, choose, record_outcome
+from dialogs.nudges import FAREWELL, INACTIVE, REVIEW, STREAK, NudgeFacts
 from scheduler.context import JobContext
 from storage.courses import Question, QuestionCard
 from storage.learners import Learner, in_quiet_hours, zone_for
