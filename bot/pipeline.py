@@ -522,7 +522,7 @@ class ConversationWorker:
                 conversation=conversation,
                 identity=identity,
                 user=user,
-                is_admin=self.settings.is_admin(row.channel, row.sender_id),
+                listed_admin=self.settings.is_admin(row.channel, row.sender_id),
                 state=dict(state or {}),
                 prepared=prepared,
                 answerer=self.answerer,
