@@ -2,7 +2,8 @@
 
 - `/team` shows the chat's team course; a team admin sets it up with `/team set COURSE at HH:MM on DAYS in ZONE`,
   turns it `off` / `on`, turns the leaderboard off / on (`/team leaderboard off`), and adds admins (`/team admin
-  ID`). Who may (`may_administer`, the one check): the bot's admins (ADMINS), the workspace's admins and owners and
+  ID`). Who may (`may_administer`, the one check): an owner or admin role covering the workspace (dialogs/roles.py,
+  ADMINS included), the workspace's admins and owners and
   the person who installed the app (the channel marks them `meta["workspace_admin"]`), and whoever an admin added.
   Every attempt is written to the audit log, allowed or not.
 - A member opts out (`/team leave`) and back in (`/team join`), and hides from the leaderboard (`/team hide`,
@@ -25,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Choice, Text
-from dialogs import flow, lessons
+from dialogs import flow, lessons, roles
 from dialogs.i18n import N_, Translator, translator
 from dialogs.learner import enroll, learner_of, tr
 from dialogs.onboarding import days_label
@@ -83,8 +84,12 @@ def workspace_of(turn: Turn) -> str:
 
 
 async def may_administer(turn: Turn, workspace: str) -> bool:
-    """The one check of who may change a workspace's teams."""
-    if turn.is_admin or turn.message.meta.get("workspace_admin") is True:
+    """The one check of who may change a workspace's teams: an owner or admin role covering the workspace
+    (dialogs/roles.py), the workspace's own admins and owners and the app's installer (as the channel marks them),
+    or someone a team admin added."""
+    if roles.permitted(await roles.grants(turn), "teams", roles.Scope("team", workspace)):
+        return True
+    if turn.message.meta.get("workspace_admin") is True:
         return True
     return await is_team_admin(turn.session, turn.message.channel, workspace, turn.message.sender_id)
 
