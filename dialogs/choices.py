@@ -19,7 +19,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import bindparam, exists, or_, select
 
 from bot.messages import Choice, InboundMessage
 from bot.text import plain_words
@@ -121,20 +121,24 @@ async def current_choices(turn: Turn) -> list[Choice]:
     the bot sent on its own), so a number typed long after a question does not answer it."""
     if turn.conversation is None:
         return []
-    rows = (
-        await turn.session.execute(
-            select(OutboxMessage.inbound_message_id, OutboxMessage.payload)
-            .outerjoin(InboundRow, InboundRow.id == OutboxMessage.inbound_message_id)
-            .where(
-                OutboxMessage.conversation_id == turn.conversation.id,
-                OutboxMessage.status == OutboxStatus.SENT.value,
-                or_(InboundRow.id.is_(None), InboundRow.sender_id == member_of(turn)),
-            )
-            .order_by(OutboxMessage.id.desc())
-            .limit(NEWEST_ROWS)
-        )
-    ).all()
+    connection = await turn.session.connection()
+    rows = (await connection.execute(_NEWEST_SENT, {"conv": turn.conversation.id, "member": member_of(turn)})).all()
     return [Choice(c["label"], c["value"]) for c in newest_choices([(r.inbound_message_id, r.payload) for r in rows])]
+
+
+_OUTBOX = OutboxMessage.__table__
+_INBOUND = InboundRow.__table__
+_NEWEST_SENT = (  # built once: every typed message asks it
+    select(_OUTBOX.c.inbound_message_id, _OUTBOX.c.payload)
+    .outerjoin(_INBOUND, _INBOUND.c.id == _OUTBOX.c.inbound_message_id)
+    .where(
+        _OUTBOX.c.conversation_id == bindparam("conv"),
+        _OUTBOX.c.status == OutboxStatus.SENT.value,
+        or_(_INBOUND.c.id.is_(None), _INBOUND.c.sender_id == bindparam("member")),
+    )
+    .order_by(_OUTBOX.c.id.desc())
+    .limit(NEWEST_ROWS)
+)
 
 
 def newest_choices(rows: list[tuple[int | None, dict[str, Any]]]) -> list[dict[str, str]]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from storage import (
+    admins,  # noqa: F401
     courses,  # noqa: F401
+    dashboard,  # noqa: F401
     knowledge,  # noqa: F401
     learners,  # noqa: F401
     models,  # noqa: F401

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from bot.cli import (
+    admin,
     bench,
     broadcast,
     certificate,
@@ -46,6 +47,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     broadcast.register,
     learner.register,  # learner export, learner erase
     payments.register,  # payments list, show, refund
+    admin.register,  # admin role grant, revoke, list
     rasa.register,  # rasa-actions
 ]
 
