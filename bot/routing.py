@@ -3,6 +3,7 @@
 (A typed choice, a current button's label or its number where choices are numbered, arrives here already read as
 the choice it names: bot/pipeline.py asks dialogs/choices.py.)
 
+0. The platform's word that someone joined or left a group chat goes to the chat's team (dialogs/teams.py).
 1. A command ("/next", or a synonym typed alone: "next", "siguiente") runs. A dialog in progress stays where it
    was (its buttons still work, its next answer still goes to it; /start asks an unfinished onboarding again).
 2. A pressed choice that was never offered to this person here (dialogs/choices.py) is refused, and nothing else
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable
 
 import dialogs
 from bot.text import fold
-from dialogs import ask, choices, flow, greeting, onboarding
+from dialogs import ask, choices, flow, greeting, onboarding, teams
 from dialogs.learner import adopt_language, is_set_up, learner_of
 from dialogs.turn import Command, Turn
 
@@ -53,6 +54,9 @@ def find_command(name: str) -> Command | None:
 async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> None:
     """Answer one message. `fallback` takes what nothing else expects (the question answerer; bot/rasa_nlu.py puts
     an organisation's Rasa model in front of it)."""
+    if turn.message.meta.get("membership"):  # the platform says someone joined or left a group chat
+        await teams.membership_changed(turn)
+        return
     learner = await learner_of(turn)
     adopt_language(turn, learner, turn.message.meta.get("language"))
     if turn.message.meta.get("question"):  # asked as a question on purpose (a Rasa assistant's ask action)

@@ -33,7 +33,7 @@ class OutboxStatus(StrEnum):
     DEAD = "dead"  # a permanent failure, or the retry budget spent: until an admin requeues it
     WAITING = "waiting"  # may only go after the person writes again (WhatsApp's 24-hour window)
     SUPPRESSED = "suppressed"  # the person opted out (STOP): never sent
-    CANCELLED = "cancelled"  # the person's data was erased before it went: never sent, its payload blanked
+    CANCELLED = "cancelled"  # never sent: the person's data was erased (payload blanked), or the app was removed
 
 
 class InboundStatus(StrEnum):
@@ -241,4 +241,22 @@ async def requeue(session: AsyncSession, ids: Sequence[int] | None) -> int:
     if ids is not None:
         statement = statement.where(OutboxMessage.id.in_(list(ids)))
     result = await session.execute(statement)
+    return rows_affected(result)
+
+
+async def cancel_unsent_to(session: AsyncSession, channel: str, chat_prefix: str, *, reason: str) -> int:
+    """Cancel every reply of `channel` not yet sent to a chat whose id starts with `chat_prefix` (a Slack workspace's
+    "T01:" when the app is uninstalled there): they will never go. The number of rows cancelled.
+
+    A row being sent right now (`sending`) is left to finish or fail: its platform call is already under way."""
+    escaped = chat_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.channel == channel,
+            OutboxMessage.chat_id.like(escaped + "%", escape="\\"),
+            OutboxMessage.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)),
+        )
+        .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)
+    )
     return rows_affected(result)
