@@ -9,6 +9,7 @@ numbers; a member joins mid-course and leaves; uninstalling stops every send.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -299,12 +300,18 @@ async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, st
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
-        standin.fail("chat.postMessage", Fault.server_error(503))  # the next post waits for a retry …
+        standin.fail("chat.postMessage", Fault.rate_limited(retry_after=30))  # the next post waits its turn …
         async with lessonbot.db.transaction() as session:
             team = await session.scalar(select(Team))
             await announce(session, team, "one more thing")
         lessonbot.dispatcher.notify()
-        await standin.wait_for(lambda: any(c.outcome.startswith("503") for c in standin.calls))
+        await standin.wait_for(lambda: any(c.outcome.startswith("429") for c in standin.calls))
+        for _ in range(200):  # the dispatcher puts it back in line, for 30 s later
+            async with lessonbot.db.sessions() as session:
+                last = await session.scalar(select(OutboxMessage.status).order_by(OutboxMessage.id.desc()).limit(1))
+            if last == OutboxStatus.PENDING:
+                break
+            await asyncio.sleep(0.02)
         uninstalled: dict[str, Any] = load_fixture(fixtures_dir, "java-slack-sdk-schema-skeletons/"
                                                    "AppUninstalledPayload.json")
         uninstalled.update(team_id="T111", api_app_id="A111", type="event_callback", event_id="EvGONE",
