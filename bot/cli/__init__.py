@@ -23,6 +23,7 @@ from bot.cli import (
     outbox,
     payments,
     serve,
+    simulate,
     telegram,
 )
 from bot.cli.database import schema_ready
@@ -45,6 +46,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     broadcast.register,
     learner.register,  # learner export, learner erase
     payments.register,  # payments list, show, refund
+    simulate.register,  # simulate reviews, simulate nudges
 ]
 
 
