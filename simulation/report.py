@@ -41,6 +41,7 @@ def review_results(setup: reviews.Setup, outcomes: Sequence[reviews.Outcome]) ->
                 "recall_day_90": recall.get(90, (None, None))[1],
             },
             "seconds": _round(outcome.seconds, 1),
+            "scheduler_calls": outcome.scheduler_calls,
         }
     return {"simulation": "reviews", "learners": setup.learners, "days": setup.days, "seed": setup.seed,
             "questions": setup.questions, "policies": policies}

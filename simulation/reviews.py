@@ -161,6 +161,7 @@ class Outcome:
     recall_by_day: np.ndarray  # per day: mean true recall of the questions learned by then, over learners
     reviews_by_day: np.ndarray  # per day: reviews per learner
     seconds: float  # how long the run took
+    scheduler_calls: int | None  # how often the bot's scheduler was asked (FSRS policies)
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ def run(policy: Policy, setup: Setup, population: Population, present: np.ndarra
         if day in CHECKPOINTS:
             recall_at[day] = per_learner
     return Outcome(policy.name, reviews, minutes, recall_at, state.kept_by_review(setup.days), recall_by_day,
-                   reviews_by_day, clock() - started)
+                   reviews_by_day, clock() - started, getattr(policy, "asked", None))
 
 
 @dataclass
