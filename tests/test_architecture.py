@@ -59,7 +59,8 @@ RULES: dict[str, Rule] = {
                                     "outside world"),
     "bot": Rule(
         ("bot", "channels", "dialogs", "knowledge", "scheduler", "storage", "authoring"),
-        "the core and its wiring may import every room but bench and standins (only the command line runs benches)",
+        "the core and its wiring may import every room but bench, standins and simulation (only the command line "
+        "runs benches and simulations)",
     ),
     "bot.cli": Rule(
         ("bot", "channels", "dialogs", "knowledge", "scheduler", "storage", "authoring", "bench", "simulation"),
