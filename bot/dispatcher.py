@@ -41,7 +41,7 @@ from bot.channel import (
 )
 from bot.config import Settings
 from bot.messages import reply_from_payload
-from bot.observability import MESSAGES_OUT, SEND_FAILURES, conversation_id_var
+from bot.observability import DELIVERY_SECONDS, MESSAGES_OUT, SEND_FAILURES, conversation_id_var
 from bot.ratelimit import RateLimiter, keys_to_pause
 from storage.db import Database
 from storage.models import Conversation, OutboxMessage, utcnow
@@ -113,6 +113,7 @@ _MARK_SENT = (
         sent_at=bindparam("at"),
         lease_until=None,
     )
+    .returning(_OUTBOX.c.created_at)
 )
 
 
@@ -408,9 +409,12 @@ class OutboxDispatcher:
             await connection.execute(_SAVE_PARTS, {"row": outbox_id, "parts": platform_ids})
 
     async def _mark_sent(self, row: Claimed, platform_id: str) -> None:
+        at = utcnow()
         async with self.db.connection() as connection:
-            await connection.execute(_MARK_SENT, {"row": row.id, "sent_as": platform_id, "at": utcnow()})
+            written = (await connection.execute(_MARK_SENT, {"row": row.id, "sent_as": platform_id, "at": at})).scalar()
         MESSAGES_OUT.labels(row.channel).inc()
+        if written is not None:
+            DELIVERY_SECONDS.labels(row.channel).observe(max(0.0, (at - written).total_seconds()))
         self.on_sent(row)
 
     async def _reschedule(self, row: Claimed, delay: float, error: str, *, counted: bool) -> None:
