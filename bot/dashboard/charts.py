@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from html import escape
 
 WIDTH, HEIGHT = 640, 240
-LEFT, RIGHT, TOP, BOTTOM = 48, 12, 14, 34
+LEFT, RIGHT, TOP, BOTTOM = 48, 28, 14, 34
 COLOURS = ("#2f6fde", "#e07a1f", "#1f9e6e", "#b03ab0", "#888f99")
 
 
@@ -43,7 +43,8 @@ def line_chart(title: str, labels: Sequence[str], series: Sequence[tuple[str, Se
                      f"{_number(top * fraction)}</text>")
     for index in sorted({0, len(labels) // 2, len(labels) - 1}) if labels else ():
         label = labels[index][5:] if len(labels[index]) == 10 else labels[index]  # a day without its year
-        parts.append(f'<text x="{LEFT + step * index:.1f}" y="{HEIGHT - 14}" text-anchor="middle" font-size="11" '
+        anchor = "start" if index == 0 else "end" if index == len(labels) - 1 else "middle"
+        parts.append(f'<text x="{LEFT + step * index:.1f}" y="{HEIGHT - 14}" text-anchor="{anchor}" font-size="12" '
                      f'fill="#596170">{escape(label)}</text>')
     for number, (name, values) in enumerate(series):
         colour = COLOURS[number % len(COLOURS)]
@@ -59,7 +60,7 @@ def line_chart(title: str, labels: Sequence[str], series: Sequence[tuple[str, Se
 
 def bar_chart(title: str, items: Sequence[tuple[str, float]]) -> str:
     """Horizontal bars, one a row, labelled with their value: a funnel, a distribution, a ranking."""
-    row, gap, label_w = 26, 6, 200
+    row, gap, label_w = 28, 6, 230
     height = TOP + len(items) * (row + gap) + 4
     top = max([value for _label, value in items] + [1])
     plot_w = WIDTH - label_w - 70
@@ -68,10 +69,10 @@ def bar_chart(title: str, items: Sequence[tuple[str, float]]) -> str:
         y = TOP + index * (row + gap)
         width = max(plot_w * value / top, 1 if value else 0)
         shown = label if len(label) <= 30 else label[:29] + "…"
-        parts.append(f'<text x="{label_w - 8}" y="{y + row / 2 + 4:.1f}" text-anchor="end" font-size="12" '
+        parts.append(f'<text x="{label_w - 8}" y="{y + row / 2 + 5:.1f}" text-anchor="end" font-size="15" '
                      f'fill="#1f2430">{escape(shown)}</text>')
         parts.append(f'<rect x="{label_w}" y="{y}" width="{width:.1f}" height="{row}" rx="3" fill="{COLOURS[0]}"/>')
-        parts.append(f'<text x="{label_w + width + 6:.1f}" y="{y + row / 2 + 4:.1f}" font-size="12" '
+        parts.append(f'<text x="{label_w + width + 6:.1f}" y="{y + row / 2 + 5:.1f}" font-size="15" '
                      f'fill="#1f2430">{_number(value)}</text>')
     parts.append("</svg>")
     return "".join(parts)

@@ -13,7 +13,7 @@ HEADERS = {
                                "frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" would make a browser send `Origin: null` with our forms
     "Cache-Control": "no-store",
 }
 
@@ -32,6 +32,7 @@ h1{font-size:22px;margin:8px 0 12px}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:16px}
 section.figure{background:#fff;border-radius:12px;padding:14px 16px;box-shadow:0 1px 3px rgba(16,24,40,.1);
 min-width:0}
+section.figure.wide{grid-column:1/-1}
 section.figure h2{font-size:16px;margin:0 0 8px;display:flex;justify-content:space-between;gap:8px}
 section.figure h2 a{font-size:12px;font-weight:400;color:#2f6fde}
 .note{color:#596170;font-size:13px;margin:4px 0 8px}

@@ -319,13 +319,14 @@ def render(figures: list[Figure], page: Page) -> str:
     blocks = []
     for figure in figures:
         link = f' <a href="/admin/{page.name}/{figure.key}.csv" download>CSV</a>'
-        parts = [f'<section class="figure" id="{figure.key}"><h2><span>{escape(figure.title)}</span>{link}</h2>']
+        wide = " wide" if figure.chart or figure.table_open else ""
+        parts = [f'<section class="figure{wide}" id="{figure.key}"><h2><span>{escape(figure.title)}</span>{link}</h2>']
         if figure.note:
             parts.append(f'<p class="note">{escape(figure.note)}</p>')
         if figure.tiles:
             parts.append('<div class="tiles">' + "".join(
                 f'<div class="tile"><b>{value:,}</b><span>{escape(label)}</span></div>' if isinstance(value, int)
-                else f'<div class="tile"><b>{escape(str(value))}</b><span>{escape(label)}</span></div>'
+                else f'<div class="tile"><b>{escape(str(value) or "–")}</b><span>{escape(label)}</span></div>'
                 for label, value in figure.tiles) + "</div>")
         parts.append(figure.html)
         parts.append(figure.chart)
