@@ -44,6 +44,7 @@ AREAS: dict[str, frozenset[str]] = {
     "learning": frozenset({OWNER, ADMIN, AUTHOR}),
     "knowledge": frozenset({OWNER, ADMIN, AUTHOR}),
     "dashboard": _ALL,  # /admin help, /admin dashboard: anyone with a role
+    "teams": frozenset({OWNER, ADMIN}),  # a Slack workspace's team courses (dialogs/teams.py)
 }
 
 _IDENTITY = re.compile(r"^[a-z][a-z0-9_-]*:\S{1,200}$")
