@@ -25,6 +25,7 @@ from bot.cli import (
     payments,
     rasa,
     serve,
+    simulate,
     telegram,
 )
 from bot.cli.database import schema_ready
@@ -49,6 +50,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     payments.register,  # payments list, show, refund
     admin.register,  # admin role grant, revoke, list
     rasa.register,  # rasa-actions
+    simulate.register,  # simulate reviews, simulate nudges
 ]
 
 
