@@ -16,6 +16,7 @@ from bot.cli import (
     broadcast,
     certificate,
     chat,
+    codes,
     course,
     db,
     knowledge,
@@ -45,6 +46,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     broadcast.register,
     learner.register,  # learner export, learner erase
     payments.register,  # payments list, show, refund
+    codes.register,  # codes create, list, disable
 ]
 
 
