@@ -77,10 +77,11 @@ class InboundMessage:
     `platform_id` is the platform's own id for this delivery (Telegram update_id, Twilio MessageSid, Slack event_id):
     a second delivery with the same id is acknowledged and ignored. `chat_id` is where replies go; `sender_id` is who
     spoke (they differ in groups). `meta` holds platform extras (media, a location), `private` where the chat id
-    alone does not tell a direct message (Slack), and three marks the core acts on: `subscription` ("stop" / "start",
-    an opt-out keyword), `numbered_choices` (see dialogs.choices) and `platform_report` (the platform reporting
+    alone does not tell a direct message (Slack), and four marks the core acts on: `subscription` ("stop" / "start",
+    an opt-out keyword), `numbered_choices` (see dialogs.choices), `platform_report` (the platform reporting
     something the person did, such as a payment: processed even while they have opted out, though its replies are
-    held back like any other).
+    held back like any other) and `in_response_within` (seconds: the platform takes the replies in its own response,
+    as a Rasa action call does; see bot.pipeline).
     """
 
     channel: str

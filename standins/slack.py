@@ -1,9 +1,11 @@
 """A local stand-in of the Slack Web API that slack_sdk's AsyncWebClient talks to through its base URL.
 
-It answers the methods Lessonbot calls the way slack.com/api does: auth.test, chat.postMessage, oauth.v2.access,
-and the three steps of files_upload_v2 (files.getUploadURLExternal, the upload URL it hands out, and
-files.completeUploadExternal). Every call is recorded with the token it carried. The next calls of a method can be
-scripted to fail: a 429 with Retry-After, a 5xx, an `ok: false` error, or an answer that comes too late.
+It answers the methods Lessonbot calls the way slack.com/api does: auth.test, chat.postMessage, chat.postEphemeral,
+conversations.members (paged by cursor), users.info, views.publish, oauth.v2.access, and the three steps of
+files_upload_v2 (files.getUploadURLExternal, the upload URL it hands out, and files.completeUploadExternal). Channels'
+members and people's profiles are set up with `add_member`. Every call is recorded with the token it carried. The
+next calls of a method can be scripted to fail: a 429 with Retry-After, a 5xx, an `ok: false` error, or an answer
+that comes too late.
 
 Also here: what Slack itself does to the requests it sends us (v0 signatures, the fixtures' payloads).
 """
@@ -101,6 +103,8 @@ class SlackStandIn:
         self.missing_channels: set[str] = set()
         self.oauth_codes: dict[str, Workspace] = {}
         self.uploads: dict[str, bytes] = {}
+        self.channel_members: dict[str, list[str]] = {}
+        self.profiles: dict[str, dict[str, Any]] = {}
         self._ts = itertools.count(1)
         self._file_ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -133,6 +137,32 @@ class SlackStandIn:
     def add_oauth_code(self, code: str, workspace: Workspace) -> None:
         """oauth.v2.access with this code installs the app into `workspace` (and auth.test then knows its token)."""
         self.oauth_codes[code] = workspace
+
+    def add_member(self, channel: str, user: str, *, team: str = "T111", name: str = "", tz: str = "Europe/Lisbon",
+                   admin: bool = False, guest: bool = False, bot: bool = False) -> None:
+        """`user` is in `channel`, with a profile users.info gives (the shape of Slack's users.info answer)."""
+        self.channel_members.setdefault(channel, [])
+        if user not in self.channel_members[channel]:
+            self.channel_members[channel].append(user)
+        name = name or user.lower()
+        self.profiles[user] = {
+            "id": user, "team_id": team, "name": name, "deleted": False, "real_name": name.title(), "tz": tz,
+            "tz_label": tz, "tz_offset": 0, "is_admin": admin, "is_owner": False, "is_primary_owner": False,
+            "is_restricted": guest, "is_ultra_restricted": False, "is_bot": bot, "is_app_user": False,
+            "profile": {"real_name": name.title(), "display_name": name, "team": team},
+        }
+
+    def remove_member(self, channel: str, user: str) -> None:
+        self.channel_members[channel].remove(user)
+
+    def ephemerals(self, channel: str | None = None, user: str | None = None) -> list[Call]:
+        """Successful chat.postEphemeral calls, to one channel or all, for one member or all."""
+        return [
+            c for c in self.calls
+            if c.method == "chat.postEphemeral" and c.ok
+            and (channel is None or c.params.get("channel") == channel)
+            and (user is None or c.params.get("user") == user)
+        ]
 
     def posted(self, channel: str | None = None) -> list[Call]:
         """Successful chat.postMessage calls, to one channel or all."""
@@ -204,6 +234,41 @@ class SlackStandIn:
             return {"ok": False, "error": "no_text"}
         ts = f"{int(time.time())}.{next(self._ts):06d}"
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": call.params.get("text"), "ts": ts}}
+
+    def _chat_postEphemeral(self, call: Call, request: web.Request) -> dict[str, Any]:
+        channel, user = call.params.get("channel"), call.params.get("user")
+        if not channel or channel in self.missing_channels:
+            return {"ok": False, "error": "channel_not_found"}
+        if channel in self.channel_members and user not in self.channel_members[channel]:
+            return {"ok": False, "error": "user_not_in_channel"}
+        if not call.params.get("text") and not call.params.get("blocks"):
+            return {"ok": False, "error": "no_text"}
+        return {"ok": True, "message_ts": f"{int(time.time())}.{next(self._ts):06d}"}
+
+    def _conversations_members(self, call: Call, request: web.Request) -> dict[str, Any]:
+        channel = call.params.get("channel")
+        if channel not in self.channel_members:
+            return {"ok": False, "error": "channel_not_found"}
+        members = self.channel_members[channel]
+        limit = max(1, min(1000, int(call.params.get("limit") or 100)))
+        cursor = str(call.params.get("cursor") or "")
+        start = int(base64.b64decode(cursor).decode().partition(":")[2]) if cursor else 0
+        following = start + limit
+        next_cursor = base64.b64encode(f"offset:{following}".encode()).decode() if following < len(members) else ""
+        return {"ok": True, "members": members[start:following], "response_metadata": {"next_cursor": next_cursor}}
+
+    def _users_info(self, call: Call, request: web.Request) -> dict[str, Any]:
+        profile = self.profiles.get(str(call.params.get("user")))
+        if profile is None:
+            return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "user": profile}
+
+    def _views_publish(self, call: Call, request: web.Request) -> dict[str, Any]:
+        view = call.params.get("view")
+        view = json.loads(view) if isinstance(view, str) else view
+        if not call.params.get("user_id") or not isinstance(view, dict) or view.get("type") != "home":
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "view": {"id": f"V{next(self._ts):08d}", "type": "home", **view}}
 
     def _oauth_v2_access(self, call: Call, request: web.Request) -> dict[str, Any]:
         client_id, _, client_secret = _basic(request.headers.get("Authorization"))

@@ -1,8 +1,8 @@
 """courses.price_period, payments' subscription and discount columns, access codes' uses, expiry and disabling:
 courses sold by the month through Stripe subscriptions, Stripe promotion codes, codes made for a cohort
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-04 09:30:00
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
