@@ -76,6 +76,8 @@ class Delivery:
     attempt: int = 1
     last_inbound_at: datetime | None = None  # the learner's last message here (WhatsApp's 24-hour window)
     parts: PartsSent = field(default_factory=lambda: PartsSent())  # of a reply sent as several messages
+    # The platform's address for answering the message this replies to (Slack's response_url), if it gave one.
+    reply_address: str | None = None
 
 
 @dataclass(slots=True)

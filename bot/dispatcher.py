@@ -41,7 +41,7 @@ from bot.channel import (
     WaitForInbound,
 )
 from bot.config import Settings
-from bot.messages import reply_from_payload
+from bot.messages import REPLY_ADDRESS, reply_from_payload
 from bot.observability import MESSAGES_OUT, SEND_FAILURES, conversation_id_var
 from bot.ratelimit import Booking, RateLimiter, keys_to_pause
 from storage.db import Database
@@ -361,6 +361,7 @@ class OutboxDispatcher:
                             attempt=row.attempts,
                             last_inbound_at=row.last_inbound_at,
                             parts=PartsSent(row.parts_sent, save=partial(self._save_parts, row.id)),
+                            reply_address=row.payload.get(REPLY_ADDRESS),
                         )
                     )
             finally:

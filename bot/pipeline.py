@@ -21,7 +21,8 @@ and releases nothing that waits for one.
 queued held for that long, for the caller to take (storage.outbox.answer_of), and sent on their own after it.
 
 Replies to a message are queued for its sender (`OutboxEntry.member`): in a group, the choices they offer are that
-member's to pick.
+member's to pick. Where the platform gave an address to answer that one message (`meta["reply_address"]`: Slack's
+response_url), each reply's payload carries it to the channel (`Delivery.reply_address`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from bot.activity import Activity
 from bot.channel import RequestRejected
 from bot.config import Settings
-from bot.messages import InboundMessage, Text
+from bot.messages import REPLY_ADDRESS, InboundMessage, Text
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
 from bot.text import storable, storable_data
 from dialogs import choices
@@ -542,6 +543,9 @@ class ConversationWorker:
                 user.last_active_at = now  # nudges count idle days: a minute's precision saves a write a message
             await session.flush()
             replies = [reply.to_payload() for reply in turn.replies]
+            address = message.meta.get(REPLY_ADDRESS)
+            if isinstance(address, str) and address:  # the platform's own way to answer this one message
+                replies = [{**reply, REPLY_ADDRESS: address} for reply in replies]
             await enqueue(
                 session,
                 _answers(conversation, row.id, replies, member=row.sender_id, due_at=_held_until(message.meta, now)),

@@ -2,8 +2,9 @@
 
 It answers the methods Lessonbot calls the way slack.com/api does: auth.test, chat.postMessage, chat.postEphemeral,
 conversations.members (paged by cursor), users.info, views.publish, oauth.v2.access, and the three steps of
-files_upload_v2 (files.getUploadURLExternal, the upload URL it hands out, and files.completeUploadExternal). Channels'
-members and people's profiles are set up with `add_member`. Every call is recorded with the token it carried. The
+files_upload_v2 (files.getUploadURLExternal, the upload URL it hands out, and files.completeUploadExternal); and the
+response_urls it hands out with interactions (`response_url`). Channels' members and people's profiles are set up
+with `add_member`. Every call is recorded with the token it carried. The
 next calls of a method can be scripted to fail: a 429 with Retry-After, a 5xx, an `ok: false` error, or an answer
 that comes too late.
 
@@ -104,6 +105,7 @@ class SlackStandIn:
         self.oauth_codes: dict[str, Workspace] = {}
         self.uploads: dict[str, bytes] = {}
         self.channel_members: dict[str, list[str]] = {}
+        self._responses = 0
         self.profiles: dict[str, dict[str, Any]] = {}
         self._ts = itertools.count(1)
         self._file_ids = itertools.count(1)
@@ -116,6 +118,7 @@ class SlackStandIn:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_post("/response/{channel}/{user}/{n}", self._response_url)
         self._runner, port = await serve_locally(app)
         self.root = f"http://127.0.0.1:{port}"
         return self
@@ -155,11 +158,17 @@ class SlackStandIn:
     def remove_member(self, channel: str, user: str) -> None:
         self.channel_members[channel].remove(user)
 
+    def response_url(self, channel: str, user: str) -> str:
+        """A fresh response_url, as Slack puts in an interaction or a slash command of `user` in `channel`."""
+        self._responses += 1
+        return f"{self.root}/response/{channel}/{user}/{self._responses}"
+
     def ephemerals(self, channel: str | None = None, user: str | None = None) -> list[Call]:
-        """Successful chat.postEphemeral calls, to one channel or all, for one member or all."""
+        """What one member (or anyone) was shown privately in a channel (or any): successful chat.postEphemeral
+        calls and answers through a response_url, in order."""
         return [
             c for c in self.calls
-            if c.method == "chat.postEphemeral" and c.ok
+            if c.method in ("chat.postEphemeral", "response_url") and c.ok
             and (channel is None or c.params.get("channel") == channel)
             and (user is None or c.params.get("user") == user)
         ]
@@ -288,6 +297,27 @@ class SlackStandIn:
     def _files_getUploadURLExternal(self, call: Call, request: web.Request) -> dict[str, Any]:
         file_id = f"F{next(self._file_ids):08d}"
         return {"ok": True, "upload_url": f"{self.root}/upload/{file_id}", "file_id": file_id}
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        """A response_url: at most five answers each (Slack's rule), ephemeral unless told otherwise."""
+        body = await request.json()
+        key = request.path
+        params = {**body, "channel": request.match_info["channel"], "user": request.match_info["user"]}
+        call = Call("response_url", None, params, "ok")
+        self.calls.append(call)
+        faults = self.faults.get("response_url")
+        if faults:
+            fault = faults.pop(0)
+            if not fault.answers_normally:
+                call.outcome = f"{fault.status} {fault.error}".strip()
+                headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                return web.Response(status=fault.status, text=fault.error or "error", headers=headers)
+        used = sum(1 for c in self.calls if c.method == "response_url" and c.ok and c.answer.get("url") == key)
+        if used >= 5:
+            call.outcome = "used_url"
+            return web.Response(status=404, text="used_url")
+        call.answer = {"url": key}
+        return web.Response(text="ok")
 
     async def _upload(self, request: web.Request) -> web.Response:
         self.uploads[request.match_info["file_id"]] = await request.read()

@@ -26,6 +26,7 @@ from bot.cli import (
     payments,
     rasa,
     serve,
+    simulate,
     telegram,
 )
 from bot.cli.database import schema_ready
@@ -51,6 +52,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     codes.register,  # codes create, list, disable
     admin.register,  # admin role grant, revoke, list
     rasa.register,  # rasa-actions
+    simulate.register,  # simulate reviews, simulate nudges
 ]
 
 

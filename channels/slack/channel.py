@@ -11,7 +11,8 @@ of chat_id (see channels/slack/inbound.py).
 
 Outbound (`send`): text as Block Kit (channels/slack/blocks.py), documents with a file path through
 files_upload_v2, documents with only a URL as a link. To a member's private place in a channel ("T01:C02@U03",
-channels/slack/inbound.py) text goes as ephemeral messages (chat.postEphemeral): only that member sees them.
+channels/slack/inbound.py) text goes as ephemeral messages only that member sees: through the response_url of what
+they pressed or typed (`Delivery.reply_address`), else chat.postEphemeral.
 
 Members (`chat_members`, `member_profile`): conversations.members, every page, and users.info, for a team's
 channel; a 429 is waited out for its Retry-After (at most MEMBER_CALL_TRIES times a call).
@@ -32,6 +33,7 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 from starlette.routing import Route
 
 from bot.channel import (
@@ -65,8 +67,9 @@ PERMANENT_ERRORS = frozenset({
 })
 TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 
-# chat.postEphemeral is a Web API Tier 4 method: about 100 calls a minute per workspace.
-EPHEMERAL_PER_MINUTE = 100
+MEMBER_PER_SECOND = 4  # private messages to one member: a quiz's feedback and next question come together
+# Where a response_url may send us: Slack's own, or the host of the Web API we were pointed at (a stand-in).
+RESPONSE_URL_PREFIX = "https://hooks.slack.com/"
 MEMBERS_PAGE = 200  # conversations.members: Slack recommends at most 200 a page
 MEMBER_CALL_TRIES = 5  # a members call retried after a 429 at most this often
 
@@ -122,11 +125,13 @@ class SlackChannel:
     # outbound -------------------------------------------------------------------------------------------------
 
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
-        """chat.postMessage: about one message per second per channel (short bursts tolerated); chat.postEphemeral
-        (a member's private place in a channel): its Tier 4 limit per workspace, which a 429 pauses as a whole."""
-        installation, channel = split_chat_id(chat_id)
+        """chat.postMessage: about one message per second per channel (short bursts tolerated). A member's private
+        place in a channel is answered through the response_url of what they pressed or typed, which no Web API
+        tier counts, a few messages a second at most; where there is none (a welcome), chat.postEphemeral's Tier 4
+        answers a 429 with a Retry-After, which pauses that member's place."""
+        _installation, channel = split_chat_id(chat_id)
         if ephemeral_target(channel)[1] is not None:
-            return (RateLimit(f"slack:ephemeral:{installation}", EPHEMERAL_PER_MINUTE, 60.0),)
+            return (RateLimit(f"slack:member:{chat_id}", MEMBER_PER_SECOND, 1.0),)
         return (RateLimit(f"slack:channel:{chat_id}", 1, 1.0),)
 
     async def send(self, delivery: Delivery) -> str:
@@ -146,6 +151,10 @@ class SlackChannel:
             else:
                 raise ReplyNotRenderable(f"a {type(reply).__name__} is for platforms that take payments themselves")
             channel, member = ephemeral_target(channel)
+            if member is not None and self.answers_through(delivery.reply_address):
+                answered = await self._respond(str(delivery.reply_address), messages, parts=delivery.parts)
+                if answered is not None:
+                    return answered
             if member is not None:
                 return await self._post_ephemeral(client, channel, member, messages, parts=delivery.parts)
             return await self._post(client, channel, messages, parts=delivery.parts)
@@ -209,6 +218,30 @@ class SlackChannel:
             )
             await parts.add(str(response.get("message_ts") or ""), more_to_come=index + 1 < len(messages))
         return posted[-1]
+
+    def answers_through(self, address: str | None) -> bool:
+        """Whether `address` is a response_url this app may post to: Slack's, or our Web API base's host."""
+        if not address:
+            return False
+        own = self.api_base_url.split("/api/", 1)[0] + "/"
+        return address.startswith(RESPONSE_URL_PREFIX) or address.startswith(own)
+
+    async def _respond(self, url: str, messages: list[SlackMessage], *, parts: PartsSent) -> str | None:
+        """Answer through a response_url, each message seen by that member alone; None when the URL has expired or
+        been used up (Slack allows five answers within 30 minutes), so the caller posts with chat.postEphemeral."""
+        webhook = AsyncWebhookClient(url, timeout=int(self.timeout), retry_handlers=[])
+        for index in range(len(parts.ids), len(messages)):
+            message = messages[index]
+            response = await webhook.send(text=message.text, blocks=message.blocks, response_type="ephemeral",
+                                          replace_original=False)
+            if response.status_code == 429:
+                raise RateLimited(_retry_after(response.headers.get("Retry-After")), "Slack rate limit")
+            if response.status_code >= 500:
+                raise TransientSendError(f"Slack answered {response.status_code} to a response_url")
+            if response.status_code != 200:
+                return None  # expired_url, used_url, …: the Web API takes over
+            await parts.add(f"response:{index}", more_to_come=index + 1 < len(messages))
+        return parts.ids[-1]
 
     # members ----------------------------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.messages import InboundMessage
+from bot.messages import REPLY_ADDRESS, InboundMessage
 from channels.slack.blocks import plain_text
 from channels.webhook import Ignored
 
@@ -95,9 +95,15 @@ def ephemeral_target(channel: str) -> tuple[str, str | None]:
     return (base, user) if sep else (channel, None)
 
 
-def _team_meta(installation: str, channel: str) -> dict[str, Any]:
-    """Where a member's private place is: the channel's own chat, the workspace; only they see its replies."""
-    return {"group_chat": chat_id_for(installation, channel), "workspace": installation, "private": True}
+def _team_meta(installation: str, channel: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where a member's private place is: the channel's own chat, the workspace; only they see its replies, which go
+    through the request's response_url where it has one."""
+    meta: dict[str, Any] = {"group_chat": chat_id_for(installation, channel), "workspace": installation,
+                            "private": True, "answer_command": f"{TEAM_COMMAND} answer"}
+    url = (body or {}).get("response_url")
+    if isinstance(url, str) and url.startswith(("https://", "http://")) and len(url) <= 500:
+        meta[REPLY_ADDRESS] = url
+    return meta
 
 
 def _privacy(channel: str) -> dict[str, bool]:
@@ -177,7 +183,7 @@ def message_from_action(body: dict[str, Any], *, installation: str) -> Outcome:
     meta: dict[str, Any] = {"event": "block_actions", "action_id": str(action.get("action_id") or "")[:64]}
     if not channel.startswith("D") and (container.get("is_ephemeral") is True or value.startswith(TEAM_BUTTON_PREFIX)):
         chat_id = member_chat_id(installation, channel, user_id)  # the member answers privately
-        meta.update(_team_meta(installation, channel))
+        meta.update(_team_meta(installation, channel, body))
     else:
         chat_id = chat_id_for(installation, channel)
         meta.update(_privacy(channel))
@@ -248,7 +254,7 @@ def _team_command(
         text=text,
         sender_name=name if isinstance(name, str) and name else None,
         meta={"event": "command", "command": TEAM_COMMAND,
-              **(_privacy(channel) if private else _team_meta(installation, channel))},
+              **(_privacy(channel) if private else _team_meta(installation, channel, body))},
     )
 
 
