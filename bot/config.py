@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     stripe_secret_key: str = Field("", description="sk_test_… or sk_live_… (Dashboard → Developers → API keys).")
     stripe_webhook_secret: str = Field("", description="whsec_… of the endpoint POST /webhooks/stripe.")
     stripe_api_base_url: str = Field("https://api.stripe.com", description="Stripe's API (a stand-in in tests).")
+    stripe_promotion_codes: bool = Field(
+        False, description="Let buyers type a promotion code (made in the Stripe Dashboard) on the Checkout page.")
+    subscription_grace_hours: int = Field(
+        48, ge=0, le=24 * 30,
+        description="A subscription's access lasts this long past the end of the period paid for, while Stripe "
+                    "retries a renewal that failed.")
     stars_per_unit: Annotated[dict[str, Decimal], NoDecode] = Field(
         default_factory=dict,
         description="Telegram Stars for one unit of a course's currency, e.g. EUR=55,GBP=65 (XTR-priced courses "
