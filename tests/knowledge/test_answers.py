@@ -42,6 +42,35 @@ async def test_without_a_model_the_answer_quotes_the_course_with_its_sources(off
     assert off_topic.declined and off_topic.unanswered is NoAnswer.NOT_COVERED and off_topic.sources == ()
 
 
+STEAM = """# Steam power
+
+## The engine
+
+Thomas Newcomen built the first practical steam engine to pump water out of mines. The engine was improved in 1776,
+when a separate condenser was added. The condenser was the idea of James Watt, a Scottish instrument maker. Steam
+engines later powered ships, trains and mills across Britain.
+"""
+
+
+async def test_the_quote_is_the_sentence_holding_what_was_asked_and_a_decline_names_the_nearest_lessons(
+    offline_settings, bio_store
+):
+    ingest_lessons("bio", [Lesson("steam", "Steam power", STEAM)], settings=offline_settings)
+    answerer = Answerer(offline_settings, store=bio_store)
+
+    when = await answerer.answer("When was the steam engine improved?", learner=1, allowed_courses={"bio"})
+    who = await answerer.answer("Whose idea was the separate condenser?", learner=1, allowed_courses={"bio"})
+    off_topic = await answerer.answer("Who won the 1998 football world cup?", learner=1, allowed_courses={"bio"})
+
+    assert "1776" in when.text and "Steam power › The engine" in when.text
+    assert "James Watt" in who.text
+    for answer in (when, who):
+        assert "ships, trains and mills" not in answer.text, "only the sentences that answer are quoted"
+        assert answer.confidence is not None and not answer.declined
+    assert off_topic.declined and off_topic.text == ""
+    assert off_topic.covers and {source.course_id for source in off_topic.covers} == {"bio"}
+
+
 async def test_a_model_answer_is_grounded_cited_plain_and_streamed(model_settings, bio_store, openai):
     answerer = Answerer(model_settings, store=bio_store)
     partials: list[str] = []
