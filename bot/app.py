@@ -9,8 +9,8 @@ from channels/webhook.py's steps: read the body within MAX_BODY_BYTES → verify
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -146,6 +146,20 @@ def build_channels(settings: Settings, db: Database) -> list[Channel]:
             "slack is off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (one workspace), or SLACK_SIGNING_SECRET, "
             "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (installable into many)"
         )
+    if settings.rasa_url:
+        from channels.rasa import RasaChannel
+
+        channels.append(
+            RasaChannel(
+                server_url=settings.rasa_url,
+                token=settings.rasa_token,
+                intent=settings.rasa_trigger_intent,
+                output_channel=settings.rasa_output_channel,
+                sends_per_second=settings.rasa_sends_per_second,
+            )
+        )
+    else:
+        log.info("rasa is off for sending: set RASA_URL (a Rasa server run with --enable-api)")
     return channels
 
 
@@ -161,19 +175,7 @@ def create_app(
     lessonbot = Lessonbot(settings, channels, process=process, dispatch=dispatch, elect=True, db=db)
     attach_clock(lessonbot)  # lessons, nudges and broadcasts run wherever the dispatcher is elected
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        log.info("channels on: %s", ", ".join(lessonbot.channels) or "none")
-        lessonbot.start()
-        try:
-            yield
-        finally:
-            await lessonbot.stop()
-
     # health ---------------------------------------------------------------------------------------------------
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         try:
@@ -219,6 +221,26 @@ def create_app(
         if isinstance(channel, HasRoutes):
             routes += channel.routes(lessonbot)
 
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(LimitHeaders)])
+    app = Starlette(routes=routes, lifespan=lifespan_of(lessonbot), middleware=[Middleware(LimitHeaders)])
     app.state.lessonbot = lessonbot
     return app
+
+
+def lifespan_of(lessonbot: Lessonbot) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """An app's lifespan: `lessonbot` runs while the app serves."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log.info("channels on: %s", ", ".join(lessonbot.channels) or "none")
+        lessonbot.start()
+        try:
+            yield
+        finally:
+            await lessonbot.stop()
+
+    return lifespan
+
+
+async def healthz(request: Request) -> Response:
+    """The process is up."""
+    return JSONResponse({"status": "ok"})

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from knowledge.settings import KnowledgeSettings
 
-KNOWN_CHANNELS = ("console", "web", "telegram", "whatsapp", "slack")
+KNOWN_CHANNELS = ("console", "web", "telegram", "whatsapp", "slack", "rasa")
 
 
 class ConfigError(Exception):
@@ -118,6 +118,29 @@ class Settings(BaseSettings):
                     "need none); a course without a rate is sold on Telegram through Stripe.",
     )
     payment_support: str = Field("", description="Where /paysupport sends learners too (an e-mail address, a URL).")
+
+    # Rasa (docs/rasa.md): the action server a Rasa assistant calls (`lessonbot rasa-actions`), sends to its users
+    # through the Rasa server (off unless RASA_URL is set)
+    rasa_url: str = Field("", description="A Rasa server run with --enable-api: lessons and nudges for rasa: "
+                          "learners go out through its trigger_intent.")
+    rasa_token: str = Field("", description="The Rasa server's --auth-token.")
+    rasa_trigger_intent: str = Field(
+        "EXTERNAL_lessonbot_message", pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+        description="The intent a reply goes out as (the domain answers it with action_lessonbot_deliver).",
+    )
+    rasa_output_channel: str = Field(
+        "latest", pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+        description="Where Rasa sends what the triggered action says: latest (where the person last wrote) or a "
+                    "channel's name.",
+    )
+    rasa_sends_per_second: float = Field(20.0, gt=0, le=1000, description="trigger_intent calls a second at most.")
+    rasa_actions_token: str = Field(
+        "", description="Asked of every action call (?token=, as endpoints.yml's action_endpoint sends it)."
+    )
+    rasa_action_timeout_seconds: float = Field(
+        20.0, gt=0, le=280, description="How long an action waits for its answer (below Rasa's 300 s); what comes "
+                                        "later goes out through trigger_intent."
+    )
 
     # knowledge: answers from the course material (Chroma, embeddings, an optional OpenAI-compatible model)
     chroma_path: Path | None = Field(None, description="Chroma's folder on disk; empty means DATA_DIR/chroma.")
@@ -231,6 +254,13 @@ class Settings(BaseSettings):
             raise ValueError("expected a secret key starting sk_test_ or sk_live_ (or a restricted rk_ key), "
                              "from Dashboard → Developers → API keys; never the publishable pk_ key")
         return value
+
+    @field_validator("rasa_url")
+    @classmethod
+    def _check_rasa_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value.strip()):
+            raise ValueError("expected the Rasa server's address, e.g. http://rasa:5005")
+        return value.strip().rstrip("/")
 
     @field_validator("database_url")
     @classmethod

@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, false, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from bot.channel import (
@@ -40,9 +41,9 @@ from bot.channel import (
     WaitForInbound,
 )
 from bot.config import Settings
-from bot.messages import reply_from_payload
+from bot.messages import REPLY_ADDRESS, reply_from_payload
 from bot.observability import MESSAGES_OUT, SEND_FAILURES, conversation_id_var
-from bot.ratelimit import RateLimiter, keys_to_pause
+from bot.ratelimit import Booking, RateLimiter, keys_to_pause
 from storage.db import Database
 from storage.models import Conversation, OutboxMessage, utcnow
 from storage.outbox import ACTIVE, OutboxStatus
@@ -132,13 +133,15 @@ class Claimed:
     parts_sent: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Due:
-    """A conversation's oldest unsent reply, due and not yet claimed: the row as it will be sent, and its status when
-    read (the claim is conditional on it and on the count of tries, so two dispatchers never both claim it)."""
+    """A conversation's oldest unsent reply, due: the row as it will be sent, and its status when read (the claim is
+    conditional on it and on the count of tries, so two dispatchers never both claim it). `booking` is set once it
+    is claimed, in the transaction that read it, because its send could go at once."""
 
     row: Claimed
     status: str
+    booking: Booking | None = None
 
 
 class OutboxDispatcher:
@@ -253,8 +256,9 @@ class OutboxDispatcher:
             async with self._slots:
                 while True:
                     self._again.discard(conversation_id)
-                    while await self._send_head(conversation_id):
-                        pass
+                    due = await self._read_head(conversation_id)
+                    while due is not None:
+                        due = await self._send_head(due)
                     if conversation_id not in self._again:
                         break
         except Exception:
@@ -263,12 +267,16 @@ class OutboxDispatcher:
             self._in_flight.pop(conversation_id, None)
             conversation_id_var.reset(token)
 
-    async def _due_head(self, conversation_id: int) -> Due | None:
-        """The conversation's oldest unsent reply if it is due (pending and its time come, or `sending` and its lease
-        run out), with the conversation facts its send needs; not claimed yet."""
-        now = utcnow()
+    async def _read_head(self, conversation_id: int) -> Due | None:
         async with self.db.connection() as connection:
-            head = (await connection.execute(_HEAD, {"conv": conversation_id})).first()
+            return await self._due_head(connection, conversation_id)
+
+    async def _due_head(self, connection: AsyncConnection, conversation_id: int) -> Due | None:
+        """The conversation's oldest unsent reply if it is due (pending and its time come, or `sending` and its lease
+        run out), with the conversation facts its send needs. If its send may go at once (the limiter does not make it
+        wait), it is claimed in the same transaction; otherwise it is claimed once its turn at the limiter comes."""
+        now = utcnow()
+        head = (await connection.execute(_HEAD, {"conv": conversation_id})).first()
         if head is None or not self._reaches(head.channel, head.chat_id):
             return None
         due = (head.status == OutboxStatus.PENDING and head.next_attempt_at <= now) or (
@@ -287,49 +295,61 @@ class OutboxDispatcher:
             opted_out_at=head.opted_out_at,
             parts_sent=list(head.parts_sent or []),
         )
-        return Due(row, status=head.status)
+        found = Due(row, status=head.status)
+        if row.opted_out_at is not None:
+            return found
+        booking = self.limiter.try_acquire(self.channels[row.channel].rate_limits(row.chat_id))
+        if booking is None:
+            return found
+        if not await self._claim_in(connection, found):
+            self.limiter.done(booking)
+            return None  # another dispatcher took it since it was read
+        found.booking = booking
+        return found
 
     async def _claim(self, due: Due) -> bool:
         """Claim a due reply (`sending`, leased, one try more) unless another dispatcher took it since it was read."""
-        now = utcnow()
         async with self.db.connection() as connection:
-            claimed = (
-                await connection.execute(
-                    _CLAIM,
-                    {
-                        "row": due.row.id,
-                        "was": due.status,
-                        "tries": due.row.attempts - 1,
-                        "now": now,
-                        "until": now + self.send_lease,
-                    },
-                )
-            ).first()
+            return await self._claim_in(connection, due)
+
+    async def _claim_in(self, connection: AsyncConnection, due: Due) -> bool:
+        now = utcnow()
+        claimed = (
+            await connection.execute(
+                _CLAIM,
+                {
+                    "row": due.row.id,
+                    "was": due.status,
+                    "tries": due.row.attempts - 1,
+                    "now": now,
+                    "until": now + self.send_lease,
+                },
+            )
+        ).first()
         if claimed is None:
             return False
         due.row.parts_sent = list(claimed.parts_sent or [])
         return True
 
-    async def _send_head(self, conversation_id: int) -> bool:
-        """Send the conversation's oldest unsent reply; True if the next one may follow at once."""
-        due = await self._due_head(conversation_id)
-        if due is None:
-            return False
+    async def _send_head(self, due: Due) -> Due | None:
+        """Send the conversation's oldest unsent reply; the next one if it may follow at once."""
         row = due.row
         if row.opted_out_at is not None:
             if await self._claim(due):
                 await self._set_aside(
                     row, OutboxStatus.SUPPRESSED, "not sent: the person opted out (STOP); START resumes"
                 )
-            return True
+            return await self._read_head(row.conversation_id)
         channel = self.channels[row.channel]
         limits = channel.rate_limits(row.chat_id)
-        # Claimed only once its turn at the limiter has come: a reply waiting there (behind a 429, or a burst on a
-        # shared limit) is still `pending`, so a crash meanwhile leaves nothing to wait out or send twice.
-        booking = await self.limiter.acquire(limits)
-        if not await self._claim(due):
-            self.limiter.done(booking)
-            return False  # another dispatcher took the reply while this one waited
+        booking = due.booking
+        if booking is None:
+            # Claimed only once its turn at the limiter has come: a reply waiting there (behind a 429, or a burst on
+            # a shared limit) is still `pending`, so a crash meanwhile leaves nothing to wait out or send twice.
+            booking = await self.limiter.acquire(limits)
+            if not await self._claim(due):
+                self.limiter.done(booking)
+                return None  # another dispatcher took the reply while this one waited
         try:
             try:
                 async with self._kept(row):
@@ -341,6 +361,7 @@ class OutboxDispatcher:
                             attempt=row.attempts,
                             last_inbound_at=row.last_inbound_at,
                             parts=PartsSent(row.parts_sent, save=partial(self._save_parts, row.id)),
+                            reply_address=row.payload.get(REPLY_ADDRESS),
                         )
                     )
             finally:
@@ -350,28 +371,27 @@ class OutboxDispatcher:
             for key in keys_to_pause(limits):
                 self.limiter.pause(key, exc.retry_after)
             await self._reschedule(row, exc.retry_after, str(exc), counted=False)
-            return False
+            return None
         except WaitForInbound as exc:
             await self._set_aside(row, OutboxStatus.WAITING, str(exc))
-            return True
+            return await self._read_head(row.conversation_id)
         except PermanentSendError as exc:
             SEND_FAILURES.labels(row.channel, "permanent").inc()
             await self._dead(row, str(exc))
-            return False
+            return None
         except Exception as exc:
             SEND_FAILURES.labels(row.channel, "transient").inc()
             if not isinstance(exc, TransientSendError):
                 log.exception("unexpected error from %s channel", row.channel, extra={"outbox_id": row.id})
             if row.attempts >= self.settings.outbox_max_attempts:
                 await self._dead(row, f"gave up after {row.attempts} tries: {exc}")
-                return False
+                return None
             delay = min(
                 self.settings.outbox_backoff_seconds * 2 ** (row.attempts - 1), self.settings.outbox_backoff_max_seconds
             )
             await self._reschedule(row, delay * random.uniform(0.8, 1.2), str(exc), counted=True)
-            return False
-        await self._mark_sent(row, platform_id)
-        return True
+            return None
+        return await self._mark_sent(row, platform_id)
 
     @contextlib.asynccontextmanager
     async def _kept(self, row: Claimed) -> AsyncIterator[None]:
@@ -407,11 +427,14 @@ class OutboxDispatcher:
         async with self.db.connection() as connection:
             await connection.execute(_SAVE_PARTS, {"row": outbox_id, "parts": platform_ids})
 
-    async def _mark_sent(self, row: Claimed, platform_id: str) -> None:
+    async def _mark_sent(self, row: Claimed, platform_id: str) -> Due | None:
+        """Mark `row` sent and, in the same transaction, read (and maybe claim) the conversation's next reply."""
         async with self.db.connection() as connection:
             await connection.execute(_MARK_SENT, {"row": row.id, "sent_as": platform_id, "at": utcnow()})
+            following = await self._due_head(connection, row.conversation_id)
         MESSAGES_OUT.labels(row.channel).inc()
         self.on_sent(row)
+        return following
 
     async def _reschedule(self, row: Claimed, delay: float, error: str, *, counted: bool) -> None:
         log.info("send postponed", extra={"outbox_id": row.id, "delay_s": round(delay, 2), "error": error[:300]})

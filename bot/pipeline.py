@@ -17,9 +17,12 @@ choice it names before the dialogs see the message (dialogs/choices.py).
 `platform_report`: the platform reports something the person did (a payment). It is processed even while they have
 opted out (its replies are suppressed like the rest), and it is not the person writing: it opens no 24-hour window
 and releases nothing that waits for one.
+`in_response_within` (seconds): the platform takes the replies in its own response (a Rasa action call): they are
+queued held for that long, for the caller to take (storage.outbox.answer_of), and sent on their own after it.
 
 Replies to a message are queued for its sender (`OutboxEntry.member`): in a group, the choices they offer are that
-member's to pick.
+member's to pick. Where the platform gave an address to answer that one message (`meta["reply_address"]`: Slack's
+response_url), each reply's payload carries it to the channel (`Delivery.reply_address`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, or_, select, update
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -45,13 +48,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from bot.activity import Activity
 from bot.channel import RequestRejected
 from bot.config import Settings
-from bot.messages import InboundMessage, Text
+from bot.messages import REPLY_ADDRESS, InboundMessage, Text
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
 from bot.text import storable, storable_data
 from dialogs import choices
 from dialogs.turn import OutsideTransaction, Turn
 from storage.db import Database
-from storage.models import Conversation, InboundSequence, OutboxMessage, User, utcnow
+from storage.learners import Learner
+from storage.models import ChannelIdentity, Conversation, InboundSequence, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import InboundStatus, OutboxEntry, OutboxStatus, enqueue
 from storage.queries import backend_insert, get_or_create_conversation, identity_and_user, rows_affected
@@ -123,7 +127,31 @@ def _insert_inbound_statement(dialect: str) -> Any:
     return backend_insert(dialect)(_INBOUND).on_conflict_do_nothing().returning(_INBOUND.c.id)
 
 
+_RECORDED_COLUMNS = ("channel", "platform_id", "conversation_id", "sender_id", "payload", "status", "attempts",
+                     "received_at")
+
+
+def _record_in_one_statement() -> Any:
+    """PostgreSQL: the next arrival number and the message in one statement (a data-modifying WITH), one round trip:
+    WITH seq AS (INSERT … ON CONFLICT DO UPDATE … RETURNING last_seq) INSERT INTO inbound_messages SELECT … FROM seq
+    ON CONFLICT DO NOTHING RETURNING id."""
+    seq = _next_seq_statement("postgresql").cte("seq")
+    values = [
+        bindparam(name, type_=_INBOUND.c[name].type)
+        if name != "conversation_id"
+        else bindparam("conv", type_=_INBOUND.c[name].type)
+        for name in _RECORDED_COLUMNS
+    ]
+    return (
+        backend_insert("postgresql")(_INBOUND)
+        .from_select([*_RECORDED_COLUMNS, "seq"], select(*values, seq.c.last_seq))
+        .on_conflict_do_nothing()
+        .returning(_INBOUND.c.id)
+    )
+
+
 _STATEMENTS: dict[str, tuple[Any, Any]] = {}
+_RECORD_IN_ONE = _record_in_one_statement()
 
 
 def _recording_statements(dialect: str) -> tuple[Any, Any]:
@@ -143,22 +171,22 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
     try:
         async with db.connection(urgent=True) as connection:  # the platform waits for this one
             conversation_id = await conversations.find(connection, message.channel, message.chat_id)
-            seq = (await connection.execute(next_seq, {"conv": conversation_id})).scalar_one()
-            result = await connection.execute(
-                insert_inbound,
-                {
-                    "channel": message.channel,
-                    "platform_id": message.platform_id,
-                    "conversation_id": conversation_id,
-                    "seq": seq,
-                    "sender_id": message.sender_id,
-                    "payload": message.to_payload(),
-                    "status": InboundStatus.PENDING.value,
-                    "attempts": 0,
-                    "received_at": utcnow(),
-                },
-            )
-            inbound_id = result.scalar()
+            values = {
+                "channel": message.channel,
+                "platform_id": message.platform_id,
+                "sender_id": message.sender_id,
+                "payload": message.to_payload(),
+                "status": InboundStatus.PENDING.value,
+                "attempts": 0,
+                "received_at": utcnow(),
+            }
+            if db.backend == "postgresql":
+                inbound_id = (await connection.execute(_RECORD_IN_ONE, {**values, "conv": conversation_id})).scalar()
+            else:
+                seq = (await connection.execute(next_seq, {"conv": conversation_id})).scalar_one()
+                inbound_id = (
+                    await connection.execute(insert_inbound, {**values, "conversation_id": conversation_id, "seq": seq})
+                ).scalar()
     except BaseException:
         conversations.forget(message.channel, message.chat_id)  # in case the remembered id was the trouble
         raise
@@ -246,6 +274,18 @@ class _Pending:
     payload: dict[str, Any]
     received_at: datetime
     more: bool  # another message is pending after it
+
+
+@dataclass(slots=True)
+class _Loaded:
+    """What a turn starts from (see `ConversationWorker._load_turn`)."""
+
+    pending: _Pending
+    conversation: Conversation
+    identity: ChannelIdentity | None  # None on first contact
+    user: User | None
+    learner: Learner | None  # held here: the session keeps only what is referenced, and the dialogs ask it for this
+    waiting: bool  # replies wait for the person to write again
 
 
 class ConversationWorker:
@@ -418,23 +458,26 @@ class ConversationWorker:
                 return _Done.MORE  # the lease may still be ours: go on (and give it back at the end)
             return None
 
-    async def _next_pending(self, session: AsyncSession, conversation_id: int) -> _Pending | None:
-        connection = await session.connection()
-        rows = (
-            await connection.execute(_NEXT_PENDING, {"conv": conversation_id, "pending": InboundStatus.PENDING.value})
-        ).all()
-        if not rows:
+    async def _load_turn(self, session: AsyncSession, conversation_id: int) -> _Loaded | None:
+        """The conversation's next pending message and everything its turn reads first, in one query: the
+        conversation, its sender's identity, user and learner rows (into the session, so the dialogs find them there
+        without a query), whether another message is pending after it and whether replies wait for the person to
+        write. None when nothing is pending."""
+        found = (await session.execute(_LOAD_TURN, {"conv": conversation_id})).first()
+        if found is None:
             return None
-        first = rows[0]
-        return _Pending(
-            id=first.id,
-            channel=first.channel,
-            platform_id=first.platform_id,
-            sender_id=first.sender_id,
-            payload=first.payload,
-            received_at=first.received_at,
-            more=len(rows) > 1,
+        conversation, identity, user, learner, inbound_id, channel, platform_id, sender_id, payload, received_at, \
+            more, waiting = found
+        pending = _Pending(
+            id=inbound_id,
+            channel=channel,
+            platform_id=platform_id,
+            sender_id=sender_id,
+            payload=payload,
+            received_at=received_at,
+            more=bool(more),
         )
+        return _Loaded(pending, conversation, identity, user, learner, waiting=bool(waiting))
 
     async def _try_turn(
         self,
@@ -448,17 +491,16 @@ class ConversationWorker:
             now = utcnow()
             if not await self._lease_statement(session, conversation_id, now):
                 raise LeaseLost()
-            row = await self._next_pending(session, conversation_id)
-            if row is None:
+            loaded = await self._load_turn(session, conversation_id)
+            if loaded is None:
                 await (await session.connection()).execute(
                     _GIVE_LEASE_BACK, {"conv": conversation_id, "owner": self.owner}
                 )
                 return _Done.NOTHING_PENDING
+            row, conversation = loaded.pending, loaded.conversation
             current.inbound_id = row.id
             if prepared_for is not None and prepared_for != row.id:
                 prepared.clear()  # prepared for a message that is no longer the next one
-            conversation = await session.get(Conversation, conversation_id)
-            assert conversation is not None
             payload = row.payload
             message = InboundMessage(
                 channel=row.channel,
@@ -470,18 +512,21 @@ class ConversationWorker:
                 sender_name=payload.get("sender_name"),
                 meta=payload.get("meta", {}),
             )
-            heard = await _honour_subscription(session, conversation, message, now)
-            identity, user = await identity_and_user(session, row.channel, row.sender_id, message.sender_name)
+            heard = await _honour_subscription(session, conversation, message, now, waiting=loaded.waiting)
+            identity, user = loaded.identity, loaded.user
+            if identity is None or user is None:  # first contact: their user and identity are made now
+                identity, user = await identity_and_user(session, row.channel, row.sender_id, message.sender_name)
             if conversation.user_id is None:
                 conversation.user_id = user.id
+            state = conversation.state
             turn = Turn(
                 session=session,
                 message=heard or message,
                 conversation=conversation,
                 identity=identity,
                 user=user,
-                is_admin=self.settings.is_admin(row.channel, row.sender_id),
-                state=dict(conversation.state or {}),
+                listed_admin=self.settings.is_admin(row.channel, row.sender_id),
+                state=dict(state or {}),
                 prepared=prepared,
                 answerer=self.answerer,
                 payments=self.payments,
@@ -494,26 +539,54 @@ class ConversationWorker:
             if heard is not None:
                 turn.message = await choices.understood(turn)  # a typed choice, as if its button were pressed
                 await self.respond(turn)
-            if turn.state != conversation.state:
-                conversation.state = turn.state
-            # When the person wrote, not when we got to it: WhatsApp's 24-hour window counts from there.
-            # A platform's report (a payment) is not the person writing: it opens no window.
-            wrote = not message.meta.get("platform_report")
-            if wrote and (conversation.last_inbound_at is None or conversation.last_inbound_at < row.received_at):
-                conversation.last_inbound_at = row.received_at
             if user.last_active_at is None or now - user.last_active_at >= ACTIVITY_PRECISION:
                 user.last_active_at = now  # nudges count idle days: a minute's precision saves a write a message
             await session.flush()
             replies = [reply.to_payload() for reply in turn.replies]
-            await enqueue(session, _answers(conversation, row.id, replies, member=row.sender_id), now=now)
+            address = message.meta.get(REPLY_ADDRESS)
+            if isinstance(address, str) and address:  # the platform's own way to answer this one message
+                replies = [{**reply, REPLY_ADDRESS: address} for reply in replies]
+            await enqueue(
+                session,
+                _answers(conversation, row.id, replies, member=row.sender_id, due_at=_held_until(message.meta, now)),
+                now=now,
+            )
             connection = await session.connection()
             await connection.execute(_MARK_DONE, {"inbound": row.id, "done": InboundStatus.DONE.value, "done_at": now})
-            if not row.more:
-                await connection.execute(_GIVE_LEASE_BACK, {"conv": conversation_id, "owner": self.owner})
+            # When the person wrote, not when we got to it: WhatsApp's 24-hour window counts from there.
+            # A platform's report (a payment) is not the person writing: it opens no window.
+            wrote = conversation.last_inbound_at
+            if not message.meta.get("platform_report") and (wrote is None or wrote < row.received_at):
+                wrote = row.received_at
+            await self._finish_turn(connection, conversation, turn.state, wrote, keep_lease=row.more, now=now)
         PROCESSING_SECONDS.labels(message.channel).observe(time.perf_counter() - started)
         log.debug("processed", extra={"inbound_id": row.id, "replies": len(turn.replies)})
         # With nothing more pending the lease went back in that commit; a message recorded since then notified us.
         return _Done.MORE if row.more else _Done.LAST
+
+    async def _finish_turn(
+        self,
+        connection: AsyncConnection,
+        conversation: Conversation,
+        state: dict[str, Any],
+        wrote: datetime | None,
+        *,
+        keep_lease: bool,
+        now: datetime,
+    ) -> None:
+        """The turn's last statement, on the conversation's row: its state (if the turn changed it), when the person
+        last wrote, and the lease, given back when nothing else is pending (kept otherwise)."""
+        values = {
+            "conv": conversation.id,
+            "owner": self.owner,
+            "next_owner": self.owner if keep_lease else None,
+            "next_until": now + self._lease if keep_lease else None,
+            "wrote": wrote,
+        }
+        if state != conversation.state:
+            await connection.execute(_FINISH_WITH_STATE, {**values, "state": state})
+        else:
+            await connection.execute(_FINISH, values)
 
     async def _note_transient_failure(self, conversation_id: int, inbound_id: int | None, exc: Exception) -> None:
         """A database hiccup: count a try on the message the turn read (failed after MAX_TRANSIENT_ATTEMPTS), if the
@@ -565,15 +638,24 @@ class ConversationWorker:
             conversation = await session.get(Conversation, conversation_id)
             if rows_affected(failed) != 1 or conversation is None:
                 return False
-            await enqueue(session, _answers(conversation, inbound_id, [Text(APOLOGY).to_payload()]))
+            payload = await session.scalar(select(InboundRow.payload).where(InboundRow.id == inbound_id))
+            now = utcnow()
+            held = _held_until((payload or {}).get("meta", {}), now)
+            apology = _answers(conversation, inbound_id, [Text(APOLOGY).to_payload()], due_at=held)
+            await enqueue(session, apology, now=now)
         return True
 
 
 def _answers(
-    conversation: Conversation, inbound_id: int, payloads: list[dict[str, Any]], *, member: str = ""
+    conversation: Conversation,
+    inbound_id: int,
+    payloads: list[dict[str, Any]],
+    *,
+    member: str = "",
+    due_at: datetime | None = None,
 ) -> list[OutboxEntry]:
     """The outbox entries of replies to the message `inbound_id`, to where it came from; their choices are for
-    `member` (its sender)."""
+    `member` (its sender); held until `due_at`, if given."""
     return [
         OutboxEntry(
             conversation_id=conversation.id,
@@ -582,9 +664,21 @@ def _answers(
             payload=payload,
             inbound_message_id=inbound_id,
             member=member,
+            due_at=due_at,
         )
         for payload in payloads
     ]
+
+
+def _held_until(meta: dict[str, Any], now: datetime) -> datetime | None:
+    """For a message whose platform takes the replies in its own response (`in_response_within`, seconds: a Rasa
+    action call), when its replies may go out on their own instead: until then they wait for that response
+    (storage.outbox.answer_of); after, the dispatcher sends them like any other, so a response that never came
+    loses nothing."""
+    within = meta.get("in_response_within")
+    if not isinstance(within, int | float) or isinstance(within, bool) or within <= 0:
+        return None
+    return now + timedelta(seconds=float(within))
 
 
 @dataclass(slots=True)
@@ -609,19 +703,57 @@ _GIVE_LEASE_BACK = (
     .where(_CONVERSATIONS.c.id == bindparam("conv"), _CONVERSATIONS.c.lease_owner == bindparam("owner"))
     .values(lease_owner=None, lease_until=None)
 )
-_NEXT_PENDING = (
+_PENDING = _INBOUND.alias("pending")  # the message the turn is for
+_LATER = _INBOUND.alias("later")
+_LOAD_TURN = (
     select(
-        _INBOUND.c.id,
-        _INBOUND.c.channel,
-        _INBOUND.c.platform_id,
-        _INBOUND.c.sender_id,
-        _INBOUND.c.payload,
-        _INBOUND.c.received_at,
+        Conversation,
+        ChannelIdentity,
+        User,
+        Learner,
+        _PENDING.c.id,
+        _PENDING.c.channel,
+        _PENDING.c.platform_id,
+        _PENDING.c.sender_id,
+        _PENDING.c.payload,
+        _PENDING.c.received_at,
+        exists()
+        .where(
+            _LATER.c.conversation_id == _PENDING.c.conversation_id,
+            _LATER.c.status == InboundStatus.PENDING.value,
+            _LATER.c.seq > _PENDING.c.seq,
+        )
+        .label("more"),
+        exists()
+        .where(_OUTBOX.c.conversation_id == Conversation.id, _OUTBOX.c.status == OutboxStatus.WAITING.value)
+        .label("waiting"),
     )
-    .where(_INBOUND.c.conversation_id == bindparam("conv"), _INBOUND.c.status == bindparam("pending"))
-    .order_by(_INBOUND.c.seq)
-    .limit(2)
+    .select_from(Conversation)
+    .join(
+        _PENDING,
+        _PENDING.c.id
+        == select(_INBOUND.c.id)
+        .where(_INBOUND.c.conversation_id == bindparam("conv"), _INBOUND.c.status == InboundStatus.PENDING.value)
+        .order_by(_INBOUND.c.seq)
+        .limit(1)
+        .scalar_subquery(),
+    )
+    .outerjoin(
+        ChannelIdentity,
+        and_(ChannelIdentity.channel == _PENDING.c.channel, ChannelIdentity.external_id == _PENDING.c.sender_id),
+    )
+    .outerjoin(User, User.id == ChannelIdentity.user_id)
+    .outerjoin(Learner, Learner.user_id == User.id)
+    .where(Conversation.id == bindparam("conv"))
 )
+_FINISH = (
+    update(_CONVERSATIONS)
+    .where(_CONVERSATIONS.c.id == bindparam("conv"), _CONVERSATIONS.c.lease_owner == bindparam("owner"))
+    .values(
+        lease_owner=bindparam("next_owner"), lease_until=bindparam("next_until"), last_inbound_at=bindparam("wrote")
+    )
+)
+_FINISH_WITH_STATE = _FINISH.values(state=bindparam("state"))
 _MARK_DONE = (
     update(_INBOUND)
     .where(_INBOUND.c.id == bindparam("inbound"))
@@ -633,9 +765,10 @@ _MARK_DONE = (
 
 
 async def _honour_subscription(
-    session: AsyncSession, conversation: Conversation, message: InboundMessage, now: datetime
+    session: AsyncSession, conversation: Conversation, message: InboundMessage, now: datetime, *, waiting: bool
 ) -> InboundMessage | None:
-    """The message the dialogs should see, or None while the person has opted out (STOP) and not back in (START)."""
+    """The message the dialogs should see, or None while the person has opted out (STOP) and not back in (START).
+    `waiting`: the conversation has replies set aside until the person writes."""
     keyword = message.meta.get("subscription")
     if keyword == "stop":
         conversation.opted_out_at = conversation.opted_out_at or now
@@ -649,7 +782,8 @@ async def _honour_subscription(
         conversation.opted_out_at = None
         message = replace(message, choice="/start")  # coming back starts over, as a first contact does
     # They wrote: what waited for that (WhatsApp's 24-hour window) may go now, ahead of the replies to this message.
-    await (await session.connection()).execute(_RELEASE_WAITING, {"conv": conversation.id, "due": now})
+    if waiting:
+        await (await session.connection()).execute(_RELEASE_WAITING, {"conv": conversation.id, "due": now})
     return message
 
 

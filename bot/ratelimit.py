@@ -57,14 +57,31 @@ class RateLimiter:
         async with self._lock:
             now = time.monotonic()
             at = max(self._earliest(limit, now) for limit in limits)
-            for limit in limits:
-                sent = self._sent.setdefault(limit.key, deque())
-                sent.append(at)
-                while len(sent) > limit.count:
-                    sent.popleft()
+            self._book(limits, at)
         if at > now:
             await asyncio.sleep(at - now)
         return Booking(tuple(limit.key for limit in limits), at, waited=at - now)
+
+    def try_acquire(self, limits: Iterable[RateLimit]) -> Booking | None:
+        """Count a send against every one of `limits` if it may go now; None (nothing counted) if it would wait.
+        Call `done` with the booking as after `acquire`."""
+        limits = tuple(limits)
+        if not limits:
+            return Booking((), 0.0, waited=0.0)
+        if self._lock.locked():
+            return None  # others are booking: take a place in line with `acquire`
+        now = time.monotonic()
+        if any(self._earliest(limit, now) > now for limit in limits):
+            return None
+        self._book(limits, now)
+        return Booking(tuple(limit.key for limit in limits), now, waited=0.0)
+
+    def _book(self, limits: tuple[RateLimit, ...], at: float) -> None:
+        for limit in limits:
+            sent = self._sent.setdefault(limit.key, deque())
+            sent.append(at)
+            while len(sent) > limit.count:
+                sent.popleft()
 
     def done(self, booking: Booking) -> None:
         """The send booked as `booking` has finished (or failed): count it from now."""

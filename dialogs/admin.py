@@ -1,12 +1,18 @@
-"""/admin: commands for the people listed in ADMINS. Every attempt is written to the audit log."""
+"""/admin: commands for the people who hold an admin role (dialogs/roles.py). Every attempt is written to the audit
+log, allowed or not.
+
+Each subcommand names the area of work it belongs to and, where it touches one course or one Slack workspace, how
+to find that in its arguments: `admin` checks the person's roles against both, once, before the command runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from dialogs import broadcast, nudges, payments, personal
+from dialogs import broadcast, nudges, payments, personal, roles
 from dialogs.i18n import N_
 from dialogs.learner import tr
 from dialogs.turn import Command, Turn
@@ -22,7 +28,11 @@ class UsageError(Exception):
 
 async def _help(turn: Turn, _args: str) -> None:
     _ = tr(turn)
-    lines = [_("Admin commands:")] + [f"/admin {name} — {_(summary)}" for name, (_fn, summary) in SUBCOMMANDS.items()]
+    held = await roles.grants(turn)
+    lines = [_("Admin commands:")] + [
+        f"/admin {name} — {_(command.summary)}" for name, command in SUBCOMMANDS.items()
+        if roles.scopes(held, command.area)
+    ]
     turn.say("\n".join(lines))
 
 
@@ -115,16 +125,51 @@ async def _export(turn: Turn, args: str) -> None:
                                                             address=words[0])))
 
 
-SUBCOMMANDS: dict[str, tuple[Callable[[Turn, str], Awaitable[None]], str]] = {
-    "help": (_help, N_("this list")),
-    "stats": (_stats, N_("learners, messages and delivery counts")),
-    "outbox": (_outbox, N_("replies that could not be delivered")),
-    "requeue": (_requeue, N_("retry failed replies: /admin requeue ID or all")),
-    "broadcast": (broadcast.broadcast, N_("announce to a segment: preview, confirm, status")),
-    "nudges": (nudges.report, N_("how often each reminder template brings learners back")),
-    "export": (_export, N_("a learner's data as a file: /admin export CHANNEL:ID")),
-    "erase": (_erase, N_("delete a learner's data: /admin erase CHANNEL:ID confirm")),
-    **payments.ADMIN_SUBCOMMANDS,
+Target = Callable[[list[str]], roles.Scope]
+
+
+def _everywhere(_words: list[str]) -> roles.Scope:
+    return roles.EVERYWHERE
+
+
+def _course_word(index: int) -> Target:
+    """The course named by the argument at `index` (an author scoped to it may act on it)."""
+    def target(words: list[str]) -> roles.Scope:
+        return roles.Scope("course", words[index]) if len(words) > index else roles.EVERYWHERE
+    return target
+
+
+def _learner_team(words: list[str]) -> roles.Scope:
+    """The Slack workspace of the learner named first (a workspace's own support may act on its people)."""
+    return roles.team_of(words[0]) if words else roles.EVERYWHERE
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    run: Callable[[Turn, str], Awaitable[None]]
+    summary: str
+    area: str  # what roles.AREAS says may run it
+    target: Target = _everywhere  # what it acts on, from its arguments, for scoped roles
+
+
+_PAYMENTS_AREAS = {"grant": ("access", _course_word(1)), "revoke": ("access", _course_word(1)),
+                   "code": ("access", _course_word(0)), "refund": ("payments", _everywhere),
+                   "payments": ("payments", _everywhere)}
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "help": Subcommand(_help, N_("this list"), "dashboard"),
+    "stats": Subcommand(_stats, N_("learners, messages and delivery counts"), "delivery"),
+    "outbox": Subcommand(_outbox, N_("replies that could not be delivered"), "delivery"),
+    "requeue": Subcommand(_requeue, N_("retry failed replies: /admin requeue ID or all"), "delivery"),
+    "broadcast": Subcommand(broadcast.broadcast, N_("announce to a segment: preview, confirm, status"), "broadcast"),
+    "nudges": Subcommand(nudges.report, N_("how often each reminder template brings learners back"), "nudges"),
+    "export": Subcommand(_export, N_("a learner's data as a file: /admin export CHANNEL:ID"), "learners",
+                         _learner_team),
+    "erase": Subcommand(_erase, N_("delete a learner's data: /admin erase CHANNEL:ID confirm"), "learners",
+                        _learner_team),
+    **{name: Subcommand(run, summary, *_PAYMENTS_AREAS[name])
+       for name, (run, summary) in payments.ADMIN_SUBCOMMANDS.items()},
+    "role": Subcommand(roles.role_command, N_("who holds which role: /admin role grant|revoke|list"), "roles"),
 }
 # The audit line of an erasure must not keep the address it erased.
 _AUDITED_WITHOUT_ARGUMENTS = {"erase"}
@@ -140,18 +185,24 @@ async def admin(turn: Turn, args: str) -> None:
         turn.session.add(AdminAuditEntry(identity=identity, command=name[:64], arguments=arguments, outcome=outcome))
 
     _ = tr(turn)
-    if not turn.is_admin:
+    held = await roles.grants(turn)
+    if not held:
         audit("denied")
-        turn.say(_("Admin commands are for admins only. An operator can add you by putting {identity} in the "
-                   "ADMINS setting.", identity=identity))
+        turn.say(_("Admin commands are for admins only. An owner can give you a role with /admin role grant "
+                   "{identity} ROLE, or an operator can put {identity} in the ADMINS setting.", identity=identity))
         return
-    entry = SUBCOMMANDS.get(name)
-    if entry is None:
+    command = SUBCOMMANDS.get(name)
+    if command is None:
         audit("invalid")
         turn.say(_("There is no admin command {name}. Send /admin help for the list.", name=repr(name)))
         return
+    if not roles.permitted(held, command.area, command.target(rest.split())):
+        audit("denied")
+        turn.say(_("Your role does not allow /admin {name} here. Send /admin help for the commands you may use.",
+                   name=name))
+        return
     try:
-        await entry[0](turn, rest.strip())
+        await command.run(turn, rest.strip())
     except UsageError as exc:
         audit("invalid")
         turn.say(str(exc))

@@ -19,12 +19,14 @@ from typing import Protocol
 from sqlalchemy import exists, or_, select
 
 from bot.messages import literal
+from bot.text import plain_words, storable
 from dialogs import flow, greeting
 from dialogs.i18n import Translator
 from dialogs.learner import is_set_up, learner_of, tr
 from dialogs.turn import Turn
 from knowledge.answer import FROM, FROM_YOUR_COURSE, CourseAnswer, NoAnswer
 from storage.courses import FREE, Course, Enrollment, Entitlement
+from storage.knowledge import KnowledgeQuestion
 
 
 class QuestionAnswerer(Protocol):
@@ -55,7 +57,20 @@ async def answer_question(turn: Turn) -> None:
     answer: CourseAnswer = await turn.call_outside_transaction(
         "answer", lambda: answerer.answer(question, learner=learner, allowed_courses=allowed, on_partial=draft)
     )
+    record_question(turn, question, answer)
     turn.say(presented(turn, answer), choices=[] if answer.sources else [(tr(turn)("Show commands"), "/help")])
+
+
+def record_question(turn: Turn, question: str, answer: CourseAnswer) -> None:
+    """Keep the question and its outcome for the admins' knowledge page (what learners ask, what the course lacks)."""
+    outcome = "answered" if answer.unanswered is None else "limited" if answer.limited else "declined"
+    first = answer.sources[0] if answer.sources else None
+    turn.session.add(KnowledgeQuestion(
+        user_id=turn.user.id, asked_at=turn.now, question=storable(question, limit=500),
+        normalized=plain_words(question)[:200], outcome=outcome,
+        reason=answer.unanswered.value if answer.unanswered is not None else None,
+        course=first.course_id[:64] if first else None, topic=first.title[:200] if first else None,
+    ))
 
 
 def as_draft(show: Callable[[str], Awaitable[None]] | None) -> Callable[[str], Awaitable[None]] | None:

@@ -4,8 +4,10 @@ Every reply's choices are recorded when the reply is queued (`storage.outbox.enq
 for the member whose message it answers, or for anyone in the chat when the bot spoke on its own (a daily lesson).
 So:
 - a pressed button is honoured only if its value was offered in this conversation to the person pressing it, however
-  long ago ("a button works however late it is pressed"); a value that never was (a forged button, another group
-  member's prompt) gets "that button isn't available" and nothing else (`was_offered`, `refuse`);
+  long ago ("a button works however late it is pressed"), or, from a member's private place in a group chat
+  (`meta["group_chat"]`: a Slack member's ephemeral conversation in a channel), offered in that chat;
+  a value that never was (a forged button, another group member's prompt) gets "that button isn't available" and
+  nothing else (`was_offered`, `refuse`);
 - a typed choice is read against the choices of the newest replies sent to this person: a label ("Yes, let's
   start") on every channel, a number ("2") where the channel shows choices as numbered lines (its message carries
   `meta["numbered_choices"]`: the terminal, WhatsApp) (`understood`);
@@ -19,14 +21,14 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import bindparam, exists, or_, select
 
 from bot.messages import Choice, InboundMessage
 from bot.text import plain_words
 from dialogs.learner import tr
 from dialogs.turn import Turn
+from storage.models import Conversation, OfferedChoice, OutboxMessage
 from storage.models import InboundMessage as InboundRow
-from storage.models import OfferedChoice, OutboxMessage
 from storage.outbox import OutboxStatus
 
 EVERYONE = ""  # `OfferedChoice.member` of a choice offered to anyone in the chat
@@ -64,6 +66,20 @@ async def was_offered(turn: Turn, value: str) -> bool:
             )
         )
     )
+    group = turn.message.meta.get("group_chat")
+    if not offered and isinstance(group, str) and group:
+        # A member's private place in a group chat: what the chat was offered, anyone there may press.
+        offered = await turn.session.scalar(
+            select(
+                exists().where(
+                    OfferedChoice.conversation_id == Conversation.id,
+                    Conversation.channel == turn.conversation.channel,
+                    Conversation.chat_id == group,
+                    OfferedChoice.value == value,
+                    OfferedChoice.member.in_((member_of(turn), EVERYONE)),
+                )
+            )
+        )
     return bool(offered)
 
 
@@ -121,20 +137,24 @@ async def current_choices(turn: Turn) -> list[Choice]:
     the bot sent on its own), so a number typed long after a question does not answer it."""
     if turn.conversation is None:
         return []
-    rows = (
-        await turn.session.execute(
-            select(OutboxMessage.inbound_message_id, OutboxMessage.payload)
-            .outerjoin(InboundRow, InboundRow.id == OutboxMessage.inbound_message_id)
-            .where(
-                OutboxMessage.conversation_id == turn.conversation.id,
-                OutboxMessage.status == OutboxStatus.SENT.value,
-                or_(InboundRow.id.is_(None), InboundRow.sender_id == member_of(turn)),
-            )
-            .order_by(OutboxMessage.id.desc())
-            .limit(NEWEST_ROWS)
-        )
-    ).all()
+    connection = await turn.session.connection()
+    rows = (await connection.execute(_NEWEST_SENT, {"conv": turn.conversation.id, "member": member_of(turn)})).all()
     return [Choice(c["label"], c["value"]) for c in newest_choices([(r.inbound_message_id, r.payload) for r in rows])]
+
+
+_OUTBOX = OutboxMessage.__table__
+_INBOUND = InboundRow.__table__
+_NEWEST_SENT = (  # built once: every typed message asks it
+    select(_OUTBOX.c.inbound_message_id, _OUTBOX.c.payload)
+    .outerjoin(_INBOUND, _INBOUND.c.id == _OUTBOX.c.inbound_message_id)
+    .where(
+        _OUTBOX.c.conversation_id == bindparam("conv"),
+        _OUTBOX.c.status == OutboxStatus.SENT.value,
+        or_(_INBOUND.c.id.is_(None), _INBOUND.c.sender_id == bindparam("member")),
+    )
+    .order_by(_OUTBOX.c.id.desc())
+    .limit(NEWEST_ROWS)
+)
 
 
 def newest_choices(rows: list[tuple[int | None, dict[str, Any]]]) -> list[dict[str, str]]:

@@ -3,7 +3,7 @@ no question answerer runs in this process."""
 
 from __future__ import annotations
 
-from dialogs import flow, onboarding
+from dialogs import flow, onboarding, roles
 from dialogs.i18n import N_
 from dialogs.learner import is_set_up, learner_of, name_of, tr
 from dialogs.review import due_reviews
@@ -32,7 +32,7 @@ async def show_help(turn: Turn, _args: str) -> None:
     lines = [_("Here is what you can send me:")]
     lines += [f"/{command.name} — {_(command.summary)}" for command in COMMANDS if command.listed]
     lines.append(_("You can also type plain words instead, like “next”, “review”, “progress” or “pause”."))
-    if turn.is_admin:
+    if await roles.grants(turn):
         lines.append(_("/admin help — commands for admins"))
     turn.say("\n".join(lines))
     if flow.is_active(turn.state, "onboarding"):  # asked before setting up: the question is asked again, so its

@@ -82,7 +82,7 @@ class Turn(Exchange):
 
     message: InboundMessage
     identity: ChannelIdentity
-    is_admin: bool
+    listed_admin: bool  # in the ADMINS setting: an owner by configuration (dialogs/roles.py adds stored roles)
     prepared: dict[str, Any] = field(default_factory=dict)
     answerer: Any = None  # the question answerer (dialogs.ask.QuestionAnswerer), when knowledge is on
     payments: Any = None  # how this bot takes payments (dialogs.payments.PaymentDesk); None: no way to pay here

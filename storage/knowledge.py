@@ -14,13 +14,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, String, delete, select, update
+from sqlalchemy import ForeignKey, Index, Integer, String, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.models import Base, utcnow
+from storage.models import Base, BigId, utcnow
 from storage.queries import rows_affected
 
 
@@ -47,6 +47,31 @@ class KnowledgeCachedAnswer(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     answer: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class KnowledgeQuestion(Base):
+    """A question a learner asked the answerer, and what came of it: the admins' view of what the course lacks.
+
+    outcome: answered, declined (the material does not cover it, or the learner may read no course yet) or limited
+    (their allowance was spent). `normalized` groups the same question typed differently; `topic` is the lesson
+    the answer drew on first.
+    """
+
+    __tablename__ = "knowledge_questions"
+    __table_args__ = (
+        Index("ix_knowledge_questions_asked_at", "asked_at"),
+        Index("ix_knowledge_questions_outcome", "outcome", "normalized"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    asked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    question: Mapped[str] = mapped_column(String(500))
+    normalized: Mapped[str] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(16))  # answered | declined | limited
+    reason: Mapped[str | None] = mapped_column(String(32))  # knowledge.answer.NoAnswer when not answered
+    course: Mapped[str | None] = mapped_column(String(64))  # the slug of the course the answer drew on first
+    topic: Mapped[str | None] = mapped_column(String(200))  # the title of that lesson
 
 
 def _insert(session: AsyncSession, table: type[Base]) -> Any:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -74,6 +75,12 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (
+        # the dashboard's counts of new and active learners, and its search by name (a prefix, any case)
+        Index("ix_users_created_at", "created_at"),
+        Index("ix_users_last_active_at", "last_active_at"),
+        Index("ix_users_name_lower", text("lower(display_name)")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     display_name: Mapped[str | None] = mapped_column(String(200))
@@ -147,6 +154,7 @@ class InboundMessage(Base):
         UniqueConstraint("channel", "platform_id"),
         Index("ix_inbound_messages_pending", "status", "conversation_id", "id"),
         Index("ix_inbound_messages_order", "conversation_id", "status", "seq"),
+        Index("ix_inbound_messages_received_at", "received_at"),  # the dashboard's messages a day
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -174,6 +182,7 @@ class OutboxMessage(Base):
     __table_args__ = (
         Index("ix_outbox_messages_due", "status", "conversation_id", "id"),
         Index("ix_outbox_messages_channel_sent_at", "channel", "sent_at"),  # the web chat's watcher
+        Index("ix_outbox_messages_sent_at", "sent_at"),  # the dashboard's replies a day
         UniqueConstraint("idempotency_key"),
     )
 

@@ -23,8 +23,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Text, and_, cast, delete, false, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.admins import forget_identities
 from storage.courses import Course, Enrollment, Entitlement, Lesson, LessonProgress, Question, QuestionCard
-from storage.knowledge import KnowledgeAllowance
+from storage.dashboard import forget_quoted_figures
+from storage.knowledge import KnowledgeAllowance, KnowledgeQuestion
 from storage.learners import Certificate, Learner, LinkAttempt, drop_learning
 from storage.models import (
     AdminAuditEntry,
@@ -68,6 +70,9 @@ PLAN: dict[str, Rule] = {
     "nudge_log": Rule(ERASED, "the reminders decided for them"),
     "broadcast_recipients": Rule(ERASED, "which announcements went to them"),
     "knowledge_allowances": Rule(ERASED, "how many questions they asked lately"),
+    "knowledge_questions": Rule(ERASED, "the questions they asked the answerer, and whether it answered"),
+    "admin_roles": Rule(ERASED, "admin roles held by their addresses"),
+    "admin_sessions": Rule(ERASED, "their dashboard sign-ins"),
     "link_attempts": Rule(ERASED, "wrong /link codes typed from their addresses"),
     "offered_choices": Rule(ERASED, "the buttons sent to them: all of those in their own chats, theirs in groups"),
     # messages
@@ -102,6 +107,8 @@ PLAN: dict[str, Rule] = {
     "broadcasts": Rule(KEPT, "announcements written by admins"),
     "slack_installations": Rule(KEPT, "a workspace's install of the app; removed by uninstalling it there"),
     "slack_oauth_states": Rule(KEPT, "short-lived install states"),
+    "dashboard_figures": Rule(SCRUBBED, "the dashboard's counts, no one named; the knowledge page's, which quote "
+                                        "questions learners asked, are dropped and counted again without theirs"),
     "alembic_version": Rule(KEPT, "the schema's version"),
 }
 
@@ -181,6 +188,8 @@ async def erase_person(
     await _unlink_conversations(session, user_id, own)
     await _erase_offered_choices(session, person, own)
     await _detach_payments(session, user_id)
+    await forget_identities(session, person.addresses)
+    await forget_quoted_figures(session)
     await _erase_addresses(session, person)
     erasure.files = await drop_user(session, user_id)
     session.add(AdminAuditEntry(identity=by[:240], command="erase", arguments=f"user {user_id}", outcome="ok"))
@@ -193,7 +202,7 @@ async def drop_user(session: AsyncSession, user_id: int) -> list[str]:
     takes those; /link moves them to the learner it joins). Returns the files of their certificates, to delete."""
     files = list(await session.scalars(select(Certificate.file_path).where(Certificate.user_id == user_id)))
     await drop_learning(session, user_id)
-    for model in (Entitlement, ScheduledLesson, NudgeLog, BroadcastRecipient):
+    for model in (Entitlement, ScheduledLesson, NudgeLog, BroadcastRecipient, KnowledgeQuestion):
         await session.execute(delete(model).where(model.user_id == user_id))
     await session.execute(delete(KnowledgeAllowance).where(KnowledgeAllowance.learner == str(user_id)))
     user = await session.get(User, user_id)
@@ -345,6 +354,11 @@ async def export_person(session: AsyncSession, user_id: int, *, now: datetime) -
              "currency": row.currency, "status": row.status, "created_at": _iso(row.created_at),
              "paid_at": _iso(row.paid_at), "refunded_at": _iso(row.refunded_at), "receipt": row.receipt_url}
             for row in await session.scalars(select(Payment).where(Payment.user_id == user_id))
+        ],
+        "questions": [
+            {"question": row.question, "outcome": row.outcome, "asked_at": _iso(row.asked_at)}
+            for row in await session.scalars(
+                select(KnowledgeQuestion).where(KnowledgeQuestion.user_id == user_id).order_by(KnowledgeQuestion.id))
         ],
         "messages": await _messages(session, person),
         "replies": await _replies(session, person, own),

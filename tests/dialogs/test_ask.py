@@ -41,6 +41,26 @@ async def test_what_the_course_does_not_cover_is_declined_honestly(indexed):
     assert answer.startswith("I couldn't find that in your course material")
 
 
+async def test_every_question_is_kept_with_what_came_of_it(indexed):
+    """The admins' knowledge page counts these: what was asked, answered or declined, and from which lesson."""
+    from sqlalchemy import select
+
+    from storage.knowledge import KnowledgeQuestion
+
+    bot, channel = indexed
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.say("What is  smishing?")
+    await t.say("what is the capital of France?")
+    async with bot.db.sessions() as session:
+        rows = list(await session.scalars(select(KnowledgeQuestion).order_by(KnowledgeQuestion.id)))
+    assert [(r.question, r.normalized, r.outcome, r.reason) for r in rows] == [
+        ("What is  smishing?", "what is smishing", "answered", None),
+        ("what is the capital of France?", "what is the capital of france", "declined", "not_covered"),
+    ]
+    assert (rows[0].course, rows[0].topic) == ("spot-phishing", "What a phishing message wants")
+
+
 async def test_a_paid_course_the_learner_is_not_entitled_to_is_never_quoted(indexed):
     bot, channel = indexed
     t = Learning(bot, channel)

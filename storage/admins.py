@@ -1,0 +1,172 @@
+"""Who runs the bot: admin roles kept in the database, and the dashboard's sign-in sessions.
+
+An `AdminRole` row says that an identity (an address such as `telegram:12345` or `slack:T01/U02`) holds a role
+(owner, admin, author, support) within a scope: "" for everywhere, `course:SLUG` for one course, `team:T01` for one
+Slack workspace. What each role may do is decided in one place, dialogs/roles.py; this module only keeps the rows.
+The identities in the ADMINS setting are owners by configuration and need no row (the wiring adds them).
+
+An `AdminSession` is a sign-in to the dashboard: first a one-time link sent in chat (`link_hash`, valid a few
+minutes, bound to the admin it was sent to), then, once the link is used, a browser session (`session_hash`, the
+cookie's value hashed). Only hashes are kept, so a copy of the table opens nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Index, String, UniqueConstraint, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.models import Base, BigId, utcnow
+from storage.queries import rows_affected
+
+EVERYWHERE = ""  # AdminRole.scope of a role that holds in every course and workspace
+
+
+class AdminRole(Base):
+    """One role held by one identity within one scope."""
+
+    __tablename__ = "admin_roles"
+    __table_args__ = (UniqueConstraint("identity", "role", "scope"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    identity: Mapped[str] = mapped_column(String(240))
+    role: Mapped[str] = mapped_column(String(16))  # owner | admin | author | support
+    scope: Mapped[str] = mapped_column(String(200), default=EVERYWHERE)  # "" | course:SLUG | team:T01
+    granted_by: Mapped[str] = mapped_column(String(240))
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRole:
+    identity: str
+    role: str
+    scope: str
+    granted_by: str
+    granted_at: datetime
+
+
+async def roles_of(session: AsyncSession, identity: str) -> list[tuple[str, str]]:
+    """The (role, scope) pairs stored for `identity`."""
+    rows = await session.execute(
+        select(AdminRole.role, AdminRole.scope).where(AdminRole.identity == identity).order_by(AdminRole.id)
+    )
+    return [(role, scope) for role, scope in rows]
+
+
+async def add_role(session: AsyncSession, identity: str, role: str, scope: str, *, by: str) -> bool:
+    """Store a role; False when the identity already held it in that scope."""
+    held = await session.scalar(
+        select(AdminRole.id).where(AdminRole.identity == identity, AdminRole.role == role, AdminRole.scope == scope)
+    )
+    if held is not None:
+        return False
+    session.add(AdminRole(identity=identity, role=role, scope=scope, granted_by=by[:240], granted_at=utcnow()))
+    await session.flush()
+    return True
+
+
+async def remove_role(session: AsyncSession, identity: str, role: str, scope: str) -> bool:
+    """Delete a stored role; False when there was none to delete."""
+    result = await session.execute(
+        delete(AdminRole).where(AdminRole.identity == identity, AdminRole.role == role, AdminRole.scope == scope)
+    )
+    return rows_affected(result) > 0
+
+
+async def all_roles(session: AsyncSession) -> list[HeldRole]:
+    rows = await session.scalars(select(AdminRole).order_by(AdminRole.identity, AdminRole.role, AdminRole.scope))
+    return [HeldRole(r.identity, r.role, r.scope, r.granted_by, r.granted_at) for r in rows]
+
+
+async def forget_identities(session: AsyncSession, identities: list[str]) -> None:
+    """Remove the roles and dashboard sessions of these addresses (a person erased)."""
+    if identities:
+        await session.execute(delete(AdminRole).where(AdminRole.identity.in_(identities)))
+        await session.execute(delete(AdminSession).where(AdminSession.identity.in_(identities)))
+
+
+# Dashboard sign-in -------------------------------------------------------------------------------------------------
+
+
+def token_hash(token: str) -> str:
+    """What is kept of a link's or a session's secret: its SHA-256, hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AdminSession(Base):
+    """A one-time sign-in link, and the browser session it became once used."""
+
+    __tablename__ = "admin_sessions"
+    __table_args__ = (
+        UniqueConstraint("link_hash"),
+        UniqueConstraint("session_hash"),
+        Index("ix_admin_sessions_identity", "identity"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    identity: Mapped[str] = mapped_column(String(240))
+    link_hash: Mapped[str] = mapped_column(String(64))
+    link_expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column()
+    session_hash: Mapped[str | None] = mapped_column(String(64))
+    session_expires_at: Mapped[datetime | None] = mapped_column()
+    signed_out_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+async def add_sign_in_link(session: AsyncSession, identity: str, link: str, *, expires_at: datetime) -> None:
+    session.add(AdminSession(identity=identity, link_hash=token_hash(link), link_expires_at=expires_at,
+                             created_at=utcnow()))
+    await session.flush()
+
+
+async def use_sign_in_link(
+    session: AsyncSession, link: str, cookie: str, *, now: datetime, session_expires_at: datetime
+) -> str | None:
+    """Turn an unused, unexpired link into a session whose cookie is `cookie`; the identity it was for, or None.
+
+    One UPDATE guarded by `used_at IS NULL`, so of two browsers racing with the same link one wins.
+    """
+    result = await session.execute(
+        update(AdminSession)
+        .where(AdminSession.link_hash == token_hash(link), AdminSession.used_at.is_(None),
+               AdminSession.link_expires_at > now)
+        .values(used_at=now, session_hash=token_hash(cookie), session_expires_at=session_expires_at)
+        .execution_options(synchronize_session=False)
+    )
+    if rows_affected(result) != 1:
+        return None
+    return await session.scalar(select(AdminSession.identity).where(AdminSession.link_hash == token_hash(link)))
+
+
+async def session_identity(session: AsyncSession, cookie: str, *, now: datetime) -> str | None:
+    """Whose live dashboard session the cookie `cookie` is, or None (unknown, expired or signed out)."""
+    return await session.scalar(
+        select(AdminSession.identity).where(
+            AdminSession.session_hash == token_hash(cookie),
+            AdminSession.session_expires_at > now,
+            AdminSession.signed_out_at.is_(None),
+        )
+    )
+
+
+async def end_session(session: AsyncSession, cookie: str, *, now: datetime) -> None:
+    await session.execute(
+        update(AdminSession).where(AdminSession.session_hash == token_hash(cookie)).values(signed_out_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def prune_sessions(session: AsyncSession, *, before: datetime) -> int:
+    """Delete links never used and sessions that ended before `before`."""
+    result = await session.execute(
+        delete(AdminSession).where(
+            ((AdminSession.used_at.is_(None)) & (AdminSession.link_expires_at < before))
+            | (AdminSession.session_expires_at < before)
+        )
+    )
+    return rows_affected(result)

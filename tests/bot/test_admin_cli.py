@@ -1,0 +1,80 @@
+"""`lessonbot admin role grant|revoke|list`: roles changed from the shell, by the same rules as in chat, audited as
+done by the operator's login."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import select
+
+from bot.cli import main
+from dialogs.roles import grants_of
+from storage.db import Database
+from storage.models import AdminAuditEntry
+
+
+@pytest.fixture
+def shell(settings, monkeypatch, capsys):
+    """Run `lessonbot …` in this process against the test database; returns (exit code, stdout, stderr)."""
+    monkeypatch.setenv("DATABASE_URL", settings.resolved_database_url)
+    monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("SECRET_KEY", "test-secret-key-0123456789")
+    monkeypatch.setenv("ADMINS", "telegram:1")
+    monkeypatch.setenv("USER", "operator")
+    monkeypatch.setenv("LOGNAME", "operator")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def stored(settings, identity: str) -> list[str]:
+    async def read() -> list[str]:
+        db = Database(settings.resolved_database_url)
+        try:
+            async with db.sessions() as session:
+                return [f"{g.role} {g.scope}".strip() for g in await grants_of(session, identity, owners=())]
+        finally:
+            await db.dispose()
+
+    return asyncio.run(read())
+
+
+def audited(settings) -> list[tuple[str, str, str, str]]:
+    async def read() -> list[tuple[str, str, str, str]]:
+        db = Database(settings.resolved_database_url)
+        try:
+            async with db.sessions() as session:
+                rows = await session.scalars(select(AdminAuditEntry).order_by(AdminAuditEntry.id))
+                return [(r.identity, r.command, r.arguments, r.outcome) for r in rows]
+        finally:
+            await db.dispose()
+
+    return asyncio.run(read())
+
+
+def test_grant_list_and_revoke_from_the_shell(shell, settings):
+    assert shell("admin", "role", "grant", "slack:T01/U02", "admin", "team:T01") == (
+        0, "slack:T01/U02 is now admin (team:T01).\n", "")
+    assert shell("admin", "role", "grant", "telegram:7", "author", "course:spot-phishing")[0] == 0
+    code, out, _err = shell("admin", "role", "list")
+    assert code == 0
+    assert out.splitlines()[0] == "telegram:1\towner\t(the ADMINS setting)"
+    assert "slack:T01/U02\tadmin (team:T01)\tgranted by cli:operator" in out
+    assert "telegram:7\tauthor (course:spot-phishing)" in out
+    assert stored(settings, "slack:T01/U02") == ["admin team:T01"]
+
+    assert shell("admin", "role", "revoke", "slack:T01/U02", "admin", "team:T01")[:2] == (
+        0, "slack:T01/U02 is no longer admin (team:T01).\n")
+    assert shell("admin", "role", "revoke", "slack:T01/U02", "admin", "team:T01")[0] == 1  # nothing to take
+    assert stored(settings, "slack:T01/U02") == []
+
+
+def test_a_mistyped_role_is_refused_and_audited(shell, settings):
+    code, out, err = shell("admin", "role", "grant", "telegram:7", "superuser")
+    assert (code, out) == (2, "") and "'superuser' is no role" in err
+    assert audited(settings) == [("cli:operator", "role", "grant telegram:7 superuser", "invalid")]

@@ -1,0 +1,128 @@
+"""Admin roles kept in the database: an owner gives and takes them in chat, each command checks the role it needs
+(and its course or workspace, for a scoped role), and every change and refusal is audited."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from bot.core import Lessonbot
+from dialogs.roles import ADMIN, AUTHOR, EVERYWHERE, OWNER, SUPPORT, Grant, RoleError, Scope, allows, parse_grant
+from storage.admins import AdminRole
+from storage.models import AdminAuditEntry
+from tests.dialogs.learning_support import import_sample
+from tests.support import RecordingChannel, Transcript
+
+
+@pytest.fixture
+async def bot(settings):
+    channel = RecordingChannel()
+    lessonbot = Lessonbot(settings.model_copy(update={"admins": ("test:boss",)}), [channel])
+    await import_sample(lessonbot)
+    yield lessonbot, channel
+    await lessonbot.stop()
+
+
+async def audit(bot: Lessonbot) -> list[tuple[str, str, str, str]]:
+    async with bot.db.sessions() as session:
+        rows = await session.scalars(select(AdminAuditEntry).order_by(AdminAuditEntry.id))
+        return [(r.identity, r.command, r.arguments, r.outcome) for r in rows]
+
+
+def test_one_table_says_what_each_role_may_do():
+    course = Scope("course", "spot-phishing")
+    assert allows(Grant(OWNER), "roles") and not allows(Grant(ADMIN), "roles")
+    assert allows(Grant(SUPPORT), "learners") and not allows(Grant(SUPPORT), "broadcast")
+    assert allows(Grant(AUTHOR, course), "access", course)
+    assert not allows(Grant(AUTHOR, course), "access", Scope("course", "passwords"))
+    assert not allows(Grant(AUTHOR, course), "access", EVERYWHERE)  # a scoped role never acts on everything
+    assert allows(Grant(ADMIN), "access", course)  # an unscoped role covers every course
+    with pytest.raises(RoleError, match="no role"):
+        parse_grant("test:ann", "boss")
+    with pytest.raises(RoleError, match="no scope"):
+        parse_grant("test:ann", "author", "lesson:one")
+    with pytest.raises(RoleError, match="no address"):
+        parse_grant("ann", "support")
+    with pytest.raises(RoleError, match="owner holds everywhere"):
+        parse_grant("test:ann", "owner", "team:T01")
+
+
+async def test_an_owner_gives_a_role_and_its_holder_may_do_that_much(bot):
+    lessonbot, channel = bot
+    boss, ann = Transcript(lessonbot, channel, chat="boss"), Transcript(lessonbot, channel, chat="ann")
+    [refused] = await ann.say("/admin stats")
+    assert "admins only" in refused and "/admin role grant test:ann" in refused
+
+    [granted] = await boss.say("/admin role grant test:ann support")
+    assert granted == "test:ann is now support."
+    [again] = await boss.say("/admin role grant test:ann support")
+    assert again == "test:ann was already support."
+    [stats] = await ann.say("/admin stats")
+    assert stats.startswith("Learners:")
+    [help_text] = await ann.say("/admin help")
+    assert "/admin stats" in help_text and "/admin export" in help_text
+    assert "/admin broadcast" not in help_text and "/admin role" not in help_text
+    [no_broadcast] = await ann.say("/admin broadcast everyone Hello")
+    assert no_broadcast.startswith("Your role does not allow /admin broadcast")
+    [no_roles] = await ann.say("/admin role grant test:ann owner")
+    assert no_roles.startswith("Your role does not allow /admin role")
+    [listing] = await boss.say("/admin role list")
+    assert "test:ann — support" in listing
+
+    [revoked] = await boss.say("/admin role revoke test:ann support")
+    assert revoked == "test:ann is no longer support."
+    [refused_again] = await ann.say("/admin stats")
+    assert "admins only" in refused_again
+    [not_stored] = await boss.say("/admin role revoke test:boss owner")
+    assert "ADMINS setting" in not_stored  # an owner by configuration is changed there
+
+    assert await audit(lessonbot) == [
+        ("test:ann", "stats", "", "denied"),
+        ("test:boss", "role", "grant test:ann support", "ok"),
+        ("test:boss", "role", "grant test:ann support", "ok"),
+        ("test:ann", "stats", "", "ok"),
+        ("test:ann", "help", "", "ok"),
+        ("test:ann", "broadcast", "everyone Hello", "denied"),
+        ("test:ann", "role", "grant test:ann owner", "denied"),
+        ("test:boss", "role", "list", "ok"),
+        ("test:boss", "role", "revoke test:ann support", "ok"),
+        ("test:ann", "stats", "", "denied"),
+        ("test:boss", "role", "revoke test:boss owner", "ok"),
+    ]
+    async with lessonbot.db.sessions() as session:
+        assert list(await session.scalars(select(AdminRole))) == []
+
+
+async def test_a_scoped_role_acts_on_its_own_course_or_workspace_only(bot):
+    lessonbot, channel = bot
+    boss, cleo = Transcript(lessonbot, channel, chat="boss"), Transcript(lessonbot, channel, chat="cleo")
+    await boss.say("/admin role grant test:cleo author course:spot-phishing")
+    await boss.say("/admin role grant test:cleo support team:T01")
+    [other_course] = await cleo.say("/admin code passwords 5")
+    assert other_course.startswith("Your role does not allow /admin code")
+    [own_course] = await cleo.say("/admin code spot-phishing 5")
+    assert not own_course.startswith("Your role")  # allowed: the command itself answers (a free course needs none)
+    [other_people] = await cleo.say("/admin export telegram:12345")
+    assert other_people.startswith("Your role does not allow /admin export")
+    [own_people] = await cleo.say("/admin export slack:T01/U0NOBODY")
+    assert own_people.startswith("No learner is known as")
+    [everything] = await cleo.say("/admin stats")
+    assert everything.startswith("Your role does not allow /admin stats")  # a scoped role sees no global counts
+    [listing] = await boss.say("/admin role list")
+    assert "test:cleo — author (course:spot-phishing)" in listing and "test:cleo — support (team:T01)" in listing
+    outcomes = [(command, outcome) for identity, command, _args, outcome in await audit(lessonbot)
+                if identity == "test:cleo"]
+    assert outcomes == [("code", "denied"), ("code", outcomes[1][1]), ("export", "denied"), ("export", "invalid"),
+                        ("stats", "denied")]
+
+
+async def test_mistyped_role_commands_say_how_and_are_audited_as_invalid(bot):
+    lessonbot, channel = bot
+    boss = Transcript(lessonbot, channel, chat="boss")
+    [usage] = await boss.say("/admin role give test:ann admin")
+    assert usage.startswith("Usage: /admin role grant IDENTITY ROLE")
+    [bad_role] = await boss.say("/admin role grant test:ann boss")
+    assert bad_role == "'boss' is no role: choose owner, admin, author or support."
+    [bad_scope] = await boss.say("/admin role grant test:ann author lesson:1")
+    assert bad_scope.startswith("'lesson:1' is no scope")
+    assert [outcome for *_rest, outcome in await audit(lessonbot)] == ["invalid", "invalid", "invalid"]
