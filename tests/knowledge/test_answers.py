@@ -12,6 +12,7 @@ from knowledge.answerer import Answerer
 from knowledge.ingest import ingest_lessons, ingest_path
 from knowledge.sources import Lesson
 from knowledge.store import open_store
+from knowledge.terms import sentences
 from standins.openai import Fail, system_text, user_text
 
 CANARY = "CANARY-7f3a9c"
@@ -65,7 +66,8 @@ async def test_the_quote_is_the_sentence_holding_what_was_asked_and_a_decline_na
     assert "1776" in when.text and "Steam power › The engine" in when.text
     assert "James Watt" in who.text
     for answer in (when, who):
-        assert "ships, trains and mills" not in answer.text, "only the sentences that answer are quoted"
+        quoted = answer.text.split("“", 1)[1].split("”", 1)[0]
+        assert len(sentences(quoted)) <= 2, "the sentence that answers, and at most the runner-up"
         assert answer.confidence is not None and not answer.declined
     assert off_topic.declined and off_topic.text == ""
     assert off_topic.covers and {source.course_id for source in off_topic.covers} == {"bio"}
