@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from bot import routing
 from bot.activity import Activity
 from bot.channel import Channel, Closable, ListsMembers, WatchesSentReplies, unprompted_windows
 from bot.config import Settings, knowledge_settings
@@ -18,6 +17,7 @@ from bot.dispatcher import Claimed, OutboxDispatcher
 from bot.messages import InboundMessage
 from bot.payments import payment_desk
 from bot.pipeline import ConversationWorker, Recorded, Responder, record
+from bot.rasa_nlu import responder
 from knowledge.settings import KnowledgeSettings
 from scheduler.leader import Leadership
 from storage.db import Database
@@ -80,7 +80,7 @@ class Lessonbot:
         process: bool = True,
         dispatch: bool = True,
         elect: bool = False,
-        respond: Responder = routing.respond,
+        respond: Responder | None = None,
         db: Database | None = None,
     ) -> None:
         self.settings = settings
@@ -94,7 +94,7 @@ class Lessonbot:
         self.worker = ConversationWorker(
             self.db,
             settings,
-            respond,
+            respond or responder(settings),
             on_replies=self.dispatcher.notify,
             answerer=LazyAnswerer(knowledge_settings(settings), self.db),
             payments=payment_desk(settings, self.channels.values()),
