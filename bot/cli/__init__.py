@@ -17,6 +17,7 @@ from bot.cli import (
     broadcast,
     certificate,
     chat,
+    codes,
     course,
     db,
     knowledge,
@@ -25,6 +26,7 @@ from bot.cli import (
     payments,
     rasa,
     serve,
+    simulate,
     telegram,
 )
 from bot.cli.database import schema_ready
@@ -47,8 +49,10 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     broadcast.register,
     learner.register,  # learner export, learner erase
     payments.register,  # payments list, show, refund
+    codes.register,  # codes create, list, disable
     admin.register,  # admin role grant, revoke, list
     rasa.register,  # rasa-actions
+    simulate.register,  # simulate reviews, simulate nudges
 ]
 
 
