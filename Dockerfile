@@ -14,6 +14,7 @@ COPY storage ./storage
 COPY authoring ./authoring
 COPY bench ./bench
 COPY standins ./standins
+COPY simulation ./simulation
 COPY courses ./courses
 RUN pip install --upgrade pip && pip install . && python -m knowledge.install_tokenizer
 

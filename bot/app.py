@@ -9,8 +9,8 @@ from channels/webhook.py's steps: read the body within MAX_BODY_BYTES → verify
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,11 +26,14 @@ from bot.certificate_page import certificate_routes
 from bot.channel import Channel, HasRoutes
 from bot.config import Settings
 from bot.core import Lessonbot, attach_clock
-from bot.observability import INBOUND_PENDING, OUTBOX_DEPTH, REGISTRY
+from bot.dashboard import dashboard_routes
+from bot.dashboard.access import Access
+from bot.observability import INBOUND_PENDING, MODEL_CALLS_TODAY, MODEL_TOKENS_TODAY, OUTBOX_DEPTH, REGISTRY
 from bot.payments import payment_routes
 from channels.webchat import WebChatChannel
 from dialogs.pages import web_chat_words
 from storage.db import Database
+from storage.knowledge import model_use_today
 from storage.migrate import current_revisions, head_revisions
 from storage.outbox import outbox_counts, pending_inbound_count
 
@@ -146,6 +149,20 @@ def build_channels(settings: Settings, db: Database) -> list[Channel]:
             "slack is off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (one workspace), or SLACK_SIGNING_SECRET, "
             "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (installable into many)"
         )
+    if settings.rasa_url:
+        from channels.rasa import RasaChannel
+
+        channels.append(
+            RasaChannel(
+                server_url=settings.rasa_url,
+                token=settings.rasa_token,
+                intent=settings.rasa_trigger_intent,
+                output_channel=settings.rasa_output_channel,
+                sends_per_second=settings.rasa_sends_per_second,
+            )
+        )
+    else:
+        log.info("rasa is off for sending: set RASA_URL (a Rasa server run with --enable-api)")
     return channels
 
 
@@ -161,19 +178,7 @@ def create_app(
     lessonbot = Lessonbot(settings, channels, process=process, dispatch=dispatch, elect=True, db=db)
     attach_clock(lessonbot)  # lessons, nudges and broadcasts run wherever the dispatcher is elected
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        log.info("channels on: %s", ", ".join(lessonbot.channels) or "none")
-        lessonbot.start()
-        try:
-            yield
-        finally:
-            await lessonbot.stop()
-
     # health ---------------------------------------------------------------------------------------------------
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         try:
@@ -201,8 +206,11 @@ def create_app(
                 for status, count in (await outbox_counts(session)).items():
                     OUTBOX_DEPTH.labels(status).set(count)
                 INBOUND_PENDING.set(await pending_inbound_count(session))
+                calls, tokens = await model_use_today(session)
+                MODEL_CALLS_TODAY.set(calls)
+                MODEL_TOKENS_TODAY.set(tokens)
         except Exception:
-            log.exception("metrics: could not read outbox depth")
+            log.exception("metrics: could not read the queues' depth and the model's use")
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     routes: list[Any] = [
@@ -211,6 +219,10 @@ def create_app(
         Route("/metrics", metrics),
         *certificate_routes(lessonbot.db),  # the public verification page printed on every certificate
     ]
+    # The admins' dashboard (bot/dashboard): sign-in by a link the bot sends in chat, pages for their roles.
+    access = Access(lessonbot.db, secret_key=settings.resolved_secret_key, owners=settings.admins,
+                    site_url=settings.site_url)
+    routes += dashboard_routes(lessonbot.db, access, data_dir=settings.data_dir)
 
     routes += payment_routes(settings, lessonbot.db, lessonbot.receive, max_body_bytes=settings.max_body_bytes)
     for channel in channels:
@@ -219,6 +231,26 @@ def create_app(
         if isinstance(channel, HasRoutes):
             routes += channel.routes(lessonbot)
 
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(LimitHeaders)])
+    app = Starlette(routes=routes, lifespan=lifespan_of(lessonbot), middleware=[Middleware(LimitHeaders)])
     app.state.lessonbot = lessonbot
     return app
+
+
+def lifespan_of(lessonbot: Lessonbot) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """An app's lifespan: `lessonbot` runs while the app serves."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log.info("channels on: %s", ", ".join(lessonbot.channels) or "none")
+        lessonbot.start()
+        try:
+            yield
+        finally:
+            await lessonbot.stop()
+
+    return lifespan
+
+
+async def healthz(request: Request) -> Response:
+    """The process is up."""
+    return JSONResponse({"status": "ok"})

@@ -8,8 +8,9 @@ to the core through `ChannelHost`.
 
 What only some channels do is declared here as a capability, and the core asks `isinstance(channel, Capability)`:
 `HasRoutes` (webhooks), `ShowsTyping`, `ShowsDrafts`, `WatchesSentReplies` (the web chat), `Closable` (an SDK
-client's connections), `SendsUnpromptedWithin` (WhatsApp's 24-hour window), `ServesOneChat` (the terminal) and
-`TakesStars` (Telegram's own payments). A channel has a capability by having its method; it names no class of ours.
+client's connections), `SendsUnpromptedWithin` (WhatsApp's 24-hour window), `ServesOneChat` (the terminal),
+`TakesStars` (Telegram's own payments) and `ListsMembers` (who is in a group chat: a Slack channel). A channel has a
+capability by having its method; it names no class of ours.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class Delivery:
     attempt: int = 1
     last_inbound_at: datetime | None = None  # the learner's last message here (WhatsApp's 24-hour window)
     parts: PartsSent = field(default_factory=lambda: PartsSent())  # of a reply sent as several messages
+    # The platform's address for answering the message this replies to (Slack's response_url), if it gave one.
+    reply_address: str | None = None
 
 
 @dataclass(slots=True)
@@ -134,6 +137,12 @@ class ChannelHost(Protocol):
     async def learner_language(self, channel: str, chat_id: str) -> str | None:
         """The language of the learner in this chat (what they chose, or were given), or None if nobody is known
         there yet: for a channel's own pages (the web chat's words)."""
+        ...
+
+    async def stop_sending(self, channel: str, chat_prefix: str, *, workspace: str, reason: str) -> int:
+        """The platform removed us from a workspace (a Slack app uninstalled): nothing more goes to the chats whose
+        ids start with `chat_prefix`, unsent replies are cancelled, and the workspace's teams stop. The number of
+        replies cancelled."""
         ...
 
 
@@ -237,4 +246,29 @@ class TakesStars(Protocol):
 
     async def refund_stars(self, user_id: str, charge_id: str) -> None:
         """Give back a payment by the platform's charge id; raises PermanentSendError if the platform refuses."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMember:
+    """One person in a group chat, as the platform describes them: `sender_id` as inbound messages name them."""
+
+    sender_id: str
+    name: str = ""
+    timezone: str | None = None  # an IANA zone name from their profile
+    guest: bool = False  # a guest of the workspace (Slack's restricted and single-channel guests)
+    bot: bool = False
+    admin: bool = False  # an admin or owner of the workspace
+
+
+@runtime_checkable
+class ListsMembers(Protocol):
+    """A platform that says who is in a group chat (a Slack channel), paced by its own API limits and Retry-After."""
+
+    async def chat_members(self, chat_id: str) -> list[str]:
+        """The sender ids of everyone in the chat (every page of the list)."""
+        ...
+
+    async def member_profile(self, sender_id: str) -> ChatMember:
+        """What the platform says of one person (name, zone, guest, bot, admin)."""
         ...

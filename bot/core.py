@@ -10,20 +10,21 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from bot import routing
 from bot.activity import Activity
-from bot.channel import Channel, Closable, WatchesSentReplies, unprompted_windows
+from bot.channel import Channel, Closable, ListsMembers, WatchesSentReplies, unprompted_windows
 from bot.config import Settings, knowledge_settings
 from bot.dispatcher import Claimed, OutboxDispatcher
 from bot.messages import InboundMessage
 from bot.payments import payment_desk
 from bot.pipeline import ConversationWorker, Recorded, Responder, record
+from bot.rasa_nlu import responder
 from knowledge.settings import KnowledgeSettings
 from scheduler.leader import Leadership
 from storage.db import Database
 from storage.learners import language_of_chat
 from storage.models import OutboxMessage
-from storage.outbox import chats_sent_since, sent_replies
+from storage.outbox import cancel_unsent_to, chats_sent_since, sent_replies
+from storage.teams import stop_workspace
 
 if TYPE_CHECKING:
     from scheduler.clock import Clock
@@ -79,7 +80,7 @@ class Lessonbot:
         process: bool = True,
         dispatch: bool = True,
         elect: bool = False,
-        respond: Responder = routing.respond,
+        respond: Responder | None = None,
         db: Database | None = None,
     ) -> None:
         self.settings = settings
@@ -93,7 +94,7 @@ class Lessonbot:
         self.worker = ConversationWorker(
             self.db,
             settings,
-            respond,
+            respond or responder(settings),
             on_replies=self.dispatcher.notify,
             answerer=LazyAnswerer(knowledge_settings(settings), self.db),
             payments=payment_desk(settings, self.channels.values()),
@@ -164,6 +165,14 @@ class Lessonbot:
         async with self.db.sessions() as session:
             return await language_of_chat(session, channel, chat_id)
 
+    async def stop_sending(self, channel: str, chat_prefix: str, *, workspace: str, reason: str) -> int:
+        """The platform removed the app from a workspace: cancel what was not sent there and stop its teams."""
+        async with self.db.transaction(urgent=True) as session:  # the platform waits for this one
+            cancelled = await cancel_unsent_to(session, channel, chat_prefix, reason=reason)
+            teams = await stop_workspace(session, channel, workspace)
+        log.info("stopped sending to a workspace", extra={"channel": channel, "cancelled": cancelled, "teams": teams})
+        return cancelled
+
     def start(self) -> None:
         """Start the background loops that pick up work left by other processes or by a crash."""
         loop = asyncio.get_running_loop()
@@ -218,6 +227,8 @@ def attach_clock(lessonbot: Lessonbot) -> Clock:
             data_dir=settings.data_dir,
             site_url=settings.site_url,
             unprompted_windows=unprompted_windows(lessonbot.channels.values()),
+            member_lists={name: channel for name, channel in lessonbot.channels.items()
+                          if isinstance(channel, ListsMembers)},
         ),
         owner=lessonbot.worker.owner,
     )

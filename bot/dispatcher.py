@@ -41,8 +41,8 @@ from bot.channel import (
     WaitForInbound,
 )
 from bot.config import Settings
-from bot.messages import reply_from_payload
-from bot.observability import MESSAGES_OUT, SEND_FAILURES, conversation_id_var
+from bot.messages import REPLY_ADDRESS, reply_from_payload
+from bot.observability import DELIVERY_SECONDS, MESSAGES_OUT, SEND_FAILURES, conversation_id_var
 from bot.ratelimit import Booking, RateLimiter, keys_to_pause
 from storage.db import Database
 from storage.models import Conversation, OutboxMessage, utcnow
@@ -118,6 +118,7 @@ _MARK_SENT = Prepared(
         sent_at=bindparam("at"),
         lease_until=None,
     )
+    .returning(_OUTBOX.c.created_at)
 )
 
 
@@ -365,6 +366,7 @@ class OutboxDispatcher:
                             attempt=row.attempts,
                             last_inbound_at=row.last_inbound_at,
                             parts=PartsSent(row.parts_sent, save=partial(self._save_parts, row.id)),
+                            reply_address=row.payload.get(REPLY_ADDRESS),
                         )
                     )
             finally:
@@ -432,10 +434,13 @@ class OutboxDispatcher:
 
     async def _mark_sent(self, row: Claimed, platform_id: str) -> Due | None:
         """Mark `row` sent and, in the same transaction, read (and maybe claim) the conversation's next reply."""
+        at = utcnow()
         async with self.db.connection() as connection:
-            await _MARK_SENT.run(connection, {"row": row.id, "sent_as": platform_id, "at": utcnow()})
+            written = (await _MARK_SENT.run(connection, {"row": row.id, "sent_as": platform_id, "at": at})).scalar()
             following = await self._due_head(connection, row.conversation_id)
         MESSAGES_OUT.labels(row.channel).inc()
+        if written is not None:
+            DELIVERY_SECONDS.labels(row.channel).observe(max(0.0, (at - written).total_seconds()))
         self.on_sent(row)
         return following
 

@@ -77,10 +77,12 @@ class InboundMessage:
     `platform_id` is the platform's own id for this delivery (Telegram update_id, Twilio MessageSid, Slack event_id):
     a second delivery with the same id is acknowledged and ignored. `chat_id` is where replies go; `sender_id` is who
     spoke (they differ in groups). `meta` holds platform extras (media, a location), `private` where the chat id
-    alone does not tell a direct message (Slack), and three marks the core acts on: `subscription` ("stop" / "start",
-    an opt-out keyword), `numbered_choices` (see dialogs.choices) and `platform_report` (the platform reporting
+    alone does not tell a direct message (Slack), and five marks the core acts on: `subscription` ("stop" / "start",
+    an opt-out keyword), `numbered_choices` (see dialogs.choices), `platform_report` (the platform reporting
     something the person did, such as a payment: processed even while they have opted out, though its replies are
-    held back like any other).
+    held back like any other), `in_response_within` (seconds: the platform takes the replies in its own response,
+    as a Rasa action call does; see bot.pipeline) and `reply_address` (`REPLY_ADDRESS`: the platform's own address
+    for answering this message, which its replies carry to the channel).
     """
 
     channel: str
@@ -180,6 +182,10 @@ class CheckoutAnswer:
 
 
 Reply = Text | Document | Invoice | CheckoutAnswer
+
+# The key, in an inbound message's `meta` and in the stored payloads of its replies, of the platform's address for
+# answering that one message (Slack's response_url): the channel may answer through it (bot.channel.Delivery).
+REPLY_ADDRESS = "reply_address"
 
 
 def reply_from_payload(payload: dict[str, Any]) -> Reply:

@@ -17,9 +17,12 @@ choice it names before the dialogs see the message (dialogs/choices.py).
 `platform_report`: the platform reports something the person did (a payment). It is processed even while they have
 opted out (its replies are suppressed like the rest), and it is not the person writing: it opens no 24-hour window
 and releases nothing that waits for one.
+`in_response_within` (seconds): the platform takes the replies in its own response (a Rasa action call): they are
+queued held for that long, for the caller to take (storage.outbox.answer_of), and sent on their own after it.
 
 Replies to a message are queued for its sender (`OutboxEntry.member`): in a group, the choices they offer are that
-member's to pick.
+member's to pick. Where the platform gave an address to answer that one message (`meta["reply_address"]`: Slack's
+response_url), each reply's payload carries it to the channel (`Delivery.reply_address`).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from bot.activity import Activity
 from bot.channel import RequestRejected
 from bot.config import Settings
-from bot.messages import InboundMessage, Text
+from bot.messages import REPLY_ADDRESS, InboundMessage, Text
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
 from bot.text import storable, storable_data
 from dialogs import choices
@@ -533,7 +536,14 @@ class ConversationWorker:
                 user.last_active_at = now  # nudges count idle days: a minute's precision saves a write a message
             await session.flush()
             replies = [reply.to_payload() for reply in turn.replies]
-            await enqueue(session, _answers(conversation, row.id, replies, member=row.sender_id), now=now)
+            address = message.meta.get(REPLY_ADDRESS)
+            if isinstance(address, str) and address:  # the platform's own way to answer this one message
+                replies = [{**reply, REPLY_ADDRESS: address} for reply in replies]
+            await enqueue(
+                session,
+                _answers(conversation, row.id, replies, member=row.sender_id, due_at=_held_until(message.meta, now)),
+                now=now,
+            )
             await _MARK_DONE.run(session, {"inbound": row.id, "done": InboundStatus.DONE.value, "done_at": now})
             # When the person wrote, not when we got to it: WhatsApp's 24-hour window counts from there.
             # A platform's report (a payment) is not the person writing: it opens no window.
@@ -620,15 +630,24 @@ class ConversationWorker:
             conversation = await session.get(Conversation, conversation_id)
             if rows_affected(failed) != 1 or conversation is None:
                 return False
-            await enqueue(session, _answers(conversation, inbound_id, [Text(APOLOGY).to_payload()]))
+            payload = await session.scalar(select(InboundRow.payload).where(InboundRow.id == inbound_id))
+            now = utcnow()
+            held = _held_until((payload or {}).get("meta", {}), now)
+            apology = _answers(conversation, inbound_id, [Text(APOLOGY).to_payload()], due_at=held)
+            await enqueue(session, apology, now=now)
         return True
 
 
 def _answers(
-    conversation: Conversation, inbound_id: int, payloads: list[dict[str, Any]], *, member: str = ""
+    conversation: Conversation,
+    inbound_id: int,
+    payloads: list[dict[str, Any]],
+    *,
+    member: str = "",
+    due_at: datetime | None = None,
 ) -> list[OutboxEntry]:
     """The outbox entries of replies to the message `inbound_id`, to where it came from; their choices are for
-    `member` (its sender)."""
+    `member` (its sender); held until `due_at`, if given."""
     return [
         OutboxEntry(
             conversation_id=conversation.id,
@@ -637,9 +656,21 @@ def _answers(
             payload=payload,
             inbound_message_id=inbound_id,
             member=member,
+            due_at=due_at,
         )
         for payload in payloads
     ]
+
+
+def _held_until(meta: dict[str, Any], now: datetime) -> datetime | None:
+    """For a message whose platform takes the replies in its own response (`in_response_within`, seconds: a Rasa
+    action call), when its replies may go out on their own instead: until then they wait for that response
+    (storage.outbox.answer_of); after, the dispatcher sends them like any other, so a response that never came
+    loses nothing."""
+    within = meta.get("in_response_within")
+    if not isinstance(within, int | float) or isinstance(within, bool) or within <= 0:
+        return None
+    return now + timedelta(seconds=float(within))
 
 
 @dataclass(slots=True)

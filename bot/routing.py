@@ -3,6 +3,7 @@
 (A typed choice, a current button's label or its number where choices are numbered, arrives here already read as
 the choice it names: bot/pipeline.py asks dialogs/choices.py.)
 
+0. The platform's word that someone joined or left a group chat goes to the chat's team (dialogs/teams.py).
 1. A command ("/next", or a synonym typed alone: "next", "siguiente") runs. A dialog in progress stays where it
    was (its buttons still work, its next answer still goes to it; /start asks an unfinished onboarding again).
 2. A pressed choice that was never offered to this person here (dialogs/choices.py) is refused, and nothing else
@@ -12,19 +13,23 @@ the choice it names: bot/pipeline.py asks dialogs/choices.py.)
    answerer and the step is asked again.
 4. Someone not set up yet, in a private chat (whatever they write first: "hello there", "1", their name), gets the
    welcome and the first onboarding question, as /start gives it.
-5. A typed option number that names no current choice is told the options; anything else goes to the question
-   answerer (dialogs/ask.py).
+5. A typed option number that names no current choice is told the options; anything else goes to the fallback: the
+   question answerer (dialogs/ask.py), or first an organisation's Rasa model (bot/rasa_nlu.py).
+A message marked `question` (a Rasa assistant's ask action) goes straight to the question answerer.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 
 import dialogs
 from bot.text import fold
-from dialogs import ask, choices, flow, greeting, onboarding
+from dialogs import ask, choices, flow, greeting, onboarding, teams
 from dialogs.learner import adopt_language, is_set_up, learner_of
 from dialogs.turn import Command, Turn
+
+Responder = Callable[[Turn], Awaitable[None]]
 
 # "/start", "/start@LessonBot payload", "/admin stats"
 _COMMAND = re.compile(r"^/(?P<name>[A-Za-z0-9_]{1,32})(?:@\S+)?(?:\s+(?P<args>.*))?$", re.DOTALL)
@@ -46,9 +51,17 @@ def find_command(name: str) -> Command | None:
     return next((command for command in dialogs.COMMANDS if command.name == name), None)
 
 
-async def respond(turn: Turn) -> None:
+async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> None:
+    """Answer one message. `fallback` takes what nothing else expects (the question answerer; bot/rasa_nlu.py puts
+    an organisation's Rasa model in front of it)."""
+    if turn.message.meta.get("membership"):  # the platform says someone joined or left a group chat
+        await teams.membership_changed(turn)
+        return
     learner = await learner_of(turn)
     adopt_language(turn, learner, turn.message.meta.get("language"))
+    if turn.message.meta.get("question"):  # asked as a question on purpose (a Rasa assistant's ask action)
+        await ask.answer_question(turn)
+        return
     parsed = parse_command(turn.text)
     if parsed is not None:
         name, args = parsed
@@ -78,4 +91,4 @@ async def respond(turn: Turn) -> None:
     if choices.is_option_number(turn.text):
         await choices.not_an_option(turn)
         return
-    await ask.answer_question(turn)
+    await fallback(turn)

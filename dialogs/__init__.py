@@ -29,6 +29,7 @@ from dialogs import (
     quiz,
     review,
     settings,
+    teams,
 )
 from dialogs.i18n import N_
 from dialogs.turn import Command, Turn
@@ -67,6 +68,7 @@ COMMANDS: tuple[Command, ...] = (
             synonyms=("purchases", "compras")),
     Command("redeem", payments.redeem_command, N_("open a course with an access code: /redeem CODE")),
     Command("paysupport", payments.paysupport_command, N_("help with a payment"), listed=False),
+    *teams.COMMANDS,
     *admin.COMMANDS,
 )
 
@@ -77,6 +79,7 @@ BUTTONS: dict[str, ButtonHandler] = {
     "review": review.on_button,
     "pay": payments.on_button,
     "payment": payments.on_payment,
+    "team": teams.on_button,
 }
 
 flow.register(*onboarding.FLOWS, *settings.FLOWS, *quiz.FLOWS, *review.FLOWS, *pause.FLOWS, *language.FLOWS)

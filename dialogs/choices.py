@@ -4,8 +4,10 @@ Every reply's choices are recorded when the reply is queued (`storage.outbox.enq
 for the member whose message it answers, or for anyone in the chat when the bot spoke on its own (a daily lesson).
 So:
 - a pressed button is honoured only if its value was offered in this conversation to the person pressing it, however
-  long ago ("a button works however late it is pressed"); a value that never was (a forged button, another group
-  member's prompt) gets "that button isn't available" and nothing else (`was_offered`, `refuse`);
+  long ago ("a button works however late it is pressed"), or, from a member's private place in a group chat
+  (`meta["group_chat"]`: a Slack member's ephemeral conversation in a channel), offered in that chat;
+  a value that never was (a forged button, another group member's prompt) gets "that button isn't available" and
+  nothing else (`was_offered`, `refuse`);
 - a typed choice is read against the choices of the newest replies sent to this person: a label ("Yes, let's
   start") on every channel, a number ("2") where the channel shows choices as numbered lines (its message carries
   `meta["numbered_choices"]`: the terminal, WhatsApp) (`understood`);
@@ -25,8 +27,8 @@ from bot.messages import Choice, InboundMessage
 from bot.text import plain_words
 from dialogs.learner import tr
 from dialogs.turn import Turn
+from storage.models import Conversation, OfferedChoice, OutboxMessage
 from storage.models import InboundMessage as InboundRow
-from storage.models import OfferedChoice, OutboxMessage
 from storage.outbox import OutboxStatus
 from storage.prepared import Prepared
 
@@ -65,6 +67,20 @@ async def was_offered(turn: Turn, value: str) -> bool:
             )
         )
     )
+    group = turn.message.meta.get("group_chat")
+    if not offered and isinstance(group, str) and group:
+        # A member's private place in a group chat: what the chat was offered, anyone there may press.
+        offered = await turn.session.scalar(
+            select(
+                exists().where(
+                    OfferedChoice.conversation_id == Conversation.id,
+                    Conversation.channel == turn.conversation.channel,
+                    Conversation.chat_id == group,
+                    OfferedChoice.value == value,
+                    OfferedChoice.member.in_((member_of(turn), EVERYONE)),
+                )
+            )
+        )
     return bool(offered)
 
 

@@ -167,8 +167,9 @@ async def _ask(x: Exchange, entry: dict[str, Any]) -> None:
         _set_top(x.state, {**entry, "data": data})  # ask may note things (when it asked, for answer times)
 
 
-async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]]) -> bool:
-    """Give the message to the flow in progress. False when there is none."""
+async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]], *, text: str | None = None) -> bool:
+    """Give the message to the flow in progress (or `text`, the part of it that answers, as in "/settings time
+    8:00"). False when there is none."""
     entry = current(turn.state)
     if entry is None or not answers_to(entry, turn):
         return False
@@ -176,7 +177,7 @@ async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]]) -> boo
     step = flow.step(entry["step"])
     data = entry["data"]
     try:
-        following = await step.answer(turn, data, turn.text)
+        following = await step.answer(turn, data, turn.text if text is None else text)
     except NotAnAnswer:
         await fallback(turn)
         if current(turn.state) == entry:

@@ -241,6 +241,9 @@ async def answer_course(turn: Turn, data: flow.Data, text: str) -> str:
     chosen = next((c for c in courses if typed in (fold(c.slug), fold(c.title))), None)
     if chosen is None and typed.isdigit() and 1 <= int(typed) <= len(courses):  # its number in the list
         chosen = courses[int(typed) - 1]
+    if chosen is None and len(typed) >= 3:  # a word of its title, if only one course has it ("passwords")
+        named = [c for c in courses if typed in fold(c.title).split() or typed in fold(c.slug).split("-")]
+        chosen = named[0] if len(named) == 1 else None
     if chosen is None:
         raise Invalid(_("Please pick one of the courses above (press its button, or type its number or title)."))
     learner = await learner_of(turn)

@@ -14,7 +14,7 @@ from bot.text import answer_key, fold
 from dialogs.flow import Invalid, NotAnAnswer, looks_like_question
 from dialogs.i18n import Translator
 from dialogs.learner import tr
-from dialogs.turn import Exchange
+from dialogs.turn import Exchange, Turn
 from storage.courses import CHOICE, SHORT_TEXT, TRUE_FALSE, Question
 
 LETTERS = "abcdef"
@@ -107,7 +107,17 @@ def ask(x: Exchange, question: Question, *, prefix: str, heading: str) -> None:
             text, choices=[(_("True"), f"{prefix}:{question.id}:true"), (_("False"), f"{prefix}:{question.id}:false")]
         )
     else:
-        x.say(text + "\n\n" + _("(Type your answer.)"))
+        x.say(text + "\n\n" + typing_hint(x))
+
+
+def typing_hint(x: Exchange) -> str:
+    """How to answer in words: typed, or through the command a platform gives where typing is not heard (a Slack
+    member's private place in a channel: `meta["answer_command"]`)."""
+    _ = tr(x)
+    command = x.message.meta.get("answer_command") if isinstance(x, Turn) else None
+    if isinstance(command, str) and command:
+        return _("(Answer with {command} followed by your answer.)", command=command)
+    return _("(Type your answer.)")
 
 
 def feedback(_: Translator, question: Question, verdict: Verdict) -> str:

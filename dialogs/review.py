@@ -5,6 +5,8 @@ Hard when slow (the thresholds below, longer for typed answers). An answer that 
 about recall (the learner was away), so it counts as Good. Cards skip FSRS's minute-long learning steps: in a chat
 where lessons come once a day, the first interval is a day or more.
 
+`schedule` is the one place a card is scheduled after an answer: the bot calls it through `record_answer`, and the
+learner simulator (`lessonbot simulate reviews`) calls it too, with `scheduler_for` at other desired retentions.
 `due_reviews(session, user, now)` is what the scheduler asks before it reminds a learner at their hour.
 """
 
@@ -24,11 +26,30 @@ from storage.courses import SHORT_TEXT, Question, QuestionCard
 from storage.learners import record_activity, zone_for
 from storage.models import User
 
-SCHEDULER = Scheduler(learning_steps=(), relearning_steps=(), enable_fuzzing=True)
+DESIRED_RETENTION = 0.9  # the chance of recalling a question when it comes back for review
 REVIEWS_PER_SESSION = 10
 AWAY_SECONDS = 600
 # (Easy at most, Good at most) seconds to answer: picking a button, and typing an answer
 PACE = {"pick": (8.0, 30.0), "type": (15.0, 60.0)}
+
+
+def scheduler_for(desired_retention: float = DESIRED_RETENTION, *, fuzzing: bool = True) -> Scheduler:
+    """The review scheduler, aiming at `desired_retention` (the bot's: DESIRED_RETENTION). `fuzzing` spreads due
+    dates a little (a few percent of intervals from three days up), so that questions learned together come back
+    on different days."""
+    return Scheduler(desired_retention=desired_retention, learning_steps=(), relearning_steps=(),
+                     enable_fuzzing=fuzzing)
+
+
+SCHEDULER = scheduler_for()
+
+
+def schedule(card: Card | None, rating: Rating, at: datetime, *, card_id: int,
+             scheduler: Scheduler = SCHEDULER) -> Card:
+    """The card after an answer rated `rating` at `at` (a UTC time); None: the first answer, which makes the card."""
+    card, _log = scheduler.review_card(Card(card_id=card_id, due=at) if card is None else card, rating,
+                                       review_datetime=at)
+    return card
 
 
 def rating_for(*, correct: bool, seconds: float | None, kind: str) -> Rating:
@@ -50,14 +71,14 @@ async def record_answer(session: AsyncSession, user_id: int, question: Question,
         select(QuestionCard).where(QuestionCard.user_id == user_id, QuestionCard.question_id == question.id)
     )
     at = now.astimezone(timezone.utc)
+    card: Card | None = None
     if row is None:
         row = QuestionCard(user_id=user_id, question_id=question.id, attempts=0, correct=0)
         session.add(row)
-        card = Card(card_id=question.id, due=at)
     else:
         card = Card.from_dict(row.card)  # type: ignore[arg-type]  # the column holds what Card.to_dict() wrote
     rating = rating_for(correct=correct, seconds=seconds, kind=question.kind)
-    card, _log = SCHEDULER.review_card(card, rating, review_datetime=at)
+    card = schedule(card, rating, at, card_id=question.id)
     row.card = dict(card.to_dict())
     row.due = card.due
     row.last_rating = int(rating)

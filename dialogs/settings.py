@@ -7,7 +7,7 @@ one. Each item reuses the onboarding step that asked it first, so it is validate
 from __future__ import annotations
 
 from bot.text import fold
-from dialogs import flow, onboarding
+from dialogs import ask, flow, onboarding
 from dialogs.flow import DONE, Flow, Invalid, Step
 from dialogs.i18n import LANGUAGES, N_, Translator
 from dialogs.learner import current_course, is_set_up, learner_of, name_of, tr
@@ -29,7 +29,8 @@ ITEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 
 
 async def show(turn: Turn, args: str) -> None:
-    """/settings [item]"""
+    """/settings [item [value]]: the menu, one item's question, or the item changed to the value at once (as if it
+    were the answer to that question: "/settings time 8:00", "/settings course python")."""
     if not await onboarding.require_set_up(turn):
         return
     typed = fold(args)
@@ -37,7 +38,23 @@ async def show(turn: Turn, args: str) -> None:
         if typed and typed in words:
             await open_item(turn, item)
             return
+    for item, (_label, step, words) in ITEMS.items():
+        value = _value_after(args, words)
+        if value and item != "language":
+            flow.enter(turn, "settings", {"after": "saved", "item": item}, step=step)
+            await flow.handle(turn, ask.answer_question, text=value)
+            return
     await flow.start(turn, "settings")
+
+
+def _value_after(args: str, words: tuple[str, ...]) -> str:
+    """What follows the item's name in "/settings ITEM VALUE" ("" if `args` does not start with one of `words`)."""
+    parts = args.split()
+    for word in sorted(words, key=len, reverse=True):  # "time zone" before "time"
+        count = len(word.split())
+        if len(parts) > count and fold(" ".join(parts[:count])) == word:
+            return " ".join(parts[count:])
+    return ""
 
 
 async def open_item(x: Exchange, item: str) -> None:

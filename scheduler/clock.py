@@ -40,7 +40,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from scheduler import broadcast, nudges, planner
+from scheduler import broadcast, dashboard, nudges, planner, teams
 from scheduler.context import JobContext
 from storage.db import make_sync_engine
 from storage.models import utcnow
@@ -69,8 +69,14 @@ class Job:
 JOBS: tuple[Job, ...] = (
     # The planner walks behind a durable cursor: a late run makes up the whole gap, so late runs are welcome.
     Job("lessons", planner.plan_lessons, IntervalTrigger(minutes=1, start_date=EPOCH, timezone=timezone.utc), 3600),
+    Job("team-lessons", teams.post_team_lessons,
+        IntervalTrigger(minutes=1, start_date=EPOCH, timezone=timezone.utc), 3600),
+    Job("team-members", teams.sync_team_members,
+        IntervalTrigger(minutes=1, start_date=EPOCH, timezone=timezone.utc), 600),
     Job("nudges", nudges.sweep, IntervalTrigger(minutes=15, start_date=EPOCH, timezone=timezone.utc), 3600),
     Job("nudge-outcomes", nudges.settle, IntervalTrigger(minutes=5, start_date=EPOCH, timezone=timezone.utc), 3600),
+    # The dashboard's counts: a missed run is simply the next one.
+    Job("dashboard", dashboard.recount, IntervalTrigger(minutes=5, start_date=EPOCH, timezone=timezone.utc), 240),
     # Frequent and cheap: a missed run is simply the next one.
     Job("broadcasts", broadcast.fan_out, IntervalTrigger(seconds=2, start_date=EPOCH, timezone=timezone.utc), 30),
     # Nightly; after a long outage it may wait for the next night.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from bot.channel import UnpromptedWindow
+from bot.channel import ListsMembers, UnpromptedWindow
 from storage.db import Database
 from storage.models import utcnow
 
@@ -32,3 +32,5 @@ class JobContext:
     # the channels' own rules, such as WhatsApp's 24-hour window; a channel not listed has no such limit.
     unprompted_windows: Mapping[str, UnpromptedWindow] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)  # the bandit's draws (seeded in tests)
+    # Channel name → who is in its group chats (bot.channel.ListsMembers): a team's members are read through it.
+    member_lists: Mapping[str, ListsMembers] = field(default_factory=dict)

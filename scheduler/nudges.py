@@ -26,7 +26,9 @@ learns from.
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -35,7 +37,7 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialogs import nudges as wording
-from dialogs.bandit import arms_for, choose, record_outcome
+from dialogs.bandit import Arm, arms_for, choose, record_outcome
 from dialogs.nudges import FAREWELL, INACTIVE, REVIEW, STREAK, NudgeFacts
 from scheduler.context import JobContext
 from storage.courses import Question, QuestionCard
@@ -109,6 +111,11 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
             and REVIEW_HOURS[0] <= clock < REVIEW_HOURS[1]):
         return Nudge(REVIEW, 0, f"nudge:{uid}:review:{today.isoformat()}", NudgeFacts(due_reviews=due_reviews))
     return None
+
+
+def pick_template(arms: Sequence[Arm], nudge: Nudge, history: list[Past], rng: random.Random) -> str:
+    """The template for a decided nudge: the bandit's choice, steered away from what this learner got lately."""
+    return choose(arms, rng, recent=[past.template for past in history if past.kind == nudge.kind])
 
 
 def outside_window(ctx: JobContext, conversation: Conversation, now: datetime) -> bool:
@@ -193,8 +200,7 @@ async def sweep(ctx: JobContext) -> Counter[str]:
         decided = decide(learner, user, history, now, due_reviews=reviews.get(user.id, 0))
         if decided is None:
             continue
-        recent = [past.template for past in history if past.kind == decided.kind]
-        template = choose(arms[decided.kind], ctx.rng, recent=recent)
+        template = pick_template(arms[decided.kind], decided, history, ctx.rng)
         outcome = await queue_nudge(ctx, decided, template, user, conversation, now)
         if outcome is not None:
             counts[decided.kind if outcome == QUEUED else f"{decided.kind}:skipped"] += 1

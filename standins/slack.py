@@ -1,9 +1,12 @@
 """A local stand-in of the Slack Web API that slack_sdk's AsyncWebClient talks to through its base URL.
 
-It answers the methods Lessonbot calls the way slack.com/api does: auth.test, chat.postMessage, oauth.v2.access,
-and the three steps of files_upload_v2 (files.getUploadURLExternal, the upload URL it hands out, and
-files.completeUploadExternal). Every call is recorded with the token it carried. The next calls of a method can be
-scripted to fail: a 429 with Retry-After, a 5xx, an `ok: false` error, or an answer that comes too late.
+It answers the methods Lessonbot calls the way slack.com/api does: auth.test, chat.postMessage, chat.postEphemeral,
+conversations.members (paged by cursor), users.info, views.publish, oauth.v2.access, and the three steps of
+files_upload_v2 (files.getUploadURLExternal, the upload URL it hands out, and files.completeUploadExternal); and the
+response_urls it hands out with interactions (`response_url`). Channels' members and people's profiles are set up
+with `add_member`. Every call is recorded with the token it carried. The
+next calls of a method can be scripted to fail: a 429 with Retry-After, a 5xx, an `ok: false` error, or an answer
+that comes too late.
 
 Also here: what Slack itself does to the requests it sends us (v0 signatures, the fixtures' payloads).
 """
@@ -101,6 +104,9 @@ class SlackStandIn:
         self.missing_channels: set[str] = set()
         self.oauth_codes: dict[str, Workspace] = {}
         self.uploads: dict[str, bytes] = {}
+        self.channel_members: dict[str, list[str]] = {}
+        self._responses = 0
+        self.profiles: dict[str, dict[str, Any]] = {}
         self._ts = itertools.count(1)
         self._file_ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -112,6 +118,7 @@ class SlackStandIn:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_post("/response/{channel}/{user}/{n}", self._response_url)
         self._runner, port = await serve_locally(app)
         self.root = f"http://127.0.0.1:{port}"
         return self
@@ -133,6 +140,38 @@ class SlackStandIn:
     def add_oauth_code(self, code: str, workspace: Workspace) -> None:
         """oauth.v2.access with this code installs the app into `workspace` (and auth.test then knows its token)."""
         self.oauth_codes[code] = workspace
+
+    def add_member(self, channel: str, user: str, *, team: str = "T111", name: str = "", tz: str = "Europe/Lisbon",
+                   admin: bool = False, guest: bool = False, bot: bool = False) -> None:
+        """`user` is in `channel`, with a profile users.info gives (the shape of Slack's users.info answer)."""
+        self.channel_members.setdefault(channel, [])
+        if user not in self.channel_members[channel]:
+            self.channel_members[channel].append(user)
+        name = name or user.lower()
+        self.profiles[user] = {
+            "id": user, "team_id": team, "name": name, "deleted": False, "real_name": name.title(), "tz": tz,
+            "tz_label": tz, "tz_offset": 0, "is_admin": admin, "is_owner": False, "is_primary_owner": False,
+            "is_restricted": guest, "is_ultra_restricted": False, "is_bot": bot, "is_app_user": False,
+            "profile": {"real_name": name.title(), "display_name": name, "team": team},
+        }
+
+    def remove_member(self, channel: str, user: str) -> None:
+        self.channel_members[channel].remove(user)
+
+    def response_url(self, channel: str, user: str) -> str:
+        """A fresh response_url, as Slack puts in an interaction or a slash command of `user` in `channel`."""
+        self._responses += 1
+        return f"{self.root}/response/{channel}/{user}/{self._responses}"
+
+    def ephemerals(self, channel: str | None = None, user: str | None = None) -> list[Call]:
+        """What one member (or anyone) was shown privately in a channel (or any): successful chat.postEphemeral
+        calls and answers through a response_url, in order."""
+        return [
+            c for c in self.calls
+            if c.method in ("chat.postEphemeral", "response_url") and c.ok
+            and (channel is None or c.params.get("channel") == channel)
+            and (user is None or c.params.get("user") == user)
+        ]
 
     def posted(self, channel: str | None = None) -> list[Call]:
         """Successful chat.postMessage calls, to one channel or all."""
@@ -205,6 +244,41 @@ class SlackStandIn:
         ts = f"{int(time.time())}.{next(self._ts):06d}"
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": call.params.get("text"), "ts": ts}}
 
+    def _chat_postEphemeral(self, call: Call, request: web.Request) -> dict[str, Any]:
+        channel, user = call.params.get("channel"), call.params.get("user")
+        if not channel or channel in self.missing_channels:
+            return {"ok": False, "error": "channel_not_found"}
+        if channel in self.channel_members and user not in self.channel_members[channel]:
+            return {"ok": False, "error": "user_not_in_channel"}
+        if not call.params.get("text") and not call.params.get("blocks"):
+            return {"ok": False, "error": "no_text"}
+        return {"ok": True, "message_ts": f"{int(time.time())}.{next(self._ts):06d}"}
+
+    def _conversations_members(self, call: Call, request: web.Request) -> dict[str, Any]:
+        channel = call.params.get("channel")
+        if channel not in self.channel_members:
+            return {"ok": False, "error": "channel_not_found"}
+        members = self.channel_members[channel]
+        limit = max(1, min(1000, int(call.params.get("limit") or 100)))
+        cursor = str(call.params.get("cursor") or "")
+        start = int(base64.b64decode(cursor).decode().partition(":")[2]) if cursor else 0
+        following = start + limit
+        next_cursor = base64.b64encode(f"offset:{following}".encode()).decode() if following < len(members) else ""
+        return {"ok": True, "members": members[start:following], "response_metadata": {"next_cursor": next_cursor}}
+
+    def _users_info(self, call: Call, request: web.Request) -> dict[str, Any]:
+        profile = self.profiles.get(str(call.params.get("user")))
+        if profile is None:
+            return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "user": profile}
+
+    def _views_publish(self, call: Call, request: web.Request) -> dict[str, Any]:
+        view = call.params.get("view")
+        view = json.loads(view) if isinstance(view, str) else view
+        if not call.params.get("user_id") or not isinstance(view, dict) or view.get("type") != "home":
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "view": {"id": f"V{next(self._ts):08d}", "type": "home", **view}}
+
     def _oauth_v2_access(self, call: Call, request: web.Request) -> dict[str, Any]:
         client_id, _, client_secret = _basic(request.headers.get("Authorization"))
         if (client_id, client_secret) != (CLIENT_ID, CLIENT_SECRET):
@@ -223,6 +297,27 @@ class SlackStandIn:
     def _files_getUploadURLExternal(self, call: Call, request: web.Request) -> dict[str, Any]:
         file_id = f"F{next(self._file_ids):08d}"
         return {"ok": True, "upload_url": f"{self.root}/upload/{file_id}", "file_id": file_id}
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        """A response_url: at most five answers each (Slack's rule), ephemeral unless told otherwise."""
+        body = await request.json()
+        key = request.path
+        params = {**body, "channel": request.match_info["channel"], "user": request.match_info["user"]}
+        call = Call("response_url", None, params, "ok")
+        self.calls.append(call)
+        faults = self.faults.get("response_url")
+        if faults:
+            fault = faults.pop(0)
+            if not fault.answers_normally:
+                call.outcome = f"{fault.status} {fault.error}".strip()
+                headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                return web.Response(status=fault.status, text=fault.error or "error", headers=headers)
+        used = sum(1 for c in self.calls if c.method == "response_url" and c.ok and c.answer.get("url") == key)
+        if used >= 5:
+            call.outcome = "used_url"
+            return web.Response(status=404, text="used_url")
+        call.answer = {"url": key}
+        return web.Response(text="ok")
 
     async def _upload(self, request: web.Request) -> web.Response:
         self.uploads[request.match_info["file_id"]] = await request.read()

@@ -12,7 +12,9 @@ Tokyo who studies at 08:00 on two mornings has a 2-day streak even though both f
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import (
@@ -32,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.courses import Enrollment, LessonProgress, QuestionCard
+from storage.courses import Course, Enrollment, LessonProgress, QuestionCard
 from storage.models import Base, BigId, Conversation, User, utcnow
 
 # Learner.status values, spelled once.
@@ -197,6 +199,35 @@ async def language_of_chat(session: AsyncSession, channel: str, chat_id: str) ->
             Conversation.channel == channel, Conversation.chat_id == chat_id
         )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ChatLearner:
+    """Who is learning in a chat, as a platform that keeps its own copy of these facts (a Rasa assistant's slots)
+    is told after each exchange: the person, their learner row (None before onboarding began), the slug of their
+    current course, and the chat's dialog state."""
+
+    user: User
+    learner: Learner | None
+    course_slug: str | None
+    state: dict[str, Any]
+
+
+async def learner_of_chat(session: AsyncSession, channel: str, chat_id: str) -> ChatLearner | None:
+    """The learner in a chat, or None when nobody there is known yet."""
+    conversation = await session.scalar(
+        select(Conversation).where(Conversation.channel == channel, Conversation.chat_id == chat_id)
+    )
+    if conversation is None or conversation.user_id is None:
+        return None
+    user = await session.get(User, conversation.user_id)
+    if user is None:
+        return None
+    learner = await session.get(Learner, user.id)
+    slug = None
+    if learner is not None and learner.course_id is not None:
+        slug = await session.scalar(select(Course.slug).where(Course.id == learner.course_id))
+    return ChatLearner(user, learner, slug, dict(conversation.state or {}))
 
 
 async def certificate_by_code(session: AsyncSession, code: str) -> Certificate | None:

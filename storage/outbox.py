@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import String, bindparam, cast, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Conversation, InboundMessage, OfferedChoice, OutboxMessage, utcnow
@@ -34,7 +34,7 @@ class OutboxStatus(StrEnum):
     DEAD = "dead"  # a permanent failure, or the retry budget spent: until an admin requeues it
     WAITING = "waiting"  # may only go after the person writes again (WhatsApp's 24-hour window)
     SUPPRESSED = "suppressed"  # the person opted out (STOP): never sent
-    CANCELLED = "cancelled"  # the person's data was erased before it went: never sent, its payload blanked
+    CANCELLED = "cancelled"  # never sent: the person's data was erased (payload blanked), or the app was removed
 
 
 class InboundStatus(StrEnum):
@@ -58,6 +58,7 @@ class OutboxEntry:
     idempotency_key: str | None = None  # a second entry with the same key is not queued again
     inbound_message_id: int | None = None  # the message it answers, if any
     member: str = ""  # who its choices are for (the sender id of the message it answers); "" = anyone in the chat
+    due_at: datetime | None = None  # not sent before then (held for a platform that takes it in its response)
 
 
 _OUTBOX = OutboxMessage.__table__
@@ -101,7 +102,7 @@ async def enqueue(session: AsyncSession, entries: Sequence[OutboxEntry], *, now:
             "payload": entry.payload,
             "status": OutboxStatus.PENDING.value,
             "attempts": 0,
-            "next_attempt_at": at,
+            "next_attempt_at": entry.due_at or at,
             "created_at": at,
             "idempotency_key": entry.idempotency_key,
             "inbound_message_id": entry.inbound_message_id,
@@ -178,6 +179,60 @@ async def chats_sent_since(session: AsyncSession, channel: str, since: datetime)
     return set(rows)
 
 
+IN_RESPONSE = "in-response:"  # the platform id of a reply handed back in a platform's own response: this + its id
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What became of one inbound message: whether its turn failed (its reply is then the apology), and its replies
+    as (outbox id, payload), oldest first."""
+
+    inbound_id: int
+    failed: bool
+    replies: list[tuple[int, dict[str, Any]]]
+
+
+async def answer_of(session: AsyncSession, channel: str, platform_id: str) -> Answer | None:
+    """The replies to the message (channel, platform id), taken to be handed back in the platform's response (a Rasa
+    action call's): None while it is not processed yet (or not recorded).
+
+    Its replies are held (`OutboxEntry.due_at`) for as long as the platform waits. Those still pending are marked
+    sent here, as handed back; those handed back before are returned again, so a retried call gets the same answer.
+    A reply the dispatcher took meanwhile (the platform gave up waiting) went out on its own and is left out.
+    """
+    inbound = (
+        await session.execute(
+            select(InboundMessage.id, InboundMessage.status).where(
+                InboundMessage.channel == channel, InboundMessage.platform_id == platform_id
+            )
+        )
+    ).first()
+    if inbound is None or inbound.status == InboundStatus.PENDING:
+        return None
+    now = utcnow()
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.inbound_message_id == inbound.id, OutboxMessage.status == OutboxStatus.PENDING)
+        .values(
+            status=OutboxStatus.SENT,
+            platform_message_id=literal(IN_RESPONSE, String) + cast(OutboxMessage.id, String),
+            sent_at=now,
+            lease_until=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    rows = await session.execute(
+        select(OutboxMessage.id, OutboxMessage.payload)
+        .where(
+            OutboxMessage.inbound_message_id == inbound.id,
+            OutboxMessage.status == OutboxStatus.SENT,
+            OutboxMessage.platform_message_id.startswith(IN_RESPONSE),
+        )
+        .order_by(OutboxMessage.id)
+    )
+    return Answer(inbound.id, inbound.status == InboundStatus.FAILED, [(row.id, row.payload) for row in rows])
+
+
 async def dead_letters(session: AsyncSession, limit: int = 50) -> Sequence[OutboxMessage]:
     query = (
         select(OutboxMessage)
@@ -198,4 +253,22 @@ async def requeue(session: AsyncSession, ids: Sequence[int] | None) -> int:
     if ids is not None:
         statement = statement.where(OutboxMessage.id.in_(list(ids)))
     result = await session.execute(statement)
+    return rows_affected(result)
+
+
+async def cancel_unsent_to(session: AsyncSession, channel: str, chat_prefix: str, *, reason: str) -> int:
+    """Cancel every reply of `channel` not yet sent to a chat whose id starts with `chat_prefix` (a Slack workspace's
+    "T01:" when the app is uninstalled there): they will never go. The number of rows cancelled.
+
+    A row being sent right now (`sending`) is left to finish or fail: its platform call is already under way."""
+    escaped = chat_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.channel == channel,
+            OutboxMessage.chat_id.like(escaped + "%", escape="\\"),
+            OutboxMessage.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)),
+        )
+        .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)
+    )
     return rows_affected(result)

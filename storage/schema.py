@@ -12,6 +12,7 @@ from storage import (
     payments,  # noqa: F401
     scheduling,  # noqa: F401
     slack,  # noqa: F401
+    teams,  # noqa: F401
 )
 from storage.models import Base
 

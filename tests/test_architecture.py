@@ -59,15 +59,22 @@ RULES: dict[str, Rule] = {
                                     "outside world"),
     "bot": Rule(
         ("bot", "channels", "dialogs", "knowledge", "scheduler", "storage", "authoring"),
-        "the core and its wiring may import every room but bench and standins (only the command line runs benches)",
+        "the core and its wiring may import every room but bench, standins and simulation (only the command line "
+        "runs benches and simulations)",
     ),
     "bot.cli": Rule(
-        ("bot", "channels", "dialogs", "knowledge", "scheduler", "storage", "authoring", "bench"),
-        "the command line may import every room, the benches included (never the stand-ins: the benches start them)",
+        ("bot", "channels", "dialogs", "knowledge", "scheduler", "storage", "authoring", "bench", "simulation"),
+        "the command line may import every room, the benches and the simulator included (never the stand-ins: the "
+        "benches start them)",
     ),
     "bench": Rule(
         ("bench", "standins", "bot", "channels", "dialogs", "knowledge", "scheduler", "storage", "authoring"),
-        "the benches may import anything but the tests",
+        "the benches may import anything but the tests and the simulator",
+    ),
+    "simulation": Rule(
+        ("simulation", "dialogs", "scheduler", "storage"),
+        "the simulator may import the bot's learning logic (dialogs, scheduler, storage) — never a channel or the "
+        "wiring; only the command line imports it",
     ),
 }
 ROOMS = tuple(sorted({name.split(".")[0] for name in RULES}))
@@ -212,6 +219,11 @@ def test_no_module_touches_sys_path():
         ("standins.fake", "from bot.messages import Text\n", RULES["standins"]),
         ("bot.fake", "from bench import report\n", RULES["bot"]),
         ("authoring.fake", "from dialogs.flow import Flow\n", RULES["authoring"]),
+        ("simulation.fake", "from bot.core import Lessonbot\n", RULES["simulation"]),
+        ("simulation.fake", "from channels.telegram import TelegramChannel\n", RULES["simulation"]),
+        ("dialogs.fake", "from simulation import reviews\n", RULES["dialogs"]),
+        ("scheduler.fake", "from simulation.nudges import TRUTH\n", RULES["scheduler"]),
+        ("bench.fake", "from simulation import memory\n", RULES["bench"]),
     ],
 )
 def test_a_planted_bad_import_is_caught(module, source, rule):
@@ -235,6 +247,8 @@ def test_importing_tests_is_caught_everywhere(module):
         ("channels.slack", "from .channel import SlackChannel\n", True),
         ("channels.slack.installations", "from storage.db import Database\n", False),
         ("bot.cli.fake", "from bench import pipeline\n", False),
+        ("bot.cli.fake", "from simulation import reviews\n", False),
+        ("simulation.fake", "from dialogs.review import schedule\nfrom scheduler.nudges import decide\n", False),
         ("bench.fake", "from standins import telegram\nimport os, sys\n", False),
     ],
 )

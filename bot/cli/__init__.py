@@ -17,13 +17,16 @@ from bot.cli import (
     broadcast,
     certificate,
     chat,
+    codes,
     course,
     db,
     knowledge,
     learner,
     outbox,
     payments,
+    rasa,
     serve,
+    simulate,
     telegram,
 )
 from bot.cli.database import schema_ready
@@ -46,7 +49,10 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     broadcast.register,
     learner.register,  # learner export, learner erase
     payments.register,  # payments list, show, refund
+    codes.register,  # codes create, list, disable
     admin.register,  # admin role grant, revoke, list
+    rasa.register,  # rasa-actions
+    simulate.register,  # simulate reviews, simulate nudges
 ]
 
 
@@ -68,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(settings.log_level, "text" if args.command == "chat" else settings.log_format)
-    if args.uses_database and not schema_ready(settings):
+    try:
+        if args.uses_database and not schema_ready(settings):
+            return 2
+        return args.func(settings, args)
+    except ConfigError as exc:  # a setting found unusable only once a command used it: one message, no traceback
+        print(exc, file=sys.stderr)
         return 2
-    return args.func(settings, args)

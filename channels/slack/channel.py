@@ -10,7 +10,14 @@ authorizes every request with it, and `send` finds the workspace's bot token in 
 of chat_id (see channels/slack/inbound.py).
 
 Outbound (`send`): text as Block Kit (channels/slack/blocks.py), documents with a file path through
-files_upload_v2, documents with only a URL as a link. Errors: a 429 becomes RateLimited(Retry-After); 5xx, timeouts
+files_upload_v2, documents with only a URL as a link. To a member's private place in a channel ("T01:C02@U03",
+channels/slack/inbound.py) text goes as ephemeral messages only that member sees: through the response_url of what
+they pressed or typed (`Delivery.reply_address`), else chat.postEphemeral.
+
+Members (`chat_members`, `member_profile`): conversations.members, every page, and users.info, for a team's
+channel; a 429 is waited out for its Retry-After (at most MEMBER_CALL_TRIES times a call).
+
+Errors: a 429 becomes RateLimited(Retry-After); 5xx, timeouts
 and dropped connections TransientSendError; errors that will not go away (channel_not_found, not_in_channel,
 account_inactive, invalid_auth, …) PermanentSendError. Slack allows about one message per second per channel.
 """
@@ -19,16 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 from starlette.routing import Route
 
 from bot.channel import (
     ChannelHost,
+    ChatMember,
     Delivery,
     PartsSent,
     PermanentSendError,
@@ -40,7 +50,7 @@ from bot.channel import (
 from bot.messages import Document, Text
 from channels.markdown import SLACK_MRKDWN, render
 from channels.slack.blocks import ReplyNotRenderable, SlackMessage, render_link, render_text
-from channels.slack.inbound import split_chat_id
+from channels.slack.inbound import ephemeral_target, split_chat_id
 from channels.slack.installations import SlackInstallations
 from channels.slack.routes import webhook_routes
 from channels.slack.store import SlackInstallationStore
@@ -56,6 +66,12 @@ PERMANENT_ERRORS = frozenset({
     "not_allowed_token_type", "channel_is_archived", "file_uploads_disabled", "file_upload_size_restricted",
 })
 TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+
+MEMBER_PER_SECOND = 4  # private messages to one member: a quiz's feedback and next question come together
+# Where a response_url may send us: Slack's own, or the host of the Web API we were pointed at (a stand-in).
+RESPONSE_URL_PREFIX = "https://hooks.slack.com/"
+MEMBERS_PAGE = 200  # conversations.members: Slack recommends at most 200 a page
+MEMBER_CALL_TRIES = 5  # a members call retried after a 429 at most this often
 
 
 class SlackChannel:
@@ -98,6 +114,7 @@ class SlackChannel:
         )
         # One client for the single workspace; in many-workspace mode a client per send with that team's token.
         self._client = self._web_client(self.bot_token) if self.bot_token else None
+        self.members_page = MEMBERS_PAGE
 
     # inbound --------------------------------------------------------------------------------------------------
 
@@ -108,7 +125,13 @@ class SlackChannel:
     # outbound -------------------------------------------------------------------------------------------------
 
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
-        """chat.postMessage: about one message per second per channel (short bursts tolerated)."""
+        """chat.postMessage: about one message per second per channel (short bursts tolerated). A member's private
+        place in a channel is answered through the response_url of what they pressed or typed, which no Web API
+        tier counts, a few messages a second at most; where there is none (a welcome), chat.postEphemeral's Tier 4
+        answers a 429 with a Retry-After, which pauses that member's place."""
+        _installation, channel = split_chat_id(chat_id)
+        if ephemeral_target(channel)[1] is not None:
+            return (RateLimit(f"slack:member:{chat_id}", MEMBER_PER_SECOND, 1.0),)
         return (RateLimit(f"slack:channel:{chat_id}", 1, 1.0),)
 
     async def send(self, delivery: Delivery) -> str:
@@ -127,6 +150,13 @@ class SlackChannel:
                 messages = render_text(reply)
             else:
                 raise ReplyNotRenderable(f"a {type(reply).__name__} is for platforms that take payments themselves")
+            channel, member = ephemeral_target(channel)
+            if member is not None and self.answers_through(delivery.reply_address):
+                answered = await self._respond(str(delivery.reply_address), messages, parts=delivery.parts)
+                if answered is not None:
+                    return answered
+            if member is not None:
+                return await self._post_ephemeral(client, channel, member, messages, parts=delivery.parts)
             return await self._post(client, channel, messages, parts=delivery.parts)
         except ReplyNotRenderable as exc:
             raise PermanentSendError(f"Slack cannot show this reply: {exc}") from exc
@@ -174,6 +204,102 @@ class SlackChannel:
             response = await client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
             await parts.add(str(response.get("ts") or ""), more_to_come=index + 1 < len(messages))
         return posted[-1]
+
+    async def _post_ephemeral(
+        self, client: AsyncWebClient, channel: str, user: str, messages: list[SlackMessage], *, parts: PartsSent
+    ) -> str:
+        """As `_post`, each message seen by `user` alone in `channel` (Slack keeps ephemeral messages only for the
+        session: a member who was away sees the lesson post, and its button brings the quiz again)."""
+        posted = parts.ids
+        for index in range(len(posted), len(messages)):
+            message = messages[index]
+            response = await client.chat_postEphemeral(
+                channel=channel, user=user, text=message.text, blocks=message.blocks
+            )
+            await parts.add(str(response.get("message_ts") or ""), more_to_come=index + 1 < len(messages))
+        return posted[-1]
+
+    def answers_through(self, address: str | None) -> bool:
+        """Whether `address` is a response_url this app may post to: Slack's, or our Web API base's host."""
+        if not address:
+            return False
+        own = self.api_base_url.split("/api/", 1)[0] + "/"
+        return address.startswith(RESPONSE_URL_PREFIX) or address.startswith(own)
+
+    async def _respond(self, url: str, messages: list[SlackMessage], *, parts: PartsSent) -> str | None:
+        """Answer through a response_url, each message seen by that member alone; None when the URL has expired or
+        been used up (Slack allows five answers within 30 minutes), so the caller posts with chat.postEphemeral."""
+        webhook = AsyncWebhookClient(url, timeout=int(self.timeout), retry_handlers=[])
+        for index in range(len(parts.ids), len(messages)):
+            message = messages[index]
+            response = await webhook.send(text=message.text, blocks=message.blocks, response_type="ephemeral",
+                                          replace_original=False)
+            if response.status_code == 429:
+                raise RateLimited(_retry_after(response.headers.get("Retry-After")), "Slack rate limit")
+            if response.status_code >= 500:
+                raise TransientSendError(f"Slack answered {response.status_code} to a response_url")
+            if response.status_code != 200:
+                return None  # expired_url, used_url, …: the Web API takes over
+            await parts.add(f"response:{index}", more_to_come=index + 1 < len(messages))
+        return parts.ids[-1]
+
+    # members ----------------------------------------------------------------------------------------------------
+
+    async def chat_members(self, chat_id: str) -> list[str]:
+        """Everyone in a channel, as sender ids ("T01/U02"), through every page of conversations.members."""
+        installation, channel = split_chat_id(chat_id)
+        client = await self._client_for(installation)
+        members: list[str] = []
+        cursor = ""
+
+        def page(after: str) -> Callable[[], Awaitable[Any]]:
+            return lambda: client.conversations_members(channel=channel, limit=self.members_page,
+                                                         cursor=after or None)
+
+        while True:
+            response = await self._patiently(page(cursor))
+            members += [f"{installation}/{user}" for user in response.get("members") or () if isinstance(user, str)]
+            cursor = str((response.get("response_metadata") or {}).get("next_cursor") or "")
+            if not cursor:
+                return members
+
+    async def member_profile(self, sender_id: str) -> ChatMember:
+        """users.info of one person: name, zone, and whether they are a guest, a bot or a workspace admin."""
+        installation, _, user = sender_id.partition("/")
+        client = await self._client_for(installation)
+        response = await self._patiently(lambda: client.users_info(user=user))
+        profile = response.get("user") or {}
+        return ChatMember(
+            sender_id=sender_id,
+            name=str(profile.get("real_name") or (profile.get("profile") or {}).get("display_name")
+                     or profile.get("name") or "")[:200],
+            timezone=str(profile["tz"])[:64] if profile.get("tz") else None,
+            guest=bool(profile.get("is_restricted") or profile.get("is_ultra_restricted")),
+            bot=bool(profile.get("is_bot") or profile.get("is_app_user") or user == "USLACKBOT"),
+            admin=bool(profile.get("is_admin") or profile.get("is_owner") or profile.get("is_primary_owner")),
+        )
+
+    async def _patiently(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """A Web API call, waiting out a 429 for its Retry-After (at most MEMBER_CALL_TRIES tries); other errors
+        are the caller's."""
+        for attempt in range(1, MEMBER_CALL_TRIES + 1):
+            try:
+                return await call()
+            except SlackApiError as exc:
+                error = send_error(exc)
+                if not isinstance(error, RateLimited) or attempt == MEMBER_CALL_TRIES:
+                    raise error from exc
+                await asyncio.sleep(error.retry_after)
+        raise AssertionError("unreachable")
+
+    async def installer(self, enterprise_id: str | None, team_id: str | None, org_wide: bool | None) -> str | None:
+        """The Slack user id of whoever installed the app in a workspace, where it was installed through OAuth."""
+        if self.installations is None:
+            return None
+        record = await self.installations.find(
+            enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=org_wide, urgent=True
+        )
+        return str(record["user_id"]) if record and record.get("user_id") else None
 
     async def _upload(self, client: AsyncWebClient, channel: str, document: Document) -> str:
         path = Path(document.path or "")

@@ -9,6 +9,11 @@ for the log, and for slash commands a line to show the person). Decisions kept h
   one workspace too, so a move to distribution keeps every conversation.
 - Replies go to the channel itself, not into threads: a mention inside a thread is answered in its channel, and
   the thread's ts is kept in `meta["thread_ts"]`.
+- A member's private place in a channel is "<installation>:<channel>@<user>": replies there are ephemeral messages
+  (chat.postEphemeral), seen by that member alone. `/lessonbot` typed in a channel, a button pressed on an
+  ephemeral message or on a team's lesson post ("team:…"), and the channel's member_joined_channel /
+  member_left_channel events are that member's; `meta["group_chat"]` names the channel's own chat_id and
+  `meta["workspace"]` the workspace, so a team's dialogs know where the member is.
 - `sender_id` is "<team>/<user>" (the person's own workspace), so admins are written `slack:T01/U02`.
 - `platform_id` deduplicates: the Events API's event_id (a retry with X-Slack-Retry-Num carries the same one);
   "action:<channel>:<message ts>:<action ts>" for a button press (one press of one button on one message),
@@ -20,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.messages import InboundMessage
+from bot.messages import REPLY_ADDRESS, InboundMessage
 from channels.slack.blocks import plain_text
 from channels.webhook import Ignored
 
@@ -34,6 +39,13 @@ SLASH_COMMANDS: dict[str, str] = {
     "/progress": "/progress",
     "/ask": "",
 }
+
+# /lessonbot WORDS: the team commands and every other command by its name ("/lessonbot leaderboard" is /leaderboard).
+TEAM_COMMAND = "/lessonbot"
+# A pressed button whose value starts so belongs to a team's post in a channel: the member answers privately.
+TEAM_BUTTON_PREFIX = "team:"
+# The channel events that say who is in a channel.
+MEMBERSHIP_EVENTS = {"member_joined_channel": "joined", "member_left_channel": "left"}
 
 # Message subtypes that are still a person speaking; every other subtype (message_changed, message_deleted,
 # channel_join, bot_message, …) is ignored.
@@ -66,9 +78,32 @@ def chat_id_for(installation: str, channel: str) -> str:
 
 
 def split_chat_id(chat_id: str) -> tuple[str, str]:
-    """(installation, channel) out of "T01:C123"; a bare channel id has no installation."""
+    """(installation, channel) out of "T01:C123"; a bare channel id has no installation. A member's private place
+    keeps its member: "T01:C123@U9" gives ("T01", "C123@U9") (see `ephemeral_target`)."""
     installation, sep, channel = chat_id.rpartition(":")
     return (installation, channel) if sep else ("", chat_id)
+
+
+def member_chat_id(installation: str, channel: str, user: str) -> str:
+    """A member's private place in a channel: what is sent there is an ephemeral message only they see."""
+    return f"{installation}:{channel}@{user}"
+
+
+def ephemeral_target(channel: str) -> tuple[str, str | None]:
+    """(channel, user) of "C123@U9"; (channel, None) for a channel or a DM."""
+    base, sep, user = channel.partition("@")
+    return (base, user) if sep else (channel, None)
+
+
+def _team_meta(installation: str, channel: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where a member's private place is: the channel's own chat, the workspace; only they see its replies, which go
+    through the request's response_url where it has one."""
+    meta: dict[str, Any] = {"group_chat": chat_id_for(installation, channel), "workspace": installation,
+                            "private": True, "answer_command": f"{TEAM_COMMAND} answer"}
+    url = (body or {}).get("response_url")
+    if isinstance(url, str) and url.startswith(("https://", "http://")) and len(url) <= 500:
+        meta[REPLY_ADDRESS] = url
+    return meta
 
 
 def _privacy(channel: str) -> dict[str, bool]:
@@ -145,23 +180,30 @@ def message_from_action(body: dict[str, Any], *, installation: str) -> Outcome:
     label = _dict(action.get("text")).get("text") or _dict(option.get("text")).get("text")
     team = _id(user.get("team_id")) or _id(_dict(body.get("team")).get("id")) or installation
     name = user.get("name") or user.get("username")
+    meta: dict[str, Any] = {"event": "block_actions", "action_id": str(action.get("action_id") or "")[:64]}
+    if not channel.startswith("D") and (container.get("is_ephemeral") is True or value.startswith(TEAM_BUTTON_PREFIX)):
+        chat_id = member_chat_id(installation, channel, user_id)  # the member answers privately
+        meta.update(_team_meta(installation, channel, body))
+    else:
+        chat_id = chat_id_for(installation, channel)
+        meta.update(_privacy(channel))
     return InboundMessage(
         channel=CHANNEL,
         platform_id=platform_id,
-        chat_id=chat_id_for(installation, channel),
+        chat_id=chat_id,
         sender_id=f"{team}/{user_id}",
         text=label if isinstance(label, str) and label else value,
         choice=value,
         sender_name=name if isinstance(name, str) and name else None,
-        meta={"event": "block_actions", "action_id": str(action.get("action_id") or "")[:64], **_privacy(channel)},
+        meta=meta,
     )
 
 
 def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
     """/lesson, /quiz, /progress as the core's commands; /ask's question as free text."""
     command = body.get("command")
-    if command not in SLASH_COMMANDS:
-        known = ", ".join(SLASH_COMMANDS)
+    if command not in SLASH_COMMANDS and command != TEAM_COMMAND:
+        known = ", ".join([*SLASH_COMMANDS, TEAM_COMMAND])
         return Ignored(
             f"unknown slash command {command!r}",
             answer=f"Lessonbot does not know {command or 'that command'}. Try {known}.",
@@ -171,6 +213,8 @@ def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
     if trigger_id is None or user is None or channel is None or not _id(installation):
         return Ignored(f"{command} without a trigger_id, user, channel or workspace")
     words = plain_text(str(body.get("text") or ""))
+    if command == TEAM_COMMAND:
+        return _team_command(body, words, installation=installation, user=user, channel=channel, trigger_id=trigger_id)
     if command == "/ask":
         if not words:
             return Ignored("/ask without a question", answer="Type your question after /ask, e.g. /ask What is a noun?")
@@ -187,4 +231,51 @@ def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
         text=text,
         sender_name=name if isinstance(name, str) and name else None,
         meta={"event": "command", "command": command, **_privacy(channel)},
+    )
+
+
+def _team_command(
+    body: dict[str, Any], words: str, *, installation: str, user: str, channel: str, trigger_id: str
+) -> InboundMessage:
+    """/lessonbot WORDS as the command /WORDS ("/lessonbot" alone is /team; "/lessonbot answer WORDS" is WORDS typed
+    to the question in progress): in a channel, from the member's private place there, so only they see the
+    answer."""
+    team = _id(body.get("team_id")) or installation
+    name = body.get("user_name")
+    private = channel.startswith("D")
+    first, _, rest = words.partition(" ")
+    # "/lessonbot answer WORDS": typed words for the question in progress (a quiz question without buttons).
+    text = rest.strip() if first.lower() == "answer" and rest.strip() else "/" + (words.lstrip("/") or "team")
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=f"command:{trigger_id}",
+        chat_id=chat_id_for(installation, channel) if private else member_chat_id(installation, channel, user),
+        sender_id=f"{team}/{user}",
+        text=text,
+        sender_name=name if isinstance(name, str) and name else None,
+        meta={"event": "command", "command": TEAM_COMMAND,
+              **(_privacy(channel) if private else _team_meta(installation, channel, body))},
+    )
+
+
+def membership_change(body: dict[str, Any], *, installation: str, bot_user_id: str | None) -> Outcome:
+    """member_joined_channel / member_left_channel: someone came into or left a channel, for its team (if any)."""
+    event = _dict(body.get("event"))
+    kind = MEMBERSHIP_EVENTS.get(str(event.get("type")))
+    event_id, user, channel = _id(body.get("event_id")), _id(event.get("user")), _id(event.get("channel"))
+    if kind is None or event_id is None or user is None or channel is None or not _id(installation):
+        return Ignored(f"{event.get('type')} without an event id, user, channel or workspace")
+    if user == bot_user_id:
+        return Ignored(f"{event.get('type')} of this app's own bot user")
+    if channel.startswith("D"):
+        return Ignored(f"{event.get('type')} in a direct message")
+    team = _id(event.get("team")) or installation
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=event_id,
+        chat_id=member_chat_id(installation, channel, user),
+        sender_id=f"{team}/{user}",
+        # Slack reports it; the member wrote nothing (it opens no window, and is heard even after they opted out).
+        meta={"event": str(event["type"]), "membership": kind, "platform_report": True,
+              **_team_meta(installation, channel)},
     )

@@ -20,6 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -37,9 +38,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.channel import ChannelHost, RequestRejected
+from bot.messages import InboundMessage
 from channels.slack.inbound import (
+    CHANNEL,
+    MEMBERSHIP_EVENTS,
+    TEAM_COMMAND,
     Outcome,
     installation_of,
+    membership_change,
     message_from_action,
     message_from_command,
     message_from_event,
@@ -58,13 +64,15 @@ SIGNATURE_WINDOW_SECONDS = 5 * 60  # Slack's own: older (or future) timestamps a
 # The bot scopes the app asks for; channels/slack/manifest.yml lists the same (a test keeps them equal).
 SCOPES = (
     "app_mentions:read",  # app_mention events: the bot is mentioned in a channel
-    "chat:write",  # chat.postMessage: every reply
-    "commands",  # /lesson, /quiz, /ask, /progress
+    "channels:read",  # conversations.members and member_joined_channel in public channels: a team's members
+    "chat:write",  # chat.postMessage and chat.postEphemeral: every reply, a member's private quiz in a channel
+    "commands",  # /lesson, /quiz, /ask, /progress, /lessonbot
+    "groups:read",  # the same in private channels
     "files:write",  # files_upload_v2: documents (certificates, handouts)
     "im:history",  # message.im events: what learners write in the bot's DM
     "im:read",  # see the DMs the bot is in
     "im:write",  # start a DM with a learner
-    "users:read",  # a learner's profile (name, time zone); asked for now so lesson times need no re-install
+    "users:read",  # users.info: a member's name, time zone, and whether they are a guest, a bot or a workspace admin
 )
 
 
@@ -205,8 +213,10 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
             "Lessonbot is not installed in this workspace (any more). Ask an admin to install it again."
         ),
     )
-    if channel.multi_workspace:
-        app.enable_token_revocation_listeners()  # app_uninstalled / tokens_revoked forget the installation
+    async def record_as(outcome: Outcome, request: AsyncBoltRequest, profile: dict[str, Any]) -> None:
+        if isinstance(outcome, InboundMessage) and profile:
+            outcome = replace(outcome, meta={**outcome.meta, **profile})
+        await record(outcome, request)
 
     async def record(outcome: Outcome, request: AsyncBoltRequest) -> None:
         retry = request.headers.get("x-slack-retry-num", [None])[0]
@@ -238,12 +248,43 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
         ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
     ) -> None:
         outcome = message_from_command(body, installation=_installation(context))
+        if body.get("command") == TEAM_COMMAND and isinstance(outcome, InboundMessage):
+            # Who may set up a team: the dialogs read the person's standing in the workspace from here.
+            profile = await workspace_standing(context, str(body.get("user_id") or ""), channel)
+            outcome = replace(outcome, meta={**outcome.meta, **profile})
         await record(outcome, request)
         # Slack shows an ack's text to the person alone; a recorded command is answered by the worker instead.
         if isinstance(outcome, Ignored) and outcome.answer:
             await ack(text=outcome.answer)
         else:
             await ack()
+
+    async def on_membership(
+        ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+    ) -> None:
+        outcome = membership_change(body, installation=_installation(context), bot_user_id=context.bot_user_id)
+        profile: dict[str, Any] = {}
+        if isinstance(outcome, InboundMessage) and outcome.meta.get("membership") == "joined":
+            profile = await workspace_standing(context, str(_event(body).get("user") or ""), channel)
+        await record_as(outcome, request, profile)
+        await ack()
+
+    async def on_uninstalled(ack: Any, body: dict[str, Any], context: AsyncBoltContext) -> None:
+        """app_uninstalled, or the bot token revoked: forget the installation and stop every send there."""
+        kind = str(_event(body).get("type"))
+        revoked_bot = kind == "tokens_revoked" and bool(_dict_of(_event(body).get("tokens")).get("bot"))
+        if channel.multi_workspace and kind == "app_uninstalled":
+            await app.default_app_uninstalled_event_listener()(context=context)
+        elif channel.multi_workspace:
+            await app.default_tokens_revoked_event_listener()(event=_event(body), context=context)
+        installation = _installation(context)
+        if installation and (kind == "app_uninstalled" or revoked_bot):
+            cancelled = await host.stop_sending(
+                CHANNEL, installation + ":", workspace=installation,
+                reason=f"not sent: the Slack app was removed from {installation} ({kind})",
+            )
+            log.info("slack %s in %s: %d unsent replies cancelled", kind, installation, cancelled)
+        await ack()
 
     async def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse:
         if isinstance(error, BoltUnhandledRequestError):
@@ -256,8 +297,45 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
     app.event("app_mention")(on_event)
     app.block_action(re.compile(".*"))(on_action)
     app.command(re.compile(".*"))(on_command)
+    for kind in MEMBERSHIP_EVENTS:
+        app.event(kind)(on_membership)
+    app.event("app_uninstalled")(on_uninstalled)
+    app.event("tokens_revoked")(on_uninstalled)
     app.error(on_error)
     return app
+
+
+async def workspace_standing(context: AsyncBoltContext, user: str, channel: SlackChannel) -> dict[str, Any]:
+    """What users.info says of a person that the dialogs weigh: a workspace admin or owner (or the person who
+    installed the app), a guest, a bot, their name and time zone. Nothing when Slack cannot say right now (the
+    request is recorded anyway: Slack waits for its acknowledgement)."""
+    client = context.client
+    if not user or client is None:
+        return {}
+    try:
+        response = await client.users_info(user=user)
+    except Exception as exc:  # slow, refused or rate-limited: decide without it
+        log.warning("users.info failed for a slack request: %s", exc)
+        return {}
+    profile = _dict_of(response.get("user"))
+    installer = await channel.installer(context.enterprise_id, context.team_id, context.is_enterprise_install)
+    standing: dict[str, Any] = {
+        "workspace_admin": bool(profile.get("is_admin") or profile.get("is_owner") or profile.get("is_primary_owner")
+                                or (installer is not None and installer == user)),
+        "guest": bool(profile.get("is_restricted") or profile.get("is_ultra_restricted")),
+        "bot": bool(profile.get("is_bot") or profile.get("is_app_user")),
+    }
+    if isinstance(profile.get("tz"), str) and profile["tz"]:
+        standing["timezone"] = profile["tz"][:64]
+    return standing
+
+
+def _event(body: dict[str, Any]) -> dict[str, Any]:
+    return _dict_of(body.get("event"))
+
+
+def _dict_of(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def refused(exc: RequestRejected) -> Response:

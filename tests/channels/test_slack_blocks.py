@@ -18,7 +18,7 @@ from channels.slack.blocks import (
     render_link,
     render_text,
 )
-from channels.slack.inbound import SLASH_COMMANDS
+from channels.slack.inbound import MEMBERSHIP_EVENTS, SLASH_COMMANDS, TEAM_COMMAND
 from channels.slack.routes import SCOPES
 
 MANIFEST = Path(__file__).resolve().parents[2] / "channels/slack/manifest.yml"
@@ -142,9 +142,9 @@ def test_the_manifest_asks_for_the_scopes_and_commands_the_code_uses():
     manifest = yaml.safe_load(MANIFEST.read_text())
     assert sorted(manifest["oauth_config"]["scopes"]["bot"]) == sorted(SCOPES)
     commands = manifest["features"]["slash_commands"]
-    assert sorted(c["command"] for c in commands) == sorted(SLASH_COMMANDS)
+    assert sorted(c["command"] for c in commands) == sorted([*SLASH_COMMANDS, TEAM_COMMAND])
     settings = manifest["settings"]
-    assert {"app_mention", "message.im"} <= set(settings["event_subscriptions"]["bot_events"])
+    assert {"app_mention", "message.im", *MEMBERSHIP_EVENTS} <= set(settings["event_subscriptions"]["bot_events"])
     urls = {c["url"] for c in commands} | {
         settings["event_subscriptions"]["request_url"],
         settings["interactivity"]["request_url"],

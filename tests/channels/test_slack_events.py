@@ -82,7 +82,8 @@ JAVA = "java-slack-sdk-schema-skeletons/"
 FIXTURES = {
     BOLT + "event_callback.app_mention.json": ("message", "Hi there!", "T111:C111", "T111/W222", None),
     BOLT + "event_callback.message.json": ("ignored", "from this app's own bot user"),
-    BOLT + "interactive.block_actions.json": ("message", "Button", "T111:C111", "T111/W111", "click_me_123"),
+    # pressed on an ephemeral message: the presser's own private place in the channel, answered ephemerally
+    BOLT + "interactive.block_actions.json": ("message", "Button", "T111:C111@W111", "T111/W111", "click_me_123"),
     BOLT + "interactive.view_submission.json": ("ignored", "nothing here handles view_submission"),
     BOLT + "slash_command.form.txt": ("ignored", "unknown slash command '/hello-world'"),
     JAVA + "AppMentionPayload.json": ("ignored", "nothing here handles request"),
@@ -125,9 +126,11 @@ async def test_fixture_payloads_become_messages_or_are_ignored_with_a_reason(
         [row] = stored
         assert (row.payload["text"], row.sender_id, row.payload.get("choice")) == (text, sender_id, choice)
         assert response.text == ""
-        # The pipeline answered through the stand-in, in the channel the payload came from.
-        await standin.wait_for(lambda: standin.posted("C111"))
-        assert standin.posted("C111")[0].token == BOT_TOKEN
+        # The pipeline answered through the stand-in, in the channel the payload came from (to the presser alone,
+        # for a press on an ephemeral message).
+        answered = standin.ephemerals if "@" in chat_id else standin.posted
+        await standin.wait_for(lambda: answered("C111"))
+        assert answered("C111")[0].token == BOT_TOKEN
     async with lessonbot.db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(ChannelIdentity)) == 1
 

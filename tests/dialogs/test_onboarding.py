@@ -14,6 +14,7 @@ from channels.console import ConsoleChannel
 from storage.courses import Enrollment
 from storage.learners import ACTIVE, Learner
 from tests.dialogs.learning_support import (  # noqa: F401
+    PAID,
     Learning,
     import_sample,
     learner_row,
@@ -163,6 +164,22 @@ async def test_settings_change_one_item_and_quiet_hours(learning_bot):
     [menu] = await t.say("/settings")
     assert "Quiet hours: 22:30–06:45" in menu
     assert await t.press("Nothing, thanks") == ["OK, nothing changed."]
+
+
+async def test_settings_take_the_new_value_in_the_same_message(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await import_sample(bot, PAID)
+    await onboard(t)
+    assert await t.say("/settings time 7pm") == ["Saved. Lessons at 19:00 on every day (Europe/Lisbon)."]
+    assert (await t.say("/settings time zone Tokyo"))[0].startswith("In Tokyo it is")
+    await t.press("Yes, that's right")
+    assert (await t.say("/settings time whenever"))[0].startswith("I couldn't read “whenever” as a time")
+    assert t.last().text.startswith("What time of day suits you")  # asked again, as after any wrong answer
+    assert await t.say("/settings course passwords") == ["Saved. Course: Passwords that hold."]
+    assert (await t.say("/settings course a"))[0].startswith("Please pick one of the courses above")
+    user, learner = await learner_row(bot, "test", "ann")
+    assert (user.timezone, learner.lesson_time) == ("Asia/Tokyo", time(19, 0))
 
 
 async def test_stop_then_stop_and_delete_everything(learning_bot):

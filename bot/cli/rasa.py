@@ -1,0 +1,40 @@
+"""`lessonbot rasa-actions`: the action server a Rasa assistant calls (docs/rasa.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+log = logging.getLogger("lessonbot")
+
+DEFAULT_PORT = 5055  # where Rasa looks for an action server unless endpoints.yml says otherwise
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    actions = subparsers.add_parser(
+        "rasa-actions", help="serve Lessonbot's actions to a Rasa assistant (rasa-sdk's webhook)"
+    )
+    actions.add_argument("--host", help="interface to bind (default: HOST setting, 127.0.0.1)")
+    actions.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    actions.set_defaults(func=cmd_rasa_actions, uses_database=True)
+
+
+def cmd_rasa_actions(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bot.rasa_actions import create_action_app
+
+    host = args.host or settings.host
+    if not settings.rasa_actions_token and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "the action server listens on %s without RASA_ACTIONS_TOKEN: anyone who reaches it can act for any "
+            "rasa: learner; set it, and the same token in endpoints.yml's action_endpoint", host
+        )
+    app = create_action_app(settings)
+    log.info("Rasa actions on http://%s:%s/webhook", host, args.port)
+    uvicorn.run(app, host=host, port=args.port, log_config=None, access_log=False, lifespan="on")
+    return 0

@@ -1,0 +1,81 @@
+"""`lessonbot simulate reviews|nudges`: simulated learners under the bot's review scheduler and nudge bandit, beside
+other policies (simulation/, docs/learning.md). Prints a table (or `--json`) and writes PNG charts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bot.cli.groups import subcommands
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    kinds = subcommands(subparsers, "simulate", "simulated learners: does the learning work (docs/learning.md)")
+    for name, run, help in (
+        ("reviews", cmd_reviews, "recall and review time under the bot's review scheduler, SM-2, fixed intervals, "
+                                 "no review"),
+        ("nudges", cmd_nudges, "learners brought back by the bot's nudge bandit, uniform choice, the best fixed "
+                               "template"),
+    ):
+        parser = kinds.add_parser(name, help=help, description=help)
+        parser.add_argument("--learners", type=_positive, default=10_000, help="simulated learners (default 10000)")
+        parser.add_argument("--days", type=_positive, default=180, help="days simulated (default 180)")
+        parser.add_argument("--seed", type=int, default=1, help="the same seed gives the same results (default 1)")
+        parser.add_argument("--json", action="store_true", help="print the results as JSON")
+        parser.add_argument("--charts", type=Path, help="folder for the PNG charts (default DATA_DIR/simulation)")
+        parser.set_defaults(func=run)
+
+
+def _progress(args: argparse.Namespace):
+    return lambda line: None if args.json else print(line, file=sys.stderr, flush=True)
+
+
+def _charts_folder(settings: Settings, args: argparse.Namespace) -> Path:
+    return args.charts if args.charts is not None else settings.data_dir / "simulation"
+
+
+def _show(results: dict, table: str, charts: list[Path], args: argparse.Namespace) -> int:
+    results["charts"] = [str(path) for path in charts]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(table)
+        print("charts: " + ", ".join(str(path) for path in charts))
+    return 0
+
+
+def cmd_reviews(settings: Settings, args: argparse.Namespace) -> int:
+    from simulation import report, reviews
+
+    setup = reviews.Setup(args.learners, args.days, args.seed)
+    outcomes = reviews.simulate(setup, time.perf_counter, progress=_progress(args))
+    results = report.review_results(setup, outcomes)
+    charts = report.review_charts(outcomes, _charts_folder(settings, args))
+    return _show(results, report.review_table(results), charts, args)
+
+
+def cmd_nudges(settings: Settings, args: argparse.Namespace) -> int:
+    from simulation import nudges, report
+
+    setup = nudges.Setup(args.learners, args.days, args.seed)
+    outcomes, best_fixed = nudges.simulate(setup, time.perf_counter, progress=_progress(args))
+    results = report.nudge_results(setup, outcomes, best_fixed)
+    charts = [report.nudge_chart(outcomes, best_fixed, _charts_folder(settings, args))]
+    return _show(results, report.nudge_table(results), charts, args)

@@ -1,0 +1,43 @@
+"""Our replies as Rasa's bot messages: `{"text": …, "buttons": [{"title": …, "payload": …}]}`, the shape a Rasa
+response (and `dispatcher.utter_message`) takes, which every Rasa channel connector renders in its own way.
+
+A choice becomes a button whose payload is an intent with its entity written out (`/lessonbot_choice{"lessonbot_choice":
+"quiz:12:1"}`): Rasa reads such a payload without its NLU model, so pressing the button reaches
+`action_lessonbot_answer` with the value exactly as we offered it. Text is light Markdown rendered as plain text:
+each Rasa connector (a web widget, Slack, Telegram) shows plain text as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bot.messages import CheckoutAnswer, Document, Invoice, Reply, Text
+from channels.markdown import PLAIN, render
+
+CHOICE_INTENT = "lessonbot_choice"  # the intent of a pressed button; its entity (and slot) has the same name
+
+
+def button_payload(value: str) -> str:
+    """What Rasa receives when the button offering `value` is pressed."""
+    return "/" + CHOICE_INTENT + json.dumps({CHOICE_INTENT: value}, ensure_ascii=False)
+
+
+def bot_message(reply: Reply) -> dict[str, Any] | None:
+    """One reply as a Rasa bot message; None for what only another platform shows (an in-app invoice, the answer to a
+    checkout check)."""
+    if isinstance(reply, Text):
+        message: dict[str, Any] = {"text": render(reply.text, PLAIN)}
+        if reply.choices:
+            message["buttons"] = [
+                {"title": choice.label, "payload": button_payload(choice.value)} for choice in reply.choices
+            ]
+        return message
+    if isinstance(reply, Document):
+        text = render(reply.caption, PLAIN) if reply.caption else reply.filename
+        if reply.url:
+            return {"text": text, "attachment": reply.url}
+        return {"text": text}
+    if isinstance(reply, Invoice | CheckoutAnswer):
+        return None
+    raise TypeError(f"no Rasa message for {type(reply).__name__}")

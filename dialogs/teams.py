@@ -1,0 +1,443 @@
+"""Teams: a group chat (a Slack channel) taking a course together.
+
+- `/team` shows the chat's team course; a team admin sets it up with `/team set COURSE at HH:MM on DAYS in ZONE`,
+  turns it `off` / `on`, turns the leaderboard off / on (`/team leaderboard off`), and adds admins (`/team admin
+  ID`). Who may (`may_administer`, the one check): an owner or admin role covering the workspace (dialogs/roles.py,
+  ADMINS included), the workspace's admins and owners and
+  the person who installed the app (the channel marks them `meta["workspace_admin"]`), and whoever an admin added.
+  Every attempt is written to the audit log, allowed or not.
+- A member opts out (`/team leave`) and back in (`/team join`), and hides from the leaderboard (`/team hide`,
+  `/team unhide`); `/leaderboard` shows the team's standings.
+- The team's lesson is posted once in the chat (`post_lesson`, called by scheduler/teams.py at the team's hour);
+  its button ("team:take:TEAM:LESSON") gives each member the lesson's quiz in their private place in the chat (a
+  Slack ephemeral conversation), so nobody sees another's answers.
+- Joining the chat enrolls (`membership_changed`); leaving pauses; guests and bots are left out.
+
+Where a member is: `meta["group_chat"]` (the chat's own id) and `meta["workspace"]`, set by the channel on what
+reaches a member's private place in a group chat.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.messages import Choice, Text
+from dialogs import flow, lessons, roles
+from dialogs.i18n import N_, Translator, translator
+from dialogs.learner import enroll, learner_of, tr
+from dialogs.onboarding import days_label
+from dialogs.times import read_days, read_time, read_zone
+from dialogs.turn import Command, Turn
+from storage.courses import Course, Lesson, LessonProgress, course_lessons, lesson_questions
+from storage.models import AdminAuditEntry
+from storage.outbox import OutboxEntry, enqueue
+from storage.queries import get_or_create_conversation
+from storage.teams import (
+    CHANNEL_MODE,
+    MEMBER_ACTIVE,
+    MEMBER_EXCLUDED,
+    MEMBER_LEFT,
+    MEMBER_OPTED_OUT,
+    MODES,
+    TEAM_ACTIVE,
+    TEAM_OFF,
+    Team,
+    add_team_admin,
+    is_team_admin,
+    membership,
+    set_member,
+    standings,
+    team_in,
+    was_posted,
+)
+
+TAKE = "team:take"  # the lesson post's button: "team:take:TEAM:LESSON"
+BOARD_LINES = 10  # members shown on a leaderboard
+
+_SET_UP = re.compile(
+    r"^(?P<course>\S+)(?:\s+at\s+(?P<time>\S+))?(?:\s+on\s+(?P<days>.+?))?(?:\s+in\s+(?P<zone>\S+))?"
+    r"(?:\s+mode\s+(?P<mode>\S+))?$",
+    re.IGNORECASE,
+)
+
+
+class UsageError(Exception):
+    """The command was typed wrong; the message says how to type it."""
+
+
+# Where the member is -------------------------------------------------------------------------------------------------
+
+
+def group_chat(turn: Turn) -> str | None:
+    """The group chat this message was sent in, seen from the member's private place there; None elsewhere."""
+    chat = turn.message.meta.get("group_chat")
+    return chat if isinstance(chat, str) and chat else None
+
+
+def workspace_of(turn: Turn) -> str:
+    workspace = turn.message.meta.get("workspace")
+    return workspace if isinstance(workspace, str) else ""
+
+
+async def may_administer(turn: Turn, workspace: str) -> bool:
+    """The one check of who may change a workspace's teams: an owner or admin role covering the workspace
+    (dialogs/roles.py), the workspace's own admins and owners and the app's installer (as the channel marks them),
+    or someone a team admin added."""
+    if roles.permitted(await roles.grants(turn), "teams", roles.Scope("team", workspace)):
+        return True
+    if turn.message.meta.get("workspace_admin") is True:
+        return True
+    return await is_team_admin(turn.session, turn.message.channel, workspace, turn.message.sender_id)
+
+
+def _audit(turn: Turn, command: str, arguments: str, outcome: str) -> None:
+    turn.session.add(AdminAuditEntry(identity=turn.identity.address, command=f"team {command}"[:64],
+                                     arguments=arguments[:2000], outcome=outcome))
+
+
+# /team ---------------------------------------------------------------------------------------------------------------
+
+
+async def team_command(turn: Turn, args: str) -> None:
+    _ = tr(turn)
+    chat = group_chat(turn)
+    if chat is None:
+        turn.say(_("Team courses are set up in the channel where the team learns: type /lessonbot team there."))
+        return
+    name, _space, rest = args.strip().partition(" ")
+    name, rest = name.lower(), rest.strip()
+    team = await team_in(turn.session, turn.message.channel, chat)
+    if name in MEMBER_COMMANDS:
+        await MEMBER_COMMANDS[name](turn, team)
+        return
+    if name in ("", "help", "show"):
+        await _show(turn, team)
+        return
+    if name not in ADMIN_COMMANDS:
+        turn.say(_("There is no team command {name}. Try /lessonbot team help.", name=repr(name)))
+        return
+    if not await may_administer(turn, workspace_of(turn)):
+        _audit(turn, name, rest, "denied")
+        turn.say(_("Only a team admin may change this channel's team course: a workspace admin, the person who "
+                   "installed the app, or someone they added."))
+        return
+    try:
+        await ADMIN_COMMANDS[name](turn, chat, team, rest)
+    except UsageError as exc:
+        _audit(turn, name, rest, "invalid")
+        turn.say(str(exc))
+        return
+    _audit(turn, name, rest, "ok")
+
+
+async def _show(turn: Turn, team: Team | None) -> None:
+    _ = tr(turn)
+    if team is None:
+        turn.say(_("This channel takes no course together yet. A team admin sets one up with\n"
+                   "/lessonbot team set COURSE at 09:00 on weekdays in Europe/Lisbon"))
+        return
+    course = await turn.session.get(Course, team.course_id)
+    member = await membership(turn.session, team, turn.message.sender_id)
+    lines = [_describe(_, team, course)]
+    if team.status != TEAM_ACTIVE:
+        lines.append(_("Lessons are turned off for now."))
+    if member is not None and member.status == MEMBER_OPTED_OUT:
+        lines.append(_("You opted out: /lessonbot team join to take part again."))
+    else:
+        lines.append(_("/lessonbot team leave to opt out, /lessonbot team hide to stay off the leaderboard."))
+    turn.say("\n".join(lines))
+
+
+def _describe(_: Translator, team: Team, course: Course | None) -> str:
+    return _("This channel takes “{title}” together: a lesson {days} at {time} ({zone}).",
+             title=course.title if course else "?", days=days_label(_, team.lesson_days),
+             time=f"{team.lesson_time:%H:%M}", zone=team.timezone.replace("_", " "))
+
+
+async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
+    """/team set COURSE [at HH:MM] [on DAYS] [in ZONE] [mode channel]"""
+    _ = tr(turn)
+    usage = _("Usage: /lessonbot team set COURSE at 09:00 on weekdays in Europe/Lisbon")
+    match = _SET_UP.match(args)
+    if match is None:
+        raise UsageError(usage)
+    course = await turn.session.scalar(select(Course).where(Course.slug == match["course"].lower()))
+    if course is None:
+        slugs = ", ".join(await turn.session.scalars(select(Course.slug).order_by(Course.slug)))
+        raise UsageError(_("There is no course {slug}. Courses: {slugs}.", slug=repr(match["course"]), slugs=slugs))
+    at = read_time(match["time"]) if match["time"] else (team.lesson_time if team else time(9, 0))
+    days = read_days(match["days"]) if match["days"] else (team.lesson_days if team else "12345")
+    typed_zone = match["zone"] or (None if team else turn.message.meta.get("timezone"))
+    zone = read_zone(typed_zone) if isinstance(typed_zone, str) and typed_zone else None
+    mode = (match["mode"] or CHANNEL_MODE).lower()
+    if at is None or days is None or (typed_zone and zone is None) or mode not in MODES:
+        raise UsageError(usage)
+    if mode != CHANNEL_MODE:
+        raise UsageError(_("Only the channel mode is offered for now: lessons posted in the channel, quizzes taken "
+                           "privately."))
+    now = turn.now
+    lessons_of_course = await course_lessons(turn.session, course.id)
+    first = lessons_of_course[0].id if lessons_of_course else None
+    if team is None:
+        team = Team(channel=turn.message.channel, chat_id=chat, workspace=workspace_of(turn), course_id=course.id,
+                    lesson_time=at, lesson_days=days, mode=mode, timezone=zone.name if zone else "UTC",
+                    created_by=turn.message.sender_id, created_at=now, leaderboard_on=True, next_lesson_id=first)
+        turn.session.add(team)
+    elif team.course_id != course.id or team.next_lesson_id is None:
+        team.next_lesson_id = first
+    team.course_id, team.lesson_time, team.lesson_days, team.mode = course.id, at, days, mode
+    team.timezone = zone.name if zone else team.timezone
+    team.locale, team.status, team.updated_at = turn.user.locale, TEAM_ACTIVE, now
+    team.members_synced_at = None  # the channel's members are read again
+    await turn.session.flush()
+    await set_member(turn.session, team, turn.message.sender_id, MEMBER_ACTIVE, user_id=turn.user.id, now=now)
+    described = _describe(_, team, course)
+    turn.say(_("Done. {description} Each member takes the quizzes privately.", description=described))
+    await announce(turn.session, team, _described_for_team(team, course))
+
+
+def _described_for_team(team: Team, course: Course) -> str:
+    _ = translator(team.locale)
+    return _("📣 {description} Quizzes are private: only you see your answers. /lessonbot team leave to opt out.",
+             description=_describe(_, team, course))
+
+
+async def _turn_off(turn: Turn, chat: str, team: Team | None, args: str) -> None:
+    _ = tr(turn)
+    if team is None:
+        raise UsageError(_("This channel takes no course together yet."))
+    team.status, team.updated_at = TEAM_OFF, turn.now
+    turn.say(_("Team lessons are off in this channel. /lessonbot team on turns them back on."))
+
+
+async def _turn_on(turn: Turn, chat: str, team: Team | None, args: str) -> None:
+    _ = tr(turn)
+    if team is None:
+        raise UsageError(_("This channel takes no course together yet."))
+    team.status, team.updated_at = TEAM_ACTIVE, turn.now
+    turn.say(_("Team lessons are on again in this channel."))
+
+
+async def _leaderboard_switch(turn: Turn, chat: str, team: Team | None, args: str) -> None:
+    _ = tr(turn)
+    if team is None:
+        raise UsageError(_("This channel takes no course together yet."))
+    if args.lower() not in ("on", "off"):
+        raise UsageError(_("Usage: /lessonbot team leaderboard on (or off)"))
+    team.leaderboard_on, team.updated_at = args.lower() == "on", turn.now
+    turn.say(_("The leaderboard is on.") if team.leaderboard_on else _("The leaderboard is off."))
+
+
+async def _add_admin(turn: Turn, chat: str, team: Team | None, args: str) -> None:
+    _ = tr(turn)
+    user = args.strip().lstrip("@<").rstrip(">").split("|")[0]
+    if not re.fullmatch(r"[UW][A-Z0-9]{2,30}", user):
+        raise UsageError(_("Usage: /lessonbot team admin USER_ID (a Slack member id such as U012ABCDEF)"))
+    workspace = workspace_of(turn)
+    await add_team_admin(turn.session, turn.message.channel, workspace, f"{workspace}/{user}",
+                         by=turn.message.sender_id)
+    turn.say(_("{user} may now administer this workspace's team courses.", user=user))
+
+
+# A member's own choices ----------------------------------------------------------------------------------------------
+
+
+async def _leave(turn: Turn, team: Team | None) -> None:
+    _ = tr(turn)
+    if team is None:
+        turn.say(_("This channel takes no course together yet."))
+        return
+    await set_member(turn.session, team, turn.message.sender_id, MEMBER_OPTED_OUT, user_id=turn.user.id,
+                     now=turn.now)
+    flow.leave(turn.state, "quiz")
+    turn.say(_("You opted out of this channel's team course. /lessonbot team join to take part again."))
+
+
+async def _join(turn: Turn, team: Team | None) -> None:
+    _ = tr(turn)
+    if team is None:
+        turn.say(_("This channel takes no course together yet."))
+        return
+    await set_member(turn.session, team, turn.message.sender_id, MEMBER_ACTIVE, user_id=turn.user.id, now=turn.now)
+    turn.say(_("Welcome back to the team course."))
+
+
+async def _hide(turn: Turn, team: Team | None, *, hidden: bool = True) -> None:
+    _ = tr(turn)
+    member = await membership(turn.session, team, turn.message.sender_id) if team else None
+    if team is None or member is None:
+        turn.say(_("You are not in this channel's team course."))
+        return
+    member.hidden = hidden
+    turn.say(_("You are off the leaderboard now; your progress still counts for you.") if hidden
+             else _("You are on the leaderboard again."))
+
+
+async def _unhide(turn: Turn, team: Team | None) -> None:
+    await _hide(turn, team, hidden=False)
+
+
+# /leaderboard --------------------------------------------------------------------------------------------------------
+
+
+async def leaderboard_command(turn: Turn, _args: str) -> None:
+    _ = tr(turn)
+    chat = group_chat(turn)
+    team = await team_in(turn.session, turn.message.channel, chat) if chat else None
+    if team is None:
+        turn.say(_("Leaderboards are for team courses: type /lessonbot leaderboard in the team's channel."))
+        return
+    if not team.leaderboard_on:
+        turn.say(_("This team's leaderboard is turned off."))
+        return
+    turn.say(await leaderboard(turn.session, team, _))
+
+
+async def leaderboard(session: AsyncSession, team: Team, _: Translator) -> str:
+    """The team's standings as a message: the top members by points, with lessons, accuracy and streak."""
+    course = await session.get(Course, team.course_id)
+    lines = [_("🏆 Leaderboard: {title}", title=course.title if course else "?")]
+    board = await standings(session, team)
+    if not board:
+        lines.append(_("Nobody has points yet: the first quiz answers put names here."))
+    for place, standing in enumerate(board[:BOARD_LINES], start=1):
+        accuracy = f"{round(100 * standing.accuracy)} %" if standing.accuracy is not None else "–"
+        lines.append(_("{place}. {name}: {points} points · {lessons} lessons · {accuracy} right · 🔥 {streak}",
+                       place=place, name=standing.name, points=standing.points, lessons=standing.lessons_done,
+                       accuracy=accuracy, streak=standing.streak))
+    return "\n".join(lines)
+
+
+# The team's lesson, and each member's private quiz -------------------------------------------------------------------
+
+
+async def announce(session: AsyncSession, team: Team, text: str, *, key: str | None = None,
+                   choices: tuple[tuple[str, str], ...] = ()) -> None:
+    """Post `text` in the team's chat, for everyone there (its buttons are anyone's to press), due now (real time:
+    the dispatcher's clock)."""
+    conversation_id = await get_or_create_conversation(session, team.channel, team.chat_id)
+    reply = Text(text, tuple(Choice(label, value) for label, value in choices))
+    await enqueue(session, [OutboxEntry(conversation_id=conversation_id, channel=team.channel, chat_id=team.chat_id,
+                                        payload=reply.to_payload(), idempotency_key=key)])
+
+
+async def post_lesson(session: AsyncSession, team: Team, local_date: date, *, now: datetime) -> bool:
+    """The team's lesson for `local_date`, posted once in its chat with the button to take its quiz privately;
+    the team's place moves on to the next lesson. False when there is nothing (more) to post."""
+    _ = translator(team.locale)
+    lesson = await session.get(Lesson, team.next_lesson_id) if team.next_lesson_id else None
+    if lesson is None or lesson.retired:
+        return False
+    all_lessons = await course_lessons(session, team.course_id)
+    number = next((index for index, other in enumerate(all_lessons, start=1) if other.id == lesson.id), 0)
+    text = _("📘 Lesson {number} of {count}: {title}", number=number, count=len(all_lessons), title=lesson.title)
+    text += "\n\n" + "\n\n".join(lesson.parts)
+    questions = await lesson_questions(session, lesson.id)
+    label = _("Quiz me (only you see it)") if questions else _("Mark as done")
+    following = next((other for other in all_lessons if other.position > lesson.position), None)
+    team.next_lesson_id = following.id if following else None
+    team.updated_at = now
+    await announce(session, team, text, key=f"team-lesson:{team.id}:{local_date.isoformat()}",
+                   choices=((label, f"{TAKE}:{team.id}:{lesson.id}"),))
+    return True
+
+
+async def on_button(turn: Turn, value: str) -> None:
+    """team:take:TEAM:LESSON pressed in the team's chat: that member's private quiz on the posted lesson."""
+    _ = tr(turn)
+    team_id, lesson_id = _ids_in(value)
+    team = await turn.session.get(Team, team_id) if team_id else None
+    lesson = await turn.session.get(Lesson, lesson_id) if lesson_id else None
+    if (team is None or lesson is None or team.chat_id != group_chat(turn) or lesson.course_id != team.course_id
+            or not await was_posted(turn.session, team, lesson.id)):
+        turn.say(_("That button isn't available."))
+        return
+    member = await membership(turn.session, team, turn.message.sender_id)
+    if member is not None and member.status in (MEMBER_OPTED_OUT, MEMBER_EXCLUDED):
+        turn.say(_("You are not taking this channel's team course. /lessonbot team join to take part."))
+        return
+    if member is None or member.status != MEMBER_ACTIVE:
+        await set_member(turn.session, team, turn.message.sender_id, MEMBER_ACTIVE, user_id=turn.user.id,
+                         now=turn.now)
+    await take_lesson(turn, team, lesson)
+
+
+def _ids_in(value: str) -> tuple[int, int]:
+    """(team id, lesson id) of "team:take:TEAM:LESSON"; (0, 0) for anything else."""
+    match = re.fullmatch(re.escape(TAKE) + r":(\d{1,18}):(\d{1,18})", value)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+async def take_lesson(turn: Turn, team: Team, lesson: Lesson) -> None:
+    """The member read the lesson in the channel: it counts as delivered to them; then its quiz, privately."""
+    _ = tr(turn)
+    learner = await learner_of(turn)
+    course = await turn.session.get(Course, team.course_id)
+    assert course is not None
+    enrollment = await enroll(turn, learner, course)
+    progress = await turn.session.scalar(
+        select(LessonProgress).where(LessonProgress.user_id == turn.user.id, LessonProgress.lesson_id == lesson.id)
+    )
+    if progress is not None and progress.completed_at is not None:
+        turn.say(_("You have done this lesson already: well done."))
+        return
+    if progress is None:
+        progress = LessonProgress(user_id=turn.user.id, lesson_id=lesson.id, parts_seen=0, started_at=turn.now)
+        turn.session.add(progress)
+    progress.parts_seen = len(lesson.parts)
+    enrollment.current_lesson_id, enrollment.current_part = lesson.id, len(lesson.parts)
+    enrollment.updated_at = turn.now
+    await turn.session.flush()
+    pending = await lessons.unanswered_questions(turn, lesson)
+    if not pending:
+        await lessons.finish_lesson(turn, lesson)
+        return
+    total = len(await lesson_questions(turn.session, lesson.id))
+    await flow.start(turn, "quiz", {"lesson_id": lesson.id, "queue": pending, "total": total})
+
+
+# Joining and leaving the chat ----------------------------------------------------------------------------------------
+
+
+async def membership_changed(turn: Turn) -> None:
+    """The platform says someone joined or left the team's chat: enroll them, or pause them."""
+    chat = group_chat(turn)
+    team = await team_in(turn.session, turn.message.channel, chat) if chat else None
+    if team is None or team.status != TEAM_ACTIVE:
+        return
+    meta = turn.message.meta
+    member = await membership(turn.session, team, turn.message.sender_id)
+    if meta.get("membership") == "left":
+        if member is not None and member.status == MEMBER_ACTIVE:
+            member.status, member.changed_at = MEMBER_LEFT, turn.now
+        return
+    if meta.get("bot") is True:
+        return
+    if meta.get("guest") is True:
+        await set_member(turn.session, team, turn.message.sender_id, MEMBER_EXCLUDED, user_id=turn.user.id,
+                         now=turn.now)
+        return
+    if member is not None and member.status == MEMBER_OPTED_OUT:
+        return  # their own choice stands when they come back
+    await set_member(turn.session, team, turn.message.sender_id, MEMBER_ACTIVE, user_id=turn.user.id, now=turn.now)
+    if isinstance(meta.get("timezone"), str) and not turn.user.timezone:
+        turn.user.timezone = meta["timezone"]
+    _ = tr(turn)
+    course = await turn.session.get(Course, team.course_id)
+    turn.say(_("Welcome! {description} Press the lesson's button to take its quiz privately.",
+               description=_describe(_, team, course)))
+
+
+ADMIN_COMMANDS = {"set": _set_up, "off": _turn_off, "on": _turn_on, "leaderboard": _leaderboard_switch,
+                  "admin": _add_admin}
+MEMBER_COMMANDS = {"leave": _leave, "join": _join, "hide": _hide, "unhide": _unhide}
+
+COMMANDS = (
+    Command("team", team_command, N_("the channel's team course: set it up, opt out, hide from the leaderboard"),
+            listed=False),
+    Command("leaderboard", leaderboard_command, N_("the team's leaderboard"), listed=False),
+)

@@ -1,0 +1,153 @@
+"""Teams on the clock: each team's lesson at its hour in its own zone, its weekly leaderboard, and its members read
+from the platform.
+
+`post_team_lessons` walks behind a durable cursor ("team-lessons") as the learners' planner does
+(scheduler/planner.py): each run handles the lesson moments in (cursor, now], computed with the planner's
+`lesson_dates` in the team's zone, so a daylight-saving day has one lesson moment like any other and runs missed
+during a failover are made up (up to LESSON_LATE_LIMIT late). A team's lesson for a local date is posted once: its
+`team_lesson_posts` row (unique per team and date) is written in the same transaction as the post's outbox row.
+On the team's last lesson day of an ISO week the leaderboard follows the lesson (once a week: its outbox row's key
+names the week).
+
+`sync_team_members` reads each team's chat members through the channel's `ListsMembers` (Slack's
+conversations.members, every page; users.info only for people not seen before; Retry-After honoured by the
+channel), at set-up and every SYNC_EVERY after: people in the chat become active members (guests and bots are left
+out), people no longer there are paused (`left`); a member's own opt-out stands.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import or_, select
+
+from bot.channel import ChatMember, ListsMembers, SendError
+from dialogs.i18n import translator
+from dialogs.teams import announce, leaderboard, post_lesson
+from scheduler.context import JobContext
+from scheduler.planner import LESSON_LATE_LIMIT, lesson_dates
+from storage.learners import zone_for
+from storage.models import User
+from storage.queries import get_or_create_identity
+from storage.scheduling import advance_cursor, read_cursor
+from storage.teams import (
+    CHANNEL_MODE,
+    MEMBER_ACTIVE,
+    MEMBER_EXCLUDED,
+    MEMBER_LEFT,
+    TEAM_ACTIVE,
+    Team,
+    TeamMember,
+    record_post,
+    set_member,
+    standings,
+)
+
+log = logging.getLogger(__name__)
+
+CURSOR = "team-lessons"
+SYNC_EVERY = timedelta(hours=6)
+
+
+async def post_team_lessons(ctx: JobContext) -> int:
+    """Post every team lesson due since the last run; the number posted."""
+    now = ctx.now()
+    async with ctx.db.sessions() as session:
+        cursor = await read_cursor(session, CURSOR)
+        teams = list(await session.scalars(
+            select(Team).where(Team.status == TEAM_ACTIVE, Team.mode == CHANNEL_MODE).order_by(Team.id)
+        ))
+    start = now if cursor is None else max(cursor, now - LESSON_LATE_LIMIT)
+    posted = 0
+    for team in teams if start < now else ():
+        zone = zone_for(team.timezone)
+        for day in lesson_dates(start, now, zone=zone, at=team.lesson_time, days=team.lesson_days):
+            try:
+                posted += await _post_once(ctx, team.id, day, now)
+            except Exception:
+                log.exception("posting a team's lesson failed", extra={"team_id": team.id, "date": day.isoformat()})
+    async with ctx.db.transaction() as session:
+        await advance_cursor(session, CURSOR, now)
+    if posted:
+        ctx.notify()
+        log.info("team lessons posted: %d", posted)
+    return posted
+
+
+async def _post_once(ctx: JobContext, team_id: int, day: date, now: datetime) -> int:
+    async with ctx.db.transaction() as session:
+        team = await session.get(Team, team_id)
+        if team is None or team.status != TEAM_ACTIVE:
+            return 0
+        if not await record_post(session, team, day, team.next_lesson_id):
+            return 0  # posted before (a repeated run, or a second leader)
+        posted = await post_lesson(session, team, day, now=now)
+        if (_last_lesson_day_of_week(team.lesson_days, day) and team.leaderboard_on
+                and any(standing.points for standing in await standings(session, team))):
+            year, week, _ = day.isocalendar()
+            await announce(session, team, await leaderboard(session, team, translator(team.locale)),
+                           key=f"team-board:{team.id}:{year}-W{week:02d}")
+        return int(posted)
+
+
+def _last_lesson_day_of_week(days: str, day: date) -> bool:
+    return bool(days) and str(day.isoweekday()) == max(days)
+
+
+# Members -------------------------------------------------------------------------------------------------------------
+
+
+async def sync_team_members(ctx: JobContext) -> int:
+    """Read the members of every team due for it; the number of teams read."""
+    now = ctx.now()
+    async with ctx.db.sessions() as session:
+        due = list(await session.scalars(
+            select(Team).where(
+                Team.status == TEAM_ACTIVE,
+                or_(Team.members_synced_at.is_(None), Team.members_synced_at < now - SYNC_EVERY),
+            ).order_by(Team.id)
+        ))
+    read = 0
+    for team in due:
+        lister = ctx.member_lists.get(team.channel)
+        if lister is None:
+            continue
+        try:
+            await sync_one(ctx, team, lister, now)
+        except SendError as exc:
+            log.warning("reading a team's members failed; next run tries again",
+                        extra={"team_id": team.id, "error": str(exc)})
+            continue
+        read += 1
+    return read
+
+
+async def sync_one(ctx: JobContext, team: Team, lister: ListsMembers, now: datetime) -> None:
+    """One team's members, as the platform lists them now."""
+    present = await lister.chat_members(team.chat_id)
+    async with ctx.db.sessions() as session:
+        known = dict((await session.execute(
+            select(TeamMember.member, TeamMember.status).where(TeamMember.team_id == team.id)
+        )).all())
+    # users.info only for people not seen before: a 500-member channel costs its calls once.
+    profiles: list[ChatMember] = [await lister.member_profile(member) for member in present if member not in known]
+    async with ctx.db.transaction() as session:
+        row = await session.get(Team, team.id)
+        if row is None:
+            return
+        for profile in profiles:
+            identity = await get_or_create_identity(session, row.channel, profile.sender_id, profile.name or None)
+            if profile.timezone:
+                user = await session.get(User, identity.user_id)
+                if user is not None and not user.timezone:
+                    user.timezone = profile.timezone
+            status = MEMBER_EXCLUDED if profile.guest or profile.bot else MEMBER_ACTIVE
+            await set_member(session, row, profile.sender_id, status, user_id=identity.user_id, now=now)
+        here = set(present)
+        for member, status in known.items():
+            if member in here and status == MEMBER_LEFT:
+                await set_member(session, row, member, MEMBER_ACTIVE, user_id=None, now=now)
+            elif member not in here and status == MEMBER_ACTIVE:
+                await set_member(session, row, member, MEMBER_LEFT, user_id=None, now=now)
+        row.members_synced_at = now

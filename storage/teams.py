@@ -1,0 +1,229 @@
+"""Teams: a group chat that takes a course together (a Slack channel), its members, the lessons posted to it, and who
+may administer the teams of a workspace.
+
+A `Team` is keyed by the chat it learns in (`channel`, `chat_id`, as conversations are) and scoped by its
+`workspace` (the platform's own id of the organisation, a Slack T…): every query here takes the team or the
+workspace, so two workspaces never see each other's rows. Its lesson moment on a local date is its `lesson_time` on
+that date in its `timezone`, on its `lesson_days` (ISO weekday digits), as a learner's is (scheduler/teams.py).
+
+A `TeamMember` is one person of the chat (`member`: their sender id, "T01/U02"); `status` says whether they take
+the course (`active`), left the chat (`left`: nothing is sent to them until they join again), opted out themselves
+(`opted_out`) or are left out by rule (`excluded`: guests and bots). `hidden`: not shown on the leaderboard.
+A `TeamLessonPost` records that a team's lesson for a local date was posted, once (its unique key makes a repeated
+run a no-op), and which lesson it was: what a member's private "quiz me" is checked against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time
+
+from sqlalchemy import Boolean, Date, ForeignKey, Index, String, Time, UniqueConstraint, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.courses import Lesson, LessonProgress, Question, QuestionCard
+from storage.learners import Learner
+from storage.models import Base, BigId, User, utcnow
+from storage.queries import insert_ignoring_conflicts
+
+# Team.mode values
+CHANNEL_MODE, DIRECT_MODE = "channel", "direct"
+MODES = (CHANNEL_MODE, DIRECT_MODE)
+# Team.status values
+TEAM_ACTIVE, TEAM_OFF, TEAM_GONE = "active", "off", "gone"  # gone: the app was uninstalled from the workspace
+# TeamMember.status values
+MEMBER_ACTIVE, MEMBER_LEFT, MEMBER_OPTED_OUT, MEMBER_EXCLUDED = "active", "left", "opted_out", "excluded"
+
+
+class Team(Base):
+    """A chat taking one course together: what, when (in the team's zone) and how (`mode`)."""
+
+    __tablename__ = "teams"
+    __table_args__ = (UniqueConstraint("channel", "chat_id"), Index("ix_teams_workspace", "channel", "workspace"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    chat_id: Mapped[str] = mapped_column(String(200))  # where the team learns ("T01:C02")
+    workspace: Mapped[str] = mapped_column(String(64))  # the organisation it belongs to ("T01")
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    mode: Mapped[str] = mapped_column(String(16), default=CHANNEL_MODE)
+    lesson_time: Mapped[time] = mapped_column(Time)  # local wall-clock time in `timezone`
+    lesson_days: Mapped[str] = mapped_column(String(7), default="12345")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    locale: Mapped[str] = mapped_column(String(16), default="en")  # the language of its posts
+    leaderboard_on: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16), default=TEAM_ACTIVE, index=True)
+    next_lesson_id: Mapped[int | None] = mapped_column(ForeignKey("lessons.id", ondelete="SET NULL"))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    members_synced_at: Mapped[datetime | None] = mapped_column()  # the last full read of the chat's members
+
+
+class TeamMember(Base):
+    __tablename__ = "team_members"
+    __table_args__ = (UniqueConstraint("team_id", "member"), Index("ix_team_members_status", "team_id", "status"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    member: Mapped[str] = mapped_column(String(200))  # the sender id, "T01/U02"
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=MEMBER_ACTIVE)
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False)  # left off the leaderboard
+    joined_at: Mapped[datetime] = mapped_column(default=utcnow)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TeamLessonPost(Base):
+    __tablename__ = "team_lesson_posts"
+    __table_args__ = (UniqueConstraint("team_id", "local_date"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    local_date: Mapped[date] = mapped_column(Date)
+    lesson_id: Mapped[int | None] = mapped_column(ForeignKey("lessons.id", ondelete="SET NULL"), index=True)
+    posted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TeamAdmin(Base):
+    """Someone a team admin added: they may administer the workspace's teams too."""
+
+    __tablename__ = "team_admins"
+    __table_args__ = (UniqueConstraint("channel", "workspace", "member"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    workspace: Mapped[str] = mapped_column(String(64))
+    member: Mapped[str] = mapped_column(String(200))
+    added_by: Mapped[str] = mapped_column(String(200))
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# Queries ------------------------------------------------------------------------------------------------------------
+
+
+async def team_in(session: AsyncSession, channel: str, chat_id: str) -> Team | None:
+    """The team learning in a chat, if any (whatever its status)."""
+    return await session.scalar(select(Team).where(Team.channel == channel, Team.chat_id == chat_id))
+
+
+async def membership(session: AsyncSession, team: Team, member: str) -> TeamMember | None:
+    return await session.scalar(
+        select(TeamMember).where(TeamMember.team_id == team.id, TeamMember.member == member)
+    )
+
+
+async def set_member(
+    session: AsyncSession, team: Team, member: str, status: str, *, user_id: int | None, now: datetime
+) -> TeamMember:
+    """Insert or update one member's row (race-free: insert-or-nothing, then update)."""
+    await session.execute(
+        insert_ignoring_conflicts(session, TeamMember, {
+            "team_id": team.id, "member": member, "user_id": user_id, "status": status, "hidden": False,
+            "joined_at": now, "changed_at": now,
+        })
+    )
+    row = await membership(session, team, member)
+    assert row is not None
+    if row.status != status:
+        row.status, row.changed_at = status, now
+    if user_id is not None and row.user_id is None:
+        row.user_id = user_id
+    return row
+
+
+async def is_team_admin(session: AsyncSession, channel: str, workspace: str, member: str) -> bool:
+    return bool(await session.scalar(
+        select(func.count()).select_from(TeamAdmin).where(
+            TeamAdmin.channel == channel, TeamAdmin.workspace == workspace, TeamAdmin.member == member
+        )
+    ))
+
+
+async def add_team_admin(session: AsyncSession, channel: str, workspace: str, member: str, *, by: str) -> None:
+    await session.execute(insert_ignoring_conflicts(session, TeamAdmin, {
+        "channel": channel, "workspace": workspace, "member": member, "added_by": by, "added_at": utcnow(),
+    }))
+
+
+async def record_post(session: AsyncSession, team: Team, local_date: date, lesson_id: int | None) -> bool:
+    """Note the team's lesson for `local_date`; False when it was noted before (nothing to post again)."""
+    result = await session.execute(insert_ignoring_conflicts(session, TeamLessonPost, {
+        "team_id": team.id, "local_date": local_date, "lesson_id": lesson_id, "posted_at": utcnow(),
+    }).returning(TeamLessonPost.id))
+    return result.scalar() is not None
+
+
+async def was_posted(session: AsyncSession, team: Team, lesson_id: int) -> bool:
+    return bool(await session.scalar(
+        select(func.count()).select_from(TeamLessonPost).where(
+            TeamLessonPost.team_id == team.id, TeamLessonPost.lesson_id == lesson_id
+        )
+    ))
+
+
+async def stop_workspace(session: AsyncSession, channel: str, workspace: str) -> int:
+    """The app left a workspace: its teams post nothing more. The number of teams stopped."""
+    result = await session.execute(
+        update(Team).where(Team.channel == channel, Team.workspace == workspace, Team.status != TEAM_GONE)
+        .values(status=TEAM_GONE, updated_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """One member's line on a team's leaderboard, in the team's course."""
+
+    member: str
+    name: str
+    lessons_done: int
+    answered: int  # quiz answers given in the course (every attempt)
+    right: int
+    streak: int
+    points: int
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.right / self.answered if self.answered else None
+
+
+async def standings(session: AsyncSession, team: Team, *, include_hidden: bool = False) -> list[Standing]:
+    """The team's active members in its course, best first: points, then lessons done, then accuracy.
+
+    Points are the learner's own total (lessons and quiz answers anywhere); lessons and accuracy count the team's
+    course only."""
+    members = (await session.execute(
+        select(TeamMember.member, TeamMember.user_id, User.display_name, Learner.points, Learner.streak_days)
+        .join(User, User.id == TeamMember.user_id)
+        .outerjoin(Learner, Learner.user_id == TeamMember.user_id)
+        .where(TeamMember.team_id == team.id, TeamMember.status == MEMBER_ACTIVE,
+               *(() if include_hidden else (TeamMember.hidden.is_(False),)))
+    )).all()
+    user_ids = [row.user_id for row in members]
+    if not user_ids:
+        return []
+    done = dict((await session.execute(
+        select(LessonProgress.user_id, func.count())
+        .join(Lesson, Lesson.id == LessonProgress.lesson_id)
+        .where(LessonProgress.user_id.in_(user_ids), Lesson.course_id == team.course_id,
+               LessonProgress.completed_at.is_not(None))
+        .group_by(LessonProgress.user_id)
+    )).all())
+    answers = {row[0]: (row[1], row[2]) for row in (await session.execute(
+        select(QuestionCard.user_id, func.sum(QuestionCard.attempts), func.sum(QuestionCard.correct))
+        .join(Question, Question.id == QuestionCard.question_id)
+        .where(QuestionCard.user_id.in_(user_ids), Question.course_id == team.course_id)
+        .group_by(QuestionCard.user_id)
+    )).all()}
+    lines = [
+        Standing(
+            member=row.member, name=row.display_name or row.member.rpartition("/")[2],
+            lessons_done=int(done.get(row.user_id, 0)), answered=int(answers.get(row.user_id, (0, 0))[0] or 0),
+            right=int(answers.get(row.user_id, (0, 0))[1] or 0), streak=int(row.streak_days or 0),
+            points=int(row.points or 0),
+        )
+        for row in members
+    ]
+    return sorted(lines, key=lambda s: (-s.points, -s.lessons_done, -(s.accuracy or 0.0), s.name.casefold()))

@@ -1,0 +1,79 @@
+"""The action server on a port of this machine, with the Rasa server stand-in calling it (standins/rasa.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+import yaml
+
+from bench.processes import free_port
+from bot.core import Lessonbot
+from bot.rasa_actions import create_action_app
+from standins.rasa import ActionRun, RasaServerStandIn
+from tests.dialogs.learning_support import import_sample
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rasa"
+ACTIONS_TOKEN = "actions-token-0123456789"
+RASA_TOKEN = "rasa-token-0123456789"
+
+
+def example_domain() -> dict[str, Any]:
+    return yaml.safe_load((EXAMPLE / "domain.yml").read_text())
+
+
+@asynccontextmanager
+async def serving(app: Any, port: int) -> AsyncIterator[None]:
+    """`app` under uvicorn on 127.0.0.1:`port`, lifespan included, until the block ends."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    )
+    task = asyncio.get_running_loop().create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
+@asynccontextmanager
+async def rasa_assistant(settings: Any, **overrides: Any) -> AsyncIterator[tuple[RasaServerStandIn, Lessonbot]]:
+    """A Rasa server (the stand-in) calling `lessonbot rasa-actions`'s app, which sends through that Rasa server;
+    the sample course imported."""
+    port = free_port()
+    async with RasaServerStandIn(
+        action_endpoint=f"http://127.0.0.1:{port}/webhook", domain=example_domain(), token=RASA_TOKEN,
+        action_token=ACTIONS_TOKEN,
+    ) as rasa:
+        configured = settings.model_copy(
+            update={
+                "rasa_url": rasa.url,
+                "rasa_token": RASA_TOKEN,
+                "rasa_actions_token": ACTIONS_TOKEN,
+                "rasa_action_timeout_seconds": 15.0,
+                "web_chat_enabled": False,
+                **overrides,
+            }
+        )
+        app = create_action_app(configured)
+        async with serving(app, port):
+            bot = app.state.lessonbot
+            await import_sample(bot)
+            yield rasa, bot
+
+
+def button(run: ActionRun, title: str) -> dict[str, Any]:
+    """The button titled `title` among the buttons of an action's responses."""
+    for response in reversed(run.responses):
+        for found in response.get("buttons", ()):
+            if found["title"] == title:
+                return found
+    raise AssertionError(f"no button {title!r} in {[r.get('buttons') for r in run.responses]}")

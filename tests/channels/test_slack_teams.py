@@ -1,0 +1,325 @@
+"""A team learning in a Slack channel, through the real app: slack-bolt and slack_sdk against the Slack stand-in, driven
+by Slack's published payloads (tests/fixtures/slack), on SQLite and PostgreSQL.
+
+The story: a team admin sets up a channel course (a non-admin's attempt is refused and audited); the channel's members
+are read (paged, guests and bots left out); the lesson is posted at the team's hour in its zone, on both sides of a
+daylight-saving change; three members take its quiz privately (ephemeral messages); the leaderboard shows the right
+numbers; a member joins mid-course and leaves; uninstalling stops every send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from bot.core import Lessonbot
+from dialogs.teams import announce
+from scheduler.context import JobContext
+from scheduler.teams import post_team_lessons, sync_team_members
+from standins.slack import BOT_TOKEN, SIGNING_SECRET, Fault, SlackStandIn, form_body, load_fixture, signed
+from storage.courses import Question
+from storage.models import AdminAuditEntry, OutboxMessage
+from storage.outbox import OutboxStatus
+from storage.teams import MEMBER_ACTIVE, MEMBER_EXCLUDED, MEMBER_LEFT, Team, TeamMember
+from tests.scheduler.support import HandClock, sample_course
+from tests.support import running
+
+UTC = timezone.utc
+CHANNEL = "C111"
+ADMIN, BEA, CAL, GUEST, ROBOT, DEV = "UADMIN", "UBEA", "UCAL", "UGUEST", "UROBOT", "UDEV"
+NAMES = {ADMIN: "ann", BEA: "bea", CAL: "cal", GUEST: "gus", ROBOT: "robot", DEV: "dev"}
+SET_UP = "team set spot-phishing at 09:00 on weekdays in America/New_York"
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[SlackStandIn]:
+    async with SlackStandIn() as server:
+        server.add_member(CHANNEL, ADMIN, name=NAMES[ADMIN], admin=True)
+        server.add_member(CHANNEL, BEA, name=NAMES[BEA])
+        server.add_member(CHANNEL, CAL, name=NAMES[CAL])
+        server.add_member(CHANNEL, GUEST, name=NAMES[GUEST], guest=True)
+        server.add_member(CHANNEL, ROBOT, name=NAMES[ROBOT], bot=True)
+        server.add_member("CELSEWHERE", DEV, name=NAMES[DEV])  # in the workspace, not (yet) in the team's channel
+        yield server
+
+
+@pytest.fixture
+def slack_settings(settings, standin):
+    return settings.model_copy(update={
+        "slack_signing_secret": SIGNING_SECRET,
+        "slack_bot_token": BOT_TOKEN,
+        "slack_api_base_url": standin.base_url,
+        "web_chat_enabled": False,
+    })
+
+
+# What Slack sends, from its published payloads ------------------------------------------------------------------------
+
+
+async def post(client: httpx.AsyncClient, raw: bytes) -> httpx.Response:
+    content_type = "application/json" if raw.lstrip().startswith(b"{") else "application/x-www-form-urlencoded"
+    response = await client.post("/slack/events", content=raw, headers=signed(raw, content_type=content_type))
+    assert response.status_code == 200, response.text
+    return response
+
+
+async def slash(client: httpx.AsyncClient, fixtures_dir, user: str, text: str, *,
+                standin: SlackStandIn | None = None) -> httpx.Response:
+    """/lessonbot TEXT typed by `user` in the team's channel (the bolt-python slash command body, re-addressed; its
+    response_url at the stand-in, or Slack's own, unreachable here, when none is given)."""
+    fields = dict(parse_qsl(load_fixture(fixtures_dir, "bolt-python/slash_command.form.txt")))
+    fields.update(command="/lessonbot", text=text, user_id=user, user_name=NAMES[user], channel_id=CHANNEL,
+                  trigger_id=f"111.{next(_ids)}.xxx")
+    if standin is not None:
+        fields["response_url"] = standin.response_url(CHANNEL, user)
+    else:
+        fields.pop("response_url")
+    fields.pop("enterprise_id")  # a workspace install
+    return await post(client, urlencode(fields).encode())
+
+
+async def press(client: httpx.AsyncClient, fixtures_dir, user: str, value: str, *, ephemeral: bool,
+                message_ts: str = "111.222", standin: SlackStandIn | None = None) -> None:
+    """A button pressed in the channel (the bolt-python block_actions payload, re-addressed)."""
+    payload: dict[str, Any] = load_fixture(fixtures_dir, "bolt-python/interactive.block_actions.json")
+    if standin is not None:
+        payload["response_url"] = standin.response_url(CHANNEL, user)
+    else:
+        payload.pop("response_url")
+    payload["user"] = {"id": user, "username": NAMES[user], "name": NAMES[user], "team_id": "T111"}
+    payload["team"].pop("enterprise_id")
+    payload["container"].update(is_ephemeral=ephemeral, message_ts=message_ts)
+    payload["actions"][0].update(value=value, action_ts=f"1596530385.{next(_ids):06d}")
+    await post(client, form_body(payload))
+
+
+async def membership(client: httpx.AsyncClient, fixtures_dir, kind: str, user: str) -> None:
+    """member_joined_channel / member_left_channel (the java-slack-sdk payload shape, filled in)."""
+    name = "MemberJoinedChannelPayload.json" if kind == "joined" else "MemberLeftChannelPayload.json"
+    payload: dict[str, Any] = load_fixture(fixtures_dir, f"java-slack-sdk-schema-skeletons/{name}")
+    payload.update(team_id="T111", api_app_id="A111", event_id=f"Ev{next(_ids):08d}", enterprise_id=None)
+    payload["authorizations"][0].update(team_id="T111", enterprise_id=None, user_id="W111", is_bot=True)
+    payload["event"].update(user=user, channel=CHANNEL, channel_type="C", team="T111")
+    payload["event"].pop("enterprise", None)
+    await post(client, json.dumps(payload).encode())
+
+
+# Reading back what Slack was asked to show ----------------------------------------------------------------------------
+
+
+def buttons(call) -> list[tuple[str, str]]:
+    """(label, value) of a message's buttons."""
+    blocks = call.params.get("blocks") or []
+    blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
+    return [(element["text"]["text"], element["value"])
+            for block in blocks if block["type"] == "actions" for element in block["elements"]]
+
+
+def private_texts(standin: SlackStandIn, user: str) -> list[str]:
+    return [call.params["text"] for call in standin.ephemerals(CHANNEL, user)]
+
+
+def context(lessonbot: Lessonbot, clock: HandClock) -> JobContext:
+    return JobContext(db=lessonbot.db, now=clock.now, notify=lessonbot.dispatcher.notify,
+                      member_lists={"slack": lessonbot.channels["slack"]})
+
+
+async def audit(lessonbot: Lessonbot) -> list[tuple[str, str, str]]:
+    async with lessonbot.db.sessions() as session:
+        rows = await session.scalars(select(AdminAuditEntry).order_by(AdminAuditEntry.id))
+        return [(row.identity, row.command, row.outcome) for row in rows]
+
+
+async def members(lessonbot: Lessonbot) -> dict[str, str]:
+    async with lessonbot.db.sessions() as session:
+        rows = await session.scalars(select(TeamMember))
+        return {row.member.partition("/")[2]: row.status for row in rows}
+
+
+async def take_quiz(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot, user: str, *,
+                    right: bool) -> None:
+    """Press the lesson post's button, then answer every question privately, all right or all wrong."""
+    post_call = standin.posted(CHANNEL)[-1]
+    [(_label, take)] = buttons(post_call)
+    await press(client, fixtures_dir, user, take, ephemeral=False, message_ts=post_call.answer["ts"],
+                standin=standin)
+    await lessonbot.settle()
+    for _ in range(10):
+        question_call = standin.ephemerals(CHANNEL, user)[-1]
+        choices = buttons(question_call)
+        if not any(value.startswith("quiz:") for _label, value in choices):
+            if "(Answer with /lessonbot answer followed by your answer.)" not in question_call.params["text"]:
+                return  # the quiz is over
+            await slash(client, fixtures_dir, user, "answer smishing" if right else "answer vishing",
+                        standin=standin)
+        else:
+            question_id = int(choices[0][1].split(":")[1])
+            async with lessonbot.db.sessions() as session:
+                question = await session.get(Question, question_id)
+            correct = (str(question.correct_choice) if question.kind == "choice"
+                       else "true" if question.is_true else "false")
+            chosen = next(value for _label, value in choices if (value.rsplit(":", 1)[1] == correct) == right)
+            await press(client, fixtures_dir, user, chosen, ephemeral=True, message_ts=f"222.{next(_ids)}",
+                        standin=standin)
+        await lessonbot.settle()
+    raise AssertionError(f"the quiz did not end: {private_texts(standin, user)}")
+
+
+# The story ----------------------------------------------------------------------------------------------------------
+
+
+async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, standin, fixtures_dir):
+    async with running(slack_settings) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))  # a Friday; New York is on EST (UTC-5)
+        jobs = context(lessonbot, clock)
+
+        # A member who is no admin cannot set the course; the attempt is audited.
+        await slash(client, fixtures_dir, BEA, SET_UP, standin=standin)
+        await lessonbot.settle()
+        assert "Only a team admin" in private_texts(standin, BEA)[-1]
+        assert standin.posted(CHANNEL) == []
+        # A workspace admin (users.info says so) can.
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, ADMIN)[-1].startswith("Done. This channel takes")
+        assert "What a phishing message wants" not in standin.texts(CHANNEL)[-1]
+        assert "Spot the phish, five minutes a day" in standin.texts(CHANNEL)[-1]  # the announcement, for everyone
+        assert await audit(lessonbot) == [("slack:T111/UBEA", "team set", "denied"),
+                                          ("slack:T111/UADMIN", "team set", "ok")]
+
+        # The channel's members are read, two at a time through every page: guests and bots are left out.
+        lessonbot.channels["slack"].members_page = 2
+        assert await sync_team_members(jobs) == 1
+        assert await members(lessonbot) == {ADMIN: MEMBER_ACTIVE, BEA: MEMBER_ACTIVE, CAL: MEMBER_ACTIVE,
+                                            GUEST: MEMBER_EXCLUDED, ROBOT: MEMBER_EXCLUDED}
+        assert len([c for c in standin.calls if c.method == "conversations.members"]) == 3
+
+        # Friday 09:00 in New York is 14:00 UTC: nothing before, the lesson once after.
+        await post_team_lessons(jobs)  # the first run only starts the cursor
+        clock.at(datetime(2027, 3, 12, 13, 59, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 0
+        clock.at(datetime(2027, 3, 12, 14, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1
+        assert await post_team_lessons(jobs) == 0
+        await lessonbot.settle()
+        lesson_post = standin.posted(CHANNEL)[-1]
+        assert lesson_post.params["text"].startswith("📘 Lesson 1 of 5: What a phishing message wants")
+        assert [label for label, _value in buttons(lesson_post)] == ["Quiz me (only you see it)"]
+
+        # Three members take the quiz privately: nobody else sees their answers.
+        public_before = len(standin.posted(CHANNEL))
+        await take_quiz(client, fixtures_dir, standin, lessonbot, ADMIN, right=True)
+        await take_quiz(client, fixtures_dir, standin, lessonbot, BEA, right=False)
+        await take_quiz(client, fixtures_dir, standin, lessonbot, CAL, right=True)
+        assert len(standin.posted(CHANNEL)) == public_before
+        # … answered through each press's response_url: no Web API tier counts them.
+        assert {c.method for c in standin.ephemerals(CHANNEL, BEA)} == {"response_url"}
+        assert "Quiz: 3 of 3 right." in private_texts(standin, ADMIN)[-1]
+        assert "Quiz: 0 of 3 right." in private_texts(standin, BEA)[-1]
+
+        # The leaderboard, privately for whoever asks: points, lessons, accuracy, streak.
+        await slash(client, fixtures_dir, BEA, "leaderboard", standin=standin)
+        await lessonbot.settle()
+        board = private_texts(standin, BEA)[-1].splitlines()
+        assert board[0] == "🏆 Leaderboard: Spot the phish, five minutes a day"
+        assert board[1:] == ["1. ann: 25 points · 1 lessons · 100 % right · 🔥 1",
+                             "2. Cal: 25 points · 1 lessons · 100 % right · 🔥 1",
+                             "3. bea: 10 points · 1 lessons · 0 % right · 🔥 1"]
+
+        # Monday after the clocks went forward: 09:00 in New York is now 13:00 UTC.
+        clock.at(datetime(2027, 3, 15, 12, 59, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 0
+        clock.at(datetime(2027, 3, 15, 13, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1
+        await lessonbot.settle()
+        assert standin.texts(CHANNEL)[-1].startswith("📘 Lesson 2 of 5")
+
+        # Someone joins mid-course: enrolled and welcomed, privately; a guest joining is left out; leaving pauses.
+        standin.add_member(CHANNEL, DEV, name="dev")
+        await membership(client, fixtures_dir, "joined", DEV)
+        await membership(client, fixtures_dir, "joined", GUEST)
+        await lessonbot.settle()
+        assert private_texts(standin, DEV)[-1].startswith("Welcome! This channel takes")
+        await take_quiz(client, fixtures_dir, standin, lessonbot, DEV, right=True)
+        await membership(client, fixtures_dir, "left", DEV)
+        await lessonbot.settle()
+        assert (await members(lessonbot))[DEV] == MEMBER_LEFT
+        assert (await members(lessonbot))[GUEST] == MEMBER_EXCLUDED
+
+
+async def test_a_member_opts_out_and_hides_from_the_leaderboard(slack_settings, standin, fixtures_dir):
+    async with running(slack_settings) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
+        await lessonbot.settle()
+        await slash(client, fixtures_dir, BEA, "team hide", standin=standin)
+        await slash(client, fixtures_dir, CAL, "team leave", standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, BEA)[-1] == "You are not in this channel's team course."
+        assert private_texts(standin, CAL)[-1].startswith("You opted out")
+        await slash(client, fixtures_dir, ADMIN, "team hide", standin=standin)
+        await slash(client, fixtures_dir, ADMIN, "leaderboard", standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, ADMIN)[-1].splitlines()[1].startswith("Nobody has points yet")
+        # Turning the leaderboard off is an admin's; a member is refused, and audited.
+        await slash(client, fixtures_dir, CAL, "team leaderboard off", standin=standin)
+        await lessonbot.settle()
+        await slash(client, fixtures_dir, ADMIN, "team leaderboard off", standin=standin)
+        await lessonbot.settle()  # each member's private place is its own conversation: no order between them
+        await slash(client, fixtures_dir, BEA, "leaderboard", standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, BEA)[-1] == "This team's leaderboard is turned off."
+        assert [entry[1:] for entry in await audit(lessonbot)][-2:] == [("team leaderboard", "denied"),
+                                                                        ("team leaderboard", "ok")]
+
+
+async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, fixtures_dir):
+    async with running(slack_settings) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        standin.fail("chat.postEphemeral", Fault.rate_limited(retry_after=1))
+        await slash(client, fixtures_dir, ADMIN, SET_UP)
+        await standin.wait_for(lambda: standin.ephemerals(CHANNEL, ADMIN))
+        attempts = [c for c in standin.calls if c.method == "chat.postEphemeral"]
+        assert [c.outcome for c in attempts] == ["429 ratelimited", "ok"]
+        assert attempts[1].at - attempts[0].at >= 1.0
+
+
+async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, standin, fixtures_dir):
+    async with running(slack_settings) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
+        await lessonbot.settle()
+        standin.fail("chat.postMessage", Fault.rate_limited(retry_after=30))  # the next post waits its turn …
+        async with lessonbot.db.transaction() as session:
+            team = await session.scalar(select(Team))
+            await announce(session, team, "one more thing")
+        lessonbot.dispatcher.notify()
+        await standin.wait_for(lambda: any(c.outcome.startswith("429") for c in standin.calls))
+        for _ in range(200):  # the dispatcher puts it back in line, for 30 s later
+            async with lessonbot.db.sessions() as session:
+                last = await session.scalar(select(OutboxMessage.status).order_by(OutboxMessage.id.desc()).limit(1))
+            if last == OutboxStatus.PENDING:
+                break
+            await asyncio.sleep(0.02)
+        uninstalled: dict[str, Any] = load_fixture(fixtures_dir, "java-slack-sdk-schema-skeletons/"
+                                                   "AppUninstalledPayload.json")
+        uninstalled.update(team_id="T111", api_app_id="A111", type="event_callback", event_id="EvGONE",
+                           enterprise_id=None)
+        uninstalled["authorizations"][0].update(team_id="T111", enterprise_id=None)
+        await post(client, json.dumps(uninstalled).encode())  # … and is cancelled
+        async with lessonbot.db.sessions() as session:
+            statuses = list(await session.scalars(select(OutboxMessage.status).order_by(OutboxMessage.id)))
+            assert statuses[-1] == OutboxStatus.CANCELLED
+            assert (await session.scalar(select(Team))).status == "gone"
+        assert await post_team_lessons(context(lessonbot, HandClock(datetime(2027, 3, 12, 14, 1, tzinfo=UTC)))) == 0
