@@ -2,20 +2,19 @@
 
 Hour by hour, every learner either keeps their habit (a lesson at their hour on most days, `ATTENDANCE`) or has
 drifted away (after any lesson, with the chance `LAPSE`); someone away comes back on their own now and then
-(`COMES_BACK_ALONE` a day). Each hour the bot's planner (`scheduler.nudges.decide`: its steps after one, three and
-seven days away, the farewell after fourteen, the twelve-hour gap, the learner's quiet hours in their time zone)
-decides who is due a nudge, and the policy picks its template:
+(`COMES_BACK_ALONE` a day). Each hour the bot's planner (`scheduler.nudges.decide`: the evening's streak saver, its
+steps after one, three and seven days away, the farewell after fourteen, the twelve-hour gap, the learner's quiet
+hours in their time zone) decides who is due a nudge, and the policy picks its template:
 - `bandit`: the bot's choice (`scheduler.nudges.pick_template`: Thompson sampling over each template's record, the
   recency penalty), its records kept as the bot keeps them, a nudge counted once its reward window has passed;
 - `uniform`: any template of the kind, at random;
-- `best_fixed`: always the same inactive template and the same farewell; every pair is run and the one that brought
-  the most learners back is reported (the best fixed choice in hindsight).
+- `best_fixed`: always the same template of each kind, the one that brought the most learners back when it was sent
+  alone (`probes`, `best_in_hindsight`): the best fixed choice in hindsight.
 
 The ground truth (`TRUTH`): each template brings a learner back within the reward window with its own chance the
 first time that learner gets it, less after each time they got it before (it wears off), and less the longer they
 have been away (`STEP_FACTOR`). Regret is, nudge by nudge, the chance the best template for that learner then had
-minus the chance of the one sent. Streak and review nudges are not simulated: every learner here is either keeping
-their habit or away.
+minus the chance of the one sent. Review reminders are not simulated: these learners have no review questions.
 """
 
 from __future__ import annotations
