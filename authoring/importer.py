@@ -110,6 +110,7 @@ def _course_values(course: fmt.Course) -> dict[str, object]:
         access=course.access,
         price_minor=course.price.minor_units if course.price else None,
         currency=course.price.currency if course.price else None,
+        price_period=course.price.period if course.price else None,
         free_preview_lessons=course.free_preview_lessons,
         pass_mark=course.pass_mark,
         source=str(course.folder),
@@ -122,6 +123,7 @@ def _course_content(course: fmt.Course) -> dict[str, object]:
     return {
         "course": [course.id, course.title, course.description, course.language, course.access,
                    str(course.price.amount) if course.price else None, course.price.currency if course.price else None,
+                   *([course.price.period] if course.price and course.price.period else []),
                    course.free_preview_lessons, *([course.pass_mark] if course.pass_mark is not None else [])],
         "modules": [[m.id, m.title, [lesson.id for lesson in m.lessons]] for m in course.modules],
         "lessons": [_lesson_content(lesson) for lesson in course.lessons],

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     stripe_secret_key: str = Field("", description="sk_test_… or sk_live_… (Dashboard → Developers → API keys).")
     stripe_webhook_secret: str = Field("", description="whsec_… of the endpoint POST /webhooks/stripe.")
     stripe_api_base_url: str = Field("https://api.stripe.com", description="Stripe's API (a stand-in in tests).")
+    stripe_promotion_codes: bool = Field(
+        False, description="Let buyers type a promotion code (made in the Stripe Dashboard) on the Checkout page.")
+    subscription_grace_hours: int = Field(
+        48, ge=0, le=24 * 30,
+        description="A subscription's access lasts this long past the end of the period paid for, while Stripe "
+                    "retries a renewal that failed.")
     stars_per_unit: Annotated[dict[str, Decimal], NoDecode] = Field(
         default_factory=dict,
         description="Telegram Stars for one unit of a course's currency, e.g. EUR=55,GBP=65 (XTR-priced courses "
@@ -120,10 +126,10 @@ class Settings(BaseSettings):
     payment_support: str = Field("", description="Where /paysupport sends learners too (an e-mail address, a URL).")
 
     # Rasa (docs/rasa.md): the action server a Rasa assistant calls (`lessonbot rasa-actions`), sends to its users
-    # through the Rasa server (off unless RASA_URL is set)
+    # through the Rasa server (off unless RASA_URL is set), and its model for plain words (off unless RASA_NLU_URL)
     rasa_url: str = Field("", description="A Rasa server run with --enable-api: lessons and nudges for rasa: "
                           "learners go out through its trigger_intent.")
-    rasa_token: str = Field("", description="The Rasa server's --auth-token.")
+    rasa_token: str = Field("", description="The Rasa server's --auth-token, for trigger_intent and /model/parse.")
     rasa_trigger_intent: str = Field(
         "EXTERNAL_lessonbot_message", pattern=r"^[A-Za-z0-9_.-]{1,100}$",
         description="The intent a reply goes out as (the domain answers it with action_lessonbot_deliver).",
@@ -137,6 +143,12 @@ class Settings(BaseSettings):
     rasa_actions_token: str = Field(
         "", description="Asked of every action call (?token=, as endpoints.yml's action_endpoint sends it)."
     )
+    rasa_nlu_url: str = Field("", description="A Rasa server whose model reads plain words no dialog expects.")
+    rasa_nlu_threshold: float = Field(0.7, ge=0, le=1, description="The least confidence an intent needs.")
+    rasa_nlu_intents: Path | None = Field(
+        None, description="A YAML file of intent: command (ask_next: /next); empty: the built-in mapping."
+    )
+    rasa_nlu_timeout_seconds: float = Field(3.0, gt=0, le=60, description="How long to wait for /model/parse.")
     rasa_action_timeout_seconds: float = Field(
         20.0, gt=0, le=280, description="How long an action waits for its answer (below Rasa's 300 s); what comes "
                                         "later goes out through trigger_intent."
@@ -255,7 +267,7 @@ class Settings(BaseSettings):
                              "from Dashboard → Developers → API keys; never the publishable pk_ key")
         return value
 
-    @field_validator("rasa_url")
+    @field_validator("rasa_url", "rasa_nlu_url")
     @classmethod
     def _check_rasa_url(cls, value: str) -> str:
         if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value.strip()):

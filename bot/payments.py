@@ -20,7 +20,8 @@ import html
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 import stripe
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,7 +36,18 @@ from bot.pipeline import Recorded
 from channels.webhook import LimitBody, MediaType, Parse, Record, Webhook, WebhookRequest
 from dialogs.payments import STRIPE_EVENT, CheckoutOffer, CheckoutSession, PaymentDesk, page_text
 from storage.db import Database
-from storage.payments import STRIPE, Payment, payment_by_charge, payment_by_reference, record_event
+from storage.payments import (
+    STRIPE,
+    Payment,
+    payment_by_charge,
+    payment_by_reference,
+    payment_by_subscription,
+    record_event,
+    subscription_offered,
+)
+
+if TYPE_CHECKING:
+    from stripe.params.checkout import SessionCreateParams
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +56,10 @@ TOLERANCE_SECONDS = 300  # Stripe's own default: an event signed longer ago than
 CHECKOUT_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded",
                    "checkout.session.async_payment_failed", "checkout.session.expired")
 REFUND_EVENTS = ("charge.refunded",)
+SUBSCRIPTION_EVENTS = ("customer.subscription.created", "customer.subscription.updated",
+                       "customer.subscription.deleted")
+INVOICE_EVENTS = ("invoice.paid", "invoice.payment_failed")
+EVENTS = (*CHECKOUT_EVENTS, *REFUND_EVENTS, *SUBSCRIPTION_EVENTS, *INVOICE_EVENTS)  # what Lessonbot acts on
 DONE_PATH, CANCELLED_PATH = "/payments/done", "/payments/cancelled"
 STRIPE_LOCALES = {"en", "es", "pt", "fr", "de", "it"}
 
@@ -53,40 +69,65 @@ def stripe_enabled(settings: Settings) -> bool:
 
 
 class StripeCheckout:
-    """Checkout Sessions (one-off payments) and refunds through the stripe library's client, at STRIPE_API_BASE_URL."""
+    """Checkout Sessions (a one-off payment, or a subscription for a course priced by the month), refunds and
+    cancelling a subscription, through the stripe library's client at STRIPE_API_BASE_URL."""
 
     def __init__(self, *, secret_key: str, public_base_url: str, api_base_url: str = "https://api.stripe.com",
-                 timeout: float = 20.0) -> None:
+                 promotion_codes: bool = False, timeout: float = 20.0) -> None:
         self.client = stripe.StripeClient(
             secret_key, base_addresses={"api": api_base_url}, http_client=stripe.HTTPXClient(timeout=timeout),
             max_network_retries=2,
         )
         self.public_base_url = public_base_url.rstrip("/")
+        self.promotion_codes = promotion_codes
 
     async def create(self, offer: CheckoutOffer) -> CheckoutSession:
-        metadata = {"user_id": str(offer.user_id), "course_id": str(offer.course_id), "course": offer.course_slug,
-                    "amount_minor": str(offer.amount_minor), "currency": offer.currency}
-        language = offer.language if offer.language in STRIPE_LOCALES else "auto"
-        session = await self.client.v1.checkout.sessions.create_async(params={
-            "mode": "payment",
-            "line_items": [{"quantity": 1, "price_data": {
-                "currency": offer.currency.lower(), "unit_amount": offer.amount_minor,
-                "product_data": {"name": offer.title[:250]},
-            }}],
-            "client_reference_id": offer.reference,
-            "metadata": metadata,
-            "payment_intent_data": {"metadata": metadata},
-            "locale": language,
-            "success_url": f"{self.public_base_url}{DONE_PATH}?lang={offer.language}",
-            "cancel_url": f"{self.public_base_url}{CANCELLED_PATH}?lang={offer.language}",
-        })
+        session = await self.client.v1.checkout.sessions.create_async(params=self.session_params(offer))
         if not session.url:
             raise RuntimeError(f"Stripe gave checkout session {session.id} no URL")
         return CheckoutSession(session.id, session.url)
 
+    def session_params(self, offer: CheckoutOffer) -> SessionCreateParams:
+        """The Checkout Session for an offer: its metadata ties the session, and the payment or the subscription it
+        makes, to the learner, course and price."""
+        metadata = {"user_id": str(offer.user_id), "course_id": str(offer.course_id), "course": offer.course_slug,
+                    "amount_minor": str(offer.amount_minor), "currency": offer.currency}
+        price: dict[str, Any] = {"currency": offer.currency.lower(), "unit_amount": offer.amount_minor,
+                                 "product_data": {"name": offer.title[:250]}}
+        params: dict[str, Any] = {
+            "mode": "payment",
+            "line_items": [{"quantity": 1, "price_data": price}],
+            "client_reference_id": offer.reference,
+            "metadata": metadata,
+            "locale": offer.language if offer.language in STRIPE_LOCALES else "auto",
+            "success_url": f"{self.public_base_url}{DONE_PATH}?lang={offer.language}",
+            "cancel_url": f"{self.public_base_url}{CANCELLED_PATH}?lang={offer.language}",
+        }
+        if offer.period is not None:  # a subscription: charged every month until cancelled
+            price["recurring"] = {"interval": offer.period}
+            params.update(mode="subscription", subscription_data={"metadata": {**metadata, "period": offer.period}})
+        else:
+            params["payment_intent_data"] = {"metadata": metadata}
+        if self.promotion_codes:
+            params["allow_promotion_codes"] = True
+        return cast("SessionCreateParams", params)
+
     async def refund(self, charge_reference: str) -> str:
         refund = await self.client.v1.refunds.create_async(params={"payment_intent": charge_reference})
         return refund.id
+
+    async def cancel_subscription(self, subscription_reference: str) -> None:
+        await self.client.v1.subscriptions.cancel_async(subscription_reference)
+
+    async def subscription_charge(self, subscription_reference: str) -> str | None:
+        """The payment intent of a subscription's latest invoice (where its events did not carry one)."""
+        invoices = await self.client.v1.invoices.list_async(params={
+            "subscription": subscription_reference, "limit": 1, "expand": ["data.payments"]})
+        for invoice in invoices.data:
+            charge = _invoice_charge(invoice.to_dict())
+            if charge:
+                return charge
+        return None
 
 
 def payment_desk(settings: Settings, channels: Iterable[Channel]) -> PaymentDesk:
@@ -99,12 +140,15 @@ def payment_desk(settings: Settings, channels: Iterable[Channel]) -> PaymentDesk
     checkout = None
     if stripe_enabled(settings):
         checkout = StripeCheckout(secret_key=settings.stripe_secret_key, public_base_url=settings.public_base_url,
-                                  api_base_url=settings.stripe_api_base_url)
+                                  api_base_url=settings.stripe_api_base_url,
+                                  promotion_codes=settings.stripe_promotion_codes)
     elif settings.stripe_secret_key or settings.stripe_webhook_secret:
         log.error("stripe is off: set all of STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET and PUBLIC_BASE_URL (Stripe "
                   "sends buyers back to PUBLIC_BASE_URL/payments/done, and events to PUBLIC_BASE_URL/webhooks/stripe)")
     return PaymentDesk(checkout=checkout, stars_channels=frozenset(stars), stars_per_unit=settings.stars_per_unit,
-                       refund_stars=refund_stars if stars else None, support=settings.payment_support)
+                       refund_stars=refund_stars if stars else None, support=settings.payment_support,
+                       promotion_codes=settings.stripe_promotion_codes,
+                       subscription_grace=timedelta(hours=settings.subscription_grace_hours))
 
 
 # The webhook ----------------------------------------------------------------------------------------------------------
@@ -146,14 +190,88 @@ async def _payment_for(db_session: AsyncSession, kind: str, obj: dict[str, Any])
         return await payment_by_reference(db_session, STRIPE, obj["id"])
     if kind in REFUND_EVENTS and isinstance(obj.get("payment_intent"), str):
         return await payment_by_charge(db_session, STRIPE, obj["payment_intent"])
+    if kind in (*SUBSCRIPTION_EVENTS, *INVOICE_EVENTS):
+        subscription = _subscription_id(kind, obj)
+        payment = await payment_by_subscription(db_session, subscription) if subscription else None
+        if payment is not None:
+            return payment
+        # Before the checkout's completion names the subscription: the offer its metadata (ours) points to.
+        metadata = _subscription_metadata(kind, obj)
+        user_id, course_id = str(metadata.get("user_id", "")), str(metadata.get("course_id", ""))
+        if user_id.isdigit() and course_id.isdigit():
+            return await subscription_offered(db_session, int(user_id), int(course_id))
     return None
+
+
+def _subscription_id(kind: str, obj: dict[str, Any]) -> str | None:
+    """The subscription an event is about: the object itself, or the one an invoice bills (where the API version
+    puts it: `parent.subscription_details.subscription`, or `subscription` before 2025)."""
+    if kind in SUBSCRIPTION_EVENTS:
+        found = obj.get("id")
+    else:
+        details = (obj.get("parent") or {}).get("subscription_details") or {}
+        found = details.get("subscription") or obj.get("subscription")
+    return found if isinstance(found, str) else None
+
+
+def _subscription_metadata(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    if kind in SUBSCRIPTION_EVENTS:
+        metadata = obj.get("metadata")
+    else:
+        metadata = ((obj.get("parent") or {}).get("subscription_details") or {}).get("metadata")
+        if not metadata:
+            lines = (obj.get("lines") or {}).get("data") or [{}]
+            metadata = lines[0].get("metadata") if isinstance(lines[0], dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _period_end(kind: str, obj: dict[str, Any]) -> int | None:
+    """Until when a subscription is paid for (Unix time): its items' period end (its own before 2025), or the
+    period an invoice's line bills."""
+    if kind in SUBSCRIPTION_EVENTS:
+        items = (obj.get("items") or {}).get("data") or []
+        ends = [item.get("current_period_end") for item in items if isinstance(item, dict)]
+        ends.append(obj.get("current_period_end"))
+    else:
+        lines = (obj.get("lines") or {}).get("data") or []
+        ends = [(line.get("period") or {}).get("end") for line in lines if isinstance(line, dict)]
+    numbers = [end for end in ends if isinstance(end, int)]
+    return max(numbers) if numbers else None
+
+
+def _invoice_charge(obj: dict[str, Any]) -> str | None:
+    """The payment intent that paid an invoice (refunds name it): `payment_intent` before 2025, else the invoice's
+    payments."""
+    if isinstance(obj.get("payment_intent"), str):
+        return str(obj["payment_intent"])
+    for paid in (obj.get("payments") or {}).get("data") or []:
+        intent = ((paid or {}).get("payment") or {}).get("payment_intent")
+        if isinstance(intent, str):
+            return intent
+    return None
+
+
+def _fields(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """What the dialog checks and acts on, from the event's object."""
+    if kind in CHECKOUT_EVENTS:
+        fields = {key: obj.get(key) for key in ("mode", "payment_status", "amount_total", "amount_subtotal",
+                                                "currency", "metadata", "client_reference_id", "payment_intent",
+                                                "subscription")}
+        fields["amount_discount"] = (obj.get("total_details") or {}).get("amount_discount") or 0
+        return fields
+    if kind in REFUND_EVENTS:
+        return {key: obj.get(key) for key in ("payment_intent", "refunded", "amount_refunded", "currency")}
+    fields = {"subscription": _subscription_id(kind, obj), "period_end": _period_end(kind, obj)}
+    if kind in SUBSCRIPTION_EVENTS:
+        fields.update({key: obj.get(key) for key in ("status", "ended_at", "cancel_at_period_end")})
+    else:
+        fields.update({key: obj.get(key) for key in ("amount_paid", "subtotal", "currency", "billing_reason")})
+        fields.update(invoice=obj.get("id"), payment_intent=_invoice_charge(obj))
+    return fields
 
 
 def event_message(event: dict[str, Any], payment: Payment) -> InboundMessage:
     """The event as a message of the learner's conversation, with what the dialog checks against the offer."""
-    obj = event["data"]["object"]
-    fields = {key: obj.get(key) for key in ("payment_status", "amount_total", "currency", "metadata",
-                                            "client_reference_id", "payment_intent", "refunded", "amount_refunded")}
     return InboundMessage(
         channel=payment.channel,
         platform_id=f"stripe:{event['id']}",
@@ -161,7 +279,8 @@ def event_message(event: dict[str, Any], payment: Payment) -> InboundMessage:
         sender_id=payment.sender_id,
         choice=STRIPE_EVENT,
         meta={"platform_report": True,
-              "stripe_event": {"id": event["id"], "type": event["type"], "payment_id": payment.id, **fields}},
+              "stripe_event": {"id": event["id"], "type": event["type"], "payment_id": payment.id,
+                               **_fields(event["type"], event["data"]["object"])}},
     )
 
 
@@ -183,7 +302,7 @@ class StripeEvents:
             message = event_message(event, payment) if payment is not None else None
             if message is not None:
                 outcome = "forwarded"
-            elif kind in (*CHECKOUT_EVENTS, *REFUND_EVENTS):
+            elif kind in EVENTS:
                 outcome = "no payment of ours matches it"
             else:
                 outcome = "not a kind of event Lessonbot acts on"

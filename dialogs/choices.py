@@ -30,6 +30,7 @@ from dialogs.turn import Turn
 from storage.models import Conversation, OfferedChoice, OutboxMessage
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import OutboxStatus
+from storage.prepared import Prepared
 
 EVERYONE = ""  # `OfferedChoice.member` of a choice offered to anyone in the chat
 NEWEST_ROWS = 10  # how far back the newest replies are looked for
@@ -137,14 +138,13 @@ async def current_choices(turn: Turn) -> list[Choice]:
     the bot sent on its own), so a number typed long after a question does not answer it."""
     if turn.conversation is None:
         return []
-    connection = await turn.session.connection()
-    rows = (await connection.execute(_NEWEST_SENT, {"conv": turn.conversation.id, "member": member_of(turn)})).all()
+    rows = (await _NEWEST_SENT.run(turn.session, {"conv": turn.conversation.id, "member": member_of(turn)})).rows
     return [Choice(c["label"], c["value"]) for c in newest_choices([(r.inbound_message_id, r.payload) for r in rows])]
 
 
 _OUTBOX = OutboxMessage.__table__
 _INBOUND = InboundRow.__table__
-_NEWEST_SENT = (  # built once: every typed message asks it
+_NEWEST_SENT = Prepared(  # built once, run on the driver: every typed message asks it
     select(_OUTBOX.c.inbound_message_id, _OUTBOX.c.payload)
     .outerjoin(_INBOUND, _INBOUND.c.id == _OUTBOX.c.inbound_message_id)
     .where(

@@ -21,14 +21,13 @@ event twice, two events for one payment, or events out of order give one entitle
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import CheckoutAnswer, Invoice, Markup, Text
@@ -37,7 +36,7 @@ from dialogs import lessons
 from dialogs.i18n import N_, Translator, translator
 from dialogs.learner import current_course, enroll, is_set_up, learner_of, tr
 from dialogs.onboarding import live_courses
-from dialogs.prices import BUY, STARS, course_price, format_price
+from dialogs.prices import BUY, STARS, course_price, format_charge, format_price
 from dialogs.turn import Turn
 from storage.courses import SOURCE_GRANT, Course, currency_decimals, may_access
 from storage.models import ChannelIdentity, User
@@ -45,19 +44,25 @@ from storage.outbox import OutboxEntry, enqueue
 from storage.payments import (
     STRIPE,
     TELEGRAM,
-    AccessCode,
     Payment,
     PaymentStatus,
+    Redeemed,
+    access_code,
     grant,
     grant_purchase,
+    make_code,
     move_status,
+    payment_by_subscription,
     purchases,
     recent_payments,
     redeem,
+    refund_reported,
+    revenue,
     revoke_all,
     revoke_purchase,
+    set_purchase_expiry,
 )
-from storage.queries import get_or_create_conversation
+from storage.queries import get_or_create_conversation, rows_affected
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +87,7 @@ class CheckoutOffer:
     currency: str
     language: str
     reference: str  # ties the page to the learner and course (Stripe's client_reference_id)
+    period: str | None = None  # "month": a subscription, charged every month until cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,14 @@ class Checkout(Protocol):
         """Refund the whole payment; the refund's id."""
         ...
 
+    async def cancel_subscription(self, subscription_reference: str) -> None:
+        """End a subscription now: nothing more is charged."""
+        ...
+
+    async def subscription_charge(self, subscription_reference: str) -> str | None:
+        """What paid a subscription's latest period (the refund names it), if anything did."""
+        ...
+
 
 RefundStars = Callable[[str, str, str], Awaitable[None]]  # (channel, the buyer's platform id, charge id)
 
@@ -113,10 +127,13 @@ class PaymentDesk:
     stars_per_unit: Mapping[str, Decimal] = field(default_factory=dict)  # currency → Stars for one unit of it
     refund_stars: RefundStars | None = None
     support: str = ""
+    promotion_codes: bool = False  # buyers may type a Stripe promotion code: a discount is then expected
+    subscription_grace: timedelta = timedelta(hours=48)  # access past a subscription's period, while renewal retries
 
     def stars_price(self, course: Course) -> int | None:
-        """The course's price in Stars: as priced (XTR), or converted at `stars_per_unit`; None without a rate."""
-        if course.price_minor is None or not course.currency:
+        """The course's price in Stars: as priced (XTR), or converted at `stars_per_unit`; None without a rate, and
+        for a course sold by the month (a subscription is sold through Stripe)."""
+        if course.price_minor is None or not course.currency or course.price_period is not None:
             return None
         if course.currency == STARS:
             return course.price_minor
@@ -218,9 +235,10 @@ async def buy(turn: Turn, course: Course) -> None:
                    "give it to you, or send /redeem CODE with an access code they gave you.", title=course.title))
 
 
-def _new_payment(turn: Turn, course: Course, provider: str, amount: int, currency: str) -> Payment:
+def _new_payment(turn: Turn, course: Course, provider: str, amount: int, currency: str, *,
+                 period: str | None = None) -> Payment:
     return Payment(user_id=turn.user.id, course_id=course.id, provider=provider, amount_minor=amount,
-                   currency=currency, status=PaymentStatus.OPEN.value, channel=turn.message.channel,
+                   currency=currency, period=period, status=PaymentStatus.OPEN.value, channel=turn.message.channel,
                    chat_id=turn.message.chat_id, sender_id=turn.message.sender_id, created_at=turn.now)
 
 
@@ -250,19 +268,25 @@ async def _offer_checkout(turn: Turn, checkout: Checkout, course: Course) -> Non
     offer = CheckoutOffer(
         user_id=turn.user.id, course_id=course.id, course_slug=course.slug, title=course.title,
         amount_minor=course.price_minor, currency=course.currency, language=_.language,
-        reference=f"u{turn.user.id}-c{course.id}",
+        reference=f"u{turn.user.id}-c{course.id}", period=course.price_period,
     )
     session = await turn.call_outside_transaction(f"checkout:{turn.inbound_id}:{course.id}",
                                                   lambda: _create(checkout, offer))
     if session is None:
         turn.say(_("I couldn't open the payment page just now. Please try /buy again in a minute."))
         return
-    payment = _new_payment(turn, course, STRIPE, course.price_minor, course.currency)
+    payment = _new_payment(turn, course, STRIPE, course.price_minor, course.currency, period=course.price_period)
     payment.reference, payment.checkout_url = session.id, session.url
     turn.session.add(payment)
+    price = format_charge(_, course.price_minor, course.currency, course.price_period)
+    if course.price_period is not None:
+        turn.say(_("To subscribe to “{title}” ({price}, cancel any time), pay on this secure page:\n{url}\n\nWhen the "
+                   "payment is through, I'll tell you here and your next lesson opens at once.", title=course.title,
+                   price=price, url=Markup(session.url)))
+        return
     turn.say(_("To unlock “{title}” ({price}), pay on this secure page:\n{url}\n\nWhen the payment is through, I'll "
-               "tell you here and your next lesson opens at once.", title=course.title,
-               price=format_price(_, course.price_minor, course.currency), url=Markup(session.url)))
+               "tell you here and your next lesson opens at once.", title=course.title, price=price,
+               url=Markup(session.url)))
 
 
 async def _create(checkout: Checkout, offer: CheckoutOffer) -> CheckoutSession | None:
@@ -353,13 +377,20 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
     kind = event["type"]
     if kind == "charge.refunded":
         if event.get("refunded"):
+            await _cancel_subscription(turn, payment)
             await refund_settled(turn, payment, note="refunded in Stripe")
+        return
+    if kind.startswith("customer.subscription."):
+        await _subscription_changed(turn, payment, event)
+        return
+    if kind.startswith("invoice."):
+        await _invoice(turn, payment, event)
         return
     if kind == "checkout.session.expired":
         await move_status(turn.session, payment, PaymentStatus.EXPIRED, allowed_from=(PaymentStatus.OPEN,),
                           now=turn.now)
         return
-    mismatch = _mismatch(payment, event)
+    mismatch = _mismatch(payment, event, promotions=desk_of(turn).promotion_codes)
     if mismatch is not None:
         await _reject(turn, payment, mismatch)
         return
@@ -375,30 +406,188 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
                              now=turn.now):
             turn.say(_("Thanks! Your payment is on its way; I'll tell you here as soon as it clears."))
         return
-    await _settle(turn, payment, charge_reference=event.get("payment_intent"))
+    intent = event.get("payment_intent") if isinstance(event.get("payment_intent"), str) else None
+    if intent and await refund_reported(turn.session, intent):
+        await _refunded_unconfirmed(turn, payment, intent)
+        return
+    values: dict[str, Any] = {"discount_minor": int(event.get("amount_discount") or 0)}
+    subscription = event.get("subscription")
+    if payment.period is not None and isinstance(subscription, str):
+        await _claim_subscription(turn, payment, subscription)
+        values["subscription_reference"] = subscription
+        values["subscription_status"] = payment.subscription_status or "active"
+    await _settle(turn, payment, charge_reference=intent or payment.charge_reference, values=values)
 
 
-def _mismatch(payment: Payment, event: dict[str, Any]) -> str | None:
-    """What in a Stripe checkout event differs from our offer, or None."""
+def _mismatch(payment: Payment, event: dict[str, Any], *, promotions: bool) -> str | None:
+    """What in a Stripe checkout event differs from our offer, or None. With promotion codes on, the total may be
+    less than the offer by exactly the discount Stripe reports; the price before it must still be the offer's."""
     metadata = event.get("metadata") or {}
     expected = {"user_id": str(payment.user_id), "course_id": str(payment.course_id)}
-    if event.get("amount_total") != payment.amount_minor or str(event.get("currency", "")).upper() != payment.currency:
-        return f"paid {event.get('amount_total')} {event.get('currency')}, offered {payment.amount_minor} " \
-               f"{payment.currency}"
+    discount = event.get("amount_discount") or 0
+    subtotal = event.get("amount_subtotal", event.get("amount_total"))
+    charged = payment.amount_minor - discount
+    if (str(event.get("currency", "")).upper() != payment.currency or event.get("amount_total") != charged
+            or subtotal != payment.amount_minor or (discount and not promotions) or not discount >= 0):
+        return f"paid {event.get('amount_total')} {event.get('currency')} (discount {discount}), offered " \
+               f"{payment.amount_minor} {payment.currency}"
     if {key: str(metadata.get(key)) for key in expected} != expected:
         return f"metadata {metadata!r} is not this offer's"
     if event.get("client_reference_id") != f"u{payment.user_id}-c{payment.course_id}":
         return f"client_reference_id {event.get('client_reference_id')!r} is not this offer's"
+    if (payment.period is None) != (event.get("mode") in (None, "payment")):
+        return f"a {event.get('mode')} checkout for an offer sold {payment.period or 'once'}"
     return None
+
+
+async def _refunded_unconfirmed(turn: Turn, payment: Payment, intent: str) -> None:
+    """Stripe reported the refund before the payment: it is settled as refunded, and nothing is unlocked."""
+    if await move_status(turn.session, payment, PaymentStatus.REFUNDED, allowed_from=STILL_PAYABLE, now=turn.now,
+                         charge_reference=intent, note="refunded in Stripe before its payment was confirmed"):
+        course = await turn.session.get(Course, payment.course_id)
+        turn.say(tr(turn)("Your payment for “{title}” was refunded before it was confirmed, so nothing was unlocked "
+                          "(receipt no. {receipt}). Send /buy whenever you want it.",
+                          title=course.title if course else "—", receipt=receipt_number(payment)))
+
+
+# Subscriptions --------------------------------------------------------------------------------------------------------
+# A course priced by the month is bought as a Stripe subscription. The checkout's completion grants access until the
+# end of the first period (plus SUBSCRIPTION_GRACE_HOURS); each paid renewal (invoice.paid) and each change Stripe
+# reports (customer.subscription.updated) moves that end; a subscription that ends (deleted, or canceled or unpaid)
+# ends the access and the learner is told once. Events about a subscription may come before the checkout's
+# completion: what they say is kept on the payment, and applied when it is paid.
+
+ENDED = ("canceled", "unpaid", "incomplete_expired")  # a subscription in one of these gives no more access
+
+
+def _moment(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if isinstance(value, int) and value > 0 else None
+
+
+def access_until(desk: PaymentDesk, payment: Payment, now: datetime) -> datetime:
+    """Until when a subscription's payment opens the course: the period paid for, and the grace after it (before
+    Stripe has said when the period ends: a month from now)."""
+    period_end = payment.period_end or now + timedelta(days=31)
+    return period_end + desk.subscription_grace
+
+
+async def _claim_subscription(turn: Turn, payment: Payment, subscription: str) -> None:
+    """The checkout names its subscription: what earlier events kept on another offer of the same learner and course
+    (they were matched by their metadata before the subscription was known) moves to this one."""
+    other = await payment_by_subscription(turn.session, subscription)
+    if other is None or other.id == payment.id:
+        return
+    payment.period_end, payment.subscription_status = other.period_end, other.subscription_status
+    payment.charge_reference = payment.charge_reference or other.charge_reference
+    other.subscription_reference = other.subscription_status = other.period_end = None
+    await turn.session.flush()
+
+
+async def _subscription_changed(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
+    status = str(event.get("status") or "")
+    if event["type"] == "customer.subscription.deleted":
+        status = "canceled"
+    if payment.subscription_reference is None:
+        payment.subscription_reference = event.get("subscription")
+    period_end = _moment(event.get("period_end"))
+    if status not in ENDED:
+        if payment.subscription_status in ENDED:  # a change reported after the end, out of order: nothing to follow
+            return
+        payment.subscription_status = status or payment.subscription_status
+        if period_end is not None and (payment.period_end is None or period_end > payment.period_end):
+            payment.period_end = period_end
+            await _follow_period(turn, payment)
+        return
+    await _subscription_ended(turn, payment, status, ended=_moment(event.get("ended_at")) or turn.now)
+
+
+async def _follow_period(turn: Turn, payment: Payment) -> None:
+    """A paid subscription's access follows its period."""
+    if payment.status == PaymentStatus.PAID:
+        await set_purchase_expiry(turn.session, payment, access_until(desk_of(turn), payment, turn.now))
+
+
+async def _subscription_ended(turn: Turn, payment: Payment, status: str, *, ended: datetime) -> None:
+    """Access ends with the subscription; the learner is told once (the first report of its end moves it)."""
+    result = await turn.session.execute(
+        update(Payment).where(Payment.id == payment.id,
+                              or_(Payment.subscription_status.is_(None), Payment.subscription_status.not_in(ENDED)))
+        .values(subscription_status=status).execution_options(synchronize_session=False)
+    )
+    await turn.session.refresh(payment)
+    if rows_affected(result) != 1 or payment.status != PaymentStatus.PAID:
+        return
+    await set_purchase_expiry(turn.session, payment, min(ended, turn.now))
+    course = await turn.session.get(Course, payment.course_id)
+    _ = tr(turn)
+    turn.say(_("Your subscription to “{title}” has ended, so the lessons after the free preview are locked again. "
+               "Send /buy {slug} to subscribe again; your place is kept.", title=course.title if course else "—",
+               slug=course.slug if course else ""))
+
+
+async def _invoice(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
+    """A subscription's invoice: paid (the period it bills is paid for), or its payment failed (Stripe retries)."""
+    _ = tr(turn)
+    if payment.subscription_reference is None:
+        payment.subscription_reference = event.get("subscription")
+    if payment.subscription_status in ENDED:
+        return
+    if event["type"] == "invoice.payment_failed":
+        payment.subscription_status = "past_due"
+        if payment.status == PaymentStatus.PAID:
+            until = access_until(desk_of(turn), payment, turn.now)
+            turn.say(_("Your monthly payment for this course did not go through. Stripe will try again; please check "
+                       "your card. Your lessons stay open until {date}.", date=f"{until:%Y-%m-%d}"))
+        return
+    discount_allowed = desk_of(turn).promotion_codes
+    paid, subtotal = event.get("amount_paid"), event.get("subtotal")
+    if (str(event.get("currency", "")).upper() != payment.currency or subtotal != payment.amount_minor
+            or not isinstance(paid, int) or paid > payment.amount_minor or (paid < subtotal and not discount_allowed)):
+        log.warning("a subscription invoice does not match its offer; access not extended",
+                    extra={"payment_id": payment.id, "invoice": event.get("invoice")})
+        return
+    was_late = payment.subscription_status in ("past_due", "unpaid")
+    if isinstance(event.get("payment_intent"), str):
+        payment.charge_reference = event["payment_intent"]
+    payment.subscription_status = "active"
+    period_end = _moment(event.get("period_end"))
+    if period_end is not None and (payment.period_end is None or period_end > payment.period_end):
+        payment.period_end = period_end
+    await _follow_period(turn, payment)
+    if was_late and payment.status == PaymentStatus.PAID:
+        turn.say(_("Your monthly payment went through: your lessons stay open until {date}.",
+                   date=f"{access_until(desk_of(turn), payment, turn.now):%Y-%m-%d}"))
+
+
+async def _cancel_subscription(turn: Turn, payment: Payment) -> None:
+    """A refunded subscription is cancelled too, so it is not charged again (once: the refund settles once)."""
+    desk = desk_of(turn)
+    reference = payment.subscription_reference
+    if reference is None or payment.status != PaymentStatus.PAID or desk.checkout is None:
+        return
+    checkout = desk.checkout
+    outcome = await turn.call_outside_transaction(f"cancel:{payment.id}",
+                                                  lambda: _outcome(checkout.cancel_subscription(reference)))
+    if outcome != "ok":
+        log.error("a refunded subscription could not be cancelled: cancel it in the Stripe Dashboard",
+                  extra={"payment_id": payment.id, "error": outcome})
+
+
+async def _outcome(call: Awaitable[Any]) -> str:
+    try:
+        await call
+    except Exception as exc:
+        return str(exc)[:300] or type(exc).__name__
+    return "ok"
 
 
 # Settling -------------------------------------------------------------------------------------------------------------
 
 
 async def _settle(turn: Turn, payment: Payment, *, reference: str | None = None,
-                  charge_reference: str | None = None) -> None:
+                  charge_reference: str | None = None, values: dict[str, Any] | None = None) -> None:
     """Paid: grant, confirm and go on with the course, once however often the platform says so."""
-    values: dict[str, Any] = {}
+    values = dict(values or {})
     if reference is not None:
         values["reference"] = reference
     if charge_reference:
@@ -407,12 +596,18 @@ async def _settle(turn: Turn, payment: Payment, *, reference: str | None = None,
                              **values):
         log.info("a payment confirmed again; nothing more to do", extra={"payment_id": payment.id})
         return
-    await grant_purchase(turn.session, payment, turn.now)
+    until = access_until(desk_of(turn), payment, turn.now) if payment.period is not None else None
+    await grant_purchase(turn.session, payment, turn.now, expires_at=until)
     course = await turn.session.get(Course, payment.course_id)
     assert course is not None
     _ = tr(turn)
-    turn.say(_("✅ Payment received: “{title}” is yours, every lesson of it. Receipt no. {receipt} (see /purchases).",
-               title=course.title, receipt=receipt_number(payment)))
+    if payment.period is not None:
+        turn.say(_("✅ Payment received: you're subscribed to “{title}”, every lesson of it, renewed each month until "
+                   "you cancel. Receipt no. {receipt} (see /purchases).", title=course.title,
+                   receipt=receipt_number(payment)))
+    else:
+        turn.say(_("✅ Payment received: “{title}” is yours, every lesson of it. Receipt no. {receipt} (see "
+                   "/purchases).", title=course.title, receipt=receipt_number(payment)))
     learner = await learner_of(turn)
     if is_set_up(learner):
         await enroll(turn, learner, course)
@@ -482,14 +677,22 @@ async def purchases_command(turn: Turn, _args: str) -> None:
     lines = [_("Your purchases:")]
     for payment in bought:
         course = await turn.session.get(Course, payment.course_id)
-        lines.append(_line(_, payment, course.title if course else "—"))
+        lines.append(_line(_, payment, course.title if course else "—", payment.period_end))
     lines.append(_("Questions about a payment? Send /paysupport."))
     turn.say("\n".join(lines))
 
 
-def _line(_: Translator, payment: Payment, title: str) -> str:
+def _line(_: Translator, payment: Payment, title: str, until: datetime | None = None) -> str:
     when = (payment.paid_at or payment.created_at).strftime("%Y-%m-%d")
-    price = format_price(_, payment.amount_minor, payment.currency)
+    price = format_charge(_, payment.paid_minor, payment.currency, payment.period)
+    if payment.period is not None and payment.status == PaymentStatus.PAID:
+        receipt = receipt_number(payment)
+        if payment.subscription_status in ENDED:
+            return _("• {title} — {price}, since {date}, ended. Receipt no. {receipt}", title=title, price=price,
+                     date=when, receipt=receipt)
+        if until is not None:
+            return _("• {title} — {price}, since {date}, renews on {renewal}. Receipt no. {receipt}", title=title,
+                     price=price, date=when, renewal=f"{until:%Y-%m-%d}", receipt=receipt)
     if payment.status == PaymentStatus.REFUNDED:
         return _("• {title} — {price}, {date}, refunded. Receipt no. {receipt}", title=title, price=price, date=when,
                  receipt=receipt_number(payment))
@@ -597,11 +800,12 @@ class Refundable:
     buyer: str
     reference: str
     charge_reference: str
+    subscription_reference: str = ""  # a subscription's payment: the subscription is cancelled too
 
     @classmethod
     def of(cls, payment: Payment) -> Refundable:
         return cls(payment.id, payment.provider, payment.channel, payment.sender_id, payment.reference or "",
-                   payment.charge_reference or "")
+                   payment.charge_reference or "", payment.subscription_reference or "")
 
 
 async def refund(desk: PaymentDesk, payment: Refundable) -> str:
@@ -612,9 +816,16 @@ async def refund(desk: PaymentDesk, payment: Refundable) -> str:
                 return "Telegram is not connected in this process"
             await desk.refund_stars(payment.channel, payment.buyer, payment.reference)
         else:
-            if desk.checkout is None or not payment.charge_reference:
+            if desk.checkout is None:
                 return "Stripe is not configured (STRIPE_SECRET_KEY)"
-            await desk.checkout.refund(payment.charge_reference)
+            charge = payment.charge_reference
+            if not charge and payment.subscription_reference:
+                charge = await desk.checkout.subscription_charge(payment.subscription_reference) or ""
+            if not charge:
+                return "Stripe has not reported what paid for it yet (its payment intent)"
+            await desk.checkout.refund(charge)
+            if payment.subscription_reference:
+                await desk.checkout.cancel_subscription(payment.subscription_reference)
     except Exception as exc:
         log.exception("a refund failed", extra={"payment_id": payment.id})
         return str(exc)[:300] or type(exc).__name__
@@ -628,12 +839,29 @@ async def admin_payments(turn: Turn, _args: str) -> None:
         turn.say(_("No payments yet."))
         return
     lines = [_("Payments (newest first):")]
+    slugs: dict[int, str] = {}
     for payment in rows:
-        course = await turn.session.get(Course, payment.course_id)
+        slug = await _slug(turn, payment.course_id, slugs)
+        discount = f" (−{format_price(_, payment.discount_minor, payment.currency)})" if payment.discount_minor else ""
         lines.append(f"{receipt_number(payment)} · {payment.status} · "
-                     f"{format_price(_, payment.amount_minor, payment.currency)} · {course.slug if course else '—'} · "
+                     f"{format_charge(_, payment.amount_minor, payment.currency, payment.period)}{discount} · {slug} · "
                      f"learner {payment.user_id} · {payment.provider} {payment.reference or ''}".rstrip())
+    takings = await revenue(turn.session)
+    if takings:
+        lines += ["", _("Revenue by course (paid, less refunds):")]
+        for row in takings:
+            lines.append(_.plural(
+                "{slug}: {net} ({n} payment, {refunds} refunded)", "{slug}: {net} ({n} payments, {refunds} refunded)",
+                row.payments, slug=await _slug(turn, row.course_id, slugs),
+                net=format_price(_, row.net_minor, row.currency), refunds=row.refunds))
     turn.say("\n".join(lines))
+
+
+async def _slug(turn: Turn, course_id: int, known: dict[int, str]) -> str:
+    if course_id not in known:
+        course = await turn.session.get(Course, course_id)
+        known[course_id] = course.slug if course else "—"
+    return known[course_id]
 
 
 # Access codes ---------------------------------------------------------------------------------------------------------
@@ -642,18 +870,25 @@ async def admin_payments(turn: Turn, _args: str) -> None:
 async def redeem_command(turn: Turn, args: str) -> None:
     """/redeem CODE: open the code's course for this learner."""
     _ = tr(turn)
-    typed = args.strip().upper()
-    code = await turn.session.scalar(select(AccessCode).where(AccessCode.code == typed)) if typed else None
+    code = await access_code(turn.session, args)
     if code is None:
         turn.say(_("That is not an access code I know. Send /redeem followed by the code exactly as you were given it, "
                    "e.g. /redeem LB-7K2Q-9XWM."))
         return
     course = await turn.session.get(Course, code.course_id)
     assert course is not None
-    if not await redeem(turn.session, code, turn.user.id, turn.now):
-        owned = await owns(turn, turn.user.id, course)
-        turn.say(_("You already have “{title}”. Send /next to go on.", title=course.title) if owned else
-                 _("This code has been used up. Ask whoever gave it to you for a new one."))
+    outcome = await redeem(turn.session, code, turn.user.id, turn.now)
+    log.info("an access code was tried", extra={"code_id": code.id, "outcome": outcome.value})
+    if outcome is not Redeemed.OK:
+        if outcome is Redeemed.ALREADY or await owns(turn, turn.user.id, course):
+            turn.say(_("You already have “{title}”. Send /next to go on.", title=course.title))
+        elif outcome is Redeemed.EXPIRED:
+            turn.say(_("This code expired on {date}. Ask whoever gave it to you for a new one.",
+                       date=f"{code.expires_at:%Y-%m-%d}"))
+        elif outcome is Redeemed.DISABLED:
+            turn.say(_("This code has been withdrawn. Ask whoever gave it to you for a new one."))
+        else:
+            turn.say(_("This code has been used up. Ask whoever gave it to you for a new one."))
         return
     turn.say(_("🎟️ Code accepted: “{title}” is open to you.", title=course.title))
     learner = await learner_of(turn)
@@ -662,23 +897,40 @@ async def redeem_command(turn: Turn, args: str) -> None:
         await lessons.next_lesson(turn)
 
 
-_CODE_LETTERS = "ABCDEFGHJKMNPQRSTVWXYZ23456789"  # no 0/O, 1/I/L, U: read aloud and typed without mistakes
+MAX_CODE_USES = 100_000
 
 
-def new_code() -> str:
-    """LB-XXXX-XXXX: 40 random bits from an alphabet that survives being read aloud."""
-    letters = "".join(secrets.choice(_CODE_LETTERS) for _ in range(8))
-    return f"LB-{letters[:4]}-{letters[4:]}"
+def code_expiry(text: str, now: datetime) -> datetime | None:
+    """When a code stops working, as an admin writes it: a date (2027-01-31: the end of that day, UTC), a date and
+    time in ISO 8601, or a number of days from now ("30d"); None if it is none of these or not in the future."""
+    text = text.strip()
+    try:
+        if text.lower().endswith("d") and text[:-1].isdigit():
+            moment = now + timedelta(days=int(text[:-1]))
+        elif len(text) == 10:
+            moment = datetime.fromisoformat(text).replace(tzinfo=UTC) + timedelta(days=1)
+        else:
+            moment = datetime.fromisoformat(text)
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    return moment if moment > now else None
 
 
 async def admin_code(turn: Turn, args: str) -> None:
     from dialogs.admin import UsageError
 
     _ = tr(turn)
-    usage = _("Usage: /admin code COURSE [LEARNERS] [DAYS] — a code that opens the course for that many learners "
-              "(default 1), for good or for some days.")
+    usage = _("Usage: /admin code COURSE [LEARNERS] [DAYS] [until=DATE] — a code that opens the course for that many "
+              "learners (default 1), for good or for some days, redeemable until DATE (2027-01-31, or 30d).")
     words = args.split()
-    if not words or len(words) > 3 or not all(word.isdigit() and 1 <= int(word) <= 100_000 for word in words[1:]):
+    expires = None
+    if words and words[-1].lower().startswith("until="):
+        expires = code_expiry(words.pop()[len("until="):], turn.now)
+        if expires is None:
+            raise UsageError(usage)
+    if not words or len(words) > 3 or not all(word.isdigit() and 1 <= int(word) <= MAX_CODE_USES
+                                              for word in words[1:]):
         raise UsageError(usage)
     course = await turn.session.scalar(select(Course).where(Course.slug == words[0]))
     if course is None:
@@ -686,12 +938,14 @@ async def admin_code(turn: Turn, args: str) -> None:
                            slug=repr(words[0])))
     uses = int(words[1]) if len(words) > 1 else 1
     days = int(words[2]) if len(words) > 2 else None
-    code = AccessCode(code=new_code(), course_id=course.id, uses_left=uses, days=days,
-                      created_by=turn.identity.address, created_at=turn.now)
-    turn.session.add(code)
-    turn.say(_.plural("Access code {code} opens “{title}” for {n} learner: they send /redeem {code}.",
-                      "Access code {code} opens “{title}” for {n} learners: each sends /redeem {code}.", uses,
-                      code=code.code, title=course.title))
+    code = await make_code(turn.session, course.id, uses=uses, days=days, expires_at=expires,
+                           created_by=turn.identity.address, now=turn.now)
+    text = _.plural("Access code {code} opens “{title}” for {n} learner: they send /redeem {code}.",
+                    "Access code {code} opens “{title}” for {n} learners: each sends /redeem {code}.", uses,
+                    code=code.code, title=course.title)
+    if expires is not None:
+        text += " " + _("It can be redeemed until {moment}.", moment=f"{expires:%Y-%m-%d %H:%M} UTC")
+    turn.say(text)
 
 
 ADMIN_SUBCOMMANDS = {
@@ -699,7 +953,7 @@ ADMIN_SUBCOMMANDS = {
     "revoke": (admin_revoke, N_("take a course back: /admin revoke USER COURSE")),
     "refund": (admin_refund, N_("refund a payment and revoke its access: /admin refund PAYMENT")),
     "payments": (admin_payments, N_("the latest payments")),
-    "code": (admin_code, N_("an access code for a course: /admin code COURSE [LEARNERS] [DAYS]")),
+    "code": (admin_code, N_("an access code for a course: /admin code COURSE [LEARNERS] [DAYS] [until=DATE]")),
 }
 
 

@@ -2,15 +2,18 @@
 the end of the free preview, /buy and /courses show the same price the same way.
 
 A price is kept in the currency's minor unit (storage/courses.py). It is shown in the learner's language's number
-format with the ISO code after it ("9.90 EUR", "9,90 EUR"), and Telegram Stars as "150 Stars".
+format with the ISO code after it ("9.90 EUR", "9,90 EUR"), Telegram Stars as "150 Stars", and a course sold by the
+month as "9.90 EUR a month".
 """
 
 from __future__ import annotations
 
+from bot.messages import Markup
 from dialogs.i18n import Translator
 from storage.courses import Course, major_units
 
 STARS = "XTR"  # Telegram Stars: whole Stars, sold inside Telegram
+MONTH = "month"  # Course.price_period of a course sold as a monthly subscription
 BUY = "pay:buy"  # a pressed "Buy" button: "pay:buy:<course slug>"
 _DECIMAL_COMMA = {"es", "pt", "fr", "de", "it"}  # languages that write 9,90
 
@@ -23,11 +26,17 @@ def format_price(_: Translator, minor_units: int, currency: str) -> str:
     return f"{amount} {currency}"
 
 
+def format_charge(_: Translator, minor_units: int, currency: str, period: str | None) -> str:
+    """A price and how often it is charged: "9.90 EUR" once, "9.90 EUR a month" for a subscription."""
+    price = format_price(_, minor_units, currency)  # digits, a decimal mark and a code: nothing to escape
+    return Markup(_("{price} a month", price=Markup(price))) if period == MONTH else price
+
+
 def course_price(_: Translator, course: Course) -> str | None:
     """A paid course's price as shown, or None for a free course (or one imported without a price)."""
     if course.is_free or course.price_minor is None or not course.currency:
         return None
-    return format_price(_, course.price_minor, course.currency)
+    return format_charge(_, course.price_minor, course.currency, course.price_period)
 
 
 def course_label(_: Translator, course: Course, *, limit: int = 60) -> str:

@@ -1,10 +1,13 @@
 """A local stand-in of the Stripe API that the `stripe` library talks to through its API base address.
 
-It answers what Lessonbot calls — `POST /v1/checkout/sessions` (a one-off payment) and `POST /v1/refunds` — the way
-api.stripe.com does (form-encoded parameters with bracketed keys, a bearer secret key, JSON objects back), records
-every call, and plays the buyer: `pay(session_id)` marks a session paid and gives it a payment intent. Stripe's
-side of webhooks is `sign`: the `Stripe-Signature` header, made exactly as Stripe makes it (HMAC-SHA256 over
-"timestamp.body" with the endpoint's `whsec_` secret, by the stripe library's own code).
+It answers what Lessonbot calls — `POST /v1/checkout/sessions` (a one-off payment, or a subscription with a monthly
+price), `POST /v1/refunds`, `DELETE /v1/subscriptions/{id}` (cancel) and `GET /v1/invoices?subscription=…` — the
+way api.stripe.com does (form-encoded parameters with bracketed keys, a bearer secret key, JSON objects back),
+records every call, and plays the buyer and Stripe's billing: `pay(session_id)` marks a session paid (with a
+promotion code's `discount`, when the session allows them) and gives it a payment intent, or for a subscription
+starts the subscription and its first paid invoice; `renew(subscription_id)` bills the next month, paid or failed.
+Stripe's side of webhooks is `sign`: the `Stripe-Signature` header, made exactly as Stripe makes it (HMAC-SHA256
+over "timestamp.body" with the endpoint's `whsec_` secret, by the stripe library's own code).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import stripe
@@ -65,6 +69,9 @@ class StripeStandIn:
         self.secret_key = secret_key
         self.calls: list[Call] = []
         self.sessions: dict[str, dict[str, Any]] = {}
+        self.subscriptions: dict[str, dict[str, Any]] = {}
+        self.invoices: dict[str, dict[str, Any]] = {}
+        self._subscription_metadata: dict[str, dict[str, Any]] = {}  # a session's subscription_data[metadata]
         self.refunds: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -74,6 +81,8 @@ class StripeStandIn:
         app = web.Application()
         app.router.add_post("/v1/checkout/sessions", self._create_session)
         app.router.add_post("/v1/refunds", self._create_refund)
+        app.router.add_delete("/v1/subscriptions/{id}", self._cancel_subscription)
+        app.router.add_get("/v1/invoices", self._list_invoices)
         self._runner, self.port = await serve_locally(app)
         return self
 
@@ -91,12 +100,82 @@ class StripeStandIn:
 
     # the buyer -----------------------------------------------------------------------------------------------------
 
-    def pay(self, session_id: str, *, payment_status: str = "paid") -> dict[str, Any]:
-        """The buyer pays on the checkout page: the session as Stripe then reports it."""
+    def pay(self, session_id: str, *, payment_status: str = "paid", discount: int = 0) -> dict[str, Any]:
+        """The buyer pays on the checkout page (with a promotion code taking `discount` off, where the session
+        allows codes): the session as Stripe then reports it."""
         session = self.sessions[session_id]
+        if discount and not session["allow_promotion_codes"]:
+            raise ValueError("this checkout takes no promotion codes")
+        session["total_details"]["amount_discount"] = discount
         session.update(status="complete", payment_status=payment_status,
-                       payment_intent=session["payment_intent"] or f"pi_test_{next(self._ids):06d}")
+                       amount_total=session["amount_subtotal"] - discount)
+        if session["mode"] == "subscription":
+            if session["subscription"] is None:
+                subscription = self._subscribe(session)
+                invoice = self._bill(subscription, paid=payment_status == "paid", reason="subscription_create",
+                                     discount=discount)
+                session.update(subscription=subscription["id"], invoice=invoice["id"])
+        else:
+            session["payment_intent"] = session["payment_intent"] or f"pi_test_{next(self._ids):06d}"
         return dict(session)
+
+    def renew(self, subscription_id: str, *, paid: bool = True) -> dict[str, Any]:
+        """Stripe bills the next month: the invoice, paid or failed (the subscription then falls past due)."""
+        subscription = self.subscriptions[subscription_id]
+        item = subscription["items"]["data"][0]
+        item["current_period_start"] = item["current_period_end"]
+        item["current_period_end"] = next_month(item["current_period_start"])
+        return self._bill(subscription, paid=paid, reason="subscription_cycle")
+
+    def _subscribe(self, session: dict[str, Any]) -> dict[str, Any]:
+        now = int(time.time())
+        number = next(self._ids)
+        subscription = {
+            "id": f"sub_test_{number:06d}", "object": "subscription", "status": "active",
+            "customer": f"cus_test_{number:06d}", "currency": session["currency"],
+            "metadata": self._subscription_metadata[session["id"]],
+            "cancel_at_period_end": False, "canceled_at": None, "ended_at": None, "created": now, "start_date": now,
+            "latest_invoice": None, "items": {"object": "list", "data": [{
+                "id": f"si_test_{number:06d}", "object": "subscription_item", "quantity": 1,
+                "current_period_start": now, "current_period_end": next_month(now),
+                "price": {"currency": session["currency"], "unit_amount": session["amount_subtotal"],
+                          "recurring": {"interval": "month", "interval_count": 1}},
+            }]},
+        }
+        self.subscriptions[subscription["id"]] = subscription
+        return subscription
+
+    def _bill(self, subscription: dict[str, Any], *, paid: bool, reason: str, discount: int = 0) -> dict[str, Any]:
+        item = subscription["items"]["data"][0]
+        amount = item["price"]["unit_amount"]
+        number = next(self._ids)
+        intent = f"pi_test_{number:06d}"
+        invoice = {
+            "id": f"in_test_{number:06d}", "object": "invoice", "status": "paid" if paid else "open",
+            "billing_reason": reason, "currency": subscription["currency"], "customer": subscription["customer"],
+            "subtotal": amount, "total": amount - discount, "amount_due": amount - discount,
+            "amount_paid": amount - discount if paid else 0, "amount_remaining": 0 if paid else amount - discount,
+            "attempt_count": 1, "period_start": item["current_period_start"],
+            "period_end": item["current_period_start"],
+            "parent": {"type": "subscription_details", "quote_details": None, "subscription_details": {
+                "subscription": subscription["id"], "metadata": subscription["metadata"]}},
+            "lines": {"object": "list", "data": [{
+                "id": f"il_test_{number:06d}", "object": "line_item", "amount": amount, "currency":
+                subscription["currency"], "metadata": subscription["metadata"], "quantity": 1,
+                "period": {"start": item["current_period_start"], "end": item["current_period_end"]},
+            }]},
+            "payments": {"object": "list", "data": [{
+                "object": "invoice_payment", "status": "paid" if paid else "open",
+                "payment": {"type": "payment_intent", "payment_intent": intent},
+            }]},
+        }
+        self.invoices[invoice["id"]] = invoice
+        subscription["latest_invoice"] = invoice["id"]
+        subscription["status"] = "active" if paid else "past_due"
+        return invoice
+
+    def subscription(self, subscription_id: str) -> dict[str, Any]:
+        return dict(self.subscriptions[subscription_id])
 
     # the API -------------------------------------------------------------------------------------------------------
 
@@ -110,21 +189,31 @@ class StripeStandIn:
         if isinstance(params, web.Response):
             return params
         items = params.get("line_items") or []
-        if params.get("mode") != "payment" or not items or not params.get("success_url"):
-            return _error(400, "invalid_request_error", "mode=payment, line_items and success_url are required")
+        mode = params.get("mode")
+        if mode not in ("payment", "subscription") or not items or not params.get("success_url"):
+            return _error(400, "invalid_request_error", "mode, line_items and success_url are required")
         price = items[0]["price_data"]
+        if (mode == "subscription") != ("recurring" in price):
+            return _error(400, "invalid_request_error",
+                          "a subscription needs a recurring price, a payment a one-off one")
+        if mode == "subscription" and "payment_intent_data" in params:
+            return _error(400, "invalid_request_error", "payment_intent_data can only be used in payment mode")
         total = int(price["unit_amount"]) * int(items[0].get("quantity", 1))
         number = next(self._ids)
         session = {
-            "id": f"cs_test_{number:06d}", "object": "checkout.session", "mode": "payment", "status": "open",
+            "id": f"cs_test_{number:06d}", "object": "checkout.session", "mode": mode, "status": "open",
             "payment_status": "unpaid", "amount_subtotal": total, "amount_total": total,
             "currency": price["currency"], "client_reference_id": params.get("client_reference_id"),
             "metadata": params.get("metadata", {}), "payment_intent": None, "livemode": False,
+            "subscription": None, "invoice": None,
+            "allow_promotion_codes": params.get("allow_promotion_codes") == "true",
+            "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
             "locale": params.get("locale"), "success_url": params["success_url"],
             "cancel_url": params.get("cancel_url"), "created": int(time.time()),
             "expires_at": int(time.time()) + 24 * 3600, "url": f"https://checkout.stripe.com/c/pay/cs_test_{number:06d}",
         }
         self.sessions[session["id"]] = session
+        self._subscription_metadata[session["id"]] = (params.get("subscription_data") or {}).get("metadata", {})
         self.calls.append(Call("/v1/checkout/sessions", params, session))
         return web.json_response(session)
 
@@ -133,14 +222,55 @@ class StripeStandIn:
         if isinstance(params, web.Response):
             return params
         intent = params.get("payment_intent")
-        paid = next((s for s in self.sessions.values() if s["payment_intent"] == intent and intent), None)
+        paid = next(({"amount": s["amount_total"], "currency": s["currency"]} for s in self.sessions.values()
+                     if s["payment_intent"] == intent and intent), None)
+        paid = paid or next(({"amount": i["amount_paid"], "currency": i["currency"]} for i in self.invoices.values()
+                             if intent and i["payments"]["data"][0]["payment"]["payment_intent"] == intent), None)
         if paid is None:
             return _error(400, "invalid_request_error", f"No such payment_intent: '{intent}'")
-        refund = {"id": f"re_test_{next(self._ids):06d}", "object": "refund", "amount": paid["amount_total"],
+        refund = {"id": f"re_test_{next(self._ids):06d}", "object": "refund", "amount": paid["amount"],
                   "currency": paid["currency"], "payment_intent": intent, "status": "succeeded"}
         self.refunds.append(refund)
         self.calls.append(Call("/v1/refunds", params, refund))
         return web.json_response(refund)
+
+
+    async def _cancel_subscription(self, request: web.Request) -> web.Response:
+        params = await self._params(request)
+        if isinstance(params, web.Response):
+            return params
+        subscription = self.subscriptions.get(request.match_info["id"])
+        if subscription is None:
+            return _error(404, "invalid_request_error", f"No such subscription: '{request.match_info['id']}'")
+        if subscription["status"] == "canceled":
+            return _error(400, "invalid_request_error", "This subscription has already been canceled")
+        now = int(time.time())
+        subscription.update(status="canceled", canceled_at=now, ended_at=now)
+        self.calls.append(Call(f"/v1/subscriptions/{subscription['id']}", params, subscription))
+        return web.json_response(subscription)
+
+    async def _list_invoices(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.secret_key}":
+            return _error(401, "invalid_request_error", "Invalid API Key provided")
+        wanted = request.query.get("subscription")
+        found = [invoice for invoice in reversed(self.invoices.values())
+                 if invoice["parent"]["subscription_details"]["subscription"] == wanted]
+        limit = int(request.query.get("limit", "10"))
+        self.calls.append(Call("/v1/invoices", dict(request.query), found[:limit]))
+        return web.json_response({"object": "list", "url": "/v1/invoices", "has_more": len(found) > limit,
+                                  "data": found[:limit]})
+
+
+def next_month(moment: int) -> int:
+    """The same day and time a month later (the month's last day where it has no such day), as Stripe bills."""
+    start = datetime.fromtimestamp(moment, UTC)
+    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+    for day in range(start.day, 27, -1):
+        try:
+            return int(start.replace(year=year, month=month, day=day).timestamp())
+        except ValueError:
+            continue
+    return int(start.replace(year=year, month=month, day=28).timestamp())
 
 
 def _error(status: int, kind: str, message: str) -> web.Response:

@@ -73,6 +73,7 @@ class Course(Base):
     access: Mapped[str] = mapped_column(String(8))  # free | paid
     price_minor: Mapped[int | None] = mapped_column(Integer)
     currency: Mapped[str | None] = mapped_column(String(3))  # ISO 4217, upper case
+    price_period: Mapped[str | None] = mapped_column(String(8))  # None: paid once; "month": a subscription
     free_preview_lessons: Mapped[int] = mapped_column(Integer, default=0)
     # The share of the course's quiz questions (percent) a learner must get right for the certificate; None: no mark.
     pass_mark: Mapped[int | None] = mapped_column(Integer)

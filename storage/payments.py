@@ -3,10 +3,12 @@
 A `Payment` is one offer to one learner for one course at one price, made when the learner asks to buy: a Stripe
 Checkout Session (`reference` is its id) or a Telegram Stars invoice (`reference` is Telegram's
 `telegram_payment_charge_id`, known once paid). The amount and currency offered are kept, so what a platform later
-reports is checked against them; and where to confirm (the conversation the learner bought in).
+reports is checked against them; and where to confirm (the conversation the learner bought in). A course priced by
+the month is a subscription (`period`): the payment then carries the Stripe subscription and the end of the period
+paid for (`period_end`), and the entitlement it granted expires with that period (plus a grace) unless renewed.
 
 An `AccessCode` opens a course without paying (a promotion, a class given access by its teacher): an admin makes
-one for a number of learners, each learner redeems it once.
+one for a number of learners (`uses`), each learner redeems it once, until it runs out, expires or is disabled.
 
 A `PaymentEvent` is every verified event a payment platform sent, recorded by the platform's event id before it is
 acknowledged: a second delivery of the same id is recognised here and goes no further.
@@ -17,12 +19,14 @@ twice, or by two events at once, grants once; a refund revokes what that payment
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, select, update
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -58,7 +62,12 @@ class Payment(Base):
     reference: Mapped[str | None] = mapped_column(String(200))  # checkout session id | telegram charge id
     charge_reference: Mapped[str | None] = mapped_column(String(200), index=True)  # Stripe payment intent
     amount_minor: Mapped[int] = mapped_column(Integer)  # as offered, in the currency's minor unit (Stars: whole)
+    discount_minor: Mapped[int] = mapped_column(Integer, default=0)  # taken off by a Stripe promotion code
     currency: Mapped[str] = mapped_column(String(3))  # ISO 4217, or XTR for Telegram Stars
+    period: Mapped[str | None] = mapped_column(String(8))  # None: paid once; "month": a subscription
+    subscription_reference: Mapped[str | None] = mapped_column(String(200), index=True)  # Stripe's sub_…
+    subscription_status: Mapped[str | None] = mapped_column(String(32))  # Stripe's: active, past_due, canceled, …
+    period_end: Mapped[datetime | None] = mapped_column()  # a subscription: paid up to here
     status: Mapped[str] = mapped_column(String(16), default=PaymentStatus.OPEN.value)
     channel: Mapped[str] = mapped_column(String(32))  # where the learner bought, and is told the outcome
     chat_id: Mapped[str] = mapped_column(String(200))
@@ -74,6 +83,11 @@ class Payment(Base):
     def entitlement_reference(self) -> str:
         """The entitlement this payment grants is keyed by this: one payment, one entitlement."""
         return f"{self.provider}:{self.reference}"
+
+    @property
+    def paid_minor(self) -> int:
+        """What the buyer was charged: the offer less any promotion."""
+        return self.amount_minor - self.discount_minor
 
 
 class PaymentEvent(Base):
@@ -112,6 +126,32 @@ async def payment_by_charge(session: AsyncSession, provider: str, charge_referen
     )
 
 
+async def payment_by_subscription(session: AsyncSession, subscription_reference: str) -> Payment | None:
+    return await session.scalar(select(Payment).where(Payment.provider == STRIPE,
+                                                      Payment.subscription_reference == subscription_reference))
+
+
+async def subscription_offered(session: AsyncSession, user_id: int, course_id: int) -> Payment | None:
+    """The newest subscription offered to a learner for a course and not yet tied to a Stripe subscription: what a
+    subscription event that arrives before its checkout's completion belongs to."""
+    return await session.scalar(
+        select(Payment)
+        .where(Payment.provider == STRIPE, Payment.user_id == user_id, Payment.course_id == course_id,
+               Payment.period.is_not(None), Payment.subscription_reference.is_(None))
+        .order_by(Payment.id.desc()).limit(1)
+    )
+
+
+async def refund_reported(session: AsyncSession, charge_reference: str) -> bool:
+    """Whether Stripe reported a refund of this payment intent before any payment of ours carried it (a refund
+    made in the Dashboard while the checkout's completion was still on its way)."""
+    found = await session.scalar(select(PaymentEvent.id).where(
+        PaymentEvent.provider == STRIPE, PaymentEvent.type == "charge.refunded",
+        cast(PaymentEvent.payload, Text).contains(f'"{charge_reference}"'),
+    ).limit(1))
+    return found is not None
+
+
 async def purchases(session: AsyncSession, user_id: int) -> Sequence[Payment]:
     """A learner's paid and refunded payments, newest first."""
     rows = await session.scalars(
@@ -125,6 +165,38 @@ async def purchases(session: AsyncSession, user_id: int) -> Sequence[Payment]:
 
 async def recent_payments(session: AsyncSession, *, limit: int = 20) -> Sequence[Payment]:
     return (await session.scalars(select(Payment).order_by(Payment.id.desc()).limit(limit))).all()
+
+
+@dataclass(frozen=True, slots=True)
+class Revenue:
+    """Money taken for one course in one currency: paid payments, and what refunds gave back."""
+
+    course_id: int
+    currency: str
+    payments: int
+    paid_minor: int
+    refunds: int
+    refunded_minor: int
+
+    @property
+    def net_minor(self) -> int:
+        return self.paid_minor - self.refunded_minor
+
+
+async def revenue(session: AsyncSession) -> list[Revenue]:
+    """Every course's takings by currency (a subscription counts its first period), largest first."""
+    charged = Payment.amount_minor - Payment.discount_minor
+    taken = (PaymentStatus.PAID.value, PaymentStatus.REFUNDED.value)
+    refunded = Payment.status == PaymentStatus.REFUNDED.value
+    rows = await session.execute(
+        select(Payment.course_id, Payment.currency, func.count(), func.sum(charged),
+               func.count().filter(refunded), func.coalesce(func.sum(charged).filter(refunded), 0))
+        .where(Payment.status.in_(taken))
+        .group_by(Payment.course_id, Payment.currency)
+    )
+    totals = [Revenue(int(course), currency, int(count), int(paid or 0), int(refunds), int(back or 0))
+              for course, currency, count, paid, refunds, back in rows]
+    return sorted(totals, key=lambda row: (-row.net_minor, row.course_id, row.currency))
 
 
 async def move_status(session: AsyncSession, payment: Payment, to: PaymentStatus, *,
@@ -156,12 +228,27 @@ async def grant(session: AsyncSession, user_id: int, course_id: int, *, source: 
     return inserted is not None
 
 
-async def grant_purchase(session: AsyncSession, payment: Payment, now: datetime) -> bool:
-    """Entitle the buyer; nothing when the buyer's data was erased meanwhile (the sale is kept, detached)."""
+async def grant_purchase(session: AsyncSession, payment: Payment, now: datetime, *,
+                         expires_at: datetime | None = None) -> bool:
+    """Entitle the buyer (a subscription's buyer until `expires_at`); nothing when the buyer's data was erased
+    meanwhile (the sale is kept, detached)."""
     if payment.user_id is None:
         return False
     return await grant(session, payment.user_id, payment.course_id, source=SOURCE_PURCHASE,
-                       reference=payment.entitlement_reference, now=now)
+                       reference=payment.entitlement_reference, expires_at=expires_at, now=now)
+
+
+async def set_purchase_expiry(session: AsyncSession, payment: Payment, expires_at: datetime) -> int:
+    """Move the end of what a subscription's payment granted (a renewal, a lapse); the number of entitlements
+    changed (0 or 1: none before the payment was confirmed, or after it was refunded)."""
+    result = await session.execute(
+        update(Entitlement)
+        .where(Entitlement.source == SOURCE_PURCHASE, Entitlement.reference == payment.entitlement_reference,
+               Entitlement.revoked_at.is_(None))
+        .values(expires_at=expires_at)
+        .execution_options(synchronize_session=False)
+    )
+    return rows_affected(result)
 
 
 async def revoke_purchase(session: AsyncSession, payment: Payment, now: datetime) -> int:
@@ -189,7 +276,8 @@ async def revoke_all(session: AsyncSession, user_id: int, course_id: int, now: d
 
 
 class AccessCode(Base):
-    """A code that opens a course for up to `uses_left` more learners, each for `days` (None: for good)."""
+    """A code that opens a course for up to `uses` learners (`uses_left` more), each for `days` (None: for good),
+    redeemable until `expires_at` (None: no end) unless an admin disabled it."""
 
     __tablename__ = "access_codes"
     __table_args__ = (UniqueConstraint("code"),)
@@ -197,24 +285,88 @@ class AccessCode(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     code: Mapped[str] = mapped_column(String(32))
     course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"), index=True)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
     uses_left: Mapped[int] = mapped_column(Integer)
     days: Mapped[int | None] = mapped_column(Integer)
+    expires_at: Mapped[datetime | None] = mapped_column()
+    disabled_at: Mapped[datetime | None] = mapped_column()
     created_by: Mapped[str] = mapped_column(String(240))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    @property
+    def used(self) -> int:
+        return self.uses - self.uses_left
 
-async def redeem(session: AsyncSession, code: AccessCode, user_id: int, now: datetime) -> bool:
+
+_CODE_LETTERS = "ABCDEFGHJKMNPQRSTVWXYZ23456789"  # no 0/O, 1/I/L, U: read aloud and typed without mistakes
+
+
+def new_code() -> str:
+    """LB-XXXX-XXXX: 40 random bits from an alphabet that survives being read aloud."""
+    letters = "".join(secrets.choice(_CODE_LETTERS) for _ in range(8))
+    return f"LB-{letters[:4]}-{letters[4:]}"
+
+
+async def make_code(session: AsyncSession, course_id: int, *, uses: int, created_by: str, now: datetime,
+                    days: int | None = None, expires_at: datetime | None = None) -> AccessCode:
+    """A new access code for a course (the one maker, for /admin code and `lessonbot codes create`)."""
+    while True:
+        text = new_code()
+        if await session.scalar(select(AccessCode.id).where(AccessCode.code == text)) is None:
+            break
+    code = AccessCode(code=text, course_id=course_id, uses=uses, uses_left=uses, days=days, expires_at=expires_at,
+                      created_by=created_by, created_at=now)
+    session.add(code)
+    await session.flush()
+    return code
+
+
+async def access_code(session: AsyncSession, text: str) -> AccessCode | None:
+    """The code as typed (any case, spaces around it ignored)."""
+    typed = text.strip().upper()
+    return await session.scalar(select(AccessCode).where(AccessCode.code == typed)) if typed else None
+
+
+async def recent_codes(session: AsyncSession, *, limit: int = 50) -> Sequence[AccessCode]:
+    return (await session.scalars(select(AccessCode).order_by(AccessCode.id.desc()).limit(limit))).all()
+
+
+async def disable_code(session: AsyncSession, code: AccessCode, now: datetime) -> bool:
+    """Stop a code from opening anything more (those who redeemed it keep their access); False if it was already."""
+    result = await session.execute(
+        update(AccessCode).where(AccessCode.id == code.id, AccessCode.disabled_at.is_(None))
+        .values(disabled_at=now).execution_options(synchronize_session=False)
+    )
+    await session.refresh(code)
+    return rows_affected(result) == 1
+
+
+class Redeemed(StrEnum):
+    OK = "ok"
+    ALREADY = "already"  # this learner redeemed it before
+    USED_UP = "used up"
+    EXPIRED = "expired"
+    DISABLED = "disabled"
+
+
+async def redeem(session: AsyncSession, code: AccessCode, user_id: int, now: datetime) -> Redeemed:
     """Open the code's course for a learner: one use taken (a conditional UPDATE, so two learners racing for the last
-    use cannot both have it) and one entitlement granted. False if no use is left or this learner redeemed it before."""
+    use cannot both have it) and one entitlement granted; or why not."""
+    reference = f"{code.code}:{user_id}"
     if await session.scalar(select(Entitlement.id).where(Entitlement.source == SOURCE_CODE,
-                                                         Entitlement.reference == f"{code.code}:{user_id}")):
-        return False
+                                                         Entitlement.reference == reference)):
+        return Redeemed.ALREADY
+    if code.disabled_at is not None:
+        return Redeemed.DISABLED
+    if code.expires_at is not None and code.expires_at <= now:
+        return Redeemed.EXPIRED
     taken = await session.execute(
-        update(AccessCode).where(AccessCode.id == code.id, AccessCode.uses_left > 0)
+        update(AccessCode).where(AccessCode.id == code.id, AccessCode.uses_left > 0, AccessCode.disabled_at.is_(None))
         .values(uses_left=AccessCode.uses_left - 1).execution_options(synchronize_session=False)
     )
     if rows_affected(taken) != 1:
-        return False
+        return Redeemed.USED_UP
     expires = now + timedelta(days=code.days) if code.days else None
-    return await grant(session, user_id, code.course_id, source=SOURCE_CODE, reference=f"{code.code}:{user_id}",
-                       expires_at=expires, now=now)
+    granted = await grant(session, user_id, code.course_id, source=SOURCE_CODE, reference=reference,
+                          expires_at=expires, now=now)
+    return Redeemed.OK if granted else Redeemed.ALREADY

@@ -287,7 +287,8 @@ async def _erase_offered_choices(session: AsyncSession, person: Person, own: set
 async def _detach_payments(session: AsyncSession, user_id: int) -> None:
     """Keep their sales as records without them: no user, chat or sender; their events' payloads blanked."""
     sales = list(await session.scalars(select(Payment).where(Payment.user_id == user_id)))
-    references = {ref for sale in sales for ref in (sale.reference, sale.charge_reference) if ref}
+    references = {ref for sale in sales
+                  for ref in (sale.reference, sale.charge_reference, sale.subscription_reference) if ref}
     for reference in sorted(references):
         await session.execute(
             update(PaymentEvent).where(cast(PaymentEvent.payload, Text).contains(reference)).values(payload={})
@@ -352,7 +353,9 @@ async def export_person(session: AsyncSession, user_id: int, *, now: datetime) -
         "payments": [
             {"course_id": row.course_id, "provider": row.provider, "amount_minor": row.amount_minor,
              "currency": row.currency, "status": row.status, "created_at": _iso(row.created_at),
-             "paid_at": _iso(row.paid_at), "refunded_at": _iso(row.refunded_at), "receipt": row.receipt_url}
+             "paid_at": _iso(row.paid_at), "refunded_at": _iso(row.refunded_at), "receipt": row.receipt_url,
+             "discount_minor": row.discount_minor, "period": row.period,
+             "subscription_status": row.subscription_status, "period_end": _iso(row.period_end)}
             for row in await session.scalars(select(Payment).where(Payment.user_id == user_id))
         ],
         "questions": [

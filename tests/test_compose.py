@@ -49,7 +49,11 @@ def test_the_scale_out_topology(compose):
         for dependency in service.get("depends_on", {}):
             assert dependency in services, f"{name} depends on unknown service {dependency}"
         for volume in service.get("volumes", []):
-            assert volume.split(":")[0] in compose["volumes"], f"{name} mounts an undeclared volume"
+            source = volume.split(":")[0]
+            if source.startswith("./"):  # a folder of this repository (the example Rasa assistant)
+                assert (ROOT / source).is_dir(), f"{name} mounts {source}, which is not in the repository"
+            else:
+                assert source in compose["volumes"], f"{name} mounts an undeclared volume"
     assert services["web"]["environment"]["DATABASE_URL"].startswith("postgresql://")
     assert (ROOT / "Dockerfile").exists()
 
@@ -59,7 +63,7 @@ def test_every_lessonbot_command_is_one_the_cli_accepts(compose):
     commands = []
     for service in compose["services"].values():
         command = service.get("command")
-        if not command:
+        if not command or service.get("image") != "lessonbot:latest":  # another project's image (Rasa's)
             continue
         text = command[-1] if command[:2] == ["sh", "-c"] else shlex.join(command)
         commands += [shlex.split(part) for part in text.split("&&")]

@@ -26,6 +26,7 @@ from storage.courses import (  # the values the database stores, and the currenc
 class Price:
     amount: Decimal
     currency: str
+    period: str | None = None  # None: paid once; "month": charged every month (a subscription)
 
     @property
     def minor_units(self) -> int:

@@ -35,7 +35,8 @@ _COURSE_KEYS = (
     "id", "title", "description", "language", "access", "price", "free_preview_lessons", "pass_mark", "modules",
 )
 _MODULE_KEYS = ("id", "title", "lessons")
-_PRICE_KEYS = ("amount", "currency")
+_PRICE_KEYS = ("amount", "currency", "period")
+PERIODS = ("month",)  # what a price may be charged by, besides once
 _LESSON_KEYS = ("id", "title", "minutes")
 
 _SEPARATOR = re.compile(r"^\s{0,3}-{3,}\s*$")
@@ -164,6 +165,15 @@ class _CourseReader:
         price = Fields(value, COURSE_FILE, self.report)
         price.reject_unknown(_PRICE_KEYS)
         amount_text, currency = price.text("amount", limit=20), price.text("currency", limit=20)
+        period = price.text("period", limit=20) if "period" in price.data else None
+        if period is not None and period not in PERIODS:
+            price.problem("period", f"period {period!r} is not one Lessonbot sells by: write 'period: month' for a "
+                          "monthly subscription, or leave it out for a one-off price")
+            return None
+        if period is not None and currency == "XTR":
+            price.problem("period", "a monthly price is charged through Stripe, so it needs a currency Stripe takes "
+                          "(EUR, USD, GBP…), not XTR")
+            return None
         if currency is not None and not _CURRENCY.match(currency):
             price.problem("currency", f"currency {currency!r} is not an ISO 4217 code: write three capital letters, "
                           "e.g. EUR, USD or GBP")
@@ -182,7 +192,7 @@ class _CourseReader:
             price.problem("amount", f"{currency} has {decimals} decimal places, so {amount_text} cannot be charged: "
                           f"round it to {decimals} places")
             return None
-        return Price(amount, currency)
+        return Price(amount, currency, period)
 
     def _preview(self, fields: Fields, access: str | None) -> int | None:
         if "free_preview_lessons" not in fields.data:

@@ -17,6 +17,7 @@ from bot.cli import (
     broadcast,
     certificate,
     chat,
+    codes,
     course,
     db,
     knowledge,
@@ -48,6 +49,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     broadcast.register,
     learner.register,  # learner export, learner erase
     payments.register,  # payments list, show, refund
+    codes.register,  # codes create, list, disable
     admin.register,  # admin role grant, revoke, list
     rasa.register,  # rasa-actions
     simulate.register,  # simulate reviews, simulate nudges

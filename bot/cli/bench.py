@@ -1,5 +1,5 @@
-"""`lessonbot bench pipeline|channels|scheduler|memory`: the benches (bench/), registered here; `bench knowledge`
-is with the knowledge commands (bot/cli/knowledge.py).
+"""`lessonbot bench pipeline|channels|scheduler|memory|dashboard`: the benches (bench/), registered here; `bench
+knowledge` is with the knowledge commands (bot/cli/knowledge.py).
 
 The bench modules bring their options (`add_arguments`) and their run (`run(args)`); what they need of the wiring —
 the scheduler bench's dispatcher — they are handed from here.
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from bench import channels, memory, pipeline, scheduler
+    from bench import channels, dashboard, memory, pipeline, scheduler
 
     kinds = subcommands(subparsers, "bench", "measure the bot's speed")
     for name, bench, run in (
@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("channels", channels, lambda settings, args: channels.run(args)),
         ("scheduler", scheduler, cmd_bench_scheduler),
         ("memory", memory, lambda settings, args: memory.run(args)),
+        ("dashboard", dashboard, lambda settings, args: dashboard.run(args)),
     ):
         parser = kinds.add_parser(
             name, help=bench.HELP, description=bench.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -112,7 +112,8 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         for course, lessons, questions, enrolled in rows:
             access = "free" if course.is_free else (
-                f"paid {format_price(course.price_minor or 0, course.currency or '')}, "
+                f"paid {format_price(course.price_minor or 0, course.currency or '')}"
+                f"{' a ' + course.price_period if course.price_period else ''}, "
                 f"first {course.free_preview_lessons} free")
             print(f"{course.slug}\t{course.title}\t{course.language}\t{access}\t{counted(lessons, 'lesson')}\t"
                   f"{counted(questions, 'question')}\t{counted(enrolled, 'learner')}\t"

@@ -24,13 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = payments.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="the latest payments, newest first")
     listing.add_argument("--limit", type=int, default=50)
-    listing.set_defaults(func=cmd_list)
+    listing.set_defaults(func=cmd_list, uses_database=True)
     show = actions.add_parser("show", help="one payment in full")
     show.add_argument("payment", help="its number: 12 or LB-000012")
-    show.set_defaults(func=cmd_show)
+    show.set_defaults(func=cmd_show, uses_database=True)
     refund = actions.add_parser("refund", help="refund a paid payment and revoke the access it gave")
     refund.add_argument("payment", help="its number: 12 or LB-000012")
-    refund.set_defaults(func=cmd_refund)
+    refund.set_defaults(func=cmd_refund, uses_database=True)
 
 
 def _number(text: str) -> int | None:

@@ -114,6 +114,11 @@ BAD_COURSES = {
                      [(YAML, 8, "not an ISO 4217 code")]),
     "bad amount": ((YAML, "access: free\n", "access: paid\nprice:\n  amount: five\n  currency: EUR\n"),
                    [(YAML, 7, "is not a price")]),
+    "bad period": ((YAML, "access: free\n", "access: paid\nprice:\n  amount: 5\n  currency: EUR\n  period: week\n"),
+                   [(YAML, 9, "write 'period: month'")]),
+    "monthly in stars": ((YAML, "access: free\n",
+                          "access: paid\nprice:\n  amount: 50\n  currency: XTR\n  period: month\n"),
+                         [(YAML, 9, "not XTR")]),
     "too many decimals": ((YAML, "access: free\n", "access: paid\nprice:\n  amount: 500.5\n  currency: JPY\n"),
                           [(YAML, 7, "JPY has 0 decimal places")]),
     "preview covers everything": (

@@ -11,6 +11,7 @@ import zlib
 
 import httpx
 import pytest
+import yaml
 from rasa_sdk import __version__ as rasa_sdk_version
 from rasa_sdk.events import UserUttered
 from rasa_sdk.interfaces import Tracker
@@ -25,7 +26,15 @@ from bot.cli import main
 from bot.config import knowledge_settings
 from bot.core import Lessonbot
 from bot.messages import Choice, Document, Text
-from bot.rasa_actions import ActionDesk, action_executor, action_routes
+from bot.rasa_actions import (
+    ACTIONS,
+    ActionDesk,
+    DeliverAction,
+    action_executor,
+    action_routes,
+    create_action_app,
+    learner_slots,
+)
 from channels.rasa import RasaChannel
 from channels.rasa.render import bot_message, button_payload
 from channels.rasa.tracker import call_id
@@ -35,7 +44,7 @@ from standins.rasa import ActionRun, RasaServerStandIn
 from storage.learners import Learner
 from storage.models import ChannelIdentity, InboundMessage, OutboxMessage, utcnow
 from storage.outbox import IN_RESPONSE, OutboxStatus
-from tests.bot.rasa_support import ACTIONS_TOKEN, button, example_domain, rasa_assistant, serving
+from tests.bot.rasa_support import ACTIONS_TOKEN, EXAMPLE, button, example_domain, rasa_assistant, serving
 from tests.dialogs.learning_support import PAID, SAMPLE, import_sample
 
 ANSWER, NEXT = "action_lessonbot_answer", "action_lessonbot_next"
@@ -367,3 +376,46 @@ def test_a_setting_found_unusable_inside_a_command_is_one_message_too(monkeypatc
     assert main(["rasa-actions", "--port", str(free_port())]) == 2
     err = capsys.readouterr().err
     assert "secret_key is empty" in err and "Traceback" not in err
+
+
+# The example assistant stays true to the actions ------------------------------------------------------------------
+
+
+def test_the_example_domain_declares_what_the_actions_use():
+    domain = example_domain()
+    served = {action.action for action in ACTIONS} | {DeliverAction().name()}
+    assert set(domain["actions"]) == served
+    set_after_each_call = {*learner_slots(None), "lessonbot_error"}
+    assert set_after_each_call | {"lessonbot_choice"} <= set(domain["slots"])
+    assert {"lessonbot_choice", "EXTERNAL_lessonbot_message"} <= set(domain["intents"])
+    assert {"lessonbot_choice", "lessonbot_message", "lessonbot_course"} <= set(domain["entities"])
+    for name in ("rules", "stories"):
+        steps = [step for entry in yaml.safe_load((EXAMPLE / "data" / f"{name}.yml").read_text())[name]
+                 for step in entry["steps"]]
+        assert {step["action"] for step in steps if "action" in step} <= served
+        assert {step["intent"] for step in steps if "intent" in step} <= {*domain["intents"], "nlu_fallback"}
+    for endpoints in ("endpoints.yml", "endpoints.compose.yml"):
+        endpoint = yaml.safe_load((EXAMPLE / endpoints).read_text())["action_endpoint"]
+        assert endpoint["url"].endswith(":5055/webhook") and endpoint["token"] == "${RASA_ACTIONS_TOKEN}"
+
+
+async def test_two_action_servers_on_one_database_answer_one_conversation_in_turn(settings):
+    """Rasa balancing its calls over two action servers: each call is answered by whichever it reached, the
+    learner's way goes on in order, and a server that has not seen the domain yet asks for it (449)."""
+    async with rasa_assistant(settings) as (rasa, bot):
+        port = free_port()
+        async with serving(create_action_app(bot.settings), port):
+            servers = [rasa.action_endpoint, f"http://127.0.0.1:{port}/webhook"]
+            steps = [("hi", None), (None, "Yes, let's start"), ("Ann", None), ("Lisbon", None),
+                     (None, "Yes, that's right"), ("08:00", None), (None, "Every day"),
+                     (None, "Spot the phish, five minutes a day"), (None, "1 lesson (about 5 minutes)"),
+                     (None, "Start my first lesson"), (None, "Next ▸")]
+            run = None
+            for number, (text, pressed) in enumerate(steps):
+                rasa.action_endpoint = servers[number % 2]
+                if pressed is None:
+                    run = await rasa.say("u1", text, action=ANSWER)
+                else:
+                    run = await rasa.press("u1", button(run, pressed), action=ANSWER)
+                assert run.status == 200 and slots(run)["lessonbot_error"] is None
+            assert run.texts[0].endswith("(2/3)")

@@ -21,6 +21,8 @@ STRIPE_FIXTURES = FIXTURES / "stripe"
 CHECKOUT_COMPLETED = STRIPE_FIXTURES / "stripe-ruby-mock" / "checkout.session.completed.payment_mode.json"
 EVENT = STRIPE_FIXTURES / "stripe-openapi" / "fixture.event.json"
 CHARGE = STRIPE_FIXTURES / "stripe-openapi" / "fixture.charge.json"
+SUBSCRIPTION = STRIPE_FIXTURES / "stripe-openapi" / "fixture.subscription.json"
+INVOICE = STRIPE_FIXTURES / "stripe-openapi" / "fixture.invoice.json"
 PUBLIC = "https://bot.example.test"
 _event_ids = itertools.count(1)
 
@@ -37,23 +39,60 @@ def checkout_event(session: dict[str, Any], kind: str = "checkout.session.comple
     event = json.loads(CHECKOUT_COMPLETED.read_text())
     event.update(id=f"evt_test_{next(_event_ids):06d}_{time.time_ns()}", type=kind, created=int(time.time()))
     shown = event["data"]["object"]
-    for key in ("id", "amount_subtotal", "amount_total", "currency", "client_reference_id", "metadata",
-                "payment_intent", "payment_status", "success_url", "cancel_url", "url"):
-        shown[key] = copy.deepcopy(session.get(key))
+    for key in ("id", "mode", "amount_subtotal", "amount_total", "currency", "client_reference_id", "metadata",
+                "payment_intent", "payment_status", "subscription", "invoice", "total_details", "success_url",
+                "cancel_url", "url"):
+        shown[key] = copy.deepcopy(session.get(key, shown.get(key)))
     shown.update(changes)
     return event
 
 
-def refund_event(session: dict[str, Any]) -> dict[str, Any]:
-    """charge.refunded: Stripe's example charge, refunded in full, wrapped in Stripe's example event."""
+def _wrapped(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` in Stripe's example event, as an event of `kind` with a fresh id."""
     event = json.loads(EVENT.read_text())
+    event.update(id=f"evt_test_{next(_event_ids):06d}_{time.time_ns()}", type=kind, created=int(time.time()),
+                 data={"object": obj})
+    return event
+
+
+def refund_event(session: dict[str, Any], *, payment_intent: str | None = None) -> dict[str, Any]:
+    """charge.refunded: Stripe's example charge, refunded in full, wrapped in Stripe's example event."""
     charge = json.loads(CHARGE.read_text())
-    charge.update(payment_intent=session["payment_intent"], amount=session["amount_total"],
+    charge.update(payment_intent=payment_intent or session["payment_intent"], amount=session["amount_total"],
                   amount_captured=session["amount_total"], amount_refunded=session["amount_total"], refunded=True,
                   currency=session["currency"])
-    event.update(id=f"evt_test_{next(_event_ids):06d}_{time.time_ns()}", type="charge.refunded",
-                 created=int(time.time()), data={"object": charge})
-    return event
+    return _wrapped("charge.refunded", charge)
+
+
+def subscription_event(subscription: dict[str, Any], kind: str = "customer.subscription.updated",
+                       **changes: Any) -> dict[str, Any]:
+    """customer.subscription.*: Stripe's example subscription, carrying the stand-in's."""
+    shown = json.loads(SUBSCRIPTION.read_text())
+    for key in ("id", "status", "customer", "currency", "metadata", "cancel_at_period_end", "canceled_at",
+                "ended_at", "latest_invoice", "start_date", "created"):
+        shown[key] = copy.deepcopy(subscription[key])
+    [item] = shown["items"]["data"][:1]
+    ours = subscription["items"]["data"][0]
+    item.update(id=ours["id"], subscription=subscription["id"], current_period_start=ours["current_period_start"],
+                current_period_end=ours["current_period_end"])
+    shown["items"]["data"] = [item]
+    shown.update(changes)
+    return _wrapped(kind, shown)
+
+
+def invoice_event(invoice: dict[str, Any], kind: str = "invoice.paid", **changes: Any) -> dict[str, Any]:
+    """invoice.paid / invoice.payment_failed: Stripe's example invoice, carrying the stand-in's."""
+    shown = json.loads(INVOICE.read_text())
+    for key in ("id", "status", "billing_reason", "currency", "customer", "subtotal", "total", "amount_due",
+                "amount_paid", "amount_remaining", "attempt_count", "period_start", "period_end", "parent",
+                "payments"):
+        shown[key] = copy.deepcopy(invoice[key])
+    shown["subscription"] = None  # the field moved to parent.subscription_details (API 2025-03-31)
+    [line] = shown["lines"]["data"][:1]
+    line.update(copy.deepcopy(invoice["lines"]["data"][0]))
+    shown["lines"]["data"] = [line]
+    shown.update(changes)
+    return _wrapped(kind, shown)
 
 
 async def post_event(client: httpx.AsyncClient, event: dict[str, Any], *, secret: str = WEBHOOK_SECRET,

@@ -109,3 +109,36 @@ async def test_an_access_code_opens_a_course_for_as_many_learners_as_it_says(sho
     assert used_up.startswith("This code has been used up.")
     [granted] = await entitlements(bot)
     assert granted.source == "code" and granted.expires_at is not None
+
+
+async def test_a_code_stops_at_its_expiry_or_when_disabled_and_counts_its_uses(shop):
+    from datetime import timedelta
+
+    from storage.models import utcnow
+    from storage.payments import AccessCode, access_code, disable_code
+
+    bot, ann, boss = shop
+    ben, cy = Learning(bot, ann.channel, chat="ben"), Learning(bot, ann.channel, chat="cy")
+    [bad] = await boss.say("/admin code passwords-that-hold 5 until=yesterday")
+    assert bad.startswith("Usage: /admin code COURSE [LEARNERS] [DAYS] [until=DATE]")
+    [made] = await boss.say("/admin code passwords-that-hold 5 until=2099-01-31")
+    code = re.search(r"LB-[A-Z0-9]{4}-[A-Z0-9]{4}", made)[0]
+    assert made.endswith("It can be redeemed until 2099-02-01 00:00 UTC.")
+    [accepted] = await ann.say(f"/redeem {code}")
+    assert accepted.startswith("🎟️ Code accepted")
+    async with bot.db.transaction() as session:
+        row = await access_code(session, code)
+        assert (row.uses, row.used) == (5, 1)
+        row.expires_at = utcnow() - timedelta(minutes=1)
+    [expired] = await ben.say(f"/redeem {code}")
+    assert expired.startswith("This code expired on ")
+    async with bot.db.transaction() as session:
+        row = await session.scalar(select(AccessCode))
+        row.expires_at = None
+        assert await disable_code(session, row, utcnow())
+        assert not await disable_code(session, row, utcnow())
+    [withdrawn] = await cy.say(f"/redeem {code}")
+    assert withdrawn.startswith("This code has been withdrawn.")
+    [still] = await ann.say(f"/redeem {code}")
+    assert still.startswith("You already have “Passwords that hold”.")
+    assert len(await entitlements(bot)) == 1

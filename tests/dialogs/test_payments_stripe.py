@@ -252,3 +252,49 @@ async def test_a_buyer_who_deletes_their_data_leaves_the_sale_as_a_record_withou
     assert (sale.amount_minor, sale.currency, sale.reference) == (300, "GBP", session["id"])
     assert await entitlements(bot) == []
     assert all(event.payload == {} for event in await events(bot))  # Stripe's payloads carry the buyer's e-mail
+
+
+async def test_a_refund_reported_before_the_payment_unlocks_nothing(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    paid = stripe_api.pay(session["id"])
+    early = await post_event(client, refund_event(paid))
+    assert early.json()["outcome"] == "no payment of ours matches it"  # nothing carries its payment intent yet
+    before = len(ann.channel.texts("ann"))
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    [told] = ann.channel.texts("ann")[before:]
+    assert told.startswith("Your payment for “Passwords that hold” was refunded before it was confirmed")
+    assert (await payments(bot))[0].status == PaymentStatus.REFUNDED and await entitlements(bot) == []
+
+
+async def test_a_promotion_code_takes_its_discount_off_and_the_rest_must_match(settings):
+    channel = RecordingChannel()
+    async with StripeStandIn() as stripe_api, running(
+        stripe_settings(settings, stripe_api.base_url, stripe_promotion_codes=True, admins=("test:boss",)),
+        channels=[channel],
+    ) as (client, bot):
+        await import_sample(bot, PAID)
+        ann, boss = Learning(bot, channel), Learning(bot, channel, chat="boss")
+        session = await bought_link(ann, bot, stripe_api)
+        assert stripe_api.called("/v1/checkout/sessions")[0].params["allow_promotion_codes"] == "true"
+        await post_event(client, checkout_event(stripe_api.pay(session["id"], discount=100)))
+        await bot.settle()
+        [payment] = await payments(bot)
+        assert payment.status == PaymentStatus.PAID and payment.discount_minor == 100
+        [listed] = await boss.say("/admin payments")
+        assert "3.00 GBP (−1.00 GBP) · passwords-that-hold" in listed
+        assert "passwords-that-hold: 2.00 GBP (1 payment, 0 refunded)" in listed
+        [purchases] = await ann.say("/purchases")
+        assert "Passwords that hold — 2.00 GBP" in purchases
+
+
+async def test_without_promotion_codes_a_discounted_payment_grants_nothing(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    assert "allow_promotion_codes" not in stripe_api.called("/v1/checkout/sessions")[0].params
+    discounted = stripe_api.pay(session["id"]) | {"amount_total": 200,
+                                                  "total_details": {"amount_discount": 100}}
+    await post_event(client, checkout_event(discounted))
+    await bot.settle()
+    assert (await payments(bot))[0].status == PaymentStatus.REJECTED and await entitlements(bot) == []

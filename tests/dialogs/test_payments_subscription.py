@@ -1,0 +1,273 @@
+"""A course sold by the month: Stripe Checkout in subscription mode through the real `stripe` client against the
+Stripe stand-in, the subscription's and its invoices' events (built from Stripe's own payloads, signed as Stripe signs
+them) posted to the real app's webhook, and the learner's conversation through the real pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from standins.stripe import StripeStandIn
+from storage.courses import Course, may_access
+from storage.payments import PaymentStatus
+from tests.dialogs.learning_support import PAID, Learning, answer_until, import_sample, onboard
+from tests.dialogs.payment_support import (
+    checkout_event,
+    entitlements,
+    events,
+    invoice_event,
+    payments,
+    post_event,
+    refund_event,
+    stripe_settings,
+    subscription_event,
+)
+from tests.support import RecordingChannel, running
+
+MONTHLY = "3.00 GBP a month"
+GRACE = timedelta(hours=48)  # SUBSCRIPTION_GRACE_HOURS' default
+
+
+def at(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+@pytest.fixture
+def monthly_course(tmp_path):
+    """courses/examples/passwords, priced at 3.00 GBP a month."""
+    folder = tmp_path / "monthly"
+    shutil.copytree(PAID, folder)
+    course_file = folder / "course.yaml"
+    course_file.write_text(course_file.read_text().replace("  currency: GBP\n", "  currency: GBP\n  period: month\n"))
+    return folder
+
+
+@pytest.fixture
+async def stripe_api():
+    async with StripeStandIn() as api:
+        yield api
+
+
+@pytest.fixture
+async def shop(settings, stripe_api, monthly_course):
+    channel = RecordingChannel()
+    async with running(stripe_settings(settings, stripe_api.base_url, admins=("test:boss",)),
+                       channels=[channel]) as (client, bot):
+        await import_sample(bot, monthly_course)
+        yield client, bot, Learning(bot, channel), Learning(bot, channel, chat="boss")
+
+
+async def subscribe(t: Learning, bot, stripe_api) -> dict:
+    """Onboard, take the free lesson, press "Buy": the checkout session offered."""
+    await onboard(t, course=f"Passwords that hold — {MONTHLY}")
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "🎉 Lesson done")
+    [locked] = await t.press("More now")
+    assert locked.startswith("Lesson 2 is part of the full course")
+    [offer] = await t.press(f"Buy — {MONTHLY}")
+    [call] = stripe_api.called("/v1/checkout/sessions")
+    assert call.result["url"] in offer and offer.startswith(f"To subscribe to “Passwords that hold” ({MONTHLY}, cancel")
+    return call.result
+
+
+async def subscribed(client, bot, t: Learning, stripe_api) -> tuple[dict, dict]:
+    """Subscribed and confirmed: the session as paid, and the subscription."""
+    session = await subscribe(t, bot, stripe_api)
+    paid = stripe_api.pay(session["id"])
+    subscription = stripe_api.subscription(paid["subscription"])
+    await post_event(client, checkout_event(paid))
+    await post_event(client, subscription_event(subscription, "customer.subscription.created"))
+    await bot.settle()
+    return paid, subscription
+
+
+async def expiry(bot):
+    [granted] = await entitlements(bot)
+    return granted.expires_at
+
+
+async def test_a_monthly_course_is_sold_as_a_subscription_whose_access_follows_the_period(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await subscribe(ann, bot, stripe_api)
+    [call] = stripe_api.called("/v1/checkout/sessions")
+    user_id = (await payments(bot))[0].user_id
+    assert call.params["mode"] == "subscription" and "payment_intent_data" not in call.params
+    assert call.params["line_items"][0]["price_data"]["recurring"] == {"interval": "month"}
+    assert call.params["subscription_data"]["metadata"]["user_id"] == str(user_id)
+    assert call.params["subscription_data"]["metadata"]["period"] == "month"
+
+    before = len(ann.channel.texts("ann"))
+    paid = stripe_api.pay(session["id"])
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    confirmed, lesson = ann.channel.texts("ann")[before:]
+    assert confirmed.startswith("✅ Payment received: you're subscribed to “Passwords that hold”")
+    assert lesson.startswith("📘 Lesson 2 of 3")
+    [payment] = await payments(bot)
+    assert payment.subscription_reference == paid["subscription"] and payment.period == "month"
+    assert await expiry(bot) is not None  # a month from now until Stripe says when the period ends
+
+    subscription = stripe_api.subscription(paid["subscription"])
+    period_end = at(subscription["items"]["data"][0]["current_period_end"])
+    await post_event(client, subscription_event(subscription, "customer.subscription.created"))
+    await bot.settle()
+    assert await expiry(bot) == period_end + GRACE
+    [listing] = await ann.say("/purchases")
+    assert f"Passwords that hold — {MONTHLY}, since " in listing and f"renews on {period_end:%Y-%m-%d}" in listing
+    [courses] = await ann.say("/courses")
+    assert "• Passwords that hold — yours" in courses
+
+
+async def test_events_before_the_checkouts_completion_are_kept_and_applied_when_it_comes(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await subscribe(ann, bot, stripe_api)
+    paid = stripe_api.pay(session["id"])
+    subscription = stripe_api.subscription(paid["subscription"])
+    invoice = stripe_api.invoices[paid["invoice"]]
+    before = len(ann.channel.texts("ann"))
+    for early in (subscription_event(subscription, "customer.subscription.created"), invoice_event(invoice)):
+        response = await post_event(client, early)
+        assert response.json()["outcome"] == "forwarded"  # matched by the metadata we gave the subscription
+    await bot.settle()
+    assert await entitlements(bot) == [] and ann.channel.texts("ann")[before:] == []
+
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.PAID
+    assert payment.charge_reference == invoice["payments"]["data"][0]["payment"]["payment_intent"]
+    assert await expiry(bot) == at(subscription["items"]["data"][0]["current_period_end"]) + GRACE
+    assert ann.channel.texts("ann")[before].startswith("✅ Payment received")
+
+
+async def test_a_paid_renewal_moves_the_end_of_access_without_a_word(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    first_end = await expiry(bot)
+    before = len(ann.channel.texts("ann"))
+    renewal = stripe_api.renew(paid["subscription"])
+    await post_event(client, invoice_event(renewal))
+    await post_event(client, subscription_event(stripe_api.subscription(paid["subscription"])))
+    await bot.settle()
+    renewed_end = await expiry(bot)
+    assert renewed_end == at(renewal["lines"]["data"][0]["period"]["end"]) + GRACE and renewed_end > first_end
+    assert ann.channel.texts("ann")[before:] == []
+    [payment] = await payments(bot)
+    assert payment.charge_reference == renewal["payments"]["data"][0]["payment"]["payment_intent"]
+
+
+async def test_a_subscription_lapses_the_learner_is_told_once_and_the_lessons_lock(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    before = len(ann.channel.texts("ann"))
+    failed = stripe_api.renew(paid["subscription"], paid=False)
+    await post_event(client, invoice_event(failed, "invoice.payment_failed"))
+    await bot.settle()
+    [warned] = ann.channel.texts("ann")[before:]
+    assert warned.startswith("Your monthly payment for this course did not go through. Stripe will try again")
+
+    now = int(datetime.now(UTC).timestamp())
+    stripe_api.subscriptions[paid["subscription"]].update(status="canceled", ended_at=now)
+    ended = subscription_event(stripe_api.subscription(paid["subscription"]), "customer.subscription.deleted")
+    also_ended = subscription_event(stripe_api.subscription(paid["subscription"]), status="canceled")
+    responses = await asyncio.gather(*[post_event(client, ended) for _ in range(20)], post_event(client, also_ended))
+    assert [r.status_code for r in responses] == [200] * 21
+    await bot.settle()
+    told = ann.channel.texts("ann")[before + 1:]
+    assert len(told) == 1 and told[0].startswith("Your subscription to “Passwords that hold” has ended")
+    assert await expiry(bot) <= datetime.now(UTC)
+    [locked] = await ann.say("/next")
+    assert locked.startswith("Lesson 2 is part of the full course")
+    [listing] = await ann.say("/purchases")
+    assert f"{MONTHLY}, since " in listing and ", ended." in listing
+    # A stale "active" reported after the end changes nothing.
+    await post_event(client, subscription_event(stripe_api.subscription(paid["subscription"]), status="active"))
+    await bot.settle()
+    assert await expiry(bot) <= datetime.now(UTC)
+
+
+async def test_without_a_renewal_the_access_ends_after_the_grace(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    _paid, subscription = await subscribed(client, bot, ann, stripe_api)
+    period_end = at(subscription["items"]["data"][0]["current_period_end"])
+    user_id = (await payments(bot))[0].user_id
+    async with bot.db.sessions() as session:
+        course = await session.scalar(select(Course))
+        assert await may_access(session, user_id, course, 2, now=period_end + GRACE - timedelta(minutes=1))
+        assert not await may_access(session, user_id, course, 2, now=period_end + GRACE + timedelta(minutes=1))
+
+
+async def test_an_admin_refund_refunds_the_latest_invoice_and_cancels_the_subscription(shop, stripe_api):
+    client, bot, ann, boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    [payment] = await payments(bot)
+    assert payment.charge_reference is None  # the first invoice's event never came: asked of Stripe instead
+    [listed] = await boss.say("/admin payments")
+    assert f"LB-{payment.id:06d} · paid · {MONTHLY} · passwords-that-hold" in listed
+    assert "passwords-that-hold: 3.00 GBP (1 payment, 0 refunded)" in listed
+    [refunded] = await boss.say(f"/admin refund LB-{payment.id:06d}")
+    assert refunded.startswith(f"Refunded payment LB-{payment.id:06d}")
+    invoice = stripe_api.invoices[paid["invoice"]]
+    assert [r["payment_intent"] for r in stripe_api.refunds] == [
+        invoice["payments"]["data"][0]["payment"]["payment_intent"]]
+    assert stripe_api.subscriptions[paid["subscription"]]["status"] == "canceled"
+    await bot.dispatcher.flush(10)
+    told = len(ann.channel.texts("ann"))
+    assert ann.channel.texts("ann")[-1].startswith("Your payment for “Passwords that hold” was refunded")
+    # Stripe then reports the end of the subscription: settled already, nothing more is said.
+    await post_event(client, subscription_event(stripe_api.subscription(paid["subscription"]),
+                                                "customer.subscription.deleted"))
+    await bot.settle()
+    assert len(ann.channel.texts("ann")) == told
+    assert (await entitlements(bot))[0].revoked_at is not None
+
+
+async def test_a_refund_made_in_stripe_cancels_the_subscription(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    invoice = stripe_api.invoices[paid["invoice"]]
+    await post_event(client, invoice_event(invoice))
+    await bot.settle()
+    intent = invoice["payments"]["data"][0]["payment"]["payment_intent"]
+    await post_event(client, refund_event(paid | {"amount_total": 300}, payment_intent=intent))
+    await bot.settle()
+    assert stripe_api.subscriptions[paid["subscription"]]["status"] == "canceled"
+    assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
+    assert (await entitlements(bot))[0].revoked_at is not None
+    assert ann.channel.texts("ann")[-1].startswith("Your payment for “Passwords that hold” was refunded")
+
+
+@pytest.mark.parametrize("changes", [{"currency": "usd"}, {"subtotal": 100, "amount_paid": 100}],
+                         ids=["currency", "amount"])
+async def test_an_invoice_that_does_not_match_the_offer_extends_nothing(shop, stripe_api, changes):
+    client, bot, ann, _boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    first_end = await expiry(bot)
+    await post_event(client, invoice_event(stripe_api.renew(paid["subscription"]), **changes))
+    await bot.settle()
+    assert await expiry(bot) == first_end
+
+
+async def test_the_same_completion_twenty_times_at_once_subscribes_once(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await subscribe(ann, bot, stripe_api)
+    event = checkout_event(stripe_api.pay(session["id"]))
+    responses = await asyncio.gather(*[post_event(client, event) for _ in range(20)])
+    assert [r.status_code for r in responses] == [200] * 20
+    await bot.settle()
+    assert len(await entitlements(bot)) == 1 and len(await events(bot)) == 1
+    assert sum(text.startswith("✅ Payment received") for text in ann.channel.texts("ann")) == 1
+
+
+async def test_an_event_about_a_subscription_of_no_one_here_is_recorded_and_acknowledged(shop, stripe_api):
+    client, _bot, _ann, _boss = shop
+    stranger = {"id": "sub_not_ours", "status": "active", "customer": "cus_x", "currency": "usd", "metadata": {},
+                "cancel_at_period_end": False, "canceled_at": None, "ended_at": None, "latest_invoice": None,
+                "start_date": 1, "created": 1, "items": {"data": [{"id": "si_x", "current_period_start": 1,
+                                                                  "current_period_end": 2}]}}
+    response = await post_event(client, subscription_event(stranger))
+    assert response.status_code == 200 and response.json()["outcome"] == "no payment of ours matches it"
