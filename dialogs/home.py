@@ -74,8 +74,9 @@ async def _team_lines(turn: Turn, _: Translator, team: Team) -> list[str]:
         select(TeamMember.id).where(TeamMember.team_id == team.id, TeamMember.status == MEMBER_ACTIVE)
     )))
     following = await turn.session.get(Lesson, team.next_lesson_id) if team.next_lesson_id else None
-    lines = [_.plural("👥 **Team course you run**: {title}, {n} member", "👥 **Team course you run**: {title}, {n} members",
-                      members, title=course.title if course else "?"),
+    lines = [_.plural("👥 **Team course you run**: {title}, {n} member",
+                      "👥 **Team course you run**: {title}, {n} members", members,
+                      title=course.title if course else "?"),
              teams.describe(_, team, course)]
     lines.append(_("Next lesson posted: “{title}”", title=following.title) if following
                  else _("Every lesson has been posted."))
