@@ -26,11 +26,14 @@ from bot.certificate_page import certificate_routes
 from bot.channel import Channel, HasRoutes
 from bot.config import Settings
 from bot.core import Lessonbot, attach_clock
-from bot.observability import INBOUND_PENDING, OUTBOX_DEPTH, REGISTRY
+from bot.dashboard import dashboard_routes
+from bot.dashboard.access import Access
+from bot.observability import INBOUND_PENDING, MODEL_CALLS_TODAY, MODEL_TOKENS_TODAY, OUTBOX_DEPTH, REGISTRY
 from bot.payments import payment_routes
 from channels.webchat import WebChatChannel
 from dialogs.pages import web_chat_words
 from storage.db import Database
+from storage.knowledge import model_use_today
 from storage.migrate import current_revisions, head_revisions
 from storage.outbox import outbox_counts, pending_inbound_count
 
@@ -203,8 +206,11 @@ def create_app(
                 for status, count in (await outbox_counts(session)).items():
                     OUTBOX_DEPTH.labels(status).set(count)
                 INBOUND_PENDING.set(await pending_inbound_count(session))
+                calls, tokens = await model_use_today(session)
+                MODEL_CALLS_TODAY.set(calls)
+                MODEL_TOKENS_TODAY.set(tokens)
         except Exception:
-            log.exception("metrics: could not read outbox depth")
+            log.exception("metrics: could not read the queues' depth and the model's use")
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     routes: list[Any] = [
@@ -213,6 +219,10 @@ def create_app(
         Route("/metrics", metrics),
         *certificate_routes(lessonbot.db),  # the public verification page printed on every certificate
     ]
+    # The admins' dashboard (bot/dashboard): sign-in by a link the bot sends in chat, pages for their roles.
+    access = Access(lessonbot.db, secret_key=settings.resolved_secret_key, owners=settings.admins,
+                    site_url=settings.site_url)
+    routes += dashboard_routes(lessonbot.db, access, data_dir=settings.data_dir)
 
     routes += payment_routes(settings, lessonbot.db, lessonbot.receive, max_body_bytes=settings.max_body_bytes)
     for channel in channels:

@@ -72,16 +72,18 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", *, stream: TextIO 
 
 
 # Metrics live in one registry of their own, so tests and embedded uses never collide with the global one.
+# docs/admin.md lists them by group (messages, processing, delivery, queues, the model), and docs/grafana/
+# lessonbot.json is a Grafana dashboard built on them.
 REGISTRY = CollectorRegistry()
+
+# messages
 
 MESSAGES_IN = Counter("lessonbot_messages_in", "Inbound messages recorded", ["channel"], registry=REGISTRY)
 DUPLICATES_IN = Counter(
     "lessonbot_duplicate_deliveries", "Inbound deliveries ignored as duplicates", ["channel"], registry=REGISTRY
 )
 MESSAGES_OUT = Counter("lessonbot_messages_out", "Replies the platform accepted", ["channel"], registry=REGISTRY)
-SEND_FAILURES = Counter(
-    "lessonbot_send_failures", "Failed send attempts", ["channel", "kind"], registry=REGISTRY
-)
+# processing
 PROCESSING_SECONDS = Histogram(
     "lessonbot_processing_seconds",
     "Time from recording an inbound message to committing its replies",
@@ -89,5 +91,23 @@ PROCESSING_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+# delivery
+SEND_FAILURES = Counter(
+    "lessonbot_send_failures", "Failed send attempts, by kind: rate_limited (a 429), transient, permanent",
+    ["channel", "kind"], registry=REGISTRY
+)
+DELIVERY_SECONDS = Histogram(
+    "lessonbot_delivery_seconds",
+    "Time from a reply being written to the outbox to the platform accepting it",
+    ["channel"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+    registry=REGISTRY,
+)
+# queues (set when /metrics is read, from the database every process shares)
 OUTBOX_DEPTH = Gauge("lessonbot_outbox_depth", "Outbox rows by status", ["status"], registry=REGISTRY)
 INBOUND_PENDING = Gauge("lessonbot_inbound_pending", "Inbound messages not yet processed", registry=REGISTRY)
+# the model (set when /metrics is read, counted in the database over every process)
+MODEL_CALLS_TODAY = Gauge("lessonbot_model_calls_today", "Model calls of all learners so far this UTC day",
+                          registry=REGISTRY)
+MODEL_TOKENS_TODAY = Gauge("lessonbot_model_tokens_today", "Model tokens of all learners so far this UTC day",
+                           registry=REGISTRY)

@@ -18,6 +18,7 @@ through the Rasa server's trigger_intent when they come (with RASA_URL set).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 MAX_ACTION_CALL_BYTES = 8 * 1024 * 1024  # a tracker carries the whole conversation's events
 HOLD_MARGIN_SECONDS = 1.0  # replies stay held a little longer than the call waits, for its last look to take them
+LOOK_AGAIN_SECONDS = 0.1
 SORRY = "Sorry, something went wrong on my side. Please try again in a moment."
 ON_ITS_WAY = "I'm still working on that; the answer will follow in a moment."
 
@@ -73,8 +75,8 @@ class ActionDesk:
             tracker.sender_id, platform_id, ask, within=self.wait_seconds + HOLD_MARGIN_SECONDS
         )
         try:
-            await self.lessonbot.receive(message)
-            answer = await self._answer(platform_id)
+            recorded = await self.lessonbot.receive(message)
+            answer = await self._answer(platform_id, recorded.conversation_id)
         except RequestRejected as exc:  # a sender id no column holds
             log.warning("a Rasa action call was refused: %s", exc.message)
             dispatcher.utter_message(text=SORRY)
@@ -89,18 +91,20 @@ class ActionDesk:
                 dispatcher.utter_message(**shown)
         return await self._slots(tracker.sender_id, answer, domain)
 
-    async def _answer(self, platform_id: str) -> Answer | None:
-        """The call's answer once its message is processed (by this process's worker, or any other's), taken for
-        this response; None if that takes longer than the wait."""
+    async def _answer(self, platform_id: str, conversation_id: int) -> Answer | None:
+        """The call's answer once its message is processed, taken for this response; None if that takes longer than
+        the wait. A turn this process commits wakes the look at once; one another process commits (it held the
+        conversation) is found by looking again every LOOK_AGAIN_SECONDS."""
         deadline = time.monotonic() + self.wait_seconds
-        pause = 0.005
         while True:
-            async with self.lessonbot.db.transaction() as session:
-                answer = await answer_of(session, said.CHANNEL, platform_id)
-            if answer is not None or time.monotonic() >= deadline:
-                return answer
-            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.1)
+            with self.lessonbot.watching_turns(conversation_id) as turn_committed:
+                async with self.lessonbot.db.transaction() as session:
+                    answer = await answer_of(session, said.CHANNEL, platform_id)
+                left = deadline - time.monotonic()
+                if answer is not None or left <= 0:
+                    return answer
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(turn_committed.wait(), min(LOOK_AGAIN_SECONDS, left))
 
     async def learner(self, sender_id: str) -> ChatLearner | None:
         """What is known of the learner `rasa:<sender_id>`."""

@@ -7,15 +7,19 @@ to find that in its arguments: `admin` checks the person's roles against both, o
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from bot.messages import Markup
 from dialogs import broadcast, nudges, payments, personal, roles
 from dialogs.i18n import N_
 from dialogs.learner import tr
 from dialogs.turn import Command, Turn
+from storage.admins import add_sign_in_link
 from storage.learners import Learner
 from storage.models import AdminAuditEntry, Conversation, InboundMessage
 from storage.outbox import dead_letters, outbox_counts, pending_inbound_count, requeue
@@ -125,11 +129,33 @@ async def _export(turn: Turn, args: str) -> None:
                                                             address=words[0])))
 
 
-Target = Callable[[list[str]], roles.Scope]
+SIGN_IN_LINK_VALID = timedelta(minutes=10)
+
+
+async def _dashboard(turn: Turn, _args: str) -> None:
+    """/admin dashboard: a one-time link that signs this admin in to the dashboard (bot/dashboard/access.py)."""
+    _ = tr(turn)
+    if not turn.message.private:
+        raise UsageError(_("The dashboard's sign-in link is sent only in a private chat: send /admin dashboard there."))
+    if turn.site_url is None:
+        raise RuntimeError("the dashboard's address is unknown (site_url)")
+    link = secrets.token_urlsafe(32)
+    await add_sign_in_link(turn.session, turn.identity.address, link, expires_at=turn.now + SIGN_IN_LINK_VALID)
+    minutes = int(SIGN_IN_LINK_VALID.total_seconds() // 60)
+    turn.say(_("Your link to the dashboard, for you only and once, valid {minutes} minutes: {link}",
+               minutes=minutes, link=Markup(f"{turn.site_url}/admin/sign-in?link={link}")))
+
+
+Target = Callable[[list[str]], roles.Scope | None]
 
 
 def _everywhere(_words: list[str]) -> roles.Scope:
     return roles.EVERYWHERE
+
+
+def _own_scope(_words: list[str]) -> None:
+    """Whatever the role's scope: the command shows only what that scope covers."""
+    return None
 
 
 def _course_word(index: int) -> Target:
@@ -157,7 +183,9 @@ _PAYMENTS_AREAS = {"grant": ("access", _course_word(1)), "revoke": ("access", _c
                    "payments": ("payments", _everywhere)}
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "help": Subcommand(_help, N_("this list"), "dashboard"),
+    "help": Subcommand(_help, N_("this list"), "dashboard", _own_scope),
+    "dashboard": Subcommand(_dashboard, N_("a link that signs you in to the dashboard, with charts"), "dashboard",
+                            _own_scope),
     "stats": Subcommand(_stats, N_("learners, messages and delivery counts"), "delivery"),
     "outbox": Subcommand(_outbox, N_("replies that could not be delivered"), "delivery"),
     "requeue": Subcommand(_requeue, N_("retry failed replies: /admin requeue ID or all"), "delivery"),

@@ -104,7 +104,11 @@ def presented(turn: Turn, answer: CourseAnswer) -> str:
     """The answer in the learner's language: what to say when there is none, and the labels of quoted sources."""
     _ = tr(turn)
     if answer.unanswered is not None:
-        return unanswered_reply(_, answer.unanswered)
+        said = unanswered_reply(_, answer.unanswered)
+        if answer.covers:  # what the course does say nearest to the question
+            lessons = ", ".join(dict.fromkeys(source.title for source in answer.covers))
+            said += "\n\n" + _("The nearest your course comes to it: {lessons}.", lessons=lessons)
+        return said
     text, heading = answer.text, ""
     quoted = text.startswith(FROM_YOUR_COURSE)
     if quoted:

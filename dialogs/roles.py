@@ -74,12 +74,13 @@ class Grant:
     scope: Scope = EVERYWHERE
 
 
-def allows(grant: Grant, area: str, target: Scope = EVERYWHERE) -> bool:
-    """The one check: may a holder of `grant` do work of `area` on `target` (a course, a workspace, or all)?"""
-    return grant.role in AREAS[area] and grant.scope.covers(target)
+def allows(grant: Grant, area: str, target: Scope | None = EVERYWHERE) -> bool:
+    """The one check: may a holder of `grant` do work of `area` on `target` (a course, a workspace, or all; None:
+    anywhere at all, for what every role may do within its own scope, such as signing in to the dashboard)?"""
+    return grant.role in AREAS[area] and (target is None or grant.scope.covers(target))
 
 
-def permitted(grants: Iterable[Grant], area: str, target: Scope = EVERYWHERE) -> bool:
+def permitted(grants: Iterable[Grant], area: str, target: Scope | None = EVERYWHERE) -> bool:
     return any(allows(grant, area, target) for grant in grants)
 
 

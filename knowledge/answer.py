@@ -54,10 +54,16 @@ class CourseAnswer:
     tokens: int = 0  # model tokens spent on this answer (0: extractive or from the cache)
     cached: bool = False
     passages: tuple[str, ...] = field(default=(), compare=False)  # chunk ids the answer drew on
+    # how sure the answerability model was that the quote answers the question (extractive answers; 0..1)
+    confidence: float | None = field(default=None, compare=False)
+    # a question the course does not answer: the lessons that came nearest, for the learner to look at instead
+    covers: tuple[Source, ...] = ()
 
     @classmethod
-    def none(cls, reason: NoAnswer, *, tokens: int = 0) -> CourseAnswer:
-        return cls(text="", unanswered=reason, tokens=tokens)
+    def none(
+        cls, reason: NoAnswer, *, tokens: int = 0, confidence: float | None = None, covers: tuple[Source, ...] = ()
+    ) -> CourseAnswer:
+        return cls(text="", unanswered=reason, tokens=tokens, confidence=confidence, covers=covers)
 
     @property
     def declined(self) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from langchain_text_splitters import ExperimentalMarkdownSyntaxTextSplitter, RecursiveCharacterTextSplitter
 
 from knowledge.sources import Lesson
+from knowledge.terms import quotable_units
 
 # ~250 word pieces: all-MiniLM-L6-v2 reads 256, and a passage this size still reads as one idea in a chat reply.
 CHUNK_CHARACTERS = 1000
@@ -40,6 +41,11 @@ class Chunk:
         """What is embedded and keyword-indexed: the text under its lesson title and headings."""
         return indexed_text(self.lesson_title, self.heading_path, self.text)
 
+    @property
+    def units(self) -> list[str]:
+        """Its sentences (a list with its lead-in counts as one): each gets a vector of its own at ingest."""
+        return quotable_units(self.text)
+
     def metadata(self) -> dict[str, str | int]:
         return {
             "course_id": self.course_id,
@@ -50,6 +56,7 @@ class Chunk:
             "position": self.position,
             "start": self.start,
             "origin": self.origin,
+            "sentences": len(self.units),  # how many sentence vectors it has (ids `<chunk id>:<n>`)
         }
 
 

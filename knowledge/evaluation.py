@@ -22,10 +22,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from bot.text import plain_words
+from knowledge import extractive, ranking
+from knowledge.answer import FROM, FROM_YOUR_COURSE
 from knowledge.retrieval import Mode
 
 if TYPE_CHECKING:
+    from knowledge.answerer import Answerer
     from knowledge.settings import KnowledgeSettings
 
 COURSE = "eval"
@@ -94,6 +99,23 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
+@dataclass
+class Record:
+    """How one question went."""
+
+    question: Question
+    rank: int | None = None  # of the gold paragraph among the retrieved (answerable questions)
+    declined: bool = False
+    hit: bool = False  # the answer holds a gold answer text
+    chars: int = 0  # of what the answer says (quotes or the model's words; no labels or sources)
+    cited_right: bool | None = None  # an answer: it draws on the gold paragraph
+    confidence: float = 0.0  # the extractive quote's answerability (whether or not it was declined)
+    quote_hits: bool = False  # the extractive quote holds a gold answer, declined or not
+    quotable: bool = False  # there was a quote sharing words with the question
+    latency_ms: float = 0.0
+    tokens: int = 0
+
+
 def evaluate(
     settings: KnowledgeSettings,
     directory: Path,
@@ -103,8 +125,12 @@ def evaluate(
     mode: Mode = "hybrid",
     extractive_only: bool = False,
     store_path: Path | None = None,
+    fit_to: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
+    """Ask the set's questions and report. `fit_to`: first fit the ranking models (knowledge/ranking.py) on half of
+    the articles and write them there (knowledge/ranking.json is what the bot uses); the other half is reported apart
+    (`held_out`). The fitted models answer this evaluation only: the process goes back to the ones it had."""
     articles, questions, spans = load(directory)
     if sample is not None and sample < len(questions):
         questions = random.Random(seed).sample(questions, sample)
@@ -112,10 +138,14 @@ def evaluate(
         # always an embedded store of its own: the evaluation never writes into the bot's courses
         eval_settings = replace(settings, chroma_host="", chroma_path=store_path or Path(scratch),
                                 chroma_collection="eval")
-        return asyncio.run(
-            _run(eval_settings, articles, questions, spans, mode=mode, extractive_only=extractive_only,
-                 progress=progress)
-        )
+        shipped = ranking.models()
+        try:
+            return asyncio.run(
+                _run(eval_settings, articles, questions, spans, mode=mode, extractive_only=extractive_only,
+                     fit_to=fit_to, progress=progress)
+            )
+        finally:
+            ranking.use(shipped)
 
 
 async def _run(
@@ -126,6 +156,7 @@ async def _run(
     *,
     mode: Mode,
     extractive_only: bool,
+    fit_to: Path | None,
     progress: Callable[[int, int], None] | None,
 ) -> dict[str, Any]:
     from knowledge.answerer import Answerer
@@ -141,55 +172,225 @@ async def _run(
     }
     answerer = Answerer(settings, store=store, mode=mode, extractive_only=extractive_only)
     allowed = {COURSE}
+    fitted: dict[str, Any] = {}
+    if fit_to is not None:
+        fitting = sorted(spans)[::2]  # every other article, in name order
+        fitted = _fit(answerer, [q for q in questions if q.article in fitting], chunk_paragraph, fit_to, progress)
 
-    ranks: list[int | None] = []
-    hits = declined_answerable = declined_unanswerable = unanswerable = tokens = 0
-    latencies: list[float] = []
+    records: list[Record] = []
     for done, question in enumerate(questions, start=1):
-        started = time.perf_counter()
-        passages = answerer.retriever.retrieve(question.text, allowed_courses=allowed, limit=RANK_DEPTH)
-        answer = await answerer.compose(question.text, passages, learner="eval", allowed_courses=allowed)
-        latencies.append((time.perf_counter() - started) * 1000)
-        tokens += answer.tokens
-        if question.answerable:
-            paragraphs = list(dict.fromkeys(chunk_paragraph.get(p.chunk_id) for p in passages))
-            target = (question.article, question.paragraph)
-            ranks.append(paragraphs.index(target) + 1 if target in paragraphs else None)
-            said = normalise(answer.text)
-            hits += (not answer.declined) and any(normalise(a) and normalise(a) in said for a in question.answers)
-            declined_answerable += answer.declined
-        else:
-            unanswerable += 1
-            declined_unanswerable += answer.declined
+        records.append(await _ask(answerer, question, chunk_paragraph, allowed))
         if progress:
             progress(done, len(questions))
 
-    answerable = len(ranks)
-
-    def share(count: float, total: int) -> float | None:
-        return round(count / total, 3) if total else None
-
-    return {
+    result = {
         "questions": len(questions),
-        "answerable": answerable,
-        "unanswerable": unanswerable,
+        "answerable": sum(r.question.answerable for r in records),
+        "unanswerable": sum(not r.question.answerable for r in records),
         "retrieval": mode,
         "answers": "extractive" if answerer.model is None else f"model {answerer.model.model_name}",
-        "recall_at_1": share(sum(1 for r in ranks if r == 1), answerable),
-        "recall_at_5": share(sum(1 for r in ranks if r is not None and r <= 5), answerable),
-        "mrr_at_10": share(sum(1 / r for r in ranks if r is not None), answerable),
-        "answer_hit_rate": share(hits, answerable),
-        "declined_answerable": share(declined_answerable, answerable),
-        "decline_rate_unanswerable": share(declined_unanswerable, unanswerable),
-        "latency_ms_p50": round(_percentile(latencies, 0.50), 1),
-        "latency_ms_p95": round(_percentile(latencies, 0.95), 1),
-        "model_tokens": tokens,
+        **_figures(records),
+        "model_tokens": sum(r.tokens for r in records),
         "chunks": len(chunk_paragraph),
         "ingest_seconds": round(ingest_seconds, 1),
         "ingest": report.summary(),
+        "threshold": round(ranking.models().threshold, 3),
+        "tradeoff": _tradeoff(records),
+    }
+    fitted_on = set(ranking.models().fitted_on)
+    held_out = [r for r in records if r.question.article not in fitted_on]
+    if fitted_on and held_out and len(held_out) < len(records):
+        result["held_out"] = {"questions": len(held_out), **_figures(held_out), "tradeoff": _tradeoff(held_out)}
+    if fitted:
+        result["fitted"] = fitted
+    return result
+
+
+async def _ask(
+    answerer: Answerer, question: Question, chunk_paragraph: dict[str, tuple[str, int] | None], allowed: set[str]
+) -> Record:
+    record = Record(question)
+    started = time.perf_counter()
+    passages = answerer.retriever.retrieve(question.text, allowed_courses=allowed, limit=RANK_DEPTH)
+    answer = await answerer.compose(question.text, passages, learner="eval", allowed_courses=allowed)
+    record.latency_ms = (time.perf_counter() - started) * 1000
+    record.tokens = answer.tokens
+    record.declined = answer.declined
+    target = (question.article, question.paragraph)
+    if not answer.declined:
+        said = _said(answer.text)
+        record.chars = len(said)
+        record.hit = question.answerable and _holds(said, question.answers)
+        record.cited_right = any(chunk_paragraph.get(id) == target for id in answer.passages)
+    if question.answerable:
+        paragraphs = list(dict.fromkeys(chunk_paragraph.get(p.chunk_id) for p in passages))
+        record.rank = paragraphs.index(target) + 1 if target in paragraphs else None
+    # the extractive quote whatever the threshold, for the trade-off table
+    quoted = extractive.quote(question.text, passages, rarity=answerer.retriever.rarity(allowed))
+    record.confidence = quoted.confidence
+    record.quotable = bool(quoted.chosen) and quoted.shares_words
+    record.quote_hits = question.answerable and record.quotable and _holds(_said(quoted.text), question.answers)
+    return record
+
+
+def _said(text: str) -> str:
+    """What an answer says, without its label and sources: the quoted sentences, or the model's words."""
+    if text.startswith(FROM_YOUR_COURSE):
+        lines = text[len(FROM_YOUR_COURSE) :].strip().split("\n")
+        return "\n".join(line for line in lines if line and not line.startswith("— ")).strip()
+    return text.rpartition(f"\n\n{FROM} ")[0] or text
+
+
+def _holds(said: str, answers: tuple[str, ...]) -> bool:
+    normalised = normalise(said)
+    return any(normalise(a) and normalise(a) in normalised for a in answers)
+
+
+def _share(count: float, total: int) -> float | None:
+    return round(count / total, 3) if total else None
+
+
+def _figures(records: list[Record]) -> dict[str, Any]:
+    answerable = [r for r in records if r.question.answerable]
+    unanswerable = [r for r in records if not r.question.answerable]
+    ranks = [r.rank for r in answerable]
+    answered = [r for r in records if not r.declined]
+    cited = [r for r in answered if r.question.answerable and r.cited_right is not None]
+    latencies = [r.latency_ms for r in records]
+    return {
+        "recall_at_1": _share(sum(1 for r in ranks if r == 1), len(answerable)),
+        "recall_at_5": _share(sum(1 for r in ranks if r is not None and r <= 5), len(answerable)),
+        "mrr_at_10": _share(sum(1 / r for r in ranks if r is not None), len(answerable)),
+        "answer_hit_rate": _share(sum(r.hit for r in answerable), len(answerable)),
+        "answer_chars_mean": round(sum(r.chars for r in answered) / len(answered), 1) if answered else None,
+        "citation_correct": _share(sum(bool(r.cited_right) for r in cited), len(cited)),
+        "declined_answerable": _share(sum(r.declined for r in answerable), len(answerable)),
+        "decline_rate_unanswerable": _share(sum(r.declined for r in unanswerable), len(unanswerable)),
+        "latency_ms_p50": round(_percentile(latencies, 0.50), 1),
+        "latency_ms_p95": round(_percentile(latencies, 0.95), 1),
     }
 
 
+TRADEOFF_ANSWERED = (1.0, 0.99, 0.95, 0.90, 0.85, 0.80, 0.70, 0.60)
+
+
+def _tradeoff(records: list[Record]) -> list[dict[str, float | None]]:
+    """Extractive answers at thresholds that answer a given share of the answerable questions: the hit rate and the
+    unanswerable questions declined at each."""
+    answerable = [r for r in records if r.question.answerable]
+    unanswerable = [r for r in records if not r.question.answerable]
+    confidences = sorted(r.confidence for r in answerable if r.quotable)
+    if not confidences:
+        return []
+    rows = []
+    for target in TRADEOFF_ANSWERED:
+        cut = int(round((1 - target) * len(answerable)))
+        threshold = confidences[min(cut, len(confidences) - 1)] if cut else 0.0
+        answered = [r for r in answerable if r.quotable and r.confidence >= threshold]
+        rows.append({
+            "threshold": round(threshold, 3),
+            "answered_answerable": _share(len(answered), len(answerable)),
+            "answer_hit_rate": _share(sum(r.quote_hits for r in answered), len(answerable)),
+            "decline_rate_unanswerable": _share(
+                sum(not (r.quotable and r.confidence >= threshold) for r in unanswerable), len(unanswerable)
+            ),
+        })
+    return rows
+
+
+# --- fitting ------------------------------------------------------------------------------------------------------
+
+FIT_ANSWERED = 0.905  # the threshold answers this share of the answerable fitting questions (≥ 90 % held out)
+SECOND_SENTENCE_GRID = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01)
+FIT_MEAN_CHARACTERS = 280  # the longest average quote the second-sentence rule may give on the fitting questions
+SECOND_SENTENCE_SLACK = 0.005  # hits a shorter quote may give up against the most hits
+
+
+def _fit(
+    answerer: Answerer,
+    questions: list[Question],
+    chunk_paragraph: dict[str, tuple[str, int] | None],
+    fit_to: Path,
+    progress: Callable[[int, int], None] | None,
+) -> dict[str, Any]:
+    """Fit the three ranking models on `questions` (one after the other: each needs the one before) and use them."""
+    allowed = {COURSE}
+    retriever = answerer.retriever
+    rarity = retriever.rarity(allowed)
+    shipped = ranking.models()
+    found = []
+    for done, question in enumerate(questions, start=1):
+        found.append(retriever.candidates(question.text, allowed_courses=allowed))
+        if progress:
+            progress(done, len(questions))
+
+    # 1. passages: the candidate holding the gold paragraph first
+    groups = []
+    for question, candidates in zip(questions, found, strict=True):
+        if question.answerable and candidates:
+            target = (question.article, question.paragraph)
+            right = [chunk_paragraph.get(c.chunk.id) == target for c in candidates]
+            groups.append((np.asarray([c.features for c in candidates]), np.asarray(right)))
+    passages = ranking.fit_listwise(groups, ranking.PASSAGE_FEATURES)
+    ranking.use(replace(shipped, passages=passages))
+
+    # 2. sentences: the sentence holding a gold answer first, among the best passages' sentences
+    ranked = [retriever.rank(candidates)[:RANK_DEPTH] for candidates in found]
+    groups = []
+    for question, passages_found in zip(questions, ranked, strict=True):
+        if question.answerable and passages_found:
+            asked = ranking.Question.of(question.text, rarity)
+            units, unit_rows = extractive.sentence_rows(asked, passages_found[: extractive.PASSAGES])
+            groups.append((np.asarray(unit_rows), np.asarray([_holds(unit, question.answers) for *_, unit in units])))
+    sentences = ranking.fit_listwise(groups, ranking.SENTENCE_FEATURES)
+
+    # 3. a second sentence when the first is unsure: the most hits within the length allowed
+    answerable_ranked = [(q, p) for q, p in zip(questions, ranked, strict=True) if q.answerable]
+    tried: list[tuple[float, int, float]] = []  # (mean characters, hits, second_sentence)
+    for level in SECOND_SENTENCE_GRID:
+        ranking.use(replace(shipped, passages=passages, sentences=sentences, second_sentence=level))
+        quotes = [(q, extractive.quote(q.text, p, rarity=rarity)) for q, p in answerable_ranked]
+        said = [(q, _said(quote.text)) for q, quote in quotes if quote.chosen]
+        if said:
+            mean = sum(len(text) for _, text in said) / len(said)
+            tried.append((mean, sum(_holds(text, q.answers) for q, text in said), level))
+    allowed_lengths = [row for row in tried if row[0] <= FIT_MEAN_CHARACTERS] or tried[:1]
+    most = max(hits for _, hits, _ in allowed_lengths)
+    # the shortest quotes that hit within half a point of the most hits
+    best = min((row for row in allowed_lengths if row[1] >= most - SECOND_SENTENCE_SLACK * len(answerable_ranked)),
+               key=lambda row: row[0])
+    second_sentence = best[2]
+    ranking.use(replace(shipped, passages=passages, sentences=sentences, second_sentence=second_sentence))
+
+    # 4. answerability: the quote holds the answer (unanswerable questions never do)
+    rows: list[tuple[float, ...]] = []
+    labels: list[bool] = []
+    answerable_rows: list[int] = []
+    for question, passages_found in zip(questions, ranked, strict=True):
+        quote = extractive.quote(question.text, passages_found, rarity=rarity)
+        if not quote.chosen:
+            continue
+        rows.append(quote.features)
+        labels.append(question.answerable and _holds(_said(quote.text), question.answers))
+        if question.answerable:
+            answerable_rows.append(len(rows) - 1)
+    answerable = ranking.fit_logistic(np.asarray(rows), np.asarray(labels, dtype=np.float64),
+                                      ranking.ANSWER_FEATURES)
+    probabilities = 1 / (1 + np.exp(-answerable.scores(rows)))
+    threshold = float(np.quantile(probabilities[answerable_rows], 1 - FIT_ANSWERED))
+    models = ranking.Models(
+        passages=passages, sentences=sentences, answerable=answerable, threshold=threshold,
+        second_sentence=second_sentence, fitted_on=tuple(sorted({q.article for q in questions})),
+    )
+    models.save(fit_to)
+    ranking.use(models)
+    return {
+        "questions": len(questions),
+        "articles": len(models.fitted_on),
+        "threshold": round(threshold, 3),
+        "second_sentence": second_sentence,
+        "written": str(fit_to),
+    }
 def _paragraph_of(
     metadata: dict[str, Any], length: int, spans: dict[str, list[tuple[int, int]]]
 ) -> tuple[str, int] | None:
@@ -204,20 +405,40 @@ def _paragraph_of(
 
 
 def format_report(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['questions']} questions ({result['answerable']} answerable, {result['unanswerable']} not); "
+        f"retrieval: {result['retrieval']}; answers: {result['answers']}",
+        *_figure_lines(result),
+        f"  {result['chunks']} chunks, ingested in {result['ingest_seconds']} s; "
+        f"model tokens {result['model_tokens']}",
+    ]
+    if "fitted" in result:
+        fitted = result["fitted"]
+        lines.append(f"fitted on {fitted['questions']} questions of {fitted['articles']} articles: threshold "
+                     f"{fitted['threshold']}, second sentence below {fitted['second_sentence']}; "
+                     f"written to {fitted['written']}")
+    if "held_out" in result:
+        lines += [f"held out (articles the models were not fitted on): {result['held_out']['questions']} questions",
+                  *_figure_lines(result["held_out"])]
+    return "\n".join(lines)
+
+
+def _figure_lines(figures: dict[str, Any]) -> list[str]:
     def pct(value: float | None) -> str:
         return "—" if value is None else f"{value:.3f}"
 
-    return "\n".join(
-        [
-            f"{result['questions']} questions ({result['answerable']} answerable, {result['unanswerable']} not); "
-            f"retrieval: {result['retrieval']}; answers: {result['answers']}",
-            f"  recall@1 {pct(result['recall_at_1'])}   recall@5 {pct(result['recall_at_5'])}   "
-            f"MRR@10 {pct(result['mrr_at_10'])}",
-            f"  answer hit rate {pct(result['answer_hit_rate'])} "
-            f"(answerable; declined {pct(result['declined_answerable'])})",
-            f"  decline rate {pct(result['decline_rate_unanswerable'])} (unanswerable)",
-            f"  latency p50 {result['latency_ms_p50']} ms   p95 {result['latency_ms_p95']} ms",
-            f"  {result['chunks']} chunks, ingested in {result['ingest_seconds']} s; "
-            f"model tokens {result['model_tokens']}",
-        ]
-    )
+    lines = [
+        f"  recall@1 {pct(figures['recall_at_1'])}   recall@5 {pct(figures['recall_at_5'])}   "
+        f"MRR@10 {pct(figures['mrr_at_10'])}",
+        f"  answer hit rate {pct(figures['answer_hit_rate'])} at {figures['answer_chars_mean']} characters on average "
+        f"(answerable; declined {pct(figures['declined_answerable'])}); "
+        f"citations right {pct(figures['citation_correct'])}",
+        f"  decline rate {pct(figures['decline_rate_unanswerable'])} (unanswerable)",
+        f"  latency p50 {figures['latency_ms_p50']} ms   p95 {figures['latency_ms_p95']} ms",
+    ]
+    if figures.get("tradeoff"):
+        lines.append("  threshold  answered (answerable)  hit rate  declined (unanswerable)")
+        lines += [f"  {row['threshold']:>9.3f}  {pct(row['answered_answerable']):>21}  "
+                  f"{pct(row['answer_hit_rate']):>8}  {pct(row['decline_rate_unanswerable']):>23}"
+                  for row in figures["tradeoff"]]
+    return lines

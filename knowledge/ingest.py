@@ -145,6 +145,12 @@ def sync_lessons(
         store.add(to_add, on_progress=advance)
     if to_update:
         store.update_metadata(to_update)
+        # chunks stored before sentences had vectors of their own get them now
+        unembedded = [chunk for chunk in to_update if "sentences" not in existing[chunk.id]]
+        if unembedded:
+            log.info("embedding the sentences of chunks stored without them",
+                     extra={"course_id": course_id, "chunks": len(unembedded)})
+            store.add_sentences(unembedded)
 
     report.added, report.updated, report.removed = len(to_add), len(to_update), len(to_remove)
     report.unchanged = len(wanted) - len(to_add) - len(to_update)

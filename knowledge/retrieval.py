@@ -4,28 +4,41 @@ Only the courses in `allowed_courses` are searched, on both sides (the keyword i
 query is filtered by course id), and every passage is checked against the set once more before it is returned:
 a learner never receives material from a course they are not entitled to.
 
-Fusion: each candidate from either side gets both scores, and ranks by BM25 (divided by the best BM25 score of the
-question) plus 1.5 × cosine similarity. Reciprocal rank fusion brought depth but lost top-1 against BM25 alone
-on the SQuAD paragraphs; this weighted score keeps BM25's top-1 and adds the dense side's depth (docs/knowledge.md).
+Two stages. First, each candidate from either side gets both scores and ranks by BM25 (divided by the best BM25 score
+of the question) plus 1.5 × cosine similarity: this fused score keeps BM25's top-1 and adds the dense side's depth.
+Then its best `RERANKED` are ranked again by a fitted linear model (knowledge/ranking.py) over passage- and
+sentence-level evidence: each sentence's own vector (stored at ingest), how much of the question's rare words a
+sentence or two neighbouring sentences hold, and the question's word pairs found side by side
+(docs/knowledge.md has the figures).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from knowledge import keyword
+from knowledge import keyword, ranking
 from knowledge.keyword import KeywordIndexes
 from knowledge.store import KnowledgeStore, StoredChunk
 
-Mode = Literal["hybrid", "dense", "keyword"]
+log = logging.getLogger(__name__)
+
+# hybrid: fused, then re-ranked; the other modes are there to compare against
+Mode = Literal["hybrid", "fused", "dense", "keyword"]
 
 CANDIDATES = 30  # from each side
-# (keyword, dense) weights of the fused score; the modes besides hybrid are there to compare against
-WEIGHTS: dict[str, tuple[float, float]] = {"hybrid": (1.0, 1.5), "dense": (0.0, 1.0), "keyword": (1.0, 0.0)}
+RERANKED = 20  # the fused score's best, ranked again on all the evidence
+# (keyword, dense) weights of the fused score
+WEIGHTS: dict[str, tuple[float, float]] = {
+    "hybrid": (1.0, 1.5), "fused": (1.0, 1.5), "dense": (0.0, 1.0), "keyword": (1.0, 0.0)
+}
+SENTENCE_VECTORS_CACHED = 4000  # chunks whose sentence vectors a process keeps (about 9 kB each)
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,7 @@ class Passage:
     score: float
     similarity: float  # cosine similarity to the question (0 when not computed: keyword mode)
     keyword_score: float  # BM25 relative to the question's best chunk, 0..1
+    sentence_similarities: tuple[float, ...] = ()  # each quotable unit's (knowledge.terms.quotable_units)
 
     @property
     def where(self) -> str:
@@ -47,12 +61,46 @@ class Passage:
         section = self.heading_path.split(" > ")[-1] if self.heading_path else ""
         return f"{self.lesson_title} › {section}" if section and section != self.lesson_title else self.lesson_title
 
+    @property
+    def headings(self) -> str:
+        return f"{self.lesson_title} {self.heading_path}"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A passage the first stage found, with what the ranking weighs."""
+
+    chunk: StoredChunk
+    keyword: float  # BM25 relative to the question's best chunk
+    similarity: float
+    fused: float
+    sentence_similarities: tuple[float, ...]
+    features: tuple[float, ...]  # ranking.PASSAGE_FEATURES (empty outside hybrid mode)
+
+    def passage(self, score: float) -> Passage:
+        meta = self.chunk.metadata
+        return Passage(
+            chunk_id=self.chunk.id,
+            course_id=str(meta["course_id"]),
+            lesson_id=str(meta.get("lesson_id", "")),
+            lesson_title=str(meta.get("lesson_title", "")),
+            heading_path=str(meta.get("heading_path", "")),
+            source=str(meta.get("source", "")),
+            text=self.chunk.text,
+            score=score,
+            similarity=self.similarity,
+            keyword_score=self.keyword,
+            sentence_similarities=self.sentence_similarities,
+        )
+
 
 class Retriever:
     def __init__(self, store: KnowledgeStore, *, mode: Mode = "hybrid") -> None:
         self.store = store
         self.mode = mode
         self.indexes = KeywordIndexes(self._course_texts)
+        self._cached_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def _course_texts(self, course_id: str) -> tuple[list[str], list[str]]:
         chunks = self.store.chunk_texts(course_id)
@@ -60,6 +108,19 @@ class Retriever:
 
     def retrieve(self, question: str, *, allowed_courses: Collection[str], limit: int = 5) -> list[Passage]:
         """The `limit` best passages for `question` from `allowed_courses` only, best first."""
+        return self.rank(self.candidates(question, allowed_courses=allowed_courses))[:limit]
+
+    def rank(self, candidates: list[Candidate]) -> list[Passage]:
+        """The candidates as passages, best first: by the fitted model in hybrid mode, else by the fused score."""
+        if self.mode == "hybrid" and candidates:
+            scores = ranking.models().passages.scores([c.features for c in candidates]).tolist()
+        else:
+            scores = [c.fused for c in candidates]
+        order = sorted(range(len(candidates)), key=lambda i: scores[i], reverse=True)
+        return [candidates[i].passage(scores[i]) for i in order]
+
+    def candidates(self, question: str, *, allowed_courses: Collection[str]) -> list[Candidate]:
+        """The first stage: the best candidates of both sides by the fused score, with their evidence."""
         revisions = self.store.revisions(sorted(allowed_courses))
         courses = sorted(revisions)
         if not courses or not question.strip():
@@ -67,6 +128,7 @@ class Retriever:
 
         similarities: dict[str, float] = {}
         found: dict[str, StoredChunk] = {}
+        vector = np.zeros(0, dtype=np.float32)
         if self.mode != "keyword":
             vector = np.asarray(self.store.embedder.embed([question])[0], dtype=np.float32)
             for neighbour in self.store.nearest(vector, courses=courses, limit=CANDIDATES):
@@ -75,52 +137,83 @@ class Retriever:
 
         keyword_hits: dict[str, float] = {}
         course_of = {id: str(chunk.metadata.get("course_id")) for id, chunk in found.items()}
-        if self.mode != "dense":
-            indexes = self.indexes.for_courses(revisions)
+        indexes = self.indexes.for_courses(revisions) if self.mode != "dense" else []
+        if indexes:
             # the dense side's candidates get their BM25 score too, wherever they rank
             hits = keyword.search(indexes, question, limit=CANDIDATES, also=list(similarities))
             keyword_hits = {hit.chunk_id: hit.score for hit in hits}
             course_of.update((hit.chunk_id, hit.course_id) for hit in hits)
-        if self.mode == "hybrid":
+        if self.mode in ("hybrid", "fused"):
             missing = _by_course([id for id in keyword_hits if id not in similarities], course_of)
             for id, stored in self.store.vectors(missing).items():
                 similarities[id] = float(np.dot(vector, np.asarray(stored, dtype=np.float32)))
 
         best_keyword = max(keyword_hits.values(), default=0.0) or 1.0
-        candidates = set(keyword_hits) | set(similarities)
         keyword_weight, dense_weight = WEIGHTS[self.mode]
 
-        def score(id: str) -> float:
+        def fused(id: str) -> float:
             return keyword_weight * keyword_hits.get(id, 0.0) / best_keyword + dense_weight * similarities.get(id, 0.0)
 
-        ranked = sorted(candidates, key=score, reverse=True)[:limit]
-        found.update(self.store.fetch(_by_course([id for id in ranked if id not in found], course_of)))
-        passages = []
-        for id in ranked:
-            chunk = found.get(id)
-            if chunk is None or chunk.metadata.get("course_id") not in allowed_courses:
-                continue  # deleted meanwhile, or (never expected) outside the learner's courses
-            meta = chunk.metadata
-            passages.append(
-                Passage(
-                    chunk_id=id,
-                    course_id=str(meta["course_id"]),
-                    lesson_id=str(meta.get("lesson_id", "")),
-                    lesson_title=str(meta.get("lesson_title", "")),
-                    heading_path=str(meta.get("heading_path", "")),
-                    source=str(meta.get("source", "")),
-                    text=chunk.text,
-                    score=score(id),
-                    similarity=similarities.get(id, 0.0),
-                    keyword_score=keyword_hits.get(id, 0.0) / best_keyword,
-                )
+        kept = sorted(set(keyword_hits) | set(similarities), key=fused, reverse=True)
+        kept = kept[: RERANKED if self.mode == "hybrid" else CANDIDATES]
+        found.update(self.store.fetch(_by_course([id for id in kept if id not in found], course_of)))
+        # deleted meanwhile, or (never expected) outside the learner's courses
+        chunks = [found[id] for id in kept if id in found and found[id].metadata.get("course_id") in allowed_courses]
+        if self.mode != "hybrid":
+            return [Candidate(chunk, keyword_hits.get(chunk.id, 0.0) / best_keyword, similarities.get(chunk.id, 0.0),
+                              fused(chunk.id), (), ()) for chunk in chunks]
+
+        best_fused = max((fused(chunk.id) for chunk in chunks), default=0.0) or 1.0
+        asked = ranking.Question.of(question, self._rarity(indexes))
+        sentence_vectors = self._sentence_vectors(chunks)
+        candidates = []
+        for chunk in chunks:
+            analysed = ranking.analyse(chunk.id, chunk.text, _headings(chunk))
+            vectors = sentence_vectors.get(chunk.id)
+            cosines = tuple((vectors @ vector).tolist()) if vectors is not None else ()
+            keyword_share = keyword_hits.get(chunk.id, 0.0) / best_keyword
+            similarity = similarities.get(chunk.id, 0.0)
+            features = ranking.passage_features(
+                asked, analysed, fused=fused(chunk.id) / best_fused, keyword=keyword_share, cosine=similarity,
+                sentence_cosines=cosines,
             )
-        return passages
+            candidates.append(Candidate(chunk, keyword_share, similarity, fused(chunk.id), cosines, tuple(features)))
+        return candidates
+
+    def _sentence_vectors(self, chunks: list[StoredChunk]) -> dict[str, np.ndarray]:
+        """Each chunk's sentence vectors: kept in the process, else from the store, else (a chunk stored before
+        sentences had vectors, until the next ingest of its course) embedded now."""
+        found: dict[str, np.ndarray] = {}
+        wanted: dict[str, dict[str, int]] = {}
+        for chunk in chunks:
+            cached = self._cached_vectors.get(chunk.id)
+            if cached is not None:
+                found[chunk.id] = cached
+            elif "sentences" in chunk.metadata:
+                wanted.setdefault(str(chunk.metadata["course_id"]), {})[chunk.id] = int(chunk.metadata["sentences"])
+        if wanted:
+            found.update(self.store.sentence_vectors(wanted))
+        unembedded = [chunk for chunk in chunks if chunk.id not in found]
+        if unembedded:
+            log.warning("passages without sentence vectors: ingest their course again (`lessonbot ingest`, or "
+                        "import it again) to store them", extra={"chunks": len(unembedded)})
+            for chunk in unembedded:
+                units = ranking.analyse(chunk.id, chunk.text, _headings(chunk)).units
+                found[chunk.id] = np.asarray(self.store.embedder.embed(list(units)), dtype=np.float32)
+        with self._cache_lock:
+            for chunk in chunks:
+                self._cached_vectors[chunk.id] = found[chunk.id]
+                self._cached_vectors.move_to_end(chunk.id)
+            while len(self._cached_vectors) > SENTENCE_VECTORS_CACHED:
+                self._cached_vectors.popitem(last=False)
+        return found
+
+    def _rarity(self, indexes: list[keyword.CourseIndex]) -> Callable[[str], float]:
+        return lambda term: keyword.term_weight(indexes, term)
 
     def rarity(self, allowed_courses: Collection[str]) -> Callable[[str], float]:
         """A term's weight (BM25's idf) over `allowed_courses`: rare words say most about what is asked."""
-        indexes = self.indexes.for_courses(self.store.revisions(sorted(allowed_courses)))
-        return lambda term: keyword.term_weight(indexes, term)
+        return self._rarity(self.indexes.for_courses(self.store.revisions(sorted(allowed_courses))))
 
 
 def _by_course(ids: list[str], course_of: dict[str, str]) -> dict[str, list[str]]:
@@ -128,3 +221,7 @@ def _by_course(ids: list[str], course_of: dict[str, str]) -> dict[str, list[str]
     for id in ids:
         grouped.setdefault(course_of[id], []).append(id)
     return grouped
+
+
+def _headings(chunk: StoredChunk) -> str:
+    return f"{chunk.metadata.get('lesson_title', '')} {chunk.metadata.get('heading_path', '')}"

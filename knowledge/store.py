@@ -2,7 +2,9 @@
 
 Each course's chunks (vectors, text, metadata) live in a collection of their own, and `<CHROMA_COLLECTION>_courses`
 holds one small record per course whose `revision` changes on every ingest that changes the course, so each process
-knows when its keyword index of that course is stale. Every collection records the embedding model it was built
+knows when its keyword index of that course is stale. Beside each course's collection, `<collection>-sentences`
+holds a vector for every sentence of every chunk (ids `<chunk id>:<n>`), which the ranking reads for the few
+passages it weighs; it is never searched by vector. Every collection records the embedding model it was built
 with; opening the store with another model raises `EmbeddingModelMismatch` instead of mixing vectors that cannot be
 compared. Chroma's telemetry is off.
 """
@@ -15,7 +17,9 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
 
 from knowledge.chunking import Chunk, indexed_text
 from knowledge.embeddings import LessonbotEmbeddingFunction, TextEmbedder, make_embedder
@@ -23,6 +27,7 @@ from knowledge.embeddings import LessonbotEmbeddingFunction, TextEmbedder, make_
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
+    from chromadb.api.types import Where
     from numpy.typing import ArrayLike
 
     from knowledge.settings import KnowledgeSettings
@@ -102,6 +107,7 @@ class KnowledgeStore:
         if recorded != embedder.model_id:
             raise self._mismatch(recorded or "an unknown embedding model")
         self._collections: dict[str, Collection] = {}
+        self._sentence_collections: dict[str, Collection] = {}
 
     def _mismatch(self, recorded: str) -> EmbeddingModelMismatch:
         return EmbeddingModelMismatch(
@@ -134,6 +140,19 @@ class KnowledgeStore:
             self._collections[course_id] = collection
         return collection
 
+    def _sentences(self, course_id: str) -> Collection:
+        """The vectors of the course's chunks' sentences (made with the course's collection's model)."""
+        collection = self._sentence_collections.get(course_id)
+        if collection is None:
+            collection = self.client.get_or_create_collection(
+                f"{self._collection(course_id).name}-sentences",
+                embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={MODEL_KEY: self.embedder.model_id, "course_id": course_id},
+            )
+            self._sentence_collections[course_id] = collection
+        return collection
+
     # chunks ---------------------------------------------------------------------------------------------------------
 
     def chunk_metadata(self, course_id: str) -> dict[str, dict[str, Any]]:
@@ -164,19 +183,60 @@ class KnowledgeStore:
             offset += len(page["ids"])
 
     def add(self, chunks: Sequence[Chunk], *, on_progress: Callable[[int], None] | None = None) -> None:
-        """Embed and store chunks, a page at a time (`on_progress` gets the count of each page stored)."""
+        """Embed and store chunks and their sentences, a page at a time (`on_progress` gets the count of each page
+        stored). A page's chunks and sentences go to the model in one call, which batches them by length."""
         for start in range(0, len(chunks), EMBED_PAGE):
             page = chunks[start : start + EMBED_PAGE]
-            vectors = self.embedder.embed([chunk.indexed_text for chunk in page])
-            for course_id, rows in _by_course(zip(page, vectors, strict=True)).items():
+            units = [chunk.units for chunk in page]
+            vectors = self.embedder.embed([chunk.indexed_text for chunk in page] + [u for us in units for u in us])
+            for course_id, rows in _by_course(zip(page, vectors, strict=False)).items():
                 self._collection(course_id).upsert(
                     ids=[chunk.id for chunk, _ in rows],
                     embeddings=[vector for _, vector in rows],
                     documents=[chunk.text for chunk, _ in rows],
                     metadatas=[chunk.metadata() for chunk, _ in rows],
                 )
+            self._put_sentences(page, units, vectors[len(page) :])
             if on_progress:
                 on_progress(len(page))
+
+    def add_sentences(self, chunks: Sequence[Chunk], *, on_progress: Callable[[int], None] | None = None) -> None:
+        """Embed and store the sentences of chunks already stored (a store made before sentences had vectors)."""
+        for start in range(0, len(chunks), EMBED_PAGE):
+            page = chunks[start : start + EMBED_PAGE]
+            units = [chunk.units for chunk in page]
+            self._put_sentences(page, units, self.embedder.embed([u for us in units for u in us]))
+            if on_progress:
+                on_progress(len(page))
+
+    def _put_sentences(self, chunks: Sequence[Chunk], units: Sequence[list[str]], vectors: Sequence[Any]) -> None:
+        ends = np.cumsum([len(chunk_units) for chunk_units in units])
+        own = [vectors[end - len(chunk_units) : end] for chunk_units, end in zip(units, ends, strict=True)]
+        for course_id, grouped in _by_course(zip(chunks, own, strict=True)).items():
+            ids = [f"{chunk.id}:{n}" for chunk, rows in grouped for n in range(len(rows))]
+            if ids:
+                self._sentences(course_id).upsert(
+                    ids=ids,
+                    embeddings=[vector for _, rows in grouped for vector in rows],
+                    metadatas=[{"chunk_id": chunk.id} for chunk, rows in grouped for _ in rows],
+                )
+
+    def sentence_vectors(self, counts: dict[str, dict[str, int]]) -> dict[str, np.ndarray]:
+        """chunk id → its sentences' vectors (one row each, in order), given as course id → {chunk id: sentences};
+        a chunk whose sentences have no vectors (stored before they had) is left out."""
+        found: dict[str, np.ndarray] = {}
+        for course_id, chunks in counts.items():
+            ids = [f"{chunk}:{n}" for chunk, count in chunks.items() for n in range(count)]
+            if not ids:
+                continue
+            page = self._sentences(course_id).get(ids=ids, include=["embeddings"])
+            embeddings = page["embeddings"] if page["embeddings"] is not None else []
+            rows = dict(zip(page["ids"], embeddings, strict=False))
+            for chunk, count in chunks.items():
+                vectors = [rows.get(f"{chunk}:{n}") for n in range(count)]
+                if count and all(vector is not None for vector in vectors):
+                    found[chunk] = np.asarray(vectors, dtype=np.float32)
+        return found
 
     def update_metadata(self, chunks: Sequence[Chunk]) -> None:
         for course_id, rows in _by_course((chunk, None) for chunk in chunks).items():
@@ -188,7 +248,9 @@ class KnowledgeStore:
 
     def delete(self, course_id: str, ids: Sequence[str]) -> None:
         for start in range(0, len(ids), PAGE):
-            self._collection(course_id).delete(ids=list(ids[start : start + PAGE]))
+            page = list(ids[start : start + PAGE])
+            self._collection(course_id).delete(ids=page)
+            self._sentences(course_id).delete(where=cast("Where", {"chunk_id": {"$in": page}}))
 
     def fetch(self, ids: dict[str, list[str]]) -> dict[str, StoredChunk]:
         """Chunks by id, given as course id → chunk ids."""
@@ -277,6 +339,7 @@ class KnowledgeStore:
     def drop(self) -> None:
         """Delete every collection of this store (benchmarks start from nothing)."""
         for course_id in self.course_ids():
+            self.client.delete_collection(self._sentences(course_id).name)
             self.client.delete_collection(self._collection(course_id).name)
         self.client.delete_collection(self.courses.name)
 

@@ -14,6 +14,7 @@ import Stemmer
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]*[A-Z0-9])")
 _ITEM_NUMBER = re.compile(r"\d+[.)]")  # "1." at the start of a numbered item is no sentence of its own
+_LIST_ITEM = re.compile(r"(?:[-*•]|\d+[.)])\s")
 
 STOP_WORDS = frozenset(
     """
@@ -58,3 +59,19 @@ def sentences(text: str) -> list[str]:
                 parts[:2] = [f"{parts[0]} {parts[1]}"]
             pieces.extend(parts)
     return pieces
+
+
+def quotable_units(text: str) -> list[str]:
+    """The passage's sentences, except that a list is one unit with the sentence that leads into it (one ending in
+    ":"), its items one per line. The units are what is quoted, embedded one by one at ingest, and ranked."""
+    units: list[str] = []
+    for piece in sentences(text):
+        if _LIST_ITEM.match(piece) and units and (units[-1].endswith(":") or _is_item(units[-1].split("\n")[-1])):
+            units[-1] += "\n" + piece
+        else:
+            units.append(piece)
+    return units
+
+
+def _is_item(line: str) -> bool:
+    return bool(_LIST_ITEM.match(line))

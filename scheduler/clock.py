@@ -40,7 +40,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from scheduler import broadcast, nudges, planner, teams
+from scheduler import broadcast, dashboard, nudges, planner, teams
 from scheduler.context import JobContext
 from storage.db import make_sync_engine
 from storage.models import utcnow
@@ -75,6 +75,8 @@ JOBS: tuple[Job, ...] = (
         IntervalTrigger(minutes=1, start_date=EPOCH, timezone=timezone.utc), 600),
     Job("nudges", nudges.sweep, IntervalTrigger(minutes=15, start_date=EPOCH, timezone=timezone.utc), 3600),
     Job("nudge-outcomes", nudges.settle, IntervalTrigger(minutes=5, start_date=EPOCH, timezone=timezone.utc), 3600),
+    # The dashboard's counts: a missed run is simply the next one.
+    Job("dashboard", dashboard.recount, IntervalTrigger(minutes=5, start_date=EPOCH, timezone=timezone.utc), 240),
     # Frequent and cheap: a missed run is simply the next one.
     Job("broadcasts", broadcast.fan_out, IntervalTrigger(seconds=2, start_date=EPOCH, timezone=timezone.utc), 30),
     # Nightly; after a long outage it may wait for the next night.

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, delete, select, update
+from sqlalchemy import ForeignKey, Index, Integer, String, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -118,6 +118,15 @@ async def tokens_spent_today(session: AsyncSession, learner: str, *, now: dateti
 async def spend_tokens(session: AsyncSession, learner: str, tokens: int, *, now: datetime | None = None) -> None:
     row = await _allowance(session, learner, now or utcnow())
     row.day_tokens += tokens
+
+
+async def model_use_today(session: AsyncSession, *, now: datetime | None = None) -> tuple[int, int]:
+    """Model calls and model tokens of every learner together so far this UTC day (the metrics' gauges)."""
+    day = (now or utcnow()).date().isoformat()
+    calls = await session.scalar(select(KnowledgeModelCalls.calls).where(KnowledgeModelCalls.day == day))
+    tokens = await session.scalar(
+        select(func.coalesce(func.sum(KnowledgeAllowance.day_tokens), 0)).where(KnowledgeAllowance.day == day))
+    return int(calls or 0), int(tokens or 0)
 
 
 async def take_model_call(session: AsyncSession, *, per_day: int, now: datetime | None = None) -> bool:

@@ -20,6 +20,8 @@ from bot.cli.groups import subcommands
 if TYPE_CHECKING:
     from bot.config import Settings
 
+SHIPPED_MODELS = Path("-")  # `--fit` alone: the models the bot uses, knowledge/ranking.py's MODEL_FILE
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     ingest = subparsers.add_parser(
@@ -36,10 +38,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("dir", type=Path, help="a SQuAD JSON file and its articles (like shared/datasets/squad-dev)")
     evaluate.add_argument("--sample", type=int, metavar="N", help="ask N questions drawn at random (default: all)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
-    evaluate.add_argument("--retrieval", choices=["hybrid", "dense", "keyword"], default="hybrid")
+    evaluate.add_argument("--retrieval", choices=["hybrid", "fused", "dense", "keyword"], default="hybrid",
+                          help="hybrid (default): fused, then re-ranked; the others to compare against")
     evaluate.add_argument("--extractive", action="store_true", help="extractive answers even when a model is set")
     evaluate.add_argument("--store", type=Path, help="keep the ingested articles here (default: a scratch folder)")
     evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
+    evaluate.add_argument("--fit", nargs="?", type=Path, const=SHIPPED_MODELS, metavar="FILE",
+                          help="fit the ranking models on half of the articles first and write them to FILE "
+                               "(default: knowledge/ranking.json, what the bot uses); the other half is reported apart")
     evaluate.set_defaults(func=cmd_eval)
 
     bench = subcommands(subparsers, "bench", "measure the bot's speed").add_parser(
@@ -120,6 +126,7 @@ async def _unknown_course(settings: Settings, slug: str) -> str | None:
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from bot.config import knowledge_settings
     from knowledge.evaluation import DatasetError, evaluate, format_report
+    from knowledge.ranking import MODEL_FILE
 
     bar = None
 
@@ -136,7 +143,8 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     try:
         result = evaluate(
             knowledge_settings(settings), args.dir, sample=args.sample, seed=args.seed, mode=args.retrieval,
-            extractive_only=args.extractive, store_path=args.store, progress=progress,
+            extractive_only=args.extractive, store_path=args.store,
+            fit_to=MODEL_FILE if args.fit == SHIPPED_MODELS else args.fit, progress=progress,
         )
     except DatasetError as exc:
         print(exc, file=sys.stderr)

@@ -26,7 +26,15 @@ from bot.cli import main
 from bot.config import knowledge_settings
 from bot.core import Lessonbot
 from bot.messages import Choice, Document, Text
-from bot.rasa_actions import ACTIONS, ActionDesk, DeliverAction, action_executor, action_routes, learner_slots
+from bot.rasa_actions import (
+    ACTIONS,
+    ActionDesk,
+    DeliverAction,
+    action_executor,
+    action_routes,
+    create_action_app,
+    learner_slots,
+)
 from channels.rasa import RasaChannel
 from channels.rasa.render import bot_message, button_payload
 from channels.rasa.tracker import call_id
@@ -389,3 +397,25 @@ def test_the_example_domain_declares_what_the_actions_use():
     for endpoints in ("endpoints.yml", "endpoints.compose.yml"):
         endpoint = yaml.safe_load((EXAMPLE / endpoints).read_text())["action_endpoint"]
         assert endpoint["url"].endswith(":5055/webhook") and endpoint["token"] == "${RASA_ACTIONS_TOKEN}"
+
+
+async def test_two_action_servers_on_one_database_answer_one_conversation_in_turn(settings):
+    """Rasa balancing its calls over two action servers: each call is answered by whichever it reached, the
+    learner's way goes on in order, and a server that has not seen the domain yet asks for it (449)."""
+    async with rasa_assistant(settings) as (rasa, bot):
+        port = free_port()
+        async with serving(create_action_app(bot.settings), port):
+            servers = [rasa.action_endpoint, f"http://127.0.0.1:{port}/webhook"]
+            steps = [("hi", None), (None, "Yes, let's start"), ("Ann", None), ("Lisbon", None),
+                     (None, "Yes, that's right"), ("08:00", None), (None, "Every day"),
+                     (None, "Spot the phish, five minutes a day"), (None, "1 lesson (about 5 minutes)"),
+                     (None, "Start my first lesson"), (None, "Next ▸")]
+            run = None
+            for number, (text, pressed) in enumerate(steps):
+                rasa.action_endpoint = servers[number % 2]
+                if pressed is None:
+                    run = await rasa.say("u1", text, action=ANSWER)
+                else:
+                    run = await rasa.press("u1", button(run, pressed), action=ANSWER)
+                assert run.status == 200 and slots(run)["lessonbot_error"] is None
+            assert run.texts[0].endswith("(2/3)")

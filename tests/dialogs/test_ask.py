@@ -39,6 +39,7 @@ async def test_what_the_course_does_not_cover_is_declined_honestly(indexed):
     await onboard(t)
     [answer] = await t.say("what is the capital of France?")
     assert answer.startswith("I couldn't find that in your course material")
+    assert "\n\nThe nearest your course comes to it: " in answer, "what the course does cover, by lesson"
 
 
 async def test_every_question_is_kept_with_what_came_of_it(indexed):

@@ -12,6 +12,7 @@ from knowledge.answerer import Answerer
 from knowledge.ingest import ingest_lessons, ingest_path
 from knowledge.sources import Lesson
 from knowledge.store import open_store
+from knowledge.terms import sentences
 from standins.openai import Fail, system_text, user_text
 
 CANARY = "CANARY-7f3a9c"
@@ -40,6 +41,36 @@ async def test_without_a_model_the_answer_quotes_the_course_with_its_sources(off
     assert answer.sources[0] == ("bio", "photosynthesis.md", "Photosynthesis")
     assert not answer.declined and answer.tokens == 0
     assert off_topic.declined and off_topic.unanswered is NoAnswer.NOT_COVERED and off_topic.sources == ()
+
+
+STEAM = """# Steam power
+
+## The engine
+
+Thomas Newcomen built the first practical steam engine to pump water out of mines. The engine was improved in 1776,
+when a separate condenser was added. The condenser was the idea of James Watt, a Scottish instrument maker. Steam
+engines later powered ships, trains and mills across Britain.
+"""
+
+
+async def test_the_quote_is_the_sentence_holding_what_was_asked_and_a_decline_names_the_nearest_lessons(
+    offline_settings, bio_store
+):
+    ingest_lessons("bio", [Lesson("steam", "Steam power", STEAM)], settings=offline_settings)
+    answerer = Answerer(offline_settings, store=bio_store)
+
+    when = await answerer.answer("When was the steam engine improved?", learner=1, allowed_courses={"bio"})
+    who = await answerer.answer("Whose idea was the separate condenser?", learner=1, allowed_courses={"bio"})
+    off_topic = await answerer.answer("Who won the 1998 football world cup?", learner=1, allowed_courses={"bio"})
+
+    assert "1776" in when.text and "Steam power › The engine" in when.text
+    assert "James Watt" in who.text
+    for answer in (when, who):
+        quoted = answer.text.split("“", 1)[1].split("”", 1)[0]
+        assert len(sentences(quoted)) <= 2, "the sentence that answers, and at most the runner-up"
+        assert answer.confidence is not None and not answer.declined
+    assert off_topic.declined and off_topic.text == ""
+    assert off_topic.covers and {source.course_id for source in off_topic.covers} == {"bio"}
 
 
 async def test_a_model_answer_is_grounded_cited_plain_and_streamed(model_settings, bio_store, openai):

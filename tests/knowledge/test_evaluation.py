@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
+from knowledge import ranking
+from knowledge.evaluation import evaluate
 
 
 @pytest.fixture
@@ -39,7 +41,36 @@ def test_eval_reports_retrieval_answers_declines_and_latency(
     assert result["recall_at_5"] >= 0.8 and result["recall_at_1"] <= result["recall_at_5"]
     assert 0 < result["answer_hit_rate"] <= 1 and 0 <= result["decline_rate_unanswerable"] <= 1
     assert 0 < result["latency_ms_p50"] <= result["latency_ms_p95"]
+    assert 0 < result["answer_chars_mean"] <= 420 and 0 < result["citation_correct"] <= 1
+    answered = [row["answered_answerable"] for row in result["tradeoff"]]
+    assert answered == sorted(answered, reverse=True) and answered[0] >= 0.9, "the trade-off, loosest first"
     assert not (data_dir / "chroma").exists(), "the evaluation keeps to a scratch store"
+
+
+def test_fitting_writes_the_models_reports_the_held_out_half_and_leaves_the_bots_own_alone(
+    offline_settings, data_dir, small_squad, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("DATA_DIR", str(data_dir))
+    shipped = ranking.models()
+    fitted = tmp_path / "fitted.json"
+
+    status = main(["eval", "knowledge", str(small_squad), "--fit", str(fitted), "--json"])
+
+    result = json.loads(capsys.readouterr().out)
+    models = json.loads(fitted.read_text())
+    assert status == 0 and len(models["fitted_on"]) == 1, "every other article: one of the two"
+    assert 0 < models["threshold"] < 1 and models["passages"]["features"] == list(ranking.PASSAGE_FEATURES)
+    assert 0 < result["held_out"]["questions"] < result["questions"]
+    assert result["fitted"]["written"] == str(fitted)
+    assert ranking.models() is shipped and ranking.MODEL_FILE.read_text() != fitted.read_text()
+
+
+def test_with_a_model_the_eval_reports_whether_its_citations_are_right(model_settings, small_squad, openai):
+    result = evaluate(model_settings, small_squad, sample=12, seed=1)
+
+    assert result["answers"] == "model standin-chat" and result["model_tokens"] > 0
+    assert openai.chat_requests
+    assert 0 < result["citation_correct"] <= 1, "the stand-in cites passage 1, the best one"
 
 
 def test_eval_explains_a_folder_that_is_not_a_dataset(offline_settings, data_dir, tmp_path, monkeypatch, capsys):

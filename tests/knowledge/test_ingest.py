@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bot.cli import main
 from knowledge.chunking import chunk_lesson
 from knowledge.ingest import ingest_lessons, ingest_path
+from knowledge.retrieval import Retriever
 from knowledge.sources import Lesson, read_lesson
 from knowledge.store import open_store
 from tests.knowledge.conftest import PHOTOSYNTHESIS, VOLCANOES
@@ -89,6 +91,33 @@ def test_reingest_embeds_only_what_changed_and_removes_what_was_deleted(offline_
     assert any("chloroplast stroma" in t for t in texts)
     assert not any("takes place in the stroma" in t for t in texts)
     assert any("tectonic plates" in t for t in texts)
+
+
+def test_every_sentence_gets_a_vector_and_a_store_made_without_them_gets_them_on_the_next_ingest(
+    offline_settings, course_dir: Path, caplog: pytest.LogCaptureFixture
+):
+    store = open_store(offline_settings)
+    ingest_path(store, course_dir, course_id="bio")
+    chunks = {chunk.id: chunk for chunk in store.chunk_texts("bio")}
+    counts = {id: int(chunk.metadata["sentences"]) for id, chunk in chunks.items()}
+    vectors = store.sentence_vectors({"bio": counts})
+    calvin = next(id for id, chunk in chunks.items() if "Calvin cycle takes place" in chunk.text)
+    assert set(vectors) == set(chunks) and vectors[calvin].shape == (2, 384)
+    expected = store.embedder.embed(["It fixes carbon dioxide into sugar using ATP and NADPH."])[0]
+    assert np.allclose(vectors[calvin][1], expected, atol=1e-4)
+
+    # a store from before sentence vectors: none stored, and its chunks' metadata does not count them
+    collection = store._collection("bio")
+    collection.update(ids=list(chunks), metadatas=[{"sentences": None} for _ in chunks])
+    store.client.delete_collection(store._sentences("bio").name)
+    store._sentence_collections.clear()
+    passages = Retriever(store).retrieve("Where does the Calvin cycle take place?", allowed_courses={"bio"})
+    assert passages[0].chunk_id == calvin and len(passages[0].sentence_similarities) == 2
+    assert "ingest their course again" in caplog.text, "until then they are embedded as they are asked for"
+
+    again = ingest_path(store, course_dir, course_id="bio")
+    assert (again.added, again.updated) == (0, len(chunks))
+    assert store.sentence_vectors({"bio": counts}).keys() == chunks.keys()
 
 
 def test_a_file_that_fails_is_reported_and_the_rest_goes_on(offline_settings, course_dir: Path):

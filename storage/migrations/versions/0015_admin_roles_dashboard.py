@@ -75,7 +75,7 @@ def upgrade() -> None:
     # What the dashboard counts by: activity and arrival times, and a learner's name typed in the search box.
     op.create_index("ix_users_last_active_at", "users", ["last_active_at"])
     op.create_index("ix_users_created_at", "users", ["created_at"])
-    op.create_index("ix_inbound_messages_received_at", "inbound_messages", ["received_at"])
+    op.create_index("ix_inbound_messages_received_at", "inbound_messages", ["received_at", "conversation_id"])
     op.create_index("ix_outbox_messages_sent_at", "outbox_messages", ["sent_at"])
     if op.get_context().dialect.name == "postgresql":
         # text_pattern_ops: a prefix LIKE uses the index whatever the database's collation

@@ -1,0 +1,354 @@
+"""The dashboard's pages: each a list of figures (a chart, its table, its CSV) built from the snapshot of counts
+(storage/dashboard.py) and a few small live queries, narrowed to what the viewer's roles cover.
+
+A page belongs to an area of dialogs/roles.py. A role that holds everywhere sees the whole page; a scoped role sees
+the pages that can be narrowed to its scope — learning and knowledge to its courses, learners to its Slack
+workspaces — and not the others (overview, engagement and revenue count everyone at once).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from html import escape
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.dashboard.access import Viewer
+from bot.dashboard.charts import bar_chart, line_chart
+from bot.dashboard.layout import table
+from dialogs.nudges import TEMPLATES
+from storage import dashboard as counts
+from storage.courses import major_units
+
+STALE = timedelta(minutes=15)  # older than this, the snapshot job is not running: a page counts for itself
+
+
+@dataclass
+class Figure:
+    """One block of a page: a title, rows under columns (shown as a table, downloadable as CSV), and a chart or
+    tiles drawn from the same rows."""
+
+    key: str
+    title: str
+    columns: tuple[str, ...]
+    rows: list[list[Any]]
+    chart: str = ""
+    tiles: list[tuple[str, Any]] = field(default_factory=list)
+    note: str = ""
+    html: str = ""  # forms and links that belong to the figure (a requeue button)
+    table_open: bool = False  # show the table itself, not folded under the chart
+
+
+@dataclass
+class Context:
+    session: AsyncSession  # the page's transaction
+    viewer: Viewer
+    now: datetime
+    query: dict[str, str]
+    cold: list[str] = field(default_factory=list)  # the pages whose counts had to be made for this request
+
+
+Build = Callable[[Context], Awaitable[list[Figure]]]
+
+
+@dataclass(frozen=True)
+class Page:
+    name: str
+    title: str
+    area: str
+    narrowable: bool  # a scoped role sees it, narrowed to its scope
+    build: Build
+
+    def visible_to(self, viewer: Viewer) -> bool:
+        held = viewer.scopes(self.area)
+        return bool(held) and (self.narrowable or any(not scope.kind for scope in held))
+
+
+async def figures_of(ctx: Context, name: str) -> dict[str, Any]:
+    """The page's counts from the snapshot; counted now (and kept, when the page's transaction commits) when there
+    is none or it is stale."""
+    row = await counts.snapshot(ctx.session, name)
+    if row is not None and ctx.now - row.computed_at < STALE:
+        return row.figures
+    ctx.cold.append(name)
+    return (await counts.compute(ctx.session, name, ctx.now)).figures
+
+
+def _courses_seen(viewer: Viewer, area: str) -> set[str] | None:
+    """The courses a scoped viewer's figures are narrowed to; None: every course."""
+    held = viewer.scopes(area)
+    if any(not scope.kind for scope in held):
+        return None
+    return {scope.value for scope in held if scope.kind == "course"}
+
+
+def _percent(share: float | None) -> str:
+    return "" if share is None else f"{round(100 * share)} %"
+
+
+# Overview -----------------------------------------------------------------------------------------------------------
+
+
+async def overview(ctx: Context) -> list[Figure]:
+    f = await figures_of(ctx, "overview")
+    health = await counts.delivery_health(ctx.session)
+    new = f["new"]
+    learners = Figure("learners", "Learners", ("measure", "learners"),
+                      [["agreed to take part", f["learners"]], ["new today", new["today"]],
+                       ["new in 7 days", new["7d"]], ["new in 30 days", new["30d"]]])
+    learners.tiles = [(label, value) for label, value in learners.rows]
+    channels = sorted({channel for window in f["active"].values() for channel in window})
+    active_rows = [[channel, *(f["active"][w].get(channel, 0) for w in ("today", "7d", "30d"))] for channel in channels]
+    active = Figure("active", "Active learners by channel", ("channel", "today", "7 days", "30 days"), active_rows,
+                    chart=bar_chart("Active learners in the last 7 days, by channel",
+                                    [(row[0], row[2]) for row in active_rows]), table_open=True)
+    days = [row[0] for row in f["messages"]]
+    messages = Figure("messages", "Messages in and replies out, a day", ("day", "messages in", "replies out"),
+                      f["messages"], chart=line_chart("Messages in and replies out, a day", days, [
+                          ("messages in", [row[1] for row in f["messages"]]),
+                          ("replies out", [row[2] for row in f["messages"]])]))
+    delivery = Figure("delivery", "Delivery health", ("state", "replies"), [
+        ["waiting to be sent", health["pending"]], ["being sent", health["sending"]],
+        ["waiting for the person to write (WhatsApp's window)", health["waiting"]],
+        ["held back by a platform's 429 now", health["rate_limited_now"]],
+        ["sent in the last 24 hours after a 429", f["rate_limited_24h"]], ["dead letters", health["dead"]]])
+    delivery.tiles = [("waiting", health["pending"]), ("429 now", health["rate_limited_now"]),
+                      ("429 in 24 h", f["rate_limited_24h"]), ("dead letters", health["dead"])]
+    dead = Figure("dead-letters", "Dead letters (newest first)", ("id", "to", "tries", "error", "written"),
+                  health["dead_letters"], table_open=True,
+                  note="Replies the platform refused for good, or that ran out of tries.")
+    if health["dead_letters"] and ctx.viewer.may("delivery"):
+        dead.html = ('<form method="post" action="/admin/overview/requeue">' + ctx.viewer.csrf_field() +
+                     '<button type="submit" name="ids" value="all">Requeue all dead letters</button></form>')
+    return [learners, delivery, messages, active, dead]
+
+
+# Learning -----------------------------------------------------------------------------------------------------------
+
+
+async def learning(ctx: Context) -> list[Figure]:
+    f = await figures_of(ctx, "learning")
+    only = _courses_seen(ctx.viewer, "learning")
+    courses = [row for row in f["courses"] if only is None or row["course"] in only]
+    stages = {"started": "started", "consented": "agreed", "onboarded": "set up", "lesson_one": "lesson done",
+              "first_quiz": "first quiz", "half": "half the course", "completed": "course done"}
+    if only is None:
+        funnel_rows = [[stages[stage], n] for stage, n in f["funnel"]]
+    else:
+        funnel_rows = [["enrolled", sum(row["enrolled"] for row in courses)]] + [
+            [stages[stage], sum(row[stage] for row in courses)] for stage in ("lesson_one", "first_quiz", "half",
+                                                                                "completed")]
+    funnel = Figure("funnel", "The way through", ("stage", "learners"), funnel_rows,
+                    chart=bar_chart("Learners at each stage", [(label, n) for label, n in funnel_rows]))
+    course_rows = [[row["course"], row["title"], row["lessons"], row["enrolled"], row["completed"],
+                    _percent(row["completed"] / row["enrolled"] if row["enrolled"] else None),
+                    "" if row["median_days"] is None else row["median_days"]] for row in courses]
+    per_course = Figure("courses", "Completion per course",
+                        ("course", "title", "lessons", "enrolled", "completed", "completion", "median days"),
+                        course_rows, table_open=True)
+    lessons = [row for row in f["lessons"] if only is None or row[0] in only]
+    lesson_rows = [[slug, position, title, answers, _percent(share)] for slug, position, title, answers, share in
+                   lessons]
+    accuracy = Figure("lesson-accuracy", "Quiz accuracy per lesson", ("course", "lesson", "title", "answers",
+                                                                       "right"), lesson_rows,
+                      chart=bar_chart("Share of quiz answers right, per lesson (%)",
+                                      [(f"{row[1]}. {row[2]}", round(100 * (row[4] or 0))) for row in lessons]))
+    hardest = [row for row in f["hardest"] if only is None or row["course"] in only]
+    hard = Figure("hardest-questions", "The hardest questions, with their wrong answers",
+                  ("course", "question", "answers", "right", "wrong answers given most"),
+                  [[row["course"], row["question"], row["answers"], _percent(row["accuracy"]),
+                    "; ".join(f"{answer} ({n})" for answer, n in row["wrong"])] for row in hardest], table_open=True,
+                  note=f"Questions with at least {counts.MIN_ANSWERS} answers, the least often right first.")
+    figures = [funnel, per_course, hard, accuracy]
+    if only is None:
+        retention = f["retention"]
+        reviews = Figure("reviews", "Spaced review", ("measure", "value"), [
+            ["reviews due now", f["reviews_due"]], ["cards reviewed again", retention["reviewed_cards"]],
+            ["of those, recalled at the latest review", _percent(retention["share"])]])
+        reviews.tiles = [(label, value) for label, value in reviews.rows]
+        figures.insert(1, reviews)
+    return figures
+
+
+# Engagement ---------------------------------------------------------------------------------------------------------
+
+
+async def engagement(ctx: Context) -> list[Figure]:
+    f = await figures_of(ctx, "engagement")
+    days = [row[0] for row in f["daily_active"]]
+    daily = Figure("daily-active", "Daily active learners", ("day", "learners who wrote"), f["daily_active"],
+                   chart=line_chart("Learners who wrote, a day", days,
+                                    [("learners", [row[1] for row in f["daily_active"]])]))
+    streaks = Figure("streaks", "Current streaks", ("days in a row", "learners"), f["streaks"],
+                     chart=bar_chart("Learners by current streak (days)", [(r[0], r[1]) for r in f["streaks"]]))
+    weeks = max((len(c["active"]) for c in f["cohorts"]), default=0)
+    cohort_rows = [[c["week"], c["learners"], *c["active"], *[""] * (weeks - len(c["active"]))] for c in f["cohorts"]]
+    cohorts = Figure("cohorts", "Weekly cohorts: who kept learning",
+                     ("week joined", "learners", *(f"week {n}" for n in range(weeks))), cohort_rows,
+                     chart=_heat(f["cohorts"], weeks),
+                     note="Of the learners who joined each week, how many took a lesson in that week (week 0) and "
+                          "each week after.")
+    nudges = await _nudges(ctx)
+    broadcasts = Figure("broadcasts", "Broadcasts and their reach",
+                        ("id", "created", "status", "message", "recipients", "queued"),
+                        await counts.broadcast_reach(ctx.session), table_open=True)
+    return [daily, streaks, cohorts, nudges, broadcasts]
+
+
+def _heat(cohorts: list[dict[str, Any]], weeks: int) -> str:
+    head = "".join(f"<th>{n}</th>" for n in range(weeks))
+    rows = []
+    for cohort in cohorts:
+        cells = []
+        for n in range(weeks):
+            if n >= len(cohort["active"]):
+                cells.append("<td></td>")
+                continue
+            share = cohort["active"][n] / cohort["learners"] if cohort["learners"] else 0
+            cells.append(f'<td class="n h{min(5, int(share * 6))}">{round(100 * share)} %</td>')
+        rows.append(f"<tr><th>{escape(cohort['week'])}</th><td class=\"n\">{cohort['learners']:,}</td>"
+                    + "".join(cells) + "</tr>")
+    return ('<div class="table"><table><thead><tr><th>week joined</th><th>learners</th>' + head +
+            "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+
+
+async def _nudges(ctx: Context) -> Figure:
+    record = {(kind, template): (sent, back) for kind, template, sent, back in await counts.nudge_records(ctx.session)}
+    rows = []
+    for kind, templates in TEMPLATES.items():
+        # The bandit's choice, as it stands: the template with the best expected rate (Beta posterior mean).
+        favourite = max(templates, key=lambda t: (1 + record.get((kind, t), (0, 0))[1])
+                        / (2 + record.get((kind, t), (0, 0))[0]))
+        for template in templates:
+            sent, back = record.get((kind, template), (0, 0))
+            rows.append([kind, template, sent, back, _percent(back / sent if sent else None),
+                         "✔" if template == favourite else ""])
+    return Figure("nudges", "Reminder templates", ("kind", "template", "delivered", "came back", "rate",
+                                                    "bandit's choice"), rows, table_open=True,
+                  note="Came back: wrote within two hours of the reminder. The bandit's choice is the template with "
+                       "the best expected rate; it still tries the others now and then.")
+
+
+# Knowledge ----------------------------------------------------------------------------------------------------------
+
+
+async def knowledge(ctx: Context) -> list[Figure]:
+    f = await figures_of(ctx, "knowledge")
+    only = _courses_seen(ctx.viewer, "knowledge")
+    topics = [row for row in f["topics"] if only is None or row[0] in only][: counts.TOP]
+    topic_figure = Figure("topics", "The most asked topics", ("course", "lesson", "questions"), topics,
+                          chart=bar_chart("Questions answered from each lesson", [(r[1], r[2]) for r in topics]),
+                          note="The lesson each answer drew on first.")
+    if only is not None:
+        return [topic_figure]
+    totals = Figure("questions", "Questions asked", ("outcome", "questions"), [
+        ["asked", f["asked"]], ["answered", f["answered"]], ["declined (not in the material)", f["declined"]],
+        ["not looked up (the learner's allowance was spent)", f["limited"]]])
+    totals.tiles = [("asked", f["asked"]), ("answered", f["answered"]), ("declined", f["declined"]),
+                    ("allowance spent", f["limited"])]
+    days = [row[0] for row in f["daily"]]
+    daily = Figure("questions-daily", "Answered and declined, a day", ("day", "answered", "declined"), f["daily"],
+                   chart=line_chart("Questions answered and declined, a day", days, [
+                       ("answered", [r[1] for r in f["daily"]]), ("declined", [r[2] for r in f["daily"]])]))
+    declined = Figure("declined", "Declined most often: what the course could add",
+                      ("question (as first asked)", "times", "last asked"), f["declined_most"], table_open=True)
+    return [totals, daily, declined, topic_figure]
+
+
+# Learners -----------------------------------------------------------------------------------------------------------
+
+
+def _teams(viewer: Viewer) -> list[str] | None:
+    """The Slack workspaces a scoped viewer's learner search is narrowed to; None: everyone."""
+    held = viewer.scopes("learners")
+    if any(not scope.kind for scope in held):
+        return None
+    return [scope.value for scope in held if scope.kind == "team"]
+
+
+async def learners(ctx: Context) -> list[Figure]:
+    text = ctx.query.get("q", "").strip()[:200]
+    form = ('<form method="get" action="/admin/learners" role="search"><input type="search" name="q" '
+            f'value="{escape(text)}" placeholder="name, or channel:id" aria-label="Find a learner"> '
+            '<button type="submit">Find</button></form>')
+    rows: list[list[Any]] = []
+    if text:
+        teams = _teams(ctx.viewer)
+        for team in teams if teams is not None else [None]:
+            rows += await counts.find_learners(ctx.session, text, team=team)
+    links = "".join(f'<li><a href="/admin/learners/{row[0]}">{escape(row[1] or "(no name)")}</a> '
+                    f"<small>{escape(row[2])}</small></li>" for row in rows)
+    found = Figure("learners", "Find a learner", ("id", "name", "addresses", "status", "last active"), rows,
+                   html=form + (f"<ul>{links}</ul>" if links else ("<p>No learner found.</p>" if text else "")),
+                   note="A name's beginning (any case), a number, or an address such as telegram:12345.")
+    return [found]
+
+
+# Revenue ------------------------------------------------------------------------------------------------------------
+
+
+async def revenue(ctx: Context) -> list[Figure]:
+    rows = await counts.revenue(ctx.session)
+    shown = [[slug, currency, sales, major_units(amount, currency), refunds, major_units(refunded, currency)]
+             for slug, currency, sales, amount, refunds, refunded in rows]
+    return [Figure("sales", "Sales and refunds by course and currency",
+                   ("course", "currency", "sales", "amount", "refunds", "refunded"), shown, table_open=True,
+                   chart=bar_chart("Sales per course", [(f"{r[0]} ({r[1]})", r[2]) for r in rows]) if rows else "",
+                   note="Sales include those refunded since; amounts in each currency's major unit.")]
+
+
+PAGES: dict[str, Page] = {page.name: page for page in (
+    Page("overview", "Overview", "delivery", False, overview),
+    Page("learning", "Learning", "learning", True, learning),
+    Page("engagement", "Engagement", "engagement", False, engagement),
+    Page("knowledge", "Knowledge", "knowledge", True, knowledge),
+    Page("learners", "Learners", "learners", True, learners),
+    Page("revenue", "Revenue", "revenue", False, revenue),
+)}
+
+
+# Rendering ----------------------------------------------------------------------------------------------------------
+
+
+def render(figures: list[Figure], page: Page) -> str:
+    blocks = []
+    for figure in figures:
+        link = f' <a href="/admin/{page.name}/{figure.key}.csv" download>CSV</a>'
+        wide = " wide" if figure.chart or figure.table_open else ""
+        parts = [f'<section class="figure{wide}" id="{figure.key}"><h2><span>{escape(figure.title)}</span>{link}</h2>']
+        if figure.note:
+            parts.append(f'<p class="note">{escape(figure.note)}</p>')
+        if figure.tiles:
+            parts.append('<div class="tiles">' + "".join(
+                f'<div class="tile"><b>{value:,}</b><span>{escape(label)}</span></div>' if isinstance(value, int)
+                else f'<div class="tile"><b>{escape(str(value) or "–")}</b><span>{escape(label)}</span></div>'
+                for label, value in figure.tiles) + "</div>")
+        parts.append(figure.html)
+        parts.append(figure.chart)
+        if not figure.tiles and figure.rows and page.name != "learners":
+            rows = table(figure.columns, figure.rows)
+            parts.append(rows if figure.table_open or not figure.chart else
+                         f"<details><summary>The numbers</summary>{rows}</details>")
+        elif not figure.rows and not figure.tiles and not figure.html:
+            parts.append('<p class="note">Nothing yet.</p>')
+        parts.append("</section>")
+        blocks.append("".join(parts))
+    return '<div class="grid">' + "".join(blocks) + "</div>"
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def as_csv(figure: Figure) -> str:
+    """The figure's rows as CSV; a cell a spreadsheet would read as a formula is prefixed with '."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(figure.columns)
+    for row in figure.rows:
+        writer.writerow(["'" + cell if isinstance(cell, str) and cell.startswith(_FORMULA) else cell for cell in row])
+    return out.getvalue()

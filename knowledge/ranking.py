@@ -1,0 +1,431 @@
+"""The evidence that ranks passages and sentences and decides whether the course answers a question at all.
+
+Three small linear models, fitted on SQuAD-format questions by `lessonbot eval knowledge DIR --fit` and shipped in
+`ranking.json` beside this file (weights, and the mean and scale each feature is standardised with):
+
+- **passages**: the retrieval's candidates re-ranked on lexical and vector evidence at passage and sentence level
+  (`PASSAGE_FEATURES`); a softmax over each question's candidates was fitted to put the passage holding the answer
+  first;
+- **sentences**: the sentences of the best passages scored for holding the answer (`SENTENCE_FEATURES`), including
+  whether a sentence carries what the question asks for (who → a name, when → a date, how many → a number);
+- **answerability**: a logistic model of "the chosen sentences answer the question" (`ANSWER_FEATURES`), whose
+  `threshold` was set so that 90 % of the answerable fitting questions are answered.
+
+Every feature is a share, a similarity or a difference of them, so the weights carry over from a set of long
+articles to a course of a few lessons. Words are weighted by rarity (BM25's idf over the learner's courses).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knowledge.terms import quotable_units, terms
+
+MODEL_FILE = Path(__file__).with_name("ranking.json")
+
+PASSAGE_FEATURES = (
+    "fused",  # the first stage's score relative to its best candidate's
+    "keyword",  # BM25 relative to the question's best candidate
+    "cosine",  # the passage's similarity to the question
+    "best_sentence_cosine",  # the most similar sentence's
+    "second_sentence_cosine",  # the second most similar sentence's: the answer often spans two
+    "coverage",  # share of the question's weighted terms in the passage (title and headings included)
+    "best_sentence_coverage",  # the same for its best sentence
+    "window_coverage",  # the same for its best two neighbouring sentences (how close the terms stand)
+    "phrases",  # share of the question's neighbouring term pairs found side by side
+    "heading_coverage",  # share of the question's weighted terms in the lesson title and headings
+    "best_sentence_both",  # the best sentence on similarity and coverage together
+)
+SENTENCE_FEATURES = (
+    "cosine",  # the sentence's similarity to the question
+    "cosine_behind_best",  # how far below the passage's most similar sentence
+    "coverage",  # share of the question's weighted terms in the sentence
+    "coverage_behind_best",
+    "neighbour_coverage",  # the most its neighbouring sentences hold (they may name what it calls "it")
+    "phrases",
+    "answer_type",  # holds what the question asks for (a name, date, number, place), outside the question's words
+    "passage",  # the passage's probability of being the one (softmax of the passage ranking)
+    "first",  # the passage's first sentence
+    "length",  # log of the characters
+)
+ANSWER_FEATURES = (
+    "passage_score",  # the best passage's ranking score
+    "passage_probability",  # its share of the ranking's softmax
+    "passage_margin",  # its lead over the second
+    "sentence_score",  # the chosen sentence's score
+    "coverage",  # share of the question's weighted terms in the quoted sentences
+    "rarest_missing",  # weight of the rarest question term the quote lacks, over the rarest term's
+    "answer_type_wanted",  # the question asks for a name, date, number or place …
+    "answer_type_found",  # … and the quote holds one
+    "cosine",  # the chosen sentence's similarity to the question
+    "passage_cosine",  # the best passage's
+    "question_terms",  # log of the number of question terms
+    "negation_unmatched",  # the question says "not"/"never" and the quote does not
+)
+
+
+# --- the question ---------------------------------------------------------------------------------------------------
+
+ANSWER_TYPES = ("number", "date", "person", "place")
+_TYPE_CUES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("date", re.compile(r"\b(when|what (year|years|decade|century|date|day|month|time period|era)|"
+                        r"which (year|decade|century|date|day|month)|how long ago|since when)\b")),
+    ("number", re.compile(r"\b(how (many|much|long|old|far|big|large|high|tall|fast|often|deep|wide|heavy)|"
+                          r"what (percentage|percent|proportion|number|amount|fraction))\b")),
+    ("person", re.compile(r"\b(who|whom|whose|which (person|people|man|woman|king|president|scientist))\b")),
+    ("place", re.compile(r"\b(where|what (country|city|state|region|place|continent|river)|"
+                         r"which (country|city|state|region|place|continent|river))\b")),
+)
+_NUMBER = re.compile(
+    r"\b\d[\d,.]*\b|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|fifty|"
+    r"hundred|hundreds|thousand|thousands|million|millions|billion|dozen|half|quarter|third)\b",
+    re.IGNORECASE,
+)
+_MONTHS = "january|february|march|april|may|june|july|august|september|october|november|december"
+_DATE = re.compile(rf"\b(1\d{{3}}|20\d{{2}}|\d{{1,4}}s|\d{{1,2}}(st|nd|rd|th) century|{_MONTHS})\b|\bcentur(y|ies)\b",
+                   re.IGNORECASE)
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zà-ÿ]+(?:\s+(?:[A-Z][a-zà-ÿ]+|de|von|van|of|the))*")
+_PLACE = re.compile(r"\b(?:in|at|from|near|to|into|across)\s+(?:the\s+)?([A-Z][a-zà-ÿ]+)")
+_NEGATION = re.compile(r"\b(not|never|no|none|nor|without|n't)\b|n't\b", re.IGNORECASE)
+
+
+def answer_type(question: str) -> str | None:
+    """What the question asks for, when its wording says: a number, a date, a person or a place."""
+    lowered = question.lower()
+    for kind, cue in _TYPE_CUES:
+        if cue.search(lowered):
+            return kind
+    return None
+
+
+def holds_answer_type(kind: str | None, sentence: str, question_words: set[str]) -> bool:
+    """The sentence holds a `kind` that the question does not already name."""
+    if kind is None:
+        return False
+
+    def new(found: Iterable[str]) -> bool:
+        return any(token.lower() not in question_words for match in found for token in match.split())
+
+    if kind == "number":
+        return new(m.group() for m in _NUMBER.finditer(sentence))
+    if kind == "date":
+        return new(m.group() for m in _DATE.finditer(sentence))
+    if kind == "person":
+        return new(m.group() for m in _NAME.finditer(sentence))
+    return new(m.group(1) for m in _PLACE.finditer(sentence))
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question as the features see it: its terms with their weights, its term pairs, what it asks for."""
+
+    text: str
+    weights: dict[str, float]  # distinct term → idf
+    pairs: frozenset[tuple[str, str]]
+    kind: str | None
+    words: frozenset[str]  # its lowercased words, for "not already in the question"
+    negated: bool
+
+    @classmethod
+    def of(cls, text: str, rarity: Callable[[str], float]) -> Question:
+        ordered = terms(text)
+        return cls(
+            text=text,
+            weights={term: rarity(term) for term in dict.fromkeys(ordered)},
+            pairs=frozenset(zip(ordered, ordered[1:], strict=False)),
+            kind=answer_type(text),
+            words=frozenset(re.findall(r"[\w']+", text.lower())),
+            negated=bool(_NEGATION.search(text)),
+        )
+
+    @property
+    def total(self) -> float:
+        return sum(self.weights.values()) or 1.0
+
+    def coverage(self, found: set[str] | frozenset[str]) -> float:
+        return sum(weight for term, weight in self.weights.items() if term in found) / self.total
+
+    def phrases(self, pairs: set[tuple[str, str]] | frozenset[tuple[str, str]]) -> float:
+        return len(self.pairs & pairs) / len(self.pairs) if self.pairs else 0.0
+
+
+# --- passages, analysed once per process -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Analysed:
+    """A passage cut into quotable units, with each unit's terms and term pairs."""
+
+    units: tuple[str, ...]
+    unit_terms: tuple[frozenset[str], ...]
+    unit_pairs: tuple[frozenset[tuple[str, str]], ...]
+    heading_terms: frozenset[str]
+
+    @property
+    def all_terms(self) -> frozenset[str]:
+        return frozenset().union(self.heading_terms, *self.unit_terms)
+
+    @property
+    def all_pairs(self) -> frozenset[tuple[str, str]]:
+        return frozenset().union(*self.unit_pairs)
+
+
+_CACHED = 20_000  # passages kept analysed; an id is a hash of the text, so an entry never goes stale
+_analysed: OrderedDict[str, Analysed] = OrderedDict()
+_analysed_lock = threading.Lock()
+
+
+def analyse(chunk_id: str, text: str, headings: str) -> Analysed:
+    with _analysed_lock:
+        found = _analysed.get(chunk_id)
+        if found is not None:
+            _analysed.move_to_end(chunk_id)
+            return found
+    units = quotable_units(text)
+    unit_term_lists = [terms(unit) for unit in units]
+    found = Analysed(
+        units=tuple(units),
+        unit_terms=tuple(frozenset(t) for t in unit_term_lists),
+        unit_pairs=tuple(frozenset(zip(t, t[1:], strict=False)) for t in unit_term_lists),
+        heading_terms=frozenset(terms(headings)),
+    )
+    with _analysed_lock:
+        _analysed[chunk_id] = found
+        while len(_analysed) > _CACHED:
+            _analysed.popitem(last=False)
+    return found
+
+
+def passage_features(
+    question: Question, passage: Analysed, *, fused: float, keyword: float, cosine: float,
+    sentence_cosines: Sequence[float],
+) -> list[float]:
+    cosines = sorted(sentence_cosines, reverse=True) or [cosine]
+    unit_coverage = [question.coverage(unit) for unit in passage.unit_terms] or [0.0]
+    windows = [question.coverage(a | b) for a, b in zip(passage.unit_terms, passage.unit_terms[1:], strict=False)]
+    both = [c + u for c, u in zip(sentence_cosines, unit_coverage, strict=False)] or [cosine + unit_coverage[0]]
+    return [
+        fused,
+        keyword,
+        cosine,
+        cosines[0],
+        cosines[1] if len(cosines) > 1 else cosines[0],
+        question.coverage(passage.all_terms),
+        max(unit_coverage),
+        max(windows, default=unit_coverage[0]),
+        question.phrases(passage.all_pairs),
+        question.coverage(passage.heading_terms),
+        max(both) / 2,
+    ]
+
+
+def sentence_features(
+    question: Question, passage: Analysed, position: int, *, cosines: Sequence[float], passage_probability: float
+) -> list[float]:
+    coverages = [question.coverage(unit) for unit in passage.unit_terms]
+    unit = passage.units[position]
+    cosine = cosines[position] if position < len(cosines) else 0.0
+    return [
+        cosine,
+        max(cosines, default=cosine) - cosine,
+        coverages[position],
+        max(coverages) - coverages[position],
+        max(coverages[max(position - 1, 0) : position + 2]),
+        question.phrases(passage.unit_pairs[position]),
+        float(holds_answer_type(question.kind, unit, set(question.words))),
+        passage_probability,
+        float(position == 0),
+        math.log(1 + len(unit)),
+    ]
+
+
+def answer_features(
+    question: Question,
+    *,
+    passage_scores: Sequence[float],
+    passage_probability: float,
+    passage_cosine: float,
+    sentence_score: float,
+    sentence_cosine: float,
+    quoted: Sequence[str],
+    quoted_terms: frozenset[str],
+) -> list[float]:
+    rarest = max(question.weights.values(), default=0.0) or 1.0
+    missing = [weight for term, weight in question.weights.items() if term not in quoted_terms]
+    text = " ".join(quoted)
+    found_type = any(holds_answer_type(question.kind, unit, set(question.words)) for unit in quoted)
+    return [
+        passage_scores[0] if passage_scores else 0.0,
+        passage_probability,
+        passage_scores[0] - passage_scores[1] if len(passage_scores) > 1 else 1.0,
+        sentence_score,
+        question.coverage(quoted_terms),
+        max(missing, default=0.0) / rarest,
+        float(question.kind is not None),
+        float(question.kind is not None and found_type),
+        sentence_cosine,
+        passage_cosine,
+        math.log(1 + len(question.weights)),
+        float(question.negated and not _NEGATION.search(text)),
+    ]
+
+
+# --- the models -----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Linear:
+    """w · (x − mean) / scale (+ bias): a fitted linear score."""
+
+    names: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: float = 0.0
+
+    def scores(self, rows: Sequence[Sequence[float]]) -> np.ndarray:
+        if not len(rows):
+            return np.zeros(0)
+        x = (np.asarray(rows, dtype=np.float64) - self.mean) / self.scale
+        return np.asarray(x @ self.weights + self.bias)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "features": list(self.names),
+            "mean": [round(float(v), 6) for v in self.mean],
+            "scale": [round(float(v), 6) for v in self.scale],
+            "weights": [round(float(v), 6) for v in self.weights],
+            "bias": round(self.bias, 6),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], names: tuple[str, ...]) -> Linear:
+        if tuple(data["features"]) != names:
+            raise ValueError(f"{MODEL_FILE.name} was fitted on other features: fit it again (eval knowledge --fit)")
+        return cls(names, np.asarray(data["mean"]), np.asarray(data["scale"]), np.asarray(data["weights"]),
+                   float(data.get("bias", 0.0)))
+
+
+@dataclass(frozen=True)
+class Models:
+    passages: Linear
+    sentences: Linear
+    answerable: Linear
+    threshold: float  # answerability probability below which the answer declines
+    second_sentence: float  # a second sentence is quoted when the first's probability is below this
+    fitted_on: tuple[str, ...] = ()  # the lessons (articles) whose questions it was fitted on
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fitted_on": list(self.fitted_on),
+            "threshold": round(self.threshold, 4),
+            "second_sentence": round(self.second_sentence, 4),
+            "passages": self.passages.to_json(),
+            "sentences": self.sentences.to_json(),
+            "answerable": self.answerable.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Models:
+        return cls(
+            passages=Linear.from_json(data["passages"], PASSAGE_FEATURES),
+            sentences=Linear.from_json(data["sentences"], SENTENCE_FEATURES),
+            answerable=Linear.from_json(data["answerable"], ANSWER_FEATURES),
+            threshold=float(data["threshold"]),
+            second_sentence=float(data["second_sentence"]),
+            fitted_on=tuple(data.get("fitted_on", ())),
+        )
+
+    def save(self, path: Path = MODEL_FILE) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+
+    def probability(self, row: Sequence[float]) -> float:
+        return float(1.0 / (1.0 + math.exp(-float(self.answerable.scores([row])[0]))))
+
+
+_models: Models | None = None
+
+
+def models() -> Models:
+    """The shipped models (`ranking.json`), loaded once."""
+    global _models
+    if _models is None:
+        _models = Models.from_json(json.loads(MODEL_FILE.read_text(encoding="utf-8")))
+    return _models
+
+
+def use(fitted: Models) -> None:
+    """Rank with `fitted` from now on in this process (the evaluation, after fitting)."""
+    global _models
+    _models = fitted
+
+
+def softmax(scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    values = np.asarray(scores, dtype=np.float64)
+    if not len(values):
+        return values
+    exp = np.exp(values - values.max())
+    return np.asarray(exp / exp.sum())
+
+
+# --- fitting (numpy, full-batch gradient descent on standardised features) -------------------------------------------
+
+def _standardise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = rows.mean(axis=0)
+    scale = rows.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    return mean, scale
+
+
+def fit_listwise(groups: Sequence[tuple[np.ndarray, np.ndarray]], names: tuple[str, ...], *, l2: float = 1e-3,
+                 steps: int = 600) -> Linear:
+    """Weights that put each group's right rows first: a softmax over each group (one question's candidates), the
+    loss being minus the log of the probability the right rows get together. `groups` holds (rows, which are right);
+    a group with no right row, or only right rows, teaches nothing and is skipped."""
+    kept = [(rows, right) for rows, right in groups if right.any() and not right.all()]
+    stacked = np.vstack([rows for rows, _ in kept])
+    mean, scale = _standardise(stacked)
+    x = (stacked - mean) / scale
+    right = np.concatenate([right for _, right in kept]).astype(np.float64)
+    bounds = np.cumsum([0] + [len(rows) for rows, _ in kept])[:-1]
+    group_of = np.repeat(np.arange(len(kept)), [len(rows) for rows, _ in kept])
+    weights = np.zeros(x.shape[1])
+    moment, velocity = np.zeros_like(weights), np.zeros_like(weights)
+    for step in range(1, steps + 1):
+        scores = x @ weights
+        exp = np.exp(scores - np.maximum.reduceat(scores, bounds)[group_of])
+        probabilities = exp / np.add.reduceat(exp, bounds)[group_of]
+        on_right = probabilities * right
+        wanted = on_right / np.add.reduceat(on_right, bounds)[group_of]
+        gradient = x.T @ (probabilities - wanted) / len(kept) + l2 * weights
+        weights, moment, velocity = _adam(weights, gradient, moment, velocity, step)
+    return Linear(names, mean, scale, weights)
+
+
+def fit_logistic(rows: np.ndarray, labels: np.ndarray, names: tuple[str, ...], *, l2: float = 1e-3,
+                 steps: int = 800) -> Linear:
+    mean, scale = _standardise(rows)
+    x = np.hstack([(rows - mean) / scale, np.ones((len(rows), 1))])
+    weights = np.zeros(x.shape[1])
+    moment, velocity = np.zeros_like(weights), np.zeros_like(weights)
+    for step in range(1, steps + 1):
+        probabilities = 1.0 / (1.0 + np.exp(-(x @ weights)))
+        gradient = x.T @ (probabilities - labels) / len(rows) + l2 * np.append(weights[:-1], 0.0)
+        weights, moment, velocity = _adam(weights, gradient, moment, velocity, step)
+    return Linear(names, mean, scale, weights[:-1], float(weights[-1]))
+
+
+def _adam(weights: np.ndarray, gradient: np.ndarray, moment: np.ndarray, velocity: np.ndarray, step: int,
+          rate: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    moment = 0.9 * moment + 0.1 * gradient
+    velocity = 0.999 * velocity + 0.001 * gradient**2
+    corrected = moment / (1 - 0.9**step), velocity / (1 - 0.999**step)
+    return weights - rate * corrected[0] / (np.sqrt(corrected[1]) + 1e-8), moment, velocity

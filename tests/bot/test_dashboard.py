@@ -1,0 +1,167 @@
+"""The dashboard over HTTP: sign-in by the link the bot sends, the session cookie, CSRF, what each role sees, CSV,
+and that a signed-out browser or a person without a role sees no number."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import select, update
+
+from bot.core import Lessonbot
+from storage.admins import AdminSession
+from storage.models import AdminAuditEntry, utcnow
+from tests.dialogs.learning_support import Learning, import_sample, onboard
+from tests.support import RecordingChannel, Transcript, running
+
+LINK = re.compile(r"/admin/sign-in\?link=(\S+)")
+
+
+@asynccontextmanager
+async def dashboard(settings):
+    channel = RecordingChannel()
+    async with running(settings.model_copy(update={"admins": ("test:boss",)}), channels=[channel]) as (client, bot):
+        await import_sample(bot)
+        yield client, bot, channel
+
+
+async def link_for(bot: Lessonbot, channel: RecordingChannel, chat: str) -> str:
+    [reply] = await Transcript(bot, channel, chat=chat).say("/admin dashboard")
+    match = LINK.search(reply)
+    assert match, reply
+    return match[1]
+
+
+async def sign_in(client: httpx.AsyncClient, bot: Lessonbot, channel: RecordingChannel, chat: str = "boss") -> str:
+    link = await link_for(bot, channel, chat)
+    page = await client.get("/admin/sign-in", params={"link": link})
+    assert page.status_code == 200 and 'name="link"' in page.text  # a GET signs nobody in (link previews)
+    signed = await client.post("/admin/sign-in", data={"link": link})
+    assert signed.status_code == 303 and signed.headers["location"] == "/admin"
+    cookie = signed.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/admin" in cookie and "Max-Age=" in cookie
+    return link
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf" value="([0-9a-f]+)"', html)[1]
+
+
+async def audit(bot: Lessonbot, command: str) -> list[tuple[str, str]]:
+    async with bot.db.sessions() as session:
+        rows = await session.scalars(select(AdminAuditEntry).where(AdminAuditEntry.command == command)
+                                     .order_by(AdminAuditEntry.id))
+        return [(row.identity, row.outcome) for row in rows]
+
+
+async def test_a_signed_out_browser_sees_nothing_and_a_link_works_once(settings):
+    async with dashboard(settings) as (client, bot, channel):
+        for path in ("/admin", "/admin/overview", "/admin/learning/funnel.csv", "/admin/learners/1"):
+            response = await client.get(path)
+            assert response.status_code == 401, path
+            assert "Sign in first" in response.text and "<table" not in response.text
+        assert response.headers["content-security-policy"].startswith("default-src 'none'")
+
+        link = await sign_in(client, bot, channel)
+        overview = await client.get("/admin/overview")
+        assert overview.status_code == 200 and "Messages in and replies out" in overview.text
+        assert "test:boss" in overview.text
+
+        stranger = httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
+        again = await stranger.post("/admin/sign-in", data={"link": link})
+        assert again.status_code == 403 and "does not work" in again.text
+        assert (await stranger.get("/admin/overview")).status_code == 401
+        assert await audit(bot, "dashboard-sign-in") == [("test:boss", "ok"), ("(unknown)", "denied")]
+
+        await client.post("/admin/sign-out", data={"csrf": csrf_of(overview.text)})
+        assert (await client.get("/admin/overview")).status_code == 401
+
+
+async def test_an_expired_link_and_a_person_without_a_role_get_nothing(settings):
+    async with dashboard(settings) as (client, bot, channel):
+        [refused] = await Transcript(bot, channel, chat="ann").say("/admin dashboard")
+        assert "admins only" in refused and "/admin/sign-in" not in refused
+        link = await link_for(bot, channel, "boss")
+        async with bot.db.transaction() as session:
+            await session.execute(update(AdminSession).values(link_expires_at=utcnow() - timedelta(seconds=1)))
+        assert (await client.post("/admin/sign-in", data={"link": link})).status_code == 403
+
+
+async def test_a_role_taken_away_takes_effect_at_the_next_click(settings):
+    async with dashboard(settings) as (client, bot, channel):
+        boss = Transcript(bot, channel, chat="boss")
+        await boss.say("/admin role grant test:ann support")
+        await sign_in(client, bot, channel, chat="ann")
+        overview = await client.get("/admin/overview")
+        assert overview.status_code == 200
+        assert 'href="/admin/learners"' in overview.text and 'href="/admin/revenue"' not in overview.text
+        assert (await client.get("/admin/revenue")).status_code == 403
+        await boss.say("/admin role revoke test:ann support")
+        gone = await client.get("/admin/overview")
+        assert gone.status_code == 403 and "<table" not in gone.text
+
+
+async def test_pages_show_the_learning_and_each_figure_downloads_as_csv(settings):
+    async with dashboard(settings) as (client, bot, channel):
+        ann = Learning(bot, channel, chat="ann")
+        await onboard(ann)
+        await ann.press("Start my first lesson")
+        await sign_in(client, bot, channel)
+        for page in ("overview", "learning", "engagement", "knowledge", "learners", "revenue"):
+            response = await client.get(f"/admin/{page}")
+            assert response.status_code == 200, page
+            assert '<meta name="viewport"' in response.text
+        learning = await client.get("/admin/learning")
+        assert "<svg" in learning.text and "The way through" in learning.text
+        funnel = await client.get("/admin/learning/funnel.csv")
+        assert funnel.headers["content-type"].startswith("text/csv")
+        assert "attachment" in funnel.headers["content-disposition"]
+        rows = list(csv.reader(io.StringIO(funnel.text)))
+        assert rows[0] == ["stage", "learners"] and ["set up", "1"] in rows
+        assert (await client.get("/admin/learning/nothing.csv")).status_code == 404
+
+        found = await client.get("/admin/learners", params={"q": "an"})
+        assert 'href="/admin/learners/' in found.text
+        user_id = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
+        timeline = await client.get(f"/admin/learners/{user_id}")
+        assert timeline.status_code == 200 and "test:ann" in timeline.text and "lesson" in timeline.text
+        exported = await client.get(f"/admin/learners/{user_id}/export")
+        assert exported.json()["profile"]["addresses"] == ["test:ann"]
+
+
+async def test_every_form_needs_the_session_s_csrf_token(settings):
+    async with dashboard(settings) as (client, bot, channel):
+        ann = Learning(bot, channel, chat="ann")
+        await onboard(ann)
+        await sign_in(client, bot, channel)
+        found = await client.get("/admin/learners", params={"q": "test:ann"})
+        user_id = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
+        page = await client.get(f"/admin/learners/{user_id}")
+        forged = await client.post(f"/admin/learners/{user_id}/erase", data={"confirm": "yes", "csrf": "0" * 64})
+        assert forged.status_code == 403
+        other_site = await client.post(f"/admin/learners/{user_id}/erase",
+                                       data={"confirm": "yes", "csrf": csrf_of(page.text)},
+                                       headers={"origin": "https://evil.example"})
+        assert other_site.status_code == 403
+        assert (await client.get(f"/admin/learners/{user_id}")).status_code == 200  # still there
+        erased = await client.post(f"/admin/learners/{user_id}/erase",
+                                   data={"confirm": "yes", "csrf": csrf_of(page.text)})
+        assert erased.status_code == 303 and "Erased" in erased.headers["location"]
+        assert (await client.get(f"/admin/learners/{user_id}")).status_code == 404
+
+
+async def test_scoped_roles_see_their_course_or_workspace_only(settings):
+    async with dashboard(settings) as (client, bot, channel):
+        boss = Transcript(bot, channel, chat="boss")
+        await boss.say("/admin role grant test:cleo author course:spot-phishing")
+        await sign_in(client, bot, channel, chat="cleo")
+        home = await client.get("/admin", follow_redirects=True)
+        assert str(home.url).endswith("/admin/learning")
+        assert 'href="/admin/knowledge"' in home.text and 'href="/admin/overview"' not in home.text
+        assert "Spaced review" not in home.text  # counted over every course: not for a course's author
+        for page in ("overview", "engagement", "revenue", "learners"):
+            assert (await client.get(f"/admin/{page}")).status_code == 403, page

@@ -1,0 +1,180 @@
+"""The dashboard's counts, on SQLite and PostgreSQL, over rows whose right answers are known; and the scheduler job
+that keeps them in `dashboard_figures`."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from authoring.format import load_course
+from authoring.importer import import_course
+from scheduler.context import JobContext
+from scheduler.dashboard import recount
+from storage import dashboard
+from storage.courses import COMPLETED, Course, Enrollment, Lesson, LessonProgress, Question, QuestionCard
+from storage.db import Database
+from storage.knowledge import KnowledgeQuestion
+from storage.learners import ACTIVE, ONBOARDING, Learner
+from storage.models import ChannelIdentity, Conversation, InboundMessage, OutboxMessage, User
+from storage.payments import Payment
+from tests.dialogs.learning_support import SAMPLE
+
+NOW = datetime(2026, 12, 3, 15, 0, tzinfo=timezone.utc)  # a Thursday
+
+
+@pytest.fixture
+async def db(database_url):
+    database = Database(database_url)
+    async with database.transaction() as session:
+        await import_course(session, load_course(SAMPLE), now=NOW)
+    yield database
+    await database.dispose()
+
+
+async def add_learner(session, name: str, *, channel: str = "telegram", external: str | None = None,
+                      joined: datetime = NOW - timedelta(days=40), active: datetime | None = None,
+                      consent: bool = True, status: str = ACTIVE, streak: int = 0) -> User:
+    user = User(display_name=name, created_at=joined, last_active_at=active)
+    session.add(user)
+    await session.flush()
+    session.add(ChannelIdentity(user_id=user.id, channel=channel, external_id=external or name.lower()))
+    session.add(Learner(user_id=user.id, status=status, consent_at=joined if consent else None, created_at=joined,
+                        streak_days=streak, best_streak=streak,
+                        last_active_on=(active or joined).date() if streak else None))
+    await session.flush()
+    return user
+
+
+async def seed(db: Database) -> dict[str, int]:
+    async with db.transaction() as session:
+        course = await session.scalar(select(Course))
+        lessons = list(await session.scalars(select(Lesson).where(Lesson.course_id == course.id)
+                                             .order_by(Lesson.position)))
+        first_question = await session.scalar(select(Question).where(Question.lesson_id == lessons[0].id)
+                                              .order_by(Question.position))
+        ann = await add_learner(session, "Ann", active=NOW - timedelta(hours=1), streak=3)
+        bob = await add_learner(session, "Bob", channel="slack", external="T01/U02",
+                                active=NOW - timedelta(days=3), joined=NOW - timedelta(days=2))
+        await add_learner(session, "Cleo", consent=False, status=ONBOARDING, joined=NOW - timedelta(days=1))
+        for user, done in ((ann, len(lessons)), (bob, 1)):
+            session.add(Enrollment(user_id=user.id, course_id=course.id, started_at=NOW - timedelta(days=30),
+                                   status=COMPLETED if done == len(lessons) else ACTIVE,
+                                   completed_at=NOW - timedelta(days=20) if done == len(lessons) else None))
+            for lesson in lessons[:done]:
+                session.add(LessonProgress(user_id=user.id, lesson_id=lesson.id, parts_seen=1,
+                                           started_at=NOW - timedelta(days=2), completed_at=NOW - timedelta(days=2)))
+        # Five answers to the first question: 1 right of 5; the wrong ones ended on "b" (ann) and "c" (bob).
+        session.add(QuestionCard(user_id=ann.id, question_id=first_question.id, attempts=3, correct=1,
+                                 last_rating=1, last_answer="b", due=NOW - timedelta(days=1),
+                                 last_reviewed_at=NOW - timedelta(days=1)))
+        session.add(QuestionCard(user_id=bob.id, question_id=first_question.id, attempts=2, correct=0,
+                                 last_rating=1, last_answer="c", due=NOW + timedelta(days=1),
+                                 last_reviewed_at=NOW - timedelta(days=1)))
+        chat = Conversation(channel="telegram", chat_id="ann", user_id=ann.id, state={})
+        session.add(chat)
+        await session.flush()
+        for n, days_ago in enumerate((0, 0, 1, 5)):
+            session.add(InboundMessage(channel="telegram", platform_id=f"m{n}", conversation_id=chat.id, seq=n + 1,
+                                       sender_id="ann", payload={"text": f"hello {n}"}, status="done",
+                                       received_at=NOW - timedelta(days=days_ago, minutes=5)))
+        session.add(OutboxMessage(conversation_id=chat.id, channel="telegram", chat_id="ann", payload={},
+                                  status="sent", sent_at=NOW - timedelta(minutes=1),
+                                  last_error="Telegram asked to slow down (retry after 3 s)"))
+        session.add(OutboxMessage(conversation_id=chat.id, channel="telegram", chat_id="ann", payload={},
+                                  status="dead", attempts=8, last_error="bot was blocked by the user"))
+        for text, outcome, topic in (("What is smishing?", "answered", "What a phishing message wants"),
+                                     ("what is  SMISHING", "answered", "What a phishing message wants"),
+                                     ("capital of France?", "declined", None),
+                                     ("Capital of France", "declined", None),
+                                     ("why?", "limited", None)):
+            session.add(KnowledgeQuestion(
+                user_id=ann.id, asked_at=NOW - timedelta(hours=2), question=text,
+                normalized=" ".join(text.lower().replace("?", "").split()), outcome=outcome,
+                reason={"declined": "not_covered", "limited": "too_fast"}.get(outcome),
+                course=course.slug if topic else None, topic=topic))
+        session.add(Payment(user_id=ann.id, course_id=course.id, provider="stripe", reference="cs_1",
+                            amount_minor=300, currency="GBP", status="refunded", channel="telegram", chat_id="ann",
+                            sender_id="ann"))
+        session.add(Payment(user_id=bob.id, course_id=course.id, provider="stripe", reference="cs_2",
+                            amount_minor=300, currency="GBP", status="paid", channel="slack", chat_id="T01/U02",
+                            sender_id="T01/U02"))
+        return {"ann": ann.id, "bob": bob.id, "lessons": len(lessons)}
+
+
+async def test_the_overview_counts(db):
+    await seed(db)
+    async with db.sessions() as session:
+        figures = await dashboard.overview(session, NOW)
+        health = await dashboard.delivery_health(session)
+    assert figures["learners"] == 2  # Cleo has not agreed
+    assert figures["new"] == {"today": 0, "7d": 1, "30d": 1}
+    assert figures["active"]["today"] == {"telegram": 1} and figures["active"]["7d"] == {"telegram": 1, "slack": 1}
+    assert figures["messages"][-1] == ["2026-12-03", 2, 1] and figures["messages"][-2] == ["2026-12-02", 1, 0]
+    assert len(figures["messages"]) == dashboard.DAYS and figures["rate_limited_24h"] == 1
+    assert (health["dead"], health["pending"]) == (1, 0)
+    assert health["dead_letters"][0][1:4] == ["telegram:ann", 8, "bot was blocked by the user"]
+
+
+async def test_the_learning_counts(db):
+    ids = await seed(db)
+    async with db.sessions() as session:
+        figures = await dashboard.learning(session, NOW)
+    assert figures["funnel"] == [["started", 3], ["consented", 2], ["onboarded", 2], ["lesson_one", 2],
+                                 ["first_quiz", 2], ["half", 1], ["completed", 1]]
+    [course] = figures["courses"]
+    assert (course["enrolled"], course["completed"], course["median_days"]) == (2, 1, 10.0)
+    assert course["lessons"] == ids["lessons"]
+    [hardest] = figures["hardest"]
+    assert (hardest["answers"], hardest["accuracy"]) == (5, 0.2)
+    assert sorted(hardest["wrong"]) == [["b", 1], ["c", 1]]
+    assert figures["lessons"][0][3:] == [5, 0.2]
+    assert figures["reviews_due"] == 1
+    assert figures["retention"] == {"reviewed_cards": 2, "recalled": 0, "share": 0.0}
+
+
+async def test_the_engagement_knowledge_and_revenue_counts(db):
+    await seed(db)
+    async with db.sessions() as session:
+        engagement = await dashboard.engagement(session, NOW)
+        knowledge = await dashboard.knowledge(session, NOW)
+        revenue = await dashboard.revenue(session)
+    assert engagement["daily_active"][-1] == ["2026-12-03", 1]
+    assert dict(engagement["streaks"]) == {"0": 1, "1": 0, "2–3": 1, "4–7": 0, "8–14": 0, "15–30": 0, "31+": 0}
+    # Ann joined six weeks before this one, Bob on Tuesday of this week; both took lessons on Tuesday.
+    assert engagement["cohorts"] == [{"week": "2026-10-19", "learners": 1, "active": [0, 0, 0, 0, 0, 0, 1]},
+                                     {"week": "2026-11-30", "learners": 1, "active": [1]}]
+    assert (knowledge["asked"], knowledge["answered"], knowledge["declined"], knowledge["limited"]) == (5, 2, 2, 1)
+    assert knowledge["topics"] == [["spot-phishing", "What a phishing message wants", 2]]
+    assert knowledge["declined_most"][0][:2] == ["Capital of France", 2]
+    assert revenue == [["spot-phishing", "GBP", 2, 600, 1, 300]]
+
+
+async def test_learners_are_found_by_name_or_address_and_a_workspace_sees_its_own(db):
+    ids = await seed(db)
+    async with db.sessions() as session:
+        assert [row[0] for row in await dashboard.find_learners(session, "an")] == [ids["ann"]]
+        assert [row[0] for row in await dashboard.find_learners(session, "slack:T01/")] == [ids["bob"]]
+        assert await dashboard.find_learners(session, "ann", team="T01") == []
+        assert [row[0] for row in await dashboard.find_learners(session, "b", team="T01")] == [ids["bob"]]
+        assert await dashboard.find_learners(session, "%") == []  # LIKE's wildcards are taken as typed
+        found = await dashboard.timeline(session, ids["ann"])
+    assert found["addresses"] == ["telegram:ann"]
+    kinds = [event[1] for event in found["events"]]
+    assert "lesson" in kinds and "wrong answer" in kinds and "message" in kinds
+
+
+async def test_the_job_keeps_every_page_s_counts(db):
+    await seed(db)
+    took = await recount(JobContext(db=db, now=lambda: NOW))
+    assert set(took) == set(dashboard.PAGES)
+    async with db.sessions() as session:
+        rows = {row.name: row for row in await session.scalars(select(dashboard.DashboardFigures))}
+    assert set(rows) == set(dashboard.PAGES)
+    assert rows["overview"].figures["learners"] == 2 and rows["overview"].computed_at == NOW
+    async with db.transaction() as session:
+        await dashboard.forget_quoted_figures(session)
+    async with db.sessions() as session:
+        assert await dashboard.snapshot(session, "knowledge") is None
+        assert await dashboard.snapshot(session, "overview") is not None
