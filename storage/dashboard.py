@@ -24,7 +24,7 @@ from sqlalchemy.sql import ColumnElement
 from storage.courses import COMPLETED, Course, Enrollment, Lesson, LessonProgress, Question, QuestionCard
 from storage.knowledge import KnowledgeQuestion
 from storage.learners import ONBOARDING, Learner
-from storage.models import Base, ChannelIdentity, InboundMessage, OutboxMessage, User, utcnow
+from storage.models import Base, ChannelIdentity, Conversation, InboundMessage, OutboxMessage, User, utcnow
 from storage.payments import Payment, PaymentStatus
 from storage.scheduling import Broadcast, NudgeTemplateStats
 
@@ -465,11 +465,14 @@ async def timeline(session: AsyncSession, user_id: int, *, limit: int = 30) -> d
         .order_by(QuestionCard.last_reviewed_at.desc()).limit(limit))).all():
         if at is not None:
             events.append([at.isoformat(), "answer" if rating != AGAIN else "wrong answer", f"{prompt} → {answer}"])
+    # What they wrote in the chats that are theirs (found by index), not what others wrote there (a group).
     sent_by_them = or_(*(and_(InboundMessage.channel == a.split(":", 1)[0],
                               InboundMessage.sender_id == a.split(":", 1)[1]) for a in addresses)) \
         if addresses else literal(False)
+    theirs = select(Conversation.id).where(Conversation.user_id == user_id)
     for at, payload in (await session.execute(
-        select(InboundMessage.received_at, InboundMessage.payload).where(sent_by_them)
+        select(InboundMessage.received_at, InboundMessage.payload)
+        .where(InboundMessage.conversation_id.in_(theirs), sent_by_them)
         .order_by(InboundMessage.received_at.desc()).limit(limit))).all():
         events.append([at.isoformat(), "message", str((payload or {}).get("text", ""))[:300]])
     events.sort(key=lambda event: event[0], reverse=True)

@@ -139,6 +139,25 @@ class InlineConnection:
     async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> InlineCursor:
         return await InlineCursor(self._conn.cursor(), self._busy_timeout).execute(sql, parameters)
 
+    async def run(self, sql: str, parameters: Sequence[Any]) -> tuple[list[Any], int]:
+        """One statement, its rows fetched and the cursor closed (storage.prepared): its rows and rowcount."""
+        try:
+            return self._run_now(sql, parameters)
+        except sqlite3.OperationalError as error:
+            if not _is_locked(error):
+                raise
+        result: tuple[list[Any], int] = await _retrying_while_locked(
+            lambda: self._run_now(sql, parameters), self._busy_timeout
+        )
+        return result
+
+    def _run_now(self, sql: str, parameters: Sequence[Any]) -> tuple[list[Any], int]:
+        cursor = self._conn.execute(sql, parameters)
+        try:
+            return cursor.fetchall(), cursor.rowcount
+        finally:
+            cursor.close()
+
     async def commit(self) -> None:
         await _retrying_while_locked(self._conn.commit, self._busy_timeout)
 

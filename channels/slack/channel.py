@@ -50,7 +50,7 @@ from bot.channel import (
 from bot.messages import Document, Text
 from channels.markdown import SLACK_MRKDWN, render
 from channels.slack.blocks import ReplyNotRenderable, SlackMessage, render_link, render_text
-from channels.slack.inbound import ephemeral_target, split_chat_id
+from channels.slack.inbound import chat_id_for, ephemeral_target, split_chat_id
 from channels.slack.installations import SlackInstallations
 from channels.slack.routes import webhook_routes
 from channels.slack.store import SlackInstallationStore
@@ -72,6 +72,7 @@ MEMBER_PER_SECOND = 4  # private messages to one member: a quiz's feedback and n
 RESPONSE_URL_PREFIX = "https://hooks.slack.com/"
 MEMBERS_PAGE = 200  # conversations.members: Slack recommends at most 200 a page
 MEMBER_CALL_TRIES = 5  # a members call retried after a 429 at most this often
+PROFILES_PER_MINUTE = 100  # users.info is a Tier 4 method: 100+ calls a minute per workspace
 
 
 class SlackChannel:
@@ -115,6 +116,8 @@ class SlackChannel:
         # One client for the single workspace; in many-workspace mode a client per send with that team's token.
         self._client = self._web_client(self.bot_token) if self.bot_token else None
         self.members_page = MEMBERS_PAGE
+        self.profiles_per_minute = PROFILES_PER_MINUTE
+        self._next_profile: dict[str, float] = {}  # installation → when its next users.info may go (monotonic)
 
     # inbound --------------------------------------------------------------------------------------------------
 
@@ -267,6 +270,7 @@ class SlackChannel:
         """users.info of one person: name, zone, and whether they are a guest, a bot or a workspace admin."""
         installation, _, user = sender_id.partition("/")
         client = await self._client_for(installation)
+        await self._pace_profiles(installation)
         response = await self._patiently(lambda: client.users_info(user=user))
         profile = response.get("user") or {}
         return ChatMember(
@@ -277,7 +281,17 @@ class SlackChannel:
             guest=bool(profile.get("is_restricted") or profile.get("is_ultra_restricted")),
             bot=bool(profile.get("is_bot") or profile.get("is_app_user") or user == "USLACKBOT"),
             admin=bool(profile.get("is_admin") or profile.get("is_owner") or profile.get("is_primary_owner")),
+            direct_chat=chat_id_for(installation, user),  # chat.postMessage to a user id lands in their DM
         )
+
+    async def _pace_profiles(self, installation: str) -> None:
+        """Space users.info calls evenly at `profiles_per_minute` per workspace, so a large channel's first read
+        keeps within Slack's tier instead of meeting its 429s."""
+        now = time.monotonic()
+        at = max(now, self._next_profile.get(installation, now))
+        self._next_profile[installation] = at + 60.0 / self.profiles_per_minute
+        if at > now:
+            await asyncio.sleep(at - now)
 
     async def _patiently(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """A Web API call, waiting out a 429 for its Retry-After (at most MEMBER_CALL_TRIES tries); other errors

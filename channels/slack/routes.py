@@ -248,7 +248,7 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
         ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
     ) -> None:
         outcome = message_from_command(body, installation=_installation(context))
-        if body.get("command") == TEAM_COMMAND and isinstance(outcome, InboundMessage):
+        if isinstance(outcome, InboundMessage) and changes_a_team(body):
             # Who may set up a team: the dialogs read the person's standing in the workspace from here.
             profile = await workspace_standing(context, str(body.get("user_id") or ""), channel)
             outcome = replace(outcome, meta={**outcome.meta, **profile})
@@ -303,6 +303,13 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
     app.event("tokens_revoked")(on_uninstalled)
     app.error(on_error)
     return app
+
+
+def changes_a_team(body: dict[str, Any]) -> bool:
+    """`/lessonbot team WORDS`: a change to a team, for which the person's standing in the workspace is read
+    (users.info is a Tier 4 method: a member's answers and leaderboards do without it)."""
+    words = str(body.get("text") or "").split()
+    return body.get("command") == TEAM_COMMAND and len(words) >= 2 and words[0].lower() == "team"
 
 
 async def workspace_standing(context: AsyncBoltContext, user: str, channel: SlackChannel) -> dict[str, Any]:
