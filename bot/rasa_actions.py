@@ -25,7 +25,6 @@ import logging
 import time
 import zlib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 from rasa_sdk import Action, Tracker
@@ -35,14 +34,14 @@ from rasa_sdk.interfaces import ActionExecutionRejection, ActionMissingDomainExc
 from rasa_sdk.utils import check_version_compatibility
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.channel import RequestRejected
+from bot.channel import ChannelHost, RequestRejected
 from bot.config import Settings
 from bot.core import Lessonbot
 from bot.messages import reply_from_payload
-from channels.http import read_limited_body
+from channels.http import PRIVATE, read_limited_body, sent_document
 from channels.rasa import tracker as said
 from channels.rasa.channel import MESSAGE_ENTITY
 from channels.rasa.files import FileLinks, document_link
@@ -51,7 +50,7 @@ from dialogs import flow
 from dialogs.learner import is_set_up
 from storage.db import Database
 from storage.learners import ChatLearner, learner_of_chat
-from storage.outbox import Answer, answer_of, sent_replies
+from storage.outbox import Answer, answer_of
 
 log = logging.getLogger(__name__)
 
@@ -309,31 +308,18 @@ def action_routes(executor: ActionExecutor, *, token: str = "") -> list[Route]:
     ]
 
 
-def file_routes(files: FileLinks, db: Database) -> list[Route]:
+def file_routes(files: FileLinks, host: ChannelHost) -> list[Route]:
     """`GET /files/CHAT/REPLY/SIGNATURE`: the file of a document reply sent to a Rasa user (channels/rasa/files.py),
     for that chat's signed address only; 404 for anything else."""
 
     async def document(request: Request) -> Response:
         chat_id, signature = request.path_params["chat"], request.path_params["signature"]
         outbox_id: int = request.path_params["reply"]
-        not_here = Response("No such file here.", status_code=404, media_type="text/plain", headers=PRIVATE)
         if not files.matches(chat_id, outbox_id, signature):
-            return not_here
-        async with db.sessions() as session:
-            sent = await sent_replies(session, said.CHANNEL, chat_id, after=outbox_id - 1, limit=1)
-        if not sent or sent[0][0] != outbox_id:
-            return not_here
-        payload = sent[0][1]
-        path = payload.get("path")
-        if payload.get("kind") != "document" or not path or not Path(path).is_file():
-            return not_here
-        return FileResponse(path, media_type=payload.get("media_type") or "application/octet-stream",
-                            filename=payload.get("filename") or Path(path).name, headers=PRIVATE)
+            return Response("No such file here.", status_code=404, media_type="text/plain", headers=PRIVATE)
+        return await sent_document(host, said.CHANNEL, chat_id, outbox_id)
 
     return [Route("/files/{chat:path}/{reply:int}/{signature}", document)]  # a sender id may hold a "/"
-
-
-PRIVATE = {"Cache-Control": "private, no-store"}
 
 
 def _carries(request: Request, token: str) -> bool:
@@ -363,7 +349,7 @@ def create_action_app(settings: Settings, *, channels: Sequence[Any] | None = No
     desk = ActionDesk(lessonbot, wait_seconds=settings.rasa_action_timeout_seconds, files=files)
     routes = [*action_routes(action_executor(desk), token=settings.rasa_actions_token), Route("/healthz", healthz)]
     if files is not None:
-        routes += file_routes(files, db)
+        routes += file_routes(files, lessonbot)
     app = Starlette(routes=routes, lifespan=lifespan_of(lessonbot))
     app.state.lessonbot = lessonbot
     return app
