@@ -161,7 +161,7 @@ async def _show(turn: Turn, team: Team | None) -> None:
         return
     course = await turn.session.get(Course, team.course_id)
     member = await membership(turn.session, team, turn.message.sender_id)
-    lines = [_describe(_, team, course)]
+    lines = [describe(_, team, course)]
     if team.status != TEAM_ACTIVE:
         lines.append(_("Lessons are turned off for now."))
     if member is not None and member.status == MEMBER_OPTED_OUT:
@@ -171,7 +171,7 @@ async def _show(turn: Turn, team: Team | None) -> None:
     turn.say("\n".join(lines))
 
 
-def _describe(_: Translator, team: Team, course: Course | None) -> str:
+def describe(_: Translator, team: Team, course: Course | None) -> str:
     return _("This channel takes “{title}” together: a lesson {days} at {time} ({zone}).",
              title=course.title if course else "?", days=days_label(_, team.lesson_days),
              time=f"{team.lesson_time:%H:%M}", zone=team.timezone.replace("_", " "))
@@ -215,7 +215,7 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
     await turn.session.flush()
     team.digest_chat = direct_address(turn) or team.digest_chat
     await _set_status(turn, team, MEMBER_ACTIVE)
-    described = _describe(_, team, course)
+    described = describe(_, team, course)
     turn.say(_("Done. {description} Each member takes the quizzes privately.", description=described))
     await announce(turn.session, team, _described_for_team(team, course))
 
@@ -223,7 +223,7 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
 def _described_for_team(team: Team, course: Course) -> str:
     _ = translator(team.locale)
     return _("📣 {description} Quizzes are private: only you see your answers. /lessonbot team leave to opt out.",
-             description=_describe(_, team, course))
+             description=describe(_, team, course))
 
 
 async def _turn_off(turn: Turn, chat: str, team: Team | None, args: str) -> None:
@@ -458,7 +458,7 @@ async def membership_changed(turn: Turn) -> None:
     _ = tr(turn)
     course = await turn.session.get(Course, team.course_id)
     turn.say(_("Welcome! {description} Press the lesson's button to take its quiz privately.",
-               description=_describe(_, team, course)))
+               description=describe(_, team, course)))
 
 
 # The weekly digest, and the nudge it offers ------------------------------------------------------------------------

@@ -177,8 +177,10 @@ def message_from_action(body: dict[str, Any], *, installation: str) -> Outcome:
     channel = _id(container.get("channel_id")) or _id(_dict(body.get("channel")).get("id"))
     if user_id is None:
         return Ignored("block action without a user")
+    if channel is None and _dict(body.get("view")).get("type") == "home" and _id(installation):
+        return _home_action(body, action, value, installation=installation, user=user_id)
     if channel is None:
-        return Ignored("block action outside a conversation (a modal or the app home): nowhere to answer")
+        return Ignored("block action outside a conversation (a modal): nowhere to answer")
     if not _id(installation):
         return Ignored("block action without a workspace id")
     message_ts = _id(container.get("message_ts")) or _id(_dict(body.get("message")).get("ts"))
@@ -296,4 +298,51 @@ def membership_change(body: dict[str, Any], *, installation: str, bot_user_id: s
         # Slack reports it; the member wrote nothing (it opens no window, and is heard even after they opted out).
         meta={"event": str(event["type"]), "membership": kind, "platform_report": True,
               **_team_meta(installation, channel, user)},
+    )
+
+
+# The App Home tab -----------------------------------------------------------------------------------------------------
+
+HOME_ADDRESS_PREFIX = "home:"  # a reply address "home:U02": the reply is published as that person's Home tab
+
+
+def home_opened(body: dict[str, Any], *, installation: str) -> Outcome:
+    """app_home_opened on the Home tab: the person's home, worked out by the dialogs (/home) and published as the
+    tab (views.publish) through the reply address "home:<user>"."""
+    event = _dict(body.get("event"))
+    event_id, user = _id(body.get("event_id")), _id(event.get("user"))
+    if event.get("tab") not in (None, "home"):
+        return Ignored(f"app_home_opened on the {event.get('tab')} tab")
+    if event_id is None or user is None or not _id(installation):
+        return Ignored("app_home_opened without an event id, user or workspace")
+    team = _id(_dict(event.get("view")).get("team_id")) or installation
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=event_id,
+        chat_id=chat_id_for(installation, user),
+        sender_id=f"{team}/{user}",
+        text="/home",
+        # Slack reports a tab opened; the person wrote nothing.
+        meta={"event": "app_home_opened", "platform_report": True, "private": True,
+              "direct_address": chat_id_for(installation, user), REPLY_ADDRESS: HOME_ADDRESS_PREFIX + user},
+    )
+
+
+def _home_action(body: dict[str, Any], action: dict[str, Any], value: str, *, installation: str,
+                 user: str) -> Outcome:
+    """A button on the Home tab: the person's own address ("T01:U02", their DM with the bot) is where it answers."""
+    action_ts, view_id = _id(action.get("action_ts")), _id(_dict(body.get("view")).get("id"))
+    if action_ts is None:
+        return Ignored("block action on the home tab without an action_ts to deduplicate on")
+    label = _dict(action.get("text")).get("text")
+    team = _id(_dict(body.get("user")).get("team_id")) or installation
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=f"action:home:{view_id or user}:{action_ts}",
+        chat_id=chat_id_for(installation, user),
+        sender_id=f"{team}/{user}",
+        text=label if isinstance(label, str) and label else value,
+        choice=value,
+        meta={"event": "block_actions", "surface": "home", "private": True,
+              "direct_address": chat_id_for(installation, user)},
     )

@@ -44,6 +44,7 @@ from channels.slack.inbound import (
     MEMBERSHIP_EVENTS,
     TEAM_COMMAND,
     Outcome,
+    home_opened,
     installation_of,
     membership_change,
     message_from_action,
@@ -269,6 +270,12 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
         await record_as(outcome, request, profile)
         await ack()
 
+    async def on_home(
+        ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+    ) -> None:
+        await record(home_opened(body, installation=_installation(context)), request)
+        await ack()
+
     async def on_uninstalled(ack: Any, body: dict[str, Any], context: AsyncBoltContext) -> None:
         """app_uninstalled, or the bot token revoked: forget the installation and stop every send there."""
         kind = str(_event(body).get("type"))
@@ -299,6 +306,7 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
     app.command(re.compile(".*"))(on_command)
     for kind in MEMBERSHIP_EVENTS:
         app.event(kind)(on_membership)
+    app.event("app_home_opened")(on_home)
     app.event("app_uninstalled")(on_uninstalled)
     app.event("tokens_revoked")(on_uninstalled)
     app.error(on_error)

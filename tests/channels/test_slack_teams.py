@@ -349,3 +349,40 @@ async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, st
             assert statuses[-1] == OutboxStatus.CANCELLED
             assert (await session.scalar(select(Team))).status == "gone"
         assert await post_team_lessons(context(lessonbot, HandClock(datetime(2027, 3, 12, 14, 1, tzinfo=UTC)))) == 0
+
+
+async def test_the_app_home_shows_a_learners_course_and_a_team_admins_numbers(slack_settings, standin,
+                                                                              fixtures_dir):
+    async with running(slack_settings) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
+        await lessonbot.settle()
+        opened: dict[str, Any] = load_fixture(fixtures_dir, "java-slack-sdk-schema-skeletons/AppHomeOpenedPayload.json")
+        opened.update(team_id="T111", api_app_id="A111", type="event_callback", event_id="EvHOME1", enterprise_id=None)
+        opened["authorizations"][0].update(team_id="T111", enterprise_id=None)
+        opened["event"].update(user=ADMIN, channel="DADMIN", tab="home")
+        opened["event"]["view"].update(team_id="T111", type="home", id="VHOME")
+        await post(client, json.dumps(opened).encode())
+        await lessonbot.settle()
+        [published] = [c for c in standin.calls if c.method == "views.publish"]
+        assert published.params["user_id"] == ADMIN
+        view = published.params["view"]
+        view = json.loads(view) if isinstance(view, str) else view
+        text = "\n".join(block["text"]["text"] for block in view["blocks"] if block["type"] == "section")
+        assert "Your learning" in text and "No course yet" in text
+        assert "Team course you run*: Spot the phish, five minutes a day, 1 member" in text  # members not read yet
+        assert "This channel takes “Spot the phish, five minutes a day” together" in text
+        labels = [element["text"]["text"] for block in view["blocks"] if block["type"] == "actions"
+                  for element in block["elements"]]
+        assert labels == ["My progress"]
+        # A button on the Home tab answers in the person's direct chat with the bot.
+        payload: dict[str, Any] = load_fixture(fixtures_dir, "bolt-python/interactive.block_actions.json")
+        payload["user"] = {"id": ADMIN, "username": "ann", "name": "ann", "team_id": "T111"}
+        payload["team"].pop("enterprise_id")
+        payload.pop("channel"), payload.pop("response_url")
+        payload["container"] = {"type": "view", "view_id": "VHOME"}
+        payload["view"] = {"id": "VHOME", "type": "home", "team_id": "T111"}
+        payload["actions"][0].update(value="/progress", text={"type": "plain_text", "text": "My progress"})
+        await post(client, form_body(payload))
+        await lessonbot.settle()
+        assert standin.texts(ADMIN)  # chat.postMessage to the user id: their DM with the bot
