@@ -37,16 +37,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.channel import RequestRejected
+from bot.channel import ChannelHost, RequestRejected
 from bot.config import Settings
 from bot.core import Lessonbot
 from bot.messages import reply_from_payload
-from channels.http import read_limited_body
+from channels.http import PRIVATE, read_limited_body, sent_document
 from channels.rasa import tracker as said
 from channels.rasa.channel import MESSAGE_ENTITY
+from channels.rasa.files import FileLinks, document_link
 from channels.rasa.render import bot_message
 from dialogs import flow
 from dialogs.learner import is_set_up
+from storage.db import Database
 from storage.learners import ChatLearner, learner_of_chat
 from storage.outbox import Answer, answer_of
 
@@ -62,9 +64,11 @@ ON_ITS_WAY = "I'm still working on that; the answer will follow in a moment."
 class ActionDesk:
     """Runs one action call through the pipeline and turns what came of it into Rasa's answer."""
 
-    def __init__(self, lessonbot: Lessonbot, *, wait_seconds: float) -> None:
+    def __init__(self, lessonbot: Lessonbot, *, wait_seconds: float, files: FileLinks | None = None) -> None:
+        """`files`: the addresses of documents (a certificate) for these users; none: a document is its caption."""
         self.lessonbot = lessonbot
         self.wait_seconds = wait_seconds
+        self.files = files
 
     async def perform(
         self, action: str, ask: said.Ask, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
@@ -85,8 +89,9 @@ class ActionDesk:
             log.warning("a Rasa action's answer was not ready in time", extra={"action": action})
             dispatcher.utter_message(text=ON_ITS_WAY)
             return [SlotSet(said.ERROR_SLOT, "timeout")]
-        for _outbox_id, payload in answer.replies:
-            shown = bot_message(reply_from_payload(payload))
+        for outbox_id, payload in answer.replies:
+            link = document_link(self.files, tracker.sender_id, outbox_id)
+            shown = bot_message(reply_from_payload(payload), link=link)
             if shown is not None:
                 dispatcher.utter_message(**shown)
         return await self._slots(tracker.sender_id, answer, domain)
@@ -303,9 +308,30 @@ def action_routes(executor: ActionExecutor, *, token: str = "") -> list[Route]:
     ]
 
 
+def file_routes(files: FileLinks, host: ChannelHost) -> list[Route]:
+    """`GET /files/CHAT/REPLY/SIGNATURE`: the file of a document reply sent to a Rasa user (channels/rasa/files.py),
+    for that chat's signed address only; 404 for anything else."""
+
+    async def document(request: Request) -> Response:
+        chat_id, signature = request.path_params["chat"], request.path_params["signature"]
+        outbox_id: int = request.path_params["reply"]
+        if not files.matches(chat_id, outbox_id, signature):
+            return Response("No such file here.", status_code=404, media_type="text/plain", headers=PRIVATE)
+        return await sent_document(host, said.CHANNEL, chat_id, outbox_id)
+
+    return [Route("/files/{chat:path}/{reply:int}/{signature}", document)]  # a sender id may hold a "/"
+
+
 def _carries(request: Request, token: str) -> bool:
     given = request.query_params.get("token") or request.headers.get("authorization", "").removeprefix("Bearer ")
     return hmac.compare_digest(given.encode(), token.encode())
+
+
+def rasa_file_links(settings: Settings) -> FileLinks | None:
+    """The addresses of documents for Rasa users, when RASA_ACTIONS_PUBLIC_URL says where the action server is."""
+    if not settings.rasa_actions_public_url:
+        return None
+    return FileLinks(settings.resolved_secret_key, settings.rasa_actions_public_url)
 
 
 def create_action_app(settings: Settings, *, channels: Sequence[Any] | None = None) -> Starlette:
@@ -313,15 +339,17 @@ def create_action_app(settings: Settings, *, channels: Sequence[Any] | None = No
     keeps the clock, as `lessonbot serve` does), with the action routes and /healthz."""
     from bot.app import build_channels, healthz, lifespan_of
     from bot.core import attach_clock
-    from storage.db import Database
 
     db = Database(settings.resolved_database_url)
     lessonbot = Lessonbot(
         settings, build_channels(settings, db) if channels is None else channels, elect=True, db=db
     )
     attach_clock(lessonbot)
-    desk = ActionDesk(lessonbot, wait_seconds=settings.rasa_action_timeout_seconds)
+    files = rasa_file_links(settings)
+    desk = ActionDesk(lessonbot, wait_seconds=settings.rasa_action_timeout_seconds, files=files)
     routes = [*action_routes(action_executor(desk), token=settings.rasa_actions_token), Route("/healthz", healthz)]
+    if files is not None:
+        routes += file_routes(files, lessonbot)
     app = Starlette(routes=routes, lifespan=lifespan_of(lessonbot))
     app.state.lessonbot = lessonbot
     return app

@@ -27,6 +27,12 @@ def insert_ignoring_conflicts(session: AsyncSession, model: type[Base], values: 
     return cast(Insert, insert(model).values(**values).on_conflict_do_nothing())
 
 
+def starts_with(column: Any, prefix: str) -> Any:
+    """`column LIKE 'prefix%'` with the prefix taken literally (its %, _ and backslashes escaped), on both backends."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(escaped + "%", escape="\\")
+
+
 def rows_affected(result: Result[Any]) -> int:
     """The rows an UPDATE or DELETE run through a session changed: SQLAlchemy returns a CursorResult for those,
     typed as any Result."""

@@ -36,6 +36,7 @@ from bot.rasa_actions import (
     learner_slots,
 )
 from channels.rasa import RasaChannel
+from channels.rasa.files import FileLinks
 from channels.rasa.render import bot_message, button_payload
 from channels.rasa.tracker import call_id
 from scheduler.context import JobContext
@@ -287,6 +288,22 @@ async def test_trigger_intent_carries_the_reply_for_the_deliver_action():
         await channel.close()
 
 
+async def test_a_document_sent_on_lessonbots_own_carries_its_signed_link(tmp_path):
+    links = FileLinks("test-secret-key-0123456789", "https://actions.example.com/")
+    certificate = Document("certificate.pdf", caption="Your certificate", path=str(tmp_path / "c.pdf"))
+    async with RasaServerStandIn(action_endpoint="http://127.0.0.1:9/webhook", domain=example_domain(),
+                                 rules={}) as rasa:
+        channel = RasaChannel(server_url=rasa.url, files=links)
+        with pytest.raises(PermanentSendError):  # no rule for the intent here: only what was sent matters
+            await channel.send(delivery(certificate, outbox_id=41))
+        await channel.close()
+    carried = json.loads(rasa.triggered[0]["body"]["entities"]["lessonbot_message"])
+    assert carried == {"text": "Your certificate", "attachment": links.url("u 1/é", 41)}
+    assert carried["attachment"].startswith("https://actions.example.com/files/u%201%2F%C3%A9/41/")
+    assert links.matches("u 1/é", 41, carried["attachment"].rsplit("/", 1)[1])
+    assert not links.matches("u 1/é", 42, carried["attachment"].rsplit("/", 1)[1])
+
+
 @pytest.mark.parametrize(("status", "error"), [(500, TransientSendError), (503, TransientSendError),
                                                 (401, PermanentSendError), (400, PermanentSendError),
                                                 (429, RateLimited)])
@@ -310,6 +327,23 @@ async def test_a_rasa_server_that_does_not_answer_in_time_is_tried_again_later()
     with pytest.raises(TransientSendError, match="reached"):
         await unreachable.send(delivery())
     await unreachable.close()
+
+
+async def test_a_document_goes_as_a_signed_link_to_that_user_only(settings):
+    async with rasa_assistant(settings, files=True) as (rasa, bot):
+        await onboard(rasa, "u1")
+        await onboard(rasa, "u2")
+        run = await rasa.say("u1", "/export", action=ANSWER)
+        [document] = [response for response in run.responses if response.get("attachment")]
+        link = document["attachment"]
+        assert link.startswith(rasa.action_endpoint.removesuffix("/webhook") + "/files/u1/")
+        async with httpx.AsyncClient() as client:
+            exported = await client.get(link)
+            assert exported.status_code == 200 and exported.headers["cache-control"] == "private, no-store"
+            assert "rasa:u1" in exported.text and "rasa:u2" not in exported.text
+            forged = await client.get(link[:-4] + "0000")
+            elsewhere = await client.get(link.replace("/files/u1/", "/files/u2/"))
+        assert forged.status_code == elsewhere.status_code == 404
 
 
 def test_buttons_are_payloads_rasa_reads_without_a_model():
