@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from bot.messages import CheckoutAnswer, Document, Invoice, Reply, Text
-from channels.markdown import PLAIN, render
+from channels.markdown import PLAIN, render, with_links
 
 CHOICE_INTENT = "lessonbot_choice"  # the intent of a pressed button; its entity (and slot) has the same name
 
@@ -27,7 +27,7 @@ def bot_message(reply: Reply, *, link: str | None = None) -> dict[str, Any] | No
     """One reply as a Rasa bot message; None for what only another platform shows (an in-app invoice, the answer to a
     checkout check). `link`: where a document kept on this machine is downloaded (channels/rasa/files.py)."""
     if isinstance(reply, Text):
-        message: dict[str, Any] = {"text": render(reply.text, PLAIN)}
+        message: dict[str, Any] = {"text": render(with_links(reply.text, reply.links), PLAIN)}
         if reply.choices:
             message["buttons"] = [
                 {"title": choice.label, "payload": button_payload(choice.value)} for choice in reply.choices

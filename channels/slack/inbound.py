@@ -32,13 +32,21 @@ from channels.webhook import Ignored
 CHANNEL = "slack"
 
 # Slash command → what the core's dialogs understand. /ask sends its question as free text (the question answerer
-# takes free text); the others name the commands the lesson and quiz dialogs offer.
+# takes free text); the others name the commands the lesson, quiz and payment dialogs offer (the payment ones answer
+# a channel in the buyer's direct messages).
 SLASH_COMMANDS: dict[str, str] = {
     "/lesson": "/next",
     "/quiz": "/review",
     "/progress": "/progress",
     "/ask": "",
+    "/courses": "/courses",
+    "/buy": "/buy",
+    "/purchases": "/purchases",
+    "/redeem": "/redeem",
 }
+# Typed in a channel, these answer in the member's private place there (only they see it): a payment link, receipts
+# and an access code are one person's business.
+PERSONAL_COMMANDS = frozenset({"/buy", "/purchases", "/redeem"})
 
 # /lessonbot WORDS: the team commands and every other command by its name ("/lessonbot leaderboard" is /leaderboard).
 TEAM_COMMAND = "/lessonbot"
@@ -206,7 +214,8 @@ def message_from_action(body: dict[str, Any], *, installation: str) -> Outcome:
 
 
 def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
-    """/lesson, /quiz, /progress as the core's commands; /ask's question as free text."""
+    """/lesson, /quiz, /progress, /courses, /buy, /purchases, /redeem as the core's commands; /ask's question as free
+    text."""
     command = body.get("command")
     if command not in SLASH_COMMANDS and command != TEAM_COMMAND:
         known = ", ".join([*SLASH_COMMANDS, TEAM_COMMAND])
@@ -229,14 +238,19 @@ def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
         text = f"{SLASH_COMMANDS[command]} {words}".strip()
     team = _id(body.get("team_id")) or installation
     name = body.get("user_name")
+    meta: dict[str, Any] = {"event": "command", "command": command, **_privacy(channel, installation, user)}
+    chat_id = chat_id_for(installation, channel)
+    if command in PERSONAL_COMMANDS and not channel.startswith("D"):
+        chat_id = member_chat_id(installation, channel, user)
+        meta.update(_team_meta(installation, channel, user, body))
     return InboundMessage(
         channel=CHANNEL,
         platform_id=f"command:{trigger_id}",
-        chat_id=chat_id_for(installation, channel),
+        chat_id=chat_id,
         sender_id=f"{team}/{user}",
         text=text,
         sender_name=name if isinstance(name, str) and name else None,
-        meta={"event": "command", "command": command, **_privacy(channel, installation, user)},
+        meta=meta,
     )
 
 

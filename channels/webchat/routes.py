@@ -38,8 +38,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from bot.channel import ChannelHost, Received, RequestRejected
+from bot.messages import Link
 from channels.http import PRIVATE, sent_document
-from channels.markdown import PLAIN, render, render_html
+from channels.markdown import PLAIN, render, render_html, with_links
 from channels.webchat.streams import FALLBACK_POLL_SECONDS
 from channels.webhook import LimitBody, Parse, Record, Webhook, WebhookRequest, parse_json, refusal
 
@@ -80,7 +81,9 @@ def json_object(body: bytes) -> dict[str, Any]:
 def reply_view(outbox_id: int, payload: dict[str, Any], *, file_url: str | None = None) -> dict[str, Any]:
     """What the page gets for one reply, its Markdown rendered. A document's `path` names a file on this server and
     stays here; the page gets `file_url` for it instead (an address only its session can use)."""
-    view = {"id": outbox_id, **{key: value for key, value in payload.items() if key != "path"}}
+    view = {"id": outbox_id, **{key: value for key, value in payload.items() if key not in ("path", "links")}}
+    if payload.get("kind") == "text" and payload.get("links"):
+        view["text"] = with_links(view["text"], [Link(link["label"], link["url"]) for link in payload["links"]])
     if payload.get("kind") == "document" and not payload.get("url") and payload.get("path") and file_url:
         view["url"] = file_url
     for field, html_field in (("text", "html"), ("caption", "caption_html")):

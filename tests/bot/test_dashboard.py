@@ -165,3 +165,33 @@ async def test_scoped_roles_see_their_course_or_workspace_only(settings):
         assert "Spaced review" not in home.text  # counted over every course: not for a course's author
         for page in ("overview", "engagement", "revenue", "learners"):
             assert (await client.get(f"/admin/{page}")).status_code == 403, page
+
+
+def test_every_text_of_the_dashboard_is_in_the_catalogue():
+    """What the pages pass to their words function (or show as a message page) is listed for translation."""
+    import ast
+    from pathlib import Path
+
+    from dialogs.pages import DASHBOARD_WORDS
+
+    shown: set[str] = set()
+    for path in (Path(__file__).resolve().parents[2] / "bot" / "dashboard").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            texts = node.args[:1] if name == "w" else node.args[1:3] if name == "message_page" else \
+                node.args[1:2] if name == "Page" else []
+            shown |= {arg.value for arg in texts if isinstance(arg, ast.Constant) and isinstance(arg.value, str)}
+    assert len(shown) > 150 and shown <= set(DASHBOARD_WORDS), shown - set(DASHBOARD_WORDS)
+
+
+async def test_the_dashboard_speaks_the_browser_s_language(settings):
+    async with dashboard(settings) as (client, bot, channel):
+        signed_out = await client.get("/admin/overview", headers={"accept-language": "es-ES,es;q=0.9"})
+        assert "Primero inicia sesión" in signed_out.text and 'lang="es"' in signed_out.text
+        await sign_in(client, bot, channel)
+        page = await client.get("/admin/learning", headers={"accept-language": "es"})
+        assert "<h1>Aprendizaje</h1>" in page.text and "El recorrido" in page.text and "Cerrar sesión" in page.text
+        english = await client.get("/admin/learning")
+        assert "<h1>Learning</h1>" in english.text

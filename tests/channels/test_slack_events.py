@@ -32,7 +32,7 @@ from standins.slack import (
     load_fixture,
     signed,
 )
-from storage.models import ChannelIdentity, InboundMessage
+from storage.models import ChannelIdentity, Conversation, InboundMessage
 from tests.support import running
 
 
@@ -469,3 +469,24 @@ def test_a_direct_message_is_marked_private_and_a_mention_in_a_channel_is_not(fi
     )
     assert direct.private and direct.chat_id == "T111:D0DM1"
     assert not mention.private and mention.chat_id == "T111:C111"
+
+
+@pytest.mark.parametrize(("name", "text", "recorded"),
+                         [("/courses", "", "/courses"), ("/buy", "passwords-that-hold", "/buy passwords-that-hold"),
+                          ("/purchases", "", "/purchases"), ("/redeem", "LB-7K2Q-9XWM", "/redeem LB-7K2Q-9XWM")])
+async def test_the_payment_commands_typed_in_a_channel_answer_the_member_alone(name, text, recorded, slack_settings,
+                                                                               standin):
+    fields = dict(parse_qsl(load_fixture_command()))
+    fields.update(command=name, text=text, trigger_id="222.222.bbb", response_url=standin.response_url("C111", "W111"))
+    async with running(slack_settings) as (client, lessonbot):
+        response = await post(client, urlencode(fields).encode())
+        assert response.status_code == 200 and response.text == ""
+        [row] = await inbound(lessonbot)
+        personal = name != "/courses"
+        assert row.payload["text"] == recorded and row.payload["meta"].get("private") is (True if personal else None)
+        async with lessonbot.db.sessions() as session:
+            conversation = await session.get(Conversation, row.conversation_id)
+        assert conversation.chat_id == ("T111:C111@W111" if personal else "T111:C111")
+        if personal:
+            await standin.wait_for(lambda: standin.ephemerals("C111", "W111"))
+            assert standin.posted("C111") == []
