@@ -205,6 +205,22 @@ async def test_enroll_reads_the_course_slot(settings):
         assert "Passwords" in lesson.texts[0] or "password" in lesson.texts[0].lower()
 
 
+async def test_someone_new_who_names_a_course_is_set_up_and_not_asked_for_it_again(settings):
+    async with rasa_assistant(settings) as (rasa, bot):
+        await import_sample(bot, PAID)
+        run = await rasa.say("u1", "I want the passwords course", action="action_lessonbot_enroll", intent="enroll",
+                             entities={"lessonbot_course": "passwords"})
+        assert run.texts[0] == "First, let's set you up: it takes a minute."
+        run = await rasa.press("u1", button(run, "Yes, let's start"), action=ANSWER)
+        run = await rasa.say("u1", "Ann", action=ANSWER)
+        run = await rasa.say("u1", "Lisbon", action=ANSWER)
+        run = await rasa.press("u1", button(run, "Yes, that's right"), action=ANSWER)
+        run = await rasa.say("u1", "08:00", action=ANSWER)
+        run = await rasa.press("u1", button(run, "Every day"), action=ANSWER)
+        assert run.texts[-1] == "How much would you like to do each day?"  # the course question is skipped
+        assert slots(run)["lessonbot_course"] == "passwords-that-hold"
+
+
 async def test_enroll_without_a_course_offers_the_courses(settings):
     async with rasa_assistant(settings) as (rasa, bot):
         await onboard(rasa, "u1")
