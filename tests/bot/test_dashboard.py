@@ -195,3 +195,26 @@ async def test_the_dashboard_speaks_the_browser_s_language(settings):
         assert "<h1>Aprendizaje</h1>" in page.text and "El recorrido" in page.text and "Cerrar sesión" in page.text
         english = await client.get("/admin/learning")
         assert "<h1>Learning</h1>" in english.text
+
+
+async def test_a_workspace_s_support_finds_that_workspace_s_people_only(settings):
+    from storage.models import ChannelIdentity, User
+
+    async with dashboard(settings) as (client, bot, channel):
+        async with bot.db.transaction() as session:
+            for name, external in (("Tess", "T01/U1"), ("Theo", "T02/U2")):
+                user = User(display_name=name)
+                session.add(user)
+                await session.flush()
+                session.add(ChannelIdentity(user_id=user.id, channel="slack", external_id=external))
+        await Transcript(bot, channel, chat="boss").say("/admin role grant test:sam support team:T01")
+        await sign_in(client, bot, channel, chat="sam")
+        home = await client.get("/admin", follow_redirects=True)
+        assert str(home.url).endswith("/admin/learners")
+        found = await client.get("/admin/learners", params={"q": "t"})
+        assert "Tess" in found.text and "Theo" not in found.text
+        tess = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
+        assert (await client.get(f"/admin/learners/{tess}")).status_code == 200
+        other = int(tess) + 1  # Theo, of the other workspace
+        assert (await client.get(f"/admin/learners/{other}")).status_code == 403
+        assert (await client.get(f"/admin/learners/{other}/export")).status_code == 403
