@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from authoring.format import load_course
 from authoring.indexing import ingest_course
 from bench.processes import free_port
-from bot.channel import Delivery, PermanentSendError, RateLimited, TransientSendError
+from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
 from bot.cli import main
 from bot.config import knowledge_settings
 from bot.core import Lessonbot
@@ -360,6 +360,13 @@ async def test_a_document_goes_as_a_signed_link_to_that_user_only(settings):
             forged = await client.get(link[:-4] + "0000")
             elsewhere = await client.get(link.replace("/files/u1/", "/files/u2/"))
         assert forged.status_code == elsewhere.status_code == 404
+
+
+def test_sends_to_the_rasa_server_keep_to_rasa_sends_per_second():
+    assert RasaChannel(server_url="http://rasa:5005", sends_per_second=20).rate_limits("u1") == (
+        RateLimit("rasa", 20, 1.0, shared=True),)
+    assert RasaChannel(server_url="http://rasa:5005", sends_per_second=0.5).rate_limits("u1") == (
+        RateLimit("rasa", 1, 2.0, shared=True),)
 
 
 def test_buttons_are_payloads_rasa_reads_without_a_model():
