@@ -150,6 +150,7 @@ def build_channels(settings: Settings, db: Database) -> list[Channel]:
             "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (installable into many)"
         )
     if settings.rasa_url:
+        from bot.rasa_actions import rasa_file_links
         from channels.rasa import RasaChannel
 
         channels.append(
@@ -159,6 +160,7 @@ def build_channels(settings: Settings, db: Database) -> list[Channel]:
                 intent=settings.rasa_trigger_intent,
                 output_channel=settings.rasa_output_channel,
                 sends_per_second=settings.rasa_sends_per_second,
+                files=rasa_file_links(settings),
             )
         )
     else:

@@ -259,6 +259,7 @@ class ChatMember:
     guest: bool = False  # a guest of the workspace (Slack's restricted and single-channel guests)
     bot: bool = False
     admin: bool = False  # an admin or owner of the workspace
+    direct_chat: str | None = None  # the chat id of their direct chat with the bot, where the platform can say
 
 
 @runtime_checkable

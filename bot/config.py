@@ -149,6 +149,10 @@ class Settings(BaseSettings):
         None, description="A YAML file of intent: command (ask_next: /next); empty: the built-in mapping."
     )
     rasa_nlu_timeout_seconds: float = Field(3.0, gt=0, le=60, description="How long to wait for /model/parse.")
+    rasa_actions_public_url: str = Field(
+        "", description="Where people's browsers reach `lessonbot rasa-actions`: documents go to Rasa users as links "
+                        "there; empty: as their caption."
+    )
     rasa_action_timeout_seconds: float = Field(
         20.0, gt=0, le=280, description="How long an action waits for its answer (below Rasa's 300 s); what comes "
                                         "later goes out through trigger_intent."
@@ -267,11 +271,11 @@ class Settings(BaseSettings):
                              "from Dashboard → Developers → API keys; never the publishable pk_ key")
         return value
 
-    @field_validator("rasa_url", "rasa_nlu_url")
+    @field_validator("rasa_url", "rasa_nlu_url", "rasa_actions_public_url")
     @classmethod
     def _check_rasa_url(cls, value: str) -> str:
         if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value.strip()):
-            raise ValueError("expected the Rasa server's address, e.g. http://rasa:5005")
+            raise ValueError("expected an http(s) address, e.g. http://rasa:5005")
         return value.strip().rstrip("/")
 
     @field_validator("database_url")

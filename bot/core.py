@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +96,7 @@ class Lessonbot:
             self.db,
             settings,
             respond or responder(settings),
-            on_replies=self.dispatcher.notify,
+            on_replies=self._after_turn,
             answerer=LazyAnswerer(knowledge_settings(settings), self.db),
             payments=payment_desk(settings, self.channels.values()),
             activity=Activity(self.channels),
@@ -114,6 +115,29 @@ class Lessonbot:
         # What the leader runs besides the dispatcher (the scheduler adds its clock here).
         self.leader_work: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._turn_watchers: dict[int, list[asyncio.Event]] = {}
+
+    def _after_turn(self, conversation_id: int) -> None:
+        """A turn of the conversation committed here: its replies may go, and whoever waits for it may look."""
+        self.dispatcher.notify(conversation_id)
+        for watcher in self._turn_watchers.pop(conversation_id, ()):
+            watcher.set()
+
+    @contextlib.contextmanager
+    def watching_turns(self, conversation_id: int) -> Iterator[asyncio.Event]:
+        """An event set when this process next commits a turn of the conversation (a turn another process commits
+        is not seen here: a watcher looks at the database again now and then). Watch before looking, so a turn
+        committed in between is not missed."""
+        watcher = asyncio.Event()
+        self._turn_watchers.setdefault(conversation_id, []).append(watcher)
+        try:
+            yield watcher
+        finally:
+            waiting = self._turn_watchers.get(conversation_id)
+            if waiting is not None and watcher in waiting:
+                waiting.remove(watcher)
+                if not waiting:
+                    del self._turn_watchers[conversation_id]
 
     def _after_sent(self, row: Claimed) -> None:
         """Channels that show replies from our own database (the web chat) learn the moment one is committed."""
@@ -169,7 +193,7 @@ class Lessonbot:
         """The platform removed the app from a workspace: cancel what was not sent there and stop its teams."""
         async with self.db.transaction(urgent=True) as session:  # the platform waits for this one
             cancelled = await cancel_unsent_to(session, channel, chat_prefix, reason=reason)
-            teams = await stop_workspace(session, channel, workspace)
+            teams = await stop_workspace(session, channel, workspace, chat_prefix=chat_prefix)
         log.info("stopped sending to a workspace", extra={"channel": channel, "cancelled": cancelled, "teams": teams})
         return cancelled
 

@@ -71,6 +71,21 @@ class Choice:
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    """An address to open (a checkout page): `label` is plain text, `url` an http(s) address of ours or of a platform
+    we pay. A channel with link buttons shows it as one (Telegram, Slack); the others as a link under the text
+    (channels.markdown.with_links, the one place a link becomes text)."""
+
+    label: str
+    url: str
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("https://", "http://")) or any(c.isspace() for c in self.url):
+            raise ValueError(f"a link needs an http(s) address without spaces, not {self.url[:80]!r}")
+        object.__setattr__(self, "label", unescaped(self.label))
+
+
+@dataclass(frozen=True, slots=True)
 class InboundMessage:
     """A verified message from a person, in the core's terms.
 
@@ -114,19 +129,22 @@ class InboundMessage:
 
 @dataclass(frozen=True, slots=True)
 class Text:
-    """A text reply, with optional choices rendered as buttons (or numbered options).
+    """A text reply, with optional choices rendered as buttons (or numbered options) and links to open.
 
     `text` is light Markdown (channels/markdown.py), written by us or a course's authors; outside text goes in
-    through `literal`. A choice's `label` is plain text, shown as it is.
+    through `literal`. A choice's or a link's `label` is plain text, shown as it is.
     """
 
     text: str
     choices: tuple[Choice, ...] = ()
+    links: tuple[Link, ...] = ()
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {"kind": "text", "text": self.text}
         if self.choices:
             payload["choices"] = [{"label": c.label, "value": c.value} for c in self.choices]
+        if self.links:
+            payload["links"] = [{"label": link.label, "url": link.url} for link in self.links]
         return payload
 
 
@@ -192,7 +210,8 @@ def reply_from_payload(payload: dict[str, Any]) -> Reply:
     kind = payload.get("kind")
     if kind == "text":
         choices = tuple(Choice(c["label"], c["value"]) for c in payload.get("choices", ()))
-        return Text(payload["text"], choices)
+        links = tuple(Link(link["label"], link["url"]) for link in payload.get("links", ()))
+        return Text(payload["text"], choices, links)
     if kind == "document":
         return Document(
             filename=payload["filename"],

@@ -53,11 +53,12 @@ from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, co
 from bot.text import storable, storable_data
 from dialogs import choices
 from dialogs.turn import OutsideTransaction, Turn
-from storage.db import Database
+from storage.db import Database, Raw
 from storage.learners import Learner
 from storage.models import ChannelIdentity, Conversation, InboundSequence, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import InboundStatus, OutboxEntry, OutboxStatus, enqueue
+from storage.prepared import Prepared
 from storage.queries import backend_insert, get_or_create_conversation, identity_and_user, rows_affected
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class ConversationIds:
         self._ids: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._capacity = capacity
 
-    async def find(self, connection: AsyncConnection, channel: str, chat_id: str) -> int:
+    async def find(self, connection: AsyncConnection | Raw, channel: str, chat_id: str) -> int:
         """The conversation's id, remembered or looked up (created on first contact) in `connection`'s transaction:
         call `remember` once that has committed."""
         key = (channel, chat_id)
@@ -123,8 +124,15 @@ def _next_seq_statement(dialect: str) -> Any:
     ).returning(_SEQUENCES.c.last_seq)
 
 
-def _insert_inbound_statement(dialect: str) -> Any:
-    return backend_insert(dialect)(_INBOUND).on_conflict_do_nothing().returning(_INBOUND.c.id)
+def _insert_inbound_statement() -> Any:
+    """SQLite: the message with the arrival number just taken."""
+    columns = [*_RECORDED_COLUMNS, "seq"]
+    return (
+        backend_insert("sqlite")(_INBOUND)
+        .values({name: bindparam(name) for name in columns})
+        .on_conflict_do_nothing()
+        .returning(_INBOUND.c.id)
+    )
 
 
 _RECORDED_COLUMNS = ("channel", "platform_id", "conversation_id", "sender_id", "payload", "status", "attempts",
@@ -136,12 +144,7 @@ def _record_in_one_statement() -> Any:
     WITH seq AS (INSERT … ON CONFLICT DO UPDATE … RETURNING last_seq) INSERT INTO inbound_messages SELECT … FROM seq
     ON CONFLICT DO NOTHING RETURNING id."""
     seq = _next_seq_statement("postgresql").cte("seq")
-    values = [
-        bindparam(name, type_=_INBOUND.c[name].type)
-        if name != "conversation_id"
-        else bindparam("conv", type_=_INBOUND.c[name].type)
-        for name in _RECORDED_COLUMNS
-    ]
+    values = [bindparam(name, type_=_INBOUND.c[name].type) for name in _RECORDED_COLUMNS]
     return (
         backend_insert("postgresql")(_INBOUND)
         .from_select([*_RECORDED_COLUMNS, "seq"], select(*values, seq.c.last_seq))
@@ -150,15 +153,10 @@ def _record_in_one_statement() -> Any:
     )
 
 
-_STATEMENTS: dict[str, tuple[Any, Any]] = {}
-_RECORD_IN_ONE = _record_in_one_statement()
-
-
-def _recording_statements(dialect: str) -> tuple[Any, Any]:
-    """Built once per backend: building a statement costs more CPU than running it."""
-    if dialect not in _STATEMENTS:
-        _STATEMENTS[dialect] = (_next_seq_statement(dialect), _insert_inbound_statement(dialect))
-    return _STATEMENTS[dialect]
+# Built once (building a statement costs more CPU than running it), run on the driver (storage.prepared).
+_NEXT_SEQ = Prepared(_next_seq_statement("sqlite"))
+_INSERT_INBOUND = Prepared(_insert_inbound_statement())
+_RECORD_IN_ONE = Prepared(_record_in_one_statement())
 
 
 async def record(db: Database, message: InboundMessage, conversations: ConversationIds | None = None) -> Recorded:
@@ -166,14 +164,14 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
 
     `conversations`: the process's remembered conversation ids (without it, the conversation is looked up)."""
     message = storable_message(message)
-    next_seq, insert_inbound = _recording_statements(db.backend)
     conversations = conversations or ConversationIds(capacity=1)
     try:
-        async with db.connection(urgent=True) as connection:  # the platform waits for this one
+        async with db.run(urgent=True) as connection:  # the platform waits for this one
             conversation_id = await conversations.find(connection, message.channel, message.chat_id)
             values = {
                 "channel": message.channel,
                 "platform_id": message.platform_id,
+                "conversation_id": conversation_id,
                 "sender_id": message.sender_id,
                 "payload": message.to_payload(),
                 "status": InboundStatus.PENDING.value,
@@ -181,12 +179,10 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
                 "received_at": utcnow(),
             }
             if db.backend == "postgresql":
-                inbound_id = (await connection.execute(_RECORD_IN_ONE, {**values, "conv": conversation_id})).scalar()
+                inbound_id = (await _RECORD_IN_ONE.run(connection, {**values, "conv": conversation_id})).scalar()
             else:
-                seq = (await connection.execute(next_seq, {"conv": conversation_id})).scalar_one()
-                inbound_id = (
-                    await connection.execute(insert_inbound, {**values, "conversation_id": conversation_id, "seq": seq})
-                ).scalar()
+                seq = (await _NEXT_SEQ.run(connection, {"conv": conversation_id})).scalar()
+                inbound_id = (await _INSERT_INBOUND.run(connection, {**values, "seq": seq})).scalar()
     except BaseException:
         conversations.forget(message.channel, message.chat_id)  # in case the remembered id was the trouble
         raise
@@ -225,13 +221,13 @@ def storable_message(message: InboundMessage) -> InboundMessage:
             raise RequestRejected(
                 400, f"The message's {name} is not a usable id: at most {length} characters, no NUL or lone surrogate."
             )
-    cleaned = replace(
-        message,
-        text=storable(message.text),
-        choice=None if message.choice is None else storable(message.choice),
-        sender_name=None if message.sender_name is None else storable(message.sender_name, limit=_NAME_LENGTH),
-        meta=storable_data(message.meta),
-    )
+    text = storable(message.text)
+    choice = None if message.choice is None else storable(message.choice)
+    sender_name = None if message.sender_name is None else storable(message.sender_name, limit=_NAME_LENGTH)
+    meta = storable_data(message.meta)
+    if (text, choice, sender_name, meta) == (message.text, message.choice, message.sender_name, message.meta):
+        return message  # (the usual case: nothing to clean, no copy made)
+    cleaned = replace(message, text=text, choice=choice, sender_name=sender_name, meta=meta)
     if cleaned != message:
         changed = [name for name in ("text", "choice", "sender_name", "meta")
                    if getattr(cleaned, name) != getattr(message, name)]
@@ -384,9 +380,8 @@ class ConversationWorker:
 
     async def _lease_statement(self, session: AsyncSession, conversation_id: int, now: datetime) -> bool:
         """Take the conversation's lease, or renew ours; False if another process holds it."""
-        connection = await session.connection()
-        taken = await connection.execute(
-            _TAKE_LEASE,
+        taken = await _TAKE_LEASE.run(
+            session,
             {
                 "conv": conversation_id, "owner": self.owner, "new_owner": self.owner,
                 "now": now, "until": now + self._lease,
@@ -401,7 +396,7 @@ class ConversationWorker:
 
     async def _release(self, conversation_id: int) -> None:
         async with self.db.transaction() as session:
-            await (await session.connection()).execute(_GIVE_LEASE_BACK, {"conv": conversation_id, "owner": self.owner})
+            await _GIVE_LEASE_BACK.run(session, {"conv": conversation_id, "owner": self.owner})
 
     async def _drain_once(self, conversation_id: int) -> None:
         """Process the conversation's pending messages in arrival order, each in one transaction."""
@@ -493,9 +488,7 @@ class ConversationWorker:
                 raise LeaseLost()
             loaded = await self._load_turn(session, conversation_id)
             if loaded is None:
-                await (await session.connection()).execute(
-                    _GIVE_LEASE_BACK, {"conv": conversation_id, "owner": self.owner}
-                )
+                await _GIVE_LEASE_BACK.run(session, {"conv": conversation_id, "owner": self.owner})
                 return _Done.NOTHING_PENDING
             row, conversation = loaded.pending, loaded.conversation
             current.inbound_id = row.id
@@ -551,14 +544,13 @@ class ConversationWorker:
                 _answers(conversation, row.id, replies, member=row.sender_id, due_at=_held_until(message.meta, now)),
                 now=now,
             )
-            connection = await session.connection()
-            await connection.execute(_MARK_DONE, {"inbound": row.id, "done": InboundStatus.DONE.value, "done_at": now})
+            await _MARK_DONE.run(session, {"inbound": row.id, "done": InboundStatus.DONE.value, "done_at": now})
             # When the person wrote, not when we got to it: WhatsApp's 24-hour window counts from there.
             # A platform's report (a payment) is not the person writing: it opens no window.
             wrote = conversation.last_inbound_at
             if not message.meta.get("platform_report") and (wrote is None or wrote < row.received_at):
                 wrote = row.received_at
-            await self._finish_turn(connection, conversation, turn.state, wrote, keep_lease=row.more, now=now)
+            await self._finish_turn(session, conversation, turn.state, wrote, keep_lease=row.more, now=now)
         PROCESSING_SECONDS.labels(message.channel).observe(time.perf_counter() - started)
         log.debug("processed", extra={"inbound_id": row.id, "replies": len(turn.replies)})
         # With nothing more pending the lease went back in that commit; a message recorded since then notified us.
@@ -566,7 +558,7 @@ class ConversationWorker:
 
     async def _finish_turn(
         self,
-        connection: AsyncConnection,
+        session: AsyncSession,
         conversation: Conversation,
         state: dict[str, Any],
         wrote: datetime | None,
@@ -584,9 +576,9 @@ class ConversationWorker:
             "wrote": wrote,
         }
         if state != conversation.state:
-            await connection.execute(_FINISH_WITH_STATE, {**values, "state": state})
+            await _FINISH_WITH_STATE.run(session, {**values, "state": state})
         else:
-            await connection.execute(_FINISH, values)
+            await _FINISH.run(session, values)
 
     async def _note_transient_failure(self, conversation_id: int, inbound_id: int | None, exc: Exception) -> None:
         """A database hiccup: count a try on the message the turn read (failed after MAX_TRANSIENT_ATTEMPTS), if the
@@ -686,7 +678,7 @@ class _Current:
     inbound_id: int | None = None
 
 
-_TAKE_LEASE = (
+_TAKE_LEASE = Prepared(
     update(_CONVERSATIONS)
     .where(
         _CONVERSATIONS.c.id == bindparam("conv"),
@@ -698,7 +690,7 @@ _TAKE_LEASE = (
     )
     .values(lease_owner=bindparam("new_owner"), lease_until=bindparam("until"))
 )
-_GIVE_LEASE_BACK = (
+_GIVE_LEASE_BACK = Prepared(
     update(_CONVERSATIONS)
     .where(_CONVERSATIONS.c.id == bindparam("conv"), _CONVERSATIONS.c.lease_owner == bindparam("owner"))
     .values(lease_owner=None, lease_until=None)
@@ -746,15 +738,16 @@ _LOAD_TURN = (
     .outerjoin(Learner, Learner.user_id == User.id)
     .where(Conversation.id == bindparam("conv"))
 )
-_FINISH = (
+_FINISHING = (
     update(_CONVERSATIONS)
     .where(_CONVERSATIONS.c.id == bindparam("conv"), _CONVERSATIONS.c.lease_owner == bindparam("owner"))
     .values(
         lease_owner=bindparam("next_owner"), lease_until=bindparam("next_until"), last_inbound_at=bindparam("wrote")
     )
 )
-_FINISH_WITH_STATE = _FINISH.values(state=bindparam("state"))
-_MARK_DONE = (
+_FINISH = Prepared(_FINISHING)
+_FINISH_WITH_STATE = Prepared(_FINISHING.values(state=bindparam("state")))
+_MARK_DONE = Prepared(
     update(_INBOUND)
     .where(_INBOUND.c.id == bindparam("inbound"))
     .values(status=bindparam("done"), attempts=_INBOUND.c.attempts + 1, processed_at=bindparam("done_at"))

@@ -18,6 +18,7 @@ through the Rasa server's trigger_intent when they come (with RASA_URL set).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -36,16 +37,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.channel import RequestRejected
+from bot.channel import ChannelHost, RequestRejected
 from bot.config import Settings
 from bot.core import Lessonbot
 from bot.messages import reply_from_payload
-from channels.http import read_limited_body
+from channels.http import PRIVATE, read_limited_body, sent_document
 from channels.rasa import tracker as said
 from channels.rasa.channel import MESSAGE_ENTITY
+from channels.rasa.files import FileLinks, document_link
 from channels.rasa.render import bot_message
 from dialogs import flow
 from dialogs.learner import is_set_up
+from storage.db import Database
 from storage.learners import ChatLearner, learner_of_chat
 from storage.outbox import Answer, answer_of
 
@@ -53,6 +56,7 @@ log = logging.getLogger(__name__)
 
 MAX_ACTION_CALL_BYTES = 8 * 1024 * 1024  # a tracker carries the whole conversation's events
 HOLD_MARGIN_SECONDS = 1.0  # replies stay held a little longer than the call waits, for its last look to take them
+LOOK_AGAIN_SECONDS = 0.1
 SORRY = "Sorry, something went wrong on my side. Please try again in a moment."
 ON_ITS_WAY = "I'm still working on that; the answer will follow in a moment."
 
@@ -60,9 +64,11 @@ ON_ITS_WAY = "I'm still working on that; the answer will follow in a moment."
 class ActionDesk:
     """Runs one action call through the pipeline and turns what came of it into Rasa's answer."""
 
-    def __init__(self, lessonbot: Lessonbot, *, wait_seconds: float) -> None:
+    def __init__(self, lessonbot: Lessonbot, *, wait_seconds: float, files: FileLinks | None = None) -> None:
+        """`files`: the addresses of documents (a certificate) for these users; none: a document is its caption."""
         self.lessonbot = lessonbot
         self.wait_seconds = wait_seconds
+        self.files = files
 
     async def perform(
         self, action: str, ask: said.Ask, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
@@ -73,8 +79,8 @@ class ActionDesk:
             tracker.sender_id, platform_id, ask, within=self.wait_seconds + HOLD_MARGIN_SECONDS
         )
         try:
-            await self.lessonbot.receive(message)
-            answer = await self._answer(platform_id)
+            recorded = await self.lessonbot.receive(message)
+            answer = await self._answer(platform_id, recorded.conversation_id)
         except RequestRejected as exc:  # a sender id no column holds
             log.warning("a Rasa action call was refused: %s", exc.message)
             dispatcher.utter_message(text=SORRY)
@@ -83,24 +89,27 @@ class ActionDesk:
             log.warning("a Rasa action's answer was not ready in time", extra={"action": action})
             dispatcher.utter_message(text=ON_ITS_WAY)
             return [SlotSet(said.ERROR_SLOT, "timeout")]
-        for _outbox_id, payload in answer.replies:
-            shown = bot_message(reply_from_payload(payload))
+        for outbox_id, payload in answer.replies:
+            link = document_link(self.files, tracker.sender_id, outbox_id)
+            shown = bot_message(reply_from_payload(payload), link=link)
             if shown is not None:
                 dispatcher.utter_message(**shown)
         return await self._slots(tracker.sender_id, answer, domain)
 
-    async def _answer(self, platform_id: str) -> Answer | None:
-        """The call's answer once its message is processed (by this process's worker, or any other's), taken for
-        this response; None if that takes longer than the wait."""
+    async def _answer(self, platform_id: str, conversation_id: int) -> Answer | None:
+        """The call's answer once its message is processed, taken for this response; None if that takes longer than
+        the wait. A turn this process commits wakes the look at once; one another process commits (it held the
+        conversation) is found by looking again every LOOK_AGAIN_SECONDS."""
         deadline = time.monotonic() + self.wait_seconds
-        pause = 0.005
         while True:
-            async with self.lessonbot.db.transaction() as session:
-                answer = await answer_of(session, said.CHANNEL, platform_id)
-            if answer is not None or time.monotonic() >= deadline:
-                return answer
-            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.1)
+            with self.lessonbot.watching_turns(conversation_id) as turn_committed:
+                async with self.lessonbot.db.transaction() as session:
+                    answer = await answer_of(session, said.CHANNEL, platform_id)
+                left = deadline - time.monotonic()
+                if answer is not None or left <= 0:
+                    return answer
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(turn_committed.wait(), min(LOOK_AGAIN_SECONDS, left))
 
     async def learner(self, sender_id: str) -> ChatLearner | None:
         """What is known of the learner `rasa:<sender_id>`."""
@@ -299,9 +308,30 @@ def action_routes(executor: ActionExecutor, *, token: str = "") -> list[Route]:
     ]
 
 
+def file_routes(files: FileLinks, host: ChannelHost) -> list[Route]:
+    """`GET /files/CHAT/REPLY/SIGNATURE`: the file of a document reply sent to a Rasa user (channels/rasa/files.py),
+    for that chat's signed address only; 404 for anything else."""
+
+    async def document(request: Request) -> Response:
+        chat_id, signature = request.path_params["chat"], request.path_params["signature"]
+        outbox_id: int = request.path_params["reply"]
+        if not files.matches(chat_id, outbox_id, signature):
+            return Response("No such file here.", status_code=404, media_type="text/plain", headers=PRIVATE)
+        return await sent_document(host, said.CHANNEL, chat_id, outbox_id)
+
+    return [Route("/files/{chat:path}/{reply:int}/{signature}", document)]  # a sender id may hold a "/"
+
+
 def _carries(request: Request, token: str) -> bool:
     given = request.query_params.get("token") or request.headers.get("authorization", "").removeprefix("Bearer ")
     return hmac.compare_digest(given.encode(), token.encode())
+
+
+def rasa_file_links(settings: Settings) -> FileLinks | None:
+    """The addresses of documents for Rasa users, when RASA_ACTIONS_PUBLIC_URL says where the action server is."""
+    if not settings.rasa_actions_public_url:
+        return None
+    return FileLinks(settings.resolved_secret_key, settings.rasa_actions_public_url)
 
 
 def create_action_app(settings: Settings, *, channels: Sequence[Any] | None = None) -> Starlette:
@@ -309,15 +339,17 @@ def create_action_app(settings: Settings, *, channels: Sequence[Any] | None = No
     keeps the clock, as `lessonbot serve` does), with the action routes and /healthz."""
     from bot.app import build_channels, healthz, lifespan_of
     from bot.core import attach_clock
-    from storage.db import Database
 
     db = Database(settings.resolved_database_url)
     lessonbot = Lessonbot(
         settings, build_channels(settings, db) if channels is None else channels, elect=True, db=db
     )
     attach_clock(lessonbot)
-    desk = ActionDesk(lessonbot, wait_seconds=settings.rasa_action_timeout_seconds)
+    files = rasa_file_links(settings)
+    desk = ActionDesk(lessonbot, wait_seconds=settings.rasa_action_timeout_seconds, files=files)
     routes = [*action_routes(action_executor(desk), token=settings.rasa_actions_token), Route("/healthz", healthz)]
+    if files is not None:
+        routes += file_routes(files, lessonbot)
     app = Starlette(routes=routes, lifespan=lifespan_of(lessonbot))
     app.state.lessonbot = lessonbot
     return app

@@ -17,7 +17,7 @@ from typing import TextIO
 
 from bot.channel import Delivery, RateLimit
 from bot.messages import Document, InboundMessage, Text
-from channels.markdown import PLAIN, render
+from channels.markdown import PLAIN, render, with_links
 
 
 class ConsoleChannel:
@@ -44,7 +44,7 @@ class ConsoleChannel:
     async def send(self, delivery: Delivery) -> str:
         reply = delivery.reply
         if isinstance(reply, Text):
-            lines = [render(reply.text, PLAIN)]
+            lines = [render(with_links(reply.text, reply.links), PLAIN)]
             lines += [
                 f"  [{number}] {PLAIN.literal(choice.label)}" for number, choice in enumerate(reply.choices, start=1)
             ]

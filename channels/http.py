@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from starlette.requests import ClientDisconnect, Request
+from pathlib import Path
 
-from bot.channel import RequestRejected
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, Response
+
+from bot.channel import ChannelHost, RequestRejected
+
+PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
 
 
 async def read_limited_body(request: Request, limit: int) -> bytes:
@@ -22,3 +27,22 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
     except ClientDisconnect:
         raise RequestRejected(400, "The client went away before the body arrived.") from None
     return b"".join(chunks)
+
+
+async def sent_document(host: ChannelHost, channel: str, chat_id: str, outbox_id: int) -> Response:
+    """The file of the document reply `outbox_id` sent to `chat_id` (a certificate, an export), for a link whose
+    signature the caller checked; 404 when it is no such reply, or its file is gone."""
+    not_here = Response("No such file here.", status_code=404, media_type="text/plain", headers=PRIVATE)
+    sent = await host.sent_replies(channel, chat_id, after=outbox_id - 1, limit=1)
+    if not sent or sent[0][0] != outbox_id:
+        return not_here
+    payload = sent[0][1]
+    path = payload.get("path")
+    if payload.get("kind") != "document" or not path or not Path(path).is_file():
+        return not_here
+    return FileResponse(
+        path,
+        media_type=payload.get("media_type") or "application/octet-stream",
+        filename=payload.get("filename") or Path(path).name,
+        headers=PRIVATE,
+    )

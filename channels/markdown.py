@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bot.messages import MARKDOWN_ESCAPES
+from bot.messages import MARKDOWN_ESCAPES, Link, literal
 
 _NOT_ESCAPED = r"(?<!\\)"  # a closing mark right after a backslash is the escaped character, not a mark
 _INLINE = re.compile(
@@ -118,6 +118,15 @@ WEB_HTML = Target(
     code=lambda t: f"<code>{t}</code>",
     link=lambda t, u: f'<a href="{html.escape(u, quote=True)}" rel="noopener noreferrer" target="_blank">{t}</a>',
 )
+
+
+def with_links(text: str, links: Sequence[Link]) -> str:
+    """A reply's text with its links below it, each on a line of its own as light Markdown ("[Pay](https://…)"), for
+    every channel that shows links in the text rather than as buttons: its renderer makes them its own kind of link."""
+    if not links:
+        return text
+    lines = [f"[{literal(link.label)}]({link.url.replace('(', '%28').replace(')', '%29')})" for link in links]
+    return (text.rstrip() + "\n\n" if text.strip() else "") + "\n".join(lines)
 
 
 def render(text: str, target: Target) -> str:

@@ -18,6 +18,7 @@ from dialogs import (
     certificate,
     flow,
     greeting,
+    home,
     language,
     lessons,
     linking,
@@ -69,6 +70,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("redeem", payments.redeem_command, N_("open a course with an access code: /redeem CODE")),
     Command("paysupport", payments.paysupport_command, N_("help with a payment"), listed=False),
     *teams.COMMANDS,
+    *home.COMMANDS,
     *admin.COMMANDS,
 )
 

@@ -5,7 +5,8 @@ for the member whose message it answers, or for anyone in the chat when the bot 
 So:
 - a pressed button is honoured only if its value was offered in this conversation to the person pressing it, however
   long ago ("a button works however late it is pressed"), or, from a member's private place in a group chat
-  (`meta["group_chat"]`: a Slack member's ephemeral conversation in a channel), offered in that chat;
+  (`meta["group_chat"]`: a Slack member's ephemeral conversation in a channel), offered in that chat, or in a direct
+  chat, offered to the person's own address (`meta["direct_address"]`);
   a value that never was (a forged button, another group member's prompt) gets "that button isn't available" and
   nothing else (`was_offered`, `refuse`);
 - a typed choice is read against the choices of the newest replies sent to this person: a label ("Yes, let's
@@ -30,6 +31,7 @@ from dialogs.turn import Turn
 from storage.models import Conversation, OfferedChoice, OutboxMessage
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import OutboxStatus
+from storage.prepared import Prepared
 
 EVERYONE = ""  # `OfferedChoice.member` of a choice offered to anyone in the chat
 NEWEST_ROWS = 10  # how far back the newest replies are looked for
@@ -38,6 +40,11 @@ NEWEST_ROWS = 10  # how far back the newest replies are looked for
 LONGEST_LABEL = 120
 _OPTION_NUMBER = re.compile(r"#?\s*(\d{1,3})\s*[.)]?")
 
+
+# Chats whose offers count in this one, as the channel marks them: a member's private place in a group chat sees the
+# group's (`group_chat`), a direct chat what was sent to the person's own address (`direct_address`: Slack posts to
+# a user id land in their DM with the bot).
+ALSO_OFFERED_IN = ("group_chat", "direct_address")
 
 # Marks a platform's adapter sets on what the platform itself reports (a payment made, Telegram's last check before
 # charging): verified at the platform's edge, never typed or pressed by a person, so no offer is needed.
@@ -66,15 +73,16 @@ async def was_offered(turn: Turn, value: str) -> bool:
             )
         )
     )
-    group = turn.message.meta.get("group_chat")
-    if not offered and isinstance(group, str) and group:
-        # A member's private place in a group chat: what the chat was offered, anyone there may press.
+    for mark in ALSO_OFFERED_IN:
+        elsewhere = turn.message.meta.get(mark)
+        if offered or not isinstance(elsewhere, str) or not elsewhere:
+            continue
         offered = await turn.session.scalar(
             select(
                 exists().where(
                     OfferedChoice.conversation_id == Conversation.id,
                     Conversation.channel == turn.conversation.channel,
-                    Conversation.chat_id == group,
+                    Conversation.chat_id == elsewhere,
                     OfferedChoice.value == value,
                     OfferedChoice.member.in_((member_of(turn), EVERYONE)),
                 )
@@ -137,14 +145,13 @@ async def current_choices(turn: Turn) -> list[Choice]:
     the bot sent on its own), so a number typed long after a question does not answer it."""
     if turn.conversation is None:
         return []
-    connection = await turn.session.connection()
-    rows = (await connection.execute(_NEWEST_SENT, {"conv": turn.conversation.id, "member": member_of(turn)})).all()
+    rows = (await _NEWEST_SENT.run(turn.session, {"conv": turn.conversation.id, "member": member_of(turn)})).rows
     return [Choice(c["label"], c["value"]) for c in newest_choices([(r.inbound_message_id, r.payload) for r in rows])]
 
 
 _OUTBOX = OutboxMessage.__table__
 _INBOUND = InboundRow.__table__
-_NEWEST_SENT = (  # built once: every typed message asks it
+_NEWEST_SENT = Prepared(  # built once, run on the driver: every typed message asks it
     select(_OUTBOX.c.inbound_message_id, _OUTBOX.c.payload)
     .outerjoin(_INBOUND, _INBOUND.c.id == _OUTBOX.c.inbound_message_id)
     .where(

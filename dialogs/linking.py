@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, select, update
 
+from bot.messages import Reply, Text
 from dialogs import flow
 from dialogs.i18n import translator
 from dialogs.learner import is_set_up, learner_of, tr
@@ -67,7 +68,7 @@ async def link(turn: Turn, args: str) -> None:
 
 async def _give_code(turn: Turn) -> None:
     _ = tr(turn)
-    private = None if turn.message.private else await _private_chat(turn)
+    private = None if turn.message.private else await private_chat(turn)
     if not turn.message.private and private is None:
         turn.say(_("Link codes are only given in a private chat: send /link to me there, not in a group."))
         return
@@ -84,7 +85,7 @@ async def _give_code(turn: Turn) -> None:
     if private is None:
         turn.say(text)
         return
-    await _queue(turn, private, text)
+    await queue(turn, private, text)
     turn.say(_("I've sent you the code in a private message."))
 
 
@@ -95,7 +96,7 @@ async def _unused_code(turn: Turn) -> str:
             return code
 
 
-async def _private_chat(turn: Turn) -> Conversation | None:
+async def private_chat(turn: Turn) -> Conversation | None:
     """The person's private chat with the bot on this channel, if they ever opened one (a bot cannot start it)."""
     return await turn.session.scalar(
         select(Conversation).where(
@@ -104,10 +105,14 @@ async def _private_chat(turn: Turn) -> Conversation | None:
     )
 
 
-async def _queue(turn: Turn, conversation: Conversation, text: str) -> None:
-    """A reply to another chat than the one this turn answers, in the same transaction."""
-    await enqueue(turn.session, [OutboxEntry(conversation_id=conversation.id, channel=conversation.channel,
-                                             chat_id=conversation.chat_id, payload={"kind": "text", "text": text})])
+async def queue(turn: Turn, conversation: Conversation, *replies: str | Reply) -> None:
+    """Replies to another chat than the one this turn answers (its person's private chat), in the same
+    transaction."""
+    await enqueue(turn.session, [
+        OutboxEntry(conversation_id=conversation.id, channel=conversation.channel, chat_id=conversation.chat_id,
+                    payload=(Text(reply) if isinstance(reply, str) else reply).to_payload())
+        for reply in replies
+    ])
 
 
 # Using a code ---------------------------------------------------------------------------------------------------------
@@ -179,7 +184,7 @@ async def _tell_owner(turn: Turn, owner: Learner) -> None:
     if home is None or user is None:
         return
     _ = translator(user.locale)
-    await _queue(turn, home, _("A chat on {channel} was just linked to your lessons and can now see your progress. "
+    await queue(turn, home, _("A chat on {channel} was just linked to your lessons and can now see your progress. "
                                "If that wasn't you, send /stop and choose to delete your data.",
                                channel=turn.message.channel))
 

@@ -5,7 +5,8 @@ this module only words them. A template's id is stable: its record (sent, came b
 the wording freely but give a really different message a new id. `/admin nudges` shows every template's record.
 
 Kinds: `inactive` (a learner away for a day, three days, a week), `farewell` (the last one: "I'll stop reminding
-you"), `streak` (a streak of two days or more ends at local midnight), `review` (spaced-review questions are due).
+you"), `streak` (a streak of two days or more ends at local midnight), `review` (spaced-review questions are due),
+`team` (a team admin's nudge to a member behind on the team's lessons: dialogs/teams.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dialogs.lessons import NEXT
 from dialogs.turn import Turn
 from storage.scheduling import NUDGE_REWARD_WINDOW, NudgeTemplateStats
 
-INACTIVE, FAREWELL, STREAK, REVIEW = "inactive", "farewell", "streak", "review"
+INACTIVE, FAREWELL, STREAK, REVIEW, TEAM = "inactive", "farewell", "streak", "review", "team"
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,14 @@ TEMPLATES: dict[str, dict[str, Wording]] = {
         "review-right-moment": lambda _, f: _(
             "Reviewing at the right moment is how things stick, and your review questions are ready now."),
     },
+    TEAM: {
+        "team-waiting": lambda _, f: _(
+            "Your team's lesson is waiting for you in the channel: its quiz takes a few minutes, and only you see "
+            "your answers."),
+        "team-together": lambda _, f: _(
+            "Your teammates are learning together this week. Catch up in the channel whenever you have five "
+            "minutes: press the lesson's button."),
+    },
 }
 
 
@@ -83,6 +92,8 @@ def nudge(kind: str, template: str, *, language: str | None, facts: NudgeFacts) 
     text = TEMPLATES[kind][template](_, facts)
     if kind == REVIEW:
         choices: tuple[Choice, ...] = (Choice(_("Review now"), "/review"), Choice(_("Next lesson"), NEXT))
+    elif kind == TEAM:
+        choices = ()  # the way back in is the lesson post's own button, in the team's channel
     elif kind == INACTIVE:
         choices = (Choice(_("Continue my lesson"), NEXT), Choice(_("Pause for a week"), "/pause 7"))
     else:

@@ -30,11 +30,12 @@ from typing import Any, Protocol
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.messages import CheckoutAnswer, Invoice, Markup, Text
+from bot.messages import CheckoutAnswer, Invoice, Link, Reply, Text
 from bot.text import fold
 from dialogs import lessons
 from dialogs.i18n import N_, Translator, translator
 from dialogs.learner import current_course, enroll, is_set_up, learner_of, tr
+from dialogs.linking import private_chat, queue
 from dialogs.onboarding import live_courses
 from dialogs.prices import BUY, STARS, course_price, format_charge, format_price
 from dialogs.turn import Turn
@@ -219,35 +220,61 @@ async def on_button(turn: Turn, value: str) -> None:
 
 
 async def buy(turn: Turn, course: Course) -> None:
-    """Offer `course` the way this conversation's platform pays: Stars, a checkout link, or how else to get it."""
+    """Offer `course` the way this conversation's platform pays: Stars, a checkout link, or how else to get it. Asked
+    in a group, the offer goes to the buyer's private chat with the bot: a payment is one person's business."""
     _ = tr(turn)
     if await owns(turn, turn.user.id, course):
         turn.say(_("You already have the whole of “{title}”. Send /next to go on.", title=course.title))
         return
     desk = desk_of(turn)
     stars = desk.stars_price(course)
-    if turn.message.channel in desk.stars_channels and stars is not None:
-        await _offer_stars(turn, course, stars)
-    elif desk.checkout is not None:
-        await _offer_checkout(turn, desk.checkout, course)
-    else:
+    if not (turn.message.channel in desk.stars_channels and stars is not None) and desk.checkout is None:
         turn.say(_("“{title}” can't be bought here yet. To get access, ask the people who run this bot: an admin can "
                    "give it to you, or send /redeem CODE with an access code they gave you.", title=course.title))
+        return
+    private = None
+    if not turn.message.private:
+        private = await private_chat(turn)
+        if private is None:
+            turn.say(_("A payment is yours alone: send /buy to me in a private chat, and I'll answer there."))
+            return
+    counter = Counter(private.chat_id if private is not None else turn.message.chat_id)
+    if turn.message.channel in desk.stars_channels and stars is not None:
+        await _offer_stars(turn, counter, course, stars)
+    elif desk.checkout is not None:
+        await _offer_checkout(turn, counter, desk.checkout, course)
+    if private is None:
+        turn.replies.extend(counter.replies)
+        return
+    await queue(turn, private, *counter.replies)
+    turn.say(_("I've sent you how to pay in our private chat."))
 
 
-def _new_payment(turn: Turn, course: Course, provider: str, amount: int, currency: str, *,
+@dataclass
+class Counter:
+    """Where an offer is made: the chat the buyer pays from (their private chat when they asked in a group), which
+    hears the outcome too, and the replies that make the offer."""
+
+    chat_id: str
+    replies: list[Reply] = field(default_factory=list)
+
+    def say(self, text: str, *, links: tuple[Link, ...] = ()) -> None:
+        self.replies.append(Text(text, links=links))
+
+
+def _new_payment(turn: Turn, counter: Counter, course: Course, provider: str, amount: int, currency: str, *,
                  period: str | None = None) -> Payment:
     return Payment(user_id=turn.user.id, course_id=course.id, provider=provider, amount_minor=amount,
                    currency=currency, period=period, status=PaymentStatus.OPEN.value, channel=turn.message.channel,
-                   chat_id=turn.message.chat_id, sender_id=turn.message.sender_id, created_at=turn.now)
+                   chat_id=counter.chat_id, sender_id=turn.message.sender_id, created_at=turn.now)
 
 
-async def _offer_stars(turn: Turn, course: Course, stars: int) -> None:
+async def _offer_stars(turn: Turn, counter: Counter, course: Course, stars: int) -> None:
     _ = tr(turn)
-    payment = _new_payment(turn, course, TELEGRAM, stars, STARS)
+    payment = _new_payment(turn, counter, course, TELEGRAM, stars, STARS)
     turn.session.add(payment)
     await turn.session.flush()
-    turn.send(Invoice(
+    counter.replies.append(Invoice(
         title=course.title,
         description=_("The whole course “{title}”, every lesson and quiz, yours to keep.", title=course.title),
         payload=invoice_payload(payment),
@@ -262,7 +289,7 @@ def invoice_payload(payment: Payment) -> str:
     return f"lb1:{payment.id}:{payment.user_id}:{payment.course_id}:{payment.amount_minor}"
 
 
-async def _offer_checkout(turn: Turn, checkout: Checkout, course: Course) -> None:
+async def _offer_checkout(turn: Turn, counter: Counter, checkout: Checkout, course: Course) -> None:
     _ = tr(turn)
     assert course.price_minor is not None and course.currency
     offer = CheckoutOffer(
@@ -273,20 +300,21 @@ async def _offer_checkout(turn: Turn, checkout: Checkout, course: Course) -> Non
     session = await turn.call_outside_transaction(f"checkout:{turn.inbound_id}:{course.id}",
                                                   lambda: _create(checkout, offer))
     if session is None:
-        turn.say(_("I couldn't open the payment page just now. Please try /buy again in a minute."))
+        counter.say(_("I couldn't open the payment page just now. Please try /buy again in a minute."))
         return
-    payment = _new_payment(turn, course, STRIPE, course.price_minor, course.currency, period=course.price_period)
+    payment = _new_payment(turn, counter, course, STRIPE, course.price_minor, course.currency,
+                           period=course.price_period)
     payment.reference, payment.checkout_url = session.id, session.url
     turn.session.add(payment)
     price = format_charge(_, course.price_minor, course.currency, course.price_period)
+    pay = (Link(_("Pay {price}", price=price), session.url),)
     if course.price_period is not None:
-        turn.say(_("To subscribe to “{title}” ({price}, cancel any time), pay on this secure page:\n{url}\n\nWhen the "
-                   "payment is through, I'll tell you here and your next lesson opens at once.", title=course.title,
-                   price=price, url=Markup(session.url)))
+        counter.say(_("To subscribe to “{title}” ({price}, cancel any time), pay on Stripe's secure page. When the "
+                      "payment is through, I'll tell you here and your next lesson opens at once.",
+                      title=course.title, price=price), links=pay)
         return
-    turn.say(_("To unlock “{title}” ({price}), pay on this secure page:\n{url}\n\nWhen the payment is through, I'll "
-               "tell you here and your next lesson opens at once.", title=course.title, price=price,
-               url=Markup(session.url)))
+    counter.say(_("To unlock “{title}” ({price}), pay on Stripe's secure page. When the payment is through, I'll tell "
+                  "you here and your next lesson opens at once.", title=course.title, price=price), links=pay)
 
 
 async def _create(checkout: Checkout, offer: CheckoutOffer) -> CheckoutSession | None:
@@ -679,7 +707,15 @@ async def purchases_command(turn: Turn, _args: str) -> None:
         course = await turn.session.get(Course, payment.course_id)
         lines.append(_line(_, payment, course.title if course else "—", payment.period_end))
     lines.append(_("Questions about a payment? Send /paysupport."))
-    turn.say("\n".join(lines))
+    if turn.message.private:
+        turn.say("\n".join(lines))
+        return
+    private = await private_chat(turn)  # in a group, what someone bought is theirs to read alone
+    if private is None:
+        turn.say(_("Your purchases are yours alone: send /purchases to me in a private chat."))
+        return
+    await queue(turn, private, "\n".join(lines))
+    turn.say(_("I've sent you your purchases in our private chat."))
 
 
 def _line(_: Translator, payment: Payment, title: str, until: datetime | None = None) -> str:

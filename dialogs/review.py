@@ -34,9 +34,9 @@ PACE = {"pick": (8.0, 30.0), "type": (15.0, 60.0)}
 
 
 def scheduler_for(desired_retention: float = DESIRED_RETENTION, *, fuzzing: bool = True) -> Scheduler:
-    """The review scheduler, aiming at `desired_retention` (the bot's: DESIRED_RETENTION). `fuzzing` spreads due
-    dates a little (a few percent of intervals from three days up), so that questions learned together come back
-    on different days."""
+    """The review scheduler, aiming at `desired_retention` (the bot's: DESIRED_RETENTION). `fuzzing` moves each due
+    date of three days or more by a day or so either way (more for long intervals), so that questions learned
+    together come back on different days."""
     return Scheduler(desired_retention=desired_retention, learning_steps=(), relearning_steps=(),
                      enable_fuzzing=fuzzing)
 

@@ -19,23 +19,25 @@ reaches a member's private place in a group chat.
 
 from __future__ import annotations
 
+import random
 import re
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Choice, Text
-from dialogs import flow, lessons, roles
+from dialogs import bandit, flow, lessons, nudges, roles
 from dialogs.i18n import N_, Translator, translator
 from dialogs.learner import enroll, learner_of, tr
 from dialogs.onboarding import days_label
 from dialogs.times import read_days, read_time, read_zone
 from dialogs.turn import Command, Turn
 from storage.courses import Course, Lesson, LessonProgress, course_lessons, lesson_questions
-from storage.models import AdminAuditEntry
+from storage.models import AdminAuditEntry, User
 from storage.outbox import OutboxEntry, enqueue
 from storage.queries import get_or_create_conversation
+from storage.scheduling import QUEUED, NudgeLog
 from storage.teams import (
     CHANNEL_MODE,
     MEMBER_ACTIVE,
@@ -46,6 +48,7 @@ from storage.teams import (
     TEAM_ACTIVE,
     TEAM_OFF,
     Team,
+    TeamMember,
     add_team_admin,
     is_team_admin,
     membership,
@@ -53,9 +56,13 @@ from storage.teams import (
     standings,
     team_in,
     was_posted,
+    weekly_digest,
 )
 
 TAKE = "team:take"  # the lesson post's button: "team:take:TEAM:LESSON"
+NUDGE = "team:nudge"  # the digest's button: "team:nudge:TEAM:DAY" (DAY: the digest's date, as an ordinal)
+DIGEST_DAYS = 7
+HARDEST = 3  # questions named in a digest
 BOARD_LINES = 10  # members shown on a leaderboard
 
 _SET_UP = re.compile(
@@ -92,6 +99,18 @@ async def may_administer(turn: Turn, workspace: str) -> bool:
     if turn.message.meta.get("workspace_admin") is True:
         return True
     return await is_team_admin(turn.session, turn.message.channel, workspace, turn.message.sender_id)
+
+
+async def _set_status(turn: Turn, team: Team, status: str) -> TeamMember:
+    """The sender's membership of `team`, as `status`, with their direct chat where the channel says it."""
+    return await set_member(turn.session, team, turn.message.sender_id, status, user_id=turn.user.id, now=turn.now,
+                            direct_chat=direct_address(turn))
+
+
+def direct_address(turn: Turn) -> str | None:
+    """The sender's own address on the platform (their direct chat with the bot), where the channel gives it."""
+    address = turn.message.meta.get("direct_address")
+    return address if isinstance(address, str) and address else None
 
 
 def _audit(turn: Turn, command: str, arguments: str, outcome: str) -> None:
@@ -142,7 +161,7 @@ async def _show(turn: Turn, team: Team | None) -> None:
         return
     course = await turn.session.get(Course, team.course_id)
     member = await membership(turn.session, team, turn.message.sender_id)
-    lines = [_describe(_, team, course)]
+    lines = [describe(_, team, course)]
     if team.status != TEAM_ACTIVE:
         lines.append(_("Lessons are turned off for now."))
     if member is not None and member.status == MEMBER_OPTED_OUT:
@@ -152,7 +171,7 @@ async def _show(turn: Turn, team: Team | None) -> None:
     turn.say("\n".join(lines))
 
 
-def _describe(_: Translator, team: Team, course: Course | None) -> str:
+def describe(_: Translator, team: Team, course: Course | None) -> str:
     return _("This channel takes “{title}” together: a lesson {days} at {time} ({zone}).",
              title=course.title if course else "?", days=days_label(_, team.lesson_days),
              time=f"{team.lesson_time:%H:%M}", zone=team.timezone.replace("_", " "))
@@ -194,8 +213,9 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
     team.locale, team.status, team.updated_at = turn.user.locale, TEAM_ACTIVE, now
     team.members_synced_at = None  # the channel's members are read again
     await turn.session.flush()
-    await set_member(turn.session, team, turn.message.sender_id, MEMBER_ACTIVE, user_id=turn.user.id, now=now)
-    described = _describe(_, team, course)
+    team.digest_chat = direct_address(turn) or team.digest_chat
+    await _set_status(turn, team, MEMBER_ACTIVE)
+    described = describe(_, team, course)
     turn.say(_("Done. {description} Each member takes the quizzes privately.", description=described))
     await announce(turn.session, team, _described_for_team(team, course))
 
@@ -203,7 +223,7 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
 def _described_for_team(team: Team, course: Course) -> str:
     _ = translator(team.locale)
     return _("📣 {description} Quizzes are private: only you see your answers. /lessonbot team leave to opt out.",
-             description=_describe(_, team, course))
+             description=describe(_, team, course))
 
 
 async def _turn_off(turn: Turn, chat: str, team: Team | None, args: str) -> None:
@@ -251,8 +271,7 @@ async def _leave(turn: Turn, team: Team | None) -> None:
     if team is None:
         turn.say(_("This channel takes no course together yet."))
         return
-    await set_member(turn.session, team, turn.message.sender_id, MEMBER_OPTED_OUT, user_id=turn.user.id,
-                     now=turn.now)
+    await _set_status(turn, team, MEMBER_OPTED_OUT)
     flow.leave(turn.state, "quiz")
     turn.say(_("You opted out of this channel's team course. /lessonbot team join to take part again."))
 
@@ -262,7 +281,7 @@ async def _join(turn: Turn, team: Team | None) -> None:
     if team is None:
         turn.say(_("This channel takes no course together yet."))
         return
-    await set_member(turn.session, team, turn.message.sender_id, MEMBER_ACTIVE, user_id=turn.user.id, now=turn.now)
+    await _set_status(turn, team, MEMBER_ACTIVE)
     turn.say(_("Welcome back to the team course."))
 
 
@@ -317,12 +336,17 @@ async def leaderboard(session: AsyncSession, team: Team, _: Translator) -> str:
 
 async def announce(session: AsyncSession, team: Team, text: str, *, key: str | None = None,
                    choices: tuple[tuple[str, str], ...] = ()) -> None:
-    """Post `text` in the team's chat, for everyone there (its buttons are anyone's to press), due now (real time:
-    the dispatcher's clock)."""
-    conversation_id = await get_or_create_conversation(session, team.channel, team.chat_id)
-    reply = Text(text, tuple(Choice(label, value) for label, value in choices))
-    await enqueue(session, [OutboxEntry(conversation_id=conversation_id, channel=team.channel, chat_id=team.chat_id,
-                                        payload=reply.to_payload(), idempotency_key=key)])
+    """Post `text` in the team's chat, for everyone there (its buttons are anyone's to press)."""
+    await send_to(session, team, team.chat_id, Text(text, tuple(Choice(label, value) for label, value in choices)),
+                  key=key)
+
+
+async def send_to(session: AsyncSession, team: Team, chat_id: str, reply: Text, *, key: str | None = None) -> bool:
+    """Queue `reply` to a chat of the team's platform, due now (real time: the dispatcher's clock); False when its
+    key was queued before."""
+    conversation_id = await get_or_create_conversation(session, team.channel, chat_id)
+    return bool(await enqueue(session, [OutboxEntry(conversation_id=conversation_id, channel=team.channel,
+                                                    chat_id=chat_id, payload=reply.to_payload(), idempotency_key=key)]))
 
 
 async def post_lesson(session: AsyncSession, team: Team, local_date: date, *, now: datetime) -> bool:
@@ -347,6 +371,14 @@ async def post_lesson(session: AsyncSession, team: Team, local_date: date, *, no
 
 
 async def on_button(turn: Turn, value: str) -> None:
+    """A team's button: "Quiz me" on a lesson post, or the digest's "Nudge" in an admin's direct chat."""
+    if value.startswith(NUDGE + ":"):
+        await nudge_behind(turn, value)
+        return
+    await _take(turn, value)
+
+
+async def _take(turn: Turn, value: str) -> None:
     """team:take:TEAM:LESSON pressed in the team's chat: that member's private quiz on the posted lesson."""
     _ = tr(turn)
     team_id, lesson_id = _ids_in(value)
@@ -360,15 +392,13 @@ async def on_button(turn: Turn, value: str) -> None:
     if member is not None and member.status in (MEMBER_OPTED_OUT, MEMBER_EXCLUDED):
         turn.say(_("You are not taking this channel's team course. /lessonbot team join to take part."))
         return
-    if member is None or member.status != MEMBER_ACTIVE:
-        await set_member(turn.session, team, turn.message.sender_id, MEMBER_ACTIVE, user_id=turn.user.id,
-                         now=turn.now)
+    await _set_status(turn, team, MEMBER_ACTIVE)
     await take_lesson(turn, team, lesson)
 
 
-def _ids_in(value: str) -> tuple[int, int]:
-    """(team id, lesson id) of "team:take:TEAM:LESSON"; (0, 0) for anything else."""
-    match = re.fullmatch(re.escape(TAKE) + r":(\d{1,18}):(\d{1,18})", value)
+def _ids_in(value: str, prefix: str = TAKE) -> tuple[int, int]:
+    """(team id, the second number) of "PREFIX:TEAM:N"; (0, 0) for anything else."""
+    match = re.fullmatch(re.escape(prefix) + r":(\d{1,18}):(\d{1,18})", value)
     return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
@@ -418,18 +448,98 @@ async def membership_changed(turn: Turn) -> None:
     if meta.get("bot") is True:
         return
     if meta.get("guest") is True:
-        await set_member(turn.session, team, turn.message.sender_id, MEMBER_EXCLUDED, user_id=turn.user.id,
-                         now=turn.now)
+        await _set_status(turn, team, MEMBER_EXCLUDED)
         return
     if member is not None and member.status == MEMBER_OPTED_OUT:
         return  # their own choice stands when they come back
-    await set_member(turn.session, team, turn.message.sender_id, MEMBER_ACTIVE, user_id=turn.user.id, now=turn.now)
+    await _set_status(turn, team, MEMBER_ACTIVE)
     if isinstance(meta.get("timezone"), str) and not turn.user.timezone:
         turn.user.timezone = meta["timezone"]
     _ = tr(turn)
     course = await turn.session.get(Course, team.course_id)
     turn.say(_("Welcome! {description} Press the lesson's button to take its quiz privately.",
-               description=_describe(_, team, course)))
+               description=describe(_, team, course)))
+
+
+# The weekly digest, and the nudge it offers ------------------------------------------------------------------------
+
+
+async def digest_message(session: AsyncSession, team: Team, *, day: date) -> Text | None:
+    """The team admin's weekly digest on the team's local date `day`: completion and accuracy per lesson posted in
+    the DIGEST_DAYS before it, the hardest questions, who is behind, and a button to nudge them. None when no lesson
+    was posted."""
+    _ = translator(team.locale)
+    week = await weekly_digest(session, team, since=day - timedelta(days=DIGEST_DAYS), until=day)
+    if not week.lessons:
+        return None
+    course = await session.get(Course, team.course_id)
+    lines = [_("📊 This week in “{title}”: {n} members.", title=course.title if course else "?", n=week.members)]
+    for line in week.lessons:
+        lines.append(_("📘 {title}: {done} of {n} done · {accuracy} right", title=line.title, done=line.done,
+                       n=week.members, accuracy=_percent(line.right, line.answered)))
+    hardest = [q for q in week.questions if q.answered][:HARDEST]
+    if hardest:
+        lines.append(_("Hardest questions:"))
+        lines += [f"• {_percent(q.right, q.answered)}: {_first_line(q.prompt)}" for q in hardest]
+    if not week.behind:
+        lines.append(_("Nobody is behind. 🎉"))
+        return Text("\n".join(lines))
+    names = ", ".join(name for _id, name, _chat in week.behind[:10])
+    lines.append(_.plural("Behind: {names} ({n} member).", "Behind: {names} ({n} members).", len(week.behind),
+                          names=names))
+    label = _.plural("Nudge the {n} behind", "Nudge the {n} behind", len(week.behind))
+    return Text("\n".join(lines), (Choice(label, f"{NUDGE}:{team.id}:{day.toordinal()}"),))
+
+
+def _percent(right: int, answered: int) -> str:
+    return f"{round(100 * right / answered)} %" if answered else "–"
+
+
+def _first_line(text: str, limit: int = 80) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+async def nudge_behind(turn: Turn, value: str) -> None:
+    """The digest's button: a friendly direct message to each member behind, chosen and counted by the nudge bandit
+    like any reminder (kind `team`); once per member and digest, however often it is pressed."""
+    _ = tr(turn)
+    team_id, ordinal = _ids_in(value, NUDGE)
+    team = await turn.session.get(Team, team_id) if team_id else None
+    if team is None or not 1 <= ordinal <= date.max.toordinal():
+        turn.say(_("That button isn't available."))
+        return
+    if turn.message.sender_id != team.created_by and not await may_administer(turn, team.workspace):
+        _audit(turn, "nudge", str(team.id), "denied")
+        turn.say(_("Only a team admin may nudge the team."))
+        return
+    day = date.fromordinal(ordinal)
+    week = await weekly_digest(turn.session, team, since=day - timedelta(days=DIGEST_DAYS), until=day)
+    sent = 0
+    for user_id, _name, chat in week.behind:
+        if chat and await _nudge_one(turn.session, team, user_id, chat, key=f"team-nudge:{team.id}:{ordinal}"):
+            sent += 1
+    _audit(turn, "nudge", str(team.id), "ok")
+    turn.say(_.plural("Nudged {n} member, privately.", "Nudged {n} members, privately.", sent))
+
+
+async def _nudge_one(session: AsyncSession, team: Team, user_id: int, chat: str, *, key: str) -> bool:
+    user = await session.get(User, user_id)
+    if user is None:
+        return False
+    key = f"{key}:{user_id}"
+    recent = list(await session.scalars(
+        select(NudgeLog.template).where(NudgeLog.user_id == user_id, NudgeLog.kind == nudges.TEAM)
+        .order_by(NudgeLog.id.desc()).limit(3)
+    ))
+    arms = await bandit.arms_for(session, nudges.TEAM, nudges.templates(nudges.TEAM))
+    template = bandit.choose(arms, random.Random(key), recent=recent)
+    reply = nudges.nudge(nudges.TEAM, template, language=user.locale, facts=nudges.NudgeFacts())
+    written = await send_to(session, team, chat, reply, key=key)
+    if written:
+        session.add(NudgeLog(user_id=user_id, kind=nudges.TEAM, step=0, template=template, idempotency_key=key,
+                             outcome=QUEUED))
+    return bool(written)
 
 
 ADMIN_COMMANDS = {"set": _set_up, "off": _turn_off, "on": _turn_on, "leaderboard": _leaderboard_switch,

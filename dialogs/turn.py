@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.messages import Choice, InboundMessage, Reply, Text
+from bot.messages import Choice, InboundMessage, Link, Reply, Text
 from storage.models import ChannelIdentity, Conversation, User, utcnow
 
 
@@ -61,12 +61,14 @@ class Exchange:
     site_url: str | None = None
     now: datetime = field(default_factory=utcnow)
 
-    def say(self, text: str, choices: Sequence[Choice | tuple[str, str]] = ()) -> None:
-        """Send text with optional choices (buttons, or numbered options where a platform has no buttons).
+    def say(self, text: str, choices: Sequence[Choice | tuple[str, str]] = (), *, links: Sequence[Link] = ()) -> None:
+        """Send text with optional choices (buttons, or numbered options where a platform has no buttons) and links
+        to open (link buttons, or links under the text).
 
         Keep `text` under about 1,000 characters: every channel shows that as one message.
         """
-        self.replies.append(Text(text, tuple(c if isinstance(c, Choice) else Choice(*c) for c in choices)))
+        self.replies.append(Text(text, tuple(c if isinstance(c, Choice) else Choice(*c) for c in choices),
+                                 tuple(links)))
 
     def send(self, reply: Reply) -> None:
         self.replies.append(reply)

@@ -7,7 +7,7 @@ from the platform.
 during a failover are made up (up to LESSON_LATE_LIMIT late). A team's lesson for a local date is posted once: its
 `team_lesson_posts` row (unique per team and date) is written in the same transaction as the post's outbox row.
 On the team's last lesson day of an ISO week the leaderboard follows the lesson (once a week: its outbox row's key
-names the week).
+names the week); on its first, the team admin's digest of the week before goes to their direct chat first.
 
 `sync_team_members` reads each team's chat members through the channel's `ListsMembers` (Slack's
 conversations.members, every page; users.info only for people not seen before; Retry-After honoured by the
@@ -21,10 +21,11 @@ import logging
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channel import ChatMember, ListsMembers, SendError
 from dialogs.i18n import translator
-from dialogs.teams import announce, leaderboard, post_lesson
+from dialogs.teams import announce, digest_message, leaderboard, post_lesson, send_to
 from scheduler.context import JobContext
 from scheduler.planner import LESSON_LATE_LIMIT, lesson_dates
 from storage.learners import zone_for
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 CURSOR = "team-lessons"
 SYNC_EVERY = timedelta(hours=6)
+PROFILE_BATCH = 50
 
 
 async def post_team_lessons(ctx: JobContext) -> int:
@@ -82,6 +84,10 @@ async def _post_once(ctx: JobContext, team_id: int, day: date, now: datetime) ->
             return 0
         if not await record_post(session, team, day, team.next_lesson_id):
             return 0  # posted before (a repeated run, or a second leader)
+        if team.digest_chat and _first_lesson_day_of_week(team.lesson_days, day):
+            digest = await digest_message(session, team, day=day)
+            if digest is not None:
+                await send_to(session, team, team.digest_chat, digest, key=f"team-digest:{team.id}:{day.isoformat()}")
         posted = await post_lesson(session, team, day, now=now)
         if (_last_lesson_day_of_week(team.lesson_days, day) and team.leaderboard_on
                 and any(standing.points for standing in await standings(session, team))):
@@ -93,6 +99,10 @@ async def _post_once(ctx: JobContext, team_id: int, day: date, now: datetime) ->
 
 def _last_lesson_day_of_week(days: str, day: date) -> bool:
     return bool(days) and str(day.isoweekday()) == max(days)
+
+
+def _first_lesson_day_of_week(days: str, day: date) -> bool:
+    return bool(days) and str(day.isoweekday()) == min(days)
 
 
 # Members -------------------------------------------------------------------------------------------------------------
@@ -124,30 +134,45 @@ async def sync_team_members(ctx: JobContext) -> int:
 
 
 async def sync_one(ctx: JobContext, team: Team, lister: ListsMembers, now: datetime) -> None:
-    """One team's members, as the platform lists them now."""
+    """One team's members, as the platform lists them now. Newcomers' profiles are read at the platform's pace and
+    written PROFILE_BATCH at a time, so a large channel's members start learning before the last is read."""
     present = await lister.chat_members(team.chat_id)
     async with ctx.db.sessions() as session:
-        known = dict((await session.execute(
+        known = {row[0]: row[1] for row in await session.execute(
             select(TeamMember.member, TeamMember.status).where(TeamMember.team_id == team.id)
-        )).all())
-    # users.info only for people not seen before: a 500-member channel costs its calls once.
-    profiles: list[ChatMember] = [await lister.member_profile(member) for member in present if member not in known]
+        )}
     async with ctx.db.transaction() as session:
         row = await session.get(Team, team.id)
         if row is None:
             return
-        for profile in profiles:
-            identity = await get_or_create_identity(session, row.channel, profile.sender_id, profile.name or None)
-            if profile.timezone:
-                user = await session.get(User, identity.user_id)
-                if user is not None and not user.timezone:
-                    user.timezone = profile.timezone
-            status = MEMBER_EXCLUDED if profile.guest or profile.bot else MEMBER_ACTIVE
-            await set_member(session, row, profile.sender_id, status, user_id=identity.user_id, now=now)
         here = set(present)
         for member, status in known.items():
             if member in here and status == MEMBER_LEFT:
                 await set_member(session, row, member, MEMBER_ACTIVE, user_id=None, now=now)
             elif member not in here and status == MEMBER_ACTIVE:
                 await set_member(session, row, member, MEMBER_LEFT, user_id=None, now=now)
-        row.members_synced_at = now
+    newcomers = [member for member in present if member not in known]
+    for start in range(0, len(newcomers), PROFILE_BATCH):
+        # users.info only for people not seen before: a 500-member channel costs its calls once.
+        profiles = [await lister.member_profile(member) for member in newcomers[start:start + PROFILE_BATCH]]
+        async with ctx.db.transaction() as session:
+            await _enroll(session, team.id, profiles, now)
+    async with ctx.db.transaction() as session:
+        row = await session.get(Team, team.id)
+        if row is not None:
+            row.members_synced_at = now
+
+
+async def _enroll(session: AsyncSession, team_id: int, profiles: list[ChatMember], now: datetime) -> None:
+    team = await session.get(Team, team_id)
+    if team is None:
+        return
+    for profile in profiles:
+        identity = await get_or_create_identity(session, team.channel, profile.sender_id, profile.name or None)
+        if profile.timezone:
+            user = await session.get(User, identity.user_id)
+            if user is not None and not user.timezone:
+                user.timezone = profile.timezone
+        status = MEMBER_EXCLUDED if profile.guest or profile.bot else MEMBER_ACTIVE
+        await set_member(session, team, profile.sender_id, status, user_id=identity.user_id, now=now,
+                         direct_chat=profile.direct_chat)

@@ -4,7 +4,7 @@
   how they answer (right, wrong, quick, slow, away) and on which days they show up.
 - `reviews.py`: learners take a course's questions under a review policy — the bot's own scheduler
   (`dialogs.review.schedule`) at its desired retention and at others, SM-2, fixed intervals, no review.
-- `nudges.py`: learners drift away and maybe come back when nudged; the bot's nudge planner
+- `nudges.py`: learners keep a streak or drift away, and maybe come back when nudged; the bot's nudge planner
   (`scheduler.nudges.decide`) and bandit (`scheduler.nudges.pick_template`) against uniform and fixed choices.
 - `report.py`: the tables, the JSON and the PNG charts.
 

@@ -2,20 +2,19 @@
 
 Hour by hour, every learner either keeps their habit (a lesson at their hour on most days, `ATTENDANCE`) or has
 drifted away (after any lesson, with the chance `LAPSE`); someone away comes back on their own now and then
-(`COMES_BACK_ALONE` a day). Each hour the bot's planner (`scheduler.nudges.decide`: its steps after one, three and
-seven days away, the farewell after fourteen, the twelve-hour gap, the learner's quiet hours in their time zone)
-decides who is due a nudge, and the policy picks its template:
+(`COMES_BACK_ALONE` a day). Each hour the bot's planner (`scheduler.nudges.decide`: the evening's streak saver, its
+steps after one, three and seven days away, the farewell after fourteen, the twelve-hour gap, the learner's quiet
+hours in their time zone) decides who is due a nudge, and the policy picks its template:
 - `bandit`: the bot's choice (`scheduler.nudges.pick_template`: Thompson sampling over each template's record, the
   recency penalty), its records kept as the bot keeps them, a nudge counted once its reward window has passed;
 - `uniform`: any template of the kind, at random;
-- `best_fixed`: always the same inactive template and the same farewell; every pair is run and the one that brought
-  the most learners back is reported (the best fixed choice in hindsight).
+- `best_fixed`: always the same template of each kind, the one that brought the most learners back when it was sent
+  alone (`probes`, `best_in_hindsight`): the best fixed choice in hindsight.
 
 The ground truth (`TRUTH`): each template brings a learner back within the reward window with its own chance the
 first time that learner gets it, less after each time they got it before (it wears off), and less the longer they
 have been away (`STEP_FACTOR`). Regret is, nudge by nudge, the chance the best template for that learner then had
-minus the chance of the one sent. Streak and review nudges are not simulated: every learner here is either keeping
-their habit or away.
+minus the chance of the one sent. Review reminders are not simulated: these learners have no review questions.
 """
 
 from __future__ import annotations
@@ -25,14 +24,23 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
-from itertools import product
 from typing import Protocol
 
 import numpy as np
 
 from dialogs.bandit import Arm
-from dialogs.nudges import FAREWELL, INACTIVE, templates
-from scheduler.nudges import LOOK_BACK, NUDGE_GAP, STEPS, Nudge, Past, decide, pick_template
+from dialogs.nudges import FAREWELL, INACTIVE, STREAK, templates
+from scheduler.nudges import (
+    LOOK_BACK,
+    NUDGE_GAP,
+    STEPS,
+    STREAK_AT_RISK,
+    STREAK_SAVER_HOURS,
+    Nudge,
+    Past,
+    decide,
+    pick_template,
+)
 from storage.learners import Learner, offset_name
 from storage.models import User
 from storage.scheduling import NUDGE_REWARD_WINDOW
@@ -44,16 +52,21 @@ TRUTH: dict[str, tuple[float, float]] = {
     "inactive-small-steps": (0.08, 0.95),
     "farewell-place-saved": (0.06, 0.8),
     "farewell-door-open": (0.09, 0.6),
+    "streak-midnight": (0.30, 0.7),
+    "streak-keep-alive": (0.24, 0.95),
 }
 STEP_FACTOR = (1.0, 0.75, 0.55, 1.0)  # by step: a day, three days, a week away; the farewell's chances are its own
-KINDS = (INACTIVE, FAREWELL)
+KINDS = (INACTIVE, FAREWELL, STREAK)
 ATTENDANCE = (9.0, 1.0)  # Beta parameters of the chance a learner keeping the habit takes the day's lesson
 LAPSE = 0.04  # the chance of drifting away after a lesson
 COMES_BACK_ALONE = 0.03  # a day, for someone away
 ZONES = (-8, -5, -3, 0, 1, 2, 3, 5, 8, 9)  # learners' UTC offsets, in hours
 QUIET_HOURS = (time(22, 0), time(7, 0))  # four learners in five keep these
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
-HOUR = timedelta(hours=1)
+FIRST_DAY = START.date()
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+SAVER_HOURS = tuple(moment.hour for moment in STREAK_SAVER_HOURS)
+HISTORY = 6  # nudges kept per learner: enough for the planner's steps and the recency penalty
 WINDOW_HOURS = NUDGE_REWARD_WINDOW / HOUR
 STEP_HOURS = np.array([step / HOUR for step in STEPS])
 
@@ -122,10 +135,22 @@ class Fixed:
         pass
 
 
-def fixed_choices() -> list[Fixed]:
-    """One policy for every pair (inactive template, farewell template)."""
-    return [Fixed(dict(zip(KINDS, pair, strict=True)), name=" + ".join(pair))
-            for pair in product(*(templates(kind) for kind in KINDS))]
+def fixed(chosen: dict[str, str]) -> Fixed:
+    return Fixed(chosen, name=" + ".join(chosen[kind] for kind in KINDS))
+
+
+def probes() -> list[Fixed]:
+    """Fixed choices that send every template alone once: the i-th of each kind in the i-th (templates of different
+    kinds meet learners at different moments, so they share runs)."""
+    most = max(len(templates(kind)) for kind in KINDS)
+    return [fixed({kind: templates(kind)[min(index, len(templates(kind)) - 1)] for kind in KINDS})
+            for index in range(most)]
+
+
+def best_in_hindsight(probed: list[Outcome]) -> Fixed:
+    """Each kind's template that brought the most learners back when it was the only one sent."""
+    return fixed({kind: max(templates(kind), key=lambda template: probed[templates(kind).index(template)]
+                            .brought_back[template]) for kind in KINDS})
 
 
 @dataclass(frozen=True)
@@ -137,6 +162,7 @@ class Outcome:
     regret: float
     regret_by_day: np.ndarray  # cumulative
     sent: dict[str, int]  # by template
+    brought_back: dict[str, int]  # by template: the returns its nudges brought about
     seconds: float
 
     @property
@@ -155,6 +181,7 @@ class Setup:
 class Population:
     attendance: np.ndarray
     lesson_hour: np.ndarray  # UTC hour of each learner's lesson
+    offset: np.ndarray  # hours ahead of UTC
     people: list[tuple[Learner, User]]
 
 
@@ -169,7 +196,7 @@ def population_for(setup: Setup) -> Population:
                           quiet_start=QUIET_HOURS[0] if quiet[index] else None,
                           quiet_end=QUIET_HOURS[1] if quiet[index] else None)
         people.append((learner, User(id=index + 1, timezone=offset_name(int(offsets[index]) * 60))))
-    return Population(rng.beta(*ATTENDANCE, setup.learners), (local_hour - offsets) % 24, people)
+    return Population(rng.beta(*ATTENDANCE, setup.learners), (local_hour - offsets) % 24, offsets, people)
 
 
 def run(policy: Policy, setup: Setup, population: Population, clock: Callable[[], float]) -> Outcome:
@@ -189,6 +216,8 @@ def run(policy: Policy, setup: Setup, population: Population, clock: Callable[[]
     steps_done = np.zeros(learners, dtype=np.int32)  # nudges of this absence (by step: the next one due)
     last_nudge = np.full(learners, -1e9)
     since_nudge = np.full(learners, np.inf)  # the first activity since the last nudge
+    streak = np.zeros(learners, dtype=np.int32)  # as storage.learners.record_activity counts it
+    last_day = np.full(learners, -10, dtype=np.int64)  # local day (0: START's date) of the last activity
     histories: list[list[Past]] = [[] for _ in range(learners)]
     pending: deque[tuple[float, int, str, str]] = deque()  # (sent at, learner, kind, template)
     alone = 1 - (1 - COMES_BACK_ALONE) ** (1 / 24)
@@ -196,11 +225,16 @@ def run(policy: Policy, setup: Setup, population: Population, clock: Callable[[]
     regret = 0.0
     regret_by_day = np.zeros(setup.days)
     sent = dict.fromkeys(names, 0)
+    brought_back = dict.fromkeys(names, 0)
 
     def active(who: np.ndarray, at: np.ndarray | float) -> None:
         last_active[who] = at
         steps_done[who] = 0
         since_nudge[who] = np.minimum(since_nudge[who], at)
+        day = np.floor_divide(at + population.offset[who], 24).astype(np.int64)
+        streak[who] = np.where(day == last_day[who], streak[who],
+                               np.where(day == last_day[who] + 1, streak[who] + 1, 1))
+        last_day[who] = day
 
     for hour in range(setup.days * 24):
         lesson = keeping & (population.lesson_hour == hour % 24) & (behaviour.random(learners) < population.attendance)
@@ -216,19 +250,25 @@ def run(policy: Policy, setup: Setup, population: Population, clock: Callable[[]
             policy.settled(kind, template, came_back)
 
         away = hour - last_active
-        due = np.flatnonzero((away >= STEP_HOURS[0]) & (away < LOOK_BACK / HOUR) & (steps_done < len(STEPS))
-                             & (away >= STEP_HOURS[np.minimum(steps_done, len(STEPS) - 1)])
-                             & (hour - last_nudge >= NUDGE_GAP / HOUR))
+        local = hour + population.offset
+        inactive = ((away >= STEP_HOURS[0]) & (away < LOOK_BACK / HOUR) & (steps_done < len(STEPS))
+                    & (away >= STEP_HOURS[np.minimum(steps_done, len(STEPS) - 1)]))
+        at_risk = ((streak >= STREAK_AT_RISK) & (last_day == local // 24 - 1)
+                   & (local % 24 >= SAVER_HOURS[0]) & (local % 24 < SAVER_HOURS[1]))
+        due = np.flatnonzero((inactive | at_risk) & (hour - last_nudge >= NUDGE_GAP / HOUR))
         now = START + hour * HOUR
         for who in due.tolist():
             learner, user = population.people[who]
             user.last_active_at = START + float(last_active[who]) * HOUR
+            learner.streak_days, learner.last_active_on = int(streak[who]), FIRST_DAY + int(last_day[who]) * DAY
             nudge = decide(learner, user, histories[who], now)
             if nudge is None:
                 continue
             template = policy.pick(nudge.kind, nudge, histories[who])
-            histories[who] = [Past(nudge.kind, nudge.step, template, now), *histories[who][:3]]
-            steps_done[who], last_nudge[who], since_nudge[who] = nudge.step + 1, hour, np.inf
+            histories[who] = [Past(nudge.kind, nudge.step, template, now), *histories[who][:HISTORY - 1]]
+            last_nudge[who], since_nudge[who] = hour, np.inf
+            if nudge.kind != STREAK:
+                steps_done[who] = nudge.step + 1
             kinds = of_kind[nudge.kind]
             chances = first_chance[kinds] * wear[kinds] ** received[who, kinds] * STEP_FACTOR[nudge.step]
             chance = chances[kinds.index(column[template])]
@@ -239,10 +279,12 @@ def run(policy: Policy, setup: Setup, population: Population, clock: Callable[[]
             pending.append((float(hour), who, nudge.kind, template))
             if responses.random() < chance:
                 returned += 1
+                brought_back[template] += 1
                 keeping[who] = True
                 active(np.array([who]), hour + responses.random() * WINDOW_HOURS)
         regret_by_day[hour // 24] = regret
-    return Outcome(policy.name, nudges, returned, counted, regret, regret_by_day, sent, clock() - started)
+    return Outcome(policy.name, nudges, returned, counted, regret, regret_by_day, sent, brought_back,
+                   clock() - started)
 
 
 def simulate(setup: Setup, clock: Callable[[], float], *, progress: Callable[[str], None] = lambda line: None,
@@ -250,11 +292,13 @@ def simulate(setup: Setup, clock: Callable[[], float], *, progress: Callable[[st
     """The bandit and uniform choice, and the best fixed choice in hindsight, over the same learners."""
     check_truth()
     population = population_for(setup)
-    outcomes: list[Outcome] = []
-    fixed: list[Outcome] = []
-    policies: list[Policy] = [Bandit(setup.seed), Uniform(setup.seed), *fixed_choices()]
-    for policy in policies:
+
+    def measured(policy: Policy) -> Outcome:
         outcome = run(policy, setup, population, clock)
         progress(f"{policy.name}: {outcome.seconds:.1f} s")
-        (fixed if isinstance(policy, Fixed) else outcomes).append(outcome)
-    return outcomes, max(fixed, key=lambda outcome: (outcome.returned, -outcome.regret))
+        return outcome
+
+    outcomes = [measured(Bandit(setup.seed)), measured(Uniform(setup.seed))]
+    probed = [measured(probe) for probe in probes()]
+    best = best_in_hindsight(probed)
+    return outcomes, next((outcome for outcome in probed if outcome.name == best.name), None) or measured(best)

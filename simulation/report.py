@@ -23,6 +23,11 @@ def _percentiles(values: np.ndarray) -> dict[str, float | None]:
     return {"p10": _round(p10), "p50": _round(p50), "p90": _round(p90)}
 
 
+def _series(values: np.ndarray, digits: int) -> list[float | None]:
+    """A curve for the JSON: one value a day."""
+    return [_round(value, digits) for value in values.tolist()]
+
+
 def review_results(setup: reviews.Setup, outcomes: Sequence[reviews.Outcome]) -> dict[str, Any]:
     policies = {}
     for outcome in outcomes:
@@ -42,6 +47,8 @@ def review_results(setup: reviews.Setup, outcomes: Sequence[reviews.Outcome]) ->
             },
             "seconds": _round(outcome.seconds, 1),
             "scheduler_calls": outcome.scheduler_calls,
+            "recall_by_day": _series(outcome.recall_by_day, 4),
+            "reviews_by_day": _series(outcome.reviews_by_day, 4),
         }
     return {"simulation": "reviews", "learners": setup.learners, "days": setup.days, "seed": setup.seed,
             "questions": setup.questions, "policies": policies}
@@ -59,6 +66,7 @@ def nudge_results(setup: nudges.Setup, outcomes: Sequence[nudges.Outcome], best_
             "counted_back": outcome.counted_back,
             "sent": outcome.sent,
             "seconds": _round(outcome.seconds, 1),
+            "regret_by_day": _series(outcome.regret_by_day, 1),
         }
     policies["best_fixed"]["templates"] = best_fixed.name
     return {"simulation": "nudges", "learners": setup.learners, "days": setup.days, "seed": setup.seed,

@@ -20,6 +20,7 @@ import hmac
 import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,9 @@ class SlackStandIn:
         self.uploads: dict[str, bytes] = {}
         self.channel_members: dict[str, list[str]] = {}
         self._responses = 0
+        self._response_uses: Counter[str] = Counter()
+        self._private: dict[tuple[str, str], list[Call]] = {}  # (channel, user) → what they were shown privately
+        self._private_waiters: dict[tuple[str, str], list[tuple[int, asyncio.Future[None]]]] = {}
         self.profiles: dict[str, dict[str, Any]] = {}
         self._ts = itertools.count(1)
         self._file_ids = itertools.count(1)
@@ -173,6 +177,25 @@ class SlackStandIn:
             and (user is None or c.params.get("user") == user)
         ]
 
+    async def wait_private(self, channel: str, user: str, count: int, timeout: float = 60.0) -> list[Call]:
+        """Wait until `user` has been shown `count` private messages in `channel`; all of them, in order."""
+        key = (channel, user)
+        if len(self._private.get(key, ())) < count:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._private_waiters.setdefault(key, []).append((count, future))
+            await asyncio.wait_for(future, timeout)
+        return self._private[key]
+
+    def _shown_privately(self, call: Call) -> None:
+        key = (str(call.params.get("channel")), str(call.params.get("user")))
+        shown = self._private.setdefault(key, [])
+        shown.append(call)
+        waiting = self._private_waiters.get(key, [])
+        for entry in [entry for entry in waiting if entry[0] <= len(shown)]:
+            waiting.remove(entry)
+            if not entry[1].done():
+                entry[1].set_result(None)
+
     def posted(self, channel: str | None = None) -> list[Call]:
         """Successful chat.postMessage calls, to one channel or all."""
         return [
@@ -225,6 +248,8 @@ class SlackStandIn:
         answer = call.answer = handler(call, request)
         if not answer.get("ok"):
             call.outcome = answer.get("error", "error")
+        elif method == "chat.postEphemeral":
+            self._shown_privately(call)
         return web.json_response(answer)
 
     def _auth_test(self, call: Call, request: web.Request) -> dict[str, Any]:
@@ -312,11 +337,12 @@ class SlackStandIn:
                 call.outcome = f"{fault.status} {fault.error}".strip()
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
                 return web.Response(status=fault.status, text=fault.error or "error", headers=headers)
-        used = sum(1 for c in self.calls if c.method == "response_url" and c.ok and c.answer.get("url") == key)
-        if used >= 5:
+        if self._response_uses[key] >= 5:
             call.outcome = "used_url"
             return web.Response(status=404, text="used_url")
         call.answer = {"url": key}
+        self._response_uses[key] += 1
+        self._shown_privately(call)
         return web.Response(text="ok")
 
     async def _upload(self, request: web.Request) -> web.Response:

@@ -24,7 +24,7 @@ from sqlalchemy.sql import ColumnElement
 from storage.courses import COMPLETED, Course, Enrollment, Lesson, LessonProgress, Question, QuestionCard
 from storage.knowledge import KnowledgeQuestion
 from storage.learners import ONBOARDING, Learner
-from storage.models import Base, ChannelIdentity, InboundMessage, OutboxMessage, User, utcnow
+from storage.models import Base, ChannelIdentity, Conversation, InboundMessage, OutboxMessage, User, utcnow
 from storage.payments import Payment, PaymentStatus
 from storage.scheduling import Broadcast, NudgeTemplateStats
 
@@ -124,7 +124,10 @@ async def delivery_health(session: AsyncSession, *, dead_limit: int = 10) -> dic
     dead = await session.execute(
         select(OutboxMessage.id, OutboxMessage.channel, OutboxMessage.chat_id, OutboxMessage.attempts,
                OutboxMessage.last_error, OutboxMessage.created_at)
-        .where(OutboxMessage.status == "dead").order_by(OutboxMessage.id.desc()).limit(dead_limit)
+        .where(OutboxMessage.status == "dead")
+        # `id + 0`: sorted after the status index found the few dead rows, not by walking the primary key backwards
+        # through millions of sent ones until enough dead ones turn up
+        .order_by((OutboxMessage.id + 0).desc()).limit(dead_limit)
     )
     return {
         **{status: counts.get(status, 0) for status in waiting},
@@ -465,11 +468,14 @@ async def timeline(session: AsyncSession, user_id: int, *, limit: int = 30) -> d
         .order_by(QuestionCard.last_reviewed_at.desc()).limit(limit))).all():
         if at is not None:
             events.append([at.isoformat(), "answer" if rating != AGAIN else "wrong answer", f"{prompt} → {answer}"])
+    # What they wrote in the chats that are theirs (found by index), not what others wrote there (a group).
     sent_by_them = or_(*(and_(InboundMessage.channel == a.split(":", 1)[0],
                               InboundMessage.sender_id == a.split(":", 1)[1]) for a in addresses)) \
         if addresses else literal(False)
+    theirs = select(Conversation.id).where(Conversation.user_id == user_id)
     for at, payload in (await session.execute(
-        select(InboundMessage.received_at, InboundMessage.payload).where(sent_by_them)
+        select(InboundMessage.received_at, InboundMessage.payload)
+        .where(InboundMessage.conversation_id.in_(theirs), sent_by_them)
         .order_by(InboundMessage.received_at.desc()).limit(limit))).all():
         events.append([at.isoformat(), "message", str((payload or {}).get("text", ""))[:300]])
     events.sort(key=lambda event: event[0], reverse=True)

@@ -20,7 +20,8 @@ from sqlalchemy import String, bindparam, cast, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Conversation, InboundMessage, OfferedChoice, OutboxMessage, utcnow
-from storage.queries import backend_insert, rows_affected
+from storage.prepared import Prepared
+from storage.queries import backend_insert, rows_affected, starts_with
 
 
 class OutboxStatus(StrEnum):
@@ -61,15 +62,27 @@ class OutboxEntry:
 
 
 _OUTBOX = OutboxMessage.__table__
-# Per backend, built once: a Core INSERT … ON CONFLICT DO NOTHING RETURNING id (the ORM's bulk insert on the mapped
-# class costs several times the CPU).
+_QUEUED_COLUMNS = ("conversation_id", "channel", "chat_id", "payload", "status", "attempts", "next_attempt_at",
+                   "created_at", "idempotency_key", "inbound_message_id")
+# Per backend, built once and run on the driver (storage.prepared): INSERT … ON CONFLICT DO NOTHING RETURNING id
+# (the ORM's bulk insert on the mapped class costs several times the CPU).
 _INSERTS = {
-    dialect: backend_insert(dialect)(_OUTBOX).on_conflict_do_nothing().returning(_OUTBOX.c.id)
+    dialect: Prepared(
+        backend_insert(dialect)(_OUTBOX)
+        .values({name: bindparam(name) for name in _QUEUED_COLUMNS})
+        .on_conflict_do_nothing()
+        .returning(_OUTBOX.c.id)
+    )
     for dialect in ("postgresql", "sqlite")
 }
 _OFFERED = OfferedChoice.__table__
 _OFFER_INSERTS = {
-    dialect: backend_insert(dialect)(_OFFERED).on_conflict_do_nothing() for dialect in ("postgresql", "sqlite")
+    dialect: Prepared(
+        backend_insert(dialect)(_OFFERED)
+        .values({name: bindparam(name) for name in ("conversation_id", "member", "value", "offered_at")})
+        .on_conflict_do_nothing()
+    )
+    for dialect in ("postgresql", "sqlite")
 }
 
 
@@ -97,13 +110,15 @@ async def enqueue(session: AsyncSession, entries: Sequence[OutboxEntry], *, now:
         for entry in entries
     ]
     connection = await session.connection()
-    offers = _offers(entries, at)
-    if offers:
-        await connection.execute(_OFFER_INSERTS[connection.dialect.name], offers)
-    statement = _INSERTS[connection.dialect.name]
-    if len(rows) == 1:
-        return list((await connection.execute(statement, rows[0])).scalars())
-    return sorted((await connection.execute(statement, rows)).scalars())
+    dialect = connection.dialect.name
+    for offer in _offers(entries, at):
+        await _OFFER_INSERTS[dialect].run(connection, offer)
+    ids = []
+    for row in rows:  # one by one, in order: a statement on the driver costs a few microseconds
+        written = (await _INSERTS[dialect].run(connection, row)).scalar()
+        if written is not None:
+            ids.append(written)
+    return ids
 
 
 def _offers(entries: Sequence[OutboxEntry], at: datetime) -> list[dict[str, Any]]:
@@ -130,7 +145,7 @@ async def pending_inbound_count(session: AsyncSession) -> int:
 
 
 _CONVERSATIONS = Conversation.__table__
-_SENT_AFTER = (  # built once: the web chat's event streams ask it for every reply
+_SENT_AFTER = Prepared(  # built once: the web chat's event streams ask it for every reply
     select(_OUTBOX.c.id, _OUTBOX.c.payload)
     .where(
         # by conversation, so the (status, conversation_id, id) index answers it without a sort
@@ -150,11 +165,8 @@ async def sent_replies(
     session: AsyncSession, channel: str, chat_id: str, *, after: int, limit: int = 100
 ) -> list[tuple[int, dict[str, Any]]]:
     """The replies sent to one chat after outbox id `after`, oldest first, as (outbox id, payload)."""
-    connection = await session.connection()
-    rows = await connection.execute(
-        _SENT_AFTER, {"in_channel": channel, "chat": chat_id, "after": after, "most": limit}
-    )
-    return [(row.id, row.payload) for row in rows]
+    ran = await _SENT_AFTER.run(session, {"in_channel": channel, "chat": chat_id, "after": after, "most": limit})
+    return [(row.id, row.payload) for row in ran.rows]
 
 
 async def chats_sent_since(session: AsyncSession, channel: str, since: datetime) -> set[str]:
@@ -249,12 +261,11 @@ async def cancel_unsent_to(session: AsyncSession, channel: str, chat_prefix: str
     "T01:" when the app is uninstalled there): they will never go. The number of rows cancelled.
 
     A row being sent right now (`sending`) is left to finish or fail: its platform call is already under way."""
-    escaped = chat_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     result = await session.execute(
         update(OutboxMessage)
         .where(
             OutboxMessage.channel == channel,
-            OutboxMessage.chat_id.like(escaped + "%", escape="\\"),
+            starts_with(OutboxMessage.chat_id, chat_prefix),
             OutboxMessage.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)),
         )
         .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)

@@ -17,15 +17,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from typing import Any
 
-from sqlalchemy import Boolean, Date, ForeignKey, Index, String, Time, UniqueConstraint, func, select, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Date,
+    ForeignKey,
+    Index,
+    String,
+    Time,
+    UniqueConstraint,
+    and_,
+    delete,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.courses import Lesson, LessonProgress, Question, QuestionCard
-from storage.learners import Learner
-from storage.models import Base, BigId, User, utcnow
-from storage.queries import insert_ignoring_conflicts
+from storage.courses import Course, Lesson, LessonProgress, Question, QuestionCard
+from storage.learners import STOPPED, Learner
+from storage.models import Base, BigId, Conversation, User, utcnow
+from storage.queries import insert_ignoring_conflicts, rows_affected, starts_with
 
 # Team.mode values
 CHANNEL_MODE, DIRECT_MODE = "channel", "direct"
@@ -56,6 +73,7 @@ class Team(Base):
     status: Mapped[str] = mapped_column(String(16), default=TEAM_ACTIVE, index=True)
     next_lesson_id: Mapped[int | None] = mapped_column(ForeignKey("lessons.id", ondelete="SET NULL"))
     created_by: Mapped[str] = mapped_column(String(200))
+    digest_chat: Mapped[str | None] = mapped_column(String(200))  # the admin's direct chat: the weekly digest
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     members_synced_at: Mapped[datetime | None] = mapped_column()  # the last full read of the chat's members
@@ -71,6 +89,7 @@ class TeamMember(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(16), default=MEMBER_ACTIVE)
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)  # left off the leaderboard
+    direct_chat: Mapped[str | None] = mapped_column(String(200))  # their direct chat with the bot: a nudge goes there
     joined_at: Mapped[datetime] = mapped_column(default=utcnow)
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -115,7 +134,8 @@ async def membership(session: AsyncSession, team: Team, member: str) -> TeamMemb
 
 
 async def set_member(
-    session: AsyncSession, team: Team, member: str, status: str, *, user_id: int | None, now: datetime
+    session: AsyncSession, team: Team, member: str, status: str, *, user_id: int | None, now: datetime,
+    direct_chat: str | None = None,
 ) -> TeamMember:
     """Insert or update one member's row (race-free: insert-or-nothing, then update)."""
     await session.execute(
@@ -130,6 +150,8 @@ async def set_member(
         row.status, row.changed_at = status, now
     if user_id is not None and row.user_id is None:
         row.user_id = user_id
+    if direct_chat and row.direct_chat != direct_chat:
+        row.direct_chat = direct_chat
     return row
 
 
@@ -163,13 +185,23 @@ async def was_posted(session: AsyncSession, team: Team, lesson_id: int) -> bool:
     ))
 
 
-async def stop_workspace(session: AsyncSession, channel: str, workspace: str) -> int:
-    """The app left a workspace: its teams post nothing more. The number of teams stopped."""
+async def stop_workspace(session: AsyncSession, channel: str, workspace: str, *, chat_prefix: str) -> int:
+    """The app left a workspace: its teams post nothing more, and every learner whose lessons go there (their home
+    conversation is one of its chats, `chat_prefix`…) is stopped as /stop stops them: nothing is sent on its own,
+    their data is kept as /stop keeps it (docs/data.md); a learner whose lessons go elsewhere is left alone.
+    The number of teams stopped."""
+    now = utcnow()
     result = await session.execute(
         update(Team).where(Team.channel == channel, Team.workspace == workspace, Team.status != TEAM_GONE)
-        .values(status=TEAM_GONE, updated_at=utcnow())
+        .values(status=TEAM_GONE, updated_at=now)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    homes = select(Conversation.id).where(Conversation.channel == channel,
+                                          starts_with(Conversation.chat_id, chat_prefix))
+    await session.execute(
+        update(Learner).where(Learner.home_conversation_id.in_(homes), Learner.status != STOPPED)
+        .values(status=STOPPED, updated_at=now)
+    )
+    return rows_affected(result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,3 +259,110 @@ async def standings(session: AsyncSession, team: Team, *, include_hidden: bool =
         for row in members
     ]
     return sorted(lines, key=lambda s: (-s.points, -s.lessons_done, -(s.accuracy or 0.0), s.name.casefold()))
+
+
+@dataclass(frozen=True, slots=True)
+class LessonLine:
+    """One posted lesson in a digest: how many active members finished it, and their quiz answers to it."""
+
+    lesson_id: int
+    title: str
+    done: int
+    answered: int
+    right: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionLine:
+    prompt: str
+    answered: int
+    right: int
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """A team's week: its active members, the lessons posted for the local dates in [since, until), the questions by
+    accuracy (hardest first), and the members who have not finished every one of those lessons."""
+
+    members: int
+    lessons: list[LessonLine]
+    questions: list[QuestionLine]
+    behind: list[tuple[int, str, str | None]]  # (user id, name, direct chat)
+
+
+async def weekly_digest(session: AsyncSession, team: Team, *, since: date, until: date) -> Digest:
+    active = (await session.execute(
+        select(TeamMember.user_id, User.display_name, TeamMember.member, TeamMember.direct_chat)
+        .join(User, User.id == TeamMember.user_id)
+        .where(TeamMember.team_id == team.id, TeamMember.status == MEMBER_ACTIVE)
+    )).all()
+    users = [row.user_id for row in active]
+    posted = (await session.execute(
+        select(Lesson.id, Lesson.title).join(TeamLessonPost, TeamLessonPost.lesson_id == Lesson.id)
+        .where(TeamLessonPost.team_id == team.id, TeamLessonPost.local_date >= since,
+               TeamLessonPost.local_date < until)
+        .order_by(TeamLessonPost.local_date)
+    )).all()
+    lesson_ids = [row.id for row in posted]
+    finished = {(row[0], row[1]) for row in await session.execute(
+        select(LessonProgress.user_id, LessonProgress.lesson_id).where(
+            LessonProgress.user_id.in_(users), LessonProgress.lesson_id.in_(lesson_ids),
+            LessonProgress.completed_at.is_not(None))
+    )} if users and lesson_ids else set()
+    per_question = (await session.execute(
+        select(Question.id, Question.lesson_id, Question.prompt, func.sum(QuestionCard.attempts),
+               func.sum(QuestionCard.correct))
+        .join(QuestionCard, QuestionCard.question_id == Question.id)
+        .where(Question.lesson_id.in_(lesson_ids), QuestionCard.user_id.in_(users))
+        .group_by(Question.id, Question.lesson_id, Question.prompt)
+    )).all() if users and lesson_ids else []
+    lessons = []
+    for row in posted:
+        of = [q for q in per_question if q.lesson_id == row.id]
+        lessons.append(LessonLine(
+            lesson_id=row.id, title=row.title, done=sum(1 for user in users if (user, row.id) in finished),
+            answered=sum(int(q[3] or 0) for q in of), right=sum(int(q[4] or 0) for q in of),
+        ))
+    questions = sorted(
+        (QuestionLine(prompt=q.prompt, answered=int(q[3] or 0), right=int(q[4] or 0)) for q in per_question),
+        key=lambda line: line.right / line.answered if line.answered else 1.0,
+    )
+    behind = [(row.user_id, row.display_name or row.member.rpartition("/")[2], row.direct_chat) for row in active
+              if any((row.user_id, lesson) not in finished for lesson in lesson_ids)]
+    return Digest(members=len(users), lessons=lessons, questions=questions, behind=behind)
+
+
+# A person's erasure (storage/personal_data.py) ------------------------------------------------------------------------
+
+
+def _as_member(identities: list[tuple[str, str]]) -> ColumnElement[bool]:
+    return or_(false(), *(and_(Team.channel == channel, TeamMember.member == external)
+                          for channel, external in identities))
+
+
+async def memberships_of(session: AsyncSession, user_id: int) -> list[dict[str, Any]]:
+    """The person's team memberships, for their export."""
+    rows = await session.execute(
+        select(Team.chat_id, Course.title, TeamMember.status, TeamMember.hidden, TeamMember.joined_at)
+        .join(Team, Team.id == TeamMember.team_id).join(Course, Course.id == Team.course_id)
+        .where(TeamMember.user_id == user_id)
+    )
+    return [{"chat": row.chat_id, "course": row.title, "status": row.status, "hidden": row.hidden,
+             "joined_at": row.joined_at.isoformat()} for row in rows]
+
+
+async def forget_member(session: AsyncSession, user_id: int, identities: list[tuple[str, str]]) -> None:
+    """Erase a person from every team: their memberships and admin grants go; a team they set up stays, without
+    their address (its digest goes nowhere until another admin sets the team up again)."""
+    await session.execute(delete(TeamMember).where(TeamMember.user_id == user_id))
+    if not identities:
+        return
+    members = select(TeamMember.id).join(Team, Team.id == TeamMember.team_id).where(_as_member(identities))
+    await session.execute(delete(TeamMember).where(TeamMember.id.in_(members)).execution_options(
+        synchronize_session=False))
+    for channel, external in identities:
+        await session.execute(delete(TeamAdmin).where(TeamAdmin.channel == channel, TeamAdmin.member == external))
+        await session.execute(
+            update(Team).where(Team.channel == channel, Team.created_by == external)
+            .values(created_by="", digest_chat=None)
+        )

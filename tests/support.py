@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from bot.channel import Delivery, RateLimit
 from bot.core import Lessonbot
 from bot.messages import InboundMessage, Reply, Text
-from channels.markdown import PLAIN, render
+from channels.markdown import PLAIN, render, with_links
 
 
 @dataclass
@@ -41,7 +41,7 @@ class RecordingChannel:
 
 
 def shown(reply: Text) -> str:
-    return render(reply.text, PLAIN)
+    return render(with_links(reply.text, reply.links), PLAIN)
 
 
 def message(text: str, *, chat: str = "ann", sender: str | None = None, channel: str = "test",

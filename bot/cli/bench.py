@@ -1,5 +1,5 @@
-"""`lessonbot bench pipeline|channels|scheduler|memory`: the benches (bench/), registered here; `bench knowledge`
-is with the knowledge commands (bot/cli/knowledge.py).
+"""`lessonbot bench pipeline|channels|scheduler|memory|dashboard|slack-team`: the benches (bench/), registered here;
+`bench knowledge` is with the knowledge commands (bot/cli/knowledge.py).
 
 The bench modules bring their options (`add_arguments`) and their run (`run(args)`); what they need of the wiring —
 the scheduler bench's dispatcher — they are handed from here.
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from bench import channels, memory, pipeline, scheduler
+    from bench import channels, dashboard, memory, pipeline, scheduler, slack_team
 
     kinds = subcommands(subparsers, "bench", "measure the bot's speed")
     for name, bench, run in (
@@ -29,12 +29,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("channels", channels, lambda settings, args: channels.run(args)),
         ("scheduler", scheduler, cmd_bench_scheduler),
         ("memory", memory, lambda settings, args: memory.run(args)),
+        ("dashboard", dashboard, lambda settings, args: dashboard.run(args)),
+        ("slack-team", slack_team, cmd_bench_slack_team),
     ):
         parser = kinds.add_parser(
             name, help=bench.HELP, description=bench.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
         )
         bench.add_arguments(parser)
         parser.set_defaults(func=run)
+
+
+def cmd_bench_slack_team(settings: Settings, args: argparse.Namespace) -> int:
+    from bench import slack_team
+
+    return slack_team.run(args, sample_course=settings.sample_course_dir)
 
 
 def cmd_bench_scheduler(settings: Settings, args: argparse.Namespace) -> int:

@@ -7,8 +7,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.cli.groups import subcommands
 
@@ -28,13 +29,13 @@ def _positive(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     kinds = subcommands(subparsers, "simulate", "simulated learners: does the learning work (docs/learning.md)")
-    for name, run, help in (
+    for name, run, summary in (
         ("reviews", cmd_reviews, "recall and review time under the bot's review scheduler, SM-2, fixed intervals, "
                                  "no review"),
         ("nudges", cmd_nudges, "learners brought back by the bot's nudge bandit, uniform choice, the best fixed "
                                "template"),
     ):
-        parser = kinds.add_parser(name, help=help, description=help)
+        parser = kinds.add_parser(name, help=summary, description=summary)
         parser.add_argument("--learners", type=_positive, default=10_000, help="simulated learners (default 10000)")
         parser.add_argument("--days", type=_positive, default=180, help="days simulated (default 180)")
         parser.add_argument("--seed", type=int, default=1, help="the same seed gives the same results (default 1)")
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.set_defaults(func=run)
 
 
-def _progress(args: argparse.Namespace):
+def _progress(args: argparse.Namespace) -> Callable[[str], None]:
     return lambda line: None if args.json else print(line, file=sys.stderr, flush=True)
 
 
@@ -51,7 +52,7 @@ def _charts_folder(settings: Settings, args: argparse.Namespace) -> Path:
     return args.charts if args.charts is not None else settings.data_dir / "simulation"
 
 
-def _show(results: dict, table: str, charts: list[Path], args: argparse.Namespace) -> int:
+def _show(results: dict[str, Any], table: str, charts: list[Path], args: argparse.Namespace) -> int:
     results["charts"] = [str(path) for path in charts]
     if args.json:
         print(json.dumps(results, indent=2))

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
+from channels.rasa.files import FileLinks, document_link
 from channels.rasa.render import bot_message
 
 log = logging.getLogger(__name__)
@@ -41,24 +42,27 @@ class RasaChannel:
         output_channel: str = "latest",
         sends_per_second: float = 20.0,
         timeout: float = 10.0,
+        files: FileLinks | None = None,
     ) -> None:
         """`server_url`: the Rasa server (started with `--enable-api`); `token`: its `--auth-token`, sent as Rasa
-        expects it, in the query string."""
+        expects it, in the query string; `files`: the links of documents (none: a document goes as its caption)."""
         self.server_url = server_url.rstrip("/")
         self.token = token
         self.intent = intent
         self.output_channel = output_channel
         self.sends_per_second = sends_per_second
         self.timeout = timeout
+        self.files = files
         self._client: httpx.AsyncClient | None = None
 
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
         """Rasa publishes no limit: ours (RASA_SENDS_PER_SECOND) keeps a burst (a broadcast) from flooding it."""
-        per_second = max(1, round(self.sends_per_second))
-        return (RateLimit("rasa", per_second, 1.0, shared=True),)
+        if self.sends_per_second < 1:  # one send every so many seconds
+            return (RateLimit("rasa", 1, 1 / self.sends_per_second, shared=True),)
+        return (RateLimit("rasa", round(self.sends_per_second), 1.0, shared=True),)
 
     async def send(self, delivery: Delivery) -> str:
-        message = bot_message(delivery.reply)
+        message = bot_message(delivery.reply, link=document_link(self.files, delivery.chat_id, delivery.outbox_id))
         if message is None:
             raise PermanentSendError(f"a {type(delivery.reply).__name__} cannot be shown in a Rasa assistant")
         params = {"output_channel": self.output_channel}

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from bot.messages import CheckoutAnswer, Document, Invoice, Reply, Text
-from channels.markdown import PLAIN, render
+from channels.markdown import PLAIN, render, with_links
 
 CHOICE_INTENT = "lessonbot_choice"  # the intent of a pressed button; its entity (and slot) has the same name
 
@@ -23,11 +23,11 @@ def button_payload(value: str) -> str:
     return "/" + CHOICE_INTENT + json.dumps({CHOICE_INTENT: value}, ensure_ascii=False)
 
 
-def bot_message(reply: Reply) -> dict[str, Any] | None:
+def bot_message(reply: Reply, *, link: str | None = None) -> dict[str, Any] | None:
     """One reply as a Rasa bot message; None for what only another platform shows (an in-app invoice, the answer to a
-    checkout check)."""
+    checkout check). `link`: where a document kept on this machine is downloaded (channels/rasa/files.py)."""
     if isinstance(reply, Text):
-        message: dict[str, Any] = {"text": render(reply.text, PLAIN)}
+        message: dict[str, Any] = {"text": render(with_links(reply.text, reply.links), PLAIN)}
         if reply.choices:
             message["buttons"] = [
                 {"title": choice.label, "payload": button_payload(choice.value)} for choice in reply.choices
@@ -35,9 +35,8 @@ def bot_message(reply: Reply) -> dict[str, Any] | None:
         return message
     if isinstance(reply, Document):
         text = render(reply.caption, PLAIN) if reply.caption else reply.filename
-        if reply.url:
-            return {"text": text, "attachment": reply.url}
-        return {"text": text}
+        address = reply.url or (link if reply.path else None)
+        return {"text": text, "attachment": address} if address else {"text": text}
     if isinstance(reply, Invoice | CheckoutAnswer):
         return None
     raise TypeError(f"no Rasa message for {type(reply).__name__}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.messages import Document, Text
-from channels.markdown import SLACK_MRKDWN, render
+from channels.markdown import SLACK_MRKDWN, render, with_links
 from channels.text import split_text
 
 SECTION_TEXT_LIMIT = 3000
@@ -44,7 +44,7 @@ def render_text(reply: Text) -> list[SlackMessage]:
     """A text reply as one or more messages: section blocks of at most 3,000 characters, then the buttons."""
     sections = [
         {"type": "section", "text": {"type": "mrkdwn", "text": part}}
-        for part in escaped_parts(reply.text, SECTION_TEXT_LIMIT)
+        for part in escaped_parts(with_links(reply.text, reply.links), SECTION_TEXT_LIMIT)
     ]
     actions = _actions_blocks(reply)
     if not sections and not actions:

@@ -12,7 +12,8 @@ of chat_id (see channels/slack/inbound.py).
 Outbound (`send`): text as Block Kit (channels/slack/blocks.py), documents with a file path through
 files_upload_v2, documents with only a URL as a link. To a member's private place in a channel ("T01:C02@U03",
 channels/slack/inbound.py) text goes as ephemeral messages only that member sees: through the response_url of what
-they pressed or typed (`Delivery.reply_address`), else chat.postEphemeral.
+they pressed or typed (`Delivery.reply_address`), else chat.postEphemeral. A reply addressed "home:<user>" (to
+app_home_opened) is published as that person's Home tab (views.publish).
 
 Members (`chat_members`, `member_profile`): conversations.members, every page, and users.info, for a team's
 channel; a 429 is waited out for its Retry-After (at most MEMBER_CALL_TRIES times a call).
@@ -50,7 +51,7 @@ from bot.channel import (
 from bot.messages import Document, Text
 from channels.markdown import SLACK_MRKDWN, render
 from channels.slack.blocks import ReplyNotRenderable, SlackMessage, render_link, render_text
-from channels.slack.inbound import ephemeral_target, split_chat_id
+from channels.slack.inbound import HOME_ADDRESS_PREFIX, chat_id_for, ephemeral_target, split_chat_id
 from channels.slack.installations import SlackInstallations
 from channels.slack.routes import webhook_routes
 from channels.slack.store import SlackInstallationStore
@@ -67,11 +68,13 @@ PERMANENT_ERRORS = frozenset({
 })
 TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 
+HOME_BLOCKS = 100  # a Home tab view holds at most 100 blocks
 MEMBER_PER_SECOND = 4  # private messages to one member: a quiz's feedback and next question come together
 # Where a response_url may send us: Slack's own, or the host of the Web API we were pointed at (a stand-in).
 RESPONSE_URL_PREFIX = "https://hooks.slack.com/"
 MEMBERS_PAGE = 200  # conversations.members: Slack recommends at most 200 a page
 MEMBER_CALL_TRIES = 5  # a members call retried after a 429 at most this often
+PROFILES_PER_MINUTE = 100  # users.info is a Tier 4 method: 100+ calls a minute per workspace
 
 
 class SlackChannel:
@@ -115,6 +118,8 @@ class SlackChannel:
         # One client for the single workspace; in many-workspace mode a client per send with that team's token.
         self._client = self._web_client(self.bot_token) if self.bot_token else None
         self.members_page = MEMBERS_PAGE
+        self.profiles_per_minute = PROFILES_PER_MINUTE
+        self._next_profile: dict[str, float] = {}  # installation → when its next users.info may go (monotonic)
 
     # inbound --------------------------------------------------------------------------------------------------
 
@@ -150,6 +155,8 @@ class SlackChannel:
                 messages = render_text(reply)
             else:
                 raise ReplyNotRenderable(f"a {type(reply).__name__} is for platforms that take payments themselves")
+            if delivery.reply_address and delivery.reply_address.startswith(HOME_ADDRESS_PREFIX):
+                return await self._publish_home(client, delivery.reply_address[len(HOME_ADDRESS_PREFIX):], messages)
             channel, member = ephemeral_target(channel)
             if member is not None and self.answers_through(delivery.reply_address):
                 answered = await self._respond(str(delivery.reply_address), messages, parts=delivery.parts)
@@ -219,6 +226,12 @@ class SlackChannel:
             await parts.add(str(response.get("message_ts") or ""), more_to_come=index + 1 < len(messages))
         return posted[-1]
 
+    async def _publish_home(self, client: AsyncWebClient, user: str, messages: list[SlackMessage]) -> str:
+        """The reply as the person's Home tab (views.publish): its messages' blocks, at most HOME_BLOCKS."""
+        blocks = [block for message in messages for block in message.blocks][:HOME_BLOCKS]
+        response = await client.views_publish(user_id=user, view={"type": "home", "blocks": blocks})
+        return str((response.get("view") or {}).get("id") or "")
+
     def answers_through(self, address: str | None) -> bool:
         """Whether `address` is a response_url this app may post to: Slack's, or our Web API base's host."""
         if not address:
@@ -267,6 +280,7 @@ class SlackChannel:
         """users.info of one person: name, zone, and whether they are a guest, a bot or a workspace admin."""
         installation, _, user = sender_id.partition("/")
         client = await self._client_for(installation)
+        await self._pace_profiles(installation)
         response = await self._patiently(lambda: client.users_info(user=user))
         profile = response.get("user") or {}
         return ChatMember(
@@ -277,7 +291,17 @@ class SlackChannel:
             guest=bool(profile.get("is_restricted") or profile.get("is_ultra_restricted")),
             bot=bool(profile.get("is_bot") or profile.get("is_app_user") or user == "USLACKBOT"),
             admin=bool(profile.get("is_admin") or profile.get("is_owner") or profile.get("is_primary_owner")),
+            direct_chat=chat_id_for(installation, user),  # chat.postMessage to a user id lands in their DM
         )
+
+    async def _pace_profiles(self, installation: str) -> None:
+        """Space users.info calls evenly at `profiles_per_minute` per workspace, so a large channel's first read
+        keeps within Slack's tier instead of meeting its 429s."""
+        now = time.monotonic()
+        at = max(now, self._next_profile.get(installation, now))
+        self._next_profile[installation] = at + 60.0 / self.profiles_per_minute
+        if at > now:
+            await asyncio.sleep(at - now)
 
     async def _patiently(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """A Web API call, waiting out a 429 for its Retry-After (at most MEMBER_CALL_TRIES tries); other errors

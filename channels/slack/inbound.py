@@ -32,13 +32,21 @@ from channels.webhook import Ignored
 CHANNEL = "slack"
 
 # Slash command → what the core's dialogs understand. /ask sends its question as free text (the question answerer
-# takes free text); the others name the commands the lesson and quiz dialogs offer.
+# takes free text); the others name the commands the lesson, quiz and payment dialogs offer (the payment ones answer
+# a channel in the buyer's direct messages).
 SLASH_COMMANDS: dict[str, str] = {
     "/lesson": "/next",
     "/quiz": "/review",
     "/progress": "/progress",
     "/ask": "",
+    "/courses": "/courses",
+    "/buy": "/buy",
+    "/purchases": "/purchases",
+    "/redeem": "/redeem",
 }
+# Typed in a channel, these answer in the member's private place there (only they see it): a payment link, receipts
+# and an access code are one person's business.
+PERSONAL_COMMANDS = frozenset({"/buy", "/purchases", "/redeem"})
 
 # /lessonbot WORDS: the team commands and every other command by its name ("/lessonbot leaderboard" is /leaderboard).
 TEAM_COMMAND = "/lessonbot"
@@ -95,20 +103,24 @@ def ephemeral_target(channel: str) -> tuple[str, str | None]:
     return (base, user) if sep else (channel, None)
 
 
-def _team_meta(installation: str, channel: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Where a member's private place is: the channel's own chat, the workspace; only they see its replies, which go
-    through the request's response_url where it has one."""
+def _team_meta(installation: str, channel: str, user: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where a member's private place is: the channel's own chat, the workspace, the member's own address (their
+    DM with the bot); only they see its replies, which go through the request's response_url where it has one."""
     meta: dict[str, Any] = {"group_chat": chat_id_for(installation, channel), "workspace": installation,
-                            "private": True, "answer_command": f"{TEAM_COMMAND} answer"}
+                            "direct_address": chat_id_for(installation, user), "private": True,
+                            "answer_command": f"{TEAM_COMMAND} answer"}
     url = (body or {}).get("response_url")
     if isinstance(url, str) and url.startswith(("https://", "http://")) and len(url) <= 500:
         meta[REPLY_ADDRESS] = url
     return meta
 
 
-def _privacy(channel: str) -> dict[str, bool]:
-    """Slack's direct-message channel ids start with D: such a chat is the bot and this person alone."""
-    return {"private": True} if channel.startswith("D") else {}
+def _privacy(channel: str, installation: str, user: str) -> dict[str, Any]:
+    """Slack's direct-message channel ids start with D: such a chat is the bot and this person alone. What the bot
+    sent to the person's own address ("T01:U02": chat.postMessage to a user id lands in this DM) was offered here."""
+    if not channel.startswith("D"):
+        return {}
+    return {"private": True, "direct_address": chat_id_for(installation, user)}
 
 
 def message_from_event(body: dict[str, Any], *, installation: str, bot_user_id: str | None) -> Outcome:
@@ -138,7 +150,7 @@ def message_from_event(body: dict[str, Any], *, installation: str, bot_user_id: 
     if not text:
         return Ignored(f"{kind} without text")
     team = _id(event.get("user_team")) or _id(event.get("team")) or installation
-    meta: dict[str, Any] = {"event": kind, **_privacy(channel)}
+    meta: dict[str, Any] = {"event": kind, **_privacy(channel, installation, user)}
     if _id(event.get("thread_ts")):
         meta["thread_ts"] = event["thread_ts"]
     return InboundMessage(
@@ -165,8 +177,10 @@ def message_from_action(body: dict[str, Any], *, installation: str) -> Outcome:
     channel = _id(container.get("channel_id")) or _id(_dict(body.get("channel")).get("id"))
     if user_id is None:
         return Ignored("block action without a user")
+    if channel is None and _dict(body.get("view")).get("type") == "home" and _id(installation):
+        return _home_action(body, action, value, installation=installation, user=user_id)
     if channel is None:
-        return Ignored("block action outside a conversation (a modal or the app home): nowhere to answer")
+        return Ignored("block action outside a conversation (a modal): nowhere to answer")
     if not _id(installation):
         return Ignored("block action without a workspace id")
     message_ts = _id(container.get("message_ts")) or _id(_dict(body.get("message")).get("ts"))
@@ -183,10 +197,10 @@ def message_from_action(body: dict[str, Any], *, installation: str) -> Outcome:
     meta: dict[str, Any] = {"event": "block_actions", "action_id": str(action.get("action_id") or "")[:64]}
     if not channel.startswith("D") and (container.get("is_ephemeral") is True or value.startswith(TEAM_BUTTON_PREFIX)):
         chat_id = member_chat_id(installation, channel, user_id)  # the member answers privately
-        meta.update(_team_meta(installation, channel, body))
+        meta.update(_team_meta(installation, channel, user_id, body))
     else:
         chat_id = chat_id_for(installation, channel)
-        meta.update(_privacy(channel))
+        meta.update(_privacy(channel, installation, user_id))
     return InboundMessage(
         channel=CHANNEL,
         platform_id=platform_id,
@@ -200,7 +214,8 @@ def message_from_action(body: dict[str, Any], *, installation: str) -> Outcome:
 
 
 def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
-    """/lesson, /quiz, /progress as the core's commands; /ask's question as free text."""
+    """/lesson, /quiz, /progress, /courses, /buy, /purchases, /redeem as the core's commands; /ask's question as free
+    text."""
     command = body.get("command")
     if command not in SLASH_COMMANDS and command != TEAM_COMMAND:
         known = ", ".join([*SLASH_COMMANDS, TEAM_COMMAND])
@@ -223,14 +238,19 @@ def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
         text = f"{SLASH_COMMANDS[command]} {words}".strip()
     team = _id(body.get("team_id")) or installation
     name = body.get("user_name")
+    meta: dict[str, Any] = {"event": "command", "command": command, **_privacy(channel, installation, user)}
+    chat_id = chat_id_for(installation, channel)
+    if command in PERSONAL_COMMANDS and not channel.startswith("D"):
+        chat_id = member_chat_id(installation, channel, user)
+        meta.update(_team_meta(installation, channel, user, body))
     return InboundMessage(
         channel=CHANNEL,
         platform_id=f"command:{trigger_id}",
-        chat_id=chat_id_for(installation, channel),
+        chat_id=chat_id,
         sender_id=f"{team}/{user}",
         text=text,
         sender_name=name if isinstance(name, str) and name else None,
-        meta={"event": "command", "command": command, **_privacy(channel)},
+        meta=meta,
     )
 
 
@@ -254,7 +274,7 @@ def _team_command(
         text=text,
         sender_name=name if isinstance(name, str) and name else None,
         meta={"event": "command", "command": TEAM_COMMAND,
-              **(_privacy(channel) if private else _team_meta(installation, channel, body))},
+              **(_privacy(channel, installation, user) if private else _team_meta(installation, channel, user, body))},
     )
 
 
@@ -277,5 +297,52 @@ def membership_change(body: dict[str, Any], *, installation: str, bot_user_id: s
         sender_id=f"{team}/{user}",
         # Slack reports it; the member wrote nothing (it opens no window, and is heard even after they opted out).
         meta={"event": str(event["type"]), "membership": kind, "platform_report": True,
-              **_team_meta(installation, channel)},
+              **_team_meta(installation, channel, user)},
+    )
+
+
+# The App Home tab -----------------------------------------------------------------------------------------------------
+
+HOME_ADDRESS_PREFIX = "home:"  # a reply address "home:U02": the reply is published as that person's Home tab
+
+
+def home_opened(body: dict[str, Any], *, installation: str) -> Outcome:
+    """app_home_opened on the Home tab: the person's home, worked out by the dialogs (/home) and published as the
+    tab (views.publish) through the reply address "home:<user>"."""
+    event = _dict(body.get("event"))
+    event_id, user = _id(body.get("event_id")), _id(event.get("user"))
+    if event.get("tab") not in (None, "home"):
+        return Ignored(f"app_home_opened on the {event.get('tab')} tab")
+    if event_id is None or user is None or not _id(installation):
+        return Ignored("app_home_opened without an event id, user or workspace")
+    team = _id(_dict(event.get("view")).get("team_id")) or installation
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=event_id,
+        chat_id=chat_id_for(installation, user),
+        sender_id=f"{team}/{user}",
+        text="/home",
+        # Slack reports a tab opened; the person wrote nothing.
+        meta={"event": "app_home_opened", "platform_report": True, "private": True,
+              "direct_address": chat_id_for(installation, user), REPLY_ADDRESS: HOME_ADDRESS_PREFIX + user},
+    )
+
+
+def _home_action(body: dict[str, Any], action: dict[str, Any], value: str, *, installation: str,
+                 user: str) -> Outcome:
+    """A button on the Home tab: the person's own address ("T01:U02", their DM with the bot) is where it answers."""
+    action_ts, view_id = _id(action.get("action_ts")), _id(_dict(body.get("view")).get("id"))
+    if action_ts is None:
+        return Ignored("block action on the home tab without an action_ts to deduplicate on")
+    label = _dict(action.get("text")).get("text")
+    team = _id(_dict(body.get("user")).get("team_id")) or installation
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=f"action:home:{view_id or user}:{action_ts}",
+        chat_id=chat_id_for(installation, user),
+        sender_id=f"{team}/{user}",
+        text=label if isinstance(label, str) and label else value,
+        choice=value,
+        meta={"event": "block_actions", "surface": "home", "private": True,
+              "direct_address": chat_id_for(installation, user)},
     )

@@ -44,6 +44,7 @@ from channels.slack.inbound import (
     MEMBERSHIP_EVENTS,
     TEAM_COMMAND,
     Outcome,
+    home_opened,
     installation_of,
     membership_change,
     message_from_action,
@@ -248,7 +249,7 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
         ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
     ) -> None:
         outcome = message_from_command(body, installation=_installation(context))
-        if body.get("command") == TEAM_COMMAND and isinstance(outcome, InboundMessage):
+        if isinstance(outcome, InboundMessage) and changes_a_team(body):
             # Who may set up a team: the dialogs read the person's standing in the workspace from here.
             profile = await workspace_standing(context, str(body.get("user_id") or ""), channel)
             outcome = replace(outcome, meta={**outcome.meta, **profile})
@@ -267,6 +268,12 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
         if isinstance(outcome, InboundMessage) and outcome.meta.get("membership") == "joined":
             profile = await workspace_standing(context, str(_event(body).get("user") or ""), channel)
         await record_as(outcome, request, profile)
+        await ack()
+
+    async def on_home(
+        ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+    ) -> None:
+        await record(home_opened(body, installation=_installation(context)), request)
         await ack()
 
     async def on_uninstalled(ack: Any, body: dict[str, Any], context: AsyncBoltContext) -> None:
@@ -299,10 +306,18 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
     app.command(re.compile(".*"))(on_command)
     for kind in MEMBERSHIP_EVENTS:
         app.event(kind)(on_membership)
+    app.event("app_home_opened")(on_home)
     app.event("app_uninstalled")(on_uninstalled)
     app.event("tokens_revoked")(on_uninstalled)
     app.error(on_error)
     return app
+
+
+def changes_a_team(body: dict[str, Any]) -> bool:
+    """`/lessonbot team WORDS`: a change to a team, for which the person's standing in the workspace is read
+    (users.info is a Tier 4 method: a member's answers and leaderboards do without it)."""
+    words = str(body.get("text") or "").split()
+    return body.get("command") == TEAM_COMMAND and len(words) >= 2 and words[0].lower() == "team"
 
 
 async def workspace_standing(context: AsyncBoltContext, user: str, channel: SlackChannel) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.constants import InlineKeyboardButtonLimit
 
-from bot.messages import Choice
+from bot.messages import Choice, Link
 
 MAX_CALLBACK_DATA_BYTES = InlineKeyboardButtonLimit.MAX_CALLBACK_DATA  # 64
 LABEL_ONLY = "#button:"
@@ -28,13 +28,15 @@ def callback_data(value: str, index: int) -> str:
     return f"{LABEL_ONLY}{index}"
 
 
-def keyboard(choices: Sequence[Choice]) -> InlineKeyboardMarkup | None:
-    """One button a row (labels are often whole sentences), in the dialog's order."""
-    if not choices:
+def keyboard(choices: Sequence[Choice], links: Sequence[Link] = ()) -> InlineKeyboardMarkup | None:
+    """One button a row (labels are often whole sentences), in the dialog's order: the links first (a URL button
+    opens the page, nothing comes back), then the choices."""
+    if not choices and not links:
         return None
     return InlineKeyboardMarkup(
-        [[InlineKeyboardButton(choice.label, callback_data=callback_data(choice.value, index))]
-         for index, choice in enumerate(choices)]
+        [[InlineKeyboardButton(link.label, url=link.url)] for link in links]
+        + [[InlineKeyboardButton(choice.label, callback_data=callback_data(choice.value, index))]
+           for index, choice in enumerate(choices)]
     )
 
 

@@ -236,7 +236,7 @@ class TelegramChannel:
         raise PermanentSendError(f"Telegram cannot send a {type(reply).__name__}")
 
     def _texts(self, chat_id: str, texts: list[str], reply: Text | None = None) -> list[Part]:
-        markup = keyboard(reply.choices) if reply is not None else None
+        markup = keyboard(reply.choices, reply.links) if reply is not None else None
 
         def part(text: str, last: bool) -> Part:
             return lambda: self.bot.send_message(

@@ -38,7 +38,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from bot.channel import ChannelHost, Received, RequestRejected
-from channels.markdown import PLAIN, render, render_html
+from bot.messages import Link
+from channels.http import PRIVATE, sent_document
+from channels.markdown import PLAIN, render, render_html, with_links
 from channels.webchat.streams import FALLBACK_POLL_SECONDS
 from channels.webhook import LimitBody, Parse, Record, Webhook, WebhookRequest, parse_json, refusal
 
@@ -47,7 +49,6 @@ if TYPE_CHECKING:
 
 WEB_DIR = Path(__file__).parent / "web"
 SSE_KEEPALIVE_SECONDS = 15.0
-PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,9 @@ def json_object(body: bytes) -> dict[str, Any]:
 def reply_view(outbox_id: int, payload: dict[str, Any], *, file_url: str | None = None) -> dict[str, Any]:
     """What the page gets for one reply, its Markdown rendered. A document's `path` names a file on this server and
     stays here; the page gets `file_url` for it instead (an address only its session can use)."""
-    view = {"id": outbox_id, **{key: value for key, value in payload.items() if key != "path"}}
+    view = {"id": outbox_id, **{key: value for key, value in payload.items() if key not in ("path", "links")}}
+    if payload.get("kind") == "text" and payload.get("links"):
+        view["text"] = with_links(view["text"], [Link(link["label"], link["url"]) for link in payload["links"]])
     if payload.get("kind") == "document" and not payload.get("url") and payload.get("path") and file_url:
         view["url"] = file_url
     for field, html_field in (("text", "html"), ("caption", "caption_html")):
@@ -212,22 +215,9 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
     async def document(request: Request) -> Response:
         session_id, signature = request.path_params["session"], request.path_params["signature"]
         outbox_id: int = request.path_params["reply"]
-        not_here = Response("No such file here.", status_code=404, media_type="text/plain", headers=PRIVATE)
         if not webchat.sessions.file_signature_matches(session_id, outbox_id, signature):
-            return not_here
-        sent = await host.sent_replies(webchat.name, session_id, after=outbox_id - 1, limit=1)
-        if not sent or sent[0][0] != outbox_id:
-            return not_here
-        payload = sent[0][1]
-        path = payload.get("path")
-        if payload.get("kind") != "document" or not path or not Path(path).is_file():
-            return not_here
-        return FileResponse(
-            path,
-            media_type=payload.get("media_type") or "application/octet-stream",
-            filename=payload.get("filename") or Path(path).name,
-            headers=PRIVATE,
-        )
+            return Response("No such file here.", status_code=404, media_type="text/plain", headers=PRIVATE)
+        return await sent_document(host, webchat.name, session_id, outbox_id)
 
     return [
         Route("/", page),

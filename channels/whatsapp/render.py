@@ -18,7 +18,7 @@ import json
 import re
 
 from bot.messages import Choice, Text
-from channels.markdown import WHATSAPP, render
+from channels.markdown import WHATSAPP, render, with_links
 from channels.text import split_text
 
 MAX_BODY_CHARS = 1600
@@ -40,7 +40,7 @@ def numbered(text: str, choices: tuple[Choice, ...]) -> str:
 
 def whatsapp_text(reply: Text) -> str:
     """The whole of a Text in WhatsApp's formatting, its choices numbered below it."""
-    return numbered(render(reply.text, WHATSAPP), reply.choices)
+    return numbered(render(with_links(reply.text, reply.links), WHATSAPP), reply.choices)
 
 
 def text_bodies(reply: Text) -> list[str]:
@@ -51,12 +51,12 @@ def text_bodies(reply: Text) -> list[str]:
 def quick_reply_variables(reply: Text) -> str | None:
     """ContentVariables for a quick-reply template (body {{1}}, then each button's title and id), or None if the
     reply does not fit one."""
-    choices = reply.choices
-    if not 1 <= len(choices) <= 3 or len(reply.text) > QUICK_REPLY_BODY_CHARS or not reply.text.strip():
+    choices, text = reply.choices, with_links(reply.text, reply.links)
+    if not 1 <= len(choices) <= 3 or len(text) > QUICK_REPLY_BODY_CHARS or not text.strip():
         return None
     if any(len(c.label) > QUICK_REPLY_TITLE_CHARS or len(c.value) > QUICK_REPLY_ID_CHARS for c in choices):
         return None
-    variables = {"1": render(reply.text, WHATSAPP)}
+    variables = {"1": render(text, WHATSAPP)}
     for index, choice in enumerate(choices):
         variables[str(2 + 2 * index)] = choice.label
         variables[str(3 + 2 * index)] = choice.value

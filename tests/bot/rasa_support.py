@@ -45,10 +45,14 @@ async def serving(app: Any, port: int) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def rasa_assistant(settings: Any, **overrides: Any) -> AsyncIterator[tuple[RasaServerStandIn, Lessonbot]]:
+async def rasa_assistant(
+    settings: Any, *, files: bool = False, **overrides: Any
+) -> AsyncIterator[tuple[RasaServerStandIn, Lessonbot]]:
     """A Rasa server (the stand-in) calling `lessonbot rasa-actions`'s app, which sends through that Rasa server;
-    the sample course imported."""
+    the sample course imported. `files`: documents go as links to the action server."""
     port = free_port()
+    if files:
+        overrides["rasa_actions_public_url"] = f"http://127.0.0.1:{port}"
     async with RasaServerStandIn(
         action_endpoint=f"http://127.0.0.1:{port}/webhook", domain=example_domain(), token=RASA_TOKEN,
         action_token=ACTIONS_TOKEN,

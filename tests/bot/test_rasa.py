@@ -21,13 +21,22 @@ from starlette.applications import Starlette
 from authoring.format import load_course
 from authoring.indexing import ingest_course
 from bench.processes import free_port
-from bot.channel import Delivery, PermanentSendError, RateLimited, TransientSendError
+from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
 from bot.cli import main
 from bot.config import knowledge_settings
 from bot.core import Lessonbot
 from bot.messages import Choice, Document, Text
-from bot.rasa_actions import ACTIONS, ActionDesk, DeliverAction, action_executor, action_routes, learner_slots
+from bot.rasa_actions import (
+    ACTIONS,
+    ActionDesk,
+    DeliverAction,
+    action_executor,
+    action_routes,
+    create_action_app,
+    learner_slots,
+)
 from channels.rasa import RasaChannel
+from channels.rasa.files import FileLinks
 from channels.rasa.render import bot_message, button_payload
 from channels.rasa.tracker import call_id
 from scheduler.context import JobContext
@@ -196,6 +205,22 @@ async def test_enroll_reads_the_course_slot(settings):
         assert "Passwords" in lesson.texts[0] or "password" in lesson.texts[0].lower()
 
 
+async def test_someone_new_who_names_a_course_is_set_up_and_not_asked_for_it_again(settings):
+    async with rasa_assistant(settings) as (rasa, bot):
+        await import_sample(bot, PAID)
+        run = await rasa.say("u1", "I want the passwords course", action="action_lessonbot_enroll", intent="enroll",
+                             entities={"lessonbot_course": "passwords"})
+        assert run.texts[0] == "First, let's set you up: it takes a minute."
+        run = await rasa.press("u1", button(run, "Yes, let's start"), action=ANSWER)
+        run = await rasa.say("u1", "Ann", action=ANSWER)
+        run = await rasa.say("u1", "Lisbon", action=ANSWER)
+        run = await rasa.press("u1", button(run, "Yes, that's right"), action=ANSWER)
+        run = await rasa.say("u1", "08:00", action=ANSWER)
+        run = await rasa.press("u1", button(run, "Every day"), action=ANSWER)
+        assert run.texts[-1] == "How much would you like to do each day?"  # the course question is skipped
+        assert slots(run)["lessonbot_course"] == "passwords-that-hold"
+
+
 async def test_enroll_without_a_course_offers_the_courses(settings):
     async with rasa_assistant(settings) as (rasa, bot):
         await onboard(rasa, "u1")
@@ -279,6 +304,22 @@ async def test_trigger_intent_carries_the_reply_for_the_deliver_action():
         await channel.close()
 
 
+async def test_a_document_sent_on_lessonbots_own_carries_its_signed_link(tmp_path):
+    links = FileLinks("test-secret-key-0123456789", "https://actions.example.com/")
+    certificate = Document("certificate.pdf", caption="Your certificate", path=str(tmp_path / "c.pdf"))
+    async with RasaServerStandIn(action_endpoint="http://127.0.0.1:9/webhook", domain=example_domain(),
+                                 rules={}) as rasa:
+        channel = RasaChannel(server_url=rasa.url, files=links)
+        with pytest.raises(PermanentSendError):  # no rule for the intent here: only what was sent matters
+            await channel.send(delivery(certificate, outbox_id=41))
+        await channel.close()
+    carried = json.loads(rasa.triggered[0]["body"]["entities"]["lessonbot_message"])
+    assert carried == {"text": "Your certificate", "attachment": links.url("u 1/é", 41)}
+    assert carried["attachment"].startswith("https://actions.example.com/files/u%201%2F%C3%A9/41/")
+    assert links.matches("u 1/é", 41, carried["attachment"].rsplit("/", 1)[1])
+    assert not links.matches("u 1/é", 42, carried["attachment"].rsplit("/", 1)[1])
+
+
 @pytest.mark.parametrize(("status", "error"), [(500, TransientSendError), (503, TransientSendError),
                                                 (401, PermanentSendError), (400, PermanentSendError),
                                                 (429, RateLimited)])
@@ -302,6 +343,30 @@ async def test_a_rasa_server_that_does_not_answer_in_time_is_tried_again_later()
     with pytest.raises(TransientSendError, match="reached"):
         await unreachable.send(delivery())
     await unreachable.close()
+
+
+async def test_a_document_goes_as_a_signed_link_to_that_user_only(settings):
+    async with rasa_assistant(settings, files=True) as (rasa, bot):
+        await onboard(rasa, "u1")
+        await onboard(rasa, "u2")
+        run = await rasa.say("u1", "/export", action=ANSWER)
+        [document] = [response for response in run.responses if response.get("attachment")]
+        link = document["attachment"]
+        assert link.startswith(rasa.action_endpoint.removesuffix("/webhook") + "/files/u1/")
+        async with httpx.AsyncClient() as client:
+            exported = await client.get(link)
+            assert exported.status_code == 200 and exported.headers["cache-control"] == "private, no-store"
+            assert "rasa:u1" in exported.text and "rasa:u2" not in exported.text
+            forged = await client.get(link[:-4] + "0000")
+            elsewhere = await client.get(link.replace("/files/u1/", "/files/u2/"))
+        assert forged.status_code == elsewhere.status_code == 404
+
+
+def test_sends_to_the_rasa_server_keep_to_rasa_sends_per_second():
+    assert RasaChannel(server_url="http://rasa:5005", sends_per_second=20).rate_limits("u1") == (
+        RateLimit("rasa", 20, 1.0, shared=True),)
+    assert RasaChannel(server_url="http://rasa:5005", sends_per_second=0.5).rate_limits("u1") == (
+        RateLimit("rasa", 1, 2.0, shared=True),)
 
 
 def test_buttons_are_payloads_rasa_reads_without_a_model():
@@ -389,3 +454,25 @@ def test_the_example_domain_declares_what_the_actions_use():
     for endpoints in ("endpoints.yml", "endpoints.compose.yml"):
         endpoint = yaml.safe_load((EXAMPLE / endpoints).read_text())["action_endpoint"]
         assert endpoint["url"].endswith(":5055/webhook") and endpoint["token"] == "${RASA_ACTIONS_TOKEN}"
+
+
+async def test_two_action_servers_on_one_database_answer_one_conversation_in_turn(settings):
+    """Rasa balancing its calls over two action servers: each call is answered by whichever it reached, the
+    learner's way goes on in order, and a server that has not seen the domain yet asks for it (449)."""
+    async with rasa_assistant(settings) as (rasa, bot):
+        port = free_port()
+        async with serving(create_action_app(bot.settings), port):
+            servers = [rasa.action_endpoint, f"http://127.0.0.1:{port}/webhook"]
+            steps = [("hi", None), (None, "Yes, let's start"), ("Ann", None), ("Lisbon", None),
+                     (None, "Yes, that's right"), ("08:00", None), (None, "Every day"),
+                     (None, "Spot the phish, five minutes a day"), (None, "1 lesson (about 5 minutes)"),
+                     (None, "Start my first lesson"), (None, "Next ▸")]
+            run = None
+            for number, (text, pressed) in enumerate(steps):
+                rasa.action_endpoint = servers[number % 2]
+                if pressed is None:
+                    run = await rasa.say("u1", text, action=ANSWER)
+                else:
+                    run = await rasa.press("u1", button(run, pressed), action=ANSWER)
+                assert run.status == 200 and slots(run)["lessonbot_error"] is None
+            assert run.texts[0].endswith("(2/3)")

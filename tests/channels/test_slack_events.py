@@ -32,7 +32,7 @@ from standins.slack import (
     load_fixture,
     signed,
 )
-from storage.models import ChannelIdentity, InboundMessage
+from storage.models import ChannelIdentity, Conversation, InboundMessage
 from tests.support import running
 
 
@@ -111,7 +111,10 @@ async def test_fixture_payloads_become_messages_or_are_ignored_with_a_reason(
 ):
     caplog.set_level(logging.INFO, logger="channels.slack")
     expected = FIXTURES[name]
-    body = as_sent_by_slack(name, load_fixture(fixtures_dir, name))
+    payload = load_fixture(fixtures_dir, name)
+    if isinstance(payload, dict) and "response_url" in payload:  # where Slack's answer would go: at the stand-in
+        payload["response_url"] = standin.response_url("C111", "W111")
+    body = as_sent_by_slack(name, payload)
     async with running(slack_settings) as (client, lessonbot):
         response = await post(client, body)
         assert response.status_code == 200, response.text
@@ -130,7 +133,8 @@ async def test_fixture_payloads_become_messages_or_are_ignored_with_a_reason(
         # for a press on an ephemeral message).
         answered = standin.ephemerals if "@" in chat_id else standin.posted
         await standin.wait_for(lambda: answered("C111"))
-        assert answered("C111")[0].token == BOT_TOKEN
+        # through the press's response_url (which needs no token), else with the workspace's bot token
+        assert answered("C111")[0].token == (None if "@" in chat_id else BOT_TOKEN)
     async with lessonbot.db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(ChannelIdentity)) == 1
 
@@ -465,3 +469,24 @@ def test_a_direct_message_is_marked_private_and_a_mention_in_a_channel_is_not(fi
     )
     assert direct.private and direct.chat_id == "T111:D0DM1"
     assert not mention.private and mention.chat_id == "T111:C111"
+
+
+@pytest.mark.parametrize(("name", "text", "recorded"),
+                         [("/courses", "", "/courses"), ("/buy", "passwords-that-hold", "/buy passwords-that-hold"),
+                          ("/purchases", "", "/purchases"), ("/redeem", "LB-7K2Q-9XWM", "/redeem LB-7K2Q-9XWM")])
+async def test_the_payment_commands_typed_in_a_channel_answer_the_member_alone(name, text, recorded, slack_settings,
+                                                                               standin):
+    fields = dict(parse_qsl(load_fixture_command()))
+    fields.update(command=name, text=text, trigger_id="222.222.bbb", response_url=standin.response_url("C111", "W111"))
+    async with running(slack_settings) as (client, lessonbot):
+        response = await post(client, urlencode(fields).encode())
+        assert response.status_code == 200 and response.text == ""
+        [row] = await inbound(lessonbot)
+        personal = name != "/courses"
+        assert row.payload["text"] == recorded and row.payload["meta"].get("private") is (True if personal else None)
+        async with lessonbot.db.sessions() as session:
+            conversation = await session.get(Conversation, row.conversation_id)
+        assert conversation.chat_id == ("T111:C111@W111" if personal else "T111:C111")
+        if personal:
+            await standin.wait_for(lambda: standin.ephemerals("C111", "W111"))
+            assert standin.posted("C111") == []

@@ -27,16 +27,18 @@ from scheduler.context import JobContext
 from scheduler.teams import post_team_lessons, sync_team_members
 from standins.slack import BOT_TOKEN, SIGNING_SECRET, Fault, SlackStandIn, form_body, load_fixture, signed
 from storage.courses import Question
-from storage.models import AdminAuditEntry, OutboxMessage
+from storage.learners import ACTIVE, STOPPED, Learner
+from storage.models import AdminAuditEntry, Conversation, OutboxMessage
 from storage.outbox import OutboxStatus
+from storage.scheduling import NudgeLog
 from storage.teams import MEMBER_ACTIVE, MEMBER_EXCLUDED, MEMBER_LEFT, Team, TeamMember
-from tests.scheduler.support import HandClock, sample_course
+from tests.scheduler.support import HandClock, add_learner, sample_course
 from tests.support import running
 
 UTC = timezone.utc
 CHANNEL = "C111"
-ADMIN, BEA, CAL, GUEST, ROBOT, DEV = "UADMIN", "UBEA", "UCAL", "UGUEST", "UROBOT", "UDEV"
-NAMES = {ADMIN: "ann", BEA: "bea", CAL: "cal", GUEST: "gus", ROBOT: "robot", DEV: "dev"}
+ADMIN, BEA, CAL, DAN, GUEST, ROBOT, DEV = "UADMIN", "UBEA", "UCAL", "UDAN", "UGUEST", "UROBOT", "UDEV"
+NAMES = {ADMIN: "ann", BEA: "bea", CAL: "cal", DAN: "dan", GUEST: "gus", ROBOT: "robot", DEV: "dev"}
 SET_UP = "team set spot-phishing at 09:00 on weekdays in America/New_York"
 _ids = itertools.count(1)
 
@@ -47,6 +49,7 @@ async def standin() -> AsyncIterator[SlackStandIn]:
         server.add_member(CHANNEL, ADMIN, name=NAMES[ADMIN], admin=True)
         server.add_member(CHANNEL, BEA, name=NAMES[BEA])
         server.add_member(CHANNEL, CAL, name=NAMES[CAL])
+        server.add_member(CHANNEL, DAN, name=NAMES[DAN])
         server.add_member(CHANNEL, GUEST, name=NAMES[GUEST], guest=True)
         server.add_member(CHANNEL, ROBOT, name=NAMES[ROBOT], bot=True)
         server.add_member("CELSEWHERE", DEV, name=NAMES[DEV])  # in the workspace, not (yet) in the team's channel
@@ -89,11 +92,12 @@ async def slash(client: httpx.AsyncClient, fixtures_dir, user: str, text: str, *
 
 
 async def press(client: httpx.AsyncClient, fixtures_dir, user: str, value: str, *, ephemeral: bool,
-                message_ts: str = "111.222", standin: SlackStandIn | None = None) -> None:
-    """A button pressed in the channel (the bolt-python block_actions payload, re-addressed)."""
+                message_ts: str = "111.222", standin: SlackStandIn | None = None, channel: str = CHANNEL) -> None:
+    """A button pressed in the channel, or a DM (the bolt-python block_actions payload, re-addressed)."""
     payload: dict[str, Any] = load_fixture(fixtures_dir, "bolt-python/interactive.block_actions.json")
+    payload["channel"]["id"] = payload["container"]["channel_id"] = channel
     if standin is not None:
-        payload["response_url"] = standin.response_url(CHANNEL, user)
+        payload["response_url"] = standin.response_url(channel, user)
     else:
         payload.pop("response_url")
     payload["user"] = {"id": user, "username": NAMES[user], "name": NAMES[user], "team_id": "T111"}
@@ -200,9 +204,10 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
 
         # The channel's members are read, two at a time through every page: guests and bots are left out.
         lessonbot.channels["slack"].members_page = 2
+        lessonbot.channels["slack"].profiles_per_minute = 60_000
         assert await sync_team_members(jobs) == 1
         assert await members(lessonbot) == {ADMIN: MEMBER_ACTIVE, BEA: MEMBER_ACTIVE, CAL: MEMBER_ACTIVE,
-                                            GUEST: MEMBER_EXCLUDED, ROBOT: MEMBER_EXCLUDED}
+                                            DAN: MEMBER_ACTIVE, GUEST: MEMBER_EXCLUDED, ROBOT: MEMBER_EXCLUDED}
         assert len([c for c in standin.calls if c.method == "conversations.members"]) == 3
 
         # Friday 09:00 in New York is 14:00 UTC: nothing before, the lesson once after.
@@ -235,7 +240,8 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
         assert board[0] == "🏆 Leaderboard: Spot the phish, five minutes a day"
         assert board[1:] == ["1. ann: 25 points · 1 lessons · 100 % right · 🔥 1",
                              "2. Cal: 25 points · 1 lessons · 100 % right · 🔥 1",
-                             "3. bea: 10 points · 1 lessons · 0 % right · 🔥 1"]
+                             "3. bea: 10 points · 1 lessons · 0 % right · 🔥 1",
+                             "4. Dan: 0 points · 0 lessons · – right · 🔥 0"]
 
         # Monday after the clocks went forward: 09:00 in New York is now 13:00 UTC.
         clock.at(datetime(2027, 3, 15, 12, 59, tzinfo=UTC))
@@ -244,6 +250,27 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
         assert await post_team_lessons(jobs) == 1
         await lessonbot.settle()
         assert standin.texts(CHANNEL)[-1].startswith("📘 Lesson 2 of 5")
+
+        # The admin's digest of the week before, in their direct chat: completion, accuracy, the hardest, who is behind.
+        [digest] = standin.posted(ADMIN)  # chat.postMessage to a user id: their DM with the bot
+        lines = digest.params["text"].splitlines()
+        assert lines[0] == "📊 This week in “Spot the phish, five minutes a day”: 4 members."
+        assert lines[1] == "📘 What a phishing message wants: 3 of 4 done · 67 % right"
+        assert lines[2] == "Hardest questions:" and len(lines[3:6]) == 3 and all("67 %" in line for line in lines[3:6])
+        assert lines[6] == "Behind: Dan (1 member)."
+        [(label, nudge)] = buttons(digest)
+        assert label == "Nudge the 1 behind"
+        # Someone else cannot press it (it was never offered to them); the admin can, once per member.
+        await press(client, fixtures_dir, BEA, nudge, ephemeral=False, standin=standin, channel="DBEA")
+        await press(client, fixtures_dir, ADMIN, nudge, ephemeral=False, standin=standin, channel="DADMIN")
+        await press(client, fixtures_dir, ADMIN, nudge, ephemeral=False, standin=standin, channel="DADMIN")
+        await lessonbot.settle()
+        assert standin.texts("DBEA") == ["That button isn't available."]
+        assert standin.texts("DADMIN") == ["Nudged 1 member, privately.", "Nudged 0 members, privately."]
+        [reminder] = standin.texts(DAN)
+        assert "channel" in reminder
+        async with lessonbot.db.sessions() as session:
+            assert [(row.kind, row.outcome) for row in await session.scalars(select(NudgeLog))] == [("team", "queued")]
 
         # Someone joins mid-course: enrolled and welcomed, privately; a guest joining is left out; leaving pauses.
         standin.add_member(CHANNEL, DEV, name="dev")
@@ -298,6 +325,8 @@ async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, f
 async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, standin, fixtures_dir):
     async with running(slack_settings) as (client, lessonbot):
         await sample_course(lessonbot.db)
+        await add_learner(lessonbot.db, channel="slack", chat="T111:D0LEARNER")
+        await add_learner(lessonbot.db, channel="telegram", chat="telegram-chat")
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
         standin.fail("chat.postMessage", Fault.rate_limited(retry_after=30))  # the next post waits its turn …
@@ -323,3 +352,48 @@ async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, st
             assert statuses[-1] == OutboxStatus.CANCELLED
             assert (await session.scalar(select(Team))).status == "gone"
         assert await post_team_lessons(context(lessonbot, HandClock(datetime(2027, 3, 12, 14, 1, tzinfo=UTC)))) == 0
+        # Learners whose lessons went to that workspace are stopped, as /stop stops them; one learning elsewhere too
+        # is not.
+        async with lessonbot.db.sessions() as session:
+            statuses = dict((await session.execute(
+                select(Conversation.chat_id, Learner.status)
+                .join(Learner, Learner.home_conversation_id == Conversation.id)
+            )).all())
+        assert statuses == {"T111:D0LEARNER": STOPPED, "telegram-chat": ACTIVE}
+
+
+async def test_the_app_home_shows_a_learners_course_and_a_team_admins_numbers(slack_settings, standin,
+                                                                              fixtures_dir):
+    async with running(slack_settings) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
+        await lessonbot.settle()
+        opened: dict[str, Any] = load_fixture(fixtures_dir, "java-slack-sdk-schema-skeletons/AppHomeOpenedPayload.json")
+        opened.update(team_id="T111", api_app_id="A111", type="event_callback", event_id="EvHOME1", enterprise_id=None)
+        opened["authorizations"][0].update(team_id="T111", enterprise_id=None)
+        opened["event"].update(user=ADMIN, channel="DADMIN", tab="home")
+        opened["event"]["view"].update(team_id="T111", type="home", id="VHOME")
+        await post(client, json.dumps(opened).encode())
+        await lessonbot.settle()
+        [published] = [c for c in standin.calls if c.method == "views.publish"]
+        assert published.params["user_id"] == ADMIN
+        view = published.params["view"]
+        view = json.loads(view) if isinstance(view, str) else view
+        text = "\n".join(block["text"]["text"] for block in view["blocks"] if block["type"] == "section")
+        assert "Your learning" in text and "No course yet" in text
+        assert "Team course you run*: Spot the phish, five minutes a day, 1 member" in text  # members not read yet
+        assert "This channel takes “Spot the phish, five minutes a day” together" in text
+        labels = [element["text"]["text"] for block in view["blocks"] if block["type"] == "actions"
+                  for element in block["elements"]]
+        assert labels == ["My progress"]
+        # A button on the Home tab answers in the person's direct chat with the bot.
+        payload: dict[str, Any] = load_fixture(fixtures_dir, "bolt-python/interactive.block_actions.json")
+        payload["user"] = {"id": ADMIN, "username": "ann", "name": "ann", "team_id": "T111"}
+        payload["team"].pop("enterprise_id")
+        payload.pop("channel"), payload.pop("response_url")
+        payload["container"] = {"type": "view", "view_id": "VHOME"}
+        payload["view"] = {"id": "VHOME", "type": "home", "team_id": "T111"}
+        payload["actions"][0].update(value="/progress", text={"type": "plain_text", "text": "My progress"})
+        await post(client, form_body(payload))
+        await lessonbot.settle()
+        assert standin.texts(ADMIN)  # chat.postMessage to the user id: their DM with the bot

@@ -298,3 +298,32 @@ async def test_without_promotion_codes_a_discounted_payment_grants_nothing(shop,
     await post_event(client, checkout_event(discounted))
     await bot.settle()
     assert (await payments(bot))[0].status == PaymentStatus.REJECTED and await entitlements(bot) == []
+
+
+async def test_in_a_group_buy_and_purchases_answer_in_the_private_chat(shop, stripe_api):
+    from tests.dialogs.test_linking import in_group
+
+    client, bot, ann, _boss = shop
+    await onboard(ann, course=f"Passwords that hold — {PRICE}")
+    [sent] = await in_group(bot, ann.channel, "/buy passwords-that-hold", sender="ann")
+    assert sent == "I've sent you how to pay in our private chat."
+    [call] = stripe_api.called("/v1/checkout/sessions")
+    offer = ann.channel.texts("ann")[-1]
+    assert offer.startswith("To unlock “Passwords that hold”") and call.result["url"] in offer
+    assert ann.last().links[0].label == f"Pay {PRICE}" and ann.last().links[0].url == call.result["url"]
+    assert not any(call.result["url"] in text for text in ann.channel.texts("-100"))
+    [payment] = await payments(bot)
+    assert payment.chat_id == "ann"
+
+    await post_event(client, checkout_event(stripe_api.pay(call.result["id"])))
+    await bot.settle()
+    assert any(text.startswith("✅ Payment received") for text in ann.channel.texts("ann"))
+    [receipts] = await in_group(bot, ann.channel, "/purchases", sender="ann")
+    assert receipts == "I've sent you your purchases in our private chat."
+    assert ann.channel.texts("ann")[-1].startswith("Your purchases:")
+
+    # Bob never opened a private chat with the bot: no link is made for him in the group.
+    await in_group(bot, ann.channel, "/start", sender="bob")
+    [told] = await in_group(bot, ann.channel, "/buy passwords-that-hold", sender="bob")
+    assert told.startswith("A payment is yours alone: send /buy to me in a private chat")
+    assert len(stripe_api.called("/v1/checkout/sessions")) == 1

@@ -32,6 +32,7 @@ def test_reviews_as_json(simulate, tmp_path):
     fsrs = results["policies"]["fsrs"]
     assert fsrs["reviews_per_learner"] > 0 and 0 < fsrs["recall_day_30"] <= 1
     assert fsrs["recall_day_90"] is None  # the run ended before day 90
+    assert len(fsrs["recall_by_day"]) == len(fsrs["reviews_by_day"]) == 35  # the curves, a value a day
     assert sorted(results["charts"]) == [str(tmp_path / "var" / "simulation" / name)
                                          for name in ("retention.png", "reviews-per-day.png")]
 
@@ -40,6 +41,9 @@ def test_nudges_as_a_table_with_charts_where_asked(simulate, tmp_path):
     code, out, err = simulate("nudges", "--learners", "20", "--days", "5", "--charts", str(tmp_path / "charts"))
     assert code == 0
     assert "bandit" in out and "uniform" in out and "best_fixed" in out
+    code, out, _ = simulate("nudges", "--learners", "20", "--days", "5", "--json")
+    regret = json.loads(out)["policies"]["bandit"]["regret_by_day"]
+    assert len(regret) == 5 and regret == sorted(regret)  # cumulative, a value a day
     assert (tmp_path / "charts" / "regret.png").exists()
     assert "bandit:" in err  # progress, on stderr
 

@@ -61,3 +61,10 @@ def test_the_table_and_the_chart(tmp_path):
     outcomes, best_fixed = nudges.simulate(setup, time.perf_counter)
     assert "best_fixed (" in report.nudge_table(report.nudge_results(setup, outcomes, best_fixed))
     assert report.nudge_chart(outcomes, best_fixed, tmp_path).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_kind_the_planner_sends_is_chosen_for_and_the_best_fixed_choice_names_one_template_a_kind(results):
+    sent = results["policies"]["bandit"]["sent"]
+    assert all(sent[template] for kind in nudges.KINDS for template in templates(kind))  # streak savers too
+    best = results["policies"]["best_fixed"]
+    assert [template for template, count in best["sent"].items() if count] == best["templates"].split(" + ")

@@ -1,0 +1,69 @@
+"""Prepared statements (storage/prepared.py) read and write what SQLAlchemy would, and fail as SQLAlchemy fails."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.exc import IntegrityError
+
+from storage.db import Database
+from storage.models import Conversation
+from storage.prepared import Prepared
+from storage.queries import backend_insert
+
+_CONVERSATIONS = Conversation.__table__
+_READ = Prepared(
+    select(_CONVERSATIONS.c.id, _CONVERSATIONS.c.state, _CONVERSATIONS.c.last_inbound_at)
+    .where(_CONVERSATIONS.c.chat_id == bindparam("chat"))
+    .order_by(_CONVERSATIONS.c.id)
+)
+_WRITE = Prepared(
+    update(_CONVERSATIONS)
+    .where(_CONVERSATIONS.c.chat_id == bindparam("chat"))
+    .values(state=bindparam("state"), last_inbound_at=bindparam("at"))
+)
+
+
+def _add(dialect: str) -> Prepared:
+    return Prepared(
+        backend_insert(dialect)(_CONVERSATIONS)
+        .values(channel="web", chat_id=bindparam("chat"), state=bindparam("state"), created_at=bindparam("at"))
+        .returning(_CONVERSATIONS.c.id)
+    )
+
+
+async def test_a_prepared_statement_writes_and_reads_what_sqlalchemy_does(database_url: str) -> None:
+    db = Database(database_url)
+    at = datetime(2026, 12, 4, 9, 30, 15, 123456, tzinfo=UTC)
+    try:
+        async with db.connection() as connection:
+            added = await _add(db.backend).run(connection, {"chat": "prepared-1", "state": {"step": "ä"}, "at": at})
+            assert isinstance(added.scalar(), int)
+            written = await _WRITE.run(connection, {"chat": "prepared-1", "state": {"n": [1, 2]}, "at": at})
+            assert written.rowcount == 1
+            row = (await _READ.run(connection, {"chat": "prepared-1"})).first()
+            assert row.id == added.scalar()
+            assert row.state == {"n": [1, 2]}
+            assert row.last_inbound_at == at  # a UTC datetime, as UTCDateTime reads it on both backends
+            assert (await _READ.run(connection, {"chat": "nobody"})).first() is None
+        async with db.connection() as connection:  # the same row through SQLAlchemy
+            stored = (await connection.execute(select(_CONVERSATIONS).where(_CONVERSATIONS.c.id == row.id))).one()
+            assert stored.state == {"n": [1, 2]} and stored.last_inbound_at == at
+    finally:
+        await db.dispose()
+
+
+async def test_a_driver_error_is_raised_as_sqlalchemy_raises_it(database_url: str) -> None:
+    db = Database(database_url)
+    at = datetime(2026, 12, 4, tzinfo=UTC)
+    try:
+        async with db.connection() as connection:
+            await _add(db.backend).run(connection, {"chat": "prepared-2", "state": {}, "at": at})
+        with pytest.raises(IntegrityError) as raised:
+            async with db.connection() as connection:  # (channel, chat_id) is unique
+                await _add(db.backend).run(connection, {"chat": "prepared-2", "state": {}, "at": at})
+        assert "[parameters:" not in str(raised.value)  # the statement's parameters stay out of the message
+    finally:
+        await db.dispose()
