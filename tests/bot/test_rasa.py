@@ -476,3 +476,25 @@ async def test_two_action_servers_on_one_database_answer_one_conversation_in_tur
                     run = await rasa.press("u1", button(run, pressed), action=ANSWER)
                 assert run.status == 200 and slots(run)["lessonbot_error"] is None
             assert run.texts[0].endswith("(2/3)")
+
+
+async def test_lessonbot_rasa_actions_serves_a_rasa_server_as_a_process_of_its_own(database_url, tmp_path):
+    """The command itself, in a child process on the test database: the Rasa server's calls reach it, its token is
+    asked for, and a learner's first words get the welcome."""
+    from bench.processes import LESSONBOT, start_process
+    from tests.support import server_env
+
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    env = server_env(database_url, data_dir, RASA_ACTIONS_TOKEN=ACTIONS_TOKEN, WEB_CHAT_ENABLED="false")
+    server = start_process("lessonbot rasa-actions", [*LESSONBOT, "rasa-actions"], data_dir, env)
+    try:
+        server.wait_ready_blocking("/health", timeout=60)
+        async with RasaServerStandIn(action_endpoint=f"{server.url}/webhook", domain=example_domain(),
+                                     action_token=ACTIONS_TOKEN) as rasa:
+            run = await rasa.say("u1", "hi", action=ANSWER, intent="greet")
+            assert run.status == 200 and run.texts[0].startswith("Hi! I'm Lessonbot"), server.log_tail()
+            rasa.action_token = ""
+            assert (await rasa.say("u1", "yes", action=ANSWER)).status == 401
+    finally:
+        server.stop()
