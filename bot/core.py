@@ -193,7 +193,7 @@ class Lessonbot:
         """The platform removed the app from a workspace: cancel what was not sent there and stop its teams."""
         async with self.db.transaction(urgent=True) as session:  # the platform waits for this one
             cancelled = await cancel_unsent_to(session, channel, chat_prefix, reason=reason)
-            teams = await stop_workspace(session, channel, workspace)
+            teams = await stop_workspace(session, channel, workspace, chat_prefix=chat_prefix)
         log.info("stopped sending to a workspace", extra={"channel": channel, "cancelled": cancelled, "teams": teams})
         return cancelled
 

@@ -44,7 +44,7 @@ from bot.config import Settings
 from bot.messages import REPLY_ADDRESS, reply_from_payload
 from bot.observability import DELIVERY_SECONDS, MESSAGES_OUT, SEND_FAILURES, conversation_id_var
 from bot.ratelimit import Booking, RateLimiter, keys_to_pause
-from storage.db import Database
+from storage.db import Database, Raw
 from storage.models import Conversation, OutboxMessage, utcnow
 from storage.outbox import ACTIVE, OutboxStatus
 from storage.prepared import Prepared
@@ -273,10 +273,10 @@ class OutboxDispatcher:
             conversation_id_var.reset(token)
 
     async def _read_head(self, conversation_id: int) -> Due | None:
-        async with self.db.connection() as connection:
+        async with self.db.run() as connection:
             return await self._due_head(connection, conversation_id)
 
-    async def _due_head(self, connection: AsyncConnection, conversation_id: int) -> Due | None:
+    async def _due_head(self, connection: AsyncConnection | Raw, conversation_id: int) -> Due | None:
         """The conversation's oldest unsent reply if it is due (pending and its time come, or `sending` and its lease
         run out), with the conversation facts its send needs. If its send may go at once (the limiter does not make it
         wait), it is claimed in the same transaction; otherwise it is claimed once its turn at the limiter comes."""
@@ -314,10 +314,10 @@ class OutboxDispatcher:
 
     async def _claim(self, due: Due) -> bool:
         """Claim a due reply (`sending`, leased, one try more) unless another dispatcher took it since it was read."""
-        async with self.db.connection() as connection:
+        async with self.db.run() as connection:
             return await self._claim_in(connection, due)
 
-    async def _claim_in(self, connection: AsyncConnection, due: Due) -> bool:
+    async def _claim_in(self, connection: AsyncConnection | Raw, due: Due) -> bool:
         now = utcnow()
         claimed = (
             await _CLAIM.run(
@@ -400,21 +400,25 @@ class OutboxDispatcher:
 
     @contextlib.asynccontextmanager
     async def _kept(self, row: Claimed) -> AsyncIterator[None]:
-        """Hold the claim on `row` while the platform call lasts: renewed every third of the lease."""
-        renewing = asyncio.get_running_loop().create_task(self._renew_while_sending(row))
+        """Hold the claim on `row` while the platform call lasts: renewed every third of the lease. A timer, not a
+        task, waits for the first renewal: most sends end long before it, and a task per send costs more."""
+        loop = asyncio.get_running_loop()
+        every = self.send_lease.total_seconds() / 3
+        renewing: list[asyncio.Task[None]] = []
+        timer = loop.call_later(every, lambda: renewing.append(loop.create_task(self._renew_while_sending(row, every))))
         try:
             yield
         finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            timer.cancel()
+            for task in renewing:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
-    async def _renew_while_sending(self, row: Claimed) -> None:
-        every = self.send_lease.total_seconds() / 3
+    async def _renew_while_sending(self, row: Claimed, every: float) -> None:
         while True:
-            await asyncio.sleep(every)
             try:
-                async with self.db.connection() as connection:
+                async with self.db.run() as connection:
                     renewed = await _RENEW_CLAIM.run(
                         connection, {"row": row.id, "tries": row.attempts, "until": utcnow() + self.send_lease}
                     )
@@ -422,20 +426,22 @@ class OutboxDispatcher:
                 log.warning(
                     "could not renew the claim on a reply being sent", exc_info=True, extra={"outbox_id": row.id}
                 )
+                await asyncio.sleep(every)
                 continue
             if renewed.rowcount != 1:
                 log.warning("the claim on a reply being sent was lost", extra={"outbox_id": row.id})
                 return
+            await asyncio.sleep(every)
 
     async def _save_parts(self, outbox_id: int, platform_ids: list[str]) -> None:
         """A part of a reply sent in several went out: noted on its row, so a retry anywhere resumes after it."""
-        async with self.db.connection() as connection:
+        async with self.db.run() as connection:
             await _SAVE_PARTS.run(connection, {"row": outbox_id, "parts": platform_ids})
 
     async def _mark_sent(self, row: Claimed, platform_id: str) -> Due | None:
         """Mark `row` sent and, in the same transaction, read (and maybe claim) the conversation's next reply."""
         at = utcnow()
-        async with self.db.connection() as connection:
+        async with self.db.run() as connection:
             written = (await _MARK_SENT.run(connection, {"row": row.id, "sent_as": platform_id, "at": at})).scalar()
             following = await self._due_head(connection, row.conversation_id)
         MESSAGES_OUT.labels(row.channel).inc()

@@ -53,7 +53,7 @@ from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, co
 from bot.text import storable, storable_data
 from dialogs import choices
 from dialogs.turn import OutsideTransaction, Turn
-from storage.db import Database
+from storage.db import Database, Raw
 from storage.learners import Learner
 from storage.models import ChannelIdentity, Conversation, InboundSequence, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
@@ -84,7 +84,7 @@ class ConversationIds:
         self._ids: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._capacity = capacity
 
-    async def find(self, connection: AsyncConnection, channel: str, chat_id: str) -> int:
+    async def find(self, connection: AsyncConnection | Raw, channel: str, chat_id: str) -> int:
         """The conversation's id, remembered or looked up (created on first contact) in `connection`'s transaction:
         call `remember` once that has committed."""
         key = (channel, chat_id)
@@ -166,7 +166,7 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
     message = storable_message(message)
     conversations = conversations or ConversationIds(capacity=1)
     try:
-        async with db.connection(urgent=True) as connection:  # the platform waits for this one
+        async with db.run(urgent=True) as connection:  # the platform waits for this one
             conversation_id = await conversations.find(connection, message.channel, message.chat_id)
             values = {
                 "channel": message.channel,
@@ -221,13 +221,13 @@ def storable_message(message: InboundMessage) -> InboundMessage:
             raise RequestRejected(
                 400, f"The message's {name} is not a usable id: at most {length} characters, no NUL or lone surrogate."
             )
-    cleaned = replace(
-        message,
-        text=storable(message.text),
-        choice=None if message.choice is None else storable(message.choice),
-        sender_name=None if message.sender_name is None else storable(message.sender_name, limit=_NAME_LENGTH),
-        meta=storable_data(message.meta),
-    )
+    text = storable(message.text)
+    choice = None if message.choice is None else storable(message.choice)
+    sender_name = None if message.sender_name is None else storable(message.sender_name, limit=_NAME_LENGTH)
+    meta = storable_data(message.meta)
+    if (text, choice, sender_name, meta) == (message.text, message.choice, message.sender_name, message.meta):
+        return message  # (the usual case: nothing to clean, no copy made)
+    cleaned = replace(message, text=text, choice=choice, sender_name=sender_name, meta=meta)
     if cleaned != message:
         changed = [name for name in ("text", "choice", "sender_name", "meta")
                    if getattr(cleaned, name) != getattr(message, name)]

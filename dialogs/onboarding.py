@@ -31,7 +31,7 @@ from dialogs.prices import course_label
 from dialogs.times import EVERY_DAY, WEEKDAYS, WEEKENDS, read_days, read_time, read_zone
 from dialogs.turn import Exchange, Turn
 from storage.courses import Course, Lesson
-from storage.learners import zone_for
+from storage.learners import Learner, zone_for
 
 YES = {"yes", "y", "yeah", "yep", "ok", "okay", "sure", "agree", "i agree", "of course", "si", "vale", "claro",
        "de acuerdo", "acepto", "sim", "claro que si", "right", "correct", "correcto", "certo", "exacto"}
@@ -212,7 +212,12 @@ async def answer_days(turn: Turn, data: flow.Data, text: str) -> str:
     learner.lesson_days = days
     if data.get("after"):
         return data["after"]
-    return "course" if await live_courses(turn) else "goal"
+    courses = await live_courses(turn)
+    asked_for = find_course(courses, data.pop("course", ""))
+    if asked_for is not None:  # named before onboarding began (a Rasa assistant's enroll action)
+        await _take(turn, learner, asked_for)
+        return "goal"
+    return "course" if courses else "goal"
 
 
 # Course --------------------------------------------------------------------------------------------------------------
@@ -237,20 +242,33 @@ async def ask_course(x: Exchange, data: flow.Data) -> None:
 async def answer_course(turn: Turn, data: flow.Data, text: str) -> str:
     _ = tr(turn)
     courses = await live_courses(turn)
-    typed = fold(text.removeprefix("course:"))
-    chosen = next((c for c in courses if typed in (fold(c.slug), fold(c.title))), None)
-    if chosen is None and typed.isdigit() and 1 <= int(typed) <= len(courses):  # its number in the list
-        chosen = courses[int(typed) - 1]
-    if chosen is None and len(typed) >= 3:  # a word of its title, if only one course has it ("passwords")
-        named = [c for c in courses if typed in fold(c.title).split() or typed in fold(c.slug).split("-")]
-        chosen = named[0] if len(named) == 1 else None
+    chosen = find_course(courses, text.removeprefix("course:"))
     if chosen is None:
         raise Invalid(_("Please pick one of the courses above (press its button, or type its number or title)."))
-    learner = await learner_of(turn)
-    if turn.message.meta.get("language") is None:
-        adopt_language(turn, learner, chosen.language)
-    await enroll(turn, learner, chosen)
+    await _take(turn, await learner_of(turn), chosen)
     return _after(data, "goal")
+
+
+def find_course(courses: list[Course], typed: str) -> Course | None:
+    """The course `typed` names: its id or title, its number in the list, or a word of its title that only it has
+    ("passwords")."""
+    typed = fold(typed)
+    if not typed:
+        return None
+    chosen = next((c for c in courses if typed in (fold(c.slug), fold(c.title))), None)
+    if chosen is None and typed.isdigit() and 1 <= int(typed) <= len(courses):
+        chosen = courses[int(typed) - 1]
+    if chosen is None and len(typed) >= 3:
+        named = [c for c in courses if typed in fold(c.title).split() or typed in fold(c.slug).split("-")]
+        chosen = named[0] if len(named) == 1 else None
+    return chosen
+
+
+async def _take(turn: Turn, learner: Learner, course: Course) -> None:
+    """Enroll in the chosen course; its language becomes theirs unless the platform said otherwise."""
+    if turn.message.meta.get("language") is None:
+        adopt_language(turn, learner, course.language)
+    await enroll(turn, learner, course)
 
 
 # Daily goal ----------------------------------------------------------------------------------------------------------
@@ -343,8 +361,9 @@ async def begin(turn: Turn) -> None:
     await flow.start(turn, "onboarding", {"platform_name": platform_name} if platform_name else {}, step=step)
 
 
-async def require_set_up(x: Exchange) -> bool:
-    """True when the learner is set up; otherwise say so and carry on with onboarding."""
+async def require_set_up(x: Exchange, *, course: str = "") -> bool:
+    """True when the learner is set up; otherwise say so and carry on with onboarding. `course`: the course they
+    asked for, taken when onboarding comes to the course (instead of asking), if it names one."""
     learner = await learner_of(x)
     if is_set_up(learner):
         return True
@@ -354,7 +373,8 @@ async def require_set_up(x: Exchange) -> bool:
         await flow.resume(x)
     else:
         x.say(_("First, let's set you up: it takes a minute."))
-        await flow.start(x, "onboarding", step="name" if learner.consent_at else "consent")
+        await flow.start(x, "onboarding", {"course": course} if course else {},
+                         step="name" if learner.consent_at else "consent")
     return False
 
 

@@ -31,19 +31,21 @@ ITEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 async def show(turn: Turn, args: str) -> None:
     """/settings [item [value]]: the menu, one item's question, or the item changed to the value at once (as if it
     were the answer to that question: "/settings time 8:00", "/settings course python")."""
-    if not await onboarding.require_set_up(turn):
-        return
     typed = fold(args)
+    named = next(((item, value) for item, (_label, _step, words) in ITEMS.items()
+                  if item != "language" and (value := _value_after(args, words))), None)
+    # Someone not set up yet who names a course is set up first, the course taken when onboarding comes to it.
+    if not await onboarding.require_set_up(turn, course=named[1] if named and named[0] == "course" else ""):
+        return
     for item, (_label, _step, words) in ITEMS.items():
         if typed and typed in words:
             await open_item(turn, item)
             return
-    for item, (_label, step, words) in ITEMS.items():
-        value = _value_after(args, words)
-        if value and item != "language":
-            flow.enter(turn, "settings", {"after": "saved", "item": item}, step=step)
-            await flow.handle(turn, ask.answer_question, text=value)
-            return
+    if named is not None:
+        item, value = named
+        flow.enter(turn, "settings", {"after": "saved", "item": item}, step=ITEMS[item][1])
+        await flow.handle(turn, ask.answer_question, text=value)
+        return
     await flow.start(turn, "settings")
 
 

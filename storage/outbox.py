@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Conversation, InboundMessage, OfferedChoice, OutboxMessage, utcnow
 from storage.prepared import Prepared
-from storage.queries import backend_insert, rows_affected
+from storage.queries import backend_insert, rows_affected, starts_with
 
 
 class OutboxStatus(StrEnum):
@@ -261,12 +261,11 @@ async def cancel_unsent_to(session: AsyncSession, channel: str, chat_prefix: str
     "T01:" when the app is uninstalled there): they will never go. The number of rows cancelled.
 
     A row being sent right now (`sending`) is left to finish or fail: its platform call is already under way."""
-    escaped = chat_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     result = await session.execute(
         update(OutboxMessage)
         .where(
             OutboxMessage.channel == channel,
-            OutboxMessage.chat_id.like(escaped + "%", escape="\\"),
+            starts_with(OutboxMessage.chat_id, chat_prefix),
             OutboxMessage.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)),
         )
         .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)

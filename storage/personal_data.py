@@ -40,6 +40,7 @@ from storage.models import (
 from storage.outbox import ACTIVE, OutboxStatus
 from storage.payments import Payment, PaymentEvent
 from storage.scheduling import BroadcastRecipient, NudgeLog, ScheduledLesson
+from storage.teams import forget_member, memberships_of
 
 
 class Treatment(StrEnum):
@@ -75,6 +76,8 @@ PLAN: dict[str, Rule] = {
     "admin_sessions": Rule(ERASED, "their dashboard sign-ins"),
     "link_attempts": Rule(ERASED, "wrong /link codes typed from their addresses"),
     "offered_choices": Rule(ERASED, "the buttons sent to them: all of those in their own chats, theirs in groups"),
+    "team_members": Rule(ERASED, "their place in teams learning in a channel: opt-outs, hidden from the leaderboard"),
+    "team_admins": Rule(ERASED, "the teams they were made an admin of"),
     # messages
     "inbound_messages": Rule(ERASED, "what they sent, in any chat, groups included; the message that asked for the "
                                      "erasure stays until processed, its text and name removed"),
@@ -82,6 +85,8 @@ PLAN: dict[str, Rule] = {
                                     "not sent yet are cancelled (status cancelled, payload blanked), never sent"),
     "conversations": Rule(SCRUBBED, "the chat's address stays, so the confirmation reaches them and a platform "
                                     "opt-out (STOP) is still honoured; the dialog state and the link to them go"),
+    "teams": Rule(SCRUBBED, "a team they set up stays for its channel, without their address (who set it up, where "
+                            "its digest went)"),
     "admin_audit": Rule(SCRUBBED, "the record of admin commands stays; arguments naming their address are blanked; "
                                   "the erasure itself is recorded with the user number only"),
     # (inbound_messages and outbox_messages of others that name their address, an admin's command and its
@@ -89,6 +94,7 @@ PLAN: dict[str, Rule] = {
     # nothing of a person
     "inbound_sequences": Rule(KEPT, "a counter per chat"),
     "courses": Rule(KEPT, "course content"),
+    "team_lesson_posts": Rule(KEPT, "which lesson a team's channel was posted on which day; no one named"),
     "course_modules": Rule(KEPT, "course content"),
     "lessons": Rule(KEPT, "course content"),
     "questions": Rule(KEPT, "course content"),
@@ -188,6 +194,7 @@ async def erase_person(
     await _unlink_conversations(session, user_id, own)
     await _erase_offered_choices(session, person, own)
     await _detach_payments(session, user_id)
+    await forget_member(session, user_id, person.identities)
     await forget_identities(session, person.addresses)
     await forget_quoted_figures(session)
     await _erase_addresses(session, person)
@@ -363,6 +370,7 @@ async def export_person(session: AsyncSession, user_id: int, *, now: datetime) -
             for row in await session.scalars(
                 select(KnowledgeQuestion).where(KnowledgeQuestion.user_id == user_id).order_by(KnowledgeQuestion.id))
         ],
+        "teams": await memberships_of(session, user_id),
         "messages": await _messages(session, person),
         "replies": await _replies(session, person, own),
     }

@@ -7,7 +7,8 @@ written into the statement) and the type processing of its parameters and result
 SQLAlchemy would use: JSON, UTC datetimes); `run` hands the text to the driver in the caller's transaction
 (a connection from `Database.connection()`, or an ORM session's) and returns plain rows.
 
-What stays SQLAlchemy's: the transaction (begin, commit, rollback, the pool) and every other statement. Errors from
+What stays SQLAlchemy's: the transaction (begin, commit, rollback, the pool; except `Database.run()`'s on SQLite) and
+every other statement. Errors from
 the driver are raised as SQLAlchemy raises them (`OperationalError`, `DataError`, … with the parameters hidden), so
 callers tell a transient failure from a bad value the same way.
 
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from storage.db import Raw
 from storage.sqlite_inline import InlineConnection
 
 Processor = Callable[[Any], Any] | None
@@ -69,13 +71,17 @@ class Prepared:
             found = self._compiled[dialect.name] = _compile(self.statement, dialect)
         return found
 
-    async def run(self, where: AsyncConnection | AsyncSession, parameters: Mapping[str, Any]) -> Ran:
-        """Run in the transaction of `where` (a Core connection, or an ORM session: its connection)."""
-        connection = where if isinstance(where, AsyncConnection) else await where.connection()
-        dialect = connection.dialect
+    async def run(self, where: AsyncConnection | AsyncSession | Raw, parameters: Mapping[str, Any]) -> Ran:
+        """Run in the transaction of `where`: `Database.run()`'s, a Core connection's, or an ORM session's."""
+        driver: Any
+        if isinstance(where, Raw):
+            driver, dialect = where.driver, where.dialect
+        else:
+            connection = where if isinstance(where, AsyncConnection) else await where.connection()
+            driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+            dialect = connection.dialect
         compiled = self.compiled(dialect)
         values = _bound(compiled, parameters)
-        driver: Any = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
         try:
             if isinstance(driver, InlineConnection):
                 rows, rowcount = await driver.run(compiled.sql, tuple(values[name] for name in compiled.order or ()))

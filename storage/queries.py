@@ -10,7 +10,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import Insert
 
+from storage.db import Raw
 from storage.models import Base, ChannelIdentity, Conversation, User, utcnow
+from storage.prepared import Prepared
 
 
 def backend_insert(dialect: str) -> Callable[..., Any]:
@@ -25,6 +27,12 @@ def insert_ignoring_conflicts(session: AsyncSession, model: type[Base], values: 
     return cast(Insert, insert(model).values(**values).on_conflict_do_nothing())
 
 
+def starts_with(column: Any, prefix: str) -> Any:
+    """`column LIKE 'prefix%'` with the prefix taken literally (its %, _ and backslashes escaped), on both backends."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(escaped + "%", escape="\\")
+
+
 def rows_affected(result: Result[Any]) -> int:
     """The rows an UPDATE or DELETE run through a session changed: SQLAlchemy returns a CursorResult for those,
     typed as any Result."""
@@ -32,24 +40,36 @@ def rows_affected(result: Result[Any]) -> int:
 
 
 _CONVERSATIONS = Conversation.__table__
-_CONVERSATION_ID = select(_CONVERSATIONS.c.id).where(
-    _CONVERSATIONS.c.channel == bindparam("in_channel"), _CONVERSATIONS.c.chat_id == bindparam("chat")
+_CONVERSATION_ID = Prepared(
+    select(_CONVERSATIONS.c.id).where(
+        _CONVERSATIONS.c.channel == bindparam("in_channel"), _CONVERSATIONS.c.chat_id == bindparam("chat")
+    )
 )
-
-
-async def get_or_create_conversation(connection: AsyncSession | AsyncConnection, channel: str, chat_id: str) -> int:
-    """The id of the conversation (channel, chat_id), created on first contact; safe against a concurrent first."""
-    where = {"in_channel": channel, "chat": chat_id}
-    found = (await connection.execute(_CONVERSATION_ID, where)).scalar()
-    if found is not None:
-        return int(found)
-    bound = connection if isinstance(connection, AsyncConnection) else connection.get_bind()
-    await connection.execute(
-        backend_insert(bound.dialect.name)(_CONVERSATIONS)
-        .values(channel=channel, chat_id=chat_id, state={}, created_at=utcnow())
+_NEW_CONVERSATION = {
+    dialect: Prepared(
+        backend_insert(dialect)(_CONVERSATIONS)
+        .values(channel=bindparam("in_channel"), chat_id=bindparam("chat"), state=bindparam("state"),
+                created_at=bindparam("at"))
         .on_conflict_do_nothing()
     )
-    return int((await connection.execute(_CONVERSATION_ID, where)).scalar_one())
+    for dialect in ("postgresql", "sqlite")
+}
+
+
+async def get_or_create_conversation(where: AsyncSession | AsyncConnection | Raw, channel: str, chat_id: str) -> int:
+    """The id of the conversation (channel, chat_id), created on first contact; safe against a concurrent first.
+    `where`: the transaction (`Database.run()`'s, a Core connection's or an ORM session's)."""
+    keys = {"in_channel": channel, "chat": chat_id}
+    found = (await _CONVERSATION_ID.run(where, keys)).scalar()
+    if found is not None:
+        return int(found)
+    dialect = where.dialect.name if isinstance(where, Raw) else _bound_dialect(where)
+    await _NEW_CONVERSATION[dialect].run(where, {**keys, "state": {}, "at": utcnow()})
+    return int((await _CONVERSATION_ID.run(where, keys)).scalar())
+
+
+def _bound_dialect(where: AsyncSession | AsyncConnection) -> str:
+    return (where if isinstance(where, AsyncConnection) else where.get_bind()).dialect.name
 
 
 async def get_or_create_identity(

@@ -139,6 +139,10 @@ class InlineConnection:
     async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> InlineCursor:
         return await InlineCursor(self._conn.cursor(), self._busy_timeout).execute(sql, parameters)
 
+    def execute_now(self, sql: str) -> None:
+        """A statement that takes no lock (a PRAGMA on a new connection)."""
+        self._conn.execute(sql).close()
+
     async def run(self, sql: str, parameters: Sequence[Any]) -> tuple[list[Any], int]:
         """One statement, its rows fetched and the cursor closed (storage.prepared): its rows and rowcount."""
         try:
@@ -157,6 +161,15 @@ class InlineConnection:
             return cursor.fetchall(), cursor.rowcount
         finally:
             cursor.close()
+
+    async def begin_immediately(self) -> None:
+        """BEGIN IMMEDIATE: the write lock now, waited for (asynchronously) if another process holds it."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if not _is_locked(error):
+                raise
+            await _retrying_while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"), self._busy_timeout)
 
     async def commit(self) -> None:
         await _retrying_while_locked(self._conn.commit, self._busy_timeout)
@@ -215,8 +228,13 @@ def connector(database: str, *, busy_timeout: float) -> Callable[[], Any]:
     """The `async_creator` for `create_async_engine`: a new inline connection to `database` (a file path)."""
 
     async def connect() -> InlineConnection:
-        # check_same_thread=False: the pool may close a connection from the garbage collector's thread.
-        connection = sqlite3.connect(database, timeout=0, isolation_level=None, check_same_thread=False)
-        return InlineConnection(connection, busy_timeout)
+        return open_inline(database, busy_timeout=busy_timeout)
 
     return connect
+
+
+def open_inline(database: str, *, busy_timeout: float) -> InlineConnection:
+    """A new inline connection to `database` (a file path), in autocommit until a BEGIN."""
+    # check_same_thread=False: the pool may close a connection from the garbage collector's thread.
+    connection = sqlite3.connect(database, timeout=0, isolation_level=None, check_same_thread=False)
+    return InlineConnection(connection, busy_timeout)

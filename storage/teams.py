@@ -17,15 +17,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from typing import Any
 
-from sqlalchemy import Boolean, Date, ForeignKey, Index, String, Time, UniqueConstraint, func, select, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Date,
+    ForeignKey,
+    Index,
+    String,
+    Time,
+    UniqueConstraint,
+    and_,
+    delete,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.courses import Lesson, LessonProgress, Question, QuestionCard
-from storage.learners import Learner
-from storage.models import Base, BigId, User, utcnow
-from storage.queries import insert_ignoring_conflicts
+from storage.courses import Course, Lesson, LessonProgress, Question, QuestionCard
+from storage.learners import STOPPED, Learner
+from storage.models import Base, BigId, Conversation, User, utcnow
+from storage.queries import insert_ignoring_conflicts, rows_affected, starts_with
 
 # Team.mode values
 CHANNEL_MODE, DIRECT_MODE = "channel", "direct"
@@ -168,13 +185,23 @@ async def was_posted(session: AsyncSession, team: Team, lesson_id: int) -> bool:
     ))
 
 
-async def stop_workspace(session: AsyncSession, channel: str, workspace: str) -> int:
-    """The app left a workspace: its teams post nothing more. The number of teams stopped."""
+async def stop_workspace(session: AsyncSession, channel: str, workspace: str, *, chat_prefix: str) -> int:
+    """The app left a workspace: its teams post nothing more, and every learner whose lessons go there (their home
+    conversation is one of its chats, `chat_prefix`…) is stopped as /stop stops them: nothing is sent on its own,
+    their data is kept as /stop keeps it (docs/data.md); a learner whose lessons go elsewhere is left alone.
+    The number of teams stopped."""
+    now = utcnow()
     result = await session.execute(
         update(Team).where(Team.channel == channel, Team.workspace == workspace, Team.status != TEAM_GONE)
-        .values(status=TEAM_GONE, updated_at=utcnow())
+        .values(status=TEAM_GONE, updated_at=now)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    homes = select(Conversation.id).where(Conversation.channel == channel,
+                                          starts_with(Conversation.chat_id, chat_prefix))
+    await session.execute(
+        update(Learner).where(Learner.home_conversation_id.in_(homes), Learner.status != STOPPED)
+        .values(status=STOPPED, updated_at=now)
+    )
+    return rows_affected(result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,3 +330,39 @@ async def weekly_digest(session: AsyncSession, team: Team, *, since: date, until
     behind = [(row.user_id, row.display_name or row.member.rpartition("/")[2], row.direct_chat) for row in active
               if any((row.user_id, lesson) not in finished for lesson in lesson_ids)]
     return Digest(members=len(users), lessons=lessons, questions=questions, behind=behind)
+
+
+# A person's erasure (storage/personal_data.py) ------------------------------------------------------------------------
+
+
+def _as_member(identities: list[tuple[str, str]]) -> ColumnElement[bool]:
+    return or_(false(), *(and_(Team.channel == channel, TeamMember.member == external)
+                          for channel, external in identities))
+
+
+async def memberships_of(session: AsyncSession, user_id: int) -> list[dict[str, Any]]:
+    """The person's team memberships, for their export."""
+    rows = await session.execute(
+        select(Team.chat_id, Course.title, TeamMember.status, TeamMember.hidden, TeamMember.joined_at)
+        .join(Team, Team.id == TeamMember.team_id).join(Course, Course.id == Team.course_id)
+        .where(TeamMember.user_id == user_id)
+    )
+    return [{"chat": row.chat_id, "course": row.title, "status": row.status, "hidden": row.hidden,
+             "joined_at": row.joined_at.isoformat()} for row in rows]
+
+
+async def forget_member(session: AsyncSession, user_id: int, identities: list[tuple[str, str]]) -> None:
+    """Erase a person from every team: their memberships and admin grants go; a team they set up stays, without
+    their address (its digest goes nowhere until another admin sets the team up again)."""
+    await session.execute(delete(TeamMember).where(TeamMember.user_id == user_id))
+    if not identities:
+        return
+    members = select(TeamMember.id).join(Team, Team.id == TeamMember.team_id).where(_as_member(identities))
+    await session.execute(delete(TeamMember).where(TeamMember.id.in_(members)).execution_options(
+        synchronize_session=False))
+    for channel, external in identities:
+        await session.execute(delete(TeamAdmin).where(TeamAdmin.channel == channel, TeamAdmin.member == external))
+        await session.execute(
+            update(Team).where(Team.channel == channel, Team.created_by == external)
+            .values(created_by="", digest_chat=None)
+        )

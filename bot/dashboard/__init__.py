@@ -12,6 +12,7 @@ import json
 from datetime import timedelta
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import select
 from starlette.requests import Request
@@ -19,7 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from bot.dashboard.access import Access, Viewer, not_allowed, sign_in_needed, signed_out_page
-from bot.dashboard.layout import HEADERS, css_response, document, message_page, table
+from bot.dashboard.layout import HEADERS, Words, css_response, document, message_page, table, words_for
 from bot.dashboard.pages import PAGES, Context, Page, as_csv, render
 from dialogs.personal import erase
 from dialogs.roles import Scope, team_of
@@ -33,21 +34,21 @@ from storage.personal_data import export_person
 
 
 def dashboard_routes(db: Database, access: Access, *, data_dir: Any) -> list[Route]:
-    def nav(viewer: Viewer, current: str) -> str:
+    def nav(w: Words, viewer: Viewer, current: str) -> str:
         links = "".join(
             f'<a href="/admin/{page.name}"{" aria-current=page" if page.name == current else ""}>'
-            f"{escape(page.title)}</a>" for page in PAGES.values() if page.visible_to(viewer))
+            f"{escape(w(page.title))}</a>" for page in PAGES.values() if page.visible_to(viewer))
         return (f'<header><span class="brand">Lessonbot</span><nav>{links}</nav>'
                 f'<form method="post" action="/admin/sign-out">{viewer.csrf_field()}'
-                f'<span class="who">{escape(viewer.identity)}</span> <button type="submit">Sign out</button>'
-                "</form></header>")
+                f'<span class="who">{escape(viewer.identity)}</span> '
+                f'<button type="submit">{escape(w("Sign out"))}</button></form></header>')
 
     async def signed_in(request: Request) -> Viewer | Response:
         viewer = await access.viewer(request)
         if viewer is None:
-            return sign_in_needed()
+            return sign_in_needed(request)
         if not viewer.grants:
-            return not_allowed()
+            return not_allowed(request)
         return viewer
 
     async def page_for(request: Request) -> tuple[Viewer, Page] | Response:
@@ -56,14 +57,15 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any) -> list[Rou
             return viewer
         page = PAGES.get(request.path_params.get("page", ""))
         if page is None:
-            return message_page("No such page", "Choose a page from the menu.", status=404)
+            return message_page(request, "No such page", "Choose a page from the menu.", status=404)
         if not page.visible_to(viewer):
-            return not_allowed()
+            return not_allowed(request)
         return viewer, page
 
     async def figures(viewer: Viewer, page: Page, request: Request) -> tuple[list[Any], Context]:
+        _language, w = words_for(request)
         async with db.transaction() as session:
-            ctx = Context(session, viewer, utcnow(), dict(request.query_params))
+            ctx = Context(session, viewer, utcnow(), dict(request.query_params), w)
             return await page.build(ctx), ctx
 
     async def home(request: Request) -> Response:
@@ -72,7 +74,7 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any) -> list[Rou
             return viewer
         first = next((page for page in PAGES.values() if page.visible_to(viewer)), None)
         if first is None:
-            return not_allowed()
+            return not_allowed(request)
         return RedirectResponse(f"/admin/{first.name}", status_code=303)
 
     async def show(request: Request) -> Response:
@@ -82,9 +84,14 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any) -> list[Rou
         viewer, page = found
         built, ctx = await figures(viewer, page, request)
         flash = request.query_params.get("done", "")
-        body = (f"<h1>{escape(page.title)}</h1>" + (f'<p class="flash">{escape(flash[:200])}</p>' if flash else "")
-                + render(built, page))
-        return document(page.title, body, nav=nav(viewer, page.name),
+        w = ctx.w
+        counted = ""
+        if ctx.counted_at is not None:
+            when = w("Counted at {time} UTC, and again every 5 minutes.", time=f"{ctx.counted_at:%Y-%m-%d %H:%M}")
+            counted = f'<p class="note">{escape(when)}</p>'
+        body = (f"<h1>{escape(w(page.title))}</h1>" + counted
+                + (f'<p class="flash">{escape(flash[:200])}</p>' if flash else "") + render(w, built, page))
+        return document(request, w(page.title), body, nav=nav(w, viewer, page.name),
                         headers={"Server-Timing": f'cold;desc="{",".join(ctx.cold)}"'} if ctx.cold else None)
 
     async def download(request: Request) -> Response:
@@ -95,7 +102,7 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any) -> list[Rou
         built, _ctx = await figures(viewer, page, request)
         figure = next((f for f in built if f.key == request.path_params["figure"]), None)
         if figure is None:
-            return message_page("No such figure", "Choose a CSV link on the page.", status=404)
+            return message_page(request, "No such figure", "Choose a CSV link on the page.", status=404)
         return Response(as_csv(figure), media_type="text/csv; charset=utf-8", headers={
             **HEADERS, "Content-Disposition": f'attachment; filename="lessonbot-{page.name}-{figure.key}.csv"'})
 
@@ -107,9 +114,10 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any) -> list[Rou
             return viewer
         form = dict(await request.form())
         if not access.csrf_ok(request, viewer, form.get("csrf")):
-            return message_page("Not done", "This form is out of date. Reload the page and try again.", status=403)
+            return message_page(request, "Not done", "This form is out of date. Reload the page and try again.",
+                                status=403)
         if not viewer.scopes(area):
-            return not_allowed()
+            return not_allowed(request)
         return viewer, form
 
     def audit(session: Any, viewer: Viewer, command: str, arguments: str, outcome: str) -> None:
@@ -122,11 +130,13 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any) -> list[Rou
             return checked
         viewer, form = checked
         if not viewer.may("delivery"):
-            return not_allowed()
+            return not_allowed(request)
         async with db.transaction() as session:
             count = await requeue(session, None)
             audit(session, viewer, "requeue", "all", "ok")
-        return RedirectResponse(f"/admin/overview?done=Requeued {count} dead letters.", status_code=303)
+        _language, w = words_for(request)
+        return RedirectResponse(f"/admin/overview?done={quote(w('Requeued {n} dead letters.', n=count))}",
+                                status_code=303)
 
     async def learner_in_reach(request: Request, viewer: Viewer, area: str) -> tuple[int, dict[str, Any]] | Response:
         """The learner of the URL, if the viewer's learners role reaches them (a workspace's support: its people)."""
@@ -134,10 +144,10 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any) -> list[Rou
         async with db.sessions() as session:
             found = await counts.timeline(session, user_id)
         if found is None:
-            return message_page("No such learner", "They may have been erased.", status=404)
+            return message_page(request, "No such learner", "They may have been erased.", status=404)
         targets = {team_of(address) for address in found["addresses"]} or {Scope()}
         if not any(viewer.may(area, target) for target in targets):
-            return not_allowed()
+            return not_allowed(request)
         return user_id, found
 
     async def learner(request: Request) -> Response:
@@ -145,39 +155,46 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any) -> list[Rou
         if isinstance(viewer, Response):
             return viewer
         if not PAGES["learners"].visible_to(viewer):
-            return not_allowed()
+            return not_allowed(request)
         found = await learner_in_reach(request, viewer, "learners")
         if isinstance(found, Response):
             return found
         user_id, person = found
+        _language, w = words_for(request)
         async with db.sessions() as session:
             courses = [slug for slug in await session.scalars(select(Course.slug).order_by(Course.slug))
                        if viewer.may("access", Scope("course", slug))]
-        facts = table(("", ""), [["name", person["name"]], ["addresses", ", ".join(person["addresses"])],
-                                 ["status", person["status"]], ["language", person["locale"]],
-                                 ["time zone", person["timezone"]], ["streak", person["streak"]],
-                                 ["points", person["points"]]])
+        facts = table(("", ""), [[w("name"), person["name"]], [w("addresses"), ", ".join(person["addresses"])],
+                                 [w("status"), person["status"]], [w("language"), person["locale"]],
+                                 [w("time zone"), person["timezone"]], [w("streak"), person["streak"]],
+                                 [w("points"), person["points"]]])
         flash = request.query_params.get("done", "")
-        actions = [f'<a href="/admin/learners/{user_id}/export" download>Export their data (JSON)</a>']
+        actions = [f'<a href="/admin/learners/{user_id}/export" download>{escape(w("Export their data (JSON)"))}</a>']
         if courses:
             options = "".join(f"<option>{escape(slug)}</option>" for slug in courses)
             actions.append(f'<form method="post" action="/admin/learners/{user_id}/grant">{viewer.csrf_field()}'
-                           f'<label>Give a course <select name="course">{options}</select></label> '
-                           '<label>for <input name="days" inputmode="numeric" size="4" placeholder="∞"> days</label> '
-                           '<button type="submit">Grant</button></form>')
+                           f'<label>{escape(w("Give a course"))} <select name="course">{options}</select></label> '
+                           f'<label>{escape(w("for how many days (empty: for good)"))} <input name="days" '
+                           f'inputmode="numeric" size="4"></label> <button type="submit">{escape(w("Grant"))}</button>'
+                           "</form>")
         actions.append(f'<form method="post" action="/admin/learners/{user_id}/erase">{viewer.csrf_field()}'
-                       '<label><input type="checkbox" name="confirm" value="yes" required> delete everything kept '
-                       'about this learner, as their own /stop → delete does</label> '
-                       '<button type="submit" class="danger">Erase</button></form>')
-        body = (f"<h1>{escape(person['name'] or '(no name)')}</h1>"
+                       '<label><input type="checkbox" name="confirm" value="yes" required> '
+                       f'{escape(w("delete everything kept about this learner, as their own /stop → delete does"))}'
+                       f'</label> <button type="submit" class="danger">{escape(w("Erase"))}</button></form>')
+        kinds = {"lesson": w("lesson"), "answer": w("answer"), "wrong answer": w("wrong answer"),
+                 "message": w("message")}
+        events = [[when, kinds.get(kind, kind), detail] for when, kind, detail in person["events"]]
+        name = person["name"] or w("(no name)")
+        body = (f"<h1>{escape(name)}</h1>"
                 + (f'<p class="flash">{escape(flash[:200])}</p>' if flash else "")
-                + '<div class="grid"><section class="figure"><h2>Who</h2>' + facts + "</section>"
-                + '<section class="figure"><h2>Actions</h2>' + "".join(f"<p>{a}</p>" for a in actions) + "</section>"
-                + '<section class="figure"><h2>Courses</h2>'
-                + table(("course", "title", "status", "started", "completed"), person["courses"]) + "</section>"
-                + '<section class="figure"><h2>Timeline (newest first)</h2>'
-                + table(("when", "what", "detail"), person["events"]) + "</section></div>")
-        return document(person["name"] or "Learner", body, nav=nav(viewer, "learners"))
+                + f'<div class="grid"><section class="figure"><h2>{escape(w("Who"))}</h2>' + facts + "</section>"
+                + f'<section class="figure"><h2>{escape(w("Actions"))}</h2>'
+                + "".join(f"<p>{a}</p>" for a in actions) + "</section>"
+                + f'<section class="figure wide"><h2>{escape(w("Courses"))}</h2>'
+                + table((w("course"), w("title"), w("status"), w("started"), w("completed")), person["courses"])
+                + f'</section><section class="figure wide"><h2>{escape(w("Timeline (newest first)"))}</h2>'
+                + table((w("when"), w("what"), w("detail")), events) + "</section></div>")
+        return document(request, name, body, nav=nav(w, viewer, "learners"))
 
     async def export(request: Request) -> Response:
         viewer = await signed_in(request)
@@ -193,52 +210,60 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any) -> list[Rou
         return Response(json.dumps(document_, ensure_ascii=False, indent=2), media_type="application/json", headers={
             **HEADERS, "Content-Disposition": f'attachment; filename="lessonbot-learner-{user_id}.json"'})
 
-    async def erase_learner(request: Request) -> Response:
-        checked = await checked_form(request, "learners")
+    async def learner_form(request: Request, area: str) -> tuple[Viewer, dict[str, Any], int] | Response:
+        """A form posted about the learner of the URL: checked (CSRF, `area`), and the learner in the viewer's reach."""
+        checked = await checked_form(request, area)
         if isinstance(checked, Response):
             return checked
         viewer, form = checked
         found = await learner_in_reach(request, viewer, "learners")
         if isinstance(found, Response):
             return found
-        user_id, _person = found
+        return viewer, form, found[0]
+
+    async def erase_learner(request: Request) -> Response:
+        posted = await learner_form(request, "learners")
+        if isinstance(posted, Response):
+            return posted
+        viewer, form, user_id = posted
+        _language, w = words_for(request)
         if form.get("confirm") != "yes":
-            return RedirectResponse(f"/admin/learners/{user_id}?done=Tick the box to confirm.", status_code=303)
+            return RedirectResponse(f"/admin/learners/{user_id}?done={quote(w('Tick the box to confirm.'))}",
+                                    status_code=303)
         async with db.transaction() as session:
             erasure = await erase(session, user_id, data_dir=data_dir, by=viewer.identity)
-        return RedirectResponse(f"/admin/learners?done=Erased: {erasure.messages} messages and {erasure.replies} "
-                                "replies went with the rest of that learner's data.", status_code=303)
+        done = w("Erased: {messages} messages and {replies} replies went with the rest of that learner's data.",
+                 messages=erasure.messages, replies=erasure.replies)
+        return RedirectResponse(f"/admin/learners?done={quote(done)}", status_code=303)
 
     async def grant_course(request: Request) -> Response:
-        checked = await checked_form(request, "access")
-        if isinstance(checked, Response):
-            return checked
-        viewer, form = checked
-        found = await learner_in_reach(request, viewer, "learners")
-        if isinstance(found, Response):
-            return found
-        user_id, _person = found
+        posted = await learner_form(request, "access")
+        if isinstance(posted, Response):
+            return posted
+        viewer, form, user_id = posted
         slug, days = str(form.get("course", "")), str(form.get("days", "")).strip()
         if not viewer.may("access", Scope("course", slug)):
-            return not_allowed()
+            return not_allowed(request)
+        _language, w = words_for(request)
         if days and not (days.isdigit() and 1 <= int(days) <= 3650):
-            return RedirectResponse(f"/admin/learners/{user_id}?done=Days: a number from 1 to 3650, or empty.",
-                                    status_code=303)
+            done = w("Days: a number from 1 to 3650, or empty.")
+            return RedirectResponse(f"/admin/learners/{user_id}?done={quote(done)}", status_code=303)
         now = utcnow()
         async with db.transaction() as session:
             course = await session.scalar(select(Course).where(Course.slug == slug))
             if course is None:
-                return message_page("No such course", "Choose a course from the list.", status=404)
+                return message_page(request, "No such course", "Choose a course from the list.", status=404)
             await grant(session, user_id, course.id, source=SOURCE_GRANT, reference=f"dashboard:{now.isoformat()}",
                         expires_at=now + timedelta(days=int(days)) if days else None, now=now)
             audit(session, viewer, "grant", f"user {user_id} {slug} {days}".strip(), "ok")
-        return RedirectResponse(f"/admin/learners/{user_id}?done=Granted {slug}.", status_code=303)
+        return RedirectResponse(f"/admin/learners/{user_id}?done={quote(w('Granted {course}.', course=slug))}",
+                                status_code=303)
 
     async def stylesheet(request: Request) -> Response:
         return css_response()
 
     async def signed_out(request: Request) -> Response:
-        return signed_out_page()
+        return signed_out_page(request)
 
     return [
         Route("/admin", home),

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from bot.dashboard.layout import document, message_page
+from bot.dashboard.layout import document, message_page, words_for
 from dialogs.roles import EVERYWHERE, Grant, Scope, grants_of, permitted, scopes
 from storage.admins import end_session, session_identity, use_sign_in_link
 from storage.db import Database
@@ -88,14 +88,15 @@ class Access:
 
     async def sign_in_page(self, request: Request) -> Response:
         link = request.query_params.get("link", "")
+        _language, w = words_for(request)
         body = (
-            '<div class="message"><h1>Lessonbot dashboard</h1>'
-            "<p>Sign in with the link the bot sent you. It works once, for 10 minutes.</p>"
+            f'<div class="message"><h1>{escape(w("Lessonbot dashboard"))}</h1>'
+            f'<p>{escape(w("Sign in with the link the bot sent you. It works once, for 10 minutes."))}</p>'
             '<form method="post" action="/admin/sign-in">'
-            f'<input type="hidden" name="link" value="{escape(link)}"><button type="submit">Sign in</button>'
-            "</form></div>"
+            f'<input type="hidden" name="link" value="{escape(link)}">'
+            f'<button type="submit">{escape(w("Sign in"))}</button></form></div>'
         )
-        return document("Sign in", body)
+        return document(request, w("Sign in"), body)
 
     async def sign_in(self, request: Request) -> Response:
         form = await request.form()
@@ -110,8 +111,8 @@ class Access:
             session.add(AdminAuditEntry(identity=identity or "(unknown)", command="dashboard-sign-in", arguments="",
                                         outcome="ok" if identity else "denied"))
         if identity is None:
-            return message_page("This link does not work", "It was used already, has expired, or was never sent. "
-                                "Send /admin dashboard to the bot in a private chat for a new one.", status=403)
+            return message_page(request, "This link does not work", "It was used already, has expired, or was never "
+                                "sent. Send /admin dashboard to the bot in a private chat for a new one.", status=403)
         response = RedirectResponse("/admin", status_code=303, headers={"Cache-Control": "no-store"})
         response.set_cookie(COOKIE, cookie, max_age=int(SESSION_LIFETIME.total_seconds()), path="/admin",
                             httponly=True, samesite="strict", secure=self.secure)
@@ -121,7 +122,7 @@ class Access:
         viewer = await self.viewer(request)
         form = await request.form()
         if viewer is None or not self.csrf_ok(request, viewer, form.get("csrf")):
-            return message_page("Not signed out", "This form is out of date. Reload the page and try again.",
+            return message_page(request, "Not signed out", "This form is out of date. Reload the page and try again.",
                                 status=403)
         async with self.db.transaction() as session:
             await end_session(session, request.cookies.get(COOKIE, ""), now=utcnow())
@@ -130,16 +131,16 @@ class Access:
         return response
 
 
-def signed_out_page() -> Response:
-    return message_page("Signed out", "To sign in again, send /admin dashboard to the bot in a private chat.",
+def signed_out_page(request: Request) -> Response:
+    return message_page(request, "Signed out", "To sign in again, send /admin dashboard to the bot in a private chat.",
                         status=200)
 
 
-def sign_in_needed() -> Response:
-    return message_page("Sign in first", "The dashboard is for admins. Send /admin dashboard to the bot in a "
+def sign_in_needed(request: Request) -> Response:
+    return message_page(request, "Sign in first", "The dashboard is for admins. Send /admin dashboard to the bot in a "
                         "private chat for a sign-in link.", status=401)
 
 
-def not_allowed() -> Response:
-    return message_page("Not for your role", "Your admin role does not include this page. An owner can change "
+def not_allowed(request: Request) -> Response:
+    return message_page(request, "Not for your role", "Your admin role does not include this page. An owner can change "
                         "your role with /admin role grant.", status=403)

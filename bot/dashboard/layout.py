@@ -3,10 +3,15 @@ the security headers every dashboard response carries. No script anywhere: forms
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+
+from dialogs.pages import dashboard_words
+
+Words = Callable[..., str]  # an English text (dialogs/pages.py lists them) → in the viewer's language
 
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -65,8 +70,14 @@ def css_response() -> Response:
     return Response(STYLE, media_type="text/css", headers={**HEADERS, "Cache-Control": "max-age=3600"})
 
 
-def document(title: str, body: str, *, language: str = "en", nav: str = "", status: int = 200,
+def words_for(request: Request) -> tuple[str, Words]:
+    """The language of the browser's Accept-Language header that we speak, and the dashboard's words in it."""
+    return dashboard_words(request.headers.get("accept-language"))
+
+
+def document(request: Request, title: str, body: str, *, nav: str = "", status: int = 200,
              headers: dict[str, str] | None = None) -> HTMLResponse:
+    language, _w = words_for(request)
     html = (
         f'<!doctype html><html lang="{escape(language)}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1"><meta name="robots" content="noindex">'
@@ -76,10 +87,11 @@ def document(title: str, body: str, *, language: str = "en", nav: str = "", stat
     return HTMLResponse(html, status_code=status, headers={**HEADERS, **(headers or {})})
 
 
-def message_page(title: str, text: str, *, status: int, language: str = "en") -> HTMLResponse:
-    """A page with nothing but a message: signed out, refused, a used link."""
-    return document(title, f'<div class="message"><h1>{escape(title)}</h1><p>{escape(text)}</p></div>',
-                    language=language, status=status)
+def message_page(request: Request, title: str, text: str, *, status: int) -> HTMLResponse:
+    """A page with nothing but a message (signed out, refused, a used link); `title` and `text` in English."""
+    _language, w = words_for(request)
+    return document(request, w(title), f'<div class="message"><h1>{escape(w(title))}</h1><p>{escape(w(text))}</p>'
+                    "</div>", status=status)
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

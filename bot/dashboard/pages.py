@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.dashboard.access import Viewer
 from bot.dashboard.charts import bar_chart, line_chart
-from bot.dashboard.layout import table
+from bot.dashboard.layout import Words, table
 from dialogs.nudges import TEMPLATES
 from storage import dashboard as counts
 from storage.courses import major_units
@@ -50,7 +50,9 @@ class Context:
     viewer: Viewer
     now: datetime
     query: dict[str, str]
+    w: Words  # the page's words in the viewer's language
     cold: list[str] = field(default_factory=list)  # the pages whose counts had to be made for this request
+    counted_at: datetime | None = None  # when the page's counts were made
 
 
 Build = Callable[[Context], Awaitable[list[Figure]]]
@@ -73,10 +75,11 @@ async def figures_of(ctx: Context, name: str) -> dict[str, Any]:
     """The page's counts from the snapshot; counted now (and kept, when the page's transaction commits) when there
     is none or it is stale."""
     row = await counts.snapshot(ctx.session, name)
-    if row is not None and ctx.now - row.computed_at < STALE:
-        return row.figures
-    ctx.cold.append(name)
-    return (await counts.compute(ctx.session, name, ctx.now)).figures
+    if row is None or ctx.now - row.computed_at >= STALE:
+        ctx.cold.append(name)
+        row = await counts.compute(ctx.session, name, ctx.now)
+    ctx.counted_at = row.computed_at
+    return row.figures
 
 
 def _courses_seen(viewer: Viewer, area: str) -> set[str] | None:
@@ -98,33 +101,34 @@ async def overview(ctx: Context) -> list[Figure]:
     f = await figures_of(ctx, "overview")
     health = await counts.delivery_health(ctx.session)
     new = f["new"]
-    learners = Figure("learners", "Learners", ("measure", "learners"),
-                      [["agreed to take part", f["learners"]], ["new today", new["today"]],
-                       ["new in 7 days", new["7d"]], ["new in 30 days", new["30d"]]])
+    w = ctx.w
+    learners = Figure("learners", w("Learners"), (w("measure"), w("learners")),
+                      [[w("agreed to take part"), f["learners"]], [w("new today"), new["today"]],
+                       [w("new in 7 days"), new["7d"]], [w("new in 30 days"), new["30d"]]])
     learners.tiles = [(label, value) for label, value in learners.rows]
     channels = sorted({channel for window in f["active"].values() for channel in window})
     active_rows = [[channel, *(f["active"][w].get(channel, 0) for w in ("today", "7d", "30d"))] for channel in channels]
-    active = Figure("active", "Active learners by channel", ("channel", "today", "7 days", "30 days"), active_rows,
-                    chart=bar_chart("Active learners in the last 7 days, by channel",
+    active = Figure("active", w("Active learners by channel"), (w("channel"), w("today"), w("7 days"), w("30 days")),
+                    active_rows, chart=bar_chart(w("Active learners in the last 7 days, by channel"),
                                     [(row[0], row[2]) for row in active_rows]), table_open=True)
     days = [row[0] for row in f["messages"]]
-    messages = Figure("messages", "Messages in and replies out, a day", ("day", "messages in", "replies out"),
-                      f["messages"], chart=line_chart("Messages in and replies out, a day", days, [
-                          ("messages in", [row[1] for row in f["messages"]]),
-                          ("replies out", [row[2] for row in f["messages"]])]))
-    delivery = Figure("delivery", "Delivery health", ("state", "replies"), [
-        ["waiting to be sent", health["pending"]], ["being sent", health["sending"]],
-        ["waiting for the person to write (WhatsApp's window)", health["waiting"]],
-        ["held back by a platform's 429 now", health["rate_limited_now"]],
-        ["sent in the last 24 hours after a 429", f["rate_limited_24h"]], ["dead letters", health["dead"]]])
-    delivery.tiles = [("waiting", health["pending"]), ("429 now", health["rate_limited_now"]),
-                      ("429 in 24 h", f["rate_limited_24h"]), ("dead letters", health["dead"])]
-    dead = Figure("dead-letters", "Dead letters (newest first)", ("id", "to", "tries", "error", "written"),
-                  health["dead_letters"], table_open=True,
-                  note="Replies the platform refused for good, or that ran out of tries.")
+    title = w("Messages in and replies out, a day")
+    messages = Figure("messages", title, (w("day"), w("messages in"), w("replies out")), f["messages"],
+                      chart=line_chart(title, days, [(w("messages in"), [row[1] for row in f["messages"]]),
+                                                     (w("replies out"), [row[2] for row in f["messages"]])]))
+    delivery = Figure("delivery", w("Delivery health"), (w("state"), w("replies")), [
+        [w("waiting to be sent"), health["pending"]], [w("being sent"), health["sending"]],
+        [w("waiting for the person to write (WhatsApp's window)"), health["waiting"]],
+        [w("held back by a platform's 429 now"), health["rate_limited_now"]],
+        [w("sent in the last 24 hours after a 429"), f["rate_limited_24h"]], [w("dead letters"), health["dead"]]])
+    delivery.tiles = [(w("waiting"), health["pending"]), (w("429 now"), health["rate_limited_now"]),
+                      (w("429 in 24 h"), f["rate_limited_24h"]), (w("dead letters"), health["dead"])]
+    dead = Figure("dead-letters", w("Dead letters (newest first)"),
+                  (w("id"), w("to"), w("tries"), w("error"), w("written")), health["dead_letters"], table_open=True,
+                  note=w("Replies the platform refused for good, or that ran out of tries."))
     if health["dead_letters"] and ctx.viewer.may("delivery"):
         dead.html = ('<form method="post" action="/admin/overview/requeue">' + ctx.viewer.csrf_field() +
-                     '<button type="submit" name="ids" value="all">Requeue all dead letters</button></form>')
+                     f'<button type="submit">{escape(w("Requeue all dead letters"))}</button></form>')
     return [learners, delivery, messages, active, dead]
 
 
@@ -133,43 +137,45 @@ async def overview(ctx: Context) -> list[Figure]:
 
 async def learning(ctx: Context) -> list[Figure]:
     f = await figures_of(ctx, "learning")
+    w = ctx.w
     only = _courses_seen(ctx.viewer, "learning")
     courses = [row for row in f["courses"] if only is None or row["course"] in only]
-    stages = {"started": "started", "consented": "agreed", "onboarded": "set up", "lesson_one": "lesson done",
-              "first_quiz": "first quiz", "half": "half the course", "completed": "course done"}
+    stages = {"started": w("started"), "consented": w("agreed"), "onboarded": w("set up"),
+              "lesson_one": w("lesson done"), "first_quiz": w("first quiz"), "half": w("half the course"),
+              "completed": w("course done")}
     if only is None:
         funnel_rows = [[stages[stage], n] for stage, n in f["funnel"]]
     else:
-        funnel_rows = [["enrolled", sum(row["enrolled"] for row in courses)]] + [
+        funnel_rows = [[w("enrolled"), sum(row["enrolled"] for row in courses)]] + [
             [stages[stage], sum(row[stage] for row in courses)] for stage in ("lesson_one", "first_quiz", "half",
                                                                                 "completed")]
-    funnel = Figure("funnel", "The way through", ("stage", "learners"), funnel_rows,
-                    chart=bar_chart("Learners at each stage", [(label, n) for label, n in funnel_rows]))
+    funnel = Figure("funnel", w("The way through"), (w("stage"), w("learners")), funnel_rows,
+                    chart=bar_chart(w("Learners at each stage"), [(label, n) for label, n in funnel_rows]))
     course_rows = [[row["course"], row["title"], row["lessons"], row["enrolled"], row["completed"],
                     _percent(row["completed"] / row["enrolled"] if row["enrolled"] else None),
                     "" if row["median_days"] is None else row["median_days"]] for row in courses]
-    per_course = Figure("courses", "Completion per course",
-                        ("course", "title", "lessons", "enrolled", "completed", "completion", "median days"),
-                        course_rows, table_open=True)
+    per_course = Figure("courses", w("Completion per course"),
+                        (w("course"), w("title"), w("lessons"), w("enrolled"), w("completed"), w("completion"),
+                         w("median days")), course_rows, table_open=True)
     lessons = [row for row in f["lessons"] if only is None or row[0] in only]
     lesson_rows = [[slug, position, title, answers, _percent(share)] for slug, position, title, answers, share in
                    lessons]
-    accuracy = Figure("lesson-accuracy", "Quiz accuracy per lesson", ("course", "lesson", "title", "answers",
-                                                                       "right"), lesson_rows,
-                      chart=bar_chart("Share of quiz answers right, per lesson (%)",
+    accuracy = Figure("lesson-accuracy", w("Quiz accuracy per lesson"),
+                      (w("course"), w("lesson"), w("title"), w("answers"), w("right")), lesson_rows,
+                      chart=bar_chart(w("Share of quiz answers right, per lesson (%)"),
                                       [(f"{row[1]}. {row[2]}", round(100 * (row[4] or 0))) for row in lessons]))
     hardest = [row for row in f["hardest"] if only is None or row["course"] in only]
-    hard = Figure("hardest-questions", "The hardest questions, with their wrong answers",
-                  ("course", "question", "answers", "right", "wrong answers given most"),
+    hard = Figure("hardest-questions", w("The hardest questions, with their wrong answers"),
+                  (w("course"), w("question"), w("answers"), w("right"), w("wrong answers given most")),
                   [[row["course"], row["question"], row["answers"], _percent(row["accuracy"]),
                     "; ".join(f"{answer} ({n})" for answer, n in row["wrong"])] for row in hardest], table_open=True,
-                  note=f"Questions with at least {counts.MIN_ANSWERS} answers, the least often right first.")
+                  note=w("Questions with at least {n} answers, the least often right first.", n=counts.MIN_ANSWERS))
     figures = [funnel, per_course, hard, accuracy]
     if only is None:
         retention = f["retention"]
-        reviews = Figure("reviews", "Spaced review", ("measure", "value"), [
-            ["reviews due now", f["reviews_due"]], ["cards reviewed again", retention["reviewed_cards"]],
-            ["of those, recalled at the latest review", _percent(retention["share"])]])
+        reviews = Figure("reviews", w("Spaced review"), (w("measure"), w("value")), [
+            [w("reviews due now"), f["reviews_due"]], [w("cards reviewed again"), retention["reviewed_cards"]],
+            [w("of those, recalled at the latest review"), _percent(retention["share"])]])
         reviews.tiles = [(label, value) for label, value in reviews.rows]
         figures.insert(1, reviews)
     return figures
@@ -180,27 +186,28 @@ async def learning(ctx: Context) -> list[Figure]:
 
 async def engagement(ctx: Context) -> list[Figure]:
     f = await figures_of(ctx, "engagement")
+    w = ctx.w
     days = [row[0] for row in f["daily_active"]]
-    daily = Figure("daily-active", "Daily active learners", ("day", "learners who wrote"), f["daily_active"],
-                   chart=line_chart("Learners who wrote, a day", days,
-                                    [("learners", [row[1] for row in f["daily_active"]])]))
-    streaks = Figure("streaks", "Current streaks", ("days in a row", "learners"), f["streaks"],
-                     chart=bar_chart("Learners by current streak (days)", [(r[0], r[1]) for r in f["streaks"]]))
+    daily = Figure("daily-active", w("Daily active learners"), (w("day"), w("learners who wrote")),
+                   f["daily_active"], chart=line_chart(w("Learners who wrote, a day"), days,
+                                                       [(w("learners"), [row[1] for row in f["daily_active"]])]))
+    streaks = Figure("streaks", w("Current streaks"), (w("days in a row"), w("learners")), f["streaks"],
+                     chart=bar_chart(w("Learners by current streak (days)"), [(r[0], r[1]) for r in f["streaks"]]))
     weeks = max((len(c["active"]) for c in f["cohorts"]), default=0)
     cohort_rows = [[c["week"], c["learners"], *c["active"], *[""] * (weeks - len(c["active"]))] for c in f["cohorts"]]
-    cohorts = Figure("cohorts", "Weekly cohorts: who kept learning",
-                     ("week joined", "learners", *(f"week {n}" for n in range(weeks))), cohort_rows,
-                     chart=_heat(f["cohorts"], weeks),
-                     note="Of the learners who joined each week, how many took a lesson in that week (week 0) and "
-                          "each week after.")
+    cohorts = Figure("cohorts", w("Weekly cohorts: who kept learning"),
+                     (w("week joined"), w("learners"), *(w("week {n}", n=n) for n in range(weeks))), cohort_rows,
+                     chart=_heat(w, f["cohorts"], weeks),
+                     note=w("Of the learners who joined each week, how many took a lesson in that week (week 0) and "
+                            "each week after."))
     nudges = await _nudges(ctx)
-    broadcasts = Figure("broadcasts", "Broadcasts and their reach",
-                        ("id", "created", "status", "message", "recipients", "queued"),
+    broadcasts = Figure("broadcasts", w("Broadcasts and their reach"),
+                        (w("id"), w("created"), w("status"), w("message"), w("recipients"), w("queued")),
                         await counts.broadcast_reach(ctx.session), table_open=True)
     return [daily, streaks, cohorts, nudges, broadcasts]
 
 
-def _heat(cohorts: list[dict[str, Any]], weeks: int) -> str:
+def _heat(w: Words, cohorts: list[dict[str, Any]], weeks: int) -> str:
     head = "".join(f"<th>{n}</th>" for n in range(weeks))
     rows = []
     for cohort in cohorts:
@@ -213,7 +220,8 @@ def _heat(cohorts: list[dict[str, Any]], weeks: int) -> str:
             cells.append(f'<td class="n h{min(5, int(share * 6))}">{round(100 * share)} %</td>')
         rows.append(f"<tr><th>{escape(cohort['week'])}</th><td class=\"n\">{cohort['learners']:,}</td>"
                     + "".join(cells) + "</tr>")
-    return ('<div class="table"><table><thead><tr><th>week joined</th><th>learners</th>' + head +
+    return (f'<div class="table"><table><thead><tr><th>{escape(w("week joined"))}</th>'
+            f'<th>{escape(w("learners"))}</th>' + head +
             "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
@@ -228,10 +236,11 @@ async def _nudges(ctx: Context) -> Figure:
             sent, back = record.get((kind, template), (0, 0))
             rows.append([kind, template, sent, back, _percent(back / sent if sent else None),
                          "✔" if template == favourite else ""])
-    return Figure("nudges", "Reminder templates", ("kind", "template", "delivered", "came back", "rate",
-                                                    "bandit's choice"), rows, table_open=True,
-                  note="Came back: wrote within two hours of the reminder. The bandit's choice is the template with "
-                       "the best expected rate; it still tries the others now and then.")
+    w = ctx.w
+    return Figure("nudges", w("Reminder templates"), (w("kind"), w("template"), w("delivered"), w("came back"),
+                                                       w("rate"), w("bandit's choice")), rows, table_open=True,
+                  note=w("Came back: wrote within two hours of the reminder. The bandit's choice is the template "
+                         "with the best expected rate; it still tries the others now and then."))
 
 
 # Knowledge ----------------------------------------------------------------------------------------------------------
@@ -239,24 +248,27 @@ async def _nudges(ctx: Context) -> Figure:
 
 async def knowledge(ctx: Context) -> list[Figure]:
     f = await figures_of(ctx, "knowledge")
+    w = ctx.w
     only = _courses_seen(ctx.viewer, "knowledge")
     topics = [row for row in f["topics"] if only is None or row[0] in only][: counts.TOP]
-    topic_figure = Figure("topics", "The most asked topics", ("course", "lesson", "questions"), topics,
-                          chart=bar_chart("Questions answered from each lesson", [(r[1], r[2]) for r in topics]),
-                          note="The lesson each answer drew on first.")
+    topic_figure = Figure("topics", w("The most asked topics"), (w("course"), w("lesson"), w("questions")), topics,
+                          chart=bar_chart(w("Questions answered from each lesson"), [(r[1], r[2]) for r in topics]),
+                          note=w("The lesson each answer drew on first."))
     if only is not None:
         return [topic_figure]
-    totals = Figure("questions", "Questions asked", ("outcome", "questions"), [
-        ["asked", f["asked"]], ["answered", f["answered"]], ["declined (not in the material)", f["declined"]],
-        ["not looked up (the learner's allowance was spent)", f["limited"]]])
-    totals.tiles = [("asked", f["asked"]), ("answered", f["answered"]), ("declined", f["declined"]),
-                    ("allowance spent", f["limited"])]
+    totals = Figure("questions", w("Questions asked"), (w("outcome"), w("questions")), [
+        [w("asked"), f["asked"]], [w("answered"), f["answered"]],
+        [w("declined (not in the material)"), f["declined"]],
+        [w("not looked up (the learner's allowance was spent)"), f["limited"]]])
+    totals.tiles = [(w("asked"), f["asked"]), (w("answered"), f["answered"]), (w("declined"), f["declined"]),
+                    (w("allowance spent"), f["limited"])]
     days = [row[0] for row in f["daily"]]
-    daily = Figure("questions-daily", "Answered and declined, a day", ("day", "answered", "declined"), f["daily"],
-                   chart=line_chart("Questions answered and declined, a day", days, [
-                       ("answered", [r[1] for r in f["daily"]]), ("declined", [r[2] for r in f["daily"]])]))
-    declined = Figure("declined", "Declined most often: what the course could add",
-                      ("question (as first asked)", "times", "last asked"), f["declined_most"], table_open=True)
+    daily = Figure("questions-daily", w("Answered and declined, a day"), (w("day"), w("answered"), w("declined")),
+                   f["daily"], chart=line_chart(w("Answered and declined, a day"), days, [
+                       (w("answered"), [r[1] for r in f["daily"]]), (w("declined"), [r[2] for r in f["daily"]])]))
+    declined = Figure("declined", w("Declined most often: what the course could add"),
+                      (w("question (as first asked)"), w("times"), w("last asked")), f["declined_most"],
+                      table_open=True)
     return [totals, daily, declined, topic_figure]
 
 
@@ -272,20 +284,23 @@ def _teams(viewer: Viewer) -> list[str] | None:
 
 
 async def learners(ctx: Context) -> list[Figure]:
+    w = ctx.w
     text = ctx.query.get("q", "").strip()[:200]
     form = ('<form method="get" action="/admin/learners" role="search"><input type="search" name="q" '
-            f'value="{escape(text)}" placeholder="name, or channel:id" aria-label="Find a learner"> '
-            '<button type="submit">Find</button></form>')
+            f'value="{escape(text)}" placeholder="{escape(w("name, or channel:id"))}" '
+            f'aria-label="{escape(w("Find a learner"))}"> <button type="submit">{escape(w("Find"))}</button></form>')
     rows: list[list[Any]] = []
     if text:
         teams = _teams(ctx.viewer)
         for team in teams if teams is not None else [None]:
             rows += await counts.find_learners(ctx.session, text, team=team)
-    links = "".join(f'<li><a href="/admin/learners/{row[0]}">{escape(row[1] or "(no name)")}</a> '
+    links = "".join(f'<li><a href="/admin/learners/{row[0]}">{escape(row[1] or w("(no name)"))}</a> '
                     f"<small>{escape(row[2])}</small></li>" for row in rows)
-    found = Figure("learners", "Find a learner", ("id", "name", "addresses", "status", "last active"), rows,
-                   html=form + (f"<ul>{links}</ul>" if links else ("<p>No learner found.</p>" if text else "")),
-                   note="A name's beginning (any case), a number, or an address such as telegram:12345.")
+    nobody = f"<p>{escape(w('No learner found.'))}</p>" if text else ""
+    found = Figure("learners", w("Find a learner"), (w("id"), w("name"), w("addresses"), w("status"),
+                                                     w("last active")), rows,
+                   html=form + (f"<ul>{links}</ul>" if links else nobody),
+                   note=w("A name's beginning (any case), a number, or an address such as telegram:12345."))
     return [found]
 
 
@@ -296,10 +311,12 @@ async def revenue(ctx: Context) -> list[Figure]:
     rows = await counts.revenue(ctx.session)
     shown = [[slug, currency, sales, major_units(amount, currency), refunds, major_units(refunded, currency)]
              for slug, currency, sales, amount, refunds, refunded in rows]
-    return [Figure("sales", "Sales and refunds by course and currency",
-                   ("course", "currency", "sales", "amount", "refunds", "refunded"), shown, table_open=True,
-                   chart=bar_chart("Sales per course", [(f"{r[0]} ({r[1]})", r[2]) for r in rows]) if rows else "",
-                   note="Sales include those refunded since; amounts in each currency's major unit.")]
+    w = ctx.w
+    return [Figure("sales", w("Sales and refunds by course and currency"),
+                   (w("course"), w("currency"), w("sales"), w("amount"), w("refunds"), w("refunded")), shown,
+                   table_open=True,
+                   chart=bar_chart(w("Sales per course"), [(f"{r[0]} ({r[1]})", r[2]) for r in rows]) if rows else "",
+                   note=w("Sales include those refunded since; amounts in each currency's major unit."))]
 
 
 PAGES: dict[str, Page] = {page.name: page for page in (
@@ -315,7 +332,7 @@ PAGES: dict[str, Page] = {page.name: page for page in (
 # Rendering ----------------------------------------------------------------------------------------------------------
 
 
-def render(figures: list[Figure], page: Page) -> str:
+def render(w: Words, figures: list[Figure], page: Page) -> str:
     blocks = []
     for figure in figures:
         link = f' <a href="/admin/{page.name}/{figure.key}.csv" download>CSV</a>'
@@ -333,9 +350,9 @@ def render(figures: list[Figure], page: Page) -> str:
         if not figure.tiles and figure.rows and page.name != "learners":
             rows = table(figure.columns, figure.rows)
             parts.append(rows if figure.table_open or not figure.chart else
-                         f"<details><summary>The numbers</summary>{rows}</details>")
+                         f"<details><summary>{escape(w('The numbers'))}</summary>{rows}</details>")
         elif not figure.rows and not figure.tiles and not figure.html:
-            parts.append('<p class="note">Nothing yet.</p>')
+            parts.append(f'<p class="note">{escape(w("Nothing yet."))}</p>')
         parts.append("</section>")
         blocks.append("".join(parts))
     return '<div class="grid">' + "".join(blocks) + "</div>"

@@ -165,3 +165,56 @@ async def test_scoped_roles_see_their_course_or_workspace_only(settings):
         assert "Spaced review" not in home.text  # counted over every course: not for a course's author
         for page in ("overview", "engagement", "revenue", "learners"):
             assert (await client.get(f"/admin/{page}")).status_code == 403, page
+
+
+def test_every_text_of_the_dashboard_is_in_the_catalogue():
+    """What the pages pass to their words function (or show as a message page) is listed for translation."""
+    import ast
+    from pathlib import Path
+
+    from dialogs.pages import DASHBOARD_WORDS
+
+    shown: set[str] = set()
+    for path in (Path(__file__).resolve().parents[2] / "bot" / "dashboard").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            texts = node.args[:1] if name == "w" else node.args[1:3] if name == "message_page" else \
+                node.args[1:2] if name == "Page" else []
+            shown |= {arg.value for arg in texts if isinstance(arg, ast.Constant) and isinstance(arg.value, str)}
+    assert len(shown) > 150 and shown <= set(DASHBOARD_WORDS), shown - set(DASHBOARD_WORDS)
+
+
+async def test_the_dashboard_speaks_the_browser_s_language(settings):
+    async with dashboard(settings) as (client, bot, channel):
+        signed_out = await client.get("/admin/overview", headers={"accept-language": "es-ES,es;q=0.9"})
+        assert "Primero inicia sesión" in signed_out.text and 'lang="es"' in signed_out.text
+        await sign_in(client, bot, channel)
+        page = await client.get("/admin/learning", headers={"accept-language": "es"})
+        assert "<h1>Aprendizaje</h1>" in page.text and "El recorrido" in page.text and "Cerrar sesión" in page.text
+        english = await client.get("/admin/learning")
+        assert "<h1>Learning</h1>" in english.text
+
+
+async def test_a_workspace_s_support_finds_that_workspace_s_people_only(settings):
+    from storage.models import ChannelIdentity, User
+
+    async with dashboard(settings) as (client, bot, channel):
+        async with bot.db.transaction() as session:
+            for name, external in (("Tess", "T01/U1"), ("Theo", "T02/U2")):
+                user = User(display_name=name)
+                session.add(user)
+                await session.flush()
+                session.add(ChannelIdentity(user_id=user.id, channel="slack", external_id=external))
+        await Transcript(bot, channel, chat="boss").say("/admin role grant test:sam support team:T01")
+        await sign_in(client, bot, channel, chat="sam")
+        home = await client.get("/admin", follow_redirects=True)
+        assert str(home.url).endswith("/admin/learners")
+        found = await client.get("/admin/learners", params={"q": "t"})
+        assert "Tess" in found.text and "Theo" not in found.text
+        tess = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
+        assert (await client.get(f"/admin/learners/{tess}")).status_code == 200
+        other = int(tess) + 1  # Theo, of the other workspace
+        assert (await client.get(f"/admin/learners/{other}")).status_code == 403
+        assert (await client.get(f"/admin/learners/{other}/export")).status_code == 403

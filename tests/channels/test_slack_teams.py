@@ -27,11 +27,12 @@ from scheduler.context import JobContext
 from scheduler.teams import post_team_lessons, sync_team_members
 from standins.slack import BOT_TOKEN, SIGNING_SECRET, Fault, SlackStandIn, form_body, load_fixture, signed
 from storage.courses import Question
-from storage.models import AdminAuditEntry, OutboxMessage
+from storage.learners import ACTIVE, STOPPED, Learner
+from storage.models import AdminAuditEntry, Conversation, OutboxMessage
 from storage.outbox import OutboxStatus
 from storage.scheduling import NudgeLog
 from storage.teams import MEMBER_ACTIVE, MEMBER_EXCLUDED, MEMBER_LEFT, Team, TeamMember
-from tests.scheduler.support import HandClock, sample_course
+from tests.scheduler.support import HandClock, add_learner, sample_course
 from tests.support import running
 
 UTC = timezone.utc
@@ -324,6 +325,8 @@ async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, f
 async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, standin, fixtures_dir):
     async with running(slack_settings) as (client, lessonbot):
         await sample_course(lessonbot.db)
+        await add_learner(lessonbot.db, channel="slack", chat="T111:D0LEARNER")
+        await add_learner(lessonbot.db, channel="telegram", chat="telegram-chat")
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
         standin.fail("chat.postMessage", Fault.rate_limited(retry_after=30))  # the next post waits its turn …
@@ -349,6 +352,14 @@ async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, st
             assert statuses[-1] == OutboxStatus.CANCELLED
             assert (await session.scalar(select(Team))).status == "gone"
         assert await post_team_lessons(context(lessonbot, HandClock(datetime(2027, 3, 12, 14, 1, tzinfo=UTC)))) == 0
+        # Learners whose lessons went to that workspace are stopped, as /stop stops them; one learning elsewhere too
+        # is not.
+        async with lessonbot.db.sessions() as session:
+            statuses = dict((await session.execute(
+                select(Conversation.chat_id, Learner.status)
+                .join(Learner, Learner.home_conversation_id == Conversation.id)
+            )).all())
+        assert statuses == {"T111:D0LEARNER": STOPPED, "telegram-chat": ACTIVE}
 
 
 async def test_the_app_home_shows_a_learners_course_and_a_team_admins_numbers(slack_settings, standin,
