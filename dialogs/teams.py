@@ -227,25 +227,31 @@ def _described_for_team(team: Team, course: Course) -> str:
 
 
 async def _turn_off(turn: Turn, chat: str, team: Team | None, args: str) -> None:
-    _ = tr(turn)
-    if team is None:
-        raise UsageError(_("This channel takes no course together yet."))
-    team.status, team.updated_at = TEAM_OFF, turn.now
-    turn.say(_("Team lessons are off in this channel. /lessonbot team on turns them back on."))
+    await _switch_lessons(turn, team, on=False)
 
 
 async def _turn_on(turn: Turn, chat: str, team: Team | None, args: str) -> None:
+    await _switch_lessons(turn, team, on=True)
+
+
+async def _switch_lessons(turn: Turn, team: Team | None, *, on: bool) -> None:
     _ = tr(turn)
+    team = _existing(turn, team)
+    team.status, team.updated_at = (TEAM_ACTIVE if on else TEAM_OFF), turn.now
+    turn.say(_("Team lessons are on again in this channel.") if on
+             else _("Team lessons are off in this channel. /lessonbot team on turns them back on."))
+
+
+def _existing(turn: Turn, team: Team | None) -> Team:
+    """The chat's team, for a command that changes it; UsageError when the chat has none."""
     if team is None:
-        raise UsageError(_("This channel takes no course together yet."))
-    team.status, team.updated_at = TEAM_ACTIVE, turn.now
-    turn.say(_("Team lessons are on again in this channel."))
+        raise UsageError(tr(turn)("This channel takes no course together yet."))
+    return team
 
 
 async def _leaderboard_switch(turn: Turn, chat: str, team: Team | None, args: str) -> None:
     _ = tr(turn)
-    if team is None:
-        raise UsageError(_("This channel takes no course together yet."))
+    team = _existing(turn, team)
     if args.lower() not in ("on", "off"):
         raise UsageError(_("Usage: /lessonbot team leaderboard on (or off)"))
     team.leaderboard_on, team.updated_at = args.lower() == "on", turn.now

@@ -312,6 +312,20 @@ async def test_a_member_opts_out_and_hides_from_the_leaderboard(slack_settings, 
         assert private_texts(standin, BEA)[-1] == "This team's leaderboard is turned off."
         assert [entry[1:] for entry in await audit(lessonbot)][-2:] == [("team leaderboard", "denied"),
                                                                         ("team leaderboard", "ok")]
+        # An admin turns the lessons off: nothing is posted at the team's hour; on again, the lesson comes.
+        await slash(client, fixtures_dir, ADMIN, "team off", standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, ADMIN)[-1].startswith("Team lessons are off in this channel.")
+        clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))
+        await post_team_lessons(context(lessonbot, clock))
+        clock.at(datetime(2027, 3, 12, 14, 1, tzinfo=UTC))
+        assert await post_team_lessons(context(lessonbot, clock)) == 0
+        await slash(client, fixtures_dir, ADMIN, "team on", standin=standin)
+        await lessonbot.settle()
+        clock.at(datetime(2027, 3, 15, 13, 1, tzinfo=UTC))
+        assert await post_team_lessons(context(lessonbot, clock)) == 1
+        await lessonbot.settle()
+        assert standin.texts(CHANNEL)[-1].startswith("📘 Lesson 1 of 5")
 
 
 async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, fixtures_dir):
