@@ -276,12 +276,12 @@ class KnowledgeStore:
                 found.update(zip(page["ids"], embeddings, strict=False))
         return found
 
-    def nearest(self, vector: Iterable[float], *, courses: Sequence[str], limit: int) -> list[StoredChunk]:
-        """The chunks closest to `vector` in `courses` (each searched in its own collection), closest first;
-        `distance` is cosine distance (0 = same direction)."""
+    def nearest(self, vector: Iterable[float], *, sizes: dict[str, int], limit: int) -> list[StoredChunk]:
+        """The chunks closest to `vector` in the courses of `sizes` (course id → chunks, as `sizes()` gives it; each
+        searched in its own collection), closest first; `distance` is cosine distance (0 = same direction)."""
         found: list[StoredChunk] = []
         query: list[Sequence[float]] = [[float(x) for x in vector]]
-        for course_id, size in self.sizes(courses).items():
+        for course_id, size in sizes.items():
             if not size:
                 continue
             result = self._collection(course_id).query(
@@ -321,6 +321,12 @@ class KnowledgeStore:
             return {}
         page = self.courses.get(ids=list(course_ids), include=["metadatas"])
         return {id: dict(meta or {}) for id, meta in zip(page["ids"], page["metadatas"] or [], strict=False)}
+
+    def revisions_and_sizes(self, course_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, int]]:
+        """`revisions()` and `sizes()` in one read."""
+        records = self._records(course_ids)
+        return ({id: str(record.get("revision", "")) for id, record in records.items()},
+                {id: int(record.get("chunks", 0)) for id, record in records.items()})
 
     def revisions(self, course_ids: Sequence[str]) -> dict[str, str]:
         """course id → current revision, for the courses that have been ingested."""

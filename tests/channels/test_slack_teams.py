@@ -77,12 +77,12 @@ async def post(client: httpx.AsyncClient, raw: bytes) -> httpx.Response:
 
 
 async def slash(client: httpx.AsyncClient, fixtures_dir, user: str, text: str, *,
-                standin: SlackStandIn | None = None) -> httpx.Response:
+                standin: SlackStandIn | None = None, team: str = "T111") -> httpx.Response:
     """/lessonbot TEXT typed by `user` in the team's channel (the bolt-python slash command body, re-addressed; its
     response_url at the stand-in, or Slack's own, unreachable here, when none is given)."""
     fields = dict(parse_qsl(load_fixture(fixtures_dir, "bolt-python/slash_command.form.txt")))
-    fields.update(command="/lessonbot", text=text, user_id=user, user_name=NAMES[user], channel_id=CHANNEL,
-                  trigger_id=f"111.{next(_ids)}.xxx")
+    fields.update(command="/lessonbot", text=text, user_id=user, user_name=NAMES.get(user, user.lower()),
+                  channel_id=CHANNEL, trigger_id=f"111.{next(_ids)}.xxx", team_id=team)
     if standin is not None:
         fields["response_url"] = standin.response_url(CHANNEL, user)
     else:
@@ -231,6 +231,9 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
         # … answered through each press's response_url: no Web API tier counts them.
         assert {c.method for c in standin.ephemerals(CHANNEL, BEA)} == {"response_url"}
         assert "Quiz: 3 of 3 right." in private_texts(standin, ADMIN)[-1]
+        done = standin.ephemerals(CHANNEL, ADMIN)[-1]
+        assert done.params["text"].endswith("The team's next lesson will be posted in the channel.")
+        assert buttons(done) == []  # the team moves on together: no "more now" in a member's private place
         assert "Quiz: 0 of 3 right." in private_texts(standin, BEA)[-1]
 
         # The leaderboard, privately for whoever asks: points, lessons, accuracy, streak.
@@ -397,3 +400,38 @@ async def test_the_app_home_shows_a_learners_course_and_a_team_admins_numbers(sl
         await post(client, form_body(payload))
         await lessonbot.settle()
         assert standin.texts(ADMIN)  # chat.postMessage to the user id: their DM with the bot
+
+
+async def test_two_workspaces_never_see_each_others_team(slack_settings, standin, fixtures_dir):
+    """The same channel id in two workspaces is two teams; a leaderboard, an admin grant and an uninstall stay in
+    their own workspace."""
+    standin.add_member("C111", "UOTHER", team="T222", name="olga", admin=True)
+    standin.add_member("C111", "UOTHERB", team="T222", name="oscar")
+    async with running(slack_settings) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
+        await slash(client, fixtures_dir, "UOTHER", SET_UP, standin=standin, team="T222")
+        await lessonbot.settle()
+        await slash(client, fixtures_dir, BEA, "team join", standin=standin)
+        await slash(client, fixtures_dir, "UOTHERB", "team join", standin=standin, team="T222")
+        await slash(client, fixtures_dir, ADMIN, "team admin UOTHERB", standin=standin)  # a grant in T111 only
+        await lessonbot.settle()
+        async with lessonbot.db.sessions() as session:
+            teams = {team.chat_id: team.workspace for team in await session.scalars(select(Team))}
+        assert teams == {"T111:C111": "T111", "T222:C111": "T222"}
+        await slash(client, fixtures_dir, "UOTHERB", "team leaderboard off", standin=standin, team="T222")
+        await slash(client, fixtures_dir, BEA, "leaderboard", standin=standin)
+        await lessonbot.settle()
+        assert "Only a team admin" in private_texts(standin, "UOTHERB")[-1]
+        board = private_texts(standin, BEA)[-1]
+        assert "ann" in board and "bea" in board and "olga" not in board and "oscar" not in board
+        # Uninstalling from one workspace stops that workspace's team only.
+        uninstalled: dict[str, Any] = load_fixture(fixtures_dir, "java-slack-sdk-schema-skeletons/"
+                                                   "AppUninstalledPayload.json")
+        uninstalled.update(team_id="T111", api_app_id="A111", type="event_callback", event_id="EvGONE1",
+                           enterprise_id=None)
+        uninstalled["authorizations"][0].update(team_id="T111", enterprise_id=None)
+        await post(client, json.dumps(uninstalled).encode())
+        async with lessonbot.db.sessions() as session:
+            statuses = {team.chat_id: team.status for team in await session.scalars(select(Team))}
+        assert statuses == {"T111:C111": "gone", "T222:C111": "active"}
