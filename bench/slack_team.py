@@ -96,6 +96,7 @@ async def lesson_day(args: argparse.Namespace, url: str, workdir: Path, slack: A
         slack_bot_token=BOT_TOKEN, slack_api_base_url=slack.base_url,
     )
     app = create_app(settings)
+    app.state.lessonbot.leader_work.clear()  # no clock of its own: the bench runs the team's jobs at its hour
     async with app.router.lifespan_context(app):
         lessonbot = app.state.lessonbot
         async with lessonbot.db.transaction() as session:

@@ -178,9 +178,10 @@ class Subcommand:
     target: Target = _everywhere  # what it acts on, from its arguments, for scoped roles
 
 
-_PAYMENTS_AREAS = {"grant": ("access", _course_word(1)), "revoke": ("access", _course_word(1)),
-                   "code": ("access", _course_word(0)), "refund": ("payments", _everywhere),
-                   "payments": ("payments", _everywhere)}
+# The areas of the payment commands (dialogs/payments.py lists them); one not named here is for owners and admins.
+_PAYMENTS_AREAS: dict[str, tuple[str, Target]] = {
+    "grant": ("access", _course_word(1)), "revoke": ("access", _course_word(1)), "code": ("access", _course_word(0)),
+}
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     "help": Subcommand(_help, N_("this list"), "dashboard", _own_scope),
@@ -195,7 +196,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                          _learner_team),
     "erase": Subcommand(_erase, N_("delete a learner's data: /admin erase CHANNEL:ID confirm"), "learners",
                         _learner_team),
-    **{name: Subcommand(run, summary, *_PAYMENTS_AREAS[name])
+    **{name: Subcommand(run, summary, *_PAYMENTS_AREAS.get(name, ("payments", _everywhere)))
        for name, (run, summary) in payments.ADMIN_SUBCOMMANDS.items()},
     "role": Subcommand(roles.role_command, N_("who holds which role: /admin role grant|revoke|list"), "roles"),
 }

@@ -64,7 +64,9 @@ async def answer_question(turn: Turn) -> None:
 def record_question(turn: Turn, question: str, answer: CourseAnswer) -> None:
     """Keep the question and its outcome for the admins' knowledge page (what learners ask, what the course lacks)."""
     outcome = "answered" if answer.unanswered is None else "limited" if answer.limited else "declined"
-    first = answer.sources[0] if answer.sources else None
+    # a declined question keeps the lesson that came nearest: where the course would answer it
+    nearest = answer.sources or answer.covers
+    first = nearest[0] if nearest else None
     turn.session.add(KnowledgeQuestion(
         user_id=turn.user.id, asked_at=turn.now, question=storable(question, limit=500),
         normalized=plain_words(question)[:200], outcome=outcome,

@@ -234,6 +234,11 @@ async def finish_lesson(x: Exchange, lesson: Lesson) -> None:
         x.say("\n".join(lines))
         await complete_course(x, course, enrollment)
         return
+    if isinstance(x, Turn) and x.message.meta.get("group_chat"):
+        # A member's private place in a team's channel: the team moves on together, at the team's hour.
+        lines.append(_("The team's next lesson will be posted in the channel."))
+        x.say("\n".join(lines))
+        return
     lessons_today = await _lessons_done_today(x)
     if lessons_today >= learner.daily_goal:
         lines.append(_("That's your goal for today. More now, or the next one at your usual time?"))

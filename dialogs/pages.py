@@ -246,6 +246,7 @@ DASHBOARD_WORDS: tuple[str, ...] = (
     N_("Sales per course"),
     N_("The numbers"),
     N_("Nothing yet."),
+    N_("Counted at {time} UTC, and again every 5 minutes."),
 )
 
 

@@ -112,6 +112,7 @@ class Record:
     confidence: float = 0.0  # the extractive quote's answerability (whether or not it was declined)
     quote_hits: bool = False  # the extractive quote holds a gold answer, declined or not
     quotable: bool = False  # there was a quote sharing words with the question
+    settled: bool = False  # a short question the quote answers whatever the threshold
     latency_ms: float = 0.0
     tokens: int = 0
 
@@ -138,14 +139,14 @@ def evaluate(
         # always an embedded store of its own: the evaluation never writes into the bot's courses
         eval_settings = replace(settings, chroma_host="", chroma_path=store_path or Path(scratch),
                                 chroma_collection="eval")
-        shipped = ranking.models()
+        previous = ranking.in_use()
         try:
             return asyncio.run(
                 _run(eval_settings, articles, questions, spans, mode=mode, extractive_only=extractive_only,
                      fit_to=fit_to, progress=progress)
             )
         finally:
-            ranking.use(shipped)
+            ranking.use(previous)
 
 
 async def _run(
@@ -229,8 +230,11 @@ async def _ask(
     quoted = extractive.quote(question.text, passages, rarity=answerer.retriever.rarity(allowed))
     record.confidence = quoted.confidence
     record.quotable = bool(quoted.chosen) and quoted.shares_words
+    record.settled = quoted.settled
     record.quote_hits = question.answerable and record.quotable and _holds(_said(quoted.text), question.answers)
     return record
+
+
 
 
 def _said(text: str) -> str:
@@ -286,13 +290,14 @@ def _tradeoff(records: list[Record]) -> list[dict[str, float | None]]:
     for target in TRADEOFF_ANSWERED:
         cut = int(round((1 - target) * len(answerable)))
         threshold = confidences[min(cut, len(confidences) - 1)] if cut else 0.0
-        answered = [r for r in answerable if r.quotable and r.confidence >= threshold]
+        answered = [r for r in answerable if r.quotable and (r.confidence >= threshold or r.settled)]
         rows.append({
             "threshold": round(threshold, 3),
             "answered_answerable": _share(len(answered), len(answerable)),
             "answer_hit_rate": _share(sum(r.quote_hits for r in answered), len(answerable)),
             "decline_rate_unanswerable": _share(
-                sum(not (r.quotable and r.confidence >= threshold) for r in unanswerable), len(unanswerable)
+                sum(not (r.quotable and (r.confidence >= threshold or r.settled)) for r in unanswerable),
+                len(unanswerable),
             ),
         })
     return rows
@@ -317,7 +322,7 @@ def _fit(
     allowed = {COURSE}
     retriever = answerer.retriever
     rarity = retriever.rarity(allowed)
-    shipped = ranking.models()
+    start = ranking.Models.neutral()
     found = []
     for done, question in enumerate(questions, start=1):
         found.append(retriever.candidates(question.text, allowed_courses=allowed))
@@ -332,7 +337,7 @@ def _fit(
             right = [chunk_paragraph.get(c.chunk.id) == target for c in candidates]
             groups.append((np.asarray([c.features for c in candidates]), np.asarray(right)))
     passages = ranking.fit_listwise(groups, ranking.PASSAGE_FEATURES)
-    ranking.use(replace(shipped, passages=passages))
+    ranking.use(replace(start, passages=passages))
 
     # 2. sentences: the sentence holding a gold answer first, among the best passages' sentences
     ranked = [retriever.rank(candidates)[:RANK_DEPTH] for candidates in found]
@@ -348,7 +353,7 @@ def _fit(
     answerable_ranked = [(q, p) for q, p in zip(questions, ranked, strict=True) if q.answerable]
     tried: list[tuple[float, int, float]] = []  # (mean characters, hits, second_sentence)
     for level in SECOND_SENTENCE_GRID:
-        ranking.use(replace(shipped, passages=passages, sentences=sentences, second_sentence=level))
+        ranking.use(replace(start, passages=passages, sentences=sentences, second_sentence=level))
         quotes = [(q, extractive.quote(q.text, p, rarity=rarity)) for q, p in answerable_ranked]
         said = [(q, _said(quote.text)) for q, quote in quotes if quote.chosen]
         if said:
@@ -360,9 +365,10 @@ def _fit(
     best = min((row for row in allowed_lengths if row[1] >= most - SECOND_SENTENCE_SLACK * len(answerable_ranked)),
                key=lambda row: row[0])
     second_sentence = best[2]
-    ranking.use(replace(shipped, passages=passages, sentences=sentences, second_sentence=second_sentence))
+    ranking.use(replace(start, passages=passages, sentences=sentences, second_sentence=second_sentence))
 
-    # 4. answerability: the quote holds the answer (unanswerable questions never do)
+    # 4. answerability: the question is answerable (this declined more unanswerable questions, at 90 % of the
+    # answerable ones answered, than "the quote holds the answer" did: .30 against .28 held out)
     rows: list[tuple[float, ...]] = []
     labels: list[bool] = []
     answerable_rows: list[int] = []
@@ -371,7 +377,7 @@ def _fit(
         if not quote.chosen:
             continue
         rows.append(quote.features)
-        labels.append(question.answerable and _holds(_said(quote.text), question.answers))
+        labels.append(question.answerable)
         if question.answerable:
             answerable_rows.append(len(rows) - 1)
     answerable = ranking.fit_logistic(np.asarray(rows), np.asarray(labels, dtype=np.float64),
@@ -389,6 +395,9 @@ def _fit(
         "articles": len(models.fitted_on),
         "threshold": round(threshold, 3),
         "second_sentence": second_sentence,
+        # (below which the runner-up is quoted too, mean characters, hits per answerable question) on each try
+        "second_sentence_tried": [[level, round(mean, 1), round(hits / len(answerable_ranked), 3)]
+                                  for mean, hits, level in tried],
         "written": str(fit_to),
     }
 def _paragraph_of(

@@ -24,12 +24,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from knowledge.terms import quotable_units, terms
+from knowledge.terms import STOP_WORDS, quotable_units, terms, words
 
 MODEL_FILE = Path(__file__).with_name("ranking.json")
 
@@ -45,6 +46,8 @@ PASSAGE_FEATURES = (
     "phrases",  # share of the question's neighbouring term pairs found side by side
     "heading_coverage",  # share of the question's weighted terms in the lesson title and headings
     "best_sentence_both",  # the best sentence on similarity and coverage together
+    "names",  # share of the question's names and numbers ("Warsaw", "1776") found as written
+    "best_sentence_names",  # the same for its best sentence by it
 )
 SENTENCE_FEATURES = (
     "cosine",  # the sentence's similarity to the question
@@ -52,6 +55,7 @@ SENTENCE_FEATURES = (
     "coverage",  # share of the question's weighted terms in the sentence
     "coverage_behind_best",
     "neighbour_coverage",  # the most its neighbouring sentences hold (they may name what it calls "it")
+    "names",  # share of the question's names and numbers in the sentence
     "phrases",
     "answer_type",  # holds what the question asks for (a name, date, number, place), outside the question's words
     "passage",  # the passage's probability of being the one (softmax of the passage ranking)
@@ -63,8 +67,12 @@ ANSWER_FEATURES = (
     "passage_probability",  # its share of the ranking's softmax
     "passage_margin",  # its lead over the second
     "sentence_score",  # the chosen sentence's score
+    "sentence_probability",  # its share of the sentence model's softmax
     "coverage",  # share of the question's weighted terms in the quoted sentences
     "rarest_missing",  # weight of the rarest question term the quote lacks, over the rarest term's
+    "rarest_missing_in_passage",  # the same for the best passage as a whole
+    "passage_coverage",  # share of the question's weighted terms in the best passage
+    "names_missing",  # share of the question's names and numbers the quote lacks
     "answer_type_wanted",  # the question asks for a name, date, number or place …
     "answer_type_found",  # … and the quote holds one
     "cosine",  # the chosen sentence's similarity to the question
@@ -135,6 +143,7 @@ class Question:
     kind: str | None
     words: frozenset[str]  # its lowercased words, for "not already in the question"
     negated: bool
+    names: frozenset[str] = frozenset()  # lowercased: its capitalised words but the first, and its numbers
 
     @classmethod
     def of(cls, text: str, rarity: Callable[[str], float]) -> Question:
@@ -146,6 +155,10 @@ class Question:
             kind=answer_type(text),
             words=frozenset(re.findall(r"[\w']+", text.lower())),
             negated=bool(_NEGATION.search(text)),
+            names=frozenset(
+                word.lower() for position, word in enumerate(re.findall(r"[\w']+", text))
+                if (position and word[0].isupper() or any(c.isdigit() for c in word)) and word.lower() not in STOP_WORDS
+            ),
         )
 
     @property
@@ -154,6 +167,10 @@ class Question:
 
     def coverage(self, found: set[str] | frozenset[str]) -> float:
         return sum(weight for term, weight in self.weights.items() if term in found) / self.total
+
+    def named(self, words: frozenset[str]) -> float:
+        """Share of the question's names found in `words` (1 when it names nothing)."""
+        return len(self.names & words) / len(self.names) if self.names else 1.0
 
     def phrases(self, pairs: set[tuple[str, str]] | frozenset[tuple[str, str]]) -> float:
         return len(self.pairs & pairs) / len(self.pairs) if self.pairs else 0.0
@@ -168,15 +185,20 @@ class Analysed:
     units: tuple[str, ...]
     unit_terms: tuple[frozenset[str], ...]
     unit_pairs: tuple[frozenset[tuple[str, str]], ...]
+    unit_words: tuple[frozenset[str], ...]  # lowercased, as written
     heading_terms: frozenset[str]
 
-    @property
+    @cached_property
     def all_terms(self) -> frozenset[str]:
         return frozenset().union(self.heading_terms, *self.unit_terms)
 
-    @property
+    @cached_property
     def all_pairs(self) -> frozenset[tuple[str, str]]:
         return frozenset().union(*self.unit_pairs)
+
+    @cached_property
+    def all_words(self) -> frozenset[str]:
+        return frozenset().union(*self.unit_words)
 
 
 _CACHED = 20_000  # passages kept analysed; an id is a hash of the text, so an entry never goes stale
@@ -196,6 +218,7 @@ def analyse(chunk_id: str, text: str, headings: str) -> Analysed:
         units=tuple(units),
         unit_terms=tuple(frozenset(t) for t in unit_term_lists),
         unit_pairs=tuple(frozenset(zip(t, t[1:], strict=False)) for t in unit_term_lists),
+        unit_words=tuple(frozenset(words(unit)) for unit in units),
         heading_terms=frozenset(terms(headings)),
     )
     with _analysed_lock:
@@ -213,6 +236,7 @@ def passage_features(
     unit_coverage = [question.coverage(unit) for unit in passage.unit_terms] or [0.0]
     windows = [question.coverage(a | b) for a, b in zip(passage.unit_terms, passage.unit_terms[1:], strict=False)]
     both = [c + u for c, u in zip(sentence_cosines, unit_coverage, strict=False)] or [cosine + unit_coverage[0]]
+    best = max(range(len(unit_coverage)), key=unit_coverage.__getitem__)
     return [
         fused,
         keyword,
@@ -225,6 +249,8 @@ def passage_features(
         question.phrases(passage.all_pairs),
         question.coverage(passage.heading_terms),
         max(both) / 2,
+        question.named(passage.all_words),
+        question.named(passage.unit_words[best]) if passage.unit_words else 0.0,
     ]
 
 
@@ -240,6 +266,7 @@ def sentence_features(
         coverages[position],
         max(coverages) - coverages[position],
         max(coverages[max(position - 1, 0) : position + 2]),
+        question.named(passage.unit_words[position]),
         question.phrases(passage.unit_pairs[position]),
         float(holds_answer_type(question.kind, unit, set(question.words))),
         passage_probability,
@@ -255,12 +282,16 @@ def answer_features(
     passage_probability: float,
     passage_cosine: float,
     sentence_score: float,
+    sentence_probability: float,
     sentence_cosine: float,
     quoted: Sequence[str],
     quoted_terms: frozenset[str],
+    quoted_words: frozenset[str],
+    passage_terms: frozenset[str],
 ) -> list[float]:
     rarest = max(question.weights.values(), default=0.0) or 1.0
     missing = [weight for term, weight in question.weights.items() if term not in quoted_terms]
+    missing_in_passage = [weight for term, weight in question.weights.items() if term not in passage_terms]
     text = " ".join(quoted)
     found_type = any(holds_answer_type(question.kind, unit, set(question.words)) for unit in quoted)
     return [
@@ -268,8 +299,12 @@ def answer_features(
         passage_probability,
         passage_scores[0] - passage_scores[1] if len(passage_scores) > 1 else 1.0,
         sentence_score,
+        sentence_probability,
         question.coverage(quoted_terms),
         max(missing, default=0.0) / rarest,
+        max(missing_in_passage, default=0.0) / rarest,
+        question.coverage(passage_terms),
+        1.0 - question.named(quoted_words),
         float(question.kind is not None),
         float(question.kind is not None and found_type),
         sentence_cosine,
@@ -344,6 +379,22 @@ class Models:
             fitted_on=tuple(data.get("fitted_on", ())),
         )
 
+    @classmethod
+    def neutral(cls) -> Models:
+        """Where fitting starts: the fused score, the sentences' similarity and coverage, no threshold."""
+
+        def linear(names: tuple[str, ...], weights: dict[str, float]) -> Linear:
+            return Linear(names, np.zeros(len(names)), np.ones(len(names)),
+                          np.asarray([weights.get(name, 0.0) for name in names]))
+
+        return cls(
+            passages=linear(PASSAGE_FEATURES, {"fused": 1.0}),
+            sentences=linear(SENTENCE_FEATURES, {"cosine": 1.0, "coverage": 1.0, "passage": 1.0}),
+            answerable=linear(ANSWER_FEATURES, {"coverage": 1.0}),
+            threshold=0.0,
+            second_sentence=1.01,
+        )
+
     def save(self, path: Path = MODEL_FILE) -> None:
         path.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
 
@@ -362,8 +413,13 @@ def models() -> Models:
     return _models
 
 
-def use(fitted: Models) -> None:
-    """Rank with `fitted` from now on in this process (the evaluation, after fitting)."""
+def in_use() -> Models | None:
+    """The models this process ranks with, if it has loaded or been given any."""
+    return _models
+
+
+def use(fitted: Models | None) -> None:
+    """Rank with `fitted` from now on in this process (the evaluation, while it fits); None: the shipped ones."""
     global _models
     _models = fitted
 

@@ -121,9 +121,8 @@ class Retriever:
 
     def candidates(self, question: str, *, allowed_courses: Collection[str]) -> list[Candidate]:
         """The first stage: the best candidates of both sides by the fused score, with their evidence."""
-        revisions = self.store.revisions(sorted(allowed_courses))
-        courses = sorted(revisions)
-        if not courses or not question.strip():
+        revisions, sizes = self.store.revisions_and_sizes(sorted(allowed_courses))
+        if not revisions or not question.strip():
             return []
 
         similarities: dict[str, float] = {}
@@ -131,7 +130,7 @@ class Retriever:
         vector = np.zeros(0, dtype=np.float32)
         if self.mode != "keyword":
             vector = np.asarray(self.store.embedder.embed([question])[0], dtype=np.float32)
-            for neighbour in self.store.nearest(vector, courses=courses, limit=CANDIDATES):
+            for neighbour in self.store.nearest(vector, sizes=sizes, limit=CANDIDATES):
                 found[neighbour.id] = neighbour
                 similarities[neighbour.id] = 1.0 - float(neighbour.distance or 0.0)
 

@@ -184,11 +184,12 @@ class KnowledgeStore:
 
     def add(self, chunks: Sequence[Chunk], *, on_progress: Callable[[int], None] | None = None) -> None:
         """Embed and store chunks and their sentences, a page at a time (`on_progress` gets the count of each page
-        stored). A page's chunks and sentences go to the model in one call, which batches them by length."""
+        stored). A page's chunks and sentences go to the model in one call, which batches them by length; a
+        sentence two neighbouring chunks share (their overlap) is embedded once."""
         for start in range(0, len(chunks), EMBED_PAGE):
             page = chunks[start : start + EMBED_PAGE]
             units = [chunk.units for chunk in page]
-            vectors = self.embedder.embed([chunk.indexed_text for chunk in page] + [u for us in units for u in us])
+            vectors = self._embed_once([chunk.indexed_text for chunk in page] + [u for us in units for u in us])
             for course_id, rows in _by_course(zip(page, vectors, strict=False)).items():
                 self._collection(course_id).upsert(
                     ids=[chunk.id for chunk, _ in rows],
@@ -205,9 +206,15 @@ class KnowledgeStore:
         for start in range(0, len(chunks), EMBED_PAGE):
             page = chunks[start : start + EMBED_PAGE]
             units = [chunk.units for chunk in page]
-            self._put_sentences(page, units, self.embedder.embed([u for us in units for u in us]))
+            self._put_sentences(page, units, self._embed_once([u for us in units for u in us]))
             if on_progress:
                 on_progress(len(page))
+
+    def _embed_once(self, texts: list[str]) -> list[list[float]]:
+        """Vectors of `texts`, each distinct text embedded once."""
+        distinct = list(dict.fromkeys(texts))
+        vectors = dict(zip(distinct, self.embedder.embed(distinct), strict=True))
+        return [vectors[text] for text in texts]
 
     def _put_sentences(self, chunks: Sequence[Chunk], units: Sequence[list[str]], vectors: Sequence[Any]) -> None:
         ends = np.cumsum([len(chunk_units) for chunk_units in units])
@@ -276,12 +283,12 @@ class KnowledgeStore:
                 found.update(zip(page["ids"], embeddings, strict=False))
         return found
 
-    def nearest(self, vector: Iterable[float], *, courses: Sequence[str], limit: int) -> list[StoredChunk]:
-        """The chunks closest to `vector` in `courses` (each searched in its own collection), closest first;
-        `distance` is cosine distance (0 = same direction)."""
+    def nearest(self, vector: Iterable[float], *, sizes: dict[str, int], limit: int) -> list[StoredChunk]:
+        """The chunks closest to `vector` in the courses of `sizes` (course id → chunks, as `sizes()` gives it; each
+        searched in its own collection), closest first; `distance` is cosine distance (0 = same direction)."""
         found: list[StoredChunk] = []
         query: list[Sequence[float]] = [[float(x) for x in vector]]
-        for course_id, size in self.sizes(courses).items():
+        for course_id, size in sizes.items():
             if not size:
                 continue
             result = self._collection(course_id).query(
@@ -321,6 +328,12 @@ class KnowledgeStore:
             return {}
         page = self.courses.get(ids=list(course_ids), include=["metadatas"])
         return {id: dict(meta or {}) for id, meta in zip(page["ids"], page["metadatas"] or [], strict=False)}
+
+    def revisions_and_sizes(self, course_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, int]]:
+        """`revisions()` and `sizes()` in one read."""
+        records = self._records(course_ids)
+        return ({id: str(record.get("revision", "")) for id, record in records.items()},
+                {id: int(record.get("chunks", 0)) for id, record in records.items()})
 
     def revisions(self, course_ids: Sequence[str]) -> dict[str, str]:
         """course id → current revision, for the courses that have been ingested."""

@@ -16,11 +16,12 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Index, String, UniqueConstraint, delete, select, update
+from sqlalchemy import Index, String, UniqueConstraint, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models import Base, BigId, utcnow
+from storage.prepared import Prepared
 from storage.queries import rows_affected
 
 EVERYWHERE = ""  # AdminRole.scope of a role that holds in every course and workspace
@@ -51,10 +52,14 @@ class HeldRole:
 
 async def roles_of(session: AsyncSession, identity: str) -> list[tuple[str, str]]:
     """The (role, scope) pairs stored for `identity`."""
-    rows = await session.execute(
-        select(AdminRole.role, AdminRole.scope).where(AdminRole.identity == identity).order_by(AdminRole.id)
-    )
-    return [(role, scope) for role, scope in rows]
+    ran = await _ROLES_OF.run(session, {"identity": identity})
+    return [(row.role, row.scope) for row in ran.rows]
+
+
+_ROLES = AdminRole.__table__
+_ROLES_OF = Prepared(  # built once, run on the driver: every /help and every admin command asks it
+    select(_ROLES.c.role, _ROLES.c.scope).where(_ROLES.c.identity == bindparam("identity")).order_by(_ROLES.c.id)
+)
 
 
 async def add_role(session: AsyncSession, identity: str, role: str, scope: str, *, by: str) -> bool:

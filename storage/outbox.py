@@ -17,8 +17,9 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import String, bindparam, cast, func, literal, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from storage.db import Raw
 from storage.models import Conversation, InboundMessage, OfferedChoice, OutboxMessage, utcnow
 from storage.prepared import Prepared
 from storage.queries import backend_insert, rows_affected, starts_with
@@ -162,7 +163,7 @@ _SENT_AFTER = Prepared(  # built once: the web chat's event streams ask it for e
 
 
 async def sent_replies(
-    session: AsyncSession, channel: str, chat_id: str, *, after: int, limit: int = 100
+    session: AsyncSession | AsyncConnection | Raw, channel: str, chat_id: str, *, after: int, limit: int = 100
 ) -> list[tuple[int, dict[str, Any]]]:
     """The replies sent to one chat after outbox id `after`, oldest first, as (outbox id, payload)."""
     ran = await _SENT_AFTER.run(session, {"in_channel": channel, "chat": chat_id, "after": after, "most": limit})

@@ -238,29 +238,27 @@ async def grant_purchase(session: AsyncSession, payment: Payment, now: datetime,
                        reference=payment.entitlement_reference, expires_at=expires_at, now=now)
 
 
-async def set_purchase_expiry(session: AsyncSession, payment: Payment, expires_at: datetime) -> int:
-    """Move the end of what a subscription's payment granted (a renewal, a lapse); the number of entitlements
-    changed (0 or 1: none before the payment was confirmed, or after it was refunded)."""
+async def _change_purchase(session: AsyncSession, payment: Payment, **values: Any) -> int:
+    """Change the live entitlement `payment` granted; the number changed (0 or 1: none before the payment was
+    confirmed, or after it was refunded)."""
     result = await session.execute(
         update(Entitlement)
         .where(Entitlement.source == SOURCE_PURCHASE, Entitlement.reference == payment.entitlement_reference,
                Entitlement.revoked_at.is_(None))
-        .values(expires_at=expires_at)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     return rows_affected(result)
+
+
+async def set_purchase_expiry(session: AsyncSession, payment: Payment, expires_at: datetime) -> int:
+    """Move the end of what a subscription's payment granted (a renewal, a lapse)."""
+    return await _change_purchase(session, payment, expires_at=expires_at)
 
 
 async def revoke_purchase(session: AsyncSession, payment: Payment, now: datetime) -> int:
     """Revoke what `payment` granted; the number of entitlements revoked (0 or 1)."""
-    result = await session.execute(
-        update(Entitlement)
-        .where(Entitlement.source == SOURCE_PURCHASE, Entitlement.reference == payment.entitlement_reference,
-               Entitlement.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return rows_affected(result)
+    return await _change_purchase(session, payment, revoked_at=now)
 
 
 async def revoke_all(session: AsyncSession, user_id: int, course_id: int, now: datetime) -> int:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> None:
     payments = subparsers.add_parser("payments", help="payments for paid courses: list, show, refund")
     actions = payments.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="the latest payments, newest first")
+    listing = actions.add_parser("list", help="the latest payments, newest first, then the revenue by course")
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(func=cmd_list, uses_database=True)
     show = actions.add_parser("show", help="one payment in full")
@@ -40,7 +40,7 @@ def _number(text: str) -> int | None:
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     from dialogs.payments import receipt_number
-    from storage.payments import recent_payments
+    from storage.payments import recent_payments, revenue
 
     async def main() -> int:
         async with database(settings) as db, db.sessions() as session:
@@ -48,9 +48,14 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
             if not rows:
                 print("No payments yet.")
             for row in rows:
-                print(f"{receipt_number(row)}\t{row.status}\t{row.amount_minor} {row.currency}"
+                charged = f"{row.amount_minor} {row.currency}{' a ' + row.period if row.period else ''}"
+                discount = f" (-{row.discount_minor})" if row.discount_minor else ""
+                print(f"{receipt_number(row)}\t{row.status}\t{charged}{discount}"
                       f"\tcourse={row.course_id}\tlearner={row.user_id}\t{row.provider}\t{row.reference or ''}"
                       f"\t{row.created_at:%Y-%m-%d %H:%M}")
+            for total in await revenue(session):
+                print(f"revenue\tcourse={total.course_id}\t{total.net_minor} {total.currency}"
+                      f"\tpayments={total.payments}\trefunded={total.refunds}")
         return 0
 
     return asyncio.run(main())

@@ -85,8 +85,12 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any) -> list[Rou
         built, ctx = await figures(viewer, page, request)
         flash = request.query_params.get("done", "")
         w = ctx.w
-        body = (f"<h1>{escape(w(page.title))}</h1>" + (f'<p class="flash">{escape(flash[:200])}</p>' if flash else "")
-                + render(w, built, page))
+        counted = ""
+        if ctx.counted_at is not None:
+            when = w("Counted at {time} UTC, and again every 5 minutes.", time=f"{ctx.counted_at:%Y-%m-%d %H:%M}")
+            counted = f'<p class="note">{escape(when)}</p>'
+        body = (f"<h1>{escape(w(page.title))}</h1>" + counted
+                + (f'<p class="flash">{escape(flash[:200])}</p>' if flash else "") + render(w, built, page))
         return document(request, w(page.title), body, nav=nav(w, viewer, page.name),
                         headers={"Server-Timing": f'cold;desc="{",".join(ctx.cold)}"'} if ctx.cold else None)
 

@@ -52,6 +52,7 @@ class Context:
     query: dict[str, str]
     w: Words  # the page's words in the viewer's language
     cold: list[str] = field(default_factory=list)  # the pages whose counts had to be made for this request
+    counted_at: datetime | None = None  # when the page's counts were made
 
 
 Build = Callable[[Context], Awaitable[list[Figure]]]
@@ -74,10 +75,11 @@ async def figures_of(ctx: Context, name: str) -> dict[str, Any]:
     """The page's counts from the snapshot; counted now (and kept, when the page's transaction commits) when there
     is none or it is stale."""
     row = await counts.snapshot(ctx.session, name)
-    if row is not None and ctx.now - row.computed_at < STALE:
-        return row.figures
-    ctx.cold.append(name)
-    return (await counts.compute(ctx.session, name, ctx.now)).figures
+    if row is None or ctx.now - row.computed_at >= STALE:
+        ctx.cold.append(name)
+        row = await counts.compute(ctx.session, name, ctx.now)
+    ctx.counted_at = row.computed_at
+    return row.figures
 
 
 def _courses_seen(viewer: Viewer, area: str) -> set[str] | None:

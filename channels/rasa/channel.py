@@ -57,8 +57,9 @@ class RasaChannel:
 
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
         """Rasa publishes no limit: ours (RASA_SENDS_PER_SECOND) keeps a burst (a broadcast) from flooding it."""
-        per_second = max(1, round(self.sends_per_second))
-        return (RateLimit("rasa", per_second, 1.0, shared=True),)
+        if self.sends_per_second < 1:  # one send every so many seconds
+            return (RateLimit("rasa", 1, 1 / self.sends_per_second, shared=True),)
+        return (RateLimit("rasa", round(self.sends_per_second), 1.0, shared=True),)
 
     async def send(self, delivery: Delivery) -> str:
         message = bot_message(delivery.reply, link=document_link(self.files, delivery.chat_id, delivery.outbox_id))

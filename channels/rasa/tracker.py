@@ -2,9 +2,9 @@
 
 Each of our actions is one message from the person the tracker is about (`sender_id`, known to Lessonbot as
 `rasa:<sender_id>`): `action_lessonbot_next` says /next, `action_lessonbot_answer` passes on what the person just
-said or the button they pressed, and so on (ACTIONS). The message's platform id is the call's id (`call_id`), the
-same whenever Rasa calls again for the same moment of the conversation, so a retried call is recorded once and gets
-the same answer.
+said or the button they pressed, and so on (bot/rasa_actions.py's ACTIONS). The message's platform id is the call's
+id (`call_id`), the same whenever Rasa calls again for the same moment of the conversation, so a retried call is
+recorded once and gets the same answer.
 """
 
 from __future__ import annotations

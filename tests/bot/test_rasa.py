@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from authoring.format import load_course
 from authoring.indexing import ingest_course
 from bench.processes import free_port
-from bot.channel import Delivery, PermanentSendError, RateLimited, TransientSendError
+from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
 from bot.cli import main
 from bot.config import knowledge_settings
 from bot.core import Lessonbot
@@ -45,23 +45,10 @@ from standins.rasa import ActionRun, RasaServerStandIn
 from storage.learners import Learner
 from storage.models import ChannelIdentity, InboundMessage, OutboxMessage, utcnow
 from storage.outbox import IN_RESPONSE, OutboxStatus
-from tests.bot.rasa_support import ACTIONS_TOKEN, EXAMPLE, button, example_domain, rasa_assistant, serving
+from tests.bot.rasa_support import ACTIONS_TOKEN, EXAMPLE, button, example_domain, onboard, rasa_assistant, serving
 from tests.dialogs.learning_support import PAID, SAMPLE, import_sample
 
 ANSWER, NEXT = "action_lessonbot_answer", "action_lessonbot_next"
-
-
-async def onboard(rasa: RasaServerStandIn, sender: str) -> ActionRun:
-    """Lessonbot's onboarding, every answer given through action_lessonbot_answer (typed or a button pressed)."""
-    run = await rasa.say(sender, "hi", action=ANSWER, intent="greet")
-    run = await rasa.press(sender, button(run, "Yes, let's start"), action=ANSWER)
-    run = await rasa.say(sender, "Ann", action=ANSWER)
-    run = await rasa.say(sender, "Lisbon", action=ANSWER)
-    run = await rasa.press(sender, button(run, "Yes, that's right"), action=ANSWER)
-    run = await rasa.say(sender, "08:00", action=ANSWER)
-    run = await rasa.press(sender, button(run, "Every day"), action=ANSWER)
-    run = await rasa.press(sender, button(run, "Spot the phish, five minutes a day"), action=ANSWER)
-    return await rasa.press(sender, button(run, "1 lesson (about 5 minutes)"), action=ANSWER)
 
 
 def slots(run: ActionRun) -> dict[str, object]:
@@ -362,6 +349,13 @@ async def test_a_document_goes_as_a_signed_link_to_that_user_only(settings):
         assert forged.status_code == elsewhere.status_code == 404
 
 
+def test_sends_to_the_rasa_server_keep_to_rasa_sends_per_second():
+    assert RasaChannel(server_url="http://rasa:5005", sends_per_second=20).rate_limits("u1") == (
+        RateLimit("rasa", 20, 1.0, shared=True),)
+    assert RasaChannel(server_url="http://rasa:5005", sends_per_second=0.5).rate_limits("u1") == (
+        RateLimit("rasa", 1, 2.0, shared=True),)
+
+
 def test_buttons_are_payloads_rasa_reads_without_a_model():
     message = bot_message(Text("Pick", (Choice('Say "hi"', 'quiz:1:"x"'), Choice("Café", "/help"))))
     assert message == {"text": "Pick", "buttons": [
@@ -469,3 +463,25 @@ async def test_two_action_servers_on_one_database_answer_one_conversation_in_tur
                     run = await rasa.press("u1", button(run, pressed), action=ANSWER)
                 assert run.status == 200 and slots(run)["lessonbot_error"] is None
             assert run.texts[0].endswith("(2/3)")
+
+
+async def test_lessonbot_rasa_actions_serves_a_rasa_server_as_a_process_of_its_own(database_url, tmp_path):
+    """The command itself, in a child process on the test database: the Rasa server's calls reach it, its token is
+    asked for, and a learner's first words get the welcome."""
+    from bench.processes import LESSONBOT, start_process
+    from tests.support import server_env
+
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    env = server_env(database_url, data_dir, RASA_ACTIONS_TOKEN=ACTIONS_TOKEN, WEB_CHAT_ENABLED="false")
+    server = start_process("lessonbot rasa-actions", [*LESSONBOT, "rasa-actions"], data_dir, env)
+    try:
+        server.wait_ready_blocking("/health", timeout=60)
+        async with RasaServerStandIn(action_endpoint=f"{server.url}/webhook", domain=example_domain(),
+                                     action_token=ACTIONS_TOKEN) as rasa:
+            run = await rasa.say("u1", "hi", action=ANSWER, intent="greet")
+            assert run.status == 200 and run.texts[0].startswith("Hi! I'm Lessonbot"), server.log_tail()
+            rasa.action_token = ""
+            assert (await rasa.say("u1", "yes", action=ANSWER)).status == 401
+    finally:
+        server.stop()

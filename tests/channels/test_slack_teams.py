@@ -77,12 +77,12 @@ async def post(client: httpx.AsyncClient, raw: bytes) -> httpx.Response:
 
 
 async def slash(client: httpx.AsyncClient, fixtures_dir, user: str, text: str, *,
-                standin: SlackStandIn | None = None) -> httpx.Response:
+                standin: SlackStandIn | None = None, team: str = "T111") -> httpx.Response:
     """/lessonbot TEXT typed by `user` in the team's channel (the bolt-python slash command body, re-addressed; its
     response_url at the stand-in, or Slack's own, unreachable here, when none is given)."""
     fields = dict(parse_qsl(load_fixture(fixtures_dir, "bolt-python/slash_command.form.txt")))
-    fields.update(command="/lessonbot", text=text, user_id=user, user_name=NAMES[user], channel_id=CHANNEL,
-                  trigger_id=f"111.{next(_ids)}.xxx")
+    fields.update(command="/lessonbot", text=text, user_id=user, user_name=NAMES.get(user, user.lower()),
+                  channel_id=CHANNEL, trigger_id=f"111.{next(_ids)}.xxx", team_id=team)
     if standin is not None:
         fields["response_url"] = standin.response_url(CHANNEL, user)
     else:
@@ -183,7 +183,7 @@ async def take_quiz(client, fixtures_dir, standin: SlackStandIn, lessonbot: Less
 
 
 async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, standin, fixtures_dir):
-    async with running(slack_settings) as (client, lessonbot):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
         await sample_course(lessonbot.db)
         clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))  # a Friday; New York is on EST (UTC-5)
         jobs = context(lessonbot, clock)
@@ -231,6 +231,9 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
         # … answered through each press's response_url: no Web API tier counts them.
         assert {c.method for c in standin.ephemerals(CHANNEL, BEA)} == {"response_url"}
         assert "Quiz: 3 of 3 right." in private_texts(standin, ADMIN)[-1]
+        done = standin.ephemerals(CHANNEL, ADMIN)[-1]
+        assert done.params["text"].endswith("The team's next lesson will be posted in the channel.")
+        assert buttons(done) == []  # the team moves on together: no "more now" in a member's private place
         assert "Quiz: 0 of 3 right." in private_texts(standin, BEA)[-1]
 
         # The leaderboard, privately for whoever asks: points, lessons, accuracy, streak.
@@ -286,7 +289,7 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
 
 
 async def test_a_member_opts_out_and_hides_from_the_leaderboard(slack_settings, standin, fixtures_dir):
-    async with running(slack_settings) as (client, lessonbot):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
@@ -312,7 +315,7 @@ async def test_a_member_opts_out_and_hides_from_the_leaderboard(slack_settings, 
 
 
 async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, fixtures_dir):
-    async with running(slack_settings) as (client, lessonbot):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
         await sample_course(lessonbot.db)
         standin.fail("chat.postEphemeral", Fault.rate_limited(retry_after=1))
         await slash(client, fixtures_dir, ADMIN, SET_UP)
@@ -323,7 +326,7 @@ async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, f
 
 
 async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, standin, fixtures_dir):
-    async with running(slack_settings) as (client, lessonbot):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
         await sample_course(lessonbot.db)
         await add_learner(lessonbot.db, channel="slack", chat="T111:D0LEARNER")
         await add_learner(lessonbot.db, channel="telegram", chat="telegram-chat")
@@ -364,7 +367,7 @@ async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, st
 
 async def test_the_app_home_shows_a_learners_course_and_a_team_admins_numbers(slack_settings, standin,
                                                                               fixtures_dir):
-    async with running(slack_settings) as (client, lessonbot):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
@@ -397,3 +400,51 @@ async def test_the_app_home_shows_a_learners_course_and_a_team_admins_numbers(sl
         await post(client, form_body(payload))
         await lessonbot.settle()
         assert standin.texts(ADMIN)  # chat.postMessage to the user id: their DM with the bot
+
+
+async def test_two_workspaces_never_see_each_others_team(slack_settings, standin, fixtures_dir):
+    """The same channel id in two workspaces is two teams; a leaderboard, an admin grant and an uninstall stay in
+    their own workspace."""
+    standin.add_member("C111", "UOTHER", team="T222", name="olga", admin=True)
+    standin.add_member("C111", "UOTHERB", team="T222", name="oscar")
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
+        await slash(client, fixtures_dir, "UOTHER", SET_UP, standin=standin, team="T222")
+        await lessonbot.settle()
+        await slash(client, fixtures_dir, BEA, "team join", standin=standin)
+        await slash(client, fixtures_dir, "UOTHERB", "team join", standin=standin, team="T222")
+        await slash(client, fixtures_dir, ADMIN, "team admin UOTHERB", standin=standin)  # a grant in T111 only
+        await lessonbot.settle()
+        async with lessonbot.db.sessions() as session:
+            teams = {team.chat_id: team.workspace for team in await session.scalars(select(Team))}
+        assert teams == {"T111:C111": "T111", "T222:C111": "T222"}
+        await slash(client, fixtures_dir, "UOTHERB", "team leaderboard off", standin=standin, team="T222")
+        await slash(client, fixtures_dir, BEA, "leaderboard", standin=standin)
+        await lessonbot.settle()
+        assert "Only a team admin" in private_texts(standin, "UOTHERB")[-1]
+        board = private_texts(standin, BEA)[-1]
+        assert "ann" in board and "bea" in board and "olga" not in board and "oscar" not in board
+        # Uninstalling from one workspace stops that workspace's team only.
+        uninstalled: dict[str, Any] = load_fixture(fixtures_dir, "java-slack-sdk-schema-skeletons/"
+                                                   "AppUninstalledPayload.json")
+        uninstalled.update(team_id="T111", api_app_id="A111", type="event_callback", event_id="EvGONE1",
+                           enterprise_id=None)
+        uninstalled["authorizations"][0].update(team_id="T111", enterprise_id=None)
+        await post(client, json.dumps(uninstalled).encode())
+        async with lessonbot.db.sessions() as session:
+            statuses = {team.chat_id: team.status for team in await session.scalars(select(Team))}
+        assert statuses == {"T111:C111": "gone", "T222:C111": "active"}
+
+
+async def test_a_channel_whose_members_cannot_be_read_is_asked_again_hours_later(slack_settings, standin,
+                                                                                 fixtures_dir):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
+        await lessonbot.settle()
+        del standin.channel_members[CHANNEL]  # as if the bot had been removed from the channel: channel_not_found
+        jobs = context(lessonbot, HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC)))
+        assert await sync_team_members(jobs) == 0
+        assert await sync_team_members(jobs) == 0
+        assert [c.outcome for c in standin.calls if c.method == "conversations.members"] == ["channel_not_found"]

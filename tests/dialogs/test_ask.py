@@ -60,6 +60,7 @@ async def test_every_question_is_kept_with_what_came_of_it(indexed):
         ("what is the capital of France?", "what is the capital of france", "declined", "not_covered"),
     ]
     assert (rows[0].course, rows[0].topic) == ("spot-phishing", "What a phishing message wants")
+    assert rows[1].course == "spot-phishing" and rows[1].topic, "a declined question keeps the nearest lesson"
 
 
 async def test_a_paid_course_the_learner_is_not_entitled_to_is_never_quoted(indexed):

@@ -31,7 +31,7 @@ async def telegram(settings, standin):
         yield client, bot, standin
 
 
-async def onboarded(client, standin) -> TelegramLearner:
+async def onboarded(client, standin, *, course: str = "Passwords that hold — 3.00 GBP") -> TelegramLearner:
     marta = TelegramLearner(client, standin)
     await marta.say("/start")
     await marta.press("Yes, let's start")
@@ -40,7 +40,7 @@ async def onboarded(client, standin) -> TelegramLearner:
     await marta.press("Yes, that's right")
     await marta.press("Morning, 08:00")
     await marta.press("Weekdays")
-    await marta.press("Passwords that hold — 3.00 GBP")
+    await marta.press(course)
     await marta.press("1 lesson (about 5 minutes)")
     return marta
 

@@ -26,7 +26,7 @@ from tests.dialogs.payment_support import (
     stripe_settings,
     subscription_event,
 )
-from tests.support import RecordingChannel, running
+from tests.support import RecordingChannel, running, standin  # noqa: F401 (the fixture)
 
 MONTHLY = "3.00 GBP a month"
 GRACE = timedelta(hours=48)  # SUBSCRIPTION_GRACE_HOURS' default
@@ -271,3 +271,26 @@ async def test_an_event_about_a_subscription_of_no_one_here_is_recorded_and_ackn
                                                                   "current_period_end": 2}]}}
     response = await post_event(client, subscription_event(stranger))
     assert response.status_code == 200 and response.json()["outcome"] == "no payment of ours matches it"
+
+
+async def test_on_telegram_a_monthly_course_is_sold_through_stripe_behind_a_url_button(settings, standin, stripe_api,
+                                                                                       monthly_course):
+    from decimal import Decimal
+
+    from standins.telegram import TOKEN
+    from tests.dialogs.test_payments_stars import onboarded
+    from tests.dialogs.test_telegram_transcript import CHAT, SECRET
+
+    configured = stripe_settings(settings, stripe_api.base_url, **{
+        "telegram_bot_token": TOKEN, "telegram_webhook_secret": SECRET, "telegram_api_base_url": standin.base_url,
+        "web_chat_enabled": False, "stars_per_unit": {"GBP": Decimal(50)}})
+    async with running(configured) as (client, bot):
+        await import_sample(bot, monthly_course)
+        marta = await onboarded(client, standin, course=f"Passwords that hold — {MONTHLY}")
+        [offer] = await marta.say("/buy")
+        assert offer.startswith(f"To subscribe to “Passwords that hold” ({MONTHLY}")
+        assert standin.called("sendInvoice") == []  # no Stars for a subscription
+        [call] = stripe_api.called("/v1/checkout/sessions")
+        sent = [c for c in standin.called("sendMessage") if c.params.get("chat_id") == str(CHAT)][-1]
+        [[button]] = sent.reply_markup["inline_keyboard"]
+        assert button == {"text": f"Pay {MONTHLY}", "url": call.result["url"]}

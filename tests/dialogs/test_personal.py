@@ -56,7 +56,7 @@ async def test_export_sends_everything_kept_as_a_json_file(admin_bot):
     assert any(r["text"].startswith("📘 Lesson 1 of 5") for r in data["replies"])
     assert data["payments"] == []  # a free course
     assert set(data) == {"exported_at", "profile", "enrollments", "progress", "answers", "certificates", "payments",
-                         "questions", "messages", "replies"}
+                         "questions", "teams", "messages", "replies"}
 
 
 async def test_export_is_refused_in_a_group(admin_bot):

@@ -51,7 +51,7 @@ def test_fitting_writes_the_models_reports_the_held_out_half_and_leaves_the_bots
     offline_settings, data_dir, small_squad, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("DATA_DIR", str(data_dir))
-    shipped = ranking.models()
+    shipped = ranking.in_use()
     fitted = tmp_path / "fitted.json"
 
     status = main(["eval", "knowledge", str(small_squad), "--fit", str(fitted), "--json"])
@@ -62,7 +62,7 @@ def test_fitting_writes_the_models_reports_the_held_out_half_and_leaves_the_bots
     assert 0 < models["threshold"] < 1 and models["passages"]["features"] == list(ranking.PASSAGE_FEATURES)
     assert 0 < result["held_out"]["questions"] < result["questions"]
     assert result["fitted"]["written"] == str(fitted)
-    assert ranking.models() is shipped and ranking.MODEL_FILE.read_text() != fitted.read_text()
+    assert ranking.in_use() is shipped and ranking.MODEL_FILE.read_text() != fitted.read_text()
 
 
 def test_with_a_model_the_eval_reports_whether_its_citations_are_right(model_settings, small_squad, openai):
