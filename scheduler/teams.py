@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.channel import ChatMember, ListsMembers, SendError
+from bot.channel import ChatMember, ListsMembers, PermanentSendError, SendError
 from dialogs.i18n import translator
 from dialogs.teams import announce, digest_message, leaderboard, post_lesson, send_to
 from scheduler.context import JobContext
@@ -125,6 +125,15 @@ async def sync_team_members(ctx: JobContext) -> int:
             continue
         try:
             await sync_one(ctx, team, lister, now)
+        except PermanentSendError as exc:
+            # The bot is not in the channel, or the workspace is gone: asking again every minute will not help.
+            log.warning("reading a team's members was refused; tried again in %s", SYNC_EVERY,
+                        extra={"team_id": team.id, "error": str(exc)})
+            async with ctx.db.transaction() as session:
+                row = await session.get(Team, team.id)
+                if row is not None:
+                    row.members_synced_at = now
+            continue
         except SendError as exc:
             log.warning("reading a team's members failed; next run tries again",
                         extra={"team_id": team.id, "error": str(exc)})

@@ -110,11 +110,14 @@ from contextlib import asynccontextmanager  # noqa: E402
 
 
 @asynccontextmanager
-async def running(settings, channels=None) -> AsyncIterator[tuple[httpx.AsyncClient, Lessonbot]]:
-    """The app as `lessonbot serve` builds it (channels from the settings unless given), and a client to post with."""
+async def running(settings, channels=None, *, clock: bool = True) -> AsyncIterator[tuple[httpx.AsyncClient, Lessonbot]]:
+    """The app as `lessonbot serve` builds it (channels from the settings unless given), and a client to post with.
+    `clock=False`: without the scheduler's clock, for a test that runs the jobs itself at the times it chooses."""
     from bot.app import create_app
 
     app = create_app(settings, channels=channels)
+    if not clock:
+        app.state.lessonbot.leader_work.clear()
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://lessonbot.test") as client:

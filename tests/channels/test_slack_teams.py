@@ -183,7 +183,7 @@ async def take_quiz(client, fixtures_dir, standin: SlackStandIn, lessonbot: Less
 
 
 async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, standin, fixtures_dir):
-    async with running(slack_settings) as (client, lessonbot):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
         await sample_course(lessonbot.db)
         clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))  # a Friday; New York is on EST (UTC-5)
         jobs = context(lessonbot, clock)
@@ -289,7 +289,7 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
 
 
 async def test_a_member_opts_out_and_hides_from_the_leaderboard(slack_settings, standin, fixtures_dir):
-    async with running(slack_settings) as (client, lessonbot):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
@@ -315,7 +315,7 @@ async def test_a_member_opts_out_and_hides_from_the_leaderboard(slack_settings, 
 
 
 async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, fixtures_dir):
-    async with running(slack_settings) as (client, lessonbot):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
         await sample_course(lessonbot.db)
         standin.fail("chat.postEphemeral", Fault.rate_limited(retry_after=1))
         await slash(client, fixtures_dir, ADMIN, SET_UP)
@@ -326,7 +326,7 @@ async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, f
 
 
 async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, standin, fixtures_dir):
-    async with running(slack_settings) as (client, lessonbot):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
         await sample_course(lessonbot.db)
         await add_learner(lessonbot.db, channel="slack", chat="T111:D0LEARNER")
         await add_learner(lessonbot.db, channel="telegram", chat="telegram-chat")
@@ -367,7 +367,7 @@ async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, st
 
 async def test_the_app_home_shows_a_learners_course_and_a_team_admins_numbers(slack_settings, standin,
                                                                               fixtures_dir):
-    async with running(slack_settings) as (client, lessonbot):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
@@ -407,7 +407,7 @@ async def test_two_workspaces_never_see_each_others_team(slack_settings, standin
     their own workspace."""
     standin.add_member("C111", "UOTHER", team="T222", name="olga", admin=True)
     standin.add_member("C111", "UOTHERB", team="T222", name="oscar")
-    async with running(slack_settings) as (client, lessonbot):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await slash(client, fixtures_dir, "UOTHER", SET_UP, standin=standin, team="T222")
@@ -435,3 +435,16 @@ async def test_two_workspaces_never_see_each_others_team(slack_settings, standin
         async with lessonbot.db.sessions() as session:
             statuses = {team.chat_id: team.status for team in await session.scalars(select(Team))}
         assert statuses == {"T111:C111": "gone", "T222:C111": "active"}
+
+
+async def test_a_channel_whose_members_cannot_be_read_is_asked_again_hours_later(slack_settings, standin,
+                                                                                 fixtures_dir):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
+        await lessonbot.settle()
+        del standin.channel_members[CHANNEL]  # as if the bot had been removed from the channel: channel_not_found
+        jobs = context(lessonbot, HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC)))
+        assert await sync_team_members(jobs) == 0
+        assert await sync_team_members(jobs) == 0
+        assert [c.outcome for c in standin.calls if c.method == "conversations.members"] == ["channel_not_found"]
