@@ -396,7 +396,10 @@ class Models:
         )
 
     def save(self, path: Path = MODEL_FILE) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+        text = json.dumps(self.to_json(), indent=1)
+        # each list on one line: features, means, scales and weights read as the rows of a table
+        text = re.sub(r"\[\n\s*([^\[\]{}]*?)\n\s*\]", lambda m: "[" + re.sub(r",\n\s*", ", ", m.group(1)) + "]", text)
+        path.write_text(text + "\n", encoding="utf-8")
 
     def probability(self, row: Sequence[float]) -> float:
         return float(1.0 / (1.0 + math.exp(-float(self.answerable.scores([row])[0]))))

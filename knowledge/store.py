@@ -184,11 +184,12 @@ class KnowledgeStore:
 
     def add(self, chunks: Sequence[Chunk], *, on_progress: Callable[[int], None] | None = None) -> None:
         """Embed and store chunks and their sentences, a page at a time (`on_progress` gets the count of each page
-        stored). A page's chunks and sentences go to the model in one call, which batches them by length."""
+        stored). A page's chunks and sentences go to the model in one call, which batches them by length; a
+        sentence two neighbouring chunks share (their overlap) is embedded once."""
         for start in range(0, len(chunks), EMBED_PAGE):
             page = chunks[start : start + EMBED_PAGE]
             units = [chunk.units for chunk in page]
-            vectors = self.embedder.embed([chunk.indexed_text for chunk in page] + [u for us in units for u in us])
+            vectors = self._embed_once([chunk.indexed_text for chunk in page] + [u for us in units for u in us])
             for course_id, rows in _by_course(zip(page, vectors, strict=False)).items():
                 self._collection(course_id).upsert(
                     ids=[chunk.id for chunk, _ in rows],
@@ -205,9 +206,15 @@ class KnowledgeStore:
         for start in range(0, len(chunks), EMBED_PAGE):
             page = chunks[start : start + EMBED_PAGE]
             units = [chunk.units for chunk in page]
-            self._put_sentences(page, units, self.embedder.embed([u for us in units for u in us]))
+            self._put_sentences(page, units, self._embed_once([u for us in units for u in us]))
             if on_progress:
                 on_progress(len(page))
+
+    def _embed_once(self, texts: list[str]) -> list[list[float]]:
+        """Vectors of `texts`, each distinct text embedded once."""
+        distinct = list(dict.fromkeys(texts))
+        vectors = dict(zip(distinct, self.embedder.embed(distinct), strict=True))
+        return [vectors[text] for text in texts]
 
     def _put_sentences(self, chunks: Sequence[Chunk], units: Sequence[list[str]], vectors: Sequence[Any]) -> None:
         ends = np.cumsum([len(chunk_units) for chunk_units in units])

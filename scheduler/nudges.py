@@ -2,7 +2,8 @@
 
 Kinds, in the order they win when several are due for one learner at once:
 - `streak`: the learner has a streak of STREAK_AT_RISK days or more, was active yesterday (their local calendar)
-  but not yet today, and it is evening where they are (STREAK_SAVER_HOURS): the streak ends at local midnight.
+  but not yet today, and it is evening where they are (STREAK_SAVER_HOURS): the streak ends at local midnight. On a
+  day their own lesson comes in the evening, the saver waits until AFTER_OWN_LESSON after it (`streak_saver_from`).
 - `inactive`, then `farewell`: one nudge when the learner has been away INACTIVE_AFTER[0], [1], [2] (a day, three
   days, a week), and after FAREWELL_AFTER a last one that says the bot stops reminding. Steps count from the learner's
   last activity, so any message from them starts the sequence over; a learner first seen long after a step skips
@@ -30,7 +31,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
@@ -56,6 +57,7 @@ LOOK_BACK = timedelta(days=30)  # learners away longer had their farewell: left 
 NUDGE_GAP = timedelta(hours=12)
 STREAK_AT_RISK = 2
 STREAK_SAVER_HOURS = (time(19, 0), time(23, 0))  # local; a streak ends at local midnight
+AFTER_OWN_LESSON = timedelta(hours=1)  # an evening lesson is its own reminder: the saver waits this long after it
 REVIEW_HOURS = (time(12, 0), time(21, 0))  # local
 UNDELIVERED_AFTER = timedelta(days=2)  # a nudge still not sent by then taught nothing: settled without a verdict
 BATCH = 500
@@ -92,7 +94,7 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
     uid = user.id
     yesterday = today - timedelta(days=1)
     streak_at_risk = (learner.streak_days or 0) >= STREAK_AT_RISK and learner.last_active_on == yesterday
-    if streak_at_risk and STREAK_SAVER_HOURS[0] <= clock < STREAK_SAVER_HOURS[1]:
+    if streak_at_risk and streak_saver_from(learner, today) <= clock < STREAK_SAVER_HOURS[1]:
         return Nudge(STREAK, 0, f"nudge:{uid}:streak:{today.isoformat()}", NudgeFacts(streak=learner.streak_days))
     last_active = user.last_active_at
     if last_active is not None and STEPS[0] <= now - last_active < LOOK_BACK:
@@ -111,6 +113,18 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
             and REVIEW_HOURS[0] <= clock < REVIEW_HOURS[1]):
         return Nudge(REVIEW, 0, f"nudge:{uid}:review:{today.isoformat()}", NudgeFacts(due_reviews=due_reviews))
     return None
+
+
+def streak_saver_from(learner: Learner, today: date) -> time:
+    """The local time from which tonight's streak saver may go: the evening, but when the learner's own lesson comes
+    that day, no sooner than AFTER_OWN_LESSON after it (a lesson at 22:30 leaves no room for a saver before 23:00)."""
+    at, days = learner.lesson_time, learner.lesson_days or ""
+    if at is None or str(today.isoweekday()) not in days:
+        return STREAK_SAVER_HOURS[0]
+    after = datetime.combine(today, at) + AFTER_OWN_LESSON
+    if after.date() != today:
+        return STREAK_SAVER_HOURS[1]
+    return max(STREAK_SAVER_HOURS[0], after.time())
 
 
 def pick_template(arms: Sequence[Arm], nudge: Nudge, history: list[Past], rng: random.Random) -> str:

@@ -193,6 +193,7 @@ def population_for(setup: Setup) -> Population:
     people = []
     for index in range(setup.learners):
         learner = Learner(user_id=index + 1, streak_days=0, last_active_on=None,
+                          lesson_time=time(int(local_hour[index])), lesson_days="1234567",
                           quiet_start=QUIET_HOURS[0] if quiet[index] else None,
                           quiet_end=QUIET_HOURS[1] if quiet[index] else None)
         people.append((learner, User(id=index + 1, timezone=offset_name(int(offsets[index]) * 60))))

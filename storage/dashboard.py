@@ -79,10 +79,28 @@ async def _count(session: AsyncSession, query: Any) -> int:
     return int(await session.scalar(query) or 0)
 
 
+Figures = dict[str, Any]
+
+
+def _recount_since(now: datetime, kept: Figures | None, key: str) -> tuple[datetime, dict[str, list[Any]]]:
+    """From when the daily series `key` is counted again, and its days as last counted. Within one UTC day the days
+    before yesterday come from the page's earlier counts (they are over; a day's first count of all DAYS again
+    takes in what changed them since, such as an erasure), so the job counts two days, not thirty."""
+    if kept is not None and key in kept:
+        return _midnight(now, 1), {row[0]: row for row in kept[key]}
+    return _midnight(now, DAYS - 1), {}
+
+
+def _series(now: datetime, since: datetime, old: dict[str, list[Any]],
+            fresh: Callable[[str], list[Any]]) -> list[list[Any]]:
+    first = since.date().isoformat()
+    return [old[day] if day < first and day in old else fresh(day) for day in _days(now)]
+
+
 # Overview -----------------------------------------------------------------------------------------------------------
 
 
-async def overview(session: AsyncSession, now: datetime) -> dict[str, Any]:
+async def overview(session: AsyncSession, now: datetime, kept: Figures | None = None) -> Figures:
     learners = select(func.count()).select_from(Learner).where(Learner.consent_at.is_not(None))
     windows = {"today": _midnight(now, 0), "7d": now - timedelta(days=7), "30d": now - timedelta(days=30)}
     new = {name: await _count(session, learners.where(Learner.created_at >= since)) for name, since in windows.items()}
@@ -95,7 +113,7 @@ async def overview(session: AsyncSession, now: datetime) -> dict[str, Any]:
             .group_by(ChannelIdentity.channel)
         )
         active[name] = {channel: count for channel, count in rows.all()}
-    since = _midnight(now, DAYS - 1)
+    since, old = _recount_since(now, kept, "messages")
     day_in = _day(session, InboundMessage.received_at)
     received = dict((await session.execute(
         select(day_in, func.count()).where(InboundMessage.received_at >= since).group_by(day_in))).all())
@@ -108,7 +126,7 @@ async def overview(session: AsyncSession, now: datetime) -> dict[str, Any]:
         "learners": await _count(session, learners),
         "new": new,
         "active": active,
-        "messages": [[day, received.get(day, 0), sent.get(day, 0)] for day in _days(now)],
+        "messages": _series(now, since, old, lambda day: [day, received.get(day, 0), sent.get(day, 0)]),
         "rate_limited_24h": rate_limited,
     }
 
@@ -140,7 +158,7 @@ async def delivery_health(session: AsyncSession, *, dead_limit: int = 10) -> dic
 # Learning -----------------------------------------------------------------------------------------------------------
 
 
-async def learning(session: AsyncSession, now: datetime) -> dict[str, Any]:
+async def learning(session: AsyncSession, now: datetime, kept: Figures | None = None) -> Figures:
     started = await _count(session, select(func.count()).select_from(Learner))
     consented = await _count(session, select(func.count()).select_from(Learner).where(Learner.consent_at.is_not(None)))
     onboarded = await _count(session, select(func.count()).select_from(Learner).where(
@@ -282,8 +300,8 @@ async def _retention(session: AsyncSession) -> dict[str, Any]:
 # Engagement ---------------------------------------------------------------------------------------------------------
 
 
-async def engagement(session: AsyncSession, now: datetime) -> dict[str, Any]:
-    since = _midnight(now, DAYS - 1)
+async def engagement(session: AsyncSession, now: datetime, kept: Figures | None = None) -> Figures:
+    since, old = _recount_since(now, kept, "daily_active")
     day = _day(session, InboundMessage.received_at)
     active = dict((await session.execute(
         select(day, func.count(distinct(InboundMessage.conversation_id)))
@@ -299,7 +317,7 @@ async def engagement(session: AsyncSession, now: datetime) -> dict[str, Any]:
         select(bucket, func.count()).select_from(Learner).where(Learner.consent_at.is_not(None))
         .group_by(bucket))).all())
     return {
-        "daily_active": [[d, active.get(d, 0)] for d in _days(now)],
+        "daily_active": _series(now, since, old, lambda day: [day, active.get(day, 0)]),
         "streaks": [[name, streaks.get(name, 0)] for name in ("0", "1", "2–3", "4–7", "8–14", "15–30", "31+")],
         "cohorts": await _cohorts(session, now),
     }
@@ -351,10 +369,10 @@ async def broadcast_reach(session: AsyncSession, limit: int = 10) -> list[list[A
 # Knowledge ----------------------------------------------------------------------------------------------------------
 
 
-async def knowledge(session: AsyncSession, now: datetime) -> dict[str, Any]:
+async def knowledge(session: AsyncSession, now: datetime, kept: Figures | None = None) -> Figures:
     outcomes = dict((await session.execute(
         select(KnowledgeQuestion.outcome, func.count()).group_by(KnowledgeQuestion.outcome))).all())
-    since = _midnight(now, DAYS - 1)
+    since, old = _recount_since(now, kept, "daily")
     day = _day(session, KnowledgeQuestion.asked_at)
     daily: dict[str, dict[str, int]] = {}
     for d, outcome, count in (await session.execute(
@@ -379,7 +397,8 @@ async def knowledge(session: AsyncSession, now: datetime) -> dict[str, Any]:
         "answered": outcomes.get("answered", 0),
         "declined": outcomes.get("declined", 0),
         "limited": outcomes.get("limited", 0),
-        "daily": [[d, daily.get(d, {}).get("answered", 0), daily.get(d, {}).get("declined", 0)] for d in _days(now)],
+        "daily": _series(now, since, old, lambda day: [day, daily.get(day, {}).get("answered", 0),
+                                                       daily.get(day, {}).get("declined", 0)]),
         "topics": [[course, topic, n] for course, topic, n in topics.all()],
         "declined_most": [[example, n, last.date().isoformat() if hasattr(last, "date") else str(last)[:10]]
                           for _normalized, n, example, last in declined.all()],
@@ -491,7 +510,8 @@ async def timeline(session: AsyncSession, user_id: int, *, limit: int = 30) -> d
 
 # The snapshot -------------------------------------------------------------------------------------------------------
 
-PAGES: dict[str, Callable[[AsyncSession, datetime], Awaitable[dict[str, Any]]]] = {
+# Each page's counts: (session, now, the counts kept from earlier today or None) → the counts.
+PAGES: dict[str, Callable[[AsyncSession, datetime, Figures | None], Awaitable[Figures]]] = {
     "overview": overview,
     "learning": learning,
     "engagement": engagement,
@@ -503,7 +523,9 @@ QUOTING = ("knowledge",)  # pages whose figures quote what learners typed
 async def compute(session: AsyncSession, name: str, now: datetime) -> DashboardFigures:
     """Count a page's figures now and keep them (in the caller's transaction)."""
     started = time.perf_counter()
-    figures = await PAGES[name](session, now)
+    earlier = await session.get(DashboardFigures, name)
+    kept = earlier.figures if earlier is not None and earlier.computed_at.date() == now.date() else None
+    figures = await PAGES[name](session, now, kept)
     row = DashboardFigures(name=name, figures=figures, computed_at=now, seconds=time.perf_counter() - started)
     return await session.merge(row)
 

@@ -46,10 +46,11 @@ async def serving(app: Any, port: int) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def rasa_assistant(
-    settings: Any, *, files: bool = False, **overrides: Any
+    settings: Any, *, files: bool = False, nlu: bool = False, **overrides: Any
 ) -> AsyncIterator[tuple[RasaServerStandIn, Lessonbot]]:
     """A Rasa server (the stand-in) calling `lessonbot rasa-actions`'s app, which sends through that Rasa server;
-    the sample course imported. `files`: documents go as links to the action server."""
+    the sample course imported. `files`: documents go as links to the action server; `nlu`: plain words go to the
+    stand-in's model too (RASA_NLU_URL)."""
     port = free_port()
     if files:
         overrides["rasa_actions_public_url"] = f"http://127.0.0.1:{port}"
@@ -64,6 +65,7 @@ async def rasa_assistant(
                 "rasa_actions_token": ACTIONS_TOKEN,
                 "rasa_action_timeout_seconds": 15.0,
                 "web_chat_enabled": False,
+                **({"rasa_nlu_url": rasa.url} if nlu else {}),
                 **overrides,
             }
         )
@@ -72,6 +74,19 @@ async def rasa_assistant(
             bot = app.state.lessonbot
             await import_sample(bot)
             yield rasa, bot
+
+
+async def onboard(rasa: RasaServerStandIn, sender: str) -> ActionRun:
+    """Lessonbot's onboarding, every answer given through action_lessonbot_answer (typed or a button pressed)."""
+    run = await rasa.say(sender, "hi", action="action_lessonbot_answer", intent="greet")
+    run = await rasa.press(sender, button(run, "Yes, let's start"), action="action_lessonbot_answer")
+    run = await rasa.say(sender, "Ann", action="action_lessonbot_answer")
+    run = await rasa.say(sender, "Lisbon", action="action_lessonbot_answer")
+    run = await rasa.press(sender, button(run, "Yes, that's right"), action="action_lessonbot_answer")
+    run = await rasa.say(sender, "08:00", action="action_lessonbot_answer")
+    run = await rasa.press(sender, button(run, "Every day"), action="action_lessonbot_answer")
+    run = await rasa.press(sender, button(run, "Spot the phish, five minutes a day"), action="action_lessonbot_answer")
+    return await rasa.press(sender, button(run, "1 lesson (about 5 minutes)"), action="action_lessonbot_answer")
 
 
 def button(run: ActionRun, title: str) -> dict[str, Any]:

@@ -45,23 +45,10 @@ from standins.rasa import ActionRun, RasaServerStandIn
 from storage.learners import Learner
 from storage.models import ChannelIdentity, InboundMessage, OutboxMessage, utcnow
 from storage.outbox import IN_RESPONSE, OutboxStatus
-from tests.bot.rasa_support import ACTIONS_TOKEN, EXAMPLE, button, example_domain, rasa_assistant, serving
+from tests.bot.rasa_support import ACTIONS_TOKEN, EXAMPLE, button, example_domain, onboard, rasa_assistant, serving
 from tests.dialogs.learning_support import PAID, SAMPLE, import_sample
 
 ANSWER, NEXT = "action_lessonbot_answer", "action_lessonbot_next"
-
-
-async def onboard(rasa: RasaServerStandIn, sender: str) -> ActionRun:
-    """Lessonbot's onboarding, every answer given through action_lessonbot_answer (typed or a button pressed)."""
-    run = await rasa.say(sender, "hi", action=ANSWER, intent="greet")
-    run = await rasa.press(sender, button(run, "Yes, let's start"), action=ANSWER)
-    run = await rasa.say(sender, "Ann", action=ANSWER)
-    run = await rasa.say(sender, "Lisbon", action=ANSWER)
-    run = await rasa.press(sender, button(run, "Yes, that's right"), action=ANSWER)
-    run = await rasa.say(sender, "08:00", action=ANSWER)
-    run = await rasa.press(sender, button(run, "Every day"), action=ANSWER)
-    run = await rasa.press(sender, button(run, "Spot the phish, five minutes a day"), action=ANSWER)
-    return await rasa.press(sender, button(run, "1 lesson (about 5 minutes)"), action=ANSWER)
 
 
 def slots(run: ActionRun) -> dict[str, object]:

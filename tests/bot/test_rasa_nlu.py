@@ -163,3 +163,13 @@ def test_the_built_in_and_the_example_mappings_name_real_commands(tmp_path):
     built_in.write_text("".join(f"{intent}: {line}\n" for intent, line in INTENTS.items()))
     assert read_intents(built_in) == dict(INTENTS)
     assert read_intents(EXAMPLE / "intents.yml")["take_a_week_off"] == "/pause 7"
+
+
+async def test_what_a_rasa_assistant_passes_on_is_not_read_by_its_model_again(settings):
+    from tests.bot.rasa_support import onboard, rasa_assistant
+
+    async with rasa_assistant(settings, nlu=True) as (rasa, bot):
+        await onboard(rasa, "u1")
+        rasa.parse = reads("ask_next", 0.99)
+        run = await rasa.say("u1", "can we carry on", action="action_lessonbot_answer")
+        assert run.texts[0].startswith(NOT_COVERED) and rasa.parsed == []

@@ -135,6 +135,30 @@ async def test_a_streak_saver_in_the_evening_before_the_streak_ends(database_url
         await db.dispose()
 
 
+async def test_the_streak_saver_waits_for_an_evening_lesson_and_skips_a_late_one(database_url):
+    db = Database(database_url)
+    try:
+        evening = datetime(2026, 6, 10, 18, 30, tzinfo=UTC)  # 19:30 in Lisbon, a Wednesday
+        yesterday = date(2026, 6, 9)
+        at_risk = {"streak_days": 4, "last_active_on": yesterday, "last_active_at": evening - timedelta(hours=20)}
+        at_20 = await add_learner(db, at=time(20, 0), **at_risk)
+        at_22_30 = await add_learner(db, at=time(22, 30), **at_risk)
+        weekends_at_20 = await add_learner(db, at=time(20, 0), days="67", **at_risk)
+        clock = HandClock(evening)
+        ctx = context(db, clock, rng=random.Random(5))
+        assert await sweep(ctx) == Counter({"streak": 1})  # no lesson today: the evening is the saver's
+        assert await nudges_of(db, weekends_at_20) == [("streak", 0, QUEUED)]
+        assert await nudges_of(db, at_20) == []  # its own lesson at 20:00 reminds it first
+        clock.at(evening + timedelta(hours=1, minutes=45))  # 21:15: an hour after the 20:00 lesson
+        assert await sweep(ctx) == Counter({"streak": 1})
+        assert await nudges_of(db, at_20) == [("streak", 0, QUEUED)]
+        clock.at(evening + timedelta(hours=3, minutes=15))  # 22:45: still no room after a 22:30 lesson
+        await sweep(ctx)
+        assert await nudges_of(db, at_22_30) == []
+    finally:
+        await db.dispose()
+
+
 async def test_review_reminders_when_questions_are_due(database_url):
     db = Database(database_url)
     try:

@@ -178,3 +178,19 @@ async def test_the_job_keeps_every_page_s_counts(db):
     async with db.sessions() as session:
         assert await dashboard.snapshot(session, "knowledge") is None
         assert await dashboard.snapshot(session, "overview") is not None
+
+
+async def test_later_counts_of_a_day_count_two_days_and_keep_the_older_ones(db):
+    await seed(db)
+    async with db.transaction() as session:
+        first = await dashboard.compute(session, "overview", NOW)
+        assert first.figures["messages"][-5][1:] == [0, 0]
+        # As if the older days had been counted otherwise: a later count the same day keeps them.
+        first.figures = {**first.figures, "messages": [[day, 7, 7] for day, _in, _out in first.figures["messages"]]}
+    async with db.transaction() as session:
+        later = await dashboard.compute(session, "overview", NOW + timedelta(hours=1))
+    assert later.figures["messages"][-3] == ["2026-12-01", 7, 7]  # over: kept
+    assert later.figures["messages"][-2:] == [["2026-12-02", 1, 0], ["2026-12-03", 2, 1]]  # yesterday and today
+    async with db.transaction() as session:
+        next_day = await dashboard.compute(session, "overview", NOW + timedelta(days=1))
+    assert next_day.figures["messages"][-4] == ["2026-12-01", 0, 0]  # a new day's first count counts them all
