@@ -26,6 +26,7 @@ from storage.knowledge import KnowledgeQuestion
 from storage.learners import ONBOARDING, Learner
 from storage.models import Base, ChannelIdentity, Conversation, InboundMessage, OutboxMessage, User, utcnow
 from storage.payments import Payment, PaymentStatus
+from storage.queries import starts_with
 from storage.scheduling import Broadcast, NudgeTemplateStats
 
 DAYS = 30  # the daily series cover the last 30 days
@@ -436,14 +437,14 @@ async def find_learners(session: AsyncSession, text: str, *, team: str | None = 
     channel, colon, external = text.partition(":")
     if colon and channel.isalpha():
         query = query.where(User.id.in_(select(ChannelIdentity.user_id).where(
-            ChannelIdentity.channel == channel.lower(), _starts(ChannelIdentity.external_id, external))))
+            ChannelIdentity.channel == channel.lower(), starts_with(ChannelIdentity.external_id, external))))
     elif text.isdigit():
         query = query.where(User.id == int(text))
     else:
-        query = query.where(_starts(func.lower(User.display_name), text.lower()))
+        query = query.where(starts_with(func.lower(User.display_name), text.lower()))
     if team is not None:
         query = query.where(User.id.in_(select(ChannelIdentity.user_id).where(
-            ChannelIdentity.channel == "slack", _starts(ChannelIdentity.external_id, f"{team}/"))))
+            ChannelIdentity.channel == "slack", starts_with(ChannelIdentity.external_id, f"{team}/"))))
     rows = (await session.execute(query)).all()
     addresses: dict[int, list[str]] = {}
     if rows:
@@ -453,13 +454,6 @@ async def find_learners(session: AsyncSession, text: str, *, team: str | None = 
             addresses.setdefault(user_id, []).append(f"{channel_name}:{external_id}")
     return [[row.id, row.display_name or "", ", ".join(addresses.get(row.id, [])), row.status or "",
              row.last_active_at.isoformat() if row.last_active_at else ""] for row in rows]
-
-
-def _starts(column: Any, prefix: str) -> ColumnElement[bool]:
-    """`column` starts with `prefix`, LIKE's wildcards in it taken literally (a prefix LIKE uses the index)."""
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    like: ColumnElement[bool] = column.like(f"{escaped}%", escape="\\")
-    return like
 
 
 async def timeline(session: AsyncSession, user_id: int, *, limit: int = 30) -> dict[str, Any] | None:
