@@ -59,8 +59,8 @@ def test_echo_and_sqlite_rows_with_sane_figures_and_an_unreachable_postgres_skip
     assert sqlite["messages"] == sqlite["replies"] == measured
     assert sqlite["messages_per_s"] > 0 and sqlite["replies_per_s"] > 0
     assert 0 < sqlite["ack_ms"]["p50"] <= sqlite["ack_ms"]["p99"]
-    # A reply cannot be seen before its message is acknowledged, nor before the first poll.
-    assert sqlite["reply_ms"]["p50"] >= max(sqlite["ack_ms"]["p50"], 10)
+    # Replies come on the page's event stream, which may even outrun the POST's answer: no floor but zero.
+    assert 0 < sqlite["reply_ms"]["p50"] <= sqlite["reply_ms"]["p99"]
     assert (postgresql["target"], postgresql["status"]) == ("postgresql", "skipped")
 
 
