@@ -25,6 +25,7 @@ from storage.courses import COMPLETED, Course, Enrollment, Lesson, LessonProgres
 from storage.knowledge import KnowledgeQuestion
 from storage.learners import ONBOARDING, Learner
 from storage.models import Base, ChannelIdentity, Conversation, InboundMessage, OutboxMessage, User, utcnow
+from storage.outbox import DEAD_NEWEST_FIRST
 from storage.payments import Payment, PaymentStatus
 from storage.queries import starts_with
 from storage.scheduling import Broadcast, NudgeTemplateStats
@@ -144,9 +145,7 @@ async def delivery_health(session: AsyncSession, *, dead_limit: int = 10) -> dic
         select(OutboxMessage.id, OutboxMessage.channel, OutboxMessage.chat_id, OutboxMessage.attempts,
                OutboxMessage.last_error, OutboxMessage.created_at)
         .where(OutboxMessage.status == "dead")
-        # `id + 0`: sorted after the status index found the few dead rows, not by walking the primary key backwards
-        # through millions of sent ones until enough dead ones turn up
-        .order_by((OutboxMessage.id + 0).desc()).limit(dead_limit)
+        .order_by(DEAD_NEWEST_FIRST).limit(dead_limit)
     )
     return {
         **{status: counts.get(status, 0) for status in waiting},
