@@ -52,6 +52,8 @@ from bot.messages import REPLY_ADDRESS, InboundMessage, Text
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
 from bot.text import storable, storable_data
 from dialogs import choices
+from dialogs.ask import QuestionAnswerer
+from dialogs.payments import PaymentDesk
 from dialogs.turn import OutsideTransaction, Turn
 from storage.db import Database, Raw
 from storage.learners import Learner
@@ -300,8 +302,8 @@ class ConversationWorker:
         respond: Responder,
         *,
         on_replies: Callable[[int], None] = lambda conversation_id: None,
-        answerer: object = None,
-        payments: object = None,
+        answerer: QuestionAnswerer | None = None,
+        payments: PaymentDesk | None = None,
         activity: Activity | None = None,
     ) -> None:
         self.db = db

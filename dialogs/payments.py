@@ -146,7 +146,7 @@ class PaymentDesk:
 
 
 def desk_of(turn: Turn) -> PaymentDesk:
-    return turn.payments if isinstance(turn.payments, PaymentDesk) else PaymentDesk()
+    return turn.payments or PaymentDesk()
 
 
 # Finding the course ---------------------------------------------------------------------------------------------------

@@ -15,12 +15,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Choice, InboundMessage, Link, Reply, Text
 from storage.models import ChannelIdentity, Conversation, User, utcnow
+
+if TYPE_CHECKING:  # each module imports this one
+    from dialogs.ask import QuestionAnswerer
+    from dialogs.payments import PaymentDesk
 
 
 class OutsideTransaction(Exception):
@@ -86,8 +90,8 @@ class Turn(Exchange):
     identity: ChannelIdentity
     listed_admin: bool  # in the ADMINS setting: an owner by configuration (dialogs/roles.py adds stored roles)
     prepared: dict[str, Any] = field(default_factory=dict)
-    answerer: Any = None  # the question answerer (dialogs.ask.QuestionAnswerer), when knowledge is on
-    payments: Any = None  # how this bot takes payments (dialogs.payments.PaymentDesk); None: no way to pay here
+    answerer: QuestionAnswerer | None = None  # None: no knowledge configured in this process
+    payments: PaymentDesk | None = None  # how this bot takes payments; None: no way to pay here
     inbound_id: int | None = None  # the row of `message`, kept when a learner's data is deleted mid-turn
     # Shows the reply so far where the channel can (bot.activity); for calls outside the transaction to use.
     draft: Callable[[str], Awaitable[None]] | None = None
