@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How often the leader confirms its hold, and standbys try."
     )
     leader_lease_seconds: float = Field(15.0, gt=0, description="SQLite: how long a silent leader's hold lasts.")
+    nudge_holdout: float = Field(
+        0.05, ge=0, le=0.5,
+        description="The share of reminders decided but not sent, so /admin nudges can show how many learners come "
+                    "back without one beside how many come back after one (0: send them all).",
+    )
 
     # courses
     sample_course_dir: Path = Field(

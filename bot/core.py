@@ -251,6 +251,7 @@ def attach_clock(lessonbot: Lessonbot) -> Clock:
             data_dir=settings.data_dir,
             site_url=settings.site_url,
             unprompted_windows=unprompted_windows(lessonbot.channels.values()),
+            nudge_holdout=settings.nudge_holdout,
             member_lists={name: channel for name, channel in lessonbot.channels.items()
                           if isinstance(channel, ListsMembers)},
         ),

@@ -21,7 +21,7 @@ from dialogs.i18n import Translator, translator
 from dialogs.learner import tr
 from dialogs.lessons import NEXT
 from dialogs.turn import Turn
-from storage.scheduling import NUDGE_REWARD_WINDOW, NudgeTemplateStats
+from storage.scheduling import HELD_OUT, NUDGE_REWARD_WINDOW, NudgeTemplateStats
 
 INACTIVE, FAREWELL, STREAK, REVIEW, TEAM = "inactive", "farewell", "streak", "review", "team"
 
@@ -105,11 +105,13 @@ def nudge(kind: str, template: str, *, language: str | None, facts: NudgeFacts) 
 
 
 async def report(turn: Turn, _args: str) -> None:
-    """Every template's record: delivered, came back within the reward window, and the rate."""
+    """Every template's record: delivered, came back within the reward window, and the rate; beside them, each kind's
+    held-out nudges (decided, not sent): the rate without a reminder."""
     _ = tr(turn)
     rows = await turn.session.execute(select(NudgeTemplateStats.kind, NudgeTemplateStats.template,
                                              NudgeTemplateStats.sent, NudgeTemplateStats.came_back))
     record = {(kind, template): (sent, came_back) for kind, template, sent, came_back in rows.all()}
+    anything_held_out = any(template == HELD_OUT for _kind, template in record)
     hours = int(NUDGE_REWARD_WINDOW.total_seconds() // 3600)
     lines = [_.plural("Reminder templates: delivered, and how many learners wrote back within {n} hour.",
                       "Reminder templates: delivered, and how many learners wrote back within {n} hours.", hours)]
@@ -119,8 +121,14 @@ async def report(turn: Turn, _args: str) -> None:
         for template in wordings:
             sent, came_back = record.pop((kind, template), (0, 0))
             lines.append(_rate_line(_, template, sent, came_back))
+        held, back_anyway = record.pop((kind, HELD_OUT), (0, 0))
+        if held:
+            lines.append(_rate_line(_, _("no reminder (held out)"), held, back_anyway))
     for (kind, template), (sent, came_back) in sorted(record.items()):  # templates since removed from the code
         lines.append(_rate_line(_, f"{kind}/{template} " + _("(retired)"), sent, came_back))
+    if anything_held_out:
+        lines += ["", _("No reminder: learners due one who were left without it on purpose (NUDGE_HOLDOUT). A "
+                        "template's rate above theirs is what the reminder itself did.")]
     turn.say("\n".join(lines))
 
 

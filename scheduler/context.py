@@ -32,5 +32,6 @@ class JobContext:
     # the channels' own rules, such as WhatsApp's 24-hour window; a channel not listed has no such limit.
     unprompted_windows: Mapping[str, UnpromptedWindow] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)  # the bandit's draws (seeded in tests)
+    nudge_holdout: float = 0.0  # the share of decided nudges held back, to measure who comes back without one
     # Channel name → who is in its group chats (bot.channel.ListsMembers): a team's members are read through it.
     member_lists: Mapping[str, ListsMembers] = field(default_factory=dict)

@@ -22,10 +22,17 @@ Each nudge is decided once: a `nudge_log` row under the nudge's key (`nudge:{use
 with the same key, in one transaction. The template is the bandit's choice (dialogs/bandit.py); `settle` later
 records whether the learner came back within the reward window of the nudge going out, which is what the bandit
 learns from.
+
+Coming back after a nudge is not coming back because of it: many learners would have written anyway. So a share of
+decided nudges (`JobContext.nudge_holdout`, NUDGE_HOLDOUT) is held out: recorded as decided but never sent, chosen by
+the nudge's key (so a decision made twice holds out the same nudge). They are settled the same way, from the moment
+they were decided, and kept per kind under the template HELD_OUT: the rate without a reminder, which /admin nudges
+and the dashboard show beside each template's. The bandit never sees them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import Counter, defaultdict
@@ -46,7 +53,7 @@ from storage.learners import Learner, in_quiet_hours, zone_for
 from storage.models import Conversation, InboundMessage, OutboxMessage, User
 from storage.outbox import OutboxEntry, enqueue
 from storage.queries import insert_ignoring_conflicts, rows_affected
-from storage.scheduling import NUDGE_REWARD_WINDOW, QUEUED, SKIPPED_WINDOW, NudgeLog, may_be_messaged
+from storage.scheduling import HELD_OUT, NUDGE_REWARD_WINDOW, QUEUED, SKIPPED_WINDOW, NudgeLog, may_be_messaged
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +139,15 @@ def pick_template(arms: Sequence[Arm], nudge: Nudge, history: list[Past], rng: r
     return choose(arms, rng, recent=[past.template for past in history if past.kind == nudge.kind])
 
 
+def held_out(nudge: Nudge, share: float) -> bool:
+    """Whether this nudge is one of the `share` held back to measure the rate without a reminder: the same answer
+    for the same nudge (its key) every time it is decided."""
+    if share <= 0:
+        return False
+    draw = int.from_bytes(hashlib.blake2b(nudge.key.encode(), digest_size=8).digest(), "big") / 2**64
+    return draw < share
+
+
 def outside_window(ctx: JobContext, conversation: Conversation, now: datetime) -> bool:
     """Whether the conversation's channel may no longer send the learner what they did not ask for."""
     window = ctx.unprompted_windows.get(conversation.channel)
@@ -214,10 +230,11 @@ async def sweep(ctx: JobContext) -> Counter[str]:
         decided = decide(learner, user, history, now, due_reviews=reviews.get(user.id, 0))
         if decided is None:
             continue
-        template = pick_template(arms[decided.kind], decided, history, ctx.rng)
+        holding = held_out(decided, ctx.nudge_holdout)
+        template = HELD_OUT if holding else pick_template(arms[decided.kind], decided, history, ctx.rng)
         outcome = await queue_nudge(ctx, decided, template, user, conversation, now)
         if outcome is not None:
-            counts[decided.kind if outcome == QUEUED else f"{decided.kind}:skipped"] += 1
+            counts[decided.kind if outcome == QUEUED else f"{decided.kind}:{OUTCOME_COUNTED[outcome]}"] += 1
     if sum(n for kind, n in counts.items() if ":" not in kind):
         ctx.notify()
     if counts:
@@ -225,15 +242,20 @@ async def sweep(ctx: JobContext) -> Counter[str]:
     return counts
 
 
+OUTCOME_COUNTED = {SKIPPED_WINDOW: "skipped", HELD_OUT: "held out"}
+
+
 async def queue_nudge(ctx: JobContext, nudge: Nudge, template: str, user: User, conversation: Conversation,
                       now: datetime) -> str | None:
-    """Record the nudge and queue it (or record why not). None: it was decided before."""
+    """Record the nudge and queue it (or record why not: skipped, or held out when `template` is HELD_OUT).
+    None: it was decided before."""
     skipped = outside_window(ctx, conversation, now)
+    outcome = SKIPPED_WINDOW if skipped else HELD_OUT if template == HELD_OUT else QUEUED
     async with ctx.db.transaction() as session:
         claimed = await session.execute(insert_ignoring_conflicts(session, NudgeLog, {
             "user_id": user.id, "kind": nudge.kind, "step": nudge.step, "template": template,
-            "idempotency_key": nudge.key, "outcome": SKIPPED_WINDOW if skipped else QUEUED, "created_at": now,
-            # a skipped nudge was never seen: nothing to learn from it
+            "idempotency_key": nudge.key, "outcome": outcome, "created_at": now,
+            # a skipped nudge was never seen, nor would it have been: nothing to learn from it
             "settled_at": now if skipped else None,
         }).returning(NudgeLog.id))
         if claimed.first() is None:
@@ -241,7 +263,8 @@ async def queue_nudge(ctx: JobContext, nudge: Nudge, template: str, user: User, 
         if skipped:
             log.info("nudge skipped: %s may send unprompted messages only for a while after the learner writes",
                      conversation.channel, extra={"user_id": user.id, "kind": nudge.kind})
-            return SKIPPED_WINDOW
+        if outcome != QUEUED:
+            return outcome
         reply = wording.nudge(nudge.kind, template, language=user.locale, facts=nudge.facts)
         await enqueue(session, [OutboxEntry(
             conversation_id=conversation.id, channel=conversation.channel, chat_id=conversation.chat_id,
@@ -256,7 +279,8 @@ async def queue_nudge(ctx: JobContext, nudge: Nudge, template: str, user: User, 
 async def settle(ctx: JobContext) -> Counter[str]:
     """Settle every nudge whose outcome is known: came back, did not (the window passed), or never delivered.
 
-    Each is settled once (guarded by `settled_at`), and its template's record is updated in the same transaction.
+    Each is settled once (guarded by `settled_at`), and its template's record is updated in the same transaction; a
+    held-out nudge is settled from when it was decided, into its kind's HELD_OUT record.
     """
     now = ctx.now()
     counts: Counter[str] = Counter()
@@ -265,10 +289,11 @@ async def settle(ctx: JobContext) -> Counter[str]:
         async with ctx.db.sessions() as session:
             rows = (await session.execute(
                 select(NudgeLog.id, NudgeLog.user_id, NudgeLog.kind, NudgeLog.template, NudgeLog.created_at,
-                       OutboxMessage.status, OutboxMessage.sent_at, User.last_active_at)
+                       NudgeLog.outcome, OutboxMessage.status, OutboxMessage.sent_at, User.last_active_at)
                 .join(User, User.id == NudgeLog.user_id)
                 .outerjoin(OutboxMessage, OutboxMessage.idempotency_key == NudgeLog.idempotency_key)
-                .where(NudgeLog.settled_at.is_(None), NudgeLog.outcome == QUEUED, NudgeLog.id > after_id)
+                .where(NudgeLog.settled_at.is_(None), NudgeLog.outcome.in_((QUEUED, HELD_OUT)),
+                       NudgeLog.id > after_id)
                 .order_by(NudgeLog.id)
                 .limit(BATCH)
             )).all()
@@ -290,34 +315,46 @@ async def settle(ctx: JobContext) -> Counter[str]:
                 if settled and delivered:
                     await record_outcome(session, row.kind, row.template, came_back=came_back, now=now)
             if settled:
-                counts["came back" if came_back else "no answer" if delivered else "undelivered"] += 1
+                counts[("held out: " if row.outcome == HELD_OUT else "")
+                       + ("came back" if came_back else "no answer" if delivered else "undelivered")] += 1
     return counts
 
 
 async def _verdict(session: AsyncSession, row: Any, now: datetime) -> tuple[bool, bool] | None:
-    """(delivered, came back), or None while it is too early to say."""
+    """(delivered, came back), or None while it is too early to say. A held-out nudge counts as delivered when it
+    was decided: the question is the same, whether the learner wrote within the window."""
+    if row.outcome == HELD_OUT:
+        came_back = await _came_back(session, row, row.created_at, now)
+        return None if came_back is None else (True, came_back)
     if row.status == "sent" and row.sent_at is not None:
-        window_end = row.sent_at + NUDGE_REWARD_WINDOW
-        active = row.last_active_at
-        if active is not None and row.sent_at <= active <= window_end:
-            return True, True
-        if active is not None and active > window_end:
-            # Active again since: look at what they wrote, to see whether any of it fell within the window.
-            wrote = await session.scalar(
-                select(
-                    exists().where(
-                        InboundMessage.conversation_id == Conversation.id,
-                        Conversation.user_id == row.user_id,
-                        InboundMessage.received_at >= row.sent_at,
-                        InboundMessage.received_at <= window_end,
-                    )
-                )
-            )
-            return True, bool(wrote)
-        return (True, False) if now >= window_end else None
+        came_back = await _came_back(session, row, row.sent_at, now)
+        return None if came_back is None else (True, came_back)
     if row.status in ("dead", "suppressed"):
         return False, False
     if row.status in (None, "waiting") and now - row.created_at >= UNDELIVERED_AFTER:
         return False, False  # its outbox row is gone (the learner's data was deleted), or it still waits
     return None
+
+
+async def _came_back(session: AsyncSession, row: Any, since: datetime, now: datetime) -> bool | None:
+    """Whether the learner wrote within the reward window from `since`; None while the window is still open and they
+    have not."""
+    window_end = since + NUDGE_REWARD_WINDOW
+    active = row.last_active_at
+    if active is not None and since <= active <= window_end:
+        return True
+    if active is not None and active > window_end:
+        # Active again since: look at what they wrote, to see whether any of it fell within the window.
+        wrote = await session.scalar(
+            select(
+                exists().where(
+                    InboundMessage.conversation_id == Conversation.id,
+                    Conversation.user_id == row.user_id,
+                    InboundMessage.received_at >= since,
+                    InboundMessage.received_at <= window_end,
+                )
+            )
+        )
+        return bool(wrote)
+    return False if now >= window_end else None
 

@@ -69,6 +69,9 @@ QUEUED, PAUSED, QUIET_HOURS, UNANSWERED, NOTHING_TO_SEND, BUSY, FAILED = (
 )
 # NudgeLog.outcome: queued to the outbox, or skipped (WhatsApp's window closed and no approved template)
 SKIPPED_WINDOW = "skipped_window"
+# NudgeLog.outcome, and the NudgeTemplateStats.template its record is kept under: decided but not sent, so that how
+# many learners come back without a reminder is known beside how many come back after one (see scheduler/nudges.py)
+HELD_OUT = "held_out"
 # Broadcast.status
 DRAFT, SENDING, SENT, CANCELLED = "draft", "sending", "sent", "cancelled"
 
@@ -118,7 +121,8 @@ class NudgeLog(Base):
 
     kind: inactive (with `step` 0, 1, 2 …), farewell, streak, review. Settling (`settled_at`) fills `sent_at` from
     the outbox and `came_back`: whether the learner wrote within the reward window after it was sent (None: it was
-    never delivered, so it teaches the bandit nothing).
+    never delivered, so it teaches the bandit nothing). A held-out nudge (`outcome` HELD_OUT) is never sent: its
+    `came_back` counts from when it was decided.
     """
 
     __tablename__ = "nudge_log"
@@ -134,7 +138,7 @@ class NudgeLog(Base):
     step: Mapped[int] = mapped_column(Integer, default=0)
     template: Mapped[str] = mapped_column(String(40))
     idempotency_key: Mapped[str] = mapped_column(String(200))
-    outcome: Mapped[str] = mapped_column(String(16))  # queued | skipped_window
+    outcome: Mapped[str] = mapped_column(String(16))  # queued | skipped_window | held_out
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()
     came_back: Mapped[bool | None] = mapped_column(Boolean)
@@ -142,7 +146,8 @@ class NudgeLog(Base):
 
 
 class NudgeTemplateStats(Base):
-    """Per nudge template: how many were delivered and settled, and after how many the learner came back."""
+    """Per nudge template: how many were delivered and settled, and after how many the learner came back; under the
+    template HELD_OUT, the same for the kind's nudges that were held out (the rate without a reminder)."""
 
     __tablename__ = "nudge_template_stats"
 

@@ -24,6 +24,7 @@ from bot.dashboard.layout import Words, table
 from dialogs.nudges import TEMPLATES
 from storage import dashboard as counts
 from storage.courses import major_units
+from storage.scheduling import HELD_OUT
 
 STALE = timedelta(minutes=15)  # older than this, the snapshot job is not running: a page counts for itself
 
@@ -236,11 +237,16 @@ async def _nudges(ctx: Context) -> Figure:
             sent, back = record.get((kind, template), (0, 0))
             rows.append([kind, template, sent, back, _percent(back / sent if sent else None),
                          "✔" if template == favourite else ""])
+        held, back = record.get((kind, HELD_OUT), (0, 0))
+        if held:
+            rows.append([kind, ctx.w("no reminder (held out)"), held, back, _percent(back / held), ""])
     w = ctx.w
     return Figure("nudges", w("Reminder templates"), (w("kind"), w("template"), w("delivered"), w("came back"),
                                                        w("rate"), w("bandit's choice")), rows, table_open=True,
                   note=w("Came back: wrote within two hours of the reminder. The bandit's choice is the template "
-                         "with the best expected rate; it still tries the others now and then."))
+                         "with the best expected rate; it still tries the others now and then. No reminder: "
+                         "learners due one who were left without it on purpose (NUDGE_HOLDOUT); a template's rate "
+                         "above theirs is what the reminder itself did."))
 
 
 # Knowledge ----------------------------------------------------------------------------------------------------------

@@ -7,13 +7,14 @@ import random
 from collections import Counter, defaultdict
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from bot.core import Lessonbot
 from dialogs.bandit import Arm, choose
-from scheduler.nudges import settle, sweep
+from dialogs.nudges import INACTIVE, NudgeFacts
+from scheduler.nudges import Nudge, held_out, settle, sweep
 from storage.models import OutboxMessage, utcnow
-from storage.scheduling import NudgeLog, NudgeTemplateStats
+from storage.scheduling import HELD_OUT, NudgeLog, NudgeTemplateStats
 from tests.scheduler.support import HandClock, add_learner, context
 from tests.support import RecordingChannel, Transcript
 
@@ -122,5 +123,47 @@ async def test_nudges_are_settled_once_from_what_learners_did_and_admins_see_the
         assert "• farewell-door-open: not sent yet" in report
         [denied] = await Transcript(bot, channel, "ann").say("/admin nudges")
         assert denied.startswith("Admin commands are for admins only")
+    finally:
+        await bot.stop()
+
+
+def test_the_nudges_held_out_are_a_steady_share_chosen_by_key():
+    nudges = [Nudge(INACTIVE, 0, f"nudge:{user}:inactive:0:1780000000", NudgeFacts()) for user in range(20_000)]
+    chosen = [held_out(nudge, 0.05) for nudge in nudges]
+    assert 0.045 < sum(chosen) / len(chosen) < 0.055
+    assert chosen == [held_out(nudge, 0.05) for nudge in nudges]  # decided again: the same nudges held out
+    assert not any(held_out(nudge, 0.0) for nudge in nudges)
+
+
+async def test_held_out_nudges_are_not_sent_and_show_the_rate_without_a_reminder(settings):
+    settings = settings.model_copy(update={"admins": ("test:boss",)})
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel])
+    try:
+        now = utcnow()
+        away = now - timedelta(days=1, hours=1)
+        await add_learner(bot.db, chat="ann", zone="UTC", last_active_at=away)
+        await add_learner(bot.db, chat="bob", zone="UTC", last_active_at=away)
+        clock = HandClock(now)
+        ctx = context(bot.db, clock, rng=random.Random(32), notify=bot.dispatcher.notify, nudge_holdout=1.0)
+        assert await sweep(ctx) == Counter({"inactive:held out": 2})
+        assert await sweep(ctx) == Counter()  # decided once
+        async with bot.db.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+            assert set((await session.scalars(select(NudgeLog.outcome))).all()) == {HELD_OUT}
+
+        await Transcript(bot, channel, "ann").say("hi, I'm back")  # on her own: nothing reminded her
+        clock.move(minutes=5)
+        assert await settle(ctx) == Counter({"held out: came back": 1})
+        clock.move(hours=2)
+        assert await settle(ctx) == Counter({"held out: no answer": 1})
+        async with bot.db.sessions() as session:
+            record = {(row.kind, row.template): (row.sent, row.came_back)
+                      for row in (await session.scalars(select(NudgeTemplateStats))).all()}
+        assert record == {("inactive", HELD_OUT): (2, 1)}  # kept apart from every template the bandit weighs
+
+        [report] = await Transcript(bot, channel, "boss").say("/admin nudges")
+        assert "• no reminder (held out): 1 of 2 came back (50%)" in report
+        assert "left without it on purpose (NUDGE_HOLDOUT)" in report
     finally:
         await bot.stop()
