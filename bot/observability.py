@@ -54,12 +54,24 @@ class TextFormatter(logging.Formatter):
             record.msg = record.msg[len(prefix) :]
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record comes, not the one there when logging was set up (a test
+    runner, or an embedding program, may have swapped and closed that one since)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto", *, stream: TextIO | None = None) -> None:
     """Log to `stream` (stderr): `fmt` is json, text, or auto (text on a terminal, JSON anywhere else)."""
-    stream = stream or sys.stderr
     if fmt == "auto":
-        fmt = "text" if stream.isatty() else "json"
-    handler = logging.StreamHandler(stream)
+        fmt = "text" if (stream or sys.stderr).isatty() else "json"
+    handler = logging.StreamHandler(stream) if stream is not None else StderrHandler()
     handler.setFormatter(
         JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 
 from bot.channel import TransientSendError
 from bot.core import Lessonbot
-from bot.observability import JsonFormatter, conversation_id_var
+from bot.observability import JsonFormatter, configure_logging, conversation_id_var
 from tests.support import RecordingChannel, Transcript
 
 SECRET_WORDS = "my card number is 4242 4242 4242 4242"
@@ -65,3 +67,17 @@ def test_logs_are_readable_lines_on_a_terminal_and_json_elsewhere(tmp_path):
     with open(tmp_path / "log", "w") as file:
         log_once(file)
     assert json.loads((tmp_path / "log").read_text())["message"] == "serving on http://127.0.0.1:8000"
+
+
+def test_logs_go_to_the_stderr_of_the_moment_not_one_closed_since(monkeypatch):
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level
+    try:
+        monkeypatch.setattr(sys, "stderr", io.StringIO())
+        configure_logging("INFO", "text")
+        sys.stderr.close()  # as a test runner closes the stream it captured into
+        monkeypatch.setattr(sys, "stderr", now := io.StringIO())
+        logging.getLogger("apscheduler").info("Scheduler started")
+        assert now.getvalue().endswith("INFO apscheduler: Scheduler started\n")
+    finally:
+        root.handlers[:], root.level = kept[0], kept[1]
