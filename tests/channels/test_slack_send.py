@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import AsyncIterator
 from itertools import pairwise
 
 import pytest
@@ -14,17 +13,11 @@ from bot.channel import Delivery, PartsSent, PermanentSendError, RateLimited, Tr
 from bot.core import Lessonbot
 from bot.messages import Choice, Document, Text
 from channels.slack import SlackChannel
-from standins.slack import BOT_TOKEN, SIGNING_SECRET, Fault, SlackStandIn
+from standins.slack import BOT_TOKEN, SIGNING_SECRET, Fault
 from storage.models import OutboxMessage
 from tests.support import message
 
 CHAT = "T111:D0DM1"
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[SlackStandIn]:
-    async with SlackStandIn() as server:
-        yield server
 
 
 def slack(base_url: str, *, timeout: float = 5.0) -> SlackChannel:

@@ -25,7 +25,7 @@ from bot.core import Lessonbot
 from dialogs.teams import announce
 from scheduler.context import JobContext
 from scheduler.teams import post_team_lessons, sync_team_members
-from standins.slack import BOT_TOKEN, SIGNING_SECRET, Fault, SlackStandIn, form_body, load_fixture, signed
+from standins.slack import Fault, SlackStandIn, form_body, load_fixture, signed
 from storage.courses import Question
 from storage.learners import ACTIVE, STOPPED, Learner
 from storage.models import AdminAuditEntry, Conversation, OutboxMessage
@@ -54,16 +54,6 @@ async def standin() -> AsyncIterator[SlackStandIn]:
         server.add_member(CHANNEL, ROBOT, name=NAMES[ROBOT], bot=True)
         server.add_member("CELSEWHERE", DEV, name=NAMES[DEV])  # in the workspace, not (yet) in the team's channel
         yield server
-
-
-@pytest.fixture
-def slack_settings(settings, standin):
-    return settings.model_copy(update={
-        "slack_signing_secret": SIGNING_SECRET,
-        "slack_bot_token": BOT_TOKEN,
-        "slack_api_base_url": standin.base_url,
-        "web_chat_enabled": False,
-    })
 
 
 # What Slack sends, from its published payloads ------------------------------------------------------------------------
