@@ -51,7 +51,7 @@ from bot.config import Settings
 from bot.messages import REPLY_ADDRESS, InboundMessage, Text
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
 from bot.text import storable, storable_data
-from dialogs import choices
+from dialogs import apologies, choices
 from dialogs.ask import QuestionAnswerer
 from dialogs.payments import PaymentDesk
 from dialogs.turn import OutsideTransaction, Turn
@@ -65,7 +65,6 @@ from storage.queries import backend_insert, get_or_create_conversation, identity
 
 log = logging.getLogger(__name__)
 
-APOLOGY = "Sorry, something went wrong on my side while handling that. Please try again in a moment."
 MAX_TRANSIENT_ATTEMPTS = 5
 MAX_OUTSIDE_CALLS = 8  # slow calls one turn may make outside its transaction
 ACTIVITY_PRECISION = timedelta(minutes=1)
@@ -635,7 +634,9 @@ class ConversationWorker:
             payload = await session.scalar(select(InboundRow.payload).where(InboundRow.id == inbound_id))
             now = utcnow()
             held = _held_until((payload or {}).get("meta", {}), now)
-            apology = _answers(conversation, inbound_id, [Text(APOLOGY).to_payload()], due_at=held)
+            language = None if conversation.user_id is None else await session.scalar(
+                select(User.locale).where(User.id == conversation.user_id))
+            apology = _answers(conversation, inbound_id, [Text(apologies.failed(language)).to_payload()], due_at=held)
             await enqueue(session, apology, now=now)
         return True
 

@@ -46,7 +46,7 @@ from channels.rasa import tracker as said
 from channels.rasa.channel import MESSAGE_ENTITY
 from channels.rasa.files import FileLinks, document_link
 from channels.rasa.render import bot_message
-from dialogs import flow
+from dialogs import apologies, flow
 from dialogs.learner import is_set_up
 from storage.db import Database
 from storage.learners import ChatLearner, learner_of_chat
@@ -57,8 +57,6 @@ log = logging.getLogger(__name__)
 MAX_ACTION_CALL_BYTES = 8 * 1024 * 1024  # a tracker carries the whole conversation's events
 HOLD_MARGIN_SECONDS = 1.0  # replies stay held a little longer than the call waits, for its last look to take them
 LOOK_AGAIN_SECONDS = 0.1
-SORRY = "Sorry, something went wrong on my side. Please try again in a moment."
-ON_ITS_WAY = "I'm still working on that; the answer will follow in a moment."
 
 
 class ActionDesk:
@@ -83,11 +81,11 @@ class ActionDesk:
             answer = await self._answer(platform_id, recorded.conversation_id)
         except RequestRejected as exc:  # a sender id no column holds
             log.warning("a Rasa action call was refused: %s", exc.message)
-            dispatcher.utter_message(text=SORRY)
+            dispatcher.utter_message(text=apologies.failed(None))
             return [SlotSet(said.ERROR_SLOT, "refused")]
         if answer is None:
             log.warning("a Rasa action's answer was not ready in time", extra={"action": action})
-            dispatcher.utter_message(text=ON_ITS_WAY)
+            dispatcher.utter_message(text=apologies.late(await self.language(tracker.sender_id)))
             return [SlotSet(said.ERROR_SLOT, "timeout")]
         for outbox_id, payload in answer.replies:
             link = document_link(self.files, tracker.sender_id, outbox_id)
@@ -115,6 +113,15 @@ class ActionDesk:
         """What is known of the learner `rasa:<sender_id>`."""
         async with self.lessonbot.db.sessions() as session:
             return await learner_of_chat(session, said.CHANNEL, sender_id)
+
+    async def language(self, sender_id: str) -> str | None:
+        """The learner's language for an apology, when it can be read: an apology must not fail in turn."""
+        try:
+            found = await self.learner(sender_id)
+        except Exception:
+            log.exception("the learner's language could not be read for an apology")
+            return None
+        return found.user.locale if found else None
 
     async def _slots(self, sender_id: str, answer: Answer, domain: dict[str, Any]) -> list[EventType]:
         """The learner's facts as slot events, for the slots the domain declares (all of them without a domain)."""
@@ -162,7 +169,7 @@ class LessonbotAction(Action):
             return await self.desk.perform(self.action, await self.ask(tracker), dispatcher, tracker, domain)
         except Exception:
             log.exception("a Rasa action failed", extra={"action": self.action})
-            dispatcher.utter_message(text=SORRY)
+            dispatcher.utter_message(text=apologies.failed(await self.desk.language(tracker.sender_id)))
             return [SlotSet(said.ERROR_SLOT, "failed")]
 
 
@@ -292,7 +299,8 @@ def action_routes(executor: ActionExecutor, *, token: str = "") -> list[Route]:
             return JSONResponse({"error": exc.message, "action_name": exc.action_name}, status_code=449)
         except Exception:  # a tracker we cannot read: still a polite answer
             log.exception("a Rasa action call could not be run")
-            return JSONResponse({"events": [SlotSet(said.ERROR_SLOT, "failed")], "responses": [{"text": SORRY}]})
+            return JSONResponse({"events": [SlotSet(said.ERROR_SLOT, "failed")],
+                                 "responses": [{"text": apologies.failed(None)}]})
         return JSONResponse(result.model_dump() if result else None)
 
     async def actions(request: Request) -> Response:

@@ -153,6 +153,25 @@ async def test_state_and_outbox_commit_together(settings, channel):
         await bot.stop()
 
 
+async def test_the_apology_speaks_the_learners_language(settings, channel):
+    async def speaks_spanish_then_breaks(turn: Turn) -> None:
+        if turn.text == "/language es":
+            turn.user.locale = "es"
+            turn.say("vale")
+            return
+        raise RuntimeError("a bug in a dialog")
+
+    bot = Lessonbot(settings, [channel], respond=speaks_spanish_then_breaks)
+    try:
+        await bot.receive(message("/language es"))
+        await bot.receive(message("hola"))
+        await bot.settle()
+        assert channel.texts("ann") == ["vale", "Lo siento, algo ha fallado por mi parte al atender eso. "
+                                                "Vuelve a intentarlo en un momento."]
+    finally:
+        await bot.stop()
+
+
 async def test_one_person_one_user_per_channel_identity(bot, channel):
     await bot.receive(message("/start", chat="group-1", sender="ann"))
     await bot.receive(message("/help", chat="ann", sender="ann"))
