@@ -8,9 +8,9 @@
   Every attempt is written to the audit log, allowed or not.
 - A member opts out (`/team leave`) and back in (`/team join`), and hides from the leaderboard (`/team hide`,
   `/team unhide`); `/leaderboard` shows the team's standings.
-- The team's lesson is posted once in the chat (`post_lesson`, called by scheduler/teams.py at the team's hour);
-  its button ("team:take:TEAM:LESSON") gives each member the lesson's quiz in their private place in the chat (a
-  Slack ephemeral conversation), so nobody sees another's answers.
+- The team's lesson is posted once in the chat (`post_lesson`, called by scheduler/teams.py at the team's hour),
+  its parts in the post's thread; its button ("team:take:TEAM:LESSON") gives each member the lesson's quiz in their
+  private place in the chat (a Slack ephemeral conversation), so nobody sees another's answers.
 - Joining the chat enrolls (`membership_changed`); leaving pauses; guests and bots are left out.
 
 Where a member is: `meta["group_chat"]` (the chat's own id) and `meta["workspace"]`, set by the channel on what
@@ -364,15 +364,15 @@ async def post_lesson(session: AsyncSession, team: Team, local_date: date, *, no
         return False
     all_lessons = await course_lessons(session, team.course_id)
     number = next((index for index, other in enumerate(all_lessons, start=1) if other.id == lesson.id), 0)
-    text = _("📘 Lesson {number} of {count}: {title}", number=number, count=len(all_lessons), title=lesson.title)
-    text += "\n\n" + "\n\n".join(lesson.parts)
+    heading = _("📘 Lesson {number} of {count}: {title}", number=number, count=len(all_lessons), title=lesson.title)
     questions = await lesson_questions(session, lesson.id)
     label = _("Quiz me (only you see it)") if questions else _("Mark as done")
     following = next((other for other in all_lessons if other.position > lesson.position), None)
     team.next_lesson_id = following.id if following else None
     team.updated_at = now
-    await announce(session, team, text, key=f"team-lesson:{team.id}:{local_date.isoformat()}",
-                   choices=((label, f"{TAKE}:{team.id}:{lesson.id}"),))
+    # The post carries the button; the lesson's parts follow in its thread (on a platform with threads).
+    post = Text.threaded(heading, lesson.parts, (Choice(label, f"{TAKE}:{team.id}:{lesson.id}"),))
+    await send_to(session, team, team.chat_id, post, key=f"team-lesson:{team.id}:{local_date.isoformat()}")
     return True
 
 

@@ -3,8 +3,8 @@ by Slack's published payloads (tests/fixtures/slack), on SQLite and PostgreSQL.
 
 The story: a team admin sets up a channel course (a non-admin's attempt is refused and audited); the channel's members
 are read (paged, guests and bots left out); the lesson is posted at the team's hour in its zone, on both sides of a
-daylight-saving change; three members take its quiz privately (ephemeral messages); the leaderboard shows the right
-numbers; a member joins mid-course and leaves; uninstalling stops every send.
+daylight-saving change, its parts in the post's thread; three members take its quiz privately (ephemeral messages);
+the leaderboard shows the right numbers; a member joins mid-course and leaves; uninstalling stops every send.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ async def members(lessonbot: Lessonbot) -> dict[str, str]:
 async def take_quiz(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot, user: str, *,
                     right: bool) -> None:
     """Press the lesson post's button, then answer every question privately, all right or all wrong."""
-    post_call = standin.posted(CHANNEL)[-1]
+    post_call = standin.top_level(CHANNEL)[-1]
     [(_label, take)] = buttons(post_call)
     await press(client, fixtures_dir, user, take, ephemeral=False, message_ts=post_call.answer["ts"],
                 standin=standin)
@@ -208,9 +208,13 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
         assert await post_team_lessons(jobs) == 1
         assert await post_team_lessons(jobs) == 0
         await lessonbot.settle()
-        lesson_post = standin.posted(CHANNEL)[-1]
-        assert lesson_post.params["text"].startswith("📘 Lesson 1 of 5: What a phishing message wants")
+        # The lesson's post in the channel, with its button; its three parts in the post's thread, in order.
+        lesson_post = standin.top_level(CHANNEL)[-1]
+        assert lesson_post.params["text"] == "📘 Lesson 1 of 5: What a phishing message wants"
         assert [label for label, _value in buttons(lesson_post)] == ["Quiz me (only you see it)"]
+        parts = [call.params["text"] for call in standin.thread(CHANNEL, lesson_post.answer["ts"])]
+        assert len(parts) == 3 and standin.posted(CHANNEL)[-3:] == standin.thread(CHANNEL, lesson_post.answer["ts"])
+        assert parts[0].startswith("A phishing message pretends") and parts[2].startswith("So the first habit")
 
         # Three members take the quiz privately: nobody else sees their answers.
         public_before = len(standin.posted(CHANNEL))
@@ -242,7 +246,7 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
         clock.at(datetime(2027, 3, 15, 13, 1, tzinfo=UTC))
         assert await post_team_lessons(jobs) == 1
         await lessonbot.settle()
-        assert standin.texts(CHANNEL)[-1].startswith("📘 Lesson 2 of 5")
+        assert standin.top_level(CHANNEL)[-1].params["text"].startswith("📘 Lesson 2 of 5")
 
         # The admin's digest of the week before, in their direct chat: completion, accuracy, the hardest, who is behind.
         [digest] = standin.posted(ADMIN)  # chat.postMessage to a user id: their DM with the bot
@@ -315,7 +319,7 @@ async def test_a_member_opts_out_and_hides_from_the_leaderboard(slack_settings, 
         clock.at(datetime(2027, 3, 15, 13, 1, tzinfo=UTC))
         assert await post_team_lessons(context(lessonbot, clock)) == 1
         await lessonbot.settle()
-        assert standin.texts(CHANNEL)[-1].startswith("📘 Lesson 1 of 5")
+        assert standin.top_level(CHANNEL)[-1].params["text"].startswith("📘 Lesson 1 of 5")
 
 
 async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, fixtures_dir):
