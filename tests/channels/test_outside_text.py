@@ -14,7 +14,7 @@ import pytest
 from bot.messages import Choice, Text
 from channels.telegram import SECRET_HEADER
 from channels.whatsapp.render import text_bodies
-from standins.slack import BOT_TOKEN, SIGNING_SECRET, SlackStandIn, dm_event, signed
+from standins.slack import dm_event, signed
 from standins.telegram import TOKEN, TelegramStandIn, person, text_update
 from standins.twilio import TwilioStandIn
 from tests.dialogs.learning_support import import_sample
@@ -79,12 +79,6 @@ async def test_telegram_shows_a_hostile_name_and_echo_as_typed_in_private_and_in
 # Slack: mrkdwn through slack_sdk --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def slack_api():
-    async with SlackStandIn() as server:
-        yield server
-
-
 async def slack_says(client, lessonbot, api, text: str) -> list[str]:
     before = len(api.texts("D0DM1"))
     body = json.dumps(dm_event(text, event_id=f"EvOUTSIDE{next(_ids)}"))
@@ -95,18 +89,14 @@ async def slack_says(client, lessonbot, api, text: str) -> list[str]:
             if block["type"] == "section"]
 
 
-async def test_slack_shows_a_hostile_echo_as_typed_with_no_mention_link_or_formatting(settings, slack_api):
-    configured = settings.model_copy(update={
-        "slack_signing_secret": SIGNING_SECRET, "slack_bot_token": BOT_TOKEN,
-        "slack_api_base_url": slack_api.base_url, "web_chat_enabled": False,
-    })
+async def test_slack_shows_a_hostile_echo_as_typed_with_no_mention_link_or_formatting(slack_settings, standin):
     # Slack sends what a person typed with its own &, < and > escaped
     typed = HOSTILE_ZONE.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    async with running(configured) as (client, lessonbot):
-        await slack_says(client, lessonbot, slack_api, "/start")
-        await slack_says(client, lessonbot, slack_api, "yes")
-        await slack_says(client, lessonbot, slack_api, "Ann")
-        [echo, *_] = await slack_says(client, lessonbot, slack_api, typed)
+    async with running(slack_settings) as (client, lessonbot):
+        await slack_says(client, lessonbot, standin, "/start")
+        await slack_says(client, lessonbot, standin, "yes")
+        await slack_says(client, lessonbot, standin, "Ann")
+        [echo, *_] = await slack_says(client, lessonbot, standin, typed)
     assert "“[x](https://evil.example) ∗bold∗ ˋcˋ &lt;!channel&gt; &lt;@U123&gt; &amp;lt;”" in echo, echo
     assert_no_markup_from_outside(echo)
     assert "*bold*" not in echo and "`c`" not in echo

@@ -10,7 +10,6 @@ import json
 import logging
 import statistics
 import time
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
@@ -26,7 +25,6 @@ from channels.slack.routes import SlackSignature
 from standins.slack import (
     BOT_TOKEN,
     SIGNING_SECRET,
-    SlackStandIn,
     dm_event,
     form_body,
     load_fixture,
@@ -34,24 +32,6 @@ from standins.slack import (
 )
 from storage.models import ChannelIdentity, Conversation, InboundMessage
 from tests.support import running
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[SlackStandIn]:
-    async with SlackStandIn() as server:
-        yield server
-
-
-@pytest.fixture
-def slack_settings(settings, standin):
-    return settings.model_copy(update={
-        "slack_signing_secret": SIGNING_SECRET,
-        "slack_bot_token": BOT_TOKEN,
-        "slack_api_base_url": standin.base_url,
-        "web_chat_enabled": False,
-    })
-
-
 
 
 async def post(client: httpx.AsyncClient, body: bytes | str | dict, **signing) -> httpx.Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -41,14 +40,9 @@ SECOND = Workspace("T222", "xoxb-222-second-workspace", "UBOT222", "B222", "Seco
 
 
 @pytest.fixture
-async def standin() -> AsyncIterator[SlackStandIn]:
-    async with SlackStandIn() as server:  # knows T111's token only: T222 exists once it installs the app
-        yield server
-
-
-@pytest.fixture
 def distributed(settings, standin):
-    """Installable into many workspaces: a client id and secret instead of one bot token."""
+    """Installable into many workspaces: a client id and secret instead of one bot token (the stand-in knows T111's
+    token only: T222 exists once it installs the app)."""
     return settings.model_copy(update={
         "slack_signing_secret": SIGNING_SECRET,
         "slack_client_id": CLIENT_ID,
