@@ -133,11 +133,39 @@ class Text:
 
     `text` is light Markdown (channels/markdown.py), written by us or a course's authors; outside text goes in
     through `literal`. A choice's or a link's `label` is plain text, shown as it is.
+
+    `thread_breaks`: where the text breaks into follow-ups (offsets into `text`, made by `threaded`). A platform
+    with threads (Slack) posts the text before the first break, with the choices and links, and each follow-up as a
+    reply in that post's thread (`pieces`); every other platform shows the text whole, as it shows any other.
     """
 
     text: str
     choices: tuple[Choice, ...] = ()
     links: tuple[Link, ...] = ()
+    thread_breaks: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        bounds = (0, *self.thread_breaks, len(self.text) + 1)
+        if any(later <= earlier for earlier, later in zip(bounds, bounds[1:], strict=False)):
+            raise ValueError(f"thread breaks {self.thread_breaks} do not fall in order within the text")
+
+    @classmethod
+    def threaded(cls, post: str, follow_ups: tuple[str, ...] | list[str], choices: tuple[Choice, ...] = (),
+                 links: tuple[Link, ...] = ()) -> Text:
+        """`post`, then each follow-up as a reply in its thread where the platform has threads; one text (the
+        follow-ups as paragraphs after the post) everywhere else."""
+        text, breaks = post, []
+        for follow_up in follow_ups:
+            if follow_up.strip():
+                text += "\n\n"
+                breaks.append(len(text))
+                text += follow_up
+        return cls(text, choices, links, tuple(breaks))
+
+    def pieces(self) -> list[str]:
+        """The post and its follow-ups, in order (one piece when the text has no thread)."""
+        bounds = (0, *self.thread_breaks, len(self.text))
+        return [self.text[start:end].strip() for start, end in zip(bounds, bounds[1:], strict=False)]
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {"kind": "text", "text": self.text}
@@ -145,6 +173,8 @@ class Text:
             payload["choices"] = [{"label": c.label, "value": c.value} for c in self.choices]
         if self.links:
             payload["links"] = [{"label": link.label, "url": link.url} for link in self.links]
+        if self.thread_breaks:
+            payload["thread_breaks"] = list(self.thread_breaks)
         return payload
 
 
@@ -211,7 +241,7 @@ def reply_from_payload(payload: dict[str, Any]) -> Reply:
     if kind == "text":
         choices = tuple(Choice(c["label"], c["value"]) for c in payload.get("choices", ()))
         links = tuple(Link(link["label"], link["url"]) for link in payload.get("links", ()))
-        return Text(payload["text"], choices, links)
+        return Text(payload["text"], choices, links, tuple(int(at) for at in payload.get("thread_breaks", ())))
     if kind == "document":
         return Document(
             filename=payload["filename"],

@@ -206,6 +206,14 @@ class SlackStandIn:
     def texts(self, channel: str | None = None) -> list[str]:
         return [c.params["text"] for c in self.posted(channel)]
 
+    def top_level(self, channel: str) -> list[Call]:
+        """The messages posted in a channel itself, not in a thread."""
+        return [c for c in self.posted(channel) if not c.params.get("thread_ts")]
+
+    def thread(self, channel: str, ts: str) -> list[Call]:
+        """The replies posted in the thread of the message `ts` in `channel`, in order."""
+        return [c for c in self.posted(channel) if c.params.get("thread_ts") == ts]
+
     async def wait_for(self, condition: Callable[[], object], timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
@@ -266,8 +274,12 @@ class SlackStandIn:
             return {"ok": False, "error": "channel_not_found"}
         if not call.params.get("text") and not call.params.get("blocks"):
             return {"ok": False, "error": "no_text"}
+        thread_ts = call.params.get("thread_ts")
+        if thread_ts and not any(c.answer.get("ts") == thread_ts for c in self.posted(str(channel))):
+            return {"ok": False, "error": "thread_not_found"}
         ts = f"{int(time.time())}.{next(self._ts):06d}"
-        return {"ok": True, "channel": channel, "ts": ts, "message": {"text": call.params.get("text"), "ts": ts}}
+        message = {"text": call.params.get("text"), "ts": ts, **({"thread_ts": thread_ts} if thread_ts else {})}
+        return {"ok": True, "channel": channel, "ts": ts, "message": message}
 
     def _chat_postEphemeral(self, call: Call, request: web.Request) -> dict[str, Any]:
         channel, user = call.params.get("channel"), call.params.get("user")

@@ -34,27 +34,38 @@ class ReplyNotRenderable(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class SlackMessage:
-    """One chat.postMessage: `text` is the notification fallback (mrkdwn), `blocks` what Slack draws."""
+    """One chat.postMessage: `text` is the notification fallback (mrkdwn), `blocks` what Slack draws; `in_thread`:
+    a reply in the thread of the reply's first message (a follow-up of a threaded Text)."""
 
     text: str
     blocks: list[dict[str, Any]]
+    in_thread: bool = False
 
 
 def render_text(reply: Text) -> list[SlackMessage]:
-    """A text reply as one or more messages: section blocks of at most 3,000 characters, then the buttons."""
-    sections = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": part}}
-        for part in escaped_parts(with_links(reply.text, reply.links), SECTION_TEXT_LIMIT)
-    ]
-    actions = _actions_blocks(reply)
-    if not sections and not actions:
+    """A text reply as one or more messages: section blocks of at most 3,000 characters, then the buttons. A threaded
+    reply's follow-ups come after, each its own message in the thread of the first."""
+    post, *follow_ups = reply.pieces()
+    messages = _messages(_sections(with_links(post, reply.links)), _actions_blocks(reply), reply)
+    if not messages:
         raise ReplyNotRenderable("the reply has neither text nor choices")
-    blocks = sections + actions
-    messages = []
-    for start in range(0, len(blocks), BLOCKS_PER_MESSAGE):
-        chunk = blocks[start : start + BLOCKS_PER_MESSAGE]
-        messages.append(SlackMessage(text=_fallback(chunk, reply), blocks=chunk))
+    for follow_up in follow_ups:
+        messages += [SlackMessage(message.text, message.blocks, in_thread=True)
+                     for message in _messages(_sections(follow_up), [], reply)]
     return messages
+
+
+def _sections(text: str) -> list[dict[str, Any]]:
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": part}}
+            for part in escaped_parts(text, SECTION_TEXT_LIMIT)]
+
+
+def _messages(sections: list[dict[str, Any]], actions: list[dict[str, Any]], reply: Text) -> list[SlackMessage]:
+    """Blocks in messages of at most BLOCKS_PER_MESSAGE."""
+    blocks = sections + actions
+    return [SlackMessage(text=_fallback(blocks[start : start + BLOCKS_PER_MESSAGE], reply),
+                         blocks=blocks[start : start + BLOCKS_PER_MESSAGE])
+            for start in range(0, len(blocks), BLOCKS_PER_MESSAGE)]
 
 
 def render_link(document: Document) -> SlackMessage:

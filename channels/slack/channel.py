@@ -204,11 +204,14 @@ class SlackChannel:
         self, client: AsyncWebClient, channel: str, messages: list[SlackMessage], *, parts: PartsSent
     ) -> str:
         """Post the messages in order, after those already posted (`parts`, kept on the outbox row): a retry of a
-        reply whose later message failed, in any process, posts only the rest."""
+        reply whose later message failed, in any process, posts only the rest. A threaded reply's follow-ups go in
+        the thread of its first message (its ts is the first part's id, so a retry finds the thread too)."""
         posted = parts.ids
         for index in range(len(posted), len(messages)):
             message = messages[index]
-            response = await client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
+            thread_ts = posted[0] if message.in_thread and posted and posted[0] else None
+            response = await client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks,
+                                                     thread_ts=thread_ts)
             await parts.add(str(response.get("ts") or ""), more_to_come=index + 1 < len(messages))
         return posted[-1]
 

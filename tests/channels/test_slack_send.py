@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from bot.channel import Delivery, PartsSent, PermanentSendError, RateLimited, TransientSendError
 from bot.core import Lessonbot
-from bot.messages import Choice, Document, Text
+from bot.messages import Choice, Document, Text, reply_from_payload
 from channels.slack import SlackChannel
 from standins.slack import BOT_TOKEN, SIGNING_SECRET, Fault
 from storage.models import OutboxMessage
@@ -125,6 +125,28 @@ async def test_a_long_reply_goes_out_in_order_and_a_retry_resumes_after_the_part
     assert [f.split(".")[0] for f in firsts] == ["Paragraph 0", "Paragraph 50", "Paragraph 100"]
     assert last_ts == posted[-1].answer["ts"]
     assert all(len(c.params["blocks"]) <= 50 for c in posted)
+
+
+async def test_a_threaded_reply_posts_its_follow_ups_in_the_posts_thread_and_a_retry_finds_the_thread(standin):
+    reply = Text.threaded("📘 Lesson 1: Levers", ["Part one.", "Part two.", "Part three."],
+                          (Choice("Quiz me", "team:take:1:1"),))
+    assert reply.text == "📘 Lesson 1: Levers\n\nPart one.\n\nPart two.\n\nPart three."  # whole, elsewhere
+    assert reply_from_payload(reply.to_payload()) == reply
+    channel = slack(standin.base_url)
+    standin.fail("chat.postMessage", Fault.none(), Fault.none(), Fault.server_error())  # the second part fails
+    saved: list[list[str]] = []
+
+    async def save(ids: list[str]) -> None:
+        saved.append(ids)
+
+    with pytest.raises(TransientSendError):
+        await channel.send(delivery(reply, chat_id="T111:C0TEAM", parts=PartsSent(save=save)))
+    await channel.send(delivery(reply, chat_id="T111:C0TEAM", attempt=2, parts=PartsSent(list(saved[-1]))))
+    post, *thread = standin.posted("C0TEAM")
+    assert post.params["text"] == "📘 Lesson 1: Levers" and "thread_ts" not in post.params
+    assert post.params["blocks"][-1]["elements"][0]["value"] == "team:take:1:1"  # the button is on the post
+    assert [c.params["text"] for c in thread] == ["Part one.", "Part two.", "Part three."]
+    assert {c.params["thread_ts"] for c in thread} == {post.answer["ts"]}
 
 
 async def test_a_document_file_is_uploaded_with_files_upload_v2(standin, tmp_path):

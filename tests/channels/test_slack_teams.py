@@ -3,8 +3,8 @@ by Slack's published payloads (tests/fixtures/slack), on SQLite and PostgreSQL.
 
 The story: a team admin sets up a channel course (a non-admin's attempt is refused and audited); the channel's members
 are read (paged, guests and bots left out); the lesson is posted at the team's hour in its zone, on both sides of a
-daylight-saving change; three members take its quiz privately (ephemeral messages); the leaderboard shows the right
-numbers; a member joins mid-course and leaves; uninstalling stops every send.
+daylight-saving change, its parts in the post's thread; three members take its quiz privately (ephemeral messages);
+the leaderboard shows the right numbers; a member joins mid-course and leaves; uninstalling stops every send.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sqlalchemy import select
 from bot.core import Lessonbot
 from dialogs.teams import announce
 from scheduler.context import JobContext
+from scheduler.planner import plan_lessons
 from scheduler.teams import post_team_lessons, sync_team_members
 from standins.slack import Fault, SlackStandIn, form_body, load_fixture, signed
 from storage.courses import Question
@@ -143,7 +144,7 @@ async def members(lessonbot: Lessonbot) -> dict[str, str]:
 async def take_quiz(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot, user: str, *,
                     right: bool) -> None:
     """Press the lesson post's button, then answer every question privately, all right or all wrong."""
-    post_call = standin.posted(CHANNEL)[-1]
+    post_call = standin.top_level(CHANNEL)[-1]
     [(_label, take)] = buttons(post_call)
     await press(client, fixtures_dir, user, take, ephemeral=False, message_ts=post_call.answer["ts"],
                 standin=standin)
@@ -208,9 +209,13 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
         assert await post_team_lessons(jobs) == 1
         assert await post_team_lessons(jobs) == 0
         await lessonbot.settle()
-        lesson_post = standin.posted(CHANNEL)[-1]
-        assert lesson_post.params["text"].startswith("📘 Lesson 1 of 5: What a phishing message wants")
+        # The lesson's post in the channel, with its button; its three parts in the post's thread, in order.
+        lesson_post = standin.top_level(CHANNEL)[-1]
+        assert lesson_post.params["text"] == "📘 Lesson 1 of 5: What a phishing message wants"
         assert [label for label, _value in buttons(lesson_post)] == ["Quiz me (only you see it)"]
+        parts = [call.params["text"] for call in standin.thread(CHANNEL, lesson_post.answer["ts"])]
+        assert len(parts) == 3 and standin.posted(CHANNEL)[-3:] == standin.thread(CHANNEL, lesson_post.answer["ts"])
+        assert parts[0].startswith("A phishing message pretends") and parts[2].startswith("So the first habit")
 
         # Three members take the quiz privately: nobody else sees their answers.
         public_before = len(standin.posted(CHANNEL))
@@ -242,7 +247,7 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
         clock.at(datetime(2027, 3, 15, 13, 1, tzinfo=UTC))
         assert await post_team_lessons(jobs) == 1
         await lessonbot.settle()
-        assert standin.texts(CHANNEL)[-1].startswith("📘 Lesson 2 of 5")
+        assert standin.top_level(CHANNEL)[-1].params["text"].startswith("📘 Lesson 2 of 5")
 
         # The admin's digest of the week before, in their direct chat: completion, accuracy, the hardest, who is behind.
         [digest] = standin.posted(ADMIN)  # chat.postMessage to a user id: their DM with the bot
@@ -315,7 +320,7 @@ async def test_a_member_opts_out_and_hides_from_the_leaderboard(slack_settings, 
         clock.at(datetime(2027, 3, 15, 13, 1, tzinfo=UTC))
         assert await post_team_lessons(context(lessonbot, clock)) == 1
         await lessonbot.settle()
-        assert standin.texts(CHANNEL)[-1].startswith("📘 Lesson 1 of 5")
+        assert standin.top_level(CHANNEL)[-1].params["text"].startswith("📘 Lesson 1 of 5")
 
 
 async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, fixtures_dir):
@@ -452,3 +457,53 @@ async def test_a_channel_whose_members_cannot_be_read_is_asked_again_hours_later
         assert await sync_team_members(jobs) == 0
         assert await sync_team_members(jobs) == 0
         assert [c.outcome for c in standin.calls if c.method == "conversations.members"] == ["channel_not_found"]
+
+
+async def test_the_direct_mode_brings_each_member_the_lesson_in_a_dm_at_their_own_hour(slack_settings, standin,
+                                                                                      fixtures_dir):
+    """`mode direct`: nothing is posted but the announcement; each member is invited in a DM, and whoever presses
+    Start gets the course's lessons there at the team's hour in their own (Slack profile) zone, as any learner."""
+    standin.add_member(CHANNEL, BEA, name=NAMES[BEA], tz="Asia/Tokyo")
+    standin.add_member(CHANNEL, CAL, name=NAMES[CAL], tz="America/New_York")
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        # One post in the channel has one hour: "each member's own zone" is the direct mode's.
+        await slash(client, fixtures_dir, ADMIN, "team set spot-phishing at 09:00 in members mode channel",
+                    standin=standin)
+        await lessonbot.settle()
+        assert "choose mode direct" in private_texts(standin, ADMIN)[-1]
+        await slash(client, fixtures_dir, ADMIN, "team set spot-phishing at 09:00 on weekdays mode direct",
+                    standin=standin)
+        await lessonbot.settle()
+        assert "each member gets a lesson weekdays at 09:00 in their own time zone" in private_texts(standin, ADMIN)[-1]
+        assert "invitation in your direct messages" in standin.texts(CHANNEL)[-1]
+        clock = HandClock(datetime(2027, 3, 14, 12, 0, tzinfo=UTC))  # a Sunday
+        jobs = context(lessonbot, clock)
+        lessonbot.channels["slack"].profiles_per_minute = 60_000
+        await sync_team_members(jobs)
+        await lessonbot.settle()
+        # Every member is invited in their DM (chat.postMessage to the user id), once; the admin at set-up.
+        for user in (ADMIN, BEA, CAL, DAN):
+            [invitation] = standin.posted(user)
+            assert [label for label, _value in buttons(invitation)] == ["Start my lessons", "No, thanks"]
+        assert standin.posted(GUEST) == [] and standin.posted(ROBOT) == []
+        assert "(Asia/Tokyo)" in standin.texts(BEA)[0] and "Your privacy" in standin.texts(BEA)[0]
+        # Start belongs in the DM, where the lessons will come; pressed there, Bea is a learner of the course.
+        [(_label, start), (_label2, skip)] = buttons(standin.posted(BEA)[0])
+        await press(client, fixtures_dir, BEA, start, ephemeral=False, channel="DBEA")
+        await press(client, fixtures_dir, CAL, buttons(standin.posted(CAL)[0])[1][1], ephemeral=False, channel="DCAL")
+        await lessonbot.settle()
+        assert standin.texts("DBEA")[-1].startswith("All set, Bea!\nLessons at 09:00 on weekdays (Asia/Tokyo).")
+        assert standin.texts("DCAL")[-1].startswith("No problem: no team lessons for you.")
+        assert (await members(lessonbot))[CAL] == "opted_out"
+        # The planner pushes Monday's lesson at 09:00 in Tokyo (Sunday 24:00 UTC), to her DM; nothing in the channel.
+        posts_before = len(standin.posted(CHANNEL))
+        await plan_lessons(jobs)  # the first run only starts the cursor
+        clock.at(datetime(2027, 3, 14, 23, 59, tzinfo=UTC))
+        assert (await plan_lessons(jobs))["queued"] == 0
+        clock.at(datetime(2027, 3, 15, 0, 1, tzinfo=UTC))
+        assert (await plan_lessons(jobs))["queued"] == 1
+        assert await post_team_lessons(jobs) == 0
+        await lessonbot.settle()
+        assert "What a phishing message wants" in standin.texts("DBEA")[-1]
+        assert len(standin.posted(CHANNEL)) == posts_before
