@@ -219,3 +219,30 @@ def test_the_summary_counts_in_english():
     assert one.summary() == "Course bio: 1 lesson, 1 chunk added, 0 updated, 0 removed, 0 unchanged. 1 file failed."
     many = IngestReport("bio", lessons=2, added=1200)
     assert many.summary() == "Course bio: 2 lessons, 1,200 chunks added, 0 updated, 0 removed, 0 unchanged."
+
+
+def test_every_paragraph_is_a_chunk_of_its_own_but_a_short_lead_in_goes_with_what_it_leads_into():
+    long_paragraph = " ".join(f"Sentence {n} of the long paragraph says something about water." for n in range(40))
+    text = "\n\n".join([
+        "Stomata are pores in a leaf that let gases in and out, opening by day and closing at night. " * 2,
+        "If you see wilting, act at once:",
+        "1. Water the plant.\n2. Move it out of the sun.",
+        "Xylem carries water up from the roots to the leaves, pulled by the water that leaves evaporate. " * 2,
+        long_paragraph,
+        "Phloem carries sugar from the leaves to the rest of the plant, down as well as up, all year round. " * 2,
+        "```\nwater = 1\n\nsun = 2\n```",
+    ])
+
+    chunks = chunk_lesson("c", Lesson("l", "Plants", text, markdown=False))
+
+    assert [c.text for c in chunks[:3]] == [p.strip() for p in text.split("\n\n")[:1]] + [
+        "If you see wilting, act at once:\n\n1. Water the plant.\n2. Move it out of the sun.",
+        text.split("\n\n")[3].strip(),
+    ]
+    pieces = [c.text for c in chunks[3:]]
+    assert len(pieces) == 4 and all(len(p) <= 1000 for p in pieces), "a long paragraph: pieces of about even length"
+    assert max(map(len, pieces[:3])) - min(map(len, pieces[:3])) < 200
+    assert pieces[-1].startswith("Phloem") and pieces[-1].endswith("```\nwater = 1\n\nsun = 2\n```"), (
+        "a short last paragraph joins the one before"
+    )
+    assert all(text[c.start : c.start + len(c.text)] == c.text for c in chunks)
