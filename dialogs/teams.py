@@ -11,6 +11,10 @@
 - The team's lesson is posted once in the chat (`post_lesson`, called by scheduler/teams.py at the team's hour),
   its parts in the post's thread; its button ("team:take:TEAM:LESSON") gives each member the lesson's quiz in their
   private place in the chat (a Slack ephemeral conversation), so nobody sees another's answers.
+- In the direct mode (`/team set … mode direct`, or `in members`) nothing is posted: each member is invited in a
+  direct message (`invite`); pressing Start ("team:start:TEAM") makes them a learner of the team's course at the
+  team's hour in their own time zone (their profile's, else the team's), whose lessons the planner pushes to that
+  direct chat as to any learner (scheduler/planner.py). "No, thanks" ("team:skip:TEAM") opts out.
 - Joining the chat enrolls (`membership_changed`); leaving pauses; guests and bots are left out.
 
 Where a member is: `meta["group_chat"]` (the chat's own id) and `meta["workspace"]`, set by the channel on what
@@ -30,16 +34,18 @@ from bot.messages import Choice, Text
 from dialogs import bandit, flow, lessons, nudges, roles
 from dialogs.i18n import N_, Translator, translator
 from dialogs.learner import enroll, learner_of, tr
-from dialogs.onboarding import days_label
+from dialogs.onboarding import days_label, finish, privacy_notice
 from dialogs.times import read_days, read_time, read_zone
 from dialogs.turn import Command, Turn
 from storage.courses import Course, Lesson, LessonProgress, course_lessons, lesson_questions
+from storage.learners import PAUSED, Learner
 from storage.models import AdminAuditEntry, User
 from storage.outbox import OutboxEntry, enqueue
 from storage.queries import get_or_create_conversation
 from storage.scheduling import QUEUED, NudgeLog
 from storage.teams import (
     CHANNEL_MODE,
+    DIRECT_MODE,
     MEMBER_ACTIVE,
     MEMBER_EXCLUDED,
     MEMBER_LEFT,
@@ -60,6 +66,8 @@ from storage.teams import (
 )
 
 TAKE = "team:take"  # the lesson post's button: "team:take:TEAM:LESSON"
+START, SKIP = "team:start", "team:skip"  # a direct-mode invitation's buttons: "team:start:TEAM:0"
+MEMBER_ZONES = ("members", "own")  # "in members": the team's hour in each member's own zone (the direct mode)
 NUDGE = "team:nudge"  # the digest's button: "team:nudge:TEAM:DAY" (DAY: the digest's date, as an ordinal)
 DIGEST_DAYS = 7
 HARDEST = 3  # questions named in a digest
@@ -172,13 +180,17 @@ async def _show(turn: Turn, team: Team | None) -> None:
 
 
 def describe(_: Translator, team: Team, course: Course | None) -> str:
+    if team.mode == DIRECT_MODE:
+        return _("This channel takes “{title}” together: each member gets a lesson {days} at {time} in their own time "
+                 "zone, in a direct message.", title=course.title if course else "?",
+                 days=days_label(_, team.lesson_days), time=f"{team.lesson_time:%H:%M}")
     return _("This channel takes “{title}” together: a lesson {days} at {time} ({zone}).",
              title=course.title if course else "?", days=days_label(_, team.lesson_days),
              time=f"{team.lesson_time:%H:%M}", zone=team.timezone.replace("_", " "))
 
 
 async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
-    """/team set COURSE [at HH:MM] [on DAYS] [in ZONE] [mode channel]"""
+    """/team set COURSE [at HH:MM] [on DAYS] [in ZONE | in members] [mode channel | mode direct]"""
     _ = tr(turn)
     usage = _("Usage: /lessonbot team set COURSE at 09:00 on weekdays in Europe/Lisbon")
     match = _SET_UP.match(args)
@@ -190,14 +202,15 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
         raise UsageError(_("There is no course {slug}. Courses: {slugs}.", slug=repr(match["course"]), slugs=slugs))
     at = read_time(match["time"]) if match["time"] else (team.lesson_time if team else time(9, 0))
     days = read_days(match["days"]) if match["days"] else (team.lesson_days if team else "12345")
-    typed_zone = match["zone"] or (None if team else turn.message.meta.get("timezone"))
+    member_zones = (match["zone"] or "").lower() in MEMBER_ZONES
+    typed_zone = None if member_zones else match["zone"] or (None if team else turn.message.meta.get("timezone"))
     zone = read_zone(typed_zone) if isinstance(typed_zone, str) and typed_zone else None
-    mode = (match["mode"] or CHANNEL_MODE).lower()
+    mode = (match["mode"] or (DIRECT_MODE if member_zones else CHANNEL_MODE)).lower()
     if at is None or days is None or (typed_zone and zone is None) or mode not in MODES:
         raise UsageError(usage)
-    if mode != CHANNEL_MODE:
-        raise UsageError(_("Only the channel mode is offered for now: lessons posted in the channel, quizzes taken "
-                           "privately."))
+    if member_zones and mode == CHANNEL_MODE:
+        raise UsageError(_("A lesson posted in the channel comes at one hour: name its time zone, or choose mode "
+                           "direct, where each member gets the lesson at that hour in their own time zone."))
     now = turn.now
     lessons_of_course = await course_lessons(turn.session, course.id)
     first = lessons_of_course[0].id if lessons_of_course else None
@@ -218,10 +231,15 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
     described = describe(_, team, course)
     turn.say(_("Done. {description} Each member takes the quizzes privately.", description=described))
     await announce(turn.session, team, _described_for_team(team, course))
+    if team.mode == DIRECT_MODE:
+        await invite_members(turn.session, team)
 
 
 def _described_for_team(team: Team, course: Course) -> str:
     _ = translator(team.locale)
+    if team.mode == DIRECT_MODE:
+        return _("📣 {description} Look for Lessonbot's invitation in your direct messages. /lessonbot team leave to "
+                 "opt out.", description=describe(_, team, course))
     return _("📣 {description} Quizzes are private: only you see your answers. /lessonbot team leave to opt out.",
              description=describe(_, team, course))
 
@@ -277,8 +295,9 @@ async def _leave(turn: Turn, team: Team | None) -> None:
     if team is None:
         turn.say(_("This channel takes no course together yet."))
         return
-    await _set_status(turn, team, MEMBER_OPTED_OUT)
+    member = await _set_status(turn, team, MEMBER_OPTED_OUT)
     flow.leave(turn.state, "quiz")
+    await pause_direct_lessons(turn.session, team, member.user_id)
     turn.say(_("You opted out of this channel's team course. /lessonbot team join to take part again."))
 
 
@@ -287,7 +306,10 @@ async def _join(turn: Turn, team: Team | None) -> None:
     if team is None:
         turn.say(_("This channel takes no course together yet."))
         return
-    await _set_status(turn, team, MEMBER_ACTIVE)
+    member = await _set_status(turn, team, MEMBER_ACTIVE)
+    if team.mode == DIRECT_MODE and await invite(turn.session, team, member, again=turn.now):
+        turn.say(_("Welcome back to the team course: your invitation is in your direct messages with Lessonbot."))
+        return
     turn.say(_("Welcome back to the team course."))
 
 
@@ -381,6 +403,9 @@ async def on_button(turn: Turn, value: str) -> None:
     if value.startswith(NUDGE + ":"):
         await nudge_behind(turn, value)
         return
+    if value.startswith((START + ":", SKIP + ":")):
+        await _answer_invitation(turn, value)
+        return
     await _take(turn, value)
 
 
@@ -450,6 +475,7 @@ async def membership_changed(turn: Turn) -> None:
     if meta.get("membership") == "left":
         if member is not None and member.status == MEMBER_ACTIVE:
             member.status, member.changed_at = MEMBER_LEFT, turn.now
+            await pause_direct_lessons(turn.session, team, member.user_id)
         return
     if meta.get("bot") is True:
         return
@@ -458,13 +484,89 @@ async def membership_changed(turn: Turn) -> None:
         return
     if member is not None and member.status == MEMBER_OPTED_OUT:
         return  # their own choice stands when they come back
-    await _set_status(turn, team, MEMBER_ACTIVE)
+    member = await _set_status(turn, team, MEMBER_ACTIVE)
     if isinstance(meta.get("timezone"), str) and not turn.user.timezone:
         turn.user.timezone = meta["timezone"]
     _ = tr(turn)
     course = await turn.session.get(Course, team.course_id)
+    if team.mode == DIRECT_MODE:
+        await invite(turn.session, team, member)
+        turn.say(_("Welcome! {description} Your invitation is in your direct messages with Lessonbot.",
+                   description=describe(_, team, course)))
+        return
     turn.say(_("Welcome! {description} Press the lesson's button to take its quiz privately.",
                description=describe(_, team, course)))
+
+
+# The direct mode: each member's lessons in their direct chat ---------------------------------------------------------
+
+
+async def invite_members(session: AsyncSession, team: Team) -> int:
+    """Invite every active member the team knows a direct chat of (a team set up, or turned to the direct mode);
+    the number invited now (an invitation is sent once per member and course)."""
+    members = await session.scalars(select(TeamMember).where(
+        TeamMember.team_id == team.id, TeamMember.status == MEMBER_ACTIVE, TeamMember.direct_chat.is_not(None)))
+    return sum([await invite(session, team, member) for member in members])
+
+
+async def invite(session: AsyncSession, team: Team, member: TeamMember, *, again: datetime | None = None) -> bool:
+    """A direct-mode team's invitation, in the member's direct chat: what the lessons are, the privacy notice, and
+    Start / No, thanks. Once per member and course (`again`: once more, now); False when not sent."""
+    if team.mode != DIRECT_MODE or team.status != TEAM_ACTIVE or not member.direct_chat:
+        return False
+    user = await session.get(User, member.user_id) if member.user_id else None
+    _ = translator(user.locale if user else team.locale)
+    course = await session.get(Course, team.course_id)
+    text = "\n\n".join([
+        _("👋 Your team takes “{title}” together: a lesson {days} at {time} in your time zone ({zone}), here in our "
+          "direct messages, each with a short quiz. Your answers are yours alone; the team sees a leaderboard of "
+          "points (/lessonbot team hide in the channel keeps you off it).", title=course.title if course else "?",
+          days=days_label(_, team.lesson_days), time=f"{team.lesson_time:%H:%M}",
+          zone=((user.timezone if user else None) or team.timezone).replace("_", " ")),
+        privacy_notice(_),
+    ])
+    key = f"team-invite:{team.id}:{team.course_id}:{member.member}" + (f":{again.isoformat()}" if again else "")
+    choices = (Choice(_("Start my lessons"), f"{START}:{team.id}:0"), Choice(_("No, thanks"), f"{SKIP}:{team.id}:0"))
+    return await send_to(session, team, member.direct_chat, Text(text, choices), key=key)
+
+
+async def _answer_invitation(turn: Turn, value: str) -> None:
+    """Start: the member becomes a learner of the team's course at the team's hour in their own zone, their lessons
+    pushed to this direct chat; No, thanks: they opt out."""
+    _ = tr(turn)
+    starting = value.startswith(START + ":")
+    team_id, _zero = _ids_in(value, START if starting else SKIP)
+    team = await turn.session.get(Team, team_id) if team_id else None
+    if team is None or team.mode != DIRECT_MODE or team.status != TEAM_ACTIVE:
+        turn.say(_("That button isn't available."))
+        return
+    if not starting:
+        member = await _set_status(turn, team, MEMBER_OPTED_OUT)
+        await pause_direct_lessons(turn.session, team, member.user_id)
+        turn.say(_("No problem: no team lessons for you. /lessonbot team join in the team's channel if you change "
+                   "your mind."))
+        return
+    if group_chat(turn) is not None or not turn.message.private:
+        turn.say(_("Press Start in your direct messages with Lessonbot: that is where your lessons will come."))
+        return
+    await _set_status(turn, team, MEMBER_ACTIVE)
+    learner = await learner_of(turn)
+    course = await turn.session.get(Course, team.course_id)
+    assert course is not None
+    learner.consent_at = learner.consent_at or turn.now  # Start, under the privacy notice, is their consent
+    await enroll(turn, learner, course)
+    learner.lesson_time, learner.lesson_days = team.lesson_time, team.lesson_days
+    turn.user.timezone = turn.user.timezone or team.timezone  # their own (their profile's), else the team's
+    flow.leave(turn.state, "onboarding")
+    await finish(turn)  # active, lessons pushed here, the schedule told, and the first lesson offered now
+
+
+async def pause_direct_lessons(session: AsyncSession, team: Team, user_id: int | None) -> None:
+    """A direct-mode member who opted out or left the chat: their pushed lessons of the team's course stop (paused
+    until they /resume on their own, or join again and press Start)."""
+    learner = await session.get(Learner, user_id) if team.mode == DIRECT_MODE and user_id else None
+    if learner is not None and learner.course_id == team.course_id and learner.consent_at is not None:
+        learner.status, learner.paused_until = PAUSED, None
 
 
 # The weekly digest, and the nudge it offers ------------------------------------------------------------------------

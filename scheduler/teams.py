@@ -7,12 +7,16 @@ from the platform.
 during a failover are made up (up to LESSON_LATE_LIMIT late). A team's lesson for a local date is posted once: its
 `team_lesson_posts` row (unique per team and date) is written in the same transaction as the post's outbox row.
 On the team's last lesson day of an ISO week the leaderboard follows the lesson (once a week: its outbox row's key
-names the week); on its first, the team admin's digest of the week before goes to their direct chat first.
+names the week); on its first, the team admin's digest of the week before goes to their direct chat first. A
+direct-mode team posts no lesson (its members' lessons come in their direct chats): only its weekly leaderboard, at
+the team's hour in the team's zone.
 
 `sync_team_members` reads each team's chat members through the channel's `ListsMembers` (Slack's
 conversations.members, every page; users.info only for people not seen before; Retry-After honoured by the
 channel), at set-up and every SYNC_EVERY after: people in the chat become active members (guests and bots are left
-out), people no longer there are paused (`left`); a member's own opt-out stands.
+out), people no longer there are paused (`left`); a member's own opt-out stands. In the direct mode each newcomer
+gets the team's invitation in their direct chat (dialogs/teams.py `invite`); the lessons of those who press Start
+are then the planner's (scheduler/planner.py), at the team's hour in each one's own zone.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channel import ChatMember, ListsMembers, PermanentSendError, SendError
 from dialogs.i18n import translator
-from dialogs.teams import announce, digest_message, leaderboard, post_lesson, send_to
+from dialogs.teams import announce, digest_message, invite, leaderboard, post_lesson, send_to
 from scheduler.context import JobContext
 from scheduler.planner import LESSON_LATE_LIMIT, lesson_dates
 from storage.learners import zone_for
@@ -58,7 +62,7 @@ async def post_team_lessons(ctx: JobContext) -> int:
     async with ctx.db.sessions() as session:
         cursor = await read_cursor(session, CURSOR)
         teams = list(await session.scalars(
-            select(Team).where(Team.status == TEAM_ACTIVE, Team.mode == CHANNEL_MODE).order_by(Team.id)
+            select(Team).where(Team.status == TEAM_ACTIVE).order_by(Team.id)
         ))
     start = now if cursor is None else max(cursor, now - LESSON_LATE_LIMIT)
     posted = 0
@@ -82,13 +86,14 @@ async def _post_once(ctx: JobContext, team_id: int, day: date, now: datetime) ->
         team = await session.get(Team, team_id)
         if team is None or team.status != TEAM_ACTIVE:
             return 0
-        if not await record_post(session, team, day, team.next_lesson_id):
+        direct = team.mode != CHANNEL_MODE  # each member's lessons come from the planner: only the leaderboard here
+        if not await record_post(session, team, day, None if direct else team.next_lesson_id):
             return 0  # posted before (a repeated run, or a second leader)
-        if team.digest_chat and _first_lesson_day_of_week(team.lesson_days, day):
+        if team.digest_chat and not direct and _first_lesson_day_of_week(team.lesson_days, day):
             digest = await digest_message(session, team, day=day)
             if digest is not None:
                 await send_to(session, team, team.digest_chat, digest, key=f"team-digest:{team.id}:{day.isoformat()}")
-        posted = await post_lesson(session, team, day, now=now)
+        posted = False if direct else await post_lesson(session, team, day, now=now)
         if (_last_lesson_day_of_week(team.lesson_days, day) and team.leaderboard_on
                 and any(standing.points for standing in await standings(session, team))):
             year, week, _ = day.isocalendar()
@@ -183,5 +188,7 @@ async def _enroll(session: AsyncSession, team_id: int, profiles: list[ChatMember
             if user is not None and not user.timezone:
                 user.timezone = profile.timezone
         status = MEMBER_EXCLUDED if profile.guest or profile.bot else MEMBER_ACTIVE
-        await set_member(session, team, profile.sender_id, status, user_id=identity.user_id, now=now,
-                         direct_chat=profile.direct_chat)
+        member = await set_member(session, team, profile.sender_id, status, user_id=identity.user_id, now=now,
+                                  direct_chat=profile.direct_chat)
+        if status == MEMBER_ACTIVE:
+            await invite(session, team, member)  # the direct mode's invitation (nothing in the channel mode)

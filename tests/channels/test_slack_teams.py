@@ -24,6 +24,7 @@ from sqlalchemy import select
 from bot.core import Lessonbot
 from dialogs.teams import announce
 from scheduler.context import JobContext
+from scheduler.planner import plan_lessons
 from scheduler.teams import post_team_lessons, sync_team_members
 from standins.slack import Fault, SlackStandIn, form_body, load_fixture, signed
 from storage.courses import Question
@@ -456,3 +457,53 @@ async def test_a_channel_whose_members_cannot_be_read_is_asked_again_hours_later
         assert await sync_team_members(jobs) == 0
         assert await sync_team_members(jobs) == 0
         assert [c.outcome for c in standin.calls if c.method == "conversations.members"] == ["channel_not_found"]
+
+
+async def test_the_direct_mode_brings_each_member_the_lesson_in_a_dm_at_their_own_hour(slack_settings, standin,
+                                                                                      fixtures_dir):
+    """`mode direct`: nothing is posted but the announcement; each member is invited in a DM, and whoever presses
+    Start gets the course's lessons there at the team's hour in their own (Slack profile) zone, as any learner."""
+    standin.add_member(CHANNEL, BEA, name=NAMES[BEA], tz="Asia/Tokyo")
+    standin.add_member(CHANNEL, CAL, name=NAMES[CAL], tz="America/New_York")
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        # One post in the channel has one hour: "each member's own zone" is the direct mode's.
+        await slash(client, fixtures_dir, ADMIN, "team set spot-phishing at 09:00 in members mode channel",
+                    standin=standin)
+        await lessonbot.settle()
+        assert "choose mode direct" in private_texts(standin, ADMIN)[-1]
+        await slash(client, fixtures_dir, ADMIN, "team set spot-phishing at 09:00 on weekdays mode direct",
+                    standin=standin)
+        await lessonbot.settle()
+        assert "each member gets a lesson weekdays at 09:00 in their own time zone" in private_texts(standin, ADMIN)[-1]
+        assert "invitation in your direct messages" in standin.texts(CHANNEL)[-1]
+        clock = HandClock(datetime(2027, 3, 14, 12, 0, tzinfo=UTC))  # a Sunday
+        jobs = context(lessonbot, clock)
+        lessonbot.channels["slack"].profiles_per_minute = 60_000
+        await sync_team_members(jobs)
+        await lessonbot.settle()
+        # Every member is invited in their DM (chat.postMessage to the user id), once; the admin at set-up.
+        for user in (ADMIN, BEA, CAL, DAN):
+            [invitation] = standin.posted(user)
+            assert [label for label, _value in buttons(invitation)] == ["Start my lessons", "No, thanks"]
+        assert standin.posted(GUEST) == [] and standin.posted(ROBOT) == []
+        assert "(Asia/Tokyo)" in standin.texts(BEA)[0] and "Your privacy" in standin.texts(BEA)[0]
+        # Start belongs in the DM, where the lessons will come; pressed there, Bea is a learner of the course.
+        [(_label, start), (_label2, skip)] = buttons(standin.posted(BEA)[0])
+        await press(client, fixtures_dir, BEA, start, ephemeral=False, channel="DBEA")
+        await press(client, fixtures_dir, CAL, buttons(standin.posted(CAL)[0])[1][1], ephemeral=False, channel="DCAL")
+        await lessonbot.settle()
+        assert standin.texts("DBEA")[-1].startswith("All set, Bea!\nLessons at 09:00 on weekdays (Asia/Tokyo).")
+        assert standin.texts("DCAL")[-1].startswith("No problem: no team lessons for you.")
+        assert (await members(lessonbot))[CAL] == "opted_out"
+        # The planner pushes Monday's lesson at 09:00 in Tokyo (Sunday 24:00 UTC), to her DM; nothing in the channel.
+        posts_before = len(standin.posted(CHANNEL))
+        await plan_lessons(jobs)  # the first run only starts the cursor
+        clock.at(datetime(2027, 3, 14, 23, 59, tzinfo=UTC))
+        assert (await plan_lessons(jobs))["queued"] == 0
+        clock.at(datetime(2027, 3, 15, 0, 1, tzinfo=UTC))
+        assert (await plan_lessons(jobs))["queued"] == 1
+        assert await post_team_lessons(jobs) == 0
+        await lessonbot.settle()
+        assert "What a phishing message wants" in standin.texts("DBEA")[-1]
+        assert len(standin.posted(CHANNEL)) == posts_before
