@@ -198,6 +198,7 @@ async def take_quiz(client, fixtures_dir, standin: SlackStandIn, lessonbot: Less
 
 async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))  # a Friday; New York is on EST (UTC-5)
         jobs = context(lessonbot, clock)
@@ -308,6 +309,7 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
 
 async def test_a_member_opts_out_and_hides_from_the_leaderboard(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
@@ -348,6 +350,7 @@ async def test_a_member_opts_out_and_hides_from_the_leaderboard(slack_settings, 
 
 async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         standin.fail("chat.postEphemeral", Fault.rate_limited(retry_after=1))
         await slash(client, fixtures_dir, ADMIN, SET_UP)
@@ -359,6 +362,7 @@ async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, f
 
 async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await add_learner(lessonbot.db, channel="slack", chat="T111:D0LEARNER")
         await add_learner(lessonbot.db, channel="telegram", chat="telegram-chat")
@@ -400,6 +404,7 @@ async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, st
 async def test_the_app_home_shows_a_learners_course_and_a_team_admins_numbers(slack_settings, standin,
                                                                               fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
@@ -440,6 +445,7 @@ async def test_two_workspaces_never_see_each_others_team(slack_settings, standin
     standin.add_member("C111", "UOTHER", team="T222", name="olga", admin=True)
     standin.add_member("C111", "UOTHERB", team="T222", name="oscar")
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await slash(client, fixtures_dir, "UOTHER", SET_UP, standin=standin, team="T222")
@@ -472,6 +478,7 @@ async def test_two_workspaces_never_see_each_others_team(slack_settings, standin
 async def test_a_channel_whose_members_cannot_be_read_is_asked_again_hours_later(slack_settings, standin,
                                                                                  fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
@@ -489,6 +496,7 @@ async def test_the_direct_mode_brings_each_member_the_lesson_in_a_dm_at_their_ow
     standin.add_member(CHANNEL, BEA, name=NAMES[BEA], tz="Asia/Tokyo")
     standin.add_member(CHANNEL, CAL, name=NAMES[CAL], tz="America/New_York")
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         # One post in the channel has one hour: "each member's own zone" is the direct mode's.
         await slash(client, fixtures_dir, ADMIN, "team set spot-phishing at 09:00 in members mode channel",
