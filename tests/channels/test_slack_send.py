@@ -148,6 +148,8 @@ async def test_a_threaded_reply_posts_its_follow_ups_in_the_posts_thread_and_a_r
     assert post.params["blocks"][-1]["elements"][0]["value"] == "team:take:1:1"  # the button is on the post
     assert [c.params["text"] for c in thread] == ["Part one.", "Part two.", "Part three."]
     assert {c.params["thread_ts"] for c in thread} == {post.answer["ts"]}
+    gaps = [later.at - earlier.at for earlier, later in pairwise(standin.posted("C0TEAM")[-2:])]
+    assert all(gap >= 0.9 for gap in gaps), gaps  # one message a second in the channel, within the reply too
 
 
 async def test_a_document_file_is_uploaded_with_files_upload_v2(standin, tmp_path):
