@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.processes import DEFAULT_POSTGRES_ADMIN_URL, DatabaseUnreachable, database_for, resident_kb
-from bench.report import machine, print_report
+from bench.report import machine, print_report, run_event_loop
 
 HELP = "memory a conversation costs the process, measured over many conversations"
 DESCRIPTION = __doc__.split("\n", 2)[2]
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="lessonbot-bench-memory-") as scratch:
         try:
             with database_for(args.database, Path(scratch), args.postgres_url) as url:
-                report = asyncio.run(measure(args, url, Path(scratch)))
+                report = run_event_loop(measure(args, url, Path(scratch)))
         except DatabaseUnreachable as exc:
             print(f"lessonbot bench memory: {exc}", file=sys.stderr)
             return 1
