@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
+# `make test` runs the tests in one worker process per core (pytest-xdist), at most four: PYTEST_WORKERS=0 runs them in one.
+PYTEST_WORKERS ?= auto
 
 comma := ,
 IS_WANTED_PYTHON := -c "import sys; sys.exit(sys.version_info[:2] != ($(subst .,$(comma),$(PYTHON_VERSION))))"
@@ -56,7 +58,7 @@ lint: install-test
 	$(BIN)/mypy
 
 test: lint
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	@$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --maxprocesses 4 $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here" >&2; exit 1; fi; \
 	exit $$status
 

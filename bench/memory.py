@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.processes import DEFAULT_POSTGRES_ADMIN_URL, DatabaseUnreachable, database_for, resident_kb
-from bench.report import machine, number, print_report, progress, table
+from bench.report import machine, number, print_report, progress, run_event_loop, table
 
 if TYPE_CHECKING:
     from bot.channel import Delivery, RateLimit
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, *, sample_course: Path | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lessonbot-bench-memory-") as scratch:
         try:
             with database_for(args.database, Path(scratch), args.postgres_url) as url:
-                report = asyncio.run(measure(args, url, Path(scratch)))
+                report = run_event_loop(measure(args, url, Path(scratch)))
         except (DatabaseUnreachable, BenchStepFailed) as exc:
             print(f"lessonbot bench memory: {exc}", file=sys.stderr)
             return 1

@@ -256,3 +256,10 @@ def reply_from_payload(payload: dict[str, Any]) -> Reply:
     if kind == "checkout_answer":
         return CheckoutAnswer(payload["query_id"], bool(payload["ok"]), payload.get("error", ""))
     raise ValueError(f"unknown reply kind {kind!r}")
+
+# A choice whose value starts so asks the person for words in a form of the platform's own (a Slack modal), where
+# typing is not heard (a Slack member's private place in a channel, whose inbound message carries
+# `meta[ANSWER_FORM_OFFERED]`): the channel opens the form when it is pressed and records nothing, and what is typed
+# into the form comes back as the text of an ordinary message from that place.
+ANSWER_FORM = "form:"
+ANSWER_FORM_OFFERED = "answer_form"

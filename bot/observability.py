@@ -78,8 +78,10 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", *, stream: TextIO 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Request lines of the HTTP clients would log URLs that carry bot tokens (Telegram puts it in the path).
-    for noisy in ("httpx", "httpcore", "uvicorn.access", "aiosqlite", "alembic", "telegram", "slack_bolt", "twilio"):
+    # Request lines of the HTTP clients would log URLs that carry bot tokens (Telegram puts it in the path); the
+    # scheduler library's own lines (jobs added, started) are said once by scheduler/clock.py, with what matters.
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "aiosqlite", "alembic", "telegram", "slack_bolt", "twilio",
+                  "apscheduler"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 

@@ -1,14 +1,17 @@
 """Lessons cut into chunks that fit the embedding model, each knowing where it came from.
 
-Headings split first (langchain-text-splitters' Markdown splitter keeps the text between them intact), then long
-sections are cut at paragraph, line and sentence ends with some overlap. A chunk carries its course, lesson, source
-file, heading path and position; its id is a hash of what gets embedded, so unchanged text keeps its id across
-re-ingests and only new or edited chunks are embedded again.
+Headings split first (langchain-text-splitters' Markdown splitter keeps the text between them intact), then each
+paragraph is a chunk of its own (a short one goes with its neighbour), so every paragraph is the main part of a
+chunk; a paragraph too long for one chunk is cut at line and sentence ends into even pieces with some overlap.
+A chunk carries its course, lesson, source file, heading path and position; its id is a hash of what gets embedded,
+so unchanged text keeps its id across re-ingests and only new or edited chunks are embedded again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -20,6 +23,8 @@ from knowledge.terms import quotable_units
 # ~250 word pieces: all-MiniLM-L6-v2 reads 256, and a passage this size still reads as one idea in a chat reply.
 CHUNK_CHARACTERS = 1000
 CHUNK_OVERLAP = 150
+# A shorter paragraph is no chunk of its own: it goes with the next (a lead-in with what it leads into).
+MIN_PARAGRAPH_CHARACTERS = 150
 HEADING_SEPARATOR = " > "
 
 
@@ -71,13 +76,81 @@ def chunk_id(course_id: str, lesson_id: str, indexed: str, occurrence: int) -> s
 
 
 _header_splitter = ExperimentalMarkdownSyntaxTextSplitter(strip_headers=True)
-_size_splitter = RecursiveCharacterTextSplitter(
-    chunk_size=CHUNK_CHARACTERS,
-    chunk_overlap=CHUNK_OVERLAP,
-    separators=["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""],
-    keep_separator="end",
-    add_start_index=True,
-)
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+_FENCE = re.compile(r"^\s*(```|~~~)", re.MULTILINE)
+
+
+def _size_splitter(size: int) -> RecursiveCharacterTextSplitter:
+    return RecursiveCharacterTextSplitter(
+        chunk_size=size,
+        chunk_overlap=CHUNK_OVERLAP,
+        separators=["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""],
+        keep_separator="end",
+        add_start_index=True,
+    )
+
+
+def _paragraphs(section: str) -> list[tuple[int, str]]:
+    """(offset, text) of each paragraph of `section` (blank lines apart; a fenced code block is never cut)."""
+    fences = [match.start() for match in _FENCE.finditer(section)]
+    pieces: list[tuple[int, str]] = []
+    start = 0
+    for match in _PARAGRAPH_BREAK.finditer(section):
+        if sum(1 for fence in fences if fence < match.start()) % 2:  # inside a code block
+            continue
+        pieces.append((start, section[start : match.start()]))
+        start = match.end()
+    pieces.append((start, section[start:]))
+    return [(offset + len(text) - len(text.lstrip()), text.strip()) for offset, text in pieces if text.strip()]
+
+
+def _blocks(section: str) -> list[tuple[int, str]]:
+    """The section's paragraphs, each a block of its own, but for short ones: a paragraph under
+    MIN_PARAGRAPH_CHARACTERS (a lead-in such as "If you clicked, act at once:", a one-line remark) goes with the one
+    after it, and a short last one with the one before, when the two fit in CHUNK_CHARACTERS."""
+    blocks: list[tuple[int, str]] = []
+    pending: tuple[int, str] | None = None
+    for offset, text in _paragraphs(section):
+        if pending is not None:
+            joined = section[pending[0] : offset + len(text)]
+            if _joins(joined):
+                blocks.append((pending[0], joined))
+                pending = None
+                continue
+            blocks.append(pending)
+            pending = None
+        if len(text) < MIN_PARAGRAPH_CHARACTERS:
+            pending = (offset, text)
+        else:
+            blocks.append((offset, text))
+    if pending is not None:
+        joined = section[blocks[-1][0] : pending[0] + len(pending[1])] if blocks else ""
+        if blocks and _joins(joined):
+            blocks[-1] = (blocks[-1][0], joined)
+        else:
+            blocks.append(pending)
+    return blocks
+
+
+def _joins(joined: str) -> bool:
+    return len(joined) <= CHUNK_CHARACTERS
+
+
+def _pieces(section: str) -> list[tuple[int, str]]:
+    """(offset, text) of each chunk of `section`: its blocks, a block over CHUNK_CHARACTERS cut into pieces of about
+    even length at line and sentence ends, CHUNK_OVERLAP characters overlapping."""
+    pieces: list[tuple[int, str]] = []
+    for offset, block in _blocks(section):
+        if len(block) <= CHUNK_CHARACTERS:
+            pieces.append((offset, block))
+            continue
+        count = math.ceil(len(block) / CHUNK_CHARACTERS)
+        size = min(CHUNK_CHARACTERS, math.ceil(len(block) / count) + CHUNK_OVERLAP)
+        for document in _size_splitter(size).create_documents([block]):
+            text = document.page_content.strip()
+            if text:
+                pieces.append((offset + int(document.metadata["start_index"]), text))
+    return pieces
 
 
 def _sections(lesson: Lesson) -> list[tuple[tuple[str, ...], str]]:
@@ -108,10 +181,7 @@ def chunk_lesson(course_id: str, lesson: Lesson, *, origin: str = "") -> list[Ch
         section_start = found if found >= 0 else -1
         if found >= 0:
             cursor = found
-        for piece in _size_splitter.create_documents([stripped]):
-            text = piece.page_content.strip()
-            if not text:
-                continue
+        for offset, text in _pieces(stripped):
             indexed = indexed_text(lesson.title, headings, text)
             occurrence = seen[indexed]
             seen[indexed] += 1
@@ -124,7 +194,7 @@ def chunk_lesson(course_id: str, lesson: Lesson, *, origin: str = "") -> list[Ch
                     source=lesson.source,
                     heading_path=headings,
                     position=len(chunks),
-                    start=section_start + piece.metadata["start_index"] if section_start >= 0 else -1,
+                    start=section_start + offset if section_start >= 0 else -1,
                     text=text,
                     origin=origin,
                 )

@@ -94,6 +94,7 @@ def quote(question: str, passages: Sequence[Passage], *, rarity: Callable[[str],
     analysed = [ranking.analyse(p.chunk_id, p.text, p.headings) for p in given]
     quoted_terms = frozenset().union(*(analysed[rank].unit_terms[position] for rank, position, _ in chosen))
     quoted_words = frozenset().union(*(analysed[rank].unit_words[position] for rank, position, _ in chosen))
+    quoted_pairs = frozenset().union(*(analysed[rank].unit_pairs[position] for rank, position, _ in chosen))
     best_rank, best_position, _ = units[picked[0]]
     cosines = given[best_rank].sentence_similarities
     row = ranking.answer_features(
@@ -107,7 +108,9 @@ def quote(question: str, passages: Sequence[Passage], *, rarity: Callable[[str],
         quoted=[text for *_, text in chosen],
         quoted_terms=quoted_terms,
         quoted_words=quoted_words,
+        quoted_pairs=quoted_pairs,
         passage_terms=analysed[0].all_terms,
+        passage_words=analysed[0].all_words,
     )
     shown = tuple((rank, position, _trim(text, asked)) for rank, position, text in chosen)
     settled = (len(asked.weights) <= SHORT_QUESTION_TERMS and asked.weights.keys() <= quoted_terms

@@ -11,12 +11,15 @@ compared. Chroma's telemetry is off.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
     from chromadb.api.types import Where
+    from chromadb.config import Settings as ChromaSettings
     from numpy.typing import ArrayLike
 
     from knowledge.settings import KnowledgeSettings
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 PAGE = 2000  # rows per get/update/delete call: well under Chroma's maximum batch size on every backend
 EMBED_PAGE = 64  # chunks embedded and stored per call: the progress bar moves every few seconds
 MODEL_KEY = "lessonbot_embedding_model"
+CHROMA_FILE = "chroma.sqlite3"  # what embedded Chroma keeps in its folder
 
 
 class EmbeddingModelMismatch(Exception):
@@ -76,9 +81,37 @@ def open_client(settings: KnowledgeSettings) -> ClientAPI:
                 f"Cannot reach the Chroma server at {settings.chroma_host}:{settings.chroma_port} ({exc}). "
                 "Start it (`chroma run --path DIR --port PORT`) or unset CHROMA_HOST to use the store on disk."
             ) from None
-    path = settings.chroma_path
-    path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+    return _embedded_client(settings.chroma_path, chroma_settings)
+
+
+# Embedded Chroma keeps one running store per folder for the whole process, and opening one is not safe from two
+# threads at once: two clients opened together on a new folder both start it (each migrating the same SQLite file,
+# or one finding the other's half-made state: "no such table: max_seq_id", an AttributeError or a KeyError inside
+# chromadb), as an import ingesting in a worker thread while the bot's answerer opens the store can do. So a folder
+# is opened once per process, under a lock, and that client is shared. A folder removed since (a scratch folder
+# made again at the same path) is opened afresh: the old store's connections point at deleted files, and every new
+# connection would find an empty database.
+_embedded: dict[Path, ClientAPI] = {}
+_opening = threading.Lock()
+
+
+def _embedded_client(path: Path, chroma_settings: ChromaSettings) -> ClientAPI:
+    import chromadb
+    from chromadb.api.client import Client
+
+    key = path.resolve()
+    with _opening:
+        client = _embedded.get(key)
+        if client is not None and not (key / CHROMA_FILE).exists():
+            del _embedded[key]
+            if isinstance(client, Client):  # closing the last client stops chromadb's store for the folder
+                with contextlib.suppress(Exception):  # its files are gone: nothing left to close cleanly
+                    client.close()
+            client = None
+        if client is None:
+            key.mkdir(parents=True, exist_ok=True)
+            client = _embedded[key] = chromadb.PersistentClient(path=str(key), settings=chroma_settings)
+        return client
 
 
 def open_store(settings: KnowledgeSettings, *, embedder: TextEmbedder | None = None) -> KnowledgeStore:

@@ -25,6 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from storage import sqlite_inline
+from storage.postgres_driver import DriverPool
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
@@ -182,9 +183,10 @@ class Turnstile:
 
 @dataclass(frozen=True, slots=True)
 class Raw:
-    """A SQLite transaction straight on the driver (`Database.run`): prepared statements run on `driver`."""
+    """A transaction straight on the driver (`Database.run`): prepared statements run on `driver` (SQLite's inline
+    connection, or a psycopg connection)."""
 
-    driver: sqlite_inline.InlineConnection
+    driver: Any
     dialect: Dialect
 
 
@@ -201,7 +203,13 @@ class Database:
         # acknowledgement never queues behind turns and sends for the main pool. SQLite has its turnstile instead.
         self._urgent_engine: AsyncEngine | None = None
         self._urgent_sessions = self._sessions
+        # PostgreSQL: the connections of `run`, psycopg's own (storage.postgres_driver), urgent ones apart too.
+        self._drivers: tuple[DriverPool, DriverPool] | None = None
         if self._turnstile is None:
+            engine_url, dialect = self.engine.url, self.engine.dialect
+            self._drivers = (
+                DriverPool(engine_url, dialect, size=pool_size), DriverPool(engine_url, dialect, size=urgent_pool_size)
+            )
             self._urgent_engine = create_async_engine(
                 async_url(url),
                 pool_size=urgent_pool_size,
@@ -242,11 +250,16 @@ class Database:
     @asynccontextmanager
     async def run(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection | Raw]:
         """A transaction for prepared statements only (`storage.prepared`): committed on success, rolled back on any
-        error. On SQLite it is a connection of this Database's own, begun and committed on the driver without
-        SQLAlchemy in between (which costs 150–200 µs of CPU a transaction); the turnstile gives it its turn like
-        every session, so the two connections never meet at SQLite's lock. On PostgreSQL it is `connection()`.
-        `urgent`: see `sessions`."""
-        if self._turnstile is None or _sqlite_path(self.url) == ":memory:":  # (a second connection: another database)
+        error. It is begun and committed on the driver without SQLAlchemy in between (which costs 150–200 µs of CPU a
+        transaction on SQLite, 300–500 µs on PostgreSQL). On SQLite it is a connection of this Database's own; the
+        turnstile gives it its turn like every session, so the two connections never meet at SQLite's lock. On
+        PostgreSQL it is one of a pool of psycopg connections of its own (storage.postgres_driver), the urgent ones
+        apart as for sessions. `urgent`: see `sessions`."""
+        if self._drivers is not None:
+            async with self._drivers[1 if urgent else 0].transaction() as driver:
+                yield Raw(driver, self.engine.dialect)
+            return
+        if _sqlite_path(self.url) == ":memory:":  # (a second connection would be another database)
             async with self.connection(urgent=urgent) as connection:
                 yield connection
             return
@@ -288,6 +301,8 @@ class Database:
             self._turnstile.release()
 
     async def dispose(self) -> None:
+        for drivers in self._drivers or ():
+            await drivers.close()
         if self._raw is not None:
             await self._raw.driver.close()
             self._raw = None

@@ -77,7 +77,7 @@ def test_logs_go_to_the_stderr_of_the_moment_not_one_closed_since(monkeypatch):
         configure_logging("INFO", "text")
         sys.stderr.close()  # as a test runner closes the stream it captured into
         monkeypatch.setattr(sys, "stderr", now := io.StringIO())
-        logging.getLogger("apscheduler").info("Scheduler started")
-        assert now.getvalue().endswith("INFO apscheduler: Scheduler started\n")
+        logging.getLogger("scheduler.clock").info("clock started")
+        assert now.getvalue().endswith("INFO scheduler.clock: clock started\n")
     finally:
         root.handlers[:], root.level = kept[0], kept[1]

@@ -95,6 +95,19 @@ async def press(client: httpx.AsyncClient, fixtures_dir, user: str, value: str, 
     payload["team"].pop("enterprise_id")
     payload["container"].update(is_ephemeral=ephemeral, message_ts=message_ts)
     payload["actions"][0].update(value=value, action_ts=f"1596530385.{next(_ids):06d}")
+    payload["trigger_id"] = f"111.{next(_ids)}.press"
+    await post(client, form_body(payload))
+
+
+async def submit(client: httpx.AsyncClient, fixtures_dir, user: str, view: dict[str, Any], words: str) -> None:
+    """A modal the app opened, submitted with `words` typed into its one input (the bolt-python view_submission
+    payload, re-addressed; the view as Slack keeps it, with what was typed in its state)."""
+    payload: dict[str, Any] = load_fixture(fixtures_dir, "bolt-python/interactive.view_submission.json")
+    payload["user"] = {"id": user, "username": NAMES[user], "name": NAMES[user], "team_id": "T111"}
+    payload["team"].pop("enterprise_id")
+    [block] = view["blocks"]
+    state = {block["block_id"]: {block["element"]["action_id"]: {"type": "plain_text_input", "value": words}}}
+    payload["view"] = {**payload["view"], **view, "state": {"values": state}}
     await post(client, form_body(payload))
 
 
@@ -142,8 +155,9 @@ async def members(lessonbot: Lessonbot) -> dict[str, str]:
 
 
 async def take_quiz(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot, user: str, *,
-                    right: bool) -> None:
-    """Press the lesson post's button, then answer every question privately, all right or all wrong."""
+                    right: bool, typing: str = "form") -> None:
+    """Press the lesson post's button, then answer every question privately, all right or all wrong; a question
+    that wants words through its "Type an answer" modal (`typing="form"`) or `/lessonbot answer` ("command")."""
     post_call = standin.top_level(CHANNEL)[-1]
     [(_label, take)] = buttons(post_call)
     await press(client, fixtures_dir, user, take, ephemeral=False, message_ts=post_call.answer["ts"],
@@ -152,11 +166,20 @@ async def take_quiz(client, fixtures_dir, standin: SlackStandIn, lessonbot: Less
     for _ in range(10):
         question_call = standin.ephemerals(CHANNEL, user)[-1]
         choices = buttons(question_call)
-        if not any(value.startswith("quiz:") for _label, value in choices):
-            if "(Answer with /lessonbot answer followed by your answer.)" not in question_call.params["text"]:
-                return  # the quiz is over
-            await slash(client, fixtures_dir, user, "answer smishing" if right else "answer vishing",
-                        standin=standin)
+        words = "smishing" if right else "vishing"
+        if not any(value.startswith(("quiz:", "form:")) for _label, value in choices):
+            assert "(Answer with /lessonbot answer" not in question_call.params["text"]
+            return  # the quiz is over
+        if choices[0][1].startswith("form:") and typing == "command":
+            assert "(Answer with /lessonbot answer followed by your answer.)" in question_call.params["text"]
+            await slash(client, fixtures_dir, user, f"answer {words}", standin=standin)
+        elif choices[0][1].startswith("form:"):
+            assert choices[0][0] == "✍️ Type an answer"
+            opened = len(standin.opened_views())
+            await press(client, fixtures_dir, user, choices[0][1], ephemeral=True, message_ts=f"222.{next(_ids)}",
+                        standin=standin)  # the modal opens while Slack waits for the acknowledgement
+            assert len(standin.opened_views()) == opened + 1
+            await submit(client, fixtures_dir, user, standin.opened_views()[-1], words)
         else:
             question_id = int(choices[0][1].split(":")[1])
             async with lessonbot.db.sessions() as session:
@@ -175,6 +198,7 @@ async def take_quiz(client, fixtures_dir, standin: SlackStandIn, lessonbot: Less
 
 async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))  # a Friday; New York is on EST (UTC-5)
         jobs = context(lessonbot, clock)
@@ -220,7 +244,7 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
         # Three members take the quiz privately: nobody else sees their answers.
         public_before = len(standin.posted(CHANNEL))
         await take_quiz(client, fixtures_dir, standin, lessonbot, ADMIN, right=True)
-        await take_quiz(client, fixtures_dir, standin, lessonbot, BEA, right=False)
+        await take_quiz(client, fixtures_dir, standin, lessonbot, BEA, right=False, typing="command")
         await take_quiz(client, fixtures_dir, standin, lessonbot, CAL, right=True)
         assert len(standin.posted(CHANNEL)) == public_before
         # … answered through each press's response_url: no Web API tier counts them.
@@ -285,6 +309,7 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
 
 async def test_a_member_opts_out_and_hides_from_the_leaderboard(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
@@ -325,6 +350,7 @@ async def test_a_member_opts_out_and_hides_from_the_leaderboard(slack_settings, 
 
 async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         standin.fail("chat.postEphemeral", Fault.rate_limited(retry_after=1))
         await slash(client, fixtures_dir, ADMIN, SET_UP)
@@ -336,6 +362,7 @@ async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, f
 
 async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await add_learner(lessonbot.db, channel="slack", chat="T111:D0LEARNER")
         await add_learner(lessonbot.db, channel="telegram", chat="telegram-chat")
@@ -377,6 +404,7 @@ async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, st
 async def test_the_app_home_shows_a_learners_course_and_a_team_admins_numbers(slack_settings, standin,
                                                                               fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
@@ -417,6 +445,7 @@ async def test_two_workspaces_never_see_each_others_team(slack_settings, standin
     standin.add_member("C111", "UOTHER", team="T222", name="olga", admin=True)
     standin.add_member("C111", "UOTHERB", team="T222", name="oscar")
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await slash(client, fixtures_dir, "UOTHER", SET_UP, standin=standin, team="T222")
@@ -449,6 +478,7 @@ async def test_two_workspaces_never_see_each_others_team(slack_settings, standin
 async def test_a_channel_whose_members_cannot_be_read_is_asked_again_hours_later(slack_settings, standin,
                                                                                  fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
@@ -466,6 +496,7 @@ async def test_the_direct_mode_brings_each_member_the_lesson_in_a_dm_at_their_ow
     standin.add_member(CHANNEL, BEA, name=NAMES[BEA], tz="Asia/Tokyo")
     standin.add_member(CHANNEL, CAL, name=NAMES[CAL], tz="America/New_York")
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         # One post in the channel has one hour: "each member's own zone" is the direct mode's.
         await slash(client, fixtures_dir, ADMIN, "team set spot-phishing at 09:00 in members mode channel",

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select, update
 
 from bot.core import Lessonbot
@@ -81,50 +83,59 @@ def test_choices_are_reproducible_with_a_seed():
     assert first == [choose(arms, random.Random(5), recent=["a"]) for _ in range(3)]
 
 
-async def test_nudges_are_settled_once_from_what_learners_did_and_admins_see_the_rates(settings):
-    settings = settings.model_copy(update={"admins": ("test:boss",)})
+@pytest.fixture
+async def watched(settings) -> AsyncIterator[tuple[Lessonbot, RecordingChannel]]:
+    """A bot with an admin (`boss`) to read the rates, and its recording channel."""
     channel = RecordingChannel()
-    bot = Lessonbot(settings, [channel])
+    bot = Lessonbot(settings.model_copy(update={"admins": ("test:boss",)}), [channel])
     try:
-        now = utcnow()
-        away = now - timedelta(days=1, hours=1)
-        writes_back = await add_learner(bot.db, chat="ann", zone="UTC", last_active_at=away)
-        stays_away = await add_learner(bot.db, chat="bob", zone="UTC", last_active_at=away)
-        never_gets_it = await add_learner(bot.db, chat="cy", zone="UTC", last_active_at=away)
-        clock = HandClock(now)
-        ctx = context(bot.db, clock, rng=random.Random(31), notify=bot.dispatcher.notify)
-        assert await sweep(ctx) == Counter({"inactive": 3})
-        async with bot.db.transaction() as session:  # cy's copy could not be delivered (blocked the bot)
-            await session.execute(update(OutboxMessage).where(OutboxMessage.chat_id == "cy").values(status="dead"))
-        await bot.dispatcher.flush()
-
-        await Transcript(bot, channel, "ann").say("hi, I'm back")
-        clock.move(minutes=5)
-        assert await settle(ctx) == Counter({"came back": 1, "undelivered": 1})  # bob: too early to say
-        clock.move(hours=2)
-        assert await settle(ctx) == Counter({"no answer": 1})
-        assert await settle(ctx) == Counter()  # settled once
-
-        async with bot.db.sessions() as session:
-            verdicts = dict((await session.execute(select(NudgeLog.user_id, NudgeLog.came_back))).all())
-            templates = dict((await session.execute(select(NudgeLog.user_id, NudgeLog.template))).all())
-            record = {row.template: (row.sent, row.came_back)
-                      for row in (await session.scalars(select(NudgeTemplateStats))).all()}
-        assert verdicts == {writes_back: True, stays_away: False, never_gets_it: None}
-        expected: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        expected[templates[writes_back]][0] += 1
-        expected[templates[writes_back]][1] += 1
-        expected[templates[stays_away]][0] += 1
-        assert record == {template: tuple(counts) for template, counts in expected.items()}
-
-        [report] = await Transcript(bot, channel, "boss").say("/admin nudges")
-        for template, (sent, came_back) in record.items():
-            assert f"• {template}: {came_back} of {sent} came back ({round(100 * came_back / sent)}%)" in report
-        assert "• farewell-door-open: not sent yet" in report
-        [denied] = await Transcript(bot, channel, "ann").say("/admin nudges")
-        assert denied.startswith("Admin commands are for admins only")
+        yield bot, channel
     finally:
         await bot.stop()
+
+
+AWAY = timedelta(days=1, hours=1)  # due their first reminder
+
+
+async def test_nudges_are_settled_once_from_what_learners_did_and_admins_see_the_rates(watched):
+    bot, channel = watched
+    now = utcnow()
+    away = now - AWAY
+    writes_back = await add_learner(bot.db, chat="ann", zone="UTC", last_active_at=away)
+    stays_away = await add_learner(bot.db, chat="bob", zone="UTC", last_active_at=away)
+    never_gets_it = await add_learner(bot.db, chat="cy", zone="UTC", last_active_at=away)
+    clock = HandClock(now)
+    ctx = context(bot.db, clock, rng=random.Random(31), notify=bot.dispatcher.notify)
+    assert await sweep(ctx) == Counter({"inactive": 3})
+    async with bot.db.transaction() as session:  # cy's copy could not be delivered (blocked the bot)
+        await session.execute(update(OutboxMessage).where(OutboxMessage.chat_id == "cy").values(status="dead"))
+    await bot.dispatcher.flush()
+
+    await Transcript(bot, channel, "ann").say("hi, I'm back")
+    clock.move(minutes=5)
+    assert await settle(ctx) == Counter({"came back": 1, "undelivered": 1})  # bob: too early to say
+    clock.move(hours=2)
+    assert await settle(ctx) == Counter({"no answer": 1})
+    assert await settle(ctx) == Counter()  # settled once
+
+    async with bot.db.sessions() as session:
+        verdicts = dict((await session.execute(select(NudgeLog.user_id, NudgeLog.came_back))).all())
+        templates = dict((await session.execute(select(NudgeLog.user_id, NudgeLog.template))).all())
+        record = {row.template: (row.sent, row.came_back)
+                  for row in (await session.scalars(select(NudgeTemplateStats))).all()}
+    assert verdicts == {writes_back: True, stays_away: False, never_gets_it: None}
+    expected: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    expected[templates[writes_back]][0] += 1
+    expected[templates[writes_back]][1] += 1
+    expected[templates[stays_away]][0] += 1
+    assert record == {template: tuple(counts) for template, counts in expected.items()}
+
+    [report] = await Transcript(bot, channel, "boss").say("/admin nudges")
+    for template, (sent, came_back) in record.items():
+        assert f"• {template}: {came_back} of {sent} came back ({round(100 * came_back / sent)}%)" in report
+    assert "• farewell-door-open: not sent yet" in report
+    [denied] = await Transcript(bot, channel, "ann").say("/admin nudges")
+    assert denied.startswith("Admin commands are for admins only")
 
 
 def test_the_nudges_held_out_are_a_steady_share_chosen_by_key():
@@ -135,35 +146,30 @@ def test_the_nudges_held_out_are_a_steady_share_chosen_by_key():
     assert not any(held_out(nudge, 0.0) for nudge in nudges)
 
 
-async def test_held_out_nudges_are_not_sent_and_show_the_rate_without_a_reminder(settings):
-    settings = settings.model_copy(update={"admins": ("test:boss",)})
-    channel = RecordingChannel()
-    bot = Lessonbot(settings, [channel])
-    try:
-        now = utcnow()
-        away = now - timedelta(days=1, hours=1)
-        await add_learner(bot.db, chat="ann", zone="UTC", last_active_at=away)
-        await add_learner(bot.db, chat="bob", zone="UTC", last_active_at=away)
-        clock = HandClock(now)
-        ctx = context(bot.db, clock, rng=random.Random(32), notify=bot.dispatcher.notify, nudge_holdout=1.0)
-        assert await sweep(ctx) == Counter({"inactive:held out": 2})
-        assert await sweep(ctx) == Counter()  # decided once
-        async with bot.db.sessions() as session:
-            assert await session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
-            assert set((await session.scalars(select(NudgeLog.outcome))).all()) == {HELD_OUT}
+async def test_held_out_nudges_are_not_sent_and_show_the_rate_without_a_reminder(watched):
+    bot, channel = watched
+    now = utcnow()
+    away = now - AWAY
+    await add_learner(bot.db, chat="ann", zone="UTC", last_active_at=away)
+    await add_learner(bot.db, chat="bob", zone="UTC", last_active_at=away)
+    clock = HandClock(now)
+    ctx = context(bot.db, clock, rng=random.Random(32), notify=bot.dispatcher.notify, nudge_holdout=1.0)
+    assert await sweep(ctx) == Counter({"inactive:held out": 2})
+    assert await sweep(ctx) == Counter()  # decided once
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+        assert set((await session.scalars(select(NudgeLog.outcome))).all()) == {HELD_OUT}
 
-        await Transcript(bot, channel, "ann").say("hi, I'm back")  # on her own: nothing reminded her
-        clock.move(minutes=5)
-        assert await settle(ctx) == Counter({"held out: came back": 1})
-        clock.move(hours=2)
-        assert await settle(ctx) == Counter({"held out: no answer": 1})
-        async with bot.db.sessions() as session:
-            record = {(row.kind, row.template): (row.sent, row.came_back)
-                      for row in (await session.scalars(select(NudgeTemplateStats))).all()}
-        assert record == {("inactive", HELD_OUT): (2, 1)}  # kept apart from every template the bandit weighs
+    await Transcript(bot, channel, "ann").say("hi, I'm back")  # on her own: nothing reminded her
+    clock.move(minutes=5)
+    assert await settle(ctx) == Counter({"held out: came back": 1})
+    clock.move(hours=2)
+    assert await settle(ctx) == Counter({"held out: no answer": 1})
+    async with bot.db.sessions() as session:
+        record = {(row.kind, row.template): (row.sent, row.came_back)
+                  for row in (await session.scalars(select(NudgeTemplateStats))).all()}
+    assert record == {("inactive", HELD_OUT): (2, 1)}  # kept apart from every template the bandit weighs
 
-        [report] = await Transcript(bot, channel, "boss").say("/admin nudges")
-        assert "• no reminder (held out): 1 of 2 came back (50%)" in report
-        assert "left without it on purpose (NUDGE_HOLDOUT)" in report
-    finally:
-        await bot.stop()
+    [report] = await Transcript(bot, channel, "boss").say("/admin nudges")
+    assert "• no reminder (held out): 1 of 2 came back (50%)" in report
+    assert "left without it on purpose (NUDGE_HOLDOUT)" in report

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from knowledge import ranking
 from knowledge.answer import NoAnswer
 from knowledge.answerer import Answerer
 from knowledge.ingest import ingest_lessons, ingest_path
@@ -172,3 +173,27 @@ async def test_an_uncited_or_failed_model_reply_falls_back_to_quoting_the_course
 
     assert "Mars" not in uncited.text and "The Calvin cycle takes place in the stroma." in uncited.text
     assert "oxygen" in failed.text and "500" not in failed.text and "error" not in failed.text.lower()
+
+
+def test_the_answerability_model_sees_a_swapped_word_a_missing_qualifier_and_the_question_word():
+    def weighed(question: str, quote: str, passage: str) -> dict[str, float]:
+        asked = ranking.Question.of(question, lambda term: 1.0)
+        quoted, whole = ranking.analyse(f"q:{quote}", quote, ""), ranking.analyse(f"p:{passage}", passage, "")
+        row = ranking.answer_features(
+            asked, passage_scores=[1.0, 0.5], passage_probability=0.6, passage_cosine=0.5, sentence_score=1.0,
+            sentence_probability=0.7, sentence_cosine=0.6, quoted=list(quoted.units), quoted_terms=quoted.all_terms,
+            quoted_words=quoted.all_words, quoted_pairs=quoted.all_pairs, passage_terms=whole.all_terms,
+            passage_words=whole.all_words,
+        )
+        return dict(zip(ranking.ANSWER_FEATURES, row, strict=True))
+
+    ministers = "The First Minister and the law officers sit in the front row of the chamber."
+    swapped = weighed("Who sits in the front row with the Second Minister?", ministers, ministers)
+    same = weighed("Who sits in the front row with the First Minister?", ministers, ministers)
+    founded = "The company was established in 1599 and chartered a year later."
+    unmade = weighed("When was the company unestablished?", founded, founded + " It grew fast.")
+
+    assert swapped["opposite"] == 1 and swapped["qualifier_unmatched"] == 1 and swapped["asks_who"] == 1
+    assert same["opposite"] == same["qualifier_unmatched"] == 0 and same["all_in_quote"] == 1
+    assert same["phrases"] > swapped["phrases"] and swapped["missing"] == 1 and swapped["names_missing_in_passage"] > 0
+    assert unmade["prefix_opposite"] == 1 and unmade["asks_when"] == 1 and unmade["asks_who"] == 0

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +15,7 @@ from bot.cli import main
 from knowledge.chunking import chunk_lesson
 from knowledge.ingest import ingest_lessons, ingest_path
 from knowledge.retrieval import Retriever
+from knowledge.settings import KnowledgeSettings
 from knowledge.sources import Lesson, read_lesson
 from knowledge.store import open_store
 from tests.knowledge.conftest import PHOTOSYNTHESIS, VOLCANOES
@@ -91,6 +96,29 @@ def test_reingest_embeds_only_what_changed_and_removes_what_was_deleted(offline_
     assert any("chloroplast stroma" in t for t in texts)
     assert not any("takes place in the stroma" in t for t in texts)
     assert any("tectonic plates" in t for t in texts)
+
+
+def test_two_threads_open_a_new_store_at_once_and_a_store_removed_since_is_opened_afresh(
+    offline_settings, course_dir: Path
+):
+    """Embedded Chroma cannot start one folder's store from two threads at once (an import ingesting in a worker
+    thread while the answerer opens the store): each folder is opened once per process, and shared."""
+    for attempt in range(3):
+        settings = replace(offline_settings, chroma_path=offline_settings.chroma_path / str(attempt))
+        start = threading.Barrier(2)
+
+        def ingest(course: str, settings: KnowledgeSettings = settings, start: threading.Barrier = start) -> int:
+            start.wait()
+            return ingest_path(open_store(settings), course_dir, course_id=course).added
+
+        with ThreadPoolExecutor(2) as pool:
+            added = list(pool.map(ingest, ["bio", "bio-copy"]))
+        assert added[0] > 0 and added == [added[0]] * 2
+
+    shutil.rmtree(offline_settings.chroma_path / "0")  # a scratch store removed, and made again at the same path
+    again = replace(offline_settings, chroma_path=offline_settings.chroma_path / "0")
+    assert open_store(again).count() == 0
+    assert ingest_path(open_store(again), course_dir, course_id="bio").added == added[0]
 
 
 def test_every_sentence_gets_a_vector_and_a_store_made_without_them_gets_them_on_the_next_ingest(
@@ -219,3 +247,30 @@ def test_the_summary_counts_in_english():
     assert one.summary() == "Course bio: 1 lesson, 1 chunk added, 0 updated, 0 removed, 0 unchanged. 1 file failed."
     many = IngestReport("bio", lessons=2, added=1200)
     assert many.summary() == "Course bio: 2 lessons, 1,200 chunks added, 0 updated, 0 removed, 0 unchanged."
+
+
+def test_every_paragraph_is_a_chunk_of_its_own_but_a_short_lead_in_goes_with_what_it_leads_into():
+    long_paragraph = " ".join(f"Sentence {n} of the long paragraph says something about water." for n in range(40))
+    text = "\n\n".join([
+        "Stomata are pores in a leaf that let gases in and out, opening by day and closing at night. " * 2,
+        "If you see wilting, act at once:",
+        "1. Water the plant.\n2. Move it out of the sun.",
+        "Xylem carries water up from the roots to the leaves, pulled by the water that leaves evaporate. " * 2,
+        long_paragraph,
+        "Phloem carries sugar from the leaves to the rest of the plant, down as well as up, all year round. " * 2,
+        "```\nwater = 1\n\nsun = 2\n```",
+    ])
+
+    chunks = chunk_lesson("c", Lesson("l", "Plants", text, markdown=False))
+
+    assert [c.text for c in chunks[:3]] == [p.strip() for p in text.split("\n\n")[:1]] + [
+        "If you see wilting, act at once:\n\n1. Water the plant.\n2. Move it out of the sun.",
+        text.split("\n\n")[3].strip(),
+    ]
+    pieces = [c.text for c in chunks[3:]]
+    assert len(pieces) == 4 and all(len(p) <= 1000 for p in pieces), "a long paragraph: pieces of about even length"
+    assert max(map(len, pieces[:3])) - min(map(len, pieces[:3])) < 200
+    assert pieces[-1].startswith("Phloem") and pieces[-1].endswith("```\nwater = 1\n\nsun = 2\n```"), (
+        "a short last paragraph joins the one before"
+    )
+    assert all(text[c.start : c.start + len(c.text)] == c.text for c in chunks)

@@ -1,0 +1,81 @@
+"""`Database.run()`: a transaction on the driver (storage/db.py, storage/postgres_driver.py), committed or rolled back
+whole, failing as SQLAlchemy fails, and usable again after any failure."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.exc import IntegrityError
+
+from storage.db import Database
+from storage.models import Conversation
+from storage.prepared import Prepared
+from storage.queries import backend_insert
+
+_CONVERSATIONS = Conversation.__table__
+_READ = Prepared(select(_CONVERSATIONS.c.state).where(_CONVERSATIONS.c.chat_id == bindparam("chat")))
+_SLEEP = Prepared(select(func.pg_sleep(bindparam("seconds")).label("slept")))
+AT = datetime(2026, 12, 4, tzinfo=UTC)
+
+
+def _add(dialect: str) -> Prepared:
+    return Prepared(
+        backend_insert(dialect)(_CONVERSATIONS)
+        .values(channel="web", chat_id=bindparam("chat"), state=bindparam("state"), created_at=bindparam("at"))
+        .returning(_CONVERSATIONS.c.id)
+    )
+
+
+async def _state(db: Database, chat: str) -> object:
+    async with db.run() as transaction:
+        return (await _READ.run(transaction, {"chat": chat})).scalar()
+
+
+async def test_a_transaction_commits_whole_or_not_at_all(database_url: str) -> None:
+    db = Database(database_url)
+    add = _add(db.backend)
+    try:
+        async with db.run() as transaction:
+            await add.run(transaction, {"chat": "run-1", "state": {"step": "ä"}, "at": AT})
+        assert await _state(db, "run-1") == {"step": "ä"}
+
+        with pytest.raises(RuntimeError):
+            async with db.run(urgent=True) as transaction:
+                await add.run(transaction, {"chat": "run-2", "state": {}, "at": AT})
+                raise RuntimeError("a bug after the first statement")
+        assert await _state(db, "run-2") is None  # rolled back
+
+        with pytest.raises(IntegrityError) as raised:  # (channel, chat_id) is unique
+            async with db.run() as transaction:
+                await add.run(transaction, {"chat": "run-3", "state": {}, "at": AT})
+                await add.run(transaction, {"chat": "run-1", "state": {}, "at": AT})
+        assert "[parameters:" not in str(raised.value)
+        assert await _state(db, "run-3") is None  # the whole transaction, not only its failed statement
+
+        async with db.run() as transaction:  # the connections are usable again
+            await add.run(transaction, {"chat": "run-4", "state": {"n": 4}, "at": AT})
+        assert await _state(db, "run-4") == {"n": 4}
+    finally:
+        await db.dispose()
+
+
+async def test_a_transaction_cancelled_in_the_middle_of_a_statement_leaves_a_usable_pool(postgresql_url: str) -> None:
+    db = Database(postgresql_url, pool_size=1)
+    try:
+        async def sleep() -> None:
+            async with db.run() as transaction:
+                await _SLEEP.run(transaction, {"seconds": 5})
+
+        task = asyncio.create_task(sleep())
+        await asyncio.sleep(0.2)  # the statement is running on the pool's one connection
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(3), db.run() as transaction:  # the sleep is not waited for
+            await _add(db.backend).run(transaction, {"chat": "run-cancelled", "state": {}, "at": AT})
+        assert await _state(db, "run-cancelled") == {}
+    finally:
+        await db.dispose()
