@@ -426,14 +426,14 @@ class Models:
     sentences: Linear
     answerable: Linear
     threshold: float  # answerability probability below which the answer declines
-    second_sentence: float  # a second sentence is quoted when the first's probability is below this
+    quote_probability: float  # sentences are quoted, best first, until the model gives them this much together
     fitted_on: tuple[str, ...] = ()  # the lessons (articles) whose questions it was fitted on
 
     def to_json(self) -> dict[str, Any]:
         return {
             "fitted_on": list(self.fitted_on),
             "threshold": round(self.threshold, 4),
-            "second_sentence": round(self.second_sentence, 4),
+            "quote_probability": round(self.quote_probability, 4),
             "passages": self.passages.to_json(),
             "sentences": self.sentences.to_json(),
             "answerable": self.answerable.to_json(),
@@ -446,7 +446,7 @@ class Models:
             sentences=Linear.from_json(data["sentences"], SENTENCE_FEATURES),
             answerable=Linear.from_json(data["answerable"], ANSWER_FEATURES),
             threshold=float(data["threshold"]),
-            second_sentence=float(data["second_sentence"]),
+            quote_probability=float(data["quote_probability"]),
             fitted_on=tuple(data.get("fitted_on", ())),
         )
 
@@ -463,7 +463,7 @@ class Models:
             sentences=linear(SENTENCE_FEATURES, {"cosine": 1.0, "coverage": 1.0, "passage": 1.0}),
             answerable=linear(ANSWER_FEATURES, {"coverage": 1.0}),
             threshold=0.0,
-            second_sentence=1.01,
+            quote_probability=0.0,
         )
 
     def save(self, path: Path = MODEL_FILE) -> None:
