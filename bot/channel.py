@@ -241,11 +241,16 @@ def unprompted_windows(channels: Iterable[Channel]) -> Mapping[str, UnpromptedWi
 
 @runtime_checkable
 class TakesStars(Protocol):
-    """A platform that sells inside the chat in its own currency (Telegram Stars, XTR): it shows an `Invoice`, runs
-    the last check before charging (a `CheckoutAnswer`) and reports the payment; it also refunds one."""
+    """A platform that sells inside the chat in its own currency (Telegram Stars, XTR): it shows an `Invoice` (paid
+    once, or a subscription), runs the last check before charging (a `CheckoutAnswer`) and reports each payment; it
+    also refunds one and cancels a subscription."""
 
     async def refund_stars(self, user_id: str, charge_id: str) -> None:
         """Give back a payment by the platform's charge id; raises PermanentSendError if the platform refuses."""
+        ...
+
+    async def cancel_stars_subscription(self, user_id: str, charge_id: str) -> None:
+        """Stop a subscription (named by any of its charges) from charging again; what was paid for stays paid."""
         ...
 
 

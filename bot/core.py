@@ -229,6 +229,7 @@ class Lessonbot:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self.worker.idle()
+        await self.dispatcher.stop()  # the sends under way end before their channels and the database close
         for channel in self.channels.values():
             if isinstance(channel, Closable):
                 try:

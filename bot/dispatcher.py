@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 # How long a claimed reply is ours. It is renewed every third of it while the platform call lasts, so a slow platform
 # keeps it and a dead dispatcher's reply goes out again soon after.
 SEND_LEASE = timedelta(seconds=15)
+# Stopping: how long the sends under way may still take before they are cancelled (each cancelled one stays claimed,
+# and goes out again once its lease runs out; a longer grace means fewer replies a platform may see twice).
+STOP_GRACE_SECONDS = 5.0
 _EARLIER = aliased(OutboxMessage)  # built once: aliasing copies every column, which is not free on a hot path
 _ACTIVE = [status.value for status in ACTIVE]
 
@@ -169,9 +172,13 @@ class OutboxDispatcher:
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._again: set[int] = set()  # notified while being sent: look once more at the end
         self._slots = asyncio.Semaphore(settings.outbox_concurrency)
+        self.stop_grace = STOP_GRACE_SECONDS
+        self._stopped = False
 
     def notify(self, conversation_id: int | None = None) -> None:
         """New replies: in `conversation_id` (sent at once, without looking for due rows), or anywhere."""
+        if self._stopped:
+            return
         if conversation_id is None or not self.channels:
             self._wake.set()
             return
@@ -185,6 +192,7 @@ class OutboxDispatcher:
         self._in_flight[conversation_id] = task
 
     async def run(self) -> None:
+        self._stopped = False  # started (again)
         while True:
             self._wake.clear()
             try:
@@ -194,8 +202,26 @@ class OutboxDispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.worker_poll_seconds)
 
+    async def stop(self) -> None:
+        """Start nothing more, give the sends under way `stop_grace` seconds to finish, then cancel the rest: after
+        this returns nothing of this dispatcher runs (a send left running would go on against closed channels and a
+        closed database, and keep whatever waits for it waiting). A cancelled send's reply stays claimed (`sending`):
+        its lease runs out in seconds and a dispatcher sends it then, after the parts it had already sent."""
+        self._stopped = True
+        sending = list(self._in_flight.values())
+        if not sending:
+            return
+        _done, cut = await asyncio.wait(sending, timeout=self.stop_grace)
+        for task in cut:
+            task.cancel()
+        await asyncio.gather(*cut, return_exceptions=True)
+        if cut:
+            log.info("stopped with %d sends under way: their replies go out again once their lease runs out", len(cut))
+
     async def dispatch_due(self) -> int:
         """Start sending every conversation whose oldest unsent reply is due; returns how many started."""
+        if self._stopped:
+            return 0
         started = 0
         for conversation_id in await self._due_conversations():
             if conversation_id not in self._in_flight:

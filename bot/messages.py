@@ -202,7 +202,11 @@ class Document:
 @dataclass(frozen=True, slots=True)
 class Invoice:
     """A request to pay inside the platform (Telegram Stars: currency XTR, whole Stars). `payload` identifies what
-    is bought; the platform hands it back, unchanged, with the last check before charging and with the payment."""
+    is bought; the platform hands it back, unchanged, with the last check before charging and with the payment.
+
+    With `period_days`, a subscription: the platform charges `amount` again every period until the person cancels,
+    and each charge comes back as a payment with the same payload. It is offered as `description` with a button
+    labelled `button` that opens the platform's payment sheet."""
 
     title: str
     description: str
@@ -210,10 +214,17 @@ class Invoice:
     currency: str
     amount: int  # in the currency's minor unit (Stars have none)
     label: str
+    period_days: int = 0  # 0: paid once
+    button: str = ""  # a subscription's button
 
     def to_payload(self) -> dict[str, Any]:
-        return {"kind": "invoice", "title": self.title, "description": self.description, "payload": self.payload,
-                "currency": self.currency, "amount": self.amount, "label": self.label}
+        payload: dict[str, Any] = {
+            "kind": "invoice", "title": self.title, "description": self.description, "payload": self.payload,
+            "currency": self.currency, "amount": self.amount, "label": self.label,
+        }
+        if self.period_days:
+            payload |= {"period_days": self.period_days, "button": self.button}
+        return payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +263,15 @@ def reply_from_payload(payload: dict[str, Any]) -> Reply:
         )
     if kind == "invoice":
         return Invoice(payload["title"], payload["description"], payload["payload"], payload["currency"],
-                       int(payload["amount"]), payload["label"])
+                       int(payload["amount"]), payload["label"], int(payload.get("period_days", 0)),
+                       payload.get("button", ""))
     if kind == "checkout_answer":
         return CheckoutAnswer(payload["query_id"], bool(payload["ok"]), payload.get("error", ""))
     raise ValueError(f"unknown reply kind {kind!r}")
+
+# A choice whose value starts so asks the person for words in a form of the platform's own (a Slack modal), where
+# typing is not heard (a Slack member's private place in a channel, whose inbound message carries
+# `meta[ANSWER_FORM_OFFERED]`): the channel opens the form when it is pressed and records nothing, and what is typed
+# into the form comes back as the text of an ordinary message from that place.
+ANSWER_FORM = "form:"
+ANSWER_FORM_OFFERED = "answer_form"

@@ -137,6 +137,9 @@ def payment_desk(settings: Settings, channels: Iterable[Channel]) -> PaymentDesk
     async def refund_stars(channel: str, user_id: str, charge_id: str) -> None:
         await stars[channel].refund_stars(user_id, charge_id)
 
+    async def cancel_stars_subscription(channel: str, user_id: str, charge_id: str) -> None:
+        await stars[channel].cancel_stars_subscription(user_id, charge_id)
+
     checkout = None
     if stripe_enabled(settings):
         checkout = StripeCheckout(secret_key=settings.stripe_secret_key, public_base_url=settings.public_base_url,
@@ -146,7 +149,9 @@ def payment_desk(settings: Settings, channels: Iterable[Channel]) -> PaymentDesk
         log.error("stripe is off: set all of STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET and PUBLIC_BASE_URL (Stripe "
                   "sends buyers back to PUBLIC_BASE_URL/payments/done, and events to PUBLIC_BASE_URL/webhooks/stripe)")
     return PaymentDesk(checkout=checkout, stars_channels=frozenset(stars), stars_per_unit=settings.stars_per_unit,
-                       refund_stars=refund_stars if stars else None, support=settings.payment_support,
+                       refund_stars=refund_stars if stars else None,
+                       cancel_stars_subscription=cancel_stars_subscription if stars else None,
+                       support=settings.payment_support,
                        promotion_codes=settings.stripe_promotion_codes,
                        subscription_grace=timedelta(hours=settings.subscription_grace_hours))
 

@@ -115,7 +115,11 @@ class Checkout(Protocol):
         ...
 
 
-RefundStars = Callable[[str, str, str], Awaitable[None]]  # (channel, the buyer's platform id, charge id)
+StarsCall = Callable[[str, str, str], Awaitable[None]]  # (channel, the buyer's platform id, charge id)
+# Telegram bills a Stars subscription every 30 days, no other period, at most 10,000 Stars a time: a course sold by
+# the month is offered so in Stars, and through the checkout (Stripe) when it costs more.
+STARS_SUBSCRIPTION_DAYS = 30
+STARS_SUBSCRIPTION_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -126,23 +130,28 @@ class PaymentDesk:
     checkout: Checkout | None = None
     stars_channels: frozenset[str] = frozenset()
     stars_per_unit: Mapping[str, Decimal] = field(default_factory=dict)  # currency → Stars for one unit of it
-    refund_stars: RefundStars | None = None
+    refund_stars: StarsCall | None = None
+    cancel_stars_subscription: StarsCall | None = None
     support: str = ""
     promotion_codes: bool = False  # buyers may type a Stripe promotion code: a discount is then expected
     subscription_grace: timedelta = timedelta(hours=48)  # access past a subscription's period, while renewal retries
 
     def stars_price(self, course: Course) -> int | None:
-        """The course's price in Stars: as priced (XTR), or converted at `stars_per_unit`; None without a rate, and
-        for a course sold by the month (a subscription is sold through Stripe)."""
-        if course.price_minor is None or not course.currency or course.price_period is not None:
+        """The course's price in Stars (a month's, for a course sold by the month): as priced (XTR), or converted at
+        `stars_per_unit`; None without a rate, and for a month above what a Stars subscription may cost."""
+        if course.price_minor is None or not course.currency:
             return None
         if course.currency == STARS:
-            return course.price_minor
-        rate = self.stars_per_unit.get(course.currency)
-        if rate is None:
+            stars = course.price_minor
+        else:
+            rate = self.stars_per_unit.get(course.currency)
+            if rate is None:
+                return None
+            units = Decimal(course.price_minor).scaleb(-currency_decimals(course.currency))
+            stars = int((units * rate).to_integral_value(rounding=ROUND_CEILING))
+        if course.price_period is not None and stars > STARS_SUBSCRIPTION_MAX:
             return None
-        units = Decimal(course.price_minor).scaleb(-currency_decimals(course.currency))
-        return int((units * rate).to_integral_value(rounding=ROUND_CEILING))
+        return stars
 
 
 def desk_of(turn: Turn) -> PaymentDesk:
@@ -271,16 +280,22 @@ def _new_payment(turn: Turn, counter: Counter, course: Course, provider: str, am
 
 async def _offer_stars(turn: Turn, counter: Counter, course: Course, stars: int) -> None:
     _ = tr(turn)
-    payment = _new_payment(turn, counter, course, TELEGRAM, stars, STARS)
+    payment = _new_payment(turn, counter, course, TELEGRAM, stars, STARS, period=course.price_period)
     turn.session.add(payment)
     await turn.session.flush()
+    if course.price_period is None:
+        counter.replies.append(Invoice(
+            title=course.title,
+            description=_("The whole course “{title}”, every lesson and quiz, yours to keep.", title=course.title),
+            payload=invoice_payload(payment), currency=STARS, amount=stars, label=course.title,
+        ))
+        return
     counter.replies.append(Invoice(
         title=course.title,
-        description=_("The whole course “{title}”, every lesson and quiz, yours to keep.", title=course.title),
-        payload=invoice_payload(payment),
-        currency=STARS,
-        amount=stars,
-        label=course.title,
+        description=_("Every lesson and quiz of “{title}”, for {stars} ⭐ every 30 days until you cancel (in "
+                      "Telegram: Settings → My Stars).", title=course.title, stars=stars),
+        payload=invoice_payload(payment), currency=STARS, amount=stars, label=course.title,
+        period_days=STARS_SUBSCRIPTION_DAYS, button=_("Subscribe for {stars} ⭐", stars=stars),
     ))
 
 
@@ -387,9 +402,31 @@ async def _stars_paid(turn: Turn, paid: dict[str, Any]) -> None:
                    "out."))
         return
     if paid.get("currency") != payment.currency or paid.get("total_amount") != payment.amount_minor:
+        if payment.status == PaymentStatus.PAID:  # a renewal at another price: the period is not extended
+            log.warning("a Stars renewal does not match its offer; access not extended",
+                        extra={"payment_id": payment.id, "charge": charge})
+            return
         await _reject(turn, payment, f"paid {paid.get('total_amount')} {paid.get('currency')}", reference=charge)
         return
-    await _settle(turn, payment, reference=charge)
+    if payment.period is None:
+        await _settle(turn, payment, reference=charge)
+        return
+    period_end = _moment(paid.get("subscription_expiration_date"))
+    if payment.status == PaymentStatus.PAID:
+        await _stars_renewed(turn, payment, charge, period_end)
+        return
+    await _settle(turn, payment, reference=charge, charge_reference=charge,
+                  values={"subscription_reference": charge, "subscription_status": "active", "period_end": period_end})
+
+
+async def _stars_renewed(turn: Turn, payment: Payment, charge: str, period_end: datetime | None) -> None:
+    """A Stars subscription charged again: its access follows the new period (once: a repeated report of the same
+    charge moves nothing). Telegram's cancellations are not reported: a period not renewed simply runs out."""
+    if period_end is None or (payment.period_end is not None and period_end <= payment.period_end):
+        log.info("a Stars renewal reported again; nothing more to do", extra={"payment_id": payment.id})
+        return
+    payment.period_end, payment.charge_reference = period_end, charge
+    await _follow_period(turn, payment)
 
 
 # Stripe's events ------------------------------------------------------------------------------------------------------
@@ -850,7 +887,10 @@ async def refund(desk: PaymentDesk, payment: Refundable) -> str:
         if payment.provider == TELEGRAM:
             if desk.refund_stars is None:
                 return "Telegram is not connected in this process"
-            await desk.refund_stars(payment.channel, payment.buyer, payment.reference)
+            # a subscription's latest charge (what paid the period now running), else the one payment
+            await desk.refund_stars(payment.channel, payment.buyer, payment.charge_reference or payment.reference)
+            if payment.subscription_reference and desk.cancel_stars_subscription is not None:
+                await desk.cancel_stars_subscription(payment.channel, payment.buyer, payment.subscription_reference)
         else:
             if desk.checkout is None:
                 return "Stripe is not configured (STRIPE_SECRET_KEY)"

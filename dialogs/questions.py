@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.messages import ANSWER_FORM, ANSWER_FORM_OFFERED
 from bot.text import answer_key, fold
 from dialogs.flow import Invalid, NotAnAnswer, looks_like_question
 from dialogs.i18n import Translator
@@ -106,6 +107,9 @@ def ask(x: Exchange, question: Question, *, prefix: str, heading: str) -> None:
         x.say(
             text, choices=[(_("True"), f"{prefix}:{question.id}:true"), (_("False"), f"{prefix}:{question.id}:false")]
         )
+    elif isinstance(x, Turn) and x.message.meta.get(ANSWER_FORM_OFFERED) is True:
+        # Typing is not heard here: a button opens the platform's form to type the answer into.
+        x.say(text + "\n\n" + typing_hint(x), choices=[(_("✍️ Type an answer"), f"{ANSWER_FORM}{prefix}:{question.id}")])
     else:
         x.say(text + "\n\n" + typing_hint(x))
 

@@ -306,9 +306,9 @@ def _tradeoff(records: list[Record]) -> list[dict[str, float | None]]:
 # --- fitting ------------------------------------------------------------------------------------------------------
 
 FIT_ANSWERED = 0.905  # the threshold answers this share of the answerable fitting questions (≥ 90 % held out)
-SECOND_SENTENCE_GRID = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01)
-FIT_MEAN_CHARACTERS = 280  # the longest average quote the second-sentence rule may give on the fitting questions
-SECOND_SENTENCE_SLACK = 0.005  # hits a shorter quote may give up against the most hits
+QUOTE_PROBABILITY_GRID = (0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.01)
+FIT_MEAN_CHARACTERS = 285  # the longest average quote the rule may give on the fitting questions
+QUOTE_SLACK = 0.005  # hits a shorter quote may give up against the most hits
 
 
 def _fit(
@@ -349,11 +349,11 @@ def _fit(
             groups.append((np.asarray(unit_rows), np.asarray([_holds(unit, question.answers) for *_, unit in units])))
     sentences = ranking.fit_listwise(groups, ranking.SENTENCE_FEATURES)
 
-    # 3. a second sentence when the first is unsure: the most hits within the length allowed
+    # 3. more sentences when the first is unsure: the most hits within the length allowed
     answerable_ranked = [(q, p) for q, p in zip(questions, ranked, strict=True) if q.answerable]
-    tried: list[tuple[float, int, float]] = []  # (mean characters, hits, second_sentence)
-    for level in SECOND_SENTENCE_GRID:
-        ranking.use(replace(start, passages=passages, sentences=sentences, second_sentence=level))
+    tried: list[tuple[float, int, float]] = []  # (mean characters, hits, quote_probability)
+    for level in QUOTE_PROBABILITY_GRID:
+        ranking.use(replace(start, passages=passages, sentences=sentences, quote_probability=level))
         quotes = [(q, extractive.quote(q.text, p, rarity=rarity)) for q, p in answerable_ranked]
         said = [(q, _said(quote.text)) for q, quote in quotes if quote.chosen]
         if said:
@@ -362,10 +362,10 @@ def _fit(
     allowed_lengths = [row for row in tried if row[0] <= FIT_MEAN_CHARACTERS] or tried[:1]
     most = max(hits for _, hits, _ in allowed_lengths)
     # the shortest quotes that hit within half a point of the most hits
-    best = min((row for row in allowed_lengths if row[1] >= most - SECOND_SENTENCE_SLACK * len(answerable_ranked)),
+    best = min((row for row in allowed_lengths if row[1] >= most - QUOTE_SLACK * len(answerable_ranked)),
                key=lambda row: row[0])
-    second_sentence = best[2]
-    ranking.use(replace(start, passages=passages, sentences=sentences, second_sentence=second_sentence))
+    quote_probability = best[2]
+    ranking.use(replace(start, passages=passages, sentences=sentences, quote_probability=quote_probability))
 
     # 4. answerability: the question is answerable (this declined more unanswerable questions, at 90 % of the
     # answerable ones answered, than "the quote holds the answer" did: .30 against .28 held out)
@@ -386,7 +386,7 @@ def _fit(
     threshold = float(np.quantile(probabilities[answerable_rows], 1 - FIT_ANSWERED))
     models = ranking.Models(
         passages=passages, sentences=sentences, answerable=answerable, threshold=threshold,
-        second_sentence=second_sentence, fitted_on=tuple(sorted({q.article for q in questions})),
+        quote_probability=quote_probability, fitted_on=tuple(sorted({q.article for q in questions})),
     )
     models.save(fit_to)
     ranking.use(models)
@@ -394,9 +394,9 @@ def _fit(
         "questions": len(questions),
         "articles": len(models.fitted_on),
         "threshold": round(threshold, 3),
-        "second_sentence": second_sentence,
-        # (below which the runner-up is quoted too, mean characters, hits per answerable question) on each try
-        "second_sentence_tried": [[level, round(mean, 1), round(hits / len(answerable_ranked), 3)]
+        "quote_probability": quote_probability,
+        # (the probability the quoted sentences reach together, mean characters, hits per answerable question)
+        "quote_probability_tried": [[level, round(mean, 1), round(hits / len(answerable_ranked), 3)]
                                   for mean, hits, level in tried],
         "written": str(fit_to),
     }
@@ -424,7 +424,7 @@ def format_report(result: dict[str, Any]) -> str:
     if "fitted" in result:
         fitted = result["fitted"]
         lines.append(f"fitted on {fitted['questions']} questions of {fitted['articles']} articles: threshold "
-                     f"{fitted['threshold']}, second sentence below {fitted['second_sentence']}; "
+                     f"{fitted['threshold']}, sentences quoted up to probability {fitted['quote_probability']}; "
                      f"written to {fitted['written']}")
     if "held_out" in result:
         lines += [f"held out (articles the models were not fitted on): {result['held_out']['questions']} questions",

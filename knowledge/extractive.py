@@ -3,11 +3,11 @@
 Nothing is written that the course does not say. The sentences of the best passages are scored by the fitted
 sentence model (knowledge/ranking.py: the sentence's similarity to the question, the question's rare words it holds,
 whether it carries what the question asks for — a name for "who", a date for "when", a number for "how many" —,
-and how likely its passage is the one). The best is quoted, and the next best too when the model is unsure of
-the first and both are short; a sentence too long to quote whole is cut to the clauses that hold the question's
-words. A list is quoted whole, with the sentence that leads into it. The answerability model then weighs the
-quote (how much of the question it holds, whether the question's rarest word is missing, the retrieval's margins
-…): below its fitted threshold the answer declines, naming the lessons that came nearest.
+and how likely its passage is the one). The best is quoted, and the next best too while the model is unsure of
+those picked (up to four, within QUOTE_CHARACTERS); a sentence too long to quote whole is cut to the clauses
+that hold the question's words. A list is quoted whole, with the sentence that leads into it. The answerability
+model then weighs the best sentences (how much of the question they hold, a question word swapped for its opposite,
+the retrieval's margins …): below its fitted threshold the answer declines, naming the lessons that came nearest.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from knowledge.terms import terms
 
 PASSAGES = 3
 SENTENCE_CHARACTERS = 320  # a longer sentence is cut to the clauses that hold the question's words
-QUOTE_CHARACTERS = 420  # a second sentence is quoted only if both fit in this
+QUOTE_CHARACTERS = 550  # the sentences quoted together, at most (before a long one is cut to its clauses)
+QUOTE_SENTENCES = 4
+WEIGHED_CHARACTERS = 420  # the answerability model weighs the best two sentences when both fit in this
 # A question of this many terms or fewer, all of them in the quote, is answered whatever the answerability model
 # says: it was fitted on SQuAD's long questions, and "what is smishing?" asked of a course that defines smishing is
 # plainly covered (on squad-dev this answers 0.5 % more of the unanswerable questions).
@@ -82,18 +84,15 @@ def quote(question: str, passages: Sequence[Passage], *, rarity: Callable[[str],
     if not units:
         return Quote((), given, 0.0, False)
     scores = models.sentences.scores(rows)
-    order = np.argsort(-scores, kind="stable")
-    picked = [int(order[0])]
-    if len(order) > 1:
-        # an unsure first choice brings the runner-up along, when both are short enough to quote together
-        first, second = int(order[0]), int(order[1])
-        sure = float(ranking.softmax(scores)[first])
-        if sure < models.second_sentence and len(units[first][2]) + len(units[second][2]) <= QUOTE_CHARACTERS:
-            picked.append(second)
+    picked = _pick([len(text) for *_, text in units], scores, models.quote_probability)
     chosen = sorted(units[i] for i in picked)
     analysed = [ranking.analyse(p.chunk_id, p.text, p.headings) for p in given]
     quoted_terms = frozenset().union(*(analysed[rank].unit_terms[position] for rank, position, _ in chosen))
     quoted_words = frozenset().union(*(analysed[rank].unit_words[position] for rank, position, _ in chosen))
+    weighed = _weighed(units, scores)
+    weighed_terms = frozenset().union(*(analysed[rank].unit_terms[position] for rank, position, _ in weighed))
+    weighed_words = frozenset().union(*(analysed[rank].unit_words[position] for rank, position, _ in weighed))
+    weighed_pairs = frozenset().union(*(analysed[rank].unit_pairs[position] for rank, position, _ in weighed))
     best_rank, best_position, _ = units[picked[0]]
     cosines = given[best_rank].sentence_similarities
     row = ranking.answer_features(
@@ -104,16 +103,45 @@ def quote(question: str, passages: Sequence[Passage], *, rarity: Callable[[str],
         sentence_score=float(scores[picked[0]]),
         sentence_probability=float(ranking.softmax(scores)[picked[0]]),
         sentence_cosine=cosines[best_position] if best_position < len(cosines) else 0.0,
-        quoted=[text for *_, text in chosen],
-        quoted_terms=quoted_terms,
-        quoted_words=quoted_words,
+        quoted=[text for *_, text in weighed],
+        quoted_terms=weighed_terms,
+        quoted_words=weighed_words,
+        quoted_pairs=weighed_pairs,
         passage_terms=analysed[0].all_terms,
+        passage_words=analysed[0].all_words,
     )
     shown = tuple((rank, position, _trim(text, asked)) for rank, position, text in chosen)
     settled = (len(asked.weights) <= SHORT_QUESTION_TERMS and asked.weights.keys() <= quoted_terms
                and asked.names <= quoted_words)
     return Quote(shown, given, models.probability(row), bool(quoted_terms & asked.weights.keys()), tuple(row),
                  settled)
+
+
+def _weighed(units: Sequence[tuple[int, int, str]], scores: np.ndarray) -> list[tuple[int, int, str]]:
+    """What the answerability model weighs, however many sentences are quoted: the best sentence, and the runner-up
+    when both fit in WEIGHED_CHARACTERS (on squad-dev, judging what is quoted instead declined fewer unanswerable
+    questions: the evidence should not grow with the model's doubt)."""
+    top = [int(index) for index in np.argsort(-scores, kind="stable")[:2]]
+    if len(top) > 1 and len(units[top[0]][2]) + len(units[top[1]][2]) > WEIGHED_CHARACTERS:
+        top = top[:1]
+    return sorted(units[index] for index in top)
+
+
+def _pick(lengths: Sequence[int], scores: np.ndarray, enough: float) -> list[int]:
+    """The sentences to quote, best first: the best, then the next best (at most QUOTE_SENTENCES in all, within
+    QUOTE_CHARACTERS together) while the model gives those picked less than `enough` probability together. A sure
+    first choice is quoted alone; an unsure one brings along the sentences likeliest to hold the answer instead."""
+    probabilities = ranking.softmax(scores)
+    order = [int(index) for index in np.argsort(-scores, kind="stable")]
+    picked, length, together = [order[0]], lengths[order[0]], float(probabilities[order[0]])
+    for index in order[1:QUOTE_SENTENCES]:
+        if together >= enough:
+            break
+        if length + lengths[index] <= QUOTE_CHARACTERS:
+            picked.append(index)
+            length += lengths[index]
+            together += float(probabilities[index])
+    return picked
 
 
 def sentence_rows(

@@ -79,6 +79,20 @@ ANSWER_FEATURES = (
     "passage_cosine",  # the best passage's
     "question_terms",  # log of the number of question terms
     "negation_unmatched",  # the question says "not"/"never" and the quote does not
+    "missing",  # how many of the question's terms the quote lacks …
+    "missing_in_passage",  # … and the best passage
+    "missing_weight",  # their weights summed (not relative: a swapped rare word weighs alike in any question)
+    "missing_weight_in_passage",
+    "all_in_quote",  # the quote holds every question term
+    "all_in_passage",  # the best passage does
+    "one_missing_in_passage",  # it lacks exactly one (SQuAD's unanswerable questions often swap one word)
+    "names_missing_in_passage",  # share of the question's names and numbers the best passage lacks
+    "phrases",  # share of the question's neighbouring term pairs side by side in the quote
+    "qualifier_unmatched",  # "first", "largest", "before" … in the question, not in the quote …
+    "qualifier_unmatched_in_passage",  # … nor in the best passage
+    "opposite",  # the quote lacks a question word but holds its opposite ("higher" / "lower", "first" / "second")
+    "prefix_opposite",  # or the word without (or with) a negating prefix ("unestablished" / "established")
+    *(f"asks_{word}" for word in ("what", "which", "who", "when", "where", "why", "how")),
 )
 
 
@@ -105,6 +119,31 @@ _DATE = re.compile(rf"\b(1\d{{3}}|20\d{{2}}|\d{{1,4}}s|\d{{1,2}}(st|nd|rd|th) ce
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zà-ÿ]+(?:\s+(?:[A-Z][a-zà-ÿ]+|de|von|van|of|the))*")
 _PLACE = re.compile(r"\b(?:in|at|from|near|to|into|across)\s+(?:the\s+)?([A-Z][a-zà-ÿ]+)")
 _NEGATION = re.compile(r"\b(not|never|no|none|nor|without|n't)\b|n't\b", re.IGNORECASE)
+QUESTION_WORDS = ("what", "which", "who", "when", "where", "why", "how")
+# Words that turn a question into another when one is swapped for another or dropped: SQuAD 2.0's unanswerable
+# questions are often an answerable one with such a swap ("the Second Minister" for "the First Minister").
+QUALIFIERS = frozenset("""
+    first last largest smallest biggest most least earliest latest highest lowest before after only never always
+    longest shortest oldest newest best worst greatest fewest more less larger smaller higher lower earlier later
+    major minor main second third final initial top bottom
+    """.split())
+_OPPOSITE_PAIRS = """
+    higher/lower high/low first/last first/second second/third third/fourth over/under more/less more/fewer
+    before/after largest/smallest large/small larger/smaller biggest/smallest internal/external increase/decrease
+    increased/decreased increase/reduce early/late earliest/latest earlier/later north/south east/west
+    northern/southern eastern/western win/lose won/lost lost/defeated minimum/maximum above/below positive/negative
+    most/least longest/shortest long/short oldest/newest old/new older/younger best/worst major/minor upper/lower
+    inside/outside start/end began/ended begin/end accept/reject accepted/rejected rise/fall rose/fell strong/weak
+    allowed/banned legal/illegal male/female men/women private/public domestic/foreign ancient/modern
+    same/different true/false success/failure successful/unsuccessful gain/loss open/closed light/heavy slow/fast
+    cheap/expensive rich/poor wet/dry hot/cold always/never all/none inner/outer import/export imports/exports
+    left/right agree/disagree support/oppose supported/opposed
+    """.split()
+OPPOSITES: dict[str, frozenset[str]] = {
+    word: frozenset(b if a == word else a for a, b in (pair.split("/") for pair in _OPPOSITE_PAIRS) if word in (a, b))
+    for word in {w for pair in _OPPOSITE_PAIRS for w in pair.split("/")}
+}
+_NEGATING_PREFIX = re.compile(r"^(?:un|non|in|im|il|ir|dis|anti|de|mis)(\w{4,})$")
 
 
 def answer_type(question: str) -> str | None:
@@ -287,13 +326,16 @@ def answer_features(
     quoted: Sequence[str],
     quoted_terms: frozenset[str],
     quoted_words: frozenset[str],
+    quoted_pairs: frozenset[tuple[str, str]],
     passage_terms: frozenset[str],
+    passage_words: frozenset[str],
 ) -> list[float]:
     rarest = max(question.weights.values(), default=0.0) or 1.0
     missing = [weight for term, weight in question.weights.items() if term not in quoted_terms]
     missing_in_passage = [weight for term, weight in question.weights.items() if term not in passage_terms]
     text = " ".join(quoted)
     found_type = any(holds_answer_type(question.kind, unit, set(question.words)) for unit in quoted)
+    qualifiers = question.words & QUALIFIERS
     return [
         passage_scores[0] if passage_scores else 0.0,
         passage_probability,
@@ -311,7 +353,36 @@ def answer_features(
         passage_cosine,
         math.log(1 + len(question.weights)),
         float(question.negated and not _NEGATION.search(text)),
+        len(missing),
+        len(missing_in_passage),
+        sum(missing),
+        sum(missing_in_passage),
+        float(not missing),
+        float(not missing_in_passage),
+        float(len(missing_in_passage) == 1),
+        1.0 - question.named(passage_words),
+        question.phrases(quoted_pairs),
+        float(bool(qualifiers - quoted_words)),
+        float(bool(qualifiers - passage_words)),
+        float(_holds_opposite(question.words, quoted_words)),
+        float(_prefix_opposite(question.words, quoted_words)),
+        *(float(word in question.words) for word in QUESTION_WORDS),
     ]
+
+
+def _holds_opposite(question_words: frozenset[str], quoted_words: frozenset[str]) -> bool:
+    """The quote lacks one of the question's words and holds its opposite."""
+    return any(word not in quoted_words and OPPOSITES.get(word, frozenset()) & quoted_words for word in question_words)
+
+
+def _prefix_opposite(question_words: frozenset[str], quoted_words: frozenset[str]) -> bool:
+    """One side says "unestablished" where the other says "established" (and not the negated word itself)."""
+
+    def negates(words: frozenset[str], other: frozenset[str]) -> bool:
+        return any(word not in other and (found := _NEGATING_PREFIX.match(word)) and found.group(1) in other
+                   for word in words)
+
+    return negates(question_words, quoted_words) or negates(quoted_words, question_words)
 
 
 # --- the models -----------------------------------------------------------------------------------------------------
@@ -355,14 +426,14 @@ class Models:
     sentences: Linear
     answerable: Linear
     threshold: float  # answerability probability below which the answer declines
-    second_sentence: float  # a second sentence is quoted when the first's probability is below this
+    quote_probability: float  # sentences are quoted, best first, until the model gives them this much together
     fitted_on: tuple[str, ...] = ()  # the lessons (articles) whose questions it was fitted on
 
     def to_json(self) -> dict[str, Any]:
         return {
             "fitted_on": list(self.fitted_on),
             "threshold": round(self.threshold, 4),
-            "second_sentence": round(self.second_sentence, 4),
+            "quote_probability": round(self.quote_probability, 4),
             "passages": self.passages.to_json(),
             "sentences": self.sentences.to_json(),
             "answerable": self.answerable.to_json(),
@@ -375,7 +446,7 @@ class Models:
             sentences=Linear.from_json(data["sentences"], SENTENCE_FEATURES),
             answerable=Linear.from_json(data["answerable"], ANSWER_FEATURES),
             threshold=float(data["threshold"]),
-            second_sentence=float(data["second_sentence"]),
+            quote_probability=float(data["quote_probability"]),
             fitted_on=tuple(data.get("fitted_on", ())),
         )
 
@@ -392,7 +463,7 @@ class Models:
             sentences=linear(SENTENCE_FEATURES, {"cosine": 1.0, "coverage": 1.0, "passage": 1.0}),
             answerable=linear(ANSWER_FEATURES, {"coverage": 1.0}),
             threshold=0.0,
-            second_sentence=1.01,
+            quote_probability=0.0,
         )
 
     def save(self, path: Path = MODEL_FILE) -> None:

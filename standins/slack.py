@@ -1,7 +1,7 @@
 """A local stand-in of the Slack Web API that slack_sdk's AsyncWebClient talks to through its base URL.
 
 It answers the methods Lessonbot calls the way slack.com/api does: auth.test, chat.postMessage, chat.postEphemeral,
-conversations.members (paged by cursor), users.info, views.publish, oauth.v2.access, and the three steps of
+conversations.members (paged by cursor), users.info, views.publish, views.open, oauth.v2.access, and the three steps of
 files_upload_v2 (files.getUploadURLExternal, the upload URL it hands out, and files.completeUploadExternal); and the
 response_urls it hands out with interactions (`response_url`). Channels' members and people's profiles are set up
 with `add_member`. Every call is recorded with the token it carried. The
@@ -111,6 +111,7 @@ class SlackStandIn:
         self._private: dict[tuple[str, str], list[Call]] = {}  # (channel, user) → what they were shown privately
         self._private_waiters: dict[tuple[str, str], list[tuple[int, asyncio.Future[None]]]] = {}
         self.profiles: dict[str, dict[str, Any]] = {}
+        self._triggers_used: set[str] = set()
         self._ts = itertools.count(1)
         self._file_ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -315,6 +316,22 @@ class SlackStandIn:
         if not call.params.get("user_id") or not isinstance(view, dict) or view.get("type") != "home":
             return {"ok": False, "error": "invalid_arguments"}
         return {"ok": True, "view": {"id": f"V{next(self._ts):08d}", "type": "home", **view}}
+
+    def _views_open(self, call: Call, request: web.Request) -> dict[str, Any]:
+        """A modal opened with an interaction's trigger_id (Slack lets each be used once, within 3 seconds)."""
+        view = call.params.get("view")
+        view = json.loads(view) if isinstance(view, str) else view
+        trigger_id = str(call.params.get("trigger_id") or "")
+        if not trigger_id or trigger_id in self._triggers_used:
+            return {"ok": False, "error": "invalid_trigger_id" if not trigger_id else "expired_trigger_id"}
+        if not isinstance(view, dict) or view.get("type") != "modal" or not view.get("title"):
+            return {"ok": False, "error": "invalid_arguments"}
+        self._triggers_used.add(trigger_id)
+        return {"ok": True, "view": {"id": f"V{next(self._ts):08d}", "team_id": "T111", "hash": "1.abc", **view}}
+
+    def opened_views(self) -> list[dict[str, Any]]:
+        """The modals opened (views.open answers), in order."""
+        return [c.answer["view"] for c in self.calls if c.method == "views.open" and c.ok]
 
     def _oauth_v2_access(self, call: Call, request: web.Request) -> dict[str, Any]:
         client_id, _, client_secret = _basic(request.headers.get("Authorization"))

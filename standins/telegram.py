@@ -1,10 +1,10 @@
 """A local stand-in of the Telegram Bot API that python-telegram-bot talks to through its base URL.
 
 It answers the methods Lessonbot calls (getMe, sendMessage, sendDocument, sendChatAction, sendMessageDraft,
-answerCallbackQuery, setWebhook, deleteWebhook, getUpdates, and for Telegram Stars sendInvoice,
-answerPreCheckoutQuery and refundStarPayment) the way api.telegram.org does, records every call, and
-can be scripted to fail the next calls of a method: a 429 with `parameters.retry_after`, a 500, a 403 "bot was
-blocked by the user", or no answer at all (so the client times out).
+answerCallbackQuery, setWebhook, deleteWebhook, getUpdates, and for Telegram Stars sendInvoice, createInvoiceLink
+(a subscription), answerPreCheckoutQuery, refundStarPayment and editUserStarSubscription) the way api.telegram.org
+does, records every call, and can be scripted to fail the next calls of a method: a 429 with
+`parameters.retry_after`, a 500, a 403 "bot was blocked by the user", or no answer at all (so the client times out).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from standins.serving import serve_locally
 
 TOKEN = "123456:TEST-token_for-the-stand-in"
 BOT_ID = 123456
+SUBSCRIPTION_PERIOD = 30 * 24 * 3600  # the only period Telegram bills Stars subscriptions at
+SUBSCRIPTION_MAX_STARS = 10_000
 BOT_USERNAME = "lessonbot_test_bot"
 
 
@@ -82,6 +84,8 @@ class TelegramStandIn:
         self.latency = latency  # seconds each sendMessage takes to answer: a slow platform
         self.arrived: list[str] = []  # the chat of each sendMessage as it arrives, before it is answered
         self.calls: list[Call] = []
+        # Told of every call answered "ok", as it is answered (a bench times replies where they arrive with it).
+        self.on_call: Callable[[Call], None] | None = None
         self.faults: dict[str, list[Fault | None]] = {}
         self.updates: list[dict[str, Any]] = []
         self.webhook: dict[str, str] | None = None
@@ -171,7 +175,10 @@ class TelegramStandIn:
         except BadRequest as refused:
             self.calls.append(Call(method, params, files, "400"))
             return _error(400, str(refused))
-        self.calls.append(Call(method, params, files, "ok", result))
+        call = Call(method, params, files, "ok", result)
+        self.calls.append(call)
+        if self.on_call is not None:
+            self.on_call(call)
         return web.json_response({"ok": True, "result": result})
 
     async def _getMe(self, params: dict[str, str], files: dict) -> dict[str, Any]:
@@ -225,6 +232,22 @@ class TelegramStandIn:
             "currency": params["currency"], "total_amount": sum(int(price["amount"]) for price in prices),
         }}
 
+    async def _createInvoiceLink(self, params: dict[str, str], files: dict) -> str:
+        prices = json.loads(params["prices"])
+        period = params.get("subscription_period")
+        if period is not None and (params["currency"] != "XTR" or int(period) != SUBSCRIPTION_PERIOD):
+            raise BadRequest("Bad Request: SUBSCRIPTION_PERIOD_INVALID")
+        if period is not None and sum(int(price["amount"]) for price in prices) > SUBSCRIPTION_MAX_STARS:
+            raise BadRequest("Bad Request: SUBSCRIPTION_PRICE_INVALID")
+        return f"https://t.me/$lessonbot{len(self.calls)}"
+
+    async def _editUserStarSubscription(self, params: dict[str, str], files: dict) -> bool:
+        charge = self.charges.get(params["telegram_payment_charge_id"])
+        if charge is None or charge["user_id"] != int(params["user_id"]) or "period" not in charge:
+            raise BadRequest("Bad Request: SUBSCRIPTION_NOT_FOUND")
+        charge["canceled"] = params["is_canceled"] == "true"
+        return True
+
     async def _answerPreCheckoutQuery(self, params: dict[str, str], files: dict) -> bool:
         if params["ok"] == "false" and not params.get("error_message"):
             raise BadRequest("Bad Request: error_message is required when ok is false")
@@ -240,14 +263,31 @@ class TelegramStandIn:
         return True
 
     def pay(self, invoice: Call, user: dict[str, Any]) -> dict[str, Any]:
-        """The person pays the invoice `invoice` (a recorded sendInvoice): the successful_payment Telegram reports."""
+        """The person pays the invoice `invoice` (a recorded sendInvoice, or createInvoiceLink for a subscription):
+        the successful_payment Telegram reports (a subscription's first)."""
         charge_id = f"stxTEST{next(self._message_ids)}"
         self.charges[charge_id] = {"user_id": user["id"], "invoice": invoice}
-        return {
-            "currency": invoice.params["currency"], "total_amount": invoice.result["invoice"]["total_amount"],
-            "invoice_payload": invoice.params["payload"], "telegram_payment_charge_id": charge_id,
+        paid = {
+            "currency": invoice.params["currency"],
+            "total_amount": invoice_total(invoice), "invoice_payload": invoice.params["payload"],
+            "telegram_payment_charge_id": charge_id,
             "provider_payment_charge_id": "",
         }
+        if "subscription_period" not in invoice.params:
+            return paid
+        period = int(invoice.params["subscription_period"])
+        self.charges[charge_id]["period"] = period
+        return paid | {"is_recurring": True, "is_first_recurring": True,
+                       "subscription_expiration_date": int(time.time()) + period}
+
+    def renew(self, paid: dict[str, Any]) -> dict[str, Any]:
+        """The next period of the subscription that `paid` (a report of `pay` or `renew`) began or renewed: charged
+        again, a new charge id and an expiration date one period later."""
+        first = self.charges[paid["telegram_payment_charge_id"]]
+        charge_id = f"stxTEST{next(self._message_ids)}"
+        self.charges[charge_id] = dict(first)
+        return paid | {"telegram_payment_charge_id": charge_id, "is_first_recurring": False,
+                       "subscription_expiration_date": paid["subscription_expiration_date"] + first["period"]}
 
     async def _answerCallbackQuery(self, params: dict[str, str], files: dict) -> bool:
         return True
@@ -321,15 +361,20 @@ def button_update(sent: Call, data: str, *, user: dict[str, Any] | None = None) 
     }
 
 
+def invoice_total(invoice: Call) -> int:
+    """What an invoice (a recorded sendInvoice or createInvoiceLink) asks, in the currency's minor unit."""
+    return sum(int(price["amount"]) for price in json.loads(invoice.params["prices"]))
+
+
 def pre_checkout_update(invoice: Call, *, user: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
     """The pre_checkout_query Telegram sends when the person presses Pay on the invoice `invoice` (a recorded
-    sendInvoice); `changes` alter its fields (a tampered total, another payload)."""
-    chat_id = int(invoice.params["chat_id"])
+    sendInvoice, whose chat names the person when `user` does not, or createInvoiceLink); `changes` alter its fields
+    (a tampered total, another payload)."""
     return {
         "update_id": next(_update_ids),
         "pre_checkout_query": {
-            "id": f"pcq{next(_update_ids)}", "from": user or person(chat_id),
-            "currency": invoice.params["currency"], "total_amount": invoice.result["invoice"]["total_amount"],
+            "id": f"pcq{next(_update_ids)}", "from": user or person(int(invoice.params["chat_id"])),
+            "currency": invoice.params["currency"], "total_amount": invoice_total(invoice),
             "invoice_payload": invoice.params["payload"], **changes,
         },
     }

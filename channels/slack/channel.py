@@ -75,6 +75,7 @@ RESPONSE_URL_PREFIX = "https://hooks.slack.com/"
 MEMBERS_PAGE = 200  # conversations.members: Slack recommends at most 200 a page
 MEMBER_CALL_TRIES = 5  # a members call retried after a 429 at most this often
 PROFILES_PER_MINUTE = 100  # users.info is a Tier 4 method: 100+ calls a minute per workspace
+POST_PACE_SECONDS = 1.0  # between the messages of one reply (a long one, a lesson's post and its thread): 1/s/channel
 
 
 class SlackChannel:
@@ -119,6 +120,7 @@ class SlackChannel:
         self._client = self._web_client(self.bot_token) if self.bot_token else None
         self.members_page = MEMBERS_PAGE
         self.profiles_per_minute = PROFILES_PER_MINUTE
+        self.post_pace = POST_PACE_SECONDS
         self._next_profile: dict[str, float] = {}  # installation → when its next users.info may go (monotonic)
 
     # inbound --------------------------------------------------------------------------------------------------
@@ -207,8 +209,12 @@ class SlackChannel:
         reply whose later message failed, in any process, posts only the rest. A threaded reply's follow-ups go in
         the thread of its first message (its ts is the first part's id, so a retry finds the thread too)."""
         posted = parts.ids
+        last: float | None = None
         for index in range(len(posted), len(messages)):
             message = messages[index]
+            if last is not None:  # the dispatcher's limiter paces replies; this, the messages within one
+                await asyncio.sleep(max(0.0, last + self.post_pace - time.monotonic()))
+            last = time.monotonic()
             thread_ts = posted[0] if message.in_thread and posted and posted[0] else None
             response = await client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks,
                                                      thread_ts=thread_ts)

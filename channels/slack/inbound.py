@@ -22,10 +22,11 @@ for the log, and for slash commands a line to show the person). Decisions kept h
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
-from bot.messages import REPLY_ADDRESS, InboundMessage
+from bot.messages import ANSWER_FORM, ANSWER_FORM_OFFERED, REPLY_ADDRESS, InboundMessage
 from channels.slack.blocks import plain_text
 from channels.webhook import Ignored
 
@@ -108,7 +109,7 @@ def _team_meta(installation: str, channel: str, user: str, body: dict[str, Any] 
     DM with the bot); only they see its replies, which go through the request's response_url where it has one."""
     meta: dict[str, Any] = {"group_chat": chat_id_for(installation, channel), "workspace": installation,
                             "direct_address": chat_id_for(installation, user), "private": True,
-                            "answer_command": f"{TEAM_COMMAND} answer"}
+                            "answer_command": f"{TEAM_COMMAND} answer", ANSWER_FORM_OFFERED: True}
     url = (body or {}).get("response_url")
     if isinstance(url, str) and url.startswith(("https://", "http://")) and len(url) <= 500:
         meta[REPLY_ADDRESS] = url
@@ -345,4 +346,79 @@ def _home_action(body: dict[str, Any], action: dict[str, Any], value: str, *, in
         choice=value,
         meta={"event": "block_actions", "surface": "home", "private": True,
               "direct_address": chat_id_for(installation, user)},
+    )
+
+
+# Typed answers through a modal ---------------------------------------------------------------------------------------
+
+ANSWER_FORM_CALLBACK = "lessonbot-answer"  # the modal's callback_id: its view_submission is a typed answer
+ANSWER_BLOCK, ANSWER_INPUT = "answer", "words"
+MODAL_TITLE_LIMIT = 24  # Slack's limit for a modal's title and its submit button
+ANSWER_LIMIT = 3000
+
+
+def answer_form(body: dict[str, Any], *, installation: str) -> dict[str, Any] | None:
+    """The modal to open for a pressed "Type an answer" button (a value starting with ANSWER_FORM) in a member's
+    private place in a channel, or None for any other press. Its private_metadata names that place and the press's
+    response_url, so the submitted words answer there, privately, as `/lessonbot answer WORDS` would."""
+    actions = body.get("actions")
+    action = _dict(actions[0]) if isinstance(actions, list) and actions else {}
+    value = action.get("value")
+    if not isinstance(value, str) or not value.startswith(ANSWER_FORM):
+        return None
+    user = _id(_dict(body.get("user")).get("id"))
+    channel = _id(_dict(body.get("container")).get("channel_id")) or _id(_dict(body.get("channel")).get("id"))
+    if user is None or channel is None or channel.startswith("D") or not _id(installation):
+        return None
+    label = str(_dict(action.get("text")).get("text") or "Your answer")
+    title = label if len(label) <= MODAL_TITLE_LIMIT else label[: MODAL_TITLE_LIMIT - 1] + "…"
+    where = {"chat": member_chat_id(installation, channel, user)}
+    url = body.get("response_url")
+    if isinstance(url, str) and url.startswith(("https://", "http://")) and len(url) <= 500:
+        where["reply"] = url
+    return {
+        "type": "modal",
+        "callback_id": ANSWER_FORM_CALLBACK,
+        "title": {"type": "plain_text", "text": title},
+        "submit": {"type": "plain_text", "text": "OK"},
+        "private_metadata": json.dumps(where),
+        "blocks": [{
+            "type": "input", "block_id": ANSWER_BLOCK, "label": {"type": "plain_text", "text": title},
+            "element": {"type": "plain_text_input", "action_id": ANSWER_INPUT, "max_length": ANSWER_LIMIT},
+        }],
+    }
+
+
+def message_from_view(body: dict[str, Any], *, installation: str) -> Outcome:
+    """The answer-form modal submitted: its words, from the member's private place named in the modal's metadata
+    (checked to be the submitter's own), answered through the response_url of the press that opened it."""
+    view = _dict(body.get("view"))
+    user = _dict(body.get("user"))
+    user_id, view_id = _id(user.get("id")), _id(view.get("id"))
+    if user_id is None or view_id is None or not _id(installation):
+        return Ignored("view_submission without a user, a view id or a workspace")
+    try:
+        where = _dict(json.loads(str(view.get("private_metadata") or "{}")))
+    except ValueError:
+        return Ignored("view_submission whose private_metadata is not ours")
+    chat = where.get("chat")
+    place_installation, place = split_chat_id(chat) if isinstance(chat, str) else ("", "")
+    channel, member = ephemeral_target(place)
+    if place_installation != installation or member != user_id or _id(channel) is None:
+        return Ignored("view_submission for a place that is not the submitter's own")
+    words = _dict(_dict(_dict(view.get("state")).get("values")).get(ANSWER_BLOCK)).get(ANSWER_INPUT)
+    text = str(_dict(words).get("value") or "").strip()[:ANSWER_LIMIT]  # a plain_text_input's value: as typed
+    if not text:
+        return Ignored("view_submission without words")
+    meta = _team_meta(installation, channel, user_id, {"response_url": where.get("reply")})
+    team = _id(user.get("team_id")) or _id(_dict(body.get("team")).get("id")) or installation
+    name = user.get("name") or user.get("username")
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=f"view:{view_id}",  # a modal is submitted once
+        chat_id=str(chat),
+        sender_id=f"{team}/{user_id}",
+        text=text,
+        sender_name=name if isinstance(name, str) and name else None,
+        meta={"event": "view_submission", **meta},
     )

@@ -6,8 +6,10 @@ signature (HMAC-SHA256 of "v0:timestamp:body" under the signing secret, constant
 401 otherwise) → parse the body as Bolt's request (400) → Bolt's listeners turn it into an InboundMessage, record it
 (`host.receive`), and only then `ack()`. Bolt runs with `process_before_response=True`, so the HTTP answer leaves
 after the listener: nothing is acknowledged before it is stored, and recording is one insert, well inside Slack's
-3 seconds. Requests no listener wants (view submissions, other events) are acknowledged and logged with the reason;
-an error of ours answers 500, so Slack delivers the request again.
+3 seconds. Requests no listener wants (other view submissions, other events) are acknowledged and logged with the
+reason; an error of ours answers 500, so Slack delivers the request again. A "Type an answer" press is the one
+request that calls Slack before the acknowledgement: its modal must be opened with the press's trigger_id, which
+lasts 3 seconds (`open_form`).
 
 Bolt has a signature check of its own; it is turned off (`request_verification_enabled=False`) because
 `SlackSignature` has checked the same signature before Bolt parses anything, as every platform's webhook verifies
@@ -40,16 +42,19 @@ from starlette.routing import Route
 from bot.channel import ChannelHost, RequestRejected
 from bot.messages import InboundMessage
 from channels.slack.inbound import (
+    ANSWER_FORM_CALLBACK,
     CHANNEL,
     MEMBERSHIP_EVENTS,
     TEAM_COMMAND,
     Outcome,
+    answer_form,
     home_opened,
     installation_of,
     membership_change,
     message_from_action,
     message_from_command,
     message_from_event,
+    message_from_view,
 )
 from channels.slack.store import SlackInstallationStore, SlackOAuthStateStore
 from channels.webhook import Ignored, LimitBody, Webhook, WebhookRequest, within_json_depth
@@ -242,8 +247,18 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
     async def on_action(
         ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
     ) -> None:
-        await record(message_from_action(body, installation=_installation(context)), request)
+        form = answer_form(body, installation=_installation(context))
+        if form is not None:
+            await open_form(context, body, form)
+        else:
+            await record(message_from_action(body, installation=_installation(context)), request)
         await ack()
+
+    async def on_view(
+        ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+    ) -> None:
+        await record(message_from_view(body, installation=_installation(context)), request)
+        await ack()  # closes the modal; the answer's feedback comes in the channel, privately
 
     async def on_command(
         ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
@@ -304,6 +319,7 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
     app.event("app_mention")(on_event)
     app.block_action(re.compile(".*"))(on_action)
     app.command(re.compile(".*"))(on_command)
+    app.view(ANSWER_FORM_CALLBACK)(on_view)
     for kind in MEMBERSHIP_EVENTS:
         app.event(kind)(on_membership)
     app.event("app_home_opened")(on_home)
@@ -311,6 +327,19 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
     app.event("tokens_revoked")(on_uninstalled)
     app.error(on_error)
     return app
+
+
+async def open_form(context: AsyncBoltContext, body: dict[str, Any], view: dict[str, Any]) -> None:
+    """A "Type an answer" press: its modal, opened with the press's trigger_id (valid for 3 seconds, so here, before
+    the acknowledgement, not by the worker). Nothing is recorded: the words come with the modal's submission. When
+    Slack refuses (a 429 on views.open, Tier 4), the question's text still says how to answer with /lessonbot."""
+    client, trigger_id = context.client, body.get("trigger_id")
+    if client is None or not isinstance(trigger_id, str):
+        return
+    try:
+        await client.views_open(trigger_id=trigger_id, view=view)
+    except Exception as exc:  # refused, rate-limited or slow: the typed command still works
+        log.warning("views.open failed for a slack answer form: %s", exc)
 
 
 def changes_a_team(body: dict[str, Any]) -> bool:

@@ -7,7 +7,8 @@ and a message is recorded; a redelivery is recognised by its update_id.
 Outbound, `send`: a Text's light Markdown becomes Telegram HTML (escaped, channels/markdown.py), split at 4,096
 characters (on paragraphs, sentences, words), its choices an inline keyboard under the last part; a Document goes
 through sendDocument (a file on disk is uploaded, a URL is fetched by Telegram) with a caption of at most 1,024
-characters and any overflow following as messages; an Invoice through sendInvoice (Telegram Stars), a CheckoutAnswer
+characters and any overflow following as messages; an Invoice through sendInvoice (Telegram Stars; a
+subscription through createInvoiceLink and a button that opens it), a CheckoutAnswer
 through answerPreCheckoutQuery. The Bot API's errors become the dispatcher's: 429 →
 RateLimited(retry_after); timeouts, connection errors and 5xx → TransientSendError; blocked by the user, chat not
 found, a rejected token and other 4xx → PermanentSendError.
@@ -42,7 +43,7 @@ from bot.channel import (
     RequestRejected,
     TransientSendError,
 )
-from bot.messages import CheckoutAnswer, Document, Invoice, Reply, Text
+from bot.messages import CheckoutAnswer, Document, Invoice, Link, Reply, Text
 from channels.markdown import TELEGRAM_HTML, render
 from channels.telegram.buttons import keyboard
 from channels.telegram.routes import webhook_routes
@@ -227,6 +228,8 @@ class TelegramChannel:
             return self._texts(chat_id, fit(reply.text, MAX_TEXT_CHARS), reply)
         if isinstance(reply, Document):
             return self._document(chat_id, reply)
+        if isinstance(reply, Invoice) and reply.period_days:
+            return [lambda: self._subscription_offer(chat_id, reply)]
         if isinstance(reply, Invoice):
             return [lambda: self.bot.send_invoice(
                 chat_id=chat_id, title=reply.title[:32], description=reply.description[:255], payload=reply.payload,
@@ -263,6 +266,19 @@ class TelegramChannel:
 
         return [upload, *self._texts(chat_id, overflow)]
 
+    async def _subscription_offer(self, chat_id: str, invoice: Invoice) -> Message:
+        """A Stars subscription is paid through an invoice link (sendInvoice has no period): the offer's text with a
+        button that opens it. A retried send makes a new link; an unused one costs nothing."""
+        link = await self.bot.create_invoice_link(
+            title=invoice.title[:32], description=invoice.description[:255], payload=invoice.payload,
+            currency=invoice.currency, prices=[LabeledPrice(invoice.label, invoice.amount)],
+            subscription_period=timedelta(days=invoice.period_days),
+        )
+        return await self.bot.send_message(
+            chat_id=chat_id, text=render(invoice.description, TELEGRAM_HTML), parse_mode=ParseMode.HTML,
+            reply_markup=keyboard((), (Link(invoice.button, link),)),
+        )
+
     async def _answer_checkout(self, answer: CheckoutAnswer) -> str:
         """answerPreCheckoutQuery: Telegram waits 10 s for it after the person presses Pay, then cancels."""
         await self._api(self.bot.answer_pre_checkout_query(
@@ -274,6 +290,11 @@ class TelegramChannel:
         """refundStarPayment: the Stars go back to the person (TakesStars)."""
         bot = await self._api(self.ready())
         await self._api(bot.refund_star_payment(int(user_id), charge_id))
+
+    async def cancel_stars_subscription(self, user_id: str, charge_id: str) -> None:
+        """editUserStarSubscription: the subscription is not renewed (TakesStars)."""
+        bot = await self._api(self.ready())
+        await self._api(bot.edit_user_star_subscription(int(user_id), charge_id, is_canceled=True))
 
     async def _api(self, call: Awaitable[T]) -> T:
         """Await a Bot API call, turning its errors into the dispatcher's three kinds."""

@@ -131,6 +131,10 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
                 "currency": paid.currency, "total_amount": paid.total_amount, "invoice_payload": paid.invoice_payload,
                 "telegram_payment_charge_id": paid.telegram_payment_charge_id,
                 "provider_payment_charge_id": paid.provider_payment_charge_id,
+                # a subscription's payments: the first, then one each period, until the date given
+                "is_recurring": bool(paid.is_recurring), "is_first_recurring": bool(paid.is_first_recurring),
+                "subscription_expiration_date": (int(paid.subscription_expiration_date.timestamp())
+                                                 if paid.subscription_expiration_date else None),
             }},
         )
     media = _media(message)

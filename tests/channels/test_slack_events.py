@@ -470,3 +470,28 @@ async def test_the_payment_commands_typed_in_a_channel_answer_the_member_alone(n
         if personal:
             await standin.wait_for(lambda: standin.ephemerals("C111", "W111"))
             assert standin.posted("C111") == []
+
+
+def test_an_answer_modal_is_opened_only_from_a_channel_and_answers_only_the_submitters_own_place(fixtures_dir):
+    """"Type an answer" in a member's private place opens the modal; its submission is that member's words there,
+    answered through the press's response_url; a modal naming someone else's place is ignored."""
+    from channels.slack.inbound import answer_form, message_from_view
+
+    press = load_fixture(fixtures_dir, BOLT + "interactive.block_actions.json")
+    press["user"] = {"id": "UANN", "username": "ann", "name": "ann", "team_id": "T111"}
+    press["container"].update(channel_id="C111", is_ephemeral=True)
+    press["actions"][0].update(value="form:quiz:7", text={"type": "plain_text", "text": "✍️ Type an answer"})
+    view = answer_form(press, installation="T111")
+    assert view is not None and view["type"] == "modal" and view["title"]["text"] == "✍️ Type an answer"
+    press["actions"][0]["value"] = "quiz:7:1"
+    assert answer_form(press, installation="T111") is None  # any other button is a choice, recorded as ever
+
+    submitted = load_fixture(fixtures_dir, BOLT + "interactive.view_submission.json")
+    submitted["user"] = {"id": "UANN", "username": "ann", "name": "ann", "team_id": "T111"}
+    values = {"answer": {"words": {"type": "plain_text_input", "value": " smishing <@U1> "}}}
+    submitted["view"].update(view, id="VANSWER", state={"values": values})
+    answer = message_from_view(submitted, installation="T111")
+    assert (answer.chat_id, answer.sender_id, answer.text) == ("T111:C111@UANN", "T111/UANN", "smishing <@U1>")
+    assert answer.meta["reply_address"] == press["response_url"] and answer.meta["group_chat"] == "T111:C111"
+    submitted["user"]["id"] = "UMALLORY"
+    assert "not the submitter's own" in message_from_view(submitted, installation="T111").reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from itertools import pairwise
@@ -147,6 +148,8 @@ async def test_a_threaded_reply_posts_its_follow_ups_in_the_posts_thread_and_a_r
     assert post.params["blocks"][-1]["elements"][0]["value"] == "team:take:1:1"  # the button is on the post
     assert [c.params["text"] for c in thread] == ["Part one.", "Part two.", "Part three."]
     assert {c.params["thread_ts"] for c in thread} == {post.answer["ts"]}
+    gaps = [later.at - earlier.at for earlier, later in pairwise(standin.posted("C0TEAM")[-2:])]
+    assert all(gap >= 0.9 for gap in gaps), gaps  # one message a second in the channel, within the reply too
 
 
 async def test_a_document_file_is_uploaded_with_files_upload_v2(standin, tmp_path):
@@ -210,6 +213,29 @@ async def test_a_429_storm_is_waited_out_at_slacks_pace_and_nothing_is_lost(sett
     assert all(gap >= 0.9 for gap in gaps[:3]), gaps  # Retry-After: 1 honoured each time
     rows = await outbox(bot)
     assert [(r.status, r.attempts) for r in rows] == [("sent", 1)] * 2  # a 429 does not count as a try
+
+
+async def test_stopping_mid_send_ends_every_send_and_leaves_the_reply_cut_short_for_a_retry(settings, standin):
+    """The app stops while Slack is slow to answer: stop() gives the send a moment (`stop_grace`), then cancels it.
+    Nothing of the dispatcher runs on after stop() (it used to go on sending, through closed channels and a closed
+    database); the reply cut short stays claimed, sent again once its lease runs out, and the rest wait their turn."""
+    bot = Lessonbot(settings, [slack(standin.base_url)])
+    bot.dispatcher.stop_grace = 0.05
+    standin.fail("chat.postMessage", Fault.slow(2))
+    bot.start()
+    try:
+        for n in range(2):
+            await bot.receive(message("/help", channel="slack", chat=CHAT, sender="T111/U1", platform_id=f"Ev{n}"))
+        await standin.wait_for(lambda: standin.calls)
+        await bot.worker.idle()
+    finally:
+        await bot.stop()
+    assert not [task for task in asyncio.all_tasks() if "OutboxDispatcher" in repr(task.get_coro())]
+    bot.dispatcher.notify(1)  # a late notice starts nothing
+    assert not [task for task in asyncio.all_tasks() if "OutboxDispatcher" in repr(task.get_coro())]
+    rows = await outbox(bot)
+    assert rows[0].status == "sending" and {row.status for row in rows[1:]} == {"pending"}
+    assert len(standin.calls) == 1
 
 
 async def test_5xx_is_retried_and_a_permanent_error_is_dead_lettered_at_once(settings, standin):

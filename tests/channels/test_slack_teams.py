@@ -13,9 +13,10 @@ import asyncio
 import itertools
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import datetime, time, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -26,7 +27,7 @@ from dialogs.teams import announce
 from scheduler.context import JobContext
 from scheduler.planner import plan_lessons
 from scheduler.teams import post_team_lessons, sync_team_members
-from standins.slack import Fault, SlackStandIn, form_body, load_fixture, signed
+from standins.slack import Fault, SlackStandIn, dm_event, form_body, load_fixture, signed
 from storage.courses import Question
 from storage.learners import ACTIVE, STOPPED, Learner
 from storage.models import AdminAuditEntry, Conversation, OutboxMessage
@@ -95,6 +96,19 @@ async def press(client: httpx.AsyncClient, fixtures_dir, user: str, value: str, 
     payload["team"].pop("enterprise_id")
     payload["container"].update(is_ephemeral=ephemeral, message_ts=message_ts)
     payload["actions"][0].update(value=value, action_ts=f"1596530385.{next(_ids):06d}")
+    payload["trigger_id"] = f"111.{next(_ids)}.press"
+    await post(client, form_body(payload))
+
+
+async def submit(client: httpx.AsyncClient, fixtures_dir, user: str, view: dict[str, Any], words: str) -> None:
+    """A modal the app opened, submitted with `words` typed into its one input (the bolt-python view_submission
+    payload, re-addressed; the view as Slack keeps it, with what was typed in its state)."""
+    payload: dict[str, Any] = load_fixture(fixtures_dir, "bolt-python/interactive.view_submission.json")
+    payload["user"] = {"id": user, "username": NAMES[user], "name": NAMES[user], "team_id": "T111"}
+    payload["team"].pop("enterprise_id")
+    [block] = view["blocks"]
+    state = {block["block_id"]: {block["element"]["action_id"]: {"type": "plain_text_input", "value": words}}}
+    payload["view"] = {**payload["view"], **view, "state": {"values": state}}
     await post(client, form_body(payload))
 
 
@@ -142,8 +156,9 @@ async def members(lessonbot: Lessonbot) -> dict[str, str]:
 
 
 async def take_quiz(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot, user: str, *,
-                    right: bool) -> None:
-    """Press the lesson post's button, then answer every question privately, all right or all wrong."""
+                    right: bool, typing: str = "form") -> None:
+    """Press the lesson post's button, then answer every question privately, all right or all wrong; a question
+    that wants words through its "Type an answer" modal (`typing="form"`) or `/lessonbot answer` ("command")."""
     post_call = standin.top_level(CHANNEL)[-1]
     [(_label, take)] = buttons(post_call)
     await press(client, fixtures_dir, user, take, ephemeral=False, message_ts=post_call.answer["ts"],
@@ -152,11 +167,20 @@ async def take_quiz(client, fixtures_dir, standin: SlackStandIn, lessonbot: Less
     for _ in range(10):
         question_call = standin.ephemerals(CHANNEL, user)[-1]
         choices = buttons(question_call)
-        if not any(value.startswith("quiz:") for _label, value in choices):
-            if "(Answer with /lessonbot answer followed by your answer.)" not in question_call.params["text"]:
-                return  # the quiz is over
-            await slash(client, fixtures_dir, user, "answer smishing" if right else "answer vishing",
-                        standin=standin)
+        words = "smishing" if right else "vishing"
+        if not any(value.startswith(("quiz:", "form:")) for _label, value in choices):
+            assert "(Answer with /lessonbot answer" not in question_call.params["text"]
+            return  # the quiz is over
+        if choices[0][1].startswith("form:") and typing == "command":
+            assert "(Answer with /lessonbot answer followed by your answer.)" in question_call.params["text"]
+            await slash(client, fixtures_dir, user, f"answer {words}", standin=standin)
+        elif choices[0][1].startswith("form:"):
+            assert choices[0][0] == "✍️ Type an answer"
+            opened = len(standin.opened_views())
+            await press(client, fixtures_dir, user, choices[0][1], ephemeral=True, message_ts=f"222.{next(_ids)}",
+                        standin=standin)  # the modal opens while Slack waits for the acknowledgement
+            assert len(standin.opened_views()) == opened + 1
+            await submit(client, fixtures_dir, user, standin.opened_views()[-1], words)
         else:
             question_id = int(choices[0][1].split(":")[1])
             async with lessonbot.db.sessions() as session:
@@ -175,6 +199,7 @@ async def take_quiz(client, fixtures_dir, standin: SlackStandIn, lessonbot: Less
 
 async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))  # a Friday; New York is on EST (UTC-5)
         jobs = context(lessonbot, clock)
@@ -220,7 +245,7 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
         # Three members take the quiz privately: nobody else sees their answers.
         public_before = len(standin.posted(CHANNEL))
         await take_quiz(client, fixtures_dir, standin, lessonbot, ADMIN, right=True)
-        await take_quiz(client, fixtures_dir, standin, lessonbot, BEA, right=False)
+        await take_quiz(client, fixtures_dir, standin, lessonbot, BEA, right=False, typing="command")
         await take_quiz(client, fixtures_dir, standin, lessonbot, CAL, right=True)
         assert len(standin.posted(CHANNEL)) == public_before
         # … answered through each press's response_url: no Web API tier counts them.
@@ -285,6 +310,7 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
 
 async def test_a_member_opts_out_and_hides_from_the_leaderboard(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
@@ -325,6 +351,7 @@ async def test_a_member_opts_out_and_hides_from_the_leaderboard(slack_settings, 
 
 async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         standin.fail("chat.postEphemeral", Fault.rate_limited(retry_after=1))
         await slash(client, fixtures_dir, ADMIN, SET_UP)
@@ -336,6 +363,7 @@ async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, f
 
 async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await add_learner(lessonbot.db, channel="slack", chat="T111:D0LEARNER")
         await add_learner(lessonbot.db, channel="telegram", chat="telegram-chat")
@@ -377,6 +405,7 @@ async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, st
 async def test_the_app_home_shows_a_learners_course_and_a_team_admins_numbers(slack_settings, standin,
                                                                               fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
@@ -417,6 +446,7 @@ async def test_two_workspaces_never_see_each_others_team(slack_settings, standin
     standin.add_member("C111", "UOTHER", team="T222", name="olga", admin=True)
     standin.add_member("C111", "UOTHERB", team="T222", name="oscar")
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await slash(client, fixtures_dir, "UOTHER", SET_UP, standin=standin, team="T222")
@@ -449,6 +479,7 @@ async def test_two_workspaces_never_see_each_others_team(slack_settings, standin
 async def test_a_channel_whose_members_cannot_be_read_is_asked_again_hours_later(slack_settings, standin,
                                                                                  fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
         await lessonbot.settle()
@@ -466,6 +497,7 @@ async def test_the_direct_mode_brings_each_member_the_lesson_in_a_dm_at_their_ow
     standin.add_member(CHANNEL, BEA, name=NAMES[BEA], tz="Asia/Tokyo")
     standin.add_member(CHANNEL, CAL, name=NAMES[CAL], tz="America/New_York")
     async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
         await sample_course(lessonbot.db)
         # One post in the channel has one hour: "each member's own zone" is the direct mode's.
         await slash(client, fixtures_dir, ADMIN, "team set spot-phishing at 09:00 in members mode channel",
@@ -503,7 +535,47 @@ async def test_the_direct_mode_brings_each_member_the_lesson_in_a_dm_at_their_ow
         assert (await plan_lessons(jobs))["queued"] == 0
         clock.at(datetime(2027, 3, 15, 0, 1, tzinfo=UTC))
         assert (await plan_lessons(jobs))["queued"] == 1
-        assert await post_team_lessons(jobs) == 0
         await lessonbot.settle()
         assert "What a phishing message wants" in standin.texts("DBEA")[-1]
         assert len(standin.posted(CHANNEL)) == posts_before
+        await take_lesson_in_dm(client, fixtures_dir, standin, lessonbot, BEA)
+        # The next Monday, at the team's hour in its zone (the admin's, Lisbon): the admin's digest of the week,
+        # with the lessons its members finished in their DMs, and who did fewer than the week's lesson days. (The
+        # lesson was finished now, in real time, as the worker keeps it: so the team's clock is set from today.)
+        today = datetime.now(UTC).astimezone(ZoneInfo("Europe/Lisbon")).date()
+        monday = today + timedelta(days=7 - today.weekday())
+        team_clock = HandClock(datetime.combine(monday, time(8, 59), tzinfo=ZoneInfo("Europe/Lisbon")))
+        await post_team_lessons(context(lessonbot, team_clock))  # the team job's cursor
+        team_clock.move(minutes=2)
+        assert await post_team_lessons(context(lessonbot, team_clock)) == 0  # no lesson posted in the direct mode
+        await lessonbot.settle()
+        digest = standin.texts(ADMIN)[-1].splitlines()
+        assert digest[0] == "📊 This week in “Spot the phish, five minutes a day”: 3 members."
+        assert digest[1] == "📘 What a phishing message wants: 1 of 3 done · 100 % right"
+        assert digest[-1].startswith("Behind: ") and "Bea" in digest[-1] and "Dan" in digest[-1]
+        assert len(standin.posted(CHANNEL)) == posts_before
+
+
+async def take_lesson_in_dm(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot, user: str) -> None:
+    """A pushed lesson taken in the member's DM as any learner takes it: Next, then every question answered right."""
+    dm = "D" + user[1:]
+    for _step in range(20):
+        last = standin.posted(dm)[-1]
+        if "Lesson done" in last.params["text"]:
+            return
+        choices = buttons(last)
+        quiz = [value for _label, value in choices if value.startswith("quiz:")]
+        if quiz:
+            async with lessonbot.db.sessions() as session:
+                question = await session.get(Question, int(quiz[0].split(":")[1]))
+            correct = (str(question.correct_choice) if question.kind == "choice"
+                       else "true" if question.is_true else "false")
+            await press(client, fixtures_dir, user, next(v for v in quiz if v.rsplit(":", 1)[1] == correct),
+                        ephemeral=False, channel=dm)
+        elif "(Type your answer.)" in last.params["text"]:
+            body = json.dumps(dm_event("smishing", event_id=f"EvDM{next(_ids)}", user=user, channel=dm))
+            await post(client, body.encode())
+        else:
+            await press(client, fixtures_dir, user, "lesson:next", ephemeral=False, channel=dm)
+        await lessonbot.settle()
+    raise AssertionError(f"the lesson did not end: {standin.texts(dm)}")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +18,7 @@ from standins.stripe import SECRET_KEY, WEBHOOK_SECRET, event_body, sign
 from storage.courses import Entitlement
 from storage.payments import Payment, PaymentEvent
 from tests.conftest import FIXTURES
+from tests.dialogs.learning_support import PAID
 
 STRIPE_FIXTURES = FIXTURES / "stripe"
 CHECKOUT_COMPLETED = STRIPE_FIXTURES / "stripe-ruby-mock" / "checkout.session.completed.payment_mode.json"
@@ -121,3 +124,12 @@ async def payments(bot) -> list[Payment]:
 async def events(bot) -> list[PaymentEvent]:
     async with bot.db.sessions() as session:
         return list(await session.scalars(select(PaymentEvent).order_by(PaymentEvent.id)))
+
+
+def monthly_copy(tmp_path: Path) -> Path:
+    """courses/examples/passwords, priced at 3.00 GBP a month (a copy under tmp_path)."""
+    folder = tmp_path / "monthly"
+    shutil.copytree(PAID, folder)
+    course_file = folder / "course.yaml"
+    course_file.write_text(course_file.read_text().replace("  currency: GBP\n", "  currency: GBP\n  period: month\n"))
+    return folder

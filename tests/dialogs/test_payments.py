@@ -34,6 +34,10 @@ def test_stars_are_priced_as_authored_or_at_the_configured_rate():
     assert desk.stars_price(Course(price_minor=990, currency="EUR")) == 545  # 9.90 × 55 = 544.5, rounded up
     assert desk.stars_price(Course(price_minor=250, currency="XTR")) == 250
     assert desk.stars_price(Course(price_minor=300, currency="GBP")) is None  # no rate: sold through Stripe
+    # by the month: a Stars subscription, up to what Telegram lets one cost (10,000 Stars), else through Stripe
+    assert desk.stars_price(Course(price_minor=990, currency="EUR", price_period="month")) == 545
+    assert desk.stars_price(Course(price_minor=10_000, currency="XTR", price_period="month")) == 10_000
+    assert desk.stars_price(Course(price_minor=20_000, currency="EUR", price_period="month")) is None
 
 
 def test_a_long_title_keeps_its_price_in_a_button():

@@ -5,6 +5,7 @@ refundStarPayment to the Bot API stand-in."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from standins.telegram import TOKEN, Call, payment_update, person, pre_checkout_update, text_update
 from storage.payments import PaymentStatus
 from tests.dialogs.learning_support import PAID, import_sample
-from tests.dialogs.payment_support import entitlements, payments
+from tests.dialogs.payment_support import entitlements, monthly_copy, payments
 from tests.dialogs.test_telegram_transcript import CHAT, SECRET, TelegramLearner
 from tests.support import running, standin  # noqa: F401 (the fixture)
 
@@ -20,13 +21,17 @@ BOSS = 3333333
 STARS = 150  # 3.00 GBP at 50 Stars a pound
 
 
-@pytest.fixture
-async def telegram(settings, standin):
-    configured = settings.model_copy(update={
+def selling_in_stars(settings, standin):
+    """Telegram through the stand-in, 50 Stars a pound, and BOSS an admin."""
+    return settings.model_copy(update={
         "telegram_bot_token": TOKEN, "telegram_webhook_secret": SECRET, "telegram_api_base_url": standin.base_url,
         "web_chat_enabled": False, "stars_per_unit": {"GBP": Decimal(50)}, "admins": (f"telegram:{BOSS}",),
     })
-    async with running(configured) as (client, bot):
+
+
+@pytest.fixture
+async def telegram(settings, standin):
+    async with running(selling_in_stars(settings, standin)) as (client, bot):
         await import_sample(bot, PAID)
         yield client, bot, standin
 
@@ -56,6 +61,16 @@ def marta_update(marta: TelegramLearner, text: str) -> dict:
     return text_update(text, chat_id=CHAT, user=marta.user)
 
 
+async def pays(marta: TelegramLearner, standin, invoice) -> tuple[dict, list[str]]:
+    """Marta presses Pay on `invoice`: Telegram's last check is answered yes, then the payment is reported; what
+    Telegram reported, and the two replies (the confirmation, the next lesson)."""
+    assert (await checked(marta, standin, pre_checkout_update(invoice, user=marta.user)))["ok"] == "true"
+    before = len(standin.texts(CHAT))
+    paid = standin.pay(invoice, marta.user)
+    await marta._post(payment_update(paid, chat_id=CHAT, user=marta.user))
+    return paid, await marta._replies(before, 2)
+
+
 async def checked(marta: TelegramLearner, standin, update: dict) -> dict:
     before = len(standin.called("answerPreCheckoutQuery"))
     await marta._post(update)
@@ -72,13 +87,7 @@ async def test_a_telegram_learner_buys_with_stars_and_continues(telegram):
     [payment] = await payments(bot)
     assert sent.params["payload"] == f"lb1:{payment.id}:{payment.user_id}:{payment.course_id}:{STARS}"
 
-    answer = await checked(marta, standin, pre_checkout_update(sent, user=marta.user))
-    assert answer["ok"] == "true"
-
-    before = len(standin.texts(CHAT))
-    paid = standin.pay(sent, marta.user)
-    await marta._post(payment_update(paid, chat_id=CHAT, user=marta.user))
-    confirmed, lesson = await marta._replies(before, 2)
+    paid, (confirmed, lesson) = await pays(marta, standin, sent)
     assert confirmed.startswith("✅ Payment received: “Passwords that hold” is yours")
     assert lesson.startswith("📘 Lesson 1 of 3")
     [granted] = await entitlements(bot)
@@ -154,7 +163,8 @@ def test_telegrams_payment_updates_become_messages_by_python_telegram_bots_own_t
     from channels.telegram.updates import PAYMENT_CHECK, PAYMENT_DONE, interpret
 
     bot = Bot(TOKEN)
-    invoice = Call("sendInvoice", {"chat_id": "-100123", "currency": "XTR", "payload": "lb1:1:2:3:150"}, {}, "ok",
+    invoice = Call("sendInvoice", {"chat_id": "-100123", "currency": "XTR", "payload": "lb1:1:2:3:150",
+                                   "prices": json.dumps([{"label": "Passwords", "amount": 150}])}, {}, "ok",
                    {"invoice": {"total_amount": 150}})
     check = interpret(Update.de_json(pre_checkout_update(invoice, user=person(CHAT)), bot))
     assert (check.choice, check.chat_id, check.sender_id) == (PAYMENT_CHECK, str(CHAT), str(CHAT))
@@ -166,3 +176,63 @@ def test_telegrams_payment_updates_become_messages_by_python_telegram_bots_own_t
     done = interpret(Update.de_json(group, bot))  # in a group too: Telegram's report, not a message to the bot
     assert (done.choice, done.chat_id) == (PAYMENT_DONE, "-100123")
     assert done.meta["successful_payment"]["telegram_payment_charge_id"] == "stxABC" and done.meta["platform_report"]
+    assert done.meta["successful_payment"]["is_recurring"] is False
+    renewal = paid | {"is_recurring": True, "is_first_recurring": False, "subscription_expiration_date": 1800000000}
+    renewed = interpret(Update.de_json(payment_update(renewal, chat_id=CHAT), bot))
+    assert {key: renewed.meta["successful_payment"][key]
+            for key in ("is_recurring", "is_first_recurring", "subscription_expiration_date")} == {
+        "is_recurring": True, "is_first_recurring": False, "subscription_expiration_date": 1800000000}
+
+
+@pytest.fixture
+async def telegram_monthly(settings, standin, tmp_path):
+    """As `telegram`, with the course priced at 3.00 GBP a month: 150 Stars every 30 days."""
+    async with running(selling_in_stars(settings, standin)) as (client, bot):
+        await import_sample(bot, monthly_copy(tmp_path))
+        yield client, bot, standin
+
+
+async def test_a_course_by_the_month_is_a_stars_subscription_renewed_then_refunded_and_cancelled(telegram_monthly):
+    client, bot, standin = telegram_monthly
+    marta = await onboarded(client, standin, course="Passwords that hold — 3.00 GBP a month")
+    before = len(standin.texts(CHAT))
+    await marta._post(marta_update(marta, "/buy"))
+    [offer] = await marta._replies(before, 1)
+    [link] = standin.called("createInvoiceLink")
+    assert link.params["subscription_period"] == str(30 * 24 * 3600) and link.params["currency"] == "XTR"
+    assert json.loads(link.params["prices"]) == [{"label": "Passwords that hold", "amount": STARS}]
+    assert offer.startswith("Every lesson and quiz of “Passwords that hold”, for 150 ⭐ every 30 days")
+    button = standin.called("sendMessage")[-1].reply_markup["inline_keyboard"][0][0]
+    assert button["text"] == "Subscribe for 150 ⭐" and button["url"].startswith("https://t.me/$")
+    assert not standin.called("sendInvoice")
+
+    first, (confirmed, lesson) = await pays(marta, standin, link)
+    assert confirmed.startswith("✅ Payment received: you're subscribed to “Passwords that hold”")
+    assert lesson.startswith("📘 Lesson 1 of 3")
+    grace = timedelta(hours=bot.settings.subscription_grace_hours)
+    [granted] = await entitlements(bot)
+    assert granted.expires_at == datetime.fromtimestamp(first["subscription_expiration_date"], UTC) + grace
+
+    # Thirty days on, Telegram charges again: the same payload, a new charge. Access follows; said twice, once.
+    renewal = standin.renew(first)
+    for _ in range(2):
+        await marta._post(payment_update(renewal, chat_id=CHAT, user=marta.user))
+    await bot.settle()
+    [granted] = await entitlements(bot)
+    assert granted.expires_at == datetime.fromtimestamp(renewal["subscription_expiration_date"], UTC) + grace
+    [payment] = await payments(bot)
+    assert (payment.status, payment.charge_reference) == (PaymentStatus.PAID, renewal["telegram_payment_charge_id"])
+    assert sum(text.startswith("✅ Payment received") for text in standin.texts(CHAT)) == 1
+
+    # A refund gives back the period running now and stops the subscription.
+    boss = person(BOSS, "Boss")
+    before = len(standin.texts(BOSS))
+    await marta._post(text_update(f"/admin refund LB-{payment.id:06d}", chat_id=BOSS, user=boss))
+    await standin.wait_for(lambda: len(standin.texts(BOSS)) > before)
+    [refund] = standin.called("refundStarPayment")
+    assert refund.params["telegram_payment_charge_id"] == renewal["telegram_payment_charge_id"]
+    [cancel] = standin.called("editUserStarSubscription")
+    assert cancel.params == {"user_id": str(CHAT), "telegram_payment_charge_id": first["telegram_payment_charge_id"],
+                             "is_canceled": "true"}
+    assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
+    assert (await entitlements(bot))[0].revoked_at is not None

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from knowledge import extractive, ranking
 from knowledge.answer import NoAnswer
 from knowledge.answerer import Answerer
 from knowledge.ingest import ingest_lessons, ingest_path
+from knowledge.retrieval import Passage
 from knowledge.sources import Lesson
 from knowledge.store import open_store
 from knowledge.terms import sentences
@@ -67,7 +70,7 @@ async def test_the_quote_is_the_sentence_holding_what_was_asked_and_a_decline_na
     assert "James Watt" in who.text
     for answer in (when, who):
         quoted = answer.text.split("“", 1)[1].split("”", 1)[0]
-        assert len(sentences(quoted)) <= 2, "the sentence that answers, and at most the runner-up"
+        assert len(sentences(quoted)) <= extractive.QUOTE_SENTENCES, "the answer, and the likeliest next ones"
         assert answer.confidence is not None and not answer.declined
     assert off_topic.declined and off_topic.text == ""
     assert off_topic.covers and {source.course_id for source in off_topic.covers} == {"bio"}
@@ -172,3 +175,49 @@ async def test_an_uncited_or_failed_model_reply_falls_back_to_quoting_the_course
 
     assert "Mars" not in uncited.text and "The Calvin cycle takes place in the stroma." in uncited.text
     assert "oxygen" in failed.text and "500" not in failed.text and "error" not in failed.text.lower()
+
+
+def test_the_answerability_model_sees_a_swapped_word_a_missing_qualifier_and_the_question_word():
+    def weighed(question: str, quote: str, passage: str) -> dict[str, float]:
+        asked = ranking.Question.of(question, lambda term: 1.0)
+        quoted, whole = ranking.analyse(f"q:{quote}", quote, ""), ranking.analyse(f"p:{passage}", passage, "")
+        row = ranking.answer_features(
+            asked, passage_scores=[1.0, 0.5], passage_probability=0.6, passage_cosine=0.5, sentence_score=1.0,
+            sentence_probability=0.7, sentence_cosine=0.6, quoted=list(quoted.units), quoted_terms=quoted.all_terms,
+            quoted_words=quoted.all_words, quoted_pairs=quoted.all_pairs, passage_terms=whole.all_terms,
+            passage_words=whole.all_words,
+        )
+        return dict(zip(ranking.ANSWER_FEATURES, row, strict=True))
+
+    ministers = "The First Minister and the law officers sit in the front row of the chamber."
+    swapped = weighed("Who sits in the front row with the Second Minister?", ministers, ministers)
+    same = weighed("Who sits in the front row with the First Minister?", ministers, ministers)
+    founded = "The company was established in 1599 and chartered a year later."
+    unmade = weighed("When was the company unestablished?", founded, founded + " It grew fast.")
+
+    assert swapped["opposite"] == 1 and swapped["qualifier_unmatched"] == 1 and swapped["asks_who"] == 1
+    assert same["opposite"] == same["qualifier_unmatched"] == 0 and same["all_in_quote"] == 1
+    assert same["phrases"] > swapped["phrases"] and swapped["missing"] == 1 and swapped["names_missing_in_passage"] > 0
+    assert unmade["prefix_opposite"] == 1 and unmade["asks_when"] == 1 and unmade["asks_who"] == 0
+
+
+def test_a_sure_first_sentence_is_quoted_alone_and_an_unsure_one_brings_the_next_likeliest():
+    passage = Passage(
+        chunk_id="steam", course_id="bio", lesson_id="steam", lesson_title="Steam power", heading_path="The engine",
+        source="steam.md", text=STEAM.split("\n\n", 2)[2], score=1.0, similarity=0.6, keyword_score=1.0,
+    )
+    shipped = ranking.models()
+
+    def quoted(enough: float) -> list[str]:
+        ranking.use(replace(shipped, quote_probability=enough))
+        try:
+            found = extractive.quote("When was the steam engine improved?", [passage], rarity=lambda term: 1.0)
+        finally:
+            ranking.use(shipped)
+        return [text for *_, text in found.chosen]
+
+    alone, unsure = quoted(0.0), quoted(1.01)
+
+    assert len(alone) == 1 and "1776" in alone[0]
+    assert alone[0] in unsure and 1 < len(unsure) <= extractive.QUOTE_SENTENCES
+    assert sum(map(len, unsure)) <= extractive.QUOTE_CHARACTERS
