@@ -84,6 +84,8 @@ class TelegramStandIn:
         self.latency = latency  # seconds each sendMessage takes to answer: a slow platform
         self.arrived: list[str] = []  # the chat of each sendMessage as it arrives, before it is answered
         self.calls: list[Call] = []
+        # Told of every call answered "ok", as it is answered (a bench times replies where they arrive with it).
+        self.on_call: Callable[[Call], None] | None = None
         self.faults: dict[str, list[Fault | None]] = {}
         self.updates: list[dict[str, Any]] = []
         self.webhook: dict[str, str] | None = None
@@ -173,7 +175,10 @@ class TelegramStandIn:
         except BadRequest as refused:
             self.calls.append(Call(method, params, files, "400"))
             return _error(400, str(refused))
-        self.calls.append(Call(method, params, files, "ok", result))
+        call = Call(method, params, files, "ok", result)
+        self.calls.append(call)
+        if self.on_call is not None:
+            self.on_call(call)
         return web.json_response({"ok": True, "result": result})
 
     async def _getMe(self, params: dict[str, str], files: dict) -> dict[str, Any]:

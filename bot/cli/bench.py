@@ -1,5 +1,5 @@
-"""`lessonbot bench pipeline|channels|scheduler|memory|dashboard|slack-team`: the benches (bench/), registered here;
-`bench knowledge` is with the knowledge commands (bot/cli/knowledge.py).
+"""`lessonbot bench pipeline|channels|telegram|scheduler|memory|dashboard|slack-team`: the benches (bench/),
+registered here; `bench knowledge` is with the knowledge commands (bot/cli/knowledge.py).
 
 The bench modules bring their options (`add_arguments`) and their run (`run(args)`); what they need of the wiring —
 the scheduler bench's dispatcher — they are handed from here.
@@ -21,14 +21,15 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from bench import channels, dashboard, memory, pipeline, scheduler, slack_team
+    from bench import channels, dashboard, memory, pipeline, scheduler, slack_team, telegram
 
     kinds = subcommands(subparsers, "bench", "measure the bot's speed")
     for name, bench, run in (
         ("pipeline", pipeline, lambda settings, args: pipeline.run(args)),
         ("channels", channels, lambda settings, args: channels.run(args)),
+        ("telegram", telegram, lambda settings, args: telegram.run(args)),
         ("scheduler", scheduler, cmd_bench_scheduler),
-        ("memory", memory, lambda settings, args: memory.run(args)),
+        ("memory", memory, lambda settings, args: memory.run(args, sample_course=settings.sample_course_dir)),
         ("dashboard", dashboard, lambda settings, args: dashboard.run(args)),
         ("slack-team", slack_team, cmd_bench_slack_team),
     ):

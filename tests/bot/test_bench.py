@@ -96,3 +96,26 @@ def test_bench_memory_measures_the_core_over_its_conversations(tmp_path: Path) -
     assert report["memory_kb"]["before"] > 10_000 and report["memory_kb"]["after"] > 0  # a Python process: MBs
     assert report["kb_per_conversation"] >= 0 and report["cpu_ms_per_message"] > 0
     assert report["messages_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_bench_memory_lesson_turns_go_through_a_lesson_and_its_quiz_beside_help(tmp_path: Path) -> None:
+    results_file = tmp_path / "turns.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "bench", "memory", "--turn", "lesson", "--conversations", "2",
+         "--course", str(PROJECT_ROOT / "courses" / "sample"), "--json", str(results_file)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "quiz answer (state + outbox + FSRS card)" in done.stdout and "2.5 ms" in done.stdout
+    report = json.loads(results_file.read_text())
+    assert report["lessons_done"] == 2  # every conversation's three answers reached "Lesson done"
+    turns = report["turns"]
+    assert [turns[name]["messages"] for name in ("help", "part", "answer")] == [2, 6, 6]
+    assert all(turn["cpu_ms_per_message"] > 0 and turn["messages_per_s"] > 0 for turn in turns.values())
+
+
+def test_bench_memory_lesson_turns_need_a_course(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert lessonbot("bench", "memory", "--turn", "lesson", "--course", str(tmp_path)) == 2
+    assert "is not a course folder" in capsys.readouterr().err
