@@ -8,8 +8,8 @@ during a failover are made up (up to LESSON_LATE_LIMIT late). A team's lesson fo
 `team_lesson_posts` row (unique per team and date) is written in the same transaction as the post's outbox row.
 On the team's last lesson day of an ISO week the leaderboard follows the lesson (once a week: its outbox row's key
 names the week); on its first, the team admin's digest of the week before goes to their direct chat first. A
-direct-mode team posts no lesson (its members' lessons come in their direct chats): only its weekly leaderboard, at
-the team's hour in the team's zone.
+direct-mode team posts no lesson (its members' lessons come in their direct chats): only its weekly leaderboard and
+digest, at the team's hour in the team's zone.
 
 `sync_team_members` reads each team's chat members through the channel's `ListsMembers` (Slack's
 conversations.members, every page; users.info only for people not seen before; Retry-After honoured by the
@@ -86,10 +86,10 @@ async def _post_once(ctx: JobContext, team_id: int, day: date, now: datetime) ->
         team = await session.get(Team, team_id)
         if team is None or team.status != TEAM_ACTIVE:
             return 0
-        direct = team.mode != CHANNEL_MODE  # each member's lessons come from the planner: only the leaderboard here
+        direct = team.mode != CHANNEL_MODE  # each member's lessons come from the planner: no post here
         if not await record_post(session, team, day, None if direct else team.next_lesson_id):
             return 0  # posted before (a repeated run, or a second leader)
-        if team.digest_chat and not direct and _first_lesson_day_of_week(team.lesson_days, day):
+        if team.digest_chat and _first_lesson_day_of_week(team.lesson_days, day):
             digest = await digest_message(session, team, day=day)
             if digest is not None:
                 await send_to(session, team, team.digest_chat, digest, key=f"team-digest:{team.id}:{day.isoformat()}")

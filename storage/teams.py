@@ -15,8 +15,9 @@ run a no-op), and which lesson it was: what a member's private "quiz me" is chec
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import (
@@ -40,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.courses import Course, Lesson, LessonProgress, Question, QuestionCard
-from storage.learners import STOPPED, Learner
+from storage.learners import STOPPED, Learner, zone_for
 from storage.models import Base, BigId, Conversation, User, utcnow
 from storage.queries import insert_ignoring_conflicts, rows_affected, starts_with
 
@@ -282,7 +283,9 @@ class QuestionLine:
 @dataclass(frozen=True, slots=True)
 class Digest:
     """A team's week: its active members, the lessons posted for the local dates in [since, until), the questions by
-    accuracy (hardest first), and the members who have not finished every one of those lessons."""
+    accuracy (hardest first), and the members who have not finished every one of those lessons. In the direct mode,
+    where nothing is posted, the lessons are those its members finished in the week (in the team's zone), and the
+    members behind are those who finished fewer than the week's lesson days."""
 
     members: int
     lessons: list[LessonLine]
@@ -296,7 +299,8 @@ async def weekly_digest(session: AsyncSession, team: Team, *, since: date, until
         .join(User, User.id == TeamMember.user_id)
         .where(TeamMember.team_id == team.id, TeamMember.status == MEMBER_ACTIVE)
     )).all()
-    users = [row.user_id for row in active]
+    if team.mode == DIRECT_MODE:
+        return await _direct_week(session, team, active, since=since, until=until)
     posted = (await session.execute(
         select(Lesson.id, Lesson.title).join(TeamLessonPost, TeamLessonPost.lesson_id == Lesson.id)
         .where(TeamLessonPost.team_id == team.id, TeamLessonPost.local_date >= since,
@@ -304,6 +308,35 @@ async def weekly_digest(session: AsyncSession, team: Team, *, since: date, until
         .order_by(TeamLessonPost.local_date)
     )).all()
     lesson_ids = [row.id for row in posted]
+    return await _week(session, active, [(row.id, row.title) for row in posted],
+                       behind=lambda user, finished: any((user, lesson) not in finished for lesson in lesson_ids))
+
+
+async def _direct_week(session: AsyncSession, team: Team, active: Sequence[Any], *, since: date,
+                       until: date) -> Digest:
+    """The direct mode's week: the course's lessons the active members finished in it, in the course's order."""
+    zone = zone_for(team.timezone)
+    start, end = (datetime.combine(day, time(0), tzinfo=zone).astimezone(timezone.utc) for day in (since, until))
+    users = [row.user_id for row in active]
+    done_in_week = (await session.execute(
+        select(LessonProgress.user_id, Lesson.id, Lesson.title, Lesson.position)
+        .join(Lesson, Lesson.id == LessonProgress.lesson_id)
+        .where(LessonProgress.user_id.in_(users), Lesson.course_id == team.course_id,
+               LessonProgress.completed_at >= start, LessonProgress.completed_at < end)
+    )).all() if users else []
+    lessons = sorted({(row.position, row.id, row.title) for row in done_in_week})
+    expected = sum(1 for offset in range((until - since).days)
+                   if str((since + timedelta(days=offset)).isoweekday()) in team.lesson_days)
+    count = {user: sum(1 for row in done_in_week if row.user_id == user) for user in users}
+    return await _week(session, active, [(lesson_id, title) for _position, lesson_id, title in lessons],
+                       behind=lambda user, _finished: count[user] < expected)
+
+
+async def _week(session: AsyncSession, active: Sequence[Any], posted: list[tuple[int, str]], *,
+                behind: Callable[[int, set[tuple[int, int]]], bool]) -> Digest:
+    """The digest of `posted` lessons (id, title) for the `active` members; `behind(user, finished)` says who is."""
+    users = [row.user_id for row in active]
+    lesson_ids = [lesson_id for lesson_id, _title in posted]
     finished = {(row[0], row[1]) for row in await session.execute(
         select(LessonProgress.user_id, LessonProgress.lesson_id).where(
             LessonProgress.user_id.in_(users), LessonProgress.lesson_id.in_(lesson_ids),
@@ -317,19 +350,19 @@ async def weekly_digest(session: AsyncSession, team: Team, *, since: date, until
         .group_by(Question.id, Question.lesson_id, Question.prompt)
     )).all() if users and lesson_ids else []
     lessons = []
-    for row in posted:
-        of = [q for q in per_question if q.lesson_id == row.id]
+    for lesson_id, title in posted:
+        of = [q for q in per_question if q.lesson_id == lesson_id]
         lessons.append(LessonLine(
-            lesson_id=row.id, title=row.title, done=sum(1 for user in users if (user, row.id) in finished),
+            lesson_id=lesson_id, title=title, done=sum(1 for user in users if (user, lesson_id) in finished),
             answered=sum(int(q[3] or 0) for q in of), right=sum(int(q[4] or 0) for q in of),
         ))
     questions = sorted(
         (QuestionLine(prompt=q.prompt, answered=int(q[3] or 0), right=int(q[4] or 0)) for q in per_question),
         key=lambda line: line.right / line.answered if line.answered else 1.0,
     )
-    behind = [(row.user_id, row.display_name or row.member.rpartition("/")[2], row.direct_chat) for row in active
-              if any((row.user_id, lesson) not in finished for lesson in lesson_ids)]
-    return Digest(members=len(users), lessons=lessons, questions=questions, behind=behind)
+    late = [(row.user_id, row.display_name or row.member.rpartition("/")[2], row.direct_chat) for row in active
+            if behind(row.user_id, finished)]
+    return Digest(members=len(users), lessons=lessons, questions=questions, behind=late)
 
 
 # A person's erasure (storage/personal_data.py) ------------------------------------------------------------------------

@@ -13,9 +13,10 @@ import asyncio
 import itertools
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import datetime, time, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -26,7 +27,7 @@ from dialogs.teams import announce
 from scheduler.context import JobContext
 from scheduler.planner import plan_lessons
 from scheduler.teams import post_team_lessons, sync_team_members
-from standins.slack import Fault, SlackStandIn, form_body, load_fixture, signed
+from standins.slack import Fault, SlackStandIn, dm_event, form_body, load_fixture, signed
 from storage.courses import Question
 from storage.learners import ACTIVE, STOPPED, Learner
 from storage.models import AdminAuditEntry, Conversation, OutboxMessage
@@ -534,7 +535,47 @@ async def test_the_direct_mode_brings_each_member_the_lesson_in_a_dm_at_their_ow
         assert (await plan_lessons(jobs))["queued"] == 0
         clock.at(datetime(2027, 3, 15, 0, 1, tzinfo=UTC))
         assert (await plan_lessons(jobs))["queued"] == 1
-        assert await post_team_lessons(jobs) == 0
         await lessonbot.settle()
         assert "What a phishing message wants" in standin.texts("DBEA")[-1]
         assert len(standin.posted(CHANNEL)) == posts_before
+        await take_lesson_in_dm(client, fixtures_dir, standin, lessonbot, BEA)
+        # The next Monday, at the team's hour in its zone (the admin's, Lisbon): the admin's digest of the week,
+        # with the lessons its members finished in their DMs, and who did fewer than the week's lesson days. (The
+        # lesson was finished now, in real time, as the worker keeps it: so the team's clock is set from today.)
+        today = datetime.now(UTC).astimezone(ZoneInfo("Europe/Lisbon")).date()
+        monday = today + timedelta(days=7 - today.weekday())
+        team_clock = HandClock(datetime.combine(monday, time(8, 59), tzinfo=ZoneInfo("Europe/Lisbon")))
+        await post_team_lessons(context(lessonbot, team_clock))  # the team job's cursor
+        team_clock.move(minutes=2)
+        assert await post_team_lessons(context(lessonbot, team_clock)) == 0  # no lesson posted in the direct mode
+        await lessonbot.settle()
+        digest = standin.texts(ADMIN)[-1].splitlines()
+        assert digest[0] == "📊 This week in “Spot the phish, five minutes a day”: 3 members."
+        assert digest[1] == "📘 What a phishing message wants: 1 of 3 done · 100 % right"
+        assert digest[-1].startswith("Behind: ") and "Bea" in digest[-1] and "Dan" in digest[-1]
+        assert len(standin.posted(CHANNEL)) == posts_before
+
+
+async def take_lesson_in_dm(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot, user: str) -> None:
+    """A pushed lesson taken in the member's DM as any learner takes it: Next, then every question answered right."""
+    dm = "D" + user[1:]
+    for _step in range(20):
+        last = standin.posted(dm)[-1]
+        if "Lesson done" in last.params["text"]:
+            return
+        choices = buttons(last)
+        quiz = [value for _label, value in choices if value.startswith("quiz:")]
+        if quiz:
+            async with lessonbot.db.sessions() as session:
+                question = await session.get(Question, int(quiz[0].split(":")[1]))
+            correct = (str(question.correct_choice) if question.kind == "choice"
+                       else "true" if question.is_true else "false")
+            await press(client, fixtures_dir, user, next(v for v in quiz if v.rsplit(":", 1)[1] == correct),
+                        ephemeral=False, channel=dm)
+        elif "(Type your answer.)" in last.params["text"]:
+            body = json.dumps(dm_event("smishing", event_id=f"EvDM{next(_ids)}", user=user, channel=dm))
+            await post(client, body.encode())
+        else:
+            await press(client, fixtures_dir, user, "lesson:next", ephemeral=False, channel=dm)
+        await lessonbot.settle()
+    raise AssertionError(f"the lesson did not end: {standin.texts(dm)}")

@@ -21,13 +21,17 @@ BOSS = 3333333
 STARS = 150  # 3.00 GBP at 50 Stars a pound
 
 
-@pytest.fixture
-async def telegram(settings, standin):
-    configured = settings.model_copy(update={
+def selling_in_stars(settings, standin):
+    """Telegram through the stand-in, 50 Stars a pound, and BOSS an admin."""
+    return settings.model_copy(update={
         "telegram_bot_token": TOKEN, "telegram_webhook_secret": SECRET, "telegram_api_base_url": standin.base_url,
         "web_chat_enabled": False, "stars_per_unit": {"GBP": Decimal(50)}, "admins": (f"telegram:{BOSS}",),
     })
-    async with running(configured) as (client, bot):
+
+
+@pytest.fixture
+async def telegram(settings, standin):
+    async with running(selling_in_stars(settings, standin)) as (client, bot):
         await import_sample(bot, PAID)
         yield client, bot, standin
 
@@ -57,6 +61,16 @@ def marta_update(marta: TelegramLearner, text: str) -> dict:
     return text_update(text, chat_id=CHAT, user=marta.user)
 
 
+async def pays(marta: TelegramLearner, standin, invoice) -> tuple[dict, list[str]]:
+    """Marta presses Pay on `invoice`: Telegram's last check is answered yes, then the payment is reported; what
+    Telegram reported, and the two replies (the confirmation, the next lesson)."""
+    assert (await checked(marta, standin, pre_checkout_update(invoice, user=marta.user)))["ok"] == "true"
+    before = len(standin.texts(CHAT))
+    paid = standin.pay(invoice, marta.user)
+    await marta._post(payment_update(paid, chat_id=CHAT, user=marta.user))
+    return paid, await marta._replies(before, 2)
+
+
 async def checked(marta: TelegramLearner, standin, update: dict) -> dict:
     before = len(standin.called("answerPreCheckoutQuery"))
     await marta._post(update)
@@ -73,13 +87,7 @@ async def test_a_telegram_learner_buys_with_stars_and_continues(telegram):
     [payment] = await payments(bot)
     assert sent.params["payload"] == f"lb1:{payment.id}:{payment.user_id}:{payment.course_id}:{STARS}"
 
-    answer = await checked(marta, standin, pre_checkout_update(sent, user=marta.user))
-    assert answer["ok"] == "true"
-
-    before = len(standin.texts(CHAT))
-    paid = standin.pay(sent, marta.user)
-    await marta._post(payment_update(paid, chat_id=CHAT, user=marta.user))
-    confirmed, lesson = await marta._replies(before, 2)
+    paid, (confirmed, lesson) = await pays(marta, standin, sent)
     assert confirmed.startswith("✅ Payment received: “Passwords that hold” is yours")
     assert lesson.startswith("📘 Lesson 1 of 3")
     [granted] = await entitlements(bot)
@@ -179,11 +187,7 @@ def test_telegrams_payment_updates_become_messages_by_python_telegram_bots_own_t
 @pytest.fixture
 async def telegram_monthly(settings, standin, tmp_path):
     """As `telegram`, with the course priced at 3.00 GBP a month: 150 Stars every 30 days."""
-    configured = settings.model_copy(update={
-        "telegram_bot_token": TOKEN, "telegram_webhook_secret": SECRET, "telegram_api_base_url": standin.base_url,
-        "web_chat_enabled": False, "stars_per_unit": {"GBP": Decimal(50)}, "admins": (f"telegram:{BOSS}",),
-    })
-    async with running(configured) as (client, bot):
+    async with running(selling_in_stars(settings, standin)) as (client, bot):
         await import_sample(bot, monthly_copy(tmp_path))
         yield client, bot, standin
 
@@ -202,11 +206,7 @@ async def test_a_course_by_the_month_is_a_stars_subscription_renewed_then_refund
     assert button["text"] == "Subscribe for 150 ⭐" and button["url"].startswith("https://t.me/$")
     assert not standin.called("sendInvoice")
 
-    assert (await checked(marta, standin, pre_checkout_update(link, user=marta.user)))["ok"] == "true"
-    before = len(standin.texts(CHAT))
-    first = standin.pay(link, marta.user)
-    await marta._post(payment_update(first, chat_id=CHAT, user=marta.user))
-    confirmed, lesson = await marta._replies(before, 2)
+    first, (confirmed, lesson) = await pays(marta, standin, link)
     assert confirmed.startswith("✅ Payment received: you're subscribed to “Passwords that hold”")
     assert lesson.startswith("📘 Lesson 1 of 3")
     grace = timedelta(hours=bot.settings.subscription_grace_hours)
