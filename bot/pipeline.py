@@ -60,7 +60,7 @@ from storage.learners import Learner
 from storage.models import ChannelIdentity, Conversation, InboundSequence, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import InboundStatus, OutboxEntry, OutboxStatus, enqueue
-from storage.prepared import Prepared
+from storage.prepared import Entity, Prepared
 from storage.queries import backend_insert, get_or_create_conversation, identity_and_user, rows_affected
 
 log = logging.getLogger(__name__)
@@ -459,20 +459,22 @@ class ConversationWorker:
         conversation, its sender's identity, user and learner rows (into the session, so the dialogs find them there
         without a query), whether another message is pending after it and whether replies wait for the person to
         write. None when nothing is pending."""
-        found = (await session.execute(_LOAD_TURN, {"conv": conversation_id})).first()
+        found = (await _LOAD_TURN.run(session, {"conv": conversation_id})).first()
         if found is None:
             return None
-        conversation, identity, user, learner, inbound_id, channel, platform_id, sender_id, payload, received_at, \
-            more, waiting = found
         pending = _Pending(
-            id=inbound_id,
-            channel=channel,
-            platform_id=platform_id,
-            sender_id=sender_id,
-            payload=payload,
-            received_at=received_at,
-            more=bool(more),
+            id=found.id,
+            channel=found.channel,
+            platform_id=found.platform_id,
+            sender_id=found.sender_id,
+            payload=found.payload,
+            received_at=found.received_at,
+            more=bool(found.more),
         )
+        conversation = _CONVERSATION_ROW.attach(session, found)
+        identity, user = _IDENTITY_ROW.attach(session, found), _USER_ROW.attach(session, found)
+        learner = _LEARNER_ROW.attach(session, found)
+        waiting = found.waiting
         return _Loaded(pending, conversation, identity, user, learner, waiting=bool(waiting))
 
     async def _try_turn(
@@ -545,13 +547,12 @@ class ConversationWorker:
                 _answers(conversation, row.id, replies, member=row.sender_id, due_at=_held_until(message.meta, now)),
                 now=now,
             )
-            await _MARK_DONE.run(session, {"inbound": row.id, "done": InboundStatus.DONE.value, "done_at": now})
             # When the person wrote, not when we got to it: WhatsApp's 24-hour window counts from there.
             # A platform's report (a payment) is not the person writing: it opens no window.
             wrote = conversation.last_inbound_at
             if not message.meta.get("platform_report") and (wrote is None or wrote < row.received_at):
                 wrote = row.received_at
-            await self._finish_turn(session, conversation, turn.state, wrote, keep_lease=row.more, now=now)
+            await self._finish_turn(session, conversation, row.id, turn.state, wrote, keep_lease=row.more, now=now)
         PROCESSING_SECONDS.labels(message.channel).observe(time.perf_counter() - started)
         log.debug("processed", extra={"inbound_id": row.id, "replies": len(turn.replies)})
         # With nothing more pending the lease went back in that commit; a message recorded since then notified us.
@@ -561,25 +562,34 @@ class ConversationWorker:
         self,
         session: AsyncSession,
         conversation: Conversation,
+        inbound_id: int,
         state: dict[str, Any],
         wrote: datetime | None,
         *,
         keep_lease: bool,
         now: datetime,
     ) -> None:
-        """The turn's last statement, on the conversation's row: its state (if the turn changed it), when the person
-        last wrote, and the lease, given back when nothing else is pending (kept otherwise)."""
+        """The turn's last statements: the message's `done` mark, then on the conversation's row its state (if the turn
+        changed it), when the person last wrote, and the lease, given back when nothing else is pending (kept
+        otherwise). On PostgreSQL both in one statement (the mark in a data-modifying WITH): one round trip less."""
         values = {
+            "inbound": inbound_id,
+            "done": InboundStatus.DONE.value,
+            "done_at": now,
             "conv": conversation.id,
             "owner": self.owner,
             "next_owner": self.owner if keep_lease else None,
             "next_until": now + self._lease if keep_lease else None,
             "wrote": wrote,
         }
-        if state != conversation.state:
-            await _FINISH_WITH_STATE.run(session, {**values, "state": state})
-        else:
-            await _FINISH.run(session, values)
+        changed = state != conversation.state
+        if changed:
+            values["state"] = state
+        if self.db.backend == "postgresql":
+            await _FINISH_AND_MARK_DONE[changed].run(session, values)
+            return
+        await _MARK_DONE.run(session, values)
+        await _FINISH[changed].run(session, values)
 
     async def _note_transient_failure(self, conversation_id: int, inbound_id: int | None, exc: Exception) -> None:
         """A database hiccup: count a try on the message the turn read (failed after MAX_TRANSIENT_ATTEMPTS), if the
@@ -700,12 +710,16 @@ _GIVE_LEASE_BACK = Prepared(
 )
 _PENDING = _INBOUND.alias("pending")  # the message the turn is for
 _LATER = _INBOUND.alias("later")
-_LOAD_TURN = (
+_IDENTITIES, _USERS, _LEARNERS = ChannelIdentity.__table__, User.__table__, Learner.__table__
+# What a turn starts from, made into the ORM's objects without the ORM's query (storage.prepared.Entity).
+_CONVERSATION_ROW, _IDENTITY_ROW = Entity(Conversation, "c_"), Entity(ChannelIdentity, "i_")
+_USER_ROW, _LEARNER_ROW = Entity(User, "u_"), Entity(Learner, "l_")
+_LOAD_TURN = Prepared(
     select(
-        Conversation,
-        ChannelIdentity,
-        User,
-        Learner,
+        *_CONVERSATION_ROW.columns(),
+        *_IDENTITY_ROW.columns(),
+        *_USER_ROW.columns(),
+        *_LEARNER_ROW.columns(),
         _PENDING.c.id,
         _PENDING.c.channel,
         _PENDING.c.platform_id,
@@ -720,10 +734,10 @@ _LOAD_TURN = (
         )
         .label("more"),
         exists()
-        .where(_OUTBOX.c.conversation_id == Conversation.id, _OUTBOX.c.status == OutboxStatus.WAITING.value)
+        .where(_OUTBOX.c.conversation_id == _CONVERSATIONS.c.id, _OUTBOX.c.status == OutboxStatus.WAITING.value)
         .label("waiting"),
     )
-    .select_from(Conversation)
+    .select_from(_CONVERSATIONS)
     .join(
         _PENDING,
         _PENDING.c.id
@@ -734,12 +748,12 @@ _LOAD_TURN = (
         .scalar_subquery(),
     )
     .outerjoin(
-        ChannelIdentity,
-        and_(ChannelIdentity.channel == _PENDING.c.channel, ChannelIdentity.external_id == _PENDING.c.sender_id),
+        _IDENTITIES,
+        and_(_IDENTITIES.c.channel == _PENDING.c.channel, _IDENTITIES.c.external_id == _PENDING.c.sender_id),
     )
-    .outerjoin(User, User.id == ChannelIdentity.user_id)
-    .outerjoin(Learner, Learner.user_id == User.id)
-    .where(Conversation.id == bindparam("conv"))
+    .outerjoin(_USERS, _USERS.c.id == _IDENTITIES.c.user_id)
+    .outerjoin(_LEARNERS, _LEARNERS.c.user_id == _USERS.c.id)
+    .where(_CONVERSATIONS.c.id == bindparam("conv"))
 )
 _FINISHING = (
     update(_CONVERSATIONS)
@@ -748,13 +762,18 @@ _FINISHING = (
         lease_owner=bindparam("next_owner"), lease_until=bindparam("next_until"), last_inbound_at=bindparam("wrote")
     )
 )
-_FINISH = Prepared(_FINISHING)
-_FINISH_WITH_STATE = Prepared(_FINISHING.values(state=bindparam("state")))
-_MARK_DONE = Prepared(
+_MARKING_DONE = (
     update(_INBOUND)
     .where(_INBOUND.c.id == bindparam("inbound"))
     .values(status=bindparam("done"), attempts=_INBOUND.c.attempts + 1, processed_at=bindparam("done_at"))
 )
+_MARK_DONE = Prepared(_MARKING_DONE)
+# By whether the turn changed the conversation's state (written only then).
+_FINISH = {False: Prepared(_FINISHING), True: Prepared(_FINISHING.values(state=bindparam("state")))}
+_FINISH_AND_MARK_DONE = {  # PostgreSQL: WITH done AS (UPDATE inbound_messages …) UPDATE conversations …
+    changed: Prepared(finishing.add_cte(_MARKING_DONE.returning(_INBOUND.c.id).cte("done")))
+    for changed, finishing in ((False, _FINISHING), (True, _FINISHING.values(state=bindparam("state"))))
+}
 
 
 # opting out and back in -----------------------------------------------------------------------------------------------

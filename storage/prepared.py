@@ -24,9 +24,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+from sqlalchemy import inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -135,3 +138,36 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> _Compiled:
 def _row_type(names: list[str]) -> Any:
     """Rows with the result columns as attributes (and positions)."""
     return namedtuple("Row", names)
+
+
+class Entity:
+    """A mapped class's columns in a prepared statement, and its rows made into the ORM's objects in a session without
+    the ORM's query (which costs 200–500 µs of CPU for a few rows): as the ORM would have loaded them, persistent,
+    their changes flushed by the session. `prefix` keeps the labels of several entities in one statement apart."""
+
+    def __init__(self, model: type[Any], prefix: str) -> None:
+        mapper = inspect(model)
+        properties = list(mapper.column_attrs)
+        self._keys = tuple(prop.key for prop in properties)
+        self._columns = tuple(prop.columns[0] for prop in properties)
+        self._labels = tuple(f"{prefix}{key}" for key in self._keys)
+        (primary,) = mapper.primary_key  # (one-column primary keys only)
+        self._primary = self._labels[self._columns.index(primary)]
+        self._manager = mapper.class_manager
+
+    def columns(self) -> list[Any]:
+        """The entity's columns, labelled, for a statement's select list."""
+        return [column.label(label) for column, label in zip(self._columns, self._labels, strict=True)]
+
+    def attach(self, session: AsyncSession, row: Any) -> Any:
+        """The object of the entity's columns in `row`, persistent in `session` (None where an outer join found no
+        row). The session must not hold it already."""
+        if getattr(row, self._primary) is None:
+            return None
+        instance = self._manager.new_instance()
+        instance_state(instance).dict.update(
+            (key, getattr(row, label)) for key, label in zip(self._keys, self._labels, strict=True)
+        )
+        make_transient_to_detached(instance)  # as if loaded: nothing to write
+        session.add(instance)
+        return instance
