@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import numpy as np
 
@@ -39,6 +39,7 @@ WEIGHTS: dict[str, tuple[float, float]] = {
     "hybrid": (1.0, 1.5), "fused": (1.0, 1.5), "dense": (0.0, 1.0), "keyword": (1.0, 0.0)
 }
 SENTENCE_VECTORS_CACHED = 4000  # chunks whose sentence vectors a process keeps (about 9 kB each)
+CHUNK_VECTORS_CACHED = 20_000  # chunks whose own vector a process keeps (1.5 kB each)
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,42 @@ class Candidate:
         )
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Kept(Generic[K, V]):
+    """The last `size` values read from the store, by key, for any thread (least recently used dropped first)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._values: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, keys: Collection[K]) -> dict[K, V]:
+        with self._lock:
+            found = {key: self._values[key] for key in keys if key in self._values}
+            for key in found:
+                self._values.move_to_end(key)
+        return found
+
+    def put(self, values: dict[K, V]) -> None:
+        with self._lock:
+            self._values.update(values)
+            for key in values:
+                self._values.move_to_end(key)
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+
+
 class Retriever:
     def __init__(self, store: KnowledgeStore, *, mode: Mode = "hybrid") -> None:
         self.store = store
         self.mode = mode
         self.indexes = KeywordIndexes(self._course_texts)
-        self._cached_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._kept_sentence_vectors: _Kept[str, np.ndarray] = _Kept(SENTENCE_VECTORS_CACHED)
+        # a chunk's id hashes its text, so its vector never goes stale
+        self._chunk_vectors: _Kept[str, np.ndarray] = _Kept(CHUNK_VECTORS_CACHED)
 
     def _course_texts(self, course_id: str) -> tuple[list[str], list[str]]:
         chunks = self.store.chunk_texts(course_id)
@@ -143,9 +173,8 @@ class Retriever:
             keyword_hits = {hit.chunk_id: hit.score for hit in hits}
             course_of.update((hit.chunk_id, hit.course_id) for hit in hits)
         if self.mode in ("hybrid", "fused"):
-            missing = _by_course([id for id in keyword_hits if id not in similarities], course_of)
-            for id, stored in self.store.vectors(missing).items():
-                similarities[id] = float(np.dot(vector, np.asarray(stored, dtype=np.float32)))
+            for id, stored in self._vectors([id for id in keyword_hits if id not in similarities], course_of).items():
+                similarities[id] = float(np.dot(vector, stored))
 
         best_keyword = max(keyword_hits.values(), default=0.0) or 1.0
         keyword_weight, dense_weight = WEIGHTS[self.mode]
@@ -179,16 +208,21 @@ class Retriever:
             candidates.append(Candidate(chunk, keyword_share, similarity, fused(chunk.id), cosines, tuple(features)))
         return candidates
 
+    def _vectors(self, ids: list[str], course_of: dict[str, str]) -> dict[str, np.ndarray]:
+        """The chunks' own vectors: kept in the process, else from the store."""
+        found = self._chunk_vectors.get(ids)
+        read = {id: np.asarray(vector, dtype=np.float32) for id, vector in
+                self.store.vectors(_by_course([id for id in ids if id not in found], course_of)).items()}
+        self._chunk_vectors.put(read)
+        return found | read
+
     def _sentence_vectors(self, chunks: list[StoredChunk]) -> dict[str, np.ndarray]:
         """Each chunk's sentence vectors: kept in the process, else from the store, else (a chunk stored before
         sentences had vectors, until the next ingest of its course) embedded now."""
-        found: dict[str, np.ndarray] = {}
+        found = self._kept_sentence_vectors.get([chunk.id for chunk in chunks])
         wanted: dict[str, dict[str, int]] = {}
         for chunk in chunks:
-            cached = self._cached_vectors.get(chunk.id)
-            if cached is not None:
-                found[chunk.id] = cached
-            elif "sentences" in chunk.metadata:
+            if chunk.id not in found and "sentences" in chunk.metadata:
                 wanted.setdefault(str(chunk.metadata["course_id"]), {})[chunk.id] = int(chunk.metadata["sentences"])
         if wanted:
             found.update(self.store.sentence_vectors(wanted))
@@ -199,12 +233,7 @@ class Retriever:
             for chunk in unembedded:
                 units = ranking.analyse(chunk.id, chunk.text, _headings(chunk)).units
                 found[chunk.id] = np.asarray(self.store.embedder.embed(list(units)), dtype=np.float32)
-        with self._cache_lock:
-            for chunk in chunks:
-                self._cached_vectors[chunk.id] = found[chunk.id]
-                self._cached_vectors.move_to_end(chunk.id)
-            while len(self._cached_vectors) > SENTENCE_VECTORS_CACHED:
-                self._cached_vectors.popitem(last=False)
+        self._kept_sentence_vectors.put({chunk.id: found[chunk.id] for chunk in chunks})
         return found
 
     def _rarity(self, indexes: list[keyword.CourseIndex]) -> Callable[[str], float]:
