@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 # The topics of notices between processes (storage.notices): a message recorded, replies queued, a reply sent, and
 # a process that shows sent replies but does not send (so senders tell it of what they sent: `SENT`).
-INBOUND, OUTBOX, SENT, WATCHING = "inbound", "outbox", "sent", "watching"
+INBOUND, OUTBOX, SENT, WATCHING, WHO_WATCHES = "inbound", "outbox", "sent", "watching", "who-watches"
 WATCHING_EVERY_SECONDS = 20.0  # how often such a process says so; senders tell it for three times as long
 
 # How far along a platform's delivery report is; a report never moves a reply backwards.
@@ -120,7 +120,9 @@ class Lessonbot:
         )
         # PostgreSQL: other processes are told at once of the work this one leaves to them (storage.notices).
         self.notices = (
-            Notices(self.db.url, sender=self.worker.owner, handlers=self._notice_handlers())
+            Notices(
+                self.db.url, sender=self.worker.owner, handlers=self._notice_handlers(), on_listening=self._listening
+            )
             if self.db.backend == "postgresql"
             else None
         )
@@ -141,9 +143,27 @@ class Lessonbot:
             handlers[OUTBOX] = self._replies_queued_elsewhere
         if self._shows_replies_sent_elsewhere():
             handlers[SENT] = self._sent_elsewhere
-        if self.dispatch and any(isinstance(channel, WatchesSentReplies) for channel in self.channels.values()):
+            handlers[WHO_WATCHES] = lambda _item: self._say_watching_once()
+        if self._sends_replies_shown():
             handlers[WATCHING] = self._watched_elsewhere
         return handlers
+
+    def _sends_replies_shown(self) -> bool:
+        """A process that sends through a channel that shows sent replies (the web chat)."""
+        return self.dispatch and any(isinstance(channel, WatchesSentReplies) for channel in self.channels.values())
+
+    def _listening(self) -> None:
+        """This process listens (again): whoever shows or sends web chat replies learns of the other side now, whichever
+        started first."""
+        assert self.notices is not None
+        if self._shows_replies_sent_elsewhere():
+            self._say_watching_once()
+        if self._sends_replies_shown():
+            self.notices.tell(WHO_WATCHES, self.worker.owner)
+
+    def _say_watching_once(self) -> None:
+        assert self.notices is not None
+        self.notices.tell(WATCHING, self.worker.owner)
 
     def _shows_replies_sent_elsewhere(self) -> bool:
         """A process with a channel that shows sent replies (the web chat) and no dispatcher of its own."""
@@ -154,10 +174,9 @@ class Lessonbot:
 
     async def _say_watching(self) -> None:
         """Tell the senders, now and then, that this process shows what they send (they tell it of each reply)."""
-        assert self.notices is not None
         while True:
-            self.notices.tell(WATCHING, self.worker.owner)
             await asyncio.sleep(WATCHING_EVERY_SECONDS)
+            self._say_watching_once()
 
     def _replies_queued_elsewhere(self, item: str) -> None:
         if self.leadership is None or self.leadership.is_leader:

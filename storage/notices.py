@@ -46,10 +46,18 @@ class Notices:
     """This process's notices to others and from them (see the module's text). `sender` names this process; `handlers`
     are the topics it listens to, each with what to call for one item."""
 
-    def __init__(self, url: str, *, sender: str, handlers: Mapping[str, Handler]) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        sender: str,
+        handlers: Mapping[str, Handler],
+        on_listening: Callable[[], None] = lambda: None,
+    ) -> None:
         self._conninfo = conninfo(url)
         self._sender = sender
         self._handlers = dict(handlers)
+        self._on_listening = on_listening  # called each time this process starts listening (again)
         self._told: dict[str, dict[str, None]] = defaultdict(dict)  # per topic, the items to send (in order, once)
         self._sending: asyncio.Task[None] | None = None
         self._speaker: psycopg.AsyncConnection[Any] | None = None
@@ -101,6 +109,7 @@ class Notices:
                     for topic in self._handlers:
                         await connection.execute(f'LISTEN "{PREFIX}{topic}"')  # (our own topic names)
                     self.listening.set()
+                    self._on_listening()
                     failures = 0
                     async for notice in connection.notifies():
                         self._heard(notice.channel, notice.payload)
