@@ -318,6 +318,9 @@ class ConversationWorker:
         self._again: set[int] = set()
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._lease = timedelta(seconds=settings.worker_lease_seconds)
+        # Until when the lease of a conversation being drained here is ours: kept by the commit of its last turn
+        # (more was pending), so the next turn need not take it again while at least half of it is left.
+        self._kept: dict[int, datetime] = {}
 
     # scheduling -----------------------------------------------------------------------------------------------
 
@@ -414,6 +417,7 @@ class ConversationWorker:
                 if outcome is not _Done.MORE:
                     return
         finally:
+            self._kept.pop(conversation_id, None)
             if holding:
                 await self._release(conversation_id)
 
@@ -485,9 +489,14 @@ class ConversationWorker:
         started: float,
         current: _Current,
     ) -> _Done:
+        kept = self._kept.pop(conversation_id, None)
         async with self.db.transaction() as session:
             now = utcnow()
-            if not await self._lease_statement(session, conversation_id, now):
+            # The lease our last commit kept is still ours (no one may take it before it runs out), and the turn's
+            # last statement checks it again: otherwise take it (or renew it), locking the row first.
+            if (kept is None or now >= kept - self._lease / 2) and not await self._lease_statement(
+                session, conversation_id, now
+            ):
                 raise LeaseLost()
             loaded = await self._load_turn(session, conversation_id)
             if loaded is None:
@@ -553,6 +562,8 @@ class ConversationWorker:
             if not message.meta.get("platform_report") and (wrote is None or wrote < row.received_at):
                 wrote = row.received_at
             await self._finish_turn(session, conversation, row.id, turn.state, wrote, keep_lease=row.more, now=now)
+        if row.more:
+            self._kept[conversation_id] = now + self._lease
         PROCESSING_SECONDS.labels(message.channel).observe(time.perf_counter() - started)
         log.debug("processed", extra={"inbound_id": row.id, "replies": len(turn.replies)})
         # With nothing more pending the lease went back in that commit; a message recorded since then notified us.
@@ -571,7 +582,8 @@ class ConversationWorker:
     ) -> None:
         """The turn's last statements: the message's `done` mark, then on the conversation's row its state (if the turn
         changed it), when the person last wrote, and the lease, given back when nothing else is pending (kept
-        otherwise). On PostgreSQL both in one statement (the mark in a data-modifying WITH): one round trip less."""
+        otherwise). On PostgreSQL both in one statement (the mark in a data-modifying WITH): one round trip less.
+        LeaseLost (the transaction is rolled back) if the lease is no longer ours."""
         values = {
             "inbound": inbound_id,
             "done": InboundStatus.DONE.value,
@@ -586,10 +598,12 @@ class ConversationWorker:
         if changed:
             values["state"] = state
         if self.db.backend == "postgresql":
-            await _FINISH_AND_MARK_DONE[changed].run(session, values)
-            return
-        await _MARK_DONE.run(session, values)
-        await _FINISH[changed].run(session, values)
+            finished = await _FINISH_AND_MARK_DONE[changed].run(session, values)
+        else:
+            await _MARK_DONE.run(session, values)
+            finished = await _FINISH[changed].run(session, values)
+        if finished.rowcount != 1:
+            raise LeaseLost()
 
     async def _note_transient_failure(self, conversation_id: int, inbound_id: int | None, exc: Exception) -> None:
         """A database hiccup: count a try on the message the turn read (failed after MAX_TRANSIENT_ATTEMPTS), if the

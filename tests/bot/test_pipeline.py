@@ -272,3 +272,49 @@ async def test_an_id_no_column_holds_is_refused_and_nothing_stored(bot):
         await bot.receive(message("hi", platform_id="9" * 300))
     assert refused.value.status == 400 and "platform_id" in refused.value.message
     assert await count(bot.db, InboundMessage) == 0
+
+
+async def test_a_turn_on_a_kept_lease_another_process_took_commits_nothing(postgresql_url, tmp_path, channel):
+    """The turn after one that kept the lease (more was pending) does not take it again; if another process holds it
+    by the end of the turn (PostgreSQL: nothing locks the row meanwhile), the turn is rolled back: no reply, the
+    message still pending, for whoever holds the lease."""
+    import uuid
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bot.config import load_settings
+    from storage.models import Conversation, utcnow
+
+    settings = load_settings(_env_file=None, database_url=postgresql_url, data_dir=tmp_path / "var",
+                             secret_key="test-secret-key-0123456789", worker_poll_seconds=60, log_format="text")
+    chat = f"kept-{uuid.uuid4().hex[:8]}"
+    elsewhere = Database(postgresql_url)
+
+    async def respond(turn: Turn) -> None:
+        if turn.text == "m2":  # another process takes the conversation while this turn runs
+            async with asyncio.timeout(5), elsewhere.transaction() as session:
+                await session.execute(
+                    update(Conversation).where(Conversation.chat_id == chat)
+                    .values(lease_owner="another process", lease_until=utcnow() + timedelta(hours=1))
+                )
+        turn.say(f"echo {turn.text}")
+
+    recorder = Lessonbot(settings, [channel], process=False, dispatch=False)
+    bot = Lessonbot(settings, [channel], respond=respond)
+    try:
+        for text in ("m1", "m2"):
+            recorded = await recorder.receive(message(text, chat=chat))
+        bot.worker.notify(recorded.conversation_id)
+        await bot.settle()
+        assert channel.texts(chat) == ["echo m1"]
+        async with bot.db.sessions() as session:
+            statuses = list(await session.scalars(
+                select(InboundMessage.status).where(InboundMessage.conversation_id == recorded.conversation_id)
+                .order_by(InboundMessage.seq)))
+            conversation = await session.get(Conversation, recorded.conversation_id)
+        assert statuses == ["done", "pending"] and conversation.lease_owner == "another process"
+    finally:
+        await recorder.stop()
+        await bot.stop()
+        await elsewhere.dispose()
