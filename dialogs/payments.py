@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Protocol
@@ -415,6 +415,9 @@ async def _stars_paid(turn: Turn, paid: dict[str, Any]) -> None:
     if payment.status == PaymentStatus.PAID:
         await _stars_renewed(turn, payment, charge, period_end)
         return
+    if paid.get("is_recurring") and not paid.get("is_first_recurring"):
+        await _charged_after_the_end(turn, payment, charge)
+        return
     await _settle(turn, payment, reference=charge, charge_reference=charge,
                   values={"subscription_reference": charge, "subscription_status": "active", "period_end": period_end})
 
@@ -427,6 +430,24 @@ async def _stars_renewed(turn: Turn, payment: Payment, charge: str, period_end: 
         return
     payment.period_end, payment.charge_reference = period_end, charge
     await _follow_period(turn, payment)
+
+
+async def _charged_after_the_end(turn: Turn, payment: Payment, charge: str) -> None:
+    """Telegram renewed a subscription that gives nothing here any more (refunded, or rejected): the Stars go back
+    and it is cancelled again, or the learner is told where to ask."""
+    _ = tr(turn)
+    log.error("a Stars subscription was charged after it ended here; giving it back",
+              extra={"payment_id": payment.id, "status": payment.status, "charge": charge})
+    stray = replace(Refundable.of(payment), charge_reference=charge, subscription_reference=charge)
+    outcome = await turn.call_outside_transaction(f"stray:{charge}", lambda: refund(desk_of(turn), stray))
+    course = await turn.session.get(Course, payment.course_id)
+    title = course.title if course else "—"
+    if outcome == "ok":
+        turn.say(_("Telegram charged you for “{title}”, whose subscription had already ended here, so I gave the "
+                   "Stars back and cancelled it. Send /buy to subscribe again.", title=title))
+    else:
+        turn.say(_("Telegram charged you for “{title}”, whose subscription had already ended here. Send "
+                   "/paysupport and we'll give the Stars back.", title=title))
 
 
 # Stripe's events ------------------------------------------------------------------------------------------------------
@@ -516,7 +537,8 @@ async def _refunded_unconfirmed(turn: Turn, payment: Payment, intent: str) -> No
 
 
 # Subscriptions --------------------------------------------------------------------------------------------------------
-# A course priced by the month is bought as a Stripe subscription. The checkout's completion grants access until the
+# A course priced by the month is bought as a subscription: Stars on Telegram (above: each charge Telegram reports
+# moves the end of access), else Stripe, as follows. The checkout's completion grants access until the
 # end of the first period (plus SUBSCRIPTION_GRACE_HOURS); each paid renewal (invoice.paid) and each change Stripe
 # reports (customer.subscription.updated) moves that end; a subscription that ends (deleted, or canceled or unpaid)
 # ends the access and the learner is told once. Events about a subscription may come before the checkout's
@@ -859,6 +881,11 @@ async def admin_refund(turn: Turn, args: str) -> None:
     if outcome != "ok":
         turn.say(_("The refund did not go through: {error}", error=outcome))
         return
+    if renewed_since(payment, target):
+        turn.say(_("Payment {receipt} renewed while it was being refunded: the charge before the renewal was given "
+                   "back and the subscription cancelled, and the period just paid for stays open. Send /admin refund "
+                   "{receipt} again to give that back too.", receipt=receipt_number(payment)))
+        return
     await refund_settled(turn, payment, note=f"refunded by {turn.identity.address}")
     turn.say(_("Refunded payment {receipt}; access revoked and the learner told.", receipt=receipt_number(payment)))
 
@@ -882,30 +909,61 @@ class Refundable:
 
 
 async def refund(desk: PaymentDesk, payment: Refundable) -> str:
-    """Ask the platform to give the money back: "ok", or what went wrong."""
+    """Ask the platform to give the money back: "ok", or what went wrong. A subscription's is then cancelled so it
+    is not charged again; that failing is logged for the admin to finish by hand, as the refund itself went through
+    (reporting it as failed would leave the access of a payment already given back)."""
     try:
-        if payment.provider == TELEGRAM:
-            if desk.refund_stars is None:
-                return "Telegram is not connected in this process"
-            # a subscription's latest charge (what paid the period now running), else the one payment
-            await desk.refund_stars(payment.channel, payment.buyer, payment.charge_reference or payment.reference)
-            if payment.subscription_reference and desk.cancel_stars_subscription is not None:
-                await desk.cancel_stars_subscription(payment.channel, payment.buyer, payment.subscription_reference)
-        else:
-            if desk.checkout is None:
-                return "Stripe is not configured (STRIPE_SECRET_KEY)"
-            charge = payment.charge_reference
-            if not charge and payment.subscription_reference:
-                charge = await desk.checkout.subscription_charge(payment.subscription_reference) or ""
-            if not charge:
-                return "Stripe has not reported what paid for it yet (its payment intent)"
-            await desk.checkout.refund(charge)
-            if payment.subscription_reference:
-                await desk.checkout.cancel_subscription(payment.subscription_reference)
+        await _give_back(desk, payment)
+    except RefundRefused as refused:
+        return refused.reason
     except Exception as exc:
         log.exception("a refund failed", extra={"payment_id": payment.id})
         return str(exc)[:300] or type(exc).__name__
+    if payment.subscription_reference:
+        await _stop_renewing(desk, payment)
     return "ok"
+
+
+class RefundRefused(Exception):
+    """The refund cannot be asked for here (no platform connected, nothing known to refund): the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _give_back(desk: PaymentDesk, payment: Refundable) -> None:
+    if payment.provider == TELEGRAM:
+        if desk.refund_stars is None:
+            raise RefundRefused("Telegram is not connected in this process")
+        # a subscription's latest charge (what paid the period now running), else the one payment
+        await desk.refund_stars(payment.channel, payment.buyer, payment.charge_reference or payment.reference)
+        return
+    if desk.checkout is None:
+        raise RefundRefused("Stripe is not configured (STRIPE_SECRET_KEY)")
+    charge = payment.charge_reference
+    if not charge and payment.subscription_reference:
+        charge = await desk.checkout.subscription_charge(payment.subscription_reference) or ""
+    if not charge:
+        raise RefundRefused("Stripe has not reported what paid for it yet (its payment intent)")
+    await desk.checkout.refund(charge)
+
+
+async def _stop_renewing(desk: PaymentDesk, payment: Refundable) -> None:
+    try:
+        if payment.provider == TELEGRAM and desk.cancel_stars_subscription is not None:
+            await desk.cancel_stars_subscription(payment.channel, payment.buyer, payment.subscription_reference)
+        elif payment.provider != TELEGRAM and desk.checkout is not None:
+            await desk.checkout.cancel_subscription(payment.subscription_reference)
+    except Exception:
+        log.exception("a refunded subscription could not be cancelled: cancel it by hand (Telegram: the learner's "
+                      "Settings → My Stars; Stripe: the Dashboard)", extra={"payment_id": payment.id})
+
+
+def renewed_since(payment: Payment, refunded: Refundable) -> bool:
+    """Whether a subscription was charged again after its refund was asked: the refund gave back the period before,
+    and the one just paid for stays open (the subscription is cancelled, so nothing follows it)."""
+    return (payment.charge_reference or "") != refunded.charge_reference
 
 
 async def admin_payments(turn: Turn, _args: str) -> None:

@@ -38,7 +38,7 @@ from dialogs.onboarding import days_label, finish, privacy_notice
 from dialogs.times import read_days, read_time, read_zone
 from dialogs.turn import Command, Turn
 from storage.courses import Course, Lesson, LessonProgress, course_lessons, lesson_questions
-from storage.learners import PAUSED, Learner
+from storage.learners import PAUSED
 from storage.models import AdminAuditEntry, User
 from storage.outbox import OutboxEntry, enqueue
 from storage.queries import get_or_create_conversation
@@ -60,6 +60,7 @@ from storage.teams import (
     membership,
     set_member,
     standings,
+    started_learners,
     team_in,
     was_posted,
     weekly_digest,
@@ -214,6 +215,8 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
     now = turn.now
     lessons_of_course = await course_lessons(turn.session, course.id)
     first = lessons_of_course[0].id if lessons_of_course else None
+    # Invited again: the members whose lessons stopped with the team's (off, another course or mode).
+    again = None if team is None or (team.status, team.course_id, team.mode) == (TEAM_ACTIVE, course.id, mode) else now
     if team is None:
         team = Team(channel=turn.message.channel, chat_id=chat, workspace=workspace_of(turn), course_id=course.id,
                     lesson_time=at, lesson_days=days, mode=mode, timezone=zone.name if zone else "UTC",
@@ -221,6 +224,8 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
         turn.session.add(team)
     elif team.course_id != course.id or team.next_lesson_id is None:
         team.next_lesson_id = first
+    if team.mode == DIRECT_MODE and (team.course_id, team.mode) != (course.id, mode):
+        await pause_direct_lessons(turn.session, team)  # the members' lessons of what the team had stop
     team.course_id, team.lesson_time, team.lesson_days, team.mode = course.id, at, days, mode
     team.timezone = zone.name if zone else team.timezone
     team.locale, team.status, team.updated_at = turn.user.locale, TEAM_ACTIVE, now
@@ -228,11 +233,13 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
     await turn.session.flush()
     team.digest_chat = direct_address(turn) or team.digest_chat
     await _set_status(turn, team, MEMBER_ACTIVE)
+    if team.mode == DIRECT_MODE:
+        await follow_team_schedule(turn.session, team)
     described = describe(_, team, course)
     turn.say(_("Done. {description} Each member takes the quizzes privately.", description=described))
     await announce(turn.session, team, _described_for_team(team, course))
     if team.mode == DIRECT_MODE:
-        await invite_members(turn.session, team)
+        await invite_members(turn.session, team, again=again)
 
 
 def _described_for_team(team: Team, course: Course) -> str:
@@ -255,7 +262,12 @@ async def _turn_on(turn: Turn, chat: str, team: Team | None, args: str) -> None:
 async def _switch_lessons(turn: Turn, team: Team | None, *, on: bool) -> None:
     _ = tr(turn)
     team = _existing(turn, team)
+    was_on = team.status == TEAM_ACTIVE
     team.status, team.updated_at = (TEAM_ACTIVE if on else TEAM_OFF), turn.now
+    if not on and team.mode == DIRECT_MODE:
+        await pause_direct_lessons(turn.session, team)  # the members' own lessons stop with the team's
+    elif on and not was_on and team.mode == DIRECT_MODE:
+        await invite_members(turn.session, team, again=turn.now)  # Start brings their lessons back
     turn.say(_("Team lessons are on again in this channel.") if on
              else _("Team lessons are off in this channel. /lessonbot team on turns them back on."))
 
@@ -295,9 +307,9 @@ async def _leave(turn: Turn, team: Team | None) -> None:
     if team is None:
         turn.say(_("This channel takes no course together yet."))
         return
-    member = await _set_status(turn, team, MEMBER_OPTED_OUT)
+    await _set_status(turn, team, MEMBER_OPTED_OUT)
     flow.leave(turn.state, "quiz")
-    await pause_direct_lessons(turn.session, team, member.user_id)
+    await pause_direct_lessons(turn.session, team, turn.message.sender_id)
     turn.say(_("You opted out of this channel's team course. /lessonbot team join to take part again."))
 
 
@@ -475,7 +487,7 @@ async def membership_changed(turn: Turn) -> None:
     if meta.get("membership") == "left":
         if member is not None and member.status == MEMBER_ACTIVE:
             member.status, member.changed_at = MEMBER_LEFT, turn.now
-            await pause_direct_lessons(turn.session, team, member.user_id)
+            await pause_direct_lessons(turn.session, team, member.member)
         return
     if meta.get("bot") is True:
         return
@@ -490,9 +502,12 @@ async def membership_changed(turn: Turn) -> None:
     _ = tr(turn)
     course = await turn.session.get(Course, team.course_id)
     if team.mode == DIRECT_MODE:
-        await invite(turn.session, team, member)
-        turn.say(_("Welcome! {description} Your invitation is in your direct messages with Lessonbot.",
-                   description=describe(_, team, course)))
+        if await invite(turn.session, team, member, again=turn.now):
+            turn.say(_("Welcome! {description} Your invitation is in your direct messages with Lessonbot.",
+                       description=describe(_, team, course)))
+        else:
+            turn.say(_("Welcome! {description} Press /lessonbot team join here to get your invitation.",
+                       description=describe(_, team, course)))
         return
     turn.say(_("Welcome! {description} Press the lesson's button to take its quiz privately.",
                description=describe(_, team, course)))
@@ -501,12 +516,13 @@ async def membership_changed(turn: Turn) -> None:
 # The direct mode: each member's lessons in their direct chat ---------------------------------------------------------
 
 
-async def invite_members(session: AsyncSession, team: Team) -> int:
-    """Invite every active member the team knows a direct chat of (a team set up, or turned to the direct mode);
-    the number invited now (an invitation is sent once per member and course)."""
+async def invite_members(session: AsyncSession, team: Team, *, again: datetime | None = None) -> int:
+    """Invite every active member the team knows a direct chat of (a team set up, turned to the direct mode, or
+    turned on again: `again`); the number invited now (an invitation is sent once per member and course, unless
+    `again`)."""
     members = await session.scalars(select(TeamMember).where(
         TeamMember.team_id == team.id, TeamMember.status == MEMBER_ACTIVE, TeamMember.direct_chat.is_not(None)))
-    return sum([await invite(session, team, member) for member in members])
+    return sum([await invite(session, team, member, again=again) for member in members])
 
 
 async def invite(session: AsyncSession, team: Team, member: TeamMember, *, again: datetime | None = None) -> bool:
@@ -541,15 +557,20 @@ async def _answer_invitation(turn: Turn, value: str) -> None:
         turn.say(_("That button isn't available."))
         return
     if not starting:
-        member = await _set_status(turn, team, MEMBER_OPTED_OUT)
-        await pause_direct_lessons(turn.session, team, member.user_id)
+        await _set_status(turn, team, MEMBER_OPTED_OUT)
+        await pause_direct_lessons(turn.session, team, turn.message.sender_id)
         turn.say(_("No problem: no team lessons for you. /lessonbot team join in the team's channel if you change "
                    "your mind."))
         return
     if group_chat(turn) is not None or not turn.message.private:
         turn.say(_("Press Start in your direct messages with Lessonbot: that is where your lessons will come."))
         return
-    await _set_status(turn, team, MEMBER_ACTIVE)
+    member = await membership(turn.session, team, turn.message.sender_id)
+    if member is None or member.status not in (MEMBER_ACTIVE, MEMBER_OPTED_OUT):
+        turn.say(_("You are not in the team's channel any more: join it again for a new invitation."))
+        return
+    member = await _set_status(turn, team, MEMBER_ACTIVE)
+    member.started_at = turn.now
     learner = await learner_of(turn)
     course = await turn.session.get(Course, team.course_id)
     assert course is not None
@@ -561,12 +582,22 @@ async def _answer_invitation(turn: Turn, value: str) -> None:
     await finish(turn)  # active, lessons pushed here, the schedule told, and the first lesson offered now
 
 
-async def pause_direct_lessons(session: AsyncSession, team: Team, user_id: int | None) -> None:
-    """A direct-mode member who opted out or left the chat: their pushed lessons of the team's course stop (paused
-    until they /resume on their own, or join again and press Start)."""
-    learner = await session.get(Learner, user_id) if team.mode == DIRECT_MODE and user_id else None
-    if learner is not None and learner.course_id == team.course_id and learner.consent_at is not None:
+async def pause_direct_lessons(session: AsyncSession, team: Team, member: str | None = None, *,
+                               course_id: int | None = None) -> int:
+    """The lessons of the team's course (`course_id`: the one it had) pushed to members who started them through the
+    team's invitation (`member`: that one, who opted out or left the chat) stop: paused until they /resume on their
+    own, or press Start on the team's next invitation. Someone taking the course on their own, and a learner who is
+    not active (paused, stopped), are left as they are. The number paused."""
+    learners = await started_learners(session, team, course_id=course_id, member=member)
+    for learner in learners:
         learner.status, learner.paused_until = PAUSED, None
+    return len(learners)
+
+
+async def follow_team_schedule(session: AsyncSession, team: Team) -> None:
+    """The team's new hour or days, for the members who started its lessons through its invitation."""
+    for learner in await started_learners(session, team):
+        learner.lesson_time, learner.lesson_days = team.lesson_time, team.lesson_days
 
 
 # The weekly digest, and the nudge it offers ------------------------------------------------------------------------

@@ -93,6 +93,8 @@ ANSWER_FEATURES = (
     "opposite",  # the quote lacks a question word but holds its opposite ("higher" / "lower", "first" / "second")
     "prefix_opposite",  # or the word without (or with) a negating prefix ("unestablished" / "established")
     *(f"asks_{word}" for word in ("what", "which", "who", "when", "where", "why", "how")),
+    "number_absent",  # a number of the question ("1990", "11th") the best passage lacks, as written
+    "words_absent",  # how many of the question's words (stop words aside, as written) it lacks, up to four, / 4
 )
 
 
@@ -367,6 +369,16 @@ def answer_features(
         float(_holds_opposite(question.words, quoted_words)),
         float(_prefix_opposite(question.words, quoted_words)),
         *(float(word in question.words) for word in QUESTION_WORDS),
+        *_absent(question, passage_words),
+    ]
+
+
+def _absent(question: Question, passage_words: frozenset[str]) -> list[float]:
+    """What of the question, as written, the passage lacks: a number, and how many words."""
+    absent = question.words - STOP_WORDS - passage_words
+    return [
+        float(any(any(c.isdigit() for c in word) for word in question.names - passage_words)),
+        min(len(absent), 4) / 4,
     ]
 
 

@@ -14,9 +14,10 @@ digest, at the team's hour in the team's zone.
 `sync_team_members` reads each team's chat members through the channel's `ListsMembers` (Slack's
 conversations.members, every page; users.info only for people not seen before; Retry-After honoured by the
 channel), at set-up and every SYNC_EVERY after: people in the chat become active members (guests and bots are left
-out), people no longer there are paused (`left`); a member's own opt-out stands. In the direct mode each newcomer
-gets the team's invitation in their direct chat (dialogs/teams.py `invite`); the lessons of those who press Start
-are then the planner's (scheduler/planner.py), at the team's hour in each one's own zone.
+out), people no longer there are paused (`left`, and the direct-mode lessons they started through the team with
+them); a member's own opt-out stands. In the direct mode each newcomer, and each member who comes back, gets the
+team's invitation in their direct chat (dialogs/teams.py `invite`); the lessons of those who press Start are then
+the planner's (scheduler/planner.py), at the team's hour in each one's own zone.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channel import ChatMember, ListsMembers, PermanentSendError, SendError
 from dialogs.i18n import translator
-from dialogs.teams import announce, digest_message, invite, leaderboard, post_lesson, send_to
+from dialogs.teams import announce, digest_message, invite, leaderboard, pause_direct_lessons, post_lesson, send_to
 from scheduler.context import JobContext
 from scheduler.planner import LESSON_LATE_LIMIT, lesson_dates
 from storage.learners import zone_for
@@ -162,9 +163,11 @@ async def sync_one(ctx: JobContext, team: Team, lister: ListsMembers, now: datet
         here = set(present)
         for member, status in known.items():
             if member in here and status == MEMBER_LEFT:
-                await set_member(session, row, member, MEMBER_ACTIVE, user_id=None, now=now)
+                back = await set_member(session, row, member, MEMBER_ACTIVE, user_id=None, now=now)
+                await invite(session, row, back, again=now)  # the direct mode's invitation, once more
             elif member not in here and status == MEMBER_ACTIVE:
                 await set_member(session, row, member, MEMBER_LEFT, user_id=None, now=now)
+                await pause_direct_lessons(session, row, member)
     newcomers = [member for member in present if member not in known]
     for start in range(0, len(newcomers), PROFILE_BATCH):
         # users.info only for people not seen before: a 500-member channel costs its calls once.

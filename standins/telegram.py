@@ -285,7 +285,7 @@ class TelegramStandIn:
         again, a new charge id and an expiration date one period later."""
         first = self.charges[paid["telegram_payment_charge_id"]]
         charge_id = f"stxTEST{next(self._message_ids)}"
-        self.charges[charge_id] = dict(first)
+        self.charges[charge_id] = {key: first[key] for key in ("user_id", "invoice", "period")}
         return paid | {"telegram_payment_charge_id": charge_id, "is_first_recurring": False,
                        "subscription_expiration_date": paid["subscription_expiration_date"] + first["period"]}
 

@@ -65,8 +65,10 @@ class Payment(Base):
     discount_minor: Mapped[int] = mapped_column(Integer, default=0)  # taken off by a Stripe promotion code
     currency: Mapped[str] = mapped_column(String(3))  # ISO 4217, or XTR for Telegram Stars
     period: Mapped[str | None] = mapped_column(String(8))  # None: paid once; "month": a subscription
-    subscription_reference: Mapped[str | None] = mapped_column(String(200), index=True)  # Stripe's sub_…
-    subscription_status: Mapped[str | None] = mapped_column(String(32))  # Stripe's: active, past_due, canceled, …
+    # Stripe's sub_…, or a Stars subscription's first charge
+    subscription_reference: Mapped[str | None] = mapped_column(String(200), index=True)
+    # Stripe's: active, past_due, canceled, …; a Stars subscription's: active
+    subscription_status: Mapped[str | None] = mapped_column(String(32))
     period_end: Mapped[datetime | None] = mapped_column()  # a subscription: paid up to here
     status: Mapped[str] = mapped_column(String(16), default=PaymentStatus.OPEN.value)
     channel: Mapped[str] = mapped_column(String(32))  # where the learner bought, and is told the outcome

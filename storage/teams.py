@@ -9,6 +9,8 @@ that date in its `timezone`, on its `lesson_days` (ISO weekday digits), as a lea
 A `TeamMember` is one person of the chat (`member`: their sender id, "T01/U02"); `status` says whether they take
 the course (`active`), left the chat (`left`: nothing is sent to them until they join again), opted out themselves
 (`opted_out`) or are left out by rule (`excluded`: guests and bots). `hidden`: not shown on the leaderboard.
+`started_at`: they pressed Start on the direct mode's invitation, so their own lessons follow the team's (its hour,
+days and course; `started_learners`).
 A `TeamLessonPost` records that a team's lesson for a local date was posted, once (its unique key makes a repeated
 run a no-op), and which lesson it was: what a member's private "quiz me" is checked against.
 """
@@ -41,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.courses import Course, Lesson, LessonProgress, Question, QuestionCard
-from storage.learners import STOPPED, Learner, zone_for
+from storage.learners import ACTIVE, STOPPED, Learner, zone_for
 from storage.models import Base, BigId, Conversation, User, utcnow
 from storage.queries import insert_ignoring_conflicts, rows_affected, starts_with
 
@@ -91,6 +93,7 @@ class TeamMember(Base):
     status: Mapped[str] = mapped_column(String(16), default=MEMBER_ACTIVE)
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)  # left off the leaderboard
     direct_chat: Mapped[str | None] = mapped_column(String(200))  # their direct chat with the bot: a nudge goes there
+    started_at: Mapped[datetime | None] = mapped_column()  # pressed Start on the direct mode's invitation
     joined_at: Mapped[datetime] = mapped_column(default=utcnow)
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -154,6 +157,19 @@ async def set_member(
     if direct_chat and row.direct_chat != direct_chat:
         row.direct_chat = direct_chat
     return row
+
+
+async def started_learners(session: AsyncSession, team: Team, *, course_id: int | None = None,
+                           member: str | None = None) -> list[Learner]:
+    """The active learners of the team's course (`course_id`: another, the one it had) who started it through the
+    team's invitation (`member`: that one only); a member taking the course on their own is not among them."""
+    query = select(Learner).join(TeamMember, TeamMember.user_id == Learner.user_id).where(
+        TeamMember.team_id == team.id, TeamMember.started_at.is_not(None),
+        Learner.course_id == (course_id or team.course_id), Learner.status == ACTIVE,
+    )
+    if member is not None:
+        query = query.where(TeamMember.member == member)
+    return list(await session.scalars(query))
 
 
 async def is_team_admin(session: AsyncSession, channel: str, workspace: str, member: str) -> bool:

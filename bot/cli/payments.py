@@ -85,7 +85,7 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
     from bot.payments import payment_desk
-    from dialogs.payments import Refundable, record_refund, refund, tell
+    from dialogs.payments import Refundable, record_refund, refund, renewed_since, tell
     from storage.models import AdminAuditEntry, utcnow
     from storage.payments import Payment, PaymentStatus
 
@@ -117,16 +117,19 @@ def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
             else:
                 result = await refund(desk, target)
                 outcome, code = ("ok", 0) if result == "ok" else ("error", 1)
+                if result != "ok":
+                    print(f"The refund did not go through: {result}", file=sys.stderr)
                 async with db.transaction() as session:
-                    if result == "ok":
-                        paid = await session.get(Payment, number)
-                        assert paid is not None
+                    paid = await session.get(Payment, number) if result == "ok" else None
+                    if paid is not None and renewed_since(paid, target):
+                        print(f"Payment {number} renewed while it was being refunded: the charge before the renewal "
+                              "was given back and the subscription cancelled; run the refund again to give back the "
+                              "period just paid for.")
+                    elif paid is not None:
                         text = await record_refund(session, paid, now=utcnow(), note=f"refunded by {identity}")
                         if text is not None:
                             await tell(session, paid, text)
                         print(f"Refunded payment {number}; access revoked and the learner told.")
-                    else:
-                        print(f"The refund did not go through: {result}", file=sys.stderr)
             async with db.transaction() as session:
                 session.add(AdminAuditEntry(identity=identity, command="payments refund", arguments=args.payment,
                                             outcome=outcome))

@@ -10,6 +10,7 @@ the leaderboard shows the right numbers; a member joins mid-course and leaves; u
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -22,18 +23,21 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from authoring.format import load_course
+from authoring.importer import import_course
 from bot.core import Lessonbot
 from dialogs.teams import announce
 from scheduler.context import JobContext
 from scheduler.planner import plan_lessons
 from scheduler.teams import post_team_lessons, sync_team_members
 from standins.slack import Fault, SlackStandIn, dm_event, form_body, load_fixture, signed
-from storage.courses import Question
-from storage.learners import ACTIVE, STOPPED, Learner
+from storage.courses import Course, Question
+from storage.learners import ACTIVE, PAUSED, STOPPED, Learner
 from storage.models import AdminAuditEntry, Conversation, OutboxMessage
 from storage.outbox import OutboxStatus
 from storage.scheduling import NudgeLog
 from storage.teams import MEMBER_ACTIVE, MEMBER_EXCLUDED, MEMBER_LEFT, Team, TeamMember
+from tests.dialogs.learning_support import SAMPLE
 from tests.scheduler.support import HandClock, add_learner, sample_course
 from tests.support import running
 
@@ -579,3 +583,132 @@ async def take_lesson_in_dm(client, fixtures_dir, standin: SlackStandIn, lessonb
             await press(client, fixtures_dir, user, "lesson:next", ephemeral=False, channel=dm)
         await lessonbot.settle()
     raise AssertionError(f"the lesson did not end: {standin.texts(dm)}")
+
+
+# The direct mode's members follow the team ---------------------------------------------------------------------------
+
+
+async def direct_team(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot, clock: HandClock,
+                      *starting: str) -> None:
+    """A direct-mode team at 09:00 on weekdays, its members read and invited; `starting` press Start in their DMs."""
+    lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
+    lessonbot.channels["slack"].profiles_per_minute = 60_000
+    await slash(client, fixtures_dir, ADMIN, "team set spot-phishing at 09:00 on weekdays mode direct",
+                standin=standin)
+    await lessonbot.settle()
+    await sync_team_members(context(lessonbot, clock))
+    await lessonbot.settle()
+    for user in starting:
+        await press(client, fixtures_dir, user, start_button(standin, user), ephemeral=False, channel="D" + user[1:])
+    await lessonbot.settle()
+
+
+def start_button(standin: SlackStandIn, user: str) -> str:
+    """The value of Start on the latest invitation in `user`'s DM."""
+    return next(value for _label, value in buttons(standin.posted(user)[-1]) if value.startswith("team:start:"))
+
+
+async def learner_row(lessonbot: Lessonbot, user: str, **changes: object) -> Learner:
+    """A member's learner row (`changes` written to it first: made when there is none), as it is now."""
+    async with lessonbot.db.transaction() as session:
+        member = await session.scalar(select(TeamMember).where(TeamMember.member == f"T111/{user}"))
+        learner = await session.get(Learner, member.user_id)
+        if learner is None:
+            learner = Learner(user_id=member.user_id, consent_at=datetime.now(UTC))
+            session.add(learner)
+        for name, value in changes.items():
+            setattr(learner, name, value)
+        await session.flush()
+        return learner
+
+
+async def another_course(lessonbot: Lessonbot) -> int:
+    sample = load_course(SAMPLE)
+    async with lessonbot.db.transaction() as session:
+        await import_course(session, dataclasses.replace(sample, id="phish-two", title="Phishing, the sequel"))
+        return await session.scalar(select(Course.id).where(Course.slug == "phish-two"))
+
+
+async def test_the_teams_changes_reach_the_members_who_pressed_start(slack_settings, standin, fixtures_dir):
+    """Those who pressed Start follow the team: its new hour and days become theirs; `team off`, another course and
+    `mode channel` pause their DM lessons (`team on` and the new course invite them again). A member taking the
+    course on their own, and one who stopped, are left as they are."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        course_id = await sample_course(lessonbot.db)
+        await another_course(lessonbot)
+        clock = HandClock(datetime(2027, 3, 14, 12, 0, tzinfo=UTC))
+        await direct_team(client, fixtures_dir, standin, lessonbot, clock, BEA, CAL)
+        assert (await learner_row(lessonbot, BEA)).lesson_time == time(9, 0)
+        own = {"status": ACTIVE, "course_id": course_id, "lesson_time": time(7, 0), "lesson_days": "1234567"}
+        await learner_row(lessonbot, DAN, **own)  # Dan takes the course by himself, not through the team
+        await learner_row(lessonbot, CAL, status=STOPPED)  # Cal stopped every message (/stop)
+        await slash(client, fixtures_dir, ADMIN, "team set spot-phishing at 10:00 on mon, wed, fri mode direct",
+                    standin=standin)
+        await slash(client, fixtures_dir, CAL, "team leave", standin=standin)
+        await lessonbot.settle()
+        bea = await learner_row(lessonbot, BEA)
+        assert (bea.status, bea.lesson_time, bea.lesson_days) == (ACTIVE, time(10, 0), "135")
+        dan = await learner_row(lessonbot, DAN)
+        assert (dan.status, dan.lesson_time, dan.lesson_days) == (ACTIVE, time(7, 0), "1234567")
+        assert (await learner_row(lessonbot, CAL)).status == STOPPED  # opting out changes no one's /stop
+        # Off: the team's lessons stop, the DM ones of those who started through it too; on: invited again.
+        await slash(client, fixtures_dir, ADMIN, "team off", standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, ADMIN)[-1].startswith("Team lessons are off in this channel.")
+        assert [(await learner_row(lessonbot, user)).status for user in (BEA, CAL, DAN)] == [PAUSED, STOPPED, ACTIVE]
+        invitations = len(standin.posted(BEA))
+        await slash(client, fixtures_dir, ADMIN, "team on", standin=standin)
+        await lessonbot.settle()
+        assert len(standin.posted(BEA)) == invitations + 1
+        await press(client, fixtures_dir, BEA, start_button(standin, BEA), ephemeral=False, channel="DBEA")
+        await lessonbot.settle()
+        assert (await learner_row(lessonbot, BEA)).status == ACTIVE
+        # Another course: the old one's DM lessons pause, and the new one's invitation comes.
+        await slash(client, fixtures_dir, ADMIN, "team set phish-two mode direct", standin=standin)
+        await lessonbot.settle()
+        assert (await learner_row(lessonbot, BEA)).status == PAUSED
+        assert "Phishing, the sequel" in standin.texts(BEA)[-1]
+        await press(client, fixtures_dir, BEA, start_button(standin, BEA), ephemeral=False, channel="DBEA")
+        await lessonbot.settle()
+        bea = await learner_row(lessonbot, BEA)
+        assert (bea.status, bea.course_id != course_id) == (ACTIVE, True)
+        # The channel mode posts the lesson in the channel: the DM lessons pause, not both at once.
+        await slash(client, fixtures_dir, ADMIN, "team set phish-two mode channel", standin=standin)
+        await lessonbot.settle()
+        assert [(await learner_row(lessonbot, user)).status for user in (BEA, DAN)] == [PAUSED, ACTIVE]
+
+
+async def test_a_member_who_leaves_the_channel_is_paused_and_invited_again_on_return(slack_settings, standin,
+                                                                                     fixtures_dir):
+    """Leaving the channel (seen by reading its members, or by Slack's event) pauses the DM lessons; a Start from
+    before is not honoured then; coming back brings a new invitation, and says so only when it was sent."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        clock = HandClock(datetime(2027, 3, 14, 12, 0, tzinfo=UTC))
+        await direct_team(client, fixtures_dir, standin, lessonbot, clock, BEA)
+        old_start = start_button(standin, BEA)
+        standin.remove_member(CHANNEL, BEA)
+        clock.move(hours=7)
+        await sync_team_members(context(lessonbot, clock))
+        assert (await members(lessonbot))[BEA] == MEMBER_LEFT
+        assert (await learner_row(lessonbot, BEA)).status == PAUSED
+        await press(client, fixtures_dir, BEA, old_start, ephemeral=False, channel="DBEA")
+        await lessonbot.settle()
+        assert standin.texts("DBEA")[-1].startswith("You are not in the team's channel any more")
+        assert (await members(lessonbot))[BEA] == MEMBER_LEFT
+        assert (await learner_row(lessonbot, BEA)).status == PAUSED
+        invitations = len(standin.posted(BEA))
+        standin.add_member(CHANNEL, BEA, name=NAMES[BEA])
+        clock.move(hours=7)
+        await sync_team_members(context(lessonbot, clock))
+        await lessonbot.settle()
+        assert (await members(lessonbot))[BEA] == MEMBER_ACTIVE
+        assert len(standin.posted(BEA)) == invitations + 1
+        # Slack's own events: left, then joined again: invited once more, and told where.
+        await membership(client, fixtures_dir, "left", BEA)
+        await lessonbot.settle()
+        assert (await members(lessonbot))[BEA] == MEMBER_LEFT
+        await membership(client, fixtures_dir, "joined", BEA)
+        await lessonbot.settle()
+        assert len(standin.posted(BEA)) == invitations + 2
+        assert "Your invitation is in your direct messages" in private_texts(standin, BEA)[-1]

@@ -194,11 +194,14 @@ def test_the_answerability_model_sees_a_swapped_word_a_missing_qualifier_and_the
     same = weighed("Who sits in the front row with the First Minister?", ministers, ministers)
     founded = "The company was established in 1599 and chartered a year later."
     unmade = weighed("When was the company unestablished?", founded, founded + " It grew fast.")
+    dated = weighed("Who chartered the company in 1650?", founded, founded)
 
     assert swapped["opposite"] == 1 and swapped["qualifier_unmatched"] == 1 and swapped["asks_who"] == 1
     assert same["opposite"] == same["qualifier_unmatched"] == 0 and same["all_in_quote"] == 1
     assert same["phrases"] > swapped["phrases"] and swapped["missing"] == 1 and swapped["names_missing_in_passage"] > 0
     assert unmade["prefix_opposite"] == 1 and unmade["asks_when"] == 1 and unmade["asks_who"] == 0
+    assert dated["number_absent"] == 1 and unmade["number_absent"] == 0
+    assert same["words_absent"] < swapped["words_absent"] == 0.5, "'sits' and 'second' are not in the passage"
 
 
 def test_a_sure_first_sentence_is_quoted_alone_and_an_unsure_one_brings_the_next_likeliest():
