@@ -365,6 +365,18 @@ async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, f
         assert attempts[1].at - attempts[0].at >= 1.0
 
 
+async def test_a_slow_views_open_does_not_hold_the_acknowledgement(slack_settings, standin, fixtures_dir):
+    """Slack waits 3 s for a press's acknowledgement (and its trigger_id dies with them): a "Type an answer" modal
+    Slack is slow to open is given up, the press acknowledged before Slack answers views.open (the question's text
+    says how to answer with /lessonbot answer instead)."""
+    async with running(slack_settings, clock=False) as (client, _lessonbot):
+        standin.fail("views.open", Fault.slow(4.0))
+        await press(client, fixtures_dir, BEA, "form:1", ephemeral=True, standin=standin)
+        [attempt] = [c for c in standin.calls if c.method == "views.open"]
+        assert attempt.answer == {}  # acknowledged while the stand-in still holds the call
+        await standin.wait_for(lambda: attempt.answer)
+
+
 async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
         lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
