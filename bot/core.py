@@ -24,6 +24,7 @@ from scheduler.leader import Leadership
 from storage.db import Database
 from storage.learners import language_of_chat
 from storage.models import OutboxMessage
+from storage.notices import Notices
 from storage.outbox import cancel_unsent_to, chats_sent_since, sent_replies
 from storage.teams import stop_workspace
 
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
     from scheduler.clock import Clock
 
 log = logging.getLogger(__name__)
+
+# The topics of notices between processes (storage.notices): a message recorded, replies queued, a reply sent, and
+# a process that shows sent replies but does not send (so senders tell it of what they sent: `SENT`).
+INBOUND, OUTBOX, SENT, WATCHING, WHO_WATCHES = "inbound", "outbox", "sent", "watching", "who-watches"
+WATCHING_EVERY_SECONDS = 20.0  # how often such a process says so; senders tell it for three times as long
 
 # How far along a platform's delivery report is; a report never moves a reply backwards.
 DELIVERY_RANK = {"queued": 1, "accepted": 1, "sending": 2, "sent": 3, "delivered": 4, "read": 5,
@@ -112,14 +118,81 @@ class Lessonbot:
             if elect
             else None
         )
+        # PostgreSQL: other processes are told at once of the work this one leaves to them (storage.notices).
+        self.notices = (
+            Notices(
+                self.db.url, sender=self.worker.owner, handlers=self._notice_handlers(), on_listening=self._listening
+            )
+            if self.db.backend == "postgresql"
+            else None
+        )
+        self._watched_until = 0.0  # until when another process shows replies this one sends (on the loop's clock)
         # What the leader runs besides the dispatcher (the scheduler adds its clock here).
         self.leader_work: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._turn_watchers: dict[int, list[asyncio.Event]] = {}
 
+    def _notice_handlers(self) -> dict[str, Callable[[str], None]]:
+        """What other processes' notices wake here: the worker for messages they recorded (when this process
+        processes), the dispatcher for replies they queued (when it sends, and leads if elected), the channels that
+        show sent replies (the web chat's event streams) for replies they sent."""
+        handlers: dict[str, Callable[[str], None]] = {}
+        if self.process:
+            handlers[INBOUND] = lambda item: self.worker.notify(int(item))
+        if self.dispatch and self.channels:
+            handlers[OUTBOX] = self._replies_queued_elsewhere
+        if self._shows_replies_sent_elsewhere():
+            handlers[SENT] = self._sent_elsewhere
+            handlers[WHO_WATCHES] = lambda _item: self._say_watching_once()
+        if self._sends_replies_shown():
+            handlers[WATCHING] = self._watched_elsewhere
+        return handlers
+
+    def _sends_replies_shown(self) -> bool:
+        """A process that sends through a channel that shows sent replies (the web chat)."""
+        return self.dispatch and any(isinstance(channel, WatchesSentReplies) for channel in self.channels.values())
+
+    def _listening(self) -> None:
+        """This process listens (again): whoever shows or sends web chat replies learns of the other side now, whichever
+        started first."""
+        assert self.notices is not None
+        if self._shows_replies_sent_elsewhere():
+            self._say_watching_once()
+        if self._sends_replies_shown():
+            self.notices.tell(WHO_WATCHES, self.worker.owner)
+
+    def _say_watching_once(self) -> None:
+        assert self.notices is not None
+        self.notices.tell(WATCHING, self.worker.owner)
+
+    def _shows_replies_sent_elsewhere(self) -> bool:
+        """A process with a channel that shows sent replies (the web chat) and no dispatcher of its own."""
+        return not self.dispatch and any(isinstance(channel, WatchesSentReplies) for channel in self.channels.values())
+
+    def _watched_elsewhere(self, _item: str) -> None:
+        self._watched_until = asyncio.get_running_loop().time() + 3 * WATCHING_EVERY_SECONDS
+
+    async def _say_watching(self) -> None:
+        """Tell the senders, now and then, that this process shows what they send (they tell it of each reply)."""
+        while True:
+            await asyncio.sleep(WATCHING_EVERY_SECONDS)
+            self._say_watching_once()
+
+    def _replies_queued_elsewhere(self, item: str) -> None:
+        if self.leadership is None or self.leadership.is_leader:
+            self.dispatcher.notify(int(item))
+
+    def _sent_elsewhere(self, item: str) -> None:
+        channel_name, _, chat_id = item.partition(" ")
+        channel = self.channels.get(channel_name)
+        if isinstance(channel, WatchesSentReplies):
+            channel.after_sent(chat_id)
+
     def _after_turn(self, conversation_id: int) -> None:
         """A turn of the conversation committed here: its replies may go, and whoever waits for it may look."""
         self.dispatcher.notify(conversation_id)
+        if self.notices is not None and not self.dispatch:
+            self.notices.tell(OUTBOX, str(conversation_id))  # the dispatcher is elsewhere
         for watcher in self._turn_watchers.pop(conversation_id, ()):
             watcher.set()
 
@@ -144,12 +217,16 @@ class Lessonbot:
         channel = self.channels.get(row.channel)
         if isinstance(channel, WatchesSentReplies):
             channel.after_sent(row.chat_id)
+            if self.notices is not None and asyncio.get_running_loop().time() < self._watched_until:
+                self.notices.tell(SENT, f"{row.channel} {row.chat_id}")  # its streams may be open over there
 
     async def receive(self, message: InboundMessage) -> Recorded:
         """Record a verified message; the caller acknowledges once this returns. Processing follows on its own."""
         recorded = await record(self.db, message, self.worker.conversations)
         if not recorded.duplicate and self.process:
             self.worker.notify(recorded.conversation_id)
+        elif not recorded.duplicate and self.notices is not None:
+            self.notices.tell(INBOUND, str(recorded.conversation_id))  # processed elsewhere
         return recorded
 
     async def record_delivery(
@@ -200,6 +277,10 @@ class Lessonbot:
     def start(self) -> None:
         """Start the background loops that pick up work left by other processes or by a crash."""
         loop = asyncio.get_running_loop()
+        if self.notices is not None:
+            self._tasks.append(loop.create_task(self.notices.listen(), name="notices"))
+            if self._shows_replies_sent_elsewhere():
+                self._tasks.append(loop.create_task(self._say_watching(), name="notices-watching"))
         if self.process:
             self._tasks.append(loop.create_task(self.worker.run(), name="conversation-worker"))
         if not self.dispatch:
@@ -230,6 +311,8 @@ class Lessonbot:
         self._tasks.clear()
         await self.worker.idle()
         await self.dispatcher.stop()  # the sends under way end before their channels and the database close
+        if self.notices is not None:
+            await self.notices.close()
         for channel in self.channels.values():
             if isinstance(channel, Closable):
                 try:

@@ -14,6 +14,7 @@ import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,47 @@ class Turnstile:
         self._urgent_streak = 0
 
 
+_URGENT: ContextVar[bool] = ContextVar("urgent_transaction", default=False)
+
+
+class Intake:
+    """PostgreSQL's counterpart of the turnstile: a transaction that is not urgent (a turn, a send) waits to begin
+    while urgent ones (recordings, what a platform waits for) are under way in this process, but for at most
+    `urgent_in_a_row` of them to end, so that a flood of recordings cannot stall the rest. Urgent ones never wait
+    here (they have connections of their own), and nothing already begun waits: acknowledgements share the event
+    loop and the database with as few turns as may be. A transaction opened inside an urgent one does not wait."""
+
+    def __init__(self, urgent_in_a_row: int = 8) -> None:
+        self._urgent_in_a_row = urgent_in_a_row
+        self._under_way = 0
+        self._ended = 0  # urgent ones ended, ever
+        self._changed = asyncio.Event()
+
+    @asynccontextmanager
+    async def turn(self, *, urgent: bool) -> AsyncIterator[None]:
+        if not urgent:
+            await self._after_intake()
+            yield
+            return
+        self._under_way += 1
+        token = _URGENT.set(True)
+        try:
+            yield
+        finally:
+            _URGENT.reset(token)
+            self._under_way -= 1
+            self._ended += 1
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
+    async def _after_intake(self) -> None:
+        if _URGENT.get():
+            return
+        started = self._ended
+        while self._under_way and self._ended - started < self._urgent_in_a_row:
+            await self._changed.wait()
+
+
 @dataclass(frozen=True, slots=True)
 class Raw:
     """A transaction straight on the driver (`Database.run`): prepared statements run on `driver` (SQLite's inline
@@ -199,6 +241,7 @@ class Database:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._turnstile = Turnstile(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 * 4) if self.backend == "sqlite" else None
         self._raw: Raw | None = None  # SQLite: the connection of `run`, opened on first use
+        self._intake = Intake()  # (PostgreSQL's only)
         # PostgreSQL: urgent sessions (what a platform waits for) have connections of their own, so an
         # acknowledgement never queues behind turns and sends for the main pool. SQLite has its turnstile instead.
         self._urgent_engine: AsyncEngine | None = None
@@ -258,7 +301,7 @@ class Database:
         PostgreSQL it is one of a pool of psycopg connections of its own (storage.postgres_driver), the urgent ones
         apart as for sessions. `urgent`: see `sessions`."""
         if self._drivers is not None:
-            async with self._drivers[1 if urgent else 0].transaction() as driver:
+            async with self._intake.turn(urgent=urgent), self._drivers[1 if urgent else 0].transaction() as driver:
                 yield Raw(driver, self.engine.dialect)
             return
         if _sqlite_path(self.url) == ":memory:":  # (a second connection would be another database)
@@ -292,9 +335,11 @@ class Database:
 
     @asynccontextmanager
     async def _gate(self, *, urgent: bool) -> AsyncIterator[None]:
-        """On SQLite, this session's turn at the one connection (see Turnstile); PostgreSQL's pools need none."""
+        """On SQLite, this session's turn at the one connection (see Turnstile); on PostgreSQL, intake first (see
+        Intake)."""
         if self._turnstile is None:
-            yield
+            async with self._intake.turn(urgent=urgent):
+                yield
             return
         await self._turnstile.acquire(urgent=urgent)
         try:

@@ -1,4 +1,5 @@
-"""On SQLite, recording a message (what a platform waits for) goes before the transactions already queued."""
+"""Recording a message (what a platform waits for) goes first: on SQLite before the transactions already queued, on
+PostgreSQL before turns that would begin meanwhile."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from storage.db import Database, Turnstile
+from storage.db import Database, Intake, Turnstile
 
 
 async def test_urgent_transactions_overtake_queued_ones_but_not_the_one_in_progress(tmp_path: Path) -> None:
@@ -143,3 +144,36 @@ async def test_on_postgresql_recording_has_connections_of_its_own(postgresql_url
         release.set()
         await asyncio.gather(*holders, return_exceptions=True)
         await db.dispose()
+
+
+async def test_on_postgresql_a_turn_waits_to_begin_while_recordings_are_under_way_but_not_for_ever() -> None:
+    intake = Intake(urgent_in_a_row=2)
+    order: list[str] = []
+    release: list[asyncio.Event] = [asyncio.Event() for _ in range(4)]
+
+    async def record(n: int) -> None:
+        async with intake.turn(urgent=True):
+            order.append(f"record {n}")
+            async with intake.turn(urgent=False):  # (opened inside an urgent one: no wait)
+                pass
+            await release[n].wait()
+
+    async def turn() -> None:
+        async with intake.turn(urgent=False):
+            order.append("turn")
+
+    recordings = [asyncio.create_task(record(n)) for n in range(4)]
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(turn())
+    await asyncio.sleep(0.01)
+    assert order == ["record 0", "record 1", "record 2", "record 3"]  # the turn waits; no recording does
+    release[0].set()
+    await asyncio.sleep(0.01)
+    assert "turn" not in order
+    release[1].set()  # two recordings ended since it began waiting: it goes, though two are still under way
+    await asyncio.wait_for(waiting, 1)
+    assert order[-1] == "turn"
+    for event in release:
+        event.set()
+    await asyncio.gather(*recordings)
+    await asyncio.wait_for(turn(), 1)  # nothing under way: at once
