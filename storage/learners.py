@@ -52,7 +52,8 @@ class Learner(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), default=ONBOARDING, index=True)
     consent_at: Mapped[datetime | None] = mapped_column()  # privacy notice accepted
-    lesson_time: Mapped[time | None] = mapped_column(Time)  # local wall-clock time of the daily lesson
+    # local wall-clock time of the daily lesson; indexed: the planner's minute reads only the times it could match
+    lesson_time: Mapped[time | None] = mapped_column(Time, index=True)
     lesson_days: Mapped[str] = mapped_column(String(7), default=EVERY_DAY)  # ISO weekdays: "135" = Mon, Wed, Fri
     quiet_start: Mapped[time | None] = mapped_column(Time)  # no pushed messages from here …
     quiet_end: Mapped[time | None] = mapped_column(Time)  # … until here (may wrap past midnight)
