@@ -284,12 +284,16 @@ class OutboxDispatcher:
     async def _send_conversation(self, conversation_id: int) -> None:
         token = conversation_id_var.set(conversation_id)
         try:
+            if self._stopped:
+                return
             async with self._slots:
-                while True:
+                while not self._stopped:  # stop() may come while waiting for the slot, or between sends
                     self._again.discard(conversation_id)
                     due = await self._read_head(conversation_id)
-                    while due is not None:
+                    while due is not None and not self._stopped:
                         due = await self._send_head(due)
+                    if due is not None and due.booking is not None:
+                        self.limiter.done(due.booking)  # claimed as stop() came: its lease runs out, it goes then
                     if conversation_id not in self._again:
                         break
         except Exception:
@@ -299,6 +303,8 @@ class OutboxDispatcher:
             conversation_id_var.reset(token)
 
     async def _read_head(self, conversation_id: int) -> Due | None:
+        if self._stopped:
+            return None  # after stop(), nothing more is claimed
         async with self.db.run() as connection:
             return await self._due_head(connection, conversation_id)
 

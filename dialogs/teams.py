@@ -14,7 +14,10 @@
 - In the direct mode (`/team set … mode direct`, or `in members`) nothing is posted: each member is invited in a
   direct message (`invite`); pressing Start ("team:start:TEAM") makes them a learner of the team's course at the
   team's hour in their own time zone (their profile's, else the team's), whose lessons the planner pushes to that
-  direct chat as to any learner (scheduler/planner.py). "No, thanks" ("team:skip:TEAM") opts out.
+  direct chat as to any learner (scheduler/planner.py). "No, thanks" ("team:skip:TEAM") opts out. Who started
+  through the team (`TeamMember.started_at`) follows it: its new hour and days become theirs (`follow_team_schedule`);
+  `team off`, another course, the channel mode, opting out and leaving the chat pause their lessons
+  (`pause_direct_lessons`); `team on` and another course invite them again.
 - Joining the chat enrolls (`membership_changed`); leaving pauses; guests and bots are left out.
 
 Where a member is: `meta["group_chat"]` (the chat's own id) and `meta["workspace"]`, set by the channel on what

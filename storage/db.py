@@ -286,10 +286,11 @@ class Database:
         # PostgreSQL: the connections of `run`, psycopg's own (storage.postgres_driver), urgent ones apart too.
         self._drivers: tuple[DriverPool, DriverPool] | None = None
         if self._turnstile is None:
-            # Short transactions: half the sessions' pool does; as many urgent ones as the urgent engine opens at most.
+            # As many as the sessions' pool keeps (half of them left the web chat's reads and the dispatcher queueing
+            # behind each other under a backlog); as many urgent ones as the urgent engine opens at most.
             engine_url, dialect = self.engine.url, self.engine.dialect
             self._drivers = (
-                DriverPool(engine_url, dialect, size=max(1, pool_size // 2)),
+                DriverPool(engine_url, dialect, size=pool_size),
                 DriverPool(engine_url, dialect, size=urgent_pool_size * 2),
             )
             self._urgent_engine = create_async_engine(

@@ -392,12 +392,14 @@ def _as_member(identities: list[tuple[str, str]]) -> ColumnElement[bool]:
 async def memberships_of(session: AsyncSession, user_id: int) -> list[dict[str, Any]]:
     """The person's team memberships, for their export."""
     rows = await session.execute(
-        select(Team.chat_id, Course.title, TeamMember.status, TeamMember.hidden, TeamMember.joined_at)
+        select(Team.chat_id, Course.title, TeamMember.status, TeamMember.hidden, TeamMember.joined_at,
+               TeamMember.started_at)
         .join(Team, Team.id == TeamMember.team_id).join(Course, Course.id == Team.course_id)
         .where(TeamMember.user_id == user_id)
     )
     return [{"chat": row.chat_id, "course": row.title, "status": row.status, "hidden": row.hidden,
-             "joined_at": row.joined_at.isoformat()} for row in rows]
+             "joined_at": row.joined_at.isoformat(),
+             "started_at": row.started_at.isoformat() if row.started_at else None} for row in rows]
 
 
 async def forget_member(session: AsyncSession, user_id: int, identities: list[tuple[str, str]]) -> None:

@@ -18,6 +18,7 @@ before it parses.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -66,6 +67,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 SIGNATURE_WINDOW_SECONDS = 5 * 60  # Slack's own: older (or future) timestamps are refused as possible replays
+FORM_TIMEOUT = 2.0  # seconds views.open may take: Slack waits 3 for the acknowledgement, its trigger_id as long
 
 # The bot scopes the app asks for; channels/slack/manifest.yml lists the same (a test keeps them equal).
 SCOPES = (
@@ -332,12 +334,15 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
 async def open_form(context: AsyncBoltContext, body: dict[str, Any], view: dict[str, Any]) -> None:
     """A "Type an answer" press: its modal, opened with the press's trigger_id (valid for 3 seconds, so here, before
     the acknowledgement, not by the worker). Nothing is recorded: the words come with the modal's submission. When
-    Slack refuses (a 429 on views.open, Tier 4), the question's text still says how to answer with /lessonbot."""
+    Slack refuses (a 429 on views.open, Tier 4), or does not answer within FORM_TIMEOUT (Slack waits 3 seconds for
+    the acknowledgement, and the trigger_id dies with them), the question's text still says how to answer with
+    /lessonbot."""
     client, trigger_id = context.client, body.get("trigger_id")
     if client is None or not isinstance(trigger_id, str):
         return
     try:
-        await client.views_open(trigger_id=trigger_id, view=view)
+        async with asyncio.timeout(FORM_TIMEOUT):
+            await client.views_open(trigger_id=trigger_id, view=view)
     except Exception as exc:  # refused, rate-limited or slow: the typed command still works
         log.warning("views.open failed for a slack answer form: %s", exc)
 

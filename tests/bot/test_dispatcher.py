@@ -328,3 +328,30 @@ async def test_a_slow_send_keeps_its_claim_so_no_other_dispatcher_sends_it_too(s
     finally:
         await other.stop()
         await sending.stop()
+
+
+async def test_after_stop_nothing_more_is_claimed_or_sent(make_bot):
+    """stop() lets the send under way finish, and nothing after it: the conversation's later replies, and a
+    conversation waiting for a free slot, stay pending for the next dispatcher."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    class HeldPlatform(RecordingChannel):
+        async def send(self, delivery: Delivery) -> str:
+            entered.set()
+            await release.wait()
+            return await super().send(delivery)
+
+    channel = HeldPlatform()
+    bot = make_bot(channel, outbox_concurrency=1)
+    await bot.receive(message("hi"))
+    await bot.receive(message("hi", chat="bob"))
+    await bot.worker.idle()
+    async with asyncio.timeout(10):
+        await entered.wait()  # one conversation's first reply is being sent; the other waits for the slot
+    stopping = asyncio.create_task(bot.dispatcher.stop())
+    await asyncio.sleep(0)
+    release.set()
+    await stopping
+    assert len(channel.texts("ann") + channel.texts("bob")) == 1
+    statuses = [row.status for row in await outbox_rows(bot)]
+    assert statuses.count("sent") == 1 and set(statuses) <= {"sent", "pending", "sending"}  # sending: its lease ends

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from authoring.format import load_course
 from authoring.importer import import_course
@@ -31,7 +31,7 @@ from scheduler.context import JobContext
 from scheduler.planner import plan_lessons
 from scheduler.teams import post_team_lessons, sync_team_members
 from standins.slack import Fault, SlackStandIn, dm_event, form_body, load_fixture, signed
-from storage.courses import Course, Question
+from storage.courses import Course, LessonProgress, Question
 from storage.learners import ACTIVE, PAUSED, STOPPED, Learner
 from storage.models import AdminAuditEntry, Conversation, OutboxMessage
 from storage.outbox import OutboxStatus
@@ -365,6 +365,18 @@ async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, f
         assert attempts[1].at - attempts[0].at >= 1.0
 
 
+async def test_a_slow_views_open_does_not_hold_the_acknowledgement(slack_settings, standin, fixtures_dir):
+    """Slack waits 3 s for a press's acknowledgement (and its trigger_id dies with them): a "Type an answer" modal
+    Slack is slow to open is given up, the press acknowledged before Slack answers views.open (the question's text
+    says how to answer with /lessonbot answer instead)."""
+    async with running(slack_settings, clock=False) as (client, _lessonbot):
+        standin.fail("views.open", Fault.slow(4.0))
+        await press(client, fixtures_dir, BEA, "form:1", ephemeral=True, standin=standin)
+        [attempt] = [c for c in standin.calls if c.method == "views.open"]
+        assert attempt.answer == {}  # acknowledged while the stand-in still holds the call
+        await standin.wait_for(lambda: attempt.answer)
+
+
 async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
         lessonbot.channels["slack"].post_pace = 0.0  # a lesson's parts at once (test_slack_send checks the pace)
@@ -545,9 +557,11 @@ async def test_the_direct_mode_brings_each_member_the_lesson_in_a_dm_at_their_ow
         await take_lesson_in_dm(client, fixtures_dir, standin, lessonbot, BEA)
         # The next Monday, at the team's hour in its zone (the admin's, Lisbon): the admin's digest of the week,
         # with the lessons its members finished in their DMs, and who did fewer than the week's lesson days. (The
-        # lesson was finished now, in real time, as the worker keeps it: so the team's clock is set from today.)
-        today = datetime.now(UTC).astimezone(ZoneInfo("Europe/Lisbon")).date()
-        monday = today + timedelta(days=7 - today.weekday())
+        # lesson was finished in real time, as the worker keeps it: the team's clock is set from when it was.)
+        async with lessonbot.db.sessions() as session:
+            finished = await session.scalar(select(func.max(LessonProgress.completed_at)))
+        done_on = finished.replace(tzinfo=finished.tzinfo or UTC).astimezone(ZoneInfo("Europe/Lisbon")).date()
+        monday = done_on + timedelta(days=7 - done_on.weekday())
         team_clock = HandClock(datetime.combine(monday, time(8, 59), tzinfo=ZoneInfo("Europe/Lisbon")))
         await post_team_lessons(context(lessonbot, team_clock))  # the team job's cursor
         team_clock.move(minutes=2)
