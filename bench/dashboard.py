@@ -193,6 +193,7 @@ async def measure(url: str, *, learners: int, messages: int, repeat: int) -> dic
     from bot.dashboard import dashboard_routes
     from bot.dashboard.access import COOKIE, Access
     from bot.dashboard.pages import PAGES
+    from dialogs.payments import PaymentDesk
     from storage import dashboard as counts
     from storage.admins import add_sign_in_link, use_sign_in_link
     from storage.db import Database
@@ -211,7 +212,7 @@ async def measure(url: str, *, learners: int, messages: int, repeat: int) -> dic
             await use_sign_in_link(session, "bench-link", "bench-cookie", now=utcnow(),
                                    session_expires_at=utcnow() + timedelta(hours=1))
         access = Access(db, secret_key="bench-secret", owners=[owner], site_url="http://dashboard.bench")
-        app = Starlette(routes=dashboard_routes(db, access, data_dir=Path("var")))
+        app = Starlette(routes=dashboard_routes(db, access, data_dir=Path("var"), payments=PaymentDesk()))
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://dashboard.bench",
                                      cookies={COOKIE: "bench-cookie"}) as client:

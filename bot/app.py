@@ -32,6 +32,7 @@ from bot.observability import INBOUND_PENDING, MODEL_CALLS_TODAY, MODEL_TOKENS_T
 from bot.payments import payment_routes
 from channels.webchat import WebChatChannel
 from dialogs.pages import web_chat_words
+from dialogs.payments import PaymentDesk
 from storage.db import Database
 from storage.knowledge import model_use_today
 from storage.migrate import current_revisions, head_revisions
@@ -224,7 +225,8 @@ def create_app(
     # The admins' dashboard (bot/dashboard): sign-in by a link the bot sends in chat, pages for their roles.
     access = Access(lessonbot.db, secret_key=settings.resolved_secret_key, owners=settings.admins,
                     site_url=settings.site_url)
-    routes += dashboard_routes(lessonbot.db, access, data_dir=settings.data_dir)
+    routes += dashboard_routes(lessonbot.db, access, data_dir=settings.data_dir,
+                              payments=lessonbot.worker.payments or PaymentDesk())
 
     routes += payment_routes(settings, lessonbot.db, lessonbot.receive, max_body_bytes=settings.max_body_bytes)
     for channel in channels:

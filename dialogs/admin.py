@@ -106,6 +106,7 @@ async def _erase(turn: Turn, args: str) -> None:
                    "messages, on every app they linked. To go ahead, send /admin erase {address} confirm",
                    address=address))
         return
+    await payments.stop_renewals_of(turn, person.user_id)  # nothing is charged again for a person no longer known
     erasure = await personal.erase(turn.session, person.user_id, data_dir=turn.data_dir, by=turn.identity.address,
                                    keep_inbound_id=turn.inbound_id)
     # The answer does not name the address: nothing kept after an erasure should.

@@ -15,6 +15,7 @@ from bot.text import fold
 from dialogs import flow, lessons, personal
 from dialogs.flow import DONE, Flow, Invalid, Step
 from dialogs.learner import activate, is_set_up, learner_of, tr
+from dialogs.payments import stop_renewals_of
 from dialogs.turn import Exchange, Turn
 from storage.learners import PAUSED, STOPPED, zone_for
 
@@ -91,6 +92,7 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
                    "again, or /stop again to delete it."))
         return DONE
     if typed in ("delete", "stop and delete my data", "borrar", "eliminar", "apagar"):
+        await stop_renewals_of(turn, turn.user.id)  # nothing is charged again for a person no longer known
         await personal.erase(turn.session, turn.user.id, data_dir=turn.data_dir, by="learner",
                              keep_inbound_id=turn.inbound_id)
         turn.state.clear()

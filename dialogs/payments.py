@@ -21,7 +21,7 @@ event twice, two events for one payment, or events out of order give one entitle
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
@@ -958,6 +958,31 @@ async def _stop_renewing(desk: PaymentDesk, payment: Refundable) -> None:
     except Exception:
         log.exception("a refunded subscription could not be cancelled: cancel it by hand (Telegram: the learner's "
                       "Settings → My Stars; Stripe: the Dashboard)", extra={"payment_id": payment.id})
+
+
+async def renewing(session: AsyncSession, user_id: int) -> list[Refundable]:
+    """The person's subscriptions that will be charged again (paid, not ended)."""
+    rows = await session.scalars(select(Payment).where(
+        Payment.user_id == user_id, Payment.period.is_not(None), Payment.status == PaymentStatus.PAID,
+        Payment.subscription_reference.is_not(None),
+        or_(Payment.subscription_status.is_(None), Payment.subscription_status.not_in(ENDED)),
+    ))
+    return [Refundable.of(payment) for payment in rows]
+
+
+async def stop_renewals(desk: PaymentDesk, subscriptions: Sequence[Refundable]) -> None:
+    """Cancel these subscriptions with their platforms (before the person's data is erased: afterwards nothing
+    would link a renewal to them); a failure is logged for the admin to finish by hand."""
+    for subscription in subscriptions:
+        await _stop_renewing(desk, subscription)
+
+
+async def stop_renewals_of(turn: Turn, user_id: int) -> None:
+    """`stop_renewals` for one person, from a turn (outside its transaction, once)."""
+    subscriptions = await renewing(turn.session, user_id)
+    if subscriptions:
+        desk = desk_of(turn)
+        await turn.call_outside_transaction(f"unsubscribe:{user_id}", lambda: stop_renewals(desk, subscriptions))
 
 
 def renewed_since(payment: Payment, refunded: Refundable) -> bool:

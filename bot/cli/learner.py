@@ -56,12 +56,16 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.cli.payments import payment_desk_for_commands
+    from dialogs.payments import renewing, stop_renewals
     from dialogs.personal import erase
     from storage.personal_data import find_person
 
     async def run() -> int:
-        async with database(settings, pool_size=1) as db, db.transaction() as session:
-            person = await find_person(session, args.address)
+        async with database(settings, pool_size=1) as db:
+            async with db.sessions() as session:
+                person = await find_person(session, args.address)
+                subscriptions = await renewing(session, person.user_id) if person is not None else []
             if person is None:
                 print(NOT_FOUND.format(address=args.address), file=sys.stderr)
                 return 1
@@ -69,7 +73,13 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"This deletes everything kept about {args.address} (every app they linked). "
                       f"Run again with --yes to go ahead.", file=sys.stderr)
                 return 2
-            erasure = await erase(session, person.user_id, data_dir=settings.data_dir, by="cli")
+            if subscriptions:  # nothing is charged again for a person no longer known
+                desk, channels = payment_desk_for_commands(settings)
+                await stop_renewals(desk, subscriptions)
+                for channel in channels:
+                    await channel.close()
+            async with db.transaction() as session:
+                erasure = await erase(session, person.user_id, data_dir=settings.data_dir, by="cli")
         print(f"Erased {args.address}: {erasure.messages} messages and {erasure.replies} replies with the rest of "
               "their data.")
         return 0

@@ -17,6 +17,8 @@ from bot.cli.database import database
 
 if TYPE_CHECKING:
     from bot.config import Settings
+    from channels.telegram import TelegramChannel
+    from dialogs.payments import PaymentDesk
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -83,8 +85,20 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
+def payment_desk_for_commands(settings: Settings) -> tuple[PaymentDesk, list[TelegramChannel]]:
+    """The payment desk a command uses to reach the platforms (Stripe, and Telegram for Stars), and the channels it
+    opened for that (to close when done)."""
     from bot.payments import payment_desk
+
+    channels: list[TelegramChannel] = []
+    if settings.telegram_bot_token:
+        from channels.telegram import TelegramChannel
+
+        channels.append(TelegramChannel(token=settings.telegram_bot_token, api_base_url=settings.telegram_api_base_url))
+    return payment_desk(settings, channels), channels
+
+
+def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
     from dialogs.payments import Refundable, record_refund, refund, renewed_since, tell
     from storage.models import AdminAuditEntry, utcnow
     from storage.payments import Payment, PaymentStatus
@@ -93,13 +107,7 @@ def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
     identity = f"cli:{getpass.getuser()}"
 
     async def main() -> int:
-        channels = []
-        if settings.telegram_bot_token:
-            from channels.telegram import TelegramChannel
-
-            channels.append(TelegramChannel(token=settings.telegram_bot_token,
-                                            api_base_url=settings.telegram_api_base_url))
-        desk = payment_desk(settings, channels)
+        desk, channels = payment_desk_for_commands(settings)
         async with database(settings) as db:
             target, status = None, None
             if number is not None:

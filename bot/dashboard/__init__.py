@@ -22,6 +22,7 @@ from starlette.routing import Route
 from bot.dashboard.access import Access, Viewer, not_allowed, sign_in_needed, signed_out_page
 from bot.dashboard.layout import HEADERS, Words, css_response, document, message_page, table, words_for
 from bot.dashboard.pages import PAGES, Context, Page, as_csv, render
+from dialogs.payments import PaymentDesk, renewing, stop_renewals
 from dialogs.personal import erase
 from dialogs.roles import Scope, team_of
 from storage import dashboard as counts
@@ -33,7 +34,7 @@ from storage.payments import grant
 from storage.personal_data import export_person
 
 
-def dashboard_routes(db: Database, access: Access, *, data_dir: Any) -> list[Route]:
+def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: PaymentDesk) -> list[Route]:
     def nav(w: Words, viewer: Viewer, current: str) -> str:
         links = "".join(
             f'<a href="/admin/{page.name}"{" aria-current=page" if page.name == current else ""}>'
@@ -230,6 +231,9 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any) -> list[Rou
         if form.get("confirm") != "yes":
             return RedirectResponse(f"/admin/learners/{user_id}?done={quote(w('Tick the box to confirm.'))}",
                                     status_code=303)
+        async with db.sessions() as session:
+            subscriptions = await renewing(session, user_id)
+        await stop_renewals(payments, subscriptions)  # nothing is charged again for a person no longer known
         async with db.transaction() as session:
             erasure = await erase(session, user_id, data_dir=data_dir, by=viewer.identity)
         done = w("Erased: {messages} messages and {replies} replies went with the rest of that learner's data.",

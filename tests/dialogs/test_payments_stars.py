@@ -252,3 +252,22 @@ async def test_a_course_by_the_month_is_a_stars_subscription_renewed_then_refund
     assert cancel.params == {"user_id": str(CHAT), "telegram_payment_charge_id": stray["telegram_payment_charge_id"],
                              "is_canceled": "true"}
     assert (await entitlements(bot))[0].revoked_at is not None
+
+
+async def test_deleting_my_data_cancels_my_stars_subscription_first(telegram_monthly):
+    client, bot, standin = telegram_monthly
+    marta = await onboarded(client, standin, course="Passwords that hold — 3.00 GBP a month")
+    before = len(standin.texts(CHAT))
+    await marta._post(marta_update(marta, "/buy"))
+    await marta._replies(before, 1)
+    [link] = standin.called("createInvoiceLink")
+    first, _replies = await pays(marta, standin, link)
+
+    await marta.say("/stop")
+    [done] = await marta.press("Stop and delete my data")
+    assert done.startswith("Done: I deleted everything I kept about you")
+    [cancel] = standin.called("editUserStarSubscription")
+    assert cancel.params == {"user_id": str(CHAT), "telegram_payment_charge_id": first["telegram_payment_charge_id"],
+                             "is_canceled": "true"}
+    [payment] = await payments(bot)
+    assert (payment.user_id, payment.sender_id) == (None, "")  # the sale is kept, without the person
