@@ -10,9 +10,8 @@ never part of an error's text, so they reach no log line.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -21,11 +20,11 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Dialect, Engine, make_url
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from storage import sqlite_inline
+from storage.group_commit import GroupCommit
 from storage.postgres_driver import DriverPool
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -128,17 +127,37 @@ class Turnstile:
     flood of recordings cannot stall the rest, one waiting session that is not urgent goes after every
     `urgent_in_a_row` urgent ones. A session opened inside another one of the same task goes through (the pool
     then decides, as before: the connection is only taken at a session's first statement). Waiting longer than
-    `timeout` raises SQLAlchemy's pool TimeoutError, as the pool's own queue did.
+    `timeout` raises SQLAlchemy's pool TimeoutError, as the pool's own queue did. Instead of a task waiting,
+    `hand_over` queues a function called the moment the turnstile is its (a group of transactions that starts them
+    all then, without a pass of the event loop in between).
     """
 
     def __init__(self, urgent_in_a_row: int = 8, timeout: float = 60.0) -> None:
         self._held = False
         self._owner: asyncio.Task[Any] | None = None
         self._depth = 0
-        self._waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (deque(), deque())
+        self._waiting: tuple[deque[asyncio.Future[None] | _HandOver], deque[asyncio.Future[None] | _HandOver]] = (
+            deque(), deque()
+        )
         self._urgent_in_a_row = urgent_in_a_row
         self._urgent_streak = 0
         self._timeout = timeout
+
+    def free(self) -> bool:
+        """Whether `acquire` would go through without waiting."""
+        if not self._held:
+            return not any(self._waiting)
+        task = asyncio.current_task()
+        return task is not None and self._owner is task
+
+    def hand_over(self, *, urgent: bool, to: Callable[[], None]) -> None:
+        """Call `to` when the turnstile is its (now, if it is free), in its place in the queue; whatever `to` starts
+        must `release` it."""
+        if self.free() and not self._held:
+            self._held, self._owner, self._depth = True, None, 1
+            to()
+            return
+        self._waiting[0 if urgent else 1].append(_HandOver(to))
 
     async def acquire(self, *, urgent: bool) -> None:
         task = asyncio.current_task()
@@ -176,6 +195,8 @@ class Turnstile:
                 turn = queue.popleft()
                 if not turn.done():
                     self._urgent_streak = self._urgent_streak + 1 if queue is urgent else 0
+                    if isinstance(turn, _HandOver):
+                        self._owner, self._depth = None, 1
                     turn.set_result(None)  # still held: handed straight to the next
                     return
         self._held = False
@@ -223,6 +244,21 @@ class Intake:
             await self._changed.wait()
 
 
+class _HandOver:
+    """A place in the turnstile's queue that calls a function when its turn comes (`Turnstile.hand_over`)."""
+
+    __slots__ = ("_to",)
+
+    def __init__(self, to: Callable[[], None]) -> None:
+        self._to = to
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, _: None) -> None:
+        self._to()
+
+
 @dataclass(frozen=True, slots=True)
 class Raw:
     """A transaction straight on the driver (`Database.run`): prepared statements run on `driver` (SQLite's inline
@@ -242,6 +278,7 @@ class Database:
         self._turnstile = Turnstile(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 * 4) if self.backend == "sqlite" else None
         self._raw: Raw | None = None  # SQLite: the connection of `run`, opened on first use
         self._intake = Intake()  # (PostgreSQL's only)
+        self._group_commit = GroupCommit(self._turnstile or Turnstile(), self._raw_connection)  # (SQLite's only)
         # PostgreSQL: urgent sessions (what a platform waits for) have connections of their own, so an
         # acknowledgement never queues behind turns and sends for the main pool. SQLite has its turnstile instead.
         self._urgent_engine: AsyncEngine | None = None
@@ -309,30 +346,16 @@ class Database:
             async with self.connection(urgent=urgent) as connection:
                 yield connection
             return
-        async with self._gate(urgent=urgent):
-            raw = self._raw_connection()
-            try:
-                await raw.driver.begin_immediately()
-            except sqlite3.Error as exc:
-                raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error, hide_parameters=True) from exc
-            try:
-                yield raw
-            except BaseException:
-                await raw.driver.rollback()
-                raise
-            try:
-                await raw.driver.commit()
-            except sqlite3.Error as exc:
-                await raw.driver.rollback()
-                raise DBAPIError.instance("COMMIT", None, exc, sqlite3.Error, hide_parameters=True) from exc
+        async with self._group_commit.transaction(urgent=urgent) as raw:
+            yield raw
 
-    def _raw_connection(self) -> Raw:
+    def _raw_connection(self) -> tuple[Raw, sqlite_inline.InlineConnection]:
         if self._raw is None:
             driver = sqlite_inline.open_inline(_sqlite_path(self.url), busy_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
             for pragma in _sqlite_pragmas(0):  # locks are waited for in sqlite_inline, asynchronously
                 driver.execute_now(pragma)
             self._raw = Raw(driver, self.engine.dialect)
-        return self._raw
+        return self._raw, self._raw.driver
 
     @asynccontextmanager
     async def _gate(self, *, urgent: bool) -> AsyncIterator[None]:
@@ -349,6 +372,7 @@ class Database:
             self._turnstile.release()
 
     async def dispose(self) -> None:
+        await self._group_commit.settle()
         for drivers in self._drivers or ():
             await drivers.close()
         if self._raw is not None:

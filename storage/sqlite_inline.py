@@ -171,6 +171,16 @@ class InlineConnection:
                 raise
             await _retrying_while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"), self._busy_timeout)
 
+    def begin_now(self) -> bool:
+        """BEGIN IMMEDIATE if the write lock is free now; False if another process holds it."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if not _is_locked(error):
+                raise
+            return False
+        return True
+
     async def commit(self) -> None:
         await _retrying_while_locked(self._conn.commit, self._busy_timeout)
 

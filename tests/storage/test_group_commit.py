@@ -1,0 +1,117 @@
+"""`Database.run()` transactions that arrive together (on SQLite they share one commit: storage/group_commit.py) are
+each still a transaction of their own: it returns only once its work is committed, and one that fails takes nothing
+of the others with it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import bindparam, func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from storage.db import Database, make_sync_engine
+from storage.models import Conversation
+from storage.prepared import Prepared
+from storage.queries import backend_insert
+
+_CONVERSATIONS = Conversation.__table__
+_COUNT = Prepared(
+    select(func.count().label("n")).select_from(_CONVERSATIONS).where(_CONVERSATIONS.c.chat_id.startswith(bindparam("prefix")))
+)
+AT = datetime(2026, 12, 4, tzinfo=UTC)
+TOGETHER = 16  # (more than the PostgreSQL pool of urgent connections)
+
+
+def _add(dialect: str) -> Prepared:
+    return Prepared(
+        backend_insert(dialect)(_CONVERSATIONS)
+        .values(channel="web", chat_id=bindparam("chat"), state={}, created_at=bindparam("at"))
+        .returning(_CONVERSATIONS.c.id)
+    )
+
+
+@pytest.fixture
+def stored(database_url: str) -> Iterator[Callable[[str], set[str]]]:
+    """The chats stored whose id starts with a prefix, as another connection sees them (what is committed)."""
+    engine = make_sync_engine(database_url, immediate=False)
+
+    def chats(prefix: str) -> set[str]:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT chat_id FROM conversations WHERE chat_id LIKE :prefix"), {"prefix": f"{prefix}%"}
+            )
+            return {row.chat_id for row in rows}
+
+    yield chats
+    engine.dispose()
+
+
+async def test_each_of_many_transactions_at_once_returns_after_its_work_is_committed(
+    database_url: str, stored: Callable[[str], set[str]]
+) -> None:
+    db = Database(database_url)
+    add = _add(db.backend)
+    seen_at_return: dict[str, bool] = {}
+
+    async def one(n: int) -> None:
+        chat = f"together-{n}"
+        async with db.run(urgent=n % 2 == 0) as transaction:
+            await add.run(transaction, {"chat": chat, "at": AT})
+            # a member sees the work of those before it in its group, as it would see it committed
+            assert (await _COUNT.run(transaction, {"prefix": "together-"})).scalar() >= 1
+        seen_at_return[chat] = chat in stored(chat)
+
+    try:
+        async with db.transaction() as session:  # the others arrive while a turn holds the database
+            await session.execute(text("SELECT 1"))
+            tasks = [asyncio.create_task(one(n)) for n in range(TOGETHER)]
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*tasks)
+        assert seen_at_return == {f"together-{n}": True for n in range(TOGETHER)}
+    finally:
+        await db.dispose()
+
+
+async def test_a_failing_transaction_among_others_is_rolled_back_alone(
+    database_url: str, stored: Callable[[str], set[str]]
+) -> None:
+    db = Database(database_url)
+    add = _add(db.backend)
+    try:
+        async with db.run() as transaction:
+            await add.run(transaction, {"chat": "taken", "at": AT})
+
+        async def one(n: int) -> None:
+            async with db.run() as transaction:
+                await add.run(transaction, {"chat": f"alone-{n}", "at": AT})
+                if n == 5:
+                    await add.run(transaction, {"chat": "taken", "at": AT})  # (channel, chat_id) is unique
+
+        async def cancelled() -> None:
+            async with db.run() as transaction:
+                await add.run(transaction, {"chat": "alone-cancelled", "at": AT})
+
+        async with db.transaction() as session:
+            await session.execute(text("SELECT 1"))
+            tasks = [asyncio.create_task(one(n)) for n in range(10)]
+            gone = asyncio.create_task(cancelled())
+            await asyncio.sleep(0.01)
+            gone.cancel()  # while it waits for its turn
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        if db.backend == "sqlite":  # (it waited behind the turn: cancelled while waiting for its group's turn)
+            with pytest.raises(asyncio.CancelledError):
+                await gone
+
+        assert isinstance(outcomes[5], IntegrityError)
+        assert [outcome for n, outcome in enumerate(outcomes) if n != 5] == [None] * 9
+        assert stored("alone-") - {"alone-cancelled"} == {f"alone-{n}" for n in range(10) if n != 5}
+        if db.backend == "sqlite":
+            assert "alone-cancelled" not in stored("alone-")
+        async with db.run() as transaction:  # and the next transaction goes on as usual
+            await add.run(transaction, {"chat": "alone-after", "at": AT})
+        assert "alone-after" in stored("alone-after")
+    finally:
+        await db.dispose()
