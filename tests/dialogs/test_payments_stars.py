@@ -71,6 +71,14 @@ async def pays(marta: TelegramLearner, standin, invoice) -> tuple[dict, list[str
     return paid, await marta._replies(before, 2)
 
 
+async def refunded_by_the_boss(marta: TelegramLearner, standin, payment) -> str:
+    """The admin refunds `payment` with /admin refund: their answer."""
+    before = len(standin.texts(BOSS))
+    await marta._post(text_update(f"/admin refund LB-{payment.id:06d}", chat_id=BOSS, user=person(BOSS, "Boss")))
+    await standin.wait_for(lambda: len(standin.texts(BOSS)) > before)
+    return standin.texts(BOSS)[-1]
+
+
 async def checked(marta: TelegramLearner, standin, update: dict) -> dict:
     before = len(standin.called("answerPreCheckoutQuery"))
     await marta._post(update)
@@ -130,11 +138,7 @@ async def test_an_admin_refund_gives_the_stars_back_and_revokes(telegram):
     await bot.settle()
     [payment] = await payments(bot)
 
-    boss = person(BOSS, "Boss")
-    before = len(standin.texts(BOSS))
-    await marta._post(text_update(f"/admin refund LB-{payment.id:06d}", chat_id=BOSS, user=boss))
-    await standin.wait_for(lambda: len(standin.texts(BOSS)) > before)
-    assert standin.texts(BOSS)[-1].startswith(f"Refunded payment LB-{payment.id:06d}")
+    assert (await refunded_by_the_boss(marta, standin, payment)).startswith(f"Refunded payment LB-{payment.id:06d}")
     [refund] = standin.called("refundStarPayment")
     assert refund.params == {"user_id": str(CHAT), "telegram_payment_charge_id": paid["telegram_payment_charge_id"]}
     await bot.dispatcher.flush(10)
@@ -227,11 +231,7 @@ async def test_a_course_by_the_month_is_a_stars_subscription_renewed_then_refund
     # A refund gives back the period running now and stops the subscription; Telegram failing to cancel it does not
     # keep the access of a payment already given back (the failure is logged for the admin).
     standin.fail("editUserStarSubscription", Fault.server_error())
-    boss = person(BOSS, "Boss")
-    before = len(standin.texts(BOSS))
-    await marta._post(text_update(f"/admin refund LB-{payment.id:06d}", chat_id=BOSS, user=boss))
-    await standin.wait_for(lambda: len(standin.texts(BOSS)) > before)
-    assert standin.texts(BOSS)[-1].startswith(f"Refunded payment LB-{payment.id:06d}")
+    assert (await refunded_by_the_boss(marta, standin, payment)).startswith(f"Refunded payment LB-{payment.id:06d}")
     [refund] = standin.called("refundStarPayment")
     assert refund.params["telegram_payment_charge_id"] == renewal["telegram_payment_charge_id"]
     assert not standin.called("editUserStarSubscription") and standin.called("editUserStarSubscription", ok=False)
