@@ -4,7 +4,7 @@ python-telegram-bot echo application, in one run.
 Both servers get the same signed Telegram updates from the same load generator and send their replies to the same
 Bot API stand-in (standins/telegram.py, in this process), one after the other, each on its own:
 - Lessonbot: `lessonbot serve` with only Telegram on, on a fresh database (SQLite file, or a PostgreSQL database
-  created and dropped), its platform rate limits out of the way (bench/unpaced.py: against a stand-in, Telegram's
+  created and dropped), its platform rate limits out of the way (OUTBOX_PACED=false: against a stand-in, Telegram's
   30 messages/s would be all there is to measure);
 - the bare application: bench/ptb_echo.py, python-telegram-bot's own `run_webhook` with one handler that echoes.
 
@@ -35,6 +35,7 @@ from typing import Any
 from bench.channels import NO_TORNADO, TELEGRAM_SECRET, bare_ptb, import_standins, ms
 from bench.processes import (
     DEFAULT_POSTGRES_ADMIN_URL,
+    LESSONBOT,
     DatabaseUnreachable,
     ServerFailed,
     ServerProcess,
@@ -109,9 +110,9 @@ async def unpaced_lessonbot(world: Any, args: argparse.Namespace, workdir: Path,
     workdir.mkdir(parents=True)
     with database_for(args.database, workdir, args.postgres_url) as database_url:
         env = child_environment(workdir, database_url)
-        env.update(WEB_CHAT_ENABLED="false", **world.settings("telegram", "http://127.0.0.1"))
+        env.update(WEB_CHAT_ENABLED="false", OUTBOX_PACED="false", **world.settings("telegram", "http://127.0.0.1"))
         await asyncio.to_thread(upgrade_schema, workdir, env)
-        server = start_process(LABELS["lessonbot"], [sys.executable, "-m", "bench.unpaced", "serve"], workdir, env,
+        server = start_process(LABELS["lessonbot"], [*LESSONBOT, "serve"], workdir, env,
                                port=free_port())
         try:
             await server.wait_ready(http, "/readyz")

@@ -35,6 +35,7 @@ from bot.channel import (
     Delivery,
     PartsSent,
     PermanentSendError,
+    RateLimit,
     RateLimited,
     ServesOneChat,
     TransientSendError,
@@ -302,6 +303,10 @@ class OutboxDispatcher:
             self._in_flight.pop(conversation_id, None)
             conversation_id_var.reset(token)
 
+    def _limits(self, row: Claimed) -> tuple[RateLimit, ...]:
+        """The platform's limits on this send (none with OUTBOX_PACED off, for a bench against stand-ins)."""
+        return self.channels[row.channel].rate_limits(row.chat_id) if self.settings.outbox_paced else ()
+
     async def _read_head(self, conversation_id: int) -> Due | None:
         if self._stopped:
             return None  # after stop(), nothing more is claimed
@@ -335,7 +340,7 @@ class OutboxDispatcher:
         found = Due(row, status=head.status)
         if row.opted_out_at is not None:
             return found
-        booking = self.limiter.try_acquire(self.channels[row.channel].rate_limits(row.chat_id))
+        booking = self.limiter.try_acquire(self._limits(row))
         if booking is None:
             return found
         if not await self._claim_in(connection, found):
@@ -378,7 +383,7 @@ class OutboxDispatcher:
                 )
             return await self._read_head(row.conversation_id)
         channel = self.channels[row.channel]
-        limits = channel.rate_limits(row.chat_id)
+        limits = self._limits(row)
         booking = due.booking
         if booking is None:
             # Claimed only once its turn at the limiter has come: a reply waiting there (behind a 429, or a burst on
