@@ -439,8 +439,8 @@ def format_report(result: dict[str, Any]) -> str:
     if "fitted" in result:
         fitted = result["fitted"]
         lines.append(f"fitted on {fitted['questions']} questions of {fitted['articles']} articles: threshold "
-                     f"{fitted['threshold']}, a next sentence quoted from probability {fitted['quote_per_character']} per character; "
-                     f"written to {fitted['written']}")
+                     f"{fitted['threshold']}, a next sentence quoted from probability "
+                     f"{fitted['quote_per_character']} a character; written to {fitted['written']}")
     if "held_out" in result:
         lines += [f"held out (articles the models were not fitted on): {result['held_out']['questions']} questions",
                   *_figure_lines(result["held_out"])]

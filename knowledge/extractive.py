@@ -4,10 +4,11 @@ Nothing is written that the course does not say. The sentences of the best passa
 sentence model (knowledge/ranking.py: the sentence's similarity to the question, the question's rare words it holds,
 whether it carries what the question asks for — a name for "who", a date for "when", a number for "how many" —,
 and how likely its passage is the one). The best is quoted, and each next best that the model gives at least its
-fitted share of probability per character (up to four, within QUOTE_CHARACTERS); a sentence too long to quote whole is cut to the clauses
-that hold the question's words. A list is quoted whole, with the sentence that leads into it. The answerability
-model then weighs the best sentences (how much of the question they hold, a question word swapped for its opposite,
-the retrieval's margins …): below its fitted threshold the answer declines, naming the lessons that came nearest.
+fitted share of probability per character (up to four, within QUOTE_CHARACTERS); a sentence too long to quote
+whole is cut to the clauses that hold the question's words. A list is quoted whole, with the sentence that leads
+into it. The answerability model then weighs the best sentences (how much of the question they hold, a question
+word swapped for its opposite, the retrieval's margins …): below its fitted threshold the answer declines, naming
+the lessons that came nearest.
 """
 
 from __future__ import annotations

@@ -184,7 +184,8 @@ def test_the_answerability_model_sees_a_swapped_word_a_missing_qualifier_and_the
         quoted, whole = ranking.analyse(f"q:{quote}", quote, ""), ranking.analyse(f"p:{passage}", passage, "")
         row = ranking.answer_features(
             asked, passage_scores=[1.0, 0.5], passage_probability=0.6, passage_cosine=0.5, sentence_score=1.0,
-            sentence_probability=0.7, quoted_probability=0.7, quoted_sentences=1, sentence_cosine=0.6, quoted=list(quoted.units), quoted_terms=quoted.all_terms,
+            sentence_probability=0.7, quoted_probability=0.7, quoted_sentences=1, sentence_cosine=0.6,
+            quoted=list(quoted.units), quoted_terms=quoted.all_terms,
             quoted_words=quoted.all_words, quoted_pairs=quoted.all_pairs, passage_terms=whole.all_terms,
             passage_words=whole.all_words,
         )
@@ -238,8 +239,10 @@ def test_a_short_sentence_is_quoted_sooner_than_a_long_one_as_likely():
 def test_the_sentence_model_sees_what_the_question_asks_for_near_its_words_and_what_the_neighbours_add():
     asked = ranking.Question.of("When was the steam engine improved by Watt?", lambda term: 1.0)
     passage = ranking.analyse(
-        "watt", "Watt improved the steam engine in 1776. In 1712, long before any of that, Newcomen had built an engine. "
-        "It was improved.", "",
+        "watt",
+        "Watt improved the steam engine in 1776. In 1712, long before any of that, Newcomen had built an engine. "
+        "It was improved.",
+        "",
     )
 
     def features(position: int) -> dict[str, float]:
