@@ -104,6 +104,7 @@ ANSWER_FEATURES = (
     "words_absent",  # how many of the question's words (stop words aside, as written) it lacks, up to four, / 4
     "quoted_probability",  # the sentence model's probability of the sentences quoted, together
     "quoted_sentences",  # how many are quoted
+    *(f"best_{name}" for name in SENTENCE_FEATURES),  # the best sentence's evidence, as the sentence model weighed it
 )
 
 
@@ -375,6 +376,7 @@ def answer_features(
     sentence_probability: float,
     quoted_probability: float,
     quoted_sentences: int,
+    best_sentence: Sequence[float],
     sentence_cosine: float,
     quoted: Sequence[str],
     quoted_terms: frozenset[str],
@@ -423,6 +425,7 @@ def answer_features(
         *_absent(question, passage_words),
         quoted_probability,
         quoted_sentences,
+        *best_sentence,
     ]
 
 

@@ -184,7 +184,8 @@ def test_the_answerability_model_sees_a_swapped_word_a_missing_qualifier_and_the
         quoted, whole = ranking.analyse(f"q:{quote}", quote, ""), ranking.analyse(f"p:{passage}", passage, "")
         row = ranking.answer_features(
             asked, passage_scores=[1.0, 0.5], passage_probability=0.6, passage_cosine=0.5, sentence_score=1.0,
-            sentence_probability=0.7, quoted_probability=0.7, quoted_sentences=1, sentence_cosine=0.6,
+            sentence_probability=0.7, quoted_probability=0.7, quoted_sentences=1,
+            best_sentence=[0.0] * len(ranking.SENTENCE_FEATURES), sentence_cosine=0.6,
             quoted=list(quoted.units), quoted_terms=quoted.all_terms,
             quoted_words=quoted.all_words, quoted_pairs=quoted.all_pairs, passage_terms=whole.all_terms,
             passage_words=whole.all_words,
@@ -258,3 +259,18 @@ def test_the_sentence_model_sees_what_the_question_asks_for_near_its_words_and_w
     assert near["novel"] < far["novel"]
     assert ranking.answer_type("What happened to the engine when Watt improved it?") is None
     assert ranking.answer_type("In what year did Watt improve it?") == "date"
+
+
+def test_a_long_sentence_is_cut_to_the_question_and_what_follows_it():
+    museums = (
+        "Sackler Museum includes collections of ancient, Asian, Islamic and later Indian art, the Busch-Reisinger "
+        "Museum, formerly the Germanic Museum, covers central and northern European art, and the Fogg Museum of Art, "
+        "covers Western art from the Middle Ages to the present emphasizing Italian early Renaissance, British "
+        "pre-Raphaelite, and 19th-century French art."
+    )
+    asked = ranking.Question.of("What does the Fogg Museum of Art cover?", lambda term: 1.0)
+
+    cut = extractive._trim(museums, asked)
+
+    assert "Western art from the Middle Ages" in cut and len(cut) <= extractive.SENTENCE_CHARACTERS + 4
+    assert cut.startswith("… ")
