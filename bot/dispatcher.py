@@ -1,17 +1,17 @@
 """The outbox dispatcher: sends stored replies, in order per conversation, at each platform's pace.
 
 Per row: wait for its place at the rate limiter, claim it just before (`sending`, with a short lease renewed while
-the platform call lasts), send through the channel once the limiter's bound allows, and record the outcome: `sent` with the platform's message id; back to `pending`
-after a 429 (at its retry-after, not counted as a try) or a transient failure (exponential backoff with jitter);
-`dead` after a permanent failure or when the retry budget is spent. A conversation's next reply waits until the one
-before it is sent, so replies never overtake.
+the platform call lasts), send through the channel once the limiter's bound allows, and record the outcome: `sent`
+with the platform's message id; back to `pending` after a 429 (at its retry-after, not counted as a try) or a
+transient failure (exponential backoff with jitter); `dead` after a permanent failure or when the retry budget is
+spent. A conversation's next reply waits until the one before it is sent, so replies never overtake.
 Two statuses set a row aside without sending it: `suppressed` when the person opted out (STOP; never sent), and
 `waiting` when the channel may only send after the person writes again (WhatsApp's 24-hour window; their next
 message puts the row back in line, see bot.pipeline).
 
 A row is claimed only when its send is about to go (at most CLAIM_AHEAD_SECONDS before), so a process that dies
-leaves at most the one reply it was sending per conversation `sending`; when that short lease runs out (seconds, not minutes) the row is sent again. That
-is the one window in which a platform may see a reply twice.
+leaves at most the one reply it was sending per conversation `sending`; when that short lease runs out (seconds, not
+minutes) the row is sent again. That is the one window in which a platform may see a reply twice.
 """
 
 from __future__ import annotations
