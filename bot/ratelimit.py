@@ -192,17 +192,23 @@ class RateLimiter:
             await self.start(booking)
         return booking
 
-    def try_acquire(self, limits: Iterable[RateLimit]) -> Booking | None:
-        """Book a send against every one of `limits` and count it as started if it may go now (nothing ahead of it
-        in the schedule, the bound met); None (nothing booked) if it would wait. Call `done` as after `acquire`."""
+    def try_acquire(self, limits: Iterable[RateLimit], *, ahead: float = 0.0) -> Booking | None:
+        """Book a send against every one of `limits` if its place comes within `ahead` seconds; None (nothing
+        booked) if it would wait longer. If it may go now (its place has come, the bound met) it is counted as
+        started; otherwise `await start(booking)` right before it goes. Call `done` as after `acquire`."""
         limits = tuple(limits)
         now = time.monotonic()
         if not limits:
             return Booking((), (), now, waited=0.0, started=True)
-        if any(self._place(limit, now) > now or self._may_start(limit, now) > now for limit in limits):
+        at = max(self._place(limit, now) for limit in limits)
+        if at > now + ahead:
             return None
-        booking = self._book(limits, now, now)
-        self._begin(booking, now)
+        booking = self._book(limits, at, now)
+        if at <= now and all(self._may_start(limit, now) <= now for limit in limits):
+            self._begin(booking, now)
+        elif not ahead:
+            self.done(booking)  # the bound would make it wait: nothing booked
+            return None
         return booking
 
     def done(self, booking: Booking) -> None:
