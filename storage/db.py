@@ -259,6 +259,9 @@ class _HandOver:
         self._to()
 
 
+DRIVER = "lessonbot.driver"  # a transaction()'s session's info: its connection's driver, as a Raw
+
+
 @dataclass(frozen=True, slots=True)
 class Raw:
     """A transaction straight on the driver (`Database.run`): prepared statements run on `driver` (SQLite's inline
@@ -320,7 +323,16 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on any error. `urgent`: see
         `sessions`."""
         async with self.sessions(urgent=urgent) as session, session.begin():
-            yield session
+            # Its connection, taken now and kept for the prepared statements of the block (storage.prepared), which
+            # then need no trip through SQLAlchemy's greenlet to find it: the connection is the session's until the
+            # block ends.
+            connection = await session.connection()
+            session.info[DRIVER] = Raw(connection.sync_connection.connection.driver_connection,  # type: ignore[union-attr]
+                                       connection.dialect)
+            try:
+                yield session
+            finally:
+                session.info.pop(DRIVER, None)
 
     @asynccontextmanager
     async def connection(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:

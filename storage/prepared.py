@@ -33,7 +33,7 @@ from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from storage.db import Raw
+from storage.db import DRIVER, Raw
 from storage.sqlite_inline import InlineConnection
 
 Processor = Callable[[Any], Any] | None
@@ -77,6 +77,8 @@ class Prepared:
     async def run(self, where: AsyncConnection | AsyncSession | Raw, parameters: Mapping[str, Any]) -> Ran:
         """Run in the transaction of `where`: `Database.run()`'s, a Core connection's, or an ORM session's."""
         driver: Any
+        if isinstance(where, AsyncSession):
+            where = where.info.get(DRIVER) or where  # a `Database.transaction()`'s session knows its driver
         if isinstance(where, Raw):
             driver, dialect = where.driver, where.dialect
         else:
