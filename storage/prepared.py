@@ -28,7 +28,6 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -76,15 +75,8 @@ class Prepared:
 
     async def run(self, where: AsyncConnection | AsyncSession | Raw, parameters: Mapping[str, Any]) -> Ran:
         """Run in the transaction of `where`: `Database.run()`'s, a Core connection's, or an ORM session's."""
-        driver: Any
-        if isinstance(where, AsyncSession):
-            where = where.info.get(DRIVER) or where  # a `Database.transaction()`'s session knows its driver
-        if isinstance(where, Raw):
-            driver, dialect = where.driver, where.dialect
-        else:
-            connection = where if isinstance(where, AsyncConnection) else await where.connection()
-            driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
-            dialect = connection.dialect
+        raw = await raw_of(where)
+        driver, dialect = raw.driver, raw.dialect
         compiled = self.compiled(dialect)
         values = _bound(compiled, parameters)
         try:
@@ -105,6 +97,18 @@ class Prepared:
         return Ran(
             [make([v if p is None else p(v) for p, v in zip(processors, row, strict=True)]) for row in rows], rowcount
         )
+
+
+async def raw_of(where: AsyncConnection | AsyncSession | Raw) -> Raw:
+    """The driver connection (and dialect) under `where`'s transaction."""
+    if isinstance(where, Raw):
+        return where
+    if isinstance(where, AsyncSession):
+        kept = where.info.get(DRIVER)  # a `Database.transaction()`'s session keeps it
+        if kept is not None:
+            return cast(Raw, kept)
+        where = await where.connection()
+    return Raw(where.sync_connection.connection.driver_connection, where.dialect)  # type: ignore[union-attr]
 
 
 def _bound(compiled: _Compiled, parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,12 +148,14 @@ def _row_type(names: list[str]) -> Any:
 
 class Entity:
     """A mapped class's columns in a prepared statement, and its rows made into the ORM's objects in a session without
-    the ORM's query (which costs 200–500 µs of CPU for a few rows): as the ORM would have loaded them, persistent,
-    their changes flushed by the session. `prefix` keeps the labels of several entities in one statement apart."""
+    the ORM's query (which costs 200–500 µs of CPU for a few rows): as the ORM's loader makes them, persistent in the
+    session's identity map, their changes flushed by the session. `prefix` keeps the labels of several entities in
+    one statement apart."""
 
     def __init__(self, model: type[Any], prefix: str) -> None:
         mapper = inspect(model)
         properties = list(mapper.column_attrs)
+        self._mapper = mapper
         self._keys = tuple(prop.key for prop in properties)
         self._columns = tuple(prop.columns[0] for prop in properties)
         self._labels = tuple(f"{prefix}{key}" for key in self._keys)
@@ -163,13 +169,23 @@ class Entity:
 
     def attach(self, session: AsyncSession, row: Any) -> Any:
         """The object of the entity's columns in `row`, persistent in `session` (None where an outer join found no
-        row). The session must not hold it already."""
-        if getattr(row, self._primary) is None:
+        row); the session's own object if it holds that row already.
+
+        What the ORM's loader does for a row it has not seen (sqlalchemy.orm.loading): a new instance with the row's
+        values, its identity key, its place in the session's identity map. (`make_transient_to_detached` and
+        `Session.add` did the same at four times the CPU: they check cascades and events a plain row has none of.)"""
+        primary = getattr(row, self._primary)
+        if primary is None:
             return None
+        sync = session.sync_session
+        key = self._mapper.identity_key_from_primary_key((primary,))
+        held = sync.identity_map.get(key)
+        if held is not None:
+            return held
         instance = self._manager.new_instance()
-        instance_state(instance).dict.update(
-            (key, getattr(row, label)) for key, label in zip(self._keys, self._labels, strict=True)
-        )
-        make_transient_to_detached(instance)  # as if loaded: nothing to write
-        session.add(instance)
+        state = instance_state(instance)
+        state.dict.update((key_, getattr(row, label)) for key_, label in zip(self._keys, self._labels, strict=True))
+        state.key, state.identity_token = key, None
+        state.session_id = sync.hash_key
+        sync.identity_map._add_unpresent(state, key)
         return instance
