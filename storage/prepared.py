@@ -36,6 +36,7 @@ from storage.db import DRIVER, Raw
 from storage.sqlite_inline import InlineConnection
 
 Processor = Callable[[Any], Any] | None
+_NOT_FIXED = object()  # a parameter the caller gives (not a value the statement carries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +45,9 @@ class _Compiled:
     order: tuple[str, ...] | None  # the parameters' names in order, for a positional driver (SQLite's qmark)
     fixed: dict[str, Any]  # values the statement carries itself
     binds: tuple[tuple[str, Processor], ...]  # every parameter, with its type's bind processor
+    positional: tuple[tuple[str, Processor, Any], ...]  # in `order`: name, bind processor, fixed value or _NOT_FIXED
     row: Any  # the row type (a namedtuple), or None without result columns
-    results: tuple[Processor, ...]
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]  # the result columns that have a processor, by position
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +80,11 @@ class Prepared:
         raw = await raw_of(where)
         driver, dialect = raw.driver, raw.dialect
         compiled = self.compiled(dialect)
-        values = _bound(compiled, parameters)
         try:
             if isinstance(driver, InlineConnection):
-                rows, rowcount = await driver.run(compiled.sql, tuple(values[name] for name in compiled.order or ()))
+                rows, rowcount = await driver.run(compiled.sql, _positional(compiled, parameters))
             else:
-                cursor = await driver.execute(compiled.sql, values)
+                cursor = await driver.execute(compiled.sql, _bound(compiled, parameters))
                 rows = await cursor.fetchall() if cursor.description else []
                 rowcount = cursor.rowcount
         except Exception as exc:
@@ -93,10 +94,27 @@ class Prepared:
             raise
         if compiled.row is None:
             return Ran([], rowcount)
-        processors, make = compiled.results, compiled.row._make
-        return Ran(
-            [make([v if p is None else p(v) for p, v in zip(processors, row, strict=True)]) for row in rows], rowcount
-        )
+        make = compiled.row._make
+        if not compiled.results:
+            return Ran([make(row) for row in rows], rowcount)
+        return Ran([make(_processed(compiled.results, row)) for row in rows], rowcount)
+
+
+def _processed(results: tuple[tuple[int, Callable[[Any], Any]], ...], row: Any) -> list[Any]:
+    """A row's values through its columns' result processors (only the columns that have one)."""
+    values = list(row)
+    for index, processor in results:
+        values[index] = processor(values[index])
+    return values
+
+
+def _positional(compiled: _Compiled, parameters: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The parameters in the statement's order, each through its type's bind processor (SQLite's qmark style)."""
+    values = []
+    for name, processor, fixed in compiled.positional:
+        value = parameters[name] if fixed is _NOT_FIXED else parameters.get(name, fixed)
+        values.append(value if processor is None else processor(value))
+    return tuple(values)
 
 
 async def raw_of(where: AsyncConnection | AsyncSession | Raw) -> Raw:
@@ -132,13 +150,18 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> _Compiled:
         binds.append((name, bind.type.dialect_impl(dialect).bind_processor(dialect)))
     columns = list(getattr(statement, "exported_columns", ()))
     row_type: Any = None
-    results: tuple[Processor, ...] = ()
+    results: list[tuple[int, Callable[[Any], Any]]] = []
     if columns:
         row_type = _row_type([column.key for column in columns])
-        results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
+        for index, column in enumerate(columns):
+            processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            if processor is not None:
+                results.append((index, processor))
     positions = compiled.positiontup
     order = tuple(positions) if dialect.positional and positions is not None else None
-    return _Compiled(compiled.string, order, fixed, tuple(binds), row_type, results)
+    processors = dict(binds)
+    positional = tuple((name, processors[name], fixed.get(name, _NOT_FIXED)) for name in order or ())
+    return _Compiled(compiled.string, order, fixed, tuple(binds), positional, row_type, tuple(results))
 
 
 def _row_type(names: list[str]) -> Any:
