@@ -280,6 +280,7 @@ class Database:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._turnstile = Turnstile(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 * 4) if self.backend == "sqlite" else None
         self._raw: Raw | None = None  # SQLite: the connection of `run`, opened on first use
+        self._in_memory = self.backend == "sqlite" and _sqlite_path(url) == ":memory:"
         self._intake = Intake()  # (PostgreSQL's only)
         self._group_commit = GroupCommit(self._turnstile or Turnstile(), self._raw_connection)  # (SQLite's only)
         # PostgreSQL: urgent sessions (what a platform waits for) have connections of their own, so an
@@ -354,7 +355,7 @@ class Database:
             async with self._intake.turn(urgent=urgent), self._drivers[1 if urgent else 0].transaction() as driver:
                 yield Raw(driver, self.engine.dialect)
             return
-        if _sqlite_path(self.url) == ":memory:":  # (a second connection would be another database)
+        if self._in_memory:  # (a second connection would be another database)
             async with self.connection(urgent=urgent) as connection:
                 yield connection
             return
