@@ -122,11 +122,19 @@ async def raw_of(where: AsyncConnection | AsyncSession | Raw) -> Raw:
     if isinstance(where, Raw):
         return where
     if isinstance(where, AsyncSession):
-        kept = where.info.get(DRIVER)  # a `Database.transaction()`'s session keeps it
+        info = where.info
+        kept = info.get(DRIVER)
         if kept is not None:
             return cast(Raw, kept)
-        where = await where.connection()
-    return Raw(where.sync_connection.connection.driver_connection, where.dialect)  # type: ignore[union-attr]
+        raw = _raw(await where.connection())
+        if DRIVER in info:  # a `Database.transaction()`'s session: its connection is its own until the block ends
+            info[DRIVER] = raw
+        return raw
+    return _raw(where)
+
+
+def _raw(connection: AsyncConnection) -> Raw:
+    return Raw(connection.sync_connection.connection.driver_connection, connection.dialect)  # type: ignore[union-attr]
 
 
 def _bound(compiled: _Compiled, parameters: Mapping[str, Any]) -> dict[str, Any]:
