@@ -22,7 +22,7 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -61,6 +61,13 @@ SENTENCE_FEATURES = (
     "passage",  # the passage's probability of being the one (softmax of the passage ranking)
     "first",  # the passage's first sentence
     "length",  # log of the characters
+    "novel",  # log of how many of its words (stop words aside) the question lacks: an answer is something new
+    "neighbours_add",  # what its neighbours add to its share of the question's weighted terms
+    "coverage_behind_top",  # how far its share is below the best sentence's of all passages
+    "cosine_behind_top",  # the same for similarity
+    "density",  # the question terms it holds over the span of words they take in it (how close they stand)
+    *(f"type_{kind}" for kind in ("number", "date", "person", "place")),  # answer_type, for each kind
+    "type_near",  # how close what the question asks for stands to the question's words (answer_type_near)
 )
 ANSWER_FEATURES = (
     "passage_score",  # the best passage's ranking score
@@ -95,6 +102,9 @@ ANSWER_FEATURES = (
     *(f"asks_{word}" for word in ("what", "which", "who", "when", "where", "why", "how")),
     "number_absent",  # a number of the question ("1990", "11th") the best passage lacks, as written
     "words_absent",  # how many of the question's words (stop words aside, as written) it lacks, up to four, / 4
+    "quoted_probability",  # the sentence model's probability of the sentences quoted, together
+    "quoted_sentences",  # how many are quoted
+    *(f"best_{name}" for name in SENTENCE_FEATURES),  # the best sentence's evidence, as the sentence model weighed it
 )
 
 
@@ -148,30 +158,48 @@ OPPOSITES: dict[str, frozenset[str]] = {
 _NEGATING_PREFIX = re.compile(r"^(?:un|non|in|im|il|ir|dis|anti|de|mis)(\w{4,})$")
 
 
+_TOKEN = re.compile(r"[\w']+")
+_WH_WORD = re.compile(r"\b(what|which|who|whom|whose|when|where|why|how)\b")
+
+
 def answer_type(question: str) -> str | None:
-    """What the question asks for, when its wording says: a number, a date, a person or a place."""
+    """What the question asks for, when its wording says: a number, a date, a person or a place. Its first question
+    word decides ("what happened … when …" asks for no date)."""
     lowered = question.lower()
+    first = _WH_WORD.search(lowered)
     for kind, cue in _TYPE_CUES:
-        if cue.search(lowered):
+        if cue.match(lowered, first.start()) if first else cue.search(lowered):
             return kind
     return None
 
 
 def holds_answer_type(kind: str | None, sentence: str, question_words: set[str]) -> bool:
     """The sentence holds a `kind` that the question does not already name."""
+    return bool(answer_type_places(kind, sentence, question_words))
+
+
+def answer_type_places(kind: str | None, sentence: str, question_words: Collection[str]) -> list[int]:
+    """Where in the sentence (character offsets) a `kind` stands that the question does not already name."""
     if kind is None:
-        return False
+        return []
+    if kind == "place":
+        found = [(m.start(1), m.group(1)) for m in _PLACE.finditer(sentence)]
+    else:
+        pattern = {"number": _NUMBER, "date": _DATE, "person": _NAME}[kind]
+        found = [(m.start(), m.group()) for m in pattern.finditer(sentence)]
+    return [start for start, match in found if any(token.lower() not in question_words for token in match.split())]
 
-    def new(found: Iterable[str]) -> bool:
-        return any(token.lower() not in question_words for match in found for token in match.split())
 
-    if kind == "number":
-        return new(m.group() for m in _NUMBER.finditer(sentence))
-    if kind == "date":
-        return new(m.group() for m in _DATE.finditer(sentence))
-    if kind == "person":
-        return new(m.group() for m in _NAME.finditer(sentence))
-    return new(m.group(1) for m in _PLACE.finditer(sentence))
+def answer_type_near(kind: str | None, sentence: str, question: Question) -> float:
+    """How close what the question asks for stands to the question's own words in the sentence: 1 / (1 + the
+    characters between them / 30), 0 when the sentence holds no such thing or none of the question's words."""
+    places = answer_type_places(kind, sentence, question.words)
+    if not places:
+        return 0.0
+    asked = [m.start() for m in _TOKEN.finditer(sentence) if m.group().lower() in question.words - STOP_WORDS]
+    if not asked:
+        return 0.0
+    return 1.0 / (1.0 + min(abs(a - b) for a in places for b in asked) / 30)
 
 
 @dataclass(frozen=True)
@@ -228,6 +256,7 @@ class Analysed:
     unit_pairs: tuple[frozenset[tuple[str, str]], ...]
     unit_words: tuple[frozenset[str], ...]  # lowercased, as written
     heading_terms: frozenset[str]
+    unit_sequences: tuple[tuple[str, ...], ...] = ()  # each unit's terms in order
 
     @cached_property
     def all_terms(self) -> frozenset[str]:
@@ -261,6 +290,7 @@ def analyse(chunk_id: str, text: str, headings: str) -> Analysed:
         unit_pairs=tuple(frozenset(zip(t, t[1:], strict=False)) for t in unit_term_lists),
         unit_words=tuple(frozenset(words(unit)) for unit in units),
         heading_terms=frozenset(terms(headings)),
+        unit_sequences=tuple(tuple(t) for t in unit_term_lists),
     )
     with _analysed_lock:
         _analysed[chunk_id] = found
@@ -296,11 +326,16 @@ def passage_features(
 
 
 def sentence_features(
-    question: Question, passage: Analysed, position: int, *, cosines: Sequence[float], passage_probability: float
+    question: Question, passage: Analysed, position: int, *, cosines: Sequence[float], passage_probability: float,
+    top_coverage: float, top_cosine: float,
 ) -> list[float]:
+    """`top_coverage`, `top_cosine`: the best of any sentence of the passages weighed together."""
     coverages = [question.coverage(unit) for unit in passage.unit_terms]
     unit = passage.units[position]
     cosine = cosines[position] if position < len(cosines) else 0.0
+    kind = question.kind
+    holds_kind = holds_answer_type(kind, unit, set(question.words))
+    around = frozenset().union(*passage.unit_terms[max(position - 1, 0) : position + 2])
     return [
         cosine,
         max(cosines, default=cosine) - cosine,
@@ -309,11 +344,26 @@ def sentence_features(
         max(coverages[max(position - 1, 0) : position + 2]),
         question.named(passage.unit_words[position]),
         question.phrases(passage.unit_pairs[position]),
-        float(holds_answer_type(question.kind, unit, set(question.words))),
+        float(holds_kind),
         passage_probability,
         float(position == 0),
         math.log(1 + len(unit)),
+        math.log(1 + len(passage.unit_words[position] - question.words - STOP_WORDS)),
+        question.coverage(around) - coverages[position],
+        top_coverage - coverages[position],
+        top_cosine - cosine,
+        _density(question, passage.unit_sequences[position]),
+        *(float(holds_kind and kind == each) for each in ("number", "date", "person", "place")),
+        answer_type_near(kind, unit, question),
     ]
+
+
+def _density(question: Question, sequence: Sequence[str]) -> float:
+    """The question's distinct terms in `sequence` over the number of terms from the first of them to the last."""
+    places = [i for i, term in enumerate(sequence) if term in question.weights]
+    if not places:
+        return 0.0
+    return len({sequence[i] for i in places}) / (places[-1] - places[0] + 1)
 
 
 def answer_features(
@@ -324,6 +374,9 @@ def answer_features(
     passage_cosine: float,
     sentence_score: float,
     sentence_probability: float,
+    quoted_probability: float,
+    quoted_sentences: int,
+    best_sentence: Sequence[float],
     sentence_cosine: float,
     quoted: Sequence[str],
     quoted_terms: frozenset[str],
@@ -370,6 +423,9 @@ def answer_features(
         float(_prefix_opposite(question.words, quoted_words)),
         *(float(word in question.words) for word in QUESTION_WORDS),
         *_absent(question, passage_words),
+        quoted_probability,
+        quoted_sentences,
+        *best_sentence,
     ]
 
 
@@ -438,14 +494,14 @@ class Models:
     sentences: Linear
     answerable: Linear
     threshold: float  # answerability probability below which the answer declines
-    quote_probability: float  # sentences are quoted, best first, until the model gives them this much together
+    quote_per_character: float  # a next best sentence is quoted when its probability is this much per character
     fitted_on: tuple[str, ...] = ()  # the lessons (articles) whose questions it was fitted on
 
     def to_json(self) -> dict[str, Any]:
         return {
             "fitted_on": list(self.fitted_on),
             "threshold": round(self.threshold, 4),
-            "quote_probability": round(self.quote_probability, 4),
+            "quote_per_character": round(self.quote_per_character, 7),
             "passages": self.passages.to_json(),
             "sentences": self.sentences.to_json(),
             "answerable": self.answerable.to_json(),
@@ -458,7 +514,7 @@ class Models:
             sentences=Linear.from_json(data["sentences"], SENTENCE_FEATURES),
             answerable=Linear.from_json(data["answerable"], ANSWER_FEATURES),
             threshold=float(data["threshold"]),
-            quote_probability=float(data["quote_probability"]),
+            quote_per_character=float(data["quote_per_character"]),
             fitted_on=tuple(data.get("fitted_on", ())),
         )
 
@@ -475,7 +531,7 @@ class Models:
             sentences=linear(SENTENCE_FEATURES, {"cosine": 1.0, "coverage": 1.0, "passage": 1.0}),
             answerable=linear(ANSWER_FEATURES, {"coverage": 1.0}),
             threshold=0.0,
-            quote_probability=0.0,
+            quote_per_character=1.0,
         )
 
     def save(self, path: Path = MODEL_FILE) -> None:

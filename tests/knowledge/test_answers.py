@@ -6,6 +6,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from knowledge import extractive, ranking
@@ -183,7 +184,9 @@ def test_the_answerability_model_sees_a_swapped_word_a_missing_qualifier_and_the
         quoted, whole = ranking.analyse(f"q:{quote}", quote, ""), ranking.analyse(f"p:{passage}", passage, "")
         row = ranking.answer_features(
             asked, passage_scores=[1.0, 0.5], passage_probability=0.6, passage_cosine=0.5, sentence_score=1.0,
-            sentence_probability=0.7, sentence_cosine=0.6, quoted=list(quoted.units), quoted_terms=quoted.all_terms,
+            sentence_probability=0.7, quoted_probability=0.7, quoted_sentences=1,
+            best_sentence=[0.0] * len(ranking.SENTENCE_FEATURES), sentence_cosine=0.6,
+            quoted=list(quoted.units), quoted_terms=quoted.all_terms,
             quoted_words=quoted.all_words, quoted_pairs=quoted.all_pairs, passage_terms=whole.all_terms,
             passage_words=whole.all_words,
         )
@@ -211,16 +214,63 @@ def test_a_sure_first_sentence_is_quoted_alone_and_an_unsure_one_brings_the_next
     )
     shipped = ranking.models()
 
-    def quoted(enough: float) -> list[str]:
-        ranking.use(replace(shipped, quote_probability=enough))
+    def quoted(per_character: float) -> list[str]:
+        ranking.use(replace(shipped, quote_per_character=per_character))
         try:
             found = extractive.quote("When was the steam engine improved?", [passage], rarity=lambda term: 1.0)
         finally:
             ranking.use(shipped)
         return [text for *_, text in found.chosen]
 
-    alone, unsure = quoted(0.0), quoted(1.01)
+    alone, unsure = quoted(1.0), quoted(0.0)
 
     assert len(alone) == 1 and "1776" in alone[0]
     assert alone[0] in unsure and 1 < len(unsure) <= extractive.QUOTE_SENTENCES
     assert sum(map(len, unsure)) <= extractive.QUOTE_CHARACTERS
+
+
+def test_a_short_sentence_is_quoted_sooner_than_a_long_one_as_likely():
+    probabilities = np.asarray([0.6, 0.2, 0.2])
+
+    picked = extractive._pick([100, 400, 50], np.log(probabilities), per_character=0.001)
+
+    assert picked == [0, 2], "0.2 is 0.0005 a character of the long one, 0.004 of the short one"
+
+
+def test_the_sentence_model_sees_what_the_question_asks_for_near_its_words_and_what_the_neighbours_add():
+    asked = ranking.Question.of("When was the steam engine improved by Watt?", lambda term: 1.0)
+    passage = ranking.analyse(
+        "watt",
+        "Watt improved the steam engine in 1776. In 1712, long before any of that, Newcomen had built an engine. "
+        "It was improved.",
+        "",
+    )
+
+    def features(position: int) -> dict[str, float]:
+        row = ranking.sentence_features(asked, passage, position, cosines=(0.6, 0.3, 0.2), passage_probability=1.0,
+                                        top_coverage=1.0, top_cosine=0.6)
+        return dict(zip(ranking.SENTENCE_FEATURES, row, strict=True))
+
+    near, far, vague = features(0), features(1), features(2)
+    assert near["type_date"] == far["type_date"] == 1 and vague["type_date"] == 0
+    assert near["type_near"] > far["type_near"] > 0 == vague["type_near"]
+    assert near["density"] == 1 and near["coverage_behind_top"] == 0 and far["cosine_behind_top"] > 0
+    assert vague["neighbours_add"] > near["neighbours_add"] == 0, "the sentence before names the engine"
+    assert near["novel"] < far["novel"]
+    assert ranking.answer_type("What happened to the engine when Watt improved it?") is None
+    assert ranking.answer_type("In what year did Watt improve it?") == "date"
+
+
+def test_a_long_sentence_is_cut_to_the_question_and_what_follows_it():
+    museums = (
+        "Sackler Museum includes collections of ancient, Asian, Islamic and later Indian art, the Busch-Reisinger "
+        "Museum, formerly the Germanic Museum, covers central and northern European art, and the Fogg Museum of Art, "
+        "covers Western art from the Middle Ages to the present emphasizing Italian early Renaissance, British "
+        "pre-Raphaelite, and 19th-century French art."
+    )
+    asked = ranking.Question.of("What does the Fogg Museum of Art cover?", lambda term: 1.0)
+
+    cut = extractive._trim(museums, asked)
+
+    assert "Western art from the Middle Ages" in cut and len(cut) <= extractive.SENTENCE_CHARACTERS + 4
+    assert cut.startswith("… ")

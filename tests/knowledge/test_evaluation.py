@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from knowledge import ranking
-from knowledge.evaluation import evaluate
+from knowledge import extractive, ranking
+from knowledge.evaluation import Question, answerability_examples, evaluate
+from knowledge.retrieval import Passage
 
 
 @pytest.fixture
@@ -77,3 +78,24 @@ def test_eval_explains_a_folder_that_is_not_a_dataset(offline_settings, data_dir
     monkeypatch.setenv("DATA_DIR", str(data_dir))
     assert main(["eval", "knowledge", str(tmp_path)]) == 2
     assert "exactly one SQuAD JSON file" in capsys.readouterr().err
+
+
+def test_the_answerability_model_learns_from_quotes_that_answer_and_from_unanswerable_questions_only():
+    passage = Passage(
+        chunk_id="c", course_id="eval", lesson_id="a.txt", lesson_title="A", heading_path="", source="a.txt",
+        text="Watt improved the engine in 1776.", score=1.0, similarity=0.5, keyword_score=1.0,
+    )
+
+    def quote(features: float) -> extractive.Quote:
+        return extractive.Quote(((0, 0, "Watt improved the engine in 1776."),), (passage,), 0.5, True, (features,))
+
+    def question(answers: tuple[str, ...]) -> Question:
+        return Question("When was the engine improved?", "a.txt", 0, answers, answerable=bool(answers))
+
+    asked = [question(("1776",)), question(("1712",)), question(())]
+    quotes = [quote(1.0), quote(2.0), quote(3.0), extractive.Quote((), (passage,), 0.0, False)]
+
+    rows, labels, answerable_rows = answerability_examples([*asked, question(("1776",))], quotes)
+
+    assert rows == [(1.0,), (3.0,)] and labels == [True, False], "the quote that misses 1712 teaches nothing"
+    assert answerable_rows == [(1.0,), (2.0,)], "the threshold is set on every answerable question that got a quote"
