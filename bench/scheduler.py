@@ -11,7 +11,10 @@ Broadcast: for each platform, a fresh database with --recipients learners on it 
 (standins/: the Telegram Bot API, Twilio's Messages API) that the real SDK talks to; the real dispatcher and
 clock (as `lessonbot dispatch` runs them) fan the broadcast out and send it at the platform's published limit
 (Telegram ~30 messages/s across chats, Twilio 80/s per WhatsApp sender). Reported: total time from confirmation to
-the last copy sent, against the floor N / rate; duplicates and losses as the stand-in saw them (both must be 0).
+the last copy sent, against the floor N / rate; duplicates and losses as the stand-in saw them (both must be 0); and
+where the stand-in received the messages: the first one's delay after the confirmation (the clock's broadcast job
+runs every two seconds), the first to the last against (N - 1) / rate (the pace itself), and the most in any
+one-second window (never over the limit).
 
 Everything runs in this one process (stand-ins included) on a shared machine: the figures are a floor of what a
 dedicated dispatcher does, and only figures from one run compare.
@@ -38,6 +41,7 @@ from datetime import time as wall_time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.channels import busiest_second
 from bench.processes import DEFAULT_POSTGRES_ADMIN_URL, DatabaseUnreachable, postgres_database
 from bench.report import machine, progress
 
@@ -306,6 +310,13 @@ def delivered_to(platform: str, server: Any) -> list[str]:
     return [(message.to or "").removeprefix("whatsapp:") for message in server.sent]
 
 
+def arrivals(platform: str, server: Any) -> list[float]:
+    """When the stand-in received each message (monotonic seconds, this process's clock), in order."""
+    if platform == "telegram":
+        return sorted(call.at for call in server.called("sendMessage"))
+    return sorted(message.at for message in server.sent)
+
+
 async def bench_broadcast(args: argparse.Namespace, platform: str, dispatching: Dispatching) -> dict[str, Any]:
     from sqlalchemy import func, select
 
@@ -327,7 +338,7 @@ async def bench_broadcast(args: argparse.Namespace, platform: str, dispatching: 
                     draft = await create_draft(session, text="Bench: the new module is out!",
                                                segment=Segment(channel=platform), created_by="bench", now=now)
                     await confirm(session, draft.id, now)
-                started = time.perf_counter()
+                started, started_at = time.perf_counter(), time.monotonic()
                 progress(f"broadcast: sending at {rate:g}/s; the floor is {count / rate:,.0f} s")
                 last_report, sent = started, 0
                 key = f"broadcast:{draft.id}:%"
@@ -354,6 +365,11 @@ async def bench_broadcast(args: argparse.Namespace, platform: str, dispatching: 
                 queued = broadcast.queued
         seen = Counter(delivered_to(platform, server))
         wanted = {learner["chat"] for learner in learners}
+        arrived = arrivals(platform, server)
+    # The pace apart from the start: the first to the last arrival at the stand-in, against (N - 1) / rate, the least
+    # that N sends at the rate can span.
+    span = arrived[-1] - arrived[0] if len(arrived) > 1 else 0.0
+    span_floor = (len(arrived) - 1) / rate
     return {
         "platform": platform,
         "recipients": count,
@@ -366,6 +382,10 @@ async def bench_broadcast(args: argparse.Namespace, platform: str, dispatching: 
         "sent": sent,
         "duplicates": sum(n - 1 for n in seen.values() if n > 1),
         "losses": len(wanted - set(seen)),
+        "first_arrival_seconds": round(arrived[0] - started_at, 2) if arrived else None,
+        "arrivals_seconds": round(span, 2),
+        "arrivals_of_floor": round(span / span_floor, 3) if span_floor else None,
+        "busiest_second": busiest_second(arrived),
     }
 
 
@@ -400,5 +420,8 @@ def render(report: dict[str, Any]) -> str:
             f"  {result['seconds']:,} s against a floor of {result['floor_seconds']:,} s "
             f"(x{result['of_floor']}; target x{TARGET_OF_FLOOR}); {result['achieved_per_second']}/s achieved",
             f"  sent {result['sent']:,}, duplicates {result['duplicates']}, losses {result['losses']}",
+            f"  at the stand-in: the first message {result['first_arrival_seconds']} s after the confirmation; first "
+            f"to last {result['arrivals_seconds']:,} s (x{result['arrivals_of_floor']} of (N - 1) / rate); at most "
+            f"{result['busiest_second']} in any one second (limit {result['rate_per_second']:g})",
         ]
     return "\n".join(lines)

@@ -1,17 +1,17 @@
 """The outbox dispatcher: sends stored replies, in order per conversation, at each platform's pace.
 
-Per row: wait for the rate limiter, then claim it (`sending`, with a short lease renewed while the platform call
-lasts), send through the channel, and record the outcome: `sent` with the platform's message id; back to `pending`
-after a 429 (at its retry-after, not counted as a try) or a transient failure (exponential backoff with jitter);
-`dead` after a permanent failure or when the retry budget is spent. A conversation's next reply waits until the one
-before it is sent, so replies never overtake.
+Per row: wait for its place at the rate limiter, claim it just before (`sending`, with a short lease renewed while
+the platform call lasts), send through the channel once the limiter's bound allows, and record the outcome: `sent`
+with the platform's message id; back to `pending` after a 429 (at its retry-after, not counted as a try) or a
+transient failure (exponential backoff with jitter); `dead` after a permanent failure or when the retry budget is
+spent. A conversation's next reply waits until the one before it is sent, so replies never overtake.
 Two statuses set a row aside without sending it: `suppressed` when the person opted out (STOP; never sent), and
 `waiting` when the channel may only send after the person writes again (WhatsApp's 24-hour window; their next
 message puts the row back in line, see bot.pipeline).
 
-A row is claimed only when its send is about to go, so a process that dies leaves at most the one reply it was
-sending per conversation `sending`; when that short lease runs out (seconds, not minutes) the row is sent again. That
-is the one window in which a platform may see a reply twice.
+A row is claimed only when its send is about to go (at most CLAIM_AHEAD_SECONDS before), so a process that dies
+leaves at most the one reply it was sending per conversation `sending`; when that short lease runs out (seconds, not
+minutes) the row is sent again. That is the one window in which a platform may see a reply twice.
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ SEND_LEASE = timedelta(seconds=15)
 # Stopping: how long the sends under way may still take before they are cancelled (each cancelled one stays claimed,
 # and goes out again once its lease runs out; a longer grace means fewer replies a platform may see twice).
 STOP_GRACE_SECONDS = 5.0
+# How long before its turn at the rate limiter a reply is claimed: the claim's transaction then runs while the sends
+# before it go, and the send starts on its turn (a claim later than its turn would delay every send a window later).
+CLAIM_AHEAD_SECONDS = 0.2
 _EARLIER = aliased(OutboxMessage)  # built once: aliasing copies every column, which is not free on a hot path
 _ACTIVE = [status.value for status in ACTIVE]
 
@@ -343,7 +346,12 @@ class OutboxDispatcher:
         booking = self.limiter.try_acquire(self._limits(row))
         if booking is None:
             return found
-        if not await self._claim_in(connection, found):
+        try:
+            claimed = await self._claim_in(connection, found)
+        except BaseException:
+            self.limiter.done(booking)
+            raise
+        if not claimed:
             self.limiter.done(booking)
             return None  # another dispatcher took it since it was read
         found.booking = booking
@@ -386,15 +394,23 @@ class OutboxDispatcher:
         limits = self._limits(row)
         booking = due.booking
         if booking is None:
-            # Claimed only once its turn at the limiter has come: a reply waiting there (behind a 429, or a burst on
-            # a shared limit) is still `pending`, so a crash meanwhile leaves nothing to wait out or send twice.
-            booking = await self.limiter.acquire(limits)
-            if not await self._claim(due):
+            # Claimed only as its turn at the limiter comes (CLAIM_AHEAD_SECONDS before it): a reply waiting there
+            # (behind a 429, or a burst on a shared limit) is still `pending`, so a crash meanwhile leaves nothing to
+            # wait out or send twice. Claimed ahead of the turn, the claim's transaction stays out of the time the
+            # limiter counts the send, which begins at `start`.
+            booking = await self.limiter.acquire(limits, ahead=CLAIM_AHEAD_SECONDS)
+            try:
+                claimed = await self._claim(due)
+            except BaseException:
+                self.limiter.done(booking)
+                raise
+            if not claimed:
                 self.limiter.done(booking)
                 return None  # another dispatcher took the reply while this one waited
         try:
             try:
                 async with self._kept(row):
+                    await self.limiter.start(booking)  # the bound: counted as going from here
                     platform_id = await channel.send(
                         Delivery(
                             outbox_id=row.id,

@@ -1,118 +1,252 @@
-"""Send pacing for the dispatcher: a sliding window per `RateLimit` key.
+"""Send pacing for the dispatcher: a sliding window per `RateLimit` key, strict at the platform's end.
 
 A limit of `count` per `seconds` means what the platforms publish: in no window of `seconds` do more than `count`
-sends under that key go out (Telegram's 30 per second, 20 per minute in a group). The limiter remembers, per key,
-the times of the last `count` sends it allowed; the next may go once the oldest of those is `seconds` old. A 429
-pauses the chat it was about for the platform's retry-after (see `keys_to_pause`).
+sends under that key arrive (Telegram's 30 per second, 20 per minute in a group). The platform counts a send when it
+arrives, which is some time between the moment we start it and the moment its answer is back. So a send is counted
+from when it starts until `seconds` after it *finished*: a send may start only while fewer than `count` others under
+its key are still going or finished less than `seconds` ago (`start`). Whatever the trips' lengths and jitter, no
+window at the platform's end can then hold more than `count` arrivals: of the sends arriving in one window, the one
+started last started when every other had already started, and each of those finished after its arrival, within the
+window, so was counted then. No margin is added to the windows.
 
-The platform counts sends when they arrive, and a send's trip can take a few milliseconds more or less than the one
-before it: two sends started exactly one window apart can land closer than that. So every window is kept 5 % longer
-than published (1.05 s for "1 per second"); `lessonbot bench channels` counts what arrives at the stand-ins.
-For the same reason a per-second limit is spread evenly over its window (30 a second: one every 35 ms) instead of
-going out in a burst: thirty sends started at once arrive over tens of milliseconds, and a window counted at the
-platform then catches one more. Longer windows (Telegram's 20 a minute in a group) keep their burst: a lesson's
-three messages to a group go out at once.
+Sends are paced in two steps. `acquire` books a send its place (the schedule): per-second limits are spread evenly
+over the window (80 a second: one every 12.5 ms) instead of going out in a burst, and the place is worked out from
+when the sends `count` places earlier finished (or are expected to: their start and the usual trip). Longer windows
+(Telegram's 20 a minute in a group) keep their burst: a lesson's three messages to a group go out at once. The
+dispatcher is handed the booking a little before its place (`ahead`), claims the reply meanwhile, then waits at
+`start`, which enforces the bound above, and calls `done` when the platform has answered. A 429 pauses the chat it
+was about for the platform's retry-after (see `keys_to_pause`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
+from bisect import insort
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.channel import RateLimit
 
-GUARD = 0.05  # each window is kept this share longer than the platform's, for the jitter of the trip
+log = logging.getLogger(__name__)
+
 SPREAD_UP_TO_SECONDS = 1.0  # limits with windows up to this long are spread evenly over the window
+# A send started this long ago and never reported finished (`done`) is taken to have ended then: a caller that lost
+# its booking must not hold a key's place for ever. Far beyond any platform call's timeout.
+STALE_SECONDS = 300.0
+_TRIP_WEIGHT = 0.2  # the weight of the latest trip in the usual trip (an exponential moving average)
+_SWEEP_EVERY = 4096  # sends between sweeps of the keys nothing is going on under (a key per chat adds up)
+
+
+@dataclass(eq=False, slots=True)
+class _Slot:
+    """One send's place under one key."""
+
+    due: float  # when the schedule put its start
+    started: float | None = None
+    ended: float | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Key:
+    """The sends under one key: the schedule's last places, and what the bound counts."""
+
+    places: deque[_Slot] = field(default_factory=deque)  # the last `count` booked, in booking order
+    going: set[_Slot] = field(default_factory=set)  # started, not finished
+    ends: list[float] = field(default_factory=list)  # when the latest finished sends finished (the last `count`)
+    trip: float = 0.0  # the usual time from start to finish
+    paused_until: float = 0.0
+    window: float = 0.0  # the limit's `seconds`
+
+
+@dataclass(eq=False, slots=True)
+class Booking:
+    """One send counted against `limits`; its start scheduled at `at` (monotonic seconds)."""
+
+    limits: tuple[RateLimit, ...]
+    places: tuple[_Slot, ...]
+    at: float
+    waited: float  # seconds the send waited for its place
+    started: bool = False
+    finished: bool = False
 
 
 class RateLimiter:
     def __init__(self) -> None:
-        self._sent: dict[str, deque[float]] = {}
-        self._paused_until: dict[str, float] = {}
-        self._lock = asyncio.Lock()
+        self._keys: dict[str, _Key] = {}
+        self._ended = asyncio.Event()  # set (and replaced) when a send finishes: `start` may be waiting for one
+        self._finished = 0
 
-    def _earliest(self, limit: RateLimit, now: float) -> float:
-        """When the next send under `limit` may go, from the sends already reserved."""
-        sent = self._sent.get(limit.key)
-        allowed = self._paused_until.get(limit.key, now)
-        window = limit.seconds * (1 + GUARD)
-        if sent and limit.seconds <= SPREAD_UP_TO_SECONDS:
-            allowed = max(allowed, sent[-1] + window / limit.count)
-        if sent is not None and len(sent) >= limit.count:
-            allowed = max(allowed, sent[-limit.count] + window)
-        return max(allowed, now)
+    def _key(self, key: str, window: float = 0.0) -> _Key:
+        state = self._keys.get(key)
+        if state is None:
+            state = self._keys[key] = _Key(window=window)
+        return state
 
-    async def acquire(self, limits: Iterable[RateLimit]) -> Booking:
-        """Wait until a send that counts against every one of `limits` may go, and count it.
+    # the schedule -----------------------------------------------------------------------------------------------------
 
-        Call `done` with the booking when the send has finished: from then on the send counts from when it
-        finished, not from when it was booked, so a slow trip cannot put two sends closer than a window apart at
-        the platform's end."""
-        limits = tuple(limits)
-        if not limits:
-            return Booking((), 0.0, waited=0.0)
-        async with self._lock:
+    def _place(self, limit: RateLimit, now: float) -> float:
+        """When the next send under `limit` is expected to be able to start, from the places already booked."""
+        state = self._keys.get(limit.key)
+        if state is None:
+            return now
+        at = max(now, state.paused_until)
+        places = state.places
+        if places and limit.seconds <= SPREAD_UP_TO_SECONDS:
+            at = max(at, places[-1].due + limit.seconds / limit.count)
+        if len(places) >= limit.count:
+            at = max(at, min(self._expected_end(place, state) for place in places) + limit.seconds)
+        return at
+
+    @staticmethod
+    def _expected_end(place: _Slot, state: _Key) -> float:
+        if place.ended is not None:
+            return place.ended
+        return max(place.due, place.started or place.due) + state.trip
+
+    def _book(self, limits: tuple[RateLimit, ...], at: float, now: float) -> Booking:
+        places = []
+        for limit in limits:
+            state = self._key(limit.key, limit.seconds)
+            state.window = limit.seconds
+            place = _Slot(at)
+            state.places.append(place)
+            while len(state.places) > limit.count:
+                state.places.popleft()
+            places.append(place)
+        return Booking(limits, tuple(places), at, waited=max(0.0, at - now))
+
+    # the bound --------------------------------------------------------------------------------------------------------
+
+    def _may_start(self, limit: RateLimit, now: float) -> float:
+        """The earliest time a send under `limit` may start without breaking the bound: `math.inf` while `count`
+        sends are still going (one of them must finish first)."""
+        state = self._keys.get(limit.key)
+        if state is None:
+            return now
+        at = max(now, state.paused_until)
+        going = state.going
+        if going:
+            stale = [place for place in going if place.started is not None and place.started < now - STALE_SECONDS]
+            for place in stale:
+                log.warning("a send under %s never reported finishing; counted as finished", limit.key)
+                self._finish(state, place, limit, (place.started or now) + STALE_SECONDS)
+        room = limit.count - len(going)  # finished sends that may still lie within one window
+        if room <= 0:
+            return math.inf
+        ends = state.ends
+        if len(ends) >= room:
+            at = max(at, ends[-room] + limit.seconds)
+        return at
+
+    async def start(self, booking: Booking) -> None:
+        """Wait for the booking's place and for the bound (fewer than `count` sends under each key going, or finished
+        within the last `seconds`), then count the send as going. Call it right before the send; once per booking."""
+        if booking.started:
+            return
+        while True:
             now = time.monotonic()
-            at = max(self._earliest(limit, now) for limit in limits)
-            self._book(limits, at)
-        if at > now:
-            await asyncio.sleep(at - now)
-        return Booking(tuple(limit.key for limit in limits), at, waited=at - now)
+            at = max([booking.at, *(self._may_start(limit, now) for limit in booking.limits)])
+            if at <= now:
+                break
+            if at == math.inf:
+                await self._ended.wait()
+            else:
+                await asyncio.sleep(at - now)  # a pause meanwhile can only make it later: looked at again
+        self._begin(booking, now)
+
+    def _begin(self, booking: Booking, now: float) -> None:
+        for limit, place in zip(booking.limits, booking.places, strict=True):
+            place.started = now
+            self._key(limit.key, limit.seconds).going.add(place)
+        booking.started = True
+
+    # booking ----------------------------------------------------------------------------------------------------------
+
+    async def acquire(self, limits: Iterable[RateLimit], *, ahead: float = 0.0) -> Booking:
+        """Book a send that counts against every one of `limits`, and wait for its place.
+
+        With `ahead` 0 the send is counted as started when this returns (the bound is met): send it at once. With
+        `ahead` > 0 this returns up to that many seconds before the place comes, the send not yet counted: prepare
+        it (claim its row), then `await start(booking)` right before it goes. Either way, call `done` with the
+        booking once the send has finished, failed, or will not happen."""
+        limits = tuple(limits)
+        now = time.monotonic()
+        if not limits:
+            return Booking((), (), now, waited=0.0, started=True)
+        at = max(self._place(limit, now) for limit in limits)
+        booking = self._book(limits, at, now)
+        if at - ahead > now:
+            await asyncio.sleep(at - ahead - now)
+        if not ahead:
+            await self.start(booking)
+        return booking
 
     def try_acquire(self, limits: Iterable[RateLimit]) -> Booking | None:
-        """Count a send against every one of `limits` if it may go now; None (nothing counted) if it would wait.
-        Call `done` with the booking as after `acquire`."""
+        """Book a send against every one of `limits` and count it as started if it may go now (nothing ahead of it
+        in the schedule, the bound met); None (nothing booked) if it would wait. Call `done` as after `acquire`."""
         limits = tuple(limits)
-        if not limits:
-            return Booking((), 0.0, waited=0.0)
-        if self._lock.locked():
-            return None  # others are booking: take a place in line with `acquire`
         now = time.monotonic()
-        if any(self._earliest(limit, now) > now for limit in limits):
+        if not limits:
+            return Booking((), (), now, waited=0.0, started=True)
+        if any(self._place(limit, now) > now or self._may_start(limit, now) > now for limit in limits):
             return None
-        self._book(limits, now)
-        return Booking(tuple(limit.key for limit in limits), now, waited=0.0)
-
-    def _book(self, limits: tuple[RateLimit, ...], at: float) -> None:
-        for limit in limits:
-            sent = self._sent.setdefault(limit.key, deque())
-            sent.append(at)
-            while len(sent) > limit.count:
-                sent.popleft()
+        booking = self._book(limits, now, now)
+        self._begin(booking, now)
+        return booking
 
     def done(self, booking: Booking) -> None:
-        """The send booked as `booking` has finished (or failed): count it from now."""
-        finished = time.monotonic()
-        for key in booking.keys:
-            sent = self._sent.get(key)
-            if not sent:
+        """The send booked as `booking` has finished (or failed): counted from now until a window has passed. A
+        booking never started gives its place back."""
+        if booking.finished:
+            return
+        booking.finished = True
+        now = time.monotonic()
+        for limit, place in zip(booking.limits, booking.places, strict=True):
+            state = self._keys.get(limit.key)
+            if state is None:
                 continue
-            for index in range(len(sent) - 1, -1, -1):
-                if sent[index] == booking.at:
-                    sent[index] = max(finished, booking.at)
-                    break
-            # Later bookings were made from the booked time; keep the times in order for `_earliest`.
-            ordered = sorted(sent)
-            if list(sent) != ordered:
-                sent.clear()
-                sent.extend(ordered)
+            if not booking.started:
+                if place in state.places:
+                    state.places.remove(place)
+                continue
+            self._finish(state, place, limit, now)
+        if booking.started and booking.limits:
+            self._ended.set()
+            self._ended = asyncio.Event()
+            self._finished += 1
+            if self._finished % _SWEEP_EVERY == 0:
+                self._sweep(now)
+
+    def _finish(self, state: _Key, place: _Slot, limit: RateLimit, at: float) -> None:
+        place.ended = at
+        state.going.discard(place)
+        insort(state.ends, at)
+        del state.ends[: -limit.count]
+        if place.started is not None:
+            state.trip += _TRIP_WEIGHT * (at - place.started - state.trip)
+
+    def _sweep(self, now: float) -> None:
+        """Forget the keys nothing is going under: none started or booked ahead, no pause, none finished within the
+        key's window (a key per chat adds up)."""
+        idle = [
+            key
+            for key, state in self._keys.items()
+            if not state.going
+            and state.paused_until <= now
+            and all(place.due + state.trip < now - state.window for place in state.places)
+            and (not state.ends or state.ends[-1] < now - state.window)
+        ]
+        for key in idle:
+            del self._keys[key]
 
     def pause(self, key: str, seconds: float) -> None:
         """Nothing under `key` goes for `seconds` (the platform's retry-after)."""
-        until = time.monotonic() + seconds
-        self._paused_until[key] = max(self._paused_until.get(key, 0.0), until)
-
-
-@dataclass(frozen=True, slots=True)
-class Booking:
-    """One send counted against `keys`, booked to start at `at` (monotonic seconds)."""
-
-    keys: tuple[str, ...]
-    at: float
-    waited: float  # seconds the send waited for its turn
+        state = self._key(key)
+        state.paused_until = max(state.paused_until, time.monotonic() + seconds)
 
 
 def keys_to_pause(limits: Iterable[RateLimit]) -> list[str]:

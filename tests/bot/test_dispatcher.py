@@ -121,18 +121,24 @@ async def test_a_process_that_died_mid_send_is_taken_over_after_its_lease(settin
     assert channel.texts("ann") == ["part 1", "part 2", "part 3"]
 
 
+async def send_through(limiter: RateLimiter, limits: list[RateLimit], trip: float = 0.0) -> float:
+    """One send as the dispatcher makes it: its place, the send (`trip` long), done; when it started."""
+    booking = await limiter.acquire(limits)
+    started = time.monotonic()
+    await asyncio.sleep(trip)
+    limiter.done(booking)
+    return started
+
+
 async def test_rate_limiter_paces_a_key():
     limiter = RateLimiter()
-    limit = RateLimit("chat:1", count=5, seconds=0.5)  # one per 0.105 s (0.1 s and the 5 % guard)
-    times = []
-    for _ in range(10):
-        await limiter.acquire([limit])
-        times.append(time.monotonic())
+    limit = RateLimit("chat:1", count=5, seconds=0.5)  # one per 0.1 s
+    times = [await send_through(limiter, [limit]) for _ in range(10)]
     gaps = [later - earlier for earlier, later in pairwise(times)]
-    # Spread evenly, no burst: each send is booked 0.105 s after the one before; a sleeper woken late shortens the
-    # next gap by as much, which the 5 % guard is there to absorb.
-    assert min(gaps) >= 0.085
-    assert 9 * 0.105 - 0.01 <= times[-1] - times[0] < 9 * 0.105 + 0.15
+    # Spread evenly, no burst: each send is placed 0.1 s after the one before (a sleeper woken late shortens the
+    # next gap by as much).
+    assert min(gaps) >= 0.08
+    assert 0.5 + 4 * 0.1 - 0.01 <= times[-1] - times[0] < 9 * 0.1 + 0.15
 
 
 async def test_a_limit_over_minutes_keeps_its_burst():
@@ -140,7 +146,7 @@ async def test_a_limit_over_minutes_keeps_its_burst():
     group = RateLimit("telegram:group:-1", count=20, seconds=60)
     started = time.monotonic()
     for _ in range(3):
-        await limiter.acquire([group])
+        await send_through(limiter, [group])
     assert time.monotonic() - started < 0.1  # a lesson's three messages to a group go out at once
 
 
@@ -148,37 +154,78 @@ async def test_rate_limiter_pause_holds_every_send_on_the_key():
     limiter = RateLimiter()
     limiter.pause("global", 0.3)
     started = time.monotonic()
-    await limiter.acquire([RateLimit("global", 30, 1), RateLimit("chat:9", 1, 1)])
+    await send_through(limiter, [RateLimit("global", 30, 1), RateLimit("chat:9", 1, 1)])
     assert time.monotonic() - started >= 0.29
 
 
 async def test_rate_limiter_never_exceeds_count_in_any_window():
+    """Counted from start to finish plus a window, with trips of any length: of any 31 sends, the last started a
+    window after the first finished."""
+    import random
+
     limiter = RateLimiter()
     limit = RateLimit("telegram:global", count=30, seconds=0.3)
-    times: list[float] = []
+    spans: list[tuple[float, float]] = []
+    rng = random.Random(7)
 
     async def send() -> None:
-        await limiter.acquire([limit])
-        times.append(time.monotonic())
+        booking = await limiter.acquire([limit], ahead=rng.choice((0.0, 0.05)))
+        if not booking.started:
+            await asyncio.sleep(rng.uniform(0, 0.01))  # claiming the row
+            await limiter.start(booking)
+        started = time.monotonic()
+        await asyncio.sleep(rng.choice((0.001, 0.005, 0.03, 0.12)))  # the trip, jittery
+        limiter.done(booking)
+        spans.append((started, time.monotonic()))
 
     await asyncio.gather(*(send() for _ in range(95)))
-    times.sort()
-    for i in range(len(times) - 30):  # any 31 consecutive sends span at least one window (less wake-up jitter)
-        assert times[i + 30] - times[i] >= 0.3 - 0.08
-    assert times[-1] - times[0] < 0.3 * 3 + 0.2  # and it is not slower than the limit requires
+    spans.sort()
+    for i in range(len(spans) - 30):
+        # the send 30 places later started a window after the 30th-latest finish among those before it
+        earlier_ends = sorted(end for _start, end in spans[: i + 30])
+        assert spans[i + 30][0] >= earlier_ends[-30] + 0.3 - 1e-6
+    assert spans[-1][0] - spans[0][0] < 0.3 * 3 + 0.12 * 3 + 0.3  # and not much slower than the limit requires
 
 
 async def test_a_send_counts_from_when_it_finished():
     limiter = RateLimiter()
-    limit = RateLimit("chat:slow", count=1, seconds=0.2)  # the window is kept at 0.21 s
+    limit = RateLimit("chat:slow", count=1, seconds=0.2)
     booking = await limiter.acquire([limit])
     await asyncio.sleep(0.15)  # a slow trip to the platform
     limiter.done(booking)
     finished = time.monotonic()
     await limiter.acquire([limit])
-    # Counted from its booking, the next could have gone 0.06 s after the first finished; the platform, which
-    # counts arrivals, would then have seen two within its window.
+    # Counted from its start, the next could have gone 0.05 s after the first finished; the platform, which counts
+    # arrivals, would then have seen two within its window.
     assert time.monotonic() - finished >= 0.2
+
+
+async def test_a_send_still_going_holds_the_next_until_it_finishes():
+    """`count` sends going: the next waits for one of them to finish, however long ago they started."""
+    limiter = RateLimiter()
+    limit = RateLimit("sender", count=2, seconds=0.1)
+    first = await limiter.acquire([limit])
+    await limiter.acquire([limit])
+    third = asyncio.create_task(limiter.acquire([limit]))
+    await asyncio.sleep(0.4)  # both still going, long past their window
+    assert not third.done()
+    limiter.done(first)
+    finished = time.monotonic()
+    await third
+    assert time.monotonic() - finished >= 0.1 - 0.005
+
+
+async def test_a_booking_ahead_is_counted_only_from_its_start_and_gives_its_place_back_if_dropped():
+    limiter = RateLimiter()
+    limit = RateLimit("sender", count=1, seconds=0.3)
+    first = await limiter.acquire([limit])
+    limiter.done(first)
+    ahead = await limiter.acquire([limit], ahead=0.2)
+    assert not ahead.started and time.monotonic() < ahead.at  # handed out before its place, not yet counted
+    limiter.done(ahead)  # its row was taken by another dispatcher meanwhile: never sent
+    assert limiter.try_acquire([limit]) is None  # the first send's window still holds
+    await asyncio.sleep(ahead.at - time.monotonic())
+    assert limiter.try_acquire([limit]) is not None  # the dropped booking held nothing
 
 
 async def test_a_send_that_may_go_now_is_booked_without_waiting_and_one_that_would_wait_is_not():
@@ -186,7 +233,8 @@ async def test_a_send_that_may_go_now_is_booked_without_waiting_and_one_that_wou
     limit = RateLimit("chat:now", count=1, seconds=0.5)
     assert limiter.try_acquire([]) is not None  # no limits: always
     first = limiter.try_acquire([limit])
-    assert first is not None and first.waited == 0.0
+    assert first is not None and first.waited == 0.0 and first.started
+    limiter.done(first)
     assert limiter.try_acquire([limit]) is None  # within the window: nothing booked, it takes a place with acquire
     await limiter.acquire([limit])
     assert time.monotonic() - first.at >= 0.5  # the first booking still counted
@@ -210,6 +258,49 @@ async def test_a_429_in_one_chat_pauses_that_chat_only(make_bot):
             await asyncio.sleep(0.02)
     assert time.monotonic() - started < 1.5
     assert channel.sent["ann"] == []  # ann waits out the platform's 2 s
+
+
+async def test_unpaced_sends_wait_for_no_limit_and_keep_each_conversation_in_order(make_bot):
+    """OUTBOX_PACED=false (benchmarks against platform stand-ins): the channel's limits are left out, so nothing waits
+    at the limiter, and each conversation's replies still go one after the other, in order."""
+    import random
+
+    rng = random.Random(3)
+
+    class Jittery(RecordingChannel):
+        async def send(self, delivery: Delivery) -> str:
+            await asyncio.sleep(rng.uniform(0, 0.01))  # trips of different lengths: a later reply could overtake
+            return await super().send(delivery)
+
+    # Paced, this would be one send every ten seconds: 24 replies in four minutes.
+    channel = Jittery(limits=(RateLimit("test:global", 1, 10.0, shared=True), RateLimit("test:chat", 1, 10.0)))
+    bot = make_bot(channel, outbox_paced=False)
+    waited: list[object] = []
+    acquire = bot.dispatcher.limiter.acquire
+
+    async def counted_acquire(limits, **options):
+        waited.append(limits)
+        return await acquire(limits, **options)
+
+    bot.dispatcher.limiter.acquire = counted_acquire  # type: ignore[method-assign]
+    chats = [f"chat{n}" for n in range(8)]
+    started = time.monotonic()
+    for chat in chats:
+        await bot.receive(message("hi", chat=chat))
+    await bot.settle()
+    for chat in chats:
+        await wait_until_sent_to(bot, channel, chat, 3)
+    assert time.monotonic() - started < 5
+    for chat in chats:
+        assert channel.texts(chat) == ["part 1", "part 2", "part 3"]
+    assert waited == []  # no send took a place in line at the limiter
+
+
+async def wait_until_sent_to(bot: Lessonbot, channel: RecordingChannel, chat: str, count: int) -> None:
+    async with asyncio.timeout(5):
+        while len(channel.sent[chat]) < count:
+            await bot.dispatcher.flush()
+            await asyncio.sleep(0.02)
 
 
 class PartedChannel(RecordingChannel):

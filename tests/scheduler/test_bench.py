@@ -35,4 +35,5 @@ def test_the_scheduler_bench_plans_a_day_and_broadcasts_with_nothing_lost_or_dou
         assert broadcast["sent"] == broadcast["queued"] == 45
         assert broadcast["duplicates"] == broadcast["losses"] == 0
         assert broadcast["seconds"] >= 0.9 * (45 - broadcast["rate_per_second"]) / broadcast["rate_per_second"]
+        assert broadcast["busiest_second"] <= broadcast["rate_per_second"]  # counted where the stand-in received them
     assert "Broadcast to 45 on telegram at 30/s" in done.stdout
