@@ -33,6 +33,9 @@ Draft = Callable[[str], Awaitable[None]]
 class Activity:
     def __init__(self, channels: Mapping[str, Channel]) -> None:
         self.channels = channels
+        # Each channel's `show_draft` (None where it has none), found once: every turn asks, and an isinstance
+        # check against a runtime-checkable Protocol costs several microseconds.
+        self._shows_drafts: dict[str, Callable[[str, str], Awaitable[None]] | None] = {}
 
     @asynccontextmanager
     async def working(self, channel: str, chat_id: str) -> AsyncIterator[None]:
@@ -51,6 +54,15 @@ class Activity:
             if end is not None:
                 await end("")
 
+    def _draft_shower(self, channel: str) -> Callable[[str, str], Awaitable[None]] | None:
+        if channel in self._shows_drafts:
+            return self._shows_drafts[channel]
+        shows = self.channels.get(channel)
+        if shows is None:
+            return None  # (not remembered: the channel may be added later)
+        show = self._shows_drafts[channel] = shows.show_draft if isinstance(shows, ShowsDrafts) else None
+        return show
+
     async def _keep_typing(self, show: Callable[[str], Awaitable[None]], channel: str, chat_id: str) -> None:
         while True:
             try:
@@ -62,10 +74,9 @@ class Activity:
 
     def drafts(self, channel: str, chat_id: str) -> Draft | None:
         """A function that shows the reply so far in this chat, or None when the channel cannot."""
-        shows = self.channels.get(channel)
-        if not isinstance(shows, ShowsDrafts):
+        show = self._draft_shower(channel)
+        if show is None:
             return None
-        show = shows.show_draft
 
         async def draft(text: str) -> None:
             try:

@@ -93,6 +93,10 @@ class Lessonbot:
         self.settings = settings
         self.db = db or Database(settings.resolved_database_url)
         self.channels = {channel.name: channel for channel in channels}
+        # The channels that show sent replies (the web chat), found once: every send asks.
+        self._watching: dict[str, WatchesSentReplies] = {
+            name: channel for name, channel in self.channels.items() if isinstance(channel, WatchesSentReplies)
+        }
         self.process = process
         self.dispatch = dispatch
         self.dispatcher = OutboxDispatcher(
@@ -150,7 +154,7 @@ class Lessonbot:
 
     def _sends_replies_shown(self) -> bool:
         """A process that sends through a channel that shows sent replies (the web chat)."""
-        return self.dispatch and any(isinstance(channel, WatchesSentReplies) for channel in self.channels.values())
+        return self.dispatch and bool(self._watching)
 
     def _listening(self) -> None:
         """This process listens (again): whoever shows or sends web chat replies learns of the other side now, whichever
@@ -167,7 +171,7 @@ class Lessonbot:
 
     def _shows_replies_sent_elsewhere(self) -> bool:
         """A process with a channel that shows sent replies (the web chat) and no dispatcher of its own."""
-        return not self.dispatch and any(isinstance(channel, WatchesSentReplies) for channel in self.channels.values())
+        return not self.dispatch and bool(self._watching)
 
     def _watched_elsewhere(self, _item: str) -> None:
         self._watched_until = asyncio.get_running_loop().time() + 3 * WATCHING_EVERY_SECONDS
@@ -184,8 +188,8 @@ class Lessonbot:
 
     def _sent_elsewhere(self, item: str) -> None:
         channel_name, _, chat_id = item.partition(" ")
-        channel = self.channels.get(channel_name)
-        if isinstance(channel, WatchesSentReplies):
+        channel = self._watching.get(channel_name)
+        if channel is not None:
             channel.after_sent(chat_id)
 
     def _after_turn(self, conversation_id: int) -> None:
@@ -214,8 +218,8 @@ class Lessonbot:
 
     def _after_sent(self, row: Claimed) -> None:
         """Channels that show replies from our own database (the web chat) learn the moment one is committed."""
-        channel = self.channels.get(row.channel)
-        if isinstance(channel, WatchesSentReplies):
+        channel = self._watching.get(row.channel)
+        if channel is not None:
             channel.after_sent(row.chat_id)
             if self.notices is not None and asyncio.get_running_loop().time() < self._watched_until:
                 self.notices.tell(SENT, f"{row.channel} {row.chat_id}")  # its streams may be open over there

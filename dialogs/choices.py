@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Any
 
 from sqlalchemy import bindparam, exists, or_, select
 
@@ -146,13 +145,16 @@ async def current_choices(turn: Turn) -> list[Choice]:
     if turn.conversation is None:
         return []
     rows = (await _NEWEST_SENT.run(turn.session, {"conv": turn.conversation.id, "member": member_of(turn)})).rows
-    return [Choice(c["label"], c["value"]) for c in newest_choices([(r.inbound_message_id, r.payload) for r in rows])]
+    newest = newest_choices([(row.inbound_message_id, row.choices) for row in rows])
+    return [Choice(choice["label"], choice["value"]) for choice in newest]
 
 
 _OUTBOX = OutboxMessage.__table__
 _INBOUND = InboundRow.__table__
 _NEWEST_SENT = Prepared(  # built once, run on the driver: every typed message asks it
-    select(_OUTBOX.c.inbound_message_id, _OUTBOX.c.payload)
+    # Only each payload's choices, taken out by the database: a reply's text can be long, and decoding it costs more
+    # than the query.
+    select(_OUTBOX.c.inbound_message_id, _OUTBOX.c.payload["choices"].label("choices"))
     .outerjoin(_INBOUND, _INBOUND.c.id == _OUTBOX.c.inbound_message_id)
     .where(
         _OUTBOX.c.conversation_id == bindparam("conv"),
@@ -164,14 +166,15 @@ _NEWEST_SENT = Prepared(  # built once, run on the driver: every typed message a
 )
 
 
-def newest_choices(rows: list[tuple[int | None, dict[str, Any]]]) -> list[dict[str, str]]:
-    """The choices in the newest batch of sent replies (`rows` newest first, as (inbound id, payload)), or none."""
+def newest_choices(rows: list[tuple[int | None, list[dict[str, str]] | None]]) -> list[dict[str, str]]:
+    """The choices in the newest batch of sent replies (`rows` newest first, as (inbound id, the reply's choices)), or
+    none."""
     if not rows:
         return []
     batch = rows[0][0]
-    for index, (inbound_id, payload) in enumerate(rows):
+    for index, (inbound_id, offered) in enumerate(rows):
         if index and (batch is None or inbound_id != batch):
             break
-        if payload.get("choices"):
-            return list(payload["choices"])
+        if offered:
+            return list(offered)
     return []

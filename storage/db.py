@@ -77,7 +77,10 @@ def _configure_sqlite(engine: Engine, *, immediate: bool = True, busy_timeout_ms
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        driver = connection.connection.driver_connection
+        if immediate and isinstance(driver, sqlite_inline.InlineConnection) and driver.begin_now():
+            return  # (straight on the inline connection: a statement through SQLAlchemy costs 50 µs more)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")  # (waits if another process writes)
 
 
 def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
@@ -259,6 +262,9 @@ class _HandOver:
         self._to()
 
 
+DRIVER = "lessonbot.driver"  # in a transaction()'s session's info: its connection's driver as a Raw, once known
+
+
 @dataclass(frozen=True, slots=True)
 class Raw:
     """A transaction straight on the driver (`Database.run`): prepared statements run on `driver` (SQLite's inline
@@ -277,6 +283,7 @@ class Database:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._turnstile = Turnstile(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 * 4) if self.backend == "sqlite" else None
         self._raw: Raw | None = None  # SQLite: the connection of `run`, opened on first use
+        self._in_memory = self.backend == "sqlite" and _sqlite_path(url) == ":memory:"
         self._intake = Intake()  # (PostgreSQL's only)
         self._group_commit = GroupCommit(self._turnstile or Turnstile(), self._raw_connection)  # (SQLite's only)
         # PostgreSQL: urgent sessions (what a platform waits for) have connections of their own, so an
@@ -320,7 +327,14 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on any error. `urgent`: see
         `sessions`."""
         async with self.sessions(urgent=urgent) as session, session.begin():
-            yield session
+            # The block's prepared statements (storage.prepared) keep the connection's driver here once they have
+            # found it, so the next ones need no trip through SQLAlchemy's greenlet: the connection stays the
+            # session's until the block ends.
+            session.info[DRIVER] = None
+            try:
+                yield session
+            finally:
+                session.info.pop(DRIVER, None)
 
     @asynccontextmanager
     async def connection(self, *, urgent: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -342,7 +356,7 @@ class Database:
             async with self._intake.turn(urgent=urgent), self._drivers[1 if urgent else 0].transaction() as driver:
                 yield Raw(driver, self.engine.dialect)
             return
-        if _sqlite_path(self.url) == ":memory:":  # (a second connection would be another database)
+        if self._in_memory:  # (a second connection would be another database)
             async with self.connection(urgent=urgent) as connection:
                 yield connection
             return

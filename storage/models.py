@@ -63,6 +63,27 @@ class UTCDateTime(TypeDecorator[datetime]):
             value = value.replace(tzinfo=timezone.utc)
         return value
 
+    # On SQLite, each of the two steps above and SQLAlchemy's own text conversion in one function: the same text
+    # ("2026-12-04 16:10:00.000000") and the same values, for a third of the CPU (every statement binds a few).
+
+    def bind_processor(self, dialect: Any) -> Any:
+        return _to_sqlite_text if dialect.name == "sqlite" else super().bind_processor(dialect)
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        return _from_sqlite_text if dialect.name == "sqlite" else super().result_processor(dialect, coltype)
+
+
+def _to_sqlite_text(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given; use timezone-aware UTC datetimes")
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _from_sqlite_text(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from storage.db import Raw
 from storage.models import Conversation, InboundMessage, OfferedChoice, OutboxMessage, utcnow
-from storage.prepared import Prepared
+from storage.prepared import Prepared, raw_of
 from storage.queries import backend_insert, rows_affected, starts_with
 
 
@@ -110,13 +110,13 @@ async def enqueue(session: AsyncSession, entries: Sequence[OutboxEntry], *, now:
         }
         for entry in entries
     ]
-    connection = await session.connection()
-    dialect = connection.dialect.name
+    raw = await raw_of(session)
+    dialect = raw.dialect.name
     for offer in _offers(entries, at):
-        await _OFFER_INSERTS[dialect].run(connection, offer)
+        await _OFFER_INSERTS[dialect].run(raw, offer)
     ids = []
     for row in rows:  # one by one, in order: a statement on the driver costs a few microseconds
-        written = (await _INSERTS[dialect].run(connection, row)).scalar()
+        written = (await _INSERTS[dialect].run(raw, row)).scalar()
         if written is not None:
             ids.append(written)
     return ids

@@ -28,15 +28,15 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from storage.db import Raw
+from storage.db import DRIVER, Raw
 from storage.sqlite_inline import InlineConnection
 
 Processor = Callable[[Any], Any] | None
+_NOT_FIXED = object()  # a parameter the caller gives (not a value the statement carries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +45,9 @@ class _Compiled:
     order: tuple[str, ...] | None  # the parameters' names in order, for a positional driver (SQLite's qmark)
     fixed: dict[str, Any]  # values the statement carries itself
     binds: tuple[tuple[str, Processor], ...]  # every parameter, with its type's bind processor
+    positional: tuple[tuple[str, Processor, Any], ...]  # in `order`: name, bind processor, fixed value or _NOT_FIXED
     row: Any  # the row type (a namedtuple), or None without result columns
-    results: tuple[Processor, ...]
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]  # the result columns that have a processor, by position
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,20 +77,14 @@ class Prepared:
 
     async def run(self, where: AsyncConnection | AsyncSession | Raw, parameters: Mapping[str, Any]) -> Ran:
         """Run in the transaction of `where`: `Database.run()`'s, a Core connection's, or an ORM session's."""
-        driver: Any
-        if isinstance(where, Raw):
-            driver, dialect = where.driver, where.dialect
-        else:
-            connection = where if isinstance(where, AsyncConnection) else await where.connection()
-            driver = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]
-            dialect = connection.dialect
+        raw = await raw_of(where)
+        driver, dialect = raw.driver, raw.dialect
         compiled = self.compiled(dialect)
-        values = _bound(compiled, parameters)
         try:
             if isinstance(driver, InlineConnection):
-                rows, rowcount = await driver.run(compiled.sql, tuple(values[name] for name in compiled.order or ()))
+                rows, rowcount = await driver.run(compiled.sql, _positional(compiled, parameters))
             else:
-                cursor = await driver.execute(compiled.sql, values)
+                cursor = await driver.execute(compiled.sql, _bound(compiled, parameters))
                 rows = await cursor.fetchall() if cursor.description else []
                 rowcount = cursor.rowcount
         except Exception as exc:
@@ -99,10 +94,47 @@ class Prepared:
             raise
         if compiled.row is None:
             return Ran([], rowcount)
-        processors, make = compiled.results, compiled.row._make
-        return Ran(
-            [make([v if p is None else p(v) for p, v in zip(processors, row, strict=True)]) for row in rows], rowcount
-        )
+        make = compiled.row._make
+        if not compiled.results:
+            return Ran([make(row) for row in rows], rowcount)
+        return Ran([make(_processed(compiled.results, row)) for row in rows], rowcount)
+
+
+def _processed(results: tuple[tuple[int, Callable[[Any], Any]], ...], row: Any) -> list[Any]:
+    """A row's values through its columns' result processors (only the columns that have one)."""
+    values = list(row)
+    for index, processor in results:
+        values[index] = processor(values[index])
+    return values
+
+
+def _positional(compiled: _Compiled, parameters: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The parameters in the statement's order, each through its type's bind processor (SQLite's qmark style)."""
+    values = []
+    for name, processor, fixed in compiled.positional:
+        value = parameters[name] if fixed is _NOT_FIXED else parameters.get(name, fixed)
+        values.append(value if processor is None else processor(value))
+    return tuple(values)
+
+
+async def raw_of(where: AsyncConnection | AsyncSession | Raw) -> Raw:
+    """The driver connection (and dialect) under `where`'s transaction."""
+    if isinstance(where, Raw):
+        return where
+    if isinstance(where, AsyncSession):
+        info = where.info
+        kept = info.get(DRIVER)
+        if kept is not None:
+            return cast(Raw, kept)
+        raw = _raw(await where.connection())
+        if DRIVER in info:  # a `Database.transaction()`'s session: its connection is its own until the block ends
+            info[DRIVER] = raw
+        return raw
+    return _raw(where)
+
+
+def _raw(connection: AsyncConnection) -> Raw:
+    return Raw(connection.sync_connection.connection.driver_connection, connection.dialect)  # type: ignore[union-attr]
 
 
 def _bound(compiled: _Compiled, parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,13 +158,18 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> _Compiled:
         binds.append((name, bind.type.dialect_impl(dialect).bind_processor(dialect)))
     columns = list(getattr(statement, "exported_columns", ()))
     row_type: Any = None
-    results: tuple[Processor, ...] = ()
+    results: list[tuple[int, Callable[[Any], Any]]] = []
     if columns:
         row_type = _row_type([column.key for column in columns])
-        results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
+        for index, column in enumerate(columns):
+            processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            if processor is not None:
+                results.append((index, processor))
     positions = compiled.positiontup
     order = tuple(positions) if dialect.positional and positions is not None else None
-    return _Compiled(compiled.string, order, fixed, tuple(binds), row_type, results)
+    processors = dict(binds)
+    positional = tuple((name, processors[name], fixed.get(name, _NOT_FIXED)) for name in order or ())
+    return _Compiled(compiled.string, order, fixed, tuple(binds), positional, row_type, tuple(results))
 
 
 def _row_type(names: list[str]) -> Any:
@@ -142,12 +179,14 @@ def _row_type(names: list[str]) -> Any:
 
 class Entity:
     """A mapped class's columns in a prepared statement, and its rows made into the ORM's objects in a session without
-    the ORM's query (which costs 200–500 µs of CPU for a few rows): as the ORM would have loaded them, persistent,
-    their changes flushed by the session. `prefix` keeps the labels of several entities in one statement apart."""
+    the ORM's query (which costs 200–500 µs of CPU for a few rows): as the ORM's loader makes them, persistent in the
+    session's identity map, their changes flushed by the session. `prefix` keeps the labels of several entities in
+    one statement apart."""
 
     def __init__(self, model: type[Any], prefix: str) -> None:
         mapper = inspect(model)
         properties = list(mapper.column_attrs)
+        self._mapper = mapper
         self._keys = tuple(prop.key for prop in properties)
         self._columns = tuple(prop.columns[0] for prop in properties)
         self._labels = tuple(f"{prefix}{key}" for key in self._keys)
@@ -161,13 +200,23 @@ class Entity:
 
     def attach(self, session: AsyncSession, row: Any) -> Any:
         """The object of the entity's columns in `row`, persistent in `session` (None where an outer join found no
-        row). The session must not hold it already."""
-        if getattr(row, self._primary) is None:
+        row); the session's own object if it holds that row already.
+
+        What the ORM's loader does for a row it has not seen (sqlalchemy.orm.loading): a new instance with the row's
+        values, its identity key, its place in the session's identity map. (`make_transient_to_detached` and
+        `Session.add` did the same at four times the CPU: they check cascades and events a plain row has none of.)"""
+        primary = getattr(row, self._primary)
+        if primary is None:
             return None
+        sync = session.sync_session
+        key = self._mapper.identity_key_from_primary_key((primary,))
+        held = sync.identity_map.get(key)
+        if held is not None:
+            return held
         instance = self._manager.new_instance()
-        instance_state(instance).dict.update(
-            (key, getattr(row, label)) for key, label in zip(self._keys, self._labels, strict=True)
-        )
-        make_transient_to_detached(instance)  # as if loaded: nothing to write
-        session.add(instance)
+        state = instance_state(instance)
+        state.dict.update((key_, getattr(row, label)) for key_, label in zip(self._keys, self._labels, strict=True))
+        state.key, state.identity_token = key, None
+        state.session_id = sync.hash_key
+        sync.identity_map._add_unpresent(state, key)
         return instance

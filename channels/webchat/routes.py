@@ -28,6 +28,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,23 +79,34 @@ def json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def reply_view(outbox_id: int, payload: dict[str, Any], *, file_url: str | None = None) -> dict[str, Any]:
+def reply_view(
+    outbox_id: int, payload: dict[str, Any], *, file_url: Callable[[], str] | None = None
+) -> dict[str, Any]:
     """What the page gets for one reply, its Markdown rendered. A document's `path` names a file on this server and
-    stays here; the page gets `file_url` for it instead (an address only its session can use)."""
+    stays here; the page gets the address `file_url()` makes for it instead (one only its session can use)."""
     view = {"id": outbox_id, **{key: value for key, value in payload.items() if key not in ("path", "links")}}
     if payload.get("kind") == "text" and payload.get("links"):
         view["text"] = with_links(view["text"], [Link(link["label"], link["url"]) for link in payload["links"]])
     if payload.get("kind") == "document" and not payload.get("url") and payload.get("path") and file_url:
-        view["url"] = file_url
+        view["url"] = file_url()
     for field, html_field in (("text", "html"), ("caption", "caption_html")):
         if isinstance(view.get(field), str):
             view.update(rendered(view[field], field=field, html_field=html_field))
     return view
 
 
-def rendered(markdown: str, *, field: str = "text", html_field: str = "html") -> dict[str, str]:
-    """Light Markdown as the page's two views of it: plain text, and the HTML the page puts in a bubble."""
-    return {field: render(markdown, PLAIN), html_field: render_html(markdown)}
+def rendered(markdown: str, *, field: str = "text", html_field: str = "html", remember: bool = True) -> dict[str, str]:
+    """Light Markdown as the page's two views of it: plain text, and the HTML the page puts in a bubble.
+    `remember=False` for a text no one else will be sent (a draft as it grows)."""
+    plain, html = _rendered(markdown) if remember else (render(markdown, PLAIN), render_html(markdown))
+    return {field: plain, html_field: html}
+
+
+@lru_cache(maxsize=1024)
+def _rendered(markdown: str) -> tuple[str, str]:
+    """Many learners get the same texts (a lesson's parts, a prompt, /help): each is rendered once, while it is
+    among the most recent thousand."""
+    return render(markdown, PLAIN), render_html(markdown)
 
 
 class ClosingStream(StreamingResponse):
@@ -141,7 +153,10 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
 
     async def fetch_replies(session_id: str, after: int) -> list[dict[str, Any]]:
         sent = await host.sent_replies(webchat.name, session_id, after=after)
-        return [reply_view(outbox_id, payload, file_url=file_url(session_id, outbox_id)) for outbox_id, payload in sent]
+        return [
+            reply_view(outbox_id, payload, file_url=partial(file_url, session_id, outbox_id))
+            for outbox_id, payload in sent
+        ]
 
     async def sent_since(since: datetime) -> Collection[str]:
         return await host.chats_sent_to(webchat.name, since=since)
@@ -186,21 +201,25 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
             yield "retry: 2000\n\n"
             next_poll = last_said = loop.time()
             while True:
+                said = False
                 if look or loop.time() >= next_poll:
                     next_poll = loop.time() + FALLBACK_POLL_SECONDS
                     for reply in await fetch_replies(session_id, cursor):
-                        cursor = reply["id"]
+                        cursor, said = reply["id"], True
                         last_said = loop.time()
                         yield f"id: {cursor}\nevent: reply\ndata: {json.dumps(reply, ensure_ascii=False)}\n\n"
                 draft = webchat.draft(session_id)
                 if draft is not None and draft != shown_draft:  # no id: a draft is not replayed on reconnecting
-                    last_said = loop.time()
-                    yield f"event: draft\ndata: {json.dumps(rendered(draft), ensure_ascii=False)}\n\n"
+                    last_said, said = loop.time(), True
+                    yield f"event: draft\ndata: {json.dumps(rendered(draft, remember=False), ensure_ascii=False)}\n\n"
                 shown_draft = draft
                 if loop.time() - last_said >= SSE_KEEPALIVE_SECONDS:
-                    last_said = loop.time()
+                    last_said, said = loop.time(), True
                     yield ": keep-alive\n\n"
-                if await request.is_disconnected():
+                # A page that left ends the stream: Starlette listens for the disconnect beside it (before ASGI
+                # 2.4; from 2.4 on, sending to it raises). Asking costs more than rendering a reply, so it is
+                # asked only in a pass that sent nothing.
+                if not said and await request.is_disconnected():
                     return
                 wait = max(0.0, min(next_poll, last_said + SSE_KEEPALIVE_SECONDS) - loop.time())
                 look = await webchat.wait_for_reply(session_id, timeout=wait, sent_since=sent_since)
