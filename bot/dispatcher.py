@@ -23,7 +23,6 @@ import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, false, or_, select, update
@@ -409,6 +408,13 @@ class OutboxDispatcher:
             if not claimed:
                 self.limiter.done(booking)
                 return None  # another dispatcher took the reply while this one waited
+        held = [booking]  # the place of the message going out: each further part of a long reply takes one more
+
+        async def part_sent(platform_ids: list[str]) -> None:
+            await self._save_parts(row.id, platform_ids)
+            self.limiter.done(held[0])
+            held[0] = await self.limiter.acquire(limits)  # the next part is one more message to the platform
+
         try:
             try:
                 async with self._kept(row):
@@ -420,12 +426,12 @@ class OutboxDispatcher:
                             reply=reply_from_payload(row.payload),
                             attempt=row.attempts,
                             last_inbound_at=row.last_inbound_at,
-                            parts=PartsSent(row.parts_sent, save=partial(self._save_parts, row.id)),
+                            parts=PartsSent(row.parts_sent, save=part_sent),
                             reply_address=row.payload.get(REPLY_ADDRESS),
                         )
                     )
             finally:
-                self.limiter.done(booking)  # the send counts from when it finished
+                self.limiter.done(held[0])  # the send counts from when it finished
         except RateLimited as exc:
             SEND_FAILURES.labels(row.channel, "rate_limited").inc()
             for key in keys_to_pause(limits):

@@ -370,6 +370,37 @@ async def test_a_reply_in_parts_resumes_after_the_parts_sent_even_in_another_pro
         await restarted.stop()
 
 
+async def test_each_part_of_a_long_reply_counts_as_one_send_at_the_limiter(settings):
+    """A reply sent as three messages is three messages to the platform: each part takes its place at the limiter."""
+    times: list[float] = []
+
+    class TimedParts(PartedChannel):
+        def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
+            return (RateLimit(f"test:chat:{chat_id}", 1, 0.3),)
+
+        async def send(self, delivery: Delivery) -> str:
+            for index in range(len(delivery.parts.ids), 3):
+                times.append(time.monotonic())
+                self.messages.append(f"{delivery.reply.text} [{index + 1}/3]")  # type: ignore[union-attr]
+                await delivery.parts.add(f"m{len(self.messages)}", more_to_come=index < 2)
+            return delivery.parts.ids[-1]
+
+    async def one_reply(turn: Turn) -> None:
+        turn.say("lesson")
+
+    channel = TimedParts(fail_at=set())
+    bot = Lessonbot(settings, [channel], respond=one_reply)
+    try:
+        await bot.receive(message("hi"))
+        await bot.settle()
+        assert channel.messages == ["lesson [1/3]", "lesson [2/3]", "lesson [3/3]"]
+        assert [later - earlier >= 0.3 - 0.01 for earlier, later in pairwise(times)] == [True, True]
+        rows = await outbox_rows(bot)
+        assert [row.status for row in rows] == ["sent"]
+    finally:
+        await bot.stop()
+
+
 async def test_a_reply_held_at_the_limiter_is_not_claimed_and_not_sent_twice(settings):
     """A 429 on a shared limit can hold a reply at the limiter for long; it stays `pending` meanwhile, another
     dispatcher may send it, and the one that waited must not send it as well."""
