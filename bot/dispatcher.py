@@ -58,9 +58,10 @@ SEND_LEASE = timedelta(seconds=15)
 # Stopping: how long the sends under way may still take before they are cancelled (each cancelled one stays claimed,
 # and goes out again once its lease runs out; a longer grace means fewer replies a platform may see twice).
 STOP_GRACE_SECONDS = 5.0
-# How long before its turn at the rate limiter a reply is claimed: the claim's transaction then runs while the sends
-# before it go, and the send starts on its turn (a claim later than its turn would delay every send a window later).
-CLAIM_AHEAD_SECONDS = 0.2
+# How long before its turn at the rate limiter a reply may be claimed: the claim's transaction then runs while the
+# sends before it go, and the send starts on its turn (a claim later than its turn would delay the send a window
+# later too). A reply read this close to its turn is claimed in the transaction that read it.
+CLAIM_AHEAD_SECONDS = 0.5
 _EARLIER = aliased(OutboxMessage)  # built once: aliasing copies every column, which is not free on a hot path
 _ACTIVE = [status.value for status in ACTIVE]
 
@@ -318,8 +319,9 @@ class OutboxDispatcher:
 
     async def _due_head(self, connection: AsyncConnection | Raw, conversation_id: int) -> Due | None:
         """The conversation's oldest unsent reply if it is due (pending and its time come, or `sending` and its lease
-        run out), with the conversation facts its send needs. If its send may go at once (the limiter does not make it
-        wait), it is claimed in the same transaction; otherwise it is claimed once its turn at the limiter comes."""
+        run out), with the conversation facts its send needs. If its turn at the limiter comes within
+        CLAIM_AHEAD_SECONDS (at once, for most replies), its place is booked and it is claimed in the same
+        transaction; otherwise it is claimed once its turn comes near."""
         now = utcnow()
         head = (await _HEAD.run(connection, {"conv": conversation_id})).first()
         if head is None or not self._reaches(head.channel, head.chat_id):
@@ -343,7 +345,7 @@ class OutboxDispatcher:
         found = Due(row, status=head.status)
         if row.opted_out_at is not None:
             return found
-        booking = self.limiter.try_acquire(self._limits(row))
+        booking = self.limiter.try_acquire(self._limits(row), ahead=CLAIM_AHEAD_SECONDS)
         if booking is None:
             return found
         try:

@@ -10,8 +10,10 @@ started last started when every other had already started, and each of those fin
 window, so was counted then. No margin is added to the windows.
 
 Sends are paced in two steps. `acquire` books a send its place (the schedule): per-second limits are spread evenly
-over the window (80 a second: one every 12.5 ms) instead of going out in a burst, and the place is worked out from
-when the sends `count` places earlier finished (or are expected to: their start and the usual trip). Longer windows
+over the window (80 a second: one every 12.5 ms) instead of going out in a burst; once `count` places are booked
+within a window, a place is worked out from when the send `count` places earlier finished (or is expected to: its
+start and the usual trip), so the sends keep the spacing of the window before and one slow send delays only the
+one a window after it. Longer windows
 (Telegram's 20 a minute in a group) keep their burst: a lesson's three messages to a group go out at once. The
 dispatcher is handed the booking a little before its place (`ahead`), claims the reply meanwhile, then waits at
 `start`, which enforces the bound above, and calls `done` when the platform has answered. A 429 pauses the chat it
@@ -95,10 +97,15 @@ class RateLimiter:
             return now
         at = max(now, state.paused_until)
         places = state.places
+        if len(places) >= limit.count:
+            window = min(self._expected_end(place, state) for place in places) + limit.seconds
+            if window > at:
+                # The window is full: each send follows the one `count` places earlier, so the sends keep the
+                # spacing of the window before. (Spaced from the place before as well, one send's delay would be
+                # passed on to every send after it.)
+                return window
         if places and limit.seconds <= SPREAD_UP_TO_SECONDS:
             at = max(at, places[-1].due + limit.seconds / limit.count)
-        if len(places) >= limit.count:
-            at = max(at, min(self._expected_end(place, state) for place in places) + limit.seconds)
         return at
 
     @staticmethod
@@ -185,17 +192,23 @@ class RateLimiter:
             await self.start(booking)
         return booking
 
-    def try_acquire(self, limits: Iterable[RateLimit]) -> Booking | None:
-        """Book a send against every one of `limits` and count it as started if it may go now (nothing ahead of it
-        in the schedule, the bound met); None (nothing booked) if it would wait. Call `done` as after `acquire`."""
+    def try_acquire(self, limits: Iterable[RateLimit], *, ahead: float = 0.0) -> Booking | None:
+        """Book a send against every one of `limits` if its place comes within `ahead` seconds; None (nothing
+        booked) if it would wait longer. If it may go now (its place has come, the bound met) it is counted as
+        started; otherwise `await start(booking)` right before it goes. Call `done` as after `acquire`."""
         limits = tuple(limits)
         now = time.monotonic()
         if not limits:
             return Booking((), (), now, waited=0.0, started=True)
-        if any(self._place(limit, now) > now or self._may_start(limit, now) > now for limit in limits):
+        at = max(self._place(limit, now) for limit in limits)
+        if at > now + ahead:
             return None
-        booking = self._book(limits, now, now)
-        self._begin(booking, now)
+        booking = self._book(limits, at, now)
+        if at <= now and all(self._may_start(limit, now) <= now for limit in limits):
+            self._begin(booking, now)
+        elif not ahead:
+            self.done(booking)  # the bound would make it wait: nothing booked
+            return None
         return booking
 
     def done(self, booking: Booking) -> None:

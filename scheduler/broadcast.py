@@ -41,8 +41,6 @@ async def fan_out(ctx: JobContext, *, batch: int = BATCH, backlog: int = BACKLOG
     queued = 0
     for broadcast_id in going:
         queued += await top_up(ctx, broadcast_id, batch=batch, backlog=backlog)
-    if queued:
-        ctx.notify()
     return queued
 
 
@@ -54,6 +52,7 @@ async def top_up(ctx: JobContext, broadcast_id: int, *, batch: int = BATCH, back
         written = await queue_batch(ctx, broadcast_id, batch=batch, backlog=backlog)
         if not written:
             break
+        ctx.notify()  # the dispatcher starts on this batch while the next is written
         queued += written
         batches += 1
     return queued

@@ -134,10 +134,10 @@ async def test_rate_limiter_paces_a_key():
     limiter = RateLimiter()
     limit = RateLimit("chat:1", count=5, seconds=0.5)  # one per 0.1 s
     times = [await send_through(limiter, [limit]) for _ in range(10)]
-    gaps = [later - earlier for earlier, later in pairwise(times)]
-    # Spread evenly, no burst: each send is placed 0.1 s after the one before (a sleeper woken late shortens the
-    # next gap by as much).
-    assert min(gaps) >= 0.08
+    gaps = sorted(later - earlier for earlier, later in pairwise(times))
+    # Spread evenly, no burst: each send is placed 0.1 s after the one before, and then a window after the one five
+    # places earlier (a sleeper woken late on a busy machine shortens the next gap by as much).
+    assert gaps[len(gaps) // 2] >= 0.095 and min(gaps) >= 0.04
     assert 0.5 + 4 * 0.1 - 0.01 <= times[-1] - times[0] < 9 * 0.1 + 0.15
 
 
@@ -175,8 +175,8 @@ async def test_rate_limiter_never_exceeds_count_in_any_window():
             await limiter.start(booking)
         started = time.monotonic()
         await asyncio.sleep(rng.choice((0.001, 0.005, 0.03, 0.12)))  # the trip, jittery
+        spans.append((started, time.monotonic()))  # (before `done`: the limiter's own times lie around these)
         limiter.done(booking)
-        spans.append((started, time.monotonic()))
 
     await asyncio.gather(*(send() for _ in range(95)))
     spans.sort()
@@ -226,6 +226,21 @@ async def test_a_booking_ahead_is_counted_only_from_its_start_and_gives_its_plac
     assert limiter.try_acquire([limit]) is None  # the first send's window still holds
     await asyncio.sleep(ahead.at - time.monotonic())
     assert limiter.try_acquire([limit]) is not None  # the dropped booking held nothing
+
+
+async def test_a_place_within_ahead_is_booked_at_once_and_started_on_its_turn():
+    """The dispatcher claims a reply in the transaction that read it when its turn comes within CLAIM_AHEAD_SECONDS:
+    its place is booked then, and the send is counted from `start`, on its turn."""
+    limiter = RateLimiter()
+    limit = RateLimit("sender", count=1, seconds=0.2)
+    first = limiter.try_acquire([limit])
+    assert first is not None and first.started
+    limiter.done(first)
+    assert limiter.try_acquire([limit], ahead=0.05) is None  # its turn is 0.2 s away: not booked
+    near = limiter.try_acquire([limit], ahead=0.3)
+    assert near is not None and not near.started  # booked, not yet counted
+    await limiter.start(near)
+    assert time.monotonic() - first.at >= 0.2
 
 
 async def test_a_send_that_may_go_now_is_booked_without_waiting_and_one_that_would_wait_is_not():
