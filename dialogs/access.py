@@ -29,8 +29,10 @@ from storage.courses import (
     LessonProgress,
     Question,
     course_lessons,
+    enrollment_of,
     lesson_questions,
     may_access,
+    progress_of,
 )
 
 
@@ -73,15 +75,11 @@ async def delivered(x: Exchange, lesson: Lesson) -> bool:
 
 
 async def enrollment_in(x: Exchange, course_id: int) -> Enrollment | None:
-    return await x.session.scalar(
-        select(Enrollment).where(Enrollment.user_id == x.user.id, Enrollment.course_id == course_id)
-    )
+    return await enrollment_of(x.session, x.user.id, course_id)
 
 
 async def progress_in(x: Exchange, lesson: Lesson) -> LessonProgress | None:
-    return await x.session.scalar(
-        select(LessonProgress).where(LessonProgress.user_id == x.user.id, LessonProgress.lesson_id == lesson.id)
-    )
+    return await progress_of(x.session, x.user.id, lesson.id)
 
 
 async def lesson_to_do(x: Exchange, course: Course) -> Lesson | None:

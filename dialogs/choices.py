@@ -63,30 +63,15 @@ async def was_offered(turn: Turn, value: str) -> bool:
         return True
     if turn.conversation is None:
         return False
-    offered = await turn.session.scalar(
-        select(
-            exists().where(
-                OfferedChoice.conversation_id == turn.conversation.id,
-                OfferedChoice.value == value,
-                OfferedChoice.member.in_((member_of(turn), EVERYONE)),
-            )
-        )
-    )
+    asked = {"value": value, "member": member_of(turn), "everyone": EVERYONE}
+    offered = (await _OFFERED_HERE.run(turn.session, {**asked, "conv": turn.conversation.id})).scalar()
     for mark in ALSO_OFFERED_IN:
         elsewhere = turn.message.meta.get(mark)
         if offered or not isinstance(elsewhere, str) or not elsewhere:
             continue
-        offered = await turn.session.scalar(
-            select(
-                exists().where(
-                    OfferedChoice.conversation_id == Conversation.id,
-                    Conversation.channel == turn.conversation.channel,
-                    Conversation.chat_id == elsewhere,
-                    OfferedChoice.value == value,
-                    OfferedChoice.member.in_((member_of(turn), EVERYONE)),
-                )
-            )
-        )
+        offered = (
+            await _OFFERED_IN_CHAT.run(turn.session, {**asked, "channel": turn.conversation.channel, "chat": elsewhere})
+        ).scalar()
     return bool(offered)
 
 
@@ -149,6 +134,26 @@ async def current_choices(turn: Turn) -> list[Choice]:
     return [Choice(choice["label"], choice["value"]) for choice in newest]
 
 
+_OFFERS, _CONVERSATIONS = OfferedChoice.__table__, Conversation.__table__
+_TO_MEMBER = or_(_OFFERS.c.member == bindparam("member"), _OFFERS.c.member == bindparam("everyone"))
+_OFFERED_HERE = Prepared(  # built once, run on the driver: every pressed button asks it
+    select(
+        exists()
+        .where(_OFFERS.c.conversation_id == bindparam("conv"), _OFFERS.c.value == bindparam("value"), _TO_MEMBER)
+        .label("offered")
+    )
+)
+_OFFERED_IN_CHAT = Prepared(
+    select(
+        exists().where(
+            _OFFERS.c.conversation_id == _CONVERSATIONS.c.id,
+            _CONVERSATIONS.c.channel == bindparam("channel"),
+            _CONVERSATIONS.c.chat_id == bindparam("chat"),
+            _OFFERS.c.value == bindparam("value"),
+            _TO_MEMBER,
+        ).label("offered")
+    )
+)
 _OUTBOX = OutboxMessage.__table__
 _INBOUND = InboundRow.__table__
 _NEWEST_SENT = Prepared(  # built once, run on the driver: every typed message asks it

@@ -13,7 +13,7 @@ from dialogs.learner import current_course, learner_of, tr
 from dialogs.lessons import NEXT
 from dialogs.review import due_reviews
 from dialogs.turn import Command, Turn
-from storage.courses import COMPLETED, Course, Enrollment, Lesson, course_lessons
+from storage.courses import COMPLETED, Course, Lesson, course_lessons, enrollment_of
 from storage.learners import current_streak
 from storage.teams import MEMBER_ACTIVE, TEAM_GONE, Team, TeamAdmin, TeamMember, standings
 
@@ -43,9 +43,7 @@ async def home(turn: Turn, _args: str) -> None:
 
 
 async def _next_line(turn: Turn, _: Translator, course: Course) -> str:
-    enrollment = await turn.session.scalar(
-        select(Enrollment).where(Enrollment.user_id == turn.user.id, Enrollment.course_id == course.id)
-    )
+    enrollment = await enrollment_of(turn.session, turn.user.id, course.id)
     if enrollment is not None and enrollment.status == COMPLETED:
         return _("🏆 Finished. Well done!")
     lessons = await course_lessons(turn.session, course.id)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
-
 from dialogs.i18n import Translator, supported, translator
 from dialogs.turn import Exchange
-from storage.courses import Course, Enrollment, course_lessons
+from storage.courses import Course, Enrollment, course_lessons, enrollment_of
 from storage.learners import ACTIVE, ONBOARDING, Learner, learner_for, zone_for
 
 POINTS_LESSON, POINTS_QUIZ_RIGHT, POINTS_REVIEW_RIGHT = 10, 5, 2
@@ -50,9 +48,7 @@ async def current_course(x: Exchange, learner: Learner) -> Course | None:
 async def enroll(x: Exchange, learner: Learner, course: Course) -> Enrollment:
     """Make `course` the learner's current one; an earlier enrollment (and its place) is kept and resumed."""
     learner.course_id = course.id
-    enrollment = await x.session.scalar(
-        select(Enrollment).where(Enrollment.user_id == x.user.id, Enrollment.course_id == course.id)
-    )
+    enrollment = await enrollment_of(x.session, x.user.id, course.id)
     if enrollment is None:
         lessons = await course_lessons(x.session, course.id)
         enrollment = Enrollment(user_id=x.user.id, course_id=course.id, status="active",

@@ -41,6 +41,7 @@ from storage.courses import (
     QuestionCard,
     course_lessons,
     lesson_questions,
+    progress_of,
 )
 from storage.learners import Learner, current_streak, is_paused, record_activity, zone_for
 from storage.models import Conversation, User, utcnow
@@ -68,9 +69,7 @@ async def on_button(turn: Turn, value: str) -> None:
 
 
 async def _progress(x: Exchange, lesson: Lesson) -> LessonProgress:
-    row = await x.session.scalar(
-        select(LessonProgress).where(LessonProgress.user_id == x.user.id, LessonProgress.lesson_id == lesson.id)
-    )
+    row = await progress_of(x.session, x.user.id, lesson.id)
     if row is None:
         row = LessonProgress(user_id=x.user.id, lesson_id=lesson.id, parts_seen=0, started_at=x.now)
         x.session.add(row)

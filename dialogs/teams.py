@@ -40,7 +40,7 @@ from dialogs.learner import enroll, learner_of, tr
 from dialogs.onboarding import days_label, finish, privacy_notice
 from dialogs.times import read_days, read_time, read_zone
 from dialogs.turn import Command, Turn
-from storage.courses import Course, Lesson, LessonProgress, course_lessons, lesson_questions
+from storage.courses import Course, Lesson, LessonProgress, course_lessons, lesson_questions, progress_of
 from storage.learners import PAUSED
 from storage.models import AdminAuditEntry, User
 from storage.outbox import OutboxEntry, enqueue
@@ -455,9 +455,7 @@ async def take_lesson(turn: Turn, team: Team, lesson: Lesson) -> None:
     course = await turn.session.get(Course, team.course_id)
     assert course is not None
     enrollment = await enroll(turn, learner, course)
-    progress = await turn.session.scalar(
-        select(LessonProgress).where(LessonProgress.user_id == turn.user.id, LessonProgress.lesson_id == lesson.id)
-    )
+    progress = await progress_of(turn.session, turn.user.id, lesson.id)
     if progress is not None and progress.completed_at is not None:
         turn.say(_("You have done this lesson already: well done."))
         return

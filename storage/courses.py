@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     exists,
     or_,
     select,
@@ -251,17 +252,39 @@ async def may_access(session: AsyncSession, user_id: int, course: Course, lesson
     return bool(entitled)
 
 
+# The lookups every lesson and quiz turn makes, built once with their values as parameters: building a statement
+# costs more CPU than SQLite takes to run it.
+_LIVE_LESSONS = (
+    select(Lesson).where(Lesson.course_id == bindparam("course"), Lesson.retired.is_(False)).order_by(Lesson.position)
+)
+_LIVE_QUESTIONS = (
+    select(Question)
+    .where(Question.lesson_id == bindparam("lesson"), Question.retired.is_(False))
+    .order_by(Question.position)
+)
+_ENROLLMENT = select(Enrollment).where(
+    Enrollment.user_id == bindparam("user"), Enrollment.course_id == bindparam("course")
+)
+_PROGRESS = select(LessonProgress).where(
+    LessonProgress.user_id == bindparam("user"), LessonProgress.lesson_id == bindparam("lesson")
+)
+
+
 async def course_lessons(session: AsyncSession, course_id: int) -> list[Lesson]:
     """The live lessons of a course, in the order learners take them."""
-    rows = await session.scalars(
-        select(Lesson).where(Lesson.course_id == course_id, Lesson.retired.is_(False)).order_by(Lesson.position)
-    )
-    return list(rows)
+    return list(await session.scalars(_LIVE_LESSONS, {"course": course_id}))
 
 
 async def lesson_questions(session: AsyncSession, lesson_id: int) -> list[Question]:
     """The live quiz questions of a lesson, in the author's order."""
-    rows = await session.scalars(
-        select(Question).where(Question.lesson_id == lesson_id, Question.retired.is_(False)).order_by(Question.position)
-    )
-    return list(rows)
+    return list(await session.scalars(_LIVE_QUESTIONS, {"lesson": lesson_id}))
+
+
+async def enrollment_of(session: AsyncSession, user_id: int, course_id: int) -> Enrollment | None:
+    """The learner's enrollment in the course, if they ever enrolled."""
+    return await session.scalar(_ENROLLMENT, {"user": user_id, "course": course_id})
+
+
+async def progress_of(session: AsyncSession, user_id: int, lesson_id: int) -> LessonProgress | None:
+    """The learner's progress in the lesson, if they ever started it."""
+    return await session.scalar(_PROGRESS, {"user": user_id, "lesson": lesson_id})
