@@ -9,7 +9,8 @@ Two statuses set a row aside without sending it: `suppressed` when the person op
 `waiting` when the channel may only send after the person writes again (WhatsApp's 24-hour window; their next
 message puts the row back in line, see bot.pipeline).
 
-A row is claimed only when its send is about to go (at most CLAIM_AHEAD_SECONDS before), so a process that dies
+A row is claimed only when its turn at the limiter is near (booked at most CLAIM_AHEAD_SECONDS ahead; the send may
+then still wait for sends under way to end, up to a window), so a process that dies
 leaves at most the one reply it was sending per conversation `sending`; when that short lease runs out (seconds, not
 minutes) the row is sent again. That is the one window in which a platform may see a reply twice.
 """
@@ -313,8 +314,21 @@ class OutboxDispatcher:
     async def _read_head(self, conversation_id: int) -> Due | None:
         if self._stopped:
             return None  # after stop(), nothing more is claimed
-        async with self.db.run() as connection:
-            return await self._due_head(connection, conversation_id)
+        due: Due | None = None
+        try:
+            async with self.db.run() as connection:
+                due = await self._due_head(connection, conversation_id)
+        except BaseException:
+            self._give_back(due)
+            raise
+        return due
+
+    def _give_back(self, due: Due | None) -> None:
+        """A place booked at the limiter for a claim whose transaction then failed (at its commit, say): the reply
+        is not ours to send, and the place must not keep the chat's window full."""
+        if due is not None and due.booking is not None:
+            self.limiter.done(due.booking)
+            due.booking = None
 
     async def _due_head(self, connection: AsyncConnection | Raw, conversation_id: int) -> Due | None:
         """The conversation's oldest unsent reply if it is due (pending and its time come, or `sending` and its lease
@@ -502,9 +516,14 @@ class OutboxDispatcher:
     async def _mark_sent(self, row: Claimed, platform_id: str) -> Due | None:
         """Mark `row` sent and, in the same transaction, read (and maybe claim) the conversation's next reply."""
         at = utcnow()
-        async with self.db.run() as connection:
-            written = (await _MARK_SENT.run(connection, {"row": row.id, "sent_as": platform_id, "at": at})).scalar()
-            following = await self._due_head(connection, row.conversation_id)
+        following: Due | None = None
+        try:
+            async with self.db.run() as connection:
+                written = (await _MARK_SENT.run(connection, {"row": row.id, "sent_as": platform_id, "at": at})).scalar()
+                following = await self._due_head(connection, row.conversation_id)
+        except BaseException:
+            self._give_back(following)
+            raise
         MESSAGES_OUT.labels(row.channel).inc()
         if written is not None:
             DELIVERY_SECONDS.labels(row.channel).observe(max(0.0, (at - written).total_seconds()))

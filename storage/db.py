@@ -10,6 +10,7 @@ never part of an error's text, so they reach no log line.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -78,9 +79,19 @@ def _configure_sqlite(engine: Engine, *, immediate: bool = True, busy_timeout_ms
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         driver = connection.connection.driver_connection
-        if immediate and isinstance(driver, sqlite_inline.InlineConnection) and driver.begin_now():
+        if immediate and isinstance(driver, sqlite_inline.InlineConnection) and _began_now(driver):
             return  # (straight on the inline connection: a statement through SQLAlchemy costs 50 µs more)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")  # (waits if another process writes)
+        # Waits if another process writes; an error is raised as SQLAlchemy's (a transient one is retried).
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _began_now(driver: sqlite_inline.InlineConnection) -> bool:
+    """BEGIN IMMEDIATE on the inline connection if it goes through now; False otherwise (locked by another process,
+    or any error, which the statement through SQLAlchemy then meets and raises as its own)."""
+    try:
+        return driver.begin_now()
+    except sqlite3.Error:
+        return False
 
 
 def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
@@ -262,7 +273,9 @@ class _HandOver:
         self._to()
 
 
-DRIVER = "lessonbot.driver"  # in a transaction()'s session's info: its connection's driver as a Raw, once known
+# In a transaction()'s session's info: its connection's driver as a Raw, once known. True only while the block's one
+# transaction lasts: nothing inside a transaction() block may commit or roll back the session itself.
+DRIVER = "lessonbot.driver"
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,7 +82,10 @@ def _to_sqlite_text(value: datetime | None) -> str | None:
 
 
 def _from_sqlite_text(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+    if value is None:
+        return None
+    found = datetime.fromisoformat(value)
+    return found.replace(tzinfo=timezone.utc) if found.tzinfo is None else found.astimezone(timezone.utc)
 
 
 class Base(DeclarativeBase):

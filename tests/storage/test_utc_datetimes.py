@@ -46,3 +46,10 @@ def test_none_stays_none_and_a_naive_datetime_is_refused() -> None:
     assert TO_TEXT(None) is None and FROM_TEXT(None) is None
     with pytest.raises(ValueError, match="naive"):
         TO_TEXT(datetime(2026, 12, 4))
+
+
+def test_text_with_an_offset_reads_as_the_same_instant() -> None:
+    assert FROM_TEXT is not None and SLOW_FROM_TEXT is not None
+    read = FROM_TEXT("2026-12-04 16:10:00+02:00")
+    assert read == SLOW_FROM_TEXT("2026-12-04 16:10:00+02:00")
+    assert read is not None and read.tzinfo is timezone.utc and read.hour == 14
