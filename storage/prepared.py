@@ -200,7 +200,8 @@ class Entity:
 
     def attach(self, session: AsyncSession, row: Any) -> Any:
         """The object of the entity's columns in `row`, persistent in `session` (None where an outer join found no
-        row); the session's own object if it holds that row already.
+        row); the session's own object, as it is, if it holds that row already (the turn's load runs first in a new
+        session, so it never does there; unlike the loader, expired attributes of such an object are not refreshed).
 
         What the ORM's loader does for a row it has not seen (sqlalchemy.orm.loading): a new instance with the row's
         values, its identity key, its place in the session's identity map. (`make_transient_to_detached` and
