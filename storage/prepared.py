@@ -42,10 +42,10 @@ _NOT_FIXED = object()  # a parameter the caller gives (not a value the statement
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     sql: str
-    order: tuple[str, ...] | None  # the parameters' names in order, for a positional driver (SQLite's qmark)
     fixed: dict[str, Any]  # values the statement carries itself
     binds: tuple[tuple[str, Processor], ...]  # every parameter, with its type's bind processor
-    positional: tuple[tuple[str, Processor, Any], ...]  # in `order`: name, bind processor, fixed value or _NOT_FIXED
+    # For a positional driver (SQLite's qmark), the parameters in order: name, bind processor, fixed value or _NOT_FIXED
+    positional: tuple[tuple[str, Processor, Any], ...]
     row: Any  # the row type (a namedtuple), or None without result columns
     results: tuple[tuple[int, Callable[[Any], Any]], ...]  # the result columns that have a processor, by position
 
@@ -169,7 +169,7 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> _Compiled:
     order = tuple(positions) if dialect.positional and positions is not None else None
     processors = dict(binds)
     positional = tuple((name, processors[name], fixed.get(name, _NOT_FIXED)) for name in order or ())
-    return _Compiled(compiled.string, order, fixed, tuple(binds), positional, row_type, tuple(results))
+    return _Compiled(compiled.string, fixed, tuple(binds), positional, row_type, tuple(results))
 
 
 def _row_type(names: list[str]) -> Any:
