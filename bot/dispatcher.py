@@ -13,6 +13,11 @@ A row is claimed only when its turn at the limiter is near (booked at most CLAIM
 then still wait for sends under way to end, up to a window), so a process that dies
 leaves at most the one reply it was sending per conversation `sending`; when that short lease runs out (seconds, not
 minutes) the row is sent again. That is the one window in which a platform may see a reply twice.
+
+Replies someone is waiting for go first: a conversation with a reply to a message its person sent (storage.outbox's
+`awaited`) is started before those with only what the bot sends on its own (broadcasts, lessons, nudges), gets the
+next free slot, and is booked in the limiter's `INTERACTIVE` lane (bot.ratelimit); within a conversation the order
+stays the rows' order.
 """
 
 from __future__ import annotations
@@ -44,10 +49,10 @@ from bot.channel import (
 from bot.config import Settings
 from bot.messages import REPLY_ADDRESS, reply_from_payload
 from bot.observability import DELIVERY_SECONDS, MESSAGES_OUT, SEND_FAILURES, conversation_id_var
-from bot.ratelimit import Booking, RateLimiter, keys_to_pause
+from bot.ratelimit import Booking, Lane, RateLimiter, Slots, keys_to_pause
 from storage.db import Database, Raw
 from storage.models import Conversation, OutboxMessage, utcnow
-from storage.outbox import ACTIVE, OutboxStatus
+from storage.outbox import ACTIVE, OutboxStatus, awaited
 from storage.prepared import Prepared
 
 log = logging.getLogger(__name__)
@@ -69,6 +74,16 @@ _ACTIVE = [status.value for status in ACTIVE]
 # one, cost more CPU than running it).
 _OUTBOX = OutboxMessage.__table__
 _CONVERSATIONS = Conversation.__table__
+_AWAITED = _OUTBOX.alias("awaited")
+_AWAITED_IN_CONVERSATION = (  # an unsent reply of the same conversation someone is waiting for
+    select(_AWAITED.c.id)
+    .where(
+        _AWAITED.c.conversation_id == _OUTBOX.c.conversation_id,
+        or_(*(_AWAITED.c.status == status for status in _ACTIVE)),
+        awaited(_AWAITED),
+    )
+    .exists()
+)
 _HEAD = Prepared(
     select(
         _OUTBOX.c.id,
@@ -83,6 +98,7 @@ _HEAD = Prepared(
         _OUTBOX.c.parts_sent,
         _CONVERSATIONS.c.last_inbound_at,
         _CONVERSATIONS.c.opted_out_at,
+        _AWAITED_IN_CONVERSATION.label("awaited"),
     )
     .join(_CONVERSATIONS, _CONVERSATIONS.c.id == _OUTBOX.c.conversation_id)
     .where(
@@ -144,6 +160,7 @@ class Claimed:
     last_inbound_at: datetime | None
     opted_out_at: datetime | None
     parts_sent: list[str] = field(default_factory=list)
+    lane: Lane = Lane.BULK  # INTERACTIVE when it, or a reply after it in its conversation, answers a message
 
 
 @dataclass(slots=True)
@@ -176,12 +193,14 @@ class OutboxDispatcher:
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._again: set[int] = set()  # notified while being sent: look once more at the end
-        self._slots = asyncio.Semaphore(settings.outbox_concurrency)
+        # a quarter of the slots kept for replies someone waits for: one is free at once during a broadcast
+        self._slots = Slots(settings.outbox_concurrency, kept=settings.outbox_concurrency // 4)
         self.stop_grace = STOP_GRACE_SECONDS
         self._stopped = False
 
     def notify(self, conversation_id: int | None = None) -> None:
-        """New replies: in `conversation_id` (sent at once, without looking for due rows), or anywhere."""
+        """New replies: a turn's in `conversation_id` (sent at once, without looking for due rows, ahead of bulk
+        sends), or anywhere."""
         if self._stopped:
             return
         if conversation_id is None or not self.channels:
@@ -190,10 +209,10 @@ class OutboxDispatcher:
         if conversation_id in self._in_flight:
             self._again.add(conversation_id)
             return
-        self._start(conversation_id)
+        self._start(conversation_id, Lane.INTERACTIVE)
 
-    def _start(self, conversation_id: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._send_conversation(conversation_id))
+    def _start(self, conversation_id: int, lane: Lane) -> None:
+        task = asyncio.get_running_loop().create_task(self._send_conversation(conversation_id, lane))
         self._in_flight[conversation_id] = task
 
     async def run(self) -> None:
@@ -228,9 +247,9 @@ class OutboxDispatcher:
         if self._stopped:
             return 0
         started = 0
-        for conversation_id in await self._due_conversations():
+        for conversation_id, lane in await self._due_conversations():
             if conversation_id not in self._in_flight:
-                self._start(conversation_id)
+                self._start(conversation_id, lane)
                 started += 1
         return started
 
@@ -255,7 +274,9 @@ class OutboxDispatcher:
         ]
         return or_(false(), OutboxMessage.channel.in_(every_chat), *one_chat)
 
-    async def _due_conversations(self) -> list[int]:
+    async def _due_conversations(self) -> list[tuple[int, Lane]]:
+        """Conversations whose oldest unsent reply is due: those with a reply someone waits for first, then in the
+        order their replies were queued."""
         if not self.channels:
             return []
         now = utcnow()
@@ -269,8 +290,9 @@ class OutboxDispatcher:
             )
             .exists()
         )
+        waited_for = _AWAITED_IN_CONVERSATION.correlate(OutboxMessage)
         query = (
-            select(OutboxMessage.conversation_id)
+            select(OutboxMessage.conversation_id, waited_for)
             .where(
                 self._reachable(),
                 OutboxMessage.status.in_(_ACTIVE),
@@ -280,18 +302,19 @@ class OutboxDispatcher:
                     and_(OutboxMessage.status == OutboxStatus.SENDING.value, OutboxMessage.lease_until < now),
                 ),
             )
-            .order_by(OutboxMessage.id)
+            .order_by(waited_for.desc(), OutboxMessage.id)
             .limit(1000)
         )
         async with self.db.sessions() as session:
-            return list(await session.scalars(query))
+            rows = await session.execute(query)
+            return [(conversation, Lane.INTERACTIVE if waited else Lane.BULK) for conversation, waited in rows]
 
-    async def _send_conversation(self, conversation_id: int) -> None:
+    async def _send_conversation(self, conversation_id: int, lane: Lane) -> None:
         token = conversation_id_var.set(conversation_id)
         try:
             if self._stopped:
                 return
-            async with self._slots:
+            async with self._slots.held(lane):
                 while not self._stopped:  # stop() may come while waiting for the slot, or between sends
                     self._again.discard(conversation_id)
                     due = await self._read_head(conversation_id)
@@ -354,11 +377,12 @@ class OutboxDispatcher:
             last_inbound_at=head.last_inbound_at,
             opted_out_at=head.opted_out_at,
             parts_sent=list(head.parts_sent or []),
+            lane=Lane.INTERACTIVE if head.awaited else Lane.BULK,
         )
         found = Due(row, status=head.status)
         if row.opted_out_at is not None:
             return found
-        booking = self.limiter.try_acquire(self._limits(row), ahead=CLAIM_AHEAD_SECONDS)
+        booking = self.limiter.try_acquire(self._limits(row), ahead=CLAIM_AHEAD_SECONDS, lane=row.lane)
         if booking is None:
             return found
         try:
@@ -413,7 +437,7 @@ class OutboxDispatcher:
             # (behind a 429, or a burst on a shared limit) is still `pending`, so a crash meanwhile leaves nothing to
             # wait out or send twice. Claimed ahead of the turn, the claim's transaction stays out of the time the
             # limiter counts the send, which begins at `start`.
-            booking = await self.limiter.acquire(limits, ahead=CLAIM_AHEAD_SECONDS)
+            booking = await self.limiter.acquire(limits, ahead=CLAIM_AHEAD_SECONDS, lane=row.lane)
             try:
                 claimed = await self._claim(due)
             except BaseException:
@@ -427,7 +451,7 @@ class OutboxDispatcher:
         async def part_sent(platform_ids: list[str]) -> None:
             await self._save_parts(row.id, platform_ids)
             self.limiter.done(held[0])
-            held[0] = await self.limiter.acquire(limits)  # the next part is one more message to the platform
+            held[0] = await self.limiter.acquire(limits, lane=row.lane)  # the next part: one more message to send
 
         try:
             try:

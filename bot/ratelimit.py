@@ -18,18 +18,27 @@ one a window after it. Longer windows
 dispatcher is handed the booking a little before its place (`ahead`), claims the reply meanwhile, then waits at
 `start`, which enforces the bound above, and calls `done` when the platform has answered. A 429 pauses the chat it
 was about for the platform's retry-after (see `keys_to_pause`).
+
+Two lanes on a shared limit (a WhatsApp sender's, a bot's global one): a send someone is waiting for (`INTERACTIVE`,
+a reply to what a person just wrote) is booked at once, in the next free place; a `BULK` send (a broadcast, a lesson
+at the learner's hour) waits in line, first come first served, and is booked only once the next place is within its
+`ahead` of now. So bulk sends hold at most `ahead` seconds of places, a reply asked for behind a broadcast's backlog
+takes the place after those, and a place once booked is never taken back. Lanes choose the order of the places only:
+the bound at `start` is the same for both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 from bisect import insort
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 from bot.channel import RateLimit
 
@@ -41,6 +50,13 @@ SPREAD_UP_TO_SECONDS = 1.0  # limits with windows up to this long are spread eve
 STALE_SECONDS = 300.0
 _TRIP_WEIGHT = 0.2  # the weight of the latest trip in the usual trip (an exponential moving average)
 _SWEEP_EVERY = 4096  # sends between sweeps of the keys nothing is going on under (a key per chat adds up)
+
+
+class Lane(IntEnum):
+    """Which line a send waits in: a person waiting for it goes before what the bot sends on its own."""
+
+    INTERACTIVE = 0  # a reply to a message a person just sent
+    BULK = 1  # the bot speaking on its own: broadcasts, lessons at the learner's hour, nudges
 
 
 @dataclass(eq=False, slots=True)
@@ -72,6 +88,7 @@ class Booking:
     places: tuple[_Slot, ...]
     at: float
     waited: float  # seconds the send waited for its place
+    lane: Lane = Lane.INTERACTIVE
     started: bool = False
     finished: bool = False
 
@@ -81,6 +98,8 @@ class RateLimiter:
         self._keys: dict[str, _Key] = {}
         self._ended = asyncio.Event()  # set (and replaced) when a send finishes: `start` may be waiting for one
         self._finished = 0
+        # BULK sends waiting to be booked, per shared key, first come first served; the first one watches the clock
+        self._lines: dict[str, deque[asyncio.Future[None]]] = {}
 
     def _key(self, key: str, window: float = 0.0) -> _Key:
         state = self._keys.get(key)
@@ -114,7 +133,7 @@ class RateLimiter:
             return place.ended
         return max(place.due, place.started or place.due) + state.trip
 
-    def _book(self, limits: tuple[RateLimit, ...], at: float, now: float) -> Booking:
+    def _book(self, limits: tuple[RateLimit, ...], at: float, now: float, lane: Lane) -> Booking:
         places = []
         for limit in limits:
             state = self._key(limit.key, limit.seconds)
@@ -124,7 +143,7 @@ class RateLimiter:
             while len(state.places) > limit.count:
                 state.places.popleft()
             places.append(place)
-        return Booking(limits, tuple(places), at, waited=max(0.0, at - now))
+        return Booking(limits, tuple(places), at, waited=max(0.0, at - now), lane=lane)
 
     # the bound --------------------------------------------------------------------------------------------------------
 
@@ -173,37 +192,80 @@ class RateLimiter:
 
     # booking ----------------------------------------------------------------------------------------------------------
 
-    async def acquire(self, limits: Iterable[RateLimit], *, ahead: float = 0.0) -> Booking:
+    async def acquire(
+        self, limits: Iterable[RateLimit], *, ahead: float = 0.0, lane: Lane = Lane.INTERACTIVE
+    ) -> Booking:
         """Book a send that counts against every one of `limits`, and wait for its place.
 
         With `ahead` 0 the send is counted as started when this returns (the bound is met): send it at once. With
         `ahead` > 0 this returns up to that many seconds before the place comes, the send not yet counted: prepare
         it (claim its row), then `await start(booking)` right before it goes. Either way, call `done` with the
-        booking once the send has finished, failed, or will not happen."""
+        booking once the send has finished, failed, or will not happen. A `BULK` send under a shared limit is
+        booked only once its place is within `ahead` (in line behind the bulk sends asked before it), so an
+        `INTERACTIVE` one asked meanwhile is booked before it."""
         limits = tuple(limits)
         now = time.monotonic()
         if not limits:
-            return Booking((), (), now, waited=0.0, started=True)
-        at = max(self._place(limit, now) for limit in limits)
-        booking = self._book(limits, at, now)
+            return Booking((), (), now, waited=0.0, started=True, lane=lane)
+        line = _line_of(limits) if lane is Lane.BULK else None
+        if line is None:
+            at = max(self._place(limit, now) for limit in limits)
+            booking = self._book(limits, at, now, lane)
+        else:
+            asked = now
+            async with self._in_line(line, limits, ahead):
+                now = time.monotonic()
+                at = max(self._place(limit, now) for limit in limits)
+                booking = self._book(limits, at, asked, lane)
         if at - ahead > now:
             await asyncio.sleep(at - ahead - now)
         if not ahead:
             await self.start(booking)
         return booking
 
-    def try_acquire(self, limits: Iterable[RateLimit], *, ahead: float = 0.0) -> Booking | None:
-        """Book a send against every one of `limits` if its place comes within `ahead` seconds; None (nothing
-        booked) if it would wait longer. If it may go now (its place has come, the bound met) it is counted as
-        started; otherwise `await start(booking)` right before it goes. Call `done` as after `acquire`."""
+    @contextlib.asynccontextmanager
+    async def _in_line(self, line: str, limits: tuple[RateLimit, ...], ahead: float) -> AsyncIterator[None]:
+        """Wait in the bulk line of `line` until first in it and the next place under the shared limits is within
+        `ahead`; the caller books in the body, then the next in line takes over."""
+        waiting = self._lines.setdefault(line, deque())
+        me = asyncio.get_running_loop().create_future()
+        waiting.append(me)
+        try:
+            if waiting[0] is not me:
+                await me  # set when the one before leaves the line
+            shared = [limit for limit in limits if limit.shared]
+            while True:
+                now = time.monotonic()
+                at = max(self._place(limit, now) for limit in shared)
+                if at - ahead <= now:
+                    break
+                await asyncio.sleep(at - ahead - now)  # places booked meanwhile make it later: looked at again
+            yield
+        finally:
+            waiting.remove(me)
+            if waiting:
+                if not waiting[0].done():
+                    waiting[0].set_result(None)
+            else:
+                del self._lines[line]
+
+    def try_acquire(
+        self, limits: Iterable[RateLimit], *, ahead: float = 0.0, lane: Lane = Lane.INTERACTIVE
+    ) -> Booking | None:
+        """Book a send against every one of `limits` if its place comes within `ahead` seconds (and, for a `BULK`
+        send, no other waits in its line); None (nothing booked) if it would wait longer. If it may go now (its
+        place has come, the bound met) it is counted as started; otherwise `await start(booking)` right before it
+        goes. Call `done` as after `acquire`."""
         limits = tuple(limits)
         now = time.monotonic()
         if not limits:
-            return Booking((), (), now, waited=0.0, started=True)
+            return Booking((), (), now, waited=0.0, started=True, lane=lane)
+        if lane is Lane.BULK and (line := _line_of(limits)) is not None and line in self._lines:
+            return None
         at = max(self._place(limit, now) for limit in limits)
         if at > now + ahead:
             return None
-        booking = self._book(limits, at, now)
+        booking = self._book(limits, at, now, lane)
         if at <= now and all(self._may_start(limit, now) <= now for limit in limits):
             self._begin(booking, now)
         elif not ahead:
@@ -260,6 +322,57 @@ class RateLimiter:
         """Nothing under `key` goes for `seconds` (the platform's retry-after)."""
         state = self._key(key)
         state.paused_until = max(state.paused_until, time.monotonic() + seconds)
+
+
+class Slots:
+    """At most `count` holders at once (the dispatcher's sends in flight). A waiting `INTERACTIVE` holder gets the
+    next free place before the waiting `BULK` ones, and `kept` places are for `INTERACTIVE` ones only, so a reply
+    finds one at once however many bulk sends are under way. Each lane first come first served."""
+
+    def __init__(self, count: int, *, kept: int = 0) -> None:
+        self._free = count
+        self._kept = min(kept, count - 1)
+        self._waiting: dict[Lane, deque[asyncio.Future[None]]] = {lane: deque() for lane in Lane}
+
+    def _may_take(self, lane: Lane) -> bool:
+        return self._free > (0 if lane is Lane.INTERACTIVE else self._kept)
+
+    @contextlib.asynccontextmanager
+    async def held(self, lane: Lane) -> AsyncIterator[None]:
+        if self._may_take(lane) and not any(self._waiting[earlier] for earlier in Lane if earlier <= lane):
+            self._free -= 1
+        else:
+            handed = asyncio.get_running_loop().create_future()
+            self._waiting[lane].append(handed)
+            try:
+                await handed
+            except BaseException:
+                if handed.done() and not handed.cancelled():
+                    self._release()  # handed a place as it was cancelled: the next one gets it
+                elif handed in self._waiting[lane]:
+                    self._waiting[lane].remove(handed)
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._free += 1
+        for lane in Lane:  # INTERACTIVE first
+            waiting = self._waiting[lane]
+            while waiting and self._may_take(lane):
+                handed = waiting.popleft()
+                if not handed.done():
+                    self._free -= 1
+                    handed.set_result(None)
+
+
+def _line_of(limits: tuple[RateLimit, ...]) -> str | None:
+    """The bulk line a send waits in: its shared limits' (None: under its own chat's limits only, it has no one to
+    make way for)."""
+    shared = [limit.key for limit in limits if limit.shared]
+    return " ".join(shared) if shared else None
 
 
 def keys_to_pause(limits: Iterable[RateLimit]) -> list[str]:

@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import String, bindparam, cast, func, literal, select, update
+from sqlalchemy import ColumnElement, FromClause, String, bindparam, cast, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from storage.db import Raw
@@ -46,6 +46,12 @@ class InboundStatus(StrEnum):
 
 STATUSES = tuple(OutboxStatus)
 ACTIVE = (OutboxStatus.PENDING, OutboxStatus.SENDING)  # in line to be sent
+
+
+def awaited(rows: FromClause) -> ColumnElement[bool]:
+    """Outbox rows someone is waiting for: replies to a message they sent (`inbound_message_id`), which the dispatcher
+    sends ahead of what the bot sends on its own (broadcasts, lessons at the learner's hour, nudges, notices)."""
+    return rows.c.inbound_message_id.is_not(None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,7 @@ class WhatsAppChannel:
         template_content_sid: str = "",
         quick_reply_content_sids: dict[int, str] | None = None,
         timeout: float = 10.0,
+        sends_per_second: int = SENDS_PER_SECOND,
     ) -> None:
         if not public_base_url:
             raise ValueError(
@@ -109,6 +110,7 @@ class WhatsAppChannel:
         self.template_content_sid = template_content_sid
         self.quick_reply_content_sids = dict(quick_reply_content_sids or {})
         self.timeout = timeout
+        self.sends_per_second = sends_per_second  # the sender's throughput (Twilio raises it on request)
         self.status_callback_url = self.public_base_url + STATUS_PATH
         self.media = MediaLinks(auth_token, self.public_base_url)
         self._client: Client | None = None
@@ -130,7 +132,7 @@ class WhatsAppChannel:
 
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
         sender = self.sender.removeprefix("whatsapp:")
-        return (RateLimit(f"whatsapp:sender:{sender}", SENDS_PER_SECOND, 1.0, shared=True),)
+        return (RateLimit(f"whatsapp:sender:{sender}", self.sends_per_second, 1.0, shared=True),)
 
     async def send(self, delivery: Delivery) -> str:
         """Send one reply; returns the sid of its last Twilio message (delivery reports for that sid update it)."""
