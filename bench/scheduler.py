@@ -1,11 +1,13 @@
 """`lessonbot bench scheduler`: planning a day of lessons for many learners, and a broadcast through the platforms.
 
 Planning: a fresh database with --learners learners spread over thirteen time zones (daylight saving ones among
-them), lesson times from 06:00 to 21:45 and five kinds of lesson days. The planner's query (scheduler/planner.py,
-`due_lessons`) then runs once for every minute of one day, as the clock does; the lessons it finds are checked against
-the ones worked out directly from the learners' settings (none missing, none twice). Reported: total and per-run
-time, the peak memory of a run (tracemalloc, over the heaviest runs again) and the process's peak RSS; then what
-pushing a sample of those lessons costs (dialogs' `deliver_next_lesson` and the outbox rows), per lesson.
+them), lesson times from 06:00 to 21:45 and five kinds of lesson days. One run first works out every learner's next
+lesson (`learners.next_lesson_at`, NULL as migration 0021 leaves it), timed on its own; then the planner's run
+(scheduler/planner.py: `lesson_candidates`, `plan_window`, `advance_next_lessons`, all but the pushing) runs once for
+every minute of one day, as the clock does; the lessons it finds are checked against the ones worked out directly
+from the learners' settings (none missing, none twice). Reported: total and per-run time, the peak memory of the
+busiest run (tracemalloc, run again from the state before it) and the process's peak RSS; then what pushing a sample
+of those lessons costs (dialogs' `deliver_next_lesson` and the outbox rows), per lesson.
 
 Broadcast: for each platform, a fresh database with --recipients learners on it and the platform's local stand-in
 (standins/: the Telegram Bot API, Twilio's Messages API) that the real SDK talks to; the real dispatcher and
@@ -182,13 +184,23 @@ async def add_learners(db: Database, count: int, *, channel: str, course_id: int
 
 
 async def bench_planning(args: argparse.Namespace, course: Path) -> dict[str, Any]:
+    from sqlalchemy import update
+
     from authoring.format import load_course
     from authoring.importer import import_course
     from scheduler.context import JobContext
-    from scheduler.planner import DueLesson, due_lessons, lesson_moment, push_lesson
+    from scheduler.planner import (
+        DueLesson,
+        Plan,
+        advance_next_lessons,
+        lesson_candidates,
+        lesson_moment,
+        plan_window,
+        push_lesson,
+    )
     from storage.courses import Course
     from storage.db import Database
-    from storage.learners import zone_for
+    from storage.learners import Learner, zone_for
 
     async with fresh_database(args) as url:
         db = Database(url)
@@ -212,6 +224,30 @@ async def bench_planning(args: argparse.Namespace, course: Path) -> dict[str, An
                     if on_day and day_start < moment <= day_start + timedelta(days=1):
                         expected.add((learner["user_id"], local_day))
 
+            async def planner_run(start: datetime, end: datetime) -> Plan:
+                """What the clock's run does for the window (start, end], all but pushing the lessons."""
+                async with db.sessions() as session:
+                    plan = plan_window(await lesson_candidates(session, end), start, end)
+                if plan.candidates:  # the clock's job does this in the transaction that moves its cursor
+                    async with db.transaction() as session:
+                        await advance_next_lessons(session, plan)
+                return plan
+
+            async def work_out_every_learner(at: datetime) -> float:
+                async with db.transaction() as session:
+                    await session.execute(update(Learner).values(next_lesson_at=None))
+                started = time.perf_counter()
+                await planner_run(at - timedelta(minutes=1), at)
+                return time.perf_counter() - started
+
+            progress("planning: one run working out every learner's next lesson (as after migration 0021)")
+            backfill_seconds = await work_out_every_learner(day_start)
+            # every row was written: a live database's autovacuum cleans up and counts again right after that
+            async with db.engine.connect() as connection:
+                connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                await connection.exec_driver_sql("VACUUM ANALYZE learners" if args.database == "postgresql"
+                                                 else "ANALYZE")
+
             progress("planning: one planner run for every minute of a day")
             found: Counter[tuple[int, date]] = Counter()
             durations, per_run = [], []
@@ -220,8 +256,7 @@ async def bench_planning(args: argparse.Namespace, course: Path) -> dict[str, An
             for minute in range(24 * 60):
                 window = (day_start + timedelta(minutes=minute), day_start + timedelta(minutes=minute + 1))
                 run_started = time.perf_counter()
-                async with db.sessions() as session:
-                    due = await due_lessons(session, *window)
+                due = (await planner_run(*window)).due
                 durations.append(time.perf_counter() - run_started)
                 per_run.append((len(due), window))
                 for lesson in due:
@@ -230,11 +265,11 @@ async def bench_planning(args: argparse.Namespace, course: Path) -> dict[str, An
                     sample_due.extend(due[: SAMPLE_PUSHES - len(sample_due)])
             total = time.perf_counter() - started
 
-            progress("planning: peak memory of the busiest runs (tracemalloc)")
+            progress("planning: peak memory of the busiest run (tracemalloc), from the state before it")
+            _count, busiest_window = max(per_run, key=lambda item: item[0])
+            await work_out_every_learner(busiest_window[0])
             tracemalloc.start()
-            for _count, window in sorted(per_run, key=lambda item: item[0], reverse=True)[:5]:
-                async with db.sessions() as session:
-                    await due_lessons(session, *window)
+            await planner_run(*busiest_window)
             _current, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
 
@@ -252,6 +287,7 @@ async def bench_planning(args: argparse.Namespace, course: Path) -> dict[str, An
     busy = [seconds for seconds, _run in busiest[: max(1, len(busiest) // 100)]]
     return {
         "learners": args.learners,
+        "backfill_seconds": round(backfill_seconds, 2),
         "runs": len(durations),
         "lessons_due": due_total,
         "expected": len(expected),
@@ -401,6 +437,7 @@ def render(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"Planning a day for {plan['learners']:,} learners ({plan['runs']:,} planner runs, one a minute):",
+            f"  first, every learner's next lesson worked out in one run: {plan['backfill_seconds']:,} s",
             f"  total {plan['seconds_total']:,} s; per run p50 {plan['ms_per_run_p50']} ms, p99 "
             f"{plan['ms_per_run_p99']} ms, max {plan['ms_per_run_max']} ms",
             f"  minutes with no lesson due ({plan['quiet_runs']:,}): p50 {plan['ms_per_quiet_run_p50']} ms a run; the "

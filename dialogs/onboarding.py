@@ -31,7 +31,7 @@ from dialogs.prices import course_label
 from dialogs.times import EVERY_DAY, WEEKDAYS, WEEKENDS, read_days, read_time, read_zone
 from dialogs.turn import Exchange, Turn
 from storage.courses import Course, Lesson
-from storage.learners import Learner, zone_for
+from storage.learners import Learner, lesson_schedule_changed, zone_for
 
 YES = {"yes", "y", "yeah", "yep", "ok", "okay", "sure", "agree", "i agree", "of course", "si", "vale", "claro",
        "de acuerdo", "acepto", "sim", "claro que si", "right", "correct", "correcto", "certo", "exacto"}
@@ -163,6 +163,7 @@ async def answer_zone_confirm(turn: Turn, data: flow.Data, text: str) -> str:
     if not confirmed:
         return "timezone"
     turn.user.timezone = data.pop("zone")
+    await lesson_schedule_changed(turn.session, turn.user.id)
     data.pop("zone_label", None)
     return _after(data, "lesson_time")
 
@@ -186,6 +187,7 @@ async def answer_lesson_time(turn: Turn, data: flow.Data, text: str) -> str:
         raise Invalid(_("I couldn't read “{text}” as a time. Try 08:00, 7:30, 6pm or 18h.", text=text[:40]))
     learner = await learner_of(turn)
     learner.lesson_time = at
+    await lesson_schedule_changed(turn.session, turn.user.id)
     return _after(data, "days")
 
 
@@ -210,6 +212,7 @@ async def answer_days(turn: Turn, data: flow.Data, text: str) -> str:
                         "or say “every day”, “weekdays” or “weekends”."))
     learner = await learner_of(turn)
     learner.lesson_days = days
+    await lesson_schedule_changed(turn.session, turn.user.id)
     if data.get("after"):
         return data["after"]
     courses = await live_courses(turn)

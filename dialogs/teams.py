@@ -41,7 +41,7 @@ from dialogs.onboarding import days_label, finish, privacy_notice
 from dialogs.times import read_days, read_time, read_zone
 from dialogs.turn import Command, Turn
 from storage.courses import Course, Lesson, LessonProgress, course_lessons, lesson_questions, progress_of
-from storage.learners import PAUSED
+from storage.learners import PAUSED, lesson_schedule_changed
 from storage.models import AdminAuditEntry, User
 from storage.outbox import OutboxEntry, enqueue
 from storage.queries import get_or_create_conversation
@@ -500,6 +500,7 @@ async def membership_changed(turn: Turn) -> None:
     member = await _set_status(turn, team, MEMBER_ACTIVE)
     if isinstance(meta.get("timezone"), str) and not turn.user.timezone:
         turn.user.timezone = meta["timezone"]
+        await lesson_schedule_changed(turn.session, turn.user.id)
     _ = tr(turn)
     course = await turn.session.get(Course, team.course_id)
     if team.mode == DIRECT_MODE:
@@ -579,6 +580,7 @@ async def _answer_invitation(turn: Turn, value: str) -> None:
     await enroll(turn, learner, course)
     learner.lesson_time, learner.lesson_days = team.lesson_time, team.lesson_days
     turn.user.timezone = turn.user.timezone or team.timezone  # their own (their profile's), else the team's
+    await lesson_schedule_changed(turn.session, turn.user.id)
     flow.leave(turn.state, "onboarding")
     await finish(turn)  # active, lessons pushed here, the schedule told, and the first lesson offered now
 
@@ -599,6 +601,7 @@ async def follow_team_schedule(session: AsyncSession, team: Team) -> None:
     """The team's new hour or days, for the members who started its lessons through its invitation."""
     for learner in await started_learners(session, team):
         learner.lesson_time, learner.lesson_days = team.lesson_time, team.lesson_days
+        await lesson_schedule_changed(session, learner.user_id)
 
 
 # The weekly digest, and the nudge it offers ------------------------------------------------------------------------

@@ -8,7 +8,18 @@ local date has exactly one lesson moment, and the 23-hour and 25-hour days give 
 
 The planner walks through time behind a durable cursor (`clock_cursors`, "lessons"): each run handles the moments
 in (cursor, now] and then moves the cursor to now, so runs missed during a failover are made up by the next run,
-up to LESSON_LATE_LIMIT late. Each learner's lesson for a date is decided once, in one transaction: a
+up to LESSON_LATE_LIMIT late.
+
+Who to look at is kept on the learner's row: `learners.next_lesson_at`, indexed, never later than their next lesson
+moment not yet handled (NULL: to be worked out). A run reads the learners whose value is at or before now, or NULL
+(`lesson_candidates`: no lower bound, so a value left behind by a missed run is still read), works out the lessons
+in (cursor, now] for them exactly as the window says, pushes those, then stores each one's first moment after now —
+also for learners who may not be messaged now (paused, stopped, opted out), so they are not read again every minute.
+It stores it only where the row is as it was read (`learners.updated_at` unchanged): a learner who changes their
+lesson time, days or zone meanwhile keeps the NULL that `storage.learners.lesson_schedule_changed` wrote, and the
+next run works their moment out from the new settings. So a minute costs the learners due in it, not all learners.
+
+Each learner's lesson for a date is decided once, in one transaction: a
 `scheduled_lessons` row (primary key: learner, local date) records what was done, and the outbox rows written with it
 carry the keys `lesson:{user_id}:{date}` (and `…:2`, `…:3` for further parts): a run repeated after a crash, or by
 a second leader that has not yet noticed it lost, finds the row and sends nothing.
@@ -29,7 +40,7 @@ from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, func, or_, select, tuple_, union, update
+from sqlalchemy import CompoundSelect, and_, bindparam, func, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialogs.lessons import deliver_next_lesson, home_conversation
@@ -57,8 +68,7 @@ log = logging.getLogger(__name__)
 CURSOR = "lessons"
 LESSON_LATE_LIMIT = timedelta(hours=2)  # after an outage, lessons later than this are not sent at all
 BUSY_RETRIES, BUSY_RETRY_SECONDS = 3, 1.0  # the learner's chat is being answered right now: try again shortly
-COMBO_BATCH = 500  # (zone, time, days) combinations per query
-QUARTER_HOUR = timedelta(minutes=15)
+ADVANCE_BATCH = 1_000  # next lesson moments stored per statement
 
 
 @dataclass(frozen=True)
@@ -87,84 +97,115 @@ def lesson_dates(start: datetime, end: datetime, *, zone: tzinfo, at: time, days
     return found
 
 
-def _schedulable(now: datetime) -> list:
-    return [*may_be_messaged(now), Learner.lesson_time.is_not(None), Learner.lesson_days != ""]
+def next_lesson_after(moment: datetime, *, zone: tzinfo, at: time, days: str) -> datetime | None:
+    """The first lesson moment after `moment` (on the learner's `days`); None when `days` names no weekday."""
+    day = moment.astimezone(zone).date() - timedelta(days=1)
+    for _ in range(10):
+        if str(day.isoweekday()) in days:
+            found = lesson_moment(day, at, zone)
+            if found > moment:
+                return found
+        day += timedelta(days=1)
+    return None
 
 
-def wall_clock_ranges(start: datetime, end: datetime) -> list[tuple[time, time]] | None:
-    """The local wall-clock times at which a lesson could fall in (start, end] in some zone; None: any time.
+@dataclass(frozen=True)
+class Candidate:
+    """A learner whose `next_lesson_at` has come (or is to be worked out), as the planner read them."""
 
-    Every UTC offset in use is a whole number of quarter hours between -12:00 and +14:00, and a lesson's moment is
-    its wall-clock time minus one of its zone's offsets (the one before a change, in a skipped hour). So for a
-    window shorter than fifteen minutes the candidates are a few short ranges, about 7 % of the day per minute of
-    window, and the database need not hand over the rest. Learners with a typed offset ("UTC+05:07") are always
-    looked at: theirs may be any minute.
+    user_id: int
+    zone_name: str
+    at: time | None
+    days: str
+    next_lesson_at: datetime | None
+    may_be_messaged: bool
+    updated_at: datetime  # the row's version, for storing the next moment only where nothing changed since
+
+
+@dataclass
+class Plan:
+    """What one run found: the lessons due in its window, and each candidate's next lesson moment after it."""
+
+    due: list[DueLesson]
+    candidates: list[Candidate]
+    next_at: dict[int, datetime | None]
+
+
+async def lesson_candidates(session: AsyncSession, end: datetime) -> list[Candidate]:
+    """The learners whose `next_lesson_at` is at or before `end`, and those whose next lesson is to be worked out.
+
+    Two reads, each on an index (ix_learners_next_lesson_at, ix_learners_next_lesson_unknown), so a minute costs the
+    learners whose lesson comes in it, not every learner. Paused, stopped and opted-out learners are read too (their
+    moment is moved on like anyone's, so they are not read again every minute); `may_be_messaged` says who is not.
     """
-    if end - start >= QUARTER_HOUR:
-        return None
-    ranges: list[tuple[time, time]] = []
-    for minutes in range(-12 * 60, 14 * 60 + 1, 15):
-        first, last = start + timedelta(minutes=minutes), end + timedelta(minutes=minutes)
-        if first.date() == last.date():
-            ranges.append((first.time().replace(tzinfo=None), last.time().replace(tzinfo=None)))
-        else:
-            ranges += [(first.time().replace(tzinfo=None), time.max), (time.min, last.time().replace(tzinfo=None))]
-    ranges.sort()
-    merged = [ranges[0]]
-    for low, high in ranges[1:]:
-        if low <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(high, merged[-1][1]))
-        else:
-            merged.append((low, high))
-    return merged
+    rows = await session.execute(_candidates_statement(), {"end": end})
+    return [Candidate(user_id, zone_name, at, days or "", next_at, bool(may), updated_at)
+            for user_id, zone_name, at, days, next_at, may, updated_at in rows.all()]
+
+
+@lru_cache(maxsize=1)  # built once: every minute runs it
+def _candidates_statement() -> CompoundSelect[Any]:
+    end = bindparam("end", type_=Learner.__table__.c.next_lesson_at.type)
+    messageable = and_(Learner.home_conversation_id.is_not(None), *may_be_messaged(end))
+    read = (
+        select(Learner.user_id, func.coalesce(User.timezone, ""), Learner.lesson_time, Learner.lesson_days,
+               Learner.next_lesson_at, messageable.label("messageable"), Learner.updated_at)
+        .select_from(Learner)
+        .join(User, User.id == Learner.user_id)
+        .outerjoin(Conversation, Conversation.id == Learner.home_conversation_id)
+    )
+    return union_all(
+        read.where(Learner.next_lesson_at <= end),
+        read.where(Learner.next_lesson_at.is_(None), Learner.lesson_time.is_not(None)),
+    )
+
+
+def plan_window(candidates: Iterable[Candidate], start: datetime, end: datetime) -> Plan:
+    """The lessons due in (start, end] for the candidates who may be messaged, and every candidate's next moment
+    after `end`. Moments are worked out once per (zone, lesson time, days) and cached."""
+    dates_of: dict[tuple[str, time, str], list[date]] = {}
+    next_of: dict[tuple[str, time, str], datetime | None] = {}
+    plan = Plan([], [], {})
+    for candidate in candidates:
+        plan.candidates.append(candidate)
+        at = candidate.at
+        if at is None:  # no lesson time any more: nothing to look for until one is set
+            plan.next_at[candidate.user_id] = None
+            continue
+        key = (candidate.zone_name, at, candidate.days)
+        if key not in next_of:
+            zone = zone_for(candidate.zone_name or None)
+            dates_of[key] = lesson_dates(start, end, zone=zone, at=at, days=candidate.days)
+            # days naming no weekday: no lesson, looked at again in a day
+            next_of[key] = (next_lesson_after(end, zone=zone, at=at, days=candidate.days)
+                            or end + timedelta(days=1))
+        plan.next_at[candidate.user_id] = next_of[key]
+        if candidate.may_be_messaged:
+            zone = zone_for(candidate.zone_name or None)
+            plan.due += [DueLesson(candidate.user_id, day, lesson_moment(day, at, zone)) for day in dates_of[key]]
+    plan.due.sort(key=lambda due: (due.due_at, due.user_id))
+    return plan
 
 
 async def due_lessons(session: AsyncSession, start: datetime, end: datetime) -> list[DueLesson]:
-    """Every lesson whose moment falls in (start, end], for learners who may be messaged at `end`.
+    """Every lesson whose moment falls in (start, end], for learners who may be messaged at `end` (nothing moved on)."""
+    return plan_window(await lesson_candidates(session, end), start, end).due
 
-    Two queries whatever the number of learners: the distinct (zone, lesson time, days) combinations among learners
-    whose lesson time could be due (`wall_clock_ranges`), whose moments are worked out here once each, then the
-    learners of the combinations that are due.
-    """
-    zone_name = func.coalesce(User.timezone, "")
-    base = (
-        select()
-        .select_from(Learner)
-        .join(User, User.id == Learner.user_id)
-        .join(Conversation, Conversation.id == Learner.home_conversation_id)
-        .where(*_schedulable(end))
+
+async def advance_next_lessons(session: AsyncSession, plan: Plan) -> None:
+    """Store each candidate's next lesson moment, only where their row is as the run read it (`updated_at`): a
+    learner whose row changed meanwhile (new lesson time, days or zone: `lesson_schedule_changed`) keeps what was
+    written; the next run reads them again and works it out from what is there then."""
+    learners = Learner.__table__
+    statement = (
+        update(learners)
+        .where(learners.c.user_id == bindparam("b_user"), learners.c.updated_at == bindparam("b_version"))
+        .values(next_lesson_at=bindparam("b_next"), updated_at=learners.c.updated_at)  # not a change of theirs
     )
-    combo = base.add_columns(zone_name, Learner.lesson_time, Learner.lesson_days)
-    ranges = wall_clock_ranges(start, end)
-    if ranges is None:
-        candidates: Select[Any] | CompoundSelect[Any] = combo.distinct()
-    else:
-        # Two reads, each on an index (ix_learners_lesson_time, ix_users_timezone), so a minute costs what could be
-        # due in it, not every learner: the lesson times in the ranges, and the few typed offsets (any minute).
-        candidates = union(
-            combo.where(or_(*(Learner.lesson_time.between(low, high) for low, high in ranges))),
-            combo.where(User.timezone.like("UTC_%")),
-        )
-    combos = await session.execute(candidates)
-    due_dates: dict[tuple[str, time, str], list[date]] = {}
-    for name, at, days in combos.all():
-        dates = lesson_dates(start, end, zone=zone_for(name or None), at=at, days=days)
-        if dates:
-            due_dates[(name, at, days)] = dates
-    found: list[DueLesson] = []
-    keys = list(due_dates)
-    for offset in range(0, len(keys), COMBO_BATCH):
-        chunk = keys[offset:offset + COMBO_BATCH]
-        rows = await session.execute(
-            base.add_columns(Learner.user_id, zone_name, Learner.lesson_time, Learner.lesson_days)
-            .where(tuple_(zone_name, Learner.lesson_time, Learner.lesson_days).in_(chunk))
-        )
-        for user_id, name, at, days in rows.all():
-            zone = zone_for(name or None)
-            for day in due_dates[(name, at, days)]:
-                found.append(DueLesson(user_id, day, lesson_moment(day, at, zone)))
-    found.sort(key=lambda due: (due.due_at, due.user_id))
-    return found
+    rows = [{"b_user": c.user_id, "b_version": c.updated_at, "b_next": plan.next_at[c.user_id]}
+            for c in plan.candidates if plan.next_at[c.user_id] != c.next_lesson_at]
+    for offset in range(0, len(rows), ADVANCE_BATCH):
+        await session.execute(statement, rows[offset:offset + ADVANCE_BATCH])
 
 
 # The job -------------------------------------------------------------------------------------------------------------
@@ -178,11 +219,16 @@ async def plan_lessons(ctx: JobContext) -> Counter[str]:
     # The first run ever only sets the cursor: lessons are planned from the moment the clock first ran.
     start = now if cursor is None else max(cursor, now - LESSON_LATE_LIMIT)
     outcomes: Counter[str] = Counter()
+    plan = None
     if start < now:
         async with ctx.db.sessions() as session:
-            due = await due_lessons(session, start, now)
-        outcomes = await push_lessons(ctx, due, now)
+            plan = plan_window(await lesson_candidates(session, now), start, now)
+        outcomes = await push_lessons(ctx, plan.due, now)
+    # Moved on only once the lessons are pushed: a run cut short before leaves the learners to the next run, which
+    # finds their lessons decided (scheduled_lessons) and sends nothing twice.
     async with ctx.db.transaction() as session:
+        if plan is not None:
+            await advance_next_lessons(session, plan)
         await advance_cursor(session, CURSOR, now)
     if outcomes[QUEUED]:
         ctx.notify()

@@ -33,7 +33,7 @@ from dialogs.i18n import translator
 from dialogs.teams import announce, digest_message, invite, leaderboard, pause_direct_lessons, post_lesson, send_to
 from scheduler.context import JobContext
 from scheduler.planner import LESSON_LATE_LIMIT, lesson_dates
-from storage.learners import zone_for
+from storage.learners import lesson_schedule_changed, zone_for
 from storage.models import User
 from storage.queries import get_or_create_identity
 from storage.scheduling import advance_cursor, read_cursor
@@ -190,6 +190,7 @@ async def _enroll(session: AsyncSession, team_id: int, profiles: list[ChatMember
             user = await session.get(User, identity.user_id)
             if user is not None and not user.timezone:
                 user.timezone = profile.timezone
+                await lesson_schedule_changed(session, user.id)
         status = MEMBER_EXCLUDED if profile.guest or profile.bot else MEMBER_ACTIVE
         member = await set_member(session, team, profile.sender_id, status, user_id=identity.user_id, now=now,
                                   direct_chat=profile.direct_chat)

@@ -5,6 +5,12 @@ Everything a planner selects on is a plain column, so "who gets a lesson now" is
 `quiet_start`/`quiet_end`, `paused_until`, and the zone in `users.timezone` (an IANA name such as "Europe/Lisbon",
 or a fixed offset written "UTC+05:30"; `zone_for` turns either into a tzinfo). The language is `users.locale`.
 
+`next_lesson_at` is where the planner (scheduler/planner.py) looks for who is due: never later than the learner's
+next lesson moment it has not handled yet, so each minute it reads only the learners whose value has come. NULL means
+"not worked out": the planner's next run works it out. Whatever changes a learner's lesson time, days or zone calls
+`lesson_schedule_changed`, which sets it to NULL and marks the row changed (`updated_at`): the planner stores a
+moment only where the row is as it read it, so it never writes one worked out from settings changed since.
+
 A learner's day is a date in their own zone: streaks count consecutive local dates with activity, so a learner in
 Tokyo who studies at 08:00 on two mornings has a 2-day streak even though both fall on one UTC date.
 """
@@ -29,6 +35,7 @@ from sqlalchemy import (
     UniqueConstraint,
     delete,
     select,
+    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -52,9 +59,10 @@ class Learner(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), default=ONBOARDING, index=True)
     consent_at: Mapped[datetime | None] = mapped_column()  # privacy notice accepted
-    # local wall-clock time of the daily lesson; indexed: the planner's minute reads only the times it could match
-    lesson_time: Mapped[time | None] = mapped_column(Time, index=True)
+    lesson_time: Mapped[time | None] = mapped_column(Time)  # local wall-clock time of the daily lesson
     lesson_days: Mapped[str] = mapped_column(String(7), default=EVERY_DAY)  # ISO weekdays: "135" = Mon, Wed, Fri
+    # UTC; no later than the next lesson moment the planner has not handled; NULL: to be worked out (module docstring)
+    next_lesson_at: Mapped[datetime | None] = mapped_column(index=True)
     quiet_start: Mapped[time | None] = mapped_column(Time)  # no pushed messages from here …
     quiet_end: Mapped[time | None] = mapped_column(Time)  # … until here (may wrap past midnight)
     paused_until: Mapped[datetime | None] = mapped_column()  # /pause N days; None with status paused = until /resume
@@ -72,6 +80,13 @@ class Learner(Base):
     link_code_expires_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        # the learners whose next lesson is still to be worked out (new settings, rows from before the column)
+        Index("ix_learners_next_lesson_unknown", "user_id",
+              postgresql_where=text("next_lesson_at IS NULL AND lesson_time IS NOT NULL"),
+              sqlite_where=text("next_lesson_at IS NULL AND lesson_time IS NOT NULL")),
+    )
 
 
 class Certificate(Base):
@@ -151,6 +166,16 @@ async def learner_for(session: AsyncSession, user: User) -> Learner:
         session.add(learner)
         await session.flush()
     return learner
+
+
+async def lesson_schedule_changed(session: AsyncSession, user_id: int) -> None:
+    """The learner's lesson time, days or zone (`users.timezone`) changed, or is about to in this transaction: their
+    next lesson moment is worked out again by the planner's next run. Every place that changes one of the three calls
+    this (a place that forgot would leave a stale moment: the lesson would come at the old one first, once)."""
+    learner = await session.get(Learner, user_id)
+    if learner is not None:
+        learner.next_lesson_at = None
+        learner.updated_at = utcnow()  # written even when it was NULL already: a planner run reading it sees a change
 
 
 def record_activity(learner: Learner, user: User, now: datetime) -> None:

@@ -104,8 +104,6 @@ class User(Base):
         Index("ix_users_created_at", "created_at"),
         Index("ix_users_last_active_at", "last_active_at"),
         Index("ix_users_name_lower", text("lower(display_name)")),
-        # the planner's learners with a typed UTC offset ("UTC+05:30"), found by the prefix
-        Index("ix_users_timezone", "timezone", postgresql_ops={"timezone": "text_pattern_ops"}),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -197,7 +197,7 @@ class BroadcastRecipient(Base):
 # Queries the scheduler, the admin commands and the CLI share ------------------------------------------------------
 
 
-def may_be_messaged(now: datetime) -> list[ColumnElement[bool]]:
+def may_be_messaged(now: datetime | ColumnElement[datetime]) -> list[ColumnElement[bool]]:
     """Who the bot may message on its own at `now`: set up (consent given), neither stopped nor paused (a pause that
     ran out counts as over), with a home conversation that has not opted out (STOP) on its platform.
 

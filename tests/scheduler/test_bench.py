@@ -30,6 +30,7 @@ def test_the_scheduler_bench_plans_a_day_and_broadcasts_with_nothing_lost_or_dou
     assert plan["runs"] == 1440 and plan["lessons_due"] == plan["expected"] > 50
     assert plan["missing"] == plan["doubled"] == plan["unexpected"] == 0
     assert plan["quiet_runs"] > 0 and plan["ms_per_quiet_run_p50"] > 0 and plan["ms_per_busiest_run_p50"] > 0
+    assert plan["backfill_seconds"] > 0
     assert {b["platform"] for b in report["broadcasts"]} == {"telegram", "whatsapp"}
     for broadcast in report["broadcasts"]:
         assert broadcast["sent"] == broadcast["queued"] == 45

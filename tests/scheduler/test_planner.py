@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -13,17 +14,21 @@ from sqlalchemy import select, update
 from bot.core import Lessonbot
 from scheduler.planner import (
     DueLesson,
+    advance_next_lessons,
     due_lessons,
+    lesson_candidates,
     lesson_dates,
     lesson_moment,
+    next_lesson_after,
     plan_lessons,
+    plan_window,
     push_lessons,
-    wall_clock_ranges,
 )
 from storage.db import Database
-from storage.learners import PAUSED, STOPPED, zone_for
+from storage.learners import PAUSED, STOPPED, Learner, lesson_schedule_changed, zone_for
 from storage.models import Conversation, OutboxMessage, User, utcnow
-from storage.scheduling import QUEUED, QUIET_HOURS, UNANSWERED, ScheduledLesson
+from storage.scheduling import QUEUED, QUIET_HOURS, UNANSWERED, ClockCursor, ScheduledLesson
+from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
 from tests.scheduler.support import HandClock, add_learner, context, sample_course
 from tests.support import RecordingChannel, Transcript
 
@@ -94,21 +99,19 @@ ODD_OFFSETS = ("Asia/Kathmandu", "America/St_Johns", "Pacific/Chatham", "Austral
 
 
 @pytest.mark.parametrize("zone_name", ZONES + ODD_OFFSETS)
-def test_short_windows_ask_the_database_only_for_lesson_times_that_could_be_due(zone_name):
+def test_the_next_lesson_moment_is_the_first_one_after_any_instant(zone_name):
     zone = ZoneInfo(zone_name)
     days = odd_days(zone, 2026) or [date(2026, 6, 1)]
     for changeover in days:
-        for day in (changeover - timedelta(days=1), changeover, changeover + timedelta(days=1)):
-            for at in (*TIMES, time(5, 45), time(12, 15), time(18, 59)):
-                moment = lesson_moment(day, at, zone)
-                for before in (timedelta(seconds=1), timedelta(seconds=30), timedelta(seconds=59)):
-                    ranges = wall_clock_ranges(moment - before, moment - before + timedelta(minutes=1))
-                    assert any(low <= at <= high for low, high in ranges), (zone_name, day, at, before)
-    ranges = wall_clock_ranges(datetime(2026, 6, 1, 12, tzinfo=UTC), datetime(2026, 6, 1, 12, 1, tzinfo=UTC))
-    covered = sum((datetime.combine(date.min, high) - datetime.combine(date.min, low)).total_seconds()
-                  for low, high in ranges)
-    assert covered < 0.08 * 24 * 3600  # a minute's window asks for 7 % of the day's times
-    assert wall_clock_ranges(datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 6, 1, 0, 15, tzinfo=UTC)) is None
+        for at in (*TIMES, time(5, 45), time(12, 15), time(18, 59)):
+            for weekdays in ("1234567", "135", "6"):
+                moments = [lesson_moment(day, at, zone) for offset in range(-8, 9)
+                           if str((day := changeover + timedelta(days=offset)).isoweekday()) in weekdays]
+                for before, after in itertools.pairwise(moments):
+                    for instant in (before, before + timedelta(seconds=1), after - timedelta(seconds=1)):
+                        assert next_lesson_after(instant, zone=zone, at=at, days=weekdays) == after, (
+                            zone_name, changeover, at, weekdays, instant)
+    assert next_lesson_after(datetime(2026, 6, 1, tzinfo=UTC), zone=zone, at=time(8), days="") is None
 
 
 async def test_minute_by_minute_planning_finds_lessons_in_every_kind_of_zone(database_url):
@@ -302,5 +305,160 @@ async def test_a_learner_being_answered_right_now_is_retried_then_recorded(datab
         assert outcomes == Counter({"busy": 1})
         async with db.sessions() as session:
             assert await session.scalar(select(OutboxMessage.id)) is None
+    finally:
+        await db.dispose()
+
+
+# Who is looked at: learners.next_lesson_at ---------------------------------------------------------------------------
+
+LISBON = ZoneInfo("Europe/Lisbon")
+
+
+async def next_lesson_of(db: Database, user_id: int) -> datetime | None:
+    async with db.sessions() as session:
+        return await session.scalar(select(Learner.next_lesson_at).where(Learner.user_id == user_id))
+
+
+async def test_a_lesson_time_changed_in_settings_comes_at_its_new_moment(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)  # 08:00 in Lisbon, every day
+    user, _learner = await learner_row(bot, "test", "ann")
+    clock = HandClock(utcnow())
+    ctx = context(bot.db, clock)
+    await plan_lessons(ctx)  # the first run only starts the cursor
+    clock.move(minutes=1)
+    await plan_lessons(ctx)  # works out the next lesson of the learner onboarding left unknown
+    assert await next_lesson_of(bot.db, user.id) == next_lesson_after(clock.now(), zone=LISBON, at=time(8),
+                                                                      days="1234567")
+    soon = (clock.now() + timedelta(minutes=20)).astimezone(LISBON)
+    new_at = time(soon.hour, soon.minute)
+    assert (await t.say(f"/settings time {new_at:%H:%M}"))[0].startswith(f"Saved. Lessons at {new_at:%H:%M}")
+    assert await next_lesson_of(bot.db, user.id) is None  # to be worked out again
+    moment = next_lesson_after(clock.now(), zone=LISBON, at=new_at, days="1234567")
+    assert moment is not None and moment - clock.now() < timedelta(minutes=21)
+    clock.move(minutes=1)
+    assert await plan_lessons(ctx) == Counter()
+    assert await next_lesson_of(bot.db, user.id) == moment
+    clock.at(moment + timedelta(seconds=30))
+    assert await plan_lessons(ctx) == Counter({QUEUED: 1})
+    async with bot.db.sessions() as session:
+        keys = set(await session.scalars(select(OutboxMessage.idempotency_key)))
+    assert f"lesson:{user.id}:{moment.astimezone(LISBON).date().isoformat()}" in keys
+    assert await next_lesson_of(bot.db, user.id) == next_lesson_after(clock.now(), zone=LISBON, at=new_at,
+                                                                      days="1234567")
+
+
+async def test_a_paused_learner_is_moved_on_without_a_lesson_and_has_them_again_after(database_url):
+    db = Database(database_url)
+    try:
+        course = await sample_course(db)
+        start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon; lessons at 07:30 (06:30 UTC)
+        paused = await add_learner(db, course_id=course, status=PAUSED,
+                                   paused_until=start + timedelta(days=1, hours=12))
+        evening = await add_learner(db, course_id=course, at=time(20))
+        clock = HandClock(start)
+        ctx = context(db, clock)
+        await plan_lessons(ctx)
+        clock.move(minutes=1)
+        await plan_lessons(ctx)  # both learners' next lessons worked out
+        outcomes, moments = [], []
+        for day in range(3):
+            clock.at(start + timedelta(days=day, minutes=45))
+            outcomes.append(await plan_lessons(ctx))
+            moments.append(await next_lesson_of(db, paused))
+            async with db.sessions() as session:  # an hour later, nobody's lesson is due: nobody is read
+                assert await lesson_candidates(session, clock.now() + timedelta(hours=1)) == []
+        assert outcomes == [Counter(), Counter(), Counter({QUEUED: 1})]
+        assert moments == [datetime(2026, 6, 11 + day, 6, 30, tzinfo=UTC) for day in range(3)]
+        async with db.sessions() as session:
+            decided = [(row.user_id, row.local_date) for row in await session.scalars(select(ScheduledLesson))]
+        assert decided == [(paused, date(2026, 6, 12))]
+        assert await next_lesson_of(db, evening) == datetime(2026, 6, 12, 19, tzinfo=UTC)  # not read since
+    finally:
+        await db.dispose()
+
+
+async def test_unknown_and_stale_next_lessons_are_read_and_each_lesson_comes_once(database_url):
+    db = Database(database_url)
+    try:
+        course = await sample_course(db)
+        start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon
+        unknown = await add_learner(db, course_id=course)
+        stale = await add_learner(db, course_id=course)  # a value left a week behind (a run missed, a restore)
+        async with db.transaction() as session:
+            await session.execute(update(Learner).where(Learner.user_id == stale)
+                                  .values(next_lesson_at=start - timedelta(days=7)))
+        clock = HandClock(start)
+        ctx = context(db, clock)
+        await plan_lessons(ctx)
+        clock.move(minutes=45)
+        assert await plan_lessons(ctx) == Counter({QUEUED: 2})
+        tomorrow = datetime(2026, 6, 11, 6, 30, tzinfo=UTC)
+        assert [await next_lesson_of(db, user) for user in (unknown, stale)] == [tomorrow, tomorrow]
+        # the same window planned again, as after a crash before the cursor moved: nothing is sent twice
+        async with db.transaction() as session:
+            await session.execute(update(Learner).values(next_lesson_at=None))
+            await session.execute(update(ClockCursor).values(until=start))
+        assert await plan_lessons(ctx) == Counter()
+        async with db.sessions() as session:
+            keys = list(await session.scalars(select(OutboxMessage.idempotency_key)))
+        assert sorted(keys) == sorted(f"lesson:{user}:2026-06-10" for user in (unknown, stale))
+    finally:
+        await db.dispose()
+
+
+async def test_two_leaders_planning_the_same_minute_send_each_lesson_once(database_url):
+    dbs = [Database(database_url), Database(database_url)]
+    try:
+        course = await sample_course(dbs[0])
+        users = [await add_learner(dbs[0], course_id=course) for _ in range(5)]
+        start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)
+        await plan_lessons(context(dbs[0], HandClock(start)))
+        clocks = [HandClock(start + timedelta(minutes=45)) for _ in dbs]
+        results = await asyncio.gather(*(plan_lessons(context(db, clock)) for db, clock in zip(dbs, clocks,
+                                                                                              strict=True)))
+        assert sum(result[QUEUED] for result in results) == len(users)
+        async with dbs[0].sessions() as session:
+            keys = list(await session.scalars(select(OutboxMessage.idempotency_key)))
+        assert sorted(keys) == sorted(f"lesson:{user_id}:2026-06-10" for user_id in users)
+        assert {await next_lesson_of(dbs[0], user) for user in users} == {datetime(2026, 6, 11, 6, 30, tzinfo=UTC)}
+    finally:
+        for db in dbs:
+            await db.dispose()
+
+
+async def test_settings_changed_while_the_planner_runs_are_not_overwritten(database_url):
+    db = Database(database_url)
+    try:
+        course = await sample_course(db)
+        start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon
+        known = await add_learner(db, course_id=course)  # 07:30, its next lesson worked out below
+        clock = HandClock(start)
+        ctx = context(db, clock)
+        await plan_lessons(ctx)
+        clock.move(minutes=1)
+        await plan_lessons(ctx)
+        unknown = await add_learner(db, course_id=course)  # 07:30, not worked out yet
+        clock.move(minutes=44)
+        async with db.sessions() as session:  # a run reads who is due ...
+            plan = plan_window(await lesson_candidates(session, clock.now()), start, clock.now())
+        assert {lesson.user_id for lesson in plan.due} == {known, unknown}
+        async with db.transaction() as session:  # ... one learner moves their lesson to 09:00, the other to Tokyo
+            learner = await session.get(Learner, known)
+            assert learner is not None
+            learner.lesson_time = time(9)
+            await lesson_schedule_changed(session, known)
+            user = await session.get(User, unknown)
+            assert user is not None
+            user.timezone = "Asia/Tokyo"
+            await lesson_schedule_changed(session, unknown)
+        async with db.transaction() as session:  # ... and the run stores what it worked out before the change
+            await advance_next_lessons(session, plan)
+        assert [await next_lesson_of(db, user) for user in (known, unknown)] == [None, None]
+        clock.move(minutes=1)
+        await plan_lessons(ctx)
+        assert await next_lesson_of(db, known) == datetime(2026, 6, 10, 8, tzinfo=UTC)  # 09:00 in Lisbon
+        assert await next_lesson_of(db, unknown) == datetime(2026, 6, 10, 22, 30, tzinfo=UTC)  # 07:30 in Tokyo
     finally:
         await db.dispose()
