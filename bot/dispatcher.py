@@ -339,7 +339,7 @@ class OutboxDispatcher:
             return None  # after stop(), nothing more is claimed
         due: Due | None = None
         try:
-            async with self.db.run() as connection:
+            async with self.db.run(each_statement=True) as connection:
                 due = await self._due_head(connection, conversation_id)
         except BaseException:
             self._give_back(due)
@@ -356,8 +356,8 @@ class OutboxDispatcher:
     async def _due_head(self, connection: AsyncConnection | Raw, conversation_id: int) -> Due | None:
         """The conversation's oldest unsent reply if it is due (pending and its time come, or `sending` and its lease
         run out), with the conversation facts its send needs. If its turn at the limiter comes within
-        CLAIM_AHEAD_SECONDS (at once, for most replies), its place is booked and it is claimed in the same
-        transaction; otherwise it is claimed once its turn comes near."""
+        CLAIM_AHEAD_SECONDS (at once, for most replies), its place is booked and it is claimed straight after the read
+        (the claim's WHERE checks the row is still as read); otherwise it is claimed once its turn comes near."""
         now = utcnow()
         head = (await _HEAD.run(connection, {"conv": conversation_id})).first()
         if head is None or not self._reaches(head.channel, head.chat_id):
@@ -398,7 +398,7 @@ class OutboxDispatcher:
 
     async def _claim(self, due: Due) -> bool:
         """Claim a due reply (`sending`, leased, one try more) unless another dispatcher took it since it was read."""
-        async with self.db.run() as connection:
+        async with self.db.run(each_statement=True) as connection:
             return await self._claim_in(connection, due)
 
     async def _claim_in(self, connection: AsyncConnection | Raw, due: Due) -> bool:
@@ -517,7 +517,7 @@ class OutboxDispatcher:
     async def _renew_while_sending(self, row: Claimed, every: float) -> None:
         while True:
             try:
-                async with self.db.run() as connection:
+                async with self.db.run(each_statement=True) as connection:
                     renewed = await _RENEW_CLAIM.run(
                         connection, {"row": row.id, "tries": row.attempts, "until": utcnow() + self.send_lease}
                     )
@@ -534,15 +534,16 @@ class OutboxDispatcher:
 
     async def _save_parts(self, outbox_id: int, platform_ids: list[str]) -> None:
         """A part of a reply sent in several went out: noted on its row, so a retry anywhere resumes after it."""
-        async with self.db.run() as connection:
+        async with self.db.run(each_statement=True) as connection:
             await _SAVE_PARTS.run(connection, {"row": outbox_id, "parts": platform_ids})
 
     async def _mark_sent(self, row: Claimed, platform_id: str) -> Due | None:
-        """Mark `row` sent and, in the same transaction, read (and maybe claim) the conversation's next reply."""
+        """Mark `row` sent, then read (and maybe claim) the conversation's next reply: each statement whole on its own
+        (the claim checks in its WHERE what the read saw), so on PostgreSQL none waits for a BEGIN or a COMMIT."""
         at = utcnow()
         following: Due | None = None
         try:
-            async with self.db.run() as connection:
+            async with self.db.run(each_statement=True) as connection:
                 written = (await _MARK_SENT.run(connection, {"row": row.id, "sent_as": platform_id, "at": at})).scalar()
                 following = await self._due_head(connection, row.conversation_id)
         except BaseException:

@@ -85,13 +85,18 @@ class ConversationIds:
         self._ids: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._capacity = capacity
 
-    async def find(self, connection: AsyncConnection | Raw, channel: str, chat_id: str) -> int:
-        """The conversation's id, remembered or looked up (created on first contact) in `connection`'s transaction:
-        call `remember` once that has committed."""
+    def remembered(self, channel: str, chat_id: str) -> int | None:
         key = (channel, chat_id)
         found = self._ids.get(key)
         if found is not None:
             self._ids.move_to_end(key)
+        return found
+
+    async def find(self, connection: AsyncConnection | Raw, channel: str, chat_id: str) -> int:
+        """The conversation's id, remembered or looked up (created on first contact) in `connection`'s transaction:
+        call `remember` once that has committed."""
+        found = self.remembered(channel, chat_id)
+        if found is not None:
             return found
         return await get_or_create_conversation(connection, channel, chat_id)
 
@@ -166,9 +171,15 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
     `conversations`: the process's remembered conversation ids (without it, the conversation is looked up)."""
     message = storable_message(message)
     conversations = conversations or ConversationIds(capacity=1)
+    # With the conversation's id remembered, recording is one statement, a transaction of its own (no round trips
+    # for BEGIN and COMMIT on PostgreSQL); a first contact makes the conversation in the same transaction.
+    remembered = conversations.remembered(message.channel, message.chat_id)
     try:
-        async with db.run(urgent=True) as connection:  # the platform waits for this one
-            conversation_id = await conversations.find(connection, message.channel, message.chat_id)
+        async with db.run(urgent=True, each_statement=remembered is not None) as connection:  # the platform waits
+            conversation_id = (
+                remembered if remembered is not None
+                else await conversations.find(connection, message.channel, message.chat_id)
+            )
             values = {
                 "channel": message.channel,
                 "platform_id": message.platform_id,

@@ -45,9 +45,11 @@ class DriverPool:
         self._closed = False
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def transaction(self, *, each_statement: bool = False) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A connection in a transaction (begun with its first statement): committed at the end of the block, rolled
-        back on any error."""
+        back on any error. `each_statement`: every statement is a transaction of its own instead (the connection in
+        autocommit), which spares the BEGIN and the COMMIT, a round trip each, where the block's statements need not
+        be atomic together."""
         try:
             async with asyncio.timeout(self._timeout):
                 await self._slots.acquire()
@@ -56,12 +58,15 @@ class DriverPool:
         try:
             connection, opened = await self._take()
             try:
+                if connection.autocommit != each_statement:
+                    await connection.set_autocommit(each_statement)
                 yield connection
             except BaseException:
                 await self._end_failed(connection, opened)
                 raise
             try:
-                await connection.commit()
+                if not each_statement:
+                    await connection.commit()
             except BaseException as exc:
                 await self._end_failed(connection, opened)
                 if isinstance(exc, psycopg.Error):

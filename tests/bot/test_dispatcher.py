@@ -419,7 +419,9 @@ async def test_a_reply_held_at_the_limiter_is_not_claimed_and_not_sent_twice(set
     waiting = Lessonbot(settings, [waiting_platform], respond=one_reply)
     other = Lessonbot(settings, [other_platform], process=False)
     waiting.dispatcher.send_lease = other.dispatcher.send_lease = timedelta(seconds=0.4)
-    waiting.dispatcher.limiter.pause(shared.key, 1.0)  # the platform said 429, retry after 1 s
+    # The platform said 429, retry after 3 s: long enough that, even on a busy machine, the reply is still held
+    # (not yet within CLAIM_AHEAD_SECONDS of its turn) when the other dispatcher looks.
+    waiting.dispatcher.limiter.pause(shared.key, 3.0)
     try:
         await waiting.receive(message("hi"))
         await waiting.worker.idle()  # the reply waits at the limiter
