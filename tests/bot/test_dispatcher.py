@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
 from bot.core import Lessonbot
-from bot.ratelimit import RateLimiter
+from bot.ratelimit import Lane, RateLimiter, Slots
 from dialogs.turn import Turn
 from storage.db import Database
 from storage.models import OutboxMessage
@@ -158,18 +158,20 @@ async def test_rate_limiter_pause_holds_every_send_on_the_key():
     assert time.monotonic() - started >= 0.29
 
 
-async def test_rate_limiter_never_exceeds_count_in_any_window():
+@pytest.mark.parametrize("lanes", [(Lane.INTERACTIVE,), tuple(Lane)], ids=["one-lane", "both-lanes"])
+async def test_rate_limiter_never_exceeds_count_in_any_window(lanes):
     """Counted from start to finish plus a window, with trips of any length: of any 31 sends, the last started a
-    window after the first finished."""
+    window after the first finished; replies going ahead of bulk sends change the order, not the bound."""
     import random
 
     limiter = RateLimiter()
-    limit = RateLimit("telegram:global", count=30, seconds=0.3)
+    limit = RateLimit("telegram:global", count=30, seconds=0.3, shared=True)
     spans: list[tuple[float, float]] = []
     rng = random.Random(7)
 
     async def send() -> None:
-        booking = await limiter.acquire([limit], ahead=rng.choice((0.0, 0.05)))
+        await asyncio.sleep(rng.uniform(0, 0.3))  # asked over time, bulk and replies mixed
+        booking = await limiter.acquire([limit], ahead=rng.choice((0.0, 0.05)), lane=rng.choice(lanes))
         if not booking.started:
             await asyncio.sleep(rng.uniform(0, 0.01))  # claiming the row
             await limiter.start(booking)
@@ -185,6 +187,56 @@ async def test_rate_limiter_never_exceeds_count_in_any_window():
         earlier_ends = sorted(end for _start, end in spans[: i + 30])
         assert spans[i + 30][0] >= earlier_ends[-30] + 0.3 - 1e-6
     assert spans[-1][0] - spans[0][0] < 0.3 * 3 + 0.12 * 3 + 0.3  # and not much slower than the limit requires
+
+
+async def test_a_reply_takes_the_next_place_before_bulk_sends_waiting_in_line():
+    """Bulk sends on a shared limit are booked only as their place comes within `ahead`, in the order asked; a reply
+    asked meanwhile is booked at once, after the places already booked (which keep theirs) and before the rest."""
+    limiter = RateLimiter()
+    limit = RateLimit("whatsapp:sender", count=10, seconds=1.0, shared=True)  # one every 0.1 s
+    booked: list[tuple[str, float]] = []
+
+    async def send(name: str, lane: Lane) -> None:
+        booking = await limiter.acquire([limit], ahead=0.15, lane=lane)
+        booked.append((name, booking.at))
+        await limiter.start(booking)
+        limiter.done(booking)
+
+    bulk = [asyncio.create_task(send(f"bulk {n}", Lane.BULK)) for n in range(8)]
+    await asyncio.sleep(0.25)
+    already = len(booked)
+    assert 2 <= already <= 5  # about 0.25 s and 0.15 s ahead of places, not all eight
+    assert limiter.try_acquire([limit], ahead=10, lane=Lane.BULK) is None  # a bulk send may not jump the line
+    await send("reply", Lane.INTERACTIVE)
+    await asyncio.gather(*bulk)
+    order = [name for name, _at in booked]
+    assert order == [f"bulk {n}" for n in range(already)] + ["reply"] + [f"bulk {n}" for n in range(already, 8)]
+    places = [at for _name, at in booked]
+    assert places == sorted(places)  # and the places follow the same order
+    assert places[already] - places[already - 1] < 0.1 + 0.02  # the reply took the very next place
+
+
+async def test_slots_go_to_replies_first_and_keep_some_for_them():
+    slots = Slots(4, kept=1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def hold(name: str, lane: Lane) -> None:
+        async with slots.held(lane):
+            order.append(name)
+            await release.wait()
+
+    held = [asyncio.create_task(hold(f"bulk {n}", Lane.BULK)) for n in range(5)]
+    await asyncio.sleep(0.01)
+    assert order == ["bulk 0", "bulk 1", "bulk 2"]  # the fourth place is kept for a reply
+    held.append(asyncio.create_task(hold("reply", Lane.INTERACTIVE)))
+    await asyncio.sleep(0.01)
+    assert order[-1] == "reply"  # at once
+    held.append(asyncio.create_task(hold("later reply", Lane.INTERACTIVE)))
+    await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.gather(*held)
+    assert order[4:] == ["later reply", "bulk 3", "bulk 4"]  # a waiting reply before the bulk sends waiting longer
 
 
 async def test_a_send_counts_from_when_it_finished():

@@ -21,6 +21,7 @@ import pytest
 from starlette.applications import Starlette
 
 from bench.channels import busiest_second
+from bot.channel import Delivery, RateLimit
 from bot.core import Lessonbot
 from channels.whatsapp import WhatsAppChannel
 from dialogs.turn import Turn
@@ -28,8 +29,9 @@ from scheduler.broadcast import fan_out
 from standins.twilio import PUBLIC_BASE_URL, SENDER, TwilioStandIn, TwilioWebhooks
 from storage.broadcasts import Segment, confirm, create_draft
 from storage.models import utcnow
-from tests.bot.test_dispatcher_pace import busy_cpu
+from tests.bot.test_dispatcher_pace import busy_cpu, queue
 from tests.scheduler.support import HandClock, add_learner, context
+from tests.support import RecordingChannel, message
 
 RATE = 20  # messages a second from the sender
 RECIPIENTS = 200
@@ -113,3 +115,39 @@ async def test_a_reply_during_a_broadcast_goes_ahead_of_its_backlog(settings, cp
     assert behind >= 3 * in_line // 4
     if not cpu_busy:
         assert waited < PROMPT_SECONDS
+
+
+class InOrder(RecordingChannel):
+    """The recording platform, noting which chat each message went to, in the order they went."""
+
+    def __init__(self, limits: tuple[RateLimit, ...]) -> None:
+        super().__init__(limits=limits)
+        self.order: list[str] = []
+
+    async def send(self, delivery: Delivery) -> str:
+        self.order.append(delivery.chat_id)
+        return await super().send(delivery)
+
+
+async def test_a_reply_queued_by_another_process_is_picked_before_the_bulk_backlog(settings) -> None:
+    """The dispatcher's search for due rows (replies a web worker queued, lessons the clock queued) starts the
+    conversations with a reply someone waits for first; a conversation's replies keep their order."""
+    channel = InOrder((RateLimit("test:sender", 20, 1.0, shared=True),))
+    sender = Lessonbot(settings, [channel], process=False)
+    worker = Lessonbot(settings, [channel], dispatch=False, respond=quiz)
+    try:
+        await queue(sender, "test", [f"bulk-{n}" for n in range(40)], per_chat=1)
+        await worker.receive(message("one", chat="zed"))
+        await worker.receive(message("two", chat="zed"))
+        await worker.settle()
+        await sender.dispatcher.flush(timeout=30)
+    finally:
+        await worker.stop()
+        await sender.stop()
+    assert len(channel.order) == 42
+    # Each reply takes the next place at the limiter, after the bulk sends booked within the claim-ahead (0.5 s at
+    # 20 a second: ten places, and a few more while the first reply's send is being recorded), not after the forty
+    # bulk sends queued before them.
+    at = [position for position, chat in enumerate(channel.order) if chat == "zed"]
+    assert at[0] <= 12 and at[1] <= at[0] + 14, channel.order
+    assert channel.texts("zed") == ["You picked one.", "You picked two."]
