@@ -70,7 +70,9 @@ class Settings(BaseSettings):
     outbox_max_attempts: int = Field(8, ge=1, description="Sends tried before a reply is dead-lettered.")
     outbox_backoff_seconds: float = Field(2.0, gt=0, description="First retry delay; it doubles each attempt.")
     outbox_backoff_max_seconds: float = Field(600.0, gt=0)
-    outbox_concurrency: int = Field(32, ge=1, description="Sends in flight at once from one dispatcher.")
+    outbox_concurrency: int = Field(
+        32, ge=1, description="Sends in flight at once from one dispatcher; a quarter kept for replies to people."
+    )
     outbox_paced: bool = Field(
         True, description="Hold sends to each platform's published limits; off only to measure the bot against "
                           "platform stand-ins, which have none (lessonbot bench telegram).",
