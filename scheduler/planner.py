@@ -137,8 +137,15 @@ async def lesson_candidates(session: AsyncSession, end: datetime) -> list[Candid
     Two reads, each on an index (ix_learners_next_lesson_at, ix_learners_next_lesson_unknown), so a minute costs the
     learners whose lesson comes in it, not every learner. Paused, stopped and opted-out learners are read too (their
     moment is moved on like anyone's, so they are not read again every minute); `may_be_messaged` says who is not.
+
+    The range is given its actual lower end, the smallest value stored (one step down the index): "at or before now"
+    alone, PostgreSQL judges by statistics taken hours before, when many values still lay before now, and reads the
+    whole table; from the smallest value, normally a minute or two back, it sees a narrow range and takes the index.
     """
-    rows = await session.execute(_candidates_statement(), {"end": end})
+    floor = await session.scalar(select(func.min(Learner.next_lesson_at)))
+    if floor is None or floor > end:
+        floor = end + timedelta(microseconds=1)  # nobody's has come: the range reads nothing
+    rows = await session.execute(_candidates_statement(), {"floor": floor, "end": end})
     return [Candidate(user_id, zone_name, at, days or "", next_at, bool(may), updated_at)
             for user_id, zone_name, at, days, next_at, may, updated_at in rows.all()]
 
@@ -146,6 +153,7 @@ async def lesson_candidates(session: AsyncSession, end: datetime) -> list[Candid
 @lru_cache(maxsize=1)  # built once: every minute runs it
 def _candidates_statement() -> CompoundSelect[Any]:
     end = bindparam("end", type_=Learner.__table__.c.next_lesson_at.type)
+    floor = bindparam("floor", type_=Learner.__table__.c.next_lesson_at.type)
     messageable = and_(Learner.home_conversation_id.is_not(None), *may_be_messaged(end))
     read = (
         select(Learner.user_id, func.coalesce(User.timezone, ""), Learner.lesson_time, Learner.lesson_days,
@@ -155,7 +163,7 @@ def _candidates_statement() -> CompoundSelect[Any]:
         .outerjoin(Conversation, Conversation.id == Learner.home_conversation_id)
     )
     return union_all(
-        read.where(Learner.next_lesson_at <= end),
+        read.where(Learner.next_lesson_at >= floor, Learner.next_lesson_at <= end),
         read.where(Learner.next_lesson_at.is_(None), Learner.lesson_time.is_not(None)),
     )
 
