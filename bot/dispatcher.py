@@ -65,7 +65,7 @@ SEND_LEASE = timedelta(seconds=15)
 STOP_GRACE_SECONDS = 5.0
 # How long before its turn at the rate limiter a reply may be claimed: the claim's transaction then runs while the
 # sends before it go, and the send starts on its turn (a claim later than its turn would delay the send a window
-# later too). A reply read this close to its turn is claimed in the transaction that read it.
+# later too). A reply read this close to its turn is claimed straight after the read.
 CLAIM_AHEAD_SECONDS = 0.5
 _EARLIER = aliased(OutboxMessage)  # built once: aliasing copies every column, which is not free on a hot path
 _ACTIVE = [status.value for status in ACTIVE]
@@ -167,7 +167,7 @@ class Claimed:
 class Due:
     """A conversation's oldest unsent reply, due: the row as it will be sent, and its status when read (the claim is
     conditional on it and on the count of tries, so two dispatchers never both claim it). `booking` is set once it
-    is claimed, in the transaction that read it, because its send could go at once."""
+    is claimed, straight after the read, because its send could go at once."""
 
     row: Claimed
     status: str
@@ -539,13 +539,26 @@ class OutboxDispatcher:
 
     async def _mark_sent(self, row: Claimed, platform_id: str) -> Due | None:
         """Mark `row` sent, then read (and maybe claim) the conversation's next reply: each statement whole on its own
-        (the claim checks in its WHERE what the read saw), so on PostgreSQL none waits for a BEGIN or a COMMIT."""
+        (the claim checks in its WHERE what the read saw), so on PostgreSQL none waits for a BEGIN or a COMMIT.
+
+        There the mark has committed before the read: a failing read leaves the reply sent (counted, and the web chat
+        told), and the next one to the poll. On SQLite the block is one transaction, and a failure undoes the mark."""
         at = utcnow()
         following: Due | None = None
+        written: datetime | None = None
+        marked_for_good = False
         try:
             async with self.db.run(each_statement=True) as connection:
                 written = (await _MARK_SENT.run(connection, {"row": row.id, "sent_as": platform_id, "at": at})).scalar()
+                marked_for_good = isinstance(connection, Raw) and connection.each_statement
                 following = await self._due_head(connection, row.conversation_id)
+        except Exception:
+            self._give_back(following)
+            if not marked_for_good:
+                raise
+            log.warning("a reply was sent and marked, but reading the next one failed: the poll sends it",
+                        exc_info=True, extra={"outbox_id": row.id})
+            following = None
         except BaseException:
             self._give_back(following)
             raise

@@ -285,6 +285,7 @@ class Raw:
 
     driver: Any
     dialect: Dialect
+    each_statement: bool = False  # each statement commits on its own (`Database.run(each_statement=True)`, PostgreSQL)
 
 
 class Database:
@@ -373,7 +374,7 @@ class Database:
         if self._drivers is not None:
             pool = self._drivers[1 if urgent else 0]
             async with self._intake.turn(urgent=urgent), pool.transaction(each_statement=each_statement) as driver:
-                yield Raw(driver, self.engine.dialect)
+                yield Raw(driver, self.engine.dialect, each_statement)
             return
         if self._in_memory:  # (a second connection would be another database)
             async with self.connection(urgent=urgent) as connection:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import weakref
 from collections import namedtuple
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -139,32 +138,38 @@ def _raw(connection: AsyncConnection) -> Raw:
     return Raw(connection.sync_connection.connection.driver_connection, connection.dialect)  # type: ignore[union-attr]
 
 
-# One raw cursor a psycopg connection, kept while the connection lives: a raw cursor takes the statement as PostgreSQL
-# does (`$1`, parameters in a list), so psycopg has no named placeholders to convert on each run (a fifth of a small
-# statement's CPU on the client, with the cursor made anew each time). The rows are read straight after the statement,
-# with no await between that could let another statement run on the same cursor.
-_CURSORS: weakref.WeakKeyDictionary[Any, psycopg.AsyncRawCursor[Any]] = weakref.WeakKeyDictionary()
+# One raw cursor a psycopg connection, kept on the connection while it lives: a raw cursor takes the statement as
+# PostgreSQL does (`$1`, parameters in a list), so psycopg has no named placeholders to convert on each run (a fifth of
+# a small statement's CPU on the client, with the cursor made anew each time). The rows are read straight after the
+# statement, with no await between that could let another statement run on the same cursor. (Kept on the connection,
+# not in a table of ours: the cursor refers to its connection, and a table keyed by connection would keep every
+# connection ever used alive; on the connection the two go together when the pool lets it go.)
+_KEPT_CURSOR = "_lessonbot_raw_cursor"
 
 
 def _cursor_of(connection: Any) -> psycopg.AsyncRawCursor[Any]:
-    cursor = _CURSORS.get(connection)
+    kept = connection.__dict__
+    cursor = kept.get(_KEPT_CURSOR)
     if cursor is None:
-        cursor = _CURSORS[connection] = psycopg.AsyncRawCursor(connection)
-    return cursor
+        cursor = kept[_KEPT_CURSOR] = psycopg.AsyncRawCursor(connection)
+    return cast(psycopg.AsyncRawCursor[Any], cursor)
 
 
 _PYFORMAT = re.compile(r"%\(([^)]+)\)s|%%")
 
 
-def _dollar_numbered(sql: str) -> tuple[str, list[str]]:
+def _dollar_numbered(sql: str, escaped: Mapping[str, str]) -> tuple[str, list[str]]:
     """psycopg's named placeholders (`%(name)s`, `%%` for a percent sign) as PostgreSQL's `$1`, `$2` …, one number a
-    name however often it appears; and the names in their numbers' order."""
+    name however often it appears; and the parameters' names in their numbers' order (`escaped`: the compiler's
+    names for parameters whose own name it could not write, `a.b` as `a_b`, by their own)."""
+    own = {written: name for name, written in escaped.items()}
     order: list[str] = []
 
     def number(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name is None:
+        written = match.group(1)
+        if written is None:
             return "%"
+        name = own.get(written, written)
         if name not in order:
             order.append(name)
         return f"${order.index(name) + 1}"
@@ -195,7 +200,7 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> _Compiled:
     if dialect.positional:  # SQLite's qmark
         order = list(compiled.positiontup or ())
     elif dialect.driver == "psycopg" and dialect.paramstyle == "pyformat":
-        sql, order = _dollar_numbered(sql)
+        sql, order = _dollar_numbered(sql, compiled.escaped_bind_names or {})
     else:
         raise ValueError(f"{dialect.name}+{dialect.driver}: no prepared statements for its parameter style")
     processors = dict(binds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, literal_column, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
@@ -65,5 +65,27 @@ async def test_a_driver_error_is_raised_as_sqlalchemy_raises_it(database_url: st
             async with db.connection() as connection:  # (channel, chat_id) is unique
                 await _add(db.backend).run(connection, {"chat": "prepared-2", "state": {}, "at": at})
         assert "[parameters:" not in str(raised.value)  # the statement's parameters stay out of the message
+    finally:
+        await db.dispose()
+
+
+async def test_parameters_named_as_the_compiler_cannot_write_them_and_percent_signs(database_url: str) -> None:
+    """A parameter named `chat.id` (written `chat_id` by the compiler), one used twice, and a literal percent sign
+    (escaped `%%` in psycopg's style): the statement runs as SQLAlchemy would run it."""
+    db = Database(database_url)
+    at = datetime(2026, 12, 4, tzinfo=UTC)
+    matching = Prepared(
+        select(_CONVERSATIONS.c.chat_id)
+        .where(
+            _CONVERSATIONS.c.chat_id.like(literal_column("'pct-%'")),  # in the SQL text, not a parameter
+            (_CONVERSATIONS.c.chat_id == bindparam("chat.id")) | (_CONVERSATIONS.c.channel == bindparam("chat.id")),
+        )
+    )
+    try:
+        async with db.connection() as connection:
+            await _add(db.backend).run(connection, {"chat": "pct-1", "state": {}, "at": at})
+            found = await matching.run(connection, {"chat.id": "pct-1"})
+            assert [row.chat_id for row in found.rows] == ["pct-1"]
+            assert (await matching.run(connection, {"chat.id": "pct-2"})).rows == []
     finally:
         await db.dispose()

@@ -79,3 +79,44 @@ async def test_a_transaction_cancelled_in_the_middle_of_a_statement_leaves_a_usa
         assert await _state(db, "run-cancelled") == {}
     finally:
         await db.dispose()
+
+
+async def test_each_statement_commits_on_its_own_and_a_transaction_after_it_is_whole_again(database_url: str) -> None:
+    """`run(each_statement=True)`: on PostgreSQL a statement before a failure stays (each its own transaction), on
+    SQLite the block is one transaction; either way the next plain `run()` on the same pooled connection is atomic."""
+    db = Database(database_url)
+    add = _add(db.backend)
+    try:
+        with pytest.raises(RuntimeError):
+            async with db.run(each_statement=True) as transaction:
+                await add.run(transaction, {"chat": "each-1", "state": {}, "at": AT})
+                raise RuntimeError("a bug after the first statement")
+        assert (await _state(db, "each-1") is not None) == (db.backend == "postgresql")
+
+        with pytest.raises(RuntimeError):
+            async with db.run() as transaction:
+                await add.run(transaction, {"chat": "each-2", "state": {}, "at": AT})
+                raise RuntimeError("a bug after the first statement")
+        assert await _state(db, "each-2") is None  # rolled back: the connection is out of autocommit again
+    finally:
+        await db.dispose()
+
+
+async def test_closed_connections_are_let_go_with_their_kept_cursors(postgresql_url: str) -> None:
+    """A prepared statement keeps a raw cursor with each psycopg connection; a connection closed and dropped by its
+    pool (recycled, broken, an overflow one given back) is not kept alive by it."""
+    import gc
+    import weakref
+
+    seen: list[weakref.ref[object]] = []
+    for _ in range(3):
+        db = Database(postgresql_url)
+        async with db.run(each_statement=True) as transaction:
+            await _READ.run(transaction, {"chat": "nobody"})
+            seen.append(weakref.ref(transaction.driver))  # type: ignore[union-attr]
+        async with db.transaction() as session:
+            await _READ.run(session, {"chat": "nobody"})
+        await db.dispose()
+    del transaction, session
+    gc.collect()
+    assert [ref() for ref in seen] == [None, None, None]
