@@ -193,8 +193,9 @@ class OutboxDispatcher:
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._again: set[int] = set()  # notified while being sent: look once more at the end
-        # a quarter of the slots kept for replies someone waits for: one is free at once during a broadcast
-        self._slots = Slots(settings.outbox_concurrency, kept=settings.outbox_concurrency // 4)
+        # a quarter of the slots (at least one, of two or more) kept for replies someone waits for: one is free at
+        # once during a broadcast
+        self._slots = Slots(settings.outbox_concurrency, kept=max(1, settings.outbox_concurrency // 4))
         self.stop_grace = STOP_GRACE_SECONDS
         self._stopped = False
 
@@ -275,8 +276,11 @@ class OutboxDispatcher:
         return or_(false(), OutboxMessage.channel.in_(every_chat), *one_chat)
 
     async def _due_conversations(self) -> list[tuple[int, Lane]]:
-        """Conversations whose oldest unsent reply is due: those with a reply someone waits for first, then in the
-        order their replies were queued."""
+        """Conversations whose oldest unsent reply is due, in the order their replies were queued, each with its lane
+        (a reply someone waits for among its unsent rows: the reply lane). Ordered by id alone, so the database
+        stops at the first 1,000 on its index however long a broadcast's backlog: ordered by the lane first, it had
+        to find and sort every due head (0.45–0.93 s at 100,000 on PostgreSQL, against 7–21 ms). A turn's replies do
+        not wait for this search: its notice starts the conversation in the reply lane."""
         if not self.channels:
             return []
         now = utcnow()
@@ -302,7 +306,7 @@ class OutboxDispatcher:
                     and_(OutboxMessage.status == OutboxStatus.SENDING.value, OutboxMessage.lease_until < now),
                 ),
             )
-            .order_by(waited_for.desc(), OutboxMessage.id)
+            .order_by(OutboxMessage.id)
             .limit(1000)
         )
         async with self.db.sessions() as session:
