@@ -209,6 +209,7 @@ class OutboxDispatcher:
             return
         if conversation_id in self._in_flight:
             self._again.add(conversation_id)
+            self._slots.promote(conversation_id)  # still waiting for a slot as bulk: a reply waits now
             return
         self._start(conversation_id, Lane.INTERACTIVE)
 
@@ -318,7 +319,7 @@ class OutboxDispatcher:
         try:
             if self._stopped:
                 return
-            async with self._slots.held(lane):
+            async with self._slots.held(lane, key=conversation_id):
                 while not self._stopped:  # stop() may come while waiting for the slot, or between sends
                     self._again.discard(conversation_id)
                     due = await self._read_head(conversation_id)

@@ -36,7 +36,7 @@ import math
 import time
 from bisect import insort
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Hashable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -327,38 +327,62 @@ class RateLimiter:
 class Slots:
     """At most `count` holders at once (the dispatcher's sends in flight). A waiting `INTERACTIVE` holder gets the
     next free place before the waiting `BULK` ones, and `kept` places are for `INTERACTIVE` ones only, so a reply
-    finds one at once however many bulk sends are under way. Each lane first come first served."""
+    finds one at once however many bulk sends are under way. Each lane first come first served. A holder waiting
+    under a `key` can be moved up to the `INTERACTIVE` lane while it waits (`promote`)."""
 
     def __init__(self, count: int, *, kept: int = 0) -> None:
         self._free = count
         self._kept = min(kept, count - 1)
         self._waiting: dict[Lane, deque[asyncio.Future[None]]] = {lane: deque() for lane in Lane}
+        self._keyed: dict[Hashable, tuple[Lane, asyncio.Future[None]]] = {}  # waiting holders by key, with their lane
 
     def _may_take(self, lane: Lane) -> bool:
         return self._free > (0 if lane is Lane.INTERACTIVE else self._kept)
 
     @contextlib.asynccontextmanager
-    async def held(self, lane: Lane) -> AsyncIterator[None]:
+    async def held(self, lane: Lane, *, key: Hashable | None = None) -> AsyncIterator[None]:
         if self._may_take(lane) and not any(self._waiting[earlier] for earlier in Lane if earlier <= lane):
             self._free -= 1
         else:
             handed = asyncio.get_running_loop().create_future()
             self._waiting[lane].append(handed)
+            if key is not None:
+                self._keyed[key] = (lane, handed)
             try:
                 await handed
             except BaseException:
                 if handed.done() and not handed.cancelled():
                     self._release()  # handed a place as it was cancelled: the next one gets it
-                elif handed in self._waiting[lane]:
-                    self._waiting[lane].remove(handed)
+                else:
+                    for waiting in self._waiting.values():
+                        if handed in waiting:
+                            waiting.remove(handed)
                 raise
+            finally:
+                if key is not None and self._keyed.get(key, (None, None))[1] is handed:
+                    del self._keyed[key]
         try:
             yield
         finally:
             self._release()
 
+    def promote(self, key: Hashable) -> None:
+        """The holder waiting under `key`, if any, moves to the `INTERACTIVE` lane (behind those already there): a
+        person wrote while their conversation waited as bulk."""
+        found = self._keyed.get(key)
+        if found is None or found[0] is Lane.INTERACTIVE or found[1].done():
+            return
+        lane, handed = found
+        self._waiting[lane].remove(handed)
+        self._waiting[Lane.INTERACTIVE].append(handed)
+        self._keyed[key] = (Lane.INTERACTIVE, handed)
+        self._hand_out()
+
     def _release(self) -> None:
         self._free += 1
+        self._hand_out()
+
+    def _hand_out(self) -> None:
         for lane in Lane:  # INTERACTIVE first
             waiting = self._waiting[lane]
             while waiting and self._may_take(lane):

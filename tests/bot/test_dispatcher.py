@@ -239,6 +239,31 @@ async def test_slots_go_to_replies_first_and_keep_some_for_them():
     assert order[4:] == ["later reply", "bulk 3", "bulk 4"]  # a waiting reply before the bulk sends waiting longer
 
 
+async def test_a_slot_waiter_moved_up_to_the_reply_lane_goes_before_bulk_waiters():
+    """A conversation waiting for a slot as bulk whose person writes meanwhile (`promote`) waits as a reply from then:
+    the kept slot is its at once; a key no one waits under, or one already holding a slot, is left alone."""
+    slots = Slots(3, kept=1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def hold(name: str, lane: Lane) -> None:
+        async with slots.held(lane, key=name):
+            order.append(name)
+            await release.wait()
+
+    held = [asyncio.create_task(hold(f"bulk {n}", Lane.BULK)) for n in range(5)]
+    await asyncio.sleep(0.01)
+    assert order == ["bulk 0", "bulk 1"]  # the third place is kept for a reply
+    slots.promote("bulk 0")  # holding already: nothing to move
+    slots.promote("nobody")
+    slots.promote("bulk 4")  # its person wrote: the kept place is its now, ahead of bulk 2 and 3
+    await asyncio.sleep(0.01)
+    assert order == ["bulk 0", "bulk 1", "bulk 4"]
+    release.set()
+    await asyncio.gather(*held)
+    assert order[3:] == ["bulk 2", "bulk 3"]
+
+
 async def test_a_send_counts_from_when_it_finished():
     limiter = RateLimiter()
     limit = RateLimit("chat:slow", count=1, seconds=0.2)

@@ -151,3 +151,25 @@ async def test_a_reply_queued_by_another_process_is_picked_before_the_bulk_backl
     at = [position for position, chat in enumerate(channel.order) if chat == "zed"]
     assert at[0] <= 12 and at[1] <= at[0] + 14, channel.order
     assert channel.texts("zed") == ["You picked one.", "You picked two."]
+
+
+async def test_a_person_whose_bulk_copy_still_waits_for_a_slot_is_answered_ahead_of_the_backlog(settings) -> None:
+    """A person writes while their conversation waits for a send slot behind a bulk backlog (its copy not sent yet):
+    the turn's notice moves it to the reply lane, so their copy and the answer go ahead of the copies in line, not
+    35th of 42 as before."""
+    settings = settings.model_copy(update={"outbox_concurrency": 4})
+    channel = InOrder((RateLimit("test:sender", 20, 1.0, shared=True),))
+    bot = Lessonbot(settings, [channel], respond=quiz)
+    try:
+        await queue(bot, "test", [f"bulk-{n}" for n in range(40)], per_chat=1)
+        assert await bot.dispatcher.dispatch_due() == 40  # three hold bulk slots, the rest wait for one
+        await asyncio.sleep(0.3)
+        await bot.receive(message("one", chat="bulk-30"))  # their copy is still to come
+        await bot.settle()
+        await bot.dispatcher.flush(timeout=30)
+    finally:
+        await bot.stop()
+    assert len(channel.order) == 41
+    at = [position for position, chat in enumerate(channel.order) if chat == "bulk-30"]
+    assert at[1] < 20, channel.order  # the copy, then the answer
+    assert channel.texts("bulk-30")[-1] == "You picked one."
