@@ -4,9 +4,10 @@ Through the real Twilio SDK to the Twilio stand-in, on one WhatsApp sender held 
 recipients take ten seconds. While the fan-out keeps its backlog queued, a learner whose copy arrived answers; the
 answer must go ahead of the copies still in line (before: after all of them, 8–13 s), and the broadcast must still
 reach every recipient once, with no second of more than 20 at the stand-in, on both databases and with the CPU busy.
-On a quiet machine the answer arrives within one window of the limit and the claim-ahead (and a little room). With
-the CPU busy this process cannot keep 20 a second on PostgreSQL (every step of the turn and of the sends waits for the
-event loop), so there the check is the order: the answer arrives before most of the copies in line when it was sent.
+On a quiet machine the answer arrives within one window of the limit and the claim-ahead (0.6 s; checked against
+three times a window, the claim-ahead and some room, 6 s, for a full test run on the same cores). With the CPU busy
+this process cannot keep 20 a second on PostgreSQL (every step of the turn and of the sends waits for the event
+loop), so there the check is the order: the answer arrives before most of the copies in line when it was sent.
 """
 
 from __future__ import annotations
@@ -114,7 +115,9 @@ async def test_a_reply_during_a_broadcast_goes_ahead_of_its_backlog(settings, cp
     assert in_line >= RECIPIENTS // 2  # it was sent with a backlog to go ahead of
     assert behind >= 3 * in_line // 4
     if not cpu_busy:
-        assert waited < PROMPT_SECONDS
+        # Within a few windows: on a quiet machine 0.6 s (PROMPT_SECONDS is one window, the claim-ahead and room),
+        # 8.6–8.9 s before; with a full test run beside it on the same two cores, a few times the quiet figure.
+        assert waited < 3 * PROMPT_SECONDS
 
 
 class InOrder(RecordingChannel):
