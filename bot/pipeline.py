@@ -55,6 +55,7 @@ from dialogs import apologies, choices
 from dialogs.ask import QuestionAnswerer
 from dialogs.payments import PaymentDesk
 from dialogs.turn import OutsideTransaction, Turn
+from storage.admins import remember_roles, roles_column
 from storage.db import Database, Raw
 from storage.learners import Learner
 from storage.models import ChannelIdentity, Conversation, InboundSequence, OutboxMessage, User, utcnow
@@ -489,6 +490,8 @@ class ConversationWorker:
         conversation = _CONVERSATION_ROW.attach(session, found)
         identity, user = _IDENTITY_ROW.attach(session, found), _USER_ROW.attach(session, found)
         learner = _LEARNER_ROW.attach(session, found)
+        choices.remember_newest_sent(session, conversation_id, found.sender_id, found.newest_sent)
+        remember_roles(session, f"{found.channel}:{found.sender_id}", found.roles)
         waiting = found.waiting
         return _Loaded(pending, conversation, identity, user, learner, waiting=bool(waiting))
 
@@ -761,6 +764,10 @@ _LOAD_TURN = Prepared(
         exists()
         .where(_OUTBOX.c.conversation_id == _CONVERSATIONS.c.id, _OUTBOX.c.status == OutboxStatus.WAITING.value)
         .label("waiting"),
+        # Two look-ups the dialogs would make next, each a round trip of its own: the choices a typed message may
+        # name, and the roles of the person who wrote (/help lists what they may run).
+        choices.newest_sent_column(_CONVERSATIONS.c.id, _PENDING.c.sender_id).label("newest_sent"),
+        roles_column(_PENDING.c.channel + ":" + _PENDING.c.sender_id).label("roles"),
     )
     .select_from(_CONVERSATIONS)
     .join(
