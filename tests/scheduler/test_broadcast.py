@@ -110,6 +110,16 @@ async def received(channel: RecordingChannel, chats: list[str], timeout: float =
             await asyncio.sleep(0.02)
 
 
+async def leading(leader: Lessonbot, chats: list[str]) -> None:
+    """Learners in `chats`; `leader` started with its clock (the fan-out an hour away), hearing other processes."""
+    for chat in chats:
+        await add_learner(leader.db, chat=chat)
+    attach_clock(leader, jobs=fan_out_an_hour_away())
+    await clock_started(leader)
+    assert leader.notices is not None
+    await asyncio.wait_for(leader.notices.listening.wait(), 15)
+
+
 def told_by_notices(settings) -> None:
     if not settings.resolved_database_url.startswith("postgresql"):
         pytest.skip("another process tells the leader with a notice: PostgreSQL's LISTEN/NOTIFY")
@@ -145,12 +155,7 @@ async def test_a_broadcast_sent_from_the_shell_goes_out_at_once_from_the_leader(
     leader = Lessonbot(settings, [channel], process=False)
     try:
         chats = ["s1", "s2"]
-        for chat in chats:
-            await add_learner(leader.db, chat=chat)
-        attach_clock(leader, jobs=fan_out_an_hour_away())
-        await clock_started(leader)
-        assert leader.notices is not None
-        await asyncio.wait_for(leader.notices.listening.wait(), 15)
+        await leading(leader, chats)
         assert await asyncio.to_thread(shell, settings, "send", "--everyone", "--text", "From the shell", "--yes") == 0
         await received(channel, chats)
         assert [channel.texts(chat) for chat in chats] == [["From the shell"]] * 2
@@ -166,13 +171,8 @@ async def test_a_broadcast_confirmed_in_a_process_that_does_not_lead_goes_out_at
     web = Lessonbot(settings, [channel], dispatch=False)  # a web worker: it processes the admin's message
     try:
         chats = ["w1", "w2"]
-        for chat in chats:
-            await add_learner(leader.db, chat=chat)
-        attach_clock(leader, jobs=fan_out_an_hour_away())
-        await clock_started(leader)
+        await leading(leader, chats)
         web.start()
-        assert leader.notices is not None
-        await asyncio.wait_for(leader.notices.listening.wait(), 15)
         async with web.db.transaction() as session:
             draft = await create_draft(session, text="From the web", segment=Segment(), created_by="test:boss",
                                        now=utcnow())

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.core import Lessonbot
+from scheduler.context import JobContext
 from scheduler.planner import (
     DueLesson,
     advance_next_lessons,
@@ -319,16 +320,24 @@ async def next_lesson_of(db: Database, user_id: int) -> datetime | None:
         return await session.scalar(select(Learner.next_lesson_at).where(Learner.user_id == user_id))
 
 
-async def test_a_lesson_time_changed_in_settings_comes_at_its_new_moment(learning_bot):
-    bot, channel = learning_bot
+async def onboarded_and_planned(bot: Lessonbot, channel: RecordingChannel) -> tuple[Learning, User, HandClock,
+                                                                                    JobContext]:
+    """Ann onboarded (08:00 in Lisbon, every day), and the planner run twice: the first run only starts the cursor,
+    the second works out the next lesson that onboarding left unknown."""
     t = Learning(bot, channel)
-    await onboard(t)  # 08:00 in Lisbon, every day
+    await onboard(t)
     user, _learner = await learner_row(bot, "test", "ann")
     clock = HandClock(utcnow())
     ctx = context(bot.db, clock)
-    await plan_lessons(ctx)  # the first run only starts the cursor
+    await plan_lessons(ctx)
     clock.move(minutes=1)
-    await plan_lessons(ctx)  # works out the next lesson of the learner onboarding left unknown
+    await plan_lessons(ctx)
+    return t, user, clock, ctx
+
+
+async def test_a_lesson_time_changed_in_settings_comes_at_its_new_moment(learning_bot):
+    t, user, clock, ctx = await onboarded_and_planned(*learning_bot)
+    bot = t.bot
     assert await next_lesson_of(bot.db, user.id) == next_lesson_after(clock.now(), zone=LISBON, at=time(8),
                                                                       days="1234567")
     soon = (clock.now() + timedelta(minutes=20)).astimezone(LISBON)
@@ -465,15 +474,8 @@ async def test_settings_changed_while_the_planner_runs_are_not_overwritten(datab
 
 
 async def test_a_stopped_learner_is_not_read_until_they_resume(learning_bot):
-    bot, channel = learning_bot
-    t = Learning(bot, channel)
-    await onboard(t)  # 08:00 in Lisbon, every day
-    user, _learner = await learner_row(bot, "test", "ann")
-    clock = HandClock(utcnow())
-    ctx = context(bot.db, clock)
-    await plan_lessons(ctx)
-    clock.move(minutes=1)
-    await plan_lessons(ctx)
+    t, user, clock, ctx = await onboarded_and_planned(*learning_bot)
+    bot = t.bot
     assert await next_lesson_of(bot.db, user.id) is not None
     await t.say("/stop")
     assert (await t.press("Stop the lessons"))[0].startswith("Stopped:")
