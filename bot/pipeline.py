@@ -34,7 +34,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
@@ -313,6 +313,7 @@ class ConversationWorker:
         respond: Responder,
         *,
         on_replies: Callable[[int], None] = lambda conversation_id: None,
+        on_jobs: Callable[[str], None] = lambda job: None,
         answerer: QuestionAnswerer | None = None,
         payments: PaymentDesk | None = None,
         activity: Activity | None = None,
@@ -321,6 +322,7 @@ class ConversationWorker:
         self.settings = settings
         self.respond = respond
         self.on_replies = on_replies
+        self.on_jobs = on_jobs  # a committed turn asks for one of the clock's jobs to run now (Turn.jobs_to_start)
         self.answerer = answerer
         self.payments = payments
         self.activity = activity or Activity({})
@@ -440,7 +442,7 @@ class ConversationWorker:
         started = time.perf_counter()
         prepared: dict[str, object] = {}
         prepared_for: int | None = None
-        current = _Current()  # the message the turn read, for the failure paths
+        current = _Current()  # the message the turn read (for the failure paths), the jobs its commit starts
         try:
             for _ in range(MAX_OUTSIDE_CALLS + 1):
                 try:
@@ -455,6 +457,8 @@ class ConversationWorker:
                     continue
                 if outcome is not _Done.NOTHING_PENDING:
                     self.on_replies(conversation_id)
+                for job in current.jobs:
+                    self.on_jobs(job)
                 return outcome
             raise RuntimeError(f"a turn asked for more than {MAX_OUTSIDE_CALLS} calls outside its transaction")
         except LeaseLost:
@@ -576,6 +580,7 @@ class ConversationWorker:
             if not message.meta.get("platform_report") and (wrote is None or wrote < row.received_at):
                 wrote = row.received_at
             await self._finish_turn(session, conversation, row.id, turn.state, wrote, keep_lease=row.more, now=now)
+        current.jobs = turn.jobs_to_start  # committed
         if row.more:
             self._kept[conversation_id] = now + self._lease
         PROCESSING_SECONDS.labels(message.channel).observe(time.perf_counter() - started)
@@ -717,6 +722,7 @@ def _held_until(meta: dict[str, Any], now: datetime) -> datetime | None:
 @dataclass(slots=True)
 class _Current:
     inbound_id: int | None = None
+    jobs: Collection[str] = ()  # the committed turn's Turn.jobs_to_start
 
 
 _TAKE_LEASE = Prepared(
