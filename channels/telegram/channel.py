@@ -31,7 +31,6 @@ from starlette.routing import Route
 from telegram import Bot, LabeledPrice, Message, Update
 from telegram.constants import ChatAction, MessageLimit, ParseMode
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
-from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.channel import (
@@ -46,6 +45,7 @@ from bot.channel import (
 from bot.messages import CheckoutAnswer, Document, Invoice, Link, Reply, Text
 from channels.markdown import TELEGRAM_HTML, render
 from channels.telegram.buttons import keyboard
+from channels.telegram.request import AiohttpRequest
 from channels.telegram.routes import webhook_routes
 from channels.telegram.updates import BotIdentity, backfill_legacy_fields, interpret, needs_identity, update_kind
 from channels.text import split_text
@@ -92,12 +92,12 @@ class TelegramChannel:
         """`webhook_secret` may be empty only where no webhook is served (polling, a dispatcher-only process)."""
         self.webhook_secret = webhook_secret
         self.max_body_bytes = max_body_bytes
-        request = HTTPXRequest(
+        request = AiohttpRequest(
             connection_pool_size=64, read_timeout=timeout, write_timeout=timeout, connect_timeout=timeout,
             pool_timeout=timeout,
         )
         # Long polling holds its one connection open: getUpdates adds its own timeout to this read timeout.
-        updates_request = HTTPXRequest(connection_pool_size=1, read_timeout=timeout, connect_timeout=timeout)
+        updates_request = AiohttpRequest(connection_pool_size=1, read_timeout=timeout, connect_timeout=timeout)
         self.bot = Bot(token, base_url=api_base_url, request=request, get_updates_request=updates_request)
         self._ready_lock = asyncio.Lock()
         self._initialized = False

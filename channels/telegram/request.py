@@ -1,0 +1,114 @@
+"""How python-telegram-bot's Bot reaches the Bot API here: its `BaseRequest` over aiohttp.
+
+python-telegram-bot builds every call (parameters, files), reads every answer (its JSON, its status: 429 →
+RetryAfter, 403 → Forbidden, 400 → BadRequest, 5xx → NetworkError …) and makes the objects; a `BaseRequest` only
+carries the bytes, and the library lets an application bring its own (`Bot(request=...)`). Its default, over httpx,
+cost about as much CPU a sendMessage as the rest of the message's way through Lessonbot (`lessonbot bench telegram`,
+docs/benchmarks.md): httpx checks every pooled connection on each request and builds its request and response
+models in Python, where aiohttp parses HTTP in C. aiohttp is already what slack_sdk and twilio send over.
+
+Timeouts as python-telegram-bot means them: connect, read (per read: a long poll's getUpdates passes its own), pool
+(waiting for a free connection, counted with the connect timeout: aiohttp measures the two together); aiohttp has no
+write timeout, so the whole call is bounded by the sum of the four. A timeout becomes TimedOut, any other failure to
+reach the API NetworkError, as the httpx request does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from telegram._utils.defaultvalue import DefaultValue
+from telegram._utils.types import ODVInput
+from telegram.error import NetworkError, TimedOut
+from telegram.request import BaseRequest, RequestData
+
+
+class AiohttpRequest(BaseRequest):
+    """Bot API requests over one aiohttp session (HTTP/1.1 keep-alive), made on first use inside the running loop."""
+
+    def __init__(
+        self,
+        *,
+        connection_pool_size: int = 1,
+        read_timeout: float | None = 5.0,
+        write_timeout: float | None = 5.0,
+        connect_timeout: float | None = 5.0,
+        pool_timeout: float | None = 1.0,
+        media_write_timeout: float | None = 20.0,
+    ) -> None:
+        self._pool_size = connection_pool_size
+        self._timeouts = {"read": read_timeout, "write": write_timeout, "connect": connect_timeout,
+                          "pool": pool_timeout}
+        self._media_write_timeout = media_write_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def read_timeout(self) -> float | None:
+        return self._timeouts["read"]
+
+    async def initialize(self) -> None:
+        self._open()
+
+    async def shutdown(self) -> None:
+        session, self._session, self._loop = self._session, None, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    def _open(self) -> aiohttp.ClientSession:
+        """The session, made again after shutdown or in another event loop (a session belongs to its loop)."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._pool_size),
+                headers={"User-Agent": self.USER_AGENT},
+            )
+            self._loop = loop
+        return self._session
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        write_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        connect_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        pool_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        files = request_data is not None and request_data.contains_files
+        read = self._timeouts["read"] if isinstance(read_timeout, DefaultValue) else read_timeout
+        connect = self._timeouts["connect"] if isinstance(connect_timeout, DefaultValue) else connect_timeout
+        pool = self._timeouts["pool"] if isinstance(pool_timeout, DefaultValue) else pool_timeout
+        write = (self._media_write_timeout if files else self._timeouts["write"]) if isinstance(
+            write_timeout, DefaultValue) else write_timeout
+        parts = (read, connect, pool, write)
+        timeout = aiohttp.ClientTimeout(
+            total=None if None in parts else sum(part for part in parts if part is not None),
+            connect=None if connect is None or pool is None else connect + pool,
+            sock_connect=connect,
+            sock_read=read,
+        )
+        try:
+            async with self._open().request(method, url, data=_body(request_data), timeout=timeout) as response:
+                return response.status, await response.read()
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
+            raise TimedOut from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+
+
+def _body(request_data: RequestData | None) -> Any:
+    """The parameters as a form (JSON-encoded values, as the Bot API takes them), multipart when files go along."""
+    if request_data is None:
+        return None
+    if not request_data.contains_files:
+        return request_data.json_parameters or None
+    form = aiohttp.FormData()
+    for name, value in request_data.json_parameters.items():
+        form.add_field(name, value)
+    for name, (filename, content, mimetype) in request_data.multipart_data.items():
+        form.add_field(name, content, filename=filename, content_type=mimetype)
+    return form
