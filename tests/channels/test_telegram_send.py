@@ -6,6 +6,7 @@ python-telegram-bot) against the local Bot API stand-in, which can be told to fa
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import pytest
 from sqlalchemy import select
 from telegram.error import RetryAfter
 
-from bot.channel import RateLimit
+from bot.channel import Delivery, RateLimit, TransientSendError
 from bot.core import Lessonbot
 from bot.messages import Choice, Document, InboundMessage, Reply, Text
 from channels.telegram.channel import MAX_CAPTION_CHARS, MAX_TEXT_CHARS, TelegramChannel, retry_after_seconds
@@ -183,6 +184,26 @@ async def test_a_rejected_token_is_dead_lettered_and_named(settings, standin, ca
     assert row.status == "dead" and "TELEGRAM_BOT_TOKEN" in row.last_error
     assert "999:wrong" not in row.last_error
     assert any("TELEGRAM_BOT_TOKEN" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_bot_sends_again_after_its_connections_are_closed(channel, standin):
+    await channel.send(Delivery(outbox_id=1, chat_id=str(CHAT), reply=Text("before")))
+    await channel.close()  # as at shutdown: the Bot's HTTP session goes
+    await channel.send(Delivery(outbox_id=2, chat_id=str(CHAT), reply=Text("after")))
+    await channel.close()
+    assert standin.texts(CHAT) == ["before", "after"]
+
+
+async def test_an_unreachable_bot_api_is_a_transient_failure():
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    channel = TelegramChannel(token=TOKEN, api_base_url=f"http://127.0.0.1:{port}/bot", timeout=0.5)
+    try:
+        with pytest.raises(TransientSendError, match="did not answer properly: aiohttp.ClientConnectorError"):
+            await channel.send(Delivery(outbox_id=1, chat_id=str(CHAT), reply=Text("anyone?")))
+    finally:
+        await channel.close()
 
 
 # limits ---------------------------------------------------------------------------------------------------------------
