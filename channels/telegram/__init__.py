@@ -5,6 +5,7 @@
 - updates.py: which updates become an InboundMessage, and why the others are ignored
 - buttons.py: choices as inline keyboards, and a pressed button back into its choice
 - polling.py: getUpdates, for a bot with no public URL while developing
+- request.py: how the Bot reaches the Bot API, python-telegram-bot's `BaseRequest` over aiohttp
 """
 
 from channels.telegram.channel import TOKEN_REJECTED, TelegramChannel
