@@ -14,9 +14,9 @@ Broadcast: for each platform, a fresh database with --recipients learners on it 
 clock (as `lessonbot dispatch` runs them) fan the broadcast out and send it at the platform's published limit
 (Telegram ~30 messages/s across chats, Twilio 80/s per WhatsApp sender). Reported: total time from confirmation to
 the last copy sent, against the floor N / rate; duplicates and losses as the stand-in saw them (both must be 0); and
-where the stand-in received the messages: the first one's delay after the confirmation (the clock's broadcast job
-runs every two seconds), the first to the last against (N - 1) / rate (the pace itself), and the most in any
-one-second window (never over the limit).
+where the stand-in received the messages: the first one's delay after the confirmation (the bench confirms in the
+database and tells no leader, so the clock's broadcast job finds it at its next run, every two seconds), the first
+to the last against (N - 1) / rate (the pace itself), and the most in any one-second window (never over the limit).
 
 Everything runs in this one process (stand-ins included) on a shared machine: the figures are a floor of what a
 dedicated dispatcher does, and only figures from one run compare.

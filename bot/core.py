@@ -29,13 +29,15 @@ from storage.outbox import cancel_unsent_to, chats_sent_since, sent_replies
 from storage.teams import stop_workspace
 
 if TYPE_CHECKING:
-    from scheduler.clock import Clock
+    from scheduler.clock import Clock, Job
 
 log = logging.getLogger(__name__)
 
 # The topics of notices between processes (storage.notices): a message recorded, replies queued, a reply sent, and
-# a process that shows sent replies but does not send (so senders tell it of what they sent: `SENT`).
+# a process that shows sent replies but does not send (so senders tell it of what they sent: `SENT`); one of the
+# clock's jobs to run now (a broadcast confirmed: the leader fans it out at once).
 INBOUND, OUTBOX, SENT, WATCHING, WHO_WATCHES = "inbound", "outbox", "sent", "watching", "who-watches"
+JOBS = "jobs"
 WATCHING_EVERY_SECONDS = 20.0  # how often such a process says so; senders tell it for three times as long
 
 # How far along a platform's delivery report is; a report never moves a reply backwards.
@@ -107,6 +109,7 @@ class Lessonbot:
             settings,
             respond or responder(settings),
             on_replies=self._after_turn,
+            on_jobs=self.start_job,
             answerer=LazyAnswerer(knowledge_settings(settings), self.db),
             payments=payment_desk(settings, self.channels.values()),
             activity=Activity(self.channels),
@@ -133,6 +136,7 @@ class Lessonbot:
         self._watched_until = 0.0  # until when another process shows replies this one sends (on the loop's clock)
         # What the leader runs besides the dispatcher (the scheduler adds its clock here).
         self.leader_work: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self.clock: Clock | None = None  # attach_clock's: running while this process leads
         self._tasks: list[asyncio.Task[None]] = []
         self._turn_watchers: dict[int, list[asyncio.Event]] = {}
 
@@ -150,6 +154,8 @@ class Lessonbot:
             handlers[WHO_WATCHES] = lambda _item: self._say_watching_once()
         if self._sends_replies_shown():
             handlers[WATCHING] = self._watched_elsewhere
+        if self.dispatch:
+            handlers[JOBS] = self._start_job_here
         return handlers
 
     def _sends_replies_shown(self) -> bool:
@@ -191,6 +197,19 @@ class Lessonbot:
         channel = self._watching.get(channel_name)
         if channel is not None:
             channel.after_sent(chat_id)
+
+    def start_job(self, name: str) -> None:
+        """Run one of the clock's jobs now rather than at its next fire time (a broadcast confirmed: its fan-out):
+        by this process's clock if it leads, else by the leader's, told with a notice (PostgreSQL; on SQLite a
+        leader in another process runs it at its next fire time)."""
+        if self.clock is not None and self.clock.running:
+            self.clock.start_now(name)
+        elif self.notices is not None:
+            self.notices.tell(JOBS, name)
+
+    def _start_job_here(self, name: str) -> None:
+        if self.clock is not None:
+            self.clock.start_now(name)  # nothing unless this process leads
 
     def _after_turn(self, conversation_id: int) -> None:
         """A turn of the conversation committed here: its replies may go, and whoever waits for it may look."""
@@ -326,9 +345,10 @@ class Lessonbot:
         await self.db.dispose()
 
 
-def attach_clock(lessonbot: Lessonbot) -> Clock:
-    """Give `lessonbot` the scheduler's clock as leader work: it runs wherever (and while) the dispatcher is elected."""
-    from scheduler.clock import Clock
+def attach_clock(lessonbot: Lessonbot, *, jobs: tuple[Job, ...] | None = None) -> Clock:
+    """Give `lessonbot` the scheduler's clock as leader work: it runs wherever (and while) the dispatcher is elected.
+    `jobs`: the clock's jobs, when not the project's own (scheduler.clock.JOBS)."""
+    from scheduler.clock import JOBS, Clock
     from scheduler.context import JobContext
 
     settings = lessonbot.settings
@@ -344,6 +364,8 @@ def attach_clock(lessonbot: Lessonbot) -> Clock:
                           if isinstance(channel, ListsMembers)},
         ),
         owner=lessonbot.worker.owner,
+        jobs=JOBS if jobs is None else jobs,
     )
+    lessonbot.clock = clock
     lessonbot.leader_work.append(clock.run)
     return clock

@@ -16,8 +16,9 @@ minutes) the row is sent again. That is the one window in which a platform may s
 
 Replies someone is waiting for go first: a conversation with a reply to a message its person sent (storage.outbox's
 `awaited`) is started before those with only what the bot sends on its own (broadcasts, lessons, nudges), gets the
-next free slot, and is booked in the limiter's `INTERACTIVE` lane (bot.ratelimit); within a conversation the order
-stays the rows' order.
+next free slot, and is booked in the limiter's `INTERACTIVE` lane (bot.ratelimit); a conversation under way whose
+person writes moves there too, waiting for a slot (`Slots.promote`) or in the limiter's bulk line
+(`RateLimiter.promote`). Within a conversation the order stays the rows' order.
 """
 
 from __future__ import annotations
@@ -209,7 +210,10 @@ class OutboxDispatcher:
             return
         if conversation_id in self._in_flight:
             self._again.add(conversation_id)
-            self._slots.promote(conversation_id)  # still waiting for a slot as bulk: a reply waits now
+            # a reply waits now: still waiting for a slot as bulk, or with its send in the limiter's bulk line, the
+            # conversation moves to the reply lane
+            self._slots.promote(conversation_id)
+            self.limiter.promote(conversation_id)
             return
         self._start(conversation_id, Lane.INTERACTIVE)
 
@@ -339,6 +343,11 @@ class OutboxDispatcher:
         """The platform's limits on this send (none with OUTBOX_PACED off, for a bench against stand-ins)."""
         return self.channels[row.channel].rate_limits(row.chat_id) if self.settings.outbox_paced else ()
 
+    def _lane(self, row: Claimed) -> Lane:
+        """The row's lane at the limiter: the reply lane also when its person wrote since it was read (their turn's
+        notice came; `promote` moves it there once it waits in the bulk line)."""
+        return Lane.INTERACTIVE if row.conversation_id in self._again else row.lane
+
     async def _read_head(self, conversation_id: int) -> Due | None:
         if self._stopped:
             return None  # after stop(), nothing more is claimed
@@ -387,7 +396,7 @@ class OutboxDispatcher:
         found = Due(row, status=head.status)
         if row.opted_out_at is not None:
             return found
-        booking = self.limiter.try_acquire(self._limits(row), ahead=CLAIM_AHEAD_SECONDS, lane=row.lane)
+        booking = self.limiter.try_acquire(self._limits(row), ahead=CLAIM_AHEAD_SECONDS, lane=self._lane(row))
         if booking is None:
             return found
         try:
@@ -442,7 +451,9 @@ class OutboxDispatcher:
             # (behind a 429, or a burst on a shared limit) is still `pending`, so a crash meanwhile leaves nothing to
             # wait out or send twice. Claimed ahead of the turn, the claim's transaction stays out of the time the
             # limiter counts the send, which begins at `start`.
-            booking = await self.limiter.acquire(limits, ahead=CLAIM_AHEAD_SECONDS, lane=row.lane)
+            booking = await self.limiter.acquire(
+                limits, ahead=CLAIM_AHEAD_SECONDS, lane=self._lane(row), key=row.conversation_id
+            )
             try:
                 claimed = await self._claim(due)
             except BaseException:
@@ -456,7 +467,8 @@ class OutboxDispatcher:
         async def part_sent(platform_ids: list[str]) -> None:
             await self._save_parts(row.id, platform_ids)
             self.limiter.done(held[0])
-            held[0] = await self.limiter.acquire(limits, lane=row.lane)  # the next part: one more message to send
+            # the next part: one more message to send
+            held[0] = await self.limiter.acquire(limits, lane=self._lane(row), key=row.conversation_id)
 
         try:
             try:

@@ -34,7 +34,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
@@ -55,6 +55,7 @@ from dialogs import apologies, choices
 from dialogs.ask import QuestionAnswerer
 from dialogs.payments import PaymentDesk
 from dialogs.turn import OutsideTransaction, Turn
+from storage.admins import remember_roles, roles_column
 from storage.db import Database, Raw
 from storage.learners import Learner
 from storage.models import ChannelIdentity, Conversation, InboundSequence, OutboxMessage, User, utcnow
@@ -312,6 +313,7 @@ class ConversationWorker:
         respond: Responder,
         *,
         on_replies: Callable[[int], None] = lambda conversation_id: None,
+        on_jobs: Callable[[str], None] = lambda job: None,
         answerer: QuestionAnswerer | None = None,
         payments: PaymentDesk | None = None,
         activity: Activity | None = None,
@@ -320,6 +322,7 @@ class ConversationWorker:
         self.settings = settings
         self.respond = respond
         self.on_replies = on_replies
+        self.on_jobs = on_jobs  # a committed turn asks for one of the clock's jobs to run now (Turn.jobs_to_start)
         self.answerer = answerer
         self.payments = payments
         self.activity = activity or Activity({})
@@ -439,7 +442,7 @@ class ConversationWorker:
         started = time.perf_counter()
         prepared: dict[str, object] = {}
         prepared_for: int | None = None
-        current = _Current()  # the message the turn read, for the failure paths
+        current = _Current()  # the message the turn read (for the failure paths), the jobs its commit starts
         try:
             for _ in range(MAX_OUTSIDE_CALLS + 1):
                 try:
@@ -454,6 +457,8 @@ class ConversationWorker:
                     continue
                 if outcome is not _Done.NOTHING_PENDING:
                     self.on_replies(conversation_id)
+                for job in current.jobs:
+                    self.on_jobs(job)
                 return outcome
             raise RuntimeError(f"a turn asked for more than {MAX_OUTSIDE_CALLS} calls outside its transaction")
         except LeaseLost:
@@ -489,6 +494,8 @@ class ConversationWorker:
         conversation = _CONVERSATION_ROW.attach(session, found)
         identity, user = _IDENTITY_ROW.attach(session, found), _USER_ROW.attach(session, found)
         learner = _LEARNER_ROW.attach(session, found)
+        choices.remember_newest_sent(session, conversation_id, found.sender_id, found.newest_sent)
+        remember_roles(session, f"{found.channel}:{found.sender_id}", found.roles)
         waiting = found.waiting
         return _Loaded(pending, conversation, identity, user, learner, waiting=bool(waiting))
 
@@ -573,6 +580,7 @@ class ConversationWorker:
             if not message.meta.get("platform_report") and (wrote is None or wrote < row.received_at):
                 wrote = row.received_at
             await self._finish_turn(session, conversation, row.id, turn.state, wrote, keep_lease=row.more, now=now)
+        current.jobs = turn.jobs_to_start  # committed
         if row.more:
             self._kept[conversation_id] = now + self._lease
         PROCESSING_SECONDS.labels(message.channel).observe(time.perf_counter() - started)
@@ -714,6 +722,7 @@ def _held_until(meta: dict[str, Any], now: datetime) -> datetime | None:
 @dataclass(slots=True)
 class _Current:
     inbound_id: int | None = None
+    jobs: Collection[str] = ()  # the committed turn's Turn.jobs_to_start
 
 
 _TAKE_LEASE = Prepared(
@@ -761,6 +770,10 @@ _LOAD_TURN = Prepared(
         exists()
         .where(_OUTBOX.c.conversation_id == _CONVERSATIONS.c.id, _OUTBOX.c.status == OutboxStatus.WAITING.value)
         .label("waiting"),
+        # Two look-ups the dialogs would make next, each a round trip of its own: the choices a typed message may
+        # name, and the roles of the person who wrote (/help lists what they may run).
+        choices.newest_sent_column(_CONVERSATIONS.c.id, _PENDING.c.sender_id).label("newest_sent"),
+        roles_column(_PENDING.c.channel + ":" + _PENDING.c.sender_id).label("roles"),
     )
     .select_from(_CONVERSATIONS)
     .join(

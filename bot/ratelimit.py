@@ -14,16 +14,22 @@ over the window (80 a second: one every 12.5 ms) instead of going out in a burst
 within a window, a place is worked out from when the send `count` places earlier finished (or is expected to: its
 start and the usual trip), so the sends keep the spacing of the window before and one slow send delays only the
 one a window after it. Longer windows
-(Telegram's 20 a minute in a group) keep their burst: a lesson's three messages to a group go out at once. The
-dispatcher is handed the booking a little before its place (`ahead`), claims the reply meanwhile, then waits at
-`start`, which enforces the bound above, and calls `done` when the platform has answered. A 429 pauses the chat it
-was about for the platform's retry-after (see `keys_to_pause`).
+(Telegram's 20 a minute in a group) keep their burst: a lesson's three messages to a group go out at once. A send
+is booked under all its keys at once, at the latest of their places, but only once its place under its own chat's
+keys (those not `shared`) is within `ahead`: booked earlier, a group's 21st message in a minute would hold a place
+under the bot's shared 30 a second some 40 s ahead, and every send after it under that limit, other chats' included,
+would be placed after it. The dispatcher is handed the booking a little before its place (`ahead`), claims the reply
+meanwhile, then waits at `start`, which enforces the bound above, and calls `done` when the platform has answered.
+A 429 pauses the chat it was about for the platform's retry-after (see `keys_to_pause`).
 
 Two lanes on a shared limit (a WhatsApp sender's, a bot's global one): a send someone is waiting for (`INTERACTIVE`,
 a reply to what a person just wrote) is booked at once, in the next free place; a `BULK` send (a broadcast, a lesson
 at the learner's hour) waits in line, first come first served, and is booked only once the next place is within its
 `ahead` of now. So bulk sends hold at most `ahead` seconds of places, a reply asked for behind a broadcast's backlog
-takes the place after those, and a place once booked is never taken back. Lanes choose the order of the places only:
+takes the place after those, and a place once booked is never taken back. A send waiting for its own chat's place
+waits outside the line, so it holds up no one. A bulk send asked under a `key` (the dispatcher's: its conversation)
+and not booked yet moves to the reply lane when its person writes (`promote`): it leaves the line and is booked at
+once, in the next free place, as a reply is; the others keep their order. Lanes choose the order of the places only:
 the bound at `start` is the same for both.
 """
 
@@ -100,6 +106,7 @@ class RateLimiter:
         self._finished = 0
         # BULK sends waiting to be booked, per shared key, first come first served; the first one watches the clock
         self._lines: dict[str, deque[asyncio.Future[None]]] = {}
+        self._promotable: dict[Hashable, asyncio.Future[None]] = {}  # BULK sends not booked yet, by key: set by promote
 
     def _key(self, key: str, window: float = 0.0) -> _Key:
         state = self._keys.get(key)
@@ -133,7 +140,11 @@ class RateLimiter:
             return place.ended
         return max(place.due, place.started or place.due) + state.trip
 
-    def _book(self, limits: tuple[RateLimit, ...], at: float, now: float, lane: Lane) -> Booking:
+    def _next_place(self, limits: Iterable[RateLimit], now: float) -> float:
+        """The next place under all of `limits` at once: the latest of theirs."""
+        return max((self._place(limit, now) for limit in limits), default=now)
+
+    def _book(self, limits: tuple[RateLimit, ...], at: float, asked: float, lane: Lane) -> Booking:
         places = []
         for limit in limits:
             state = self._key(limit.key, limit.seconds)
@@ -143,7 +154,7 @@ class RateLimiter:
             while len(state.places) > limit.count:
                 state.places.popleft()
             places.append(place)
-        return Booking(limits, tuple(places), at, waited=max(0.0, at - now), lane=lane)
+        return Booking(limits, tuple(places), at, waited=max(0.0, at - asked), lane=lane)
 
     # the bound --------------------------------------------------------------------------------------------------------
 
@@ -193,54 +204,92 @@ class RateLimiter:
     # booking ----------------------------------------------------------------------------------------------------------
 
     async def acquire(
-        self, limits: Iterable[RateLimit], *, ahead: float = 0.0, lane: Lane = Lane.INTERACTIVE
+        self,
+        limits: Iterable[RateLimit],
+        *,
+        ahead: float = 0.0,
+        lane: Lane = Lane.INTERACTIVE,
+        key: Hashable | None = None,
     ) -> Booking:
         """Book a send that counts against every one of `limits`, and wait for its place.
 
         With `ahead` 0 the send is counted as started when this returns (the bound is met): send it at once. With
         `ahead` > 0 this returns up to that many seconds before the place comes, the send not yet counted: prepare
         it (claim its row), then `await start(booking)` right before it goes. Either way, call `done` with the
-        booking once the send has finished, failed, or will not happen. A `BULK` send under a shared limit is
-        booked only once its place is within `ahead` (in line behind the bulk sends asked before it), so an
-        `INTERACTIVE` one asked meanwhile is booked before it."""
+        booking once the send has finished, failed, or will not happen. Nothing is booked before the next place
+        under the send's own chat's limits (those not `shared`) is within `ahead`, so a chat that must wait holds no
+        place under a shared limit meanwhile. A `BULK` send under a shared limit is then booked only once its place
+        is within `ahead` (in line behind the bulk sends asked before it), so an `INTERACTIVE` one asked meanwhile
+        is booked before it; asked under a `key`, `promote(key)` books it as `INTERACTIVE` while it waits."""
         limits = tuple(limits)
-        now = time.monotonic()
+        asked = time.monotonic()
         if not limits:
-            return Booking((), (), now, waited=0.0, started=True, lane=lane)
+            return Booking((), (), asked, waited=0.0, started=True, lane=lane)
+        own = tuple(limit for limit in limits if not limit.shared)
         line = _line_of(limits) if lane is Lane.BULK else None
-        if line is None:
-            at = max(self._place(limit, now) for limit in limits)
-            booking = self._book(limits, at, now, lane)
-        else:
-            asked = now
-            async with self._in_line(line, limits, ahead):
-                now = time.monotonic()
-                at = max(self._place(limit, now) for limit in limits)
-                booking = self._book(limits, at, asked, lane)
-        if at - ahead > now:
-            await asyncio.sleep(at - ahead - now)
+        promoted: asyncio.Future[None] | None = None
+        if line is not None and key is not None:
+            promoted = self._promotable[key] = asyncio.get_running_loop().create_future()
+        try:
+            while True:
+                await self._near(own, ahead)
+                if promoted is not None and promoted.done():
+                    line, lane = None, Lane.INTERACTIVE
+                if line is None:
+                    booking = self._book(limits, self._next_place(limits, time.monotonic()), asked, lane)
+                    break
+                async with self._in_line(line, limits, ahead, promoted) as first:
+                    now = time.monotonic()
+                    # (its chat paused meanwhile: back to waiting for it; promoted: booked as a reply)
+                    if first and not self._within(own, ahead, now):
+                        booking = self._book(limits, self._next_place(limits, now), asked, lane)
+                        break
+        finally:
+            if promoted is not None and self._promotable.get(key) is promoted:
+                del self._promotable[key]
+        now = time.monotonic()
+        if booking.at - ahead > now:
+            await asyncio.sleep(booking.at - ahead - now)
         if not ahead:
             await self.start(booking)
         return booking
 
+    def promote(self, key: Hashable) -> None:
+        """The `BULK` send asked under `key` and not booked yet, if any, is booked as `INTERACTIVE`: at once, in the
+        next free place (its person wrote while it waited in the bulk line). A place already booked stays as it is."""
+        promoted = self._promotable.get(key)
+        if promoted is not None and not promoted.done():
+            promoted.set_result(None)
+
+    def _within(self, limits: Iterable[RateLimit], ahead: float, now: float) -> float:
+        """0 if the next place under each of `limits` is within `ahead` of `now`; else how long until it is."""
+        return max(0.0, self._next_place(limits, now) - ahead - now)
+
+    async def _near(self, limits: tuple[RateLimit, ...], ahead: float) -> None:
+        """Wait until the next place under each of `limits` is within `ahead` of now."""
+        while wait := self._within(limits, ahead, time.monotonic()):
+            await asyncio.sleep(wait)  # places booked or a pause meanwhile make it later: looked at again
+
     @contextlib.asynccontextmanager
-    async def _in_line(self, line: str, limits: tuple[RateLimit, ...], ahead: float) -> AsyncIterator[None]:
+    async def _in_line(
+        self, line: str, limits: tuple[RateLimit, ...], ahead: float, promoted: asyncio.Future[None] | None
+    ) -> AsyncIterator[bool]:
         """Wait in the bulk line of `line` until first in it and the next place under the shared limits is within
-        `ahead`; the caller books in the body, then the next in line takes over."""
+        `ahead` (True: the caller books in the body, then the next in line takes over), or until `promoted` is set
+        (False: the send has left the line)."""
         waiting = self._lines.setdefault(line, deque())
         me = asyncio.get_running_loop().create_future()
         waiting.append(me)
+        shared = tuple(limit for limit in limits if limit.shared)
         try:
             if waiting[0] is not me:
-                await me  # set when the one before leaves the line
-            shared = [limit for limit in limits if limit.shared]
-            while True:
-                now = time.monotonic()
-                at = max(self._place(limit, now) for limit in shared)
-                if at - ahead <= now:
+                await _first_of(me, promoted)  # `me` is set when the one before leaves the line
+            while not (promoted is not None and promoted.done()):
+                wait = self._within(shared, ahead, time.monotonic())
+                if not wait:
                     break
-                await asyncio.sleep(at - ahead - now)  # places booked meanwhile make it later: looked at again
-            yield
+                await _first_of(promoted, timeout=wait)  # places booked or a pause meanwhile: looked at again
+            yield not (promoted is not None and promoted.done())
         finally:
             waiting.remove(me)
             if waiting:
@@ -262,7 +311,7 @@ class RateLimiter:
             return Booking((), (), now, waited=0.0, started=True, lane=lane)
         if lane is Lane.BULK and (line := _line_of(limits)) is not None and line in self._lines:
             return None
-        at = max(self._place(limit, now) for limit in limits)
+        at = self._next_place(limits, now)
         if at > now + ahead:
             return None
         booking = self._book(limits, at, now, lane)
@@ -390,6 +439,15 @@ class Slots:
                 if not handed.done():
                     self._free -= 1
                     handed.set_result(None)
+
+
+async def _first_of(*futures: asyncio.Future[None] | None, timeout: float | None = None) -> None:
+    """Wait until one of `futures` (None: none) is done, or `timeout` seconds have passed."""
+    waiting = [future for future in futures if future is not None]
+    if waiting:
+        await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    elif timeout is not None:
+        await asyncio.sleep(timeout)
 
 
 def _line_of(limits: tuple[RateLimit, ...]) -> str | None:

@@ -22,6 +22,7 @@ from dialogs.i18n import N_, Translator
 from dialogs.learner import tr
 from dialogs.turn import Turn
 from storage.broadcasts import (
+    FAN_OUT,
     BroadcastError,
     Progress,
     Segment,
@@ -166,6 +167,7 @@ async def _preview(turn: Turn, args: str) -> None:
 async def _send(turn: Turn, broadcast_id: int) -> None:
     _ = tr(turn)
     sent = await confirm(turn.session, broadcast_id, turn.now)
+    turn.jobs_to_start.add(FAN_OUT)  # the first copies go out once this commits, not at the fan-out's next run
     text = _.plural("Broadcast #{id} is going out to {n} learner.", "Broadcast #{id} is going out to {n} learners.",
                     sent.recipients, id=sent.id)
     if sent.recipients != sent.preview_count:

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from typing import Any
 
-from sqlalchemy import bindparam, exists, or_, select
+from sqlalchemy import ColumnElement, ScalarSelect, Select, bindparam, exists, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Choice, InboundMessage
 from bot.text import plain_words
@@ -31,6 +33,7 @@ from storage.models import Conversation, OfferedChoice, OutboxMessage
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import OutboxStatus
 from storage.prepared import Prepared
+from storage.queries import json_rows
 
 EVERYONE = ""  # `OfferedChoice.member` of a choice offered to anyone in the chat
 NEWEST_ROWS = 10  # how far back the newest replies are looked for
@@ -129,9 +132,38 @@ async def current_choices(turn: Turn) -> list[Choice]:
     the bot sent on its own), so a number typed long after a question does not answer it."""
     if turn.conversation is None:
         return []
-    rows = (await _NEWEST_SENT.run(turn.session, {"conv": turn.conversation.id, "member": member_of(turn)})).rows
-    newest = newest_choices([(row.inbound_message_id, row.choices) for row in rows])
+    asked = (turn.conversation.id, member_of(turn))
+    rows = turn.session.info.get((_REMEMBERED, *asked))
+    if rows is None:
+        ran = await _NEWEST_SENT.run(turn.session, {"conv": asked[0], "member": asked[1]})
+        rows = [(row.inbound_message_id, row.choices) for row in ran.rows]
+    newest = newest_choices(rows)
     return [Choice(choice["label"], choice["value"]) for choice in newest]
+
+
+def newest_sent_column(conversation_id: ColumnElement[int], member: ColumnElement[str]) -> ScalarSelect[Any]:
+    """What `current_choices` reads, as one column of another statement (a turn's load reads it for the person who
+    wrote); its value goes to `remember_newest_sent`. The replies sent cannot change within a turn (the turn's own
+    are not sent before it commits)."""
+    newest = (
+        _newest_sent(conversation_id, member)
+        .add_columns(_OUTBOX.c.id)
+        .correlate_except(_OUTBOX, _INBOUND)
+        .subquery("newest_sent")
+    )
+    return (
+        select(json_rows(newest.c.id, newest.c.inbound_message_id, newest.c.choices))
+        .select_from(newest)
+        .scalar_subquery()
+    )
+
+
+def remember_newest_sent(
+    session: AsyncSession, conversation_id: int, member: str, column: list[list[Any]] | None
+) -> None:
+    """Keep what `newest_sent_column` read for this conversation and member for the rest of the transaction."""
+    rows = sorted(column or (), key=lambda row: -row[0])  # newest first, as the look-up reads them
+    session.info[(_REMEMBERED, conversation_id, member)] = [(inbound_id, offered) for _id, inbound_id, offered in rows]
 
 
 _OFFERS, _CONVERSATIONS = OfferedChoice.__table__, Conversation.__table__
@@ -156,19 +188,27 @@ _OFFERED_IN_CHAT = Prepared(
 )
 _OUTBOX = OutboxMessage.__table__
 _INBOUND = InboundRow.__table__
-_NEWEST_SENT = Prepared(  # built once, run on the driver: every typed message asks it
+_REMEMBERED = "newest sent"  # session.info's key, with the conversation and member, of what another statement read
+
+
+def _newest_sent(conversation_id: ColumnElement[int], member: ColumnElement[str]) -> Select[Any]:
     # Only each payload's choices, taken out by the database: a reply's text can be long, and decoding it costs more
     # than the query.
-    select(_OUTBOX.c.inbound_message_id, _OUTBOX.c.payload["choices"].label("choices"))
-    .outerjoin(_INBOUND, _INBOUND.c.id == _OUTBOX.c.inbound_message_id)
-    .where(
-        _OUTBOX.c.conversation_id == bindparam("conv"),
-        _OUTBOX.c.status == OutboxStatus.SENT.value,
-        or_(_INBOUND.c.id.is_(None), _INBOUND.c.sender_id == bindparam("member")),
+    return (
+        select(_OUTBOX.c.inbound_message_id, _OUTBOX.c.payload["choices"].label("choices"))
+        .outerjoin(_INBOUND, _INBOUND.c.id == _OUTBOX.c.inbound_message_id)
+        .where(
+            _OUTBOX.c.conversation_id == conversation_id,
+            _OUTBOX.c.status == OutboxStatus.SENT.value,
+            or_(_INBOUND.c.id.is_(None), _INBOUND.c.sender_id == member),
+        )
+        .order_by(_OUTBOX.c.id.desc())
+        .limit(NEWEST_ROWS)
     )
-    .order_by(_OUTBOX.c.id.desc())
-    .limit(NEWEST_ROWS)
-)
+
+
+# Built once, run on the driver: every typed message the turn's load did not already read it for asks it.
+_NEWEST_SENT = Prepared(_newest_sent(bindparam("conv"), bindparam("member")))
 
 
 def newest_choices(rows: list[tuple[int | None, list[dict[str, str]] | None]]) -> list[dict[str, str]]:

@@ -17,7 +17,7 @@ from dialogs.flow import DONE, Flow, Invalid, Step
 from dialogs.learner import activate, is_set_up, learner_of, tr
 from dialogs.payments import stop_renewals_of
 from dialogs.turn import Exchange, Turn
-from storage.learners import PAUSED, STOPPED, zone_for
+from storage.learners import PAUSED, STOPPED, lesson_schedule_changed, zone_for
 
 _DAYS = re.compile(r"^(?P<n>\d{1,3})\s*(?:d|day|days|dia|dias)?$")
 
@@ -87,6 +87,7 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
     if typed in ("lessons", "stop", "stop the lessons", "parar", "parar las lecciones"):
         learner = await learner_of(turn)
         learner.status = STOPPED
+        await lesson_schedule_changed(turn.session, turn.user.id)  # parked: no planner run reads them until /resume
         flow.clear(turn.state)
         turn.say(_("Stopped: I won't send you anything on my own. Your progress is kept; send /resume to start "
                    "again, or /stop again to delete it."))

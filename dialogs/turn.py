@@ -95,6 +95,9 @@ class Turn(Exchange):
     inbound_id: int | None = None  # the row of `message`, kept when a learner's data is deleted mid-turn
     # Shows the reply so far where the channel can (bot.activity); for calls outside the transaction to use.
     draft: Callable[[str], Awaitable[None]] | None = None
+    # The clock's jobs to run as soon as this turn has committed, by name, rather than at their next fire time (a
+    # broadcast confirmed: storage.broadcasts.FAN_OUT). The leader runs them, here or in another process.
+    jobs_to_start: set[str] = field(default_factory=set)
 
     @property
     def text(self) -> str:

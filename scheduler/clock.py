@@ -42,6 +42,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from scheduler import broadcast, dashboard, nudges, planner, teams
 from scheduler.context import JobContext
+from storage.broadcasts import FAN_OUT
 from storage.db import make_sync_engine
 from storage.models import utcnow
 from storage.scheduling import ClockRun, prune_history, scheduler_jobs
@@ -78,7 +79,8 @@ JOBS: tuple[Job, ...] = (
     # The dashboard's counts: a missed run is simply the next one.
     Job("dashboard", dashboard.recount, IntervalTrigger(minutes=5, start_date=EPOCH, timezone=timezone.utc), 240),
     # Frequent and cheap: a missed run is simply the next one.
-    Job("broadcasts", broadcast.fan_out, IntervalTrigger(seconds=2, start_date=EPOCH, timezone=timezone.utc), 30),
+    # A broadcast confirmed starts it at once (`Clock.start_now`): the interval is for the batches after the first.
+    Job(FAN_OUT, broadcast.fan_out, IntervalTrigger(seconds=2, start_date=EPOCH, timezone=timezone.utc), 30),
     # Nightly; after a long outage it may wait for the next night.
     Job("prune", prune, CronTrigger(hour=3, minute=17, timezone=timezone.utc), 6 * 3600),
 )
@@ -104,6 +106,25 @@ class Clock:
         self.owner = owner[:120]
         self.jobs = {job.name: job for job in jobs}
         self.scheduler: LeaderScheduler | None = None
+        self._starting: set[asyncio.Future[None]] = set()
+
+    @property
+    def running(self) -> bool:
+        """Started and not yet stopped: this process leads."""
+        return self.scheduler is not None and self.scheduler.running
+
+    def start_now(self, name: str) -> None:
+        """Run job `name` now rather than at its next fire time (a broadcast just confirmed goes out at once), the way
+        its fire times run: through APScheduler, journaled, one run at a time (with a run under way this one is
+        skipped; the next fire time comes within the job's interval). Its next runs follow at its interval from this
+        one. Nothing while this clock does not run (this process does not lead)."""
+        scheduler = self.scheduler
+        if scheduler is None or not scheduler.running or name not in self.jobs:
+            return
+        # The job store is written synchronously: in a thread, like APScheduler's own writes.
+        starting = asyncio.ensure_future(asyncio.to_thread(_run_now, scheduler, name))
+        self._starting.add(starting)
+        starting.add_done_callback(self._starting.discard)
 
     async def run(self) -> None:
         """Leader work: start APScheduler, keep it until cancelled (leadership lost, shutdown), then stop it."""
@@ -180,6 +201,13 @@ class Clock:
                                      outcome=outcome, error=error[:2000] if error else None))
         except Exception as exc:
             log.warning("could not journal a job run", extra={"job": job, "error": str(exc)})
+
+
+def _run_now(scheduler: LeaderScheduler, name: str) -> None:
+    try:
+        scheduler.modify_job(name, next_run_time=utcnow())
+    except Exception as exc:  # not installed yet, or the clock stopped meanwhile: it runs at its next fire time
+        log.info("job %s could not be started now", name, extra={"error": str(exc)[:300]})
 
 
 def _unchanged(stored: StoredJob, job: Job) -> bool:

@@ -14,7 +14,10 @@ Who to look at is kept on the learner's row: `learners.next_lesson_at`, indexed,
 moment not yet handled (NULL: to be worked out). A run reads the learners whose value is at or before now, or NULL
 (`lesson_candidates`: no lower bound, so a value left behind by a missed run is still read), works out the lessons
 in (cursor, now] for them exactly as the window says, pushes those, then stores each one's first moment after now —
-also for learners who may not be messaged now (paused, stopped, opted out), so they are not read again every minute.
+also for learners who may not be messaged now (paused, opted out), so they are not read again every minute. A stopped
+learner (/stop) is parked instead: NULL, which the read of NULLs leaves out while they are stopped (/stop itself
+parks them through `lesson_schedule_changed`; a run that still finds one, stopped by other means, parks them), so no
+minute reads them until their status changes (/resume), and the run after that works their moment out again.
 It stores it only where the row is as it was read (`learners.updated_at` unchanged): a learner who changes their
 lesson time, days or zone meanwhile keeps the NULL that `storage.learners.lesson_schedule_changed` wrote, and the
 next run works their moment out from the new settings. So a minute costs the learners due in it, not all learners.
@@ -40,12 +43,12 @@ from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import CompoundSelect, and_, bindparam, func, or_, select, union_all, update
+from sqlalchemy import CompoundSelect, and_, bindparam, func, literal_column, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialogs.lessons import deliver_next_lesson, home_conversation
 from scheduler.context import JobContext
-from storage.learners import Learner, in_quiet_hours, is_paused, zone_for
+from storage.learners import STOPPED, Learner, in_quiet_hours, is_paused, zone_for
 from storage.models import Conversation, User, utcnow
 from storage.outbox import OutboxEntry, enqueue
 from storage.queries import insert_ignoring_conflicts, rows_affected
@@ -119,6 +122,7 @@ class Candidate:
     days: str
     next_lesson_at: datetime | None
     may_be_messaged: bool
+    stopped: bool  # parked at NULL, where no run reads them, until their status changes
     updated_at: datetime  # the row's version, for storing the next moment only where nothing changed since
 
 
@@ -135,8 +139,10 @@ async def lesson_candidates(session: AsyncSession, end: datetime) -> list[Candid
     """The learners whose `next_lesson_at` is at or before `end`, and those whose next lesson is to be worked out.
 
     Two reads, each on an index (ix_learners_next_lesson_at, ix_learners_next_lesson_unknown), so a minute costs the
-    learners whose lesson comes in it, not every learner. Paused, stopped and opted-out learners are read too (their
-    moment is moved on like anyone's, so they are not read again every minute); `may_be_messaged` says who is not.
+    learners whose lesson comes in it, not every learner. Paused and opted-out learners are read too (their moment is
+    moved on like anyone's, so they are not read again every minute); `may_be_messaged` says who is not. Stopped
+    learners are read only while they still have a moment: they are parked at NULL, and the read of NULLs leaves
+    them out (`storage.learners.NEXT_LESSON_UNKNOWN`, the partial index's own condition).
 
     The range is given its actual lower end, the smallest value stored (one step down the index): "at or before now"
     alone, PostgreSQL judges by statistics taken hours before, when many values still lay before now, and reads the
@@ -146,8 +152,8 @@ async def lesson_candidates(session: AsyncSession, end: datetime) -> list[Candid
     if floor is None or floor > end:
         floor = end + timedelta(microseconds=1)  # nobody's has come: the range reads nothing
     rows = await session.execute(_candidates_statement(), {"floor": floor, "end": end})
-    return [Candidate(user_id, zone_name, at, days or "", next_at, bool(may), updated_at)
-            for user_id, zone_name, at, days, next_at, may, updated_at in rows.all()]
+    return [Candidate(user_id, zone_name, at, days or "", next_at, bool(may), bool(stopped), updated_at)
+            for user_id, zone_name, at, days, next_at, may, stopped, updated_at in rows.all()]
 
 
 @lru_cache(maxsize=1)  # built once: every minute runs it
@@ -157,14 +163,18 @@ def _candidates_statement() -> CompoundSelect[Any]:
     messageable = and_(Learner.home_conversation_id.is_not(None), *may_be_messaged(end))
     read = (
         select(Learner.user_id, func.coalesce(User.timezone, ""), Learner.lesson_time, Learner.lesson_days,
-               Learner.next_lesson_at, messageable.label("messageable"), Learner.updated_at)
+               Learner.next_lesson_at, messageable.label("messageable"), (Learner.status == STOPPED).label("stopped"),
+               Learner.updated_at)
         .select_from(Learner)
         .join(User, User.id == Learner.user_id)
         .outerjoin(Conversation, Conversation.id == Learner.home_conversation_id)
     )
     return union_all(
         read.where(Learner.next_lesson_at >= floor, Learner.next_lesson_at <= end),
-        read.where(Learner.next_lesson_at.is_(None), Learner.lesson_time.is_not(None)),
+        # the partial index's condition (storage.learners.NEXT_LESSON_UNKNOWN), its constant written out, not a
+        # parameter: a database can use the index only when it sees the query implies that condition
+        read.where(Learner.next_lesson_at.is_(None), Learner.lesson_time.is_not(None),
+                   Learner.status != literal_column(f"'{STOPPED}'")),
     )
 
 
@@ -177,7 +187,7 @@ def plan_window(candidates: Iterable[Candidate], start: datetime, end: datetime)
     for candidate in candidates:
         plan.candidates.append(candidate)
         at = candidate.at
-        if at is None:  # no lesson time any more: nothing to look for until one is set
+        if at is None or candidate.stopped:  # no lesson time any more, or stopped: parked until that changes
             plan.next_at[candidate.user_id] = None
             continue
         key = (candidate.zone_name, at, candidate.days)

@@ -15,14 +15,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Index, String, UniqueConstraint, bindparam, delete, select, update
+from sqlalchemy import ColumnElement, Index, ScalarSelect, String, UniqueConstraint, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models import Base, BigId, utcnow
 from storage.prepared import Prepared
-from storage.queries import rows_affected
+from storage.queries import json_rows, rows_affected
 
 EVERYWHERE = ""  # AdminRole.scope of a role that holds in every course and workspace
 
@@ -51,11 +52,34 @@ class HeldRole:
 
 
 async def roles_of(session: AsyncSession, identity: str) -> list[tuple[str, str]]:
-    """The (role, scope) pairs stored for `identity`."""
+    """The (role, scope) pairs stored for `identity` (read with the transaction's first statement when that
+    statement carried `roles_column`)."""
+    remembered = session.info.get((_REMEMBERED, identity))
+    if remembered is not None:
+        return list(remembered)
     ran = await _ROLES_OF.run(session, {"identity": identity})
     return [(row.role, row.scope) for row in ran.rows]
 
 
+def roles_column(identity: ColumnElement[str]) -> ScalarSelect[Any]:
+    """`roles_of(identity)` as one column of another statement (a turn's load reads the roles of the person who
+    wrote with it); its value goes to `remember_roles`, and `roles_of` answers from it for the rest of the
+    transaction, until a role of theirs is added or removed."""
+    rows = json_rows(_ROLES.c.id, _ROLES.c.role, _ROLES.c.scope)
+    return select(rows).where(_ROLES.c.identity == identity).scalar_subquery()
+
+
+def remember_roles(session: AsyncSession, identity: str, column: list[list[Any]] | None) -> None:
+    """Keep what `roles_column` read for `identity` for the rest of this transaction."""
+    session.info[(_REMEMBERED, identity)] = tuple((role, scope) for _id, role, scope in sorted(column or ()))
+
+
+def _forget_remembered(session: AsyncSession, identities: list[str]) -> None:
+    for identity in identities:
+        session.info.pop((_REMEMBERED, identity), None)
+
+
+_REMEMBERED = "admin roles"  # session.info's key, with the identity, of the roles read by another statement
 _ROLES = AdminRole.__table__
 _ROLES_OF = Prepared(  # built once, run on the driver: every /help and every admin command asks it
     select(_ROLES.c.role, _ROLES.c.scope).where(_ROLES.c.identity == bindparam("identity")).order_by(_ROLES.c.id)
@@ -71,11 +95,13 @@ async def add_role(session: AsyncSession, identity: str, role: str, scope: str, 
         return False
     session.add(AdminRole(identity=identity, role=role, scope=scope, granted_by=by[:240], granted_at=utcnow()))
     await session.flush()
+    _forget_remembered(session, [identity])
     return True
 
 
 async def remove_role(session: AsyncSession, identity: str, role: str, scope: str) -> bool:
     """Delete a stored role; False when there was none to delete."""
+    _forget_remembered(session, [identity])
     result = await session.execute(
         delete(AdminRole).where(AdminRole.identity == identity, AdminRole.role == role, AdminRole.scope == scope)
     )
@@ -89,6 +115,7 @@ async def all_roles(session: AsyncSession) -> list[HeldRole]:
 
 async def forget_identities(session: AsyncSession, identities: list[str]) -> None:
     """Remove the roles and dashboard sessions of these addresses (a person erased)."""
+    _forget_remembered(session, identities)
     if identities:
         await session.execute(delete(AdminRole).where(AdminRole.identity.in_(identities)))
         await session.execute(delete(AdminSession).where(AdminSession.identity.in_(identities)))

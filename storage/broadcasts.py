@@ -26,6 +26,9 @@ from storage.queries import rows_affected
 from storage.scheduling import CANCELLED, DRAFT, SENDING, Broadcast, BroadcastRecipient, may_be_messaged
 
 MAX_TEXT = 3000  # characters; channels split longer texts, but an announcement that long is a mistake
+# The clock's job that fans confirmed broadcasts out: whoever confirms one has it run at once (the leader's clock runs
+# it), so the first copies do not wait for its next fire time.
+FAN_OUT = "broadcasts"
 
 
 class BroadcastError(ValueError):

@@ -9,7 +9,10 @@ or a fixed offset written "UTC+05:30"; `zone_for` turns either into a tzinfo). T
 next lesson moment it has not handled yet, so each minute it reads only the learners whose value has come. NULL means
 "not worked out": the planner's next run works it out. Whatever changes a learner's lesson time, days or zone calls
 `lesson_schedule_changed`, which sets it to NULL and marks the row changed (`updated_at`): the planner stores a
-moment only where the row is as it read it, so it never writes one worked out from settings changed since.
+moment only where the row is as it read it, so it never writes one worked out from settings changed since. A stopped
+learner (/stop) is parked at NULL: the partial index of NULLs the planner reads (`NEXT_LESSON_UNKNOWN`) leaves out
+stopped rows, so no minute reads them; the moment their status is anything else again (/resume, onboarding once
+more) they are in it, and the next run works their moment out.
 
 A learner's day is a date in their own zone: streaks count consecutive local dates with activity, so a learner in
 Tokyo who studies at 08:00 on two mornings has a 2-day streak even though both fall on one UTC date.
@@ -48,6 +51,12 @@ from storage.models import Base, BigId, Conversation, User, utcnow
 ONBOARDING, ACTIVE, PAUSED, STOPPED = "onboarding", "active", "paused", "stopped"
 EVERY_DAY = "1234567"
 
+# The learners whose next lesson the planner is still to work out (new settings, rows from before the column), stopped
+# learners left out: they are parked at NULL until their status changes. The planner's read says the same words, so
+# both databases find it on the partial index, which is on `next_lesson_at` itself: for "IS NULL" SQLite then takes
+# it rather than the whole column's index (where the parked rows are too).
+NEXT_LESSON_UNKNOWN = f"next_lesson_at IS NULL AND lesson_time IS NOT NULL AND status <> '{STOPPED}'"
+
 _OFFSET_NAME = re.compile(r"^UTC(?P<sign>[+-])(?P<hours>\d{2}):(?P<minutes>\d{2})$")
 
 
@@ -82,10 +91,8 @@ class Learner(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (
-        # the learners whose next lesson is still to be worked out (new settings, rows from before the column)
-        Index("ix_learners_next_lesson_unknown", "user_id",
-              postgresql_where=text("next_lesson_at IS NULL AND lesson_time IS NOT NULL"),
-              sqlite_where=text("next_lesson_at IS NULL AND lesson_time IS NOT NULL")),
+        Index("ix_learners_next_lesson_unknown", "next_lesson_at",
+              postgresql_where=text(NEXT_LESSON_UNKNOWN), sqlite_where=text(NEXT_LESSON_UNKNOWN)),
     )
 
 
@@ -169,9 +176,10 @@ async def learner_for(session: AsyncSession, user: User) -> Learner:
 
 
 async def lesson_schedule_changed(session: AsyncSession, user_id: int) -> None:
-    """The learner's lesson time, days or zone (`users.timezone`) changed, or is about to in this transaction: their
-    next lesson moment is worked out again by the planner's next run. Every place that changes one of the three calls
-    this (a place that forgot would leave a stale moment: the lesson would come at the old one first, once)."""
+    """The learner's lesson time, days or zone (`users.timezone`) changed, or is about to in this transaction, or they
+    stopped: their next lesson moment is worked out again by the planner's next run (a stopped learner's once their
+    status changes again). Every place that changes one of the three calls this (a place that forgot would leave a
+    stale moment: the lesson would come at the old one first, once); /stop calls it so that no run reads them again."""
     learner = await session.get(Learner, user_id)
     if learner is not None:
         learner.next_lesson_at = None

@@ -1,14 +1,18 @@
-"""The few queries several rooms share: race-free get-or-create of conversations, identities and users."""
+"""The few queries several rooms share: race-free get-or-create of conversations, identities and users, and
+`json_rows`, which lets one room's look-up ride on another's statement as one column."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, bindparam, select
+from sqlalchemy import JSON, CursorResult, Result, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Insert
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from storage.db import Raw
 from storage.models import Base, ChannelIdentity, Conversation, User, utcnow
@@ -31,6 +35,31 @@ def starts_with(column: Any, prefix: str) -> Any:
     """`column LIKE 'prefix%'` with the prefix taken literally (its %, _ and backslashes escaped), on both backends."""
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return column.like(escaped + "%", escape="\\")
+
+
+class json_rows(FunctionElement[Any]):
+    """An aggregate: the rows of a query as one JSON array of arrays, one per row, in no particular order (carry
+    a column to sort by); no rows are `[]` on SQLite and NULL on PostgreSQL. So a look-up rides on another statement
+    as a scalar subquery, `select(json_rows(t.c.a, t.c.b)).select_from(t).scalar_subquery()`, a round trip less."""
+
+    type = JSON()
+    inherit_cache = True
+    name = "json_rows"
+
+
+@compiles(json_rows, "postgresql")
+def _json_rows_postgresql(element: json_rows, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_agg(json_build_array({compiler.process(element.clauses, **kw)}))"
+
+
+@compiles(json_rows, "sqlite")
+def _json_rows_sqlite(element: json_rows, compiler: SQLCompiler, **kw: Any) -> str:
+    # A JSON value read through a subquery comes out as text: json() makes it JSON again, nested, not quoted.
+    columns = [
+        f"json({compiler.process(column, **kw)})" if isinstance(column.type, JSON) else compiler.process(column, **kw)
+        for column in element.clauses
+    ]
+    return f"json_group_array(json_array({', '.join(columns)}))"
 
 
 def rows_affected(result: Result[Any]) -> int:

@@ -6,13 +6,15 @@
     lessonbot broadcast cancel 12
 
 `send` shows the recipient count and the text and asks before anything goes out (`--yes` answers for scripts). The
-process that runs the clock (`lessonbot serve` or `lessonbot dispatch`, whichever is elected) fans it out.
+process that runs the clock (`lessonbot serve` or `lessonbot dispatch`, whichever is elected) fans it out: on
+PostgreSQL told at once (a notice), on SQLite at its fan-out's next run (every two seconds).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING
 from bot.cli.database import database
 from bot.text import counted
 from storage.broadcasts import (
+    FAN_OUT,
     BroadcastError,
     Progress,
     Segment,
@@ -32,6 +35,7 @@ from storage.broadcasts import (
     recent_broadcasts,
 )
 from storage.models import utcnow
+from storage.notices import Notices
 from storage.scheduling import Broadcast
 
 if TYPE_CHECKING:
@@ -171,6 +175,7 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
             draft = await create_draft(session, text=text, segment=segment, created_by="shell", now=utcnow())
             sent = await confirm(session, draft.id, utcnow())
             number, recipients = sent.id, sent.recipients
+        await _tell_the_leader(db)
         changed = f" (the preview said {count:,}: learners changed since)" if recipients != count else ""
         print(f"Broadcast #{number} is going out to {counted(recipients, 'learner')}{changed}; the elected "
               f"`lessonbot serve` or `lessonbot dispatch` sends it. "
@@ -178,6 +183,18 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return _run(settings, work)
+
+
+async def _tell_the_leader(db: Database) -> None:
+    """The leader's clock fans the confirmed broadcast out now rather than at its next run (PostgreSQL: a notice;
+    SQLite has none to send)."""
+    from bot.core import JOBS
+
+    if db.backend != "postgresql":
+        return
+    notices = Notices(db.url, sender=f"shell:{os.getpid()}", handlers={})
+    notices.tell(JOBS, FAN_OUT)
+    await notices.close()
 
 
 def status_line(state: Progress) -> str:

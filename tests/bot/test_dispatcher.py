@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
 from bot.core import Lessonbot
+from bot.dispatcher import CLAIM_AHEAD_SECONDS
 from bot.ratelimit import Lane, RateLimiter, Slots
 from dialogs.turn import Turn
 from storage.db import Database
@@ -181,12 +182,18 @@ async def test_rate_limiter_never_exceeds_count_in_any_window(lanes):
         limiter.done(booking)
 
     await asyncio.gather(*(send() for _ in range(95)))
+    assert_bound(spans, limit)
     spans.sort()
-    for i in range(len(spans) - 30):
-        # the send 30 places later started a window after the 30th-latest finish among those before it
-        earlier_ends = sorted(end for _start, end in spans[: i + 30])
-        assert spans[i + 30][0] >= earlier_ends[-30] + 0.3 - 1e-6
     assert spans[-1][0] - spans[0][0] < 0.3 * 3 + 0.12 * 3 + 0.3  # and not much slower than the limit requires
+
+
+def assert_bound(spans: list[tuple[float, float]], limit: RateLimit) -> None:
+    """The sends' (start, finish) under `limit` keep its strict bound: each started a window after the `count`-th
+    latest finish among the sends started before it, so no window at the platform's end holds more than `count`."""
+    spans = sorted(spans)
+    for i in range(limit.count, len(spans)):
+        earlier_ends = sorted(end for _start, end in spans[:i])
+        assert spans[i][0] >= earlier_ends[-limit.count] + limit.seconds - 1e-6
 
 
 async def test_a_reply_takes_the_next_place_before_bulk_sends_waiting_in_line():
@@ -214,6 +221,80 @@ async def test_a_reply_takes_the_next_place_before_bulk_sends_waiting_in_line():
     places = [at for _name, at in booked]
     assert places == sorted(places)  # and the places follow the same order
     assert places[already] - places[already - 1] < 0.1 + 0.02  # the reply took the very next place
+
+
+async def test_a_bulk_send_promoted_while_in_line_takes_the_next_place_and_the_line_keeps_its_order():
+    """A bulk send waiting in line under a key whose person writes (`promote`) is booked at once, in the next free
+    place, like a reply; the places already booked keep theirs, the rest of the line its order, and the bound holds.
+    A key no one waits under, or a send already booked, is left alone."""
+    limiter = RateLimiter()
+    limit = RateLimit("whatsapp:sender", count=10, seconds=1.0, shared=True)  # one every 0.1 s
+    booked: list[tuple[str, float]] = []
+    spans: list[tuple[float, float]] = []
+
+    async def send(name: str) -> None:
+        booking = await limiter.acquire([limit], ahead=0.15, lane=Lane.BULK, key=name)
+        booked.append((name, booking.at))
+        await limiter.start(booking)
+        started = time.monotonic()
+        spans.append((started, started))
+        limiter.done(booking)
+
+    bulk = [asyncio.create_task(send(f"bulk {n}")) for n in range(8)]
+    await asyncio.sleep(0.2)  # (between two bookings: the next is due 0.25 s in)
+    already = len(booked)
+    assert 2 <= already <= 5
+    limiter.promote("bulk 0")  # booked already: keeps its place
+    limiter.promote("nobody")
+    limiter.promote("bulk 7")  # its person wrote: out of the line, into the next place
+    await asyncio.gather(*bulk)
+    order = [name for name, _at in booked]
+    assert order == [f"bulk {n}" for n in range(already)] + ["bulk 7"] + [f"bulk {n}" for n in range(already, 7)]
+    places = [at for _name, at in booked]
+    assert places == sorted(places)
+    assert places[already] - places[already - 1] < 0.1 + 0.02  # the very next place
+    assert_bound(spans, limit)
+
+
+@pytest.mark.parametrize("lane", list(Lane), ids=lambda lane: lane.name.lower())
+async def test_a_chat_waiting_for_its_own_window_holds_no_place_under_the_shared_limit(lane):
+    """A group's 21st message within its window waits for the group's place before it takes one under the bot's
+    global limit: another chat's send asked meanwhile gets the next global place (1/30 s on), not one after the
+    group's; the group's send still starts only as its window allows, and both limits keep their bound."""
+    limiter = RateLimiter()
+    shared = RateLimit("telegram:global", 30, 1.0, shared=True)
+    group = RateLimit("telegram:group:-1", 20, 3.0)  # Telegram's 20 a minute in a group, the minute shortened
+    other = RateLimit("telegram:chat:2", 1, 1.0)
+    spans: dict[RateLimit, list[tuple[float, float]]] = {shared: [], group: [], other: []}
+
+    async def send(limits: list[RateLimit]) -> None:
+        """One send as the dispatcher makes it: booked up to CLAIM_AHEAD_SECONDS before its place, started, done."""
+        booking = await limiter.acquire(limits, ahead=CLAIM_AHEAD_SECONDS, lane=lane)
+        await limiter.start(booking)
+        started = time.monotonic()
+        await asyncio.sleep(0.005)
+        for limit in limits:
+            spans[limit].append((started, time.monotonic()))
+        limiter.done(booking)
+
+    for _ in range(20):  # the group's conversation, one send after another
+        await send([shared, group])
+    twenty_first = asyncio.create_task(send([shared, group]))
+    await asyncio.sleep(0.05)  # asked, waiting for the group's window (about 2.3 s away)
+    asked = time.monotonic()
+    booking = await limiter.acquire([shared, other], ahead=CLAIM_AHEAD_SECONDS, lane=lane)
+    # The next place under the global limit is 1/30 s after the last one; booked after the group's place it was
+    # 2.3 s later, and every other chat's send after it.
+    assert booking.at - asked < 1.0
+    await limiter.start(booking)
+    started = time.monotonic()
+    for limit in (shared, other):
+        spans[limit].append((started, started))
+    limiter.done(booking)
+    await twenty_first
+    assert spans[group][-1][0] >= spans[group][0][1] + group.seconds  # the group's window held its 21st back
+    for limit, sent in spans.items():
+        assert_bound(sent, limit)
 
 
 async def test_slots_go_to_replies_first_and_keep_some_for_them():

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import literal, select
 
 from bot.core import Lessonbot
 from dialogs.roles import ADMIN, AUTHOR, EVERYWHERE, OWNER, SUPPORT, Grant, RoleError, Scope, allows, parse_grant
-from storage.admins import AdminRole
+from storage.admins import AdminRole, add_role, remember_roles, remove_role, roles_column, roles_of
 from storage.models import AdminAuditEntry
 from tests.dialogs.learning_support import import_sample
 from tests.support import RecordingChannel, Transcript
@@ -126,3 +126,21 @@ async def test_mistyped_role_commands_say_how_and_are_audited_as_invalid(bot):
     [bad_scope] = await boss.say("/admin role grant test:ann author lesson:1")
     assert bad_scope.startswith("'lesson:1' is no scope")
     assert [outcome for *_rest, outcome in await audit(lessonbot)] == ["invalid", "invalid", "invalid"]
+
+
+async def test_roles_read_with_the_turns_load_give_way_to_a_change_in_the_same_transaction(bot):
+    """A turn's load reads the roles of the person who wrote with its first statement (`roles_column`); a role given
+    or taken later in the same transaction is what `roles_of` then answers, not what was read."""
+    lessonbot, _ = bot
+    async with lessonbot.db.transaction() as session:
+        await add_role(session, "test:ann", SUPPORT, "", by="test:boss")
+    address = literal("test:") + literal("ann")
+    async with lessonbot.db.transaction() as session:
+        read = (await session.execute(select(roles_column(address)))).scalar()
+        remember_roles(session, "test:ann", read)
+        assert await roles_of(session, "test:ann") == [(SUPPORT, "")]
+        await add_role(session, "test:ann", AUTHOR, "course:spot-phishing", by="test:boss")
+        assert await roles_of(session, "test:ann") == [(SUPPORT, ""), (AUTHOR, "course:spot-phishing")]
+        remember_roles(session, "test:ann", (await session.execute(select(roles_column(address)))).scalar())
+        await remove_role(session, "test:ann", SUPPORT, "")
+        assert await roles_of(session, "test:ann") == [(AUTHOR, "course:spot-phishing")]

@@ -8,19 +8,21 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select, update
 
 from bot.cli import build_parser
-from bot.core import Lessonbot
+from bot.core import Lessonbot, attach_clock
 from scheduler.broadcast import fan_out, queue_batch, top_up
-from storage.broadcasts import BroadcastError, Segment, confirm, count_recipients, create_draft
+from scheduler.clock import Job
+from storage.broadcasts import FAN_OUT, BroadcastError, Segment, confirm, count_recipients, create_draft
 from storage.courses import Enrollment
 from storage.db import Database
 from storage.learners import PAUSED, STOPPED
 from storage.models import Conversation, OutboxMessage, utcnow
-from storage.scheduling import SENT, Broadcast
+from storage.scheduling import SENT, Broadcast, ClockRun
 from tests.scheduler.support import HandClock, add_learner, context, sample_course
-from tests.support import RecordingChannel, Transcript
+from tests.support import RecordingChannel, Transcript, message
 
 UTC = timezone.utc
 
@@ -84,6 +86,104 @@ async def test_preview_confirm_and_fan_out_from_chat(admin_bot):
     assert again == f"Broadcast #{number} was confirmed or cancelled already."
     [nobody] = await Transcript(bot, channel, "ann").say("/admin broadcast everyone hi")
     assert nobody.startswith("Admin commands are for admins only")
+
+
+def fan_out_an_hour_away() -> tuple[Job, ...]:
+    """The clock's fan-out job, its first fire time an hour from now: within a test only a confirmation starts it."""
+    first = utcnow() + timedelta(hours=1)
+    return (Job(FAN_OUT, fan_out, IntervalTrigger(hours=1, start_date=first, timezone=UTC), 30),)
+
+
+async def clock_started(bot: Lessonbot) -> None:
+    """Start `bot` (its clock leads: nobody is elected) and wait until the clock has its jobs."""
+    clock = bot.clock
+    assert clock is not None
+    bot.start()
+    async with asyncio.timeout(15):
+        while not (clock.scheduler is not None and clock.running and await asyncio.to_thread(clock.scheduler.get_jobs)):
+            await asyncio.sleep(0.05)
+
+
+async def received(channel: RecordingChannel, chats: list[str], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not all(channel.sent[chat] for chat in chats):
+            await asyncio.sleep(0.02)
+
+
+async def leading(leader: Lessonbot, chats: list[str]) -> None:
+    """Learners in `chats`; `leader` started with its clock (the fan-out an hour away), hearing other processes."""
+    for chat in chats:
+        await add_learner(leader.db, chat=chat)
+    attach_clock(leader, jobs=fan_out_an_hour_away())
+    await clock_started(leader)
+    assert leader.notices is not None
+    await asyncio.wait_for(leader.notices.listening.wait(), 15)
+
+
+def told_by_notices(settings) -> None:
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("another process tells the leader with a notice: PostgreSQL's LISTEN/NOTIFY")
+
+
+async def fan_out_runs(db: Database) -> list[ClockRun]:
+    async with db.sessions() as session:
+        return list(await session.scalars(select(ClockRun).where(ClockRun.job == FAN_OUT)))
+
+
+async def test_a_broadcast_confirmed_in_chat_goes_out_at_once_not_at_the_clocks_next_run(admin_bot):
+    bot, channel = admin_bot
+    chats = ["ann", "bea", "cy"]
+    for chat in chats:
+        await add_learner(bot.db, chat=chat)
+    attach_clock(bot, jobs=fan_out_an_hour_away())
+    await clock_started(bot)
+    admin = Transcript(bot, channel, "boss")
+    [preview] = await admin.say("/admin broadcast everyone Out now")
+    number = int(re.match(r"Broadcast #(\d+) ", preview)[1])
+    await asyncio.sleep(0.5)
+    assert not any(channel.sent[chat] for chat in chats)  # a preview starts nothing
+    await admin.say("Send to 3 learners", choice=f"/admin broadcast send {number}")
+    await received(channel, chats)  # the fan-out's next fire time is an hour away: the confirmation started it
+    assert [channel.texts(chat) for chat in chats] == [["Out now"]] * 3
+    [run] = await fan_out_runs(bot.db)  # run by the clock, as its fire times are, and journaled
+    assert run.outcome == "ok" and run.scheduled_for < utcnow() + timedelta(minutes=5)
+
+
+async def test_a_broadcast_sent_from_the_shell_goes_out_at_once_from_the_leader(settings):
+    told_by_notices(settings)
+    channel = RecordingChannel()
+    leader = Lessonbot(settings, [channel], process=False)
+    try:
+        chats = ["s1", "s2"]
+        await leading(leader, chats)
+        assert await asyncio.to_thread(shell, settings, "send", "--everyone", "--text", "From the shell", "--yes") == 0
+        await received(channel, chats)
+        assert [channel.texts(chat) for chat in chats] == [["From the shell"]] * 2
+    finally:
+        await leader.stop()
+
+
+async def test_a_broadcast_confirmed_in_a_process_that_does_not_lead_goes_out_at_once(settings):
+    told_by_notices(settings)
+    channel = RecordingChannel()
+    settings = settings.model_copy(update={"admins": ("test:boss",)})
+    leader = Lessonbot(settings, [channel], process=False)  # the elected dispatcher, with the clock
+    web = Lessonbot(settings, [channel], dispatch=False)  # a web worker: it processes the admin's message
+    try:
+        chats = ["w1", "w2"]
+        await leading(leader, chats)
+        web.start()
+        async with web.db.transaction() as session:
+            draft = await create_draft(session, text="From the web", segment=Segment(), created_by="test:boss",
+                                       now=utcnow())
+        await web.receive(message("Send", chat="boss", choice=f"/admin broadcast send {draft.id}"))
+        await received(channel, chats)
+        assert [channel.texts(chat) for chat in chats] == [["From the web"]] * 2
+        await received(channel, ["boss"])
+        assert channel.texts("boss")[0].startswith(f"Broadcast #{draft.id} is going out to 2 learners.")
+    finally:
+        await web.stop()
+        await leader.stop()
 
 
 async def test_segments_by_course_channel_and_inactivity(admin_bot):

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.core import Lessonbot
+from scheduler.context import JobContext
 from scheduler.planner import (
     DueLesson,
     advance_next_lessons,
@@ -319,16 +320,24 @@ async def next_lesson_of(db: Database, user_id: int) -> datetime | None:
         return await session.scalar(select(Learner.next_lesson_at).where(Learner.user_id == user_id))
 
 
-async def test_a_lesson_time_changed_in_settings_comes_at_its_new_moment(learning_bot):
-    bot, channel = learning_bot
+async def onboarded_and_planned(bot: Lessonbot, channel: RecordingChannel) -> tuple[Learning, User, HandClock,
+                                                                                    JobContext]:
+    """Ann onboarded (08:00 in Lisbon, every day), and the planner run twice: the first run only starts the cursor,
+    the second works out the next lesson that onboarding left unknown."""
     t = Learning(bot, channel)
-    await onboard(t)  # 08:00 in Lisbon, every day
+    await onboard(t)
     user, _learner = await learner_row(bot, "test", "ann")
     clock = HandClock(utcnow())
     ctx = context(bot.db, clock)
-    await plan_lessons(ctx)  # the first run only starts the cursor
+    await plan_lessons(ctx)
     clock.move(minutes=1)
-    await plan_lessons(ctx)  # works out the next lesson of the learner onboarding left unknown
+    await plan_lessons(ctx)
+    return t, user, clock, ctx
+
+
+async def test_a_lesson_time_changed_in_settings_comes_at_its_new_moment(learning_bot):
+    t, user, clock, ctx = await onboarded_and_planned(*learning_bot)
+    bot = t.bot
     assert await next_lesson_of(bot.db, user.id) == next_lesson_after(clock.now(), zone=LISBON, at=time(8),
                                                                       days="1234567")
     soon = (clock.now() + timedelta(minutes=20)).astimezone(LISBON)
@@ -460,5 +469,70 @@ async def test_settings_changed_while_the_planner_runs_are_not_overwritten(datab
         await plan_lessons(ctx)
         assert await next_lesson_of(db, known) == datetime(2026, 6, 10, 8, tzinfo=UTC)  # 09:00 in Lisbon
         assert await next_lesson_of(db, unknown) == datetime(2026, 6, 10, 22, 30, tzinfo=UTC)  # 07:30 in Tokyo
+    finally:
+        await db.dispose()
+
+
+async def test_a_stopped_learner_is_not_read_until_they_resume(learning_bot):
+    t, user, clock, ctx = await onboarded_and_planned(*learning_bot)
+    bot = t.bot
+    assert await next_lesson_of(bot.db, user.id) is not None
+    await t.say("/stop")
+    assert (await t.press("Stop the lessons"))[0].startswith("Stopped:")
+    assert await next_lesson_of(bot.db, user.id) is None  # parked
+    for _day in range(3):  # at each of three lesson moments: nobody is read, nothing worked out, nothing sent
+        moment = next_lesson_after(clock.now(), zone=LISBON, at=time(8), days="1234567")
+        assert moment is not None
+        clock.at(moment + timedelta(seconds=30))
+        async with bot.db.sessions() as session:
+            assert await lesson_candidates(session, clock.now()) == []
+        assert await plan_lessons(ctx) == Counter()
+        assert await next_lesson_of(bot.db, user.id) is None
+    assert (await t.say("/resume"))[0].startswith("Welcome back!")
+    async with bot.db.sessions() as session:  # to be worked out again
+        assert [c.user_id for c in await lesson_candidates(session, clock.now())] == [user.id]
+    clock.move(minutes=1)
+    assert await plan_lessons(ctx) == Counter()
+    moment = next_lesson_after(clock.now(), zone=LISBON, at=time(8), days="1234567")
+    assert moment is not None and await next_lesson_of(bot.db, user.id) == moment
+    clock.at(moment + timedelta(seconds=30))
+    assert await plan_lessons(ctx) == Counter({QUEUED: 1})
+    async with bot.db.sessions() as session:
+        keys = set(await session.scalars(select(OutboxMessage.idempotency_key)))
+    assert f"lesson:{user.id}:{moment.astimezone(LISBON).date().isoformat()}" in keys
+
+
+async def test_a_learner_stopped_with_a_moment_stored_is_parked_by_the_run_that_reads_them(database_url):
+    db = Database(database_url)
+    try:
+        course = await sample_course(db)
+        start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon; lessons at 07:30 (06:30 UTC)
+        stopped = await add_learner(db, course_id=course)
+        clock = HandClock(start)
+        ctx = context(db, clock)
+        await plan_lessons(ctx)
+        clock.move(minutes=1)
+        await plan_lessons(ctx)
+        assert await next_lesson_of(db, stopped) == datetime(2026, 6, 10, 6, 30, tzinfo=UTC)
+        async with db.transaction() as session:  # stopped without /stop, as a workspace that removed the app does
+            await session.execute(update(Learner).where(Learner.user_id == stopped)
+                                  .values(status=STOPPED, updated_at=utcnow()))
+        clock.at(start + timedelta(minutes=45))
+        assert await plan_lessons(ctx) == Counter()  # read once, at their moment, and parked
+        assert await next_lesson_of(db, stopped) is None
+        for day in range(1, 4):
+            clock.at(start + timedelta(days=day, minutes=45))
+            async with db.sessions() as session:
+                assert await lesson_candidates(session, clock.now()) == []
+            assert await plan_lessons(ctx) == Counter()
+        async with db.transaction() as session:
+            learner = await session.get(Learner, stopped)
+            assert learner is not None
+            learner.status = "active"  # as /resume makes them
+        clock.move(minutes=1)
+        await plan_lessons(ctx)
+        assert await next_lesson_of(db, stopped) == datetime(2026, 6, 14, 6, 30, tzinfo=UTC)
+        clock.at(datetime(2026, 6, 14, 6, 31, tzinfo=UTC))
+        assert await plan_lessons(ctx) == Counter({QUEUED: 1})
     finally:
         await db.dispose()
