@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, false, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, false, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -134,7 +134,8 @@ _RENEW_CLAIM = Prepared(
     .values(lease_until=bindparam("until"))
 )
 _SAVE_PARTS = Prepared(update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row")).values(parts_sent=bindparam("parts")))
-_MARK_SENT = Prepared(
+_OTHER = _OUTBOX.alias("other")
+_MARKING_SENT = (
     update(_OUTBOX)
     .where(_OUTBOX.c.id == bindparam("row"))
     .values(
@@ -143,8 +144,27 @@ _MARK_SENT = Prepared(
         sent_at=bindparam("at"),
         lease_until=None,
     )
-    .returning(_OUTBOX.c.created_at)
 )
+_MARK_SENT = {
+    # PostgreSQL: with whether the conversation has another unsent reply (as of the statement's start), so the next
+    # read, a round trip, is made only then; one queued after it reaches the dispatcher as a notice, which has it
+    # look again (`_again`). SQLite, where a statement is no round trip (and which names no table in RETURNING,
+    # so a subquery there could not tell the row from the others): the next read always.
+    "postgresql": Prepared(
+        _MARKING_SENT.returning(
+            _OUTBOX.c.created_at,
+            select(_OTHER.c.id)
+            .where(
+                _OTHER.c.conversation_id == _OUTBOX.c.conversation_id,
+                or_(*(_OTHER.c.status == status for status in _ACTIVE)),
+                _OTHER.c.id != _OUTBOX.c.id,
+            )
+            .exists()
+            .label("more"),
+        )
+    ),
+    "sqlite": Prepared(_MARKING_SENT.returning(_OUTBOX.c.created_at, true().label("more"))),
+}
 
 
 @dataclass(slots=True)
@@ -556,7 +576,8 @@ class OutboxDispatcher:
 
     async def _mark_sent(self, row: Claimed, platform_id: str) -> Due | None:
         """Mark `row` sent, then read (and maybe claim) the conversation's next reply: each statement whole on its own
-        (the claim checks in its WHERE what the read saw), so on PostgreSQL none waits for a BEGIN or a COMMIT.
+        (the claim checks in its WHERE what the read saw), so on PostgreSQL none waits for a BEGIN or a COMMIT, and
+        the read is made there only if the mark found another unsent reply.
 
         There the mark has committed before the read: a failing read leaves the reply sent (counted, and the web chat
         told), and the next one to the poll. On SQLite the block is one transaction, and a failure undoes the mark."""
@@ -566,9 +587,12 @@ class OutboxDispatcher:
         marked_for_good = False
         try:
             async with self.db.run(each_statement=True) as connection:
-                written = (await _MARK_SENT.run(connection, {"row": row.id, "sent_as": platform_id, "at": at})).scalar()
+                marking = _MARK_SENT[self.db.backend]
+                marked = (await marking.run(connection, {"row": row.id, "sent_as": platform_id, "at": at})).first()
+                written = marked.created_at if marked is not None else None
                 marked_for_good = isinstance(connection, Raw) and connection.each_statement
-                following = await self._due_head(connection, row.conversation_id)
+                if marked is not None and marked.more:
+                    following = await self._due_head(connection, row.conversation_id)
         except Exception:
             self._give_back(following)
             if not marked_for_good:

@@ -63,6 +63,25 @@ async def test_transient_failures_are_retried_in_order(make_bot):
     assert rows[0].attempts == 3 and rows[0].last_error == "502 from the platform"
 
 
+async def test_a_turns_replies_all_go_out_from_its_notice_one_after_the_other(make_bot):
+    """No poll runs here: the turn's notice starts its conversation at the dispatcher, and each reply marked sent
+    tells whether another waits (on PostgreSQL the mark says so, sparing a read when none does), so all three go."""
+    channel = RecordingChannel()
+    bot = make_bot(channel)
+    await bot.receive(message("hi"))
+    await bot.worker.idle()
+    async with asyncio.timeout(10):
+        while len(channel.sent["ann"]) < 3:
+            await asyncio.sleep(0.01)
+    assert channel.texts("ann") == ["part 1", "part 2", "part 3"]
+    await bot.receive(message("again"))
+    await bot.worker.idle()
+    async with asyncio.timeout(10):
+        while len(channel.sent["ann"]) < 6:
+            await asyncio.sleep(0.01)
+    assert [r.status for r in await outbox_rows(bot)] == ["sent"] * 6
+
+
 async def test_rate_limited_send_waits_for_retry_after_and_is_not_counted(make_bot):
     channel = RecordingChannel(failures=[RateLimited(0.3)] * 3)
     bot = make_bot(channel, outbox_max_attempts=2)
