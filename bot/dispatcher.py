@@ -16,8 +16,9 @@ minutes) the row is sent again. That is the one window in which a platform may s
 
 Replies someone is waiting for go first: a conversation with a reply to a message its person sent (storage.outbox's
 `awaited`) is started before those with only what the bot sends on its own (broadcasts, lessons, nudges), gets the
-next free slot, and is booked in the limiter's `INTERACTIVE` lane (bot.ratelimit); within a conversation the order
-stays the rows' order.
+next free slot, and is booked in the limiter's `INTERACTIVE` lane (bot.ratelimit); a conversation under way whose
+person writes moves there too, waiting for a slot (`Slots.promote`) or in the limiter's bulk line
+(`RateLimiter.promote`). Within a conversation the order stays the rows' order.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, false, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, false, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -133,7 +134,8 @@ _RENEW_CLAIM = Prepared(
     .values(lease_until=bindparam("until"))
 )
 _SAVE_PARTS = Prepared(update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row")).values(parts_sent=bindparam("parts")))
-_MARK_SENT = Prepared(
+_OTHER = _OUTBOX.alias("other")
+_MARKING_SENT = (
     update(_OUTBOX)
     .where(_OUTBOX.c.id == bindparam("row"))
     .values(
@@ -142,8 +144,27 @@ _MARK_SENT = Prepared(
         sent_at=bindparam("at"),
         lease_until=None,
     )
-    .returning(_OUTBOX.c.created_at)
 )
+_MARK_SENT = {
+    # PostgreSQL: with whether the conversation has another unsent reply (as of the statement's start), so the next
+    # read, a round trip, is made only then; one queued after it reaches the dispatcher as a notice, which has it
+    # look again (`_again`). SQLite, where a statement is no round trip (and which names no table in RETURNING,
+    # so a subquery there could not tell the row from the others): the next read always.
+    "postgresql": Prepared(
+        _MARKING_SENT.returning(
+            _OUTBOX.c.created_at,
+            select(_OTHER.c.id)
+            .where(
+                _OTHER.c.conversation_id == _OUTBOX.c.conversation_id,
+                or_(*(_OTHER.c.status == status for status in _ACTIVE)),
+                _OTHER.c.id != _OUTBOX.c.id,
+            )
+            .exists()
+            .label("more"),
+        )
+    ),
+    "sqlite": Prepared(_MARKING_SENT.returning(_OUTBOX.c.created_at, true().label("more"))),
+}
 
 
 @dataclass(slots=True)
@@ -209,7 +230,10 @@ class OutboxDispatcher:
             return
         if conversation_id in self._in_flight:
             self._again.add(conversation_id)
-            self._slots.promote(conversation_id)  # still waiting for a slot as bulk: a reply waits now
+            # a reply waits now: still waiting for a slot as bulk, or with its send in the limiter's bulk line, the
+            # conversation moves to the reply lane
+            self._slots.promote(conversation_id)
+            self.limiter.promote(conversation_id)
             return
         self._start(conversation_id, Lane.INTERACTIVE)
 
@@ -339,6 +363,11 @@ class OutboxDispatcher:
         """The platform's limits on this send (none with OUTBOX_PACED off, for a bench against stand-ins)."""
         return self.channels[row.channel].rate_limits(row.chat_id) if self.settings.outbox_paced else ()
 
+    def _lane(self, row: Claimed) -> Lane:
+        """The row's lane at the limiter: the reply lane also when its person wrote since it was read (their turn's
+        notice came; `promote` moves it there once it waits in the bulk line)."""
+        return Lane.INTERACTIVE if row.conversation_id in self._again else row.lane
+
     async def _read_head(self, conversation_id: int) -> Due | None:
         if self._stopped:
             return None  # after stop(), nothing more is claimed
@@ -387,7 +416,7 @@ class OutboxDispatcher:
         found = Due(row, status=head.status)
         if row.opted_out_at is not None:
             return found
-        booking = self.limiter.try_acquire(self._limits(row), ahead=CLAIM_AHEAD_SECONDS, lane=row.lane)
+        booking = self.limiter.try_acquire(self._limits(row), ahead=CLAIM_AHEAD_SECONDS, lane=self._lane(row))
         if booking is None:
             return found
         try:
@@ -442,7 +471,9 @@ class OutboxDispatcher:
             # (behind a 429, or a burst on a shared limit) is still `pending`, so a crash meanwhile leaves nothing to
             # wait out or send twice. Claimed ahead of the turn, the claim's transaction stays out of the time the
             # limiter counts the send, which begins at `start`.
-            booking = await self.limiter.acquire(limits, ahead=CLAIM_AHEAD_SECONDS, lane=row.lane)
+            booking = await self.limiter.acquire(
+                limits, ahead=CLAIM_AHEAD_SECONDS, lane=self._lane(row), key=row.conversation_id
+            )
             try:
                 claimed = await self._claim(due)
             except BaseException:
@@ -456,7 +487,8 @@ class OutboxDispatcher:
         async def part_sent(platform_ids: list[str]) -> None:
             await self._save_parts(row.id, platform_ids)
             self.limiter.done(held[0])
-            held[0] = await self.limiter.acquire(limits, lane=row.lane)  # the next part: one more message to send
+            # the next part: one more message to send
+            held[0] = await self.limiter.acquire(limits, lane=self._lane(row), key=row.conversation_id)
 
         try:
             try:
@@ -544,7 +576,8 @@ class OutboxDispatcher:
 
     async def _mark_sent(self, row: Claimed, platform_id: str) -> Due | None:
         """Mark `row` sent, then read (and maybe claim) the conversation's next reply: each statement whole on its own
-        (the claim checks in its WHERE what the read saw), so on PostgreSQL none waits for a BEGIN or a COMMIT.
+        (the claim checks in its WHERE what the read saw), so on PostgreSQL none waits for a BEGIN or a COMMIT, and
+        the read is made there only if the mark found another unsent reply.
 
         There the mark has committed before the read: a failing read leaves the reply sent (counted, and the web chat
         told), and the next one to the poll. On SQLite the block is one transaction, and a failure undoes the mark."""
@@ -554,9 +587,12 @@ class OutboxDispatcher:
         marked_for_good = False
         try:
             async with self.db.run(each_statement=True) as connection:
-                written = (await _MARK_SENT.run(connection, {"row": row.id, "sent_as": platform_id, "at": at})).scalar()
+                marking = _MARK_SENT[self.db.backend]
+                marked = (await marking.run(connection, {"row": row.id, "sent_as": platform_id, "at": at})).first()
+                written = marked.created_at if marked is not None else None
                 marked_for_good = isinstance(connection, Raw) and connection.each_statement
-                following = await self._due_head(connection, row.conversation_id)
+                if marked is not None and marked.more:
+                    following = await self._due_head(connection, row.conversation_id)
         except Exception:
             self._give_back(following)
             if not marked_for_good:

@@ -27,8 +27,10 @@ a reply to what a person just wrote) is booked at once, in the next free place; 
 at the learner's hour) waits in line, first come first served, and is booked only once the next place is within its
 `ahead` of now. So bulk sends hold at most `ahead` seconds of places, a reply asked for behind a broadcast's backlog
 takes the place after those, and a place once booked is never taken back. A send waiting for its own chat's place
-waits outside the line, so it holds up no one. Lanes choose the order of the places only: the bound at `start` is
-the same for both.
+waits outside the line, so it holds up no one. A bulk send asked under a `key` (the dispatcher's: its conversation)
+and not booked yet moves to the reply lane when its person writes (`promote`): it leaves the line and is booked at
+once, in the next free place, as a reply is; the others keep their order. Lanes choose the order of the places only:
+the bound at `start` is the same for both.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class RateLimiter:
         self._finished = 0
         # BULK sends waiting to be booked, per shared key, first come first served; the first one watches the clock
         self._lines: dict[str, deque[asyncio.Future[None]]] = {}
+        self._promotable: dict[Hashable, asyncio.Future[None]] = {}  # BULK sends not booked yet, by key: set by promote
 
     def _key(self, key: str, window: float = 0.0) -> _Key:
         state = self._keys.get(key)
@@ -201,7 +204,12 @@ class RateLimiter:
     # booking ----------------------------------------------------------------------------------------------------------
 
     async def acquire(
-        self, limits: Iterable[RateLimit], *, ahead: float = 0.0, lane: Lane = Lane.INTERACTIVE
+        self,
+        limits: Iterable[RateLimit],
+        *,
+        ahead: float = 0.0,
+        lane: Lane = Lane.INTERACTIVE,
+        key: Hashable | None = None,
     ) -> Booking:
         """Book a send that counts against every one of `limits`, and wait for its place.
 
@@ -212,29 +220,46 @@ class RateLimiter:
         under the send's own chat's limits (those not `shared`) is within `ahead`, so a chat that must wait holds no
         place under a shared limit meanwhile. A `BULK` send under a shared limit is then booked only once its place
         is within `ahead` (in line behind the bulk sends asked before it), so an `INTERACTIVE` one asked meanwhile
-        is booked before it."""
+        is booked before it; asked under a `key`, `promote(key)` books it as `INTERACTIVE` while it waits."""
         limits = tuple(limits)
         asked = time.monotonic()
         if not limits:
             return Booking((), (), asked, waited=0.0, started=True, lane=lane)
         own = tuple(limit for limit in limits if not limit.shared)
         line = _line_of(limits) if lane is Lane.BULK else None
-        while True:
-            await self._near(own, ahead)
-            if line is None:
-                booking = self._book(limits, self._next_place(limits, time.monotonic()), asked, lane)
-                break
-            async with self._in_line(line, limits, ahead):
-                now = time.monotonic()
-                if not self._within(own, ahead, now):  # (its chat paused meanwhile: back to waiting for it)
-                    booking = self._book(limits, self._next_place(limits, now), asked, lane)
+        promoted: asyncio.Future[None] | None = None
+        if line is not None and key is not None:
+            promoted = self._promotable[key] = asyncio.get_running_loop().create_future()
+        try:
+            while True:
+                await self._near(own, ahead)
+                if promoted is not None and promoted.done():
+                    line, lane = None, Lane.INTERACTIVE
+                if line is None:
+                    booking = self._book(limits, self._next_place(limits, time.monotonic()), asked, lane)
                     break
+                async with self._in_line(line, limits, ahead, promoted) as first:
+                    now = time.monotonic()
+                    # (its chat paused meanwhile: back to waiting for it; promoted: booked as a reply)
+                    if first and not self._within(own, ahead, now):
+                        booking = self._book(limits, self._next_place(limits, now), asked, lane)
+                        break
+        finally:
+            if promoted is not None and self._promotable.get(key) is promoted:
+                del self._promotable[key]
         now = time.monotonic()
         if booking.at - ahead > now:
             await asyncio.sleep(booking.at - ahead - now)
         if not ahead:
             await self.start(booking)
         return booking
+
+    def promote(self, key: Hashable) -> None:
+        """The `BULK` send asked under `key` and not booked yet, if any, is booked as `INTERACTIVE`: at once, in the
+        next free place (its person wrote while it waited in the bulk line). A place already booked stays as it is."""
+        promoted = self._promotable.get(key)
+        if promoted is not None and not promoted.done():
+            promoted.set_result(None)
 
     def _within(self, limits: Iterable[RateLimit], ahead: float, now: float) -> float:
         """0 if the next place under each of `limits` is within `ahead` of `now`; else how long until it is."""
@@ -246,17 +271,25 @@ class RateLimiter:
             await asyncio.sleep(wait)  # places booked or a pause meanwhile make it later: looked at again
 
     @contextlib.asynccontextmanager
-    async def _in_line(self, line: str, limits: tuple[RateLimit, ...], ahead: float) -> AsyncIterator[None]:
+    async def _in_line(
+        self, line: str, limits: tuple[RateLimit, ...], ahead: float, promoted: asyncio.Future[None] | None
+    ) -> AsyncIterator[bool]:
         """Wait in the bulk line of `line` until first in it and the next place under the shared limits is within
-        `ahead`; the caller books in the body, then the next in line takes over."""
+        `ahead` (True: the caller books in the body, then the next in line takes over), or until `promoted` is set
+        (False: the send has left the line)."""
         waiting = self._lines.setdefault(line, deque())
         me = asyncio.get_running_loop().create_future()
         waiting.append(me)
+        shared = tuple(limit for limit in limits if limit.shared)
         try:
             if waiting[0] is not me:
-                await me  # set when the one before leaves the line
-            await self._near(tuple(limit for limit in limits if limit.shared), ahead)
-            yield
+                await _first_of(me, promoted)  # `me` is set when the one before leaves the line
+            while not (promoted is not None and promoted.done()):
+                wait = self._within(shared, ahead, time.monotonic())
+                if not wait:
+                    break
+                await _first_of(promoted, timeout=wait)  # places booked or a pause meanwhile: looked at again
+            yield not (promoted is not None and promoted.done())
         finally:
             waiting.remove(me)
             if waiting:
@@ -406,6 +439,15 @@ class Slots:
                 if not handed.done():
                     self._free -= 1
                     handed.set_result(None)
+
+
+async def _first_of(*futures: asyncio.Future[None] | None, timeout: float | None = None) -> None:
+    """Wait until one of `futures` (None: none) is done, or `timeout` seconds have passed."""
+    waiting = [future for future in futures if future is not None]
+    if waiting:
+        await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    elif timeout is not None:
+        await asyncio.sleep(timeout)
 
 
 def _line_of(limits: tuple[RateLimit, ...]) -> str | None:

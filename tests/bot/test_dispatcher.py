@@ -63,6 +63,25 @@ async def test_transient_failures_are_retried_in_order(make_bot):
     assert rows[0].attempts == 3 and rows[0].last_error == "502 from the platform"
 
 
+async def test_a_turns_replies_all_go_out_from_its_notice_one_after_the_other(make_bot):
+    """No poll runs here: the turn's notice starts its conversation at the dispatcher, and each reply marked sent
+    tells whether another waits (on PostgreSQL the mark says so, sparing a read when none does), so all three go."""
+    channel = RecordingChannel()
+    bot = make_bot(channel)
+    await bot.receive(message("hi"))
+    await bot.worker.idle()
+    async with asyncio.timeout(10):
+        while len(channel.sent["ann"]) < 3:
+            await asyncio.sleep(0.01)
+    assert channel.texts("ann") == ["part 1", "part 2", "part 3"]
+    await bot.receive(message("again"))
+    await bot.worker.idle()
+    async with asyncio.timeout(10):
+        while len(channel.sent["ann"]) < 6:
+            await asyncio.sleep(0.01)
+    assert [r.status for r in await outbox_rows(bot)] == ["sent"] * 6
+
+
 async def test_rate_limited_send_waits_for_retry_after_and_is_not_counted(make_bot):
     channel = RecordingChannel(failures=[RateLimited(0.3)] * 3)
     bot = make_bot(channel, outbox_max_attempts=2)
@@ -221,6 +240,39 @@ async def test_a_reply_takes_the_next_place_before_bulk_sends_waiting_in_line():
     places = [at for _name, at in booked]
     assert places == sorted(places)  # and the places follow the same order
     assert places[already] - places[already - 1] < 0.1 + 0.02  # the reply took the very next place
+
+
+async def test_a_bulk_send_promoted_while_in_line_takes_the_next_place_and_the_line_keeps_its_order():
+    """A bulk send waiting in line under a key whose person writes (`promote`) is booked at once, in the next free
+    place, like a reply; the places already booked keep theirs, the rest of the line its order, and the bound holds.
+    A key no one waits under, or a send already booked, is left alone."""
+    limiter = RateLimiter()
+    limit = RateLimit("whatsapp:sender", count=10, seconds=1.0, shared=True)  # one every 0.1 s
+    booked: list[tuple[str, float]] = []
+    spans: list[tuple[float, float]] = []
+
+    async def send(name: str) -> None:
+        booking = await limiter.acquire([limit], ahead=0.15, lane=Lane.BULK, key=name)
+        booked.append((name, booking.at))
+        await limiter.start(booking)
+        started = time.monotonic()
+        spans.append((started, started))
+        limiter.done(booking)
+
+    bulk = [asyncio.create_task(send(f"bulk {n}")) for n in range(8)]
+    await asyncio.sleep(0.2)  # (between two bookings: the next is due 0.25 s in)
+    already = len(booked)
+    assert 2 <= already <= 5
+    limiter.promote("bulk 0")  # booked already: keeps its place
+    limiter.promote("nobody")
+    limiter.promote("bulk 7")  # its person wrote: out of the line, into the next place
+    await asyncio.gather(*bulk)
+    order = [name for name, _at in booked]
+    assert order == [f"bulk {n}" for n in range(already)] + ["bulk 7"] + [f"bulk {n}" for n in range(already, 7)]
+    places = [at for _name, at in booked]
+    assert places == sorted(places)
+    assert places[already] - places[already - 1] < 0.1 + 0.02  # the very next place
+    assert_bound(spans, limit)
 
 
 @pytest.mark.parametrize("lane", list(Lane), ids=lambda lane: lane.name.lower())

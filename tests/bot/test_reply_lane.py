@@ -176,3 +176,27 @@ async def test_a_person_whose_bulk_copy_still_waits_for_a_slot_is_answered_ahead
     at = [position for position, chat in enumerate(channel.order) if chat == "bulk-30"]
     assert at[1] < 20, channel.order  # the copy, then the answer
     assert channel.texts("bulk-30")[-1] == "You picked one."
+
+
+async def test_a_person_whose_copy_waits_in_the_limiters_bulk_line_is_answered_ahead_of_it(settings) -> None:
+    """A person writes while their conversation holds a send slot and its copy waits in the rate limiter's bulk line
+    (sixty conversations, slots for all of them): the turn's notice moves the copy to the reply lane, so it and the
+    answer take the next places, not the 60th and 61st as before."""
+    settings = settings.model_copy(update={"outbox_concurrency": 96})
+    channel = InOrder((RateLimit("test:sender", 20, 1.0, shared=True),))
+    bot = Lessonbot(settings, [channel], respond=quiz)
+    try:
+        await queue(bot, "test", [f"bulk-{n}" for n in range(60)], per_chat=1)
+        assert await bot.dispatcher.dispatch_due() == 60  # each holds a slot; their sends wait in the limiter's line
+        await asyncio.sleep(0.3)
+        await bot.receive(message("one", chat="bulk-59"))  # the last copy in line
+        await bot.settle()
+        await bot.dispatcher.flush(timeout=30)
+    finally:
+        await bot.stop()
+    assert sorted(channel.order) == sorted([f"bulk-{n}" for n in range(60)] + ["bulk-59"])  # each copy once
+    at = [position for position, chat in enumerate(channel.order) if chat == "bulk-59"]
+    # The copy, then the answer: after the places booked when the person wrote (some 0.3 s at 20 a second and the
+    # claim-ahead's ten, more on a busy machine), ahead of the rest of the line.
+    assert at[1] < 45, channel.order
+    assert channel.texts("bulk-59")[-1] == "You picked one."

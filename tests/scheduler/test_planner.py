@@ -29,6 +29,7 @@ from storage.db import Database
 from storage.learners import PAUSED, STOPPED, Learner, lesson_schedule_changed, zone_for
 from storage.models import Conversation, OutboxMessage, User, utcnow
 from storage.scheduling import QUEUED, QUIET_HOURS, UNANSWERED, ClockCursor, ScheduledLesson
+from storage.teams import stop_workspace
 from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
 from tests.scheduler.support import HandClock, add_learner, context, sample_course
 from tests.support import RecordingChannel, Transcript
@@ -502,6 +503,33 @@ async def test_a_stopped_learner_is_not_read_until_they_resume(learning_bot):
     assert f"lesson:{user.id}:{moment.astimezone(LISBON).date().isoformat()}" in keys
 
 
+async def test_a_workspace_that_removed_the_app_parks_its_learners_at_once(database_url):
+    """Stopping a workspace's learners (the app removed) parks them as /stop does: no planner run reads them, not
+    even the one at their moment; a learner whose lessons go to another workspace keeps theirs."""
+    db = Database(database_url)
+    try:
+        course = await sample_course(db)
+        start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # lessons at 07:30 in Lisbon (06:30 UTC)
+        gone = await add_learner(db, channel="slack", chat="T111:U1", course_id=course)
+        kept = await add_learner(db, channel="slack", chat="T222:U1", course_id=course)
+        clock = HandClock(start)
+        ctx = context(db, clock)
+        await plan_lessons(ctx)
+        clock.move(minutes=1)
+        await plan_lessons(ctx)
+        moment = datetime(2026, 6, 10, 6, 30, tzinfo=UTC)
+        assert await next_lesson_of(db, gone) == moment == await next_lesson_of(db, kept)
+        async with db.transaction() as session:
+            assert await stop_workspace(session, "slack", "T111", chat_prefix="T111:") == 0  # (no teams there)
+        assert await next_lesson_of(db, gone) is None  # parked at once
+        assert await next_lesson_of(db, kept) == moment
+        clock.at(start + timedelta(minutes=45))
+        async with db.sessions() as session:
+            assert [c.user_id for c in await lesson_candidates(session, clock.now())] == [kept]
+    finally:
+        await db.dispose()
+
+
 async def test_a_learner_stopped_with_a_moment_stored_is_parked_by_the_run_that_reads_them(database_url):
     db = Database(database_url)
     try:
@@ -514,7 +542,7 @@ async def test_a_learner_stopped_with_a_moment_stored_is_parked_by_the_run_that_
         clock.move(minutes=1)
         await plan_lessons(ctx)
         assert await next_lesson_of(db, stopped) == datetime(2026, 6, 10, 6, 30, tzinfo=UTC)
-        async with db.transaction() as session:  # stopped without /stop, as a workspace that removed the app does
+        async with db.transaction() as session:  # stopped without /stop and without parking (a direct write)
             await session.execute(update(Learner).where(Learner.user_id == stopped)
                                   .values(status=STOPPED, updated_at=utcnow()))
         clock.at(start + timedelta(minutes=45))
