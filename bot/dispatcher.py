@@ -76,14 +76,18 @@ _ACTIVE = [status.value for status in ACTIVE]
 _OUTBOX = OutboxMessage.__table__
 _CONVERSATIONS = Conversation.__table__
 _AWAITED = _OUTBOX.alias("awaited")
-_AWAITED_IN_CONVERSATION = (  # an unsent reply of the same conversation someone is waiting for
+# An unsent reply of the same conversation someone is waiting for: the first one's id, LIMIT 1, so the database
+# probes each row it is asked for on the conversation's index. As an EXISTS, PostgreSQL hashed every unsent reply
+# once per due search instead: 43 ms against 11 ms with 100,000 replies in line (docs/benchmarks.md).
+_FIRST_AWAITED_IN_CONVERSATION = (
     select(_AWAITED.c.id)
     .where(
         _AWAITED.c.conversation_id == _OUTBOX.c.conversation_id,
         or_(*(_AWAITED.c.status == status for status in _ACTIVE)),
         awaited(_AWAITED),
     )
-    .exists()
+    .limit(1)
+    .scalar_subquery()
 )
 _HEAD = Prepared(
     select(
@@ -99,7 +103,7 @@ _HEAD = Prepared(
         _OUTBOX.c.parts_sent,
         _CONVERSATIONS.c.last_inbound_at,
         _CONVERSATIONS.c.opted_out_at,
-        _AWAITED_IN_CONVERSATION.label("awaited"),
+        _FIRST_AWAITED_IN_CONVERSATION.is_not(None).label("awaited"),
     )
     .join(_CONVERSATIONS, _CONVERSATIONS.c.id == _OUTBOX.c.conversation_id)
     .where(
@@ -304,8 +308,9 @@ class OutboxDispatcher:
         """Conversations whose oldest unsent reply is due, in the order their replies were queued, each with its lane
         (a reply someone waits for among its unsent rows: the reply lane). Ordered by id alone, so the database
         stops at the first 1,000 on its index however long a broadcast's backlog: ordered by the lane first, it had
-        to find and sort every due head (0.45–0.93 s at 100,000 on PostgreSQL, against 7–21 ms). A turn's replies do
-        not wait for this search: its notice starts the conversation in the reply lane."""
+        to find and sort every due head (0.45–0.93 s at 100,000 on PostgreSQL, against 7–21 ms). The lane is one
+        probe per conversation found (`_FIRST_AWAITED_IN_CONVERSATION`). A turn's replies do not wait for this
+        search: its notice starts the conversation in the reply lane."""
         if not self.channels:
             return []
         now = utcnow()
@@ -319,7 +324,7 @@ class OutboxDispatcher:
             )
             .exists()
         )
-        waited_for = _AWAITED_IN_CONVERSATION.correlate(OutboxMessage)
+        waited_for = _FIRST_AWAITED_IN_CONVERSATION.correlate(OutboxMessage).is_not(None)
         query = (
             select(OutboxMessage.conversation_id, waited_for)
             .where(
