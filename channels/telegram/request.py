@@ -10,7 +10,8 @@ models in Python, where aiohttp parses HTTP in C. aiohttp is already what slack_
 Timeouts as python-telegram-bot means them: connect, read (per read: a long poll's getUpdates passes its own), pool
 (waiting for a free connection, counted with the connect timeout: aiohttp measures the two together); aiohttp has no
 write timeout, so the whole call is bounded by the sum of the four. A timeout becomes TimedOut, any other failure to
-reach the API NetworkError, as the httpx request does.
+reach the API NetworkError, as the httpx request does. A proxy in HTTPS_PROXY / HTTP_PROXY (NO_PROXY) is used, as
+httpx used it.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class AiohttpRequest(BaseRequest):
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._pool_size),
                 headers={"User-Agent": self.USER_AGENT},
+                trust_env=True,  # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as httpx honoured them
             )
             self._loop = loop
         return self._session

@@ -206,6 +206,19 @@ async def test_an_unreachable_bot_api_is_a_transient_failure():
         await channel.close()
 
 
+async def test_the_bot_goes_through_the_proxy_in_the_environment(standin, monkeypatch):
+    # The stand-in, as a forward proxy, receives the request for a host that does not exist.
+    monkeypatch.setenv("HTTP_PROXY", standin.base_url.rsplit("/", 1)[0])
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxied = TelegramChannel(token=TOKEN, api_base_url="http://api.telegram.invalid/bot", timeout=2)
+    try:
+        await proxied.send(Delivery(outbox_id=1, chat_id=str(CHAT), reply=Text("through the proxy")))
+    finally:
+        await proxied.close()
+    assert standin.texts(CHAT) == ["through the proxy"]
+
+
 # limits ---------------------------------------------------------------------------------------------------------------
 
 
