@@ -18,7 +18,8 @@ Replies someone is waiting for go first: a conversation with a reply to a messag
 `awaited`) is started before those with only what the bot sends on its own (broadcasts, lessons, nudges), gets the
 next free slot, and is booked in the limiter's `INTERACTIVE` lane (bot.ratelimit); a conversation under way whose
 person writes moves there too, waiting for a slot (`Slots.promote`) or in the limiter's bulk line
-(`RateLimiter.promote`). Within a conversation the order stays the rows' order.
+(`RateLimiter.promote`), and so does one a turn answered its person in from another chat (a command typed in a group,
+answered privately: the turn's notice names it). Within a conversation the order stays the rows' order.
 """
 
 from __future__ import annotations
@@ -218,6 +219,9 @@ class OutboxDispatcher:
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._again: set[int] = set()  # notified while being sent: look once more at the end
+        # notified by a turn (its replies, or its person's private chat it answered in) since their sending started:
+        # what they send goes in the reply lane
+        self._noticed: set[int] = set()
         # a quarter of the slots (at least one, of two or more) kept for replies someone waits for: one is free at
         # once during a broadcast
         self._slots = Slots(settings.outbox_concurrency, kept=max(1, settings.outbox_concurrency // 4))
@@ -232,6 +236,7 @@ class OutboxDispatcher:
         if conversation_id is None or not self.channels:
             self._wake.set()
             return
+        self._noticed.add(conversation_id)
         if conversation_id in self._in_flight:
             self._again.add(conversation_id)
             # a reply waits now: still waiting for a slot as bulk, or with its send in the limiter's bulk line, the
@@ -362,6 +367,7 @@ class OutboxDispatcher:
             log.exception("sending failed unexpectedly")
         finally:
             self._in_flight.pop(conversation_id, None)
+            self._noticed.discard(conversation_id)
             conversation_id_var.reset(token)
 
     def _limits(self, row: Claimed) -> tuple[RateLimit, ...]:
@@ -369,9 +375,10 @@ class OutboxDispatcher:
         return self.channels[row.channel].rate_limits(row.chat_id) if self.settings.outbox_paced else ()
 
     def _lane(self, row: Claimed) -> Lane:
-        """The row's lane at the limiter: the reply lane also when its person wrote since it was read (their turn's
-        notice came; `promote` moves it there once it waits in the bulk line)."""
-        return Lane.INTERACTIVE if row.conversation_id in self._again else row.lane
+        """The row's lane at the limiter: the reply lane also when a turn's notice started the conversation or came
+        while it was being sent (its person wrote, or a turn answered them here from another chat; `promote` moves
+        a send already waiting in the bulk line)."""
+        return Lane.INTERACTIVE if row.conversation_id in self._noticed else row.lane
 
     async def _read_head(self, conversation_id: int) -> Due | None:
         if self._stopped:

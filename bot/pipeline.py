@@ -457,6 +457,8 @@ class ConversationWorker:
                     continue
                 if outcome is not _Done.NOTHING_PENDING:
                     self.on_replies(conversation_id)
+                for elsewhere in current.answered_elsewhere:
+                    self.on_replies(elsewhere)
                 for job in current.jobs:
                     self.on_jobs(job)
                 return outcome
@@ -581,6 +583,7 @@ class ConversationWorker:
                 wrote = row.received_at
             await self._finish_turn(session, conversation, row.id, turn.state, wrote, keep_lease=row.more, now=now)
         current.jobs = turn.jobs_to_start  # committed
+        current.answered_elsewhere = turn.answered_elsewhere
         if row.more:
             self._kept[conversation_id] = now + self._lease
         PROCESSING_SECONDS.labels(message.channel).observe(time.perf_counter() - started)
@@ -723,6 +726,7 @@ def _held_until(meta: dict[str, Any], now: datetime) -> datetime | None:
 class _Current:
     inbound_id: int | None = None
     jobs: Collection[str] = ()  # the committed turn's Turn.jobs_to_start
+    answered_elsewhere: Collection[int] = ()  # and its Turn.answered_elsewhere
 
 
 _TAKE_LEASE = Prepared(

@@ -107,7 +107,8 @@ async def private_chat(turn: Turn) -> Conversation | None:
 
 async def queue(turn: Turn, conversation: Conversation, *replies: str | Reply) -> None:
     """Replies to another chat than the one this turn answers (its person's private chat), in the same
-    transaction."""
+    transaction; sent as replies the person waits for (`Turn.answered_elsewhere`)."""
+    turn.answered_elsewhere.add(conversation.id)
     await enqueue(turn.session, [
         OutboxEntry(conversation_id=conversation.id, channel=conversation.channel, chat_id=conversation.chat_id,
                     payload=(Text(reply) if isinstance(reply, str) else reply).to_payload())

@@ -98,6 +98,9 @@ class Turn(Exchange):
     # The clock's jobs to run as soon as this turn has committed, by name, rather than at their next fire time (a
     # broadcast confirmed: storage.broadcasts.FAN_OUT). The leader runs them, here or in another process.
     jobs_to_start: set[str] = field(default_factory=set)
+    # The person's other chats this turn answered in (their private chat, for a command typed in a group): the
+    # dispatcher sends what it queued there as replies someone waits for, once the turn has committed.
+    answered_elsewhere: set[int] = field(default_factory=set)
 
     @property
     def text(self) -> str:

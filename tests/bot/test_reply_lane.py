@@ -25,6 +25,8 @@ from bench.channels import busiest_second
 from bot.channel import Delivery, RateLimit
 from bot.core import Lessonbot
 from channels.whatsapp import WhatsAppChannel
+from dialogs.linking import private_chat
+from dialogs.linking import queue as queue_elsewhere
 from dialogs.turn import Turn
 from scheduler.broadcast import fan_out
 from standins.twilio import PUBLIC_BASE_URL, SENDER, TwilioStandIn, TwilioWebhooks
@@ -200,3 +202,32 @@ async def test_a_person_whose_copy_waits_in_the_limiters_bulk_line_is_answered_a
     # claim-ahead's ten, more on a busy machine), ahead of the rest of the line.
     assert at[1] < 45, channel.order
     assert channel.texts("bulk-59")[-1] == "You picked one."
+
+
+async def answer_in_private(turn: Turn) -> None:
+    """As /link or /buy typed in a group do: the answer goes to the person's private chat, a word in the group."""
+    private = await private_chat(turn)
+    assert private is not None
+    await queue_elsewhere(turn, private, "Your link code is 1234.")
+    turn.say("I've sent you the code in a private message.")
+
+
+async def test_an_answer_sent_to_the_persons_private_chat_goes_ahead_of_the_backlog(settings) -> None:
+    """A person types a command in a group whose answer goes to their private chat: they wait for it there, so it
+    goes in the reply lane like the word in the group, not after the forty bulk sends in line (42nd before)."""
+    channel = InOrder((RateLimit("test:sender", 20, 1.0, shared=True),))
+    bot = Lessonbot(settings, [channel], respond=answer_in_private)
+    try:
+        await queue(bot, "test", ["zed"], per_chat=0)  # the private chat zed opened with the bot once
+        await queue(bot, "test", [f"bulk-{n}" for n in range(40)], per_chat=1)
+        assert await bot.dispatcher.dispatch_due() == 40
+        await bot.receive(message("/link", chat="team", sender="zed"))
+        await bot.settle()
+        await bot.dispatcher.flush(timeout=30)
+    finally:
+        await bot.stop()
+    assert len(channel.order) == 42
+    assert channel.texts("zed") == ["Your link code is 1234."]
+    assert channel.texts("team") == ["I've sent you the code in a private message."]
+    # After the bulk places booked within the claim-ahead (ten at 20 a second, a few more on a busy machine).
+    assert channel.order.index("zed") <= 20 and channel.order.index("team") <= 20, channel.order
