@@ -13,7 +13,8 @@ write timeout, so the whole call is bounded by the sum of the four. A timeout be
 reach the API NetworkError, as the httpx request does. A redirect is not followed (httpx does not follow one either):
 it goes back as the answer, a NetworkError; followed, aiohttp would turn the POST into a GET without its parameters
 and hand back whatever answered that as the call's result. A proxy in HTTPS_PROXY / HTTP_PROXY (NO_PROXY) is used, as
-httpx used it.
+httpx used it, if its own address is http://: aiohttp skips (with a warning) one written https:// and reads no
+ALL_PROXY, both of which httpx honoured.
 """
 
 from __future__ import annotations
