@@ -213,9 +213,12 @@ class Lessonbot:
 
     def _after_turn(self, conversation_id: int) -> None:
         """A turn of the conversation committed here: its replies may go, and whoever waits for it may look."""
-        self.dispatcher.notify(conversation_id)
-        if self.notices is not None and not self.dispatch:
-            self.notices.tell(OUTBOX, str(conversation_id))  # the dispatcher is elsewhere
+        if self.dispatch and (self.leadership is None or self.leadership.is_leader):
+            self.dispatcher.notify(conversation_id)
+        elif self.notices is not None:
+            # The dispatcher is elsewhere: in another process, or here but not elected (a standby sends nothing, or
+            # two limiters would each keep the platform's bound and the platform see twice the rate).
+            self.notices.tell(OUTBOX, str(conversation_id))
         for watcher in self._turn_watchers.pop(conversation_id, ()):
             watcher.set()
 

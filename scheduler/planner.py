@@ -15,10 +15,10 @@ moment not yet handled (NULL: to be worked out). A run reads the learners whose 
 (`lesson_candidates`: no lower bound, so a value left behind by a missed run is still read), works out the lessons
 in (cursor, now] for them exactly as the window says, pushes those, then stores each one's first moment after now —
 also for learners who may not be messaged now (paused, opted out), so they are not read again every minute. A stopped
-learner (/stop) is parked instead: NULL, which the read of NULLs leaves out while they are stopped (/stop and a
-workspace that removed the app park them through `lesson_schedule_changed`; a run that still finds one stopped by
-other means parks them), so no
-minute reads them until their status changes (/resume), and the run after that works their moment out again.
+learner (/stop) is parked instead: NULL, which the read of NULLs leaves out while they are stopped (/stop parks them
+through `lesson_schedule_changed`, a workspace that removed the app in the UPDATE that stops them; a run that still
+finds one stopped by other means parks them), so no minute reads them until their status changes (/resume), and the
+run after that works their moment out again.
 It stores it only where the row is as it was read (`learners.updated_at` unchanged): a learner who changes their
 lesson time, days or zone meanwhile keeps the NULL that `storage.learners.lesson_schedule_changed` wrote, and the
 next run works their moment out from the new settings. So a minute costs the learners due in it, not all learners.

@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.courses import Course, Lesson, LessonProgress, Question, QuestionCard
-from storage.learners import ACTIVE, STOPPED, Learner, lesson_schedule_changed, zone_for
+from storage.learners import ACTIVE, STOPPED, Learner, zone_for
 from storage.models import Base, BigId, Conversation, User, utcnow
 from storage.queries import insert_ignoring_conflicts, rows_affected, starts_with
 
@@ -214,13 +214,12 @@ async def stop_workspace(session: AsyncSession, channel: str, workspace: str, *,
     )
     homes = select(Conversation.id).where(Conversation.channel == channel,
                                           starts_with(Conversation.chat_id, chat_prefix))
-    stopped = await session.scalars(
+    # Parked as /stop parks them (`lesson_schedule_changed`: next_lesson_at NULL, the row marked changed), in the
+    # one statement: the platform waits for this transaction, and a workspace may hold thousands of learners.
+    await session.execute(
         update(Learner).where(Learner.home_conversation_id.in_(homes), Learner.status != STOPPED)
-        .values(status=STOPPED, updated_at=now)
-        .returning(Learner.user_id)
+        .values(status=STOPPED, next_lesson_at=None, updated_at=now)
     )
-    for user_id in stopped.all():
-        await lesson_schedule_changed(session, user_id)  # parked, as /stop parks them: no planner run reads them
     return rows_affected(result)
 
 

@@ -10,7 +10,9 @@ models in Python, where aiohttp parses HTTP in C. aiohttp is already what slack_
 Timeouts as python-telegram-bot means them: connect, read (per read: a long poll's getUpdates passes its own), pool
 (waiting for a free connection, counted with the connect timeout: aiohttp measures the two together); aiohttp has no
 write timeout, so the whole call is bounded by the sum of the four. A timeout becomes TimedOut, any other failure to
-reach the API NetworkError, as the httpx request does. A proxy in HTTPS_PROXY / HTTP_PROXY (NO_PROXY) is used, as
+reach the API NetworkError, as the httpx request does. A redirect is not followed (httpx does not follow one either):
+it goes back as the answer, a NetworkError; followed, aiohttp would turn the POST into a GET without its parameters
+and hand back whatever answered that as the call's result. A proxy in HTTPS_PROXY / HTTP_PROXY (NO_PROXY) is used, as
 httpx used it.
 """
 
@@ -94,7 +96,9 @@ class AiohttpRequest(BaseRequest):
             sock_read=read,
         )
         try:
-            async with self._open().request(method, url, data=_body(request_data), timeout=timeout) as response:
+            async with self._open().request(
+                method, url, data=_body(request_data), timeout=timeout, allow_redirects=False
+            ) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
             raise TimedOut from exc

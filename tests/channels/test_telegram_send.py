@@ -14,8 +14,10 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from sqlalchemy import select
-from telegram.error import RetryAfter
+from telegram.error import NetworkError, RetryAfter
 
 from bot.channel import Delivery, RateLimit, TransientSendError
 from bot.core import Lessonbot
@@ -204,6 +206,32 @@ async def test_an_unreachable_bot_api_is_a_transient_failure():
             await channel.send(Delivery(outbox_id=1, chat_id=str(CHAT), reply=Text("anyone?")))
     finally:
         await channel.close()
+
+
+async def test_a_redirect_from_the_bot_api_is_a_network_error_not_followed():
+    """As over httpx, a redirect is an answer, not followed: followed, the POST became a GET without its parameters
+    and whatever answered that was taken for the send's result (a reply marked sent that never went out)."""
+    followed: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"/elsewhere{request.path}")
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        followed.append(request.method)
+        return web.json_response({"ok": True, "result": {"message_id": 1, "date": 0, "chat": {"id": CHAT,
+                                                                                               "type": "private"}}})
+
+    app = web.Application()
+    app.router.add_post("/bot{token}/{method}", moved)
+    app.router.add_route("*", "/elsewhere/{rest:.*}", elsewhere)
+    async with TestServer(app, host="127.0.0.1") as server:
+        channel = TelegramChannel(token=TOKEN, api_base_url=str(server.make_url("/bot")), timeout=2)
+        try:
+            with pytest.raises(NetworkError, match=r"Found \(302\)"):  # as the dispatcher sees it: try again later
+                await channel.bot.send_message(chat_id=CHAT, text="moved?")
+        finally:
+            await channel.close()
+    assert followed == []
 
 
 async def test_the_bot_goes_through_the_proxy_in_the_environment(standin, monkeypatch):

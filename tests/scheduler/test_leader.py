@@ -8,9 +8,11 @@ import time
 
 import pytest
 
+from bot.core import Lessonbot
+from dialogs.turn import Turn
 from scheduler.leader import Leadership
 from storage.db import Database
-from tests.support import LESSONBOT, server_env
+from tests.support import LESSONBOT, RecordingChannel, message, server_env
 
 
 async def test_one_leader_and_a_standby_that_takes_over(database_url):
@@ -76,3 +78,30 @@ def test_standby_process_takes_over_after_kill_9(database_url, tmp_path):
         for process in processes:
             process.kill()
             process.wait(10)
+
+
+async def test_a_standby_that_processes_a_message_leaves_its_replies_to_the_leader(settings):
+    """Every process may process messages, only the elected one sends: a standby's turn tells the leader (a notice on
+    PostgreSQL; on SQLite the leader's poll finds the reply) and sends nothing itself, so the platform's rate is kept
+    by one limiter, not one per process."""
+    async def respond(turn: Turn) -> None:
+        turn.say("hello")
+
+    leader_sent, standby_sent = RecordingChannel(), RecordingChannel()
+    leader = Lessonbot(settings, [leader_sent], respond=respond, elect=True)
+    standby = Lessonbot(settings, [standby_sent], respond=respond, elect=True)
+    try:
+        leader.start()
+        async with asyncio.timeout(15):
+            while not (leader.leadership is not None and leader.leadership.is_leader):
+                await asyncio.sleep(0.05)
+        standby.start()
+        await standby.receive(message("hi", chat="ann"))
+        async with asyncio.timeout(15):
+            while not leader_sent.sent["ann"]:
+                await asyncio.sleep(0.05)
+        assert standby.leadership is not None and not standby.leadership.is_leader
+        assert leader_sent.texts("ann") == ["hello"] and not standby_sent.sent["ann"]
+    finally:
+        await standby.stop()
+        await leader.stop()

@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from bot.core import Lessonbot
 from scheduler.context import JobContext
@@ -526,6 +526,36 @@ async def test_a_workspace_that_removed_the_app_parks_its_learners_at_once(datab
         clock.at(start + timedelta(minutes=45))
         async with db.sessions() as session:
             assert [c.user_id for c in await lesson_candidates(session, clock.now())] == [kept]
+    finally:
+        await db.dispose()
+
+
+async def test_stopping_a_workspace_costs_the_same_statements_however_many_learners_it_stops(database_url):
+    """The platform waits for this transaction (Slack's app_uninstalled, acknowledged after it): its learners are
+    stopped and parked in one statement, not read back one by one."""
+    db = Database(database_url)
+    try:
+        statements: list[str] = []
+
+        def count(_conn, _cursor, statement, *_args) -> None:
+            statements.append(statement)
+
+        for workspace, learners in (("T1", 1), ("T5", 5)):
+            chats = [await add_learner(db, channel="slack", chat=f"{workspace}:U{n}") for n in range(learners)]
+            statements.clear()
+            event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+            try:
+                async with db.transaction() as session:
+                    await stop_workspace(session, "slack", workspace, chat_prefix=f"{workspace}:")
+            finally:
+                event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+            async with db.sessions() as session:
+                stopped = (await session.execute(
+                    select(Learner.status, Learner.next_lesson_at).where(Learner.user_id.in_(chats)))).all()
+            assert stopped == [(STOPPED, None)] * learners
+            if workspace == "T1":
+                one = len(statements)
+        assert len(statements) == one, statements
     finally:
         await db.dispose()
 
