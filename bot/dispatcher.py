@@ -69,6 +69,7 @@ STOP_GRACE_SECONDS = 5.0
 # sends before it go, and the send starts on its turn (a claim later than its turn would delay the send a window
 # later too). A reply read this close to its turn is claimed straight after the read.
 CLAIM_AHEAD_SECONDS = 0.5
+_CHATS_REMEMBERED = 100_000  # conversations whose chat the dispatcher keeps (a few hundred bytes each)
 _EARLIER = aliased(OutboxMessage)  # built once: aliasing copies every column, which is not free on a hot path
 _ACTIVE = [status.value for status in ACTIVE]
 
@@ -128,6 +129,38 @@ _CLAIM = Prepared(
     )
     .values(status=OutboxStatus.SENDING.value, lease_until=bindparam("until"), attempts=_OUTBOX.c.attempts + 1)
     .returning(_OUTBOX.c.parts_sent)  # as it is now: parts another dispatcher sent meanwhile are not sent again
+)
+_HEAD_OF = _OUTBOX.alias("head")
+_CLAIM_HEAD = Prepared(  # PostgreSQL: `_HEAD` and `_CLAIM` in one statement, for a notice's conversation
+    update(_OUTBOX)
+    .where(
+        _OUTBOX.c.id
+        == select(_HEAD_OF.c.id)
+        .where(
+            _HEAD_OF.c.conversation_id == bindparam("conv"),
+            or_(*(_HEAD_OF.c.status == status for status in _ACTIVE)),
+        )
+        .order_by(_HEAD_OF.c.id)
+        .limit(1)
+        .scalar_subquery(),
+        _CONVERSATIONS.c.id == _OUTBOX.c.conversation_id,
+        or_(
+            and_(_OUTBOX.c.status == OutboxStatus.PENDING.value, _OUTBOX.c.next_attempt_at <= bindparam("now")),
+            and_(_OUTBOX.c.status == OutboxStatus.SENDING.value, _OUTBOX.c.lease_until < bindparam("now")),
+        ),
+    )
+    .values(status=OutboxStatus.SENDING.value, lease_until=bindparam("until"), attempts=_OUTBOX.c.attempts + 1)
+    .returning(
+        _OUTBOX.c.id,
+        _OUTBOX.c.conversation_id,
+        _OUTBOX.c.channel,
+        _OUTBOX.c.chat_id,
+        _OUTBOX.c.payload,
+        _OUTBOX.c.attempts,
+        _OUTBOX.c.parts_sent,
+        _CONVERSATIONS.c.last_inbound_at,
+        _CONVERSATIONS.c.opted_out_at,
+    )
 )
 _RENEW_CLAIM = Prepared(
     update(_OUTBOX)
@@ -222,6 +255,9 @@ class OutboxDispatcher:
         # notified by a turn (its replies, or its person's private chat it answered in) since their sending started:
         # what they send goes in the reply lane
         self._noticed: set[int] = set()
+        # the chat each conversation's replies go to, as its rows say (never changes): a notice's conversation is
+        # booked at the limiter before its head is read, and read and claimed in one statement (PostgreSQL)
+        self._chats: dict[int, tuple[str, str]] = {}
         # a quarter of the slots (at least one, of two or more) kept for replies someone waits for: one is free at
         # once during a broadcast
         self._slots = Slots(settings.outbox_concurrency, kept=max(1, settings.outbox_concurrency // 4))
@@ -372,7 +408,10 @@ class OutboxDispatcher:
 
     def _limits(self, row: Claimed) -> tuple[RateLimit, ...]:
         """The platform's limits on this send (none with OUTBOX_PACED off, for a bench against stand-ins)."""
-        return self.channels[row.channel].rate_limits(row.chat_id) if self.settings.outbox_paced else ()
+        return self._limits_in(row.channel, row.chat_id)
+
+    def _limits_in(self, channel: str, chat_id: str) -> tuple[RateLimit, ...]:
+        return self.channels[channel].rate_limits(chat_id) if self.settings.outbox_paced else ()
 
     def _lane(self, row: Claimed) -> Lane:
         """The row's lane at the limiter: the reply lane also when a turn's notice started the conversation or came
@@ -386,11 +425,62 @@ class OutboxDispatcher:
         due: Due | None = None
         try:
             async with self.db.run(each_statement=True) as connection:
+                booking = self._booked_before_reading(conversation_id)
+                if booking is not None:
+                    return await self._claim_head(connection, conversation_id, booking)
                 due = await self._due_head(connection, conversation_id)
         except BaseException:
             self._give_back(due)
             raise
         return due
+
+    def _booked_before_reading(self, conversation_id: int) -> Booking | None:
+        """On PostgreSQL, a conversation a turn's notice started, whose chat is known: its place at the limiter
+        booked now if it comes within CLAIM_AHEAD_SECONDS, so its head can be read and claimed in one statement (a
+        round trip less). None: read first, as for any other."""
+        chat = self._chats.get(conversation_id)
+        if self.db.backend != "postgresql" or conversation_id not in self._noticed or chat is None:
+            return None
+        if not self._reaches(*chat):
+            return None
+        return self.limiter.try_acquire(self._limits_in(*chat), ahead=CLAIM_AHEAD_SECONDS, lane=Lane.INTERACTIVE)
+
+    async def _claim_head(
+        self, connection: AsyncConnection | Raw, conversation_id: int, booking: Booking
+    ) -> Due | None:
+        """Claim the conversation's oldest unsent reply if it is due, with its place already booked (given back if
+        nothing is claimed: nothing unsent, not due yet, or another dispatcher's)."""
+        now = utcnow()
+        try:
+            head = (
+                await _CLAIM_HEAD.run(connection, {"conv": conversation_id, "now": now, "until": now + self.send_lease})
+            ).first()
+        except BaseException:
+            self.limiter.done(booking)
+            raise
+        if head is None:
+            self.limiter.done(booking)
+            return None
+        row = Claimed(
+            id=head.id,
+            conversation_id=head.conversation_id,
+            channel=head.channel,
+            chat_id=head.chat_id,
+            payload=head.payload,
+            attempts=head.attempts,
+            last_inbound_at=head.last_inbound_at,
+            opted_out_at=head.opted_out_at,
+            parts_sent=list(head.parts_sent or []),
+            lane=Lane.INTERACTIVE,
+        )
+        return Due(row, status=OutboxStatus.SENDING.value, booking=booking)
+
+    def _remember_chat(self, conversation_id: int, channel: str, chat_id: str) -> None:
+        chats = self._chats
+        if self.db.backend == "postgresql" and conversation_id not in chats:  # (on SQLite a read is no round trip)
+            if len(chats) >= _CHATS_REMEMBERED:
+                del chats[next(iter(chats))]  # the longest remembered
+            chats[conversation_id] = (channel, chat_id)
 
     def _give_back(self, due: Due | None) -> None:
         """A place booked at the limiter for a claim whose transaction then failed (at its commit, say): the reply
@@ -408,6 +498,7 @@ class OutboxDispatcher:
         head = (await _HEAD.run(connection, {"conv": conversation_id})).first()
         if head is None or not self._reaches(head.channel, head.chat_id):
             return None
+        self._remember_chat(conversation_id, head.channel, head.chat_id)
         due = (head.status == OutboxStatus.PENDING and head.next_attempt_at <= now) or (
             head.status == OutboxStatus.SENDING and head.lease_until is not None and head.lease_until < now
         )
@@ -470,7 +561,9 @@ class OutboxDispatcher:
         """Send the conversation's oldest unsent reply; the next one if it may follow at once."""
         row = due.row
         if row.opted_out_at is not None:
-            if await self._claim(due):
+            claimed = due.booking is not None  # claimed with its read (`_claim_head`): its place is not needed
+            self._give_back(due)
+            if claimed or await self._claim(due):
                 await self._set_aside(
                     row, OutboxStatus.SUPPRESSED, "not sent: the person opted out (STOP); START resumes"
                 )

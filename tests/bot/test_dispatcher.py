@@ -82,6 +82,27 @@ async def test_a_turns_replies_all_go_out_from_its_notice_one_after_the_other(ma
     assert [r.status for r in await outbox_rows(bot)] == ["sent"] * 6
 
 
+async def test_what_a_turn_says_after_its_person_opted_out_is_set_aside_not_sent(make_bot):
+    """A platform's report (a payment) is processed while its person has opted out (STOP): what the turn says is
+    suppressed, also when the dispatcher reads and claims the reply in one statement (PostgreSQL, a notice's
+    conversation whose chat it knows from the replies before)."""
+    from dataclasses import replace
+
+    channel = RecordingChannel()
+    bot = make_bot(channel)
+    await bot.receive(message("hi"))
+    await bot.worker.idle()
+    await wait_until_sent(bot, channel, 3)
+    await bot.receive(replace(message("STOP"), meta={"subscription": "stop"}))
+    await bot.worker.idle()
+    await bot.receive(replace(message("paid"), meta={"platform_report": True}))
+    await bot.worker.idle()
+    async with asyncio.timeout(10):
+        while [r.status for r in await outbox_rows(bot)][3:] != ["suppressed"] * 3:
+            await asyncio.sleep(0.02)
+    assert channel.texts("ann") == ["part 1", "part 2", "part 3"]
+
+
 async def test_rate_limited_send_waits_for_retry_after_and_is_not_counted(make_bot):
     channel = RecordingChannel(failures=[RateLimited(0.3)] * 3)
     bot = make_bot(channel, outbox_max_attempts=2)
