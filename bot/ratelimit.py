@@ -299,12 +299,18 @@ class RateLimiter:
                 del self._lines[line]
 
     def try_acquire(
-        self, limits: Iterable[RateLimit], *, ahead: float = 0.0, lane: Lane = Lane.INTERACTIVE
+        self,
+        limits: Iterable[RateLimit],
+        *,
+        ahead: float = 0.0,
+        lane: Lane = Lane.INTERACTIVE,
+        start: bool = True,
     ) -> Booking | None:
         """Book a send against every one of `limits` if its place comes within `ahead` seconds (and, for a `BULK`
         send, no other waits in its line); None (nothing booked) if it would wait longer. If it may go now (its
-        place has come, the bound met) it is counted as started; otherwise `await start(booking)` right before it
-        goes. Call `done` as after `acquire`."""
+        place has come, the bound met) it is counted as started, unless `start` is False (with `ahead` > 0: booked
+        before it is known there is anything to send, and `done` then gives the place back); otherwise `await
+        start(booking)` right before it goes. Call `done` as after `acquire`."""
         limits = tuple(limits)
         now = time.monotonic()
         if not limits:
@@ -316,7 +322,8 @@ class RateLimiter:
             return None
         booking = self._book(limits, at, now, lane)
         if at <= now and all(self._may_start(limit, now) <= now for limit in limits):
-            self._begin(booking, now)
+            if start or not ahead:
+                self._begin(booking, now)
         elif not ahead:
             self.done(booking)  # the bound would make it wait: nothing booked
             return None

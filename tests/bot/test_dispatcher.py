@@ -103,6 +103,39 @@ async def test_what_a_turn_says_after_its_person_opted_out_is_set_aside_not_sent
     assert channel.texts("ann") == ["part 1", "part 2", "part 3"]
 
 
+async def test_a_turn_that_says_nothing_takes_no_place_at_the_limiter(settings):
+    """A turn that queues nothing still has its notice start the conversation at the dispatcher. On PostgreSQL, with
+    the chat known from the replies before, its place is booked before the read that finds nothing: that place is
+    given back, not counted as a send, so the chat's window (here 2 a minute) still holds the next real reply."""
+
+    async def quiet_or_one(turn: Turn) -> None:
+        if turn.message.text != "quiet":
+            turn.say("answer")
+
+    channel = RecordingChannel(limits=(RateLimit("chat:ann", count=2, seconds=60),))
+    bot = Lessonbot(settings, [channel], respond=quiet_or_one)
+    try:
+        await bot.receive(message("hi"))
+        await bot.worker.idle()
+        async with asyncio.timeout(10):
+            while len(channel.sent["ann"]) < 1:
+                await asyncio.sleep(0.01)
+        for _ in range(2):
+            await bot.receive(message("quiet"))
+            await bot.worker.idle()
+            async with asyncio.timeout(10):
+                while bot.dispatcher._in_flight:
+                    await asyncio.sleep(0.01)
+        await bot.receive(message("again"))
+        await bot.worker.idle()
+        async with asyncio.timeout(10):  # not a minute later
+            while len(channel.sent["ann"]) < 2:
+                await asyncio.sleep(0.01)
+        assert channel.texts("ann") == ["answer", "answer"]
+    finally:
+        await bot.stop()
+
+
 async def test_rate_limited_send_waits_for_retry_after_and_is_not_counted(make_bot):
     channel = RecordingChannel(failures=[RateLimited(0.3)] * 3)
     bot = make_bot(channel, outbox_max_attempts=2)
@@ -424,6 +457,21 @@ async def test_a_booking_ahead_is_counted_only_from_its_start_and_gives_its_plac
     assert limiter.try_acquire([limit]) is None  # the first send's window still holds
     await asyncio.sleep(ahead.at - time.monotonic())
     assert limiter.try_acquire([limit]) is not None  # the dropped booking held nothing
+
+
+async def test_a_booking_not_started_at_once_gives_its_place_back_when_dropped():
+    """Booked before it is known there is anything to send (`start=False`): dropped, it held nothing; sent, it is
+    counted from its start."""
+    limiter = RateLimiter()
+    limit = RateLimit("chat:maybe", count=1, seconds=30)
+    maybe = limiter.try_acquire([limit], ahead=0.5, start=False)
+    assert maybe is not None and not maybe.started
+    limiter.done(maybe)  # nothing to send after all
+    sent = limiter.try_acquire([limit], ahead=0.5, start=False)
+    assert sent is not None  # the window is still free
+    await limiter.start(sent)
+    limiter.done(sent)
+    assert limiter.try_acquire([limit], ahead=0.5) is None  # the send that went holds the window
 
 
 async def test_a_place_within_ahead_is_booked_at_once_and_started_on_its_turn():
