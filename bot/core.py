@@ -318,10 +318,15 @@ class Lessonbot:
 
     async def _lead(self) -> None:
         """The single-instance work: the dispatcher and the leader's other jobs, until one of them stops."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.dispatcher.run())
-            for work in self.leader_work:
-                group.create_task(work())
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.dispatcher.run())
+                for work in self.leader_work:
+                    group.create_task(work())
+        finally:
+            # Leadership lost (or shutdown): the sends under way are tasks of their own, which would go on sending
+            # their conversations, paced by this process's limiter beside the next leader's.
+            await self.dispatcher.stop()
 
     async def settle(self, timeout: float = 30.0) -> None:
         """Wait until everything received so far is processed and its due replies sent."""

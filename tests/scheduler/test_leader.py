@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from bot.channel import RateLimit
 from bot.core import Lessonbot
 from dialogs.turn import Turn
 from scheduler.leader import Leadership
@@ -105,3 +106,40 @@ async def test_a_standby_that_processes_a_message_leaves_its_replies_to_the_lead
     finally:
         await standby.stop()
         await leader.stop()
+
+
+async def test_a_leader_that_loses_its_leadership_stops_the_sends_under_way(settings):
+    """Leadership lost, the sends this process has under way end there (the one at the platform finishes, the rest
+    of its conversation waits for the next leader): a conversation paced one reply every 0.3 s goes on no longer
+    than the stop's grace after the loss."""
+    settings = settings.model_copy(update={"leader_check_seconds": 0.05})
+    channel = RecordingChannel(limits=(RateLimit("test:chat", 1, 0.3),))
+
+    async def respond(turn: Turn) -> None:
+        for n in range(8):
+            turn.say(f"part {n}")
+
+    bot = Lessonbot(settings, [channel], respond=respond, elect=True)
+    bot.dispatcher.stop_grace = 0.1
+    leadership = bot.leadership
+    assert leadership is not None
+    try:
+        bot.start()
+        await bot.receive(message("hi", chat="ann"))
+        async with asyncio.timeout(15):
+            while len(channel.sent["ann"]) < 2:
+                await asyncio.sleep(0.01)
+
+        async def lost() -> bool:
+            return False
+
+        leadership._still_ours = lost  # type: ignore[method-assign]  # another process holds it now
+        leadership._acquire = lost  # type: ignore[method-assign]
+        async with asyncio.timeout(5):
+            while leadership.is_leader:
+                await asyncio.sleep(0.01)
+        after_loss = len(channel.sent["ann"])
+        await asyncio.sleep(1.5)  # five more places at the chat's pace
+        assert len(channel.sent["ann"]) <= after_loss + 1, channel.texts("ann")
+    finally:
+        await bot.stop()
