@@ -62,9 +62,12 @@ class AiohttpRequest(BaseRequest):
             await session.close()
 
     def _open(self) -> aiohttp.ClientSession:
-        """The session, made again after shutdown or in another event loop (a session belongs to its loop)."""
+        """The session, made again after shutdown. A session belongs to the event loop it was made in: one still open
+        in another loop is an error (shut the request down there first), never dropped with its sockets open."""
         loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
+        if self._session is not None and not self._session.closed and self._loop is not loop:
+            raise RuntimeError("this Bot API request is open in another event loop: shut it down there first")
+        if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._pool_size),
                 headers={"User-Agent": self.USER_AGENT},

@@ -314,9 +314,9 @@ async def test_a_bulk_send_promoted_while_in_line_takes_the_next_place_and_the_l
         limiter.done(booking)
 
     bulk = [asyncio.create_task(send(f"bulk {n}")) for n in range(8)]
-    await asyncio.sleep(0.2)  # (between two bookings: the next is due 0.25 s in)
+    while len(booked) < 3:  # the first places booked (the line's next booking is a place, 0.1 s, away)
+        await asyncio.sleep(0)
     already = len(booked)
-    assert 2 <= already <= 5
     limiter.promote("bulk 0")  # booked already: keeps its place
     limiter.promote("nobody")
     limiter.promote("bulk 7")  # its person wrote: out of the line, into the next place

@@ -264,3 +264,23 @@ def test_retry_after_in_seconds_whatever_ptb_returns(timedelta_env, monkeypatch)
         monkeypatch.setenv("PTB_TIMEDELTA", "true")  # PTB's own switch: retry_after becomes a timedelta
     assert retry_after_seconds(RetryAfter(3)) == 3.0
     assert retry_after_seconds(RetryAfter(timedelta(seconds=1.5))) == 1.5
+
+
+def test_a_bot_api_request_open_in_one_event_loop_is_refused_in_another_until_shut_down():
+    """A session belongs to the loop it was made in: used from a second loop while still open, the request says so
+    instead of dropping the session with its sockets open; shut down first, it opens a new one there."""
+    import asyncio
+
+    from channels.telegram.request import AiohttpRequest
+
+    request = AiohttpRequest()
+    asyncio.run(request.initialize())
+    with pytest.raises(RuntimeError, match="another event loop"):
+        asyncio.run(request.initialize())
+
+    async def shut_down_then_open() -> None:
+        await request.shutdown()
+        await request.initialize()
+        await request.shutdown()
+
+    asyncio.run(shut_down_then_open())
