@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.channel import RateLimit
 from bot.core import Lessonbot
 from dialogs.turn import Turn
-from scheduler.leader import Leadership
+from scheduler.leader import Leadership, advisory_key
 from storage.db import Database
+from storage.models import LeaderLease, utcnow
 from tests.support import LESSONBOT, RecordingChannel, message, server_env
 
 
@@ -109,37 +113,67 @@ async def test_a_standby_that_processes_a_message_leaves_its_replies_to_the_lead
 
 
 async def test_a_leader_that_loses_its_leadership_stops_the_sends_under_way(settings):
-    """Leadership lost, the sends this process has under way end there (the one at the platform finishes, the rest
-    of its conversation waits for the next leader): a conversation paced one reply every 0.3 s goes on no longer
-    than the stop's grace after the loss."""
+    """Leadership lost (another process holds it now), the sends this process has under way end there (the one at
+    the platform finishes, the rest of its conversation waits for the next leader): a conversation paced one reply
+    every 0.3 s stops going out soon after the loss, and nothing more goes out after that."""
     settings = settings.model_copy(update={"leader_check_seconds": 0.05})
     channel = RecordingChannel(limits=(RateLimit("test:chat", 1, 0.3),))
 
     async def respond(turn: Turn) -> None:
-        for n in range(8):
+        for n in range(12):
             turn.say(f"part {n}")
 
     bot = Lessonbot(settings, [channel], respond=respond, elect=True)
     bot.dispatcher.stop_grace = 0.1
     leadership = bot.leadership
     assert leadership is not None
+    other: list[AsyncConnection | None] = []  # another process's connection (PostgreSQL)
     try:
         bot.start()
         await bot.receive(message("hi", chat="ann"))
         async with asyncio.timeout(15):
             while len(channel.sent["ann"]) < 2:
                 await asyncio.sleep(0.01)
-
-        async def lost() -> bool:
-            return False
-
-        leadership._still_ours = lost  # type: ignore[method-assign]  # another process holds it now
-        leadership._acquire = lost  # type: ignore[method-assign]
+        other.append(await take_leadership_away(bot, leadership.name))
         async with asyncio.timeout(5):
             while leadership.is_leader:
                 await asyncio.sleep(0.01)
-        after_loss = len(channel.sent["ann"])
+        # The sends stop: no reply for twice the chat's pace (at the pace, one would have gone every 0.3 s).
+        async with asyncio.timeout(10):
+            count, quiet_since = len(channel.sent["ann"]), time.monotonic()
+            while time.monotonic() - quiet_since < 0.6:
+                await asyncio.sleep(0.01)
+                if len(channel.sent["ann"]) != count:
+                    count, quiet_since = len(channel.sent["ann"]), time.monotonic()
         await asyncio.sleep(1.5)  # five more places at the chat's pace
-        assert len(channel.sent["ann"]) <= after_loss + 1, channel.texts("ann")
+        assert len(channel.sent["ann"]) == count < 12, channel.texts("ann")
     finally:
         await bot.stop()
+        for connection in other:
+            if connection is not None:
+                await connection.close()
+
+
+async def take_leadership_away(bot: Lessonbot, role: str) -> AsyncConnection | None:
+    """As another process would: on PostgreSQL the leader's connection ends (its advisory lock with it) and the
+    other takes the lock, on the connection returned; on SQLite the other holds the lease row."""
+    if bot.db.backend == "sqlite":
+        async with bot.db.transaction() as session:
+            await session.execute(
+                update(LeaderLease)
+                .where(LeaderLease.name == role)
+                .values(owner="another process", until=utcnow() + timedelta(minutes=5))
+            )
+        return None
+    other = await bot.db.engine.connect()
+    await other.execute(
+        text(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+    )
+    async with asyncio.timeout(10):
+        while not await other.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": advisory_key(role)}):
+            await asyncio.sleep(0.01)
+    await other.commit()
+    return other
