@@ -116,19 +116,21 @@ _HEAD = Prepared(
     .order_by(_OUTBOX.c.id)
     .limit(1)
 )
+# A row due to be sent (pending and its time come, or `sending` and its lease run out), and what claiming it writes.
+_DUE_NOW = or_(
+    and_(_OUTBOX.c.status == OutboxStatus.PENDING.value, _OUTBOX.c.next_attempt_at <= bindparam("now")),
+    and_(_OUTBOX.c.status == OutboxStatus.SENDING.value, _OUTBOX.c.lease_until < bindparam("now")),
+)
+_CLAIMED = {"status": OutboxStatus.SENDING.value, "lease_until": bindparam("until"), "attempts": _OUTBOX.c.attempts + 1}
 _CLAIM = Prepared(
     update(_OUTBOX)
     .where(
         _OUTBOX.c.id == bindparam("row"),
         _OUTBOX.c.status == bindparam("was"),
         _OUTBOX.c.attempts == bindparam("tries"),
-        # still due: a 429 elsewhere meanwhile puts it back to `pending` with the same count, but for later
-        or_(
-            and_(_OUTBOX.c.status == OutboxStatus.PENDING.value, _OUTBOX.c.next_attempt_at <= bindparam("now")),
-            and_(_OUTBOX.c.status == OutboxStatus.SENDING.value, _OUTBOX.c.lease_until < bindparam("now")),
-        ),
+        _DUE_NOW,  # still due: a 429 elsewhere meanwhile puts it back to `pending` with the same count, but for later
     )
-    .values(status=OutboxStatus.SENDING.value, lease_until=bindparam("until"), attempts=_OUTBOX.c.attempts + 1)
+    .values(_CLAIMED)
     .returning(_OUTBOX.c.parts_sent)  # as it is now: parts another dispatcher sent meanwhile are not sent again
 )
 _HEAD_OF = _OUTBOX.alias("head")
@@ -145,12 +147,9 @@ _CLAIM_HEAD = Prepared(  # PostgreSQL: `_HEAD` and `_CLAIM` in one statement, fo
         .limit(1)
         .scalar_subquery(),
         _CONVERSATIONS.c.id == _OUTBOX.c.conversation_id,
-        or_(
-            and_(_OUTBOX.c.status == OutboxStatus.PENDING.value, _OUTBOX.c.next_attempt_at <= bindparam("now")),
-            and_(_OUTBOX.c.status == OutboxStatus.SENDING.value, _OUTBOX.c.lease_until < bindparam("now")),
-        ),
+        _DUE_NOW,
     )
-    .values(status=OutboxStatus.SENDING.value, lease_until=bindparam("until"), attempts=_OUTBOX.c.attempts + 1)
+    .values(_CLAIMED)
     .returning(
         _OUTBOX.c.id,
         _OUTBOX.c.conversation_id,
@@ -221,6 +220,22 @@ class Claimed:
     opted_out_at: datetime | None
     parts_sent: list[str] = field(default_factory=list)
     lane: Lane = Lane.BULK  # INTERACTIVE when it, or a reply after it in its conversation, answers a message
+
+    @classmethod
+    def of(cls, head: Any, *, attempts: int, lane: Lane) -> Claimed:
+        """From a read of the row with its conversation's facts (`_HEAD`, `_CLAIM_HEAD`)."""
+        return cls(
+            id=head.id,
+            conversation_id=head.conversation_id,
+            channel=head.channel,
+            chat_id=head.chat_id,
+            payload=head.payload,
+            attempts=attempts,
+            last_inbound_at=head.last_inbound_at,
+            opted_out_at=head.opted_out_at,
+            parts_sent=list(head.parts_sent or []),
+            lane=lane,
+        )
 
 
 @dataclass(slots=True)
@@ -470,18 +485,7 @@ class OutboxDispatcher:
         if head is None:
             self.limiter.done(booking)
             return None
-        row = Claimed(
-            id=head.id,
-            conversation_id=head.conversation_id,
-            channel=head.channel,
-            chat_id=head.chat_id,
-            payload=head.payload,
-            attempts=head.attempts,
-            last_inbound_at=head.last_inbound_at,
-            opted_out_at=head.opted_out_at,
-            parts_sent=list(head.parts_sent or []),
-            lane=Lane.INTERACTIVE,
-        )
+        row = Claimed.of(head, attempts=head.attempts, lane=Lane.INTERACTIVE)  # (attempts: counted by the claim)
         return Due(row, status=OutboxStatus.SENDING.value, booking=booking)
 
     def _remember_chat(self, conversation_id: int, channel: str, chat_id: str) -> None:
@@ -513,18 +517,7 @@ class OutboxDispatcher:
         )
         if not due:
             return None
-        row = Claimed(
-            id=head.id,
-            conversation_id=head.conversation_id,
-            channel=head.channel,
-            chat_id=head.chat_id,
-            payload=head.payload,
-            attempts=head.attempts + 1,
-            last_inbound_at=head.last_inbound_at,
-            opted_out_at=head.opted_out_at,
-            parts_sent=list(head.parts_sent or []),
-            lane=Lane.INTERACTIVE if head.awaited else Lane.BULK,
-        )
+        row = Claimed.of(head, attempts=head.attempts + 1, lane=Lane.INTERACTIVE if head.awaited else Lane.BULK)
         found = Due(row, status=head.status)
         if row.opted_out_at is not None:
             return found
