@@ -65,7 +65,7 @@ async def test_transient_failures_are_retried_in_order(make_bot):
 
 async def test_a_turns_replies_all_go_out_from_its_notice_one_after_the_other(make_bot):
     """No poll runs here: the turn's notice starts its conversation at the dispatcher, and each reply marked sent
-    tells whether another waits (on PostgreSQL the mark says so, sparing a read when none does), so all three go."""
+    tells whether another waits (sparing a read when none does), so all three go."""
     channel = RecordingChannel()
     bot = make_bot(channel)
     await bot.receive(message("hi"))
