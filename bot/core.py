@@ -280,8 +280,8 @@ class Lessonbot:
         self, channel: str, chat_id: str, *, after: int, limit: int = 100
     ) -> list[tuple[int, dict[str, Any]]]:
         """The replies sent to one chat after outbox id `after`, oldest first (the web chat's page reads these)."""
-        async with self.db.run(each_statement=True) as transaction:  # one read: no BEGIN and COMMIT round trips
-            return await sent_replies(transaction, channel, chat_id, after=after, limit=limit)
+        async with self.db.read() as reading:  # one read of what is committed
+            return await sent_replies(reading, channel, chat_id, after=after, limit=limit)
 
     async def chats_sent_to(self, channel: str, *, since: datetime) -> set[str]:
         """The chats of a channel sent a reply at or after `since` (the web chat's watcher asks, once a poll)."""

@@ -32,9 +32,9 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, bindparam, false, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, bindparam, false, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -173,6 +173,22 @@ _RENEW_CLAIM = Prepared(
 )
 _SAVE_PARTS = Prepared(update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row")).values(parts_sent=bindparam("parts")))
 _OTHER = _OUTBOX.alias("other")
+
+
+def _another_unsent(marked: Any) -> ColumnElement[bool]:
+    """Whether the marked row's conversation has another unsent reply: `marked`, the marked row's columns."""
+    return (
+        select(_OTHER.c.id)
+        .where(
+            _OTHER.c.conversation_id == marked["conversation_id"],
+            or_(*(_OTHER.c.status == status for status in _ACTIVE)),
+            _OTHER.c.id != marked["id"],
+        )
+        .exists()
+        .label("more")
+    )
+
+
 _MARKING_SENT = (
     update(_OUTBOX)
     .where(_OUTBOX.c.id == bindparam("row"))
@@ -184,24 +200,24 @@ _MARKING_SENT = (
     )
 )
 _MARK_SENT = {
-    # PostgreSQL: with whether the conversation has another unsent reply (as of the statement's start), so the next
-    # read, a round trip, is made only then; one queued after it reaches the dispatcher as a notice, which has it
-    # look again (`_again`). SQLite, where a statement is no round trip (and which names no table in RETURNING,
-    # so a subquery there could not tell the row from the others): the next read always.
-    "postgresql": Prepared(
+    # With whether the conversation has another unsent reply (as of the statement's start), so the next read is made
+    # only then (on PostgreSQL a round trip; on SQLite a statement whose CPU, joined and with its lane's look-up, is
+    # more than the mark's); one queued after it reaches the dispatcher as a notice, which has it look again
+    # (`_again`).
+    "postgresql": Prepared(_MARKING_SENT.returning(_OUTBOX.c.created_at, _another_unsent(_OUTBOX.c))),
+    # SQLite names no table in RETURNING's columns, so SQLAlchemy writes them bare there, and in a subquery a bare
+    # column is the subquery's own: the updated row's are named in full instead (SQLite resolves them to it).
+    "sqlite": Prepared(
         _MARKING_SENT.returning(
             _OUTBOX.c.created_at,
-            select(_OTHER.c.id)
-            .where(
-                _OTHER.c.conversation_id == _OUTBOX.c.conversation_id,
-                or_(*(_OTHER.c.status == status for status in _ACTIVE)),
-                _OTHER.c.id != _OUTBOX.c.id,
-            )
-            .exists()
-            .label("more"),
+            _another_unsent(
+                {
+                    "conversation_id": literal_column(f"{_OUTBOX.name}.conversation_id"),
+                    "id": literal_column(f"{_OUTBOX.name}.id"),
+                }
+            ),
         )
     ),
-    "sqlite": Prepared(_MARKING_SENT.returning(_OUTBOX.c.created_at, true().label("more"))),
 }
 
 
@@ -281,6 +297,7 @@ class OutboxDispatcher:
         self._slots = Slots(settings.outbox_concurrency, kept=max(1, settings.outbox_concurrency // 4))
         self.stop_grace = STOP_GRACE_SECONDS
         self._stopped = False
+        self._one_chat: dict[type, bool] = {}  # whether a kind of channel serves one chat only (`_reaches`)
 
     def notify(self, conversation_id: int | None = None) -> None:
         """New replies: a turn's in `conversation_id` (sent at once, without looking for due rows, ahead of bulk
@@ -351,7 +368,12 @@ class OutboxDispatcher:
     def _reaches(self, channel: str, chat_id: str) -> bool:
         """Whether this dispatcher may send to the chat: through a channel it has, one that reaches that chat."""
         sender = self.channels.get(channel)
-        return sender is not None and (not isinstance(sender, ServesOneChat) or sender.served_chat() == chat_id)
+        if sender is None:
+            return False
+        one_chat = self._one_chat.get(type(sender))
+        if one_chat is None:  # (an isinstance against a Protocol costs some µs: asked once a kind of channel)
+            one_chat = self._one_chat[type(sender)] = isinstance(sender, ServesOneChat)
+        return not one_chat or cast(ServesOneChat, sender).served_chat() == chat_id
 
     def _reachable(self) -> ColumnElement[bool]:
         """`_reaches` as a condition on outbox rows."""

@@ -60,7 +60,7 @@ from storage.db import Database, Raw
 from storage.learners import Learner
 from storage.models import ChannelIdentity, Conversation, InboundSequence, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
-from storage.outbox import InboundStatus, OutboxEntry, OutboxStatus, enqueue
+from storage.outbox import InboundStatus, OutboxEntry, OutboxStatus, WithQueued, enqueue
 from storage.prepared import Entity, Prepared
 from storage.queries import backend_insert, get_or_create_conversation, identity_and_user, rows_affected
 
@@ -571,17 +571,17 @@ class ConversationWorker:
             address = message.meta.get(REPLY_ADDRESS)
             if isinstance(address, str) and address:  # the platform's own way to answer this one message
                 replies = [{**reply, REPLY_ADDRESS: address} for reply in replies]
-            await enqueue(
-                session,
-                _answers(conversation, row.id, replies, member=row.sender_id, due_at=_held_until(message.meta, now)),
-                now=now,
+            answers = _answers(
+                conversation, row.id, replies, member=row.sender_id, due_at=_held_until(message.meta, now)
             )
             # When the person wrote, not when we got to it: WhatsApp's 24-hour window counts from there.
             # A platform's report (a payment) is not the person writing: it opens no window.
             wrote = conversation.last_inbound_at
             if not message.meta.get("platform_report") and (wrote is None or wrote < row.received_at):
                 wrote = row.received_at
-            await self._finish_turn(session, conversation, row.id, turn.state, wrote, keep_lease=row.more, now=now)
+            await self._finish_turn(
+                session, conversation, row.id, answers, turn.state, wrote, keep_lease=row.more, now=now
+            )
         current.jobs = turn.jobs_to_start  # committed
         current.answered_elsewhere = turn.answered_elsewhere
         if row.more:
@@ -596,16 +596,18 @@ class ConversationWorker:
         session: AsyncSession,
         conversation: Conversation,
         inbound_id: int,
+        answers: list[OutboxEntry],
         state: dict[str, Any],
         wrote: datetime | None,
         *,
         keep_lease: bool,
         now: datetime,
     ) -> None:
-        """The turn's last statements: the message's `done` mark, then on the conversation's row its state (if the turn
-        changed it), when the person last wrote, and the lease, given back when nothing else is pending (kept
-        otherwise). On PostgreSQL both in one statement (the mark in a data-modifying WITH): one round trip less.
-        LeaseLost (the transaction is rolled back) if the lease is no longer ours."""
+        """The turn's last statements: its replies queued (`answers`), the message's `done` mark, then on the
+        conversation's row its state (if the turn changed it), when the person last wrote, and the lease, given back
+        when nothing else is pending (kept otherwise). On PostgreSQL all in one statement (the replies and the mark in
+        data-modifying WITHs, storage.outbox.WithQueued): one round trip. LeaseLost (the transaction is rolled back,
+        the replies with it) if the lease is no longer ours."""
         values = {
             "inbound": inbound_id,
             "done": InboundStatus.DONE.value,
@@ -620,8 +622,9 @@ class ConversationWorker:
         if changed:
             values["state"] = state
         if self.db.backend == "postgresql":
-            finished = await _FINISH_AND_MARK_DONE[changed].run(session, values)
+            finished = await _QUEUE_AND_FINISH[changed].run(session, values, answers, now=now)
         else:
+            await enqueue(session, answers, now=now)
             await _MARK_DONE.run(session, values)
             finished = await _FINISH[changed].run(session, values)
         if finished.rowcount != 1:
@@ -812,8 +815,10 @@ _MARKING_DONE = (
 _MARK_DONE = Prepared(_MARKING_DONE)
 # By whether the turn changed the conversation's state (written only then).
 _FINISH = {False: Prepared(_FINISHING), True: Prepared(_FINISHING.values(state=bindparam("state")))}
-_FINISH_AND_MARK_DONE = {  # PostgreSQL: WITH done AS (UPDATE inbound_messages …) UPDATE conversations …
-    changed: Prepared(finishing.add_cte(_MARKING_DONE.returning(_INBOUND.c.id).cte("done")))
+# PostgreSQL: WITH done AS (UPDATE inbound_messages …), offered AS (INSERT …), queued AS (INSERT INTO outbox_messages …)
+# UPDATE conversations …
+_QUEUE_AND_FINISH = {
+    changed: WithQueued(finishing.add_cte(_MARKING_DONE.returning(_INBOUND.c.id).cte("done")))
     for changed, finishing in ((False, _FINISHING), (True, _FINISHING.values(state=bindparam("state"))))
 }
 

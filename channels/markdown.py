@@ -32,14 +32,18 @@ from dataclasses import dataclass
 from bot.messages import MARKDOWN_ESCAPES, Link, literal
 
 _NOT_ESCAPED = r"(?<!\\)"  # a closing mark right after a backslash is the escaped character, not a mark
+# Every inline form starts with one of these; a line with none of them is only text to escape.
+_MARKS = r"[\\`\[*_]"
+_ANY_MARK = re.compile(_MARKS)
+# The lookahead first: at the many positions where no form can start, one character is looked at, not every form.
 _INLINE = re.compile(
-    r"(?P<escaped>\\[" + re.escape("".join(sorted(MARKDOWN_ESCAPES))) + r"])"
+    r"(?=" + _MARKS + r")(?:(?P<escaped>\\[" + re.escape("".join(sorted(MARKDOWN_ESCAPES))) + r"])"
     r"|(?P<code>`[^`\n]+`)"
     r"|(?P<link>\[(?P<link_text>(?:\\.|[^\]\\\n])+)\]\((?P<url>https?://[^\s)]+)\))"
     r"|(?P<bold>\*\*(?=\S)(?P<bold_text>.+?)(?<=\S)" + _NOT_ESCAPED + r"\*\*"
     r"|__(?=\S)(?P<bold_text2>.+?)(?<=\S)" + _NOT_ESCAPED + r"__)"
     r"|(?P<italic>(?<![\w*])\*(?=[^\s*])(?P<italic_text>[^*\n]+?)(?<=[^\s*])" + _NOT_ESCAPED + r"\*(?![\w*])"
-    r"|(?<!\w)_(?=\S)(?P<italic_text2>[^_\n]+?)(?<=\S)" + _NOT_ESCAPED + r"_(?!\w))"
+    r"|(?<!\w)_(?=\S)(?P<italic_text2>[^_\n]+?)(?<=\S)" + _NOT_ESCAPED + r"_(?!\w)))"
 )
 _HEADING = re.compile(r"^#{1,6}\s+(.*)$")
 _BULLET = re.compile(r"^(\s*)[-*+]\s+(.*)$")
@@ -192,6 +196,8 @@ def render_html(text: str) -> str:
 
 
 def _inline(text: str, target: Target) -> str:
+    if _ANY_MARK.search(text) is None:
+        return target.escape(text)
     out, position = [], 0
     for match in _INLINE.finditer(text):
         out.append(target.escape(text[position : match.start()]))

@@ -3,8 +3,9 @@
 It answers the methods Lessonbot calls (getMe, sendMessage, sendDocument, sendChatAction, sendMessageDraft,
 answerCallbackQuery, setWebhook, deleteWebhook, getUpdates, and for Telegram Stars sendInvoice, createInvoiceLink
 (a subscription), answerPreCheckoutQuery, refundStarPayment and editUserStarSubscription) the way api.telegram.org
-does, records every call, and can be scripted to fail the next calls of a method: a 429 with
-`parameters.retry_after`, a 500, a 403 "bot was blocked by the user", or no answer at all (so the client times out).
+does, records every call (its parameters as strings, however they came: a JSON object, a form, multipart), and can
+be scripted to fail the next calls of a method: a 429 with `parameters.retry_after`, a 500, a 403 "bot was blocked
+by the user", or no answer at all (so the client times out).
 """
 
 from __future__ import annotations
@@ -155,11 +156,15 @@ class TelegramStandIn:
         method = request.match_info["method"]
         params: dict[str, str] = {}
         files: dict[str, tuple[str, bytes]] = {}
-        for name, value in (await request.post()).items():
-            if isinstance(value, web.FileField):
-                files[name] = (value.filename, value.file.read())
-            else:
-                params[name] = str(value)
+        if request.content_type == "application/json":  # as the Bot API takes it: the values as JSON, not encoded
+            body = await request.json()
+            params = {name: value if isinstance(value, str) else json.dumps(value) for name, value in body.items()}
+        else:  # a form, multipart when files go along: each value JSON-encoded
+            for name, value in (await request.post()).items():
+                if isinstance(value, web.FileField):
+                    files[name] = (value.filename, value.file.read())
+                else:
+                    params[name] = str(value)
         fault = self.faults[method].pop(0) if self.faults.get(method) else None
         if fault is not None:
             self.calls.append(Call(method, params, files, str(fault.status)))

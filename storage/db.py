@@ -307,6 +307,7 @@ class Database:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._turnstile = Turnstile(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 * 4) if self.backend == "sqlite" else None
         self._raw: Raw | None = None  # SQLite: the connection of `run`, opened on first use
+        self._reader: Raw | None = None  # SQLite: the connection of `read`, opened on first use
         self._in_memory = self.backend == "sqlite" and _sqlite_path(url) == ":memory:"
         self._intake = Intake()  # (PostgreSQL's only)
         self._group_commit = GroupCommit(self._turnstile or Turnstile(), self._raw_connection)  # (SQLite's only)
@@ -404,6 +405,23 @@ class Database:
         async with self._group_commit.transaction(urgent=urgent) as raw:
             yield raw
 
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection | Raw]:
+        """Prepared statements that only read what is committed, each whole on its own (the web chat's read of the
+        replies sent to a page, as it is woken for each one). On SQLite a connection of its own in autocommit, at no
+        turn at the turnstile: in WAL mode a read waits for no writer, and needs no transaction, savepoint or commit
+        of `run()`'s group. Elsewhere `run(each_statement=True)`."""
+        if self._turnstile is None or self._in_memory:
+            async with self.run(each_statement=True) as connection:
+                yield connection
+            return
+        if self._reader is None:
+            driver = sqlite_inline.open_inline(_sqlite_path(self.url), busy_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+            for pragma in _sqlite_pragmas(0):
+                driver.execute_now(pragma)
+            self._reader = Raw(driver, self.engine.dialect, each_statement=True)
+        yield self._reader
+
     def _raw_connection(self) -> tuple[Raw, sqlite_inline.InlineConnection]:
         if self._raw is None:
             driver = sqlite_inline.open_inline(_sqlite_path(self.url), busy_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
@@ -430,9 +448,10 @@ class Database:
         await self._group_commit.settle()
         for drivers in self._drivers or ():
             await drivers.close()
-        if self._raw is not None:
-            await self._raw.driver.close()
-            self._raw = None
+        for kept in (self._raw, self._reader):
+            if kept is not None:
+                await kept.driver.close()
+        self._raw = self._reader = None
         await self.engine.dispose()
         if self._urgent_engine is not None:
             await self._urgent_engine.dispose()

@@ -76,6 +76,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 def _to_sqlite_text(value: datetime | None) -> str | None:
     if value is None:
         return None
+    if value.tzinfo is timezone.utc:  # (most: utcnow()'s) the text without its "+00:00", at half the CPU
+        return value.isoformat(" ", "microseconds")[:-6]
     if value.tzinfo is None:
         raise ValueError("naive datetime given; use timezone-aware UTC datetimes")
     return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")

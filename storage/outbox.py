@@ -10,18 +10,19 @@ that only an offered choice is ever honoured (dialogs/choices.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, String, bindparam, cast, func, literal, select, update
+from sqlalchemy import CTE, ColumnElement, FromClause, String, bindparam, cast, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.dml import UpdateBase
 
 from storage.db import Raw
 from storage.models import Conversation, InboundMessage, OfferedChoice, OutboxMessage, utcnow
-from storage.prepared import Prepared, raw_of
+from storage.prepared import Prepared, Ran, raw_of
 from storage.queries import backend_insert, rows_affected, starts_with
 
 
@@ -93,10 +94,11 @@ _INSERTS = {
     for dialect in ("postgresql", "sqlite")
 }
 _OFFERED = OfferedChoice.__table__
+_OFFERED_COLUMNS = ("conversation_id", "member", "value", "offered_at")
 _OFFER_INSERTS = {
     dialect: Prepared(
         backend_insert(dialect)(_OFFERED)
-        .values({name: bindparam(name) for name in ("conversation_id", "member", "value", "offered_at")})
+        .values({name: bindparam(name) for name in _OFFERED_COLUMNS})
         .on_conflict_do_nothing()
     )
     for dialect in ("postgresql", "sqlite")
@@ -111,7 +113,93 @@ async def enqueue(session: AsyncSession, entries: Sequence[OutboxEntry], *, now:
     if not entries:
         return []
     at = now or utcnow()
-    rows = [
+    raw = await raw_of(session)
+    dialect = raw.dialect.name
+    for offer in _offers(entries, at):
+        await _OFFER_INSERTS[dialect].run(raw, offer)
+    ids = []
+    for row in _rows(entries, at):  # one by one, in order: a statement on the driver costs a few microseconds
+        written = (await _INSERTS[dialect].run(raw, row)).scalar()
+        if written is not None:
+            ids.append(written)
+    return ids
+
+
+class WithQueued:
+    """A statement of the caller's (an UPDATE, say) that also queues replies, as `enqueue` does, in one statement
+    (PostgreSQL): data-modifying WITHs write the outbox rows (in order, in one INSERT; a duplicate idempotency key
+    skipped) and the choices they offer, then the statement runs. One round trip where `enqueue` and the statement
+    take two or more. Built and compiled once per number of rows and of offered choices (storage.prepared).
+
+    The WITHs write whatever the statement finds: a caller whose statement found nothing to change (a lease no
+    longer its own) rolls the transaction back, and the replies with it. Its parameters' names must not start with
+    "queued_" or "offered_"."""
+
+    def __init__(self, statement: UpdateBase) -> None:
+        self._statement = statement
+        self._prepared: dict[tuple[int, int], Prepared] = {}
+
+    async def run(
+        self,
+        where: AsyncSession | Raw,
+        parameters: Mapping[str, Any],
+        entries: Sequence[OutboxEntry],
+        *,
+        now: datetime | None = None,
+    ) -> Ran:
+        at = now or utcnow()
+        rows, offers = _rows(entries, at), _offers(entries, at)
+        shape = (len(rows), len(offers))
+        prepared = self._prepared.get(shape)
+        if prepared is None:
+            writes = _writes(*shape)
+            prepared = self._prepared[shape] = Prepared(self._statement.add_cte(*writes) if writes else self._statement)
+        values = dict(parameters)
+        for names, row in zip(_names("queued_", _QUEUED_COLUMNS, len(rows)), rows, strict=True):
+            values.update(zip(names, row.values(), strict=True))
+        for names, offer in zip(_names("offered_", _OFFERED_COLUMNS, len(offers)), offers, strict=True):
+            values.update(zip(names, offer.values(), strict=True))
+        return await prepared.run(where, values)
+
+
+def _writes(rows: int, offers: int) -> list[CTE]:
+    """WITH offered AS (INSERT INTO offered_choices VALUES (…), … ON CONFLICT DO NOTHING), queued AS (INSERT INTO
+    outbox_messages VALUES (…), … ON CONFLICT DO NOTHING RETURNING id), for that many rows and offers."""
+    writes = []
+    for name, table, columns, count in (
+        ("offered", _OFFERED, _OFFERED_COLUMNS, offers), ("queued", _OUTBOX, _QUEUED_COLUMNS, rows)
+    ):
+        if count:
+            values = [
+                {
+                    column: bindparam(written, type_=table.c[column].type)
+                    for column, written in zip(columns, names, strict=True)
+                }
+                for names in _names(f"{name}_", columns, count)
+            ]
+            insert = backend_insert("postgresql")(table).values(values).on_conflict_do_nothing()
+            writes.append(insert.returning(table.c.id).cte(name))
+    return writes
+
+
+_NAMED: dict[tuple[str, int], tuple[str, ...]] = {}
+
+
+def _names(prefix: str, columns: tuple[str, ...], count: int) -> list[tuple[str, ...]]:
+    """The parameters' names of `count` rows of `columns` in one statement: (prefix0_column, …), (prefix1_column, …)."""
+    named = []
+    for index in range(count):
+        names = _NAMED.get((prefix, index))
+        if names is None:
+            names = _NAMED[prefix, index] = tuple(f"{prefix}{index}_{column}" for column in columns)
+        named.append(names)
+    return named
+
+
+def _rows(entries: Sequence[OutboxEntry], at: datetime) -> list[dict[str, Any]]:
+    """The entries' outbox rows, pending and due at `at` (or when each is held until), with _QUEUED_COLUMNS' keys in
+    that order."""
+    return [
         {
             "conversation_id": entry.conversation_id,
             "channel": entry.channel,
@@ -126,20 +214,11 @@ async def enqueue(session: AsyncSession, entries: Sequence[OutboxEntry], *, now:
         }
         for entry in entries
     ]
-    raw = await raw_of(session)
-    dialect = raw.dialect.name
-    for offer in _offers(entries, at):
-        await _OFFER_INSERTS[dialect].run(raw, offer)
-    ids = []
-    for row in rows:  # one by one, in order: a statement on the driver costs a few microseconds
-        written = (await _INSERTS[dialect].run(raw, row)).scalar()
-        if written is not None:
-            ids.append(written)
-    return ids
 
 
 def _offers(entries: Sequence[OutboxEntry], at: datetime) -> list[dict[str, Any]]:
-    """The choices the entries offer, one row per (conversation, member, value)."""
+    """The choices the entries offer, one row per (conversation, member, value), with _OFFERED_COLUMNS' keys in that
+    order."""
     seen: dict[tuple[int, str, str], dict[str, Any]] = {}
     for entry in entries:
         for choice in entry.payload.get("choices", ()):

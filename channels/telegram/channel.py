@@ -5,7 +5,8 @@ goes through `accept`: it becomes an InboundMessage or is ignored with a logged 
 and a message is recorded; a redelivery is recognised by its update_id.
 
 Outbound, `send`: a Text's light Markdown becomes Telegram HTML (escaped, channels/markdown.py), split at 4,096
-characters (on paragraphs, sentences, words), its choices an inline keyboard under the last part; a Document goes
+characters (on paragraphs, sentences, words), its choices an inline keyboard under the last part (each part's
+sendMessage through the Bot's request, only the new message's id read from the answer); a Document goes
 through sendDocument (a file on disk is uploaded, a URL is fetched by Telegram) with a caption of at most 1,024
 characters and any overflow following as messages; an Invoice through sendInvoice (Telegram Stars; a
 subscription through createInvoiceLink and a button that opens it), a CheckoutAnswer
@@ -28,9 +29,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from starlette.routing import Route
-from telegram import Bot, LabeledPrice, Message, Update
+from telegram import Bot, InlineKeyboardMarkup, LabeledPrice, Message, Update
 from telegram.constants import ChatAction, MessageLimit, ParseMode
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.request import RequestData
+from telegram.request._requestparameter import RequestParameter
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.channel import (
@@ -47,7 +50,14 @@ from channels.markdown import TELEGRAM_HTML, render
 from channels.telegram.buttons import keyboard
 from channels.telegram.request import AiohttpRequest
 from channels.telegram.routes import webhook_routes
-from channels.telegram.updates import BotIdentity, backfill_legacy_fields, interpret, needs_identity, update_kind
+from channels.telegram.updates import (
+    BotIdentity,
+    backfill_legacy_fields,
+    interpret,
+    needs_identity,
+    plain_text,
+    update_kind,
+)
 from channels.text import split_text
 from channels.webhook import Ignored
 
@@ -64,7 +74,7 @@ TOKEN_REJECTED = "Telegram rejected TELEGRAM_BOT_TOKEN: copy it again from @BotF
 DRAFT_EVERY_SECONDS = 0.5  # a streamed answer's draft is shown at most this often in one chat
 
 T = TypeVar("T")
-Part = Callable[[], Awaitable[Message]]  # one Bot API call that sends one message of a reply
+Part = Callable[[], Awaitable[str]]  # one Bot API call that sends one message of a reply: the message's id
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +145,8 @@ class TelegramChannel:
         """Turn one update (a webhook's JSON or a polled Update) into a recorded message, or ignore it with a reason."""
         if isinstance(data, Update):
             update = data
+        elif (plain := plain_text(data)) is not None:
+            return Accepted(data["update_id"], duplicate=(await host.receive(plain)).duplicate)
         else:
             try:
                 update = Update.de_json(backfill_legacy_fields(data), self.bot)
@@ -190,8 +202,8 @@ class TelegramChannel:
         parts = self._parts(delivery.chat_id, delivery.reply)
         sent = delivery.parts.ids
         for index in range(len(sent), len(parts)):
-            message = await self._api(parts[index]())
-            await delivery.parts.add(str(message.message_id), more_to_come=index + 1 < len(parts))
+            message_id = await self._api(parts[index]())
+            await delivery.parts.add(message_id, more_to_come=index + 1 < len(parts))
         return sent[-1]
 
     async def show_typing(self, chat_id: str) -> None:
@@ -231,42 +243,55 @@ class TelegramChannel:
         if isinstance(reply, Invoice) and reply.period_days:
             return [lambda: self._subscription_offer(chat_id, reply)]
         if isinstance(reply, Invoice):
-            return [lambda: self.bot.send_invoice(
+            return [lambda: _message_id(self.bot.send_invoice(
                 chat_id=chat_id, title=reply.title[:32], description=reply.description[:255], payload=reply.payload,
                 currency=reply.currency, prices=[LabeledPrice(reply.label, reply.amount)],
                 provider_token="" if reply.currency == STARS else None,
-            )]
+            ))]
         raise PermanentSendError(f"Telegram cannot send a {type(reply).__name__}")
 
     def _texts(self, chat_id: str, texts: list[str], reply: Text | None = None) -> list[Part]:
         markup = keyboard(reply.choices, reply.links) if reply is not None else None
 
         def part(text: str, last: bool) -> Part:
-            return lambda: self.bot.send_message(
-                chat_id=chat_id,
-                text=render(text, TELEGRAM_HTML),
-                parse_mode=ParseMode.HTML,
-                reply_markup=markup if last else None,
-            )
+            return lambda: self._send_text(chat_id, render(text, TELEGRAM_HTML), markup if last else None)
 
         return [part(text, index == len(texts) - 1) for index, text in enumerate(texts)]
+
+    async def _send_text(self, chat_id: str, html: str, markup: InlineKeyboardMarkup | None) -> str:
+        """sendMessage, keeping only the new message's id from Telegram's answer.
+
+        The call goes through the Bot's own request, which reads the answer and turns its errors into
+        python-telegram-bot's (RetryAfter, Forbidden, BadRequest, NetworkError …) as `Bot.send_message` would; only
+        the `Message` that `send_message` builds from the answer, a tree of objects of which a reply needs one
+        number, is not made."""
+        parameters: dict[str, Any] = {"chat_id": chat_id, "text": html, "parse_mode": ParseMode.HTML.value}
+        if markup is not None:
+            parameters["reply_markup"] = markup
+        result = await self.bot.request.post(
+            f"{self.bot.base_url}/sendMessage",
+            RequestData([RequestParameter.from_input(name, value) for name, value in parameters.items()]),
+        )
+        if not isinstance(result, dict) or "message_id" not in result:
+            raise TelegramError(f"sendMessage answered without a message: {result!r}")
+        return str(result["message_id"])
 
     def _document(self, chat_id: str, document: Document) -> list[Part]:
         captions = fit(document.caption, MAX_CAPTION_CHARS) if document.caption.strip() else [""]
         overflow = fit("\n\n".join(captions[1:]), MAX_TEXT_CHARS) if len(captions) > 1 else []
 
-        async def upload() -> Message:
-            return await self.bot.send_document(
+        async def upload() -> str:
+            return await _message_id(self.bot.send_document(
                 chat_id=chat_id,
                 document=await _file(document),
                 filename=document.filename,
                 caption=render(captions[0], TELEGRAM_HTML) or None,
                 parse_mode=ParseMode.HTML,
-            )
+            ))
 
         return [upload, *self._texts(chat_id, overflow)]
 
-    async def _subscription_offer(self, chat_id: str, invoice: Invoice) -> Message:
+    async def _subscription_offer(self, chat_id: str, invoice: Invoice) -> str:
         """A Stars subscription is paid through an invoice link (sendInvoice has no period): the offer's text with a
         button that opens it. A retried send makes a new link; an unused one costs nothing."""
         link = await self.bot.create_invoice_link(
@@ -274,9 +299,8 @@ class TelegramChannel:
             currency=invoice.currency, prices=[LabeledPrice(invoice.label, invoice.amount)],
             subscription_period=timedelta(days=invoice.period_days),
         )
-        return await self.bot.send_message(
-            chat_id=chat_id, text=render(invoice.description, TELEGRAM_HTML), parse_mode=ParseMode.HTML,
-            reply_markup=keyboard((), (Link(invoice.button, link),)),
+        return await self._send_text(
+            chat_id, render(invoice.description, TELEGRAM_HTML), keyboard((), (Link(invoice.button, link),))
         )
 
     async def _answer_checkout(self, answer: CheckoutAnswer) -> str:
@@ -332,6 +356,10 @@ class TelegramChannel:
             allowed_updates=list(ALLOWED_UPDATES),
             drop_pending_updates=drop_pending_updates,
         )
+
+
+async def _message_id(call: Awaitable[Message]) -> str:
+    return str((await call).message_id)
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:

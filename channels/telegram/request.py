@@ -14,7 +14,12 @@ reach the API NetworkError, as the httpx request does. A redirect is not followe
 it goes back as the answer, a NetworkError; followed, aiohttp would turn the POST into a GET without its parameters
 and hand back whatever answered that as the call's result. A proxy in HTTPS_PROXY / HTTP_PROXY (NO_PROXY) is used, as
 httpx used it, if its own address is http://: aiohttp skips (with a warning) one written https:// and reads no
-ALL_PROXY, both of which httpx honoured.
+ALL_PROXY, both of which httpx honoured. The environment is read once per host when the session opens, not on each
+call (aiohttp's own `trust_env` reads it, and ~/.netrc, in a thread on every request); like httpx, no ~/.netrc
+credentials are sent to the Bot API.
+
+The parameters go as one JSON object (the Bot API takes application/json for every method), not as a form of
+JSON-encoded values; a call that uploads a file goes as multipart.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import asyncio
 from typing import Any
 
 import aiohttp
+from aiohttp.helpers import BasicAuth, get_env_proxy_for_url
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+from yarl import URL
 
 
 class AiohttpRequest(BaseRequest):
@@ -48,6 +55,7 @@ class AiohttpRequest(BaseRequest):
         self._media_write_timeout = media_write_timeout
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._proxies: dict[str, tuple[URL | None, BasicAuth | None]] = {}  # origin → its proxy, for this session
 
     @property
     def read_timeout(self) -> float | None:
@@ -71,10 +79,24 @@ class AiohttpRequest(BaseRequest):
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._pool_size),
                 headers={"User-Agent": self.USER_AGENT},
-                trust_env=True,  # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as httpx honoured them
             )
             self._loop = loop
+            self._proxies = {}
         return self._session
+
+    def _proxy(self, url: str) -> tuple[URL | None, BasicAuth | None]:
+        """The proxy for `url` from HTTPS_PROXY / HTTP_PROXY / NO_PROXY (None: straight there), as aiohttp's own
+        `trust_env` finds it, looked up once per origin while the session is open."""
+        scheme, _, rest = url.partition("://")
+        origin = f"{scheme}://{rest.split('/', 1)[0]}"
+        found = self._proxies.get(origin)
+        if found is None:
+            try:
+                found = get_env_proxy_for_url(URL(origin))
+            except LookupError:
+                found = (None, None)
+            self._proxies[origin] = found
+        return found
 
     async def do_request(
         self,
@@ -99,9 +121,12 @@ class AiohttpRequest(BaseRequest):
             sock_connect=connect,
             sock_read=read,
         )
+        session = self._open()
+        proxy, proxy_auth = self._proxy(url)
         try:
-            async with self._open().request(
-                method, url, data=_body(request_data), timeout=timeout, allow_redirects=False
+            async with session.request(
+                method, url, timeout=timeout, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth,
+                **_body(request_data),
             ) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
@@ -110,15 +135,17 @@ class AiohttpRequest(BaseRequest):
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
 
 
-def _body(request_data: RequestData | None) -> Any:
-    """The parameters as a form (JSON-encoded values, as the Bot API takes them), multipart when files go along."""
+def _body(request_data: RequestData | None) -> dict[str, Any]:
+    """The parameters as one JSON object, or as a multipart form when files go along (each value JSON-encoded, as the
+    Bot API takes them there); nothing when there are none."""
     if request_data is None:
-        return None
+        return {}
     if not request_data.contains_files:
-        return request_data.json_parameters or None
+        parameters = request_data.parameters
+        return {"json": parameters} if parameters else {}
     form = aiohttp.FormData()
     for name, value in request_data.json_parameters.items():
         form.add_field(name, value)
     for name, (filename, content, mimetype) in request_data.multipart_data.items():
         form.add_field(name, content, filename=filename, content_type=mimetype)
-    return form
+    return {"data": form}

@@ -11,7 +11,7 @@ from bot.core import Lessonbot
 from bot.pipeline import record
 from dialogs.turn import Turn
 from storage.db import Database
-from storage.models import ChannelIdentity, InboundMessage, OutboxMessage
+from storage.models import ChannelIdentity, InboundMessage, OfferedChoice, OutboxMessage
 from tests.support import RecordingChannel, Transcript, message
 
 
@@ -153,6 +153,32 @@ async def test_state_and_outbox_commit_together(settings, channel):
         await bot.stop()
 
 
+async def test_a_turns_replies_are_queued_in_order_with_the_choices_they_offer(settings, channel):
+    """Several replies of one turn (a lesson part with buttons) are queued together (on PostgreSQL in the statement
+    that finishes the turn): in the order said, each choice offered once to the member who wrote, and sent so."""
+
+    async def lesson_part(turn: Turn) -> None:
+        turn.say("part one", [("Next", "next"), ("Stop", "stop")])
+        turn.say("part two")
+        turn.say("part three", [("Next", "next"), ("Quiz", "quiz")])
+
+    bot = Lessonbot(settings, [channel], respond=lesson_part)
+    try:
+        recorded = await bot.receive(message("go", sender="bea"))
+        await bot.settle()
+        assert channel.texts("ann") == ["part one", "part two", "part three"]
+        async with bot.db.sessions() as session:
+            queued = list(await session.execute(
+                select(OutboxMessage.payload, OutboxMessage.inbound_message_id).order_by(OutboxMessage.id)))
+            offered = set(await session.execute(select(OfferedChoice.member, OfferedChoice.value)))
+        assert [(payload["text"], inbound) for payload, inbound in queued] == [
+            ("part one", recorded.inbound_id), ("part two", recorded.inbound_id), ("part three", recorded.inbound_id)
+        ]
+        assert offered == {("bea", "next"), ("bea", "stop"), ("bea", "quiz")}
+    finally:
+        await bot.stop()
+
+
 async def test_the_apology_speaks_the_learners_language(settings, channel):
     async def speaks_spanish_then_breaks(turn: Turn) -> None:
         if turn.text == "/language es":
@@ -276,8 +302,9 @@ async def test_an_id_no_column_holds_is_refused_and_nothing_stored(bot):
 
 async def test_a_turn_on_a_kept_lease_another_process_took_commits_nothing(postgresql_url, tmp_path, channel):
     """The turn after one that kept the lease (more was pending) does not take it again; if another process holds it
-    by the end of the turn (PostgreSQL: nothing locks the row meanwhile), the turn is rolled back: no reply, the
-    message still pending, for whoever holds the lease."""
+    by the end of the turn (PostgreSQL: nothing locks the row meanwhile), the turn is rolled back: no reply queued
+    and no choice offered (they are written by the statement that finds the lease gone), the message still pending,
+    for whoever holds the lease."""
     import uuid
     from datetime import timedelta
 
@@ -298,7 +325,8 @@ async def test_a_turn_on_a_kept_lease_another_process_took_commits_nothing(postg
                     update(Conversation).where(Conversation.chat_id == chat)
                     .values(lease_owner="another process", lease_until=utcnow() + timedelta(hours=1))
                 )
-        turn.say(f"echo {turn.text}")
+            turn.say("and more", [("Yes", "yes-m2")])
+        turn.say(f"echo {turn.text}", [(turn.text, f"choice-{turn.text}")])
 
     recorder = Lessonbot(settings, [channel], process=False, dispatch=False)
     bot = Lessonbot(settings, [channel], respond=respond)
@@ -313,7 +341,12 @@ async def test_a_turn_on_a_kept_lease_another_process_took_commits_nothing(postg
                 select(InboundMessage.status).where(InboundMessage.conversation_id == recorded.conversation_id)
                 .order_by(InboundMessage.seq)))
             conversation = await session.get(Conversation, recorded.conversation_id)
+            queued = list(await session.scalars(
+                select(OutboxMessage.payload).where(OutboxMessage.conversation_id == recorded.conversation_id)))
+            offered = list(await session.scalars(
+                select(OfferedChoice.value).where(OfferedChoice.conversation_id == recorded.conversation_id)))
         assert statuses == ["done", "pending"] and conversation.lease_owner == "another process"
+        assert [payload["text"] for payload in queued] == ["echo m1"] and offered == ["choice-m1"]
     finally:
         await recorder.stop()
         await bot.stop()

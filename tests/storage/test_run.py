@@ -120,3 +120,19 @@ async def test_closed_connections_are_let_go_with_their_kept_cursors(postgresql_
     del transaction, session
     gc.collect()
     assert [ref() for ref in seen] == [None, None, None]
+
+
+async def test_a_read_sees_what_is_committed_and_does_not_wait_for_a_transaction_under_way(database_url: str) -> None:
+    """`Database.read()` (the web chat's read of the replies sent to a page): on SQLite a connection of its own that
+    reads beside a write under way, at no turn at the turnstile; on PostgreSQL a statement of its own."""
+    db = Database(database_url)
+    add = _add(db.backend)
+    try:
+        async with db.run() as transaction:
+            await add.run(transaction, {"chat": "read-1", "state": {"n": 1}, "at": AT})
+            async with asyncio.timeout(5), db.read() as reading:  # would wait for this transaction at the turnstile
+                assert (await _READ.run(reading, {"chat": "read-1"})).scalar() is None  # not committed yet
+        async with db.read() as reading:
+            assert (await _READ.run(reading, {"chat": "read-1"})).scalar() == {"n": 1}
+    finally:
+        await db.dispose()
