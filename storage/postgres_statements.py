@@ -39,10 +39,11 @@ class _Statements:
     """What a connection keeps for its prepared statements: their names by text and parameter types, and one
     transformer (its adapters cached by type)."""
 
-    __slots__ = ("names", "transformer")
+    __slots__ = ("made", "names", "transformer")
 
     def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
         self.names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        self.made = 0  # names given so far: a name is never given twice (one forgotten may live on in the server)
         self.transformer = Transformer.from_context(connection)
 
 
@@ -81,7 +82,8 @@ async def execute(
         raise ValueError("a prepared statement needs a connection whose transactions begin with a plain BEGIN")
     preparing = name is None
     if name is None:
-        name = f"_lb_{len(kept.names)}".encode()
+        kept.made += 1
+        name = f"_lb_{kept.made}".encode()
 
     pgconn.enter_pipeline_mode()
     try:
@@ -99,17 +101,16 @@ async def execute(
         raise
     pgconn.exit_pipeline_mode()
 
-    encoding = connection.info.encoding
+    if preparing and results[int(begin)].status == pq.ExecStatus.COMMAND_OK:
+        kept.names[key] = name  # prepared, whether or not its run succeeded
     for result in results:
-        if result.status not in _OK:
-            if result.status == pq.ExecStatus.FATAL_ERROR:
-                if result.error_field(pq.DiagnosticField.SQLSTATE) in (b"26000", b"0A000"):
-                    kept.names.clear()  # a statement gone or made stale (DISCARD, a changed table): prepare anew
-                raise psycopg.errors.error_from_result(result, encoding=encoding)
-            raise psycopg.OperationalError(f"unexpected reply from PostgreSQL: {pq.ExecStatus(result.status).name}")
-    if preparing:
-        kept.names[key] = name
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            if result.error_field(pq.DiagnosticField.SQLSTATE) in (b"26000", b"0A000"):
+                kept.names.clear()  # a statement gone or made stale (DISCARD, a changed table): prepare anew
+            raise psycopg.errors.error_from_result(result, encoding=connection.info.encoding)
     result = results[-1]
+    if result.status not in _OK:
+        raise psycopg.OperationalError(f"unexpected reply from PostgreSQL: {pq.ExecStatus(result.status).name}")
     found = result.command_tuples
     if not rows:
         return [], -1 if found is None else found
@@ -137,12 +138,11 @@ async def commit(connection: psycopg.AsyncConnection[Any]) -> None:
 
 
 async def _replies(pgconn: pq.abc.PGconn, commands: int) -> list[pq.abc.PGresult]:
-    """The results of the `commands` sent in pipeline mode, up to their sync: the first that failed instead of those
-    it aborted."""
+    """The results of the `commands` sent in pipeline mode, one a command in order, up to their sync (a command after
+    one that failed has its PIPELINE_ABORTED result)."""
     loop = asyncio.get_running_loop()
     fileno = pgconn.socket
     results: list[pq.abc.PGresult] = []
-    failed: pq.abc.PGresult | None = None
     waiting: asyncio.Future[None] | None = None
 
     def ready() -> None:
@@ -169,13 +169,9 @@ async def _replies(pgconn: pq.abc.PGconn, commands: int) -> list[pq.abc.PGresult
                 result = pgconn.get_result()
                 if result is None:
                     continue  # the end of one command's results
-                status = result.status
-                if status == pq.ExecStatus.PIPELINE_SYNC:
+                if result.status == pq.ExecStatus.PIPELINE_SYNC:
                     break
-                if status == pq.ExecStatus.FATAL_ERROR and failed is None:
-                    failed = result
-                elif status != pq.ExecStatus.PIPELINE_ABORTED:
-                    results.append(result)
+                results.append(result)
             else:
                 continue  # more to come
             break
@@ -184,8 +180,6 @@ async def _replies(pgconn: pq.abc.PGconn, commands: int) -> list[pq.abc.PGresult
     finally:
         if registered:
             loop.remove_reader(fileno)
-    if failed is not None:
-        return [failed]
     if len(results) != commands:
         raise psycopg.OperationalError(f"PostgreSQL answered {len(results)} of {commands} commands")
     return results

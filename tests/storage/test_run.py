@@ -136,3 +136,39 @@ async def test_a_read_sees_what_is_committed_and_does_not_wait_for_a_transaction
             assert (await _READ.run(reading, {"chat": "read-1"})).scalar() == {"n": 1}
     finally:
         await db.dispose()
+
+
+async def test_prepared_statements_outlive_rollbacks_and_failed_statements(postgresql_url: str) -> None:
+    """A prepared statement is prepared on a connection once and stays usable: after a transaction rolled back that
+    ran other statements often enough for psycopg to prepare them itself (it then deallocates every prepared
+    statement of the connection), and after its own first run failed (the PREPARE and the run went together)."""
+    from sqlalchemy import text
+
+    db = Database(postgresql_url, pool_size=1)
+    add = _add(db.backend)
+    try:
+        async with db.transaction() as session:
+            await _READ.run(session, {"chat": "nobody"})
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as session:
+                for _ in range(8):
+                    count = text("SELECT count(*) FROM conversations WHERE chat_id = :chat")
+                    await session.execute(count, {"chat": "x"})
+                raise RuntimeError("rolled back")
+        async with db.transaction() as session:  # the same pooled connection
+            assert (await _READ.run(session, {"chat": "nobody"})).scalar() is None
+
+        async with db.run() as transaction:
+            await add.run(transaction, {"chat": "first-1", "state": {}, "at": AT})
+        fresh = Database(postgresql_url, pool_size=1)
+        try:
+            with pytest.raises(IntegrityError):  # its first run on the connection, the first statement after BEGIN
+                async with fresh.run() as transaction:
+                    await add.run(transaction, {"chat": "first-1", "state": {}, "at": AT})
+            async with fresh.run() as transaction:
+                await add.run(transaction, {"chat": "first-2", "state": {"n": 2}, "at": AT})
+            assert await _state(fresh, "first-2") == {"n": 2}
+        finally:
+            await fresh.dispose()
+    finally:
+        await db.dispose()
