@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, literal, or_, select, update
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -61,7 +61,7 @@ from storage.learners import Learner
 from storage.models import ChannelIdentity, Conversation, InboundSequence, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import InboundStatus, OutboxEntry, OutboxStatus, WithQueued, enqueue
-from storage.prepared import Entity, Prepared
+from storage.prepared import Entity, Prepared, run_together
 from storage.queries import backend_insert, get_or_create_conversation, identity_and_user, rows_affected
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,16 @@ def _insert_inbound_statement() -> Any:
     )
 
 
-_RECORDED_COLUMNS = ("channel", "platform_id", "conversation_id", "sender_id", "payload", "status", "attempts",
-                     "received_at")
+_RECORDED_COLUMNS = (
+    "channel",
+    "platform_id",
+    "conversation_id",
+    "sender_id",
+    "payload",
+    "status",
+    "attempts",
+    "received_at",
+)
 
 
 def _record_in_one_statement() -> Any:
@@ -178,7 +186,8 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
     try:
         async with db.run(urgent=True, each_statement=remembered is not None) as connection:  # the platform waits
             conversation_id = (
-                remembered if remembered is not None
+                remembered
+                if remembered is not None
                 else await conversations.find(connection, message.channel, message.chat_id)
             )
             values = {
@@ -242,11 +251,16 @@ def storable_message(message: InboundMessage) -> InboundMessage:
         return message  # (the usual case: nothing to clean, no copy made)
     cleaned = replace(message, text=text, choice=choice, sender_name=sender_name, meta=meta)
     if cleaned != message:
-        changed = [name for name in ("text", "choice", "sender_name", "meta")
-                   if getattr(cleaned, name) != getattr(message, name)]
+        changed = [
+            name
+            for name in ("text", "choice", "sender_name", "meta")
+            if getattr(cleaned, name) != getattr(message, name)
+        ]
         log.warning(
             "inbound message cleaned for storage: %s (NUL or lone surrogates taken out, a name cut to %d characters)",
-            ", ".join(changed), _NAME_LENGTH, extra={"channel": message.channel},
+            ", ".join(changed),
+            _NAME_LENGTH,
+            extra={"channel": message.channel},
         )
     return cleaned
 
@@ -287,7 +301,7 @@ class _Pending:
 
 @dataclass(slots=True)
 class _Loaded:
-    """What a turn starts from (see `ConversationWorker._load_turn`)."""
+    """What a turn starts from (see `ConversationWorker._loaded`)."""
 
     pending: _Pending
     conversation: Conversation
@@ -398,14 +412,17 @@ class ConversationWorker:
 
     async def _lease_statement(self, session: AsyncSession, conversation_id: int, now: datetime) -> bool:
         """Take the conversation's lease, or renew ours; False if another process holds it."""
-        taken = await _TAKE_LEASE.run(
-            session,
-            {
-                "conv": conversation_id, "owner": self.owner, "new_owner": self.owner,
-                "now": now, "until": now + self._lease,
-            },
-        )
+        taken = await _TAKE_LEASE.run(session, self._taking(conversation_id, now))
         return taken.rowcount == 1
+
+    def _taking(self, conversation_id: int, now: datetime) -> dict[str, Any]:
+        return {
+            "conv": conversation_id,
+            "owner": self.owner,
+            "new_owner": self.owner,
+            "now": now,
+            "until": now + self._lease,
+        }
 
     async def _hold(self, conversation_id: int) -> bool:
         """Take the lease in a transaction of its own (before slow work outside a turn's transaction)."""
@@ -476,12 +493,23 @@ class ConversationWorker:
                 return _Done.MORE  # the lease may still be ours: go on (and give it back at the end)
             return None
 
-    async def _load_turn(self, session: AsyncSession, conversation_id: int) -> _Loaded | None:
-        """The conversation's next pending message and everything its turn reads first, in one query: the
+    async def _lease_and_load(self, session: AsyncSession, conversation_id: int, now: datetime, *, lease: bool) -> Any:
+        """The turn's load (`_loaded`), after the lease is taken or renewed where `lease`: the two statements in one
+        round trip (storage.prepared.run_together). The load is a statement of its own, so it sees what the commit
+        the lease's UPDATE may have waited for did. LeaseLost if another process holds the lease."""
+        load = (_LOAD_TURN, {"conv": conversation_id})
+        if not lease:
+            return (await _LOAD_TURN.run(session, load[1])).first()
+        taken, loaded = await run_together(session, (_TAKE_LEASE, self._taking(conversation_id, now)), load)
+        if taken.rowcount != 1:
+            raise LeaseLost()
+        return loaded.first()
+
+    def _loaded(self, session: AsyncSession, conversation_id: int, found: Any) -> _Loaded | None:
+        """The conversation's next pending message and everything its turn reads first, from one query: the
         conversation, its sender's identity, user and learner rows (into the session, so the dialogs find them there
         without a query), whether another message is pending after it and whether replies wait for the person to
         write. None when nothing is pending."""
-        found = (await _LOAD_TURN.run(session, {"conv": conversation_id})).first()
         if found is None:
             return None
         pending = _Pending(
@@ -514,11 +542,9 @@ class ConversationWorker:
             now = utcnow()
             # The lease our last commit kept is still ours (no one may take it before it runs out), and the turn's
             # last statement checks it again: otherwise take it (or renew it), locking the row first.
-            if (kept is None or now >= kept - self._lease / 2) and not await self._lease_statement(
-                session, conversation_id, now
-            ):
-                raise LeaseLost()
-            loaded = await self._load_turn(session, conversation_id)
+            renew = kept is None or now >= kept - self._lease / 2
+            found = await self._lease_and_load(session, conversation_id, now, lease=renew)
+            loaded = self._loaded(session, conversation_id, found)
             if loaded is None:
                 await _GIVE_LEASE_BACK.run(session, {"conv": conversation_id, "owner": self.owner})
                 return _Done.NOTHING_PENDING
@@ -621,13 +647,17 @@ class ConversationWorker:
         changed = state != conversation.state
         if changed:
             values["state"] = state
-        if self.db.backend == "postgresql":
-            finished = await _QUEUE_AND_FINISH[changed].run(session, values, answers, now=now)
-        else:
-            await enqueue(session, answers, now=now)
-            await _MARK_DONE.run(session, values)
-            finished = await _FINISH[changed].run(session, values)
-        if finished.rowcount != 1:
+        if self.db.backend == "postgresql":  # with the COMMIT, in one round trip
+            try:
+                await _QUEUE_AND_FINISH[changed].run(session, values, answers, now=now, commit=True)
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) == LEASE_LOST:
+                    raise LeaseLost() from None
+                raise
+            return
+        await enqueue(session, answers, now=now)
+        await _MARK_DONE.run(session, values)
+        if (await _FINISH[changed].run(session, values)).rowcount != 1:
             raise LeaseLost()
 
     async def _note_transient_failure(self, conversation_id: int, inbound_id: int | None, exc: Exception) -> None:
@@ -683,8 +713,11 @@ class ConversationWorker:
             payload = await session.scalar(select(InboundRow.payload).where(InboundRow.id == inbound_id))
             now = utcnow()
             held = _held_until((payload or {}).get("meta", {}), now)
-            language = None if conversation.user_id is None else await session.scalar(
-                select(User.locale).where(User.id == conversation.user_id))
+            language = (
+                None
+                if conversation.user_id is None
+                else await session.scalar(select(User.locale).where(User.id == conversation.user_id))
+            )
             apology = _answers(conversation, inbound_id, [Text(apologies.failed(language)).to_payload()], due_at=held)
             await enqueue(session, apology, now=now)
         return True
@@ -817,8 +850,21 @@ _MARK_DONE = Prepared(_MARKING_DONE)
 _FINISH = {False: Prepared(_FINISHING), True: Prepared(_FINISHING.values(state=bindparam("state")))}
 # PostgreSQL: WITH done AS (UPDATE inbound_messages …), offered AS (INSERT …), queued AS (INSERT INTO outbox_messages …)
 # UPDATE conversations …
+LEASE_LOST = "LB001"  # the SQLSTATE lessonbot_lease_lost() raises (PostgreSQL, migration 0023)
+
+
+def _queue_and_finish(finishing: Any) -> WithQueued:
+    """WITH done AS (UPDATE inbound_messages …), finished AS (UPDATE conversations …), offered AS (INSERT …), queued
+    AS (INSERT INTO outbox_messages …) SELECT, which fails (LEASE_LOST) where the conversation's row was not updated:
+    the lease is no longer ours, and the COMMIT sent with the statement must not commit the turn."""
+    done = _MARKING_DONE.returning(_INBOUND.c.id).cte("done")
+    finished = finishing.returning(_CONVERSATIONS.c.id).cte("finished")
+    check = case((exists(select(finished.c.id)), literal(1)), else_=func.lessonbot_lease_lost())
+    return WithQueued(select(check.label("finished")).add_cte(done, finished))
+
+
 _QUEUE_AND_FINISH = {
-    changed: WithQueued(finishing.add_cte(_MARKING_DONE.returning(_INBOUND.c.id).cte("done")))
+    changed: _queue_and_finish(finishing)
     for changed, finishing in ((False, _FINISHING), (True, _FINISHING.values(state=bindparam("state"))))
 }
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CTE, ColumnElement, FromClause, String, bindparam, cast, func, literal, select, update
+from sqlalchemy import CTE, ColumnElement, FromClause, Select, String, bindparam, cast, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -135,7 +135,7 @@ class WithQueued:
     longer its own) rolls the transaction back, and the replies with it. Its parameters' names must not start with
     "queued_" or "offered_"."""
 
-    def __init__(self, statement: UpdateBase) -> None:
+    def __init__(self, statement: UpdateBase | Select[Any]) -> None:
         self._statement = statement
         self._prepared: dict[tuple[int, int], Prepared] = {}
 
@@ -146,7 +146,9 @@ class WithQueued:
         entries: Sequence[OutboxEntry],
         *,
         now: datetime | None = None,
+        commit: bool = False,
     ) -> Ran:
+        """The statement with `parameters`, queueing `entries`; `commit`: as `storage.prepared.run_together`."""
         at = now or utcnow()
         rows, offers = _rows(entries, at), _offers(entries, at)
         shape = (len(rows), len(offers))
@@ -159,7 +161,7 @@ class WithQueued:
             values.update(zip(names, row.values(), strict=True))
         for names, offer in zip(_names("offered_", _OFFERED_COLUMNS, len(offers)), offers, strict=True):
             values.update(zip(names, offer.values(), strict=True))
-        return await prepared.run(where, values)
+        return await prepared.run(where, values, commit=commit)
 
 
 def _writes(rows: int, offers: int) -> list[CTE]:

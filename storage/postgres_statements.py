@@ -63,37 +63,49 @@ def plain_begin(connection: psycopg.AsyncConnection[Any]) -> bool:
     return connection.isolation_level is None and connection.read_only is None and connection.deferrable is None
 
 
+Statement = tuple[bytes, Sequence[Any], bool]  # its text (PostgreSQL's `$n` placeholders), parameters, rows wanted
+Outcome = tuple[list[tuple[Any, ...]], int]  # its rows (when wanted), and the number of rows it changed or returned
+
+
 async def execute(
-    connection: psycopg.AsyncConnection[Any], sql: bytes, parameters: Sequence[Any], *, rows: bool
-) -> tuple[list[tuple[Any, ...]], int]:
-    """Run `sql` (PostgreSQL's `$n` placeholders) with `parameters` in the connection's transaction (begun first
-    where it needs one): its rows (when `rows`) and the number of rows it changed or returned. Raises psycopg's
-    error for the statement's failure."""
+    connection: psycopg.AsyncConnection[Any], *statements: Statement, commit: bool = False
+) -> list[Outcome]:
+    """Run the statements one after another in the connection's transaction (begun first where it needs one), in
+    one round trip: each is a statement of its own (a later one sees what an earlier one did, and takes its snapshot
+    when it starts). Raises psycopg's error for the first that failed; those after it are not run. `commit`: the
+    transaction is committed in the same round trip, unless a statement failed (the transaction is then left failed,
+    for the caller's rollback)."""
     kept = _kept(connection)
     transformer = kept.transformer
-    values = transformer.dump_sequence(parameters, [PyFormat.AUTO] * len(parameters))
-    types = tuple(transformer.types or ())
-    formats = transformer.formats
-    key = (sql, types)
-    name = kept.names.get(key)
     pgconn = connection.pgconn
     begin = not connection.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE
     if begin and not plain_begin(connection):
         raise ValueError("a prepared statement needs a connection whose transactions begin with a plain BEGIN")
-    preparing = name is None
-    if name is None:
-        kept.made += 1
-        name = f"_lb_{kept.made}".encode()
+    sends: list[tuple[bytes, bytes | None, tuple[int, ...], Any, Any]] = []  # name, text to prepare, types, …
+    for sql, parameters, _rows in statements:
+        values = transformer.dump_sequence(parameters, [PyFormat.AUTO] * len(parameters))
+        types = tuple(transformer.types or ())
+        name = kept.names.get((sql, types))
+        preparing = name is None
+        if name is None:
+            kept.made += 1
+            name = f"_lb_{kept.made}".encode()
+        sends.append((name, sql if preparing else None, types, values, transformer.formats))
 
     pgconn.enter_pipeline_mode()
     try:
         if begin:
             pgconn.send_query_params(_BEGIN, None)
-        if preparing:
-            pgconn.send_prepare(name, sql, param_types=types)
-        pgconn.send_query_prepared(name, values, param_formats=formats)
+        for name, preparing_sql, types, values, formats in sends:
+            if preparing_sql is not None:
+                pgconn.send_prepare(name, preparing_sql, param_types=types)
+            pgconn.send_query_prepared(name, values, param_formats=formats)
+        committing = commit and not connection.autocommit
+        if committing:
+            pgconn.send_query_params(_COMMIT, None)
         pgconn.pipeline_sync()
-        results = await _replies(pgconn, begin + preparing + 1)
+        commands = begin + len(sends) + sum(sql is not None for _, sql, *_ in sends) + committing
+        results = await _replies(pgconn, commands)
     except BaseException:
         # Interrupted between the write and the last reply: the connection's state is unknown. Closing it makes
         # psycopg and the pools see it as closed (they replace it) rather than send on a half-read conversation.
@@ -101,21 +113,39 @@ async def execute(
         raise
     pgconn.exit_pipeline_mode()
 
-    if preparing and results[int(begin)].status == pq.ExecStatus.COMMAND_OK:
-        kept.names[key] = name  # prepared, whether or not its run succeeded
-    for result in results:
-        if result.status == pq.ExecStatus.FATAL_ERROR:
-            if result.error_field(pq.DiagnosticField.SQLSTATE) in (b"26000", b"0A000"):
-                kept.names.clear()  # a statement gone or made stale (DISCARD, a changed table): prepare anew
-            raise psycopg.errors.error_from_result(result, encoding=connection.info.encoding)
-    result = results[-1]
-    if result.status not in _OK:
-        raise psycopg.OperationalError(f"unexpected reply from PostgreSQL: {pq.ExecStatus(result.status).name}")
-    found = result.command_tuples
-    if not rows:
-        return [], -1 if found is None else found
-    transformer.set_pgresult(result)
-    return transformer.load_rows(0, result.ntuples, tuple), -1 if found is None else found
+    replies = iter(results[1:] if begin else results)
+    ran: list[pq.abc.PGresult] = []
+    failed: pq.abc.PGresult | None = None
+    for name, preparing_sql, types, _values, _formats in sends:
+        if preparing_sql is not None:
+            prepared = next(replies)
+            if prepared.status == pq.ExecStatus.COMMAND_OK:
+                kept.names[(preparing_sql, types)] = name  # prepared, whether or not its run succeeds
+            elif failed is None:
+                failed = prepared
+        result = next(replies)
+        ran.append(result)
+        if result.status == pq.ExecStatus.FATAL_ERROR and failed is None:
+            failed = result
+    for other in (results[0] if begin else None, next(replies) if committing else None):
+        if failed is None and other is not None and other.status != pq.ExecStatus.COMMAND_OK:
+            failed = other
+    if failed is not None:
+        if failed.error_field(pq.DiagnosticField.SQLSTATE) in (b"26000", b"0A000"):
+            kept.names.clear()  # a statement gone or made stale (DISCARD, a changed table): prepare anew
+        raise psycopg.errors.error_from_result(failed, encoding=connection.info.encoding)
+    outcomes: list[Outcome] = []
+    for (_sql, _parameters, rows), result in zip(statements, ran, strict=True):
+        if result.status not in _OK:
+            raise psycopg.OperationalError(f"unexpected reply from PostgreSQL: {pq.ExecStatus(result.status).name}")
+        found = result.command_tuples
+        count = -1 if found is None else found
+        if rows:
+            transformer.set_pgresult(result)
+            outcomes.append((transformer.load_rows(0, result.ntuples, tuple), count))
+        else:
+            outcomes.append(([], count))
+    return outcomes
 
 
 async def commit(connection: psycopg.AsyncConnection[Any]) -> None:

@@ -76,29 +76,64 @@ class Prepared:
             found = self._compiled[dialect.name] = _compile(self.statement, dialect)
         return found
 
-    async def run(self, where: AsyncConnection | AsyncSession | Raw, parameters: Mapping[str, Any]) -> Ran:
-        """Run in the transaction of `where`: `Database.run()`'s, a Core connection's, or an ORM session's."""
-        raw = await raw_of(where)
-        driver, dialect = raw.driver, raw.dialect
-        compiled = self.compiled(dialect)
-        try:
-            if isinstance(driver, InlineConnection):
-                rows, rowcount = await driver.run(compiled.sql, _positional(compiled, parameters))
-            else:
-                rows, rowcount = await postgres_statements.execute(
-                    driver, compiled.wire, _positional(compiled, parameters), rows=compiled.row is not None
-                )
-        except Exception as exc:
-            base = sqlite3.Error if isinstance(driver, InlineConnection) else dialect.loaded_dbapi.Error
-            if isinstance(exc, base):
-                raise DBAPIError.instance(compiled.sql, None, exc, base, hide_parameters=True) from exc
-            raise
+    async def run(
+        self, where: AsyncConnection | AsyncSession | Raw, parameters: Mapping[str, Any], *, commit: bool = False
+    ) -> Ran:
+        """Run in the transaction of `where`: `Database.run()`'s, a Core connection's, or an ORM session's.
+        `commit`: see `run_together`."""
+        (ran,) = await run_together(where, (self, parameters), commit=commit)
+        return ran
+
+    def _ran(self, compiled: _Compiled, rows: list[Any], rowcount: int) -> Ran:
         if compiled.row is None:
             return Ran([], rowcount)
         make = compiled.row._make
         if not compiled.results:
             return Ran([make(row) for row in rows], rowcount)
         return Ran([make(_processed(compiled.results, row)) for row in rows], rowcount)
+
+
+async def run_together(
+    where: AsyncConnection | AsyncSession | Raw, *runs: tuple[Prepared, Mapping[str, Any]], commit: bool = False
+) -> list[Ran]:
+    """Run prepared statements one after another in the transaction of `where`, and what each returned. On
+    PostgreSQL they go to the server together: one round trip for all (each is still a statement of its own: a later
+    one sees what an earlier one did). The first failure is raised as SQLAlchemy raises it; those after it are not
+    run.
+
+    `commit` (the transaction's last statements): on PostgreSQL the transaction is committed in the same round trip
+    when none failed (a session's pending changes are flushed first), and the block's own commit then finds nothing
+    to do; on SQLite, where a commit costs no round trip, the block commits as ever."""
+    if commit and isinstance(where, AsyncSession) and (where.new or where.dirty or where.deleted):
+        await where.flush()
+    raw = await raw_of(where)
+    driver, dialect = raw.driver, raw.dialect
+    compiled = [prepared.compiled(dialect) for prepared, _parameters in runs]
+    try:
+        if isinstance(driver, InlineConnection):
+            outcomes = [
+                await driver.run(each.sql, _positional(each, parameters))
+                for each, (_prepared, parameters) in zip(compiled, runs, strict=True)
+            ]
+        else:
+            outcomes = await postgres_statements.execute(
+                driver,
+                *(
+                    (each.wire, _positional(each, parameters), each.row is not None)
+                    for each, (_prepared, parameters) in zip(compiled, runs, strict=True)
+                ),
+                commit=commit,
+            )
+    except Exception as exc:
+        base = sqlite3.Error if isinstance(driver, InlineConnection) else dialect.loaded_dbapi.Error
+        if isinstance(exc, base):
+            sql = "; ".join(each.sql for each in compiled)
+            raise DBAPIError.instance(sql, None, exc, base, hide_parameters=True) from exc
+        raise
+    return [
+        prepared._ran(each, rows, rowcount)
+        for (prepared, _parameters), each, (rows, rowcount) in zip(runs, compiled, outcomes, strict=True)
+    ]
 
 
 def _processed(results: tuple[tuple[int, Callable[[Any], Any]], ...], row: Any) -> list[Any]:
