@@ -50,7 +50,14 @@ from channels.markdown import TELEGRAM_HTML, render
 from channels.telegram.buttons import keyboard
 from channels.telegram.request import AiohttpRequest
 from channels.telegram.routes import webhook_routes
-from channels.telegram.updates import BotIdentity, backfill_legacy_fields, interpret, needs_identity, update_kind
+from channels.telegram.updates import (
+    BotIdentity,
+    backfill_legacy_fields,
+    interpret,
+    needs_identity,
+    plain_text,
+    update_kind,
+)
 from channels.text import split_text
 from channels.webhook import Ignored
 
@@ -138,6 +145,8 @@ class TelegramChannel:
         """Turn one update (a webhook's JSON or a polled Update) into a recorded message, or ignore it with a reason."""
         if isinstance(data, Update):
             update = data
+        elif (plain := plain_text(data)) is not None:
+            return Accepted(data["update_id"], duplicate=(await host.receive(plain)).duplicate)
         else:
             try:
                 update = Update.de_json(backfill_legacy_fields(data), self.bot)

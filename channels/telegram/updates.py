@@ -14,7 +14,9 @@ logged reason rather than refused. What becomes a message:
   `PAYMENT_DONE` and Telegram's fields in `meta["pre_checkout"]` / `meta["successful_payment"]`.
 Edited messages, channel posts, inline queries and every other kind are ignored.
 
-The platform id is the update_id, so a redelivered update is recognised as a duplicate.
+The platform id is the update_id, so a redelivered update is recognised as a duplicate. A plain text message in a
+private chat, most of what arrives, is read straight from the update's JSON (`plain_text`); every other update
+through python-telegram-bot's `Update`.
 """
 
 from __future__ import annotations
@@ -96,6 +98,69 @@ def _backfill(value: Any, key: str | None) -> None:
         value.setdefault("chat_instance", "")
     for child_key, child in value.items():
         _backfill(child, child_key)
+
+
+# What a plain text message in a private chat may hold to be read without python-telegram-bot's objects (`plain_text`).
+_PLAIN_MESSAGE_KEYS = frozenset({"message_id", "date", "chat", "from", "text", "entities"})
+_PLAIN_ENTITY_KEYS = frozenset({"type", "offset", "length"})
+_LAST_TIMESTAMP = 253_402_300_799  # 9999-12-31: a later date is beyond what python-telegram-bot can read
+
+
+def plain_text(data: dict[str, Any]) -> InboundMessage | None:
+    """The message a plain update brings, read straight from its JSON, or None when the update is not plain.
+
+    Plain: a text message from a person in their private chat with the bot, with nothing else the bot reads and
+    every field python-telegram-bot requires present and well-typed, which is most of what a bot receives. Its
+    message is the one `interpret` gives for the update read as python-telegram-bot's `Update` (the tests compare
+    the two); building that tree of objects costs more than the rest of reading the webhook. Any other update (a
+    group, a button, media, a forward, a payment, an older shape) is None here and goes the whole way.
+    """
+    message = data.get("message")
+    if len(data) != 2 or type(data.get("update_id")) is not int or type(message) is not dict:
+        return None
+    chat, user, text, date = message.get("chat"), message.get("from"), message.get("text"), message.get("date")
+    if (
+        not _PLAIN_MESSAGE_KEYS.issuperset(message)
+        or type(message.get("message_id")) is not int
+        or type(date) is not int
+        or not 0 <= date <= _LAST_TIMESTAMP
+        or type(text) is not str
+        or type(chat) is not dict
+        or type(chat.get("id")) is not int
+        or chat.get("type") != ChatType.PRIVATE.value
+        or type(user) is not dict
+        or type(user.get("id")) is not int
+        or user.get("is_bot") is not False
+        or type(user.get("first_name")) is not str
+        or not _plain_entities(message.get("entities", []))
+    ):
+        return None
+    meta: dict[str, Any] = {"message_id": message["message_id"], "chat_type": ChatType.PRIVATE.value}
+    if user.get("username"):
+        meta["username"] = user["username"]
+    if user.get("language_code"):
+        meta["language"] = user["language_code"]
+    return InboundMessage(
+        channel=CHANNEL,
+        platform_id=str(data["update_id"]),
+        chat_id=str(chat["id"]),
+        sender_id=str(user["id"]),
+        text=text,
+        sender_name=user["first_name"] or None,
+        meta=meta,
+    )
+
+
+def _plain_entities(entities: Any) -> bool:
+    """Formatting of the text only (a command, bold …: no user, link or emoji in it), each entity well-typed."""
+    return type(entities) is list and all(
+        type(entity) is dict
+        and _PLAIN_ENTITY_KEYS.issuperset(entity)
+        and type(entity.get("type")) is str
+        and type(entity.get("offset")) is int
+        and type(entity.get("length")) is int
+        for entity in entities
+    )
 
 
 def needs_identity(update: Update) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from telegram import Bot, Update
 from bot.messages import Choice, InboundMessage
 from channels.telegram.buttons import callback_data, keyboard, pressed
 from channels.telegram.channel import MAX_TEXT_CHARS, fit
-from channels.telegram.updates import BotIdentity, backfill_legacy_fields, interpret, needs_identity
+from channels.telegram.updates import BotIdentity, backfill_legacy_fields, interpret, needs_identity, plain_text
 from channels.webhook import Ignored
 from standins.telegram import BOT_ID, BOT_USERNAME, TOKEN, person, text_update
 
@@ -72,6 +73,57 @@ def test_fixture_updates(name):
         assert result.meta["media"]["kind"] == media
         assert result.meta["media"]["file_id"] == "AwADBAADbXXXXXXXXXXXGBdhD2l6_XX"
     json.dumps(result.to_payload())  # stored as JSON
+
+
+def _changed(data: dict, change) -> dict:
+    change(data)
+    return data
+
+
+COMMAND = [{"type": "bot_command", "offset": 0, "length": 5}]
+# (update, whether it is plain): a plain one is read from its JSON, and must come to what python-telegram-bot's
+# Update comes to; every other one must go the whole way.
+PLAIN_OR_NOT = {
+    "a command": (text_update("/help", entities=COMMAND, user=person(username="ann", language_code="de")), True),
+    "a word": (text_update("next"), True),
+    "no first name": (text_update("hi", user=person(first_name="")), True),
+    "formatting": (text_update("bold", entities=[{"type": "bold", "offset": 0, "length": 4}]), True),
+    "a long update id": (text_update("hi", update_id=2**40), True),
+    "a group": (text_update("/help", chat_id=-100123, entities=COMMAND), False),
+    "a bot": (text_update("hi", user=person(is_bot=True)), False),
+    "forwarded": (text_update("hi", forward_origin={"type": "hidden_user", "date": 1, "sender_user_name": "X"}), False),
+    "forwarded, before forward_origin": (text_update("hi", forward_date=1), False),
+    "a caption": (_changed(text_update("x"), lambda d: d["message"].update(caption="c", text=None)), False),
+    "a photo": (text_update("x", photo=[{"file_id": "f", "file_unique_id": "u", "width": 1, "height": 1}]), False),
+    "a text mention": (text_update("Ann", entities=[{"type": "text_mention", "offset": 0, "length": 3,
+                                                     "user": person()}]), False),
+    "a reply": (text_update("hi", reply_to_message={"message_id": 1, "date": 1, "chat": {"id": 1, "type": "private"}}),
+                False),
+    "a number for text": (text_update(7), False),  # type: ignore[arg-type]
+    "no is_bot": (_changed(text_update("hi"), lambda d: d["message"]["from"].pop("is_bot")), False),
+    "no first_name": (_changed(text_update("hi"), lambda d: d["message"]["from"].pop("first_name")), False),
+    "no date": (_changed(text_update("hi"), lambda d: d["message"].pop("date")), False),
+    "a date past 9999": (_changed(text_update("hi"), lambda d: d["message"].update(date=10**12)), False),
+    "a string chat id": (_changed(text_update("hi"), lambda d: d["message"]["chat"].update(id="1")), False),
+    "a channel": (_changed(text_update("hi"), lambda d: d["message"]["chat"].update(type="channel")), False),
+    "edited": (_changed(text_update("hi"), lambda d: d.update(edited_message=d.pop("message"))), False),
+    "a second kind": (_changed(text_update("hi"), lambda d: d.update(poll={"id": "1"})), False),
+    "an entity with a string offset": (text_update("hi", entities=[{"type": "bold", "offset": "0", "length": 2}]),
+                                       False),
+    **{f"fixture {name}": (fixture(name), None) for name in sorted(EXPECTED)},
+}
+
+
+@pytest.mark.parametrize("name", PLAIN_OR_NOT)
+def test_a_plain_update_is_read_from_its_json_as_python_telegram_bot_reads_it(name):
+    data, plain = PLAIN_OR_NOT[name]
+    read = plain_text(copy.deepcopy(data))
+    if plain is False:
+        assert read is None
+        return
+    assert plain is None or read is not None
+    if read is not None:
+        assert read == outcome(copy.deepcopy(data))
 
 
 def test_backfill_keeps_what_is_there():

@@ -13,7 +13,17 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 
 from bot.channel import RequestRejected
-from channels.webhook import HeaderSecret, LimitBody, MediaType, Parse, Record, Webhook, WebhookRequest
+from channels.webhook import (
+    MAX_JSON_DEPTH,
+    HeaderSecret,
+    LimitBody,
+    MediaType,
+    Parse,
+    Record,
+    Webhook,
+    WebhookRequest,
+    within_json_depth,
+)
 
 SECRET = "a-shared-secret"
 
@@ -87,3 +97,21 @@ async def test_a_refused_step_answers_at_once_and_nothing_is_recorded(client, re
 def test_an_empty_secret_is_refused_when_the_webhook_is_built():
     with pytest.raises(ValueError, match="anyone"):
         HeaderSecret("X-Secret", "", missing="", wrong="")
+
+
+@pytest.mark.parametrize(
+    ("body", "refused"),
+    [
+        (b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH, False),
+        (b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1), True),
+        (b'{"a": ' * (MAX_JSON_DEPTH + 1) + b"1" + b"}" * (MAX_JSON_DEPTH + 1), True),
+        (b'{"text": "' + b"[{" * 100 + b'", "list": [[1], [2], [3]]}', False),  # brackets in a string nest nothing
+        (b"[1]" * 200, False),  # many brackets, one level
+    ],
+)
+def test_json_nested_deeper_than_the_limit_is_refused_before_it_is_parsed(body, refused):
+    if refused:
+        with pytest.raises(RequestRejected, match="nests deeper"):
+            within_json_depth(body)
+    else:
+        within_json_depth(body)
