@@ -151,8 +151,9 @@ class AdminSession(Base):
 
 
 async def add_sign_in_link(session: AsyncSession, identity: str, link: str, *, expires_at: datetime) -> None:
-    session.add(AdminSession(identity=identity, link_hash=token_hash(link), link_expires_at=expires_at,
-                             created_at=utcnow()))
+    session.add(
+        AdminSession(identity=identity, link_hash=token_hash(link), link_expires_at=expires_at, created_at=utcnow())
+    )
     await session.flush()
 
 
@@ -165,8 +166,11 @@ async def use_sign_in_link(
     """
     result = await session.execute(
         update(AdminSession)
-        .where(AdminSession.link_hash == token_hash(link), AdminSession.used_at.is_(None),
-               AdminSession.link_expires_at > now)
+        .where(
+            AdminSession.link_hash == token_hash(link),
+            AdminSession.used_at.is_(None),
+            AdminSession.link_expires_at > now,
+        )
         .values(used_at=now, session_hash=token_hash(cookie), session_expires_at=session_expires_at)
         .execution_options(synchronize_session=False)
     )
@@ -188,7 +192,9 @@ async def session_identity(session: AsyncSession, cookie: str, *, now: datetime)
 
 async def end_session(session: AsyncSession, cookie: str, *, now: datetime) -> None:
     await session.execute(
-        update(AdminSession).where(AdminSession.session_hash == token_hash(cookie)).values(signed_out_at=now)
+        update(AdminSession)
+        .where(AdminSession.session_hash == token_hash(cookie))
+        .values(signed_out_at=now)
         .execution_options(synchronize_session=False)
     )
 

@@ -69,8 +69,11 @@ class Segment:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Segment:
         since = data.get("inactive_since")
-        return cls(course=data.get("course"), channel=data.get("channel"),
-                   inactive_since=datetime.fromisoformat(since) if since else None)
+        return cls(
+            course=data.get("course"),
+            channel=data.get("channel"),
+            inactive_since=datetime.fromisoformat(since) if since else None,
+        )
 
 
 def broadcast_key(broadcast_id: int, user_id: int) -> str:
@@ -94,8 +97,9 @@ async def recipients_query(session: AsyncSession, segment: Segment, now: datetim
         course_id = await session.scalar(select(Course.id).where(Course.slug == segment.course))
         if course_id is None:
             known = list(await session.scalars(select(Course.slug).order_by(Course.slug)))
-            raise BroadcastError("There is no course “{course}”. Courses: {known}.", course=segment.course,
-                                 known=", ".join(known) or "-")
+            raise BroadcastError(
+                "There is no course “{course}”. Courses: {known}.", course=segment.course, known=", ".join(known) or "-"
+            )
         query = query.where(
             select(Enrollment.id)
             .where(Enrollment.user_id == Learner.user_id, Enrollment.course_id == course_id)
@@ -123,23 +127,37 @@ async def channels_in_use(session: AsyncSession) -> list[str]:
     return sorted(rows)
 
 
-async def create_draft(session: AsyncSession, *, text: str, segment: Segment, created_by: str,
-                       now: datetime) -> Broadcast:
+async def create_draft(
+    session: AsyncSession, *, text: str, segment: Segment, created_by: str, now: datetime
+) -> Broadcast:
     """A broadcast to preview: it goes nowhere until `confirm`."""
     text = text.strip()
     if not text:
         raise BroadcastError("The message is empty: write what learners should read.")
     if len(text) > MAX_TEXT:
-        raise BroadcastError("The message has {length} characters; keep it under {limit}.", length=len(text),
-                             limit=MAX_TEXT)
+        raise BroadcastError(
+            "The message has {length} characters; keep it under {limit}.", length=len(text), limit=MAX_TEXT
+        )
     if segment.channel is not None:
         in_use = await channels_in_use(session)
         if segment.channel not in in_use:
-            raise BroadcastError("No learner's chat is on “{channel}”. Channels in use: {known}.",
-                                 channel=segment.channel, known=", ".join(in_use) or "-")
+            raise BroadcastError(
+                "No learner's chat is on “{channel}”. Channels in use: {known}.",
+                channel=segment.channel,
+                known=", ".join(in_use) or "-",
+            )
     count = await count_recipients(session, segment, now)
-    broadcast = Broadcast(text=text, segment=segment.to_json(), status=DRAFT, created_by=created_by[:240],
-                          created_at=now, preview_count=count, recipients=0, queued=0, cursor_user_id=0)
+    broadcast = Broadcast(
+        text=text,
+        segment=segment.to_json(),
+        status=DRAFT,
+        created_by=created_by[:240],
+        created_at=now,
+        preview_count=count,
+        recipients=0,
+        queued=0,
+        cursor_user_id=0,
+    )
     session.add(broadcast)
     await session.flush()
     return broadcast
@@ -159,9 +177,12 @@ async def confirm(session: AsyncSession, broadcast_id: int, now: datetime) -> Br
     await session.execute(
         insert(BroadcastRecipient).from_select(["broadcast_id", "user_id", "conversation_id"], selected)
     )
-    broadcast.recipients = int(await session.scalar(
-        select(func.count()).select_from(BroadcastRecipient).where(BroadcastRecipient.broadcast_id == broadcast.id)
-    ) or 0)
+    broadcast.recipients = int(
+        await session.scalar(
+            select(func.count()).select_from(BroadcastRecipient).where(BroadcastRecipient.broadcast_id == broadcast.id)
+        )
+        or 0
+    )
     broadcast.status = SENDING
     broadcast.confirmed_at = now
     await session.flush()

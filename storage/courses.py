@@ -42,9 +42,7 @@ SOURCE_FREE, SOURCE_PURCHASE, SOURCE_GRANT, SOURCE_CODE = "free", "purchase", "g
 
 # ISO 4217 minor units where they are not 2; XTR is Telegram Stars (whole stars only).
 CURRENCY_DECIMALS = {
-    **dict.fromkeys(
-        "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF XTR".split(), 0
-    ),
+    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF XTR".split(), 0),
     **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
 }
 
@@ -229,8 +227,9 @@ class Entitlement(Base):
 # Queries the rooms share ------------------------------------------------------------------------------------------
 
 
-async def may_access(session: AsyncSession, user_id: int, course: Course, lesson_position: int, *,
-                     now: datetime | None = None) -> bool:
+async def may_access(
+    session: AsyncSession, user_id: int, course: Course, lesson_position: int, *, now: datetime | None = None
+) -> bool:
     """The one entitlement check: may this learner take the lesson at `lesson_position` (1 = first) of `course`?
 
     Yes for every lesson of a free course; yes for the first `free_preview_lessons` lessons of a paid one; beyond

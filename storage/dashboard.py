@@ -93,8 +93,9 @@ def _recount_since(now: datetime, kept: Figures | None, key: str) -> tuple[datet
     return _midnight(now, DAYS - 1), {}
 
 
-def _series(now: datetime, since: datetime, old: dict[str, list[Any]],
-            fresh: Callable[[str], list[Any]]) -> list[list[Any]]:
+def _series(
+    now: datetime, since: datetime, old: dict[str, list[Any]], fresh: Callable[[str], list[Any]]
+) -> list[list[Any]]:
     first = since.date().isoformat()
     return [old[day] if day < first and day in old else fresh(day) for day in _days(now)]
 
@@ -117,13 +118,25 @@ async def overview(session: AsyncSession, now: datetime, kept: Figures | None = 
         active[name] = {channel: count for channel, count in rows.all()}
     since, old = _recount_since(now, kept, "messages")
     day_in = _day(session, InboundMessage.received_at)
-    received = dict((await session.execute(
-        select(day_in, func.count()).where(InboundMessage.received_at >= since).group_by(day_in))).all())
+    received = dict(
+        (
+            await session.execute(
+                select(day_in, func.count()).where(InboundMessage.received_at >= since).group_by(day_in)
+            )
+        ).all()
+    )
     day_out = _day(session, OutboxMessage.sent_at)
-    sent = dict((await session.execute(
-        select(day_out, func.count()).where(OutboxMessage.sent_at >= since).group_by(day_out))).all())
-    rate_limited = await _count(session, select(func.count()).select_from(OutboxMessage).where(
-        OutboxMessage.sent_at >= now - timedelta(days=1), OutboxMessage.last_error.like(RATE_LIMITED)))
+    sent = dict(
+        (
+            await session.execute(select(day_out, func.count()).where(OutboxMessage.sent_at >= since).group_by(day_out))
+        ).all()
+    )
+    rate_limited = await _count(
+        session,
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(OutboxMessage.sent_at >= now - timedelta(days=1), OutboxMessage.last_error.like(RATE_LIMITED)),
+    )
     return {
         "learners": await _count(session, learners),
         "new": new,
@@ -136,22 +149,41 @@ async def overview(session: AsyncSession, now: datetime, kept: Figures | None = 
 async def delivery_health(session: AsyncSession, *, dead_limit: int = 10) -> dict[str, Any]:
     """Live: replies waiting, being sent, held back by a 429, dead; the newest dead letters."""
     waiting = ("pending", "sending", "waiting", "dead")
-    counts = dict((await session.execute(
-        select(OutboxMessage.status, func.count()).where(OutboxMessage.status.in_(waiting))
-        .group_by(OutboxMessage.status))).all())
-    held = await _count(session, select(func.count()).select_from(OutboxMessage).where(
-        OutboxMessage.status == "pending", OutboxMessage.last_error.like(RATE_LIMITED)))
+    counts = dict(
+        (
+            await session.execute(
+                select(OutboxMessage.status, func.count())
+                .where(OutboxMessage.status.in_(waiting))
+                .group_by(OutboxMessage.status)
+            )
+        ).all()
+    )
+    held = await _count(
+        session,
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(OutboxMessage.status == "pending", OutboxMessage.last_error.like(RATE_LIMITED)),
+    )
     dead = await session.execute(
-        select(OutboxMessage.id, OutboxMessage.channel, OutboxMessage.chat_id, OutboxMessage.attempts,
-               OutboxMessage.last_error, OutboxMessage.created_at)
+        select(
+            OutboxMessage.id,
+            OutboxMessage.channel,
+            OutboxMessage.chat_id,
+            OutboxMessage.attempts,
+            OutboxMessage.last_error,
+            OutboxMessage.created_at,
+        )
         .where(OutboxMessage.status == "dead")
-        .order_by(DEAD_NEWEST_FIRST).limit(dead_limit)
+        .order_by(DEAD_NEWEST_FIRST)
+        .limit(dead_limit)
     )
     return {
         **{status: counts.get(status, 0) for status in waiting},
         "rate_limited_now": held,
-        "dead_letters": [[row.id, f"{row.channel}:{row.chat_id}", row.attempts, row.last_error or "",
-                          row.created_at.isoformat()] for row in dead],
+        "dead_letters": [
+            [row.id, f"{row.channel}:{row.chat_id}", row.attempts, row.last_error or "", row.created_at.isoformat()]
+            for row in dead
+        ],
     }
 
 
@@ -161,49 +193,86 @@ async def delivery_health(session: AsyncSession, *, dead_limit: int = 10) -> dic
 async def learning(session: AsyncSession, now: datetime, kept: Figures | None = None) -> Figures:
     started = await _count(session, select(func.count()).select_from(Learner))
     consented = await _count(session, select(func.count()).select_from(Learner).where(Learner.consent_at.is_not(None)))
-    onboarded = await _count(session, select(func.count()).select_from(Learner).where(
-        Learner.consent_at.is_not(None), Learner.status != ONBOARDING))
-    courses = (await session.execute(
-        select(Course.id, Course.slug, Course.title).order_by(Course.title))).all()
-    lessons = dict((await session.execute(
-        select(Lesson.course_id, func.count()).where(Lesson.retired.is_(False)).group_by(Lesson.course_id))).all())
+    onboarded = await _count(
+        session,
+        select(func.count()).select_from(Learner).where(Learner.consent_at.is_not(None), Learner.status != ONBOARDING),
+    )
+    courses = (await session.execute(select(Course.id, Course.slug, Course.title).order_by(Course.title))).all()
+    lessons = dict(
+        (
+            await session.execute(
+                select(Lesson.course_id, func.count()).where(Lesson.retired.is_(False)).group_by(Lesson.course_id)
+            )
+        ).all()
+    )
     # Lessons each learner completed, per course: one GROUP BY over lesson_progress.
     done = (
-        select(LessonProgress.user_id.label("user_id"), Lesson.course_id.label("course_id"),
-               func.count().label("lessons"))
+        select(
+            LessonProgress.user_id.label("user_id"), Lesson.course_id.label("course_id"), func.count().label("lessons")
+        )
         .join(Lesson, Lesson.id == LessonProgress.lesson_id)
         .where(LessonProgress.completed_at.is_not(None))
         .group_by(LessonProgress.user_id, Lesson.course_id)
         .subquery()
     )
-    total = (select(Lesson.course_id.label("course_id"), func.count().label("lessons"))
-             .where(Lesson.retired.is_(False)).group_by(Lesson.course_id).subquery())
-    per_course = {row.course_id: row for row in (await session.execute(
-        select(done.c.course_id,
-               func.count().label("lesson_one"),
-               func.sum(case((done.c.lessons * 2 >= total.c.lessons, 1), else_=0)).label("half"))
-        .join(total, total.c.course_id == done.c.course_id)
-        .group_by(done.c.course_id))).all()}
-    quizzed = dict((await session.execute(
-        select(Question.course_id, func.count(distinct(QuestionCard.user_id)))
-        .join(Question, Question.id == QuestionCard.question_id).group_by(Question.course_id))).all())
-    enrolled = {row.course_id: row for row in (await session.execute(
-        select(Enrollment.course_id, func.count().label("enrolled"),
-               func.sum(case((Enrollment.status == COMPLETED, 1), else_=0)).label("completed"))
-        .group_by(Enrollment.course_id))).all()}
+    total = (
+        select(Lesson.course_id.label("course_id"), func.count().label("lessons"))
+        .where(Lesson.retired.is_(False))
+        .group_by(Lesson.course_id)
+        .subquery()
+    )
+    per_course = {
+        row.course_id: row
+        for row in (
+            await session.execute(
+                select(
+                    done.c.course_id,
+                    func.count().label("lesson_one"),
+                    func.sum(case((done.c.lessons * 2 >= total.c.lessons, 1), else_=0)).label("half"),
+                )
+                .join(total, total.c.course_id == done.c.course_id)
+                .group_by(done.c.course_id)
+            )
+        ).all()
+    }
+    quizzed = dict(
+        (
+            await session.execute(
+                select(Question.course_id, func.count(distinct(QuestionCard.user_id)))
+                .join(Question, Question.id == QuestionCard.question_id)
+                .group_by(Question.course_id)
+            )
+        ).all()
+    )
+    enrolled = {
+        row.course_id: row
+        for row in (
+            await session.execute(
+                select(
+                    Enrollment.course_id,
+                    func.count().label("enrolled"),
+                    func.sum(case((Enrollment.status == COMPLETED, 1), else_=0)).label("completed"),
+                ).group_by(Enrollment.course_id)
+            )
+        ).all()
+    }
     course_rows: list[dict[str, Any]] = []
     for course_id, slug, title in courses:
         counts = enrolled.get(course_id)
         progress = per_course.get(course_id)
-        course_rows.append({
-            "course": slug, "title": title, "lessons": lessons.get(course_id, 0),
-            "enrolled": int(counts.enrolled) if counts else 0,
-            "lesson_one": int(progress.lesson_one) if progress else 0,
-            "first_quiz": quizzed.get(course_id, 0),
-            "half": int(progress.half or 0) if progress else 0,
-            "completed": int(counts.completed or 0) if counts else 0,
-            "median_days": await _median_days_to_complete(session, course_id),
-        })
+        course_rows.append(
+            {
+                "course": slug,
+                "title": title,
+                "lessons": lessons.get(course_id, 0),
+                "enrolled": int(counts.enrolled) if counts else 0,
+                "lesson_one": int(progress.lesson_one) if progress else 0,
+                "first_quiz": quizzed.get(course_id, 0),
+                "half": int(progress.half or 0) if progress else 0,
+                "completed": int(counts.completed or 0) if counts else 0,
+                "median_days": await _median_days_to_complete(session, course_id),
+            }
+        )
     funnel: list[list[Any]] = [["started", started], ["consented", consented], ["onboarded", onboarded]]
     for stage in ("lesson_one", "first_quiz", "half", "completed"):
         funnel.append([stage, sum(row[stage] for row in course_rows)])
@@ -212,8 +281,9 @@ async def learning(session: AsyncSession, now: datetime, kept: Figures | None = 
         "courses": course_rows,
         "lessons": await _lesson_accuracy(session),
         "hardest": await _hardest_questions(session),
-        "reviews_due": await _count(session, select(func.count()).select_from(QuestionCard).where(
-            QuestionCard.due <= now)),
+        "reviews_due": await _count(
+            session, select(func.count()).select_from(QuestionCard).where(QuestionCard.due <= now)
+        ),
         "retention": await _retention(session),
     }
 
@@ -225,8 +295,7 @@ async def _median_days_to_complete(session: AsyncSession, course_id: int) -> flo
     if not count:
         return None
     seconds = _seconds_between(session, Enrollment.started_at, Enrollment.completed_at)
-    middle = await session.scalar(
-        select(seconds).where(finished).order_by(seconds).offset((count - 1) // 2).limit(1))
+    middle = await session.scalar(select(seconds).where(finished).order_by(seconds).offset((count - 1) // 2).limit(1))
     return round(float(middle or 0) / 86400, 1)
 
 
@@ -239,16 +308,19 @@ def _seconds_between(session: AsyncSession, start: Any, end: Any) -> ColumnEleme
 async def _lesson_accuracy(session: AsyncSession) -> list[list[Any]]:
     """Per lesson: answers and the share right, from the review cards' running totals."""
     rows = await session.execute(
-        select(Course.slug, Lesson.position, Lesson.title, func.sum(QuestionCard.attempts),
-               func.sum(QuestionCard.correct))
+        select(
+            Course.slug, Lesson.position, Lesson.title, func.sum(QuestionCard.attempts), func.sum(QuestionCard.correct)
+        )
         .join(Question, Question.id == QuestionCard.question_id)
         .join(Lesson, Lesson.id == Question.lesson_id)
         .join(Course, Course.id == Lesson.course_id)
         .group_by(Course.slug, Lesson.position, Lesson.title)
         .order_by(Course.slug, Lesson.position)
     )
-    return [[slug, position, title, int(answers or 0), _share(right, answers)]
-            for slug, position, title, answers, right in rows.all()]
+    return [
+        [slug, position, title, int(answers or 0), _share(right, answers)]
+        for slug, position, title, answers, right in rows.all()
+    ]
 
 
 def _share(part: Any, whole: Any) -> float | None:
@@ -259,41 +331,62 @@ async def _hardest_questions(session: AsyncSession) -> list[dict[str, Any]]:
     """The questions answered right least often (at least MIN_ANSWERS answers), with the wrong answers given most."""
     answers, right = func.sum(QuestionCard.attempts), func.sum(QuestionCard.correct)
     accuracy = cast(right, Float) / cast(answers, Float)
-    rows = (await session.execute(
-        select(QuestionCard.question_id, answers.label("answers"), right.label("right"))
-        .group_by(QuestionCard.question_id)
-        .having(answers >= MIN_ANSWERS)
-        .order_by(accuracy, QuestionCard.question_id)
-        .limit(HARDEST)
-    )).all()
+    rows = (
+        await session.execute(
+            select(QuestionCard.question_id, answers.label("answers"), right.label("right"))
+            .group_by(QuestionCard.question_id)
+            .having(answers >= MIN_ANSWERS)
+            .order_by(accuracy, QuestionCard.question_id)
+            .limit(HARDEST)
+        )
+    ).all()
     ids = [row.question_id for row in rows]
     if not ids:
         return []
-    questions = {q.id: q for q in await session.execute(
-        select(Question.id, Question.prompt, Course.slug.label("course"))
-        .join(Course, Course.id == Question.course_id).where(Question.id.in_(ids)))}
+    questions = {
+        q.id: q
+        for q in await session.execute(
+            select(Question.id, Question.prompt, Course.slug.label("course"))
+            .join(Course, Course.id == Question.course_id)
+            .where(Question.id.in_(ids))
+        )
+    }
     wrong: dict[int, list[list[Any]]] = {}
-    for question_id, answer, count in (await session.execute(
-        select(QuestionCard.question_id, QuestionCard.last_answer, func.count().label("n"))
-        .where(QuestionCard.question_id.in_(ids), QuestionCard.last_rating == AGAIN,
-               QuestionCard.last_answer.is_not(None))
-        .group_by(QuestionCard.question_id, QuestionCard.last_answer)
-        .order_by(func.count().desc())
-        .limit(HARDEST * 20)
-    )).all():
+    for question_id, answer, count in (
+        await session.execute(
+            select(QuestionCard.question_id, QuestionCard.last_answer, func.count().label("n"))
+            .where(
+                QuestionCard.question_id.in_(ids),
+                QuestionCard.last_rating == AGAIN,
+                QuestionCard.last_answer.is_not(None),
+            )
+            .group_by(QuestionCard.question_id, QuestionCard.last_answer)
+            .order_by(func.count().desc())
+            .limit(HARDEST * 20)
+        )
+    ).all():
         if len(wrong.setdefault(question_id, [])) < 3:
             wrong[question_id].append([answer, count])
-    return [{"course": questions[row.question_id].course, "question": questions[row.question_id].prompt,
-             "answers": int(row.answers), "accuracy": _share(row.right, row.answers),
-             "wrong": wrong.get(row.question_id, [])} for row in rows if row.question_id in questions]
+    return [
+        {
+            "course": questions[row.question_id].course,
+            "question": questions[row.question_id].prompt,
+            "answers": int(row.answers),
+            "accuracy": _share(row.right, row.answers),
+            "wrong": wrong.get(row.question_id, []),
+        }
+        for row in rows
+        if row.question_id in questions
+    ]
 
 
 async def _retention(session: AsyncSession) -> dict[str, Any]:
     """Of the cards reviewed at least once after their first answer, the share whose latest answer was right."""
     reviewed = QuestionCard.attempts >= 2
     cards = await _count(session, select(func.count()).select_from(QuestionCard).where(reviewed))
-    kept = await _count(session, select(func.count()).select_from(QuestionCard).where(
-        reviewed, QuestionCard.last_rating > AGAIN))
+    kept = await _count(
+        session, select(func.count()).select_from(QuestionCard).where(reviewed, QuestionCard.last_rating > AGAIN)
+    )
     return {"reviewed_cards": cards, "recalled": kept, "share": _share(kept, cards)}
 
 
@@ -303,19 +396,36 @@ async def _retention(session: AsyncSession) -> dict[str, Any]:
 async def engagement(session: AsyncSession, now: datetime, kept: Figures | None = None) -> Figures:
     since, old = _recount_since(now, kept, "daily_active")
     day = _day(session, InboundMessage.received_at)
-    active = dict((await session.execute(
-        select(day, func.count(distinct(InboundMessage.conversation_id)))
-        .where(InboundMessage.received_at >= since).group_by(day))).all())
+    active = dict(
+        (
+            await session.execute(
+                select(day, func.count(distinct(InboundMessage.conversation_id)))
+                .where(InboundMessage.received_at >= since)
+                .group_by(day)
+            )
+        ).all()
+    )
     yesterday = (now - timedelta(days=1)).date()
     current = case((Learner.last_active_on >= yesterday, Learner.streak_days), else_=0)
     bucket = case(
-        (current == 0, literal("0")), (current == 1, literal("1")), (current <= 3, literal("2–3")),
-        (current <= 7, literal("4–7")), (current <= 14, literal("8–14")), (current <= 30, literal("15–30")),
+        (current == 0, literal("0")),
+        (current == 1, literal("1")),
+        (current <= 3, literal("2–3")),
+        (current <= 7, literal("4–7")),
+        (current <= 14, literal("8–14")),
+        (current <= 30, literal("15–30")),
         else_=literal("31+"),
     )
-    streaks: dict[str, int] = dict((await session.execute(
-        select(bucket, func.count()).select_from(Learner).where(Learner.consent_at.is_not(None))
-        .group_by(bucket))).all())
+    streaks: dict[str, int] = dict(
+        (
+            await session.execute(
+                select(bucket, func.count())
+                .select_from(Learner)
+                .where(Learner.consent_at.is_not(None))
+                .group_by(bucket)
+            )
+        ).all()
+    )
     return {
         "daily_active": _series(now, since, old, lambda day: [day, active.get(day, 0)]),
         "streaks": [[name, streaks.get(name, 0)] for name in ("0", "1", "2–3", "4–7", "8–14", "15–30", "31+")],
@@ -328,24 +438,40 @@ async def _cohorts(session: AsyncSession, now: datetime) -> list[dict[str, Any]]
     week since: the week they came (week 0), the next (week 1), …"""
     since = _midnight(now, now.weekday() + 7 * (WEEKS - 1))
     joined = _week(session, User.created_at)
-    sizes = dict((await session.execute(
-        select(joined, func.count()).select_from(User).join(Learner, Learner.user_id == User.id)
-        .where(User.created_at >= since, Learner.consent_at.is_not(None)).group_by(joined))).all())
+    sizes = dict(
+        (
+            await session.execute(
+                select(joined, func.count())
+                .select_from(User)
+                .join(Learner, Learner.user_id == User.id)
+                .where(User.created_at >= since, Learner.consent_at.is_not(None))
+                .group_by(joined)
+            )
+        ).all()
+    )
     learned = _week(session, LessonProgress.started_at)
-    active = (await session.execute(
-        select(joined, learned, func.count(distinct(User.id)))
-        .join(Learner, Learner.user_id == User.id)
-        .join(LessonProgress, LessonProgress.user_id == User.id)
-        .where(User.created_at >= since, Learner.consent_at.is_not(None), LessonProgress.started_at >= since)
-        .group_by(joined, learned))).all()
+    active = (
+        await session.execute(
+            select(joined, learned, func.count(distinct(User.id)))
+            .join(Learner, Learner.user_id == User.id)
+            .join(LessonProgress, LessonProgress.user_id == User.id)
+            .where(User.created_at >= since, Learner.consent_at.is_not(None), LessonProgress.started_at >= since)
+            .group_by(joined, learned)
+        )
+    ).all()
     weeks: dict[str, dict[int, int]] = {}
     for cohort, week, count in active:
         offset = (datetime.fromisoformat(str(week)) - datetime.fromisoformat(str(cohort))).days // 7
         if offset >= 0:
             weeks.setdefault(str(cohort), {})[offset] = count
-    return [{"week": str(week), "learners": size, "active": [weeks.get(str(week), {}).get(n, 0)
-                                                             for n in range(_weeks_since(str(week), now))]}
-            for week, size in sorted(sizes.items())]
+    return [
+        {
+            "week": str(week),
+            "learners": size,
+            "active": [weeks.get(str(week), {}).get(n, 0) for n in range(_weeks_since(str(week), now))],
+        }
+        for week, size in sorted(sizes.items())
+    ]
 
 
 def _weeks_since(week: str, now: datetime) -> int:
@@ -354,54 +480,78 @@ def _weeks_since(week: str, now: datetime) -> int:
 
 async def nudge_records(session: AsyncSession) -> list[tuple[str, str, int, int]]:
     """Live: every reminder template's record (kind, template, delivered and settled, came back)."""
-    rows = await session.execute(select(NudgeTemplateStats.kind, NudgeTemplateStats.template,
-                                        NudgeTemplateStats.sent, NudgeTemplateStats.came_back))
+    rows = await session.execute(
+        select(
+            NudgeTemplateStats.kind, NudgeTemplateStats.template, NudgeTemplateStats.sent, NudgeTemplateStats.came_back
+        )
+    )
     return [(kind, template, sent, came_back) for kind, template, sent, came_back in rows.all()]
 
 
 async def broadcast_reach(session: AsyncSession, limit: int = 10) -> list[list[Any]]:
     """Live: the latest broadcasts, with their recipients and the copies queued so far."""
     rows = await session.scalars(select(Broadcast).order_by(Broadcast.id.desc()).limit(limit))
-    return [[b.id, b.created_at.date().isoformat(), b.status, b.text[:80], b.recipients or b.preview_count, b.queued]
-            for b in rows]
+    return [
+        [b.id, b.created_at.date().isoformat(), b.status, b.text[:80], b.recipients or b.preview_count, b.queued]
+        for b in rows
+    ]
 
 
 # Knowledge ----------------------------------------------------------------------------------------------------------
 
 
 async def knowledge(session: AsyncSession, now: datetime, kept: Figures | None = None) -> Figures:
-    outcomes = dict((await session.execute(
-        select(KnowledgeQuestion.outcome, func.count()).group_by(KnowledgeQuestion.outcome))).all())
+    outcomes = dict(
+        (
+            await session.execute(select(KnowledgeQuestion.outcome, func.count()).group_by(KnowledgeQuestion.outcome))
+        ).all()
+    )
     since, old = _recount_since(now, kept, "daily")
     day = _day(session, KnowledgeQuestion.asked_at)
     daily: dict[str, dict[str, int]] = {}
-    for d, outcome, count in (await session.execute(
-        select(day, KnowledgeQuestion.outcome, func.count()).where(KnowledgeQuestion.asked_at >= since)
-        .group_by(day, KnowledgeQuestion.outcome))).all():
+    for d, outcome, count in (
+        await session.execute(
+            select(day, KnowledgeQuestion.outcome, func.count())
+            .where(KnowledgeQuestion.asked_at >= since)
+            .group_by(day, KnowledgeQuestion.outcome)
+        )
+    ).all():
         daily.setdefault(d, {})[outcome] = count
     topics = await session.execute(
         select(KnowledgeQuestion.course, KnowledgeQuestion.topic, func.count().label("n"))
         .where(KnowledgeQuestion.outcome == "answered", KnowledgeQuestion.topic.is_not(None))
         .group_by(KnowledgeQuestion.course, KnowledgeQuestion.topic)
-        .order_by(func.count().desc(), KnowledgeQuestion.topic).limit(TOP * 5)
+        .order_by(func.count().desc(), KnowledgeQuestion.topic)
+        .limit(TOP * 5)
     )
     declined = await session.execute(
-        select(KnowledgeQuestion.normalized, func.count().label("n"), func.min(KnowledgeQuestion.question),
-               func.max(KnowledgeQuestion.asked_at))
+        select(
+            KnowledgeQuestion.normalized,
+            func.count().label("n"),
+            func.min(KnowledgeQuestion.question),
+            func.max(KnowledgeQuestion.asked_at),
+        )
         .where(KnowledgeQuestion.outcome == "declined", KnowledgeQuestion.reason == "not_covered")
         .group_by(KnowledgeQuestion.normalized)
-        .order_by(func.count().desc(), KnowledgeQuestion.normalized).limit(TOP)
+        .order_by(func.count().desc(), KnowledgeQuestion.normalized)
+        .limit(TOP)
     )
     return {
         "asked": sum(outcomes.values()),
         "answered": outcomes.get("answered", 0),
         "declined": outcomes.get("declined", 0),
         "limited": outcomes.get("limited", 0),
-        "daily": _series(now, since, old, lambda day: [day, daily.get(day, {}).get("answered", 0),
-                                                       daily.get(day, {}).get("declined", 0)]),
+        "daily": _series(
+            now,
+            since,
+            old,
+            lambda day: [day, daily.get(day, {}).get("answered", 0), daily.get(day, {}).get("declined", 0)],
+        ),
         "topics": [[course, topic, n] for course, topic, n in topics.all()],
-        "declined_most": [[example, n, last.date().isoformat() if hasattr(last, "date") else str(last)[:10]]
-                          for _normalized, n, example, last in declined.all()],
+        "declined_most": [
+            [example, n, last.date().isoformat() if hasattr(last, "date") else str(last)[:10]]
+            for _normalized, n, example, last in declined.all()
+        ],
     }
 
 
@@ -413,46 +563,81 @@ async def revenue(session: AsyncSession) -> list[list[Any]]:
     paid = Payment.status.in_([PaymentStatus.PAID.value, PaymentStatus.REFUNDED.value])
     refunded = Payment.status == PaymentStatus.REFUNDED.value
     rows = await session.execute(
-        select(Course.slug, Payment.currency,
-               func.sum(case((paid, 1), else_=0)), func.sum(case((paid, Payment.amount_minor), else_=0)),
-               func.sum(case((refunded, 1), else_=0)), func.sum(case((refunded, Payment.amount_minor), else_=0)))
+        select(
+            Course.slug,
+            Payment.currency,
+            func.sum(case((paid, 1), else_=0)),
+            func.sum(case((paid, Payment.amount_minor), else_=0)),
+            func.sum(case((refunded, 1), else_=0)),
+            func.sum(case((refunded, Payment.amount_minor), else_=0)),
+        )
         .join(Course, Course.id == Payment.course_id)
-        .group_by(Course.slug, Payment.currency).order_by(Course.slug, Payment.currency)
+        .group_by(Course.slug, Payment.currency)
+        .order_by(Course.slug, Payment.currency)
     )
-    return [[slug, currency, int(sales or 0), int(amount or 0), int(refunds or 0), int(refund_amount or 0)]
-            for slug, currency, sales, amount, refunds, refund_amount in rows.all()]
+    return [
+        [slug, currency, int(sales or 0), int(amount or 0), int(refunds or 0), int(refund_amount or 0)]
+        for slug, currency, sales, amount, refunds, refund_amount in rows.all()
+    ]
 
 
 # Learners (live, by index) ------------------------------------------------------------------------------------------
 
 
-async def find_learners(session: AsyncSession, text: str, *, team: str | None = None,
-                        limit: int = 20) -> list[list[Any]]:
+async def find_learners(
+    session: AsyncSession, text: str, *, team: str | None = None, limit: int = 20
+) -> list[list[Any]]:
     """Learners whose name starts with `text` (any case), or whose address is `text` (`telegram:12345`) or starts
     with it; `team` narrows to one Slack workspace's people."""
     text = text.strip()
-    query = (select(User.id, User.display_name, User.last_active_at, Learner.status)
-             .outerjoin(Learner, Learner.user_id == User.id).order_by(User.id).limit(limit))
+    query = (
+        select(User.id, User.display_name, User.last_active_at, Learner.status)
+        .outerjoin(Learner, Learner.user_id == User.id)
+        .order_by(User.id)
+        .limit(limit)
+    )
     channel, colon, external = text.partition(":")
     if colon and channel.isalpha():
-        query = query.where(User.id.in_(select(ChannelIdentity.user_id).where(
-            ChannelIdentity.channel == channel.lower(), starts_with(ChannelIdentity.external_id, external))))
+        query = query.where(
+            User.id.in_(
+                select(ChannelIdentity.user_id).where(
+                    ChannelIdentity.channel == channel.lower(), starts_with(ChannelIdentity.external_id, external)
+                )
+            )
+        )
     elif text.isdigit():
         query = query.where(User.id == int(text))
     else:
         query = query.where(starts_with(func.lower(User.display_name), text.lower()))
     if team is not None:
-        query = query.where(User.id.in_(select(ChannelIdentity.user_id).where(
-            ChannelIdentity.channel == "slack", starts_with(ChannelIdentity.external_id, f"{team}/"))))
+        query = query.where(
+            User.id.in_(
+                select(ChannelIdentity.user_id).where(
+                    ChannelIdentity.channel == "slack", starts_with(ChannelIdentity.external_id, f"{team}/")
+                )
+            )
+        )
     rows = (await session.execute(query)).all()
     addresses: dict[int, list[str]] = {}
     if rows:
-        for user_id, channel_name, external_id in (await session.execute(
-            select(ChannelIdentity.user_id, ChannelIdentity.channel, ChannelIdentity.external_id)
-            .where(ChannelIdentity.user_id.in_([row.id for row in rows])))).all():
+        for user_id, channel_name, external_id in (
+            await session.execute(
+                select(ChannelIdentity.user_id, ChannelIdentity.channel, ChannelIdentity.external_id).where(
+                    ChannelIdentity.user_id.in_([row.id for row in rows])
+                )
+            )
+        ).all():
             addresses.setdefault(user_id, []).append(f"{channel_name}:{external_id}")
-    return [[row.id, row.display_name or "", ", ".join(addresses.get(row.id, [])), row.status or "",
-             row.last_active_at.isoformat() if row.last_active_at else ""] for row in rows]
+    return [
+        [
+            row.id,
+            row.display_name or "",
+            ", ".join(addresses.get(row.id, [])),
+            row.status or "",
+            row.last_active_at.isoformat() if row.last_active_at else "",
+        ]
+        for row in rows
+    ]
 
 
 async def timeline(session: AsyncSession, user_id: int, *, limit: int = 30) -> dict[str, Any] | None:
@@ -461,42 +646,85 @@ async def timeline(session: AsyncSession, user_id: int, *, limit: int = 30) -> d
     if user is None:
         return None
     learner = await session.get(Learner, user_id)
-    addresses = [f"{c}:{e}" for c, e in (await session.execute(
-        select(ChannelIdentity.channel, ChannelIdentity.external_id).where(ChannelIdentity.user_id == user_id))).all()]
-    courses = (await session.execute(
-        select(Course.slug, Course.title, Enrollment.status, Enrollment.started_at, Enrollment.completed_at)
-        .join(Course, Course.id == Enrollment.course_id).where(Enrollment.user_id == user_id))).all()
+    addresses = [
+        f"{c}:{e}"
+        for c, e in (
+            await session.execute(
+                select(ChannelIdentity.channel, ChannelIdentity.external_id).where(ChannelIdentity.user_id == user_id)
+            )
+        ).all()
+    ]
+    courses = (
+        await session.execute(
+            select(Course.slug, Course.title, Enrollment.status, Enrollment.started_at, Enrollment.completed_at)
+            .join(Course, Course.id == Enrollment.course_id)
+            .where(Enrollment.user_id == user_id)
+        )
+    ).all()
     events: list[list[Any]] = []
-    for title, started, completed, score in (await session.execute(
-        select(Lesson.title, LessonProgress.started_at, LessonProgress.completed_at, LessonProgress.score)
-        .join(Lesson, Lesson.id == LessonProgress.lesson_id).where(LessonProgress.user_id == user_id)
-        .order_by(LessonProgress.started_at.desc()).limit(limit))).all():
-        events.append([(completed or started).isoformat(), "lesson",
-                       f"{title} — " + ("done" + (f", {round(100 * score)} %" if score is not None else "")
-                                         if completed else "started")])
-    for prompt, answer, rating, at in (await session.execute(
-        select(Question.prompt, QuestionCard.last_answer, QuestionCard.last_rating, QuestionCard.last_reviewed_at)
-        .join(Question, Question.id == QuestionCard.question_id).where(QuestionCard.user_id == user_id)
-        .order_by(QuestionCard.last_reviewed_at.desc()).limit(limit))).all():
+    for title, started, completed, score in (
+        await session.execute(
+            select(Lesson.title, LessonProgress.started_at, LessonProgress.completed_at, LessonProgress.score)
+            .join(Lesson, Lesson.id == LessonProgress.lesson_id)
+            .where(LessonProgress.user_id == user_id)
+            .order_by(LessonProgress.started_at.desc())
+            .limit(limit)
+        )
+    ).all():
+        events.append(
+            [
+                (completed or started).isoformat(),
+                "lesson",
+                f"{title} — "
+                + ("done" + (f", {round(100 * score)} %" if score is not None else "") if completed else "started"),
+            ]
+        )
+    for prompt, answer, rating, at in (
+        await session.execute(
+            select(Question.prompt, QuestionCard.last_answer, QuestionCard.last_rating, QuestionCard.last_reviewed_at)
+            .join(Question, Question.id == QuestionCard.question_id)
+            .where(QuestionCard.user_id == user_id)
+            .order_by(QuestionCard.last_reviewed_at.desc())
+            .limit(limit)
+        )
+    ).all():
         if at is not None:
             events.append([at.isoformat(), "answer" if rating != AGAIN else "wrong answer", f"{prompt} → {answer}"])
     # What they wrote in the chats that are theirs (found by index), not what others wrote there (a group).
-    sent_by_them = or_(*(and_(InboundMessage.channel == a.split(":", 1)[0],
-                              InboundMessage.sender_id == a.split(":", 1)[1]) for a in addresses)) \
-        if addresses else literal(False)
+    sent_by_them = (
+        or_(
+            *(
+                and_(InboundMessage.channel == a.split(":", 1)[0], InboundMessage.sender_id == a.split(":", 1)[1])
+                for a in addresses
+            )
+        )
+        if addresses
+        else literal(False)
+    )
     theirs = select(Conversation.id).where(Conversation.user_id == user_id)
-    for at, payload in (await session.execute(
-        select(InboundMessage.received_at, InboundMessage.payload)
-        .where(InboundMessage.conversation_id.in_(theirs), sent_by_them)
-        .order_by(InboundMessage.received_at.desc()).limit(limit))).all():
+    for at, payload in (
+        await session.execute(
+            select(InboundMessage.received_at, InboundMessage.payload)
+            .where(InboundMessage.conversation_id.in_(theirs), sent_by_them)
+            .order_by(InboundMessage.received_at.desc())
+            .limit(limit)
+        )
+    ).all():
         events.append([at.isoformat(), "message", str((payload or {}).get("text", ""))[:300]])
     events.sort(key=lambda event: event[0], reverse=True)
     return {
-        "id": user.id, "name": user.display_name or "", "addresses": addresses, "locale": user.locale,
-        "timezone": user.timezone or "", "status": learner.status if learner else "",
-        "streak": learner.streak_days if learner else 0, "points": learner.points if learner else 0,
-        "courses": [[slug, title, status, started.isoformat(), completed.isoformat() if completed else ""]
-                    for slug, title, status, started, completed in courses],
+        "id": user.id,
+        "name": user.display_name or "",
+        "addresses": addresses,
+        "locale": user.locale,
+        "timezone": user.timezone or "",
+        "status": learner.status if learner else "",
+        "streak": learner.streak_days if learner else 0,
+        "points": learner.points if learner else 0,
+        "courses": [
+            [slug, title, status, started.isoformat(), completed.isoformat() if completed else ""]
+            for slug, title, status, started, completed in courses
+        ],
         "events": events[: limit * 2],
     }
 
@@ -530,4 +758,3 @@ async def snapshot(session: AsyncSession, name: str) -> DashboardFigures | None:
 async def forget_quoted_figures(session: AsyncSession) -> None:
     """Drop the figures that quote learners (a person is being erased): the page counts them again when next read."""
     await session.execute(delete(DashboardFigures).where(DashboardFigures.name.in_(QUOTING)))
-

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from storage import sqlite_inline
+from storage import postgres_statements, sqlite_inline
 from storage.group_commit import GroupCommit
 from storage.postgres_driver import DriverPool
 
@@ -62,8 +64,12 @@ def _ensure_sqlite_folder(url: str) -> None:
 
 
 def _sqlite_pragmas(busy_timeout_ms: int) -> tuple[str, ...]:
-    return ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON",
-            f"PRAGMA busy_timeout={busy_timeout_ms}")
+    return (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=NORMAL",
+        "PRAGMA foreign_keys=ON",
+        f"PRAGMA busy_timeout={busy_timeout_ms}",
+    )
 
 
 def _configure_sqlite(engine: Engine, *, immediate: bool = True, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
@@ -103,9 +109,7 @@ def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
         # own busy timeout is 0; a locked database is waited for there, asynchronously.
         engine = create_async_engine(
             async_url(url),
-            async_creator=sqlite_inline.connector(
-                _sqlite_path(url), busy_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000
-            ),
+            async_creator=sqlite_inline.connector(_sqlite_path(url), busy_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000),
             pool_size=1,
             max_overflow=0,
             pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 * 4,
@@ -115,7 +119,12 @@ def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
         return engine
     # No pre-ping (a round trip per checkout); a dropped connection fails its transaction, which is retried.
     return create_async_engine(
-        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, hide_parameters=True
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=1800,
+        hide_parameters=True,
+        connect_args=postgres_statements.CONNECT_ARGS,
     )
 
 
@@ -151,7 +160,8 @@ class Turnstile:
         self._owner: asyncio.Task[Any] | None = None
         self._depth = 0
         self._waiting: tuple[deque[asyncio.Future[None] | _HandOver], deque[asyncio.Future[None] | _HandOver]] = (
-            deque(), deque()
+            deque(),
+            deque(),
         )
         self._urgent_in_a_row = urgent_in_a_row
         self._urgent_streak = 0
@@ -321,6 +331,7 @@ class Database:
                 max_overflow=urgent_pool_size,
                 pool_recycle=1800,
                 hide_parameters=True,
+                connect_args=postgres_statements.CONNECT_ARGS,
             )
             self._urgent_sessions = async_sessionmaker(self._urgent_engine, expire_on_commit=False)
 
@@ -348,6 +359,16 @@ class Database:
             session.info[DRIVER] = None
             try:
                 yield session
+                raw = session.info[DRIVER]
+                if raw is not None and self._drivers is not None:
+                    # PostgreSQL, the driver's connection found: committed as the prepared statements ran (one write,
+                    # one read; storage.postgres_statements), after the session's last changes are flushed; the
+                    # session's own commit then finds the transaction ended.
+                    await session.flush()
+                    try:
+                        await postgres_statements.commit(raw.driver)
+                    except psycopg.Error as exc:
+                        raise DBAPIError.instance("COMMIT", None, exc, psycopg.Error, hide_parameters=True) from exc
             finally:
                 session.info.pop(DRIVER, None)
 

@@ -88,7 +88,9 @@ async def _allowance(session: AsyncSession, learner: str, now: datetime) -> Know
         .on_conflict_do_nothing(index_elements=["learner"])
     )
     row = await session.scalar(
-        select(KnowledgeAllowance).where(KnowledgeAllowance.learner == learner).with_for_update()
+        select(KnowledgeAllowance)
+        .where(KnowledgeAllowance.learner == learner)
+        .with_for_update()
         .execution_options(populate_existing=True)
     )
     assert row is not None
@@ -125,7 +127,8 @@ async def model_use_today(session: AsyncSession, *, now: datetime | None = None)
     day = (now or utcnow()).date().isoformat()
     calls = await session.scalar(select(KnowledgeModelCalls.calls).where(KnowledgeModelCalls.day == day))
     tokens = await session.scalar(
-        select(func.coalesce(func.sum(KnowledgeAllowance.day_tokens), 0)).where(KnowledgeAllowance.day == day))
+        select(func.coalesce(func.sum(KnowledgeAllowance.day_tokens), 0)).where(KnowledgeAllowance.day == day)
+    )
     return int(calls or 0), int(tokens or 0)
 
 

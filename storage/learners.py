@@ -91,8 +91,12 @@ class Learner(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     __table_args__ = (
-        Index("ix_learners_next_lesson_unknown", "next_lesson_at",
-              postgresql_where=text(NEXT_LESSON_UNKNOWN), sqlite_where=text(NEXT_LESSON_UNKNOWN)),
+        Index(
+            "ix_learners_next_lesson_unknown",
+            "next_lesson_at",
+            postgresql_where=text(NEXT_LESSON_UNKNOWN),
+            sqlite_where=text(NEXT_LESSON_UNKNOWN),
+        ),
     )
 
 
@@ -168,8 +172,16 @@ async def learner_for(session: AsyncSession, user: User) -> Learner:
     """The learner row of `user`, created on first use."""
     learner = await session.get(Learner, user.id)
     if learner is None:
-        learner = Learner(user_id=user.id, status=ONBOARDING, lesson_days=EVERY_DAY, daily_goal=1, points=0,
-                          streak_days=0, best_streak=0, language_chosen=False)
+        learner = Learner(
+            user_id=user.id,
+            status=ONBOARDING,
+            lesson_days=EVERY_DAY,
+            daily_goal=1,
+            points=0,
+            streak_days=0,
+            best_streak=0,
+            language_chosen=False,
+        )
         session.add(learner)
         await session.flush()
     return learner
@@ -229,9 +241,9 @@ def in_quiet_hours(learner: Learner, user: User, now: datetime) -> bool:
 async def language_of_chat(session: AsyncSession, channel: str, chat_id: str) -> str | None:
     """The language of the learner in a chat (`users.locale`), or None when nobody there is known yet."""
     return await session.scalar(
-        select(User.locale).join(Conversation, Conversation.user_id == User.id).where(
-            Conversation.channel == channel, Conversation.chat_id == chat_id
-        )
+        select(User.locale)
+        .join(Conversation, Conversation.user_id == User.id)
+        .where(Conversation.channel == channel, Conversation.chat_id == chat_id)
     )
 
 

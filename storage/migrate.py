@@ -30,7 +30,8 @@ def head_revisions() -> frozenset[str]:
     script = ScriptDirectory(str(MIGRATIONS))
     heads = set(script.get_heads())
     covered = {
-        head for head in heads
+        head
+        for head in heads
         if any(head in {r.revision for r in script.iterate_revisions(other, "base")} for other in heads - {head})
     }
     return frozenset(heads - covered)

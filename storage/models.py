@@ -160,9 +160,7 @@ class InboundSequence(Base):
 
     __tablename__ = "inbound_sequences"
 
-    conversation_id: Mapped[int] = mapped_column(
-        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
-    )
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True)
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
 
 

@@ -116,8 +116,10 @@ class Notices:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("listening for other processes' notices failed; polls cover meanwhile",
-                            extra={"error": str(exc)[:300]})
+                log.warning(
+                    "listening for other processes' notices failed; polls cover meanwhile",
+                    extra={"error": str(exc)[:300]},
+                )
             finally:
                 self.listening.clear()
             await asyncio.sleep(RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)])

@@ -70,8 +70,18 @@ class OutboxEntry:
 
 
 _OUTBOX = OutboxMessage.__table__
-_QUEUED_COLUMNS = ("conversation_id", "channel", "chat_id", "payload", "status", "attempts", "next_attempt_at",
-                   "created_at", "idempotency_key", "inbound_message_id")
+_QUEUED_COLUMNS = (
+    "conversation_id",
+    "channel",
+    "chat_id",
+    "payload",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "idempotency_key",
+    "inbound_message_id",
+)
 # Per backend, built once and run on the driver (storage.prepared): INSERT … ON CONFLICT DO NOTHING RETURNING id
 # (the ORM's bulk insert on the mapped class costs several times the CPU).
 _INSERTS = {
@@ -225,9 +235,12 @@ async def outbox_counts(session: AsyncSession) -> dict[str, int]:
 
 
 async def pending_inbound_count(session: AsyncSession) -> int:
-    return await session.scalar(
-        select(func.count()).select_from(InboundMessage).where(InboundMessage.status == InboundStatus.PENDING)
-    ) or 0
+    return (
+        await session.scalar(
+            select(func.count()).select_from(InboundMessage).where(InboundMessage.status == InboundStatus.PENDING)
+        )
+        or 0
+    )
 
 
 _CONVERSATIONS = Conversation.__table__
@@ -258,9 +271,7 @@ async def sent_replies(
 async def chats_sent_since(session: AsyncSession, channel: str, since: datetime) -> set[str]:
     """The chats of `channel` sent a reply at or after `since` (by the (channel, sent_at) index)."""
     rows = await session.scalars(
-        select(OutboxMessage.chat_id)
-        .where(OutboxMessage.channel == channel, OutboxMessage.sent_at >= since)
-        .distinct()
+        select(OutboxMessage.chat_id).where(OutboxMessage.channel == channel, OutboxMessage.sent_at >= since).distinct()
     )
     return set(rows)
 
@@ -326,10 +337,7 @@ DEAD_NEWEST_FIRST = (OutboxMessage.id + 0).desc()
 
 async def dead_letters(session: AsyncSession, limit: int = 50) -> Sequence[OutboxMessage]:
     query = (
-        select(OutboxMessage)
-        .where(OutboxMessage.status == OutboxStatus.DEAD)
-        .order_by(DEAD_NEWEST_FIRST)
-        .limit(limit)
+        select(OutboxMessage).where(OutboxMessage.status == OutboxStatus.DEAD).order_by(DEAD_NEWEST_FIRST).limit(limit)
     )
     return (await session.scalars(query)).all()
 

@@ -108,13 +108,24 @@ class PaymentEvent(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-async def record_event(session: AsyncSession, provider: str, event_id: str, type: str, payload: dict[str, Any],
-                       outcome: str) -> bool:
+async def record_event(
+    session: AsyncSession, provider: str, event_id: str, type: str, payload: dict[str, Any], outcome: str
+) -> bool:
     """Store a verified event once; False if its id was recorded before (a redelivery)."""
-    inserted = await session.scalar(insert_ignoring_conflicts(session, PaymentEvent, {
-        "provider": provider, "event_id": event_id, "type": type, "payload": payload, "outcome": outcome,
-        "received_at": utcnow(),
-    }).returning(PaymentEvent.id))
+    inserted = await session.scalar(
+        insert_ignoring_conflicts(
+            session,
+            PaymentEvent,
+            {
+                "provider": provider,
+                "event_id": event_id,
+                "type": type,
+                "payload": payload,
+                "outcome": outcome,
+                "received_at": utcnow(),
+            },
+        ).returning(PaymentEvent.id)
+    )
     return inserted is not None
 
 
@@ -129,8 +140,9 @@ async def payment_by_charge(session: AsyncSession, provider: str, charge_referen
 
 
 async def payment_by_subscription(session: AsyncSession, subscription_reference: str) -> Payment | None:
-    return await session.scalar(select(Payment).where(Payment.provider == STRIPE,
-                                                      Payment.subscription_reference == subscription_reference))
+    return await session.scalar(
+        select(Payment).where(Payment.provider == STRIPE, Payment.subscription_reference == subscription_reference)
+    )
 
 
 async def subscription_offered(session: AsyncSession, user_id: int, course_id: int) -> Payment | None:
@@ -138,19 +150,30 @@ async def subscription_offered(session: AsyncSession, user_id: int, course_id: i
     subscription event that arrives before its checkout's completion belongs to."""
     return await session.scalar(
         select(Payment)
-        .where(Payment.provider == STRIPE, Payment.user_id == user_id, Payment.course_id == course_id,
-               Payment.period.is_not(None), Payment.subscription_reference.is_(None))
-        .order_by(Payment.id.desc()).limit(1)
+        .where(
+            Payment.provider == STRIPE,
+            Payment.user_id == user_id,
+            Payment.course_id == course_id,
+            Payment.period.is_not(None),
+            Payment.subscription_reference.is_(None),
+        )
+        .order_by(Payment.id.desc())
+        .limit(1)
     )
 
 
 async def refund_reported(session: AsyncSession, charge_reference: str) -> bool:
     """Whether Stripe reported a refund of this payment intent before any payment of ours carried it (a refund
     made in the Dashboard while the checkout's completion was still on its way)."""
-    found = await session.scalar(select(PaymentEvent.id).where(
-        PaymentEvent.provider == STRIPE, PaymentEvent.type == "charge.refunded",
-        cast(PaymentEvent.payload, Text).contains(f'"{charge_reference}"'),
-    ).limit(1))
+    found = await session.scalar(
+        select(PaymentEvent.id)
+        .where(
+            PaymentEvent.provider == STRIPE,
+            PaymentEvent.type == "charge.refunded",
+            cast(PaymentEvent.payload, Text).contains(f'"{charge_reference}"'),
+        )
+        .limit(1)
+    )
     return found is not None
 
 
@@ -158,8 +181,7 @@ async def purchases(session: AsyncSession, user_id: int) -> Sequence[Payment]:
     """A learner's paid and refunded payments, newest first."""
     rows = await session.scalars(
         select(Payment)
-        .where(Payment.user_id == user_id,
-               Payment.status.in_((PaymentStatus.PAID.value, PaymentStatus.REFUNDED.value)))
+        .where(Payment.user_id == user_id, Payment.status.in_((PaymentStatus.PAID.value, PaymentStatus.REFUNDED.value)))
         .order_by(Payment.id.desc())
     )
     return rows.all()
@@ -191,18 +213,33 @@ async def revenue(session: AsyncSession) -> list[Revenue]:
     taken = (PaymentStatus.PAID.value, PaymentStatus.REFUNDED.value)
     refunded = Payment.status == PaymentStatus.REFUNDED.value
     rows = await session.execute(
-        select(Payment.course_id, Payment.currency, func.count(), func.sum(charged),
-               func.count().filter(refunded), func.coalesce(func.sum(charged).filter(refunded), 0))
+        select(
+            Payment.course_id,
+            Payment.currency,
+            func.count(),
+            func.sum(charged),
+            func.count().filter(refunded),
+            func.coalesce(func.sum(charged).filter(refunded), 0),
+        )
         .where(Payment.status.in_(taken))
         .group_by(Payment.course_id, Payment.currency)
     )
-    totals = [Revenue(int(course), currency, int(count), int(paid or 0), int(refunds), int(back or 0))
-              for course, currency, count, paid, refunds, back in rows]
+    totals = [
+        Revenue(int(course), currency, int(count), int(paid or 0), int(refunds), int(back or 0))
+        for course, currency, count, paid, refunds, back in rows
+    ]
     return sorted(totals, key=lambda row: (-row.net_minor, row.course_id, row.currency))
 
 
-async def move_status(session: AsyncSession, payment: Payment, to: PaymentStatus, *,
-                      allowed_from: Sequence[PaymentStatus], now: datetime, **values: Any) -> bool:
+async def move_status(
+    session: AsyncSession,
+    payment: Payment,
+    to: PaymentStatus,
+    *,
+    allowed_from: Sequence[PaymentStatus],
+    now: datetime,
+    **values: Any,
+) -> bool:
     """Move a payment to `to` only from one of `allowed_from`, as one conditional UPDATE: of two events that confirm
     the same payment at once, exactly one moves it (the other finds it moved and does nothing)."""
     if to is PaymentStatus.PAID:
@@ -220,24 +257,50 @@ async def move_status(session: AsyncSession, payment: Payment, to: PaymentStatus
     return moved
 
 
-async def grant(session: AsyncSession, user_id: int, course_id: int, *, source: str, reference: str,
-                expires_at: datetime | None = None, now: datetime | None = None) -> bool:
+async def grant(
+    session: AsyncSession,
+    user_id: int,
+    course_id: int,
+    *,
+    source: str,
+    reference: str,
+    expires_at: datetime | None = None,
+    now: datetime | None = None,
+) -> bool:
     """Entitle a learner to a course; False if an entitlement with this (source, reference) exists already."""
-    inserted = await session.scalar(insert_ignoring_conflicts(session, Entitlement, {
-        "user_id": user_id, "course_id": course_id, "source": source, "reference": reference,
-        "granted_at": now or utcnow(), "expires_at": expires_at,
-    }).returning(Entitlement.id))
+    inserted = await session.scalar(
+        insert_ignoring_conflicts(
+            session,
+            Entitlement,
+            {
+                "user_id": user_id,
+                "course_id": course_id,
+                "source": source,
+                "reference": reference,
+                "granted_at": now or utcnow(),
+                "expires_at": expires_at,
+            },
+        ).returning(Entitlement.id)
+    )
     return inserted is not None
 
 
-async def grant_purchase(session: AsyncSession, payment: Payment, now: datetime, *,
-                         expires_at: datetime | None = None) -> bool:
+async def grant_purchase(
+    session: AsyncSession, payment: Payment, now: datetime, *, expires_at: datetime | None = None
+) -> bool:
     """Entitle the buyer (a subscription's buyer until `expires_at`); nothing when the buyer's data was erased
     meanwhile (the sale is kept, detached)."""
     if payment.user_id is None:
         return False
-    return await grant(session, payment.user_id, payment.course_id, source=SOURCE_PURCHASE,
-                       reference=payment.entitlement_reference, expires_at=expires_at, now=now)
+    return await grant(
+        session,
+        payment.user_id,
+        payment.course_id,
+        source=SOURCE_PURCHASE,
+        reference=payment.entitlement_reference,
+        expires_at=expires_at,
+        now=now,
+    )
 
 
 async def _change_purchase(session: AsyncSession, payment: Payment, **values: Any) -> int:
@@ -245,8 +308,11 @@ async def _change_purchase(session: AsyncSession, payment: Payment, **values: An
     confirmed, or after it was refunded)."""
     result = await session.execute(
         update(Entitlement)
-        .where(Entitlement.source == SOURCE_PURCHASE, Entitlement.reference == payment.entitlement_reference,
-               Entitlement.revoked_at.is_(None))
+        .where(
+            Entitlement.source == SOURCE_PURCHASE,
+            Entitlement.reference == payment.entitlement_reference,
+            Entitlement.revoked_at.is_(None),
+        )
         .values(**values)
         .execution_options(synchronize_session=False)
     )
@@ -267,8 +333,12 @@ async def revoke_all(session: AsyncSession, user_id: int, course_id: int, now: d
     """Revoke every live entitlement of a learner to a course (an admin's revoke): the number revoked."""
     result = await session.execute(
         update(Entitlement)
-        .where(Entitlement.user_id == user_id, Entitlement.course_id == course_id, Entitlement.revoked_at.is_(None),
-               Entitlement.source.in_((SOURCE_PURCHASE, SOURCE_GRANT, SOURCE_CODE)))
+        .where(
+            Entitlement.user_id == user_id,
+            Entitlement.course_id == course_id,
+            Entitlement.revoked_at.is_(None),
+            Entitlement.source.in_((SOURCE_PURCHASE, SOURCE_GRANT, SOURCE_CODE)),
+        )
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -307,15 +377,31 @@ def new_code() -> str:
     return f"LB-{letters[:4]}-{letters[4:]}"
 
 
-async def make_code(session: AsyncSession, course_id: int, *, uses: int, created_by: str, now: datetime,
-                    days: int | None = None, expires_at: datetime | None = None) -> AccessCode:
+async def make_code(
+    session: AsyncSession,
+    course_id: int,
+    *,
+    uses: int,
+    created_by: str,
+    now: datetime,
+    days: int | None = None,
+    expires_at: datetime | None = None,
+) -> AccessCode:
     """A new access code for a course (the one maker, for /admin code and `lessonbot codes create`)."""
     while True:
         text = new_code()
         if await session.scalar(select(AccessCode.id).where(AccessCode.code == text)) is None:
             break
-    code = AccessCode(code=text, course_id=course_id, uses=uses, uses_left=uses, days=days, expires_at=expires_at,
-                      created_by=created_by, created_at=now)
+    code = AccessCode(
+        code=text,
+        course_id=course_id,
+        uses=uses,
+        uses_left=uses,
+        days=days,
+        expires_at=expires_at,
+        created_by=created_by,
+        created_at=now,
+    )
     session.add(code)
     await session.flush()
     return code
@@ -334,8 +420,10 @@ async def recent_codes(session: AsyncSession, *, limit: int = 50) -> Sequence[Ac
 async def disable_code(session: AsyncSession, code: AccessCode, now: datetime) -> bool:
     """Stop a code from opening anything more (those who redeemed it keep their access); False if it was already."""
     result = await session.execute(
-        update(AccessCode).where(AccessCode.id == code.id, AccessCode.disabled_at.is_(None))
-        .values(disabled_at=now).execution_options(synchronize_session=False)
+        update(AccessCode)
+        .where(AccessCode.id == code.id, AccessCode.disabled_at.is_(None))
+        .values(disabled_at=now)
+        .execution_options(synchronize_session=False)
     )
     await session.refresh(code)
     return rows_affected(result) == 1
@@ -353,20 +441,24 @@ async def redeem(session: AsyncSession, code: AccessCode, user_id: int, now: dat
     """Open the code's course for a learner: one use taken (a conditional UPDATE, so two learners racing for the last
     use cannot both have it) and one entitlement granted; or why not."""
     reference = f"{code.code}:{user_id}"
-    if await session.scalar(select(Entitlement.id).where(Entitlement.source == SOURCE_CODE,
-                                                         Entitlement.reference == reference)):
+    if await session.scalar(
+        select(Entitlement.id).where(Entitlement.source == SOURCE_CODE, Entitlement.reference == reference)
+    ):
         return Redeemed.ALREADY
     if code.disabled_at is not None:
         return Redeemed.DISABLED
     if code.expires_at is not None and code.expires_at <= now:
         return Redeemed.EXPIRED
     taken = await session.execute(
-        update(AccessCode).where(AccessCode.id == code.id, AccessCode.uses_left > 0, AccessCode.disabled_at.is_(None))
-        .values(uses_left=AccessCode.uses_left - 1).execution_options(synchronize_session=False)
+        update(AccessCode)
+        .where(AccessCode.id == code.id, AccessCode.uses_left > 0, AccessCode.disabled_at.is_(None))
+        .values(uses_left=AccessCode.uses_left - 1)
+        .execution_options(synchronize_session=False)
     )
     if rows_affected(taken) != 1:
         return Redeemed.USED_UP
     expires = now + timedelta(days=code.days) if code.days else None
-    granted = await grant(session, user_id, code.course_id, source=SOURCE_CODE, reference=reference,
-                          expires_at=expires, now=now)
+    granted = await grant(
+        session, user_id, code.course_id, source=SOURCE_CODE, reference=reference, expires_at=expires, now=now
+    )
     return Redeemed.OK if granted else Redeemed.ALREADY

@@ -79,16 +79,30 @@ PLAN: dict[str, Rule] = {
     "team_members": Rule(ERASED, "their place in teams learning in a channel: opt-outs, hidden from the leaderboard"),
     "team_admins": Rule(ERASED, "the teams they were made an admin of"),
     # messages
-    "inbound_messages": Rule(ERASED, "what they sent, in any chat, groups included; the message that asked for the "
-                                     "erasure stays until processed, its text and name removed"),
-    "outbox_messages": Rule(ERASED, "replies in their own chats and replies to their messages in groups; replies "
-                                    "not sent yet are cancelled (status cancelled, payload blanked), never sent"),
-    "conversations": Rule(SCRUBBED, "the chat's address stays, so the confirmation reaches them and a platform "
-                                    "opt-out (STOP) is still honoured; the dialog state and the link to them go"),
-    "teams": Rule(SCRUBBED, "a team they set up stays for its channel, without their address (who set it up, where "
-                            "its digest went)"),
-    "admin_audit": Rule(SCRUBBED, "the record of admin commands stays; arguments naming their address are blanked; "
-                                  "the erasure itself is recorded with the user number only"),
+    "inbound_messages": Rule(
+        ERASED,
+        "what they sent, in any chat, groups included; the message that asked for the "
+        "erasure stays until processed, its text and name removed",
+    ),
+    "outbox_messages": Rule(
+        ERASED,
+        "replies in their own chats and replies to their messages in groups; replies "
+        "not sent yet are cancelled (status cancelled, payload blanked), never sent",
+    ),
+    "conversations": Rule(
+        SCRUBBED,
+        "the chat's address stays, so the confirmation reaches them and a platform "
+        "opt-out (STOP) is still honoured; the dialog state and the link to them go",
+    ),
+    "teams": Rule(
+        SCRUBBED,
+        "a team they set up stays for its channel, without their address (who set it up, where its digest went)",
+    ),
+    "admin_audit": Rule(
+        SCRUBBED,
+        "the record of admin commands stays; arguments naming their address are blanked; "
+        "the erasure itself is recorded with the user number only",
+    ),
     # (inbound_messages and outbox_messages of others that name their address, an admin's command and its
     # answer, are blanked too)
     # nothing of a person
@@ -98,10 +112,16 @@ PLAN: dict[str, Rule] = {
     "course_modules": Rule(KEPT, "course content"),
     "lessons": Rule(KEPT, "course content"),
     "questions": Rule(KEPT, "course content"),
-    "payments": Rule(SCRUBBED, "a sale is a record the law asks a seller to keep (course, amount, currency, dates, "
-                               "the provider's reference): kept, detached from the person, chat and sender blanked"),
-    "payment_events": Rule(SCRUBBED, "event ids stay so a repeated delivery is still ignored; the payloads of their "
-                                     "payments' events, which carry the buyer's e-mail, are blanked"),
+    "payments": Rule(
+        SCRUBBED,
+        "a sale is a record the law asks a seller to keep (course, amount, currency, dates, "
+        "the provider's reference): kept, detached from the person, chat and sender blanked",
+    ),
+    "payment_events": Rule(
+        SCRUBBED,
+        "event ids stay so a repeated delivery is still ignored; the payloads of their "
+        "payments' events, which carry the buyer's e-mail, are blanked",
+    ),
     "access_codes": Rule(KEPT, "codes an admin made for a course; who redeemed one is an entitlement, erased"),
     "knowledge_model_calls": Rule(KEPT, "model calls counted per day over all learners, no one named"),
     "knowledge_answer_cache": Rule(KEPT, "answers keyed by a hash of question and courses, shared by all, expiring"),
@@ -113,8 +133,11 @@ PLAN: dict[str, Rule] = {
     "broadcasts": Rule(KEPT, "announcements written by admins"),
     "slack_installations": Rule(KEPT, "a workspace's install of the app; removed by uninstalling it there"),
     "slack_oauth_states": Rule(KEPT, "short-lived install states"),
-    "dashboard_figures": Rule(SCRUBBED, "the dashboard's counts, no one named; the knowledge page's, which quote "
-                                        "questions learners asked, are dropped and counted again without theirs"),
+    "dashboard_figures": Rule(
+        SCRUBBED,
+        "the dashboard's counts, no one named; the knowledge page's, which quote "
+        "questions learners asked, are dropped and counted again without theirs",
+    ),
     "alembic_version": Rule(KEPT, "the schema's version"),
 }
 
@@ -168,8 +191,9 @@ async def find_person(session: AsyncSession, address: str) -> Person | None:
     if not channel or not external:
         return None
     user_id = await session.scalar(
-        select(ChannelIdentity.user_id)
-        .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external)
+        select(ChannelIdentity.user_id).where(
+            ChannelIdentity.channel == channel, ChannelIdentity.external_id == external
+        )
     )
     return None if user_id is None else await person_of(session, user_id)
 
@@ -177,9 +201,7 @@ async def find_person(session: AsyncSession, address: str) -> Person | None:
 # Erasing --------------------------------------------------------------------------------------------------------------
 
 
-async def erase_person(
-    session: AsyncSession, user_id: int, *, by: str, keep_inbound_id: int | None = None
-) -> Erasure:
+async def erase_person(session: AsyncSession, user_id: int, *, by: str, keep_inbound_id: int | None = None) -> Erasure:
     """Carry out `PLAN` for one person, in the caller's transaction.
 
     `by` is who asked ("learner", an admin's address, "cli"), written to the audit line. `keep_inbound_id` is the
@@ -227,11 +249,13 @@ async def own_conversations(session: AsyncSession, person: Person) -> set[int]:
         candidates.add(home)
     if not candidates:
         return set()
-    shared = set(await session.scalars(
-        select(InboundMessage.conversation_id)
-        .where(InboundMessage.conversation_id.in_(candidates), ~person.sent())
-        .distinct()
-    ))
+    shared = set(
+        await session.scalars(
+            select(InboundMessage.conversation_id)
+            .where(InboundMessage.conversation_id.in_(candidates), ~person.sent())
+            .distinct()
+        )
+    )
     return candidates - shared
 
 
@@ -246,14 +270,21 @@ async def _erase_replies(session: AsyncSession, person: Person, own: set[int]) -
     theirs = _their_replies(person, own)
     unsent = [status.value for status in (*ACTIVE, OutboxStatus.WAITING)]
     deleted = await session.execute(
-        delete(OutboxMessage).where(theirs, OutboxMessage.status.not_in(unsent))
+        delete(OutboxMessage)
+        .where(theirs, OutboxMessage.status.not_in(unsent))
         .execution_options(synchronize_session=False)
     )
     cancelled = await session.execute(
         update(OutboxMessage)
         .where(theirs, OutboxMessage.status.in_(unsent))
-        .values(status=OutboxStatus.CANCELLED.value, payload=BLANK_REPLY, lease_until=None, parts_sent=None,
-                last_error="not sent: the person's data was erased", delivery_error=None)
+        .values(
+            status=OutboxStatus.CANCELLED.value,
+            payload=BLANK_REPLY,
+            lease_until=None,
+            parts_sent=None,
+            last_error="not sent: the person's data was erased",
+            delivery_error=None,
+        )
         .execution_options(synchronize_session=False)
     )
     return _count(cancelled) + _count(deleted)
@@ -265,8 +296,10 @@ async def _erase_messages(session: AsyncSession, person: Person, keep_inbound_id
     if keep_inbound_id is not None:
         statement = statement.where(InboundMessage.id != keep_inbound_id)
         await session.execute(
-            update(InboundMessage).where(InboundMessage.id == keep_inbound_id, person.sent())
-            .values(payload=BLANK_INBOUND, error=None).execution_options(synchronize_session=False)
+            update(InboundMessage)
+            .where(InboundMessage.id == keep_inbound_id, person.sent())
+            .values(payload=BLANK_INBOUND, error=None)
+            .execution_options(synchronize_session=False)
         )
     return _count(await session.execute(statement.execution_options(synchronize_session=False)))
 
@@ -280,9 +313,10 @@ async def _unlink_conversations(session: AsyncSession, user_id: int, own: set[in
 async def _erase_offered_choices(session: AsyncSession, person: Person, own: set[int]) -> None:
     """The choices offered in their own chats, and in groups the ones offered to them (by their sender id)."""
     theirs = [
-        and_(OfferedChoice.member == external, OfferedChoice.conversation_id.in_(
-            select(Conversation.id).where(Conversation.channel == channel)
-        ))
+        and_(
+            OfferedChoice.member == external,
+            OfferedChoice.conversation_id.in_(select(Conversation.id).where(Conversation.channel == channel)),
+        )
         for channel, external in person.identities
     ]
     if own:
@@ -294,8 +328,9 @@ async def _erase_offered_choices(session: AsyncSession, person: Person, own: set
 async def _detach_payments(session: AsyncSession, user_id: int) -> None:
     """Keep their sales as records without them: no user, chat or sender; their events' payloads blanked."""
     sales = list(await session.scalars(select(Payment).where(Payment.user_id == user_id)))
-    references = {ref for sale in sales
-                  for ref in (sale.reference, sale.charge_reference, sale.subscription_reference) if ref}
+    references = {
+        ref for sale in sales for ref in (sale.reference, sale.charge_reference, sale.subscription_reference) if ref
+    }
     for reference in sorted(references):
         await session.execute(
             update(PaymentEvent).where(cast(PaymentEvent.payload, Text).contains(reference)).values(payload={})
@@ -358,17 +393,28 @@ async def export_person(session: AsyncSession, user_id: int, *, now: datetime) -
             for row in await session.scalars(select(Certificate).where(Certificate.user_id == user_id))
         ],
         "payments": [
-            {"course_id": row.course_id, "provider": row.provider, "amount_minor": row.amount_minor,
-             "currency": row.currency, "status": row.status, "created_at": _iso(row.created_at),
-             "paid_at": _iso(row.paid_at), "refunded_at": _iso(row.refunded_at), "receipt": row.receipt_url,
-             "discount_minor": row.discount_minor, "period": row.period,
-             "subscription_status": row.subscription_status, "period_end": _iso(row.period_end)}
+            {
+                "course_id": row.course_id,
+                "provider": row.provider,
+                "amount_minor": row.amount_minor,
+                "currency": row.currency,
+                "status": row.status,
+                "created_at": _iso(row.created_at),
+                "paid_at": _iso(row.paid_at),
+                "refunded_at": _iso(row.refunded_at),
+                "receipt": row.receipt_url,
+                "discount_minor": row.discount_minor,
+                "period": row.period,
+                "subscription_status": row.subscription_status,
+                "period_end": _iso(row.period_end),
+            }
             for row in await session.scalars(select(Payment).where(Payment.user_id == user_id))
         ],
         "questions": [
             {"question": row.question, "outcome": row.outcome, "asked_at": _iso(row.asked_at)}
             for row in await session.scalars(
-                select(KnowledgeQuestion).where(KnowledgeQuestion.user_id == user_id).order_by(KnowledgeQuestion.id))
+                select(KnowledgeQuestion).where(KnowledgeQuestion.user_id == user_id).order_by(KnowledgeQuestion.id)
+            )
         ],
         "teams": await memberships_of(session, user_id),
         "messages": await _messages(session, person),
@@ -380,52 +426,83 @@ async def _profile(session: AsyncSession, user: User | None, person: Person) -> 
     learner = await session.get(Learner, person.user_id)
     profile: dict[str, Any] = {"addresses": person.addresses}
     if user is not None:
-        profile |= {"name": user.display_name, "language": user.locale, "time_zone": user.timezone,
-                    "since": _iso(user.created_at), "last_active_at": _iso(user.last_active_at)}
+        profile |= {
+            "name": user.display_name,
+            "language": user.locale,
+            "time_zone": user.timezone,
+            "since": _iso(user.created_at),
+            "last_active_at": _iso(user.last_active_at),
+        }
     if learner is not None:
         profile |= {
-            "status": learner.status, "consent_at": _iso(learner.consent_at),
+            "status": learner.status,
+            "consent_at": _iso(learner.consent_at),
             "lesson_time": learner.lesson_time.isoformat() if learner.lesson_time else None,
             "lesson_days": learner.lesson_days,
             "quiet_hours": [t.isoformat() for t in (learner.quiet_start, learner.quiet_end) if t is not None],
-            "paused_until": _iso(learner.paused_until), "daily_goal": learner.daily_goal, "points": learner.points,
-            "streak_days": learner.streak_days, "best_streak": learner.best_streak,
+            "paused_until": _iso(learner.paused_until),
+            "daily_goal": learner.daily_goal,
+            "points": learner.points,
+            "streak_days": learner.streak_days,
+            "best_streak": learner.best_streak,
         }
     return profile
 
 
 async def _enrollments(session: AsyncSession, user_id: int) -> list[dict[str, Any]]:
     rows = await session.execute(
-        select(Enrollment, Course.slug, Course.title).join(Course, Course.id == Enrollment.course_id)
-        .where(Enrollment.user_id == user_id).order_by(Enrollment.started_at)
+        select(Enrollment, Course.slug, Course.title)
+        .join(Course, Course.id == Enrollment.course_id)
+        .where(Enrollment.user_id == user_id)
+        .order_by(Enrollment.started_at)
     )
     return [
-        {"course": slug, "title": title, "status": e.status, "started_at": _iso(e.started_at),
-         "completed_at": _iso(e.completed_at)}
+        {
+            "course": slug,
+            "title": title,
+            "status": e.status,
+            "started_at": _iso(e.started_at),
+            "completed_at": _iso(e.completed_at),
+        }
         for e, slug, title in rows.all()
     ]
 
 
 async def _progress(session: AsyncSession, user_id: int) -> list[dict[str, Any]]:
     rows = await session.execute(
-        select(LessonProgress, Lesson.title).join(Lesson, Lesson.id == LessonProgress.lesson_id)
-        .where(LessonProgress.user_id == user_id).order_by(LessonProgress.started_at)
+        select(LessonProgress, Lesson.title)
+        .join(Lesson, Lesson.id == LessonProgress.lesson_id)
+        .where(LessonProgress.user_id == user_id)
+        .order_by(LessonProgress.started_at)
     )
     return [
-        {"lesson": title, "parts_seen": p.parts_seen, "score": p.score, "started_at": _iso(p.started_at),
-         "completed_at": _iso(p.completed_at)}
+        {
+            "lesson": title,
+            "parts_seen": p.parts_seen,
+            "score": p.score,
+            "started_at": _iso(p.started_at),
+            "completed_at": _iso(p.completed_at),
+        }
         for p, title in rows.all()
     ]
 
 
 async def _answers(session: AsyncSession, user_id: int) -> list[dict[str, Any]]:
     rows = await session.execute(
-        select(QuestionCard, Question.prompt).join(Question, Question.id == QuestionCard.question_id)
-        .where(QuestionCard.user_id == user_id).order_by(QuestionCard.id)
+        select(QuestionCard, Question.prompt)
+        .join(Question, Question.id == QuestionCard.question_id)
+        .where(QuestionCard.user_id == user_id)
+        .order_by(QuestionCard.id)
     )
     return [
-        {"question": prompt, "last_answer": c.last_answer, "attempts": c.attempts, "correct": c.correct,
-         "last_reviewed_at": _iso(c.last_reviewed_at), "due": _iso(c.due)}
+        {
+            "question": prompt,
+            "last_answer": c.last_answer,
+            "attempts": c.attempts,
+            "correct": c.correct,
+            "last_reviewed_at": _iso(c.last_reviewed_at),
+            "due": _iso(c.due),
+        }
         for c, prompt in rows.all()
     ]
 
@@ -434,22 +511,33 @@ async def _messages(session: AsyncSession, person: Person) -> list[dict[str, Any
     rows = await session.execute(
         select(InboundMessage, Conversation.chat_id)
         .join(Conversation, Conversation.id == InboundMessage.conversation_id)
-        .where(person.sent()).order_by(InboundMessage.id)
+        .where(person.sent())
+        .order_by(InboundMessage.id)
     )
     return [
-        {"channel": m.channel, "chat": chat, "received_at": _iso(m.received_at), "text": m.payload.get("text", ""),
-         **({"choice": m.payload["choice"]} if "choice" in m.payload else {})}
+        {
+            "channel": m.channel,
+            "chat": chat,
+            "received_at": _iso(m.received_at),
+            "text": m.payload.get("text", ""),
+            **({"choice": m.payload["choice"]} if "choice" in m.payload else {}),
+        }
         for m, chat in rows.all()
     ]
 
 
 async def _replies(session: AsyncSession, person: Person, own: set[int]) -> list[dict[str, Any]]:
-    rows: Sequence[OutboxMessage] = (await session.scalars(
-        select(OutboxMessage).where(_their_replies(person, own)).order_by(OutboxMessage.id)
-    )).all()
+    rows: Sequence[OutboxMessage] = (
+        await session.scalars(select(OutboxMessage).where(_their_replies(person, own)).order_by(OutboxMessage.id))
+    ).all()
     return [
-        {"channel": r.channel, "chat": r.chat_id, "created_at": _iso(r.created_at), "status": r.status,
-         "text": r.payload.get("text") or r.payload.get("caption") or r.payload.get("filename") or ""}
+        {
+            "channel": r.channel,
+            "chat": r.chat_id,
+            "created_at": _iso(r.created_at),
+            "status": r.status,
+            "text": r.payload.get("text") or r.payload.get("caption") or r.payload.get("filename") or "",
+        }
         for r in rows
     ]
 

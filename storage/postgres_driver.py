@@ -29,6 +29,8 @@ from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from storage import postgres_statements
+
 
 class DriverPool:
     """Up to `size` psycopg connections to `url`, each given to one transaction at a time (the last one used first);
@@ -38,6 +40,7 @@ class DriverPool:
         self, url: URL, dialect: Dialect, *, size: int, timeout: float = 30.0, recycle: float = 1800.0
     ) -> None:
         self._args, self._kwargs = dialect.create_connect_args(url)
+        self._kwargs.update(postgres_statements.CONNECT_ARGS)
         self._slots = asyncio.Semaphore(size)
         self._idle: list[tuple[psycopg.AsyncConnection[Any], float]] = []  # (connection, when it was opened)
         self._timeout = timeout
@@ -66,7 +69,7 @@ class DriverPool:
                 raise
             try:
                 if not each_statement:
-                    await connection.commit()
+                    await postgres_statements.commit(connection)
             except BaseException as exc:
                 await self._end_failed(connection, opened)
                 if isinstance(exc, psycopg.Error):

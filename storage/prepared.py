@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-import psycopg
 from sqlalchemy import inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -34,6 +33,7 @@ from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from storage import postgres_statements
 from storage.db import DRIVER, Raw
 from storage.sqlite_inline import InlineConnection
 
@@ -43,7 +43,8 @@ _NOT_FIXED = object()  # a parameter the caller gives (not a value the statement
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
-    sql: str  # with positional parameters: `?` for SQLite, `$1`, `$2` … for psycopg (its raw cursor's own style)
+    sql: str  # with positional parameters: `?` for SQLite, `$1`, `$2` … for PostgreSQL
+    wire: bytes  # `sql` encoded, as libpq takes it
     # The parameters in order: name, bind processor, fixed value (one the statement carries itself) or _NOT_FIXED
     positional: tuple[tuple[str, Processor, Any], ...]
     row: Any  # the row type (a namedtuple), or None without result columns
@@ -84,10 +85,9 @@ class Prepared:
             if isinstance(driver, InlineConnection):
                 rows, rowcount = await driver.run(compiled.sql, _positional(compiled, parameters))
             else:
-                cursor = _cursor_of(driver)
-                await cursor.execute(compiled.sql, _positional(compiled, parameters))
-                rows = await cursor.fetchall() if compiled.row is not None else []
-                rowcount = cursor.rowcount
+                rows, rowcount = await postgres_statements.execute(
+                    driver, compiled.wire, _positional(compiled, parameters), rows=compiled.row is not None
+                )
         except Exception as exc:
             base = sqlite3.Error if isinstance(driver, InlineConnection) else dialect.loaded_dbapi.Error
             if isinstance(exc, base):
@@ -136,23 +136,6 @@ async def raw_of(where: AsyncConnection | AsyncSession | Raw) -> Raw:
 
 def _raw(connection: AsyncConnection) -> Raw:
     return Raw(connection.sync_connection.connection.driver_connection, connection.dialect)  # type: ignore[union-attr]
-
-
-# One raw cursor a psycopg connection, kept on the connection while it lives: a raw cursor takes the statement as
-# PostgreSQL does (`$1`, parameters in a list), so psycopg has no named placeholders to convert on each run (a fifth of
-# a small statement's CPU on the client, with the cursor made anew each time). The rows are read straight after the
-# statement, with no await between that could let another statement run on the same cursor. (Kept on the connection,
-# not in a table of ours: the cursor refers to its connection, and a table keyed by connection would keep every
-# connection ever used alive; on the connection the two go together when the pool lets it go.)
-_KEPT_CURSOR = "_lessonbot_raw_cursor"
-
-
-def _cursor_of(connection: Any) -> psycopg.AsyncRawCursor[Any]:
-    kept = connection.__dict__
-    cursor = kept.get(_KEPT_CURSOR)
-    if cursor is None:
-        cursor = kept[_KEPT_CURSOR] = psycopg.AsyncRawCursor(connection)
-    return cast(psycopg.AsyncRawCursor[Any], cursor)
 
 
 _PYFORMAT = re.compile(r"%\(([^)]+)\)s|%%")
@@ -205,7 +188,7 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> _Compiled:
         raise ValueError(f"{dialect.name}+{dialect.driver}: no prepared statements for its parameter style")
     processors = dict(binds)
     positional = tuple((name, processors[name], fixed.get(name, _NOT_FIXED)) for name in order)
-    return _Compiled(sql, positional, row_type, tuple(results))
+    return _Compiled(sql, sql.encode(), positional, row_type, tuple(results))
 
 
 def _row_type(names: list[str]) -> Any:

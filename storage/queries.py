@@ -77,8 +77,12 @@ _CONVERSATION_ID = Prepared(
 _NEW_CONVERSATION = {
     dialect: Prepared(
         backend_insert(dialect)(_CONVERSATIONS)
-        .values(channel=bindparam("in_channel"), chat_id=bindparam("chat"), state=bindparam("state"),
-                created_at=bindparam("at"))
+        .values(
+            channel=bindparam("in_channel"),
+            chat_id=bindparam("chat"),
+            state=bindparam("state"),
+            created_at=bindparam("at"),
+        )
         .on_conflict_do_nothing()
     )
     for dialect in ("postgresql", "sqlite")

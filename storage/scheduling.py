@@ -65,7 +65,13 @@ NUDGE_REWARD_WINDOW = timedelta(hours=2)
 
 # ScheduledLesson.outcome values, spelled once.
 QUEUED, PAUSED, QUIET_HOURS, UNANSWERED, NOTHING_TO_SEND, BUSY, FAILED = (
-    "queued", "paused", "quiet_hours", "unanswered", "nothing", "busy", "failed",
+    "queued",
+    "paused",
+    "quiet_hours",
+    "unanswered",
+    "nothing",
+    "busy",
+    "failed",
 )
 # NudgeLog.outcome: queued to the outbox, or skipped (WhatsApp's window closed and no approved template)
 SKIPPED_WINDOW = "skipped_window"
@@ -224,9 +230,7 @@ async def read_cursor(session: AsyncSession, name: str) -> datetime | None:
 
 async def advance_cursor(session: AsyncSession, name: str, until: datetime) -> None:
     """Move the cursor forward to `until` (never back: two runs racing leave the later time)."""
-    await session.execute(
-        insert_many_ignoring_conflicts(session, ClockCursor), [{"name": name, "until": until}]
-    )
+    await session.execute(insert_many_ignoring_conflicts(session, ClockCursor), [{"name": name, "until": until}])
     await session.execute(
         update(ClockCursor).where(ClockCursor.name == name, ClockCursor.until < until).values(until=until)
     )
@@ -241,9 +245,7 @@ async def prune_history(session: AsyncSession, now: datetime) -> dict[str, int]:
     deleted: dict[str, int] = {}
     statements = {
         "clock_runs": delete(ClockRun).where(ClockRun.finished_at < now - timedelta(days=CLOCK_RUN_DAYS)),
-        "scheduled_lessons": delete(ScheduledLesson).where(
-            ScheduledLesson.due_at < now - timedelta(days=LESSON_DAYS)
-        ),
+        "scheduled_lessons": delete(ScheduledLesson).where(ScheduledLesson.due_at < now - timedelta(days=LESSON_DAYS)),
         "nudge_log": delete(NudgeLog).where(
             NudgeLog.created_at < now - timedelta(days=NUDGE_LOG_DAYS), NudgeLog.settled_at.is_not(None)
         ),

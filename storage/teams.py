@@ -132,21 +132,34 @@ async def team_in(session: AsyncSession, channel: str, chat_id: str) -> Team | N
 
 
 async def membership(session: AsyncSession, team: Team, member: str) -> TeamMember | None:
-    return await session.scalar(
-        select(TeamMember).where(TeamMember.team_id == team.id, TeamMember.member == member)
-    )
+    return await session.scalar(select(TeamMember).where(TeamMember.team_id == team.id, TeamMember.member == member))
 
 
 async def set_member(
-    session: AsyncSession, team: Team, member: str, status: str, *, user_id: int | None, now: datetime,
+    session: AsyncSession,
+    team: Team,
+    member: str,
+    status: str,
+    *,
+    user_id: int | None,
+    now: datetime,
     direct_chat: str | None = None,
 ) -> TeamMember:
     """Insert or update one member's row (race-free: insert-or-nothing, then update)."""
     await session.execute(
-        insert_ignoring_conflicts(session, TeamMember, {
-            "team_id": team.id, "member": member, "user_id": user_id, "status": status, "hidden": False,
-            "joined_at": now, "changed_at": now,
-        })
+        insert_ignoring_conflicts(
+            session,
+            TeamMember,
+            {
+                "team_id": team.id,
+                "member": member,
+                "user_id": user_id,
+                "status": status,
+                "hidden": False,
+                "joined_at": now,
+                "changed_at": now,
+            },
+        )
     )
     row = await membership(session, team, member)
     assert row is not None
@@ -159,13 +172,20 @@ async def set_member(
     return row
 
 
-async def started_learners(session: AsyncSession, team: Team, *, course_id: int | None = None,
-                           member: str | None = None) -> list[Learner]:
+async def started_learners(
+    session: AsyncSession, team: Team, *, course_id: int | None = None, member: str | None = None
+) -> list[Learner]:
     """The active learners of the team's course (`course_id`: another, the one it had) who started it through the
     team's invitation (`member`: that one only); a member taking the course on their own is not among them."""
-    query = select(Learner).join(TeamMember, TeamMember.user_id == Learner.user_id).where(
-        TeamMember.team_id == team.id, TeamMember.started_at.is_not(None),
-        Learner.course_id == (course_id or team.course_id), Learner.status == ACTIVE,
+    query = (
+        select(Learner)
+        .join(TeamMember, TeamMember.user_id == Learner.user_id)
+        .where(
+            TeamMember.team_id == team.id,
+            TeamMember.started_at.is_not(None),
+            Learner.course_id == (course_id or team.course_id),
+            Learner.status == ACTIVE,
+        )
     )
     if member is not None:
         query = query.where(TeamMember.member == member)
@@ -173,33 +193,56 @@ async def started_learners(session: AsyncSession, team: Team, *, course_id: int 
 
 
 async def is_team_admin(session: AsyncSession, channel: str, workspace: str, member: str) -> bool:
-    return bool(await session.scalar(
-        select(func.count()).select_from(TeamAdmin).where(
-            TeamAdmin.channel == channel, TeamAdmin.workspace == workspace, TeamAdmin.member == member
+    return bool(
+        await session.scalar(
+            select(func.count())
+            .select_from(TeamAdmin)
+            .where(TeamAdmin.channel == channel, TeamAdmin.workspace == workspace, TeamAdmin.member == member)
         )
-    ))
+    )
 
 
 async def add_team_admin(session: AsyncSession, channel: str, workspace: str, member: str, *, by: str) -> None:
-    await session.execute(insert_ignoring_conflicts(session, TeamAdmin, {
-        "channel": channel, "workspace": workspace, "member": member, "added_by": by, "added_at": utcnow(),
-    }))
+    await session.execute(
+        insert_ignoring_conflicts(
+            session,
+            TeamAdmin,
+            {
+                "channel": channel,
+                "workspace": workspace,
+                "member": member,
+                "added_by": by,
+                "added_at": utcnow(),
+            },
+        )
+    )
 
 
 async def record_post(session: AsyncSession, team: Team, local_date: date, lesson_id: int | None) -> bool:
     """Note the team's lesson for `local_date`; False when it was noted before (nothing to post again)."""
-    result = await session.execute(insert_ignoring_conflicts(session, TeamLessonPost, {
-        "team_id": team.id, "local_date": local_date, "lesson_id": lesson_id, "posted_at": utcnow(),
-    }).returning(TeamLessonPost.id))
+    result = await session.execute(
+        insert_ignoring_conflicts(
+            session,
+            TeamLessonPost,
+            {
+                "team_id": team.id,
+                "local_date": local_date,
+                "lesson_id": lesson_id,
+                "posted_at": utcnow(),
+            },
+        ).returning(TeamLessonPost.id)
+    )
     return result.scalar() is not None
 
 
 async def was_posted(session: AsyncSession, team: Team, lesson_id: int) -> bool:
-    return bool(await session.scalar(
-        select(func.count()).select_from(TeamLessonPost).where(
-            TeamLessonPost.team_id == team.id, TeamLessonPost.lesson_id == lesson_id
+    return bool(
+        await session.scalar(
+            select(func.count())
+            .select_from(TeamLessonPost)
+            .where(TeamLessonPost.team_id == team.id, TeamLessonPost.lesson_id == lesson_id)
         )
-    ))
+    )
 
 
 async def stop_workspace(session: AsyncSession, channel: str, workspace: str, *, chat_prefix: str) -> int:
@@ -209,15 +252,18 @@ async def stop_workspace(session: AsyncSession, channel: str, workspace: str, *,
     The number of teams stopped."""
     now = utcnow()
     result = await session.execute(
-        update(Team).where(Team.channel == channel, Team.workspace == workspace, Team.status != TEAM_GONE)
+        update(Team)
+        .where(Team.channel == channel, Team.workspace == workspace, Team.status != TEAM_GONE)
         .values(status=TEAM_GONE, updated_at=now)
     )
-    homes = select(Conversation.id).where(Conversation.channel == channel,
-                                          starts_with(Conversation.chat_id, chat_prefix))
+    homes = select(Conversation.id).where(
+        Conversation.channel == channel, starts_with(Conversation.chat_id, chat_prefix)
+    )
     # Parked as /stop parks them (`lesson_schedule_changed`: next_lesson_at NULL, the row marked changed), in the
     # one statement: the platform waits for this transaction, and a workspace may hold thousands of learners.
     await session.execute(
-        update(Learner).where(Learner.home_conversation_id.in_(homes), Learner.status != STOPPED)
+        update(Learner)
+        .where(Learner.home_conversation_id.in_(homes), Learner.status != STOPPED)
         .values(status=STOPPED, next_lesson_at=None, updated_at=now)
     )
     return rows_affected(result)
@@ -245,34 +291,54 @@ async def standings(session: AsyncSession, team: Team, *, include_hidden: bool =
 
     Points are the learner's own total (lessons and quiz answers anywhere); lessons and accuracy count the team's
     course only."""
-    members = (await session.execute(
-        select(TeamMember.member, TeamMember.user_id, User.display_name, Learner.points, Learner.streak_days)
-        .join(User, User.id == TeamMember.user_id)
-        .outerjoin(Learner, Learner.user_id == TeamMember.user_id)
-        .where(TeamMember.team_id == team.id, TeamMember.status == MEMBER_ACTIVE,
-               *(() if include_hidden else (TeamMember.hidden.is_(False),)))
-    )).all()
+    members = (
+        await session.execute(
+            select(TeamMember.member, TeamMember.user_id, User.display_name, Learner.points, Learner.streak_days)
+            .join(User, User.id == TeamMember.user_id)
+            .outerjoin(Learner, Learner.user_id == TeamMember.user_id)
+            .where(
+                TeamMember.team_id == team.id,
+                TeamMember.status == MEMBER_ACTIVE,
+                *(() if include_hidden else (TeamMember.hidden.is_(False),)),
+            )
+        )
+    ).all()
     user_ids = [row.user_id for row in members]
     if not user_ids:
         return []
-    done = dict((await session.execute(
-        select(LessonProgress.user_id, func.count())
-        .join(Lesson, Lesson.id == LessonProgress.lesson_id)
-        .where(LessonProgress.user_id.in_(user_ids), Lesson.course_id == team.course_id,
-               LessonProgress.completed_at.is_not(None))
-        .group_by(LessonProgress.user_id)
-    )).all())
-    answers = {row[0]: (row[1], row[2]) for row in (await session.execute(
-        select(QuestionCard.user_id, func.sum(QuestionCard.attempts), func.sum(QuestionCard.correct))
-        .join(Question, Question.id == QuestionCard.question_id)
-        .where(QuestionCard.user_id.in_(user_ids), Question.course_id == team.course_id)
-        .group_by(QuestionCard.user_id)
-    )).all()}
+    done = dict(
+        (
+            await session.execute(
+                select(LessonProgress.user_id, func.count())
+                .join(Lesson, Lesson.id == LessonProgress.lesson_id)
+                .where(
+                    LessonProgress.user_id.in_(user_ids),
+                    Lesson.course_id == team.course_id,
+                    LessonProgress.completed_at.is_not(None),
+                )
+                .group_by(LessonProgress.user_id)
+            )
+        ).all()
+    )
+    answers = {
+        row[0]: (row[1], row[2])
+        for row in (
+            await session.execute(
+                select(QuestionCard.user_id, func.sum(QuestionCard.attempts), func.sum(QuestionCard.correct))
+                .join(Question, Question.id == QuestionCard.question_id)
+                .where(QuestionCard.user_id.in_(user_ids), Question.course_id == team.course_id)
+                .group_by(QuestionCard.user_id)
+            )
+        ).all()
+    }
     lines = [
         Standing(
-            member=row.member, name=row.display_name or row.member.rpartition("/")[2],
-            lessons_done=int(done.get(row.user_id, 0)), answered=int(answers.get(row.user_id, (0, 0))[0] or 0),
-            right=int(answers.get(row.user_id, (0, 0))[1] or 0), streak=int(row.streak_days or 0),
+            member=row.member,
+            name=row.display_name or row.member.rpartition("/")[2],
+            lessons_done=int(done.get(row.user_id, 0)),
+            answered=int(answers.get(row.user_id, (0, 0))[0] or 0),
+            right=int(answers.get(row.user_id, (0, 0))[1] or 0),
+            streak=int(row.streak_days or 0),
             points=int(row.points or 0),
         )
         for row in members
@@ -312,74 +378,133 @@ class Digest:
 
 
 async def weekly_digest(session: AsyncSession, team: Team, *, since: date, until: date) -> Digest:
-    active = (await session.execute(
-        select(TeamMember.user_id, User.display_name, TeamMember.member, TeamMember.direct_chat)
-        .join(User, User.id == TeamMember.user_id)
-        .where(TeamMember.team_id == team.id, TeamMember.status == MEMBER_ACTIVE)
-    )).all()
+    active = (
+        await session.execute(
+            select(TeamMember.user_id, User.display_name, TeamMember.member, TeamMember.direct_chat)
+            .join(User, User.id == TeamMember.user_id)
+            .where(TeamMember.team_id == team.id, TeamMember.status == MEMBER_ACTIVE)
+        )
+    ).all()
     if team.mode == DIRECT_MODE:
         return await _direct_week(session, team, active, since=since, until=until)
-    posted = (await session.execute(
-        select(Lesson.id, Lesson.title).join(TeamLessonPost, TeamLessonPost.lesson_id == Lesson.id)
-        .where(TeamLessonPost.team_id == team.id, TeamLessonPost.local_date >= since,
-               TeamLessonPost.local_date < until)
-        .order_by(TeamLessonPost.local_date)
-    )).all()
+    posted = (
+        await session.execute(
+            select(Lesson.id, Lesson.title)
+            .join(TeamLessonPost, TeamLessonPost.lesson_id == Lesson.id)
+            .where(
+                TeamLessonPost.team_id == team.id, TeamLessonPost.local_date >= since, TeamLessonPost.local_date < until
+            )
+            .order_by(TeamLessonPost.local_date)
+        )
+    ).all()
     lesson_ids = [row.id for row in posted]
-    return await _week(session, active, [(row.id, row.title) for row in posted],
-                       behind=lambda user, finished: any((user, lesson) not in finished for lesson in lesson_ids))
+    return await _week(
+        session,
+        active,
+        [(row.id, row.title) for row in posted],
+        behind=lambda user, finished: any((user, lesson) not in finished for lesson in lesson_ids),
+    )
 
 
-async def _direct_week(session: AsyncSession, team: Team, active: Sequence[Any], *, since: date,
-                       until: date) -> Digest:
+async def _direct_week(session: AsyncSession, team: Team, active: Sequence[Any], *, since: date, until: date) -> Digest:
     """The direct mode's week: the course's lessons the active members finished in it, in the course's order."""
     zone = zone_for(team.timezone)
     start, end = (datetime.combine(day, time(0), tzinfo=zone).astimezone(timezone.utc) for day in (since, until))
     users = [row.user_id for row in active]
-    done_in_week = (await session.execute(
-        select(LessonProgress.user_id, Lesson.id, Lesson.title, Lesson.position)
-        .join(Lesson, Lesson.id == LessonProgress.lesson_id)
-        .where(LessonProgress.user_id.in_(users), Lesson.course_id == team.course_id,
-               LessonProgress.completed_at >= start, LessonProgress.completed_at < end)
-    )).all() if users else []
+    done_in_week = (
+        (
+            await session.execute(
+                select(LessonProgress.user_id, Lesson.id, Lesson.title, Lesson.position)
+                .join(Lesson, Lesson.id == LessonProgress.lesson_id)
+                .where(
+                    LessonProgress.user_id.in_(users),
+                    Lesson.course_id == team.course_id,
+                    LessonProgress.completed_at >= start,
+                    LessonProgress.completed_at < end,
+                )
+            )
+        ).all()
+        if users
+        else []
+    )
     lessons = sorted({(row.position, row.id, row.title) for row in done_in_week})
-    expected = sum(1 for offset in range((until - since).days)
-                   if str((since + timedelta(days=offset)).isoweekday()) in team.lesson_days)
+    expected = sum(
+        1
+        for offset in range((until - since).days)
+        if str((since + timedelta(days=offset)).isoweekday()) in team.lesson_days
+    )
     count = {user: sum(1 for row in done_in_week if row.user_id == user) for user in users}
-    return await _week(session, active, [(lesson_id, title) for _position, lesson_id, title in lessons],
-                       behind=lambda user, _finished: count[user] < expected)
+    return await _week(
+        session,
+        active,
+        [(lesson_id, title) for _position, lesson_id, title in lessons],
+        behind=lambda user, _finished: count[user] < expected,
+    )
 
 
-async def _week(session: AsyncSession, active: Sequence[Any], posted: list[tuple[int, str]], *,
-                behind: Callable[[int, set[tuple[int, int]]], bool]) -> Digest:
+async def _week(
+    session: AsyncSession,
+    active: Sequence[Any],
+    posted: list[tuple[int, str]],
+    *,
+    behind: Callable[[int, set[tuple[int, int]]], bool],
+) -> Digest:
     """The digest of `posted` lessons (id, title) for the `active` members; `behind(user, finished)` says who is."""
     users = [row.user_id for row in active]
     lesson_ids = [lesson_id for lesson_id, _title in posted]
-    finished = {(row[0], row[1]) for row in await session.execute(
-        select(LessonProgress.user_id, LessonProgress.lesson_id).where(
-            LessonProgress.user_id.in_(users), LessonProgress.lesson_id.in_(lesson_ids),
-            LessonProgress.completed_at.is_not(None))
-    )} if users and lesson_ids else set()
-    per_question = (await session.execute(
-        select(Question.id, Question.lesson_id, Question.prompt, func.sum(QuestionCard.attempts),
-               func.sum(QuestionCard.correct))
-        .join(QuestionCard, QuestionCard.question_id == Question.id)
-        .where(Question.lesson_id.in_(lesson_ids), QuestionCard.user_id.in_(users))
-        .group_by(Question.id, Question.lesson_id, Question.prompt)
-    )).all() if users and lesson_ids else []
+    finished = (
+        {
+            (row[0], row[1])
+            for row in await session.execute(
+                select(LessonProgress.user_id, LessonProgress.lesson_id).where(
+                    LessonProgress.user_id.in_(users),
+                    LessonProgress.lesson_id.in_(lesson_ids),
+                    LessonProgress.completed_at.is_not(None),
+                )
+            )
+        }
+        if users and lesson_ids
+        else set()
+    )
+    per_question = (
+        (
+            await session.execute(
+                select(
+                    Question.id,
+                    Question.lesson_id,
+                    Question.prompt,
+                    func.sum(QuestionCard.attempts),
+                    func.sum(QuestionCard.correct),
+                )
+                .join(QuestionCard, QuestionCard.question_id == Question.id)
+                .where(Question.lesson_id.in_(lesson_ids), QuestionCard.user_id.in_(users))
+                .group_by(Question.id, Question.lesson_id, Question.prompt)
+            )
+        ).all()
+        if users and lesson_ids
+        else []
+    )
     lessons = []
     for lesson_id, title in posted:
         of = [q for q in per_question if q.lesson_id == lesson_id]
-        lessons.append(LessonLine(
-            lesson_id=lesson_id, title=title, done=sum(1 for user in users if (user, lesson_id) in finished),
-            answered=sum(int(q[3] or 0) for q in of), right=sum(int(q[4] or 0) for q in of),
-        ))
+        lessons.append(
+            LessonLine(
+                lesson_id=lesson_id,
+                title=title,
+                done=sum(1 for user in users if (user, lesson_id) in finished),
+                answered=sum(int(q[3] or 0) for q in of),
+                right=sum(int(q[4] or 0) for q in of),
+            )
+        )
     questions = sorted(
         (QuestionLine(prompt=q.prompt, answered=int(q[3] or 0), right=int(q[4] or 0)) for q in per_question),
         key=lambda line: line.right / line.answered if line.answered else 1.0,
     )
-    late = [(row.user_id, row.display_name or row.member.rpartition("/")[2], row.direct_chat) for row in active
-            if behind(row.user_id, finished)]
+    late = [
+        (row.user_id, row.display_name or row.member.rpartition("/")[2], row.direct_chat)
+        for row in active
+        if behind(row.user_id, finished)
+    ]
     return Digest(members=len(users), lessons=lessons, questions=questions, behind=late)
 
 
@@ -387,21 +512,37 @@ async def _week(session: AsyncSession, active: Sequence[Any], posted: list[tuple
 
 
 def _as_member(identities: list[tuple[str, str]]) -> ColumnElement[bool]:
-    return or_(false(), *(and_(Team.channel == channel, TeamMember.member == external)
-                          for channel, external in identities))
+    return or_(
+        false(), *(and_(Team.channel == channel, TeamMember.member == external) for channel, external in identities)
+    )
 
 
 async def memberships_of(session: AsyncSession, user_id: int) -> list[dict[str, Any]]:
     """The person's team memberships, for their export."""
     rows = await session.execute(
-        select(Team.chat_id, Course.title, TeamMember.status, TeamMember.hidden, TeamMember.joined_at,
-               TeamMember.started_at)
-        .join(Team, Team.id == TeamMember.team_id).join(Course, Course.id == Team.course_id)
+        select(
+            Team.chat_id,
+            Course.title,
+            TeamMember.status,
+            TeamMember.hidden,
+            TeamMember.joined_at,
+            TeamMember.started_at,
+        )
+        .join(Team, Team.id == TeamMember.team_id)
+        .join(Course, Course.id == Team.course_id)
         .where(TeamMember.user_id == user_id)
     )
-    return [{"chat": row.chat_id, "course": row.title, "status": row.status, "hidden": row.hidden,
-             "joined_at": row.joined_at.isoformat(),
-             "started_at": row.started_at.isoformat() if row.started_at else None} for row in rows]
+    return [
+        {
+            "chat": row.chat_id,
+            "course": row.title,
+            "status": row.status,
+            "hidden": row.hidden,
+            "joined_at": row.joined_at.isoformat(),
+            "started_at": row.started_at.isoformat() if row.started_at else None,
+        }
+        for row in rows
+    ]
 
 
 async def forget_member(session: AsyncSession, user_id: int, identities: list[tuple[str, str]]) -> None:
@@ -411,11 +552,13 @@ async def forget_member(session: AsyncSession, user_id: int, identities: list[tu
     if not identities:
         return
     members = select(TeamMember.id).join(Team, Team.id == TeamMember.team_id).where(_as_member(identities))
-    await session.execute(delete(TeamMember).where(TeamMember.id.in_(members)).execution_options(
-        synchronize_session=False))
+    await session.execute(
+        delete(TeamMember).where(TeamMember.id.in_(members)).execution_options(synchronize_session=False)
+    )
     for channel, external in identities:
         await session.execute(delete(TeamAdmin).where(TeamAdmin.channel == channel, TeamAdmin.member == external))
         await session.execute(
-            update(Team).where(Team.channel == channel, Team.created_by == external)
+            update(Team)
+            .where(Team.channel == channel, Team.created_by == external)
             .values(created_by="", digest_chat=None)
         )

@@ -48,8 +48,10 @@ def upgrade() -> None:
             ["course_id"], ["courses.id"], name=op.f("fk_learners_course_id_courses"), ondelete="SET NULL"
         ),
         sa.ForeignKeyConstraint(
-            ["home_conversation_id"], ["conversations.id"],
-            name=op.f("fk_learners_home_conversation_id_conversations"), ondelete="SET NULL",
+            ["home_conversation_id"],
+            ["conversations.id"],
+            name=op.f("fk_learners_home_conversation_id_conversations"),
+            ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("user_id", name=op.f("pk_learners")),
         sa.UniqueConstraint("link_code", name=op.f("uq_learners_link_code")),

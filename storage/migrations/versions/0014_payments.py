@@ -38,7 +38,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("paid_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("refunded_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["course_id"], ["courses.id"], name=op.f("fk_payments_course_id_courses"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["course_id"], ["courses.id"], name=op.f("fk_payments_course_id_courses"), ondelete="CASCADE"
+        ),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_payments_user_id_users"), ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payments")),
         sa.UniqueConstraint("provider", "reference", name=op.f("uq_payments_provider")),
@@ -68,7 +70,9 @@ def upgrade() -> None:
         sa.Column("days", sa.Integer(), nullable=True),
         sa.Column("created_by", sa.String(length=240), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["course_id"], ["courses.id"], name=op.f("fk_access_codes_course_id_courses"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["course_id"], ["courses.id"], name=op.f("fk_access_codes_course_id_courses"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_access_codes")),
         sa.UniqueConstraint("code", name=op.f("uq_access_codes_code")),
     )

@@ -57,8 +57,9 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(length=32), nullable=True),
         sa.Column("course", sa.String(length=64), nullable=True),
         sa.Column("topic", sa.String(length=200), nullable=True),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_knowledge_questions_user_id_users"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_knowledge_questions_user_id_users"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_knowledge_questions")),
     )
     op.create_index("ix_knowledge_questions_user_id", "knowledge_questions", ["user_id"])

@@ -39,10 +39,12 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("members_synced_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["course_id"], ["courses.id"], name=op.f("fk_teams_course_id_courses"),
-                                ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["next_lesson_id"], ["lessons.id"], name=op.f("fk_teams_next_lesson_id_lessons"),
-                                ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(
+            ["course_id"], ["courses.id"], name=op.f("fk_teams_course_id_courses"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["next_lesson_id"], ["lessons.id"], name=op.f("fk_teams_next_lesson_id_lessons"), ondelete="SET NULL"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_teams")),
         sa.UniqueConstraint("channel", "chat_id", name=op.f("uq_teams_channel")),
     )
@@ -58,10 +60,12 @@ def upgrade() -> None:
         sa.Column("hidden", sa.Boolean(), nullable=False),
         sa.Column("joined_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["team_id"], ["teams.id"], name=op.f("fk_team_members_team_id_teams"),
-                                ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_team_members_user_id_users"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["team_id"], ["teams.id"], name=op.f("fk_team_members_team_id_teams"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_team_members_user_id_users"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_team_members")),
         sa.UniqueConstraint("team_id", "member", name=op.f("uq_team_members_team_id")),
     )
@@ -74,10 +78,12 @@ def upgrade() -> None:
         sa.Column("local_date", sa.Date(), nullable=False),
         sa.Column("lesson_id", BIG_ID, nullable=True),
         sa.Column("posted_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["team_id"], ["teams.id"], name=op.f("fk_team_lesson_posts_team_id_teams"),
-                                ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["lesson_id"], ["lessons.id"], name=op.f("fk_team_lesson_posts_lesson_id_lessons"),
-                                ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(
+            ["team_id"], ["teams.id"], name=op.f("fk_team_lesson_posts_team_id_teams"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["lesson_id"], ["lessons.id"], name=op.f("fk_team_lesson_posts_lesson_id_lessons"), ondelete="SET NULL"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_team_lesson_posts")),
         sa.UniqueConstraint("team_id", "local_date", name=op.f("uq_team_lesson_posts_team_id")),
     )

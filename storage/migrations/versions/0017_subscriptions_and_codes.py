@@ -26,8 +26,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("subscription_reference", sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column("subscription_status", sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column("period_end", sa.DateTime(timezone=True), nullable=True))
-        batch_op.create_index(batch_op.f("ix_payments_subscription_reference"), ["subscription_reference"],
-                              unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_payments_subscription_reference"), ["subscription_reference"], unique=False
+        )
     with op.batch_alter_table("access_codes", schema=None) as batch_op:
         batch_op.add_column(sa.Column("uses", sa.Integer(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))

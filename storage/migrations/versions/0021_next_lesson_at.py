@@ -26,8 +26,13 @@ def upgrade() -> None:
     with op.batch_alter_table("learners") as batch:
         batch.add_column(sa.Column("next_lesson_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index("ix_learners_next_lesson_at", "learners", ["next_lesson_at"])
-    op.create_index("ix_learners_next_lesson_unknown", "learners", ["user_id"],
-                    postgresql_where=sa.text(UNKNOWN), sqlite_where=sa.text(UNKNOWN))
+    op.create_index(
+        "ix_learners_next_lesson_unknown",
+        "learners",
+        ["user_id"],
+        postgresql_where=sa.text(UNKNOWN),
+        sqlite_where=sa.text(UNKNOWN),
+    )
     op.drop_index("ix_users_timezone", table_name="users")
     op.drop_index("ix_learners_lesson_time", table_name="learners")
 

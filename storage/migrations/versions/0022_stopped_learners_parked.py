@@ -22,8 +22,13 @@ AFTER = "next_lesson_at IS NULL AND lesson_time IS NOT NULL AND status <> 'stopp
 
 
 def _index(column: str, where: str) -> None:
-    op.create_index("ix_learners_next_lesson_unknown", "learners", [column],
-                    postgresql_where=sa.text(where), sqlite_where=sa.text(where))
+    op.create_index(
+        "ix_learners_next_lesson_unknown",
+        "learners",
+        [column],
+        postgresql_where=sa.text(where),
+        sqlite_where=sa.text(where),
+    )
 
 
 def upgrade() -> None:
