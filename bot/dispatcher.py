@@ -51,7 +51,7 @@ from bot.channel import (
 )
 from bot.config import Settings
 from bot.messages import REPLY_ADDRESS, reply_from_payload
-from bot.observability import DELIVERY_SECONDS, MESSAGES_OUT, SEND_FAILURES, conversation_id_var
+from bot.observability import DELIVERY_SECONDS, MESSAGES_OUT, SEND_FAILURES, conversation_id_var, for_channel
 from bot.ratelimit import Booking, Lane, RateLimiter, Slots, keys_to_pause
 from storage.db import Database, Raw
 from storage.models import Conversation, OutboxMessage, utcnow
@@ -732,9 +732,9 @@ class OutboxDispatcher:
         except BaseException:
             self._give_back(following)
             raise
-        MESSAGES_OUT.labels(row.channel).inc()
+        for_channel(MESSAGES_OUT, row.channel).inc()
         if written is not None:
-            DELIVERY_SECONDS.labels(row.channel).observe(max(0.0, (at - written).total_seconds()))
+            for_channel(DELIVERY_SECONDS, row.channel).observe(max(0.0, (at - written).total_seconds()))
         self.on_sent(row)
         return following
 

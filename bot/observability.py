@@ -13,7 +13,7 @@ import logging
 import sys
 from contextvars import ContextVar
 from datetime import datetime, timezone
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -117,6 +117,20 @@ DELIVERY_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
     registry=REGISTRY,
 )
+
+Metric = TypeVar("Metric", Counter, Histogram)
+_CHILDREN: dict[tuple[Any, str], Any] = {}
+
+
+def for_channel(metric: Metric, channel: str) -> Metric:
+    """`metric.labels(channel)`, found once for each channel: `labels()` takes a lock and builds its key on each call,
+    and the message path counts a few metrics a message."""
+    child = _CHILDREN.get((metric, channel))
+    if child is None:
+        child = _CHILDREN[(metric, channel)] = metric.labels(channel)
+    return child
+
+
 # queues (set when /metrics is read, from the database every process shares)
 OUTBOX_DEPTH = Gauge("lessonbot_outbox_depth", "Outbox rows by status", ["status"], registry=REGISTRY)
 INBOUND_PENDING = Gauge("lessonbot_inbound_pending", "Inbound messages not yet processed", registry=REGISTRY)

@@ -49,7 +49,7 @@ from bot.activity import Activity
 from bot.channel import RequestRejected
 from bot.config import Settings
 from bot.messages import REPLY_ADDRESS, InboundMessage, Text
-from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var
+from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var, for_channel
 from bot.text import storable, storable_data
 from dialogs import apologies, choices
 from dialogs.ask import QuestionAnswerer
@@ -210,9 +210,9 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
         raise
     conversations.remember(message.channel, message.chat_id, conversation_id)  # committed: it exists
     if inbound_id is None:
-        DUPLICATES_IN.labels(message.channel).inc()
+        for_channel(DUPLICATES_IN, message.channel).inc()
         return Recorded(None, conversation_id, duplicate=True)
-    MESSAGES_IN.labels(message.channel).inc()
+    for_channel(MESSAGES_IN, message.channel).inc()
     return Recorded(inbound_id, conversation_id, duplicate=False)
 
 
@@ -612,7 +612,7 @@ class ConversationWorker:
         current.answered_elsewhere = turn.answered_elsewhere
         if row.more:
             self._kept[conversation_id] = now + self._lease
-        PROCESSING_SECONDS.labels(message.channel).observe(time.perf_counter() - started)
+        for_channel(PROCESSING_SECONDS, message.channel).observe(time.perf_counter() - started)
         log.debug("processed", extra={"inbound_id": row.id, "replies": len(turn.replies)})
         # With nothing more pending the lease went back in that commit; a message recorded since then notified us.
         return _Done.MORE if row.more else _Done.LAST

@@ -4,7 +4,7 @@ no question answerer runs in this process."""
 from __future__ import annotations
 
 from dialogs import flow, onboarding, roles
-from dialogs.i18n import N_
+from dialogs.i18n import N_, Translator
 from dialogs.learner import is_set_up, learner_of, name_of, tr
 from dialogs.review import due_reviews
 from dialogs.turn import Command, Turn
@@ -28,15 +28,28 @@ async def start(turn: Turn, _args: str) -> None:
 async def show_help(turn: Turn, _args: str) -> None:
     from dialogs import COMMANDS  # the full list, including commands of dialogs added later
 
-    _ = tr(turn)
-    lines = [_("Here is what you can send me:")]
-    lines += [f"/{command.name} — {_(command.summary)}" for command in COMMANDS if command.listed]
-    lines.append(_("You can also type plain words instead, like “next”, “review”, “progress” or “pause”."))
-    if await roles.grants(turn):
-        lines.append(_("/admin help — commands for admins"))
-    turn.say("\n".join(lines))
+    turn.say(_help_text(tr(turn), COMMANDS, admin=bool(await roles.grants(turn))))
     if flow.is_active(turn.state, "onboarding"):  # asked before setting up: the question is asked again, so its
         await flow.resume(turn)  # choices are the newest and "1" still answers it
+
+
+# /help's text, made once for each language, list of commands and kind of reader: a line for each listed command,
+# each translated, cost more than the rest of a /help turn's dialog
+_HELP_TEXTS: dict[tuple[Translator, bool], tuple[tuple[Command, ...], str]] = {}
+
+
+def _help_text(_: Translator, commands: tuple[Command, ...], *, admin: bool) -> str:
+    kept = _HELP_TEXTS.get((_, admin))
+    if kept is not None and kept[0] is commands:
+        return kept[1]
+    lines = [_("Here is what you can send me:")]
+    lines += [f"/{command.name} — {_(command.summary)}" for command in commands if command.listed]
+    lines.append(_("You can also type plain words instead, like “next”, “review”, “progress” or “pause”."))
+    if admin:
+        lines.append(_("/admin help — commands for admins"))
+    text = "\n".join(lines)
+    _HELP_TEXTS[(_, admin)] = (commands, text)
+    return text
 
 
 async def not_understood(turn: Turn) -> None:

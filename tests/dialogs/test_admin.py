@@ -32,6 +32,18 @@ async def test_non_admin_is_refused_and_told_how_to_become_one(bot):
     assert await audit(lessonbot) == [("test:ann", "stats", "denied")]
 
 
+async def test_help_lists_the_admin_commands_to_an_admin_only_however_often_asked(bot):
+    """/help's text is made once for each language and kind of reader: an admin and a learner asking in turns
+    each get their own, every time."""
+    lessonbot, channel = bot
+    boss, ann = Transcript(lessonbot, channel, chat="boss"), Transcript(lessonbot, channel, chat="ann")
+    for _ in range(2):
+        [to_boss] = await boss.say("/help")
+        [to_ann] = await ann.say("/help")
+        assert to_boss.startswith("Here is what you can send me") and "/admin help" in to_boss
+        assert to_ann.startswith("Here is what you can send me") and "/admin" not in to_ann
+
+
 async def test_admin_stats_and_help_are_audited(bot):
     lessonbot, channel = bot
     boss = Transcript(lessonbot, channel, chat="boss")
