@@ -103,8 +103,8 @@ async def test_each_statement_commits_on_its_own_and_a_transaction_after_it_is_w
 
 
 async def test_closed_connections_are_let_go_with_their_kept_cursors(postgresql_url: str) -> None:
-    """A prepared statement keeps a raw cursor with each psycopg connection; a connection closed and dropped by its
-    pool (recycled, broken, an overflow one given back) is not kept alive by it."""
+    """Prepared statements keep their names and adapters with each psycopg connection; a connection closed and
+    dropped by its pool (recycled, broken, an overflow one given back) is not kept alive by them."""
     import gc
     import weakref
 
