@@ -11,8 +11,9 @@ same type adapters: JSON, inet), so a prepared statement reads and writes the sa
 raised as SQLAlchemy raises them (`OperationalError`, `DataError`, … with the parameters hidden), and waiting too
 long for a connection raises SQLAlchemy's pool `TimeoutError`: callers tell a transient failure the same way.
 
-A connection whose transaction failed is rolled back and reused; one that is broken, or was interrupted in the middle
-of a statement (a cancelled task), is closed and replaced by a new one when next needed.
+A connection whose transaction failed is rolled back and reused, as is one whose task was cancelled in the middle of
+a prepared statement (cancelled in the server and read to its end, storage.postgres_statements); one that is broken,
+or still in the middle of a statement, is closed and replaced by a new one when next needed.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ statement reads and writes exactly what the cursor would.
 
 What stays psycopg's: the connection (opening, COMMIT and ROLLBACK, closing), and every statement that is not a
 `Prepared` one. The state psycopg reads (whether a transaction is open or failed) is libpq's own, so the two agree.
-A connection whose round trip is interrupted (a cancelled task) is closed: its replies may still be on the way.
+A round trip interrupted by a cancelled task is cancelled in the server and read to its end, as psycopg does for its
+own statements; a connection whose round trip cannot be brought to its end is closed: its replies may be on the way.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _KEPT = "_lessonbot_statements"  # on the psycopg connection: its `_Statements`
 # statements of its own prepared sends DEALLOCATE ALL after every ROLLBACK (and DROP, ALTER), taking ours with them.
 # The statements worth preparing are the hot path's `Prepared` ones, prepared here.
 CONNECT_ARGS: dict[str, Any] = {"prepare_threshold": None}
+CANCEL_WAIT = 5.0  # seconds for a statement interrupted by a cancelled task to end in the server (psycopg's own wait)
 
 
 class _Statements:
@@ -106,10 +108,8 @@ async def execute(
         pgconn.pipeline_sync()
         commands = begin + len(sends) + sum(sql is not None for _, sql, *_ in sends) + committing
         results = await _replies(pgconn, commands)
-    except BaseException:
-        # Interrupted between the write and the last reply: the connection's state is unknown. Closing it makes
-        # psycopg and the pools see it as closed (they replace it) rather than send on a half-read conversation.
-        pgconn.finish()
+    except BaseException as exc:
+        await _interrupted(connection, exc)
         raise
     pgconn.exit_pipeline_mode()
 
@@ -159,17 +159,37 @@ async def commit(connection: psycopg.AsyncConnection[Any]) -> None:
         pgconn.send_query_params(_COMMIT, None)
         pgconn.pipeline_sync()
         (result,) = await _replies(pgconn, 1)
-    except BaseException:
-        pgconn.finish()  # (as in `execute`)
+    except BaseException as exc:
+        await _interrupted(connection, exc)
         raise
     pgconn.exit_pipeline_mode()
     if result.status == pq.ExecStatus.FATAL_ERROR:
         raise psycopg.errors.error_from_result(result, encoding=connection.info.encoding)
 
 
-async def _replies(pgconn: pq.abc.PGconn, commands: int) -> list[pq.abc.PGresult]:
+async def _interrupted(connection: psycopg.AsyncConnection[Any], exc: BaseException) -> None:
+    """After a round trip that did not reach its sync. A cancelled task (as psycopg does for its own statements): what
+    runs is cancelled in the server and the replies are read up to the sync, so the connection is whole again (its
+    transaction failed, for the caller's rollback) and the task ends cancelled, not with the error a closed
+    connection's rollback would raise in its place. Otherwise, or if that does not end within CANCEL_WAIT seconds,
+    the connection is closed: psycopg and the pools see it as closed (they replace it) rather than send on a
+    half-read conversation."""
+    pgconn = connection.pgconn
+    if isinstance(exc, asyncio.CancelledError) and pgconn.status == pq.ConnStatus.OK:
+        try:
+            async with asyncio.timeout(CANCEL_WAIT):
+                await connection.cancel_safe(timeout=CANCEL_WAIT)
+                await _replies(pgconn, None)
+            pgconn.exit_pipeline_mode()
+            return
+        except BaseException:  # (interrupted again, the server did not answer, the connection broke)
+            pass
+    pgconn.finish()
+
+
+async def _replies(pgconn: pq.abc.PGconn, commands: int | None) -> list[pq.abc.PGresult]:
     """The results of the `commands` sent in pipeline mode, one a command in order, up to their sync (a command after
-    one that failed has its PIPELINE_ABORTED result)."""
+    one that failed has its PIPELINE_ABORTED result); `commands` None: however many there are."""
     loop = asyncio.get_running_loop()
     fileno = pgconn.socket
     results: list[pq.abc.PGresult] = []
@@ -210,6 +230,6 @@ async def _replies(pgconn: pq.abc.PGconn, commands: int) -> list[pq.abc.PGresult
     finally:
         if registered:
             loop.remove_reader(fileno)
-    if len(results) != commands:
+    if commands is not None and len(results) != commands:
         raise psycopg.OperationalError(f"PostgreSQL answered {len(results)} of {commands} commands")
     return results

@@ -81,6 +81,29 @@ async def test_a_transaction_cancelled_in_the_middle_of_a_statement_leaves_a_usa
         await db.dispose()
 
 
+async def test_a_session_cancelled_in_the_middle_of_a_prepared_statement_is_cancelled(postgresql_url: str) -> None:
+    """A task cancelled while a prepared statement of its session runs ends cancelled (the statement is cancelled in
+    the server and its replies read, so the session's rollback finds a usable connection), not with a database error a
+    caller would take for a transient failure; and the pool's one connection serves the next transaction at once."""
+    db = Database(postgresql_url, pool_size=1)
+    try:
+
+        async def sleep() -> None:
+            async with db.transaction() as session:
+                await _SLEEP.run(session, {"seconds": 5})
+
+        task = asyncio.create_task(sleep())
+        await asyncio.sleep(0.2)  # the statement is running on the pool's one connection
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(3), db.transaction() as session:  # the sleep is not waited for
+            await _add(db.backend).run(session, {"chat": "session-cancelled", "state": {}, "at": AT})
+        assert await _state(db, "session-cancelled") == {}
+    finally:
+        await db.dispose()
+
+
 async def test_each_statement_commits_on_its_own_and_a_transaction_after_it_is_whole_again(database_url: str) -> None:
     """`run(each_statement=True)`: on PostgreSQL a statement before a failure stays (each its own transaction), on
     SQLite the block is one transaction; either way the next plain `run()` on the same pooled connection is atomic."""
