@@ -149,10 +149,12 @@ async def execute(
 
 
 async def commit(connection: psycopg.AsyncConnection[Any]) -> None:
-    """Commit the connection's open transaction (nothing where none is open; a failed one is left to the caller's
-    rollback) the way `execute` runs a statement; psycopg's own commit then finds nothing to do."""
+    """Commit the connection's open transaction (nothing where none is open) the way `execute` runs a statement;
+    psycopg's own commit then finds nothing to do. A failed transaction gets its COMMIT too, which PostgreSQL takes
+    as a ROLLBACK (as psycopg's commit did): a block that caught its statement's failure commits nothing, and leaves
+    no failed transaction to the connection's next user."""
     pgconn = connection.pgconn
-    if pgconn.transaction_status != pq.TransactionStatus.INTRANS:
+    if pgconn.transaction_status not in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
         return
     pgconn.enter_pipeline_mode()
     try:

@@ -195,3 +195,24 @@ async def test_prepared_statements_outlive_rollbacks_and_failed_statements(postg
             await fresh.dispose()
     finally:
         await db.dispose()
+
+
+async def test_a_block_that_caught_a_failed_statement_leaves_no_failed_transaction_behind(database_url: str) -> None:
+    """A block that catches its statement's failure and ends normally commits nothing (PostgreSQL's COMMIT of a failed
+    transaction rolls it back), and the pooled connection's next transaction is not met by the failed one."""
+    db = Database(database_url, pool_size=1)
+    add = _add(db.backend)
+    try:
+        async with db.run() as transaction:
+            await add.run(transaction, {"chat": "caught-1", "state": {}, "at": AT})
+        async with db.run() as transaction:
+            await add.run(transaction, {"chat": "caught-2", "state": {}, "at": AT})
+            with pytest.raises(IntegrityError):
+                await add.run(transaction, {"chat": "caught-1", "state": {}, "at": AT})
+        async with db.run() as transaction:
+            await add.run(transaction, {"chat": "caught-3", "state": {"n": 3}, "at": AT})
+        assert await _state(db, "caught-3") == {"n": 3}
+        if db.backend == "postgresql":
+            assert await _state(db, "caught-2") is None
+    finally:
+        await db.dispose()
