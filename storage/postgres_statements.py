@@ -76,7 +76,14 @@ async def execute(
     one round trip: each is a statement of its own (a later one sees what an earlier one did, and takes its snapshot
     when it starts). Raises psycopg's error for the first that failed; those after it are not run. `commit`: the
     transaction is committed in the same round trip, unless a statement failed (the transaction is then left failed,
-    for the caller's rollback)."""
+    for the caller's rollback). On a connection in autocommit each statement is a transaction of its own: they then
+    go one round trip each, since statements in one write share one implicit transaction up to its sync (a later
+    one's failure would undo an earlier one)."""
+    if len(statements) > 1 and connection.autocommit:
+        outcomes: list[Outcome] = []
+        for statement in statements:
+            outcomes += await execute(connection, statement)
+        return outcomes
     kept = _kept(connection)
     transformer = kept.transformer
     pgconn = connection.pgconn
@@ -134,7 +141,7 @@ async def execute(
         if failed.error_field(pq.DiagnosticField.SQLSTATE) in (b"26000", b"0A000"):
             kept.names.clear()  # a statement gone or made stale (DISCARD, a changed table): prepare anew
         raise psycopg.errors.error_from_result(failed, encoding=connection.info.encoding)
-    outcomes: list[Outcome] = []
+    outcomes = []
     for (_sql, _parameters, rows), result in zip(statements, ran, strict=True):
         if result.status not in _OK:
             raise psycopg.OperationalError(f"unexpected reply from PostgreSQL: {pq.ExecStatus(result.status).name}")

@@ -98,8 +98,8 @@ async def run_together(
 ) -> list[Ran]:
     """Run prepared statements one after another in the transaction of `where`, and what each returned. On
     PostgreSQL they go to the server together: one round trip for all (each is still a statement of its own: a later
-    one sees what an earlier one did). The first failure is raised as SQLAlchemy raises it; those after it are not
-    run.
+    one sees what an earlier one did), except on a connection in autocommit (one round trip each, each its own
+    transaction). The first failure is raised as SQLAlchemy raises it; those after it are not run.
 
     `commit` (the transaction's last statements): on PostgreSQL the transaction is committed in the same round trip
     when none failed (a session's pending changes are flushed first), and the block's own commit then finds nothing

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database
 from storage.models import Conversation
-from storage.prepared import Prepared
+from storage.prepared import Prepared, run_together
 from storage.queries import backend_insert
 
 _CONVERSATIONS = Conversation.__table__
@@ -214,5 +214,25 @@ async def test_a_block_that_caught_a_failed_statement_leaves_no_failed_transacti
         assert await _state(db, "caught-3") == {"n": 3}
         if db.backend == "postgresql":
             assert await _state(db, "caught-2") is None
+    finally:
+        await db.dispose()
+
+
+async def test_statements_run_together_on_each_statement_are_each_a_transaction_of_their_own(database_url: str) -> None:
+    """`run_together` in `run(each_statement=True)`: on PostgreSQL a statement before one that fails stays committed
+    (each its own transaction, as when run one by one), and the failure is raised."""
+    db = Database(database_url)
+    add = _add(db.backend)
+    try:
+        async with db.run() as transaction:
+            await add.run(transaction, {"chat": "together-1", "state": {}, "at": AT})
+        with pytest.raises(IntegrityError):
+            async with db.run(each_statement=True) as transaction:
+                await run_together(
+                    transaction,
+                    (add, {"chat": "together-2", "state": {"n": 2}, "at": AT}),
+                    (add, {"chat": "together-1", "state": {}, "at": AT}),
+                )
+        assert (await _state(db, "together-2") == {"n": 2}) == (db.backend == "postgresql")
     finally:
         await db.dispose()
