@@ -210,7 +210,9 @@ async def _replies(pgconn: pq.abc.PGconn, commands: int | None) -> list[pq.abc.P
 
     registered = False
     try:
-        while pgconn.flush():  # the write did not go out whole: wait until the socket takes the rest
+        while pending := pgconn.flush():  # the write did not go out whole: wait until the socket takes the rest
+            if pending < 0:  # (the connection failed: waiting for the socket would wait for nothing)
+                raise psycopg.OperationalError(pgconn.get_error_message())
             waiting = loop.create_future()
             loop.add_writer(fileno, ready)
             try:
