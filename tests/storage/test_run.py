@@ -62,11 +62,20 @@ async def test_a_transaction_commits_whole_or_not_at_all(database_url: str) -> N
         await db.dispose()
 
 
-async def test_a_transaction_cancelled_in_the_middle_of_a_statement_leaves_a_usable_pool(postgresql_url: str) -> None:
+@pytest.mark.parametrize("block", ["run", "transaction"])
+async def test_a_task_cancelled_in_the_middle_of_a_statement_ends_cancelled_and_leaves_a_usable_pool(
+    postgresql_url: str, block: str
+) -> None:
+    """A task cancelled while a prepared statement of its block runs (`run()`'s, or a session's) ends cancelled (the
+    statement is cancelled in the server and its replies read, so the rollback finds a usable connection), not with
+    a database error a caller would take for a transient failure; and the pool's one connection serves the next
+    transaction at once, the sleep not waited for."""
     db = Database(postgresql_url, pool_size=1)
+    begin = getattr(db, block)
     try:
+
         async def sleep() -> None:
-            async with db.run() as transaction:
+            async with begin() as transaction:
                 await _SLEEP.run(transaction, {"seconds": 5})
 
         task = asyncio.create_task(sleep())
@@ -74,32 +83,9 @@ async def test_a_transaction_cancelled_in_the_middle_of_a_statement_leaves_a_usa
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        async with asyncio.timeout(3), db.run() as transaction:  # the sleep is not waited for
-            await _add(db.backend).run(transaction, {"chat": "run-cancelled", "state": {}, "at": AT})
-        assert await _state(db, "run-cancelled") == {}
-    finally:
-        await db.dispose()
-
-
-async def test_a_session_cancelled_in_the_middle_of_a_prepared_statement_is_cancelled(postgresql_url: str) -> None:
-    """A task cancelled while a prepared statement of its session runs ends cancelled (the statement is cancelled in
-    the server and its replies read, so the session's rollback finds a usable connection), not with a database error a
-    caller would take for a transient failure; and the pool's one connection serves the next transaction at once."""
-    db = Database(postgresql_url, pool_size=1)
-    try:
-
-        async def sleep() -> None:
-            async with db.transaction() as session:
-                await _SLEEP.run(session, {"seconds": 5})
-
-        task = asyncio.create_task(sleep())
-        await asyncio.sleep(0.2)  # the statement is running on the pool's one connection
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        async with asyncio.timeout(3), db.transaction() as session:  # the sleep is not waited for
-            await _add(db.backend).run(session, {"chat": "session-cancelled", "state": {}, "at": AT})
-        assert await _state(db, "session-cancelled") == {}
+        async with asyncio.timeout(3), begin() as transaction:
+            await _add(db.backend).run(transaction, {"chat": f"{block}-cancelled", "state": {}, "at": AT})
+        assert await _state(db, f"{block}-cancelled") == {}
     finally:
         await db.dispose()
 
