@@ -325,14 +325,7 @@ class Database:
                 DriverPool(engine_url, dialect, size=pool_size),
                 DriverPool(engine_url, dialect, size=urgent_pool_size * 2),
             )
-            self._urgent_engine = create_async_engine(
-                async_url(url),
-                pool_size=urgent_pool_size,
-                max_overflow=urgent_pool_size,
-                pool_recycle=1800,
-                hide_parameters=True,
-                connect_args=postgres_statements.CONNECT_ARGS,
-            )
+            self._urgent_engine = make_async_engine(url, pool_size=urgent_pool_size)
             self._urgent_sessions = async_sessionmaker(self._urgent_engine, expire_on_commit=False)
 
     @property
