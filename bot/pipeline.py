@@ -632,8 +632,9 @@ class ConversationWorker:
         """The turn's last statements: its replies queued (`answers`), the message's `done` mark, then on the
         conversation's row its state (if the turn changed it), when the person last wrote, and the lease, given back
         when nothing else is pending (kept otherwise). On PostgreSQL all in one statement (the replies and the mark in
-        data-modifying WITHs, storage.outbox.WithQueued): one round trip. LeaseLost (the transaction is rolled back,
-        the replies with it) if the lease is no longer ours."""
+        data-modifying WITHs, storage.outbox.WithQueued), sent with the transaction's COMMIT: one round trip.
+        LeaseLost (nothing committed: the transaction is rolled back, the replies with it) if the lease is no longer
+        ours."""
         values = {
             "inbound": inbound_id,
             "done": InboundStatus.DONE.value,
@@ -848,8 +849,6 @@ _MARKING_DONE = (
 _MARK_DONE = Prepared(_MARKING_DONE)
 # By whether the turn changed the conversation's state (written only then).
 _FINISH = {False: Prepared(_FINISHING), True: Prepared(_FINISHING.values(state=bindparam("state")))}
-# PostgreSQL: WITH done AS (UPDATE inbound_messages …), offered AS (INSERT …), queued AS (INSERT INTO outbox_messages …)
-# UPDATE conversations …
 LEASE_LOST = "LB001"  # the SQLSTATE lessonbot_lease_lost() raises (PostgreSQL, migration 0023)
 
 

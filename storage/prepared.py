@@ -25,9 +25,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import inspect
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql import ClauseElement
@@ -81,6 +82,15 @@ class Prepared:
     ) -> Ran:
         """Run in the transaction of `where`: `Database.run()`'s, a Core connection's, or an ORM session's.
         `commit`: see `run_together`."""
+        raw = await raw_of(where)
+        driver = raw.driver
+        if isinstance(driver, InlineConnection):  # SQLite, where a statement costs a few µs: no list of one made
+            compiled = self.compiled(raw.dialect)
+            try:
+                rows, rowcount = await driver.run(compiled.sql, _positional(compiled, parameters))
+            except sqlite3.Error as exc:
+                raise _as_sqlalchemy(exc, compiled.sql) from exc
+            return self._ran(compiled, rows, rowcount)
         (ran,) = await run_together(where, (self, parameters), commit=commit)
         return ran
 
@@ -124,16 +134,18 @@ async def run_together(
                 ),
                 commit=commit,
             )
-    except Exception as exc:
-        base = sqlite3.Error if isinstance(driver, InlineConnection) else dialect.loaded_dbapi.Error
-        if isinstance(exc, base):
-            sql = "; ".join(each.sql for each in compiled)
-            raise DBAPIError.instance(sql, None, exc, base, hide_parameters=True) from exc
-        raise
+    except (sqlite3.Error, psycopg.Error) as exc:
+        raise _as_sqlalchemy(exc, "; ".join(each.sql for each in compiled)) from exc
     return [
         prepared._ran(each, rows, rowcount)
         for (prepared, _parameters), each, (rows, rowcount) in zip(runs, compiled, outcomes, strict=True)
     ]
+
+
+def _as_sqlalchemy(exc: sqlite3.Error | psycopg.Error, sql: str) -> StatementError:
+    """The driver's error as SQLAlchemy raises it (`OperationalError`, `DataError`, … with the parameters hidden)."""
+    base = sqlite3.Error if isinstance(exc, sqlite3.Error) else psycopg.Error
+    return DBAPIError.instance(sql, None, exc, base, hide_parameters=True)
 
 
 def _processed(results: tuple[tuple[int, Callable[[Any], Any]], ...], row: Any) -> list[Any]:
