@@ -17,7 +17,10 @@ What each member is promised is what a transaction of its own gave it:
   conversation, so every group takes the conversations' arrival-number rows in one order, and two groups (of this
   process or another) never wait for each other's locks in a circle; a conversation's messages keep their order.
 
-A group of one runs as it did before grouping: alone, in autocommit. At most `most` statements share a group.
+With nothing else under way (no group open, no statement awaiting its reply) a statement goes at once, alone, in
+autocommit, as before grouping: a quiet process waits for no pass of the event loop. So does a group of one. At
+most `most` statements share a group. Members are answered from the event loop's callback for the socket, the
+moment the COMMIT's reply is in, not a pass later from the task that sent them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -56,10 +60,19 @@ class StatementGroups:
         self._most = most
         self._open: _Group | None = None  # the group of this pass, taking members
         self._sending: set[asyncio.Task[None]] = set()
+        self._under_way = 0  # statements sent (alone or in a group) whose replies have not come
 
     async def run(self, statement: Statement, *, order: int) -> Outcome:
         """Run `statement` in the group of this pass; its outcome once its group has committed (see the module's
         text). Errors are psycopg's, or SQLAlchemy's for a connection that could not be had."""
+        if self._open is None and not self._under_way:  # nothing else under way: alone, at once, in this task
+            self._under_way += 1
+            try:
+                async with self._transaction(each_statement=True) as connection:
+                    (outcome,) = await postgres_statements.execute(connection, statement)
+                return outcome
+            finally:
+                self._under_way -= 1
         loop = asyncio.get_running_loop()
         member = _Member(statement, order, loop.create_future())
         group = self._open
@@ -76,15 +89,25 @@ class StatementGroups:
         if self._open is group:
             self._open = None
         members = sorted((member for member in group.members if not member.outcome.done()), key=_order)
-        if len(members) == 1:
-            await self._alone(members[0])
-            return
-        if not members:
-            return
+        self._under_way += 1
+        try:
+            if len(members) == 1:
+                await self._alone(members[0])
+            elif members:
+                await self._together(members)
+        finally:
+            self._under_way -= 1
+
+    async def _together(self, members: list[_Member]) -> None:
         try:
             async with self._transaction() as connection:
+                # Each member is answered the moment the COMMIT's reply is in (from the socket's callback), not
+                # after this task's next turn: its acknowledgement waits for no further pass of the event loop.
                 outcomes = await postgres_statements.execute(
-                    connection, *(member.statement for member in members), commit=True
+                    connection,
+                    *(member.statement for member in members),
+                    commit=True,
+                    on_outcomes=partial(_answer, members),
                 )
         except psycopg.Error as exc:
             if exc.sqlstate is None:  # the connection failed: whether the group committed is not known
@@ -98,22 +121,21 @@ class StatementGroups:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        for member, outcome in zip(members, outcomes, strict=True):
-            if not member.outcome.done():
-                member.outcome.set_result(outcome)
+        _answer(members, outcomes)  # (answered already)
 
     async def _alone(self, member: _Member) -> None:
         """One member in a transaction of its own (the connection in autocommit: one round trip)."""
         try:
             async with self._transaction(each_statement=True) as connection:
-                (outcome,) = await postgres_statements.execute(connection, member.statement)
+                (outcome,) = await postgres_statements.execute(
+                    connection, member.statement, on_outcomes=partial(_answer, [member])
+                )
         except BaseException as exc:
             _fail([member], exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        if not member.outcome.done():
-            member.outcome.set_result(outcome)
+        _answer([member], [outcome])
 
     async def settle(self) -> None:
         """Wait for the groups under way to end (before the connections are closed)."""
@@ -122,6 +144,12 @@ class StatementGroups:
 
 def _order(member: _Member) -> int:
     return member.order
+
+
+def _answer(members: list[_Member], outcomes: list[Outcome]) -> None:
+    for member, outcome in zip(members, outcomes, strict=True):
+        if not member.outcome.done():
+            member.outcome.set_result(outcome)
 
 
 def _fail(members: list[_Member], exc: BaseException) -> None:
