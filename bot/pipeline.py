@@ -630,7 +630,8 @@ class ConversationWorker:
             await self.respond(turn)
         if user.last_active_at is None or now - user.last_active_at >= ACTIVITY_PRECISION:
             user.last_active_at = now  # nudges count idle days: a minute's precision saves a write a message
-        await session.flush()
+        if session.new or session.dirty or session.deleted:  # (else no pass through the session's greenlet)
+            await session.flush()
         replies = [reply.to_payload() for reply in turn.replies]
         address = message.meta.get(REPLY_ADDRESS)
         if isinstance(address, str) and address:  # the platform's own way to answer this one message
