@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from itertools import pairwise
 
 import pytest
@@ -12,11 +13,12 @@ from sqlalchemy import select
 from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
 from bot.core import Lessonbot
 from bot.dispatcher import CLAIM_AHEAD_SECONDS
+from bot.messages import Text
 from bot.ratelimit import Lane, RateLimiter, Slots
 from dialogs.turn import Turn
 from storage.db import Database
 from storage.models import OutboxMessage
-from storage.outbox import requeue
+from storage.outbox import OutboxEntry, enqueue, requeue
 from tests.support import RecordingChannel, message
 
 
@@ -101,6 +103,81 @@ async def test_what_a_turn_says_after_its_person_opted_out_is_set_aside_not_sent
         while [r.status for r in await outbox_rows(bot)][3:] != ["suppressed"] * 3:
             await asyncio.sleep(0.02)
     assert channel.texts("ann") == ["part 1", "part 2", "part 3"]
+
+
+@dataclass
+class MarkedChannel(RecordingChannel):
+    """A channel whose send is the reply marked sent in the outbox (as the web chat's): `sent` stays empty unless
+    the dispatcher calls `send` after all."""
+
+    name: str = "marked"
+
+    def sent_prefix(self) -> str:
+        return "marked-"
+
+
+async def sent_rows_of(bot: Lessonbot, count: int) -> list[OutboxMessage]:
+    async with asyncio.timeout(10):
+        while True:
+            rows = await outbox_rows(bot)
+            if [row.status for row in rows] == ["sent"] * count:
+                return rows
+            await bot.dispatcher.flush()
+            await asyncio.sleep(0.01)
+
+
+async def test_a_channel_that_sends_by_marking_has_its_replies_marked_sent_in_order_with_no_send(make_bot):
+    """The first reply is read, then marked sent (its chat not yet known); the next ones, and the next turn's, are
+    marked sent in one statement each: all in order, each try counted once, none passing through `sending`."""
+    channel = MarkedChannel()
+    bot = make_bot(channel)
+    await bot.receive(message("hi", channel="marked"))
+    await bot.worker.idle()
+    await sent_rows_of(bot, 3)
+    await bot.receive(message("again", channel="marked"))
+    await bot.worker.idle()
+    rows = await sent_rows_of(bot, 6)
+    assert [row.platform_message_id for row in rows] == [f"marked-{row.id}" for row in rows]
+    assert [row.payload["text"] for row in rows] == ["part 1", "part 2", "part 3"] * 2
+    assert [row.attempts for row in rows] == [1] * 6 and all(row.lease_until is None for row in rows)
+    assert all(earlier.sent_at <= later.sent_at for earlier, later in pairwise(rows))
+    assert channel.sent == {}
+
+
+async def test_a_channel_that_sends_by_marking_under_rate_limits_is_sent_through_its_send(make_bot):
+    channel = MarkedChannel(limits=(RateLimit("chat:ann", count=100, seconds=1),))
+    bot = make_bot(channel)
+    await bot.receive(message("hi", channel="marked"))
+    await bot.worker.idle()
+    rows = await sent_rows_of(bot, 3)
+    assert channel.texts("ann") == ["part 1", "part 2", "part 3"]
+    assert [row.platform_message_id for row in rows] == [f"marked-{row.id}" for row in rows]
+
+
+async def test_replies_by_marking_found_by_the_poll_are_marked_and_an_opted_out_persons_suppressed(make_bot):
+    """Rows no turn's notice named (the clock's, another process's) are found by the due search and marked sent; a
+    person who opted out is sent nothing, also once the dispatcher knows their chat from the replies before."""
+    from dataclasses import replace
+
+    channel = MarkedChannel()
+    bot = make_bot(channel)
+    await bot.receive(message("hi", channel="marked"))
+    await bot.worker.idle()
+    await sent_rows_of(bot, 3)
+    async with bot.db.transaction() as session:
+        conversation = (await outbox_rows(bot))[0].conversation_id
+        await enqueue(session, [OutboxEntry(conversation, "marked", "ann", Text("a lesson").to_payload())])
+    assert await bot.dispatcher.dispatch_due() == 1
+    await sent_rows_of(bot, 4)
+    await bot.receive(replace(message("STOP", channel="marked"), meta={"subscription": "stop"}))
+    await bot.worker.idle()
+    await bot.receive(replace(message("paid", channel="marked"), meta={"platform_report": True}))
+    await bot.worker.idle()
+    async with asyncio.timeout(10):
+        while [r.status for r in await outbox_rows(bot)][4:] != ["suppressed"] * 3:
+            await bot.dispatcher.flush()
+            await asyncio.sleep(0.02)
+    assert channel.sent == {}
 
 
 async def test_a_turn_that_says_nothing_takes_no_place_at_the_limiter(settings):
