@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, String, and_, bindparam, false, literal_column, or_, select, update
+from sqlalchemy import ColumnElement, String, and_, bindparam, false, func, literal_column, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.dml import Update
@@ -230,6 +231,23 @@ def _with_more(marking: Update, *columns: Any) -> dict[str, Prepared]:
 
 
 _MARK_SENT = _with_more(_MARKING_SENT)
+_MARKS = (  # PostgreSQL: rows marked sent together, each with its platform id and time (`_MarksTogether`)
+    func.unnest(
+        bindparam("rows", type_=ARRAY(_OUTBOX.c.id.type)),
+        bindparam("sent_as", type_=ARRAY(_OUTBOX.c.platform_message_id.type)),
+        bindparam("at", type_=ARRAY(_OUTBOX.c.sent_at.type)),
+    )
+    .table_valued("id", "sent_as", "at")
+    .render_derived(name="marks")
+)
+_MARK_ALL_SENT = Prepared(
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == _MARKS.c.id)
+    .values(
+        status=OutboxStatus.SENT.value, platform_message_id=_MARKS.c.sent_as, sent_at=_MARKS.c["at"], lease_until=None
+    )
+    .returning(_OUTBOX.c.id, _OUTBOX.c.created_at, _another_unsent(_OUTBOX.c))
+)
 # A reply of a channel that sends by marking (`SentByMarking`): marked sent where it would have been claimed, with
 # the try it makes counted as a claim counts it, and its platform id the channel's prefix and its outbox id.
 _SENT_BY_MARKING = {
@@ -262,6 +280,64 @@ _MARK_HEAD_SENT = _with_more(  # `_HEAD` and `_MARK_DUE_SENT` in one statement, 
     .values(_SENT_BY_MARKING),
     _OUTBOX.c.id,
 )
+
+
+class _MarksTogether:
+    """On PostgreSQL, the marks of sent replies that come while one is on its way go together in one statement once it
+    is back: one round trip for all, where each took one (a mark alone goes at once, as before). Each caller returns
+    once its own row's mark has committed (the statement is a transaction of its own), so a conversation's next reply
+    is still sent only after the one before it is marked; a failed statement fails each of its marks, as each one's
+    own statement would have failed."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._queued: list[tuple[int, str, datetime, asyncio.Future[Any]]] = []
+        self._running: asyncio.Task[None] | None = None
+
+    async def mark(self, row_id: int, platform_id: str, at: datetime) -> Any:
+        """Mark the row sent: its `created_at` and `more` (whether its conversation has another unsent reply), None
+        if the row is gone."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queued.append((row_id, platform_id, at, future))
+        if self._running is None:
+            self._running = loop.create_task(self._drain(), name="outbox-marks")
+        return await asyncio.shield(future)  # (a caller cancelled meanwhile leaves its row marked all the same)
+
+    async def settle(self) -> None:
+        """Wait for the marks under way (before the database is closed)."""
+        if self._running is not None:
+            await asyncio.gather(self._running, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queued:
+                marks, self._queued = self._queued, []
+                try:
+                    async with self._db.run(each_statement=True) as connection:
+                        ran = await _MARK_ALL_SENT.run(
+                            connection,
+                            {
+                                "rows": [row_id for row_id, _, _, _ in marks],
+                                "sent_as": [platform_id for _, platform_id, _, _ in marks],
+                                "at": [at for _, _, at, _ in marks],
+                            },
+                        )
+                except BaseException as exc:
+                    for *_, future in marks:
+                        if isinstance(exc, Exception):
+                            future.set_exception(exc)
+                            future.exception()  # (retrieved: its caller may have been cancelled meanwhile)
+                        else:
+                            future.cancel()
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                found = {row.id: row for row in ran.rows}
+                for row_id, _, _, future in marks:
+                    future.set_result(found.get(row_id))
+        finally:
+            self._running = None
 
 
 @dataclass(slots=True)
@@ -354,6 +430,7 @@ class OutboxDispatcher:
         self._stopped = False
         self._one_chat: dict[type, bool] = {}  # whether a kind of channel serves one chat only (`_reaches`)
         self._marks: dict[str, str | None] = {}  # a channel's prefix if it sends by marking (`_sent_by_marking`)
+        self._marks_together = _MarksTogether(db) if db.backend == "postgresql" else None
 
     def notify(self, conversation_id: int | None = None) -> None:
         """New replies: a turn's in `conversation_id` (sent at once, without looking for due rows, ahead of bulk
@@ -401,6 +478,8 @@ class OutboxDispatcher:
         for task in cut:
             task.cancel()
         await asyncio.gather(*cut, return_exceptions=True)
+        if self._marks_together is not None:
+            await self._marks_together.settle()
         if cut:
             log.info("stopped with %d sends under way: their replies go out again once their lease runs out", len(cut))
 
@@ -809,13 +888,15 @@ class OutboxDispatcher:
             await _SAVE_PARTS.run(connection, {"row": outbox_id, "parts": platform_ids})
 
     async def _mark_sent(self, row: Claimed, platform_id: str) -> Due | Marked | None:
-        """Mark `row` sent, then read (and maybe claim) the conversation's next reply: each statement whole on its own
-        (the claim checks in its WHERE what the read saw), so on PostgreSQL none waits for a BEGIN or a COMMIT, and
-        the read is made there only if the mark found another unsent reply.
+        """Mark `row` sent, then read (and maybe claim) the conversation's next reply if the mark found one.
 
-        There the mark has committed before the read: a failing read leaves the reply sent (counted, and the web chat
-        told), and the next one to the poll. On SQLite the block is one transaction, and a failure undoes the mark."""
+        On PostgreSQL the mark is a statement of its own, with the marks of other conversations that come meanwhile
+        (`_MarksTogether`), and has committed before the read: a failing read leaves the reply sent (counted, and the
+        web chat told), and the next one to the poll. On SQLite the two are one transaction (sharing a group's
+        commit), and a failure undoes the mark."""
         at = utcnow()
+        if self._marks_together is not None:
+            return await self._mark_together(self._marks_together, row, platform_id, at)
         following: Due | Marked | None = None
         written: datetime | None = None
         marked_for_good = False
@@ -841,6 +922,22 @@ class OutboxDispatcher:
         if isinstance(following, Marked):
             self._count_sent(following.channel, following.chat_id, following.seconds)
         return following
+
+    async def _mark_together(
+        self, marks: _MarksTogether, row: Claimed, platform_id: str, at: datetime
+    ) -> Due | Marked | None:
+        """PostgreSQL: `row` marked sent with the marks that come meanwhile (`_MarksTogether`), then the next reply read
+        (and claimed, in one statement for a notice's conversation) if the mark found one."""
+        marked = await marks.mark(row.id, platform_id, at)
+        self._count_sent(row.channel, row.chat_id, (at - marked.created_at).total_seconds() if marked else None)
+        if marked is None or not marked.more:
+            return None
+        try:
+            return await self._read_head(row.conversation_id)
+        except Exception:
+            log.warning("a reply was sent and marked, but reading the next one failed: the poll sends it",
+                        exc_info=True, extra={"outbox_id": row.id})
+            return None
 
     def _count_sent(self, channel: str, chat_id: str, seconds: float | None) -> None:
         """A reply committed as sent: counted (`seconds` from queued to sent, if known), and whoever watches told."""

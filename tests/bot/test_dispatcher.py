@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
 from bot.core import Lessonbot
@@ -178,6 +178,49 @@ async def test_replies_by_marking_found_by_the_poll_are_marked_and_an_opted_out_
             await bot.dispatcher.flush()
             await asyncio.sleep(0.02)
     assert channel.sent == {}
+
+
+@dataclass
+class SendsTogether(RecordingChannel):
+    """A platform that answers `together` sends at once, once that many are under way."""
+
+    together: int = 1
+    _under_way: int = 0
+    _all_there: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send(self, delivery: Delivery) -> str:
+        self._under_way += 1
+        if self._under_way >= self.together:
+            self._all_there.set()
+        await self._all_there.wait()
+        return await super().send(delivery)
+
+
+async def test_replies_sent_at_the_same_time_are_marked_sent_together_on_postgresql(settings):
+    """Ten conversations' replies the platform takes at the same moment: on PostgreSQL their marks that come while
+    one is on its way go in one statement (a transaction: the rows share its id, `xmin`), each sent once."""
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("SQLite's marks share their commits in groups already (storage.group_commit)")
+
+    async def one_reply(turn: Turn) -> None:
+        turn.say("answer")
+
+    channel = SendsTogether(together=10)
+    bot = Lessonbot(settings, [channel], respond=one_reply)
+    try:
+        for number in range(10):
+            await bot.receive(message("hi", chat=f"learner-{number}"))
+        await bot.worker.idle()
+        async with asyncio.timeout(10):
+            while sum(map(len, channel.sent.values())) < 10 or bot.dispatcher._in_flight:
+                await asyncio.sleep(0.01)
+        async with bot.db.sessions() as session:
+            rows = (await session.execute(text("SELECT status, xmin::text FROM outbox_messages"))).all()
+    finally:
+        await bot.stop()
+    assert [status for status, _ in rows] == ["sent"] * 10
+    assert [len(replies) for replies in channel.sent.values()] == [1] * 10
+    assert len({transaction for _, transaction in rows}) < 10
 
 
 async def test_a_turn_that_says_nothing_takes_no_place_at_the_limiter(settings):
