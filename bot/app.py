@@ -8,18 +8,20 @@ from channels/webhook.py's steps: read the body within MAX_BODY_BYTES → verify
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.certificate_page import certificate_routes
@@ -43,6 +45,15 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 16 * 1024  # what nginx and h11 allow by default; no platform's webhook sends a tenth of it
 
 
+def headers_refusal(scope: Scope) -> Response | None:
+    """431 when the request's headers, names and values together, are over MAX_HEADER_BYTES; else None."""
+    size = sum(len(name) + len(value) for name, value in scope["headers"])
+    if size <= MAX_HEADER_BYTES:
+        return None
+    message = f"The request's headers are {size:,} bytes; the limit is {MAX_HEADER_BYTES:,}."
+    return JSONResponse({"error": message}, status_code=431)
+
+
 class LimitHeaders:
     """Refuse (431) a request whose headers, names and values together, are over MAX_HEADER_BYTES."""
 
@@ -50,13 +61,76 @@ class LimitHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            size = sum(len(name) + len(value) for name, value in scope["headers"])
-            if size > MAX_HEADER_BYTES:
-                message = f"The request's headers are {size:,} bytes; the limit is {MAX_HEADER_BYTES:,}."
-                await JSONResponse({"error": message}, status_code=431)(scope, receive, send)
-                return
+        if scope["type"] == "http" and (refused := headers_refusal(scope)) is not None:
+            await refused(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def exact_routes(routes: list[Any]) -> dict[tuple[str, str], Endpoint]:
+    """The routes a request can be sent to by its exact method and path: each route of a fixed path (no parameters)
+    with an async endpoint, for each of its methods, where Starlette's router, walking `routes` in order, would
+    choose that same route (asked here, once, of the routes themselves)."""
+    table: dict[tuple[str, str], Endpoint] = {}
+    for route in routes:
+        if not isinstance(route, Route) or route.param_convertors or not route.methods:
+            continue
+        if not inspect.iscoroutinefunction(route.endpoint):
+            continue
+        for method in route.methods:
+            scope = {"type": "http", "method": method, "path": route.path, "root_path": "", "headers": []}
+            if next(each for each in routes if each.matches(scope)[0] is Match.FULL) is route:
+                table.setdefault((method, route.path), route.endpoint)
+    return table
+
+
+class App(Starlette):
+    """Starlette, with a request for a fixed path found by its exact method and path, ahead of the middleware stack
+    and the router (which walks the route list, a regular expression a route, and wraps `send` once a layer).
+
+    Such a request is answered as Starlette would answer it: its headers held to MAX_HEADER_BYTES (431, LimitHeaders'
+    check), the route's endpoint called with a `Request` and its response sent. An HTTPException of the endpoint is
+    answered with its status and detail, as Starlette's ExceptionMiddleware does; any other exception with Starlette's
+    plain 500 ("Internal Server Error", never a traceback), then raised on to the server, which logs it. One raised
+    while the response is sent goes to the server, which answers 500 if nothing was sent yet, else closes the
+    connection. Anything else (a path with parameters, a method the path does not take, a mount, a `root_path`) goes
+    through Starlette as before; and everything does when the app has other middleware than LimitHeaders, exception
+    handlers of its own, or debug on, whose answers this shortcut would not give."""
+
+    def __init__(self, *, routes: list[Any], **kwargs: Any) -> None:
+        super().__init__(routes=routes, **kwargs)
+        plain = not self.debug and not self.exception_handlers
+        plain = plain and all(middleware.cls is LimitHeaders for middleware in self.user_middleware)
+        self.exact = exact_routes(routes) if plain else {}
+
+    def add_middleware(self, middleware_class: Any, *args: Any, **kwargs: Any) -> None:
+        self.exact = {}
+        super().add_middleware(middleware_class, *args, **kwargs)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            endpoint = self.exact.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                scope["app"] = self
+                response = headers_refusal(scope)
+                if response is None:
+                    try:
+                        response = await endpoint(Request(scope, receive, send))
+                    except HTTPException as exc:  # as Starlette's ExceptionMiddleware answers it (a bad form: 400)
+                        response = (
+                            Response(status_code=exc.status_code, headers=exc.headers)
+                            if exc.status_code in {204, 304}
+                            else PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+                        )
+                    except Exception:
+                        await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
+                        raise
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def build_channels(settings: Settings, db: Database) -> list[Channel]:
@@ -235,7 +309,7 @@ def create_app(
         if isinstance(channel, HasRoutes):
             routes += channel.routes(lessonbot)
 
-    app = Starlette(routes=routes, lifespan=lifespan_of(lessonbot), middleware=[Middleware(LimitHeaders)])
+    app = App(routes=routes, lifespan=lifespan_of(lessonbot), middleware=[Middleware(LimitHeaders)])
     app.state.lessonbot = lessonbot
     return app
 
