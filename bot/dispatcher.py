@@ -8,6 +8,9 @@ spent. A conversation's next reply waits until the one before it is sent, so rep
 Two statuses set a row aside without sending it: `suppressed` when the person opted out (STOP; never sent), and
 `waiting` when the channel may only send after the person writes again (WhatsApp's 24-hour window; their next
 message puts the row back in line, see bot.pipeline).
+A reply to a channel whose send is only its mark (`SentByMarking`: the web chat) is marked sent where it would have
+been claimed, in one statement; on PostgreSQL the marks of sends that end while one is on its way go in one statement
+(`_MarksTogether`).
 
 A row is claimed only when its turn at the limiter is near (booked at most CLAIM_AHEAD_SECONDS ahead; the send may
 then still wait for sends under way to end, up to a window), so a process that dies
@@ -419,7 +422,8 @@ class OutboxDispatcher:
         # what they send goes in the reply lane
         self._noticed: set[int] = set()
         # the chat each conversation's replies go to, as its rows say (never changes): a notice's conversation is
-        # booked at the limiter before its head is read, and read and claimed in one statement (PostgreSQL)
+        # booked at the limiter before its head is read, and read and claimed in one statement (or marked sent, for
+        # a channel that sends by marking)
         # (an OrderedDict: the one used longest ago goes first, in O(1); a dict's first key, after many taken from
         # its front, is found by a scan over the freed entries, some 30 µs a new conversation at 100,000)
         self._chats: OrderedDict[int, tuple[str, str]] = OrderedDict()

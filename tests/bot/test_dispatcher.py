@@ -86,8 +86,8 @@ async def test_a_turns_replies_all_go_out_from_its_notice_one_after_the_other(ma
 
 async def test_what_a_turn_says_after_its_person_opted_out_is_set_aside_not_sent(make_bot):
     """A platform's report (a payment) is processed while its person has opted out (STOP): what the turn says is
-    suppressed, also when the dispatcher reads and claims the reply in one statement (PostgreSQL, a notice's
-    conversation whose chat it knows from the replies before)."""
+    suppressed, also when the dispatcher reads and claims the reply in one statement (a notice's conversation whose
+    chat it knows from the replies before)."""
     from dataclasses import replace
 
     channel = RecordingChannel()
@@ -224,9 +224,9 @@ async def test_replies_sent_at_the_same_time_are_marked_sent_together_on_postgre
 
 
 async def test_a_turn_that_says_nothing_takes_no_place_at_the_limiter(settings):
-    """A turn that queues nothing still has its notice start the conversation at the dispatcher. On PostgreSQL, with
-    the chat known from the replies before, its place is booked before the read that finds nothing: that place is
-    given back, not counted as a send, so the chat's window (here 2 a minute) still holds the next real reply."""
+    """A turn that queues nothing still has its notice start the conversation at the dispatcher. With the chat known
+    from the replies before, its place is booked before the read that finds nothing: that place is given back, not
+    counted as a send, so the chat's window (here 2 a minute) still holds the next real reply."""
 
     async def quiet_or_one(turn: Turn) -> None:
         if turn.message.text != "quiet":
