@@ -538,84 +538,107 @@ class ConversationWorker:
         current: _Current,
     ) -> _Done:
         kept = self._kept.pop(conversation_id, None)
-        async with self.db.transaction() as session:
-            now = utcnow()
-            # The lease our last commit kept is still ours (no one may take it before it runs out), and the turn's
-            # last statement checks it again: otherwise take it (or renew it), locking the row first.
-            renew = kept is None or now >= kept - self._lease / 2
-            found = await self._lease_and_load(session, conversation_id, now, lease=renew)
-            loaded = self._loaded(session, conversation_id, found)
-            if loaded is None:
-                await _GIVE_LEASE_BACK.run(session, {"conv": conversation_id, "owner": self.owner})
-                return _Done.NOTHING_PENDING
-            row, conversation = loaded.pending, loaded.conversation
-            current.inbound_id = row.id
-            if prepared_for is not None and prepared_for != row.id:
-                prepared.clear()  # prepared for a message that is no longer the next one
-            payload = row.payload
-            message = InboundMessage(
-                channel=row.channel,
-                platform_id=row.platform_id,
-                chat_id=conversation.chat_id,
-                sender_id=row.sender_id,
-                text=payload.get("text", ""),
-                choice=payload.get("choice"),
-                sender_name=payload.get("sender_name"),
-                meta=payload.get("meta", {}),
-            )
-            heard = await _honour_subscription(session, conversation, message, now, waiting=loaded.waiting)
-            identity, user = loaded.identity, loaded.user
-            if identity is None or user is None:  # first contact: their user and identity are made now
-                identity, user = await identity_and_user(session, row.channel, row.sender_id, message.sender_name)
-            if conversation.user_id is None:
-                conversation.user_id = user.id
-            state = conversation.state
-            turn = Turn(
-                session=session,
-                message=heard or message,
-                conversation=conversation,
-                identity=identity,
-                user=user,
-                listed_admin=self.settings.is_admin(row.channel, row.sender_id),
-                state=dict(state or {}),
-                prepared=prepared,
-                answerer=self.answerer,
-                payments=self.payments,
-                data_dir=self.settings.data_dir,
-                site_url=self.settings.site_url,
-                inbound_id=row.id,
-                draft=self.activity.drafts(row.channel, conversation.chat_id),
-                now=now,
-            )
-            if heard is not None:
-                turn.message = await choices.understood(turn)  # a typed choice, as if its button were pressed
-                await self.respond(turn)
-            if user.last_active_at is None or now - user.last_active_at >= ACTIVITY_PRECISION:
-                user.last_active_at = now  # nudges count idle days: a minute's precision saves a write a message
-            await session.flush()
-            replies = [reply.to_payload() for reply in turn.replies]
-            address = message.meta.get(REPLY_ADDRESS)
-            if isinstance(address, str) and address:  # the platform's own way to answer this one message
-                replies = [{**reply, REPLY_ADDRESS: address} for reply in replies]
-            answers = _answers(
-                conversation, row.id, replies, member=row.sender_id, due_at=_held_until(message.meta, now)
-            )
-            # When the person wrote, not when we got to it: WhatsApp's 24-hour window counts from there.
-            # A platform's report (a payment) is not the person writing: it opens no window.
-            wrote = conversation.last_inbound_at
-            if not message.meta.get("platform_report") and (wrote is None or wrote < row.received_at):
-                wrote = row.received_at
-            await self._finish_turn(
-                session, conversation, row.id, answers, turn.state, wrote, keep_lease=row.more, now=now
-            )
+        # The turn's transaction is begun and committed on the driver (Database.run); its ORM session takes that
+        # connection only when something (a dialog, a first contact) runs a statement of its own through it.
+        async with self.db.run(alone=True) as where:
+            session = self.db.session_in(where)
+            try:
+                done = await self._turn_in(session, conversation_id, prepared, prepared_for, current, kept)
+            finally:
+                await self.db.end_session(session)
+        if done is None:
+            return _Done.NOTHING_PENDING
+        row, turn, now = done
         current.jobs = turn.jobs_to_start  # committed
         current.answered_elsewhere = turn.answered_elsewhere
         if row.more:
             self._kept[conversation_id] = now + self._lease
-        for_channel(PROCESSING_SECONDS, message.channel).observe(time.perf_counter() - started)
+        for_channel(PROCESSING_SECONDS, row.channel).observe(time.perf_counter() - started)
         log.debug("processed", extra={"inbound_id": row.id, "replies": len(turn.replies)})
         # With nothing more pending the lease went back in that commit; a message recorded since then notified us.
         return _Done.MORE if row.more else _Done.LAST
+
+    async def _turn_in(
+        self,
+        session: AsyncSession,
+        conversation_id: int,
+        prepared: dict[str, object],
+        prepared_for: int | None,
+        current: _Current,
+        kept: datetime | None,
+    ) -> tuple[_Pending, Turn, datetime] | None:
+        """The turn's work in its transaction: None where nothing was pending (the lease given back)."""
+        now = utcnow()
+        # The lease our last commit kept is still ours (no one may take it before it runs out), and the turn's
+        # last statement checks it again: otherwise take it (or renew it), locking the row first.
+        renew = kept is None or now >= kept - self._lease / 2
+        found = await self._lease_and_load(session, conversation_id, now, lease=renew)
+        loaded = self._loaded(session, conversation_id, found)
+        if loaded is None:
+            await _GIVE_LEASE_BACK.run(session, {"conv": conversation_id, "owner": self.owner})
+            return None
+        row, conversation = loaded.pending, loaded.conversation
+        current.inbound_id = row.id
+        if prepared_for is not None and prepared_for != row.id:
+            prepared.clear()  # prepared for a message that is no longer the next one
+        payload = row.payload
+        message = InboundMessage(
+            channel=row.channel,
+            platform_id=row.platform_id,
+            chat_id=conversation.chat_id,
+            sender_id=row.sender_id,
+            text=payload.get("text", ""),
+            choice=payload.get("choice"),
+            sender_name=payload.get("sender_name"),
+            meta=payload.get("meta", {}),
+        )
+        heard = await _honour_subscription(session, conversation, message, now, waiting=loaded.waiting)
+        identity, user = loaded.identity, loaded.user
+        if identity is None or user is None:  # first contact: their user and identity are made now
+            identity, user = await identity_and_user(session, row.channel, row.sender_id, message.sender_name)
+        if conversation.user_id is None:
+            conversation.user_id = user.id
+        state = conversation.state
+        turn = Turn(
+            session=session,
+            message=heard or message,
+            conversation=conversation,
+            identity=identity,
+            user=user,
+            listed_admin=self.settings.is_admin(row.channel, row.sender_id),
+            state=dict(state or {}),
+            prepared=prepared,
+            answerer=self.answerer,
+            payments=self.payments,
+            data_dir=self.settings.data_dir,
+            site_url=self.settings.site_url,
+            inbound_id=row.id,
+            draft=self.activity.drafts(row.channel, conversation.chat_id),
+            now=now,
+        )
+        if heard is not None:
+            turn.message = await choices.understood(turn)  # a typed choice, as if its button were pressed
+            await self.respond(turn)
+        if user.last_active_at is None or now - user.last_active_at >= ACTIVITY_PRECISION:
+            user.last_active_at = now  # nudges count idle days: a minute's precision saves a write a message
+        if session.new or session.dirty or session.deleted:  # (else no pass through the session's greenlet)
+            await session.flush()
+        replies = [reply.to_payload() for reply in turn.replies]
+        address = message.meta.get(REPLY_ADDRESS)
+        if isinstance(address, str) and address:  # the platform's own way to answer this one message
+            replies = [{**reply, REPLY_ADDRESS: address} for reply in replies]
+        answers = _answers(
+            conversation, row.id, replies, member=row.sender_id, due_at=_held_until(message.meta, now)
+        )
+        # When the person wrote, not when we got to it: WhatsApp's 24-hour window counts from there.
+        # A platform's report (a payment) is not the person writing: it opens no window.
+        wrote = conversation.last_inbound_at
+        if not message.meta.get("platform_report") and (wrote is None or wrote < row.received_at):
+            wrote = row.received_at
+        await self._finish_turn(
+            session, conversation, row.id, answers, turn.state, wrote, keep_lease=row.more, now=now
+        )
+        return row, turn, now
 
     async def _finish_turn(
         self,

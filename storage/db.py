@@ -25,6 +25,7 @@ from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from storage import postgres_statements, sqlite_inline
 from storage.group_commit import GroupCommit
@@ -298,6 +299,53 @@ class Raw:
     each_statement: bool = False  # each statement commits on its own (`Database.run(each_statement=True)`, PostgreSQL)
 
 
+_LENT: ContextVar[Any] = ContextVar("lent_driver")  # the driver connection `session_in` lends, in this task
+
+
+class _Lent:
+    """A `run()` block's driver connection as `session_in`'s session sees it: its statements go through; commit,
+    rollback and close do nothing, since the transaction and the connection are the block's."""
+
+    __slots__ = ("_driver",)
+
+    def __init__(self, driver: Any) -> None:
+        object.__setattr__(self, "_driver", driver)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._driver, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._driver, name, value)
+
+    async def commit(self) -> None:
+        return None
+
+    async def rollback(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def _lend() -> _Lent:
+    return _Lent(_LENT.get())
+
+
+def _lending_engine(url: str) -> AsyncEngine:
+    """The engine of `session_in`'s sessions: its "connections" are the `run()` block's own, lent (no pool kept, no
+    reset on return: the block ends its transaction)."""
+    # (No hstore on PostgreSQL: the dialect's look-up of its type wants psycopg's own connection class.)
+    extra = {"use_native_hstore": False} if make_url(url).get_backend_name() != "sqlite" else {}
+    return create_async_engine(
+        async_url(url),
+        async_creator=_lend,
+        poolclass=NullPool,
+        pool_reset_on_return=None,
+        hide_parameters=True,
+        **extra,
+    )
+
+
 class Database:
     """One engine and its session factory; `transaction()` is the unit of work of the pipeline."""
 
@@ -309,6 +357,8 @@ class Database:
         self._raw: Raw | None = None  # SQLite: the connection of `run`, opened on first use
         self._reader: Raw | None = None  # SQLite: the connection of `read`, opened on first use
         self._in_memory = self.backend == "sqlite" and _sqlite_path(url) == ":memory:"
+        self._lending: AsyncEngine | None = None  # `session_in`'s, made on first use
+        self._lent_sessions = self._sessions
         self._intake = Intake()  # (PostgreSQL's only)
         self._group_commit = GroupCommit(self._turnstile or Turnstile(), self._raw_connection)  # (SQLite's only)
         # PostgreSQL: urgent sessions (what a platform waits for) have connections of their own, so an
@@ -374,7 +424,9 @@ class Database:
             yield connection
 
     @asynccontextmanager
-    async def run(self, *, urgent: bool = False, each_statement: bool = False) -> AsyncIterator[AsyncConnection | Raw]:
+    async def run(
+        self, *, urgent: bool = False, each_statement: bool = False, alone: bool = False
+    ) -> AsyncIterator[AsyncConnection | Raw]:
         """A transaction for prepared statements only (`storage.prepared`): committed on success, rolled back on any
         error. It is begun and committed on the driver without SQLAlchemy in between (which costs 150–200 µs of CPU a
         transaction on SQLite, 300–500 µs on PostgreSQL). On SQLite it is a connection of this Database's own; the
@@ -385,7 +437,11 @@ class Database:
         `each_statement`: the block's statements need not be atomic together (each is whole on its own, and one
         that checks what an earlier one read does so in its WHERE), so on PostgreSQL each is a transaction of its
         own, sparing the BEGIN and COMMIT round trips; on SQLite, where a transaction costs no round trip, the block
-        is one transaction all the same."""
+        is one transaction all the same.
+
+        `alone` (SQLite): a transaction of its own at the turnstile, not a member of a group (a turn, whose dialogs
+        run inside it and may take longer than a group's members should wait for their commit); an ORM session in
+        it, if one is needed, is `session_in`'s."""
         if self._drivers is not None:
             pool = self._drivers[1 if urgent else 0]
             async with self._intake.turn(urgent=urgent), pool.transaction(each_statement=each_statement) as driver:
@@ -395,8 +451,39 @@ class Database:
             async with self.connection(urgent=urgent) as connection:
                 yield connection
             return
+        if alone:
+            async with self._group_commit.alone(urgent=urgent) as raw:
+                yield raw
+            return
         async with self._group_commit.transaction(urgent=urgent) as raw:
             yield raw
+
+    def session_in(self, where: AsyncConnection | Raw) -> AsyncSession:
+        """An ORM session in the transaction of a `run()` block, for the statements that are not prepared ones (a
+        dialog's): it takes the block's connection only at its first statement of its own (a block whose statements
+        are all prepared ones pays for no begin, connection or commit of SQLAlchemy's), and it never commits, rolls
+        back or closes that connection: the block does (`end_session` first). Its prepared statements run on the
+        driver at once (`storage.prepared.raw_of`). Nothing inside may commit or roll back the session itself."""
+        if isinstance(where, AsyncConnection):  # (in-memory SQLite: run() is a Core connection's)
+            session = AsyncSession(bind=where, expire_on_commit=False)
+            driver = where.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+            session.info[DRIVER] = Raw(driver, where.dialect)
+            return session
+        if self._lending is None:
+            self._lending = _lending_engine(self.url)
+            self._lent_sessions = async_sessionmaker(self._lending, expire_on_commit=False)
+        _LENT.set(where.driver)
+        session = self._lent_sessions()
+        session.info[DRIVER] = where
+        return session
+
+    @staticmethod
+    async def end_session(session: AsyncSession) -> None:
+        """The end of a `session_in` session, before its block ends: its connection (if it took one) let go, the
+        transaction left as it is for the block."""
+        transaction = session.sync_session.get_transaction()
+        if transaction is not None and transaction._connections:
+            await session.close()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection | Raw]:
@@ -446,5 +533,7 @@ class Database:
                 await kept.driver.close()
         self._raw = self._reader = None
         await self.engine.dispose()
+        if self._lending is not None:
+            await self._lending.dispose()
         if self._urgent_engine is not None:
             await self._urgent_engine.dispose()

@@ -124,6 +124,33 @@ class GroupCommit(Generic[Connection]):
             await self._commit_if_done(group)
         await asyncio.shield(group.committed)
 
+    @asynccontextmanager
+    async def alone(self, *, urgent: bool) -> AsyncIterator[Connection]:
+        """A transaction of its own, at its place at the turnstile like a session's, joined by no one and joining no
+        group: for a block that may run longer than a group's members should wait for their commit (a turn, whose
+        dialogs run inside it), so that what a platform waits for still goes first, waiting for it alone."""
+        await self._gate.acquire(urgent=urgent)
+        try:
+            connection, driver = self._opener()
+            try:
+                await driver.begin_immediately()
+            except sqlite3.Error as exc:
+                raise _error("BEGIN IMMEDIATE", exc) from exc
+            try:
+                yield connection
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    await driver.rollback()
+                raise
+            try:
+                await driver.commit()
+            except sqlite3.Error as exc:
+                with suppress(sqlite3.Error):
+                    await driver.rollback()
+                raise _error("COMMIT", exc) from exc
+        finally:
+            self._gate.release()
+
     def _joinable(self, urgent: bool) -> _Group | None:
         """The group under way, or one waiting at the turnstile with the same urgency."""
         for group in (self._running, self._waiting.get(urgent)):

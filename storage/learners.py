@@ -43,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm.attributes import instance_state
 
 from storage.courses import Course, Enrollment, LessonProgress, QuestionCard
 from storage.models import Base, BigId, Conversation, User, utcnow
@@ -170,6 +171,11 @@ def local_date(user: User, now: datetime) -> date:
 
 async def learner_for(session: AsyncSession, user: User) -> Learner:
     """The learner row of `user`, created on first use."""
+    # Usually in the session already (a turn's load puts it there): found as `get` finds it, without a pass through
+    # the session's greenlet (which cost more than the rest of the look-up, on every turn).
+    held = session.sync_session.identity_map.get((Learner, (user.id,), None))
+    if held is not None and not instance_state(held).expired:
+        return held
     learner = await session.get(Learner, user.id)
     if learner is None:
         learner = Learner(

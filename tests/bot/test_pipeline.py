@@ -351,3 +351,58 @@ async def test_a_turn_on_a_kept_lease_another_process_took_commits_nothing(postg
         await recorder.stop()
         await bot.stop()
         await elsewhere.dispose()
+
+
+async def test_a_turn_whose_statements_are_prepared_ones_begins_no_orm_session(bot, channel):
+    """A /help turn (its lease, load, replies and last write all prepared statements) runs on the driver's own
+    transaction: its ORM session, made for the dialogs, never takes a connection, so SQLAlchemy begins and commits
+    nothing for it."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from storage.db import DRIVER
+
+    transcript = Transcript(bot, channel)
+    await transcript.say("/help")  # first contact: the user and identity are made through the session
+    begun: list[object] = []
+
+    def on_begin(session: Session, transaction: object, connection: object) -> None:
+        if DRIVER in session.info:  # a transaction's session (not the dispatcher's reads in `settle`)
+            begun.append(connection)
+
+    event.listen(Session, "after_begin", on_begin)
+    try:
+        for _ in range(3):
+            assert "/help" in (await transcript.say("/help"))[0]
+    finally:
+        event.remove(Session, "after_begin", on_begin)
+    assert begun == []
+
+
+async def test_what_a_dialog_writes_through_the_session_commits_with_the_turn_or_not_at_all(settings, channel):
+    """The session a dialog writes through is on the turn's own transaction: its writes commit with the turn's
+    replies and state, and go with them when the turn fails."""
+    from storage.models import User
+
+    async def rename(turn: Turn) -> None:
+        turn.user.display_name = turn.text
+        await turn.session.flush()  # written through the session, in the turn's transaction
+        turn.state["named"] = turn.text
+        turn.say(f"now {turn.text}")
+        if turn.text == "broken":
+            raise RuntimeError("a bug in a dialog")
+
+    bot = Lessonbot(settings, [channel], respond=rename)
+    try:
+        await Transcript(bot, channel).say("Ann")
+        await Transcript(bot, channel).say("broken")
+        async with bot.db.sessions() as session:
+            from storage.models import Conversation
+
+            names = list(await session.scalars(select(User.display_name)))
+            conversation = await session.scalar(select(Conversation))
+        assert names == ["Ann"] and conversation.state == {"named": "Ann"}
+        texts = channel.texts("ann")
+        assert texts[0] == "now Ann" and "went wrong" in texts[1] and len(texts) == 2
+    finally:
+        await bot.stop()

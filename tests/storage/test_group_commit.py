@@ -115,3 +115,49 @@ async def test_a_failing_transaction_among_others_is_rolled_back_alone(
         assert "alone-after" in stored("alone-after")
     finally:
         await db.dispose()
+
+
+async def test_a_transaction_alone_is_joined_by_no_one_and_what_a_platform_waits_for_goes_next(
+    database_url: str, stored: Callable[[str], set[str]]
+) -> None:
+    """A turn's transaction (`run(alone=True)`) takes the database as a session did: a recording that arrives while
+    it runs waits for it alone (not for a group it would have joined, with the turns after it), and goes before a
+    turn that was waiting already; its statements and the turn's each commit on their own."""
+    db = Database(database_url)
+    add = _add(db.backend)
+    if db.backend != "sqlite":
+        await db.dispose()
+        pytest.skip("SQLite's turnstile (PostgreSQL: the intake priority, tested with the pipeline)")
+    order: list[str] = []
+    waiting = asyncio.Event()
+
+    async def turn(name: str, *, fails: bool = False) -> None:
+        async with db.run(alone=True) as transaction:
+            order.append(f"{name} begins")
+            await add.run(transaction, {"chat": f"alone-{name}", "at": AT})
+            if name == "first":
+                await waiting.wait()
+            if fails:
+                raise RuntimeError("a bug in a dialog")
+        order.append(f"{name} committed")
+
+    async def recording() -> None:
+        async with db.run(urgent=True) as transaction:
+            await add.run(transaction, {"chat": "alone-recorded", "at": AT})
+        order.append("recording committed")
+
+    try:
+        first = asyncio.create_task(turn("first", fails=True))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(turn("second"))
+        await asyncio.sleep(0.01)
+        recorded = asyncio.create_task(recording())
+        await asyncio.sleep(0.01)
+        waiting.set()
+        with pytest.raises(RuntimeError):
+            await first
+        await asyncio.gather(second, recorded)
+        assert order == ["first begins", "recording committed", "second begins", "second committed"]
+        assert stored("alone-") == {"alone-recorded", "alone-second"}
+    finally:
+        await db.dispose()
