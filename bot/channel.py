@@ -7,10 +7,10 @@ live in each channel's webhook routes (`HasRoutes`; the steps are channels/webho
 to the core through `ChannelHost`.
 
 What only some channels do is declared here as a capability, and the core asks `isinstance(channel, Capability)`:
-`HasRoutes` (webhooks), `ShowsTyping`, `ShowsDrafts`, `WatchesSentReplies` (the web chat), `Closable` (an SDK
-client's connections), `SendsUnpromptedWithin` (WhatsApp's 24-hour window), `ServesOneChat` (the terminal),
-`TakesStars` (Telegram's own payments) and `ListsMembers` (who is in a group chat: a Slack channel). A channel has a
-capability by having its method; it names no class of ours.
+`HasRoutes` (webhooks), `ShowsTyping`, `ShowsDrafts`, `WatchesSentReplies` and `SentByMarking` (the web chat),
+`Closable` (an SDK client's connections), `SendsUnpromptedWithin` (WhatsApp's 24-hour window), `ServesOneChat` (the
+terminal), `TakesStars` (Telegram's own payments) and `ListsMembers` (who is in a group chat: a Slack channel). A
+channel has a capability by having its method; it names no class of ours.
 """
 
 from __future__ import annotations
@@ -198,6 +198,16 @@ class WatchesSentReplies(Protocol):
     """A channel that shows replies from our own database (the web chat): told the moment one is committed as sent."""
 
     def after_sent(self, chat_id: str) -> None: ...
+
+
+@runtime_checkable
+class SentByMarking(Protocol):
+    """A channel whose send is the reply marked sent in our own outbox, with no platform call (the web chat: its pages
+    read the replies marked so), and so no failure, pause or window: the dispatcher marks such a reply sent where it
+    would have claimed it, in one statement, as long as the channel gives the chat no rate limits. The platform id
+    written is this prefix and the outbox id (what `send` returns too)."""
+
+    def sent_prefix(self) -> str: ...
 
 
 @runtime_checkable

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from bot.activity import Activity
 from bot.channel import Channel, Closable, ListsMembers, WatchesSentReplies, unprompted_windows
 from bot.config import Settings, knowledge_settings
-from bot.dispatcher import Claimed, OutboxDispatcher
+from bot.dispatcher import OutboxDispatcher
 from bot.messages import InboundMessage
 from bot.payments import payment_desk
 from bot.pipeline import ConversationWorker, Recorded, Responder, record
@@ -238,13 +238,13 @@ class Lessonbot:
                 if not waiting:
                     del self._turn_watchers[conversation_id]
 
-    def _after_sent(self, row: Claimed) -> None:
+    def _after_sent(self, channel_name: str, chat_id: str) -> None:
         """Channels that show replies from our own database (the web chat) learn the moment one is committed."""
-        channel = self._watching.get(row.channel)
+        channel = self._watching.get(channel_name)
         if channel is not None:
-            channel.after_sent(row.chat_id)
+            channel.after_sent(chat_id)
             if self.notices is not None and asyncio.get_running_loop().time() < self._watched_until:
-                self.notices.tell(SENT, f"{row.channel} {row.chat_id}")  # its streams may be open over there
+                self.notices.tell(SENT, f"{channel_name} {chat_id}")  # its streams may be open over there
 
     async def receive(self, message: InboundMessage) -> Recorded:
         """Record a verified message; the caller acknowledges once this returns. Processing follows on its own."""

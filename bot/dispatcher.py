@@ -8,6 +8,9 @@ spent. A conversation's next reply waits until the one before it is sent, so rep
 Two statuses set a row aside without sending it: `suppressed` when the person opted out (STOP; never sent), and
 `waiting` when the channel may only send after the person writes again (WhatsApp's 24-hour window; their next
 message puts the row back in line, see bot.pipeline).
+A reply to a channel whose send is only its mark (`SentByMarking`: the web chat) is marked sent where it would have
+been claimed, in one statement; on PostgreSQL the marks of sends that end while one is on its way go in one statement
+(`_MarksTogether`).
 
 A row is claimed only when its turn at the limiter is near (booked at most CLAIM_AHEAD_SECONDS ahead; the send may
 then still wait for sends under way to end, up to a window), so a process that dies
@@ -34,9 +37,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, bindparam, false, literal_column, or_, select, update
+from sqlalchemy import ColumnElement, String, and_, bindparam, false, func, literal_column, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.dml import Update
 
 from bot.channel import (
     Channel,
@@ -45,6 +50,7 @@ from bot.channel import (
     PermanentSendError,
     RateLimit,
     RateLimited,
+    SentByMarking,
     ServesOneChat,
     TransientSendError,
     WaitForInbound,
@@ -134,34 +140,49 @@ _CLAIM = Prepared(
     .returning(_OUTBOX.c.parts_sent)  # as it is now: parts another dispatcher sent meanwhile are not sent again
 )
 _HEAD_OF = _OUTBOX.alias("head")
-_CLAIM_HEAD = Prepared(  # PostgreSQL: `_HEAD` and `_CLAIM` in one statement, for a notice's conversation
-    update(_OUTBOX)
-    .where(
-        _OUTBOX.c.id
-        == select(_HEAD_OF.c.id)
-        .where(
-            _HEAD_OF.c.conversation_id == bindparam("conv"),
-            or_(*(_HEAD_OF.c.status == status for status in _ACTIVE)),
-        )
-        .order_by(_HEAD_OF.c.id)
-        .limit(1)
-        .scalar_subquery(),
-        _CONVERSATIONS.c.id == _OUTBOX.c.conversation_id,
-        _DUE_NOW,
-    )
-    .values(_CLAIMED)
-    .returning(
-        _OUTBOX.c.id,
-        _OUTBOX.c.conversation_id,
-        _OUTBOX.c.channel,
-        _OUTBOX.c.chat_id,
-        _OUTBOX.c.payload,
-        _OUTBOX.c.attempts,
-        _OUTBOX.c.parts_sent,
-        _CONVERSATIONS.c.last_inbound_at,
-        _CONVERSATIONS.c.opted_out_at,
-    )
+_HEAD_ID = (  # the conversation's oldest unsent reply
+    select(_HEAD_OF.c.id)
+    .where(_HEAD_OF.c.conversation_id == bindparam("conv"), or_(*(_HEAD_OF.c.status == status for status in _ACTIVE)))
+    .order_by(_HEAD_OF.c.id)
+    .limit(1)
+    .scalar_subquery()
 )
+# SQLite names no table in RETURNING's columns, so SQLAlchemy writes them bare there, and in a subquery a bare column
+# is the subquery's own: the updated row's are named in full instead (SQLite resolves them to it).
+_UPDATED: dict[str, ColumnElement[Any]] = {
+    "conversation_id": literal_column(f"{_OUTBOX.name}.conversation_id"),
+    "id": literal_column(f"{_OUTBOX.name}.id"),
+}
+_CLAIMED_HEAD = (
+    _OUTBOX.c.id,
+    _OUTBOX.c.conversation_id,
+    _OUTBOX.c.channel,
+    _OUTBOX.c.chat_id,
+    _OUTBOX.c.payload,
+    _OUTBOX.c.attempts,
+    _OUTBOX.c.parts_sent,
+)
+_CLAIM_HEAD = {  # `_HEAD` and `_CLAIM` in one statement, for a notice's conversation whose chat is known
+    "postgresql": Prepared(
+        update(_OUTBOX)
+        .where(_OUTBOX.c.id == _HEAD_ID, _CONVERSATIONS.c.id == _OUTBOX.c.conversation_id, _DUE_NOW)
+        .values(_CLAIMED)
+        .returning(*_CLAIMED_HEAD, _CONVERSATIONS.c.last_inbound_at, _CONVERSATIONS.c.opted_out_at)
+    ),
+    # (SQLite's RETURNING takes no column of an UPDATE's FROM: the conversation's facts are subqueries)
+    "sqlite": Prepared(
+        update(_OUTBOX)
+        .where(_OUTBOX.c.id == _HEAD_ID, _DUE_NOW)
+        .values(_CLAIMED)
+        .returning(
+            *_CLAIMED_HEAD,
+            *(
+                select(fact).where(_CONVERSATIONS.c.id == _UPDATED["conversation_id"]).scalar_subquery().label(fact.key)
+                for fact in (_CONVERSATIONS.c.last_inbound_at, _CONVERSATIONS.c.opted_out_at)
+            ),
+        )
+    ),
+}
 _RENEW_CLAIM = Prepared(
     update(_OUTBOX)
     .where(
@@ -199,26 +220,127 @@ _MARKING_SENT = (
         lease_until=None,
     )
 )
-_MARK_SENT = {
-    # With whether the conversation has another unsent reply (as of the statement's start), so the next read is made
-    # only then (on PostgreSQL a round trip; on SQLite a statement whose CPU, joined and with its lane's look-up, is
-    # more than the mark's); one queued after it reaches the dispatcher as a notice, which has it look again
-    # (`_again`).
-    "postgresql": Prepared(_MARKING_SENT.returning(_OUTBOX.c.created_at, _another_unsent(_OUTBOX.c))),
-    # SQLite names no table in RETURNING's columns, so SQLAlchemy writes them bare there, and in a subquery a bare
-    # column is the subquery's own: the updated row's are named in full instead (SQLite resolves them to it).
-    "sqlite": Prepared(
-        _MARKING_SENT.returning(
-            _OUTBOX.c.created_at,
-            _another_unsent(
-                {
-                    "conversation_id": literal_column(f"{_OUTBOX.name}.conversation_id"),
-                    "id": literal_column(f"{_OUTBOX.name}.id"),
-                }
-            ),
-        )
-    ),
+
+
+def _with_more(marking: Update, *columns: Any) -> dict[str, Prepared]:
+    """A mark returning `columns`, the row's `created_at` and whether its conversation has another unsent reply (as of
+    the statement's start), so the next read is made only then (on PostgreSQL a round trip; on SQLite a statement
+    whose CPU, joined and with its lane's look-up, is more than the mark's); one queued after it reaches the
+    dispatcher as a notice, which has it look again (`_again`). Per backend (`_UPDATED`)."""
+    return {
+        "postgresql": Prepared(marking.returning(*columns, _OUTBOX.c.created_at, _another_unsent(_OUTBOX.c))),
+        "sqlite": Prepared(marking.returning(*columns, _OUTBOX.c.created_at, _another_unsent(_UPDATED))),
+    }
+
+
+_MARK_SENT = _with_more(_MARKING_SENT)
+_MARKS = (  # PostgreSQL: rows marked sent together, each with its platform id and time (`_MarksTogether`)
+    func.unnest(
+        bindparam("rows", type_=ARRAY(_OUTBOX.c.id.type)),
+        bindparam("sent_as", type_=ARRAY(_OUTBOX.c.platform_message_id.type)),
+        bindparam("at", type_=ARRAY(_OUTBOX.c.sent_at.type)),
+    )
+    .table_valued("id", "sent_as", "at")
+    .render_derived(name="marks")
+)
+_MARK_ALL_SENT = Prepared(
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == _MARKS.c.id)
+    .values(
+        status=OutboxStatus.SENT.value, platform_message_id=_MARKS.c.sent_as, sent_at=_MARKS.c["at"], lease_until=None
+    )
+    .returning(_OUTBOX.c.id, _OUTBOX.c.created_at, _another_unsent(_OUTBOX.c))
+)
+# A reply of a channel that sends by marking (`SentByMarking`): marked sent where it would have been claimed, with
+# the try it makes counted as a claim counts it, and its platform id the channel's prefix and its outbox id.
+_SENT_BY_MARKING = {
+    "status": OutboxStatus.SENT.value,
+    "platform_message_id": bindparam("prefix", type_=String()) + _OUTBOX.c.id.cast(String()),
+    "sent_at": bindparam("now"),
+    "lease_until": None,
+    "attempts": _OUTBOX.c.attempts + 1,
 }
+_MARK_DUE_SENT = _with_more(  # as `_CLAIM`: the row as it was read, and still due
+    update(_OUTBOX)
+    .where(
+        _OUTBOX.c.id == bindparam("row"),
+        _OUTBOX.c.status == bindparam("was"),
+        _OUTBOX.c.attempts == bindparam("tries"),
+        _DUE_NOW,
+    )
+    .values(_SENT_BY_MARKING)
+)
+_MARK_HEAD_SENT = _with_more(  # `_HEAD` and `_MARK_DUE_SENT` in one statement, unless the person opted out
+    update(_OUTBOX)
+    .where(
+        _OUTBOX.c.id == _HEAD_ID,
+        _DUE_NOW,
+        select(_CONVERSATIONS.c.opted_out_at)
+        .where(_CONVERSATIONS.c.id == _OUTBOX.c.conversation_id)
+        .scalar_subquery()
+        .is_(None),
+    )
+    .values(_SENT_BY_MARKING),
+    _OUTBOX.c.id,
+)
+
+
+class _MarksTogether:
+    """On PostgreSQL, the marks of sent replies that come while one is on its way go together in one statement once it
+    is back: one round trip for all, where each took one (a mark alone goes at once, as before). Each caller returns
+    once its own row's mark has committed (the statement is a transaction of its own), so a conversation's next reply
+    is still sent only after the one before it is marked; a failed statement fails each of its marks, as each one's
+    own statement would have failed."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._queued: list[tuple[int, str, datetime, asyncio.Future[Any]]] = []
+        self._running: asyncio.Task[None] | None = None
+
+    async def mark(self, row_id: int, platform_id: str, at: datetime) -> Any:
+        """Mark the row sent: its `created_at` and `more` (whether its conversation has another unsent reply), None
+        if the row is gone."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queued.append((row_id, platform_id, at, future))
+        if self._running is None:
+            self._running = loop.create_task(self._drain(), name="outbox-marks")
+        return await asyncio.shield(future)  # (a caller cancelled meanwhile leaves its row marked all the same)
+
+    async def settle(self) -> None:
+        """Wait for the marks under way (before the database is closed)."""
+        if self._running is not None:
+            await asyncio.gather(self._running, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queued:
+                marks, self._queued = self._queued, []
+                try:
+                    async with self._db.run(each_statement=True) as connection:
+                        ran = await _MARK_ALL_SENT.run(
+                            connection,
+                            {
+                                "rows": [row_id for row_id, _, _, _ in marks],
+                                "sent_as": [platform_id for _, platform_id, _, _ in marks],
+                                "at": [at for _, _, at, _ in marks],
+                            },
+                        )
+                except BaseException as exc:
+                    for *_, future in marks:
+                        if isinstance(exc, Exception):
+                            future.set_exception(exc)
+                            future.exception()  # (retrieved: its caller may have been cancelled meanwhile)
+                        else:
+                            future.cancel()
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                found = {row.id: row for row in ran.rows}
+                for row_id, _, _, future in marks:
+                    future.set_result(found.get(row_id))
+        finally:
+            self._running = None
 
 
 @dataclass(slots=True)
@@ -265,6 +387,18 @@ class Due:
     booking: Booking | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Marked:
+    """A reply sent by being marked so (`SentByMarking`), in the transaction that found it: once that commits, it is
+    counted and its channel told. `more`: its conversation has another unsent reply."""
+
+    conversation_id: int
+    channel: str
+    chat_id: str
+    seconds: float  # from queued to sent
+    more: bool
+
+
 class OutboxDispatcher:
     def __init__(
         self,
@@ -272,12 +406,12 @@ class OutboxDispatcher:
         settings: Settings,
         channels: Mapping[str, Channel],
         *,
-        on_sent: Callable[[Claimed], None] = lambda row: None,
+        on_sent: Callable[[str, str], None] = lambda channel, chat_id: None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.channels = channels
-        self.on_sent = on_sent
+        self.on_sent = on_sent  # (channel, chat): a reply sent there is committed
         self.limiter = RateLimiter()
         # How long a claimed reply is ours: a dispatcher that died mid-send leaves it to others after this.
         self.send_lease = SEND_LEASE
@@ -288,7 +422,8 @@ class OutboxDispatcher:
         # what they send goes in the reply lane
         self._noticed: set[int] = set()
         # the chat each conversation's replies go to, as its rows say (never changes): a notice's conversation is
-        # booked at the limiter before its head is read, and read and claimed in one statement (PostgreSQL)
+        # booked at the limiter before its head is read, and read and claimed in one statement (or marked sent, for
+        # a channel that sends by marking)
         # (an OrderedDict: the one used longest ago goes first, in O(1); a dict's first key, after many taken from
         # its front, is found by a scan over the freed entries, some 30 µs a new conversation at 100,000)
         self._chats: OrderedDict[int, tuple[str, str]] = OrderedDict()
@@ -298,6 +433,8 @@ class OutboxDispatcher:
         self.stop_grace = STOP_GRACE_SECONDS
         self._stopped = False
         self._one_chat: dict[type, bool] = {}  # whether a kind of channel serves one chat only (`_reaches`)
+        self._marks: dict[str, str | None] = {}  # a channel's prefix if it sends by marking (`_sent_by_marking`)
+        self._marks_together = _MarksTogether(db) if db.backend == "postgresql" else None
 
     def notify(self, conversation_id: int | None = None) -> None:
         """New replies: a turn's in `conversation_id` (sent at once, without looking for due rows, ahead of bulk
@@ -345,6 +482,8 @@ class OutboxDispatcher:
         for task in cut:
             task.cancel()
         await asyncio.gather(*cut, return_exceptions=True)
+        if self._marks_together is not None:
+            await self._marks_together.settle()
         if cut:
             log.info("stopped with %d sends under way: their replies go out again once their lease runs out", len(cut))
 
@@ -435,8 +574,7 @@ class OutboxDispatcher:
                     due = await self._read_head(conversation_id)
                     while due is not None and not self._stopped:
                         due = await self._send_head(due)
-                    if due is not None and due.booking is not None:
-                        self.limiter.done(due.booking)  # claimed as stop() came: its lease runs out, it goes then
+                    self._give_back(due)  # claimed as stop() came: its lease runs out, it goes then
                     if conversation_id not in self._again:
                         break
         except Exception:
@@ -459,31 +597,63 @@ class OutboxDispatcher:
         a send already waiting in the bulk line)."""
         return Lane.INTERACTIVE if row.conversation_id in self._noticed else row.lane
 
-    async def _read_head(self, conversation_id: int) -> Due | None:
+    async def _read_head(self, conversation_id: int) -> Due | Marked | None:
+        """The conversation's oldest unsent reply, read, and claimed if its send may go at once (`_due_head`); marked
+        sent instead when its channel sends by marking."""
         if self._stopped:
             return None  # after stop(), nothing more is claimed
-        due: Due | None = None
+        due: Due | Marked | None = None
         try:
             async with self.db.run(each_statement=True) as connection:
-                booking = self._booked_before_reading(conversation_id)
-                if booking is not None:
+                chat = self._chats.get(conversation_id)
+                if chat is not None:
+                    self._chats.move_to_end(conversation_id)  # used: kept longer than a broadcast's chats read once
+                    if not self._reaches(*chat):
+                        chat = None
+                prefix = self._sent_by_marking(*chat) if chat is not None else None
+                booking = self._booked_before_reading(conversation_id, chat) if prefix is None else None
+                if chat is not None and prefix is not None:
+                    # nothing marked (nothing unsent, not due, or the person opted out): read as any other
+                    due = await self._mark_head_sent(connection, conversation_id, chat, prefix) or await self._due_head(
+                        connection, conversation_id
+                    )
+                elif booking is not None:
                     due = await self._claim_head(connection, conversation_id, booking)
                 else:
                     due = await self._due_head(connection, conversation_id)
         except BaseException:
             self._give_back(due)
             raise
+        if isinstance(due, Marked):
+            self._count_sent(due.channel, due.chat_id, due.seconds)  # (committed)
         return due
 
-    def _booked_before_reading(self, conversation_id: int) -> Booking | None:
-        """On PostgreSQL, a conversation a turn's notice started, whose chat is known: its place at the limiter
-        booked now if it comes within CLAIM_AHEAD_SECONDS, so its head can be read and claimed in one statement (a
-        round trip less). None: read first, as for any other."""
-        chat = self._chats.get(conversation_id)
-        if self.db.backend != "postgresql" or conversation_id not in self._noticed or chat is None:
+    def _sent_by_marking(self, channel: str, chat_id: str) -> str | None:
+        """The channel's prefix of platform ids if it sends by marking (`SentByMarking`) with no limits on the chat:
+        its replies are marked sent where they would be claimed."""
+        prefix = self._marks.get(channel, "")
+        if prefix == "":  # (an isinstance against a Protocol costs some µs: asked once a channel)
+            sender = self.channels[channel]
+            prefix = self._marks[channel] = sender.sent_prefix() if isinstance(sender, SentByMarking) else None
+        return prefix if prefix is not None and not self._limits_in(channel, chat_id) else None
+
+    async def _mark_head_sent(
+        self, connection: AsyncConnection | Raw, conversation_id: int, chat: tuple[str, str], prefix: str
+    ) -> Marked | None:
+        """Mark the conversation's oldest unsent reply sent, in one statement, if it is due and the person has not
+        opted out."""
+        now = utcnow()
+        marking = _MARK_HEAD_SENT[self.db.backend]
+        marked = (await marking.run(connection, {"conv": conversation_id, "now": now, "prefix": prefix})).first()
+        if marked is None:
             return None
-        self._chats.move_to_end(conversation_id)  # used: kept longer than a broadcast's chats read once
-        if not self._reaches(*chat):
+        return Marked(conversation_id, *chat, (now - marked.created_at).total_seconds(), marked.more)
+
+    def _booked_before_reading(self, conversation_id: int, chat: tuple[str, str] | None) -> Booking | None:
+        """A conversation a turn's notice started, whose chat is known (and reached): its place at the limiter
+        booked now if it comes within CLAIM_AHEAD_SECONDS, so its head can be read and claimed in one statement (on
+        PostgreSQL a round trip less). None: read first, as for any other."""
+        if chat is None or conversation_id not in self._noticed:
             return None
         # not counted as started here: the read may find nothing to send (a turn that said nothing, replies sent
         # already), and a booking given back unstarted keeps no place in the chat's window (`_send_head` starts it)
@@ -499,7 +669,9 @@ class OutboxDispatcher:
         now = utcnow()
         try:
             head = (
-                await _CLAIM_HEAD.run(connection, {"conv": conversation_id, "now": now, "until": now + self.send_lease})
+                await _CLAIM_HEAD[self.db.backend].run(
+                    connection, {"conv": conversation_id, "now": now, "until": now + self.send_lease}
+                )
             ).first()
         except BaseException:
             self.limiter.done(booking)
@@ -512,23 +684,24 @@ class OutboxDispatcher:
 
     def _remember_chat(self, conversation_id: int, channel: str, chat_id: str) -> None:
         chats = self._chats
-        if self.db.backend == "postgresql" and conversation_id not in chats:  # (on SQLite a read is no round trip)
+        if conversation_id not in chats:
             if len(chats) >= _CHATS_REMEMBERED:
                 chats.popitem(last=False)  # the one used longest ago
             chats[conversation_id] = (channel, chat_id)
 
-    def _give_back(self, due: Due | None) -> None:
+    def _give_back(self, due: Due | Marked | None) -> None:
         """A place booked at the limiter for a claim whose transaction then failed (at its commit, say): the reply
         is not ours to send, and the place must not keep the chat's window full."""
-        if due is not None and due.booking is not None:
+        if isinstance(due, Due) and due.booking is not None:
             self.limiter.done(due.booking)
             due.booking = None
 
-    async def _due_head(self, connection: AsyncConnection | Raw, conversation_id: int) -> Due | None:
+    async def _due_head(self, connection: AsyncConnection | Raw, conversation_id: int) -> Due | Marked | None:
         """The conversation's oldest unsent reply if it is due (pending and its time come, or `sending` and its lease
         run out), with the conversation facts its send needs. If its turn at the limiter comes within
         CLAIM_AHEAD_SECONDS (at once, for most replies), its place is booked and it is claimed straight after the read
-        (the claim's WHERE checks the row is still as read); otherwise it is claimed once its turn comes near."""
+        (the claim's WHERE checks the row is still as read); otherwise it is claimed once its turn comes near. A
+        reply of a channel that sends by marking is marked sent instead of claimed, on the same condition."""
         now = utcnow()
         head = (await _HEAD.run(connection, {"conv": conversation_id})).first()
         if head is None or not self._reaches(head.channel, head.chat_id):
@@ -543,6 +716,19 @@ class OutboxDispatcher:
         found = Due(row, status=head.status)
         if row.opted_out_at is not None:
             return found
+        prefix = self._sent_by_marking(row.channel, row.chat_id)
+        if prefix is not None:
+            marked = (
+                await _MARK_DUE_SENT[self.db.backend].run(
+                    connection,
+                    {"row": row.id, "was": head.status, "tries": head.attempts, "now": now, "prefix": prefix},
+                )
+            ).first()
+            if marked is None:
+                return None  # another dispatcher took it since it was read
+            return Marked(
+                conversation_id, row.channel, row.chat_id, (now - marked.created_at).total_seconds(), marked.more
+            )
         booking = self.limiter.try_acquire(self._limits(row), ahead=CLAIM_AHEAD_SECONDS, lane=self._lane(row))
         if booking is None:
             return found
@@ -581,8 +767,10 @@ class OutboxDispatcher:
         due.row.parts_sent = list(claimed.parts_sent or [])
         return True
 
-    async def _send_head(self, due: Due) -> Due | None:
+    async def _send_head(self, due: Due | Marked) -> Due | Marked | None:
         """Send the conversation's oldest unsent reply; the next one if it may follow at once."""
+        if isinstance(due, Marked):  # sent already, and counted
+            return await self._read_head(due.conversation_id) if due.more else None
         row = due.row
         if row.opted_out_at is not None:
             claimed = due.booking is not None  # claimed with its read (`_claim_head`): its place is not needed
@@ -703,15 +891,17 @@ class OutboxDispatcher:
         async with self.db.run(each_statement=True) as connection:
             await _SAVE_PARTS.run(connection, {"row": outbox_id, "parts": platform_ids})
 
-    async def _mark_sent(self, row: Claimed, platform_id: str) -> Due | None:
-        """Mark `row` sent, then read (and maybe claim) the conversation's next reply: each statement whole on its own
-        (the claim checks in its WHERE what the read saw), so on PostgreSQL none waits for a BEGIN or a COMMIT, and
-        the read is made there only if the mark found another unsent reply.
+    async def _mark_sent(self, row: Claimed, platform_id: str) -> Due | Marked | None:
+        """Mark `row` sent, then read (and maybe claim) the conversation's next reply if the mark found one.
 
-        There the mark has committed before the read: a failing read leaves the reply sent (counted, and the web chat
-        told), and the next one to the poll. On SQLite the block is one transaction, and a failure undoes the mark."""
+        On PostgreSQL the mark is a statement of its own, with the marks of other conversations that come meanwhile
+        (`_MarksTogether`), and has committed before the read: a failing read leaves the reply sent (counted, and the
+        web chat told), and the next one to the poll. On SQLite the two are one transaction (sharing a group's
+        commit), and a failure undoes the mark."""
         at = utcnow()
-        following: Due | None = None
+        if self._marks_together is not None:
+            return await self._mark_together(self._marks_together, row, platform_id, at)
+        following: Due | Marked | None = None
         written: datetime | None = None
         marked_for_good = False
         try:
@@ -732,11 +922,33 @@ class OutboxDispatcher:
         except BaseException:
             self._give_back(following)
             raise
-        for_channel(MESSAGES_OUT, row.channel).inc()
-        if written is not None:
-            for_channel(DELIVERY_SECONDS, row.channel).observe(max(0.0, (at - written).total_seconds()))
-        self.on_sent(row)
+        self._count_sent(row.channel, row.chat_id, (at - written).total_seconds() if written is not None else None)
+        if isinstance(following, Marked):
+            self._count_sent(following.channel, following.chat_id, following.seconds)
         return following
+
+    async def _mark_together(
+        self, marks: _MarksTogether, row: Claimed, platform_id: str, at: datetime
+    ) -> Due | Marked | None:
+        """PostgreSQL: `row` marked sent with the marks that come meanwhile (`_MarksTogether`), then the next reply read
+        (and claimed, in one statement for a notice's conversation) if the mark found one."""
+        marked = await marks.mark(row.id, platform_id, at)
+        self._count_sent(row.channel, row.chat_id, (at - marked.created_at).total_seconds() if marked else None)
+        if marked is None or not marked.more:
+            return None
+        try:
+            return await self._read_head(row.conversation_id)
+        except Exception:
+            log.warning("a reply was sent and marked, but reading the next one failed: the poll sends it",
+                        exc_info=True, extra={"outbox_id": row.id})
+            return None
+
+    def _count_sent(self, channel: str, chat_id: str, seconds: float | None) -> None:
+        """A reply committed as sent: counted (`seconds` from queued to sent, if known), and whoever watches told."""
+        for_channel(MESSAGES_OUT, channel).inc()
+        if seconds is not None:
+            for_channel(DELIVERY_SECONDS, channel).observe(max(0.0, seconds))
+        self.on_sent(channel, chat_id)
 
     async def _reschedule(self, row: Claimed, delay: float, error: str, *, counted: bool) -> None:
         log.info("send postponed", extra={"outbox_id": row.id, "delay_s": round(delay, 2), "error": error[:300]})

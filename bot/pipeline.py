@@ -180,31 +180,40 @@ async def record(db: Database, message: InboundMessage, conversations: Conversat
     `conversations`: the process's remembered conversation ids (without it, the conversation is looked up)."""
     message = storable_message(message)
     conversations = conversations or ConversationIds(capacity=1)
-    # With the conversation's id remembered, recording is one statement, a transaction of its own (no round trips
-    # for BEGIN and COMMIT on PostgreSQL); a first contact makes the conversation in the same transaction.
     remembered = conversations.remembered(message.channel, message.chat_id)
+    values = {
+        "channel": message.channel,
+        "platform_id": message.platform_id,
+        "sender_id": message.sender_id,
+        "payload": message.to_payload(),
+        "status": InboundStatus.PENDING.value,
+        "attempts": 0,
+        "received_at": utcnow(),
+    }
     try:
-        async with db.run(urgent=True, each_statement=remembered is not None) as connection:  # the platform waits
-            conversation_id = (
-                remembered
-                if remembered is not None
-                else await conversations.find(connection, message.channel, message.chat_id)
-            )
-            values = {
-                "channel": message.channel,
-                "platform_id": message.platform_id,
-                "conversation_id": conversation_id,
-                "sender_id": message.sender_id,
-                "payload": message.to_payload(),
-                "status": InboundStatus.PENDING.value,
-                "attempts": 0,
-                "received_at": utcnow(),
-            }
-            if db.backend == "postgresql":
-                inbound_id = (await _RECORD_IN_ONE.run(connection, {**values, "conv": conversation_id})).scalar()
-            else:
-                seq = (await _NEXT_SEQ.run(connection, {"conv": conversation_id})).scalar()
-                inbound_id = (await _INSERT_INBOUND.run(connection, {**values, "seq": seq})).scalar()
+        if remembered is not None and db.groups_statements():
+            # PostgreSQL, the conversation's id remembered: one statement, whole on its own, sent with the other
+            # recordings of this pass of the event loop in one transaction (one round trip, one commit for all),
+            # in the conversations' order (storage/postgres_groups.py).
+            conversation_id = remembered
+            recorded = {**values, "conversation_id": conversation_id, "conv": conversation_id}
+            inbound_id = (await _RECORD_IN_ONE.run_grouped(db, recorded, order=conversation_id)).scalar()
+        else:
+            # With the conversation's id remembered, recording is one statement, a transaction of its own (no round
+            # trips for BEGIN and COMMIT on PostgreSQL); a first contact makes the conversation in the same
+            # transaction.
+            async with db.run(urgent=True, each_statement=remembered is not None) as connection:  # the platform waits
+                conversation_id = (
+                    remembered
+                    if remembered is not None
+                    else await conversations.find(connection, message.channel, message.chat_id)
+                )
+                values["conversation_id"] = conversation_id
+                if db.backend == "postgresql":
+                    inbound_id = (await _RECORD_IN_ONE.run(connection, {**values, "conv": conversation_id})).scalar()
+                else:
+                    seq = (await _NEXT_SEQ.run(connection, {"conv": conversation_id})).scalar()
+                    inbound_id = (await _INSERT_INBOUND.run(connection, {**values, "seq": seq})).scalar()
     except BaseException:
         conversations.forget(message.channel, message.chat_id)  # in case the remembered id was the trouble
         raise

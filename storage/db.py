@@ -30,6 +30,8 @@ from sqlalchemy.pool import NullPool
 from storage import postgres_statements, sqlite_inline
 from storage.group_commit import GroupCommit
 from storage.postgres_driver import DriverPool
+from storage.postgres_groups import StatementGroups
+from storage.postgres_statements import Outcome, Statement
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
@@ -242,7 +244,9 @@ class Intake:
         self._urgent_in_a_row = urgent_in_a_row
         self._under_way = 0
         self._ended = 0  # urgent ones ended, ever
-        self._changed = asyncio.Event()
+        # Waiting transactions, in arrival order, each with the count of ended urgent ones it may go at: woken only
+        # then (or when none is under way), not on every urgent one's end.
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     @asynccontextmanager
     async def turn(self, *, urgent: bool) -> AsyncIterator[None]:
@@ -258,15 +262,18 @@ class Intake:
             _URGENT.reset(token)
             self._under_way -= 1
             self._ended += 1
-            changed, self._changed = self._changed, asyncio.Event()
-            changed.set()
+            waiting = self._waiting
+            while waiting and (not self._under_way or waiting[0][0] <= self._ended):
+                _at, waiter = waiting.popleft()
+                if not waiter.done():  # (one cancelled while it waited is skipped)
+                    waiter.set_result(None)
 
     async def _after_intake(self) -> None:
-        if _URGENT.get():
+        if not self._under_way or _URGENT.get():
             return
-        started = self._ended
-        while self._under_way and self._ended - started < self._urgent_in_a_row:
-            await self._changed.wait()
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append((self._ended + self._urgent_in_a_row, waiter))
+        await waiter
 
 
 class _HandOver:
@@ -367,6 +374,7 @@ class Database:
         self._urgent_sessions = self._sessions
         # PostgreSQL: the connections of `run`, psycopg's own (storage.postgres_driver), urgent ones apart too.
         self._drivers: tuple[DriverPool, DriverPool] | None = None
+        self._groups: StatementGroups | None = None  # PostgreSQL: urgent statements of one pass, one transaction
         if self._turnstile is None:
             # As many as the sessions' pool keeps (half of them left the web chat's reads and the dispatcher queueing
             # behind each other under a backlog); as many urgent ones as the urgent engine opens at most.
@@ -375,6 +383,7 @@ class Database:
                 DriverPool(engine_url, dialect, size=pool_size),
                 DriverPool(engine_url, dialect, size=urgent_pool_size * 2),
             )
+            self._groups = StatementGroups(self._drivers[1].transaction)
             self._urgent_engine = make_async_engine(url, pool_size=urgent_pool_size)
             self._urgent_sessions = async_sessionmaker(self._urgent_engine, expire_on_commit=False)
 
@@ -458,6 +467,21 @@ class Database:
         async with self._group_commit.transaction(urgent=urgent) as raw:
             yield raw
 
+    def groups_statements(self) -> bool:
+        """Whether `run_grouped` sends statements in groups (PostgreSQL)."""
+        return self._groups is not None
+
+    async def run_grouped(self, statement: Statement, *, order: int) -> Outcome:
+        """PostgreSQL: one urgent statement (what a platform waits for), whole on its own, in a transaction shared
+        with the others that arrive in the same pass of the event loop: one round trip and one commit for all,
+        each returning once that commit has succeeded; a statement the server refuses fails only its own caller.
+        `order`: the group runs its statements in this key's order (storage/postgres_groups.py). Counts as an
+        urgent transaction for the intake priority, as `run(urgent=True)` does."""
+        if self._groups is None:
+            raise RuntimeError("statements are grouped on PostgreSQL only")
+        async with self._intake.turn(urgent=True):
+            return await self._groups.run(statement, order=order)
+
     def session_in(self, where: AsyncConnection | Raw) -> AsyncSession:
         """An ORM session in the transaction of a `run()` block, for the statements that are not prepared ones (a
         dialog's): it takes the block's connection only at its first statement of its own (a block whose statements
@@ -526,6 +550,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self._group_commit.settle()
+        if self._groups is not None:
+            await self._groups.settle()
         for drivers in self._drivers or ():
             await drivers.close()
         for kept in (self._raw, self._reader):

@@ -19,7 +19,7 @@ own statements; a connection whose round trip cannot be brought to its end is cl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -65,12 +65,16 @@ def plain_begin(connection: psycopg.AsyncConnection[Any]) -> bool:
     return connection.isolation_level is None and connection.read_only is None and connection.deferrable is None
 
 
+_Send = tuple[bytes, bytes | None, tuple[int, ...], Any, Any]  # name, text to prepare (on first use), types, …
 Statement = tuple[bytes, Sequence[Any], bool]  # its text (PostgreSQL's `$n` placeholders), parameters, rows wanted
 Outcome = tuple[list[tuple[Any, ...]], int]  # its rows (when wanted), and the number of rows it changed or returned
 
 
 async def execute(
-    connection: psycopg.AsyncConnection[Any], *statements: Statement, commit: bool = False
+    connection: psycopg.AsyncConnection[Any],
+    *statements: Statement,
+    commit: bool = False,
+    on_outcomes: Callable[[list[Outcome]], None] | None = None,
 ) -> list[Outcome]:
     """Run the statements one after another in the connection's transaction (begun first where it needs one), in
     one round trip: each is a statement of its own (a later one sees what an earlier one did, and takes its snapshot
@@ -78,11 +82,16 @@ async def execute(
     transaction is committed in the same round trip, unless a statement failed (the transaction is then left failed,
     for the caller's rollback). On a connection in autocommit each statement is a transaction of its own: they then
     go one round trip each, since statements in one write share one implicit transaction up to its sync (a later
-    one's failure would undo an earlier one)."""
+    one's failure would undo an earlier one).
+
+    `on_outcomes`: called with the outcomes the moment the replies are in and none failed (from the event loop's
+    callback for the socket, before this task is resumed), for whoever waits for them besides this task."""
     if len(statements) > 1 and connection.autocommit:
         outcomes: list[Outcome] = []
         for statement in statements:
             outcomes += await execute(connection, statement)
+        if on_outcomes is not None:
+            on_outcomes(outcomes)
         return outcomes
     kept = _kept(connection)
     transformer = kept.transformer
@@ -90,7 +99,7 @@ async def execute(
     begin = not connection.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE
     if begin and not plain_begin(connection):
         raise ValueError("a prepared statement needs a connection whose transactions begin with a plain BEGIN")
-    sends: list[tuple[bytes, bytes | None, tuple[int, ...], Any, Any]] = []  # name, text to prepare, types, …
+    sends: list[_Send] = []
     for sql, parameters, _rows in statements:
         values = transformer.dump_sequence(parameters, [PyFormat.AUTO] * len(parameters))
         types = tuple(transformer.types or ())
@@ -114,12 +123,42 @@ async def execute(
             pgconn.send_query_params(_COMMIT, None)
         pgconn.pipeline_sync()
         commands = begin + len(sends) + sum(sql is not None for _, sql, *_ in sends) + committing
-        results = await _replies(pgconn, commands)
+        read: list[list[Outcome] | psycopg.Error] = []
+
+        def arrived(results: list[pq.abc.PGresult]) -> None:
+            try:
+                outcomes = _outcomes(connection, kept, statements, sends, results, begin=begin, committing=committing)
+            except psycopg.Error as exc:
+                read.append(exc)
+                return
+            read.append(outcomes)
+            if on_outcomes is not None:
+                on_outcomes(outcomes)
+
+        await _replies(pgconn, commands, arrived)
     except BaseException as exc:
         await _interrupted(connection, exc)
         raise
     pgconn.exit_pipeline_mode()
+    (found,) = read
+    if isinstance(found, psycopg.Error):
+        raise found
+    return found
 
+
+def _outcomes(
+    connection: psycopg.AsyncConnection[Any],
+    kept: _Statements,
+    statements: Sequence[Statement],
+    sends: list[_Send],
+    results: list[pq.abc.PGresult],
+    *,
+    begin: bool,
+    committing: bool,
+) -> list[Outcome]:
+    """What each statement returned, read from the replies of one round trip; psycopg's error for the first that
+    failed."""
+    transformer = kept.transformer
     replies = iter(results[1:] if begin else results)
     ran: list[pq.abc.PGresult] = []
     failed: pq.abc.PGresult | None = None
@@ -196,9 +235,15 @@ async def _interrupted(connection: psycopg.AsyncConnection[Any], exc: BaseExcept
     pgconn.finish()
 
 
-async def _replies(pgconn: pq.abc.PGconn, commands: int | None) -> list[pq.abc.PGresult]:
+async def _replies(
+    pgconn: pq.abc.PGconn,
+    commands: int | None,
+    arrived: Callable[[list[pq.abc.PGresult]], None] | None = None,
+) -> list[pq.abc.PGresult]:
     """The results of the `commands` sent in pipeline mode, one a command in order, up to their sync (a command after
-    one that failed has its PIPELINE_ABORTED result); `commands` None: however many there are."""
+    one that failed has its PIPELINE_ABORTED result); `commands` None: however many there are. They are read in the
+    event loop's callback for the socket, and the task is resumed once, when all are in; `arrived` is called with
+    them there first."""
     loop = asyncio.get_running_loop()
     fileno = pgconn.socket
     results: list[pq.abc.PGresult] = []
@@ -208,23 +253,24 @@ async def _replies(pgconn: pq.abc.PGconn, commands: int | None) -> list[pq.abc.P
         if waiting is not None and not waiting.done():
             waiting.set_result(None)
 
-    registered = False
-    try:
-        while pending := pgconn.flush():  # the write did not go out whole: wait until the socket takes the rest
-            if pending < 0:  # (the connection failed: waiting for the socket would wait for nothing)
-                raise psycopg.OperationalError(pgconn.get_error_message())
-            waiting = loop.create_future()
-            loop.add_writer(fileno, ready)
-            try:
-                await waiting
-            finally:
-                loop.remove_writer(fileno)
-        while True:
-            if not registered:
-                loop.add_reader(fileno, ready)
-                registered = True
-            waiting = loop.create_future()
+    while pending := pgconn.flush():  # the write did not go out whole: wait until the socket takes the rest
+        if pending < 0:  # (the connection failed: waiting for the socket would wait for nothing)
+            raise psycopg.OperationalError(pgconn.get_error_message())
+        waiting = loop.create_future()
+        loop.add_writer(fileno, ready)
+        try:
             await waiting
+        except OSError as exc:
+            raise psycopg.OperationalError("connection socket closed") from exc
+        finally:
+            loop.remove_writer(fileno)
+
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if done.done():
+            return
+        try:
             pgconn.consume_input()
             while not pgconn.is_busy():
                 result = pgconn.get_result()
@@ -234,13 +280,24 @@ async def _replies(pgconn: pq.abc.PGconn, commands: int | None) -> list[pq.abc.P
                     break
                 results.append(result)
             else:
-                continue  # more to come
-            break
-    except OSError as exc:
-        raise psycopg.OperationalError("connection socket closed") from exc
+                return  # more to come
+            if commands is not None and len(results) != commands:
+                raise psycopg.OperationalError(f"PostgreSQL answered {len(results)} of {commands} commands")
+            if arrived is not None:
+                arrived(results)
+        except OSError as exc:
+            closed = psycopg.OperationalError("connection socket closed")
+            closed.__cause__ = exc
+            done.set_exception(closed)
+            return
+        except BaseException as exc:
+            done.set_exception(exc)
+            return
+        done.set_result(None)
+
+    loop.add_reader(fileno, readable)
+    try:
+        await done
     finally:
-        if registered:
-            loop.remove_reader(fileno)
-    if commands is not None and len(results) != commands:
-        raise psycopg.OperationalError(f"PostgreSQL answered {len(results)} of {commands} commands")
+        loop.remove_reader(fileno)
     return results

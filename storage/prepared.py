@@ -35,7 +35,7 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from storage import postgres_statements
-from storage.db import DRIVER, Raw
+from storage.db import DRIVER, Database, Raw
 from storage.sqlite_inline import InlineConnection
 
 Processor = Callable[[Any], Any] | None
@@ -93,6 +93,18 @@ class Prepared:
             return self._ran(compiled, rows, rowcount)
         (ran,) = await run_together(where, (self, parameters), commit=commit)
         return ran
+
+    async def run_grouped(self, db: Database, parameters: Mapping[str, Any], *, order: int) -> Ran:
+        """PostgreSQL: run whole on its own, urgently, in the transaction of the statements that arrive in the same
+        pass of the event loop (`Database.run_grouped`: one round trip and one commit for all; `order`, the key they
+        run in the order of)."""
+        compiled = self.compiled(db.engine.dialect)
+        statement = (compiled.wire, _positional(compiled, parameters), compiled.row is not None)
+        try:
+            rows, rowcount = await db.run_grouped(statement, order=order)
+        except psycopg.Error as exc:
+            raise _as_sqlalchemy(exc, compiled.sql) from exc
+        return self._ran(compiled, rows, rowcount)
 
     def _ran(self, compiled: _Compiled, rows: list[Any], rowcount: int) -> Ran:
         if compiled.row is None:

@@ -24,6 +24,7 @@ from channels.webchat.streams import StreamGate, Wakeups
 MAX_TEXT_CHARS = 4000
 MAX_CLIENT_ID_CHARS = 100
 DAY_SECONDS = 86400.0
+SENT_PREFIX = "web-"  # a reply's platform id: this and its outbox id
 
 # A learner's language or a browser's Accept-Language header (or None) → the language chosen, and the page's
 # words in it by key.
@@ -103,7 +104,11 @@ class WebChatChannel:
     # outbound ------------------------------------------------------------------------------------------------
 
     async def send(self, delivery: Delivery) -> str:
-        return f"web-{delivery.outbox_id}"
+        return f"{SENT_PREFIX}{delivery.outbox_id}"
+
+    def sent_prefix(self) -> str:
+        """A reply is sent by being marked so (the dispatcher does it in one statement): its id, after this."""
+        return SENT_PREFIX
 
     def after_sent(self, chat_id: str) -> None:
         """The dispatcher committed a reply as sent: wake this session's event streams at once. A draft of it is

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
 from bot.core import Lessonbot
 from bot.dispatcher import CLAIM_AHEAD_SECONDS
+from bot.messages import Text
 from bot.ratelimit import Lane, RateLimiter, Slots
 from dialogs.turn import Turn
 from storage.db import Database
 from storage.models import OutboxMessage
-from storage.outbox import requeue
+from storage.outbox import OutboxEntry, enqueue, requeue
 from tests.support import RecordingChannel, message
 
 
@@ -84,8 +86,8 @@ async def test_a_turns_replies_all_go_out_from_its_notice_one_after_the_other(ma
 
 async def test_what_a_turn_says_after_its_person_opted_out_is_set_aside_not_sent(make_bot):
     """A platform's report (a payment) is processed while its person has opted out (STOP): what the turn says is
-    suppressed, also when the dispatcher reads and claims the reply in one statement (PostgreSQL, a notice's
-    conversation whose chat it knows from the replies before)."""
+    suppressed, also when the dispatcher reads and claims the reply in one statement (a notice's conversation whose
+    chat it knows from the replies before)."""
     from dataclasses import replace
 
     channel = RecordingChannel()
@@ -103,10 +105,128 @@ async def test_what_a_turn_says_after_its_person_opted_out_is_set_aside_not_sent
     assert channel.texts("ann") == ["part 1", "part 2", "part 3"]
 
 
+@dataclass
+class MarkedChannel(RecordingChannel):
+    """A channel whose send is the reply marked sent in the outbox (as the web chat's): `sent` stays empty unless
+    the dispatcher calls `send` after all."""
+
+    name: str = "marked"
+
+    def sent_prefix(self) -> str:
+        return "marked-"
+
+
+async def sent_rows_of(bot: Lessonbot, count: int) -> list[OutboxMessage]:
+    async with asyncio.timeout(10):
+        while True:
+            rows = await outbox_rows(bot)
+            if [row.status for row in rows] == ["sent"] * count:
+                return rows
+            await bot.dispatcher.flush()
+            await asyncio.sleep(0.01)
+
+
+async def test_a_channel_that_sends_by_marking_has_its_replies_marked_sent_in_order_with_no_send(make_bot):
+    """The first reply is read, then marked sent (its chat not yet known); the next ones, and the next turn's, are
+    marked sent in one statement each: all in order, each try counted once, none passing through `sending`."""
+    channel = MarkedChannel()
+    bot = make_bot(channel)
+    await bot.receive(message("hi", channel="marked"))
+    await bot.worker.idle()
+    await sent_rows_of(bot, 3)
+    await bot.receive(message("again", channel="marked"))
+    await bot.worker.idle()
+    rows = await sent_rows_of(bot, 6)
+    assert [row.platform_message_id for row in rows] == [f"marked-{row.id}" for row in rows]
+    assert [row.payload["text"] for row in rows] == ["part 1", "part 2", "part 3"] * 2
+    assert [row.attempts for row in rows] == [1] * 6 and all(row.lease_until is None for row in rows)
+    assert all(earlier.sent_at <= later.sent_at for earlier, later in pairwise(rows))
+    assert channel.sent == {}
+
+
+async def test_a_channel_that_sends_by_marking_under_rate_limits_is_sent_through_its_send(make_bot):
+    channel = MarkedChannel(limits=(RateLimit("chat:ann", count=100, seconds=1),))
+    bot = make_bot(channel)
+    await bot.receive(message("hi", channel="marked"))
+    await bot.worker.idle()
+    rows = await sent_rows_of(bot, 3)
+    assert channel.texts("ann") == ["part 1", "part 2", "part 3"]
+    assert [row.platform_message_id for row in rows] == [f"marked-{row.id}" for row in rows]
+
+
+async def test_replies_by_marking_found_by_the_poll_are_marked_and_an_opted_out_persons_suppressed(make_bot):
+    """Rows no turn's notice named (the clock's, another process's) are found by the due search and marked sent; a
+    person who opted out is sent nothing, also once the dispatcher knows their chat from the replies before."""
+    from dataclasses import replace
+
+    channel = MarkedChannel()
+    bot = make_bot(channel)
+    await bot.receive(message("hi", channel="marked"))
+    await bot.worker.idle()
+    await sent_rows_of(bot, 3)
+    async with bot.db.transaction() as session:
+        conversation = (await outbox_rows(bot))[0].conversation_id
+        await enqueue(session, [OutboxEntry(conversation, "marked", "ann", Text("a lesson").to_payload())])
+    assert await bot.dispatcher.dispatch_due() == 1
+    await sent_rows_of(bot, 4)
+    await bot.receive(replace(message("STOP", channel="marked"), meta={"subscription": "stop"}))
+    await bot.worker.idle()
+    await bot.receive(replace(message("paid", channel="marked"), meta={"platform_report": True}))
+    await bot.worker.idle()
+    async with asyncio.timeout(10):
+        while [r.status for r in await outbox_rows(bot)][4:] != ["suppressed"] * 3:
+            await bot.dispatcher.flush()
+            await asyncio.sleep(0.02)
+    assert channel.sent == {}
+
+
+@dataclass
+class SendsTogether(RecordingChannel):
+    """A platform that answers `together` sends at once, once that many are under way."""
+
+    together: int = 1
+    _under_way: int = 0
+    _all_there: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send(self, delivery: Delivery) -> str:
+        self._under_way += 1
+        if self._under_way >= self.together:
+            self._all_there.set()
+        await self._all_there.wait()
+        return await super().send(delivery)
+
+
+async def test_replies_sent_at_the_same_time_are_marked_sent_together_on_postgresql(settings):
+    """Ten conversations' replies the platform takes at the same moment: on PostgreSQL their marks that come while
+    one is on its way go in one statement (a transaction: the rows share its id, `xmin`), each sent once."""
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("SQLite's marks share their commits in groups already (storage.group_commit)")
+
+    async def one_reply(turn: Turn) -> None:
+        turn.say("answer")
+
+    channel = SendsTogether(together=10)
+    bot = Lessonbot(settings, [channel], respond=one_reply)
+    try:
+        for number in range(10):
+            await bot.receive(message("hi", chat=f"learner-{number}"))
+        await bot.worker.idle()
+        async with asyncio.timeout(10):
+            while sum(map(len, channel.sent.values())) < 10 or bot.dispatcher._in_flight:
+                await asyncio.sleep(0.01)
+        async with bot.db.sessions() as session:
+            rows = (await session.execute(text("SELECT status, xmin::text FROM outbox_messages"))).all()
+    finally:
+        await bot.stop()
+    assert [status for status, _ in rows] == ["sent"] * 10
+    assert [len(replies) for replies in channel.sent.values()] == [1] * 10
+    assert len({transaction for _, transaction in rows}) < 10
+
+
 async def test_a_turn_that_says_nothing_takes_no_place_at_the_limiter(settings):
-    """A turn that queues nothing still has its notice start the conversation at the dispatcher. On PostgreSQL, with
-    the chat known from the replies before, its place is booked before the read that finds nothing: that place is
-    given back, not counted as a send, so the chat's window (here 2 a minute) still holds the next real reply."""
+    """A turn that queues nothing still has its notice start the conversation at the dispatcher. With the chat known
+    from the replies before, its place is booked before the read that finds nothing: that place is given back, not
+    counted as a send, so the chat's window (here 2 a minute) still holds the next real reply."""
 
     async def quiet_or_one(turn: Turn) -> None:
         if turn.message.text != "quiet":

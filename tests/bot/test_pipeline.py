@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from sqlalchemy import func, select
@@ -351,6 +352,78 @@ async def test_a_turn_on_a_kept_lease_another_process_took_commits_nothing(postg
         await recorder.stop()
         await bot.stop()
         await elsewhere.dispose()
+
+
+async def _recorded_rows(db: Database, tag: str) -> list[tuple[str, str, int, str]]:
+    """(chat, platform id, arrival number, the inserting transaction) of the messages recorded for chats `tag`-…,
+    without the tag."""
+    from sqlalchemy import text
+
+    async with db.sessions() as session:
+        rows = await session.execute(text(
+            "SELECT c.chat_id, i.platform_id, i.seq, i.xmin::text FROM inbound_messages i"
+            " JOIN conversations c ON c.id = i.conversation_id WHERE c.chat_id LIKE :tagged ORDER BY i.id"
+        ), {"tagged": f"{tag}-%"})
+        return [(chat.removeprefix(f"{tag}-"), pid.removeprefix(f"{tag}-"), seq, xmin) for chat, pid, seq, xmin in rows]
+
+
+def _tagged(tag: str, text: str, chat: str, platform_id: str):
+    return message(text, chat=f"{tag}-{chat}", platform_id=f"{tag}-{platform_id}")
+
+
+async def test_on_postgresql_recordings_of_one_pass_commit_together_in_arrival_order(postgresql_url):
+    """Recordings that arrive in one pass of the event loop share one transaction (but the first, which finds
+    nothing under way and goes at once); each conversation's messages still take their arrival numbers in the order
+    they came, and a repeated platform id within the group is recorded once."""
+    from bot.pipeline import ConversationIds
+
+    db, conversations, tag = Database(postgresql_url), ConversationIds(), uuid.uuid4().hex[:8]
+    try:
+        for chat in ("ann", "bob"):  # first contact: each conversation made (and its id remembered) on its own
+            await record(db, _tagged(tag, "hi", chat, f"{chat}-0"), conversations)
+        arrivals = [("bob", "bob-1"), ("ann", "ann-1"), ("bob", "bob-2"), ("ann", "ann-2"), ("ann", "ann-1")]
+        results = await asyncio.gather(
+            *(record(db, _tagged(tag, "hi", chat, pid), conversations) for chat, pid in arrivals)
+        )
+        assert [result.duplicate for result in results] == [False, False, False, False, True]
+        rows = await _recorded_rows(db, tag)
+        first, *grouped = [row for row in rows if not row[1].endswith("-0")]
+        assert first[1] == "bob-1" and len({row[3] for row in grouped}) == 1 and first[3] != grouped[0][3]
+        assert {(chat, pid, seq) for chat, pid, seq, _ in rows} == {
+            ("ann", "ann-0", 1), ("ann", "ann-1", 2), ("ann", "ann-2", 3),
+            ("bob", "bob-0", 1), ("bob", "bob-1", 2), ("bob", "bob-2", 3),
+        }
+    finally:
+        await db.dispose()
+
+
+async def test_on_postgresql_a_recording_the_database_refuses_fails_alone_in_its_group(postgresql_url):
+    """One statement of a group that the database refuses (here a conversation id that names no conversation) fails
+    its own caller only: the others of the group are recorded, each committed before its caller returns."""
+    from sqlalchemy.exc import IntegrityError
+
+    from bot.pipeline import ConversationIds
+
+    db, conversations, tag = Database(postgresql_url), ConversationIds(), uuid.uuid4().hex[:8]
+    try:
+        await record(db, _tagged(tag, "hi", "ann", "ann-0"), conversations)
+        conversations.remember("test", f"{tag}-ghost", 2_000_000_000)  # a wrong id, as if remembered
+
+        results = await asyncio.gather(
+            record(db, _tagged(tag, "hi", "ann", "ann-1"), conversations),
+            record(db, _tagged(tag, "hi", "ghost", "ghost-1"), conversations),
+            record(db, _tagged(tag, "hi", "ann", "ann-2"), conversations),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], IntegrityError)
+        assert [result.duplicate for result in (results[0], results[2])] == [False, False]
+        assert [(chat, pid, seq) for chat, pid, seq, _ in await _recorded_rows(db, tag)] == [
+            ("ann", "ann-0", 1), ("ann", "ann-1", 2), ("ann", "ann-2", 3),
+        ]
+        assert conversations.remembered("test", f"{tag}-ghost") is None  # forgotten: looked up next time
+        assert not (await record(db, _tagged(tag, "hi", "ghost", "ghost-1"), conversations)).duplicate
+    finally:
+        await db.dispose()
 
 
 async def test_a_turn_whose_statements_are_prepared_ones_begins_no_orm_session(bot, channel):
