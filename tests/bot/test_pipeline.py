@@ -511,3 +511,27 @@ async def test_on_postgresql_a_notice_in_a_turn_s_session_is_logged_once_however
         assert said == [f"NOTICE: turn {number}" for number in range(4)]
     finally:
         await bot.stop()
+
+
+async def test_on_postgresql_a_group_run_again_after_a_refusal_keeps_each_conversation_s_order(postgresql_url):
+    """Where the database refuses one statement of a group, the others run again alone: a conversation's messages
+    one after another in the order they came (run side by side, they took their arrival numbers in any order)."""
+    from bot.pipeline import ConversationIds
+
+    db, conversations, tag = Database(postgresql_url), ConversationIds(), uuid.uuid4().hex[:8]
+    try:
+        await record(db, _tagged(tag, "hi", "ann", "first"), conversations)
+        arrived = ["first"]
+        for group in range(3):
+            conversations.remember("test", f"{tag}-ghost", 2_000_000_000)  # a wrong id: its statement is refused
+            came = [f"{group}-{number:02d}" for number in range(10)]
+            calls = [record(db, _tagged(tag, "hi", "ann", pid), conversations) for pid in came[:5]]
+            calls.append(record(db, _tagged(tag, "hi", "ghost", f"ghost-{group}"), conversations))
+            calls += [record(db, _tagged(tag, "hi", "ann", pid), conversations) for pid in came[5:]]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert sum(isinstance(result, Exception) for result in results) == 1
+            arrived += came
+        rows = sorted(await _recorded_rows(db, tag), key=lambda row: row[2])
+        assert [pid for _chat, pid, _seq, _xmin in rows] == arrived
+    finally:
+        await db.dispose()
