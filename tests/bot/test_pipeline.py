@@ -430,11 +430,15 @@ async def test_a_turn_whose_statements_are_prepared_ones_begins_no_orm_session(b
     """A /help turn (its lease, load, replies and last write all prepared statements) runs on the driver's own
     transaction: its ORM session, made for the dialogs, never takes a connection, so SQLAlchemy begins and commits
     nothing for it."""
-    from sqlalchemy import event
+    from datetime import timedelta
+
+    from sqlalchemy import event, update
     from sqlalchemy.orm import Session
 
     from storage.db import DRIVER
+    from storage.models import User, utcnow
 
+    AN_HOUR_AGO = utcnow() - timedelta(hours=1)
     transcript = Transcript(bot, channel)
     await transcript.say("/help")  # first contact: the user and identity are made through the session
     begun: list[object] = []
@@ -447,9 +451,17 @@ async def test_a_turn_whose_statements_are_prepared_ones_begins_no_orm_session(b
     try:
         for _ in range(3):
             assert "/help" in (await transcript.say("/help"))[0]
+        # A person back after a while: when they were last active is written by the turn's last statements.
+        async with bot.db.transaction() as session:
+            await session.execute(update(User).values(last_active_at=AN_HOUR_AGO))
+        begun.clear()
+        before = utcnow()
+        assert "/help" in (await transcript.say("/help"))[0]
     finally:
         event.remove(Session, "after_begin", on_begin)
     assert begun == []
+    async with bot.db.sessions() as session:
+        assert (await session.scalar(select(User.last_active_at))) >= before
 
 
 async def test_what_a_dialog_writes_through_the_session_commits_with_the_turn_or_not_at_all(settings, channel):
