@@ -333,6 +333,11 @@ class _Lent:
     async def close(self) -> None:
         return None
 
+    def stop(self) -> None:
+        """Nothing: SQLAlchemy's hard close of a connection (a session dropped while it held one, found by the
+        garbage collector) would otherwise close SQLite's one connection of `run()` under every later block."""
+        return None
+
     def add_notice_handler(self, callback: Any) -> None:
         """Kept once: the dialect adds its handler at every connect, and each session connects anew to the same
         driver connection (added each time, a pooled connection's list grew by one a turn, and each notice was
