@@ -44,6 +44,7 @@ from sqlalchemy import and_, bindparam, case, exists, func, literal, or_, select
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.activity import Activity
 from bot.channel import RequestRejected
@@ -628,8 +629,13 @@ class ConversationWorker:
         if heard is not None:
             turn.message = await choices.understood(turn)  # a typed choice, as if its button were pressed
             await self.respond(turn)
+        active = None  # nudges count idle days: a minute's precision saves a write a message
         if user.last_active_at is None or now - user.last_active_at >= ACTIVITY_PRECISION:
-            user.last_active_at = now  # nudges count idle days: a minute's precision saves a write a message
+            if session.new or session.dirty or session.deleted:
+                user.last_active_at = now  # with what the session writes anyway
+            else:  # in the turn's last statements: the session need not take a connection for it
+                active = user.id
+                set_committed_value(user, "last_active_at", now)
         if session.new or session.dirty or session.deleted:  # (else no pass through the session's greenlet)
             await session.flush()
         replies = [reply.to_payload() for reply in turn.replies]
@@ -645,7 +651,7 @@ class ConversationWorker:
         if not message.meta.get("platform_report") and (wrote is None or wrote < row.received_at):
             wrote = row.received_at
         await self._finish_turn(
-            session, conversation, row.id, answers, turn.state, wrote, keep_lease=row.more, now=now
+            session, conversation, row.id, answers, turn.state, wrote, keep_lease=row.more, now=now, active=active
         )
         return row, turn, now
 
@@ -660,13 +666,14 @@ class ConversationWorker:
         *,
         keep_lease: bool,
         now: datetime,
+        active: int | None = None,
     ) -> None:
-        """The turn's last statements: its replies queued (`answers`), the message's `done` mark, then on the
-        conversation's row its state (if the turn changed it), when the person last wrote, and the lease, given back
-        when nothing else is pending (kept otherwise). On PostgreSQL all in one statement (the replies and the mark in
-        data-modifying WITHs, storage.outbox.WithQueued), sent with the transaction's COMMIT: one round trip.
-        LeaseLost (nothing committed: the transaction is rolled back, the replies with it) if the lease is no longer
-        ours."""
+        """The turn's last statements: its replies queued (`answers`), the message's `done` mark, the person's last
+        activity (`now`, on the user row `active`, if given), then on the conversation's row its state (if the turn
+        changed it), when the person last wrote, and the lease, given back when nothing else is pending (kept
+        otherwise). On PostgreSQL all in one statement (the replies, the mark and the activity in data-modifying
+        WITHs, storage.outbox.WithQueued), sent with the transaction's COMMIT: one round trip. LeaseLost (nothing
+        committed: the transaction is rolled back, the replies with it) if the lease is no longer ours."""
         values = {
             "inbound": inbound_id,
             "done": InboundStatus.DONE.value,
@@ -680,9 +687,12 @@ class ConversationWorker:
         changed = state != conversation.state
         if changed:
             values["state"] = state
+        if active is not None:
+            values["user"] = active
         if self.db.backend == "postgresql":  # with the COMMIT, in one round trip
             try:
-                await _QUEUE_AND_FINISH[changed].run(session, values, answers, now=now, commit=True)
+                finish = _QUEUE_AND_FINISH[changed, active is not None]
+                await finish.run(session, values, answers, now=now, commit=True)
             except DBAPIError as exc:
                 if getattr(exc.orig, "sqlstate", None) == LEASE_LOST:
                     raise LeaseLost() from None
@@ -690,6 +700,8 @@ class ConversationWorker:
             return
         await enqueue(session, answers, now=now)
         await _MARK_DONE.run(session, values)
+        if active is not None:
+            await _MARK_ACTIVE.run(session, values)
         if (await _FINISH[changed].run(session, values)).rowcount != 1:
             raise LeaseLost()
 
@@ -879,24 +891,32 @@ _MARKING_DONE = (
     .values(status=bindparam("done"), attempts=_INBOUND.c.attempts + 1, processed_at=bindparam("done_at"))
 )
 _MARK_DONE = Prepared(_MARKING_DONE)
+_MARKING_ACTIVE = update(_USERS).where(_USERS.c.id == bindparam("user")).values(last_active_at=bindparam("done_at"))
+_MARK_ACTIVE = Prepared(_MARKING_ACTIVE)
 # By whether the turn changed the conversation's state (written only then).
 _FINISH = {False: Prepared(_FINISHING), True: Prepared(_FINISHING.values(state=bindparam("state")))}
 LEASE_LOST = "LB001"  # the SQLSTATE lessonbot_lease_lost() raises (PostgreSQL, migration 0023)
 
 
-def _queue_and_finish(finishing: Any) -> WithQueued:
-    """WITH done AS (UPDATE inbound_messages …), finished AS (UPDATE conversations …), offered AS (INSERT …), queued
-    AS (INSERT INTO outbox_messages …) SELECT, which fails (LEASE_LOST) where the conversation's row was not updated:
-    the lease is no longer ours, and the COMMIT sent with the statement must not commit the turn."""
+def _queue_and_finish(finishing: Any, *, active: bool) -> WithQueued:
+    """WITH done AS (UPDATE inbound_messages …), [active AS (UPDATE users …),] finished AS (UPDATE conversations …),
+    offered AS (INSERT …), queued AS (INSERT INTO outbox_messages …) SELECT, which fails (LEASE_LOST) where the
+    conversation's row was not updated: the lease is no longer ours, and the COMMIT sent with the statement must not
+    commit the turn."""
     done = _MARKING_DONE.returning(_INBOUND.c.id).cte("done")
+    ctes = [done]
+    if active:
+        ctes.append(_MARKING_ACTIVE.returning(_USERS.c.id).cte("active"))
     finished = finishing.returning(_CONVERSATIONS.c.id).cte("finished")
     check = case((exists(select(finished.c.id)), literal(1)), else_=func.lessonbot_lease_lost())
-    return WithQueued(select(check.label("finished")).add_cte(done, finished))
+    return WithQueued(select(check.label("finished")).add_cte(*ctes, finished))
 
 
+# By whether the turn changed the conversation's state, and whether it writes the person's last activity.
 _QUEUE_AND_FINISH = {
-    changed: _queue_and_finish(finishing)
+    (changed, active): _queue_and_finish(finishing, active=active)
     for changed, finishing in ((False, _FINISHING), (True, _FINISHING.values(state=bindparam("state"))))
+    for active in (False, True)
 }
 
 

@@ -430,11 +430,15 @@ async def test_a_turn_whose_statements_are_prepared_ones_begins_no_orm_session(b
     """A /help turn (its lease, load, replies and last write all prepared statements) runs on the driver's own
     transaction: its ORM session, made for the dialogs, never takes a connection, so SQLAlchemy begins and commits
     nothing for it."""
-    from sqlalchemy import event
+    from datetime import timedelta
+
+    from sqlalchemy import event, update
     from sqlalchemy.orm import Session
 
     from storage.db import DRIVER
+    from storage.models import User, utcnow
 
+    AN_HOUR_AGO = utcnow() - timedelta(hours=1)
     transcript = Transcript(bot, channel)
     await transcript.say("/help")  # first contact: the user and identity are made through the session
     begun: list[object] = []
@@ -447,9 +451,17 @@ async def test_a_turn_whose_statements_are_prepared_ones_begins_no_orm_session(b
     try:
         for _ in range(3):
             assert "/help" in (await transcript.say("/help"))[0]
+        # A person back after a while: when they were last active is written by the turn's last statements.
+        async with bot.db.transaction() as session:
+            await session.execute(update(User).values(last_active_at=AN_HOUR_AGO))
+        begun.clear()
+        before = utcnow()
+        assert "/help" in (await transcript.say("/help"))[0]
     finally:
         event.remove(Session, "after_begin", on_begin)
     assert begun == []
+    async with bot.db.sessions() as session:
+        assert (await session.scalar(select(User.last_active_at))) >= before
 
 
 async def test_what_a_dialog_writes_through_the_session_commits_with_the_turn_or_not_at_all(settings, channel):
@@ -479,3 +491,59 @@ async def test_what_a_dialog_writes_through_the_session_commits_with_the_turn_or
         assert texts[0] == "now Ann" and "went wrong" in texts[1] and len(texts) == 2
     finally:
         await bot.stop()
+
+
+async def test_on_postgresql_a_notice_in_a_turn_s_session_is_logged_once_however_many_turns_came_before(
+    postgresql_url, tmp_path, caplog
+):
+    """Each turn's session connects anew to a driver connection the pool keeps: the dialect's notice handler, added
+    at each connect, is kept once there, not once more a turn (a notice logged as many times as turns had run)."""
+    import logging
+
+    from sqlalchemy import text
+
+    from bot.config import load_settings
+
+    settings = load_settings(
+        _env_file=None, database_url=postgresql_url, data_dir=tmp_path / "var", secret_key="test-secret-key-0123456789",
+        worker_poll_seconds=0.2, outbox_backoff_seconds=0.05, log_format="text",
+    )
+    channel = RecordingChannel()
+
+    async def notice(turn: Turn) -> None:
+        await turn.session.execute(text(f"DO $$ BEGIN RAISE NOTICE 'turn {turn.text}'; END $$"))
+        turn.say("ok")
+
+    bot = Lessonbot(settings, [channel], respond=notice)
+    try:
+        with caplog.at_level(logging.INFO, logger="sqlalchemy.dialects.postgresql"):
+            for number in range(4):
+                await Transcript(bot, channel).say(str(number))
+        said = [record.getMessage() for record in caplog.records if "turn " in record.getMessage()]
+        assert said == [f"NOTICE: turn {number}" for number in range(4)]
+    finally:
+        await bot.stop()
+
+
+async def test_on_postgresql_a_group_run_again_after_a_refusal_keeps_each_conversation_s_order(postgresql_url):
+    """Where the database refuses one statement of a group, the others run again alone: a conversation's messages
+    one after another in the order they came (run side by side, they took their arrival numbers in any order)."""
+    from bot.pipeline import ConversationIds
+
+    db, conversations, tag = Database(postgresql_url), ConversationIds(), uuid.uuid4().hex[:8]
+    try:
+        await record(db, _tagged(tag, "hi", "ann", "first"), conversations)
+        arrived = ["first"]
+        for group in range(3):
+            conversations.remember("test", f"{tag}-ghost", 2_000_000_000)  # a wrong id: its statement is refused
+            came = [f"{group}-{number:02d}" for number in range(10)]
+            calls = [record(db, _tagged(tag, "hi", "ann", pid), conversations) for pid in came[:5]]
+            calls.append(record(db, _tagged(tag, "hi", "ghost", f"ghost-{group}"), conversations))
+            calls += [record(db, _tagged(tag, "hi", "ann", pid), conversations) for pid in came[5:]]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert sum(isinstance(result, Exception) for result in results) == 1
+            arrived += came
+        rows = sorted(await _recorded_rows(db, tag), key=lambda row: row[2])
+        assert [pid for _chat, pid, _seq, _xmin in rows] == arrived
+    finally:
+        await db.dispose()

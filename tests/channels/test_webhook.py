@@ -10,9 +10,11 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bot.channel import RequestRejected
+from channels.http import read_limited_body
 from channels.webhook import (
     MAX_JSON_DEPTH,
     HeaderSecret,
@@ -115,3 +117,32 @@ def test_json_nested_deeper_than_the_limit_is_refused_before_it_is_parsed(body, 
             within_json_depth(body)
     else:
         within_json_depth(body)
+
+
+def request_receiving(*messages: dict[str, Any]) -> Request:
+    """A request whose ASGI server hands over `messages`, one at each receive."""
+    queue = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    return Request({"type": "http", "method": "POST", "path": "/hook", "headers": []}, receive)
+
+
+async def test_a_body_in_several_parts_is_read_whole_and_a_client_that_leaves_is_a_400():
+    parts = request_receiving(
+        {"type": "http.request", "body": b'{"a": ', "more_body": True},
+        {"type": "http.request", "body": b"", "more_body": True},
+        {"type": "http.request", "body": b"1}", "more_body": False},
+    )
+    assert await read_limited_body(parts, 64) == b'{"a": 1}'
+    left = request_receiving(
+        {"type": "http.request", "body": b'{"a": ', "more_body": True}, {"type": "http.disconnect"}
+    )
+    with pytest.raises(RequestRejected) as refused:
+        await read_limited_body(left, 64)
+    assert refused.value.status == 400 and "went away" in refused.value.message
+    over = request_receiving(*[{"type": "http.request", "body": b"x" * 40, "more_body": True}] * 2)
+    with pytest.raises(RequestRejected) as refused:
+        await read_limited_body(over, 64)
+    assert refused.value.status == 413
