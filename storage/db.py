@@ -13,7 +13,7 @@ import asyncio
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -332,6 +332,19 @@ class _Lent:
 
     async def close(self) -> None:
         return None
+
+    def stop(self) -> None:
+        """Nothing: SQLAlchemy's hard close of a connection (a session dropped while it held one, found by the
+        garbage collector) would otherwise close SQLite's one connection of `run()` under every later block."""
+        return None
+
+    def add_notice_handler(self, callback: Any) -> None:
+        """Kept once: the dialect adds its handler at every connect, and each session connects anew to the same
+        driver connection (added each time, a pooled connection's list grew by one a turn, and each notice was
+        logged once for every turn the connection had lent itself to)."""
+        with suppress(ValueError):
+            self._driver.remove_notice_handler(callback)
+        self._driver.add_notice_handler(callback)
 
 
 async def _lend() -> _Lent:

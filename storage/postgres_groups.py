@@ -11,8 +11,9 @@ What each member is promised is what a transaction of its own gave it:
   message is durable);
 - another member's failure does not fail it: where the server refuses any statement of the group (a value it cannot
   take, a deadlock), the group's transaction is rolled back whole and each member runs again alone, in a transaction
-  of its own, and gets its own outcome; only a failure that leaves the group's fate unknown (the connection broke, no
-  connection to be had) reaches every member, each of which would have met it alone too;
+  of its own, and gets its own outcome (those of one `order` key one after another, in their order); only a failure
+  that leaves the group's fate unknown (the connection broke, no connection to be had) reaches every member, each of
+  which would have met it alone too;
 - the statements run in the order of their `order` key (arrival order among equal keys): the recordings' key is the
   conversation, so every group takes the conversations' arrival-number rows in one order, and two groups (of this
   process or another) never wait for each other's locks in a circle; a conversation's messages keep their order.
@@ -113,8 +114,9 @@ class StatementGroups:
             if exc.sqlstate is None:  # the connection failed: whether the group committed is not known
                 _fail(members, exc)
                 return
-            # The server refused a statement: the group's transaction is rolled back whole. Each alone now.
-            await asyncio.gather(*(self._alone(member) for member in members))
+            # The server refused a statement: the group's transaction is rolled back whole. Each alone now: those of
+            # one `order` key (a conversation's) one after another, in their order, the keys side by side.
+            await asyncio.gather(*(self._one_by_one(same) for same in _by_order(members)))
             return
         except BaseException as exc:  # (no connection to be had; cancelled at shutdown)
             _fail(members, exc)
@@ -122,6 +124,10 @@ class StatementGroups:
                 raise
             return
         _answer(members, outcomes)  # (answered already)
+
+    async def _one_by_one(self, members: list[_Member]) -> None:
+        for member in members:
+            await self._alone(member)
 
     async def _alone(self, member: _Member) -> None:
         """One member in a transaction of its own (the connection in autocommit: one round trip)."""
@@ -144,6 +150,14 @@ class StatementGroups:
 
 def _order(member: _Member) -> int:
     return member.order
+
+
+def _by_order(members: list[_Member]) -> list[list[_Member]]:
+    """`members` (in order) by their `order` key."""
+    same: dict[int, list[_Member]] = {}
+    for member in members:
+        same.setdefault(member.order, []).append(member)
+    return list(same.values())
 
 
 def _answer(members: list[_Member], outcomes: list[Outcome]) -> None:

@@ -55,6 +55,16 @@ async def test_a_fixed_path_is_served_by_its_method_and_path():
         assert (answer.status_code, answer.text) == (202, "posted hello")
 
 
+async def test_a_fixed_path_names_the_other_routes_as_through_starlette():
+    async def linking(request: Request) -> Response:
+        return PlainTextResponse(str(request.url_for("named", name="x")))
+
+    app = app_of([Route("/link", linking), Route("/items/{name}", named, name="named")])
+    assert ("GET", "/link") in app.exact
+    async with client_of(app) as client:
+        assert (await client.get("/link")).text == "http://lessonbot.test/items/x"
+
+
 async def test_a_path_an_earlier_route_takes_goes_where_starlette_sends_it():
     # Starlette's router takes the first route that matches: here the one with a parameter, listed first
     app = app_of([Route("/items/{name}", named), Route("/items/new", new_item), Mount("/static", routes=[])])

@@ -491,3 +491,59 @@ async def test_what_a_dialog_writes_through_the_session_commits_with_the_turn_or
         assert texts[0] == "now Ann" and "went wrong" in texts[1] and len(texts) == 2
     finally:
         await bot.stop()
+
+
+async def test_on_postgresql_a_notice_in_a_turn_s_session_is_logged_once_however_many_turns_came_before(
+    postgresql_url, tmp_path, caplog
+):
+    """Each turn's session connects anew to a driver connection the pool keeps: the dialect's notice handler, added
+    at each connect, is kept once there, not once more a turn (a notice logged as many times as turns had run)."""
+    import logging
+
+    from sqlalchemy import text
+
+    from bot.config import load_settings
+
+    settings = load_settings(
+        _env_file=None, database_url=postgresql_url, data_dir=tmp_path / "var", secret_key="test-secret-key-0123456789",
+        worker_poll_seconds=0.2, outbox_backoff_seconds=0.05, log_format="text",
+    )
+    channel = RecordingChannel()
+
+    async def notice(turn: Turn) -> None:
+        await turn.session.execute(text(f"DO $$ BEGIN RAISE NOTICE 'turn {turn.text}'; END $$"))
+        turn.say("ok")
+
+    bot = Lessonbot(settings, [channel], respond=notice)
+    try:
+        with caplog.at_level(logging.INFO, logger="sqlalchemy.dialects.postgresql"):
+            for number in range(4):
+                await Transcript(bot, channel).say(str(number))
+        said = [record.getMessage() for record in caplog.records if "turn " in record.getMessage()]
+        assert said == [f"NOTICE: turn {number}" for number in range(4)]
+    finally:
+        await bot.stop()
+
+
+async def test_on_postgresql_a_group_run_again_after_a_refusal_keeps_each_conversation_s_order(postgresql_url):
+    """Where the database refuses one statement of a group, the others run again alone: a conversation's messages
+    one after another in the order they came (run side by side, they took their arrival numbers in any order)."""
+    from bot.pipeline import ConversationIds
+
+    db, conversations, tag = Database(postgresql_url), ConversationIds(), uuid.uuid4().hex[:8]
+    try:
+        await record(db, _tagged(tag, "hi", "ann", "first"), conversations)
+        arrived = ["first"]
+        for group in range(3):
+            conversations.remember("test", f"{tag}-ghost", 2_000_000_000)  # a wrong id: its statement is refused
+            came = [f"{group}-{number:02d}" for number in range(10)]
+            calls = [record(db, _tagged(tag, "hi", "ann", pid), conversations) for pid in came[:5]]
+            calls.append(record(db, _tagged(tag, "hi", "ghost", f"ghost-{group}"), conversations))
+            calls += [record(db, _tagged(tag, "hi", "ann", pid), conversations) for pid in came[5:]]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert sum(isinstance(result, Exception) for result in results) == 1
+            arrived += came
+        rows = sorted(await _recorded_rows(db, tag), key=lambda row: row[2])
+        assert [pid for _chat, pid, _seq, _xmin in rows] == arrived
+    finally:
+        await db.dispose()

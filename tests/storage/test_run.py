@@ -222,3 +222,34 @@ async def test_statements_run_together_on_each_statement_are_each_a_transaction_
         assert (await _state(db, "together-2") == {"n": 2}) == (db.backend == "postgresql")
     finally:
         await db.dispose()
+
+
+async def test_a_session_dropped_while_it_held_the_blocks_connection_leaves_the_database_usable(
+    database_url: str,
+) -> None:
+    """A `session_in` session let go without `end_session` while it held its block's connection: the garbage
+    collector's hard close of that connection closes nothing of the block's (on SQLite it closed the one connection
+    of `run()`, and every transaction after it failed: "Cannot operate on a closed database")."""
+    import gc
+    import warnings
+
+    from sqlalchemy import text
+
+    db = Database(database_url)
+    add = _add(db.backend)
+    try:
+        async with db.run(alone=True) as transaction:
+            session = db.session_in(transaction)
+            await session.execute(text("SELECT 1"))
+            await add.run(transaction, {"chat": "dropped-session", "state": {}, "at": AT})
+            del session
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # (SQLAlchemy's warning about the connection it cleans up)
+                gc.collect()
+        assert await _state(db, "dropped-session") == {}
+        async with db.run(alone=True) as transaction:
+            session = db.session_in(transaction)
+            assert await session.scalar(text("SELECT 2")) == 2
+            await db.end_session(session)
+    finally:
+        await db.dispose()
