@@ -161,3 +161,38 @@ async def test_a_transaction_alone_is_joined_by_no_one_and_what_a_platform_waits
         assert stored("alone-") == {"alone-recorded", "alone-second"}
     finally:
         await db.dispose()
+
+
+async def test_turns_ready_together_let_a_recording_in_between_them(
+    database_url: str, stored: Callable[[str], set[str]]
+) -> None:
+    """Turns whose statements never pause (SQLite's are inline) and are ready in the same pass of the event loop
+    would each find the turnstile free and run one after another in that pass, ahead of every request still on its
+    way to its recording; a turn that holds the turnstile lets the loop run once, so the turns after it queue there
+    and a recording that arrives meanwhile goes before them (under a flood of webhooks, acknowledgements keep their
+    pace instead of waiting for every ready turn)."""
+    db = Database(database_url)
+    add = _add(db.backend)
+    if db.backend != "sqlite":
+        await db.dispose()
+        pytest.skip("SQLite's turnstile (PostgreSQL: the intake priority, tested with the pipeline)")
+    order: list[str] = []
+
+    async def turn(name: str) -> None:
+        async with db.run(alone=True) as transaction:
+            await add.run(transaction, {"chat": f"ready-{name}", "at": AT})
+        order.append(name)
+
+    async def recording() -> None:
+        async with db.run(urgent=True) as transaction:
+            await add.run(transaction, {"chat": "ready-recorded", "at": AT})
+        order.append("recording")
+
+    try:
+        turns = [asyncio.create_task(turn(f"turn {n}")) for n in range(3)]
+        recorded = asyncio.create_task(recording())  # ready in the same pass, after the turns
+        await asyncio.gather(*turns, recorded)
+        assert order == ["turn 0", "recording", "turn 1", "turn 2"]
+        assert stored("ready-") == {"ready-recorded", "ready-turn 0", "ready-turn 1", "ready-turn 2"}
+    finally:
+        await db.dispose()
