@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import bindparam, func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from storage.db import Database, make_sync_engine
@@ -23,6 +24,11 @@ _COUNT = Prepared(
 )
 AT = datetime(2026, 12, 4, tzinfo=UTC)
 TOGETHER = 16  # (more than the PostgreSQL pool of urgent connections)
+
+
+def _sqlite_only(database_url: str) -> None:
+    if make_url(database_url).get_backend_name() != "sqlite":
+        pytest.skip("SQLite's turnstile (PostgreSQL: the intake priority, tested with the pipeline)")
 
 
 def _add(dialect: str) -> Prepared:
@@ -123,11 +129,9 @@ async def test_a_transaction_alone_is_joined_by_no_one_and_what_a_platform_waits
     """A turn's transaction (`run(alone=True)`) takes the database as a session did: a recording that arrives while
     it runs waits for it alone (not for a group it would have joined, with the turns after it), and goes before a
     turn that was waiting already; its statements and the turn's each commit on their own."""
+    _sqlite_only(database_url)
     db = Database(database_url)
     add = _add(db.backend)
-    if db.backend != "sqlite":
-        await db.dispose()
-        pytest.skip("SQLite's turnstile (PostgreSQL: the intake priority, tested with the pipeline)")
     order: list[str] = []
     waiting = asyncio.Event()
 
@@ -171,11 +175,9 @@ async def test_turns_ready_together_let_a_recording_in_between_them(
     way to its recording; a turn that holds the turnstile lets the loop run once, so the turns after it queue there
     and a recording that arrives meanwhile goes before them (under a flood of webhooks, acknowledgements keep their
     pace instead of waiting for every ready turn)."""
+    _sqlite_only(database_url)
     db = Database(database_url)
     add = _add(db.backend)
-    if db.backend != "sqlite":
-        await db.dispose()
-        pytest.skip("SQLite's turnstile (PostgreSQL: the intake priority, tested with the pipeline)")
     order: list[str] = []
 
     async def turn(name: str) -> None:
