@@ -629,14 +629,15 @@ class ConversationWorker:
         if heard is not None:
             turn.message = await choices.understood(turn)  # a typed choice, as if its button were pressed
             await self.respond(turn)
+        writes = bool(session.new or session.dirty or session.deleted)  # (dirty looks through every loaded row)
         active = None  # nudges count idle days: a minute's precision saves a write a message
         if user.last_active_at is None or now - user.last_active_at >= ACTIVITY_PRECISION:
-            if session.new or session.dirty or session.deleted:
+            if writes:
                 user.last_active_at = now  # with what the session writes anyway
             else:  # in the turn's last statements: the session need not take a connection for it
                 active = user.id
                 set_committed_value(user, "last_active_at", now)
-        if session.new or session.dirty or session.deleted:  # (else no pass through the session's greenlet)
+        if writes:  # (else no pass through the session's greenlet)
             await session.flush()
         replies = [reply.to_payload() for reply in turn.replies]
         address = message.meta.get(REPLY_ADDRESS)
