@@ -10,7 +10,7 @@ Two statuses set a row aside without sending it: `suppressed` when the person op
 message puts the row back in line, see bot.pipeline).
 A reply to a channel whose send is only its mark (`SentByMarking`: the web chat) is marked sent where it would have
 been claimed, in one statement; on PostgreSQL the marks of sends that end while one is on its way go in one statement
-(`_MarksTogether`).
+(`_Together`).
 
 A row is claimed only when its turn at the limiter is near (booked at most CLAIM_AHEAD_SECONDS ahead; the send may
 then still wait for sends under way to end, up to a window), so a process that dies
@@ -32,7 +32,7 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -234,7 +234,7 @@ def _with_more(marking: Update, *columns: Any) -> dict[str, Prepared]:
 
 
 _MARK_SENT = _with_more(_MARKING_SENT)
-_MARKS = (  # PostgreSQL: rows marked sent together, each with its platform id and time (`_MarksTogether`)
+_MARKS = (  # PostgreSQL: rows marked sent together, each with its platform id and time (`_Together`)
     func.unnest(
         bindparam("rows", type_=ARRAY(_OUTBOX.c.id.type)),
         bindparam("sent_as", type_=ARRAY(_OUTBOX.c.platform_message_id.type)),
@@ -285,49 +285,97 @@ _MARK_HEAD_SENT = _with_more(  # `_HEAD` and `_MARK_DUE_SENT` in one statement, 
 )
 
 
-class _MarksTogether:
-    """On PostgreSQL, the marks of sent replies that come while one is on its way go together in one statement once it
-    is back: one round trip for all, where each took one (a mark alone goes at once, as before). Each caller returns
-    once its own row's mark has committed (the statement is a transaction of its own), so a conversation's next reply
-    is still sent only after the one before it is marked; a failed statement fails each of its marks, as each one's
-    own statement would have failed."""
+def _heads(*prefix: str) -> Any:
+    """PostgreSQL: the oldest unsent reply of each conversation of the array parameter `convs` (with its channel's
+    prefix, of the array `prefixes`, where given), as a FROM of `_MARK_HEADS_SENT` and `_CLAIM_HEADS`: each found on
+    the conversation's index, as `_HEAD_ID` finds one."""
+    convs = bindparam("convs", type_=ARRAY(_OUTBOX.c.conversation_id.type))
+    if prefix:
+        wanted = func.unnest(convs, bindparam("prefixes", type_=ARRAY(String()))).table_valued("conv", "prefix")
+    else:
+        wanted = func.unnest(convs).table_valued("conv")
+    wanted = wanted.render_derived(name="wanted")
+    head_id = (
+        select(_HEAD_OF.c.id)
+        .where(_HEAD_OF.c.conversation_id == wanted.c.conv, or_(*(_HEAD_OF.c.status == status for status in _ACTIVE)))
+        .order_by(_HEAD_OF.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return select(head_id.label("id"), *(wanted.c[name] for name in ("conv", *prefix))).subquery("heads")
 
-    def __init__(self, db: Database) -> None:
+
+_MARKED_HEADS = _heads("prefix")
+_MARK_HEADS_SENT = Prepared(  # `_MARK_HEAD_SENT` for many conversations (`_Together`)
+    update(_OUTBOX)
+    .where(
+        _OUTBOX.c.id == _MARKED_HEADS.c.id,
+        _DUE_NOW,
+        select(_CONVERSATIONS.c.opted_out_at)
+        .where(_CONVERSATIONS.c.id == _OUTBOX.c.conversation_id)
+        .scalar_subquery()
+        .is_(None),
+    )
+    .values({**_SENT_BY_MARKING, "platform_message_id": _MARKED_HEADS.c.prefix + _OUTBOX.c.id.cast(String())})
+    .returning(_OUTBOX.c.id, _OUTBOX.c.conversation_id, _OUTBOX.c.created_at, _another_unsent(_OUTBOX.c))
+)
+_CLAIMED_HEADS = _heads()
+_CLAIM_HEADS = Prepared(  # `_CLAIM_HEAD` for many conversations (`_Together`)
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == _CLAIMED_HEADS.c.id, _CONVERSATIONS.c.id == _OUTBOX.c.conversation_id, _DUE_NOW)
+    .values(_CLAIMED)
+    .returning(*_CLAIMED_HEAD, _CONVERSATIONS.c.last_inbound_at, _CONVERSATIONS.c.opted_out_at)
+)
+
+class _Together:
+    """On PostgreSQL, one kind of statement for many rows or conversations: the requests that come in one pass of the
+    event loop, or while the statement before them is on its way, go in one statement once it is back (one round
+    trip, and one wake-up of a server process, for all; a request alone goes at the next pass). Each caller gets its
+    own row of what the statement returned (None where it returned none for it) once the statement has committed (it
+    is a transaction of its own), so a conversation's next reply is still read or sent only after the one before it
+    is marked; a failed statement fails each of its requests, as each one's own statement would have failed.
+
+    `parameters`: the statement's parameters for the requests queued (each a key and its values), in order; the rows
+    it returns are matched to the requests by `key_of` (the row's key column)."""
+
+    def __init__(
+        self,
+        db: Database,
+        statement: Prepared,
+        parameters: Callable[[list[tuple[int, tuple[Any, ...]]]], dict[str, Any]],
+        key_of: Callable[[Any], int],
+    ) -> None:
         self._db = db
-        self._queued: list[tuple[int, str, datetime, asyncio.Future[Any]]] = []
+        self._statement = statement
+        self._parameters = parameters
+        self._key_of = key_of
+        self._queued: list[tuple[int, tuple[Any, ...], asyncio.Future[Any]]] = []
         self._running: asyncio.Task[None] | None = None
 
-    async def mark(self, row_id: int, platform_id: str, at: datetime) -> Any:
-        """Mark the row sent: its `created_at` and `more` (whether its conversation has another unsent reply), None
-        if the row is gone."""
+    async def run(self, key: int, *values: Any) -> Any:
+        """The statement's row for `key` (a row id, a conversation id), None if it returned none for it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queued.append((row_id, platform_id, at, future))
+        self._queued.append((key, values, future))
         if self._running is None:
-            self._running = loop.create_task(self._drain(), name="outbox-marks")
-        return await asyncio.shield(future)  # (a caller cancelled meanwhile leaves its row marked all the same)
+            self._running = loop.create_task(self._drain(), name="outbox-together")
+        return await asyncio.shield(future)  # (a caller cancelled meanwhile leaves its row written all the same)
 
     async def settle(self) -> None:
-        """Wait for the marks under way (before the database is closed)."""
+        """Wait for the statements under way (before the database is closed)."""
         if self._running is not None:
             await asyncio.gather(self._running, return_exceptions=True)
 
     async def _drain(self) -> None:
         try:
             while self._queued:
-                marks, self._queued = self._queued, []
+                queued, self._queued = self._queued, []
                 try:
                     async with self._db.run(each_statement=True) as connection:
-                        ran = await _MARK_ALL_SENT.run(
-                            connection,
-                            {
-                                "rows": [row_id for row_id, _, _, _ in marks],
-                                "sent_as": [platform_id for _, platform_id, _, _ in marks],
-                                "at": [at for _, _, at, _ in marks],
-                            },
-                        )
+                        parameters = self._parameters([(key, values) for key, values, _ in queued])
+                        ran = await self._statement.run(connection, parameters)
                 except BaseException as exc:
-                    for *_, future in marks:
+                    for *_, future in queued:
                         if isinstance(exc, Exception):
                             future.set_exception(exc)
                             future.exception()  # (retrieved: its caller may have been cancelled meanwhile)
@@ -336,11 +384,48 @@ class _MarksTogether:
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                found = {row.id: row for row in ran.rows}
-                for row_id, _, _, future in marks:
-                    future.set_result(found.get(row_id))
+                key_of = self._key_of
+                found = {key_of(row): row for row in ran.rows}
+                for key, _, future in queued:
+                    future.set_result(found.get(key))
         finally:
             self._running = None
+
+
+def _marks_of(queued: list[tuple[int, tuple[Any, ...]]]) -> dict[str, Any]:
+    """`_MARK_ALL_SENT`'s parameters: each request a row id, its platform id and when it was sent."""
+    return {
+        "rows": [row_id for row_id, _ in queued],
+        "sent_as": [platform_id for _, (platform_id, _at) in queued],
+        "at": [at for _, (_platform_id, at) in queued],
+    }
+
+
+def _heads_marked(queued: list[tuple[int, tuple[Any, ...]]]) -> dict[str, Any]:
+    """`_MARK_HEADS_SENT`'s parameters: each request a conversation id and its channel's prefix."""
+    return {
+        "convs": [conversation_id for conversation_id, _ in queued],
+        "prefixes": [prefix for _, (prefix,) in queued],
+        "now": utcnow(),
+    }
+
+
+def _heads_claimed(lease: Callable[[], timedelta]) -> Callable[[list[tuple[int, tuple[Any, ...]]]], dict[str, Any]]:
+    """`_CLAIM_HEADS`'s parameters: each request a conversation id; the claims leased for `lease()`."""
+
+    def parameters(queued: list[tuple[int, tuple[Any, ...]]]) -> dict[str, Any]:
+        now = utcnow()
+        return {"convs": [conversation_id for conversation_id, _ in queued], "now": now, "until": now + lease()}
+
+    return parameters
+
+
+def _row_id(row: Any) -> int:
+    return cast(int, row.id)
+
+
+def _conversation_of(row: Any) -> int:
+    return cast(int, row.conversation_id)
 
 
 @dataclass(slots=True)
@@ -434,7 +519,15 @@ class OutboxDispatcher:
         self._stopped = False
         self._one_chat: dict[type, bool] = {}  # whether a kind of channel serves one chat only (`_reaches`)
         self._marks: dict[str, str | None] = {}  # a channel's prefix if it sends by marking (`_sent_by_marking`)
-        self._marks_together = _MarksTogether(db) if db.backend == "postgresql" else None
+        # PostgreSQL: marks of sent replies, and the heads of conversations that turns' notices start, each kind in
+        # one statement for all that come together (`_Together`)
+        self._marks_together: _Together | None = None
+        self._heads_marked: _Together | None = None
+        self._heads_claimed: _Together | None = None
+        if db.backend == "postgresql":
+            self._marks_together = _Together(db, _MARK_ALL_SENT, _marks_of, _row_id)
+            self._heads_marked = _Together(db, _MARK_HEADS_SENT, _heads_marked, _conversation_of)
+            self._heads_claimed = _Together(db, _CLAIM_HEADS, _heads_claimed(lambda: self.send_lease), _conversation_of)
 
     def notify(self, conversation_id: int | None = None) -> None:
         """New replies: a turn's in `conversation_id` (sent at once, without looking for due rows, ahead of bulk
@@ -482,8 +575,9 @@ class OutboxDispatcher:
         for task in cut:
             task.cancel()
         await asyncio.gather(*cut, return_exceptions=True)
-        if self._marks_together is not None:
-            await self._marks_together.settle()
+        for together in (self._marks_together, self._heads_marked, self._heads_claimed):
+            if together is not None:
+                await together.settle()
         if cut:
             log.info("stopped with %d sends under way: their replies go out again once their lease runs out", len(cut))
 
@@ -603,24 +697,28 @@ class OutboxDispatcher:
         if self._stopped:
             return None  # after stop(), nothing more is claimed
         due: Due | Marked | None = None
+        chat = self._chats.get(conversation_id)
+        if chat is not None:
+            self._chats.move_to_end(conversation_id)  # used: kept longer than a broadcast's chats read once
+            if not self._reaches(*chat):
+                chat = None
+        prefix = self._sent_by_marking(*chat) if chat is not None else None
+        booking = self._booked_before_reading(conversation_id, chat) if prefix is None else None
         try:
-            async with self.db.run(each_statement=True) as connection:
-                chat = self._chats.get(conversation_id)
-                if chat is not None:
-                    self._chats.move_to_end(conversation_id)  # used: kept longer than a broadcast's chats read once
-                    if not self._reaches(*chat):
-                        chat = None
-                prefix = self._sent_by_marking(*chat) if chat is not None else None
-                booking = self._booked_before_reading(conversation_id, chat) if prefix is None else None
-                if chat is not None and prefix is not None:
-                    # nothing marked (nothing unsent, not due, or the person opted out): read as any other
-                    due = await self._mark_head_sent(connection, conversation_id, chat, prefix) or await self._due_head(
-                        connection, conversation_id
-                    )
-                elif booking is not None:
-                    due = await self._claim_head(connection, conversation_id, booking)
-                else:
-                    due = await self._due_head(connection, conversation_id)
+            if chat is not None and prefix is not None and self._heads_marked is not None:
+                due = await self._mark_head_sent(None, conversation_id, chat, prefix)
+            elif booking is not None and self._heads_claimed is not None:
+                return await self._claim_head(self._heads_claimed.run(conversation_id), booking)
+            if due is None:  # (nothing marked: nothing unsent, not due, or the person opted out: read as any other)
+                async with self.db.run(each_statement=True) as connection:
+                    if booking is not None:
+                        due = await self._claim_head(self._claim_one(connection, conversation_id), booking)
+                    elif chat is not None and prefix is not None and self._heads_marked is None:
+                        due = await self._mark_head_sent(
+                            connection, conversation_id, chat, prefix
+                        ) or await self._due_head(connection, conversation_id)
+                    else:
+                        due = await self._due_head(connection, conversation_id)
         except BaseException:
             self._give_back(due)
             raise
@@ -638,16 +736,21 @@ class OutboxDispatcher:
         return prefix if prefix is not None and not self._limits_in(channel, chat_id) else None
 
     async def _mark_head_sent(
-        self, connection: AsyncConnection | Raw, conversation_id: int, chat: tuple[str, str], prefix: str
+        self, connection: AsyncConnection | Raw | None, conversation_id: int, chat: tuple[str, str], prefix: str
     ) -> Marked | None:
         """Mark the conversation's oldest unsent reply sent, in one statement, if it is due and the person has not
-        opted out."""
-        now = utcnow()
-        marking = _MARK_HEAD_SENT[self.db.backend]
-        marked = (await marking.run(connection, {"conv": conversation_id, "now": now, "prefix": prefix})).first()
+        opted out: in `connection`'s transaction, or (None, PostgreSQL) with the conversations that come together
+        (`_Together`)."""
+        if connection is None and self._heads_marked is not None:
+            marked = await self._heads_marked.run(conversation_id, prefix)
+        elif connection is not None:
+            parameters = {"conv": conversation_id, "now": utcnow(), "prefix": prefix}
+            marked = (await _MARK_HEAD_SENT[self.db.backend].run(connection, parameters)).first()
+        else:
+            raise ValueError("marked together on PostgreSQL only")
         if marked is None:
             return None
-        return Marked(conversation_id, *chat, (now - marked.created_at).total_seconds(), marked.more)
+        return Marked(conversation_id, *chat, (utcnow() - marked.created_at).total_seconds(), marked.more)
 
     def _booked_before_reading(self, conversation_id: int, chat: tuple[str, str] | None) -> Booking | None:
         """A conversation a turn's notice started, whose chat is known (and reached): its place at the limiter
@@ -661,18 +764,12 @@ class OutboxDispatcher:
             self._limits_in(*chat), ahead=CLAIM_AHEAD_SECONDS, lane=Lane.INTERACTIVE, start=False
         )
 
-    async def _claim_head(
-        self, connection: AsyncConnection | Raw, conversation_id: int, booking: Booking
-    ) -> Due | None:
-        """Claim the conversation's oldest unsent reply if it is due, with its place already booked (given back if
-        nothing is claimed: nothing unsent, not due yet, or another dispatcher's)."""
-        now = utcnow()
+    async def _claim_head(self, claim: Awaitable[Any], booking: Booking) -> Due | None:
+        """Claim the conversation's oldest unsent reply if it is due (`claim`: `_CLAIM_HEAD`'s row, or `_CLAIM_HEADS`'
+        for it), with its place already booked (given back if nothing is claimed: nothing unsent, not due yet, or
+        another dispatcher's)."""
         try:
-            head = (
-                await _CLAIM_HEAD[self.db.backend].run(
-                    connection, {"conv": conversation_id, "now": now, "until": now + self.send_lease}
-                )
-            ).first()
+            head = await claim
         except BaseException:
             self.limiter.done(booking)
             raise
@@ -681,6 +778,11 @@ class OutboxDispatcher:
             return None
         row = Claimed.of(head, attempts=head.attempts, lane=Lane.INTERACTIVE)  # (attempts: counted by the claim)
         return Due(row, status=OutboxStatus.SENDING.value, booking=booking)
+
+    async def _claim_one(self, connection: AsyncConnection | Raw, conversation_id: int) -> Any:
+        now = utcnow()
+        parameters = {"conv": conversation_id, "now": now, "until": now + self.send_lease}
+        return (await _CLAIM_HEAD[self.db.backend].run(connection, parameters)).first()
 
     def _remember_chat(self, conversation_id: int, channel: str, chat_id: str) -> None:
         chats = self._chats
@@ -895,7 +997,7 @@ class OutboxDispatcher:
         """Mark `row` sent, then read (and maybe claim) the conversation's next reply if the mark found one.
 
         On PostgreSQL the mark is a statement of its own, with the marks of other conversations that come meanwhile
-        (`_MarksTogether`), and has committed before the read: a failing read leaves the reply sent (counted, and the
+        (`_Together`), and has committed before the read: a failing read leaves the reply sent (counted, and the
         web chat told), and the next one to the poll. On SQLite the two are one transaction (sharing a group's
         commit), and a failure undoes the mark."""
         at = utcnow()
@@ -928,11 +1030,11 @@ class OutboxDispatcher:
         return following
 
     async def _mark_together(
-        self, marks: _MarksTogether, row: Claimed, platform_id: str, at: datetime
+        self, marks: _Together, row: Claimed, platform_id: str, at: datetime
     ) -> Due | Marked | None:
-        """PostgreSQL: `row` marked sent with the marks that come meanwhile (`_MarksTogether`), then the next reply read
+        """PostgreSQL: `row` marked sent with the marks that come meanwhile (`_Together`), then the next reply read
         (and claimed, in one statement for a notice's conversation) if the mark found one."""
-        marked = await marks.mark(row.id, platform_id, at)
+        marked = await marks.run(row.id, platform_id, at)
         self._count_sent(row.channel, row.chat_id, (at - marked.created_at).total_seconds() if marked else None)
         if marked is None or not marked.more:
             return None

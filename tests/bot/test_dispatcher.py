@@ -860,3 +860,73 @@ async def test_after_stop_nothing_more_is_claimed_or_sent(make_bot):
     assert len(channel.texts("ann") + channel.texts("bob")) == 1
     statuses = [row.status for row in await outbox_rows(bot)]
     assert statuses.count("sent") == 1 and set(statuses) <= {"sent", "pending", "sending"}  # sending: its lease ends
+
+
+@dataclass
+class HeldChannel(RecordingChannel):
+    """A platform that takes no send until `taking` is set."""
+
+    taking: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send(self, delivery: Delivery) -> str:
+        await self.taking.wait()
+        return await super().send(delivery)
+
+
+async def _ten_conversations_noticed_together(bot: Lessonbot, channel: RecordingChannel) -> None:
+    """Ten conversations, each answered (so the dispatcher knows their chats), then a reply queued in each and every
+    one's notice given in the same pass of the event loop, as turns that commit together give them (a `HeldChannel`
+    takes no send from then on)."""
+    for number in range(10):
+        await bot.receive(message("hi", channel=channel.name, chat=f"learner-{number}"))
+    await bot.worker.idle()
+    async with asyncio.timeout(10):
+        while [row.status for row in await outbox_rows(bot)] != ["sent"] * 30 or bot.dispatcher._in_flight:
+            await bot.dispatcher.flush()
+            await asyncio.sleep(0.01)
+    chats = {row.conversation_id: row.chat_id for row in await outbox_rows(bot)}
+    async with bot.db.transaction() as session:
+        next_ones = [
+            OutboxEntry(conversation, channel.name, chat, Text("next").to_payload())
+            for conversation, chat in chats.items()
+        ]
+        await enqueue(session, next_ones)
+    if isinstance(channel, HeldChannel):
+        channel.taking.clear()
+    for conversation in chats:
+        bot.dispatcher.notify(conversation)
+
+
+async def _next_replies(bot: Lessonbot, status: str) -> list[tuple[str, str]]:
+    async with asyncio.timeout(10):
+        while True:
+            async with bot.db.sessions() as session:
+                queued = "SELECT status, xmin::text FROM outbox_messages WHERE inbound_message_id IS NULL ORDER BY id"
+                rows = (await session.execute(text(queued))).all()
+            if [found for found, _ in rows] == [status] * 10:
+                return [tuple(row) for row in rows]
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("written", ["sent", "sending"])
+async def test_on_postgresql_the_heads_of_conversations_noticed_together_are_written_in_one_statement(
+    make_bot, written
+):
+    """Ten conversations noticed in one pass, whose chats the dispatcher knows: their next replies are marked sent
+    (a channel that sends by marking) or claimed in one statement (one transaction: the rows share its id, `xmin`),
+    then each is sent once."""
+    channel = MarkedChannel() if written == "sent" else HeldChannel()
+    bot = make_bot(channel)
+    if bot.db.backend != "postgresql":
+        pytest.skip("SQLite's statements cost no round trip, and its transactions share their commits already")
+    if isinstance(channel, HeldChannel):
+        channel.taking.set()
+    await _ten_conversations_noticed_together(bot, channel)
+    rows = await _next_replies(bot, written)
+    assert len({transaction for _, transaction in rows}) == 1
+    if isinstance(channel, HeldChannel):
+        channel.taking.set()
+        await _next_replies(bot, "sent")
+        assert sorted(len(replies) for replies in channel.sent.values()) == [4] * 10
+    else:
+        assert channel.sent == {}
