@@ -61,6 +61,7 @@ def cmd_dispatch(settings: Settings, args: argparse.Namespace) -> int:
 
     async def main() -> None:
         lessonbot = dispatcher(settings)
+        keep_startup_objects_out_of_collections()
         lessonbot.start()
         log.info("dispatcher running for channels: %s", ", ".join(lessonbot.channels) or "none")
         try:
