@@ -42,17 +42,23 @@ class Origin:
 
     @property
     def host_header(self) -> bytes:
-        default = DEFAULT_PORTS[self.scheme] == self.port
-        return (self.host if default else f"{self.host}:{self.port}").encode("idna")
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address in brackets
+        host = host if DEFAULT_PORTS[self.scheme] == self.port else f"{host}:{self.port}"
+        return host.encode() if host.isascii() else host.encode("idna")
 
 
-def split_url(url: str) -> tuple[Origin, bytes]:
-    """An http(s) URL as its origin and the path (with query) to request; ValueError for another scheme."""
-    parts = urlsplit(url)
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+def split_url(url: str) -> tuple[Origin, bytes] | None:
+    """An http(s) URL as its origin and the path (with query) to request; None for any other URL, or one that
+    carries credentials (this pool sends none)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.username is not None:
+        return None
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Origin(parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme]), target.encode()
+    return Origin(parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]), target.encode()
 
 
 class Connection(asyncio.Protocol):
@@ -122,13 +128,26 @@ class ConnectionPool:
         self.slots = asyncio.Semaphore(size)
         self.open: set[Connection] = set()
         self._tls: ssl.SSLContext | None = None
+        self._urls: dict[str, tuple[Origin, bytes] | None] = {}  # a bot calls a few dozen URLs: each split once
+
+    def takes(self, url: str) -> bool:
+        """Whether `url` is one this pool requests: http(s), without credentials."""
+        return self._split(url) is not None
+
+    def _split(self, url: str) -> tuple[Origin, bytes] | None:
+        if url not in self._urls:
+            self._urls[url] = split_url(url)
+        return self._urls[url]
 
     async def post_json(
         self, url: str, body: bytes, *, connect_timeout: float | None, read_timeout: float | None
     ) -> tuple[int, bytes]:
         """POST `body` (JSON) to `url`: the answer's status and body. TimeoutError, or ConnectionError/OSError when
         the answer did not come whole."""
-        origin, target = split_url(url)
+        split = self._split(url)
+        if split is None:
+            raise ValueError(f"not an http(s) URL without credentials: {url!r}")
+        origin, target = split
         request = b"".join((
             b"POST ", target, b" HTTP/1.1\r\nHost: ", origin.host_header, b"\r\nUser-Agent: ", self.user_agent,
             b"\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: ",

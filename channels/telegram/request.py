@@ -134,8 +134,8 @@ class AiohttpRequest(BaseRequest):
         session = self._open()
         proxy, proxy_auth = self._proxy(url)
         parameters = request_data.parameters if request_data is not None and not files else None
-        if method == "POST" and parameters and proxy is None:
-            assert self._pool is not None
+        assert self._pool is not None
+        if method == "POST" and parameters and proxy is None and self._pool.takes(url):
             try:
                 return await self._pool.post_json(
                     url, json.dumps(parameters).encode(),

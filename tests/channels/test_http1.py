@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from channels.http1 import AnswerIncomplete, ConnectionPool
+from channels.http1 import AnswerIncomplete, ConnectionPool, Origin, split_url
 
 OK = b'{"ok":true}'
 Answer = Callable[[bytes], bytes | None]  # a request's bytes -> what to write back (None: nothing)
@@ -107,3 +107,14 @@ async def test_an_answer_cut_off_is_an_error_not_a_result():
         with pytest.raises(AnswerIncomplete):
             await post(pool, url)
     pool.close()
+
+
+def test_which_urls_the_pool_takes_and_the_host_it_names():
+    pool = ConnectionPool(size=1, user_agent="lessonbot-test")
+    assert pool.takes("https://api.telegram.org/bot1:a/sendMessage")
+    assert not pool.takes("https://user:secret@api.telegram.org/bot1:a/sendMessage")  # credentials: aiohttp's
+    assert not pool.takes("ftp://example.org/file") and not pool.takes("http://example.org:port/")
+    assert split_url("https://api.telegram.org/bot1:a/getMe?x=1") == (
+        Origin("https", "api.telegram.org", 443), b"/bot1:a/getMe?x=1")
+    assert Origin("http", "::1", 8081).host_header == b"[::1]:8081"
+    assert Origin("https", "bücher.example", 443).host_header == b"xn--bcher-kva.example"
