@@ -57,7 +57,7 @@ from dialogs.ask import QuestionAnswerer
 from dialogs.payments import PaymentDesk
 from dialogs.turn import OutsideTransaction, Turn
 from storage.admins import remember_roles, roles_column
-from storage.db import Database, Raw
+from storage.db import Database, Raw, SessionOnDemand
 from storage.learners import Learner
 from storage.models import ChannelIdentity, Conversation, InboundSequence, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
@@ -317,7 +317,6 @@ class _Loaded:
     conversation: Conversation
     identity: ChannelIdentity | None  # None on first contact
     user: User | None
-    learner: Learner | None  # held here: the session keeps only what is referenced, and the dialogs ask it for this
     waiting: bool  # replies wait for the person to write again
 
 
@@ -531,7 +530,9 @@ class ConversationWorker:
                 return _Done.MORE  # the lease may still be ours: go on (and give it back at the end)
             return None
 
-    async def _lease_and_load(self, session: AsyncSession, conversation_id: int, now: datetime, *, lease: bool) -> Any:
+    async def _lease_and_load(
+        self, session: SessionOnDemand, conversation_id: int, now: datetime, *, lease: bool
+    ) -> Any:
         """The turn's load (`_loaded`), after the lease is taken or renewed where `lease`: the two statements in one
         round trip (storage.prepared.run_together). The load is a statement of its own, so it sees what the commit
         the lease's UPDATE may have waited for did. LeaseLost if another process holds the lease."""
@@ -543,11 +544,11 @@ class ConversationWorker:
             raise LeaseLost()
         return loaded.first()
 
-    def _loaded(self, session: AsyncSession, conversation_id: int, found: Any) -> _Loaded | None:
+    def _loaded(self, session: SessionOnDemand, conversation_id: int, found: Any) -> _Loaded | None:
         """The conversation's next pending message and everything its turn reads first, from one query: the
-        conversation, its sender's identity, user and learner rows (into the session, so the dialogs find them there
-        without a query), whether another message is pending after it and whether replies wait for the person to
-        write. None when nothing is pending."""
+        conversation, its sender's identity, user and learner rows (held for the session, which takes them in if a
+        dialog asks for it, so the dialogs find them there without a query), whether another message is pending after
+        it and whether replies wait for the person to write. None when nothing is pending."""
         if found is None:
             return None
         pending = _Pending(
@@ -559,13 +560,15 @@ class ConversationWorker:
             received_at=found.received_at,
             more=bool(found.more),
         )
-        conversation = _CONVERSATION_ROW.attach(session, found)
-        identity, user = _IDENTITY_ROW.attach(session, found), _USER_ROW.attach(session, found)
-        learner = _LEARNER_ROW.attach(session, found)
+        conversation = _CONVERSATION_ROW.detached(found)
+        identity, user = _IDENTITY_ROW.detached(found), _USER_ROW.detached(found)
+        for held in (conversation, identity, user, _LEARNER_ROW.detached(found)):  # (the learner: dialogs ask for it)
+            if held is not None:
+                session.hold(held)
         choices.remember_newest_sent(session, conversation_id, found.sender_id, found.newest_sent)
         remember_roles(session, f"{found.channel}:{found.sender_id}", found.roles)
         waiting = found.waiting
-        return _Loaded(pending, conversation, identity, user, learner, waiting=bool(waiting))
+        return _Loaded(pending, conversation, identity, user, waiting=bool(waiting))
 
     async def _try_turn(
         self,
@@ -576,14 +579,15 @@ class ConversationWorker:
         current: _Current,
     ) -> _Done:
         kept = self._kept.pop(conversation_id, None)
-        # The turn's transaction is begun and committed on the driver (Database.run); its ORM session takes that
-        # connection only when something (a dialog, a first contact) runs a statement of its own through it.
+        # The turn's transaction is begun and committed on the driver (Database.run); its ORM session is made only
+        # when something (a dialog, a first contact, a change to a loaded row) asks for it, and takes that connection
+        # only when it runs a statement of its own.
         async with self.db.run(alone=True) as where:
-            session = self.db.session_in(where)
+            session = self.db.session_on_demand(where)
             try:
                 done = await self._turn_in(session, conversation_id, prepared, prepared_for, current, kept)
             finally:
-                await self.db.end_session(session)
+                await session.end()
         if done is None:
             return _Done.NOTHING_PENDING
         row, turn, now = done
@@ -599,7 +603,7 @@ class ConversationWorker:
 
     async def _turn_in(
         self,
-        session: AsyncSession,
+        session: SessionOnDemand,
         conversation_id: int,
         prepared: dict[str, object],
         prepared_for: int | None,
@@ -634,12 +638,12 @@ class ConversationWorker:
         heard = await _honour_subscription(session, conversation, message, now, waiting=loaded.waiting)
         identity, user = loaded.identity, loaded.user
         if identity is None or user is None:  # first contact: their user and identity are made now
-            identity, user = await identity_and_user(session, row.channel, row.sender_id, message.sender_name)
+            identity, user = await identity_and_user(session.session, row.channel, row.sender_id, message.sender_name)
         if conversation.user_id is None:
             conversation.user_id = user.id
         state = conversation.state
         turn = Turn(
-            session=session,
+            transaction=session,
             message=heard or message,
             conversation=conversation,
             identity=identity,
@@ -658,15 +662,15 @@ class ConversationWorker:
         if heard is not None:
             turn.message = await choices.understood(turn)  # a typed choice, as if its button were pressed
             await self.respond(turn)
-        writes = bool(session.new or session.dirty or session.deleted)  # (dirty looks through every loaded row)
+        writes = session.changed()
         active = None  # nudges count idle days: a minute's precision saves a write a message
         if user.last_active_at is None or now - user.last_active_at >= ACTIVITY_PRECISION:
             if writes:
                 user.last_active_at = now  # with what the session writes anyway
-            else:  # in the turn's last statements: the session need not take a connection for it
+            else:  # in the turn's last statements: no session need be made, or take a connection, for it
                 active = user.id
                 set_committed_value(user, "last_active_at", now)
-        if writes:  # (else no pass through the session's greenlet)
+        if writes:  # (else no session made, or no pass through its greenlet)
             await session.flush()
         replies = [reply.to_payload() for reply in turn.replies]
         address = message.meta.get(REPLY_ADDRESS)
@@ -687,7 +691,7 @@ class ConversationWorker:
 
     async def _finish_turn(
         self,
-        session: AsyncSession,
+        session: SessionOnDemand,
         conversation: Conversation,
         inbound_id: int,
         answers: list[OutboxEntry],
@@ -954,14 +958,14 @@ _QUEUE_AND_FINISH = {
 
 
 async def _honour_subscription(
-    session: AsyncSession, conversation: Conversation, message: InboundMessage, now: datetime, *, waiting: bool
+    session: SessionOnDemand, conversation: Conversation, message: InboundMessage, now: datetime, *, waiting: bool
 ) -> InboundMessage | None:
     """The message the dialogs should see, or None while the person has opted out (STOP) and not back in (START).
     `waiting`: the conversation has replies set aside until the person writes."""
     keyword = message.meta.get("subscription")
     if keyword == "stop":
         conversation.opted_out_at = conversation.opted_out_at or now
-        await (await session.connection()).execute(_SUPPRESS_UNSENT, {"conv": conversation.id})
+        await (await session.session.connection()).execute(_SUPPRESS_UNSENT, {"conv": conversation.id})
         return None
     if message.meta.get("platform_report"):
         return message  # counts while they opted out (what is said is suppressed); they did not write
@@ -972,7 +976,7 @@ async def _honour_subscription(
         message = replace(message, choice="/start")  # coming back starts over, as a first contact does
     # They wrote: what waited for that (WhatsApp's 24-hour window) may go now, ahead of the replies to this message.
     if waiting:
-        await (await session.connection()).execute(_RELEASE_WAITING, {"conv": conversation.id, "due": now})
+        await (await session.session.connection()).execute(_RELEASE_WAITING, {"conv": conversation.id, "due": now})
     return message
 
 

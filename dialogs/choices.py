@@ -29,6 +29,7 @@ from bot.messages import Choice, InboundMessage
 from bot.text import plain_words
 from dialogs.learner import tr
 from dialogs.turn import Turn
+from storage.db import SessionOnDemand
 from storage.models import Conversation, OfferedChoice, OutboxMessage
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import OutboxStatus
@@ -67,14 +68,13 @@ async def was_offered(turn: Turn, value: str) -> bool:
     if turn.conversation is None:
         return False
     asked = {"value": value, "member": member_of(turn), "everyone": EVERYONE}
-    offered = (await _OFFERED_HERE.run(turn.session, {**asked, "conv": turn.conversation.id})).scalar()
+    offered = (await _OFFERED_HERE.run(turn.transaction, {**asked, "conv": turn.conversation.id})).scalar()
     for mark in ALSO_OFFERED_IN:
         elsewhere = turn.message.meta.get(mark)
         if offered or not isinstance(elsewhere, str) or not elsewhere:
             continue
-        offered = (
-            await _OFFERED_IN_CHAT.run(turn.session, {**asked, "channel": turn.conversation.channel, "chat": elsewhere})
-        ).scalar()
+        chat = {**asked, "channel": turn.conversation.channel, "chat": elsewhere}
+        offered = (await _OFFERED_IN_CHAT.run(turn.transaction, chat)).scalar()
     return bool(offered)
 
 
@@ -133,9 +133,9 @@ async def current_choices(turn: Turn) -> list[Choice]:
     if turn.conversation is None:
         return []
     asked = (turn.conversation.id, member_of(turn))
-    rows = turn.session.info.get((_REMEMBERED, *asked))
+    rows = turn.transaction.info.get((_REMEMBERED, *asked))
     if rows is None:
-        ran = await _NEWEST_SENT.run(turn.session, {"conv": asked[0], "member": asked[1]})
+        ran = await _NEWEST_SENT.run(turn.transaction, {"conv": asked[0], "member": asked[1]})
         rows = [(row.inbound_message_id, row.choices) for row in ran.rows]
     newest = newest_choices(rows)
     return [Choice(choice["label"], choice["value"]) for choice in newest]
@@ -159,7 +159,7 @@ def newest_sent_column(conversation_id: ColumnElement[int], member: ColumnElemen
 
 
 def remember_newest_sent(
-    session: AsyncSession, conversation_id: int, member: str, column: list[list[Any]] | None
+    session: AsyncSession | SessionOnDemand, conversation_id: int, member: str, column: list[list[Any]] | None
 ) -> None:
     """Keep what `newest_sent_column` read for this conversation and member for the rest of the transaction."""
     rows = sorted(column or (), key=lambda row: -row[0])  # newest first, as the look-up reads them

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 from dialogs.i18n import Translator, supported, translator
 from dialogs.turn import Exchange
@@ -18,6 +19,11 @@ def tr(x: Exchange) -> Translator:
 
 
 async def learner_of(x: Exchange) -> Learner:
+    """The learner row of `x.user`: the one the turn loaded while no session is made (so asking needs none), else
+    the session's, created on first use."""
+    held = x.transaction.held((Learner, (x.user.id,), None))
+    if held is not None:
+        return cast(Learner, held)
     return await learner_for(x.session, x.user)
 
 

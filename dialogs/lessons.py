@@ -43,6 +43,7 @@ from storage.courses import (
     lesson_questions,
     progress_of,
 )
+from storage.db import SessionOnDemand
 from storage.learners import Learner, current_streak, is_paused, record_activity, zone_for
 from storage.models import Conversation, User, utcnow
 
@@ -335,8 +336,8 @@ async def deliver_next_lesson(session: AsyncSession, user: User, *, now: datetim
     conversation = await home_conversation(session, user)
     if conversation is None or conversation.opted_out_at is not None:
         return []
-    exchange = Exchange(session=session, conversation=conversation, user=user, state=dict(conversation.state or {}),
-                        data_dir=data_dir, site_url=site_url, now=now)
+    exchange = Exchange(transaction=SessionOnDemand.of(session), conversation=conversation, user=user,
+                        state=dict(conversation.state or {}), data_dir=data_dir, site_url=site_url, now=now)
     await next_lesson(exchange, pushed=True)
     conversation.state = exchange.state
     return exchange.replies

@@ -25,6 +25,7 @@ from dialogs.i18n import N_
 from dialogs.learner import tr
 from dialogs.turn import Turn
 from storage.admins import add_role, all_roles, remove_role, roles_of
+from storage.db import SessionOnDemand
 
 OWNER, ADMIN, AUTHOR, SUPPORT = "owner", "admin", "author", "support"
 ROLES = (OWNER, ADMIN, AUTHOR, SUPPORT)
@@ -131,7 +132,9 @@ def parse_grant(identity: str, role: str, scope: str = "") -> tuple[str, Grant]:
     return identity, grant
 
 
-async def grants_of(session: AsyncSession, identity: str, *, owners: Collection[str]) -> tuple[Grant, ...]:
+async def grants_of(
+    session: AsyncSession | SessionOnDemand, identity: str, *, owners: Collection[str]
+) -> tuple[Grant, ...]:
     """Every role `identity` holds: owner by configuration when it is in `owners` (the ADMINS setting), and the
     stored ones."""
     stored = [Grant(role, parse_scope(scope)) for role, scope in await roles_of(session, identity)]
@@ -141,7 +144,7 @@ async def grants_of(session: AsyncSession, identity: str, *, owners: Collection[
 async def grants(turn: Turn) -> tuple[Grant, ...]:
     """The roles of the person who sent this turn's message."""
     owners = (turn.identity.address,) if turn.listed_admin else ()
-    return await grants_of(turn.session, turn.identity.address, owners=owners)
+    return await grants_of(turn.transaction, turn.identity.address, owners=owners)
 
 
 async def grant_role(session: AsyncSession, identity: str, grant: Grant, *, by: str) -> bool:

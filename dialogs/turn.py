@@ -1,8 +1,9 @@
 """What a dialog sees of one incoming message, and how it answers.
 
 A dialog reads `turn.message`, `turn.user` and its persisted `turn.state`, queries storage through `turn.session`
-(the pipeline's transaction), and answers with `turn.say(...)`. The pipeline commits the state and the replies (as
-outbox rows) together, so a crash never leaves one without the other.
+(an ORM session in the pipeline's transaction, made the first time a dialog asks for it: a turn that never does
+makes none) or runs prepared statements in `turn.transaction`, and answers with `turn.say(...)`. The pipeline
+commits the state and the replies (as outbox rows) together, so a crash never leaves one without the other.
 
 `Exchange` is the part of a Turn that a message the bot starts on its own needs too (the scheduler's daily lesson):
 a session, the learner, the conversation's state and the replies. Dialog code that can run either way takes an
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Choice, InboundMessage, Link, Reply, Text
+from storage.db import SessionOnDemand
 from storage.models import ChannelIdentity, Conversation, User, utcnow
 
 if TYPE_CHECKING:  # each module imports this one
@@ -56,7 +58,7 @@ class Exchange:
     replayed turn and every date shown in it agree.
     """
 
-    session: AsyncSession
+    transaction: SessionOnDemand  # where to read and write: prepared statements here, the ORM in `session`
     conversation: Conversation | None
     user: User
     state: dict[str, Any]
@@ -64,6 +66,11 @@ class Exchange:
     data_dir: Path | None = None
     site_url: str | None = None
     now: datetime = field(default_factory=utcnow)
+
+    @property
+    def session(self) -> AsyncSession:
+        """The ORM session in the exchange's transaction, made on first use (with the turn's loaded rows in it)."""
+        return self.transaction.session
 
     def say(self, text: str, choices: Sequence[Choice | tuple[str, str]] = (), *, links: Sequence[Link] = ()) -> None:
         """Send text with optional choices (buttons, or numbered options where a platform has no buttons) and links

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, Index, ScalarSelect, String, UniqueConstra
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from storage.db import SessionOnDemand
 from storage.models import Base, BigId, utcnow
 from storage.prepared import Prepared
 from storage.queries import json_rows, rows_affected
@@ -51,7 +52,7 @@ class HeldRole:
     granted_at: datetime
 
 
-async def roles_of(session: AsyncSession, identity: str) -> list[tuple[str, str]]:
+async def roles_of(session: AsyncSession | SessionOnDemand, identity: str) -> list[tuple[str, str]]:
     """The (role, scope) pairs stored for `identity` (read with the transaction's first statement when that
     statement carried `roles_column`)."""
     remembered = session.info.get((_REMEMBERED, identity))
@@ -69,7 +70,7 @@ def roles_column(identity: ColumnElement[str]) -> ScalarSelect[Any]:
     return select(rows).where(_ROLES.c.identity == identity).scalar_subquery()
 
 
-def remember_roles(session: AsyncSession, identity: str, column: list[list[Any]] | None) -> None:
+def remember_roles(session: AsyncSession | SessionOnDemand, identity: str, column: list[list[Any]] | None) -> None:
     """Keep what `roles_column` read for `identity` for the rest of this transaction."""
     session.info[(_REMEMBERED, identity)] = tuple((role, scope) for _id, role, scope in sorted(column or ()))
 

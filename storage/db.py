@@ -25,6 +25,8 @@ from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.pool import NullPool
 
 from storage import postgres_statements, sqlite_inline
@@ -522,6 +524,10 @@ class Database:
         if transaction is not None and transaction._connections:
             await session.close()
 
+    def session_on_demand(self, where: AsyncConnection | Raw) -> SessionOnDemand:
+        """`session_in(where)`, made only when first asked for (see SessionOnDemand)."""
+        return SessionOnDemand(where, making=self.session_in)
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection | Raw]:
         """Prepared statements that only read what is committed, each whole on its own (the web chat's read of the
@@ -576,3 +582,93 @@ class Database:
             await self._lending.dispose()
         if self._urgent_engine is not None:
             await self._urgent_engine.dispose()
+
+
+class SessionOnDemand:
+    """A transaction's ORM session, made the first time something asks for it (`session`): a `run()` block whose
+    statements are all prepared ones (a turn whose dialog never touches the ORM) makes none, and pays neither for
+    making it nor for taking in the rows it loaded. Until it is made:
+
+    - prepared statements run on the transaction's own connection (`where`; storage.prepared takes this object);
+    - the rows loaded for the transaction (`hold`) are the ORM's objects in no session. A change made to one is kept
+      on it, and the session takes them in, changes and all, when it is made (`flush` makes it for them): what is
+      written commits with the transaction or not at all, as if the session had held them from the start;
+    - what a statement read for the rest of the transaction (`info`: the roles of the person who wrote, the choices
+      offered to them) is a plain dict, which the session's own `info` takes over when it is made.
+
+    The block ends it (`end`) before its own end. `of(session)`: one made already (a job's session)."""
+
+    __slots__ = ("where", "_making", "_session", "_held", "_info")
+
+    def __init__(
+        self, where: AsyncConnection | AsyncSession | Raw, *, making: Callable[[Any], AsyncSession] | None = None
+    ) -> None:
+        self.where = where
+        self._making = making
+        self._session: AsyncSession | None = None
+        self._held: dict[Any, Any] = {}  # by identity key
+        self._info: dict[Any, Any] = {}
+
+    @classmethod
+    def of(cls, session: AsyncSession) -> SessionOnDemand:
+        made = cls(session)
+        made._session, made._info = session, session.info
+        return made
+
+    @property
+    def session(self) -> AsyncSession:
+        session = self._session
+        if session is None:
+            if self._making is None:
+                raise RuntimeError("a session on demand without a way to make one")
+            session = self._session = self._making(self.where)
+            session.info.update(self._info)
+            self._info = session.info
+            sync = session.sync_session
+            for instance in self._held.values():
+                _take_in(sync, instance)
+        return session
+
+    def made(self) -> bool:
+        return self._session is not None
+
+    @property
+    def info(self) -> dict[Any, Any]:
+        """What was read for the rest of the transaction (the session's `info` once it is made)."""
+        return self._info
+
+    def hold(self, instance: Any) -> None:
+        """A loaded row's object (persistent: with its identity key, in no session), for the session to take in."""
+        self._held[instance_state(instance).key] = instance
+
+    def held(self, key: Any) -> Any | None:
+        """The held object of this identity key, while no session is made (after, the session's identity map
+        answers: a dialog may have deleted the row since)."""
+        return self._held.get(key) if self._session is None else None
+
+    def changed(self) -> bool:
+        """Whether something waits to be written: the session's new, changed or deleted objects, or a held one
+        changed before the session was made. (The session's dirty check looks through every loaded row.)"""
+        session = self._session
+        if session is not None:
+            return bool(session.new or session.dirty or session.deleted)
+        return any(instance_state(instance).modified for instance in self._held.values())
+
+    async def flush(self) -> None:
+        """What `changed` found, written in the transaction (the session made for it, if it was not)."""
+        await self.session.flush()
+
+    async def end(self) -> None:
+        """The end of a session made by `Database.session_in`, before its block ends (see `end_session`)."""
+        if self._session is not None and self._making is not None:
+            await Database.end_session(self._session)
+
+
+def _take_in(session: Session, instance: Any) -> None:
+    """What `Session.add` does for a detached object with an identity, without its checks of cascades and events (a
+    loaded row has none): in the identity map, marked changed if it was changed meanwhile."""
+    state = instance_state(instance)
+    state.session_id = session.hash_key
+    session.identity_map.add(state)
+    if state.modified and state._strong_obj is None:
+        state._strong_obj = instance

@@ -22,7 +22,7 @@ from sqlalchemy.sql.dml import UpdateBase
 
 from storage.db import Raw
 from storage.models import Conversation, InboundMessage, OfferedChoice, OutboxMessage, utcnow
-from storage.prepared import Prepared, Ran, raw_of
+from storage.prepared import Prepared, Ran, Where, raw_of
 from storage.queries import backend_insert, rows_affected, starts_with
 
 
@@ -105,7 +105,7 @@ _OFFER_INSERTS = {
 }
 
 
-async def enqueue(session: AsyncSession, entries: Sequence[OutboxEntry], *, now: datetime | None = None) -> list[int]:
+async def enqueue(session: Where, entries: Sequence[OutboxEntry], *, now: datetime | None = None) -> list[int]:
     """Queue replies in the caller's transaction, in order; the ids of the rows written (duplicates left out).
 
     `now` is when they are due: real time, since the dispatcher compares it with its own clock.
@@ -141,7 +141,7 @@ class WithQueued:
 
     async def run(
         self,
-        where: AsyncSession | Raw,
+        where: Where,
         parameters: Mapping[str, Any],
         entries: Sequence[OutboxEntry],
         *,

@@ -35,10 +35,11 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from storage import postgres_statements
-from storage.db import DRIVER, Database, Raw
+from storage.db import DRIVER, Database, Raw, SessionOnDemand
 from storage.sqlite_inline import InlineConnection
 
 Processor = Callable[[Any], Any] | None
+Where = AsyncConnection | AsyncSession | Raw | SessionOnDemand  # a transaction prepared statements run in
 _NOT_FIXED = object()  # a parameter the caller gives (not a value the statement carries)
 
 
@@ -78,9 +79,10 @@ class Prepared:
         return found
 
     async def run(
-        self, where: AsyncConnection | AsyncSession | Raw, parameters: Mapping[str, Any], *, commit: bool = False
+        self, where: Where, parameters: Mapping[str, Any], *, commit: bool = False
     ) -> Ran:
-        """Run in the transaction of `where`: `Database.run()`'s, a Core connection's, or an ORM session's.
+        """Run in the transaction of `where`: `Database.run()`'s, a Core connection's, or an ORM session's (one
+        made on demand, or not yet made).
         `commit`: see `run_together`."""
         raw = await raw_of(where)
         driver = raw.driver
@@ -116,7 +118,7 @@ class Prepared:
 
 
 async def run_together(
-    where: AsyncConnection | AsyncSession | Raw, *runs: tuple[Prepared, Mapping[str, Any]], commit: bool = False
+    where: Where, *runs: tuple[Prepared, Mapping[str, Any]], commit: bool = False
 ) -> list[Ran]:
     """Run prepared statements one after another in the transaction of `where`, and what each returned. On
     PostgreSQL they go to the server together: one round trip for all (each is still a statement of its own: a later
@@ -126,7 +128,10 @@ async def run_together(
     `commit` (the transaction's last statements): on PostgreSQL the transaction is committed in the same round trip
     when none failed (a session's pending changes are flushed first), and the block's own commit then finds nothing
     to do; on SQLite, where a commit costs no round trip, the block commits as ever."""
-    if commit and isinstance(where, AsyncSession) and (where.new or where.dirty or where.deleted):
+    if commit and isinstance(where, SessionOnDemand):
+        if where.changed():
+            await where.flush()
+    elif commit and isinstance(where, AsyncSession) and (where.new or where.dirty or where.deleted):
         await where.flush()
     raw = await raw_of(where)
     driver, dialect = raw.driver, raw.dialect
@@ -177,10 +182,14 @@ def _positional(compiled: _Compiled, parameters: Mapping[str, Any]) -> tuple[Any
     return tuple(values)
 
 
-async def raw_of(where: AsyncConnection | AsyncSession | Raw) -> Raw:
+async def raw_of(where: Where) -> Raw:
     """The driver connection (and dialect) under `where`'s transaction."""
     if isinstance(where, Raw):
         return where
+    if isinstance(where, SessionOnDemand):  # its session, if made, runs in that transaction too
+        where = where.where
+        if isinstance(where, Raw):
+            return where
     if isinstance(where, AsyncSession):
         info = where.info
         kept = info.get(DRIVER)
@@ -256,9 +265,9 @@ def _row_type(names: list[str]) -> Any:
 
 
 class Entity:
-    """A mapped class's columns in a prepared statement, and its rows made into the ORM's objects in a session without
-    the ORM's query (which costs 200–500 µs of CPU for a few rows): as the ORM's loader makes them, persistent in the
-    session's identity map, their changes flushed by the session. `prefix` keeps the labels of several entities in
+    """A mapped class's columns in a prepared statement, and its rows made into the ORM's objects without the ORM's
+    query (which costs 200–500 µs of CPU for a few rows): as the ORM's loader makes them, persistent, for a session to
+    take in (storage.db.SessionOnDemand) and flush their changes. `prefix` keeps the labels of several entities in
     one statement apart."""
 
     def __init__(self, model: type[Any], prefix: str) -> None:
@@ -271,31 +280,23 @@ class Entity:
         (primary,) = mapper.primary_key  # (one-column primary keys only)
         self._primary = self._labels[self._columns.index(primary)]
         self._manager = mapper.class_manager
+        self._identity_class = mapper._identity_class
 
     def columns(self) -> list[Any]:
         """The entity's columns, labelled, for a statement's select list."""
         return [column.label(label) for column, label in zip(self._columns, self._labels, strict=True)]
 
-    def attach(self, session: AsyncSession, row: Any) -> Any:
-        """The object of the entity's columns in `row`, persistent in `session` (None where an outer join found no
-        row); the session's own object, as it is, if it holds that row already (the turn's load runs first in a new
-        session, so it never does there; unlike the loader, expired attributes of such an object are not refreshed).
-
-        What the ORM's loader does for a row it has not seen (sqlalchemy.orm.loading): a new instance with the row's
-        values, its identity key, its place in the session's identity map. (`make_transient_to_detached` and
-        `Session.add` did the same at four times the CPU: they check cascades and events a plain row has none of.)"""
+    def detached(self, row: Any) -> Any:
+        """The object of the entity's columns in `row`, as the ORM's loader makes it for a row it has not seen
+        (sqlalchemy.orm.loading): a new instance with the row's values and its identity key, persistent but in no
+        session yet (None where an outer join found no row). `SessionOnDemand.hold` gives it to a session when one
+        is made. (`make_transient_to_detached` and `Session.add` did the same at four times the CPU: they check
+        cascades and events a plain row has none of.)"""
         primary = getattr(row, self._primary)
         if primary is None:
             return None
-        sync = session.sync_session
-        key = self._mapper.identity_key_from_primary_key((primary,))
-        held = sync.identity_map.get(key)
-        if held is not None:
-            return held
         instance = self._manager.new_instance()
         state = instance_state(instance)
         state.dict.update((key_, getattr(row, label)) for key_, label in zip(self._keys, self._labels, strict=True))
-        state.key, state.identity_token = key, None
-        state.session_id = sync.hash_key
-        sync.identity_map._add_unpresent(state, key)
+        state.key, state.identity_token = (self._identity_class, (primary,), None), None
         return instance

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import create_app
 
     app = create_app(settings, process=not args.no_worker, dispatch=not args.no_dispatcher)
+    keep_startup_objects_out_of_collections()
     host, port = args.host or settings.host, args.port or settings.port
     log.info("serving on http://%s:%s", host, port)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
@@ -59,6 +61,7 @@ def cmd_dispatch(settings: Settings, args: argparse.Namespace) -> int:
 
     async def main() -> None:
         lessonbot = dispatcher(settings)
+        keep_startup_objects_out_of_collections()
         lessonbot.start()
         log.info("dispatcher running for channels: %s", ", ".join(lessonbot.channels) or "none")
         try:
@@ -69,3 +72,12 @@ def cmd_dispatch(settings: Settings, args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
     return 0
+
+
+def keep_startup_objects_out_of_collections() -> None:
+    """Move everything made so far (modules, classes, mappers, the app) out of the garbage collector's reach.
+
+    They live as long as the process, yet every full collection would walk them all: about 100 ms of CPU each,
+    once every thousand or so messages under load. Frozen, a collection walks only what was made since."""
+    gc.collect()
+    gc.freeze()

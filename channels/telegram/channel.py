@@ -270,7 +270,11 @@ class TelegramChannel:
             parameters["reply_markup"] = markup
         result = await self.bot.request.post(
             f"{self.bot.base_url}/sendMessage",
-            RequestData([RequestParameter.from_input(name, value) for name, value in parameters.items()]),
+            RequestData([
+                RequestParameter(name, value, None) if type(value) is str  # as from_input makes it, for less
+                else RequestParameter.from_input(name, value)
+                for name, value in parameters.items()
+            ]),
         )
         if not isinstance(result, dict) or "message_id" not in result:
             raise TelegramError(f"sendMessage answered without a message: {result!r}")

@@ -583,3 +583,78 @@ async def test_a_message_notified_while_its_conversation_is_drained_and_processe
         await bot.stop()
     assert done == 2
     assert last_touched_in == processed_in
+
+
+async def test_a_turn_whose_dialog_never_asks_for_the_session_makes_none(settings, channel):
+    """The turn's ORM session is made only when a dialog asks for it: a /help turn (the person's roles and learner
+    row read with the turn's load) makes none, and takes none of the loaded rows in; a dialog that asks for it
+    finds those rows there."""
+    from sqlalchemy.orm.attributes import instance_state
+
+    from bot.rasa_nlu import responder
+    from storage.models import User
+
+    turns: list[Turn] = []
+    answer = responder(settings)
+
+    async def respond(turn: Turn) -> None:
+        turns.append(turn)
+        if turn.text == "look":  # a dialog that asks for the session finds the loaded rows there
+            turn.say(str(await turn.session.get(User, turn.user.id) is turn.user))
+            return
+        await answer(turn)
+
+    bot = Lessonbot(settings, [channel], respond=respond)
+    try:
+        transcript = Transcript(bot, channel)
+        await transcript.say("/help")  # first contact: the user and identity are made through the session
+        assert turns[-1].transaction.made()
+        for _ in range(2):
+            assert "/help" in (await transcript.say("/help"))[0]
+            assert not turns[-1].transaction.made()
+            assert instance_state(turns[-1].user).session_id is None
+        assert await transcript.say("look") == ["True"]
+        assert turns[-1].transaction.made()
+    finally:
+        await bot.stop()
+
+
+async def test_a_loaded_row_changed_before_the_session_is_made_commits_with_the_turn_or_not_at_all(settings, channel):
+    """A dialog that changes a row the turn loaded without asking for the session: the session is made for the
+    change at the turn's end and writes it in the turn's transaction, with its replies and state; a failing turn
+    takes it away with them. Asked for later in the turn, the session holds that same row, changed."""
+    from storage.models import Conversation, User
+
+    async def rename(turn: Turn) -> None:
+        name = turn.text.removesuffix(" later")
+        turn.user.display_name = name  # no session made yet: the change is kept on the loaded row
+        if turn.text.endswith(" later"):  # a dialog that asks for the session afterwards finds it there, changed
+            assert await turn.session.get(User, turn.user.id) is turn.user and turn.user in turn.session.dirty
+        turn.state["named"] = name
+        turn.say(f"now {name}")
+        if name == "broken":
+            raise RuntimeError("a bug in a dialog")
+
+    async def named() -> tuple[list[str | None], dict[str, str]]:
+        async with bot.db.sessions() as session:
+            names = list(await session.scalars(select(User.display_name)))
+            conversation = await session.scalar(select(Conversation))
+        return names, conversation.state
+
+    bot = Lessonbot(settings, [channel], respond=rename)
+    try:
+        transcript = Transcript(bot, channel)
+        await transcript.say("hello")  # first contact: made through the session
+        await transcript.say("Ann")
+        assert await named() == (["Ann"], {"named": "Ann"})
+        await transcript.say("broken")
+        assert await named() == (["Ann"], {"named": "Ann"})
+        await transcript.say("Bea later")
+        assert await named() == (["Bea"], {"named": "Bea"})
+        await transcript.say("broken later")
+        assert await named() == (["Bea"], {"named": "Bea"})
+        texts = channel.texts("ann")
+        assert texts[1] == "now Ann" and "went wrong" in texts[2] and texts[3] == "now Bea"
+        assert "went wrong" in texts[4] and len(texts) == 5
+    finally:
+        await bot.stop()

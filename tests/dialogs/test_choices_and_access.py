@@ -14,6 +14,7 @@ from bot.messages import Document, InboundMessage, Text
 from dialogs.access import Closed, question_closed
 from dialogs.turn import Exchange
 from storage.courses import Course, Entitlement, Lesson, Question, QuestionCard
+from storage.db import SessionOnDemand
 from storage.learners import STOPPED, Certificate, Learner
 from storage.models import User
 from tests.dialogs.learning_support import (  # noqa: F401 (learning_bot is a fixture)
@@ -138,7 +139,7 @@ async def test_a_question_opens_only_after_its_lesson_and_in_the_learners_course
     user, _learner = await learner_row(bot, "test", "ann")
     async with bot.db.sessions() as session:
         person = await session.get(User, user.id)
-        x = Exchange(session=session, conversation=None, user=person, state={})
+        x = Exchange(transaction=SessionOnDemand.of(session), conversation=None, user=person, state={})
         sample, paid = [await session.scalar(select(Course).where(Course.slug == slug))
                         for slug in ("spot-phishing", "passwords-that-hold")]
 

@@ -1,0 +1,120 @@
+"""JSON POSTs over kept-alive connections (channels/http1.py), against small servers that answer the way real ones
+may: kept alive, closing after an answer, chunked, slow, cut off."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from channels.http1 import AnswerIncomplete, ConnectionPool, Origin, split_url
+
+OK = b'{"ok":true}'
+Answer = Callable[[bytes], bytes | None]  # a request's bytes -> what to write back (None: nothing)
+
+
+def answer(body: bytes = OK, *, headers: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        len(body), headers, body)
+
+
+@asynccontextmanager
+async def server(reply: Answer, *, close_after: bool = False) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A server answering each request with `reply`: its URL and, per connection, the requests it read."""
+    connections: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(b"")
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                request = head + await reader.readexactly(length)
+                connections[-1] += request
+                written = reply(request)
+                if written is None:
+                    await asyncio.sleep(60)
+                writer.write(written or b"")
+                await writer.drain()
+                if close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/bot123:abc/sendMessage", connections
+    finally:
+        listening.close()
+
+
+async def post(pool: ConnectionPool, url: str, body: bytes = b'{"chat_id":1}', timeout: float = 2.0
+               ) -> tuple[int, bytes]:
+    return await pool.post_json(url, body, connect_timeout=timeout, read_timeout=timeout)
+
+
+async def test_requests_share_one_kept_alive_connection():
+    pool = ConnectionPool(size=4, user_agent="lessonbot-test")
+    async with server(lambda request: answer()) as (url, connections):
+        assert await post(pool, url, b'{"chat_id":1,"text":"a"}') == (200, OK)
+        assert await post(pool, url, b'{"chat_id":1,"text":"b"}') == (200, OK)
+    pool.close()
+    [both] = connections
+    assert both.count(b"POST /bot123:abc/sendMessage HTTP/1.1\r\n") == 2
+    assert b"Content-Type: application/json\r\n" in both and b"User-Agent: lessonbot-test\r\n" in both
+    assert both.endswith(b'{"chat_id":1,"text":"b"}')
+
+
+@pytest.mark.parametrize("close_header", [True, False], ids=["connection-close", "closed-silently"])
+async def test_a_connection_the_server_closed_is_not_used_again(close_header):
+    pool = ConnectionPool(size=4, user_agent="lessonbot-test")
+    headers = b"Connection: close\r\n" if close_header else b""
+    async with server(lambda request: answer(headers=headers), close_after=True) as (url, connections):
+        assert await post(pool, url) == (200, OK)
+        await asyncio.sleep(0.05)  # the server's close arrives
+        assert await post(pool, url) == (200, OK)
+    pool.close()
+    assert len(connections) == 2
+
+
+async def test_a_chunked_answer_is_read_whole():
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"ok\r\n7\r\n\":true}\r\n0\r\n\r\n"
+    pool = ConnectionPool(size=1, user_agent="lessonbot-test")
+    async with server(lambda request: chunked) as (url, _):
+        assert await post(pool, url) == (200, OK)
+        assert await post(pool, url) == (200, OK)
+    pool.close()
+
+
+async def test_no_answer_times_out_and_the_connection_is_dropped():
+    pool = ConnectionPool(size=1, user_agent="lessonbot-test")
+    answers = iter([None, answer()])
+    async with server(lambda request: next(answers)) as (url, connections):
+        with pytest.raises(TimeoutError):
+            await post(pool, url, timeout=0.2)
+        assert await post(pool, url) == (200, OK)  # the one slot is free again, on a new connection
+    pool.close()
+    assert len(connections) == 2
+
+
+async def test_an_answer_cut_off_is_an_error_not_a_result():
+    pool = ConnectionPool(size=1, user_agent="lessonbot-test")
+    async with server(lambda request: answer()[:-4], close_after=True) as (url, _):
+        with pytest.raises(AnswerIncomplete):
+            await post(pool, url)
+    pool.close()
+
+
+def test_which_urls_the_pool_takes_and_the_host_it_names():
+    pool = ConnectionPool(size=1, user_agent="lessonbot-test")
+    assert pool.takes("https://api.telegram.org/bot1:a/sendMessage")
+    assert not pool.takes("https://user:secret@api.telegram.org/bot1:a/sendMessage")  # credentials: aiohttp's
+    assert not pool.takes("ftp://example.org/file") and not pool.takes("http://example.org:port/")
+    assert split_url("https://api.telegram.org/bot1:a/getMe?x=1") == (
+        Origin("https", "api.telegram.org", 443), b"/bot1:a/getMe?x=1")
+    assert Origin("http", "::1", 8081).host_header == b"[::1]:8081"
+    assert Origin("https", "bücher.example", 443).host_header == b"xn--bcher-kva.example"
