@@ -250,7 +250,7 @@ class Lessonbot:
         """Record a verified message; the caller acknowledges once this returns. Processing follows on its own."""
         recorded = await record(self.db, message, self.worker.conversations)
         if not recorded.duplicate and self.process:
-            self.worker.notify(recorded.conversation_id)
+            self.worker.notify(recorded.conversation_id, recorded.inbound_id)
         elif not recorded.duplicate and self.notices is not None:
             self.notices.tell(INBOUND, str(recorded.conversation_id))  # processed elsewhere
         return recorded

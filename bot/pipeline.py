@@ -352,7 +352,11 @@ class ConversationWorker:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.conversations = ConversationIds()
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._again: set[int] = set()
+        # Notified while being drained: drain once more after, unless every message named (`notify`'s inbound id)
+        # was processed in that drain (None: a notice that names none, drained again whatever)
+        self._again: dict[int, set[int] | None] = {}
+        self._processed: dict[int, set[int]] = {}  # the messages processed in the drain under way, by conversation
+        self._drained_during_look: set[int] | None = None  # while `run` looks: the conversations drained meanwhile
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
         self._lease = timedelta(seconds=settings.worker_lease_seconds)
         # Until when the lease of a conversation being drained here is ours: kept by the commit of its last turn
@@ -361,10 +365,16 @@ class ConversationWorker:
 
     # scheduling -----------------------------------------------------------------------------------------------
 
-    def notify(self, conversation_id: int) -> None:
-        """New work in a conversation: drain it now, or once more after the drain in progress."""
+    def notify(self, conversation_id: int, inbound_id: int | None = None) -> None:
+        """New work in a conversation (the message `inbound_id`, where known): drain it now, or once more after the
+        drain in progress unless that drain processes the message (it reads every message pending, and one recorded
+        while it runs was often read by its next turn already: a drain after it found nothing, for three round trips
+        on PostgreSQL)."""
         if conversation_id in self._tasks:
-            self._again.add(conversation_id)
+            named = self._again.get(conversation_id, set())
+            if named is not None and inbound_id is not None:
+                named.add(inbound_id)
+            self._again[conversation_id] = None if inbound_id is None else named
             return
         task = asyncio.get_running_loop().create_task(self._drain(conversation_id))
         self._tasks[conversation_id] = task
@@ -378,9 +388,16 @@ class ConversationWorker:
         """Pick up work other processes recorded or left behind (their lease expired), every poll interval."""
         while True:
             try:
-                for conversation_id in await self._orphaned_conversations():
-                    if conversation_id not in self._tasks:  # a drain under way here sees it anyway
-                        self.notify(conversation_id)
+                # A conversation drained here while the look ran was seen pending before its drain processed it: a
+                # drain now would find nothing (three round trips on PostgreSQL). Whatever is left goes next look.
+                drained = self._drained_during_look = set()
+                try:
+                    found = await self._orphaned_conversations()
+                finally:
+                    self._drained_during_look = None
+                for conversation_id in found:
+                    if conversation_id not in self._tasks and conversation_id not in drained:
+                        self.notify(conversation_id)  # (a drain under way here sees it anyway)
             except Exception:
                 log.exception("looking for pending conversations failed")
             await asyncio.sleep(self.settings.worker_poll_seconds)
@@ -405,17 +422,28 @@ class ConversationWorker:
         try:
             async with self._slots:
                 while True:
-                    self._again.discard(conversation_id)
+                    self._again.pop(conversation_id, None)
                     try:
                         await self._drain_once(conversation_id)
                     except Exception:
                         log.exception("draining conversation failed; it will be retried")
                         break
-                    if conversation_id not in self._again:
+                    if not self._more_notified(conversation_id):
                         break
         finally:
             self._tasks.pop(conversation_id, None)
+            self._again.pop(conversation_id, None)
+            self._processed.pop(conversation_id, None)
+            if self._drained_during_look is not None:
+                self._drained_during_look.add(conversation_id)
             conversation_id_var.reset(token)
+
+    def _more_notified(self, conversation_id: int) -> bool:
+        """Whether a notice came during the drain for a message it did not process."""
+        if conversation_id not in self._again:
+            return False
+        named = self._again[conversation_id]
+        return named is None or not named <= self._processed.get(conversation_id, set())
 
     # the lease ------------------------------------------------------------------------------------------------
 
@@ -563,6 +591,7 @@ class ConversationWorker:
         if done is None:
             return _Done.NOTHING_PENDING
         row, turn, now = done
+        self._processed.setdefault(conversation_id, set()).add(row.id)
         current.jobs = turn.jobs_to_start  # committed
         current.answered_elsewhere = turn.answered_elsewhere
         if row.more:

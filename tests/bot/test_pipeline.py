@@ -6,13 +6,13 @@ import asyncio
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from bot.core import Lessonbot
-from bot.pipeline import record
+from bot.pipeline import Recorded, record
 from dialogs.turn import Turn
 from storage.db import Database
-from storage.models import ChannelIdentity, InboundMessage, OfferedChoice, OutboxMessage
+from storage.models import ChannelIdentity, Conversation, InboundMessage, OfferedChoice, OutboxMessage
 from tests.support import RecordingChannel, Transcript, message
 
 
@@ -547,6 +547,42 @@ async def test_on_postgresql_a_group_run_again_after_a_refusal_keeps_each_conver
         assert [pid for _chat, pid, _seq, _xmin in rows] == arrived
     finally:
         await db.dispose()
+
+
+async def test_a_message_notified_while_its_conversation_is_drained_and_processed_there_starts_no_drain_after(
+    settings,
+):
+    """Two messages recorded; the second's notice comes while the drain the first's started is under way (during
+    the first's turn): that drain processes both (it reads every message pending), and no drain runs after it to
+    find nothing (on PostgreSQL three round trips: its lease taken with the load, given back, committed). Seen in
+    the database: no transaction after the one that processed the second touched the conversation's row (`xmin`)."""
+    later: list[Recorded] = []
+
+    async def notices_the_second(turn: Turn) -> None:
+        if turn.message.text == "one":
+            bot.worker.notify(later[0].conversation_id, later[0].inbound_id)
+        turn.say("ok")
+
+    bot = Lessonbot(settings, [RecordingChannel()], respond=notices_the_second)
+    try:
+        if bot.db.backend != "postgresql":
+            pytest.skip("a row's last writing transaction is seen on PostgreSQL (xmin); SQLite's costs no round trip")
+        first = await record(bot.db, message("one"))
+        later.append(await record(bot.db, message("two")))
+        bot.worker.notify(first.conversation_id, first.inbound_id)
+        await bot.worker.idle()
+        async with bot.db.sessions() as session:
+            processed_in = await session.scalar(
+                select(text("xmin::text")).select_from(InboundMessage).where(InboundMessage.id == later[0].inbound_id)
+            )
+            last_touched_in = await session.scalar(
+                select(text("xmin::text")).select_from(Conversation).where(Conversation.id == first.conversation_id)
+            )
+            done = await session.scalar(select(func.count()).where(InboundMessage.status == "done"))
+    finally:
+        await bot.stop()
+    assert done == 2
+    assert last_touched_in == processed_in
 
 
 async def test_a_turn_whose_dialog_never_asks_for_the_session_makes_none(settings, channel):
