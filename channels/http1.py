@@ -76,7 +76,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.answer: asyncio.Future[tuple[int, bytes]] | None = None
         self.body: list[bytes] = []
-        self.framed = False  # the answer under way has a Content-Length or a Transfer-Encoding
+        self.framed = False  # the answer under way has a Content-Length or is chunked
         self.headed = False  # its headers have all arrived
         self.closed = False
         self.reusable = False
@@ -105,7 +105,8 @@ class Connection(asyncio.Protocol):
         self.body, self.framed, self.headed = [], False, False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() in (b"content-length", b"transfer-encoding"):
+        name = name.lower()  # (a transfer coding other than chunked last runs to the close, as no length does)
+        if name == b"content-length" or name == b"transfer-encoding" and value.lower().endswith(b"chunked"):
             self.framed = True
 
     def on_headers_complete(self) -> None:

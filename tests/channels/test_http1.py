@@ -120,10 +120,11 @@ def test_which_urls_the_pool_takes_and_the_host_it_names():
     assert Origin("https", "bücher.example", 443).host_header == b"xn--bcher-kva.example"
 
 
-async def test_an_answer_ended_by_closing_the_connection_is_read_whole():
+@pytest.mark.parametrize("head", [b"HTTP/1.0 200 OK\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n"])
+async def test_an_answer_ended_by_closing_the_connection_is_read_whole(head):
     # No Content-Length and not chunked: the body runs to the close (HTTP/1.0 servers, some proxies). Read as an error,
     # a reply that was sent would be sent again.
-    until_close = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + OK
+    until_close = head + b"Content-Type: application/json\r\n\r\n" + OK
     pool = ConnectionPool(size=1, user_agent="lessonbot-test")
     async with server(lambda request: until_close, close_after=True) as (url, connections):
         assert await post(pool, url) == (200, OK)
