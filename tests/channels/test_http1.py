@@ -4,6 +4,9 @@ may: kept alive, closing after an answer, chunked, slow, cut off."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -162,3 +165,54 @@ def test_a_url_that_would_not_make_one_request_line_is_left_to_aiohttp():
                 "http://api telegram.org/"):
         assert not pool.takes(url), url
     assert pool.takes("https://bücher.example/bot1:a/sendMessage")
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    """A self-signed certificate for `localhost` (and no other name): its certificate and key files."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    try:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+             "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"no openssl to make a certificate: {exc}")
+    return cert, key
+
+
+async def test_https_verifies_the_certificate_against_the_name_it_sends(certificate, monkeypatch):
+    """TLS as aiohttp does it: the server's certificate checked against the system's (here SSL_CERT_FILE's)
+    authorities and the URL's host name, which goes as SNI; an untrusted or misnamed certificate is a connection
+    error (NetworkError for python-telegram-bot), never an answer."""
+    cert, key = certificate
+    names: list[str | None] = []
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    served.sni_callback = lambda _socket, name, _context: names.append(name)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]))
+            writer.write(answer())
+            await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=served)
+    port = listening.sockets[0].getsockname()[1]
+    try:
+        untrusting = ConnectionPool(size=1, user_agent="lessonbot-test")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await post(untrusting, f"https://localhost:{port}/bot1:a/sendMessage")
+        untrusting.close()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        trusting = ConnectionPool(size=1, user_agent="lessonbot-test")
+        assert await post(trusting, f"https://localhost:{port}/bot1:a/sendMessage") == (200, OK)
+        with pytest.raises(ssl.SSLCertVerificationError):  # the same certificate, reached by another name
+            await post(trusting, f"https://127.0.0.1:{port}/bot1:a/sendMessage")
+        trusting.close()
+    finally:
+        listening.close()
+    assert "localhost" in names
