@@ -10,14 +10,17 @@ object POSTed to one host again and again, and that machine cost more CPU a repl
 Kept alive: a connection goes back to the pool after an answer that lets it (HTTP/1.1 without `Connection: close`),
 and is closed after IDLE_SECONDS unused, before a server's own keep-alive timeout would close it under a request. One
 the server closed is never used again. At most `size` connections are open; a request waits for one within the
-connect timeout. Timeouts: connecting (waiting for a free connection included), then reading the answer; either
-raises TimeoutError. A connection that fails or times out in the middle of a request is closed, never reused, and
-the request is not sent again: a POST may have done its work, and the caller (the outbox dispatcher) decides.
+connect timeout. An answer is framed by its Content-Length, its chunks, or (neither given) the close of the
+connection; an interim one (1xx) is passed over. Timeouts: connecting (waiting for a free connection included), then
+reading the answer; either raises TimeoutError. A connection that fails or times out in the middle of a request is
+closed, never reused, and the request is not sent again: a POST may have done its work, and the caller (the outbox
+dispatcher) decides.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from dataclasses import dataclass
@@ -28,6 +31,8 @@ import httptools
 
 IDLE_SECONDS = 15.0  # as aiohttp: well under the usual server keep-alive (nginx 75 s)
 DEFAULT_PORTS = {"http": 80, "https": 443}
+_REQUEST_TARGET = re.compile(r"[\x21-\x7e]+")  # written as it is: visible ASCII only (aiohttp quotes the rest)
+_NOT_IN_A_HOST = re.compile(r"[\x00-\x20\x7f]")  # (a name beyond ASCII goes as IDNA: `Origin.host_header`)
 
 
 class AnswerIncomplete(ConnectionError):
@@ -58,6 +63,8 @@ def split_url(url: str) -> tuple[Origin, bytes] | None:
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.username is not None:
         return None
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if not _REQUEST_TARGET.fullmatch(target) or _NOT_IN_A_HOST.search(parts.hostname):
+        return None  # a space, a control or a non-ASCII character would not make one request line: aiohttp's
     return Origin(parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]), target.encode()
 
 
@@ -69,6 +76,8 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.answer: asyncio.Future[tuple[int, bytes]] | None = None
         self.body: list[bytes] = []
+        self.framed = False  # the answer under way has a Content-Length or is chunked
+        self.headed = False  # its headers have all arrived
         self.closed = False
         self.reusable = False
         self.idle_since = 0.0
@@ -79,6 +88,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if exc is None and self.answer is not None and self.headed and not self.framed:
+            self._answered(reusable=False)  # an answer without a length runs to the close: it is whole
+            return
         self._fail(AnswerIncomplete("the connection closed before the whole answer arrived"))
 
     def data_received(self, data: bytes) -> None:
@@ -89,13 +101,31 @@ class Connection(asyncio.Protocol):
             self.close()
 
     # httptools' callbacks
+    def on_message_begin(self) -> None:
+        self.body, self.framed, self.headed = [], False, False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()  # (a transfer coding other than chunked last runs to the close, as no length does)
+        if name == b"content-length" or name == b"transfer-encoding" and value.lower().endswith(b"chunked"):
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        self.headed = True
+
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        if 100 <= self.parser.get_status_code() < 200:
+            self.body, self.headed = [], False  # an interim answer (100 Continue, 103 Early Hints): the answer follows
+            return
+        self._answered(reusable=self.parser.should_keep_alive())
+
+    def _answered(self, *, reusable: bool) -> None:
         answer, self.answer = self.answer, None
         body, self.body = b"".join(self.body), []
-        self.reusable = self.parser.should_keep_alive()
+        self.headed = False
+        self.reusable = reusable
         if answer is not None and not answer.done():
             answer.set_result((self.parser.get_status_code(), body))
 

@@ -118,3 +118,47 @@ def test_which_urls_the_pool_takes_and_the_host_it_names():
         Origin("https", "api.telegram.org", 443), b"/bot1:a/getMe?x=1")
     assert Origin("http", "::1", 8081).host_header == b"[::1]:8081"
     assert Origin("https", "bücher.example", 443).host_header == b"xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize("head", [b"HTTP/1.0 200 OK\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n"])
+async def test_an_answer_ended_by_closing_the_connection_is_read_whole(head):
+    # No Content-Length and not chunked: the body runs to the close (HTTP/1.0 servers, some proxies). Read as an error,
+    # a reply that was sent would be sent again.
+    until_close = head + b"Content-Type: application/json\r\n\r\n" + OK
+    pool = ConnectionPool(size=1, user_agent="lessonbot-test")
+    async with server(lambda request: until_close, close_after=True) as (url, connections):
+        assert await post(pool, url) == (200, OK)
+        assert await post(pool, url) == (200, OK)  # on a new connection
+    pool.close()
+    assert len(connections) == 2
+
+
+async def test_an_answer_cut_off_before_its_headers_end_is_an_error():
+    pool = ConnectionPool(size=1, user_agent="lessonbot-test")
+    async with server(lambda request: b"HTTP/1.1 200 OK\r\nContent-Ty", close_after=True) as (url, _):
+        with pytest.raises(AnswerIncomplete):
+            await post(pool, url)
+    pool.close()
+
+
+async def test_an_interim_answer_is_not_taken_for_the_answer():
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
+    pool = ConnectionPool(size=1, user_agent="lessonbot-test")
+    async with server(lambda request: interim + answer()) as (url, connections):
+        assert await post(pool, url) == (200, OK)
+        assert await post(pool, url) == (200, OK)
+    pool.close()
+    assert len(connections) == 1
+    async with server(lambda request: interim, close_after=True) as (url, _):
+        with pytest.raises(AnswerIncomplete):  # closed with no answer after the interim ones
+            await post(pool, url)
+    pool.close()
+
+
+def test_a_url_that_would_not_make_one_request_line_is_left_to_aiohttp():
+    pool = ConnectionPool(size=1, user_agent="lessonbot-test")
+    for url in ("https://api.telegram.org/bot1:a b/sendMessage", "https://api.telegram.org/bot1:a\x0b/sendMessage",
+                "https://api.telegram.org/bot1:ä/sendMessage", "https://api.telegram.org/x?a=1 HTTP/1.1\x00",
+                "http://api telegram.org/"):
+        assert not pool.takes(url), url
+    assert pool.takes("https://bücher.example/bot1:a/sendMessage")
