@@ -374,7 +374,10 @@ def _tagged(tag: str, text: str, chat: str, platform_id: str):
 async def test_on_postgresql_recordings_of_one_pass_commit_together_in_arrival_order(postgresql_url):
     """Recordings that arrive in one pass of the event loop share one transaction (but the first, which finds
     nothing under way and goes at once); each conversation's messages still take their arrival numbers in the order
-    they came, and a repeated platform id within the group is recorded once."""
+    they came, and a repeated platform id within the group is recorded once.
+
+    The first recording is held at the database (its conversation's row locked by another transaction) until it
+    waits there, so that it cannot finish before the others arrive however slowly this process is scheduled."""
     from bot.pipeline import ConversationIds
 
     db, conversations, tag = Database(postgresql_url), ConversationIds(), uuid.uuid4().hex[:8]
@@ -382,9 +385,27 @@ async def test_on_postgresql_recordings_of_one_pass_commit_together_in_arrival_o
         for chat in ("ann", "bob"):  # first contact: each conversation made (and its id remembered) on its own
             await record(db, _tagged(tag, "hi", chat, f"{chat}-0"), conversations)
         arrivals = [("bob", "bob-1"), ("ann", "ann-1"), ("bob", "bob-2"), ("ann", "ann-2"), ("ann", "ann-1")]
-        results = await asyncio.gather(
-            *(record(db, _tagged(tag, "hi", chat, pid), conversations) for chat, pid in arrivals)
-        )
+        async with db.sessions() as locker, db.sessions() as watcher:
+            await locker.execute(
+                text("SELECT id FROM conversations WHERE chat_id = :chat FOR UPDATE"), {"chat": f"{tag}-bob"}
+            )
+            locker_xid = (await locker.execute(text("SELECT pg_current_xact_id()::text"))).scalar_one()
+            recording = asyncio.ensure_future(asyncio.gather(
+                *(record(db, _tagged(tag, "hi", chat, pid), conversations) for chat, pid in arrivals)
+            ))
+            for _ in range(1000):  # until the first recording waits for the locker's transaction
+                waiting = await watcher.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
+                    " AND transactionid::text = :xid"
+                ), {"xid": locker_xid})
+                await watcher.rollback()
+                if waiting.scalar_one():
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail("the first recording never reached the locked conversation")
+            await locker.rollback()
+        results = await recording
         assert [result.duplicate for result in results] == [False, False, False, False, True]
         rows = await _recorded_rows(db, tag)
         first, *grouped = [row for row in rows if not row[1].endswith("-0")]
