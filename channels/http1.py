@@ -11,7 +11,8 @@ Kept alive: a connection goes back to the pool after an answer that lets it (HTT
 and is closed after IDLE_SECONDS unused, before a server's own keep-alive timeout would close it under a request. One
 the server closed is never used again. At most `size` connections are open; a request waits for one within the
 connect timeout. An answer is framed by its Content-Length, its chunks, or (neither given) the close of the
-connection; an interim one (1xx) is passed over. Timeouts: connecting (waiting for a free connection included), then
+connection; an interim one (1xx) is passed over, and one that comes for no request closes its connection (out of
+step, it would be read as the next request's). Timeouts: connecting (waiting for a free connection included), then
 reading the answer; either raises TimeoutError. A connection that fails or times out in the middle of a request is
 closed, never reused, and the request is not sent again: a POST may have done its work, and the caller (the outbox
 dispatcher) decides.
@@ -102,6 +103,8 @@ class Connection(asyncio.Protocol):
 
     # httptools' callbacks
     def on_message_begin(self) -> None:
+        if self.answer is None:  # an answer to no request: the connection is out of step, never used again
+            self.close()
         self.body, self.framed, self.headed = [], False, False
 
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -216,3 +216,13 @@ async def test_https_verifies_the_certificate_against_the_name_it_sends(certific
     finally:
         listening.close()
     assert "localhost" in names
+
+
+async def test_bytes_after_an_answer_take_its_connection_out_of_use():
+    # More than the answer framed (a server out of step): what follows would be read as the next request's answer.
+    pool = ConnectionPool(size=1, user_agent="lessonbot-test")
+    async with server(lambda request: answer() + b"HTTP/1.1 200 OK\r\nContent-Le") as (url, connections):
+        assert await post(pool, url) == (200, OK)
+        assert await post(pool, url) == (200, OK)  # on a new connection
+    pool.close()
+    assert len(connections) == 2
