@@ -389,7 +389,7 @@ async def test_on_postgresql_recordings_of_one_pass_commit_together_in_arrival_o
             await locker.execute(
                 text("SELECT id FROM conversations WHERE chat_id = :chat FOR UPDATE"), {"chat": f"{tag}-bob"}
             )
-            locker_xid = (await locker.execute(text("SELECT pg_current_xact_id()::text"))).scalar_one()
+            locker_xid = (await locker.execute(text("SELECT xid(pg_current_xact_id())::text"))).scalar_one()
             recording = asyncio.ensure_future(asyncio.gather(
                 *(record(db, _tagged(tag, "hi", chat, pid), conversations) for chat, pid in arrivals)
             ))
