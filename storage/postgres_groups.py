@@ -13,7 +13,8 @@ What each member is promised is what a transaction of its own gave it:
   take, a deadlock), the group's transaction is rolled back whole and each member runs again alone, in a transaction
   of its own, and gets its own outcome (those of one `order` key one after another, in their order); only a failure
   that leaves the group's fate unknown (the connection broke, no connection to be had) reaches every member, each of
-  which would have met it alone too;
+  which would have met it alone too, and so does the group's task ending before it answered a member (cancelled
+  as an event loop is torn down): that member fails with a database error rather than waiting for ever;
 - the statements run in the order of their `order` key (arrival order among equal keys): the recordings' key is the
   conversation, so every group takes the conversations' arrival-number rows in one order, and two groups (of this
   process or another) never wait for each other's locks in a circle; a conversation's messages keep their order.
@@ -82,6 +83,7 @@ class StatementGroups:
             task = loop.create_task(self._send(group), name="postgres-statement-group")
             self._sending.add(task)  # (a task must be referenced while it runs)
             task.add_done_callback(self._sending.discard)
+            task.add_done_callback(partial(self._ended, group))
         group.members.append(member)
         return await member.outcome
 
@@ -128,6 +130,14 @@ class StatementGroups:
     async def _one_by_one(self, members: list[_Member]) -> None:
         for member in members:
             await self._alone(member)
+
+    def _ended(self, group: _Group, _task: asyncio.Task[None]) -> None:
+        """The group's task is over, however it ended: a member it never answered fails now rather than waiting for
+        ever (the task cancelled at shutdown before it began, or while its members ran again alone one by one), and
+        a group cancelled before it began takes no more members."""
+        if self._open is group:
+            self._open = None
+        _fail(group.members, psycopg.OperationalError("the statement's group ended before it ran the statement"))
 
     async def _alone(self, member: _Member) -> None:
         """One member in a transaction of its own (the connection in autocommit: one round trip)."""

@@ -546,6 +546,37 @@ async def test_on_postgresql_a_notice_in_a_turn_s_session_is_logged_once_however
         await bot.stop()
 
 
+async def test_on_postgresql_a_group_stopped_before_it_runs_fails_its_members_instead_of_leaving_them_waiting(
+    postgresql_url,
+):
+    """A group's task cancelled before it began (as the tasks still pending are when an event loop is torn down):
+    each of its members fails at once with a database error (its platform is told to send again) rather than waiting
+    for ever, and a recording after it goes as usual."""
+    from sqlalchemy.exc import OperationalError
+
+    from bot.pipeline import ConversationIds
+
+    db, conversations, tag = Database(postgresql_url), ConversationIds(), uuid.uuid4().hex[:8]
+    try:
+        await record(db, _tagged(tag, "hi", "ann", "ann-0"), conversations)
+        alone = asyncio.ensure_future(record(db, _tagged(tag, "hi", "ann", "ann-1"), conversations))
+        await asyncio.sleep(0)  # under way alone: the next ones form a group
+        grouped = [
+            asyncio.ensure_future(record(db, _tagged(tag, "hi", "ann", pid), conversations))
+            for pid in ("ann-2", "ann-3")
+        ]
+        await asyncio.sleep(0)  # they joined the group; its task has not begun
+        (group_task,) = [task for task in asyncio.all_tasks() if task.get_name() == "postgres-statement-group"]
+        group_task.cancel()
+        results = await asyncio.wait_for(asyncio.gather(*grouped, return_exceptions=True), 10)
+        assert all(isinstance(result, OperationalError) for result in results), results
+        assert not (await alone).duplicate
+        assert not (await record(db, _tagged(tag, "hi", "ann", "ann-4"), conversations)).duplicate
+        assert [pid for _chat, pid, _seq, _xmin in await _recorded_rows(db, tag)] == ["ann-0", "ann-1", "ann-4"]
+    finally:
+        await db.dispose()
+
+
 async def test_on_postgresql_a_group_run_again_after_a_refusal_keeps_each_conversation_s_order(postgresql_url):
     """Where the database refuses one statement of a group, the others run again alone: a conversation's messages
     one after another in the order they came (run side by side, they took their arrival numbers in any order)."""
