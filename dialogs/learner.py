@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
+from sqlalchemy.orm.util import identity_key
+
 from dialogs.i18n import Translator, supported, translator
 from dialogs.turn import Exchange
 from storage.courses import Course, Enrollment, course_lessons, enrollment_of
@@ -21,7 +23,7 @@ def tr(x: Exchange) -> Translator:
 async def learner_of(x: Exchange) -> Learner:
     """The learner row of `x.user`: the one the turn loaded while no session is made (so asking needs none), else
     the session's, created on first use."""
-    held = x.transaction.held((Learner, (x.user.id,), None))
+    held = x.transaction.held(identity_key(Learner, x.user.id))
     if held is not None:
         return cast(Learner, held)
     return await learner_for(x.session, x.user)

@@ -131,6 +131,8 @@ class AiohttpRequest(BaseRequest):
         pool = self._timeouts["pool"] if isinstance(pool_timeout, DefaultValue) else pool_timeout
         write = (self._media_write_timeout if files else self._timeouts["write"]) if isinstance(
             write_timeout, DefaultValue) else write_timeout
+        # waiting for a free connection and connecting, together (as aiohttp's `connect` timeout counts them)
+        connect_within = None if connect is None or pool is None else connect + pool
         session = self._open()
         proxy, proxy_auth = self._proxy(url)
         parameters = request_data.parameters if request_data is not None and not files else None
@@ -139,7 +141,7 @@ class AiohttpRequest(BaseRequest):
             try:
                 return await self._pool.post_json(
                     url, json.dumps(parameters).encode(),
-                    connect_timeout=None if connect is None or pool is None else connect + pool,
+                    connect_timeout=connect_within,
                     read_timeout=read,
                 )
             except TimeoutError as exc:
@@ -149,7 +151,7 @@ class AiohttpRequest(BaseRequest):
         parts = (read, connect, pool, write)
         timeout = aiohttp.ClientTimeout(
             total=None if None in parts else sum(part for part in parts if part is not None),
-            connect=None if connect is None or pool is None else connect + pool,
+            connect=connect_within,
             sock_connect=connect,
             sock_read=read,
         )
