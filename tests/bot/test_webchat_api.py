@@ -581,7 +581,8 @@ async def sent_by_another_process(app: Starlette, session_id: str, text: str) ->
         conversation = await db_session.scalar(
             select(Conversation).where(Conversation.channel == "web", Conversation.chat_id == session_id)
         )
-        [reply_id] = await enqueue(db_session, [OutboxEntry(conversation.id, "web", session_id, Text(text).to_payload())])
+        entry = OutboxEntry(conversation.id, "web", session_id, Text(text).to_payload())
+        [reply_id] = await enqueue(db_session, [entry])
         await db_session.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == reply_id)
