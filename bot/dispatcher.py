@@ -51,6 +51,7 @@ from bot.channel import (
     RateLimit,
     RateLimited,
     SentByMarking,
+    SentReply,
     ServesOneChat,
     TransientSendError,
     WaitForInbound,
@@ -222,14 +223,40 @@ _MARKING_SENT = (
 )
 
 
-def _with_more(marking: Update, *columns: Any) -> dict[str, Prepared]:
+def _sent_before(marked: Any) -> ColumnElement[int]:
+    """The id of the reply sent in the marked row's conversation before it (NULL for none), on the conversation's
+    index: what a page must have shown to show the marked one next (`SentReply.follows`). Every reply before a head
+    is out of line by then, so no later statement makes another one before it sent."""
+    return (
+        select(_OTHER.c.id)
+        .where(
+            _OTHER.c.conversation_id == marked["conversation_id"],
+            _OTHER.c.status == OutboxStatus.SENT.value,
+            _OTHER.c.id < marked["id"],
+        )
+        .order_by(_OTHER.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label("follows")
+    )
+
+
+def _with_more(marking: Update, *columns: Any, shown: bool = False) -> dict[str, Prepared]:
     """A mark returning `columns`, the row's `created_at` and whether its conversation has another unsent reply (as of
     the statement's start), so the next read is made only then (on PostgreSQL a round trip; on SQLite a statement
     whose CPU, joined and with its lane's look-up, is more than the mark's); one queued after it reaches the
-    dispatcher as a notice, which has it look again (`_again`). Per backend (`_UPDATED`)."""
+    dispatcher as a notice, which has it look again (`_again`). `shown`: the reply sent by being marked, returning
+    too what its channel's pages need to show it without reading it back (`SentReply`). Per backend (`_UPDATED`)."""
     return {
-        "postgresql": Prepared(marking.returning(*columns, _OUTBOX.c.created_at, _another_unsent(_OUTBOX.c))),
-        "sqlite": Prepared(marking.returning(*columns, _OUTBOX.c.created_at, _another_unsent(_UPDATED))),
+        backend: Prepared(
+            marking.returning(
+                *columns,
+                _OUTBOX.c.created_at,
+                _another_unsent(marked),
+                *((_OUTBOX.c.payload, _sent_before(marked)) if shown else ()),
+            )
+        )
+        for backend, marked in (("postgresql", _OUTBOX.c), ("sqlite", _UPDATED))
     }
 
 
@@ -269,6 +296,8 @@ _MARK_DUE_SENT = _with_more(  # as `_CLAIM`: the row as it was read, and still d
         _DUE_NOW,
     )
     .values(_SENT_BY_MARKING)
+,
+    shown=True,
 )
 _MARK_HEAD_SENT = _with_more(  # `_HEAD` and `_MARK_DUE_SENT` in one statement, unless the person opted out
     update(_OUTBOX)
@@ -282,6 +311,7 @@ _MARK_HEAD_SENT = _with_more(  # `_HEAD` and `_MARK_DUE_SENT` in one statement, 
     )
     .values(_SENT_BY_MARKING),
     _OUTBOX.c.id,
+    shown=True,
 )
 
 
@@ -317,7 +347,14 @@ _MARK_HEADS_SENT = Prepared(  # `_MARK_HEAD_SENT` for many conversations (`_Toge
         .is_(None),
     )
     .values({**_SENT_BY_MARKING, "platform_message_id": _MARKED_HEADS.c.prefix + _OUTBOX.c.id.cast(String())})
-    .returning(_OUTBOX.c.id, _OUTBOX.c.conversation_id, _OUTBOX.c.created_at, _another_unsent(_OUTBOX.c))
+    .returning(
+        _OUTBOX.c.id,
+        _OUTBOX.c.conversation_id,
+        _OUTBOX.c.created_at,
+        _another_unsent(_OUTBOX.c),
+        _OUTBOX.c.payload,
+        _sent_before(_OUTBOX.c),
+    )
 )
 _CLAIMED_HEADS = _heads()
 _CLAIM_HEADS = Prepared(  # `_CLAIM_HEAD` for many conversations (`_Together`)
@@ -475,13 +512,14 @@ class Due:
 @dataclass(frozen=True, slots=True)
 class Marked:
     """A reply sent by being marked so (`SentByMarking`), in the transaction that found it: once that commits, it is
-    counted and its channel told. `more`: its conversation has another unsent reply."""
+    counted and its channel told (handed `sent`). `more`: its conversation has another unsent reply."""
 
     conversation_id: int
     channel: str
     chat_id: str
     seconds: float  # from queued to sent
     more: bool
+    sent: SentReply  # for its channel's pages
 
 
 class OutboxDispatcher:
@@ -491,12 +529,13 @@ class OutboxDispatcher:
         settings: Settings,
         channels: Mapping[str, Channel],
         *,
-        on_sent: Callable[[str, str], None] = lambda channel, chat_id: None,
+        on_sent: Callable[[str, str, SentReply | None], None] = lambda channel, chat_id, sent: None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.channels = channels
-        self.on_sent = on_sent  # (channel, chat): a reply sent there is committed
+        # (channel, chat, the reply where it is at hand): a reply sent there is committed
+        self.on_sent = on_sent
         self.limiter = RateLimiter()
         # How long a claimed reply is ours: a dispatcher that died mid-send leaves it to others after this.
         self.send_lease = SEND_LEASE
@@ -723,7 +762,7 @@ class OutboxDispatcher:
             self._give_back(due)
             raise
         if isinstance(due, Marked):
-            self._count_sent(due.channel, due.chat_id, due.seconds)  # (committed)
+            self._count_sent(due.channel, due.chat_id, due.seconds, due.sent)  # (committed)
         return due
 
     def _sent_by_marking(self, channel: str, chat_id: str) -> str | None:
@@ -750,7 +789,8 @@ class OutboxDispatcher:
             raise ValueError("marked together on PostgreSQL only")
         if marked is None:
             return None
-        return Marked(conversation_id, *chat, (utcnow() - marked.created_at).total_seconds(), marked.more)
+        sent = SentReply(marked.id, marked.payload, marked.follows or 0)
+        return Marked(conversation_id, *chat, (utcnow() - marked.created_at).total_seconds(), marked.more, sent)
 
     def _booked_before_reading(self, conversation_id: int, chat: tuple[str, str] | None) -> Booking | None:
         """A conversation a turn's notice started, whose chat is known (and reached): its place at the limiter
@@ -829,7 +869,12 @@ class OutboxDispatcher:
             if marked is None:
                 return None  # another dispatcher took it since it was read
             return Marked(
-                conversation_id, row.channel, row.chat_id, (now - marked.created_at).total_seconds(), marked.more
+                conversation_id,
+                row.channel,
+                row.chat_id,
+                (now - marked.created_at).total_seconds(),
+                marked.more,
+                SentReply(row.id, row.payload, marked.follows or 0),
             )
         booking = self.limiter.try_acquire(self._limits(row), ahead=CLAIM_AHEAD_SECONDS, lane=self._lane(row))
         if booking is None:
@@ -1026,7 +1071,7 @@ class OutboxDispatcher:
             raise
         self._count_sent(row.channel, row.chat_id, (at - written).total_seconds() if written is not None else None)
         if isinstance(following, Marked):
-            self._count_sent(following.channel, following.chat_id, following.seconds)
+            self._count_sent(following.channel, following.chat_id, following.seconds, following.sent)
         return following
 
     async def _mark_together(
@@ -1045,12 +1090,13 @@ class OutboxDispatcher:
                         exc_info=True, extra={"outbox_id": row.id})
             return None
 
-    def _count_sent(self, channel: str, chat_id: str, seconds: float | None) -> None:
-        """A reply committed as sent: counted (`seconds` from queued to sent, if known), and whoever watches told."""
+    def _count_sent(self, channel: str, chat_id: str, seconds: float | None, sent: SentReply | None = None) -> None:
+        """A reply committed as sent: counted (`seconds` from queued to sent, if known), and whoever watches told
+        (handed the reply, `sent`, where it is at hand)."""
         for_channel(MESSAGES_OUT, channel).inc()
         if seconds is not None:
             for_channel(DELIVERY_SECONDS, channel).observe(max(0.0, seconds))
-        self.on_sent(channel, chat_id)
+        self.on_sent(channel, chat_id, sent)
 
     async def _reschedule(self, row: Claimed, delay: float, error: str, *, counted: bool) -> None:
         log.info("send postponed", extra={"outbox_id": row.id, "delay_s": round(delay, 2), "error": error[:300]})
