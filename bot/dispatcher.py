@@ -542,6 +542,8 @@ class OutboxDispatcher:
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._again: set[int] = set()  # notified while being sent: look once more at the end
+        # one set for each due search on its way: the conversations whose sending ended meanwhile (`dispatch_due`)
+        self._ended_while_searching: list[set[int]] = []
         # notified by a turn (its replies, or its person's private chat it answered in) since their sending started:
         # what they send goes in the reply lane
         self._noticed: set[int] = set()
@@ -620,13 +622,23 @@ class OutboxDispatcher:
         if cut:
             log.info("stopped with %d sends under way: their replies go out again once their lease runs out", len(cut))
 
-    async def dispatch_due(self) -> int:
-        """Start sending every conversation whose oldest unsent reply is due; returns how many started."""
+    async def dispatch_due(self, *, passing_over_ended: bool = True) -> int:
+        """Start sending every conversation whose oldest unsent reply is due; returns how many started.
+        `passing_over_ended`: not those whose sending ended while the search was on its way (the poll's)."""
         if self._stopped:
             return 0
         started = 0
-        for conversation_id, lane in await self._due_conversations():
-            if conversation_id not in self._in_flight:
+        ended: set[int] = set()
+        self._ended_while_searching.append(ended)
+        try:
+            due = await self._due_conversations()
+        finally:
+            self._ended_while_searching.remove(ended)
+        for conversation_id, lane in due:
+            # A conversation whose sending ended while the search was on its way had nothing more due when it ended
+            # (or was put off): what the search saw of it is older. Started again, it would take a read that finds
+            # nothing (on PostgreSQL two round trips); a reply queued since without a notice waits a poll more.
+            if conversation_id not in self._in_flight and not (passing_over_ended and conversation_id in ended):
                 self._start(conversation_id, lane)
                 started += 1
         return started
@@ -634,7 +646,7 @@ class OutboxDispatcher:
     async def flush(self, timeout: float = 30.0) -> None:
         """Send everything due now and wait for it (the console and the tests use this)."""
         async with asyncio.timeout(timeout):
-            while await self.dispatch_due() or self._in_flight:
+            while await self.dispatch_due(passing_over_ended=False) or self._in_flight:
                 await asyncio.gather(*list(self._in_flight.values()), return_exceptions=True)
 
     def _reaches(self, channel: str, chat_id: str) -> bool:
@@ -715,6 +727,8 @@ class OutboxDispatcher:
         finally:
             self._in_flight.pop(conversation_id, None)
             self._noticed.discard(conversation_id)
+            for ended in self._ended_while_searching:
+                ended.add(conversation_id)
             conversation_id_var.reset(token)
 
     def _limits(self, row: Claimed) -> tuple[RateLimit, ...]:
