@@ -381,30 +381,36 @@ _INSERTS: dict[tuple[Any, tuple[str, ...]], Prepared] = {}
 async def write_held(where: SessionOnDemand, instances: list[Any]) -> None:
     """The changes of held rows (`SessionOnDemand.hold`) written without a session: for each changed row, one prepared
     UPDATE of the columns whose value changed, with the columns the ORM sets on every update (`onupdate`), by its
-    primary key; the row is then as the ORM leaves it after a flush (nothing pending). A row no longer there raises
-    StaleDataError, as the ORM's flush does."""
+    primary key, all in one round trip (`run_together`); the rows are then as the ORM leaves them after a flush
+    (nothing pending). A row no longer there raises StaleDataError, as the ORM's flush does."""
+    runs: list[tuple[Prepared, dict[str, Any]]] = []
+    written: list[Any] = []
     for instance in instances:
         state = instance_state(instance)
         if not state.modified:
             continue
+        written.append(state)
         mapper = state.mapper
         values: dict[str, Any] = {}
         for key, before in state.committed_state.items():
             now = state.dict.get(key)
             if key in mapper.column_attrs and now != before:
                 values[key] = now
-        if values:
-            for prop in mapper.column_attrs:
-                onupdate = prop.columns[0].onupdate
-                if onupdate is not None and prop.key not in values and isinstance(onupdate, ColumnDefault):
-                    values[prop.key] = onupdate.arg(None) if onupdate.is_callable else onupdate.arg
-                    state.dict[prop.key] = values[prop.key]
-            (primary,) = mapper.primary_key
-            parameters = {f"set_{key}": value for key, value in values.items()}
-            parameters["row_id"] = state.dict[mapper.get_property_by_column(primary).key]
-            ran = await _update_of(mapper, tuple(sorted(values))).run(where, parameters)
+        if not values:
+            continue
+        for prop in mapper.column_attrs:
+            onupdate = prop.columns[0].onupdate
+            if onupdate is not None and prop.key not in values and isinstance(onupdate, ColumnDefault):
+                values[prop.key] = state.dict[prop.key] = onupdate.arg(None) if onupdate.is_callable else onupdate.arg
+        (primary,) = mapper.primary_key
+        parameters = {f"set_{key}": value for key, value in values.items()}
+        parameters["row_id"] = state.dict[mapper.get_property_by_column(primary).key]
+        runs.append((_update_of(mapper, tuple(sorted(values))), parameters))
+    if runs:
+        for ran, (_prepared, parameters) in zip(await run_together(where, *runs), runs, strict=True):
             if ran.rowcount != 1:
-                raise StaleDataError(f"{mapper.class_.__name__}: the row to update is no longer there")
+                raise StaleDataError(f"a held row to update is no longer there (id {parameters['row_id']})")
+    for state in written:
         state._commit_all(state.dict)
 
 
