@@ -18,7 +18,7 @@ SENT_ONLY = {
 # record_delivery): every one compares the column with a value, which only a row that has one can match.
 READERS = {
     "ix_outbox_messages_channel_sent_at": (
-        "SELECT DISTINCT chat_id FROM outbox_messages WHERE channel = :c AND sent_at >= :t"
+        "SELECT chat_id, max(id) FROM outbox_messages WHERE channel = :c AND sent_at >= :t GROUP BY chat_id"
     ),
     "ix_outbox_messages_sent_at": "SELECT count(*) FROM outbox_messages WHERE sent_at >= :t",
     "ix_outbox_messages_platform_message_id": (
