@@ -1,17 +1,21 @@
-"""The outbox's indexes of what is known once a reply is sent hold sent replies only (a reply a turn queues is written
-into none of them), and their readers still find them."""
+"""The outbox's indexes of what is known once a reply is sent hold sent replies only, and its idempotency keys are
+unique among the rows that have one (a reply a turn queues is written into none of these four), and their readers
+still find them."""
 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
-from storage.db import make_sync_engine
+from storage.db import Database, make_sync_engine
+from storage.models import Conversation, OutboxMessage
+from storage.outbox import OutboxEntry, enqueue
 
-SENT_ONLY = {
+FILLED_ONLY = {
     "ix_outbox_messages_channel_sent_at": "sent_at",
     "ix_outbox_messages_sent_at": "sent_at",
     "ix_outbox_messages_platform_message_id": "platform_message_id",
+    "uq_outbox_messages_idempotency_key": "idempotency_key",
 }
 
 # Each index's readers, as they ask (storage/outbox.py chats_sent_since, storage/dashboard.py, bot/core.py
@@ -40,9 +44,10 @@ def _definitions(url: str) -> dict[str, str]:
         engine.dispose()
 
 
-def test_the_sent_indexes_hold_only_rows_that_have_the_value(database_url: str) -> None:
+def test_these_indexes_hold_only_rows_that_have_the_value(database_url: str) -> None:
     definitions = _definitions(database_url)
-    for name, column in SENT_ONLY.items():
+    assert "UNIQUE" in definitions["uq_outbox_messages_idempotency_key"]
+    for name, column in FILLED_ONLY.items():
         condition = definitions[name].replace("(", "").replace(")", "")
         assert f"WHERE {column} IS NOT NULL" in condition, definitions[name]
 
@@ -58,3 +63,21 @@ def test_each_reader_still_uses_its_index_on_sqlite(sqlite_url: str, index: str)
     finally:
         engine.dispose()
     assert any(index in row[-1] for row in plan), plan
+
+
+async def test_a_key_is_queued_once_and_replies_without_one_every_time(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        async with db.transaction() as session:
+            conversation = Conversation(channel="telegram", chat_id="7")
+            session.add(conversation)
+            await session.flush()
+            entry = OutboxEntry(conversation.id, "telegram", "7", {"type": "text", "text": "hi"})
+            keyed = OutboxEntry(conversation.id, "telegram", "7", {"type": "text", "text": "hi"}, idempotency_key="k")
+            written = [await enqueue(session, [each]) for each in (entry, entry, keyed, keyed)]
+        async with db.sessions() as session:
+            rows = await session.scalar(select(func.count()).select_from(OutboxMessage))
+    finally:
+        await db.dispose()
+    assert [len(ids) for ids in written] == [1, 1, 1, 0]
+    assert rows == 3
