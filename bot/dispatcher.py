@@ -632,8 +632,8 @@ class OutboxDispatcher:
         self._ended_while_searching.append(ended)
         try:
             due = await self._due_conversations()
-        finally:
-            self._ended_while_searching.remove(ended)
+        finally:  # this search's own record: another's may be equal to it (sets compare by content)
+            self._ended_while_searching = [each for each in self._ended_while_searching if each is not ended]
         for conversation_id, lane in due:
             # A conversation whose sending ended while the search was on its way had nothing more due when it ended
             # (or was put off): what the search saw of it is older. Started again, it would take a read that finds

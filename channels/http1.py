@@ -10,12 +10,12 @@ object POSTed to one host again and again, and that machine cost more CPU a repl
 Kept alive: a connection goes back to the pool after an answer that lets it (HTTP/1.1 without `Connection: close`),
 and is closed after IDLE_SECONDS unused, before a server's own keep-alive timeout would close it under a request. One
 the server closed is never used again. At most `size` connections are open; a request waits for one within the
-connect timeout. An answer is framed by its Content-Length, its chunks, or (neither given) the close of the
+wait timeout. An answer is framed by its Content-Length, its chunks, or (neither given) the close of the
 connection; an interim one (1xx) is passed over, and one that comes for no request closes its connection (out of
-step, it would be read as the next request's). Timeouts: connecting (waiting for a free connection included), then
-reading the answer; either raises TimeoutError. A connection that fails or times out in the middle of a request is
-closed, never reused, and the request is not sent again: a POST may have done its work, and the caller (the outbox
-dispatcher) decides.
+step, it would be read as the next request's). Timeouts: waiting for a free connection and connecting together,
+connecting alone (the TLS handshake included), then reading the answer; each raises TimeoutError. A connection that
+fails or times out in the middle of a request is closed, never reused, and the request is not sent again: a POST may
+have done its work, and the caller (the outbox dispatcher) decides.
 """
 
 from __future__ import annotations

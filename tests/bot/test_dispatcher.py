@@ -970,3 +970,42 @@ async def test_a_poll_starts_no_sending_of_a_conversation_whose_sending_ended_wh
     assert searches and sending.done()
     assert started == 0
     assert channel.texts("ann") == ["answer", "answer"]
+
+
+async def test_due_searches_on_their_way_together_each_forget_only_their_own_record_of_sendings_ended(settings):
+    """The poll's due search and a flush's on their way at once, the later one back first: each puts away its own
+    record of the sendings that ended meanwhile. Put away by equality, the later one took the earlier one's (both
+    empty), and the earlier one's end then failed (its record no longer listed) while the later one's stayed, filled
+    with every conversation whose sending ended from then on."""
+
+    async def one_reply(turn: Turn) -> None:
+        turn.say("answer")
+
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel], respond=one_reply)
+    held, release = asyncio.Event(), asyncio.Event()
+
+    def hold_the_first_search(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "awaited" in statement and not held.is_set():  # the first search's statement, as it is answered
+            held.set()
+            await_only(asyncio.wait_for(release.wait(), 10))
+
+    try:
+        if bot.db.backend != "postgresql":
+            pytest.skip("on SQLite the searches take one connection in turn: the first is back first")
+        event.listen(bot.db.engine.sync_engine, "after_cursor_execute", hold_the_first_search)
+        first = asyncio.create_task(bot.dispatcher.dispatch_due())
+        async with asyncio.timeout(10):
+            await held.wait()
+        assert await bot.dispatcher.dispatch_due() == 0  # the second search, back while the first is held
+        await bot.receive(message("one"))  # a conversation's sending starts and ends while the first is held
+        await bot.worker.idle()
+        async with asyncio.timeout(10):
+            while len(channel.sent["ann"]) < 1 or bot.dispatcher._in_flight:
+                await asyncio.sleep(0.01)
+        release.set()
+        assert await first == 0
+        assert bot.dispatcher._ended_while_searching == []
+    finally:
+        release.set()
+        await bot.stop()
