@@ -218,8 +218,7 @@ class OutboxMessage(Base):
         Index("ix_outbox_messages_channel_sent_at", "channel", "sent_at", **_filled("sent_at")),
         Index("ix_outbox_messages_sent_at", "sent_at", **_filled("sent_at")),
         Index("ix_outbox_messages_platform_message_id", "platform_message_id", **_filled("platform_message_id")),
-        # A turn's replies carry no key: unique among the rows that have one, and the others not in it.
-        Index("uq_outbox_messages_idempotency_key", "idempotency_key", unique=True, **_filled("idempotency_key")),
+        UniqueConstraint("idempotency_key"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

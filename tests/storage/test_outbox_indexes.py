@@ -1,21 +1,22 @@
-"""The outbox's indexes of what is known once a reply is sent hold sent replies only, and its idempotency keys are
-unique among the rows that have one (a reply a turn queues is written into none of these four), and their readers
-still find them."""
+"""The outbox's indexes of what is known once a reply is sent hold sent replies only (a reply a turn queues is written
+into none of them), and their readers still find them."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
 
 from storage.db import Database, make_sync_engine
+from storage.migrate import upgrade
 from storage.models import Conversation, OutboxMessage
 from storage.outbox import OutboxEntry, enqueue
 
-FILLED_ONLY = {
+SENT_ONLY = {
     "ix_outbox_messages_channel_sent_at": "sent_at",
     "ix_outbox_messages_sent_at": "sent_at",
     "ix_outbox_messages_platform_message_id": "platform_message_id",
-    "uq_outbox_messages_idempotency_key": "idempotency_key",
 }
 
 # Each index's readers, as they ask (storage/outbox.py chats_sent_since, storage/dashboard.py, bot/core.py
@@ -44,12 +45,18 @@ def _definitions(url: str) -> dict[str, str]:
         engine.dispose()
 
 
-def test_these_indexes_hold_only_rows_that_have_the_value(database_url: str) -> None:
+def test_the_sent_indexes_hold_only_rows_that_have_the_value(database_url: str) -> None:
     definitions = _definitions(database_url)
-    assert "UNIQUE" in definitions["uq_outbox_messages_idempotency_key"]
-    for name, column in FILLED_ONLY.items():
+    for name, column in SENT_ONLY.items():
         condition = definitions[name].replace("(", "").replace(")", "")
         assert f"WHERE {column} IS NOT NULL" in condition, definitions[name]
+
+
+def test_a_new_database_upgrades_to_the_sent_indexes_alone(tmp_path: Path) -> None:
+    """Migration 0024 redefines an index of 0013, a branch of its own: upgrading to 0024 applies 0013 first."""
+    url = f"sqlite:///{tmp_path / 'lessonbot.db'}"
+    upgrade(url, "0024")
+    assert "WHERE sent_at IS NOT NULL" in _definitions(url)["ix_outbox_messages_channel_sent_at"]
 
 
 @pytest.mark.parametrize("index", sorted(READERS))
