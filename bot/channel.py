@@ -15,7 +15,7 @@ channel has a capability by having its method; it names no class of ours.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -129,9 +129,10 @@ class ChannelHost(Protocol):
         channel whose page reads its replies from us (the web chat)."""
         ...
 
-    async def chats_sent_to(self, channel: str, *, since: datetime) -> Collection[str]:
-        """The chats of this channel sent a reply at or after `since`, by whichever process: what a channel's open
-        pages wait for (the web chat's event streams)."""
+    async def chats_sent_to(self, channel: str, *, since: datetime) -> Mapping[str, int]:
+        """The chats of this channel sent a reply at or after `since`, by whichever process, each with the outbox id
+        of the newest of those replies: what a channel's open pages wait for (the web chat's event streams; a page
+        that has shown that reply has nothing to read)."""
         ...
 
     async def learner_language(self, channel: str, chat_id: str) -> str | None:
@@ -193,11 +194,24 @@ class ShowsDrafts(Protocol):
     async def show_draft(self, chat_id: str, text: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class SentReply:
+    """A reply just committed as sent, handed to the channel that shows it (`WatchesSentReplies`) so that its open
+    pages need not read it back: its outbox id, its payload, and `follows`, the outbox id of the reply sent to the
+    same chat before it (0 for none). A page that has shown `follows` shows this one next; one that has not reads the
+    replies after what it has shown instead."""
+
+    outbox_id: int
+    payload: dict[str, Any]
+    follows: int
+
+
 @runtime_checkable
 class WatchesSentReplies(Protocol):
-    """A channel that shows replies from our own database (the web chat): told the moment one is committed as sent."""
+    """A channel that shows replies from our own database (the web chat): told the moment one is committed as sent,
+    with the reply itself where the dispatcher has it at hand (`sent`; else None, and the channel reads it)."""
 
-    def after_sent(self, chat_id: str) -> None: ...
+    def after_sent(self, chat_id: str, sent: SentReply | None = None) -> None: ...
 
 
 @runtime_checkable

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from bot.activity import Activity
-from bot.channel import Channel, Closable, ListsMembers, WatchesSentReplies, unprompted_windows
+from bot.channel import Channel, Closable, ListsMembers, SentReply, WatchesSentReplies, unprompted_windows
 from bot.config import Settings, knowledge_settings
 from bot.dispatcher import OutboxDispatcher
 from bot.messages import InboundMessage
@@ -238,11 +238,12 @@ class Lessonbot:
                 if not waiting:
                     del self._turn_watchers[conversation_id]
 
-    def _after_sent(self, channel_name: str, chat_id: str) -> None:
-        """Channels that show replies from our own database (the web chat) learn the moment one is committed."""
+    def _after_sent(self, channel_name: str, chat_id: str, sent: SentReply | None) -> None:
+        """Channels that show replies from our own database (the web chat) learn the moment one is committed, with
+        the reply where the dispatcher has it (`sent`). Other processes are told only the chat: they read it."""
         channel = self._watching.get(channel_name)
         if channel is not None:
-            channel.after_sent(chat_id)
+            channel.after_sent(chat_id, sent)
             if self.notices is not None and asyncio.get_running_loop().time() < self._watched_until:
                 self.notices.tell(SENT, f"{channel_name} {chat_id}")  # its streams may be open over there
 
@@ -283,8 +284,9 @@ class Lessonbot:
         async with self.db.read() as reading:  # one read of what is committed
             return await sent_replies(reading, channel, chat_id, after=after, limit=limit)
 
-    async def chats_sent_to(self, channel: str, *, since: datetime) -> set[str]:
-        """The chats of a channel sent a reply at or after `since` (the web chat's watcher asks, once a poll)."""
+    async def chats_sent_to(self, channel: str, *, since: datetime) -> dict[str, int]:
+        """The chats of a channel sent a reply at or after `since`, each with the newest one's outbox id (the web
+        chat's watcher asks, once a poll)."""
         async with self.db.sessions() as session:
             return await chats_sent_since(session, channel, since)
 

@@ -51,6 +51,7 @@ from bot.channel import (
     RateLimit,
     RateLimited,
     SentByMarking,
+    SentReply,
     ServesOneChat,
     TransientSendError,
     WaitForInbound,
@@ -222,14 +223,40 @@ _MARKING_SENT = (
 )
 
 
-def _with_more(marking: Update, *columns: Any) -> dict[str, Prepared]:
+def _sent_before(marked: Any) -> ColumnElement[int]:
+    """The id of the reply sent in the marked row's conversation before it (NULL for none), on the conversation's
+    index: what a page must have shown to show the marked one next (`SentReply.follows`). Every reply before a head
+    is out of line by then, so no later statement makes another one before it sent."""
+    return (
+        select(_OTHER.c.id)
+        .where(
+            _OTHER.c.conversation_id == marked["conversation_id"],
+            _OTHER.c.status == OutboxStatus.SENT.value,
+            _OTHER.c.id < marked["id"],
+        )
+        .order_by(_OTHER.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label("follows")
+    )
+
+
+def _with_more(marking: Update, *columns: Any, shown: bool = False) -> dict[str, Prepared]:
     """A mark returning `columns`, the row's `created_at` and whether its conversation has another unsent reply (as of
     the statement's start), so the next read is made only then (on PostgreSQL a round trip; on SQLite a statement
     whose CPU, joined and with its lane's look-up, is more than the mark's); one queued after it reaches the
-    dispatcher as a notice, which has it look again (`_again`). Per backend (`_UPDATED`)."""
+    dispatcher as a notice, which has it look again (`_again`). `shown`: the reply sent by being marked, returning
+    too what its channel's pages need to show it without reading it back (`SentReply`). Per backend (`_UPDATED`)."""
     return {
-        "postgresql": Prepared(marking.returning(*columns, _OUTBOX.c.created_at, _another_unsent(_OUTBOX.c))),
-        "sqlite": Prepared(marking.returning(*columns, _OUTBOX.c.created_at, _another_unsent(_UPDATED))),
+        backend: Prepared(
+            marking.returning(
+                *columns,
+                _OUTBOX.c.created_at,
+                _another_unsent(marked),
+                *((_OUTBOX.c.payload, _sent_before(marked)) if shown else ()),
+            )
+        )
+        for backend, marked in (("postgresql", _OUTBOX.c), ("sqlite", _UPDATED))
     }
 
 
@@ -269,6 +296,8 @@ _MARK_DUE_SENT = _with_more(  # as `_CLAIM`: the row as it was read, and still d
         _DUE_NOW,
     )
     .values(_SENT_BY_MARKING)
+,
+    shown=True,
 )
 _MARK_HEAD_SENT = _with_more(  # `_HEAD` and `_MARK_DUE_SENT` in one statement, unless the person opted out
     update(_OUTBOX)
@@ -282,6 +311,7 @@ _MARK_HEAD_SENT = _with_more(  # `_HEAD` and `_MARK_DUE_SENT` in one statement, 
     )
     .values(_SENT_BY_MARKING),
     _OUTBOX.c.id,
+    shown=True,
 )
 
 
@@ -317,7 +347,14 @@ _MARK_HEADS_SENT = Prepared(  # `_MARK_HEAD_SENT` for many conversations (`_Toge
         .is_(None),
     )
     .values({**_SENT_BY_MARKING, "platform_message_id": _MARKED_HEADS.c.prefix + _OUTBOX.c.id.cast(String())})
-    .returning(_OUTBOX.c.id, _OUTBOX.c.conversation_id, _OUTBOX.c.created_at, _another_unsent(_OUTBOX.c))
+    .returning(
+        _OUTBOX.c.id,
+        _OUTBOX.c.conversation_id,
+        _OUTBOX.c.created_at,
+        _another_unsent(_OUTBOX.c),
+        _OUTBOX.c.payload,
+        _sent_before(_OUTBOX.c),
+    )
 )
 _CLAIMED_HEADS = _heads()
 _CLAIM_HEADS = Prepared(  # `_CLAIM_HEAD` for many conversations (`_Together`)
@@ -475,13 +512,14 @@ class Due:
 @dataclass(frozen=True, slots=True)
 class Marked:
     """A reply sent by being marked so (`SentByMarking`), in the transaction that found it: once that commits, it is
-    counted and its channel told. `more`: its conversation has another unsent reply."""
+    counted and its channel told (handed `sent`). `more`: its conversation has another unsent reply."""
 
     conversation_id: int
     channel: str
     chat_id: str
     seconds: float  # from queued to sent
     more: bool
+    sent: SentReply  # for its channel's pages
 
 
 class OutboxDispatcher:
@@ -491,18 +529,21 @@ class OutboxDispatcher:
         settings: Settings,
         channels: Mapping[str, Channel],
         *,
-        on_sent: Callable[[str, str], None] = lambda channel, chat_id: None,
+        on_sent: Callable[[str, str, SentReply | None], None] = lambda channel, chat_id, sent: None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.channels = channels
-        self.on_sent = on_sent  # (channel, chat): a reply sent there is committed
+        # (channel, chat, the reply where it is at hand): a reply sent there is committed
+        self.on_sent = on_sent
         self.limiter = RateLimiter()
         # How long a claimed reply is ours: a dispatcher that died mid-send leaves it to others after this.
         self.send_lease = SEND_LEASE
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._again: set[int] = set()  # notified while being sent: look once more at the end
+        # one set for each due search on its way: the conversations whose sending ended meanwhile (`dispatch_due`)
+        self._ended_while_searching: list[set[int]] = []
         # notified by a turn (its replies, or its person's private chat it answered in) since their sending started:
         # what they send goes in the reply lane
         self._noticed: set[int] = set()
@@ -581,13 +622,23 @@ class OutboxDispatcher:
         if cut:
             log.info("stopped with %d sends under way: their replies go out again once their lease runs out", len(cut))
 
-    async def dispatch_due(self) -> int:
-        """Start sending every conversation whose oldest unsent reply is due; returns how many started."""
+    async def dispatch_due(self, *, passing_over_ended: bool = True) -> int:
+        """Start sending every conversation whose oldest unsent reply is due; returns how many started.
+        `passing_over_ended`: not those whose sending ended while the search was on its way (the poll's)."""
         if self._stopped:
             return 0
         started = 0
-        for conversation_id, lane in await self._due_conversations():
-            if conversation_id not in self._in_flight:
+        ended: set[int] = set()
+        self._ended_while_searching.append(ended)
+        try:
+            due = await self._due_conversations()
+        finally:  # this search's own record: another's may be equal to it (sets compare by content)
+            self._ended_while_searching = [each for each in self._ended_while_searching if each is not ended]
+        for conversation_id, lane in due:
+            # A conversation whose sending ended while the search was on its way had nothing more due when it ended
+            # (or was put off): what the search saw of it is older. Started again, it would take a read that finds
+            # nothing (on PostgreSQL two round trips); a reply queued since without a notice waits a poll more.
+            if conversation_id not in self._in_flight and not (passing_over_ended and conversation_id in ended):
                 self._start(conversation_id, lane)
                 started += 1
         return started
@@ -595,7 +646,7 @@ class OutboxDispatcher:
     async def flush(self, timeout: float = 30.0) -> None:
         """Send everything due now and wait for it (the console and the tests use this)."""
         async with asyncio.timeout(timeout):
-            while await self.dispatch_due() or self._in_flight:
+            while await self.dispatch_due(passing_over_ended=False) or self._in_flight:
                 await asyncio.gather(*list(self._in_flight.values()), return_exceptions=True)
 
     def _reaches(self, channel: str, chat_id: str) -> bool:
@@ -676,6 +727,8 @@ class OutboxDispatcher:
         finally:
             self._in_flight.pop(conversation_id, None)
             self._noticed.discard(conversation_id)
+            for ended in self._ended_while_searching:
+                ended.add(conversation_id)
             conversation_id_var.reset(token)
 
     def _limits(self, row: Claimed) -> tuple[RateLimit, ...]:
@@ -723,7 +776,7 @@ class OutboxDispatcher:
             self._give_back(due)
             raise
         if isinstance(due, Marked):
-            self._count_sent(due.channel, due.chat_id, due.seconds)  # (committed)
+            self._count_sent(due.channel, due.chat_id, due.seconds, due.sent)  # (committed)
         return due
 
     def _sent_by_marking(self, channel: str, chat_id: str) -> str | None:
@@ -750,7 +803,8 @@ class OutboxDispatcher:
             raise ValueError("marked together on PostgreSQL only")
         if marked is None:
             return None
-        return Marked(conversation_id, *chat, (utcnow() - marked.created_at).total_seconds(), marked.more)
+        sent = SentReply(marked.id, marked.payload, marked.follows or 0)
+        return Marked(conversation_id, *chat, (utcnow() - marked.created_at).total_seconds(), marked.more, sent)
 
     def _booked_before_reading(self, conversation_id: int, chat: tuple[str, str] | None) -> Booking | None:
         """A conversation a turn's notice started, whose chat is known (and reached): its place at the limiter
@@ -829,7 +883,12 @@ class OutboxDispatcher:
             if marked is None:
                 return None  # another dispatcher took it since it was read
             return Marked(
-                conversation_id, row.channel, row.chat_id, (now - marked.created_at).total_seconds(), marked.more
+                conversation_id,
+                row.channel,
+                row.chat_id,
+                (now - marked.created_at).total_seconds(),
+                marked.more,
+                SentReply(row.id, row.payload, marked.follows or 0),
             )
         booking = self.limiter.try_acquire(self._limits(row), ahead=CLAIM_AHEAD_SECONDS, lane=self._lane(row))
         if booking is None:
@@ -1026,7 +1085,7 @@ class OutboxDispatcher:
             raise
         self._count_sent(row.channel, row.chat_id, (at - written).total_seconds() if written is not None else None)
         if isinstance(following, Marked):
-            self._count_sent(following.channel, following.chat_id, following.seconds)
+            self._count_sent(following.channel, following.chat_id, following.seconds, following.sent)
         return following
 
     async def _mark_together(
@@ -1045,12 +1104,13 @@ class OutboxDispatcher:
                         exc_info=True, extra={"outbox_id": row.id})
             return None
 
-    def _count_sent(self, channel: str, chat_id: str, seconds: float | None) -> None:
-        """A reply committed as sent: counted (`seconds` from queued to sent, if known), and whoever watches told."""
+    def _count_sent(self, channel: str, chat_id: str, seconds: float | None, sent: SentReply | None = None) -> None:
+        """A reply committed as sent: counted (`seconds` from queued to sent, if known), and whoever watches told
+        (handed the reply, `sent`, where it is at hand)."""
         for_channel(MESSAGES_OUT, channel).inc()
         if seconds is not None:
             for_channel(DELIVERY_SECONDS, channel).observe(max(0.0, seconds))
-        self.on_sent(channel, chat_id)
+        self.on_sent(channel, chat_id, sent)
 
     async def _reschedule(self, row: Claimed, delay: float, error: str, *, counted: bool) -> None:
         log.info("send postponed", extra={"outbox_id": row.id, "delay_s": round(delay, 2), "error": error[:300]})

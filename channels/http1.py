@@ -10,12 +10,12 @@ object POSTed to one host again and again, and that machine cost more CPU a repl
 Kept alive: a connection goes back to the pool after an answer that lets it (HTTP/1.1 without `Connection: close`),
 and is closed after IDLE_SECONDS unused, before a server's own keep-alive timeout would close it under a request. One
 the server closed is never used again. At most `size` connections are open; a request waits for one within the
-connect timeout. An answer is framed by its Content-Length, its chunks, or (neither given) the close of the
+wait timeout. An answer is framed by its Content-Length, its chunks, or (neither given) the close of the
 connection; an interim one (1xx) is passed over, and one that comes for no request closes its connection (out of
-step, it would be read as the next request's). Timeouts: connecting (waiting for a free connection included), then
-reading the answer; either raises TimeoutError. A connection that fails or times out in the middle of a request is
-closed, never reused, and the request is not sent again: a POST may have done its work, and the caller (the outbox
-dispatcher) decides.
+step, it would be read as the next request's). Timeouts: waiting for a free connection and connecting together,
+connecting alone (the TLS handshake included), then reading the answer; each raises TimeoutError. A connection that
+fails or times out in the middle of a request is closed, never reused, and the request is not sent again: a POST may
+have done its work, and the caller (the outbox dispatcher) decides.
 """
 
 from __future__ import annotations
@@ -173,10 +173,13 @@ class ConnectionPool:
         return self._urls[url]
 
     async def post_json(
-        self, url: str, body: bytes, *, connect_timeout: float | None, read_timeout: float | None
+        self, url: str, body: bytes, *, connect_timeout: float | None, read_timeout: float | None,
+        wait_timeout: float | None = None,
     ) -> tuple[int, bytes]:
         """POST `body` (JSON) to `url`: the answer's status and body. TimeoutError, or ConnectionError/OSError when
-        the answer did not come whole."""
+        the answer did not come whole. `connect_timeout` bounds opening a connection (TLS handshake included),
+        `wait_timeout` waiting for a free one and opening it together (as aiohttp's `connect` and `sock_connect`);
+        None leaves that step unbounded."""
         split = self._split(url)
         if split is None:
             raise ValueError(f"not an http(s) URL without credentials: {url!r}")
@@ -186,8 +189,8 @@ class ConnectionPool:
             b"\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: ",
             str(len(body)).encode(), b"\r\n\r\n", body,
         ))
-        # A free connection, and connecting if none is idle, within the connect timeout (no timer when one is free).
-        deadline = None if connect_timeout is None else asyncio.get_running_loop().time() + connect_timeout
+        # A free connection, and connecting if none is idle, within the wait timeout (no timer when one is free).
+        deadline = None if wait_timeout is None else asyncio.get_running_loop().time() + wait_timeout
         if self.slots.locked():
             async with asyncio.timeout_at(deadline):
                 await self.slots.acquire()
@@ -196,7 +199,7 @@ class ConnectionPool:
         try:
             connection = self._idle_connection(origin)
             if connection is None:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(deadline), asyncio.timeout(connect_timeout):
                     connection = await self._connect(origin)
         except BaseException:
             self.slots.release()

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import select
-
 from dialogs.i18n import Translator
 from dialogs.turn import Exchange
 from storage.courses import (
@@ -28,8 +26,11 @@ from storage.courses import (
     Lesson,
     LessonProgress,
     Question,
+    completed_lessons,
+    course_by_id,
     course_lessons,
     enrollment_of,
+    lesson_by_id,
     lesson_questions,
     may_access,
     progress_of,
@@ -49,8 +50,8 @@ async def lesson_closed(x: Exchange, lesson: Lesson) -> Closed | None:
     enrollment = await enrollment_in(x, lesson.course_id)
     if enrollment is None or lesson.retired:
         return Closed.NOT_ENROLLED
-    course = await x.session.get(Course, lesson.course_id)
-    if course is None or not await may_access(x.session, x.user.id, course, lesson.position, now=x.now):
+    course = await course_by_id(x.transaction, lesson.course_id)
+    if course is None or not await may_access(x.transaction, x.user.id, course, lesson.position, now=x.now):
         return Closed.NOT_ENTITLED
     if enrollment.current_lesson_id != lesson.id and await progress_in(x, lesson) is None:
         return Closed.OUT_OF_ORDER
@@ -59,7 +60,7 @@ async def lesson_closed(x: Exchange, lesson: Lesson) -> Closed | None:
 
 async def question_closed(x: Exchange, question: Question) -> Closed | None:
     """None when the learner may answer `question` now: its lesson is open and every part of it was delivered."""
-    lesson = await x.session.get(Lesson, question.lesson_id)
+    lesson = await lesson_by_id(x.transaction, question.lesson_id)
     if lesson is None or question.retired:
         return Closed.NOT_ENROLLED
     closed = await lesson_closed(x, lesson)
@@ -75,27 +76,24 @@ async def delivered(x: Exchange, lesson: Lesson) -> bool:
 
 
 async def enrollment_in(x: Exchange, course_id: int) -> Enrollment | None:
-    return await enrollment_of(x.session, x.user.id, course_id)
+    return await enrollment_of(x.transaction, x.user.id, course_id)
 
 
 async def progress_in(x: Exchange, lesson: Lesson) -> LessonProgress | None:
-    return await progress_of(x.session, x.user.id, lesson.id)
+    return await progress_of(x.transaction, x.user.id, lesson.id)
 
 
 async def lesson_to_do(x: Exchange, course: Course) -> Lesson | None:
     """The first live lesson of `course` the learner has not finished, or None when every one is done."""
-    done = set(await x.session.scalars(
-        select(LessonProgress.lesson_id).where(LessonProgress.user_id == x.user.id,
-                                               LessonProgress.completed_at.is_not(None))
-    ))
-    return next((lesson for lesson in await course_lessons(x.session, course.id) if lesson.id not in done), None)
+    done = await completed_lessons(x.transaction, x.user.id)
+    return next((lesson for lesson in await course_lessons(x.transaction, course.id) if lesson.id not in done), None)
 
 
 async def quiz_score(x: Exchange, course: Course) -> tuple[int, int]:
     """(right at the first try, questions) over the live quiz questions of the course's live lessons."""
     right = total = 0
-    for lesson in await course_lessons(x.session, course.id):
-        count = len(await lesson_questions(x.session, lesson.id))
+    for lesson in await course_lessons(x.transaction, course.id):
+        count = len(await lesson_questions(x.transaction, lesson.id))
         progress = await progress_in(x, lesson)
         total += count
         right += round((progress.score or 0.0) * count) if progress is not None else 0

@@ -9,8 +9,9 @@ from sqlalchemy.orm.util import identity_key
 
 from dialogs.i18n import Translator, supported, translator
 from dialogs.turn import Exchange
-from storage.courses import Course, Enrollment, course_lessons, enrollment_of
+from storage.courses import Course, Enrollment, course_by_id, course_lessons, enrollment_of
 from storage.learners import ACTIVE, ONBOARDING, Learner, learner_for, zone_for
+from storage.prepared import add_row
 
 POINTS_LESSON, POINTS_QUIZ_RIGHT, POINTS_REVIEW_RIGHT = 10, 5, 2
 
@@ -50,20 +51,19 @@ def local_now(x: Exchange) -> datetime:
 
 
 async def current_course(x: Exchange, learner: Learner) -> Course | None:
-    return await x.session.get(Course, learner.course_id) if learner.course_id else None
+    return await course_by_id(x.transaction, learner.course_id) if learner.course_id else None
 
 
 async def enroll(x: Exchange, learner: Learner, course: Course) -> Enrollment:
     """Make `course` the learner's current one; an earlier enrollment (and its place) is kept and resumed."""
     learner.course_id = course.id
-    enrollment = await enrollment_of(x.session, x.user.id, course.id)
+    enrollment = await enrollment_of(x.transaction, x.user.id, course.id)
     if enrollment is None:
-        lessons = await course_lessons(x.session, course.id)
+        lessons = await course_lessons(x.transaction, course.id)
         enrollment = Enrollment(user_id=x.user.id, course_id=course.id, status="active",
                                 current_lesson_id=lessons[0].id if lessons else None, current_part=0,
                                 started_at=x.now, updated_at=x.now)
-        x.session.add(enrollment)
-        await x.session.flush()
+        await add_row(x.transaction, enrollment)
     return enrollment
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Reply
@@ -38,14 +37,19 @@ from storage.courses import (
     Enrollment,
     Lesson,
     LessonProgress,
-    QuestionCard,
+    answered_questions,
+    completed_lessons,
+    course_by_id,
     course_lessons,
+    lesson_by_id,
+    lesson_cards,
     lesson_questions,
     progress_of,
 )
 from storage.db import SessionOnDemand
 from storage.learners import Learner, current_streak, is_paused, record_activity, zone_for
 from storage.models import Conversation, User, utcnow
+from storage.prepared import add_row
 
 NEXT, MORE, LATER = "lesson:next", "lesson:more", "lesson:later"
 
@@ -70,11 +74,10 @@ async def on_button(turn: Turn, value: str) -> None:
 
 
 async def _progress(x: Exchange, lesson: Lesson) -> LessonProgress:
-    row = await progress_of(x.session, x.user.id, lesson.id)
+    row = await progress_of(x.transaction, x.user.id, lesson.id)
     if row is None:
         row = LessonProgress(user_id=x.user.id, lesson_id=lesson.id, parts_seen=0, started_at=x.now)
-        x.session.add(row)
-        await x.session.flush()
+        await add_row(x.transaction, row)
     return row
 
 
@@ -84,16 +87,13 @@ async def _current_lesson(x: Exchange, enrollment: Enrollment, lessons: list[Les
         for lesson in lessons:
             if lesson.id == enrollment.current_lesson_id:
                 return lesson
-        retired = await x.session.get(Lesson, enrollment.current_lesson_id)
+        retired = await lesson_by_id(x.transaction, enrollment.current_lesson_id)
         after = retired.position if retired is not None else 0
         following = next((lesson for lesson in lessons if lesson.position >= after), None)
         enrollment.current_lesson_id = following.id if following else None
         enrollment.current_part = 0
         return following
-    done = set(await x.session.scalars(
-        select(LessonProgress.lesson_id).where(LessonProgress.user_id == x.user.id,
-                                               LessonProgress.completed_at.is_not(None))
-    ))
+    done = await completed_lessons(x.transaction, x.user.id)
     following = next((lesson for lesson in lessons if lesson.id not in done), None)
     if following is not None:
         enrollment.current_lesson_id, enrollment.current_part = following.id, 0
@@ -102,10 +102,8 @@ async def _current_lesson(x: Exchange, enrollment: Enrollment, lessons: list[Les
 
 async def unanswered_questions(x: Exchange, lesson: Lesson) -> list[int]:
     """The lesson's live questions this learner has not answered yet, in order."""
-    answered = set(await x.session.scalars(
-        select(QuestionCard.question_id).where(QuestionCard.user_id == x.user.id)
-    ))
-    return [q.id for q in await lesson_questions(x.session, lesson.id) if q.id not in answered]
+    answered = await answered_questions(x.transaction, x.user.id)
+    return [q.id for q in await lesson_questions(x.transaction, lesson.id) if q.id not in answered]
 
 
 # /next ---------------------------------------------------------------------------------------------------------------
@@ -135,7 +133,7 @@ async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
             x.say(_("You have finished {title}. Send /settings to pick another course, or /review to keep it fresh.",
                     title=course.title))
         return
-    lessons = await course_lessons(x.session, course.id)
+    lessons = await course_lessons(x.transaction, course.id)
     lesson = await _current_lesson(x, enrollment, lessons)
     if lesson is None:
         await complete_course(x, course, enrollment)
@@ -153,7 +151,7 @@ async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
         return
     pending = await unanswered_questions(x, lesson)
     if pending:
-        total = len(await lesson_questions(x.session, lesson.id))
+        total = len(await lesson_questions(x.transaction, lesson.id))
         if enrollment.current_part == len(lesson.parts) and total == len(pending):
             x.say(_.plural("Quiz time: {n} question about “{title}”.", "Quiz time: {n} questions about “{title}”.",
                            total, title=lesson.title))
@@ -203,17 +201,16 @@ async def finish_lesson(x: Exchange, lesson: Lesson) -> None:
     Only a lesson open to the learner (dialogs/access.py) and delivered to them in full is finished."""
     _ = tr(x)
     learner = await learner_of(x)
-    course = await x.session.get(Course, lesson.course_id)
+    course = await course_by_id(x.transaction, lesson.course_id)
     enrollment = await access.enrollment_in(x, lesson.course_id)
     if (course is None or enrollment is None or await access.lesson_closed(x, lesson) is not None
             or not await access.delivered(x, lesson)):
         return
     progress = await _progress(x, lesson)
-    questions = await lesson_questions(x.session, lesson.id)
+    questions = await lesson_questions(x.transaction, lesson.id)
     lines = [_("🎉 Lesson done: {title}.", title=lesson.title)]
     if questions and progress.completed_at is None:
-        cards = list(await x.session.scalars(select(QuestionCard).where(
-            QuestionCard.user_id == x.user.id, QuestionCard.question_id.in_([q.id for q in questions]))))
+        cards = await lesson_cards(x.transaction, x.user.id, lesson.id)
         right = sum(1 for card in cards if card.correct)
         progress.score = right / len(questions)
         lines.append(_("Quiz: {right} of {total} right.", right=right, total=len(questions)))
@@ -225,7 +222,7 @@ async def finish_lesson(x: Exchange, lesson: Lesson) -> None:
     streak = current_streak(learner, x.user, x.now)
     if streak > 1:
         lines.append(_.plural("🔥 {n}-day streak!", "🔥 {n}-day streak!", streak))
-    lessons = await course_lessons(x.session, course.id)
+    lessons = await course_lessons(x.transaction, course.id)
     following = next((other for other in lessons if other.position > lesson.position), None)
     enrollment.current_lesson_id = following.id if following else None
     enrollment.current_part = 0
@@ -248,11 +245,8 @@ async def finish_lesson(x: Exchange, lesson: Lesson) -> None:
 async def _lessons_done_today(x: Exchange) -> int:
     today = local_now(x).date()
     zone = zone_for(x.user.timezone)
-    done = await x.session.scalars(
-        select(LessonProgress.completed_at).where(LessonProgress.user_id == x.user.id,
-                                                  LessonProgress.completed_at >= x.now - timedelta(days=2))
-    )
-    return sum(1 for at in done if at is not None and at.astimezone(zone).date() == today)
+    done = await completed_lessons(x.transaction, x.user.id, since=x.now - timedelta(days=2))
+    return sum(1 for at in done.values() if at.astimezone(zone).date() == today)
 
 
 async def complete_course(x: Exchange, course: Course, enrollment: Enrollment) -> None:

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
-
 from dialogs import access, ask, flow, lessons, questions
 from dialogs.flow import DONE, Flow, Step
 from dialogs.learner import POINTS_QUIZ_RIGHT, learner_of, tr
 from dialogs.review import record_answer
 from dialogs.turn import Exchange, Turn
-from storage.courses import Lesson, Question, QuestionCard, lesson_questions
+from storage.courses import Lesson, card_of, lesson_by_id, lesson_questions, question_by_id
 from storage.learners import record_activity
 
 
 async def ask_question(x: Exchange, data: flow.Data) -> None:
     _ = tr(x)
     while data["queue"]:
-        question = await x.session.get(Question, data["queue"][0])
+        question = await question_by_id(x.transaction, data["queue"][0])
         if question is not None and not question.retired:
             break
         data["queue"] = data["queue"][1:]
@@ -39,7 +37,7 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
     _ = tr(turn)
     if not data["queue"]:
         return DONE
-    question = await turn.session.get(Question, data["queue"][0])
+    question = await question_by_id(turn.transaction, data["queue"][0])
     assert question is not None
     closed = await access.question_closed(turn, question)
     if closed is not None:  # e.g. a refund since the quiz began
@@ -49,7 +47,7 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
     verdict = questions.grade(_, question, text, "quiz")
     asked = data.get("asked_at")
     seconds = (turn.now - datetime.fromisoformat(asked)).total_seconds() if asked else None
-    await record_answer(turn.session, turn.user.id, question, correct=verdict.correct, answer=text,
+    await record_answer(turn.transaction, turn.user.id, question, correct=verdict.correct, answer=text,
                         seconds=seconds, now=turn.now)
     learner = await learner_of(turn)
     record_activity(learner, turn.user, turn.now)
@@ -59,7 +57,7 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
     data["queue"] = data["queue"][1:]
     if data["queue"]:
         return "answer"
-    lesson = await turn.session.get(Lesson, data["lesson_id"])
+    lesson = await lesson_by_id(turn.transaction, data["lesson_id"])
     assert lesson is not None
     flow.leave(turn.state, "quiz")
     await lessons.finish_lesson(turn, lesson)
@@ -74,10 +72,8 @@ async def on_button(turn: Turn, value: str) -> None:
         await flow.handle(turn, ask.answer_question)
         return
     question_id = questions.question_id_of(value, "quiz")
-    question = await turn.session.get(Question, question_id) if question_id else None
-    answered = question is not None and await turn.session.scalar(
-        select(QuestionCard.id).where(QuestionCard.user_id == turn.user.id, QuestionCard.question_id == question.id)
-    )
+    question = await question_by_id(turn.transaction, question_id) if question_id else None
+    answered = question is not None and await card_of(turn.transaction, turn.user.id, question.id) is not None
     if question is None or question.retired or answered:
         turn.say(_("You've answered that one already."), choices=[(_("Next ▸"), lessons.NEXT)])
         await flow.resume(turn)
@@ -86,7 +82,7 @@ async def on_button(turn: Turn, value: str) -> None:
     if closed is not None:
         turn.say(access.closed_message(_, closed))
         return
-    lesson = await turn.session.get(Lesson, question.lesson_id)
+    lesson = await lesson_by_id(turn.transaction, question.lesson_id)
     assert lesson is not None
     pending = await lessons.unanswered_questions(turn, lesson)
     queue = [question.id] + [other for other in pending if other != question.id]
@@ -96,7 +92,7 @@ async def on_button(turn: Turn, value: str) -> None:
 
 
 async def _lesson_question_ids(x: Exchange, lesson: Lesson) -> list[int]:
-    return [q.id for q in await lesson_questions(x.session, lesson.id)]
+    return [q.id for q in await lesson_questions(x.transaction, lesson.id)]
 
 
 FLOWS = (Flow("quiz", (Step("answer", ask_question, answer_question),)),)

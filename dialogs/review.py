@@ -22,9 +22,10 @@ from dialogs import access, flow, onboarding, questions
 from dialogs.flow import DONE, Flow, Step
 from dialogs.learner import POINTS_REVIEW_RIGHT, learner_of, local_now, mark_home, tr
 from dialogs.turn import Exchange, Turn
-from storage.courses import SHORT_TEXT, Question, QuestionCard
+from storage.courses import SHORT_TEXT, Question, QuestionCard, Where, card_of, question_by_id
 from storage.learners import record_activity, zone_for
 from storage.models import User
+from storage.prepared import add_row
 
 DESIRED_RETENTION = 0.9  # the chance of recalling a question when it comes back for review
 REVIEWS_PER_SESSION = 10
@@ -64,21 +65,25 @@ def rating_for(*, correct: bool, seconds: float | None, kind: str) -> Rating:
     return Rating.Good if seconds <= good else Rating.Hard
 
 
-async def record_answer(session: AsyncSession, user_id: int, question: Question, *, correct: bool, answer: str,
+async def record_answer(where: Where, user_id: int, question: Question, *, correct: bool, answer: str,
                         seconds: float | None, now: datetime) -> QuestionCard:
-    """Schedule the question's card after an answer (creating the card at the first one)."""
-    row = await session.scalar(
-        select(QuestionCard).where(QuestionCard.user_id == user_id, QuestionCard.question_id == question.id)
-    )
+    """Schedule the question's card after an answer (creating the card at the first one), in `where`'s transaction
+    (a turn's: written with its replies and state, or not at all)."""
+    row = await card_of(where, user_id, question.id)
     at = now.astimezone(timezone.utc)
-    card: Card | None = None
-    if row is None:
-        row = QuestionCard(user_id=user_id, question_id=question.id, attempts=0, correct=0)
-        session.add(row)
-    else:
-        card = Card.from_dict(row.card)  # type: ignore[arg-type]  # the column holds what Card.to_dict() wrote
+    card = None if row is None else Card.from_dict(row.card)  # type: ignore[arg-type]  # as Card.to_dict() wrote it
     rating = rating_for(correct=correct, seconds=seconds, kind=question.kind)
     card = schedule(card, rating, at, card_id=question.id)
+    if row is None:
+        row = QuestionCard(user_id=user_id, question_id=question.id, attempts=0, correct=0)
+        _scheduled(row, card, rating, answer=answer, correct=correct, at=at)
+        await add_row(where, row)
+    else:
+        _scheduled(row, card, rating, answer=answer, correct=correct, at=at)
+    return row
+
+
+def _scheduled(row: QuestionCard, card: Card, rating: Rating, *, answer: str, correct: bool, at: datetime) -> None:
     row.card = dict(card.to_dict())
     row.due = card.due
     row.last_rating = int(rating)
@@ -86,8 +91,6 @@ async def record_answer(session: AsyncSession, user_id: int, question: Question,
     row.attempts = (row.attempts or 0) + 1
     row.correct = (row.correct or 0) + (1 if correct else 0)
     row.last_reviewed_at = at
-    await session.flush()
-    return row
 
 
 def _due_query(user_id: int, now: datetime):
@@ -161,7 +164,7 @@ def nothing_due(_, when: datetime | None, x: Exchange) -> str:
 
 async def ask_review(x: Exchange, data: flow.Data) -> None:
     _ = tr(x)
-    question = await x.session.get(Question, data["queue"][0])
+    question = await question_by_id(x.transaction, data["queue"][0])
     if question is None:  # removed meanwhile: the next one, if any
         data["queue"] = data["queue"][1:]
         if data["queue"]:
@@ -175,7 +178,7 @@ async def ask_review(x: Exchange, data: flow.Data) -> None:
 
 async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
     _ = tr(turn)
-    question = await turn.session.get(Question, data["queue"][0])
+    question = await question_by_id(turn.transaction, data["queue"][0])
     if question is None:
         return DONE
     closed = await access.question_closed(turn, question)
@@ -183,7 +186,7 @@ async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
         turn.say(access.closed_message(_, closed))
         return DONE
     verdict = questions.grade(_, question, text, "review")
-    await record_answer(turn.session, turn.user.id, question, correct=verdict.correct, answer=text,
+    await record_answer(turn.transaction, turn.user.id, question, correct=verdict.correct, answer=text,
                         seconds=_seconds_since(data, turn.now), now=turn.now)
     learner = await learner_of(turn)
     record_activity(learner, turn.user, turn.now)

@@ -32,7 +32,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from storage.db import SessionOnDemand
 from storage.models import Base, BigId, utcnow
+from storage.prepared import Lookup, Prepared, RowById, flushed
 
 # Values of the string columns below, spelled once.
 FREE, PAID = "free", "paid"
@@ -227,8 +229,22 @@ class Entitlement(Base):
 # Queries the rooms share ------------------------------------------------------------------------------------------
 
 
+Where = AsyncSession | SessionOnDemand  # a session, or a turn's transaction whose session may not be made yet
+
+_ENTITLED = Prepared(
+    select(
+        exists().where(
+            Entitlement.user_id == bindparam("user"),
+            Entitlement.course_id == bindparam("course"),
+            Entitlement.revoked_at.is_(None),
+            or_(Entitlement.expires_at.is_(None), Entitlement.expires_at > bindparam("now")),
+        ).label("entitled")
+    )
+)
+
+
 async def may_access(
-    session: AsyncSession, user_id: int, course: Course, lesson_position: int, *, now: datetime | None = None
+    session: Where, user_id: int, course: Course, lesson_position: int, *, now: datetime | None = None
 ) -> bool:
     """The one entitlement check: may this learner take the lesson at `lesson_position` (1 = first) of `course`?
 
@@ -237,53 +253,110 @@ async def may_access(
     """
     if course.access == FREE or lesson_position <= course.free_preview_lessons:
         return True
-    now = now or utcnow()
-    entitled = await session.scalar(
-        select(
-            exists().where(
-                Entitlement.user_id == user_id,
-                Entitlement.course_id == course.id,
-                Entitlement.revoked_at.is_(None),
-                or_(Entitlement.expires_at.is_(None), Entitlement.expires_at > now),
-            )
+    await flushed(session)  # an entitlement granted in this transaction counts
+    ran = await _ENTITLED.run(session, {"user": user_id, "course": course.id, "now": now or utcnow()})
+    return bool(ran.scalar())
+
+
+# The look-ups every lesson and quiz turn makes, built once with their values as parameters (building a statement
+# costs more CPU than SQLite takes to run it); in a turn whose ORM session is not made, prepared statements whose rows
+# are the ORM's objects (storage.prepared.Lookup), so a lesson part or a quiz answer makes no session. A course's
+# lessons and questions, listed, are not changed by a turn, so they are not held for one; found by id (the question
+# answered, its lesson), they are, so the next look-up of the same one in the turn (the access check, the lesson's
+# finish) needs no statement.
+_COURSE = RowById(Course)
+_LESSON = RowById(Lesson)
+_QUESTION = RowById(Question)
+_LIVE_LESSONS = Lookup(
+    Lesson, Lesson.course_id == bindparam("course"), Lesson.retired.is_(False), order_by=(Lesson.position,), held=False
+)
+_LIVE_QUESTIONS = Lookup(
+    Question,
+    Question.lesson_id == bindparam("lesson"),
+    Question.retired.is_(False),
+    order_by=(Question.position,),
+    held=False,
+)
+_ENROLLMENT = Lookup(Enrollment, Enrollment.user_id == bindparam("user"), Enrollment.course_id == bindparam("course"))
+_PROGRESS = Lookup(
+    LessonProgress, LessonProgress.user_id == bindparam("user"), LessonProgress.lesson_id == bindparam("lesson")
+)
+_CARD = Lookup(
+    QuestionCard, QuestionCard.user_id == bindparam("user"), QuestionCard.question_id == bindparam("question")
+)
+_LESSON_CARDS = Lookup(
+    QuestionCard,
+    QuestionCard.user_id == bindparam("user"),
+    QuestionCard.question_id.in_(
+        select(Question.id).where(Question.lesson_id == bindparam("lesson"), Question.retired.is_(False))
+    ),
+)
+
+
+async def course_by_id(session: Where, course_id: int) -> Course | None:
+    return await _COURSE.get(session, course_id)
+
+
+async def lesson_by_id(session: Where, lesson_id: int) -> Lesson | None:
+    """A lesson, live or retired."""
+    return await _LESSON.get(session, lesson_id)
+
+
+async def question_by_id(session: Where, question_id: int) -> Question | None:
+    """A question, live or retired."""
+    return await _QUESTION.get(session, question_id)
+
+
+async def course_lessons(session: Where, course_id: int) -> list[Lesson]:
+    """The live lessons of a course, in the order learners take them."""
+    return await _LIVE_LESSONS.all(session, {"course": course_id})
+
+
+async def lesson_questions(session: Where, lesson_id: int) -> list[Question]:
+    """The live quiz questions of a lesson, in the author's order."""
+    return await _LIVE_QUESTIONS.all(session, {"lesson": lesson_id})
+
+
+async def enrollment_of(session: Where, user_id: int, course_id: int) -> Enrollment | None:
+    """The learner's enrollment in the course, if they ever enrolled."""
+    return await _ENROLLMENT.first(session, {"user": user_id, "course": course_id})
+
+
+async def progress_of(session: Where, user_id: int, lesson_id: int) -> LessonProgress | None:
+    """The learner's progress in the lesson, if they ever started it."""
+    return await _PROGRESS.first(session, {"user": user_id, "lesson": lesson_id})
+
+
+async def card_of(session: Where, user_id: int, question_id: int) -> QuestionCard | None:
+    """The learner's review card of the question, if they ever answered it."""
+    return await _CARD.first(session, {"user": user_id, "question": question_id})
+
+
+async def lesson_cards(session: Where, user_id: int, lesson_id: int) -> list[QuestionCard]:
+    """The learner's review cards of a lesson's live questions."""
+    return await _LESSON_CARDS.all(session, {"user": user_id, "lesson": lesson_id})
+
+
+_COMPLETED = {
+    since: Prepared(
+        select(LessonProgress.lesson_id, LessonProgress.completed_at).where(
+            LessonProgress.user_id == bindparam("user"),
+            LessonProgress.completed_at >= bindparam("since") if since else LessonProgress.completed_at.is_not(None),
         )
     )
-    return bool(entitled)
+    for since in (False, True)
+}
+_ANSWERED = Prepared(select(QuestionCard.question_id).where(QuestionCard.user_id == bindparam("user")))
 
 
-# The lookups every lesson and quiz turn makes, built once with their values as parameters: building a statement
-# costs more CPU than SQLite takes to run it.
-_LIVE_LESSONS = (
-    select(Lesson).where(Lesson.course_id == bindparam("course"), Lesson.retired.is_(False)).order_by(Lesson.position)
-)
-_LIVE_QUESTIONS = (
-    select(Question)
-    .where(Question.lesson_id == bindparam("lesson"), Question.retired.is_(False))
-    .order_by(Question.position)
-)
-_ENROLLMENT = select(Enrollment).where(
-    Enrollment.user_id == bindparam("user"), Enrollment.course_id == bindparam("course")
-)
-_PROGRESS = select(LessonProgress).where(
-    LessonProgress.user_id == bindparam("user"), LessonProgress.lesson_id == bindparam("lesson")
-)
+async def completed_lessons(session: Where, user_id: int, *, since: datetime | None = None) -> dict[int, datetime]:
+    """When the learner completed each lesson they completed (at `since` or after, where given), by lesson id."""
+    await flushed(session)
+    ran = await _COMPLETED[since is not None].run(session, {"user": user_id, "since": since})
+    return {row.lesson_id: row.completed_at for row in ran.rows}
 
 
-async def course_lessons(session: AsyncSession, course_id: int) -> list[Lesson]:
-    """The live lessons of a course, in the order learners take them."""
-    return list(await session.scalars(_LIVE_LESSONS, {"course": course_id}))
-
-
-async def lesson_questions(session: AsyncSession, lesson_id: int) -> list[Question]:
-    """The live quiz questions of a lesson, in the author's order."""
-    return list(await session.scalars(_LIVE_QUESTIONS, {"lesson": lesson_id}))
-
-
-async def enrollment_of(session: AsyncSession, user_id: int, course_id: int) -> Enrollment | None:
-    """The learner's enrollment in the course, if they ever enrolled."""
-    return await session.scalar(_ENROLLMENT, {"user": user_id, "course": course_id})
-
-
-async def progress_of(session: AsyncSession, user_id: int, lesson_id: int) -> LessonProgress | None:
-    """The learner's progress in the lesson, if they ever started it."""
-    return await session.scalar(_PROGRESS, {"user": user_id, "lesson": lesson_id})
+async def answered_questions(session: Where, user_id: int) -> set[int]:
+    """The questions the learner ever answered (those with a review card)."""
+    await flushed(session)
+    return {row.question_id for row in (await _ANSWERED.run(session, {"user": user_id})).rows}

@@ -637,9 +637,11 @@ class SessionOnDemand:
         """What was read for the rest of the transaction (the session's `info` once it is made)."""
         return self._info
 
-    def hold(self, instance: Any) -> None:
-        """A loaded row's object (persistent: with its identity key, in no session), for the session to take in."""
-        self._held[instance_state(instance).key] = instance
+    def hold(self, instance: Any) -> Any:
+        """A loaded row's object (persistent: with its identity key, in no session), for the session to take in; the
+        object returned is the one held already for that row where there is one (it may carry a change not yet
+        written), else `instance`."""
+        return self._held.setdefault(instance_state(instance).key, instance)
 
     def held(self, key: Any) -> Any | None:
         """The held object of this identity key, while no session is made (after, the session's identity map
@@ -654,8 +656,19 @@ class SessionOnDemand:
             return bool(session.new or session.dirty or session.deleted)
         return any(instance_state(instance).modified for instance in self._held.values())
 
+    def held_rows(self) -> list[Any]:
+        """The held objects, while no session is made (after, the session holds them)."""
+        return list(self._held.values()) if self._session is None else []
+
     async def flush(self) -> None:
-        """What `changed` found, written in the transaction (the session made for it, if it was not)."""
+        """What `changed` found, written in the transaction: through the session where it is made (or where there
+        is no way to make one); else each changed held row by one prepared UPDATE of its changed columns
+        (`storage.prepared.write_held`), no session made for them."""
+        if self._session is None and self._making is not None:
+            from storage.prepared import write_held  # (prepared statements are built on this module)
+
+            await write_held(self, self.held_rows())
+            return
         await self.session.flush()
 
     async def end(self) -> None:

@@ -90,6 +90,12 @@ def _from_sqlite_text(value: str | None) -> datetime | None:
     return found.replace(tzinfo=timezone.utc) if found.tzinfo is None else found.astimezone(timezone.utc)
 
 
+def _filled(column: str) -> dict[str, Any]:
+    """An index's condition, on both databases: only the rows where `column` has a value."""
+    condition = f"{column} IS NOT NULL"
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
@@ -206,8 +212,12 @@ class OutboxMessage(Base):
     __tablename__ = "outbox_messages"
     __table_args__ = (
         Index("ix_outbox_messages_due", "status", "conversation_id", "id"),
-        Index("ix_outbox_messages_channel_sent_at", "channel", "sent_at"),  # the web chat's watcher
-        Index("ix_outbox_messages_sent_at", "sent_at"),  # the dashboard's replies a day
+        # The web chat's watcher, the dashboard's replies a day, the platforms' delivery reports: their columns are
+        # empty until the reply is sent and each reader asks for a value (`>=`, `=`), so these indexes hold sent
+        # replies only, and a reply a turn queues is written into none of them.
+        Index("ix_outbox_messages_channel_sent_at", "channel", "sent_at", **_filled("sent_at")),
+        Index("ix_outbox_messages_sent_at", "sent_at", **_filled("sent_at")),
+        Index("ix_outbox_messages_platform_message_id", "platform_message_id", **_filled("platform_message_id")),
         UniqueConstraint("idempotency_key"),
     )
 
@@ -220,7 +230,7 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     lease_until: Mapped[datetime | None] = mapped_column()
-    platform_message_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    platform_message_id: Mapped[str | None] = mapped_column(String(200))
     delivery_status: Mapped[str | None] = mapped_column(String(16))  # the platform's report: delivered, read …
     delivery_error: Mapped[str | None] = mapped_column(Text)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -270,12 +270,15 @@ async def sent_replies(
     return [(row.id, row.payload) for row in ran.rows]
 
 
-async def chats_sent_since(session: AsyncSession, channel: str, since: datetime) -> set[str]:
-    """The chats of `channel` sent a reply at or after `since` (by the (channel, sent_at) index)."""
-    rows = await session.scalars(
-        select(OutboxMessage.chat_id).where(OutboxMessage.channel == channel, OutboxMessage.sent_at >= since).distinct()
+async def chats_sent_since(session: AsyncSession, channel: str, since: datetime) -> dict[str, int]:
+    """The chats of `channel` sent a reply at or after `since`, each with the newest such reply's id (by the
+    (channel, sent_at) index)."""
+    rows = await session.execute(
+        select(OutboxMessage.chat_id, func.max(OutboxMessage.id))
+        .where(OutboxMessage.channel == channel, OutboxMessage.sent_at >= since)
+        .group_by(OutboxMessage.chat_id)
     )
-    return set(rows)
+    return {chat_id: newest for chat_id, newest in rows}
 
 
 IN_RESPONSE = "in-response:"  # the platform id of a reply handed back in a platform's own response: this + its id

@@ -23,14 +23,16 @@ import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import psycopg
-from sqlalchemy import inspect
+from sqlalchemy import ColumnDefault, Float, Numeric, bindparam, insert, inspect, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -244,7 +246,7 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> _Compiled:
     if columns:
         row_type = _row_type([column.key for column in columns])
         for index, column in enumerate(columns):
-            processor = column.type.dialect_impl(dialect).result_processor(dialect, None)
+            processor = column.type.dialect_impl(dialect).result_processor(dialect, _column_type_id(column, dialect))
             if processor is not None:
                 results.append((index, processor))
     sql = compiled.string
@@ -257,6 +259,14 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> _Compiled:
     processors = dict(binds)
     positional = tuple((name, processors[name], fixed.get(name, _NOT_FIXED)) for name in order)
     return _Compiled(sql, sql.encode(), positional, row_type, tuple(results))
+
+
+def _column_type_id(column: Any, dialect: Dialect) -> int | None:
+    """The type id of a result column as the server describes it, where a type's result processing depends on it:
+    PostgreSQL's numbers (a Float comes as float8, 701; a Numeric as numeric, 1700). None elsewhere."""
+    if dialect.name != "postgresql" or not isinstance(column.type, (Numeric, Float)):
+        return None
+    return 701 if isinstance(column.type, Float) else 1700
 
 
 def _row_type(names: list[str]) -> Any:
@@ -300,3 +310,167 @@ class Entity:
         state.dict.update((key_, getattr(row, label)) for key_, label in zip(self._keys, self._labels, strict=True))
         state.key, state.identity_token = (self._identity_class, (primary,), None), None
         return instance
+
+
+# Rows a turn reads and writes while its ORM session is not made ------------------------------------------------------
+
+Model = TypeVar("Model")
+
+
+async def flushed(where: Where) -> None:
+    """What waits to be written in `where`'s transaction (a session's changes, or held rows' on a `SessionOnDemand`),
+    written before a statement that should see it, as the ORM's autoflush does before its queries."""
+    if isinstance(where, SessionOnDemand):
+        if where.changed():
+            await where.flush()
+    elif isinstance(where, AsyncSession) and (where.new or where.dirty or where.deleted):
+        await where.flush()
+
+
+class Lookup(Generic[Model]):
+    """The rows of a mapped class that meet `criteria` (with named `bindparam`s), as the ORM's objects, in any
+    transaction. On a turn's transaction whose session is not made (a `SessionOnDemand`): a prepared statement, run
+    after the held rows' changes are written (`flushed`), whose rows are made into the ORM's objects (`Entity`) and,
+    where `held`, held for the session (a row held already is returned as held: it may carry a change of this turn);
+    changes to a held object are written at the turn's end (`write_held`) or taken in by the session if one is made.
+    Otherwise (a session, one made on demand included) the ORM's own query, whose identity map answers for its rows.
+    Rows nobody changes in a turn (a course's lessons and questions) are not held, and made again at each look-up."""
+
+    def __init__(self, model: type[Model], *criteria: Any, order_by: tuple[Any, ...] = (), held: bool = True) -> None:
+        self._entity = Entity(model, "")
+        self._prepared = Prepared(select(*self._entity.columns()).where(*criteria).order_by(*order_by))
+        self._orm = select(model).where(*criteria).order_by(*order_by)
+        self._held = held
+
+    async def all(self, where: AsyncSession | SessionOnDemand, parameters: Mapping[str, Any]) -> list[Model]:
+        if isinstance(where, SessionOnDemand) and not where.made():
+            await flushed(where)
+            made = [self._entity.detached(row) for row in (await self._prepared.run(where, parameters)).rows]
+            return [where.hold(each) for each in made] if self._held else made
+        session = where.session if isinstance(where, SessionOnDemand) else where
+        return list(await session.scalars(self._orm, parameters))
+
+    async def first(self, where: AsyncSession | SessionOnDemand, parameters: Mapping[str, Any]) -> Model | None:
+        found = await self.all(where, parameters)
+        return found[0] if found else None
+
+
+class RowById(Lookup[Model]):
+    """A mapped row by its primary key, as `Session.get` finds it: a row the turn holds already is returned without
+    a statement."""
+
+    def __init__(self, model: type[Model], *, held: bool = True) -> None:
+        (primary,) = inspect(model).primary_key
+        super().__init__(model, primary == bindparam("id"), held=held)
+        self._model = model
+
+    async def get(self, where: AsyncSession | SessionOnDemand, primary: Any) -> Model | None:
+        if isinstance(where, SessionOnDemand) and not where.made():
+            found = where.held(identity_key(self._model, primary))
+            if found is not None:
+                return cast(Model, found)
+            return await self.first(where, {"id": primary})
+        session = where.session if isinstance(where, SessionOnDemand) else where
+        return await session.get(self._model, primary)
+
+
+_UPDATES: dict[tuple[Any, tuple[str, ...]], Prepared] = {}
+_INSERTS: dict[tuple[Any, tuple[str, ...]], Prepared] = {}
+
+
+async def write_held(where: SessionOnDemand, instances: list[Any]) -> None:
+    """The changes of held rows (`SessionOnDemand.hold`) written without a session: for each changed row, one prepared
+    UPDATE of the columns whose value changed, with the columns the ORM sets on every update (`onupdate`), by its
+    primary key, all in one round trip (`run_together`); the rows are then as the ORM leaves them after a flush
+    (nothing pending). A row no longer there raises StaleDataError, as the ORM's flush does."""
+    runs: list[tuple[Prepared, dict[str, Any]]] = []
+    written: list[Any] = []
+    for instance in instances:
+        state = instance_state(instance)
+        if not state.modified:
+            continue
+        written.append(state)
+        mapper = state.mapper
+        values: dict[str, Any] = {}
+        for key, before in state.committed_state.items():
+            now = state.dict.get(key)
+            if key in mapper.column_attrs and now != before:
+                values[key] = now
+        if not values:
+            continue
+        for prop in mapper.column_attrs:
+            onupdate = prop.columns[0].onupdate
+            if onupdate is not None and prop.key not in values and isinstance(onupdate, ColumnDefault):
+                values[prop.key] = state.dict[prop.key] = onupdate.arg(None) if onupdate.is_callable else onupdate.arg
+        (primary,) = mapper.primary_key
+        parameters = {f"set_{key}": value for key, value in values.items()}
+        parameters["row_id"] = state.dict[mapper.get_property_by_column(primary).key]
+        runs.append((_update_of(mapper, tuple(sorted(values))), parameters))
+    if runs:
+        for ran, (_prepared, parameters) in zip(await run_together(where, *runs), runs, strict=True):
+            if ran.rowcount != 1:
+                raise StaleDataError(f"a held row to update is no longer there (id {parameters['row_id']})")
+    for state in written:
+        state._commit_all(state.dict)
+
+
+def _update_of(mapper: Any, keys: tuple[str, ...]) -> Prepared:
+    found = _UPDATES.get((mapper, keys))
+    if found is None:
+        table = mapper.local_table
+        (primary,) = mapper.primary_key
+        columns = {key: mapper.column_attrs[key].columns[0] for key in keys}
+        found = _UPDATES[mapper, keys] = Prepared(
+            update(table)
+            .where(primary == bindparam("row_id"))
+            .values({column: bindparam(f"set_{key}", type_=column.type) for key, column in columns.items()})
+        )
+    return found
+
+
+async def add_row(where: AsyncSession | SessionOnDemand, instance: Any) -> None:
+    """A new row (a mapped object not yet written) inserted in `where`'s transaction. On a turn's whose session is
+    not made: one prepared INSERT of its columns, the ones not set taking their defaults as the ORM gives them, its
+    primary key returned; the object is then as the ORM leaves it after a flush, and held for the turn. Otherwise added
+    to the session and flushed."""
+    if not (isinstance(where, SessionOnDemand) and not where.made()):
+        session = where.session if isinstance(where, SessionOnDemand) else where
+        session.add(instance)
+        await session.flush()
+        return
+    state = instance_state(instance)
+    mapper = state.mapper
+    (primary,) = mapper.primary_key
+    values: dict[str, Any] = {}
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        if column is primary and state.dict.get(prop.key) is None:
+            continue
+        if prop.key in state.dict:
+            values[prop.key] = state.dict[prop.key]
+        elif isinstance(column.default, ColumnDefault):
+            default = column.default
+            values[prop.key] = default.arg(None) if default.is_callable else default.arg
+        else:
+            values[prop.key] = None
+    statement = _insert_of(mapper, tuple(sorted(values)))
+    ran = await statement.run(where, {f"set_{k}": v for k, v in values.items()})
+    state.dict.update(values)
+    state.dict[mapper.get_property_by_column(primary).key] = ran.scalar()
+    state.key, state.identity_token = identity_key(instance=instance), None
+    state._commit_all(state.dict)
+    where.hold(instance)
+
+
+def _insert_of(mapper: Any, keys: tuple[str, ...]) -> Prepared:
+    found = _INSERTS.get((mapper, keys))
+    if found is None:
+        table = mapper.local_table
+        (primary,) = mapper.primary_key
+        columns = {key: mapper.column_attrs[key].columns[0] for key in keys}
+        found = _INSERTS[mapper, keys] = Prepared(
+            insert(table)
+            .values({column: bindparam(f"set_{key}", type_=column.type) for key, column in columns.items()})
+            .returning(primary)
+        )
+    return found

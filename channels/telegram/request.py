@@ -24,9 +24,9 @@ JSON-encoded values; a call that uploads a file goes as multipart.
 A call with parameters and no file, straight to the API (no proxy) — every reply's sendMessage — goes over
 channels/http1.py's kept-alive connections instead of aiohttp's session: the same bytes on the wire (one JSON object,
 python-telegram-bot's parameters), the same answer handed back to python-telegram-bot, for about half the CPU of the
-call (docs/benchmarks.md). Its timeouts are the same (connect with pool, then read), a failure the same NetworkError
-or TimedOut; it never follows a redirect either. Uploads, calls without parameters (getMe) and proxied calls go
-through aiohttp as described above.
+call (docs/benchmarks.md). Its timeouts are the same (pool with connect, connect alone, then read), a failure the
+same NetworkError or TimedOut; it never follows a redirect either. Uploads, calls without parameters (getMe) and
+proxied calls go through aiohttp as described above.
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ class AiohttpRequest(BaseRequest):
             try:
                 return await self._pool.post_json(
                     url, json.dumps(parameters).encode(),
-                    connect_timeout=connect_within,
+                    wait_timeout=connect_within,
+                    connect_timeout=connect,
                     read_timeout=read,
                 )
             except TimeoutError as exc:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 
 from starlette.routing import BaseRoute
 
-from bot.channel import ChannelHost, Delivery, RateLimit, RequestRejected
+from bot.channel import ChannelHost, Delivery, RateLimit, RequestRejected, SentReply
 from bot.messages import InboundMessage
 from channels.webchat.routes import Posted, web_chat_routes
 from channels.webchat.sessions import SessionSigner
-from channels.webchat.streams import StreamGate, Wakeups
+from channels.webchat.streams import Listener, SentSince, StreamGate, Wakeups
 
 MAX_TEXT_CHARS = 4000
 MAX_CLIENT_ID_CHARS = 100
@@ -110,11 +110,11 @@ class WebChatChannel:
         """A reply is sent by being marked so (the dispatcher does it in one statement): its id, after this."""
         return SENT_PREFIX
 
-    def after_sent(self, chat_id: str) -> None:
-        """The dispatcher committed a reply as sent: wake this session's event streams at once. A draft of it is
-        over."""
+    def after_sent(self, chat_id: str, sent: SentReply | None = None) -> None:
+        """The dispatcher committed a reply as sent: this session's event streams show it at once (`sent`, the
+        reply itself: without reading it back where it follows what a stream has shown). A draft of it is over."""
         self._drafts.pop(chat_id, None)
-        self.wakeups.wake(chat_id, reply=True)
+        self.wakeups.wake(chat_id, reply=True, sent=sent)
 
     async def show_draft(self, chat_id: str, text: str) -> None:
         """The reply so far (a model's answer as it streams): the page shows it until the reply itself arrives.
@@ -133,11 +133,10 @@ class WebChatChannel:
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
         return ()
 
-    async def wait_for_reply(
-        self, session_id: str, timeout: float, *, sent_since: Callable[[datetime], Awaitable[Collection[str]]]
-    ) -> bool:
-        """Return when this session's stream is woken, or after `timeout`; True if a reply may have been sent."""
-        return await self.wakeups.wait(session_id, timeout, sent_since=sent_since)
+    def listen(self, session_id: str, cursor: int, *, sent_since: SentSince) -> AbstractContextManager[Listener]:
+        """An open event stream of this session that has shown the replies up to `cursor`: rung while it is open
+        (channels/webchat/streams.py)."""
+        return self.wakeups.listen(session_id, cursor, sent_since=sent_since)
 
     async def close(self) -> None:
         await self.wakeups.close()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache, partial
@@ -38,7 +38,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from bot.channel import ChannelHost, Received, RequestRejected
+from bot.channel import ChannelHost, Received, RequestRejected, SentReply
 from bot.messages import Link
 from channels.http import PRIVATE, sent_document
 from channels.markdown import PLAIN, render, render_html, with_links
@@ -151,14 +151,14 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
     def file_url(session_id: str, outbox_id: int) -> str:
         return f"chat/files/{session_id}/{outbox_id}/{webchat.sessions.file_signature(session_id, outbox_id)}"
 
+    def view(session_id: str, outbox_id: int, payload: dict[str, Any]) -> dict[str, Any]:
+        return reply_view(outbox_id, payload, file_url=partial(file_url, session_id, outbox_id))
+
     async def fetch_replies(session_id: str, after: int) -> list[dict[str, Any]]:
         sent = await host.sent_replies(webchat.name, session_id, after=after)
-        return [
-            reply_view(outbox_id, payload, file_url=partial(file_url, session_id, outbox_id))
-            for outbox_id, payload in sent
-        ]
+        return [view(session_id, outbox_id, payload) for outbox_id, payload in sent]
 
-    async def sent_since(since: datetime) -> Collection[str]:
+    async def sent_since(since: datetime) -> Mapping[str, int]:
         return await host.chats_sent_to(webchat.name, since=since)
 
     def session_and_cursor(request: Request) -> tuple[str, int]:
@@ -197,32 +197,38 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
 
         async def stream() -> AsyncIterator[str]:
             loop = asyncio.get_running_loop()
-            cursor, shown_draft, look = after, None, True
-            yield "retry: 2000\n\n"
-            next_poll = last_said = loop.time()
-            while True:
-                said = False
-                if look or loop.time() >= next_poll:
-                    next_poll = loop.time() + FALLBACK_POLL_SECONDS
-                    for reply in await fetch_replies(session_id, cursor):
-                        cursor, said = reply["id"], True
+            with webchat.listen(session_id, after, sent_since=sent_since) as listener:
+                shown_draft, read = None, True
+                handed: list[SentReply] = []
+                yield "retry: 2000\n\n"
+                next_poll = last_said = loop.time()
+                while True:
+                    said = False
+                    if read or loop.time() >= next_poll:
+                        next_poll = loop.time() + FALLBACK_POLL_SECONDS
+                        replies = await fetch_replies(session_id, listener.cursor)
+                    else:  # handed over by this process's dispatcher as it sent them: nothing to read back
+                        replies = [view(session_id, sent.outbox_id, sent.payload) for sent in handed]
+                    for reply in replies:
+                        listener.cursor, said = reply["id"], True
                         last_said = loop.time()
-                        yield f"id: {cursor}\nevent: reply\ndata: {json.dumps(reply, ensure_ascii=False)}\n\n"
-                draft = webchat.draft(session_id)
-                if draft is not None and draft != shown_draft:  # no id: a draft is not replayed on reconnecting
-                    last_said, said = loop.time(), True
-                    yield f"event: draft\ndata: {json.dumps(rendered(draft, remember=False), ensure_ascii=False)}\n\n"
-                shown_draft = draft
-                if loop.time() - last_said >= SSE_KEEPALIVE_SECONDS:
-                    last_said, said = loop.time(), True
-                    yield ": keep-alive\n\n"
-                # A page that left ends the stream: Starlette listens for the disconnect beside it (before ASGI
-                # 2.4; from 2.4 on, sending to it raises). Asking costs more than rendering a reply, so it is
-                # asked only in a pass that sent nothing.
-                if not said and await request.is_disconnected():
-                    return
-                wait = max(0.0, min(next_poll, last_said + SSE_KEEPALIVE_SECONDS) - loop.time())
-                look = await webchat.wait_for_reply(session_id, timeout=wait, sent_since=sent_since)
+                        yield f"id: {reply['id']}\nevent: reply\ndata: {json.dumps(reply, ensure_ascii=False)}\n\n"
+                    draft = webchat.draft(session_id)
+                    if draft is not None and draft != shown_draft:  # no id: a draft is not replayed on reconnecting
+                        last_said, said = loop.time(), True
+                        shown = json.dumps(rendered(draft, remember=False), ensure_ascii=False)
+                        yield f"event: draft\ndata: {shown}\n\n"
+                    shown_draft = draft
+                    if loop.time() - last_said >= SSE_KEEPALIVE_SECONDS:
+                        last_said, said = loop.time(), True
+                        yield ": keep-alive\n\n"
+                    # A page that left ends the stream: Starlette listens for the disconnect beside it (before ASGI
+                    # 2.4; from 2.4 on, sending to it raises). Asking costs more than rendering a reply, so it is
+                    # asked only in a pass that sent nothing.
+                    if not said and await request.is_disconnected():
+                        return
+                    await listener.wait(max(0.0, min(next_poll, last_said + SSE_KEEPALIVE_SECONDS) - loop.time()))
+                    handed, read = listener.take()
 
         return ClosingStream(
             stream(),

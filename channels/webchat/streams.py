@@ -3,12 +3,14 @@
 Anyone can mint a session, so the streams one address may hold open, and the streams of the whole process, are
 capped (`StreamGate`): one stream more is refused with 429 and a message saying why.
 
-An open stream reads the database only when there may be something for it (`Wakeups`):
-- at once, when this process's dispatcher commits a reply to its session as sent (`after_sent`), or a draft of one
-  changes;
+An open stream reads the database only when there may be something for it that it was not handed (`Wakeups`):
+- a reply this process's dispatcher commits to its session as sent is handed to it with its text (`after_sent`),
+  and shown without a read, when it follows on from what the stream has shown; otherwise (one sent before the
+  stream opened, or by another process, in between) the stream reads the replies after the last it has shown;
+- at once, when a draft of a reply changes;
 - when this process's one watcher, polling every `poll_seconds` for all its open streams together, finds a reply
-  to its session sent by another process (a separate dispatcher); that is one query per process per poll, whatever
-  the number of streams;
+  to its session newer than the last it has shown (sent by another process: a separate dispatcher); that is one
+  query per process per poll, whatever the number of streams;
 - and, as a slow fallback, every FALLBACK_POLL_SECONDS on its own (a watcher query that failed, clocks of two
   machines further apart than CLOCK_MARGIN).
 """
@@ -18,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from bot.channel import RequestRejected
+from bot.channel import RequestRejected, SentReply
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,11 @@ FALLBACK_POLL_SECONDS = 30.0
 # whose clock runs behind ours.
 CLOCK_MARGIN = timedelta(seconds=2)
 
-SentSince = Callable[[datetime], Awaitable[Collection[str]]]
+# Replies handed over to one stream and not yet shown, at most: past that (a page that does not read what it is
+# sent), the stream reads them from the database when it looks again.
+MAX_HANDED = 100
+
+SentSince = Callable[[datetime], Awaitable[Mapping[str, int]]]
 
 
 class StreamGate:
@@ -67,11 +74,50 @@ class StreamGate:
 
 
 @dataclass(eq=False, slots=True)
-class Waiter:
-    """One open stream's bell: `reply` says whether a reply may have been sent (else only a draft changed)."""
+class Listener:
+    """One open stream: the id of the last reply it has shown (`cursor`), and its bell. A reply this process sent
+    is handed to it (`handed`, in the order sent); otherwise `read` says that a reply may have been sent that the
+    stream must read from the database."""
 
-    event: asyncio.Event
-    reply: bool = False
+    cursor: int
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    read: bool = False
+    handed: list[SentReply] = field(default_factory=list)
+
+    def ring(self, *, reply: bool, sent: SentReply | None = None) -> None:
+        if sent is not None and not self.read and len(self.handed) < MAX_HANDED:
+            self.handed.append(sent)
+        elif reply:
+            self.read, self.handed = True, []  # (the read finds what was handed too: it is committed)
+        self.event.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Until the stream is rung (at once if it was since it last looked), or `timeout` seconds."""
+        if not self.event.is_set():
+            try:
+                async with asyncio.timeout(timeout):  # not wait_for: that starts a task for every wait
+                    await self.event.wait()
+            except TimeoutError:
+                pass
+        self.event.clear()
+
+    def take(self) -> tuple[list[SentReply], bool]:
+        """The replies handed over that follow on from what the stream has shown, in order, and whether it must read
+        the database instead (a reply sent that was not handed over, or one between the last shown and one handed:
+        sent by another process, or before the stream opened). Each handed reply says which one it follows."""
+        handed, self.handed = self.handed, []
+        if self.read:
+            self.read = False
+            return [], True
+        shown, cursor = [], self.cursor
+        for sent in handed:
+            if sent.outbox_id <= cursor:
+                continue  # shown already (read from the database while it was being handed over)
+            if sent.follows > cursor:
+                return [], True
+            shown.append(sent)
+            cursor = sent.outbox_id
+        return shown, False
 
 
 class Wakeups:
@@ -79,38 +125,38 @@ class Wakeups:
 
     def __init__(self, *, poll_seconds: float) -> None:
         self.poll_seconds = poll_seconds
-        self._waiters: dict[str, set[Waiter]] = defaultdict(set)
+        self._listeners: dict[str, set[Listener]] = defaultdict(set)
         self._watcher: asyncio.Task[None] | None = None
 
-    def wake(self, session_id: str, *, reply: bool) -> None:
-        for waiter in self._waiters.get(session_id, ()):
-            waiter.reply = waiter.reply or reply
-            waiter.event.set()
+    def wake(self, session_id: str, *, reply: bool, sent: SentReply | None = None) -> None:
+        """Ring the session's streams: `reply`, a reply may have been sent (`sent`: this one, handed over), else
+        only a draft changed."""
+        for listener in self._listeners.get(session_id, ()):
+            listener.ring(reply=reply, sent=sent)
 
-    async def wait(self, session_id: str, timeout: float, *, sent_since: SentSince) -> bool:
-        """Return when this session's stream is woken, or after `timeout`; True if a reply may have been sent."""
-        waiter = Waiter(asyncio.Event())
-        self._waiters[session_id].add(waiter)
+    @contextmanager
+    def listen(self, session_id: str, cursor: int, *, sent_since: SentSince) -> Iterator[Listener]:
+        """A stream of `session_id`'s that has shown the replies up to `cursor`, rung for as long as it is open (so
+        a reply sent while it is busy writing is not missed)."""
+        listener = Listener(cursor)
+        self._listeners[session_id].add(listener)
         self._start_watcher(sent_since)
         try:
-            async with asyncio.timeout(timeout):  # not wait_for: that starts a task for every wait
-                await waiter.event.wait()
-        except TimeoutError:
-            pass
+            yield listener
         finally:
-            self._waiters[session_id].discard(waiter)
-            if not self._waiters[session_id]:
-                del self._waiters[session_id]
-        return waiter.reply
+            self._listeners[session_id].discard(listener)
+            if not self._listeners[session_id]:
+                del self._listeners[session_id]
 
     def _start_watcher(self, sent_since: SentSince) -> None:
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch(sent_since), name="web-chat-watcher")
 
     async def _watch(self, sent_since: SentSince) -> None:
-        """While any stream is open: every `poll_seconds`, one query for the sessions sent a reply since the last."""
+        """While any stream is open: every `poll_seconds`, one query for the sessions sent a reply since the last,
+        each with the newest one's id; a stream that has shown that one is left alone."""
         since = datetime.now(UTC) - CLOCK_MARGIN
-        while self._waiters:
+        while self._listeners:
             await asyncio.sleep(self.poll_seconds)
             asked = datetime.now(UTC)
             try:
@@ -119,8 +165,10 @@ class Wakeups:
                 log.exception("web chat: could not look for replies sent by other processes; trying again")
                 continue  # `since` stays: the next poll covers this one's time too
             since = asked - CLOCK_MARGIN
-            for session_id in sessions:
-                self.wake(session_id, reply=True)
+            for session_id, newest in sessions.items():
+                for listener in self._listeners.get(session_id, ()):
+                    if listener.cursor < newest:
+                        listener.ring(reply=True)
 
     async def close(self) -> None:
         if self._watcher is not None:

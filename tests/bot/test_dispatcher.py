@@ -6,9 +6,11 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
+from sqlalchemy.util import await_only
 
 from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
 from bot.core import Lessonbot
@@ -930,3 +932,80 @@ async def test_on_postgresql_the_heads_of_conversations_noticed_together_are_wri
         assert sorted(len(replies) for replies in channel.sent.values()) == [4] * 10
     else:
         assert channel.sent == {}
+
+
+async def test_a_poll_starts_no_sending_of_a_conversation_whose_sending_ended_while_it_searched(settings):
+    """A conversation's reply waits at the limiter (the chat's window of 1 a 1.5 s is taken), still `pending`, when a
+    poll's search finds it due; its sending goes on and ends while the search's answer is on its way. What the search
+    saw of it is older than that end: the poll starts nothing for it (started again, its read would find nothing, on
+    PostgreSQL two round trips), and the reply is sent once."""
+
+    async def one_reply(turn: Turn) -> None:
+        turn.say("answer")
+
+    channel = RecordingChannel(limits=(RateLimit("chat:ann", count=1, seconds=1.5),))
+    bot = Lessonbot(settings, [channel], respond=one_reply)
+    searches: list[str] = []
+    try:
+        if bot.db.backend != "postgresql":
+            pytest.skip("on SQLite the search's session holds the connection the sending's claim waits for")
+        await bot.receive(message("one"))
+        await bot.worker.idle()
+        async with asyncio.timeout(10):
+            while len(channel.sent["ann"]) < 1 or bot.dispatcher._in_flight:
+                await asyncio.sleep(0.01)
+        second = await bot.receive(message("two"))
+        await bot.worker.idle()
+        sending = bot.dispatcher._in_flight[second.conversation_id]  # waiting for the chat's window
+
+        def answered(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+            if "awaited" in statement and not searches:
+                searches.append(statement)
+                await_only(asyncio.wait_for(asyncio.shield(sending), 10))  # the sending ends meanwhile
+
+        event.listen(bot.db.engine.sync_engine, "after_cursor_execute", answered)
+        started = await bot.dispatcher.dispatch_due()
+    finally:
+        await bot.stop()
+    assert searches and sending.done()
+    assert started == 0
+    assert channel.texts("ann") == ["answer", "answer"]
+
+
+async def test_due_searches_on_their_way_together_each_forget_only_their_own_record_of_sendings_ended(settings):
+    """The poll's due search and a flush's on their way at once, the later one back first: each puts away its own
+    record of the sendings that ended meanwhile. Put away by equality, the later one took the earlier one's (both
+    empty), and the earlier one's end then failed (its record no longer listed) while the later one's stayed, filled
+    with every conversation whose sending ended from then on."""
+
+    async def one_reply(turn: Turn) -> None:
+        turn.say("answer")
+
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel], respond=one_reply)
+    held, release = asyncio.Event(), asyncio.Event()
+
+    def hold_the_first_search(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "awaited" in statement and not held.is_set():  # the first search's statement, as it is answered
+            held.set()
+            await_only(asyncio.wait_for(release.wait(), 10))
+
+    try:
+        if bot.db.backend != "postgresql":
+            pytest.skip("on SQLite the searches take one connection in turn: the first is back first")
+        event.listen(bot.db.engine.sync_engine, "after_cursor_execute", hold_the_first_search)
+        first = asyncio.create_task(bot.dispatcher.dispatch_due())
+        async with asyncio.timeout(10):
+            await held.wait()
+        assert await bot.dispatcher.dispatch_due() == 0  # the second search, back while the first is held
+        await bot.receive(message("one"))  # a conversation's sending starts and ends while the first is held
+        await bot.worker.idle()
+        async with asyncio.timeout(10):
+            while len(channel.sent["ann"]) < 1 or bot.dispatcher._in_flight:
+                await asyncio.sleep(0.01)
+        release.set()
+        assert await first == 0
+        assert bot.dispatcher._ended_while_searching == []
+    finally:
+        release.set()
+        await bot.stop()

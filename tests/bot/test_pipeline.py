@@ -672,9 +672,9 @@ async def test_a_turn_whose_dialog_never_asks_for_the_session_makes_none(setting
 
 
 async def test_a_loaded_row_changed_before_the_session_is_made_commits_with_the_turn_or_not_at_all(settings, channel):
-    """A dialog that changes a row the turn loaded without asking for the session: the session is made for the
-    change at the turn's end and writes it in the turn's transaction, with its replies and state; a failing turn
-    takes it away with them. Asked for later in the turn, the session holds that same row, changed."""
+    """A dialog that changes a row the turn loaded without asking for the session: the change is written at the
+    turn's end in the turn's transaction (a prepared UPDATE, no session made for it), with its replies and state; a
+    failing turn takes it away with them. Asked for later in the turn, the session holds that same row, changed."""
     from storage.models import Conversation, User
 
     async def rename(turn: Turn) -> None:

@@ -19,12 +19,12 @@ import httpx
 import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from starlette.applications import Starlette
 
 from bot.app import create_app
 from bot.config import Settings, load_settings
-from bot.messages import Document
+from bot.messages import Document, Text
 from channels.webchat import WebChatChannel
 from channels.webchat.channel import MAX_TEXT_CHARS
 from channels.webchat.routes import reply_view
@@ -555,6 +555,62 @@ async def test_a_reply_sent_by_another_process_wakes_the_stream_without_its_own_
             _, greeting = await first_reply_event(client, session)
         await sender
         assert "I'm Lessonbot" in greeting["text"]
+
+
+async def reply_events(lines: AsyncIterator[str], count: int) -> list[tuple[int, dict[str, Any]]]:
+    """The next `count` reply events of an open stream's lines (their SSE ids and data)."""
+    got: list[tuple[int, dict[str, Any]]] = []
+    fields: dict[str, str] = {}
+    async with asyncio.timeout(REPLY_TIMEOUT):
+        async for line in lines:
+            if line:
+                name, _, value = line.partition(": ")
+                fields[name] = value
+                continue
+            if fields.get("event") == "reply":
+                got.append((int(fields["id"]), json.loads(fields["data"])))
+                if len(got) == count:
+                    return got
+            fields = {}
+    raise AssertionError("the stream ended before its replies")
+
+
+async def sent_by_another_process(app: Starlette, session_id: str, text: str) -> int:
+    """A reply to the session marked sent by another process's dispatcher (none of this process's knows of it)."""
+    async with app.state.lessonbot.db.transaction() as db_session:
+        conversation = await db_session.scalar(
+            select(Conversation).where(Conversation.channel == "web", Conversation.chat_id == session_id)
+        )
+        entry = OutboxEntry(conversation.id, "web", session_id, Text(text).to_payload())
+        [reply_id] = await enqueue(db_session, [entry])
+        await db_session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == reply_id)
+            .values(status="sent", platform_message_id=f"web-{reply_id}", sent_at=func.now())
+        )
+    return reply_id
+
+
+async def test_a_reply_this_process_sends_follows_one_sent_elsewhere_in_between_on_the_stream(settings):
+    """A reply this process's dispatcher sends is handed to the open stream with the id of the one sent before it; a
+    stream that has not shown that one (sent by another process, which woke no stream here) reads the replies in
+    between first, so none is skipped and the order holds. The watcher is made too slow to matter."""
+    async with (
+        web_chat_app(settings, poll_seconds=3600.0) as (app, _webchat),
+        served(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=REPLY_TIMEOUT) as client,
+    ):
+        session = await new_session(client)
+        async with client.stream("GET", "/chat/api/events", params={"session": session}) as stream:
+            lines = stream.aiter_lines()
+            assert (await say(client, session, "/start")).status_code == 202
+            [(greeting, _)] = await reply_events(lines, 1)
+            elsewhere = await sent_by_another_process(app, session.split(".")[0], "Sent by another process")
+            assert (await say(client, session, "/help")).status_code == 202
+            [(first, between), (second, commands)] = await reply_events(lines, 2)
+        assert greeting < first == elsewhere < second
+        assert between["text"] == "Sent by another process"
+        assert commands["text"].startswith("Here is what you can send me")
 
 
 # documents (a certificate) ------------------------------------------------------------------------------------------

@@ -226,3 +226,32 @@ async def test_bytes_after_an_answer_take_its_connection_out_of_use():
         assert await post(pool, url) == (200, OK)  # on a new connection
     pool.close()
     assert len(connections) == 2
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A server that accepts connections and never says a word (a TLS handshake to it never ends): its port."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    listening = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield listening.sockets[0].getsockname()[1]
+    finally:
+        listening.close()
+        for writer in held:
+            writer.close()
+
+
+async def test_opening_a_connection_is_bounded_by_the_connect_timeout_alone():
+    pool = ConnectionPool(size=1, user_agent="lessonbot-test")
+    async with silent_server() as port:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await pool.post_json(f"https://127.0.0.1:{port}/bot1:a/sendMessage", b"{}",
+                                 connect_timeout=0.3, read_timeout=5, wait_timeout=None)
+        assert asyncio.get_running_loop().time() - started < 2
+    assert not pool.open and not pool.slots.locked()
+    pool.close()

@@ -6,6 +6,7 @@ python-telegram-bot) against the local Bot API stand-in, which can be told to fa
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import uuid
@@ -17,12 +18,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
-from telegram.error import NetworkError, RetryAfter
+from telegram.error import NetworkError, RetryAfter, TimedOut
+from telegram.request import RequestData
+from telegram.request._requestparameter import RequestParameter
 
 from bot.channel import Delivery, RateLimit, TransientSendError
 from bot.core import Lessonbot
 from bot.messages import Choice, Document, InboundMessage, Reply, Text
 from channels.telegram.channel import MAX_CAPTION_CHARS, MAX_TEXT_CHARS, TelegramChannel, retry_after_seconds
+from channels.telegram.request import AiohttpRequest
 from dialogs.turn import Turn
 from standins.telegram import TOKEN, Fault
 from storage.models import OutboxMessage
@@ -206,6 +210,29 @@ async def test_an_unreachable_bot_api_is_a_transient_failure():
             await channel.send(Delivery(outbox_id=1, chat_id=str(CHAT), reply=Text("anyone?")))
     finally:
         await channel.close()
+
+
+async def test_a_bot_api_that_never_completes_the_handshake_times_out_even_with_no_pool_timeout():
+    """python-telegram-bot may pass pool_timeout=None (wait for a free connection as long as it takes): the connect
+    itself stays bounded by the connect timeout, as over aiohttp, instead of waiting for the TLS handshake for ever."""
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # says nothing
+
+    held: list[asyncio.StreamWriter] = []
+    listening = await asyncio.start_server(accept, "127.0.0.1", 0)
+    request = AiohttpRequest(connect_timeout=0.3, read_timeout=5)
+    try:
+        port = listening.sockets[0].getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(TimedOut):
+            await request.post(f"https://127.0.0.1:{port}/bot{TOKEN}/sendMessage",
+                               RequestData([RequestParameter("chat_id", CHAT, None)]), pool_timeout=None)
+        assert time.monotonic() - started < 3
+    finally:
+        await request.shutdown()
+        listening.close()
+        for writer in held:
+            writer.close()
 
 
 async def test_a_redirect_from_the_bot_api_is_a_network_error_not_followed():

@@ -200,3 +200,57 @@ async def test_pause_and_resume_say_dates_in_words_and_resume_knows_nothing_was_
     assert re.fullmatch(rf"Paused until \d{{1,2}} {month} \d{{4}}\. .*", paused), paused
     [back] = await t.say("/resume")
     assert back.startswith("Welcome back! Lessons are on again.")
+
+
+async def test_lesson_parts_and_quiz_answers_make_no_session_and_write_with_the_turn_or_not_at_all(settings):
+    """A lesson part and a quiz answer read the enrollment, progress, lessons, questions and card with prepared
+    statements and write their changes (the place, the progress, the FSRS card, the learner's streak and points)
+    without making the turn's ORM session; what they write commits with the turn's replies and state, or, where the
+    turn fails after writing, not at all."""
+    from bot.rasa_nlu import responder
+    from dialogs.turn import Turn
+
+    turns: list[Turn] = []
+    answer = responder(settings)
+
+    async def respond(turn: Turn) -> None:
+        turns.append(turn)
+        await answer(turn)
+        if turn.message.text.endswith(" (then a bug)"):
+            raise RuntimeError("a bug after the dialog wrote")
+
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel], respond=respond)
+    try:
+        await import_sample(bot)
+        t = Learning(bot, channel)
+        await onboard(t)
+        user, _learner = await learner_row(bot, "test", "ann")
+
+        async def written() -> tuple[tuple[int | None, int], list[int], list[tuple[int, int]], tuple[int, int]]:
+            async with bot.db.sessions() as session:
+                seen = list(await session.scalars(select(LessonProgress.parts_seen)))
+                cards = [(c.question_id, c.attempts) for c in await session.scalars(select(QuestionCard))]
+                learner = await session.get(Learner, user.id)
+                totals = (learner.points, learner.streak_days)
+            return await place(bot, user.id), seen, cards, totals
+
+        await t.press("Start my first lesson")
+        assert not turns[-1].transaction.made()
+        lesson_id, _part = await place(bot, user.id)
+        before = await written()
+        assert before == ((lesson_id, 1), [1], [], (0, 1))
+        for _part in range(2):
+            await t.press("Next ▸")
+            assert not turns[-1].transaction.made()
+        await t.press("Take the quiz ▸")
+        question = int(t.last().choices[0].value.split(":")[1])
+        failing = t.last().choices[1]  # "Urgency", the right answer: points as well as a card
+        assert failing.label == "Urgency"
+        assert "went wrong" in (await t.say(failing.label + " (then a bug)", choice=failing.value))[0]
+        assert await written() == ((lesson_id, 3), [3], [], (0, 1)), "the failed turn wrote nothing"
+        [feedback, _question] = await t.say(failing.label, choice=failing.value)
+        assert feedback.startswith("✅ Right!") and not turns[-1].transaction.made()
+        assert await written() == ((lesson_id, 3), [3], [(question, 1)], (5, 1))
+    finally:
+        await bot.stop()

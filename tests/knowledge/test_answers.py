@@ -178,26 +178,27 @@ async def test_an_uncited_or_failed_model_reply_falls_back_to_quoting_the_course
     assert "oxygen" in failed.text and "500" not in failed.text and "error" not in failed.text.lower()
 
 
-def test_the_answerability_model_sees_a_swapped_word_a_missing_qualifier_and_the_question_word():
-    def weighed(question: str, quote: str, passage: str) -> dict[str, float]:
-        asked = ranking.Question.of(question, lambda term: 1.0)
-        quoted, whole = ranking.analyse(f"q:{quote}", quote, ""), ranking.analyse(f"p:{passage}", passage, "")
-        row = ranking.answer_features(
-            asked, passage_scores=[1.0, 0.5], passage_probability=0.6, passage_cosine=0.5, sentence_score=1.0,
-            sentence_probability=0.7, quoted_probability=0.7, quoted_sentences=1,
-            best_sentence=[0.0] * len(ranking.SENTENCE_FEATURES), sentence_cosine=0.6,
-            quoted=list(quoted.units), quoted_terms=quoted.all_terms,
-            quoted_words=quoted.all_words, quoted_pairs=quoted.all_pairs, passage_terms=whole.all_terms,
-            passage_words=whole.all_words,
-        )
-        return dict(zip(ranking.ANSWER_FEATURES, row, strict=True))
+def answerability_features(question: str, quote: str, passage: str) -> dict[str, float]:
+    asked = ranking.Question.of(question, lambda term: 1.0)
+    quoted, whole = ranking.analyse(f"q:{quote}", quote, ""), ranking.analyse(f"p:{passage}", passage, "")
+    row = ranking.answer_features(
+        asked, passage_scores=[1.0, 0.5], passage_probability=0.6, passage_cosine=0.5, sentence_score=1.0,
+        sentence_probability=0.7, quoted_probability=0.7, quoted_sentences=1,
+        best_sentence=[0.0] * len(ranking.SENTENCE_FEATURES), sentence_cosine=0.6,
+        quoted=list(quoted.units), quoted_terms=quoted.all_terms,
+        quoted_words=quoted.all_words, quoted_pairs=quoted.all_pairs, passage_terms=whole.all_terms,
+        passage_words=whole.all_words,
+    )
+    return dict(zip(ranking.ANSWER_FEATURES, row, strict=True))
 
+
+def test_the_answerability_model_sees_a_swapped_word_a_missing_qualifier_and_the_question_word():
     ministers = "The First Minister and the law officers sit in the front row of the chamber."
-    swapped = weighed("Who sits in the front row with the Second Minister?", ministers, ministers)
-    same = weighed("Who sits in the front row with the First Minister?", ministers, ministers)
+    swapped = answerability_features("Who sits in the front row with the Second Minister?", ministers, ministers)
+    same = answerability_features("Who sits in the front row with the First Minister?", ministers, ministers)
     founded = "The company was established in 1599 and chartered a year later."
-    unmade = weighed("When was the company unestablished?", founded, founded + " It grew fast.")
-    dated = weighed("Who chartered the company in 1650?", founded, founded)
+    unmade = answerability_features("When was the company unestablished?", founded, founded + " It grew fast.")
+    dated = answerability_features("Who chartered the company in 1650?", founded, founded)
 
     assert swapped["opposite"] == 1 and swapped["qualifier_unmatched"] == 1 and swapped["asks_who"] == 1
     assert same["opposite"] == same["qualifier_unmatched"] == 0 and same["all_in_quote"] == 1
@@ -205,6 +206,20 @@ def test_the_answerability_model_sees_a_swapped_word_a_missing_qualifier_and_the
     assert unmade["prefix_opposite"] == 1 and unmade["asks_when"] == 1 and unmade["asks_who"] == 0
     assert dated["number_absent"] == 1 and unmade["number_absent"] == 0
     assert same["words_absent"] < swapped["words_absent"] == 0.5, "'sits' and 'second' are not in the passage"
+
+
+def test_a_negated_question_is_met_only_by_the_quote_negating_the_same_words():
+    classes = ("Other classes include BPP, ZPP and RP, which are defined using probabilistic Turing machines; some "
+               "classes do not fit into this framework.")
+    asked = "What machine does not define BPP, ZPP and RP?"
+    elsewhere = answerability_features(asked, classes, classes)
+    negated = answerability_features(asked, "BPP is not defined by a deterministic machine.", classes)
+    choice = answerability_features("Is the answer yes or no?", "The answer is yes or no.", "The answer is yes or no.")
+
+    assert ranking.negated_terms("What machine doesn't define BPP?", 3) == {"defin", "bpp"}
+    assert elsewhere["negation_unmatched"] == 1, "the quote's 'not' negates something else"
+    assert negated["negation_unmatched"] == 0
+    assert choice["negation_unmatched"] == 0, "'yes or no' negates nothing"
 
 
 def test_a_sure_first_sentence_is_quoted_alone_and_an_unsure_one_brings_the_next_likeliest():
@@ -263,10 +278,11 @@ def test_the_sentence_model_sees_what_the_question_asks_for_near_its_words_and_w
 
 def test_a_long_sentence_is_cut_to_the_question_and_what_follows_it():
     museums = (
-        "Sackler Museum includes collections of ancient, Asian, Islamic and later Indian art, the Busch-Reisinger "
-        "Museum, formerly the Germanic Museum, covers central and northern European art, and the Fogg Museum of Art, "
-        "covers Western art from the Middle Ages to the present emphasizing Italian early Renaissance, British "
-        "pre-Raphaelite, and 19th-century French art."
+        "Harvard's museums are many: the Peabody Museum of Archaeology and Ethnology covers the peoples of the "
+        "Americas, the Sackler Museum includes collections of ancient, Asian, Islamic and later Indian art, the "
+        "Busch-Reisinger Museum, formerly the Germanic Museum, covers central and northern European art, and the "
+        "Fogg Museum of Art, covers Western art from the Middle Ages to the present emphasizing Italian early "
+        "Renaissance, British pre-Raphaelite, and 19th-century French art."
     )
     asked = ranking.Question.of("What does the Fogg Museum of Art cover?", lambda term: 1.0)
 
@@ -274,3 +290,16 @@ def test_a_long_sentence_is_cut_to_the_question_and_what_follows_it():
 
     assert "Western art from the Middle Ages" in cut and len(cut) <= extractive.SENTENCE_CHARACTERS + 4
     assert cut.startswith("… ")
+
+
+def test_a_sentence_of_up_to_400_characters_is_quoted_whole():
+    normans = (
+        'The English name "Normans" comes from the French words Normans/Normanz, plural of Normant, modern French '
+        "normand, which is itself borrowed from Old Low Franconian Nortmann \"Northman\" or directly from Old Norse "
+        "Norðmaðr, Latinized variously as Nortmannus, Normannus, or Nordmannus (recorded in Medieval Latin, 9th "
+        'century) to mean "Norseman, Viking".'
+    )
+    asked = ranking.Question.of("What is the original meaning of the word Norman?", lambda term: 1.0)
+
+    assert 320 < len(normans) <= 400
+    assert extractive._trim(normans, asked) == normans, "cut to the question's words, it lost the answer (Viking)"

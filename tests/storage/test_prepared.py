@@ -89,3 +89,53 @@ async def test_parameters_named_as_the_compiler_cannot_write_them_and_percent_si
             assert (await matching.run(connection, {"chat.id": "pct-2"})).rows == []
     finally:
         await db.dispose()
+
+
+async def test_rows_read_added_and_changed_without_a_session_are_written_as_the_orm_writes_them(
+    database_url: str,
+) -> None:
+    """In a transaction whose ORM session is not made (a turn's): a new row is inserted by a prepared statement with
+    its columns' defaults and its id; a row found by a `Lookup` is held (found again, it is the same object, with its
+    change); a changed held row is written by one UPDATE of what changed and the columns set on every update, with no
+    session made; a row gone meanwhile fails as the ORM's flush fails."""
+    from sqlalchemy.orm.exc import StaleDataError
+
+    from storage.learners import Learner
+    from storage.models import User
+    from storage.prepared import RowById, add_row
+
+    learners = RowById(Learner)
+    db = Database(database_url)
+    at = datetime(2026, 12, 4, 9, 30, tzinfo=UTC)
+    try:
+        async with db.run(alone=True) as where:
+            turn = db.session_on_demand(where)
+            user = User(display_name="Ann")
+            await add_row(turn, user)
+            learner = Learner(user_id=user.id, status="active", updated_at=at)
+            await add_row(turn, learner)
+            assert isinstance(user.id, int) and learner.points == 0 and learner.lesson_days == "1234567"
+            assert await learners.get(turn, user.id) is learner  # held: no statement, the same object
+            learner.points += 5
+            assert turn.changed()
+            await turn.flush()
+            assert not turn.changed() and not turn.made()
+            assert learner.updated_at > at  # set on every update, as the ORM sets it
+            table = Learner.__table__
+            stored = await Prepared(
+                select(table.c.points, table.c.updated_at).where(table.c.user_id == bindparam("user"))
+            ).run(turn, {"user": user.id})
+            assert tuple(stored.first()) == (5, learner.updated_at)
+            assert not turn.made()
+        async with db.run(alone=True) as where:
+            turn = db.session_on_demand(where)
+            learner = await learners.get(turn, user.id)
+            assert learner is not None and learner.points == 5
+            await Prepared(
+                Learner.__table__.delete().where(Learner.__table__.c.user_id == bindparam("user"))
+            ).run(turn, {"user": user.id})
+            learner.points = 6
+            with pytest.raises(StaleDataError):
+                await turn.flush()
+    finally:
+        await db.dispose()
