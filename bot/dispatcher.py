@@ -457,6 +457,10 @@ def _heads_claimed(lease: Callable[[], timedelta]) -> Callable[[list[tuple[int, 
     return parameters
 
 
+def _lane_of(found: tuple[int, Lane]) -> Lane:
+    return found[1]
+
+
 def _row_id(row: Any) -> int:
     return cast(int, row.id)
 
@@ -588,8 +592,8 @@ class OutboxDispatcher:
             return
         self._start(conversation_id, Lane.INTERACTIVE)
 
-    def _start(self, conversation_id: int, lane: Lane) -> None:
-        task = asyncio.get_running_loop().create_task(self._send_conversation(conversation_id, lane))
+    def _start(self, conversation_id: int, lane: Lane, read: asyncio.Future[None] | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(self._send_conversation(conversation_id, lane, read))
         self._in_flight[conversation_id] = task
 
     async def run(self) -> None:
@@ -634,12 +638,22 @@ class OutboxDispatcher:
             due = await self._due_conversations()
         finally:  # this search's own record: another's may be equal to it (sets compare by content)
             self._ended_while_searching = [each for each in self._ended_while_searching if each is not ended]
-        for conversation_id, lane in due:
+        # Those with a reply someone waits for are started first, and the bulk ones found with them once their heads
+        # are read (booked at the limiter if due), or CLAIM_AHEAD_SECONDS have passed: the replies take the places
+        # before the bulk sends', however long each read takes (on PostgreSQL they run side by side, and one
+        # started first may end last). `sorted` keeps each lane's order.
+        read: list[asyncio.Future[None]] = []
+        for conversation_id, lane in sorted(due, key=_lane_of):
+            if lane is Lane.BULK and read:
+                await asyncio.wait(read, timeout=CLAIM_AHEAD_SECONDS)
+                read = []
             # A conversation whose sending ended while the search was on its way had nothing more due when it ended
             # (or was put off): what the search saw of it is older. Started again, it would take a read that finds
             # nothing (on PostgreSQL two round trips); a reply queued since without a notice waits a poll more.
             if conversation_id not in self._in_flight and not (passing_over_ended and conversation_id in ended):
-                self._start(conversation_id, lane)
+                if lane is Lane.INTERACTIVE:
+                    read.append(asyncio.get_running_loop().create_future())
+                self._start(conversation_id, lane, read[-1] if lane is Lane.INTERACTIVE else None)
                 started += 1
         return started
 
@@ -674,8 +688,8 @@ class OutboxDispatcher:
         (a reply someone waits for among its unsent rows: the reply lane). Ordered by id alone, so the database
         stops at the first 1,000 on its index however long a broadcast's backlog: ordered by the lane first, it had
         to find and sort every due head (0.45–0.93 s at 100,000 on PostgreSQL, against 7–21 ms). The lane is one
-        probe per conversation found (`_FIRST_AWAITED_IN_CONVERSATION`). A turn's replies do not wait for this
-        search: its notice starts the conversation in the reply lane."""
+        probe per conversation found (`_FIRST_AWAITED_IN_CONVERSATION`), and `dispatch_due` starts the reply lane's
+        first. A turn's replies do not wait for this search: its notice starts the conversation in the reply lane."""
         if not self.channels:
             return []
         now = utcnow()
@@ -708,7 +722,10 @@ class OutboxDispatcher:
             rows = await session.execute(query)
             return [(conversation, Lane.INTERACTIVE if waited else Lane.BULK) for conversation, waited in rows]
 
-    async def _send_conversation(self, conversation_id: int, lane: Lane) -> None:
+    async def _send_conversation(
+        self, conversation_id: int, lane: Lane, read: asyncio.Future[None] | None = None
+    ) -> None:
+        """Send the conversation's due replies in order; `read` is set once its head is read (and booked if due)."""
         token = conversation_id_var.set(conversation_id)
         try:
             if self._stopped:
@@ -717,6 +734,8 @@ class OutboxDispatcher:
                 while not self._stopped:  # stop() may come while waiting for the slot, or between sends
                     self._again.discard(conversation_id)
                     due = await self._read_head(conversation_id)
+                    if read is not None and not read.done():
+                        read.set_result(None)
                     while due is not None and not self._stopped:
                         due = await self._send_head(due)
                     self._give_back(due)  # claimed as stop() came: its lease runs out, it goes then
@@ -725,6 +744,8 @@ class OutboxDispatcher:
         except Exception:
             log.exception("sending failed unexpectedly")
         finally:
+            if read is not None and not read.done():
+                read.set_result(None)
             self._in_flight.pop(conversation_id, None)
             self._noticed.discard(conversation_id)
             for ended in self._ended_while_searching:

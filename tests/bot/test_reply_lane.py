@@ -150,11 +150,14 @@ async def test_a_reply_queued_by_another_process_is_picked_before_the_bulk_backl
         await worker.stop()
         await sender.stop()
     assert len(channel.order) == 42
-    # Each reply takes the next place at the limiter, after the bulk sends booked within the claim-ahead (0.5 s at
-    # 20 a second: ten places, and a few more while the first reply's send is being recorded), not after the forty
-    # bulk sends queued before them.
+    # The search started zed's conversation before the bulk ones found with it, so its first reply is booked ahead
+    # of the eleven places the claim-ahead (0.5 s at 20 a second) lets bulk sends take: at 0 on SQLite; on
+    # PostgreSQL a few bulk reads, each on a connection of its own, may end before its own. Started after them, it
+    # came after those eleven and after every bulk send booked while the reads went on (13th on a busy machine).
+    # Its second reply, read once the first is sent, takes the next place after the bulk sends booked within the
+    # claim-ahead then (and a few more while the first reply's send is being recorded), not after the forty.
     at = [position for position, chat in enumerate(channel.order) if chat == "zed"]
-    assert at[0] <= 12 and at[1] <= at[0] + 14, channel.order
+    assert at[0] < 11 and at[1] <= at[0] + 14, channel.order
     assert channel.texts("zed") == ["You picked one.", "You picked two."]
 
 
