@@ -260,11 +260,13 @@ async def may_access(
 
 # The look-ups every lesson and quiz turn makes, built once with their values as parameters (building a statement
 # costs more CPU than SQLite takes to run it); in a turn whose ORM session is not made, prepared statements whose rows
-# are the ORM's objects (storage.prepared.Lookup), so a lesson part or a quiz answer makes no session. The course's
-# content (its row, lessons and questions) is not changed by a turn, so it is not held for one.
+# are the ORM's objects (storage.prepared.Lookup), so a lesson part or a quiz answer makes no session. A course's
+# lessons and questions, listed, are not changed by a turn, so they are not held for one; found by id (the question
+# answered, its lesson), they are, so the next look-up of the same one in the turn (the access check, the lesson's
+# finish) needs no statement.
 _COURSE = RowById(Course)
-_LESSON = RowById(Lesson, held=False)
-_QUESTION = RowById(Question, held=False)
+_LESSON = RowById(Lesson)
+_QUESTION = RowById(Question)
 _LIVE_LESSONS = Lookup(
     Lesson, Lesson.course_id == bindparam("course"), Lesson.retired.is_(False), order_by=(Lesson.position,), held=False
 )

@@ -3,10 +3,15 @@ into none of them), and their readers still find them."""
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import text
+from pathlib import Path
 
-from storage.db import make_sync_engine
+import pytest
+from sqlalchemy import func, select, text
+
+from storage.db import Database, make_sync_engine
+from storage.migrate import upgrade
+from storage.models import Conversation, OutboxMessage
+from storage.outbox import OutboxEntry, enqueue
 
 SENT_ONLY = {
     "ix_outbox_messages_channel_sent_at": "sent_at",
@@ -47,6 +52,13 @@ def test_the_sent_indexes_hold_only_rows_that_have_the_value(database_url: str) 
         assert f"WHERE {column} IS NOT NULL" in condition, definitions[name]
 
 
+def test_a_new_database_upgrades_to_the_sent_indexes_alone(tmp_path: Path) -> None:
+    """Migration 0024 redefines an index of 0013, a branch of its own: upgrading to 0024 applies 0013 first."""
+    url = f"sqlite:///{tmp_path / 'lessonbot.db'}"
+    upgrade(url, "0024")
+    assert "WHERE sent_at IS NOT NULL" in _definitions(url)["ix_outbox_messages_channel_sent_at"]
+
+
 @pytest.mark.parametrize("index", sorted(READERS))
 def test_each_reader_still_uses_its_index_on_sqlite(sqlite_url: str, index: str) -> None:
     engine = make_sync_engine(sqlite_url)
@@ -58,3 +70,21 @@ def test_each_reader_still_uses_its_index_on_sqlite(sqlite_url: str, index: str)
     finally:
         engine.dispose()
     assert any(index in row[-1] for row in plan), plan
+
+
+async def test_a_key_is_queued_once_and_replies_without_one_every_time(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        async with db.transaction() as session:
+            conversation = Conversation(channel="telegram", chat_id="7")
+            session.add(conversation)
+            await session.flush()
+            entry = OutboxEntry(conversation.id, "telegram", "7", {"type": "text", "text": "hi"})
+            keyed = OutboxEntry(conversation.id, "telegram", "7", {"type": "text", "text": "hi"}, idempotency_key="k")
+            written = [await enqueue(session, [each]) for each in (entry, entry, keyed, keyed)]
+        async with db.sessions() as session:
+            rows = await session.scalar(select(func.count()).select_from(OutboxMessage))
+    finally:
+        await db.dispose()
+    assert [len(ids) for ids in written] == [1, 1, 1, 0]
+    assert rows == 3

@@ -14,7 +14,7 @@ from alembic import op
 revision = "0024"
 down_revision = "0023"
 branch_labels = None
-depends_on = None
+depends_on = "0013"  # the (channel, sent_at) index
 
 # name, columns, the column that must have a value
 _INDEXES = (
