@@ -82,16 +82,34 @@ _QUEUED_COLUMNS = (
     "idempotency_key",
     "inbound_message_id",
 )
+_CONVERSATIONS = Conversation.__table__
 # Per backend, built once and run on the driver (storage.prepared): INSERT … ON CONFLICT DO NOTHING RETURNING id
-# (the ORM's bulk insert on the mapped class costs several times the CPU).
+# (the ORM's bulk insert on the mapped class costs several times the CPU). On PostgreSQL the row's values are selected
+# from its conversation's row, locked (FOR NO KEY UPDATE, as an UPDATE of the row locks it; a foreign key's check
+# does not wait for it), so its id is drawn only once the lock is ours, and the lock is held until commit: the ids
+# of one conversation's replies commit in the order they are drawn (see `enqueue`). SQLite writes one transaction
+# at a time, so its ids commit in order as they are.
 _INSERTS = {
-    dialect: Prepared(
-        backend_insert(dialect)(_OUTBOX)
+    "postgresql": Prepared(
+        backend_insert("postgresql")(_OUTBOX)
+        .from_select(
+            _QUEUED_COLUMNS,
+            select(
+                _CONVERSATIONS.c.id,
+                *(bindparam(name, type_=_OUTBOX.c[name].type) for name in _QUEUED_COLUMNS[1:]),
+            )
+            .where(_CONVERSATIONS.c.id == bindparam("conversation_id"))
+            .with_for_update(key_share=True),
+        )
+        .on_conflict_do_nothing()
+        .returning(_OUTBOX.c.id)
+    ),
+    "sqlite": Prepared(
+        backend_insert("sqlite")(_OUTBOX)
         .values({name: bindparam(name) for name in _QUEUED_COLUMNS})
         .on_conflict_do_nothing()
         .returning(_OUTBOX.c.id)
-    )
-    for dialect in ("postgresql", "sqlite")
+    ),
 }
 _OFFERED = OfferedChoice.__table__
 _OFFERED_COLUMNS = ("conversation_id", "member", "value", "offered_at")
@@ -109,6 +127,13 @@ async def enqueue(session: Where, entries: Sequence[OutboxEntry], *, now: dateti
     """Queue replies in the caller's transaction, in order; the ids of the rows written (duplicates left out).
 
     `now` is when they are due: real time, since the dispatcher compares it with its own clock.
+
+    One conversation's replies commit in the order of their ids: on PostgreSQL each row's id is drawn under its
+    conversation's row lock, held until the caller commits, so a reply queued by another transaction meanwhile (a
+    turn, a job) waits for that commit and takes a later id. Ids drawn from a sequence alone may commit out of order,
+    and a reader that goes by id (the dispatcher's head of a conversation, the web chat's streams) would send or show
+    a lower id after a higher one, or never. A caller that queues to several conversations locks them in the order
+    it queues; a turn holds its own conversation's row first.
     """
     if not entries:
         return []
@@ -132,7 +157,10 @@ class WithQueued:
     take two or more. Built and compiled once per number of rows and of offered choices (storage.prepared).
 
     The WITHs write whatever the statement finds: a caller whose statement found nothing to change (a lease no
-    longer its own) rolls the transaction back, and the replies with it. Its parameters' names must not start with
+    longer its own) rolls the transaction back, and the replies with it. The rows' ids are drawn as `enqueue` draws
+    them, under the conversation's row lock: the caller's statement must take it (the turn's UPDATE of the
+    conversation's row, which the statement reads; PostgreSQL runs WITHs that nothing reads after the statement,
+    tests/storage/test_outbox_order.py). Its parameters' names must not start with
     "queued_" or "offered_"."""
 
     def __init__(self, statement: UpdateBase | Select[Any]) -> None:
@@ -245,7 +273,6 @@ async def pending_inbound_count(session: AsyncSession) -> int:
     )
 
 
-_CONVERSATIONS = Conversation.__table__
 _SENT_AFTER = Prepared(  # built once: the web chat's event streams ask it for every reply
     select(_OUTBOX.c.id, _OUTBOX.c.payload)
     .where(
@@ -348,16 +375,36 @@ async def dead_letters(session: AsyncSession, limit: int = 50) -> Sequence[Outbo
 
 
 async def requeue(session: AsyncSession, ids: Sequence[int] | None) -> int:
-    """Put dead-lettered replies back in line with a fresh retry budget; `ids=None` requeues them all."""
-    statement = (
-        update(OutboxMessage)
-        .where(OutboxMessage.status == OutboxStatus.DEAD)
-        .values(status=OutboxStatus.PENDING, attempts=0, next_attempt_at=utcnow(), lease_until=None)
-    )
+    """Put dead-lettered replies back in line with a fresh retry budget; `ids=None` requeues them all.
+
+    Each takes a new id, at the end of its conversation's line: a requeued reply goes out now, after what was sent
+    meanwhile (a page that has shown those, by id, shows it next), not back in the past. On PostgreSQL the new ids are
+    drawn under the conversations' locks (taken in id order), as `enqueue` draws its own."""
+    dead = select(OutboxMessage.id, OutboxMessage.conversation_id).where(OutboxMessage.status == OutboxStatus.DEAD)
     if ids is not None:
-        statement = statement.where(OutboxMessage.id.in_(list(ids)))
-    result = await session.execute(statement)
-    return rows_affected(result)
+        dead = dead.where(OutboxMessage.id.in_(list(ids)))
+    rows = (await session.execute(dead.order_by(OutboxMessage.id))).all()
+    if not rows:
+        return 0
+    if (await session.connection()).dialect.name == "postgresql":
+        conversations = sorted({row.conversation_id for row in rows})
+        await session.execute(
+            select(Conversation.id).where(Conversation.id.in_(conversations)).order_by(Conversation.id)
+            .with_for_update(key_share=True)
+        )
+        new_id: ColumnElement[int] = func.nextval(func.pg_get_serial_sequence(_OUTBOX.name, "id"))
+    else:  # (one writer at a time: the next id is the largest one's next)
+        new_id = select(func.max(_OUTBOX.c.id) + 1).scalar_subquery()
+    count = 0
+    for row in rows:
+        result = await session.execute(
+            update(_OUTBOX)
+            .where(_OUTBOX.c.id == row.id, _OUTBOX.c.status == OutboxStatus.DEAD.value)
+            .values(id=new_id, status=OutboxStatus.PENDING.value, attempts=0, next_attempt_at=utcnow(),
+                    lease_until=None)
+        )
+        count += rows_affected(result)
+    return count
 
 
 async def cancel_unsent_to(session: AsyncSession, channel: str, chat_prefix: str, *, reason: str) -> int:

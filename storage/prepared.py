@@ -130,11 +130,8 @@ async def run_together(
     `commit` (the transaction's last statements): on PostgreSQL the transaction is committed in the same round trip
     when none failed (a session's pending changes are flushed first), and the block's own commit then finds nothing
     to do; on SQLite, where a commit costs no round trip, the block commits as ever."""
-    if commit and isinstance(where, SessionOnDemand):
-        if where.changed():
-            await where.flush()
-    elif commit and isinstance(where, AsyncSession) and (where.new or where.dirty or where.deleted):
-        await where.flush()
+    if commit:
+        await flushed(where)
     raw = await raw_of(where)
     driver, dialect = raw.driver, raw.dialect
     compiled = [prepared.compiled(dialect) for prepared, _parameters in runs]
@@ -375,7 +372,7 @@ class RowById(Lookup[Model]):
 
 
 _UPDATES: dict[tuple[Any, tuple[str, ...]], Prepared] = {}
-_INSERTS: dict[tuple[Any, tuple[str, ...]], Prepared] = {}
+_INSERTS: dict[tuple[Any, tuple[str, ...]], tuple[Prepared, tuple[str, ...]]] = {}
 
 
 async def write_held(where: SessionOnDemand, instances: list[Any]) -> None:
@@ -417,22 +414,24 @@ async def write_held(where: SessionOnDemand, instances: list[Any]) -> None:
 def _update_of(mapper: Any, keys: tuple[str, ...]) -> Prepared:
     found = _UPDATES.get((mapper, keys))
     if found is None:
-        table = mapper.local_table
         (primary,) = mapper.primary_key
-        columns = {key: mapper.column_attrs[key].columns[0] for key in keys}
         found = _UPDATES[mapper, keys] = Prepared(
-            update(table)
-            .where(primary == bindparam("row_id"))
-            .values({column: bindparam(f"set_{key}", type_=column.type) for key, column in columns.items()})
+            update(mapper.local_table).where(primary == bindparam("row_id")).values(_set_values(mapper, keys))
         )
     return found
 
 
+def _set_values(mapper: Any, keys: tuple[str, ...]) -> dict[Any, Any]:
+    """The columns of the attributes `keys`, each set to the parameter `set_<key>` (of the column's type)."""
+    columns = {key: mapper.column_attrs[key].columns[0] for key in keys}
+    return {column: bindparam(f"set_{key}", type_=column.type) for key, column in columns.items()}
+
+
 async def add_row(where: AsyncSession | SessionOnDemand, instance: Any) -> None:
     """A new row (a mapped object not yet written) inserted in `where`'s transaction. On a turn's whose session is
-    not made: one prepared INSERT of its columns, the ones not set taking their defaults as the ORM gives them, its
-    primary key returned; the object is then as the ORM leaves it after a flush, and held for the turn. Otherwise added
-    to the session and flushed."""
+    not made: one prepared INSERT of what the ORM's flush would insert (`_inserted`), its primary key and the columns
+    it leaves to the database returned; the object is then as the ORM leaves it after a flush, and held for the turn.
+    Otherwise added to the session and flushed."""
     if not (isinstance(where, SessionOnDemand) and not where.made()):
         session = where.session if isinstance(where, SessionOnDemand) else where
         session.add(instance)
@@ -440,37 +439,43 @@ async def add_row(where: AsyncSession | SessionOnDemand, instance: Any) -> None:
         return
     state = instance_state(instance)
     mapper = state.mapper
-    (primary,) = mapper.primary_key
-    values: dict[str, Any] = {}
-    for prop in mapper.column_attrs:
-        column = prop.columns[0]
-        if column is primary and state.dict.get(prop.key) is None:
-            continue
-        if prop.key in state.dict:
-            values[prop.key] = state.dict[prop.key]
-        elif isinstance(column.default, ColumnDefault):
-            default = column.default
-            values[prop.key] = default.arg(None) if default.is_callable else default.arg
-        else:
-            values[prop.key] = None
-    statement = _insert_of(mapper, tuple(sorted(values)))
+    values = _inserted(mapper, state.dict)
+    statement, returned = _insert_of(mapper, tuple(sorted(values)))
     ran = await statement.run(where, {f"set_{k}": v for k, v in values.items()})
     state.dict.update(values)
-    state.dict[mapper.get_property_by_column(primary).key] = ran.scalar()
+    if returned:
+        state.dict.update(zip(returned, ran.first(), strict=True))
     state.key, state.identity_token = identity_key(instance=instance), None
     state._commit_all(state.dict)
     where.hold(instance)
 
 
-def _insert_of(mapper: Any, keys: tuple[str, ...]) -> Prepared:
+def _inserted(mapper: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The values the ORM's flush inserts for an object whose attributes are `given`: each value given, but a None
+    (on a column whose type does not write None as a value of its own, as JSON does) counts as not given; a column
+    not given takes its default (`default`), else None, except where the database gives it a value (a server
+    default, the primary key) or None would be written as a value (JSON null): those are left out of the INSERT."""
+    values: dict[str, Any] = {}
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        value = given.get(prop.key)
+        if value is not None or (prop.key in given and column.type.should_evaluate_none):
+            values[prop.key] = value
+        elif isinstance(column.default, ColumnDefault):
+            default = column.default
+            values[prop.key] = default.arg(None) if default.is_callable else default.arg
+        elif not (column.primary_key or column.server_default is not None or column.type.should_evaluate_none):
+            values[prop.key] = None
+    return values
+
+
+def _insert_of(mapper: Any, keys: tuple[str, ...]) -> tuple[Prepared, tuple[str, ...]]:
+    """The INSERT of the columns `keys`, and the attributes it returns (those of every other column)."""
     found = _INSERTS.get((mapper, keys))
     if found is None:
-        table = mapper.local_table
-        (primary,) = mapper.primary_key
-        columns = {key: mapper.column_attrs[key].columns[0] for key in keys}
-        found = _INSERTS[mapper, keys] = Prepared(
-            insert(table)
-            .values({column: bindparam(f"set_{key}", type_=column.type) for key, column in columns.items()})
-            .returning(primary)
-        )
+        returned = [prop for prop in mapper.column_attrs if prop.key not in keys]
+        statement = insert(mapper.local_table).values(_set_values(mapper, keys))
+        if returned:
+            statement = statement.returning(*(prop.columns[0] for prop in returned))
+        found = _INSERTS[mapper, keys] = (Prepared(statement), tuple(prop.key for prop in returned))
     return found

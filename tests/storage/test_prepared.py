@@ -139,3 +139,48 @@ async def test_rows_read_added_and_changed_without_a_session_are_written_as_the_
                 await turn.flush()
     finally:
         await db.dispose()
+
+
+async def test_a_row_added_without_a_session_takes_what_the_orms_insert_gives_it(database_url: str) -> None:
+    """`add_row` without a session inserts what the ORM's flush inserts for the same object: a column given None
+    that has a default takes its default (the ORM leaves a None out of its INSERT), and a JSON column left unset is
+    SQL NULL, not the JSON value null (the ORM writes nothing to it)."""
+    from storage.learners import Learner
+    from storage.models import OutboxMessage, User
+    from storage.prepared import add_row
+
+    outbox = OutboxMessage.__table__
+    unset_json = Prepared(select(outbox.c.id).where(outbox.c.id == bindparam("row"), outbox.c.parts_sent.is_(None)))
+    learners = Learner.__table__
+    stored_learner = Prepared(
+        select(learners.c.status, learners.c.points).where(learners.c.user_id == bindparam("user"))
+    )
+    db = Database(database_url)
+    try:
+        found: dict[str, tuple[object, ...]] = {}
+        for way in ("the ORM's", "prepared"):
+            async with db.run(alone=True) as where:
+                turn = db.session_on_demand(where)
+                if way == "the ORM's":
+                    assert turn.session is not None  # made: add_row adds to it and flushes
+                user = User(display_name=way)
+                await add_row(turn, user)
+                learner = Learner(user_id=user.id, status=None, points=None)
+                await add_row(turn, learner)
+                conversation = Conversation(channel="web", chat_id=way)
+                await add_row(turn, conversation)
+                reply = OutboxMessage(conversation_id=conversation.id, channel="web", chat_id=way, payload={})
+                await add_row(turn, reply)
+                assert turn.made() == (way == "the ORM's")
+                row = (await stored_learner.run(turn, {"user": user.id})).first()
+                found[way] = (
+                    tuple(row),
+                    (learner.status, learner.points),
+                    (await unset_json.run(turn, {"row": reply.id})).rowcount != 0 or None,
+                    reply.parts_sent,
+                )
+                await turn.end()
+        assert found["the ORM's"] == (("onboarding", 0), ("onboarding", 0), True, None)
+        assert found["prepared"] == found["the ORM's"]
+    finally:
+        await db.dispose()
