@@ -151,9 +151,9 @@ async def test_a_reply_queued_by_another_process_is_picked_before_the_bulk_backl
         await sender.stop()
     assert len(channel.order) == 42
     # The search started zed's conversation before the bulk ones found with it, so its first reply is booked ahead
-    # of the eleven places the claim-ahead (0.5 s at 20 a second) lets bulk sends take: at 0 on SQLite; on
-    # PostgreSQL a few bulk reads, each on a connection of its own, may end before its own. Started after them, it
-    # came after those eleven and after every bulk send booked while the reads went on (13th on a busy machine).
+    # of the eleven places the claim-ahead (0.5 s at 20 a second) lets bulk sends take (they start once its head is
+    # read). Started after them, it came after those eleven and every bulk send booked while the reads went on
+    # (13th on a busy machine).
     # Its second reply, read once the first is sent, takes the next place after the bulk sends booked within the
     # claim-ahead then (and a few more while the first reply's send is being recorded), not after the forty.
     at = [position for position, chat in enumerate(channel.order) if chat == "zed"]
