@@ -295,8 +295,7 @@ _MARK_DUE_SENT = _with_more(  # as `_CLAIM`: the row as it was read, and still d
         _OUTBOX.c.attempts == bindparam("tries"),
         _DUE_NOW,
     )
-    .values(_SENT_BY_MARKING)
-,
+    .values(_SENT_BY_MARKING),
     shown=True,
 )
 _MARK_HEAD_SENT = _with_more(  # `_HEAD` and `_MARK_DUE_SENT` in one statement, unless the person opted out
