@@ -638,94 +638,92 @@ async def queued_by_a_job(app: Starlette, session_id: str, text: str, *, hold: f
     app.state.lessonbot.dispatcher.notify(conversation_id)
 
 
+@dataclass
+class Greeted:
+    """A web chat session that said /start, its event stream open and its greeting shown."""
+
+    app: Starlette
+    client: httpx.AsyncClient
+    session: str
+    session_id: str
+    lines: AsyncIterator[str]
+    greeting: int  # the greeting's outbox id
+
+
+@asynccontextmanager
+async def greeted(settings: Settings) -> AsyncIterator[Greeted]:
+    async with (
+        web_chat_app(settings, poll_seconds=3600.0) as (app, _webchat),
+        served(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=REPLY_TIMEOUT) as client,
+    ):
+        session = await new_session(client)
+        async with client.stream("GET", "/chat/api/events", params={"session": session}) as stream:
+            lines = stream.aiter_lines()
+            assert (await say(client, session, "/start")).status_code == 202
+            [(greeting, _)] = await reply_events(lines, 1)
+            yield Greeted(app, client, session, session.split(".")[0], lines, greeting)
+
+
 @pytest.mark.parametrize("second", ["a turn", "another job"])
 async def test_a_reply_queued_first_and_committed_last_still_reaches_the_stream(settings, second):
     """A job queues a reply and holds its transaction open while a turn (or another job) queues one to the same
     conversation and commits. Ids drawn from a sequence may commit out of order, and a stream shows only replies
     after the last id it has shown: the second writer waits for the first (PostgreSQL: the conversation's row lock;
     SQLite: one writer at a time), so the first reply has the lower id, is sent first, and both are shown."""
-    async with (
-        web_chat_app(settings, poll_seconds=3600.0) as (app, _webchat),
-        served(app) as url,
-        httpx.AsyncClient(base_url=url, timeout=REPLY_TIMEOUT) as client,
-    ):
-        session = await new_session(client)
-        session_id = session.split(".")[0]
-        async with client.stream("GET", "/chat/api/events", params={"session": session}) as stream:
-            lines = stream.aiter_lines()
-            assert (await say(client, session, "/start")).status_code == 202
-            [(greeting, _)] = await reply_events(lines, 1)
-            queued = asyncio.Event()
-            job = asyncio.create_task(queued_by_a_job(app, session_id, "From a job", hold=1.0, queued=queued))
-            await queued.wait()
-            if second == "a turn":
-                assert (await say(client, session, "/help")).status_code == 202
-            else:
-                await queued_by_a_job(app, session_id, "From another job")
-            shown = await reply_events(lines, 2)
-            await job
-        assert [text["text"] for _, text in shown][0] == "From a job"
-        assert greeting < shown[0][0] < shown[1][0]
+    async with greeted(settings) as page:
+        queued = asyncio.Event()
+        job = asyncio.create_task(queued_by_a_job(page.app, page.session_id, "From a job", hold=1.0, queued=queued))
+        await queued.wait()
+        if second == "a turn":
+            assert (await say(page.client, page.session, "/help")).status_code == 202
+        else:
+            await queued_by_a_job(page.app, page.session_id, "From another job")
+        shown = await reply_events(page.lines, 2)
+        await job
+    assert [text["text"] for _, text in shown][0] == "From a job"
+    assert page.greeting < shown[0][0] < shown[1][0]
 
 
 async def test_replies_queued_side_by_side_on_a_busy_machine_all_reach_the_stream_in_order(settings):
     """Twenty jobs queue a reply to one conversation at once, each holding its transaction open up to 0.2 s,
     with turns in between, while other processes keep every core busy: the stream shows every reply once, in id
     order."""
-    async with (
-        web_chat_app(settings, poll_seconds=3600.0) as (app, _webchat),
-        served(app) as url,
-        httpx.AsyncClient(base_url=url, timeout=REPLY_TIMEOUT) as client,
-    ):
-        session = await new_session(client)
-        session_id = session.split(".")[0]
-        async with client.stream("GET", "/chat/api/events", params={"session": session}) as stream:
-            lines = stream.aiter_lines()
-            assert (await say(client, session, "/start")).status_code == 202
-            [(greeting, _)] = await reply_events(lines, 1)
-            generator = random.Random(7)
-            with busy_cpu(seconds=30.0):
-                writers = [queued_by_a_job(app, session_id, f"job {n}", hold=generator.uniform(0, 0.2))
-                           for n in range(20)]
-                writers += [say(client, session, "/help") for _ in range(4)]
-                generator.shuffle(writers)
-                await asyncio.gather(*writers)
-                async with app.state.lessonbot.db.sessions() as db_session:
-                    queued = list(await db_session.scalars(
-                        select(OutboxMessage.id)
-                        .where(OutboxMessage.chat_id == session_id, OutboxMessage.id > greeting)
-                        .order_by(OutboxMessage.id)
-                    ))
-                shown = [reply_id for reply_id, _ in await reply_events(lines, len(queued))]
-        assert shown == queued
+    async with greeted(settings) as page:
+        generator = random.Random(7)
+        with busy_cpu(seconds=30.0):
+            writers = [queued_by_a_job(page.app, page.session_id, f"job {n}", hold=generator.uniform(0, 0.2))
+                       for n in range(20)]
+            writers += [say(page.client, page.session, "/help") for _ in range(4)]
+            generator.shuffle(writers)
+            await asyncio.gather(*writers)
+            async with page.app.state.lessonbot.db.sessions() as db_session:
+                queued = list(await db_session.scalars(
+                    select(OutboxMessage.id)
+                    .where(OutboxMessage.chat_id == page.session_id, OutboxMessage.id > page.greeting)
+                    .order_by(OutboxMessage.id)
+                ))
+            shown = [reply_id for reply_id, _ in await reply_events(page.lines, len(queued))]
+    assert shown == queued
 
 
 async def test_a_requeued_dead_letter_is_shown_after_what_was_sent_meanwhile(settings):
     """A reply that went dead, requeued after later replies were shown, takes a new id at the end of the line: the
     stream shows it next (with its old id it would be behind the stream's last one, never shown)."""
-    async with (
-        web_chat_app(settings, poll_seconds=3600.0) as (app, _webchat),
-        served(app) as url,
-        httpx.AsyncClient(base_url=url, timeout=REPLY_TIMEOUT) as client,
-    ):
-        session = await new_session(client)
-        session_id = session.split(".")[0]
-        async with client.stream("GET", "/chat/api/events", params={"session": session}) as stream:
-            lines = stream.aiter_lines()
-            assert (await say(client, session, "/start")).status_code == 202
-            await reply_events(lines, 1)
-            conversation_id = await conversation_of(app, session_id)
-            async with app.state.lessonbot.db.transaction() as db_session:  # as a permanent failure leaves it
-                entry = OutboxEntry(conversation_id, "web", session_id, Text("Failed once").to_payload())
-                [dead] = await enqueue(db_session, [entry])
-                await db_session.execute(update(OutboxMessage).where(OutboxMessage.id == dead).values(status="dead"))
-            await queued_by_a_job(app, session_id, "Sent meanwhile")
-            [(meanwhile, _)] = await reply_events(lines, 1)
-            async with app.state.lessonbot.db.transaction() as db_session:
-                assert await requeue(db_session, [dead]) == 1
-            app.state.lessonbot.dispatcher.notify(conversation_id)
-            [(requeued, again)] = await reply_events(lines, 1)
-        assert again["text"] == "Failed once" and requeued > meanwhile > dead
+    async with greeted(settings) as page:
+        lessonbot = page.app.state.lessonbot
+        conversation_id = await conversation_of(page.app, page.session_id)
+        async with lessonbot.db.transaction() as db_session:  # as a permanent failure leaves it
+            entry = OutboxEntry(conversation_id, "web", page.session_id, Text("Failed once").to_payload())
+            [dead] = await enqueue(db_session, [entry])
+            await db_session.execute(update(OutboxMessage).where(OutboxMessage.id == dead).values(status="dead"))
+        await queued_by_a_job(page.app, page.session_id, "Sent meanwhile")
+        [(meanwhile, _)] = await reply_events(page.lines, 1)
+        async with lessonbot.db.transaction() as db_session:
+            assert await requeue(db_session, [dead]) == 1
+        lessonbot.dispatcher.notify(conversation_id)
+        [(requeued, again)] = await reply_events(page.lines, 1)
+    assert again["text"] == "Failed once" and requeued > meanwhile > dead
 
 
 # documents (a certificate) ------------------------------------------------------------------------------------------
