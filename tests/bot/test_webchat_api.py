@@ -593,51 +593,6 @@ async def sent_by_another_process(app: Starlette, session_id: str, text: str) ->
     return reply_id
 
 
-async def test_a_reply_this_process_sends_follows_one_sent_elsewhere_in_between_on_the_stream(settings):
-    """A reply this process's dispatcher sends is handed to the open stream with the id of the one sent before it; a
-    stream that has not shown that one (sent by another process, which woke no stream here) reads the replies in
-    between first, so none is skipped and the order holds. The watcher is made too slow to matter."""
-    async with (
-        web_chat_app(settings, poll_seconds=3600.0) as (app, _webchat),
-        served(app) as url,
-        httpx.AsyncClient(base_url=url, timeout=REPLY_TIMEOUT) as client,
-    ):
-        session = await new_session(client)
-        async with client.stream("GET", "/chat/api/events", params={"session": session}) as stream:
-            lines = stream.aiter_lines()
-            assert (await say(client, session, "/start")).status_code == 202
-            [(greeting, _)] = await reply_events(lines, 1)
-            elsewhere = await sent_by_another_process(app, session.split(".")[0], "Sent by another process")
-            assert (await say(client, session, "/help")).status_code == 202
-            [(first, between), (second, commands)] = await reply_events(lines, 2)
-        assert greeting < first == elsewhere < second
-        assert between["text"] == "Sent by another process"
-        assert commands["text"].startswith("Here is what you can send me")
-
-
-# replies queued side by side: every one reaches the stream -----------------------------------------------------------
-
-
-async def conversation_of(app: Starlette, session_id: str) -> int:
-    async with app.state.lessonbot.db.sessions() as db_session:
-        return await db_session.scalar(
-            select(Conversation.id).where(Conversation.channel == "web", Conversation.chat_id == session_id)
-        )
-
-
-async def queued_by_a_job(app: Starlette, session_id: str, text: str, *, hold: float = 0.0,
-                          queued: asyncio.Event | None = None) -> None:
-    """A reply queued as a scheduler job queues one (a lesson, a nudge, a broadcast), its transaction held open for
-    `hold` seconds after it is queued (`queued` set then) before it commits."""
-    conversation_id = await conversation_of(app, session_id)
-    async with app.state.lessonbot.db.transaction() as db_session:
-        await enqueue(db_session, [OutboxEntry(conversation_id, "web", session_id, Text(text).to_payload())])
-        if queued is not None:
-            queued.set()
-        await asyncio.sleep(hold)
-    app.state.lessonbot.dispatcher.notify(conversation_id)
-
-
 @dataclass
 class Greeted:
     """A web chat session that said /start, its event stream open and its greeting shown."""
@@ -663,6 +618,42 @@ async def greeted(settings: Settings) -> AsyncIterator[Greeted]:
             assert (await say(client, session, "/start")).status_code == 202
             [(greeting, _)] = await reply_events(lines, 1)
             yield Greeted(app, client, session, session.split(".")[0], lines, greeting)
+
+
+async def test_a_reply_this_process_sends_follows_one_sent_elsewhere_in_between_on_the_stream(settings):
+    """A reply this process's dispatcher sends is handed to the open stream with the id of the one sent before it; a
+    stream that has not shown that one (sent by another process, which woke no stream here) reads the replies in
+    between first, so none is skipped and the order holds. The watcher is made too slow to matter."""
+    async with greeted(settings) as page:
+        elsewhere = await sent_by_another_process(page.app, page.session_id, "Sent by another process")
+        assert (await say(page.client, page.session, "/help")).status_code == 202
+        [(first, between), (second, commands)] = await reply_events(page.lines, 2)
+    assert page.greeting < first == elsewhere < second
+    assert between["text"] == "Sent by another process"
+    assert commands["text"].startswith("Here is what you can send me")
+
+
+# replies queued side by side: every one reaches the stream -----------------------------------------------------------
+
+
+async def conversation_of(app: Starlette, session_id: str) -> int:
+    async with app.state.lessonbot.db.sessions() as db_session:
+        return await db_session.scalar(
+            select(Conversation.id).where(Conversation.channel == "web", Conversation.chat_id == session_id)
+        )
+
+
+async def queued_by_a_job(app: Starlette, session_id: str, text: str, *, hold: float = 0.0,
+                          queued: asyncio.Event | None = None) -> None:
+    """A reply queued as a scheduler job queues one (a lesson, a nudge, a broadcast), its transaction held open for
+    `hold` seconds after it is queued (`queued` set then) before it commits."""
+    conversation_id = await conversation_of(app, session_id)
+    async with app.state.lessonbot.db.transaction() as db_session:
+        await enqueue(db_session, [OutboxEntry(conversation_id, "web", session_id, Text(text).to_payload())])
+        if queued is not None:
+            queued.set()
+        await asyncio.sleep(hold)
+    app.state.lessonbot.dispatcher.notify(conversation_id)
 
 
 @pytest.mark.parametrize("second", ["a turn", "another job"])
