@@ -436,9 +436,9 @@ def negated_terms(text: str, reach: int) -> frozenset[str]:
     define and BPP): what it says is not so. A question's negation is met only by the quote negating one of the
     same words; a "not" elsewhere in the quote says nothing of it (on squad-dev, weighing any "not" of the quote as
     meeting it left 136 of the 544 negated unanswerable questions looking answered). "No" after "yes or" is an
-    alternative, not a negation."""
+    alternative, not a negation. A typographic apostrophe is read as a plain one ("didn’t" as "didn't")."""
     tokens: list[str] = []
-    for token in _TOKEN.findall(text.lower()):
+    for token in _TOKEN.findall(text.lower().replace("’", "'")):
         tokens += [token[:-3], "not"] if token.endswith("n't") else [token]
     found: set[str] = set()
     for place, token in enumerate(tokens):

@@ -217,6 +217,7 @@ def test_a_negated_question_is_met_only_by_the_quote_negating_the_same_words():
     choice = answerability_features("Is the answer yes or no?", "The answer is yes or no.", "The answer is yes or no.")
 
     assert ranking.negated_terms("What machine doesn't define BPP?", 3) == {"defin", "bpp"}
+    assert ranking.negated_terms("What machine doesn’t define BPP?", 3) == {"defin", "bpp"}  # as phones type it
     assert elsewhere["negation_unmatched"] == 1, "the quote's 'not' negates something else"
     assert negated["negation_unmatched"] == 0
     assert choice["negation_unmatched"] == 0, "'yes or no' negates nothing"
