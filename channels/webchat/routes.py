@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 WEB_DIR = Path(__file__).parent / "web"
 SSE_KEEPALIVE_SECONDS = 15.0
+REPLIES_A_READ = 100  # replies an event stream reads from the database at a time (until it has caught up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,7 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
         return reply_view(outbox_id, payload, file_url=partial(file_url, session_id, outbox_id))
 
     async def fetch_replies(session_id: str, after: int) -> list[dict[str, Any]]:
-        sent = await host.sent_replies(webchat.name, session_id, after=after)
+        sent = await host.sent_replies(webchat.name, session_id, after=after, limit=REPLIES_A_READ)
         return [view(session_id, outbox_id, payload) for outbox_id, payload in sent]
 
     async def sent_since(since: datetime) -> Mapping[str, int]:
@@ -203,10 +204,11 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
                 yield "retry: 2000\n\n"
                 next_poll = last_said = loop.time()
                 while True:
-                    said = False
+                    said = more = False
                     if read or loop.time() >= next_poll:
                         next_poll = loop.time() + FALLBACK_POLL_SECONDS
                         replies = await fetch_replies(session_id, listener.cursor)
+                        more = len(replies) == REPLIES_A_READ  # a page far behind: the rest at once, not at a bell
                     else:  # handed over by this process's dispatcher as it sent them: nothing to read back
                         replies = [view(session_id, sent.outbox_id, sent.payload) for sent in handed]
                     for reply in replies:
@@ -227,6 +229,9 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
                     # asked only in a pass that sent nothing.
                     if not said and await request.is_disconnected():
                         return
+                    if more:
+                        read = True
+                        continue
                     await listener.wait(max(0.0, min(next_poll, last_said + SSE_KEEPALIVE_SECONDS) - loop.time()))
                     handed, read = listener.take()
 

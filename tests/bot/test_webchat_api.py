@@ -28,7 +28,7 @@ from bot.config import Settings, load_settings
 from bot.messages import Document, Text
 from channels.webchat import WebChatChannel
 from channels.webchat.channel import MAX_TEXT_CHARS
-from channels.webchat.routes import reply_view
+from channels.webchat.routes import REPLIES_A_READ, reply_view
 from channels.webchat.streams import FALLBACK_POLL_SECONDS
 from storage.migrate import head_revisions
 from storage.models import Conversation, InboundMessage, OutboxMessage
@@ -715,6 +715,19 @@ async def test_a_requeued_dead_letter_is_shown_after_what_was_sent_meanwhile(set
         lessonbot.dispatcher.notify(conversation_id)
         [(requeued, again)] = await reply_events(page.lines, 1)
     assert again["text"] == "Failed once" and requeued > meanwhile > dead
+
+
+async def test_a_stream_far_behind_is_sent_every_reply_at_once_not_a_page_a_fallback_poll(settings):
+    """A page that reconnects more than one read's worth of replies behind (REPLIES_A_READ) is sent them all at
+    once: it read the first page, then waited for a bell or the fallback poll (30 s) for each next one."""
+    async with greeted(settings) as page:
+        backlog = [f"backlog {n}" for n in range(REPLIES_A_READ + 30)]
+        for text in backlog:
+            await sent_by_another_process(page.app, page.session_id, text)
+        params = {"session": page.session, "after": str(page.greeting)}
+        async with page.client.stream("GET", "/chat/api/events", params=params) as behind:
+            shown = await reply_events(behind.aiter_lines(), len(backlog))
+    assert [reply["text"] for _, reply in shown] == backlog
 
 
 # documents (a certificate) ------------------------------------------------------------------------------------------
