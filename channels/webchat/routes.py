@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache, partial
@@ -111,17 +111,23 @@ def _rendered(markdown: str) -> tuple[str, str]:
 
 
 class ClosingStream(StreamingResponse):
-    """A streamed response that runs `on_close` once it is over, however it ends (even never started)."""
+    """A streamed response that runs `on_close` once it is over, however it ends (even never started), its content
+    closed first: a page that went away while a chunk was being written leaves the generator at that `yield`, and
+    its own `finally` (an event stream's listener let go) runs then, not whenever the collector finds it."""
 
-    def __init__(self, content: AsyncIterator[str], *, on_close: Callable[[], None], **kwargs: Any) -> None:
+    def __init__(self, content: AsyncGenerator[str, None], *, on_close: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(content, **kwargs)
+        self.content = content
         self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.on_close()
+            try:
+                await self.content.aclose()
+            finally:
+                self.on_close()
 
 
 def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRoute]:
@@ -196,7 +202,7 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
                 response.headers["Retry-After"] = "30"
             return response
 
-        async def stream() -> AsyncIterator[str]:
+        async def stream() -> AsyncGenerator[str, None]:
             loop = asyncio.get_running_loop()
             with webchat.listen(session_id, after, sent_since=sent_since) as listener:
                 shown_draft, read = None, True

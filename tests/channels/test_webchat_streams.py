@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from datetime import datetime
 
+import pytest
+from starlette.requests import ClientDisconnect
+
 from bot.channel import SentReply
+from channels.webchat.routes import ClosingStream
 from channels.webchat.streams import MAX_HANDED, Listener, Wakeups
 
 
@@ -77,3 +82,37 @@ async def test_the_watcher_rings_only_the_streams_behind_the_newest_reply_sent()
             assert not shown.event.is_set() and shown.take() == ([], False)
     finally:
         await wakeups.close()
+
+
+async def test_a_stream_whose_page_went_away_mid_write_lets_go_of_its_listener_at_once():
+    """The page goes away while a chunk is being written: the response ends there, with its generator left at that
+    `yield`; closed by the response, its `with` lets go of the listener then (not when the collector finds it)."""
+    wakeups = Wakeups(poll_seconds=3600.0)
+    ended: list[str] = []
+
+    async def nothing_sent(since: datetime) -> dict[str, int]:
+        return {}
+
+    async def content() -> AsyncGenerator[str, None]:
+        try:
+            with wakeups.listen("s", 0, sent_since=nothing_sent):
+                while True:
+                    yield "data: x\n\n"
+        finally:
+            ended.append("listener let go")
+
+    async def receive() -> dict[str, str]:
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("the page went away")
+
+    body = content()
+    response = ClosingStream(body, on_close=lambda: ended.append("closed"), media_type="text/event-stream")
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "headers": []}
+    with pytest.raises(ClientDisconnect):
+        await response(scope, receive, send)
+    assert ended == ["listener let go", "closed"]
+    await wakeups.close()
