@@ -641,7 +641,7 @@ class OutboxDispatcher:
         # are read (booked at the limiter if due), or CLAIM_AHEAD_SECONDS have passed: the replies take the places
         # before the bulk sends', however long each read takes (on PostgreSQL they run side by side, and one
         # started first may end last). `sorted` keeps each lane's order.
-        read: list[asyncio.Future[None]] = []
+        read: list[asyncio.Future[None]] = []  # the reply lane's heads, each set once read
         for conversation_id, lane in sorted(due, key=_lane_of):
             if lane is Lane.BULK and read:
                 await asyncio.wait(read, timeout=CLAIM_AHEAD_SECONDS)
@@ -649,11 +649,13 @@ class OutboxDispatcher:
             # A conversation whose sending ended while the search was on its way had nothing more due when it ended
             # (or was put off): what the search saw of it is older. Started again, it would take a read that finds
             # nothing (on PostgreSQL two round trips); a reply queued since without a notice waits a poll more.
-            if conversation_id not in self._in_flight and not (passing_over_ended and conversation_id in ended):
-                if lane is Lane.INTERACTIVE:
-                    read.append(asyncio.get_running_loop().create_future())
-                self._start(conversation_id, lane, read[-1] if lane is Lane.INTERACTIVE else None)
-                started += 1
+            if conversation_id in self._in_flight or (passing_over_ended and conversation_id in ended):
+                continue
+            head_read = asyncio.get_running_loop().create_future() if lane is Lane.INTERACTIVE else None
+            if head_read is not None:
+                read.append(head_read)
+            self._start(conversation_id, lane, head_read)
+            started += 1
         return started
 
     async def flush(self, timeout: float = 30.0) -> None:
