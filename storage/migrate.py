@@ -38,10 +38,11 @@ def head_revisions() -> frozenset[str]:
 
 
 def upgrade(url: str, revision: str = "heads") -> None:
-    # Alembic runs migrations on a synchronous connection: a sync engine of its own, for this one command.
+    # Alembic runs migrations on a synchronous connection: a sync engine of its own, for this one command. Each
+    # migration commits on its own (migrations/env.py), so one may run statements outside a transaction.
     engine = make_sync_engine(url)
     try:
-        with engine.begin() as connection:
+        with engine.connect() as connection:
             config = alembic_config(url)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)

@@ -33,6 +33,9 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # A migration, and its revision in alembic_version, commits on its own: one may then build an index outside a
+        # transaction (PostgreSQL's CREATE INDEX CONCURRENTLY, in Alembic's autocommit block; migration 0024).
+        transaction_per_migration=True,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -3,15 +3,23 @@ into none of them), and their readers still find them."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from alembic import command
+from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy.exc import IntegrityError
 
+from bench.processes import DatabaseUnreachable, postgres_database
 from storage.db import Database, make_sync_engine
-from storage.migrate import upgrade
+from storage.migrate import alembic_config, upgrade
 from storage.models import Conversation, OutboxMessage
 from storage.outbox import OutboxEntry, enqueue
+from tests.conftest import POSTGRES_ADMIN_URL, missing
 
 SENT_ONLY = {
     "ix_outbox_messages_channel_sent_at": "sent_at",
@@ -88,3 +96,118 @@ async def test_a_key_is_queued_once_and_replies_without_one_every_time(database_
         await db.dispose()
     assert [len(ids) for ids in written] == [1, 1, 1, 0]
     assert rows == 3
+
+
+def _outbox_indexes(url: str) -> dict[str, str]:
+    return {name: definition for name, definition in _definitions(url).items() if name.startswith("ix_outbox_messages")}
+
+
+def _replies(conversation_id: int, count: int) -> list[dict[str, Any]]:
+    """Replies as turns queue them, every other one sent."""
+    queued = {"conversation_id": conversation_id, "channel": "telegram", "chat_id": "7", "payload": {}}
+    sent = {"status": "sent", "sent_at": func.now(), "platform_message_id": "7"}
+    return [queued | (sent if i % 2 else {}) for i in range(count)]
+
+
+def _migrated_back_to_0023(url: str) -> dict[str, str]:
+    """Upgrades the database at `url`, downgrades it to 0023 and writes 100 replies; the outbox's indexes at head."""
+    upgrade(url)
+    at_head = _outbox_indexes(url)
+    command.downgrade(alembic_config(url), "0023")
+    engine = make_sync_engine(url)
+    try:
+        with engine.begin() as connection:
+            conversation = connection.scalar(
+                insert(Conversation).values(channel="telegram", chat_id="7", state={}).returning(Conversation.id)
+            )
+            for reply in _replies(conversation, 100):
+                connection.execute(insert(OutboxMessage).values(reply))
+    finally:
+        engine.dispose()
+    return at_head
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def at_0023(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A database of its own at 0023 with replies in the outbox, and the outbox's indexes as upgrading made them."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'lessonbot.db'}"
+        yield url, _migrated_back_to_0023(url)
+        return
+    try:
+        with postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_0024") as url:
+            yield url, _migrated_back_to_0023(url)
+    except DatabaseUnreachable as exc:
+        missing(str(exc))
+
+
+def test_a_database_with_replies_downgraded_to_0023_upgrades_to_the_same_indexes(
+    at_0023: tuple[str, dict[str, str]],
+) -> None:
+    url, at_head = at_0023
+    assert not any("IS NOT NULL" in _outbox_indexes(url)[name] for name in SENT_ONLY)
+    upgrade(url)
+    assert _outbox_indexes(url) == at_head
+    engine = make_sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            assert connection.scalar(select(func.count()).select_from(OutboxMessage)) == 100
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("at_0023", ["postgresql"], indirect=True)
+def test_an_upgrade_cut_short_on_postgresql_runs_again(at_0023: tuple[str, dict[str, str]]) -> None:
+    """A build cut short leaves its index INVALID (here a unique one, which the rows break); a swap cut short after
+    the old index went leaves the new one under its temporary name."""
+    url, at_head = at_0023
+    engine = make_sync_engine(url)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            with pytest.raises(IntegrityError):
+                connection.exec_driver_sql(
+                    "CREATE UNIQUE INDEX CONCURRENTLY ix_outbox_messages_sent_at_sent ON outbox_messages (chat_id)"
+                )
+            connection.exec_driver_sql(
+                "CREATE INDEX ix_outbox_messages_channel_sent_at_sent ON outbox_messages (channel, sent_at) "
+                "WHERE sent_at IS NOT NULL"
+            )
+            connection.exec_driver_sql("DROP INDEX ix_outbox_messages_channel_sent_at")
+    finally:
+        engine.dispose()
+    upgrade(url)
+    assert _outbox_indexes(url) == at_head
+
+
+def _wait_for_a_lock_wait(connection: Connection) -> None:
+    for _ in range(200):
+        waiting = connection.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ).scalar()
+        connection.rollback()  # (the view is read once per transaction; an open one would also hold up the build)
+        if waiting:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the upgrade never waited for the open transaction")
+
+
+@pytest.mark.parametrize("at_0023", ["postgresql"], indirect=True)
+def test_a_turn_writes_to_the_outbox_while_postgresql_builds_the_indexes(at_0023: tuple[str, dict[str, str]]) -> None:
+    """A build waits for the transactions that have written to the table; a turn that begins meanwhile goes on (a
+    plain DROP or CREATE INDEX, waiting for its lock, would hold it up behind it)."""
+    url, at_head = at_0023
+    engine = make_sync_engine(url)
+    try:
+        with ThreadPoolExecutor(1) as pool, engine.connect() as open_turn, engine.connect() as turn:
+            conversation = open_turn.scalar(select(Conversation.id))
+            open_turn.execute(insert(OutboxMessage).values(_replies(conversation, 1)[0]))
+            upgrading = pool.submit(upgrade, url)
+            _wait_for_a_lock_wait(turn)
+            turn.exec_driver_sql("SET lock_timeout = '5s'")
+            turn.execute(insert(OutboxMessage).values(_replies(conversation, 1)[0]))
+            turn.commit()
+            open_turn.commit()
+            upgrading.result(timeout=60)
+    finally:
+        engine.dispose()
+    assert _outbox_indexes(url) == at_head
