@@ -484,10 +484,23 @@ class ConversationWorker:
                 holding = outcome is _Done.MORE
                 if outcome is not _Done.MORE:
                     return
+                await self._behind_intake()
         finally:
             self._kept.pop(conversation_id, None)
             if holding:
                 await self._release(conversation_id)
+
+    async def _behind_intake(self) -> None:
+        """More is pending in the conversation being drained: it is behind the intake anyway, so while the intake
+        is busy its next turn lets the recordings go first (storage.db.Intake.behind), its slot left meanwhile to
+        another conversation (a person waiting for one reply is not held back by it)."""
+        if not self.db.intake_busy():
+            return
+        self._slots.release()
+        try:
+            await self.db.behind_intake()
+        finally:
+            await self._slots.acquire()
 
     # processing one message -----------------------------------------------------------------------------------
 

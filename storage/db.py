@@ -240,15 +240,29 @@ class Intake:
     while urgent ones (recordings, what a platform waits for) are under way in this process, but for at most
     `urgent_in_a_row` of them to end, so that a flood of recordings cannot stall the rest. Urgent ones never wait
     here (they have connections of their own), and nothing already begun waits: acknowledgements share the event
-    loop and the database with as few turns as may be. A transaction opened inside an urgent one does not wait."""
+    loop and the database with as few turns as may be. A transaction opened inside an urgent one does not wait.
 
-    def __init__(self, urgent_in_a_row: int = 8) -> None:
+    A conversation whose messages came faster than its turns (more pending after the one just processed) is behind
+    the intake anyway: its next turn waits longer (`behind`), while a person waiting for one reply keeps the rule
+    above. Under a flood a recording is under way nearly all the time, so that rule lets turns through between any
+    two groups of recordings, and the turns took half the process from the intake (PostgreSQL took in 1,850
+    messages a second with no turns beside it, 921 with them)."""
+
+    def __init__(self, urgent_in_a_row: int = 8, *, behind_every: int = 32, quiet_seconds: float = 0.002) -> None:
         self._urgent_in_a_row = urgent_in_a_row
         self._under_way = 0
         self._ended = 0  # urgent ones ended, ever
         # Waiting transactions, in arrival order, each with the count of ended urgent ones it may go at: woken only
         # then (or when none is under way), not on every urgent one's end.
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+        # Turns of conversations behind the intake (`behind`), likewise: one goes for every `behind_every` urgent
+        # ones ended, all once none has been under way for `quiet_seconds`.
+        self._behind_every = behind_every
+        self._quiet_seconds = quiet_seconds
+        self._behind: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._behind_last = 0  # the count of ended urgent ones the last turn behind was given
+        self._last_end = float("-inf")  # (the event loop's clock) when the last urgent one ended
+        self._quiet_check: asyncio.TimerHandle | None = None
 
     @asynccontextmanager
     async def turn(self, *, urgent: bool) -> AsyncIterator[None]:
@@ -269,6 +283,60 @@ class Intake:
                 _at, waiter = waiting.popleft()
                 if not waiter.done():  # (one cancelled while it waited is skipped)
                     waiter.set_result(None)
+            self._urgent_ended()
+
+    async def behind(self) -> None:
+        """Wait before the next turn of a conversation with more messages pending, while the intake is busy: one
+        such turn goes for every `behind_every` urgent transactions ended, in the order they came, and all of them
+        once none has been under way for `quiet_seconds` (a flood is over, or between two bursts)."""
+        if not self.busy():
+            return
+        loop = asyncio.get_running_loop()
+        self._behind_last = at = max(self._ended, self._behind_last) + self._behind_every
+        waiter = loop.create_future()
+        self._behind.append((at, waiter))
+        if not self._under_way:
+            self._check_quiet_later()
+        await waiter
+
+    def busy(self) -> bool:
+        """Whether `behind` would wait now."""
+        return not self._quiet() and not _URGENT.get()
+
+    def _quiet(self) -> bool:
+        if self._under_way:
+            return False
+        return asyncio.get_running_loop().time() - self._last_end >= self._quiet_seconds
+
+    def _urgent_ended(self) -> None:
+        self._last_end = asyncio.get_running_loop().time()
+        behind = self._behind
+        if not behind:
+            return
+        while behind and behind[0][0] <= self._ended:
+            _at, waiter = behind.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        if behind and not self._under_way:
+            self._check_quiet_later()
+
+    def _check_quiet_later(self) -> None:
+        if self._quiet_check is None:
+            loop = asyncio.get_running_loop()
+            wait = max(0.0, self._last_end + self._quiet_seconds - loop.time())
+            self._quiet_check = loop.call_later(wait, self._check_quiet)
+
+    def _check_quiet(self) -> None:
+        self._quiet_check = None
+        if self._under_way:
+            return  # (checked again when the last of them ends)
+        if not self._quiet():
+            self._check_quiet_later()
+            return
+        while self._behind:
+            _at, waiter = self._behind.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _after_intake(self) -> None:
         if not self._under_way or _URGENT.get():
@@ -527,6 +595,16 @@ class Database:
     def session_on_demand(self, where: AsyncConnection | Raw) -> SessionOnDemand:
         """`session_in(where)`, made only when first asked for (see SessionOnDemand)."""
         return SessionOnDemand(where, making=self.session_in)
+
+    def intake_busy(self) -> bool:
+        """Whether `behind_intake` would wait now."""
+        return self._turnstile is None and self._intake.busy()
+
+    async def behind_intake(self) -> None:
+        """Before the next turn of a conversation with more messages pending: on PostgreSQL, wait while the intake
+        is busy (Intake.behind); on SQLite the turnstile already gives every recording the writer first."""
+        if self._turnstile is None:
+            await self._intake.behind()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection | Raw]:

@@ -177,3 +177,96 @@ async def test_on_postgresql_a_turn_waits_to_begin_while_recordings_are_under_wa
         event.set()
     await asyncio.gather(*recordings)
     await asyncio.wait_for(turn(), 1)  # nothing under way: at once
+
+
+async def test_on_postgresql_a_conversation_behind_the_intake_waits_for_its_share_of_recordings_or_quiet() -> None:
+    intake = Intake(behind_every=3, quiet_seconds=0.05)
+    release = [asyncio.Event() for _ in range(4)]
+    went: list[str] = []
+
+    async def record(n: int) -> None:
+        async with intake.turn(urgent=True):
+            await release[n].wait()
+
+    async def behind(name: str) -> None:
+        await intake.behind()
+        went.append(name)
+
+    recordings = [asyncio.create_task(record(n)) for n in range(4)]
+    await asyncio.sleep(0)
+    assert intake.busy()
+    first, second = asyncio.create_task(behind("first")), asyncio.create_task(behind("second"))
+    await asyncio.sleep(0.01)
+    for n in range(2):
+        release[n].set()
+        await asyncio.sleep(0.01)
+    assert went == []  # two of the three recordings its turn waits for have ended
+    release[2].set()
+    await asyncio.sleep(0.01)
+    assert went == ["first"]  # three ended: the first goes, though a recording is still under way; the next waits
+    release[3].set()  # none under way now, but one ended just now: not quiet yet
+    await asyncio.sleep(0.01)
+    assert went == ["first"]
+    await asyncio.wait_for(second, 1)  # quiet for 50 ms: every one still waiting goes
+    assert went == ["first", "second"]
+    await asyncio.gather(first, *recordings)
+    await asyncio.sleep(0.06)
+    assert not intake.busy()
+    await asyncio.wait_for(intake.behind(), 0.01)  # quiet: at once
+    async with intake.turn(urgent=False):  # (a person waiting for one reply keeps the rule of `turn`)
+        pass
+
+
+async def test_on_postgresql_a_person_waiting_for_one_reply_goes_before_a_conversation_behind_a_busy_intake(
+    postgresql_url: str, tmp_path: Path
+) -> None:
+    """One conversation at a time (WORKER_CONCURRENCY=1): a conversation with a backlog, drained while recordings
+    keep the intake busy, leaves its slot between its turns, so a person who sent one message is answered before the
+    backlog is done, not after it."""
+    import uuid
+
+    from bot.config import load_settings
+    from bot.core import Lessonbot
+    from bot.pipeline import record
+    from dialogs.turn import Turn
+    from tests.support import RecordingChannel, message
+
+    settings = load_settings(_env_file=None, database_url=postgresql_url, data_dir=tmp_path / "var",
+                             secret_key="test-secret-key-0123456789", worker_poll_seconds=60, worker_concurrency=1,
+                             log_format="text")
+    channel = RecordingChannel()
+
+    async def respond(turn: Turn) -> None:
+        turn.say(f"done {turn.text}")
+
+    bot = Lessonbot(settings, [channel], respond=respond)
+    tag = uuid.uuid4().hex[:8]
+    behind, waiting = f"behind-{tag}", f"waiting-{tag}"
+    flooding = True
+
+    async def flood(n: int) -> None:  # recordings only (no turns: nothing notifies the worker of them)
+        sent = 0
+        while flooding:
+            await record(bot.db, message("/help", chat=f"flood-{tag}-{n}-{sent % 5}"))
+            sent += 1
+
+    bot.start()
+    floods = [asyncio.create_task(flood(n)) for n in range(4)]
+    try:
+        for n in range(6):
+            await bot.receive(message(f"m{n}", chat=behind))
+        await asyncio.sleep(0.05)
+        await bot.receive(message("/help", chat=waiting))
+        async with asyncio.timeout(30):
+            while not channel.sent[waiting]:
+                await asyncio.sleep(0.005)
+        assert len(channel.sent[behind]) < 6  # answered while the backlog was still being worked through
+        flooding = False
+        await asyncio.gather(*floods)
+        await bot.settle()
+        assert channel.texts(behind) == [f"done m{n}" for n in range(6)]
+        assert channel.texts(waiting) == ["done /help"]
+    finally:
+        flooding = False
+        await asyncio.gather(*floods, return_exceptions=True)
+        await bot.stop()
