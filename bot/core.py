@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from bot.activity import Activity
 from bot.channel import Channel, Closable, ListsMembers, SentReply, WatchesSentReplies, unprompted_windows
@@ -43,6 +43,16 @@ WATCHING_EVERY_SECONDS = 20.0  # how often such a process says so; senders tell 
 # How far along a platform's delivery report is; a report never moves a reply backwards.
 DELIVERY_RANK = {"queued": 1, "accepted": 1, "sending": 2, "sent": 3, "delivered": 4, "read": 5,
                  "undelivered": 6, "failed": 6}
+
+
+def reported_reply(channel: str, platform_message_id: str) -> Select[OutboxMessage]:
+    """The reply a delivery report is about, locked: found by the platform_message_id index, which holds sent replies
+    only (`=` asks for a value; tests/storage/test_outbox_indexes.py checks the plans)."""
+    return (
+        select(OutboxMessage)
+        .where(OutboxMessage.channel == channel, OutboxMessage.platform_message_id == platform_message_id)
+        .with_for_update()
+    )
 
 
 class LazyAnswerer:
@@ -265,11 +275,7 @@ class Lessonbot:
         """
         status = status.lower()[:16]
         async with self.db.transaction(urgent=True) as session:  # the platform waits for this one
-            row = await session.scalar(
-                select(OutboxMessage)
-                .where(OutboxMessage.channel == channel, OutboxMessage.platform_message_id == platform_message_id)
-                .with_for_update()
-            )
+            row = await session.scalar(reported_reply(channel, platform_message_id))
             if row is None:
                 return False
             if DELIVERY_RANK.get(status, 0) >= DELIVERY_RANK.get(row.delivery_status or "", 0):

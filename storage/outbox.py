@@ -297,14 +297,19 @@ async def sent_replies(
     return [(row.id, row.payload) for row in ran.rows]
 
 
-async def chats_sent_since(session: AsyncSession, channel: str, since: datetime) -> dict[str, int]:
-    """The chats of `channel` sent a reply at or after `since`, each with the newest such reply's id (by the
-    (channel, sent_at) index)."""
-    rows = await session.execute(
+def sent_since(channel: str, since: datetime) -> Select[str, int]:
+    """The statement of `chats_sent_since`: by the (channel, sent_at) index, which holds sent replies only (`>=` asks
+    for a value; tests/storage/test_outbox_indexes.py checks the plans)."""
+    return (
         select(OutboxMessage.chat_id, func.max(OutboxMessage.id))
         .where(OutboxMessage.channel == channel, OutboxMessage.sent_at >= since)
         .group_by(OutboxMessage.chat_id)
     )
+
+
+async def chats_sent_since(session: AsyncSession, channel: str, since: datetime) -> dict[str, int]:
+    """The chats of `channel` sent a reply at or after `since`, each with the newest such reply's id."""
+    rows = await session.execute(sent_since(channel, since))
     return {chat_id: newest for chat_id, newest in rows}
 
 
