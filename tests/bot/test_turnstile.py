@@ -241,6 +241,7 @@ async def test_on_postgresql_a_person_waiting_for_one_reply_goes_before_a_conver
 
     bot = Lessonbot(settings, [channel], respond=respond)
     tag = uuid.uuid4().hex[:8]
+    backlog = 20
     behind, waiting = f"behind-{tag}", f"waiting-{tag}"
     flooding = True
 
@@ -253,18 +254,20 @@ async def test_on_postgresql_a_person_waiting_for_one_reply_goes_before_a_conver
     bot.start()
     floods = [asyncio.create_task(flood(n)) for n in range(4)]
     try:
-        for n in range(6):
+        # 20 turns behind, each after 32 recordings ended: longer than the person's one turn takes however fast the
+        # recordings go (at 4,000 a second, 160 ms)
+        for n in range(backlog):
             await bot.receive(message(f"m{n}", chat=behind))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)  # (the backlog's drain holds the only slot first)
         await bot.receive(message("/help", chat=waiting))
         async with asyncio.timeout(30):
             while not channel.sent[waiting]:
                 await asyncio.sleep(0.005)
-        assert len(channel.sent[behind]) < 6  # answered while the backlog was still being worked through
+        assert len(channel.sent[behind]) < backlog  # answered while the backlog was still being worked through
         flooding = False
         await asyncio.gather(*floods)
         await bot.settle()
-        assert channel.texts(behind) == [f"done m{n}" for n in range(6)]
+        assert channel.texts(behind) == [f"done m{n}" for n in range(backlog)]
         assert channel.texts(waiting) == ["done /help"]
     finally:
         flooding = False
