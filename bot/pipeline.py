@@ -420,11 +420,11 @@ class ConversationWorker:
     async def _drain(self, conversation_id: int) -> None:
         token = conversation_id_var.set(conversation_id)
         try:
-            async with self._slots:
+            async with _Slot(self._slots) as slot:
                 while True:
                     self._again.pop(conversation_id, None)
                     try:
-                        await self._drain_once(conversation_id)
+                        await self._drain_once(conversation_id, slot)
                     except Exception:
                         log.exception("draining conversation failed; it will be retried")
                         break
@@ -470,7 +470,7 @@ class ConversationWorker:
         async with self.db.transaction() as session:
             await _GIVE_LEASE_BACK.run(session, {"conv": conversation_id, "owner": self.owner})
 
-    async def _drain_once(self, conversation_id: int) -> None:
+    async def _drain_once(self, conversation_id: int, slot: _Slot) -> None:
         """Process the conversation's pending messages in arrival order, each in one transaction."""
         holding = False  # the lease may be ours in the database, and must be given back if we stop early
         try:
@@ -484,23 +484,18 @@ class ConversationWorker:
                 holding = outcome is _Done.MORE
                 if outcome is not _Done.MORE:
                     return
-                await self._behind_intake()
+                await self._behind_intake(slot)
         finally:
             self._kept.pop(conversation_id, None)
             if holding:
                 await self._release(conversation_id)
 
-    async def _behind_intake(self) -> None:
+    async def _behind_intake(self, slot: _Slot) -> None:
         """More is pending in the conversation being drained: it is behind the intake anyway, so while the intake
         is busy its next turn lets the recordings go first (storage.db.Intake.behind), its slot left meanwhile to
         another conversation (a person waiting for one reply is not held back by it)."""
-        if not self.db.intake_busy():
-            return
-        self._slots.release()
-        try:
-            await self.db.behind_intake()
-        finally:
-            await self._slots.acquire()
+        if self.db.intake_busy():
+            await slot.left_while(self.db.behind_intake())
 
     # processing one message -----------------------------------------------------------------------------------
 
@@ -848,6 +843,36 @@ def _held_until(meta: dict[str, Any], now: datetime) -> datetime | None:
     if not isinstance(within, int | float) or isinstance(within, bool) or within <= 0:
         return None
     return now + timedelta(seconds=float(within))
+
+
+class _Slot:
+    """A drain's place among the `WORKER_CONCURRENCY` conversations worked on at once, which it may leave while it
+    waits and take again after; given back at the end only if held then (a drain cancelled while it waited, or
+    while it queued to take it again, holds none)."""
+
+    __slots__ = ("_held", "_slots")
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def __aenter__(self) -> _Slot:
+        await self._slots.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+    async def left_while(self, waiting: Awaitable[None]) -> None:
+        """Another drain may have the place while `waiting` runs; this one queues for a place again after it."""
+        self._held = False
+        self._slots.release()
+        await waiting
+        await self._slots.acquire()
+        self._held = True
 
 
 @dataclass(slots=True)

@@ -256,11 +256,10 @@ class Intake:
         # then (or when none is under way), not on every urgent one's end.
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
         # Turns of conversations behind the intake (`behind`), likewise: one goes for every `behind_every` urgent
-        # ones ended, all once none has been under way for `quiet_seconds`.
+        # ones ended (recordings, mostly), all once none has been under way for `quiet_seconds`.
         self._behind_every = behind_every
         self._quiet_seconds = quiet_seconds
         self._behind: deque[tuple[int, asyncio.Future[None]]] = deque()
-        self._behind_last = 0  # the count of ended urgent ones the last turn behind was given
         self._last_end = float("-inf")  # (the event loop's clock) when the last urgent one ended
         self._quiet_check: asyncio.TimerHandle | None = None
 
@@ -291,10 +290,12 @@ class Intake:
         once none has been under way for `quiet_seconds` (a flood is over, or between two bursts)."""
         if not self.busy():
             return
-        loop = asyncio.get_running_loop()
-        self._behind_last = at = max(self._ended, self._behind_last) + self._behind_every
-        waiter = loop.create_future()
-        self._behind.append((at, waiter))
+        # Its place: `behind_every` after the last one still waiting (or after now, if none waits: places given
+        # before a quiet moment let every waiting turn go count no more).
+        behind = self._behind
+        at = max(self._ended, behind[-1][0] if behind else 0) + self._behind_every
+        waiter = asyncio.get_running_loop().create_future()
+        behind.append((at, waiter))
         if not self._under_way:
             self._check_quiet_later()
         await waiter

@@ -156,10 +156,10 @@ async def test_a_reply_queued_by_another_process_is_picked_before_the_bulk_backl
     # (13th on a busy machine).
     # Its second reply, read once the first is sent, takes the next place after the bulk sends booked within the
     # claim-ahead then and while the first reply's send was being recorded (11–13 places later on a quiet machine,
-    # 12–14 with every core busy: how many is a matter of time, at 20 a second), not after the forty, which take
-    # two seconds at that pace.
+    # 12–14 with every core busy: how many is a matter of time, at 20 a second), well before the end of the forty
+    # (the last ten take half a second more than that at this pace).
     at = [position for position, chat in enumerate(channel.order) if chat == "zed"]
-    assert at[0] < 11 and at[1] < 41, channel.order
+    assert at[0] < 11 and at[1] < 30, channel.order
     assert channel.texts("zed") == ["You picked one.", "You picked two."]
 
 

@@ -179,8 +179,14 @@ async def test_on_postgresql_a_turn_waits_to_begin_while_recordings_are_under_wa
     await asyncio.wait_for(turn(), 1)  # nothing under way: at once
 
 
+async def _passes(count: int = 5) -> None:
+    """A few passes of the event loop: enough for an ended recording to wake what it lets go, and that to run."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 async def test_on_postgresql_a_conversation_behind_the_intake_waits_for_its_share_of_recordings_or_quiet() -> None:
-    intake = Intake(behind_every=3, quiet_seconds=0.05)
+    intake = Intake(behind_every=3, quiet_seconds=0.3)
     release = [asyncio.Event() for _ in range(4)]
     went: list[str] = []
 
@@ -193,28 +199,90 @@ async def test_on_postgresql_a_conversation_behind_the_intake_waits_for_its_shar
         went.append(name)
 
     recordings = [asyncio.create_task(record(n)) for n in range(4)]
-    await asyncio.sleep(0)
+    await _passes()
     assert intake.busy()
     first, second = asyncio.create_task(behind("first")), asyncio.create_task(behind("second"))
-    await asyncio.sleep(0.01)
+    await _passes()
     for n in range(2):
         release[n].set()
-        await asyncio.sleep(0.01)
+        await _passes()
     assert went == []  # two of the three recordings its turn waits for have ended
     release[2].set()
-    await asyncio.sleep(0.01)
+    await _passes()
     assert went == ["first"]  # three ended: the first goes, though a recording is still under way; the next waits
     release[3].set()  # none under way now, but one ended just now: not quiet yet
-    await asyncio.sleep(0.01)
+    await _passes()
     assert went == ["first"]
-    await asyncio.wait_for(second, 1)  # quiet for 50 ms: every one still waiting goes
+    await asyncio.wait_for(second, 2)  # quiet for 0.3 s: every one still waiting goes
     assert went == ["first", "second"]
     await asyncio.gather(first, *recordings)
-    await asyncio.sleep(0.06)
+    await asyncio.sleep(0.31)
     assert not intake.busy()
     await asyncio.wait_for(intake.behind(), 0.01)  # quiet: at once
     async with intake.turn(urgent=False):  # (a person waiting for one reply keeps the rule of `turn`)
         pass
+
+
+async def test_on_postgresql_a_turn_behind_after_a_quiet_moment_waits_for_its_own_share_only() -> None:
+    """The places given before a quiet moment let every waiting turn go count no more: the next conversation to
+    fall behind waits for `behind_every` recordings from then, not behind the places of those that went."""
+    intake = Intake(behind_every=3, quiet_seconds=0.05)
+    gate = asyncio.Event()
+
+    async def record() -> None:
+        async with intake.turn(urgent=True):
+            await gate.wait()
+
+    held = asyncio.create_task(record())
+    await _passes()
+    waiting = [asyncio.create_task(intake.behind()) for _ in range(20)]  # places 3, 6, … 60
+    await _passes()
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(held, *waiting), 2)  # quiet: every one goes
+    gates = [asyncio.Event() for _ in range(4)]
+
+    async def record_until(n: int) -> None:
+        async with intake.turn(urgent=True):
+            await gates[n].wait()
+
+    flood = [asyncio.create_task(record_until(n)) for n in range(4)]
+    await _passes()
+    late = asyncio.create_task(intake.behind())
+    await _passes()
+    for n in range(3):
+        assert not late.done()
+        gates[n].set()
+        await _passes()
+    assert late.done()  # three recordings ended since it came, one still under way: its place, not the 60th
+    gates[3].set()
+    await asyncio.gather(*flood)
+
+
+async def test_a_drain_cancelled_while_it_waits_outside_its_slot_gives_back_none() -> None:
+    """A drain leaves its worker slot while its conversation waits behind the intake; cancelled then (or while it
+    queues for a slot again), it holds no slot, so it gives none back and the bound stays what it was."""
+    from bot.pipeline import _Slot
+
+    slots = asyncio.Semaphore(1)
+    forever = asyncio.Event()
+
+    async def drain() -> None:
+        async with _Slot(slots) as slot:
+            await slot.left_while(forever.wait())
+
+    waiting = asyncio.create_task(drain())
+    await _passes()
+    assert not slots.locked()  # left while it waits
+    async with _Slot(slots):  # another drain takes the place; the first, woken, queues for it again
+        forever.set()
+        await _passes()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    assert not slots.locked()
+    async with _Slot(slots):
+        assert slots.locked()  # one place, as before: nothing was given back twice
+    assert not slots.locked()
 
 
 async def test_on_postgresql_a_person_waiting_for_one_reply_goes_before_a_conversation_behind_a_busy_intake(

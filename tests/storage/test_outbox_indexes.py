@@ -188,7 +188,7 @@ def test_a_database_with_replies_downgraded_to_0023_upgrades_to_the_same_indexes
 @pytest.mark.parametrize("at_0023", ["postgresql"], indirect=True)
 def test_an_upgrade_cut_short_on_postgresql_runs_again(at_0023: tuple[str, dict[str, str]]) -> None:
     """A build cut short leaves its index INVALID (here a unique one, which the rows break); a swap cut short after
-    the old index went leaves the new one under its temporary name."""
+    the old index went leaves the new one under its temporary name; a downgrade cut short, its own full index."""
     url, at_head = at_0023
     engine = make_sync_engine(url)
     try:
@@ -202,6 +202,7 @@ def test_an_upgrade_cut_short_on_postgresql_runs_again(at_0023: tuple[str, dict[
                 "WHERE sent_at IS NOT NULL"
             )
             connection.exec_driver_sql("DROP INDEX ix_outbox_messages_channel_sent_at")
+            connection.exec_driver_sql("CREATE INDEX ix_outbox_messages_sent_at_all ON outbox_messages (sent_at)")
     finally:
         engine.dispose()
     upgrade(url)

@@ -33,16 +33,17 @@ _INDEXES = (
 
 def upgrade() -> None:
     for name, columns, filled in _INDEXES:
-        _redefine(name, columns, sa.text(f"{filled} IS NOT NULL"), temporary=f"{name}_sent")
+        _redefine(name, columns, sa.text(f"{filled} IS NOT NULL"), temporary=f"{name}_sent", other=f"{name}_all")
 
 
 def downgrade() -> None:
     for name, columns, _filled in _INDEXES:
-        _redefine(name, columns, None, temporary=f"{name}_all")
+        _redefine(name, columns, None, temporary=f"{name}_all", other=f"{name}_sent")
 
 
-def _redefine(name: str, columns: list[str], where: sa.TextClause | None, temporary: str) -> None:
-    """`temporary` differs between upgrade and downgrade, so a re-run keeps only a valid index of its own direction."""
+def _redefine(name: str, columns: list[str], where: sa.TextClause | None, temporary: str, other: str) -> None:
+    """`temporary` differs between upgrade and downgrade, so a re-run keeps only a valid index of its own direction;
+    `other`, the other direction's, left by a run of it cut short, goes."""
     if op.get_context().dialect.name != "postgresql":
         op.drop_index(name, table_name="outbox_messages")
         op.create_index(name, "outbox_messages", columns, sqlite_where=where)
@@ -56,3 +57,4 @@ def _redefine(name: str, columns: list[str], where: sa.TextClause | None, tempor
             op.create_index(temporary, "outbox_messages", columns, postgresql_where=where, postgresql_concurrently=True)
         op.drop_index(name, table_name="outbox_messages", postgresql_concurrently=True, if_exists=True)
         op.execute(f"ALTER INDEX {temporary} RENAME TO {name}")
+        op.drop_index(other, table_name="outbox_messages", postgresql_concurrently=True, if_exists=True)
