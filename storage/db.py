@@ -34,6 +34,7 @@ from storage.group_commit import GroupCommit
 from storage.postgres_driver import DriverPool
 from storage.postgres_groups import StatementGroups
 from storage.postgres_statements import Outcome, Statement
+from storage.sqlite_checkpoint import Checkpointer
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
@@ -447,6 +448,7 @@ class Database:
         self._turnstile = Turnstile(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 * 4) if self.backend == "sqlite" else None
         self._raw: Raw | None = None  # SQLite: the connection of `run`, opened on first use
         self._reader: Raw | None = None  # SQLite: the connection of `read`, opened on first use
+        self._checkpoints: Checkpointer | None = None  # SQLite: with `_raw`
         self._in_memory = self.backend == "sqlite" and _sqlite_path(url) == ":memory:"
         self._lending: AsyncEngine | None = None  # `session_in`'s, made on first use
         self._lent_sessions = self._sessions
@@ -630,6 +632,8 @@ class Database:
             for pragma in _sqlite_pragmas(0):  # locks are waited for in sqlite_inline, asynchronously
                 driver.execute_now(pragma)
             self._raw = Raw(driver, self.engine.dialect)
+            self._checkpoints = Checkpointer(_sqlite_path(self.url), lambda: driver.total_changes)
+            self._checkpoints.start()  # (the log copied back off the event loop: storage/sqlite_checkpoint.py)
         return self._raw, self._raw.driver
 
     @asynccontextmanager
@@ -652,6 +656,9 @@ class Database:
             await self._groups.settle()
         for drivers in self._drivers or ():
             await drivers.close()
+        if self._checkpoints is not None:
+            await self._checkpoints.close()
+            self._checkpoints = None
         for kept in (self._raw, self._reader):
             if kept is not None:
                 await kept.driver.close()

@@ -184,6 +184,11 @@ class InlineConnection:
     async def commit(self) -> None:
         await _retrying_while_locked(self._conn.commit, self._busy_timeout)
 
+    @property
+    def total_changes(self) -> int:
+        """Rows changed on this connection since it was opened (sqlite3's count)."""
+        return self._conn.total_changes
+
     async def rollback(self) -> None:
         self._conn.rollback()
 
