@@ -10,6 +10,7 @@ never part of an error's text, so they reach no log line.
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -255,12 +256,12 @@ class Intake:
         self._ended = 0  # urgent ones ended, ever
         # Waiting transactions, in arrival order, each with the count of ended urgent ones it may go at: woken only
         # then (or when none is under way), not on every urgent one's end.
-        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._waiting: deque[tuple[float, asyncio.Future[None]]] = deque()
         # Turns of conversations behind the intake (`behind`), likewise: one goes for every `behind_every` urgent
         # ones ended (recordings, mostly), all once none has been under way for `quiet_seconds`.
         self._behind_every = behind_every
         self._quiet_seconds = quiet_seconds
-        self._behind: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._behind: deque[tuple[float, asyncio.Future[None]]] = deque()
         self._last_end = float("-inf")  # (the event loop's clock) when the last urgent one ended
         self._quiet_check: asyncio.TimerHandle | None = None
 
@@ -278,11 +279,7 @@ class Intake:
             _URGENT.reset(token)
             self._under_way -= 1
             self._ended += 1
-            waiting = self._waiting
-            while waiting and (not self._under_way or waiting[0][0] <= self._ended):
-                _at, waiter = waiting.popleft()
-                if not waiter.done():  # (one cancelled while it waited is skipped)
-                    waiter.set_result(None)
+            _let_go(self._waiting, up_to=self._ended if self._under_way else math.inf)
             self._urgent_ended()
 
     async def behind(self) -> None:
@@ -315,10 +312,7 @@ class Intake:
         behind = self._behind
         if not behind:
             return
-        while behind and behind[0][0] <= self._ended:
-            _at, waiter = behind.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        _let_go(behind, up_to=self._ended)
         if behind and not self._under_way:
             self._check_quiet_later()
 
@@ -335,10 +329,7 @@ class Intake:
         if not self._quiet():
             self._check_quiet_later()
             return
-        while self._behind:
-            _at, waiter = self._behind.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        _let_go(self._behind, up_to=math.inf)
 
     async def _after_intake(self) -> None:
         if not self._under_way or _URGENT.get():
@@ -346,6 +337,15 @@ class Intake:
         waiter = asyncio.get_running_loop().create_future()
         self._waiting.append((self._ended + self._urgent_in_a_row, waiter))
         await waiter
+
+
+def _let_go(queue: deque[tuple[float, asyncio.Future[None]]], *, up_to: float) -> None:
+    """Wake the waiters at the front of `queue` whose place is at or before `up_to`, in order (one cancelled while it
+    waited is skipped)."""
+    while queue and queue[0][0] <= up_to:
+        _at, waiter = queue.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 class _HandOver:
