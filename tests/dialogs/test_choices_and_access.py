@@ -16,7 +16,8 @@ from dialogs.turn import Exchange
 from storage.courses import Course, Entitlement, Lesson, Question, QuestionCard
 from storage.db import SessionOnDemand
 from storage.learners import STOPPED, Certificate, Learner
-from storage.models import User
+from storage.models import OutboxMessage, User
+from storage.outbox import OutboxEntry, OutboxStatus, enqueue
 from tests.dialogs.learning_support import (  # noqa: F401 (learning_bot is a fixture)
     PAID,
     SAMPLE,
@@ -76,6 +77,27 @@ async def test_a_typed_number_that_names_no_option_is_told_the_options(learning_
     assert t.last().text.startswith("📘 Lesson 1 of 5")
     [told] = await t.say("3")  # with buttons shown, a bare number picks nothing, and is not a question either
     assert told.startswith("That's not one of the options.")
+
+
+async def test_a_typed_choice_is_read_from_its_whole_batch_of_replies(learning_bot):
+    """The turn's load reads only the two newest replies sent; where they neither end the batch nor offer its
+    choices, the choices are read from the whole batch (a label typed under a reply with two more after it)."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.say("/resume")
+    assert t.labels() == ["Next lesson now"]
+    async with bot.db.transaction() as session:
+        newest = (await session.execute(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(1))).scalar_one()
+        after = [
+            OutboxEntry(newest.conversation_id, newest.channel, newest.chat_id, {"text": f"And {n}."},
+                        inbound_message_id=newest.inbound_message_id, member="ann")
+            for n in (1, 2)
+        ]
+        ids = await enqueue(session, after)
+        await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(status=OutboxStatus.SENT))
+    replies = await t.say("Next lesson now")
+    assert replies and replies[0].startswith("📘 Lesson 1 of 5")
 
 
 async def test_in_a_group_only_the_member_who_asked_answers_the_stop_prompt(learning_bot):
