@@ -32,6 +32,7 @@ from sqlalchemy.pool import NullPool
 
 from storage import postgres_statements, sqlite_inline
 from storage.group_commit import GroupCommit
+from storage.json_columns import ENGINE_JSON
 from storage.postgres_driver import DriverPool
 from storage.postgres_groups import StatementGroups
 from storage.postgres_statements import Outcome, Statement
@@ -121,6 +122,7 @@ def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
             max_overflow=0,
             pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 * 4,
             hide_parameters=True,
+            **ENGINE_JSON["sqlite"],
         )
         _configure_sqlite(engine.sync_engine, busy_timeout_ms=0)
         return engine
@@ -132,6 +134,7 @@ def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
         pool_recycle=1800,
         hide_parameters=True,
         connect_args=postgres_statements.CONNECT_ARGS,
+        **ENGINE_JSON["postgresql"],
     )
 
 
@@ -141,11 +144,14 @@ def make_sync_engine(url: str, *, immediate: bool = True) -> Engine:
     if make_url(url).get_backend_name() == "sqlite":
         _ensure_sqlite_folder(url)
         engine = create_engine(
-            sync_url(url), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True
+            sync_url(url),
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            hide_parameters=True,
+            **ENGINE_JSON["sqlite"],
         )
         _configure_sqlite(engine, immediate=immediate)
         return engine
-    return create_engine(sync_url(url), pool_pre_ping=True, hide_parameters=True)
+    return create_engine(sync_url(url), pool_pre_ping=True, hide_parameters=True, **ENGINE_JSON["postgresql"])
 
 
 class Turnstile:
@@ -427,13 +433,15 @@ def _lending_engine(url: str) -> AsyncEngine:
     """The engine of `session_in`'s sessions: its "connections" are the `run()` block's own, lent (no pool kept, no
     reset on return: the block ends its transaction)."""
     # (No hstore on PostgreSQL: the dialect's look-up of its type wants psycopg's own connection class.)
-    extra = {"use_native_hstore": False} if make_url(url).get_backend_name() != "sqlite" else {}
+    backend = make_url(url).get_backend_name()
+    extra: dict[str, Any] = {"use_native_hstore": False} if backend != "sqlite" else {}
     return create_async_engine(
         async_url(url),
         async_creator=_lend,
         poolclass=NullPool,
         pool_reset_on_return=None,
         hide_parameters=True,
+        **ENGINE_JSON["sqlite" if backend == "sqlite" else "postgresql"],
         **extra,
     )
 

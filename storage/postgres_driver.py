@@ -26,11 +26,12 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.types.json import set_json_dumps, set_json_loads
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from storage import postgres_statements
+from storage import json_columns, postgres_statements
 
 
 class DriverPool:
@@ -91,6 +92,9 @@ class DriverPool:
             connection = await psycopg.AsyncConnection.connect(*self._args, **self._kwargs)
         except psycopg.Error as exc:
             raise _as_sqlalchemy("connect", exc) from exc
+        # JSON as the engine's connections write and read it (storage.json_columns)
+        set_json_dumps(json_columns.dumps_utf8, connection)
+        set_json_loads(json_columns.loads, connection)
         return connection, now
 
     def _give_back(self, connection: psycopg.AsyncConnection[Any], opened: float) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +31,7 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
@@ -220,11 +220,11 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
                     for reply in replies:
                         listener.cursor, said = reply["id"], True
                         last_said = loop.time()
-                        yield f"id: {reply['id']}\nevent: reply\ndata: {json.dumps(reply, ensure_ascii=False)}\n\n"
+                        yield f"id: {reply['id']}\nevent: reply\ndata: {orjson.dumps(reply).decode()}\n\n"
                     draft = webchat.draft(session_id)
                     if draft is not None and draft != shown_draft:  # no id: a draft is not replayed on reconnecting
                         last_said, said = loop.time(), True
-                        shown = json.dumps(rendered(draft, remember=False), ensure_ascii=False)
+                        shown = orjson.dumps(rendered(draft, remember=False)).decode()
                         yield f"event: draft\ndata: {shown}\n\n"
                     shown_draft = draft
                     if loop.time() - last_said >= SSE_KEEPALIVE_SECONDS:
