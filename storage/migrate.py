@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.db import make_sync_engine
@@ -39,15 +45,48 @@ def head_revisions() -> frozenset[str]:
 
 def upgrade(url: str, revision: str = "heads") -> None:
     # Alembic runs migrations on a synchronous connection: a sync engine of its own, for this one command. Each
-    # migration commits on its own (migrations/env.py), so one may run statements outside a transaction.
+    # migration commits on its own (migrations/env.py), so one may run statements outside a transaction; and so two
+    # processes upgrading at once (the embedded database migrates itself on first use) take turns (`_alone`).
     engine = make_sync_engine(url)
     try:
-        with engine.connect() as connection:
+        with engine.connect() as connection, _alone(connection):
             config = alembic_config(url)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
     finally:
         engine.dispose()
+
+
+UPGRADE_LOCK = 0x6C62_7570  # PostgreSQL's advisory lock of an upgrade under way ("lbup")
+_LOCK_RETRY_SECONDS = 0.2
+
+
+@contextmanager
+def _alone(connection: Connection) -> Iterator[None]:
+    """One upgrade at a time against a database; another waits until it is done, and then finds the revisions it
+    applied. PostgreSQL: an advisory lock of the session, tried again every 0.2 s with no transaction open meanwhile
+    (a waiting statement would hold a snapshot that an index built CONCURRENTLY waits for). SQLite: a lock on a file
+    beside the database's (none for a database in memory)."""
+    if connection.dialect.name == "postgresql":
+        while not connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": UPGRADE_LOCK}).scalar():
+            connection.commit()
+            time.sleep(_LOCK_RETRY_SECONDS)
+        connection.commit()
+        try:
+            yield
+        finally:
+            with suppress(SQLAlchemyError):  # (a connection that broke let go of the lock with its session)
+                connection.rollback()
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": UPGRADE_LOCK})
+                connection.commit()
+        return
+    database = connection.engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.upgrading", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (let go when the file is closed, or the process ends)
+        yield
 
 
 def make_revision(url: str, message: str) -> None:
