@@ -142,6 +142,7 @@ async def current_choices(turn: Turn) -> list[Choice]:
     if rows is None:
         ran = await _NEWEST_SENT.run(turn.transaction, {"conv": asked[0], "member": asked[1]})
         rows = [(row.inbound_message_id, row.choices) for row in ran.rows]
+        turn.transaction.info[(_REMEMBERED, *asked)] = rows  # (the turn may ask again: the options told once more)
     newest = newest_choices(rows)
     return [Choice(choice["label"], choice["value"]) for choice in newest]
 

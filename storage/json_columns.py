@@ -1,9 +1,14 @@
 """How JSON columns are written and read, on every engine: with orjson, which takes a reply's payload or a
 conversation's state to text and back several times faster than the standard library (a turn reads one and writes
-the other). Keys that are not strings are written as strings, as the standard library writes them."""
+the other). Keys that are not strings are written as strings, as the standard library writes them.
+
+What orjson refuses and the standard library and the databases take (an integer beyond 64 bits, a lone surrogate, a
+named tuple; NaN, Infinity or a lone surrogate's escape in stored text) goes through the standard library instead,
+as it did before: a value written once is always read back."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -13,15 +18,26 @@ _OPTIONS = orjson.OPT_NON_STR_KEYS
 
 def dumps(value: Any) -> str:
     """JSON text (SQLite stores text)."""
-    return orjson.dumps(value, option=_OPTIONS).decode()
+    try:
+        return orjson.dumps(value, option=_OPTIONS).decode()
+    except TypeError:
+        return json.dumps(value)
 
 
 def dumps_utf8(value: Any) -> bytes:
     """JSON as UTF-8 bytes, what psycopg sends (it takes bytes as they are)."""
-    return orjson.dumps(value, option=_OPTIONS)
+    try:
+        return orjson.dumps(value, option=_OPTIONS)
+    except TypeError:
+        return json.dumps(value).encode()
 
 
-loads = orjson.loads
+def loads(data: str | bytes | bytearray | memoryview) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(bytes(data) if isinstance(data, memoryview) else data)
+
 
 # What an engine is made with (SQLAlchemy's `json_serializer` and `json_deserializer`), by backend.
 ENGINE_JSON: dict[str, dict[str, Any]] = {
