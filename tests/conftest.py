@@ -52,6 +52,19 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def unmigrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database that nobody has migrated yet, on each database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'elsewhere' / 'empty.db'}"
+        return
+    try:
+        with postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_unmigrated") as url:
+            yield url
+    except DatabaseUnreachable as exc:
+        missing(str(exc))
+
+
 def _empty_tables(url: str) -> None:
     engine = make_sync_engine(url)
     with engine.begin() as connection:

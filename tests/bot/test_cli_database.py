@@ -4,7 +4,6 @@ database given by DATABASE_URL that is behind, or cannot be reached, gets one cl
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,19 +20,6 @@ def here(tmp_path, monkeypatch):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
     return tmp_path
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def unmigrated_url(request, tmp_path) -> Iterator[str]:
-    """An empty database that nobody has migrated yet."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'elsewhere' / 'empty.db'}"
-        return
-    try:
-        with postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_unmigrated") as url:
-            yield url
-    except DatabaseUnreachable as exc:
-        missing(str(exc))
 
 
 @pytest.mark.parametrize("argv", [["serve"], ["dispatch"], ["outbox"], ["chat", "--user", "pat"], ["course", "list"],

@@ -6,25 +6,8 @@ would apply a migration the first had just applied, and fail."""
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator
 
-import pytest
-
-from bench.processes import DatabaseUnreachable, postgres_database
 from storage import migrate
-from tests.conftest import POSTGRES_ADMIN_URL, missing
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_url(request, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'var' / 'lessonbot.db'}"
-        return
-    try:
-        with postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_together") as url:
-            yield url
-    except DatabaseUnreachable as exc:
-        missing(str(exc))
 
 
 def _upgrade(url: str, start: multiprocessing.synchronize.Event) -> None:
@@ -32,14 +15,14 @@ def _upgrade(url: str, start: multiprocessing.synchronize.Event) -> None:
     migrate.upgrade(url)
 
 
-def test_two_upgrades_at_once_leave_the_database_at_its_heads(fresh_url):
+def test_two_upgrades_at_once_leave_the_database_at_its_heads(unmigrated_url):
     context = multiprocessing.get_context("spawn")
     start = context.Event()
-    upgrades = [context.Process(target=_upgrade, args=(fresh_url, start)) for _ in range(3)]
+    upgrades = [context.Process(target=_upgrade, args=(unmigrated_url, start)) for _ in range(3)]
     for process in upgrades:
         process.start()
     start.set()
     for process in upgrades:
         process.join(timeout=120)
     assert [process.exitcode for process in upgrades] == [0, 0, 0]
-    assert migrate.applied_revisions(fresh_url) == migrate.head_revisions()
+    assert migrate.applied_revisions(unmigrated_url) == migrate.head_revisions()
