@@ -4,7 +4,8 @@ the other). Keys that are not strings are written as strings, as the standard li
 
 What orjson refuses and the standard library and the databases take (an integer beyond 64 bits, a lone surrogate, a
 named tuple; NaN, Infinity or a lone surrogate's escape in stored text) goes through the standard library instead,
-as it did before: a value written once is always read back."""
+as it did before: a value written once is always read back. One difference stays: orjson reads an integer beyond 64
+bits as a float (nothing the bot stores comes near: its ids and amounts are 64-bit)."""
 
 from __future__ import annotations
 
