@@ -16,7 +16,21 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CTE, ColumnElement, FromClause, Select, String, bindparam, cast, func, literal, select, update
+from sqlalchemy import (
+    CTE,
+    BigInteger,
+    ColumnElement,
+    FromClause,
+    Select,
+    String,
+    bindparam,
+    cast,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -383,33 +397,43 @@ async def requeue(session: AsyncSession, ids: Sequence[int] | None) -> int:
     """Put dead-lettered replies back in line with a fresh retry budget; `ids=None` requeues them all.
 
     Each takes a new id, at the end of its conversation's line: a requeued reply goes out now, after what was sent
-    meanwhile (a page that has shown those, by id, shows it next), not back in the past. On PostgreSQL the new ids are
-    drawn under the conversations' locks (taken in id order), as `enqueue` draws its own."""
-    dead = select(OutboxMessage.id, OutboxMessage.conversation_id).where(OutboxMessage.status == OutboxStatus.DEAD)
+    meanwhile (a page that has shown those, by id, shows it next), not back in the past. The new ids follow the old
+    ones' order, and one statement renumbers them all (a requeue of thousands after an outage holds its
+    conversations' locks for a few statements, not one per reply). On PostgreSQL they are drawn from the sequence
+    under the conversations' locks (taken in id order), as `enqueue` draws its own, and paired with the old ones in
+    order; on SQLite (one writer at a time) they follow the largest id there is."""
+    dead = select(_OUTBOX.c.id, _OUTBOX.c.conversation_id).where(_OUTBOX.c.status == OutboxStatus.DEAD.value)
     if ids is not None:
-        dead = dead.where(OutboxMessage.id.in_(list(ids)))
-    rows = (await session.execute(dead.order_by(OutboxMessage.id))).all()
+        dead = dead.where(_OUTBOX.c.id.in_(list(ids)))
+    rows = (await session.execute(dead.order_by(_OUTBOX.c.id))).all()
     if not rows:
         return 0
+    old_ids = [row.id for row in rows]
+    renumbered: FromClause  # (id, new_id) of each reply requeued
     if (await session.connection()).dialect.name == "postgresql":
         conversations = sorted({row.conversation_id for row in rows})
         await session.execute(
             select(Conversation.id).where(Conversation.id.in_(conversations)).order_by(Conversation.id)
             .with_for_update(key_share=True)
         )
-        new_id: ColumnElement[int] = func.nextval(func.pg_get_serial_sequence(_OUTBOX.name, "id"))
-    else:  # (one writer at a time: the next id is the largest one's next)
-        new_id = select(func.max(_OUTBOX.c.id) + 1).scalar_subquery()
-    count = 0
-    for row in rows:
-        result = await session.execute(
-            update(_OUTBOX)
-            .where(_OUTBOX.c.id == row.id, _OUTBOX.c.status == OutboxStatus.DEAD.value)
-            .values(id=new_id, status=OutboxStatus.PENDING.value, attempts=0, next_attempt_at=utcnow(),
-                    lease_until=None)
+        sequence = func.pg_get_serial_sequence(_OUTBOX.name, "id")
+        drawn = await session.scalars(select(func.nextval(sequence)).select_from(func.generate_series(1, len(rows))))
+        pairs = func.unnest(
+            bindparam("old", old_ids, type_=ARRAY(BigInteger)), bindparam("new", sorted(drawn), type_=ARRAY(BigInteger))
         )
-        count += rows_affected(result)
-    return count
+        renumbered = pairs.table_valued("id", "new_id").render_derived(name="renumbered")
+    else:
+        largest = (await session.execute(select(func.max(_OUTBOX.c.id)))).scalar_one()
+        renumbered = select(
+            _OUTBOX.c.id, (literal(largest) + func.row_number().over(order_by=_OUTBOX.c.id)).label("new_id")
+        ).where(_OUTBOX.c.id.in_(old_ids)).subquery("renumbered")
+    result = await session.execute(
+        update(_OUTBOX)
+        .where(_OUTBOX.c.id == renumbered.c.id, _OUTBOX.c.status == OutboxStatus.DEAD.value)
+        .values(id=renumbered.c.new_id, status=OutboxStatus.PENDING.value, attempts=0, next_attempt_at=utcnow(),
+                lease_until=None)
+    )
+    return rows_affected(result)
 
 
 async def cancel_unsent_to(session: AsyncSession, channel: str, chat_prefix: str, *, reason: str) -> int:

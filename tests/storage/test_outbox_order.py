@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, select, update
 
 from storage.db import Database
 from storage.models import Conversation, OutboxMessage
-from storage.outbox import OutboxEntry, WithQueued, enqueue
+from storage.outbox import OutboxEntry, OutboxStatus, WithQueued, enqueue, requeue
 from storage.queries import get_or_create_conversation
 
 _CONVERSATIONS = Conversation.__table__
@@ -66,3 +66,49 @@ async def test_a_reply_queued_while_another_is_uncommitted_commits_after_it(data
         assert [text for _, text in committed] == ["first", "third", "second"]
     finally:
         await db.dispose()
+
+
+async def test_dead_letters_requeued_together_go_to_the_end_of_the_line_in_their_order(database_url: str) -> None:
+    """One statement renumbers them all: each takes an id after every reply there is, in the order they had, and
+    only the dead ones named (a sent one named by mistake stays as it was)."""
+    db = Database(database_url)
+    try:
+        async with db.transaction() as session:
+            first = await get_or_create_conversation(session, "web", "s1")
+            second = await get_or_create_conversation(session, "web", "s2")
+            texts = ["a1", "b1", "a2", "b2", "a3"]
+            await enqueue(session, [_entry(first if text[0] == "a" else second, text) for text in texts])
+        async with db.transaction() as session:
+            rows = (await session.execute(
+                select(OutboxMessage.id, OutboxMessage.payload["text"].as_string()).order_by(OutboxMessage.id)
+            )).all()
+            ids = {text: id for id, text in rows}
+            await session.execute(
+                update(OutboxMessage).where(OutboxMessage.id.in_([ids["a1"], ids["b1"], ids["a3"]]))
+                .values(status=OutboxStatus.DEAD.value, attempts=5)
+            )
+            await session.execute(
+                update(OutboxMessage).where(OutboxMessage.id.in_([ids["a2"], ids["b2"]]))
+                .values(status=OutboxStatus.SENT.value)
+            )
+            await enqueue(session, [_entry(first, "a4")])  # queued after the failures
+        async with db.transaction() as session:
+            assert await requeue(session, [ids["a3"], ids["b1"], ids["a1"], ids["a2"]]) == 3
+        async with db.transaction() as session:
+            after = (await session.execute(
+                select(OutboxMessage.payload["text"].as_string(), OutboxMessage.id, OutboxMessage.status,
+                       OutboxMessage.attempts).order_by(OutboxMessage.id)
+            )).all()
+        assert [text for text, *_ in after] == ["a2", "b2", "a4", "a1", "b1", "a3"]
+        assert {text: (status, attempts) for text, _, status, attempts in after} == {
+            "a2": ("sent", 0), "b2": ("sent", 0), "a4": ("pending", 0),
+            "a1": ("pending", 0), "b1": ("pending", 0), "a3": ("pending", 0),
+        }
+        assert await _requeued_none(db)
+    finally:
+        await db.dispose()
+
+
+async def _requeued_none(db: Database) -> bool:
+    async with db.transaction() as session:
+        return await requeue(session, None) == 0
