@@ -145,10 +145,11 @@ def sync_lessons(
         store.add(to_add, on_progress=advance)
     if to_update:
         store.update_metadata(to_update)
-        # chunks stored before sentences had vectors of their own get them now
-        unembedded = [chunk for chunk in to_update if "sentences" not in existing[chunk.id]]
+        # chunks stored before sentences had vectors of their own get them now, and so do chunks whose text is cut
+        # into sentences differently than when they were stored (knowledge.terms: an abbreviation no longer ends one)
+        unembedded = [chunk for chunk in to_update if existing[chunk.id].get("sentences") != len(chunk.units)]
         if unembedded:
-            log.info("embedding the sentences of chunks stored without them",
+            log.info("embedding the sentences of chunks stored without them, or cut into sentences otherwise",
                      extra={"course_id": course_id, "chunks": len(unembedded)})
             store.add_sentences(unembedded)
 

@@ -218,7 +218,8 @@ class Retriever:
 
     def _sentence_vectors(self, chunks: list[StoredChunk]) -> dict[str, np.ndarray]:
         """Each chunk's sentence vectors: kept in the process, else from the store, else (a chunk stored before
-        sentences had vectors, until the next ingest of its course) embedded now."""
+        sentences had vectors, or whose text an earlier version cut into other sentences, until the next ingest of
+        its course) embedded now."""
         found = self._kept_sentence_vectors.get([chunk.id for chunk in chunks])
         wanted: dict[str, dict[str, int]] = {}
         for chunk in chunks:
@@ -226,13 +227,17 @@ class Retriever:
                 wanted.setdefault(str(chunk.metadata["course_id"]), {})[chunk.id] = int(chunk.metadata["sentences"])
         if wanted:
             found.update(self.store.sentence_vectors(wanted))
-        unembedded = [chunk for chunk in chunks if chunk.id not in found]
+        units = {chunk.id: ranking.analyse(chunk.id, chunk.text, _headings(chunk)).units for chunk in chunks}
+        # none stored, or stored for the chunk's text cut into sentences otherwise (by a version before this one)
+        unembedded = [
+            chunk for chunk in chunks if chunk.id not in found or len(found[chunk.id]) != len(units[chunk.id])
+        ]
         if unembedded:
-            log.warning("passages without sentence vectors: ingest their course again (`lessonbot ingest`, or "
-                        "import it again) to store them", extra={"chunks": len(unembedded)})
+            log.warning("passages without sentence vectors, or with vectors of other sentences: ingest their course "
+                        "again (`lessonbot ingest`, or import it again) to store them",
+                        extra={"chunks": len(unembedded)})
             for chunk in unembedded:
-                units = ranking.analyse(chunk.id, chunk.text, _headings(chunk)).units
-                found[chunk.id] = np.asarray(self.store.embedder.embed(list(units)), dtype=np.float32)
+                found[chunk.id] = np.asarray(self.store.embedder.embed(list(units[chunk.id])), dtype=np.float32)
         self._kept_sentence_vectors.put({chunk.id: found[chunk.id] for chunk in chunks})
         return found
 

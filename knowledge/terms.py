@@ -54,11 +54,42 @@ def sentences(text: str) -> list[str]:
     for block in re.split(r"\n\s*\n|\n(?=\s*(?:[-*•]|\d+[.)])\s)", text):
         block = " ".join(block.split())
         if block:
-            parts = [part for part in _SENTENCE_END.split(block) if part.strip()]
+            parts = [part for part in _cut(block) if part.strip()]
             if len(parts) > 1 and _ITEM_NUMBER.fullmatch(parts[0]):
                 parts[:2] = [f"{parts[0]} {parts[1]}"]
             pieces.extend(parts)
     return pieces
+
+
+# A period after these ends no sentence: a title before a name, a place's "St." or "Mt.", a Latin abbreviation …
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof st mt ft jr sr gen col capt lt sgt gov sen rev hon vs e.g i.e cf approx".split()
+)
+# … and these none before a number ("ca. 2 million", "c. 1200", "No. 5", "Jan. 5").
+_BEFORE_A_NUMBER = frozenset("ca c no nos vol pp p fig jan feb mar apr aug sep sept oct nov dec".split())
+_INITIALS = re.compile(r"(?:[A-Z]\.)*[A-Z]")  # "F" of "John F. Kennedy", "U.S" of "the U.S. Army"
+_WORD_START = re.compile(r"[-–/(\"'“‘\[]")
+
+
+def _cut(block: str) -> list[str]:
+    """`block` (one line) cut where a sentence ends: after ".", "!" or "?" and before a capital or a digit, except
+    after an initial or an abbreviation (cut there, "ca. 2 million" lost its number to the next sentence)."""
+    parts, start = [], 0
+    for end in _SENTENCE_END.finditer(block):
+        if _ends_a_sentence(block[: end.start()], block[end.end() : end.end() + 1]):
+            parts.append(block[start : end.start()])
+            start = end.end()
+    parts.append(block[start:])
+    return parts
+
+
+def _ends_a_sentence(before: str, following: str) -> bool:
+    if not before.endswith("."):
+        return True
+    word = _WORD_START.split(before.rsplit(None, 1)[-1])[-1][:-1]
+    if _INITIALS.fullmatch(word) or word.lower() in _ABBREVIATIONS:
+        return False
+    return not (word.lower() in _BEFORE_A_NUMBER and following.isdigit())
 
 
 def quotable_units(text: str) -> list[str]:

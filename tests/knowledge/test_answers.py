@@ -304,3 +304,17 @@ def test_a_sentence_of_up_to_400_characters_is_quoted_whole():
 
     assert 320 < len(normans) <= 400
     assert extractive._trim(normans, asked) == normans, "cut to the question's words, it lost the answer (Viking)"
+
+
+def test_an_initial_or_an_abbreviation_ends_no_sentence():
+    text = ("The Dutch Republic had ca. 2 million people. Around 1700, Huguenots came. John F. Kennedy joined the U.S. "
+            "Navy. Dr. Smith lived on Main St. in Boston, e.g. Smith. It is No. 5 on the list. No. They refused.")
+    assert sentences(text) == [
+        "The Dutch Republic had ca. 2 million people.",
+        "Around 1700, Huguenots came.",
+        "John F. Kennedy joined the U.S. Navy.",
+        "Dr. Smith lived on Main St. in Boston, e.g. Smith.",
+        "It is No. 5 on the list.",
+        "No.",
+        "They refused.",
+    ]

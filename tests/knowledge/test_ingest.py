@@ -148,6 +148,32 @@ def test_every_sentence_gets_a_vector_and_a_store_made_without_them_gets_them_on
     assert store.sentence_vectors({"bio": counts}).keys() == chunks.keys()
 
 
+def test_a_chunk_cut_into_other_sentences_before_gets_vectors_of_its_sentences_now_and_at_the_next_ingest(
+    offline_settings, course_dir: Path, caplog: pytest.LogCaptureFixture
+):
+    """A version that cut text into sentences otherwise (one that ended a sentence at "ca." or "Dr.") stored a
+    vector for each of its sentences: they are not this version's, so the retriever embeds the chunk's sentences as
+    they are asked for, and the next ingest stores them."""
+    store = open_store(offline_settings)
+    ingest_path(store, course_dir, course_id="bio")
+    chunks = {chunk.id: chunk for chunk in store.chunk_texts("bio")}
+    calvin = next(id for id, chunk in chunks.items() if "Calvin cycle takes place" in chunk.text)
+    units = ["The Calvin cycle takes place in the stroma.", "It fixes carbon dioxide into sugar using ATP and NADPH."]
+    older = ["The Calvin cycle", "takes place in the stroma.", "It fixes carbon dioxide into sugar using ATP and NADPH."]
+    store._sentences("bio").upsert(ids=[f"{calvin}:{n}" for n in range(3)], embeddings=store.embedder.embed(older),
+                                   metadatas=[{"chunk_id": calvin}] * 3)
+    store._collection("bio").update(ids=[calvin], metadatas=[{**chunks[calvin].metadata, "sentences": 3}])
+
+    passages = Retriever(store).retrieve("Where does the Calvin cycle take place?", allowed_courses={"bio"})
+    assert passages[0].chunk_id == calvin and len(passages[0].sentence_similarities) == 2
+    assert "vectors of other sentences" in caplog.text
+
+    again = ingest_path(store, course_dir, course_id="bio")
+    assert (again.added, again.updated) == (0, 1)
+    stored = store.sentence_vectors({"bio": {calvin: 2}})[calvin]
+    assert np.allclose(stored, store.embedder.embed(units), atol=1e-4)
+
+
 def test_a_file_that_fails_is_reported_and_the_rest_goes_on(offline_settings, course_dir: Path):
     store = open_store(offline_settings)
     ingest_path(store, course_dir, course_id="bio")
