@@ -159,7 +159,7 @@ def test_a_chunk_cut_into_other_sentences_before_gets_vectors_of_its_sentences_n
     chunks = {chunk.id: chunk for chunk in store.chunk_texts("bio")}
     calvin = next(id for id, chunk in chunks.items() if "Calvin cycle takes place" in chunk.text)
     units = ["The Calvin cycle takes place in the stroma.", "It fixes carbon dioxide into sugar using ATP and NADPH."]
-    older = ["The Calvin cycle", "takes place in the stroma.", "It fixes carbon dioxide into sugar using ATP and NADPH."]
+    older = ["The Calvin cycle", "takes place in the stroma.", units[1]]
     store._sentences("bio").upsert(ids=[f"{calvin}:{n}" for n in range(3)], embeddings=store.embedder.embed(older),
                                    metadatas=[{"chunk_id": calvin}] * 3)
     store._collection("bio").update(ids=[calvin], metadatas=[{**chunks[calvin].metadata, "sentences": 3}])
