@@ -23,6 +23,7 @@ from sqlalchemy import (
     FromClause,
     Select,
     String,
+    and_,
     bindparam,
     cast,
     func,
@@ -402,31 +403,15 @@ async def requeue(session: AsyncSession, ids: Sequence[int] | None) -> int:
     conversations' locks for a few statements, not one per reply). On PostgreSQL they are drawn from the sequence
     under the conversations' locks (taken in id order), as `enqueue` draws its own, and paired with the old ones in
     order; on SQLite (one writer at a time) they follow the largest id there is."""
-    dead = select(_OUTBOX.c.id, _OUTBOX.c.conversation_id).where(_OUTBOX.c.status == OutboxStatus.DEAD.value)
+    dead = _OUTBOX.c.status == OutboxStatus.DEAD.value
     if ids is not None:
-        dead = dead.where(_OUTBOX.c.id.in_(list(ids)))
-    rows = (await session.execute(dead.order_by(_OUTBOX.c.id))).all()
-    if not rows:
-        return 0
-    old_ids = [row.id for row in rows]
-    renumbered: FromClause  # (id, new_id) of each reply requeued
+        dead = and_(dead, _OUTBOX.c.id.in_(list(ids)))
     if (await session.connection()).dialect.name == "postgresql":
-        conversations = sorted({row.conversation_id for row in rows})
-        await session.execute(
-            select(Conversation.id).where(Conversation.id.in_(conversations)).order_by(Conversation.id)
-            .with_for_update(key_share=True)
-        )
-        sequence = func.pg_get_serial_sequence(_OUTBOX.name, "id")
-        drawn = await session.scalars(select(func.nextval(sequence)).select_from(func.generate_series(1, len(rows))))
-        pairs = func.unnest(
-            bindparam("old", old_ids, type_=ARRAY(BigInteger)), bindparam("new", sorted(drawn), type_=ARRAY(BigInteger))
-        )
-        renumbered = pairs.table_valued("id", "new_id").render_derived(name="renumbered")
+        renumbered = await _renumbered_from_the_sequence(session, dead)
     else:
-        largest = (await session.execute(select(func.max(_OUTBOX.c.id)))).scalar_one()
-        renumbered = select(
-            _OUTBOX.c.id, (literal(largest) + func.row_number().over(order_by=_OUTBOX.c.id)).label("new_id")
-        ).where(_OUTBOX.c.id.in_(old_ids)).subquery("renumbered")
+        renumbered = await _renumbered_after_the_largest(session, dead)
+    if renumbered is None:
+        return 0
     result = await session.execute(
         update(_OUTBOX)
         .where(_OUTBOX.c.id == renumbered.c.id, _OUTBOX.c.status == OutboxStatus.DEAD.value)
@@ -434,6 +419,36 @@ async def requeue(session: AsyncSession, ids: Sequence[int] | None) -> int:
                 lease_until=None)
     )
     return rows_affected(result)
+
+
+async def _renumbered_from_the_sequence(session: AsyncSession, dead: ColumnElement[bool]) -> FromClause | None:
+    """(id, new_id) of the dead replies, on PostgreSQL: their conversations locked (in id order), new ids drawn from
+    the sequence and paired with the old ones in order (the ids go as two arrays, however many they are)."""
+    old_ids = list(await session.scalars(select(_OUTBOX.c.id).where(dead).order_by(_OUTBOX.c.id)))
+    if not old_ids:
+        return None
+    conversations = select(_OUTBOX.c.conversation_id).where(dead).scalar_subquery()
+    await session.execute(
+        select(Conversation.id).where(Conversation.id.in_(conversations)).order_by(Conversation.id)
+        .with_for_update(key_share=True)
+    )
+    sequence = func.pg_get_serial_sequence(_OUTBOX.name, "id")
+    drawn = await session.scalars(select(func.nextval(sequence)).select_from(func.generate_series(1, len(old_ids))))
+    pairs = func.unnest(
+        bindparam("old", old_ids, type_=ARRAY(BigInteger)), bindparam("new", sorted(drawn), type_=ARRAY(BigInteger))
+    )
+    return pairs.table_valued("id", "new_id").render_derived(name="renumbered")
+
+
+async def _renumbered_after_the_largest(session: AsyncSession, dead: ColumnElement[bool]) -> FromClause | None:
+    """(id, new_id) of the dead replies, on SQLite: the largest id's next ones, in order (one writer at a time: the
+    transaction began IMMEDIATE, so no id is drawn meanwhile)."""
+    largest = (await session.execute(select(func.max(_OUTBOX.c.id)))).scalar_one()
+    if largest is None:
+        return None
+    return select(
+        _OUTBOX.c.id, (literal(largest) + func.row_number().over(order_by=_OUTBOX.c.id)).label("new_id")
+    ).where(dead).subquery("renumbered")
 
 
 async def cancel_unsent_to(session: AsyncSession, channel: str, chat_prefix: str, *, reason: str) -> int:
