@@ -144,14 +144,16 @@ def sync_lessons(
             progress(0, len(to_add))
         store.add(to_add, on_progress=advance)
     if to_update:
-        store.update_metadata(to_update)
         # chunks stored before sentences had vectors of their own get them now, and so do chunks whose text is cut
-        # into sentences differently than when they were stored (knowledge.terms: an abbreviation no longer ends one)
+        # into sentences differently than when they were stored (knowledge.terms: an abbreviation no longer ends one);
+        # embedded before their metadata counts the new sentences, so an ingest stopped between the two leaves the
+        # count that tells the next one (and the retriever) the vectors are not these sentences'
         unembedded = [chunk for chunk in to_update if existing[chunk.id].get("sentences") != len(chunk.units)]
         if unembedded:
             log.info("embedding the sentences of chunks stored without them, or cut into sentences otherwise",
                      extra={"course_id": course_id, "chunks": len(unembedded)})
             store.add_sentences(unembedded)
+        store.update_metadata(to_update)
 
     report.added, report.updated, report.removed = len(to_add), len(to_update), len(to_remove)
     report.unchanged = len(wanted) - len(to_add) - len(to_update)

@@ -12,7 +12,7 @@ from functools import lru_cache
 import Stemmer
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]*[A-Z0-9])")
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]*\w)")  # then a capital or a digit (`_cut`)
 _ITEM_NUMBER = re.compile(r"\d+[.)]")  # "1." at the start of a numbered item is no sentence of its own
 _LIST_ITEM = re.compile(r"(?:[-*•]|\d+[.)])\s")
 
@@ -62,21 +62,23 @@ def sentences(text: str) -> list[str]:
 
 
 # A period after these ends no sentence: a title before a name, a place's "St." or "Mt.", a Latin abbreviation …
-_ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof st mt ft jr sr gen col capt lt sgt gov sen rev hon vs e.g i.e cf approx".split()
+_ABBREVIATIONS = frozenset("mr mrs ms dr prof st mt gen col capt lt sgt gov sen rev hon vs e.g i.e cf approx".split())
+# … and these none before a number ("ca. 2 million", "c. 1200", "No. 5", "Jan. 5", "29,029 ft. above").
+_BEFORE_A_NUMBER = frozenset(
+    "ca c no nos vol pp p fig ft jan feb mar apr jun jul aug sep sept oct nov dec".split()
 )
-# … and these none before a number ("ca. 2 million", "c. 1200", "No. 5", "Jan. 5").
-_BEFORE_A_NUMBER = frozenset("ca c no nos vol pp p fig jan feb mar apr aug sep sept oct nov dec".split())
-_INITIALS = re.compile(r"(?:[A-Z]\.)*[A-Z]")  # "F" of "John F. Kennedy", "U.S" of "the U.S. Army"
-_WORD_START = re.compile(r"[-–/(\"'“‘\[]")
+_WORD_START = re.compile(r"[-–—/(\"'“‘\[]")
+_OPENING = "\"'“‘(["
 
 
 def _cut(block: str) -> list[str]:
-    """`block` (one line) cut where a sentence ends: after ".", "!" or "?" and before a capital or a digit, except
-    after an initial or an abbreviation (cut there, "ca. 2 million" lost its number to the next sentence)."""
+    """`block` (one line) cut where a sentence ends: after ".", "!" or "?" and before a capital ("É" too) or a
+    digit, except after an initial or an abbreviation (cut there, "ca. 2 million" lost its number to the next
+    sentence)."""
     parts, start = [], 0
     for end in _SENTENCE_END.finditer(block):
-        if _ends_a_sentence(block[: end.start()], block[end.end() : end.end() + 1]):
+        following = block[end.end() : end.end() + 30].split(" ", 1)[0].lstrip(_OPENING)
+        if (following[:1].isupper() or following[:1].isdigit()) and _ends_a_sentence(block[: end.start()], following):
             parts.append(block[start : end.start()])
             start = end.end()
     parts.append(block[start:])
@@ -84,12 +86,20 @@ def _cut(block: str) -> list[str]:
 
 
 def _ends_a_sentence(before: str, following: str) -> bool:
+    """Whether the period, "!" or "?" that ends `before` ends a sentence, `following` the word after it."""
     if not before.endswith("."):
         return True
     word = _WORD_START.split(before.rsplit(None, 1)[-1])[-1][:-1]
-    if _INITIALS.fullmatch(word) or word.lower() in _ABBREVIATIONS:
+    if _initials(word):  # "John F. Kennedy", "the U.S. Army"; not "vitamin D. Not" nor "the U.S. The"
+        return following.lower() in STOP_WORDS
+    if word.lower() in _ABBREVIATIONS:
         return False
-    return not (word.lower() in _BEFORE_A_NUMBER and following.isdigit())
+    return not (word.lower() in _BEFORE_A_NUMBER and following[:1].isdigit())
+
+
+def _initials(word: str) -> bool:
+    """"F", "U.S", "Ł": capital letters each standing alone."""
+    return bool(word) and all(len(letter) == 1 and letter.isupper() for letter in word.split("."))
 
 
 def quotable_units(text: str) -> list[str]:

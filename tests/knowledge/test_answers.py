@@ -308,7 +308,9 @@ def test_a_sentence_of_up_to_400_characters_is_quoted_whole():
 
 def test_an_initial_or_an_abbreviation_ends_no_sentence():
     text = ("The Dutch Republic had ca. 2 million people. Around 1700, Huguenots came. John F. Kennedy joined the U.S. "
-            "Navy. Dr. Smith lived on Main St. in Boston, e.g. Smith. It is No. 5 on the list. No. They refused.")
+            "Navy. Dr. Smith lived on Main St. in Boston, e.g. Smith. It is No. 5 on the list. No. They refused. "
+            "Ł. Kowalski sang. It needs vitamin D. Not all of it. He left the U.S. The rest stayed. Martin Luther "
+            "King Jr. He spoke. The peak is 29,029 ft. (8,848 m) high.")
     assert sentences(text) == [
         "The Dutch Republic had ca. 2 million people.",
         "Around 1700, Huguenots came.",
@@ -317,4 +319,12 @@ def test_an_initial_or_an_abbreviation_ends_no_sentence():
         "It is No. 5 on the list.",
         "No.",
         "They refused.",
+        "Ł. Kowalski sang.",
+        "It needs vitamin D.",  # an initial, but the sentence goes on with a stop word: a new one
+        "Not all of it.",
+        "He left the U.S.",
+        "The rest stayed.",
+        "Martin Luther King Jr.",
+        "He spoke.",
+        "The peak is 29,029 ft. (8,848 m) high.",
     ]
