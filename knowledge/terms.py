@@ -12,7 +12,8 @@ from functools import lru_cache
 import Stemmer
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]*\w)")  # then a capital or a digit (`_cut`)
+# the end of a sentence (its closing marks kept with it: `He said "Stop."`), then a capital or a digit (`_cut`)
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*(\s+)(?=[\"'“‘(\[]*\w)")
 _ITEM_NUMBER = re.compile(r"\d+[.)]")  # "1." at the start of a numbered item is no sentence of its own
 _LIST_ITEM = re.compile(r"(?:[-*•]|\d+[.)])\s")
 
@@ -79,7 +80,7 @@ def _cut(block: str) -> list[str]:
     for end in _SENTENCE_END.finditer(block):
         following = block[end.end() : end.end() + 30].split(" ", 1)[0].lstrip(_OPENING)
         if (following[:1].isupper() or following[:1].isdigit()) and _ends_a_sentence(block[: end.start()], following):
-            parts.append(block[start : end.start()])
+            parts.append(block[start : end.start(1)])
             start = end.end()
     parts.append(block[start:])
     return parts

@@ -328,3 +328,9 @@ def test_an_initial_or_an_abbreviation_ends_no_sentence():
         "He spoke.",
         "The peak is 29,029 ft. (8,848 m) high.",
     ]
+
+
+def test_a_sentence_keeps_its_closing_quote_or_bracket():
+    assert sentences('He said "Stop." Then he left. (See Fig. 2.) Next, “Go!” She went.') == [
+        'He said "Stop."', "Then he left.", "(See Fig. 2.)", "Next, “Go!”", "She went.",
+    ]
