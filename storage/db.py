@@ -441,7 +441,7 @@ def _lending_engine(url: str) -> AsyncEngine:
         poolclass=NullPool,
         pool_reset_on_return=None,
         hide_parameters=True,
-        **ENGINE_JSON["sqlite" if backend == "sqlite" else "postgresql"],
+        **ENGINE_JSON[backend],
         **extra,
     )
 

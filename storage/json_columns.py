@@ -19,10 +19,7 @@ _OPTIONS = orjson.OPT_NON_STR_KEYS
 
 def dumps(value: Any) -> str:
     """JSON text (SQLite stores text)."""
-    try:
-        return orjson.dumps(value, option=_OPTIONS).decode()
-    except TypeError:
-        return json.dumps(value)
+    return dumps_utf8(value).decode()
 
 
 def dumps_utf8(value: Any) -> bytes:
