@@ -254,9 +254,17 @@ class Intake:
     the intake anyway: its next turn waits longer (`behind`), while a person waiting for one reply keeps the rule
     above. Under a flood a recording is under way nearly all the time, so that rule lets turns through between any
     two groups of recordings, and the turns took most of the process from the intake (on a quiet machine PostgreSQL
-    took in 4,376–5,489 messages a second with no turns beside it, 1,322–1,956 with them)."""
+    took in 4,376–5,489 messages a second with no turns beside it, 1,322–1,956 with them).
 
-    def __init__(self, urgent_in_a_row: int = 8, *, behind_every: int = 32, quiet_seconds: float = 0.002) -> None:
+    A flood is not a steady stream: the platforms' senders wait for the acknowledgements of a group of recordings
+    before they send the next, so between two groups the intake is idle for a millisecond or two. A quiet moment
+    (`quiet_seconds`) longer than that gap lets the turns behind go between groups only where the gap is a real
+    pause: at 2 ms they went in nearly every gap, and PostgreSQL took in 3,695–4,299 messages a second of a flood of
+    50 senders; at 5 ms, 4,930–4,989 (docs/benchmarks.md). Longer still (10, 20 ms) took in no more, and the longer
+    it is, the lower the steady rate at which a conversation behind waits for its `behind_every` recordings although
+    the intake is far from busy (evenly spaced recordings leave no quiet moment from 1 / `quiet_seconds` a second)."""
+
+    def __init__(self, urgent_in_a_row: int = 8, *, behind_every: int = 32, quiet_seconds: float = 0.005) -> None:
         self._urgent_in_a_row = urgent_in_a_row
         self._under_way = 0
         self._ended = 0  # urgent ones ended, ever
