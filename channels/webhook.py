@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -153,6 +154,10 @@ def within_json_depth(body: bytes) -> None:
 def parse_json(body: bytes) -> Any:
     """The body as JSON; 400 when it is not JSON (UTF-8) or nests deeper than MAX_JSON_DEPTH."""
     within_json_depth(body)
+    try:
+        return orjson.loads(body)  # (a fifth of the standard library's CPU for an update)
+    except orjson.JSONDecodeError:
+        pass  # what orjson refuses and the standard library may take (NaN, a UTF-16 body, an integer past 64 bits)
     try:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

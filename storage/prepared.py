@@ -18,6 +18,7 @@ column names unique (as a `Row`'s attributes).
 
 from __future__ import annotations
 
+import operator
 import re
 import sqlite3
 from collections import namedtuple
@@ -288,10 +289,23 @@ class Entity:
         self._primary = self._labels[self._columns.index(primary)]
         self._manager = mapper.class_manager
         self._identity_class = mapper._identity_class
+        self._getters: dict[type, Callable[[Any], tuple[Any, ...]]] = {}  # a statement's row class → its values
 
     def columns(self) -> list[Any]:
         """The entity's columns, labelled, for a statement's select list."""
         return [column.label(label) for column, label in zip(self._columns, self._labels, strict=True)]
+
+    def _values(self, row: Any) -> tuple[Any, ...]:
+        """The entity's values in `row`, in its keys' order: for a prepared statement's rows (named tuples), by
+        position, one getter a row class made once."""
+        if not isinstance(row, tuple):
+            return tuple(getattr(row, label) for label in self._labels)
+        getter = self._getters.get(type(row))
+        if getter is None:
+            fields = type(row)._fields  # type: ignore[attr-defined]
+            positions = [fields.index(label) for label in self._labels]
+            getter = self._getters[type(row)] = _getter(positions)
+        return getter(row)
 
     def detached(self, row: Any) -> Any:
         """The object of the entity's columns in `row`, as the ORM's loader makes it for a row it has not seen
@@ -304,7 +318,7 @@ class Entity:
             return None
         instance = self._manager.new_instance()
         state = instance_state(instance)
-        state.dict.update((key_, getattr(row, label)) for key_, label in zip(self._keys, self._labels, strict=True))
+        state.dict.update(zip(self._keys, self._values(row), strict=True))
         state.key, state.identity_token = (self._identity_class, (primary,), None), None
         return instance
 
@@ -479,3 +493,11 @@ def _insert_of(mapper: Any, keys: tuple[str, ...]) -> tuple[Prepared, tuple[str,
             statement = statement.returning(*(prop.columns[0] for prop in returned))
         found = _INSERTS[mapper, keys] = (Prepared(statement), tuple(prop.key for prop in returned))
     return found
+
+
+def _getter(positions: list[int]) -> Callable[[Any], tuple[Any, ...]]:
+    """A tuple's items at `positions`, as a tuple (itemgetter returns a lone item bare)."""
+    if len(positions) == 1:
+        (position,) = positions
+        return lambda row: (row[position],)
+    return operator.itemgetter(*positions)
