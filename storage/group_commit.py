@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy.exc import DBAPIError, StatementError
 
@@ -90,72 +90,15 @@ class GroupCommit(Generic[Connection]):
         self._waiting: dict[bool, _Group] = {}  # by urgency: the group waiting at the turnstile, taking members
         self._drivers: set[asyncio.Task[None]] = set()
 
-    @asynccontextmanager
-    async def transaction(self, *, urgent: bool) -> AsyncIterator[Connection]:
+    def transaction(self, *, urgent: bool) -> AbstractAsyncContextManager[Connection]:
         """A member's transaction: run at once when the turnstile is free, else in a group."""
-        loop = asyncio.get_running_loop()
-        group = self._joinable(urgent)
-        if group is None and self._gate.free():
-            await self._gate.acquire(urgent=urgent)  # (at once)
-            group = _Group(loop.create_future(), urgent)
-            await self._begin(group)
-        elif group is None:
-            group = self._waiting[urgent] = _Group(loop.create_future(), urgent)
-            self._gate.hand_over(urgent=urgent, to=partial(self._on_turn, group))
-        group.members += 1
-        group.joined += 1
-        try:
-            if not group.running:
-                turn = loop.create_future()
-                group.waiting.append(turn)
-                await turn
-            async with group.lock:  # (free at once, but where a block paused)
-                connection, driver = self._opener()
-                _statement(driver, "SAVEPOINT member")
-                try:
-                    yield connection
-                except BaseException:
-                    _statement(driver, "ROLLBACK TO member")
-                    _statement(driver, "RELEASE member")
-                    raise
-                _statement(driver, "RELEASE member")
-        finally:
-            group.members -= 1
-            await self._commit_if_done(group)
-        await asyncio.shield(group.committed)
+        return _Member(self, urgent)
 
-    @asynccontextmanager
-    async def alone(self, *, urgent: bool) -> AsyncIterator[Connection]:
+    def alone(self, *, urgent: bool) -> AbstractAsyncContextManager[Connection]:
         """A transaction of its own, at its place at the turnstile like a session's, joined by no one and joining no
         group: for a block that may run longer than a group's members should wait for their commit (a turn, whose
         dialogs run inside it), so that what a platform waits for still goes first, waiting for it alone."""
-        await self._gate.acquire(urgent=urgent)
-        # One pass of the event loop while holding it: a turn's statements never pause on the inline connection, so
-        # turns ready together would otherwise each find the turnstile free and run back to back in one pass, ahead
-        # of the requests on their way to their recordings. So the turns after this one queue at the turnstile, and
-        # a recording that comes meanwhile goes before them (flood intake on SQLite 1,044-1,071 -> 5,280-5,569
-        # messages/s, docs/benchmarks.md "Tenth pass").
-        await asyncio.sleep(0)
-        try:
-            connection, driver = self._opener()
-            try:
-                await driver.begin_immediately()
-            except sqlite3.Error as exc:
-                raise _error("BEGIN IMMEDIATE", exc) from exc
-            try:
-                yield connection
-            except BaseException:
-                with suppress(sqlite3.Error):
-                    await driver.rollback()
-                raise
-            try:
-                await driver.commit()
-            except sqlite3.Error as exc:
-                with suppress(sqlite3.Error):
-                    await driver.rollback()
-                raise _error("COMMIT", exc) from exc
-        finally:
-            self._gate.release()
+        return _Alone(self, urgent)
 
     def _joinable(self, urgent: bool) -> _Group | None:
         """The group under way, or one waiting at the turnstile with the same urgency."""
@@ -269,3 +212,119 @@ def _statement(driver: Driver, sql: str) -> None:
         driver.execute_now(sql)
     except sqlite3.Error as exc:
         raise _error(sql, exc) from exc
+
+
+
+class _Alone(Generic[Connection]):
+    """`GroupCommit.alone`'s block (a class, not a generator: a turn enters one a message, and a generator's context
+    costs twice the CPU)."""
+
+    __slots__ = ("_commit", "_urgent", "_driver")
+
+    def __init__(self, commit: GroupCommit[Connection], urgent: bool) -> None:
+        self._commit = commit
+        self._urgent = urgent
+        self._driver: Driver | None = None
+
+    async def __aenter__(self) -> Connection:
+        gate = self._commit._gate
+        await gate.acquire(urgent=self._urgent)
+        try:
+            # One pass of the event loop while holding it: a turn's statements never pause on the inline connection,
+            # so turns ready together would otherwise each find the turnstile free and run back to back in one pass,
+            # ahead of the requests on their way to their recordings. So the turns after this one queue at the
+            # turnstile, and a recording that comes meanwhile goes before them (flood intake on SQLite 1,044-1,071 ->
+            # 5,280-5,569 messages/s, docs/benchmarks.md "Tenth pass"). (Inside the `try`: a task cancelled in this
+            # pass gives the turnstile back.)
+            await asyncio.sleep(0)
+            connection, driver = self._commit._opener()
+            try:
+                await driver.begin_immediately()
+            except sqlite3.Error as exc:
+                raise _error("BEGIN IMMEDIATE", exc) from exc
+        except BaseException:
+            gate.release()
+            raise
+        self._driver = driver
+        return connection
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
+        driver = self._driver
+        assert driver is not None
+        try:
+            if kind is not None:  # the block failed: its work is undone, and its error goes on
+                with suppress(sqlite3.Error):
+                    await driver.rollback()
+                return
+            try:
+                await driver.commit()
+            except sqlite3.Error as exc:
+                with suppress(sqlite3.Error):
+                    await driver.rollback()
+                raise _error("COMMIT", exc) from exc
+        finally:
+            self._commit._gate.release()
+
+
+
+class _Member(Generic[Connection]):
+    """`GroupCommit.transaction`'s block: a member of a group, its work a savepoint of the group's transaction; it
+    returns once the group has committed (a class, not a generator: three a message)."""
+
+    __slots__ = ("_commit", "_urgent", "_group", "_driver")
+
+    def __init__(self, commit: GroupCommit[Connection], urgent: bool) -> None:
+        self._commit = commit
+        self._urgent = urgent
+        self._group: _Group | None = None
+        self._driver: Driver | None = None
+
+    async def __aenter__(self) -> Connection:
+        commit, urgent = self._commit, self._urgent
+        loop = asyncio.get_running_loop()
+        group = commit._joinable(urgent)
+        if group is None and commit._gate.free():
+            await commit._gate.acquire(urgent=urgent)  # (at once)
+            group = _Group(loop.create_future(), urgent)
+            await commit._begin(group)
+        elif group is None:
+            group = commit._waiting[urgent] = _Group(loop.create_future(), urgent)
+            commit._gate.hand_over(urgent=urgent, to=partial(commit._on_turn, group))
+        group.members += 1
+        group.joined += 1
+        self._group = group
+        try:
+            if not group.running:
+                turn = loop.create_future()
+                group.waiting.append(turn)
+                await turn
+            await group.lock.acquire()  # (free at once, but where a block paused)
+            try:
+                connection, driver = commit._opener()
+                _statement(driver, "SAVEPOINT member")
+            except BaseException:
+                group.lock.release()
+                raise
+        except BaseException:
+            group.members -= 1
+            await commit._commit_if_done(group)
+            raise
+        self._driver = driver
+        return connection
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
+        group, driver = self._group, self._driver
+        assert group is not None and driver is not None
+        try:
+            try:
+                if kind is not None:  # the block failed: its work is undone, and its error goes on
+                    _statement(driver, "ROLLBACK TO member")
+                    _statement(driver, "RELEASE member")
+                    return
+                _statement(driver, "RELEASE member")
+            finally:
+                group.lock.release()
+        finally:
+            group.members -= 1
+            await self._commit._commit_if_done(group)
+        await asyncio.shield(group.committed)

@@ -198,3 +198,34 @@ async def test_turns_ready_together_let_a_recording_in_between_them(
         assert stored("ready-") == {"ready-recorded", "ready-turn 0", "ready-turn 1", "ready-turn 2"}
     finally:
         await db.dispose()
+
+
+async def test_a_turn_stopped_while_it_lets_the_loop_run_gives_the_turnstile_back(
+    database_url: str, stored: Callable[[str], set[str]]
+) -> None:
+    """A turn's transaction holds the turnstile through one pass of the event loop before it begins (above); a task
+    cancelled in that pass (a worker stopping, a shutdown) gives the turnstile back, so the next transaction runs
+    instead of waiting for a turnstile no one holds."""
+    _sqlite_only(database_url)
+    db = Database(database_url)
+    add = _add(db.backend)
+
+    async def turn() -> None:
+        async with db.run(alone=True) as transaction:
+            await add.run(transaction, {"chat": "stopped-turn", "at": AT})
+
+    async def recording() -> None:
+        async with db.run(urgent=True) as transaction:
+            await add.run(transaction, {"chat": "stopped-recorded", "at": AT})
+
+    try:
+        stopped = asyncio.create_task(turn())
+        await asyncio.sleep(0)  # it takes the turnstile and lets the loop run once
+        stopped.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stopped
+        async with asyncio.timeout(5):
+            await recording()
+        assert stored("stopped-") == {"stopped-recorded"}
+    finally:
+        await db.dispose()
