@@ -154,6 +154,12 @@ def make_sync_engine(url: str, *, immediate: bool = True) -> Engine:
     return create_engine(sync_url(url), pool_pre_ping=True, hide_parameters=True, **ENGINE_JSON["postgresql"])
 
 
+def _expire(turn: asyncio.Future[None]) -> None:
+    """A turn waited for too long at the turnstile (`Turnstile.acquire`)."""
+    if not turn.done():
+        turn.set_exception(TimeoutError())
+
+
 class Turnstile:
     """Hands out SQLite's one connection: one session at a time, urgent ones first, in arrival order within each kind.
 
@@ -204,20 +210,27 @@ class Turnstile:
         if not self._held and not any(self._waiting):
             self._held, self._owner, self._depth = True, task, 1
             return
-        turn = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        turn = loop.create_future()
         queue = self._waiting[0 if urgent else 1]
         queue.append(turn)
+        # The wait's bound: a timer that fails `turn` (`release` passes over it then), at a third of the CPU of an
+        # `asyncio.timeout` block, which most of a busy process's transactions went through.
+        expiry = loop.call_later(self._timeout, _expire, turn)
         try:
-            async with asyncio.timeout(self._timeout):
-                await turn
-        except (asyncio.CancelledError, TimeoutError) as exc:
-            if turn.done() and not turn.cancelled():
+            await turn
+        except TimeoutError:  # (from `_expire`)
+            if turn in queue:
+                queue.remove(turn)
+            raise PoolTimeout(f"no SQLite connection within {self._timeout:g} s") from None
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
                 self.release()  # it was our turn already: pass it on
             elif turn in queue:  # (a release may have dropped it already: cancelling the wait cancels `turn`)
                 queue.remove(turn)
-            if isinstance(exc, TimeoutError):
-                raise PoolTimeout(f"no SQLite connection within {self._timeout:g} s") from None
             raise
+        finally:
+            expiry.cancel()
         self._owner, self._depth = task, 1
 
     def release(self) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from storage.db import Database, Intake, Turnstile
 
@@ -92,6 +93,21 @@ async def test_a_waiter_cancelled_just_before_a_release_leaves_with_its_cancella
     with pytest.raises(asyncio.CancelledError):
         await waiter  # the cancellation, not an error of the turnstile's own
     await asyncio.wait_for(gate.acquire(urgent=True), 1)  # and the turnstile is free
+
+
+async def test_a_waiter_past_its_bound_gives_up_with_a_pool_timeout_and_the_next_one_gets_the_turn() -> None:
+    gate = Turnstile(timeout=0.05)
+    await gate.acquire(urgent=False)
+    impatient = asyncio.create_task(gate.acquire(urgent=True))
+    await asyncio.sleep(0)
+    with pytest.raises(PoolTimeout, match="no SQLite connection within 0.05 s"):
+        await impatient
+    patient = asyncio.create_task(gate.acquire(urgent=False))
+    await asyncio.sleep(0)
+    gate.release()  # the timed-out wait is passed over: the turn goes to the one still waiting
+    await asyncio.wait_for(patient, 1)
+    gate.release()
+    assert gate.free()
 
 
 async def test_a_session_opened_inside_another_of_the_same_task_goes_through(tmp_path: Path) -> None:
