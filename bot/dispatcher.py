@@ -32,7 +32,7 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -1034,22 +1034,10 @@ class OutboxDispatcher:
             return None
         return await self._mark_sent(row, platform_id)
 
-    @contextlib.asynccontextmanager
-    async def _kept(self, row: Claimed) -> AsyncIterator[None]:
+    def _kept(self, row: Claimed) -> _Kept:
         """Hold the claim on `row` while the platform call lasts: renewed every third of the lease. A timer, not a
         task, waits for the first renewal: most sends end long before it, and a task per send costs more."""
-        loop = asyncio.get_running_loop()
-        every = self.send_lease.total_seconds() / 3
-        renewing: list[asyncio.Task[None]] = []
-        timer = loop.call_later(every, lambda: renewing.append(loop.create_task(self._renew_while_sending(row, every))))
-        try:
-            yield
-        finally:
-            timer.cancel()
-            for task in renewing:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        return _Kept(self, row)
 
     async def _renew_while_sending(self, row: Claimed, every: float) -> None:
         while True:
@@ -1167,3 +1155,31 @@ class OutboxDispatcher:
                 .where(OutboxMessage.id == row.id)
                 .values(status=OutboxStatus.DEAD.value, lease_until=None, last_error=error[:2000])
             )
+
+
+class _Kept:
+    """`OutboxDispatcher._kept`'s block (a class, not a generator context: one a send)."""
+
+    __slots__ = ("_dispatcher", "_row", "_timer", "_renewing")
+
+    def __init__(self, dispatcher: OutboxDispatcher, row: Claimed) -> None:
+        self._dispatcher = dispatcher
+        self._row = row
+        self._timer: asyncio.TimerHandle | None = None
+        self._renewing: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> None:
+        loop = asyncio.get_running_loop()
+        every = self._dispatcher.send_lease.total_seconds() / 3
+        self._timer = loop.call_later(every, self._renew, loop, every)
+
+    def _renew(self, loop: asyncio.AbstractEventLoop, every: float) -> None:
+        self._renewing.append(loop.create_task(self._dispatcher._renew_while_sending(self._row, every)))
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in self._renewing:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -98,7 +98,10 @@ def _from_sqlite_text(value: str | None) -> datetime | None:
     if value is None:
         return None
     if len(value) == 26 and value[19] == ".":  # what _to_sqlite_text writes; read as UTC at a seventh of the CPU
-        return datetime.fromisoformat(value + "+00:00")  # of .replace(tzinfo=...), which parses its arguments slowly
+        try:  # of .replace(tzinfo=...), which parses its arguments slowly
+            return datetime.fromisoformat(value + "+00:00")
+        except ValueError:  # (text of the same length written elsewhere, with its own offset: "….123+01")
+            pass
     found = datetime.fromisoformat(value)
     return found.replace(tzinfo=timezone.utc) if found.tzinfo is None else found.astimezone(timezone.utc)
 

@@ -45,6 +45,7 @@ from telegram.request import BaseRequest, RequestData
 from yarl import URL
 
 from channels.http1 import ConnectionPool
+from channels.webhook import may_hold_a_long_integer
 
 
 class AiohttpRequest(BaseRequest):
@@ -120,6 +121,8 @@ class AiohttpRequest(BaseRequest):
     def parse_json_payload(payload: bytes) -> dict[str, Any]:
         """The Bot API's answer, read by orjson (a fifth of the standard library's CPU); what orjson refuses goes to
         python-telegram-bot's own reading, which replaces bad UTF-8 and raises its TelegramError for what is no JSON."""
+        if may_hold_a_long_integer(payload):
+            return BaseRequest.parse_json_payload(payload)
         try:
             parsed = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -197,7 +200,8 @@ def _body(request_data: RequestData | None) -> dict[str, Any]:
 
 def _json_body(parameters: dict[str, Any]) -> bytes:
     """A call's parameters as its JSON body: orjson (UTF-8 as it is, where the standard library escapes it), or the
-    standard library for what orjson refuses (a key that is not a string, an integer past 64 bits)."""
+    standard library for what orjson refuses (a key that is not a string, an integer past 64 bits). A float NaN or
+    infinity goes as null (the standard library wrote `NaN`, which the Bot API refuses as no JSON)."""
     try:
         return orjson.dumps(parameters)
     except TypeError:

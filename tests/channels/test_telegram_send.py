@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
-from telegram.error import NetworkError, RetryAfter, TimedOut
-from telegram.request import RequestData
+from telegram.error import NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.request import BaseRequest, RequestData
 from telegram.request._requestparameter import RequestParameter
 
 from bot.channel import Delivery, RateLimit, TransientSendError
@@ -311,3 +311,20 @@ def test_a_bot_api_request_open_in_one_event_loop_is_refused_in_another_until_sh
         await request.shutdown()
 
     asyncio.run(shut_down_then_open())
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"ok": true, "result": {"message_id": 7, "chat": {"id": -1001234567890}, "text": "caf\xc3\xa9"}}',
+        b'{"ok": true, "result": {"id": 18446744073709551616}}',  # an integer past 64 bits, kept exact
+        b'{"ok": false, "error_code": 429, "parameters": {"retry_after": 3}}',
+    ],
+)
+def test_the_bot_apis_answer_is_read_as_python_telegram_bot_reads_it(answer):
+    assert AiohttpRequest.parse_json_payload(answer) == BaseRequest.parse_json_payload(answer)
+
+
+def test_an_answer_that_is_no_json_raises_python_telegram_bots_own_error():
+    with pytest.raises(TelegramError, match="Invalid server response"):
+        AiohttpRequest.parse_json_payload(b"<html>Bad Gateway</html>")

@@ -24,6 +24,7 @@ from channels.webhook import (
     Record,
     Webhook,
     WebhookRequest,
+    parse_json,
     within_json_depth,
 )
 
@@ -117,6 +118,27 @@ def test_json_nested_deeper_than_the_limit_is_refused_before_it_is_parsed(body, 
             within_json_depth(body)
     else:
         within_json_depth(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"update_id": 18446744073709551616, "message": {"text": "hi"}}',  # an integer past 64 bits, kept exact
+        b'{"chat": -9999999999999999999}',
+        b'{"text": "caf\\u00e9 \xe2\x9c\x93", "n": 1.5, "ok": true, "none": null, "list": [1, "2"]}',
+        b'{"a": 1, "a": 2}',  # the last of a repeated key
+        b'{"x": NaN}',  # what the standard library takes and orjson does not
+        '{"text": "utf-16"}'.encode("utf-16"),
+    ],
+)
+def test_a_body_is_read_as_the_standard_library_reads_it(body):
+    assert parse_json(body) == json.loads(body)
+
+
+@pytest.mark.parametrize("body", [b"{", b'{"a": 1,}', b"\xff\xfe{}", b'{"text": "\x01"}'])
+def test_a_body_that_is_no_json_is_refused_with_what_to_fix(body):
+    with pytest.raises(RequestRejected, match="not valid JSON"):
+        parse_json(body)
 
 
 def request_receiving(*messages: dict[str, Any]) -> Request:

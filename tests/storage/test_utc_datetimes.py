@@ -53,3 +53,24 @@ def test_text_with_an_offset_reads_as_the_same_instant() -> None:
     read = FROM_TEXT("2026-12-04 16:10:00+02:00")
     assert read == SLOW_FROM_TEXT("2026-12-04 16:10:00+02:00")
     assert read is not None and read.tzinfo is timezone.utc and read.hour == 14
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2026-12-04 16:10:00.123456", "2026-12-04 16:10:00.000000", "2026-12-04 16:10:00.123+01",
+     "2026-12-04T16:10:00.12345Z", "2026-12-04 16:10:00.1+0100"],
+)
+def test_text_of_the_written_length_reads_as_sqlalchemy_reads_it_offset_or_not(text: str) -> None:
+    """Texts of the length this type writes take a shorter way; one written elsewhere with its own offset (or a Z)
+    is still read as the instant it names."""
+    assert FROM_TEXT is not None and SLOW_FROM_TEXT is not None
+    read = FROM_TEXT(text)
+    assert read == SLOW_FROM_TEXT(text) and read is not None and read.tzinfo is timezone.utc
+
+
+def test_the_same_datetime_written_twice_gives_the_same_text() -> None:
+    assert TO_TEXT is not None
+    now = datetime(2026, 12, 4, 16, 10, 0, 5, tzinfo=timezone.utc)
+    first = TO_TEXT(now)
+    assert TO_TEXT(now) == first == "2026-12-04 16:10:00.000005"
+    assert TO_TEXT(now + timedelta(microseconds=1)) == "2026-12-04 16:10:00.000006"
