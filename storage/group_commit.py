@@ -216,8 +216,7 @@ def _statement(driver: Driver, sql: str) -> None:
 
 
 class _Alone(Generic[Connection]):
-    """`GroupCommit.alone`'s block (a class, not a generator: a turn enters one a message, and a generator's context
-    costs twice the CPU)."""
+    """`GroupCommit.alone`'s block (a class, not a generator context: a turn enters one a message)."""
 
     __slots__ = ("_commit", "_urgent", "_driver")
 
