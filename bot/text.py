@@ -24,6 +24,10 @@ from typing import Any
 
 _NOT_A_WORD = re.compile(r"[^\w\s]")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates (a str holds a surrogate only alone)
+# ASCII text (most of what is typed) takes shorter ways to the same results: a casefold is a lower(), no character
+# decomposes or combines, and what is not a word's or a space's character is found by this table, made by the very
+# expression the rest goes through.
+_ASCII_NOT_A_WORD_AS_SPACE = {c: " " for c in range(128) if _NOT_A_WORD.match(chr(c))}
 
 _NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
@@ -43,7 +47,10 @@ _JOINERS = {"and", "y", "e"}  # "one hundred and five", "treinta y dos", "vinte 
 
 def storable(text: str, *, limit: int | None = None) -> str:
     """`text` without what a database cannot store (NUL, lone surrogates), cut to `limit` characters if given."""
-    text = _UNSTORABLE.sub("", text)
+    if not text.isascii():  # (a flag of the string: no scan)
+        text = _UNSTORABLE.sub("", text)
+    elif "\x00" in text:
+        text = text.replace("\x00", "")
     return text if limit is None else text[:limit]
 
 
@@ -60,13 +67,18 @@ def storable_data(value: Any) -> Any:
 
 def fold(text: str) -> str:
     """Case, accents and spacing removed ("  Sí " → "si"); punctuation kept."""
+    if text.isascii():
+        return " ".join(text.lower().split())
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
 
 
 def plain_words(text: str) -> str:
     """`fold`, and every character that is not a letter, digit or space read as a space ("Sí, ¡claro!" → "si claro")."""
-    return " ".join(_NOT_A_WORD.sub(" ", fold(text)).split())
+    folded = fold(text)
+    if folded.isascii():
+        return " ".join(folded.translate(_ASCII_NOT_A_WORD_AS_SPACE).split())
+    return " ".join(_NOT_A_WORD.sub(" ", folded).split())
 
 
 def answer_key(text: str) -> str:

@@ -20,6 +20,10 @@ read as markup. In Slack &, < and > are always escaped, so no text makes a `<!ch
 The web chat gets whole blocks (`render_html`: paragraphs, bullet and numbered lists) in a small HTML subset: p, br,
 ul, ol, li, strong, em, code and a, whose only attributes are a link's http(s) address (with rel and target) and a
 numbered list's start.
+
+A text rendered once is kept, for each target, with what it became (the last `RENDERED_KEPT` texts of up to
+`RENDERED_KEPT_CHARS` characters): /help, a menu and a lesson part go out the same to many people, and rendering
+them line by line again cost a tenth of a Telegram `/help` message's CPU.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.messages import MARKDOWN_ESCAPES, Link, literal
 
@@ -66,6 +70,8 @@ class Target:
     italic: Callable[[str], str]
     code: Callable[[str], str]
     link: Callable[[str, str], str]
+    rendered: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    """Texts rendered for this target, and what each became (`render`)."""
 
 
 def escape_mrkdwn(text: str) -> str:
@@ -133,8 +139,30 @@ def with_links(text: str, links: Sequence[Link]) -> str:
     return (text.rstrip() + "\n\n" if text.strip() else "") + "\n".join(lines)
 
 
+RENDERED_KEPT = 256
+RENDERED_KEPT_CHARS = 4096
+
+
+def _keep(rendered: dict[str, str], text: str, result: str) -> str:
+    """`result`, kept as what `text` renders to (the oldest half let go when full)."""
+    if len(text) <= RENDERED_KEPT_CHARS:
+        if len(rendered) >= RENDERED_KEPT:
+            for old in list(rendered)[: RENDERED_KEPT // 2]:
+                del rendered[old]
+        rendered[text] = result
+    return result
+
+
 def render(text: str, target: Target) -> str:
-    """`text` in light Markdown, rendered and escaped for `target`, line by line."""
+    """`text` in light Markdown, rendered and escaped for `target`, line by line (kept: the same text again is not
+    read again)."""
+    kept = target.rendered.get(text)
+    if kept is not None:
+        return kept
+    return _keep(target.rendered, text, _render(text, target))
+
+
+def _render(text: str, target: Target) -> str:
     lines = []
     for line in text.split("\n"):
         if heading := _HEADING.match(line):
@@ -146,9 +174,19 @@ def render(text: str, target: Target) -> str:
     return "\n".join(lines)
 
 
+_HTML_RENDERED: dict[str, str] = {}
+
+
 def render_html(text: str) -> str:
     """`text` in light Markdown as the web chat's HTML: paragraphs (a single line break kept as <br>), bullet and
     numbered lists, headings as bold paragraphs; no line breaks between the tags, so the page may keep its own."""
+    kept = _HTML_RENDERED.get(text)
+    if kept is not None:
+        return kept
+    return _keep(_HTML_RENDERED, text, _render_html(text))
+
+
+def _render_html(text: str) -> str:
     blocks: list[str] = []
     lines: list[str] = []  # the paragraph being read
     items: list[str] = []  # the list being read

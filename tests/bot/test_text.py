@@ -51,3 +51,13 @@ def test_storable_takes_out_what_no_column_holds_and_keeps_the_rest():
     assert storable("An\x00n\ud800 😀 é") == "Ann 😀 é"
     assert storable("A" * 300, limit=200) == "A" * 200
     assert storable_data({"na\x00me": ["\udc80x", 1, None], "n": 2.5}) == {"name": ["x", 1, None], "n": 2.5}
+
+
+@pytest.mark.parametrize("character", [chr(c) for c in range(128)])
+def test_ascii_text_reads_as_the_same_text_beside_an_accented_word(character):
+    """ASCII text takes a shorter way through fold, plain_words and storable; beside a word that is not ASCII (which
+    takes the long way, and folds to "e"), every one of the 128 characters comes out as it does alone."""
+    for text in (character, f"Ab{character}cD", f"{character}x {character}", f" {character}{character}_9 "):
+        assert fold(f"{text} É") == " ".join(filter(None, [fold(text), "e"]))
+        assert plain_words(f"{text} É") == " ".join(filter(None, [plain_words(text), "e"]))
+        assert storable(f"{text}É") == storable(text) + "É"

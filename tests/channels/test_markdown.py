@@ -4,7 +4,17 @@ import re
 import pytest
 
 from bot.messages import literal
-from channels.markdown import PLAIN, SLACK_MRKDWN, TELEGRAM_HTML, WHATSAPP, render, render_html
+from channels.markdown import (
+    PLAIN,
+    RENDERED_KEPT,
+    RENDERED_KEPT_CHARS,
+    SLACK_MRKDWN,
+    TELEGRAM_HTML,
+    WEB_HTML,
+    WHATSAPP,
+    render,
+    render_html,
+)
 
 LESSON = """Nearly every phishing message pulls the same few levers:
 
@@ -95,3 +105,19 @@ def test_the_web_chat_html_has_paragraphs_lists_and_safe_links():
     assert "[bad](javascript:alert(1))" in out and 'href="javascript' not in out
     assert 'href="http://x.test/a&quot;b"' in out
     assert "\n" not in out
+
+
+def test_a_text_rendered_again_comes_out_the_same_for_each_target_and_what_is_kept_stays_bounded():
+    text = "# Menu\n- **bold** <b>not a tag</b>\n- [pay](https://example.com/a?b=1&c=2)"
+    for target in (TELEGRAM_HTML, SLACK_MRKDWN, WHATSAPP, PLAIN, WEB_HTML):
+        first = render(text, target)
+        assert render(text, target) == first
+    assert render(text, TELEGRAM_HTML) != render(text, SLACK_MRKDWN)  # kept apart by target
+    page = render_html(text)
+    assert render_html(text) == page and "&lt;b&gt;" in page
+
+    for n in range(RENDERED_KEPT * 3):
+        assert render(f"line {n} *x*", PLAIN) == f"line {n} x"
+    assert len(PLAIN.rendered) <= RENDERED_KEPT
+    long = "a" * (RENDERED_KEPT_CHARS + 1)
+    assert render(long, PLAIN) == long and long not in PLAIN.rendered

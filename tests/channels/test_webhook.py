@@ -24,6 +24,7 @@ from channels.webhook import (
     Record,
     Webhook,
     WebhookRequest,
+    may_hold_a_long_integer,
     parse_json,
     within_json_depth,
 )
@@ -125,6 +126,7 @@ def test_json_nested_deeper_than_the_limit_is_refused_before_it_is_parsed(body, 
     [
         b'{"update_id": 18446744073709551616, "message": {"text": "hi"}}',  # an integer past 64 bits, kept exact
         b'{"chat": -9999999999999999999}',
+        b'{"id": 90000000000000000000, "next": 123456789012345678}',  # 20 digits, of 0s and 9s; 18 beside it
         b'{"text": "caf\\u00e9 \xe2\x9c\x93", "n": 1.5, "ok": true, "none": null, "list": [1, "2"]}',
         b'{"a": 1, "a": 2}',  # the last of a repeated key
         b'{"x": NaN}',  # what the standard library takes and orjson does not
@@ -133,6 +135,20 @@ def test_json_nested_deeper_than_the_limit_is_refused_before_it_is_parsed(body, 
 )
 def test_a_body_is_read_as_the_standard_library_reads_it(body):
     assert parse_json(body) == json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "long"),
+    [
+        (b'{"id": 1234567890123456789}', True),
+        (b'{"id": 9000000000000000009}', True),
+        (b'{"id": 123456789012345678, "date": 1764950000}', False),  # 18 digits at most
+        (b'{"n": 123456789.0123456789}', False),  # a point between the runs
+        (b'{"text": "phone 12345678901234567890"}', True),  # inside a string: read by the slower parser, as well
+    ],
+)
+def test_a_run_of_19_digits_is_found_wherever_it_is(body, long):
+    assert may_hold_a_long_integer(body) is long
 
 
 @pytest.mark.parametrize("body", [b"{", b'{"a": 1,}', b"\xff\xfe{}", b'{"text": "\x01"}'])
