@@ -327,7 +327,9 @@ def render(report: dict[str, Any]) -> str:
             machine_line,
             memory_line,
             f"the core alone: {report['messages_per_s']:,.0f} messages/s, {report['cpu_ms_per_message']:.2f} ms of "
-            f"CPU a message (no HTTP; target for a /help message: {TARGET_CPU_MS:g} ms)",
+            f"CPU a message (no HTTP; {report['conversations']:,} of them first contacts, each making a user, an "
+            f"identity and a conversation; the target of {TARGET_CPU_MS:g} ms is for a /help from someone known: "
+            "--turn lesson measures it)",
         ])
     rows = [
         (turn["label"], f"{turn['messages']:,}", number(turn["messages_per_s"]), number(turn["cpu_ms_per_message"], 2),
