@@ -148,7 +148,7 @@ def _keep(rendered: dict[str, str], text: str, result: str) -> str:
     if len(text) <= RENDERED_KEPT_CHARS:
         if len(rendered) >= RENDERED_KEPT:
             for old in list(rendered)[: RENDERED_KEPT // 2]:
-                del rendered[old]
+                rendered.pop(old, None)  # (another thread may have let it go first)
         rendered[text] = result
     return result
 
