@@ -8,7 +8,7 @@ the scheduler bench's dispatcher — they are handed from here.
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,9 +53,11 @@ def cmd_bench_scheduler(settings: Settings, args: argparse.Namespace) -> int:
 
 
 @asynccontextmanager
-async def dispatching(database_url: str, data_dir: Path, channel_settings: dict[str, Any]) -> AsyncIterator[Database]:
+async def dispatching(
+    database_url: str, data_dir: Path, channel_settings: dict[str, Any]
+) -> AsyncIterator[tuple[Database, Callable[[str], None]]]:
     """`lessonbot dispatch` (not elected: the bench's is the only one) on `database_url`, with the channels
-    `channel_settings` turn on, while the block lasts; its database."""
+    `channel_settings` turn on, while the block lasts; its database, and its way to run a clock's job now."""
     from bot.cli.serve import dispatcher
     from bot.config import load_settings
 
@@ -66,6 +68,6 @@ async def dispatching(database_url: str, data_dir: Path, channel_settings: dict[
     lessonbot = dispatcher(settings, elect=False)
     lessonbot.start()
     try:
-        yield lessonbot.db
+        yield lessonbot.db, lessonbot.start_job
     finally:
         await lessonbot.stop()
