@@ -23,7 +23,8 @@ numbered list's start.
 
 A text rendered once is kept, for each target, with what it became (the last `RENDERED_KEPT` texts of up to
 `RENDERED_KEPT_CHARS` characters): /help, a menu and a lesson part go out the same to many people, and rendering
-them line by line again cost a tenth of a Telegram `/help` message's CPU.
+them line by line again cost a tenth of the instructions of a Telegram `/help` message (docs/benchmarks.md,
+"Eighteenth pass").
 """
 
 from __future__ import annotations
