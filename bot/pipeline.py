@@ -63,7 +63,7 @@ from storage.models import ChannelIdentity, Conversation, InboundSequence, Outbo
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import InboundStatus, OutboxEntry, OutboxStatus, WithQueued, enqueue
 from storage.prepared import Entity, Prepared, run_together
-from storage.queries import backend_insert, get_or_create_conversation, identity_and_user, rows_affected
+from storage.queries import backend_insert, first_contact, get_or_create_conversation, rows_affected
 
 log = logging.getLogger(__name__)
 
@@ -646,7 +646,7 @@ class ConversationWorker:
         heard = await _honour_subscription(session, conversation, message, now, waiting=loaded.waiting)
         identity, user = loaded.identity, loaded.user
         if identity is None or user is None:  # first contact: their user and identity are made now
-            identity, user = await identity_and_user(session.session, row.channel, row.sender_id, message.sender_name)
+            identity, user = await first_contact(session.session, row.channel, row.sender_id, message.sender_name)
         if conversation.user_id is None:
             conversation.user_id = user.id
         state = conversation.state

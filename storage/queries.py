@@ -130,20 +130,27 @@ async def get_or_create_identity(
     return identity
 
 
-async def identity_and_user(
+async def first_contact(
     session: AsyncSession, channel: str, external_id: str, display_name: str | None = None
 ) -> tuple[ChannelIdentity, User]:
-    """The identity for a platform user and its User, in one query when both exist (the usual case)."""
-    found = (
-        await session.execute(
-            select(ChannelIdentity, User)
-            .join(User, User.id == ChannelIdentity.user_id)
-            .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
+    """The identity and User of a platform user whom the caller's transaction found no identity for (a turn's load),
+    made without looking again. Another transaction may have made the identity since (on PostgreSQL, a message of
+    the same person in another chat): then theirs stands, and the User made here is dropped."""
+    user = User(display_name=display_name)
+    session.add(user)
+    await session.flush()
+    await session.execute(
+        insert_ignoring_conflicts(
+            session, ChannelIdentity, {"user_id": user.id, "channel": channel, "external_id": external_id}
         )
-    ).first()
-    if found is not None:
-        return found[0], found[1]
-    identity = await get_or_create_identity(session, channel, external_id, display_name)
-    user = await session.get(User, identity.user_id)
-    assert user is not None  # the identity's foreign key
+    )
+    identity = await session.scalar(
+        select(ChannelIdentity).where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
+    )
+    assert identity is not None  # inserted, or there already
+    if identity.user_id != user.id:
+        await session.delete(user)
+        theirs = await session.get(User, identity.user_id)
+        assert theirs is not None  # the identity's foreign key
+        return identity, theirs
     return identity, user
