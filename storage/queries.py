@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import JSON, CursorResult, Result, bindparam, select
+from sqlalchemy import JSON, CursorResult, Result, Select, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.ext.compiler import compiles
@@ -105,28 +105,18 @@ def _bound_dialect(where: AsyncSession | AsyncConnection) -> str:
     return (where if isinstance(where, AsyncConnection) else where.get_bind()).dialect.name
 
 
+def _identity_query(channel: str, external_id: str) -> Select[ChannelIdentity]:
+    return select(ChannelIdentity).where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
+
+
 async def get_or_create_identity(
     session: AsyncSession, channel: str, external_id: str, display_name: str | None = None
 ) -> ChannelIdentity:
     """The identity for a platform user, creating its User on first contact."""
-    query = select(ChannelIdentity).where(
-        ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id
-    )
-    identity = await session.scalar(query)
+    identity = await session.scalar(_identity_query(channel, external_id))
     if identity is not None:
         return identity
-    user = User(display_name=display_name)
-    session.add(user)
-    await session.flush()
-    await session.execute(
-        insert_ignoring_conflicts(
-            session, ChannelIdentity, {"user_id": user.id, "channel": channel, "external_id": external_id}
-        )
-    )
-    identity = await session.scalar(query)
-    assert identity is not None
-    if identity.user_id != user.id:  # another process created it first: drop our spare user
-        await session.delete(user)
+    identity, _ = await _new_identity(session, channel, external_id, display_name)
     return identity
 
 
@@ -136,6 +126,18 @@ async def first_contact(
     """The identity and User of a platform user whom the caller's transaction found no identity for (a turn's load),
     made without looking again. Another transaction may have made the identity since (on PostgreSQL, a message of
     the same person in another chat): then theirs stands, and the User made here is dropped."""
+    identity, user = await _new_identity(session, channel, external_id, display_name)
+    if user is None:
+        user = await session.get(User, identity.user_id)
+        assert user is not None  # the identity's foreign key
+    return identity, user
+
+
+async def _new_identity(
+    session: AsyncSession, channel: str, external_id: str, display_name: str | None
+) -> tuple[ChannelIdentity, User | None]:
+    """A new User and its identity; the identity another transaction made meanwhile instead, if one did (its
+    User is not returned, and the one made here is deleted)."""
     user = User(display_name=display_name)
     session.add(user)
     await session.flush()
@@ -144,13 +146,9 @@ async def first_contact(
             session, ChannelIdentity, {"user_id": user.id, "channel": channel, "external_id": external_id}
         )
     )
-    identity = await session.scalar(
-        select(ChannelIdentity).where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
-    )
+    identity = await session.scalar(_identity_query(channel, external_id))
     assert identity is not None  # inserted, or there already
-    if identity.user_id != user.id:
+    if identity.user_id != user.id:  # another transaction made it first: our spare user goes
         await session.delete(user)
-        theirs = await session.get(User, identity.user_id)
-        assert theirs is not None  # the identity's foreign key
-        return identity, theirs
+        return identity, None
     return identity, user
