@@ -547,10 +547,21 @@ class ConversationWorker:
         load = (_LOAD_TURN, {"conv": conversation_id})
         if not lease:
             return (await _LOAD_TURN.run(session, load[1])).first()
+        if self.db.backend == "sqlite":
+            # The turn's transaction began IMMEDIATE: no one else writes until it commits, so the lease is read
+            # with the load and written once, by the turn's last statement (`_FINISH_SQLITE`), not taken first.
+            found = (await _LOAD_TURN.run(session, load[1])).first()
+            if found is not None and not self._may_take(found.c_lease_owner, found.c_lease_until, now):
+                raise LeaseLost()
+            return found
         taken, loaded = await run_together(session, (_TAKE_LEASE, self._taking(conversation_id, now)), load)
         if taken.rowcount != 1:
             raise LeaseLost()
         return loaded.first()
+
+    def _may_take(self, owner: str | None, until: datetime | None, now: datetime) -> bool:
+        """`_TAKE_LEASE`'s condition, on a lease as read: free, ours, or run out."""
+        return owner is None or owner == self.owner or (until is not None and until < now)
 
     def _loaded(self, session: SessionOnDemand, conversation_id: int, found: Any) -> _Loaded | None:
         """The conversation's next pending message and everything its turn reads first, from one query: the
@@ -744,7 +755,7 @@ class ConversationWorker:
         await _MARK_DONE.run(session, values)
         if active is not None:
             await _MARK_ACTIVE.run(session, values)
-        if (await _FINISH[changed].run(session, values)).rowcount != 1:
+        if (await _FINISH_SQLITE[changed].run(session, values)).rowcount != 1:
             raise LeaseLost()
 
     async def _note_transient_failure(self, conversation_id: int, inbound_id: int | None, exc: Exception) -> None:
@@ -965,8 +976,26 @@ _MARKING_DONE = (
 _MARK_DONE = Prepared(_MARKING_DONE)
 _MARKING_ACTIVE = update(_USERS).where(_USERS.c.id == bindparam("user")).values(last_active_at=bindparam("done_at"))
 _MARK_ACTIVE = Prepared(_MARKING_ACTIVE)
+# SQLite's: the turn read the lease with its load, under the write lock its transaction holds from its BEGIN
+# IMMEDIATE, and writes it here (taken, renewed or given back) where it was free, ours or run out when read.
+_FINISHING_SQLITE = (
+    update(_CONVERSATIONS)
+    .where(
+        _CONVERSATIONS.c.id == bindparam("conv"),
+        or_(
+            _CONVERSATIONS.c.lease_owner.is_(None),
+            _CONVERSATIONS.c.lease_owner == bindparam("owner"),
+            _CONVERSATIONS.c.lease_until < bindparam("done_at"),
+        ),
+    )
+    .values(
+        lease_owner=bindparam("next_owner"), lease_until=bindparam("next_until"), last_inbound_at=bindparam("wrote")
+    )
+)
 # By whether the turn changed the conversation's state (written only then).
-_FINISH = {False: Prepared(_FINISHING), True: Prepared(_FINISHING.values(state=bindparam("state")))}
+_FINISH_SQLITE = {
+    False: Prepared(_FINISHING_SQLITE), True: Prepared(_FINISHING_SQLITE.values(state=bindparam("state")))
+}
 LEASE_LOST = "LB001"  # the SQLSTATE lessonbot_lease_lost() raises (PostgreSQL, migration 0023)
 
 

@@ -268,6 +268,48 @@ async def test_a_database_error_after_slow_work_gives_the_lease_back(settings, c
         await bot.stop()
 
 
+async def test_a_conversation_another_process_holds_waits_until_its_lease_runs_out(settings, channel):
+    """A message whose conversation another process holds (its lease not run out) is left to that process: no turn,
+    no reply, the lease as it was. Once the lease has run out (that process died), the message is processed here and
+    the lease given back. (On SQLite the lease is read with the turn's load and written by its last statement.)"""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from storage.models import Conversation, utcnow
+
+    recorder = Lessonbot(settings, [channel], process=False, dispatch=False)
+    recorded = await recorder.receive(message("/help", platform_id="held-1"))
+    await recorder.stop()
+    held_until = utcnow() + timedelta(hours=1)
+    async with recorder.db.transaction() as session:
+        await session.execute(update(Conversation).values(lease_owner="another process", lease_until=held_until))
+
+    bot = Lessonbot(settings, [channel])
+    try:
+        bot.worker.notify(recorded.conversation_id)
+        await bot.settle()
+        await asyncio.sleep(3 * settings.worker_poll_seconds)  # the poll passes it over too
+        await bot.settle()
+        async with bot.db.sessions() as session:
+            conversation = await session.get(Conversation, recorded.conversation_id)
+            row = await session.scalar(select(InboundMessage))
+        assert not channel.sent["ann"] and row.status == "pending"
+        assert (conversation.lease_owner, conversation.lease_until) == ("another process", held_until)
+
+        async with bot.db.transaction() as session:  # that process died: its lease runs out
+            await session.execute(update(Conversation).values(lease_until=utcnow() - timedelta(seconds=1)))
+        bot.worker.notify(recorded.conversation_id)
+        await bot.settle()
+        async with bot.db.sessions() as session:
+            conversation = await session.get(Conversation, recorded.conversation_id)
+            row = await session.scalar(select(InboundMessage))
+        assert len(channel.sent["ann"]) == 1 and row.status == "done"
+        assert (conversation.lease_owner, conversation.lease_until) == (None, None)
+    finally:
+        await bot.stop()
+
+
 async def test_a_value_the_database_refuses_fails_the_message_at_once_and_is_not_logged(settings, caplog):
     """A DataError (here a name longer than its column, which PostgreSQL refuses; on SQLite a lone surrogate, which
     its driver cannot encode) fails the same way every time: no retries, an apology, and the value in no log line."""
