@@ -12,7 +12,10 @@ Each of N conversations opens its own web chat session and sends M messages one 
   (polled every --poll-ms, so it is measured to within that interval).
 The first --warmup messages of every conversation (new session, new user) are left out of the figures; the measured
 phase starts for all conversations at once. By default a conversation waits for each reply before its next message,
-as a learner does; `--no-wait` sends back to back and measures how many messages the server can take in.
+as a learner does; `--no-wait` sends back to back and measures how many messages the server can take in while it
+processes them too; `--intake-only` sends back to back to servers that only record and acknowledge (`serve
+--no-worker`, as when other processes do the turns): the acknowledgement's own rate, a durable record and its
+dedupe key a message. With either, the rate taken in is printed as a share of the echo ceiling's in the same run.
 
 The load generator (aiohttp, on uvloop when installed) shares the machine's cores with the server: its figures are
 a floor of what the server can do alone, and only figures from one run compare.
@@ -89,6 +92,11 @@ def add_arguments(pipeline: argparse.ArgumentParser) -> None:
         action="store_false",
         help="send each conversation's messages back to back instead of waiting for each reply",
     )
+    pipeline.add_argument(
+        "--intake-only",
+        action="store_true",
+        help="servers that only record and acknowledge (serve --no-worker); implies --no-wait",
+    )
     pipeline.add_argument("--text", default="/help", help="what learners send; one reply per message (default /help)")
     pipeline.add_argument(
         "--poll",
@@ -136,6 +144,7 @@ class LoadOptions:
     warmup: int
     wait_for_reply: bool
     text: str
+    intake_only: bool
     poll: bool
     poll_seconds: float
     duration: float
@@ -160,8 +169,9 @@ class LoadOptions:
             conversations=args.conversations,
             messages=args.messages,
             warmup=args.warmup,
-            wait_for_reply=args.wait_for_reply,
+            wait_for_reply=args.wait_for_reply and not args.intake_only,
             text=args.text,
+            intake_only=args.intake_only,
             poll=args.poll,
             poll_seconds=args.poll_ms / 1000,
             duration=args.duration,
@@ -260,11 +270,12 @@ class Learner:
 
 
 class LoadGenerator:
-    def __init__(self, http: Any, base_url: str, options: LoadOptions, *, replies: bool) -> None:
+    def __init__(self, http: Any, base_url: str, options: LoadOptions, *, replies: bool, sessions: bool) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
         self.options = options
-        self.replies = replies
+        self.replies = replies  # awaited on the event stream (or polled)
+        self.sessions = sessions  # a web chat session opened first (the echo takes any)
         self.samples = Samples()
         self.line = StartLine(options.conversations if options.warmup else 0, options.duration)
 
@@ -280,8 +291,9 @@ class LoadGenerator:
         arrived = self.options.warmup == 0
         watcher: asyncio.Task[None] | None = None
         try:
-            if self.replies:
+            if self.sessions:
                 learner.session = await self.open_session()
+            if self.replies:
                 watcher = asyncio.get_running_loop().create_task(self.watch(learner))
             for index in range(self.options.messages):
                 if index == self.options.warmup:
@@ -441,8 +453,11 @@ class LoadGenerator:
 
 
 @asynccontextmanager
-async def started_server(target: str, workdir: Path, http: Any, postgres_url: str) -> AsyncIterator[ServerProcess]:
-    """Start one target's server and wait until it is ready; stop it (and drop its database) afterwards."""
+async def started_server(
+    target: str, workdir: Path, http: Any, postgres_url: str, *, intake_only: bool = False
+) -> AsyncIterator[ServerProcess]:
+    """Start one target's server and wait until it is ready; stop it (and drop its database) afterwards.
+    `intake_only`: a Lessonbot that records and acknowledges only (`serve --no-worker`)."""
     if target == "echo":
         argv = [sys.executable, "-m", "bench.echo"]
         server = start_process(LABELS[target], argv, workdir, child_environment(workdir))
@@ -458,7 +473,8 @@ async def started_server(target: str, workdir: Path, http: Any, postgres_url: st
         # caps meant for strangers on the internet do not apply.
         env.update(WEB_CHAT_STREAMS_PER_ADDRESS=str(BENCH_STREAM_CAP), WEB_CHAT_STREAMS_TOTAL=str(BENCH_STREAM_CAP))
         await asyncio.to_thread(upgrade_schema, workdir, env)
-        server = start_process(LABELS[target], [*LESSONBOT, "serve"], workdir, env)
+        serve = [*LESSONBOT, "serve", *(["--no-worker"] if intake_only else [])]
+        server = start_process(LABELS[target], serve, workdir, env)
         try:
             await server.wait_ready(http, "/readyz")
             yield server
@@ -486,8 +502,8 @@ def http_client(options: LoadOptions) -> Any:
 
 
 async def measure(target: str, url: str, options: LoadOptions, http: Any, server: ServerProcess | None) -> dict:
-    replies = target != "echo"
-    load = LoadGenerator(http, url, options, replies=replies)
+    replies = target != "echo" and not options.intake_only
+    load = LoadGenerator(http, url, options, replies=replies, sessions=target != "echo")
     cap = WARMUP_CAP_SECONDS + options.duration + options.reply_timeout
     cpu: dict[str, float | None] = {}
 
@@ -551,7 +567,9 @@ async def run_benchmark(options: LoadOptions, targets: list[str], *, url: str | 
             workdir.mkdir()
             http = http_client(options)
             try:
-                async with started_server(target, workdir, http, postgres_url) as server:
+                async with started_server(
+                    target, workdir, http, postgres_url, intake_only=options.intake_only
+                ) as server:
                     progress(f"{LABELS[target]}: measuring")
                     result = await measure(target, server.url, options, http, server)
                     if server.process.poll() is not None:
@@ -585,10 +603,16 @@ def render_report(report: dict[str, Any]) -> str:
     pace = (
         "each learner waits for the reply before the next message"
         if o["wait_for_reply"]
+        else "each learner sends back to back to servers that only record and acknowledge (--intake-only)"
+        if o.get("intake_only")
         else "each learner sends back to back (--no-wait)"
     )
     replies_by = (
-        f"replies polled every {o['poll_seconds'] * 1000:g} ms" if o.get("poll") else "replies from the event stream"
+        "no replies awaited"
+        if o.get("intake_only")
+        else f"replies polled every {o['poll_seconds'] * 1000:g} ms"
+        if o.get("poll")
+        else "replies from the event stream"
     )
     lines = [
         "Lessonbot pipeline benchmark: learners at the web chat API",
@@ -636,9 +660,30 @@ def render_report(report: dict[str, Any]) -> str:
             detail.append("errors: " + ", ".join(f"{kind} x{count}" for kind, count in result["errors"].items()))
         notes.append(f"{result['label']}: " + "; ".join(detail))
     lines += table(header, rows)
+    lines += intake_shares(report)
     lines.append("")
     lines += notes
     return "\n".join(lines)
+
+
+INTAKE_TARGETS = {"sqlite": 0.40, "postgresql": 0.30}  # shares of the echo ceiling's requests/s to take in
+
+
+def intake_shares(report: dict[str, Any]) -> list[str]:
+    """Back to back: each Lessonbot's rate taken in as a share of the echo ceiling's in the same run, beside its
+    target."""
+    if report["options"]["wait_for_reply"]:
+        return []
+    ok = {result["target"]: result for result in report["results"] if result["status"] == "ok"}
+    ceiling = ok.get("echo", {}).get("messages_per_s")
+    if not ceiling:
+        return []
+    shares = []
+    for target, wanted in INTAKE_TARGETS.items():
+        rate = ok.get(target, {}).get("messages_per_s")
+        if rate:
+            shares.append(f"{LABELS[target]} {rate / ceiling:.1%} (target {wanted:.0%})")
+    return [f"taken in, as a share of the echo ceiling's requests/s: {', '.join(shares)}"] if shares else []
 
 
 def cpu_notes(result: dict[str, Any]) -> list[str]:

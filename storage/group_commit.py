@@ -284,8 +284,13 @@ class _Member(Generic[Connection]):
         group = commit._joinable(urgent)
         if group is None and commit._gate.free():
             await commit._gate.acquire(urgent=urgent)  # (at once)
-            group = _Group(loop.create_future(), urgent)
-            await commit._begin(group)
+            # Begun in the next pass of the event loop, not at once: a member's statements never pause on the inline
+            # connection, so members ready in the same pass (requests whose bodies came together, sends that ended
+            # together) would each find the turnstile free and commit one by one. Meanwhile the group takes them,
+            # as a group waiting at the turnstile does (`_on_turn` begins it, or gives the turnstile back if all
+            # left).
+            group = commit._waiting[urgent] = _Group(loop.create_future(), urgent)
+            loop.call_soon(commit._on_turn, group)
         elif group is None:
             group = commit._waiting[urgent] = _Group(loop.create_future(), urgent)
             commit._gate.hand_over(urgent=urgent, to=partial(commit._on_turn, group))

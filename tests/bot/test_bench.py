@@ -64,6 +64,30 @@ def test_echo_and_sqlite_rows_with_sane_figures_and_an_unreachable_postgres_skip
     assert (postgresql["target"], postgresql["status"]) == ("postgresql", "skipped")
 
 
+@pytest.mark.slow
+def test_intake_only_measures_acknowledgements_of_a_server_that_only_records(tmp_path: Path) -> None:
+    """`--intake-only`: back to back, to a `serve --no-worker` that nobody processes for: no replies awaited, and the
+    rate taken in printed as a share of the echo ceiling's beside its target."""
+    results_file = tmp_path / "results.json"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "bot.cli", "bench", "pipeline", "--intake-only", "--targets", "echo,sqlite",
+            "--conversations", "3", "--messages", "3", "--warmup", "1", "--json", str(results_file),
+        ],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "servers that only record and acknowledge (--intake-only)" in done.stdout
+    assert any(line.startswith("taken in, as a share of the echo ceiling's requests/s: SQLite ")
+               and line.endswith("(target 40%)") for line in done.stdout.splitlines())
+    report = json.loads(results_file.read_text())
+    assert report["options"]["intake_only"] and not report["options"]["wait_for_reply"]
+    echo, sqlite = report["results"]
+    assert (sqlite["status"], sqlite["messages"], sqlite["error_count"], sqlite["replies"]) == ("ok", 3 * 2, 0, None)
+    assert sqlite["messages_per_s"] > 0 and echo["messages_per_s"] > 0
+
+
 def test_warmup_must_leave_messages_to_measure(capsys: pytest.CaptureFixture[str]) -> None:
     assert lessonbot("bench", "pipeline", "--messages", "2", "--warmup", "2", "--targets", "echo") == 2
     assert "--warmup 2 leaves nothing to measure with --messages 2" in capsys.readouterr().err
