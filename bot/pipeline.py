@@ -326,7 +326,9 @@ class ConversationWorker:
     A message is processed in one transaction that takes (or renews) the conversation's lease, reads the next
     pending message in arrival order, runs the dialog, writes state, replies and the `done` mark, and gives the
     lease back when nothing else is pending. The lease row stays locked until that commit, so another process that
-    records a message meanwhile and tries to take the lease waits for it and then finds the lease free.
+    records a message meanwhile and tries to take the lease waits for it and then finds the lease free. (On SQLite
+    the transaction's BEGIN IMMEDIATE holds the one write lock until that commit: the lease is read with the load
+    and written once, by the turn's last statement.)
     """
 
     def __init__(
@@ -541,9 +543,10 @@ class ConversationWorker:
     async def _lease_and_load(
         self, session: SessionOnDemand, conversation_id: int, now: datetime, *, lease: bool
     ) -> Any:
-        """The turn's load (`_loaded`), after the lease is taken or renewed where `lease`: the two statements in one
-        round trip (storage.prepared.run_together). The load is a statement of its own, so it sees what the commit
-        the lease's UPDATE may have waited for did. LeaseLost if another process holds the lease."""
+        """The turn's load (`_loaded`), after the lease is taken or renewed where `lease`: on PostgreSQL the two
+        statements in one round trip (storage.prepared.run_together), the load a statement of its own, so it sees
+        what the commit the lease's UPDATE may have waited for did; on SQLite the lease as the load reads it,
+        written by the turn's last statement. LeaseLost if another process holds the lease."""
         load = (_LOAD_TURN, {"conv": conversation_id})
         if not lease:
             return (await _LOAD_TURN.run(session, load[1])).first()
@@ -632,7 +635,8 @@ class ConversationWorker:
         """The turn's work in its transaction: None where nothing was pending (the lease given back)."""
         now = utcnow()
         # The lease our last commit kept is still ours (no one may take it before it runs out), and the turn's
-        # last statement checks it again: otherwise take it (or renew it), locking the row first.
+        # last statement checks it again: otherwise take it (or renew it), locking the row first (on SQLite the
+        # transaction holds the write lock: the lease is checked as loaded, and taken by the last statement).
         renew = kept is None or now >= kept - self._lease / 2
         found = await self._lease_and_load(session, conversation_id, now, lease=renew)
         loaded = self._loaded(session, conversation_id, found)

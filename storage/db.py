@@ -193,6 +193,14 @@ class Turnstile:
         task = asyncio.current_task()
         return task is not None and self._owner is task
 
+    def take_if_free(self) -> bool:
+        """Hold the turnstile for no task (for what `release`s it later: a group of transactions) if no one holds it
+        or waits for it; False (nothing taken) otherwise."""
+        if self._held or any(self._waiting):
+            return False
+        self._held, self._owner, self._depth = True, None, 1
+        return True
+
     def hand_over(self, *, urgent: bool, to: Callable[[], None]) -> None:
         """Call `to` when the turnstile is its (now, if it is free), in its place in the queue; whatever `to` starts
         must `release` it."""

@@ -4,8 +4,10 @@ commit.
 SQLite runs one write transaction at a time, and each commit writes the pages it changed to the WAL: recording a
 message (what a platform waits for), the dispatcher's read-and-claim and mark-sent each paid a `BEGIN IMMEDIATE`, a
 commit and a turn at the turnstile of their own. Here transactions go in groups:
-- with the turnstile free, a transaction takes it, begins and runs at once in its own task, as before (its blocks run
-  statements only, which do not pause on SQLite's inline connection), and commits;
+- with the turnstile free, a transaction takes it for a group that begins in the next pass of the event loop: its
+  blocks run statements only, which do not pause on SQLite's inline connection, so the transactions ready in the
+  same pass (requests whose bodies came in one read of the sockets, sends that ended together) would otherwise each
+  find it free and commit alone; they join that group instead;
 - otherwise it starts a group that waits at the turnstile with its urgency, or joins the group already waiting there
   with the same urgency (a recording must not wait in the queue of the turns), or the group under way. Once a group
   holds the turnstile and has begun, its members run one after another, each in a savepoint of the group's
@@ -40,6 +42,8 @@ class Gate(Protocol):
 
     def free(self) -> bool: ...
 
+    def take_if_free(self) -> bool: ...
+
     async def acquire(self, *, urgent: bool) -> None: ...
 
     def hand_over(self, *, urgent: bool, to: Callable[[], None]) -> None: ...
@@ -62,6 +66,7 @@ class Driver(Protocol):
 
 
 Connection = TypeVar("Connection")
+SETTLE_SECONDS = 10.0  # `settle`: how long members still in their blocks may take to end
 
 
 @dataclass(slots=True)
@@ -131,7 +136,7 @@ class GroupCommit(Generic[Connection]):
             return
         try:
             begun = self._opener()[1].begin_now()
-        except sqlite3.Error as exc:
+        except Exception as exc:  # (not only SQLite's: run from the loop, nothing else would tell the members)
             self._end(group, exc)
             self._gate.release()
             return
@@ -176,9 +181,23 @@ class GroupCommit(Generic[Connection]):
         finally:
             self._gate.release()
 
-    async def settle(self) -> None:
-        """Wait for the groups under way to end (before the connection is closed)."""
+    def _begin_next_pass(self, group: _Group) -> None:
+        """A group that holds the free turnstile begins in the next pass of the event loop (a task's first step),
+        taking meanwhile the members that come in this one; `settle` waits for it."""
+        task = asyncio.get_running_loop().create_task(self._begin_now(group), name="sqlite-group-forms")
+        self._drivers.add(task)
+        task.add_done_callback(self._drivers.discard)
+
+    async def _begin_now(self, group: _Group) -> None:
+        self._on_turn(group)
+
+    async def settle(self, *, within: float = SETTLE_SECONDS) -> None:
+        """Wait for the groups under way, and those about to begin, to end (before the connection is closed), at
+        most `within` seconds for members still in their blocks."""
         await asyncio.gather(*self._drivers, return_exceptions=True)
+        ending = [group.committed for group in (self._running, *self._waiting.values()) if group is not None]
+        if ending:
+            await asyncio.wait(ending, timeout=within)
 
     def _close(self, group: _Group) -> None:
         group.open = False
@@ -282,15 +301,18 @@ class _Member(Generic[Connection]):
         commit, urgent = self._commit, self._urgent
         loop = asyncio.get_running_loop()
         group = commit._joinable(urgent)
-        if group is None and commit._gate.free():
-            await commit._gate.acquire(urgent=urgent)  # (at once)
-            # Begun in the next pass of the event loop, not at once: a member's statements never pause on the inline
-            # connection, so members ready in the same pass (requests whose bodies came together, sends that ended
-            # together) would each find the turnstile free and commit one by one. Meanwhile the group takes them,
-            # as a group waiting at the turnstile does (`_on_turn` begins it, or gives the turnstile back if all
-            # left).
+        if group is None and commit._gate.take_if_free():
+            # Held for the group, not for this task (which may leave it first), and begun in the next pass of the
+            # event loop: a member's statements never pause on the inline connection, so members ready in the same
+            # pass (requests whose bodies came together, sends that ended together) would each find the turnstile
+            # free and commit one by one. Meanwhile the group takes them, as a group waiting at the turnstile does
+            # (`_on_turn` begins it, or gives the turnstile back if all left).
             group = commit._waiting[urgent] = _Group(loop.create_future(), urgent)
-            loop.call_soon(commit._on_turn, group)
+            commit._begin_next_pass(group)
+        elif group is None and commit._gate.free():  # (this task holds the turnstile already, for a session)
+            await commit._gate.acquire(urgent=urgent)  # (at once)
+            group = _Group(loop.create_future(), urgent)
+            await commit._begin(group)
         elif group is None:
             group = commit._waiting[urgent] = _Group(loop.create_future(), urgent)
             commit._gate.hand_over(urgent=urgent, to=partial(commit._on_turn, group))

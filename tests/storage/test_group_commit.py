@@ -286,3 +286,66 @@ async def test_a_group_whose_members_all_stop_before_it_begins_gives_the_turnsti
         assert stored("gone-") == {"gone-after"}
     finally:
         await db.dispose()
+
+
+async def test_a_group_s_turnstile_is_not_its_first_member_s(
+    database_url: str, stored: Callable[[str], set[str]]
+) -> None:
+    """The turnstile a group takes while it forms is the group's: its first member, whose block fails and so leaves
+    at once, does not keep it for its task. A transaction that task opens next waits its turn like any other, behind
+    a recording already waiting, instead of going through as if nested in the group (and meeting the group's
+    transaction at SQLite's lock)."""
+    _sqlite_only(database_url)
+    db = Database(database_url)
+    add = _add(db.backend)
+    order: list[str] = []
+
+    async def first() -> None:
+        with pytest.raises(RuntimeError):
+            async with db.run() as transaction:
+                await add.run(transaction, {"chat": "owned-first", "at": AT})
+                raise RuntimeError("a bug in a block")
+        async with db.transaction() as session:
+            await session.execute(text("SELECT 1"))
+        order.append("the first's next")
+
+    async def second() -> None:
+        async with db.run() as transaction:
+            await add.run(transaction, {"chat": "owned-second", "at": AT})
+        order.append("second")
+
+    async def recording() -> None:
+        async with db.transaction(urgent=True) as session:
+            await session.execute(text("SELECT 1"))
+        order.append("recording")
+
+    try:
+        async with db.transaction() as session:  # both connections opened before
+            await session.execute(text("SELECT 1"))
+        async with asyncio.timeout(10):
+            await asyncio.gather(first(), second(), recording())
+        assert order.index("recording") < order.index("the first's next")
+        assert stored("owned-") == {"owned-second"}
+    finally:
+        await db.dispose()
+
+
+async def test_a_database_closed_while_a_group_forms_lets_it_end_first(
+    database_url: str, stored: Callable[[str], set[str]]
+) -> None:
+    """`dispose` while a group formed with the turnstile free has not begun yet: the group begins, its member commits
+    and returns, and only then is the connection closed (none is opened again after it)."""
+    _sqlite_only(database_url)
+    db = Database(database_url)
+    add = _add(db.backend)
+
+    async def one() -> None:
+        async with db.run() as transaction:
+            await add.run(transaction, {"chat": "closing-one", "at": AT})
+
+    member = asyncio.create_task(one())
+    await asyncio.sleep(0)  # it formed its group, which begins in the next pass
+    await db.dispose()
+    await member
+    assert stored("closing-") == {"closing-one"}
+    assert (db._raw, db._checkpoints) == (None, None)
