@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, exists, func, literal, or_, select, update
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -897,16 +897,19 @@ class _Current:
     answered_elsewhere: Collection[int] = ()  # and its Turn.answered_elsewhere
 
 
+def _lease_may_be_taken(now: str) -> ColumnElement[bool]:
+    """The conversation's lease is free, ours (`owner`), or ran out before the parameter `now` names (in Python, on
+    a lease as read: `ConversationWorker._may_take`)."""
+    return or_(
+        _CONVERSATIONS.c.lease_owner.is_(None),
+        _CONVERSATIONS.c.lease_owner == bindparam("owner"),
+        _CONVERSATIONS.c.lease_until < bindparam(now),
+    )
+
+
 _TAKE_LEASE = Prepared(
     update(_CONVERSATIONS)
-    .where(
-        _CONVERSATIONS.c.id == bindparam("conv"),
-        or_(
-            _CONVERSATIONS.c.lease_owner.is_(None),
-            _CONVERSATIONS.c.lease_owner == bindparam("owner"),
-            _CONVERSATIONS.c.lease_until < bindparam("now"),
-        ),
-    )
+    .where(_CONVERSATIONS.c.id == bindparam("conv"), _lease_may_be_taken("now"))
     .values(lease_owner=bindparam("new_owner"), lease_until=bindparam("until"))
 )
 _GIVE_LEASE_BACK = Prepared(
@@ -965,12 +968,16 @@ _LOAD_TURN = Prepared(
     .outerjoin(_LEARNERS, _LEARNERS.c.user_id == _USERS.c.id)
     .where(_CONVERSATIONS.c.id == bindparam("conv"))
 )
+# What a turn's last statement writes on its conversation's row (and `state`, where the turn changed it).
+_FINISHED: dict[str, Any] = {
+    "lease_owner": bindparam("next_owner"),
+    "lease_until": bindparam("next_until"),
+    "last_inbound_at": bindparam("wrote"),
+}
 _FINISHING = (
     update(_CONVERSATIONS)
     .where(_CONVERSATIONS.c.id == bindparam("conv"), _CONVERSATIONS.c.lease_owner == bindparam("owner"))
-    .values(
-        lease_owner=bindparam("next_owner"), lease_until=bindparam("next_until"), last_inbound_at=bindparam("wrote")
-    )
+    .values(_FINISHED)
 )
 _MARKING_DONE = (
     update(_INBOUND)
@@ -984,17 +991,8 @@ _MARK_ACTIVE = Prepared(_MARKING_ACTIVE)
 # IMMEDIATE, and writes it here (taken, renewed or given back) where it was free, ours or run out when read.
 _FINISHING_SQLITE = (
     update(_CONVERSATIONS)
-    .where(
-        _CONVERSATIONS.c.id == bindparam("conv"),
-        or_(
-            _CONVERSATIONS.c.lease_owner.is_(None),
-            _CONVERSATIONS.c.lease_owner == bindparam("owner"),
-            _CONVERSATIONS.c.lease_until < bindparam("done_at"),
-        ),
-    )
-    .values(
-        lease_owner=bindparam("next_owner"), lease_until=bindparam("next_until"), last_inbound_at=bindparam("wrote")
-    )
+    .where(_CONVERSATIONS.c.id == bindparam("conv"), _lease_may_be_taken("done_at"))
+    .values(_FINISHED)
 )
 # By whether the turn changed the conversation's state (written only then).
 _FINISH_SQLITE = {
