@@ -204,8 +204,7 @@ class Turnstile:
     def hand_over(self, *, urgent: bool, to: Callable[[], None]) -> None:
         """Call `to` when the turnstile is its (now, if it is free), in its place in the queue; whatever `to` starts
         must `release` it."""
-        if self.free() and not self._held:
-            self._held, self._owner, self._depth = True, None, 1
+        if self.take_if_free():
             to()
             return
         self._waiting[0 if urgent else 1].append(_HandOver(to))
