@@ -37,7 +37,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, String, and_, bindparam, false, func, literal_column, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    String,
+    and_,
+    bindparam,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
@@ -86,20 +98,62 @@ _ACTIVE = [status.value for status in ACTIVE]
 _OUTBOX = OutboxMessage.__table__
 _CONVERSATIONS = Conversation.__table__
 _AWAITED = _OUTBOX.alias("awaited")
-# An unsent reply of the same conversation someone is waiting for: the first one's id, LIMIT 1, so the database
-# probes each row it is asked for on the conversation's index. As an EXISTS, PostgreSQL hashed every unsent reply
-# once per due search instead: 43 ms against 11 ms with 100,000 replies in line (docs/benchmarks.md).
-_FIRST_AWAITED_IN_CONVERSATION = (
-    select(_AWAITED.c.id)
-    .where(
-        _AWAITED.c.conversation_id == _OUTBOX.c.conversation_id,
-        or_(*(_AWAITED.c.status == status for status in _ACTIVE)),
-        awaited(_AWAITED),
+_HEAD_OF = _OUTBOX.alias("head")
+
+
+def _each_unsent_status(probe: Callable[[str], ScalarSelect[Any]], backend: str, *, least: bool) -> ColumnElement[Any]:
+    """A look-up of a conversation's unsent replies on `ix_outbox_messages_due`: on PostgreSQL one probe per unsent
+    status (`probe(status)`), the lowest id found (`least`) or the first found; on SQLite one probe of both
+    (`probe("")`: its condition is then either status). One probe of both (`status = 'pending' OR status =
+    'sending'`) PostgreSQL makes as a bitmap scan, and a bitmap scan never marks the index entries of the dead rows
+    it visits as dead (a plain index scan does): every reply marked sent leaves a dead `pending` entry behind, so
+    each later look-up at the conversation visited all of them again until a vacuum came, and the dispatcher's mark,
+    which makes two such look-ups, cost more than a turn's last statement (docs/benchmarks.md). SQLite keeps no dead
+    rows."""
+    if backend == "sqlite":
+        return probe("")
+    probes = [probe(status) for status in _ACTIVE]
+    return func.least(*probes) if least else func.coalesce(*probes)
+
+
+def _unsent(rows: Any, status: str) -> ColumnElement[bool]:
+    """`rows` in line to be sent: `status` if given, else either unsent status (`_each_unsent_status`)."""
+    return rows.c.status == status if status else or_(*(rows.c.status == each for each in _ACTIVE))
+
+
+def _first_awaited_in_conversation(backend: str) -> ColumnElement[Any]:
+    """An unsent reply of the outer row's conversation someone is waiting for: the first one's id, LIMIT 1, so the
+    database probes each row it is asked for on the conversation's index. As an EXISTS, PostgreSQL hashed every
+    unsent reply once per due search instead: 43 ms against 11 ms with 100,000 replies in line
+    (docs/benchmarks.md)."""
+    return _each_unsent_status(
+        lambda status: select(_AWAITED.c.id)
+        .where(_AWAITED.c.conversation_id == _OUTBOX.c.conversation_id, _unsent(_AWAITED, status), awaited(_AWAITED))
+        .limit(1)
+        .correlate(_OUTBOX)
+        .scalar_subquery(),
+        backend,
+        least=False,
     )
-    .limit(1)
-    .scalar_subquery()
-)
-_HEAD = Prepared(
+
+
+def _oldest_unsent(conversation: Any, backend: str) -> ColumnElement[Any]:
+    """The id of the conversation's oldest unsent reply."""
+    return _each_unsent_status(
+        lambda status: select(_HEAD_OF.c.id)
+        .where(_HEAD_OF.c.conversation_id == conversation, _unsent(_HEAD_OF, status))
+        .order_by(_HEAD_OF.c.id)
+        .limit(1)
+        .scalar_subquery(),
+        backend,
+        least=True,
+    )
+
+
+_BACKENDS = ("postgresql", "sqlite")
+_FIRST_AWAITED_IN_CONVERSATION = {backend: _first_awaited_in_conversation(backend) for backend in _BACKENDS}
+_HEAD = {
+    backend: Prepared(
     select(
         _OUTBOX.c.id,
         _OUTBOX.c.conversation_id,
@@ -113,16 +167,13 @@ _HEAD = Prepared(
         _OUTBOX.c.parts_sent,
         _CONVERSATIONS.c.last_inbound_at,
         _CONVERSATIONS.c.opted_out_at,
-        _FIRST_AWAITED_IN_CONVERSATION.is_not(None).label("awaited"),
+        _FIRST_AWAITED_IN_CONVERSATION[backend].is_not(None).label("awaited"),
     )
     .join(_CONVERSATIONS, _CONVERSATIONS.c.id == _OUTBOX.c.conversation_id)
-    .where(
-        _OUTBOX.c.conversation_id == bindparam("conv"),
-        or_(*(_OUTBOX.c.status == status for status in _ACTIVE)),  # (no IN list: a prepared statement takes none)
+    .where(_OUTBOX.c.id == _oldest_unsent(bindparam("conv"), backend))
     )
-    .order_by(_OUTBOX.c.id)
-    .limit(1)
-)
+    for backend in _BACKENDS
+}
 # A row due to be sent (pending and its time come, or `sending` and its lease run out), and what claiming it writes.
 _DUE_NOW = or_(
     and_(_OUTBOX.c.status == OutboxStatus.PENDING.value, _OUTBOX.c.next_attempt_at <= bindparam("now")),
@@ -140,14 +191,7 @@ _CLAIM = Prepared(
     .values(_CLAIMED)
     .returning(_OUTBOX.c.parts_sent)  # as it is now: parts another dispatcher sent meanwhile are not sent again
 )
-_HEAD_OF = _OUTBOX.alias("head")
-_HEAD_ID = (  # the conversation's oldest unsent reply
-    select(_HEAD_OF.c.id)
-    .where(_HEAD_OF.c.conversation_id == bindparam("conv"), or_(*(_HEAD_OF.c.status == status for status in _ACTIVE)))
-    .order_by(_HEAD_OF.c.id)
-    .limit(1)
-    .scalar_subquery()
-)
+_HEAD_ID = {backend: _oldest_unsent(bindparam("conv"), backend) for backend in _BACKENDS}  # of the conversation
 # SQLite names no table in RETURNING's columns, so SQLAlchemy writes them bare there, and in a subquery a bare column
 # is the subquery's own: the updated row's are named in full instead (SQLite resolves them to it).
 _UPDATED: dict[str, ColumnElement[Any]] = {
@@ -166,14 +210,14 @@ _CLAIMED_HEAD = (
 _CLAIM_HEAD = {  # `_HEAD` and `_CLAIM` in one statement, for a notice's conversation whose chat is known
     "postgresql": Prepared(
         update(_OUTBOX)
-        .where(_OUTBOX.c.id == _HEAD_ID, _CONVERSATIONS.c.id == _OUTBOX.c.conversation_id, _DUE_NOW)
+        .where(_OUTBOX.c.id == _HEAD_ID["postgresql"], _CONVERSATIONS.c.id == _OUTBOX.c.conversation_id, _DUE_NOW)
         .values(_CLAIMED)
         .returning(*_CLAIMED_HEAD, _CONVERSATIONS.c.last_inbound_at, _CONVERSATIONS.c.opted_out_at)
     ),
     # (SQLite's RETURNING takes no column of an UPDATE's FROM: the conversation's facts are subqueries)
     "sqlite": Prepared(
         update(_OUTBOX)
-        .where(_OUTBOX.c.id == _HEAD_ID, _DUE_NOW)
+        .where(_OUTBOX.c.id == _HEAD_ID["sqlite"], _DUE_NOW)
         .values(_CLAIMED)
         .returning(
             *_CLAIMED_HEAD,
@@ -197,18 +241,18 @@ _SAVE_PARTS = Prepared(update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row")).v
 _OTHER = _OUTBOX.alias("other")
 
 
-def _another_unsent(marked: Any) -> ColumnElement[bool]:
+def _another_unsent(marked: Any, backend: str) -> ColumnElement[bool]:
     """Whether the marked row's conversation has another unsent reply: `marked`, the marked row's columns."""
-    return (
-        select(_OTHER.c.id)
+    return _each_unsent_status(
+        lambda status: select(_OTHER.c.id)
         .where(
-            _OTHER.c.conversation_id == marked["conversation_id"],
-            or_(*(_OTHER.c.status == status for status in _ACTIVE)),
-            _OTHER.c.id != marked["id"],
+            _OTHER.c.conversation_id == marked["conversation_id"], _unsent(_OTHER, status), _OTHER.c.id != marked["id"]
         )
-        .exists()
-        .label("more")
-    )
+        .limit(1)
+        .scalar_subquery(),
+        backend,
+        least=False,
+    ).is_not(None).label("more")
 
 
 _MARKING_SENT = (
@@ -252,7 +296,7 @@ def _with_more(marking: Update, *columns: Any, shown: bool = False) -> dict[str,
             marking.returning(
                 *columns,
                 _OUTBOX.c.created_at,
-                _another_unsent(marked),
+                _another_unsent(marked, backend),
                 *((_OUTBOX.c.payload, _sent_before(marked)) if shown else ()),
             )
         )
@@ -276,7 +320,7 @@ _MARK_ALL_SENT = Prepared(
     .values(
         status=OutboxStatus.SENT.value, platform_message_id=_MARKS.c.sent_as, sent_at=_MARKS.c["at"], lease_until=None
     )
-    .returning(_OUTBOX.c.id, _OUTBOX.c.created_at, _another_unsent(_OUTBOX.c))
+    .returning(_OUTBOX.c.id, _OUTBOX.c.created_at, _another_unsent(_OUTBOX.c, "postgresql"))
 )
 # A reply of a channel that sends by marking (`SentByMarking`): marked sent where it would have been claimed, with
 # the try it makes counted as a claim counts it, and its platform id the channel's prefix and its outbox id.
@@ -298,20 +342,23 @@ _MARK_DUE_SENT = _with_more(  # as `_CLAIM`: the row as it was read, and still d
     .values(_SENT_BY_MARKING),
     shown=True,
 )
-_MARK_HEAD_SENT = _with_more(  # `_HEAD` and `_MARK_DUE_SENT` in one statement, unless the person opted out
-    update(_OUTBOX)
-    .where(
-        _OUTBOX.c.id == _HEAD_ID,
-        _DUE_NOW,
-        select(_CONVERSATIONS.c.opted_out_at)
-        .where(_CONVERSATIONS.c.id == _OUTBOX.c.conversation_id)
-        .scalar_subquery()
-        .is_(None),
-    )
-    .values(_SENT_BY_MARKING),
-    _OUTBOX.c.id,
-    shown=True,
-)
+_MARK_HEAD_SENT = {  # `_HEAD` and `_MARK_DUE_SENT` in one statement, unless the person opted out
+    backend: _with_more(
+        update(_OUTBOX)
+        .where(
+            _OUTBOX.c.id == _HEAD_ID[backend],
+            _DUE_NOW,
+            select(_CONVERSATIONS.c.opted_out_at)
+            .where(_CONVERSATIONS.c.id == _OUTBOX.c.conversation_id)
+            .scalar_subquery()
+            .is_(None),
+        )
+        .values(_SENT_BY_MARKING),
+        _OUTBOX.c.id,
+        shown=True,
+    )[backend]
+    for backend in _BACKENDS
+}
 
 
 def _heads(*prefix: str) -> Any:
@@ -324,13 +371,7 @@ def _heads(*prefix: str) -> Any:
     else:
         wanted = func.unnest(convs).table_valued("conv")
     wanted = wanted.render_derived(name="wanted")
-    head_id = (
-        select(_HEAD_OF.c.id)
-        .where(_HEAD_OF.c.conversation_id == wanted.c.conv, or_(*(_HEAD_OF.c.status == status for status in _ACTIVE)))
-        .order_by(_HEAD_OF.c.id)
-        .limit(1)
-        .scalar_subquery()
-    )
+    head_id = _oldest_unsent(wanted.c.conv, "postgresql")
     return select(head_id.label("id"), *(wanted.c[name] for name in ("conv", *prefix))).subquery("heads")
 
 
@@ -350,7 +391,7 @@ _MARK_HEADS_SENT = Prepared(  # `_MARK_HEAD_SENT` for many conversations (`_Toge
         _OUTBOX.c.id,
         _OUTBOX.c.conversation_id,
         _OUTBOX.c.created_at,
-        _another_unsent(_OUTBOX.c),
+        _another_unsent(_OUTBOX.c, "postgresql"),
         _OUTBOX.c.payload,
         _sent_before(_OUTBOX.c),
     )
@@ -704,7 +745,7 @@ class OutboxDispatcher:
             )
             .exists()
         )
-        waited_for = _FIRST_AWAITED_IN_CONVERSATION.correlate(OutboxMessage).is_not(None)
+        waited_for = _FIRST_AWAITED_IN_CONVERSATION[self.db.backend].is_not(None)
         query = (
             select(OutboxMessage.conversation_id, waited_for)
             .where(
@@ -881,7 +922,7 @@ class OutboxDispatcher:
         (the claim's WHERE checks the row is still as read); otherwise it is claimed once its turn comes near. A
         reply of a channel that sends by marking is marked sent instead of claimed, on the same condition."""
         now = utcnow()
-        head = (await _HEAD.run(connection, {"conv": conversation_id})).first()
+        head = (await _HEAD[self.db.backend].run(connection, {"conv": conversation_id})).first()
         if head is None or not self._reaches(head.channel, head.chat_id):
             return None
         self._remember_chat(conversation_id, head.channel, head.chat_id)

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import event, select, text, update
 from sqlalchemy.util import await_only
 
 from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
+from bot import dispatcher
 from bot.core import Lessonbot
 from bot.dispatcher import CLAIM_AHEAD_SECONDS
 from bot.messages import Text
 from bot.ratelimit import Lane, RateLimiter, Slots
 from dialogs.turn import Turn
 from storage.db import Database
-from storage.models import OutboxMessage
+from storage.models import Conversation, OutboxMessage, utcnow
 from storage.outbox import OutboxEntry, enqueue, requeue
 from tests.support import RecordingChannel, message
 
@@ -144,6 +146,53 @@ async def test_a_channel_that_sends_by_marking_has_its_replies_marked_sent_in_or
     assert [row.attempts for row in rows] == [1] * 6 and all(row.lease_until is None for row in rows)
     assert all(earlier.sent_at <= later.sent_at for earlier, later in pairwise(rows))
     assert channel.sent == {}
+
+
+# The dispatcher's look-ups of a conversation's unsent replies, with what each is given when it runs.
+HEAD_LOOK_UPS = {
+    "mark the heads of many conversations sent": (dispatcher._MARK_HEADS_SENT, {"prefixes": ["web-"]}),
+    "claim the heads of many conversations": (dispatcher._CLAIM_HEADS, {}),
+    "mark a conversation's head sent": (dispatcher._MARK_HEAD_SENT["postgresql"], {"prefix": "web-"}),
+    "claim a conversation's head": (dispatcher._CLAIM_HEAD["postgresql"], {}),
+    "read a conversation's head": (dispatcher._HEAD["postgresql"], {}),
+}
+
+
+@pytest.mark.parametrize("look_up", sorted(HEAD_LOOK_UPS))
+async def test_the_head_look_ups_on_postgresql_read_the_index_with_plain_scans(database_url, look_up):
+    """A bitmap scan never marks the index entries of the dead rows it visits as dead, and every reply marked sent
+    leaves a dead `pending` entry in `ix_outbox_messages_due` behind: a look-up of both unsent statuses in one probe
+    (a bitmap scan, to merge them) visited all of a conversation's sent replies again each time, until a vacuum.
+    Each status is probed on its own, a plain index scan that marks what it finds dead."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite keeps no dead rows")
+    db = Database(database_url)
+    try:
+        async with db.transaction() as session:
+            conversation = Conversation(channel="web", chat_id="s")
+            session.add(conversation)
+            await session.flush()
+            entries = [OutboxEntry(conversation.id, "web", "s", {"type": "text", "text": f"{n}"}) for n in range(200)]
+            ids = await enqueue(session, entries)
+            await session.execute(
+                update(OutboxMessage).where(OutboxMessage.id.in_(ids[:-1])).values(status="sent", sent_at=utcnow())
+            )
+        async with db.sessions() as session:
+            await session.execute(text("ANALYZE outbox_messages"))
+            await session.commit()
+        prepared, given = HEAD_LOOK_UPS[look_up]
+        now = utcnow()
+        values = {"conv": conversation.id, "convs": [conversation.id], "now": now, "until": now, **given}
+        async with db.transaction() as session:
+            connection = await session.connection()
+            compiled = prepared.statement.compile(dialect=connection.dialect)
+            explain = "EXPLAIN " + compiled.string
+            plan = "\n".join(row[0] for row in await connection.exec_driver_sql(explain, {**compiled.params, **values}))
+    finally:
+        await db.dispose()
+    probes = re.findall(r"(\w[\w ]*?) on outbox_messages (head|other|awaited)\b", plan)
+    assert probes and {scan for scan, _ in probes} <= {"Index Scan using ix_outbox_messages_due",
+                                                       "Index Only Scan using ix_outbox_messages_due"}, plan
 
 
 async def test_a_channel_that_sends_by_marking_under_rate_limits_is_sent_through_its_send(make_bot):
