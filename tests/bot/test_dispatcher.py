@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import event, select, text, update
 from sqlalchemy.util import await_only
 
-from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
 from bot import dispatcher
+from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
 from bot.core import Lessonbot
 from bot.dispatcher import CLAIM_AHEAD_SECONDS
 from bot.messages import Text
