@@ -190,9 +190,9 @@ async def test_the_head_look_ups_on_postgresql_read_the_index_with_plain_scans(d
             plan = "\n".join(row[0] for row in await connection.exec_driver_sql(explain, {**compiled.params, **values}))
     finally:
         await db.dispose()
-    probes = re.findall(r"(\w[\w ]*?) on outbox_messages (head|other|awaited)\b", plan)
-    assert probes and {scan for scan, _ in probes} <= {"Index Scan using ix_outbox_messages_due",
-                                                       "Index Only Scan using ix_outbox_messages_due"}, plan
+    scans = r"(Index Scan|Index Only Scan|Bitmap Heap Scan|Seq Scan)\b[^\n]*? on outbox_messages (head|other|awaited)\b"
+    probes = re.findall(scans, plan)
+    assert probes and {scan for scan, _ in probes} <= {"Index Scan", "Index Only Scan"}, plan
 
 
 async def test_a_channel_that_sends_by_marking_under_rate_limits_is_sent_through_its_send(make_bot):
