@@ -102,9 +102,9 @@ _HEAD_OF = _OUTBOX.alias("head")
 
 
 def _each_unsent_status(probe: Callable[[str], ScalarSelect[Any]], backend: str, *, least: bool) -> ColumnElement[Any]:
-    """A look-up of a conversation's unsent replies on `ix_outbox_messages_due`: on PostgreSQL one probe per unsent
-    status (`probe(status)`), the lowest id found (`least`) or the first found; on SQLite one probe of both
-    (`probe("")`: its condition is then either status). One probe of both (`status = 'pending' OR status =
+    """A look-up of a conversation's unsent replies on its index: on PostgreSQL one probe per unsent status
+    (`probe(status)`), the lowest id found (`least`) or the first found; on SQLite one probe of both (`probe("")`:
+    its condition is then either status). One probe of both (`status = 'pending' OR status =
     'sending'`) PostgreSQL makes as a bitmap scan, and a bitmap scan never marks the index entries of the dead rows
     it visits as dead (a plain index scan does): every reply marked sent leaves a dead `pending` entry behind, so
     each later look-up at the conversation visited all of them again until a vacuum came, and the dispatcher's mark,
@@ -154,23 +154,23 @@ _BACKENDS = ("postgresql", "sqlite")
 _FIRST_AWAITED_IN_CONVERSATION = {backend: _first_awaited_in_conversation(backend) for backend in _BACKENDS}
 _HEAD = {
     backend: Prepared(
-    select(
-        _OUTBOX.c.id,
-        _OUTBOX.c.conversation_id,
-        _OUTBOX.c.channel,
-        _OUTBOX.c.chat_id,
-        _OUTBOX.c.payload,
-        _OUTBOX.c.status,
-        _OUTBOX.c.attempts,
-        _OUTBOX.c.next_attempt_at,
-        _OUTBOX.c.lease_until,
-        _OUTBOX.c.parts_sent,
-        _CONVERSATIONS.c.last_inbound_at,
-        _CONVERSATIONS.c.opted_out_at,
-        _FIRST_AWAITED_IN_CONVERSATION[backend].is_not(None).label("awaited"),
-    )
-    .join(_CONVERSATIONS, _CONVERSATIONS.c.id == _OUTBOX.c.conversation_id)
-    .where(_OUTBOX.c.id == _oldest_unsent(bindparam("conv"), backend))
+        select(
+            _OUTBOX.c.id,
+            _OUTBOX.c.conversation_id,
+            _OUTBOX.c.channel,
+            _OUTBOX.c.chat_id,
+            _OUTBOX.c.payload,
+            _OUTBOX.c.status,
+            _OUTBOX.c.attempts,
+            _OUTBOX.c.next_attempt_at,
+            _OUTBOX.c.lease_until,
+            _OUTBOX.c.parts_sent,
+            _CONVERSATIONS.c.last_inbound_at,
+            _CONVERSATIONS.c.opted_out_at,
+            _FIRST_AWAITED_IN_CONVERSATION[backend].is_not(None).label("awaited"),
+        )
+        .join(_CONVERSATIONS, _CONVERSATIONS.c.id == _OUTBOX.c.conversation_id)
+        .where(_OUTBOX.c.id == _oldest_unsent(bindparam("conv"), backend))
     )
     for backend in _BACKENDS
 }
@@ -729,9 +729,10 @@ class OutboxDispatcher:
         """Conversations whose oldest unsent reply is due, in the order their replies were queued, each with its lane
         (a reply someone waits for among its unsent rows: the reply lane). Ordered by id alone, so the database
         stops at the first 1,000 on its index however long a broadcast's backlog: ordered by the lane first, it had
-        to find and sort every due head (0.45–0.93 s at 100,000 on PostgreSQL, against 7–21 ms). The lane is one
-        probe per conversation found (`_FIRST_AWAITED_IN_CONVERSATION`), and `dispatch_due` starts the reply lane's
-        first. A turn's replies do not wait for this search: its notice starts the conversation in the reply lane."""
+        to find and sort every due head (0.45–0.93 s at 100,000 on PostgreSQL, against 7–21 ms). The lane is a probe
+        per conversation found (`_FIRST_AWAITED_IN_CONVERSATION`; on PostgreSQL one per unsent status), and
+        `dispatch_due` starts the reply lane's first. A turn's replies do not wait for this search: its notice starts
+        the conversation in the reply lane."""
         if not self.channels:
             return []
         now = utcnow()

@@ -190,9 +190,10 @@ async def test_the_head_look_ups_on_postgresql_read_the_index_with_plain_scans(d
             plan = "\n".join(row[0] for row in await connection.exec_driver_sql(explain, {**compiled.params, **values}))
     finally:
         await db.dispose()
-    scans = r"(Index Scan|Index Only Scan|Bitmap Heap Scan|Seq Scan)\b[^\n]*? on outbox_messages (head|other|awaited)\b"
-    probes = re.findall(scans, plan)
-    assert probes and {scan for scan, _ in probes} <= {"Index Scan", "Index Only Scan"}, plan
+    # (a probe's alias, numbered where a statement repeats it: head, head_1, other_2 …)
+    scans = r"(Index Scan|Index Only Scan|Bitmap Heap Scan|Seq Scan)\b[^\n]*? on outbox_messages (?:head|other|awaited)"
+    probes = re.findall(scans + r"(?:_\d+)?\b", plan)
+    assert len(probes) >= 2 and set(probes) <= {"Index Scan", "Index Only Scan"}, plan
 
 
 async def test_a_channel_that_sends_by_marking_under_rate_limits_is_sent_through_its_send(make_bot):
