@@ -117,7 +117,8 @@ def _each_unsent_status(probe: Callable[[str], ScalarSelect[Any]], backend: str,
 
 
 def _unsent(rows: Any, status: str) -> ColumnElement[bool]:
-    """`rows` in line to be sent: `status` if given, else either unsent status (`_each_unsent_status`)."""
+    """`rows` in line to be sent: `status` if given, else either unsent status (`_each_unsent_status`; an OR, not an
+    IN list: a prepared statement takes none)."""
     return rows.c.status == status if status else or_(*(rows.c.status == each for each in _ACTIVE))
 
 
