@@ -104,9 +104,9 @@ _HEAD_OF = _OUTBOX.alias("head")
 def _each_unsent_status(probe: Callable[[str], ScalarSelect[Any]], backend: str, *, least: bool) -> ColumnElement[Any]:
     """A look-up of a conversation's unsent replies on its index: on PostgreSQL one probe per unsent status
     (`probe(status)`), the lowest id found (`least`) or the first found; on SQLite one probe of both (`probe("")`:
-    its condition is then either status). One probe of both (`status = 'pending' OR status =
-    'sending'`) PostgreSQL makes as a bitmap scan, and a bitmap scan never marks the index entries of the dead rows
-    it visits as dead (a plain index scan does): every reply marked sent leaves a dead `pending` entry behind, so
+    its condition is then either status). One probe of both (`status = 'pending' OR status = 'sending'`)
+    PostgreSQL makes as a bitmap scan, and a bitmap scan never marks the index entries of the dead rows it visits
+    as dead (a plain index scan does): every reply marked sent leaves a dead `pending` entry behind, so
     each later look-up at the conversation visited all of them again until a vacuum came, and the dispatcher's mark,
     which makes two such look-ups, cost more than a turn's last statement (docs/benchmarks.md). SQLite keeps no dead
     rows."""
@@ -286,15 +286,16 @@ def _sent_before(marked: Any) -> ColumnElement[int]:
     )
 
 
-def _with_more(marking: Update, *columns: Any, shown: bool = False) -> dict[str, Prepared]:
+def _with_more(marking: Update | Callable[[str], Update], *columns: Any, shown: bool = False) -> dict[str, Prepared]:
     """A mark returning `columns`, the row's `created_at` and whether its conversation has another unsent reply (as of
     the statement's start), so the next read is made only then (on PostgreSQL a round trip; on SQLite a statement
     whose CPU, joined and with its lane's look-up, is more than the mark's); one queued after it reaches the
     dispatcher as a notice, which has it look again (`_again`). `shown`: the reply sent by being marked, returning
-    too what its channel's pages need to show it without reading it back (`SentReply`). Per backend (`_UPDATED`)."""
+    too what its channel's pages need to show it without reading it back (`SentReply`). Per backend (`_UPDATED`;
+    `marking` may be a backend's own, given its name)."""
     return {
         backend: Prepared(
-            marking.returning(
+            (marking(backend) if callable(marking) else marking).returning(
                 *columns,
                 _OUTBOX.c.created_at,
                 _another_unsent(marked, backend),
@@ -343,23 +344,20 @@ _MARK_DUE_SENT = _with_more(  # as `_CLAIM`: the row as it was read, and still d
     .values(_SENT_BY_MARKING),
     shown=True,
 )
-_MARK_HEAD_SENT = {  # `_HEAD` and `_MARK_DUE_SENT` in one statement, unless the person opted out
-    backend: _with_more(
-        update(_OUTBOX)
-        .where(
-            _OUTBOX.c.id == _HEAD_ID[backend],
-            _DUE_NOW,
-            select(_CONVERSATIONS.c.opted_out_at)
-            .where(_CONVERSATIONS.c.id == _OUTBOX.c.conversation_id)
-            .scalar_subquery()
-            .is_(None),
-        )
-        .values(_SENT_BY_MARKING),
-        _OUTBOX.c.id,
-        shown=True,
-    )[backend]
-    for backend in _BACKENDS
-}
+_MARK_HEAD_SENT = _with_more(  # `_HEAD` and `_MARK_DUE_SENT` in one statement, unless the person opted out
+    lambda backend: update(_OUTBOX)
+    .where(
+        _OUTBOX.c.id == _HEAD_ID[backend],
+        _DUE_NOW,
+        select(_CONVERSATIONS.c.opted_out_at)
+        .where(_CONVERSATIONS.c.id == _OUTBOX.c.conversation_id)
+        .scalar_subquery()
+        .is_(None),
+    )
+    .values(_SENT_BY_MARKING),
+    _OUTBOX.c.id,
+    shown=True,
+)
 
 
 def _heads(*prefix: str) -> Any:
