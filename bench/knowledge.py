@@ -4,8 +4,10 @@ Chunks are made from the dataset's articles: runs of 3–8 consecutive sentences
 left out (squad-dev gives about 110,000 such chunks, 92 % of the first 100,000 distinct), so they read like course
 text and size like real chunks. Each size gets a fresh collection holding one course (the worst case
 for per-course keyword search). Ingest throughput counts embedding and storing; query latency is the full
-hybrid retrieval (question embedding, filtered vector query, BM25, fusion) once the keyword index is built, whose
-build time is reported apart.
+hybrid retrieval (question embedding, the nearest vectors, BM25, fusion, re-ranking) once the course is read into
+the process (its keyword index, and its chunks and vectors where they fit in `knowledge.resident.RESIDENT_CHUNKS`),
+whose time is reported apart. Beside it, the same queries with the course searched in the store (Chroma's vector
+index and reads by id), as a course larger than the process keeps is.
 
 Embedding dominates ingest (about 20–30 chunks a second on 2 cores). `--embedded N` embeds only the first N
 distinct chunks and gives later ones the vector of an earlier chunk, slightly jittered: the store and index then
@@ -137,24 +139,31 @@ def run(
             store.mark_changed(COURSE)
             ingest_seconds = time.perf_counter() - started
 
-            retriever = Retriever(store)
+            retriever, searched = Retriever(store), Retriever(store)
+            searched.resident.budget = 0  # nothing kept in the process: every query searches the store
             started = time.perf_counter()
             retriever.retrieve(asked[0], allowed_courses={COURSE})
-            first_query = time.perf_counter() - started  # builds the course's keyword index
-            latencies = []
-            for question in asked:
-                started = time.perf_counter()
-                retriever.retrieve(question, allowed_courses={COURSE})
-                latencies.append((time.perf_counter() - started) * 1000)
+            first_query = time.perf_counter() - started  # reads the course: its keyword index, and what is kept
+            searched.retrieve(asked[0], allowed_courses={COURSE})
+            kept = retriever.resident.kept(COURSE, store.revisions([COURSE])[COURSE]) is not None
+            latencies, store_latencies = [], []
+            for question in asked:  # the two in turn, so that both meet the same moments of the machine
+                for each, into in ((retriever, latencies), (searched, store_latencies)):
+                    started = time.perf_counter()
+                    each.retrieve(question, allowed_courses={COURSE})
+                    into.append((time.perf_counter() - started) * 1000)
             result = {
                 "chunks": size,
                 "vectors_embedded": min(size, len(embedder.real)),
                 "ingest_seconds": round(ingest_seconds, 1),
                 "ingest_chunks_per_second": round(size / ingest_seconds, 1),
-                "keyword_index_build_seconds": round(first_query, 2),
+                "first_query_seconds": round(first_query, 2),
+                "kept_in_process": kept,
                 "queries": len(latencies),
                 "query_ms_p50": round(_percentile(latencies, 0.50), 1),
                 "query_ms_p99": round(_percentile(latencies, 0.99), 1),
+                "store_query_ms_p50": round(_percentile(store_latencies, 0.50), 1),
+                "store_query_ms_p99": round(_percentile(store_latencies, 0.99), 1),
             }
             say(format_results([result]))
             results.append(result)
@@ -166,7 +175,9 @@ def format_results(results: list[dict[str, Any]]) -> str:
     for r in results:
         lines.append(
             f"{r['chunks']:>7} chunks ({r['vectors_embedded']} embedded): ingest {r['ingest_chunks_per_second']} "
-            f"chunks/s ({r['ingest_seconds']} s); keyword index {r['keyword_index_build_seconds']} s; "
-            f"query p50 {r['query_ms_p50']} ms, p99 {r['query_ms_p99']} ms ({r['queries']} queries)"
+            f"chunks/s ({r['ingest_seconds']} s); first query {r['first_query_seconds']} s (reads the course"
+            f"{', kept in the process' if r['kept_in_process'] else ', too large to keep in the process'}); "
+            f"query p50 {r['query_ms_p50']} ms, p99 {r['query_ms_p99']} ms, searched in the store "
+            f"p50 {r['store_query_ms_p50']} ms, p99 {r['store_query_ms_p99']} ms ({r['queries']} queries)"
         )
     return "\n".join(lines)

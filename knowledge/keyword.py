@@ -108,8 +108,8 @@ def search(
 class KeywordIndexes:
     """Per-process cache of course indexes, rebuilt when a course's revision moves on."""
 
-    def __init__(self, load: Callable[[str], tuple[list[str], list[str]]]) -> None:
-        self._load = load  # course id → (chunk ids, indexed texts)
+    def __init__(self, load: Callable[[str, str], tuple[list[str], list[str]]]) -> None:
+        self._load = load  # (course id, its revision) → (chunk ids, indexed texts)
         self._indexes: dict[str, CourseIndex] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -126,7 +126,7 @@ class KeywordIndexes:
         with lock:  # one build per course at a time; others wait for it rather than build it again
             index = self._indexes.get(course_id)
             if index is None or index.revision != revision:
-                ids, texts = self._load(course_id)
+                ids, texts = self._load(course_id, revision)
                 index = CourseIndex(course_id, revision, ids, texts)
                 self._indexes[course_id] = index
             return index

@@ -25,6 +25,7 @@ import numpy as np
 
 from knowledge import keyword, ranking
 from knowledge.keyword import KeywordIndexes
+from knowledge.resident import ResidentCourse, ResidentCourses
 from knowledge.store import KnowledgeStore, StoredChunk
 
 log = logging.getLogger(__name__)
@@ -127,13 +128,16 @@ class Retriever:
     def __init__(self, store: KnowledgeStore, *, mode: Mode = "hybrid") -> None:
         self.store = store
         self.mode = mode
+        self.resident = ResidentCourses(store.chunks_and_vectors)
         self.indexes = KeywordIndexes(self._course_texts)
         self._kept_sentence_vectors: _Kept[str, np.ndarray] = _Kept(SENTENCE_VECTORS_CACHED)
         # a chunk's id hashes its text, so its vector never goes stale
         self._chunk_vectors: _Kept[str, np.ndarray] = _Kept(CHUNK_VECTORS_CACHED)
 
-    def _course_texts(self, course_id: str) -> tuple[list[str], list[str]]:
-        chunks = self.store.chunk_texts(course_id)
+    def _course_texts(self, course_id: str, revision: str) -> tuple[list[str], list[str]]:
+        # a course kept in the process at this revision is not read twice
+        kept = self.resident.kept(course_id, revision)
+        chunks = kept.chunks if kept is not None else self.store.chunk_texts(course_id)
         return [chunk.id for chunk in chunks], [chunk.indexed_text for chunk in chunks]
 
     def retrieve(self, question: str, *, allowed_courses: Collection[str], limit: int = 5) -> list[Passage]:
@@ -155,12 +159,13 @@ class Retriever:
         if not revisions or not question.strip():
             return []
 
+        resident = self.resident.for_courses(revisions, sizes)
         similarities: dict[str, float] = {}
         found: dict[str, StoredChunk] = {}
         vector = np.zeros(0, dtype=np.float32)
         if self.mode != "keyword":
             vector = np.asarray(self.store.embedder.embed([question])[0], dtype=np.float32)
-            for neighbour in self.store.nearest(vector, sizes=sizes, limit=CANDIDATES):
+            for neighbour in self._nearest(vector, sizes, resident):
                 found[neighbour.id] = neighbour
                 similarities[neighbour.id] = 1.0 - float(neighbour.distance or 0.0)
 
@@ -173,7 +178,8 @@ class Retriever:
             keyword_hits = {hit.chunk_id: hit.score for hit in hits}
             course_of.update((hit.chunk_id, hit.course_id) for hit in hits)
         if self.mode in ("hybrid", "fused"):
-            for id, stored in self._vectors([id for id in keyword_hits if id not in similarities], course_of).items():
+            wanted = [id for id in keyword_hits if id not in similarities]
+            for id, stored in self._vectors(wanted, course_of, resident).items():
                 similarities[id] = float(np.dot(vector, stored))
 
         best_keyword = max(keyword_hits.values(), default=0.0) or 1.0
@@ -184,7 +190,7 @@ class Retriever:
 
         kept = sorted(set(keyword_hits) | set(similarities), key=fused, reverse=True)
         kept = kept[: RERANKED if self.mode == "hybrid" else CANDIDATES]
-        found.update(self.store.fetch(_by_course([id for id in kept if id not in found], course_of)))
+        found.update(self._fetch([id for id in kept if id not in found], course_of, resident))
         # deleted meanwhile, or (never expected) outside the learner's courses
         chunks = [found[id] for id in kept if id in found and found[id].metadata.get("course_id") in allowed_courses]
         if self.mode != "hybrid":
@@ -208,9 +214,42 @@ class Retriever:
             candidates.append(Candidate(chunk, keyword_share, similarity, fused(chunk.id), cosines, tuple(features)))
         return candidates
 
-    def _vectors(self, ids: list[str], course_of: dict[str, str]) -> dict[str, np.ndarray]:
-        """The chunks' own vectors: kept in the process, else from the store."""
-        found = self._chunk_vectors.get(ids)
+    def _nearest(
+        self, vector: np.ndarray, sizes: dict[str, int], resident: dict[str, ResidentCourse]
+    ) -> list[StoredChunk]:
+        """The dense side: the chunks nearest the question's vector, from the kept courses and the store's index."""
+        unit = vector / (float(np.linalg.norm(vector)) or 1.0)
+        found = [chunk for course in resident.values() for chunk in course.nearest(unit, CANDIDATES)]
+        elsewhere = {course_id: size for course_id, size in sizes.items() if course_id not in resident}
+        if elsewhere:
+            found.extend(self.store.nearest(vector, sizes=elsewhere, limit=CANDIDATES))
+        found.sort(key=lambda chunk: chunk.distance or 0.0)
+        return found[:CANDIDATES]
+
+    def _fetch(
+        self, ids: list[str], course_of: dict[str, str], resident: dict[str, ResidentCourse]
+    ) -> dict[str, StoredChunk]:
+        found: dict[str, StoredChunk] = {}
+        elsewhere: dict[str, list[str]] = {}
+        for course_id, course_ids in _by_course(ids, course_of).items():
+            if course_id in resident:
+                found.update(resident[course_id].get(course_ids))
+            else:
+                elsewhere[course_id] = course_ids
+        return found | self.store.fetch(elsewhere) if elsewhere else found
+
+    def _vectors(
+        self, ids: list[str], course_of: dict[str, str], resident: dict[str, ResidentCourse]
+    ) -> dict[str, np.ndarray]:
+        """The chunks' own vectors: from the kept courses, else kept in the process, else from the store."""
+        found: dict[str, np.ndarray] = {}
+        for id in ids:
+            course = resident.get(course_of[id])
+            stored = course.vector(id) if course is not None else None
+            if stored is not None:
+                found[id] = stored
+        ids = [id for id in ids if id not in found]
+        found |= self._chunk_vectors.get(ids)
         read = {id: np.asarray(vector, dtype=np.float32) for id, vector in
                 self.store.vectors(_by_course([id for id in ids if id not in found], course_of)).items()}
         self._chunk_vectors.put(read)

@@ -204,6 +204,18 @@ class KnowledgeStore:
             )
         return found
 
+    def chunks_and_vectors(self, course_id: str) -> tuple[list[StoredChunk], np.ndarray]:
+        """Every chunk of a course with its vector (one row each, in the chunks' order)."""
+        chunks: list[StoredChunk] = []
+        vectors: list[Any] = []
+        for page in self._pages(course_id, include=["documents", "metadatas", "embeddings"]):
+            embeddings = page["embeddings"] if page["embeddings"] is not None else []
+            for id, text, meta, vector in zip(page["ids"], page["documents"] or [], page["metadatas"] or [],
+                                              embeddings, strict=False):
+                chunks.append(StoredChunk(id, text or "", dict(meta or {})))
+                vectors.append(vector)
+        return chunks, np.asarray(vectors, dtype=np.float32) if chunks else np.zeros((0, 0), dtype=np.float32)
+
     def _pages(self, course_id: str, **query: Any) -> Iterable[Any]:
         if course_id not in self.revisions([course_id]):
             return

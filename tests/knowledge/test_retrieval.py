@@ -93,3 +93,57 @@ def test_a_store_built_with_another_embedding_model_is_refused_with_an_explanati
     ingest_lessons("geo", [Lesson("v", "Volcanoes", VOLCANOES)], settings=own)
     assert Retriever(store, mode="dense").retrieve("volcanoes tectonic plates", allowed_courses={"geo"})
     assert openai.embedding_requests >= 2
+
+
+def test_the_dense_side_follows_a_reingest_made_elsewhere(offline_settings, course_dir: Path):
+    retriever = Retriever(open_store(offline_settings), mode="dense")
+    ingest_path(retriever.store, course_dir, course_id="bio")
+    assert retriever.resident.kept("bio", retriever.store.revisions(["bio"])["bio"]) is None  # nothing read yet
+    before = retriever.retrieve("Which enzyme fixes carbon dioxide?", allowed_courses={"bio"}, limit=1)[0]
+    assert "Rubisco" not in before.text
+
+    (course_dir / "respiration.md").write_text("# Rubisco\n\nRubisco is the enzyme that fixes carbon dioxide.")
+    ingest_path(open_store(offline_settings), course_dir, course_id="bio")
+
+    after = retriever.retrieve("Which enzyme fixes carbon dioxide?", allowed_courses={"bio"}, limit=1)[0]
+    assert "Rubisco is the enzyme" in after.text
+    assert retriever.resident.kept("bio", retriever.store.revisions(["bio"])["bio"]) is not None
+
+
+def test_courses_kept_in_the_process_rank_as_the_store_does(offline_settings, course_dir: Path):
+    store = open_store(offline_settings)
+    ingest_path(store, course_dir, course_id="bio")
+    ingest_lessons("geo", [Lesson("v", "Volcanoes", VOLCANOES)], settings=offline_settings)
+    kept, searched = Retriever(store), Retriever(store)
+    searched.resident.budget = 0  # every course larger than what the process keeps: searched in the store
+    questions = ["What does NADPH do in the Calvin cycle?", "Which part of the cell turns sugar into usable energy?",
+                 "What is magma called when it reaches the surface?", "How do plants make sugar?"]
+
+    for mode in ("hybrid", "dense"):
+        kept.mode = searched.mode = mode
+        for question in questions:
+            ours = kept.retrieve(question, allowed_courses={"bio", "geo"}, limit=10)
+            theirs = searched.retrieve(question, allowed_courses={"bio", "geo"}, limit=10)
+            assert [p.chunk_id for p in ours] == [p.chunk_id for p in theirs]
+            assert [p.text for p in ours] == [p.text for p in theirs]
+            assert np.allclose([p.similarity for p in ours], [p.similarity for p in theirs], atol=1e-4)
+    revisions = store.revisions(["bio", "geo"])
+    assert kept.resident.kept("bio", revisions["bio"]) and kept.resident.kept("geo", revisions["geo"])
+    assert not searched.resident.kept("bio", revisions["bio"])
+
+
+def test_the_process_keeps_only_as_many_chunks_as_its_budget(offline_settings, course_dir: Path):
+    store = open_store(offline_settings)
+    ingest_path(store, course_dir, course_id="bio")
+    ingest_lessons("geo", [Lesson("v", "Volcanoes", VOLCANOES)], settings=offline_settings)
+    sizes, revisions = store.sizes(["bio", "geo"]), store.revisions(["bio", "geo"])
+    retriever = Retriever(store)
+    retriever.resident.budget = max(sizes.values())  # room for one course, the first asked about
+
+    assert retriever.retrieve("lava", allowed_courses={"geo"})[0].course_id == "geo"
+    assert "Calvin" in retriever.retrieve("Calvin cycle", allowed_courses={"bio"})[0].text  # from the store
+    both = retriever.retrieve("What is magma called when it reaches the surface?", allowed_courses={"bio", "geo"})
+
+    assert both[0].course_id == "geo"
+    # what is kept is not let go for another course: no two courses take turns being read
+    assert retriever.resident.kept("geo", revisions["geo"]) and not retriever.resident.kept("bio", revisions["bio"])
