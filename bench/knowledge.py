@@ -146,7 +146,8 @@ def run(
             first_query = time.perf_counter() - started  # reads the course: its keyword index, and what is kept
             searched.retrieve(asked[0], allowed_courses={COURSE})
             kept = retriever.resident.kept(COURSE, store.revisions([COURSE])[COURSE]) is not None
-            latencies, store_latencies = [], []
+            latencies: list[float] = []
+            store_latencies: list[float] = []
             for question in asked:  # the two in turn, so that both meet the same moments of the machine
                 for each, into in ((retriever, latencies), (searched, store_latencies)):
                     started = time.perf_counter()

@@ -278,10 +278,18 @@ class LoadGenerator:
         self.sessions = sessions  # a web chat session opened first (the echo takes any)
         self.samples = Samples()
         self.line = StartLine(options.conversations if options.warmup else 0, options.duration)
+        self.refused = asyncio.Event()  # the server refused an event stream: nothing more can be measured
 
     async def run(self) -> tuple[Samples, float]:
-        """Drive every conversation to its end (or the duration cap); the samples and the measured phase's start."""
-        await asyncio.gather(*(self.converse(Learner(number)) for number in range(self.options.conversations)))
+        """Drive every conversation to its end (or the duration cap), or stop them all when the server refuses an
+        event stream; the samples and the measured phase's start."""
+        learners = [Learner(number) for number in range(self.options.conversations)]
+        conversations: asyncio.Future[Any] = asyncio.gather(*(self.converse(learner) for learner in learners))
+        refused: asyncio.Future[Any] = asyncio.ensure_future(self.refused.wait())
+        await asyncio.wait({conversations, refused}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (conversations, refused):
+            task.cancel()
+        await asyncio.gather(conversations, refused, return_exceptions=True)
         return self.samples, self.line.started_at
 
     def error(self, kind: str) -> None:
@@ -379,6 +387,14 @@ class LoadGenerator:
         url = f"{self.base_url}/chat/api/events"
         params = {"session": learner.session, "after": str(learner.cursor)}
         async with self.http.get(url, params=params, timeout=None) as response:
+            if response.status == 429:
+                # The server's cap on one address's event streams, not a moment's load: a learner without its stream
+                # never sees its reply, and every other learner waits for it at the start line.
+                self.error(f"events answered 429 (the server holds fewer event streams per address than "
+                           f"{self.options.conversations} conversations: start it with "
+                           f"WEB_CHAT_STREAMS_PER_ADDRESS={self.options.conversations}, or add --poll)")
+                self.refused.set()
+                return
             if response.status != 200:
                 self.error(f"events answered {response.status}")
                 await asyncio.sleep(self.options.poll_seconds)
@@ -530,7 +546,8 @@ async def measure(target: str, url: str, options: LoadOptions, http: Any, server
         round(server_now - server_before, 2) if server_now is not None and server_before is not None else None
     )
     result["client_cpu_s"] = round(client_cpu_seconds() - client_before, 2) if client_before is not None else None
-    result["measured_s"] = round(max(samples.last_ack_at, samples.last_reply_at) - started, 2) if started else None
+    last = max(samples.last_ack_at, samples.last_reply_at)
+    result["measured_s"] = round(last - started, 2) if started and last >= started else None
     result["memory_kb"] = None
     result["conversations"] = options.conversations
     if memory_before is not None and server is not None:

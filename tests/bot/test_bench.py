@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import child_environment, start_process, upgrade_schema
 from bench.report import percentile
 from bot.cli import build_parser
 from bot.config import load_settings
@@ -86,6 +87,35 @@ def test_intake_only_measures_acknowledgements_of_a_server_that_only_records(tmp
     echo, sqlite = report["results"]
     assert (sqlite["status"], sqlite["messages"], sqlite["error_count"], sqlite["replies"]) == ("ok", 3 * 2, 0, None)
     assert sqlite["messages_per_s"] > 0 and echo["messages_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_a_server_that_refuses_event_streams_ends_the_run_and_names_the_setting(tmp_path: Path) -> None:
+    """`--url` at a server with the web chat's default caps: one address may hold fewer event streams than the
+    bench opens. The refusal (429) ends the run at once (a learner without its stream never sees its reply, and the
+    others wait for it at the start line) and says which setting to raise."""
+    env = child_environment(tmp_path, f"sqlite:///{tmp_path / 'bench.db'}")
+    env["WEB_CHAT_STREAMS_PER_ADDRESS"] = "1"
+    upgrade_schema(tmp_path, env)
+    server = start_process("Lessonbot", [sys.executable, "-m", "bot.cli", "serve"], tmp_path, env)
+    try:
+        server.wait_ready_blocking("/readyz")
+        results_file = tmp_path / "results.json"
+        done = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "bench", "pipeline", "--url", server.url, "--conversations", "2",
+             "--messages", "2", "--warmup", "1", "--json", str(results_file)],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True,
+            timeout=60,
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    (result,) = json.loads(results_file.read_text())["results"]
+    refused = {kind: count for kind, count in result["errors"].items() if "429" in kind}
+    assert refused and all("WEB_CHAT_STREAMS_PER_ADDRESS=2" in kind and "--poll" in kind for kind in refused)
+    assert sum(refused.values()) == 1  # the first refusal ends it
+    assert result["measured_s"] is None or result["measured_s"] >= 0
+    assert "WEB_CHAT_STREAMS_PER_ADDRESS=2" in done.stdout
 
 
 def test_warmup_must_leave_messages_to_measure(capsys: pytest.CaptureFixture[str]) -> None:
