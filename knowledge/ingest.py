@@ -129,36 +129,41 @@ def sync_lessons(
     to_update = [chunk for chunk in wanted if chunk.id in existing and existing[chunk.id] != chunk.metadata()]
     to_remove = [id for id in existing if id not in wanted_ids]
 
-    if to_remove:
-        store.delete(course_id, to_remove)
-    if to_add:
-        done = 0
+    try:
+        if to_remove:
+            store.delete(course_id, to_remove)
+        if to_add:
+            done = 0
 
-        def advance(count: int) -> None:
-            nonlocal done
-            done += count
+            def advance(count: int) -> None:
+                nonlocal done
+                done += count
+                if progress:
+                    progress(done, len(to_add))
+
             if progress:
-                progress(done, len(to_add))
-
-        if progress:
-            progress(0, len(to_add))
-        store.add(to_add, on_progress=advance)
-    if to_update:
-        # chunks stored before sentences had vectors of their own get them now, and so do chunks whose text is cut
-        # into sentences differently than when they were stored (knowledge.terms: an abbreviation no longer ends one);
-        # embedded before their metadata counts the new sentences, so an ingest stopped between the two leaves the
-        # count that tells the next one (and the retriever) the vectors are not these sentences'
-        unembedded = [chunk for chunk in to_update if existing[chunk.id].get("sentences") != len(chunk.units)]
-        if unembedded:
-            log.info("embedding the sentences of chunks stored without them, or cut into sentences otherwise",
-                     extra={"course_id": course_id, "chunks": len(unembedded)})
-            store.add_sentences(unembedded)
-        store.update_metadata(to_update)
+                progress(0, len(to_add))
+            store.add(to_add, on_progress=advance)
+        if to_update:
+            # chunks stored before sentences had vectors of their own get them now, and so do chunks whose text is
+            # cut into sentences differently than when they were stored (knowledge.terms: an abbreviation no longer
+            # ends one); embedded before their metadata counts the new sentences, so an ingest stopped between the two
+            # leaves the count that tells the next one (and the retriever) the vectors are not these sentences'
+            unembedded = [chunk for chunk in to_update if existing[chunk.id].get("sentences") != len(chunk.units)]
+            if unembedded:
+                log.info("embedding the sentences of chunks stored without them, or cut into sentences otherwise",
+                         extra={"course_id": course_id, "chunks": len(unembedded)})
+                store.add_sentences(unembedded)
+            store.update_metadata(to_update)
+    finally:
+        # A new revision after any write, even one stopped half way (an embedding endpoint failing mid-ingest):
+        # every process then reads the course again, where what it keeps in memory (knowledge/resident.py) would
+        # go on serving the chunks deleted before the failure.
+        if to_remove or to_add or to_update:
+            store.mark_changed(course_id)
 
     report.added, report.updated, report.removed = len(to_add), len(to_update), len(to_remove)
     report.unchanged = len(wanted) - len(to_add) - len(to_update)
-    if report.changed:
-        store.mark_changed(course_id)
     log.info(
         "course ingested",
         extra={"course_id": course_id, "added": report.added, "updated": report.updated, "removed": report.removed},

@@ -14,6 +14,7 @@ searched in the store, as every course was before.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -22,8 +23,11 @@ import numpy as np
 
 from knowledge.store import StoredChunk
 
-# Chunks a process keeps in all: each about 3 kB (a 384-number vector, a paragraph and its metadata), so at most
-# some 60 MB; a course of hundreds of chunks takes a few hundred kB.
+log = logging.getLogger(__name__)
+
+# Chunks a process keeps in all: each about 3 kB with the offline model (a vector of 384 numbers, a paragraph and its
+# metadata), so at most some 60 MB; 7.5 kB with a model of 1,536 dimensions (150 MB). A course of hundreds of chunks
+# takes a few hundred kB.
 RESIDENT_CHUNKS = 20_000
 
 
@@ -111,26 +115,30 @@ class ResidentCourses:
             course = self.kept(course_id, revision)
             if course is not None:
                 return course
+            self._let_go(course_id)  # an earlier revision, of no use now: its room is the new one's
             if not self._hold_room(course_id, size):
-                self._let_go(course_id)  # an earlier revision, of no use now
                 return None
             try:
                 chunks, vectors = self._load(course_id)
                 if len(chunks) > size and not self._hold_room(course_id, len(chunks)):  # it grew since
-                    self._let_go(course_id)
                     return None
                 course = ResidentCourse.of(course_id, revision, chunks, vectors)
-                with self._guard:
-                    self._kept[course_id] = course
+            except Exception:
+                # a store that failed to give the whole course (a Chroma server's timeout …): searched in the store
+                log.warning("could not read the course into the process; searching it in the store",
+                            extra={"course_id": course_id}, exc_info=True)
+                return None
             finally:
                 with self._guard:
                     self._reading.pop(course_id, None)
+            with self._guard:
+                self._kept[course_id] = course
         return course
 
     def _hold_room(self, course_id: str, size: int) -> bool:
         """Hold room for `size` chunks of the course if the other courses kept or being read leave it."""
         with self._guard:
-            taken = sum(len(kept.chunks) for id, kept in self._kept.items() if id != course_id)
+            taken = sum(len(kept.chunks) for kept in self._kept.values())
             taken += sum(chunks for id, chunks in self._reading.items() if id != course_id)
             if taken + size > self.budget:
                 return False

@@ -179,8 +179,9 @@ class Retriever:
             course_of.update((hit.chunk_id, hit.course_id) for hit in hits)
         if self.mode in ("hybrid", "fused"):
             wanted = [id for id in keyword_hits if id not in similarities]
+            unit = _unit(vector)
             for id, stored in self._vectors(wanted, course_of, resident).items():
-                similarities[id] = float(np.dot(vector, stored))
+                similarities[id] = float(np.dot(unit, stored))  # the cosine, as the dense side's
 
         best_keyword = max(keyword_hits.values(), default=0.0) or 1.0
         keyword_weight, dense_weight = WEIGHTS[self.mode]
@@ -218,8 +219,7 @@ class Retriever:
         self, vector: np.ndarray, sizes: dict[str, int], resident: dict[str, ResidentCourse]
     ) -> list[StoredChunk]:
         """The dense side: the chunks nearest the question's vector, from the kept courses and the store's index."""
-        unit = vector / (float(np.linalg.norm(vector)) or 1.0)
-        found = [chunk for course in resident.values() for chunk in course.nearest(unit, CANDIDATES)]
+        found = [chunk for course in resident.values() for chunk in course.nearest(_unit(vector), CANDIDATES)]
         elsewhere = {course_id: size for course_id, size in sizes.items() if course_id not in resident}
         if elsewhere:
             found.extend(self.store.nearest(vector, sizes=elsewhere, limit=CANDIDATES))
@@ -241,7 +241,8 @@ class Retriever:
     def _vectors(
         self, ids: list[str], course_of: dict[str, str], resident: dict[str, ResidentCourse]
     ) -> dict[str, np.ndarray]:
-        """The chunks' own vectors: from the kept courses, else kept in the process, else from the store."""
+        """The chunks' own vectors, of unit length: from the kept courses, else kept in the process, else from the
+        store."""
         found: dict[str, np.ndarray] = {}
         for id in ids:
             course = resident.get(course_of[id])
@@ -250,7 +251,7 @@ class Retriever:
                 found[id] = stored
         ids = [id for id in ids if id not in found]
         found |= self._chunk_vectors.get(ids)
-        read = {id: np.asarray(vector, dtype=np.float32) for id, vector in
+        read = {id: _unit(np.asarray(vector, dtype=np.float32)) for id, vector in
                 self.store.vectors(_by_course([id for id in ids if id not in found], course_of)).items()}
         self._chunk_vectors.put(read)
         return found | read
@@ -286,6 +287,10 @@ class Retriever:
     def rarity(self, allowed_courses: Collection[str]) -> Callable[[str], float]:
         """A term's weight (BM25's idf) over `allowed_courses`: rare words say most about what is asked."""
         return self._rarity(self.indexes.for_courses(self.store.revisions(sorted(allowed_courses))))
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / (float(np.linalg.norm(vector)) or 1.0)
 
 
 def _by_course(ids: list[str], course_of: dict[str, str]) -> dict[str, list[str]]:

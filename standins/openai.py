@@ -6,7 +6,8 @@ async ones reach it; the real `openai` and `langchain-openai` clients talk to it
 Chat replies come from `reply(request)`, a function of the request's messages that tests set (it may raise
 `Fail(status)` to answer with an error); every request is recorded. Usage is reported as OpenAI does (in the last
 streamed chunk when `stream_options.include_usage` is asked for): `prompt_tokens` is the prompt's length / 4.
-Embeddings are bag-of-words vectors hashed into 64 dimensions: deterministic, and texts sharing words are close.
+Embeddings are bag-of-words vectors hashed into 64 dimensions: deterministic, and texts sharing words are close;
+of unit length unless `unit_embeddings` is off (as some OpenAI-compatible servers answer: word counts, then).
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ class Fail(Exception):
         self.status = status
 
 
-def embed(text: str) -> list[float]:
+def embed(text: str, *, unit: bool = True) -> list[float]:
     vector = [0.0] * EMBEDDING_DIMENSIONS
     for word in re.findall(r"\w+", text.lower()):
         vector[int(hashlib.md5(word.encode()).hexdigest(), 16) % EMBEDDING_DIMENSIONS] += 1.0
-    norm = sum(v * v for v in vector) ** 0.5 or 1.0
+    norm = (sum(v * v for v in vector) ** 0.5 or 1.0) if unit else 1.0
     return [v / norm for v in vector]
 
 
@@ -62,6 +63,8 @@ class OpenAIStandIn:
     chat_requests: list[dict[str, Any]] = field(default_factory=list)
     embedding_requests: int = 0
     piece_delay: float = 0.0  # seconds between streamed pieces: a model that takes its time
+    unit_embeddings: bool = True  # off: vectors of word counts, not scaled to unit length
+    fail_embeddings: bool = False  # on: every embeddings request is refused (400, which the client does not retry)
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
@@ -111,10 +114,13 @@ class OpenAIStandIn:
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.embedding_requests += 1
+        if self.fail_embeddings:
+            return web.json_response({"error": {"message": "refused", "type": "invalid_request_error"}}, status=400)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         return web.json_response({
             "object": "list", "model": body["model"],
-            "data": [{"object": "embedding", "index": i, "embedding": embed(text)} for i, text in enumerate(inputs)],
+            "data": [{"object": "embedding", "index": i, "embedding": embed(text, unit=self.unit_embeddings)}
+                     for i, text in enumerate(inputs)],
             "usage": {"prompt_tokens": 0, "total_tokens": 0},
         })
 
