@@ -286,10 +286,12 @@ class LoadGenerator:
         learners = [Learner(number) for number in range(self.options.conversations)]
         conversations: asyncio.Future[Any] = asyncio.gather(*(self.converse(learner) for learner in learners))
         refused: asyncio.Future[Any] = asyncio.ensure_future(self.refused.wait())
-        await asyncio.wait({conversations, refused}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (conversations, refused):
-            task.cancel()
-        await asyncio.gather(conversations, refused, return_exceptions=True)
+        try:
+            await asyncio.wait({conversations, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when the cap cancels the run: no conversation goes on loading the server after it
+            for task in (conversations, refused):
+                task.cancel()
+            await asyncio.gather(conversations, refused, return_exceptions=True)
         return self.samples, self.line.started_at
 
     def error(self, kind: str) -> None:
@@ -373,7 +375,7 @@ class LoadGenerator:
         if self.options.poll:
             await self.watch_by_polling(learner)
             return
-        while not (learner.sending_done and not learner.awaited):
+        while not (learner.sending_done and not learner.awaited) and not self.refused.is_set():
             try:
                 await self.watch_events(learner)
             except asyncio.CancelledError:
@@ -388,11 +390,12 @@ class LoadGenerator:
         params = {"session": learner.session, "after": str(learner.cursor)}
         async with self.http.get(url, params=params, timeout=None) as response:
             if response.status == 429:
-                # The server's cap on one address's event streams, not a moment's load: a learner without its stream
-                # never sees its reply, and every other learner waits for it at the start line.
-                self.error(f"events answered 429 (the server holds fewer event streams per address than "
-                           f"{self.options.conversations} conversations: start it with "
-                           f"WEB_CHAT_STREAMS_PER_ADDRESS={self.options.conversations}, or add --poll)")
+                # The server's cap on event streams (one address's, or all), not a moment's load: a learner without
+                # its stream never sees its reply, and every other learner waits for it at the start line.
+                wanted = self.options.conversations
+                self.error(f"events answered 429 (the server holds fewer event streams than {wanted} conversations "
+                           f"open: start it with WEB_CHAT_STREAMS_PER_ADDRESS={wanted} and a WEB_CHAT_STREAMS_TOTAL "
+                           f"as large, or add --poll)")
                 self.refused.set()
                 return
             if response.status != 200:

@@ -129,14 +129,17 @@ def sync_lessons(
     to_update = [chunk for chunk in wanted if chunk.id in existing and existing[chunk.id] != chunk.metadata()]
     to_remove = [id for id in existing if id not in wanted_ids]
 
+    wrote = False  # anything of the course changed in the store, even by a step that then failed
     try:
         if to_remove:
+            wrote = True
             store.delete(course_id, to_remove)
         if to_add:
             done = 0
 
             def advance(count: int) -> None:
-                nonlocal done
+                nonlocal done, wrote
+                wrote = True
                 done += count
                 if progress:
                     progress(done, len(to_add))
@@ -153,14 +156,23 @@ def sync_lessons(
             if unembedded:
                 log.info("embedding the sentences of chunks stored without them, or cut into sentences otherwise",
                          extra={"course_id": course_id, "chunks": len(unembedded)})
+                wrote = True
                 store.add_sentences(unembedded)
+            wrote = True
             store.update_metadata(to_update)
-    finally:
+    except BaseException:
         # A new revision after any write, even one stopped half way (an embedding endpoint failing mid-ingest):
         # every process then reads the course again, where what it keeps in memory (knowledge/resident.py) would
-        # go on serving the chunks deleted before the failure.
-        if to_remove or to_add or to_update:
-            store.mark_changed(course_id)
+        # go on serving the chunks deleted before the failure. The failure itself is what the caller hears.
+        if wrote:
+            try:
+                store.mark_changed(course_id)
+            except Exception:
+                log.warning("could not give the course a new revision after a failed ingest: ingest it again",
+                            extra={"course_id": course_id}, exc_info=True)
+        raise
+    if to_remove or to_add or to_update:
+        store.mark_changed(course_id)
 
     report.added, report.updated, report.removed = len(to_add), len(to_update), len(to_remove)
     report.unchanged = len(wanted) - len(to_add) - len(to_update)

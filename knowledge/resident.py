@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 # metadata), so at most some 60 MB; 7.5 kB with a model of 1,536 dimensions (150 MB). A course of hundreds of chunks
 # takes a few hundred kB.
 RESIDENT_CHUNKS = 20_000
+UNREADABLE_SECONDS = 60.0  # a course whose read failed is searched in the store this long before it is tried again
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class ResidentCourses:
         self.budget = budget
         self._kept: dict[str, ResidentCourse] = {}
         self._reading: dict[str, int] = {}  # course id → the chunks its read will bring (room held for it)
+        self._unreadable: dict[str, tuple[str, float]] = {}  # course id → (revision, when) of a read that failed
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -116,6 +119,9 @@ class ResidentCourses:
             if course is not None:
                 return course
             self._let_go(course_id)  # an earlier revision, of no use now: its room is the new one's
+            failed = self._unreadable.get(course_id)
+            if failed is not None and failed[0] == revision and time.monotonic() - failed[1] < UNREADABLE_SECONDS:
+                return None  # not every question waits for a read that just failed
             if not self._hold_room(course_id, size):
                 return None
             try:
@@ -127,6 +133,7 @@ class ResidentCourses:
                 # a store that failed to give the whole course (a Chroma server's timeout …): searched in the store
                 log.warning("could not read the course into the process; searching it in the store",
                             extra={"course_id": course_id}, exc_info=True)
+                self._unreadable[course_id] = (revision, time.monotonic())
                 return None
             finally:
                 with self._guard:

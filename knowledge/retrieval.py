@@ -199,13 +199,14 @@ class Retriever:
                               fused(chunk.id), (), ()) for chunk in chunks]
 
         best_fused = max((fused(chunk.id) for chunk in chunks), default=0.0) or 1.0
+        unit = _unit(vector)
         asked = ranking.Question.of(question, self._rarity(indexes))
         sentence_vectors = self._sentence_vectors(chunks)
         candidates = []
         for chunk in chunks:
             analysed = ranking.analyse(chunk.id, chunk.text, _headings(chunk))
             vectors = sentence_vectors.get(chunk.id)
-            cosines = tuple((vectors @ vector).tolist()) if vectors is not None else ()
+            cosines = tuple((vectors @ unit).tolist()) if vectors is not None else ()
             keyword_share = keyword_hits.get(chunk.id, 0.0) / best_keyword
             similarity = similarities.get(chunk.id, 0.0)
             features = ranking.passage_features(
@@ -265,21 +266,21 @@ class Retriever:
         for chunk in chunks:
             if chunk.id not in found and "sentences" in chunk.metadata:
                 wanted.setdefault(str(chunk.metadata["course_id"]), {})[chunk.id] = int(chunk.metadata["sentences"])
-        if wanted:
-            found.update(self.store.sentence_vectors(wanted))
+        read = self.store.sentence_vectors(wanted) if wanted else {}
         units = {chunk.id: ranking.analyse(chunk.id, chunk.text, _headings(chunk)).units for chunk in chunks}
         # none stored, or stored for the chunk's text cut into sentences otherwise (by a version before this one)
-        unembedded = [
-            chunk for chunk in chunks if chunk.id not in found or len(found[chunk.id]) != len(units[chunk.id])
-        ]
+        unembedded = [chunk for chunk in chunks if chunk.id not in found
+                      and len(read.get(chunk.id, ())) != len(units[chunk.id])]
         if unembedded:
             log.warning("passages without sentence vectors, or with vectors of other sentences: ingest their course "
                         "again (`lessonbot ingest`, or import it again) to store them",
                         extra={"chunks": len(unembedded)})
             for chunk in unembedded:
-                found[chunk.id] = np.asarray(self.store.embedder.embed(list(units[chunk.id])), dtype=np.float32)
-        self._kept_sentence_vectors.put({chunk.id: found[chunk.id] for chunk in chunks})
-        return found
+                read[chunk.id] = np.asarray(self.store.embedder.embed(list(units[chunk.id])), dtype=np.float32)
+        # rows of unit length, so that their products with the question's are cosines whatever the model gives
+        read = {id: rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12) for id, rows in read.items()}
+        self._kept_sentence_vectors.put(read)
+        return found | read
 
     def _rarity(self, indexes: list[keyword.CourseIndex]) -> Callable[[str], float]:
         return lambda term: keyword.term_weight(indexes, term)

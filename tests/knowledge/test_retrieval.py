@@ -13,6 +13,7 @@ from knowledge.answer import NoAnswer
 from knowledge.answerer import Answerer
 from knowledge.embeddings import MiniLMEmbedder
 from knowledge.ingest import ingest_lessons, ingest_path
+from knowledge.resident import ResidentCourses
 from knowledge.retrieval import Retriever
 from knowledge.sources import Lesson
 from knowledge.store import EmbeddingModelMismatch, open_store
@@ -158,6 +159,8 @@ def test_courses_kept_in_the_process_rank_as_the_store_does(offline_settings, op
             theirs_by_id = {p.chunk_id: p for p in theirs}
             both = [p for p in ours if p.chunk_id in theirs_by_id]
             assert len(both) >= len(ours) - 3 and ours
+            # cosines, whatever the length of the endpoint's vectors
+            assert all(-1.0001 <= c <= 1.0001 for p in ours for c in (p.similarity, *p.sentence_similarities))
             for p in both:
                 assert np.isclose(p.similarity, theirs_by_id[p.chunk_id].similarity, atol=1e-4)
                 assert np.isclose(p.score, theirs_by_id[p.chunk_id].score, atol=1e-4)
@@ -176,9 +179,15 @@ def test_an_ingest_stopped_half_way_leaves_no_removed_chunk_in_a_process(offline
     retriever = Retriever(open_store(settings))
     assert "lava" in retriever.retrieve("magma lava surface", allowed_courses={"geo"}, limit=1)[0].text.lower()
 
+    glaciers = Lesson("g", "Glaciers", "Glaciers carve valleys into U shapes.")
     openai.fail_embeddings = True  # the endpoint fails while the new lesson is embedded
-    with pytest.raises(openai_errors.BadRequestError):
-        ingest_lessons("geo", [Lesson("g", "Glaciers", "Glaciers carve valleys into U shapes.")], settings=settings)
+    revision = retriever.store.revisions(["geo"])["geo"]
+    with pytest.raises(openai_errors.BadRequestError):  # nothing written yet: the course stays as it was
+        ingest_lessons("geo", [Lesson("v", "Volcanoes", VOLCANOES), glaciers], settings=settings)
+    assert retriever.store.revisions(["geo"])["geo"] == revision
+    with pytest.raises(openai_errors.BadRequestError):  # the volcanoes removed, then the failure
+        ingest_lessons("geo", [glaciers], settings=settings)
+    assert retriever.store.revisions(["geo"])["geo"] != revision
     openai.fail_embeddings = False
 
     assert all("lava" not in p.text.lower()
@@ -200,3 +209,18 @@ def test_the_process_keeps_only_as_many_chunks_as_its_budget(offline_settings, c
     assert both[0].course_id == "geo"
     # what is kept is not let go for another course: no two courses take turns being read
     assert retriever.resident.kept("geo", revisions["geo"]) and not retriever.resident.kept("bio", revisions["bio"])
+
+
+def test_a_course_that_cannot_be_read_whole_is_searched_in_the_store_without_asking_again_at_once():
+    reads: list[str] = []
+
+    def unreachable(course_id: str) -> tuple[list, np.ndarray]:
+        reads.append(course_id)
+        raise TimeoutError("the Chroma server did not answer")
+
+    courses = ResidentCourses(unreachable)
+    assert courses.for_courses({"geo": "r1"}, {"geo": 10}) == {}
+    assert courses.for_courses({"geo": "r1"}, {"geo": 10}) == {}
+    assert reads == ["geo"]  # not every question waits for a read that just failed
+    assert courses.for_courses({"geo": "r2"}, {"geo": 10}) == {}  # a new revision is tried
+    assert reads == ["geo", "geo"]
