@@ -7,9 +7,10 @@ keyword side's candidates come from memory. Measured on squad-dev's course (AMD 
 query took 4.7 ms a question and reading 20 chunks by id 2.7 ms, the product 0.09 ms.
 
 A course is kept at the revision the store gives it, so an ingest made by another process (which gives the course a
-new revision) is read again at the next question, as the keyword index is (knowledge/keyword.py). The kept chunks
-are bounded (`RESIDENT_CHUNKS` in all, given to the courses first asked about); a course there is no room for is
-searched in the store, as every course was before.
+new revision) is read again at the next question, as the keyword index is (knowledge/keyword.py); a question that
+saw the older revision after a newer copy began to be read takes that copy, which holds at least as much. The kept
+chunks are bounded (`RESIDENT_CHUNKS` in all, given to the courses first asked about); a course there is no room for
+is searched in the store, as every course was before.
 """
 
 from __future__ import annotations
@@ -42,13 +43,17 @@ class ResidentCourse:
     chunks: tuple[StoredChunk, ...]
     vectors: np.ndarray
     rows: dict[str, int]
+    read_at: float  # time.monotonic() when its read began: it holds at least what the store held then
 
     @classmethod
-    def of(cls, course_id: str, revision: str, chunks: Sequence[StoredChunk], vectors: np.ndarray) -> ResidentCourse:
+    def of(
+        cls, course_id: str, revision: str, chunks: Sequence[StoredChunk], vectors: np.ndarray, *, read_at: float
+    ) -> ResidentCourse:
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(chunks), -1) if chunks else np.zeros((0, 1))
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         unit = vectors / np.where(norms > 0, norms, 1.0)
-        return cls(course_id, revision, tuple(chunks), unit, {chunk.id: row for row, chunk in enumerate(chunks)})
+        rows = {chunk.id: row for row, chunk in enumerate(chunks)}
+        return cls(course_id, revision, tuple(chunks), unit, rows, read_at)
 
     def nearest(self, vector: np.ndarray, limit: int) -> list[StoredChunk]:
         """The `limit` chunks most similar to `vector` (of unit length), closest first; `distance` is the cosine
@@ -94,28 +99,35 @@ class ResidentCourses:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def for_courses(self, revisions: dict[str, str], sizes: dict[str, int]) -> dict[str, ResidentCourse]:
-        """The courses of `revisions` (course id → revision) kept at that revision, read now where there is room
-        for them (`sizes`: course id → its chunks); the others are left out, for the store to search."""
+    def for_courses(
+        self, revisions: dict[str, str], sizes: dict[str, int], *, seen_at: float | None = None
+    ) -> dict[str, ResidentCourse]:
+        """The courses of `revisions` (course id → revision, as the store gave them at `seen_at`, a time.monotonic()
+        taken once they were read) kept at that revision, or read after `seen_at` (a copy that holds at least as
+        much: another process's ingest gave the course a newer revision meanwhile, and a question that saw the older
+        one does not read the course again); read now where there is room for them (`sizes`: course id → its
+        chunks). The others are left out, for the store to search. A kept copy's `revision` is what it holds."""
         return {
             course_id: course
             for course_id, revision in sorted(revisions.items())
-            if (course := self._current(course_id, revision, sizes.get(course_id, 0))) is not None
+            if (course := self._current(course_id, revision, sizes.get(course_id, 0), seen_at)) is not None
         }
 
-    def kept(self, course_id: str, revision: str) -> ResidentCourse | None:
-        """The course if it is kept at `revision` (nothing is read)."""
+    def kept(self, course_id: str, revision: str, seen_at: float | None = None) -> ResidentCourse | None:
+        """The course if it is kept at `revision`, or read after `seen_at` (nothing is read)."""
         course = self._kept.get(course_id)
-        return course if course is not None and course.revision == revision else None
+        if course is None:
+            return None
+        return course if course.revision == revision or (seen_at is not None and course.read_at >= seen_at) else None
 
-    def _current(self, course_id: str, revision: str, size: int) -> ResidentCourse | None:
-        course = self.kept(course_id, revision)
+    def _current(self, course_id: str, revision: str, size: int, seen_at: float | None) -> ResidentCourse | None:
+        course = self.kept(course_id, revision, seen_at)
         if course is not None:
             return course
         with self._guard:
             lock = self._locks.setdefault(course_id, threading.Lock())
         with lock:  # one read per course at a time; the others wait for it rather than read it again
-            course = self.kept(course_id, revision)
+            course = self.kept(course_id, revision, seen_at)
             if course is not None:
                 return course
             self._let_go(course_id)  # an earlier revision, of no use now: its room is the new one's
@@ -125,10 +137,11 @@ class ResidentCourses:
             if not self._hold_room(course_id, size):
                 return None
             try:
+                read_at = time.monotonic()
                 chunks, vectors = self._load(course_id)
                 if len(chunks) > size and not self._hold_room(course_id, len(chunks)):  # it grew since
                     return None
-                course = ResidentCourse.of(course_id, revision, chunks, vectors)
+                course = ResidentCourse.of(course_id, revision, chunks, vectors, read_at=read_at)
             except Exception:
                 # a store that failed to give the whole course (a Chroma server's timeout …): searched in the store
                 log.warning("could not read the course into the process; searching it in the store",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -156,10 +157,13 @@ class Retriever:
     def candidates(self, question: str, *, allowed_courses: Collection[str]) -> list[Candidate]:
         """The first stage: the best candidates of both sides by the fused score, with their evidence."""
         revisions, sizes = self.store.revisions_and_sizes(sorted(allowed_courses))
+        seen_at = time.monotonic()
         if not revisions or not question.strip():
             return []
 
-        resident = self.resident.for_courses(revisions, sizes)
+        resident = self.resident.for_courses(revisions, sizes, seen_at=seen_at)
+        # the keyword side over the same text as the kept copies (one may be newer than the revision read above)
+        revisions |= {course_id: course.revision for course_id, course in resident.items()}
         similarities: dict[str, float] = {}
         found: dict[str, StoredChunk] = {}
         vector = np.zeros(0, dtype=np.float32)
@@ -287,7 +291,12 @@ class Retriever:
 
     def rarity(self, allowed_courses: Collection[str]) -> Callable[[str], float]:
         """A term's weight (BM25's idf) over `allowed_courses`: rare words say most about what is asked."""
-        return self._rarity(self.indexes.for_courses(self.store.revisions(sorted(allowed_courses))))
+        revisions = self.store.revisions(sorted(allowed_courses))
+        seen_at = time.monotonic()
+        # the index of a kept copy's text, as `candidates` uses (it may be newer than the revision just read)
+        revisions |= {course_id: kept.revision for course_id, revision in revisions.items()
+                      if (kept := self.resident.kept(course_id, revision, seen_at)) is not None}
+        return self._rarity(self.indexes.for_courses(revisions))
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

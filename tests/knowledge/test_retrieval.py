@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from knowledge.ingest import ingest_lessons, ingest_path
 from knowledge.resident import ResidentCourses
 from knowledge.retrieval import Retriever
 from knowledge.sources import Lesson
-from knowledge.store import EmbeddingModelMismatch, open_store
+from knowledge.store import EmbeddingModelMismatch, StoredChunk, open_store
 from tests.knowledge.conftest import PHOTOSYNTHESIS, VOLCANOES
 
 
@@ -223,4 +224,24 @@ def test_a_course_that_cannot_be_read_whole_is_searched_in_the_store_without_ask
     assert courses.for_courses({"geo": "r1"}, {"geo": 10}) == {}
     assert reads == ["geo"]  # not every question waits for a read that just failed
     assert courses.for_courses({"geo": "r2"}, {"geo": 10}) == {}  # a new revision is tried
+    assert reads == ["geo", "geo"]
+
+
+def test_a_copy_read_after_the_revision_was_seen_is_not_read_again_for_an_older_revision():
+    """Around another process's ingest a question may have read the course's older revision while a newer copy was
+    being read: that copy holds at least what the older revision did, and the course is not read again."""
+    reads: list[str] = []
+
+    def load(course_id: str) -> tuple[list[StoredChunk], np.ndarray]:
+        reads.append(course_id)
+        return [StoredChunk("a", "Lava is molten rock.", {"course_id": course_id})], np.ones((1, 4), np.float32)
+
+    courses = ResidentCourses(load)
+    seen_r1 = time.monotonic()  # a question saw r1 …
+    newer = courses.for_courses({"geo": "r2"}, {"geo": 1}, seen_at=time.monotonic())["geo"]  # … another, r2
+    assert courses.for_courses({"geo": "r1"}, {"geo": 1}, seen_at=seen_r1)["geo"] is newer
+    assert reads == ["geo"]
+
+    # a copy read before a question saw its revision may hold less than it: read again
+    assert courses.for_courses({"geo": "r3"}, {"geo": 1}, seen_at=time.monotonic())["geo"].revision == "r3"
     assert reads == ["geo", "geo"]
