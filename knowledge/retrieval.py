@@ -166,10 +166,11 @@ class Retriever:
         revisions |= {course_id: course.revision for course_id, course in resident.items()}
         similarities: dict[str, float] = {}
         found: dict[str, StoredChunk] = {}
-        vector = np.zeros(0, dtype=np.float32)
+        vector = unit = np.zeros(0, dtype=np.float32)
         if self.mode != "keyword":
             vector = np.asarray(self.store.embedder.embed([question])[0], dtype=np.float32)
-            for neighbour in self._nearest(vector, sizes, resident):
+            unit = _unit(vector)  # products with it are cosines, whatever the length of the model's vectors
+            for neighbour in self._nearest(vector, unit, sizes, resident):
                 found[neighbour.id] = neighbour
                 similarities[neighbour.id] = 1.0 - float(neighbour.distance or 0.0)
 
@@ -183,7 +184,6 @@ class Retriever:
             course_of.update((hit.chunk_id, hit.course_id) for hit in hits)
         if self.mode in ("hybrid", "fused"):
             wanted = [id for id in keyword_hits if id not in similarities]
-            unit = _unit(vector)
             for id, stored in self._vectors(wanted, course_of, resident).items():
                 similarities[id] = float(np.dot(unit, stored))  # the cosine, as the dense side's
 
@@ -203,7 +203,6 @@ class Retriever:
                               fused(chunk.id), (), ()) for chunk in chunks]
 
         best_fused = max((fused(chunk.id) for chunk in chunks), default=0.0) or 1.0
-        unit = _unit(vector)
         asked = ranking.Question.of(question, self._rarity(indexes))
         sentence_vectors = self._sentence_vectors(chunks)
         candidates = []
@@ -221,10 +220,11 @@ class Retriever:
         return candidates
 
     def _nearest(
-        self, vector: np.ndarray, sizes: dict[str, int], resident: dict[str, ResidentCourse]
+        self, vector: np.ndarray, unit: np.ndarray, sizes: dict[str, int], resident: dict[str, ResidentCourse]
     ) -> list[StoredChunk]:
-        """The dense side: the chunks nearest the question's vector, from the kept courses and the store's index."""
-        found = [chunk for course in resident.values() for chunk in course.nearest(_unit(vector), CANDIDATES)]
+        """The dense side: the chunks nearest the question's vector (`unit`: the same of unit length), from the kept
+        courses and the store's index."""
+        found = [chunk for course in resident.values() for chunk in course.nearest(unit, CANDIDATES)]
         elsewhere = {course_id: size for course_id, size in sizes.items() if course_id not in resident}
         if elsewhere:
             found.extend(self.store.nearest(vector, sizes=elsewhere, limit=CANDIDATES))
