@@ -123,7 +123,13 @@ class MiniLMEmbedder:
         (hidden,) = self.session.run(["last_hidden_state"], feed)
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return unit_rows(pooled)
+
+
+def unit_rows(vectors: Any) -> np.ndarray:
+    """Each row scaled to unit length (a row of zeros stays zeros): products of such rows are cosines."""
+    rows = np.asarray(vectors, dtype=np.float32)
+    return rows / np.clip(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12, None)
 
 
 class OpenAIEmbedder:

@@ -129,6 +129,8 @@ def sync_lessons(
     to_update = [chunk for chunk in wanted if chunk.id in existing and existing[chunk.id] != chunk.metadata()]
     to_remove = [id for id in existing if id not in wanted_ids]
 
+    report.added, report.updated, report.removed = len(to_add), len(to_update), len(to_remove)
+    report.unchanged = len(wanted) - len(to_add) - len(to_update)
     wrote = False  # anything of the course changed in the store, even by a step that then failed
     try:
         if to_remove:
@@ -171,11 +173,8 @@ def sync_lessons(
                 log.warning("could not give the course a new revision after a failed ingest: ingest it again",
                             extra={"course_id": course_id}, exc_info=True)
         raise
-    if to_remove or to_add or to_update:
+    if report.changed:
         store.mark_changed(course_id)
-
-    report.added, report.updated, report.removed = len(to_add), len(to_update), len(to_remove)
-    report.unchanged = len(wanted) - len(to_add) - len(to_update)
     log.info(
         "course ingested",
         extra={"course_id": course_id, "added": report.added, "updated": report.updated, "removed": report.removed},

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from knowledge.embeddings import unit_rows
 from knowledge.store import StoredChunk
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,7 @@ class ResidentCourse:
     def of(
         cls, course_id: str, revision: str, chunks: Sequence[StoredChunk], vectors: np.ndarray, *, read_at: float
     ) -> ResidentCourse:
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(chunks), -1) if chunks else np.zeros((0, 1))
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        unit = vectors / np.where(norms > 0, norms, 1.0)
+        unit = unit_rows(np.asarray(vectors, dtype=np.float32).reshape(len(chunks), -1) if chunks else np.zeros((0, 1)))
         rows = {chunk.id: row for row, chunk in enumerate(chunks)}
         return cls(course_id, revision, tuple(chunks), unit, rows, read_at)
 

@@ -25,6 +25,7 @@ from typing import Generic, Literal, TypeVar
 import numpy as np
 
 from knowledge import keyword, ranking
+from knowledge.embeddings import unit_rows
 from knowledge.keyword import KeywordIndexes
 from knowledge.resident import ResidentCourse, ResidentCourses
 from knowledge.store import KnowledgeStore, StoredChunk
@@ -169,7 +170,7 @@ class Retriever:
         vector = unit = np.zeros(0, dtype=np.float32)
         if self.mode != "keyword":
             vector = np.asarray(self.store.embedder.embed([question])[0], dtype=np.float32)
-            unit = _unit(vector)  # products with it are cosines, whatever the length of the model's vectors
+            unit = unit_rows(vector)  # products with it are cosines, whatever the length of the model's vectors
             for neighbour in self._nearest(vector, unit, sizes, resident):
                 found[neighbour.id] = neighbour
                 similarities[neighbour.id] = 1.0 - float(neighbour.distance or 0.0)
@@ -256,7 +257,7 @@ class Retriever:
                 found[id] = stored
         ids = [id for id in ids if id not in found]
         found |= self._chunk_vectors.get(ids)
-        read = {id: _unit(np.asarray(vector, dtype=np.float32)) for id, vector in
+        read = {id: unit_rows(vector) for id, vector in
                 self.store.vectors(_by_course([id for id in ids if id not in found], course_of)).items()}
         self._chunk_vectors.put(read)
         return found | read
@@ -282,7 +283,7 @@ class Retriever:
             for chunk in unembedded:
                 read[chunk.id] = np.asarray(self.store.embedder.embed(list(units[chunk.id])), dtype=np.float32)
         # rows of unit length, so that their products with the question's are cosines whatever the model gives
-        read = {id: rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12) for id, rows in read.items()}
+        read = {id: unit_rows(rows) for id, rows in read.items()}
         self._kept_sentence_vectors.put(read)
         return found | read
 
@@ -297,10 +298,6 @@ class Retriever:
         revisions |= {course_id: kept.revision for course_id, revision in revisions.items()
                       if (kept := self.resident.kept(course_id, revision, seen_at)) is not None}
         return self._rarity(self.indexes.for_courses(revisions))
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    return vector / (float(np.linalg.norm(vector)) or 1.0)
 
 
 def _by_course(ids: list[str], course_of: dict[str, str]) -> dict[str, list[str]]:

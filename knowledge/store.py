@@ -196,25 +196,23 @@ class KnowledgeStore:
         return found
 
     def chunk_texts(self, course_id: str) -> list[StoredChunk]:
-        found: list[StoredChunk] = []
-        for page in self._pages(course_id, include=["documents", "metadatas"]):
-            found.extend(
-                StoredChunk(id, text or "", dict(meta or {}))
-                for id, text, meta in zip(page["ids"], page["documents"] or [], page["metadatas"] or [], strict=False)
-            )
-        return found
+        return [chunk for chunk, _ in self._chunks(course_id, vectors=False)]
 
     def chunks_and_vectors(self, course_id: str) -> tuple[list[StoredChunk], np.ndarray]:
         """Every chunk of a course with its vector (one row each, in the chunks' order)."""
-        chunks: list[StoredChunk] = []
-        vectors: list[Any] = []
-        for page in self._pages(course_id, include=["documents", "metadatas", "embeddings"]):
-            embeddings = page["embeddings"] if page["embeddings"] is not None else []
+        pairs = list(self._chunks(course_id, vectors=True))
+        if not pairs:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        return [chunk for chunk, _ in pairs], np.asarray([vector for _, vector in pairs], dtype=np.float32)
+
+    def _chunks(self, course_id: str, *, vectors: bool) -> Iterable[tuple[StoredChunk, Any]]:
+        """Every chunk of a course, a page at a time, with its vector (None unless `vectors`)."""
+        include = ["documents", "metadatas", *(["embeddings"] if vectors else [])]
+        for page in self._pages(course_id, include=include):
+            embeddings = page["embeddings"] if vectors and page["embeddings"] is not None else [None] * len(page["ids"])
             for id, text, meta, vector in zip(page["ids"], page["documents"] or [], page["metadatas"] or [],
                                               embeddings, strict=False):
-                chunks.append(StoredChunk(id, text or "", dict(meta or {})))
-                vectors.append(vector)
-        return chunks, np.asarray(vectors, dtype=np.float32) if chunks else np.zeros((0, 0), dtype=np.float32)
+                yield StoredChunk(id, text or "", dict(meta or {})), vector
 
     def _pages(self, course_id: str, **query: Any) -> Iterable[Any]:
         if course_id not in self.revisions([course_id]):
