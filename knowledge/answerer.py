@@ -80,10 +80,11 @@ class Answerer:
             return CourseAnswer.none(NoAnswer.TOO_FAST)
         if not allowed_courses:
             return CourseAnswer.none(NoAnswer.NO_COURSES)
-        passages = await asyncio.to_thread(self.retriever.retrieve, question, allowed_courses=allowed_courses,
-                                           limit=PASSAGES)
+        found = await asyncio.to_thread(self.retriever.search, question, allowed_courses=allowed_courses,
+                                        limit=PASSAGES)
         return await self.compose(
-            question, passages, learner=learner_key, allowed_courses=allowed_courses, on_partial=on_partial
+            question, found.passages, learner=learner_key, allowed_courses=allowed_courses, on_partial=on_partial,
+            rarity=found.rarity,
         )
 
     async def compose(
@@ -94,12 +95,14 @@ class Answerer:
         learner: str,
         allowed_courses: Collection[str],
         on_partial: Callable[[str], Awaitable[None]] | None = None,
+        rarity: Callable[[str], float] | None = None,
     ) -> CourseAnswer:
-        """The answer from passages already retrieved (the evaluation times retrieval and this apart)."""
+        """The answer from passages already retrieved (the evaluation times retrieval and this apart); `rarity`: the
+        term weights they were ranked with (`Found.rarity`), else read again from the courses."""
         if not passages:
             return CourseAnswer.none(NoAnswer.NOT_COVERED)
         if self.model is None:
-            return await self._extractive(question, passages, allowed_courses)
+            return await self._extractive(question, passages, allowed_courses, rarity)
 
         key = self._cache_key(question, passages)
         cached = await self._cached(key)
@@ -112,20 +115,27 @@ class Answerer:
             reply = await self.model.reply(question, given, on_partial=on_partial)
         except Exception:
             log.exception("the answer model failed; answering extractively", extra={"model": self.model.model_name})
-            return await self._extractive(question, passages, allowed_courses)
+            return await self._extractive(question, passages, allowed_courses, rarity)
         await self._spend(learner, reply.tokens)
         try:
             answer = self.model.answer(reply, given)
         except UngroundedReply as exc:
             log.warning("model reply discarded: %s", exc, extra={"model": self.model.model_name})
-            return await self._extractive(question, passages, allowed_courses, tokens=reply.tokens)
+            return await self._extractive(question, passages, allowed_courses, rarity, tokens=reply.tokens)
         await self._remember(key, answer)
         return answer
 
     async def _extractive(
-        self, question: str, passages: list[Passage], allowed_courses: Collection[str], *, tokens: int = 0
+        self,
+        question: str,
+        passages: list[Passage],
+        allowed_courses: Collection[str],
+        rarity: Callable[[str], float] | None,
+        *,
+        tokens: int = 0,
     ) -> CourseAnswer:
-        rarity = await asyncio.to_thread(self.retriever.rarity, allowed_courses)
+        if rarity is None:
+            rarity = await asyncio.to_thread(self.retriever.rarity, allowed_courses)
         answer = extractive.compose(question, passages, rarity=rarity)
         return replace(answer, tokens=tokens)
 

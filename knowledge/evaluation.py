@@ -212,8 +212,10 @@ async def _ask(
 ) -> Record:
     record = Record(question)
     started = time.perf_counter()
-    passages = answerer.retriever.retrieve(question.text, allowed_courses=allowed, limit=RANK_DEPTH)
-    answer = await answerer.compose(question.text, passages, learner="eval", allowed_courses=allowed)
+    found = answerer.retriever.search(question.text, allowed_courses=allowed, limit=RANK_DEPTH)
+    passages = found.passages
+    answer = await answerer.compose(question.text, passages, learner="eval", allowed_courses=allowed,
+                                    rarity=found.rarity)
     record.latency_ms = (time.perf_counter() - started) * 1000
     record.tokens = answer.tokens
     record.declined = answer.declined
@@ -227,7 +229,7 @@ async def _ask(
         paragraphs = list(dict.fromkeys(chunk_paragraph.get(p.chunk_id) for p in passages))
         record.rank = paragraphs.index(target) + 1 if target in paragraphs else None
     # the extractive quote whatever the threshold, for the trade-off table
-    quoted = extractive.quote(question.text, passages, rarity=answerer.retriever.rarity(allowed))
+    quoted = extractive.quote(question.text, passages, rarity=found.rarity)
     record.confidence = quoted.confidence
     record.quotable = bool(quoted.chosen) and quoted.shares_words
     record.settled = quoted.settled

@@ -98,6 +98,15 @@ class Candidate:
         )
 
 
+@dataclass(frozen=True)
+class Found:
+    """A question's passages, best first, and the term weights they were ranked with (the extractive answer weighs
+    the question's words the same way, without reading the courses' revisions again)."""
+
+    passages: list[Passage]
+    rarity: Callable[[str], float]
+
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -144,7 +153,12 @@ class Retriever:
 
     def retrieve(self, question: str, *, allowed_courses: Collection[str], limit: int = 5) -> list[Passage]:
         """The `limit` best passages for `question` from `allowed_courses` only, best first."""
-        return self.rank(self.candidates(question, allowed_courses=allowed_courses))[:limit]
+        return self.search(question, allowed_courses=allowed_courses, limit=limit).passages
+
+    def search(self, question: str, *, allowed_courses: Collection[str], limit: int = 5) -> Found:
+        """The same passages, with the term weights of the courses' revisions they came from."""
+        candidates, rarity = self._candidates(question, allowed_courses)
+        return Found(self.rank(candidates)[:limit], rarity)
 
     def rank(self, candidates: list[Candidate]) -> list[Passage]:
         """The candidates as passages, best first: by the fitted model in hybrid mode, else by the fused score."""
@@ -157,10 +171,15 @@ class Retriever:
 
     def candidates(self, question: str, *, allowed_courses: Collection[str]) -> list[Candidate]:
         """The first stage: the best candidates of both sides by the fused score, with their evidence."""
+        return self._candidates(question, allowed_courses)[0]
+
+    def _candidates(
+        self, question: str, allowed_courses: Collection[str]
+    ) -> tuple[list[Candidate], Callable[[str], float]]:
         revisions, sizes = self.store.revisions_and_sizes(sorted(allowed_courses))
         seen_at = time.monotonic()
         if not revisions or not question.strip():
-            return []
+            return [], self._rarity([])
 
         resident = self.resident.for_courses(revisions, sizes, seen_at=seen_at)
         # the keyword side over the same text as the kept copies (one may be newer than the revision read above)
@@ -199,12 +218,14 @@ class Retriever:
         found.update(self._fetch([id for id in kept if id not in found], course_of, resident))
         # deleted meanwhile, or (never expected) outside the learner's courses
         chunks = [found[id] for id in kept if id in found and found[id].metadata.get("course_id") in allowed_courses]
+        # the answer weighs the question's words by the courses' statistics whatever side searched them
+        rarity = self._rarity(indexes if self.mode != "dense" else self.indexes.for_courses(revisions))
         if self.mode != "hybrid":
             return [Candidate(chunk, keyword_hits.get(chunk.id, 0.0) / best_keyword, similarities.get(chunk.id, 0.0),
-                              fused(chunk.id), (), ()) for chunk in chunks]
+                              fused(chunk.id), (), ()) for chunk in chunks], rarity
 
         best_fused = max((fused(chunk.id) for chunk in chunks), default=0.0) or 1.0
-        asked = ranking.Question.of(question, self._rarity(indexes))
+        asked = ranking.Question.of(question, rarity)
         sentence_vectors = self._sentence_vectors(chunks)
         candidates = []
         for chunk in chunks:
@@ -218,7 +239,7 @@ class Retriever:
                 sentence_cosines=cosines,
             )
             candidates.append(Candidate(chunk, keyword_share, similarity, fused(chunk.id), cosines, tuple(features)))
-        return candidates
+        return candidates, rarity
 
     def _nearest(
         self, vector: np.ndarray, unit: np.ndarray, sizes: dict[str, int], resident: dict[str, ResidentCourse]

@@ -98,6 +98,24 @@ def test_a_store_built_with_another_embedding_model_is_refused_with_an_explanati
     assert openai.embedding_requests >= 2
 
 
+@pytest.mark.parametrize("mode", ["hybrid", "dense"])
+def test_a_search_hands_on_the_term_weights_of_the_revision_it_searched(offline_settings, course_dir: Path, mode):
+    """The extractive answer weighs the question's words with these, instead of reading the courses again."""
+    retriever = Retriever(open_store(offline_settings), mode=mode)
+    ingest_path(retriever.store, course_dir, course_id="bio")
+    found = retriever.search("Which enzyme fixes carbon dioxide?", allowed_courses={"bio"})
+    weights = retriever.rarity({"bio"})
+    assert found.passages and [found.rarity(term) for term in ("enzym", "calvin", "rubisco", "the")] == [
+        weights(term) for term in ("enzym", "calvin", "rubisco", "the")]
+    assert found.rarity("rubisco") > found.rarity("calvin")  # absent from the course: the rarest of all
+
+    (course_dir / "respiration.md").write_text("# Rubisco\n\nRubisco is the enzyme that fixes carbon dioxide.")
+    ingest_path(open_store(offline_settings), course_dir, course_id="bio")
+    again = retriever.search("Which enzyme fixes carbon dioxide?", allowed_courses={"bio"})
+    assert again.rarity("rubisco") < found.rarity("rubisco")  # the new revision's statistics
+    assert retriever.search("lava", allowed_courses={"no-such-course"}).passages == []
+
+
 def test_the_dense_side_follows_a_reingest_made_elsewhere(offline_settings, course_dir: Path):
     retriever = Retriever(open_store(offline_settings), mode="dense")
     ingest_path(retriever.store, course_dir, course_id="bio")
