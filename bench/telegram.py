@@ -12,7 +12,10 @@ Bot API stand-in (standins/telegram.py, in this process), one after the other, e
 reply to the one before has reached the stand-in, as a person waiting for the answer does. Measured per server: round
 trips a second (update POSTed → its reply's sendMessage received), their latency p50/p99, and the server's CPU a
 message; then Lessonbot's rate against the issue's target, 2× the bare application's. The first --warmup messages of
-every learner (creating their user; learning how many messages a reply is) are left out.
+every learner (creating their user; learning how many messages a reply is) are left out. With --rounds N the two
+servers are measured N times, one after the other each round (each round a fresh Lessonbot and database), and the
+ratio reported is the median of the rounds' ratios: on a 2-core machine a single pair moved between 1.44× and 2.05×
+within minutes (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench.channels import NO_TORNADO, TELEGRAM_SECRET, bare_ptb, import_standins, ms
 from bench.processes import (
@@ -66,13 +69,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_ADMIN_URL,
                         help="with --database postgresql: where the bench may create and drop databases")
     parser.add_argument("--no-ptb", dest="ptb", action="store_false", help="leave out the bare application")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure both servers this many times, alternating; the ratio is the rounds' median (1)")
     add_json_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    if min(args.learners, args.messages) < 1 or not 1 <= args.warmup < args.messages:
-        print("lessonbot bench telegram: --learners and --messages must be at least 1, and --warmup from 1 to "
-              "--messages - 1", file=sys.stderr)
+    if min(args.learners, args.messages, args.rounds) < 1 or not 1 <= args.warmup < args.messages:
+        print("lessonbot bench telegram: --learners, --messages and --rounds must be at least 1, and --warmup from 1 "
+              "to --messages - 1", file=sys.stderr)
         return 2
     report = run_event_loop(run_benchmark(args, import_standins()))
     print_report(report, args, render)
@@ -195,7 +200,7 @@ async def run_benchmark(args: argparse.Namespace, modules: Any) -> dict[str, Any
     report: dict[str, Any] = {
         "machine": machine(),
         "options": {"learners": args.learners, "messages": args.messages, "warmup": args.warmup, "text": args.text,
-                    "database": args.database},
+                    "database": args.database, "rounds": args.rounds},
         "results": [],
     }
     http = aiohttp.ClientSession(
@@ -206,11 +211,16 @@ async def run_benchmark(args: argparse.Namespace, modules: Any) -> dict[str, Any
     try:
         async with platforms(modules) as world:
             with tempfile.TemporaryDirectory(prefix="lessonbot-bench-telegram-") as scratch:
-                for target in ("lessonbot", "ptb") if args.ptb else ("lessonbot",):
-                    report["results"].append(await measure_target(target, world, args, Path(scratch), http, chats))
+                for each_round in range(1, args.rounds + 1):
+                    for target in ("lessonbot", "ptb") if args.ptb else ("lessonbot",):
+                        workdir = Path(scratch) / str(each_round)
+                        result = await measure_target(target, world, args, workdir, http, chats)
+                        report["results"].append({**result, "round": each_round})
     finally:
         await http.close()
-    report["ratio"] = ratio(report["results"])
+    report["ratios"] = [ratio([r for r in report["results"] if r["round"] == each_round])
+                        for each_round in range(1, args.rounds + 1)]
+    report["ratio"] = median_ratio(report["ratios"])
     return report
 
 
@@ -229,6 +239,14 @@ async def measure_target(target: str, world: Any, args: argparse.Namespace, scra
             return await measure(target, server, "/webhooks/telegram", world, args, http, chats)
     except (ServerFailed, DatabaseUnreachable, TimeoutError) as exc:
         return {"target": target, "label": LABELS[target], "status": "failed", "note": str(exc) or repr(exc)}
+
+
+def median_ratio(ratios: list[float | None]) -> float | None:
+    """The rounds' median ratio (the lower middle of an even count), or None unless every round gave one."""
+    if not ratios or any(each is None for each in ratios):
+        return None
+    ordered = sorted(cast(list[float], ratios))
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def ratio(results: list[dict[str, Any]]) -> float | None:
@@ -250,24 +268,32 @@ def render(report: dict[str, Any]) -> str:
         "",
     ]
     rows, notes = [], []
+    rounds = o.get("rounds", 1)
     for result in report["results"]:
+        label = result["label"] if rounds == 1 else f"{result['label']}, round {result['round']}"
         if result["status"] != "ok":
-            rows.append((result["label"], result["status"], "", "", "", ""))
-            notes.append(f"{result['label']} {result['status']}: {result['note']}")
+            rows.append((label, result["status"], "", "", "", ""))
+            notes.append(f"{label} {result['status']}: {result['note']}")
             continue
         rows.append((
-            result["label"], number(result["messages_per_s"]), number(result["round_trip_ms"]["p50"], 1),
+            label, number(result["messages_per_s"]), number(result["round_trip_ms"]["p50"], 1),
             number(result["round_trip_ms"]["p99"], 1), number(result["server_cpu_ms_per_message"], 2),
             str(sum(result["errors"].values())),
         ))
         if result["errors"]:
             notes.append(f"{result['label']} errors: {result['errors']}")
     lines += table(("server", "messages/s", "round trip p50 ms", "p99 ms", "server CPU ms a message", "errors"), rows)
-    bare = next((r for r in report["results"] if r["target"] == "ptb" and r["status"] == "ok"), None)
-    if report.get("ratio") is not None and bare is not None:
+    bare = [r["messages_per_s"] for r in report["results"] if r["target"] == "ptb" and r["status"] == "ok"]
+    if report.get("ratio") is not None and len(bare) == 1:
         lines.append(
             f"Lessonbot / bare python-telegram-bot: {report['ratio']:.2f}x the end-to-end rate "
-            f"(target: {TARGET_RATIO:g}x, {number(bare['messages_per_s'] * TARGET_RATIO)} messages/s in this run)"
+            f"(target: {TARGET_RATIO:g}x, {number(bare[0] * TARGET_RATIO)} messages/s in this run)"
+        )
+    elif report.get("ratio") is not None:
+        each = ", ".join(f"{value:.2f}x" for value in report["ratios"])
+        lines.append(
+            f"Lessonbot / bare python-telegram-bot: {report['ratio']:.2f}x the end-to-end rate, the median of "
+            f"{len(report['ratios'])} rounds ({each}; target: {TARGET_RATIO:g}x)"
         )
     if notes:
         lines += ["", *notes]
