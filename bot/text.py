@@ -14,6 +14,9 @@ Number words are read in English, Spanish and Portuguese, the languages learners
 Before any of that, text from outside is made storable (`storable`, `storable_data`): what no database column can
 hold (NUL, which PostgreSQL refuses; a lone surrogate, which is not UTF-8 and which SQLite's driver cannot encode) is
 taken out, and a value is cut to the length of its column. The pipeline does it once, where a message is recorded.
+
+A number typed as an id, a count or days (`whole_number`) is ASCII digits within a database integer: `str.isdigit`
+also takes "²", which `int` refuses, and an id past 64 bits overflows the column it is looked up in.
 """
 
 from __future__ import annotations
@@ -104,6 +107,18 @@ def answer_key(text: str) -> str:
     if number is not None:
         out.append(str(number))
     return " ".join(out)
+
+
+BIGGEST_ID = 2**63 - 1  # a BIGINT's largest value, on PostgreSQL and SQLite alike
+
+
+def whole_number(text: str, *, most: int = BIGGEST_ID) -> int | None:
+    """`text` (spaces around it aside) as a whole number of ASCII digits up to `most`; None if it is anything else."""
+    text = text.strip()
+    if not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if value <= most else None
 
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:

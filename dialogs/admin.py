@@ -15,6 +15,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from bot.messages import Markup
+from bot.text import whole_number
 from dialogs import broadcast, nudges, payments, personal, roles
 from dialogs.i18n import N_
 from dialogs.learner import tr
@@ -77,7 +78,7 @@ async def _requeue(turn: Turn, args: str) -> None:
     words = args.split()
     if words == ["all"]:
         count = await requeue(turn.session, None)
-    elif words and all(word.lstrip("#").isdigit() for word in words):
+    elif words and all(whole_number(word.lstrip("#")) is not None for word in words):
         count = await requeue(turn.session, [int(word.lstrip("#")) for word in words])
     else:
         raise UsageError(_("Usage: /admin requeue ID [ID …] or /admin requeue all (IDs come from /admin outbox)."))

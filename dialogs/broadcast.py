@@ -18,6 +18,7 @@ import re
 from datetime import date, datetime, time, timedelta
 
 from bot.messages import Choice, Text
+from bot.text import whole_number
 from dialogs.i18n import N_, Translator
 from dialogs.learner import tr
 from dialogs.turn import Turn
@@ -64,14 +65,14 @@ async def broadcast(turn: Turn, args: str) -> None:
         if action.lower() == "status":
             await _status(turn, rest.strip())
         elif action.lower() in ("send", "cancel"):
-            number = rest.strip().lstrip("#")
-            if not number.isdigit():
+            number = whole_number(rest.strip().lstrip("#"))
+            if number is None:
                 raise UsageError(_("Usage: /admin broadcast {action} ID (the number the preview showed).",
                                    action=action.lower()))
             if action.lower() == "send":
-                await _send(turn, int(number))
+                await _send(turn, number)
             else:
-                await _cancel(turn, int(number))
+                await _cancel(turn, number)
         else:
             await _preview(turn, args.strip())
     except BroadcastError as exc:
@@ -189,13 +190,14 @@ async def _status(turn: Turn, args: str) -> None:
     from dialogs.admin import UsageError
 
     _ = tr(turn)
-    number = args.lstrip("#")
-    if number and not number.isdigit():
+    typed = args.strip().lstrip("#")
+    number = whole_number(typed)
+    if typed and number is None:
         raise UsageError(_("Usage: /admin broadcast status [ID]"))
-    if number:
-        found = await turn.session.get(Broadcast, int(number))
+    if number is not None:
+        found = await turn.session.get(Broadcast, number)
         if found is None:
-            raise BroadcastError("There is no broadcast #{id}.", id=int(number))
+            raise BroadcastError("There is no broadcast #{id}.", id=number)
         broadcasts = [found]
     else:
         broadcasts = await recent_broadcasts(turn.session)

@@ -31,6 +31,7 @@ from storage.courses import Entitlement
 from storage.learners import Learner, LinkAttempt, move_conversations
 from storage.models import ChannelIdentity, Conversation, User
 from storage.outbox import OutboxEntry, enqueue
+from storage.payments import Payment
 from storage.personal_data import drop_user
 
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -196,6 +197,8 @@ async def _join(turn: Turn, owner_id: int) -> None:
     session = turn.session
     await session.execute(update(ChannelIdentity).where(ChannelIdentity.user_id == previous).values(user_id=owner_id))
     await session.execute(update(Entitlement).where(Entitlement.user_id == previous).values(user_id=owner_id))
+    # and what it bought: the platforms' later events (renewals, refunds) are the owner's, as is the sale's record
+    await session.execute(update(Payment).where(Payment.user_id == previous).values(user_id=owner_id))
     await move_conversations(session, previous, owner_id)
     for path in await drop_user(session, previous):
         Path(path).unlink(missing_ok=True)

@@ -31,7 +31,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import CheckoutAnswer, Invoice, Link, Reply, Text
-from bot.text import fold
+from bot.text import fold, whole_number
 from dialogs import lessons
 from dialogs.i18n import N_, Translator, translator
 from dialogs.learner import current_course, enroll, is_set_up, learner_of, tr
@@ -487,14 +487,17 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
             turn.say(_("Your payment for this course did not go through, so nothing was charged. Send /buy to try "
                        "again."))
         return
-    if kind == "checkout.session.completed" and event.get("payment_status") != "paid":
+    # "no_payment_required": a promotion took the whole price off (the amounts were checked above)
+    if kind == "checkout.session.completed" and event.get("payment_status") not in ("paid", "no_payment_required"):
         if await move_status(turn.session, payment, PaymentStatus.PROCESSING, allowed_from=(PaymentStatus.OPEN,),
                              now=turn.now):
             turn.say(_("Thanks! Your payment is on its way; I'll tell you here as soon as it clears."))
         return
     intent = event.get("payment_intent") if isinstance(event.get("payment_intent"), str) else None
-    if intent and await refund_reported(turn.session, intent):
-        await _refunded_unconfirmed(turn, payment, intent)
+    # what paid it: the checkout's payment intent, or (a subscription's checkout names none) its first invoice's
+    charged = intent or payment.charge_reference
+    if charged and await refund_reported(turn.session, charged):
+        await _refunded_unconfirmed(turn, payment, charged)
         return
     values: dict[str, Any] = {"discount_minor": int(event.get("amount_discount") or 0)}
     subscription = event.get("subscription")
@@ -539,12 +542,15 @@ async def _refunded_unconfirmed(turn: Turn, payment: Payment, intent: str) -> No
 # Subscriptions --------------------------------------------------------------------------------------------------------
 # A course priced by the month is bought as a subscription: Stars on Telegram (above: each charge Telegram reports
 # moves the end of access), else Stripe, as follows. The checkout's completion grants access until the
-# end of the first period (plus SUBSCRIPTION_GRACE_HOURS); each paid renewal (invoice.paid) and each change Stripe
-# reports (customer.subscription.updated) moves that end; a subscription that ends (deleted, or canceled or unpaid)
-# ends the access and the learner is told once. Events about a subscription may come before the checkout's
-# completion: what they say is kept on the payment, and applied when it is paid.
+# end of the first period (plus SUBSCRIPTION_GRACE_HOURS: the subscription's own events tell when it ends); each paid
+# renewal (invoice.paid, checked against the offer) moves that end, and nothing else does (Stripe moves the
+# subscription's period at a renewal whether or not its invoice is paid); a subscription that ends (deleted, or
+# canceled or unpaid) ends the access and the learner is told once. Events about a subscription may come before the
+# checkout's completion: what they say is kept on the payment, and applied when it is paid (an end reported before it
+# ends the access the completion would have opened).
 
 ENDED = ("canceled", "unpaid", "incomplete_expired")  # a subscription in one of these gives no more access
+FIRST_PERIOD_AT_MOST = timedelta(days=32)  # a month's period ends within this of its payment
 
 
 def _moment(value: Any) -> datetime | None:
@@ -581,11 +587,20 @@ async def _subscription_changed(turn: Turn, payment: Payment, event: dict[str, A
         if payment.subscription_status in ENDED:  # a change reported after the end, out of order: nothing to follow
             return
         payment.subscription_status = status or payment.subscription_status
-        if period_end is not None and (payment.period_end is None or period_end > payment.period_end):
+        if period_end is not None and _first_period(payment, period_end, turn.now):
             payment.period_end = period_end
             await _follow_period(turn, payment)
         return
     await _subscription_ended(turn, payment, status, ended=_moment(event.get("ended_at")) or turn.now)
+
+
+def _first_period(payment: Payment, period_end: datetime, now: datetime) -> bool:
+    """Whether a subscription event's period end may be taken as the end of the period the checkout paid: none is
+    known yet, and it is within a month of the payment. Stripe moves a subscription's period at every renewal, paid or
+    not, so a later period is paid for only by its invoice (invoice.paid, checked against the offer)."""
+    if payment.period_end is not None:
+        return False
+    return period_end <= (payment.paid_at or now) + FIRST_PERIOD_AT_MOST
 
 
 async def _follow_period(turn: Turn, payment: Payment) -> None:
@@ -684,10 +699,17 @@ async def _settle(turn: Turn, payment: Payment, *, reference: str | None = None,
         log.info("a payment confirmed again; nothing more to do", extra={"payment_id": payment.id})
         return
     until = access_until(desk_of(turn), payment, turn.now) if payment.period is not None else None
+    ended = payment.period is not None and payment.subscription_status in ENDED
+    if ended:  # Stripe reported the subscription's end before this completion: paid, but nothing more to open
+        until = turn.now
     await grant_purchase(turn.session, payment, turn.now, expires_at=until)
     course = await turn.session.get(Course, payment.course_id)
     assert course is not None
     _ = tr(turn)
+    if ended:
+        turn.say(_("Your subscription to “{title}” has ended, so the lessons after the free preview are locked again. "
+                   "Send /buy {slug} to subscribe again; your place is kept.", title=course.title, slug=course.slug))
+        return
     if payment.period is not None:
         turn.say(_("✅ Payment received: you're subscribed to “{title}”, every lesson of it, renewed each month until "
                    "you cancel. Receipt no. {receipt} (see /purchases).", title=course.title,
@@ -811,8 +833,9 @@ async def paysupport_command(turn: Turn, _args: str) -> None:
 
 async def _learner(turn: Turn, who: str) -> User | None:
     """A learner named as channel:id (telegram:12345) or by their number."""
-    if who.isdigit():
-        return await turn.session.get(User, int(who))
+    number = whole_number(who)
+    if number is not None:
+        return await turn.session.get(User, number)
     channel, _sep, external = who.partition(":")
     identity = await turn.session.scalar(
         select(ChannelIdentity).where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external)
@@ -846,9 +869,9 @@ async def admin_grant(turn: Turn, args: str) -> None:
     user, course = await _learner_and_course(turn, words, usage)
     days = None
     if len(words) > 2:
-        if not words[2].isdigit() or not 1 <= int(words[2]) <= 3650:
+        days = whole_number(words[2], most=3650)
+        if not days:
             raise UsageError(usage)
-        days = int(words[2])
     expires = turn.now + timedelta(days=days) if days else None
     await grant(turn.session, user.id, course.id, source=SOURCE_GRANT, reference=f"admin:{turn.inbound_id}",
                 expires_at=expires, now=turn.now)
@@ -871,9 +894,10 @@ async def admin_refund(turn: Turn, args: str) -> None:
 
     _ = tr(turn)
     number = args.strip().upper().removeprefix("LB-").lstrip("#")
-    if not number.isdigit():
+    payment_id = whole_number(number)
+    if payment_id is None:
         raise UsageError(_("Usage: /admin refund PAYMENT — the payment's number from /admin payments."))
-    payment = await turn.session.get(Payment, int(number))
+    payment = await turn.session.get(Payment, payment_id)
     if payment is None or payment.status != PaymentStatus.PAID:
         raise UsageError(_("Payment {number} is not a paid payment (see /admin payments).", number=number))
     target = Refundable.of(payment)
@@ -1064,8 +1088,8 @@ def code_expiry(text: str, now: datetime) -> datetime | None:
     time in ISO 8601, or a number of days from now ("30d"); None if it is none of these or not in the future."""
     text = text.strip()
     try:
-        if text.lower().endswith("d") and text[:-1].isdigit():
-            moment = now + timedelta(days=int(text[:-1]))
+        if text.lower().endswith("d") and (days := whole_number(text[:-1])) is not None:
+            moment = now + timedelta(days=days)
         elif len(text) == 10:
             moment = datetime.fromisoformat(text).replace(tzinfo=UTC) + timedelta(days=1)
         else:
@@ -1088,8 +1112,7 @@ async def admin_code(turn: Turn, args: str) -> None:
         expires = code_expiry(words.pop()[len("until="):], turn.now)
         if expires is None:
             raise UsageError(usage)
-    if not words or len(words) > 3 or not all(word.isdigit() and 1 <= int(word) <= MAX_CODE_USES
-                                              for word in words[1:]):
+    if not words or len(words) > 3 or not all(whole_number(word, most=MAX_CODE_USES) for word in words[1:]):
         raise UsageError(usage)
     course = await turn.session.scalar(select(Course).where(Course.slug == words[0]))
     if course is None:

@@ -265,12 +265,12 @@ def next_month(moment: int) -> int:
     """The same day and time a month later (the month's last day where it has no such day), as Stripe bills."""
     start = datetime.fromtimestamp(moment, UTC)
     year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
-    for day in range(start.day, 27, -1):
+    for day in range(start.day, 27, -1):  # the 29th to the 31st: the next month's last day if it has none such
         try:
             return int(start.replace(year=year, month=month, day=day).timestamp())
         except ValueError:
             continue
-    return int(start.replace(year=year, month=month, day=28).timestamp())
+    return int(start.replace(year=year, month=month, day=min(start.day, 28)).timestamp())
 
 
 def _error(status: int, kind: str, message: str) -> web.Response:

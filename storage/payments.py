@@ -163,18 +163,26 @@ async def subscription_offered(session: AsyncSession, user_id: int, course_id: i
 
 
 async def refund_reported(session: AsyncSession, charge_reference: str) -> bool:
-    """Whether Stripe reported a refund of this payment intent before any payment of ours carried it (a refund
-    made in the Dashboard while the checkout's completion was still on its way)."""
-    found = await session.scalar(
-        select(PaymentEvent.id)
+    """Whether Stripe reported a full refund of this payment intent before any payment of ours carried it (a refund
+    made in the Dashboard while the checkout's completion was still on its way). A partial refund (`refunded`
+    false) is not one: the payment stands."""
+    payloads = await session.scalars(
+        select(PaymentEvent.payload)
         .where(
             PaymentEvent.provider == STRIPE,
             PaymentEvent.type == "charge.refunded",
             cast(PaymentEvent.payload, Text).contains(f'"{charge_reference}"'),
         )
-        .limit(1)
+        .limit(100)
     )
-    return found is not None
+    return any(_refunds_in_full(payload, charge_reference) for payload in payloads)
+
+
+def _refunds_in_full(event: Any, charge_reference: str) -> bool:
+    """A stored charge.refunded event (Stripe's whole event) refunds this payment intent in full."""
+    charge = (event.get("data") or {}).get("object") if isinstance(event, dict) else None
+    return (isinstance(charge, dict) and charge.get("payment_intent") == charge_reference
+            and charge.get("refunded") is True)
 
 
 async def purchases(session: AsyncSession, user_id: int) -> Sequence[Payment]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.cli.database import database
-from bot.text import counted
+from bot.text import counted, whole_number
 from storage.broadcasts import (
     FAN_OUT,
     BroadcastError,
@@ -93,8 +93,8 @@ def segment_from(args: argparse.Namespace, now: datetime) -> Segment:
 
 def read_since(value: str, now: datetime) -> datetime:
     value = value.strip()
-    if value.rstrip("d").isdigit():
-        return now - timedelta(days=int(value.rstrip("d")))
+    if (days := whole_number(value.rstrip("d"), most=36_500)) is not None:
+        return now - timedelta(days=days)
     try:
         if len(value) == 10:
             return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=timezone.utc)

@@ -36,8 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _number(text: str) -> int | None:
-    digits = text.strip().upper().removeprefix("LB-").lstrip("#")
-    return int(digits) if digits.isdigit() else None
+    from bot.text import whole_number
+
+    return whole_number(text.strip().upper().removeprefix("LB-").lstrip("#"))
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from bot.dashboard.access import Access, Viewer, not_allowed, sign_in_needed, signed_out_page
 from bot.dashboard.layout import HEADERS, Words, css_response, document, message_page, table, words_for
 from bot.dashboard.pages import PAGES, Context, Page, as_csv, render
+from bot.text import whole_number
 from dialogs.payments import PaymentDesk, renewing, stop_renewals
 from dialogs.personal import erase
 from dialogs.roles import Scope, team_of
@@ -249,7 +250,7 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: P
         if not viewer.may("access", Scope("course", slug)):
             return not_allowed(request)
         _language, w = words_for(request)
-        if days and not (days.isdigit() and 1 <= int(days) <= 3650):
+        if days and not whole_number(days, most=3650):
             done = w("Days: a number from 1 to 3650, or empty.")
             return RedirectResponse(f"/admin/learners/{user_id}?done={quote(done)}", status_code=303)
         now = utcnow()

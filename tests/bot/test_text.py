@@ -61,3 +61,12 @@ def test_ascii_text_reads_as_the_same_text_beside_an_accented_word(character):
         assert fold(f"{text} É") == " ".join(filter(None, [fold(text), "e"]))
         assert plain_words(f"{text} É") == " ".join(filter(None, [plain_words(text), "e"]))
         assert storable(f"{text}É") == storable(text) + "É"
+
+
+def test_a_whole_number_is_ascii_digits_within_a_database_integer():
+    from bot.text import BIGGEST_ID, whole_number
+
+    assert [whole_number(text) for text in (" 42 ", "0", "²", "٣", "4.0", "-1", "", "1e3")] == [
+        42, 0, None, None, None, None, None, None]
+    assert whole_number(str(BIGGEST_ID)) == BIGGEST_ID and whole_number(str(BIGGEST_ID + 1)) is None
+    assert whole_number("3651", most=3650) is None and whole_number("3650", most=3650) == 3650

@@ -146,3 +146,14 @@ async def test_a_code_stops_at_its_expiry_or_when_disabled_and_counts_its_uses(s
     [still] = await ann.say(f"/redeem {code}")
     assert still.startswith("You already have “Passwords that hold”.")
     assert len(await entitlements(bot)) == 1
+
+
+@pytest.mark.parametrize("command", [
+    "/admin refund ²", "/admin refund 99999999999999999999", "/admin grant ² passwords-that-hold",
+    "/admin grant test:ann passwords-that-hold ³", "/admin code passwords-that-hold ³", "/admin broadcast status ²",
+])
+async def test_a_number_an_admin_types_is_ascii_digits_within_an_id_or_the_usage_is_shown(shop, command):
+    bot, ann, boss = shop
+    await onboard(ann, course="Passwords that hold — 3.00 GBP")
+    [answer] = await boss.say(command)
+    assert not answer.startswith("Sorry") and ("Usage" in answer or answer.startswith("No learner")), answer

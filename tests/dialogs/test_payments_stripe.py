@@ -327,3 +327,56 @@ async def test_in_a_group_buy_and_purchases_answer_in_the_private_chat(shop, str
     [told] = await in_group(bot, ann.channel, "/buy passwords-that-hold", sender="bob")
     assert told.startswith("A payment is yours alone: send /buy to me in a private chat")
     assert len(stripe_api.called("/v1/checkout/sessions")) == 1
+
+
+async def test_a_partial_refund_reported_before_the_payment_leaves_it_standing(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    paid = stripe_api.pay(session["id"])
+    partial = refund_event(paid)
+    partial["data"]["object"].update(amount_refunded=50, refunded=False)
+    await post_event(client, partial)
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    assert (await payments(bot))[0].status == PaymentStatus.PAID and len(await entitlements(bot)) == 1
+
+
+async def test_a_promotion_code_for_the_whole_price_unlocks_the_course(settings):
+    channel = RecordingChannel()
+    async with StripeStandIn() as stripe_api, running(
+        stripe_settings(settings, stripe_api.base_url, stripe_promotion_codes=True), channels=[channel],
+    ) as (client, bot):
+        await import_sample(bot, PAID)
+        ann = Learning(bot, channel)
+        session = await bought_link(ann, bot, stripe_api)
+        free = stripe_api.pay(session["id"], discount=300, payment_status="no_payment_required")
+        await post_event(client, checkout_event(free))
+        await bot.settle()
+        [payment] = await payments(bot)
+        assert payment.status == PaymentStatus.PAID and payment.discount_minor == 300
+        assert any(text.startswith("✅ Payment received") for text in ann.channel.texts("ann"))
+
+
+async def test_a_buyer_who_links_their_chat_to_another_app_keeps_the_purchase_and_its_later_events(shop, stripe_api):
+    from tests.dialogs.test_linking import code_from
+
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    paid = stripe_api.pay(session["id"])
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    web = Learning(bot, ann.channel, chat="ann-web")
+    await onboard(web, course=f"Passwords that hold — {PRICE}")
+    [linked] = await ann.say(f"/link {await code_from(web)}")
+    assert linked.startswith("Linked!")
+    [payment] = await payments(bot)
+    [granted] = await entitlements(bot)
+    assert payment.user_id == granted.user_id is not None  # the sale went with the chat to the learner it joined
+    [listing] = await web.say("/purchases")
+    assert "Passwords that hold — 3.00 GBP" in listing
+
+    await post_event(client, refund_event(paid))
+    await bot.settle()
+    assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
+    assert (await entitlements(bot))[0].revoked_at is not None
+    assert ann.channel.texts("ann")[-1].startswith("Your payment for “Passwords that hold” was refunded")

@@ -287,3 +287,59 @@ async def test_on_telegram_without_a_stars_rate_a_monthly_course_is_sold_through
         sent = [c for c in standin.called("sendMessage") if c.params.get("chat_id") == str(CHAT)][-1]
         [[button]] = sent.reply_markup["inline_keyboard"]
         assert button == {"text": f"Pay {MONTHLY}", "url": call.result["url"]}
+
+
+async def test_an_unpaid_renewal_opens_nothing_more_whatever_the_subscription_reports(shop, stripe_api):
+    """Stripe moves a subscription's period at a renewal whether or not its invoice is paid: only a paid invoice
+    moves the end of access."""
+    client, bot, ann, _boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    first_end = await expiry(bot)
+    failed = stripe_api.renew(paid["subscription"], paid=False)
+    await post_event(client, invoice_event(failed, "invoice.payment_failed"))
+    stripe_api.subscriptions[paid["subscription"]].update(status="past_due")
+    for status in ("past_due", "active"):
+        await post_event(client, subscription_event(stripe_api.subscription(paid["subscription"]), status=status))
+    await bot.settle()
+    assert await expiry(bot) == first_end
+    assert ann.channel.texts("ann")[-1].startswith("Your monthly payment for this course did not go through")
+
+    await post_event(client, invoice_event(failed, "invoice.paid", status="paid", amount_paid=300))
+    await bot.settle()
+    assert await expiry(bot) == at(failed["lines"]["data"][0]["period"]["end"]) + GRACE > first_end
+
+
+async def test_a_subscription_ended_before_its_checkout_completed_opens_nothing(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await subscribe(ann, bot, stripe_api)
+    paid = stripe_api.pay(session["id"])
+    now = int(datetime.now(UTC).timestamp())
+    stripe_api.subscriptions[paid["subscription"]].update(status="canceled", ended_at=now)
+    ended = subscription_event(stripe_api.subscription(paid["subscription"]), "customer.subscription.deleted")
+    await post_event(client, ended)
+    await bot.settle()
+    before = len(ann.channel.texts("ann"))
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    [told] = ann.channel.texts("ann")[before:]
+    assert told.startswith("Your subscription to “Passwords that hold” has ended")
+    assert (await payments(bot))[0].status == PaymentStatus.PAID  # the first month was charged: a sale on record
+    assert await expiry(bot) <= datetime.now(UTC)
+    [locked] = await ann.say("/next")
+    assert locked.startswith("Lesson 2 is part of the full course")
+
+
+async def test_a_subscriptions_first_invoice_refunded_before_its_checkout_completed_unlocks_nothing(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await subscribe(ann, bot, stripe_api)
+    paid = stripe_api.pay(session["id"])
+    invoice = stripe_api.invoices[paid["invoice"]]
+    await post_event(client, invoice_event(invoice))  # carries the payment intent to our offer
+    await bot.settle()
+    intent = invoice["payments"]["data"][0]["payment"]["payment_intent"]
+    await post_event(client, refund_event(paid | {"amount_total": 300}, payment_intent=intent))
+    await bot.settle()
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    assert (await payments(bot))[0].status == PaymentStatus.REFUNDED and await entitlements(bot) == []
+    assert ann.channel.texts("ann")[-1].startswith("Your payment for “Passwords that hold” was refunded before it")
