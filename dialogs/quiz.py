@@ -44,16 +44,20 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
         turn.say(access.closed_message(_, closed))
         flow.leave(turn.state, "quiz")
         return DONE
-    verdict = questions.grade(_, question, text, "quiz")
-    asked = data.get("asked_at")
-    seconds = (turn.now - datetime.fromisoformat(asked)).total_seconds() if asked else None
-    await record_answer(turn.transaction, turn.user.id, question, correct=verdict.correct, answer=text,
-                        seconds=seconds, now=turn.now)
-    learner = await learner_of(turn)
-    record_activity(learner, turn.user, turn.now)
-    if verdict.correct:
-        learner.points += POINTS_QUIZ_RIGHT
-    turn.say(questions.feedback(_, question, verdict))
+    if await card_of(turn.transaction, turn.user.id, question.id) is not None:
+        # answered since this quiz began (the same quiz open in another chat of theirs): counted once, at the first
+        turn.say(_("You've answered that one already."))
+    else:
+        verdict = questions.grade(_, question, text, "quiz")
+        asked = data.get("asked_at")
+        seconds = (turn.now - datetime.fromisoformat(asked)).total_seconds() if asked else None
+        await record_answer(turn.transaction, turn.user.id, question, correct=verdict.correct, answer=text,
+                            seconds=seconds, now=turn.now)
+        learner = await learner_of(turn)
+        record_activity(learner, turn.user, turn.now)
+        if verdict.correct:
+            learner.points += POINTS_QUIZ_RIGHT
+        turn.say(questions.feedback(_, question, verdict))
     data["queue"] = data["queue"][1:]
     if data["queue"]:
         return "answer"

@@ -185,15 +185,20 @@ async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
     if closed is not None:  # e.g. a refund since the review began
         turn.say(access.closed_message(_, closed))
         return DONE
-    verdict = questions.grade(_, question, text, "review")
-    await record_answer(turn.transaction, turn.user.id, question, correct=verdict.correct, answer=text,
-                        seconds=_seconds_since(data, turn.now), now=turn.now)
-    learner = await learner_of(turn)
-    record_activity(learner, turn.user, turn.now)
-    if verdict.correct:
-        learner.points += POINTS_REVIEW_RIGHT
-        data["right"] += 1
-    turn.say(questions.feedback(_, question, verdict))
+    card = await card_of(turn.transaction, turn.user.id, question.id)
+    if card is not None and card.due > turn.now:
+        # reviewed since this review began (the same review open in another chat of theirs): counted once
+        turn.say(_("You've answered that one already."))
+    else:
+        verdict = questions.grade(_, question, text, "review")
+        await record_answer(turn.transaction, turn.user.id, question, correct=verdict.correct, answer=text,
+                            seconds=_seconds_since(data, turn.now), now=turn.now)
+        learner = await learner_of(turn)
+        record_activity(learner, turn.user, turn.now)
+        if verdict.correct:
+            learner.points += POINTS_REVIEW_RIGHT
+            data["right"] += 1
+        turn.say(questions.feedback(_, question, verdict))
     data["queue"] = data["queue"][1:]
     if data["queue"]:
         return "answer"

@@ -254,3 +254,41 @@ async def test_lesson_parts_and_quiz_answers_make_no_session_and_write_with_the_
         assert await written() == ((lesson_id, 3), [3], [(question, 1)], (5, 1))
     finally:
         await bot.stop()
+
+
+async def test_a_question_open_in_two_chats_of_one_learner_is_answered_once_and_scored_at_the_first_try(
+        learning_bot):
+    from tests.support import message
+
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    user, _learner = await learner_row(bot, "test", "ann")
+    await t.press("Start my first lesson")
+    for _ in range(2):
+        await t.say("next")
+    await t.press("Take the quiz ▸")
+    right_in_a = next(choice.value for choice in t.last().choices if choice.label == "Urgency")
+
+    async def in_b(text: str, choice: str | None = None) -> list[str]:
+        before = len(channel.texts("ann-b"))
+        await bot.receive(message(text, chat="ann-b", sender="ann", choice=choice))
+        await bot.settle()
+        return channel.texts("ann-b")[before:]
+
+    await in_b("/next")  # the same question, asked in another chat of the same person
+    wrong_in_b = next(c.value for c in channel.sent["ann-b"][-1].choices if c.label == "Authority")
+    [feedback, *_next] = await in_b("Authority", wrong_in_b)
+    assert feedback.startswith("❌ Not quite")
+    async with bot.db.sessions() as session:
+        points = (await session.scalar(select(Learner).where(Learner.user_id == user.id))).points
+
+    [again, *_rest] = await t.say("Urgency", choice=right_in_a)  # the first chat's button, still in its quiz
+    assert again == "You've answered that one already."
+    async with bot.db.sessions() as session:
+        [card] = list(await session.scalars(select(QuestionCard).where(QuestionCard.user_id == user.id)))
+        assert (card.attempts, card.correct) == (1, 0)
+        assert (await session.scalar(select(Learner).where(Learner.user_id == user.id))).points == points
+    await t.say("FALSE")
+    [_feedback, done] = await t.say("smishing")
+    assert "Quiz: 2 of 3 right." in done  # the first question counts as answered wrong, its first try
