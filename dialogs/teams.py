@@ -26,6 +26,7 @@ reaches a member's private place in a group chat.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from datetime import date, datetime, time, timedelta
@@ -40,7 +41,16 @@ from dialogs.learner import enroll, learner_of, tr
 from dialogs.onboarding import days_label, finish, privacy_notice
 from dialogs.times import read_days, read_time, read_zone
 from dialogs.turn import Command, Turn
-from storage.courses import Course, Lesson, LessonProgress, course_lessons, lesson_questions, progress_of
+from storage.courses import (
+    FREE,
+    Course,
+    Lesson,
+    LessonProgress,
+    course_lessons,
+    lesson_questions,
+    may_access,
+    progress_of,
+)
 from storage.learners import PAUSED, lesson_schedule_changed
 from storage.models import AdminAuditEntry, User
 from storage.outbox import OutboxEntry, enqueue
@@ -82,6 +92,8 @@ _SET_UP = re.compile(
     r"(?:\s+mode\s+(?P<mode>\S+))?$",
     re.IGNORECASE,
 )
+
+log = logging.getLogger(__name__)
 
 
 class UsageError(Exception):
@@ -215,6 +227,10 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
     if member_zones and mode == CHANNEL_MODE:
         raise UsageError(_("A lesson posted in the channel comes at one hour: name its time zone, or choose mode "
                            "direct, where each member gets the lesson at that hour in their own time zone."))
+    if mode == CHANNEL_MODE and course.access != FREE:
+        raise UsageError(_("“{title}” is a paid course: posted in the channel, every member would read it. Choose "
+                           "mode direct: each member gets, in a direct message, the lessons they may open (the free "
+                           "preview, then the full course once they have access).", title=course.title))
     now = turn.now
     lessons_of_course = await course_lessons(turn.session, course.id)
     first = lessons_of_course[0].id if lessons_of_course else None
@@ -399,6 +415,11 @@ async def post_lesson(session: AsyncSession, team: Team, local_date: date, *, no
     lesson = await session.get(Lesson, team.next_lesson_id) if team.next_lesson_id else None
     if lesson is None or lesson.retired:
         return False
+    course = await session.get(Course, team.course_id)
+    if course is None or not open_to_everyone(course, lesson):  # a course priced since the team chose it
+        log.warning("a team's next lesson is beyond its paid course's free preview: not posted in the channel",
+                    extra={"team_id": team.id, "lesson_id": lesson.id})
+        return False
     all_lessons = await course_lessons(session, team.course_id)
     number = next((index for index, other in enumerate(all_lessons, start=1) if other.id == lesson.id), 0)
     heading = _("📘 Lesson {number} of {count}: {title}", number=number, count=len(all_lessons), title=lesson.title)
@@ -411,6 +432,11 @@ async def post_lesson(session: AsyncSession, team: Team, local_date: date, *, no
     post = Text.threaded(heading, lesson.parts, (Choice(label, f"{TAKE}:{team.id}:{lesson.id}"),))
     await send_to(session, team, team.chat_id, post, key=f"team-lesson:{team.id}:{local_date.isoformat()}")
     return True
+
+
+def open_to_everyone(course: Course, lesson: Lesson) -> bool:
+    """Whether a lesson may be posted where every member reads it: a free course's, or a paid one's free preview."""
+    return course.access == FREE or lesson.position <= course.free_preview_lessons
 
 
 async def on_button(turn: Turn, value: str) -> None:
@@ -454,6 +480,11 @@ async def take_lesson(turn: Turn, team: Team, lesson: Lesson) -> None:
     learner = await learner_of(turn)
     course = await turn.session.get(Course, team.course_id)
     assert course is not None
+    if not await may_access(turn.transaction, turn.user.id, course, lesson.position, now=turn.now):
+        live = await course_lessons(turn.session, course.id)
+        number = next((n for n, other in enumerate(live, start=1) if other.id == lesson.id), lesson.position)
+        turn.say(lessons.locked(_, course, number))
+        return
     enrollment = await enroll(turn, learner, course)
     progress = await progress_of(turn.session, turn.user.id, lesson.id)
     if progress is not None and progress.completed_at is not None:

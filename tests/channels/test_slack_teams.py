@@ -726,3 +726,51 @@ async def test_a_member_who_leaves_the_channel_is_paused_and_invited_again_on_re
         await lessonbot.settle()
         assert len(standin.posted(BEA)) == invitations + 2
         assert "Your invitation is in your direct messages" in private_texts(standin, BEA)[-1]
+
+
+async def test_a_paid_course_is_never_posted_to_a_channel_past_its_free_preview(slack_settings, standin, fixtures_dir):
+    from sqlalchemy import update
+
+    from tests.dialogs.learning_support import PAID
+
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0
+        await sample_course(lessonbot.db)
+        async with lessonbot.db.transaction() as session:
+            await import_course(session, load_course(PAID))
+        clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))
+        jobs = context(lessonbot, clock)
+
+        # Posted in the channel, a paid course's lessons would reach every member: refused, with the way that works.
+        await slash(client, fixtures_dir, ADMIN, "team set passwords-that-hold at 09:00 in America/New_York",
+                    standin=standin)
+        await lessonbot.settle()
+        assert "is a paid course" in private_texts(standin, ADMIN)[-1] and "mode direct" in private_texts(
+            standin, ADMIN)[-1]
+        async with lessonbot.db.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(Team)) == 0
+
+        # A free course taken in the channel, then priced (its author re-imported it with a price): the lessons
+        # already posted stay, a member without access cannot take one past the preview, and no more are posted.
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
+        await lessonbot.settle()
+        await post_team_lessons(jobs)
+        for day in (12, 15):
+            clock.at(datetime(2027, 3, day, 14, 1, tzinfo=UTC))
+            assert await post_team_lessons(jobs) == 1
+        await lessonbot.settle()
+        second = standin.top_level(CHANNEL)[-1]
+        assert second.params["text"].startswith("📘 Lesson 2 of 5")
+        async with lessonbot.db.transaction() as session:
+            await session.execute(update(Course).where(Course.slug == "spot-phishing")
+                                  .values(access="paid", free_preview_lessons=1))
+        [(_label, take)] = buttons(second)
+        await press(client, fixtures_dir, BEA, take, ephemeral=False, message_ts=second.answer["ts"], standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, BEA)[-1].startswith("Lesson 2 is part of the full course")
+        async with lessonbot.db.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(LessonProgress)) == 0
+        clock.at(datetime(2027, 3, 16, 13, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 0
+        await lessonbot.settle()
+        assert not any(call.params["text"].startswith("📘 Lesson 3") for call in standin.top_level(CHANNEL))
