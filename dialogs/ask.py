@@ -24,7 +24,7 @@ from dialogs import flow, greeting
 from dialogs.i18n import Translator
 from dialogs.learner import is_set_up, learner_of, tr
 from dialogs.turn import Turn
-from knowledge.answer import FROM, FROM_YOUR_COURSE, CourseAnswer, NoAnswer
+from knowledge.answer import FROM, CourseAnswer, NoAnswer
 from storage.courses import FREE, Course, Enrollment, Entitlement
 from storage.knowledge import KnowledgeQuestion
 
@@ -111,17 +111,16 @@ def presented(turn: Turn, answer: CourseAnswer) -> str:
             lessons = ", ".join(dict.fromkeys(source.title for source in answer.covers))
             said += "\n\n" + _("The nearest your course comes to it: {lessons}.", lessons=lessons)
         return said
-    text, heading = answer.text, ""
-    quoted = text.startswith(FROM_YOUR_COURSE)
-    if quoted:
-        text, heading = text[len(FROM_YOUR_COURSE) :], _("From your course:")
-    body, found, sources = text.rpartition(f"\n\n{FROM} ")
+    if answer.quotes:
+        # Sentences quoted from the course are ours, and their Markdown renders; where they are (an author's lesson
+        # title and section) is shown as written.
+        quotes = [f"“{' … '.join(quoted.sentences)}”\n— {literal(quoted.where)}" for quoted in answer.quotes]
+        return _("From your course:") + "\n\n" + "\n\n".join(quotes)
+    # A model's words, which a question can steer, are plain text, however they begin; so are the places it cites.
+    body, found, sources = answer.text.rpartition(f"\n\n{FROM} ")
     if not found:
-        body, sources = text, ""
-    # Sentences quoted from the course are ours, and their Markdown renders; a model's words, which a question can
-    # steer, are shown as plain text.
-    shown = body if quoted else literal(body)
-    return heading + shown + (f"\n\n{_('From:')} {sources}" if found else "")
+        body, sources = answer.text, ""
+    return literal(body) + (f"\n\n{_('From:')} {literal(sources)}" if found else "")
 
 
 def unanswered_reply(_: Translator, reason: NoAnswer) -> str:

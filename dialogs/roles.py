@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.messages import literal
 from dialogs.i18n import N_
 from dialogs.learner import tr
 from dialogs.turn import Turn
@@ -203,5 +204,6 @@ async def _list(turn: Turn) -> None:
         turn.say(_("No roles are stored yet: the owners are the identities in the ADMINS setting."))
         return
     lines = [_("Roles (besides the owners in the ADMINS setting):")]
-    lines += [f"{row.identity} — {described(row.role, row.scope)}" for row in held]
+    # an identity is whatever an owner typed after the channel: shown as written, never as a link or formatting
+    lines += [literal(f"{row.identity} — {described(row.role, row.scope)}") for row in held]
     turn.say("\n".join(lines))

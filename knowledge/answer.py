@@ -45,8 +45,19 @@ def sources_of(passages: Iterable[Any]) -> tuple[Source, ...]:
 
 
 @dataclass(frozen=True)
+class Quoted:
+    """Sentences an extractive answer quotes from one passage, and where they are (its lesson › section): the
+    sentences are course text, the place an author's title, shown as written."""
+
+    sentences: tuple[str, ...]
+    where: str
+
+
+@dataclass(frozen=True)
 class CourseAnswer:
-    """An answer from the course material (`text` with its `sources`), or none and why (`unanswered`, `text` empty)."""
+    """An answer from the course material (`text` with its `sources`), or none and why (`unanswered`, `text` empty).
+    An extractive answer carries its quotes apart too (`quotes`): only those are the course's own words; anything else
+    in `text` is a model's, which a question can steer."""
 
     text: str
     sources: tuple[Source, ...] = ()
@@ -58,6 +69,7 @@ class CourseAnswer:
     confidence: float | None = field(default=None, compare=False)
     # a question the course does not answer: the lessons that came nearest, for the learner to look at instead
     covers: tuple[Source, ...] = ()
+    quotes: tuple[Quoted, ...] = field(default=(), compare=False)  # an extractive answer's, as in `text`
 
     @classmethod
     def none(

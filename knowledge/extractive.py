@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from knowledge import ranking
-from knowledge.answer import FROM_YOUR_COURSE, CourseAnswer, NoAnswer, sources_of
+from knowledge.answer import FROM_YOUR_COURSE, CourseAnswer, NoAnswer, Quoted, sources_of
 from knowledge.retrieval import Passage
 from knowledge.terms import terms
 
@@ -50,12 +50,16 @@ class Quote:
     settled: bool = False  # a short question whose every term and name the quote holds
 
     @property
-    def text(self) -> str:
+    def quotes(self) -> tuple[Quoted, ...]:
+        """The chosen sentences by passage, in the order the passages were first quoted."""
         by_passage: dict[int, list[str]] = {}
         for rank, _, sentence in self.chosen:
             by_passage.setdefault(rank, []).append(sentence)
-        quotes = [f"“{' … '.join(sentences)}”\n— {self.passages[rank].where}" for rank, sentences in
-                  by_passage.items()]
+        return tuple(Quoted(tuple(sentences), self.passages[rank].where) for rank, sentences in by_passage.items())
+
+    @property
+    def text(self) -> str:
+        quotes = [f"“{' … '.join(quoted.sentences)}”\n— {quoted.where}" for quoted in self.quotes]
         return f"{FROM_YOUR_COURSE}\n\n" + "\n\n".join(quotes)
 
     def answer(self, threshold: float) -> CourseAnswer:
@@ -69,6 +73,7 @@ class Quote:
             sources=sources_of(self.passages[rank] for rank in ranks),
             passages=tuple(self.passages[rank].chunk_id for rank in ranks),
             confidence=self.confidence,
+            quotes=self.quotes,
         )
 
 

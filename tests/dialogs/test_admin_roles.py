@@ -144,3 +144,14 @@ async def test_roles_read_with_the_turns_load_give_way_to_a_change_in_the_same_t
         remember_roles(session, "test:ann", (await session.execute(select(roles_column(address)))).scalar())
         await remove_role(session, "test:ann", SUPPORT, "")
         assert await roles_of(session, "test:ann") == [(AUTHOR, "course:spot-phishing")]
+
+
+async def test_a_listed_identity_shows_as_typed_never_as_a_link(bot):
+    from channels.markdown import TELEGRAM_HTML, render
+
+    lessonbot, channel = bot
+    boss = Transcript(lessonbot, channel, chat="boss")
+    await boss.say("/admin role grant telegram:[Verify-your-account](https://evil.example/x) support")
+    await boss.say("/admin role list")
+    shown = render(channel.sent["boss"][-1].text, TELEGRAM_HTML)  # as Telegram gets it
+    assert "<a " not in shown and "telegram:[Verify-your-account](https://evil.example/x) — support" in shown

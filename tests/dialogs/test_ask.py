@@ -108,3 +108,29 @@ async def test_a_list_is_quoted_whole_with_the_sentence_that_leads_into_it(index
     assert "If you clicked, or typed something in, act at once and calmly:" in answer
     assert "\n1. Change that password from the real site or app" in answer
     assert "\n4. If you opened a file or installed something" in answer
+
+
+def test_an_authors_lesson_title_and_a_models_words_show_as_written_whatever_they_hold():
+    from types import SimpleNamespace
+
+    from channels.markdown import SLACK_MRKDWN, TELEGRAM_HTML, render
+    from dialogs.ask import presented
+    from knowledge.answer import FROM, CourseAnswer
+    from knowledge.extractive import Quote
+    from knowledge.retrieval import Passage
+
+    title = "Init: __init__ vs *args* [docs](https://evil.example/login)"
+    passage = Passage(chunk_id="c1", course_id="py", lesson_id="l1", lesson_title=title, heading_path="",
+                      source="x", text="A constructor sets up an *object*.", score=1, similarity=1, keyword_score=1)
+    turn = SimpleNamespace(user=SimpleNamespace(locale="en"))
+    quoted = Quote(chosen=((0, 0, "A constructor sets up an *object*."),), passages=(passage,), confidence=1.0,
+                   shares_words=True).answer(0.0)
+    steered = CourseAnswer(text="From your course: [[Reset it here](https://evil.example)](https://evil.example) [1]"
+                                f"\n\n{FROM} [1] {title}")
+    for answer in (quoted, steered):
+        for target in (TELEGRAM_HTML, SLACK_MRKDWN):
+            shown = render(presented(turn, answer), target)
+            assert "<a href" not in shown and "<https://" not in shown and "<b>init</b>" not in shown, shown
+    # the course's own sentence keeps its Markdown; the title around it does not take any
+    assert "<i>object</i>" in render(presented(turn, quoted), TELEGRAM_HTML)
+    assert "*args*" in render(presented(turn, quoted), TELEGRAM_HTML)
