@@ -525,6 +525,7 @@ class ConversationWorker:
                     self.on_replies(elsewhere)
                 for job in current.jobs:
                     self.on_jobs(job)
+                _run_after_commit(current.after_commit)
                 return outcome
             raise RuntimeError(f"a turn asked for more than {MAX_OUTSIDE_CALLS} calls outside its transaction")
         except LeaseLost:
@@ -616,6 +617,7 @@ class ConversationWorker:
         self._processed.setdefault(conversation_id, set()).add(row.id)
         current.jobs = turn.jobs_to_start  # committed
         current.answered_elsewhere = turn.answered_elsewhere
+        current.after_commit = turn.after_commit
         if row.more:
             self._kept[conversation_id] = now + self._lease
         for_channel(PROCESSING_SECONDS, row.channel).observe(time.perf_counter() - started)
@@ -895,6 +897,16 @@ class _Current:
     inbound_id: int | None = None
     jobs: Collection[str] = ()  # the committed turn's Turn.jobs_to_start
     answered_elsewhere: Collection[int] = ()  # and its Turn.answered_elsewhere
+    after_commit: Collection[Callable[[], None]] = ()  # and its Turn.after_commit
+
+
+def _run_after_commit(steps: Collection[Callable[[], None]]) -> None:
+    """A committed turn's Turn.after_commit, each on its own: one that fails is logged and the rest still run."""
+    for step in steps:
+        try:
+            step()
+        except Exception:
+            log.exception("a step after a turn's commit failed")
 
 
 def _lease_may_be_taken(now: str) -> ColumnElement[bool]:

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import func, select
 
@@ -108,8 +109,9 @@ async def _erase(turn: Turn, args: str) -> None:
                    address=address))
         return
     await payments.stop_renewals_of(turn, person.user_id)  # nothing is charged again for a person no longer known
-    erasure = await personal.erase(turn.session, person.user_id, data_dir=turn.data_dir, by=turn.identity.address,
+    erasure = await personal.erase(turn.session, person.user_id, by=turn.identity.address,
                                    keep_inbound_id=turn.inbound_id)
+    turn.after_commit.append(partial(personal.remove_files, erasure, turn.data_dir))
     # The answer does not name the address: nothing kept after an erasure should.
     turn.say(_("Erased: {messages} messages and {replies} replies went with the rest of that learner's data.",
                messages=erasure.messages, replies=erasure.replies))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import secrets
 from datetime import timedelta
-from pathlib import Path
+from functools import partial
 
 from sqlalchemy import delete, select, update
 
@@ -26,6 +26,7 @@ from bot.messages import Reply, Text
 from dialogs import flow
 from dialogs.i18n import translator
 from dialogs.learner import is_set_up, learner_of, tr
+from dialogs.personal import remove_paths
 from dialogs.turn import Turn
 from storage.courses import Entitlement
 from storage.learners import Learner, LinkAttempt, move_conversations
@@ -200,8 +201,7 @@ async def _join(turn: Turn, owner_id: int) -> None:
     # and what it bought: the platforms' later events (renewals, refunds) are the owner's, as is the sale's record
     await session.execute(update(Payment).where(Payment.user_id == previous).values(user_id=owner_id))
     await move_conversations(session, previous, owner_id)
-    for path in await drop_user(session, previous):
-        Path(path).unlink(missing_ok=True)
+    turn.after_commit.append(partial(remove_paths, await drop_user(session, previous)))  # its certificates' PDFs
     user = await session.get(User, owner_id)
     assert user is not None
     if turn.conversation is not None:

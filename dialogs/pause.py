@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import partial
 
 from bot.text import fold
 from dialogs import flow, lessons, personal
@@ -94,8 +95,8 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
         return DONE
     if typed in ("delete", "stop and delete my data", "borrar", "eliminar", "apagar"):
         await stop_renewals_of(turn, turn.user.id)  # nothing is charged again for a person no longer known
-        await personal.erase(turn.session, turn.user.id, data_dir=turn.data_dir, by="learner",
-                             keep_inbound_id=turn.inbound_id)
+        erasure = await personal.erase(turn.session, turn.user.id, by="learner", keep_inbound_id=turn.inbound_id)
+        turn.after_commit.append(partial(personal.remove_files, erasure, turn.data_dir))
         turn.state.clear()
         turn.say(_("Done: I deleted everything I kept about you. If you come back, send /start."))
         return DONE

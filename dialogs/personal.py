@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -45,15 +46,24 @@ def export_document(_: Translator, path: Path, *, caption: str | None = None) ->
 
 
 async def erase(
-    session: AsyncSession, user_id: int, *, data_dir: Path | None, by: str, keep_inbound_id: int | None = None
+    session: AsyncSession, user_id: int, *, by: str, keep_inbound_id: int | None = None
 ) -> Erasure:
-    """Erase a person (storage.personal_data.erase_person) and the files that were theirs."""
-    erasure = await erase_person(session, user_id, by=by, keep_inbound_id=keep_inbound_id)
-    for path in erasure.files:
-        Path(path).unlink(missing_ok=True)
+    """Erase a person (storage.personal_data.erase_person) in `session`'s transaction. Their files go once it has
+    committed (`remove_files`): a rollback then leaves the person, and their certificates, whole."""
+    return await erase_person(session, user_id, by=by, keep_inbound_id=keep_inbound_id)
+
+
+def remove_files(erasure: Erasure, data_dir: Path | None) -> None:
+    """The erased person's files: their certificates' PDFs and their exports. Call it after the erasure's commit."""
+    remove_paths(erasure.files)
     if data_dir is not None:
-        shutil.rmtree(export_folder(data_dir, user_id), ignore_errors=True)
-    return erasure
+        shutil.rmtree(export_folder(data_dir, erasure.user_id), ignore_errors=True)
+
+
+def remove_paths(paths: Iterable[str]) -> None:
+    """Files of rows deleted (certificates' PDFs), once the deletion has committed."""
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
 
 
 async def export(turn: Turn, _args: str) -> None:

@@ -108,6 +108,10 @@ class Turn(Exchange):
     # The person's other chats this turn answered in (their private chat, for a command typed in a group): the
     # dispatcher sends what it queued there as replies someone waits for, once the turn has committed.
     answered_elsewhere: set[int] = field(default_factory=set)
+    # What may only happen once the turn has committed, in order (an erased person's files removed: removed before,
+    # a turn rolled back or replayed would leave rows naming files that are gone). Dropped with a turn that does not
+    # commit; a process that dies between the commit and these leaves them undone.
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def text(self) -> str:

@@ -58,7 +58,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
     from bot.cli.payments import payment_desk_for_commands
     from dialogs.payments import renewing, stop_renewals
-    from dialogs.personal import erase
+    from dialogs.personal import erase, remove_files
     from storage.personal_data import find_person
 
     async def run() -> int:
@@ -79,7 +79,8 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
                 for channel in channels:
                     await channel.close()
             async with db.transaction() as session:
-                erasure = await erase(session, person.user_id, data_dir=settings.data_dir, by="cli")
+                erasure = await erase(session, person.user_id, by="cli")
+            remove_files(erasure, settings.data_dir)  # committed
         print(f"Erased {args.address}: {erasure.messages} messages and {erasure.replies} replies with the rest of "
               "their data.")
         return 0

@@ -24,7 +24,7 @@ from bot.dashboard.layout import HEADERS, Words, css_response, document, message
 from bot.dashboard.pages import PAGES, Context, Page, as_csv, render
 from bot.text import whole_number
 from dialogs.payments import PaymentDesk, renewing, stop_renewals
-from dialogs.personal import erase
+from dialogs.personal import erase, remove_files
 from dialogs.roles import Scope, team_of
 from storage import dashboard as counts
 from storage.courses import SOURCE_GRANT, Course
@@ -236,7 +236,8 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: P
             subscriptions = await renewing(session, user_id)
         await stop_renewals(payments, subscriptions)  # nothing is charged again for a person no longer known
         async with db.transaction() as session:
-            erasure = await erase(session, user_id, data_dir=data_dir, by=viewer.identity)
+            erasure = await erase(session, user_id, by=viewer.identity)
+        remove_files(erasure, data_dir)  # committed
         done = w("Erased: {messages} messages and {replies} replies went with the rest of that learner's data.",
                  messages=erasure.messages, replies=erasure.replies)
         return RedirectResponse(f"/admin/learners?done={quote(done)}", status_code=303)

@@ -131,3 +131,26 @@ async def test_cli_exports_and_erases_a_learner(admin_bot, settings, tmp_path, m
         assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "ann")) is None
         [line] = await session.scalars(select(AdminAuditEntry).where(AdminAuditEntry.command == "erase"))
         assert (line.identity, line.arguments.startswith("user ")) == ("cli", True)
+
+
+async def test_an_erasure_that_rolls_back_leaves_the_person_and_their_files_whole(admin_bot):
+    from dialogs import personal
+
+    bot, channel = admin_bot
+    await ann_learns(bot, channel)
+    boss = Learning(bot, channel, chat="boss")
+    await boss.say("/admin export test:ann")
+    [document] = documents(channel, "boss")
+    async with bot.db.sessions() as session:
+        ann_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "ann"))
+    with pytest.raises(RuntimeError):
+        async with bot.db.transaction() as session:
+            erasure = await personal.erase(session, ann_id, by="test")
+            raise RuntimeError("a later statement of the same transaction fails")
+    assert Path(document.path).exists()  # nothing of hers went, her files neither
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "ann")) is not None
+    async with bot.db.transaction() as session:
+        erasure = await personal.erase(session, ann_id, by="test")
+    personal.remove_files(erasure, bot.settings.data_dir)
+    assert not Path(document.path).exists()
