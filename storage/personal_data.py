@@ -6,7 +6,8 @@
 that is not in `PLAN`, so a new table is classified before it ships; docs/data.md says the same in words.
 
 `erase_person` carries the plan out in the caller's transaction; `export_person` gathers the same rows as a JSON
-document. Both find a person's messages by who sent them (their channel identities), not by who owns the
+document (`EXPORTED` names the key of each table erased or scrubbed of the person; a test holds the two
+together). Both find a person's messages by who sent them (their channel identities), not by who owns the
 conversation: in a group, a member's erasure takes their own messages and the replies to them, never another
 member's.
 """
@@ -23,7 +24,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Text, and_, cast, delete, false, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.admins import forget_identities
+from storage.admins import AdminRole, AdminSession, forget_identities
 from storage.courses import Course, Enrollment, Entitlement, Lesson, LessonProgress, Question, QuestionCard
 from storage.dashboard import forget_quoted_figures
 from storage.knowledge import KnowledgeAllowance, KnowledgeQuestion
@@ -38,9 +39,10 @@ from storage.models import (
     User,
 )
 from storage.outbox import ACTIVE, OutboxStatus
-from storage.payments import Payment, PaymentEvent
-from storage.scheduling import BroadcastRecipient, NudgeLog, ScheduledLesson
-from storage.teams import forget_member, memberships_of
+from storage.payments import AccessCode, Payment, PaymentEvent
+from storage.scheduling import Broadcast, BroadcastRecipient, NudgeLog, ScheduledLesson
+from storage.slack import forget_installer
+from storage.teams import TeamAdmin, forget_member, memberships_of
 
 
 class Treatment(StrEnum):
@@ -72,17 +74,18 @@ PLAN: dict[str, Rule] = {
     "broadcast_recipients": Rule(ERASED, "which announcements went to them"),
     "knowledge_allowances": Rule(ERASED, "how many questions they asked lately"),
     "knowledge_questions": Rule(ERASED, "the questions they asked the answerer, and whether it answered"),
-    "admin_roles": Rule(ERASED, "admin roles held by their addresses"),
+    "admin_roles": Rule(ERASED, "admin roles held by their addresses; a role they granted shows ERASED_ACTOR as who"),
     "admin_sessions": Rule(ERASED, "their dashboard sign-ins"),
     "link_attempts": Rule(ERASED, "wrong /link codes typed from their addresses"),
     "offered_choices": Rule(ERASED, "the buttons sent to them: all of those in their own chats, theirs in groups"),
     "team_members": Rule(ERASED, "their place in teams learning in a channel: opt-outs, hidden from the leaderboard"),
-    "team_admins": Rule(ERASED, "the teams they were made an admin of"),
+    "team_admins": Rule(ERASED, "the teams they were made an admin of; one they made shows ERASED_ACTOR as who"),
     # messages
     "inbound_messages": Rule(
         ERASED,
         "what they sent, in any chat, groups included; the message that asked for the "
-        "erasure stays until processed, its text and name removed",
+        "erasure stays as the record of a platform's message id (a redelivery of it is then ignored), its text, "
+        "name and sender removed",
     ),
     "outbox_messages": Rule(
         ERASED,
@@ -92,7 +95,8 @@ PLAN: dict[str, Rule] = {
     "conversations": Rule(
         SCRUBBED,
         "the chat's address stays, so the confirmation reaches them and a platform "
-        "opt-out (STOP) is still honoured; the dialog state and the link to them go",
+        "opt-out (STOP) is still honoured; the dialog state and the link to them go (in a group, the state's "
+        "entries marked as theirs: the steps a member was taking there)",
     ),
     "teams": Rule(
         SCRUBBED,
@@ -100,8 +104,9 @@ PLAN: dict[str, Rule] = {
     ),
     "admin_audit": Rule(
         SCRUBBED,
-        "the record of admin commands stays; arguments naming their address are blanked; "
-        "the erasure itself is recorded with the user number only",
+        "the record of admin commands stays; arguments naming their address are blanked, and their address as the "
+        "one who typed a command is replaced by ERASED_ACTOR; the erasure itself is recorded with the user number "
+        "only",
     ),
     # (inbound_messages and outbox_messages of others that name their address, an admin's command and its
     # answer, are blanked too)
@@ -115,14 +120,19 @@ PLAN: dict[str, Rule] = {
     "payments": Rule(
         SCRUBBED,
         "a sale is a record the law asks a seller to keep (course, amount, currency, dates, "
-        "the provider's reference): kept, detached from the person, chat and sender blanked",
+        "the provider's reference): kept, detached from the person, chat and sender blanked; an admin's address "
+        "in a note (\"refunded by …\") replaced by ERASED_ACTOR",
     ),
     "payment_events": Rule(
         SCRUBBED,
         "event ids stay so a repeated delivery is still ignored; the payloads of their "
         "payments' events, which carry the buyer's e-mail, are blanked",
     ),
-    "access_codes": Rule(KEPT, "codes an admin made for a course; who redeemed one is an entitlement, erased"),
+    "access_codes": Rule(
+        SCRUBBED,
+        "codes an admin made for a course (who made one: ERASED_ACTOR once that admin is erased); who redeemed one "
+        "is an entitlement, erased",
+    ),
     "knowledge_model_calls": Rule(KEPT, "model calls counted per day over all learners, no one named"),
     "knowledge_answer_cache": Rule(KEPT, "answers keyed by a hash of question and courses, shared by all, expiring"),
     "clock_cursors": Rule(KEPT, "scheduler bookkeeping"),
@@ -130,8 +140,12 @@ PLAN: dict[str, Rule] = {
     "scheduler_jobs": Rule(KEPT, "the clock's recurring jobs (planner, nudges, dispatch), none per person"),
     "leader_leases": Rule(KEPT, "which process holds a role"),
     "nudge_template_stats": Rule(KEPT, "counts per reminder template, no one named"),
-    "broadcasts": Rule(KEPT, "announcements written by admins"),
-    "slack_installations": Rule(KEPT, "a workspace's install of the app; removed by uninstalling it there"),
+    "broadcasts": Rule(SCRUBBED, "announcements written by admins; the author's address ERASED_ACTOR once erased"),
+    "slack_installations": Rule(
+        SCRUBBED,
+        "a workspace's install of the app, removed by uninstalling it there; who installed it (and any token of "
+        "theirs) cleared",
+    ),
     "slack_oauth_states": Rule(KEPT, "short-lived install states"),
     "dashboard_figures": Rule(
         SCRUBBED,
@@ -141,6 +155,26 @@ PLAN: dict[str, Rule] = {
     "alembic_version": Rule(KEPT, "the schema's version"),
 }
 
+# Where each table that holds something of the person is in `export_person`'s document (None: the table keeps
+# nothing of theirs that the document does not show elsewhere, and why).
+EXPORTED: dict[str, str | None] = {
+    "users": "profile", "channel_identities": "profile", "learners": "profile", "enrollments": "enrollments",
+    "lesson_progress": "progress", "question_cards": "answers", "certificates": "certificates",
+    "entitlements": "entitlements", "scheduled_lessons": "scheduled_lessons", "nudge_log": "nudges",
+    "broadcast_recipients": "broadcasts_received", "knowledge_allowances": "question_allowance",
+    "knowledge_questions": "questions", "admin_roles": "admin_roles", "admin_sessions": "dashboard_sign_ins",
+    "link_attempts": "link_attempts", "offered_choices": "choices_offered", "team_members": "teams",
+    "team_admins": "team_admin_of", "inbound_messages": "messages", "outbox_messages": "replies",
+    "payments": "payments",
+    "conversations": None,  # their chats' addresses are the profile's; the state is the dialogs' bookkeeping
+    "teams": None,  # a team they set up is the channel's; their part in it is `teams`
+    "admin_audit": None,  # commands they typed are `messages`
+    "payment_events": None,  # the platforms' own copies of what `payments` shows
+    "access_codes": None, "broadcasts": None,  # what they made as an admin: the channel's, not about them
+    "slack_installations": None,  # a workspace's install; who installed it is their Slack address, in the profile
+    "dashboard_figures": None,  # counts over everyone
+}
+
 # Records the law obliges us to keep (a payment, an invoice) name their table here: `erase_person` then detaches
 # them from the person (no name, no address) instead of deleting them.
 PAYMENT_RECORDS: tuple[str, ...] = ("payments",)
@@ -148,6 +182,8 @@ PAYMENT_RECORDS: tuple[str, ...] = ("payments",)
 BLANK_REPLY: dict[str, Any] = {"kind": "text", "text": ""}
 BLANK_INBOUND: dict[str, Any] = {"text": ""}
 ERASED_ARGUMENTS = "(a learner's address, erased)"
+SLACK = "slack"  # the channel whose people are "<workspace>/<member>"
+ERASED_ACTOR = "(erased)"  # who did something (an admin command, a grant, a refund), once that person is erased
 
 
 @dataclass(slots=True)
@@ -213,7 +249,7 @@ async def erase_person(session: AsyncSession, user_id: int, *, by: str, keep_inb
     own = await own_conversations(session, person)
     erasure.replies = await _erase_replies(session, person, own)
     erasure.messages = await _erase_messages(session, person, keep_inbound_id)
-    await _unlink_conversations(session, user_id, own)
+    await _unlink_conversations(session, person, own)
     await _erase_offered_choices(session, person, own)
     await _detach_payments(session, user_id)
     await forget_member(session, user_id, person.identities)
@@ -298,16 +334,36 @@ async def _erase_messages(session: AsyncSession, person: Person, keep_inbound_id
         await session.execute(
             update(InboundMessage)
             .where(InboundMessage.id == keep_inbound_id, person.sent())
-            .values(payload=BLANK_INBOUND, error=None)
+            .values(payload=BLANK_INBOUND, error=None, sender_id="")
             .execution_options(synchronize_session=False)
         )
     return _count(await session.execute(statement.execution_options(synchronize_session=False)))
 
 
-async def _unlink_conversations(session: AsyncSession, user_id: int, own: set[int]) -> None:
-    await session.execute(update(Conversation).where(Conversation.user_id == user_id).values(user_id=None))
+async def _unlink_conversations(session: AsyncSession, person: Person, own: set[int]) -> None:
+    await session.execute(update(Conversation).where(Conversation.user_id == person.user_id).values(user_id=None))
     if own:
         await session.execute(update(Conversation).where(Conversation.id.in_(own)).values(state={}))
+    # Another chat's state (a group's) keeps each member's steps marked with their sender id: theirs go.
+    for channel, external in person.identities:
+        marked = cast(Conversation.state, Text).contains(f'"{external}"', autoescape=True)
+        rows = await session.execute(
+            select(Conversation.id, Conversation.state).where(Conversation.channel == channel, marked)
+        )
+        for conversation_id, state in rows.all():
+            kept = _without_member(state, external)
+            if kept != state:
+                await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(state=kept))
+
+
+def _without_member(value: Any, member: str) -> Any:
+    """`value` (a conversation's state) without the entries of lists that are marked as `member`'s."""
+    if isinstance(value, dict):
+        return {key: _without_member(item, member) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_member(item, member) for item in value
+                if not (isinstance(item, dict) and item.get("member") == member)]
+    return value
 
 
 async def _erase_offered_choices(session: AsyncSession, person: Person, own: set[int]) -> None:
@@ -356,7 +412,33 @@ async def _erase_addresses(session: AsyncSession, person: Person) -> None:
             await session.execute(
                 update(model).where(model.id.in_(ids)).values(**blank).execution_options(synchronize_session=False)
             )
+    await _pseudonymise_actor(session, person)
     await session.execute(delete(ChannelIdentity).where(ChannelIdentity.user_id == person.user_id))
+
+
+async def _pseudonymise_actor(session: AsyncSession, person: Person) -> None:
+    """Where they are named as who did something (typed an admin command, granted a role, made a code or a
+    broadcast, added a team admin, refunded a sale), ERASED_ACTOR stands in their place: the record stays."""
+    addresses = person.addresses
+    for column in (AdminAuditEntry.identity, AdminRole.granted_by, Broadcast.created_by, AccessCode.created_by):
+        await session.execute(
+            update(column.class_).where(column.in_(addresses)).values({column.key: ERASED_ACTOR})
+            .execution_options(synchronize_session=False)
+        )
+    for channel, external in person.identities:
+        await session.execute(
+            update(TeamAdmin).where(TeamAdmin.channel == channel, TeamAdmin.added_by == external)
+            .values(added_by=ERASED_ACTOR)
+        )
+        workspace, _slash, member = external.partition("/")
+        if channel == SLACK and member:  # a Slack person is "<workspace>/<member>"
+            await forget_installer(session, workspace, member)
+    notes = cast(Payment.note, Text)
+    for payment_id in await _rows_naming(session, Payment.id, notes, addresses):
+        note = await session.scalar(select(Payment.note).where(Payment.id == payment_id)) or ""
+        for address in addresses:
+            note = _naming(address).sub(ERASED_ACTOR, note)
+        await session.execute(update(Payment).where(Payment.id == payment_id).values(note=note))
 
 
 async def _rows_naming(
@@ -366,8 +448,13 @@ async def _rows_naming(
     found = await session.execute(
         select(id_column, text).where(or_(*(text.contains(address, autoescape=True) for address in addresses)))
     )
-    words = [re.compile(rf"(?<![\w:+/.-]){re.escape(address)}(?![\w:+/.-])") for address in addresses]
+    words = [_naming(address) for address in addresses]
     return [row[0] for row in found if any(word.search(row[1] or "") for word in words)]
+
+
+def _naming(address: str) -> re.Pattern[str]:
+    """`address` as a whole word of a text: telegram:12 is not in telegram:123."""
+    return re.compile(rf"(?<![\w:+/.-]){re.escape(address)}(?![\w:+/.-])")
 
 
 def _count(result: Any) -> int:
@@ -419,7 +506,42 @@ async def export_person(session: AsyncSession, user_id: int, *, now: datetime) -
         "teams": await memberships_of(session, user_id),
         "messages": await _messages(session, person),
         "replies": await _replies(session, person, own),
+        **{key: [_row(row) for row in await session.scalars(select(model).where(where))]
+           for key, (model, where) in _other_rows(person, own).items()},
     }
+
+
+# The rest of what is theirs, each as its rows' columns (a secret, such as a sign-in link's hash, left out).
+_SECRET_COLUMNS = frozenset({"link_hash", "link_code"})
+
+
+def _other_rows(person: Person, own: set[int]) -> dict[str, tuple[Any, ColumnElement[bool]]]:
+    addresses = person.addresses
+    mine = [and_(OfferedChoice.member == external,
+                 OfferedChoice.conversation_id.in_(select(Conversation.id).where(Conversation.channel == channel)))
+            for channel, external in person.identities]
+    if own:
+        mine.append(OfferedChoice.conversation_id.in_(own))
+    return {
+        "entitlements": (Entitlement, Entitlement.user_id == person.user_id),
+        "scheduled_lessons": (ScheduledLesson, ScheduledLesson.user_id == person.user_id),
+        "nudges": (NudgeLog, NudgeLog.user_id == person.user_id),
+        "broadcasts_received": (BroadcastRecipient, BroadcastRecipient.user_id == person.user_id),
+        "question_allowance": (KnowledgeAllowance, KnowledgeAllowance.learner == str(person.user_id)),
+        "admin_roles": (AdminRole, AdminRole.identity.in_(addresses)),
+        "dashboard_sign_ins": (AdminSession, AdminSession.identity.in_(addresses)),
+        "link_attempts": (LinkAttempt, LinkAttempt.identity.in_(addresses)),
+        "choices_offered": (OfferedChoice, or_(*mine) if mine else false()),
+        "team_admin_of": (TeamAdmin, or_(*(and_(TeamAdmin.channel == channel, TeamAdmin.member == external)
+                                           for channel, external in person.identities)) if person.identities
+                          else false()),
+    }
+
+
+def _row(row: Any) -> dict[str, Any]:
+    values = {column.key: getattr(row, column.key) for column in row.__table__.columns
+              if column.key not in _SECRET_COLUMNS}
+    return {key: value.isoformat() if hasattr(value, "isoformat") else value for key, value in values.items()}
 
 
 async def _profile(session: AsyncSession, user: User | None, person: Person) -> dict[str, Any]:
@@ -445,6 +567,8 @@ async def _profile(session: AsyncSession, user: User | None, person: Person) -> 
             "points": learner.points,
             "streak_days": learner.streak_days,
             "best_streak": learner.best_streak,
+            "course_id": learner.course_id,
+            "home_conversation_id": learner.home_conversation_id,
         }
     return profile
 

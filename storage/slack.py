@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String, UniqueConstraint
+from sqlalchemy import String, UniqueConstraint, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models import Base, BigId, utcnow
@@ -61,3 +62,13 @@ class SlackOAuthState(Base):
 
     state: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+async def forget_installer(session: AsyncSession, team_id: str, user_id: str) -> None:
+    """A person erased who installed the app in a workspace: the install stays (the bot's token is the workspace's),
+    without who installed it or any token of theirs."""
+    await session.execute(
+        update(SlackInstallation)
+        .where(SlackInstallation.team_id == team_id, SlackInstallation.user_id == user_id)
+        .values(user_id=None, user_token=None, user_scopes=None, user_refresh_token=None, user_token_expires_at=None)
+    )

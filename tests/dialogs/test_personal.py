@@ -56,7 +56,11 @@ async def test_export_sends_everything_kept_as_a_json_file(admin_bot):
     assert any(r["text"].startswith("📘 Lesson 1 of 5") for r in data["replies"])
     assert data["payments"] == []  # a free course
     assert set(data) == {"exported_at", "profile", "enrollments", "progress", "answers", "certificates", "payments",
-                         "questions", "teams", "messages", "replies"}
+                         "questions", "teams", "messages", "replies", "entitlements", "scheduled_lessons", "nudges",
+                         "broadcasts_received", "question_allowance", "admin_roles", "dashboard_sign_ins",
+                         "link_attempts", "choices_offered", "team_admin_of"}
+    assert data["choices_offered"] and all(choice["value"] for choice in data["choices_offered"])
+    json.dumps(data)  # every row's values made JSON: dates as ISO text
 
 
 async def test_export_is_refused_in_a_group(admin_bot):

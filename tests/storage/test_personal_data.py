@@ -19,7 +19,7 @@ from storage.db import make_sync_engine
 from storage.knowledge import KnowledgeAllowance
 from storage.models import ChannelIdentity, Conversation, OutboxMessage, utcnow
 from storage.outbox import OutboxEntry, OutboxStatus, enqueue
-from storage.personal_data import BLANK_REPLY, ERASED, PLAN
+from storage.personal_data import BLANK_REPLY, ERASED, ERASED_ACTOR, KEPT, PLAN
 from storage.scheduling import Broadcast, BroadcastRecipient, NudgeLog, ScheduledLesson
 from storage.schema import metadata
 from tests.dialogs.learning_support import Learning, learning_bot, onboard  # noqa: F401
@@ -120,8 +120,10 @@ async def test_erasure_follows_the_plan_for_every_table(learning_bot, database_u
     await say(bot, "/start", chat="bob-7", sender="bob-7", name="Roberto")
     await onboard(bob_dm)
     await bob_dm.say("/admin export test:ann-42")  # denied, and audited with her address in it
+    await ann_dm.say("/admin stats")  # denied, and audited with her address as who typed it
     # The group: Ann speaks first, so the group's conversation row points at her.
     await say(bot, "kiwi from the group", chat="grp", sender="ann-42", name="Annabel")
+    await say(bot, "/stop", chat="grp", sender="ann-42", name="Annabel")  # a step of hers in the group's state
     await say(bot, "banana from the group", chat="grp", sender="bob-7", name="Roberto")
     await say(bot, "cherry from the group", chat="grp", sender="cleo-3", name="Cleopatra")
     ann, bob = await user_of(bot, "ann-42"), await user_of(bot, "bob-7")
@@ -151,7 +153,8 @@ async def test_erasure_follows_the_plan_for_every_table(learning_bot, database_u
     for table, rows in after.items():
         if table not in ("conversations", "outbox_messages", "inbound_messages"):
             assert not any(mentions(row, "ann-42") for row in rows), table
-    [asked] = [row for row in after["inbound_messages"] if row["sender_id"] == "ann-42"]
+    assert not [row for row in after["inbound_messages"] if row["sender_id"] == "ann-42"]
+    [asked] = [row for row in after["inbound_messages"] if row["sender_id"] == ""]  # the message that asked
     assert as_json(asked["payload"]) == {"text": ""}
     # Her unsent reply is cancelled and blank; what went to her chat since is only the confirmation.
     async with bot.db.sessions() as session:
@@ -166,7 +169,9 @@ async def test_erasure_follows_the_plan_for_every_table(learning_bot, database_u
         c["id"] for c in after["conversations"] if c["chat_id"] == "grp"})
     assert group_senders == ["bob-7", "cleo-3"]
     [group] = [c for c in after["conversations"] if c["chat_id"] == "grp"]
-    assert group["user_id"] is None
+    assert group["user_id"] is None and "ann-42" not in json.dumps(as_json(group["state"]))
+    [group_before] = [c for c in before["conversations"] if c["chat_id"] == "grp"]
+    assert "ann-42" in json.dumps(as_json(group_before["state"]))  # the step she was taking there went
     for word in ("Roberto", "banana", "Cleopatra", "cherry"):
         assert any(mentions(row, word) for rows in after.values() for row in rows), word
     # Bob's rows in every table stay as they were.
@@ -178,6 +183,22 @@ async def test_erasure_follows_the_plan_for_every_table(learning_bot, database_u
     assert audit["identity"] == "test:bob-7" and "ann-42" not in audit["arguments"]
     [erase_line] = [row for row in after["admin_audit"] if row["command"] == "erase"]
     assert (erase_line["identity"], erase_line["arguments"]) == ("learner", f"user {ann}")
+    [hers] = [row for row in after["admin_audit"] if row["command"] == "stats"]
+    assert (hers["identity"], hers["outcome"]) == (ERASED_ACTOR, "denied")
+
+
+async def test_the_export_holds_every_table_the_plan_erases_or_scrubs_of_a_person(learning_bot):
+    from storage.personal_data import EXPORTED, export_person
+
+    bot, _channel = learning_bot
+    kept = {table for table, rule in PLAN.items() if rule.treatment is not KEPT}
+    assert kept == set(EXPORTED), ("storage.personal_data.EXPORTED must name, for every table the plan erases or "
+                                   "scrubs, the key of export_person's document that shows it (or None and why)")
+    await say(bot, "/start", chat="ann-42", sender="ann-42", name="Annabel")
+    ann = await user_of(bot, "ann-42")
+    async with bot.db.sessions() as session:
+        document = await export_person(session, ann, now=utcnow())
+    assert {key for key in EXPORTED.values() if key is not None} <= set(document)
 
 
 async def test_a_member_who_deletes_takes_their_group_messages_and_name_only(learning_bot, database_url):
