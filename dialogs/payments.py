@@ -698,6 +698,9 @@ async def _settle(turn: Turn, payment: Payment, *, reference: str | None = None,
                              **values):
         log.info("a payment confirmed again; nothing more to do", extra={"payment_id": payment.id})
         return
+    if await _bought_before(turn, payment):
+        await _give_back_a_second_purchase(turn, payment)
+        return
     until = access_until(desk_of(turn), payment, turn.now) if payment.period is not None else None
     ended = payment.period is not None and payment.subscription_status in ENDED
     if ended:  # Stripe reported the subscription's end before this completion: paid, but nothing more to open
@@ -721,6 +724,37 @@ async def _settle(turn: Turn, payment: Payment, *, reference: str | None = None,
     if is_set_up(learner):
         await enroll(turn, learner, course)
         await lessons.next_lesson(turn)
+
+
+async def _bought_before(turn: Turn, payment: Payment) -> bool:
+    """Whether the learner already holds the course through another payment (a second checkout page, opened before
+    the first was paid, paid too): a subscription not ended, or a purchase not refunded."""
+    other = await turn.session.scalar(select(Payment.id).where(
+        Payment.user_id == payment.user_id, Payment.course_id == payment.course_id, Payment.id != payment.id,
+        Payment.status == PaymentStatus.PAID,
+        or_(Payment.period.is_(None), Payment.subscription_status.is_(None), Payment.subscription_status.not_in(ENDED)),
+    ).limit(1))
+    return other is not None
+
+
+async def _give_back_a_second_purchase(turn: Turn, payment: Payment) -> None:
+    """The course was theirs already: this payment goes back (a subscription is cancelled too), and nothing more is
+    granted; if the platform refuses, the learner is told where to ask and the admin finds it in the log."""
+    _ = tr(turn)
+    course = await turn.session.get(Course, payment.course_id)
+    title = course.title if course else "—"
+    target = Refundable.of(payment)
+    outcome = await turn.call_outside_transaction(f"again:{payment.id}", lambda: refund(desk_of(turn), target))
+    if outcome != "ok":
+        log.error("a second payment for a course already bought could not be given back: refund it by hand",
+                  extra={"payment_id": payment.id, "error": outcome})
+        turn.say(_("You paid for “{title}” twice. Send /paysupport and we'll give the second payment back (receipt "
+                   "no. {receipt}).", title=title, receipt=receipt_number(payment)))
+        return
+    await move_status(turn.session, payment, PaymentStatus.REFUNDED, allowed_from=(PaymentStatus.PAID,), now=turn.now,
+                      note="paid twice: given back")
+    turn.say(_("You already had “{title}”, so I gave this payment back (receipt no. {receipt}). Your lessons go on as "
+               "before.", title=title, receipt=receipt_number(payment)))
 
 
 async def _reject(turn: Turn, payment: Payment, why: str, *, reference: str | None = None) -> None:

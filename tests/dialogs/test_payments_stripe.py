@@ -380,3 +380,22 @@ async def test_a_buyer_who_links_their_chat_to_another_app_keeps_the_purchase_an
     assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
     assert (await entitlements(bot))[0].revoked_at is not None
     assert ann.channel.texts("ann")[-1].startswith("Your payment for “Passwords that hold” was refunded")
+
+
+async def test_a_second_checkout_page_paid_as_well_is_given_back(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    first = await bought_link(ann, bot, stripe_api)
+    await ann.say("/buy")  # a second page, opened before the first was paid
+    second = stripe_api.called("/v1/checkout/sessions")[-1].result
+    assert second["id"] != first["id"]
+    await post_event(client, checkout_event(stripe_api.pay(first["id"])))
+    await bot.settle()
+    before = len(ann.channel.texts("ann"))
+    again = stripe_api.pay(second["id"])
+    await post_event(client, checkout_event(again))
+    await bot.settle()
+    [told] = ann.channel.texts("ann")[before:]
+    assert told.startswith("You already had “Passwords that hold”, so I gave this payment back")
+    assert [refund["payment_intent"] for refund in stripe_api.refunds] == [again["payment_intent"]]
+    statuses = sorted(payment.status for payment in await payments(bot))
+    assert statuses == [PaymentStatus.PAID, PaymentStatus.REFUNDED] and len(await entitlements(bot)) == 1
