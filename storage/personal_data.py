@@ -42,7 +42,7 @@ from storage.outbox import ACTIVE, OutboxStatus
 from storage.payments import AccessCode, Payment, PaymentEvent
 from storage.scheduling import Broadcast, BroadcastRecipient, NudgeLog, ScheduledLesson
 from storage.slack import forget_installer
-from storage.teams import TeamAdmin, forget_member, memberships_of
+from storage.teams import Team, TeamAdmin, TeamMember, forget_member, memberships_of
 
 
 class Treatment(StrEnum):
@@ -252,6 +252,7 @@ async def erase_person(session: AsyncSession, user_id: int, *, by: str, keep_inb
     await _unlink_conversations(session, person, own)
     await _erase_offered_choices(session, person, own)
     await _detach_payments(session, user_id)
+    await _unname_in_team_posts(session, person)
     await forget_member(session, user_id, person.identities)
     await forget_identities(session, person.addresses)
     await forget_quoted_figures(session)
@@ -379,6 +380,40 @@ async def _erase_offered_choices(session: AsyncSession, person: Person, own: set
         theirs.append(OfferedChoice.conversation_id.in_(own))
     if theirs:
         await session.execute(delete(OfferedChoice).where(or_(*theirs)))
+
+
+async def _unname_in_team_posts(session: AsyncSession, person: Person) -> None:
+    """A team's posts that named them (the leaderboard, the admin's digest "Behind: …", a leaderboard asked for by
+    another member) stay in the outbox as records, with ERASED_ACTOR where their name or member id was. The name may
+    stand there escaped for the platform's Markdown ("Ann\\_Lee"), which the pattern allows for."""
+    user = await session.get(User, person.user_id)
+    names = {name for name in ((user.display_name if user else None), *(external.partition("/")[2] or external
+                                                                         for _channel, external in person.identities))
+             if name and name.strip()}
+    teams = list(await session.scalars(
+        select(Team).join(TeamMember, TeamMember.team_id == Team.id).where(TeamMember.user_id == person.user_id)
+    ))
+    if not names or not teams:
+        return
+    patterns = [re.compile(r"(?<!\w)" + "".join(r"\\?" + re.escape(c) for c in name.strip()) + r"(?!\w)")
+                for name in sorted(names, key=len, reverse=True)]
+    for team in teams:
+        chats = [chat for chat in (team.chat_id, team.digest_chat) if chat]
+        in_team = select(Conversation.id).where(Conversation.channel == team.channel, or_(
+            Conversation.chat_id.in_(chats), Conversation.chat_id.startswith(f"{team.chat_id}@", autoescape=True)))
+        rows = await session.execute(
+            select(OutboxMessage.id, OutboxMessage.payload).where(OutboxMessage.conversation_id.in_(in_team))
+        )
+        for outbox_id, payload in rows.all():
+            text = payload.get("text") if isinstance(payload, dict) else None
+            if not isinstance(text, str):
+                continue
+            unnamed = text
+            for pattern in patterns:
+                unnamed = pattern.sub(ERASED_ACTOR, unnamed)
+            if unnamed != text:
+                await session.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id)
+                                      .values(payload={**payload, "text": unnamed}))
 
 
 async def _detach_payments(session: AsyncSession, user_id: int) -> None:

@@ -220,3 +220,43 @@ async def test_a_member_who_deletes_takes_their_group_messages_and_name_only(lea
     answered = {row["inbound_message_id"] for row in after["outbox_messages"] if row["conversation_id"] == group["id"]}
     senders = {row["id"]: row["sender_id"] for row in after["inbound_messages"]}
     assert {senders[i] for i in answered} == {"ann-42"}
+
+
+async def test_a_team_post_that_named_an_erased_member_keeps_the_others_and_not_them(learning_bot, database_url):
+    from datetime import time
+
+    from dialogs.i18n import translator
+    from dialogs.teams import announce, leaderboard
+    from storage.models import User
+    from storage.teams import Team, TeamMember, add_team_admin
+
+    bot, channel = learning_bot
+    ann_dm, bob_dm = Learning(bot, channel, chat="ann-42"), Learning(bot, channel, chat="bob-7")
+    await say(bot, "/start", chat="ann-42", sender="ann-42", name="Ann_Lee")
+    await onboard(ann_dm)
+    await say(bot, "/start", chat="bob-7", sender="bob-7", name="Roberto")
+    await onboard(bob_dm)
+    ann, bob = await user_of(bot, "ann-42"), await user_of(bot, "bob-7")
+    async with bot.db.transaction() as session:
+        (await session.get(User, ann)).display_name = "Ann_Lee"  # escaped in the post's Markdown: Ann\_Lee
+        (await session.get(User, bob)).display_name = "Roberto"
+        team = Team(channel="test", chat_id="grp", workspace="W", course_id=await session.scalar(select(Course.id)),
+                    lesson_time=time(9), created_by="bob-7")
+        session.add(team)
+        await session.flush()
+        session.add_all([TeamMember(team_id=team.id, member="ann-42", user_id=ann),
+                         TeamMember(team_id=team.id, member="bob-7", user_id=bob)])
+        await session.flush()
+        await announce(session, team, await leaderboard(session, team, translator("en")))
+        await add_team_admin(session, "test", "W", "W/U9", by="ann-42")
+    before = every_row(database_url)
+    assert any("Ann\\\\_Lee" in json.dumps(as_json(row["payload"])) for row in before["outbox_messages"])
+
+    await ann_dm.say("/stop")
+    await ann_dm.press("Stop and delete my data")
+    after = every_row(database_url)
+    [board] = [as_json(row["payload"])["text"] for row in after["outbox_messages"]
+               if "Leaderboard" in as_json(row["payload"]).get("text", "")]
+    assert "Ann" not in board and "Roberto" in board and ERASED_ACTOR in board, board
+    [added] = after["team_admins"]
+    assert added["added_by"] == ERASED_ACTOR
