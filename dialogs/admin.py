@@ -112,6 +112,7 @@ async def _erase(turn: Turn, args: str) -> None:
     erasure = await personal.erase(turn.session, person.user_id, by=turn.identity.address,
                                    keep_inbound_id=turn.inbound_id)
     turn.after_commit.append(partial(personal.remove_files, erasure, turn.data_dir))
+    personal.forget_in_state(turn, erasure)  # typed in a group they took part in: their steps there go too
     # The answer does not name the address: nothing kept after an erasure should.
     turn.say(_("Erased: {messages} messages and {replies} replies went with the rest of that learner's data.",
                messages=erasure.messages, replies=erasure.replies))

@@ -97,7 +97,7 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
         await stop_renewals_of(turn, turn.user.id)  # nothing is charged again for a person no longer known
         erasure = await personal.erase(turn.session, turn.user.id, by="learner", keep_inbound_id=turn.inbound_id)
         turn.after_commit.append(partial(personal.remove_files, erasure, turn.data_dir))
-        turn.state.clear()
+        personal.forget_in_state(turn, erasure)
         turn.say(_("Done: I deleted everything I kept about you. If you come back, send /start."))
         return DONE
     raise Invalid(_("Please choose: stop the lessons, stop and delete your data, or cancel."))

@@ -39,7 +39,7 @@ from dialogs.linking import private_chat, queue
 from dialogs.onboarding import live_courses
 from dialogs.prices import BUY, STARS, course_price, format_charge, format_price
 from dialogs.turn import Turn
-from storage.courses import SOURCE_GRANT, Course, currency_decimals, may_access
+from storage.courses import SOURCE_GRANT, SOURCE_PURCHASE, Course, Entitlement, currency_decimals, may_access
 from storage.models import ChannelIdentity, User
 from storage.outbox import OutboxEntry, enqueue
 from storage.payments import (
@@ -363,9 +363,11 @@ async def _invoiced(turn: Turn, payload: str) -> Payment | None:
         return None
     payment = await turn.session.get(Payment, int(parts[1]))
     if (payment is None or payment.provider != TELEGRAM or payment.user_id != turn.user.id
-            or [str(payment.user_id), str(payment.course_id), str(payment.amount_minor)] != parts[2:]):
+            or [str(payment.course_id), str(payment.amount_minor)] != parts[3:]):
         return None
-    return payment
+    # the learner it was offered to; or, once /link joined that learner to another, the same Telegram account
+    bought_here = (payment.channel, payment.sender_id) == (turn.message.channel, turn.message.sender_id)
+    return payment if parts[2] == str(payment.user_id) or bought_here else None
 
 
 async def _pre_checkout(turn: Turn, query: dict[str, Any]) -> None:
@@ -497,7 +499,8 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
     # what paid it: the checkout's payment intent, or (a subscription's checkout names none) its first invoice's
     charged = intent or payment.charge_reference
     if charged and await refund_reported(turn.session, charged):
-        await _refunded_unconfirmed(turn, payment, charged)
+        subscription = event.get("subscription") or payment.subscription_reference
+        await _refunded_unconfirmed(turn, payment, charged, subscription if isinstance(subscription, str) else None)
         return
     values: dict[str, Any] = {"discount_minor": int(event.get("amount_discount") or 0)}
     subscription = event.get("subscription")
@@ -510,7 +513,9 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
 
 def _mismatch(payment: Payment, event: dict[str, Any], *, promotions: bool) -> str | None:
     """What in a Stripe checkout event differs from our offer, or None. With promotion codes on, the total may be
-    less than the offer by exactly the discount Stripe reports; the price before it must still be the offer's."""
+    less than the offer by exactly the discount Stripe reports; the price before it must still be the offer's. (A
+    checkout opened before /link joined its learner to another names the learner who is gone: it is rejected like
+    any other difference, and the learner is sent to /paysupport.)"""
     metadata = event.get("metadata") or {}
     expected = {"user_id": str(payment.user_id), "course_id": str(payment.course_id)}
     discount = event.get("amount_discount") or 0
@@ -529,8 +534,16 @@ def _mismatch(payment: Payment, event: dict[str, Any], *, promotions: bool) -> s
     return None
 
 
-async def _refunded_unconfirmed(turn: Turn, payment: Payment, intent: str) -> None:
-    """Stripe reported the refund before the payment: it is settled as refunded, and nothing is unlocked."""
+async def _refunded_unconfirmed(turn: Turn, payment: Payment, intent: str, subscription: str | None) -> None:
+    """Stripe reported the refund before the payment: it is settled as refunded, and nothing is unlocked; a
+    subscription's is cancelled, so it is not charged again for nothing."""
+    checkout = desk_of(turn).checkout
+    if subscription and checkout is not None and payment.status in STILL_PAYABLE:
+        outcome = await turn.call_outside_transaction(
+            f"cancel:{payment.id}", lambda: _outcome(checkout.cancel_subscription(subscription)))
+        if outcome != "ok":
+            log.error("a subscription refunded before its checkout completed could not be cancelled: cancel it in the "
+                      "Stripe Dashboard", extra={"payment_id": payment.id, "error": outcome})
     if await move_status(turn.session, payment, PaymentStatus.REFUNDED, allowed_from=STILL_PAYABLE, now=turn.now,
                          charge_reference=intent, note="refunded in Stripe before its payment was confirmed"):
         course = await turn.session.get(Course, payment.course_id)
@@ -727,14 +740,15 @@ async def _settle(turn: Turn, payment: Payment, *, reference: str | None = None,
 
 
 async def _bought_before(turn: Turn, payment: Payment) -> bool:
-    """Whether the learner already holds the course through another payment (a second checkout page, opened before
-    the first was paid, paid too): a subscription not ended, or a purchase not refunded."""
-    other = await turn.session.scalar(select(Payment.id).where(
-        Payment.user_id == payment.user_id, Payment.course_id == payment.course_id, Payment.id != payment.id,
-        Payment.status == PaymentStatus.PAID,
-        or_(Payment.period.is_(None), Payment.subscription_status.is_(None), Payment.subscription_status.not_in(ENDED)),
+    """Whether the learner holds the course now through another purchase (a second checkout page, opened before the
+    first was paid, paid too): an entitlement a payment granted, neither revoked nor expired. A lapsed subscription,
+    a refunded or revoked purchase, or access an admin or a code gave does not count: buying then is buying."""
+    held = await turn.session.scalar(select(Entitlement.id).where(
+        Entitlement.user_id == payment.user_id, Entitlement.course_id == payment.course_id,
+        Entitlement.source == SOURCE_PURCHASE, Entitlement.reference != payment.entitlement_reference,
+        Entitlement.revoked_at.is_(None), or_(Entitlement.expires_at.is_(None), Entitlement.expires_at > turn.now),
     ).limit(1))
-    return other is not None
+    return held is not None
 
 
 async def _give_back_a_second_purchase(turn: Turn, payment: Payment) -> None:

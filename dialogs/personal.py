@@ -20,7 +20,7 @@ from bot.messages import Document
 from dialogs.i18n import Translator
 from dialogs.learner import tr
 from dialogs.turn import Turn
-from storage.personal_data import Erasure, erase_person, export_person
+from storage.personal_data import Erasure, erase_person, export_person, without_member
 
 JSON_TYPE = "application/json"
 EXPORT_FILENAME = "lessonbot-data.json"
@@ -51,6 +51,20 @@ async def erase(
     """Erase a person (storage.personal_data.erase_person) in `session`'s transaction. Their files go once it has
     committed (`remove_files`): a rollback then leaves the person, and their certificates, whole."""
     return await erase_person(session, user_id, by=by, keep_inbound_id=keep_inbound_id)
+
+
+def forget_in_state(turn: Turn, erasure: Erasure) -> None:
+    """The turn's copy of its conversation's state, which it writes back when it commits, as the erasure left the
+    row: empty in the person's own private chat, without their steps in a group's (or another person's) chat."""
+    if turn.message.private and turn.user.id == erasure.user_id:
+        turn.state.clear()
+        return
+    kept = turn.state
+    for channel, external in erasure.identities:
+        if channel == turn.message.channel:
+            kept = without_member(kept, external)
+    turn.state.clear()
+    turn.state.update(kept)
 
 
 def remove_files(erasure: Erasure, data_dir: Path | None) -> None:

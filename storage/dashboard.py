@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, Select, String, and_, case, cast, delete, distinct, func, literal, or_, select
+from sqlalchemy import Float, Select, String, and_, case, cast, delete, distinct, false, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql import ColumnElement
@@ -611,8 +611,8 @@ async def find_learners(
                 )
             )
         )
-    elif text.isdigit():
-        query = query.where(User.id == int(text))
+    elif text.isascii() and text.isdigit():  # a learner's number ("²" is a digit to isdigit, not to int)
+        query = query.where(User.id == int(text)) if len(text) <= 18 else query.where(false())
     else:
         query = query.where(starts_with(func.lower(User.display_name), text.lower()))
     if team is not None:

@@ -212,6 +212,7 @@ class Erasure:
     files: list[str] = field(default_factory=list)
     messages: int = 0
     replies: int = 0
+    identities: list[tuple[str, str]] = field(default_factory=list)  # (channel, external id) they had
 
 
 async def person_of(session: AsyncSession, user_id: int) -> Person:
@@ -245,7 +246,7 @@ async def erase_person(session: AsyncSession, user_id: int, *, by: str, keep_inb
     turn that asked may go on using its (deleted) user object: nothing it writes afterwards reaches the database.
     """
     person = await person_of(session, user_id)
-    erasure = Erasure(user_id)
+    erasure = Erasure(user_id, identities=list(person.identities))
     own = await own_conversations(session, person)
     erasure.replies = await _erase_replies(session, person, own)
     erasure.messages = await _erase_messages(session, person, keep_inbound_id)
@@ -352,17 +353,18 @@ async def _unlink_conversations(session: AsyncSession, person: Person, own: set[
             select(Conversation.id, Conversation.state).where(Conversation.channel == channel, marked)
         )
         for conversation_id, state in rows.all():
-            kept = _without_member(state, external)
+            kept = without_member(state, external)
             if kept != state:
                 await session.execute(update(Conversation).where(Conversation.id == conversation_id).values(state=kept))
 
 
-def _without_member(value: Any, member: str) -> Any:
-    """`value` (a conversation's state) without the entries of lists that are marked as `member`'s."""
+def without_member(value: Any, member: str) -> Any:
+    """`value` (a conversation's state) without the entries of lists that are marked as `member`'s (a turn's own
+    copy of the state it will write back goes through this too: dialogs.personal.forget_in_state)."""
     if isinstance(value, dict):
-        return {key: _without_member(item, member) for key, item in value.items()}
+        return {key: without_member(item, member) for key, item in value.items()}
     if isinstance(value, list):
-        return [_without_member(item, member) for item in value
+        return [without_member(item, member) for item in value
                 if not (isinstance(item, dict) and item.get("member") == member)]
     return value
 

@@ -271,3 +271,67 @@ async def test_deleting_my_data_cancels_my_stars_subscription_first(telegram_mon
                              "is_canceled": "true"}
     [payment] = await payments(bot)
     assert (payment.user_id, payment.sender_id) == (None, "")  # the sale is kept, without the person
+
+
+async def test_a_stars_subscription_that_ran_out_may_be_bought_again(telegram_monthly):
+    """Telegram reports no cancellation: a subscription not renewed simply runs out, and buying again is buying."""
+    from sqlalchemy import update
+
+    from storage.courses import Entitlement
+    from storage.models import utcnow
+    from storage.payments import Payment
+
+    client, bot, standin = telegram_monthly
+    marta = await onboarded(client, standin, course="Passwords that hold — 3.00 GBP a month")
+    before = len(standin.texts(CHAT))
+    await marta._post(marta_update(marta, "/buy"))
+    await marta._replies(before, 1)
+    [link] = standin.called("createInvoiceLink")
+    await pays(marta, standin, link)
+    past = utcnow() - timedelta(days=5)
+    async with bot.db.transaction() as session:  # weeks on, not renewed: her access ran out
+        await session.execute(update(Entitlement).values(expires_at=past))
+        await session.execute(update(Payment).values(period_end=past))
+    before = len(standin.texts(CHAT))
+    await marta._post(marta_update(marta, "/buy"))
+    await marta._replies(before, 1)
+    again = standin.called("createInvoiceLink")[-1]
+    assert (await checked(marta, standin, pre_checkout_update(again, user=marta.user)))["ok"] == "true"
+    await marta._post(payment_update(standin.pay(again, marta.user), chat_id=CHAT, user=marta.user))
+    await bot.settle()
+    assert (await payments(bot))[-1].status == PaymentStatus.PAID and standin.called("refundStarPayment") == []
+    assert any(entitlement.expires_at > utcnow() for entitlement in await entitlements(bot))
+
+
+async def test_a_stars_subscription_renews_after_the_chat_was_linked_to_another_learner(telegram_monthly):
+    from sqlalchemy import select
+
+    from storage.learners import Learner
+    from storage.models import ChannelIdentity, utcnow
+
+    client, bot, standin = telegram_monthly
+    marta = await onboarded(client, standin, course="Passwords that hold — 3.00 GBP a month")
+    before = len(standin.texts(CHAT))
+    await marta._post(marta_update(marta, "/buy"))
+    await marta._replies(before, 1)
+    [link] = standin.called("createInvoiceLink")
+    first, _ = await pays(marta, standin, link)
+    # Her other account (another chat with the bot) has a link code; she links this chat to it.
+    other = person(4444444, "Marta")
+    await marta._post(text_update("/start", chat_id=4444444, user=other))
+    await standin.wait_for(lambda: len(standin.texts(4444444)) >= 1)
+    await bot.settle()
+    async with bot.db.transaction() as session:
+        owner = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "4444444"))
+        learner = await session.get(Learner, owner) or Learner(user_id=owner)
+        session.add(learner)
+        learner.link_code, learner.link_code_expires_at = "ABCDEFGHJK", utcnow() + timedelta(minutes=10)
+    [linked] = await marta.say("/link ABCDEFGHJK")
+    assert linked.startswith("Linked!")
+
+    renewal = standin.renew(first)
+    await marta._post(payment_update(renewal, chat_id=CHAT, user=marta.user))
+    await bot.settle()
+    [payment] = await payments(bot)
+    assert payment.user_id == owner and payment.charge_reference == renewal["telegram_payment_charge_id"]
+    assert not any("couldn't match" in text for text in standin.texts(CHAT))

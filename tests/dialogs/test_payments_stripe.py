@@ -399,3 +399,20 @@ async def test_a_second_checkout_page_paid_as_well_is_given_back(shop, stripe_ap
     assert [refund["payment_intent"] for refund in stripe_api.refunds] == [again["payment_intent"]]
     statuses = sorted(payment.status for payment in await payments(bot))
     assert statuses == [PaymentStatus.PAID, PaymentStatus.REFUNDED] and len(await entitlements(bot)) == 1
+
+
+async def test_a_checkout_opened_before_the_chat_was_linked_and_paid_after_is_sent_to_support(shop, stripe_api):
+    """The page names the learner /link then joined to another; nothing shows which, so it is not trusted."""
+    from tests.dialogs.test_linking import code_from
+
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    web = Learning(bot, ann.channel, chat="ann-web")
+    await onboard(web, course=f"Passwords that hold — {PRICE}")
+    [linked] = await ann.say(f"/link {await code_from(web)}")
+    assert linked.startswith("Linked!")
+    await post_event(client, checkout_event(stripe_api.pay(session["id"])))
+    await bot.settle()
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.REJECTED and await entitlements(bot) == []
+    assert "/paysupport" in ann.channel.texts("ann")[-1]

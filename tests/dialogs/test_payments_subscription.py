@@ -343,3 +343,4 @@ async def test_a_subscriptions_first_invoice_refunded_before_its_checkout_comple
     await bot.settle()
     assert (await payments(bot))[0].status == PaymentStatus.REFUNDED and await entitlements(bot) == []
     assert ann.channel.texts("ann")[-1].startswith("Your payment for “Passwords that hold” was refunded before it")
+    assert stripe_api.subscriptions[paid["subscription"]]["status"] == "canceled"  # not charged again for nothing

@@ -137,7 +137,7 @@ async def test_cli_exports_and_erases_a_learner(admin_bot, settings, tmp_path, m
         assert (line.identity, line.arguments.startswith("user ")) == ("cli", True)
 
 
-async def test_an_erasure_that_rolls_back_leaves_the_person_and_their_files_whole(admin_bot):
+async def test_an_erasure_leaves_the_files_to_its_caller_after_the_commit_so_a_rollback_keeps_them(admin_bot):
     from dialogs import personal
 
     bot, channel = admin_bot
@@ -158,3 +158,20 @@ async def test_an_erasure_that_rolls_back_leaves_the_person_and_their_files_whol
         erasure = await personal.erase(session, ann_id, by="test")
     personal.remove_files(erasure, bot.settings.data_dir)
     assert not Path(document.path).exists()
+
+
+async def test_an_erasure_typed_in_a_group_takes_the_persons_steps_out_of_the_groups_state(admin_bot):
+    from storage.models import Conversation
+    from tests.storage.test_personal_data import say
+
+    async def group_state() -> str:
+        async with bot.db.sessions() as session:
+            return json.dumps(await session.scalar(select(Conversation.state).where(Conversation.chat_id == "grp")))
+
+    bot, channel = admin_bot
+    await onboard(Learning(bot, channel, chat="ann"))
+    await say(bot, "/stop", chat="grp", sender="ann", name="Ann")  # a step of hers in the group's state
+    assert '"member": "ann"' in await group_state()
+    await say(bot, "/admin erase test:ann confirm", chat="grp", sender="boss", name="Boss")
+    assert channel.texts("grp")[-1].startswith("Erased: ")
+    assert '"ann"' not in await group_state()  # the turn's own copy of the state was scrubbed as the row was

@@ -159,6 +159,9 @@ async def test_learners_are_found_by_name_or_address_and_a_workspace_sees_its_ow
         assert await dashboard.find_learners(session, "ann", team="T01") == []
         assert [row[0] for row in await dashboard.find_learners(session, "b", team="T01")] == [ids["bob"]]
         assert await dashboard.find_learners(session, "%") == []  # LIKE's wildcards are taken as typed
+        assert [row[0] for row in await dashboard.find_learners(session, str(ids["ann"]))] == [ids["ann"]]
+        for typed in ("²", "99999999999999999999"):  # a digit int() refuses; a number past a BIGINT
+            assert await dashboard.find_learners(session, typed) == []
         found = await dashboard.timeline(session, ids["ann"])
     assert found["addresses"] == ["telegram:ann"]
     kinds = [event[1] for event in found["events"]]
