@@ -496,16 +496,18 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
             turn.say(_("Thanks! Your payment is on its way; I'll tell you here as soon as it clears."))
         return
     intent = event.get("payment_intent") if isinstance(event.get("payment_intent"), str) else None
+    subscription = event.get("subscription")
+    if payment.period is not None and isinstance(subscription, str):
+        # what earlier events kept on another offer of this learner's (its first invoice, a refund of it) comes here
+        await _claim_subscription(turn, payment, subscription)
     # what paid it: the checkout's payment intent, or (a subscription's checkout names none) its first invoice's
     charged = intent or payment.charge_reference
     if charged and await refund_reported(turn.session, charged):
-        subscription = event.get("subscription") or payment.subscription_reference
-        await _refunded_unconfirmed(turn, payment, charged, subscription if isinstance(subscription, str) else None)
+        cancel = subscription if isinstance(subscription, str) else payment.subscription_reference
+        await _refunded_unconfirmed(turn, payment, charged, cancel)
         return
     values: dict[str, Any] = {"discount_minor": int(event.get("amount_discount") or 0)}
-    subscription = event.get("subscription")
     if payment.period is not None and isinstance(subscription, str):
-        await _claim_subscription(turn, payment, subscription)
         values["subscription_reference"] = subscription
         values["subscription_status"] = payment.subscription_status or "active"
     await _settle(turn, payment, charge_reference=intent or payment.charge_reference, values=values)
@@ -538,9 +540,10 @@ async def _refunded_unconfirmed(turn: Turn, payment: Payment, intent: str, subsc
     """Stripe reported the refund before the payment: it is settled as refunded, and nothing is unlocked; a
     subscription's is cancelled, so it is not charged again for nothing."""
     checkout = desk_of(turn).checkout
-    if subscription and checkout is not None and payment.status in STILL_PAYABLE:
+    if (subscription and checkout is not None and payment.status in STILL_PAYABLE
+            and payment.subscription_status not in ENDED):
         outcome = await turn.call_outside_transaction(
-            f"cancel:{payment.id}", lambda: _outcome(checkout.cancel_subscription(subscription)))
+            f"cancel-unconfirmed:{payment.id}", lambda: _outcome(checkout.cancel_subscription(subscription)))
         if outcome != "ok":
             log.error("a subscription refunded before its checkout completed could not be cancelled: cancel it in the "
                       "Stripe Dashboard", extra={"payment_id": payment.id, "error": outcome})

@@ -55,11 +55,12 @@ async def erase(
 
 def forget_in_state(turn: Turn, erasure: Erasure) -> None:
     """The turn's copy of its conversation's state, which it writes back when it commits, as the erasure left the
-    row: empty in the person's own private chat, without their steps in a group's (or another person's) chat."""
-    if turn.message.private and turn.user.id == erasure.user_id:
+    row: empty in a chat of the person's own, without their steps in a group's (or another person's) chat."""
+    mine = turn.conversation is not None and turn.conversation.id in erasure.own_conversations
+    if mine or (turn.message.private and turn.user.id == erasure.user_id):
         turn.state.clear()
         return
-    kept = turn.state
+    kept = dict(turn.state)
     for channel, external in erasure.identities:
         if channel == turn.message.channel:
             kept = without_member(kept, external)

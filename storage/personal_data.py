@@ -213,6 +213,7 @@ class Erasure:
     messages: int = 0
     replies: int = 0
     identities: list[tuple[str, str]] = field(default_factory=list)  # (channel, external id) they had
+    own_conversations: set[int] = field(default_factory=set)  # chats only they wrote in: their state went whole
 
 
 async def person_of(session: AsyncSession, user_id: int) -> Person:
@@ -248,6 +249,7 @@ async def erase_person(session: AsyncSession, user_id: int, *, by: str, keep_inb
     person = await person_of(session, user_id)
     erasure = Erasure(user_id, identities=list(person.identities))
     own = await own_conversations(session, person)
+    erasure.own_conversations = own
     erasure.replies = await _erase_replies(session, person, own)
     erasure.messages = await _erase_messages(session, person, keep_inbound_id)
     await _unlink_conversations(session, person, own)
@@ -385,20 +387,20 @@ async def _erase_offered_choices(session: AsyncSession, person: Person, own: set
 
 
 async def _unname_in_team_posts(session: AsyncSession, person: Person) -> None:
-    """A team's posts that named them (the leaderboard, the admin's digest "Behind: …", a leaderboard asked for by
-    another member) stay in the outbox as records, with ERASED_ACTOR where their name or member id was. The name may
-    stand there escaped for the platform's Markdown ("Ann\\_Lee"), which the pattern allows for."""
+    """A team's posts that named them, kept in the outbox as records, show ERASED_ACTOR in their name's place: a
+    leaderboard's line ("3. NAME: 25 points …") and a list of names ("Behind: A, NAME (2 members).", the admin's
+    digest), in any language; nothing else in the team's chats is touched. The name may stand there escaped for the
+    platform's Markdown (Ann\\_Lee), which the match allows for."""
     user = await session.get(User, person.user_id)
-    names = {name for name in ((user.display_name if user else None), *(external.partition("/")[2] or external
-                                                                         for _channel, external in person.identities))
+    names = {name.strip() for name in ((user.display_name if user else None),
+                                       *(external.partition("/")[2] or external for _c, external in person.identities))
              if name and name.strip()}
     teams = list(await session.scalars(
         select(Team).join(TeamMember, TeamMember.team_id == Team.id).where(TeamMember.user_id == person.user_id)
     ))
     if not names or not teams:
         return
-    patterns = [re.compile(r"(?<!\w)" + "".join(r"\\?" + re.escape(c) for c in name.strip()) + r"(?!\w)")
-                for name in sorted(names, key=len, reverse=True)]
+    theirs = re.compile("|".join("".join(r"\\?" + re.escape(c) for c in name) for name in names))
     for team in teams:
         chats = [chat for chat in (team.chat_id, team.digest_chat) if chat]
         in_team = select(Conversation.id).where(Conversation.channel == team.channel, or_(
@@ -410,12 +412,25 @@ async def _unname_in_team_posts(session: AsyncSession, person: Person) -> None:
             text = payload.get("text") if isinstance(payload, dict) else None
             if not isinstance(text, str):
                 continue
-            unnamed = text
-            for pattern in patterns:
-                unnamed = pattern.sub(ERASED_ACTOR, unnamed)
+            unnamed = "\n".join(_unnamed_line(line, theirs) for line in text.split("\n"))
             if unnamed != text:
                 await session.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id)
                                       .values(payload={**payload, "text": unnamed}))
+
+
+_BOARD_LINE = re.compile(r"^(\d+\. )(.+?)(: .*)$")  # "3. NAME: 25 points · …"
+_NAMES_LINE = re.compile(r"^([^:]+: )(.+)( \(\d+ [^()]+\)\.)$")  # "Behind: A, B (2 members)."
+
+
+def _unnamed_line(line: str, theirs: re.Pattern[str]) -> str:
+    board = _BOARD_LINE.match(line)
+    if board and theirs.fullmatch(board[2]):
+        return board[1] + ERASED_ACTOR + board[3]
+    listed = _NAMES_LINE.match(line)
+    if listed:
+        names = [ERASED_ACTOR if theirs.fullmatch(name) else name for name in listed[2].split(", ")]
+        return listed[1] + ", ".join(names) + listed[3]
+    return line
 
 
 async def _detach_payments(session: AsyncSession, user_id: int) -> None:

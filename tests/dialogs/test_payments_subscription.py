@@ -344,3 +344,23 @@ async def test_a_subscriptions_first_invoice_refunded_before_its_checkout_comple
     assert (await payments(bot))[0].status == PaymentStatus.REFUNDED and await entitlements(bot) == []
     assert ann.channel.texts("ann")[-1].startswith("Your payment for “Passwords that hold” was refunded before it")
     assert stripe_api.subscriptions[paid["subscription"]]["status"] == "canceled"  # not charged again for nothing
+
+
+async def test_a_refund_kept_on_the_newer_of_two_offers_reaches_the_checkout_that_completes(shop, stripe_api):
+    """Two checkout pages open; the first is paid. Its invoice and the invoice's refund are matched by the learner's
+    metadata to the newest offer; the completion of the first takes what they left there, and opens nothing."""
+    client, bot, ann, _boss = shop
+    first = await subscribe(ann, bot, stripe_api)
+    await ann.say("/buy")
+    assert len(stripe_api.called("/v1/checkout/sessions")) == 2
+    paid = stripe_api.pay(first["id"])
+    invoice = stripe_api.invoices[paid["invoice"]]
+    await post_event(client, invoice_event(invoice))
+    await bot.settle()
+    intent = invoice["payments"]["data"][0]["payment"]["payment_intent"]
+    await post_event(client, refund_event(paid | {"amount_total": 300}, payment_intent=intent))
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    assert await entitlements(bot) == []
+    assert PaymentStatus.REFUNDED in {payment.status for payment in await payments(bot)}
+    assert stripe_api.subscriptions[paid["subscription"]]["status"] == "canceled"

@@ -248,6 +248,7 @@ async def test_a_team_post_that_named_an_erased_member_keeps_the_others_and_not_
                          TeamMember(team_id=team.id, member="bob-7", user_id=bob)])
         await session.flush()
         await announce(session, team, await leaderboard(session, team, translator("en")))
+        await announce(session, team, "A lesson on Ann_Lee's habits: 🔥 and % stay as written.")
         await add_team_admin(session, "test", "W", "W/U9", by="ann-42")
     before = every_row(database_url)
     assert any("Ann\\\\_Lee" in json.dumps(as_json(row["payload"])) for row in before["outbox_messages"])
@@ -258,5 +259,7 @@ async def test_a_team_post_that_named_an_erased_member_keeps_the_others_and_not_
     [board] = [as_json(row["payload"])["text"] for row in after["outbox_messages"]
                if "Leaderboard" in as_json(row["payload"]).get("text", "")]
     assert "Ann" not in board and "Roberto" in board and ERASED_ACTOR in board, board
+    assert any(as_json(row["payload"]).get("text") == "A lesson on Ann_Lee's habits: 🔥 and % stay as written."
+               for row in after["outbox_messages"])  # only a leaderboard's or a list's name slots change
     [added] = after["team_admins"]
     assert added["added_by"] == ERASED_ACTOR
