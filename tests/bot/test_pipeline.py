@@ -154,6 +154,31 @@ async def test_state_and_outbox_commit_together(settings, channel):
         await bot.stop()
 
 
+async def test_what_a_turn_leaves_for_after_its_commit_runs_once_it_committed_and_never_if_it_did_not(
+        settings, channel):
+    """Turn.after_commit (an erased person's files): a turn that fails runs none of it; a turn that steps out of its
+    transaction and is replayed runs it once, after the commit of the replay."""
+    ran: list[str] = []
+
+    async def respond(turn: Turn) -> None:
+        turn.after_commit.append(lambda: ran.append(turn.text))
+        if turn.text == "fails":
+            raise RuntimeError("a bug after the step was asked for")
+        if turn.text == "steps out":
+            await turn.call_outside_transaction("slow", lambda: asyncio.sleep(0))
+        turn.say(f"done {turn.text}")
+
+    bot = Lessonbot(settings, [channel], respond=respond)
+    try:
+        for text in ("fails", "steps out", "plain"):
+            await bot.receive(message(text))
+        await bot.settle()
+        assert ran == ["steps out", "plain"]
+        assert channel.texts("ann")[1:] == ["done steps out", "done plain"]
+    finally:
+        await bot.stop()
+
+
 async def test_a_turns_replies_are_queued_in_order_with_the_choices_they_offer(settings, channel):
     """Several replies of one turn (a lesson part with buttons) are queued together (on PostgreSQL in the statement
     that finishes the turn): in the order said, each choice offered once to the member who wrote, and sent so."""
