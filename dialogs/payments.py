@@ -273,7 +273,8 @@ class Counter:
 
 def _new_payment(turn: Turn, counter: Counter, course: Course, provider: str, amount: int, currency: str, *,
                  period: str | None = None) -> Payment:
-    return Payment(user_id=turn.user.id, course_id=course.id, provider=provider, amount_minor=amount,
+    return Payment(user_id=turn.user.id, offered_to=turn.user.id, course_id=course.id, provider=provider,
+                   amount_minor=amount,
                    currency=currency, period=period, status=PaymentStatus.OPEN.value, channel=turn.message.channel,
                    chat_id=counter.chat_id, sender_id=turn.message.sender_id, created_at=turn.now)
 
@@ -365,9 +366,10 @@ async def _invoiced(turn: Turn, payload: str) -> Payment | None:
     if (payment is None or payment.provider != TELEGRAM or payment.user_id != turn.user.id
             or [str(payment.course_id), str(payment.amount_minor)] != parts[3:]):
         return None
-    # the learner it was offered to; or, once /link joined that learner to another, the same Telegram account
+    # the learner it was offered to (kept when /link joins them to another); or the same Telegram account
+    buyer = payment.offered_to if payment.offered_to is not None else payment.user_id
     bought_here = (payment.channel, payment.sender_id) == (turn.message.channel, turn.message.sender_id)
-    return payment if parts[2] == str(payment.user_id) or bought_here else None
+    return payment if parts[2] == str(buyer) or bought_here else None
 
 
 async def _pre_checkout(turn: Turn, query: dict[str, Any]) -> None:
@@ -515,11 +517,12 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
 
 def _mismatch(payment: Payment, event: dict[str, Any], *, promotions: bool) -> str | None:
     """What in a Stripe checkout event differs from our offer, or None. With promotion codes on, the total may be
-    less than the offer by exactly the discount Stripe reports; the price before it must still be the offer's. (A
-    checkout opened before /link joined its learner to another names the learner who is gone: it is rejected like
-    any other difference, and the learner is sent to /paysupport.)"""
+    less than the offer by exactly the discount Stripe reports; the price before it must still be the offer's. The
+    learner it names is the one the offer was made to (`offered_to`: a checkout opened before /link joined them to
+    another learner names them, not the learner the payment moved to)."""
     metadata = event.get("metadata") or {}
-    expected = {"user_id": str(payment.user_id), "course_id": str(payment.course_id)}
+    buyer = payment.offered_to if payment.offered_to is not None else payment.user_id
+    expected = {"user_id": str(buyer), "course_id": str(payment.course_id)}
     discount = event.get("amount_discount") or 0
     subtotal = event.get("amount_subtotal", event.get("amount_total"))
     charged = payment.amount_minor - discount
@@ -529,7 +532,7 @@ def _mismatch(payment: Payment, event: dict[str, Any], *, promotions: bool) -> s
                f"{payment.amount_minor} {payment.currency}"
     if {key: str(metadata.get(key)) for key in expected} != expected:
         return f"metadata {metadata!r} is not this offer's"
-    if event.get("client_reference_id") != f"u{payment.user_id}-c{payment.course_id}":
+    if event.get("client_reference_id") != f"u{buyer}-c{payment.course_id}":
         return f"client_reference_id {event.get('client_reference_id')!r} is not this offer's"
     if (payment.period is None) != (event.get("mode") in (None, "payment")):
         return f"a {event.get('mode')} checkout for an offer sold {payment.period or 'once'}"

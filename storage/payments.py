@@ -57,6 +57,9 @@ class Payment(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     # None once the buyer's data was erased: the sale stays as the record the law asks for (storage/personal_data.py)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # the learner the offer was made to, as the checkout and the invoice name them: user_id's until /link joins that
+    # learner to another (their payments move there); None once the buyer's data was erased
+    offered_to: Mapped[int | None] = mapped_column(BigId)
     course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"), index=True)
     provider: Mapped[str] = mapped_column(String(16))  # stripe | telegram
     reference: Mapped[str | None] = mapped_column(String(200))  # checkout session id | telegram charge id

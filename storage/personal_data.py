@@ -120,7 +120,8 @@ PLAN: dict[str, Rule] = {
     "payments": Rule(
         SCRUBBED,
         "a sale is a record the law asks a seller to keep (course, amount, currency, dates, "
-        "the provider's reference): kept, detached from the person, chat and sender blanked; an admin's address "
+        "the provider's reference): kept, detached from the person (user, the learner it was offered to), chat "
+        "and sender blanked; an admin's address "
         "in a note (\"refunded by …\") replaced by ERASED_ACTOR",
     ),
     "payment_events": Rule(
@@ -444,7 +445,8 @@ async def _detach_payments(session: AsyncSession, user_id: int) -> None:
             update(PaymentEvent).where(cast(PaymentEvent.payload, Text).contains(reference)).values(payload={})
         )
     await session.execute(
-        update(Payment).where(Payment.user_id == user_id).values(user_id=None, chat_id="", sender_id="")
+        update(Payment).where(Payment.user_id == user_id).values(user_id=None, offered_to=None, chat_id="",
+                                                                 sender_id="")
     )
 
 
