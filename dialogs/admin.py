@@ -77,10 +77,11 @@ async def _outbox(turn: Turn, _args: str) -> None:
 async def _requeue(turn: Turn, args: str) -> None:
     _ = tr(turn)
     words = args.split()
+    numbers = [whole_number(word.lstrip("#")) for word in words]
     if words == ["all"]:
         count = await requeue(turn.session, None)
-    elif words and all(whole_number(word.lstrip("#")) is not None for word in words):
-        count = await requeue(turn.session, [int(word.lstrip("#")) for word in words])
+    elif numbers and None not in numbers:
+        count = await requeue(turn.session, [number for number in numbers if number is not None])
     else:
         raise UsageError(_("Usage: /admin requeue ID [ID …] or /admin requeue all (IDs come from /admin outbox)."))
     turn.say(_.plural("Requeued {n} failed reply.", "Requeued {n} failed replies.", count))

@@ -274,9 +274,9 @@ class Counter:
 def _new_payment(turn: Turn, counter: Counter, course: Course, provider: str, amount: int, currency: str, *,
                  period: str | None = None) -> Payment:
     return Payment(user_id=turn.user.id, offered_to=turn.user.id, course_id=course.id, provider=provider,
-                   amount_minor=amount,
-                   currency=currency, period=period, status=PaymentStatus.OPEN.value, channel=turn.message.channel,
-                   chat_id=counter.chat_id, sender_id=turn.message.sender_id, created_at=turn.now)
+                   amount_minor=amount, currency=currency, period=period, status=PaymentStatus.OPEN.value,
+                   channel=turn.message.channel, chat_id=counter.chat_id, sender_id=turn.message.sender_id,
+                   created_at=turn.now)
 
 
 async def _offer_stars(turn: Turn, counter: Counter, course: Course, stars: int) -> None:
@@ -367,9 +367,8 @@ async def _invoiced(turn: Turn, payload: str) -> Payment | None:
             or [str(payment.course_id), str(payment.amount_minor)] != parts[3:]):
         return None
     # the learner it was offered to (kept when /link joins them to another); or the same Telegram account
-    buyer = payment.offered_to if payment.offered_to is not None else payment.user_id
     bought_here = (payment.channel, payment.sender_id) == (turn.message.channel, turn.message.sender_id)
-    return payment if parts[2] == str(buyer) or bought_here else None
+    return payment if parts[2] == str(payment.offered_learner) or bought_here else None
 
 
 async def _pre_checkout(turn: Turn, query: dict[str, Any]) -> None:
@@ -521,7 +520,7 @@ def _mismatch(payment: Payment, event: dict[str, Any], *, promotions: bool) -> s
     learner it names is the one the offer was made to (`offered_to`: a checkout opened before /link joined them to
     another learner names them, not the learner the payment moved to)."""
     metadata = event.get("metadata") or {}
-    buyer = payment.offered_to if payment.offered_to is not None else payment.user_id
+    buyer = payment.offered_learner
     expected = {"user_id": str(buyer), "course_id": str(payment.course_id)}
     discount = event.get("amount_discount") or 0
     subtotal = event.get("amount_subtotal", event.get("amount_total"))
@@ -542,14 +541,8 @@ def _mismatch(payment: Payment, event: dict[str, Any], *, promotions: bool) -> s
 async def _refunded_unconfirmed(turn: Turn, payment: Payment, intent: str, subscription: str | None) -> None:
     """Stripe reported the refund before the payment: it is settled as refunded, and nothing is unlocked; a
     subscription's is cancelled, so it is not charged again for nothing."""
-    checkout = desk_of(turn).checkout
-    if (subscription and checkout is not None and payment.status in STILL_PAYABLE
-            and payment.subscription_status not in ENDED):
-        outcome = await turn.call_outside_transaction(
-            f"cancel-unconfirmed:{payment.id}", lambda: _outcome(checkout.cancel_subscription(subscription)))
-        if outcome != "ok":
-            log.error("a subscription refunded before its checkout completed could not be cancelled: cancel it in the "
-                      "Stripe Dashboard", extra={"payment_id": payment.id, "error": outcome})
+    if subscription and payment.status in STILL_PAYABLE and payment.subscription_status not in ENDED:
+        await _cancel_in_stripe(turn, payment, subscription)
     if await move_status(turn.session, payment, PaymentStatus.REFUNDED, allowed_from=STILL_PAYABLE, now=turn.now,
                          charge_reference=intent, note="refunded in Stripe before its payment was confirmed"):
         course = await turn.session.get(Course, payment.course_id)
@@ -639,11 +632,13 @@ async def _subscription_ended(turn: Turn, payment: Payment, status: str, *, ende
     if rows_affected(result) != 1 or payment.status != PaymentStatus.PAID:
         return
     await set_purchase_expiry(turn.session, payment, min(ended, turn.now))
-    course = await turn.session.get(Course, payment.course_id)
-    _ = tr(turn)
-    turn.say(_("Your subscription to “{title}” has ended, so the lessons after the free preview are locked again. "
-               "Send /buy {slug} to subscribe again; your place is kept.", title=course.title if course else "—",
-               slug=course.slug if course else ""))
+    turn.say(_ended(tr(turn), await turn.session.get(Course, payment.course_id)))
+
+
+def _ended(_: Translator, course: Course | None) -> str:
+    return _("Your subscription to “{title}” has ended, so the lessons after the free preview are locked again. "
+             "Send /buy {slug} to subscribe again; your place is kept.", title=course.title if course else "—",
+             slug=course.slug if course else "")
 
 
 async def _invoice(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
@@ -682,13 +677,18 @@ async def _invoice(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
 
 async def _cancel_subscription(turn: Turn, payment: Payment) -> None:
     """A refunded subscription is cancelled too, so it is not charged again (once: the refund settles once)."""
-    desk = desk_of(turn)
-    reference = payment.subscription_reference
-    if reference is None or payment.status != PaymentStatus.PAID or desk.checkout is None:
+    if payment.subscription_reference is not None and payment.status == PaymentStatus.PAID:
+        await _cancel_in_stripe(turn, payment, payment.subscription_reference)
+
+
+async def _cancel_in_stripe(turn: Turn, payment: Payment, subscription: str) -> None:
+    """Cancel `payment`'s Stripe subscription, outside the turn's transaction; a failure is logged for the admin to
+    finish by hand."""
+    checkout = desk_of(turn).checkout
+    if checkout is None:
         return
-    checkout = desk.checkout
     outcome = await turn.call_outside_transaction(f"cancel:{payment.id}",
-                                                  lambda: _outcome(checkout.cancel_subscription(reference)))
+                                                  lambda: _outcome(checkout.cancel_subscription(subscription)))
     if outcome != "ok":
         log.error("a refunded subscription could not be cancelled: cancel it in the Stripe Dashboard",
                   extra={"payment_id": payment.id, "error": outcome})
@@ -729,8 +729,7 @@ async def _settle(turn: Turn, payment: Payment, *, reference: str | None = None,
     assert course is not None
     _ = tr(turn)
     if ended:
-        turn.say(_("Your subscription to “{title}” has ended, so the lessons after the free preview are locked again. "
-                   "Send /buy {slug} to subscribe again; your place is kept.", title=course.title, slug=course.slug))
+        turn.say(_ended(_, course))
         return
     if payment.period is not None:
         turn.say(_("✅ Payment received: you're subscribed to “{title}”, every lesson of it, renewed each month until "

@@ -421,7 +421,7 @@ async def post_lesson(session: AsyncSession, team: Team, local_date: date, *, no
                     extra={"team_id": team.id, "lesson_id": lesson.id})
         return False
     all_lessons = await course_lessons(session, team.course_id)
-    number = next((index for index, other in enumerate(all_lessons, start=1) if other.id == lesson.id), 0)
+    number = _number_of(lesson, all_lessons)
     heading = _("📘 Lesson {number} of {count}: {title}", number=number, count=len(all_lessons), title=lesson.title)
     questions = await lesson_questions(session, lesson.id)
     label = _("Quiz me (only you see it)") if questions else _("Mark as done")
@@ -432,6 +432,11 @@ async def post_lesson(session: AsyncSession, team: Team, local_date: date, *, no
     post = Text.threaded(heading, lesson.parts, (Choice(label, f"{TAKE}:{team.id}:{lesson.id}"),))
     await send_to(session, team, team.chat_id, post, key=f"team-lesson:{team.id}:{local_date.isoformat()}")
     return True
+
+
+def _number_of(lesson: Lesson, live: list[Lesson]) -> int:
+    """A lesson's number among its course's live lessons, as learners see it (1 = first); 0 if it is not one."""
+    return next((number for number, other in enumerate(live, start=1) if other.id == lesson.id), 0)
 
 
 def open_to_everyone(course: Course, lesson: Lesson) -> bool:
@@ -481,8 +486,7 @@ async def take_lesson(turn: Turn, team: Team, lesson: Lesson) -> None:
     course = await turn.session.get(Course, team.course_id)
     assert course is not None
     if not await may_access(turn.transaction, turn.user.id, course, lesson.position, now=turn.now):
-        live = await course_lessons(turn.session, course.id)
-        number = next((n for n, other in enumerate(live, start=1) if other.id == lesson.id), lesson.position)
+        number = _number_of(lesson, await course_lessons(turn.session, course.id)) or lesson.position
         turn.say(lessons.locked(_, course, number))
         return
     enrollment = await enroll(turn, learner, course)

@@ -90,6 +90,12 @@ class Payment(Base):
         return f"{self.provider}:{self.reference}"
 
     @property
+    def offered_learner(self) -> int | None:
+        """The learner the offer was made to, as its checkout or invoice names them (a payment made before
+        `offered_to` was recorded: its learner)."""
+        return self.offered_to if self.offered_to is not None else self.user_id
+
+    @property
     def paid_minor(self) -> int:
         """What the buyer was charged: the offer less any promotion."""
         return self.amount_minor - self.discount_minor

@@ -461,7 +461,7 @@ async def _erase_addresses(session: AsyncSession, person: Person) -> None:
         (OutboxMessage, cast(OutboxMessage.payload, Text), {"payload": BLANK_REPLY}),
     ]
     for model, text, blank in named:
-        ids = await _rows_naming(session, model.id, text, person.addresses)
+        ids = [row_id for row_id, _text in await _rows_naming(session, model.id, text, person.addresses)]
         if ids:
             await session.execute(
                 update(model).where(model.id.in_(ids)).values(**blank).execution_options(synchronize_session=False)
@@ -487,9 +487,7 @@ async def _pseudonymise_actor(session: AsyncSession, person: Person) -> None:
         workspace, _slash, member = external.partition("/")
         if channel == SLACK and member:  # a Slack person is "<workspace>/<member>"
             await forget_installer(session, workspace, member)
-    notes = cast(Payment.note, Text)
-    for payment_id in await _rows_naming(session, Payment.id, notes, addresses):
-        note = await session.scalar(select(Payment.note).where(Payment.id == payment_id)) or ""
+    for payment_id, note in await _rows_naming(session, Payment.id, cast(Payment.note, Text), addresses):
         for address in addresses:
             note = _naming(address).sub(ERASED_ACTOR, note)
         await session.execute(update(Payment).where(Payment.id == payment_id).values(note=note))
@@ -497,13 +495,14 @@ async def _pseudonymise_actor(session: AsyncSession, person: Person) -> None:
 
 async def _rows_naming(
     session: AsyncSession, id_column: Any, text: ColumnElement[str], addresses: list[str]
-) -> list[int]:
-    """The ids of rows whose text names one of `addresses` as a whole word: telegram:12 is not in telegram:123."""
+) -> list[tuple[int, str]]:
+    """(id, text) of the rows whose text names one of `addresses` as a whole word: telegram:12 is not in
+    telegram:123."""
     found = await session.execute(
         select(id_column, text).where(or_(*(text.contains(address, autoescape=True) for address in addresses)))
     )
     words = [_naming(address) for address in addresses]
-    return [row[0] for row in found if any(word.search(row[1] or "") for word in words)]
+    return [(row[0], row[1]) for row in found if any(word.search(row[1] or "") for word in words)]
 
 
 def _naming(address: str) -> re.Pattern[str]:

@@ -72,6 +72,21 @@ async def pays(marta: TelegramLearner, standin, invoice) -> tuple[dict, list[str
     return paid, await marta._replies(before, 2)
 
 
+async def subscription_link(marta: TelegramLearner, standin):
+    """Marta sends /buy for the monthly course: the subscription's invoice link the bot made."""
+    before = len(standin.texts(CHAT))
+    await marta._post(marta_update(marta, "/buy"))
+    await marta._replies(before, 1)
+    return standin.called("createInvoiceLink")[-1]
+
+
+async def subscribed(client, standin) -> tuple[TelegramLearner, dict]:
+    """Marta onboarded into the monthly course and subscribed: what Telegram reported of her first charge."""
+    marta = await onboarded(client, standin, course="Passwords that hold — 3.00 GBP a month")
+    first, _replies = await pays(marta, standin, await subscription_link(marta, standin))
+    return marta, first
+
+
 async def refunded_by_the_boss(marta: TelegramLearner, standin, payment) -> str:
     """The admin refunds `payment` with /admin refund: their answer."""
     before = len(standin.texts(BOSS))
@@ -257,12 +272,7 @@ async def test_a_course_by_the_month_is_a_stars_subscription_renewed_then_refund
 
 async def test_deleting_my_data_cancels_my_stars_subscription_first(telegram_monthly):
     client, bot, standin = telegram_monthly
-    marta = await onboarded(client, standin, course="Passwords that hold — 3.00 GBP a month")
-    before = len(standin.texts(CHAT))
-    await marta._post(marta_update(marta, "/buy"))
-    await marta._replies(before, 1)
-    [link] = standin.called("createInvoiceLink")
-    first, _replies = await pays(marta, standin, link)
+    marta, first = await subscribed(client, standin)
 
     await marta.say("/stop")
     [done] = await marta.press("Stop and delete my data")
@@ -283,20 +293,12 @@ async def test_a_stars_subscription_that_ran_out_may_be_bought_again(telegram_mo
     from storage.payments import Payment
 
     client, bot, standin = telegram_monthly
-    marta = await onboarded(client, standin, course="Passwords that hold — 3.00 GBP a month")
-    before = len(standin.texts(CHAT))
-    await marta._post(marta_update(marta, "/buy"))
-    await marta._replies(before, 1)
-    [link] = standin.called("createInvoiceLink")
-    await pays(marta, standin, link)
+    marta, _first = await subscribed(client, standin)
     past = utcnow() - timedelta(days=5)
     async with bot.db.transaction() as session:  # weeks on, not renewed: her access ran out
         await session.execute(update(Entitlement).values(expires_at=past))
         await session.execute(update(Payment).values(period_end=past))
-    before = len(standin.texts(CHAT))
-    await marta._post(marta_update(marta, "/buy"))
-    await marta._replies(before, 1)
-    again = standin.called("createInvoiceLink")[-1]
+    again = await subscription_link(marta, standin)
     assert (await checked(marta, standin, pre_checkout_update(again, user=marta.user)))["ok"] == "true"
     await marta._post(payment_update(standin.pay(again, marta.user), chat_id=CHAT, user=marta.user))
     await bot.settle()
@@ -311,12 +313,7 @@ async def test_a_stars_subscription_renews_after_the_chat_was_linked_to_another_
     from storage.models import ChannelIdentity, utcnow
 
     client, bot, standin = telegram_monthly
-    marta = await onboarded(client, standin, course="Passwords that hold — 3.00 GBP a month")
-    before = len(standin.texts(CHAT))
-    await marta._post(marta_update(marta, "/buy"))
-    await marta._replies(before, 1)
-    [link] = standin.called("createInvoiceLink")
-    first, _ = await pays(marta, standin, link)
+    marta, first = await subscribed(client, standin)
     # Her other account (another chat with the bot) has a link code; she links this chat to it.
     other = person(4444444, "Marta")
     await marta._post(text_update("/start", chat_id=4444444, user=other))

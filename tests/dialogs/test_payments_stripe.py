@@ -64,6 +64,26 @@ async def bought_link(t: Learning, bot, stripe_api) -> dict:
     return session
 
 
+async def bought(client, bot, t: Learning, stripe_api) -> dict:
+    """Through the preview, the checkout page offered, paid and confirmed: the session as Stripe reports it paid."""
+    session = await bought_link(t, bot, stripe_api)
+    paid = stripe_api.pay(session["id"])
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    return paid
+
+
+async def linked_to_another_app(t: Learning, bot) -> Learning:
+    """`t`'s chat linked (/link) to the learner of another chat, onboarded there: that chat."""
+    from tests.dialogs.test_linking import code_from
+
+    web = Learning(bot, t.channel, chat=f"{t.chat}-web")
+    await onboard(web, course=f"Passwords that hold — {PRICE}")
+    [linked] = await t.say(f"/link {await code_from(web)}")
+    assert linked.startswith("Linked!")
+    return web
+
+
 async def test_a_learner_pays_by_link_and_the_next_lesson_opens(shop, stripe_api):
     client, bot, ann, _boss = shop
     session = await bought_link(ann, bot, stripe_api)
@@ -159,10 +179,7 @@ async def test_a_payment_that_does_not_match_the_offer_grants_nothing(shop, stri
 
 async def test_a_refund_revokes_access_and_the_learner_is_told_once(shop, stripe_api):
     client, bot, ann, boss = shop
-    session = await bought_link(ann, bot, stripe_api)
-    paid = stripe_api.pay(session["id"])
-    await post_event(client, checkout_event(paid))
-    await bot.settle()
+    paid = await bought(client, bot, ann, stripe_api)
     [payment] = await payments(bot)
     [listed] = await boss.say("/admin payments")
     assert f"LB-{payment.id:06d} · paid · 3.00 GBP · passwords-that-hold" in listed
@@ -185,10 +202,7 @@ async def test_a_refund_revokes_access_and_the_learner_is_told_once(shop, stripe
 
 async def test_a_refund_made_in_stripe_revokes_through_its_event(shop, stripe_api):
     client, bot, ann, _boss = shop
-    session = await bought_link(ann, bot, stripe_api)
-    paid = stripe_api.pay(session["id"])
-    await post_event(client, checkout_event(paid))
-    await bot.settle()
+    paid = await bought(client, bot, ann, stripe_api)
     before = len(ann.channel.texts("ann"))
     await post_event(client, refund_event(paid))
     await bot.settle()
@@ -358,17 +372,9 @@ async def test_a_promotion_code_for_the_whole_price_unlocks_the_course(settings)
 
 
 async def test_a_buyer_who_links_their_chat_to_another_app_keeps_the_purchase_and_its_later_events(shop, stripe_api):
-    from tests.dialogs.test_linking import code_from
-
     client, bot, ann, _boss = shop
-    session = await bought_link(ann, bot, stripe_api)
-    paid = stripe_api.pay(session["id"])
-    await post_event(client, checkout_event(paid))
-    await bot.settle()
-    web = Learning(bot, ann.channel, chat="ann-web")
-    await onboard(web, course=f"Passwords that hold — {PRICE}")
-    [linked] = await ann.say(f"/link {await code_from(web)}")
-    assert linked.startswith("Linked!")
+    paid = await bought(client, bot, ann, stripe_api)
+    web = await linked_to_another_app(ann, bot)
     [payment] = await payments(bot)
     [granted] = await entitlements(bot)
     assert payment.user_id == granted.user_id is not None  # the sale went with the chat to the learner it joined
@@ -403,14 +409,9 @@ async def test_a_second_checkout_page_paid_as_well_is_given_back(shop, stripe_ap
 
 async def test_a_checkout_opened_before_the_chat_was_linked_and_paid_after_unlocks_for_the_learner(shop, stripe_api):
     """The page names the learner the offer was made to, whom /link then joined to another (`offered_to`)."""
-    from tests.dialogs.test_linking import code_from
-
     client, bot, ann, _boss = shop
     session = await bought_link(ann, bot, stripe_api)
-    web = Learning(bot, ann.channel, chat="ann-web")
-    await onboard(web, course=f"Passwords that hold — {PRICE}")
-    [linked] = await ann.say(f"/link {await code_from(web)}")
-    assert linked.startswith("Linked!")
+    await linked_to_another_app(ann, bot)
     await post_event(client, checkout_event(stripe_api.pay(session["id"])))
     await bot.settle()
     [payment] = await payments(bot)
