@@ -8,22 +8,31 @@ deleted with the person. The learner reaches them with /export and /stop → del
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Document
 from dialogs.i18n import Translator
 from dialogs.learner import tr
 from dialogs.turn import Turn
+from storage.learners import Certificate
+from storage.models import User
 from storage.personal_data import Erasure, erase_person, export_person, without_member
 
 JSON_TYPE = "application/json"
 EXPORT_FILENAME = "lessonbot-data.json"
+EXPORT_DAYS = 7  # an export file is kept this long after it was written (its send is long done), then swept
+# A file younger than this that no row names yet may be one whose turn has not committed (a certificate rendered
+# before its row is written, an export for a person just made): the sweep leaves it for the next night.
+UNNAMED_GRACE = timedelta(hours=1)
+_IN_CHUNK = 500  # codes looked up in one statement
 
 
 def export_folder(data_dir: Path, user_id: int) -> Path:
@@ -79,6 +88,68 @@ def remove_paths(paths: Iterable[str]) -> None:
     """Files of rows deleted (certificates' PDFs), once the deletion has committed."""
     for path in paths:
         Path(path).unlink(missing_ok=True)
+
+
+async def sweep_files(session: AsyncSession, data_dir: Path, *, now: datetime) -> dict[str, int]:
+    """The nightly sweep of DATA_DIR's personal files: certificates' PDFs no certificate row names, export folders
+    of people who no longer exist, and exports older than EXPORT_DAYS. It closes what `remove_files` cannot: files
+    of an erasure whose process stopped between its commit and their removal, a PDF rendered for a turn that then
+    failed. Returns the files (and folders) removed, by kind."""
+    folder = Path(data_dir)
+    settled = (now - UNNAMED_GRACE).timestamp()
+    pdfs = await asyncio.to_thread(_files_before, folder / "certificates", "*.pdf", settled)
+    named: set[str] = set()
+    stems = sorted(path.stem for path in pdfs)
+    for start in range(0, len(stems), _IN_CHUNK):
+        chunk = stems[start:start + _IN_CHUNK]
+        named.update(await session.scalars(select(Certificate.code).where(Certificate.code.in_(chunk))))
+    unnamed = [path for path in pdfs if path.stem not in named]
+    people = await asyncio.to_thread(_export_folders, folder / "exports")
+    ids = sorted(people)
+    living: set[int] = set()
+    for start in range(0, len(ids), _IN_CHUNK):
+        living.update(await session.scalars(select(User.id).where(User.id.in_(ids[start:start + _IN_CHUNK]))))
+    gone = [people[user_id] for user_id in ids if user_id not in living]
+    expired = (now - timedelta(days=EXPORT_DAYS)).timestamp()
+    return await asyncio.to_thread(_sweep, unnamed, gone, [people[i] for i in ids if i in living], settled, expired)
+
+
+def _files_before(folder: Path, pattern: str, moment: float) -> list[Path]:
+    """The files of `folder` matching `pattern` last written before `moment` (a POSIX time)."""
+    if not folder.is_dir():
+        return []
+    return [path for path in folder.glob(pattern) if path.is_file() and path.stat().st_mtime < moment]
+
+
+def _export_folders(exports: Path) -> dict[int, Path]:
+    """DATA_DIR/exports/user-<id> folders, by the person's id."""
+    if not exports.is_dir():
+        return {}
+    found = {}
+    for path in exports.iterdir():
+        number = path.name.removeprefix("user-")
+        if path.is_dir() and path.name.startswith("user-") and number.isascii() and number.isdigit():
+            found[int(number)] = path
+    return found
+
+
+def _sweep(unnamed: list[Path], gone: list[Path], living: list[Path], settled: float, expired: float) -> dict[str, int]:
+    removed = {"certificates": 0, "exports": 0}
+    for path in unnamed:
+        path.unlink(missing_ok=True)
+        removed["certificates"] += 1
+    for folder in gone:  # a person erased: everything, unless something was written there within the grace
+        files = [path for path in folder.glob("*") if path.is_file()]
+        if any(path.stat().st_mtime >= settled for path in files):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed["exports"] += len(files)
+    for folder in living:
+        for path in _files_before(folder, "*.json", expired):
+            path.unlink(missing_ok=True)
+            removed["exports"] += 1
+    return removed
+
 
 
 async def export(turn: Turn, _args: str) -> None:

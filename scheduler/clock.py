@@ -40,6 +40,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from dialogs.personal import sweep_files
 from scheduler import broadcast, dashboard, nudges, planner, teams
 from scheduler.context import JobContext
 from storage.broadcasts import FAN_OUT
@@ -53,8 +54,14 @@ EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
 async def prune(ctx: JobContext) -> dict[str, int]:
+    """History nothing reads any more, and the personal files no row names (dialogs.personal.sweep_files)."""
     async with ctx.db.transaction() as session:
-        return await prune_history(session, ctx.now())
+        pruned = await prune_history(session, ctx.now())
+    if ctx.data_dir is not None:
+        async with ctx.db.sessions() as session:
+            swept = await sweep_files(session, ctx.data_dir, now=ctx.now())
+        pruned.update({f"{kind} files": count for kind, count in swept.items()})
+    return pruned
 
 
 @dataclass(frozen=True)

@@ -175,3 +175,53 @@ async def test_an_erasure_typed_in_a_group_takes_the_persons_steps_out_of_the_gr
     await say(bot, "/admin erase test:ann confirm", chat="grp", sender="boss", name="Boss")
     assert channel.texts("grp")[-1].startswith("Erased: ")
     assert '"ann"' not in await group_state()  # the turn's own copy of the state was scrubbed as the row was
+
+
+async def test_the_nightly_prune_sweeps_personal_files_no_row_names_and_exports_past_their_days(admin_bot):
+    import os
+    from datetime import timedelta
+
+    from dialogs.personal import EXPORT_DAYS, export_folder
+    from scheduler.clock import prune
+    from scheduler.context import JobContext
+    from storage.courses import Course
+    from storage.learners import Certificate
+    from storage.models import utcnow
+
+    bot, channel = admin_bot
+    ann = await ann_learns(bot, channel)
+    await ann.say("/export")
+    [fresh_export] = [Path(document.path) for document in documents(channel, "ann")]
+    data_dir = Path(bot.settings.data_dir)
+    now = utcnow()
+
+    def written(path: Path, ago: timedelta, text: str = "{}") -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        moment = (now - ago).timestamp()
+        os.utime(path, (moment, moment))
+        return path
+
+    async with bot.db.transaction() as session:
+        ann_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "ann"))
+        course_id = await session.scalar(select(Course.id))
+        kept_pdf = written(data_dir / "certificates" / "LB-KEPT-0000-0000-0000.pdf", timedelta(days=30))
+        session.add(Certificate(code=kept_pdf.stem, user_id=ann_id, course_id=course_id, learner_name="Ann",
+                                course_title="Spot phishing", file_path=str(kept_pdf)))
+    orphan_pdf = written(data_dir / "certificates" / "LB-GONE-0000-0000-0000.pdf", timedelta(days=2))
+    rendering_pdf = written(data_dir / "certificates" / "LB-NEWS-0000-0000-0000.pdf", timedelta(minutes=5))
+    old_export = written(export_folder(data_dir, ann_id) / "lessonbot-data-old.json", timedelta(days=EXPORT_DAYS + 1))
+    erased = written(export_folder(data_dir, ann_id + 1000) / "lessonbot-data-x.json", timedelta(days=1))
+    being_written = written(export_folder(data_dir, ann_id + 1001) / "lessonbot-data-y.json", timedelta(minutes=1))
+    stranger = written(data_dir / "exports" / "notes" / "keep.txt", timedelta(days=90))
+
+    pruned = await prune(JobContext(db=bot.db, data_dir=data_dir, now=lambda: now))
+
+    assert (pruned["certificates files"], pruned["exports files"]) == (1, 2)
+    assert not orphan_pdf.exists() and not old_export.exists() and not erased.parent.exists()
+    # a certificate with its row, a PDF or an export that may belong to a turn not yet committed, the export sent
+    # today, and anything the sweep did not write stay
+    assert kept_pdf.exists() and rendering_pdf.exists() and being_written.exists()
+    assert fresh_export.exists() and stranger.exists()
+    assert await prune(JobContext(db=bot.db, data_dir=data_dir, now=lambda: now)) == {
+        **{key: 0 for key in pruned}}
