@@ -238,7 +238,9 @@ DASHBOARD_WORDS: tuple[str, ...] = (
     N_("amount"),
     N_("refunds"),
     N_("refunded"),
-    N_("Sales include those refunded since; amounts in each currency's major unit."),
+    N_("Sales include those refunded since; the amount counts every charge, a subscription's renewals too; amounts in "
+       "each currency's major unit."),
+    N_("renewals"),
     N_("reviews due now"),
     N_("cards reviewed again"),
     N_("of those, recalled at the latest review"),

@@ -56,6 +56,7 @@ from storage.payments import (
     payment_by_subscription,
     purchases,
     recent_payments,
+    record_charge,
     redeem,
     refund_reported,
     revenue,
@@ -432,6 +433,7 @@ async def _stars_renewed(turn: Turn, payment: Payment, charge: str, period_end: 
         log.info("a Stars renewal reported again; nothing more to do", extra={"payment_id": payment.id})
         return
     payment.period_end, payment.charge_reference = period_end, charge
+    await record_charge(turn.session, payment, reference=charge, amount_minor=payment.amount_minor, now=turn.now)
     await _follow_period(turn, payment)
 
 
@@ -562,6 +564,7 @@ async def _refunded_unconfirmed(turn: Turn, payment: Payment, intent: str, subsc
 # ends the access the completion would have opened).
 
 ENDED = ("canceled", "unpaid", "incomplete_expired")  # a subscription in one of these gives no more access
+FIRST_INVOICE = "subscription_create"  # an invoice's billing_reason: the checkout's own charge (the purchase)
 FIRST_PERIOD_AT_MOST = timedelta(days=32)  # a month's period ends within this of its payment
 
 
@@ -665,6 +668,10 @@ async def _invoice(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
     was_late = payment.subscription_status in ("past_due", "unpaid")
     if isinstance(event.get("payment_intent"), str):
         payment.charge_reference = event["payment_intent"]
+    invoice = event.get("invoice")
+    renewal = event.get("billing_reason") != FIRST_INVOICE
+    if payment.status == PaymentStatus.PAID and renewal and isinstance(invoice, str):
+        await record_charge(turn.session, payment, reference=invoice, amount_minor=paid, now=turn.now)
     payment.subscription_status = "active"
     period_end = _moment(event.get("period_end"))
     if period_end is not None and (payment.period_end is None or period_end > payment.period_end):
@@ -1086,10 +1093,16 @@ async def admin_payments(turn: Turn, _args: str) -> None:
     if takings:
         lines += ["", _("Revenue by course (paid, less refunds):")]
         for row in takings:
+            net = format_price(_, row.net_minor, row.currency)
+            if row.renewals:
+                lines.append(_.plural(
+                    "{slug}: {net} ({payments} payments, {n} renewal, {refunds} refunded)",
+                    "{slug}: {net} ({payments} payments, {n} renewals, {refunds} refunded)",
+                    row.renewals, slug=row.slug, net=net, payments=row.payments, refunds=row.refunds))
+                continue
             lines.append(_.plural(
                 "{slug}: {net} ({n} payment, {refunds} refunded)", "{slug}: {net} ({n} payments, {refunds} refunded)",
-                row.payments, slug=await _slug(turn, row.course_id, slugs),
-                net=format_price(_, row.net_minor, row.currency), refunds=row.refunds))
+                row.payments, slug=row.slug, net=net, refunds=row.refunds))
     turn.say("\n".join(lines))
 
 

@@ -26,7 +26,6 @@ from storage.knowledge import KnowledgeQuestion
 from storage.learners import ONBOARDING, Learner
 from storage.models import Base, ChannelIdentity, Conversation, InboundMessage, OutboxMessage, User, utcnow
 from storage.outbox import DEAD_NEWEST_FIRST
-from storage.payments import Payment, PaymentStatus
 from storage.queries import starts_with
 from storage.scheduling import Broadcast, NudgeTemplateStats
 
@@ -559,32 +558,6 @@ async def knowledge(session: AsyncSession, now: datetime, kept: Figures | None =
             for _normalized, n, example, last in declined.all()
         ],
     }
-
-
-# Revenue (live: payments are few) -----------------------------------------------------------------------------------
-
-
-async def revenue(session: AsyncSession) -> list[list[Any]]:
-    """Per course and currency: sales, the amount they brought (minor units), refunds and their amount."""
-    paid = Payment.status.in_([PaymentStatus.PAID.value, PaymentStatus.REFUNDED.value])
-    refunded = Payment.status == PaymentStatus.REFUNDED.value
-    rows = await session.execute(
-        select(
-            Course.slug,
-            Payment.currency,
-            func.sum(case((paid, 1), else_=0)),
-            func.sum(case((paid, Payment.amount_minor), else_=0)),
-            func.sum(case((refunded, 1), else_=0)),
-            func.sum(case((refunded, Payment.amount_minor), else_=0)),
-        )
-        .join(Course, Course.id == Payment.course_id)
-        .group_by(Course.slug, Payment.currency)
-        .order_by(Course.slug, Payment.currency)
-    )
-    return [
-        [slug, currency, int(sales or 0), int(amount or 0), int(refunds or 0), int(refund_amount or 0)]
-        for slug, currency, sales, amount, refunds, refund_amount in rows.all()
-    ]
 
 
 # Learners (live, by index) ------------------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ paid for (`period_end`), and the entitlement it granted expires with that period
 An `AccessCode` opens a course without paying (a promotion, a class given access by its teacher): an admin makes
 one for a number of learners (`uses`), each learner redeems it once, until it runs out, expires or is disabled.
 
+A `PaymentCharge` is one charge of a payment: the purchase itself when it is paid, then every renewal of a
+subscription the platform reports paid (Stripe's invoice of a later period, Telegram's next Stars charge). Revenue
+is the sum of the charges; a refund gives back the latest one (the platforms refund the charge a payment names last).
+
 A `PaymentEvent` is every verified event a payment platform sent, recorded by the platform's event id before it is
 acknowledged: a second delivery of the same id is recognised here and goes no further.
 
@@ -30,7 +34,7 @@ from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstrain
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.courses import SOURCE_CODE, SOURCE_GRANT, SOURCE_PURCHASE, Entitlement
+from storage.courses import SOURCE_CODE, SOURCE_GRANT, SOURCE_PURCHASE, Course, Entitlement
 from storage.models import Base, BigId, utcnow
 from storage.queries import insert_ignoring_conflicts, rows_affected
 
@@ -99,6 +103,48 @@ class Payment(Base):
     def paid_minor(self) -> int:
         """What the buyer was charged: the offer less any promotion."""
         return self.amount_minor - self.discount_minor
+
+
+PURCHASE_CHARGE = "purchase"  # PaymentCharge.reference of the purchase itself; a renewal's is the platform's id
+
+
+class PaymentCharge(Base):
+    """One charge of a payment (see the module's notes): the purchase, or a renewal named by the platform's id for it
+    (a Stripe invoice, a Telegram charge), so a renewal reported twice is one charge."""
+
+    __tablename__ = "payment_charges"
+    __table_args__ = (UniqueConstraint("payment_id", "reference"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id", ondelete="CASCADE"))
+    reference: Mapped[str] = mapped_column(String(200))
+    amount_minor: Mapped[int] = mapped_column(Integer)  # what was taken, in the payment's currency
+    charged_at: Mapped[datetime] = mapped_column()
+    refunded_at: Mapped[datetime | None] = mapped_column()
+
+
+async def record_charge(session: AsyncSession, payment: Payment, *, reference: str, amount_minor: int,
+                        now: datetime) -> bool:
+    """A charge of `payment` (PURCHASE_CHARGE, or a renewal's platform id); False if it was recorded already."""
+    inserted = await session.scalar(
+        insert_ignoring_conflicts(
+            session, PaymentCharge,
+            {"payment_id": payment.id, "reference": reference, "amount_minor": amount_minor, "charged_at": now},
+        ).returning(PaymentCharge.id)
+    )
+    return inserted is not None
+
+
+async def charges_of(session: AsyncSession, payment_ids: Sequence[int]) -> dict[int, list[PaymentCharge]]:
+    """The charges of these payments, oldest first, by payment."""
+    found: dict[int, list[PaymentCharge]] = {payment_id: [] for payment_id in payment_ids}
+    if payment_ids:
+        rows = await session.scalars(
+            select(PaymentCharge).where(PaymentCharge.payment_id.in_(payment_ids)).order_by(PaymentCharge.id)
+        )
+        for row in rows:
+            found[row.payment_id].append(row)
+    return found
 
 
 class PaymentEvent(Base):
@@ -210,11 +256,14 @@ async def recent_payments(session: AsyncSession, *, limit: int = 20) -> Sequence
 
 @dataclass(frozen=True, slots=True)
 class Revenue:
-    """Money taken for one course in one currency: paid payments, and what refunds gave back."""
+    """Money taken for one course in one currency: its sales (payments paid, those refunded since included), every
+    charge of them (a subscription's renewals too), and what refunds gave back."""
 
     course_id: int
+    slug: str
     currency: str
     payments: int
+    renewals: int
     paid_minor: int
     refunds: int
     refunded_minor: int
@@ -225,25 +274,27 @@ class Revenue:
 
 
 async def revenue(session: AsyncSession) -> list[Revenue]:
-    """Every course's takings by currency (a subscription counts its first period), largest first."""
-    charged = Payment.amount_minor - Payment.discount_minor
-    taken = (PaymentStatus.PAID.value, PaymentStatus.REFUNDED.value)
-    refunded = Payment.status == PaymentStatus.REFUNDED.value
+    """Every course's takings by currency, from the charges (PaymentCharge), largest first."""
+    refunded = PaymentCharge.refunded_at.is_not(None)
+    renewal = PaymentCharge.reference != PURCHASE_CHARGE
     rows = await session.execute(
         select(
             Payment.course_id,
+            Course.slug,
             Payment.currency,
-            func.count(),
-            func.sum(charged),
-            func.count().filter(refunded),
-            func.coalesce(func.sum(charged).filter(refunded), 0),
+            func.count(PaymentCharge.id).filter(~renewal),
+            func.count(PaymentCharge.id).filter(renewal),
+            func.sum(PaymentCharge.amount_minor),
+            func.count(PaymentCharge.id).filter(refunded),
+            func.coalesce(func.sum(PaymentCharge.amount_minor).filter(refunded), 0),
         )
-        .where(Payment.status.in_(taken))
-        .group_by(Payment.course_id, Payment.currency)
+        .join(PaymentCharge, PaymentCharge.payment_id == Payment.id)
+        .join(Course, Course.id == Payment.course_id)
+        .group_by(Payment.course_id, Course.slug, Payment.currency)
     )
     totals = [
-        Revenue(int(course), currency, int(count), int(paid or 0), int(refunds), int(back or 0))
-        for course, currency, count, paid, refunds, back in rows
+        Revenue(int(course), slug, currency, int(sales), int(renewals), int(paid or 0), int(refunds), int(back or 0))
+        for course, slug, currency, sales, renewals, paid, refunds, back in rows
     ]
     return sorted(totals, key=lambda row: (-row.net_minor, row.course_id, row.currency))
 
@@ -271,6 +322,14 @@ async def move_status(
     )
     moved = rows_affected(result) == 1
     await session.refresh(payment)
+    if moved and to is PaymentStatus.PAID:
+        await record_charge(session, payment, reference=PURCHASE_CHARGE, amount_minor=payment.paid_minor, now=now)
+    if moved and to is PaymentStatus.REFUNDED:  # the platform gives back the latest charge
+        latest = select(func.max(PaymentCharge.id)).where(PaymentCharge.payment_id == payment.id).scalar_subquery()
+        await session.execute(
+            update(PaymentCharge).where(PaymentCharge.id == latest, PaymentCharge.refunded_at.is_(None))
+            .values(refunded_at=now).execution_options(synchronize_session=False)
+        )
     return moved
 
 

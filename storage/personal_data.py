@@ -39,7 +39,7 @@ from storage.models import (
     User,
 )
 from storage.outbox import ACTIVE, OutboxStatus
-from storage.payments import AccessCode, Payment, PaymentEvent
+from storage.payments import AccessCode, Payment, PaymentEvent, charges_of
 from storage.scheduling import Broadcast, BroadcastRecipient, NudgeLog, ScheduledLesson
 from storage.slack import forget_installer
 from storage.teams import Team, TeamAdmin, TeamMember, forget_member, memberships_of
@@ -124,6 +124,8 @@ PLAN: dict[str, Rule] = {
         "and sender blanked; an admin's address "
         "in a note (\"refunded by …\") replaced by ERASED_ACTOR",
     ),
+    "payment_charges": Rule(KEPT, "each charge of a sale (amount, dates, the provider's id for it); no one named: the "
+                                  "sale they belong to is kept detached from the person"),
     "payment_events": Rule(
         SCRUBBED,
         "event ids stay so a repeated delivery is still ignored; the payloads of their "
@@ -522,6 +524,8 @@ async def export_person(session: AsyncSession, user_id: int, *, now: datetime) -
     person = await person_of(session, user_id)
     user = await session.get(User, user_id)
     own = await own_conversations(session, person)
+    bought = list(await session.scalars(select(Payment).where(Payment.user_id == user_id).order_by(Payment.id)))
+    charged = await charges_of(session, [row.id for row in bought])
     return {
         "exported_at": now.isoformat(),
         "profile": await _profile(session, user, person),
@@ -547,8 +551,13 @@ async def export_person(session: AsyncSession, user_id: int, *, now: datetime) -
                 "period": row.period,
                 "subscription_status": row.subscription_status,
                 "period_end": _iso(row.period_end),
+                "charges": [
+                    {"amount_minor": charge.amount_minor, "charged_at": _iso(charge.charged_at),
+                     "refunded_at": _iso(charge.refunded_at)}
+                    for charge in charged.get(row.id, [])
+                ],
             }
-            for row in await session.scalars(select(Payment).where(Payment.user_id == user_id))
+            for row in bought
         ],
         "questions": [
             {"question": row.question, "outcome": row.outcome, "asked_at": _iso(row.asked_at)}

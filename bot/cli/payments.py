@@ -58,7 +58,7 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
                       f"\t{row.created_at:%Y-%m-%d %H:%M}")
             for total in await revenue(session):
                 print(f"revenue\tcourse={total.course_id}\t{total.net_minor} {total.currency}"
-                      f"\tpayments={total.payments}\trefunded={total.refunds}")
+                      f"\tpayments={total.payments}\trenewals={total.renewals}\trefunded={total.refunds}")
         return 0
 
     return asyncio.run(main())

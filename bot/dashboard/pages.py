@@ -24,6 +24,7 @@ from bot.dashboard.layout import Words, table
 from dialogs.nudges import TEMPLATES
 from storage import dashboard as counts
 from storage.courses import major_units
+from storage.payments import revenue as takings
 from storage.scheduling import HELD_OUT
 
 STALE = timedelta(minutes=15)  # older than this, the snapshot job is not running: a page counts for itself
@@ -314,15 +315,17 @@ async def learners(ctx: Context) -> list[Figure]:
 
 
 async def revenue(ctx: Context) -> list[Figure]:
-    rows = await counts.revenue(ctx.session)
-    shown = [[slug, currency, sales, major_units(amount, currency), refunds, major_units(refunded, currency)]
-             for slug, currency, sales, amount, refunds, refunded in rows]
+    rows = await takings(ctx.session)
+    shown = [[row.slug, row.currency, row.payments, row.renewals, major_units(row.paid_minor, row.currency),
+              row.refunds, major_units(row.refunded_minor, row.currency)] for row in rows]
     w = ctx.w
     return [Figure("sales", w("Sales and refunds by course and currency"),
-                   (w("course"), w("currency"), w("sales"), w("amount"), w("refunds"), w("refunded")), shown,
-                   table_open=True,
-                   chart=bar_chart(w("Sales per course"), [(f"{r[0]} ({r[1]})", r[2]) for r in rows]) if rows else "",
-                   note=w("Sales include those refunded since; amounts in each currency's major unit."))]
+                   (w("course"), w("currency"), w("sales"), w("renewals"), w("amount"), w("refunds"), w("refunded")),
+                   shown, table_open=True,
+                   chart=bar_chart(w("Sales per course"), [(f"{row.slug} ({row.currency})", row.payments)
+                                                           for row in rows]) if rows else "",
+                   note=w("Sales include those refunded since; the amount counts every charge, a subscription's "
+                          "renewals too; amounts in each currency's major unit."))]
 
 
 PAGES: dict[str, Page] = {page.name: page for page in (

@@ -11,8 +11,8 @@ from bench.processes import LESSONBOT
 from standins.stripe import SECRET_KEY, WEBHOOK_SECRET, StripeStandIn
 from storage.courses import SOURCE_PURCHASE, Course, Entitlement
 from storage.db import Database
-from storage.models import AdminAuditEntry, OutboxMessage, User
-from storage.payments import STRIPE, Payment, PaymentStatus
+from storage.models import AdminAuditEntry, OutboxMessage, User, utcnow
+from storage.payments import PURCHASE_CHARGE, STRIPE, Payment, PaymentCharge, PaymentStatus
 from tests.dialogs.learning_support import PAID
 from tests.support import server_env
 
@@ -43,6 +43,8 @@ async def test_list_show_and_refund_from_the_command_line(settings, tmp_path):
         await session.flush()
         session.add(Entitlement(user_id=user.id, course_id=course.id, source=SOURCE_PURCHASE,
                                 reference=payment.entitlement_reference))
+        session.add(PaymentCharge(payment_id=payment.id, reference=PURCHASE_CHARGE, amount_minor=300,
+                                  charged_at=utcnow()))
         number = payment.id
 
     async with StripeStandIn() as stripe_api:
@@ -53,7 +55,7 @@ async def test_list_show_and_refund_from_the_command_line(settings, tmp_path):
                          PUBLIC_BASE_URL="https://bot.example.test")
         code, out, err = await run(env, "list")
         assert code == 0 and out.startswith(f"LB-{number:06d}\tpaid\t300 GBP"), err
-        assert f"revenue\tcourse={course.id}\t300 GBP\tpayments=1\trefunded=0" in out
+        assert f"revenue\tcourse={course.id}\t300 GBP\tpayments=1\trenewals=0\trefunded=0" in out
         code, out, _err = await run(env, "show", f"LB-{number:06d}")
         assert code == 0 and "charge_reference: pi_test_cli" in out
         code, out, err = await run(env, "refund", "twelve")

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from standins.stripe import SECRET_KEY, WEBHOOK_SECRET, event_body, sign
 from storage.courses import Entitlement
-from storage.payments import Payment, PaymentEvent
+from storage.payments import Payment, PaymentEvent, revenue
 from tests.conftest import FIXTURES
 from tests.dialogs.learning_support import PAID
 
@@ -119,6 +119,13 @@ async def entitlements(bot) -> list[Entitlement]:
 async def payments(bot) -> list[Payment]:
     async with bot.db.sessions() as session:
         return list(await session.scalars(select(Payment).order_by(Payment.id)))
+
+
+async def takings(bot) -> list[tuple[int, int, int, int, int]]:
+    """storage.payments.revenue as (sales, renewals, amount, refunds, refunded amount), a row a course and currency."""
+    async with bot.db.sessions() as session:
+        return [(row.payments, row.renewals, row.paid_minor, row.refunds, row.refunded_minor)
+                for row in await revenue(session)]
 
 
 async def events(bot) -> list[PaymentEvent]:

@@ -13,7 +13,7 @@ import pytest
 from standins.telegram import TOKEN, Call, Fault, payment_update, person, pre_checkout_update, text_update
 from storage.payments import PaymentStatus
 from tests.dialogs.learning_support import PAID, import_sample
-from tests.dialogs.payment_support import entitlements, monthly_copy, payments
+from tests.dialogs.payment_support import entitlements, monthly_copy, payments, takings
 from tests.dialogs.test_telegram_transcript import CHAT, SECRET, TelegramLearner
 from tests.support import running, standin  # noqa: F401 (the fixture)
 
@@ -243,6 +243,7 @@ async def test_a_course_by_the_month_is_a_stars_subscription_renewed_then_refund
     [payment] = await payments(bot)
     assert (payment.status, payment.charge_reference) == (PaymentStatus.PAID, renewal["telegram_payment_charge_id"])
     assert sum(text.startswith("✅ Payment received") for text in standin.texts(CHAT)) == 1
+    assert await takings(bot) == [(1, 1, 2 * STARS, 0, 0)]  # the purchase and its renewal
 
     # A refund gives back the period running now and stops the subscription; Telegram failing to cancel it does not
     # keep the access of a payment already given back (the failure is logged for the admin).
@@ -253,6 +254,7 @@ async def test_a_course_by_the_month_is_a_stars_subscription_renewed_then_refund
     assert not standin.called("editUserStarSubscription") and standin.called("editUserStarSubscription", ok=False)
     assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
     assert (await entitlements(bot))[0].revoked_at is not None
+    assert await takings(bot) == [(1, 1, 2 * STARS, 1, STARS)]  # the renewal's Stars went back, the first month's not
     await bot.dispatcher.flush(10)
     await standin.wait_for(lambda: any("was refunded" in text for text in standin.texts(CHAT)))
 

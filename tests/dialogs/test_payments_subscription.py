@@ -25,6 +25,7 @@ from tests.dialogs.payment_support import (
     refund_event,
     stripe_settings,
     subscription_event,
+    takings,
 )
 from tests.support import RecordingChannel, running, standin  # noqa: F401 (the fixture)
 
@@ -142,10 +143,12 @@ async def test_events_before_the_checkouts_completion_are_kept_and_applied_when_
 async def test_a_paid_renewal_moves_the_end_of_access_without_a_word(shop, stripe_api):
     client, bot, ann, _boss = shop
     paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    await post_event(client, invoice_event(stripe_api.invoices[paid["invoice"]]))  # the first: the purchase's own
     first_end = await expiry(bot)
     before = len(ann.channel.texts("ann"))
     renewal = stripe_api.renew(paid["subscription"])
     await post_event(client, invoice_event(renewal))
+    await post_event(client, invoice_event(renewal))  # the same invoice in another event
     await post_event(client, subscription_event(stripe_api.subscription(paid["subscription"])))
     await bot.settle()
     renewed_end = await expiry(bot)
@@ -153,6 +156,7 @@ async def test_a_paid_renewal_moves_the_end_of_access_without_a_word(shop, strip
     assert ann.channel.texts("ann")[before:] == []
     [payment] = await payments(bot)
     assert payment.charge_reference == renewal["payments"]["data"][0]["payment"]["payment_intent"]
+    assert await takings(bot) == [(1, 1, 600, 0, 0)]  # the purchase and its renewal, each counted once
 
 
 async def test_a_subscription_lapses_the_learner_is_told_once_and_the_lessons_lock(shop, stripe_api):

@@ -18,7 +18,7 @@ from storage.db import Database
 from storage.knowledge import KnowledgeQuestion
 from storage.learners import ACTIVE, ONBOARDING, Learner
 from storage.models import ChannelIdentity, Conversation, InboundMessage, OutboxMessage, User
-from storage.payments import Payment
+from storage.payments import PURCHASE_CHARGE, Payment, PaymentCharge, revenue
 from tests.dialogs.learning_support import SAMPLE
 
 NOW = datetime(2026, 12, 3, 15, 0, tzinfo=timezone.utc)  # a Thursday
@@ -94,12 +94,20 @@ async def seed(db: Database) -> dict[str, int]:
                 normalized=" ".join(text.lower().replace("?", "").split()), outcome=outcome,
                 reason={"declined": "not_covered", "limited": "too_fast"}.get(outcome),
                 course=course.slug if topic else None, topic=topic))
-        session.add(Payment(user_id=ann.id, course_id=course.id, provider="stripe", reference="cs_1",
-                            amount_minor=300, currency="GBP", status="refunded", channel="telegram", chat_id="ann",
-                            sender_id="ann"))
-        session.add(Payment(user_id=bob.id, course_id=course.id, provider="stripe", reference="cs_2",
-                            amount_minor=300, currency="GBP", status="paid", channel="slack", chat_id="T01/U02",
-                            sender_id="T01/U02"))
+        refunded = Payment(user_id=ann.id, course_id=course.id, provider="stripe", reference="cs_1",
+                           amount_minor=300, currency="GBP", status="refunded", channel="telegram", chat_id="ann",
+                           sender_id="ann")
+        paid = Payment(user_id=bob.id, course_id=course.id, provider="stripe", reference="cs_2", amount_minor=300,
+                       currency="GBP", status="paid", period="month", channel="slack", chat_id="T01/U02",
+                       sender_id="T01/U02")
+        session.add_all([refunded, paid])
+        await session.flush()
+        session.add_all([  # Bob's subscription renewed once, at a promotion's price
+            PaymentCharge(payment_id=refunded.id, reference=PURCHASE_CHARGE, amount_minor=300, charged_at=NOW,
+                          refunded_at=NOW),
+            PaymentCharge(payment_id=paid.id, reference=PURCHASE_CHARGE, amount_minor=300, charged_at=NOW),
+            PaymentCharge(payment_id=paid.id, reference="in_2", amount_minor=250, charged_at=NOW),
+        ])
         return {"ann": ann.id, "bob": bob.id, "lessons": len(lessons)}
 
 
@@ -139,7 +147,7 @@ async def test_the_engagement_knowledge_and_revenue_counts(db):
     async with db.sessions() as session:
         engagement = await dashboard.engagement(session, NOW)
         knowledge = await dashboard.knowledge(session, NOW)
-        revenue = await dashboard.revenue(session)
+        takings = await revenue(session)
     assert engagement["daily_active"][-1] == ["2026-12-03", 1]
     assert dict(engagement["streaks"]) == {"0": 1, "1": 0, "2–3": 1, "4–7": 0, "8–14": 0, "15–30": 0, "31+": 0}
     # Ann joined six weeks before this one, Bob on Tuesday of this week; both took lessons on Tuesday.
@@ -148,7 +156,9 @@ async def test_the_engagement_knowledge_and_revenue_counts(db):
     assert (knowledge["asked"], knowledge["answered"], knowledge["declined"], knowledge["limited"]) == (5, 2, 2, 1)
     assert knowledge["topics"] == [["spot-phishing", "What a phishing message wants", 2]]
     assert knowledge["declined_most"][0][:2] == ["Capital of France", 2]
-    assert revenue == [["spot-phishing", "GBP", 2, 600, 1, 300]]
+    [row] = takings
+    assert (row.slug, row.currency, row.payments, row.renewals, row.paid_minor, row.refunds, row.refunded_minor,
+            row.net_minor) == ("spot-phishing", "GBP", 2, 1, 850, 1, 300, 550)
 
 
 async def test_learners_are_found_by_name_or_address_and_a_workspace_sees_its_own(db):
