@@ -18,7 +18,8 @@ from dialogs.flow import DONE, Flow, Invalid, Step
 from dialogs.learner import activate, is_set_up, learner_of, tr
 from dialogs.payments import stop_renewals_of
 from dialogs.turn import Exchange, Turn
-from storage.learners import PAUSED, STOPPED, lesson_schedule_changed, zone_for
+from storage.learners import PAUSED, STOPPED, Learner, lesson_schedule_changed, zone_for
+from storage.outbox import withdraw_unasked
 
 _DAYS = re.compile(r"^(?P<n>\d{1,3})\s*(?:d|day|days|dia|dias)?$")
 
@@ -36,6 +37,7 @@ async def pause(turn: Turn, args: str) -> None:
         turn.say(_("Send /pause to pause until you send /resume, or /pause 7 to pause for 7 days (1 to 365)."))
         return
     learner.status = PAUSED
+    await _withdraw_unasked(turn, learner, "not sent: the learner paused")
     if match:
         learner.paused_until = turn.now + timedelta(days=int(match["n"]))
         local = learner.paused_until.astimezone(zone_for(turn.user.timezone))
@@ -44,6 +46,13 @@ async def pause(turn: Turn, args: str) -> None:
     else:
         learner.paused_until = None
         turn.say(_("Paused. I won't send lessons until you send /resume. Your place is saved."))
+
+
+async def _withdraw_unasked(x: Exchange, learner: Learner, reason: str) -> None:
+    """What the bot queued on its own for the learner and has not sent (a lesson, a reminder, an announcement, also
+    one set aside until they wrote, which this very message would otherwise release) does not go."""
+    if learner.home_conversation_id is not None:
+        await withdraw_unasked(x.session, learner.home_conversation_id, reason=reason)
 
 
 async def resume_lessons(turn: Turn, _args: str) -> None:
@@ -71,6 +80,9 @@ async def stop(turn: Turn, _args: str) -> None:
 
 async def ask_stop(x: Exchange, data: flow.Data) -> None:
     _ = tr(x)
+    learner = await learner_of(x)  # they asked to stop: what the bot queued on its own waits for their answer unsent
+    if is_set_up(learner):
+        await _withdraw_unasked(x, learner, "not sent: the learner asked to stop")
     x.say(
         _("Do you want to stop the daily lessons (your progress is kept), or stop and delete everything I keep "
           "about you (name, settings, progress, certificates and our messages)?"),
@@ -89,6 +101,7 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
         learner = await learner_of(turn)
         learner.status = STOPPED
         await lesson_schedule_changed(turn.session, turn.user.id)  # parked: no planner run reads them until /resume
+        await _withdraw_unasked(turn, learner, "not sent: the learner stopped the lessons")
         flow.clear(turn.state)
         turn.say(_("Stopped: I won't send you anything on my own. Your progress is kept; send /resume to start "
                    "again, or /stop again to delete it."))

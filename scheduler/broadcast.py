@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import String, cast, func, literal, select
+from sqlalchemy import String, and_, cast, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialogs.broadcast import announcement
 from scheduler.context import JobContext
 from storage.broadcasts import broadcast_key
+from storage.learners import Learner
 from storage.models import Conversation, OutboxMessage, utcnow
 from storage.outbox import OutboxEntry, enqueue
-from storage.scheduling import SENDING, SENT, Broadcast, BroadcastRecipient
+from storage.scheduling import SENDING, SENT, Broadcast, BroadcastRecipient, may_be_messaged
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ BACKLOG = 600  # at Twilio's 80/s, over seven seconds of sending; the job runs e
 
 
 async def fan_out(ctx: JobContext, *, batch: int = BATCH, backlog: int = BACKLOG) -> int:
-    """Top up every broadcast that is going out; returns the outbox rows written."""
+    """Top up every broadcast that is going out; returns the recipients gone past (queued, or passed over)."""
     async with ctx.db.sessions() as session:
         going = list(await session.scalars(
             select(Broadcast.id).where(Broadcast.status == SENDING).order_by(Broadcast.id)
@@ -59,7 +60,8 @@ async def top_up(ctx: JobContext, broadcast_id: int, *, batch: int = BATCH, back
 
 
 async def queue_batch(ctx: JobContext, broadcast_id: int, *, batch: int = BATCH, backlog: int = BACKLOG) -> int:
-    """One batch in one transaction; returns how many rows it wrote (0: backlog full, done, or not going out)."""
+    """One batch in one transaction; returns how many recipients it went past, queued or passed over (0: backlog
+    full, done, or not going out)."""
     async with ctx.db.transaction() as session:
         # Locked (PostgreSQL) or alone (SQLite writes one at a time): two leaders cannot move one cursor at once.
         broadcast = await session.get(Broadcast, broadcast_id, with_for_update=True)
@@ -67,9 +69,13 @@ async def queue_batch(ctx: JobContext, broadcast_id: int, *, batch: int = BATCH,
             return 0
         if await _outstanding(session, broadcast, backlog) + batch > backlog:
             return 0
+        # Who may still be messaged is asked again: a recipient who paused or stopped (or sent STOP) since the
+        # broadcast was confirmed, a fan-out of many minutes, is passed over.
+        still = and_(*may_be_messaged(ctx.now()))
         recipients = (await session.execute(
-            select(BroadcastRecipient.user_id, Conversation.id, Conversation.channel, Conversation.chat_id)
+            select(BroadcastRecipient.user_id, Conversation.id, Conversation.channel, Conversation.chat_id, still)
             .join(Conversation, Conversation.id == BroadcastRecipient.conversation_id)
+            .join(Learner, Learner.user_id == BroadcastRecipient.user_id)
             .where(BroadcastRecipient.broadcast_id == broadcast.id,
                    BroadcastRecipient.user_id > broadcast.cursor_user_id)
             .order_by(BroadcastRecipient.user_id)
@@ -82,13 +88,17 @@ async def queue_batch(ctx: JobContext, broadcast_id: int, *, batch: int = BATCH,
             return 0
         payload = announcement(broadcast.text).to_payload()
         at = utcnow()  # outbox times are real time: the dispatcher compares them with its own clock
-        await enqueue(session, [
+        going = [
             OutboxEntry(conversation_id=conversation_id, channel=channel, chat_id=chat_id, payload=payload,
                         idempotency_key=broadcast_key(broadcast.id, user_id))
-            for user_id, conversation_id, channel, chat_id in recipients
-        ], now=at)
+            for user_id, conversation_id, channel, chat_id, allowed in recipients if allowed
+        ]
+        await enqueue(session, going, now=at)
         broadcast.cursor_user_id = recipients[-1][0]
-        broadcast.queued = (broadcast.queued or 0) + len(recipients)
+        broadcast.queued = (broadcast.queued or 0) + len(going)
+        if len(going) < len(recipients):
+            log.info("broadcast recipients passed over: paused, stopped or opted out since it was confirmed",
+                     extra={"broadcast_id": broadcast.id, "passed_over": len(recipients) - len(going)})
         return len(recipients)
 
 

@@ -233,7 +233,8 @@ class Progress:
 
     @property
     def withdrawn(self) -> int:
-        return self.by_status.get("suppressed", 0)
+        """Never sent: the broadcast was cancelled, the person sent STOP, or paused or stopped the lessons."""
+        return self.by_status.get("suppressed", 0) + self.by_status.get("cancelled", 0)
 
     @property
     def finished(self) -> bool:

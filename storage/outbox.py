@@ -28,6 +28,7 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    or_,
     select,
     update,
 )
@@ -51,7 +52,8 @@ class OutboxStatus(StrEnum):
     DEAD = "dead"  # a permanent failure, or the retry budget spent: until an admin requeues it
     WAITING = "waiting"  # may only go after the person writes again (WhatsApp's 24-hour window)
     SUPPRESSED = "suppressed"  # the person opted out (STOP): never sent
-    CANCELLED = "cancelled"  # never sent: the person's data was erased (payload blanked), or the app was removed
+    CANCELLED = "cancelled"  # never sent: the person's data was erased (payload blanked), the app was removed, or
+    # the learner paused or stopped before a lesson, reminder or announcement went (`withdraw_unasked`)
 
 
 class InboundStatus(StrEnum):
@@ -449,6 +451,29 @@ async def _renumbered_after_the_largest(session: AsyncSession, dead: ColumnEleme
     return select(
         _OUTBOX.c.id, (literal(largest) + func.row_number().over(order_by=_OUTBOX.c.id)).label("new_id")
     ).where(dead).subquery("renumbered")
+
+
+# What the bot sends on its own to keep a learner going, by the idempotency keys their writers give them: a lesson at
+# the learner's hour (scheduler.planner), a reminder (scheduler.nudges), an announcement (storage.broadcasts).
+UNASKED_KEYS = ("lesson:", "nudge:", "broadcast:")
+
+
+async def withdraw_unasked(session: AsyncSession, conversation_id: int, *, reason: str) -> int:
+    """Cancel the lessons, reminders and announcements (UNASKED_KEYS) not yet sent to a conversation, whether due or
+    set aside until the person writes (WhatsApp's window): the learner paused or stopped, so they must not go. Replies
+    to what the person sent, and notices such as a payment's, stay. The number of rows cancelled; a row being sent
+    right now is left to finish."""
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.conversation_id == conversation_id,
+            OutboxMessage.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)),
+            or_(*(starts_with(OutboxMessage.idempotency_key, prefix) for prefix in UNASKED_KEYS)),
+        )
+        .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return rows_affected(result)
 
 
 async def cancel_unsent_to(session: AsyncSession, channel: str, chat_prefix: str, *, reason: str) -> int:

@@ -360,3 +360,32 @@ def test_lessonbot_broadcast_previews_sends_and_reports(settings, capsys):
     assert "no longer going out" in capsys.readouterr().err
     assert shell(settings, "status", "999999") == 2
     assert "There is no broadcast #999999." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["stop", "pause"])
+async def test_a_learner_who_stops_or_pauses_after_a_broadcast_was_confirmed_is_passed_over(settings, how):
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel])
+    try:
+        await add_learner(bot.db, chat="ann")
+        await add_learner(bot.db, chat="bea")
+        async with bot.db.transaction() as session:
+            draft = await create_draft(session, text="Big sale on the full course!", segment=Segment(),
+                                       created_by="test:boss", now=utcnow())
+            await confirm(session, draft.id, utcnow())
+        ann = Transcript(bot, channel, "ann")
+        if how == "stop":
+            await ann.say("/stop")
+            await ann.say("Stop the lessons", choice="stop:lessons")
+        else:
+            await ann.say("/pause")
+        before = len(channel.sent["ann"])
+        assert await fan_out(context(bot.db, HandClock(utcnow()), notify=bot.dispatcher.notify)) == 2
+        await bot.dispatcher.flush()
+        assert channel.texts("ann")[before:] == []  # frozen among the recipients, but asked again at the fan-out
+        assert any("Big sale" in text for text in channel.texts("bea"))
+        async with bot.db.sessions() as session:
+            broadcast = await session.get(Broadcast, draft.id)
+            assert (broadcast.recipients, broadcast.queued, broadcast.status) == (2, 1, SENT)
+    finally:
+        await bot.stop()

@@ -28,6 +28,7 @@ from scheduler.planner import (
 from storage.db import Database
 from storage.learners import PAUSED, STOPPED, Learner, lesson_schedule_changed, zone_for
 from storage.models import Conversation, OutboxMessage, User, utcnow
+from storage.outbox import OutboxStatus
 from storage.scheduling import QUEUED, QUIET_HOURS, UNANSWERED, ClockCursor, ScheduledLesson
 from storage.teams import stop_workspace
 from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
@@ -594,3 +595,37 @@ async def test_a_learner_stopped_with_a_moment_stored_is_parked_by_the_run_that_
         assert await plan_lessons(ctx) == Counter({QUEUED: 1})
     finally:
         await db.dispose()
+
+
+@pytest.mark.parametrize("words", [("/pause",), ("/stop", "stop:lessons")], ids=["pause", "stop"])
+async def test_the_message_that_pauses_or_stops_does_not_release_the_lesson_set_aside_for_it(settings, words):
+    """A lesson held until the learner writes (WhatsApp's window) is withdrawn by /pause or /stop, not sent in
+    answer to it; the answer itself goes."""
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel])
+    try:
+        course = await sample_course(bot.db)
+        now = utcnow()
+        at = now + timedelta(minutes=2)
+        await add_learner(bot.db, course_id=course, chat="ann", zone="UTC", at=time(at.hour, at.minute),
+                          last_active_at=now - timedelta(days=2))
+        clock = HandClock(now)
+        ctx = context(bot.db, clock)
+        await plan_lessons(ctx)
+        clock.move(minutes=3)
+        assert (await plan_lessons(ctx))["queued"] == 1
+        async with bot.db.transaction() as session:  # as the dispatcher sets it aside outside WhatsApp's window
+            await session.execute(update(OutboxMessage).values(status=OutboxStatus.WAITING.value))
+        ann = Transcript(bot, channel, "ann")
+        replies = await ann.say(words[0])
+        if len(words) > 1:
+            replies += await ann.say("Stop the lessons", choice=words[1])
+        assert not any(reply.startswith("📘 Lesson") for reply in replies)
+        assert replies[-1].startswith(("Paused.", "Stopped:"))
+        async with bot.db.sessions() as session:
+            [(status, error)] = (await session.execute(
+                select(OutboxMessage.status, OutboxMessage.last_error)
+                .where(OutboxMessage.idempotency_key.like("lesson:%")))).all()
+        assert status == OutboxStatus.CANCELLED and error.startswith("not sent: the learner")
+    finally:
+        await bot.stop()
