@@ -57,6 +57,12 @@ async def current_course(x: Exchange, learner: Learner) -> Course | None:
 async def enroll(x: Exchange, learner: Learner, course: Course) -> Enrollment:
     """Make `course` the learner's current one; an earlier enrollment (and its place) is kept and resumed."""
     learner.course_id = course.id
+    return await joined_to(x, course)
+
+
+async def joined_to(x: Exchange, course: Course) -> Enrollment:
+    """The learner's enrollment in `course`, made at its first lesson if there is none; their current course (what
+    /next and the lessons at their hour follow) stays as it is."""
     enrollment = await enrollment_of(x.transaction, x.user.id, course.id)
     if enrollment is None:
         lessons = await course_lessons(x.transaction, course.id)

@@ -40,8 +40,9 @@ async def show(turn: Turn, _args: str) -> None:
         .where(QuestionCard.user_id == turn.user.id)
     )).one()
     if attempts:
-        lines.append(_("✅ Quiz accuracy: {percent}% ({right} of {attempts} answers right)",
-                       percent=round(100 * right / attempts), right=right, attempts=attempts))
+        lines.append(_.plural("✅ Quiz accuracy: {percent}% ({right} of {n} answer right)",
+                              "✅ Quiz accuracy: {percent}% ({right} of {n} answers right)",
+                              attempts, percent=round(100 * right / attempts), right=right))
     else:
         lines.append(_("✅ Quiz accuracy: no answers yet"))
     streak = current_streak(learner, turn.user, turn.now)

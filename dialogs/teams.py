@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.messages import Choice, Text
 from dialogs import bandit, flow, lessons, nudges, roles
 from dialogs.i18n import N_, Translator, translator
-from dialogs.learner import enroll, learner_of, tr
+from dialogs.learner import enroll, joined_to, learner_of, tr
 from dialogs.onboarding import days_label, finish, privacy_notice
 from dialogs.times import read_days, read_time, read_zone
 from dialogs.turn import Command, Turn
@@ -88,7 +88,7 @@ HARDEST = 3  # questions named in a digest
 BOARD_LINES = 10  # members shown on a leaderboard
 
 _SET_UP = re.compile(
-    r"^(?P<course>\S+)(?:\s+at\s+(?P<time>\S+))?(?:\s+on\s+(?P<days>.+?))?(?:\s+in\s+(?P<zone>\S+))?"
+    r"^(?P<course>\S+)(?:\s+at\s+(?P<time>\S+))?(?:\s+on\s+(?P<days>.+?))?(?:\s+in\s+(?P<zone>.+?))?"
     r"(?:\s+mode\s+(?P<mode>\S+))?$",
     re.IGNORECASE,
 )
@@ -190,9 +190,35 @@ async def _show(turn: Turn, team: Team | None) -> None:
         lines.append(_("Lessons are turned off for now."))
     if member is not None and member.status == MEMBER_OPTED_OUT:
         lines.append(_("You opted out: /lessonbot team join to take part again."))
-    else:
+    elif member is None or member.status != MEMBER_EXCLUDED:
         lines.append(_("/lessonbot team leave to opt out, /lessonbot team hide to stay off the leaderboard."))
+    if await may_administer(turn, workspace_of(turn)):
+        lines.append(_admin_help(_))
     turn.say("\n".join(lines))
+
+
+def _admin_help(_: Translator) -> str:
+    return _("For team admins:\n"
+             "/lessonbot team set COURSE at 09:00 on weekdays in Europe/Lisbon (or mode direct: each member's lessons "
+             "in a direct message, at that hour in their own time zone)\n"
+             "/lessonbot team off · team on: stop the lessons, start them again\n"
+             "/lessonbot team restart: post the course again from its first lesson\n"
+             "/lessonbot team leaderboard off · on\n"
+             "/lessonbot team admin USER_ID: let another member run the workspace's teams")
+
+
+async def _restart(turn: Turn, chat: str, team: Team | None, _args: str) -> None:
+    """/team restart: the channel's course again from its first lesson (posted at the team's next lesson time)."""
+    _ = tr(turn)
+    if team is None:
+        raise UsageError(_("This channel takes no course together yet."))
+    if team.mode == DIRECT_MODE:
+        raise UsageError(_("In the direct mode each member goes through the course at their own pace: there is no "
+                           "team lesson to start again."))
+    lessons_of_course = await course_lessons(turn.session, team.course_id)
+    team.next_lesson_id = lessons_of_course[0].id if lessons_of_course else None
+    team.updated_at = turn.now
+    turn.say(_("Done: the next lesson posted here is the course's first."))
 
 
 def describe(_: Translator, team: Team, course: Course | None) -> str:
@@ -217,13 +243,22 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
         slugs = ", ".join(await turn.session.scalars(select(Course.slug).order_by(Course.slug)))
         raise UsageError(_("There is no course {slug}. Courses: {slugs}.", slug=repr(match["course"]), slugs=slugs))
     at = read_time(match["time"]) if match["time"] else (team.lesson_time if team else time(9, 0))
+    if at is None:
+        raise UsageError(_("I couldn't read “{text}” as a time. Try 08:00, 7:30, 6pm or 18h.", text=match["time"][:40]))
     days = read_days(match["days"]) if match["days"] else (team.lesson_days if team else "12345")
+    if days is None:
+        raise UsageError(_("I couldn't read those days. Name them (“mon, wed, fri”, “monday to friday”) or say “every "
+                           "day”, “weekdays” or “weekends”."))
     member_zones = (match["zone"] or "").lower() in MEMBER_ZONES
     typed_zone = None if member_zones else match["zone"] or (None if team else turn.message.meta.get("timezone"))
     zone = read_zone(typed_zone) if isinstance(typed_zone, str) and typed_zone else None
+    if typed_zone and zone is None and match["zone"]:
+        raise UsageError(_("I couldn't find a time zone for “{text}”. Try the nearest big city (Madrid, Chicago, "
+                           "Tokyo), a zone name like Europe/Berlin, or an offset like UTC-3.", text=match["zone"][:40]))
     mode = (match["mode"] or (DIRECT_MODE if member_zones else CHANNEL_MODE)).lower()
-    if at is None or days is None or (typed_zone and zone is None) or mode not in MODES:
-        raise UsageError(usage)
+    if mode not in MODES:
+        raise UsageError(_("There is no mode “{mode}”: choose mode channel (lessons posted in the channel) or mode "
+                           "direct (each member's in a direct message).", mode=mode[:40]))
     if member_zones and mode == CHANNEL_MODE:
         raise UsageError(_("A lesson posted in the channel comes at one hour: name its time zone, or choose mode "
                            "direct, where each member gets the lesson at that hour in their own time zone."))
@@ -241,7 +276,7 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
                     lesson_time=at, lesson_days=days, mode=mode, timezone=zone.name if zone else "UTC",
                     created_by=turn.message.sender_id, created_at=now, leaderboard_on=True, next_lesson_id=first)
         turn.session.add(team)
-    elif team.course_id != course.id or team.next_lesson_id is None:
+    elif team.course_id != course.id:
         team.next_lesson_id = first
     if team.mode == DIRECT_MODE and (team.course_id, team.mode) != (course.id, mode):
         await pause_direct_lessons(turn.session, team)  # the members' lessons of what the team had stop
@@ -255,7 +290,11 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
     if team.mode == DIRECT_MODE:
         await follow_team_schedule(turn.session, team)
     described = describe(_, team, course)
-    turn.say(_("Done. {description} Each member takes the quizzes privately.", description=described))
+    done = _("Done. {description} Each member takes the quizzes privately.", description=described)
+    if team.mode == CHANNEL_MODE and team.next_lesson_id is None:
+        done += "\n" + _("Every lesson of it has been posted already: /lessonbot team restart posts it again from "
+                         "its first lesson.")
+    turn.say(done)
     await announce(turn.session, team, _described_for_team(team, course))
     if team.mode == DIRECT_MODE:
         await invite_members(turn.session, team, again=again)
@@ -337,6 +376,10 @@ async def _join(turn: Turn, team: Team | None) -> None:
     if team is None:
         turn.say(_("This channel takes no course together yet."))
         return
+    current = await membership(turn.session, team, turn.message.sender_id)
+    if current is not None and current.status == MEMBER_EXCLUDED:
+        turn.say(_excluded(_))
+        return
     member = await _set_status(turn, team, MEMBER_ACTIVE)
     if team.mode == DIRECT_MODE and await invite(turn.session, team, member, again=turn.now):
         turn.say(_("Welcome back to the team course: your invitation is in your direct messages with Lessonbot."))
@@ -384,9 +427,10 @@ async def leaderboard(session: AsyncSession, team: Team, _: Translator) -> str:
         lines.append(_("Nobody has points yet: the first quiz answers put names here."))
     for place, standing in enumerate(board[:BOARD_LINES], start=1):
         accuracy = f"{round(100 * standing.accuracy)} %" if standing.accuracy is not None else "–"
-        lines.append(_("{place}. {name}: {points} points · {lessons} lessons · {accuracy} right · 🔥 {streak}",
-                       place=place, name=standing.name, points=standing.points, lessons=standing.lessons_done,
-                       accuracy=accuracy, streak=standing.streak))
+        lines.append(_.plural("{place}. {name}: {points} points · {n} lesson · {accuracy} right · 🔥 {streak}",
+                              "{place}. {name}: {points} points · {n} lessons · {accuracy} right · 🔥 {streak}",
+                              standing.lessons_done, place=place, name=standing.name, points=standing.points,
+                              accuracy=accuracy, streak=standing.streak))
     return "\n".join(lines)
 
 
@@ -466,11 +510,18 @@ async def _take(turn: Turn, value: str) -> None:
         turn.say(_("That button isn't available."))
         return
     member = await membership(turn.session, team, turn.message.sender_id)
-    if member is not None and member.status in (MEMBER_OPTED_OUT, MEMBER_EXCLUDED):
+    if member is not None and member.status == MEMBER_EXCLUDED:
+        turn.say(_excluded(_))
+        return
+    if member is not None and member.status == MEMBER_OPTED_OUT:
         turn.say(_("You are not taking this channel's team course. /lessonbot team join to take part."))
         return
     await _set_status(turn, team, MEMBER_ACTIVE)
     await take_lesson(turn, team, lesson)
+
+
+def _excluded(_: Translator) -> str:
+    return _("The team course is for the workspace's members: guests of the workspace are not part of it.")
 
 
 def _ids_in(value: str, prefix: str = TAKE) -> tuple[int, int]:
@@ -489,7 +540,9 @@ async def take_lesson(turn: Turn, team: Team, lesson: Lesson) -> None:
         number = _number_of(lesson, await course_lessons(turn.session, course.id)) or lesson.position
         turn.say(lessons.locked(_, course, number))
         return
-    enrollment = await enroll(turn, learner, course)
+    # The team's course counts for the member; their own course (and its lessons at their hour) stays theirs, unless
+    # they have none yet.
+    enrollment = await (enroll(turn, learner, course) if learner.course_id is None else joined_to(turn, course))
     progress = await progress_of(turn.session, turn.user.id, lesson.id)
     if progress is not None and progress.completed_at is not None:
         turn.say(_("You have done this lesson already: well done."))
@@ -651,7 +704,8 @@ async def digest_message(session: AsyncSession, team: Team, *, day: date) -> Tex
     if not week.lessons:
         return None
     course = await session.get(Course, team.course_id)
-    lines = [_("📊 This week in “{title}”: {n} members.", title=course.title if course else "?", n=week.members)]
+    lines = [_.plural("📊 This week in “{title}”: {n} member.", "📊 This week in “{title}”: {n} members.",
+                      week.members, title=course.title if course else "?")]
     for line in week.lessons:
         lines.append(_("📘 {title}: {done} of {n} done · {accuracy} right", title=line.title, done=line.done,
                        n=week.members, accuracy=_percent(line.right, line.answered)))
@@ -720,8 +774,8 @@ async def _nudge_one(session: AsyncSession, team: Team, user_id: int, chat: str,
     return bool(written)
 
 
-ADMIN_COMMANDS = {"set": _set_up, "off": _turn_off, "on": _turn_on, "leaderboard": _leaderboard_switch,
-                  "admin": _add_admin}
+ADMIN_COMMANDS = {"set": _set_up, "off": _turn_off, "on": _turn_on, "restart": _restart,
+                  "leaderboard": _leaderboard_switch, "admin": _add_admin}
 MEMBER_COMMANDS = {"leave": _leave, "join": _join, "hide": _hide, "unhide": _unhide}
 
 COMMANDS = (

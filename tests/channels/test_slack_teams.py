@@ -31,7 +31,7 @@ from scheduler.context import JobContext
 from scheduler.planner import plan_lessons
 from scheduler.teams import post_team_lessons, sync_team_members
 from standins.slack import Fault, SlackStandIn, dm_event, form_body, load_fixture, signed
-from storage.courses import Course, LessonProgress, Question
+from storage.courses import Course, Enrollment, LessonProgress, Question
 from storage.learners import ACTIVE, PAUSED, STOPPED, Learner
 from storage.models import AdminAuditEntry, Conversation, OutboxMessage
 from storage.outbox import OutboxStatus
@@ -265,9 +265,9 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
         await lessonbot.settle()
         board = private_texts(standin, BEA)[-1].splitlines()
         assert board[0] == "🏆 Leaderboard: Spot the phish, five minutes a day"
-        assert board[1:] == ["1. ann: 25 points · 1 lessons · 100 % right · 🔥 1",
-                             "2. Cal: 25 points · 1 lessons · 100 % right · 🔥 1",
-                             "3. bea: 10 points · 1 lessons · 0 % right · 🔥 1",
+        assert board[1:] == ["1. ann: 25 points · 1 lesson · 100 % right · 🔥 1",
+                             "2. Cal: 25 points · 1 lesson · 100 % right · 🔥 1",
+                             "3. bea: 10 points · 1 lesson · 0 % right · 🔥 1",
                              "4. Dan: 0 points · 0 lessons · – right · 🔥 0"]
 
         # Monday after the clocks went forward: 09:00 in New York is now 13:00 UTC.
@@ -309,6 +309,10 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
         await membership(client, fixtures_dir, "left", DEV)
         await lessonbot.settle()
         assert (await members(lessonbot))[DEV] == MEMBER_LEFT
+        assert (await members(lessonbot))[GUEST] == MEMBER_EXCLUDED
+        await slash(client, fixtures_dir, GUEST, "team join", standin=standin)  # a guest cannot opt themselves in
+        await lessonbot.settle()
+        assert private_texts(standin, GUEST)[-1].startswith("The team course is for the workspace's members")
         assert (await members(lessonbot))[GUEST] == MEMBER_EXCLUDED
 
 
@@ -643,6 +647,17 @@ async def another_course(lessonbot: Lessonbot) -> int:
         return await session.scalar(select(Course.id).where(Course.slug == "phish-two"))
 
 
+async def short_course(lessonbot: Lessonbot) -> int:
+    """The sample's first two lessons, one part each: a course a team finishes in two days, in few posts."""
+    sample = load_course(SAMPLE)
+    lessons = tuple(dataclasses.replace(lesson, parts=lesson.parts[:1]) for lesson in sample.modules[0].lessons[:2])
+    short = dataclasses.replace(sample, id="short-phish", title="Phishing in short",
+                                modules=(dataclasses.replace(sample.modules[0], lessons=lessons),))
+    async with lessonbot.db.transaction() as session:
+        await import_course(session, short)
+        return await session.scalar(select(Course.id).where(Course.slug == "short-phish"))
+
+
 async def test_the_teams_changes_reach_the_members_who_pressed_start(slack_settings, standin, fixtures_dir):
     """Those who pressed Start follow the team: its new hour and days become theirs; `team off`, another course and
     `mode channel` pause their DM lessons (`team on` and the new course invite them again). A member taking the
@@ -774,3 +789,79 @@ async def test_a_paid_course_is_never_posted_to_a_channel_past_its_free_preview(
         assert await post_team_lessons(jobs) == 0
         await lessonbot.settle()
         assert not any(call.params["text"].startswith("📘 Lesson 3") for call in standin.top_level(CHANNEL))
+
+
+async def test_a_members_own_course_stays_theirs_when_they_take_the_teams_quiz(slack_settings, standin, fixtures_dir):
+    """Bea learns another course at her own hour; "Quiz me" on the team's lesson counts for the team's course and
+    leaves hers (and the lessons at her hour) as they were."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0
+        team_course = await sample_course(lessonbot.db)
+        own_course = await another_course(lessonbot)
+        clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))
+        jobs = context(lessonbot, clock)
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
+        await lessonbot.settle()
+        await sync_team_members(jobs)
+        own = {"status": ACTIVE, "course_id": own_course, "lesson_time": time(7, 0), "lesson_days": "1234567"}
+        await learner_row(lessonbot, BEA, **own)
+        await post_team_lessons(jobs)
+        clock.at(datetime(2027, 3, 12, 14, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1
+        await lessonbot.settle()
+        await take_quiz(client, fixtures_dir, standin, lessonbot, BEA, right=True)
+        bea = await learner_row(lessonbot, BEA)
+        assert (bea.course_id, bea.lesson_time, bea.lesson_days) == (own_course, time(7, 0), "1234567")
+        async with lessonbot.db.sessions() as session:
+            done = await session.scalar(select(func.count()).select_from(LessonProgress).where(
+                LessonProgress.user_id == bea.user_id, LessonProgress.completed_at.is_not(None)))
+            enrolled = set(await session.scalars(select(Enrollment.course_id).where(
+                Enrollment.user_id == bea.user_id)))
+        assert done == 1 and enrolled == {team_course}  # her own course's place is untouched (set above, none yet)
+
+
+async def test_team_commands_say_which_part_was_wrong_and_a_finished_course_starts_again_only_when_asked(
+        slack_settings, standin, fixtures_dir):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0
+        await short_course(lessonbot)
+
+        async def admin_says(text: str) -> str:
+            await slash(client, fixtures_dir, ADMIN, text, standin=standin)
+            await lessonbot.settle()
+            return private_texts(standin, ADMIN)[-1]
+
+        assert (await admin_says("team set short-phish at 25:00")).startswith("I couldn't read “25:00” as a time")
+        assert (await admin_says("team set short-phish on blursday")).startswith("I couldn't read those days")
+        assert (await admin_says("team set short-phish in Narnia")).startswith(
+            "I couldn't find a time zone for “Narnia”")
+        assert (await admin_says("team set short-phish mode sideways")).startswith("There is no mode “sideways”")
+        # a city of two words, as a learner may name theirs
+        assert (await admin_says("team set short-phish at 09:00 on every day in New York")).startswith("Done.")
+        async with lessonbot.db.sessions() as session:
+            assert (await session.scalar(select(Team))).timezone == "America/New_York"
+        help_text = await admin_says("team help")
+        assert "For team admins:" in help_text and "/lessonbot team restart" in help_text
+        await slash(client, fixtures_dir, BEA, "team help", standin=standin)
+        await lessonbot.settle()
+        assert "For team admins:" not in private_texts(standin, BEA)[-1]
+
+        # Every lesson posted, one a day; changing only the hour then keeps the course finished, and says how to
+        # take it again.
+        clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))
+        jobs = context(lessonbot, clock)
+        await post_team_lessons(jobs)
+        for day in (12, 13):
+            clock.at(datetime(2027, 3, day, 14, 1, tzinfo=UTC))
+            assert await post_team_lessons(jobs) == 1
+        await lessonbot.settle()
+        assert standin.top_level(CHANNEL)[-1].params["text"].startswith("📘 Lesson 2 of 2")
+        reply = await admin_says("team set short-phish at 10:00")
+        assert reply.startswith("Done.") and "Every lesson of it has been posted already" in reply
+        clock.at(datetime(2027, 3, 17, 14, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 0
+        assert (await admin_says("team restart")).startswith("Done: the next lesson posted here is the course's first")
+        clock.at(datetime(2027, 3, 18, 14, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1
+        await lessonbot.settle()
+        assert standin.top_level(CHANNEL)[-1].params["text"].startswith("📘 Lesson 1 of 2")
