@@ -7,7 +7,8 @@ where lessons come once a day, the first interval is a day or more.
 
 `schedule` is the one place a card is scheduled after an answer: the bot calls it through `record_answer`, and the
 learner simulator (`lessonbot simulate reviews`) calls it too, with `scheduler_for` at other desired retentions.
-`due_reviews(session, user, now)` is what the scheduler asks before it reminds a learner at their hour.
+`open_due_reviews(session, user, now)` is what the scheduler's review reminder counts: the due questions /review
+would ask (`_open_due`, the one rule for which due cards are still open to the learner).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dialogs.flow import DONE, Flow, Step
 from dialogs.learner import POINTS_REVIEW_RIGHT, learner_of, local_now, mark_home, tr
 from dialogs.turn import Exchange, Turn
 from storage.courses import SHORT_TEXT, Question, QuestionCard, Where, card_of, question_by_id
+from storage.db import SessionOnDemand
 from storage.learners import record_activity, zone_for
 from storage.models import User
 from storage.prepared import add_row
@@ -152,6 +154,13 @@ async def _open_due(x: Exchange) -> list[int]:
             if len(due) == REVIEWS_PER_SESSION:
                 break
     return due
+
+
+async def open_due_reviews(session: AsyncSession, user: User, now: datetime) -> int:
+    """How many questions /review would ask the learner at `now` (at most REVIEWS_PER_SESSION), for a job that has no
+    conversation under way: the review reminder announces these and no others."""
+    x = Exchange(transaction=SessionOnDemand.of(session), conversation=None, user=user, state={}, now=now)
+    return len(await _open_due(x))
 
 
 def nothing_due(_, when: datetime | None, x: Exchange) -> str:

@@ -5,11 +5,15 @@ Kinds, in the order they win when several are due for one learner at once:
   but not yet today, and it is evening where they are (STREAK_SAVER_HOURS): the streak ends at local midnight. On a
   day their own lesson comes in the evening, the saver waits until AFTER_OWN_LESSON after it (`streak_saver_from`).
 - `inactive`, then `farewell`: one nudge when the learner has been away INACTIVE_AFTER[0], [1], [2] (a day, three
-  days, a week), and after FAREWELL_AFTER a last one that says the bot stops reminding. Steps count from the learner's
-  last activity, so any message from them starts the sequence over; a learner first seen long after a step skips
-  the steps they have outgrown (no burst of catch-up nudges).
+  days, a week), and after FAREWELL_AFTER a last one that says the bot stops reminding. Steps count from when the
+  learner was last with the bot (`away_since`): their last activity, or the end of a pause that has run out (time
+  paused is not time away); so any message from them starts the sequence over, and a learner first seen long after
+  a step skips the steps they have outgrown (no burst of catch-up nudges). Only for a learner with a lesson to come
+  back to (a course chosen and not finished); never within LESSON_REMINDS after a lesson the planner queued to them
+  (the lesson is the reminder); and, for a learner who set no quiet hours, only in the local DAYTIME.
 - `review`: spaced-review questions are due for a learner active in the last day, in the afternoon (REVIEW_HOURS),
-  unless their streak is at risk (the evening's streak saver covers both).
+  unless their streak is at risk (the evening's streak saver covers both). Counted as /review counts them
+  (`dialogs.review.open_due_reviews`): questions of a lesson the learner may no longer open are not announced.
 
 At most one nudge per sweep per learner, none within NUDGE_GAP of the one before, none in quiet hours (the next
 sweep after them sends it), none to paused or stopped learners or to a chat that opted out. A channel may have a rule
@@ -47,13 +51,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dialogs import nudges as wording
 from dialogs.bandit import Arm, arms_for, choose, record_outcome
 from dialogs.nudges import FAREWELL, INACTIVE, REVIEW, STREAK, NudgeFacts
+from dialogs.review import open_due_reviews
 from scheduler.context import JobContext
-from storage.courses import Question, QuestionCard
+from storage.courses import COMPLETED, Enrollment, Question, QuestionCard
 from storage.learners import Learner, in_quiet_hours, zone_for
 from storage.models import Conversation, InboundMessage, OutboxMessage, User
 from storage.outbox import OutboxEntry, enqueue
 from storage.queries import insert_ignoring_conflicts, rows_affected
-from storage.scheduling import HELD_OUT, NUDGE_REWARD_WINDOW, QUEUED, SKIPPED_WINDOW, NudgeLog, may_be_messaged
+from storage.scheduling import (
+    HELD_OUT,
+    NUDGE_REWARD_WINDOW,
+    QUEUED,
+    SKIPPED_WINDOW,
+    NudgeLog,
+    ScheduledLesson,
+    may_be_messaged,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +79,8 @@ STREAK_AT_RISK = 2
 STREAK_SAVER_HOURS = (time(19, 0), time(23, 0))  # local; a streak ends at local midnight
 AFTER_OWN_LESSON = timedelta(hours=1)  # an evening lesson is its own reminder: the saver waits this long after it
 REVIEW_HOURS = (time(12, 0), time(21, 0))  # local
+DAYTIME = (time(9, 0), time(21, 0))  # local: inactivity nudges and the farewell, for a learner who set no quiet hours
+LESSON_REMINDS = timedelta(days=1)  # a lesson the planner queued is itself the reminder: no inactivity nudge this long
 UNDELIVERED_AFTER = timedelta(days=2)  # a nudge still not sent by then taught nothing: settled without a verdict
 BATCH = 500
 
@@ -90,8 +105,11 @@ class Nudge:
     facts: NudgeFacts
 
 
-def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, due_reviews: int = 0) -> Nudge | None:
-    """The nudge this learner should get now, if any. `history`: their earlier nudges, newest first."""
+def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, due_reviews: int = 0,
+           last_lesson: datetime | None = None, lesson_to_come: bool = True) -> Nudge | None:
+    """The nudge this learner should get now, if any. `history`: their earlier nudges, newest first; `due_reviews`:
+    the review questions /review would ask them now; `last_lesson`: when the last lesson the planner queued to them
+    was due; `lesson_to_come`: whether they have a lesson to come back to (a course chosen and not finished)."""
     if in_quiet_hours(learner, user, now):
         return None
     if history and now - history[0].created_at < NUDGE_GAP:
@@ -104,22 +122,47 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
     if streak_at_risk and streak_saver_from(learner, today) <= clock < STREAK_SAVER_HOURS[1]:
         return Nudge(STREAK, 0, f"nudge:{uid}:streak:{today.isoformat()}", NudgeFacts(streak=learner.streak_days))
     last_active = user.last_active_at
-    if last_active is not None and STEPS[0] <= now - last_active < LOOK_BACK:
-        away = now - last_active
+    since = away_since(learner, user, now)
+    if last_active is not None and since is not None and STEPS[0] <= now - since < LOOK_BACK:
+        if (not lesson_to_come  # nothing to come back to: "your next lesson is ready" would not be true
+                or (last_lesson is not None and now - last_lesson < LESSON_REMINDS)
+                or (not has_quiet_hours(learner) and not DAYTIME[0] <= clock < DAYTIME[1])
+                # the farewell promised to stop: nothing more until the learner writes
+                or any(past.kind == FAREWELL and past.created_at > last_active for past in history)):
+            return None
+        away = now - since
         due_step = max(step for step, after in enumerate(STEPS) if away >= after)
         done = max((past.step for past in history if past.kind in (INACTIVE, FAREWELL)
-                    and past.created_at > last_active), default=-1)
+                    and past.created_at > since), default=-1)
         if due_step > done:
             kind = FAREWELL if due_step == len(STEPS) - 1 else INACTIVE
             # The key names the absence it belongs to: a learner who comes back and drifts off again starts over.
-            key = f"nudge:{uid}:{kind}:{due_step}:{int(last_active.timestamp())}"
-            return Nudge(kind, due_step, key, NudgeFacts(days_away=away.days))
+            key = f"nudge:{uid}:{kind}:{due_step}:{int(since.timestamp())}"
+            return Nudge(kind, due_step, key, NudgeFacts(days_away=(now - last_active).days))
         return None
     # A streak at risk gets its saver in the evening instead: one nudge a day, and a lesson keeps both.
     if (due_reviews and not streak_at_risk and last_active is not None and now - last_active < STEPS[0]
             and REVIEW_HOURS[0] <= clock < REVIEW_HOURS[1]):
         return Nudge(REVIEW, 0, f"nudge:{uid}:review:{today.isoformat()}", NudgeFacts(due_reviews=due_reviews))
     return None
+
+
+def away_since(learner: Learner, user: User, now: datetime) -> datetime | None:
+    """Since when the learner has been away: their last activity, or the end of a pause that has run out by `now` if
+    later (a pause they asked for is not being away). None: never active."""
+    last_active = user.last_active_at
+    if last_active is None:
+        return None
+    paused_until = learner.paused_until
+    if paused_until is not None and last_active < paused_until <= now:
+        return paused_until
+    return last_active
+
+
+def has_quiet_hours(learner: Learner) -> bool:
+    """Whether the learner set quiet hours of their own (`storage.learners.in_quiet_hours` reads them)."""
+    start, end = learner.quiet_start, learner.quiet_end
+    return start is not None and end is not None and start != end
 
 
 def streak_saver_from(learner: Learner, today: date) -> time:
@@ -161,6 +204,8 @@ def outside_window(ctx: JobContext, conversation: Conversation, now: datetime) -
 
 
 def _due_cards(now: datetime):
+    """Due cards of live questions: what may be open to the learner, read for many at once. /review's own rule
+    (`open_due_reviews`) decides which of them are, for the learners a review reminder is decided for."""
     return (
         select(QuestionCard.user_id)
         .join(Question, Question.id == QuestionCard.question_id)
@@ -168,26 +213,57 @@ def _due_cards(now: datetime):
     )
 
 
-async def candidates(session: AsyncSession, now: datetime) -> list[tuple[Learner, User, Conversation]]:
+@dataclass(frozen=True)
+class Candidate:
+    """A learner who may be due a nudge, with what `decide` needs to know beyond their rows."""
+
+    learner: Learner
+    user: User
+    conversation: Conversation
+    last_lesson: datetime | None  # when the last lesson the planner queued to them was due (lately; None: none)
+    lesson_to_come: bool  # a course chosen and not finished
+
+
+async def candidates(session: AsyncSession, now: datetime) -> list[Candidate]:
     """Learners who may be due a nudge (the exact rules are in `decide`): away a day or more but not past the
-    farewell, with a streak that could end tonight, or active lately with reviews due."""
+    farewell, with a lesson to come back to; with a streak that could end tonight; or active lately with reviews
+    due."""
     farewell_sent = (
         select(NudgeLog.id)
         .where(NudgeLog.user_id == User.id, NudgeLog.kind == FAREWELL, NudgeLog.created_at > User.last_active_at)
         .exists()
     )
-    away = and_(User.last_active_at <= now - STEPS[0], User.last_active_at > now - LOOK_BACK, ~farewell_sent)
+    # `away_since`: the last activity, or the end of a pause that has run out if later.
+    pause_over = and_(Learner.paused_until.is_not(None), Learner.paused_until <= now)
+    away = and_(
+        User.last_active_at <= now - STEPS[0],
+        or_(~pause_over, Learner.paused_until <= now - STEPS[0]),
+        or_(User.last_active_at > now - LOOK_BACK, and_(pause_over, Learner.paused_until > now - LOOK_BACK)),
+        ~farewell_sent,
+    )
+    lesson_to_come = and_(Learner.course_id.is_not(None),
+                          or_(Enrollment.status.is_(None), Enrollment.status != COMPLETED))
     streak = and_(Learner.streak_days >= STREAK_AT_RISK, Learner.last_active_on >= (now - timedelta(days=2)).date())
     reviews = and_(User.last_active_at > now - STEPS[0],
                    exists(_due_cards(now).where(QuestionCard.user_id == Learner.user_id)))
+    last_lesson = (
+        select(func.max(ScheduledLesson.due_at))
+        .where(ScheduledLesson.user_id == Learner.user_id, ScheduledLesson.outcome == QUEUED,
+               # only a lesson recent enough to matter; the local date keeps the read to the key's last few rows
+               ScheduledLesson.local_date >= (now - LESSON_REMINDS - timedelta(days=1)).date(),
+               ScheduledLesson.due_at > now - LESSON_REMINDS)
+        .scalar_subquery()
+    )
     rows = await session.execute(
-        select(Learner, User, Conversation)
+        select(Learner, User, Conversation, last_lesson, lesson_to_come)
         .join(User, User.id == Learner.user_id)
         .join(Conversation, Conversation.id == Learner.home_conversation_id)
-        .where(*may_be_messaged(now), or_(away, streak, reviews))
+        .outerjoin(Enrollment, and_(Enrollment.user_id == Learner.user_id, Enrollment.course_id == Learner.course_id))
+        .where(*may_be_messaged(now), or_(and_(away, lesson_to_come), streak, reviews))
         .order_by(Learner.user_id)
     )
-    return [(learner, user, conversation) for learner, user, conversation in rows.all()]
+    return [Candidate(learner, user, conversation, lesson_at, bool(to_come))
+            for learner, user, conversation, lesson_at, to_come in rows.all()]
 
 
 async def _histories(session: AsyncSession, user_ids: list[int], now: datetime) -> dict[int, list[Past]]:
@@ -220,14 +296,20 @@ async def sweep(ctx: JobContext) -> Counter[str]:
     now = ctx.now()
     async with ctx.db.sessions() as session:
         found = await candidates(session, now)
-        ids = [learner.user_id for learner, _user, _conversation in found]
+        ids = [candidate.user.id for candidate in found]
         histories = await _histories(session, ids, now)
         reviews = await _due_review_counts(session, ids, now)
         arms = {kind: await arms_for(session, kind, wording.templates(kind)) for kind in wording.TEMPLATES}
     counts: Counter[str] = Counter()
-    for learner, user, conversation in found:
+    for candidate in found:
+        user, conversation = candidate.user, candidate.conversation
         history = histories.get(user.id, [])
-        decided = decide(learner, user, history, now, due_reviews=reviews.get(user.id, 0))
+        decided = _decide(candidate, history, now, due_reviews=reviews.get(user.id, 0))
+        if decided is not None and decided.kind == REVIEW:
+            # Announce only what /review will ask: the due questions still open to the learner (a refund, an
+            # entitlement run out or a retired lesson closes some).
+            async with ctx.db.sessions() as session:
+                decided = _decide(candidate, history, now, due_reviews=await open_due_reviews(session, user, now))
         if decided is None:
             continue
         holding = held_out(decided, ctx.nudge_holdout)
@@ -240,6 +322,11 @@ async def sweep(ctx: JobContext) -> Counter[str]:
     if counts:
         log.info("nudges decided", extra={"nudges": dict(counts)})
     return counts
+
+
+def _decide(candidate: Candidate, history: list[Past], now: datetime, *, due_reviews: int) -> Nudge | None:
+    return decide(candidate.learner, candidate.user, history, now, due_reviews=due_reviews,
+                  last_lesson=candidate.last_lesson, lesson_to_come=candidate.lesson_to_come)
 
 
 OUTCOME_COUNTED = {SKIPPED_WINDOW: "skipped", HELD_OUT: "held out"}

@@ -17,7 +17,7 @@ from dialogs.nudges import INACTIVE, NudgeFacts
 from scheduler.nudges import Nudge, held_out, settle, sweep
 from storage.models import OutboxMessage, utcnow
 from storage.scheduling import HELD_OUT, NudgeLog, NudgeTemplateStats
-from tests.scheduler.support import HandClock, add_learner, context
+from tests.scheduler.support import HandClock, add_learner, context, daytime_zone, sample_course
 from tests.support import RecordingChannel, Transcript
 
 
@@ -101,9 +101,10 @@ async def test_nudges_are_settled_once_from_what_learners_did_and_admins_see_the
     bot, channel = watched
     now = utcnow()
     away = now - AWAY
-    writes_back = await add_learner(bot.db, chat="ann", zone="UTC", last_active_at=away)
-    stays_away = await add_learner(bot.db, chat="bob", zone="UTC", last_active_at=away)
-    never_gets_it = await add_learner(bot.db, chat="cy", zone="UTC", last_active_at=away)
+    course = await sample_course(bot.db)  # a lesson to come back to, in a zone where it is day now
+    writes_back = await add_learner(bot.db, chat="ann", zone=daytime_zone(now), course_id=course, last_active_at=away)
+    stays_away = await add_learner(bot.db, chat="bob", zone=daytime_zone(now), course_id=course, last_active_at=away)
+    never_gets_it = await add_learner(bot.db, chat="cy", zone=daytime_zone(now), course_id=course, last_active_at=away)
     clock = HandClock(now)
     ctx = context(bot.db, clock, rng=random.Random(31), notify=bot.dispatcher.notify)
     assert await sweep(ctx) == Counter({"inactive": 3})
@@ -150,8 +151,9 @@ async def test_held_out_nudges_are_not_sent_and_show_the_rate_without_a_reminder
     bot, channel = watched
     now = utcnow()
     away = now - AWAY
-    await add_learner(bot.db, chat="ann", zone="UTC", last_active_at=away)
-    await add_learner(bot.db, chat="bob", zone="UTC", last_active_at=away)
+    course = await sample_course(bot.db)
+    await add_learner(bot.db, chat="ann", zone=daytime_zone(now), course_id=course, last_active_at=away)
+    await add_learner(bot.db, chat="bob", zone=daytime_zone(now), course_id=course, last_active_at=away)
     clock = HandClock(now)
     ctx = context(bot.db, clock, rng=random.Random(32), notify=bot.dispatcher.notify, nudge_holdout=1.0)
     assert await sweep(ctx) == Counter({"inactive:held out": 2})

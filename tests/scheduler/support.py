@@ -5,15 +5,17 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
+from pathlib import Path
 
 from sqlalchemy import select
 
 from authoring.format import load_course
 from authoring.importer import import_course
 from scheduler.context import JobContext
-from storage.courses import Course
+from storage.courses import ACTIVE as ENROLLED
+from storage.courses import COMPLETED, Course, Enrollment, Lesson, LessonProgress, Question
 from storage.db import Database
-from storage.learners import ACTIVE, Learner
+from storage.learners import ACTIVE, Learner, offset_name
 from storage.models import ChannelIdentity, Conversation, User
 from tests.dialogs.learning_support import SAMPLE
 
@@ -42,14 +44,40 @@ def context(db: Database, clock: HandClock, **more: object) -> JobContext:
     return JobContext(db=db, now=clock.now, **more)
 
 
-async def sample_course(db: Database) -> int:
-    """The sample course, imported once per test; its id."""
+async def sample_course(db: Database, folder: Path = SAMPLE) -> int:
+    """The sample course (or the course in `folder`), imported once per test; its id."""
     async with db.transaction() as session:
-        found = await session.scalar(select(Course.id).where(Course.slug == load_course(SAMPLE).id))
+        found = await session.scalar(select(Course.id).where(Course.slug == load_course(folder).id))
         if found is not None:
             return found
-        await import_course(session, load_course(SAMPLE))
-        return await session.scalar(select(Course.id).where(Course.slug == load_course(SAMPLE).id))
+        await import_course(session, load_course(folder))
+        return await session.scalar(select(Course.id).where(Course.slug == load_course(folder).id))
+
+
+async def took_lessons(db: Database, user_id: int, course_id: int, count: int, *, at: datetime) -> list[list[int]]:
+    """The learner finished the course's first `count` lessons (every part sent, the quiz done) by `at`, and is at
+    the next one, or finished the course when there is none: enrollment and progress as the lessons leave them.
+    Returns the question ids of each lesson of the course, in order."""
+    async with db.transaction() as session:
+        lessons = list(await session.scalars(select(Lesson).where(Lesson.course_id == course_id,
+                                                                  Lesson.retired.is_(False))
+                                             .order_by(Lesson.position)))
+        for lesson in lessons[:count]:
+            session.add(LessonProgress(user_id=user_id, lesson_id=lesson.id, parts_seen=len(lesson.parts),
+                                       started_at=at, completed_at=at, score=1.0))
+        finished = count >= len(lessons)
+        session.add(Enrollment(user_id=user_id, course_id=course_id, status=COMPLETED if finished else ENROLLED,
+                               current_lesson_id=None if finished else lessons[count].id, current_part=0,
+                               started_at=at, completed_at=at if finished else None, updated_at=at))
+        return [list(await session.scalars(select(Question.id).where(Question.lesson_id == lesson.id)
+                                           .order_by(Question.id)))
+                for lesson in lessons]
+
+
+def daytime_zone(now: datetime) -> str:
+    """A fixed-offset zone where `now` is early afternoon: for a test on the real clock to fall inside the hours a
+    learner may be reminded, whatever the hour it runs."""
+    return offset_name((13 - now.astimezone(timezone.utc).hour) * 60)
 
 
 async def add_learner(

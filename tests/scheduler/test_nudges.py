@@ -1,11 +1,14 @@
 """Nudges: escalation after a day, three days and a week, then a farewell; any activity starts over; a streak saver;
-review reminders; quiet hours and pauses; WhatsApp's 24-hour window; and the one-tap way back in."""
+review reminders; quiet hours and pauses; WhatsApp's 24-hour window; and the one-tap way back in. Also what holds the
+come-back nudges back: a lesson just pushed, time paused, no lesson to come back to, the night; and review reminders
+count only what /review will ask."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
 from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 
@@ -14,12 +17,14 @@ from bot.core import Lessonbot
 from bot.messages import Text, reply_from_payload
 from channels.whatsapp import WhatsAppChannel
 from scheduler.nudges import sweep
-from storage.courses import Question, QuestionCard
+from scheduler.planner import plan_lessons
+from storage.courses import Entitlement, QuestionCard
 from storage.db import Database
 from storage.learners import PAUSED
 from storage.models import OutboxMessage, User, utcnow
-from storage.scheduling import QUEUED, SKIPPED_WINDOW, NudgeLog
-from tests.scheduler.support import HandClock, add_learner, context, sample_course
+from storage.scheduling import QUEUED, SKIPPED_WINDOW, UNANSWERED, NudgeLog
+from tests.dialogs.learning_support import PAID
+from tests.scheduler.support import HandClock, add_learner, context, daytime_zone, sample_course, took_lessons
 from tests.support import RecordingChannel, Transcript
 
 UTC = timezone.utc
@@ -45,7 +50,8 @@ async def test_inactivity_nudges_escalate_then_say_goodbye_and_activity_starts_t
     db = Database(database_url)
     try:
         left = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 10:00 in Lisbon; quiet hours keep nights free
-        user_id = await add_learner(db, last_active_at=left, quiet=(time(22), time(8)))
+        user_id = await add_learner(db, course_id=await sample_course(db), last_active_at=left,
+                                    quiet=(time(22), time(8)))
         clock = HandClock(left)
         ctx = context(db, clock, rng=random.Random(1))
         seen: list[Counter[str]] = []
@@ -83,7 +89,7 @@ async def test_a_learner_found_long_away_gets_only_the_step_they_are_at(database
     db = Database(database_url)
     try:
         now = datetime(2026, 6, 10, 10, 0, tzinfo=UTC)
-        user_id = await add_learner(db, last_active_at=now - timedelta(days=8))
+        user_id = await add_learner(db, course_id=await sample_course(db), last_active_at=now - timedelta(days=8))
         ctx = context(db, HandClock(now), rng=random.Random(2))
         assert await sweep(ctx) == Counter({"inactive": 1})
         assert await sweep(ctx) == Counter()  # and the same sweep again sends nothing
@@ -97,8 +103,10 @@ async def test_quiet_hours_and_pauses_hold_nudges_back(database_url):
     try:
         now = datetime(2026, 6, 10, 22, 30, tzinfo=UTC)  # 23:30 in Lisbon
         away = now - timedelta(days=2)
-        quiet = await add_learner(db, last_active_at=away, quiet=(time(22), time(8)))
-        paused = await add_learner(db, last_active_at=away, status=PAUSED, paused_until=now + timedelta(days=3))
+        course = await sample_course(db)
+        quiet = await add_learner(db, course_id=course, last_active_at=away, quiet=(time(22), time(8)))
+        paused = await add_learner(db, course_id=course, last_active_at=away, status=PAUSED,
+                                   paused_until=now + timedelta(days=3))
         clock = HandClock(now)
         ctx = context(db, clock, rng=random.Random(3))
         assert await sweep(ctx) == Counter()
@@ -167,8 +175,10 @@ async def test_review_reminders_when_questions_are_due(database_url):
         learner = await add_learner(db, course_id=course, last_active_at=afternoon - timedelta(hours=5),
                                     locale="es")
         nothing_due = await add_learner(db, course_id=course, last_active_at=afternoon - timedelta(hours=5))
+        took = afternoon - timedelta(days=3)
+        questions = (await took_lessons(db, learner, course, 1, at=took))[0]
+        await took_lessons(db, nothing_due, course, 1, at=took)
         async with db.transaction() as session:
-            questions = list(await session.scalars(select(Question.id).limit(3)))
             for question_id in questions:
                 session.add(QuestionCard(user_id=learner, question_id=question_id, card={},
                                          due=afternoon - timedelta(hours=1)))
@@ -196,13 +206,15 @@ async def test_whatsapp_outside_the_24_hour_window_skips_and_records_unless_a_te
     try:
         now = datetime(2026, 6, 10, 10, 0, tzinfo=UTC)
         away = now - timedelta(days=3, minutes=5)
-        closed = await add_learner(db, channel="whatsapp", chat="+15550000001", last_active_at=away)
+        course = await sample_course(db)
+        closed = await add_learner(db, channel="whatsapp", chat="+15550000001", course_id=course, last_active_at=away)
         ctx = context(db, HandClock(now), rng=random.Random(6), unprompted_windows=unprompted_windows([whatsapp()]))
         assert await sweep(ctx) == Counter({"inactive:skipped": 1})
         assert await nudges_of(db, closed) == [("inactive", 1, SKIPPED_WINDOW)]
         assert await outbox_replies(db) == []
 
-        templated = await add_learner(db, channel="whatsapp", chat="+15550000002", last_active_at=away)
+        templated = await add_learner(db, channel="whatsapp", chat="+15550000002", course_id=course,
+                                      last_active_at=away)
         with_template = context(db, HandClock(now), rng=random.Random(6),
                                 unprompted_windows=unprompted_windows([whatsapp(template_content_sid="HX" + "1" * 32)]))
         assert await sweep(with_template) == Counter({"inactive": 1})
@@ -218,7 +230,7 @@ async def test_the_nudge_button_brings_the_learner_straight_into_their_lesson(se
     try:
         course = await sample_course(bot.db)
         real_now = utcnow()
-        await add_learner(bot.db, course_id=course, chat="ann", zone="UTC", quiet=None,
+        await add_learner(bot.db, course_id=course, chat="ann", zone=daytime_zone(real_now), quiet=None,
                           last_active_at=real_now - timedelta(days=1, hours=1))
         ctx = context(bot.db, HandClock(real_now), rng=random.Random(7), notify=bot.dispatcher.notify)
         assert await sweep(ctx) == Counter({"inactive": 1})
@@ -229,3 +241,146 @@ async def test_the_nudge_button_brings_the_learner_straight_into_their_lesson(se
         assert lesson.startswith("📘 Lesson 1 of 5: What a phishing message wants")
     finally:
         await bot.stop()
+
+
+async def test_a_lesson_just_pushed_is_the_reminder_no_inactivity_nudge_for_a_day_after_it(database_url):
+    db = Database(database_url)
+    try:
+        # Lessons at 07:30 in Lisbon (06:30 UTC); yesterday's was answered at 07:40: a learner who reads a bit late.
+        answered = datetime(2026, 6, 9, 6, 40, tzinfo=UTC)
+        user_id = await add_learner(db, course_id=await sample_course(db), at=time(7, 30), last_active_at=answered)
+        clock = HandClock(datetime(2026, 6, 10, 6, 0, tzinfo=UTC))
+        ctx = context(db, clock, rng=random.Random(8))
+        await plan_lessons(ctx)  # starts the planner's cursor
+        clock.at(datetime(2026, 6, 10, 6, 31, tzinfo=UTC))
+        assert await plan_lessons(ctx) == Counter({QUEUED: 1})  # today's lesson
+        clock.at(datetime(2026, 6, 10, 6, 45, tzinfo=UTC))  # a day since the last answer, 15 minutes since the lesson
+        assert await sweep(ctx) == Counter()
+        clock.at(datetime(2026, 6, 10, 19, 0, tzinfo=UTC))  # still unread in the evening: the lesson said it all
+        assert await sweep(ctx) == Counter()
+        assert await nudges_of(db, user_id) == []
+
+        # The next morning no lesson goes (the last is unanswered): now the reminder comes, in the daytime.
+        clock.at(datetime(2026, 6, 11, 6, 31, tzinfo=UTC))
+        assert await plan_lessons(ctx) == Counter({UNANSWERED: 1})
+        clock.at(datetime(2026, 6, 11, 8, 15, tzinfo=UTC))  # 09:15 in Lisbon
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        assert await nudges_of(db, user_id) == [("inactive", 0, QUEUED)]
+        key, _reply = (await outbox_replies(db))[-1]
+        assert key == f"nudge:{user_id}:inactive:0:{int(answered.timestamp())}"
+    finally:
+        await db.dispose()
+
+
+async def test_time_paused_is_not_time_away(database_url):
+    db = Database(database_url)
+    try:
+        paused_at = datetime(2026, 6, 1, 20, 0, tzinfo=UTC)  # 21:00 in Lisbon: "/pause 14"
+        ends = paused_at + timedelta(days=14)
+        user_id = await add_learner(db, course_id=await sample_course(db), last_active_at=paused_at, status=PAUSED,
+                                    paused_until=ends, quiet=(time(22), time(8)))
+        clock = HandClock(paused_at + timedelta(days=8))
+        ctx = context(db, clock, rng=random.Random(9))
+        assert await sweep(ctx) == Counter()  # paused
+        clock.at(ends + timedelta(minutes=15))  # the pause is over: no farewell for the fortnight asked for
+        assert await sweep(ctx) == Counter()
+        clock.at(ends + timedelta(hours=23))
+        assert await sweep(ctx) == Counter()
+        clock.at(ends + timedelta(days=1, minutes=15))  # a day away since the pause ended: the first step
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        clock.at(ends + timedelta(days=3, minutes=15))
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        assert await nudges_of(db, user_id) == [("inactive", 0, QUEUED), ("inactive", 1, QUEUED)]
+        absence = int(ends.timestamp())  # the keys name the absence that began when the pause ended
+        assert [key for key, _reply in await outbox_replies(db)] == [f"nudge:{user_id}:inactive:0:{absence}",
+                                                                     f"nudge:{user_id}:inactive:1:{absence}"]
+    finally:
+        await db.dispose()
+
+
+async def test_no_come_back_nudges_without_a_lesson_to_come_back_to(database_url):
+    db = Database(database_url)
+    try:
+        left = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 10:00 in Lisbon
+        course = await sample_course(db)
+        quiet = (time(22), time(8))
+        finished = await add_learner(db, course_id=course, last_active_at=left, quiet=quiet)
+        await took_lessons(db, finished, course, 5, at=left)  # every lesson of the course
+        no_course = await add_learner(db, course_id=None, last_active_at=left, quiet=quiet)
+        learning = await add_learner(db, course_id=course, last_active_at=left, quiet=quiet)
+        await took_lessons(db, learning, course, 2, at=left)
+        clock = HandClock(left)
+        ctx = context(db, clock, rng=random.Random(10))
+        seen = []
+        for hours in (24.5, 72.5, 168.5, 336.5):
+            clock.at(left + timedelta(hours=hours))
+            seen.append(dict(await sweep(ctx)))
+        assert seen == [{"inactive": 1}, {"inactive": 1}, {"inactive": 1}, {"farewell": 1}]  # only the one learning
+        assert await nudges_of(db, finished) == [] and await nudges_of(db, no_course) == []
+        assert len(await nudges_of(db, learning)) == 4
+    finally:
+        await db.dispose()
+
+
+async def test_without_quiet_hours_come_back_nudges_wait_for_the_local_daytime(database_url):
+    db = Database(database_url)
+    try:
+        kathmandu = ZoneInfo("Asia/Kathmandu")  # +05:45
+        last = datetime(2026, 6, 1, 2, 50, tzinfo=kathmandu)  # a late-night lesson
+        course = await sample_course(db)
+        no_quiet = await add_learner(db, zone="Asia/Kathmandu", course_id=course, last_active_at=last, quiet=None)
+        own_quiet = await add_learner(db, zone="Asia/Kathmandu", course_id=course, last_active_at=last,
+                                      quiet=(time(0), time(6)))
+        clock = HandClock(datetime(2026, 6, 2, 3, 5, tzinfo=kathmandu))  # a day away, in the night
+        ctx = context(db, clock, rng=random.Random(11))
+        assert await sweep(ctx) == Counter()
+        clock.at(datetime(2026, 6, 2, 6, 30, tzinfo=kathmandu))  # the quiet hours they set are over
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        assert await nudges_of(db, own_quiet) == [("inactive", 0, QUEUED)]
+        clock.at(datetime(2026, 6, 2, 8, 50, tzinfo=kathmandu))
+        assert await sweep(ctx) == Counter()
+        clock.at(datetime(2026, 6, 2, 9, 5, tzinfo=kathmandu))  # daytime, for one who set no quiet hours
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        assert await nudges_of(db, no_quiet) == [("inactive", 0, QUEUED)]
+        clock.at(datetime(2026, 6, 15, 3, 0, tzinfo=kathmandu))  # the farewell, due at 02:50, waits the same way
+        assert await sweep(ctx) == Counter()
+        clock.at(datetime(2026, 6, 15, 6, 5, tzinfo=kathmandu))
+        assert await sweep(ctx) == Counter({"farewell": 1})
+        clock.at(datetime(2026, 6, 15, 9, 0, tzinfo=kathmandu))
+        assert await sweep(ctx) == Counter({"farewell": 1})
+        assert (await nudges_of(db, own_quiet))[-1] == (await nudges_of(db, no_quiet))[-1] == ("farewell", 3, QUEUED)
+    finally:
+        await db.dispose()
+
+
+async def test_review_reminders_count_only_the_questions_review_will_ask(database_url):
+    db = Database(database_url)
+    try:
+        course = await sample_course(db, PAID)  # the first lesson free, the others with an entitlement
+        afternoon = datetime(2026, 6, 10, 13, 0, tzinfo=UTC)  # 14:00 in Lisbon
+        took = afternoon - timedelta(days=3)
+        active = afternoon - timedelta(hours=1)
+        refunded = await add_learner(db, course_id=course, last_active_at=active)
+        expired = await add_learner(db, course_id=course, last_active_at=active)
+        both = await add_learner(db, course_id=course, last_active_at=active)
+        due = afternoon - timedelta(hours=2)
+        async with db.transaction() as session:
+            session.add(Entitlement(user_id=refunded, course_id=course, source="purchase", reference="pay-1",
+                                    granted_at=took, revoked_at=afternoon - timedelta(days=1)))
+            session.add(Entitlement(user_id=expired, course_id=course, source="grant", reference="grant-1",
+                                    granted_at=took, expires_at=afternoon - timedelta(days=1)))
+            session.add(Entitlement(user_id=both, course_id=course, source="purchase", reference="pay-2",
+                                    granted_at=took, revoked_at=afternoon - timedelta(days=1)))
+        for user_id in (refunded, expired, both):
+            free, paid, _third = await took_lessons(db, user_id, course, 2, at=took)
+            async with db.transaction() as session:
+                session.add_all(QuestionCard(user_id=user_id, question_id=question_id, card={}, due=due)
+                                for question_id in paid + (free if user_id == both else []))
+        ctx = context(db, HandClock(afternoon), rng=random.Random(5))
+        assert await sweep(ctx) == Counter({"review": 1})  # not for questions /review would refuse
+        assert await nudges_of(db, refunded) == [] and await nudges_of(db, expired) == []
+        [(key, reply)] = await outbox_replies(db)
+        assert key == f"nudge:{both}:review:2026-06-10"
+        assert reply.text == "🔁 1 question is ready for review. A quick round keeps it fresh."  # the free one
+    finally:
+        await db.dispose()
