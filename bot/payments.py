@@ -17,7 +17,6 @@ Nothing is granted from the success page: it only says the payment is being conf
 from __future__ import annotations
 
 import html
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
@@ -33,7 +32,8 @@ from bot.channel import Channel, RequestRejected, TakesStars
 from bot.config import Settings
 from bot.messages import InboundMessage
 from bot.pipeline import Recorded
-from channels.webhook import LimitBody, MediaType, Parse, Record, Webhook, WebhookRequest
+from bot.text import whole_number
+from channels.webhook import LimitBody, MediaType, Parse, Record, Webhook, WebhookRequest, parse_json
 from dialogs.payments import STRIPE_EVENT, CheckoutOffer, CheckoutSession, PaymentDesk, page_text
 from storage.db import Database
 from storage.payments import (
@@ -180,10 +180,7 @@ class StripeSignature:
 
 
 def parse_event(body: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(body)
-    except ValueError:
-        raise RequestRejected(400, "the body is not JSON") from None
+    event = parse_json(body)  # 400 for what is not JSON, or nests too deep
     if (not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str)
             or not isinstance(event.get("data"), dict) or not isinstance(event["data"].get("object"), dict)):
         raise RequestRejected(400, "not a Stripe event: expected an object with id, type and data.object")
@@ -202,10 +199,21 @@ async def _payment_for(db_session: AsyncSession, kind: str, obj: dict[str, Any])
             return payment
         # Before the checkout's completion names the subscription: the offer its metadata (ours) points to.
         metadata = _subscription_metadata(kind, obj)
-        user_id, course_id = str(metadata.get("user_id", "")), str(metadata.get("course_id", ""))
-        if user_id.isdigit() and course_id.isdigit():
-            return await subscription_offered(db_session, int(user_id), int(course_id))
+        user_id = whole_number(str(metadata.get("user_id", "")))
+        course_id = whole_number(str(metadata.get("course_id", "")))
+        if user_id is not None and course_id is not None:
+            return await subscription_offered(db_session, user_id, course_id)
     return None
+
+
+def _object(value: object) -> dict[str, Any]:
+    """A field that should hold an object, or {}: an event of another API version (or a forged one, signed with a
+    leaked secret) may hold anything there, and is then read as saying nothing."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _subscription_id(kind: str, obj: dict[str, Any]) -> str | None:
@@ -214,7 +222,7 @@ def _subscription_id(kind: str, obj: dict[str, Any]) -> str | None:
     if kind in SUBSCRIPTION_EVENTS:
         found = obj.get("id")
     else:
-        details = (obj.get("parent") or {}).get("subscription_details") or {}
+        details = _object(_object(obj.get("parent")).get("subscription_details"))
         found = details.get("subscription") or obj.get("subscription")
     return found if isinstance(found, str) else None
 
@@ -223,10 +231,10 @@ def _subscription_metadata(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     if kind in SUBSCRIPTION_EVENTS:
         metadata = obj.get("metadata")
     else:
-        metadata = ((obj.get("parent") or {}).get("subscription_details") or {}).get("metadata")
+        metadata = _object(_object(obj.get("parent")).get("subscription_details")).get("metadata")
         if not metadata:
-            lines = (obj.get("lines") or {}).get("data") or [{}]
-            metadata = lines[0].get("metadata") if isinstance(lines[0], dict) else None
+            lines = _list(_object(obj.get("lines")).get("data")) or [{}]
+            metadata = _object(lines[0]).get("metadata")
     return metadata if isinstance(metadata, dict) else {}
 
 
@@ -234,12 +242,12 @@ def _period_end(kind: str, obj: dict[str, Any]) -> int | None:
     """Until when a subscription is paid for (Unix time): its items' period end (its own before 2025), or the
     period an invoice's line bills."""
     if kind in SUBSCRIPTION_EVENTS:
-        items = (obj.get("items") or {}).get("data") or []
+        items = _list(_object(obj.get("items")).get("data"))
         ends = [item.get("current_period_end") for item in items if isinstance(item, dict)]
         ends.append(obj.get("current_period_end"))
     else:
-        lines = (obj.get("lines") or {}).get("data") or []
-        ends = [(line.get("period") or {}).get("end") for line in lines if isinstance(line, dict)]
+        lines = _list(_object(obj.get("lines")).get("data"))
+        ends = [_object(line.get("period")).get("end") for line in lines if isinstance(line, dict)]
     numbers = [end for end in ends if isinstance(end, int)]
     return max(numbers) if numbers else None
 
@@ -249,8 +257,8 @@ def _invoice_charge(obj: dict[str, Any]) -> str | None:
     payments."""
     if isinstance(obj.get("payment_intent"), str):
         return str(obj["payment_intent"])
-    for paid in (obj.get("payments") or {}).get("data") or []:
-        intent = ((paid or {}).get("payment") or {}).get("payment_intent")
+    for paid in _list(_object(obj.get("payments")).get("data")):
+        intent = _object(_object(paid).get("payment")).get("payment_intent")
         if isinstance(intent, str):
             return intent
     return None
@@ -262,7 +270,7 @@ def _fields(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
         fields = {key: obj.get(key) for key in ("mode", "payment_status", "amount_total", "amount_subtotal",
                                                 "currency", "metadata", "client_reference_id", "payment_intent",
                                                 "subscription")}
-        fields["amount_discount"] = (obj.get("total_details") or {}).get("amount_discount") or 0
+        fields["amount_discount"] = _object(obj.get("total_details")).get("amount_discount") or 0
         return fields
     if kind in REFUND_EVENTS:
         return {key: obj.get(key) for key in ("payment_intent", "refunded", "amount_refunded", "currency")}

@@ -521,11 +521,13 @@ def _mismatch(payment: Payment, event: dict[str, Any], *, promotions: bool) -> s
     less than the offer by exactly the discount Stripe reports; the price before it must still be the offer's. The
     learner it names is the one the offer was made to (`offered_to`: a checkout opened before /link joined them to
     another learner names them, not the learner the payment moved to)."""
-    metadata = event.get("metadata") or {}
+    metadata: dict[str, Any] = event["metadata"] if isinstance(event.get("metadata"), dict) else {}
     buyer = payment.offered_learner
     expected = {"user_id": str(buyer), "course_id": str(payment.course_id)}
     discount = event.get("amount_discount") or 0
     subtotal = event.get("amount_subtotal", event.get("amount_total"))
+    if type(discount) is not int:  # (an amount of another shape is no amount of ours)
+        return f"a discount of {str(discount)[:40]!r}"
     charged = payment.amount_minor - discount
     if (str(event.get("currency", "")).upper() != payment.currency or event.get("amount_total") != charged
             or subtotal != payment.amount_minor or (discount and not promotions) or not discount >= 0):

@@ -408,8 +408,17 @@ def bolt_request(request: Request, body: bytes) -> AsyncBoltRequest:
     except (UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
         raise RequestRejected(400, f"The body is not a Slack payload (JSON, or form fields): {exc}") from None
     payload = converted.body
-    if payload.get("type") == "event_callback" and not isinstance(payload.get("event"), dict):
+    kind = payload.get("type")
+    if kind == "event_callback" and not isinstance(payload.get("event"), dict):
         raise RequestRejected(400, "An event_callback without an event object.")
+    # Bolt's own matchers index these without looking (body["actions"][0]["action_id"], body["view"]["type"]).
+    actions = payload.get("actions")
+    if kind == "block_actions" and not (isinstance(actions, list) and all(isinstance(a, dict) for a in actions)):
+        raise RequestRejected(400, "A block_actions payload whose actions are not a list of objects.")
+    view = payload.get("view")
+    viewed = isinstance(view, dict) and isinstance(view.get("type"), str)
+    if kind in ("view_submission", "view_closed") and not viewed:
+        raise RequestRejected(400, f"A {kind} payload without a view and its type.")
     return converted
 
 

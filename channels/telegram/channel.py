@@ -161,7 +161,10 @@ class TelegramChannel:
             except TelegramError as exc:
                 log.warning("telegram getMe failed; the update will come again", extra={"error": str(exc)})
                 raise RequestRejected(503, "Could not reach Telegram to learn the bot's name; try again.") from None
-        outcome = interpret(update, me=me)
+        try:
+            outcome = interpret(update, me=me)
+        except (AttributeError, TypeError) as exc:  # a field of a shape the Bot API never sends
+            outcome = Ignored(f"not readable as a Bot API update ({type(exc).__name__}: {exc})")
         if isinstance(outcome, Ignored):
             return self._ignored(update.update_id, outcome.reason, kind=update_kind(update),
                                  callback_query_id=callback_query_id)

@@ -185,6 +185,9 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
     user, chat = message.from_user, message.chat
     if user is None:
         return Ignored("a message without a sender")
+    malformed = _mistyped(message.text, message.caption, user.first_name, user.username, user.language_code)
+    if malformed:
+        return Ignored(f"a message whose {malformed}")
     if user.is_bot:
         return Ignored("a message from a bot (an anonymous group admin or another bot)")
     if message.successful_payment is not None:  # Telegram's report, in whatever chat the invoice was sent to
@@ -265,9 +268,21 @@ def _media(message: Message) -> dict[str, Any] | None:
     return None
 
 
+def _mistyped(*values: object) -> str | None:
+    """What is not text among fields the Bot API sends as strings (or leaves out): python-telegram-bot reads an update
+    without checking its fields' types, and a number or a list where text belongs would reach the dialogs."""
+    for value in values:
+        if value is not None and type(value) is not str:
+            return f"text field holds {type(value).__name__} {str(value)[:40]!r}, not a string"
+    return None
+
+
 def _from_button(platform_id: str, query: CallbackQuery) -> InboundMessage | Ignored:
     if query.data is None:
         return Ignored("a button press without data (a game button)")
+    malformed = _mistyped(query.data, query.from_user.first_name)
+    if malformed:
+        return Ignored(f"a button press whose {malformed}")
     if query.message is None:
         return Ignored("a button on an inline-mode message: the bot sends none")
     choice, label = pressed(query.data, getattr(query.message, "reply_markup", None))

@@ -40,6 +40,7 @@ from starlette.types import Receive, Scope, Send
 
 from bot.channel import ChannelHost, Received, RequestRejected, SentReply
 from bot.messages import Link
+from bot.text import whole_number
 from channels.http import PRIVATE, sent_document
 from channels.markdown import PLAIN, render, render_html, with_links
 from channels.webchat.streams import FALLBACK_POLL_SECONDS
@@ -171,9 +172,10 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
     def session_and_cursor(request: Request) -> tuple[str, int]:
         session_id = webchat.verify_session(request.query_params.get("session"))
         raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-        if not raw.isdigit():
+        after = whole_number(raw)
+        if after is None:
             raise RequestRejected(422, "'after' must be the id of the last reply seen (a whole number).")
-        return session_id, int(raw)
+        return session_id, after
 
     async def list_replies(request: Request) -> Response:
         try:

@@ -133,7 +133,7 @@ def inbound_message(form: MultiDict) -> InboundMessage | Ignored:
 def _media(form: MultiDict) -> list[dict[str, str]]:
     """MediaUrl0…, with their content types. The URLs need the account's credentials to fetch (HTTP basic auth)."""
     raw = form.get("NumMedia", "0")
-    count = min(int(raw), MAX_MEDIA) if raw.isdigit() else 0
+    count = min(int(raw), MAX_MEDIA) if raw.isascii() and raw.isdigit() else 0  # ("²" is a digit to isdigit)
     items = []
     for index in range(count):
         url = form.get(f"MediaUrl{index}")

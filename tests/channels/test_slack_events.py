@@ -10,7 +10,7 @@ import json
 import logging
 import statistics
 import time
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import httpx
 import pytest
@@ -203,6 +203,11 @@ async def test_url_verification_is_answered_only_when_signed(slack_settings):
         # 20,000 levels deep in under 64 KB, as an event and as an interaction's payload: refused before Bolt parses
         b'{"type": "event_callback", "event_id": "EvDeep", "x": ' + b"[" * 20000 + b"]" * 20000 + b"}",
         b"payload=" + b"%5B" * 10000 + b"%5D" * 10000,
+        # shapes Bolt's own matchers would index into: actions not a list of objects, a view without its type
+        b"payload=" + quote(json.dumps({"type": "block_actions", "team": {"id": "T01"}, "user": {"id": "U1"},
+                                        "channel": {"id": "D1"}, "actions": "x"})).encode(),
+        b"payload=" + quote(json.dumps({"type": "view_submission", "team": {"id": "T01"}, "user": {"id": "U1"},
+                                        "view": {"callback_id": "lessonbot_answer"}})).encode(),
     ],
 )
 async def test_malformed_signed_bodies_get_400_and_nothing_is_stored(body, slack_settings, standin):

@@ -134,6 +134,28 @@ async def test_an_update_ptb_cannot_read_is_acknowledged_and_ignored(telegram_se
     assert any("not readable" in r.getMessage() for r in caplog.records)
 
 
+def _private(**message: object) -> dict:
+    return {"message_id": 1, "date": 1, "chat": {"id": 7, "type": "private"},
+            "from": {"id": 7, "is_bot": False, "first_name": "A"}, **message}
+
+
+@pytest.mark.parametrize("update", [
+    {"update_id": 41, "message": _private(text=5)},
+    {"update_id": 42, "message": _private(text="hi", **{"from": {"id": 7, "is_bot": False, "first_name": 5}})},
+    {"update_id": 43, "message": _private(caption=["x"], photo=[{"file_id": "f", "width": 1, "height": 1}])},
+    {"update_id": 44, "callback_query": {"id": "q", "from": {"id": 7, "is_bot": False, "first_name": "A"}, "data": 7,
+                                         "chat_instance": "c", "message": _private(text="pick")}},
+], ids=["text", "first_name", "caption", "button_data"])
+async def test_an_update_with_a_number_or_a_list_where_text_belongs_is_acknowledged_and_ignored(
+        update, telegram_settings, caplog):
+    caplog.set_level(logging.INFO, logger="channels.telegram")
+    async with running(telegram_settings) as (client, lessonbot):
+        response = await post(client, update)
+        assert response.status_code == 200  # a 500 would bring it back again and again
+        assert await stored(lessonbot) == 0
+    assert any("not a string" in r.getMessage() or "not readable" in r.getMessage() for r in caplog.records)
+
+
 async def test_without_a_secret_the_channel_is_off(telegram_settings, caplog):
     caplog.set_level(logging.INFO, logger="bot.app")
     unsigned = telegram_settings.model_copy(update={"telegram_webhook_secret": ""})

@@ -135,6 +135,10 @@ async def test_bodies_that_are_not_twilio_form_data_are_refused_and_nothing_is_s
         bad_number = webhooks.message_form("+1", "hi", From="whatsapp:not-a-number")
         assert (await webhooks.post(INBOUND, bad_number)).status_code == 400
         assert await count(app, InboundMessage) == 0
+        # a count in other digits ("²" is a digit to str.isdigit, not to int) is no count: the text still arrives
+        odd_count = webhooks.message_form(ANN, "hi", sid="SM" + "9" * 32, NumMedia="²")
+        assert (await webhooks.post(INBOUND, odd_count)).status_code == 200
+        assert await count(app, InboundMessage) == 1
 
 
 async def test_media_locations_names_and_quick_reply_taps_are_read_from_twilios_fields(settings, twilio):

@@ -5,6 +5,7 @@ through the real pipeline."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -15,7 +16,10 @@ from storage.models import InboundMessage
 from storage.payments import PaymentEvent, PaymentStatus
 from tests.dialogs.learning_support import PAID, Learning, answer_until, import_sample, onboard
 from tests.dialogs.payment_support import (
+    INVOICE,
     PUBLIC,
+    SUBSCRIPTION,
+    _wrapped,
     checkout_event,
     count,
     entitlements,
@@ -418,3 +422,31 @@ async def test_a_checkout_opened_before_the_chat_was_linked_and_paid_after_unloc
     [granted] = await entitlements(bot)
     assert payment.status == PaymentStatus.PAID and granted.user_id == payment.user_id != payment.offered_to
     assert any(text.startswith("✅ Payment received") for text in ann.channel.texts("ann"))
+
+
+async def test_signed_events_of_shapes_stripe_never_sends_are_answered_without_a_crash(shop, stripe_api):
+    """A field of another shape (a string where an object belongs, a list of numbers, an id in other digits or
+    past 64 bits) reads as saying nothing; a body nested too deep is refused; no event ends in a 500, which Stripe
+    would retry for days."""
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    invoice = json.loads(INVOICE.read_text())
+    subscription = json.loads(SUBSCRIPTION.read_text())
+    odd = [
+        _wrapped("invoice.paid", {**invoice, "parent": "x"}),
+        _wrapped("invoice.paid", {**invoice, "parent": None, "lines": [1], "payments": {"data": ["x"]}}),
+        _wrapped("customer.subscription.updated", {**subscription, "id": "sub_odd", "items": "x",
+                                                   "metadata": {"user_id": "²", "course_id": "1"}}),
+        _wrapped("customer.subscription.updated", {**subscription, "id": "sub_odd2",
+                                                   "metadata": {"user_id": "9" * 30, "course_id": "1"}}),
+        checkout_event(stripe_api.pay(session["id"]), metadata="x", total_details={"amount_discount": "5"}),
+    ]
+    for event in odd:
+        response = await post_event(client, event)
+        assert response.status_code == 200, response.text
+    deep = "[" * 3000 + "]" * 3000
+    assert (await post_event(client, {}, body=deep)).status_code == 400
+    await bot.settle()
+    assert await entitlements(bot) == []
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.REJECTED and "discount" in payment.note
