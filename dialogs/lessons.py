@@ -11,9 +11,11 @@ entitled to the next lesson.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Collection
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Reply
@@ -50,6 +52,7 @@ from storage.db import SessionOnDemand
 from storage.learners import Learner, current_streak, is_paused, record_activity, zone_for
 from storage.models import Conversation, User, utcnow
 from storage.prepared import add_row
+from storage.scheduling import ScheduledLesson
 
 NEXT, MORE, LATER = "lesson:next", "lesson:more", "lesson:later"
 
@@ -276,7 +279,7 @@ async def later(x: Exchange) -> None:
     _ = tr(x)
     flow.leave(x.state, "quiz")
     learner = await learner_of(x)
-    when = next_lesson_time(learner, x.user, x.now)
+    when = await next_lesson_moment(x, learner)
     if when is None or is_paused(learner, x.now):
         x.say(_("OK, your place is saved. Send /next whenever you're ready."))
         return
@@ -285,7 +288,18 @@ async def later(x: Exchange) -> None:
             weekday=onboarding.weekday_name(_, local.isoweekday()), time=f"{local:%H:%M}"))
 
 
-def next_lesson_time(learner: Learner, user: User, now: datetime) -> datetime | None:
+async def next_lesson_moment(x: Exchange, learner: Learner) -> datetime | None:
+    """When the learner's next lesson comes, as the planner will push it: `next_lesson_time`, past the local dates
+    whose lesson was decided already (the planner decides a date once, so a learner who moved their hour or zone
+    after the day's lesson has the next one on a later date)."""
+    today = x.now.astimezone(zone_for(x.user.timezone)).date()
+    decided = set(await x.session.scalars(select(ScheduledLesson.local_date).where(
+        ScheduledLesson.user_id == x.user.id, ScheduledLesson.local_date >= today - timedelta(days=1))))
+    return next_lesson_time(learner, x.user, x.now, decided=decided)
+
+
+def next_lesson_time(learner: Learner, user: User, now: datetime, *,
+                     decided: Collection[date] = ()) -> datetime | None:
     """The next moment (UTC) the learner's lesson is due by their time, days and zone; None without a lesson time.
 
     Wall-clock times that a daylight-saving change skips (02:30 on the spring-forward night) come at the same
@@ -297,7 +311,7 @@ def next_lesson_time(learner: Learner, user: User, now: datetime) -> datetime | 
     local_today = now.astimezone(zone).date()
     for ahead in range(0, 8):
         day = local_today + timedelta(days=ahead)
-        if str(day.isoweekday()) not in learner.lesson_days:
+        if str(day.isoweekday()) not in learner.lesson_days or day in decided:
             continue
         at = datetime.combine(day, learner.lesson_time, tzinfo=zone)
         if at > now:

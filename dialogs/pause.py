@@ -63,7 +63,7 @@ async def resume_lessons(turn: Turn, _args: str) -> None:
         return
     paused = learner.status in (PAUSED, STOPPED)
     activate(learner)
-    when = lessons.next_lesson_time(learner, turn.user, turn.now)
+    when = await lessons.next_lesson_moment(turn, learner)
     text = _("Welcome back! Lessons are on again.") if paused else _("You're not paused: your lessons are on.")
     if when is not None:
         local = when.astimezone(zone_for(turn.user.timezone))

@@ -629,3 +629,40 @@ async def test_the_message_that_pauses_or_stops_does_not_release_the_lesson_set_
         assert status == OutboxStatus.CANCELLED and error.startswith("not sent: the learner")
     finally:
         await bot.stop()
+
+
+async def test_a_learner_who_moves_their_hour_after_the_days_lesson_is_promised_tomorrows(settings):
+    """The planner decides a local date once: the lesson already pushed today is today's, so /resume (and "later")
+    promise the next one on the following date, at the new hour, and the planner keeps that promise."""
+    from dialogs.i18n import translator
+
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel])
+    try:
+        course = await sample_course(bot.db)
+        now = utcnow()
+        first = now + timedelta(minutes=2)
+        uid = await add_learner(bot.db, course_id=course, chat="ann", zone="UTC", at=time(first.hour, first.minute),
+                                last_active_at=now)
+        clock = HandClock(now)
+        ctx = context(bot.db, clock)
+        await plan_lessons(ctx)
+        clock.move(minutes=3)
+        assert (await plan_lessons(ctx))["queued"] == 1
+        moved = now + timedelta(hours=3)
+        async with bot.db.transaction() as session:  # the lesson done, then the hour changed as /settings does
+            await session.execute(update(User).where(User.id == uid).values(last_active_at=now + timedelta(minutes=10)))
+            await session.execute(update(Learner).where(Learner.user_id == uid)
+                                  .values(lesson_time=time(moved.hour, moved.minute)))
+            await lesson_schedule_changed(session, uid)
+        [*_, told] = await Transcript(bot, channel, "ann").say("/resume")
+        promised = datetime.combine(first.date() + timedelta(days=1), time(moved.hour, moved.minute), tzinfo=UTC)
+        assert f"The next one comes on {translator('en').date(promised)} at {promised:%H:%M}." in told
+        queued = []
+        while clock.now() < promised + timedelta(minutes=1):  # the planner's runs until then, an hour apart
+            clock.move(minutes=min(60, (promised + timedelta(minutes=1) - clock.now()).total_seconds() / 60))
+            if (await plan_lessons(ctx))["queued"]:
+                queued.append(clock.now())
+        assert queued == [promised + timedelta(minutes=1)]
+    finally:
+        await bot.stop()
