@@ -102,3 +102,15 @@ def fence_state(fence: str | None, line: str) -> str | None:
             not line.strip()[len(match.group(1)):].strip():
         return None
     return fence
+
+
+def unclosed_fence(lines: list[tuple[int, str]]) -> tuple[int, str] | None:
+    """The line number and marker of a fenced code block still open after the last of `lines` (numbered), if any:
+    everything after its opening line would be read as code."""
+    fence, opened = None, 0
+    for number, line in lines:
+        was_open = fence is not None
+        fence = fence_state(fence, line)
+        if fence is not None and not was_open:
+            opened = number
+    return (opened, fence) if fence is not None else None

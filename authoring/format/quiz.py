@@ -226,6 +226,10 @@ class QuestionReader:
                 self.problem(number, f"this answer is {len(answer)} characters; accepted answers are short "
                              f"(under {ANSWER_CHARS})")
             key = answer_key(answer)
+            if not key:
+                self.problem(number, f"the answer {answer!r} has no letters or digits, so learners cannot type it: "
+                             "punctuation and symbols are ignored when answers are compared; write it in words")
+                continue
             if key in seen:
                 self.problem(number, f"the same answer as on line {seen[key]}: learners' answers are compared without "
                              "case, accents, punctuation or extra spaces, and with number words as digits")

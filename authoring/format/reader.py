@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import difflib
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 
-from authoring.format.course import FREE, PAID, Course, Lesson, Module, Price, currency_decimals
+from authoring.format.course import FREE, PAID, Course, Lesson, Module, Price, currency_decimals, format_price
 from authoring.format.fields import Fields
-from authoring.format.parts import fence_state, split_part
+from authoring.format.parts import fence_state, split_part, unclosed_fence
 from authoring.format.problems import CourseInvalid, Problem
 from authoring.format.quiz import read_quiz, split_quiz
 from authoring.format.yaml_lines import YamlList, YamlMap, parse_yaml
+from bot.text import counted
 
 COURSE_FILE = "course.yaml"
 TITLE_CHARS = 200
@@ -40,6 +41,13 @@ PERIODS = ("month",)  # what a price may be charged by, besides once
 _LESSON_KEYS = ("id", "title", "minutes")
 
 _SEPARATOR = re.compile(r"^\s{0,3}-{3,}\s*$")
+# Characters that are not text: C0 and C1 controls and DEL, except tab, newline and carriage return. A database
+# cannot store some (PostgreSQL refuses NUL) and chat apps drop or reject the rest.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # lines as editors number them
+# An amount as authors write one: digits with an optional decimal point (no sign, exponent, spaces or separators).
+_AMOUNT = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
+MAX_PRICE_MINOR = 99_999_999  # the largest amount Stripe charges, in minor units (999,999.99 EUR)
 
 
 def load_course(folder: str | Path) -> Course:
@@ -92,13 +100,24 @@ class _CourseReader:
             self._lesson(file)
 
     def _text(self, name: str) -> str | None:
+        """A file's text, or None after reporting why it cannot be read (every file of a course is read here)."""
         try:
-            return (self.folder / name).read_text(encoding="utf-8-sig")
+            text = (self.folder / name).read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
             line = (self.folder / name).read_bytes()[: exc.start].count(b"\n") + 1
             self.report(name, line, "this file is not UTF-8 text: save it as UTF-8 in your editor")
         except OSError as exc:
             self.report(name, 1, f"cannot read this file: {exc.strerror or exc}")
+        else:
+            if _CONTROL.search(text) is None:
+                return text
+            lines = [(number, found) for number, line in enumerate(_LINE_BREAK.split(text), start=1)
+                     if (found := _CONTROL.search(line))]
+            (line, control), more = lines[0], len(lines) - 1
+            also = f" ({counted(more, 'more line')} below {'has' if more == 1 else 'have'} one too)" if more else ""
+            self.report(name, line, f"this line contains the control character U+{ord(control.group()):04X}, which "
+                        f"is not text and cannot be stored{also}: delete it (editors often show it as a box, or not "
+                        "at all)")
         return None
 
     # course.yaml
@@ -180,17 +199,20 @@ class _CourseReader:
             currency = None
         if amount_text is None or currency is None:
             return None
-        try:
-            amount = Decimal(amount_text)
-        except InvalidOperation:
-            amount = Decimal("NaN")
+        # plain digits only: Decimal would also take '1e999999999', 'Infinity' or '1_000'
+        amount = Decimal(amount_text) if _AMOUNT.match(amount_text) else Decimal(0)
         decimals = currency_decimals(currency)
-        if not amount.is_finite() or amount <= 0:
-            price.problem("amount", f"amount {amount_text!r} is not a price: write a positive number like 9.90")
+        if amount <= 0:
+            price.problem("amount", f"amount {amount_text!r} is not a price: write a positive number in plain "
+                          "digits, like 9.90")
             return None
         if -amount.as_tuple().exponent > decimals:  # type: ignore[operator]  # finite: the exponent is an int
             price.problem("amount", f"{currency} has {decimals} decimal places, so {amount_text} cannot be charged: "
                           f"round it to {decimals} places")
+            return None
+        if amount.scaleb(decimals) > MAX_PRICE_MINOR:
+            price.problem("amount", f"{amount_text} {currency} is more than payments can take: keep the price at "
+                          f"most {format_price(MAX_PRICE_MINOR, currency)}")
             return None
         return Price(amount, currency, period)
 
@@ -327,6 +349,12 @@ class _CourseReader:
         if lesson_id is not None:
             self._claim("lesson", lesson_id, file, meta.line("id"), self.lesson_ids)
         body = list(enumerate(lines[end + 1:], start=end + 2))
+        opened = unclosed_fence(body)
+        if opened is not None:  # the rest of the file, quiz and all, would be read as code: nothing more to check
+            number, marker = opened
+            self.report(file, number, f"a {marker} code block opened on line {number} is never closed: add a line "
+                        f"{marker} where the code ends (until then the rest of the lesson, its quiz too, is code)")
+            return None
         text_lines, quiz_lines = split_quiz(body)
         parts = self._parts(file, text_lines, after_line=end + 1)
         questions = read_quiz(file, quiz_lines, report=self.report, claim_id=self._claim_question)

@@ -7,11 +7,14 @@ error is reported at the line where the author can fix it, with a hint in their 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
 
 from authoring.format.problems import Report
+
+_TAB = re.compile(r"'\\t'|\btabs?\b", re.IGNORECASE)
 
 
 class YamlMap(dict):
@@ -56,10 +59,15 @@ class _LineLoader(yaml.BaseLoader):
 def parse_yaml(text: str, file: str, first_line: int, report: Report) -> tuple[bool, Any]:
     """Parse YAML whose first line is line `first_line` of `file`: (True, data), or (False, None) after reporting
     the syntax error at its line with a hint."""
-    loader = _LineLoader(text)
-    loader.line_offset = first_line - 1
+    loader = None
     try:
+        loader = _LineLoader(text)  # reading the text already checks its characters: it may raise too
+        loader.line_offset = first_line - 1
         return True, loader.get_single_data()
+    except yaml.reader.ReaderError as exc:
+        line = first_line + len((text[: exc.position] + "x").splitlines()) - 1
+        report(file, line, f"this is not valid YAML: it contains the character U+{exc.character:04X}, which YAML "
+               "does not allow: delete it (editors often show it as a box, or not at all)")
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         # An unclosed bracket or a line without ':' is found a line or more later; the context says where it began.
@@ -72,14 +80,17 @@ def parse_yaml(text: str, file: str, first_line: int, report: Report) -> tuple[b
     except yaml.YAMLError as exc:
         report(file, first_line, f"this is not valid YAML: {exc}")
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return False, None
 
 
 def _yaml_hint(exc: yaml.MarkedYAMLError) -> str:
     problem = f"{exc.problem} {exc.context}"
-    if "'\\t'" in problem or "tab" in problem:
+    if _TAB.search(problem):  # a tab as PyYAML quotes it, or the word: not the "tab" of "unconstructable"
         return ": indent with spaces, not tabs"
+    if "alias" in problem or "recursive node" in problem:
+        return ": a value that starts with '&' or '*' is read as a YAML anchor or alias: put it in quotes"
     if "flow" in problem:
         return ": a '[' or '{' opened here is never closed (a value that starts with one must be in quotes)"
     if "mapping values are not allowed" in problem:

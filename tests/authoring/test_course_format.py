@@ -119,6 +119,22 @@ BAD_COURSES = {
     "monthly in stars": ((YAML, "access: free\n",
                           "access: paid\nprice:\n  amount: 50\n  currency: XTR\n  period: month\n"),
                          [(YAML, 9, "not XTR")]),
+    "amount past what a database stores": (
+        (YAML, "access: free\n", "access: paid\nprice:\n  amount: 99999999999999999999\n  currency: EUR\n"),
+        [(YAML, 7, "99999999999999999999 EUR is more than payments can take: keep the price at most 999999.99 EUR")]),
+    "amount past what payments take": (
+        (YAML, "access: free\n", "access: paid\nprice:\n  amount: 30000000\n  currency: EUR\n"),
+        [(YAML, 7, "30000000 EUR is more than payments can take")]),
+    "amount past what payments take, no decimals": (
+        (YAML, "access: free\n", "access: paid\nprice:\n  amount: 100000000\n  currency: JPY\n"),
+        [(YAML, 7, "keep the price at most 99999999 JPY")]),
+    "amount with a huge exponent": (
+        (YAML, "access: free\n", "access: paid\nprice:\n  amount: 1e999999999\n  currency: EUR\n"),
+        [(YAML, 7, "amount '1e999999999' is not a price: write a positive number in plain digits, like 9.90")]),
+    "amount with an exponent": ((YAML, "access: free\n", "access: paid\nprice:\n  amount: 5E1\n  currency: EUR\n"),
+                                [(YAML, 7, "is not a price")]),
+    "amount infinity": ((YAML, "access: free\n", "access: paid\nprice:\n  amount: Infinity\n  currency: EUR\n"),
+                        [(YAML, 7, "is not a price")]),
     "too many decimals": ((YAML, "access: free\n", "access: paid\nprice:\n  amount: 500.5\n  currency: JPY\n"),
                           [(YAML, 7, "JPY has 0 decimal places")]),
     "preview covers everything": (
@@ -129,6 +145,14 @@ BAD_COURSES = {
         [(YAML, 9, "a whole number from 0")]),
     "pass mark over 100": ((YAML, "access: free\n", "access: free\npass_mark: 150\n"),
                            [(YAML, 6, "pass_mark is '150': write a whole number from 0 to 100")]),
+    "yaml recursive alias": ((YAML, "access: free\n", "access: free\na: &x [*x]\n"),
+                             [(YAML, 6, "found unconstructable recursive node): a value that starts with '&' or '*' "
+                               "is read as a YAML anchor or alias: put it in quotes")]),
+    "nul in course.yaml": ((YAML, "title: Tiny course", "title: Tiny\x00 course"),
+                           [(YAML, 2, "this line contains the control character U+0000")]),
+    "character yaml refuses": ((YAML, "title: Tiny course", "title: Tiny\uffff course"),
+                               [(YAML, 2, "this is not valid YAML: it contains the character U+FFFF, which YAML does "
+                                 "not allow: delete it")]),
     "no modules": ((YAML, "modules:\n  - id: basics\n    title: Basics\n    lessons:\n      - lessons/one.md\n"
                     "      - lessons/two.md\n", "modules: []\n"),
                    [(YAML, 6, "modules must be a list")]),
@@ -154,6 +178,20 @@ BAD_COURSES = {
     "front matter missing title": ((ONE, "title: Lesson one\n", ""), [(ONE, 2, "'title:' is missing")]),
     "front matter unknown field": ((ONE, "minutes: 2\n", "minutes: 2\nauthor: me\n"),
                                    [(ONE, 5, "unknown field 'author'")]),
+    "character yaml refuses in front matter": ((ONE, "title: Lesson one", "title: Lesson\ufffe one"),
+                                               [(ONE, 3, "it contains the character U+FFFE")]),
+    "nul in lesson text": ((TWO, "The only part.", "The only\x00 part."),
+                           [(TWO, 6, "the control character U+0000")]),
+    "escape in lesson text": ((TWO, "The only part.", "The only \x1b[1mpart."),
+                              [(TWO, 6, "the control character U+001B")]),
+    "nul in an explanation": ((ONE, "Explanation: Because.", "Explanation: Be\x00cause."),
+                              [(ONE, 21, "the control character U+0000")]),
+    "code block never closed swallows the quiz": (
+        (ONE, "Second part.\n", "Second part.\n\n```\nFrom: security@kestre1bank.com\n"),
+        [(ONE, 13, "a ``` code block opened on line 13 is never closed: add a line ``` where the code ends")]),
+    "code block never closed in the quiz": (
+        (TWO, "Explanation: Right is right.\n", "Explanation: Right is right.\n\n~~~~\ncode\n~~~\n"),
+        [(TWO, 18, "a ~~~~ code block opened on line 18 is never closed")]),
     "minutes not a number": ((ONE, "minutes: 2", "minutes: two"), [(ONE, 4, "minutes is 'two'")]),
     "bad lesson id": ((ONE, "id: one", "id: One!"), [(ONE, 2, "lesson id 'One!' cannot be used")]),
     "duplicate lesson ids": ((TWO, "id: two", "id: one"), [(TWO, 2, "lesson id 'one' is already used at "
@@ -176,6 +214,10 @@ BAD_COURSES = {
     "same accepted answer twice": ((ONE, "- it\n", "- it\n- IT.\n"), [(ONE, 35, "the same answer as on line 34")]),
     "same number in words and digits": ((ONE, "- it\n", "- 21\n- Twenty-one\n"),
                                         [(ONE, 35, "the same answer as on line 34")]),
+    "accepted answer only punctuation": ((ONE, "- it\n", "- it\n- !!!\n"),
+                                         [(ONE, 35, "the answer '!!!' has no letters or digits, so learners cannot "
+                                           "type it: punctuation and symbols are ignored")]),
+    "accepted answer only emoji": ((ONE, "- it\n", "- 🙂\n"), [(ONE, 34, "learners cannot type it")]),
     "question heading not an id": ((ONE, "### q-true", "### Is it true?"), [(ONE, 23, "heading is its id")]),
     "duplicate question ids": ((TWO, "### q-two", "### q-text"),
                                [(TWO, 10, "question id 'q-text' is already used at lessons/one.md:30")]),
@@ -225,6 +267,49 @@ def test_file_that_is_not_utf8(tmp_path):
     problems = check_course(folder)[1]
     assert [(Path(p.file).name, p.line) for p in problems] == [("two.md", 3)]
     assert "not UTF-8" in problems[0].message
+
+
+def test_the_largest_price_payments_take_is_valid(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    edit(folder / "course.yaml", "access: free\n", "access: paid\nprice:\n  amount: 999999.99\n  currency: EUR\n")
+    price = load_course(folder).price
+    assert price is not None and price.minor_units == 99_999_999
+
+
+def test_control_characters_are_reported_once_per_file(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    edit(folder / "lessons" / "one.md", "First part.", "First\x00 part.\x00")
+    edit(folder / "lessons" / "one.md", "Second part.", "Second\x07 part.")
+    edit(folder / "lessons" / "one.md", "Pick one.", "Pick\x0c one.")
+    problems = check_course(folder)[1]
+    assert [str(p) for p in problems] == [
+        f"{folder / 'lessons' / 'one.md'}:7: this line contains the control character U+0000, which is not text and "
+        "cannot be stored (2 more lines below have one too): delete it (editors often show it as a box, or not at "
+        "all)"
+    ]
+
+
+def test_an_unclosed_code_block_is_one_problem_not_a_shorter_quiz(tmp_path):
+    """Left open, a code block would take the rest of the file, '## Quiz' too: the lesson would lose its questions
+    and a re-import would retire them."""
+    folder = write_tiny_course(tmp_path / "tiny")
+    edit(folder / "lessons" / "one.md", "Second part.\n", "Second part:\n\n```text\nFrom: x@example.com\n")
+    course, problems = check_course(folder)
+    assert course is None
+    assert [str(p) for p in problems] == [
+        f"{folder / 'lessons' / 'one.md'}:13: a ``` code block opened on line 13 is never closed: add a line ``` "
+        "where the code ends (until then the rest of the lesson, its quiz too, is code)"
+    ]
+
+
+def test_a_recursive_yaml_alias_is_not_called_a_tab(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    edit(folder / "course.yaml", "access: free\n", "access: free\na: &x [*x]\n")
+    problems = check_course(folder)[1]
+    assert [str(p) for p in problems] == [
+        f"{folder / 'course.yaml'}:6: this is not valid YAML (found unconstructable recursive node): a value that "
+        "starts with '&' or '*' is read as a YAML anchor or alias: put it in quotes"
+    ]
 
 
 def test_every_problem_is_reported_not_just_the_first(tmp_path):

@@ -237,6 +237,44 @@ async def test_import_that_fails_validation_changes_nothing(db, database_url, tm
     assert await snapshot(db) == before
 
 
+LESSON_ONE = "lessons/01-what-phishing-wants.md"
+# Files that once validated and then lost questions, failed half-way through the import, or stored what learners
+# cannot use: each is now one problem at its line, and the database keeps what it had.
+REFUSED_EDITS = {
+    "code block left open before the quiz": (
+        (LESSON_ONE, "## Quiz\n", "For example:\n\n```\nFrom: security@kestre1bank.com\n\n## Quiz\n"),
+        (LESSON_ONE, 33, "a ``` code block opened on line 33 is never closed")),
+    "price past what payments take": (
+        ("course.yaml", "access: free\n", "access: paid\nprice:\n  amount: 30000000\n  currency: EUR\n"),
+        ("course.yaml", 11, "30000000 EUR is more than payments can take")),
+    "price past a database integer": (
+        ("course.yaml", "access: free\n", "access: paid\nprice:\n  amount: 99999999999999999999\n  currency: EUR\n"),
+        ("course.yaml", 11, "is more than payments can take")),
+    "nul in an explanation": ((LESSON_ONE, "The two-hour deadline", "The two-hour\x00 deadline"),
+                              (LESSON_ONE, 41, "the control character U+0000")),
+    "answer nobody can type": ((LESSON_ONE, "- smishing\n", "- smishing\n- !!!\n"),
+                               (LESSON_ONE, 57, "learners cannot type it")),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_EDITS), ids=list(REFUSED_EDITS))
+async def test_a_bad_reimport_is_one_problem_and_changes_nothing(db, database_url, tmp_path, monkeypatch, capsys,
+                                                                 case):
+    (file, old, new), (at, line, message) = REFUSED_EDITS[case]
+    folder = copy_course(SAMPLE, tmp_path / "sample")
+    await load(db, folder)
+    before = await snapshot(db)
+
+    edit(folder / file, old, new)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert await cli("course", "import", str(folder)) == 1
+    problem, *rest = capsys.readouterr().err.splitlines()
+    assert problem.startswith(f"{folder / at}:{line}: ") and message in problem, problem
+    assert rest == ["1 problem found.", "Nothing was imported: fix the problems above and run the import again."]
+    assert await snapshot(db) == before
+
+
 async def test_cli_import_reports_changes_and_list_shows_the_course(db, database_url, tmp_path, monkeypatch, capsys):
     folder = copy_course(SAMPLE, tmp_path / "sample")
     monkeypatch.chdir(tmp_path)
