@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.messages import Document, Text
 from channels.markdown import SLACK_MRKDWN, render, with_links
+from channels.slack.commands import as_typed_in_slack
 from channels.text import split_text
 
 SECTION_TEXT_LIMIT = 3000
@@ -45,7 +46,7 @@ class SlackMessage:
 def render_text(reply: Text) -> list[SlackMessage]:
     """A text reply as one or more messages: section blocks of at most 3,000 characters, then the buttons. A threaded
     reply's follow-ups come after, each its own message in the thread of the first."""
-    post, *follow_ups = reply.pieces()
+    post, *follow_ups = (as_typed_in_slack(piece) for piece in reply.pieces())
     messages = _messages(_sections(with_links(post, reply.links)), _actions_blocks(reply), reply)
     if not messages:
         raise ReplyNotRenderable("the reply has neither text nor choices")

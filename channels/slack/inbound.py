@@ -28,29 +28,15 @@ from typing import Any
 
 from bot.messages import ANSWER_FORM, ANSWER_FORM_OFFERED, REPLY_ADDRESS, InboundMessage
 from channels.slack.blocks import plain_text
+from channels.slack.commands import SLASH_COMMANDS, TEAM_COMMAND
 from channels.webhook import Ignored
 
 CHANNEL = "slack"
 
-# Slash command → what the core's dialogs understand. /ask sends its question as free text (the question answerer
-# takes free text); the others name the commands the lesson, quiz and payment dialogs offer (the payment ones answer
-# a channel in the buyer's direct messages).
-SLASH_COMMANDS: dict[str, str] = {
-    "/lesson": "/next",
-    "/quiz": "/review",
-    "/progress": "/progress",
-    "/ask": "",
-    "/courses": "/courses",
-    "/buy": "/buy",
-    "/purchases": "/purchases",
-    "/redeem": "/redeem",
-}
 # Typed in a channel, these answer in the member's private place there (only they see it): a payment link, receipts
 # and an access code are one person's business.
 PERSONAL_COMMANDS = frozenset({"/buy", "/purchases", "/redeem"})
 
-# /lessonbot WORDS: the team commands and every other command by its name ("/lessonbot leaderboard" is /leaderboard).
-TEAM_COMMAND = "/lessonbot"
 # A pressed button whose value starts so belongs to a team's post in a channel: the member answers privately.
 TEAM_BUTTON_PREFIX = "team:"
 # The channel events that say who is in a channel.

@@ -152,3 +152,18 @@ def test_the_manifest_asks_for_the_scopes_and_commands_the_code_uses():
     assert urls == {"https://bot.example.com/slack/events"}
     assert manifest["oauth_config"]["redirect_urls"] == ["https://bot.example.com/slack/oauth_redirect"]
     assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
+
+
+@pytest.mark.parametrize(("core", "slack"), [
+    ("Send /help to see what I can do.", "Send /lessonbot help to see what I can do."),
+    ("Send /stop at any time, or /next for a lesson.", "Send /lessonbot stop at any time, or /lesson for a lesson."),
+    ("(/review) and “/progress”", "(/quiz) and “/progress”"),
+    ("/lessonbot team leave to opt out", "/lessonbot team leave to opt out"),
+    ("/buy passwords-that-hold", "/buy passwords-that-hold"),
+    ("24/7, https://example.com/help and a/b stay", "24/7, https://example.com/help and a/b stay"),
+])
+def test_a_command_a_reply_names_is_written_as_it_is_typed_in_slack(core, slack):
+    """Slack refuses a "/word" the app did not register before it reaches the bot: a reply names the registered
+    command that means it, or /lessonbot and the word."""
+    [message] = render_text(Text(core))
+    assert message.blocks[0]["text"]["text"] == slack and message.text == slack
