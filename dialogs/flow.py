@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dialogs.i18n import translator
 from dialogs.turn import Exchange, Turn
 
 log = logging.getLogger(__name__)
@@ -185,8 +186,13 @@ async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]], *, tex
     flow = _registry[entry["name"]]
     step = flow.step(entry["step"])
     data = entry["data"]
+    answer = turn.text if text is None else text
+    if not answer.strip() and turn.message.choice is None:  # a photo, a sticker, a voice note, a shared location
+        turn.say(translator(turn.user.locale)("I can only read words here: please type your answer."))
+        await _ask(turn, entry)
+        return True
     try:
-        following = await step.answer(turn, data, turn.text if text is None else text)
+        following = await step.answer(turn, data, answer)
     except NotAnAnswer:
         await fallback(turn)
         if current(turn.state) == entry:

@@ -4,6 +4,7 @@ resumable after wandering off, and the choices stored in plain columns a planner
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from datetime import time
 
 import pytest
@@ -21,6 +22,7 @@ from tests.dialogs.learning_support import (  # noqa: F401
     learning_bot,
     onboard,
 )
+from tests.support import message
 
 
 @pytest.mark.parametrize("first", ["hello there", "1", "Ann", "what is smishing?"])
@@ -80,6 +82,11 @@ async def test_onboarding_with_mistakes_and_a_detour(learning_bot):
 
     nowhere = await t.say("Narnia")
     assert "couldn't find a time zone for “Narnia”" in nowhere[0] and nowhere[1] == zone_question
+    # A shared location, a photo or a sticker carries no words: asked again for them, not "no zone for “”".
+    before = len(channel.sent["ann"])
+    await bot.receive(replace(message("", chat="ann"), meta={"location": {"latitude": 40.4, "longitude": -3.7}}))
+    await bot.settle()
+    assert channel.texts("ann")[before:] == ["I can only read words here: please type your answer.", zone_question]
     [confirm] = await t.say("UTC+5:30")
     assert confirm.startswith("In UTC+05:30 it is ") and confirm.endswith("Is that your time?")
     [again] = await t.press("No, change it")
