@@ -58,6 +58,8 @@ async def test_a_lesson_part_by_part_then_its_quiz(learning_bot):
     assert question.startswith("Question 2 of 3\nTrue or false") and t.labels() == ["True", "False"]
     wrong = await t.say("dunno")
     assert wrong[0] == "Please answer true or false." and wrong[1] == question
+    help_text, asked_again = await t.say("/help")  # the list, then the question again: its buttons the newest
+    assert help_text.startswith("Here is what you can send me") and asked_again == question
     [feedback, question] = await t.say("FALSE")
     assert feedback.startswith("✅ Right!")
     assert question.endswith("(Type your answer.)")
