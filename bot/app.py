@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import dialogs
 from bot.certificate_page import certificate_routes
 from bot.channel import Channel, HasRoutes
 from bot.config import Settings
@@ -210,6 +211,7 @@ def build_channels(settings: Settings, db: Database) -> list[Channel]:
                 api_base_url=settings.slack_api_base_url,
                 public_base_url=settings.public_base_url,
                 max_body_bytes=settings.max_body_bytes,
+                commands=frozenset(f"/{command.name}" for command in dialogs.COMMANDS),
             )
         )
     elif settings.slack_bot_token or settings.slack_client_id or settings.slack_client_secret:

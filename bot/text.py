@@ -115,9 +115,10 @@ BIGGEST_ID = 2**63 - 1  # a BIGINT's largest value, on PostgreSQL and SQLite ali
 def whole_number(text: str, *, most: int = BIGGEST_ID) -> int | None:
     """`text` (spaces around it aside) as a whole number of ASCII digits up to `most`; None if it is anything else."""
     text = text.strip()
-    if not text.isascii() or not text.isdigit():
-        return None
-    value = int(text)
+    digits = text.lstrip("0") or "0"
+    if not text.isascii() or not text.isdigit() or len(digits) > len(str(most)):
+        return None  # (a longer run of digits is past `most`: not read, as int() refuses one past 4,300 digits)
+    value = int(digits)
     return value if value <= most else None
 
 

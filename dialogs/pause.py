@@ -49,8 +49,9 @@ async def pause(turn: Turn, args: str) -> None:
 
 
 async def _withdraw_unasked(x: Exchange, learner: Learner, reason: str) -> None:
-    """What the bot queued on its own for the learner and has not sent (a lesson, a reminder, an announcement, also
-    one set aside until they wrote, which this very message would otherwise release) does not go."""
+    """What the bot queued on its own for the learner and has not sent (also what was set aside until they wrote,
+    which this very message would otherwise release) does not go now: a lesson waits until they write again, a
+    reminder or an announcement is cancelled."""
     if learner.home_conversation_id is not None:
         await withdraw_unasked(x.session, learner.home_conversation_id, reason=reason)
 
@@ -80,9 +81,9 @@ async def stop(turn: Turn, _args: str) -> None:
 
 async def ask_stop(x: Exchange, data: flow.Data) -> None:
     _ = tr(x)
-    learner = await learner_of(x)  # they asked to stop: what the bot queued on its own waits for their answer unsent
-    if is_set_up(learner):
-        await _withdraw_unasked(x, learner, "not sent: the learner asked to stop")
+    learner = await learner_of(x)  # they asked to stop: what the bot queued on its own waits for their answer
+    if is_set_up(learner) and learner.home_conversation_id is not None:
+        await withdraw_unasked(x.session, learner.home_conversation_id, reason="", hold_only=True)
     x.say(
         _("Do you want to stop the daily lessons (your progress is kept), or stop and delete everything I keep "
           "about you (name, settings, progress, certificates and our messages)?"),

@@ -416,7 +416,7 @@ async def _verdict(session: AsyncSession, row: Any, now: datetime) -> tuple[bool
     if row.status == "sent" and row.sent_at is not None:
         came_back = await _came_back(session, row, row.sent_at, now)
         return None if came_back is None else (True, came_back)
-    if row.status in ("dead", "suppressed"):
+    if row.status in ("dead", "suppressed", "cancelled"):  # never to go (cancelled: the learner paused or stopped)
         return False, False
     if row.status in (None, "waiting") and now - row.created_at >= UNDELIVERED_AFTER:
         return False, False  # its outbox row is gone (the learner's data was deleted), or it still waits

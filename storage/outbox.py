@@ -50,10 +50,11 @@ class OutboxStatus(StrEnum):
     SENDING = "sending"  # claimed by a dispatcher until `lease_until`
     SENT = "sent"  # the platform took it (`platform_message_id`)
     DEAD = "dead"  # a permanent failure, or the retry budget spent: until an admin requeues it
-    WAITING = "waiting"  # may only go after the person writes again (WhatsApp's 24-hour window)
+    WAITING = "waiting"  # may only go after the person writes again (WhatsApp's 24-hour window; a lesson a learner
+    # paused or stopped before it went, `withdraw_unasked`)
     SUPPRESSED = "suppressed"  # the person opted out (STOP): never sent
     CANCELLED = "cancelled"  # never sent: the person's data was erased (payload blanked), the app was removed, or
-    # the learner paused or stopped before a lesson, reminder or announcement went (`withdraw_unasked`)
+    # the learner paused or stopped before a reminder or an announcement went (`withdraw_unasked`)
 
 
 class InboundStatus(StrEnum):
@@ -455,25 +456,37 @@ async def _renumbered_after_the_largest(session: AsyncSession, dead: ColumnEleme
 
 # What the bot sends on its own to keep a learner going, by the idempotency keys their writers give them: a lesson at
 # the learner's hour (scheduler.planner), a reminder (scheduler.nudges), an announcement (storage.broadcasts).
-UNASKED_KEYS = ("lesson:", "nudge:", "broadcast:")
+LESSON_KEY, NUDGE_KEY, BROADCAST_KEY = "lesson:", "nudge:", "broadcast:"
 
 
-async def withdraw_unasked(session: AsyncSession, conversation_id: int, *, reason: str) -> int:
-    """Cancel the lessons, reminders and announcements (UNASKED_KEYS) not yet sent to a conversation, whether due or
-    set aside until the person writes (WhatsApp's window): the learner paused or stopped, so they must not go. Replies
-    to what the person sent, and notices such as a payment's, stay. The number of rows cancelled; a row being sent
-    right now is left to finish."""
-    result = await session.execute(
+async def withdraw_unasked(session: AsyncSession, conversation_id: int, *, reason: str, hold_only: bool = False) -> int:
+    """What the bot queued on its own for a conversation and has not sent, when the learner pauses or stops: a lesson
+    is held until they write again (status `waiting`: their place already moved past it, so it must not be lost), a
+    reminder or an announcement is cancelled; `hold_only`: every one of them held, none cancelled (the learner was
+    asked whether to stop and has not answered). Replies to what the person sent, and notices such as a payment's,
+    stay as they are; a row being sent right now is left to finish. The number of rows changed."""
+    unsent = (OutboxMessage.conversation_id == conversation_id,
+              OutboxMessage.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)))
+
+    def keyed(*keys: str) -> ColumnElement[bool]:
+        return or_(*(starts_with(OutboxMessage.idempotency_key, key) for key in keys))
+
+    held = await session.execute(
         update(OutboxMessage)
-        .where(
-            OutboxMessage.conversation_id == conversation_id,
-            OutboxMessage.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)),
-            or_(*(starts_with(OutboxMessage.idempotency_key, prefix) for prefix in UNASKED_KEYS)),
-        )
-        .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)
+        .where(*unsent, keyed(LESSON_KEY, NUDGE_KEY, BROADCAST_KEY) if hold_only else keyed(LESSON_KEY))
+        .values(status=OutboxStatus.WAITING.value, lease_until=None)
         .execution_options(synchronize_session=False)
     )
-    return rows_affected(result)
+    changed = rows_affected(held)
+    if not hold_only:
+        cancelled = await session.execute(
+            update(OutboxMessage)
+            .where(*unsent, keyed(NUDGE_KEY, BROADCAST_KEY))
+            .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)
+            .execution_options(synchronize_session=False)
+        )
+        changed += rows_affected(cancelled)
+    return changed
 
 
 async def cancel_unsent_to(session: AsyncSession, channel: str, chat_prefix: str, *, reason: str) -> int:

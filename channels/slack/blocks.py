@@ -43,10 +43,11 @@ class SlackMessage:
     in_thread: bool = False
 
 
-def render_text(reply: Text) -> list[SlackMessage]:
+def render_text(reply: Text, *, commands: frozenset[str] = frozenset()) -> list[SlackMessage]:
     """A text reply as one or more messages: section blocks of at most 3,000 characters, then the buttons. A threaded
-    reply's follow-ups come after, each its own message in the thread of the first."""
-    post, *follow_ups = (as_typed_in_slack(piece) for piece in reply.pieces())
+    reply's follow-ups come after, each its own message in the thread of the first. The core's `commands` it names
+    are written as they are typed in Slack (channels.slack.commands)."""
+    post, *follow_ups = (as_typed_in_slack(piece, commands) for piece in reply.pieces())
     messages = _messages(_sections(with_links(post, reply.links)), _actions_blocks(reply), reply)
     if not messages:
         raise ReplyNotRenderable("the reply has neither text nor choices")

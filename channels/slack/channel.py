@@ -96,7 +96,9 @@ class SlackChannel:
         public_base_url: str = "",
         timeout: float = 10.0,
         now: Callable[[], float] = time.time,
+        commands: frozenset[str] = frozenset(),
     ) -> None:
+        """`commands`: the core's commands ("/help", "/stop", …), which a reply names as they are typed in Slack."""
         if not signing_secret:
             raise ValueError("SLACK_SIGNING_SECRET is needed to verify that requests come from Slack")
         self.multi_workspace = bool(client_id and client_secret)
@@ -105,6 +107,7 @@ class SlackChannel:
         if not self.multi_workspace and not bot_token:
             raise ValueError("set SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (many)")
         self.max_body_bytes = max_body_bytes
+        self.commands = commands
         self.api_base_url = api_base_url
         self.timeout = timeout
         self.signing_secret = signing_secret
@@ -154,7 +157,7 @@ class SlackChannel:
                     raise PermanentSendError(f"document {reply.filename!r} has neither a path nor a URL")
                 messages = [render_link(reply)]
             elif isinstance(reply, Text):
-                messages = render_text(reply)
+                messages = render_text(reply, commands=self.commands)
             else:
                 raise ReplyNotRenderable(f"a {type(reply).__name__} is for platforms that take payments themselves")
             if delivery.reply_address and delivery.reply_address.startswith(HOME_ADDRESS_PREFIX):

@@ -27,20 +27,28 @@ SLASH_COMMANDS: dict[str, str] = {
 TEAM_COMMAND = "/lessonbot"
 
 _TYPED: dict[str, str] = {core: slash for slash, core in SLASH_COMMANDS.items() if core}  # /next → /lesson, …
-# A command named in text: "/" and a word, at the start or after a space or an opening bracket or quote (not in a
-# path or a link, "24/7" or "https://…/help").
-_NAMED = re.compile(r"(?<![\w/.:~-])/([a-z][a-z_]{1,31})\b")
+# A command named in text: "/" and a word, at the start or after a space, an opening bracket or a quote (not in a path
+# or a link: "24/7", "https://…/help", "/etc/passwd").
+_NAMED = re.compile(r"(?<![\w/.:~`-])/([a-z][a-z_]{1,31})\b(?!/)")
+_CODE = re.compile(r"(`+)[^`]*?\1")  # a code span: left as written
 
 
-def as_typed_in_slack(text: str) -> str:
-    """`text` with every command it names written as a person types it in Slack."""
-    if "/" not in text:
+def as_typed_in_slack(text: str, commands: frozenset[str]) -> str:
+    """`text` with every command of the core it names (`commands`: "/help", "/stop", …, the wiring's list) written as a
+    person types it in Slack. Other words after a slash (a path, a word the core has no command for) and code spans
+    stay as they are."""
+    if "/" not in text or not commands:
         return text
 
     def typed(found: re.Match[str]) -> str:
         command = "/" + found[1]
-        if command == TEAM_COMMAND or command in SLASH_COMMANDS:
-            return command
+        if command not in commands or command in SLASH_COMMANDS or command == TEAM_COMMAND:
+            return found[0]
         return _TYPED.get(command) or f"{TEAM_COMMAND} {found[1]}"
 
-    return _NAMED.sub(typed, text)
+    pieces, start = [], 0
+    for code in _CODE.finditer(text):
+        pieces += [_NAMED.sub(typed, text[start:code.start()]), code[0]]
+        start = code.end()
+    pieces.append(_NAMED.sub(typed, text[start:]))
+    return "".join(pieces)

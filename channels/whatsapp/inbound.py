@@ -23,6 +23,7 @@ from twilio.request_validator import RequestValidator
 
 from bot.channel import RequestRejected
 from bot.messages import InboundMessage
+from bot.text import whole_number
 from channels.webhook import Ignored
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def inbound_message(form: MultiDict) -> InboundMessage | Ignored:
 def _media(form: MultiDict) -> list[dict[str, str]]:
     """MediaUrl0…, with their content types. The URLs need the account's credentials to fetch (HTTP basic auth)."""
     raw = form.get("NumMedia", "0")
-    count = min(int(raw), MAX_MEDIA) if raw.isascii() and raw.isdigit() else 0  # ("²" is a digit to isdigit)
+    count = min(whole_number(raw) or 0, MAX_MEDIA)  # (a count of other digits, or past any id: none read)
     items = []
     for index in range(count):
         url = form.get(f"MediaUrl{index}")

@@ -70,3 +70,4 @@ def test_a_whole_number_is_ascii_digits_within_a_database_integer():
         42, 0, None, None, None, None, None, None]
     assert whole_number(str(BIGGEST_ID)) == BIGGEST_ID and whole_number(str(BIGGEST_ID + 1)) is None
     assert whole_number("3651", most=3650) is None and whole_number("3650", most=3650) == 3650
+    assert whole_number("9" * 5000) is None and whole_number("0" * 5000 + "7") == 7  # int() refuses 4,300+ digits

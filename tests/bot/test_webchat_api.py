@@ -287,8 +287,10 @@ async def test_a_bad_request_is_refused_stores_nothing_and_the_chat_goes_on(clie
         ({"after": "last"}, 422, "'after' must be"),
         ({"after": "9" * 25}, 422, "'after' must be"),  # past any id a database holds
         ({"after": "²"}, 422, "'after' must be"),  # a digit to str.isdigit, not to int
+        ({"after": "9" * 5000}, 422, "'after' must be"),  # past the digits int() reads at all
     ],
-    ids=["no session", "forged session", "bad cursor", "cursor past 64 bits", "cursor in other digits"],
+    ids=["no session", "forged session", "bad cursor", "cursor past 64 bits", "cursor in other digits",
+         "cursor of 5,000 digits"],
 )
 async def test_reading_replies_needs_a_valid_session_and_cursor(client, params, status, error):
     if "after" in params:

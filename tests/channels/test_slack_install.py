@@ -108,6 +108,8 @@ async def test_a_second_workspace_installs_and_its_people_become_learners(distri
         [reply] = standin.posted("D222")
         assert reply.token == SECOND.bot_token
         assert reply.params["text"].startswith("Hi! I'm Lessonbot")
+        # the welcome's commands as Slack lets them be typed (an unregistered /stop never reaches the bot)
+        assert "/lessonbot stop" in reply.params["text"] and " /stop" not in reply.params["text"]
         async with lessonbot.db.sessions() as session:
             identity = await session.scalar(select(ChannelIdentity))
             assert (identity.channel, identity.external_id) == ("slack", "T222/U0NEW")

@@ -384,3 +384,30 @@ async def test_review_reminders_count_only_the_questions_review_will_ask(databas
         assert reply.text == "🔁 1 question is ready for review. A quick round keeps it fresh."  # the free one
     finally:
         await db.dispose()
+
+
+async def test_a_nudge_withdrawn_by_a_pause_is_settled_as_undelivered(settings):
+    from scheduler.nudges import settle
+
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel])
+    try:
+        course = await sample_course(bot.db)
+        now = utcnow()
+        await add_learner(bot.db, course_id=course, chat="ann", zone=daytime_zone(now), quiet=None,
+                          last_active_at=now - timedelta(days=1, hours=1))
+        clock = HandClock(now)
+        ctx = context(bot.db, clock, rng=random.Random(7))  # the dispatcher is not told: the nudge waits its poll
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        await Transcript(bot, channel, "ann").say("/pause")
+        async with bot.db.sessions() as session:
+            [status] = await session.scalars(select(OutboxMessage.status)
+                                             .where(OutboxMessage.idempotency_key.like("nudge:%")))
+        assert status == "cancelled"
+        clock.at(now + timedelta(days=3))
+        await settle(ctx)
+        async with bot.db.sessions() as session:
+            [settled] = await session.scalars(select(NudgeLog))
+        assert settled.settled_at is not None  # as undelivered: not counted as a send nor read again every run
+    finally:
+        await bot.stop()

@@ -597,10 +597,14 @@ async def test_a_learner_stopped_with_a_moment_stored_is_parked_by_the_run_that_
         await db.dispose()
 
 
-@pytest.mark.parametrize("words", [("/pause",), ("/stop", "stop:lessons")], ids=["pause", "stop"])
-async def test_the_message_that_pauses_or_stops_does_not_release_the_lesson_set_aside_for_it(settings, words):
-    """A lesson held until the learner writes (WhatsApp's window) is withdrawn by /pause or /stop, not sent in
-    answer to it; the answer itself goes."""
+@pytest.mark.parametrize(("words", "back"), [(("/pause",), ("/resume", None)),
+                                             (("/stop", "stop:lessons"), ("/resume", None)),
+                                             (("/stop",), ("Cancel", "stop:cancel"))], ids=["pause", "stop", "ask"])
+async def test_the_message_that_pauses_or_stops_holds_the_lesson_set_aside_until_the_learner_is_back(
+        settings, words, back):
+    """A lesson held until the learner writes (WhatsApp's window) is not sent in answer to /pause or /stop (nor to
+    the /stop question): it stays held, since their place moved past it when it was queued, and goes when they come
+    back (/resume, or Cancel)."""
     channel = RecordingChannel()
     bot = Lessonbot(settings, [channel])
     try:
@@ -621,12 +625,13 @@ async def test_the_message_that_pauses_or_stops_does_not_release_the_lesson_set_
         if len(words) > 1:
             replies += await ann.say("Stop the lessons", choice=words[1])
         assert not any(reply.startswith("📘 Lesson") for reply in replies)
-        assert replies[-1].startswith(("Paused.", "Stopped:"))
         async with bot.db.sessions() as session:
-            [(status, error)] = (await session.execute(
-                select(OutboxMessage.status, OutboxMessage.last_error)
-                .where(OutboxMessage.idempotency_key.like("lesson:%")))).all()
-        assert status == OutboxStatus.CANCELLED and error.startswith("not sent: the learner")
+            [status] = await session.scalars(select(OutboxMessage.status)
+                                             .where(OutboxMessage.idempotency_key.like("lesson:%")))
+        assert status == OutboxStatus.WAITING
+        returned = await ann.say(back[0], choice=back[1])
+        assert returned[0].startswith("📘 Lesson 1 of 5")  # the lesson first, then the answer to coming back
+        assert returned[-1].startswith(("Welcome back!", "OK, nothing changed."))
     finally:
         await bot.stop()
 
