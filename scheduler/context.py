@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from bot.channel import ListsMembers, UnpromptedWindow
@@ -35,3 +35,6 @@ class JobContext:
     nudge_holdout: float = 0.0  # the share of decided nudges held back, to measure who comes back without one
     # Channel name → who is in its group chats (bot.channel.ListsMembers): a team's members are read through it.
     member_lists: Mapping[str, ListsMembers] = field(default_factory=dict)
+    # Learner → the local date on which the review reminder found none of their due questions open to them (all of a
+    # course they lost access to): not counted again that day (scheduler.nudges.sweep).
+    nothing_to_review: dict[int, date] = field(default_factory=dict)

@@ -301,15 +301,23 @@ async def sweep(ctx: JobContext) -> Counter[str]:
         reviews = await _due_review_counts(session, ids, now)
         arms = {kind: await arms_for(session, kind, wording.templates(kind)) for kind in wording.TEMPLATES}
     counts: Counter[str] = Counter()
+    stale = (now - timedelta(days=2)).date()  # (a local date is within a day of UTC's)
+    for user_id in [user_id for user_id, day in ctx.nothing_to_review.items() if day < stale]:
+        del ctx.nothing_to_review[user_id]
     for candidate in found:
         user, conversation = candidate.user, candidate.conversation
         history = histories.get(user.id, [])
         decided = _decide(candidate, history, now, due_reviews=reviews.get(user.id, 0))
         if decided is not None and decided.kind == REVIEW:
             # Announce only what /review will ask: the due questions still open to the learner (a refund, an
-            # entitlement run out or a retired lesson closes some).
+            # entitlement run out or a retired lesson closes some). Found none: not asked again that day.
+            today = now.astimezone(zone_for(user.timezone)).date()
+            if ctx.nothing_to_review.get(user.id) == today:
+                continue
             async with ctx.db.sessions() as session:
                 decided = _decide(candidate, history, now, due_reviews=await open_due_reviews(session, user, now))
+            if decided is None:
+                ctx.nothing_to_review[user.id] = today
         if decided is None:
             continue
         holding = held_out(decided, ctx.nudge_holdout)

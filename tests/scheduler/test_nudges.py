@@ -411,3 +411,39 @@ async def test_a_nudge_withdrawn_by_a_pause_is_settled_as_undelivered(settings):
         assert settled.settled_at is not None  # as undelivered: not counted as a send nor read again every run
     finally:
         await bot.stop()
+
+
+async def test_due_questions_closed_to_the_learner_are_counted_once_a_day_not_every_sweep(database_url):
+    """The review reminder counts due questions as /review does, question by question; when none is open (a course
+    the learner lost access to), it does not count them again at every sweep of the afternoon."""
+    from sqlalchemy import event
+
+    db = Database(database_url)
+    try:
+        course = await sample_course(db, PAID)
+        afternoon = datetime(2026, 6, 10, 13, 0, tzinfo=timezone.utc)
+        took = afternoon - timedelta(days=3)
+        learners = [await add_learner(db, course_id=course, last_active_at=afternoon - timedelta(hours=1))
+                    for _ in range(5)]
+        async with db.transaction() as session:
+            for n, uid in enumerate(learners):
+                session.add(Entitlement(user_id=uid, course_id=course, source="purchase", reference=f"pay-{n}",
+                                        granted_at=took, revoked_at=afternoon - timedelta(days=1)))
+        for uid in learners:
+            _free, *paid = await took_lessons(db, uid, course, 5, at=took)
+            async with db.transaction() as session:
+                session.add_all(QuestionCard(user_id=uid, question_id=q, card={}, due=afternoon - timedelta(hours=2))
+                                for lesson in paid for q in lesson)
+        statements: list[int] = []
+        event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *_: statements.append(1))
+        clock = HandClock(afternoon)
+        ctx = context(db, clock, rng=random.Random(5))
+        per_sweep = []
+        for _ in range(3):  # three sweeps, 15 minutes apart
+            statements.clear()
+            assert await sweep(ctx) == Counter()
+            per_sweep.append(len(statements))
+            clock.move(minutes=15)
+        assert per_sweep[1] == per_sweep[2] < 2 * len(learners) < per_sweep[0]
+    finally:
+        await db.dispose()
