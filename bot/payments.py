@@ -33,6 +33,7 @@ from bot.config import Settings
 from bot.messages import InboundMessage
 from bot.pipeline import Recorded
 from bot.text import whole_number
+from channels.http import NOT_FRAMED
 from channels.webhook import LimitBody, MediaType, Parse, Record, Webhook, WebhookRequest, parse_json
 from dialogs.payments import STRIPE_EVENT, CheckoutOffer, CheckoutSession, PaymentDesk, page_text
 from storage.db import Database
@@ -340,7 +341,8 @@ def _page(request: Request, which: str) -> Response:
     return HTMLResponse(
         f'<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
         f"<title>{html.escape(title)}</title></head><body style=\"font-family:sans-serif;max-width:32em;"
-        f'margin:3em auto;padding:0 1em"><h1>{html.escape(title)}</h1><p>{html.escape(body)}</p></body></html>'
+        f'margin:3em auto;padding:0 1em"><h1>{html.escape(title)}</h1><p>{html.escape(body)}</p></body></html>',
+        headers=NOT_FRAMED,
     )
 
 

@@ -10,6 +10,10 @@ from starlette.responses import FileResponse, Response
 from bot.channel import ChannelHost, RequestRejected
 
 PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
+# A page of ours no other site may show in a frame of its own (clickjacking): the web chat, a certificate's check,
+# the pages Stripe sends a buyer back to. (The dashboard's pages say the same in their own policy.)
+NOT_FRAMED = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY",
+              "X-Content-Type-Options": "nosniff"}
 
 
 async def read_limited_body(request: Request, limit: int) -> bytes:

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from bot.messages import Markup
 from bot.text import whole_number
 from dialogs import broadcast, nudges, payments, personal, roles
-from dialogs.i18n import N_
+from dialogs.i18n import N_, Translator
 from dialogs.learner import tr
 from dialogs.turn import Command, Turn
 from storage.admins import add_sign_in_link
@@ -109,14 +109,22 @@ async def _erase(turn: Turn, args: str) -> None:
                    "messages, on every app they linked. To go ahead, send /admin erase {address} confirm",
                    address=address))
         return
+    may_take_roles = roles.permitted(await roles.grants(turn), "roles")
+    if not may_take_roles and await personal.holds_roles(turn.session, person.user_id):
+        raise UsageError(_roles_first(_, address))
     await payments.stop_renewals_of(turn, person.user_id)  # nothing is charged again for a person no longer known
     erasure = await personal.erase(turn.session, person.user_id, by=turn.identity.address,
-                                   keep_inbound_id=turn.inbound_id)
+                                   keep_inbound_id=turn.inbound_id, may_take_roles=may_take_roles)
     turn.after_commit.append(partial(personal.remove_files, erasure, turn.data_dir))
     personal.forget_in_state(turn, erasure)  # typed in a group they took part in: their steps there go too
     # The answer does not name the address: nothing kept after an erasure should.
     turn.say(_("Erased: {messages} messages and {replies} replies went with the rest of that learner's data.",
                messages=erasure.messages, replies=erasure.replies))
+
+
+def _roles_first(_: Translator, address: str) -> str:
+    return _("{address} holds admin roles, which only an owner may take away: an owner revokes them first (/admin "
+             "role list shows them), then the erasure can go ahead.", address=address)
 
 
 async def _export(turn: Turn, args: str) -> None:

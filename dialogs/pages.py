@@ -99,6 +99,8 @@ DASHBOARD_WORDS: tuple[str, ...] = (
     N_("for how many days (empty: for good)"),
     N_("Grant"),
     N_("Tick the box to confirm."),
+    N_("This learner holds admin roles, which only an owner may take away: an owner revokes them first (/admin role "
+       "list shows them), then the erasure can go ahead."),
     N_("Days: a number from 1 to 3650, or empty."),
     N_("course"),
     N_("title"),
@@ -115,6 +117,8 @@ DASHBOARD_WORDS: tuple[str, ...] = (
     N_("Not for your role"),
     N_("Your admin role does not include this page. An owner can change your role with /admin role grant."),
     N_("Sign in"),
+    N_("Not signed in"),
+    N_("Sign in on the page the bot's link opens, not from another site's page."),
     N_("This link does not work"),
     N_("It was used already, has expired, or was never sent. Send /admin dashboard to the bot in a private "
        "chat for a new one."),

@@ -22,9 +22,10 @@ from bot.messages import Document
 from dialogs.i18n import Translator
 from dialogs.learner import tr
 from dialogs.turn import Turn
+from storage.admins import AdminRole
 from storage.learners import Certificate
 from storage.models import User
-from storage.personal_data import Erasure, erase_person, export_person, without_member
+from storage.personal_data import Erasure, erase_person, export_person, person_of, without_member
 
 JSON_TYPE = "application/json"
 EXPORT_FILENAME = "lessonbot-data.json"
@@ -54,12 +55,29 @@ def export_document(_: Translator, path: Path, *, caption: str | None = None) ->
                     caption=caption or _("Everything I keep about you, as a JSON file. To delete it, send /stop."))
 
 
+class HoldsRoles(Exception):
+    """The person holds admin roles, and whoever asked for the erasure may not take roles away (only an owner may):
+    erasing them would."""
+
+
 async def erase(
-    session: AsyncSession, user_id: int, *, by: str, keep_inbound_id: int | None = None
+    session: AsyncSession, user_id: int, *, by: str, keep_inbound_id: int | None = None, may_take_roles: bool = True
 ) -> Erasure:
     """Erase a person (storage.personal_data.erase_person) in `session`'s transaction. Their files go once it has
-    committed (`remove_files`): a rollback then leaves the person, and their certificates, whole."""
+    committed (`remove_files`): a rollback then leaves the person, and their certificates, whole. `may_take_roles`:
+    whether the one who asked may take admin roles away (the person themselves, an owner, the command line); if not
+    and the person holds any, HoldsRoles is raised and nothing is erased."""
+    if not may_take_roles and await holds_roles(session, user_id):
+        raise HoldsRoles(user_id)
     return await erase_person(session, user_id, by=by, keep_inbound_id=keep_inbound_id)
+
+
+async def holds_roles(session: AsyncSession, user_id: int) -> bool:
+    """Whether any address of the person holds a stored admin role (an erasure would take it away)."""
+    person = await person_of(session, user_id)
+    return await session.scalar(
+        select(AdminRole.id).where(AdminRole.identity.in_(person.addresses)).limit(1)
+    ) is not None
 
 
 def forget_in_state(turn: Turn, erasure: Erasure) -> None:

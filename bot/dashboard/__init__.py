@@ -12,7 +12,6 @@ import json
 from datetime import timedelta
 from html import escape
 from typing import Any
-from urllib.parse import quote
 
 from sqlalchemy import select
 from starlette.requests import Request
@@ -24,7 +23,7 @@ from bot.dashboard.layout import HEADERS, Words, css_response, document, message
 from bot.dashboard.pages import PAGES, Context, Page, as_csv, render
 from bot.text import whole_number
 from dialogs.payments import PaymentDesk, renewing, stop_renewals
-from dialogs.personal import erase, remove_files
+from dialogs.personal import erase, holds_roles, remove_files
 from dialogs.roles import Scope, team_of
 from storage import dashboard as counts
 from storage.courses import SOURCE_GRANT, Course
@@ -85,7 +84,7 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: P
             return found
         viewer, page = found
         built, ctx = await figures(viewer, page, request)
-        flash = request.query_params.get("done", "")
+        flash = access.flash_of(request)
         w = ctx.w
         counted = ""
         if ctx.counted_at is not None:
@@ -137,7 +136,7 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: P
             count = await requeue(session, None)
             audit(session, viewer, "requeue", "all", "ok")
         _language, w = words_for(request)
-        return RedirectResponse(f"/admin/overview?done={quote(w('Requeued {n} dead letters.', n=count))}",
+        return RedirectResponse(f"/admin/overview?{access.flash_query(w('Requeued {n} dead letters.', n=count))}",
                                 status_code=303)
 
     async def learner_in_reach(request: Request, viewer: Viewer, area: str) -> tuple[int, dict[str, Any]] | Response:
@@ -170,7 +169,7 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: P
                                  [w("status"), person["status"]], [w("language"), person["locale"]],
                                  [w("time zone"), person["timezone"]], [w("streak"), person["streak"]],
                                  [w("points"), person["points"]]])
-        flash = request.query_params.get("done", "")
+        flash = access.flash_of(request)
         actions = [f'<a href="/admin/learners/{user_id}/export" download>{escape(w("Export their data (JSON)"))}</a>']
         if courses:
             options = "".join(f"<option>{escape(slug)}</option>" for slug in courses)
@@ -230,17 +229,22 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: P
         viewer, form, user_id = posted
         _language, w = words_for(request)
         if form.get("confirm") != "yes":
-            return RedirectResponse(f"/admin/learners/{user_id}?done={quote(w('Tick the box to confirm.'))}",
+            return RedirectResponse(f"/admin/learners/{user_id}?{access.flash_query(w('Tick the box to confirm.'))}",
                                     status_code=303)
+        may_take_roles = viewer.may("roles")
         async with db.sessions() as session:
+            if not may_take_roles and await holds_roles(session, user_id):
+                refused = w("This learner holds admin roles, which only an owner may take away: an owner revokes "
+                            "them first (/admin role list shows them), then the erasure can go ahead.")
+                return RedirectResponse(f"/admin/learners/{user_id}?{access.flash_query(refused)}", status_code=303)
             subscriptions = await renewing(session, user_id)
         await stop_renewals(payments, subscriptions)  # nothing is charged again for a person no longer known
         async with db.transaction() as session:
-            erasure = await erase(session, user_id, by=viewer.identity)
+            erasure = await erase(session, user_id, by=viewer.identity, may_take_roles=may_take_roles)
         remove_files(erasure, data_dir)  # committed
         done = w("Erased: {messages} messages and {replies} replies went with the rest of that learner's data.",
                  messages=erasure.messages, replies=erasure.replies)
-        return RedirectResponse(f"/admin/learners?done={quote(done)}", status_code=303)
+        return RedirectResponse(f"/admin/learners?{access.flash_query(done)}", status_code=303)
 
     async def grant_course(request: Request) -> Response:
         posted = await learner_form(request, "access")
@@ -253,7 +257,7 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: P
         _language, w = words_for(request)
         if days and not whole_number(days, most=3650):
             done = w("Days: a number from 1 to 3650, or empty.")
-            return RedirectResponse(f"/admin/learners/{user_id}?done={quote(done)}", status_code=303)
+            return RedirectResponse(f"/admin/learners/{user_id}?{access.flash_query(done)}", status_code=303)
         now = utcnow()
         async with db.transaction() as session:
             course = await session.scalar(select(Course).where(Course.slug == slug))
@@ -262,7 +266,7 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: P
             await grant(session, user_id, course.id, source=SOURCE_GRANT, reference=f"dashboard:{now.isoformat()}",
                         expires_at=now + timedelta(days=int(days)) if days else None, now=now)
             audit(session, viewer, "grant", f"user {user_id} {slug} {days}".strip(), "ok")
-        return RedirectResponse(f"/admin/learners/{user_id}?done={quote(w('Granted {course}.', course=slug))}",
+        return RedirectResponse(f"/admin/learners/{user_id}?{access.flash_query(w('Granted {course}.', course=slug))}",
                                 status_code=303)
 
     async def stylesheet(request: Request) -> Response:

@@ -21,7 +21,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from html import escape
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -79,10 +79,25 @@ class Access:
 
     def csrf_ok(self, request: Request, viewer: Viewer, token: object) -> bool:
         """The form's token is this session's, and the request comes from a page of ours (when the browser says)."""
+        return self.from_our_pages(request) and isinstance(token, str) and hmac.compare_digest(token, viewer.csrf)
+
+    def flash_query(self, text: str) -> str:
+        """The query that shows `text` as the next page's confirmation (`flash_of`), signed: a link someone else made
+        shows no words of theirs in the dashboard's own voice."""
+        return urlencode({"done": text, "sig": self._flash_signature(text)})
+
+    def flash_of(self, request: Request) -> str:
+        """The confirmation the URL carries, if this dashboard signed it; else nothing."""
+        text, signature = request.query_params.get("done", ""), request.query_params.get("sig", "")
+        return text if text and hmac.compare_digest(signature, self._flash_signature(text)) else ""
+
+    def _flash_signature(self, text: str) -> str:
+        return hmac.new(self._secret, f"flash:{text}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def from_our_pages(self, request: Request) -> bool:
+        """Whether a form was posted from a page of ours, as far as the browser says (its Origin header)."""
         origin = request.headers.get("origin")
-        if origin and origin not in (self.origin, f"{request.url.scheme}://{request.url.netloc}"):
-            return False
-        return isinstance(token, str) and hmac.compare_digest(token, viewer.csrf)
+        return not origin or origin in (self.origin, f"{request.url.scheme}://{request.url.netloc}")
 
     # Sign-in and sign-out ---------------------------------------------------------------------------------------
 
@@ -99,6 +114,10 @@ class Access:
         return document(request, w("Sign in"), body)
 
     async def sign_in(self, request: Request) -> Response:
+        if not self.from_our_pages(request):  # another site's page posting someone's link: it would sign the visitor
+            # in as that someone (their actions then recorded as theirs)
+            return message_page(request, "Not signed in", "Sign in on the page the bot's link opens, not from another "
+                                "site's page.", status=403)
         form = await request.form()
         link = form.get("link")
         cookie = secrets.token_urlsafe(32)

@@ -41,7 +41,7 @@ from starlette.types import Receive, Scope, Send
 from bot.channel import ChannelHost, Received, RequestRejected, SentReply
 from bot.messages import Link
 from bot.text import whole_number
-from channels.http import PRIVATE, sent_document
+from channels.http import NOT_FRAMED, PRIVATE, sent_document
 from channels.markdown import PLAIN, render, render_html, with_links
 from channels.webchat.streams import FALLBACK_POLL_SECONDS
 from channels.webhook import LimitBody, Parse, Record, Webhook, WebhookRequest, parse_json, refusal
@@ -151,7 +151,7 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
     )
 
     async def page(request: Request) -> Response:
-        return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache", **NOT_FRAMED})
 
     async def new_session(request: Request) -> Response:
         return JSONResponse({"session": webchat.new_session()}, status_code=201)

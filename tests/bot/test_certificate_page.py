@@ -59,6 +59,8 @@ async def test_a_certificate_shows_name_course_and_date_escaped_and_nothing_else
     assert code not in html  # the name, the course, the date: nothing else
     assert "/srv" not in html and "secret.pdf" not in html
     assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
     # Typed as a person might: lower case, spaces for dashes.
     again = await client.get(f"/certificates/{code.lower().replace('-', ' ')}")
     assert again.status_code == 200 and NAME not in again.text and "Valid certificate" in again.text

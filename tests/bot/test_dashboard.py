@@ -152,6 +152,11 @@ async def test_every_form_needs_the_session_s_csrf_token(settings):
                                    data={"confirm": "yes", "csrf": csrf_of(page.text)})
         assert erased.status_code == 303 and "Erased" in erased.headers["location"]
         assert (await client.get(f"/admin/learners/{user_id}")).status_code == 404
+        confirmed = await client.get(erased.headers["location"])
+        assert '<p class="flash">Erased: ' in confirmed.text
+        # a link someone else wrote shows no words of theirs in the dashboard's voice
+        forged_flash = await client.get("/admin/learners", params={"done": "Session expired: sign in at evil.example"})
+        assert "evil.example" not in forged_flash.text and 'class="flash"' not in forged_flash.text
 
 
 async def test_scoped_roles_see_their_course_or_workspace_only(settings):
@@ -218,3 +223,46 @@ async def test_a_workspace_s_support_finds_that_workspace_s_people_only(settings
         other = int(tess) + 1  # Theo, of the other workspace
         assert (await client.get(f"/admin/learners/{other}")).status_code == 403
         assert (await client.get(f"/admin/learners/{other}/export")).status_code == 403
+
+
+async def test_only_an_owner_may_erase_someone_who_holds_admin_roles(settings):
+    """An erasure takes the person's roles with it: a support (no say over roles) is refused, on the dashboard and in
+    chat, and the admin keeps their role and their session; an owner may."""
+    import re
+
+    import httpx
+
+    from storage.admins import roles_of
+    from tests.support import Transcript
+
+    async with dashboard(settings) as (client, bot, channel):
+        boss = Transcript(bot, channel, chat="boss")
+        await boss.say("/admin role grant test:carol admin")
+        await boss.say("/admin role grant test:sue support")
+        carol_browser = httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
+        await sign_in(carol_browser, bot, channel, chat="carol")
+        await sign_in(client, bot, channel, chat="sue")
+        found = await client.get("/admin/learners", params={"q": "test:carol"})
+        user_id = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
+        page = await client.get(f"/admin/learners/{user_id}")
+        refused = await client.post(f"/admin/learners/{user_id}/erase",
+                                    data={"csrf": csrf_of(page.text), "confirm": "yes"})
+        assert refused.status_code == 303 and "holds+admin+roles" in refused.headers["location"].replace("%20", "+")
+        [said] = await Transcript(bot, channel, chat="sue").say("/admin erase test:carol confirm")
+        assert said.startswith("test:carol holds admin roles, which only an owner may take away")
+        async with bot.db.sessions() as session:
+            assert await roles_of(session, "test:carol") == [("admin", "")]
+        assert (await carol_browser.get("/admin/revenue")).status_code == 200
+        [erased] = await boss.say("/admin erase test:carol confirm")  # the owner may
+        assert erased.startswith("Erased:")
+        async with bot.db.sessions() as session:
+            assert await roles_of(session, "test:carol") == []
+
+
+async def test_a_sign_in_posted_from_another_site_signs_no_one_in(settings):
+    """Another site's page posting an admin's own link would sign the visitor in as that admin (login CSRF)."""
+    async with dashboard(settings) as (client, bot, channel):
+        link = await link_for(bot, channel, "boss")
+        forged = await client.post("/admin/sign-in", data={"link": link}, headers={"origin": "https://evil.example"})
+        assert forged.status_code == 403 and "set-cookie" not in forged.headers
+        assert (await client.post("/admin/sign-in", data={"link": link})).status_code == 303  # the link still works

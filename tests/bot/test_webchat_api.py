@@ -376,6 +376,9 @@ async def test_the_page_and_its_files_are_served(client):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'src="static/chat.js"' in page.text and 'href="static/chat.css"' in page.text
     assert "http://" not in page.text and "https://" not in page.text  # nothing is loaded from elsewhere
+    # no other site may show it in a frame of its own
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     for path, kind in (("/static/chat.js", "javascript"), ("/static/chat.css", "text/css")):
         response = await client.get(path)
         assert response.status_code == 200 and kind in response.headers["content-type"], path

@@ -102,6 +102,7 @@ async def test_a_learner_pays_by_link_and_the_next_lesson_opens(shop, stripe_api
     # The success page grants nothing: only the signed event does.
     page = await client.get("/payments/done?lang=en")
     assert page.status_code == 200 and "Go back to the chat" in page.text
+    assert page.headers["x-frame-options"] == "DENY"  # no other site shows it in a frame
     left = await client.get("/payments/cancelled?lang=es")
     assert left.status_code == 200 and "No se ha cobrado nada" in left.text
     assert await entitlements(bot) == []
