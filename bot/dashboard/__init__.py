@@ -3,7 +3,8 @@
 
 Every route first finds the signed-in admin and checks their roles with dialogs/roles.py's one check; a signed-out
 browser gets a page that says how to sign in, a role that does not cover the page one that says so, and neither
-sees a number. Every action (requeue, export, erase, grant) is a POST with the session's CSRF token, audited.
+sees a number. Every change (requeue, erase, grant) is a POST with the session's CSRF token, audited; an export is
+a GET (it changes nothing, and the SameSite=Strict cookie keeps other sites from asking for one), audited too.
 """
 
 from __future__ import annotations
