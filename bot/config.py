@@ -23,13 +23,17 @@ from knowledge.settings import KnowledgeSettings
 
 KNOWN_CHANNELS = ("console", "web", "telegram", "whatsapp", "slack", "rasa")
 
+HOUR = 3600  # seconds: the bounds of the durations below, which become timedeltas and timeouts
+DAY = 24 * HOUR
+
 
 class ConfigError(Exception):
     """A setting has a value Lessonbot cannot use; the message names it and what it expects."""
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # No inf or nan: a duration of inf seconds is no timedelta, and nan passes every bound.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", allow_inf_nan=False)
 
     # where things live
     data_dir: Path = Field(Path("var"), description="Folder for the SQLite file, Chroma and the generated secret key.")
@@ -43,15 +47,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     web_chat_enabled: bool = True
     web_chat_session_idle_days: float = Field(
-        30.0, gt=0, description="A web chat session ends after this many days without use; the page starts anew."
+        30.0, gt=0, le=3650,
+        description="A web chat session ends after this many days without use; the page starts anew.",
     )
     web_chat_streams_per_address: int = Field(
         20, ge=1, description="Web chat pages (event streams) one client address may hold open in one process."
     )
     web_chat_streams_total: int = Field(1000, ge=1, description="Web chat event streams one process holds open.")
     web_chat_poll_seconds: float = Field(
-        1.0, gt=0, description="How often a process looks, with one query for all its open web chat pages, for "
-        "replies another process (a separate dispatcher) sent."
+        1.0, gt=0, le=HOUR, description="How often a process looks, with one query for all its open web chat pages, "
+        "for replies another process (a separate dispatcher) sent."
     )
 
     # who may run /admin commands: channel:id, comma separated
@@ -64,12 +69,14 @@ class Settings(BaseSettings):
     )
 
     # the pipeline
-    worker_lease_seconds: float = Field(30.0, gt=0, description="How long a process may hold a conversation.")
-    worker_poll_seconds: float = Field(1.0, gt=0, description="How often to look for work other processes left.")
+    worker_lease_seconds: float = Field(30.0, gt=0, le=HOUR, description="How long a process may hold a conversation.")
+    worker_poll_seconds: float = Field(
+        1.0, gt=0, le=HOUR, description="How often to look for work other processes left."
+    )
     worker_concurrency: int = Field(32, ge=1, description="Conversations one process works on at once.")
-    outbox_max_attempts: int = Field(8, ge=1, description="Sends tried before a reply is dead-lettered.")
-    outbox_backoff_seconds: float = Field(2.0, gt=0, description="First retry delay; it doubles each attempt.")
-    outbox_backoff_max_seconds: float = Field(600.0, gt=0)
+    outbox_max_attempts: int = Field(8, ge=1, le=100, description="Sends tried before a reply is dead-lettered.")
+    outbox_backoff_seconds: float = Field(2.0, gt=0, le=DAY, description="First retry delay; it doubles each attempt.")
+    outbox_backoff_max_seconds: float = Field(600.0, gt=0, le=DAY)
     outbox_concurrency: int = Field(
         32, ge=1, description="Sends in flight at once from one dispatcher; a quarter kept for replies to people."
     )
@@ -78,9 +85,11 @@ class Settings(BaseSettings):
                           "platform stand-ins, which have none (lessonbot bench telegram).",
     )
     leader_check_seconds: float = Field(
-        5.0, gt=0, description="How often the leader confirms its hold, and standbys try."
+        5.0, gt=0, le=HOUR, description="How often the leader confirms its hold, and standbys try."
     )
-    leader_lease_seconds: float = Field(15.0, gt=0, description="SQLite: how long a silent leader's hold lasts.")
+    leader_lease_seconds: float = Field(
+        15.0, gt=0, le=HOUR, description="SQLite: how long a silent leader's hold lasts."
+    )
     nudge_holdout: float = Field(
         0.05, ge=0, le=0.5,
         description="The share of reminders decided but not sent, so /admin nudges can show how many learners come "
@@ -184,9 +193,11 @@ class Settings(BaseSettings):
     knowledge_rate_limit_per_minute: int = Field(6, ge=1, description="Questions one learner may ask a minute.")
     knowledge_daily_token_budget: int = Field(20_000, ge=0, description="Model tokens per learner per UTC day.")
     model_calls_per_day: int = Field(2000, ge=0, description="Model calls of all learners together per UTC day.")
-    knowledge_cache_seconds: int = Field(7 * 24 * 3600, ge=0, description="How long an answer is reused; 0: never.")
+    knowledge_cache_seconds: int = Field(
+        7 * DAY, ge=0, le=365 * DAY, description="How long an answer is reused; 0: never."
+    )
     knowledge_max_answer_tokens: int = Field(350, ge=16, le=4096)
-    knowledge_model_timeout_seconds: float = Field(30.0, gt=0)
+    knowledge_model_timeout_seconds: float = Field(30.0, gt=0, le=600)
 
     @field_validator("admins", mode="before")
     @classmethod
@@ -266,7 +277,7 @@ class Settings(BaseSettings):
                 number = Decimal(rate.strip())
             except ArithmeticError:
                 number = Decimal(0)
-            if not re.fullmatch(r"[A-Z]{3}", currency.strip()) or not number > 0:
+            if not re.fullmatch(r"[A-Z]{3}", currency.strip()) or not number.is_finite() or not number > 0:
                 raise ValueError(
                     f"{item.strip()!r} is not CURRENCY=STARS; expected e.g. EUR=55,GBP=65 (Stars for one euro, one "
                     "pound: a positive number)"
@@ -292,8 +303,18 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
-        if value and value.split(":", 1)[0].split("+", 1)[0] not in ("sqlite", "postgresql", "postgres"):
-            raise ValueError("expected a sqlite:/// or postgresql:// URL")
+        if not value:
+            return value
+        from sqlalchemy.engine import make_url  # (here, not at the top: `lessonbot --help` imports no SQLAlchemy)
+        from sqlalchemy.exc import ArgumentError
+
+        try:  # what the database is later opened with: a URL it cannot read ("sqlite", a port "abc") stops here
+            backend = make_url(value).get_backend_name()
+        except (ArgumentError, ValueError):
+            backend = ""
+        if backend not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError("expected a sqlite:/// or postgresql:// URL, e.g. sqlite:///var/lessonbot.db or "
+                             "postgresql://user:password@host:5432/name")
         return value
 
     @field_validator("secret_key")
@@ -344,17 +365,46 @@ class Settings(BaseSettings):
 def _describe(error: ErrorDetails) -> str:
     name = ".".join(str(part) for part in error["loc"]).upper() or "settings"
     given = error.get("input")
+    if name == "DATABASE_URL" and isinstance(given, str):  # a URL's password stays out of the message
+        given = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", given)
     shown = "" if isinstance(given, dict) else f" (got {given!r})"
     return f"{name}: {error['msg']}{shown}"
 
 
+def _not_utf8(overrides: dict[str, Any]) -> str:
+    """Which env file holds a byte that is not UTF-8, and where: '.env: line 3 holds the byte 0xff'."""
+    given = overrides.get("_env_file", Settings.model_config.get("env_file"))
+    paths = [Path(path) for path in (given if isinstance(given, list | tuple) else [given]) if path]
+    for path in paths:
+        try:
+            lines = path.read_bytes().splitlines()
+        except OSError:
+            continue
+        for number, line in enumerate(lines, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"{path}: line {number} holds the byte 0x{line[exc.start]:02x}, which is not UTF-8"
+    return f"{', '.join(map(str, paths)) or '.env'}: a byte that is not UTF-8"
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read the settings, or raise ConfigError naming each bad variable."""
+    """Read the settings, or raise ConfigError naming each bad variable (or the .env file that cannot be read)."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         lines = [_describe(err) for err in exc.errors()]
         raise ConfigError("Configuration error:\n  " + "\n  ".join(lines)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"Configuration error:\n  {_not_utf8(overrides)}. Save the file as UTF-8 (or fix that line), or set the "
+            "variable in the environment instead."
+        ) from None
+    except OSError as exc:  # an env file this user may not read
+        raise ConfigError(
+            f"Configuration error:\n  {exc.filename or '.env'} cannot be read ({exc.strerror or exc}). Let this user "
+            "read it, or remove it and set the variables in the environment instead."
+        ) from None
 
 
 def knowledge_settings(settings: Settings) -> KnowledgeSettings:

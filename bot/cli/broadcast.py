@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.cli.database import database
+from bot.cli.numbers import whole
 from bot.text import counted, whole_number
 from storage.broadcasts import (
     FAN_OUT,
@@ -62,12 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     send.set_defaults(func=cmd_send, uses_database=True)
 
     status = actions.add_parser("status", help="how far a broadcast got (the latest ones without an ID)")
-    status.add_argument("id", nargs="?", type=int)
+    status.add_argument("id", nargs="?", type=whole())
     status.add_argument("--watch", action="store_true", help="follow it until everything queued is sent")
     status.set_defaults(func=cmd_status, uses_database=True)
 
     stop = actions.add_parser("cancel", help="stop a broadcast and withdraw the copies not yet sent")
-    stop.add_argument("id", type=int)
+    stop.add_argument("id", type=whole())
     stop.set_defaults(func=cmd_cancel, uses_database=True)
 
 

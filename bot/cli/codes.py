@@ -15,6 +15,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from bot.cli.database import database
+from bot.cli.numbers import whole
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -26,13 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = codes.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="a code for a course, for a number of learners")
     create.add_argument("--course", required=True, help="the course's id from course.yaml (lessonbot course list)")
-    create.add_argument("--uses", type=int, default=1, help="how many learners may redeem it (default 1)")
+    create.add_argument("--uses", type=whole(), default=1, help="how many learners may redeem it (default 1)")
     create.add_argument("--expires", help="redeemable until: 2027-01-31 (that whole day, UTC), an ISO time, or 30d")
-    create.add_argument("--days", type=int, help="each learner's access lasts this many days (default: for good)")
+    create.add_argument("--days", type=whole(), help="each learner's access lasts this many days (default: for good)")
     create.set_defaults(func=cmd_create, uses_database=True)
     listing = actions.add_parser("list", help="the latest codes with their uses")
     listing.add_argument("--course", help="only this course's codes")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=whole(least=1), default=50)
     listing.set_defaults(func=cmd_list, uses_database=True)
     disable = actions.add_parser("disable", help="stop a code opening anything more (who redeemed it keeps access)")
     disable.add_argument("code", help="the code, e.g. LB-7K2Q-9XWM")

@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from storage.db import Database
 
 SCHEMA_NOT_CURRENT = "The database schema is not up to date: run `lessonbot db upgrade` first."
+SCHEMA_NEWER = (
+    "This database was migrated by a newer Lessonbot ({revisions}): run that version, or restore a backup made before "
+    "the upgrade."
+)
 
 
 @asynccontextmanager
@@ -32,7 +36,8 @@ def schema_ready(settings: Settings) -> bool:
 
     The embedded SQLite file (no DATABASE_URL) is this installation's own, so it is brought up to date here instead:
     a first `lessonbot chat` or `serve` just works. A shared database (DATABASE_URL) is only migrated on request,
-    `lessonbot db upgrade`, since other processes may run an older version of the code against it.
+    `lessonbot db upgrade`, since other processes may run an older version of the code against it. A database a
+    newer Lessonbot migrated (revisions this code has no migration for) is said to be so, and left alone.
     """
     from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
@@ -41,16 +46,46 @@ def schema_ready(settings: Settings) -> bool:
 
     url = settings.resolved_database_url
     try:
-        if migrate.applied_revisions(url) == migrate.head_revisions():
+        applied = migrate.applied_revisions(url)
+        if applied == migrate.head_revisions():
             return True
+        if newer := newer_schema(applied):  # ahead of this code, not behind: no upgrade brings it here
+            print(newer, file=sys.stderr)
+            return False
         if not settings.database_url:
             migrate.upgrade(url)
             return True
-    except (SQLAlchemyError, OSError, CommandError) as exc:
+    except CommandError as exc:
+        print(schema_problem(exc), file=sys.stderr)
+        return False
+    except (SQLAlchemyError, OSError) as exc:
         print(cannot_open(settings, exc), file=sys.stderr)
         return False
     print(SCHEMA_NOT_CURRENT, file=sys.stderr)
     return False
+
+
+def newer_schema(applied: frozenset[str]) -> str | None:
+    """What to say of a database holding revisions this code has no migration for (a newer Lessonbot's), or None
+    when it knows them all."""
+    from alembic.script import ScriptDirectory
+
+    from storage import migrate
+
+    known = {script.revision for script in ScriptDirectory(str(migrate.MIGRATIONS)).walk_revisions()}
+    unknown = sorted(applied - known)
+    if not unknown:
+        return None
+    return SCHEMA_NEWER.format(revisions=f"revision{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+
+
+def schema_problem(exc: Exception) -> str:
+    """One line for a schema Alembic cannot work with (a revision it cannot find, a broken history): the database was
+    reached; its schema is the trouble."""
+    return (
+        f"The database schema cannot be brought up to date: {_reason(exc)}. If another version of Lessonbot migrated "
+        "it, run that version, or restore a backup."
+    )
 
 
 def cannot_open(settings: Settings, exc: Exception) -> str:
@@ -61,8 +96,12 @@ def cannot_open(settings: Settings, exc: Exception) -> str:
 
 def _shown(url: str) -> str:
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # (the setting's check refuses such a URL; never a traceback in a message)
+        return f"{url.split(':', 1)[0]}:…"
 
 
 def _reason(exc: Exception) -> str:

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
-from bot.cli.database import cannot_open, database
+from bot.cli.database import cannot_open, database, newer_schema, schema_problem
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -26,7 +26,10 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         return _schema_action(settings, args)
-    except (SQLAlchemyError, OSError, CommandError) as exc:
+    except CommandError as exc:  # the database answered; Alembic cannot work with the schema it holds
+        print(schema_problem(exc), file=sys.stderr)
+        return 2
+    except (SQLAlchemyError, OSError) as exc:
         print(cannot_open(settings, exc), file=sys.stderr)
         return 2
 
@@ -36,6 +39,9 @@ def _schema_action(settings: Settings, args: argparse.Namespace) -> int:
 
     url = settings.resolved_database_url
     if args.action == "upgrade":
+        if newer := newer_schema(migrate.applied_revisions(url)):
+            print(newer, file=sys.stderr)
+            return 2
         migrate.upgrade(url)
         print(f"Database is at schema {', '.join(sorted(migrate.head_revisions()))}.")
     elif args.action == "revision":
@@ -51,5 +57,7 @@ def _schema_action(settings: Settings, args: argparse.Namespace) -> int:
 
         current, expected = asyncio.run(show()), migrate.head_revisions()
         print(f"current: {', '.join(sorted(current)) or 'empty'}; code expects: {', '.join(sorted(expected))}")
+        if newer := newer_schema(current):
+            print(newer, file=sys.stderr)
         return 0 if current == expected else 1
     return 0

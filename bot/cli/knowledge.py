@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from bot.cli.database import database
 from bot.cli.groups import subcommands
+from bot.cli.numbers import whole
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -36,8 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "knowledge", help="retrieval and answers on a SQuAD-format set (recall@k, MRR, hit and decline rates)"
     )
     evaluate.add_argument("dir", type=Path, help="a SQuAD JSON file and its articles (like shared/datasets/squad-dev)")
-    evaluate.add_argument("--sample", type=int, metavar="N", help="ask N questions drawn at random (default: all)")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    evaluate.add_argument("--sample", type=whole(least=1), metavar="N",
+                          help="ask N questions drawn at random (default: all)")
+    evaluate.add_argument("--seed", type=whole(), default=0, help="seed of the sample (default 0)")
     evaluate.add_argument("--retrieval", choices=["hybrid", "fused", "dense", "keyword"], default="hybrid",
                           help="hybrid (default): fused, then re-ranked; the others to compare against")
     evaluate.add_argument("--extractive", action="store_true", help="extractive answers even when a model is set")
@@ -52,9 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "knowledge", help="ingest throughput and query latency of the knowledge store at 10,000+ chunks"
     )
     bench.add_argument("--dataset", type=Path, help="articles to make chunks from (default: shared/datasets/squad-dev)")
-    bench.add_argument("--chunks", type=int, nargs="+", default=[10_000], help="store sizes (default 10000)")
-    bench.add_argument("--queries", type=int, default=200, help="queries timed at each size (default 200)")
-    bench.add_argument("--embedded", type=int, default=None, metavar="N",
+    bench.add_argument("--chunks", type=whole(least=1), nargs="+", default=[10_000], help="store sizes (default 10000)")
+    bench.add_argument("--queries", type=whole(least=1), default=200, help="queries timed at each size (default 200)")
+    bench.add_argument("--embedded", type=whole(least=1), default=None, metavar="N",
                        help="embed at most N distinct chunks and reuse their vectors beyond that (default: embed all)")
     bench.add_argument("--store", type=Path, help="where to build the stores (default: a scratch folder)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")

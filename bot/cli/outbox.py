@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from bot.cli.database import database
+from bot.cli.numbers import whole
 from bot.text import counted
 
 if TYPE_CHECKING:
@@ -17,10 +18,10 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> None:
     outbox = subparsers.add_parser("outbox", help="replies waiting or failed; requeue failed ones")
     outbox.add_argument("action", nargs="?", choices=["requeue"], help="put failed replies back in line")
-    outbox.add_argument("ids", nargs="*", type=int, help="outbox ids to requeue")
+    outbox.add_argument("ids", nargs="*", type=whole(), help="outbox ids to requeue")
     outbox.add_argument("--all", action="store_true", help="requeue every failed reply")
     outbox.add_argument("--failed", action="store_true", help="list the replies that could not be delivered")
-    outbox.add_argument("--limit", type=int, default=50, help="how many failed replies to list")
+    outbox.add_argument("--limit", type=whole(least=1), default=50, help="how many failed replies to list")
     outbox.set_defaults(func=cmd_outbox, uses_database=True)
 
 

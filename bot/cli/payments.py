@@ -14,6 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from bot.cli.database import database
+from bot.cli.numbers import whole
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     payments = subparsers.add_parser("payments", help="payments for paid courses: list, show, refund")
     actions = payments.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="the latest payments, newest first, then the revenue by course")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=whole(least=1), default=50)
     listing.set_defaults(func=cmd_list, uses_database=True)
     show = actions.add_parser("show", help="one payment in full")
     show.add_argument("payment", help="its number: 12 or LB-000012")

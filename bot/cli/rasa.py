@@ -6,6 +6,8 @@ import argparse
 import logging
 from typing import TYPE_CHECKING
 
+from bot.cli.numbers import whole
+
 if TYPE_CHECKING:
     from bot.config import Settings
 
@@ -19,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "rasa-actions", help="serve Lessonbot's actions to a Rasa assistant (rasa-sdk's webhook)"
     )
     actions.add_argument("--host", help="interface to bind (default: HOST setting, 127.0.0.1)")
-    actions.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    actions.add_argument("--port", type=whole(least=1, most=65535), default=DEFAULT_PORT,
+                         help=f"port (default: {DEFAULT_PORT})")
     actions.set_defaults(func=cmd_rasa_actions, uses_database=True)
 
 

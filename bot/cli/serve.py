@@ -9,6 +9,8 @@ import gc
 import logging
 from typing import TYPE_CHECKING
 
+from bot.cli.numbers import whole
+
 if TYPE_CHECKING:
     from bot.config import Settings
     from bot.core import Lessonbot
@@ -21,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve", help="run the web server (web chat, webhooks), the worker and the dispatcher"
     )
     serve.add_argument("--host", help="interface to bind (default: HOST setting, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default: PORT setting, 8000)")
+    serve.add_argument("--port", type=whole(least=1, most=65535), help="port (default: PORT setting, 8000)")
     serve.add_argument("--no-worker", action="store_true", help="record and acknowledge only; others process")
     serve.add_argument("--no-dispatcher", action="store_true", help="leave sending to a `lessonbot dispatch` process")
     serve.set_defaults(func=cmd_serve, uses_database=True)

@@ -12,19 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.cli.groups import subcommands
+from bot.cli.numbers import whole
 
 if TYPE_CHECKING:
     from bot.config import Settings
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
+MOST_LEARNERS = 1_000_000  # a simulation keeps every learner in memory
+MOST_DAYS = 3650  # ten years of days, one step each
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,9 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "template"),
     ):
         parser = kinds.add_parser(name, help=summary, description=summary)
-        parser.add_argument("--learners", type=_positive, default=10_000, help="simulated learners (default 10000)")
-        parser.add_argument("--days", type=_positive, default=180, help="days simulated (default 180)")
-        parser.add_argument("--seed", type=int, default=1, help="the same seed gives the same results (default 1)")
+        parser.add_argument("--learners", type=whole(least=1, most=MOST_LEARNERS), default=10_000,
+                            help="simulated learners (default 10000)")
+        parser.add_argument("--days", type=whole(least=1, most=MOST_DAYS), default=180,
+                            help="days simulated (default 180)")
+        parser.add_argument("--seed", type=whole(), default=1, help="the same seed gives the same results (default 1)")
         parser.add_argument("--json", action="store_true", help="print the results as JSON")
         parser.add_argument("--charts", type=Path, help="folder for the PNG charts (default DATA_DIR/simulation)")
         parser.set_defaults(func=run)

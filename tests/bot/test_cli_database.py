@@ -6,11 +6,18 @@ from __future__ import annotations
 import io
 
 import pytest
+from alembic.util import CommandError
+from sqlalchemy import text
 
 from bench.processes import DatabaseUnreachable, postgres_database
 from bot.cli import main
+from bot.cli.database import _shown
 from storage import migrate
+from storage.db import make_sync_engine
 from tests.conftest import POSTGRES_ADMIN_URL, missing
+
+NEWER = ("This database was migrated by a newer Lessonbot (revision 0099): run that version, or restore a backup made "
+         "before the upgrade.")
 
 
 @pytest.fixture
@@ -69,3 +76,59 @@ def test_a_database_that_cannot_be_reached_is_named_without_its_password(here, m
 def test_commands_that_need_no_database_do_not_open_one(here, capsys):
     assert main(["course", "validate", str(here / "missing")]) == 1
     assert not (here / "var" / "lessonbot.db").exists()
+
+
+def _migrated_by_a_newer_lessonbot(url: str) -> frozenset[str]:
+    """Stamp the database as a newer Lessonbot leaves it: this code's heads, the latest moved on to 0099, a
+    revision this code has no migration for."""
+    latest = max(migrate.head_revisions())
+    stamped = (migrate.head_revisions() - {latest}) | {"0099"}
+    engine = make_sync_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+        for revision in stamped:
+            connection.execute(text("INSERT INTO alembic_version VALUES (:revision)"), {"revision": revision})
+    engine.dispose()
+    return stamped
+
+
+def test_a_database_a_newer_lessonbot_migrated_is_named_so(here, unmigrated_url, monkeypatch, capsys):
+    stamped = _migrated_by_a_newer_lessonbot(unmigrated_url)
+    monkeypatch.setenv("DATABASE_URL", unmigrated_url)
+
+    for argv in (["outbox"], ["course", "list"], ["db", "upgrade"]):  # not "behind", not "cannot open"
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        assert err.splitlines() == [NEWER] and out == ""
+    assert main(["db", "current"]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("current: ") and "0099" in out and err.splitlines() == [NEWER]
+    assert migrate.applied_revisions(unmigrated_url) == stamped  # left as it was
+
+
+def test_the_embedded_database_is_not_migrated_back_from_a_newer_lessonbot(here, capsys):
+    url = f"sqlite:///{here / 'var' / 'lessonbot.db'}"
+    stamped = _migrated_by_a_newer_lessonbot(url)
+
+    for argv in (["outbox"], ["db", "upgrade"]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.splitlines() == [NEWER]
+    assert migrate.applied_revisions(url) == stamped
+
+
+@pytest.mark.parametrize("argv", [["db", "upgrade"], ["outbox"]])
+def test_a_schema_alembic_cannot_follow_is_no_connection_problem(here, monkeypatch, capsys, argv):
+    def upgrade(url: str, revision: str = "heads") -> None:
+        raise CommandError("Can't locate revision identified by 'abc123'")
+
+    monkeypatch.setattr(migrate, "upgrade", upgrade)
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "The database schema cannot be brought up to date: Can't locate revision identified by 'abc123'. If another "
+        "version of Lessonbot migrated it, run that version, or restore a backup."
+    ]
+
+
+def test_a_url_sqlalchemy_cannot_read_is_still_shown_in_one_line():
+    assert _shown("sqlite") == "sqlite:…"
+    assert _shown("postgresql://lb:secret@db:5432/lessonbot") == "postgresql://lb:***@db:5432/lessonbot"

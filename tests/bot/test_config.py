@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, Settings, load_settings
 
 
 def test_defaults_need_no_configuration(tmp_path):
@@ -33,6 +33,19 @@ def test_defaults_need_no_configuration(tmp_path):
         ("STRIPE_SECRET_KEY", "pk_test_123", "never the publishable pk_ key"),
         ("WEB_CHAT_SESSION_IDLE_DAYS", "0", "greater than 0"),
         ("WEB_CHAT_STREAMS_PER_ADDRESS", "none", "WEB_CHAT_STREAMS_PER_ADDRESS"),
+        # a URL SQLAlchemy cannot read is refused here, not met as a traceback when the database is opened
+        ("DATABASE_URL", "sqlite", "sqlite:/// or postgresql://"),
+        ("DATABASE_URL", "sqlite:", "sqlite:/// or postgresql://"),
+        ("DATABASE_URL", "postgresql://lb@db:port/lessonbot", "sqlite:/// or postgresql://"),
+        # no inf or nan, and durations within bounds: each becomes a timedelta or a timeout
+        ("WORKER_LEASE_SECONDS", "inf", "finite number"),
+        ("WORKER_POLL_SECONDS", "nan", "finite number"),
+        ("LEADER_LEASE_SECONDS", "1e308", "less than or equal to 3600"),
+        ("OUTBOX_BACKOFF_MAX_SECONDS", "1e308", "less than or equal to 86400"),
+        ("WEB_CHAT_SESSION_IDLE_DAYS", "1e9", "less than or equal to 3650"),
+        ("KNOWLEDGE_CACHE_SECONDS", "99999999999999999999", "less than or equal to"),
+        ("OUTBOX_MAX_ATTEMPTS", "2000", "less than or equal to 100"),
+        ("STARS_PER_UNIT", "EUR=nan", "a positive number"),
     ],
 )
 def test_bad_values_are_named(monkeypatch, variable, value, expected):
@@ -66,3 +79,75 @@ def test_the_cli_reports_a_bad_setting_and_exits_2(tmp_path):
     assert result.returncode == 2
     assert "Configuration error" in result.stderr and "PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_password_in_a_bad_database_url_is_not_shown(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://lb:hunter2@db:port/lessonbot")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert "hunter2" not in str(caught.value) and "postgresql://lb:***@db:port/lessonbot" in str(caught.value)
+
+
+def test_every_duration_has_an_upper_bound():
+    # inf, 1e308: a timedelta of that many seconds overflows (the worker's lease, the leader's), so none may get there
+    durations = [name for name in Settings.model_fields if name.endswith(("_seconds", "_days", "_hours"))]
+    unbounded = [name for name in durations
+                 if not any(getattr(rule, "le", None) is not None for rule in Settings.model_fields[name].metadata)]
+    assert durations and unbounded == []
+
+
+def test_an_env_file_that_is_not_utf8_is_named(tmp_path):
+    env = tmp_path / "lessonbot.env"
+    env.write_bytes(b"LOG_LEVEL=INFO\nPORT=80\xff80\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=env)
+    assert str(caught.value).splitlines() == [
+        "Configuration error:",
+        f"  {env}: line 2 holds the byte 0xff, which is not UTF-8. Save the file as UTF-8 (or fix that line), or set "
+        "the variable in the environment instead.",
+    ]
+
+
+def test_an_env_file_that_cannot_be_read_is_named(tmp_path, monkeypatch):
+    env = tmp_path / ".env"
+    env.write_text("PORT=8080\n")
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(env))
+
+    monkeypatch.setattr("pydantic_settings.sources.providers.dotenv.dotenv_values", refused)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=env)
+    assert f"{env} cannot be read (Permission denied)" in str(caught.value)
+
+
+def _lessonbot(tmp_path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *argv],
+        env={"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path / "var"), **env},
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )
+
+
+@pytest.mark.parametrize(("argv", "env", "says"), [
+    (["course", "list"], {"DATABASE_URL": "sqlite"}, "DATABASE_URL: Value error, expected a sqlite:/// or "),
+    (["course", "list"], {"DATABASE_URL": "sqlite:"}, "DATABASE_URL: Value error, expected a sqlite:/// or "),
+    (["serve"], {"WORKER_LEASE_SECONDS": "inf"}, "WORKER_LEASE_SECONDS: Input should be a finite number"),
+    (["serve"], {"LEADER_LEASE_SECONDS": "1e308"}, "LEADER_LEASE_SECONDS: Input should be less than or equal to"),
+])
+def test_the_cli_names_a_setting_it_cannot_use(tmp_path, argv, env, says):
+    result = _lessonbot(tmp_path, *argv, **env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[0] == "Configuration error:" and says in result.stderr
+    assert not (tmp_path / "var").exists()  # stopped before anything was opened
+
+
+def test_the_cli_names_an_env_file_that_is_not_utf8(tmp_path):
+    (tmp_path / ".env").write_bytes(b"PORT=80\xff80\n")
+    result = _lessonbot(tmp_path, "course", "list")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "Configuration error:",
+        "  .env: line 1 holds the byte 0xff, which is not UTF-8. Save the file as UTF-8 (or fix that line), or set "
+        "the variable in the environment instead.",
+    ]
