@@ -59,6 +59,7 @@ from bench.report import (
     run_event_loop,
     table,
 )
+from bot.cli.numbers import whole
 
 if TYPE_CHECKING:
     from storage.db import Database
@@ -77,9 +78,9 @@ DESCRIPTION = __doc__.split("\n", 2)[2]
 
 
 def add_arguments(channels: argparse.ArgumentParser) -> None:
-    channels.add_argument("--requests", type=int, default=2000, help="measured webhook requests per target (2000)")
-    channels.add_argument("--senders", type=int, default=200, help="distinct people sending them (200)")
-    channels.add_argument("--concurrency", type=int, default=32, help="requests in flight at once (32)")
+    channels.add_argument("--requests", type=whole(), default=2000, help="measured webhook requests per target (2000)")
+    channels.add_argument("--senders", type=whole(), default=200, help="distinct people sending them (200)")
+    channels.add_argument("--concurrency", type=whole(), default=32, help="requests in flight at once (32)")
     channels.add_argument("--channels", help=f"comma-separated, from {', '.join(CHANNELS)} (default: all)")
     channels.add_argument(
         "--no-ptb", dest="ptb", action="store_false", help="leave out the bare python-telegram-bot app"

@@ -28,6 +28,7 @@ from typing import Any
 
 from bench.processes import DEFAULT_POSTGRES_ADMIN_URL, DatabaseUnreachable, postgres_database
 from bench.report import add_json_option, machine, print_report, progress, table
+from bot.cli.numbers import whole
 
 HELP = "each dashboard page's answer time with 100,000 learners and 10 million messages (PostgreSQL)"
 DESCRIPTION = __doc__
@@ -37,10 +38,10 @@ BULK_TABLES = ("inbound_messages", "outbox_messages")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--learners", type=int, default=100_000, help="learners to seed (default 100,000)")
-    parser.add_argument("--messages", type=int, default=10_000_000,
+    parser.add_argument("--learners", type=whole(), default=100_000, help="learners to seed (default 100,000)")
+    parser.add_argument("--messages", type=whole(), default=10_000_000,
                         help="messages to seed, half received and half sent (default 10,000,000)")
-    parser.add_argument("--repeat", type=int, default=10, help="warm requests per page (default 10)")
+    parser.add_argument("--repeat", type=whole(), default=10, help="warm requests per page (default 10)")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES_ADMIN_URL,
                         help="a PostgreSQL server where the bench may create and drop a database")
     add_json_option(parser)

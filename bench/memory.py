@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.processes import DEFAULT_POSTGRES_ADMIN_URL, DatabaseUnreachable, database_for, resident_kb
 from bench.report import machine, number, print_report, progress, run_event_loop, table
+from bot.cli.numbers import whole
 
 if TYPE_CHECKING:
     from bot.channel import Delivery, RateLimit
@@ -42,9 +43,10 @@ WAVE_SECONDS = 600.0  # the longest one step of every conversation may take with
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--conversations", type=int, default=10_000, help="conversations (default 10,000)")
-    parser.add_argument("--messages", type=int, default=1, help="messages per conversation (default 1)")
-    parser.add_argument("--concurrency", type=int, default=200, help="conversations in flight at once (default 200)")
+    parser.add_argument("--conversations", type=whole(), default=10_000, help="conversations (default 10,000)")
+    parser.add_argument("--messages", type=whole(), default=1, help="messages per conversation (default 1)")
+    parser.add_argument("--concurrency", type=whole(), default=200,
+                        help="conversations in flight at once (default 200)")
     parser.add_argument("--text", default="/help", help="what each conversation sends (default /help)")
     parser.add_argument(
         "--turn", choices=("help", "lesson"), default="help",

@@ -59,6 +59,7 @@ from bench.report import (
     run_event_loop,
     table,
 )
+from bot.cli.numbers import whole
 
 TARGETS = ("echo", "sqlite", "postgresql")
 LABELS = {"echo": "echo (ceiling)", "sqlite": "SQLite", "postgresql": "PostgreSQL", "url": "server at --url"}
@@ -73,9 +74,9 @@ DESCRIPTION = __doc__.split("\n", 2)[2]
 
 
 def add_arguments(pipeline: argparse.ArgumentParser) -> None:
-    pipeline.add_argument("--conversations", type=int, default=50, help="conversations at once (default 50)")
-    pipeline.add_argument("--messages", type=int, default=20, help="messages per conversation (default 20)")
-    pipeline.add_argument("--warmup", type=int, default=2, help="first messages of each conversation left out (2)")
+    pipeline.add_argument("--conversations", type=whole(), default=50, help="conversations at once (default 50)")
+    pipeline.add_argument("--messages", type=whole(), default=20, help="messages per conversation (default 20)")
+    pipeline.add_argument("--warmup", type=whole(), default=2, help="first messages of each conversation left out (2)")
     pipeline.add_argument(
         "--targets",
         help=f"comma-separated, from {', '.join(TARGETS)} (default: all; none with --url unless given)",

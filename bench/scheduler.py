@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from bench.channels import busiest_second
 from bench.processes import DEFAULT_POSTGRES_ADMIN_URL, DatabaseUnreachable, postgres_database
 from bench.report import machine, progress
+from bot.cli.numbers import whole
 
 if TYPE_CHECKING:
     from storage.db import Database
@@ -75,8 +76,8 @@ DESCRIPTION = __doc__.split("\n\n")[1]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--learners", type=int, default=100_000, help="learners to plan a day for (100,000)")
-    parser.add_argument("--recipients", type=int, default=2_000,
+    parser.add_argument("--learners", type=whole(), default=100_000, help="learners to plan a day for (100,000)")
+    parser.add_argument("--recipients", type=whole(), default=2_000,
                         help="recipients per platform broadcast (2,000; 100,000 takes ~21 min on WhatsApp at 80/s)")
     parser.add_argument("--platforms", default="telegram,whatsapp", help="broadcast through: telegram, whatsapp")
     parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql",

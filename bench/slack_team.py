@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from bench.report import add_json_option, machine, number, percentile, print_report, progress, run_event_loop, table
+from bot.cli.numbers import whole
 
 HELP = "a Slack channel's team lesson day (post, private quizzes, answers) against Slack's limits"
 DESCRIPTION = __doc__.split("\n", 2)[2]
@@ -45,8 +46,8 @@ LIMITS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--members", type=int, default=500, help="members of the team's channel (500)")
-    parser.add_argument("--concurrency", type=int, default=100, help="members taking their quiz at once (100)")
+    parser.add_argument("--members", type=whole(), default=500, help="members of the team's channel (500)")
+    parser.add_argument("--concurrency", type=whole(), default=100, help="members taking their quiz at once (100)")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="a server where a scratch database may be made (with --database postgresql)")

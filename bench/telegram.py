@@ -49,6 +49,7 @@ from bench.processes import (
     upgrade_schema,
 )
 from bench.report import add_json_option, machine, number, percentile, print_report, progress, run_event_loop, table
+from bot.cli.numbers import whole
 
 HELP = "Telegram end to end (update in → sendMessage at the stand-in), beside the bare python-telegram-bot echo app"
 DESCRIPTION = __doc__.split("\n", 2)[2]
@@ -60,16 +61,16 @@ QUIET_SECONDS = 0.5  # after a warm-up reply: any further part of it arrives wit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--learners", type=int, default=32, help="people writing at once (32)")
+    parser.add_argument("--learners", type=whole(), default=32, help="people writing at once (32)")
     # 60: about 1,900 round trips a server, 1.5 to 2.5 s measured (at 20, under half a second: too short to be steady)
-    parser.add_argument("--messages", type=int, default=60, help="messages each, waiting for each reply (60)")
-    parser.add_argument("--warmup", type=int, default=2, help="first messages of each learner left out (2)")
+    parser.add_argument("--messages", type=whole(), default=60, help="messages each, waiting for each reply (60)")
+    parser.add_argument("--warmup", type=whole(), default=2, help="first messages of each learner left out (2)")
     parser.add_argument("--text", default="/help", help="what they send (default /help)")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite", help="(default sqlite)")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_ADMIN_URL,
                         help="with --database postgresql: where the bench may create and drop databases")
     parser.add_argument("--no-ptb", dest="ptb", action="store_false", help="leave out the bare application")
-    parser.add_argument("--rounds", type=int, default=1,
+    parser.add_argument("--rounds", type=whole(), default=1,
                         help="measure both servers this many times, alternating; the ratio is the rounds' median (1)")
     add_json_option(parser)
 
