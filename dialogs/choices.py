@@ -89,12 +89,17 @@ def refuse(turn: Turn) -> None:
     turn.say(_("That button isn't available."))
 
 
+def numbered_choices(turn: Turn) -> bool:
+    """Whether this chat shows choices as numbered lines to type (WhatsApp, the terminal) rather than buttons."""
+    return bool(turn.message.meta.get("numbered_choices"))
+
+
 async def understood(turn: Turn) -> InboundMessage:
     """The message with a typed choice read as the choice it names (by its label, or its number where numbered)."""
     message = turn.message
     if message.choice is not None or not message.text.strip() or len(message.text) > LONGEST_LABEL * 2:
         return message
-    value = await typed_choice(turn, message.text, numbers=bool(message.meta.get("numbered_choices")))
+    value = await typed_choice(turn, message.text, numbers=numbered_choices(turn))
     return message if value is None else replace(message, choice=value)
 
 

@@ -61,9 +61,10 @@ def check(_: Translator, question: Question, typed: str, prefix: str) -> Verdict
     return Verdict(answer in accepted, right_answer(_, question))
 
 
-def grade(_: Translator, question: Question, text: str, prefix: str) -> Verdict:
+def grade(_: Translator, question: Question, text: str, prefix: str, *, numbered: bool = False) -> Verdict:
     """Grade what the learner sent for `question`, or raise: `Invalid` with help when it answers nothing,
-    `NotAnAnswer` when it is a question of theirs, and a button of another question is `Invalid` too."""
+    `NotAnAnswer` when it is a question of theirs, and a button of another question is `Invalid` too. `numbered`:
+    the choices were shown as numbered lines (no buttons: WhatsApp, the terminal)."""
     pressed = question_id_of(text, prefix)
     if pressed is not None and pressed != question.id:
         raise Invalid(_("That button belongs to an earlier question. Here is the current one:"))
@@ -73,6 +74,8 @@ def grade(_: Translator, question: Question, text: str, prefix: str) -> Verdict:
     if verdict is None:
         if question.kind == TRUE_FALSE:
             raise Invalid(_("Please answer true or false."))
+        if question.kind == CHOICE and numbered:
+            raise Invalid(_("Please pick one of the answers: type its number or letter."))
         if question.kind == CHOICE:
             raise Invalid(_("Please pick one of the answers: press a button, or type its letter or number."))
         raise Invalid(_("Please type your answer."))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from dialogs import access, ask, flow, lessons, questions
+from dialogs.choices import numbered_choices
 from dialogs.flow import DONE, Flow, Step
 from dialogs.learner import POINTS_QUIZ_RIGHT, learner_of, tr
 from dialogs.review import record_answer
@@ -48,7 +49,7 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
         # answered since this quiz began (the same quiz open in another chat of theirs): counted once, at the first
         turn.say(_("You've answered that one already."))
     else:
-        verdict = questions.grade(_, question, text, "quiz")
+        verdict = questions.grade(_, question, text, "quiz", numbered=numbered_choices(turn))
         asked = data.get("asked_at")
         seconds = (turn.now - datetime.fromisoformat(asked)).total_seconds() if asked else None
         await record_answer(turn.transaction, turn.user.id, question, correct=verdict.correct, answer=text,

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialogs import access, flow, onboarding, questions
+from dialogs.choices import numbered_choices
 from dialogs.flow import DONE, Flow, Step
 from dialogs.learner import POINTS_REVIEW_RIGHT, learner_of, local_now, mark_home, tr
 from dialogs.turn import Exchange, Turn
@@ -199,7 +200,7 @@ async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
         # reviewed since this review began (the same review open in another chat of theirs): counted once
         turn.say(_("You've answered that one already."))
     else:
-        verdict = questions.grade(_, question, text, "review")
+        verdict = questions.grade(_, question, text, "review", numbered=numbered_choices(turn))
         await record_answer(turn.transaction, turn.user.id, question, correct=verdict.correct, answer=text,
                             seconds=_seconds_since(data, turn.now), now=turn.now)
         learner = await learner_of(turn)

@@ -123,7 +123,8 @@ async def test_console_channel_conversation_with_numbered_choices(settings):
     await import_sample(bot)
     try:
         # Numbers pick the numbered choices, as a person at the terminal types them.
-        for line in ["/start", "1", "1", "Tokyo", "1", "2", "1", "1", "1", "1", "1", "1", "1", "2", "2", "smishing"]:
+        for line in ["/start", "1", "1", "Tokyo", "1", "2", "1", "1", "1", "1", "1", "1", "1", "dunno", "2", "2",
+                     "smishing"]:
             await bot.receive(console.inbound(line))
             await bot.settle()
     finally:
@@ -133,6 +134,7 @@ async def test_console_channel_conversation_with_numbered_choices(settings):
     assert "In Tokyo it is" in text and "Lessons at 12:30 on every day (Asia/Tokyo)." in text
     assert "📘 Lesson 1 of 5" in text and "Quiz time: 3 questions" in text
     assert text.count("✅ Right!") == 3 and "🎉 Lesson done: What a phishing message wants." in text
+    assert "Please pick one of the answers: type its number or letter." in text  # no buttons here to press
 
 
 async def test_what_the_scheduler_calls_respects_pause_and_stop_and_moves_the_place(learning_bot):
