@@ -366,7 +366,7 @@ def _describe(error: ErrorDetails) -> str:
     name = ".".join(str(part) for part in error["loc"]).upper() or "settings"
     given = error.get("input")
     if name == "DATABASE_URL" and isinstance(given, str):  # a URL's password stays out of the message
-        given = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", given)
+        given = re.sub(r"(://[^:/@]*:).*@", r"\1***@", given)  # (a password may hold "/" or "@" itself)
     shown = "" if isinstance(given, dict) else f" (got {given!r})"
     return f"{name}: {error['msg']}{shown}"
 

@@ -58,12 +58,12 @@ from dialogs.payments import PaymentDesk
 from dialogs.turn import OutsideTransaction, Turn
 from storage.admins import remember_roles, roles_column
 from storage.db import Database, Raw, SessionOnDemand
-from storage.learners import Learner
+from storage.learners import PAUSED, STOPPED, Learner
 from storage.models import ChannelIdentity, Conversation, InboundSequence, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
-from storage.outbox import InboundStatus, OutboxEntry, OutboxStatus, WithQueued, enqueue
+from storage.outbox import LESSON_KEY, InboundStatus, OutboxEntry, OutboxStatus, WithQueued, enqueue
 from storage.prepared import Entity, Prepared, run_together
-from storage.queries import backend_insert, first_contact, get_or_create_conversation, rows_affected
+from storage.queries import backend_insert, first_contact, get_or_create_conversation, rows_affected, starts_with
 
 log = logging.getLogger(__name__)
 
@@ -1069,8 +1069,19 @@ _SUPPRESS_UNSENT = (
     )
     .values(status=OutboxStatus.SUPPRESSED.value, last_error="not sent: the person opted out (STOP)")
 )
+# A lesson held because its learner paused or stopped (storage.outbox.withdraw_unasked) stays held while they are:
+# their writing is not their coming back (/resume lets it go, or their next lesson's push).
+_AWAY = (
+    select(_LEARNERS.c.user_id)
+    .where(_LEARNERS.c.home_conversation_id == bindparam("conv"),
+           or_(_LEARNERS.c.status == STOPPED,
+               and_(_LEARNERS.c.status == PAUSED,
+                    or_(_LEARNERS.c.paused_until.is_(None), _LEARNERS.c.paused_until > bindparam("due")))))
+    .exists()
+)
 _RELEASE_WAITING = (
     update(_OUTBOX)
-    .where(_OUTBOX.c.conversation_id == bindparam("conv"), _OUTBOX.c.status == OutboxStatus.WAITING.value)
+    .where(_OUTBOX.c.conversation_id == bindparam("conv"), _OUTBOX.c.status == OutboxStatus.WAITING.value,
+           or_(~starts_with(_OUTBOX.c.idempotency_key, LESSON_KEY), ~_AWAY))
     .values(status=OutboxStatus.PENDING.value, next_attempt_at=bindparam("due"))
 )

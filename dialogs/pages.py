@@ -224,7 +224,7 @@ DASHBOARD_WORDS: tuple[str, ...] = (
     N_("Active learners in the last 7 days, by channel"),
     N_("waiting to be sent"),
     N_("being sent"),
-    N_("waiting for the person to write (WhatsApp's window)"),
+    N_("held until the person writes (WhatsApp's window) or comes back from a pause"),
     N_("held back by a platform's 429 now"),
     N_("sent in the last 24 hours after a 429"),
     N_("Learners at each stage"),

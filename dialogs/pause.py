@@ -19,7 +19,7 @@ from dialogs.learner import activate, is_set_up, learner_of, tr
 from dialogs.payments import stop_renewals_of
 from dialogs.turn import Exchange, Turn
 from storage.learners import PAUSED, STOPPED, Learner, lesson_schedule_changed, zone_for
-from storage.outbox import withdraw_unasked
+from storage.outbox import release_held, withdraw_unasked
 
 _DAYS = re.compile(r"^(?P<n>\d{1,3})\s*(?:d|day|days|dia|dias)?$")
 
@@ -64,6 +64,8 @@ async def resume_lessons(turn: Turn, _args: str) -> None:
         return
     paused = learner.status in (PAUSED, STOPPED)
     activate(learner)
+    if learner.home_conversation_id is not None:  # a lesson held when they paused goes first
+        await release_held(turn.session, learner.home_conversation_id, now=turn.now)
     when = await lessons.next_lesson_moment(turn, learner)
     text = _("Welcome back! Lessons are on again.") if paused else _("You're not paused: your lessons are on.")
     if when is not None:
@@ -81,9 +83,9 @@ async def stop(turn: Turn, _args: str) -> None:
 
 async def ask_stop(x: Exchange, data: flow.Data) -> None:
     _ = tr(x)
-    learner = await learner_of(x)  # they asked to stop: what the bot queued on its own waits for their answer
-    if is_set_up(learner) and learner.home_conversation_id is not None:
-        await withdraw_unasked(x.session, learner.home_conversation_id, reason="", hold_only=True)
+    learner = await learner_of(x)  # they asked to stop: nothing the bot queued on its own goes with the question
+    if is_set_up(learner):
+        await _withdraw_unasked(x, learner, "not sent: the learner asked to stop")
     x.say(
         _("Do you want to stop the daily lessons (your progress is kept), or stop and delete everything I keep "
           "about you (name, settings, progress, certificates and our messages)?"),

@@ -56,7 +56,7 @@ from scheduler.context import JobContext
 from storage.courses import COMPLETED, Enrollment, Question, QuestionCard
 from storage.learners import Learner, in_quiet_hours, zone_for
 from storage.models import Conversation, InboundMessage, OutboxMessage, User
-from storage.outbox import OutboxEntry, enqueue
+from storage.outbox import NUDGE_KEY, OutboxEntry, enqueue
 from storage.queries import insert_ignoring_conflicts, rows_affected
 from storage.scheduling import (
     HELD_OUT,
@@ -120,7 +120,7 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
     yesterday = today - timedelta(days=1)
     streak_at_risk = (learner.streak_days or 0) >= STREAK_AT_RISK and learner.last_active_on == yesterday
     if streak_at_risk and streak_saver_from(learner, today) <= clock < STREAK_SAVER_HOURS[1]:
-        return Nudge(STREAK, 0, f"nudge:{uid}:streak:{today.isoformat()}", NudgeFacts(streak=learner.streak_days))
+        return Nudge(STREAK, 0, f"{NUDGE_KEY}{uid}:streak:{today.isoformat()}", NudgeFacts(streak=learner.streak_days))
     last_active = user.last_active_at
     since = away_since(learner, user, now)
     if last_active is not None and since is not None and STEPS[0] <= now - since < LOOK_BACK:
@@ -137,13 +137,13 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
         if due_step > done:
             kind = FAREWELL if due_step == len(STEPS) - 1 else INACTIVE
             # The key names the absence it belongs to: a learner who comes back and drifts off again starts over.
-            key = f"nudge:{uid}:{kind}:{due_step}:{int(since.timestamp())}"
+            key = f"{NUDGE_KEY}{uid}:{kind}:{due_step}:{int(since.timestamp())}"
             return Nudge(kind, due_step, key, NudgeFacts(days_away=(now - last_active).days))
         return None
     # A streak at risk gets its saver in the evening instead: one nudge a day, and a lesson keeps both.
     if (due_reviews and not streak_at_risk and last_active is not None and now - last_active < STEPS[0]
             and REVIEW_HOURS[0] <= clock < REVIEW_HOURS[1]):
-        return Nudge(REVIEW, 0, f"nudge:{uid}:review:{today.isoformat()}", NudgeFacts(due_reviews=due_reviews))
+        return Nudge(REVIEW, 0, f"{NUDGE_KEY}{uid}:review:{today.isoformat()}", NudgeFacts(due_reviews=due_reviews))
     return None
 
 

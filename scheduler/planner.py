@@ -51,7 +51,7 @@ from dialogs.lessons import deliver_next_lesson, home_conversation
 from scheduler.context import JobContext
 from storage.learners import STOPPED, Learner, in_quiet_hours, is_paused, zone_for
 from storage.models import Conversation, User, utcnow
-from storage.outbox import OutboxEntry, enqueue
+from storage.outbox import LESSON_KEY, OutboxEntry, enqueue, release_held
 from storage.queries import insert_ignoring_conflicts, rows_affected
 from storage.scheduling import (
     BUSY,
@@ -349,7 +349,9 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
     conversation = await home_conversation(session, user)
     if not replies or conversation is None:
         return NOTHING_TO_SEND
-    key = f"lesson:{due.user_id}:{due.local_date.isoformat()}"
+    # A lesson held when the learner paused (storage.outbox.withdraw_unasked) goes first: their place moved past it.
+    await release_held(session, conversation.id, now=utcnow())
+    key = f"{LESSON_KEY}{due.user_id}:{due.local_date.isoformat()}"
     await enqueue(session, [
         OutboxEntry(
             conversation_id=conversation.id,

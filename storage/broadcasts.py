@@ -22,6 +22,7 @@ from sqlalchemy.sql import Select
 from storage.courses import Course, Enrollment
 from storage.learners import Learner
 from storage.models import Conversation, OutboxMessage, User
+from storage.outbox import BROADCAST_KEY
 from storage.queries import rows_affected
 from storage.scheduling import CANCELLED, DRAFT, SENDING, Broadcast, BroadcastRecipient, may_be_messaged
 
@@ -78,12 +79,12 @@ class Segment:
 
 def broadcast_key(broadcast_id: int, user_id: int) -> str:
     """The outbox idempotency key of one recipient's copy."""
-    return f"broadcast:{broadcast_id}:{user_id}"
+    return f"{BROADCAST_KEY}{broadcast_id}:{user_id}"
 
 
 def _recipient_key(broadcast_id: int) -> Any:
     """`broadcast_key` in SQL, for joining recipients to their outbox rows through the unique key's index."""
-    return literal(f"broadcast:{broadcast_id}:") + cast(BroadcastRecipient.user_id, String)
+    return literal(f"{BROADCAST_KEY}{broadcast_id}:") + cast(BroadcastRecipient.user_id, String)
 
 
 async def recipients_query(session: AsyncSession, segment: Segment, now: datetime) -> Select[int, int | None]:

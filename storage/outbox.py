@@ -50,8 +50,8 @@ class OutboxStatus(StrEnum):
     SENDING = "sending"  # claimed by a dispatcher until `lease_until`
     SENT = "sent"  # the platform took it (`platform_message_id`)
     DEAD = "dead"  # a permanent failure, or the retry budget spent: until an admin requeues it
-    WAITING = "waiting"  # may only go after the person writes again (WhatsApp's 24-hour window; a lesson a learner
-    # paused or stopped before it went, `withdraw_unasked`)
+    WAITING = "waiting"  # may only go after the person writes again (WhatsApp's 24-hour window), or, a lesson a
+    # learner paused or stopped before it went, once they are back (`withdraw_unasked`, `release_held`)
     SUPPRESSED = "suppressed"  # the person opted out (STOP): never sent
     CANCELLED = "cancelled"  # never sent: the person's data was erased (payload blanked), the app was removed, or
     # the learner paused or stopped before a reminder or an announcement went (`withdraw_unasked`)
@@ -459,34 +459,42 @@ async def _renumbered_after_the_largest(session: AsyncSession, dead: ColumnEleme
 LESSON_KEY, NUDGE_KEY, BROADCAST_KEY = "lesson:", "nudge:", "broadcast:"
 
 
-async def withdraw_unasked(session: AsyncSession, conversation_id: int, *, reason: str, hold_only: bool = False) -> int:
-    """What the bot queued on its own for a conversation and has not sent, when the learner pauses or stops: a lesson
-    is held until they write again (status `waiting`: their place already moved past it, so it must not be lost), a
-    reminder or an announcement is cancelled; `hold_only`: every one of them held, none cancelled (the learner was
-    asked whether to stop and has not answered). Replies to what the person sent, and notices such as a payment's,
-    stay as they are; a row being sent right now is left to finish. The number of rows changed."""
+async def withdraw_unasked(session: AsyncSession, conversation_id: int, *, reason: str) -> int:
+    """What the bot queued on its own for a conversation and has not sent, when the learner pauses or stops (or asks
+    to): a lesson is held (status `waiting`: the learner's place already moved past it, so it must not be lost; the
+    pipeline leaves it held while they are paused or stopped, `release_held` lets it go), a reminder or an
+    announcement is cancelled. Replies to what the person sent, and notices such as a payment's, stay as they are; a
+    row being sent right now is left to finish. The number of rows changed."""
     unsent = (OutboxMessage.conversation_id == conversation_id,
               OutboxMessage.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)))
-
-    def keyed(*keys: str) -> ColumnElement[bool]:
-        return or_(*(starts_with(OutboxMessage.idempotency_key, key) for key in keys))
-
     held = await session.execute(
         update(OutboxMessage)
-        .where(*unsent, keyed(LESSON_KEY, NUDGE_KEY, BROADCAST_KEY) if hold_only else keyed(LESSON_KEY))
+        .where(*unsent, starts_with(OutboxMessage.idempotency_key, LESSON_KEY))
         .values(status=OutboxStatus.WAITING.value, lease_until=None)
         .execution_options(synchronize_session=False)
     )
-    changed = rows_affected(held)
-    if not hold_only:
-        cancelled = await session.execute(
-            update(OutboxMessage)
-            .where(*unsent, keyed(NUDGE_KEY, BROADCAST_KEY))
-            .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)
-            .execution_options(synchronize_session=False)
-        )
-        changed += rows_affected(cancelled)
-    return changed
+    cancelled = await session.execute(
+        update(OutboxMessage)
+        .where(*unsent, or_(starts_with(OutboxMessage.idempotency_key, NUDGE_KEY),
+                            starts_with(OutboxMessage.idempotency_key, BROADCAST_KEY)))
+        .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return rows_affected(held) + rows_affected(cancelled)
+
+
+async def release_held(session: AsyncSession, conversation_id: int, *, now: datetime) -> int:
+    """Let a conversation's held lessons go (`withdraw_unasked`), ahead of what is queued after them: the learner is
+    back (/resume), or their next lesson is being pushed. One the platform's own window still holds is set aside
+    again by the dispatcher. The number of rows released."""
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.conversation_id == conversation_id, OutboxMessage.status == OutboxStatus.WAITING.value,
+               starts_with(OutboxMessage.idempotency_key, LESSON_KEY))
+        .values(status=OutboxStatus.PENDING.value, next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return rows_affected(result)
 
 
 async def cancel_unsent_to(session: AsyncSession, channel: str, chat_prefix: str, *, reason: str) -> int:

@@ -234,11 +234,14 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: P
                                     status_code=303)
         may_take_roles = viewer.may("roles")
         async with db.sessions() as session:
-            if not may_take_roles and await holds_roles(session, user_id):
-                refused = w("This learner holds admin roles, which only an owner may take away: an owner revokes "
-                            "them first (/admin role list shows them), then the erasure can go ahead.")
-                return RedirectResponse(f"/admin/learners/{user_id}?{access.flash_query(refused)}", status_code=303)
-            subscriptions = await renewing(session, user_id)
+            refused = not may_take_roles and await holds_roles(session, user_id)
+            subscriptions = [] if refused else await renewing(session, user_id)
+        if refused:
+            async with db.transaction() as session:
+                audit(session, viewer, "erase", f"user {user_id}", "denied")
+            told = w("This learner holds admin roles, which only an owner may take away: an owner revokes them first "
+                     "(/admin role list shows them), then the erasure can go ahead.")
+            return RedirectResponse(f"/admin/learners/{user_id}?{access.flash_query(told)}", status_code=303)
         await stop_renewals(payments, subscriptions)  # nothing is charged again for a person no longer known
         async with db.transaction() as session:
             erasure = await erase(session, user_id, by=viewer.identity, may_take_roles=may_take_roles)

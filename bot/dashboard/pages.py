@@ -120,7 +120,7 @@ async def overview(ctx: Context) -> list[Figure]:
                                                      (w("replies out"), [row[2] for row in f["messages"]])]))
     delivery = Figure("delivery", w("Delivery health"), (w("state"), w("replies")), [
         [w("waiting to be sent"), health["pending"]], [w("being sent"), health["sending"]],
-        [w("waiting for the person to write (WhatsApp's window)"), health["waiting"]],
+        [w("held until the person writes (WhatsApp's window) or comes back from a pause"), health["waiting"]],
         [w("held back by a platform's 429 now"), health["rate_limited_now"]],
         [w("sent in the last 24 hours after a 429"), f["rate_limited_24h"]], [w("dead letters"), health["dead"]]])
     delivery.tiles = [(w("waiting"), health["pending"]), (w("429 now"), health["rate_limited_now"]),

@@ -250,6 +250,7 @@ async def test_only_an_owner_may_erase_someone_who_holds_admin_roles(settings):
         assert refused.status_code == 303 and "holds+admin+roles" in refused.headers["location"].replace("%20", "+")
         [said] = await Transcript(bot, channel, chat="sue").say("/admin erase test:carol confirm")
         assert said.startswith("test:carol holds admin roles, which only an owner may take away")
+        assert await audit(bot, "dashboard:erase") == [("test:sue", "denied")]  # refused, and recorded
         async with bot.db.sessions() as session:
             assert await roles_of(session, "test:carol") == [("admin", "")]
         assert (await carol_browser.get("/admin/revenue")).status_code == 200

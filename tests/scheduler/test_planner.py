@@ -603,8 +603,8 @@ async def test_a_learner_stopped_with_a_moment_stored_is_parked_by_the_run_that_
 async def test_the_message_that_pauses_or_stops_holds_the_lesson_set_aside_until_the_learner_is_back(
         settings, words, back):
     """A lesson held until the learner writes (WhatsApp's window) is not sent in answer to /pause or /stop (nor to
-    the /stop question): it stays held, since their place moved past it when it was queued, and goes when they come
-    back (/resume, or Cancel)."""
+    the /stop question): it stays held, since their place moved past it when it was queued, while they are paused
+    or stopped, whatever they write, and goes when they come back (/resume, or Cancel)."""
     channel = RecordingChannel()
     bot = Lessonbot(settings, [channel])
     try:
@@ -624,6 +624,8 @@ async def test_the_message_that_pauses_or_stops_holds_the_lesson_set_aside_until
         replies = await ann.say(words[0])
         if len(words) > 1:
             replies += await ann.say("Stop the lessons", choice=words[1])
+        if back[0] == "/resume":
+            replies += await ann.say("/help")  # paused or stopped, writing is not coming back
         assert not any(reply.startswith("📘 Lesson") for reply in replies)
         async with bot.db.sessions() as session:
             [status] = await session.scalars(select(OutboxMessage.status)
@@ -632,6 +634,35 @@ async def test_the_message_that_pauses_or_stops_holds_the_lesson_set_aside_until
         returned = await ann.say(back[0], choice=back[1])
         assert returned[0].startswith("📘 Lesson 1 of 5")  # the lesson first, then the answer to coming back
         assert returned[-1].startswith(("Welcome back!", "OK, nothing changed."))
+    finally:
+        await bot.stop()
+
+
+async def test_a_lesson_held_by_a_pause_that_ran_out_goes_before_the_next_lesson_pushed(settings):
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel])
+    try:
+        course = await sample_course(bot.db)
+        now = utcnow()
+        at = now + timedelta(minutes=2)
+        uid = await add_learner(bot.db, course_id=course, chat="ann", zone="UTC", at=time(at.hour, at.minute),
+                                last_active_at=now - timedelta(days=2))
+        clock = HandClock(now)
+        ctx = context(bot.db, clock)
+        await plan_lessons(ctx)
+        clock.move(minutes=3)
+        assert (await plan_lessons(ctx))["queued"] == 1
+        async with bot.db.transaction() as session:  # the learner paused before it went: it is held
+            await session.execute(update(OutboxMessage).values(status=OutboxStatus.WAITING.value))
+            await session.execute(update(Learner).where(Learner.user_id == uid).values(
+                status=PAUSED, paused_until=now + timedelta(hours=12)))
+            await session.execute(update(User).where(User.id == uid).values(last_active_at=now + timedelta(minutes=4)))
+        while clock.now() < now + timedelta(days=1, minutes=4):  # the pause runs out; the next day's lesson
+            clock.move(minutes=60)
+            await plan_lessons(ctx)
+        await bot.dispatcher.flush(10)
+        lessons = [text for text in channel.texts("ann") if "Lesson 1 of 5" in text or text.endswith("(2/3)")]
+        assert [text.startswith("📘 Lesson 1 of 5") for text in lessons] == [True, False]  # in the order queued
     finally:
         await bot.stop()
 
