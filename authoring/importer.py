@@ -176,9 +176,11 @@ async def _import_lessons(session: AsyncSession, course_id: int, course: fmt.Cou
                 session.add(row)
                 report.note(ADDED, "lesson", lesson.id)
             else:
+                before = len(row.parts)
                 if _revise(row, report, "lesson", lesson.id, content=content, place=place):
                     row.updated_at = now
-                    await _keep_learners_in_range(session, row)
+                    if len(row.parts) < before:
+                        await _keep_learners_in_range(session, row, before=before)
                 if row.source_file != lesson.file:
                     row.source_file = lesson.file
             kept[lesson.id] = row
@@ -187,13 +189,19 @@ async def _import_lessons(session: AsyncSession, course_id: int, course: fmt.Cou
     return kept
 
 
-async def _keep_learners_in_range(session: AsyncSession, lesson: Lesson) -> None:
-    """A lesson that now has fewer parts: learners part-way through it continue from its last part."""
-    last = len(lesson.parts) - 1
+async def _keep_learners_in_range(session: AsyncSession, lesson: Lesson, *, before: int) -> None:
+    """A lesson that now has fewer parts (`before` it had): a learner who had read them all goes on to its quiz, one
+    part-way through past its new end continues from its last part (`current_part`: the parts already sent)."""
+    parts = len(lesson.parts)
     await session.execute(
         update(Enrollment)
-        .where(Enrollment.current_lesson_id == lesson.id, Enrollment.current_part > last)
-        .values(current_part=last)
+        .where(Enrollment.current_lesson_id == lesson.id, Enrollment.current_part >= before)
+        .values(current_part=parts)
+    )
+    await session.execute(
+        update(Enrollment)
+        .where(Enrollment.current_lesson_id == lesson.id, Enrollment.current_part > parts)
+        .values(current_part=max(parts - 1, 0))
     )
 
 

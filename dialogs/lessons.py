@@ -43,7 +43,6 @@ from storage.courses import (
     completed_lessons,
     course_by_id,
     course_lessons,
-    lesson_by_id,
     lesson_cards,
     lesson_questions,
     progress_of,
@@ -90,12 +89,8 @@ async def _current_lesson(x: Exchange, enrollment: Enrollment, lessons: list[Les
         for lesson in lessons:
             if lesson.id == enrollment.current_lesson_id:
                 return lesson
-        retired = await lesson_by_id(x.transaction, enrollment.current_lesson_id)
-        after = retired.position if retired is not None else 0
-        following = next((lesson for lesson in lessons if lesson.position >= after), None)
-        enrollment.current_lesson_id = following.id if following else None
-        enrollment.current_part = 0
-        return following
+        # (the live lessons were numbered again without it: the first live one not done is where the learner is)
+        enrollment.current_lesson_id = None
     done = await completed_lessons(x.transaction, x.user.id)
     following = next((lesson for lesson in lessons if lesson.id not in done), None)
     if following is not None:
@@ -210,6 +205,11 @@ async def finish_lesson(x: Exchange, lesson: Lesson) -> None:
             or not await access.delivered(x, lesson)):
         return
     progress = await _progress(x, lesson)
+    if progress.completed_at is not None and enrollment.current_lesson_id != lesson.id:
+        # done before, and the learner has moved on since (a quiz left open in another chat of theirs, its last
+        # answers counted there already): their place stays where they are now
+        x.say(_("You have done this lesson already: well done."))
+        return
     questions = await lesson_questions(x.transaction, lesson.id)
     lines = [_("🎉 Lesson done: {title}.", title=lesson.title)]
     if questions and progress.completed_at is None:

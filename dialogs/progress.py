@@ -8,7 +8,7 @@ from dialogs import onboarding
 from dialogs.learner import current_course, learner_of, tr
 from dialogs.review import due_reviews
 from dialogs.turn import Turn
-from storage.courses import COMPLETED, Enrollment, LessonProgress, QuestionCard, course_lessons
+from storage.courses import COMPLETED, Enrollment, LessonProgress, Question, QuestionCard, course_lessons
 from storage.learners import Certificate, current_streak
 
 
@@ -35,10 +35,14 @@ async def show(turn: Turn, _args: str) -> None:
         ) == COMPLETED
     else:
         lines.append(_("Your progress:"))
-    attempts, right = (await turn.session.execute(
+    answered = (
         select(func.coalesce(func.sum(QuestionCard.attempts), 0), func.coalesce(func.sum(QuestionCard.correct), 0))
         .where(QuestionCard.user_id == turn.user.id)
-    )).one()
+    )
+    if course is not None:  # the course the heading names: its live questions, not another course's
+        answered = answered.join(Question, Question.id == QuestionCard.question_id).where(
+            Question.course_id == course.id, Question.retired.is_(False))
+    attempts, right = (await turn.session.execute(answered)).one()
     if attempts:
         lines.append(_.plural("✅ Quiz accuracy: {percent}% ({right} of {n} answer right)",
                               "✅ Quiz accuracy: {percent}% ({right} of {n} answers right)",

@@ -194,7 +194,8 @@ async def test_shorter_lesson_keeps_learners_on_a_part_that_exists(db, tmp_path)
     async with db.sessions() as session:
         lesson = await session.get(Lesson, ids["second"])
         enrollment = await session.scalar(select(Enrollment))
-    assert len(lesson.parts) == 2 and enrollment.current_part == 1
+    # two parts sent of three; the lesson now has two: both read, its quiz comes next (part 2 is "past the last")
+    assert len(lesson.parts) == 2 and enrollment.current_part == 2
 
 
 async def test_lesson_moved_to_another_module(db, tmp_path):

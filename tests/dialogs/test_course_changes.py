@@ -1,0 +1,154 @@
+"""A learner's place and figures when things change under them: a quiz left open in another chat of theirs, a lesson
+retired or shortened by the course's author, another course taken meanwhile."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sqlalchemy import select
+
+from storage.courses import Enrollment, Lesson, Question
+from tests.dialogs.learning_support import (  # noqa: F401
+    PAID,
+    SAMPLE,
+    Learning,
+    answer_until,
+    import_sample,
+    learner_row,
+    learning_bot,
+    onboard,
+)
+
+
+async def right_answer(bot, qid):
+    async with bot.db.sessions() as session:
+        q = await session.get(Question, qid)
+    if q.kind == "choice":
+        return f"quiz:{qid}:{q.correct_choice}", None
+    if q.kind == "true_false":
+        return f"quiz:{qid}:{str(q.is_true).lower()}", None
+    return None, q.accepted_answers[0]
+
+
+async def answer_current(t, bot):
+    last = t.last()
+    if last.choices and last.choices[0].value.startswith("quiz:"):
+        qid = int(last.choices[0].value.split(":")[1])
+        value, _ = await right_answer(bot, qid)
+        return await t.say("pressed", choice=value)
+    async with bot.db.sessions() as session:
+        qs = list(await session.scalars(select(Question)))
+    q = next(q for q in qs if q.prompt in last.text)
+    return await t.say(q.accepted_answers[0])
+
+
+async def test_stale_quiz_in_other_chat_moves_place_back(learning_bot):
+    bot, channel = learning_bot
+    a = Learning(bot, channel, chat="ann")
+    await onboard(a)
+    await a.press("Start my first lesson")
+    await a.say("/next")
+    await a.say("/next")
+    await a.press("Take the quiz ▸")          # chat A: question 1 of lesson 1 is open
+    [code_text] = await a.say("/link")
+    code = code_text.split("Your link code is ")[1][:11]
+    b = Learning(bot, channel, chat="ann-phone")
+    [linked] = await b.say(f"/link {code}")
+    assert linked.startswith("Linked!")
+    user, _ = await learner_row(bot, "test", "ann")
+
+    # chat B: the whole quiz of lesson 1, then all of lesson 2, then lesson 3 begins
+    await b.say("/next")
+    for _ in range(3):
+        await answer_current(b, bot)
+    assert b.last().text.startswith("🎉 Lesson done: What a phishing message wants")
+    await b.press("More now")
+    for _ in range(10):
+        txt = b.last().text
+        if "Take the quiz" in b.labels() or "Quiz time" in txt:
+            break
+        await b.say("/next")
+    await b.say("/next")
+    for _ in range(2):
+        await answer_current(b, bot)
+    assert b.last().text.startswith("🎉 Lesson done: Check who is really writing"), b.last().text
+    [third] = await b.press("More now")
+    assert third.startswith("📘 Lesson 3 of 5")
+    async with bot.db.sessions() as session:
+        before = await session.scalar(select(Enrollment).where(Enrollment.user_id == user.id))
+        lesson3 = await session.get(Lesson, before.current_lesson_id)
+    assert lesson3.position == 3 and before.current_part == 1
+
+    # chat A: the old quiz, still open there, is answered (each answer "already answered")
+    replies = []
+    async with bot.db.sessions() as session:
+        l1 = await session.scalar(select(Lesson).where(Lesson.position == 1))
+        qids = list(await session.scalars(select(Question.id).where(Question.lesson_id == l1.id)
+                                          .order_by(Question.position)))
+    for qid in qids:
+        value, typed = await right_answer(bot, qid)
+        replies += await a.say(typed or "pressed", choice=value)
+    async with bot.db.sessions() as session:
+        after = await session.scalar(select(Enrollment).where(Enrollment.user_id == user.id))
+        lesson = await session.get(Lesson, after.current_lesson_id)
+    [again] = await b.say("/next")
+    assert lesson.position == 3, f"place moved back to lesson {lesson.position} part {after.current_part}"
+
+
+async def test_retiring_current_and_earlier_lesson_skips_the_next(learning_bot, tmp_path):
+    bot, channel = learning_bot
+    folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "📘 Lesson 3 of 5")   # lessons 1 and 2 done, lesson 3 begun
+
+    # the author drops lesson 2 (done) and lesson 3 (the learner's current one)
+    yaml = (folder / "course.yaml").read_text()
+    for dropped in ("02-check-the-sender.md", "03-read-a-link.md"):
+        yaml = yaml.replace(f"      - lessons/{dropped}\n", "")
+    (folder / "course.yaml").write_text(yaml)
+    for name in ("02-check-the-sender.md", "03-read-a-link.md"):
+        (folder / "lessons" / name).rename(folder / "lessons" / ("_" + name))
+    await import_sample(bot, folder)
+
+    [nxt] = await t.say("/next")
+    assert nxt.startswith("📘 Lesson 2 of 3: Odd requests and attachments"), nxt[:80]
+
+
+async def test_shortened_lesson_resends_a_read_part(learning_bot, tmp_path):
+    bot, channel = learning_bot
+    folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    await t.say("/next")
+    [third] = await t.say("/next")
+    assert third.endswith("(3/3)") and t.labels() == ["Take the quiz ▸", "Later"]
+
+    lesson = folder / "lessons" / "01-what-phishing-wants.md"
+    body, quiz = lesson.read_text().split("## Quiz")
+    lesson.write_text(body.rsplit("\n---\n", 1)[0] + "\n\n## Quiz" + quiz)  # its third part dropped
+    await import_sample(bot, folder)
+
+    replies = await t.press("Take the quiz ▸")
+    assert replies[0].startswith("Quiz time"), replies[0][-80:]
+
+
+async def test_progress_accuracy_is_not_of_the_course_shown(learning_bot):
+    bot, channel = learning_bot
+    await import_sample(bot, PAID)
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    await t.say("/next")
+    await t.say("/next")
+    await t.press("Take the quiz ▸")
+    await t.press("Authority")           # wrong
+    await t.say("true")                  # wrong
+    await t.say("no idea")               # wrong
+    await t.say("/settings course passwords")
+    [progress] = await t.say("/progress")
+    assert "Passwords that hold" in progress
+    assert "0 of 3 answers right" not in progress, "accuracy of the other course shown under this course's heading"
