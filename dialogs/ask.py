@@ -51,7 +51,9 @@ async def answer_question(turn: Turn) -> None:
         else:
             turn.say(_("I'll answer questions about your course as soon as your lessons are set up: send /start."))
         return
-    allowed = await readable_courses(turn, turn.now)
+    # In a group the answer is read by everyone there: it draws on the courses everyone may read, not on the asker's
+    # purchases.
+    allowed = await readable_courses(turn, turn.now, for_everyone=not turn.message.private)
     # Plain values only in the call: it runs after the turn's session is rolled back and closed.
     answerer, question, learner, draft = turn.answerer, turn.text, turn.user.id, as_draft(turn.draft)
     answer: CourseAnswer = await turn.call_outside_transaction(
@@ -62,7 +64,10 @@ async def answer_question(turn: Turn) -> None:
 
 
 def record_question(turn: Turn, question: str, answer: CourseAnswer) -> None:
-    """Keep the question and its outcome for the admins' knowledge page (what learners ask, what the course lacks)."""
+    """Keep the question and its outcome for the admins' knowledge page (what learners ask, what the course lacks);
+    a message with nothing to look up (an emoji, a "?") is no question."""
+    if answer.unanswered is NoAnswer.EMPTY_QUESTION:
+        return
     outcome = "answered" if answer.unanswered is None else "limited" if answer.limited else "declined"
     # a declined question keeps the lesson that came nearest: where the course would answer it
     nearest = answer.sources or answer.covers
@@ -86,8 +91,9 @@ def as_draft(show: Callable[[str], Awaitable[None]] | None) -> Callable[[str], A
     return draft
 
 
-async def readable_courses(turn: Turn, now: datetime) -> set[str]:
-    """The slugs of the courses whose every lesson this learner may read."""
+async def readable_courses(turn: Turn, now: datetime, *, for_everyone: bool = False) -> set[str]:
+    """The slugs of the courses whose every lesson this learner may read; `for_everyone`: of those, the free ones
+    (an answer others read too)."""
     entitled = exists().where(
         Entitlement.user_id == turn.user.id,
         Entitlement.course_id == Course.id,
@@ -97,7 +103,8 @@ async def readable_courses(turn: Turn, now: datetime) -> set[str]:
     rows = await turn.session.scalars(
         select(Course.slug)
         .join(Enrollment, Enrollment.course_id == Course.id)
-        .where(Enrollment.user_id == turn.user.id, or_(Course.access == FREE, entitled))
+        .where(Enrollment.user_id == turn.user.id, Course.access == FREE if for_everyone else or_(Course.access == FREE,
+                                                                                                   entitled))
     )
     return set(rows)
 

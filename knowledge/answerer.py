@@ -22,6 +22,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from bot.text import plain_words
 from knowledge import extractive
 from knowledge.answer import CourseAnswer, NoAnswer
 from knowledge.generation import PASSAGES as MODEL_PASSAGES
@@ -74,7 +75,7 @@ class Answerer:
         written) receives the model's answer so far; it is not called for extractive or cached answers."""
         question = " ".join(question.split())[:MAX_QUESTION_CHARACTERS]
         learner_key = str(learner)
-        if not question:
+        if not plain_words(question):  # nothing to look up: empty, or only emoji and punctuation ("?", "👍")
             return CourseAnswer.none(NoAnswer.EMPTY_QUESTION)
         if not await self._take_question(learner_key):
             return CourseAnswer.none(NoAnswer.TOO_FAST)
@@ -109,10 +110,15 @@ class Answerer:
         if cached is not None:
             return cached
         if not await self._within_budget(learner) or not await self._take_model_call():
-            return CourseAnswer.none(NoAnswer.BUDGET_SPENT)
+            # the model's budget for the day is spent (the learner's tokens, or the deployment's calls): the quote
+            # from the course costs nothing, and is still an answer
+            return await self._extractive(question, passages, allowed_courses, rarity)
         given = passages[:MODEL_PASSAGES]
         try:
-            reply = await self.model.reply(question, given, on_partial=on_partial)
+            # the whole reply within the timeout, not each read of it: a model streaming slowly has the learner wait
+            # no longer than a silent one
+            async with asyncio.timeout(self.settings.model_timeout_seconds):
+                reply = await self.model.reply(question, given, on_partial=on_partial)
         except Exception:
             log.exception("the answer model failed; answering extractively", extra={"model": self.model.model_name})
             return await self._extractive(question, passages, allowed_courses, rarity)

@@ -46,14 +46,16 @@ async def test_a_learner_asking_too_fast_gets_a_friendly_wait(answering, databas
     assert (await other.answer("Calvin cycle?", learner=7, allowed_courses={"bio"})).limited
 
 
-async def test_the_daily_token_budget_ends_model_answers_for_the_day(answering, database, openai):
+async def test_the_daily_token_budget_ends_model_answers_for_the_day_and_quotes_answer_instead(
+        answering, database, openai):
     answerer = Answerer(replace(answering, daily_token_budget=100), database=database)
 
     first = await answerer.answer("Where does the Calvin cycle take place?", learner=3, allowed_courses={"bio"})
     second = await answerer.answer("What do the light reactions release?", learner=3, allowed_courses={"bio"})
 
     assert first.tokens > 100 and not first.limited
-    assert second.limited and second.unanswered is NoAnswer.BUDGET_SPENT
+    # no model call, but still an answer: the course's own sentences cost nothing
+    assert not second.limited and second.unanswered is None and second.quotes and second.tokens == 0
     assert len(openai.chat_requests) == 1
     fresh = await answerer.answer("What do the light reactions release?", learner=4, allowed_courses={"bio"})
     assert not fresh.limited
@@ -87,7 +89,7 @@ async def test_the_days_model_calls_are_capped_over_all_learners_and_processes(a
     third = await answerer.answer("What is chlorophyll for?", learner=13, allowed_courses={"bio"})
 
     assert not first.limited and not second.limited
-    assert third.limited and third.unanswered is NoAnswer.BUDGET_SPENT  # the per-learner limit's polite answer
+    assert not third.limited and third.quotes  # quoted from the course: the cap is the deployment's, not theirs
     assert len(openai.chat_requests) == 2
     # An answer already given still comes from the cache: it costs no call.
     again = await other_process.answer("Where does the Calvin cycle take place?", learner=14, allowed_courses={"bio"})

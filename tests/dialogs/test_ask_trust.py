@@ -1,0 +1,101 @@
+"""The answerer where trust is at stake: a group reads the answer (so it draws on what everyone there may read), a
+model that streams slowly or replies with next to nothing, a message with no words in it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from sqlalchemy import select
+
+from authoring.format import load_course
+from authoring.indexing import ingest_course
+from bot.config import knowledge_settings
+from bot.core import Lessonbot
+from standins.openai import MODEL, cite_first_passage
+from storage.courses import Course, Enrollment, Entitlement
+from storage.knowledge import KnowledgeQuestion
+from storage.models import ChannelIdentity
+from tests.dialogs.learning_support import PAID, SAMPLE, Learning, import_sample, onboard
+from tests.support import RecordingChannel, message, openai  # noqa: F401 (the fixture)
+
+ON_A_LOOKALIKE = "What does a password manager do on a lookalike site?"  # answered in the paid course's lesson
+
+
+async def knowing_bot(settings, *folders) -> tuple[Lessonbot, RecordingChannel]:
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel])
+    for folder in folders:
+        await import_sample(bot, folder)
+        await asyncio.to_thread(ingest_course, load_course(folder), knowledge_settings(settings))
+    return bot, channel
+
+
+def with_model(settings, openai, **more):
+    return settings.model_copy(update={"openai_base_url": openai.base_url, "openai_api_key": "sk-test",
+                                       "openai_model": MODEL, **more})
+
+
+async def test_an_answer_in_a_group_draws_on_no_ones_purchase(settings):
+    """Ann bought the paid course, Bo did not: Ann's question in their group is answered as Bo's would be."""
+    bot, channel = await knowing_bot(settings, SAMPLE, PAID)
+    try:
+        for chat in ("ann", "bo"):
+            await onboard(Learning(bot, channel, chat=chat))
+        async with bot.db.transaction() as session:
+            paid = await session.scalar(select(Course).where(Course.slug == "passwords-that-hold"))
+            for chat in ("ann", "bo"):
+                user_id = await session.scalar(select(ChannelIdentity.user_id)
+                                               .where(ChannelIdentity.external_id == chat))
+                session.add(Enrollment(user_id=user_id, course_id=paid.id))
+                if chat == "ann":
+                    session.add(Entitlement(user_id=user_id, course_id=paid.id, source="grant", reference="g-ann"))
+        [privately] = await Learning(bot, channel, chat="ann").say(ON_A_LOOKALIKE)
+        assert "stays silent" in privately  # hers to read alone
+        await bot.receive(message(ON_A_LOOKALIKE, chat="grp", sender="ann", channel=channel.name))
+        await bot.settle()
+        assert channel.texts("grp") and not any("stays silent" in text for text in channel.texts("grp"))
+    finally:
+        await bot.stop()
+
+
+@pytest.mark.parametrize("garbage", ["[1]", "NOT_IN_COURSE [1]", "  .  [1][2]  "])
+async def test_a_model_reply_of_next_to_nothing_gives_way_to_the_courses_own_words(settings, openai, garbage):
+    openai.reply = lambda request: garbage
+    bot, channel = await knowing_bot(with_model(settings, openai), SAMPLE)
+    try:
+        t = Learning(bot, channel)
+        await onboard(t)
+        [answer] = await t.say("what is smishing?")
+        assert "smishing" in answer.lower() and not answer.startswith(garbage.strip())
+    finally:
+        await bot.stop()
+
+
+async def test_the_model_timeout_bounds_the_whole_reply_not_each_piece(settings, openai):
+    openai.piece_delay = 0.5
+    openai.reply = lambda request: cite_first_passage(request) + " " + "Look at the sender. " * 8
+    bot, channel = await knowing_bot(with_model(settings, openai, knowledge_model_timeout_seconds=1.0), SAMPLE)
+    try:
+        t = Learning(bot, channel)
+        await onboard(t)
+        started = time.monotonic()
+        [answer] = await t.say("what is smishing?")
+        assert time.monotonic() - started < 8 and "smishing" in answer.lower()  # quoted from the course instead
+    finally:
+        await bot.stop()
+
+
+async def test_a_message_with_no_words_is_no_question_for_the_authors(settings):
+    bot, channel = await knowing_bot(settings, SAMPLE)
+    try:
+        t = Learning(bot, channel)
+        await onboard(t)
+        for text in ("🙂🙂🙂", "?", "👍"):
+            [out] = await t.say(text)
+            assert out.startswith("What would you like to know?")
+        async with bot.db.sessions() as session:
+            assert list(await session.scalars(select(KnowledgeQuestion))) == []
+    finally:
+        await bot.stop()
