@@ -93,6 +93,7 @@ class CourseAnswer:
             "sources": [list(source) for source in self.sources],
             "unanswered": self.unanswered.value if self.unanswered else None,
             "passages": list(self.passages),
+            "covers": [list(source) for source in self.covers],
         }
 
     @classmethod
@@ -102,5 +103,6 @@ class CourseAnswer:
             sources=tuple(Source(*source) for source in payload.get("sources", [])),
             unanswered=NoAnswer(payload["unanswered"]) if payload.get("unanswered") else None,
             passages=tuple(payload.get("passages", [])),
+            covers=tuple(Source(*source) for source in payload.get("covers", [])),
             **changes,
         )

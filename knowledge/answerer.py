@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from bot.text import plain_words
 from knowledge import extractive
-from knowledge.answer import CourseAnswer, NoAnswer
+from knowledge.answer import CourseAnswer, NoAnswer, sources_of
 from knowledge.generation import PASSAGES as MODEL_PASSAGES
 from knowledge.generation import ModelAnswerer, UngroundedReply
 from knowledge.retrieval import Mode, Passage, Retriever
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARACTERS = 1000
-CACHE_FORMAT = "2"  # CourseAnswer.to_payload's; the first format had no version here
+CACHE_FORMAT = "3"  # CourseAnswer.to_payload's (3: a decline's `covers`); the first format had no version here
 PASSAGES = 5
 
 
@@ -125,6 +125,8 @@ class Answerer:
         await self._spend(learner, reply.tokens)
         try:
             answer = self.model.answer(reply, given)
+            if answer.declined:  # the model found no answer: what the course says nearest, as a quote's decline tells
+                answer = replace(answer, covers=sources_of(passages))
         except UngroundedReply as exc:
             log.warning("model reply discarded: %s", exc, extra={"model": self.model.model_name})
             return await self._extractive(question, passages, allowed_courses, rarity, tokens=reply.tokens)

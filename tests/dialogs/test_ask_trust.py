@@ -99,3 +99,20 @@ async def test_a_message_with_no_words_is_no_question_for_the_authors(settings):
             assert list(await session.scalars(select(KnowledgeQuestion))) == []
     finally:
         await bot.stop()
+
+
+async def test_a_models_no_tells_what_the_course_comes_nearest_and_the_authors_where(settings, openai):
+    openai.reply = lambda request: "NOT_IN_COURSE"
+    bot, channel = await knowing_bot(with_model(settings, openai), SAMPLE)
+    try:
+        t = Learning(bot, channel)
+        await onboard(t)
+        for asked in ("what is the capital of France?", "What is the capital of France?"):  # the second: cached
+            [answer] = await t.say(asked)
+            assert "The nearest your course comes to it" in answer
+        async with bot.db.sessions() as session:
+            logged = list(await session.scalars(select(KnowledgeQuestion)))
+        assert [row.outcome for row in logged] == ["declined", "declined"] and all(row.topic for row in logged)
+        assert len(openai.chat_requests) == 1
+    finally:
+        await bot.stop()
