@@ -29,7 +29,7 @@ from dialogs.learner import is_set_up, learner_of, tr
 from dialogs.personal import remove_paths
 from dialogs.turn import Turn
 from storage.courses import Entitlement
-from storage.learners import Learner, LinkAttempt, move_conversations
+from storage.learners import Certificate, Learner, LinkAttempt, move_conversations
 from storage.models import ChannelIdentity, Conversation, User
 from storage.outbox import OutboxEntry, enqueue
 from storage.payments import Payment
@@ -193,13 +193,20 @@ async def _tell_owner(turn: Turn, owner: Learner) -> None:
 
 
 async def _join(turn: Turn, owner_id: int) -> None:
-    """This chat's identity, chats and purchases go to the code's owner; what it had learned alone is dropped."""
+    """This chat's identity, chats, purchases and certificates go to the code's owner; what it had learned alone is
+    dropped."""
     previous = turn.user.id
     session = turn.session
     await session.execute(update(ChannelIdentity).where(ChannelIdentity.user_id == previous).values(user_id=owner_id))
     await session.execute(update(Entitlement).where(Entitlement.user_id == previous).values(user_id=owner_id))
     # and what it bought: the platforms' later events (renewals, refunds) are the owner's, as is the sale's record
     await session.execute(update(Payment).where(Payment.user_id == previous).values(user_id=owner_id))
+    # and the certificates it earned, whose codes others may check: kept, unless the owner holds one for that course
+    owned = select(Certificate.course_id).where(Certificate.user_id == owner_id).scalar_subquery()
+    await session.execute(
+        update(Certificate).where(Certificate.user_id == previous, Certificate.course_id.not_in(owned))
+        .values(user_id=owner_id)
+    )
     await move_conversations(session, previous, owner_id)
     turn.after_commit.append(partial(remove_paths, await drop_user(session, previous)))  # its certificates' PDFs
     user = await session.get(User, owner_id)

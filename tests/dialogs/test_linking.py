@@ -103,3 +103,32 @@ async def test_in_a_group_the_code_goes_to_the_private_chat_or_nowhere(learning_
     code = CODE.search(channel.texts("ann")[-1])[1]
     [refused] = await in_group(bot, channel, f"/link {code}", sender="carol")
     assert refused.startswith("Send /link CODE in a private chat with me, not in a group")
+
+
+async def test_a_certificate_earned_in_the_joining_chat_still_verifies_after_the_link(learning_bot):
+    """/link joins this chat to another learner's progress; what it learned alone goes, but a certificate it earned,
+    whose code is printed on a PDF someone may check, goes with it to the learner it joins."""
+    import httpx
+    from starlette.applications import Starlette
+
+    from bot.certificate_page import certificate_routes
+    from bot.messages import Document
+    from tests.dialogs.learning_support import answer_until
+
+    bot, channel = learning_bot
+    ann = Learning(bot, channel, chat="ann")
+    await onboard(ann)
+    await ann.press("Start my first lesson")
+    await answer_until(ann, bot, "🏆")
+    await bot.settle()
+    [document] = [reply for reply in channel.sent["ann"] if isinstance(reply, Document)]
+    code = document.caption.rsplit(" ", 1)[1]
+    app = Starlette(routes=certificate_routes(bot.db))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        other = Learning(bot, channel, chat="ann-web")  # the same person, set up on another chat before
+        await onboard(other)
+        [told] = await other.say("/link")
+        link_code = told.split("Your link code is ")[1][:11]
+        [linked] = await ann.say(f"/link {link_code}")
+        assert linked.startswith("Linked!")
+        assert (await client.get(f"/certificates/{code}")).status_code == 200
