@@ -60,6 +60,11 @@ async def answer_question(turn: Turn) -> None:
         "answer", lambda: answerer.answer(question, learner=learner, allowed_courses=allowed, on_partial=draft)
     )
     record_question(turn, question, answer)
+    if answer.unanswered is NoAnswer.NO_COURSES and (previewed := await _previewed_course(turn)) is not None:
+        _ = tr(turn)  # in a paid course's free preview: the answers come with the course
+        turn.say(_("I answer questions from “{title}” once the whole course is yours: send /buy {slug} for it.",
+                   title=previewed.title, slug=previewed.slug))
+        return
     turn.say(presented(turn, answer), choices=[] if answer.sources else [(tr(turn)("Show commands"), "/help")])
 
 
@@ -78,6 +83,13 @@ def record_question(turn: Turn, question: str, answer: CourseAnswer) -> None:
         reason=answer.unanswered.value if answer.unanswered is not None else None,
         course=first.course_id[:64] if first else None, topic=first.title[:200] if first else None,
     ))
+
+
+async def _previewed_course(turn: Turn) -> Course | None:
+    """The paid course the learner is enrolled in without access to it (its free preview), if any."""
+    learner = await learner_of(turn)
+    course = await turn.session.get(Course, learner.course_id) if learner.course_id else None
+    return course if course is not None and course.access != FREE else None
 
 
 def as_draft(show: Callable[[str], Awaitable[None]] | None) -> Callable[[str], Awaitable[None]] | None:

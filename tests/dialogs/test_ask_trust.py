@@ -116,3 +116,28 @@ async def test_a_models_no_tells_what_the_course_comes_nearest_and_the_authors_w
         assert len(openai.chat_requests) == 1
     finally:
         await bot.stop()
+
+
+async def test_a_learner_in_a_paid_courses_preview_is_told_how_to_get_answers_not_to_enroll(settings):
+    bot, channel = await knowing_bot(settings, PAID)
+    try:
+        t = Learning(bot, channel)
+        await onboard(t, course=next(label for label in await _course_labels(t) if label.startswith("Passwords")))
+        [answer] = await t.say("Why do guessing tools not try passwords at random?")
+        assert answer.startswith("I answer questions from “Passwords that hold” once the whole course is yours")
+        assert "/buy passwords-that-hold" in answer
+    finally:
+        await bot.stop()
+
+
+async def _course_labels(t: Learning) -> list[str]:
+    """The labels of the courses offered during onboarding, read from a throwaway chat of the same bot."""
+    probe = Learning(t.bot, t.channel, chat="probe")
+    await probe.say("/start")
+    await probe.press("Yes, let's start")
+    await probe.say("Pat")
+    await probe.say("Lisbon")
+    await probe.press("Yes, that's right")
+    await probe.say("08:00")
+    await probe.press("Every day")
+    return probe.labels()
