@@ -34,6 +34,7 @@ from dialogs.learner import (
 from dialogs.prices import buy_choices
 from dialogs.turn import Exchange, Turn
 from storage.courses import (
+    ACTIVE,
     COMPLETED,
     Course,
     Enrollment,
@@ -126,6 +127,9 @@ async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
             await flow.start(x, "settings", {"after": "saved"}, step="course")
         return
     enrollment = await enroll(x, learner, course)
+    if enrollment.status == COMPLETED and (added := await access.lesson_to_do(x, course)) is not None:
+        # a lesson the author added after the learner finished: the course goes on with it (the certificate stays)
+        enrollment.status, enrollment.current_lesson_id, enrollment.current_part = ACTIVE, added.id, 0
     if enrollment.status == COMPLETED:
         if not pushed:
             x.say(_("You have finished {title}. Send /settings to pick another course, or /review to keep it fresh.",

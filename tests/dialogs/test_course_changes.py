@@ -185,3 +185,23 @@ async def test_the_pass_mark_counts_the_learners_answers_to_the_questions_live_n
     assert "you got 11 of 13" in t.last().text
     async with bot.db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Certificate)) == 0
+
+
+async def test_a_lesson_added_after_the_learner_finished_is_theirs_to_take(learning_bot, tmp_path):
+    bot, channel = learning_bot
+    folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "🏆")
+    await bot.settle()
+    (folder / "lessons" / "06-new.md").write_text("---\nid: new-one\ntitle: Deepfake calls\n---\n\nNew content.\n")
+    yaml = (folder / "course.yaml").read_text()
+    (folder / "course.yaml").write_text(yaml.replace("      - lessons/05-if-you-clicked.md\n",
+                                                     "      - lessons/05-if-you-clicked.md\n"
+                                                     "      - lessons/06-new.md\n"))
+    await import_sample(bot, folder)
+    [progress] = await t.say("/progress")
+    assert "5 of 6 done" in progress
+    [added] = await t.say("/next")
+    assert added.startswith("📘 Lesson 6 of 6: Deepfake calls")
