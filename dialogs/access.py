@@ -31,7 +31,7 @@ from storage.courses import (
     course_lessons,
     enrollment_of,
     lesson_by_id,
-    lesson_cards,
+    lesson_questions,
     may_access,
     progress_of,
 )
@@ -90,14 +90,14 @@ async def lesson_to_do(x: Exchange, course: Course) -> Lesson | None:
 
 
 async def quiz_score(x: Exchange, course: Course) -> tuple[int, int]:
-    """(right at the first try, answered) over the live quiz questions of the course's live lessons, from the
-    learner's own answers: a question the author retired since counts no more, one added since a lesson was done
-    (which its quiz never asked) counts neither way."""
+    """(right at the first try, questions) over the live quiz questions of the course's live lessons: each lesson's
+    score as it was when the learner finished it (later reviews do not change it)."""
     right = total = 0
     for lesson in await course_lessons(x.transaction, course.id):
-        cards = [card for card in await lesson_cards(x.transaction, x.user.id, lesson.id) if card.attempts]
-        total += len(cards)
-        right += sum(1 for card in cards if card.correct == card.attempts)
+        count = len(await lesson_questions(x.transaction, lesson.id))
+        progress = await progress_in(x, lesson)
+        total += count
+        right += round((progress.score or 0.0) * count) if progress is not None else 0
     return right, total
 
 

@@ -60,6 +60,10 @@ async def answer_question(turn: Turn) -> None:
         "answer", lambda: answerer.answer(question, learner=learner, allowed_courses=allowed, on_partial=draft)
     )
     record_question(turn, question, answer)
+    if answer.unanswered is NoAnswer.NO_COURSES and not turn.message.private:
+        _ = tr(turn)  # nothing free to draw on for everyone here; what is theirs alone, they ask privately
+        turn.say(_("Here in the group I answer from the free courses only. Ask me in a private chat about yours."))
+        return
     if answer.unanswered is NoAnswer.NO_COURSES and (previewed := await _previewed_course(turn)) is not None:
         _ = tr(turn)  # in a paid course's free preview: the answers come with the course
         turn.say(_("I answer questions from “{title}” once the whole course is yours: send /buy {slug} for it.",

@@ -232,7 +232,9 @@ async def finish_lesson(x: Exchange, lesson: Lesson) -> None:
     if streak > 1:
         lines.append(_.plural("🔥 {n}-day streak!", "🔥 {n}-day streak!", streak))
     lessons = await course_lessons(x.transaction, course.id)
-    following = next((other for other in lessons if other.position > lesson.position), None)
+    # the next lesson not done (a lesson added before this one since, or one done out of turn, comes up in order)
+    done = set(await completed_lessons(x.transaction, x.user.id)) | {lesson.id}
+    following = next((other for other in lessons if other.id not in done), None)
     enrollment.current_lesson_id = following.id if following else None
     enrollment.current_part = 0
     enrollment.updated_at = x.now

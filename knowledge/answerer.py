@@ -182,7 +182,7 @@ class Answerer:
         async with self.database.transaction() as session:
             taken = await take_model_call(session, per_day=self.settings.model_calls_per_day)
         if not taken:
-            log.warning("the day's model calls are spent (MODEL_CALLS_PER_DAY); questions get the day's-end answer")
+            log.warning("the day's model calls are spent (MODEL_CALLS_PER_DAY); questions are answered with quotes")
         return taken
 
     async def _spend(self, learner: str, tokens: int) -> None:

@@ -36,7 +36,9 @@ PASSAGES = 4
 # Wording of the system prompt that has no business in an answer: a reply quoting it is a leak.
 LEAK_MARKERS = ("you are lessonbot, a patient tutor", "rules, in order of importance", "confidential reference")
 RULE_WORDS = 6  # a run of this many words of the rules, repeated in a reply, is the rules leaking
-MIN_ANSWER_WORDS = 2  # a reply with fewer words than this besides its citations ("[1]", ". [1][2]") answers nothing
+# a reply with fewer letters or digits than this besides its citations ("[1]", ". [1][2]") answers nothing (letters,
+# not words: Chinese or Japanese write a sentence without spaces)
+MIN_ANSWER_CHARACTERS = 2
 HELD_BACK = 40  # characters of a streamed reply not shown until more arrives (longer than canary and markers)
 
 SYSTEM = """You are Lessonbot, a patient tutor answering a learner's question in a chat, in the middle of a lesson.
@@ -168,7 +170,7 @@ class ModelAnswerer:
         cited = [int(n) for n in _CITATION.findall(reply.text) if 1 <= int(n) <= len(passages)]
         if not cited:
             raise UngroundedReply("the reply cites no passage")
-        if len(plain_words(_CITATION.sub(" ", reply.text)).split()) < MIN_ANSWER_WORDS:
+        if sum(character.isalnum() for character in _CITATION.sub(" ", reply.text)) < MIN_ANSWER_CHARACTERS:
             raise UngroundedReply("the reply says next to nothing besides its citations")
         order = list(dict.fromkeys(cited))
         # number the sources 1, 2, … in the order the answer first cites them

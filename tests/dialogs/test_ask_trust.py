@@ -141,3 +141,23 @@ async def _course_labels(t: Learning) -> list[str]:
     await probe.say("08:00")
     await probe.press("Every day")
     return probe.labels()
+
+
+async def test_a_buyer_asking_in_a_group_is_sent_to_a_private_chat_not_to_buy(settings):
+    bot, channel = await knowing_bot(settings, PAID)
+    try:
+        t = Learning(bot, channel, chat="ann")
+        await onboard(t, course=next(label for label in await _course_labels(t) if label.startswith("Passwords")))
+        async with bot.db.transaction() as session:
+            paid = await session.scalar(select(Course).where(Course.slug == "passwords-that-hold"))
+            user_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "ann"))
+            session.add(Entitlement(user_id=user_id, course_id=paid.id, source="purchase", reference="cs_ann"))
+        question = "Why do guessing tools not try passwords at random?"
+        [privately] = await t.say(question)
+        assert "/buy" not in privately
+        await bot.receive(message(question, chat="grp", sender="ann", channel=channel.name))
+        await bot.settle()
+        assert channel.texts("grp") == [
+            "Here in the group I answer from the free courses only. Ask me in a private chat about yours."]
+    finally:
+        await bot.stop()
