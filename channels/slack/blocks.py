@@ -70,11 +70,17 @@ def _messages(sections: list[dict[str, Any]], actions: list[dict[str, Any]], rep
             for start in range(0, len(blocks), BLOCKS_PER_MESSAGE)]
 
 
-def render_link(document: Document) -> SlackMessage:
+def render_caption(document: Document, *, commands: frozenset[str] = frozenset()) -> str:
+    """A document's caption as mrkdwn, the core's `commands` it names as they are typed in Slack."""
+    return render(as_typed_in_slack(document.caption or "", commands), SLACK_MRKDWN)
+
+
+def render_link(document: Document, *, commands: frozenset[str] = frozenset()) -> SlackMessage:
     """A document we cannot upload (it has only a URL): a message with a link to it and its caption."""
     assert document.url, "render_link needs a document with a url"
     link = SLACK_MRKDWN.link(SLACK_MRKDWN.literal(document.filename or document.url), document.url)
-    text = f"{render(document.caption, SLACK_MRKDWN)}\n{link}" if document.caption else link
+    caption = render_caption(document, commands=commands)
+    text = f"{caption}\n{link}" if caption else link
     return SlackMessage(text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}])
 
 

@@ -49,8 +49,7 @@ from bot.channel import (
     TransientSendError,
 )
 from bot.messages import Document, Text
-from channels.markdown import SLACK_MRKDWN, render
-from channels.slack.blocks import ReplyNotRenderable, SlackMessage, render_link, render_text
+from channels.slack.blocks import ReplyNotRenderable, SlackMessage, render_caption, render_link, render_text
 from channels.slack.inbound import HOME_ADDRESS_PREFIX, chat_id_for, ephemeral_target, split_chat_id
 from channels.slack.installations import SlackInstallations
 from channels.slack.routes import webhook_routes
@@ -155,7 +154,7 @@ class SlackChannel:
             if isinstance(reply, Document):
                 if not reply.url:
                     raise PermanentSendError(f"document {reply.filename!r} has neither a path nor a URL")
-                messages = [render_link(reply)]
+                messages = [render_link(reply, commands=self.commands)]
             elif isinstance(reply, Text):
                 messages = render_text(reply, commands=self.commands)
             else:
@@ -348,7 +347,7 @@ class SlackChannel:
             content=content,
             filename=document.filename,
             title=document.filename,
-            initial_comment=render(document.caption, SLACK_MRKDWN) or None,
+            initial_comment=render_caption(document, commands=self.commands) or None,
         )
         return str((response.get("file") or {}).get("id") or "")
 

@@ -171,3 +171,10 @@ def test_a_command_a_reply_names_is_written_as_it_is_typed_in_slack(core, slack)
     commands = frozenset({"/help", "/stop", "/next", "/review", "/progress", "/buy", "/team"})
     [message] = render_text(Text(core), commands=commands)
     assert message.blocks[0]["text"]["text"] == slack and message.text == slack
+
+
+def test_a_documents_caption_names_the_cores_commands_as_typed_in_slack():
+    document = Document("lessonbot-data.json", caption="Everything I keep about you. To delete it, send /stop.",
+                        url="https://example.com/export.json")
+    [section] = render_link(document, commands=frozenset({"/stop"})).blocks
+    assert section["text"]["text"].startswith("Everything I keep about you. To delete it, send /lessonbot stop.")
