@@ -154,8 +154,9 @@ async def test_progress_accuracy_is_not_of_the_course_shown(learning_bot):
     assert "0 of 3 answers right" not in progress, "accuracy of the other course shown under this course's heading"
 
 
-async def test_a_lesson_added_after_the_learner_finished_is_theirs_to_take(learning_bot, tmp_path):
-    bot, channel = learning_bot
+async def finished_then_a_lesson_added(bot, channel, tmp_path, *, after: str) -> Learning:
+    """A learner who finished the sample course; then its author adds "Deepfake calls" after the lesson file
+    `after`."""
     folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
     t = Learning(bot, channel)
     await onboard(t)
@@ -164,10 +165,15 @@ async def test_a_lesson_added_after_the_learner_finished_is_theirs_to_take(learn
     await bot.settle()
     (folder / "lessons" / "06-new.md").write_text("---\nid: new-one\ntitle: Deepfake calls\n---\n\nNew content.\n")
     yaml = (folder / "course.yaml").read_text()
-    (folder / "course.yaml").write_text(yaml.replace("      - lessons/05-if-you-clicked.md\n",
-                                                     "      - lessons/05-if-you-clicked.md\n"
-                                                     "      - lessons/06-new.md\n"))
+    listed = f"      - lessons/{after}\n"
+    (folder / "course.yaml").write_text(yaml.replace(listed, listed + "      - lessons/06-new.md\n"))
     await import_sample(bot, folder)
+    return t
+
+
+async def test_a_lesson_added_after_the_learner_finished_is_theirs_to_take(learning_bot, tmp_path):
+    bot, channel = learning_bot
+    t = await finished_then_a_lesson_added(bot, channel, tmp_path, after="05-if-you-clicked.md")
     [progress] = await t.say("/progress")
     assert "5 of 6 done" in progress
     [added] = await t.say("/next")
@@ -176,18 +182,7 @@ async def test_a_lesson_added_after_the_learner_finished_is_theirs_to_take(learn
 
 async def test_a_lesson_inserted_mid_course_after_the_learner_finished_brings_no_lesson_again(learning_bot, tmp_path):
     bot, channel = learning_bot
-    folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
-    t = Learning(bot, channel)
-    await onboard(t)
-    await t.press("Start my first lesson")
-    await answer_until(t, bot, "🏆")
-    await bot.settle()
-    (folder / "lessons" / "06-new.md").write_text("---\nid: new-one\ntitle: Deepfake calls\n---\n\nNew content.\n")
-    yaml = (folder / "course.yaml").read_text()
-    (folder / "course.yaml").write_text(yaml.replace("      - lessons/02-check-the-sender.md\n",
-                                                     "      - lessons/02-check-the-sender.md\n"
-                                                     "      - lessons/06-new.md\n"))
-    await import_sample(bot, folder)
+    t = await finished_then_a_lesson_added(bot, channel, tmp_path, after="02-check-the-sender.md")
     [added] = await t.say("/next")
     assert added.startswith("📘 Lesson 3 of 6: Deepfake calls")
     await t.say("/next")  # its end: every other lesson was done before

@@ -597,6 +597,22 @@ async def test_a_learner_stopped_with_a_moment_stored_is_parked_by_the_run_that_
         await db.dispose()
 
 
+async def a_lesson_queued(bot: Lessonbot, *, last_active_at: datetime) -> tuple[int, datetime, HandClock, JobContext]:
+    """Ann (UTC) with the sample course, her lesson due two minutes from now, queued by the planner: her user id, that
+    now, and the planner's clock and context (moved three minutes on)."""
+    course = await sample_course(bot.db)
+    now = utcnow()
+    at = now + timedelta(minutes=2)
+    uid = await add_learner(bot.db, course_id=course, chat="ann", zone="UTC", at=time(at.hour, at.minute),
+                            last_active_at=last_active_at)
+    clock = HandClock(now)
+    ctx = context(bot.db, clock)
+    await plan_lessons(ctx)
+    clock.move(minutes=3)
+    assert (await plan_lessons(ctx))["queued"] == 1
+    return uid, now, clock, ctx
+
+
 @pytest.mark.parametrize(("words", "back"), [(("/pause",), ("/resume", None)),
                                              (("/stop", "stop:lessons"), ("/resume", None)),
                                              (("/stop",), ("Cancel", "stop:cancel"))], ids=["pause", "stop", "ask"])
@@ -608,16 +624,7 @@ async def test_the_message_that_pauses_or_stops_holds_the_lesson_set_aside_until
     channel = RecordingChannel()
     bot = Lessonbot(settings, [channel])
     try:
-        course = await sample_course(bot.db)
-        now = utcnow()
-        at = now + timedelta(minutes=2)
-        await add_learner(bot.db, course_id=course, chat="ann", zone="UTC", at=time(at.hour, at.minute),
-                          last_active_at=now - timedelta(days=2))
-        clock = HandClock(now)
-        ctx = context(bot.db, clock)
-        await plan_lessons(ctx)
-        clock.move(minutes=3)
-        assert (await plan_lessons(ctx))["queued"] == 1
+        _uid, now, clock, ctx = await a_lesson_queued(bot, last_active_at=utcnow() - timedelta(days=2))
         async with bot.db.transaction() as session:  # as the dispatcher sets it aside outside WhatsApp's window
             await session.execute(update(OutboxMessage).values(status=OutboxStatus.WAITING.value))
         ann = Transcript(bot, channel, "ann")
@@ -642,16 +649,7 @@ async def test_a_lesson_held_by_a_pause_that_ran_out_goes_before_the_next_lesson
     channel = RecordingChannel()
     bot = Lessonbot(settings, [channel])
     try:
-        course = await sample_course(bot.db)
-        now = utcnow()
-        at = now + timedelta(minutes=2)
-        uid = await add_learner(bot.db, course_id=course, chat="ann", zone="UTC", at=time(at.hour, at.minute),
-                                last_active_at=now - timedelta(days=2))
-        clock = HandClock(now)
-        ctx = context(bot.db, clock)
-        await plan_lessons(ctx)
-        clock.move(minutes=3)
-        assert (await plan_lessons(ctx))["queued"] == 1
+        uid, now, clock, ctx = await a_lesson_queued(bot, last_active_at=utcnow() - timedelta(days=2))
         async with bot.db.transaction() as session:  # the learner paused before it went: it is held
             await session.execute(update(OutboxMessage).values(status=OutboxStatus.WAITING.value))
             await session.execute(update(Learner).where(Learner.user_id == uid).values(
@@ -675,16 +673,8 @@ async def test_a_learner_who_moves_their_hour_after_the_days_lesson_is_promised_
     channel = RecordingChannel()
     bot = Lessonbot(settings, [channel])
     try:
-        course = await sample_course(bot.db)
-        now = utcnow()
+        uid, now, clock, ctx = await a_lesson_queued(bot, last_active_at=utcnow())
         first = now + timedelta(minutes=2)
-        uid = await add_learner(bot.db, course_id=course, chat="ann", zone="UTC", at=time(first.hour, first.minute),
-                                last_active_at=now)
-        clock = HandClock(now)
-        ctx = context(bot.db, clock)
-        await plan_lessons(ctx)
-        clock.move(minutes=3)
-        assert (await plan_lessons(ctx))["queued"] == 1
         moved = now + timedelta(hours=3)
         async with bot.db.transaction() as session:  # the lesson done, then the hour changed as /settings does
             await session.execute(update(User).where(User.id == uid).values(last_active_at=now + timedelta(minutes=10)))
