@@ -47,13 +47,14 @@ from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from dialogs import nudges as wording
 from dialogs.bandit import Arm, arms_for, choose, record_outcome
 from dialogs.nudges import FAREWELL, INACTIVE, REVIEW, STREAK, NudgeFacts
 from dialogs.review import open_due_reviews
 from scheduler.context import JobContext
-from storage.courses import COMPLETED, Enrollment, Question, QuestionCard
+from storage.courses import COMPLETED, Course, Enrollment, Lesson, Question, QuestionCard, accessible
 from storage.learners import Learner, in_quiet_hours, zone_for
 from storage.models import Conversation, InboundMessage, OutboxMessage, User
 from storage.outbox import NUDGE_KEY, OutboxEntry, enqueue
@@ -109,7 +110,8 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
            last_lesson: datetime | None = None, lesson_to_come: bool = True) -> Nudge | None:
     """The nudge this learner should get now, if any. `history`: their earlier nudges, newest first; `due_reviews`:
     the review questions /review would ask them now; `last_lesson`: when the last lesson the planner queued to them
-    was due; `lesson_to_come`: whether they have a lesson to come back to (a course chosen and not finished)."""
+    was due; `lesson_to_come`: whether they have a lesson to come back to (a course chosen, not finished, and its
+    next lesson open to them)."""
     if in_quiet_hours(learner, user, now):
         return None
     if history and now - history[0].created_at < NUDGE_GAP:
@@ -221,7 +223,7 @@ class Candidate:
     user: User
     conversation: Conversation
     last_lesson: datetime | None  # when the last lesson the planner queued to them was due (lately; None: none)
-    lesson_to_come: bool  # a course chosen and not finished
+    lesson_to_come: bool  # a course chosen, not finished, and its next lesson open to them
 
 
 async def candidates(session: AsyncSession, now: datetime) -> list[Candidate]:
@@ -241,8 +243,11 @@ async def candidates(session: AsyncSession, now: datetime) -> list[Candidate]:
         or_(User.last_active_at > now - LOOK_BACK, and_(pause_over, Learner.paused_until > now - LOOK_BACK)),
         ~farewell_sent,
     )
+    # ... and open to them: a paid course's next lesson past the free preview is no lesson "ready" to come back to
+    current = aliased(Lesson)
     lesson_to_come = and_(Learner.course_id.is_not(None),
-                          or_(Enrollment.status.is_(None), Enrollment.status != COMPLETED))
+                          or_(Enrollment.status.is_(None), Enrollment.status != COMPLETED),
+                          accessible(Learner.user_id, Course, func.coalesce(current.position, 1), now))
     streak = and_(Learner.streak_days >= STREAK_AT_RISK, Learner.last_active_on >= (now - timedelta(days=2)).date())
     reviews = and_(User.last_active_at > now - STEPS[0],
                    exists(_due_cards(now).where(QuestionCard.user_id == Learner.user_id)))
@@ -259,6 +264,8 @@ async def candidates(session: AsyncSession, now: datetime) -> list[Candidate]:
         .join(User, User.id == Learner.user_id)
         .join(Conversation, Conversation.id == Learner.home_conversation_id)
         .outerjoin(Enrollment, and_(Enrollment.user_id == Learner.user_id, Enrollment.course_id == Learner.course_id))
+        .outerjoin(Course, Course.id == Learner.course_id)
+        .outerjoin(current, current.id == Enrollment.current_lesson_id)
         .where(*may_be_messaged(now), or_(and_(away, lesson_to_come), streak, reviews))
         .order_by(Learner.user_id)
     )

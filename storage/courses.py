@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
+    Exists,
     ForeignKey,
     Index,
     Integer,
@@ -231,16 +233,24 @@ class Entitlement(Base):
 
 Where = AsyncSession | SessionOnDemand  # a session, or a turn's transaction whose session may not be made yet
 
-_ENTITLED = Prepared(
-    select(
-        exists().where(
-            Entitlement.user_id == bindparam("user"),
-            Entitlement.course_id == bindparam("course"),
-            Entitlement.revoked_at.is_(None),
-            or_(Entitlement.expires_at.is_(None), Entitlement.expires_at > bindparam("now")),
-        ).label("entitled")
+def entitled(user_id: Any, course_id: Any, now: Any) -> Exists:
+    """An entitlement in force at `now` for this learner and course, as a SQL condition (columns or values)."""
+    return exists().where(
+        Entitlement.user_id == user_id,
+        Entitlement.course_id == course_id,
+        Entitlement.revoked_at.is_(None),
+        or_(Entitlement.expires_at.is_(None), Entitlement.expires_at > now),
     )
-)
+
+
+def accessible(user_id: Any, course: Any, lesson_position: Any, now: datetime) -> ColumnElement[bool]:
+    """`may_access` as a SQL condition over columns, for a question asked of many learners at once (the nudges'
+    "your next lesson is ready")."""
+    return or_(course.access == FREE, lesson_position <= course.free_preview_lessons,
+               entitled(user_id, course.id, now))
+
+
+_ENTITLED = Prepared(select(entitled(bindparam("user"), bindparam("course"), bindparam("now")).label("entitled")))
 
 
 async def may_access(

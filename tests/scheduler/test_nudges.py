@@ -322,6 +322,33 @@ async def test_no_come_back_nudges_without_a_lesson_to_come_back_to(database_url
         await db.dispose()
 
 
+async def test_no_come_back_nudges_to_a_next_lesson_the_learner_may_not_take(database_url):
+    db = Database(database_url)
+    try:
+        left = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 10:00 in Lisbon
+        course = await sample_course(db, PAID)  # the first lesson free, the others with an entitlement
+        quiet = (time(22), time(8))
+        preview_done = await add_learner(db, course_id=course, last_active_at=left, quiet=quiet)
+        refunded = await add_learner(db, course_id=course, last_active_at=left, quiet=quiet)
+        bought = await add_learner(db, course_id=course, last_active_at=left, quiet=quiet)
+        in_preview = await add_learner(db, course_id=course, last_active_at=left, quiet=quiet)
+        for user_id in (preview_done, refunded, bought):
+            await took_lessons(db, user_id, course, 1, at=left)  # at lesson 2: past the free preview
+        await took_lessons(db, in_preview, course, 0, at=left)
+        async with db.transaction() as session:
+            session.add(Entitlement(user_id=refunded, course_id=course, source="purchase", reference="pay-1",
+                                    granted_at=left, revoked_at=left))
+            session.add(Entitlement(user_id=bought, course_id=course, source="purchase", reference="pay-2",
+                                    granted_at=left))
+        ctx = context(db, HandClock(left + timedelta(hours=24.5)), rng=random.Random(10))
+        assert await sweep(ctx) == Counter({"inactive": 2})  # "your next lesson is ready" only where it is
+        assert await nudges_of(db, preview_done) == [] and await nudges_of(db, refunded) == []
+        assert [kind for kind, _step, _outcome in await nudges_of(db, bought)] == ["inactive"]
+        assert [kind for kind, _step, _outcome in await nudges_of(db, in_preview)] == ["inactive"]
+    finally:
+        await db.dispose()
+
+
 async def test_without_quiet_hours_come_back_nudges_wait_for_the_local_daytime(database_url):
     db = Database(database_url)
     try:
