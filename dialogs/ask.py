@@ -156,8 +156,6 @@ def unanswered_reply(_: Translator, reason: NoAnswer) -> str:
         NoAnswer.NO_COURSES: _("Once you're enrolled in a course, I can answer questions about its lessons. "
                                "Send /settings to choose one."),
         NoAnswer.TOO_FAST: _("You're asking faster than I can look things up. Give me a minute and ask again."),
-        NoAnswer.BUDGET_SPENT: _("That's all the questions I can answer for you today. Ask me again tomorrow, "
-                                 "and in the meantime the lessons themselves are one /next away."),
         NoAnswer.EMPTY_QUESTION: _("What would you like to know? Ask me anything about your course."),
     }
     return said[reason]

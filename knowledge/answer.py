@@ -20,12 +20,11 @@ class NoAnswer(StrEnum):
     NO_COURSES = "no_courses"  # the learner may read no course yet
     NOT_COVERED = "not_covered"  # the material does not cover the question
     TOO_FAST = "too_fast"  # the learner's per-minute allowance is spent
-    BUDGET_SPENT = "budget_spent"  # the learner's daily model tokens are spent
 
     @property
     def limited(self) -> bool:
         """The learner's allowance, not the material, stood in the way."""
-        return self in (NoAnswer.TOO_FAST, NoAnswer.BUDGET_SPENT)
+        return self is NoAnswer.TOO_FAST
 
 
 # The labels answers carry; dialogs translate them for the learner.

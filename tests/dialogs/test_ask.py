@@ -95,7 +95,6 @@ def test_every_reason_for_no_answer_has_its_words_in_every_language():
     for language in LANGUAGES:
         said = {unanswered_reply(translator(language), reason) for reason in NoAnswer}
         assert len(said) == len(NoAnswer) and all(said)
-    assert "/next" in unanswered_reply(translator("en"), NoAnswer.BUDGET_SPENT)
 
 
 async def test_a_list_is_quoted_whole_with_the_sentence_that_leads_into_it(indexed):
