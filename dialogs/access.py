@@ -30,8 +30,8 @@ from storage.courses import (
     course_by_id,
     course_lessons,
     enrollment_of,
+    first_try_score,
     lesson_by_id,
-    lesson_questions,
     may_access,
     progress_of,
 )
@@ -90,15 +90,9 @@ async def lesson_to_do(x: Exchange, course: Course) -> Lesson | None:
 
 
 async def quiz_score(x: Exchange, course: Course) -> tuple[int, int]:
-    """(right at the first try, questions) over the live quiz questions of the course's live lessons: each lesson's
-    score as it was when the learner finished it (later reviews do not change it)."""
-    right = total = 0
-    for lesson in await course_lessons(x.transaction, course.id):
-        count = len(await lesson_questions(x.transaction, lesson.id))
-        progress = await progress_in(x, lesson)
-        total += count
-        right += round((progress.score or 0.0) * count) if progress is not None else 0
-    return right, total
+    """(right at the first try, questions) over the live quiz questions of the course's live lessons, each as it
+    counted when the learner finished its lesson (neither a later review nor a re-import changes it)."""
+    return await first_try_score(x.transaction, x.user.id, course.id)
 
 
 def passes(course: Course, right: int, total: int) -> bool:

@@ -220,7 +220,9 @@ async def finish_lesson(x: Exchange, lesson: Lesson) -> None:
         cards = await lesson_cards(x.transaction, x.user.id, lesson.id)
         # right at the first try: a card answered wrong even once (the quiz, then a review before the lesson's end)
         # does not count, however often it was right since
-        right = sum(1 for card in cards if card.attempts and card.correct == card.attempts)
+        for card in cards:
+            card.scored_right = bool(card.attempts) and card.correct == card.attempts
+        right = sum(1 for card in cards if card.scored_right)
         progress.score = right / len(questions)
         lines.append(_("Quiz: {right} of {total} right.", right=right, total=len(questions)))
     if progress.completed_at is None:

@@ -27,7 +27,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     bindparam,
+    case,
     exists,
+    func,
     or_,
     select,
 )
@@ -185,7 +187,10 @@ class LessonProgress(Base):
 
 
 class QuestionCard(Base):
-    """A learner's spaced-review card for one question: its FSRS state (JSON), when it is due, the last rating."""
+    """A learner's spaced-review card for one question: its FSRS state (JSON), when it is due, the last rating;
+    and `scored_right`, whether it counted as right at the first try in its lesson's score, set once when the lesson
+    was finished (None before): the pass mark counts these, so neither a later review nor a re-import that adds or
+    retires questions changes what the learner scored."""
 
     __tablename__ = "question_cards"
     __table_args__ = (
@@ -203,6 +208,7 @@ class QuestionCard(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     correct: Mapped[int] = mapped_column(Integer, default=0)
     last_reviewed_at: Mapped[datetime | None] = mapped_column()
+    scored_right: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class Entitlement(Base):
@@ -340,6 +346,27 @@ async def progress_of(session: Where, user_id: int, lesson_id: int) -> LessonPro
 async def card_of(session: Where, user_id: int, question_id: int) -> QuestionCard | None:
     """The learner's review card of the question, if they ever answered it."""
     return await _CARD.first(session, {"user": user_id, "question": question_id})
+
+
+_FIRST_TRY = Prepared(
+    select(func.coalesce(func.sum(case((QuestionCard.scored_right.is_(True), 1), else_=0)), 0).label("right"),
+           func.count().label("total"))
+    .select_from(QuestionCard)
+    .join(Question, Question.id == QuestionCard.question_id)
+    .join(Lesson, Lesson.id == Question.lesson_id)
+    .where(QuestionCard.user_id == bindparam("user"), Question.course_id == bindparam("course"),
+           QuestionCard.scored_right.is_not(None), Question.retired.is_(False), Lesson.retired.is_(False))
+)
+
+
+async def first_try_score(session: Where, user_id: int, course_id: int) -> tuple[int, int]:
+    """(right at the first try, scored) over the course's live questions of its live lessons, as each lesson's score
+    counted them when the learner finished it (`QuestionCard.scored_right`): a question added to a lesson after it
+    was finished was never asked, and counts neither way."""
+    await flushed(session)  # a lesson finished in this transaction counts
+    ran = await _FIRST_TRY.run(session, {"user": user_id, "course": course_id})
+    right, total = ran.first()
+    return int(right), int(total)
 
 
 async def lesson_cards(session: Where, user_id: int, lesson_id: int) -> list[QuestionCard]:

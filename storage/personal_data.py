@@ -686,6 +686,7 @@ async def _answers(session: AsyncSession, user_id: int) -> list[dict[str, Any]]:
             "last_answer": c.last_answer,
             "attempts": c.attempts,
             "correct": c.correct,
+            "right_at_first_try": c.scored_right,  # as the lesson's score counted it (None: lesson not finished)
             "last_reviewed_at": _iso(c.last_reviewed_at),
             "due": _iso(c.due),
         }

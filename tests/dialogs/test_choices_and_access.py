@@ -192,3 +192,33 @@ async def test_no_certificate_below_the_pass_mark(learning_bot, tmp_path):
     assert not any(isinstance(reply, Document) for reply in channel.sent["ann"])
     async with bot.db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Certificate)) == 0
+
+
+async def test_the_pass_mark_counts_what_was_scored_whatever_a_re_import_retires(learning_bot, tmp_path):
+    bot, channel = learning_bot
+    folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
+    yaml = (folder / "course.yaml").read_text()
+    (folder / "course.yaml").write_text(yaml.replace("\nmodules:", "\npass_mark: 100\n\nmodules:", 1))
+    await import_sample(bot, folder)
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    while not t.last().choices[0].value.startswith("quiz:"):
+        await t.press(t.last().choices[0].label)
+    qid = int(t.last().choices[0].value.split(":")[1])
+    async with bot.db.sessions() as session:
+        first = await session.get(Question, qid)
+    assert first.slug == "parcel-fee"
+    await t.say("pressed", choice=f"quiz:{qid}:{(first.correct_choice + 1) % 2}")  # the one question missed
+    await answer_until(t, bot, "📘 Lesson 2")
+    # the author drops the question the learner missed: every question still in the course was right at the first
+    # try (a lesson's score kept as a share, times its questions now, said 1 of 2 for lesson 1)
+    lesson = folder / "lessons" / "01-what-phishing-wants.md"
+    text = lesson.read_text()
+    lesson.write_text(text[:text.index("### parcel-fee")] + text[text.index("### act-at-once"):])
+    await import_sample(bot, folder)
+    await answer_until(t, bot, "🏆")
+    await bot.settle()
+    assert any(isinstance(reply, Document) for reply in channel.sent["ann"])
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Certificate)) == 1
