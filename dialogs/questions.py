@@ -1,13 +1,17 @@
 """Asking a quiz question and checking the answer, for the after-lesson quiz and spaced review alike.
 
-Choices go out as buttons whose values name the question and the answer ("quiz:12:1", "review:12:true"), so a press
-arriving long after still says what it answers. Typed answers work too: a choice by letter, number or its words,
-true/false in English, Spanish or Portuguese, and free text compared by `bot.text.answer_key` (case, accents,
-spacing, punctuation and number words: "Twenty one" = "21"), the same key the course check de-duplicates by.
+Choices go out as buttons whose values name the question and the answer ("quiz:12:1:5d41ab", "review:12:true"), so a
+press arriving long after still says what it answers: a choice's button carries its index and a fingerprint of its
+words, so a press from before a re-import that reordered the choices is graded on the choice it showed, and one whose
+choice is gone is asked again (a button from before fingerprints, index alone, is read by its index). Typed answers
+work too: a choice by letter, number or its words, true/false in English, Spanish or Portuguese, and free text
+compared by `bot.text.answer_key` (case, accents, spacing, punctuation and number words: "Twenty one" = "21"), the
+same key the course check de-duplicates by.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from bot.messages import ANSWER_FORM, ANSWER_FORM_OFFERED
@@ -45,10 +49,7 @@ def check(_: Translator, question: Question, typed: str, prefix: str) -> Verdict
     if pressed:
         given = given[len(marker):]
     if question.kind == CHOICE:
-        if pressed:  # a button carries the choice's index
-            picked = int(given) if given.isdigit() and int(given) < len(question.choices or []) else None
-        else:
-            picked = _typed_choice(question, given)
+        picked = pressed_choice(question, given) if pressed else _typed_choice(question, given)
         return None if picked is None else Verdict(picked == question.correct_choice, right_answer(_, question))
     if question.kind == TRUE_FALSE:
         value = fold(given).strip(" .!")
@@ -71,6 +72,8 @@ def grade(_: Translator, question: Question, text: str, prefix: str, *, numbered
     if pressed is None and question.kind == SHORT_TEXT and looks_like_question(text):
         raise NotAnAnswer()
     verdict = check(_, question, text, prefix)
+    if verdict is None and pressed is not None and question.kind == CHOICE:
+        raise Invalid(_("That question has changed since it was sent. Here it is as it is now:"))
     if verdict is None:
         if question.kind == TRUE_FALSE:
             raise Invalid(_("Please answer true or false."))
@@ -80,6 +83,27 @@ def grade(_: Translator, question: Question, text: str, prefix: str, *, numbered
             raise Invalid(_("Please pick one of the answers: press a button, or type its letter or number."))
         raise Invalid(_("Please type your answer."))
     return verdict
+
+
+def choice_value(prefix: str, question: Question, index: int) -> str:
+    """The value of the button for `question`'s choice at `index`: its index and the fingerprint of its words."""
+    return f"{prefix}:{question.id}:{index}:{_fingerprint((question.choices or [])[index])}"
+
+
+def _fingerprint(choice: str) -> str:
+    return hashlib.sha256(answer_key(choice).encode()).hexdigest()[:6]
+
+
+def pressed_choice(question: Question, given: str) -> int | None:
+    """The choice a pressed button ("1:5d41ab", after the question's id) picks among the question's choices now:
+    the one with its words (wherever a re-import put it), else none; a button without a fingerprint, its index."""
+    choices = question.choices or []
+    index, _, fingerprint = given.partition(":")
+    if not index.isdigit():
+        return None
+    if not fingerprint:
+        return int(index) if int(index) < len(choices) else None
+    return next((at for at, choice in enumerate(choices) if _fingerprint(choice) == fingerprint), None)
 
 
 def _typed_choice(question: Question, given: str) -> int | None:
@@ -102,9 +126,8 @@ def ask(x: Exchange, question: Question, *, prefix: str, heading: str) -> None:
     _ = tr(x)
     text = f"{heading}\n{question.prompt}" if heading else question.prompt
     if question.kind == CHOICE:
-        choices = [
-            (choice[:120], f"{prefix}:{question.id}:{index}") for index, choice in enumerate(question.choices or [])
-        ]
+        choices = [(choice[:120], choice_value(prefix, question, index))
+                   for index, choice in enumerate(question.choices or [])]
         x.say(text, choices=choices)
     elif question.kind == TRUE_FALSE:
         x.say(
@@ -141,4 +164,4 @@ def question_id_of(value: str, prefix: str) -> int | None:
     return None
 
 
-__all__ = ["CHOICE", "SHORT_TEXT", "TRUE_FALSE", "Verdict", "ask", "check", "feedback"]
+__all__ = ["CHOICE", "SHORT_TEXT", "TRUE_FALSE", "Verdict", "ask", "check", "choice_value", "feedback"]

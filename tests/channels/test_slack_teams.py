@@ -191,7 +191,7 @@ async def take_quiz(client, fixtures_dir, standin: SlackStandIn, lessonbot: Less
                 question = await session.get(Question, question_id)
             correct = (str(question.correct_choice) if question.kind == "choice"
                        else "true" if question.is_true else "false")
-            chosen = next(value for _label, value in choices if (value.rsplit(":", 1)[1] == correct) == right)
+            chosen = next(value for _label, value in choices if (value.split(":")[2] == correct) == right)
             await press(client, fixtures_dir, user, chosen, ephemeral=True, message_ts=f"222.{next(_ids)}",
                         standin=standin)
         await lessonbot.settle()
@@ -592,7 +592,7 @@ async def take_lesson_in_dm(client, fixtures_dir, standin: SlackStandIn, lessonb
                 question = await session.get(Question, int(quiz[0].split(":")[1]))
             correct = (str(question.correct_choice) if question.kind == "choice"
                        else "true" if question.is_true else "false")
-            await press(client, fixtures_dir, user, next(v for v in quiz if v.rsplit(":", 1)[1] == correct),
+            await press(client, fixtures_dir, user, next(v for v in quiz if v.split(":")[2] == correct),
                         ephemeral=False, channel=dm)
         elif "(Type your answer.)" in last.params["text"]:
             body = json.dumps(dm_event("smishing", event_id=f"EvDM{next(_ids)}", user=user, channel=dm))

@@ -94,10 +94,10 @@ async def answer_until(t: Learning, bot: Lessonbot, stop: str, *, right: bool = 
             qid = int(last.choices[0].value.split(":")[1])
             question = questions[qid]
             if question.kind == "choice":
-                answer = str(question.correct_choice if right else (question.correct_choice + 1) % 2)
+                value = last.choices[question.correct_choice if right else (question.correct_choice + 1) % 2].value
             else:
-                answer = str(question.is_true == right).lower()
-            await t.say("pressed", choice=f"quiz:{qid}:{answer}")
+                value = f"quiz:{qid}:{str(question.is_true == right).lower()}"
+            await t.say("pressed", choice=value)
         elif "More now" in t.labels():
             await t.press("More now")
         else:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from storage.courses import Enrollment, Lesson, Question
+from dialogs.questions import choice_value
+from storage.courses import Enrollment, Lesson, Question, QuestionCard
 from tests.dialogs.learning_support import (  # noqa: F401
     PAID,
     SAMPLE,
@@ -25,7 +26,7 @@ async def right_answer(bot, qid):
     async with bot.db.sessions() as session:
         q = await session.get(Question, qid)
     if q.kind == "choice":
-        return f"quiz:{qid}:{q.correct_choice}", None
+        return choice_value("quiz", q, q.correct_choice), None
     if q.kind == "true_false":
         return f"quiz:{qid}:{str(q.is_true).lower()}", None
     return None, q.accepted_answers[0]
@@ -187,3 +188,41 @@ async def test_a_lesson_inserted_mid_course_after_the_learner_finished_brings_no
     assert added.startswith("📘 Lesson 3 of 6: Deepfake calls")
     await t.say("/next")  # its end: every other lesson was done before
     assert not any(text.startswith("📘 Lesson 4 of 6") for text in await t.say("/next"))
+
+
+
+async def at_the_first_question_then_choices_rewritten(bot, channel, tmp_path, choices: str):
+    """A learner shown the sample course's first quiz question ("Authority", "Urgency", "Reward"); then its author
+    writes its choices as `choices` and imports the course again. The learner, and the choices they were shown."""
+    folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
+    await import_sample(bot, folder)
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    while not t.last().choices[0].value.startswith("quiz:"):
+        await t.press(t.last().choices[0].label)
+    shown = t.last().choices
+    assert [choice.label for choice in shown] == ["Authority", "Urgency", "Reward"]
+    lesson = folder / "lessons" / "01-what-phishing-wants.md"
+    lesson.write_text(lesson.read_text().replace("- [ ] Authority\n- [x] Urgency\n- [ ] Reward", choices))
+    await import_sample(bot, folder)
+    return t, shown
+
+
+async def test_a_quiz_button_from_before_a_re_import_is_graded_on_the_choice_it_showed(learning_bot, tmp_path):
+    bot, channel = learning_bot
+    t, shown = await at_the_first_question_then_choices_rewritten(
+        bot, channel, tmp_path, "- [ ] Authority\n- [ ] Reward\n- [x] Urgency")
+    [feedback, _next] = await t.say("pressed", choice=shown[1].value)  # "Urgency": second then, third now
+    assert feedback.startswith("✅ Right!")
+
+
+async def test_a_quiz_button_whose_choice_is_gone_asks_the_question_as_it_is_now(learning_bot, tmp_path):
+    bot, channel = learning_bot
+    t, shown = await at_the_first_question_then_choices_rewritten(
+        bot, channel, tmp_path, "- [ ] Authority\n- [x] Urgency\n- [ ] A reward")
+    [changed, _asked] = await t.say("pressed", choice=shown[2].value)  # "Reward": reworded since
+    assert changed == "That question has changed since it was sent. Here it is as it is now:"
+    assert t.labels() == ["Authority", "Urgency", "A reward"]
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(QuestionCard)) == 0  # nothing graded

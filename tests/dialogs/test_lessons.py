@@ -10,7 +10,8 @@ from sqlalchemy import select, update
 from bot.core import Lessonbot
 from channels.console import ConsoleChannel
 from dialogs.lessons import deliver_next_lesson
-from storage.courses import Enrollment, Entitlement, LessonProgress, QuestionCard
+from dialogs.questions import choice_value
+from storage.courses import Enrollment, Entitlement, LessonProgress, Question, QuestionCard
 from storage.learners import Learner
 from tests.dialogs.learning_support import (  # noqa: F401 (learning_bot is a fixture)
     PAID,
@@ -80,7 +81,8 @@ async def test_a_lesson_part_by_part_then_its_quiz(learning_bot):
     assert "🔥 Streak: 1 day (best: 1)" in progress_text and "⭐ Points: 20" in progress_text
 
     # An old quiz button pressed again does not score twice.
-    [again, *_rest] = await t.say("Urgency", choice=f"quiz:{cards[0].question_id}:1")
+    pressed = choice_value("quiz", await question_of(bot, cards[0].question_id), 1)
+    [again, *_rest] = await t.say("Urgency", choice=pressed)
     assert again == "You've answered that one already."
     [nxt] = await t.press("More now")
     assert nxt.startswith("📘 Lesson 2 of 5: Check who is really writing")
@@ -296,3 +298,8 @@ async def test_a_question_open_in_two_chats_of_one_learner_is_answered_once_and_
     await t.say("FALSE")
     [_feedback, done] = await t.say("smishing")
     assert "Quiz: 2 of 3 right." in done  # the first question counts as answered wrong, its first try
+
+
+async def question_of(bot, question_id):
+    async with bot.db.sessions() as session:
+        return await session.get(Question, question_id)

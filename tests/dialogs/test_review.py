@@ -7,8 +7,9 @@ from datetime import datetime, timedelta, timezone
 from fsrs import Rating
 from sqlalchemy import select, update
 
+from dialogs.questions import choice_value
 from dialogs.review import due_reviews, rating_for
-from storage.courses import QuestionCard
+from storage.courses import Question, QuestionCard
 from storage.models import User
 from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
 
@@ -71,5 +72,10 @@ async def test_review_asks_what_is_due_and_reschedules_it(learning_bot):
             select(QuestionCard).where(QuestionCard.id.in_([cards[0].id, cards[1].id]))))
         assert all(card.attempts == 2 and card.due > datetime.now(timezone.utc) for card in reviewed)
     # A review button pressed after the review ended says so.
-    [late] = await t.say("Urgency", choice=f"review:{cards[0].question_id}:1")
+    [late] = await t.say("Urgency", choice=choice_value("review", await question_of(bot, cards[0].question_id), 1))
     assert late.startswith("That review is over")
+
+
+async def question_of(bot, question_id):
+    async with bot.db.sessions() as session:
+        return await session.get(Question, question_id)
