@@ -6,6 +6,8 @@ the certificate.
 
 - enrolled: the learner enrolled in the lesson's course (an `Enrollment` row: picking a course makes one);
 - entitled: `storage.courses.may_access` (a free course, a paid course's preview, or an entitlement in force);
+- where: in a chat of many (a Telegram group, a Slack channel), only a lesson free to try is shown, since everyone
+  there reads it; the rest of a paid course comes in a private chat;
 - in order: the lesson is the learner's current one in its course, or one they already started or finished, so
   lessons open one after another (and a lesson an author adds later never locks a learner out of their place);
   a question only once every part of its lesson was delivered to the learner.
@@ -19,7 +21,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from dialogs.i18n import Translator
-from dialogs.turn import Exchange
+from dialogs.turn import Exchange, Turn
 from storage.courses import (
     Course,
     Enrollment,
@@ -31,6 +33,7 @@ from storage.courses import (
     course_lessons,
     enrollment_of,
     first_try_score,
+    free_to_try,
     lesson_by_id,
     may_access,
     progress_of,
@@ -42,6 +45,7 @@ class Closed(StrEnum):
 
     NOT_ENROLLED = "not enrolled"
     NOT_ENTITLED = "not entitled"
+    NOT_HERE = "not in a group"  # a paid lesson, asked for where everyone reads it
     OUT_OF_ORDER = "out of order"
 
 
@@ -53,6 +57,8 @@ async def lesson_closed(x: Exchange, lesson: Lesson) -> Closed | None:
     course = await course_by_id(x.transaction, lesson.course_id)
     if course is None or not await may_access(x.transaction, x.user.id, course, lesson.position, now=x.now):
         return Closed.NOT_ENTITLED
+    if isinstance(x, Turn) and not x.message.private and not free_to_try(course, lesson.position):
+        return Closed.NOT_HERE
     if enrollment.current_lesson_id != lesson.id and await progress_in(x, lesson) is None:
         return Closed.OUT_OF_ORDER
     return None
@@ -102,6 +108,13 @@ def passes(course: Course, right: int, total: int) -> bool:
 
 def closed_message(_: Translator, closed: Closed) -> str:
     """What a learner is told when a question they reached for is not open to them."""
+    if closed is Closed.NOT_HERE:
+        return not_here(_)
     if closed is Closed.NOT_ENTITLED:
         return _("That question is part of the full course: it opens when you have access. Your place is saved.")
     return _("That question is not open to you yet. Send /next to go on from where you are.")
+
+
+def not_here(_: Translator) -> str:
+    return _("Lessons of the full course are yours alone, so I don't show them here, where everyone reads them. "
+             "Message me in a private chat to go on.")

@@ -34,6 +34,7 @@ from storage.models import ChannelIdentity, Conversation, User
 from storage.outbox import OutboxEntry, enqueue
 from storage.payments import Payment
 from storage.personal_data import drop_user
+from storage.teams import TeamMember
 
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 10
@@ -193,8 +194,8 @@ async def _tell_owner(turn: Turn, owner: Learner) -> None:
 
 
 async def _join(turn: Turn, owner_id: int) -> None:
-    """This chat's identity, chats, purchases and certificates go to the code's owner; what it had learned alone is
-    dropped."""
+    """This chat's identity, chats, purchases, certificates and team memberships go to the code's owner; what it had
+    learned alone is dropped."""
     previous = turn.user.id
     session = turn.session
     await session.execute(update(ChannelIdentity).where(ChannelIdentity.user_id == previous).values(user_id=owner_id))
@@ -207,6 +208,8 @@ async def _join(turn: Turn, owner_id: int) -> None:
         update(Certificate).where(Certificate.user_id == previous, Certificate.course_id.not_in(owned))
         .values(user_id=owner_id)
     )
+    # and its places in Slack teams, with what the member chose there (opted out, hidden from the leaderboard)
+    await session.execute(update(TeamMember).where(TeamMember.user_id == previous).values(user_id=owner_id))
     await move_conversations(session, previous, owner_id)
     turn.after_commit.append(partial(remove_paths, await drop_user(session, previous)))  # its certificates' PDFs
     user = await session.get(User, owner_id)

@@ -259,6 +259,11 @@ def accessible(user_id: Any, course: Any, lesson_position: Any, now: datetime) -
 _ENTITLED = Prepared(select(entitled(bindparam("user"), bindparam("course"), bindparam("now")).label("entitled")))
 
 
+def free_to_try(course: Course, lesson_position: int) -> bool:
+    """Whether the lesson at `lesson_position` is open to anyone: a free course's, or a paid one's free preview."""
+    return course.access == FREE or lesson_position <= course.free_preview_lessons
+
+
 async def may_access(
     session: Where, user_id: int, course: Course, lesson_position: int, *, now: datetime | None = None
 ) -> bool:
@@ -267,7 +272,7 @@ async def may_access(
     Yes for every lesson of a free course; yes for the first `free_preview_lessons` lessons of a paid one; beyond
     that, yes only with an entitlement that is neither revoked nor expired at `now`.
     """
-    if course.access == FREE or lesson_position <= course.free_preview_lessons:
+    if free_to_try(course, lesson_position):
         return True
     await flushed(session)  # an entitlement granted in this transaction counts
     ran = await _ENTITLED.run(session, {"user": user_id, "course": course.id, "now": now or utcnow()})

@@ -16,7 +16,7 @@ from dialogs.turn import Exchange
 from storage.courses import Course, Entitlement, Lesson, Question, QuestionCard
 from storage.db import SessionOnDemand
 from storage.learners import STOPPED, Certificate, Learner
-from storage.models import OutboxMessage, User
+from storage.models import Conversation, OutboxMessage, User
 from storage.outbox import OutboxEntry, OutboxStatus, enqueue
 from tests.dialogs.learning_support import (  # noqa: F401 (learning_bot is a fixture)
     PAID,
@@ -209,7 +209,7 @@ async def test_the_pass_mark_counts_what_was_scored_whatever_a_re_import_retires
     async with bot.db.sessions() as session:
         first = await session.get(Question, qid)
     assert first.slug == "parcel-fee"
-    await t.say("pressed", choice=f"quiz:{qid}:{(first.correct_choice + 1) % 2}")  # the one question missed
+    await t.press(t.last().choices[(first.correct_choice + 1) % 2].label)  # the one question missed
     await answer_until(t, bot, "📘 Lesson 2")
     # the author drops the question the learner missed: every question still in the course was right at the first
     # try (a lesson's score kept as a share, times its questions now, said 1 of 2 for lesson 1)
@@ -222,3 +222,40 @@ async def test_the_pass_mark_counts_what_was_scored_whatever_a_re_import_retires
     assert any(isinstance(reply, Document) for reply in channel.sent["ann"])
     async with bot.db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Certificate)) == 1
+
+
+async def test_a_paid_lesson_is_never_shown_in_a_group_nor_its_quiz(learning_bot):
+    bot, channel = learning_bot
+    await import_sample(bot, PAID)
+    t = Learning(bot, channel)
+    await onboard(t, course="Passwords that hold — 3.00 GBP")
+    user, learner = await learner_row(bot, "test", "ann")
+    async with bot.db.transaction() as session:
+        session.add(Entitlement(user_id=user.id, course_id=learner.course_id, source="grant", reference="group-1"))
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "🎉 Lesson done")  # lesson 1: free to try
+
+    async def in_group(text: str, choice: str | None = None) -> list[str]:
+        before = len(channel.sent["study-group"])
+        await bot.receive(InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id="study-group",
+                                         sender_id="ann", text=text, choice=choice))
+        await bot.settle()
+        return channel.texts("study-group")[before:]
+
+    not_here = ("Lessons of the full course are yours alone, so I don't show them here, where everyone reads them. "
+                "Message me in a private chat to go on.")
+    assert await in_group("/next") == [not_here]
+    [part] = await t.say("/next")  # privately: lesson 2
+    assert part.startswith("📘 Lesson 2 of")
+    await answer_until(t, bot, "Question 1 of")
+    question = t.last()
+    assert await in_group(question.choices[0].label, choice=question.choices[0].value) == [
+        "That button isn't available."]  # (offered in her private chat, not here)
+    assert await in_group("/next") == [not_here]  # the quiz of a paid lesson neither
+    _user, learner = await learner_row(bot, "test", "ann")
+    async with bot.db.sessions() as session:
+        home = await session.get(Conversation, learner.home_conversation_id)
+        assert home.chat_id == "ann"  # the daily lessons stay in her private chat
+        asked = int(question.choices[0].value.split(":")[1])
+        assert await session.scalar(select(func.count()).select_from(QuestionCard)
+                                    .where(QuestionCard.question_id == asked)) == 0  # not answered from the group

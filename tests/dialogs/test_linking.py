@@ -1,15 +1,19 @@
-"""/link as a thief meets it: long single-use codes, wrong guesses refused, no code in a group, the learner told."""
+"""/link as a thief meets it: long single-use codes, wrong guesses refused, no code in a group, the learner told;
+and what the joining chat brings along (certificates, team memberships)."""
 
 from __future__ import annotations
 
 import re
+from datetime import time
 
 from sqlalchemy import func, select
 
 from bot.messages import InboundMessage as Message
 from dialogs.linking import CODE_ALPHABET, WRONG_CODES_PER_IDENTITY, WRONG_CODES_PER_SOURCE
+from storage.courses import Course
 from storage.learners import Learner
 from storage.models import ChannelIdentity, User
+from storage.teams import MEMBER_OPTED_OUT, Team, TeamMember
 from tests.dialogs.learning_support import Learning, learning_bot, onboard  # noqa: F401
 
 CODE = re.compile(rf"Your link code is ([{CODE_ALPHABET}]{{5}}-[{CODE_ALPHABET}]{{5}})\.")
@@ -132,3 +136,23 @@ async def test_a_certificate_earned_in_the_joining_chat_still_verifies_after_the
         [linked] = await ann.say(f"/link {link_code}")
         assert linked.startswith("Linked!")
         assert (await client.get(f"/certificates/{code}")).status_code == 200
+
+
+async def test_a_team_membership_of_the_joining_chat_goes_with_it_opted_out_and_hidden(learning_bot):
+    bot, channel = learning_bot
+    ann = Learning(bot, channel, chat="ann")
+    await onboard(ann)
+    bob = Learning(bot, channel, chat="bob")  # her other app, where she is a team member who opted out
+    await bob.say("/start")
+    async with bot.db.transaction() as session:
+        bob_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "bob"))
+        team = Team(channel="test", chat_id="grp", workspace="W", course_id=await session.scalar(select(Course.id)),
+                    lesson_time=time(9), created_by="someone")
+        session.add(team)
+        await session.flush()
+        session.add(TeamMember(team_id=team.id, member="bob", user_id=bob_id, status=MEMBER_OPTED_OUT, hidden=True))
+    await bob.say(f"/link {await code_from(ann)}")
+    async with bot.db.sessions() as session:
+        ann_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "ann"))
+        members = [(m.member, m.user_id, m.status, m.hidden) for m in await session.scalars(select(TeamMember))]
+    assert members == [("bob", ann_id, MEMBER_OPTED_OUT, True)]  # (the next member sync would invite them again)
