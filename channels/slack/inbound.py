@@ -217,17 +217,16 @@ def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
     words = plain_text(str(body.get("text") or ""))
     if command == TEAM_COMMAND:
         return _team_command(body, words, installation=installation, user=user, channel=channel, trigger_id=trigger_id)
-    if command == "/ask":
-        if not words:
-            return Ignored("/ask without a question", answer="Type your question after /ask, e.g. /ask What is a noun?")
-        text = words
-    else:
-        text = f"{SLASH_COMMANDS[command]} {words}".strip()
+    # /ask's words are a question whatever they say ("/ask next" is no /next); none at all is asked for, in the
+    # learner's language, where only they see it
+    text = words if command == "/ask" else f"{SLASH_COMMANDS[command]} {words}".strip()
     team = _id(body.get("team_id")) or installation
     name = body.get("user_name")
     meta: dict[str, Any] = {"event": "command", "command": command, **_privacy(channel, installation, user)}
+    if command == "/ask":
+        meta["question"] = True
     chat_id = chat_id_for(installation, channel)
-    if command in PERSONAL_COMMANDS and not channel.startswith("D"):
+    if (command in PERSONAL_COMMANDS or command == "/ask" and not words) and not channel.startswith("D"):
         chat_id = member_chat_id(installation, channel, user)
         meta.update(_team_meta(installation, channel, user, body))
     return InboundMessage(

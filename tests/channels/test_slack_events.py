@@ -30,7 +30,7 @@ from standins.slack import (
     load_fixture,
     signed,
 )
-from storage.models import ChannelIdentity, Conversation, InboundMessage
+from storage.models import ChannelIdentity, Conversation, InboundMessage, User
 from tests.support import running
 
 
@@ -340,16 +340,27 @@ async def test_slash_commands_become_the_cores_commands(name, text, recorded, sl
         assert response.status_code == 200 and response.text == ""
         [row] = await inbound(lessonbot)
         assert (row.payload["text"], row.platform_id, row.sender_id) == (recorded, "command:111.111.aaa", "T111/W111")
-        assert row.payload["meta"] == {"event": "command", "command": name}
+        asked = {"question": True} if name == "/ask" else {}  # a question, whatever its words
+        assert row.payload["meta"] == {"event": "command", "command": name, **asked}
         await standin.wait_for(lambda: standin.posted("C111"))  # answered in the channel the command was typed in
 
 
-async def test_ask_without_a_question_is_answered_privately_and_not_stored(slack_settings, standin):
+async def test_ask_without_a_question_is_answered_privately_in_the_learners_language(slack_settings, standin):
     async with running(slack_settings) as (client, lessonbot):
-        response = await post(client, command("/ask", "  "))
-        assert response.status_code == 200
-        assert "Type your question after /ask" in response.text
-        assert await inbound(lessonbot) == []
+        async with lessonbot.db.transaction() as session:  # a learner who speaks Spanish
+            user = User(display_name="Ana", locale="es")
+            session.add(user)
+            await session.flush()
+            session.add(ChannelIdentity(user_id=user.id, channel="slack", external_id="T111/W111"))
+        fields = dict(parse_qsl(load_fixture_command()))
+        fields.update(command="/ask", text="  ", trigger_id="222.222.ccc",
+                      response_url=standin.response_url("C111", "W111"))
+        response = await post(client, urlencode(fields).encode())
+        assert response.status_code == 200 and response.text == ""
+        await standin.wait_for(lambda: standin.ephemerals("C111", "W111"))
+        [asked] = standin.ephemerals("C111", "W111")
+        assert asked.params["text"].startswith("Responderé preguntas sobre tu curso")  # (set up first, in Spanish)
+        assert standin.posted("C111") == []  # only they see it
 
 
 # a conversation in a direct message -----------------------------------------------------------------------------------
