@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -35,11 +36,24 @@ from bot.pipeline import Recorded
 from bot.text import whole_number
 from channels.http import NOT_FRAMED
 from channels.webhook import LimitBody, MediaType, Parse, Record, Webhook, WebhookRequest, parse_json
-from dialogs.payments import STRIPE_EVENT, CheckoutOffer, CheckoutSession, PaymentDesk, page_text
+from dialogs.payments import (
+    STILL_PAYABLE,
+    STRIPE_EVENT,
+    CannotCharge,
+    Checkout,
+    CheckoutOffer,
+    CheckoutSession,
+    PaymentDesk,
+    page_text,
+)
+from storage.courses import currency_decimals, major_units
 from storage.db import Database
+from storage.models import utcnow
 from storage.payments import (
     STRIPE,
     Payment,
+    PaymentStatus,
+    move_status,
     payment_by_charge,
     payment_by_reference,
     payment_by_subscription,
@@ -57,16 +71,61 @@ TOLERANCE_SECONDS = 300  # Stripe's own default: an event signed longer ago than
 CHECKOUT_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded",
                    "checkout.session.async_payment_failed", "checkout.session.expired")
 REFUND_EVENTS = ("charge.refunded",)
+DISPUTE_EVENTS = ("charge.dispute.closed",)  # a chargeback: `lost` takes the money back, like a refund
 SUBSCRIPTION_EVENTS = ("customer.subscription.created", "customer.subscription.updated",
                        "customer.subscription.deleted")
 INVOICE_EVENTS = ("invoice.paid", "invoice.payment_failed")
-EVENTS = (*CHECKOUT_EVENTS, *REFUND_EVENTS, *SUBSCRIPTION_EVENTS, *INVOICE_EVENTS)  # what Lessonbot acts on
+# what Lessonbot acts on
+EVENTS = (*CHECKOUT_EVENTS, *REFUND_EVENTS, *DISPUTE_EVENTS, *SUBSCRIPTION_EVENTS, *INVOICE_EVENTS)
 DONE_PATH, CANCELLED_PATH = "/payments/done", "/payments/cancelled"
 STRIPE_LOCALES = {"en", "es", "pt", "fr", "de", "it"}
+# Where Stripe's amounts are not in ISO 4217's minor unit, which prices are kept in (storage.courses.currency_decimals),
+# from docs.stripe.com/currencies: its zero-decimal currencies (MGA among them, which ISO gives two decimals); its
+# three-decimal ones, charged in tens (the last digit 0); and its special case ISK, two-decimal in the API but charged
+# in whole krónur (a multiple of 100). Every other currency ISO gives two decimals Stripe takes as ISO has it; one ISO
+# gives another exponent and Stripe lists nowhere (IQD, LYD, UYI, XTR) is refused rather than guessed.
+STRIPE_ZERO_DECIMAL = frozenset("BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split())
+STRIPE_THREE_DECIMAL = frozenset("BHD JOD KWD OMR TND".split())
+STRIPE_WHOLE_IN_TWO_DECIMALS = frozenset({"ISK"})
 
 
 def stripe_enabled(settings: Settings) -> bool:
     return bool(settings.stripe_secret_key and settings.stripe_webhook_secret and settings.public_base_url)
+
+
+def stripe_decimals(currency: str) -> int | None:
+    """The digits of a currency's minor unit in Stripe's API; None where Stripe's are not known here."""
+    if currency in STRIPE_ZERO_DECIMAL:
+        return 0
+    if currency in STRIPE_THREE_DECIMAL:
+        return 3
+    if currency in STRIPE_WHOLE_IN_TWO_DECIMALS or currency_decimals(currency) == 2:
+        return 2
+    return None
+
+
+def stripe_amount(amount: int, currency: str, *, back: bool = False) -> int:
+    """An amount between our minor units (ISO 4217's) and Stripe's: to Stripe, or `back` from what Stripe reports.
+    CannotCharge, in one line, for an amount Stripe cannot take as it is (or, back, that is no whole amount of ours)
+    and for a currency whose units at Stripe are not known here."""
+    code = currency.upper()
+    decimals = stripe_decimals(code)
+    if decimals is None:
+        raise CannotCharge(f"Stripe cannot charge {code}: its amounts in {code} are not known here; price the course "
+                           f"in another currency")
+    shift = decimals - currency_decimals(code)
+    if back:
+        shift = -shift
+    elif code in STRIPE_THREE_DECIMAL and amount % 10:
+        raise CannotCharge(f"Stripe cannot charge {major_units(amount, code)} {code}: it charges {code} in tens of "
+                           f"its minor unit (a price whose last digit is 0)")
+    if shift >= 0:
+        return amount * 10**shift
+    whole, rest = divmod(amount, 10**-shift)
+    if rest:
+        shown = f"{amount} in Stripe's units" if back else major_units(amount, code)
+        raise CannotCharge(f"Stripe cannot charge {shown} {code}: it charges {code} in whole units only")
+    return whole
 
 
 class StripeCheckout:
@@ -93,7 +152,8 @@ class StripeCheckout:
         makes, to the learner, course and price."""
         metadata = {"user_id": str(offer.user_id), "course_id": str(offer.course_id), "course": offer.course_slug,
                     "amount_minor": str(offer.amount_minor), "currency": offer.currency}
-        price: dict[str, Any] = {"currency": offer.currency.lower(), "unit_amount": offer.amount_minor,
+        price: dict[str, Any] = {"currency": offer.currency.lower(),
+                                 "unit_amount": stripe_amount(offer.amount_minor, offer.currency),
                                  "product_data": {"name": offer.title[:250]}}
         params: dict[str, Any] = {
             "mode": "payment",
@@ -121,14 +181,29 @@ class StripeCheckout:
         await self.client.v1.subscriptions.cancel_async(subscription_reference)
 
     async def subscription_charge(self, subscription_reference: str) -> str | None:
-        """The payment intent of a subscription's latest invoice (where its events did not carry one)."""
+        """The payment intent that paid a subscription's latest paid invoice (where its events did not carry one): a
+        renewal that failed, or is still being retried, paid nothing to give back."""
         invoices = await self.client.v1.invoices.list_async(params={
-            "subscription": subscription_reference, "limit": 1, "expand": ["data.payments"]})
+            "subscription": subscription_reference, "status": "paid", "limit": 1, "expand": ["data.payments"]})
         for invoice in invoices.data:
             charge = _invoice_charge(invoice.to_dict())
             if charge:
                 return charge
         return None
+
+    async def invoice_charge(self, invoice_reference: str) -> str | None:
+        """The payment intent that paid an invoice: its `payments`, which Stripe includes only when asked (an
+        `invoice.paid` event of API 2025-03-31 or later names no payment intent)."""
+        invoice = await self.client.v1.invoices.retrieve_async(invoice_reference, params={"expand": ["payments"]})
+        return _invoice_charge(invoice.to_dict())
+
+
+def stripe_checkout(settings: Settings) -> StripeCheckout | None:
+    """Stripe Checkout as the settings configure it, or None when Stripe is off."""
+    if not stripe_enabled(settings):
+        return None
+    return StripeCheckout(secret_key=settings.stripe_secret_key, public_base_url=settings.public_base_url,
+                          api_base_url=settings.stripe_api_base_url, promotion_codes=settings.stripe_promotion_codes)
 
 
 def payment_desk(settings: Settings, channels: Iterable[Channel]) -> PaymentDesk:
@@ -141,12 +216,8 @@ def payment_desk(settings: Settings, channels: Iterable[Channel]) -> PaymentDesk
     async def cancel_stars_subscription(channel: str, user_id: str, charge_id: str) -> None:
         await stars[channel].cancel_stars_subscription(user_id, charge_id)
 
-    checkout = None
-    if stripe_enabled(settings):
-        checkout = StripeCheckout(secret_key=settings.stripe_secret_key, public_base_url=settings.public_base_url,
-                                  api_base_url=settings.stripe_api_base_url,
-                                  promotion_codes=settings.stripe_promotion_codes)
-    elif settings.stripe_secret_key or settings.stripe_webhook_secret:
+    checkout = stripe_checkout(settings)
+    if checkout is None and (settings.stripe_secret_key or settings.stripe_webhook_secret):
         log.error("stripe is off: set all of STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET and PUBLIC_BASE_URL (Stripe "
                   "sends buyers back to PUBLIC_BASE_URL/payments/done, and events to PUBLIC_BASE_URL/webhooks/stripe)")
     return PaymentDesk(checkout=checkout, stars_channels=frozenset(stars), stars_per_unit=settings.stars_per_unit,
@@ -191,7 +262,7 @@ def parse_event(body: bytes) -> dict[str, Any]:
 async def _payment_for(db_session: AsyncSession, kind: str, obj: dict[str, Any]) -> Payment | None:
     if kind in CHECKOUT_EVENTS and isinstance(obj.get("id"), str):
         return await payment_by_reference(db_session, STRIPE, obj["id"])
-    if kind in REFUND_EVENTS and isinstance(obj.get("payment_intent"), str):
+    if kind in (*REFUND_EVENTS, *DISPUTE_EVENTS) and isinstance(obj.get("payment_intent"), str):
         return await payment_by_charge(db_session, STRIPE, obj["payment_intent"])
     if kind in (*SUBSCRIPTION_EVENTS, *INVOICE_EVENTS):
         subscription = _subscription_id(kind, obj)
@@ -254,32 +325,53 @@ def _period_end(kind: str, obj: dict[str, Any]) -> int | None:
 
 
 def _invoice_charge(obj: dict[str, Any]) -> str | None:
-    """The payment intent that paid an invoice (refunds name it): `payment_intent` before 2025, else the invoice's
-    payments."""
+    """The payment intent that paid an invoice (refunds name it): `payment_intent` before 2025, else its invoice
+    payment that is `paid` (`payments`, there only where it was expanded; a failed attempt's is not)."""
     if isinstance(obj.get("payment_intent"), str):
         return str(obj["payment_intent"])
     for paid in _list(_object(obj.get("payments")).get("data")):
         intent = _object(_object(paid).get("payment")).get("payment_intent")
-        if isinstance(intent, str):
+        if _object(paid).get("status") == "paid" and isinstance(intent, str):
             return intent
     return None
+
+
+def _ours(value: object, currency: object) -> object:
+    """An amount Stripe reports, in our minor units (`stripe_amount` back); what is no whole amount of ours is kept
+    as words, which match no offer."""
+    if type(value) is not int or not isinstance(currency, str):
+        return value
+    try:
+        return stripe_amount(value, currency, back=True)
+    except CannotCharge as refused:
+        return str(refused)
+
+
+def _amounts(obj: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: _ours(obj.get(key), obj.get("currency")) for key in keys}
 
 
 def _fields(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     """What the dialog checks and acts on, from the event's object."""
     if kind in CHECKOUT_EVENTS:
-        fields = {key: obj.get(key) for key in ("mode", "payment_status", "amount_total", "amount_subtotal",
-                                                "currency", "metadata", "client_reference_id", "payment_intent",
-                                                "subscription")}
-        fields["amount_discount"] = _object(obj.get("total_details")).get("amount_discount") or 0
+        fields = {key: obj.get(key) for key in ("mode", "payment_status", "currency", "metadata",
+                                                "client_reference_id", "payment_intent", "subscription", "invoice")}
+        fields.update(_amounts(obj, "amount_total", "amount_subtotal"))
+        fields["amount_discount"] = _ours(_object(obj.get("total_details")).get("amount_discount") or 0,
+                                          obj.get("currency"))
         return fields
     if kind in REFUND_EVENTS:
-        return {key: obj.get(key) for key in ("payment_intent", "refunded", "amount_refunded", "currency")}
+        return {**{key: obj.get(key) for key in ("payment_intent", "refunded", "currency")},
+                **_amounts(obj, "amount_refunded")}
+    if kind in DISPUTE_EVENTS:
+        return {**{key: obj.get(key) for key in ("payment_intent", "status", "reason", "currency")},
+                **_amounts(obj, "amount")}
     fields = {"subscription": _subscription_id(kind, obj), "period_end": _period_end(kind, obj)}
     if kind in SUBSCRIPTION_EVENTS:
         fields.update({key: obj.get(key) for key in ("status", "ended_at", "cancel_at_period_end")})
     else:
-        fields.update({key: obj.get(key) for key in ("amount_paid", "subtotal", "currency", "billing_reason")})
+        fields.update({key: obj.get(key) for key in ("currency", "billing_reason")})
+        fields.update(_amounts(obj, "amount_paid", "subtotal"))
         fields.update(invoice=obj.get("id"), payment_intent=_invoice_charge(obj))
     return fields
 
@@ -303,30 +395,115 @@ Receive = Callable[[InboundMessage], Awaitable[Recorded]]  # Lessonbot.receive: 
 
 class StripeEvents:
     """Record: the event by its id, then, if it is about one of our payments, as a message of that learner's
-    conversation (`receive`, keyed by the event id too: a retry after a crash between the two records it then)."""
+    conversation (`receive`, keyed by the event id too: a retry after a crash between the two records it then).
+    A payment whose buyer's data was erased has no conversation: its events go no further, and a checkout it still
+    completed is given back at once (`give_back_erased`)."""
 
-    def __init__(self, db: Database, receive: Receive) -> None:
+    def __init__(self, db: Database, receive: Receive, checkout: Checkout | None = None) -> None:
         self.db = db
         self.receive = receive
+        self.checkout = checkout
 
     async def __call__(self, event: dict[str, Any]) -> str:
         kind, obj = event["type"], event["data"]["object"]
         async with self.db.transaction(urgent=True) as session:  # Stripe waits for this one
             payment = await _payment_for(session, kind, obj)
-            message = event_message(event, payment) if payment is not None else None
-            if message is not None:
-                outcome = "forwarded"
-            elif kind in EVENTS:
-                outcome = "no payment of ours matches it"
-            else:
-                outcome = "not a kind of event Lessonbot acts on"
+            erased = payment is not None and payment.user_id is None
+            message = event_message(event, payment) if payment is not None and not erased else None
+            sale = _erased_sale(kind, obj, payment) if payment is not None and erased else None
+            outcome = _outcome(kind, message, erased=erased, sale=sale)
             new = await record_event(session, STRIPE, event["id"], kind, event, outcome)
         if message is not None:
             await self.receive(message)
+        if sale is not None and new:
+            await give_back_erased(self.db, self.checkout, sale)
         log_event = log.info if message is not None or not new else log.warning
         log_event("stripe event %s: %s", kind, outcome if new else "a repeat, ignored",
                   extra={"event_id": event["id"]})
         return outcome if new else "duplicate"
+
+
+def _outcome(kind: str, message: InboundMessage | None, *, erased: bool, sale: ErasedSale | None) -> str:
+    if message is not None:
+        return "forwarded"
+    if sale is not None:
+        return "paid after its buyer's data was erased: given back"
+    if erased:
+        return "about a payment whose buyer's data was erased"
+    if kind in EVENTS:
+        return "no payment of ours matches it"
+    return "not a kind of event Lessonbot acts on"
+
+
+# A checkout paid after its buyer was erased -------------------------------------------------------------------------
+# The page stays open in their browser for up to a day after the erasure: a payment made there reaches no one, so the
+# money goes back at once (a subscription it started is cancelled), and the sale is kept as paid and refunded.
+
+PAID_CHECKOUT_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
+
+
+@dataclass(frozen=True, slots=True)
+class ErasedSale:
+    """What giving back a checkout paid after its buyer's data was erased needs (read inside the transaction)."""
+
+    payment_id: int
+    payment_intent: str | None
+    invoice: str | None
+    subscription: str | None
+    discount: int
+
+
+def _erased_sale(kind: str, obj: dict[str, Any], payment: Payment) -> ErasedSale | None:
+    """The sale to give back, if this event says a detached payment was paid and it was not settled yet."""
+    if kind not in PAID_CHECKOUT_EVENTS or obj.get("payment_status") != "paid" or payment.status not in STILL_PAYABLE:
+        return None
+    discount = _ours(_object(obj.get("total_details")).get("amount_discount") or 0, obj.get("currency"))
+
+    def text(key: str) -> str | None:
+        return obj[key] if isinstance(obj.get(key), str) else None
+
+    return ErasedSale(payment.id, text("payment_intent"), text("invoice"), text("subscription"),
+                      discount if type(discount) is int and 0 <= discount <= payment.amount_minor else 0)
+
+
+async def give_back_erased(db: Database, checkout: Checkout | None, sale: ErasedSale) -> None:
+    """Refund, through Stripe, a checkout paid after its buyer's data was erased, cancel the subscription it started,
+    and record the payment paid and refunded; what fails is logged for the admin to finish in the Stripe Dashboard."""
+    extra = {"payment_id": sale.payment_id}
+    if checkout is None:
+        log.error("a checkout was paid after its buyer's data was erased, and Stripe is off here: refund it in the "
+                  "Stripe Dashboard", extra=extra)
+        return
+    if sale.subscription:
+        try:
+            await checkout.cancel_subscription(sale.subscription)
+        except Exception:
+            log.exception("a subscription started after its buyer's data was erased could not be cancelled: cancel "
+                          "it in the Stripe Dashboard", extra=extra)
+    try:
+        intent = sale.payment_intent or (await checkout.invoice_charge(sale.invoice) if sale.invoice else None)
+        if not intent:
+            raise RuntimeError("Stripe names no payment intent for it")
+        await checkout.refund(intent)
+    except Exception:
+        log.exception("a checkout paid after its buyer's data was erased could not be refunded: refund it in the "
+                      "Stripe Dashboard", extra=extra)
+        return
+    async with db.transaction() as session:
+        await _record_erased_refund(session, sale, intent)
+    log.warning("a checkout paid after its buyer's data was erased was refunded", extra=extra)
+
+
+async def _record_erased_refund(session: AsyncSession, sale: ErasedSale, intent: str) -> None:
+    """The sale as paid (its charge counted) and at once refunded (the charge given back), by two conditional moves."""
+    payment = await session.get(Payment, sale.payment_id)
+    if payment is None:
+        return
+    now = utcnow()
+    if await move_status(session, payment, PaymentStatus.PAID, allowed_from=STILL_PAYABLE, now=now,
+                         charge_reference=intent, discount_minor=sale.discount):
+        await move_status(session, payment, PaymentStatus.REFUNDED, allowed_from=(PaymentStatus.PAID,), now=now,
+                          note="paid after the buyer's data was erased: refunded at once")
 
 
 def _acknowledge(request: WebhookRequest) -> Response:
@@ -363,7 +540,7 @@ def payment_routes(settings: Settings, db: Database, receive: Receive, *, max_bo
             LimitBody(max_body_bytes),
             StripeSignature(settings.stripe_webhook_secret),
             Parse(parse_event),
-            Record(StripeEvents(db, receive)),
+            Record(StripeEvents(db, receive, stripe_checkout(settings))),
             acknowledge=_acknowledge,
         )
         routes.append(webhook.route("/webhooks/stripe"))

@@ -51,8 +51,10 @@ from storage.payments import (
     access_code,
     grant,
     grant_purchase,
+    holds_for_good,
     make_code,
     move_status,
+    paid_purchase,
     payment_by_subscription,
     purchases,
     recent_payments,
@@ -60,7 +62,7 @@ from storage.payments import (
     redeem,
     refund_reported,
     revenue,
-    revoke_all,
+    revoke_given,
     revoke_purchase,
     set_purchase_expiry,
 )
@@ -114,6 +116,14 @@ class Checkout(Protocol):
     async def subscription_charge(self, subscription_reference: str) -> str | None:
         """What paid a subscription's latest period (the refund names it), if anything did."""
         ...
+
+    async def invoice_charge(self, invoice_reference: str) -> str | None:
+        """What paid an invoice (the refund names it), if anything did."""
+        ...
+
+
+class CannotCharge(ValueError):
+    """The checkout cannot take this price as it is (Stripe's units for its currency): why, in one line."""
 
 
 StarsCall = Callable[[str, str, str], Awaitable[None]]  # (channel, the buyer's platform id, charge id)
@@ -177,6 +187,12 @@ async def owns(turn: Turn, user_id: int, course: Course) -> bool:
     return await may_access(turn.session, user_id, course, course.free_preview_lessons + 1, now=turn.now)
 
 
+async def bought_or_kept(turn: Turn, user_id: int, course: Course) -> bool:
+    """Whether the course is the learner's beyond buying: a purchase in force, or access without an end. Access that
+    runs out (an admin's grant or a code for some days) does not stop them buying, as `_bought_before` agrees."""
+    return await holds_for_good(turn.session, user_id, course.id, turn.now)
+
+
 # /buy, /courses, the buttons ------------------------------------------------------------------------------------------
 
 
@@ -211,10 +227,12 @@ async def courses_command(turn: Turn, _args: str) -> None:
         price = course_price(_, course)
         if price is None:
             lines.append(_("• {title} — free", title=course.title))
-        elif await owns(turn, turn.user.id, course):
+        elif await bought_or_kept(turn, turn.user.id, course):
             lines.append(_("• {title} — yours", title=course.title))
-        else:
-            lines.append(_("• {title} — {price}", title=course.title, price=price))
+        else:  # (open for now, through access that runs out: "yours", and for sale)
+            yours = await owns(turn, turn.user.id, course)
+            lines.append(_("• {title} — yours", title=course.title) if yours
+                         else _("• {title} — {price}", title=course.title, price=price))
             choices.append((_("Buy {title}", title=course.title[:40]), f"{BUY}:{course.slug}"))
     turn.say("\n".join(lines), choices=choices)
 
@@ -233,7 +251,7 @@ async def buy(turn: Turn, course: Course) -> None:
     """Offer `course` the way this conversation's platform pays: Stars, a checkout link, or how else to get it. Asked
     in a group, the offer goes to the buyer's private chat with the bot: a payment is one person's business."""
     _ = tr(turn)
-    if await owns(turn, turn.user.id, course):
+    if await bought_or_kept(turn, turn.user.id, course):
         turn.say(_("You already have the whole of “{title}”. Send /next to go on.", title=course.title))
         return
     desk = desk_of(turn)
@@ -316,7 +334,12 @@ async def _offer_checkout(turn: Turn, counter: Counter, checkout: Checkout, cour
     )
     session = await turn.call_outside_transaction(f"checkout:{turn.inbound_id}:{course.id}",
                                                   lambda: _create(checkout, offer))
-    if session is None:
+    if session is REFUSED:
+        counter.say(_("“{title}” can't be bought here yet. To get access, ask the people who run this bot: an admin "
+                      "can give it to you, or send /redeem CODE with an access code they gave you.",
+                      title=course.title))
+        return
+    if not isinstance(session, CheckoutSession):
         counter.say(_("I couldn't open the payment page just now. Please try /buy again in a minute."))
         return
     payment = _new_payment(turn, counter, course, STRIPE, course.price_minor, course.currency,
@@ -334,9 +357,15 @@ async def _offer_checkout(turn: Turn, counter: Counter, checkout: Checkout, cour
                   "you here and your next lesson opens at once.", title=course.title, price=price), links=pay)
 
 
-async def _create(checkout: Checkout, offer: CheckoutOffer) -> CheckoutSession | None:
+REFUSED = "refused"  # what _create returns for a price the checkout cannot take
+
+
+async def _create(checkout: Checkout, offer: CheckoutOffer) -> CheckoutSession | str | None:
     try:
         return await checkout.create(offer)
+    except CannotCharge as refused:
+        log.error("a course cannot be sold through Stripe as priced: %s", refused, extra={"course": offer.course_slug})
+        return REFUSED
     except Exception:
         log.exception("could not create a checkout session", extra={"course_id": offer.course_id})
         return None
@@ -352,6 +381,8 @@ async def on_payment(turn: Turn, value: str) -> None:
         await _pre_checkout(turn, meta["pre_checkout"])
     elif value == STARS_PAID and "successful_payment" in meta:
         await _stars_paid(turn, meta["successful_payment"])
+    elif value == STARS_PAID and "refunded_payment" in meta:
+        await _stars_refunded(turn, meta["refunded_payment"])
     elif value == STRIPE_EVENT and "stripe_event" in meta:
         await _stripe_event(turn, meta["stripe_event"])
     else:
@@ -388,7 +419,7 @@ async def _refusal(turn: Turn, query: dict[str, Any]) -> str | None:
     course = await turn.session.get(Course, payment.course_id)
     if course is None or course_price(_, course) is None:
         return _("This course is no longer sold.")
-    if await owns(turn, turn.user.id, course):
+    if await bought_or_kept(turn, turn.user.id, course):
         return _("You already have this course: nothing to pay.")
     if (query.get("currency") != payment.currency or query.get("total_amount") != payment.amount_minor
             or desk_of(turn).stars_price(course) != payment.amount_minor):
@@ -424,6 +455,17 @@ async def _stars_paid(turn: Turn, paid: dict[str, Any]) -> None:
         return
     await _settle(turn, payment, reference=charge, charge_reference=charge,
                   values={"subscription_reference": charge, "subscription_status": "active", "period_end": period_end})
+
+
+async def _stars_refunded(turn: Turn, refunded: dict[str, Any]) -> None:
+    """Telegram reports a Stars refund: one the bot made (/admin refund: settled already, nothing more said) or one
+    Telegram made itself (a dispute decided for the buyer), which takes back what the payment gave, as a refund."""
+    payment = await _invoiced(turn, str(refunded.get("invoice_payload", "")))
+    if payment is None:
+        log.error("a Stars refund for no payment of ours", extra={"charge": refunded.get("telegram_payment_charge_id")})
+        return
+    if not await refund_settled(turn, payment, note="refunded in Telegram Stars (reported by Telegram)"):
+        log.info("a Stars refund reported for a payment refunded already", extra={"payment_id": payment.id})
 
 
 async def _stars_renewed(turn: Turn, payment: Payment, charge: str, period_end: datetime | None) -> None:
@@ -470,6 +512,11 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
         if event.get("refunded"):
             await _cancel_subscription(turn, payment)
             await refund_settled(turn, payment, note="refunded in Stripe")
+        return
+    if kind == "charge.dispute.closed":
+        if event.get("status") == "lost":  # a chargeback: the bank took the money back
+            await _cancel_subscription(turn, payment)
+            await refund_settled(turn, payment, note="a dispute lost in Stripe (a chargeback)", chargeback=True)
         return
     if kind.startswith("customer.subscription."):
         await _subscription_changed(turn, payment, event)
@@ -668,9 +715,11 @@ async def _invoice(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
                     extra={"payment_id": payment.id, "invoice": event.get("invoice")})
         return
     was_late = payment.subscription_status in ("past_due", "unpaid")
-    if isinstance(event.get("payment_intent"), str):
-        payment.charge_reference = event["payment_intent"]
     invoice = event.get("invoice")
+    intent = event.get("payment_intent")
+    charged = intent if isinstance(intent, str) else await _paid_by(turn, invoice)
+    if charged:
+        payment.charge_reference = charged
     renewal = event.get("billing_reason") != FIRST_INVOICE
     if payment.status == PaymentStatus.PAID and renewal and isinstance(invoice, str):
         await record_charge(turn.session, payment, reference=invoice, amount_minor=paid, now=turn.now)
@@ -682,6 +731,26 @@ async def _invoice(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
     if was_late and payment.status == PaymentStatus.PAID:
         turn.say(_("Your monthly payment went through: your lessons stay open until {date}.",
                    date=f"{access_until(desk_of(turn), payment, turn.now):%Y-%m-%d}"))
+
+
+async def _paid_by(turn: Turn, invoice: object) -> str | None:
+    """What paid an invoice whose event names no payment intent (none does from API 2025-03-31 on: Stripe includes
+    an invoice's payments only when asked), asked of Stripe outside the transaction; None if it cannot say."""
+    checkout = desk_of(turn).checkout
+    if checkout is None or not isinstance(invoice, str):
+        return None
+    reference = invoice
+    found = await turn.call_outside_transaction(f"invoice:{reference}", lambda: _invoice_charge(checkout, reference))
+    return found if isinstance(found, str) else None
+
+
+async def _invoice_charge(checkout: Checkout, invoice: str) -> str | None:
+    try:
+        return await checkout.invoice_charge(invoice)
+    except Exception:
+        log.exception("could not ask Stripe what paid an invoice: a refund made in Stripe will not be seen",
+                      extra={"invoice": invoice})
+        return None
 
 
 async def _cancel_subscription(turn: Turn, payment: Payment) -> None:
@@ -797,9 +866,10 @@ async def _reject(turn: Turn, payment: Payment, why: str, *, reference: str | No
                    "Send /paysupport and we'll sort it out (receipt no. {receipt}).", receipt=receipt_number(payment)))
 
 
-async def refund_settled(turn: Turn, payment: Payment, *, note: str) -> bool:
-    """A refund went through: revoke what the payment granted and tell the learner, once."""
-    text = await record_refund(turn.session, payment, now=turn.now, note=note)
+async def refund_settled(turn: Turn, payment: Payment, *, note: str, chargeback: bool = False) -> bool:
+    """A refund went through (or a chargeback took the money back): revoke what the payment granted and tell the
+    learner, once."""
+    text = await record_refund(turn.session, payment, now=turn.now, note=note, chargeback=chargeback)
     if text is None:
         return False
     if payment.user_id == turn.user.id and turn.message.chat_id == payment.chat_id:
@@ -809,9 +879,11 @@ async def refund_settled(turn: Turn, payment: Payment, *, note: str) -> bool:
     return True
 
 
-async def record_refund(session: AsyncSession, payment: Payment, *, now: datetime, note: str) -> str | None:
+async def record_refund(session: AsyncSession, payment: Payment, *, now: datetime, note: str,
+                        chargeback: bool = False) -> str | None:
     """Mark `payment` refunded and revoke its entitlement; what to tell the learner, or None if it was refunded
-    already (so a refund reported twice, by an admin and by Stripe's event, is told once)."""
+    already (so a refund reported twice, by an admin and by Stripe's event, is told once). A chargeback (a dispute
+    the bank decided for the buyer) is recorded as a refund, and told as what it is."""
     if not await move_status(session, payment, PaymentStatus.REFUNDED, allowed_from=(PaymentStatus.PAID,), now=now,
                              note=note[:2000]):
         return None
@@ -819,8 +891,12 @@ async def record_refund(session: AsyncSession, payment: Payment, *, now: datetim
     course = await session.get(Course, payment.course_id)
     user = await session.get(User, payment.user_id)
     _ = translator(user.locale if user else None)
+    title, receipt = course.title if course else "—", receipt_number(payment)
+    if chargeback:
+        return _("Your bank took back your payment for “{title}” (receipt no. {receipt}), so the lessons after the "
+                 "free preview are locked again.", title=title, receipt=receipt)
     return _("Your payment for “{title}” was refunded (receipt no. {receipt}), so the lessons after the free "
-             "preview are locked again.", title=course.title if course else "—", receipt=receipt_number(payment))
+             "preview are locked again.", title=title, receipt=receipt)
 
 
 async def tell(session: AsyncSession, payment: Payment, text: str) -> None:
@@ -945,10 +1021,15 @@ async def admin_revoke(turn: Turn, args: str) -> None:
     _ = tr(turn)
     usage = _("Usage: /admin revoke USER COURSE — USER is channel:id or a number, COURSE the course id.")
     user, course = await _learner_and_course(turn, args.split(), usage)
-    count = await revoke_all(turn.session, user.id, course.id, turn.now)
-    turn.say(_.plural("Revoked {n} entitlement to “{title}” from learner {user}.",
-                      "Revoked {n} entitlements to “{title}” from learner {user}.", count, title=course.title,
-                      user=user.id))
+    count = await revoke_given(turn.session, user.id, course.id, turn.now)
+    text = _.plural("Revoked {n} entitlement to “{title}” from learner {user}.",
+                    "Revoked {n} entitlements to “{title}” from learner {user}.", count, title=course.title,
+                    user=user.id)
+    bought = await paid_purchase(turn.session, user.id, course.id)
+    if bought is not None:
+        text += "\n" + _("Their purchase stays: a purchase is taken back with /admin refund {receipt}, which needs "
+                         "the payments role.", receipt=receipt_number(bought))
+    turn.say(text)
 
 
 async def admin_refund(turn: Turn, args: str) -> None:
@@ -1200,7 +1281,8 @@ async def admin_code(turn: Turn, args: str) -> None:
 
 ADMIN_SUBCOMMANDS = {
     "grant": (admin_grant, N_("give a learner a course: /admin grant USER COURSE [DAYS]")),
-    "revoke": (admin_revoke, N_("take a course back: /admin revoke USER COURSE")),
+    "revoke": (admin_revoke, N_("take back a course an admin or a code gave (a purchase: /admin refund): /admin revoke "
+                                "USER COURSE")),
     "refund": (admin_refund, N_("refund a payment and revoke its access: /admin refund PAYMENT")),
     "payments": (admin_payments, N_("the latest payments")),
     "code": (admin_code, N_("an access code for a course: /admin code COURSE [LEARNERS] [DAYS] [until=DATE]")),

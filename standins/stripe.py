@@ -1,11 +1,16 @@
 """A local stand-in of the Stripe API that the `stripe` library talks to through its API base address.
 
 It answers what Lessonbot calls — `POST /v1/checkout/sessions` (a one-off payment, or a subscription with a monthly
-price), `POST /v1/refunds`, `DELETE /v1/subscriptions/{id}` (cancel) and `GET /v1/invoices?subscription=…` — the
-way api.stripe.com does (form-encoded parameters with bracketed keys, a bearer secret key, JSON objects back),
-records every call, and plays the buyer and Stripe's billing: `pay(session_id)` marks a session paid (with a
+price), `POST /v1/refunds`, `DELETE /v1/subscriptions/{id}` (cancel), `GET /v1/invoices?subscription=…[&status=…]`
+and `GET /v1/invoices/{id}` — the way api.stripe.com does (form-encoded parameters with bracketed keys, a bearer
+secret key, JSON objects back, an amount in Stripe's units of its currency: ISK in hundredths, charged in whole
+krónur), records every call, and plays the buyer and Stripe's billing: `pay(session_id)` marks a session paid (with a
 promotion code's `discount`, when the session allows them) and gives it a payment intent, or for a subscription
 starts the subscription and its first paid invoice; `renew(subscription_id)` bills the next month, paid or failed.
+An invoice's `payments` (the invoice payments, each naming its payment intent) are an includable field, as at
+Stripe: the API shows them only where asked (`expand[]=payments`, or `data.payments` in a list), and `invoices`
+keeps each invoice with them, so a test reads what paid it (`paid_by`) and builds its webhook payload without them.
+A refund of a payment intent that paid nothing (a renewal's failed attempt) is refused, as Stripe refuses it.
 Stripe's side of webhooks is `sign`: the `Stripe-Signature` header, made exactly as Stripe makes it (HMAC-SHA256
 over "timestamp.body" with the endpoint's `whsec_` secret, by the stripe library's own code).
 """
@@ -83,6 +88,7 @@ class StripeStandIn:
         app.router.add_post("/v1/refunds", self._create_refund)
         app.router.add_delete("/v1/subscriptions/{id}", self._cancel_subscription)
         app.router.add_get("/v1/invoices", self._list_invoices)
+        app.router.add_get("/v1/invoices/{id}", self._retrieve_invoice)
         self._runner, self.port = await serve_locally(app)
         return self
 
@@ -150,6 +156,7 @@ class StripeStandIn:
         amount = item["price"]["unit_amount"]
         number = next(self._ids)
         intent = f"pi_test_{number:06d}"
+        status = "paid" if paid else "open"
         invoice = {
             "id": f"in_test_{number:06d}", "object": "invoice", "status": "paid" if paid else "open",
             "billing_reason": reason, "currency": subscription["currency"], "customer": subscription["customer"],
@@ -164,9 +171,12 @@ class StripeStandIn:
                 subscription["currency"], "metadata": subscription["metadata"], "quantity": 1,
                 "period": {"start": item["current_period_start"], "end": item["current_period_end"]},
             }]},
-            "payments": {"object": "list", "data": [{
-                "object": "invoice_payment", "status": "paid" if paid else "open",
+            "payments": {"object": "list", "has_more": False, "url": "/v1/invoice_payments", "data": [{
+                "id": f"inpay_test_{number:06d}", "object": "invoice_payment", "invoice": f"in_test_{number:06d}",
+                "amount_paid": amount - discount if paid else None, "amount_requested": amount - discount,
+                "currency": subscription["currency"], "is_default": True, "livemode": False, "status": status,
                 "payment": {"type": "payment_intent", "payment_intent": intent},
+                "status_transitions": {"canceled_at": None, "paid_at": int(time.time()) if paid else None},
             }]},
         }
         self.invoices[invoice["id"]] = invoice
@@ -176,6 +186,34 @@ class StripeStandIn:
 
     def subscription(self, subscription_id: str) -> dict[str, Any]:
         return dict(self.subscriptions[subscription_id])
+
+    def paid_by(self, invoice_id: str) -> str:
+        """The payment intent of an invoice's (latest) invoice payment."""
+        return str(self.invoices[invoice_id]["payments"]["data"][-1]["payment"]["payment_intent"])
+
+    def dispute(self, payment_intent: str, status: str = "lost", *, reason: str = "fraudulent") -> dict[str, Any]:
+        """A dispute (a chargeback) of what `payment_intent` charged, as Stripe's charge.dispute.* events carry it."""
+        paid = self._charged(payment_intent)
+        if paid is None:
+            raise KeyError(payment_intent)
+        number = next(self._ids)
+        return {"id": f"du_test_{number:06d}", "object": "dispute", "amount": paid["amount"],
+                "currency": paid["currency"], "charge": f"ch_test_{number:06d}", "payment_intent": payment_intent,
+                "reason": reason, "status": status, "is_charge_refundable": False, "livemode": False,
+                "created": int(time.time()), "balance_transactions": [], "metadata": {}}
+
+    def _charged(self, intent: str | None) -> dict[str, Any] | None:
+        """What a payment intent charged (a paid checkout's, or a paid invoice payment's), if it charged anything."""
+        if not intent:
+            return None
+        for session in self.sessions.values():
+            if session["payment_intent"] == intent:
+                return {"amount": session["amount_total"], "currency": session["currency"]}
+        for invoice in self.invoices.values():
+            for paid in invoice["payments"]["data"]:
+                if paid["payment"]["payment_intent"] == intent and paid["status"] == "paid":
+                    return {"amount": paid["amount_paid"], "currency": invoice["currency"]}
+        return None
 
     # the API -------------------------------------------------------------------------------------------------------
 
@@ -199,6 +237,9 @@ class StripeStandIn:
         if mode == "subscription" and "payment_intent_data" in params:
             return _error(400, "invalid_request_error", "payment_intent_data can only be used in payment mode")
         total = int(price["unit_amount"]) * int(items[0].get("quantity", 1))
+        if price["currency"] == "isk" and total % 100:
+            return _error(400, "invalid_request_error", "Invalid amount. Currency ISK has become effectively "
+                          "zero-decimal and charged amounts must be evenly divisible by 100.")
         number = next(self._ids)
         session = {
             "id": f"cs_test_{number:06d}", "object": "checkout.session", "mode": mode, "status": "open",
@@ -222,12 +263,10 @@ class StripeStandIn:
         if isinstance(params, web.Response):
             return params
         intent = params.get("payment_intent")
-        paid = next(({"amount": s["amount_total"], "currency": s["currency"]} for s in self.sessions.values()
-                     if s["payment_intent"] == intent and intent), None)
-        paid = paid or next(({"amount": i["amount_paid"], "currency": i["currency"]} for i in self.invoices.values()
-                             if intent and i["payments"]["data"][0]["payment"]["payment_intent"] == intent), None)
+        paid = self._charged(intent)
         if paid is None:
-            return _error(400, "invalid_request_error", f"No such payment_intent: '{intent}'")
+            return _error(400, "invalid_request_error", f"PaymentIntent '{intent}' does not have a successful charge "
+                                                        "to refund.")
         refund = {"id": f"re_test_{next(self._ids):06d}", "object": "refund", "amount": paid["amount"],
                   "currency": paid["currency"], "payment_intent": intent, "status": "succeeded"}
         self.refunds.append(refund)
@@ -252,13 +291,32 @@ class StripeStandIn:
     async def _list_invoices(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.secret_key}":
             return _error(401, "invalid_request_error", "Invalid API Key provided")
-        wanted = request.query.get("subscription")
+        query = nest(dict(request.query))
+        wanted, status = query.get("subscription"), query.get("status")
         found = [invoice for invoice in reversed(self.invoices.values())
-                 if invoice["parent"]["subscription_details"]["subscription"] == wanted]
-        limit = int(request.query.get("limit", "10"))
-        self.calls.append(Call("/v1/invoices", dict(request.query), found[:limit]))
+                 if invoice["parent"]["subscription_details"]["subscription"] == wanted
+                 and status in (None, invoice["status"])]
+        limit = int(query.get("limit", "10"))
+        shown = [_shown(invoice, "data.payments" in query.get("expand", [])) for invoice in found[:limit]]
+        self.calls.append(Call("/v1/invoices", query, shown))
         return web.json_response({"object": "list", "url": "/v1/invoices", "has_more": len(found) > limit,
-                                  "data": found[:limit]})
+                                  "data": shown})
+
+    async def _retrieve_invoice(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.secret_key}":
+            return _error(401, "invalid_request_error", "Invalid API Key provided")
+        query = nest(dict(request.query))
+        invoice = self.invoices.get(request.match_info["id"])
+        if invoice is None:
+            return _error(404, "invalid_request_error", f"No such invoice: '{request.match_info['id']}'")
+        shown = _shown(invoice, "payments" in query.get("expand", []))
+        self.calls.append(Call(f"/v1/invoices/{invoice['id']}", query, shown))
+        return web.json_response(shown)
+
+
+def _shown(invoice: dict[str, Any], payments: bool) -> dict[str, Any]:
+    """An invoice as the API shows it: `payments` is includable, there only when asked for."""
+    return invoice if payments else {key: value for key, value in invoice.items() if key != "payments"}
 
 
 def next_month(moment: int) -> int:

@@ -385,6 +385,17 @@ def pre_checkout_update(invoice: Call, *, user: dict[str, Any] | None = None, **
     }
 
 
+def refund_update(paid: dict[str, Any], *, chat_id: int, user: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The service message with `refunded_payment` Telegram sends once a Stars payment was refunded (by the bot, or by
+    Telegram itself after a dispute): the payment's currency, amount, payload and charge ids."""
+    update = payment_update(paid, chat_id=chat_id, user=user)
+    message = update["message"]
+    refunded = message.pop("successful_payment")
+    message["refunded_payment"] = {key: refunded[key] for key in (
+        "currency", "total_amount", "invoice_payload", "telegram_payment_charge_id") if key in refunded}
+    return update
+
+
 def payment_update(successful_payment: dict[str, Any], *, chat_id: int, user: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
     """The service message with `successful_payment` Telegram sends once a payment went through."""

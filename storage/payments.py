@@ -30,7 +30,20 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, cast, func, select, update
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    and_,
+    cast,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -405,20 +418,50 @@ async def revoke_purchase(session: AsyncSession, payment: Payment, now: datetime
     return await _change_purchase(session, payment, revoked_at=now)
 
 
-async def revoke_all(session: AsyncSession, user_id: int, course_id: int, now: datetime) -> int:
-    """Revoke every live entitlement of a learner to a course (an admin's revoke): the number revoked."""
+async def revoke_given(session: AsyncSession, user_id: int, course_id: int, now: datetime) -> int:
+    """Revoke what was given a learner for a course (an admin's revoke): admins' grants and access codes, the number
+    revoked. A purchase is not taken back here: a refund does that, and stops its subscription too."""
     result = await session.execute(
         update(Entitlement)
         .where(
             Entitlement.user_id == user_id,
             Entitlement.course_id == course_id,
             Entitlement.revoked_at.is_(None),
-            Entitlement.source.in_((SOURCE_PURCHASE, SOURCE_GRANT, SOURCE_CODE)),
+            Entitlement.source.in_((SOURCE_GRANT, SOURCE_CODE)),
         )
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
     return rows_affected(result)
+
+
+async def holds_for_good(session: AsyncSession, user_id: int, course_id: int, now: datetime) -> bool:
+    """Whether a learner holds a course beyond buying it: a purchase in force (a subscription's until its period
+    ends), or any other live entitlement without an end. Access that runs out does not count."""
+    held = await session.scalar(
+        select(Entitlement.id)
+        .where(
+            Entitlement.user_id == user_id,
+            Entitlement.course_id == course_id,
+            Entitlement.revoked_at.is_(None),
+            or_(
+                Entitlement.expires_at.is_(None),
+                and_(Entitlement.source == SOURCE_PURCHASE, Entitlement.expires_at > now),
+            ),
+        )
+        .limit(1)
+    )
+    return held is not None
+
+
+async def paid_purchase(session: AsyncSession, user_id: int, course_id: int) -> Payment | None:
+    """A learner's newest paid (not refunded) payment for a course."""
+    return await session.scalar(
+        select(Payment)
+        .where(Payment.user_id == user_id, Payment.course_id == course_id, Payment.status == PaymentStatus.PAID.value)
+        .order_by(Payment.id.desc())
+        .limit(1)
+    )
 
 
 class AccessCode(Base):

@@ -11,7 +11,9 @@ logged reason rather than refused. What becomes a message:
   channels/telegram/buttons.py);
 - a payment in Telegram Stars: the last check before charging (`pre_checkout_query`, which must be answered within
   10 s) and the payment itself (a message with `successful_payment`), each with the choice `PAYMENT_CHECK` or
-  `PAYMENT_DONE` and Telegram's fields in `meta["pre_checkout"]` / `meta["successful_payment"]`.
+  `PAYMENT_DONE` and Telegram's fields in `meta["pre_checkout"]` / `meta["successful_payment"]`; and a refund of one
+  (a message with `refunded_payment`: the bot's own, or Telegram's after a dispute), `PAYMENT_DONE` with
+  `meta["refunded_payment"]`.
 Edited messages, channel posts, inline queries and every other kind are ignored.
 
 The platform id is the update_id, so a redelivered update is recognised as a duplicate. A plain text message in a
@@ -203,6 +205,17 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
                 "is_recurring": bool(paid.is_recurring), "is_first_recurring": bool(paid.is_first_recurring),
                 "subscription_expiration_date": (int(paid.subscription_expiration_date.timestamp())
                                                  if paid.subscription_expiration_date else None),
+            }},
+        )
+    if message.refunded_payment is not None:  # Telegram's report of a Stars refund (the bot's, or its own)
+        refunded = message.refunded_payment
+        return InboundMessage(
+            channel=CHANNEL, platform_id=platform_id, chat_id=str(chat.id), sender_id=str(user.id),
+            choice=PAYMENT_DONE, sender_name=user.first_name or None,
+            meta={"platform_report": True, "refunded_payment": {
+                "currency": refunded.currency, "total_amount": refunded.total_amount,
+                "invoice_payload": refunded.invoice_payload,
+                "telegram_payment_charge_id": refunded.telegram_payment_charge_id,
             }},
         )
     media = _media(message)

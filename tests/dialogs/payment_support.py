@@ -84,11 +84,14 @@ def subscription_event(subscription: dict[str, Any], kind: str = "customer.subsc
 
 
 def invoice_event(invoice: dict[str, Any], kind: str = "invoice.paid", **changes: Any) -> dict[str, Any]:
-    """invoice.paid / invoice.payment_failed: Stripe's example invoice, carrying the stand-in's."""
+    """invoice.paid / invoice.payment_failed: Stripe's example invoice, carrying the stand-in's as a webhook delivers
+    it: without its `payments` (an includable field, shown only where expanded) and, since API 2025-03-31, without
+    `payment_intent`."""
     shown = json.loads(INVOICE.read_text())
+    shown.pop("payments", None)
+    shown.pop("payment_intent", None)
     for key in ("id", "status", "billing_reason", "currency", "customer", "subtotal", "total", "amount_due",
-                "amount_paid", "amount_remaining", "attempt_count", "period_start", "period_end", "parent",
-                "payments"):
+                "amount_paid", "amount_remaining", "attempt_count", "period_start", "period_end", "parent"):
         shown[key] = copy.deepcopy(invoice[key])
     shown["subscription"] = None  # the field moved to parent.subscription_details (API 2025-03-31)
     [line] = shown["lines"]["data"][:1]
@@ -96,6 +99,11 @@ def invoice_event(invoice: dict[str, Any], kind: str = "invoice.paid", **changes
     shown["lines"]["data"] = [line]
     shown.update(changes)
     return _wrapped(kind, shown)
+
+
+def dispute_event(dispute: dict[str, Any], kind: str = "charge.dispute.closed") -> dict[str, Any]:
+    """charge.dispute.*: the stand-in's dispute (StripeStandIn.dispute) in Stripe's example event."""
+    return _wrapped(kind, copy.deepcopy(dispute))
 
 
 async def post_event(client: httpx.AsyncClient, event: dict[str, Any], *, secret: str = WEBHOOK_SECRET,

@@ -78,18 +78,21 @@ async def test_an_admin_grants_and_revokes_and_every_attempt_is_audited(shop):
     assert granted.startswith("Granted “Passwords that hold” to learner ") and " until " in granted
     [listing] = await ann.say("/courses")
     assert "• Passwords that hold — yours" in listing
+    assert ann.labels() == ["Buy Passwords that hold"]  # open for 30 days: buying it for good is still buying
+    [for_good] = await boss.say("/admin grant test:ann passwords-that-hold")
+    assert for_good.startswith("Granted “Passwords that hold” to learner ") and " until " not in for_good
     [owned] = await ann.say("/buy")
     assert owned.startswith("You already have the whole of “Passwords that hold”.")
     [revoked] = await boss.say("/admin revoke test:ann passwords-that-hold")
-    assert revoked.startswith("Revoked 1 entitlement to “Passwords that hold”")
+    assert revoked.startswith("Revoked 2 entitlements to “Passwords that hold”")
     assert all(entitlement.revoked_at is not None for entitlement in await entitlements(bot))
     [denied] = await ann.say("/admin grant test:ann passwords-that-hold")
     assert denied.startswith("Admin commands are for admins only.")
     async with bot.db.sessions() as session:
         audit = [(row.identity, row.command, row.outcome)
                  for row in await session.scalars(select(AdminAuditEntry).order_by(AdminAuditEntry.id))]
-    assert audit == [("test:boss", "grant", "invalid"), ("test:boss", "grant", "ok"), ("test:boss", "revoke", "ok"),
-                     ("test:ann", "grant", "denied")]
+    assert audit == [("test:boss", "grant", "invalid"), ("test:boss", "grant", "ok"), ("test:boss", "grant", "ok"),
+                     ("test:boss", "revoke", "ok"), ("test:ann", "grant", "denied")]
 
 
 async def test_an_access_code_opens_a_course_for_as_many_learners_as_it_says(shop):

@@ -10,7 +10,16 @@ from decimal import Decimal
 
 import pytest
 
-from standins.telegram import TOKEN, Call, Fault, payment_update, person, pre_checkout_update, text_update
+from standins.telegram import (
+    TOKEN,
+    Call,
+    Fault,
+    payment_update,
+    person,
+    pre_checkout_update,
+    refund_update,
+    text_update,
+)
 from storage.payments import PaymentStatus
 from tests.dialogs.learning_support import PAID, import_sample
 from tests.dialogs.payment_support import entitlements, monthly_copy, payments, takings
@@ -161,6 +170,21 @@ async def test_an_admin_refund_gives_the_stars_back_and_revokes(telegram):
     await standin.wait_for(lambda: any("was refunded" in text for text in standin.texts(CHAT)))
     assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
     assert (await entitlements(bot))[0].revoked_at is not None
+
+
+async def test_a_refund_telegram_makes_itself_takes_the_course_back_once(telegram):
+    client, bot, standin = telegram
+    marta = await onboarded(client, standin)
+    paid, _replies = await pays(marta, standin, await invoice(marta, standin))
+    before = len(standin.texts(CHAT))
+    await marta._post(refund_update(paid, chat_id=CHAT, user=marta.user))  # a dispute Telegram decided for her
+    [told] = await marta._replies(before, 1)
+    assert told.startswith("Your payment for “Passwords that hold” was refunded")
+    assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
+    assert (await entitlements(bot))[0].revoked_at is not None
+    await marta._post(refund_update(paid, chat_id=CHAT, user=marta.user))  # reported again: nothing more
+    await bot.settle()
+    assert sum("was refunded" in text for text in standin.texts(CHAT)) == 1
 
 
 async def test_a_payment_that_does_not_match_its_invoice_unlocks_nothing(telegram):

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import shutil
 import time
 
 import pytest
 
+from bot.payments import stripe_amount
+from dialogs.payments import CannotCharge
 from standins.stripe import StripeStandIn
 from storage.courses import SOURCE_PURCHASE
 from storage.models import InboundMessage
@@ -22,12 +26,14 @@ from tests.dialogs.payment_support import (
     _wrapped,
     checkout_event,
     count,
+    dispute_event,
     entitlements,
     events,
     payments,
     post_event,
     refund_event,
     stripe_settings,
+    takings,
 )
 from tests.support import RecordingChannel, running
 
@@ -451,3 +457,116 @@ async def test_signed_events_of_shapes_stripe_never_sends_are_answered_without_a
     assert await entitlements(bot) == []
     [payment] = await payments(bot)
     assert payment.status == PaymentStatus.REJECTED and "discount" in payment.note
+
+
+def priced_copy(tmp_path, slug: str, amount: str, currency: str):
+    """courses/examples/passwords as `slug`, priced at `amount` `currency` (a copy under tmp_path)."""
+    folder = tmp_path / slug
+    shutil.copytree(PAID, folder)
+    course_file = folder / "course.yaml"
+    text = course_file.read_text().replace("id: passwords-that-hold", f"id: {slug}")
+    text = text.replace("title: Passwords that hold", f"title: Passwords {slug}")
+    price = f"  amount: {amount}\n  currency: {currency}\n"
+    course_file.write_text(text.replace("  amount: 3.00\n  currency: GBP\n", price))
+    return folder
+
+
+def test_amounts_go_to_stripe_in_its_units_and_come_back_in_ours():
+    assert stripe_amount(300, "GBP") == 300 and stripe_amount(500, "JPY") == 500
+    assert stripe_amount(5000, "ISK") == 500000 and stripe_amount(500000, "ISK", back=True) == 5000
+    assert stripe_amount(500000, "MGA") == 5000 and stripe_amount(5000, "MGA", back=True) == 500000
+    assert stripe_amount(5120, "KWD") == 5120
+    for amount, currency in ((500050, "MGA"), (5125, "KWD"), (1000, "IQD"), (150, "XTR")):
+        with pytest.raises(CannotCharge):
+            stripe_amount(amount, currency)
+    with pytest.raises(CannotCharge):
+        stripe_amount(150, "ISK", back=True)  # no whole króna: matches no offer
+
+
+async def test_a_currency_stripe_counts_otherwise_is_charged_in_stripes_units(shop, stripe_api, tmp_path, caplog):
+    """ISK: two-decimal at Stripe, whole krónur (ISO 4217: none); MGA: zero-decimal at Stripe (ISO: two). A price
+    Stripe cannot charge (half an ariary) is refused, in one line of the log, and nothing is opened at Stripe."""
+    client, bot, ann, _boss = shop
+    for slug, amount, currency in (("isk", "5000", "ISK"), ("mga", "5000.00", "MGA"), ("odd-mga", "5000.50", "MGA")):
+        await import_sample(bot, priced_copy(tmp_path, slug, amount, currency))
+    await onboard(ann, course=f"Passwords that hold — {PRICE}")
+    [offer] = await ann.say("/buy isk")
+    [call] = stripe_api.called("/v1/checkout/sessions")
+    assert "(5000 ISK)" in offer and call.params["line_items"][0]["price_data"]["unit_amount"] == "500000"
+    response = await post_event(client, checkout_event(stripe_api.pay(call.result["id"])))
+    assert response.json()["outcome"] == "forwarded"
+    await bot.settle()
+    assert ann.channel.texts("ann")[-2].startswith("✅ Payment received: “Passwords isk” is yours")
+    assert [(p.status, p.amount_minor, p.currency) for p in await payments(bot)] == [("paid", 5000, "ISK")]
+
+    await ann.say("/buy mga")
+    assert stripe_api.called("/v1/checkout/sessions")[-1].params["line_items"][0]["price_data"]["unit_amount"] == "5000"
+    with caplog.at_level(logging.ERROR, logger="dialogs.payments"):
+        [refused] = await ann.say("/buy odd-mga")
+    assert refused.startswith("“Passwords odd-mga” can't be bought here yet.")
+    assert len(stripe_api.called("/v1/checkout/sessions")) == 2
+    [line] = [record.getMessage() for record in caplog.records if record.name == "dialogs.payments"]
+    assert line.endswith("Stripe cannot charge 5000.50 MGA: it charges MGA in whole units only") and "\n" not in line
+
+
+async def test_access_for_some_days_does_not_stop_a_learner_buying(shop, stripe_api):
+    """An admin's grant for 7 days (or a code's) runs out: the learner may buy the course for good meanwhile."""
+    client, bot, ann, boss = shop
+    await onboard(ann, course=f"Passwords that hold — {PRICE}")
+    [granted] = await boss.say("/admin grant test:ann passwords-that-hold 7")
+    assert " until " in granted
+    [offer] = await ann.say("/buy")
+    [call] = stripe_api.called("/v1/checkout/sessions")
+    assert call.result["url"] in offer
+    await post_event(client, checkout_event(stripe_api.pay(call.result["id"])))
+    await bot.settle()
+    assert any(text.startswith("✅ Payment received") for text in ann.channel.texts("ann"))
+    assert sorted(e.source for e in await entitlements(bot) if e.revoked_at is None) == ["grant", "purchase"]
+    assert stripe_api.refunds == []  # bought, not "bought twice"
+    [owned] = await ann.say("/buy")
+    assert owned.startswith("You already have the whole of “Passwords that hold”.")
+
+
+async def test_a_checkout_paid_after_the_buyers_data_was_erased_is_given_back_at_once(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    await ann.say("/stop")
+    await ann.say("stop and delete my data")
+    [open_payment] = await payments(bot)
+    assert open_payment.user_id is None and open_payment.status == PaymentStatus.OPEN
+    paid = stripe_api.pay(session["id"])
+    response = await post_event(client, checkout_event(paid))
+    assert response.json()["outcome"] == "paid after its buyer's data was erased: given back"
+    await bot.settle()
+    assert [refund["payment_intent"] for refund in stripe_api.refunds] == [paid["payment_intent"]]
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.REFUNDED and payment.charge_reference == paid["payment_intent"]
+    assert payment.paid_at is not None and payment.refunded_at is not None
+    assert await takings(bot) == [(1, 0, 300, 1, 300)] and await entitlements(bot) == []
+    # Stripe's report of that refund, and the checkout reported again, reach no one and give nothing back twice
+    later = await post_event(client, refund_event(paid))
+    assert later.json()["outcome"] == "about a payment whose buyer's data was erased"
+    await post_event(client, checkout_event(paid, "checkout.session.async_payment_succeeded"))
+    await bot.settle()
+    assert len(stripe_api.refunds) == 1 and (await payments(bot))[0].status == PaymentStatus.REFUNDED
+
+
+async def test_a_lost_dispute_is_taken_as_a_refund(shop, stripe_api):
+    """A chargeback: charge.dispute.created changes nothing; charge.dispute.closed `won` neither; `lost` (the bank
+    took the money back) revokes, tells the learner and counts the charge as given back."""
+    client, bot, ann, _boss = shop
+    paid = await bought(client, bot, ann, stripe_api)
+    opened = await post_event(client, dispute_event(stripe_api.dispute(paid["payment_intent"], "needs_response"),
+                                                    "charge.dispute.created"))
+    assert opened.json()["outcome"] == "not a kind of event Lessonbot acts on"
+    await post_event(client, dispute_event(stripe_api.dispute(paid["payment_intent"], "won")))
+    await bot.settle()
+    assert (await payments(bot))[0].status == PaymentStatus.PAID and (await entitlements(bot))[0].revoked_at is None
+    lost = await post_event(client, dispute_event(stripe_api.dispute(paid["payment_intent"], "lost")))
+    assert lost.json()["outcome"] == "forwarded"
+    await bot.settle()
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.REFUNDED and (await entitlements(bot))[0].revoked_at is not None
+    assert ann.channel.texts("ann")[-1].startswith("Your bank took back your payment for “Passwords that hold”")
+    assert await takings(bot) == [(1, 0, 300, 1, 300)]
+    assert stripe_api.refunds == []  # the bank took it back: nothing for Stripe to refund

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from standins.stripe import StripeStandIn
+from standins.stripe import SECRET_KEY, StripeStandIn
 from storage.courses import Course, may_access
 from storage.payments import PaymentStatus
 from tests.dialogs.learning_support import Learning, answer_until, import_sample, onboard
@@ -368,3 +368,95 @@ async def test_a_refund_kept_on_the_newer_of_two_offers_reaches_the_checkout_tha
     assert await entitlements(bot) == []
     assert PaymentStatus.REFUNDED in {payment.status for payment in await payments(bot)}
     assert stripe_api.subscriptions[paid["subscription"]]["status"] == "canceled"
+
+
+async def test_a_refund_made_in_stripe_is_seen_though_invoice_events_name_no_payment(shop, stripe_api):
+    """Stripe's invoice.paid carries neither `payment_intent` (API 2025-03-31 on) nor `payments` (includable, never in
+    a webhook): what paid it is asked of Stripe (the invoice, its payments expanded), so a Dashboard refund of that
+    payment intent is matched."""
+    client, bot, ann, _boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    delivered = invoice_event(stripe_api.invoices[paid["invoice"]])
+    assert "payments" not in delivered["data"]["object"] and "payment_intent" not in delivered["data"]["object"]
+    await post_event(client, delivered)
+    await bot.settle()
+    [asked] = stripe_api.called(f"/v1/invoices/{paid['invoice']}")
+    assert asked.params == {"expand": ["payments"]} and asked.result["payments"]["data"]
+    intent = stripe_api.paid_by(paid["invoice"])
+    assert (await payments(bot))[0].charge_reference == intent
+
+    response = await post_event(client, refund_event(paid | {"amount_total": 300}, payment_intent=intent))
+    assert response.json()["outcome"] == "forwarded"
+    await bot.settle()
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.REFUNDED and (await entitlements(bot))[0].revoked_at is not None
+    assert stripe_api.subscriptions[paid["subscription"]]["status"] == "canceled"
+    assert await takings(bot) == [(1, 0, 300, 1, 300)]
+
+
+async def test_the_stand_in_shows_an_invoices_payments_only_where_asked(stripe_api):
+    import stripe
+
+    api = stripe.StripeClient(SECRET_KEY, base_addresses={"api": stripe_api.base_url})
+    session = await api.v1.checkout.sessions.create_async(params={
+        "mode": "subscription", "success_url": "https://example.test/done", "subscription_data": {"metadata": {}},
+        "line_items": [{"quantity": 1, "price_data": {"currency": "gbp", "unit_amount": 300,
+                                                      "product_data": {"name": "x"},
+                                                      "recurring": {"interval": "month"}}}]})
+    invoice = stripe_api.pay(session.id)["invoice"]
+    assert "payments" not in (await api.v1.invoices.retrieve_async(invoice)).to_dict()
+    expanded = (await api.v1.invoices.retrieve_async(invoice, params={"expand": ["payments"]})).to_dict()
+    [payment] = expanded["payments"]["data"]
+    assert payment["object"] == "invoice_payment" and payment["status"] == "paid"
+    assert payment["payment"] == {"type": "payment_intent", "payment_intent": stripe_api.paid_by(invoice)}
+
+
+async def test_an_admin_refund_during_a_failed_renewal_gives_back_the_month_paid(shop, stripe_api):
+    """Past due (a renewal failed, Stripe retrying, the learner within the grace): the refund names the newest paid
+    invoice's payment, not the failed attempt's (Stripe would refuse it: it charged nothing)."""
+    client, bot, ann, boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    failed = stripe_api.renew(paid["subscription"], paid=False)
+    await post_event(client, invoice_event(failed, "invoice.payment_failed"))
+    await bot.settle()
+    [payment] = await payments(bot)
+    assert payment.subscription_status == "past_due" and payment.charge_reference is None
+    [refunded] = await boss.say(f"/admin refund LB-{payment.id:06d}")
+    assert refunded.startswith("Refunded payment LB-")
+    assert [refund["payment_intent"] for refund in stripe_api.refunds] == [stripe_api.paid_by(paid["invoice"])]
+    assert stripe_api.called("/v1/invoices")[-1].params["status"] == "paid"
+    assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
+    assert stripe_api.subscriptions[paid["subscription"]]["status"] == "canceled"
+
+
+async def test_an_admin_revoke_leaves_a_purchase_to_a_refund(shop, stripe_api):
+    """/admin revoke takes back what an admin or a code gave; a purchase (here a subscription, still billing) stays,
+    and the admin is told it is taken back with /admin refund."""
+    client, bot, ann, boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    [payment] = await payments(bot)
+    [revoked] = await boss.say("/admin revoke test:ann passwords-that-hold")
+    assert revoked == (f"Revoked 0 entitlements to “Passwords that hold” from learner {payment.user_id}.\nTheir "
+                       f"purchase stays: a purchase is taken back with /admin refund LB-{payment.id:06d}, which needs "
+                       "the payments role.")
+    [purchase] = await entitlements(bot)
+    assert purchase.revoked_at is None and stripe_api.subscriptions[paid["subscription"]]["status"] == "active"
+    async with bot.db.sessions() as session:
+        course = await session.scalar(select(Course).where(Course.slug == "passwords-that-hold"))
+        assert await may_access(session, payment.user_id, course, 2)
+
+
+async def test_a_subscription_paid_after_the_buyers_data_was_erased_is_cancelled_and_given_back(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await subscribe(ann, bot, stripe_api)
+    await ann.say("/stop")
+    await ann.say("stop and delete my data")
+    paid = stripe_api.pay(session["id"])
+    response = await post_event(client, checkout_event(paid))
+    assert response.json()["outcome"] == "paid after its buyer's data was erased: given back"
+    await bot.settle()
+    assert stripe_api.subscriptions[paid["subscription"]]["status"] == "canceled"
+    assert [refund["payment_intent"] for refund in stripe_api.refunds] == [stripe_api.paid_by(paid["invoice"])]
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.REFUNDED and await entitlements(bot) == []
+    assert await takings(bot) == [(1, 0, 300, 1, 300)]
