@@ -23,9 +23,9 @@ from dialogs.learner import tr
 from dialogs.turn import Command, Turn
 from storage.admins import add_sign_in_link
 from storage.learners import Learner
-from storage.models import AdminAuditEntry, Conversation, InboundMessage
+from storage.models import AdminAuditEntry, Conversation, InboundMessage, User
 from storage.outbox import dead_letters, outbox_counts, pending_inbound_count, requeue
-from storage.personal_data import ERASED_ARGUMENTS, Person, find_person
+from storage.personal_data import ERASED_ACTOR, ERASED_ARGUMENTS, Person, find_person
 
 
 class UsageError(Exception):
@@ -88,12 +88,23 @@ async def _requeue(turn: Turn, args: str) -> None:
 
 
 async def _learner(turn: Turn, address: str) -> Person:
+    """The person at `address`, whom the admin's role covers at every address of theirs (a workspace's support
+    reaches the person only if all their linked apps are that workspace's)."""
     _ = tr(turn)
     person = await find_person(turn.session, address)
     if person is None:
         raise UsageError(_("No learner is known as {address}. Name them as channel:id, e.g. telegram:12345.",
                            address=repr(address)))
+    if not _covers_every_address(await roles.grants(turn), person):
+        raise UsageError(_("{address} is linked to apps outside the workspace your role covers: an admin whose role "
+                           "holds everywhere can export or erase their data.", address=address))
     return person
+
+
+def _covers_every_address(held: tuple[roles.Grant, ...], person: Person) -> bool:
+    """Whether the roles may act on the learners' data at each of the person's addresses (the export and the
+    erasure take every linked app, not only the one named)."""
+    return all(roles.permitted(held, "learners", roles.team_of(address)) for address in person.addresses)
 
 
 async def _erase(turn: Turn, args: str) -> None:
@@ -216,41 +227,58 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 }
 # The audit line of an erasure must not keep the address it erased.
 _AUDITED_WITHOUT_ARGUMENTS = {"erase"}
+# What the audit writes for a command name that is none: whatever was typed there (an address, glued to the command
+# by a tab or a no-break space) is not kept.
+UNKNOWN_COMMAND = "(unknown)"
+
+
+def _split(args: str) -> tuple[str, str]:
+    """The subcommand's name (lower case; "help" when none) and the rest, split at any white space."""
+    words = args.split(maxsplit=1)
+    return (words[0].lower() if words else "help"), (words[1] if len(words) > 1 else "")
+
+
+async def _actor(turn: Turn) -> str:
+    """Who typed the command, as the audit names them: ERASED_ACTOR once the command erased them (an admin's own
+    data), as the erasure names them everywhere else."""
+    erased = await turn.session.get(User, turn.user.id) is None
+    return ERASED_ACTOR if erased else turn.identity.address
 
 
 async def admin(turn: Turn, args: str) -> None:
-    name, _, rest = args.strip().partition(" ")
-    name = name.lower() or "help"
+    name, rest = _split(args)
     identity = turn.identity.address
 
-    def audit(outcome: str) -> None:
+    async def audit(outcome: str) -> None:
         arguments = ERASED_ARGUMENTS if name in _AUDITED_WITHOUT_ARGUMENTS else rest[:2000]
-        turn.session.add(AdminAuditEntry(identity=identity, command=name[:64], arguments=arguments, outcome=outcome))
+        command = name if name in SUBCOMMANDS else UNKNOWN_COMMAND
+        turn.session.add(AdminAuditEntry(identity=await _actor(turn), command=command, arguments=arguments,
+                                          outcome=outcome))
 
     _ = tr(turn)
     held = await roles.grants(turn)
     if not held:
-        audit("denied")
+        await audit("denied")
         turn.say(_("Admin commands are for admins only. An owner can give you a role with /admin role grant "
                    "{identity} ROLE, or an operator can put {identity} in the ADMINS setting.", identity=identity))
         return
     command = SUBCOMMANDS.get(name)
     if command is None:
-        audit("invalid")
-        turn.say(_("There is no admin command {name}. Send /admin help for the list.", name=repr(name)))
+        await audit("invalid")
+        turn.say(_("There is no such admin command. Send /admin help for the list."))
         return
     if not roles.permitted(held, command.area, command.target(rest.split())):
-        audit("denied")
+        await audit("denied")
         turn.say(_("Your role does not allow /admin {name} here. Send /admin help for the commands you may use.",
                    name=name))
         return
     try:
         await command.run(turn, rest.strip())
     except UsageError as exc:
-        audit("invalid")
+        await audit("invalid")
         turn.say(str(exc))
         return
-    audit("ok")
+    await audit("ok")
 
 
 COMMANDS = (Command("admin", admin, N_("admin commands (admins only)"), listed=False),)

@@ -207,6 +207,7 @@ DASHBOARD_WORDS: tuple[str, ...] = (
     N_("declined"),
     N_("allowance spent"),
     N_("question (as first asked)"),
+    N_("Each under the course whose lessons came nearest to it."),
     N_("times"),
     N_("last asked"),
     N_("last active"),

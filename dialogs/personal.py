@@ -24,7 +24,8 @@ from dialogs.learner import tr
 from dialogs.turn import Turn
 from storage.admins import AdminRole
 from storage.learners import Certificate
-from storage.models import User
+from storage.models import Conversation, OutboxMessage, User
+from storage.outbox import OutboxStatus
 from storage.personal_data import Erasure, erase_person, export_person, person_of, without_member
 
 JSON_TYPE = "application/json"
@@ -110,9 +111,9 @@ def remove_paths(paths: Iterable[str]) -> None:
 
 async def sweep_files(session: AsyncSession, data_dir: Path, *, now: datetime) -> dict[str, int]:
     """The nightly sweep of DATA_DIR's personal files: certificates' PDFs no certificate row names, export folders
-    of people who no longer exist, and exports older than EXPORT_DAYS. It closes what `remove_files` cannot: files
-    of an erasure whose process stopped between its commit and their removal, a PDF rendered for a turn that then
-    failed. Returns the files (and folders) removed, by kind."""
+    of people who no longer exist, and exports older than EXPORT_DAYS that no reply still to be sent carries. It
+    closes what `remove_files` cannot: files of an erasure whose process stopped between its commit and their
+    removal, a PDF rendered for a turn that then failed. Returns the files (and folders) removed, by kind."""
     folder = Path(data_dir)
     settled = (now - UNNAMED_GRACE).timestamp()
     pdfs = await asyncio.to_thread(_files_before, folder / "certificates", "*.pdf", settled)
@@ -129,7 +130,33 @@ async def sweep_files(session: AsyncSession, data_dir: Path, *, now: datetime) -
         living.update(await session.scalars(select(User.id).where(User.id.in_(ids[start:start + _IN_CHUNK]))))
     gone = [people[user_id] for user_id in ids if user_id not in living]
     expired = (now - timedelta(days=EXPORT_DAYS)).timestamp()
-    return await asyncio.to_thread(_sweep, unnamed, gone, [people[i] for i in ids if i in living], settled, expired)
+    old = await asyncio.to_thread(_old_exports, [people[i] for i in ids if i in living], expired)
+    waiting = await _files_still_to_send(session, sorted(old))
+    return await asyncio.to_thread(_sweep, unnamed, gone, [path for paths in old.values() for path in paths
+                                                            if path.resolve() not in waiting], settled)
+
+
+# A reply not sent yet may still carry a file: an export waiting for WhatsApp's window to open, or dead until an admin
+# sends it again
+_UNSENT = (OutboxStatus.PENDING, OutboxStatus.SENDING, OutboxStatus.WAITING, OutboxStatus.DEAD)
+
+
+async def _files_still_to_send(session: AsyncSession, user_ids: list[int]) -> set[Path]:
+    """The files the unsent replies to these people's chats name (an export older than EXPORT_DAYS stays for them)."""
+    named: set[Path] = set()
+    for start in range(0, len(user_ids), _IN_CHUNK):
+        payloads = await session.scalars(
+            select(OutboxMessage.payload).join(Conversation, Conversation.id == OutboxMessage.conversation_id)
+            .where(Conversation.user_id.in_(user_ids[start:start + _IN_CHUNK]), OutboxMessage.status.in_(_UNSENT))
+        )
+        named.update(Path(payload["path"]).resolve() for payload in payloads if isinstance(payload.get("path"), str))
+    return named
+
+
+def _old_exports(folders: list[Path], expired: float) -> dict[int, list[Path]]:
+    """The exports written before `expired`, by the person's id (of their folder's name)."""
+    found = {int(folder.name.removeprefix("user-")): _files_before(folder, "*.json", expired) for folder in folders}
+    return {user_id: paths for user_id, paths in found.items() if paths}
 
 
 def _files_before(folder: Path, pattern: str, moment: float) -> list[Path]:
@@ -151,7 +178,7 @@ def _export_folders(exports: Path) -> dict[int, Path]:
     return found
 
 
-def _sweep(unnamed: list[Path], gone: list[Path], living: list[Path], settled: float, expired: float) -> dict[str, int]:
+def _sweep(unnamed: list[Path], gone: list[Path], expired: list[Path], settled: float) -> dict[str, int]:
     removed = {"certificates": 0, "exports": 0}
     for path in unnamed:
         path.unlink(missing_ok=True)
@@ -162,10 +189,9 @@ def _sweep(unnamed: list[Path], gone: list[Path], living: list[Path], settled: f
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed["exports"] += len(files)
-    for folder in living:
-        for path in _files_before(folder, "*.json", expired):
-            path.unlink(missing_ok=True)
-            removed["exports"] += 1
+    for path in expired:
+        path.unlink(missing_ok=True)
+        removed["exports"] += 1
     return removed
 
 

@@ -51,7 +51,7 @@ from storage.courses import (
     may_access,
     progress_of,
 )
-from storage.learners import PAUSED, lesson_schedule_changed
+from storage.learners import PAUSED, lesson_schedule_changed, readable_zone
 from storage.models import AdminAuditEntry, User
 from storage.outbox import OutboxEntry, enqueue
 from storage.queries import get_or_create_conversation
@@ -70,6 +70,7 @@ from storage.teams import (
     TeamMember,
     add_team_admin,
     is_team_admin,
+    link_direct_chat,
     membership,
     set_member,
     standings,
@@ -444,10 +445,13 @@ async def announce(session: AsyncSession, team: Team, text: str, *, key: str | N
                   key=key)
 
 
-async def send_to(session: AsyncSession, team: Team, chat_id: str, reply: Text, *, key: str | None = None) -> bool:
+async def send_to(session: AsyncSession, team: Team, chat_id: str, reply: Text, *, key: str | None = None,
+                  user_id: int | None = None) -> bool:
     """Queue `reply` to a chat of the team's platform, due now (real time: the dispatcher's clock); False when its
-    key was queued before."""
+    key was queued before. `user_id`: the chat is that member's direct chat, theirs before they write in it."""
     conversation_id = await get_or_create_conversation(session, team.channel, chat_id)
+    if user_id is not None:
+        await link_direct_chat(session, conversation_id, user_id)
     return bool(await enqueue(session, [OutboxEntry(conversation_id=conversation_id, channel=team.channel,
                                                     chat_id=chat_id, payload=reply.to_payload(), idempotency_key=key)]))
 
@@ -587,7 +591,7 @@ async def membership_changed(turn: Turn) -> None:
         return  # their own choice stands when they come back
     member = await _set_status(turn, team, MEMBER_ACTIVE)
     if isinstance(meta.get("timezone"), str) and not turn.user.timezone:
-        turn.user.timezone = meta["timezone"]
+        turn.user.timezone = readable_zone(meta["timezone"])  # (None: the team's, when they start)
         await lesson_schedule_changed(turn.session, turn.user.id)
     _ = tr(turn)
     course = await turn.session.get(Course, team.course_id)
@@ -633,7 +637,7 @@ async def invite(session: AsyncSession, team: Team, member: TeamMember, *, again
     ])
     key = f"team-invite:{team.id}:{team.course_id}:{member.member}" + (f":{again.isoformat()}" if again else "")
     choices = (Choice(_("Start my lessons"), f"{START}:{team.id}:0"), Choice(_("No, thanks"), f"{SKIP}:{team.id}:0"))
-    return await send_to(session, team, member.direct_chat, Text(text, choices), key=key)
+    return await send_to(session, team, member.direct_chat, Text(text, choices), key=key, user_id=member.user_id)
 
 
 async def _answer_invitation(turn: Turn, value: str) -> None:
@@ -767,7 +771,7 @@ async def _nudge_one(session: AsyncSession, team: Team, user_id: int, chat: str,
     arms = await bandit.arms_for(session, nudges.TEAM, nudges.templates(nudges.TEAM))
     template = bandit.choose(arms, random.Random(key), recent=recent)
     reply = nudges.nudge(nudges.TEAM, template, language=user.locale, facts=nudges.NudgeFacts())
-    written = await send_to(session, team, chat, reply, key=key)
+    written = await send_to(session, team, chat, reply, key=key, user_id=user_id)
     if written:
         session.add(NudgeLog(user_id=user_id, kind=nudges.TEAM, step=0, template=template, idempotency_key=key,
                              outcome=QUEUED))

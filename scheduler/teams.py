@@ -15,9 +15,11 @@ digest, at the team's hour in the team's zone.
 conversations.members, every page; users.info only for people not seen before; Retry-After honoured by the
 channel), at set-up and every SYNC_EVERY after: people in the chat become active members (guests and bots are left
 out), people no longer there are paused (`left`, and the direct-mode lessons they started through the team with
-them); a member's own opt-out stands. In the direct mode each newcomer, and each member who comes back, gets the
-team's invitation in their direct chat (dialogs/teams.py `invite`); the lessons of those who press Start are then
-the planner's (scheduler/planner.py), at the team's hour in each one's own zone.
+them); a member's own opt-out stands, and so does the bare opt-out an erased member's row is left as
+(storage.teams.forget_member): they are neither made again from their profile nor invited until they act
+themselves. In the direct mode each newcomer, and each member who comes back, gets the team's invitation in their
+direct chat (dialogs/teams.py `invite`); the lessons of those who press Start are then the planner's
+(scheduler/planner.py), at the team's hour in each one's own zone.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dialogs.i18n import translator
 from dialogs.teams import announce, digest_message, invite, leaderboard, pause_direct_lessons, post_lesson, send_to
 from scheduler.context import JobContext
 from scheduler.planner import LESSON_LATE_LIMIT, lesson_dates
-from storage.learners import lesson_schedule_changed, zone_for
+from storage.learners import lesson_schedule_changed, readable_zone, zone_for
 from storage.models import User
 from storage.queries import get_or_create_identity
 from storage.scheduling import advance_cursor, read_cursor
@@ -186,10 +188,10 @@ async def _enroll(session: AsyncSession, team_id: int, profiles: list[ChatMember
         return
     for profile in profiles:
         identity = await get_or_create_identity(session, team.channel, profile.sender_id, profile.name or None)
-        if profile.timezone:
+        if (zone := readable_zone(profile.timezone)) is not None:  # (one this machine cannot read: the team's, later)
             user = await session.get(User, identity.user_id)
             if user is not None and not user.timezone:
-                user.timezone = profile.timezone
+                user.timezone = zone
                 await lesson_schedule_changed(session, user.id)
         status = MEMBER_EXCLUDED if profile.guest or profile.bot else MEMBER_ACTIVE
         member = await set_member(session, team, profile.sender_id, status, user_id=identity.user_id, now=now,

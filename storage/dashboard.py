@@ -529,17 +529,19 @@ async def knowledge(session: AsyncSession, now: datetime, kept: Figures | None =
         .order_by(func.count().desc(), KnowledgeQuestion.topic)
         .limit(TOP * 5)
     )
+    # by the course that came nearest (a course's author sees its own), as many as the topics for the same reason
     declined = await session.execute(
         select(
+            KnowledgeQuestion.course,
             KnowledgeQuestion.normalized,
             func.count().label("n"),
             func.min(KnowledgeQuestion.question),
             func.max(KnowledgeQuestion.asked_at),
         )
         .where(KnowledgeQuestion.outcome == "declined", KnowledgeQuestion.reason == "not_covered")
-        .group_by(KnowledgeQuestion.normalized)
-        .order_by(func.count().desc(), KnowledgeQuestion.normalized)
-        .limit(TOP)
+        .group_by(KnowledgeQuestion.course, KnowledgeQuestion.normalized)
+        .order_by(func.count().desc(), KnowledgeQuestion.normalized, KnowledgeQuestion.course)
+        .limit(TOP * 5)
     )
     return {
         "asked": sum(outcomes.values()),
@@ -554,8 +556,8 @@ async def knowledge(session: AsyncSession, now: datetime, kept: Figures | None =
         ),
         "topics": [[course, topic, n] for course, topic, n in topics.all()],
         "declined_most": [
-            [example, n, last.date().isoformat() if hasattr(last, "date") else str(last)[:10]]
-            for _normalized, n, example, last in declined.all()
+            [course, example, n, last.date().isoformat() if hasattr(last, "date") else str(last)[:10]]
+            for course, _normalized, n, example, last in declined.all()
         ],
     }
 

@@ -153,6 +153,15 @@ def zone_for(name: str | None) -> tzinfo:
         return timezone.utc
 
 
+def readable_zone(name: str | None) -> str | None:
+    """`name` if it is a zone this machine can read (an IANA name its tz database holds, or a fixed offset "UTC+05:30"),
+    else None: a platform's profile may name one it cannot (an old or a new name), which `zone_for` would read as UTC
+    without a word; the caller then takes another (a team's zone)."""
+    if not name:
+        return None
+    return name if name == "UTC" or zone_for(name) is not timezone.utc else None
+
+
 def offset_name(minutes: int) -> str:
     """The stored name of a fixed offset: 330 → "UTC+05:30", -180 → "UTC-03:00", 0 → "UTC"."""
     if minutes == 0:

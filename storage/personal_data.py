@@ -15,13 +15,13 @@ member's.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, cast, delete, false, or_, select, update
+from sqlalchemy import ColumnElement, Text, and_, cast, delete, false, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.admins import AdminRole, AdminSession, forget_identities
@@ -42,7 +42,7 @@ from storage.outbox import ACTIVE, OutboxStatus
 from storage.payments import AccessCode, Payment, PaymentEvent, charges_of
 from storage.scheduling import Broadcast, BroadcastRecipient, NudgeLog, ScheduledLesson
 from storage.slack import forget_installer
-from storage.teams import Team, TeamAdmin, TeamMember, forget_member, memberships_of
+from storage.teams import Team, TeamAdmin, TeamMember, direct_chats_of, forget_member, memberships_of
 
 
 class Treatment(StrEnum):
@@ -78,7 +78,12 @@ PLAN: dict[str, Rule] = {
     "admin_sessions": Rule(ERASED, "their dashboard sign-ins"),
     "link_attempts": Rule(ERASED, "wrong /link codes typed from their addresses"),
     "offered_choices": Rule(ERASED, "the buttons sent to them: all of those in their own chats, theirs in groups"),
-    "team_members": Rule(ERASED, "their place in teams learning in a channel: opt-outs, hidden from the leaderboard"),
+    "team_members": Rule(
+        SCRUBBED,
+        "their place in teams learning in a channel (opt-outs, hidden from the leaderboard, their direct chat) goes; "
+        "each membership stays as a bare opt-out (the team and their member id, as a chat's STOP mark stays), so the "
+        "member sync neither makes them again from the platform's profile nor invites them until they act themselves",
+    ),
     "team_admins": Rule(ERASED, "the teams they were made an admin of; one they made shows ERASED_ACTOR as who"),
     # messages
     "inbound_messages": Rule(
@@ -89,8 +94,8 @@ PLAN: dict[str, Rule] = {
     ),
     "outbox_messages": Rule(
         ERASED,
-        "replies in their own chats and replies to their messages in groups; replies "
-        "not sent yet are cancelled (status cancelled, payload blanked), never sent",
+        "replies in their own chats (a team's direct chat with them too, where only the bot wrote) and replies to "
+        "their messages in groups; replies not sent yet are cancelled (status cancelled, payload blanked), never sent",
     ),
     "conversations": Rule(
         SCRUBBED,
@@ -105,11 +110,12 @@ PLAN: dict[str, Rule] = {
     "admin_audit": Rule(
         SCRUBBED,
         "the record of admin commands stays; arguments naming their address are blanked, and their address as the "
-        "one who typed a command is replaced by ERASED_ACTOR; the erasure itself is recorded with the user number "
-        "only",
+        "one who typed a command is replaced by ERASED_ACTOR (an admin erasing themselves too); the erasure itself is "
+        "recorded with the user number only",
     ),
     # (inbound_messages and outbox_messages of others that name their address, an admin's command and its
-    # answer, are blanked too)
+    # answer, are blanked too, an answer not sent yet cancelled; an address is found in the text as it is shown,
+    # Markdown's escapes undone)
     # nothing of a person
     "inbound_sequences": Rule(KEPT, "a counter per chat"),
     "courses": Rule(KEPT, "course content"),
@@ -264,7 +270,8 @@ async def erase_person(session: AsyncSession, user_id: int, *, by: str, keep_inb
     await forget_quoted_figures(session)
     await _erase_addresses(session, person)
     erasure.files = await drop_user(session, user_id)
-    session.add(AdminAuditEntry(identity=by[:240], command="erase", arguments=f"user {user_id}", outcome="ok"))
+    actor = ERASED_ACTOR if by in person.addresses else by[:240]  # an admin who erased themselves: not named again
+    session.add(AdminAuditEntry(identity=actor, command="erase", arguments=f"user {user_id}", outcome="ok"))
     await session.flush()
     return erasure
 
@@ -284,9 +291,12 @@ async def drop_user(session: AsyncSession, user_id: int) -> list[str]:
 
 
 async def own_conversations(session: AsyncSession, person: Person) -> set[int]:
-    """The chats where only this person ever wrote (their private chats): everything in them is theirs."""
+    """The chats where only this person ever wrote (their private chats, and a team's direct chat with them where
+    only the bot wrote): everything in them is theirs."""
     candidates = set(await session.scalars(select(Conversation.id).where(Conversation.user_id == person.user_id)))
     candidates |= set(await session.scalars(select(InboundMessage.conversation_id).where(person.sent()).distinct()))
+    # A team's direct chat with them, where the bot wrote first (an invitation, a nudge) and they may never have.
+    candidates |= set(await session.scalars(direct_chats_of(person.user_id, person.identities)))
     home = await session.scalar(select(Learner.home_conversation_id).where(Learner.user_id == person.user_id))
     if home is not None:
         candidates.add(home)
@@ -311,26 +321,30 @@ def _their_replies(person: Person, own: set[int]) -> ColumnElement[bool]:
 async def _erase_replies(session: AsyncSession, person: Person, own: set[int]) -> int:
     """Unsent replies are cancelled and blanked (never sent); the others are deleted."""
     theirs = _their_replies(person, own)
-    unsent = [status.value for status in (*ACTIVE, OutboxStatus.WAITING)]
     deleted = await session.execute(
         delete(OutboxMessage)
-        .where(theirs, OutboxMessage.status.not_in(unsent))
+        .where(theirs, OutboxMessage.status.not_in(_UNSENT))
         .execution_options(synchronize_session=False)
     )
     cancelled = await session.execute(
         update(OutboxMessage)
-        .where(theirs, OutboxMessage.status.in_(unsent))
-        .values(
-            status=OutboxStatus.CANCELLED.value,
-            payload=BLANK_REPLY,
-            lease_until=None,
-            parts_sent=None,
-            last_error="not sent: the person's data was erased",
-            delivery_error=None,
-        )
+        .where(theirs, OutboxMessage.status.in_(_UNSENT))
+        .values(**_WITHHELD)
         .execution_options(synchronize_session=False)
     )
     return _count(cancelled) + _count(deleted)
+
+
+_UNSENT = [status.value for status in (*ACTIVE, OutboxStatus.WAITING)]
+# An unsent reply of theirs, or naming them: cancelled and blank, never sent.
+_WITHHELD: dict[str, Any] = {
+    "status": OutboxStatus.CANCELLED.value,
+    "payload": BLANK_REPLY,
+    "lease_until": None,
+    "parts_sent": None,
+    "last_error": "not sent: the person's data was erased",
+    "delivery_error": None,
+}
 
 
 async def _erase_messages(session: AsyncSession, person: Person, keep_inbound_id: int | None) -> int:
@@ -457,19 +471,31 @@ async def _erase_addresses(session: AsyncSession, person: Person) -> None:
         return
     await session.execute(delete(LinkAttempt).where(LinkAttempt.identity.in_(person.addresses)))
     # Where an admin named them: the audit's arguments, the command the admin typed, the answer the admin got.
-    named: list[tuple[Any, ColumnElement[str], dict[str, Any]]] = [
-        (AdminAuditEntry, cast(AdminAuditEntry.arguments, Text), {"arguments": ERASED_ARGUMENTS}),
-        (InboundMessage, cast(InboundMessage.payload, Text), {"payload": BLANK_INBOUND}),
-        (OutboxMessage, cast(OutboxMessage.payload, Text), {"payload": BLANK_REPLY}),
+    named: list[tuple[Any, Any, dict[str, Any]]] = [
+        (AdminAuditEntry, AdminAuditEntry.arguments, {"arguments": ERASED_ARGUMENTS}),
+        (InboundMessage, InboundMessage.payload, {"payload": BLANK_INBOUND}),
     ]
-    for model, text, blank in named:
-        ids = [row_id for row_id, _text in await _rows_naming(session, model.id, text, person.addresses)]
+    for model, column, blank in named:
+        ids = [row_id for row_id, _value in await _rows_naming(session, model.id, column, person.addresses)]
         if ids:
             await session.execute(
                 update(model).where(model.id.in_(ids)).values(**blank).execution_options(synchronize_session=False)
             )
+    answers = await _rows_naming(session, OutboxMessage.id, OutboxMessage.payload, person.addresses)
+    await _withhold_or_blank(session, [row_id for row_id, _payload in answers])
     await _pseudonymise_actor(session, person)
     await session.execute(delete(ChannelIdentity).where(ChannelIdentity.user_id == person.user_id))
+
+
+async def _withhold_or_blank(session: AsyncSession, ids: list[int]) -> None:
+    """Replies naming them: one not sent yet is cancelled (never sent, as their own are), a sent one blanked."""
+    if not ids:
+        return
+    chosen = OutboxMessage.id.in_(ids)
+    await session.execute(update(OutboxMessage).where(chosen, OutboxMessage.status.in_(_UNSENT)).values(**_WITHHELD)
+                          .execution_options(synchronize_session=False))
+    await session.execute(update(OutboxMessage).where(chosen, OutboxMessage.status.not_in(_UNSENT))
+                          .values(payload=BLANK_REPLY).execution_options(synchronize_session=False))
 
 
 async def _pseudonymise_actor(session: AsyncSession, person: Person) -> None:
@@ -489,22 +515,57 @@ async def _pseudonymise_actor(session: AsyncSession, person: Person) -> None:
         workspace, _slash, member = external.partition("/")
         if channel == SLACK and member:  # a Slack person is "<workspace>/<member>"
             await forget_installer(session, workspace, member)
-    for payment_id, note in await _rows_naming(session, Payment.id, cast(Payment.note, Text), addresses):
+    for payment_id, note in await _rows_naming(session, Payment.id, Payment.note, addresses):
         for address in addresses:
             note = _naming(address).sub(ERASED_ACTOR, note)
         await session.execute(update(Payment).where(Payment.id == payment_id).values(note=note))
 
 
 async def _rows_naming(
-    session: AsyncSession, id_column: Any, text: ColumnElement[str], addresses: list[str]
-) -> list[tuple[int, str]]:
-    """(id, text) of the rows whose text names one of `addresses` as a whole word: telegram:12 is not in
-    telegram:123."""
+    session: AsyncSession, id_column: Any, column: Any, addresses: list[str]
+) -> list[tuple[int, Any]]:
+    """(id, value) of the rows whose `column` (a text, or a JSON payload) names one of `addresses` as a whole word,
+    read as it is shown: a payload's text values (its text, caption, labels) decoded, so a line break is one, and a
+    Markdown escape undone (the dialogs' translator writes test:ann_lee into a reply as test:ann\\_lee)."""
+    as_text = cast(column, Text)
     found = await session.execute(
-        select(id_column, text).where(or_(*(text.contains(address, autoescape=True) for address in addresses)))
+        select(id_column, column).where(or_(*(_may_name(as_text, address) for address in addresses)))
     )
     words = [_naming(address) for address in addresses]
-    return [(row[0], row[1]) for row in found if any(word.search(row[1] or "") for word in words)]
+    return [(row_id, value) for row_id, value in found.all()
+            if any(word.search(text) for text in _texts(value) for word in words)]
+
+
+# What the stored text may write otherwise than the address itself: the characters a Markdown escape goes before
+# (bot.messages.MARKDOWN_ESCAPES), and those JSON escapes (a quote, a backslash, a control character).
+_MARKDOWN_ESCAPES = "\\*_`[]~#-+>.)"
+_WRITTEN_OTHERWISE = re.compile("[" + re.escape(_MARKDOWN_ESCAPES + '"') + r"\x00-\x1f]")
+_ESCAPE = re.compile(r"\\([" + re.escape(_MARKDOWN_ESCAPES) + "])")
+
+
+def _may_name(text: ColumnElement[str], address: str) -> ColumnElement[bool]:
+    """The database's first cut: the stored text holds every piece of the address between the characters it may
+    write otherwise (`_rows_naming` then reads the rows found as they are shown)."""
+    pieces = [piece for piece in _WRITTEN_OTHERWISE.split(address) if piece]
+    return and_(true(), *(text.contains(piece, autoescape=True) for piece in pieces))
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every text in a column's value (a payload's strings, at any depth), with Markdown's escapes undone."""
+    if isinstance(value, str):
+        yield unescaped(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+
+
+def unescaped(text: str) -> str:
+    """What Markdown's escapes in `text` stand for, as bot.messages.unescaped reads them (storage imports nothing of
+    the project; a test holds the two together)."""
+    return _ESCAPE.sub(r"\1", text)
 
 
 def _naming(address: str) -> re.Pattern[str]:

@@ -8,7 +8,8 @@ that date in its `timezone`, on its `lesson_days` (ISO weekday digits), as a lea
 
 A `TeamMember` is one person of the chat (`member`: their sender id, "T01/U02"); `status` says whether they take
 the course (`active`), left the chat (`left`: nothing is sent to them until they join again), opted out themselves
-(`opted_out`) or are left out by rule (`excluded`: guests and bots). `hidden`: not shown on the leaderboard.
+(`opted_out`; an erased member's row stays so, bare: `forget_member`) or are left out by rule (`excluded`: guests and
+bots). `hidden`: not shown on the leaderboard.
 `started_at`: they pressed Start on the direct mode's invitation, so their own lessons follow the team's (its hour,
 days and course; `started_learners`).
 A `TeamLessonPost` records that a team's lesson for a local date was posted, once (its unique key makes a repeated
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Date,
     ForeignKey,
     Index,
+    Select,
     String,
     Time,
     UniqueConstraint,
@@ -545,15 +547,43 @@ async def memberships_of(session: AsyncSession, user_id: int) -> list[dict[str, 
     ]
 
 
-async def forget_member(session: AsyncSession, user_id: int, identities: list[tuple[str, str]]) -> None:
-    """Erase a person from every team: their memberships and admin grants go; a team they set up stays, without
-    their address (its digest goes nowhere until another admin sets the team up again)."""
-    await session.execute(delete(TeamMember).where(TeamMember.user_id == user_id))
-    if not identities:
-        return
-    members = select(TeamMember.id).join(Team, Team.id == TeamMember.team_id).where(_as_member(identities))
+def direct_chats_of(user_id: int, identities: list[tuple[str, str]]) -> Select[int]:
+    """The conversations of the person's direct chats with the bot that their teams know (where an invitation or a
+    nudge went, maybe before they ever wrote there)."""
+    theirs = or_(TeamMember.user_id == user_id, _as_member(identities))
+    return (
+        select(Conversation.id)
+        .select_from(TeamMember)
+        .join(Team, Team.id == TeamMember.team_id)
+        .join(Conversation, and_(Conversation.channel == Team.channel, Conversation.chat_id == TeamMember.direct_chat))
+        .where(theirs)
+    )
+
+
+async def link_direct_chat(session: AsyncSession, conversation_id: int, user_id: int) -> None:
+    """A member's direct chat is theirs before they write in it: its conversation names them (as their first message
+    there would), so that their erasure takes what was sent there."""
     await session.execute(
-        delete(TeamMember).where(TeamMember.id.in_(members)).execution_options(synchronize_session=False)
+        update(Conversation)
+        .where(Conversation.id == conversation_id, Conversation.user_id.is_(None))
+        .values(user_id=user_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def forget_member(session: AsyncSession, user_id: int, identities: list[tuple[str, str]]) -> None:
+    """Erase a person from every team: their admin grants go; a team they set up stays, without their address (its
+    digest goes nowhere until another admin sets the team up again). Each membership stays as a bare opt-out
+    (`_ERASED_MEMBER`: the team and their member id, no person, chat or dates of theirs), as a chat's STOP mark
+    outlives an erasure: the member sync neither makes them again from the platform's profile nor invites them,
+    until they act themselves (/lessonbot team join, Start on an invitation)."""
+    members = select(TeamMember.id).join(Team, Team.id == TeamMember.team_id).where(_as_member(identities))
+    now = utcnow()
+    await session.execute(
+        update(TeamMember)
+        .where(or_(TeamMember.user_id == user_id, TeamMember.id.in_(members)))
+        .values(**_ERASED_MEMBER, joined_at=now, changed_at=now)
+        .execution_options(synchronize_session=False)
     )
     for channel, external in identities:
         await session.execute(delete(TeamAdmin).where(TeamAdmin.channel == channel, TeamAdmin.member == external))
@@ -562,3 +592,9 @@ async def forget_member(session: AsyncSession, user_id: int, identities: list[tu
             .where(Team.channel == channel, Team.created_by == external)
             .values(created_by="", digest_chat=None)
         )
+
+
+# What an erased member's row keeps: that they opted out, nothing of them.
+_ERASED_MEMBER: dict[str, Any] = {
+    "user_id": None, "status": MEMBER_OPTED_OUT, "hidden": False, "direct_chat": None, "started_at": None,
+}

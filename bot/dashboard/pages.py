@@ -261,8 +261,12 @@ async def knowledge(ctx: Context) -> list[Figure]:
     topic_figure = Figure("topics", w("The most asked topics"), (w("course"), w("lesson"), w("questions")), topics,
                           chart=bar_chart(w("Questions answered from each lesson"), [(r[1], r[2]) for r in topics]),
                           note=w("The lesson each answer drew on first."))
+    declined_rows = [row for row in f["declined_most"] if only is None or row[0] in only][: counts.TOP]
+    declined = Figure("declined", w("Declined most often: what the course could add"),
+                      (w("course"), w("question (as first asked)"), w("times"), w("last asked")), declined_rows,
+                      table_open=True, note=w("Each under the course whose lessons came nearest to it."))
     if only is not None:
-        return [topic_figure]
+        return [declined, topic_figure]
     totals = Figure("questions", w("Questions asked"), (w("outcome"), w("questions")), [
         [w("asked"), f["asked"]], [w("answered"), f["answered"]],
         [w("declined (not in the material)"), f["declined"]],
@@ -273,9 +277,6 @@ async def knowledge(ctx: Context) -> list[Figure]:
     daily = Figure("questions-daily", w("Answered and declined, a day"), (w("day"), w("answered"), w("declined")),
                    f["daily"], chart=line_chart(w("Answered and declined, a day"), days, [
                        (w("answered"), [r[1] for r in f["daily"]]), (w("declined"), [r[2] for r in f["daily"]])]))
-    declined = Figure("declined", w("Declined most often: what the course could add"),
-                      (w("question (as first asked)"), w("times"), w("last asked")), f["declined_most"],
-                      table_open=True)
     return [totals, daily, declined, topic_figure]
 
 

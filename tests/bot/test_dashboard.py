@@ -14,7 +14,8 @@ from sqlalchemy import select, update
 
 from bot.core import Lessonbot
 from storage.admins import AdminSession
-from storage.models import AdminAuditEntry, utcnow
+from storage.knowledge import KnowledgeQuestion
+from storage.models import AdminAuditEntry, User, utcnow
 from tests.dialogs.learning_support import Learning, import_sample, onboard
 from tests.support import RecordingChannel, Transcript, running
 
@@ -170,6 +171,14 @@ async def test_scoped_roles_see_their_course_or_workspace_only(settings):
         assert "Spaced review" not in home.text  # counted over every course: not for a course's author
         for page in ("overview", "engagement", "revenue", "learners"):
             assert (await client.get(f"/admin/{page}")).status_code == 403, page
+        # the questions its course declined, what the course could add, and no other course's
+        async with bot.db.transaction() as session:
+            learner = await session.scalar(select(User.id).limit(1))
+            for course, question in (("spot-phishing", "What is vishing in Welsh?"), ("other", "What is a VPN?")):
+                session.add(KnowledgeQuestion(user_id=learner, question=question, normalized=question.lower(),
+                                              outcome="declined", reason="not_covered", course=course, topic="T"))
+        knowledge = await client.get("/admin/knowledge")
+        assert "What is vishing in Welsh?" in knowledge.text and "What is a VPN?" not in knowledge.text
 
 
 def test_every_text_of_the_dashboard_is_in_the_catalogue():

@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from bot.channel import PermanentSendError
 from bot.core import Lessonbot
+from dialogs.admin import UNKNOWN_COMMAND
 from storage.models import AdminAuditEntry, OutboxMessage
 from tests.support import RecordingChannel, Transcript
 
@@ -52,13 +53,13 @@ async def test_admin_stats_and_help_are_audited(bot):
     [help_text] = await boss.say("/admin")
     assert "/admin requeue" in help_text
     [unknown] = await boss.say("/admin explode")
-    assert "no admin command 'explode'" in unknown
+    assert unknown == "There is no such admin command. Send /admin help for the list."
     [usage] = await boss.say("/admin requeue please")
     assert usage.startswith("Usage: /admin requeue")
     assert await audit(lessonbot) == [
         ("test:boss", "stats", "ok"),
         ("test:boss", "help", "ok"),
-        ("test:boss", "explode", "invalid"),
+        ("test:boss", UNKNOWN_COMMAND, "invalid"),
         ("test:boss", "requeue", "invalid"),
     ]
 
@@ -108,3 +109,20 @@ async def test_the_broadcast_example_names_the_sample_course(bot):
     [usage] = await Transcript(lessonbot, channel, chat="boss").say("/admin broadcast")
     example = next(line for line in usage.splitlines() if line.startswith("For example:"))
     assert re.search(r"course=(\S+)", example)[1] == load_course(SAMPLE).id
+
+
+async def test_a_command_split_by_a_tab_or_a_no_break_space_is_read_and_audited_without_what_was_typed(bot):
+    """A tab or a no-break space (a phone keyboard, a copy-paste) separates like a space; a name that is no command
+    is neither echoed nor kept in the audit: what was typed may be an address."""
+    lessonbot, channel = bot
+    boss = Transcript(lessonbot, channel, chat="boss")
+    [tabbed] = await boss.say("/admin requeue\tplease")
+    assert tabbed.startswith("Usage: /admin requeue")
+    [no_break] = await boss.say("/admin requeue\u00a0please")
+    assert no_break.startswith("Usage: /admin requeue")
+    [glued] = await boss.say("/admin test:ann-42")
+    assert "ann" not in glued
+    async with lessonbot.db.sessions() as session:
+        rows = [(r.command, r.arguments) for r in await session.scalars(select(AdminAuditEntry).order_by(
+            AdminAuditEntry.id))]
+    assert rows == [("requeue", "please"), ("requeue", "please"), (UNKNOWN_COMMAND, "")]

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.cli import main
 from bot.core import Lessonbot
 from bot.messages import Document
 from bot.messages import InboundMessage as Message
-from storage.models import AdminAuditEntry, ChannelIdentity, InboundMessage
+from storage.models import AdminAuditEntry, ChannelIdentity, InboundMessage, OutboxMessage
 from storage.personal_data import ERASED_ARGUMENTS
 from tests.dialogs.learning_support import Learning, import_sample, onboard
 from tests.support import RecordingChannel
@@ -225,3 +225,208 @@ async def test_the_nightly_prune_sweeps_personal_files_no_row_names_and_exports_
     assert fresh_export.exists() and stranger.exists()
     assert await prune(JobContext(db=bot.db, data_dir=data_dir, now=lambda: now)) == {
         **{key: 0 for key in pruned}}
+
+
+async def stored_replies(bot: Lessonbot) -> list[tuple[str, dict]]:
+    async with bot.db.sessions() as session:
+        return [(row.status, row.payload) for row in await session.scalars(select(OutboxMessage).order_by(
+            OutboxMessage.id))]
+
+
+async def test_an_erasure_finds_the_address_at_a_line_start_or_markdown_escaped_in_the_admins_replies(admin_bot):
+    """/admin role list writes one address a line; the translator writes test:ann_lee as test:ann\\_lee: both are
+    read as shown, not as the payload's JSON text."""
+    bot, channel = admin_bot
+    await onboard(Learning(bot, channel, chat="ann_lee"))
+    boss = Learning(bot, channel, chat="boss")
+    await boss.say("/admin role grant test:ann_lee support")
+    [listing] = await boss.say("/admin role list")
+    assert "\ntest:ann_lee — support" in listing
+    await boss.say("/admin role revoke test:ann_lee support")
+    await boss.say("/admin export test:ann_lee")
+    texts = [payload.get("text") or payload.get("caption") for _status, payload in await stored_replies(bot)]
+    assert "Roles (besides the owners in the ADMINS setting):\ntest:ann\\_lee — support" in texts
+    assert "The data of test:ann\\_lee, as a JSON file." in texts
+    await boss.say("/admin erase test:ann_lee")
+    await boss.say("/admin erase test:ann_lee confirm")
+    left = [payload for _status, payload in await stored_replies(bot) if "ann" in json.dumps(payload)]
+    assert not left, left
+
+
+async def test_a_reply_not_sent_yet_that_names_the_erased_person_is_cancelled_not_sent_blank(admin_bot):
+    from datetime import timedelta
+
+    from storage.models import Conversation, utcnow
+    from storage.outbox import OutboxEntry, OutboxStatus, enqueue
+    from storage.personal_data import BLANK_REPLY
+
+    bot, channel = admin_bot
+    await onboard(Learning(bot, channel, chat="ann"))
+    boss = Learning(bot, channel, chat="boss")
+    await boss.say("/admin stats")
+    async with bot.db.transaction() as session:
+        chat = await session.scalar(select(Conversation.id).where(Conversation.chat_id == "boss"))
+        await enqueue(session, [OutboxEntry(conversation_id=chat, channel="test", chat_id="boss",
+                                            payload={"kind": "text", "text": "Reminder: test:ann asked for help"})],
+                      now=utcnow() + timedelta(hours=1))
+    await boss.say("/admin erase test:ann confirm")
+    withheld = [(status, payload) for status, payload in await stored_replies(bot) if status == OutboxStatus.CANCELLED]
+    assert withheld == [(OutboxStatus.CANCELLED, BLANK_REPLY)]
+    assert not any("test:ann" in json.dumps(payload) for _status, payload in await stored_replies(bot))
+
+
+async def test_an_admin_who_erases_themselves_is_not_named_again_by_the_audit(admin_bot):
+    from storage.personal_data import ERASED_ACTOR
+
+    bot, channel = admin_bot
+    boss = Learning(bot, channel, chat="boss")
+    await onboard(boss)
+    await boss.say("/admin stats")
+    [erased] = await boss.say("/admin erase test:boss confirm")
+    assert erased.startswith("Erased: ")
+    async with bot.db.sessions() as session:
+        audit = [(r.identity, r.command) for r in await session.scalars(select(AdminAuditEntry).order_by(
+            AdminAuditEntry.id))]
+    assert audit == [(ERASED_ACTOR, "stats"), (ERASED_ACTOR, "erase"), (ERASED_ACTOR, "erase")]
+
+
+async def test_a_workspaces_support_may_not_reach_a_persons_other_apps_through_their_slack_address(admin_bot):
+    bot, channel = admin_bot
+    ann = Learning(bot, channel, chat="ann")
+    await onboard(ann)
+    async with bot.db.transaction() as session:
+        ann_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "ann"))
+        session.add(ChannelIdentity(channel="slack", external_id="T01/U02", user_id=ann_id))  # as /link leaves it
+    boss, cleo = Learning(bot, channel, chat="boss"), Learning(bot, channel, chat="cleo")
+    await boss.say("/admin role grant test:cleo support team:T01")
+    [export] = await cleo.say("/admin export slack:T01/U02")
+    assert export == ("slack:T01/U02 is linked to apps outside the workspace your role covers: an admin whose role "
+                      "holds everywhere can export or erase their data.")
+    [erase] = await cleo.say("/admin erase slack:T01/U02 confirm")
+    assert erase == export
+    assert documents(channel, "cleo") == []
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "ann")) is not None
+    await boss.say("/admin erase slack:T01/U02 confirm")  # an owner may
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "ann")) is None
+
+
+class Members:
+    """A platform listing one member of a team's chat, with their direct chat with the bot."""
+
+    def __init__(self, member: str, direct_chat: str) -> None:
+        self.member, self.direct_chat = member, direct_chat
+
+    async def chat_members(self, _chat_id: str) -> list[str]:
+        return [self.member]
+
+    async def member_profile(self, sender_id: str):
+        from bot.channel import ChatMember
+
+        return ChatMember(sender_id=sender_id, name="Carl Weiss", timezone="America/Bogota",
+                          direct_chat=self.direct_chat)
+
+
+async def direct_team(bot: Lessonbot):
+    from datetime import time
+
+    from storage.courses import Course
+    from storage.teams import Team
+
+    async with bot.db.transaction() as session:
+        team = Team(channel="test", chat_id="grp", workspace="W", course_id=await session.scalar(select(Course.id)),
+                    lesson_time=time(9), created_by="someone", mode="direct")
+        session.add(team)
+    return team
+
+
+async def sync(bot: Lessonbot, team, members: Members) -> None:
+    from scheduler.context import JobContext
+    from scheduler.teams import sync_one
+    from storage.models import utcnow
+
+    await sync_one(JobContext(db=bot.db, data_dir=bot.settings.data_dir, now=utcnow), team, members, utcnow())
+    await bot.settle()
+
+
+async def chat_replies(bot: Lessonbot, chat: str) -> list[tuple[str, dict]]:
+    async with bot.db.sessions() as session:
+        return [(row.status, row.payload) for row in await session.scalars(
+            select(OutboxMessage).where(OutboxMessage.chat_id == chat))]
+
+
+async def test_a_team_members_direct_chat_is_theirs_before_they_write_there_and_goes_with_them(admin_bot):
+    from storage.models import Conversation
+
+    bot, channel = admin_bot
+    await sync(bot, await direct_team(bot), Members("carl", "carl-dm"))
+    assert channel.texts("carl-dm")[0].startswith("👋 Your team takes")  # the invitation, sent
+    async with bot.db.sessions() as session:
+        carl = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "carl"))
+        owner = await session.scalar(select(Conversation.user_id).where(Conversation.chat_id == "carl-dm"))
+    assert owner == carl
+    [erased] = await Learning(bot, channel, chat="boss").say("/admin erase test:carl confirm")
+    assert erased.startswith("Erased: 0 messages and 1 replies")
+    assert await chat_replies(bot, "carl-dm") == []
+
+
+async def test_a_direct_chat_a_team_knew_before_it_named_its_member_goes_with_them_too(admin_bot):
+    from storage.models import Conversation
+
+    bot, channel = admin_bot
+    await sync(bot, await direct_team(bot), Members("carl", "carl-dm"))
+    async with bot.db.transaction() as session:  # as a conversation made before the chat named its member
+        row = await session.scalar(select(Conversation).where(Conversation.chat_id == "carl-dm"))
+        row.user_id = None
+    assert [status for status, _payload in await chat_replies(bot, "carl-dm")] == ["sent"]
+    await Learning(bot, channel, chat="boss").say("/admin erase test:carl confirm")
+    assert await chat_replies(bot, "carl-dm") == []
+
+
+async def test_an_erased_team_member_is_neither_made_again_nor_invited_by_the_member_sync(admin_bot):
+    from storage.models import User
+    from storage.teams import MEMBER_OPTED_OUT, TeamMember
+
+    bot, channel = admin_bot
+    team = await direct_team(bot)
+    members = Members("carl", "carl")  # their direct chat is where they write from
+    await sync(bot, team, members)
+    carl = Learning(bot, channel, chat="carl")
+    await carl.say("Start my lessons", choice=f"team:start:{team.id}:0")
+    await Learning(bot, channel, chat="boss").say("/admin erase test:carl confirm")
+    invitations = len(channel.texts("carl"))
+    await sync(bot, team, members)
+    async with bot.db.sessions() as session:
+        # nobody made again from the platform's profile
+        assert [row.external_id for row in await session.scalars(select(ChannelIdentity))] == ["boss"]
+        assert len(list(await session.scalars(select(User)))) == 1
+        [member] = await session.scalars(select(TeamMember))
+    # A bare opt-out: the team and the member id, nothing of the person.
+    assert (member.member, member.status, member.user_id, member.direct_chat, member.started_at, member.hidden) == (
+        "carl", MEMBER_OPTED_OUT, None, None, None, False)
+    assert len(channel.texts("carl")) == invitations  # and not invited again
+
+
+async def test_an_export_still_waiting_to_be_sent_outlives_its_days(admin_bot):
+    from datetime import timedelta
+
+    from dialogs.personal import EXPORT_DAYS
+    from scheduler.clock import prune
+    from scheduler.context import JobContext
+    from storage.models import utcnow
+    from storage.outbox import OutboxStatus
+
+    bot, channel = admin_bot
+    ann = await ann_learns(bot, channel)
+    await ann.say("/export")
+    [export] = [Path(document.path) for document in documents(channel, "ann")]
+    now = utcnow() + timedelta(days=EXPORT_DAYS + 1)  # (WhatsApp's window closed before it went: it waits)
+    async with bot.db.transaction() as session:
+        [row] = [row for row in await session.scalars(select(OutboxMessage)) if row.payload.get("path")]
+        row.status = OutboxStatus.WAITING
+    ctx = JobContext(db=bot.db, data_dir=Path(bot.settings.data_dir), now=lambda: now)
+    assert (await prune(ctx))["exports files"] == 0 and export.exists()
+    async with bot.db.transaction() as session:
+        await session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(status=OutboxStatus.SENT))
+    assert (await prune(ctx))["exports files"] == 1 and not export.exists()

@@ -263,3 +263,14 @@ async def test_a_team_post_that_named_an_erased_member_keeps_the_others_and_not_
                for row in after["outbox_messages"])  # only a leaderboard's or a list's name slots change
     [added] = after["team_admins"]
     assert added["added_by"] == ERASED_ACTOR
+
+
+def test_the_erasure_reads_markdown_escapes_as_the_bot_writes_and_reads_them():
+    """storage imports nothing of the project, so the erasure keeps its own copy of bot.messages.unescaped: the two
+    agree, and undo what the dialogs' translator does to an address."""
+    from bot.messages import MARKDOWN_ESCAPES, literal, unescaped
+    from storage import personal_data
+
+    assert set(personal_data._MARKDOWN_ESCAPES) == MARKDOWN_ESCAPES
+    for typed in ("test:ann_lee", "slack:T01/U*2", "# 1. [x]~`y`", "a\\b", "- web:ses_1\n2) x"):
+        assert personal_data.unescaped(literal(typed)) == unescaped(literal(typed)) == typed
