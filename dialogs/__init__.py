@@ -56,6 +56,8 @@ COMMANDS: tuple[Command, ...] = (
             synonyms=("stop", "parar", "detener", "basta")),
     Command("language", language.language, N_("choose the language I write in"),
             synonyms=("language", "idioma", "lingua")),
+    Command("retake", review.retake, N_("answer again the quiz questions you missed, for the certificate"),
+            listed=False),
     Command("certificate", certificate.resend, N_("get your course certificates again"),
             synonyms=("certificate", "certificado")),
     Command("link", linking.link, N_("continue your lessons on another app")),

@@ -132,15 +132,16 @@ def _fit(metrics, text: str, font: str, size: float, room: float) -> float:
     return size if width <= room else max(10.0, size * room / width)
 
 
+RETAKE = "/retake"  # the command that asks the quiz questions missed again (dialogs/review.py)
+
+
 async def send_certificate(x: Exchange, course: Course) -> None:
     """Issue the learner's certificate for `course` (once) and send it as a document.
 
     Issued only when the learner finished every live lesson of the course and reached its pass mark, if it has one
     (dialogs/access.py)."""
     _ = tr(x)
-    row = await x.session.scalar(
-        select(Certificate).where(Certificate.user_id == x.user.id, Certificate.course_id == course.id)
-    )
+    row = await issued(x, course)
     if row is None and not await _earned(x, course):
         return
     if row is None:
@@ -168,6 +169,13 @@ async def send_certificate(x: Exchange, course: Course) -> None:
     x.send(document(_, row, course.slug))
 
 
+async def issued(x: Exchange, course: Course) -> Certificate | None:
+    """The learner's certificate for `course`, if it was issued."""
+    return await x.session.scalar(
+        select(Certificate).where(Certificate.user_id == x.user.id, Certificate.course_id == course.id)
+    )
+
+
 async def _earned(x: Exchange, course: Course) -> bool:
     """Whether the learner has earned the certificate; if not, they are told what is missing."""
     _ = tr(x)
@@ -178,7 +186,8 @@ async def _earned(x: Exchange, course: Course) -> bool:
     right, total = await access.quiz_score(x, course)
     if not access.passes(course, right, total):
         x.say(_("The certificate needs {mark}% of the quiz questions right at the first try; you got {right} of "
-                "{total}. Send /review to keep practising.", mark=course.pass_mark, right=right, total=total))
+                "{total}. Retake the ones you missed: each counts as you answer it then.", mark=course.pass_mark,
+                right=right, total=total), choices=[(_("Retake the questions I missed"), RETAKE)])
         return False
     return True
 

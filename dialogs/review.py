@@ -19,12 +19,21 @@ from fsrs import Card, Rating, Scheduler
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dialogs import access, flow, onboarding, questions
+from dialogs import access, certificate, flow, onboarding, questions
 from dialogs.choices import numbered_choices
 from dialogs.flow import DONE, Flow, Step
 from dialogs.learner import POINTS_REVIEW_RIGHT, learner_of, local_now, mark_home, tr
 from dialogs.turn import Exchange, Turn
-from storage.courses import SHORT_TEXT, Question, QuestionCard, Where, card_of, question_by_id
+from storage.courses import (
+    SHORT_TEXT,
+    Question,
+    QuestionCard,
+    Where,
+    card_of,
+    course_by_id,
+    missed_at_first_try,
+    question_by_id,
+)
 from storage.db import SessionOnDemand
 from storage.learners import record_activity, zone_for
 from storage.models import User
@@ -172,6 +181,39 @@ def nothing_due(_, when: datetime | None, x: Exchange) -> str:
              date=_.date(local), time=f"{local:%H:%M}")
 
 
+# /retake ------------------------------------------------------------------------------------------------------------
+# A learner whose certificate waits for the pass mark answers the questions their lessons scored wrong again: each
+# counts as they answer it then (once), and the certificate follows when the mark is reached.
+
+
+async def retake(turn: Turn, _args: str) -> None:
+    _ = tr(turn)
+    if not await onboarding.require_set_up(turn):
+        return
+    learner = await learner_of(turn)
+    course = await course_by_id(turn.transaction, learner.course_id) if learner.course_id else None
+    if course is None or course.pass_mark is None:
+        turn.say(_("There is nothing to retake: only a course with a pass mark for its certificate has retakes."))
+        return
+    if await certificate.issued(turn, course):
+        turn.say(_("You have your certificate for “{title}” already: /certificate sends it again.",
+                   title=course.title))
+        return
+    missing = await access.lesson_to_do(turn, course)
+    if missing is not None:
+        turn.say(_("Retakes open once every lesson is done: “{title}” is still to do.", title=missing.title))
+        return
+    missed = [question_id for question_id in await missed_at_first_try(turn.transaction, turn.user.id, course.id)
+              if (question := await question_by_id(turn.transaction, question_id)) is not None
+              and await access.question_closed(turn, question) is None]
+    if not missed:
+        turn.say(_("There is nothing to retake in “{title}”.", title=course.title))
+        return
+    turn.say(_.plural("{n} question to retake. Here it comes:", "{n} questions to retake. Here they come:",
+                      len(missed)))
+    await flow.start(turn, "review", {"queue": missed, "total": len(missed), "right": 0, "retake": course.id})
+
+
 async def ask_review(x: Exchange, data: flow.Data) -> None:
     _ = tr(x)
     question = await question_by_id(x.transaction, data["queue"][0])
@@ -181,8 +223,9 @@ async def ask_review(x: Exchange, data: flow.Data) -> None:
             await ask_review(x, data)
         return
     number = data["total"] - len(data["queue"]) + 1
-    questions.ask(x, question, prefix="review", heading=_("Review {number} of {total}", number=number,
-                                                          total=data["total"]))
+    heading = (_("Retake {number} of {total}", number=number, total=data["total"]) if data.get("retake")
+               else _("Review {number} of {total}", number=number, total=data["total"]))
+    questions.ask(x, question, prefix="review", heading=heading)
     data["asked_at"] = x.now.isoformat()
 
 
@@ -196,13 +239,15 @@ async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
         turn.say(access.closed_message(_, closed))
         return DONE
     card = await card_of(turn.transaction, turn.user.id, question.id)
-    if card is not None and card.due > turn.now:
-        # reviewed since this review began (the same review open in another chat of theirs): counted once
+    if card is not None and (card.scored_right is not False if data.get("retake") else card.due > turn.now):
+        # reviewed (or retaken right) since this began (the same open in another chat of theirs): counted once
         turn.say(_("You've answered that one already."))
     else:
         verdict = questions.grade(_, question, text, "review", numbered=numbered_choices(turn))
-        await record_answer(turn.transaction, turn.user.id, question, correct=verdict.correct, answer=text,
-                            seconds=_seconds_since(data, turn.now), now=turn.now)
+        answered = await record_answer(turn.transaction, turn.user.id, question, correct=verdict.correct,
+                                       answer=text, seconds=_seconds_since(data, turn.now), now=turn.now)
+        if data.get("retake"):
+            answered.scored_right = verdict.correct  # this answer is its try now: right, or missed again
         learner = await learner_of(turn)
         record_activity(learner, turn.user, turn.now)
         if verdict.correct:
@@ -212,6 +257,12 @@ async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
     data["queue"] = data["queue"][1:]
     if data["queue"]:
         return "answer"
+    if data.get("retake"):
+        turn.say(_("Retake done: {right} of {total} right.", right=data["right"], total=data["total"]))
+        course = await course_by_id(turn.transaction, data["retake"])
+        if course is not None:
+            await certificate.send_certificate(turn, course)  # or what it still needs
+        return DONE
     upcoming = await next_due(turn.session, turn.user.id)
     done = _("Review done: {right} of {total} right.", right=data["right"], total=data["total"])
     if upcoming is not None:

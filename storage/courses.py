@@ -374,6 +374,22 @@ async def first_try_score(session: Where, user_id: int, course_id: int) -> tuple
     return int(right), int(total)
 
 
+_MISSED = Prepared(
+    select(QuestionCard.question_id)
+    .join(Question, Question.id == QuestionCard.question_id)
+    .join(Lesson, Lesson.id == Question.lesson_id)
+    .where(QuestionCard.user_id == bindparam("user"), Question.course_id == bindparam("course"),
+           QuestionCard.scored_right.is_(False), Question.retired.is_(False), Lesson.retired.is_(False))
+    .order_by(Lesson.position, Question.position)
+)
+
+
+async def missed_at_first_try(session: Where, user_id: int, course_id: int) -> list[int]:
+    """The course's live questions the learner's finished lessons scored wrong at the first try, in course order."""
+    await flushed(session)
+    return [row[0] for row in (await _MISSED.run(session, {"user": user_id, "course": course_id})).rows]
+
+
 async def lesson_cards(session: Where, user_id: int, lesson_id: int) -> list[QuestionCard]:
     """The learner's review cards of a lesson's live questions."""
     return await _LESSON_CARDS.all(session, {"user": user_id, "lesson": lesson_id})

@@ -259,3 +259,30 @@ async def test_a_paid_lesson_is_never_shown_in_a_group_nor_its_quiz(learning_bot
         asked = int(question.choices[0].value.split(":")[1])
         assert await session.scalar(select(func.count()).select_from(QuestionCard)
                                     .where(QuestionCard.question_id == asked)) == 0  # not answered from the group
+
+
+async def test_a_certificate_withheld_for_the_pass_mark_follows_a_retake_of_what_was_missed(learning_bot, tmp_path):
+    bot, channel = learning_bot
+    folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
+    yaml = (folder / "course.yaml").read_text()
+    (folder / "course.yaml").write_text(yaml.replace("\nmodules:", "\npass_mark: 100\n\nmodules:", 1))
+    await import_sample(bot, folder)
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    while not t.last().choices[0].value.startswith("quiz:"):
+        await t.press(t.last().choices[0].label)
+    await t.press(t.last().choices[0].label)  # "Authority": the one question missed (Urgency is right)
+    await answer_until(t, bot, "The certificate needs")
+    assert t.last().text.endswith("Retake the ones you missed: each counts as you answer it then.")
+    [intro, asked] = await t.press("Retake the questions I missed")
+    assert intro == "1 question to retake. Here it comes:" and asked.startswith("Retake 1 of 1\n")
+    [_feedback, done, withheld] = await t.press("Reward")  # missed again: the certificate still waits
+    assert done == "Retake done: 0 of 1 right." and withheld.startswith("The certificate needs 100%")
+    await t.press("Retake the questions I missed")
+    [feedback, done] = await t.press("Urgency")
+    assert feedback.startswith("✅ Right!") and done == "Retake done: 1 of 1 right."
+    await bot.settle()
+    assert any(isinstance(reply, Document) for reply in channel.sent["ann"])
+    assert await t.say("/retake") == ["You have your certificate for “Spot the phish, five minutes a day” already: "
+                                      "/certificate sends it again."]
