@@ -49,7 +49,7 @@ class ConsoleChannel:
                 f"  [{number}] {PLAIN.literal(choice.label)}" for number, choice in enumerate(reply.choices, start=1)
             ]
         elif isinstance(reply, Document):
-            lines = [f"[document] {reply.filename} — {reply.path or reply.url}", reply.caption]
+            lines = [f"[document] {reply.filename} — {reply.path or reply.url}", render(reply.caption, PLAIN)]
         else:  # pragma: no cover - an Invoice or a CheckoutAnswer goes only to channels that take Stars
             raise TypeError(reply)
         self.out.write("bot> " + "\n     ".join(line for line in "\n".join(lines).splitlines()) + "\n")

@@ -1,25 +1,28 @@
 """The light Markdown that dialogs and course authors write, rendered for each platform: the one place it is read.
 
 Supported: **bold** (or __bold__), *italic* (or _italic_), `code`, [text](https://link), "# heading" lines (shown in
-bold), "- item" / "* item" bullet lines and "1. item" numbered lines. A backslash before a character the Markdown
-gives a meaning to stands for the character itself (`bot.messages.MARKDOWN_ESCAPES`): that is how outside text
-(names, what a person typed, escaped by `bot.messages.literal`) gets into a reply, and every renderer shows such a
-character as typed, never as formatting, a link or a mention. Everything else is text, and every renderer escapes text
-for its target first, so nothing a learner or an author writes can inject markup.
+bold), "- item" / "* item" bullet lines, "1. item" numbered lines and fenced code blocks (``` or ~~~ lines around
+code, as course text has them: `read_lines`), whose lines are code as written, only escaped for the target.
+Underscore emphasis (_x_, __x__) starts and ends only at a word's edge (snake_case_names stay as they are), and a bare
+web address (https://…) is text: nothing in it formats, so the platform's app may link it whole. A backslash before a
+character the Markdown gives a meaning to stands for the character itself (`bot.messages.MARKDOWN_ESCAPES`): that is
+how outside text (names, what a person typed, escaped by `bot.messages.literal`) gets into a reply, and every renderer
+shows such a character as typed, never as formatting, a link or a mention. Everything else is text, and every
+renderer escapes text for its target first, so nothing a learner or an author writes can inject markup.
 
-| target | bold | italic | code | link | an escaped * _ ~ ` |
-|---|---|---|---|---|---|
-| Telegram HTML | `<b>` | `<i>` | `<code>` | `<a href>` | the character |
-| Slack mrkdwn | `*x*` | `_x_` | `` `x` `` | `<url|text>` | a look-alike: ∗ ˍ ∼ ˋ |
-| WhatsApp | `*x*` | `_x_` | `` `x` `` | `text (url)` | a look-alike: ∗ ˍ ∼ ˋ |
-| plain (the terminal) | x | x | x | `text (url)` | the character (control characters dropped) |
-| web chat HTML | `<strong>` | `<em>` | `<code>` | `<a href rel="noopener noreferrer">` | the character |
+| target | bold | italic | code | code block | link | an escaped * _ ~ ` |
+|---|---|---|---|---|---|---|
+| Telegram HTML | `<b>` | `<i>` | `<code>` | `<pre><code>` | `<a href>` | the character |
+| Slack mrkdwn | `*x*` | `_x_` | `` `x` `` | ```` ``` ```` lines | `<url|text>` | a look-alike: ∗ ˍ ∼ ˋ |
+| WhatsApp | `*x*` | `_x_` | `` `x` `` | ```` ``` ```` lines | `text (url)` | a look-alike: ∗ ˍ ∼ ˋ |
+| plain (the terminal) | x | x | x | the lines | `text (url)` | the character (control characters dropped) |
+| web chat HTML | `<strong>` | `<em>` | `<code>` | `<pre><code>` | `<a href rel="noopener…">` | the character |
 
 Slack and WhatsApp have no escape character, so a character that must not format is sent as a look-alike they do not
 read as markup. In Slack &, < and > are always escaped, so no text makes a `<!channel>`, `<@U…>` or `<url|…>`.
-The web chat gets whole blocks (`render_html`: paragraphs, bullet and numbered lists) in a small HTML subset: p, br,
-ul, ol, li, strong, em, code and a, whose only attributes are a link's http(s) address (with rel and target) and a
-numbered list's start.
+The web chat gets whole blocks (`render_html`: paragraphs, bullet and numbered lists, code blocks) in a small HTML
+subset: p, br, ul, ol, li, strong, em, code, pre and a, whose only attributes are a link's http(s) address (with rel
+and target) and a numbered list's start.
 
 A text rendered once is kept, for each target, with what it became (the last `RENDERED_KEPT` texts of up to
 `RENDERED_KEPT_CHARS` characters): /help, a menu and a lesson part go out the same to many people, and rendering
@@ -33,6 +36,7 @@ import html
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from bot.messages import MARKDOWN_ESCAPES, Link, literal
 
@@ -40,19 +44,25 @@ _NOT_ESCAPED = r"(?<!\\)"  # a closing mark right after a backslash is the escap
 # Every inline form starts with one of these; a line with none of them is only text to escape.
 _MARKS = r"[\\`\[*_]"
 _ANY_MARK = re.compile(_MARKS)
+_ESCAPED = r"\\[" + re.escape("".join(sorted(MARKDOWN_ESCAPES))) + r"]"
 # The lookahead first: at the many positions where no form can start, one character is looked at, not every form.
+# A bare address is read as one piece of text (its escapes still read), so no _ or * in it starts emphasis.
 _INLINE = re.compile(
-    r"(?=" + _MARKS + r")(?:(?P<escaped>\\[" + re.escape("".join(sorted(MARKDOWN_ESCAPES))) + r"])"
+    r"(?=" + _MARKS + r"|https?://)(?:(?P<escaped>" + _ESCAPED + r")"
     r"|(?P<code>`[^`\n]+`)"
     r"|(?P<link>\[(?P<link_text>(?:\\.|[^\]\\\n])+)\]\((?P<url>https?://[^\s)]+)\))"
+    r"|(?P<bare_url>https?://\S+)"
     r"|(?P<bold>\*\*(?=\S)(?P<bold_text>.+?)(?<=\S)" + _NOT_ESCAPED + r"\*\*"
-    r"|__(?=\S)(?P<bold_text2>.+?)(?<=\S)" + _NOT_ESCAPED + r"__)"
+    r"|(?<!\w)__(?=\S)(?P<bold_text2>.+?)(?<=\S)" + _NOT_ESCAPED + r"__(?!\w))"
     r"|(?P<italic>(?<![\w*])\*(?=[^\s*])(?P<italic_text>[^*\n]+?)(?<=[^\s*])" + _NOT_ESCAPED + r"\*(?![\w*])"
     r"|(?<!\w)_(?=\S)(?P<italic_text2>[^_\n]+?)(?<=\S)" + _NOT_ESCAPED + r"_(?!\w)))"
 )
 _HEADING = re.compile(r"^#{1,6}\s+(.*)$")
 _BULLET = re.compile(r"^(\s*)[-*+]\s+(.*)$")
 _NUMBERED = re.compile(r"^\s*(\d{1,9})[.)]\s+(.*)$")
+# A code fence: three or more backticks or tildes, then an info string ("python"; no backtick after backticks).
+_FENCE = re.compile(r" {0,3}(?P<marker>`{3,}(?=[^`]*$)|~{3,})(?P<info>.*)")
+_ESCAPED_CHARACTER = re.compile(_ESCAPED)
 
 # Control characters a terminal would act on (colours, cursor moves, a bell); line breaks and tabs are text.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -70,6 +80,8 @@ class Target:
     bold: Callable[[str], str]
     italic: Callable[[str], str]
     code: Callable[[str], str]
+    code_block: Callable[[str], str]
+    """A fenced code block's lines (escaped), shown as code: nothing in them formats."""
     link: Callable[[str, str], str]
     rendered: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     """Texts rendered for this target, and what each became (`render`)."""
@@ -94,6 +106,7 @@ TELEGRAM_HTML = Target(
     bold=lambda t: f"<b>{t}</b>",
     italic=lambda t: f"<i>{t}</i>",
     code=lambda t: f"<code>{t}</code>",
+    code_block=lambda t: f"<pre><code>{t}</code></pre>",
     link=lambda t, u: f'<a href="{html.escape(u, quote=True)}">{t}</a>',
 )
 SLACK_MRKDWN = Target(
@@ -102,6 +115,7 @@ SLACK_MRKDWN = Target(
     bold=lambda t: f"*{t}*",
     italic=lambda t: f"_{t}_",
     code=lambda t: f"`{t}`",
+    code_block=lambda t: f"```\n{t}\n```",
     # inside <url|text> a '|' or '>' would end the URL early; Slack reads percent-encoded ones as the same URL
     link=lambda t, u: f"<{escape_mrkdwn(u.replace('|', '%7C'))}|{t}>",
 )
@@ -111,6 +125,7 @@ WHATSAPP = Target(
     bold=lambda t: f"*{t}*",
     italic=lambda t: f"_{t}_",
     code=lambda t: f"`{t}`",
+    code_block=lambda t: f"```\n{t}\n```",
     link=lambda t, u: f"{t} ({u})",
 )
 PLAIN = Target(
@@ -119,6 +134,7 @@ PLAIN = Target(
     bold=lambda t: t,
     italic=lambda t: t,
     code=lambda t: t,
+    code_block=lambda t: t,
     link=lambda t, u: f"{t} ({u})",
 )
 WEB_HTML = Target(
@@ -127,8 +143,62 @@ WEB_HTML = Target(
     bold=lambda t: f"<strong>{t}</strong>",
     italic=lambda t: f"<em>{t}</em>",
     code=lambda t: f"<code>{t}</code>",
+    code_block=lambda t: f"<pre><code>{t}</code></pre>",
     link=lambda t, u: f'<a href="{html.escape(u, quote=True)}" rel="noopener noreferrer" target="_blank">{t}</a>',
 )
+
+
+@dataclass(frozen=True, slots=True)
+class CodeBlock:
+    """A fenced code block as written: its opening fence line ("```python"), its lines of code, and the fence line
+    that closes it (the opening's marker when the text leaves it open: the block then runs to the end)."""
+
+    opening: str
+    code: tuple[str, ...]
+    closing: str
+
+    def written(self) -> str:
+        return "\n".join((self.opening, *self.code, self.closing))
+
+
+Line: TypeAlias = str | CodeBlock
+
+
+def read_lines(text: str) -> list[Line]:
+    """`text`'s lines, each fenced code block read as one (`CodeBlock`), every other line as it is."""
+    lines = text.split("\n")
+    if "```" not in text and "~~~" not in text:
+        return list(lines)
+    read: list[Line] = []
+    index = 0
+    while index < len(lines):
+        opening = _FENCE.fullmatch(lines[index])
+        if opening is None:
+            read.append(lines[index])
+            index += 1
+            continue
+        end = next((at for at in range(index + 1, len(lines)) if _closes(opening["marker"], lines[at])), None)
+        code = lines[index + 1 : end]
+        read.append(CodeBlock(lines[index], tuple(code), opening["marker"] if end is None else lines[end]))
+        index = len(lines) if end is None else end + 1
+    return read
+
+
+def _closes(marker: str, line: str) -> bool:
+    """Whether `line` closes a code block opened with `marker`: the same character, at least as many, nothing after."""
+    fence = _FENCE.fullmatch(line)
+    return (
+        fence is not None
+        and fence["marker"][0] == marker[0]
+        and len(fence["marker"]) >= len(marker)
+        and not fence["info"].strip()
+    )
+
+
+def _code_block(block: CodeBlock, target: Target) -> str:
+    """A code block for `target`; an empty one is nothing (Telegram refuses an empty <pre>, Slack shows its fences)."""
+    code = "\n".join(block.code)
+    return target.code_block(target.escape(code)) if code.strip() else ""
 
 
 def with_links(text: str, links: Sequence[Link]) -> str:
@@ -165,8 +235,10 @@ def render(text: str, target: Target) -> str:
 
 def _render(text: str, target: Target) -> str:
     lines = []
-    for line in text.split("\n"):
-        if heading := _HEADING.match(line):
+    for line in read_lines(text):
+        if isinstance(line, CodeBlock):
+            lines.append(_code_block(line, target))
+        elif heading := _HEADING.match(line):
             lines.append(target.bold(_inline(heading[1], target)))
         elif bullet := _BULLET.match(line):
             lines.append(f"{bullet[1]}• {_inline(bullet[2], target)}")
@@ -180,7 +252,8 @@ _HTML_RENDERED: dict[str, str] = {}
 
 def render_html(text: str) -> str:
     """`text` in light Markdown as the web chat's HTML: paragraphs (a single line break kept as <br>), bullet and
-    numbered lists, headings as bold paragraphs; no line breaks between the tags, so the page may keep its own."""
+    numbered lists, headings as bold paragraphs, code blocks as <pre><code> (their line breaks kept inside); no line
+    breaks between the tags, so the page may keep its own."""
     kept = _HTML_RENDERED.get(text)
     if kept is not None:
         return kept
@@ -214,8 +287,12 @@ def _render_html(text: str) -> str:
             kind, start = of_kind, number
         items.append(_inline(content, WEB_HTML))
 
-    for line in text.split("\n"):
-        if not line.strip():
+    for line in read_lines(text):
+        if isinstance(line, CodeBlock):
+            end_paragraph()
+            end_list()
+            blocks.append(_code_block(line, WEB_HTML))
+        elif not line.strip():
             end_paragraph()
             end_list()
         elif heading := _HEADING.match(line):
@@ -246,10 +323,23 @@ def _inline(text: str, target: Target) -> str:
             out.append(target.code(target.escape(match["code"][1:-1])))
         elif match["link"]:
             out.append(target.link(_inline(match["link_text"], target), match["url"]))
+        elif match["bare_url"]:
+            out.append(_bare_url(match["bare_url"], target))
         elif match["bold"]:
             out.append(target.bold(_inline(match["bold_text"] or match["bold_text2"], target)))
         else:
             out.append(target.italic(_inline(match["italic_text"] or match["italic_text2"], target)))
         position = match.end()
     out.append(target.escape(text[position:]))
+    return "".join(out)
+
+
+def _bare_url(url: str, target: Target) -> str:
+    """A web address as text: its escaped characters read (outside text escapes them), nothing else formats."""
+    out, position = [], 0
+    for match in _ESCAPED_CHARACTER.finditer(url):
+        out.append(target.escape(url[position : match.start()]))
+        out.append(target.literal(match[0][1]))
+        position = match.end()
+    out.append(target.escape(url[position:]))
     return "".join(out)

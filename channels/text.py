@@ -1,73 +1,149 @@
-"""Fitting text into a platform's message limit without cutting through a paragraph, a sentence or a word."""
+"""Fitting text into a platform's message limit without cutting through a paragraph, a line, a sentence, a word or a
+code block.
+
+A part breaks between paragraphs first, then between the lines of a paragraph (a list, a line per item: the line
+breaks stay), then after a sentence within a line, then between words; only a single word longer than the limit is
+cut. A fenced code block (channels/markdown.py reads it) is kept whole when it fits in a part; one that does not is
+cut between its lines, and each of its parts is closed and opened again with the block's own fences, so every part
+still shows code as code.
+
+The limit is counted by `measure`: characters (`len`) by default, or UTF-16 code units (`utf16_units`, as Telegram
+and Twilio count: an emoji outside the Basic Multilingual Plane counts twice). A measure must add up: the measure of
+two strings joined is the sum of theirs.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Iterator
+
+from channels.markdown import CodeBlock, read_lines
+
+Measure = Callable[[str], int]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+PARAGRAPH, LINE, SPACE = "\n\n", "\n", " "  # what joins two pieces of a part
 
 
-def split_text(text: str, limit: int) -> list[str]:
-    """Split `text` into parts of at most `limit` characters.
+def utf16_units(text: str) -> int:
+    """The length of `text` in UTF-16 code units: how Telegram and Twilio count a message's characters."""
+    return len(text.encode("utf-16-le")) // 2
 
-    Parts break at paragraph boundaries first, then sentence ends, then spaces; only a single word longer than the
-    limit is cut. Joining the parts with blank lines gives back the text's paragraphs.
+
+def split_utf16(text: str, limit: int) -> list[str]:
+    """`split_text` with parts of at most `limit` UTF-16 code units, which is also at most `limit` characters."""
+    return split_text(text, limit, measure=utf16_units)
+
+
+def split_text(text: str, limit: int, measure: Measure = len) -> list[str]:
+    """Split `text` into parts of at most `limit` (by `measure`).
+
+    Parts break at paragraph boundaries first, then line ends, then sentence ends, then spaces; only a single word (or
+    a line of code) longer than the limit is cut. Joining the parts with blank lines gives back the text's paragraphs.
     """
     if limit < 1:
         raise ValueError("limit must be positive")
-    if len(text) <= limit:
+    if measure(text) <= limit:
         return [text]
+    return [part for part in _pack(_pieces(text, limit, measure), limit, measure) if part.strip()]
+
+
+def _pack(pieces: Iterable[tuple[str, str]], limit: int, measure: Measure) -> list[str]:
+    """Pieces (each with what joins it to the one before) put together, in order, into as few parts as fit."""
     parts: list[str] = []
-    current = ""
-    for piece in _pieces(text, limit):
-        joiner = "\n\n" if piece.startswith("\0") else " "
-        piece = piece.lstrip("\0")
-        candidate = f"{current}{joiner}{piece}" if current else piece
-        if len(candidate) <= limit:
-            current = candidate
+    current: str | None = None
+    size = 0
+    for joiner, piece in pieces:
+        grown = size + measure(joiner) + measure(piece)
+        if current is not None and grown <= limit:
+            current, size = current + joiner + piece, grown
         else:
-            if current:
+            if current is not None:
                 parts.append(current)
-            current = piece
-    if current:
+            current, size = piece, measure(piece)
+    if current is not None:
         parts.append(current)
     return parts
 
 
-def _pieces(text: str, limit: int) -> list[str]:
-    """Paragraphs that fit, else their sentences, else their words; a leading NUL marks a paragraph start."""
+def _pieces(text: str, limit: int, measure: Measure) -> Iterator[tuple[str, str]]:
+    """Paragraphs that fit, else their lines and code blocks that fit, else their sentences, else their words."""
+    for paragraph in _paragraphs(text):
+        whole = LINE.join(_written(unit) for unit in paragraph)
+        if measure(whole) <= limit:
+            yield PARAGRAPH, whole
+            continue
+        joiner = PARAGRAPH
+        for unit in paragraph:
+            if isinstance(unit, CodeBlock):
+                pieces, within = _code_pieces(unit, limit, measure), LINE
+            else:
+                pieces, within = _line_pieces(unit, limit, measure), SPACE
+            for index, piece in enumerate(pieces):
+                yield (joiner if index == 0 else within), piece
+            joiner = LINE
+
+
+def _paragraphs(text: str) -> list[list[str | CodeBlock]]:
+    """Runs of lines between blank lines (spaces at a line's end dropped), a code block (blank lines and all) read as
+    one of the lines."""
+    paragraphs: list[list[str | CodeBlock]] = [[]]
+    for unit in read_lines(text):
+        if isinstance(unit, CodeBlock) and not "".join(unit.code).strip():
+            continue  # an empty code block: nothing to show, and a part of nothing but it would be empty
+        if isinstance(unit, str) and not unit.strip():
+            if paragraphs[-1]:
+                paragraphs.append([])
+        else:
+            paragraphs[-1].append(unit if isinstance(unit, CodeBlock) else unit.rstrip())
+    return [paragraph for paragraph in paragraphs if paragraph]
+
+
+def _written(unit: str | CodeBlock) -> str:
+    return unit.written() if isinstance(unit, CodeBlock) else unit
+
+
+def _line_pieces(line: str, limit: int, measure: Measure) -> list[str]:
+    """A line that fits, else its sentences that fit, else their words (one longer than the limit cut)."""
+    if measure(line) <= limit:
+        return [line]
     pieces: list[str] = []
-    for paragraph in (p.strip() for p in re.split(r"\n\s*\n", text)):
-        if not paragraph:
+    for sentence in _SENTENCE_END.split(line):
+        if not sentence:
             continue
-        if len(paragraph) <= limit:
-            pieces.append("\0" + paragraph)
+        if measure(sentence) <= limit:
+            pieces.append(sentence)
             continue
-        first = True
-        for sentence in _SENTENCE_END.split(paragraph):
-            chunks = [sentence] if len(sentence) <= limit else _words(sentence, limit)
-            for chunk in chunks:
-                pieces.append(("\0" if first else "") + chunk)
-                first = False
+        for word in sentence.split():
+            pieces += _cut(word, limit, measure)
     return pieces
 
 
-def _words(sentence: str, limit: int) -> list[str]:
-    chunks: list[str] = []
-    current = ""
-    for word in sentence.split():
-        while len(word) > limit:
-            if current:
-                chunks.append(current)
-                current = ""
-            chunks.append(word[:limit])
-            word = word[limit:]
-        candidate = f"{current} {word}" if current else word
-        if len(candidate) <= limit:
-            current = candidate
-        else:
-            chunks.append(current)
-            current = word
-    if current:
-        chunks.append(current)
-    return chunks
+def _code_pieces(block: CodeBlock, limit: int, measure: Measure) -> list[str]:
+    """A code block whole if it fits, else runs of its lines, each closed and opened with the block's fences."""
+    whole = block.written()
+    if measure(whole) <= limit:
+        return [whole]
+    room = limit - measure(block.opening + LINE + LINE + block.closing)
+    if room < 2:  # a limit too small for the fences and a character (of two UTF-16 units): the lines as they are
+        return _lines(whole.split(LINE), limit, measure)
+    runs = _lines(block.code, room, measure)
+    return [f"{block.opening}{LINE}{run}{LINE}{block.closing}" for run in runs if run.strip()]
+
+
+def _lines(lines: Iterable[str], limit: int, measure: Measure) -> list[str]:
+    """Lines joined into runs of at most `limit`; a line longer than that cut."""
+    return _pack(((LINE, piece) for line in lines for piece in _cut(line, limit, measure)), limit, measure)
+
+
+def _cut(text: str, limit: int, measure: Measure) -> list[str]:
+    """`text` cut into pieces of at most `limit` (a single character over it stays whole)."""
+    pieces: list[str] = []
+    while measure(text) > limit:
+        end = limit
+        while end > 1 and (size := measure(text[:end])) > limit:
+            end = max(1, min(end - 1, end * limit // size))
+        pieces.append(text[:end])
+        text = text[end:]
+    pieces.append(text)
+    return pieces

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.messages import Document, Text
+from bot.messages import Document, Text, literal
 from channels.markdown import SLACK_MRKDWN, render, with_links
 from channels.slack.commands import as_typed_in_slack
 from channels.text import split_text
@@ -25,6 +25,7 @@ SECTION_TEXT_LIMIT = 3000
 BLOCKS_PER_MESSAGE = 50
 BUTTONS_PER_ACTIONS_BLOCK = 25
 BUTTON_TEXT_LIMIT = 75
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # the buttons of choices too long for one: A, B, C … (written out above them)
 BUTTON_VALUE_LIMIT = 2000
 FALLBACK_TEXT_LIMIT = SECTION_TEXT_LIMIT  # notifications show only the start; Slack cuts `text` at 40,000
 
@@ -48,7 +49,11 @@ def render_text(reply: Text, *, commands: frozenset[str] = frozenset()) -> list[
     reply's follow-ups come after, each its own message in the thread of the first. The core's `commands` it names
     are written as they are typed in Slack (channels.slack.commands)."""
     post, *follow_ups = (as_typed_in_slack(piece, commands) for piece in reply.pieces())
-    messages = _messages(_sections(with_links(post, reply.links)), _actions_blocks(reply), reply)
+    lettered = any(len(choice.label.strip()) > BUTTON_TEXT_LIMIT for choice in reply.choices)
+    if lettered:  # a label Slack would cut: the choices written out in full, the buttons their letters
+        post = f"{post}\n\n" + "\n".join(f"{letter}. {literal(choice.label.strip())}"
+                                          for letter, choice in zip(LETTERS, reply.choices, strict=False))
+    messages = _messages(_sections(with_links(post, reply.links)), _actions_blocks(reply, lettered=lettered), reply)
     if not messages:
         raise ReplyNotRenderable("the reply has neither text nor choices")
     for follow_up in follow_ups:
@@ -85,7 +90,8 @@ def render_link(document: Document, *, commands: frozenset[str] = frozenset()) -
 
 
 def escaped_parts(text: str, limit: int) -> list[str]:
-    """`text` split on paragraph/sentence/word boundaries so that each part is at most `limit` once escaped."""
+    """`text` split on paragraph/line/sentence/word boundaries (channels/text.py) so that each part is at most `limit`
+    once escaped."""
     if not text.strip():
         return []
     return _escaped_parts(text.strip(), raw_limit=limit, limit=limit)
@@ -104,7 +110,7 @@ def _escaped_parts(text: str, *, raw_limit: int, limit: int) -> list[str]:
     return parts
 
 
-def _actions_blocks(reply: Text) -> list[dict[str, Any]]:
+def _actions_blocks(reply: Text, *, lettered: bool = False) -> list[dict[str, Any]]:
     buttons = []
     for index, choice in enumerate(reply.choices):
         if len(choice.value) > BUTTON_VALUE_LIMIT:
@@ -112,7 +118,7 @@ def _actions_blocks(reply: Text) -> list[dict[str, Any]]:
                 f"choice {choice.label!r} has a value of {len(choice.value):,} characters; Slack allows "
                 f"{BUTTON_VALUE_LIMIT:,}"
             )
-        label = choice.label.strip() or choice.value or "…"
+        label = (LETTERS[index] if lettered and index < len(LETTERS) else choice.label.strip()) or choice.value or "…"
         if len(label) > BUTTON_TEXT_LIMIT:
             label = label[: BUTTON_TEXT_LIMIT - 1].rstrip() + "…"
         buttons.append(

@@ -5,7 +5,8 @@ goes through `accept`: it becomes an InboundMessage or is ignored with a logged 
 and a message is recorded; a redelivery is recognised by its update_id.
 
 Outbound, `send`: a Text's light Markdown becomes Telegram HTML (escaped, channels/markdown.py), split at 4,096
-characters (on paragraphs, sentences, words), its choices an inline keyboard under the last part (each part's
+characters (UTF-16 units; on paragraphs, lines, sentences, words, a code block whole where it fits: channels/text.py),
+its choices an inline keyboard under the last part (each part's
 sendMessage through the Bot's request, only the new message's id read from the answer); a Document goes
 through sendDocument (a file on disk is uploaded, a URL is fetched by Telegram) with a caption of at most 1,024
 characters and any overflow following as messages; an Invoice through sendInvoice (Telegram Stars; a
@@ -58,7 +59,7 @@ from channels.telegram.updates import (
     plain_text,
     update_kind,
 )
-from channels.text import split_text
+from channels.text import split_utf16
 from channels.webhook import Ignored
 
 log = logging.getLogger(__name__)
@@ -383,15 +384,7 @@ def fit(text: str, limit: int) -> list[str]:
     Telegram states its limits in characters and measures entities in UTF-16; reports differ on which counts for
     the length, so a part stays within `limit` by either measure (an emoji outside the BMP counts twice).
     """
-    parts: list[str] = []
-    for part in split_text(text, limit):
-        pieces, chars = [part], limit
-        # Only emoji-heavy text gets here: split tighter, by the share of two-unit characters, until it fits.
-        while (units := max(len(piece.encode("utf-16-le")) // 2 for piece in pieces)) > limit:
-            chars = min(chars - 1, chars * limit // units)
-            pieces = split_text(part, chars)
-        parts.extend(pieces)
-    return parts
+    return split_utf16(text, limit)
 
 
 async def _file(document: Document) -> bytes | str:

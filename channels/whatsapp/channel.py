@@ -18,6 +18,7 @@ only wait.
 from __future__ import annotations
 
 import logging
+import mimetypes
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -41,7 +42,7 @@ from bot.channel import (
 )
 from bot.messages import Document, Text
 from channels.markdown import WHATSAPP, render
-from channels.text import split_text
+from channels.text import split_utf16
 from channels.whatsapp.inbound import CHANNEL
 from channels.whatsapp.media import MediaLinks
 from channels.whatsapp.render import (
@@ -52,6 +53,17 @@ from channels.whatsapp.render import (
     whatsapp_text,
 )
 from channels.whatsapp.routes import STATUS_PATH, webhook_routes
+
+# What Twilio's WhatsApp sends as media (twilio.com/docs/whatsapp/guidance-whatsapp-media-messages): PDF, DOC, DOCX,
+# PPTX and XLSX documents, and images, audio and video of a few types; a document of another type goes as a link.
+CARRIED_MEDIA = frozenset({
+    "application/pdf", "application/msword",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "image/jpeg", "image/png", "audio/ogg", "audio/amr", "audio/3gpp", "audio/aac", "audio/mpeg", "video/mp4",
+    "text/vcard",
+})
 
 log = logging.getLogger(__name__)
 # The SDK logs every request's URL and headers at INFO: at 80 sends a second that drowns our own logs.
@@ -181,11 +193,13 @@ class WhatsAppChannel:
         else:
             raise PermanentSendError(f"the document {reply.filename!r} has neither a url nor a path to send")
         caption = render(reply.caption, WHATSAPP)
-        captions = split_text(caption, MAX_BODY_CHARS) if caption.strip() else [""]
-        first: dict[str, Any] = {"media_url": [url]}
-        if captions[0]:
-            first["body"] = captions[0]
-        return [first, *({"body": caption} for caption in captions[1:])]
+        if _media_type(reply) not in CARRIED_MEDIA:
+            # a file WhatsApp does not carry (the data export's JSON): its caption and a link to download it
+            return [{"body": body} for body in split_utf16(f"{caption}\n\n{url}".strip(), MAX_BODY_CHARS)]
+        # WhatsApp shows no caption under a document: it goes first, as a message of its own (a certificate's
+        # verification code is in it), then the file
+        captions = split_utf16(caption, MAX_BODY_CHARS) if caption.strip() else []
+        return [*({"body": part} for part in captions), {"media_url": [url]}]
 
     async def _create(self, to: str, **params: Any) -> str:
         try:
@@ -289,3 +303,10 @@ def _send_error(exc: TwilioRestException | TwilioServiceException) -> SendError:
     if status >= 500:
         return TransientSendError(detail)
     return PermanentSendError(detail)
+
+
+def _media_type(document: Document) -> str:
+    """The document's type as declared, or, where it declares none, as its file name says ("notes.pdf")."""
+    if document.media_type != "application/octet-stream":
+        return document.media_type
+    return mimetypes.guess_type(document.filename)[0] or document.media_type

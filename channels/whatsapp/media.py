@@ -57,4 +57,5 @@ class MediaLinks:
         path = Path(facts["p"])
         if not path.is_file():
             return JSONResponse({"error": "The file behind this link is gone."}, status_code=404)
-        return FileResponse(path, media_type=facts["t"])
+        # named as sent (the link's last part): a browser saves a file it cannot show (an export) under that name
+        return FileResponse(path, media_type=facts["t"], filename=request.path_params["filename"])

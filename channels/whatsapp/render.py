@@ -1,7 +1,9 @@
 """The core's replies in WhatsApp's terms: the parameters of the Twilio Messages each reply becomes.
 
-- Text: at most 1,600 characters per message (Twilio's limit for WhatsApp bodies); longer text is split on paragraph,
-  sentence or word boundaries and sent as several messages, in order.
+- Text: at most 1,600 characters per message (Twilio's limit for WhatsApp bodies, counted in UTF-16 code units, so
+  an emoji counts twice); longer text is split on paragraph, line, sentence or word boundaries (a code block kept
+  whole when it fits, else cut between its lines with its fences closed and opened again) and sent as several
+  messages, in order.
 - Formatting: the light Markdown dialogs and courses write (**bold**, *italic*, links, bullets) becomes WhatsApp's
   own *bold* and _italic_ (channels/markdown.py). WhatsApp has no escape character: outside text a dialog escaped
   (a name, an echo) and choice labels show their *, _, ~ and ` as look-alikes WhatsApp does not format.
@@ -19,7 +21,7 @@ import re
 
 from bot.messages import Choice, Text
 from channels.markdown import WHATSAPP, render, with_links
-from channels.text import split_text
+from channels.text import split_utf16
 
 MAX_BODY_CHARS = 1600
 TEMPLATE_VARIABLE_CHARS = 900  # a template body holds 1,024 characters; its own words need some of them
@@ -44,8 +46,9 @@ def whatsapp_text(reply: Text) -> str:
 
 
 def text_bodies(reply: Text) -> list[str]:
-    """The bodies of the messages a Text becomes, each within Twilio's 1,600 characters."""
-    return split_text(whatsapp_text(reply), MAX_BODY_CHARS)
+    """The bodies of the messages a Text becomes, each within Twilio's 1,600 characters (UTF-16 code units, as
+    Twilio counts them: an emoji counts twice)."""
+    return split_utf16(whatsapp_text(reply), MAX_BODY_CHARS)
 
 
 def quick_reply_variables(reply: Text) -> str | None:

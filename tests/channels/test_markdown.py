@@ -12,6 +12,7 @@ from channels.markdown import (
     TELEGRAM_HTML,
     WEB_HTML,
     WHATSAPP,
+    escape_mrkdwn,
     render,
     render_html,
 )
@@ -121,3 +122,71 @@ def test_a_text_rendered_again_comes_out_the_same_for_each_target_and_what_is_ke
     assert len(PLAIN.rendered) <= RENDERED_KEPT
     long = "a" * (RENDERED_KEPT_CHARS + 1)
     assert render(long, PLAIN) == long and long not in PLAIN.rendered
+
+
+# Fenced code blocks: code as written, only escaped ----------------------------------------------------------------
+
+CODE_PART = """Check a link's host before you trust it:
+
+```python
+# the host is the third piece
+def host_of(url):
+    return url.split("/")[2] < 3 & 4
+
+- not_a_list = host_of(url).endswith("_bank_")
+print(2*3*4, __name__, `tick`)
+```
+After the **code**."""
+CODE = CODE_PART.split("```python\n")[1].split("\n```")[0]
+
+
+def test_a_code_block_is_code_on_every_platform_its_lines_only_escaped():
+    assert render(CODE_PART, TELEGRAM_HTML) == (
+        "Check a link's host before you trust it:\n\n"
+        f"<pre><code>{html.escape(CODE, quote=False)}</code></pre>\nAfter the <b>code</b>."
+    )
+    assert render(CODE_PART, SLACK_MRKDWN) == (
+        f"Check a link's host before you trust it:\n\n```\n{escape_mrkdwn(CODE)}\n```\nAfter the *code*."
+    )
+    assert render(CODE_PART, WHATSAPP) == (
+        f"Check a link's host before you trust it:\n\n```\n{CODE}\n```\nAfter the *code*."
+    )
+    assert render(CODE_PART, PLAIN) == f"Check a link's host before you trust it:\n\n{CODE}\nAfter the code."
+
+
+def test_the_web_chat_shows_a_code_block_whole_in_pre():
+    assert render_html(CODE_PART) == (
+        "<p>Check a link's host before you trust it:</p>"
+        f"<pre><code>{html.escape(CODE, quote=False)}</code></pre><p>After the <strong>code</strong>.</p>"
+    )
+
+
+def test_a_tilde_fence_a_longer_fence_and_an_unclosed_fence_are_code_and_an_escaped_one_is_not():
+    assert render("~~~\n*a*\n~~~", TELEGRAM_HTML) == "<pre><code>*a*</code></pre>"
+    assert render("````\n```\n*a*\n````\n*b*", TELEGRAM_HTML) == "<pre><code>```\n*a*</code></pre>\n<i>b</i>"
+    assert render("```\n*a*", TELEGRAM_HTML) == "<pre><code>*a*</code></pre>"
+    assert render("```\n \n```", TELEGRAM_HTML) == ""  # Telegram refuses an empty <pre>
+    assert render(literal("```\n*a*\n```"), TELEGRAM_HTML) == "```\n*a*\n```"
+    assert "<pre>" not in render("```inline``` *b*", TELEGRAM_HTML)  # not a fence: backticks after it
+
+
+# Underscores: emphasis at a word's edge only, never inside a bare address ----------------------------------------
+
+URLS = "Read https://docs.python.org/3/reference/datamodel.html#object.__init__ and https://x.test/wiki/_Hello_ today."
+
+
+@pytest.mark.parametrize("target", [TELEGRAM_HTML, SLACK_MRKDWN, WHATSAPP, PLAIN])
+def test_nothing_in_a_bare_address_formats(target):
+    assert render(URLS, target) == target.escape(URLS)
+    assert render(f"**see {URLS}**", target) == target.bold(target.escape(f"see {URLS}"))
+
+
+def test_a_bare_address_in_the_web_chat_html_is_text_and_escapes_in_it_still_read():
+    assert render_html(URLS) == f"<p>{URLS}</p>"
+    assert render(literal("https://x.test/a_b_<c>"), TELEGRAM_HTML) == "https://x.test/a_b_&lt;c&gt;"
+    assert render(literal("https://x.test/_a_"), WHATSAPP) == "https://x.test/ˍaˍ"  # outside text formats nothing
+
+
+def test_double_underscores_inside_a_word_are_not_bold():
+    assert render("call obj__init__x or snake__case__name", TELEGRAM_HTML) == "call obj__init__x or snake__case__name"
+    assert render("a __strong__ word", TELEGRAM_HTML) == "a <b>strong</b> word"

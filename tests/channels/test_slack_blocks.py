@@ -98,11 +98,16 @@ def test_many_choices_go_over_actions_blocks_of_at_most_25_buttons_with_unique_a
     assert [b["value"] for b in buttons(message)] == [f"value-{i}" for i in range(30)]
 
 
-def test_button_text_is_cut_to_75_characters_and_values_over_2000_are_refused():
-    [message] = render_text(Text("Which?", (Choice("x" * 200, "long"),)))
-    label = buttons(message)[0]["text"]["text"]
-    assert len(label) == BUTTON_TEXT_LIMIT and label.endswith("…")
-    assert buttons(message)[0]["value"] == "long"
+def test_choices_too_long_for_a_button_are_written_out_and_pressed_by_letter_and_values_over_2000_refused():
+    stem = "Use a long passphrase for every account, stored in a password manager you trust, "
+    choices = (Choice(stem + "and change it when a service is breached <now>", "quiz:1:0:aa"),
+               Choice(stem + "and never change it", "quiz:1:1:bb"), Choice("Neither", "quiz:1:2:cc"))
+    assert all(len(choice.label) > BUTTON_TEXT_LIMIT for choice in choices[:2])  # alike in their first 75
+    [message] = render_text(Text("Which?", choices))
+    assert sections(message) == [f"Which?\n\nA. {stem}and change it when a service is breached &lt;now&gt;\n"
+                                 f"B. {stem}and never change it\nC. Neither"]
+    assert [(b["text"]["text"], b["value"]) for b in buttons(message)] == [
+        ("A", "quiz:1:0:aa"), ("B", "quiz:1:1:bb"), ("C", "quiz:1:2:cc")]
     with pytest.raises(ReplyNotRenderable, match="2,000"):
         render_text(Text("Which?", (Choice("Too long", "v" * 2001),)))
 

@@ -7,6 +7,8 @@ python-telegram-bot) against the local Bot API stand-in, which can be told to fa
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 import socket
 import time
 import uuid
@@ -328,3 +330,19 @@ def test_the_bot_apis_answer_is_read_as_python_telegram_bot_reads_it(answer):
 def test_an_answer_that_is_no_json_raises_python_telegram_bots_own_error():
     with pytest.raises(TelegramError, match="Invalid server response"):
         AiohttpRequest.parse_json_payload(b"<html>Bad Gateway</html>")
+
+
+async def test_a_code_block_too_long_for_one_message_is_code_in_each_part(channel, standin):
+    code = "\n".join(f"total = total + row_{n}  # __add__ of *row* {n} < limit" for n in range(120))
+    reply = Text("# Sums\n\nRun this:\n\n```python\n" + code + "\n```\n\n- done")
+    await channel.send(Delivery(outbox_id=1, chat_id=str(CHAT), reply=reply))
+    texts = standin.texts(CHAT)
+    shown_chars = [len(html.unescape(re.sub(r"<[^>]+>", "", text))) for text in texts]  # as Telegram counts
+    assert len(texts) == 2 and all(chars <= MAX_TEXT_CHARS for chars in shown_chars)
+    first_line = "total = total + row_0  # __add__ of *row* 0 &lt; limit\n"
+    assert texts[0].startswith(f"<b>Sums</b>\n\nRun this:\n\n<pre><code>{first_line}")
+    assert texts[0].endswith("</code></pre>") and texts[1].startswith("<pre><code>total = total + row_")
+    assert texts[1].endswith("</code></pre>\n\n• done")
+    shown = "\n".join(text.split("<pre><code>")[1].split("</code></pre>")[0] for text in texts)
+    assert shown == code.replace("<", "&lt;")
+    await channel.close()

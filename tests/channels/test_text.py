@@ -1,4 +1,4 @@
-from channels.text import split_text
+from channels.text import split_text, split_utf16, utf16_units
 
 
 def test_short_text_is_one_part():
@@ -31,3 +31,50 @@ def test_every_part_fits_on_real_text(fixtures_dir):
         parts = split_text(text, limit)
         assert all(0 < len(p) <= limit for p in parts)
         assert " ".join(" ".join(parts).split()) == " ".join(text.split())
+
+
+LIST = "Here is how to check a message:\n" + "\n".join(
+    f"- **Step {n}:** check the sender's address. Then the link's real domain!" for n in range(1, 18)
+)
+
+
+def test_a_long_list_breaks_between_its_lines_and_keeps_every_line_break():
+    parts = split_text(LIST, 300)
+    assert len(parts) > 1 and all(len(p) <= 300 for p in parts)
+    assert "\n".join(parts) == LIST
+    assert all(part.startswith(("Here", "- **Step")) for part in parts)
+
+
+def test_a_line_too_long_breaks_at_sentences_then_words_and_the_lines_around_it_stay():
+    text = "First line.\nOne sentence here. Two sentence here.\nlast"
+    assert split_text(text, 20) == ["First line.", "One sentence here.", "Two sentence here.", "last"]
+    assert split_text("a\n" + "word " * 6 + "\nb", 12) == ["a\nword word", "word word", "word word\nb"]
+
+
+CODE = "```python\n" + "\n".join(f"print({n})  # line {n}" for n in range(40)) + "\n```"
+
+
+def test_a_code_block_that_fits_a_part_stays_whole_blank_lines_and_all():
+    block = "```\nx = 1\n\n\ny = 2\n```"
+    text = "Intro.\n\n" + block + "\n\nOutro."
+    assert split_text(text, len(block) + 3) == ["Intro.", block, "Outro."]
+
+
+def test_a_code_block_cut_across_parts_is_closed_and_opened_again_in_each():
+    parts = split_text("Look:\n\n" + CODE, 200)
+    assert len(parts) > 2 and all(len(p) <= 200 for p in parts)
+    assert parts[0].startswith("Look:\n\n```python\n")
+    parts[0] = parts[0].removeprefix("Look:\n\n")
+    code = []
+    for part in parts:
+        assert part.startswith("```python\n") and part.endswith("\n```")
+        code += part.removeprefix("```python\n").removesuffix("\n```").split("\n")
+    assert code == CODE.split("\n")[1:-1]
+
+
+def test_parts_can_be_measured_in_utf16_units():
+    text = "\n".join(f"🏆 {n:02d}. 🔥🔥 Learner {n} ⭐⭐⭐ 12 lessons 🎉" for n in range(1, 41))
+    parts = split_utf16(text, 1600)
+    assert len(text) < 1600 < utf16_units(text) and len(parts) == 2
+    assert all(utf16_units(p) <= 1600 for p in parts) and "\n".join(parts) == text
+    assert split_text("🎉" * 5, 4, measure=utf16_units) == ["🎉🎉", "🎉🎉", "🎉"]

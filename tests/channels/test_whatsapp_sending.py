@@ -97,6 +97,32 @@ async def test_a_long_reply_goes_in_parts_of_at_most_1600_characters_in_order(ch
     assert all(message.get("StatusCallback") == f"{PUBLIC_BASE_URL}/webhooks/twilio/status" for message in twilio.sent)
 
 
+def utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+async def test_a_long_list_goes_in_parts_that_keep_its_lines(channel, twilio):
+    step = "check the sender's address, the link's real domain and whether it is urgent"
+    steps = "\n".join(f"- **Step {n}:** {step}" for n in range(1, 19))
+    await channel.send(delivery(Text("Here is how to check a message:\n" + steps)))
+    bodies = [message.body for message in twilio.sent]
+    assert len(bodies) == 2 and all(len(body) <= 1600 for body in bodies)
+    shown = ["Here is how to check a message:"] + [f"• *Step {n}:* {step}" for n in range(1, 19)]
+    assert "\n".join(bodies).split("\n") == shown
+
+
+async def test_the_1600_limit_is_counted_in_utf16_units_as_twilio_counts(channel, twilio, tmp_path):
+    board = "\n".join(f"🏆 {n:02d}. 🔥🔥 Learner {n} ⭐⭐⭐ 12 lessons 🎉" for n in range(1, 41))
+    assert len(board) <= 1600 < utf16_units(board)
+    await channel.send(delivery(Text(board)))
+    await channel.send(delivery(Document("board.pdf", board, url="https://cdn.example.org/board.pdf"), outbox_id=2))
+    text_bodies, caption_bodies, [media] = twilio.sent[:2], twilio.sent[2:4], twilio.sent[4:]
+    for sent in (text_bodies, caption_bodies):
+        assert len(sent) == 2 and all(utf16_units(message.body) <= 1600 for message in sent)
+        assert "\n".join(message.body for message in sent) == board
+    assert media.form["MediaUrl"] == ["https://cdn.example.org/board.pdf"] and media.body is None
+
+
 async def test_choices_go_as_numbered_lines_and_markdown_becomes_whatsapp_formatting(channel, twilio):
     await channel.send(delivery(Text("**Quiz**: which letter comes *second*?", QUIZ.choices)))
     assert twilio.sent[0].body == "*Quiz*: which letter comes _second_?\n\n1. Alpha\n2. Beta"
@@ -126,8 +152,10 @@ async def test_documents_go_by_url_and_local_files_through_a_signed_link_the_app
         await channel.send(delivery(Document("notes.pdf", "Today's notes", url="https://cdn.example.org/notes.pdf")))
         await channel.send(delivery(Document("certificate.pdf", "Well done!", path=str(handout),
                                              media_type="application/pdf"), outbox_id=2))
-        by_url, by_path = twilio.sent
-        assert by_url.form["MediaUrl"] == ["https://cdn.example.org/notes.pdf"] and by_url.body == "Today's notes"
+        # WhatsApp shows no caption under a document: the caption goes first, on its own
+        notes, by_url, well_done, by_path = twilio.sent
+        assert notes.body == "Today's notes" and well_done.body == "Well done!"
+        assert by_url.form["MediaUrl"] == ["https://cdn.example.org/notes.pdf"] and by_url.body is None
         [link] = by_path.form["MediaUrl"]
         assert link.startswith(f"{PUBLIC_BASE_URL}/webhooks/twilio/media/") and link.endswith("/certificate.pdf")
 
@@ -137,6 +165,22 @@ async def test_documents_go_by_url_and_local_files_through_a_signed_link_the_app
         token = link.split("/")[-2]
         forged = link.replace(token, token[:-4] + ("0000" if not token.endswith("0000") else "1111"))
         assert (await webhooks.client.get(forged)).status_code == 403
+
+
+async def test_a_file_whatsapp_does_not_carry_goes_as_a_link_under_its_caption(settings, twilio, tmp_path):
+    export = tmp_path / "lessonbot-data.json"
+    export.write_text('{"name": "Ann"}', encoding="utf-8")
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        channel = app.state.lessonbot.channels["whatsapp"]
+        await channel.send(delivery(Document("lessonbot-data.json", "Everything I keep about you.", path=str(export),
+                                             media_type="application/json")))
+        [sent] = twilio.sent  # (Twilio's WhatsApp takes PDF, DOC, DOCX, PPTX and XLSX documents only)
+        assert sent.form.get("MediaUrl") is None
+        caption, link = sent.body.split("\n\n")
+        assert caption == "Everything I keep about you." and link.endswith("/lessonbot-data.json")
+        fetched = await webhooks.client.get(link)
+        assert fetched.status_code == 200 and fetched.json() == {"name": "Ann"}
+        assert fetched.headers["content-disposition"] == 'attachment; filename="lessonbot-data.json"'
 
 
 # Twilio's errors, as the dispatcher needs them ------------------------------------------------------------------------

@@ -18,6 +18,10 @@
   const SEND_ATTEMPTS = 3; // tries of one POST through network errors and 5xx answers
   const TYPING_TIMEOUT_MS = 60000;
   const HISTORY_PAGES = 50;
+  // While the server refuses the event stream (too many from one address: a classroom behind one router), replies
+  // are asked for every POLL_MS, and the stream tried again after a wait that doubles up to STREAM_RETRY_MAX_MS.
+  const POLL_MS = 3000;
+  const STREAM_RETRY_MAX_MS = 30000;
   const SESSION_KEY = "lessonbot.session";
   // The server gives the page its replies only, so the learner's own side of the conversation is kept here.
   const SENT_KEY_PREFIX = "lessonbot.sent.";
@@ -58,6 +62,7 @@
   let session = null;
   let lastReplyId = 0;
   let events = null;
+  let streamRefusals = 0; // the stream refused in a row (its "open" starts the count over)
   let typingTimer = null;
   let draftItem = null; // the bubble showing a reply as it is written, if any
   let sending = false;
@@ -272,7 +277,10 @@
       `${API}/events?session=${encodeURIComponent(session)}&after=${lastReplyId}`
     );
     events = source;
-    source.addEventListener("open", () => setStatus("online"));
+    source.addEventListener("open", () => {
+      streamRefusals = 0;
+      setStatus("online");
+    });
     // Each event's data is JSON; one that is not is logged and skipped.
     const onJson = (name, handle) =>
       source.addEventListener(name, (event) => {
@@ -302,17 +310,26 @@
   }
 
   async function recoverEvents() {
-    await sleep(2000);
-    try {
-      // EventSource tells no status code, so ask the same question as a plain request.
-      const response = await request("GET", historyPath(lastReplyId));
-      if (refused(response)) {
-        await renewSession();
-        return;
+    // EventSource tells no status code, so ask the same question as a plain request: a session no longer valid is
+    // made anew; otherwise the replies since the last one shown are fetched as plain requests until the stream is
+    // tried again (the server may refuse it for a while: too many streams from one address).
+    const wait = Math.min(STREAM_RETRY_MAX_MS, 2000 * 2 ** streamRefusals);
+    streamRefusals += 1;
+    const until = Date.now() + wait;
+    do {
+      await sleep(Math.min(POLL_MS, Math.max(0, until - Date.now())));
+      if (events) return;
+      try {
+        const response = await request("GET", historyPath(lastReplyId));
+        if (refused(response)) {
+          await renewSession();
+          return;
+        }
+        if (response.ok) for (const reply of response.data.replies || []) showReply(reply);
+      } catch {
+        /* still unreachable: ask again, and the stream is tried again */
       }
-    } catch {
-      /* still unreachable: the new stream will retry */
-    }
+    } while (Date.now() < until);
     if (!events) openEvents();
   }
 
@@ -432,32 +449,35 @@
 
   // The only HTML the page shows: the server's rendering of a reply's light Markdown (channels/markdown.py), copied
   // element by element through this allow-list, so nothing else it might hold (a script, a handler, a style, a
-  // javascript: address) reaches the page. Without it, the plain text is shown.
-  const ALLOWED = new Set(["P", "BR", "UL", "OL", "LI", "STRONG", "EM", "CODE", "A"]);
+  // javascript: address) reaches the page. Without it, the plain text is shown. Its text goes in as text nodes, a
+  // bare web address in it made a link as in plain text (not inside a link or code, which stay as they are).
+  const ALLOWED = new Set(["P", "BR", "UL", "OL", "LI", "STRONG", "EM", "CODE", "PRE", "A"]);
+  const UNLINKED = new Set(["A", "CODE", "PRE"]);
 
   function fillBubble(parent, html, text) {
     if (typeof html !== "string") {
       appendText(parent, typeof text === "string" ? text : "");
       return;
     }
-    const copy = (from, to) => {
+    const copy = (from, to, linkable) => {
       for (const node of from.childNodes) {
         if (node.nodeType === Node.TEXT_NODE) {
-          to.append(document.createTextNode(node.data));
+          if (linkable) appendText(to, node.data);
+          else to.append(document.createTextNode(node.data));
         } else if (node.nodeType === Node.ELEMENT_NODE && ALLOWED.has(node.tagName)) {
           const element = document.createElement(node.tagName.toLowerCase());
           const url = node.tagName === "A" ? safeUrl(node.getAttribute("href")) : null;
           if (url) Object.assign(element, { href: url, target: "_blank", rel: "noopener noreferrer" });
           const start = node.tagName === "OL" ? Number(node.getAttribute("start")) : NaN;
           if (Number.isInteger(start) && start > 1) element.start = start;
-          copy(node, element);
+          copy(node, element, linkable && !UNLINKED.has(node.tagName));
           to.append(element);
         } else if (node.nodeType === Node.ELEMENT_NODE) {
-          copy(node, to);
+          copy(node, to, linkable);
         }
       }
     };
-    copy(new DOMParser().parseFromString(html, "text/html").body, parent);
+    copy(new DOMParser().parseFromString(html, "text/html").body, parent, true);
   }
 
   function appendMessage(who) {
