@@ -243,14 +243,14 @@ class Learners:
     def answer(self, chat: str) -> tuple[str, str | None]:
         """The right answer to the question the newest reply asks: a button, or typed."""
         reply = self.platform.last.get(chat)
-        for choice in getattr(reply, "choices", ()):
+        choices = list(getattr(reply, "choices", ()))
+        for choice in choices:
             if choice.value.startswith("quiz:"):
                 question = self.questions[int(choice.value.split(":")[1])]
-                if question.kind == "choice":
-                    right = str(question.correct_choice)
-                else:
-                    right = str(bool(question.is_true)).lower()
-                return choice.label, f"quiz:{question.id}:{right}"
+                if question.kind == "choice":  # the button offered for it (its value carries the choice's words)
+                    right = choices[question.correct_choice]
+                    return right.label, right.value
+                return choice.label, f"quiz:{question.id}:{str(bool(question.is_true)).lower()}"
         asked = getattr(reply, "text", "")
         for question in self.questions.values():
             if question.kind == "text" and question.prompt in asked:

@@ -7,7 +7,8 @@ the certificate.
 - enrolled: the learner enrolled in the lesson's course (an `Enrollment` row: picking a course makes one);
 - entitled: `storage.courses.may_access` (a free course, a paid course's preview, or an entitlement in force);
 - where: in a chat of many (a Telegram group, a Slack channel), only a lesson free to try is shown, since everyone
-  there reads it; the rest of a paid course comes in a private chat;
+  there reads it, nor pushed there (`Conversation.shared`, as the chat's last message said); the rest of a paid
+  course comes in a private chat;
 - in order: the lesson is the learner's current one in its course, or one they already started or finished, so
   lessons open one after another (and a lesson an author adds later never locks a learner out of their place);
   a question only once every part of its lesson was delivered to the learner.
@@ -21,7 +22,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from dialogs.i18n import Translator
-from dialogs.turn import Exchange, Turn
+from dialogs.turn import Exchange
 from storage.courses import (
     Course,
     Enrollment,
@@ -57,7 +58,7 @@ async def lesson_closed(x: Exchange, lesson: Lesson) -> Closed | None:
     course = await course_by_id(x.transaction, lesson.course_id)
     if course is None or not await may_access(x.transaction, x.user.id, course, lesson.position, now=x.now):
         return Closed.NOT_ENTITLED
-    if isinstance(x, Turn) and not x.message.private and not free_to_try(course, lesson.position):
+    if x.shared and not free_to_try(course, lesson.position):
         return Closed.NOT_HERE
     if enrollment.current_lesson_id != lesson.id and await progress_in(x, lesson) is None:
         return Closed.OUT_OF_ORDER

@@ -186,8 +186,9 @@ async def _earned(x: Exchange, course: Course) -> bool:
     right, total = await access.quiz_score(x, course)
     if not access.passes(course, right, total):
         x.say(_("The certificate needs {mark}% of the quiz questions right at the first try; you got {right} of "
-                "{total}. Retake the ones you missed: each counts as you answer it then.", mark=course.pass_mark,
-                right=right, total=total), choices=[(_("Retake the questions I missed"), RETAKE)])
+                "{total}. Retake each one you missed a day after you last answered it: it counts as you answer it "
+                "then.", mark=course.pass_mark, right=right, total=total),
+              choices=[(_("Retake the questions I missed"), RETAKE)])
         return False
     return True
 

@@ -95,9 +95,12 @@ def numbered_choices(turn: Turn) -> bool:
 
 
 async def understood(turn: Turn) -> InboundMessage:
-    """The message with a typed choice read as the choice it names (by its label, or its number where numbered)."""
+    """The message with a typed choice read as the choice it names (by its label, or its number where numbered); a
+    message asked as a question on purpose (`meta["question"]`: Slack's /ask, a Rasa assistant's ask action) is its
+    words, whatever a button says."""
     message = turn.message
-    if message.choice is not None or not message.text.strip() or len(message.text) > LONGEST_LABEL * 2:
+    if (message.choice is not None or message.meta.get("question") or not message.text.strip()
+            or len(message.text) > LONGEST_LABEL * 2):
         return message
     value = await typed_choice(turn, message.text, numbers=numbered_choices(turn))
     return message if value is None else replace(message, choice=value)

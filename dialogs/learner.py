@@ -74,8 +74,9 @@ async def joined_to(x: Exchange, course: Course) -> Enrollment:
 
 
 def mark_home(x: Exchange, learner: Learner) -> None:
-    """Pushed lessons go to the chat where the learner last learned."""
-    if x.conversation is not None:
+    """Pushed lessons go to the chat where the learner last learned; a chat of many (a group) only for a learner who
+    has no other."""
+    if x.conversation is not None and not (x.shared and learner.home_conversation_id is not None):
         learner.home_conversation_id = x.conversation.id
 
 

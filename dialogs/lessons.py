@@ -142,15 +142,15 @@ async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
         return
     number = lessons.index(lesson) + 1
     closed = await access.lesson_closed(x, lesson)
-    if closed is access.Closed.NOT_HERE:
-        x.say(access.not_here(_))
-        return
     if closed is not None:
-        if not pushed:
+        if pushed:
+            return
+        if closed is access.Closed.NOT_HERE:
+            x.say(access.not_here(_))
+        else:
             x.say(locked(_, course, number), choices=buy_choices(_, course, later=LATER))
         return
-    if not pushed and (isinstance(x, Turn) and x.message.private or learner.home_conversation_id is None):
-        # (a chat of many becomes the home of pushed lessons only for a learner who has no other)
+    if not pushed:
         mark_home(x, learner)
     flow.leave(x.state, "quiz")
     if enrollment.current_part < len(lesson.parts):

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Document
@@ -24,7 +24,7 @@ from dialogs.learner import tr
 from dialogs.turn import Turn
 from storage.admins import AdminRole
 from storage.learners import Certificate
-from storage.models import Conversation, OutboxMessage, User
+from storage.models import OutboxMessage, User
 from storage.outbox import OutboxStatus
 from storage.personal_data import Erasure, erase_person, export_person, person_of, without_member
 
@@ -37,8 +37,11 @@ UNNAMED_GRACE = timedelta(hours=1)
 _IN_CHUNK = 500  # codes looked up in one statement
 
 
+EXPORTS_FOLDER = "exports"  # DATA_DIR/exports/user-<id>/
+
+
 def export_folder(data_dir: Path, user_id: int) -> Path:
-    return Path(data_dir) / "exports" / f"user-{user_id}"
+    return Path(data_dir) / EXPORTS_FOLDER / f"user-{user_id}"
 
 
 async def write_export(session: AsyncSession, user_id: int, *, data_dir: Path, now: datetime) -> Path:
@@ -123,7 +126,7 @@ async def sweep_files(session: AsyncSession, data_dir: Path, *, now: datetime) -
         chunk = stems[start:start + _IN_CHUNK]
         named.update(await session.scalars(select(Certificate.code).where(Certificate.code.in_(chunk))))
     unnamed = [path for path in pdfs if path.stem not in named]
-    people = await asyncio.to_thread(_export_folders, folder / "exports")
+    people = await asyncio.to_thread(_export_folders, folder / EXPORTS_FOLDER)
     ids = sorted(people)
     living: set[int] = set()
     for start in range(0, len(ids), _IN_CHUNK):
@@ -131,7 +134,7 @@ async def sweep_files(session: AsyncSession, data_dir: Path, *, now: datetime) -
     gone = [people[user_id] for user_id in ids if user_id not in living]
     expired = (now - timedelta(days=EXPORT_DAYS)).timestamp()
     old = await asyncio.to_thread(_old_exports, [people[i] for i in ids if i in living], expired)
-    waiting = await _files_still_to_send(session, sorted(old))
+    waiting = await _files_still_to_send(session) if old else set()
     return await asyncio.to_thread(_sweep, unnamed, gone, [path for paths in old.values() for path in paths
                                                             if path.resolve() not in waiting], settled)
 
@@ -141,16 +144,15 @@ async def sweep_files(session: AsyncSession, data_dir: Path, *, now: datetime) -
 _UNSENT = (OutboxStatus.PENDING, OutboxStatus.SENDING, OutboxStatus.WAITING, OutboxStatus.DEAD)
 
 
-async def _files_still_to_send(session: AsyncSession, user_ids: list[int]) -> set[Path]:
-    """The files the unsent replies to these people's chats name (an export older than EXPORT_DAYS stays for them)."""
-    named: set[Path] = set()
-    for start in range(0, len(user_ids), _IN_CHUNK):
-        payloads = await session.scalars(
-            select(OutboxMessage.payload).join(Conversation, Conversation.id == OutboxMessage.conversation_id)
-            .where(Conversation.user_id.in_(user_ids[start:start + _IN_CHUNK]), OutboxMessage.status.in_(_UNSENT))
-        )
-        named.update(Path(payload["path"]).resolve() for payload in payloads if isinstance(payload.get("path"), str))
-    return named
+async def _files_still_to_send(session: AsyncSession) -> set[Path]:
+    """The export files that unsent replies carry, to whichever chat (a learner's own, or an admin's /admin export):
+    an export older than EXPORT_DAYS stays for them. Few replies wait with a file: the database finds those whose
+    payload names an exports folder, and their paths are read here."""
+    payloads = await session.scalars(
+        select(OutboxMessage.payload).where(OutboxMessage.status.in_(_UNSENT),
+                                            cast(OutboxMessage.payload, Text).contains(EXPORTS_FOLDER))
+    )
+    return {Path(payload["path"]).resolve() for payload in payloads if isinstance(payload.get("path"), str)}
 
 
 def _old_exports(folders: list[Path], expired: float) -> dict[int, list[Path]]:

@@ -91,19 +91,22 @@ def choice_value(prefix: str, question: Question, index: int) -> str:
 
 
 def _fingerprint(choice: str) -> str:
-    return hashlib.sha256(answer_key(choice).encode()).hexdigest()[:6]
+    """Of the choice's words as written ("C" and "C#", "x > y" and "x < y" are other choices)."""
+    return hashlib.sha256(choice.strip().encode()).hexdigest()[:6]
 
 
 def pressed_choice(question: Question, given: str) -> int | None:
     """The choice a pressed button ("1:5d41ab", after the question's id) picks among the question's choices now:
-    the one with its words (wherever a re-import put it), else none; a button without a fingerprint, its index."""
+    the one at its index if its words are still there, else the one with its words (wherever a re-import put it),
+    else none; a button without a fingerprint, its index."""
     choices = question.choices or []
     index, _, fingerprint = given.partition(":")
     if not index.isdigit():
         return None
-    if not fingerprint:
-        return int(index) if int(index) < len(choices) else None
-    return next((at for at, choice in enumerate(choices) if _fingerprint(choice) == fingerprint), None)
+    at = int(index)
+    if not fingerprint or (at < len(choices) and _fingerprint(choices[at]) == fingerprint):
+        return at if at < len(choices) else None
+    return next((other for other, choice in enumerate(choices) if _fingerprint(choice) == fingerprint), None)
 
 
 def _typed_choice(question: Question, given: str) -> int | None:
@@ -150,8 +153,11 @@ def typing_hint(x: Exchange) -> str:
     return _("(Type your answer.)")
 
 
-def feedback(_: Translator, question: Question, verdict: Verdict) -> str:
-    """Right or not, the explanation: the moment the answer is freshest is the moment to explain it."""
+def feedback(_: Translator, question: Question, verdict: Verdict, *, reveal: bool = True) -> str:
+    """Right or not, the explanation: the moment the answer is freshest is the moment to explain it. Without
+    `reveal` (a wrong retake), neither the answer nor the explanation: the lesson holds them."""
+    if not reveal:
+        return _("❌ Not quite. Its lesson has the answer: read it again before the question comes back.")
     head = _("✅ Right!") if verdict.correct else _("❌ Not quite. The answer is: {answer}", answer=verdict.answer)
     return f"{head}\n{question.explanation}".strip()
 

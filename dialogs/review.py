@@ -13,7 +13,7 @@ would ask (`_open_due`, the one rule for which due cards are still open to the l
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from fsrs import Card, Rating, Scheduler
 from sqlalchemy import func, select
@@ -183,7 +183,11 @@ def nothing_due(_, when: datetime | None, x: Exchange) -> str:
 
 # /retake ------------------------------------------------------------------------------------------------------------
 # A learner whose certificate waits for the pass mark answers the questions their lessons scored wrong again: each
-# counts as they answer it then (once), and the certificate follows when the mark is reached.
+# counts as they answer it then (once), and the certificate follows when the mark is reached. A question missed comes
+# back a day after its last answer (RETAKE_AFTER), and a wrong retake does not show the answer: the pass mark stays
+# a measure of what was learned, not of trying each choice in turn.
+
+RETAKE_AFTER = timedelta(hours=20)  # "a day": the same hour tomorrow, or a little earlier
 
 
 async def retake(turn: Turn, _args: str) -> None:
@@ -209,9 +213,26 @@ async def retake(turn: Turn, _args: str) -> None:
     if not missed:
         turn.say(_("There is nothing to retake in “{title}”.", title=course.title))
         return
+    # a question missed comes back a day after its last answer: time to read its lesson again, not to try the
+    # choices one after another
+    last = {question_id: card.last_reviewed_at for question_id in missed
+            if (card := await card_of(turn.transaction, turn.user.id, question_id)) is not None}
+    ready = [question_id for question_id in missed if _answered_before(last.get(question_id), turn.now - RETAKE_AFTER)]
+    if not ready:
+        when = min(moment for moment in last.values() if moment is not None) + RETAKE_AFTER
+        local = when.astimezone(zone_for(turn.user.timezone))
+        turn.say(_("A question you missed comes back for a retake a day after you last answered it: the next on "
+                   "{date} at {time}. Reading its lesson again meanwhile helps.", date=_.date(local),
+                   time=f"{local:%H:%M}"))
+        return
+    missed = ready
     turn.say(_.plural("{n} question to retake. Here it comes:", "{n} questions to retake. Here they come:",
                       len(missed)))
     await flow.start(turn, "review", {"queue": missed, "total": len(missed), "right": 0, "retake": course.id})
+
+
+def _answered_before(moment: datetime | None, limit: datetime) -> bool:
+    return moment is None or moment.astimezone(timezone.utc) <= limit
 
 
 async def ask_review(x: Exchange, data: flow.Data) -> None:
@@ -253,7 +274,7 @@ async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
         if verdict.correct:
             learner.points += POINTS_REVIEW_RIGHT
             data["right"] += 1
-        turn.say(questions.feedback(_, question, verdict))
+        turn.say(questions.feedback(_, question, verdict, reveal=not data.get("retake") or verdict.correct))
     data["queue"] = data["queue"][1:]
     if data["queue"]:
         return "answer"

@@ -47,6 +47,7 @@ from storage.courses import (
     Lesson,
     LessonProgress,
     course_lessons,
+    free_to_try,
     lesson_questions,
     may_access,
     progress_of,
@@ -464,7 +465,7 @@ async def post_lesson(session: AsyncSession, team: Team, local_date: date, *, no
     if lesson is None or lesson.retired:
         return False
     course = await session.get(Course, team.course_id)
-    if course is None or not open_to_everyone(course, lesson):  # a course priced since the team chose it
+    if course is None or not free_to_try(course, lesson.position):  # a course priced since the team chose it
         log.warning("a team's next lesson is beyond its paid course's free preview: not posted in the channel",
                     extra={"team_id": team.id, "lesson_id": lesson.id})
         return False
@@ -485,11 +486,6 @@ async def post_lesson(session: AsyncSession, team: Team, local_date: date, *, no
 def _number_of(lesson: Lesson, live: list[Lesson]) -> int:
     """A lesson's number among its course's live lessons, as learners see it (1 = first); 0 if it is not one."""
     return next((number for number, other in enumerate(live, start=1) if other.id == lesson.id), 0)
-
-
-def open_to_everyone(course: Course, lesson: Lesson) -> bool:
-    """Whether a lesson may be posted where every member reads it: a free course's, or a paid one's free preview."""
-    return course.access == FREE or lesson.position <= course.free_preview_lessons
 
 
 async def on_button(turn: Turn, value: str) -> None:

@@ -72,6 +72,12 @@ class Exchange:
         """The ORM session in the exchange's transaction, made on first use (with the turn's loaded rows in it)."""
         return self.transaction.session
 
+    @property
+    def shared(self) -> bool:
+        """Whether the chat is one of many (a group, a channel), where everyone reads what is said: as its last
+        message said (`Conversation.shared`)."""
+        return bool(self.conversation is not None and self.conversation.shared)
+
     def say(self, text: str, choices: Sequence[Choice | tuple[str, str]] = (), *, links: Sequence[Link] = ()) -> None:
         """Send text with optional choices (buttons, or numbered options where a platform has no buttons) and links
         to open (link buttons, or links under the text).
@@ -112,6 +118,11 @@ class Turn(Exchange):
     # a turn rolled back or replayed would leave rows naming files that are gone). Dropped with a turn that does not
     # commit; a process that dies between the commit and these leaves them undone.
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the chat is one of many, as this message says."""
+        return not self.message.private
 
     @property
     def text(self) -> str:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -175,6 +176,9 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_inbound_at: Mapped[datetime | None] = mapped_column()
     opted_out_at: Mapped[datetime | None] = mapped_column()  # the person sent STOP: nothing goes out until START
+    # a chat of many (a Telegram group, a Slack channel), as its last message said: what is one learner's alone (a
+    # paid lesson) is not shown there, not even pushed; None: not known yet (none since the column came), not one
+    shared: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class InboundSequence(Base):

@@ -2,7 +2,7 @@
 response (and `dispatcher.utter_message`) takes, which every Rasa channel connector renders in its own way.
 
 A choice becomes a button whose payload is an intent with its entity written out (`/lessonbot_choice{"lessonbot_choice":
-"quiz:12:1"}`): Rasa reads such a payload without its NLU model, so pressing the button reaches
+"quiz:12:1:5d41ab"}`): Rasa reads such a payload without its NLU model, so pressing the button reaches
 `action_lessonbot_answer` with the value exactly as we offered it. Text is light Markdown rendered as plain text:
 each Rasa connector (a web widget, Slack, Telegram) shows plain text as it is.
 """

@@ -161,3 +161,26 @@ async def test_a_buyer_asking_in_a_group_is_sent_to_a_private_chat_not_to_buy(se
             "Here in the group I answer from the free courses only. Ask me in a private chat about yours."]
     finally:
         await bot.stop()
+
+
+async def test_a_question_asked_on_purpose_is_its_words_even_those_of_a_button(settings):
+    """Slack's /ask marks its words a question: "/ask later" during a lesson asks about "later", not the lesson's
+    Later button (whose value would otherwise be what the answerer and the authors' log get)."""
+    import uuid
+
+    from bot.messages import InboundMessage
+
+    bot, channel = await knowing_bot(settings, SAMPLE)
+    try:
+        t = Learning(bot, channel)
+        await onboard(t)
+        await t.press("Start my first lesson")
+        assert "Later" in t.labels()
+        await bot.receive(InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id="ann",
+                                         sender_id="ann", text="later", meta={"command": "/ask", "question": True}))
+        await bot.settle()
+        async with bot.db.sessions() as session:
+            assert list(await session.scalars(select(KnowledgeQuestion.question))) == ["later"]
+        assert not channel.texts("ann")[-1].startswith("Your place is saved")  # (not the Later button's answer)
+    finally:
+        await bot.stop()

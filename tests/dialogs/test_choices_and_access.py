@@ -28,6 +28,7 @@ from tests.dialogs.learning_support import (  # noqa: F401 (learning_bot is a fi
     learning_bot,
     onboard,
 )
+from tests.support import message, shown
 
 
 async def test_a_genuine_button_still_works_however_late(learning_bot):
@@ -252,6 +253,9 @@ async def test_a_paid_lesson_is_never_shown_in_a_group_nor_its_quiz(learning_bot
     assert await in_group(question.choices[0].label, choice=question.choices[0].value) == [
         "That button isn't available."]  # (offered in her private chat, not here)
     assert await in_group("/next") == [not_here]  # the quiz of a paid lesson neither
+    async with bot.db.transaction() as session:  # lesson 1's question comes up for review: she reviews in the group
+        await session.execute(update(QuestionCard).where(QuestionCard.user_id == user.id).values(due=func.now()))
+    assert (await in_group("/review"))[0].endswith("to review. Here it comes:")  # (free: open in a group)
     _user, learner = await learner_row(bot, "test", "ann")
     async with bot.db.sessions() as session:
         home = await session.get(Conversation, learner.home_conversation_id)
@@ -262,6 +266,8 @@ async def test_a_paid_lesson_is_never_shown_in_a_group_nor_its_quiz(learning_bot
 
 
 async def test_a_certificate_withheld_for_the_pass_mark_follows_a_retake_of_what_was_missed(learning_bot, tmp_path):
+    from datetime import timedelta
+
     bot, channel = learning_bot
     folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
     yaml = (folder / "course.yaml").read_text()
@@ -274,11 +280,23 @@ async def test_a_certificate_withheld_for_the_pass_mark_follows_a_retake_of_what
         await t.press(t.last().choices[0].label)
     await t.press(t.last().choices[0].label)  # "Authority": the one question missed (Urgency is right)
     await answer_until(t, bot, "The certificate needs")
-    assert t.last().text.endswith("Retake the ones you missed: each counts as you answer it then.")
+    assert "Retake each one you missed a day after you last answered it" in t.last().text
+
+    async def a_day_on() -> None:  # (the question missed was last answered a day ago)
+        async with bot.db.transaction() as session:
+            for card in await session.scalars(select(QuestionCard)):
+                card.last_reviewed_at -= timedelta(hours=21)
+
+    [not_yet] = await t.press("Retake the questions I missed")
+    assert not_yet.startswith("A question you missed comes back for a retake a day after you last answered it")
+    await a_day_on()
     [intro, asked] = await t.press("Retake the questions I missed")
     assert intro == "1 question to retake. Here it comes:" and asked.startswith("Retake 1 of 1\n")
-    [_feedback, done, withheld] = await t.press("Reward")  # missed again: the certificate still waits
+    [feedback, done, withheld] = await t.press("Reward")  # missed again: the certificate still waits
+    assert feedback == "❌ Not quite. Its lesson has the answer: read it again before the question comes back."
     assert done == "Retake done: 0 of 1 right." and withheld.startswith("The certificate needs 100%")
+    assert (await t.press("Retake the questions I missed"))[0].startswith("A question you missed comes back")
+    await a_day_on()
     await t.press("Retake the questions I missed")
     [feedback, done] = await t.press("Urgency")
     assert feedback.startswith("✅ Right!") and done == "Retake done: 1 of 1 right."
@@ -286,3 +304,32 @@ async def test_a_certificate_withheld_for_the_pass_mark_follows_a_retake_of_what
     assert any(isinstance(reply, Document) for reply in channel.sent["ann"])
     assert await t.say("/retake") == ["You have your certificate for “Spot the phish, five minutes a day” already: "
                                       "/certificate sends it again."]
+
+
+async def test_a_paid_lesson_is_not_pushed_to_a_learner_whose_only_chat_is_a_group(learning_bot):
+    from dialogs.lessons import deliver_next_lesson
+
+    bot, channel = learning_bot
+    await import_sample(bot, PAID)
+    group = InGroup(bot, channel, chat="study-group")
+    await onboard(group, course="Passwords that hold — 3.00 GBP")
+    user, learner = await learner_row(bot, "test", "ann")
+    async with bot.db.transaction() as session:
+        home = await session.get(Conversation, learner.home_conversation_id)
+        assert home.chat_id == "study-group" and home.shared  # her only chat: the lessons' home all the same
+        session.add(Entitlement(user_id=user.id, course_id=learner.course_id, source="grant", reference="group-2"))
+    await group.press("Start my first lesson")
+    await answer_until(group, bot, "🎉 Lesson done")  # lesson 1: free to try, shown there
+    async with bot.db.transaction() as session:
+        person = await session.get(User, user.id)
+        assert await deliver_next_lesson(session, person) == []  # lesson 2 is hers alone: not pushed to the group
+
+
+class InGroup(Learning):
+    """Ann writing in a group chat (its id is not hers: a chat of many)."""
+
+    async def say(self, text: str, *, choice: str | None = None) -> list[str]:
+        before = len(self.channel.sent[self.chat])
+        await self.bot.receive(message(text, chat=self.chat, sender="ann", choice=choice))
+        await self.bot.settle()
+        return [shown(reply) for reply in self.channel.sent[self.chat][before:] if isinstance(reply, Text)]

@@ -226,3 +226,18 @@ async def test_a_quiz_button_whose_choice_is_gone_asks_the_question_as_it_is_now
     assert t.labels() == ["Authority", "Urgency", "A reward"]
     async with bot.db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(QuestionCard)) == 0  # nothing graded
+
+
+async def test_choices_alike_but_for_punctuation_are_each_graded_as_pressed(learning_bot, tmp_path):
+    bot, channel = learning_bot
+    t, shown = await at_the_first_question_then_choices_rewritten(
+        bot, channel, tmp_path, "- [ ] Authority\n- [x] Urgency\n- [ ] Reward")  # (no change: the choices as shown)
+    folder = tmp_path / "course"
+    lesson = folder / "lessons" / "01-what-phishing-wants.md"
+    lesson.write_text(lesson.read_text().replace("- [ ] Authority\n- [x] Urgency\n- [ ] Reward",
+                                                 "- [ ] C\n- [x] C#\n- [ ] C++"))
+    await import_sample(bot, folder)
+    await t.say("/next")  # the question as it is now
+    assert t.labels() == ["C", "C#", "C++"]
+    [feedback, *_] = await t.press("C#")
+    assert feedback.startswith("✅ Right!")

@@ -408,7 +408,8 @@ async def test_an_erased_team_member_is_neither_made_again_nor_invited_by_the_me
     assert len(channel.texts("carl")) == invitations  # and not invited again
 
 
-async def test_an_export_still_waiting_to_be_sent_outlives_its_days(admin_bot):
+@pytest.mark.parametrize("asked_by", ["ann", "boss"])  # her own /export, or an admin's /admin export of her data
+async def test_an_export_still_waiting_to_be_sent_outlives_its_days(admin_bot, asked_by):
     from datetime import timedelta
 
     from dialogs.personal import EXPORT_DAYS
@@ -419,8 +420,11 @@ async def test_an_export_still_waiting_to_be_sent_outlives_its_days(admin_bot):
 
     bot, channel = admin_bot
     ann = await ann_learns(bot, channel)
-    await ann.say("/export")
-    [export] = [Path(document.path) for document in documents(channel, "ann")]
+    if asked_by == "ann":
+        await ann.say("/export")
+    else:
+        await Learning(bot, channel, chat="boss").say("/admin export test:ann")
+    [export] = [Path(document.path) for document in documents(channel, asked_by)]
     now = utcnow() + timedelta(days=EXPORT_DAYS + 1)  # (WhatsApp's window closed before it went: it waits)
     async with bot.db.transaction() as session:
         [row] = [row for row in await session.scalars(select(OutboxMessage)) if row.payload.get("path")]

@@ -13,7 +13,7 @@ from alembic import command
 from sqlalchemy import select, update
 
 from bench.processes import DatabaseUnreachable, postgres_database
-from storage.courses import LessonProgress, Question, QuestionCard
+from storage.courses import LessonProgress, QuestionCard
 from storage.db import Database
 from storage.migrate import alembic_config, upgrade
 from tests.conftest import POSTGRES_ADMIN_URL, missing
@@ -41,14 +41,18 @@ async def test_cards_of_lessons_finished_before_0027_are_scored_as_their_lessons
     db = Database(fresh_url)
     try:
         course = await sample_course(db)
-        user = await add_learner(db, course_id=course)
+        user, other = await add_learner(db, course_id=course), await add_learner(db, course_id=course)
         first, second, *_ = await took_lessons(db, user, course, 1, at=AT)  # lesson 1 finished, at lesson 2
+        await took_lessons(db, other, course, 1, at=AT)
         async with db.transaction() as session:
-            await session.execute(update(LessonProgress).where(LessonProgress.user_id == user).values(score=2 / 3))
+            await session.execute(update(LessonProgress).values(score=2 / 3))
             # lesson 1: right at first then wrong in a review; right; wrong. Lesson 2 (not finished): one right.
             for question, (attempts, correct) in zip(first + second[:1], [(2, 1), (1, 1), (1, 0), (1, 1)],
                                                      strict=True):
                 session.add(QuestionCard(user_id=user, question_id=question, attempts=attempts, correct=correct))
+            # the other learner's two right at first were both answered wrong in reviews since
+            for question, (attempts, correct) in zip(first, [(3, 1), (2, 1), (1, 0)], strict=True):
+                session.add(QuestionCard(user_id=other, question_id=question, attempts=attempts, correct=correct))
     finally:
         await db.dispose()
     command.downgrade(alembic_config(fresh_url), "0026")
@@ -56,11 +60,11 @@ async def test_cards_of_lessons_finished_before_0027_are_scored_as_their_lessons
     db = Database(fresh_url)
     try:
         async with db.sessions() as session:
-            scored = dict((await session.execute(
-                select(QuestionCard.question_id, QuestionCard.scored_right)
-                .join(Question, Question.id == QuestionCard.question_id).order_by(Question.id)
-            )).all())
-        assert [scored[question] for question in first] == [True, True, False]  # 2 of 3, as the lesson scored
-        assert scored[second[0]] is None
+            scored = {(user_id, question): right for user_id, question, right in (await session.execute(
+                select(QuestionCard.user_id, QuestionCard.question_id, QuestionCard.scored_right)
+            )).all()}
+        assert [scored[user, question] for question in first] == [True, True, False]  # 2 of 3, as the lesson scored
+        assert [scored[other, question] for question in first] == [True, True, False]
+        assert scored[user, second[0]] is None
     finally:
         await db.dispose()

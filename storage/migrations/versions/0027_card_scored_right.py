@@ -46,27 +46,27 @@ def _false() -> str:
 
 
 def _reconcile_with_lesson_scores() -> None:
-    bind = op.get_bind()
-    short = bind.execute(sa.text(
-        "SELECT p.user_id, p.lesson_id, p.score, COUNT(c.id), "
-        f"SUM(CASE WHEN c.scored_right = {_true()} THEN 1 ELSE 0 END) "
-        "FROM lesson_progress p JOIN questions q ON q.lesson_id = p.lesson_id "
-        "JOIN question_cards c ON c.question_id = q.id AND c.user_id = p.user_id "
-        "WHERE p.completed_at IS NOT NULL AND p.score IS NOT NULL "
-        "GROUP BY p.user_id, p.lesson_id, p.score"
-    )).all()
-    for user_id, lesson_id, score, cards, right in short:
-        missing = round(float(score) * cards) - int(right or 0)
-        if missing <= 0:
-            continue
-        candidates = bind.execute(sa.text(
-            "SELECT c.id FROM question_cards c JOIN questions q ON q.id = c.question_id "
-            f"WHERE c.user_id = :user AND q.lesson_id = :lesson AND c.scored_right = {_false()} AND c.correct > 0 "
-            "ORDER BY c.correct * 1.0 / c.attempts DESC, c.id LIMIT :missing"
-        ), {"user": user_id, "lesson": lesson_id, "missing": missing}).scalars().all()
-        if candidates:
-            bind.execute(sa.text(f"UPDATE question_cards SET scored_right = {_true()} WHERE id = :id"),
-                         [{"id": card} for card in candidates])
+    """One statement: for each finished lesson whose cards marked right fall short of its score's share, the cards
+    answered right at least once since, likeliest first (the highest share right, then the oldest), up to the
+    shortfall. (Rounding a half is the database's: the backfill of scores kept as shares is as near as they allow.)"""
+    true, false = _true(), _false()
+    op.execute(
+        f"UPDATE question_cards SET scored_right = {true} WHERE id IN ("
+        " SELECT id FROM ("
+        "  SELECT c.id AS id, short.missing AS missing, ROW_NUMBER() OVER ("
+        "   PARTITION BY c.user_id, q.lesson_id ORDER BY c.correct * 1.0 / c.attempts DESC, c.id) AS place"
+        "  FROM question_cards c JOIN questions q ON q.id = c.question_id"
+        "  JOIN ("
+        "   SELECT p.user_id AS user_id, p.lesson_id AS lesson_id,"
+        f"   ROUND(p.score * COUNT(c2.id)) - SUM(CASE WHEN c2.scored_right = {true} THEN 1 ELSE 0 END) AS missing"
+        "   FROM lesson_progress p JOIN questions q2 ON q2.lesson_id = p.lesson_id"
+        "   JOIN question_cards c2 ON c2.question_id = q2.id AND c2.user_id = p.user_id"
+        "   WHERE p.completed_at IS NOT NULL AND p.score IS NOT NULL"
+        "   GROUP BY p.user_id, p.lesson_id, p.score"
+        "  ) short ON short.user_id = c.user_id AND short.lesson_id = q.lesson_id"
+        f"  WHERE c.scored_right = {false} AND c.correct > 0 AND short.missing > 0"
+        " ) ranked WHERE place <= missing)"
+    )
 
 
 def downgrade() -> None:
