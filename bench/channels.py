@@ -94,7 +94,7 @@ def add_arguments(channels: argparse.ArgumentParser) -> None:
     channels.add_argument(
         "--split", action="store_true",
         help="webhooks to `lessonbot serve --no-worker` (record, acknowledge, send) beside a second process that "
-             "only processes (`serve --no-dispatcher`), as docker-compose.yml scales out",
+             "only processes (`serve --no-dispatcher`)",
     )
     channels.add_argument(
         "--postgres-url", default=DEFAULT_POSTGRES_ADMIN_URL,

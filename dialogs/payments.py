@@ -1027,8 +1027,8 @@ async def admin_revoke(turn: Turn, args: str) -> None:
                     user=user.id)
     bought = await paid_purchase(turn.session, user.id, course.id)
     if bought is not None:
-        text += "\n" + _("Their purchase stays: a purchase is taken back with /admin refund {receipt}, which needs "
-                         "the payments role.", receipt=receipt_number(bought))
+        text += "\n" + _("Their purchase stays: a purchase is taken back with /admin refund {receipt}, which an "
+                         "owner or an admin may do.", receipt=receipt_number(bought))
     turn.say(text)
 
 

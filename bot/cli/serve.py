@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--no-dispatcher", action="store_true", help="leave sending to a `lessonbot dispatch` process")
     serve.set_defaults(func=cmd_serve, uses_database=True)
 
-    dispatch = subparsers.add_parser("dispatch", help="run only the outbox dispatcher")
+    dispatch = subparsers.add_parser(
+        "dispatch", help="run the outbox dispatcher and the clock (lessons, nudges, broadcasts) only"
+    )
     dispatch.set_defaults(func=cmd_dispatch, uses_database=True)
 
 

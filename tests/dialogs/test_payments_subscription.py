@@ -437,8 +437,8 @@ async def test_an_admin_revoke_leaves_a_purchase_to_a_refund(shop, stripe_api):
     [payment] = await payments(bot)
     [revoked] = await boss.say("/admin revoke test:ann passwords-that-hold")
     assert revoked == (f"Revoked 0 entitlements to “Passwords that hold” from learner {payment.user_id}.\nTheir "
-                       f"purchase stays: a purchase is taken back with /admin refund LB-{payment.id:06d}, which needs "
-                       "the payments role.")
+                       f"purchase stays: a purchase is taken back with /admin refund LB-{payment.id:06d}, which an "
+                       "owner or an admin may do.")
     [purchase] = await entitlements(bot)
     assert purchase.revoked_at is None and stripe_api.subscriptions[paid["subscription"]]["status"] == "active"
     async with bot.db.sessions() as session:
