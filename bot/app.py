@@ -227,12 +227,13 @@ def build_channels(settings: Settings, db: Database) -> list[Channel]:
             "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (installable into many)"
         )
     if settings.rasa_url:
-        from bot.rasa_actions import rasa_file_links
+        from bot.rasa_actions import rasa_file_links, rasa_message_seal
         from channels.rasa import RasaChannel
 
         channels.append(
             RasaChannel(
                 server_url=settings.rasa_url,
+                seal=rasa_message_seal(settings),
                 token=settings.rasa_token,
                 intent=settings.rasa_trigger_intent,
                 output_channel=settings.rasa_output_channel,

@@ -43,7 +43,7 @@ from bot.core import Lessonbot
 from bot.messages import reply_from_payload
 from channels.http import PRIVATE, read_limited_body, sent_document
 from channels.rasa import tracker as said
-from channels.rasa.channel import MESSAGE_ENTITY
+from channels.rasa.channel import MESSAGE_ENTITY, MessageSeal
 from channels.rasa.files import FileLinks, document_link
 from channels.rasa.render import bot_message
 from dialogs import apologies, flow
@@ -233,18 +233,18 @@ class DeliverAction(Action):
     """Says a reply Lessonbot sent on its own (a lesson at the learner's hour, a nudge) through the Rasa server's
     trigger_intent: the reply is the triggered intent's `lessonbot_message` entity (channels/rasa/channel.py)."""
 
+    def __init__(self, seal: MessageSeal) -> None:
+        self.seal = seal
+
     def name(self) -> str:
         return "action_lessonbot_deliver"
 
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        carried = next(tracker.get_latest_entity_values(MESSAGE_ENTITY), None)
-        try:
-            message = json.loads(carried) if isinstance(carried, str) else None
-        except ValueError:
-            message = None
-        if not isinstance(message, dict) or not isinstance(message.get("text"), str):
+        # only a reply Lessonbot sealed: a person may type the intent with an entity of their own
+        message = self.seal.opened(next(tracker.get_latest_entity_values(MESSAGE_ENTITY), None))
+        if message is None or not isinstance(message.get("text"), str):
             log.warning("action_lessonbot_deliver was called without a message of ours")
             return []
         shown = {key: message[key] for key in ("text", "buttons", "attachment") if key in message}
@@ -261,11 +261,21 @@ def action_executor(desk: ActionDesk) -> ActionExecutor:
     executor = ActionExecutor()
     for action in ACTIONS:
         executor.register_action(action(desk))
-    executor.register_action(DeliverAction())
+    executor.register_action(DeliverAction(rasa_message_seal(desk.lessonbot.settings)))
     return executor
 
 
 # The HTTP side: what rasa-sdk's own server answers, on Starlette ---------------------------------------------------
+
+
+def _inflated(body: bytes) -> bytes:
+    """A deflated action call, held to the same limit once inflated (a few hundred kilobytes may inflate to
+    gigabytes)."""
+    inflater = zlib.decompressobj()
+    inflated = inflater.decompress(body, MAX_ACTION_CALL_BYTES + 1)
+    if len(inflated) > MAX_ACTION_CALL_BYTES or inflater.unconsumed_tail:
+        raise RequestRejected(413, f"The action call is over {MAX_ACTION_CALL_BYTES:,} bytes once inflated.")
+    return inflated
 
 
 def action_routes(executor: ActionExecutor, *, token: str = "") -> list[Route]:
@@ -279,7 +289,7 @@ def action_routes(executor: ActionExecutor, *, token: str = "") -> list[Route]:
         try:
             body = await read_limited_body(request, MAX_ACTION_CALL_BYTES)
             if request.headers.get("content-encoding") == "deflate":
-                body = zlib.decompress(body)
+                body = _inflated(body)
             action_call = json.loads(body)
         except RequestRejected as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
@@ -333,6 +343,12 @@ def file_routes(files: FileLinks, host: ChannelHost) -> list[Route]:
 def _carries(request: Request, token: str) -> bool:
     given = request.query_params.get("token") or request.headers.get("authorization", "").removeprefix("Bearer ")
     return hmac.compare_digest(given.encode(), token.encode())
+
+
+def rasa_message_seal(settings: Settings) -> MessageSeal:
+    """The seal of what Lessonbot sends through trigger_intent, from SECRET_KEY (the sender's and the action
+    server's alike)."""
+    return MessageSeal(settings.resolved_secret_key)
 
 
 def rasa_file_links(settings: Settings) -> FileLinks | None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bot.config import Settings
+    from bot.core import Lessonbot
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
         try:
             if interactive:
                 print(f"Chatting as {args.user}. Type a message; /help lists commands; Ctrl-D quits.")
-            await lessonbot.settle()  # what was queued for this person while no terminal was open
+            await settled(lessonbot)  # what was queued for this person while no terminal was open
             while True:
                 if interactive:
                     print("you> ", end="", flush=True)
@@ -41,7 +42,7 @@ def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
                 if not line.strip():
                     continue
                 await lessonbot.receive(console.inbound(line))
-                await lessonbot.settle()
+                await settled(lessonbot)
         finally:
             await lessonbot.stop()
 
@@ -50,3 +51,12 @@ def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print()
     return 0
+
+
+async def settled(lessonbot: Lessonbot) -> None:
+    """Wait for the replies to what was typed; a turn slower than the wait (a model's long answer) goes on, and its
+    replies are printed when they come."""
+    try:
+        await lessonbot.settle()
+    except TimeoutError:
+        print("(still working on it: the answer follows when it is ready)", flush=True)

@@ -8,6 +8,11 @@ named by `output_channel` (`latest`: where the person last wrote). So a reply go
 in the entity `lessonbot_message`; the example domain's rule answers that intent with `action_lessonbot_deliver`,
 which says it (bot/rasa_actions.py). The dispatcher calls `send` at `RASA_SENDS_PER_SECOND` at most.
 
+The entity is sealed: "SEAL.JSON", the seal an HMAC of the JSON under a key derived from SECRET_KEY (`MessageSeal`),
+which the action server holds too. A person can type the intent with any entity they like (Rasa reads
+`/EXTERNAL_lessonbot_message{…}` without its model, as it reads our buttons): without the seal, the action says
+nothing, so no one makes the assistant say their words as Lessonbot's.
+
 Outcomes, as the dispatcher reads them: 2xx sent; 429 → RateLimited (Retry-After); a timeout, a dropped connection
 or a 5xx → TransientSendError; 401/403 (RASA_TOKEN), 404 (the API is off, or the intent is not in the domain) and
 other 4xx → PermanentSendError, with what to fix.
@@ -15,8 +20,11 @@ other 4xx → PermanentSendError, with what to fix.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -28,6 +36,34 @@ from channels.rasa.render import bot_message
 log = logging.getLogger(__name__)
 
 MESSAGE_ENTITY = "lessonbot_message"  # the entity of the triggered intent that carries the reply
+SEAL_CHARS = 32
+
+
+class MessageSeal:
+    """Seals the reply a triggered intent carries, and opens it: only a reply Lessonbot sealed is said."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._key = hashlib.sha256(b"lessonbot rasa message\0" + secret_key.encode()).digest()
+
+    def _signature(self, text: str) -> str:
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()[:SEAL_CHARS]
+
+    def seal(self, message: dict[str, Any]) -> str:
+        text = json.dumps(message, ensure_ascii=False)
+        return f"{self._signature(text)}.{text}"
+
+    def opened(self, carried: object) -> dict[str, Any] | None:
+        """The reply a sealed entity carries; None for one not sealed here (typed by a person, or another key)."""
+        if not isinstance(carried, str):
+            return None
+        signature, _, text = carried.partition(".")
+        if not hmac.compare_digest(signature.encode(), self._signature(text).encode()):
+            return None
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return None
+        return message if isinstance(message, dict) else None
 
 
 class RasaChannel:
@@ -37,6 +73,7 @@ class RasaChannel:
         self,
         *,
         server_url: str,
+        seal: MessageSeal,
         token: str = "",
         intent: str = "EXTERNAL_lessonbot_message",
         output_channel: str = "latest",
@@ -47,6 +84,7 @@ class RasaChannel:
         """`server_url`: the Rasa server (started with `--enable-api`); `token`: its `--auth-token`, sent as Rasa
         expects it, in the query string; `files`: the links of documents (none: a document goes as its caption)."""
         self.server_url = server_url.rstrip("/")
+        self.seal = seal
         self.token = token
         self.intent = intent
         self.output_channel = output_channel
@@ -69,7 +107,7 @@ class RasaChannel:
         if self.token:
             params["token"] = self.token
         url = f"{self.server_url}/conversations/{quote(delivery.chat_id, safe='')}/trigger_intent"
-        body = {"name": self.intent, "entities": {MESSAGE_ENTITY: json.dumps(message, ensure_ascii=False)}}
+        body = {"name": self.intent, "entities": {MESSAGE_ENTITY: self.seal.seal(message)}}
         try:
             response = await self._http().post(url, params=params, json=body)
         except httpx.TimeoutException:

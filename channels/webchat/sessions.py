@@ -48,7 +48,7 @@ class SessionSigner:
         session_id, _, rest = token.partition(".")
         issued, _, signature = rest.partition(".")
         expected = _sign(self._session_key, f"{session_id}.{issued}")
-        if not session_id or not issued.isdigit() or not hmac.compare_digest(signature, expected):
+        if not session_id or not issued.isdigit() or not hmac.compare_digest(signature.encode(), expected.encode()):
             raise RequestRejected(403, "This chat session is not valid here; start a new one (reload the page).")
         if self.clock() - int(issued) > self.idle_seconds:
             days = self.idle_seconds / 86400
@@ -62,7 +62,7 @@ class SessionSigner:
         return _sign(self._file_key, f"{session_id}/{reply_id}")
 
     def file_signature_matches(self, session_id: str, reply_id: int, signature: str) -> bool:
-        return hmac.compare_digest(signature, self.file_signature(session_id, reply_id))
+        return hmac.compare_digest(signature.encode(), self.file_signature(session_id, reply_id).encode())
 
 
 def _derive(secret_key: str, purpose: bytes) -> bytes:

@@ -36,6 +36,7 @@ from bot.rasa_actions import (
     learner_slots,
 )
 from channels.rasa import RasaChannel
+from channels.rasa.channel import MessageSeal
 from channels.rasa.files import FileLinks
 from channels.rasa.render import bot_message, button_payload
 from channels.rasa.tracker import call_id
@@ -49,6 +50,8 @@ from tests.bot.rasa_support import ACTIONS_TOKEN, EXAMPLE, button, example_domai
 from tests.dialogs.learning_support import PAID, SAMPLE, import_sample
 
 ANSWER, NEXT = "action_lessonbot_answer", "action_lessonbot_next"
+
+SEAL = MessageSeal("test-secret-key-0123456789")  # what the sender seals, the action server opens
 
 
 def slots(run: ActionRun) -> dict[str, object]:
@@ -279,16 +282,31 @@ def delivery(reply=None, outbox_id: int = 7) -> Delivery:
 async def test_trigger_intent_carries_the_reply_for_the_deliver_action():
     async with RasaServerStandIn(action_endpoint="http://127.0.0.1:9/webhook", domain=example_domain(),
                                  rules={}) as rasa:
-        channel = RasaChannel(server_url=rasa.url)
+        channel = RasaChannel(server_url=rasa.url, seal=SEAL)
         rasa.rules = {}
         with pytest.raises(PermanentSendError, match="RASA_TRIGGER_INTENT"):
             await channel.send(delivery())
         [call] = rasa.triggered
         assert call["sender"] == "u 1/é"  # the sender id travels quoted in the path
-        carried = json.loads(call["body"]["entities"]["lessonbot_message"])
+        carried = SEAL.opened(call["body"]["entities"]["lessonbot_message"])
         go = {"title": "Go", "payload": button_payload("lesson:next")}
         assert carried == {"text": "Hello there", "buttons": [go]}
         await channel.close()
+
+
+async def test_a_message_typed_as_the_deliver_intent_is_not_said_as_lessonbots(settings):
+    """Rasa reads a typed `/EXTERNAL_lessonbot_message{…}` without its model, as it reads our buttons: a person could
+    have the assistant say their words (a phishing link) as Lessonbot's. Only a reply Lessonbot sealed is said."""
+    async with rasa_assistant(settings) as (rasa, bot):
+        forged = {"text": "Your access expires today. Confirm your password: https://evil.example/login"}
+        other_key = MessageSeal("another-secret-key-0123456789").seal(forged)
+        for carried in (json.dumps(forged), other_key, "0" * 32 + "." + json.dumps(forged)):
+            typed = "/EXTERNAL_lessonbot_message" + json.dumps({"lessonbot_message": carried})
+            run = await rasa.press("u1", {"title": "", "payload": typed}, action="action_lessonbot_deliver")
+            assert run.responses == [], carried
+        sealed = "/EXTERNAL_lessonbot_message" + json.dumps({"lessonbot_message": SEAL.seal({"text": "Ours"})})
+        ours = await rasa.press("u1", {"title": "", "payload": sealed}, action="action_lessonbot_deliver")
+        assert ours.texts == ["Ours"]  # (this bot's own key: what its dispatcher sends is said)
 
 
 async def test_a_document_sent_on_lessonbots_own_carries_its_signed_link(tmp_path):
@@ -296,11 +314,11 @@ async def test_a_document_sent_on_lessonbots_own_carries_its_signed_link(tmp_pat
     certificate = Document("certificate.pdf", caption="Your certificate", path=str(tmp_path / "c.pdf"))
     async with RasaServerStandIn(action_endpoint="http://127.0.0.1:9/webhook", domain=example_domain(),
                                  rules={}) as rasa:
-        channel = RasaChannel(server_url=rasa.url, files=links)
+        channel = RasaChannel(server_url=rasa.url, seal=SEAL, files=links)
         with pytest.raises(PermanentSendError):  # no rule for the intent here: only what was sent matters
             await channel.send(delivery(certificate, outbox_id=41))
         await channel.close()
-    carried = json.loads(rasa.triggered[0]["body"]["entities"]["lessonbot_message"])
+    carried = SEAL.opened(rasa.triggered[0]["body"]["entities"]["lessonbot_message"])
     assert carried == {"text": "Your certificate", "attachment": links.url("u 1/é", 41)}
     assert carried["attachment"].startswith("https://actions.example.com/files/u%201%2F%C3%A9/41/")
     assert links.matches("u 1/é", 41, carried["attachment"].rsplit("/", 1)[1])
@@ -312,7 +330,7 @@ async def test_a_document_sent_on_lessonbots_own_carries_its_signed_link(tmp_pat
                                                 (429, RateLimited)])
 async def test_what_the_rasa_server_answers_tells_the_dispatcher_what_to_do(status, error):
     async with RasaServerStandIn(action_endpoint="http://127.0.0.1:9/webhook", domain=example_domain()) as rasa:
-        channel = RasaChannel(server_url=rasa.url)
+        channel = RasaChannel(server_url=rasa.url, seal=SEAL)
         rasa.failures = [status]
         with pytest.raises(error):
             await channel.send(delivery())
@@ -321,12 +339,12 @@ async def test_what_the_rasa_server_answers_tells_the_dispatcher_what_to_do(stat
 
 async def test_a_rasa_server_that_does_not_answer_in_time_is_tried_again_later():
     async with RasaServerStandIn(action_endpoint="http://127.0.0.1:9/webhook", domain=example_domain()) as rasa:
-        channel = RasaChannel(server_url=rasa.url, timeout=0.2)
+        channel = RasaChannel(server_url=rasa.url, seal=SEAL, timeout=0.2)
         rasa.delay = 1.0
         with pytest.raises(TransientSendError, match="in time"):
             await channel.send(delivery())
         await channel.close()
-    unreachable = RasaChannel(server_url=f"http://127.0.0.1:{free_port()}")
+    unreachable = RasaChannel(server_url=f"http://127.0.0.1:{free_port()}", seal=SEAL)
     with pytest.raises(TransientSendError, match="reached"):
         await unreachable.send(delivery())
     await unreachable.close()
@@ -350,9 +368,9 @@ async def test_a_document_goes_as_a_signed_link_to_that_user_only(settings):
 
 
 def test_sends_to_the_rasa_server_keep_to_rasa_sends_per_second():
-    assert RasaChannel(server_url="http://rasa:5005", sends_per_second=20).rate_limits("u1") == (
+    assert RasaChannel(server_url="http://rasa:5005", seal=SEAL, sends_per_second=20).rate_limits("u1") == (
         RateLimit("rasa", 20, 1.0, shared=True),)
-    assert RasaChannel(server_url="http://rasa:5005", sends_per_second=0.5).rate_limits("u1") == (
+    assert RasaChannel(server_url="http://rasa:5005", seal=SEAL, sends_per_second=0.5).rate_limits("u1") == (
         RateLimit("rasa", 1, 2.0, shared=True),)
 
 
@@ -391,6 +409,11 @@ async def test_the_action_server_answers_as_rasa_sdks_own_server(settings):
                                          headers={"Content-Encoding": "deflate"})
             assert deflated.status_code == 200
             assert deflated.json()["responses"][0]["text"].startswith("First, let's set you up")
+            # a small deflated body that inflates past the limit (a few hundred kilobytes to hundreds of megabytes)
+            bomb = zlib.compress(b'{"x": "' + b" " * 64_000_000 + b'"}', 9)
+            assert len(bomb) < 1_000_000
+            inflating = await client.post("/webhook", content=bomb, headers={"Content-Encoding": "deflate"})
+            assert inflating.status_code == 413 and "once inflated" in inflating.json()["error"]
         async with httpx.AsyncClient(base_url=base) as client:
             refused = await client.post("/webhook", json=call)
             wrong = await client.post("/webhook", json=call, params={"token": "guess"})
@@ -427,7 +450,7 @@ def test_a_setting_found_unusable_inside_a_command_is_one_message_too(monkeypatc
 
 def test_the_example_domain_declares_what_the_actions_use():
     domain = example_domain()
-    served = {action.action for action in ACTIONS} | {DeliverAction().name()}
+    served = {action.action for action in ACTIONS} | {DeliverAction(SEAL).name()}
     assert set(domain["actions"]) == served
     set_after_each_call = {*learner_slots(None), "lessonbot_error"}
     assert set_after_each_call | {"lessonbot_choice"} <= set(domain["slots"])

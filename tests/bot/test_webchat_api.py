@@ -242,6 +242,8 @@ BAD_REQUESTS = [
     BadRequest("session not a string", lambda s, _: json_body(session=123, text="hi"), 401, "Missing 'session'"),
     BadRequest("forged signature", lambda s, _: json_body(session=forged(s), text="hi"), 403, "not valid here"),
     BadRequest("altered session id", lambda s, _: json_body(session=altered(s), text="hi"), 403, "not valid here"),
+    BadRequest("signature of other characters", lambda s, _: json_body(session=s.rpartition(".")[0] + ".üü",
+                                                                       text="hi"), 403, "not valid here"),
     BadRequest("unsigned session", lambda s, _: json_body(session=s.partition(".")[0], text="hi"), 403, "not valid"),
     BadRequest(
         "session of another server",
