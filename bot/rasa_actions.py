@@ -92,7 +92,7 @@ class ActionDesk:
             shown = bot_message(reply_from_payload(payload), link=link)
             if shown is not None:
                 dispatcher.utter_message(**shown)
-        return await self._slots(tracker.sender_id, answer, domain)
+        return await self.slots(tracker.sender_id, domain, failed=answer.failed)
 
     async def _answer(self, platform_id: str, conversation_id: int) -> Answer | None:
         """The call's answer once its message is processed, taken for this response; None if that takes longer than
@@ -123,11 +123,11 @@ class ActionDesk:
             return None
         return found.user.locale if found else None
 
-    async def _slots(self, sender_id: str, answer: Answer, domain: dict[str, Any]) -> list[EventType]:
+    async def slots(self, sender_id: str, domain: dict[str, Any], *, failed: bool = False) -> list[EventType]:
         """The learner's facts as slot events, for the slots the domain declares (all of them without a domain)."""
         found = await self.learner(sender_id)
         values = learner_slots(found)
-        values[said.ERROR_SLOT] = "failed" if answer.failed else None
+        values[said.ERROR_SLOT] = "failed" if failed else None
         declared = (domain or {}).get("slots")
         return [SlotSet(name, value) for name, value in values.items() if not declared or name in declared]
 
@@ -221,20 +221,23 @@ class EnrollAction(LessonbotAction):
 
 
 class SettingsAction(LessonbotAction):
-    """The time zone or lesson time in their slots, or the settings menu."""
+    """The time zone or lesson time the person named (their message's entities, else a slot other than theirs), or
+    the settings menu."""
 
     action = "action_lessonbot_settings"
 
     async def ask(self, tracker: Tracker) -> said.Ask:
-        return said.settings(tracker.slots)
+        found = await self.desk.learner(tracker.sender_id)
+        return said.settings(tracker.slots, tracker.latest_message, learner_slots(found))
 
 
 class DeliverAction(Action):
     """Says a reply Lessonbot sent on its own (a lesson at the learner's hour, a nudge) through the Rasa server's
     trigger_intent: the reply is the triggered intent's `lessonbot_message` entity (channels/rasa/channel.py)."""
 
-    def __init__(self, seal: MessageSeal) -> None:
+    def __init__(self, seal: MessageSeal, desk: ActionDesk) -> None:
         self.seal = seal
+        self.desk = desk
 
     def name(self) -> str:
         return "action_lessonbot_deliver"
@@ -249,7 +252,8 @@ class DeliverAction(Action):
             return []
         shown = {key: message[key] for key in ("text", "buttons", "attachment") if key in message}
         dispatcher.utter_message(**shown)
-        return []
+        # what the learner is at now (a late answer moved them on: the assistant routes their next words by it)
+        return await self.desk.slots(tracker.sender_id, domain)
 
 
 ACTIONS: tuple[type[LessonbotAction], ...] = (
@@ -261,7 +265,7 @@ def action_executor(desk: ActionDesk) -> ActionExecutor:
     executor = ActionExecutor()
     for action in ACTIONS:
         executor.register_action(action(desk))
-    executor.register_action(DeliverAction(rasa_message_seal(desk.lessonbot.settings)))
+    executor.register_action(DeliverAction(rasa_message_seal(desk.lessonbot.settings), desk))
     return executor
 
 

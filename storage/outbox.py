@@ -331,7 +331,8 @@ async def chats_sent_since(session: AsyncSession, channel: str, since: datetime)
     return {chat_id: newest for chat_id, newest in rows}
 
 
-IN_RESPONSE = "in-response:"  # the platform id of a reply handed back in a platform's own response: this + its id
+# the platform id of a reply handed back in a platform's own response: this, its id, "@" and the message it answered
+IN_RESPONSE = "in-response:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,11 +351,13 @@ async def answer_of(session: AsyncSession, channel: str, platform_id: str) -> An
 
     Its replies are held (`OutboxEntry.due_at`) for as long as the platform waits. Those still pending are marked
     sent here, as handed back; those handed back before are returned again, so a retried call gets the same answer.
-    A reply the dispatcher took meanwhile (the platform gave up waiting) went out on its own and is left out.
+    A reply the dispatcher took meanwhile (the platform gave up waiting) went out on its own and is left out. Replies
+    to an earlier message of the conversation still pending (its call gave up waiting, and no sender took them: a
+    Rasa assistant without RASA_URL) come first: the person was told they would follow.
     """
     inbound = (
         await session.execute(
-            select(InboundMessage.id, InboundMessage.status).where(
+            select(InboundMessage.id, InboundMessage.status, InboundMessage.conversation_id).where(
                 InboundMessage.channel == channel, InboundMessage.platform_id == platform_id
             )
         )
@@ -362,12 +365,20 @@ async def answer_of(session: AsyncSession, channel: str, platform_id: str) -> An
     if inbound is None or inbound.status == InboundStatus.PENDING:
         return None
     now = utcnow()
+    handed = f"@{inbound.id}"  # the replies handed back with this message's answer, its own and earlier ones
     await session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.inbound_message_id == inbound.id, OutboxMessage.status == OutboxStatus.PENDING)
+        .where(
+            or_(
+                OutboxMessage.inbound_message_id == inbound.id,
+                and_(OutboxMessage.conversation_id == inbound.conversation_id,
+                     OutboxMessage.inbound_message_id < inbound.id),
+            ),
+            OutboxMessage.status == OutboxStatus.PENDING,
+        )
         .values(
             status=OutboxStatus.SENT,
-            platform_message_id=literal(IN_RESPONSE, String) + cast(OutboxMessage.id, String),
+            platform_message_id=literal(IN_RESPONSE, String) + cast(OutboxMessage.id, String) + handed,
             sent_at=now,
             lease_until=None,
         )
@@ -376,9 +387,14 @@ async def answer_of(session: AsyncSession, channel: str, platform_id: str) -> An
     rows = await session.execute(
         select(OutboxMessage.id, OutboxMessage.payload)
         .where(
-            OutboxMessage.inbound_message_id == inbound.id,
+            OutboxMessage.conversation_id == inbound.conversation_id,
             OutboxMessage.status == OutboxStatus.SENT,
-            OutboxMessage.platform_message_id.startswith(IN_RESPONSE),
+            or_(
+                OutboxMessage.platform_message_id.endswith(handed),
+                # (handed back before the mark named the message: its own replies)
+                and_(OutboxMessage.inbound_message_id == inbound.id,
+                     OutboxMessage.platform_message_id.startswith(IN_RESPONSE)),
+            ),
         )
         .order_by(OutboxMessage.id)
     )

@@ -99,13 +99,18 @@ def enroll(slots: Mapping[str, Any], latest_message: Mapping[str, Any], current:
     return Ask(text=f"/settings course {course}".strip())
 
 
-def settings(slots: Mapping[str, Any]) -> Ask:
-    """The time zone or the lesson time in their slots (the zone first: its local time is confirmed); neither: the
-    settings menu."""
-    if zone := slot_text(slots, TIMEZONE_SLOT):
-        return Ask(text=f"/settings zone {zone}")
-    if at := slot_text(slots, LESSON_TIME_SLOT):
-        return Ask(text=f"/settings time {at}")
+_SETTINGS = ((TIMEZONE_SLOT, "zone"), (LESSON_TIME_SLOT, "time"))  # the zone first: its local time is confirmed
+
+
+def settings(slots: Mapping[str, Any], latest_message: Mapping[str, Any], current: Mapping[str, Any]) -> Ask:
+    """The time zone or the lesson time the person named: the entities of their message, else a slot that differs
+    from what the learner has (`current`: our actions set the slots to it after every call); neither: the menu."""
+    for slot, setting in _SETTINGS:
+        if value := entity_text(latest_message, slot):
+            return Ask(text=f"/settings {setting} {value}")
+    for slot, setting in _SETTINGS:
+        if (value := slot_text(slots, slot)) and value != current.get(slot):
+            return Ask(text=f"/settings {setting} {value}")
     return Ask(text="/settings")
 
 
