@@ -21,7 +21,7 @@ import re
 
 from bot.messages import Choice, Text
 from channels.markdown import WHATSAPP, render, with_links
-from channels.text import split_utf16
+from channels.text import split_utf16, utf16_units
 
 MAX_BODY_CHARS = 1600
 TEMPLATE_VARIABLE_CHARS = 900  # a template body holds 1,024 characters; its own words need some of them
@@ -55,11 +55,12 @@ def quick_reply_variables(reply: Text) -> str | None:
     """ContentVariables for a quick-reply template (body {{1}}, then each button's title and id), or None if the
     reply does not fit one."""
     choices, text = reply.choices, with_links(reply.text, reply.links)
-    if not 1 <= len(choices) <= 3 or len(text) > QUICK_REPLY_BODY_CHARS or not text.strip():
+    body = render(text, WHATSAPP)  # as sent, counted as Twilio counts (an emoji twice)
+    if not 1 <= len(choices) <= 3 or utf16_units(body) > QUICK_REPLY_BODY_CHARS or not text.strip():
         return None
     if any(len(c.label) > QUICK_REPLY_TITLE_CHARS or len(c.value) > QUICK_REPLY_ID_CHARS for c in choices):
         return None
-    variables = {"1": render(text, WHATSAPP)}
+    variables = {"1": body}
     for index, choice in enumerate(choices):
         variables[str(2 + 2 * index)] = choice.label
         variables[str(3 + 2 * index)] = choice.value
@@ -70,6 +71,9 @@ def template_variables(text: str) -> str:
     """ContentVariables carrying `text` as {{1}}: on one line (WhatsApp refuses template variables with line breaks,
     tabs or more than four spaces in a row), cut at a word boundary to fit the template."""
     line = re.sub(r"\s+", " ", text).strip()
-    if len(line) > TEMPLATE_VARIABLE_CHARS:
-        line = line[: TEMPLATE_VARIABLE_CHARS - 1].rsplit(" ", 1)[0].rstrip(" ,;:") + "…"
+    if utf16_units(line) > TEMPLATE_VARIABLE_CHARS:  # (counted as Twilio counts: an emoji twice)
+        cut = line[: TEMPLATE_VARIABLE_CHARS - 1]
+        while utf16_units(cut) > TEMPLATE_VARIABLE_CHARS - 1:
+            cut = cut[:-1]
+        line = cut.rsplit(" ", 1)[0].rstrip(" ,;:") + "…"
     return json.dumps({"1": line}, ensure_ascii=False)

@@ -144,6 +144,16 @@ async def test_a_quick_reply_template_is_used_when_one_fits_the_choices(twilio):
     assert numbered.get("ContentSid") is None and numbered.body.endswith("1. A\n2. B\n3. C")
 
 
+def test_a_quick_reply_body_and_a_template_variable_are_held_to_their_limits_in_utf16_units():
+    from channels.whatsapp.render import quick_reply_variables, template_variables
+
+    emoji = "🔥 " * 400  # 800 characters, 1,200 UTF-16 units: past the quick-reply body's 1,024 as Twilio counts
+    assert len(emoji) < 1024 < utf16_units(emoji)
+    assert quick_reply_variables(Text(emoji, (Choice("A", "a"), Choice("B", "b")))) is None  # numbered lines instead
+    line = json.loads(template_variables("🎉 " * 600))["1"]
+    assert utf16_units(line) <= 900 and line.endswith("…")
+
+
 async def test_documents_go_by_url_and_local_files_through_a_signed_link_the_app_serves(settings, twilio, tmp_path):
     handout = tmp_path / "certificate.pdf"
     handout.write_bytes(b"%PDF-1.4 certificate of completion")
