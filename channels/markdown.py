@@ -100,6 +100,13 @@ def _printable(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
+def _backtick_fenced(code: str) -> str:
+    """A code block between ``` lines (Slack, WhatsApp); a run of three backticks inside it (a `~~~` block may hold
+    one) gets a zero-width space, so it shows as written and does not close the block."""
+    inert = code.replace("```", "`\u200b``")
+    return f"```\n{inert}\n```"
+
+
 TELEGRAM_HTML = Target(
     escape=_html_text,
     literal=_html_text,
@@ -115,7 +122,7 @@ SLACK_MRKDWN = Target(
     bold=lambda t: f"*{t}*",
     italic=lambda t: f"_{t}_",
     code=lambda t: f"`{t}`",
-    code_block=lambda t: f"```\n{t}\n```",
+    code_block=_backtick_fenced,
     # inside <url|text> a '|' or '>' would end the URL early; Slack reads percent-encoded ones as the same URL
     link=lambda t, u: f"<{escape_mrkdwn(u.replace('|', '%7C'))}|{t}>",
 )
@@ -125,7 +132,7 @@ WHATSAPP = Target(
     bold=lambda t: f"*{t}*",
     italic=lambda t: f"_{t}_",
     code=lambda t: f"`{t}`",
-    code_block=lambda t: f"```\n{t}\n```",
+    code_block=_backtick_fenced,
     link=lambda t, u: f"{t} ({u})",
 )
 PLAIN = Target(

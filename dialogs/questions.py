@@ -95,6 +95,11 @@ def _fingerprint(choice: str) -> str:
     return hashlib.sha256(choice.strip().encode()).hexdigest()[:6]
 
 
+def _first_fingerprint(choice: str) -> str:
+    """The fingerprint the first buttons carried (of the choice's answer key): still read at the button's index."""
+    return hashlib.sha256(answer_key(choice).encode()).hexdigest()[:6]
+
+
 def pressed_choice(question: Question, given: str) -> int | None:
     """The choice a pressed button ("1:5d41ab", after the question's id) picks among the question's choices now:
     the one at its index if its words are still there, else the one with its words (wherever a re-import put it),
@@ -104,7 +109,8 @@ def pressed_choice(question: Question, given: str) -> int | None:
     if not index.isdigit():
         return None
     at = int(index)
-    if not fingerprint or (at < len(choices) and _fingerprint(choices[at]) == fingerprint):
+    if not fingerprint or (at < len(choices) and fingerprint in (_fingerprint(choices[at]), _first_fingerprint(
+            choices[at]))):
         return at if at < len(choices) else None
     return next((other for other, choice in enumerate(choices) if _fingerprint(choice) == fingerprint), None)
 

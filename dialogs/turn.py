@@ -121,7 +121,10 @@ class Turn(Exchange):
 
     @property
     def shared(self) -> bool:
-        """Whether the chat is one of many, as this message says."""
+        """Whether the chat is one of many, as this message says; a platform's report (a payment) tells nothing of
+        the chat it names (its sender is the platform's record of the buyer): as the chat's last message said."""
+        if self.message.meta.get("platform_report"):
+            return super().shared
         return not self.message.private
 
     @property

@@ -391,9 +391,10 @@ async def answer_of(session: AsyncSession, channel: str, platform_id: str) -> An
             OutboxMessage.status == OutboxStatus.SENT,
             or_(
                 OutboxMessage.platform_message_id.endswith(handed),
-                # (handed back before the mark named the message: its own replies)
+                # (handed back before the mark named the message answered: its own replies)
                 and_(OutboxMessage.inbound_message_id == inbound.id,
-                     OutboxMessage.platform_message_id.startswith(IN_RESPONSE)),
+                     OutboxMessage.platform_message_id.startswith(IN_RESPONSE),
+                     ~OutboxMessage.platform_message_id.contains("@")),
             ),
         )
         .order_by(OutboxMessage.id)

@@ -190,3 +190,11 @@ def test_a_bare_address_in_the_web_chat_html_is_text_and_escapes_in_it_still_rea
 def test_double_underscores_inside_a_word_are_not_bold():
     assert render("call obj__init__x or snake__case__name", TELEGRAM_HTML) == "call obj__init__x or snake__case__name"
     assert render("a __strong__ word", TELEGRAM_HTML) == "a <b>strong</b> word"
+
+
+def test_three_backticks_inside_a_tilde_block_do_not_close_it_on_slack_or_whatsapp():
+    block = "~~~\n```\n*not bold*\n~~~"
+    for target in (SLACK_MRKDWN, WHATSAPP):
+        shown = render(block, target)
+        assert shown.startswith("```\n") and shown.endswith("\n```") and shown.count("```") == 2, shown
+        assert "*not bold*" in shown

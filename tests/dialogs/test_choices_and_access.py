@@ -333,3 +333,17 @@ class InGroup(Learning):
         await self.bot.receive(message(text, chat=self.chat, sender="ann", choice=choice))
         await self.bot.settle()
         return [shown(reply) for reply in self.channel.sent[self.chat][before:] if isinstance(reply, Text)]
+
+
+async def test_a_platforms_report_leaves_a_private_chat_private(learning_bot):
+    """A payment's report names the chat the payment began in and the buyer as the platform knows them (a Slack
+    direct message's chat is not the member's id): it says nothing of whether the chat is one of many."""
+    bot, channel = learning_bot
+    for meta in ({"private": True}, {"platform_report": True}):
+        await bot.receive(InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id="dm-ann",
+                                         sender_id="ann", text="hello" if "private" in meta else "",
+                                         choice=None if "private" in meta else "payment:stripe", meta=meta))
+        await bot.settle()
+    async with bot.db.sessions() as session:
+        dm = await session.scalar(select(Conversation).where(Conversation.chat_id == "dm-ann"))
+    assert dm.shared is False

@@ -6,10 +6,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from dialogs.questions import choice_value
 from storage.courses import Enrollment, Lesson, Question, QuestionCard
+from storage.models import OfferedChoice
 from tests.dialogs.learning_support import (  # noqa: F401
     PAID,
     SAMPLE,
@@ -240,4 +241,21 @@ async def test_choices_alike_but_for_punctuation_are_each_graded_as_pressed(lear
     await t.say("/next")  # the question as it is now
     assert t.labels() == ["C", "C#", "C++"]
     [feedback, *_] = await t.press("C#")
+    assert feedback.startswith("✅ Right!")
+
+
+async def test_a_quiz_button_sent_before_fingerprints_of_exact_words_is_still_graded(learning_bot, tmp_path):
+    import hashlib
+
+    from bot.text import answer_key
+
+    bot, channel = learning_bot
+    t, shown = await at_the_first_question_then_choices_rewritten(
+        bot, channel, tmp_path, "- [ ] Authority\n- [x] Urgency\n- [ ] Reward")  # (no change)
+    question = shown[1].value.rsplit(":", 1)[0]  # "quiz:<id>:1"
+    first = hashlib.sha256(answer_key("Urgency").encode()).hexdigest()[:6]  # as the first buttons carried it
+    async with bot.db.transaction() as session:  # offered as such a button was (its value is the offer's)
+        await session.execute(update(OfferedChoice).where(OfferedChoice.value == shown[1].value)
+                              .values(value=f"{question}:{first}"))
+    [feedback, *_] = await t.say("Urgency", choice=f"{question}:{first}")
     assert feedback.startswith("✅ Right!")

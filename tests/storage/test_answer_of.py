@@ -38,5 +38,8 @@ async def test_the_replies_an_earlier_call_gave_up_on_come_with_the_next_answer(
             ids = list(await session.scalars(select(OutboxMessage.platform_message_id)))
         assert again is not None and again.replies == answer.replies
         assert statuses == [OutboxStatus.SENT, OutboxStatus.SENT] and all(i.startswith(IN_RESPONSE) for i in ids)
+        async with db.transaction() as session:  # the earlier call, looked at late (or retried): nothing twice
+            earlier = await answer_of(session, "rasa", "call-1")
+        assert earlier is not None and earlier.replies == []
     finally:
         await db.dispose()
