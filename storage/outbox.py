@@ -345,6 +345,9 @@ class Answer:
     replies: list[tuple[int, dict[str, Any]]]
 
 
+LATE_ANSWERS_LOOK_BACK = 20  # the earlier messages of a conversation whose replies still pending `answer_of` takes
+
+
 async def answer_of(session: AsyncSession, channel: str, platform_id: str) -> Answer | None:
     """The replies to the message (channel, platform id), taken to be handed back in the platform's response (a Rasa
     action call's): None while it is not processed yet (or not recorded).
@@ -353,11 +356,12 @@ async def answer_of(session: AsyncSession, channel: str, platform_id: str) -> An
     sent here, as handed back; those handed back before are returned again, so a retried call gets the same answer.
     A reply the dispatcher took meanwhile (the platform gave up waiting) went out on its own and is left out. Replies
     to an earlier message of the conversation still pending (its call gave up waiting, and no sender took them: a
-    Rasa assistant without RASA_URL) come first: the person was told they would follow.
+    Rasa assistant without RASA_URL) come first: the person was told they would follow (those of the conversation's
+    LATE_ANSWERS_LOOK_BACK messages before it).
     """
     inbound = (
         await session.execute(
-            select(InboundMessage.id, InboundMessage.status, InboundMessage.conversation_id).where(
+            select(InboundMessage.id, InboundMessage.status, InboundMessage.conversation_id, InboundMessage.seq).where(
                 InboundMessage.channel == channel, InboundMessage.platform_id == platform_id
             )
         )
@@ -365,17 +369,18 @@ async def answer_of(session: AsyncSession, channel: str, platform_id: str) -> An
     if inbound is None or inbound.status == InboundStatus.PENDING:
         return None
     now = utcnow()
+    # this message and the few before it in the conversation (each look an index's: the conversation's replies sent
+    # so far are not read)
+    answered = [inbound.id, *await session.scalars(
+        select(InboundMessage.id)
+        .where(InboundMessage.conversation_id == inbound.conversation_id, InboundMessage.seq < inbound.seq)
+        .order_by(InboundMessage.seq.desc())
+        .limit(LATE_ANSWERS_LOOK_BACK)
+    )]
     handed = f"@{inbound.id}"  # the replies handed back with this message's answer, its own and earlier ones
     await session.execute(
         update(OutboxMessage)
-        .where(
-            or_(
-                OutboxMessage.inbound_message_id == inbound.id,
-                and_(OutboxMessage.conversation_id == inbound.conversation_id,
-                     OutboxMessage.inbound_message_id < inbound.id),
-            ),
-            OutboxMessage.status == OutboxStatus.PENDING,
-        )
+        .where(OutboxMessage.inbound_message_id.in_(answered), OutboxMessage.status == OutboxStatus.PENDING)
         .values(
             status=OutboxStatus.SENT,
             platform_message_id=literal(IN_RESPONSE, String) + cast(OutboxMessage.id, String) + handed,
@@ -387,7 +392,7 @@ async def answer_of(session: AsyncSession, channel: str, platform_id: str) -> An
     rows = await session.execute(
         select(OutboxMessage.id, OutboxMessage.payload)
         .where(
-            OutboxMessage.conversation_id == inbound.conversation_id,
+            OutboxMessage.inbound_message_id.in_(answered),
             OutboxMessage.status == OutboxStatus.SENT,
             or_(
                 OutboxMessage.platform_message_id.endswith(handed),
