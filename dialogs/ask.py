@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import or_, select
 
 from bot.messages import literal
 from bot.text import plain_words, storable
@@ -25,7 +25,7 @@ from dialogs.i18n import Translator
 from dialogs.learner import is_set_up, learner_of, tr
 from dialogs.turn import Turn
 from knowledge.answer import FROM, CourseAnswer, NoAnswer
-from storage.courses import FREE, Course, Enrollment, Entitlement
+from storage.courses import FREE, Course, Enrollment, entitled
 from storage.knowledge import KnowledgeQuestion
 
 
@@ -110,17 +110,11 @@ def as_draft(show: Callable[[str], Awaitable[None]] | None) -> Callable[[str], A
 async def readable_courses(turn: Turn, now: datetime, *, for_everyone: bool = False) -> set[str]:
     """The slugs of the courses whose every lesson this learner may read; `for_everyone`: of those, the free ones
     (an answer others read too)."""
-    entitled = exists().where(
-        Entitlement.user_id == turn.user.id,
-        Entitlement.course_id == Course.id,
-        Entitlement.revoked_at.is_(None),
-        or_(Entitlement.expires_at.is_(None), Entitlement.expires_at > now),
-    )
     rows = await turn.session.scalars(
         select(Course.slug)
         .join(Enrollment, Enrollment.course_id == Course.id)
-        .where(Enrollment.user_id == turn.user.id, Course.access == FREE if for_everyone else or_(Course.access == FREE,
-                                                                                                   entitled))
+        .where(Enrollment.user_id == turn.user.id, Course.access == FREE if for_everyone else or_(
+            Course.access == FREE, entitled(turn.user.id, Course.id, now)))
     )
     return set(rows)
 
