@@ -5,7 +5,9 @@ answers from here (a session, one page of history), so no server process is need
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,17 +44,27 @@ def show(browser, markdown: str):
 
     reply = {"id": 1, "kind": "text", "choices": [], **rendered(markdown, remember=False)}
     history = [[reply]]
+    page, errors = chat_page(browser, lambda: history.pop() if history else [],
+                             lambda route: route.fulfill(status=200, headers={"Content-Type": "text/event-stream"},
+                                                         body=": open\n\n"))
+    expect(page.locator(".message--bot .bubble")).to_have_count(1)
+    return page, errors, json.dumps(reply)
+
+
+def chat_page(browser, replies: Callable[[], list[dict]], events: Callable[[Any], None]):
+    """The chat page, its API answered here: a session, `replies()` for each look at the history, `events` for the
+    event stream; the page and the script errors it raised."""
 
     def answer(route) -> None:
         path = route.request.url.removeprefix(ORIGIN).split("?")[0]
         if path.endswith("/api/sessions"):
             route.fulfill(json={"session": "s1.1.sig"})
         elif path.endswith("/api/messages"):
-            route.fulfill(json={"session": "s1.1.sig", "replies": history.pop() if history else []})
+            route.fulfill(json={"session": "s1.1.sig", "replies": replies()})
         elif path.endswith("/api/words"):
             route.fulfill(json={"language": "en", "words": {}})
         elif path.endswith("/api/events"):
-            route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=": open\n\n")
+            events(route)
         else:
             file = WEB / ("index.html" if path in ("", "/") else Path(path).name)
             route.fulfill(body=file.read_bytes(), content_type=TYPES[file.suffix])
@@ -62,8 +74,7 @@ def show(browser, markdown: str):
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.route(f"{ORIGIN}/**", answer)
     page.goto(f"{ORIGIN}/")
-    expect(page.locator(".message--bot .bubble")).to_have_count(1)
-    return page, errors, json.dumps(reply)
+    return page, errors
 
 
 def test_a_bare_address_in_a_reply_is_a_link_and_code_stays_code(browser):
@@ -103,28 +114,15 @@ def test_replies_still_come_while_the_server_refuses_the_event_stream(browser):
     reply = {"id": 1, "kind": "text", "choices": [], **rendered("Here is your lesson.", remember=False)}
     asked = {"messages": 0, "events": 0}
 
-    def answer(route) -> None:
-        path = route.request.url.removeprefix(ORIGIN).split("?")[0]
-        if path.endswith("/api/sessions"):
-            route.fulfill(json={"session": "s1.1.sig"})
-        elif path.endswith("/api/messages"):
-            asked["messages"] += 1  # the first, the page's history: nothing yet; then the reply
-            route.fulfill(json={"session": "s1.1.sig", "replies": [reply] if asked["messages"] > 1 else []})
-        elif path.endswith("/api/words"):
-            route.fulfill(json={"language": "en", "words": {}})
-        elif path.endswith("/api/events"):
-            asked["events"] += 1
-            route.fulfill(status=429, headers={"Retry-After": "30"},
-                          json={"error": "Too many chats from this address."})
-        else:
-            file = WEB / ("index.html" if path in ("", "/") else Path(path).name)
-            route.fulfill(body=file.read_bytes(), content_type=TYPES[file.suffix])
+    def replies() -> list[dict]:
+        asked["messages"] += 1  # the first, the page's history: nothing yet; then the reply
+        return [reply] if asked["messages"] > 1 else []
 
-    page = browser.new_context().new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.route(f"{ORIGIN}/**", answer)
-    page.goto(f"{ORIGIN}/")
+    def refused(route) -> None:
+        asked["events"] += 1
+        route.fulfill(status=429, headers={"Retry-After": "30"}, json={"error": "Too many chats from this address."})
+
+    page, errors = chat_page(browser, replies, refused)
     expect(page.locator(".message--bot .bubble")).to_have_text("Here is your lesson.")
     page.wait_for_timeout(7000)
     assert asked["events"] <= 3, asked  # 2 s, then 4 s, then 8 s between tries: not every 2 s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,20 @@ async def answer_until(t: Learning, bot: Lessonbot, stop: str, *, right: bool = 
         else:
             await t.say("/next")
     raise AssertionError(f"no reply starting with {stop!r}")
+
+
+async def at_the_first_quiz_question(bot: Lessonbot, channel: RecordingChannel, tmp_path: Path, *,
+                                     pass_mark: int | None = None) -> tuple[Learning, Path]:
+    """Ann at the first quiz question of a copy of the sample course ("Authority", "Urgency", "Reward"), imported
+    (with `pass_mark` when given); she, and the copy's folder (for its author to change and import again)."""
+    folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
+    if pass_mark is not None:
+        yaml = (folder / "course.yaml").read_text()
+        (folder / "course.yaml").write_text(yaml.replace("\nmodules:", f"\npass_mark: {pass_mark}\n\nmodules:", 1))
+    await import_sample(bot, folder)
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    while not t.last().choices[0].value.startswith("quiz:"):
+        await t.press(t.last().choices[0].label)
+    return t, folder

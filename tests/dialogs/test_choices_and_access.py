@@ -23,6 +23,7 @@ from tests.dialogs.learning_support import (  # noqa: F401 (learning_bot is a fi
     SAMPLE,
     Learning,
     answer_until,
+    at_the_first_quiz_question,
     import_sample,
     learner_row,
     learning_bot,
@@ -197,15 +198,7 @@ async def test_no_certificate_below_the_pass_mark(learning_bot, tmp_path):
 
 async def test_the_pass_mark_counts_what_was_scored_whatever_a_re_import_retires(learning_bot, tmp_path):
     bot, channel = learning_bot
-    folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
-    yaml = (folder / "course.yaml").read_text()
-    (folder / "course.yaml").write_text(yaml.replace("\nmodules:", "\npass_mark: 100\n\nmodules:", 1))
-    await import_sample(bot, folder)
-    t = Learning(bot, channel)
-    await onboard(t)
-    await t.press("Start my first lesson")
-    while not t.last().choices[0].value.startswith("quiz:"):
-        await t.press(t.last().choices[0].label)
+    t, folder = await at_the_first_quiz_question(bot, channel, tmp_path, pass_mark=100)
     qid = int(t.last().choices[0].value.split(":")[1])
     async with bot.db.sessions() as session:
         first = await session.get(Question, qid)
@@ -269,15 +262,7 @@ async def test_a_certificate_withheld_for_the_pass_mark_follows_a_retake_of_what
     from datetime import timedelta
 
     bot, channel = learning_bot
-    folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
-    yaml = (folder / "course.yaml").read_text()
-    (folder / "course.yaml").write_text(yaml.replace("\nmodules:", "\npass_mark: 100\n\nmodules:", 1))
-    await import_sample(bot, folder)
-    t = Learning(bot, channel)
-    await onboard(t)
-    await t.press("Start my first lesson")
-    while not t.last().choices[0].value.startswith("quiz:"):
-        await t.press(t.last().choices[0].label)
+    t, _folder = await at_the_first_quiz_question(bot, channel, tmp_path, pass_mark=100)
     await t.press(t.last().choices[0].label)  # "Authority": the one question missed (Urgency is right)
     await answer_until(t, bot, "The certificate needs")
     assert "Retake each one you missed a day after you last answered it" in t.last().text

@@ -16,6 +16,7 @@ from tests.dialogs.learning_support import (  # noqa: F401
     SAMPLE,
     Learning,
     answer_until,
+    at_the_first_quiz_question,
     import_sample,
     learner_row,
     learning_bot,
@@ -195,13 +196,7 @@ async def test_a_lesson_inserted_mid_course_after_the_learner_finished_brings_no
 async def at_the_first_question_then_choices_rewritten(bot, channel, tmp_path, choices: str):
     """A learner shown the sample course's first quiz question ("Authority", "Urgency", "Reward"); then its author
     writes its choices as `choices` and imports the course again. The learner, and the choices they were shown."""
-    folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
-    await import_sample(bot, folder)
-    t = Learning(bot, channel)
-    await onboard(t)
-    await t.press("Start my first lesson")
-    while not t.last().choices[0].value.startswith("quiz:"):
-        await t.press(t.last().choices[0].label)
+    t, folder = await at_the_first_quiz_question(bot, channel, tmp_path)
     shown = t.last().choices
     assert [choice.label for choice in shown] == ["Authority", "Urgency", "Reward"]
     lesson = folder / "lessons" / "01-what-phishing-wants.md"
