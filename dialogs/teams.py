@@ -287,7 +287,10 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
     team.locale, team.status, team.updated_at = turn.user.locale, TEAM_ACTIVE, now
     team.members_synced_at = None  # the channel's members are read again
     await turn.session.flush()
-    team.digest_chat = direct_address(turn) or team.digest_chat
+    if (digest_chat := direct_address(turn)) is not None:
+        team.digest_chat = digest_chat  # the admin's direct chat, theirs before they write there (their erasure's)
+        await link_direct_chat(turn.session, await get_or_create_conversation(turn.session, team.channel, digest_chat),
+                               turn.user.id)
     await _set_status(turn, team, MEMBER_ACTIVE)
     if team.mode == DIRECT_MODE:
         await follow_team_schedule(turn.session, team)

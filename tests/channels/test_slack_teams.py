@@ -33,7 +33,7 @@ from scheduler.teams import post_team_lessons, sync_team_members
 from standins.slack import Fault, SlackStandIn, dm_event, form_body, load_fixture, signed
 from storage.courses import Course, Enrollment, LessonProgress, Question
 from storage.learners import ACTIVE, PAUSED, STOPPED, Learner
-from storage.models import AdminAuditEntry, Conversation, OutboxMessage
+from storage.models import AdminAuditEntry, ChannelIdentity, Conversation, OutboxMessage
 from storage.outbox import OutboxStatus
 from storage.scheduling import NudgeLog
 from storage.teams import MEMBER_ACTIVE, MEMBER_EXCLUDED, MEMBER_LEFT, Team, TeamMember
@@ -280,6 +280,11 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
 
         # The admin's digest of the week before, in their direct chat: completion, accuracy, the hardest, who is behind.
         [digest] = standin.posted(ADMIN)  # chat.postMessage to a user id: their DM with the bot
+        async with lessonbot.db.sessions() as session:  # theirs, before they write there (their erasure takes it)
+            direct = await session.scalar(select(Conversation).where(Conversation.chat_id == f"T111:{ADMIN}"))
+            admin = await session.scalar(select(ChannelIdentity.user_id)
+                                         .where(ChannelIdentity.external_id == f"T111/{ADMIN}"))
+        assert direct.user_id == admin
         lines = digest.params["text"].splitlines()
         assert lines[0] == "📊 This week in “Spot the phish, five minutes a day”: 4 members."
         assert lines[1] == "📘 What a phishing message wants: 3 of 4 done · 67 % right"
