@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +71,7 @@ class LazyAnswerer:
         *,
         learner: str | int,
         allowed_courses: set[str],
+        only_lessons: Mapping[str, frozenset[str]] | None = None,
         on_partial: Callable[[str], Awaitable[None]] | None = None,
     ) -> Any:
         async with self._opening:
@@ -79,7 +80,8 @@ class LazyAnswerer:
 
                 self._answerer = await asyncio.to_thread(Answerer, self.settings, database=self.db)
         return await self._answerer.answer(
-            question, learner=learner, allowed_courses=allowed_courses, on_partial=on_partial
+            question, learner=learner, allowed_courses=allowed_courses, only_lessons=only_lessons,
+            on_partial=on_partial,
         )
 
 

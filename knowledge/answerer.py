@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -69,10 +69,12 @@ class Answerer:
         *,
         learner: str | int,
         allowed_courses: Collection[str],
+        only_lessons: Mapping[str, Collection[str]] | None = None,
         on_partial: Callable[[str], Awaitable[None]] | None = None,
     ) -> CourseAnswer:
-        """Answer `question` from `allowed_courses` only. `on_partial` (for channels that show text as it is
-        written) receives the model's answer so far; it is not called for extractive or cached answers."""
+        """Answer `question` from `allowed_courses` only; of a course in `only_lessons`, from those lessons only (a
+        paid course's free preview). `on_partial` (for channels that show text as it is written) receives the
+        model's answer so far; it is not called for extractive or cached answers."""
         question = " ".join(question.split())[:MAX_QUESTION_CHARACTERS]
         learner_key = str(learner)
         if not plain_words(question):  # nothing to look up: empty, or only emoji and punctuation ("?", "👍")
@@ -81,10 +83,14 @@ class Answerer:
             return CourseAnswer.none(NoAnswer.TOO_FAST)
         if not allowed_courses:
             return CourseAnswer.none(NoAnswer.NO_COURSES)
+        # a course read in part: more passages looked at, those of its other lessons left out
         found = await asyncio.to_thread(self.retriever.search, question, allowed_courses=allowed_courses,
-                                        limit=PASSAGES)
+                                        limit=PASSAGES * 4 if only_lessons else PASSAGES)
+        passages = [passage for passage in found.passages
+                    if not only_lessons or passage.course_id not in only_lessons
+                    or passage.lesson_id in only_lessons[passage.course_id]][:PASSAGES]
         return await self.compose(
-            question, found.passages, learner=learner_key, allowed_courses=allowed_courses, on_partial=on_partial,
+            question, passages, learner=learner_key, allowed_courses=allowed_courses, on_partial=on_partial,
             rarity=found.rarity,
         )
 

@@ -118,14 +118,18 @@ async def test_a_models_no_tells_what_the_course_comes_nearest_and_the_authors_w
         await bot.stop()
 
 
-async def test_a_learner_in_a_paid_courses_preview_is_told_how_to_get_answers_not_to_enroll(settings):
+async def test_a_learner_in_a_paid_courses_preview_is_answered_from_its_free_lessons_only(settings):
     bot, channel = await knowing_bot(settings, PAID)
     try:
         t = Learning(bot, channel)
         await onboard(t, course=next(label for label in await _course_labels(t) if label.startswith("Passwords")))
-        [answer] = await t.say("Why do guessing tools not try passwords at random?")
-        assert answer.startswith("I answer questions from “Passwords that hold” once the whole course is yours")
-        assert "/buy passwords-that-hold" in answer
+        [answer] = await t.say("Why do guessing tools not try passwords at random?")  # lesson 1: free to try
+        assert answer.startswith("From your course:") and "Length beats cleverness" in answer
+        [answer] = await t.say(ON_A_LOOKALIKE)  # lesson 3: the full course's
+        assert not answer.startswith("From your course:") and "password manager" not in answer.split("\n")[0]
+        async with bot.db.sessions() as session:
+            sources = [row.topic for row in await session.scalars(select(KnowledgeQuestion))]
+        assert sources[0] == "Length beats cleverness" and "Let an app remember them" not in sources
     finally:
         await bot.stop()
 
