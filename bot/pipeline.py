@@ -61,7 +61,7 @@ from storage.db import Database, Raw, SessionOnDemand
 from storage.learners import PAUSED, STOPPED, Learner
 from storage.models import ChannelIdentity, Conversation, InboundSequence, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
-from storage.outbox import LESSON_KEY, InboundStatus, OutboxEntry, OutboxStatus, WithQueued, enqueue
+from storage.outbox import BROADCAST_KEY, LESSON_KEY, InboundStatus, OutboxEntry, OutboxStatus, WithQueued, enqueue
 from storage.prepared import Entity, Prepared, run_together
 from storage.queries import backend_insert, first_contact, get_or_create_conversation, rows_affected, starts_with
 
@@ -1060,7 +1060,10 @@ async def _honour_subscription(
         message = replace(message, choice="/start")  # coming back starts over, as a first contact does
     # They wrote: what waited for that (WhatsApp's 24-hour window) may go now, ahead of the replies to this message.
     if waiting:
-        await (await session.session.connection()).execute(_RELEASE_WAITING, {"conv": conversation.id, "due": now})
+        connection = await session.session.connection()
+        await connection.execute(_WITHDRAW_STALE_ANNOUNCEMENTS, {"conv": conversation.id,
+                                                                 "since": now - ANNOUNCEMENT_SHELF_LIFE})
+        await connection.execute(_RELEASE_WAITING, {"conv": conversation.id, "due": now})
     return message
 
 
@@ -1081,6 +1084,16 @@ _AWAY = (
                and_(_LEARNERS.c.status == PAUSED,
                     or_(_LEARNERS.c.paused_until.is_(None), _LEARNERS.c.paused_until > bindparam("due")))))
     .exists()
+)
+# An announcement that waited longer than this for the person to write (WhatsApp's window) is withdrawn, not sent
+# days late ahead of the reply to what they wrote ("the webinar is today").
+ANNOUNCEMENT_SHELF_LIFE = timedelta(days=1)
+_WITHDRAW_STALE_ANNOUNCEMENTS = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.conversation_id == bindparam("conv"), _OUTBOX.c.status == OutboxStatus.WAITING.value,
+           starts_with(_OUTBOX.c.idempotency_key, BROADCAST_KEY), _OUTBOX.c.created_at < bindparam("since"))
+    .values(status=OutboxStatus.CANCELLED.value,
+            last_error="not sent: the announcement waited more than a day for the person to write")
 )
 _RELEASE_WAITING = (
     update(_OUTBOX)

@@ -49,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialogs.lessons import deliver_next_lesson, home_conversation
 from scheduler.context import JobContext
-from storage.learners import STOPPED, Learner, in_quiet_hours, is_paused, zone_for
+from storage.learners import STOPPED, Learner, in_quiet_hours, is_paused, quiet_hours_end, zone_for
 from storage.models import Conversation, User, utcnow
 from storage.outbox import LESSON_KEY, OutboxEntry, enqueue, release_held
 from storage.queries import insert_ignoring_conflicts, rows_affected
@@ -319,7 +319,7 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
         return NOTHING_TO_SEND
     if is_paused(learner, now):
         return PAUSED
-    if in_quiet_hours(learner, user, now):
+    if in_quiet_hours(learner, user, due.due_at):  # a lesson time inside the quiet hours skips the day's lesson
         return QUIET_HOURS
     previous = await session.scalar(
         select(func.max(ScheduledLesson.due_at)).where(
@@ -352,6 +352,10 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
     # A lesson held when the learner paused (storage.outbox.withdraw_unasked) goes first: their place moved past it.
     await release_held(session, conversation.id, now=utcnow())
     key = f"{LESSON_KEY}{due.user_id}:{due.local_date.isoformat()}"
+    # a run late enough to fall in the quiet hours (a failover, a backlog): the lesson waits for their end (the
+    # outbox's clock is real time, whatever `now` says)
+    wait = quiet_hours_end(learner, user, now) - now
+    held = utcnow() + wait
     await enqueue(session, [
         OutboxEntry(
             conversation_id=conversation.id,
@@ -359,6 +363,7 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
             chat_id=conversation.chat_id,
             payload=reply.to_payload(),
             idempotency_key=key if number == 1 else f"{key}:{number}",
+            due_at=held if wait > timedelta(0) else None,
         )
         for number, reply in enumerate(replies, start=1)
     ])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, cast, func, insert, literal, select, update
+from sqlalchemy import String, and_, cast, exists, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
@@ -24,7 +24,7 @@ from storage.learners import Learner
 from storage.models import Conversation, OutboxMessage, User
 from storage.outbox import BROADCAST_KEY
 from storage.queries import rows_affected
-from storage.scheduling import CANCELLED, DRAFT, SENDING, Broadcast, BroadcastRecipient, may_be_messaged
+from storage.scheduling import CANCELLED, DRAFT, SENDING, SENT, Broadcast, BroadcastRecipient, may_be_messaged
 
 MAX_TEXT = 3000  # characters; channels split longer texts, but an announcement that long is a mistake
 # The clock's job that fans confirmed broadcasts out: whoever confirms one has it run at once (the leader's clock runs
@@ -195,14 +195,17 @@ async def cancel(session: AsyncSession, broadcast_id: int, now: datetime) -> tup
     broadcast = await session.get(Broadcast, broadcast_id, with_for_update=True)
     if broadcast is None:
         raise BroadcastError("There is no broadcast #{id}.", id=broadcast_id)
-    if broadcast.status not in (DRAFT, SENDING):
+    keys = select(_recipient_key(broadcast.id)).where(BroadcastRecipient.broadcast_id == broadcast.id)
+    unsent = and_(OutboxMessage.idempotency_key.in_(keys), OutboxMessage.status.in_(("pending", "waiting")))
+    # all queued is not all sent: copies still in line (or waiting for WhatsApp's window) may be withdrawn
+    if broadcast.status not in (DRAFT, SENDING) and not (
+            broadcast.status == SENT and await session.scalar(select(exists().where(unsent)))):
         raise BroadcastError("Broadcast #{id} is no longer going out; there is nothing to stop.", id=broadcast_id)
     broadcast.status = CANCELLED
     broadcast.cancelled_at = now
-    keys = select(_recipient_key(broadcast.id)).where(BroadcastRecipient.broadcast_id == broadcast.id)
     withdrawn = await session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.idempotency_key.in_(keys), OutboxMessage.status.in_(("pending", "waiting")))
+        .where(unsent)
         .values(status="suppressed", last_error="not sent: the broadcast was cancelled")
     )
     return broadcast, rows_affected(withdrawn)

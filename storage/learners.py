@@ -250,6 +250,18 @@ def in_quiet_hours(learner: Learner, user: User, now: datetime) -> bool:
     return start <= local < end if start < end else local >= start or local < end
 
 
+def quiet_hours_end(learner: Learner, user: User, now: datetime) -> datetime:
+    """When the learner's quiet hours that hold `now` end (`now` itself when they do not hold it)."""
+    if not in_quiet_hours(learner, user, now) or learner.quiet_end is None:
+        return now
+    zone = zone_for(user.timezone)
+    local = now.astimezone(zone)
+    end = datetime.combine(local.date(), learner.quiet_end, tzinfo=zone)
+    if end <= local:
+        end = datetime.combine(local.date() + timedelta(days=1), learner.quiet_end, tzinfo=zone)
+    return end.astimezone(timezone.utc)
+
+
 # Certificates, learning data ----------------------------------------------------------------------------------------
 
 

@@ -242,6 +242,49 @@ async def test_cancelling_stops_the_fan_out_and_withdraws_what_was_not_sent(admi
     assert f"#{number} cancelled" in status and "10 of 30 queued · 0 delivered · 0 in line" in status
 
 
+async def test_a_broadcast_all_queued_but_not_all_sent_may_still_be_cancelled(admin_bot):
+    bot, channel = admin_bot
+    for index in range(20):
+        await add_learner(bot.db, chat=f"l{index:02}")
+    admin = Transcript(bot, channel, "boss")
+    [preview] = await admin.say("/admin broadcast everyone Webinar TODAY at 3pm (the wrong day)")
+    number = int(re.match(r"Broadcast #(\d+) ", preview)[1])
+    await admin.say("Send to 20 learners", choice=f"/admin broadcast send {number}")
+    ctx = context(bot.db, HandClock(utcnow()))  # (the dispatcher not woken: the copies wait in line)
+    await fan_out(ctx)
+    async with bot.db.sessions() as session:
+        assert (await session.get(Broadcast, number)).status == SENT  # every copy queued
+    [cancelled] = await admin.say("Cancel", choice=f"/admin broadcast cancel {number}")
+    assert cancelled == f"Broadcast #{number} is cancelled. 20 copies not yet sent were withdrawn."
+    await bot.dispatcher.flush()
+    assert not any(channel.sent[f"l{index:02}"] for index in range(20))
+    [again] = await admin.say(f"/admin broadcast cancel {number}")
+    assert again == f"Broadcast #{number} is no longer going out; there is nothing to stop."
+
+
+async def test_an_announcement_that_waited_over_a_day_for_whatsapps_window_is_withdrawn_not_sent_late(admin_bot):
+    from bot.messages import Text
+    from storage.outbox import OutboxEntry, OutboxStatus, enqueue
+
+    bot, channel = admin_bot
+    await add_learner(bot.db, chat="ann")
+    async with bot.db.transaction() as session:
+        conversation = await session.scalar(select(Conversation).where(Conversation.chat_id == "ann"))
+        await enqueue(session, [OutboxEntry(conversation_id=conversation.id, channel="test", chat_id="ann",
+                                            payload=Text(text).to_payload(), idempotency_key=f"broadcast:{n}:1")
+                                for n, text in ((1, "The webinar is today"), (2, "A new course is out"))])
+        await session.execute(update(OutboxMessage).values(status=OutboxStatus.WAITING))
+        await session.execute(update(OutboxMessage).where(OutboxMessage.idempotency_key == "broadcast:1:1")
+                              .values(created_at=utcnow() - timedelta(days=2)))
+    await bot.receive(message("hi", chat="ann"))
+    await bot.settle()
+    texts = channel.texts("ann")
+    assert "A new course is out" in texts and "The webinar is today" not in texts
+    async with bot.db.sessions() as session:
+        stale = await session.scalar(select(OutboxMessage).where(OutboxMessage.idempotency_key == "broadcast:1:1"))
+    assert stale.status == OutboxStatus.CANCELLED and "more than a day" in stale.last_error
+
+
 async def test_a_fan_out_cut_short_resumes_with_no_recipient_twice_and_none_left_out(database_url):
     dbs = [Database(database_url), Database(database_url)]  # two leaders, one after the other
     try:

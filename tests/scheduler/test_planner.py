@@ -9,7 +9,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 
 from bot.core import Lessonbot
 from scheduler.context import JobContext
@@ -692,3 +692,33 @@ async def test_a_learner_who_moves_their_hour_after_the_days_lesson_is_promised_
         assert queued == [promised + timedelta(minutes=1)]
     finally:
         await bot.stop()
+
+
+async def test_a_late_run_judges_quiet_hours_by_the_lesson_time_and_holds_the_lesson_till_they_end(database_url):
+    """A failover or a backlog runs the planner late: a 21:45 lesson (quiet hours from 22:00) found at 22:25 is the
+    day's lesson all the same, held until the quiet hours end; a 07:45 lesson inside them (till 08:00) found at
+    08:10 is skipped, as its time says."""
+    db = Database(database_url)
+    try:
+        course = await sample_course(db)
+        clock = HandClock(datetime(2026, 6, 10, 20, 0, tzinfo=timezone.utc))  # 21:00 in Lisbon (summer)
+        evening = await add_learner(db, course_id=course, at=time(21, 45), quiet=(time(22), time(8)))
+        morning = await add_learner(db, course_id=course, at=time(7, 45), quiet=(time(22), time(8)))
+        ctx = context(db, clock)
+        await plan_lessons(ctx)
+        clock.move(minutes=85)  # the next run at 22:25 local
+        late = utcnow()
+        await plan_lessons(ctx)
+        clock.at(datetime(2026, 6, 11, 6, 30, tzinfo=timezone.utc))  # 07:30
+        await plan_lessons(ctx)
+        clock.move(minutes=40)  # 08:10: the 07:45 lesson's run
+        await plan_lessons(ctx)
+        async with db.sessions() as session:
+            outcomes = {(row.user_id, row.local_date): row.outcome for row in await session.scalars(
+                select(ScheduledLesson))}
+            held = await session.scalar(select(func.min(OutboxMessage.next_attempt_at)))
+        assert outcomes[evening, date(2026, 6, 10)] == QUEUED and outcomes[morning, date(2026, 6, 11)] == QUIET_HOURS
+        # held until 08:00 local, 9 h 35 min after the 22:25 run (the outbox's clock is real time)
+        assert abs((held - late).total_seconds() - (9 * 3600 + 35 * 60)) < 120
+    finally:
+        await db.dispose()
