@@ -24,6 +24,7 @@ async def language(turn: Turn, args: str) -> None:
         chosen = read_language(args)
         if chosen is not None:
             await _set_language(turn, chosen)
+            await flow.resume(turn)  # the question in progress, asked again in the language chosen
             return
     await flow.start(turn, "language")
 

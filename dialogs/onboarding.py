@@ -276,8 +276,8 @@ async def _take(turn: Turn, learner: Learner, course: Course) -> None:
 
 # Daily goal ----------------------------------------------------------------------------------------------------------
 
-_GOALS = {"1": 1, "one": 1, "uno": 1, "un": 1, "um": 1, "2": 2, "two": 2, "dos": 2, "dois": 2, "3": 3,
-          "three": 3, "tres": 3, "tres lecciones": 3}
+_GOALS = {"1": 1, "one": 1, "uno": 1, "una": 1, "un": 1, "um": 1, "uma": 1, "2": 2, "two": 2, "dos": 2, "dois": 2,
+          "3": 3, "three": 3, "tres": 3, "tres lecciones": 3}
 
 
 async def ask_goal(x: Exchange, data: flow.Data) -> None:

@@ -18,10 +18,10 @@ from dialogs.flow import DONE, Flow, Invalid, Step
 from dialogs.learner import activate, is_set_up, learner_of, tr
 from dialogs.payments import stop_renewals_of
 from dialogs.turn import Exchange, Turn
-from storage.learners import PAUSED, STOPPED, Learner, lesson_schedule_changed, zone_for
+from storage.learners import ONBOARDING, PAUSED, STOPPED, Learner, lesson_schedule_changed, zone_for
 from storage.outbox import release_held, withdraw_unasked
 
-_DAYS = re.compile(r"^(?P<n>\d{1,3})\s*(?:d|day|days|dia|dias)?$")
+_DAYS = re.compile(r"^(?P<n>\d{1,3})\s*(?:(?:d|day|days|dia|dias)|(?P<weeks>w|week|weeks|semana|semanas))?$")
 
 
 async def pause(turn: Turn, args: str) -> None:
@@ -33,13 +33,14 @@ async def pause(turn: Turn, args: str) -> None:
         return
     typed = fold(args)
     match = _DAYS.match(typed) if typed else None
-    if typed and (match is None or not 1 <= int(match["n"]) <= 365):
+    days = int(match["n"]) * (7 if match["weeks"] else 1) if match else 0
+    if typed and (match is None or not 1 <= days <= 365):
         turn.say(_("Send /pause to pause until you send /resume, or /pause 7 to pause for 7 days (1 to 365)."))
         return
     learner.status = PAUSED
     await _withdraw_unasked(turn, learner, "not sent: the learner paused")
     if match:
-        learner.paused_until = turn.now + timedelta(days=int(match["n"]))
+        learner.paused_until = turn.now + timedelta(days=days)
         local = learner.paused_until.astimezone(zone_for(turn.user.timezone))
         turn.say(_("Paused until {date}. Your place is saved; send /resume to come back sooner.",
                    date=_.date(local)))
@@ -100,9 +101,10 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
     if typed in ("cancel", "cancelar", "no", "back"):
         turn.say(_("OK, nothing changed."))
         return DONE
-    if typed in ("lessons", "stop", "stop the lessons", "parar", "parar las lecciones"):
+    if typed in ("lessons", "stop", "stop the lessons", "parar", "parar las lecciones", "detener", "basta"):
         learner = await learner_of(turn)
-        learner.status = STOPPED
+        if learner.status != ONBOARDING:  # (one still setting up stays so: /start takes the set-up up again)
+            learner.status = STOPPED
         await lesson_schedule_changed(turn.session, turn.user.id)  # parked: no planner run reads them until /resume
         await _withdraw_unasked(turn, learner, "not sent: the learner stopped the lessons")
         flow.clear(turn.state)

@@ -205,6 +205,8 @@ def read_days(text: str) -> str | None:
     if typed.startswith("days:") and typed[5:].isdigit() and set(typed[5:]) <= set(EVERY_DAY):
         return "".join(sorted(set(typed[5:])))
     words = [w for w in re.split(r"[\s,;/&+]+|\band\b|\by\b|\be\b", typed) if w]
+    if len(words) > 1 and words[0] in ("de", "from", "desde", "do", "da"):  # "de lunes a viernes", "from mon to fri"
+        words = words[1:]
     days: set[int] = set()
     index = 0
     while index < len(words):

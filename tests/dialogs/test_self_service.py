@@ -1,0 +1,70 @@
+"""A learner managing their own learning as people type: stopping half-way through the set-up and coming back, the
+stop question answered in plain words, the language changed in the middle of a question, Spanish as it is spoken
+("una lección", "de lunes a viernes"), a pause of some weeks."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from storage.learners import ONBOARDING, PAUSED, STOPPED
+from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
+
+
+async def test_stopping_half_way_through_the_set_up_leaves_it_to_be_taken_up_again(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await t.say("/start")
+    await t.press("Yes, let's start")
+    await t.say("Ann")  # now at the time-zone question
+    await t.say("/stop")
+    await t.press("Stop the lessons")
+    _user, learner = await learner_row(bot, "test", "ann")
+    assert learner.status == ONBOARDING  # not "stopped": nothing was set up to stop
+    [*_, asked] = await t.say("/start")
+    assert asked == "What should I call you?"  # the set-up, again (it was "welcome back", with nothing set up)
+
+
+async def test_the_stop_question_answered_in_plain_words_stops(learning_bot):
+    bot, channel = learning_bot
+    for chat, word in (("ann", "stop"), ("bea", "parar")):
+        t = Learning(bot, channel, chat=chat)
+        await onboard(t)
+        [asked] = await t.say(word)
+        assert asked.startswith("Do you want to stop the daily lessons")
+        [stopped] = await t.say(word)  # the same word again answers the question it asked
+        assert stopped.startswith("Stopped: I won't send you anything on my own.")
+        _user, learner = await learner_row(bot, "test", chat)
+        assert learner.status == STOPPED
+
+
+async def test_a_language_chosen_mid_question_asks_the_question_again_in_it(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await t.say("/start")
+    [chosen, asked] = await t.say("/language es")
+    assert chosen.startswith("Vale") and t.labels()[0] == "Sí, empecemos"
+    assert asked == t.last().text
+
+
+async def test_spanish_as_it_is_spoken_for_the_goal_and_the_days(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.say("/language es")
+    await t.say("/settings goal")
+    [saved] = await t.say("una")
+    assert saved.startswith("Guardado")
+    await t.say("/settings days")
+    [saved] = await t.say("de lunes a viernes")
+    assert saved.startswith("Guardado") and "de lunes a viernes" in saved
+
+
+async def test_a_pause_of_some_weeks(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    [paused] = await t.say("/pause 2 weeks")
+    assert paused.startswith("Paused until")
+    user, learner = await learner_row(bot, "test", "ann")
+    assert learner.status == PAUSED
+    assert abs(learner.paused_until - user.last_active_at - timedelta(days=14)) < timedelta(minutes=1)
