@@ -13,7 +13,7 @@ from dialogs.i18n import LANGUAGES, N_, Translator
 from dialogs.learner import current_course, is_set_up, learner_of, name_of, tr
 from dialogs.times import read_quiet_hours
 from dialogs.turn import Exchange, Turn
-from storage.learners import Learner
+from storage.learners import Learner, quiet_at
 
 # item → (button label, the step that asks it, words that name it in /settings ITEM)
 ITEMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -139,6 +139,12 @@ async def confirm_saved(x: Exchange, data: flow.Data) -> None:
     flow.leave(x.state, "settings")
     x.say(_("Saved.") + " " + await _now_set(x, learner, data.get("item")),
           choices=[(_("More settings"), "/settings")])
+    if learner.lesson_time is not None and quiet_at(learner, learner.lesson_time):
+        # no lesson would ever come: a lesson time inside the quiet hours skips the day's lesson
+        x.say(_("Your lessons at {time} fall inside your quiet hours ({hours}), so none would come: change your "
+                "lesson time or your quiet hours.", time=f"{learner.lesson_time:%H:%M}",
+                hours=quiet_hours(_, learner)),
+              choices=[(_("Lesson time"), "/settings time"), (_("Quiet hours"), "/settings quiet")])
     if is_set_up(learner):
         await flow.resume(x)
 

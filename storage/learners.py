@@ -243,10 +243,14 @@ def is_paused(learner: Learner, now: datetime) -> bool:
 
 def in_quiet_hours(learner: Learner, user: User, now: datetime) -> bool:
     """Whether `now` falls in the learner's quiet hours (local time; a range like 22:00–07:00 wraps midnight)."""
+    return quiet_at(learner, now.astimezone(zone_for(user.timezone)).time().replace(tzinfo=None))
+
+
+def quiet_at(learner: Learner, local: time) -> bool:
+    """Whether the local time of day `local` is inside the learner's quiet hours."""
     start, end = learner.quiet_start, learner.quiet_end
     if start is None or end is None or start == end:
         return False
-    local = now.astimezone(zone_for(user.timezone)).time().replace(tzinfo=None)
     return start <= local < end if start < end else local >= start or local < end
 
 

@@ -159,8 +159,9 @@ async def test_settings_change_one_item_and_quiet_hours(learning_bot):
     assert saved.startswith("Saved.")
     [time_question] = await t.say("/settings time")
     assert time_question.startswith("What time of day suits you")
-    [saved] = await t.say("6:15am")
+    [saved, clash] = await t.say("6:15am")
     assert saved == "Saved. Lessons at 06:15 on every day (Europe/Lisbon)."
+    assert clash.startswith("Your lessons at 06:15 fall inside your quiet hours (22:30–06:45), so none would come")
     await t.say("/settings zone")
     [confirm] = await t.say("America/New_York")
     assert confirm.startswith("In New York it is")

@@ -68,3 +68,16 @@ async def test_a_pause_of_some_weeks(learning_bot):
     user, learner = await learner_row(bot, "test", "ann")
     assert learner.status == PAUSED
     assert abs(learner.paused_until - user.last_active_at - timedelta(days=14)) < timedelta(minutes=1)
+
+
+async def test_quiet_hours_over_the_lesson_time_are_pointed_out_with_a_way_to_change_either(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)  # lessons at 08:00
+    [saved, clash] = await t.say("/settings quiet 22:00-09:00")
+    assert saved.startswith("Saved. Quiet hours: 22:00–09:00")
+    assert clash == ("Your lessons at 08:00 fall inside your quiet hours (22:00–09:00), so none would come: change "
+                     "your lesson time or your quiet hours.")
+    assert t.labels() == ["Lesson time", "Quiet hours"]
+    [saved] = await t.say("/settings time 9:30")  # out of them now: nothing more to point out
+    assert saved.startswith("Saved.")
