@@ -130,14 +130,7 @@ async def test_in_a_group_only_the_member_who_asked_answers_the_stop_prompt(lear
 
 async def test_a_refund_closes_a_paid_quiz_even_under_a_genuine_button(learning_bot):
     bot, channel = learning_bot
-    await import_sample(bot, PAID)
-    t = Learning(bot, channel)
-    await onboard(t, course="Passwords that hold — 3.00 GBP")
-    user, learner = await learner_row(bot, "test", "ann")
-    async with bot.db.transaction() as session:
-        session.add(Entitlement(user_id=user.id, course_id=learner.course_id, source="grant", reference="refund-1"))
-    await t.press("Start my first lesson")
-    await answer_until(t, bot, "🎉 Lesson done")
+    t, user = await granted_the_paid_course_past_its_first_lesson(bot, channel)
     await t.press("More now")
     await answer_until(t, bot, "Question 1 of")
     question = t.last()
@@ -147,6 +140,7 @@ async def test_a_refund_closes_a_paid_quiz_even_under_a_genuine_button(learning_
     [closed] = await t.say(question.choices[0].label, choice=question.choices[0].value)
     assert closed.startswith("That question is part of the full course")
     async with bot.db.sessions() as session:
+        learner = await session.get(Learner, user.id)
         lesson_two = await session.scalar(select(Lesson).where(Lesson.course_id == learner.course_id,
                                                                Lesson.position == 2))
         answered = await session.scalar(select(func.count()).select_from(QuestionCard).join(
@@ -220,14 +214,7 @@ async def test_the_pass_mark_counts_what_was_scored_whatever_a_re_import_retires
 
 async def test_a_paid_lesson_is_never_shown_in_a_group_nor_its_quiz(learning_bot):
     bot, channel = learning_bot
-    await import_sample(bot, PAID)
-    t = Learning(bot, channel)
-    await onboard(t, course="Passwords that hold — 3.00 GBP")
-    user, learner = await learner_row(bot, "test", "ann")
-    async with bot.db.transaction() as session:
-        session.add(Entitlement(user_id=user.id, course_id=learner.course_id, source="grant", reference="group-1"))
-    await t.press("Start my first lesson")
-    await answer_until(t, bot, "🎉 Lesson done")  # lesson 1: free to try
+    t, user = await granted_the_paid_course_past_its_first_lesson(bot, channel)  # lesson 1: free to try
 
     async def in_group(text: str, choice: str | None = None) -> list[str]:
         before = len(channel.sent["study-group"])
@@ -332,3 +319,16 @@ async def test_a_platforms_report_leaves_a_private_chat_private(learning_bot):
     async with bot.db.sessions() as session:
         dm = await session.scalar(select(Conversation).where(Conversation.chat_id == "dm-ann"))
     assert dm.shared is False
+
+
+async def granted_the_paid_course_past_its_first_lesson(bot, channel) -> tuple[Learning, User]:
+    """Ann, onboarded into the paid course and granted it, at the end of its first lesson (the free one)."""
+    await import_sample(bot, PAID)
+    t = Learning(bot, channel)
+    await onboard(t, course="Passwords that hold — 3.00 GBP")
+    user, learner = await learner_row(bot, "test", "ann")
+    async with bot.db.transaction() as session:
+        session.add(Entitlement(user_id=user.id, course_id=learner.course_id, source="grant", reference="given"))
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "🎉 Lesson done")
+    return t, user
