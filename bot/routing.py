@@ -6,7 +6,8 @@ the choice it names: bot/pipeline.py asks dialogs/choices.py.)
 0. The platform's word that someone joined or left a group chat goes to the chat's team (dialogs/teams.py).
 1. A command ("/next", or a synonym typed alone: "next", "siguiente") runs. A dialog in progress stays where it
    was (its buttons still work, its next answer still goes to it; /start asks an unfinished onboarding again). A
-   command's plain word typed at that command's own question ("stop" at /stop's) answers the question.
+   command's plain word typed at its own question answers it where the dialog says so (`Flow.answered_by_its_word`:
+   "stop" at /stop's question); elsewhere ("review" typed in a review) the command runs.
 2. A pressed choice that was never offered to this person here (dialogs/choices.py) is refused, and nothing else
    happens. One that was, whose value has a known prefix ("lesson:next", "quiz:12:1"), goes to its dialog, however
    late.
@@ -51,7 +52,8 @@ def parse_command(text: str) -> tuple[str, str] | None:
 def _answers_its_own_question(turn: Turn, command: str) -> bool:
     """A command's plain word (not "/name") typed while that command's own question waits for this person."""
     entry = flow.current(turn.state)
-    return (entry is not None and entry["name"] == command and turn.message.choice is None
+    return (entry is not None and entry["name"] == command and flow.answered_by_its_word(command)
+            and turn.message.choice is None
             and not turn.text.lstrip().startswith("/") and flow.answers_to(entry, turn))
 
 

@@ -60,6 +60,8 @@ class Step:
 class Flow:
     name: str
     steps: tuple[Step, ...]
+    # its command's plain word ("stop", "parar") typed at its question answers it (bot.routing), not asks it again
+    answered_by_its_word: bool = False
 
     def step(self, name: str) -> Step:
         for step in self.steps:
@@ -69,6 +71,12 @@ class Flow:
 
 
 _registry: dict[str, Flow] = {}
+
+
+def answered_by_its_word(name: str) -> bool:
+    """Whether the flow `name` takes its command's plain word as an answer (`Flow.answered_by_its_word`)."""
+    flow = _registry.get(name)
+    return flow is not None and flow.answered_by_its_word
 
 
 def register(*flows: Flow) -> None:

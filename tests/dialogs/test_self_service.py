@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from storage.learners import ONBOARDING, PAUSED, STOPPED
-from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
+from tests.dialogs.learning_support import Learning, answer_until, learner_row, learning_bot, onboard  # noqa: F401
 
 
 async def test_stopping_half_way_through_the_set_up_leaves_it_to_be_taken_up_again(learning_bot):
@@ -81,3 +81,25 @@ async def test_quiet_hours_over_the_lesson_time_are_pointed_out_with_a_way_to_ch
     assert t.labels() == ["Lesson time", "Quiet hours"]
     [saved] = await t.say("/settings time 9:30")  # out of them now: nothing more to point out
     assert saved.startswith("Saved.")
+
+
+async def test_a_commands_word_typed_at_another_question_of_its_own_still_runs_the_command(learning_bot):
+    """Only the stop question takes its command's word as an answer: "review" typed in a review starts it over,
+    and is graded as no one's answer."""
+    from sqlalchemy import func, select, update
+
+    from storage.courses import QuestionCard
+
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "🎉 Lesson done")
+    async with bot.db.transaction() as session:
+        await session.execute(update(QuestionCard).values(due=func.now()))
+        attempts = await session.scalar(select(func.sum(QuestionCard.attempts)))
+    await t.say("/review")
+    [again, *_] = await t.say("review")
+    assert again.endswith("to review. Here they come:")
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(func.sum(QuestionCard.attempts))) == attempts
