@@ -4,7 +4,8 @@
 the choice it names: bot/pipeline.py asks dialogs/choices.py.)
 
 0. The platform's word that someone joined or left a group chat goes to the chat's team (dialogs/teams.py).
-1. A command ("/next", or a synonym typed alone: "next", "siguiente") runs. A dialog in progress stays where it
+1. A command ("/next", or a synonym typed alone: "next", "siguiente", or with arguments its command reads from
+   plain words: "pause 3 days") runs. A dialog in progress stays where it
    was (its buttons still work, its next answer still goes to it; /start asks an unfinished onboarding again). A
    command's plain word typed at its own question answers it where the dialog says so (`Flow.answered_by_its_word`:
    "stop" at /stop's question); elsewhere ("review" typed in a review) the command runs.
@@ -42,10 +43,25 @@ def parse_command(text: str) -> tuple[str, str] | None:
     match = _COMMAND.match(text.strip())
     if match:
         return match["name"].lower(), (match["args"] or "").strip()
-    word = fold(text).strip(" .!¡?¿")
+    words = fold(text).strip(" .!¡?¿")
     for command in dialogs.COMMANDS:
-        if word in command.synonyms:
+        if words in command.synonyms:
             return command.name, ""
+    for command in dialogs.COMMANDS:
+        args = _plain_args(command, words)
+        if args is not None:
+            return command.name, args
+    return None
+
+
+def _plain_args(command: Command, words: str) -> str | None:
+    """What follows one of the command's synonyms in `words`, if the command takes it that way ("pause 3 days")."""
+    if command.plain_args is None:
+        return None
+    for synonym in command.synonyms:
+        rest = words.removeprefix(synonym + " ").strip()
+        if rest != words and command.plain_args.fullmatch(rest):
+            return rest
     return None
 
 

@@ -49,7 +49,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("settings", settings.show, N_("change your name, time zone, lesson time, days, course or goal"),
             synonyms=("settings", "ajustes", "configuracion", "configuracoes", "preferencias")),
     Command("pause", pause.pause, N_("pause the daily lessons (/pause 7 for a week)"),
-            synonyms=("pause", "pausa", "pausar")),
+            synonyms=("pause", "pausa", "pausar"), plain_args=pause.DAYS),
     Command("resume", pause.resume_lessons, N_("turn the daily lessons back on"),
             synonyms=("resume", "reanudar", "retomar", "continuar lecciones")),
     Command("stop", pause.stop, N_("stop the lessons, or delete everything I keep about you"),

@@ -21,7 +21,9 @@ from dialogs.turn import Exchange, Turn
 from storage.learners import ONBOARDING, PAUSED, STOPPED, Learner, lesson_schedule_changed, zone_for
 from storage.outbox import release_held, withdraw_unasked
 
-_DAYS = re.compile(r"^(?P<n>\d{1,3})\s*(?:(?:d|day|days|dia|dias)|(?P<weeks>w|week|weeks|semana|semanas))?$")
+# "7", "7 days", "for 2 weeks", "por 3 dias" (folded: no accents, lower case)
+DAYS = re.compile(r"^(?:(?:for|por|durante)\s+)?(?P<n>\d{1,3})\s*"
+                  r"(?:(?:d|day|days|dia|dias)|(?P<weeks>w|week|weeks|semana|semanas))?$")
 
 
 async def pause(turn: Turn, args: str) -> None:
@@ -32,7 +34,7 @@ async def pause(turn: Turn, args: str) -> None:
         turn.say(_("There is nothing to pause yet: send /start to set up your lessons."))
         return
     typed = fold(args)
-    match = _DAYS.match(typed) if typed else None
+    match = DAYS.match(typed) if typed else None
     days = int(match["n"]) * (7 if match["weeks"] else 1) if match else 0
     if typed and (match is None or not 1 <= days <= 365):
         turn.say(_("Send /pause to pause until you send /resume, or /pause 7 to pause for 7 days (1 to 365)."))

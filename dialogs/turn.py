@@ -12,6 +12,7 @@ Exchange; code that needs what the person sent takes a Turn.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -151,7 +152,9 @@ CommandHandler = Callable[[Turn, str], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Command:
-    """A slash command: `/name args`, or one of its plain-word `synonyms` typed alone ("next", "siguiente").
+    """A slash command: `/name args`, or one of its plain-word `synonyms` typed alone ("next", "siguiente"), or
+    followed by words its `plain_args` pattern matches in full ("pause 3 days": anything else after a plain word,
+    "pause the video?", stays a message for the dialog in progress or the question answerer).
 
     `summary` is an English message id, translated where it is shown (mark it with `N_`). `admin` commands live
     under /admin and are permission-checked there. A dialog in progress stays where it was while a command runs:
@@ -162,4 +165,5 @@ class Command:
     handler: CommandHandler
     summary: str
     synonyms: tuple[str, ...] = ()
+    plain_args: re.Pattern[str] | None = None  # matched against the folded words after a synonym
     listed: bool = True  # shown by /help

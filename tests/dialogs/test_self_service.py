@@ -1,6 +1,6 @@
 """A learner managing their own learning as people type: stopping half-way through the set-up and coming back, the
 stop question answered in plain words, the language changed in the middle of a question, Spanish as it is spoken
-("una lección", "de lunes a viernes"), a pause of some weeks."""
+("una lección", "de lunes a viernes"), a pause of some weeks, typed loosely too ("pause 3 days")."""
 
 from __future__ import annotations
 
@@ -68,6 +68,23 @@ async def test_a_pause_of_some_weeks(learning_bot):
     user, learner = await learner_row(bot, "test", "ann")
     assert learner.status == PAUSED
     assert abs(learner.paused_until - user.last_active_at - timedelta(days=14)) < timedelta(minutes=1)
+
+
+async def test_a_pause_typed_in_plain_words_with_its_length_pauses(learning_bot):
+    bot, channel = learning_bot
+    for chat, words, days in (("ann", "pause 3 days", 3), ("bea", "Pausa por 2 semanas.", 14)):
+        t = Learning(bot, channel, chat=chat)
+        await onboard(t)
+        [paused] = await t.say(words)
+        assert paused.startswith(("Paused until", "En pausa hasta")), paused
+        user, learner = await learner_row(bot, "test", chat)
+        assert learner.status == PAUSED
+        assert abs(learner.paused_until - user.last_active_at - timedelta(days=days)) < timedelta(minutes=1)
+    t = Learning(bot, channel, chat="cy")
+    await onboard(t)
+    await t.say("pause the video at each example?")  # a plain word and other words: not the command
+    _user, learner = await learner_row(bot, "test", "cy")
+    assert learner.status != PAUSED
 
 
 async def test_quiet_hours_over_the_lesson_time_are_pointed_out_with_a_way_to_change_either(learning_bot):
