@@ -255,6 +255,14 @@ async def finish_lesson(x: Exchange, lesson: Lesson) -> None:
         x.say("\n".join(lines))
         return
     lessons_today = await _lessons_done_today(x)
+    if lessons_today < learner.daily_goal and following.parts and await access.lesson_closed(x, following) is None:
+        # The daily goal is how many lessons a day brings: short of it, the next one follows at once ("Later" on
+        # any of its parts stops there, the place saved).
+        lines.append(_("That's {done} of your {goal} lessons for today; here is the next one.",
+                       done=lessons_today, goal=learner.daily_goal))
+        x.say("\n".join(lines))
+        await next_lesson(x, pushed=not isinstance(x, Turn))
+        return
     if lessons_today >= learner.daily_goal:
         lines.append(_("That's your goal for today. More now, or the next one at your usual time?"))
     x.say("\n".join(lines), choices=[(_("More now"), MORE), (_("Later"), LATER)])

@@ -88,6 +88,22 @@ async def test_a_lesson_part_by_part_then_its_quiz(learning_bot):
     assert nxt.startswith("📘 Lesson 2 of 5: Check who is really writing")
 
 
+async def test_a_daily_goal_of_two_lessons_brings_the_second_when_the_first_is_done(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.say("/settings goal")
+    await t.press("2 lessons")
+    await t.say("/next")
+    await answer_until(t, bot, "📘 Lesson 2 of 5")
+    done = t.channel.texts(t.chat)[-2]
+    assert done.startswith("🎉 Lesson done: What a phishing message wants.")
+    assert done.endswith("That's 1 of your 2 lessons for today; here is the next one.")
+    assert t.labels() == ["Next ▸", "Later"]  # the second lesson's first part, "Later" to stop there
+    await answer_until(t, bot, "🎉 Lesson done: Check who is really writing")
+    assert "That's your goal for today" in t.last().text and t.labels() == ["More now", "Later"]
+
+
 async def test_the_same_learner_continues_on_another_channel(learning_bot, settings):
     bot, channel = learning_bot
     web = Learning(bot, channel, chat="ann-web")
