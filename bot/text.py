@@ -15,6 +15,9 @@ Before any of that, text from outside is made storable (`storable`, `storable_da
 hold (NUL, which PostgreSQL refuses; a lone surrogate, which is not UTF-8 and which SQLite's driver cannot encode) is
 taken out, and a value is cut to the length of its column. The pipeline does it once, where a message is recorded.
 
+A code typed from a certificate, a receipt or a card (`code_letters`) is its ASCII letters and digits in upper case,
+whatever was typed between them ("lb 7k2q-9xwm" → "LB7K2Q9XWM"); each kind of code puts its own dashes back.
+
 A number typed as an id, a count or days (`whole_number`) is ASCII digits within a database integer: `str.isdigit`
 also takes "²", which `int` refuses, and an id past 64 bits overflows the column it is looked up in.
 """
@@ -107,6 +110,11 @@ def answer_key(text: str) -> str:
     if number is not None:
         out.append(str(number))
     return " ".join(out)
+
+
+def code_letters(typed: str) -> str:
+    """The ASCII letters and digits of a typed code, upper case: "lb 7k2q-9xwm." → "LB7K2Q9XWM"."""
+    return "".join(c for c in typed.upper() if c.isascii() and c.isalnum())
 
 
 BIGGEST_ID = 2**63 - 1  # a BIGINT's largest value, on PostgreSQL and SQLite alike

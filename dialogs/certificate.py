@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from bot.messages import Document
+from bot.text import code_letters
 from dialogs import access
 from dialogs.i18n import Translator
 from dialogs.learner import name_of, tr
@@ -39,8 +40,7 @@ def new_code() -> str:
 
 def canonical_code(typed: str) -> str:
     """A code as a person may type it ("lb k3fq7xjd…", lower case, spaces) in its stored form."""
-    letters = "".join(c for c in typed.upper() if c.isalnum())
-    letters = letters.removeprefix("LB")
+    letters = code_letters(typed).removeprefix("LB")
     if len(letters) != 16:
         return typed.strip().upper()
     return "LB-" + "-".join(letters[i:i + 4] for i in range(0, 16, 4))

@@ -23,6 +23,7 @@ from functools import partial
 from sqlalchemy import delete, select, update
 
 from bot.messages import Reply, Text
+from bot.text import code_letters
 from dialogs import flow
 from dialogs.i18n import translator
 from dialogs.learner import is_set_up, learner_of, tr
@@ -55,7 +56,7 @@ def shown(code: str) -> str:
 
 def canonical_code(typed: str) -> str:
     """A code as typed ("abcde fghjk", a dash, lower case) in its stored form."""
-    return "".join(c for c in typed.upper() if c.isalnum())
+    return code_letters(typed)
 
 
 async def link(turn: Turn, args: str) -> None:

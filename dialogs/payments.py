@@ -31,7 +31,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import CheckoutAnswer, Invoice, Link, Reply, Text
-from bot.text import fold, whole_number
+from bot.text import code_letters, fold, whole_number
 from dialogs import lessons
 from dialogs.i18n import N_, Translator, translator
 from dialogs.learner import current_course, enroll, is_set_up, learner_of, tr
@@ -1036,7 +1036,7 @@ async def admin_refund(turn: Turn, args: str) -> None:
     from dialogs.admin import UsageError
 
     _ = tr(turn)
-    number = args.strip().upper().removeprefix("LB-").lstrip("#")
+    number = code_letters(args).removeprefix("LB")
     payment_id = whole_number(number)
     if payment_id is None:
         raise UsageError(_("Usage: /admin refund PAYMENT — the payment's number from /admin payments."))
@@ -1202,7 +1202,7 @@ async def _slug(turn: Turn, course_id: int, known: dict[int, str]) -> str:
 async def redeem_command(turn: Turn, args: str) -> None:
     """/redeem CODE: open the code's course for this learner."""
     _ = tr(turn)
-    code = await access_code(turn.session, args)
+    code = await access_code(turn.session, code_letters(args))
     if code is None:
         turn.say(_("That is not an access code I know. Send /redeem followed by the code exactly as you were given it, "
                    "e.g. /redeem LB-7K2Q-9XWM."))

@@ -526,10 +526,16 @@ async def make_code(
     return code
 
 
-async def access_code(session: AsyncSession, text: str) -> AccessCode | None:
-    """The code as typed (any case, spaces around it ignored)."""
-    typed = text.strip().upper()
-    return await session.scalar(select(AccessCode).where(AccessCode.code == typed)) if typed else None
+def stored_code(letters: str) -> str:
+    """An access code's stored form (LB-XXXX-XXXX) from its letters and digits as typed, "LB" or not ("7K2Q9XWM",
+    "LB7K2Q9XWM"); other letters are kept as they are (no code has them)."""
+    letters = letters.removeprefix("LB") if len(letters) == 10 else letters
+    return f"LB-{letters[:4]}-{letters[4:]}" if len(letters) == 8 else letters
+
+
+async def access_code(session: AsyncSession, letters: str) -> AccessCode | None:
+    """The code whose letters and digits are `letters` (`bot.text.code_letters` of what was typed)."""
+    return await session.scalar(select(AccessCode).where(AccessCode.code == stored_code(letters))) if letters else None
 
 
 async def recent_codes(session: AsyncSession, *, limit: int = 50) -> Sequence[AccessCode]:

@@ -115,12 +115,13 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_disable(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.text import code_letters
     from storage.models import AdminAuditEntry, utcnow
     from storage.payments import access_code, disable_code
 
     async def main() -> int:
         async with database(settings) as db, db.transaction() as session:
-            code = await access_code(session, args.code)
+            code = await access_code(session, code_letters(args.code))
             disabled = code is not None and await disable_code(session, code, utcnow())
             session.add(AdminAuditEntry(identity=_identity(), command="codes disable", arguments=args.code,
                                         outcome="ok" if disabled else "invalid"))

@@ -208,7 +208,7 @@ async def test_an_admin_refund_refunds_the_latest_invoice_and_cancels_the_subscr
     [listed] = await boss.say("/admin payments")
     assert f"LB-{payment.id:06d} · paid · {MONTHLY} · passwords-that-hold" in listed
     assert "passwords-that-hold: 3.00 GBP (1 payment, 0 refunded)" in listed
-    [refunded] = await boss.say(f"/admin refund LB-{payment.id:06d}")
+    [refunded] = await boss.say(f"/admin refund lb {payment.id:06d}")
     assert refunded.startswith(f"Refunded payment LB-{payment.id:06d}")
     invoice = stripe_api.invoices[paid["invoice"]]
     assert [r["payment_intent"] for r in stripe_api.refunds] == [
