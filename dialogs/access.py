@@ -13,6 +13,9 @@ the certificate.
   lessons open one after another (and a lesson an author adds later never locks a learner out of their place);
   a question only once every part of its lesson was delivered to the learner.
 
+The question answerer reads from the same rules (`readable_courses`, `previewed_lessons`): the courses open in full
+to the learner, and of a paid course they are trying, its lessons free to try.
+
 A certificate needs every live lesson of the course finished (`lesson_to_do`) and, where the course sets a pass
 mark, that share of its quiz questions right at the first try (`quiz_score`).
 """
@@ -21,9 +24,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from sqlalchemy import select
+
 from dialogs.i18n import Translator
 from dialogs.turn import Exchange
 from storage.courses import (
+    FREE,
     Course,
     Enrollment,
     Lesson,
@@ -35,8 +41,10 @@ from storage.courses import (
     enrollment_of,
     first_try_score,
     free_to_try,
+    in_free_preview,
     lesson_by_id,
     may_access,
+    open_in_full,
     progress_of,
 )
 
@@ -80,6 +88,35 @@ async def delivered(x: Exchange, lesson: Lesson) -> bool:
     """Every part of `lesson` was sent to the learner (or they finished it)."""
     progress = await progress_in(x, lesson)
     return progress is not None and (progress.completed_at is not None or progress.parts_seen >= len(lesson.parts))
+
+
+async def readable_courses(x: Exchange, *, for_everyone: bool = False) -> set[str]:
+    """The slugs of the courses the learner is enrolled in and may read every lesson of (the question answerer's
+    sources); `for_everyone`: of those, the free ones (an answer others read too)."""
+    rows = await x.session.scalars(
+        select(Course.slug)
+        .join(Enrollment, Enrollment.course_id == Course.id)
+        .where(Enrollment.user_id == x.user.id,
+               Course.access == FREE if for_everyone else open_in_full(x.user.id, Course, x.now))
+    )
+    return set(rows)
+
+
+async def previewed_lessons(x: Exchange, readable: set[str]) -> dict[str, frozenset[str]]:
+    """The paid courses the learner is taking without access to the whole (`readable` holds those they may read in
+    full), each with the slugs of its lessons free to try: the answers may draw on those lessons and no others."""
+    rows = await x.session.execute(
+        select(Course.slug, Lesson.slug)
+        .join(Enrollment, Enrollment.course_id == Course.id)
+        .join(Lesson, Lesson.course_id == Course.id)
+        .where(Enrollment.user_id == x.user.id, Course.access != FREE, Lesson.retired.is_(False),
+               in_free_preview(Course, Lesson.position))
+    )
+    previews: dict[str, set[str]] = {}
+    for course, lesson in rows.all():
+        if course not in readable:
+            previews.setdefault(course, set()).add(lesson)
+    return {course: frozenset(lessons) for course, lessons in previews.items()}
 
 
 async def enrollment_in(x: Exchange, course_id: int) -> Enrollment | None:

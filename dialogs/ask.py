@@ -13,19 +13,16 @@ quotes the course's own sentences, whose Markdown renders like the lessons'.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
 from typing import Protocol
-
-from sqlalchemy import or_, select
 
 from bot.messages import literal
 from bot.text import plain_words, storable
-from dialogs import flow, greeting
+from dialogs import access, flow, greeting
 from dialogs.i18n import Translator
 from dialogs.learner import is_set_up, learner_of, tr
 from dialogs.turn import Turn
 from knowledge.answer import FROM, CourseAnswer, NoAnswer
-from storage.courses import FREE, Course, Enrollment, Lesson, entitled
+from storage.courses import FREE, Course
 from storage.knowledge import KnowledgeQuestion
 
 
@@ -54,9 +51,9 @@ async def answer_question(turn: Turn) -> None:
         return
     # In a group the answer is read by everyone there: it draws on the courses everyone may read, not on the asker's
     # purchases.
-    allowed = await readable_courses(turn, turn.now, for_everyone=not turn.message.private)
+    allowed = await access.readable_courses(turn, for_everyone=not turn.message.private)
     # and privately, the free preview of a paid course they are taking: its free lessons only
-    previews = {} if not turn.message.private else await previewed_lessons(turn, allowed)
+    previews = {} if not turn.message.private else await access.previewed_lessons(turn, allowed)
     allowed |= set(previews)
     # Plain values only in the call: it runs after the turn's session is rolled back and closed.
     answerer, question, learner, draft = turn.answerer, turn.text, turn.user.id, as_draft(turn.draft)
@@ -110,35 +107,6 @@ def as_draft(show: Callable[[str], Awaitable[None]] | None) -> Callable[[str], A
         await show(literal(partial))
 
     return draft
-
-
-async def readable_courses(turn: Turn, now: datetime, *, for_everyone: bool = False) -> set[str]:
-    """The slugs of the courses whose every lesson this learner may read; `for_everyone`: of those, the free ones
-    (an answer others read too)."""
-    rows = await turn.session.scalars(
-        select(Course.slug)
-        .join(Enrollment, Enrollment.course_id == Course.id)
-        .where(Enrollment.user_id == turn.user.id, Course.access == FREE if for_everyone else or_(
-            Course.access == FREE, entitled(turn.user.id, Course.id, now)))
-    )
-    return set(rows)
-
-
-async def previewed_lessons(turn: Turn, readable: set[str]) -> dict[str, frozenset[str]]:
-    """The paid courses the learner is taking without access to the whole (`readable` holds those they may read in
-    full), each with the ids of its lessons free to try: the answers may draw on those lessons and no others."""
-    rows = await turn.session.execute(
-        select(Course.slug, Lesson.slug)
-        .join(Enrollment, Enrollment.course_id == Course.id)
-        .join(Lesson, Lesson.course_id == Course.id)
-        .where(Enrollment.user_id == turn.user.id, Course.access != FREE, Lesson.retired.is_(False),
-               Lesson.position <= Course.free_preview_lessons)
-    )
-    previews: dict[str, set[str]] = {}
-    for course, lesson in rows.all():
-        if course not in readable:
-            previews.setdefault(course, set()).add(lesson)
-    return {course: frozenset(lessons) for course, lessons in previews.items()}
 
 
 def presented(turn: Turn, answer: CourseAnswer) -> str:

@@ -249,11 +249,21 @@ def entitled(user_id: Any, course_id: Any, now: Any) -> Exists:
     )
 
 
+def open_in_full(user_id: Any, course: Any, now: Any) -> ColumnElement[bool]:
+    """Every lesson of `course` open to this learner (a free course, or an entitlement in force), as SQL."""
+    return or_(course.access == FREE, entitled(user_id, course.id, now))
+
+
+def in_free_preview(course: Any, lesson_position: Any) -> ColumnElement[bool]:
+    """The lesson at `lesson_position` is one of a paid course's lessons free to try, as SQL (`free_to_try`)."""
+    within: ColumnElement[bool] = lesson_position <= course.free_preview_lessons
+    return within
+
+
 def accessible(user_id: Any, course: Any, lesson_position: Any, now: datetime) -> ColumnElement[bool]:
     """`may_access` as a SQL condition over columns, for a question asked of many learners at once (the nudges'
     "your next lesson is ready")."""
-    return or_(course.access == FREE, lesson_position <= course.free_preview_lessons,
-               entitled(user_id, course.id, now))
+    return or_(open_in_full(user_id, course, now), in_free_preview(course, lesson_position))
 
 
 _ENTITLED = Prepared(select(entitled(bindparam("user"), bindparam("course"), bindparam("now")).label("entitled")))
