@@ -341,6 +341,29 @@ def _inline(text: str, target: Target) -> str:
     return "".join(out)
 
 
+@dataclass(frozen=True)
+class Emphasis:
+    """A bold or italic run of a line: where it starts and ends (its marks included), and its opening mark."""
+
+    start: int
+    end: int
+    mark: str  # "**", "__", "*" or "_"
+
+
+def emphasis_in(line: str) -> list[Emphasis]:
+    """The bold and italic runs of a line that are not inside another form (a link's text, code, a web address), as
+    `render` reads them: where a split of the line must close a run and open it again."""
+    if _ANY_MARK.search(line) is None:
+        return []
+    runs = []
+    for match in _INLINE.finditer(line):
+        if match["bold"] or match["italic"]:
+            text = match.group()
+            mark = text[:2] if text[:2] in ("**", "__") and match["bold"] else text[0]
+            runs.append(Emphasis(match.start(), match.end(), mark))
+    return runs
+
+
 def _bare_url(url: str, target: Target) -> str:
     """A web address as text: its escaped characters read (outside text escapes them), nothing else formats."""
     out, position = [], 0

@@ -3,9 +3,10 @@ code block.
 
 A part breaks between paragraphs first, then between the lines of a paragraph (a list, a line per item: the line
 breaks stay), then after a sentence within a line, then between words; only a single word longer than the limit is
-cut. A fenced code block (channels/markdown.py reads it) is kept whole when it fits in a part; one that does not is
-cut between its lines, and each of its parts is closed and opened again with the block's own fences, so every part
-still shows code as code.
+cut. Bold or italic that a break falls inside is closed at the end of one part and opened again at the start of the
+next, so each part shows it (channels/markdown.py says where a run of it starts and ends). A fenced code block is
+kept whole when it fits in a part; one that does not is cut between its lines, and each of its parts is closed and
+opened again with the block's own fences, so every part still shows code as code.
 
 The limit is counted by `measure`: characters (`len`) by default, or UTF-16 code units (`utf16_units`, as Telegram
 and Twilio count: an emoji outside the Basic Multilingual Plane counts twice). A measure must add up: the measure of
@@ -17,11 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 
-from channels.markdown import CodeBlock, read_lines
+from channels.markdown import CodeBlock, Emphasis, emphasis_in, read_lines
 
 Measure = Callable[[str], int]
 
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+# after a sentence's last mark, or the bold or italic mark that closes right after it ("… the link.** Then")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][*_])|(?<=[.!?…](?:\*\*|__)))\s+")
 PARAGRAPH, LINE, SPACE = "\n\n", "\n", " "  # what joins two pieces of a part
 
 
@@ -104,19 +106,56 @@ def _written(unit: str | CodeBlock) -> str:
 
 
 def _line_pieces(line: str, limit: int, measure: Measure) -> list[str]:
-    """A line that fits, else its sentences that fit, else their words (one longer than the limit cut)."""
+    """A line that fits, else its sentences that fit, else their words (one longer than the limit cut); a bold or
+    italic run cut by a break closed and opened again on each side of it."""
     if measure(line) <= limit:
         return [line]
-    pieces: list[str] = []
-    for sentence in _SENTENCE_END.split(line):
-        if not sentence:
+    runs = emphasis_in(line)
+    room = limit - 2 * max((measure(run.mark) for run in runs), default=0)  # a piece's marks closed and reopened
+    if room < 2:
+        runs, room = [], limit
+    spans: list[tuple[int, int]] = []
+    for start, end in _sentences(line):
+        if measure(line[start:end]) <= room:
+            spans.append((start, end))
             continue
-        if measure(sentence) <= limit:
-            pieces.append(sentence)
-            continue
-        for word in sentence.split():
-            pieces += _cut(word, limit, measure)
-    return pieces
+        for word in re.finditer(r"\S+", line[start:end]):
+            at = start + word.start()
+            for piece in _cut(word.group(), room, measure):
+                spans.append((at, at + len(piece)))
+                at += len(piece)
+    if runs:  # packed here, before the marks go in: a run's words stay in one run where they share a part
+        spans = _packed_spans(line, spans, room, measure)
+    return [_with_marks(line, start, end, runs) for start, end in spans]
+
+
+def _packed_spans(line: str, spans: Iterable[tuple[int, int]], room: int, measure: Measure) -> list[tuple[int, int]]:
+    """Neighbouring spans of a line joined (with what lies between them) while the whole fits in `room`."""
+    packed: list[tuple[int, int]] = []
+    for start, end in spans:
+        if packed and measure(line[packed[-1][0]:end]) <= room:
+            packed[-1] = (packed[-1][0], end)
+        else:
+            packed.append((start, end))
+    return packed
+
+
+def _sentences(line: str) -> Iterator[tuple[int, int]]:
+    """Where each sentence of a line starts and ends (the spaces after its end left out)."""
+    start = 0
+    for gap in _SENTENCE_END.finditer(line):
+        if gap.start() > start:
+            yield start, gap.start()
+        start = gap.end()
+    if start < len(line):
+        yield start, len(line)
+
+
+def _with_marks(line: str, start: int, end: int, runs: Iterable[Emphasis]) -> str:
+    """`line[start:end]`, with the marks of a bold or italic run it starts or ends inside of put back at its edges."""
+    opened = "".join(run.mark for run in runs if run.start < start < run.end)
+    closed = "".join(run.mark for run in runs if run.start < end < run.end)
+    return opened + line[start:end] + closed
 
 
 def _code_pieces(block: CodeBlock, limit: int, measure: Measure) -> list[str]:

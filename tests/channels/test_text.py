@@ -78,3 +78,21 @@ def test_parts_can_be_measured_in_utf16_units():
     assert len(text) < 1600 < utf16_units(text) and len(parts) == 2
     assert all(utf16_units(p) <= 1600 for p in parts) and "\n".join(parts) == text
     assert split_text("🎉" * 5, 4, measure=utf16_units) == ["🎉🎉", "🎉🎉", "🎉"]
+
+
+def test_bold_and_italic_cut_by_a_break_are_closed_and_opened_again_so_each_part_shows_them():
+    from channels.markdown import TELEGRAM_HTML, render
+
+    text = ("**Never type your password after following a link. Open the site yourself.** Then _check the address "
+            "bar twice before you sign in_ and close the tab.")
+    parts = split_text(text, 60)
+    assert all(len(p) <= 60 for p in parts)
+    assert parts == ["**Never type your password after following a link.**",
+                     "**Open the site yourself.** Then _check the address bar_",
+                     "_twice before you sign in_ and close the tab."]
+    words = split_text("**" + "bold words " * 10 + "end.**", 30)
+    assert words[0] == "**bold words bold words**"  # a run's words kept together, marks around them
+    shown = [render(part, TELEGRAM_HTML) for part in parts]
+    assert shown[0] == "<b>Never type your password after following a link.</b>"
+    assert "*" not in "".join(shown) and "_" not in "".join(shown)  # no mark left to show as a character
+    assert "".join(shown).count("<i>") >= 2
