@@ -9,8 +9,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, 
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, select
-
 from bot.activity import Activity
 from bot.channel import Channel, Closable, ListsMembers, SentReply, WatchesSentReplies, unprompted_windows
 from bot.config import Settings, knowledge_settings
@@ -23,9 +21,8 @@ from knowledge.settings import KnowledgeSettings
 from scheduler.leader import Leadership
 from storage.db import Database
 from storage.learners import language_of_chat
-from storage.models import OutboxMessage
 from storage.notices import Notices
-from storage.outbox import cancel_unsent_to, chats_sent_since, sent_replies
+from storage.outbox import cancel_unsent_to, chats_sent_since, record_delivery_report, sent_replies
 from storage.teams import stop_workspace
 
 if TYPE_CHECKING:
@@ -39,21 +36,6 @@ log = logging.getLogger(__name__)
 INBOUND, OUTBOX, SENT, WATCHING, WHO_WATCHES = "inbound", "outbox", "sent", "watching", "who-watches"
 JOBS = "jobs"
 WATCHING_EVERY_SECONDS = 20.0  # how often such a process says so; senders tell it for three times as long
-
-# How far along a platform's delivery report is; a report never moves a reply backwards.
-DELIVERY_RANK = {"queued": 1, "accepted": 1, "sending": 2, "sent": 3, "delivered": 4, "read": 5,
-                 "undelivered": 6, "failed": 6}
-
-
-def reported_reply(channel: str, platform_message_id: str) -> Select[OutboxMessage]:
-    """The reply a delivery report is about, locked: found by the platform_message_id index, which holds sent replies
-    only (`=` asks for a value; tests/storage/test_outbox_indexes.py checks the plans)."""
-    return (
-        select(OutboxMessage)
-        .where(OutboxMessage.channel == channel, OutboxMessage.platform_message_id == platform_message_id)
-        .with_for_update()
-    )
-
 
 class LazyAnswerer:
     """The question answerer, opened on the first question: loading the embedding model and Chroma takes a second
@@ -273,17 +255,11 @@ class Lessonbot:
     ) -> bool:
         """A platform's delivery report for a reply we sent (Twilio status callbacks, for one).
 
-        Reports arrive out of order: a late "delivered" never overwrites "read", and a failure is final.
+        Reports arrive out of order: a late "delivered" never overwrites "read", and a failure is final
+        (storage.outbox.record_delivery_report). False where no reply of ours has that id.
         """
-        status = status.lower()[:16]
         async with self.db.transaction(urgent=True) as session:  # the platform waits for this one
-            row = await session.scalar(reported_reply(channel, platform_message_id))
-            if row is None:
-                return False
-            if DELIVERY_RANK.get(status, 0) >= DELIVERY_RANK.get(row.delivery_status or "", 0):
-                row.delivery_status = status
-                row.delivery_error = error[:2000] if error else None
-            return True
+            return await record_delivery_report(session, channel, platform_message_id, status, error=error)
 
     async def sent_replies(
         self, channel: str, chat_id: str, *, after: int, limit: int = 100

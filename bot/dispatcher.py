@@ -74,7 +74,7 @@ from bot.observability import DELIVERY_SECONDS, MESSAGES_OUT, SEND_FAILURES, con
 from bot.ratelimit import Booking, Lane, RateLimiter, Slots, keys_to_pause
 from storage.db import Database, Raw
 from storage.models import Conversation, OutboxMessage, utcnow
-from storage.outbox import ACTIVE, OutboxStatus, awaited
+from storage.outbox import ACTIVE, OutboxStatus, awaited, dead_letter, reschedule, save_parts_sent, set_aside
 from storage.prepared import Prepared
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,6 @@ _RENEW_CLAIM = Prepared(
     )
     .values(lease_until=bindparam("until"))
 )
-_SAVE_PARTS = Prepared(update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row")).values(parts_sent=bindparam("parts")))
 _OTHER = _OUTBOX.alias("other")
 
 
@@ -1101,7 +1100,7 @@ class OutboxDispatcher:
     async def _save_parts(self, outbox_id: int, platform_ids: list[str]) -> None:
         """A part of a reply sent in several went out: noted on its row, so a retry anywhere resumes after it."""
         async with self.db.run(each_statement=True) as connection:
-            await _SAVE_PARTS.run(connection, {"row": outbox_id, "parts": platform_ids})
+            await save_parts_sent(connection, outbox_id, platform_ids)
 
     async def _mark_sent(self, row: Claimed, platform_id: str) -> Due | Marked | None:
         """Mark `row` sent, then read (and maybe claim) the conversation's next reply if the mark found one.
@@ -1166,36 +1165,18 @@ class OutboxDispatcher:
     async def _reschedule(self, row: Claimed, delay: float, error: str, *, counted: bool) -> None:
         log.info("send postponed", extra={"outbox_id": row.id, "delay_s": round(delay, 2), "error": error[:300]})
         async with self.db.transaction() as session:
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row.id)
-                .values(
-                    status=OutboxStatus.PENDING.value,
-                    next_attempt_at=utcnow() + timedelta(seconds=delay),
-                    lease_until=None,
-                    last_error=error[:2000],
-                    attempts=OutboxMessage.attempts if counted else OutboxMessage.attempts - 1,
-                )
-            )
+            await reschedule(session, row.id, due=utcnow() + timedelta(seconds=delay), error=error, counted=counted)
 
-    async def _set_aside(self, row: Claimed, status: str, reason: str) -> None:
+    async def _set_aside(self, row: Claimed, status: OutboxStatus, reason: str) -> None:
         """Not sent and not retried: `suppressed` for good, `waiting` until the person writes again."""
         log.info("reply set aside", extra={"outbox_id": row.id, "status": status, "reason": reason[:300]})
         async with self.db.transaction() as session:
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row.id)
-                .values(status=status, lease_until=None, last_error=reason[:2000], attempts=OutboxMessage.attempts - 1)
-            )
+            await set_aside(session, row.id, status, reason=reason)
 
     async def _dead(self, row: Claimed, error: str) -> None:
         log.warning("reply dead-lettered", extra={"outbox_id": row.id, "error": error[:300]})
         async with self.db.transaction() as session:
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row.id)
-                .values(status=OutboxStatus.DEAD.value, lease_until=None, last_error=error[:2000])
-            )
+            await dead_letter(session, row.id, error=error)
 
 
 class _Kept:

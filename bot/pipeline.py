@@ -58,12 +58,22 @@ from dialogs.payments import PaymentDesk
 from dialogs.turn import OutsideTransaction, Turn
 from storage.admins import remember_roles, roles_column
 from storage.db import Database, Raw, SessionOnDemand
-from storage.learners import PAUSED, STOPPED, Learner
+from storage.learners import Learner
 from storage.models import ChannelIdentity, Conversation, InboundSequence, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
-from storage.outbox import BROADCAST_KEY, LESSON_KEY, InboundStatus, OutboxEntry, OutboxStatus, WithQueued, enqueue
+from storage.outbox import (
+    ANNOUNCEMENT_SHELF_LIFE,
+    InboundStatus,
+    OutboxEntry,
+    OutboxStatus,
+    WithQueued,
+    enqueue,
+    release_waiting,
+    suppress_unsent,
+    withdraw_stale_announcements,
+)
 from storage.prepared import Entity, Prepared, run_together
-from storage.queries import backend_insert, first_contact, get_or_create_conversation, rows_affected, starts_with
+from storage.queries import backend_insert, first_contact, get_or_create_conversation, rows_affected
 
 log = logging.getLogger(__name__)
 
@@ -1049,7 +1059,7 @@ async def _honour_subscription(
     keyword = message.meta.get("subscription")
     if keyword == "stop":
         conversation.opted_out_at = conversation.opted_out_at or now
-        await (await session.session.connection()).execute(_SUPPRESS_UNSENT, {"conv": conversation.id})
+        await suppress_unsent(await session.session.connection(), conversation.id)
         return None
     if message.meta.get("platform_report"):
         return message  # counts while they opted out (what is said is suppressed); they did not write
@@ -1061,43 +1071,7 @@ async def _honour_subscription(
     # They wrote: what waited for that (WhatsApp's 24-hour window) may go now, ahead of the replies to this message.
     if waiting:
         connection = await session.session.connection()
-        await connection.execute(_WITHDRAW_STALE_ANNOUNCEMENTS, {"conv": conversation.id,
-                                                                 "since": now - ANNOUNCEMENT_SHELF_LIFE})
-        await connection.execute(_RELEASE_WAITING, {"conv": conversation.id, "due": now})
+        await withdraw_stale_announcements(connection, conversation.id, since=now - ANNOUNCEMENT_SHELF_LIFE)
+        await release_waiting(connection, conversation.id, due=now)
     return message
 
-
-_SUPPRESS_UNSENT = (
-    update(_OUTBOX)
-    .where(
-        _OUTBOX.c.conversation_id == bindparam("conv"),
-        _OUTBOX.c.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)),
-    )
-    .values(status=OutboxStatus.SUPPRESSED.value, last_error="not sent: the person opted out (STOP)")
-)
-# A lesson held because its learner paused or stopped (storage.outbox.withdraw_unasked) stays held while they are:
-# their writing is not their coming back (/resume lets it go, or their next lesson's push).
-_AWAY = (
-    select(_LEARNERS.c.user_id)
-    .where(_LEARNERS.c.home_conversation_id == bindparam("conv"),
-           or_(_LEARNERS.c.status == STOPPED,
-               and_(_LEARNERS.c.status == PAUSED,
-                    or_(_LEARNERS.c.paused_until.is_(None), _LEARNERS.c.paused_until > bindparam("due")))))
-    .exists()
-)
-# An announcement that waited longer than this for the person to write (WhatsApp's window) is withdrawn, not sent
-# days late ahead of the reply to what they wrote ("the webinar is today").
-ANNOUNCEMENT_SHELF_LIFE = timedelta(days=1)
-_WITHDRAW_STALE_ANNOUNCEMENTS = (
-    update(_OUTBOX)
-    .where(_OUTBOX.c.conversation_id == bindparam("conv"), _OUTBOX.c.status == OutboxStatus.WAITING.value,
-           starts_with(_OUTBOX.c.idempotency_key, BROADCAST_KEY), _OUTBOX.c.created_at < bindparam("since"))
-    .values(status=OutboxStatus.CANCELLED.value,
-            last_error="not sent: the announcement waited more than a day for the person to write")
-)
-_RELEASE_WAITING = (
-    update(_OUTBOX)
-    .where(_OUTBOX.c.conversation_id == bindparam("conv"), _OUTBOX.c.status == OutboxStatus.WAITING.value,
-           or_(~starts_with(_OUTBOX.c.idempotency_key, LESSON_KEY), ~_AWAY))
-    .values(status=OutboxStatus.PENDING.value, next_attempt_at=bindparam("due"))
-)

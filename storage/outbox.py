@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import UpdateBase
 
 from storage.db import Raw
+from storage.learners import PAUSED, STOPPED, Learner
 from storage.models import Conversation, InboundMessage, OfferedChoice, OutboxMessage, utcnow
 from storage.prepared import Prepared, Ran, Where, raw_of
 from storage.queries import backend_insert, rows_affected, starts_with
@@ -519,6 +520,75 @@ async def release_held(session: AsyncSession, conversation_id: int, *, now: date
     return rows_affected(result)
 
 
+
+# What the pipeline does with a conversation's unsent rows when its person writes (bot.pipeline: opting out, and
+# back in). Core statements built once (SQLAlchemy compiles each once, then finds it in its cache), run in the turn's
+# transaction on its session's connection.
+_LEARNERS = Learner.__table__
+_SUPPRESS_UNSENT = (
+    update(_OUTBOX)
+    .where(
+        _OUTBOX.c.conversation_id == bindparam("conv"),
+        _OUTBOX.c.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)),
+    )
+    .values(status=OutboxStatus.SUPPRESSED.value, last_error="not sent: the person opted out (STOP)")
+)
+# A lesson held because its learner paused or stopped (`withdraw_unasked`) stays held while they are: their writing
+# is not their coming back (/resume lets it go, or their next lesson's push: `release_held`).
+_AWAY = (
+    select(_LEARNERS.c.user_id)
+    .where(_LEARNERS.c.home_conversation_id == bindparam("conv"),
+           or_(_LEARNERS.c.status == STOPPED,
+               and_(_LEARNERS.c.status == PAUSED,
+                    or_(_LEARNERS.c.paused_until.is_(None), _LEARNERS.c.paused_until > bindparam("due")))))
+    .exists()
+)
+# An announcement that waited longer than this for the person to write (WhatsApp's window) is withdrawn, not sent
+# days late ahead of the reply to what they wrote ("the webinar is today").
+ANNOUNCEMENT_SHELF_LIFE = timedelta(days=1)
+_WITHDRAW_STALE_ANNOUNCEMENTS = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.conversation_id == bindparam("conv"), _OUTBOX.c.status == OutboxStatus.WAITING.value,
+           starts_with(_OUTBOX.c.idempotency_key, BROADCAST_KEY), _OUTBOX.c.created_at < bindparam("since"))
+    .values(status=OutboxStatus.CANCELLED.value,
+            last_error="not sent: the announcement waited more than a day for the person to write")
+)
+# The same waiting → pending move as `release_held`'s, but not one statement with it: the two let different rows go.
+# `release_held` lets the held lessons go, whether or not the learner is still away (it runs as they come back, or
+# ahead of a lesson's push); this lets everything else waiting go, and the lessons only while the learner is not
+# away. One statement for both would take a flag in its WHERE choosing between the two sets of rows
+# (`:lessons_only AND … OR NOT :lessons_only AND …`), and the learner's look-up (`_AWAY`) in `release_held`'s too;
+# and `release_held` runs as the ORM's UPDATE, which flushes the session's pending changes first (its callers', a
+# /resume's learner status among them), where this runs on the turn's connection, which flushes nothing.
+_RELEASE_WAITING = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.conversation_id == bindparam("conv"), _OUTBOX.c.status == OutboxStatus.WAITING.value,
+           or_(~starts_with(_OUTBOX.c.idempotency_key, LESSON_KEY), ~_AWAY))
+    .values(status=OutboxStatus.PENDING.value, next_attempt_at=bindparam("due"))
+)
+
+
+async def suppress_unsent(connection: AsyncConnection, conversation_id: int) -> int:
+    """The person opted out (STOP): nothing of the conversation's not yet sent (`pending` or `waiting`) goes, ever
+    (`suppressed`). A row being sent right now is left to finish. The number of rows suppressed."""
+    result = await connection.execute(_SUPPRESS_UNSENT, {"conv": conversation_id})
+    return result.rowcount or 0
+
+
+async def withdraw_stale_announcements(connection: AsyncConnection, conversation_id: int, *, since: datetime) -> int:
+    """Cancel the conversation's announcements that waited for the person to write since before `since` (now less
+    ANNOUNCEMENT_SHELF_LIFE): too late to send. The number of rows cancelled."""
+    result = await connection.execute(_WITHDRAW_STALE_ANNOUNCEMENTS, {"conv": conversation_id, "since": since})
+    return result.rowcount or 0
+
+
+async def release_waiting(connection: AsyncConnection, conversation_id: int, *, due: datetime) -> int:
+    """The person wrote: what the conversation set aside until they did (WhatsApp's 24-hour window) is due at `due`,
+    ahead of the replies to what they wrote; a lesson held while its learner is paused (until after `due`) or stopped
+    stays held (`release_held` lets it go). The number of rows released."""
+    result = await connection.execute(_RELEASE_WAITING, {"conv": conversation_id, "due": due})
+    return result.rowcount or 0
+
 async def cancel_unsent_to(session: AsyncSession, channel: str, chat_prefix: str, *, reason: str) -> int:
     """Cancel every reply of `channel` not yet sent to a chat whose id starts with `chat_prefix` (a Slack workspace's
     "T01:" when the app is uninstalled there): they will never go. The number of rows cancelled.
@@ -534,3 +604,86 @@ async def cancel_unsent_to(session: AsyncSession, channel: str, chat_prefix: str
         .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)
     )
     return rows_affected(result)
+
+
+# A platform's delivery reports (Twilio's status callbacks, for one) ---------------------------------------------------
+
+# How far along a platform's delivery report is; a report never moves a reply backwards.
+DELIVERY_RANK = {"queued": 1, "accepted": 1, "sending": 2, "sent": 3, "delivered": 4, "read": 5,
+                 "undelivered": 6, "failed": 6}
+
+
+def reported_reply(channel: str, platform_message_id: str) -> Select[OutboxMessage]:
+    """The reply a delivery report is about, locked: found by the platform_message_id index, which holds sent replies
+    only (`=` asks for a value; tests/storage/test_outbox_indexes.py checks the plans)."""
+    return (
+        select(OutboxMessage)
+        .where(OutboxMessage.channel == channel, OutboxMessage.platform_message_id == platform_message_id)
+        .with_for_update()
+    )
+
+
+async def record_delivery_report(
+    session: AsyncSession, channel: str, platform_message_id: str, status: str, *, error: str | None
+) -> bool:
+    """A platform's delivery report on the reply it knows as `platform_message_id`, noted on its row in the caller's
+    transaction (`delivery_status`, `delivery_error`); False where no reply of ours has that id.
+
+    Reports arrive out of order: a late "delivered" never overwrites "read", and a failure is final (DELIVERY_RANK).
+    """
+    status = status.lower()[:16]
+    row = await session.scalar(reported_reply(channel, platform_message_id))
+    if row is None:
+        return False
+    if DELIVERY_RANK.get(status, 0) >= DELIVERY_RANK.get(row.delivery_status or "", 0):
+        row.delivery_status = status
+        row.delivery_error = error[:2000] if error else None
+    return True
+
+
+# What became of a send ------------------------------------------------------------------------------------------------
+# (the dispatcher's, bot/dispatcher.py, which claims rows and marks them sent in batched statements of its own)
+
+_SAVE_PARTS = Prepared(update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row")).values(parts_sent=bindparam("parts")))
+
+
+async def save_parts_sent(where: Where, outbox_id: int, platform_ids: list[str]) -> None:
+    """The parts of a reply sent in several that went out so far (their platform ids), noted on its row, so a retry
+    anywhere resumes after them."""
+    await _SAVE_PARTS.run(where, {"row": outbox_id, "parts": platform_ids})
+
+
+async def reschedule(session: AsyncSession, outbox_id: int, *, due: datetime, error: str, counted: bool) -> None:
+    """A reply not sent this time back in line (`pending`), due at `due`; `counted`: the try counts towards its retry
+    budget (a transient failure), or not (the platform's rate limit: the claim's count taken back)."""
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == outbox_id)
+        .values(
+            status=OutboxStatus.PENDING.value,
+            next_attempt_at=due,
+            lease_until=None,
+            last_error=error[:2000],
+            attempts=OutboxMessage.attempts if counted else OutboxMessage.attempts - 1,
+        )
+    )
+
+
+async def set_aside(session: AsyncSession, outbox_id: int, status: OutboxStatus, *, reason: str) -> None:
+    """A reply neither sent nor retried: `suppressed` for good, `waiting` until the person writes again (the claim's
+    try taken back)."""
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == outbox_id)
+        .values(status=status, lease_until=None, last_error=reason[:2000], attempts=OutboxMessage.attempts - 1)
+    )
+
+
+async def dead_letter(session: AsyncSession, outbox_id: int, *, error: str) -> None:
+    """A reply that will not go (a permanent failure, or its retry budget spent): `dead`, until an admin requeues it
+    (`requeue`)."""
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == outbox_id)
+        .values(status=OutboxStatus.DEAD.value, lease_until=None, last_error=error[:2000])
+    )

@@ -20,12 +20,11 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from bench.processes import DatabaseUnreachable, postgres_database
-from bot.core import reported_reply
 from storage.dashboard import rate_limited_since, sent_a_day
 from storage.db import Database, make_sync_engine
 from storage.migrate import alembic_config, upgrade
 from storage.models import Conversation, OutboxMessage
-from storage.outbox import OutboxEntry, enqueue, sent_since
+from storage.outbox import OutboxEntry, enqueue, reported_reply, sent_since
 from tests.conftest import POSTGRES_ADMIN_URL, missing
 
 SENT_ONLY = {
@@ -35,14 +34,16 @@ SENT_ONLY = {
 }
 
 # Each index's readers, their statements as they run (storage/outbox.py chats_sent_since, storage/dashboard.py's sent
-# counts, bot/core.py record_delivery) with values of the kind they are given: every one compares the column with a
-# value, which only a row that has one can match, so each index may serve it.
+# counts, storage/outbox.py record_delivery_report) with values of the kind they are given: every one compares the
+# column with a value, which only a row that has one can match, so each index may serve it.
 SINCE = datetime(2026, 12, 5, tzinfo=timezone.utc)
 READERS: dict[str, tuple[str, Callable[[AsyncSession], ClauseElement]]] = {
     "chats_sent_since": ("ix_outbox_messages_channel_sent_at", lambda _: sent_since("web", SINCE)),
     "sent_a_day": ("ix_outbox_messages_sent_at", lambda session: sent_a_day(session, SINCE)),
     "rate_limited_since": ("ix_outbox_messages_sent_at", lambda _: rate_limited_since(SINCE)),
-    "record_delivery": ("ix_outbox_messages_platform_message_id", lambda _: reported_reply("whatsapp", "wamid.7")),
+    "record_delivery_report": (
+        "ix_outbox_messages_platform_message_id", lambda _: reported_reply("whatsapp", "wamid.7")
+    ),
 }
 
 
