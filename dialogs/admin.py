@@ -11,7 +11,6 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 
 from sqlalchemy import func, select
 
@@ -121,13 +120,11 @@ async def _erase(turn: Turn, args: str) -> None:
                    address=address))
         return
     may_take_roles = roles.permitted(await roles.grants(turn), "roles")
-    if not may_take_roles and await personal.holds_roles(turn.session, person.user_id):
-        raise UsageError(_roles_first(_, address))
-    await payments.stop_renewals_of(turn, person.user_id)  # nothing is charged again for a person no longer known
-    erasure = await personal.erase(turn.session, person.user_id, by=turn.identity.address,
-                                   keep_inbound_id=turn.inbound_id, may_take_roles=may_take_roles)
-    turn.after_commit.append(partial(personal.remove_files, erasure, turn.data_dir))
-    personal.forget_in_state(turn, erasure)  # typed in a group they took part in: their steps there go too
+    try:
+        erasure = await personal.erase_in_turn(turn, person.user_id, by=turn.identity.address,
+                                               may_take_roles=may_take_roles)
+    except personal.HoldsRoles:
+        raise UsageError(_roles_first(_, address)) from None
     # The answer does not name the address: nothing kept after an erasure should.
     turn.say(_("Erased: {messages} messages and {replies} replies went with the rest of that learner's data.",
                messages=erasure.messages, replies=erasure.replies))

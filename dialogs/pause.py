@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from functools import partial
 
 from bot.text import fold
 from dialogs import flow, lessons, personal
 from dialogs.flow import DONE, Flow, Invalid, Step
 from dialogs.learner import activate, is_set_up, learner_of, tr
-from dialogs.payments import stop_renewals_of
 from dialogs.turn import Exchange, Turn
 from storage.learners import ONBOARDING, PAUSED, STOPPED, Learner, lesson_schedule_changed, zone_for
 from storage.outbox import release_held, withdraw_unasked
@@ -114,10 +112,7 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
                    "again, or /stop again to delete it."))
         return DONE
     if typed in ("delete", "stop and delete my data", "borrar", "eliminar", "apagar"):
-        await stop_renewals_of(turn, turn.user.id)  # nothing is charged again for a person no longer known
-        erasure = await personal.erase(turn.session, turn.user.id, by="learner", keep_inbound_id=turn.inbound_id)
-        turn.after_commit.append(partial(personal.remove_files, erasure, turn.data_dir))
-        personal.forget_in_state(turn, erasure)
+        await personal.erase_in_turn(turn, turn.user.id, by="learner")
         turn.say(_("Done: I deleted everything I kept about you. If you come back, send /start."))
         return DONE
     raise Invalid(_("Please choose: stop the lessons, stop and delete your data, or cancel."))

@@ -4,6 +4,10 @@ Both carry out storage.personal_data (the table-by-table contract, described in 
 belong to a person: certificate PDFs, and the exports themselves, written under DATA_DIR/exports/user-<id>/ and
 deleted with the person. The learner reaches them with /export and /stop → delete, an admin with /admin export and
 /admin erase, an operator with `lessonbot learner export|erase`.
+
+Erasing a person is one sequence, owned here: the roles refusal, their subscriptions stopped, the erasure, their
+files once it has committed (and, in a turn, the turn's copy of the chat's state). `erase_in_turn` runs it from a
+message (/stop → delete, /admin erase), `erase_outside_turn` from the dashboard and the command line.
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,10 +30,14 @@ from dialogs.i18n import Translator
 from dialogs.learner import tr
 from dialogs.turn import Turn
 from storage.admins import AdminRole
+from storage.db import Database
 from storage.learners import Certificate
 from storage.models import OutboxMessage, User
 from storage.outbox import OutboxStatus
 from storage.personal_data import Erasure, erase_person, export_person, person_of, without_member
+
+if TYPE_CHECKING:
+    from dialogs.payments import PaymentDesk
 
 JSON_TYPE = "application/json"
 EXPORT_FILENAME = "lessonbot-data.json"
@@ -74,6 +85,48 @@ async def erase(
     if not may_take_roles and await holds_roles(session, user_id):
         raise HoldsRoles(user_id)
     return await erase_person(session, user_id, by=by, keep_inbound_id=keep_inbound_id)
+
+
+async def erase_in_turn(turn: Turn, user_id: int, *, by: str, may_take_roles: bool = True) -> Erasure:
+    """Erase a person from a message being processed (/stop → delete, /admin erase), in order: HoldsRoles if
+    `may_take_roles` is false and they hold any (raised before anything is stopped), their subscriptions cancelled
+    with the platforms (outside the transaction: the turn is replayed, the roles checked again), the erasure in the
+    turn's transaction keeping the message being processed, their files once it has committed, and the turn's copy
+    of the chat's state as the erasure left the row. `by`: who asked, for the audit. What is said is the caller's."""
+    from dialogs.payments import stop_renewals_of  # payments → linking → personal: imported when needed
+
+    if not may_take_roles and await holds_roles(turn.session, user_id):
+        raise HoldsRoles(user_id)
+    await stop_renewals_of(turn, user_id)  # nothing is charged again for a person no longer known
+    # The roles were checked above, in this same transaction.
+    erasure = await erase(turn.session, user_id, by=by, keep_inbound_id=turn.inbound_id)
+    turn.after_commit.append(partial(remove_files, erasure, turn.data_dir))
+    forget_in_state(turn, erasure)  # typed in a group they took part in: their steps there go too
+    return erasure
+
+
+async def erase_outside_turn(
+    db: Database, user_id: int, *, by: str, may_take_roles: bool, data_dir: Path | None,
+    desk: Callable[[], AbstractAsyncContextManager[PaymentDesk]],
+) -> Erasure:
+    """Erase a person from outside a turn (the dashboard, `lessonbot learner erase`), in `erase_in_turn`'s order:
+    HoldsRoles if `may_take_roles` is false and they hold any (raised before anything is stopped), their
+    subscriptions cancelled with the platforms through `desk` (entered only if there are any: the command line
+    opens a channel for it), the erasure in a transaction of its own (which checks the roles again: they may have
+    been granted meanwhile), and their files once it has committed. What is said is the caller's."""
+    from dialogs.payments import renewing, stop_renewals  # payments → linking → personal: imported when needed
+
+    async with db.sessions() as session:
+        if not may_take_roles and await holds_roles(session, user_id):
+            raise HoldsRoles(user_id)
+        subscriptions = await renewing(session, user_id)
+    if subscriptions:  # nothing is charged again for a person no longer known
+        async with desk() as payments:
+            await stop_renewals(payments, subscriptions)
+    async with db.transaction() as session:
+        erasure = await erase(session, user_id, by=by, may_take_roles=may_take_roles)
+    remove_files(erasure, data_dir)  # committed
+    return erasure
 
 
 async def holds_roles(session: AsyncSession, user_id: int) -> bool:

@@ -3,13 +3,18 @@
 Every module of the project's packages is parsed (nothing is imported) and each import of a project package is
 checked against RULES: top-level imports, imports inside functions, under `if TYPE_CHECKING:`, relative imports and
 `importlib.import_module("…")` with a literal name alike. A module falls under the rule of its longest prefix in
-RULES, so `channels.slack.installations` has a rule of its own inside `channels`.
+RULES, so `channels.slack.installations` has a rule of its own inside `channels`, and `bot.pipeline` one inside `bot`.
+
+The rooms that do the learning (dialogs, scheduler, knowledge, storage, authoring) are held to a second list,
+SDK_RULES: which of the outside world's SDKs (OUTSIDE: the platforms', the web's, the models') each may import.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +33,14 @@ VOCABULARY = ("bot.messages", "bot.channel", "bot.text")  # the core's words eve
 _VOCABULARY_RULE = Rule(VOCABULARY, "the core's vocabulary (bot.messages, bot.channel, bot.text) imports nothing of "
                                     "the project but itself")
 _CHANNELS = ("channels", "bot.messages", "bot.channel", "bot.text")
+# The path a message takes through the core, which the wiring builds: it never imports the wiring back.
+MESSAGE_PATH = ("bot.pipeline", "bot.dispatcher", "bot.routing", "bot.activity", "bot.ratelimit")
+_MESSAGE_PATH_RULE = Rule(
+    (*MESSAGE_PATH, "bot.config", "bot.observability", *VOCABULARY, "dialogs", "storage"),
+    "the message's path (bot.pipeline, bot.dispatcher, bot.routing, bot.activity, bot.ratelimit) may import each "
+    "other, bot.config, bot.observability, the core's vocabulary, dialogs and storage — never the wiring (bot.core, "
+    "bot.app, bot.dashboard, bot.rasa_actions, bot.cli), bot.payments, a channel or the scheduler",
+)
 
 RULES: dict[str, Rule] = {
     "storage": Rule(("storage",), "storage imports nothing of the project"),
@@ -62,6 +75,7 @@ RULES: dict[str, Rule] = {
         "the core and its wiring may import every room but bench, standins and simulation (only the command line "
         "runs benches and simulations)",
     ),
+    **dict.fromkeys(MESSAGE_PATH, _MESSAGE_PATH_RULE),
     "bot.cli": Rule(
         ("bot", "channels", "dialogs", "knowledge", "scheduler", "storage", "authoring", "bench", "simulation"),
         "the command line may import every room, the benches and the simulator included (never the stand-ins: the "
@@ -81,6 +95,27 @@ ROOMS = tuple(sorted({name.split(".")[0] for name in RULES}))
 PROJECT = (*ROOMS, "tests")
 NO_TESTS = "nothing in the packages imports tests: the tests import the packages, not the other way round"
 
+# The outside world's SDKs, as installed (pyproject.toml; FastAPI is not): the chat and payment platforms', the web's
+# (served and asked over HTTP), and the language models' with their vector store. The channels and the wiring speak
+# to the outside; the rooms below say what to send in bot.messages' words, and knowledge alone talks to the models.
+PLATFORM_SDKS = ("telegram", "slack_sdk", "slack_bolt", "twilio", "stripe", "rasa_sdk")
+WEB = ("starlette", "uvicorn", "httptools", "tornado", "aiohttp", "httpx")
+MODEL_SDKS = ("openai", "langchain_core", "langchain_openai", "langchain_text_splitters", "chromadb")
+OUTSIDE = (*PLATFORM_SDKS, *WEB, *MODEL_SDKS)
+_NO_PLATFORM = ("never a platform's SDK or the web's (telegram, slack_sdk, slack_bolt, twilio, stripe, rasa_sdk, "
+                "starlette, uvicorn, httptools, tornado, aiohttp, httpx): the channels and the wiring speak to the "
+                "outside")
+_NO_SDK = f"{_NO_PLATFORM}, and knowledge alone to the models (openai, langchain, chromadb)"
+
+SDK_RULES: dict[str, Rule] = {  # may_import: the few of OUTSIDE the room may import
+    "dialogs": Rule((), f"dialogs import no outside SDK — {_NO_SDK}"),
+    "scheduler": Rule((), f"scheduler imports no outside SDK — {_NO_SDK}"),
+    "storage": Rule((), f"storage imports no outside SDK — {_NO_SDK}"),
+    "authoring": Rule((), f"authoring imports no outside SDK — {_NO_SDK}"),
+    "knowledge": Rule(MODEL_SDKS,
+                      f"knowledge may import the models' SDKs (openai, langchain, chromadb) — {_NO_PLATFORM}"),
+}
+
 
 @dataclass(frozen=True)
 class Import:
@@ -92,8 +127,8 @@ def _in(target: str, prefix: str) -> bool:
     return target == prefix or target.startswith(prefix + ".")
 
 
-def project_imports(source: str, module: str, *, package: bool = False) -> list[Import]:
-    """The imports of project packages in `source`, the text of `module` (`package`: it is an `__init__.py`)."""
+def imports_in(source: str, module: str, *, package: bool = False) -> list[Import]:
+    """Every import in `source`, the text of `module` (`package`: it is an `__init__.py`)."""
     found: list[Import] = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -111,16 +146,29 @@ def project_imports(source: str, module: str, *, package: bool = False) -> list[
               and (getattr(node.func, "attr", None) == "import_module"
                    or getattr(node.func, "id", None) in ("import_module", "__import__"))):
             found.append(Import(node.args[0].value, node.lineno))
-    return [found_import for found_import in found if any(_in(found_import.target, room) for room in PROJECT)]
+    return found
 
 
-def rule_for(module: str) -> tuple[str, Rule]:
+def project_imports(source: str, module: str, *, package: bool = False) -> list[Import]:
+    """The imports of project packages in `source`, the text of `module` (`package`: it is an `__init__.py`)."""
+    return [found for found in imports_in(source, module, package=package)
+            if any(_in(found.target, room) for room in PROJECT)]
+
+
+def _longest_prefix(rules: dict[str, Rule], module: str) -> str | None:
     parts = module.split(".")
     for length in range(len(parts), 0, -1):
         name = ".".join(parts[:length])
-        if name in RULES:
-            return name, RULES[name]
-    raise LookupError(f"{module} is in no room of RULES: add its package there")
+        if name in rules:
+            return name
+    return None
+
+
+def rule_for(module: str) -> tuple[str, Rule]:
+    name = _longest_prefix(RULES, module)
+    if name is None:
+        raise LookupError(f"{module} is in no room of RULES: add its package there")
+    return name, RULES[name]
 
 
 def violations(module: str, source: str, *, package: bool = False, path: str | None = None) -> list[str]:
@@ -134,6 +182,19 @@ def violations(module: str, source: str, *, package: bool = False, path: str | N
         elif not any(_in(found.target, allowed) for allowed in rule.may_import):
             broken.append(f"{where}:{found.line} imports {found.target}: {rule.says}")
     return broken
+
+
+def sdk_violations(module: str, source: str, *, package: bool = False, path: str | None = None) -> list[str]:
+    """What in `source` imports an outside SDK (OUTSIDE) that its room's SDK_RULES does not allow, one line per
+    import; a module of a room without a rule there may import any."""
+    name = _longest_prefix(SDK_RULES, module)
+    if name is None:
+        return []
+    rule = SDK_RULES[name]
+    return [f"{path or module}:{found.line} imports {found.target}: {rule.says}"
+            for found in imports_in(source, module, package=package)
+            if any(_in(found.target, sdk) for sdk in OUTSIDE)
+            and not any(_in(found.target, allowed) for allowed in rule.may_import)]
 
 
 def project_modules() -> list[tuple[str, Path, bool]]:
@@ -150,15 +211,31 @@ def project_modules() -> list[tuple[str, Path, bool]]:
 # the project as it is -------------------------------------------------------------------------------------------------
 
 
+def _broken(check: Callable[..., list[str]], modules: list[tuple[str, Path, bool]]) -> list[str]:
+    """`check` (violations, sdk_violations) of each module's file as it is."""
+    return [line for module, path, package in modules
+            for line in check(module, path.read_text(), package=package, path=str(path.relative_to(ROOT)))]
+
+
 def test_every_module_keeps_the_import_rules():
     modules = project_modules()
     assert len(modules) > 100, "the walk found too few modules to be looking at the project"
-    broken = [
-        line
-        for module, path, package in modules
-        for line in violations(module, path.read_text(), package=package, path=str(path.relative_to(ROOT)))
-    ]
+    broken = _broken(violations, modules)
     assert not broken, "imports that break docs/architecture.md's rules:\n" + "\n".join(broken)
+
+
+def test_the_learning_rooms_import_only_the_outside_sdks_they_may():
+    modules = [found for found in project_modules() if _longest_prefix(SDK_RULES, found[0]) is not None]
+    assert len(modules) > 100, "the walk found too few modules of dialogs, scheduler, knowledge, storage, authoring"
+    broken = _broken(sdk_violations, modules)
+    assert not broken, "outside SDKs imported where the room may not:\n" + "\n".join(broken)
+
+
+def test_every_outside_sdk_is_installed_and_every_sdk_rule_is_a_room():
+    """A name misspelt in OUTSIDE, or a rule for a room that is not one, would be a rule that cannot fail."""
+    assert not [name for name in OUTSIDE if importlib.util.find_spec(name) is None]
+    assert set(SDK_RULES) <= set(ROOMS)
+    assert not [sdk for rule in SDK_RULES.values() for sdk in rule.may_import if sdk not in OUTSIDE]
 
 
 def test_the_rules_cover_exactly_the_packaged_rooms():
@@ -224,11 +301,57 @@ def test_no_module_touches_sys_path():
         ("dialogs.fake", "from simulation import reviews\n", RULES["dialogs"]),
         ("scheduler.fake", "from simulation.nudges import TRUTH\n", RULES["scheduler"]),
         ("bench.fake", "from simulation import memory\n", RULES["bench"]),
+        ("bot.pipeline", "from bot.core import Lessonbot\n", RULES["bot.pipeline"]),
+        ("bot.pipeline", "from bot import core\n", RULES["bot.pipeline"]),
+        ("bot.pipeline", "from channels.telegram import TelegramChannel\n", RULES["bot.pipeline"]),
+        ("bot.dispatcher", "def f():\n    from bot.app import create_app\n", RULES["bot.dispatcher"]),
+        ("bot.dispatcher", "from bot.payments import payment_desk\n", RULES["bot.dispatcher"]),
+        ("bot.routing", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from bot.dashboard import Access\n",
+         RULES["bot.routing"]),
+        ("bot.activity", "from .cli import main\n", RULES["bot.activity"]),
+        ("bot.ratelimit", "import importlib\nimportlib.import_module('bot.rasa_actions')\n", RULES["bot.ratelimit"]),
     ],
 )
 def test_a_planted_bad_import_is_caught(module, source, rule):
     broken = violations(module, source)
     assert len(broken) == 1 and broken[0].startswith(f"{module}:") and broken[0].endswith(rule.says)
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "rule"),
+    [
+        ("dialogs.fake", "from telegram import InlineKeyboardMarkup\n", SDK_RULES["dialogs"]),
+        ("dialogs.fake", "def f():\n    import stripe\n", SDK_RULES["dialogs"]),
+        ("dialogs.fake", "from langchain_openai import ChatOpenAI\n", SDK_RULES["dialogs"]),
+        ("dialogs.payments.fake", "import rasa_sdk.events\n", SDK_RULES["dialogs"]),
+        ("scheduler.fake", "from slack_sdk.web.async_client import AsyncWebClient\n", SDK_RULES["scheduler"]),
+        ("scheduler.fake", "import importlib\nimportlib.import_module('slack_bolt')\n", SDK_RULES["scheduler"]),
+        ("storage.fake", "import httpx\n", SDK_RULES["storage"]),
+        ("storage.fake", "import chromadb\n", SDK_RULES["storage"]),
+        ("authoring.fake", "from starlette.requests import Request\n", SDK_RULES["authoring"]),
+        ("knowledge.fake", "from twilio.rest import Client\n", SDK_RULES["knowledge"]),
+        ("knowledge.fake", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import aiohttp\n",
+         SDK_RULES["knowledge"]),
+    ],
+)
+def test_a_planted_outside_sdk_is_caught(module, source, rule):
+    broken = sdk_violations(module, source)
+    assert len(broken) == 1 and broken[0].startswith(f"{module}:") and broken[0].endswith(rule.says)
+
+
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("knowledge.fake", "from langchain_openai import ChatOpenAI\nimport chromadb\nimport openai\n"),
+        ("storage.fake", "from sqlalchemy import select\nimport psycopg\nimport alembic\n"),
+        ("dialogs.fake", "from reportlab.pdfgen import canvas\nimport fsrs\nfrom . import stripe\n"),
+        ("dialogs.fake", "import telegramish\n"),  # a name that starts like an SDK's is not one
+        ("channels.telegram.fake", "from telegram import Bot\nimport httpx\n"),
+        ("bot.fake", "import stripe\nfrom starlette.responses import Response\n"),
+    ],
+)
+def test_an_allowed_outside_import_passes(module, source):
+    assert sdk_violations(module, source) == []
 
 
 @pytest.mark.parametrize("module", ["storage.fake", "bench.fake", "bot.cli.fake", "channels.fake"])
@@ -250,6 +373,10 @@ def test_importing_tests_is_caught_everywhere(module):
         ("bot.cli.fake", "from simulation import reviews\n", False),
         ("simulation.fake", "from dialogs.review import schedule\nfrom scheduler.nudges import decide\n", False),
         ("bench.fake", "from standins import telegram\nimport os, sys\n", False),
+        ("bot.pipeline", "from bot.activity import Activity\nfrom bot.config import Settings\nfrom bot.observability "
+                         "import MESSAGES_IN\nfrom dialogs.turn import Turn\nfrom storage.db import Database\n", False),
+        ("bot.dispatcher", "from bot.ratelimit import RateLimiter\nfrom bot.channel import Delivery\n", False),
+        ("bot.core", "from bot import pipeline\nfrom bot.dashboard import dashboard_routes\n", False),
     ],
 )
 def test_an_allowed_import_passes(module, source, package):

@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING
 from bot.cli.database import database
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from bot.config import Settings
+    from dialogs.payments import PaymentDesk
 
 NOT_FOUND = "No learner is known as {address}: name them as channel:id, e.g. telegram:12345."
 
@@ -56,16 +59,26 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
+    from contextlib import asynccontextmanager
+
     from bot.cli.payments import payment_desk_for_commands
-    from dialogs.payments import renewing, stop_renewals
-    from dialogs.personal import erase, remove_files
+    from dialogs.personal import erase_outside_turn
     from storage.personal_data import find_person
+
+    @asynccontextmanager
+    async def desk() -> AsyncIterator[PaymentDesk]:
+        """The platforms reached to cancel subscriptions (opened only for a person who has some), closed after."""
+        opened, channels = payment_desk_for_commands(settings)
+        try:
+            yield opened
+        finally:
+            for channel in channels:
+                await channel.close()
 
     async def run() -> int:
         async with database(settings, pool_size=1) as db:
             async with db.sessions() as session:
                 person = await find_person(session, args.address)
-                subscriptions = await renewing(session, person.user_id) if person is not None else []
             if person is None:
                 print(NOT_FOUND.format(address=args.address), file=sys.stderr)
                 return 1
@@ -73,14 +86,8 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"This deletes everything kept about {args.address} (every app they linked). "
                       f"Run again with --yes to go ahead.", file=sys.stderr)
                 return 2
-            if subscriptions:  # nothing is charged again for a person no longer known
-                desk, channels = payment_desk_for_commands(settings)
-                await stop_renewals(desk, subscriptions)
-                for channel in channels:
-                    await channel.close()
-            async with db.transaction() as session:
-                erasure = await erase(session, person.user_id, by="cli")
-            remove_files(erasure, settings.data_dir)  # committed
+            erasure = await erase_outside_turn(db, person.user_id, by="cli", may_take_roles=True,
+                                               data_dir=settings.data_dir, desk=desk)
         print(f"Erased {args.address}: {erasure.messages} messages and {erasure.replies} replies with the rest of "
               "their data.")
         return 0

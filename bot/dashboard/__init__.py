@@ -10,6 +10,7 @@ a GET (it changes nothing, and the SameSite=Strict cookie keeps other sites from
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from datetime import timedelta
 from html import escape
 from typing import Any
@@ -23,8 +24,8 @@ from bot.dashboard.access import Access, Viewer, not_allowed, sign_in_needed, si
 from bot.dashboard.layout import HEADERS, Words, css_response, document, message_page, table, words_for
 from bot.dashboard.pages import PAGES, Context, Page, as_csv, render
 from bot.text import whole_number
-from dialogs.payments import PaymentDesk, renewing, stop_renewals
-from dialogs.personal import erase, holds_roles, remove_files
+from dialogs.payments import PaymentDesk
+from dialogs.personal import HoldsRoles, erase_outside_turn
 from dialogs.roles import Scope, team_of
 from storage import dashboard as counts
 from storage.courses import SOURCE_GRANT, Course
@@ -232,20 +233,15 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: P
         if form.get("confirm") != "yes":
             return RedirectResponse(f"/admin/learners/{user_id}?{access.flash_query(w('Tick the box to confirm.'))}",
                                     status_code=303)
-        may_take_roles = viewer.may("roles")
-        async with db.sessions() as session:
-            refused = not may_take_roles and await holds_roles(session, user_id)
-            subscriptions = [] if refused else await renewing(session, user_id)
-        if refused:
+        try:
+            erasure = await erase_outside_turn(db, user_id, by=viewer.identity, may_take_roles=viewer.may("roles"),
+                                               data_dir=data_dir, desk=lambda: nullcontext(payments))
+        except HoldsRoles:
             async with db.transaction() as session:
                 audit(session, viewer, "erase", f"user {user_id}", "denied")
             told = w("This learner holds admin roles, which only an owner may take away: an owner revokes them first "
                      "(/admin role list shows them), then the erasure can go ahead.")
             return RedirectResponse(f"/admin/learners/{user_id}?{access.flash_query(told)}", status_code=303)
-        await stop_renewals(payments, subscriptions)  # nothing is charged again for a person no longer known
-        async with db.transaction() as session:
-            erasure = await erase(session, user_id, by=viewer.identity, may_take_roles=may_take_roles)
-        remove_files(erasure, data_dir)  # committed
         done = w("Erased: {messages} messages and {replies} replies went with the rest of that learner's data.",
                  messages=erasure.messages, replies=erasure.replies)
         return RedirectResponse(f"/admin/learners?{access.flash_query(done)}", status_code=303)
