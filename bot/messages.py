@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal, TypedDict
 
 # The characters the light Markdown of a Text gives a meaning to: anywhere, those of emphasis, code and links, the
 # backslash itself, and ~ (WhatsApp and Slack read it as strikethrough); at the start of a line, the marks of a
@@ -85,19 +85,104 @@ class Link:
         object.__setattr__(self, "label", unescaped(self.label))
 
 
+class InboundMeta(TypedDict, total=False):
+    """What a channel says of an inbound message beyond its words and choice (`InboundMessage.meta`).
+
+    Stored with the message as JSON under these very keys (`InboundMessage.to_payload`, read back by bot.pipeline),
+    so a key may be added but never renamed: stored messages must still read. Write and read a key through its
+    constant below (`GROUP_CHAT` for "group_chat" …), never a string of your own.
+    """
+
+    # Marks the core acts on (bot.pipeline, bot.routing, dialogs.choices)
+    private: bool  # only the bot and this person see the chat, where its id does not say so (Slack)
+    subscription: Literal["stop", "start"]  # an opt-out / opt-in keyword typed (WhatsApp's STOP, START)
+    numbered_choices: bool  # choices go out as numbered lines, so "2" picks one (WhatsApp, the terminal)
+    platform_report: bool  # the platform reports, nobody wrote: heard after an opt-out (payments; Slack events)
+    in_response_within: float  # seconds the platform waits for the replies in its own response (Rasa; bot.pipeline)
+    reply_address: str  # the platform's address for answering this one message (Slack's response_url, its Home tab)
+    question: bool  # words asked as a question on purpose, whatever a button says (Slack's /ask, Rasa's ask action)
+    language: str  # the language of the person's app, a first guess at theirs (Telegram)
+    membership: Literal["joined", "left"]  # the person joined or left a group chat (Slack channel events)
+    # A member's private place in a group chat, and who they are there (Slack; the team's dialogs read these)
+    group_chat: str  # the group chat's own chat_id, seen from a member's private place in it
+    workspace: str  # the workspace (installation) the chat belongs to
+    direct_address: str  # the person's own address: what was sent there was offered in this chat too
+    answer_command: str  # the command that types an answer here, where plain typing is not heard ("/lessonbot answer")
+    answer_form: bool  # a button may open the platform's form for typed answers here (`ANSWER_FORM`)
+    workspace_admin: bool  # a workspace admin or owner, or the person who installed the app (users.info)
+    guest: bool  # a guest of the workspace, left out of its teams (users.info)
+    bot: bool  # the member is a bot or an app, left out of its teams (users.info)
+    timezone: str  # the person's time zone as their profile gives it (users.info)
+    # Platform extras, kept for the record (Slack)
+    event: str  # the Slack event or request type (app_mention, block_actions, command …)
+    thread_ts: str  # the thread a mention was made in
+    action_id: str  # the pressed button's action_id
+    command: str  # the slash command typed
+    surface: str  # where a button was pressed, when not in a conversation ("home": the Home tab)
+    # Platform extras, kept for the record (Telegram, WhatsApp)
+    message_id: int  # the platform's id of the message, or of the one whose button was pressed (Telegram)
+    chat_type: str  # private, group or supergroup (Telegram)
+    username: str  # the person's @username (Telegram)
+    callback_query_id: str  # the pressed button's callback query (Telegram)
+    caption: str  # the caption of a photo or file (Telegram)
+    forwarded: bool  # the message was forwarded from elsewhere (Telegram)
+    media: dict[str, Any] | list[dict[str, str]]  # a file: its kind and fields (Telegram), or its URLs (WhatsApp)
+    location: dict[str, str]  # a shared location: latitude, longitude, address, label (WhatsApp)
+    # A payment platform's fields, which the payment dialogs check against the offer
+    pre_checkout: dict[str, Any]  # the last check before charging (Telegram's pre_checkout_query)
+    successful_payment: dict[str, Any]  # a payment made in Stars (Telegram)
+    refunded_payment: dict[str, Any]  # a payment refunded (Telegram)
+    stripe_event: dict[str, Any]  # a checkout, subscription or invoice event, with its payment's id (Stripe)
+
+
+# The keys of `InboundMeta`, one constant each.
+PRIVATE: Final = "private"
+SUBSCRIPTION: Final = "subscription"
+NUMBERED_CHOICES: Final = "numbered_choices"
+PLATFORM_REPORT: Final = "platform_report"
+IN_RESPONSE_WITHIN: Final = "in_response_within"
+# Also the key, in the stored payloads of the message's replies, that carries the address to the channel
+# (bot.channel.Delivery), which may answer through it.
+REPLY_ADDRESS: Final = "reply_address"
+QUESTION: Final = "question"
+LANGUAGE: Final = "language"
+MEMBERSHIP: Final = "membership"
+GROUP_CHAT: Final = "group_chat"
+WORKSPACE: Final = "workspace"
+DIRECT_ADDRESS: Final = "direct_address"
+ANSWER_COMMAND: Final = "answer_command"
+ANSWER_FORM_OFFERED: Final = "answer_form"
+WORKSPACE_ADMIN: Final = "workspace_admin"
+GUEST: Final = "guest"
+FROM_A_BOT: Final = "bot"
+TIMEZONE: Final = "timezone"
+EVENT: Final = "event"
+THREAD_TS: Final = "thread_ts"
+ACTION_ID: Final = "action_id"
+COMMAND: Final = "command"
+SURFACE: Final = "surface"
+MESSAGE_ID: Final = "message_id"
+CHAT_TYPE: Final = "chat_type"
+USERNAME: Final = "username"
+CALLBACK_QUERY_ID: Final = "callback_query_id"
+CAPTION: Final = "caption"
+FORWARDED: Final = "forwarded"
+MEDIA: Final = "media"
+LOCATION: Final = "location"
+PRE_CHECKOUT: Final = "pre_checkout"
+SUCCESSFUL_PAYMENT: Final = "successful_payment"
+REFUNDED_PAYMENT: Final = "refunded_payment"
+STRIPE_EVENT_FIELDS: Final = "stripe_event"
+
+
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
     """A verified message from a person, in the core's terms.
 
     `platform_id` is the platform's own id for this delivery (Telegram update_id, Twilio MessageSid, Slack event_id):
     a second delivery with the same id is acknowledged and ignored. `chat_id` is where replies go; `sender_id` is who
-    spoke (they differ in groups). `meta` holds platform extras (media, a location), `private` where the chat id
-    alone does not tell a direct message (Slack), and five marks the core acts on: `subscription` ("stop" / "start",
-    an opt-out keyword), `numbered_choices` (see dialogs.choices), `platform_report` (the platform reporting
-    something the person did, such as a payment: processed even while they have opted out, though its replies are
-    held back like any other), `in_response_within` (seconds: the platform takes the replies in its own response,
-    as a Rasa action call does; see bot.pipeline) and `reply_address` (`REPLY_ADDRESS`: the platform's own address
-    for answering this message, which its replies carry to the channel).
+    spoke (they differ in groups). `meta` is what the channel adds (`InboundMeta`: every key, its type, its meaning
+    and which channel sets it): platform extras (media, a location) and the marks the core and the dialogs act on.
     """
 
     channel: str
@@ -107,16 +192,17 @@ class InboundMessage:
     text: str = ""
     choice: str | None = None
     sender_name: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: InboundMeta = field(default_factory=InboundMeta)
 
     @property
     def private(self) -> bool:
         """Whether only the bot and this person are in the chat: a chat whose id is the person's own (Telegram,
-        WhatsApp, the web chat), or one the channel marked `meta["private"]` (a Slack direct message). In a group
+        WhatsApp, the web chat), or one the channel marked `meta[PRIVATE]` (a Slack direct message). In a group
         the bot shows nothing that belongs to one member alone (a link code, their data)."""
-        return self.chat_id == self.sender_id or bool(self.meta.get("private"))
+        return self.chat_id == self.sender_id or bool(self.meta.get(PRIVATE))
 
     def to_payload(self) -> dict[str, Any]:
+        """The message as stored (its inbound row's JSON payload); `meta` under its `InboundMeta` keys as they are."""
         payload: dict[str, Any] = {"text": self.text}
         if self.choice is not None:
             payload["choice"] = self.choice
@@ -242,11 +328,6 @@ class CheckoutAnswer:
 
 Reply = Text | Document | Invoice | CheckoutAnswer
 
-# The key, in an inbound message's `meta` and in the stored payloads of its replies, of the platform's address for
-# answering that one message (Slack's response_url): the channel may answer through it (bot.channel.Delivery).
-REPLY_ADDRESS = "reply_address"
-
-
 def reply_from_payload(payload: dict[str, Any]) -> Reply:
     kind = payload.get("kind")
     if kind == "text":
@@ -274,4 +355,3 @@ def reply_from_payload(payload: dict[str, Any]) -> Reply:
 # `meta[ANSWER_FORM_OFFERED]`): the channel opens the form when it is pressed and records nothing, and what is typed
 # into the form comes back as the text of an ordinary message from that place.
 ANSWER_FORM = "form:"
-ANSWER_FORM_OFFERED = "answer_form"

@@ -21,7 +21,7 @@ and releases nothing that waits for one.
 queued held for that long, for the caller to take (storage.outbox.answer_of), and sent on their own after it.
 
 Replies to a message are queued for its sender (`OutboxEntry.member`): in a group, the choices they offer are that
-member's to pick. Where the platform gave an address to answer that one message (`meta["reply_address"]`: Slack's
+member's to pick. Where the platform gave an address to answer that one message (`meta[REPLY_ADDRESS]`: Slack's
 response_url), each reply's payload carries it to the channel (`Delivery.reply_address`).
 """
 
@@ -34,7 +34,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
@@ -49,7 +49,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from bot.activity import Activity
 from bot.channel import RequestRejected
 from bot.config import Settings
-from bot.messages import REPLY_ADDRESS, InboundMessage, Text
+from bot.messages import IN_RESPONSE_WITHIN, PLATFORM_REPORT, REPLY_ADDRESS, SUBSCRIPTION, InboundMessage, Text
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var, for_channel
 from bot.text import storable, storable_data
 from dialogs import apologies, choices
@@ -677,7 +677,7 @@ class ConversationWorker:
         if conversation.user_id is None:
             conversation.user_id = user.id
         # (written when it changes: first, and seldom after; a platform's report, a payment, tells nothing of it)
-        if not message.meta.get("platform_report") and conversation.shared is not (not message.private):
+        if not message.meta.get(PLATFORM_REPORT) and conversation.shared is not (not message.private):
             conversation.shared = not message.private
         state = conversation.state
         turn = Turn(
@@ -720,7 +720,7 @@ class ConversationWorker:
         # When the person wrote, not when we got to it: WhatsApp's 24-hour window counts from there.
         # A platform's report (a payment) is not the person writing: it opens no window.
         wrote = conversation.last_inbound_at
-        if not message.meta.get("platform_report") and (wrote is None or wrote < row.received_at):
+        if not message.meta.get(PLATFORM_REPORT) and (wrote is None or wrote < row.received_at):
             wrote = row.received_at
         await self._finish_turn(
             session, conversation, row.id, answers, turn.state, wrote, keep_lease=row.more, now=now, active=active
@@ -864,12 +864,12 @@ def _answers(
     ]
 
 
-def _held_until(meta: dict[str, Any], now: datetime) -> datetime | None:
+def _held_until(meta: Mapping[str, Any], now: datetime) -> datetime | None:
     """For a message whose platform takes the replies in its own response (`in_response_within`, seconds: a Rasa
     action call), when its replies may go out on their own instead: until then they wait for that response
     (storage.outbox.answer_of); after, the dispatcher sends them like any other, so a response that never came
     loses nothing."""
-    within = meta.get("in_response_within")
+    within = meta.get(IN_RESPONSE_WITHIN)
     if not isinstance(within, int | float) or isinstance(within, bool) or within <= 0:
         return None
     return now + timedelta(seconds=float(within))
@@ -1056,12 +1056,12 @@ async def _honour_subscription(
 ) -> InboundMessage | None:
     """The message the dialogs should see, or None while the person has opted out (STOP) and not back in (START).
     `waiting`: the conversation has replies set aside until the person writes."""
-    keyword = message.meta.get("subscription")
+    keyword = message.meta.get(SUBSCRIPTION)
     if keyword == "stop":
         conversation.opted_out_at = conversation.opted_out_at or now
         await suppress_unsent(await session.session.connection(), conversation.id)
         return None
-    if message.meta.get("platform_report"):
+    if message.meta.get(PLATFORM_REPORT):
         return message  # counts while they opted out (what is said is suppressed); they did not write
     if conversation.opted_out_at is not None:
         if keyword != "start":

@@ -18,7 +18,7 @@ the choice it names: bot/pipeline.py asks dialogs/choices.py.)
    welcome and the first onboarding question, as /start gives it.
 5. A typed option number that names no current choice is told the options; anything else goes to the fallback: the
    question answerer (dialogs/ask.py), or first an organisation's Rasa model (bot/rasa_nlu.py).
-A message marked `question` (a Rasa assistant's ask action) goes straight to the question answerer.
+A message marked `QUESTION` (a Rasa assistant's ask action) goes straight to the question answerer.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 import dialogs
+from bot.messages import LANGUAGE, MEMBERSHIP, QUESTION
 from bot.text import fold
 from dialogs import ask, choices, flow, greeting, onboarding, teams
 from dialogs.learner import adopt_language, is_set_up, learner_of
@@ -80,12 +81,12 @@ def find_command(name: str) -> Command | None:
 async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> None:
     """Answer one message. `fallback` takes what nothing else expects (the question answerer; bot/rasa_nlu.py puts
     an organisation's Rasa model in front of it)."""
-    if turn.message.meta.get("membership"):  # the platform says someone joined or left a group chat
+    if turn.message.meta.get(MEMBERSHIP):  # the platform says someone joined or left a group chat
         await teams.membership_changed(turn)
         return
     learner = await learner_of(turn)
-    adopt_language(turn, learner, turn.message.meta.get("language"))
-    if turn.message.meta.get("question"):  # asked as a question on purpose (a Rasa assistant's ask action)
+    adopt_language(turn, learner, turn.message.meta.get(LANGUAGE))
+    if turn.message.meta.get(QUESTION):  # asked as a question on purpose (a Rasa assistant's ask action)
         await ask.answer_question(turn)
         return
     parsed = parse_command(turn.text)

@@ -16,7 +16,7 @@ import uuid
 from typing import TextIO
 
 from bot.channel import Delivery, RateLimit
-from bot.messages import Document, InboundMessage, Text
+from bot.messages import NUMBERED_CHOICES, Document, InboundMessage, Text
 from channels.markdown import PLAIN, render, with_links
 
 
@@ -38,7 +38,7 @@ class ConsoleChannel:
             sender_id=self.user,
             text=line.strip(),
             sender_name=self.user,
-            meta={"numbered_choices": True},
+            meta={NUMBERED_CHOICES: True},
         )
 
     async def send(self, delivery: Delivery) -> str:

@@ -5,13 +5,13 @@ for the member whose message it answers, or for anyone in the chat when the bot 
 So:
 - a pressed button is honoured only if its value was offered in this conversation to the person pressing it, however
   long ago ("a button works however late it is pressed"), or, from a member's private place in a group chat
-  (`meta["group_chat"]`: a Slack member's ephemeral conversation in a channel), offered in that chat, or in a direct
-  chat, offered to the person's own address (`meta["direct_address"]`);
+  (`meta[GROUP_CHAT]`: a Slack member's ephemeral conversation in a channel), offered in that chat, or in a direct
+  chat, offered to the person's own address (`meta[DIRECT_ADDRESS]`);
   a value that never was (a forged button, another group member's prompt) gets "that button isn't available" and
   nothing else (`was_offered`, `refuse`);
 - a typed choice is read against the choices of the newest replies sent to this person: a label ("Yes, let's
   start") on every channel, a number ("2") where the channel shows choices as numbered lines (its message carries
-  `meta["numbered_choices"]`: the terminal, WhatsApp) (`understood`);
+  `meta[NUMBERED_CHOICES]`: the terminal, WhatsApp) (`understood`);
 - a typed option number that names none of them is told the options again (`is_option_number`, `not_an_option`),
   never handed to the question answerer.
 """
@@ -25,7 +25,16 @@ from typing import Any
 from sqlalchemy import ColumnElement, ScalarSelect, Select, bindparam, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.messages import Choice, InboundMessage
+from bot.messages import (
+    DIRECT_ADDRESS,
+    GROUP_CHAT,
+    NUMBERED_CHOICES,
+    PLATFORM_REPORT,
+    PRE_CHECKOUT,
+    QUESTION,
+    Choice,
+    InboundMessage,
+)
 from bot.text import plain_words
 from dialogs.learner import tr
 from dialogs.turn import Turn
@@ -50,13 +59,13 @@ _OPTION_NUMBER = re.compile(r"#?\s*(\d{1,3})\s*[.)]?")
 
 
 # Chats whose offers count in this one, as the channel marks them: a member's private place in a group chat sees the
-# group's (`group_chat`), a direct chat what was sent to the person's own address (`direct_address`: Slack posts to
+# group's (`GROUP_CHAT`), a direct chat what was sent to the person's own address (`DIRECT_ADDRESS`: Slack posts to
 # a user id land in their DM with the bot).
-ALSO_OFFERED_IN = ("group_chat", "direct_address")
+ALSO_OFFERED_IN = (GROUP_CHAT, DIRECT_ADDRESS)
 
 # Marks a platform's adapter sets on what the platform itself reports (a payment made, Telegram's last check before
 # charging): verified at the platform's edge, never typed or pressed by a person, so no offer is needed.
-PLATFORM_REPORTS = ("platform_report", "pre_checkout")
+PLATFORM_REPORTS = (PLATFORM_REPORT, PRE_CHECKOUT)
 
 
 def member_of(turn: Turn) -> str:
@@ -91,15 +100,15 @@ def refuse(turn: Turn) -> None:
 
 def numbered_choices(turn: Turn) -> bool:
     """Whether this chat shows choices as numbered lines to type (WhatsApp, the terminal) rather than buttons."""
-    return bool(turn.message.meta.get("numbered_choices"))
+    return bool(turn.message.meta.get(NUMBERED_CHOICES))
 
 
 async def understood(turn: Turn) -> InboundMessage:
     """The message with a typed choice read as the choice it names (by its label, or its number where numbered); a
-    message asked as a question on purpose (`meta["question"]`: Slack's /ask, a Rasa assistant's ask action) is its
+    message asked as a question on purpose (`meta[QUESTION]`: Slack's /ask, a Rasa assistant's ask action) is its
     words, whatever a button says."""
     message = turn.message
-    if (message.choice is not None or message.meta.get("question") or not message.text.strip()
+    if (message.choice is not None or message.meta.get(QUESTION) or not message.text.strip()
             or len(message.text) > LONGEST_LABEL * 2):
         return message
     value = await typed_choice(turn, message.text, numbers=numbered_choices(turn))

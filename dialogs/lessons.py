@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.messages import Reply
+from bot.messages import GROUP_CHAT, Reply
 from dialogs import access, flow, onboarding
 from dialogs.i18n import Translator
 from dialogs.learner import (
@@ -249,7 +249,8 @@ async def finish_lesson(x: Exchange, lesson: Lesson) -> None:
         x.say("\n".join(lines))
         await complete_course(x, course, enrollment)
         return
-    if isinstance(x, Turn) and x.message.meta.get("group_chat"):
+    # (the mark itself, not teams.group_chat: dialogs.teams imports this module)
+    if isinstance(x, Turn) and x.message.meta.get(GROUP_CHAT):
         # A member's private place in a team's channel: the team moves on together, at the team's hour.
         lines.append(_("The team's next lesson will be posted in the channel."))
         x.say("\n".join(lines))

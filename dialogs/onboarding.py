@@ -12,6 +12,7 @@ from datetime import time
 
 from sqlalchemy import select
 
+from bot.messages import LANGUAGE
 from bot.text import fold
 from dialogs import flow
 from dialogs.flow import DONE, Flow, Invalid, NotAnAnswer, Step
@@ -269,7 +270,7 @@ def find_course(courses: list[Course], typed: str) -> Course | None:
 
 async def _take(turn: Turn, learner: Learner, course: Course) -> None:
     """Enroll in the chosen course; its language becomes theirs unless the platform said otherwise."""
-    if turn.message.meta.get("language") is None:
+    if turn.message.meta.get(LANGUAGE) is None:
         adopt_language(turn, learner, course.language)
     await enroll(turn, learner, course)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from bot.messages import ANSWER_FORM, ANSWER_FORM_OFFERED
+from bot.messages import ANSWER_COMMAND, ANSWER_FORM, ANSWER_FORM_OFFERED
 from bot.text import answer_key, fold
 from dialogs.flow import Invalid, NotAnAnswer, looks_like_question
 from dialogs.i18n import Translator
@@ -151,9 +151,9 @@ def ask(x: Exchange, question: Question, *, prefix: str, heading: str) -> None:
 
 def typing_hint(x: Exchange) -> str:
     """How to answer in words: typed, or through the command a platform gives where typing is not heard (a Slack
-    member's private place in a channel: `meta["answer_command"]`)."""
+    member's private place in a channel: `meta[ANSWER_COMMAND]`)."""
     _ = tr(x)
-    command = x.message.meta.get("answer_command") if isinstance(x, Turn) else None
+    command = x.message.meta.get(ANSWER_COMMAND) if isinstance(x, Turn) else None
     if isinstance(command, str) and command:
         return _("(Answer with {command} followed by your answer.)", command=command)
     return _("(Type your answer.)")

@@ -4,7 +4,7 @@
   turns it `off` / `on`, turns the leaderboard off / on (`/team leaderboard off`), and adds admins (`/team admin
   ID`). Who may (`may_administer`, the one check): an owner or admin role covering the workspace (dialogs/roles.py,
   ADMINS included), the workspace's admins and owners and
-  the person who installed the app (the channel marks them `meta["workspace_admin"]`), and whoever an admin added.
+  the person who installed the app (the channel marks them `meta[WORKSPACE_ADMIN]`), and whoever an admin added.
   Every attempt is written to the audit log, allowed or not.
 - A member opts out (`/team leave`) and back in (`/team join`), and hides from the leaderboard (`/team hide`,
   `/team unhide`); `/leaderboard` shows the team's standings.
@@ -20,7 +20,7 @@
   (`pause_direct_lessons`); `team on` and another course invite them again.
 - Joining the chat enrolls (`membership_changed`); leaving pauses; guests and bots are left out.
 
-Where a member is: `meta["group_chat"]` (the chat's own id) and `meta["workspace"]`, set by the channel on what
+Where a member is: `meta[GROUP_CHAT]` (the chat's own id) and `meta[WORKSPACE]`, set by the channel on what
 reaches a member's private place in a group chat.
 """
 
@@ -34,8 +34,20 @@ from datetime import date, datetime, time, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.messages import Choice, Text
+from bot.messages import (
+    DIRECT_ADDRESS,
+    FROM_A_BOT,
+    GROUP_CHAT,
+    GUEST,
+    MEMBERSHIP,
+    TIMEZONE,
+    WORKSPACE,
+    WORKSPACE_ADMIN,
+    Choice,
+    Text,
+)
 from dialogs import bandit, flow, lessons, nudges, roles
+from dialogs.choices import refuse
 from dialogs.i18n import N_, Translator, translator
 from dialogs.learner import enroll, joined_to, learner_of, tr
 from dialogs.onboarding import days_label, finish, privacy_notice
@@ -107,12 +119,12 @@ class UsageError(Exception):
 
 def group_chat(turn: Turn) -> str | None:
     """The group chat this message was sent in, seen from the member's private place there; None elsewhere."""
-    chat = turn.message.meta.get("group_chat")
+    chat = turn.message.meta.get(GROUP_CHAT)
     return chat if isinstance(chat, str) and chat else None
 
 
 def workspace_of(turn: Turn) -> str:
-    workspace = turn.message.meta.get("workspace")
+    workspace = turn.message.meta.get(WORKSPACE)
     return workspace if isinstance(workspace, str) else ""
 
 
@@ -122,7 +134,7 @@ async def may_administer(turn: Turn, workspace: str) -> bool:
     or someone a team admin added."""
     if roles.permitted(await roles.grants(turn), "teams", roles.Scope("team", workspace)):
         return True
-    if turn.message.meta.get("workspace_admin") is True:
+    if turn.message.meta.get(WORKSPACE_ADMIN) is True:
         return True
     return await is_team_admin(turn.session, turn.message.channel, workspace, turn.message.sender_id)
 
@@ -135,7 +147,7 @@ async def _set_status(turn: Turn, team: Team, status: str) -> TeamMember:
 
 def direct_address(turn: Turn) -> str | None:
     """The sender's own address on the platform (their direct chat with the bot), where the channel gives it."""
-    address = turn.message.meta.get("direct_address")
+    address = turn.message.meta.get(DIRECT_ADDRESS)
     return address if isinstance(address, str) and address else None
 
 
@@ -252,7 +264,7 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
         raise UsageError(_("I couldn't read those days. Name them (“mon, wed, fri”, “monday to friday”) or say “every "
                            "day”, “weekdays” or “weekends”."))
     member_zones = (match["zone"] or "").lower() in MEMBER_ZONES
-    typed_zone = None if member_zones else match["zone"] or (None if team else turn.message.meta.get("timezone"))
+    typed_zone = None if member_zones else match["zone"] or (None if team else turn.message.meta.get(TIMEZONE))
     zone = read_zone(typed_zone) if isinstance(typed_zone, str) and typed_zone else None
     if typed_zone and zone is None and match["zone"]:
         raise UsageError(_("I couldn't find a time zone for “{text}”. Try the nearest big city (Madrid, Chicago, "
@@ -510,7 +522,7 @@ async def _take(turn: Turn, value: str) -> None:
     lesson = await turn.session.get(Lesson, lesson_id) if lesson_id else None
     if (team is None or lesson is None or team.chat_id != group_chat(turn) or lesson.course_id != team.course_id
             or not await was_posted(turn.session, team, lesson.id)):
-        turn.say(_("That button isn't available."))
+        refuse(turn)
         return
     member = await membership(turn.session, team, turn.message.sender_id)
     if member is not None and member.status == MEMBER_EXCLUDED:
@@ -576,21 +588,21 @@ async def membership_changed(turn: Turn) -> None:
         return
     meta = turn.message.meta
     member = await membership(turn.session, team, turn.message.sender_id)
-    if meta.get("membership") == "left":
+    if meta.get(MEMBERSHIP) == "left":
         if member is not None and member.status == MEMBER_ACTIVE:
             member.status, member.changed_at = MEMBER_LEFT, turn.now
             await pause_direct_lessons(turn.session, team, member.member)
         return
-    if meta.get("bot") is True:
+    if meta.get(FROM_A_BOT) is True:
         return
-    if meta.get("guest") is True:
+    if meta.get(GUEST) is True:
         await _set_status(turn, team, MEMBER_EXCLUDED)
         return
     if member is not None and member.status == MEMBER_OPTED_OUT:
         return  # their own choice stands when they come back
     member = await _set_status(turn, team, MEMBER_ACTIVE)
-    if isinstance(meta.get("timezone"), str) and not turn.user.timezone:
-        turn.user.timezone = readable_zone(meta["timezone"])  # (None: the team's, when they start)
+    if isinstance(meta.get(TIMEZONE), str) and not turn.user.timezone:
+        turn.user.timezone = readable_zone(meta[TIMEZONE])  # (None: the team's, when they start)
         await lesson_schedule_changed(turn.session, turn.user.id)
     _ = tr(turn)
     course = await turn.session.get(Course, team.course_id)
@@ -647,7 +659,7 @@ async def _answer_invitation(turn: Turn, value: str) -> None:
     team_id, _zero = _ids_in(value, START if starting else SKIP)
     team = await turn.session.get(Team, team_id) if team_id else None
     if team is None or team.mode != DIRECT_MODE or team.status != TEAM_ACTIVE:
-        turn.say(_("That button isn't available."))
+        refuse(turn)
         return
     if not starting:
         await _set_status(turn, team, MEMBER_OPTED_OUT)
@@ -742,7 +754,7 @@ async def nudge_behind(turn: Turn, value: str) -> None:
     team_id, ordinal = _ids_in(value, NUDGE)
     team = await turn.session.get(Team, team_id) if team_id else None
     if team is None or not 1 <= ordinal <= date.max.toordinal():
-        turn.say(_("That button isn't available."))
+        refuse(turn)
         return
     if turn.message.sender_id != team.created_by and not await may_administer(turn, team.workspace):
         _audit(turn, "nudge", str(team.id), "denied")

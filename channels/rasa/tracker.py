@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.messages import InboundMessage
+from bot.messages import IN_RESPONSE_WITHIN, QUESTION, InboundMessage, InboundMeta
 from channels.rasa.render import CHOICE_INTENT
 
 CHANNEL = "rasa"
@@ -117,9 +117,9 @@ def settings(slots: Mapping[str, Any], latest_message: Mapping[str, Any], curren
 def message(sender_id: str, platform_id: str, ask: Ask, *, within: float) -> InboundMessage:
     """The message an action call stands for. `within`: how long the action waits for its replies (they are held
     for it that long; see bot.pipeline)."""
-    meta: dict[str, Any] = {"in_response_within": within}
+    meta: InboundMeta = {IN_RESPONSE_WITHIN: within}
     if ask.question:
-        meta["question"] = True
+        meta[QUESTION] = True
     return InboundMessage(
         channel=CHANNEL,
         platform_id=platform_id,

@@ -8,12 +8,12 @@ for the log, and for slash commands a line to show the person). Decisions kept h
   sending needs to find the workspace's bot token when the app is installed in many workspaces; it is kept with
   one workspace too, so a move to distribution keeps every conversation.
 - Replies go to the channel itself, not into threads: a mention inside a thread is answered in its channel, and
-  the thread's ts is kept in `meta["thread_ts"]`.
+  the thread's ts is kept in `meta[THREAD_TS]`.
 - A member's private place in a channel is "<installation>:<channel>@<user>": replies there are ephemeral messages
   (chat.postEphemeral), seen by that member alone. `/lessonbot` typed in a channel, a button pressed on an
   ephemeral message or on a team's lesson post ("team:…"), and the channel's member_joined_channel /
-  member_left_channel events are that member's; `meta["group_chat"]` names the channel's own chat_id and
-  `meta["workspace"]` the workspace, so a team's dialogs know where the member is.
+  member_left_channel events are that member's; `meta[GROUP_CHAT]` names the channel's own chat_id and
+  `meta[WORKSPACE]` the workspace, so a team's dialogs know where the member is.
 - `sender_id` is "<team>/<user>" (the person's own workspace), so admins are written `slack:T01/U02`.
 - `platform_id` deduplicates: the Events API's event_id (a retry with X-Slack-Retry-Num carries the same one);
   "action:<channel>:<message ts>:<action ts>" for a button press (one press of one button on one message),
@@ -24,9 +24,28 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
-from bot.messages import ANSWER_FORM, ANSWER_FORM_OFFERED, REPLY_ADDRESS, InboundMessage
+from bot.messages import (
+    ACTION_ID,
+    ANSWER_COMMAND,
+    ANSWER_FORM,
+    ANSWER_FORM_OFFERED,
+    COMMAND,
+    DIRECT_ADDRESS,
+    EVENT,
+    GROUP_CHAT,
+    MEMBERSHIP,
+    PLATFORM_REPORT,
+    PRIVATE,
+    QUESTION,
+    REPLY_ADDRESS,
+    SURFACE,
+    THREAD_TS,
+    WORKSPACE,
+    InboundMessage,
+    InboundMeta,
+)
 from channels.slack.blocks import plain_text
 from channels.slack.commands import SLASH_COMMANDS, TEAM_COMMAND
 from channels.webhook import Ignored
@@ -40,7 +59,8 @@ PERSONAL_COMMANDS = frozenset({"/buy", "/purchases", "/redeem"})
 # A pressed button whose value starts so belongs to a team's post in a channel: the member answers privately.
 TEAM_BUTTON_PREFIX = "team:"
 # The channel events that say who is in a channel.
-MEMBERSHIP_EVENTS = {"member_joined_channel": "joined", "member_left_channel": "left"}
+MEMBERSHIP_EVENTS: dict[str, Literal["joined", "left"]] = {"member_joined_channel": "joined",
+                                                            "member_left_channel": "left"}
 
 # Message subtypes that are still a person speaking; every other subtype (message_changed, message_deleted,
 # channel_join, bot_message, …) is ignored.
@@ -90,24 +110,24 @@ def ephemeral_target(channel: str) -> tuple[str, str | None]:
     return (base, user) if sep else (channel, None)
 
 
-def _team_meta(installation: str, channel: str, user: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _team_meta(installation: str, channel: str, user: str, body: dict[str, Any] | None = None) -> InboundMeta:
     """Where a member's private place is: the channel's own chat, the workspace, the member's own address (their
     DM with the bot); only they see its replies, which go through the request's response_url where it has one."""
-    meta: dict[str, Any] = {"group_chat": chat_id_for(installation, channel), "workspace": installation,
-                            "direct_address": chat_id_for(installation, user), "private": True,
-                            "answer_command": f"{TEAM_COMMAND} answer", ANSWER_FORM_OFFERED: True}
+    meta: InboundMeta = {GROUP_CHAT: chat_id_for(installation, channel), WORKSPACE: installation,
+                         DIRECT_ADDRESS: chat_id_for(installation, user), PRIVATE: True,
+                         ANSWER_COMMAND: f"{TEAM_COMMAND} answer", ANSWER_FORM_OFFERED: True}
     url = (body or {}).get("response_url")
     if isinstance(url, str) and url.startswith(("https://", "http://")) and len(url) <= 500:
         meta[REPLY_ADDRESS] = url
     return meta
 
 
-def _privacy(channel: str, installation: str, user: str) -> dict[str, Any]:
+def _privacy(channel: str, installation: str, user: str) -> InboundMeta:
     """Slack's direct-message channel ids start with D: such a chat is the bot and this person alone. What the bot
     sent to the person's own address ("T01:U02": chat.postMessage to a user id lands in this DM) was offered here."""
     if not channel.startswith("D"):
         return {}
-    return {"private": True, "direct_address": chat_id_for(installation, user)}
+    return {PRIVATE: True, DIRECT_ADDRESS: chat_id_for(installation, user)}
 
 
 def message_from_event(body: dict[str, Any], *, installation: str, bot_user_id: str | None) -> Outcome:
@@ -137,9 +157,9 @@ def message_from_event(body: dict[str, Any], *, installation: str, bot_user_id: 
     if not text:
         return Ignored(f"{kind} without text")
     team = _id(event.get("user_team")) or _id(event.get("team")) or installation
-    meta: dict[str, Any] = {"event": kind, **_privacy(channel, installation, user)}
+    meta: InboundMeta = {EVENT: str(kind), **_privacy(channel, installation, user)}
     if _id(event.get("thread_ts")):
-        meta["thread_ts"] = event["thread_ts"]
+        meta[THREAD_TS] = event["thread_ts"]
     return InboundMessage(
         channel=CHANNEL,
         platform_id=event_id,
@@ -181,7 +201,7 @@ def message_from_action(body: dict[str, Any], *, installation: str) -> Outcome:
     label = _dict(action.get("text")).get("text") or _dict(option.get("text")).get("text")
     team = _id(user.get("team_id")) or _id(_dict(body.get("team")).get("id")) or installation
     name = user.get("name") or user.get("username")
-    meta: dict[str, Any] = {"event": "block_actions", "action_id": str(action.get("action_id") or "")[:64]}
+    meta: InboundMeta = {EVENT: "block_actions", ACTION_ID: str(action.get("action_id") or "")[:64]}
     if not channel.startswith("D") and (container.get("is_ephemeral") is True or value.startswith(TEAM_BUTTON_PREFIX)):
         chat_id = member_chat_id(installation, channel, user_id)  # the member answers privately
         meta.update(_team_meta(installation, channel, user_id, body))
@@ -222,9 +242,9 @@ def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
     text = words if command == "/ask" else f"{SLASH_COMMANDS[command]} {words}".strip()
     team = _id(body.get("team_id")) or installation
     name = body.get("user_name")
-    meta: dict[str, Any] = {"event": "command", "command": command, **_privacy(channel, installation, user)}
+    meta: InboundMeta = {EVENT: "command", COMMAND: command, **_privacy(channel, installation, user)}
     if command == "/ask":
-        meta["question"] = True
+        meta[QUESTION] = True
     chat_id = chat_id_for(installation, channel)
     if (command in PERSONAL_COMMANDS or command == "/ask" and not words) and not channel.startswith("D"):
         chat_id = member_chat_id(installation, channel, user)
@@ -259,7 +279,7 @@ def _team_command(
         sender_id=f"{team}/{user}",
         text=text,
         sender_name=name if isinstance(name, str) and name else None,
-        meta={"event": "command", "command": TEAM_COMMAND,
+        meta={EVENT: "command", COMMAND: TEAM_COMMAND,
               **(_privacy(channel, installation, user) if private else _team_meta(installation, channel, user, body))},
     )
 
@@ -282,7 +302,7 @@ def membership_change(body: dict[str, Any], *, installation: str, bot_user_id: s
         chat_id=member_chat_id(installation, channel, user),
         sender_id=f"{team}/{user}",
         # Slack reports it; the member wrote nothing (it opens no window, and is heard even after they opted out).
-        meta={"event": str(event["type"]), "membership": kind, "platform_report": True,
+        meta={EVENT: str(event["type"]), MEMBERSHIP: kind, PLATFORM_REPORT: True,
               **_team_meta(installation, channel, user)},
     )
 
@@ -309,8 +329,8 @@ def home_opened(body: dict[str, Any], *, installation: str) -> Outcome:
         sender_id=f"{team}/{user}",
         text="/home",
         # Slack reports a tab opened; the person wrote nothing.
-        meta={"event": "app_home_opened", "platform_report": True, "private": True,
-              "direct_address": chat_id_for(installation, user), REPLY_ADDRESS: HOME_ADDRESS_PREFIX + user},
+        meta={EVENT: "app_home_opened", PLATFORM_REPORT: True, PRIVATE: True,
+              DIRECT_ADDRESS: chat_id_for(installation, user), REPLY_ADDRESS: HOME_ADDRESS_PREFIX + user},
     )
 
 
@@ -329,8 +349,8 @@ def _home_action(body: dict[str, Any], action: dict[str, Any], value: str, *, in
         sender_id=f"{team}/{user}",
         text=label if isinstance(label, str) and label else value,
         choice=value,
-        meta={"event": "block_actions", "surface": "home", "private": True,
-              "direct_address": chat_id_for(installation, user)},
+        meta={EVENT: "block_actions", SURFACE: "home", PRIVATE: True,
+              DIRECT_ADDRESS: chat_id_for(installation, user)},
     )
 
 
@@ -405,5 +425,5 @@ def message_from_view(body: dict[str, Any], *, installation: str) -> Outcome:
         sender_id=f"{team}/{user_id}",
         text=text,
         sender_name=name if isinstance(name, str) and name else None,
-        meta={"event": "view_submission", **meta},
+        meta={EVENT: "view_submission", **meta},
     )

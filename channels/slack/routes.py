@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.channel import ChannelHost, RequestRejected
-from bot.messages import InboundMessage
+from bot.messages import FROM_A_BOT, GUEST, MEMBERSHIP, TIMEZONE, WORKSPACE_ADMIN, InboundMessage, InboundMeta
 from channels.slack.inbound import (
     ANSWER_FORM_CALLBACK,
     CHANNEL,
@@ -221,7 +221,7 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
             "Lessonbot is not installed in this workspace (any more). Ask an admin to install it again."
         ),
     )
-    async def record_as(outcome: Outcome, request: AsyncBoltRequest, profile: dict[str, Any]) -> None:
+    async def record_as(outcome: Outcome, request: AsyncBoltRequest, profile: InboundMeta) -> None:
         if isinstance(outcome, InboundMessage) and profile:
             outcome = replace(outcome, meta={**outcome.meta, **profile})
         await record(outcome, request)
@@ -281,8 +281,8 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
         ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
     ) -> None:
         outcome = membership_change(body, installation=_installation(context), bot_user_id=context.bot_user_id)
-        profile: dict[str, Any] = {}
-        if isinstance(outcome, InboundMessage) and outcome.meta.get("membership") == "joined":
+        profile: InboundMeta = {}
+        if isinstance(outcome, InboundMessage) and outcome.meta.get(MEMBERSHIP) == "joined":
             profile = await workspace_standing(context, str(_event(body).get("user") or ""), channel)
         await record_as(outcome, request, profile)
         await ack()
@@ -354,7 +354,7 @@ def changes_a_team(body: dict[str, Any]) -> bool:
     return body.get("command") == TEAM_COMMAND and len(words) >= 2 and words[0].lower() == "team"
 
 
-async def workspace_standing(context: AsyncBoltContext, user: str, channel: SlackChannel) -> dict[str, Any]:
+async def workspace_standing(context: AsyncBoltContext, user: str, channel: SlackChannel) -> InboundMeta:
     """What users.info says of a person that the dialogs weigh: a workspace admin or owner (or the person who
     installed the app), a guest, a bot, their name and time zone. Nothing when Slack cannot say right now (the
     request is recorded anyway: Slack waits for its acknowledgement)."""
@@ -368,14 +368,14 @@ async def workspace_standing(context: AsyncBoltContext, user: str, channel: Slac
         return {}
     profile = _dict_of(response.get("user"))
     installer = await channel.installer(context.enterprise_id, context.team_id, context.is_enterprise_install)
-    standing: dict[str, Any] = {
-        "workspace_admin": bool(profile.get("is_admin") or profile.get("is_owner") or profile.get("is_primary_owner")
-                                or (installer is not None and installer == user)),
-        "guest": bool(profile.get("is_restricted") or profile.get("is_ultra_restricted")),
-        "bot": bool(profile.get("is_bot") or profile.get("is_app_user")),
+    standing: InboundMeta = {
+        WORKSPACE_ADMIN: bool(profile.get("is_admin") or profile.get("is_owner") or profile.get("is_primary_owner")
+                              or (installer is not None and installer == user)),
+        GUEST: bool(profile.get("is_restricted") or profile.get("is_ultra_restricted")),
+        FROM_A_BOT: bool(profile.get("is_bot") or profile.get("is_app_user")),
     }
     if isinstance(profile.get("tz"), str) and profile["tz"]:
-        standing["timezone"] = profile["tz"][:64]
+        standing[TIMEZONE] = profile["tz"][:64]
     return standing
 
 

@@ -2,7 +2,7 @@
 
 Telegram redelivers an update until it gets a 2xx, so an update the bot does not handle is acknowledged with a
 logged reason rather than refused. What becomes a message:
-- a message in a private chat: its text, or a photo/document/voice/… with its file id in `meta["media"]` and its
+- a message in a private chat: its text, or a photo/document/voice/… with its file id in `meta[MEDIA]` and its
   caption as the text;
 - a message in a group only when it is meant for the bot: a command (`/cmd`, or `/cmd@thisbot` but not
   `/cmd@otherbot`), a mention of the bot, or a reply to one of the bot's messages (what Telegram's privacy mode
@@ -11,9 +11,9 @@ logged reason rather than refused. What becomes a message:
   channels/telegram/buttons.py);
 - a payment in Telegram Stars: the last check before charging (`pre_checkout_query`, which must be answered within
   10 s) and the payment itself (a message with `successful_payment`), each with the choice `PAYMENT_CHECK` or
-  `PAYMENT_DONE` and Telegram's fields in `meta["pre_checkout"]` / `meta["successful_payment"]`; and a refund of one
+  `PAYMENT_DONE` and Telegram's fields in `meta[PRE_CHECKOUT]` / `meta[SUCCESSFUL_PAYMENT]`; and a refund of one
   (a message with `refunded_payment`: the bot's own, or Telegram's after a dispute), `PAYMENT_DONE` with
-  `meta["refunded_payment"]`.
+  `meta[REFUNDED_PAYMENT]`.
 Edited messages, channel posts, inline queries and every other kind are ignored.
 
 The platform id is the update_id, so a redelivered update is recognised as a duplicate. A plain text message in a
@@ -30,7 +30,22 @@ from typing import Any
 from telegram import CallbackQuery, Message, PreCheckoutQuery, Update
 from telegram.constants import ChatType, MessageEntityType, UpdateType
 
-from bot.messages import InboundMessage
+from bot.messages import (
+    CALLBACK_QUERY_ID,
+    CAPTION,
+    CHAT_TYPE,
+    FORWARDED,
+    LANGUAGE,
+    MEDIA,
+    MESSAGE_ID,
+    PLATFORM_REPORT,
+    PRE_CHECKOUT,
+    REFUNDED_PAYMENT,
+    SUCCESSFUL_PAYMENT,
+    USERNAME,
+    InboundMessage,
+    InboundMeta,
+)
 from channels.telegram.buttons import pressed
 from channels.webhook import Ignored
 
@@ -137,11 +152,11 @@ def plain_text(data: dict[str, Any]) -> InboundMessage | None:
         or not _plain_entities(message.get("entities", []))
     ):
         return None
-    meta: dict[str, Any] = {"message_id": message["message_id"], "chat_type": ChatType.PRIVATE.value}
+    meta: InboundMeta = {MESSAGE_ID: message["message_id"], CHAT_TYPE: ChatType.PRIVATE.value}
     if user.get("username"):
-        meta["username"] = user["username"]
+        meta[USERNAME] = user["username"]
     if user.get("language_code"):
-        meta["language"] = user["language_code"]
+        meta[LANGUAGE] = user["language_code"]
     return InboundMessage(
         channel=CHANNEL,
         platform_id=str(data["update_id"]),
@@ -197,7 +212,7 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
         return InboundMessage(
             channel=CHANNEL, platform_id=platform_id, chat_id=str(chat.id), sender_id=str(user.id),
             choice=PAYMENT_DONE, sender_name=user.first_name or None,
-            meta={"platform_report": True, "successful_payment": {
+            meta={PLATFORM_REPORT: True, SUCCESSFUL_PAYMENT: {
                 "currency": paid.currency, "total_amount": paid.total_amount, "invoice_payload": paid.invoice_payload,
                 "telegram_payment_charge_id": paid.telegram_payment_charge_id,
                 "provider_payment_charge_id": paid.provider_payment_charge_id,
@@ -212,7 +227,7 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
         return InboundMessage(
             channel=CHANNEL, platform_id=platform_id, chat_id=str(chat.id), sender_id=str(user.id),
             choice=PAYMENT_DONE, sender_name=user.first_name or None,
-            meta={"platform_report": True, "refunded_payment": {
+            meta={PLATFORM_REPORT: True, REFUNDED_PAYMENT: {
                 "currency": refunded.currency, "total_amount": refunded.total_amount,
                 "invoice_payload": refunded.invoice_payload,
                 "telegram_payment_charge_id": refunded.telegram_payment_charge_id,
@@ -230,17 +245,17 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
         text = re.sub(rf"(?<![\w@])@{re.escape(me.username)}\b", "", text, flags=re.IGNORECASE).strip()
     elif chat.type != ChatType.PRIVATE:
         return Ignored(f"a message in a {chat.type} chat")
-    meta: dict[str, Any] = {"message_id": message.message_id, "chat_type": str(chat.type)}
+    meta: InboundMeta = {MESSAGE_ID: message.message_id, CHAT_TYPE: str(chat.type)}
     if media is not None:
-        meta["media"] = media
+        meta[MEDIA] = media
     if message.caption:
-        meta["caption"] = message.caption
+        meta[CAPTION] = message.caption
     if message.forward_origin is not None or "forward_date" in message.api_kwargs:
-        meta["forwarded"] = True
+        meta[FORWARDED] = True
     if user.username:
-        meta["username"] = user.username
+        meta[USERNAME] = user.username
     if user.language_code:  # the app's language: the dialogs' first guess at the learner's
-        meta["language"] = user.language_code
+        meta[LANGUAGE] = user.language_code
     return InboundMessage(
         channel=CHANNEL,
         platform_id=platform_id,
@@ -309,7 +324,7 @@ def _from_button(platform_id: str, query: CallbackQuery) -> InboundMessage | Ign
         text=label or "",
         choice=choice,
         sender_name=query.from_user.first_name or None,
-        meta={"callback_query_id": query.id, "message_id": query.message.message_id},
+        meta={CALLBACK_QUERY_ID: query.id, MESSAGE_ID: query.message.message_id},
     )
 
 
@@ -323,6 +338,6 @@ def _from_pre_checkout(platform_id: str, query: PreCheckoutQuery) -> InboundMess
         sender_id=str(query.from_user.id),
         choice=PAYMENT_CHECK,
         sender_name=query.from_user.first_name or None,
-        meta={"pre_checkout": {"id": query.id, "currency": query.currency, "total_amount": query.total_amount,
-                               "invoice_payload": query.invoice_payload}},
+        meta={PRE_CHECKOUT: {"id": query.id, "currency": query.currency, "total_amount": query.total_amount,
+                             "invoice_payload": query.invoice_payload}},
     )

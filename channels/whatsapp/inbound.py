@@ -15,14 +15,13 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import MultiDict
 from twilio.request_validator import RequestValidator
 
 from bot.channel import RequestRejected
-from bot.messages import InboundMessage
+from bot.messages import LOCATION, MEDIA, NUMBERED_CHOICES, SUBSCRIPTION, InboundMessage, InboundMeta
 from bot.text import whole_number
 from channels.webhook import Ignored
 
@@ -98,26 +97,26 @@ def inbound_message(form: MultiDict) -> InboundMessage | Ignored:
         return Ignored(f"not a WhatsApp message (From {sender[:40]!r}); point only WhatsApp senders here")
     number = whatsapp_number(sender)
     body = form.get("Body", "")
-    meta: dict[str, Any] = {}
+    meta: InboundMeta = {}
     media = _media(form)
     if media:
-        meta["media"] = media
+        meta[MEDIA] = media
     if form.get("Latitude") and form.get("Longitude"):
-        meta["location"] = {
+        meta[LOCATION] = {
             key.lower(): form[key] for key in ("Latitude", "Longitude", "Address", "Label") if form.get(key)
         }
     choice = form.get("ButtonPayload") or None
     text = body or form.get("ButtonText", "")
     keyword = body.strip().upper()
     if choice is None:
-        meta["numbered_choices"] = True  # choices went out as "1. label" lines: the core resolves "2" or "Beta"
+        meta[NUMBERED_CHOICES] = True  # choices went out as "1. label" lines: the core resolves "2" or "Beta"
         if keyword in OPT_OUT_KEYWORDS:
-            meta["subscription"] = "stop"
+            meta[SUBSCRIPTION] = "stop"
         elif keyword in OPT_IN_KEYWORDS:
-            meta["subscription"] = "start"  # only while opted out; otherwise YES is an ordinary answer
+            meta[SUBSCRIPTION] = "start"  # only while opted out; otherwise YES is an ordinary answer
         elif keyword in HELP_KEYWORDS:
             choice = HELP_COMMAND
-    if not text.strip() and choice is None and not media and "location" not in meta:
+    if not text.strip() and choice is None and not media and LOCATION not in meta:
         return Ignored(f"nothing to read (MessageType {form.get('MessageType', 'unknown')!r})")
     return InboundMessage(
         channel=CHANNEL,
