@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from bot.channel import Channel, RequestRejected, TakesStars
 from bot.config import Settings
-from bot.messages import InboundMessage
+from bot.messages import PLATFORM_REPORT, STRIPE_EVENT_FIELDS, InboundMessage
 from bot.pipeline import Recorded
 from bot.text import whole_number
 from channels.http import NOT_FRAMED
@@ -179,6 +179,9 @@ class StripeCheckout:
 
     async def cancel_subscription(self, subscription_reference: str) -> None:
         await self.client.v1.subscriptions.cancel_async(subscription_reference)
+
+    async def expire(self, session_reference: str) -> None:
+        await self.client.v1.checkout.sessions.expire_async(session_reference)
 
     async def subscription_charge(self, subscription_reference: str) -> str | None:
         """The payment intent that paid a subscription's latest paid invoice (where its events did not carry one): a
@@ -384,9 +387,9 @@ def event_message(event: dict[str, Any], payment: Payment) -> InboundMessage:
         chat_id=payment.chat_id,
         sender_id=payment.sender_id,
         choice=STRIPE_EVENT,
-        meta={"platform_report": True,
-              "stripe_event": {"id": event["id"], "type": event["type"], "payment_id": payment.id,
-                               **_fields(event["type"], event["data"]["object"])}},
+        meta={PLATFORM_REPORT: True,
+              STRIPE_EVENT_FIELDS: {"id": event["id"], "type": event["type"], "payment_id": payment.id,
+                                    **_fields(event["type"], event["data"]["object"])}},
     )
 
 

@@ -30,7 +30,17 @@ from typing import Any, Protocol
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.messages import CheckoutAnswer, Invoice, Link, Reply, Text
+from bot.messages import (
+    PRE_CHECKOUT,
+    REFUNDED_PAYMENT,
+    STRIPE_EVENT_FIELDS,
+    SUCCESSFUL_PAYMENT,
+    CheckoutAnswer,
+    Invoice,
+    Link,
+    Reply,
+    Text,
+)
 from bot.text import code_letters, fold, whole_number
 from dialogs import lessons
 from dialogs.i18n import N_, Translator, translator
@@ -119,6 +129,10 @@ class Checkout(Protocol):
 
     async def invoice_charge(self, invoice_reference: str) -> str | None:
         """What paid an invoice (the refund names it), if anything did."""
+        ...
+
+    async def expire(self, session_reference: str) -> None:
+        """Close a payment page not yet paid on: nobody can pay on it any more."""
         ...
 
 
@@ -377,14 +391,14 @@ async def _create(checkout: Checkout, offer: CheckoutOffer) -> CheckoutSession |
 async def on_payment(turn: Turn, value: str) -> None:
     """A payment platform speaking (never a person: the fields come from the platform, in `meta`)."""
     meta = turn.message.meta
-    if value == CHECK and "pre_checkout" in meta:
-        await _pre_checkout(turn, meta["pre_checkout"])
-    elif value == STARS_PAID and "successful_payment" in meta:
-        await _stars_paid(turn, meta["successful_payment"])
-    elif value == STARS_PAID and "refunded_payment" in meta:
-        await _stars_refunded(turn, meta["refunded_payment"])
-    elif value == STRIPE_EVENT and "stripe_event" in meta:
-        await _stripe_event(turn, meta["stripe_event"])
+    if value == CHECK and PRE_CHECKOUT in meta:
+        await _pre_checkout(turn, meta[PRE_CHECKOUT])
+    elif value == STARS_PAID and SUCCESSFUL_PAYMENT in meta:
+        await _stars_paid(turn, meta[SUCCESSFUL_PAYMENT])
+    elif value == STARS_PAID and REFUNDED_PAYMENT in meta:
+        await _stars_refunded(turn, meta[REFUNDED_PAYMENT])
+    elif value == STRIPE_EVENT and STRIPE_EVENT_FIELDS in meta:
+        await _stripe_event(turn, meta[STRIPE_EVENT_FIELDS])
     else:
         log.warning("a payment choice without the platform's fields was ignored", extra={"choice": value})
 
@@ -1127,29 +1141,61 @@ async def _stop_renewing(desk: PaymentDesk, payment: Refundable) -> None:
                       "Settings → My Stars; Stripe: the Dashboard)", extra={"payment_id": payment.id})
 
 
-async def renewing(session: AsyncSession, user_id: int) -> list[Refundable]:
-    """The person's subscriptions that will be charged again (paid, not ended)."""
-    rows = await session.scalars(select(Payment).where(
+@dataclass(frozen=True)
+class OpenCharges:
+    """What could still charge a person: subscriptions that renew, and Stripe payment pages open to be paid on."""
+
+    subscriptions: Sequence[Refundable] = ()
+    checkouts: Sequence[Refundable] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.subscriptions or self.checkouts)
+
+
+async def open_charges(session: AsyncSession, user_id: int) -> OpenCharges:
+    """The person's subscriptions that will be charged again (paid, not ended) and their Stripe checkouts still
+    open (offered, not paid, not expired)."""
+    subscriptions = await session.scalars(select(Payment).where(
         Payment.user_id == user_id, Payment.period.is_not(None), Payment.status == PaymentStatus.PAID,
         Payment.subscription_reference.is_not(None),
         or_(Payment.subscription_status.is_(None), Payment.subscription_status.not_in(ENDED)),
     ))
-    return [Refundable.of(payment) for payment in rows]
+    checkouts = await session.scalars(select(Payment).where(
+        Payment.user_id == user_id, Payment.provider == STRIPE, Payment.status == PaymentStatus.OPEN,
+        Payment.reference.is_not(None),
+    ))
+    return OpenCharges([Refundable.of(payment) for payment in subscriptions],
+                       [Refundable.of(payment) for payment in checkouts])
 
 
-async def stop_renewals(desk: PaymentDesk, subscriptions: Sequence[Refundable]) -> None:
-    """Cancel these subscriptions with their platforms (before the person's data is erased: afterwards nothing
-    would link a renewal to them); a failure is logged for the admin to finish by hand."""
-    for subscription in subscriptions:
+async def stop_charges(desk: PaymentDesk, charges: OpenCharges) -> None:
+    """Cancel the subscriptions with their platforms and close the open payment pages (before the person's data is
+    erased: afterwards nothing would link a renewal, or a late payment, to them); a failure is logged for the admin
+    to finish by hand (a payment made on a page left open is refunded when Stripe reports it)."""
+    for subscription in charges.subscriptions:
         await _stop_renewing(desk, subscription)
+    for checkout in charges.checkouts:
+        await _close_checkout(desk, checkout)
 
 
-async def stop_renewals_of(turn: Turn, user_id: int) -> None:
-    """`stop_renewals` for one person, from a turn (outside its transaction, once)."""
-    subscriptions = await renewing(turn.session, user_id)
-    if subscriptions:
+async def _close_checkout(desk: PaymentDesk, payment: Refundable) -> None:
+    if desk.checkout is None:
+        log.error("an open Stripe checkout could not be closed: Stripe is not configured here (it expires within a "
+                  "day; a payment made on it is refunded)", extra={"payment_id": payment.id})
+        return
+    try:
+        await desk.checkout.expire(payment.reference)
+    except Exception:
+        log.exception("an open Stripe checkout could not be closed: expire it in the Dashboard (a payment made on "
+                      "it is refunded)", extra={"payment_id": payment.id})
+
+
+async def stop_charges_of(turn: Turn, user_id: int) -> None:
+    """`stop_charges` for one person, from a turn (outside its transaction, once)."""
+    charges = await open_charges(turn.session, user_id)
+    if charges:
         desk = desk_of(turn)
-        await turn.call_outside_transaction(f"unsubscribe:{user_id}", lambda: stop_renewals(desk, subscriptions))
+        await turn.call_outside_transaction(f"unsubscribe:{user_id}", lambda: stop_charges(desk, charges))
 
 
 def renewed_since(payment: Payment, refunded: Refundable) -> bool:

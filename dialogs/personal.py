@@ -5,9 +5,10 @@ belong to a person: certificate PDFs, and the exports themselves, written under 
 deleted with the person. The learner reaches them with /export and /stop → delete, an admin with /admin export and
 /admin erase, an operator with `lessonbot learner export|erase`.
 
-Erasing a person is one sequence, owned here: the roles refusal, their subscriptions stopped, the erasure, their
-files once it has committed (and, in a turn, the turn's copy of the chat's state). `erase_in_turn` runs it from a
-message (/stop → delete, /admin erase), `erase_outside_turn` from the dashboard and the command line.
+Erasing a person is one sequence, owned here: the roles refusal, what could still charge them stopped (subscriptions,
+open payment pages), the erasure, their files once it has committed (and, in a turn, the turn's copy of the chat's
+state). `erase_in_turn` runs it from a message (/stop → delete, /admin erase), `erase_outside_turn` from the
+dashboard and the command line.
 """
 
 from __future__ import annotations
@@ -90,14 +91,15 @@ async def erase(
 async def erase_in_turn(turn: Turn, user_id: int, *, by: str, may_take_roles: bool = True) -> Erasure:
     """Erase a person from a message being processed (/stop → delete, /admin erase), in order: HoldsRoles if
     `may_take_roles` is false and they hold any (raised before anything is stopped), their subscriptions cancelled
-    with the platforms (outside the transaction: the turn is replayed, the roles checked again), the erasure in the
-    turn's transaction keeping the message being processed, their files once it has committed, and the turn's copy
-    of the chat's state as the erasure left the row. `by`: who asked, for the audit. What is said is the caller's."""
-    from dialogs.payments import stop_renewals_of  # payments → linking → personal: imported when needed
+    and their open payment pages closed with the platforms (outside the transaction: the turn is replayed, the roles
+    checked again), the erasure in the turn's transaction keeping the message being processed, their files once it
+    has committed, and the turn's copy of the chat's state as the erasure left the row. `by`: who asked, for the
+    audit. What is said is the caller's."""
+    from dialogs.payments import stop_charges_of  # payments → linking → personal: imported when needed
 
     if not may_take_roles and await holds_roles(turn.session, user_id):
         raise HoldsRoles(user_id)
-    await stop_renewals_of(turn, user_id)  # nothing is charged again for a person no longer known
+    await stop_charges_of(turn, user_id)  # nothing is charged again for a person no longer known
     # The roles were checked above, in this same transaction.
     erasure = await erase(turn.session, user_id, by=by, keep_inbound_id=turn.inbound_id)
     turn.after_commit.append(partial(remove_files, erasure, turn.data_dir))
@@ -111,18 +113,18 @@ async def erase_outside_turn(
 ) -> Erasure:
     """Erase a person from outside a turn (the dashboard, `lessonbot learner erase`), in `erase_in_turn`'s order:
     HoldsRoles if `may_take_roles` is false and they hold any (raised before anything is stopped), their
-    subscriptions cancelled with the platforms through `desk` (entered only if there are any: the command line
-    opens a channel for it), the erasure in a transaction of its own (which checks the roles again: they may have
-    been granted meanwhile), and their files once it has committed. What is said is the caller's."""
-    from dialogs.payments import renewing, stop_renewals  # payments → linking → personal: imported when needed
+    subscriptions cancelled and open payment pages closed through `desk` (entered only if there are any: the command
+    line opens a channel for it), the erasure in a transaction of its own (which checks the roles again: they may
+    have been granted meanwhile), and their files once it has committed. What is said is the caller's."""
+    from dialogs.payments import open_charges, stop_charges  # payments → linking → personal: imported when needed
 
     async with db.sessions() as session:
         if not may_take_roles and await holds_roles(session, user_id):
             raise HoldsRoles(user_id)
-        subscriptions = await renewing(session, user_id)
-    if subscriptions:  # nothing is charged again for a person no longer known
+        charges = await open_charges(session, user_id)
+    if charges:  # nothing is charged again for a person no longer known
         async with desk() as payments:
-            await stop_renewals(payments, subscriptions)
+            await stop_charges(payments, charges)
     async with db.transaction() as session:
         erasure = await erase(session, user_id, by=by, may_take_roles=may_take_roles)
     remove_files(erasure, data_dir)  # committed

@@ -1,15 +1,16 @@
 """A local stand-in of the Stripe API that the `stripe` library talks to through its API base address.
 
-It answers what Lessonbot calls — `POST /v1/checkout/sessions` (a one-off payment, or a subscription with a monthly
-price), `POST /v1/refunds`, `DELETE /v1/subscriptions/{id}` (cancel), `GET /v1/invoices?subscription=…[&status=…]`
-and `GET /v1/invoices/{id}` — the way api.stripe.com does (form-encoded parameters with bracketed keys, a bearer
-secret key, JSON objects back, an amount in Stripe's units of its currency: ISK in hundredths, charged in whole
-krónur), records every call, and plays the buyer and Stripe's billing: `pay(session_id)` marks a session paid (with a
-promotion code's `discount`, when the session allows them) and gives it a payment intent, or for a subscription
-starts the subscription and its first paid invoice; `renew(subscription_id)` bills the next month, paid or failed.
-An invoice's `payments` (the invoice payments, each naming its payment intent) are an includable field, as at
-Stripe: the API shows them only where asked (`expand[]=payments`, or `data.payments` in a list), and `invoices`
-keeps each invoice with them, so a test reads what paid it (`paid_by`) and builds its webhook payload without them.
+It answers what Lessonbot calls the way api.stripe.com does: `POST /v1/checkout/sessions` (a one-off payment, or a
+subscription with a monthly price), `POST /v1/checkout/sessions/{id}/expire` (an open session only),
+`POST /v1/refunds`, `DELETE /v1/subscriptions/{id}` (cancel), `GET /v1/invoices?subscription=…[&status=…]` and
+`GET /v1/invoices/{id}`, with form-encoded parameters with bracketed keys, a bearer secret key, JSON objects back, an
+amount in Stripe's units of its currency (ISK in hundredths, charged in whole krónur). It records every call, and
+plays the buyer and Stripe's billing: `pay(session_id)` marks a session paid (with a promotion code's `discount`,
+when the session allows them) and gives it a payment intent, or for a subscription starts the subscription and its
+first paid invoice; `renew(subscription_id)` bills the next month, paid or failed. An invoice's `payments` (the
+invoice payments, each naming its payment intent) are an includable field, as at Stripe: the API shows them only
+where asked (`expand[]=payments`, or `data.payments` in a list), and `invoices` keeps each invoice with them, so a
+test reads what paid it (`paid_by`) and builds its webhook payload without them.
 A refund of a payment intent that paid nothing (a renewal's failed attempt) is refused, as Stripe refuses it.
 Stripe's side of webhooks is `sign`: the `Stripe-Signature` header, made exactly as Stripe makes it (HMAC-SHA256
 over "timestamp.body" with the endpoint's `whsec_` secret, by the stripe library's own code).
@@ -85,6 +86,7 @@ class StripeStandIn:
     async def __aenter__(self) -> StripeStandIn:
         app = web.Application()
         app.router.add_post("/v1/checkout/sessions", self._create_session)
+        app.router.add_post("/v1/checkout/sessions/{id}/expire", self._expire_session)
         app.router.add_post("/v1/refunds", self._create_refund)
         app.router.add_delete("/v1/subscriptions/{id}", self._cancel_subscription)
         app.router.add_get("/v1/invoices", self._list_invoices)
@@ -110,6 +112,8 @@ class StripeStandIn:
         """The buyer pays on the checkout page (with a promotion code taking `discount` off, where the session
         allows codes): the session as Stripe then reports it."""
         session = self.sessions[session_id]
+        if session["status"] == "expired":
+            raise ValueError("this checkout expired: nobody can pay on it")
         if discount and not session["allow_promotion_codes"]:
             raise ValueError("this checkout takes no promotion codes")
         session["total_details"]["amount_discount"] = discount
@@ -256,6 +260,20 @@ class StripeStandIn:
         self.sessions[session["id"]] = session
         self._subscription_metadata[session["id"]] = (params.get("subscription_data") or {}).get("metadata", {})
         self.calls.append(Call("/v1/checkout/sessions", params, session))
+        return web.json_response(session)
+
+    async def _expire_session(self, request: web.Request) -> web.Response:
+        params = await self._params(request)
+        if isinstance(params, web.Response):
+            return params
+        session = self.sessions.get(request.match_info["id"])
+        if session is None:
+            return _error(404, "invalid_request_error", f"No such checkout.session: '{request.match_info['id']}'")
+        if session["status"] != "open":
+            return _error(400, "invalid_request_error",
+                          'Only Checkout Sessions with a status in ["open"] can be expired.')
+        session.update(status="expired", url=None)
+        self.calls.append(Call(f"/v1/checkout/sessions/{session['id']}/expire", params, session))
         return web.json_response(session)
 
     async def _create_refund(self, request: web.Request) -> web.Response:
