@@ -59,7 +59,7 @@ def slow(seconds: float) -> Scripted:
 
 
 def invalid_number() -> Scripted:
-    return Scripted(400, 21211, "The 'To' number whatsapp:+1000 is not a valid phone number.")
+    return Scripted(400, 21211, "The 'To' number whatsapp:+15557654321 is not a valid phone number.")
 
 
 def unsubscribed() -> Scripted:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import re
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -288,11 +289,21 @@ def _retry_after_seconds(value: str | None) -> float:
     return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
 
 
+# A phone number in what Twilio says ("The 'To' number whatsapp:+15557654321 is not valid"): the error is logged and
+# kept on the reply's row, where a learner's number has no business.
+_PHONE_NUMBER = re.compile(r"\+?\d[\d ().-]{5,}\d(?=\d{2}\b)")
+
+
+def without_numbers(text: str) -> str:
+    """`text` with each phone number in it masked but for its last two digits ("whatsapp:+…21")."""
+    return _PHONE_NUMBER.sub("+…", text)
+
+
 def _send_error(exc: TwilioRestException | TwilioServiceException) -> SendError:
     """What the dispatcher should do about a refusal from Twilio's API."""
     status, code = exc.status, exc.code
     said = exc.msg if isinstance(exc, TwilioRestException) else (exc.detail or exc.title)
-    detail = f"Twilio error {code} (HTTP {status}): {said}"
+    detail = f"Twilio error {code} (HTTP {status}): {without_numbers(said or '')}"
     if code in ERROR_HINTS:
         detail += f" — {ERROR_HINTS[code]}"
     if status == 429 or code == 20429:

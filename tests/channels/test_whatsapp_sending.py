@@ -225,8 +225,10 @@ async def test_5xx_timeouts_and_refused_connections_are_transient(twilio):
 
 async def test_refusals_that_will_not_change_are_permanent_and_say_why(channel, twilio):
     twilio.script = [invalid_number(), unsubscribed()]
-    with pytest.raises(PermanentSendError, match="21211.*not a valid phone number"):
+    with pytest.raises(PermanentSendError, match="21211.*not a valid phone number") as refused:
         await channel.send(delivery(Text("hi")))
+    # logged and kept on the reply's row: the learner's number is not (Twilio puts it in its message)
+    assert "whatsapp:+…21 is not" in str(refused.value) and "5557654" not in str(refused.value)
     with pytest.raises(PermanentSendError, match="21610.*START"):
         await channel.send(delivery(Text("hi")))
 
