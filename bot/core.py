@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -85,7 +85,12 @@ class Lessonbot:
         elect: bool = False,
         respond: Responder | None = None,
         db: Database | None = None,
+        answers: Collection[str] = (),
     ) -> None:
+        """`answers`: channels whose messages this process takes up though it sends nothing through them (a Rasa
+        assistant's action calls, answered in each call's response). What another process recorded, or left, is
+        taken up here only for these and the `channels` (`ConversationWorker.takes`); what this process records,
+        it takes up itself."""
         self.settings = settings
         self.db = db or Database(settings.resolved_database_url)
         self.channels = {channel.name: channel for channel in channels}
@@ -107,6 +112,7 @@ class Lessonbot:
             answerer=LazyAnswerer(knowledge_settings(settings), self.db),
             payments=payment_desk(settings, self.channels.values()),
             activity=Activity(self.channels),
+            channels=[*self.channels, *answers],
         )
         self.leadership = (
             Leadership(
@@ -134,13 +140,20 @@ class Lessonbot:
         self._tasks: list[asyncio.Task[None]] = []
         self._turn_watchers: dict[int, list[asyncio.Event]] = {}
 
+    def _recorded_elsewhere(self, item: str) -> None:
+        """Another process recorded a message ("conversation channel"): processed here if this process takes its
+        channel (a notice of an older process names no channel)."""
+        conversation, _, channel = item.partition(" ")
+        if not channel or self.worker.takes(channel):
+            self.worker.notify(int(conversation))
+
     def _notice_handlers(self) -> dict[str, Callable[[str], None]]:
         """What other processes' notices wake here: the worker for messages they recorded (when this process
         processes), the dispatcher for replies they queued (when it sends, and leads if elected), the channels that
         show sent replies (the web chat's event streams) for replies they sent."""
         handlers: dict[str, Callable[[str], None]] = {}
         if self.process:
-            handlers[INBOUND] = lambda item: self.worker.notify(int(item))
+            handlers[INBOUND] = self._recorded_elsewhere
         if self.dispatch and self.channels:
             handlers[OUTBOX] = self._replies_queued_elsewhere
         if self._shows_replies_sent_elsewhere():
@@ -244,10 +257,10 @@ class Lessonbot:
     async def receive(self, message: InboundMessage) -> Recorded:
         """Record a verified message; the caller acknowledges once this returns. Processing follows on its own."""
         recorded = await record(self.db, message, self.worker.conversations)
-        if not recorded.duplicate and self.process:
+        if not recorded.duplicate and self.process:  # (received here: a channel of this process, or its answers')
             self.worker.notify(recorded.conversation_id, recorded.inbound_id)
-        elif not recorded.duplicate and self.notices is not None:
-            self.notices.tell(INBOUND, str(recorded.conversation_id))  # processed elsewhere
+        elif not recorded.duplicate and self.notices is not None:  # processed elsewhere
+            self.notices.tell(INBOUND, f"{recorded.conversation_id} {message.channel}")
         return recorded
 
     async def record_delivery(

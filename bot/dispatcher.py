@@ -71,6 +71,7 @@ from bot.channel import (
 from bot.config import Settings
 from bot.messages import REPLY_ADDRESS, reply_from_payload
 from bot.observability import DELIVERY_SECONDS, MESSAGES_OUT, SEND_FAILURES, conversation_id_var, for_channel
+from bot.outage import Outage
 from bot.ratelimit import Booking, Lane, RateLimiter, Slots, keys_to_pause
 from storage.db import Database, Raw
 from storage.models import Conversation, OutboxMessage, utcnow
@@ -600,6 +601,7 @@ class OutboxDispatcher:
         self._slots = Slots(settings.outbox_concurrency, kept=max(1, settings.outbox_concurrency // 4))
         self.stop_grace = STOP_GRACE_SECONDS
         self._stopped = False
+        self._dispatching = Outage(log, "dispatching")
         self._one_chat: dict[type, bool] = {}  # whether a kind of channel serves one chat only (`_reaches`)
         self._marks: dict[str, str | None] = {}  # a channel's prefix if it sends by marking (`_sent_by_marking`)
         # PostgreSQL: marks of sent replies, and the heads of conversations that turns' notices start, each kind in
@@ -641,7 +643,9 @@ class OutboxDispatcher:
             try:
                 await self.dispatch_due()
             except Exception:
-                log.exception("dispatching failed; trying again shortly")
+                self._dispatching.failed()
+            else:
+                self._dispatching.ended()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.worker_poll_seconds)
 

@@ -51,6 +51,7 @@ from bot.channel import RequestRejected
 from bot.config import Settings
 from bot.messages import IN_RESPONSE_WITHIN, PLATFORM_REPORT, REPLY_ADDRESS, SUBSCRIPTION, InboundMessage, Text
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var, for_channel
+from bot.outage import Outage
 from bot.text import storable, storable_data
 from dialogs import apologies, choices
 from dialogs.ask import QuestionAnswerer
@@ -352,8 +353,13 @@ class ConversationWorker:
         answerer: QuestionAnswerer | None = None,
         payments: PaymentDesk | None = None,
         activity: Activity | None = None,
+        channels: Collection[str] | None = None,
     ) -> None:
         self.db = db
+        # The channels whose conversations this process may take up (None: any): what a turn can do depends on the
+        # channels it has (Telegram's Stars, the typing indicator), so a process without Telegram's settings (a web
+        # chat's) leaves a Telegram conversation to one that has them.
+        self.channels = frozenset(channels) if channels is not None else None
         self.settings = settings
         self.respond = respond
         self.on_replies = on_replies
@@ -374,6 +380,7 @@ class ConversationWorker:
         # Until when the lease of a conversation being drained here is ours: kept by the commit of its last turn
         # (more was pending), so the next turn need not take it again while at least half of it is left.
         self._kept: dict[int, datetime] = {}
+        self._looking = Outage(log, "looking for pending conversations")
 
     # scheduling -----------------------------------------------------------------------------------------------
 
@@ -411,23 +418,25 @@ class ConversationWorker:
                     if conversation_id not in self._tasks and conversation_id not in drained:
                         self.notify(conversation_id)  # (a drain under way here sees it anyway)
             except Exception:
-                log.exception("looking for pending conversations failed")
+                self._looking.failed()
+            else:
+                self._looking.ended()
             await asyncio.sleep(self.settings.worker_poll_seconds)
+
+    def takes(self, channel: str) -> bool:
+        """Whether this process takes up the conversations of `channel` (`channels`)."""
+        return self.channels is None or channel in self.channels
 
     async def _orphaned_conversations(self) -> list[int]:
         now = utcnow()
+        looked = select(Conversation.id).where(
+            exists().where(InboundRow.conversation_id == Conversation.id, InboundRow.status == InboundStatus.PENDING),
+            or_(Conversation.lease_owner.is_(None), Conversation.lease_until < now),
+        )
+        if self.channels is not None:
+            looked = looked.where(Conversation.channel.in_(sorted(self.channels)))
         async with self.db.sessions() as session:
-            rows = await session.scalars(
-                select(Conversation.id)
-                .where(
-                    exists().where(
-                        InboundRow.conversation_id == Conversation.id, InboundRow.status == InboundStatus.PENDING
-                    ),
-                    or_(Conversation.lease_owner.is_(None), Conversation.lease_until < now),
-                )
-                .limit(1000)
-            )
-            return list(rows)
+            return list(await session.scalars(looked.limit(1000)))
 
     async def _drain(self, conversation_id: int) -> None:
         token = conversation_id_var.set(conversation_id)

@@ -370,7 +370,8 @@ def create_action_app(settings: Settings, *, channels: Sequence[Any] | None = No
 
     db = Database(settings.resolved_database_url)
     lessonbot = Lessonbot(
-        settings, build_channels(settings, db) if channels is None else channels, elect=True, db=db
+        settings, build_channels(settings, db) if channels is None else channels, elect=True, db=db,
+        answers=(said.CHANNEL,),  # the action calls' messages, answered in each call's response (RASA_URL or not)
     )
     attach_clock(lessonbot)
     files = rasa_file_links(settings)

@@ -36,10 +36,10 @@ _CHANNELS = ("channels", "bot.messages", "bot.channel", "bot.text")
 # The path a message takes through the core, which the wiring builds: it never imports the wiring back.
 MESSAGE_PATH = ("bot.pipeline", "bot.dispatcher", "bot.routing", "bot.activity", "bot.ratelimit")
 _MESSAGE_PATH_RULE = Rule(
-    (*MESSAGE_PATH, "bot.config", "bot.observability", *VOCABULARY, "dialogs", "storage"),
+    (*MESSAGE_PATH, "bot.config", "bot.observability", "bot.outage", *VOCABULARY, "dialogs", "storage"),
     "the message's path (bot.pipeline, bot.dispatcher, bot.routing, bot.activity, bot.ratelimit) may import each "
-    "other, bot.config, bot.observability, the core's vocabulary, dialogs and storage — never the wiring (bot.core, "
-    "bot.app, bot.dashboard, bot.rasa_actions, bot.cli), bot.payments, a channel or the scheduler",
+    "other, bot.config, bot.observability, bot.outage, the core's vocabulary, dialogs and storage — never the wiring "
+    "(bot.core, bot.app, bot.dashboard, bot.rasa_actions, bot.cli), bot.payments, a channel or the scheduler",
 )
 
 RULES: dict[str, Rule] = {

@@ -85,6 +85,36 @@ async def test_recorded_but_not_processed_is_processed_after_restart(settings, c
         await restarted.stop()
 
 
+async def test_a_process_takes_up_only_the_conversations_of_its_own_channels(settings):
+    """What a turn can do depends on the channels of the process running it (Telegram's Stars, the typing
+    indicator): a web chat's process leaves a Telegram conversation to a process that has Telegram."""
+    web, telegram = RecordingChannel("web"), RecordingChannel("telegram")
+    recorder = Lessonbot(settings, [web, telegram], process=False, dispatch=False)
+    await recorder.receive(message("/help", channel="telegram", platform_id="t-1"))
+    await recorder.receive(message("/help", channel="web", platform_id="w-1"))
+    await recorder.stop()
+    web_only = Lessonbot(settings, [web])
+    web_only.start()
+    try:
+        async with asyncio.timeout(10):
+            while not web.sent["ann"]:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(3 * settings.worker_poll_seconds)  # polls that see the Telegram message and leave it
+        await web_only.settle()
+        assert await count(web_only.db, InboundMessage, InboundMessage.channel == "telegram",
+                           InboundMessage.status == "pending") == 1
+    finally:
+        await web_only.stop()
+    with_telegram = Lessonbot(settings, [telegram])
+    with_telegram.start()
+    try:
+        async with asyncio.timeout(10):
+            while not telegram.sent["ann"]:
+                await asyncio.sleep(0.05)
+    finally:
+        await with_telegram.stop()
+
+
 async def test_a_conversation_is_processed_in_arrival_order(settings, channel):
     seen: list[str] = []
 
