@@ -19,16 +19,12 @@ from bot.text import whole_number
 from dialogs import broadcast, nudges, payments, personal, roles
 from dialogs.i18n import N_, Translator
 from dialogs.learner import tr
-from dialogs.turn import Command, Turn
+from dialogs.turn import Command, Turn, UsageError
 from storage.admins import add_sign_in_link
 from storage.learners import Learner
 from storage.models import AdminAuditEntry, Conversation, InboundMessage, User
 from storage.outbox import dead_letters, outbox_counts, pending_inbound_count, requeue
 from storage.personal_data import ERASED_ACTOR, ERASED_ARGUMENTS, Person, find_person
-
-
-class UsageError(Exception):
-    """The admin typed the command wrong; the message says how to type it."""
 
 
 async def _help(turn: Turn, _args: str) -> None:

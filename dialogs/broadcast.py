@@ -21,7 +21,7 @@ from bot.messages import Choice, Text
 from bot.text import whole_number
 from dialogs.i18n import N_, Translator
 from dialogs.learner import tr
-from dialogs.turn import Turn
+from dialogs.turn import Turn, UsageError
 from storage.broadcasts import (
     FAN_OUT,
     BroadcastError,
@@ -57,8 +57,6 @@ def announcement(text: str) -> Text:
 
 
 async def broadcast(turn: Turn, args: str) -> None:
-    from dialogs.admin import UsageError  # admin lists this command, so it is imported after it
-
     _ = tr(turn)
     action, _sep, rest = args.strip().partition(" ")
     try:
@@ -135,8 +133,6 @@ def describe(_: Translator, segment: Segment, zone_name: str | None = None) -> s
 
 
 async def _preview(turn: Turn, args: str) -> None:
-    from dialogs.admin import UsageError
-
     _ = tr(turn)
     words = args.split()
     try:
@@ -187,8 +183,6 @@ async def _cancel(turn: Turn, broadcast_id: int) -> None:
 
 
 async def _status(turn: Turn, args: str) -> None:
-    from dialogs.admin import UsageError
-
     _ = tr(turn)
     typed = args.strip().lstrip("#")
     number = whole_number(typed)

@@ -48,7 +48,7 @@ from dialogs.learner import current_course, enroll, is_set_up, learner_of, tr
 from dialogs.linking import private_chat, queue
 from dialogs.onboarding import live_courses
 from dialogs.prices import BUY, STARS, course_price, format_charge, format_price
-from dialogs.turn import Turn
+from dialogs.turn import Turn, UsageError
 from storage.courses import SOURCE_GRANT, SOURCE_PURCHASE, Course, Entitlement, currency_decimals, may_access
 from storage.models import ChannelIdentity, User
 from storage.outbox import OutboxEntry, enqueue
@@ -996,8 +996,6 @@ async def _learner(turn: Turn, who: str) -> User | None:
 
 
 async def _learner_and_course(turn: Turn, words: list[str], usage: str) -> tuple[User, Course]:
-    from dialogs.admin import UsageError
-
     _ = tr(turn)
     if len(words) < 2:
         raise UsageError(usage)
@@ -1013,8 +1011,6 @@ async def _learner_and_course(turn: Turn, words: list[str], usage: str) -> tuple
 
 
 async def admin_grant(turn: Turn, args: str) -> None:
-    from dialogs.admin import UsageError
-
     _ = tr(turn)
     usage = _("Usage: /admin grant USER COURSE [DAYS] — USER is channel:id or a number, COURSE the course id.")
     words = args.split()
@@ -1047,8 +1043,6 @@ async def admin_revoke(turn: Turn, args: str) -> None:
 
 
 async def admin_refund(turn: Turn, args: str) -> None:
-    from dialogs.admin import UsageError
-
     _ = tr(turn)
     number = code_letters(args).removeprefix("LB")
     payment_id = whole_number(number)
@@ -1296,8 +1290,6 @@ def code_expiry(text: str, now: datetime) -> datetime | None:
 
 
 async def admin_code(turn: Turn, args: str) -> None:
-    from dialogs.admin import UsageError
-
     _ = tr(turn)
     usage = _("Usage: /admin code COURSE [LEARNERS] [DAYS] [until=DATE] — a code that opens the course for that many "
               "learners (default 1), for good or for some days, redeemable until DATE (2027-01-31, or 30d).")

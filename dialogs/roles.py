@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.messages import literal
 from dialogs.i18n import N_
 from dialogs.learner import tr
-from dialogs.turn import Turn
+from dialogs.turn import Turn, UsageError
 from storage.admins import add_role, all_roles, remove_role, roles_of
 from storage.db import SessionOnDemand
 
@@ -167,8 +167,6 @@ def described(role: str, scope: str) -> str:
 
 async def role_command(turn: Turn, args: str) -> None:
     """/admin role grant|revoke IDENTITY ROLE [SCOPE], /admin role list."""
-    from dialogs.admin import UsageError  # admin lists this command, so it is imported after it
-
     _ = tr(turn)
     words = args.split()
     action = words[0].lower() if words else "list"

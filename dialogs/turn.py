@@ -150,6 +150,10 @@ class Turn(Exchange):
 CommandHandler = Callable[[Turn, str], Awaitable[None]]
 
 
+class UsageError(Exception):
+    """A command typed wrong; the message says how to type it (the admin commands raise it, /admin says it)."""
+
+
 @dataclass(frozen=True)
 class Command:
     """A slash command: `/name args`, or one of its plain-word `synonyms` typed alone ("next", "siguiente"), or
