@@ -28,6 +28,14 @@ from knowledge.answer import CourseAnswer, NoAnswer, sources_of
 from knowledge.generation import PASSAGES as MODEL_PASSAGES
 from knowledge.generation import ModelAnswerer, UngroundedReply
 from knowledge.retrieval import Mode, Passage, Retriever
+from storage.knowledge import (
+    cached_answer,
+    remember_answer,
+    spend_tokens,
+    take_model_call,
+    take_question,
+    tokens_spent_today,
+)
 
 if TYPE_CHECKING:
     from knowledge.settings import KnowledgeSettings
@@ -165,7 +173,6 @@ class Answerer:
     async def _take_question(self, learner: str) -> bool:
         if self.database is None:
             return True
-        from storage.knowledge import take_question
 
         async with self.database.transaction() as session:
             return await take_question(session, learner, per_minute=self.settings.rate_limit_per_minute)
@@ -173,7 +180,6 @@ class Answerer:
     async def _within_budget(self, learner: str) -> bool:
         if self.database is None:
             return True
-        from storage.knowledge import tokens_spent_today
 
         async with self.database.sessions() as session:
             spent = await tokens_spent_today(session, learner)
@@ -183,7 +189,6 @@ class Answerer:
         """One model call counted against the day's cap over all learners (MODEL_CALLS_PER_DAY)."""
         if self.database is None:
             return True
-        from storage.knowledge import take_model_call
 
         async with self.database.transaction() as session:
             taken = await take_model_call(session, per_day=self.settings.model_calls_per_day)
@@ -194,7 +199,6 @@ class Answerer:
     async def _spend(self, learner: str, tokens: int) -> None:
         if self.database is None or not tokens:
             return
-        from storage.knowledge import spend_tokens
 
         async with self.database.transaction() as session:
             await spend_tokens(session, learner, tokens)
@@ -202,7 +206,6 @@ class Answerer:
     async def _cached(self, key: str) -> CourseAnswer | None:
         if self.database is None or not self.settings.cache_seconds:
             return None
-        from storage.knowledge import cached_answer
 
         max_age = timedelta(seconds=self.settings.cache_seconds)
         async with self.database.sessions() as session:
@@ -212,7 +215,6 @@ class Answerer:
     async def _remember(self, key: str, answer: CourseAnswer) -> None:
         if self.database is None or not self.settings.cache_seconds:
             return
-        from storage.knowledge import remember_answer
 
         async with self.database.transaction() as session:
             await remember_answer(
