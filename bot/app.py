@@ -270,12 +270,14 @@ def create_app(
             return JSONResponse({"status": "unavailable", "reason": "database unreachable"}, status_code=503)
         expected = head_revisions()
         if current != expected:
+            at = (f"database schema is at {', '.join(sorted(current)) or 'nothing'}, the code expects "
+                  f"{', '.join(sorted(expected))}")
+            # ahead of this code: no upgrade brings it here; the command line's own words say what does
+            from bot.cli.database import newer_schema
+
+            newer = newer_schema(current)
             return JSONResponse(
-                {
-                    "status": "unavailable",
-                    "reason": f"database schema is at {', '.join(sorted(current)) or 'nothing'}, the code expects "
-                    f"{', '.join(sorted(expected))}: run `lessonbot db upgrade`",
-                },
+                {"status": "unavailable", "reason": f"{at}. {newer}" if newer else f"{at}: run `lessonbot db upgrade`"},
                 status_code=503,
             )
         return JSONResponse({"status": "ready", "schema": sorted(current)})

@@ -6,16 +6,18 @@ variable and says what it expects (`ConfigError`), never a traceback.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import secrets
+import sys
 import time
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -324,6 +326,29 @@ class Settings(BaseSettings):
             raise ValueError("expected at least 16 characters (e.g. the output of `openssl rand -hex 32`)")
         return value
 
+    @model_validator(mode="after")
+    def _check_knowledge(self) -> Self:
+        """What the knowledge settings need of each other, known without the network: refused at start-up, not met
+        by every question later as "Sorry, something went wrong" (knowledge/embeddings.py, knowledge/generation.py)."""
+        endpoint = bool(self.openai_api_key or self.openai_base_url)
+        if self.embeddings == "openai" and not endpoint:
+            raise ValueError(
+                "EMBEDDINGS=openai needs OPENAI_API_KEY (for OpenAI) or OPENAI_BASE_URL (a compatible server, e.g. "
+                "http://127.0.0.1:11434/v1): set one, or EMBEDDINGS=offline for the model on this machine"
+            )
+        if self.openai_model and not endpoint:
+            raise ValueError(
+                f"OPENAI_MODEL={self.openai_model} needs OPENAI_API_KEY (for OpenAI) or OPENAI_BASE_URL (a compatible "
+                "server): set one, or unset OPENAI_MODEL for answers quoted from the course"
+            )
+        tokenizer_dir = self.knowledge_tokenizer_dir
+        if self.embeddings == "offline" and tokenizer_dir and not (tokenizer_dir / "tokenizer.json").is_file():
+            raise ValueError(
+                f"KNOWLEDGE_TOKENIZER_DIR={tokenizer_dir} holds no tokenizer.json: point it at a folder holding "
+                "all-MiniLM-L6-v2's tokenizer files, or unset it for those `make install` puts in the virtualenv"
+            )
+        return self
+
     @cached_property
     def resolved_database_url(self) -> str:
         """The URL as given, or the default SQLite file inside DATA_DIR."""
@@ -362,19 +387,62 @@ class Settings(BaseSettings):
         return f"{channel}:{external_id}" in self.admins
 
 
+# The settings whose value is a secret, by the last word of their name (SECRET_KEY, TELEGRAM_BOT_TOKEN, OPENAI_API_KEY
+# …; not KNOWLEDGE_DAILY_TOKEN_BUDGET): a value refused is never repeated in a message, which ends up in logs.
+SECRET_WORDS = ("TOKEN", "SECRET", "KEY", "PASSWORD")
+SECRET_SETTINGS = frozenset(name.upper() for name in Settings.model_fields
+                            if name.upper().rsplit("_", 1)[-1] in SECRET_WORDS)
+
+
 def _describe(error: ErrorDetails) -> str:
-    name = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+    name = ".".join(str(part) for part in error["loc"]).upper()
+    if not name:  # a check of several settings together (_check_knowledge): its message names them
+        return str(error["msg"]).removeprefix("Value error, ")
     given = error.get("input")
     if name == "DATABASE_URL" and isinstance(given, str):  # a URL's password stays out of the message
         given = re.sub(r"(://[^:/@]*:).*@", r"\1***@", given)  # (a password may hold "/" or "@" itself)
+    if name in SECRET_SETTINGS:
+        hidden = f"{len(given)} characters" if isinstance(given, str) else "a value"
+        return f"{name}: {error['msg']} (got {hidden}, not shown: it is a secret)"
     shown = "" if isinstance(given, dict) else f" (got {given!r})"
     return f"{name}: {error['msg']}{shown}"
 
 
+def _env_files(overrides: dict[str, Any]) -> list[Path]:
+    """The env files the settings are read from: `_env_file` given in code, else the model's (.env)."""
+    given = overrides.get("_env_file", Settings.model_config.get("env_file"))
+    return [Path(path) for path in (given if isinstance(given, list | tuple) else [given]) if path]
+
+
+def unknown_in_env_files(overrides: dict[str, Any]) -> str | None:
+    """A warning naming the keys of the env files that are no setting (a misspelling, DATABSE_URL, would otherwise be
+    ignored without a word), each with the nearest setting's name when one is close; None when all are known. Only
+    the files: the process environment holds many variables that are not Lessonbot's."""
+    from dotenv import dotenv_values
+
+    known = [name.upper() for name in Settings.model_fields]
+    unknown: list[str] = []
+    files = []
+    for path in _env_files(overrides):
+        if not path.expanduser().is_file():
+            continue
+        keys = [key for key in dotenv_values(path.expanduser(), encoding="utf-8")
+                if key.upper() not in known and not key.upper().startswith("COMPOSE_")]  # (docker compose reads it too)
+        for key in keys:
+            close = difflib.get_close_matches(key.upper(), known, n=1, cutoff=0.7)
+            unknown.append(f"{key} (did you mean {close[0]}?)" if close else key)
+        if keys:
+            files.append(str(path))
+    if not unknown:
+        return None
+    which = "which is no Lessonbot setting: it is" if len(unknown) == 1 else "which are no Lessonbot settings: they are"
+    return (f"Warning: {', '.join(files)} sets {', '.join(unknown)}, {which} ignored. Correct the name (.env.example "
+            "lists every setting) or remove the line.")
+
+
 def _not_utf8(overrides: dict[str, Any]) -> str:
     """Which env file holds a byte that is not UTF-8, and where: '.env: line 3 holds the byte 0xff'."""
-    given = overrides.get("_env_file", Settings.model_config.get("env_file"))
-    paths = [Path(path) for path in (given if isinstance(given, list | tuple) else [given]) if path]
+    paths = _env_files(overrides)
     for path in paths:
         try:
             lines = path.read_bytes().splitlines()
@@ -391,9 +459,11 @@ def _not_utf8(overrides: dict[str, Any]) -> str:
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings, or raise ConfigError naming each bad variable (or the .env file that cannot be read)."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         lines = [_describe(err) for err in exc.errors()]
+        if warning := unknown_in_env_files(overrides):  # a misspelt name is often why a value is missing
+            lines.append(warning)
         raise ConfigError("Configuration error:\n  " + "\n  ".join(lines)) from None
     except UnicodeDecodeError:
         raise ConfigError(
@@ -405,6 +475,9 @@ def load_settings(**overrides: Any) -> Settings:
             f"Configuration error:\n  {exc.filename or '.env'} cannot be read ({exc.strerror or exc}). Let this user "
             "read it, or remove it and set the variables in the environment instead."
         ) from None
+    if warning := unknown_in_env_files(overrides):  # a warning, not a refusal: the rest of the file is good
+        print(warning, file=sys.stderr)
+    return settings
 
 
 def knowledge_settings(settings: Settings) -> KnowledgeSettings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -43,13 +43,15 @@ def head_revisions() -> frozenset[str]:
     return frozenset(heads - covered)
 
 
-def upgrade(url: str, revision: str = "heads") -> None:
+def upgrade(url: str, revision: str = "heads", *, on_wait: Callable[[], None] | None = None) -> None:
+    """Apply the migrations up to `revision`. `on_wait` is called once if another upgrade of the same database is
+    under way and this one has to wait for it to finish (`lessonbot db upgrade` says so)."""
     # Alembic runs migrations on a synchronous connection: a sync engine of its own, for this one command. Each
     # migration commits on its own (migrations/env.py), so one may run statements outside a transaction; and so two
     # processes upgrading at once (the embedded database migrates itself on first use) take turns (`_alone`).
     engine = make_sync_engine(url)
     try:
-        with engine.connect() as connection, _alone(connection):
+        with engine.connect() as connection, _alone(connection, on_wait):
             config = alembic_config(url)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
@@ -62,14 +64,18 @@ _LOCK_RETRY_SECONDS = 0.2
 
 
 @contextmanager
-def _alone(connection: Connection) -> Iterator[None]:
-    """One upgrade at a time against a database; another waits until it is done, and then finds the revisions it
-    applied. PostgreSQL: an advisory lock of the session, tried again every 0.2 s with no transaction open meanwhile
-    (a waiting statement would hold a snapshot that an index built CONCURRENTLY waits for). SQLite: a lock on a file
-    beside the database's (none for a database in memory)."""
+def _alone(connection: Connection, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """One upgrade at a time against a database; another waits until it is done (calling `on_wait` once as it starts
+    to), and then finds the revisions it applied. PostgreSQL: an advisory lock of the session, tried again every
+    0.2 s with no transaction open meanwhile (a waiting statement would hold a snapshot that an index built
+    CONCURRENTLY waits for). SQLite: a lock on a file beside the database's (none for a database in memory)."""
     if connection.dialect.name == "postgresql":
+        waiting = False
         while not connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": UPGRADE_LOCK}).scalar():
             connection.commit()
+            if not waiting and on_wait is not None:
+                on_wait()
+            waiting = True
             time.sleep(_LOCK_RETRY_SECONDS)
         connection.commit()
         try:
@@ -85,7 +91,12 @@ def _alone(connection: Connection) -> Iterator[None]:
         yield
         return
     with open(f"{database}.upgrading", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # (let go when the file is closed, or the process ends)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (let go when the file is closed, or the process ends)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,6 +67,12 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         print("Nothing was imported: fix the problems above and run the import again.", file=sys.stderr)
         return 1
 
+    # The question answerer searches what is imported: a store it cannot use (a Chroma server down, the model's files
+    # missing, vectors of another model) is found before anything is written.
+    if not args.dry_run and (unusable := _store_problem(settings)):
+        print(f"Nothing was imported: the course cannot be indexed for questions. {unusable}", file=sys.stderr)
+        return 1
+
     async def run() -> int:
         from authoring.importer import import_course
 
@@ -75,20 +82,48 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
                 if args.dry_run:
                     await session.rollback()
             print(("Dry run, nothing was written: " if args.dry_run else "") + report.summary())
-        if not args.dry_run:
-            # The question answerer searches what was imported: bring its index up to date (only changes cost).
-            from authoring.indexing import ingest_course
-            from bot.config import knowledge_settings
+        if args.dry_run:
+            return 0
+        # Bring the index up to date (only changes cost).
+        from authoring.indexing import ingest_course
+        from bot.config import knowledge_settings
 
-            try:
-                ingested = await asyncio.to_thread(ingest_course, course, knowledge_settings(settings))
-            except Exception as exc:  # the course itself is imported; only the search index lags behind
-                log.exception("indexing the course for questions failed")
-                ingested = f"not updated ({type(exc).__name__}); run the import again to retry"
-            print(f"Question answering: {ingested}")
+        try:
+            ingested = await asyncio.to_thread(ingest_course, course, knowledge_settings(settings))
+        except Exception as exc:  # the course itself is imported; only the search index lags behind
+            log.debug("indexing the course for questions failed", exc_info=True)  # (LOG_LEVEL=DEBUG: where)
+            print(f"Question answering: not updated: {_one_line(exc)} The course itself was imported (learners can "
+                  f"take its lessons); once that is fixed, run `lessonbot course import {shlex.quote(str(folder))}` "
+                  "again to index it (learners keep their progress).", file=sys.stderr)
+            return 1
+        print(f"Question answering: {ingested}")
         return 0
 
     return asyncio.run(run())
+
+
+def _store_problem(settings: Settings) -> str | None:
+    """Why the knowledge store cannot be opened with these settings (its exception's own message), or None."""
+    from bot.config import knowledge_settings
+    from knowledge.embeddings import EmbeddingsNotConfigured, ModelFilesMissing
+    from knowledge.store import EmbeddingModelMismatch, StoreUnavailable, open_store
+
+    try:
+        open_store(knowledge_settings(settings))
+    except (EmbeddingModelMismatch, StoreUnavailable, ModelFilesMissing, EmbeddingsNotConfigured) as exc:
+        return _one_line(exc)
+    return None
+
+
+def _one_line(exc: Exception) -> str:
+    """An exception's message as one sentence: Lessonbot's own say what to do; another's is named by its type."""
+    from knowledge.embeddings import EmbeddingsNotConfigured, ModelFilesMissing
+    from knowledge.store import EmbeddingModelMismatch, StoreUnavailable
+
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    if not isinstance(exc, EmbeddingModelMismatch | StoreUnavailable | ModelFilesMissing | EmbeddingsNotConfigured):
+        first = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return first if first.endswith((".", "!", "?")) else f"{first}."
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:

@@ -118,7 +118,7 @@ def test_the_embedded_database_is_not_migrated_back_from_a_newer_lessonbot(here,
 
 @pytest.mark.parametrize("argv", [["db", "upgrade"], ["outbox"]])
 def test_a_schema_alembic_cannot_follow_is_no_connection_problem(here, monkeypatch, capsys, argv):
-    def upgrade(url: str, revision: str = "heads") -> None:
+    def upgrade(url: str, revision: str = "heads", **options: object) -> None:
         raise CommandError("Can't locate revision identified by 'abc123'")
 
     monkeypatch.setattr(migrate, "upgrade", upgrade)
