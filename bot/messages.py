@@ -201,6 +201,12 @@ class InboundMessage:
         the bot shows nothing that belongs to one member alone (a link code, their data)."""
         return self.chat_id == self.sender_id or bool(self.meta.get(PRIVATE))
 
+    @property
+    def tells_chat_kind(self) -> bool:
+        """Whether `private` says what kind of chat this is: not for a platform's report (a payment), whose sender
+        is the platform's record of the buyer, not someone in the chat."""
+        return not self.meta.get(PLATFORM_REPORT)
+
     def to_payload(self) -> dict[str, Any]:
         """The message as stored (its inbound row's JSON payload); `meta` under its `InboundMeta` keys as they are."""
         payload: dict[str, Any] = {"text": self.text}

@@ -685,8 +685,8 @@ class ConversationWorker:
             identity, user = await first_contact(session.session, row.channel, row.sender_id, message.sender_name)
         if conversation.user_id is None:
             conversation.user_id = user.id
-        # (written when it changes: first, and seldom after; a platform's report, a payment, tells nothing of it)
-        if not message.meta.get(PLATFORM_REPORT) and conversation.shared is not (not message.private):
+        # (written when it changes: first, and seldom after)
+        if message.tells_chat_kind and conversation.shared is not (not message.private):
             conversation.shared = not message.private
         state = conversation.state
         turn = Turn(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.messages import PLATFORM_REPORT, Choice, InboundMessage, Link, Reply, Text
+from bot.messages import Choice, InboundMessage, Link, Reply, Text
 from storage.db import SessionOnDemand
 from storage.models import ChannelIdentity, Conversation, User, utcnow
 
@@ -122,9 +122,9 @@ class Turn(Exchange):
 
     @property
     def shared(self) -> bool:
-        """Whether the chat is one of many, as this message says; a platform's report (a payment) tells nothing of
-        the chat it names (its sender is the platform's record of the buyer): as the chat's last message said."""
-        if self.message.meta.get(PLATFORM_REPORT):
+        """Whether the chat is one of many, as this message says; where it does not say (a platform's report, a
+        payment: `InboundMessage.tells_chat_kind`), as the chat's last message said."""
+        if not self.message.tells_chat_kind:
             return super().shared
         return not self.message.private
 
