@@ -246,6 +246,22 @@ def build_channels(settings: Settings, db: Database) -> list[Channel]:
     return channels
 
 
+async def exposition(db: Database) -> bytes:
+    """What `GET /metrics` answers (Prometheus' text format): every metric of REGISTRY, the gauges read from the
+    database first (`serve`'s, and `dispatch --metrics-port`'s: the counters are each process's own)."""
+    try:
+        async with db.sessions() as session:
+            for status, count in (await outbox_counts(session)).items():
+                OUTBOX_DEPTH.labels(status).set(count)
+            INBOUND_PENDING.set(await pending_inbound_count(session))
+            calls, tokens = await model_use_today(session)
+            MODEL_CALLS_TODAY.set(calls)
+            MODEL_TOKENS_TODAY.set(tokens)
+    except Exception:
+        log.exception("metrics: could not read the queues' depth and the model's use")
+    return generate_latest(REGISTRY)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -283,17 +299,7 @@ def create_app(
         return JSONResponse({"status": "ready", "schema": sorted(current)})
 
     async def metrics(request: Request) -> Response:
-        try:
-            async with lessonbot.db.sessions() as session:
-                for status, count in (await outbox_counts(session)).items():
-                    OUTBOX_DEPTH.labels(status).set(count)
-                INBOUND_PENDING.set(await pending_inbound_count(session))
-                calls, tokens = await model_use_today(session)
-                MODEL_CALLS_TODAY.set(calls)
-                MODEL_TOKENS_TODAY.set(tokens)
-        except Exception:
-            log.exception("metrics: could not read the queues' depth and the model's use")
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(await exposition(lessonbot.db), media_type=CONTENT_TYPE_LATEST)
 
     routes: list[Any] = [
         Route("/healthz", healthz),

@@ -139,3 +139,4 @@ MODEL_CALLS_TODAY = Gauge("lessonbot_model_calls_today", "Model calls of all lea
                           registry=REGISTRY)
 MODEL_TOKENS_TODAY = Gauge("lessonbot_model_tokens_today", "Model tokens of all learners so far this UTC day",
                            registry=REGISTRY)
+

@@ -1,4 +1,10 @@
-"""`lessonbot serve` (the web server, the worker and the dispatcher) and `lessonbot dispatch` (the dispatcher alone)."""
+"""`lessonbot serve` (the web server, the worker and the dispatcher) and `lessonbot dispatch` (the dispatcher alone).
+
+Both stop cleanly on SIGTERM (`docker stop`, systemd, `kill`) as on Ctrl-C: `serve` through uvicorn, which ends the
+web chat's open event streams and waits at most GRACEFUL_SHUTDOWN_SECONDS for the other requests; `dispatch` (and
+`lessonbot telegram poll`) through `run_until_stopped`. Either way the sends under way finish within the
+dispatcher's grace, the clock stops and the leadership is released, so a standby takes over at once.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,30 @@ import asyncio
 import contextlib
 import gc
 import logging
-from typing import TYPE_CHECKING
+import signal
+import socket
+import sys
+from collections.abc import Coroutine, Generator
+from typing import TYPE_CHECKING, Any
 
 from bot.cli.numbers import whole
 
 if TYPE_CHECKING:
+    import uvicorn
+    from starlette.applications import Starlette
+
     from bot.config import Settings
     from bot.core import Lessonbot
+    from storage.db import Database
 
 log = logging.getLogger("lessonbot")
+
+# How long a stopping server waits for the requests under way (a webhook being recorded, a dashboard page) before it
+# cancels them. The web chat's event streams, open for as long as their pages are, are ended at once instead; without
+# a bound a stopping server would wait for ever on a client that keeps its connection. Well under the 10 s Docker
+# and Kubernetes give a process after SIGTERM, with the dispatcher's own grace (5 s) after it.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,11 +52,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dispatch = subparsers.add_parser(
         "dispatch", help="run the outbox dispatcher and the clock (lessons, nudges, broadcasts) only"
     )
+    dispatch.add_argument(
+        "--metrics-port", type=whole(least=1, most=65535),
+        help="serve /metrics (the delivery metrics are counted here) and /healthz on this port (default: none)",
+    )
+    dispatch.add_argument("--metrics-host", help="interface for --metrics-port (default: HOST setting, 127.0.0.1)")
     dispatch.set_defaults(func=cmd_dispatch, uses_database=True)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.server import STARTUP_FAILURE
 
     from bot.app import create_app
 
@@ -43,8 +70,31 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     keep_startup_objects_out_of_collections()
     host, port = args.host or settings.host, args.port or settings.port
     log.info("serving on http://%s:%s", host, port)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on")
-    return 0
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    server = server_ending_streams(config, app.state.lessonbot)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else STARTUP_FAILURE  # as uvicorn.run: it could not bind, or the app did not start
+
+
+def server_ending_streams(config: uvicorn.Config, lessonbot: Lessonbot) -> uvicorn.Server:
+    """A uvicorn server that, as it starts shutting down, ends the web chat's open event streams: it waits for its
+    connections to close before it stops the app, and a page keeps its stream open for as long as it is open."""
+    import uvicorn
+
+    from channels.webchat import WebChatChannel
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            for channel in lessonbot.channels.values():
+                if isinstance(channel, WebChatChannel):
+                    channel.end_streams()
+            await super().shutdown(sockets)
+
+    return Server(config)
 
 
 def dispatcher(settings: Settings, *, elect: bool = True) -> Lessonbot:
@@ -61,21 +111,108 @@ def dispatcher(settings: Settings, *, elect: bool = True) -> Lessonbot:
 
 
 def cmd_dispatch(settings: Settings, args: argparse.Namespace) -> int:
-    """The outbox dispatcher alone, for a topology with separate web workers."""
+    """The outbox dispatcher alone, for a topology with separate web workers; with `--metrics-port`, its metrics
+    (the delivery ones are counted only where the dispatcher runs) and its health over HTTP."""
+    listening: socket.socket | None = None
+    if args.metrics_port:
+        host = args.metrics_host or settings.host
+        try:  # bound before anything starts, so a port in use is one line, not a dispatcher started and stopped
+            listening = socket.create_server(
+                (host, args.metrics_port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+            )
+        except OSError as exc:
+            print(f"Cannot serve metrics on {host}:{args.metrics_port}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
 
     async def main() -> None:
         lessonbot = dispatcher(settings)
         keep_startup_objects_out_of_collections()
-        lessonbot.start()
-        log.info("dispatcher running for channels: %s", ", ".join(lessonbot.channels) or "none")
+        metrics: uvicorn.Server | None = None
+        serving: asyncio.Task[None] | None = None
         try:
+            if listening is not None:
+                metrics = quiet_server(metrics_app(lessonbot.db))
+                serving = asyncio.get_running_loop().create_task(metrics.serve(sockets=[listening]), name="metrics")
+                log.info("metrics on http://%s:%s/metrics", args.metrics_host or settings.host, args.metrics_port)
+            lessonbot.start()
+            log.info("dispatcher running for channels: %s", ", ".join(lessonbot.channels) or "none")
             await asyncio.Event().wait()
         finally:
+            if metrics is not None and serving is not None:
+                metrics.should_exit = True
+                await asyncio.gather(serving, return_exceptions=True)
             await lessonbot.stop()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C while stopping
+        run_until_stopped(main())
     return 0
+
+
+def metrics_app(db: Database) -> Starlette:
+    """`GET /metrics` and `GET /healthz` as `lessonbot serve` answers them, for a process that serves nothing else."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from bot.app import exposition, healthz
+
+    async def metrics(request: Request) -> Response:
+        return Response(await exposition(db), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics)])
+
+
+def quiet_server(app: Starlette) -> uvicorn.Server:
+    """A uvicorn server run inside a command that handles the signals itself (`run_until_stopped`): it installs no
+    handlers of its own and stops when told (`should_exit`)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
+    return Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
+                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS))
+
+
+def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    """`asyncio.run(main)`, stopped by SIGTERM (`docker stop`, systemd, `kill`) as by Ctrl-C: either cancels `main`,
+    as Ctrl-C alone did, and its `finally` stops the bot cleanly (the sends under way finish within the dispatcher's
+    grace, the clock stops, the leadership is released). A second signal while it stops takes its default course
+    (Ctrl-C: KeyboardInterrupt; SIGTERM: the end of the process).
+
+    Without a handler, SIGTERM ends the process at once, leaving a reply being sent claimed (sent again by the next
+    dispatcher) and the leadership held until its lease runs out; as PID 1 in a container it is ignored altogether."""
+    asyncio.run(_stopped_by_signals(main))
+
+
+async def _stopped_by_signals(main: Coroutine[Any, Any, None]) -> None:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[signal.Signals] = []
+
+    def stop(signum: signal.Signals) -> None:
+        received.append(signum)
+        for each in STOP_SIGNALS:
+            loop.remove_signal_handler(each)
+        log.info("%s received: stopping", signum.name)
+        task.cancel()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        await main
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        task.uncancel()
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
 
 
 def keep_startup_objects_out_of_collections() -> None:

@@ -116,6 +116,7 @@ def cmd_set_webhook(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.cli.serve import run_until_stopped
     from bot.core import Lessonbot
     from channels.telegram.polling import PollingStopped, poll
 
@@ -135,10 +136,10 @@ def cmd_poll(settings: Settings, args: argparse.Namespace) -> int:
 
     print("Polling Telegram; send your bot a message. Ctrl-C stops.", file=sys.stderr)
     try:
-        asyncio.run(main())
+        run_until_stopped(main())  # Ctrl-C or SIGTERM: the replies under way are sent before it stops
     except PollingStopped as exc:
         print(exc, file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
         pass
     return 0

@@ -138,5 +138,11 @@ class WebChatChannel:
         (channels/webchat/streams.py)."""
         return self.wakeups.listen(session_id, cursor, sent_since=sent_since)
 
+    def end_streams(self) -> None:
+        """The server is stopping: end every open event stream, and any opened from now on, once each has shown what
+        it has (the page reconnects and resumes after the last reply it was shown). A server waits for its open
+        connections before it stops, and a page holds its stream open for as long as it is open."""
+        self.wakeups.end()
+
     async def close(self) -> None:
         await self.wakeups.close()

@@ -8,7 +8,7 @@
 - `GET /chat/api/messages?session=…&after=…` the replies sent since a reply id, for a page that (re)loads.
 - `GET /chat/api/events?session=…` the replies as server-sent events (`reply`, with the reply id as the event id so a
   reconnecting page resumes after it) and the reply being written (`draft`, never replayed); 429 beyond the open
-  streams allowed (channels/webchat/streams.py).
+  streams allowed (channels/webchat/streams.py). A stream ends when the server stops (`WebChatChannel.end_streams`).
 - `GET /chat/api/words?session=…` the page's own words (placeholder, buttons, status lines) in the learner's
   language, else in the browser's (Accept-Language).
 - `GET /chat/files/SESSION/REPLY/SIGNATURE` the file of a document reply (a certificate), for its session only.
@@ -240,6 +240,8 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
                     if more:
                         read = True
                         continue
+                    if listener.ended:  # the server is stopping: the page reconnects and resumes after the cursor
+                        return
                     await listener.wait(max(0.0, min(next_poll, last_said + SSE_KEEPALIVE_SECONDS) - loop.time()))
                     handed, read = listener.take()
 

@@ -13,6 +13,10 @@ An open stream reads the database only when there may be something for it that i
   query per process per poll, whatever the number of streams;
 - and, as a slow fallback, every FALLBACK_POLL_SECONDS on its own (a watcher query that failed, clocks of two
   machines further apart than CLOCK_MARGIN).
+
+A server that stops ends every open stream (`Wakeups.end`), and any opened after: a stream is open for as long as
+the page is, so a server waiting for its connections to close would otherwise wait for ever. The page reconnects
+(to another server, or to this one once it is back) and resumes after the last reply it was shown.
 """
 
 from __future__ import annotations
@@ -83,6 +87,11 @@ class Listener:
     event: asyncio.Event = field(default_factory=asyncio.Event)
     read: bool = False
     handed: list[SentReply] = field(default_factory=list)
+    ended: bool = False  # the server is stopping: the stream ends once it has shown what it has
+
+    def end(self) -> None:
+        self.ended = True
+        self.event.set()
 
     def ring(self, *, reply: bool, sent: SentReply | None = None) -> None:
         if sent is not None and not self.read and len(self.handed) < MAX_HANDED:
@@ -127,6 +136,7 @@ class Wakeups:
         self.poll_seconds = poll_seconds
         self._listeners: dict[str, set[Listener]] = defaultdict(set)
         self._watcher: asyncio.Task[None] | None = None
+        self.ended = False
 
     def wake(self, session_id: str, *, reply: bool, sent: SentReply | None = None) -> None:
         """Ring the session's streams: `reply`, a reply may have been sent (`sent`: this one, handed over), else
@@ -139,6 +149,8 @@ class Wakeups:
         """A stream of `session_id`'s that has shown the replies up to `cursor`, rung for as long as it is open (so
         a reply sent while it is busy writing is not missed)."""
         listener = Listener(cursor)
+        if self.ended:
+            listener.end()
         self._listeners[session_id].add(listener)
         self._start_watcher(sent_since)
         try:
@@ -169,6 +181,14 @@ class Wakeups:
                 for listener in self._listeners.get(session_id, ()):
                     if listener.cursor < newest:
                         listener.ring(reply=True)
+
+    def end(self) -> None:
+        """The server is stopping: every open stream ends (once it has shown what it has), and every stream opened
+        from now on ends after its first look."""
+        self.ended = True
+        for listeners in self._listeners.values():
+            for listener in listeners:
+                listener.end()
 
     async def close(self) -> None:
         if self._watcher is not None:
