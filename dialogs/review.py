@@ -120,12 +120,24 @@ async def due_reviews(session: AsyncSession, user: User, now: datetime) -> int:
     return int(await session.scalar(select(func.count()).select_from(subquery)) or 0)
 
 
-async def next_due(session: AsyncSession, user_id: int) -> datetime | None:
-    return await session.scalar(
-        select(func.min(QuestionCard.due))
+NEXT_DUE_LOOKED_AT = 200  # cards looked at, soonest first, for the next one still open to the learner
+
+
+async def next_open_due(x: Exchange) -> datetime | None:
+    """When the learner's next review comes: the soonest due time of a question still open to them (one closed by a
+    refund, or by a part added to its lesson, is never asked, so its time is never named)."""
+    rows = await x.session.execute(
+        select(QuestionCard.question_id, QuestionCard.due)
         .join(Question, Question.id == QuestionCard.question_id)
-        .where(QuestionCard.user_id == user_id, Question.retired.is_(False))
+        .where(QuestionCard.user_id == x.user.id, Question.retired.is_(False))
+        .order_by(QuestionCard.due, QuestionCard.id)
+        .limit(NEXT_DUE_LOOKED_AT)
     )
+    for question_id, due in rows.all():
+        question = await x.session.get(Question, question_id)
+        if question is not None and await access.question_closed(x, question) is None:
+            return due
+    return None
 
 
 def _seconds_since(data: flow.Data, now: datetime) -> float | None:
@@ -146,7 +158,7 @@ async def start_review(x: Exchange) -> None:
     _ = tr(x)
     due = await _open_due(x)
     if not due:
-        x.say(nothing_due(_, await next_due(x.session, x.user.id), x))
+        x.say(nothing_due(_, await next_open_due(x), x))
         return
     learner = await learner_of(x)
     mark_home(x, learner)
@@ -284,12 +296,17 @@ async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
         if course is not None:
             await certificate.send_certificate(turn, course)  # or what it still needs
         return DONE
-    upcoming = await next_due(turn.session, turn.user.id)
     done = _("Review done: {right} of {total} right.", right=data["right"], total=data["total"])
+    if await _open_due(turn):  # more were due than one session asks
+        turn.say(done + " " + _("More questions are due now."),
+                 choices=[(_("Review now"), "/review"), (_("Next lesson"), "lesson:next")])
+        return DONE
+    upcoming = await next_open_due(turn)
     if upcoming is not None:
         local = upcoming.astimezone(zone_for(turn.user.timezone))
         days = (local.date() - local_now(turn).date()).days
-        done += " " + _.plural("The next one is due in {n} day.", "The next one is due in {n} days.", max(days, 1))
+        done += " " + (_("The next one is due today at {time}.", time=f"{local:%H:%M}") if days < 1 else
+                       _.plural("The next one is due in {n} day.", "The next one is due in {n} days.", days))
     turn.say(done, choices=[(_("Next lesson"), "lesson:next")])
     return DONE
 

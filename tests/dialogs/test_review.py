@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from fsrs import Rating
 from sqlalchemy import select, update
@@ -79,3 +80,68 @@ async def test_review_asks_what_is_due_and_reschedules_it(learning_bot):
 async def question_of(bot, question_id):
     async with bot.db.sessions() as session:
         return await session.get(Question, question_id)
+
+
+async def answered_every_question(bot, user_id: int, course_id: int, *, due: datetime) -> int:
+    """Every question of the course answered ten days ago, each due again at `due`; how many there are."""
+    from dialogs.review import record_answer
+    from storage.courses import Lesson, LessonProgress
+
+    long_ago = datetime.now(timezone.utc) - timedelta(days=10)
+    count = 0
+    async with bot.db.transaction() as session:
+        for lesson in await session.scalars(select(Lesson).where(Lesson.course_id == course_id)):
+            session.add(LessonProgress(user_id=user_id, lesson_id=lesson.id, parts_seen=len(lesson.parts),
+                                       started_at=long_ago, completed_at=long_ago, score=1.0))
+            for question in await session.scalars(select(Question).where(Question.lesson_id == lesson.id)):
+                await record_answer(session, user_id, question, correct=True, answer="x", seconds=20, now=long_ago)
+                count += 1
+        await session.flush()
+        await session.execute(update(QuestionCard).where(QuestionCard.user_id == user_id).values(due=due))
+    return count
+
+
+async def test_a_review_that_leaves_questions_due_says_so_and_offers_them(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    user, learner = await learner_row(bot, "test", "ann")
+    due = await answered_every_question(bot, user.id, learner.course_id,
+                                        due=datetime.now(timezone.utc) - timedelta(hours=1))
+    assert due > 10  # more than one session asks
+    await t.say("/review")
+    for _answer in range(10):
+        if t.labels():
+            await t.press(t.labels()[0])
+        else:
+            await t.say("phishing")
+    done = channel.texts("ann")[-1]
+    assert done.startswith("Review done: ") and done.endswith(" right. More questions are due now.")  # not "in 1 day"
+    assert t.labels() == ["Review now", "Next lesson"]
+    [more, _question] = await t.press("Review now")
+    assert more == f"{due - 10} questions to review. Here they come:"
+
+
+async def test_nothing_to_review_names_no_time_already_past(learning_bot):
+    """A card of a question closed to the learner (a refund; a lesson they are not at) is never asked, so its due
+    time, days ago, is not the next review's."""
+    from dialogs.review import record_answer
+    from storage.courses import Lesson
+
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await finish_first_lesson(t)
+    user, learner = await learner_row(bot, "test", "ann")
+    now = datetime.now(timezone.utc)
+    async with bot.db.transaction() as session:
+        await session.execute(update(QuestionCard).where(QuestionCard.user_id == user.id)
+                              .values(due=now + timedelta(days=2)))
+        last = await session.scalar(select(Lesson).where(Lesson.course_id == learner.course_id)
+                                    .order_by(Lesson.position.desc()))
+        closed = await session.scalar(select(Question).where(Question.lesson_id == last.id))
+        card = await record_answer(session, user.id, closed, correct=True, answer="x", seconds=20, now=now)
+        card.due = now - timedelta(days=3)
+    [nothing] = await t.say("/review")
+    assert nothing.startswith("Nothing to review now. The next review is due on ")
+    shown = (now + timedelta(days=2)).astimezone(ZoneInfo("Europe/Lisbon"))
+    assert f" {shown.day} " in nothing and f" at {shown:%H:%M}." in nothing
