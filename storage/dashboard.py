@@ -23,7 +23,7 @@ from sqlalchemy.sql import ColumnElement
 
 from storage.courses import COMPLETED, Course, Enrollment, Lesson, LessonProgress, Question, QuestionCard
 from storage.knowledge import KnowledgeQuestion
-from storage.learners import ONBOARDING, Learner
+from storage.learners import ONBOARDING, Learner, current_streak
 from storage.models import Base, ChannelIdentity, Conversation, InboundMessage, OutboxMessage, User, utcnow
 from storage.outbox import DEAD_NEWEST_FIRST
 from storage.queries import starts_with
@@ -700,7 +700,7 @@ async def timeline(session: AsyncSession, user_id: int, *, limit: int = 30) -> d
         "locale": user.locale,
         "timezone": user.timezone or "",
         "status": learner.status if learner else "",
-        "streak": learner.streak_days if learner else 0,
+        "streak": current_streak(learner, user, utcnow()) if learner else 0,
         "points": learner.points if learner else 0,
         "courses": [
             [slug, title, status, started.isoformat(), completed.isoformat() if completed else ""]

@@ -226,10 +226,14 @@ def record_activity(learner: Learner, user: User, now: datetime) -> None:
 
 def current_streak(learner: Learner, user: User, now: datetime) -> int:
     """Consecutive local days with activity up to today; a streak survives until the end of the day after its last."""
-    last = learner.last_active_on
-    if last is None or last < local_date(user, now) - timedelta(days=1):
+    return streak_on(learner.streak_days, learner.last_active_on, local_date(user, now))
+
+
+def streak_on(streak_days: int | None, last_active_on: date | None, today: date) -> int:
+    """`current_streak` from the learner's columns and their local `today`, for many learners read at once."""
+    if last_active_on is None or last_active_on < today - timedelta(days=1):
         return 0
-    return learner.streak_days or 0
+    return streak_days or 0
 
 
 def is_paused(learner: Learner, now: datetime) -> bool:

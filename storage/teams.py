@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.courses import Course, Lesson, LessonProgress, Question, QuestionCard
-from storage.learners import ACTIVE, STOPPED, Learner, zone_for
+from storage.learners import ACTIVE, STOPPED, Learner, streak_on, zone_for
 from storage.models import Base, BigId, Conversation, User, utcnow
 from storage.queries import insert_ignoring_conflicts, rows_affected, starts_with
 
@@ -288,14 +288,17 @@ class Standing:
         return self.right / self.answered if self.answered else None
 
 
-async def standings(session: AsyncSession, team: Team, *, include_hidden: bool = False) -> list[Standing]:
+async def standings(session: AsyncSession, team: Team, *, include_hidden: bool = False,
+                    now: datetime | None = None) -> list[Standing]:
     """The team's active members in its course, best first: points, then lessons done, then accuracy.
 
     Points are the learner's own total (lessons and quiz answers anywhere); lessons and accuracy count the team's
-    course only."""
+    course only; a streak is the one going on at `now` on the member's own local date (one that ended shows 0)."""
+    now = now or utcnow()
     members = (
         await session.execute(
-            select(TeamMember.member, TeamMember.user_id, User.display_name, Learner.points, Learner.streak_days)
+            select(TeamMember.member, TeamMember.user_id, User.display_name, User.timezone, Learner.points,
+                   Learner.streak_days, Learner.last_active_on)
             .join(User, User.id == TeamMember.user_id)
             .outerjoin(Learner, Learner.user_id == TeamMember.user_id)
             .where(
@@ -340,7 +343,7 @@ async def standings(session: AsyncSession, team: Team, *, include_hidden: bool =
             lessons_done=int(done.get(row.user_id, 0)),
             answered=int(answers.get(row.user_id, (0, 0))[0] or 0),
             right=int(answers.get(row.user_id, (0, 0))[1] or 0),
-            streak=int(row.streak_days or 0),
+            streak=streak_on(row.streak_days, row.last_active_on, now.astimezone(zone_for(row.timezone)).date()),
             points=int(row.points or 0),
         )
         for row in members
