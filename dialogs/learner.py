@@ -50,6 +50,11 @@ def local_now(x: Exchange) -> datetime:
     return x.now.astimezone(zone_for(x.user.timezone))
 
 
+def day_said(x: Exchange, moment: datetime) -> str:
+    """The day of `moment` in the person's zone, as their language writes a date in a sentence ("5 December 2026")."""
+    return tr(x).date(moment.astimezone(zone_for(x.user.timezone)).date())
+
+
 async def current_course(x: Exchange, learner: Learner) -> Course | None:
     return await course_by_id(x.transaction, learner.course_id) if learner.course_id else None
 

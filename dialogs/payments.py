@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
+from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy import or_, select, update
@@ -44,7 +45,7 @@ from bot.messages import (
 from bot.text import code_letters, fold, whole_number
 from dialogs import lessons
 from dialogs.i18n import N_, Translator, translator
-from dialogs.learner import current_course, enroll, is_set_up, learner_of, tr
+from dialogs.learner import current_course, day_said, enroll, is_set_up, learner_of, tr
 from dialogs.linking import private_chat, queue
 from dialogs.onboarding import live_courses
 from dialogs.prices import BUY, STARS, course_price, format_charge, format_price
@@ -719,7 +720,7 @@ async def _invoice(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
         if payment.status == PaymentStatus.PAID:
             until = access_until(desk_of(turn), payment, turn.now)
             turn.say(_("Your monthly payment for this course did not go through. Stripe will try again; please check "
-                       "your card. Your lessons stay open until {date}.", date=f"{until:%Y-%m-%d}"))
+                       "your card. Your lessons stay open until {date}.", date=day_said(turn, until)))
         return
     discount_allowed = desk_of(turn).promotion_codes
     paid, subtotal = event.get("amount_paid"), event.get("subtotal")
@@ -744,7 +745,7 @@ async def _invoice(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
     await _follow_period(turn, payment)
     if was_late and payment.status == PaymentStatus.PAID:
         turn.say(_("Your monthly payment went through: your lessons stay open until {date}.",
-                   date=f"{access_until(desk_of(turn), payment, turn.now):%Y-%m-%d}"))
+                   date=day_said(turn, access_until(desk_of(turn), payment, turn.now))))
 
 
 async def _paid_by(turn: Turn, invoice: object) -> str | None:
@@ -938,7 +939,7 @@ async def purchases_command(turn: Turn, _args: str) -> None:
     lines = [_("Your purchases:")]
     for payment in bought:
         course = await turn.session.get(Course, payment.course_id)
-        lines.append(_line(_, payment, course.title if course else "—", payment.period_end))
+        lines.append(_line(_, payment, course.title if course else "—", partial(day_said, turn), payment.period_end))
     lines.append(_("Questions about a payment? Send /paysupport."))
     if turn.message.private:
         turn.say("\n".join(lines))
@@ -951,8 +952,10 @@ async def purchases_command(turn: Turn, _args: str) -> None:
     turn.say(_("I've sent you your purchases in our private chat."))
 
 
-def _line(_: Translator, payment: Payment, title: str, until: datetime | None = None) -> str:
-    when = (payment.paid_at or payment.created_at).strftime("%Y-%m-%d")
+def _line(_: Translator, payment: Payment, title: str, day: Callable[[datetime], str],
+          until: datetime | None = None) -> str:
+    """A purchase as /purchases lists it, its dates as `day` says them (the buyer's day, in their language)."""
+    when = day(payment.paid_at or payment.created_at)
     price = format_charge(_, payment.paid_minor, payment.currency, payment.period)
     if payment.period is not None and payment.status == PaymentStatus.PAID:
         receipt = receipt_number(payment)
@@ -961,7 +964,7 @@ def _line(_: Translator, payment: Payment, title: str, until: datetime | None = 
                      date=when, receipt=receipt)
         if until is not None:
             return _("• {title} — {price}, since {date}, renews on {renewal}. Receipt no. {receipt}", title=title,
-                     price=price, date=when, renewal=f"{until:%Y-%m-%d}", receipt=receipt)
+                     price=price, date=when, renewal=day(until), receipt=receipt)
     if payment.status == PaymentStatus.REFUNDED:
         return _("• {title} — {price}, {date}, refunded. Receipt no. {receipt}", title=title, price=price, date=when,
                  receipt=receipt_number(payment))
@@ -1256,7 +1259,7 @@ async def redeem_command(turn: Turn, args: str) -> None:
             turn.say(_("You already have “{title}”. Send /next to go on.", title=course.title))
         elif outcome is Redeemed.EXPIRED:
             turn.say(_("This code expired on {date}. Ask whoever gave it to you for a new one.",
-                       date=f"{code.expires_at:%Y-%m-%d}"))
+                       date=day_said(turn, code.expires_at or turn.now)))
         elif outcome is Redeemed.DISABLED:
             turn.say(_("This code has been withdrawn. Ask whoever gave it to you for a new one."))
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -113,7 +114,9 @@ async def test_a_monthly_course_is_sold_as_a_subscription_whose_access_follows_t
     await bot.settle()
     assert await expiry(bot) == period_end + GRACE
     [listing] = await ann.say("/purchases")
-    assert f"Passwords that hold — {MONTHLY}, since " in listing and f"renews on {period_end:%Y-%m-%d}" in listing
+    renews = period_end.astimezone(ZoneInfo("Europe/Lisbon"))  # her day, in words (not 2027-01-04 in UTC)
+    assert f"Passwords that hold — {MONTHLY}, since " in listing
+    assert f"renews on {renews.day} {renews:%B} {renews.year}." in listing
     [courses] = await ann.say("/courses")
     assert "• Passwords that hold — yours" in courses
 
