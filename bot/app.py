@@ -135,115 +135,125 @@ class App(Starlette):
 
 
 def build_channels(settings: Settings, db: Database) -> list[Channel]:
-    """The channels the settings turn on. `db` is the process's database (the one its Lessonbot uses): the Slack
-    installations are kept there."""
-    channels: list[Channel] = []
-    if settings.web_chat_enabled:
-        channels.append(
-            WebChatChannel(
-                settings.resolved_secret_key,
-                max_body_bytes=settings.max_body_bytes,
-                poll_seconds=settings.web_chat_poll_seconds,
-                session_idle_days=settings.web_chat_session_idle_days,
-                streams_per_address=settings.web_chat_streams_per_address,
-                streams_total=settings.web_chat_streams_total,
-                words=web_chat_words,
-            )
-        )
-    if settings.telegram_bot_token and settings.telegram_webhook_secret:
-        from channels.telegram import TelegramChannel
+    """The channels the settings turn on, each made by its own step below (which logs why it is off, where it is).
+    `db` is the process's database (the one its Lessonbot uses): the Slack installations are kept there."""
+    made = (make(settings, db) for make in (_web_chat, _telegram, _whatsapp, _slack, _rasa))
+    return [channel for channel in made if channel is not None]
 
-        channels.append(
-            TelegramChannel(
-                token=settings.telegram_bot_token,
-                webhook_secret=settings.telegram_webhook_secret,
-                api_base_url=settings.telegram_api_base_url,
-                max_body_bytes=settings.max_body_bytes,
-            )
-        )
-    elif settings.telegram_bot_token:
+
+def _web_chat(settings: Settings, _db: Database) -> Channel | None:
+    if not settings.web_chat_enabled:
+        return None
+    return WebChatChannel(
+        settings.resolved_secret_key,
+        max_body_bytes=settings.max_body_bytes,
+        poll_seconds=settings.web_chat_poll_seconds,
+        session_idle_days=settings.web_chat_session_idle_days,
+        streams_per_address=settings.web_chat_streams_per_address,
+        streams_total=settings.web_chat_streams_total,
+        words=web_chat_words,
+    )
+
+
+def _telegram(settings: Settings, _db: Database) -> Channel | None:
+    if not settings.telegram_bot_token:
+        log.info("telegram is off: set TELEGRAM_BOT_TOKEN (from @BotFather) and TELEGRAM_WEBHOOK_SECRET")
+        return None
+    if not settings.telegram_webhook_secret:
         log.error(
             "telegram is off: TELEGRAM_WEBHOOK_SECRET is empty, and an unsigned webhook would take updates from "
             "anyone; set it to a random string (e.g. `openssl rand -hex 32`), then `lessonbot telegram set-webhook URL`"
         )
-    else:
-        log.info("telegram is off: set TELEGRAM_BOT_TOKEN (from @BotFather) and TELEGRAM_WEBHOOK_SECRET")
-    if settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_whatsapp_from:
-        if settings.public_base_url:
-            from channels.whatsapp import WhatsAppChannel
+        return None
+    from channels.telegram import TelegramChannel
 
-            channels.append(
-                WhatsAppChannel(
-                    account_sid=settings.twilio_account_sid,
-                    auth_token=settings.twilio_auth_token,
-                    sender=settings.twilio_whatsapp_from,
-                    public_base_url=settings.public_base_url,
-                    api_base_url=settings.twilio_api_base_url,
-                    max_body_bytes=settings.max_body_bytes,
-                    template_content_sid=settings.twilio_template_content_sid,
-                    quick_reply_content_sids=settings.twilio_quick_reply_content_sids,
-                )
+    return TelegramChannel(
+        token=settings.telegram_bot_token,
+        webhook_secret=settings.telegram_webhook_secret,
+        api_base_url=settings.telegram_api_base_url,
+        max_body_bytes=settings.max_body_bytes,
+    )
+
+
+def _whatsapp(settings: Settings, _db: Database) -> Channel | None:
+    given = (settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_whatsapp_from)
+    if not any(given):
+        log.info("whatsapp is off: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_FROM and PUBLIC_BASE_URL")
+        return None
+    if not all(given):
+        log.error("whatsapp is off: set all of TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_WHATSAPP_FROM")
+        return None
+    if not settings.public_base_url:
+        log.error(
+            "whatsapp is off: PUBLIC_BASE_URL is empty, and Twilio's signatures are computed over the URL it "
+            "calls; set it to the https address Twilio reaches (your domain or tunnel), e.g. "
+            "https://bot.example.com"
+        )
+        return None
+    from channels.whatsapp import WhatsAppChannel
+
+    return WhatsAppChannel(
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token,
+        sender=settings.twilio_whatsapp_from,
+        public_base_url=settings.public_base_url,
+        api_base_url=settings.twilio_api_base_url,
+        max_body_bytes=settings.max_body_bytes,
+        template_content_sid=settings.twilio_template_content_sid,
+        quick_reply_content_sids=settings.twilio_quick_reply_content_sids,
+    )
+
+
+def _slack(settings: Settings, db: Database) -> Channel | None:
+    many_workspaces = bool(settings.slack_client_id and settings.slack_client_secret)
+    if not (settings.slack_signing_secret and (settings.slack_bot_token or many_workspaces)):
+        if settings.slack_bot_token or settings.slack_client_id or settings.slack_client_secret:
+            log.error(
+                "slack is off: SLACK_SIGNING_SECRET is empty (Basic Information → App Credentials → Signing Secret), "
+                "and without it requests cannot be verified"
+                if not settings.slack_signing_secret
+                else "slack is off: set both SLACK_CLIENT_ID and SLACK_CLIENT_SECRET, or SLACK_BOT_TOKEN"
             )
         else:
-            log.error(
-                "whatsapp is off: PUBLIC_BASE_URL is empty, and Twilio's signatures are computed over the URL it "
-                "calls; set it to the https address Twilio reaches (your domain or tunnel), e.g. "
-                "https://bot.example.com"
+            log.info(
+                "slack is off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (one workspace), or SLACK_SIGNING_SECRET, "
+                "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (installable into many)"
             )
-    elif settings.twilio_account_sid or settings.twilio_auth_token or settings.twilio_whatsapp_from:
-        log.error("whatsapp is off: set all of TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_WHATSAPP_FROM")
-    else:
-        log.info("whatsapp is off: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_FROM and PUBLIC_BASE_URL")
-    many_workspaces = bool(settings.slack_client_id and settings.slack_client_secret)
-    if settings.slack_signing_secret and (settings.slack_bot_token or many_workspaces):
-        from channels.slack import SlackChannel
-        from channels.slack.installations import SlackInstallations
+        return None
+    from channels.slack import SlackChannel
+    from channels.slack.installations import SlackInstallations
 
-        if many_workspaces and settings.slack_bot_token:
-            log.warning("slack: SLACK_BOT_TOKEN is ignored; each workspace's token comes from its installation")
-        channels.append(
-            SlackChannel(
-                signing_secret=settings.slack_signing_secret,
-                bot_token=settings.slack_bot_token,
-                client_id=settings.slack_client_id,
-                client_secret=settings.slack_client_secret,
-                installations=SlackInstallations(db) if many_workspaces else None,
-                api_base_url=settings.slack_api_base_url,
-                public_base_url=settings.public_base_url,
-                max_body_bytes=settings.max_body_bytes,
-                commands=frozenset(f"/{command.name}" for command in dialogs.COMMANDS),
-            )
-        )
-    elif settings.slack_bot_token or settings.slack_client_id or settings.slack_client_secret:
-        log.error(
-            "slack is off: SLACK_SIGNING_SECRET is empty (Basic Information → App Credentials → Signing Secret), "
-            "and without it requests cannot be verified"
-            if not settings.slack_signing_secret
-            else "slack is off: set both SLACK_CLIENT_ID and SLACK_CLIENT_SECRET, or SLACK_BOT_TOKEN"
-        )
-    else:
-        log.info(
-            "slack is off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (one workspace), or SLACK_SIGNING_SECRET, "
-            "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (installable into many)"
-        )
-    if settings.rasa_url:
-        from bot.rasa_actions import rasa_file_links, rasa_message_seal
-        from channels.rasa import RasaChannel
+    if many_workspaces and settings.slack_bot_token:
+        log.warning("slack: SLACK_BOT_TOKEN is ignored; each workspace's token comes from its installation")
+    return SlackChannel(
+        signing_secret=settings.slack_signing_secret,
+        bot_token=settings.slack_bot_token,
+        client_id=settings.slack_client_id,
+        client_secret=settings.slack_client_secret,
+        installations=SlackInstallations(db) if many_workspaces else None,
+        api_base_url=settings.slack_api_base_url,
+        public_base_url=settings.public_base_url,
+        max_body_bytes=settings.max_body_bytes,
+        commands=frozenset(f"/{command.name}" for command in dialogs.COMMANDS),
+    )
 
-        channels.append(
-            RasaChannel(
-                server_url=settings.rasa_url,
-                seal=rasa_message_seal(settings),
-                token=settings.rasa_token,
-                intent=settings.rasa_trigger_intent,
-                output_channel=settings.rasa_output_channel,
-                sends_per_second=settings.rasa_sends_per_second,
-                files=rasa_file_links(settings),
-            )
-        )
-    else:
+
+def _rasa(settings: Settings, _db: Database) -> Channel | None:
+    if not settings.rasa_url:
         log.info("rasa is off for sending: set RASA_URL (a Rasa server run with --enable-api)")
-    return channels
+        return None
+    from bot.rasa_actions import rasa_file_links, rasa_message_seal
+    from channels.rasa import RasaChannel
+
+    return RasaChannel(
+        server_url=settings.rasa_url,
+        seal=rasa_message_seal(settings),
+        token=settings.rasa_token,
+        intent=settings.rasa_trigger_intent,
+        output_channel=settings.rasa_output_channel,
+        sends_per_second=settings.rasa_sends_per_second,
+        files=rasa_file_links(settings),
+    )
 
 
 async def exposition(db: Database) -> bytes:
