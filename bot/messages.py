@@ -8,6 +8,7 @@ round-trips through `to_payload` / `reply_from_payload`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypedDict
 
@@ -217,6 +218,14 @@ class InboundMessage:
         if self.meta:
             payload["meta"] = self.meta
         return payload
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any], *, channel: str, platform_id: str, chat_id: str,
+                     sender_id: str) -> InboundMessage:
+        """The message `to_payload` stored, with the columns its row keeps beside it."""
+        return cls(channel=channel, platform_id=platform_id, chat_id=chat_id, sender_id=sender_id,
+                   text=payload.get("text", ""), choice=payload.get("choice"),
+                   sender_name=payload.get("sender_name"), meta=payload.get("meta", {}))
 
 
 @dataclass(frozen=True, slots=True)

@@ -668,17 +668,8 @@ class ConversationWorker:
         current.inbound_id = row.id
         if prepared_for is not None and prepared_for != row.id:
             prepared.clear()  # prepared for a message that is no longer the next one
-        payload = row.payload
-        message = InboundMessage(
-            channel=row.channel,
-            platform_id=row.platform_id,
-            chat_id=conversation.chat_id,
-            sender_id=row.sender_id,
-            text=payload.get("text", ""),
-            choice=payload.get("choice"),
-            sender_name=payload.get("sender_name"),
-            meta=payload.get("meta", {}),
-        )
+        message = InboundMessage.from_payload(row.payload, channel=row.channel, platform_id=row.platform_id,
+                                              chat_id=conversation.chat_id, sender_id=row.sender_id)
         heard = await _honour_subscription(session, conversation, message, now, waiting=loaded.waiting)
         identity, user = loaded.identity, loaded.user
         if identity is None or user is None:  # first contact: their user and identity are made now

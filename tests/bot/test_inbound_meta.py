@@ -64,3 +64,6 @@ def test_meta_is_stored_under_its_keys_as_they_are():
     assert stored == {"text": "hi", "meta": {"group_chat": "T01:C02", "bot": True, "in_response_within": 4.5,
                                              "reply_address": "https://hooks.slack.com/actions/T01/1/x"}}
     assert InboundMessage("slack", "ev1", "T01:C02@U03", "T01/U03", text="hi").to_payload() == {"text": "hi"}
+    read_back = InboundMessage.from_payload(stored, channel="slack", platform_id="ev1", chat_id="T01:C02@U03",
+                                            sender_id="T01/U03")
+    assert read_back == message  # what the pipeline reads is what the channel made
