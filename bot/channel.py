@@ -170,6 +170,11 @@ class RequestRejected(Exception):
         self.message = message
 
 
+class CannotRecord(Exception):
+    """The core could not record a message just now (its database is away): nothing was recorded, and the sender
+    should try again shortly (a webhook answers 503, which every platform retries)."""
+
+
 # Capabilities: what some channels do besides sending. ---------------------------------------------------------------
 
 

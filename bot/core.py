@@ -10,16 +10,17 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bot.activity import Activity
-from bot.channel import Channel, Closable, ListsMembers, SentReply, WatchesSentReplies, unprompted_windows
+from bot.channel import CannotRecord, Channel, Closable, ListsMembers, SentReply, WatchesSentReplies, unprompted_windows
 from bot.config import Settings, knowledge_settings
 from bot.dispatcher import OutboxDispatcher
 from bot.messages import InboundMessage
+from bot.outage import Outage
 from bot.payments import payment_desk
 from bot.pipeline import ConversationWorker, Recorded, Responder, record
 from bot.rasa_nlu import responder
 from knowledge.settings import KnowledgeSettings
 from scheduler.leader import Leadership
-from storage.db import Database
+from storage.db import Database, unreachable
 from storage.learners import language_of_chat
 from storage.notices import Notices
 from storage.outbox import cancel_unsent_to, chats_sent_since, record_delivery_report, sent_replies
@@ -133,6 +134,7 @@ class Lessonbot:
             if self.db.backend == "postgresql"
             else None
         )
+        self._recording = Outage(log, "recording a message")  # the database away: a 503, and few lines in the log
         self._watched_until = 0.0  # until when another process shows replies this one sends (on the loop's clock)
         # What the leader runs besides the dispatcher (the scheduler adds its clock here).
         self.leader_work: list[Callable[[], Coroutine[Any, Any, None]]] = []
@@ -255,8 +257,16 @@ class Lessonbot:
                 self.notices.tell(SENT, f"{channel_name} {chat_id}")  # its streams may be open over there
 
     async def receive(self, message: InboundMessage) -> Recorded:
-        """Record a verified message; the caller acknowledges once this returns. Processing follows on its own."""
-        recorded = await record(self.db, message, self.worker.conversations)
+        """Record a verified message; the caller acknowledges once this returns. Processing follows on its own.
+        CannotRecord while the database is away (logged once, then once a minute: `bot.outage`)."""
+        try:
+            recorded = await record(self.db, message, self.worker.conversations)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            self._recording.failed()
+            raise CannotRecord("the message could not be recorded just now: try again in a few seconds") from None
+        self._recording.ended()
         if not recorded.duplicate and self.process:  # (received here: a channel of this process, or its answers')
             self.worker.notify(recorded.conversation_id, recorded.inbound_id)
         elif not recorded.duplicate and self.notices is not None:  # processed elsewhere

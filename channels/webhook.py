@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.channel import RequestRejected
+from bot.channel import CannotRecord, RequestRejected
 from channels.http import read_limited_body
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,10 @@ class Record:
         self.record = record
 
     async def __call__(self, request: WebhookRequest) -> None:
-        request.outcome = await self.record(request.payload)
+        try:
+            request.outcome = await self.record(request.payload)
+        except CannotRecord as exc:
+            raise RequestRejected(503, str(exc)) from None
 
 
 MAX_JSON_DEPTH = 64  # no platform's payload nests half as deep; Python's parser recurses once per level
@@ -176,9 +179,13 @@ def parse_json(body: bytes) -> Any:
         raise RequestRejected(400, f"The body is not valid JSON ({exc}).") from None
 
 
+RETRY_AFTER_SECONDS = 5  # told with a 503: the database away, the message not recorded
+
+
 def refusal(exc: RequestRejected) -> Response:
-    """The answer to a refused request: its status, and what to fix."""
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    """The answer to a refused request: its status, and what to fix (a 503: when to try again)."""
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status == 503 else None
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
 
 
 class Webhook:

@@ -373,6 +373,15 @@ class Intake:
         await waiter
 
 
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached or did not answer in time (refused, lost, restarting,
+    its pool exhausted), rather than that a statement was wrong: what is worth trying again shortly."""
+    if isinstance(exc, PoolTimeout | OSError | psycopg.OperationalError | sqlite3.OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and (exc.connection_invalidated or isinstance(
+        exc.orig, psycopg.OperationalError | sqlite3.OperationalError | OSError))
+
+
 def _let_go(queue: deque[tuple[float, asyncio.Future[None]]], *, up_to: float) -> None:
     """Wake the waiters at the front of `queue` whose place is at or before `up_to`, in order (one cancelled while it
     waited is skipped)."""

@@ -1,0 +1,64 @@
+"""The database away while messages come in: each is refused with a 503 that says to try again (every platform
+retries one), nothing half-recorded, a few lines in the log rather than a traceback a request; and back again."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, make_url, text
+
+from bench.processes import DatabaseUnreachable, postgres_database
+from bot.app import create_app
+from bot.config import load_settings
+from storage.migrate import upgrade
+from tests.conftest import POSTGRES_ADMIN_URL, missing
+
+
+def _allow_connections(database: str, allowed: bool) -> None:
+    admin = create_engine(POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://", 1),
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
+        if not allowed:
+            connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
+                               {"name": database})
+    admin.dispose()
+
+
+async def test_a_message_sent_while_the_database_is_away_gets_a_503_to_try_again(tmp_path: Path, caplog):
+    try:
+        made = postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_away")
+        url = made.__enter__()
+    except DatabaseUnreachable as exc:
+        missing(str(exc))
+        return
+    database = make_url(url).database
+    try:
+        upgrade(url)
+        settings = load_settings(_env_file=None, database_url=url, data_dir=tmp_path / "var",
+                                 secret_key="test-secret-key-0123456789", log_format="text")
+        app = create_app(settings)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://lessonbot.test") as client:
+            session = (await client.post("/chat/api/sessions")).json()["session"]
+            said = {"session": session, "text": "/help"}
+            assert (await client.post("/chat/api/messages", json={**said, "id": "m1"})).status_code == 202
+            _allow_connections(database, False)
+            try:
+                with caplog.at_level(logging.WARNING):
+                    refused = [await client.post("/chat/api/messages", json={**said, "id": f"away-{n}"})
+                               for n in range(5)]
+            finally:
+                _allow_connections(database, True)
+            assert {response.status_code for response in refused} == {503}
+            assert refused[0].headers["Retry-After"] == "5"
+            assert refused[0].json() == {"error": "the message could not be recorded just now: try again in a few "
+                                                  "seconds"}
+            recording = [record for record in caplog.records if record.getMessage().startswith("recording a message")]
+            assert len(recording) == 1 and recording[0].exc_info  # the first failure's traceback; not one a request
+            again = await client.post("/chat/api/messages", json={**said, "id": "away-0"})  # the platform retries
+            assert again.status_code == 202  # recorded now: nothing of the refused try was kept to make it a duplicate
+    finally:
+        made.__exit__(None, None, None)
