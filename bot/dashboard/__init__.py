@@ -5,14 +5,20 @@ Every route first finds the signed-in admin and checks their roles with dialogs/
 browser gets a page that says how to sign in, a role that does not cover the page one that says so, and neither
 sees a number. Every change (requeue, erase, grant) is a POST with the session's CSRF token, audited; an export is
 a GET (it changes nothing, and the SameSite=Strict cookie keeps other sites from asking for one), audited too.
+
+Here: `Dashboard`, one method a page or action. Its guards (`signed_in`, `page_for`, `checked_form`,
+`learner_in_reach`, `learner_form`) give what they found or raise `Refused` with the page to show instead;
+`answering` turns that into the response, and `dashboard_routes` wraps each method in it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import timedelta
-from html import escape
 from typing import Any
 
 from sqlalchemy import select
@@ -21,8 +27,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from bot.dashboard.access import Access, Viewer, not_allowed, sign_in_needed, signed_out_page
-from bot.dashboard.layout import HEADERS, Words, css_response, document, message_page, table, words_for
-from bot.dashboard.pages import PAGES, Context, Page, as_csv, render
+from bot.dashboard.layout import HEADERS, css_response, document, message_page, words_for
+from bot.dashboard.pages import PAGES, Context, Figure, Page, as_csv, learner_body, learner_name, navigation, page_body
 from bot.text import whole_number
 from dialogs.payments import PaymentDesk
 from dialogs.personal import HoldsRoles, erase_outside_turn
@@ -35,258 +41,222 @@ from storage.outbox import requeue
 from storage.payments import grant
 from storage.personal_data import export_person
 
+Endpoint = Callable[[Request], Awaitable[Response]]
 
-def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: PaymentDesk) -> list[Route]:
-    def nav(w: Words, viewer: Viewer, current: str) -> str:
-        links = "".join(
-            f'<a href="/admin/{page.name}"{" aria-current=page" if page.name == current else ""}>'
-            f"{escape(w(page.title))}</a>" for page in PAGES.values() if page.visible_to(viewer))
-        return (f'<header><span class="brand">Lessonbot</span><nav>{links}</nav>'
-                f'<form method="post" action="/admin/sign-out">{viewer.csrf_field()}'
-                f'<span class="who">{escape(viewer.identity)}</span> '
-                f'<button type="submit">{escape(w("Sign out"))}</button></form></header>')
 
-    async def signed_in(request: Request) -> Viewer | Response:
-        viewer = await access.viewer(request)
+class Refused(Exception):
+    """A guard's "no": the page the browser gets instead (sign in first, not for your role, no such learner…)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def answering(endpoint: Endpoint) -> Endpoint:
+    """The endpoint's response, or the one a guard refused it with. Keeps the endpoint's name (the route's name)."""
+
+    @functools.wraps(endpoint)
+    async def answer(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Refused as refused:
+            return refused.response
+
+    return answer
+
+
+def audit(session: Any, viewer: Viewer, command: str, arguments: str, outcome: str) -> None:
+    session.add(AdminAuditEntry(identity=viewer.identity, command=f"dashboard:{command}", arguments=arguments,
+                                outcome=outcome))
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """The dashboard's pages and actions, one method each, and the guards they start with. `data_dir` and
+    `payments` are what an erasure needs (the learner's files, and the desk that ends their subscriptions)."""
+
+    db: Database
+    access: Access
+    data_dir: Any
+    payments: PaymentDesk
+
+    # Guards: each returns what it found, or raises Refused --------------------------------------------------------
+
+    async def signed_in(self, request: Request) -> Viewer:
+        viewer = await self.access.viewer(request)
         if viewer is None:
-            return sign_in_needed(request)
+            raise Refused(sign_in_needed(request))
         if not viewer.grants:
-            return not_allowed(request)
+            raise Refused(not_allowed(request))
         return viewer
 
-    async def page_for(request: Request) -> tuple[Viewer, Page] | Response:
-        viewer = await signed_in(request)
-        if isinstance(viewer, Response):
-            return viewer
+    async def page_for(self, request: Request) -> tuple[Viewer, Page]:
+        viewer = await self.signed_in(request)
         page = PAGES.get(request.path_params.get("page", ""))
         if page is None:
-            return message_page(request, "No such page", "Choose a page from the menu.", status=404)
+            raise Refused(message_page(request, "No such page", "Choose a page from the menu.", status=404))
         if not page.visible_to(viewer):
-            return not_allowed(request)
+            raise Refused(not_allowed(request))
         return viewer, page
 
-    async def figures(viewer: Viewer, page: Page, request: Request) -> tuple[list[Any], Context]:
+    async def checked_form(self, request: Request, area: str) -> tuple[Viewer, dict[str, Any]]:
+        viewer = await self.signed_in(request)
+        form = dict(await request.form())
+        if not self.access.csrf_ok(request, viewer, form.get("csrf")):
+            out_of_date = "This form is out of date. Reload the page and try again."
+            raise Refused(message_page(request, "Not done", out_of_date, status=403))
+        if not viewer.scopes(area):
+            raise Refused(not_allowed(request))
+        return viewer, form
+
+    async def learner_in_reach(self, request: Request, viewer: Viewer, area: str) -> tuple[int, dict[str, Any]]:
+        """The learner of the URL, if the viewer's learners role reaches them (a workspace's support: its people)."""
+        user_id = request.path_params["user_id"]
+        async with self.db.sessions() as session:
+            found = await counts.timeline(session, user_id)
+        if found is None:
+            raise Refused(message_page(request, "No such learner", "They may have been erased.", status=404))
+        targets = {team_of(address) for address in found["addresses"]} or {Scope()}
+        if not any(viewer.may(area, target) for target in targets):
+            raise Refused(not_allowed(request))
+        return user_id, found
+
+    async def learner_form(self, request: Request, area: str) -> tuple[Viewer, dict[str, Any], int]:
+        """A form posted about the learner of the URL: checked (CSRF, `area`), and the learner in the viewer's reach."""
+        viewer, form = await self.checked_form(request, area)
+        user_id, _person = await self.learner_in_reach(request, viewer, "learners")
+        return viewer, form, user_id
+
+    # Steps the pages share ----------------------------------------------------------------------------------------
+
+    async def figures(self, viewer: Viewer, page: Page, request: Request) -> tuple[list[Figure], Context]:
         _language, w = words_for(request)
-        async with db.transaction() as session:
+        async with self.db.transaction() as session:
             ctx = Context(session, viewer, utcnow(), dict(request.query_params), w)
             return await page.build(ctx), ctx
 
-    async def home(request: Request) -> Response:
-        viewer = await signed_in(request)
-        if isinstance(viewer, Response):
-            return viewer
+    def back_to(self, path: str, told: str) -> RedirectResponse:
+        """To `path` (after a POST: a GET), showing `told` there as the confirmation."""
+        return RedirectResponse(f"{path}?{self.access.flash_query(told)}", status_code=303)
+
+    # Pages --------------------------------------------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        viewer = await self.signed_in(request)
         first = next((page for page in PAGES.values() if page.visible_to(viewer)), None)
         if first is None:
             return not_allowed(request)
         return RedirectResponse(f"/admin/{first.name}", status_code=303)
 
-    async def show(request: Request) -> Response:
-        found = await page_for(request)
-        if isinstance(found, Response):
-            return found
-        viewer, page = found
-        built, ctx = await figures(viewer, page, request)
-        flash = access.flash_of(request)
-        w = ctx.w
-        counted = ""
-        if ctx.counted_at is not None:
-            when = w("Counted at {time} UTC, and again every 5 minutes.", time=f"{ctx.counted_at:%Y-%m-%d %H:%M}")
-            counted = f'<p class="note">{escape(when)}</p>'
-        body = (f"<h1>{escape(w(page.title))}</h1>" + counted
-                + (f'<p class="flash">{escape(flash[:200])}</p>' if flash else "") + render(w, built, page))
-        return document(request, w(page.title), body, nav=nav(w, viewer, page.name),
+    async def show(self, request: Request) -> Response:
+        viewer, page = await self.page_for(request)
+        built, ctx = await self.figures(viewer, page, request)
+        body = page_body(ctx, page, built, self.access.flash_of(request))
+        return document(request, ctx.w(page.title), body, nav=navigation(ctx.w, viewer, page.name),
                         headers={"Server-Timing": f'cold;desc="{",".join(ctx.cold)}"'} if ctx.cold else None)
 
-    async def download(request: Request) -> Response:
-        found = await page_for(request)
-        if isinstance(found, Response):
-            return found
-        viewer, page = found
-        built, _ctx = await figures(viewer, page, request)
+    async def download(self, request: Request) -> Response:
+        viewer, page = await self.page_for(request)
+        built, _ctx = await self.figures(viewer, page, request)
         figure = next((f for f in built if f.key == request.path_params["figure"]), None)
         if figure is None:
             return message_page(request, "No such figure", "Choose a CSV link on the page.", status=404)
         return Response(as_csv(figure), media_type="text/csv; charset=utf-8", headers={
             **HEADERS, "Content-Disposition": f'attachment; filename="lessonbot-{page.name}-{figure.key}.csv"'})
 
-    # Actions ------------------------------------------------------------------------------------------------------
-
-    async def checked_form(request: Request, area: str) -> tuple[Viewer, dict[str, Any]] | Response:
-        viewer = await signed_in(request)
-        if isinstance(viewer, Response):
-            return viewer
-        form = dict(await request.form())
-        if not access.csrf_ok(request, viewer, form.get("csrf")):
-            return message_page(request, "Not done", "This form is out of date. Reload the page and try again.",
-                                status=403)
-        if not viewer.scopes(area):
-            return not_allowed(request)
-        return viewer, form
-
-    def audit(session: Any, viewer: Viewer, command: str, arguments: str, outcome: str) -> None:
-        session.add(AdminAuditEntry(identity=viewer.identity, command=f"dashboard:{command}", arguments=arguments,
-                                    outcome=outcome))
-
-    async def requeue_dead(request: Request) -> Response:
-        checked = await checked_form(request, "delivery")
-        if isinstance(checked, Response):
-            return checked
-        viewer, form = checked
-        if not viewer.may("delivery"):
-            return not_allowed(request)
-        async with db.transaction() as session:
-            count = await requeue(session, None)
-            audit(session, viewer, "requeue", "all", "ok")
-        _language, w = words_for(request)
-        return RedirectResponse(f"/admin/overview?{access.flash_query(w('Requeued {n} dead letters.', n=count))}",
-                                status_code=303)
-
-    async def learner_in_reach(request: Request, viewer: Viewer, area: str) -> tuple[int, dict[str, Any]] | Response:
-        """The learner of the URL, if the viewer's learners role reaches them (a workspace's support: its people)."""
-        user_id = request.path_params["user_id"]
-        async with db.sessions() as session:
-            found = await counts.timeline(session, user_id)
-        if found is None:
-            return message_page(request, "No such learner", "They may have been erased.", status=404)
-        targets = {team_of(address) for address in found["addresses"]} or {Scope()}
-        if not any(viewer.may(area, target) for target in targets):
-            return not_allowed(request)
-        return user_id, found
-
-    async def learner(request: Request) -> Response:
-        viewer = await signed_in(request)
-        if isinstance(viewer, Response):
-            return viewer
+    async def learner(self, request: Request) -> Response:
+        viewer = await self.signed_in(request)
         if not PAGES["learners"].visible_to(viewer):
             return not_allowed(request)
-        found = await learner_in_reach(request, viewer, "learners")
-        if isinstance(found, Response):
-            return found
-        user_id, person = found
+        user_id, person = await self.learner_in_reach(request, viewer, "learners")
         _language, w = words_for(request)
-        async with db.sessions() as session:
+        async with self.db.sessions() as session:
             courses = [slug for slug in await session.scalars(select(Course.slug).order_by(Course.slug))
                        if viewer.may("access", Scope("course", slug))]
-        facts = table(("", ""), [[w("name"), person["name"]], [w("addresses"), ", ".join(person["addresses"])],
-                                 [w("status"), person["status"]], [w("language"), person["locale"]],
-                                 [w("time zone"), person["timezone"]], [w("streak"), person["streak"]],
-                                 [w("points"), person["points"]]])
-        flash = access.flash_of(request)
-        actions = [f'<a href="/admin/learners/{user_id}/export" download>{escape(w("Export their data (JSON)"))}</a>']
-        if courses:
-            options = "".join(f"<option>{escape(slug)}</option>" for slug in courses)
-            actions.append(f'<form method="post" action="/admin/learners/{user_id}/grant">{viewer.csrf_field()}'
-                           f'<label>{escape(w("Give a course"))} <select name="course">{options}</select></label> '
-                           f'<label>{escape(w("for how many days (empty: for good)"))} <input name="days" '
-                           f'inputmode="numeric" size="4"></label> <button type="submit">{escape(w("Grant"))}</button>'
-                           "</form>")
-        actions.append(f'<form method="post" action="/admin/learners/{user_id}/erase">{viewer.csrf_field()}'
-                       '<label><input type="checkbox" name="confirm" value="yes" required> '
-                       f'{escape(w("delete everything kept about this learner, as their own /stop → delete does"))}'
-                       f'</label> <button type="submit" class="danger">{escape(w("Erase"))}</button></form>')
-        kinds = {"lesson": w("lesson"), "answer": w("answer"), "wrong answer": w("wrong answer"),
-                 "message": w("message")}
-        events = [[when, kinds.get(kind, kind), detail] for when, kind, detail in person["events"]]
-        name = person["name"] or w("(no name)")
-        body = (f"<h1>{escape(name)}</h1>"
-                + (f'<p class="flash">{escape(flash[:200])}</p>' if flash else "")
-                + f'<div class="grid"><section class="figure"><h2>{escape(w("Who"))}</h2>' + facts + "</section>"
-                + f'<section class="figure"><h2>{escape(w("Actions"))}</h2>'
-                + "".join(f"<p>{a}</p>" for a in actions) + "</section>"
-                + f'<section class="figure wide"><h2>{escape(w("Courses"))}</h2>'
-                + table((w("course"), w("title"), w("status"), w("started"), w("completed")), person["courses"])
-                + f'</section><section class="figure wide"><h2>{escape(w("Timeline (newest first)"))}</h2>'
-                + table((w("when"), w("what"), w("detail")), events) + "</section></div>")
-        return document(request, name, body, nav=nav(w, viewer, "learners"))
+        body = learner_body(w, viewer, user_id, person, courses=courses, flash=self.access.flash_of(request))
+        return document(request, learner_name(w, person), body, nav=navigation(w, viewer, "learners"))
 
-    async def export(request: Request) -> Response:
-        viewer = await signed_in(request)
-        if isinstance(viewer, Response):
-            return viewer
-        found = await learner_in_reach(request, viewer, "learners")
-        if isinstance(found, Response):
-            return found
-        user_id, _person = found
-        async with db.transaction() as session:
+    async def export(self, request: Request) -> Response:
+        viewer = await self.signed_in(request)
+        user_id, _person = await self.learner_in_reach(request, viewer, "learners")
+        async with self.db.transaction() as session:
             document_ = await export_person(session, user_id, now=utcnow())
             audit(session, viewer, "export", f"user {user_id}", "ok")
         return Response(json.dumps(document_, ensure_ascii=False, indent=2), media_type="application/json", headers={
             **HEADERS, "Content-Disposition": f'attachment; filename="lessonbot-learner-{user_id}.json"'})
 
-    async def learner_form(request: Request, area: str) -> tuple[Viewer, dict[str, Any], int] | Response:
-        """A form posted about the learner of the URL: checked (CSRF, `area`), and the learner in the viewer's reach."""
-        checked = await checked_form(request, area)
-        if isinstance(checked, Response):
-            return checked
-        viewer, form = checked
-        found = await learner_in_reach(request, viewer, "learners")
-        if isinstance(found, Response):
-            return found
-        return viewer, form, found[0]
+    # Actions ------------------------------------------------------------------------------------------------------
 
-    async def erase_learner(request: Request) -> Response:
-        posted = await learner_form(request, "learners")
-        if isinstance(posted, Response):
-            return posted
-        viewer, form, user_id = posted
+    async def requeue_dead(self, request: Request) -> Response:
+        viewer, _form = await self.checked_form(request, "delivery")
+        if not viewer.may("delivery"):
+            return not_allowed(request)
+        async with self.db.transaction() as session:
+            count = await requeue(session, None)
+            audit(session, viewer, "requeue", "all", "ok")
+        _language, w = words_for(request)
+        return self.back_to("/admin/overview", w("Requeued {n} dead letters.", n=count))
+
+    async def erase_learner(self, request: Request) -> Response:
+        viewer, form, user_id = await self.learner_form(request, "learners")
         _language, w = words_for(request)
         if form.get("confirm") != "yes":
-            return RedirectResponse(f"/admin/learners/{user_id}?{access.flash_query(w('Tick the box to confirm.'))}",
-                                    status_code=303)
+            return self.back_to(f"/admin/learners/{user_id}", w("Tick the box to confirm."))
         try:
-            erasure = await erase_outside_turn(db, user_id, by=viewer.identity, may_take_roles=viewer.may("roles"),
-                                               data_dir=data_dir, desk=lambda: nullcontext(payments))
+            erasure = await erase_outside_turn(self.db, user_id, by=viewer.identity,
+                                               may_take_roles=viewer.may("roles"), data_dir=self.data_dir,
+                                               desk=lambda: nullcontext(self.payments))
         except HoldsRoles:
-            async with db.transaction() as session:
+            async with self.db.transaction() as session:
                 audit(session, viewer, "erase", f"user {user_id}", "denied")
-            told = w("This learner holds admin roles, which only an owner may take away: an owner revokes them first "
-                     "(/admin role list shows them), then the erasure can go ahead.")
-            return RedirectResponse(f"/admin/learners/{user_id}?{access.flash_query(told)}", status_code=303)
-        done = w("Erased: {messages} messages and {replies} replies went with the rest of that learner's data.",
-                 messages=erasure.messages, replies=erasure.replies)
-        return RedirectResponse(f"/admin/learners?{access.flash_query(done)}", status_code=303)
+            return self.back_to(f"/admin/learners/{user_id}", w(
+                "This learner holds admin roles, which only an owner may take away: an owner revokes them first "
+                "(/admin role list shows them), then the erasure can go ahead."))
+        return self.back_to("/admin/learners", w(
+            "Erased: {messages} messages and {replies} replies went with the rest of that learner's data.",
+            messages=erasure.messages, replies=erasure.replies))
 
-    async def grant_course(request: Request) -> Response:
-        posted = await learner_form(request, "access")
-        if isinstance(posted, Response):
-            return posted
-        viewer, form, user_id = posted
+    async def grant_course(self, request: Request) -> Response:
+        viewer, form, user_id = await self.learner_form(request, "access")
         slug, days = str(form.get("course", "")), str(form.get("days", "")).strip()
         if not viewer.may("access", Scope("course", slug)):
             return not_allowed(request)
         _language, w = words_for(request)
         if days and not whole_number(days, most=3650):
-            done = w("Days: a number from 1 to 3650, or empty.")
-            return RedirectResponse(f"/admin/learners/{user_id}?{access.flash_query(done)}", status_code=303)
+            return self.back_to(f"/admin/learners/{user_id}", w("Days: a number from 1 to 3650, or empty."))
         now = utcnow()
-        async with db.transaction() as session:
+        async with self.db.transaction() as session:
             course = await session.scalar(select(Course).where(Course.slug == slug))
-            if course is None:
+            if course is None:  # a return, not Refused: leaving the transaction normally, as before
                 return message_page(request, "No such course", "Choose a course from the list.", status=404)
             await grant(session, user_id, course.id, source=SOURCE_GRANT, reference=f"dashboard:{now.isoformat()}",
                         expires_at=now + timedelta(days=int(days)) if days else None, now=now)
             audit(session, viewer, "grant", f"user {user_id} {slug} {days}".strip(), "ok")
-        return RedirectResponse(f"/admin/learners/{user_id}?{access.flash_query(w('Granted {course}.', course=slug))}",
-                                status_code=303)
+        return self.back_to(f"/admin/learners/{user_id}", w("Granted {course}.", course=slug))
 
-    async def stylesheet(request: Request) -> Response:
-        return css_response()
 
-    async def signed_out(request: Request) -> Response:
-        return signed_out_page(request)
+async def stylesheet(request: Request) -> Response:
+    return css_response()
 
+
+async def signed_out(request: Request) -> Response:
+    return signed_out_page(request)
+
+
+def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: PaymentDesk) -> list[Route]:
+    dashboard = Dashboard(db, access, data_dir, payments)
     return [
-        Route("/admin", home),
+        Route("/admin", answering(dashboard.home)),
         Route("/admin/dashboard.css", stylesheet),
         Route("/admin/sign-in", access.sign_in_page, methods=["GET"]),
         Route("/admin/sign-in", access.sign_in, methods=["POST"]),
         Route("/admin/sign-out", access.sign_out, methods=["POST"]),
         Route("/admin/signed-out", signed_out),
-        Route("/admin/overview/requeue", requeue_dead, methods=["POST"]),
-        Route("/admin/learners/{user_id:int}", learner),
-        Route("/admin/learners/{user_id:int}/export", export),
-        Route("/admin/learners/{user_id:int}/erase", erase_learner, methods=["POST"]),
-        Route("/admin/learners/{user_id:int}/grant", grant_course, methods=["POST"]),
-        Route("/admin/{page}/{figure}.csv", download),
-        Route("/admin/{page}", show),
+        Route("/admin/overview/requeue", answering(dashboard.requeue_dead), methods=["POST"]),
+        Route("/admin/learners/{user_id:int}", answering(dashboard.learner)),
+        Route("/admin/learners/{user_id:int}/export", answering(dashboard.export)),
+        Route("/admin/learners/{user_id:int}/erase", answering(dashboard.erase_learner), methods=["POST"]),
+        Route("/admin/learners/{user_id:int}/grant", answering(dashboard.grant_course), methods=["POST"]),
+        Route("/admin/{page}/{figure}.csv", answering(dashboard.download)),
+        Route("/admin/{page}", answering(dashboard.show)),
     ]

@@ -4,6 +4,9 @@
 A page belongs to an area of dialogs/roles.py. A role that holds everywhere sees the whole page; a scoped role sees
 the pages that can be narrowed to its scope — learning and knowledge to its courses, learners to its Slack
 workspaces — and not the others (overview, engagement and revenue count everyone at once).
+
+At the end, the HTML: a page's figures (`render`, `page_body`), the header (`navigation`), one learner's page
+(`learner_body`). The routes that serve them, and their checks, are in __init__.py.
 """
 
 from __future__ import annotations
@@ -366,6 +369,82 @@ def render(w: Words, figures: list[Figure], page: Page) -> str:
         parts.append("</section>")
         blocks.append("".join(parts))
     return '<div class="grid">' + "".join(blocks) + "</div>"
+
+
+def navigation(w: Words, viewer: Viewer, current: str) -> str:
+    """The header of every signed-in page: the pages this viewer may see, who they are, and the sign-out button."""
+    links = "".join(
+        f'<a href="/admin/{page.name}"{" aria-current=page" if page.name == current else ""}>'
+        f"{escape(w(page.title))}</a>" for page in PAGES.values() if page.visible_to(viewer))
+    return (f'<header><span class="brand">Lessonbot</span><nav>{links}</nav>'
+            f'<form method="post" action="/admin/sign-out">{viewer.csrf_field()}'
+            f'<span class="who">{escape(viewer.identity)}</span> '
+            f'<button type="submit">{escape(w("Sign out"))}</button></form></header>')
+
+
+def _flash(text: str) -> str:
+    """The confirmation an action left for this page (access.py's `flash_of`), if any."""
+    return f'<p class="flash">{escape(text[:200])}</p>' if text else ""
+
+
+def page_body(ctx: Context, page: Page, figures: list[Figure], flash: str) -> str:
+    """A page of figures under its title, with when its counts were made."""
+    w = ctx.w
+    counted = ""
+    if ctx.counted_at is not None:
+        when = w("Counted at {time} UTC, and again every 5 minutes.", time=f"{ctx.counted_at:%Y-%m-%d %H:%M}")
+        counted = f'<p class="note">{escape(when)}</p>'
+    return f"<h1>{escape(w(page.title))}</h1>" + counted + _flash(flash) + render(w, figures, page)
+
+
+# One learner --------------------------------------------------------------------------------------------------------
+
+
+def learner_name(w: Words, person: dict[str, Any]) -> str:
+    return person["name"] or w("(no name)")
+
+
+def _learner_facts(w: Words, person: dict[str, Any]) -> str:
+    return table(("", ""), [[w("name"), person["name"]], [w("addresses"), ", ".join(person["addresses"])],
+                            [w("status"), person["status"]], [w("language"), person["locale"]],
+                            [w("time zone"), person["timezone"]], [w("streak"), person["streak"]],
+                            [w("points"), person["points"]]])
+
+
+def _learner_actions(w: Words, viewer: Viewer, user_id: int, courses: list[str]) -> list[str]:
+    """Export, a course to give (only `courses`, the ones the viewer may give), and erase; each form with the CSRF
+    token."""
+    actions = [f'<a href="/admin/learners/{user_id}/export" download>{escape(w("Export their data (JSON)"))}</a>']
+    if courses:
+        options = "".join(f"<option>{escape(slug)}</option>" for slug in courses)
+        actions.append(f'<form method="post" action="/admin/learners/{user_id}/grant">{viewer.csrf_field()}'
+                       f'<label>{escape(w("Give a course"))} <select name="course">{options}</select></label> '
+                       f'<label>{escape(w("for how many days (empty: for good)"))} <input name="days" '
+                       f'inputmode="numeric" size="4"></label> <button type="submit">{escape(w("Grant"))}</button>'
+                       "</form>")
+    actions.append(f'<form method="post" action="/admin/learners/{user_id}/erase">{viewer.csrf_field()}'
+                   '<label><input type="checkbox" name="confirm" value="yes" required> '
+                   f'{escape(w("delete everything kept about this learner, as their own /stop → delete does"))}'
+                   f'</label> <button type="submit" class="danger">{escape(w("Erase"))}</button></form>')
+    return actions
+
+
+def learner_body(w: Words, viewer: Viewer, user_id: int, person: dict[str, Any], *, courses: list[str],
+                 flash: str) -> str:
+    """One learner's page (storage/dashboard.py's `timeline`): who, the actions, their courses, their timeline."""
+    kinds = {"lesson": w("lesson"), "answer": w("answer"), "wrong answer": w("wrong answer"),
+             "message": w("message")}
+    events = [[when, kinds.get(kind, kind), detail] for when, kind, detail in person["events"]]
+    actions = _learner_actions(w, viewer, user_id, courses)
+    return (f"<h1>{escape(learner_name(w, person))}</h1>" + _flash(flash)
+            + f'<div class="grid"><section class="figure"><h2>{escape(w("Who"))}</h2>'
+            + _learner_facts(w, person) + "</section>"
+            + f'<section class="figure"><h2>{escape(w("Actions"))}</h2>'
+            + "".join(f"<p>{a}</p>" for a in actions) + "</section>"
+            + f'<section class="figure wide"><h2>{escape(w("Courses"))}</h2>'
+            + table((w("course"), w("title"), w("status"), w("started"), w("completed")), person["courses"])
+            + f'</section><section class="figure wide"><h2>{escape(w("Timeline (newest first)"))}</h2>'
+            + table((w("when"), w("what"), w("detail")), events) + "</section></div>")
 
 
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
