@@ -16,7 +16,7 @@ from dialogs import flow, lessons, personal
 from dialogs.flow import DONE, Flow, Invalid, Step
 from dialogs.learner import activate, is_set_up, learner_of, tr
 from dialogs.turn import Exchange, Turn
-from storage.learners import ONBOARDING, PAUSED, STOPPED, Learner, lesson_schedule_changed, zone_for
+from storage.learners import ONBOARDING, PAUSED, STOPPED, Learner, lesson_schedule_changed, wall_clock_moment, zone_for
 from storage.outbox import release_held, withdraw_unasked
 
 # "7", "7 days", "for 2 weeks", "por 3 dias" (folded: no accents, lower case)
@@ -40,10 +40,14 @@ async def pause(turn: Turn, args: str) -> None:
     learner.status = PAUSED
     await _withdraw_unasked(turn, learner, "not sent: the learner paused")
     if match:
-        learner.paused_until = turn.now + timedelta(days=days)
-        local = learner.paused_until.astimezone(zone_for(turn.user.timezone))
+        # the same time of day on the learner's clock, N of their days on (not N × 24 hours: across a change of the
+        # clocks that would end an hour early or late, after the lesson of the day it ends)
+        zone = zone_for(turn.user.timezone)
+        local = turn.now.astimezone(zone)
+        ends_on = local.date() + timedelta(days=days)
+        learner.paused_until = wall_clock_moment(ends_on, local.time(), zone)
         turn.say(_("Paused until {date}. Your place is saved; send /resume to come back sooner.",
-                   date=_.date(local)))
+                   date=_.date(ends_on)))
     else:
         learner.paused_until = None
         turn.say(_("Paused. I won't send lessons until you send /resume. Your place is saved."))

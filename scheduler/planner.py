@@ -28,9 +28,11 @@ Each learner's lesson for a date is decided once, in one transaction: a
 carry the keys `lesson:{user_id}:{date}` (and `…:2`, `…:3` for further parts): a run repeated after a crash, or by
 a second leader that has not yet noticed it lost, finds the row and sends nothing.
 
-Nothing is pushed to a learner who is paused or stopped, in their quiet hours at that moment (that day's lesson is
-skipped, and recorded so), or who has not answered the previous pushed lesson: the bot does not talk into the void,
-the inactivity nudges (scheduler/nudges.py) take over until the learner is back.
+Nothing is pushed to a learner who is paused or stopped, whose lesson time is inside their quiet hours (that day's
+lesson is skipped, and recorded so: judged by the time they chose, as /settings warns of it), or who has not answered
+the previous pushed lesson: the bot does not talk into the void, the inactivity nudges (scheduler/nudges.py) take
+over until the learner is back. A lesson whose run comes inside the quiet hours by the clock (a late run; 02:30 on
+the day the clocks go forward, which comes at 03:30) is queued held until they end.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialogs.lessons import deliver_next_lesson, home_conversation
 from scheduler.context import JobContext
-from storage.learners import STOPPED, Learner, in_quiet_hours, is_paused, quiet_hours_end, zone_for
+from storage.learners import STOPPED, Learner, is_paused, quiet_at, quiet_hours_end, zone_for
 from storage.models import Conversation, User, utcnow
 from storage.outbox import LESSON_KEY, OutboxEntry, enqueue, release_held
 from storage.queries import insert_ignoring_conflicts, rows_affected
@@ -319,7 +321,13 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
         return NOTHING_TO_SEND
     if is_paused(learner, now):
         return PAUSED
-    if in_quiet_hours(learner, user, due.due_at):  # a lesson time inside the quiet hours skips the day's lesson
+    # A lesson time inside the quiet hours skips the day's lesson: judged by the learner's lesson time, as /settings
+    # warns of it, not by the moment (on the day the clocks go forward, 02:30 comes at 03:30 by the clock: quiet
+    # hours from 03:00 hold that lesson till they end, below, but do not take the day's lesson away).
+    lesson_time = learner.lesson_time
+    if lesson_time is None:  # (taken away since the run read it: as the moment reads on the clock)
+        lesson_time = due.due_at.astimezone(zone_for(user.timezone)).time()
+    if quiet_at(learner, lesson_time):
         return QUIET_HOURS
     previous = await session.scalar(
         select(func.max(ScheduledLesson.due_at)).where(
@@ -352,7 +360,8 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
     # A lesson held when the learner paused (storage.outbox.withdraw_unasked) goes first: their place moved past it.
     await release_held(session, conversation.id, now=utcnow())
     key = f"{LESSON_KEY}{due.user_id}:{due.local_date.isoformat()}"
-    # a run late enough to fall in the quiet hours (a failover, a backlog): the lesson waits for their end (the
+    # a run late enough to fall in the quiet hours (a failover, a backlog), or a moment in them by the clock though
+    # the lesson time is not (02:30 on the day the clocks go forward is 03:30): the lesson waits for their end (the
     # outbox's clock is real time, whatever `now` says)
     wait = quiet_hours_end(learner, user, now) - now
     held = utcnow() + wait

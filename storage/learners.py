@@ -246,28 +246,59 @@ def is_paused(learner: Learner, now: datetime) -> bool:
 
 
 def in_quiet_hours(learner: Learner, user: User, now: datetime) -> bool:
-    """Whether `now` falls in the learner's quiet hours (local time; a range like 22:00–07:00 wraps midnight)."""
-    return quiet_at(learner, now.astimezone(zone_for(user.timezone)).time().replace(tzinfo=None))
+    """Whether `now` falls in the learner's quiet hours (local time; a range like 22:00–07:00 wraps midnight). By
+    the learner's clock: in the hour repeated when the clocks go back, both passes of a quiet time are quiet."""
+    return quiet_at(learner, now.astimezone(zone_for(user.timezone)).time().replace(tzinfo=None, fold=0))
 
 
 def quiet_at(learner: Learner, local: time) -> bool:
-    """Whether the local time of day `local` is inside the learner's quiet hours."""
+    """Whether the local time of day `local` is inside the learner's quiet hours (a wall-clock time: its `fold`
+    does not count)."""
     start, end = learner.quiet_start, learner.quiet_end
     if start is None or end is None or start == end:
         return False
+    local = local.replace(tzinfo=None, fold=0)
     return start <= local < end if start < end else local >= start or local < end
 
 
 def quiet_hours_end(learner: Learner, user: User, now: datetime) -> datetime:
-    """When the learner's quiet hours that hold `now` end (`now` itself when they do not hold it)."""
+    """When the learner's quiet hours that hold `now` end (`now` itself when they do not hold it): the first moment
+    after `now` at which their clock shows `quiet_end`, compared in UTC, not on the clock. On the night the clocks
+    go back that may be the repeated reading (quiet 00:30–01:30, at the second 01:10: the second 01:30; the first
+    went by an hour before); an end the clocks skip comes the moment they skip it (`wall_clock_moment`)."""
     if not in_quiet_hours(learner, user, now) or learner.quiet_end is None:
         return now
     zone = zone_for(user.timezone)
-    local = now.astimezone(zone)
-    end = datetime.combine(local.date(), learner.quiet_end, tzinfo=zone)
-    if end <= local:
-        end = datetime.combine(local.date() + timedelta(days=1), learner.quiet_end, tzinfo=zone)
-    return end.astimezone(timezone.utc)
+    today = now.astimezone(zone).date()
+    ends = []
+    for day in (today, today + timedelta(days=1)):
+        first = wall_clock_moment(day, learner.quiet_end, zone)
+        again = datetime.combine(day, learner.quiet_end.replace(tzinfo=None), tzinfo=zone).replace(fold=1)
+        second = again.astimezone(timezone.utc)
+        ends += [first, second] if second > first else [first]  # the second reading only of a repeated time
+    return min(end for end in ends if end > now)
+
+
+def wall_clock_moment(day: date, at: time, zone: tzinfo) -> datetime:
+    """The first moment (UTC) at which the clock in `zone` shows `at` on `day`, or a later time: a time repeated
+    when the clocks go back, the first time; a time they skip, the moment they skip it (02:30 on the day 02:00
+    becomes 03:00: at 03:00). Where a pause of N days ends (dialogs/pause.py), and quiet hours (`quiet_hours_end`).
+    (A lesson moment reads a skipped time differently, an hour later on the clock: scheduler.planner.lesson_moment.)"""
+    wall = datetime.combine(day, at.replace(tzinfo=None, fold=0))
+    moment = wall.replace(tzinfo=zone).astimezone(timezone.utc)
+    if moment.astimezone(zone).replace(tzinfo=None) == wall:
+        return moment
+    # Skipped: read at the offset after the change it falls before the jump, at the offset before it after; the
+    # jump lies between, at a whole second (zone changes do).
+    low = int(wall.replace(tzinfo=zone, fold=1).timestamp())  # the clock shows an earlier time than `at`
+    high = int(moment.timestamp()) + 1  # a later one
+    while high - low > 1:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, zone).replace(tzinfo=None) >= wall:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, timezone.utc)
 
 
 # Certificates, learning data ----------------------------------------------------------------------------------------
