@@ -1,5 +1,6 @@
-"""The dashboard's page shell: the navigation, the style sheet (served from the app, `/admin/dashboard.css`), and
-the security headers every dashboard response carries. No script anywhere: forms post, links navigate."""
+"""The dashboard's page shell: the document around a page's body (its header and navigation are built with the
+page, bot/dashboard/pages.py), the style sheet (served from the app, `/admin/dashboard.css`), and the security
+headers every dashboard response carries. No script anywhere: forms post, links navigate."""
 
 from __future__ import annotations
 
