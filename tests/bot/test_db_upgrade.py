@@ -22,16 +22,8 @@ from bench.processes import DatabaseUnreachable, postgres_database
 from bot.cli import main
 from storage import migrate
 from storage.db import make_sync_engine
+from tests.bot.test_cli_database import here  # noqa: F401 (a fixture)
 from tests.conftest import POSTGRES_ADMIN_URL, missing
-
-
-@pytest.fixture
-def here(tmp_path, monkeypatch):
-    """A clean working folder (no .env) and no database settings from the outside."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
-    return tmp_path
 
 
 def _execute(url: str, *statements: str) -> None:

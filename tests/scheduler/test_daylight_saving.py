@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from bot.messages import InboundMessage, Text
 from dialogs.pause import pause
@@ -16,19 +16,10 @@ from storage.learners import Learner, in_quiet_hours, quiet_at, quiet_hours_end
 from storage.models import ChannelIdentity, Conversation, OutboxMessage, User, utcnow
 from storage.scheduling import QUEUED, QUIET_HOURS, ScheduledLesson
 from tests.scheduler.support import HandClock, add_learner, context, sample_course
+from tests.scheduler.test_planner import run_planner
 
 UTC = timezone.utc
 # New York, 2026: 02:00 EST becomes 03:00 EDT on 8 March; 02:00 EDT becomes 01:00 EST on 1 November.
-
-
-async def planned_until(db: Database, clock: HandClock, until: datetime, *, step: timedelta) -> None:
-    """The planner run every `step` up to `until`; the learners answer what they get right after each run."""
-    ctx = context(db, clock)
-    while clock.now() < until:
-        clock.move(seconds=step.total_seconds())
-        await plan_lessons(ctx)
-        async with db.transaction() as session:
-            await session.execute(update(User).values(last_active_at=clock.now()))
 
 
 async def decided(db: Database) -> dict[tuple[int, date], str]:
@@ -57,7 +48,7 @@ async def test_a_lesson_in_the_skipped_hour_is_held_by_quiet_hours_just_after_it
         assert quiet_at(Learner(quiet_start=time(2), quiet_end=time(3)), time(2, 30))  # "none would come"
         clock = HandClock(datetime(2026, 3, 7, 12, tzinfo=UTC))
         await plan_lessons(context(db, clock))  # the first run only starts the cursor
-        await planned_until(db, clock, datetime(2026, 3, 8, 7, tzinfo=UTC), step=timedelta(minutes=30))
+        await run_planner(db, clock, datetime(2026, 3, 8, 7, tzinfo=UTC), step=timedelta(minutes=30))
         clock.move(minutes=30)  # 07:30 UTC: 03:30 EDT, the 02:30 lesson's moment
         real = utcnow()
         await plan_lessons(context(db, clock))
@@ -67,7 +58,7 @@ async def test_a_lesson_in_the_skipped_hour_is_held_by_quiet_hours_just_after_it
         # held until 07:00 EDT (11:00 UTC), three and a half hours after the run (the outbox's clock is real time)
         assert held and all(at is not None and abs((at - real) - timedelta(hours=3, minutes=30)) < timedelta(minutes=2)
                             for at in held), held
-        await planned_until(db, clock, datetime(2026, 3, 9, 12, tzinfo=UTC), step=timedelta(minutes=30))
+        await run_planner(db, clock, datetime(2026, 3, 9, 12, tzinfo=UTC), step=timedelta(minutes=30))
         outcomes = await decided(db)
         assert outcomes[after, date(2026, 3, 9)] == QUEUED and outcomes[over, date(2026, 3, 9)] == QUIET_HOURS
         next_day = await held_until(db, f"lesson:{after}:2026-03-09")  # 02:30 EDT, outside them: not held
@@ -148,8 +139,8 @@ async def test_a_pause_of_n_days_ends_at_the_same_time_of_day_across_a_change_of
         assert said.startswith("Paused until 8 March 2026.")
         clock = HandClock(datetime(2026, 3, 1, 12, 45, tzinfo=UTC))
         await plan_lessons(context(db, clock))
-        await planned_until(db, clock, datetime(2026, 3, 8, 11, 30, tzinfo=UTC), step=timedelta(minutes=110))
-        await planned_until(db, clock, datetime(2026, 3, 8, 13, 0, tzinfo=UTC), step=timedelta(minutes=1))
+        await run_planner(db, clock, datetime(2026, 3, 8, 11, 30, tzinfo=UTC), step=timedelta(minutes=110))
+        await run_planner(db, clock, datetime(2026, 3, 8, 13, 0, tzinfo=UTC), step=timedelta(minutes=1))
         assert await decided(db) == {(user_id, date(2026, 3, 8)): QUEUED}  # the 08:00 EDT lesson, no other
         assert until == datetime(2026, 3, 8, 11, 45, tzinfo=UTC)  # 07:45 EDT: 167 hours
 
