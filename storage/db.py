@@ -373,13 +373,20 @@ class Intake:
         await waiter
 
 
+# SQLite's primary result codes that say the file is busy or cannot be read now (not that a statement or the schema
+# is wrong: "no such table" and a syntax error are SQLITE_ERROR, which no retry mends)
+_SQLITE_AWAY = {5, 6, 10, 14}  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_CANTOPEN
+
+
 def unreachable(exc: BaseException) -> bool:
     """Whether `exc` says the database could not be reached or did not answer in time (refused, lost, restarting,
-    its pool exhausted), rather than that a statement was wrong: what is worth trying again shortly."""
-    if isinstance(exc, PoolTimeout | OSError | psycopg.OperationalError | sqlite3.OperationalError):
-        return True
-    return isinstance(exc, DBAPIError) and (exc.connection_invalidated or isinstance(
-        exc.orig, psycopg.OperationalError | sqlite3.OperationalError | OSError))
+    its pool exhausted, SQLite's file busy), rather than that a statement or the schema is wrong: what is worth
+    trying again shortly."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or unreachable(exc.orig) if exc.orig is not None else False
+    if isinstance(exc, sqlite3.OperationalError):
+        return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _SQLITE_AWAY or "database is locked" in str(exc)
+    return isinstance(exc, PoolTimeout | OSError | psycopg.OperationalError)
 
 
 def _let_go(queue: deque[tuple[float, asyncio.Future[None]]], *, up_to: float) -> None:

@@ -62,3 +62,22 @@ async def test_a_message_sent_while_the_database_is_away_gets_a_503_to_try_again
             assert again.status_code == 202  # recorded now: nothing of the refused try was kept to make it a duplicate
     finally:
         made.__exit__(None, None, None)
+
+
+def test_only_a_database_away_is_called_so_not_a_wrong_statement_or_schema():
+    import sqlite3
+
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    from storage.db import unreachable
+
+    connection = sqlite3.connect(":memory:")
+    for statement in ("SELEC 1", "SELECT * FROM no_such_table"):
+        try:
+            connection.execute(statement)
+        except sqlite3.OperationalError as wrong:  # SQLITE_ERROR: no retry mends it, so no 503 says to retry
+            assert not unreachable(wrong) and not unreachable(OperationalError(statement, {}, wrong))
+    assert unreachable(sqlite3.OperationalError("database is locked"))
+    assert unreachable(OperationalError("SELECT 1", {}, psycopg.OperationalError("connection refused")))
+    assert unreachable(ConnectionRefusedError())
