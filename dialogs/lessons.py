@@ -256,13 +256,16 @@ async def finish_lesson(x: Exchange, lesson: Lesson) -> None:
         x.say("\n".join(lines))
         return
     lessons_today = await _lessons_done_today(x)
-    if lessons_today < learner.daily_goal and following.parts and await access.lesson_closed(x, following) is None:
-        # The daily goal is how many lessons a day brings: short of it, the next one follows at once ("Later" on
-        # any of its parts stops there, the place saved).
+    if (lessons_today < learner.daily_goal and course.id == learner.course_id and following.parts
+            and await access.lesson_closed(x, following) is None):
+        # The daily goal is how many lessons a day brings: short of it, the next one of the course they are taking
+        # follows at once, its first part ("Later" on any part stops there, the place saved). (Not /next's whole
+        # path: this may run inside a quiz's last answer, where starting another flow would be left with the quiz.)
         lines.append(_("That's {done} of your {goal} lessons for today; here is the next one.",
                        done=lessons_today, goal=learner.daily_goal))
         x.say("\n".join(lines))
-        await next_lesson(x, pushed=not isinstance(x, Turn))
+        await _send_part(x, learner, enrollment, following, lessons.index(following) + 1, len(lessons),
+                         pushed=not isinstance(x, Turn))
         return
     if lessons_today >= learner.daily_goal:
         lines.append(_("That's your goal for today. More now, or the next one at your usual time?"))

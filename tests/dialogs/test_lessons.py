@@ -104,6 +104,24 @@ async def test_a_daily_goal_of_two_lessons_brings_the_second_when_the_first_is_d
     assert "That's your goal for today" in t.last().text and t.labels() == ["More now", "Later"]
 
 
+async def test_the_daily_goal_brings_the_next_lesson_of_the_course_being_taken_only(learning_bot):
+    """A quiz of one course finished after the learner moved to another: its lesson is done, and the goal brings no
+    lesson of either course from inside that answer (the other course's quiz, started there, was dropped)."""
+    bot, channel = learning_bot
+    await import_sample(bot, PAID)
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.say("/settings goal")
+    await t.press("2 lessons")
+    await t.say("/next")
+    await answer_until(t, bot, "Question 3 of 3")  # the sample course's first lesson, at its last question
+    await t.say("/settings course passwords")  # the learner moves to the paid course, whose preview has a quiz
+    said = await t.say("sms phishing")  # then answers the sample quiz's last question
+    done = next(text for text in said if text.startswith("🎉 Lesson done: What a phishing message wants."))
+    assert "here is the next one" not in done
+    assert not any(text.startswith(("📘", "Quiz time")) for text in said)
+
+
 async def test_the_same_learner_continues_on_another_channel(learning_bot, settings):
     bot, channel = learning_bot
     web = Learning(bot, channel, chat="ann-web")
