@@ -13,10 +13,11 @@ would ask (`_open_due`, the one rule for which due cards are still open to the l
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta, timezone
 
 from fsrs import Card, Rating, Scheduler
-from sqlalchemy import func, select
+from sqlalchemy import and_, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialogs import access, certificate, flow, onboarding, questions
@@ -26,9 +27,14 @@ from dialogs.learner import POINTS_REVIEW_RIGHT, learner_of, local_now, mark_hom
 from dialogs.turn import Exchange, Turn
 from storage.courses import (
     SHORT_TEXT,
+    Course,
+    Enrollment,
+    Lesson,
+    LessonProgress,
     Question,
     QuestionCard,
     Where,
+    accessible,
     card_of,
     course_by_id,
     missed_at_first_try,
@@ -120,24 +126,34 @@ async def due_reviews(session: AsyncSession, user: User, now: datetime) -> int:
     return int(await session.scalar(select(func.count()).select_from(subquery)) or 0)
 
 
-NEXT_DUE_LOOKED_AT = 200  # cards looked at, soonest first, for the next one still open to the learner
+NEXT_DUE_PAGE = 100  # cards read at a time, soonest first, for the next one still open to the learner
 
 
 async def next_open_due(x: Exchange) -> datetime | None:
     """When the learner's next review comes: the soonest due time of a question still open to them (one closed by a
-    refund, or by a part added to its lesson, is never asked, so its time is never named)."""
-    rows = await x.session.execute(
+    refund, or by a part added to its lesson, is never asked, so its time is never named). What SQL can tell (the
+    course's enrollment and entitlement, a live lesson begun) is asked of every card at once; the one check
+    (dialogs/access.py) then confirms the soonest, and passes over the few it closes."""
+    looked = (
         select(QuestionCard.question_id, QuestionCard.due)
         .join(Question, Question.id == QuestionCard.question_id)
-        .where(QuestionCard.user_id == x.user.id, Question.retired.is_(False))
+        .join(Lesson, Lesson.id == Question.lesson_id)
+        .join(Course, Course.id == Lesson.course_id)
+        .join(Enrollment, and_(Enrollment.course_id == Course.id, Enrollment.user_id == x.user.id))
+        .where(QuestionCard.user_id == x.user.id, Question.retired.is_(False), Lesson.retired.is_(False),
+               accessible(x.user.id, Course, Lesson.position, x.now),
+               exists().where(LessonProgress.user_id == x.user.id, LessonProgress.lesson_id == Lesson.id))
         .order_by(QuestionCard.due, QuestionCard.id)
-        .limit(NEXT_DUE_LOOKED_AT)
     )
-    for question_id, due in rows.all():
-        question = await x.session.get(Question, question_id)
-        if question is not None and await access.question_closed(x, question) is None:
-            return due
-    return None
+    for page in itertools.count():
+        rows = (await x.session.execute(looked.offset(page * NEXT_DUE_PAGE).limit(NEXT_DUE_PAGE))).all()
+        for question_id, due in rows:
+            question = await x.session.get(Question, question_id)
+            if question is not None and await access.question_closed(x, question) is None:
+                return due
+        if len(rows) < NEXT_DUE_PAGE:
+            return None
+    return None  # (unreached: the pages end)
 
 
 def _seconds_since(data: flow.Data, now: datetime) -> float | None:

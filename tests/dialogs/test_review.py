@@ -145,3 +145,25 @@ async def test_nothing_to_review_names_no_time_already_past(learning_bot):
     assert nothing.startswith("Nothing to review now. The next review is due on ")
     shown = (now + timedelta(days=2)).astimezone(ZoneInfo("Europe/Lisbon"))
     assert f" {shown.day} " in nothing and f" at {shown:%H:%M}." in nothing
+
+
+async def test_many_closed_cards_due_first_do_not_hide_the_next_review(learning_bot):
+    from storage.courses import Lesson
+
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await finish_first_lesson(t)
+    user, _learner = await learner_row(bot, "test", "ann")
+    [before] = await t.say("/review")
+    async with bot.db.transaction() as session:  # 250 questions of a lesson the learner has not reached, due before
+        last = (await session.scalars(select(Lesson).order_by(Lesson.position.desc()))).first()
+        for n in range(250):
+            question = Question(course_id=last.course_id, lesson_id=last.id, slug=f"extra-{n}", kind="true_false",
+                                prompt=f"extra {n}", is_true=True, explanation="x", position=100 + n,
+                                content_hash="x")
+            session.add(question)
+            await session.flush()
+            session.add(QuestionCard(user_id=user.id, question_id=question.id, card={},
+                                     due=datetime.now(timezone.utc) - timedelta(days=3)))
+    [after] = await t.say("/review")
+    assert after == before  # the same next review, named by the open questions' time
