@@ -350,17 +350,19 @@ class Emphasis:
     mark: str  # "**", "__", "*" or "_"
 
 
-def emphasis_in(line: str) -> list[Emphasis]:
+def emphasis_in(line: str, *, at: int = 0) -> list[Emphasis]:
     """The bold and italic runs of a line that are not inside another form (a link's text, code, a web address), as
-    `render` reads them: where a split of the line must close a run and open it again."""
+    `render` reads them, those inside another run too (each after the run it is in): where a split of the line must
+    close a run and open it again. `at`: where `line` starts in the line it was cut from."""
     if _ANY_MARK.search(line) is None:
         return []
     runs = []
     for match in _INLINE.finditer(line):
         if match["bold"] or match["italic"]:
-            text = match.group()
-            mark = text[:2] if text[:2] in ("**", "__") and match["bold"] else text[0]
-            runs.append(Emphasis(match.start(), match.end(), mark))
+            inner = next(name for name in ("bold_text", "bold_text2", "italic_text", "italic_text2") if match[name])
+            mark = match.group()[: match.start(inner) - match.start()]
+            runs.append(Emphasis(at + match.start(), at + match.end(), mark))
+            runs += emphasis_in(match[inner], at=at + match.start(inner))
     return runs
 
 

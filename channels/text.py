@@ -111,7 +111,10 @@ def _line_pieces(line: str, limit: int, measure: Measure) -> list[str]:
     if measure(line) <= limit:
         return [line]
     runs = emphasis_in(line)
-    room = limit - 2 * max((measure(run.mark) for run in runs), default=0)  # a piece's marks closed and reopened
+    # a piece's marks closed and opened again: at most those of the deepest run and the runs it is in, at each end
+    nested = (sum(measure(outer.mark) for outer in runs if outer.start <= run.start and run.end <= outer.end)
+              for run in runs)
+    room = limit - 2 * max(nested, default=0)
     if room < 2:
         runs, room = [], limit
     spans: list[tuple[int, int]] = []
@@ -152,9 +155,10 @@ def _sentences(line: str) -> Iterator[tuple[int, int]]:
 
 
 def _with_marks(line: str, start: int, end: int, runs: Iterable[Emphasis]) -> str:
-    """`line[start:end]`, with the marks of a bold or italic run it starts or ends inside of put back at its edges."""
+    """`line[start:end]`, with the marks of the bold or italic runs it starts or ends inside of put back at its edges:
+    opened outermost first, closed innermost first (a run inside another comes after it in `runs`)."""
     opened = "".join(run.mark for run in runs if run.start < start < run.end)
-    closed = "".join(run.mark for run in runs if run.start < end < run.end)
+    closed = "".join(run.mark for run in reversed(list(runs)) if run.start < end < run.end)
     return opened + line[start:end] + closed
 
 

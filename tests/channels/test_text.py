@@ -96,3 +96,16 @@ def test_bold_and_italic_cut_by_a_break_are_closed_and_opened_again_so_each_part
     assert shown[0] == "<b>Never type your password after following a link.</b>"
     assert "*" not in "".join(shown) and "_" not in "".join(shown)  # no mark left to show as a character
     assert "".join(shown).count("<i>") >= 2
+
+
+def test_italic_inside_bold_cut_by_a_break_is_closed_and_opened_again_inside_it():
+    from channels.markdown import TELEGRAM_HTML, render
+
+    text = "**Bold start with _nested italic words that go on and on for a while_ and the bold goes on too.**"
+    parts = split_text(text, 40)
+    assert all(len(part) <= 40 for part in parts)
+    shown = [render(part, TELEGRAM_HTML) for part in parts]
+    assert shown[0] == "<b>Bold start with <i>nested italic</i></b>"
+    assert all(part.startswith("<b>") and part.endswith("</b>") for part in shown)
+    assert "*" not in "".join(shown) and "_" not in "".join(shown)  # no mark left to show as a character
+    assert "".join(shown).count("<i>") == len([part for part in shown if "<i>" in part]) >= 2
