@@ -89,9 +89,9 @@ class Lessonbot:
         answers: Collection[str] = (),
     ) -> None:
         """`answers`: channels whose messages this process takes up though it sends nothing through them (a Rasa
-        assistant's action calls, answered in each call's response). What another process recorded, or left, is
-        taken up here only for these and the `channels` (`ConversationWorker.takes`); what this process records,
-        it takes up itself."""
+        assistant's action calls, answered in each call's response). A message is taken up here only for these and
+        the `channels` (`ConversationWorker.takes`), whoever recorded it: a payment's report for a Telegram buyer,
+        recorded where Stripe's webhook came in, is processed where Telegram is."""
         self.settings = settings
         self.db = db or Database(settings.resolved_database_url)
         self.channels = {channel.name: channel for channel in channels}
@@ -267,7 +267,7 @@ class Lessonbot:
             self._recording.failed()
             raise CannotRecord("the message could not be recorded just now: try again in a few seconds") from None
         self._recording.ended()
-        if not recorded.duplicate and self.process:  # (received here: a channel of this process, or its answers')
+        if not recorded.duplicate and self.process and self.worker.takes(message.channel):
             self.worker.notify(recorded.conversation_id, recorded.inbound_id)
         elif not recorded.duplicate and self.notices is not None:  # processed elsewhere
             self.notices.tell(INBOUND, f"{recorded.conversation_id} {message.channel}")

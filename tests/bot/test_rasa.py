@@ -148,7 +148,7 @@ async def test_a_turn_that_fails_answers_with_the_apology_and_the_error_slot(set
     async def broken(turn):
         raise RuntimeError("a bug of ours")
 
-    bot = Lessonbot(settings, [], respond=broken)
+    bot = Lessonbot(settings, [], respond=broken, answers=("rasa",))
     app = Starlette(routes=action_routes(action_executor(ActionDesk(bot, wait_seconds=10))))
     port = free_port()
     async with serving(app, port), RasaServerStandIn(
