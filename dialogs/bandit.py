@@ -1,8 +1,9 @@
 """Which reminder template to send: Thompson sampling over each template's record, with a recency penalty.
 
 Each nudge kind has several templates (dialogs/nudges.py). A template's record is how many of its nudges were
-delivered and settled (`sent`) and after how many the learner came back (`came_back`): wrote to the bot within
-NUDGE_REWARD_WINDOW (two hours, storage/scheduling.py) of the nudge going out. Every choice draws a plausible
+delivered and settled (`sent`) and after how many the learner came back (`came_back`): wrote to the bot and learned
+(a lesson part, a quiz or review answer; a pause or /stop is no coming back) within NUDGE_REWARD_WINDOW (two hours,
+storage/scheduling.py) of the nudge going out (scheduler/nudges.py settles it). Every choice draws a plausible
 response rate for each template from its Beta posterior, Beta(1 + came_back, 1 + sent - came_back), and picks the
 highest draw: templates with little record are tried now and then, a template that works is sent more and more,
 and one that stops working loses its lead as its record grows.

@@ -4,28 +4,34 @@ Kinds, in the order they win when several are due for one learner at once:
 - `streak`: the learner has a streak of STREAK_AT_RISK days or more, was active yesterday (their local calendar)
   but not yet today, and it is evening where they are (STREAK_SAVER_HOURS): the streak ends at local midnight. On a
   day their own lesson comes in the evening, the saver waits until AFTER_OWN_LESSON after it (`streak_saver_from`).
+  Only on a lesson day, and only with a lesson to offer; without one, a review when questions are due, else nothing.
 - `inactive`, then `farewell`: one nudge when the learner has been away INACTIVE_AFTER[0], [1], [2] (a day, three
   days, a week), and after FAREWELL_AFTER a last one that says the bot stops reminding. Steps count from when the
   learner was last with the bot (`away_since`): their last activity, or the end of a pause that has run out (time
   paused is not time away); so any message from them starts the sequence over, and a learner first seen long after
-  a step skips the steps they have outgrown (no burst of catch-up nudges). Only for a learner with a lesson to come
-  back to (a course chosen and not finished); never within LESSON_REMINDS after a lesson the planner queued to them
-  (the lesson is the reminder); and, for a learner who set no quiet hours, only in the local DAYTIME.
+  a step skips the steps they have outgrown (no burst of catch-up nudges). Days are the learner's calendar days
+  (`days_between`), for the steps and for "it's been N days", and no step comes sooner than a day after (on a channel
+  whose window closes then, FIRST_STEP_IN_WINDOW). Only for a learner with a lesson to come back to (a course chosen
+  and not finished, its next lesson open to them, and shown in their home chat: not a paid one in a group); never
+  within LESSON_REMINDS after a lesson the planner queued to them (the lesson is the reminder); only on a lesson day
+  (one due on a day off waits for the next); and, for a learner who set no quiet hours, only in the local DAYTIME.
 - `review`: spaced-review questions are due for a learner active in the last day, in the afternoon (REVIEW_HOURS),
   unless their streak is at risk (the evening's streak saver covers both). Counted as /review counts them
   (`dialogs.review.open_due_reviews`): questions of a lesson the learner may no longer open are not announced.
 
 At most one nudge per sweep per learner, none within NUDGE_GAP of the one before, none in quiet hours (the next
-sweep after them sends it), none to paused or stopped learners or to a chat that opted out. A channel may have a rule
-of its own for messages the learner did not ask for (`JobContext.unprompted_windows`, declared by the channel: on
+sweep after them sends it), none to paused or stopped learners, to a chat that opted out or to one no process serves
+on its own (ONLY_WHILE_OPEN); a nudge decided withdraws the learner's earlier ones still unsent. A channel may have
+a rule of its own for messages the learner did not ask for (`JobContext.unprompted_windows`, declared by the channel: on
 WhatsApp, only within 24 hours of the learner's last message unless an approved template is configured); past it the
 nudge is skipped and recorded (`skipped_window`) instead of queued to wait for the learner to write (when it would be
 pointless).
 
 Each nudge is decided once: a `nudge_log` row under the nudge's key (`nudge:{user}:{kind}:…`) and its outbox row
 with the same key, in one transaction. The template is the bandit's choice (dialogs/bandit.py); `settle` later
-records whether the learner came back within the reward window of the nudge going out, which is what the bandit
-learns from.
+records whether the learner came back to learn (not merely wrote: pausing or stopping is no success) within the
+reward window of the nudge going out, which is what the bandit learns from; one still unsent after
+UNDELIVERED_AFTER is settled as undelivered.
 
 Coming back after a nudge is not coming back because of it: many learners would have written anyway. So a share of
 decided nudges (`JobContext.nudge_holdout`, NUDGE_HOLDOUT) is held out: recorded as decided but never sent, chosen by
@@ -54,10 +60,20 @@ from dialogs.bandit import Arm, arms_for, choose, record_outcome
 from dialogs.nudges import FAREWELL, INACTIVE, REVIEW, STREAK, NudgeFacts
 from dialogs.review import open_due_reviews
 from scheduler.context import JobContext
-from storage.courses import COMPLETED, Course, Enrollment, Lesson, Question, QuestionCard, accessible
-from storage.learners import Learner, in_quiet_hours, zone_for
-from storage.models import Conversation, InboundMessage, OutboxMessage, User
-from storage.outbox import NUDGE_KEY, OutboxEntry, enqueue
+from storage.courses import (
+    COMPLETED,
+    FREE,
+    Course,
+    Enrollment,
+    Lesson,
+    Question,
+    QuestionCard,
+    accessible,
+    in_free_preview,
+)
+from storage.learners import Learner, in_quiet_hours, is_lesson_day, learned_between, zone_for
+from storage.models import Conversation, OutboxMessage, User
+from storage.outbox import NUDGE_KEY, OutboxEntry, enqueue, withdraw_unsent_nudges
 from storage.queries import insert_ignoring_conflicts, rows_affected
 from storage.scheduling import (
     HELD_OUT,
@@ -83,6 +99,13 @@ REVIEW_HOURS = (time(12, 0), time(21, 0))  # local
 DAYTIME = (time(9, 0), time(21, 0))  # local: inactivity nudges and the farewell, for a learner who set no quiet hours
 LESSON_REMINDS = timedelta(days=1)  # a lesson the planner queued is itself the reminder: no inactivity nudge this long
 UNDELIVERED_AFTER = timedelta(days=2)  # a nudge still not sent by then taught nothing: settled without a verdict
+# On a channel that may send unprompted messages only for a while after the learner writes (WhatsApp without a
+# template: 24 hours), the first come-back nudge may go this soon, while the window is still open.
+FIRST_STEP_IN_WINDOW = timedelta(hours=22)
+# Channels no process serves on its own: the terminal (`lessonbot chat`, bot.channel.ServesOneChat) reaches its
+# learner only while they have it open, so a reminder would wait there and arrive stale, with the others, when they
+# next open it. No nudge is decided for a learner whose home chat is on one.
+ONLY_WHILE_OPEN = frozenset({"console"})
 BATCH = 500
 
 
@@ -107,11 +130,13 @@ class Nudge:
 
 
 def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, due_reviews: int = 0,
-           last_lesson: datetime | None = None, lesson_to_come: bool = True) -> Nudge | None:
+           last_lesson: datetime | None = None, lesson_to_come: bool = True,
+           window_closes: datetime | None = None) -> Nudge | None:
     """The nudge this learner should get now, if any. `history`: their earlier nudges, newest first; `due_reviews`:
     the review questions /review would ask them now; `last_lesson`: when the last lesson the planner queued to them
     was due; `lesson_to_come`: whether they have a lesson to come back to (a course chosen, not finished, and its
-    next lesson open to them)."""
+    next lesson open to them there); `window_closes`: when their chat's channel may no longer send them what they
+    did not ask for (None: no such limit)."""
     if in_quiet_hours(learner, user, now):
         return None
     if history and now - history[0].created_at < NUDGE_GAP:
@@ -120,33 +145,53 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
     today, clock = local.date(), local.time().replace(tzinfo=None)
     uid = user.id
     yesterday = today - timedelta(days=1)
-    streak_at_risk = (learner.streak_days or 0) >= STREAK_AT_RISK and learner.last_active_on == yesterday
-    if streak_at_risk and streak_saver_from(learner, today) <= clock < STREAK_SAVER_HOURS[1]:
-        return Nudge(STREAK, 0, f"{NUDGE_KEY}{uid}:streak:{today.isoformat()}", NudgeFacts(streak=learner.streak_days))
+    lesson_day = is_lesson_day(learner, today)
+    # No saver on a day without lessons: a day off is not nagged about (it ends the streak all the same).
+    saver_tonight = (lesson_day and (learner.streak_days or 0) >= STREAK_AT_RISK
+                     and learner.last_active_on == yesterday)
+    if saver_tonight and streak_saver_from(learner, today) <= clock < STREAK_SAVER_HOURS[1]:
+        if lesson_to_come:
+            return Nudge(STREAK, 0, f"{NUDGE_KEY}{uid}:streak:{today.isoformat()}",
+                         NudgeFacts(streak=learner.streak_days))
+        if due_reviews:  # no lesson to offer (a course finished, the next lesson closed): a review keeps it too
+            return Nudge(REVIEW, 0, f"{NUDGE_KEY}{uid}:review:{today.isoformat()}",
+                         NudgeFacts(due_reviews=due_reviews))
     last_active = user.last_active_at
     since = away_since(learner, user, now)
-    if last_active is not None and since is not None and STEPS[0] <= now - since < LOOK_BACK:
+    # A channel whose window closes a day after the learner wrote gets the first step before it does.
+    first_step = STEPS[0] if window_closes is None else FIRST_STEP_IN_WINDOW
+    if last_active is not None and since is not None and first_step <= now - since < LOOK_BACK:
         if (not lesson_to_come  # nothing to come back to: "your next lesson is ready" would not be true
                 or (last_lesson is not None and now - last_lesson < LESSON_REMINDS)
                 or (not has_quiet_hours(learner) and not DAYTIME[0] <= clock < DAYTIME[1])
+                or not lesson_day  # a day off is not a day to be reminded: the next lesson day is
+                or (now - since < STEPS[0] and (window_closes is None or now >= window_closes))
                 # the farewell promised to stop: nothing more until the learner writes
                 or any(past.kind == FAREWELL and past.created_at > last_active for past in history)):
             return None
-        away = now - since
-        due_step = max(step for step, after in enumerate(STEPS) if away >= after)
+        # Steps count the learner's calendar days away, as what they are told does ("it's been 3 days" on the third
+        # day since the one they were last here), and never less than a day (FIRST_STEP_IN_WINDOW) after.
+        away = days_between(since, now, user)
+        due_step = max((step for step, after in enumerate(STEPS) if away >= after.days), default=-1)
         done = max((past.step for past in history if past.kind in (INACTIVE, FAREWELL)
                     and past.created_at > since), default=-1)
         if due_step > done:
             kind = FAREWELL if due_step == len(STEPS) - 1 else INACTIVE
             # The key names the absence it belongs to: a learner who comes back and drifts off again starts over.
             key = f"{NUDGE_KEY}{uid}:{kind}:{due_step}:{int(since.timestamp())}"
-            return Nudge(kind, due_step, key, NudgeFacts(days_away=(now - last_active).days))
+            return Nudge(kind, due_step, key, NudgeFacts(days_away=days_between(last_active, now, user)))
         return None
     # A streak at risk gets its saver in the evening instead: one nudge a day, and a lesson keeps both.
-    if (due_reviews and not streak_at_risk and last_active is not None and now - last_active < STEPS[0]
+    if (due_reviews and not saver_tonight and last_active is not None and now - last_active < STEPS[0]
             and REVIEW_HOURS[0] <= clock < REVIEW_HOURS[1]):
         return Nudge(REVIEW, 0, f"{NUDGE_KEY}{uid}:review:{today.isoformat()}", NudgeFacts(due_reviews=due_reviews))
     return None
+
+
+def days_between(earlier: datetime, now: datetime, user: User) -> int:
+    """Calendar days from `earlier` to `now` where the learner is: Monday 23:30 to Friday 09:00 is 4."""
+    zone = zone_for(user.timezone)
+    return (now.astimezone(zone).date() - earlier.astimezone(zone).date()).days
 
 
 def away_since(learner: Learner, user: User, now: datetime) -> datetime | None:
@@ -193,12 +238,15 @@ def held_out(nudge: Nudge, share: float) -> bool:
     return draw < share
 
 
+def window_closes(ctx: JobContext, conversation: Conversation) -> datetime | None:
+    """Until when the conversation's channel may send the learner what they did not ask for; None: no limit."""
+    window = ctx.unprompted_windows.get(conversation.channel)
+    return None if window is None else window(conversation.last_inbound_at)
+
+
 def outside_window(ctx: JobContext, conversation: Conversation, now: datetime) -> bool:
     """Whether the conversation's channel may no longer send the learner what they did not ask for."""
-    window = ctx.unprompted_windows.get(conversation.channel)
-    if window is None:
-        return False
-    until = window(conversation.last_inbound_at)
+    until = window_closes(ctx, conversation)
     return until is not None and now >= until
 
 
@@ -237,17 +285,23 @@ async def candidates(session: AsyncSession, now: datetime) -> list[Candidate]:
     )
     # `away_since`: the last activity, or the end of a pause that has run out if later.
     pause_over = and_(Learner.paused_until.is_not(None), Learner.paused_until <= now)
+    first_step = min(STEPS[0], FIRST_STEP_IN_WINDOW)
     away = and_(
-        User.last_active_at <= now - STEPS[0],
-        or_(~pause_over, Learner.paused_until <= now - STEPS[0]),
+        User.last_active_at <= now - first_step,
+        or_(~pause_over, Learner.paused_until <= now - first_step),
         or_(User.last_active_at > now - LOOK_BACK, and_(pause_over, Learner.paused_until > now - LOOK_BACK)),
         ~farewell_sent,
     )
-    # ... and open to them: a paid course's next lesson past the free preview is no lesson "ready" to come back to
+    # ... and open to them: a paid course's next lesson past the free preview is no lesson "ready" to come back to;
+    # nor, in a chat of many (their home chat a group), one that is not free to try: it is not shown there
+    # (dialogs.access, NOT_HERE)
     current = aliased(Lesson)
+    position = func.coalesce(current.position, 1)
     lesson_to_come = and_(Learner.course_id.is_not(None),
                           or_(Enrollment.status.is_(None), Enrollment.status != COMPLETED),
-                          accessible(Learner.user_id, Course, func.coalesce(current.position, 1), now))
+                          accessible(Learner.user_id, Course, position, now),
+                          or_(Conversation.shared.is_not(True), Course.access == FREE,
+                              in_free_preview(Course, position)))
     streak = and_(Learner.streak_days >= STREAK_AT_RISK, Learner.last_active_on >= (now - timedelta(days=2)).date())
     reviews = and_(User.last_active_at > now - STEPS[0],
                    exists(_due_cards(now).where(QuestionCard.user_id == Learner.user_id)))
@@ -266,7 +320,8 @@ async def candidates(session: AsyncSession, now: datetime) -> list[Candidate]:
         .outerjoin(Enrollment, and_(Enrollment.user_id == Learner.user_id, Enrollment.course_id == Learner.course_id))
         .outerjoin(Course, Course.id == Learner.course_id)
         .outerjoin(current, current.id == Enrollment.current_lesson_id)
-        .where(*may_be_messaged(now), or_(and_(away, lesson_to_come), streak, reviews))
+        .where(*may_be_messaged(now), Conversation.channel.not_in(ONLY_WHILE_OPEN),
+               or_(and_(away, lesson_to_come), streak, reviews))
         .order_by(Learner.user_id)
     )
     return [Candidate(learner, user, conversation, lesson_at, bool(to_come))
@@ -314,7 +369,8 @@ async def sweep(ctx: JobContext) -> Counter[str]:
     for candidate in found:
         user, conversation = candidate.user, candidate.conversation
         history = histories.get(user.id, [])
-        decided = _decide(candidate, history, now, due_reviews=reviews.get(user.id, 0))
+        closes = window_closes(ctx, conversation)
+        decided = _decide(candidate, history, now, due_reviews=reviews.get(user.id, 0), window_closes=closes)
         if decided is not None and decided.kind == REVIEW:
             # Announce only what /review will ask: the due questions still open to the learner (a refund, an
             # entitlement run out or a retired lesson closes some). Found none: not asked again that day.
@@ -322,7 +378,8 @@ async def sweep(ctx: JobContext) -> Counter[str]:
             if ctx.nothing_to_review.get(user.id) == today:
                 continue
             async with ctx.db.sessions() as session:
-                decided = _decide(candidate, history, now, due_reviews=await open_due_reviews(session, user, now))
+                decided = _decide(candidate, history, now, due_reviews=await open_due_reviews(session, user, now),
+                                  window_closes=closes)
             if decided is None:
                 ctx.nothing_to_review[user.id] = today
         if decided is None:
@@ -339,9 +396,11 @@ async def sweep(ctx: JobContext) -> Counter[str]:
     return counts
 
 
-def _decide(candidate: Candidate, history: list[Past], now: datetime, *, due_reviews: int) -> Nudge | None:
+def _decide(candidate: Candidate, history: list[Past], now: datetime, *, due_reviews: int,
+            window_closes: datetime | None) -> Nudge | None:
     return decide(candidate.learner, candidate.user, history, now, due_reviews=due_reviews,
-                  last_lesson=candidate.last_lesson, lesson_to_come=candidate.lesson_to_come)
+                  last_lesson=candidate.last_lesson, lesson_to_come=candidate.lesson_to_come,
+                  window_closes=window_closes)
 
 
 OUTCOME_COUNTED = {SKIPPED_WINDOW: "skipped", HELD_OUT: "held out"}
@@ -362,6 +421,9 @@ async def queue_nudge(ctx: JobContext, nudge: Nudge, template: str, user: User, 
         }).returning(NudgeLog.id))
         if claimed.first() is None:
             return None
+        # A nudge decided now supersedes the learner's earlier ones still unsent: none goes out late, in a burst.
+        await withdraw_unsent_nudges(session, conversation.id, f"{NUDGE_KEY}{user.id}:",
+                                     reason=f"not sent: superseded by {nudge.kind} nudge {nudge.step}")
         if skipped:
             log.info("nudge skipped: %s may send unprompted messages only for a while after the learner writes",
                      conversation.channel, extra={"user_id": user.id, "kind": nudge.kind})
@@ -433,30 +495,19 @@ async def _verdict(session: AsyncSession, row: Any, now: datetime) -> tuple[bool
         return None if came_back is None else (True, came_back)
     if row.status in ("dead", "suppressed", "cancelled"):  # never to go (cancelled: the learner paused or stopped)
         return False, False
-    if row.status in (None, "waiting") and now - row.created_at >= UNDELIVERED_AFTER:
-        return False, False  # its outbox row is gone (the learner's data was deleted), or it still waits
+    if row.status in (None, "pending", "waiting") and now - row.created_at >= UNDELIVERED_AFTER:
+        return False, False  # its outbox row is gone (the learner's data was deleted), or it is still not sent
     return None
 
 
 async def _came_back(session: AsyncSession, row: Any, since: datetime, now: datetime) -> bool | None:
-    """Whether the learner wrote within the reward window from `since`; None while the window is still open and they
-    have not."""
+    """Whether the learner came back to learn within the reward window from `since`: a lesson part they asked for, a
+    quiz or review answer, a lesson finished (`storage.learners.learned_between`). Writing only to pause, stop or
+    opt out is not coming back. None while the window is still open and they have not."""
     window_end = since + NUDGE_REWARD_WINDOW
     active = row.last_active_at
-    if active is not None and since <= active <= window_end:
+    # Learning is done in messages, and each sets `last_active_at` (to within a minute): none since, none to look for.
+    if (active is not None and active >= since - timedelta(minutes=1)
+            and await learned_between(session, row.user_id, since, window_end)):
         return True
-    if active is not None and active > window_end:
-        # Active again since: look at what they wrote, to see whether any of it fell within the window.
-        wrote = await session.scalar(
-            select(
-                exists().where(
-                    InboundMessage.conversation_id == Conversation.id,
-                    Conversation.user_id == row.user_id,
-                    InboundMessage.received_at >= since,
-                    InboundMessage.received_at <= window_end,
-                )
-            )
-        )
-        return bool(wrote)
     return False if now >= window_end else None
-

@@ -37,6 +37,8 @@ from sqlalchemy import (
     Time,
     UniqueConstraint,
     delete,
+    exists,
+    or_,
     select,
     text,
     update,
@@ -46,7 +48,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.orm.attributes import instance_state
 
 from storage.courses import Course, Enrollment, LessonProgress, QuestionCard
-from storage.models import Base, BigId, Conversation, User, utcnow
+from storage.models import Base, BigId, Conversation, InboundMessage, User, utcnow
 
 # Learner.status values, spelled once.
 ONBOARDING, ACTIVE, PAUSED, STOPPED = "onboarding", "active", "paused", "stopped"
@@ -222,6 +224,30 @@ def record_activity(learner: Learner, user: User, now: datetime) -> None:
     learner.streak_days = (learner.streak_days or 0) + 1 if last == today - timedelta(days=1) else 1
     learner.best_streak = max(learner.best_streak or 0, learner.streak_days)
     learner.last_active_on = today
+
+
+def is_lesson_day(learner: Learner, day: date) -> bool:
+    """Whether `day` (a local date) is one of the learner's lesson days (none set: every day is)."""
+    return str(day.isoweekday()) in (learner.lesson_days or EVERY_DAY)
+
+
+async def learned_between(session: AsyncSession, user_id: int, start: datetime, end: datetime) -> bool:
+    """Whether the learner did something of learning between `start` and `end` (inclusive), by what it left behind:
+    a lesson begun or finished (`LessonProgress`), a quiz or review answer (`QuestionCard.last_reviewed_at`), a lesson
+    part delivered (`Enrollment.updated_at`) — and wrote to the bot in that time, so that a lesson pushed at its hour
+    is not taken for their asking. Pausing, stopping or opting out leaves none of these."""
+    def between(column: Any) -> Any:
+        return column.between(start, end)
+
+    learned = or_(
+        exists().where(LessonProgress.user_id == user_id,
+                       or_(between(LessonProgress.started_at), between(LessonProgress.completed_at))),
+        exists().where(QuestionCard.user_id == user_id, between(QuestionCard.last_reviewed_at)),
+        exists().where(Enrollment.user_id == user_id, between(Enrollment.updated_at)),
+    )
+    wrote = exists().where(InboundMessage.conversation_id == Conversation.id, Conversation.user_id == user_id,
+                           between(InboundMessage.received_at))
+    return bool(await session.scalar(select(learned & wrote)))
 
 
 def current_streak(learner: Learner, user: User, now: datetime) -> int:

@@ -506,6 +506,23 @@ async def withdraw_unasked(session: AsyncSession, conversation_id: int, *, reaso
     return rows_affected(held) + rows_affected(cancelled)
 
 
+async def withdraw_unsent_nudges(session: AsyncSession, conversation_id: int, key_prefix: str, *, reason: str) -> int:
+    """Cancel the conversation's reminders not yet sent (`pending` or `waiting`) whose keys start with `key_prefix`
+    (a learner's `nudge:{user}:`): a later one decided for them supersedes them (scheduler.nudges), so they never go
+    out late, all at once. A row being sent right now is left to finish. The number of rows cancelled."""
+    if not key_prefix.startswith(NUDGE_KEY):
+        raise ValueError("only reminders are withdrawn this way")
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.conversation_id == conversation_id,
+               OutboxMessage.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)),
+               starts_with(OutboxMessage.idempotency_key, key_prefix))
+        .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return rows_affected(result)
+
+
 async def release_held(session: AsyncSession, conversation_id: int, *, now: datetime) -> int:
     """Let a conversation's held lessons go (`withdraw_unasked`), ahead of what is queued after them: the learner is
     back (/resume), or their next lesson is being pushed. One the platform's own window still holds is set aside

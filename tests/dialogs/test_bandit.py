@@ -112,7 +112,7 @@ async def test_nudges_are_settled_once_from_what_learners_did_and_admins_see_the
         await session.execute(update(OutboxMessage).where(OutboxMessage.chat_id == "cy").values(status="dead"))
     await bot.dispatcher.flush()
 
-    await Transcript(bot, channel, "ann").say("hi, I'm back")
+    await Transcript(bot, channel, "ann").say("/next")  # back to learn: her lesson
     clock.move(minutes=5)
     assert await settle(ctx) == Counter({"came back": 1, "undelivered": 1})  # bob: too early to say
     clock.move(hours=2)
@@ -162,7 +162,7 @@ async def test_held_out_nudges_are_not_sent_and_show_the_rate_without_a_reminder
         assert await session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
         assert set((await session.scalars(select(NudgeLog.outcome))).all()) == {HELD_OUT}
 
-    await Transcript(bot, channel, "ann").say("hi, I'm back")  # on her own: nothing reminded her
+    await Transcript(bot, channel, "ann").say("/next")  # back to learn on her own: nothing reminded her
     clock.move(minutes=5)
     assert await settle(ctx) == Counter({"held out: came back": 1})
     clock.move(hours=2)

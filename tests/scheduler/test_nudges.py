@@ -123,11 +123,12 @@ async def test_a_streak_saver_in_the_evening_before_the_streak_ends(database_url
     try:
         evening = datetime(2026, 6, 10, 18, 30, tzinfo=UTC)  # 19:30 in Lisbon, 2026-06-10
         yesterday = date(2026, 6, 9)
-        at_risk = await add_learner(db, streak_days=4, last_active_on=yesterday,
+        course = await sample_course(db)  # a lesson to offer: "one short lesson keeps it going"
+        at_risk = await add_learner(db, course_id=course, streak_days=4, last_active_on=yesterday,
                                     last_active_at=evening - timedelta(hours=22))
-        safe = await add_learner(db, streak_days=4, last_active_on=date(2026, 6, 10),
+        safe = await add_learner(db, course_id=course, streak_days=4, last_active_on=date(2026, 6, 10),
                                  last_active_at=evening - timedelta(hours=2))
-        short = await add_learner(db, streak_days=1, last_active_on=yesterday,
+        short = await add_learner(db, course_id=course, streak_days=1, last_active_on=yesterday,
                                   last_active_at=evening - timedelta(hours=22))
         clock = HandClock(evening - timedelta(hours=3))  # 16:30: too early for the saver
         ctx = context(db, clock, rng=random.Random(4))
@@ -148,14 +149,17 @@ async def test_the_streak_saver_waits_for_an_evening_lesson_and_skips_a_late_one
     try:
         evening = datetime(2026, 6, 10, 18, 30, tzinfo=UTC)  # 19:30 in Lisbon, a Wednesday
         yesterday = date(2026, 6, 9)
-        at_risk = {"streak_days": 4, "last_active_on": yesterday, "last_active_at": evening - timedelta(hours=20)}
+        at_risk = {"streak_days": 4, "last_active_on": yesterday, "last_active_at": evening - timedelta(hours=20),
+                   "course_id": await sample_course(db)}
         at_20 = await add_learner(db, at=time(20, 0), **at_risk)
         at_22_30 = await add_learner(db, at=time(22, 30), **at_risk)
         weekends_at_20 = await add_learner(db, at=time(20, 0), days="67", **at_risk)
+        mornings = await add_learner(db, at=time(7, 30), **at_risk)
         clock = HandClock(evening)
         ctx = context(db, clock, rng=random.Random(5))
-        assert await sweep(ctx) == Counter({"streak": 1})  # no lesson today: the evening is the saver's
-        assert await nudges_of(db, weekends_at_20) == [("streak", 0, QUEUED)]
+        assert await sweep(ctx) == Counter({"streak": 1})  # a morning lesson: the evening is the saver's
+        assert await nudges_of(db, mornings) == [("streak", 0, QUEUED)]
+        assert await nudges_of(db, weekends_at_20) == []  # no lesson today: a day off, no saver
         assert await nudges_of(db, at_20) == []  # its own lesson at 20:00 reminds it first
         clock.at(evening + timedelta(hours=1, minutes=45))  # 21:15: an hour after the 20:00 lesson
         assert await sweep(ctx) == Counter({"streak": 1})
