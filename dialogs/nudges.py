@@ -6,7 +6,8 @@ the wording freely but give a really different message a new id. `/admin nudges`
 
 Kinds: `inactive` (a learner away for a day, three days, a week), `farewell` (the last one: "I'll stop reminding
 you"), `streak` (a streak of two days or more ends at local midnight), `review` (spaced-review questions are due),
-`team` (a team admin's nudge to a member behind on the team's lessons: dialogs/teams.py).
+`team` (a team admin's nudge to a member behind on the team's lessons posted in its channel: dialogs/teams.py),
+`team_direct` (the same for a team in the direct mode, whose lessons come in each member's direct chat).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from bot.messages import Choice, Text
-from dialogs.i18n import Translator, translator
+from dialogs.i18n import N_, Translator, translator
 from dialogs.learner import tr
 from dialogs.lessons import NEXT
 from dialogs.turn import Turn
-from storage.scheduling import HELD_OUT, NUDGE_REWARD_WINDOW, NudgeTemplateStats
+from storage.dashboard import UNDELIVERED, nudges_not_sent
+from storage.scheduling import HELD_OUT, NUDGE_REWARD_WINDOW, SKIPPED_WINDOW, NudgeTemplateStats
 
-INACTIVE, FAREWELL, STREAK, REVIEW, TEAM = "inactive", "farewell", "streak", "review", "team"
+INACTIVE, FAREWELL, STREAK, REVIEW = "inactive", "farewell", "streak", "review"
+TEAM, TEAM_DIRECT = "team", "team_direct"
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,23 @@ TEMPLATES: dict[str, dict[str, Wording]] = {
             "Your teammates are learning together this week. Catch up in the channel whenever you have five "
             "minutes: press the lesson's button."),
     },
+    TEAM_DIRECT: {
+        "team-direct-next": lambda _, f: _(
+            "Your team's lessons are going on this week, and your next one is ready here: a few minutes, and only "
+            "you see your answers."),
+        "team-direct-together": lambda _, f: _(
+            "Your teammates are learning together this week. Catch up whenever you have five minutes: your next "
+            "lesson is one tap away."),
+    },
+}
+
+# Why a decided reminder never went out, by what `nudge_log` records (storage.dashboard.nudges_not_sent): /admin
+# nudges and the dashboard say it, with what to do about it.
+NOT_SENT: dict[str, str] = {
+    SKIPPED_WINDOW: N_("outside the platform's window for messages the learner did not ask for (WhatsApp: 24 hours "
+                       "after they last wrote), with no template configured: set TWILIO_TEMPLATE_CONTENT_SID"),
+    HELD_OUT: N_("held out on purpose (NUDGE_HOLDOUT)"),
+    UNDELIVERED: N_("queued but never delivered (the platform refused it for good, or a pause or /stop cancelled it)"),
 }
 
 
@@ -94,6 +114,8 @@ def nudge(kind: str, template: str, *, language: str | None, facts: NudgeFacts) 
         choices: tuple[Choice, ...] = (Choice(_("Review now"), "/review"), Choice(_("Next lesson"), NEXT))
     elif kind == TEAM:
         choices = ()  # the way back in is the lesson post's own button, in the team's channel
+    elif kind == TEAM_DIRECT:
+        choices = (Choice(_("Continue my lesson"), NEXT),)  # the member's own lessons, in this direct chat
     elif kind == INACTIVE:
         choices = (Choice(_("Continue my lesson"), NEXT), Choice(_("Pause for a week"), "/pause 7"))
     else:
@@ -106,15 +128,20 @@ def nudge(kind: str, template: str, *, language: str | None, facts: NudgeFacts) 
 
 async def report(turn: Turn, _args: str) -> None:
     """Every template's record: delivered, came back within the reward window, and the rate; beside them, each kind's
-    held-out nudges (decided, not sent): the rate without a reminder."""
+    held-out nudges (decided, not sent): the rate without a reminder; and each kind's reminders that never went out,
+    by why (`NOT_SENT`), with what to do about it."""
     _ = tr(turn)
     rows = await turn.session.execute(select(NudgeTemplateStats.kind, NudgeTemplateStats.template,
                                              NudgeTemplateStats.sent, NudgeTemplateStats.came_back))
     record = {(kind, template): (sent, came_back) for kind, template, sent, came_back in rows.all()}
+    not_sent: dict[str, list[tuple[str, int]]] = {}
+    for kind, reason, count in await nudges_not_sent(turn.session):
+        not_sent.setdefault(kind, []).append((reason, count))
     anything_held_out = any(template == HELD_OUT for _kind, template in record)
     hours = int(NUDGE_REWARD_WINDOW.total_seconds() // 3600)
-    lines = [_.plural("Reminder templates: delivered, and how many learners wrote back within {n} hour.",
-                      "Reminder templates: delivered, and how many learners wrote back within {n} hours.", hours)]
+    lines = [_.plural("Reminder templates: delivered, and how many learners came back to learn within {n} hour.",
+                      "Reminder templates: delivered, and how many learners came back to learn within {n} hours.",
+                      hours)]
     for kind, wordings in TEMPLATES.items():
         lines.append("")
         lines.append(f"{kind}:")
@@ -124,12 +151,20 @@ async def report(turn: Turn, _args: str) -> None:
         held, back_anyway = record.pop((kind, HELD_OUT), (0, 0))
         if held:
             lines.append(_rate_line(_, _("no reminder (held out)"), held, back_anyway))
+        lines += [_not_sent_line(_, reason, count) for reason, count in not_sent.pop(kind, [])]
     for (kind, template), (sent, came_back) in sorted(record.items()):  # templates since removed from the code
         lines.append(_rate_line(_, f"{kind}/{template} " + _("(retired)"), sent, came_back))
+    for kind, reasons in sorted(not_sent.items()):  # kinds since removed from the code
+        lines += [f"{kind}: " + _not_sent_line(_, reason, count) for reason, count in reasons]
     if anything_held_out:
         lines += ["", _("No reminder: learners due one who were left without it on purpose (NUDGE_HOLDOUT). A "
                         "template's rate above theirs is what the reminder itself did.")]
     turn.say("\n".join(lines))
+
+
+def _not_sent_line(_: Translator, reason: str, count: int) -> str:
+    why = _(NOT_SENT[reason]) if reason in NOT_SENT else reason  # an outcome newer than this code: as recorded
+    return _.plural("• {n} reminder not sent: {reason}", "• {n} reminders not sent: {reason}", count, reason=why)
 
 
 def _rate_line(_: Translator, template: str, sent: int, came_back: int) -> str:

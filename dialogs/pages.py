@@ -199,6 +199,13 @@ DASHBOARD_WORDS: tuple[str, ...] = (
     N_("Came back: wrote within two hours of the reminder. The bandit's choice is the template with the "
        "best expected rate; it still tries the others now and then. No reminder: learners due one who were left "
        "without it on purpose (NUDGE_HOLDOUT); a template's rate above theirs is what the reminder itself did."),
+    N_("not sent"),
+    N_("Not sent: reminders decided but never sent, and why, as far back as the reminder log goes. Quiet hours, a "
+       "pause or /stop hold a reminder back before it is decided: those are not counted."),
+    N_("outside the platform's window for messages the learner did not ask for (WhatsApp: 24 hours after they last "
+       "wrote), with no template configured: set TWILIO_TEMPLATE_CONTENT_SID"),
+    N_("held out on purpose (NUDGE_HOLDOUT)"),
+    N_("queued but never delivered (the platform refused it for good, or a pause or /stop cancelled it)"),
     N_("questions"),
     N_("The lesson each answer drew on first."),
     N_("outcome"),

@@ -26,9 +26,11 @@ reaches a member's private place in a group chat.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
+from collections import Counter
 from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import select
@@ -64,14 +66,18 @@ from storage.courses import (
     may_access,
     progress_of,
 )
-from storage.learners import PAUSED, lesson_schedule_changed, readable_zone
-from storage.models import AdminAuditEntry, User
+from storage.learners import PAUSED, Learner, lesson_schedule_changed, readable_zone
+from storage.models import AdminAuditEntry, User, utcnow
 from storage.outbox import OutboxEntry, enqueue
 from storage.queries import get_or_create_conversation
 from storage.scheduling import QUEUED, NudgeLog
 from storage.teams import (
     CHANNEL_MODE,
     DIRECT_MODE,
+    HELD_OPTED_OUT,
+    HELD_PAUSED,
+    HELD_QUIET,
+    HELD_STOPPED,
     MEMBER_ACTIVE,
     MEMBER_EXCLUDED,
     MEMBER_LEFT,
@@ -85,6 +91,7 @@ from storage.teams import (
     is_team_admin,
     link_direct_chat,
     membership,
+    nudge_held,
     set_member,
     standings,
     started_learners,
@@ -712,8 +719,8 @@ async def follow_team_schedule(session: AsyncSession, team: Team) -> None:
 
 async def digest_message(session: AsyncSession, team: Team, *, day: date) -> Text | None:
     """The team admin's weekly digest on the team's local date `day`: completion and accuracy per lesson posted in
-    the DIGEST_DAYS before it, the hardest questions, who is behind, and a button to nudge them. None when no lesson
-    was posted."""
+    the DIGEST_DAYS before it, the hardest questions, who is behind (and how many paused their lessons instead: not
+    behind), and a button to nudge them. None when no lesson was posted."""
     _ = translator(team.locale)
     week = await weekly_digest(session, team, since=day - timedelta(days=DIGEST_DAYS), until=day)
     if not week.lessons:
@@ -728,12 +735,16 @@ async def digest_message(session: AsyncSession, team: Team, *, day: date) -> Tex
     if hardest:
         lines.append(_("Hardest questions:"))
         lines += [f"• {_percent(q.right, q.answered)}: {_first_line(q.prompt)}" for q in hardest]
+    paused = _.plural("Paused their lessons: {n} member (not counted as behind).",
+                      "Paused their lessons: {n} members (not counted as behind).", week.paused)
     if not week.behind:
         lines.append(_("Nobody is behind. 🎉"))
-        return Text("\n".join(lines))
+        return Text("\n".join(lines + ([paused] if week.paused else [])))
     names = ", ".join(name for _id, name, _chat in week.behind[:10])
     lines.append(_.plural("Behind: {names} ({n} member).", "Behind: {names} ({n} members).", len(week.behind),
                           names=names))
+    if week.paused:
+        lines.append(paused)
     label = _.plural("Nudge the {n} behind", "Nudge the {n} behind", len(week.behind))
     return Text("\n".join(lines), (Choice(label, f"{NUDGE}:{team.id}:{day.toordinal()}"),))
 
@@ -749,7 +760,9 @@ def _first_line(text: str, limit: int = 80) -> str:
 
 async def nudge_behind(turn: Turn, value: str) -> None:
     """The digest's button: a friendly direct message to each member behind, chosen and counted by the nudge bandit
-    like any reminder (kind `team`); once per member and digest, however often it is pressed."""
+    like any reminder (kind `team`, or `team_direct` in the direct mode); once per member and digest, however often
+    it is pressed. Who may not be messaged now (`storage.teams.nudge_held`: paused, stopped, opted out, in their quiet
+    hours) is not nudged, and the admin is told how many and why (quiet hours pass: a press later reaches them)."""
     _ = tr(turn)
     team_id, ordinal = _ids_in(value, NUDGE)
     team = await turn.session.get(Team, team_id) if team_id else None
@@ -761,32 +774,61 @@ async def nudge_behind(turn: Turn, value: str) -> None:
         turn.say(_("Only a team admin may nudge the team."))
         return
     day = date.fromordinal(ordinal)
-    week = await weekly_digest(turn.session, team, since=day - timedelta(days=DIGEST_DAYS), until=day)
-    sent = 0
+    week = await weekly_digest(turn.session, team, since=day - timedelta(days=DIGEST_DAYS), until=day, now=turn.now)
+    outcomes: Counter[str] = Counter()
     for user_id, _name, chat in week.behind:
-        if chat and await _nudge_one(turn.session, team, user_id, chat, key=f"team-nudge:{team.id}:{ordinal}"):
-            sent += 1
+        if chat:
+            outcomes[await _nudge_one(turn.session, team, user_id, chat, key=f"team-nudge:{team.id}:{ordinal}",
+                                      now=turn.now)] += 1
     _audit(turn, "nudge", str(team.id), "ok")
-    turn.say(_.plural("Nudged {n} member, privately.", "Nudged {n} members, privately.", sent))
+    lines = [_.plural("Nudged {n} member, privately.", "Nudged {n} members, privately.", outcomes[QUEUED])]
+    if outcomes[HELD_QUIET]:
+        lines.append(_.plural("Not nudged now: {n} member is in their quiet hours. Press again later to reach them.",
+                              "Not nudged now: {n} members are in their quiet hours. Press again later to reach "
+                              "them.", outcomes[HELD_QUIET]))
+    if held := outcomes[HELD_PAUSED] + outcomes[HELD_STOPPED] + outcomes[HELD_OPTED_OUT]:
+        lines.append(_.plural("Not nudged: {n} member paused or stopped their lessons, or turned messages off.",
+                              "Not nudged: {n} members paused or stopped their lessons, or turned messages off.",
+                              held))
+    turn.say("\n".join(lines))
 
 
-async def _nudge_one(session: AsyncSession, team: Team, user_id: int, chat: str, *, key: str) -> bool:
+async def _nudge_one(session: AsyncSession, team: Team, user_id: int, chat: str, *, key: str,
+                     now: datetime | None = None) -> str:
+    """One member's nudge, in their direct chat `chat`: QUEUED; why not (`storage.teams.nudge_held`); or "" (no such
+    person, or nudged under this key before). The direct mode's (`team_direct`) brings them to their next lesson in
+    that chat, or, when they never pressed Start, to the invitation's Start."""
     user = await session.get(User, user_id)
     if user is None:
-        return False
+        return ""
+    if (held := await nudge_held(session, team, user, chat, now or utcnow())) is not None:
+        return held
     key = f"{key}:{user_id}"
+    kind = nudges.TEAM_DIRECT if team.mode == DIRECT_MODE else nudges.TEAM
     recent = list(await session.scalars(
-        select(NudgeLog.template).where(NudgeLog.user_id == user_id, NudgeLog.kind == nudges.TEAM)
+        select(NudgeLog.template).where(NudgeLog.user_id == user_id, NudgeLog.kind == kind)
         .order_by(NudgeLog.id.desc()).limit(3)
     ))
-    arms = await bandit.arms_for(session, nudges.TEAM, nudges.templates(nudges.TEAM))
+    arms = await bandit.arms_for(session, kind, nudges.templates(kind))
     template = bandit.choose(arms, random.Random(key), recent=recent)
-    reply = nudges.nudge(nudges.TEAM, template, language=user.locale, facts=nudges.NudgeFacts())
+    reply = nudges.nudge(kind, template, language=user.locale, facts=nudges.NudgeFacts())
+    if kind == nudges.TEAM_DIRECT and not await _started(session, team, user_id):
+        _ = translator(user.locale)
+        reply = dataclasses.replace(reply, choices=(Choice(_("Start my lessons"), f"{START}:{team.id}:0"),))
     written = await send_to(session, team, chat, reply, key=key, user_id=user_id)
     if written:
-        session.add(NudgeLog(user_id=user_id, kind=nudges.TEAM, step=0, template=template, idempotency_key=key,
+        session.add(NudgeLog(user_id=user_id, kind=kind, step=0, template=template, idempotency_key=key,
                              outcome=QUEUED))
-    return bool(written)
+    return QUEUED if written else ""
+
+
+async def _started(session: AsyncSession, team: Team, user_id: int) -> bool:
+    """Whether the member has the team's course to go on with: they pressed Start on its invitation, or take it on
+    their own."""
+    started = await session.scalar(select(TeamMember.started_at).where(TeamMember.team_id == team.id,
+                                                                       TeamMember.user_id == user_id))
+    learner = await session.get(Learner, user_id)
+    return started is not None or (learner is not None and learner.course_id == team.course_id)
 
 
 ADMIN_COMMANDS = {"set": _set_up, "off": _turn_off, "on": _turn_on, "restart": _restart,

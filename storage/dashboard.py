@@ -27,7 +27,7 @@ from storage.learners import ONBOARDING, Learner, current_streak
 from storage.models import Base, ChannelIdentity, Conversation, InboundMessage, OutboxMessage, User, utcnow
 from storage.outbox import DEAD_NEWEST_FIRST
 from storage.queries import starts_with
-from storage.scheduling import Broadcast, NudgeTemplateStats
+from storage.scheduling import QUEUED, Broadcast, NudgeLog, NudgeTemplateStats
 
 DAYS = 30  # the daily series cover the last 30 days
 WEEKS = 8  # weekly cohorts: the last 8 weeks' newcomers
@@ -491,6 +491,31 @@ async def nudge_records(session: AsyncSession) -> list[tuple[str, str, int, int]
         )
     )
     return [(kind, template, sent, came_back) for kind, template, sent, came_back in rows.all()]
+
+
+# nudges_not_sent's reason for a nudge queued but settled as never delivered (its outbox row dead, suppressed or
+# cancelled, or gone); the others are `nudge_log.outcome` as scheduler/nudges.py recorded it (skipped_window, held_out)
+UNDELIVERED = "undelivered"
+
+
+async def nudges_not_sent(session: AsyncSession) -> list[tuple[str, str, int]]:
+    """Live: (kind, why, how many) of the reminders decided but never sent, as far back as `nudge_log` is kept
+    (storage.scheduling.NUDGE_LOG_DAYS): by its `outcome` when that is not "queued" (skipped past a platform's window,
+    held out, or what scheduler/nudges.py records next), and UNDELIVERED for those queued but settled without being
+    delivered. A nudge quiet hours, a pause or /stop hold back before it is decided leaves no row, so none counts."""
+    skipped = await session.execute(
+        select(NudgeLog.kind, NudgeLog.outcome, func.count())
+        .where(NudgeLog.outcome != QUEUED)
+        .group_by(NudgeLog.kind, NudgeLog.outcome)
+    )
+    undelivered = await session.execute(
+        select(NudgeLog.kind, func.count())
+        .where(NudgeLog.outcome == QUEUED, NudgeLog.settled_at.is_not(None), NudgeLog.came_back.is_(None))
+        .group_by(NudgeLog.kind)
+    )
+    rows = [(kind, outcome, count) for kind, outcome, count in skipped.all()]
+    rows += [(kind, UNDELIVERED, count) for kind, count in undelivered.all()]
+    return sorted(rows)
 
 
 async def broadcast_reach(session: AsyncSession, limit: int = 10) -> list[list[Any]]:

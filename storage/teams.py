@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.courses import Course, Lesson, LessonProgress, Question, QuestionCard
-from storage.learners import ACTIVE, STOPPED, Learner, streak_on, zone_for
+from storage.learners import ACTIVE, PAUSED, STOPPED, Learner, in_quiet_hours, is_paused, streak_on, zone_for
 from storage.models import Base, BigId, Conversation, User, utcnow
 from storage.queries import insert_ignoring_conflicts, rows_affected, starts_with
 
@@ -56,6 +56,9 @@ MODES = (CHANNEL_MODE, DIRECT_MODE)
 TEAM_ACTIVE, TEAM_OFF, TEAM_GONE = "active", "off", "gone"  # gone: the app was uninstalled from the workspace
 # TeamMember.status values
 MEMBER_ACTIVE, MEMBER_LEFT, MEMBER_OPTED_OUT, MEMBER_EXCLUDED = "active", "left", "opted_out", "excluded"
+# Why a member behind is not nudged now (`nudge_held`): they paused or stopped their lessons, their chat opted out of
+# messages (STOP), or it is their quiet hours
+HELD_PAUSED, HELD_STOPPED, HELD_OPTED_OUT, HELD_QUIET = PAUSED, STOPPED, "opted_out", "quiet_hours"
 
 
 class Team(Base):
@@ -374,24 +377,32 @@ class Digest:
     """A team's week: its active members, the lessons posted for the local dates in [since, until), the questions by
     accuracy (hardest first), and the members who have not finished every one of those lessons. In the direct mode,
     where nothing is posted, the lessons are those its members finished in the week (in the team's zone), and the
-    members behind are those who finished fewer than the week's lesson days."""
+    members behind are those who finished fewer than the week's lesson days. A member who paused or stopped their
+    lessons (`storage.learners.is_paused` at `now`) is not behind: a paused one is counted in `paused`, a stopped one
+    (/stop) left out."""
 
     members: int
     lessons: list[LessonLine]
     questions: list[QuestionLine]
     behind: list[tuple[int, str, str | None]]  # (user id, name, direct chat)
+    paused: int = 0  # members who would be behind but have paused their lessons
 
 
-async def weekly_digest(session: AsyncSession, team: Team, *, since: date, until: date) -> Digest:
+async def weekly_digest(session: AsyncSession, team: Team, *, since: date, until: date,
+                        now: datetime | None = None) -> Digest:
     active = (
         await session.execute(
-            select(TeamMember.user_id, User.display_name, TeamMember.member, TeamMember.direct_chat)
+            select(TeamMember.user_id, User.display_name, TeamMember.member, TeamMember.direct_chat, Learner)
             .join(User, User.id == TeamMember.user_id)
+            .outerjoin(Learner, Learner.user_id == TeamMember.user_id)
             .where(TeamMember.team_id == team.id, TeamMember.status == MEMBER_ACTIVE)
         )
     ).all()
+    now = now or utcnow()
+    resting = {row.user_id: row.Learner.status for row in active
+               if row.Learner is not None and is_paused(row.Learner, now)}
     if team.mode == DIRECT_MODE:
-        return await _direct_week(session, team, active, since=since, until=until)
+        return await _direct_week(session, team, active, resting, since=since, until=until)
     posted = (
         await session.execute(
             select(Lesson.id, Lesson.title)
@@ -408,10 +419,12 @@ async def weekly_digest(session: AsyncSession, team: Team, *, since: date, until
         active,
         [(row.id, row.title) for row in posted],
         behind=lambda user, finished: any((user, lesson) not in finished for lesson in lesson_ids),
+        resting=resting,
     )
 
 
-async def _direct_week(session: AsyncSession, team: Team, active: Sequence[Any], *, since: date, until: date) -> Digest:
+async def _direct_week(session: AsyncSession, team: Team, active: Sequence[Any], resting: dict[int, str], *,
+                       since: date, until: date) -> Digest:
     """The direct mode's week: the course's lessons the active members finished in it, in the course's order."""
     zone = zone_for(team.timezone)
     start, end = (datetime.combine(day, time(0), tzinfo=zone).astimezone(timezone.utc) for day in (since, until))
@@ -444,6 +457,7 @@ async def _direct_week(session: AsyncSession, team: Team, active: Sequence[Any],
         active,
         [(lesson_id, title) for _position, lesson_id, title in lessons],
         behind=lambda user, _finished: count[user] < expected,
+        resting=resting,
     )
 
 
@@ -453,8 +467,10 @@ async def _week(
     posted: list[tuple[int, str]],
     *,
     behind: Callable[[int, set[tuple[int, int]]], bool],
+    resting: dict[int, str],
 ) -> Digest:
-    """The digest of `posted` lessons (id, title) for the `active` members; `behind(user, finished)` says who is."""
+    """The digest of `posted` lessons (id, title) for the `active` members; `behind(user, finished)` says who is,
+    unless they paused or stopped their lessons (`resting`: user id → the learner's status)."""
     users = [row.user_id for row in active]
     lesson_ids = [lesson_id for lesson_id, _title in posted]
     finished = (
@@ -505,12 +521,41 @@ async def _week(
         (QuestionLine(prompt=q.prompt, answered=int(q[3] or 0), right=int(q[4] or 0)) for q in per_question),
         key=lambda line: line.right / line.answered if line.answered else 1.0,
     )
-    late = [
-        (row.user_id, row.display_name or row.member.rpartition("/")[2], row.direct_chat)
-        for row in active
-        if behind(row.user_id, finished)
-    ]
-    return Digest(members=len(users), lessons=lessons, questions=questions, behind=late)
+    late = [row for row in active if behind(row.user_id, finished)]
+    return Digest(
+        members=len(users),
+        lessons=lessons,
+        questions=questions,
+        behind=[
+            (row.user_id, row.display_name or row.member.rpartition("/")[2], row.direct_chat)
+            for row in late
+            if row.user_id not in resting
+        ],
+        paused=sum(1 for row in late if resting.get(row.user_id) == PAUSED),
+    )
+
+
+async def nudge_held(session: AsyncSession, team: Team, user: User, chat: str, now: datetime) -> str | None:
+    """Why a team admin's nudge may not go to this member's direct chat `chat` now, by the rules the scheduler keeps
+    for what it sends on its own (`storage.scheduling.may_be_messaged`, and quiet hours as scheduler/nudges.py holds
+    them): HELD_STOPPED or HELD_PAUSED (their learner stopped, or paused and the pause not yet run out:
+    `storage.learners.is_paused`), HELD_OPTED_OUT (that chat, or their home conversation, sent STOP), HELD_QUIET
+    (their quiet hours hold `now`); None: it may go. Consent is not asked, unlike `may_be_messaged`: a member of a
+    channel team takes its quizzes without onboarding, and the nudge, like the team's invitation, is the team's."""
+    learner = await session.get(Learner, user.id)
+    if learner is not None and is_paused(learner, now):
+        return HELD_STOPPED if learner.status == STOPPED else HELD_PAUSED
+    chats = [and_(Conversation.channel == team.channel, Conversation.chat_id == chat)]
+    if learner is not None and learner.home_conversation_id is not None:
+        chats.append(Conversation.id == learner.home_conversation_id)
+    opted_out = await session.scalar(
+        select(func.count()).select_from(Conversation).where(Conversation.opted_out_at.is_not(None), or_(*chats))
+    )
+    if opted_out:
+        return HELD_OPTED_OUT
+    if learner is not None and in_quiet_hours(learner, user, now):
+        return HELD_QUIET
+    return None
 
 
 # A person's erasure (storage/personal_data.py) ------------------------------------------------------------------------

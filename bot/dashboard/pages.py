@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.dashboard.access import Viewer
 from bot.dashboard.charts import bar_chart, line_chart
 from bot.dashboard.layout import Words, table
-from dialogs.nudges import TEMPLATES
+from dialogs.nudges import NOT_SENT, TEMPLATES
 from storage import dashboard as counts
 from storage.courses import major_units
 from storage.payments import revenue as takings
@@ -232,6 +232,9 @@ def _heat(w: Words, cohorts: list[dict[str, Any]], weeks: int) -> str:
 
 async def _nudges(ctx: Context) -> Figure:
     record = {(kind, template): (sent, back) for kind, template, sent, back in await counts.nudge_records(ctx.session)}
+    not_sent: dict[str, list[tuple[str, int]]] = {}
+    for kind, reason, count in await counts.nudges_not_sent(ctx.session):
+        not_sent.setdefault(kind, []).append((reason, count))
     rows = []
     for kind, templates in TEMPLATES.items():
         # The bandit's choice, as it stands: the template with the best expected rate (Beta posterior mean).
@@ -240,17 +243,26 @@ async def _nudges(ctx: Context) -> Figure:
         for template in templates:
             sent, back = record.get((kind, template), (0, 0))
             rows.append([kind, template, sent, back, _percent(back / sent if sent else None),
-                         "✔" if template == favourite else ""])
+                         "✔" if template == favourite else "", ""])
         held, back = record.get((kind, HELD_OUT), (0, 0))
         if held:
-            rows.append([kind, ctx.w("no reminder (held out)"), held, back, _percent(back / held), ""])
+            rows.append([kind, ctx.w("no reminder (held out)"), held, back, _percent(back / held), "", ""])
+        # Decided, never sent: how many, and why (what to do about it is in the reason)
+        rows += [[kind, ctx.w(NOT_SENT[reason]) if reason in NOT_SENT else reason, "", "", "", "", count]
+                 for reason, count in not_sent.pop(kind, [])]
+    rows += [[kind, reason, "", "", "", "", count] for kind, reasons in sorted(not_sent.items())
+             for reason, count in reasons]  # kinds since removed from the code
     w = ctx.w
     return Figure("nudges", w("Reminder templates"), (w("kind"), w("template"), w("delivered"), w("came back"),
-                                                       w("rate"), w("bandit's choice")), rows, table_open=True,
+                                                       w("rate"), w("bandit's choice"), w("not sent")),
+                  rows, table_open=True,
                   note=w("Came back: wrote within two hours of the reminder. The bandit's choice is the template "
                          "with the best expected rate; it still tries the others now and then. No reminder: "
                          "learners due one who were left without it on purpose (NUDGE_HOLDOUT); a template's rate "
-                         "above theirs is what the reminder itself did."))
+                         "above theirs is what the reminder itself did.")
+                  + " " + w("Not sent: reminders decided but never sent, and why, as far back as the reminder log "
+                            "goes. Quiet hours, a pause or /stop hold a reminder back before it is decided: those "
+                            "are not counted."))
 
 
 # Knowledge ----------------------------------------------------------------------------------------------------------

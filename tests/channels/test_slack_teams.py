@@ -32,8 +32,8 @@ from scheduler.planner import plan_lessons
 from scheduler.teams import post_team_lessons, sync_team_members
 from standins.slack import Fault, SlackStandIn, dm_event, form_body, load_fixture, signed
 from storage.courses import Course, Enrollment, LessonProgress, Question
-from storage.learners import ACTIVE, PAUSED, STOPPED, Learner
-from storage.models import AdminAuditEntry, ChannelIdentity, Conversation, OutboxMessage
+from storage.learners import ACTIVE, PAUSED, STOPPED, Learner, zone_for
+from storage.models import AdminAuditEntry, ChannelIdentity, Conversation, OutboxMessage, User
 from storage.outbox import OutboxStatus
 from storage.scheduling import NudgeLog
 from storage.teams import MEMBER_ACTIVE, MEMBER_EXCLUDED, MEMBER_LEFT, Team, TeamMember
@@ -870,3 +870,67 @@ async def test_team_commands_say_which_part_was_wrong_and_a_finished_course_star
         assert await post_team_lessons(jobs) == 1
         await lessonbot.settle()
         assert standin.top_level(CHANNEL)[-1].params["text"].startswith("📘 Lesson 1 of 2")
+
+
+async def test_the_direct_modes_nudge_skips_who_paused_stopped_or_rests_and_brings_the_rest_to_their_lesson(
+        slack_settings, standin, fixtures_dir):
+    """The direct mode's digest: a member who paused their lessons is not behind (counted apart), one who sent /stop
+    is left out. Its Nudge reaches the others in their DMs, in the direct mode's words, with a button that works
+    there: their next lesson (Start, for one who never pressed it); one in their quiet hours is not nudged now, and
+    the admin is told so."""
+    eve = "UEVE"
+    standin.add_member(CHANNEL, eve, name="eve")
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        clock = HandClock(datetime(2027, 3, 14, 12, 0, tzinfo=UTC))
+        await direct_team(client, fixtures_dir, standin, lessonbot, clock, BEA, CAL, DAN)
+        await take_lesson_in_dm(client, fixtures_dir, standin, lessonbot, BEA)  # the first, offered at Start
+        await learner_row(lessonbot, CAL, status=STOPPED)  # /stop: nothing more on the bot's own
+        await learner_row(lessonbot, DAN, status=PAUSED, paused_until=datetime.now(UTC) + timedelta(days=7))
+        async with lessonbot.db.sessions() as session:
+            eves_zone = zone_for(await session.scalar(
+                select(User.timezone).join(TeamMember, TeamMember.user_id == User.id)
+                .where(TeamMember.member == f"T111/{eve}")))
+        now_there = datetime.now(UTC).astimezone(eves_zone)
+        await learner_row(lessonbot, eve, quiet_start=(now_there - timedelta(hours=2)).time().replace(microsecond=0),
+                          quiet_end=(now_there + timedelta(hours=2)).time().replace(microsecond=0))
+        # The digest, the Monday after Bea's lesson at the team's hour (as in the direct mode's story above).
+        async with lessonbot.db.sessions() as session:
+            finished = await session.scalar(select(func.max(LessonProgress.completed_at)))
+        done_on = finished.replace(tzinfo=finished.tzinfo or UTC).astimezone(ZoneInfo("Europe/Lisbon")).date()
+        monday = done_on + timedelta(days=7 - done_on.weekday())
+        team_clock = HandClock(datetime.combine(monday, time(8, 59), tzinfo=ZoneInfo("Europe/Lisbon")))
+        await post_team_lessons(context(lessonbot, team_clock))
+        team_clock.move(minutes=2)
+        await post_team_lessons(context(lessonbot, team_clock))
+        await lessonbot.settle()
+        digest = standin.posted(ADMIN)[-1]
+        lines = digest.params["text"].splitlines()
+        assert lines[0] == "📊 This week in “Spot the phish, five minutes a day”: 5 members."
+        behind = next(line for line in lines if line.startswith("Behind: "))
+        assert behind.endswith("(3 members).") and "Bea" in behind and "Eve" in behind
+        assert "Cal" not in behind and "Dan" not in behind
+        [(label, nudge)] = buttons(digest)
+        assert label == "Nudge the 3 behind"
+
+        before = {user: len(standin.posted(user)) for user in (ADMIN, BEA, CAL, DAN, eve)}
+        await press(client, fixtures_dir, ADMIN, nudge, ephemeral=False, standin=standin, channel="DADMIN")
+        await lessonbot.settle()
+        assert standin.texts("DADMIN")[-1] == ("Nudged 2 members, privately.\nNot nudged now: 1 member is in their "
+                                               "quiet hours. Press again later to reach them.")
+        assert {user: len(standin.posted(user)) - count for user, count in before.items()} == {
+            ADMIN: 1, BEA: 1, CAL: 0, DAN: 0, eve: 0}
+        # Bea's lessons come in her DM: nothing was posted in the channel to catch up on; her button is her next one.
+        reminder = standin.posted(BEA)[-1]
+        assert "channel" not in reminder.params["text"] and "lesson" in reminder.params["text"]
+        assert buttons(reminder) == [("Continue my lesson", "lesson:next")]
+        [(start_label, start)] = buttons(standin.posted(ADMIN)[-1])  # the admin never pressed Start
+        assert (start_label, start.startswith("team:start:")) == ("Start my lessons", True)
+        async with lessonbot.db.sessions() as session:
+            assert [(row.kind, row.outcome) for row in await session.scalars(select(NudgeLog))] == [
+                ("team_direct", "queued")] * 2
+        await press(client, fixtures_dir, BEA, "lesson:next", ephemeral=False, channel="DBEA")
+        await lessonbot.settle()
+        assert standin.texts("DBEA")[-1].startswith("📘 Lesson 2 of 5: Check who is really writing")
+        # Dan's pause is said in the digest, apart from who is behind.
+        assert lines[-1] == "Paused their lessons: 1 member (not counted as behind)."
