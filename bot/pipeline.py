@@ -71,7 +71,7 @@ from storage.outbox import (
     enqueue,
     release_waiting,
     suppress_unsent,
-    withdraw_stale_announcements,
+    withdraw_outdated,
 )
 from storage.prepared import Entity, Prepared, run_together
 from storage.queries import backend_insert, first_contact, get_or_create_conversation, rows_affected
@@ -1071,7 +1071,7 @@ async def _honour_subscription(
     # They wrote: what waited for that (WhatsApp's 24-hour window) may go now, ahead of the replies to this message.
     if waiting:
         connection = await session.session.connection()
-        await withdraw_stale_announcements(connection, conversation.id, since=now - ANNOUNCEMENT_SHELF_LIFE)
+        await withdraw_outdated(connection, conversation.id, since=now - ANNOUNCEMENT_SHELF_LIFE)
         await release_waiting(connection, conversation.id, due=now)
     return message
 

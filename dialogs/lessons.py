@@ -158,6 +158,8 @@ async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
         return
     pending = await unanswered_questions(x, lesson)
     if pending:
+        if not pushed:
+            enrollment.updated_at = x.now  # a step of learning taken (a reminder's reward reads it), as a part is
         total = len(await lesson_questions(x.transaction, lesson.id))
         if enrollment.current_part == len(lesson.parts) and total == len(pending):
             x.say(_.plural("Quiz time: {n} question about “{title}”.", "Quiz time: {n} questions about “{title}”.",

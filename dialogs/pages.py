@@ -196,7 +196,7 @@ DASHBOARD_WORDS: tuple[str, ...] = (
     N_("rate"),
     N_("bandit's choice"),
     N_("no reminder (held out)"),
-    N_("Came back: wrote within two hours of the reminder. The bandit's choice is the template with the "
+    N_("Came back: came back to learn within two hours of the reminder. The bandit's choice is the template with the "
        "best expected rate; it still tries the others now and then. No reminder: learners due one who were left "
        "without it on purpose (NUDGE_HOLDOUT); a template's rate above theirs is what the reminder itself did."),
     N_("not sent"),

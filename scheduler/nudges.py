@@ -11,7 +11,8 @@ Kinds, in the order they win when several are due for one learner at once:
   paused is not time away); so any message from them starts the sequence over, and a learner first seen long after
   a step skips the steps they have outgrown (no burst of catch-up nudges). Days are the learner's calendar days
   (`days_between`), for the steps and for "it's been N days", and no step comes sooner than a day after (on a channel
-  whose window closes then, FIRST_STEP_IN_WINDOW). Only for a learner with a lesson to come back to (a course chosen
+  whose window closes then, the first comes from FIRST_STEP_IN_WINDOW on, WINDOW_MARGIN before it closes at the
+  latest). Only for a learner with a lesson to come back to (a course chosen
   and not finished, its next lesson open to them, and shown in their home chat: not a paid one in a group); never
   within LESSON_REMINDS after a lesson the planner queued to them (the lesson is the reminder); only on a lesson day
   (one due on a day off waits for the next); and, for a learner who set no quiet hours, only in the local DAYTIME.
@@ -100,8 +101,12 @@ DAYTIME = (time(9, 0), time(21, 0))  # local: inactivity nudges and the farewell
 LESSON_REMINDS = timedelta(days=1)  # a lesson the planner queued is itself the reminder: no inactivity nudge this long
 UNDELIVERED_AFTER = timedelta(days=2)  # a nudge still not sent by then taught nothing: settled without a verdict
 # On a channel that may send unprompted messages only for a while after the learner writes (WhatsApp without a
-# template: 24 hours), the first come-back nudge may go this soon, while the window is still open.
-FIRST_STEP_IN_WINDOW = timedelta(hours=22)
+# template: 24 hours), the first come-back nudge may go this soon, while the window is still open (in the learner's
+# daytime and out of their quiet hours: from 12 hours on, a learner last here at 08:00 has that evening), and no later
+# than WINDOW_MARGIN before it closes (one decided in its last minute would wait for them to write, and arrive stale
+# ahead of the reply to what they wrote).
+FIRST_STEP_IN_WINDOW = timedelta(hours=12)
+WINDOW_MARGIN = timedelta(minutes=30)
 # Channels no process serves on its own: the terminal (`lessonbot chat`, bot.channel.ServesOneChat) reaches its
 # learner only while they have it open, so a reminder would wait there and arrive stale, with the others, when they
 # next open it. No nudge is decided for a learner whose home chat is on one.
@@ -165,7 +170,7 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
                 or (last_lesson is not None and now - last_lesson < LESSON_REMINDS)
                 or (not has_quiet_hours(learner) and not DAYTIME[0] <= clock < DAYTIME[1])
                 or not lesson_day  # a day off is not a day to be reminded: the next lesson day is
-                or (now - since < STEPS[0] and (window_closes is None or now >= window_closes))
+                or (now - since < STEPS[0] and (window_closes is None or now >= window_closes - WINDOW_MARGIN))
                 # the farewell promised to stop: nothing more until the learner writes
                 or any(past.kind == FAREWELL and past.created_at > last_active for past in history)):
             return None
@@ -173,13 +178,16 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
         # day since the one they were last here), and never less than a day (FIRST_STEP_IN_WINDOW) after.
         away = days_between(since, now, user)
         due_step = max((step for step, after in enumerate(STEPS) if away >= after.days), default=-1)
+        if now - since < STEPS[0]:  # the first step inside a closing window (above): due whatever the calendar says
+            due_step = max(due_step, 0)
         done = max((past.step for past in history if past.kind in (INACTIVE, FAREWELL)
                     and past.created_at > since), default=-1)
         if due_step > done:
             kind = FAREWELL if due_step == len(STEPS) - 1 else INACTIVE
             # The key names the absence it belongs to: a learner who comes back and drifts off again starts over.
             key = f"{NUDGE_KEY}{uid}:{kind}:{due_step}:{int(since.timestamp())}"
-            return Nudge(kind, due_step, key, NudgeFacts(days_away=days_between(last_active, now, user)))
+            # (the first step inside a closing window may come the same evening: "a day" then, never "0 days")
+            return Nudge(kind, due_step, key, NudgeFacts(days_away=max(days_between(last_active, now, user), 1)))
         return None
     # A streak at risk gets its saver in the evening instead: one nudge a day, and a lesson keeps both.
     if (due_reviews and not saver_tonight and last_active is not None and now - last_active < STEPS[0]
@@ -486,7 +494,7 @@ async def settle(ctx: JobContext) -> Counter[str]:
 
 async def _verdict(session: AsyncSession, row: Any, now: datetime) -> tuple[bool, bool] | None:
     """(delivered, came back), or None while it is too early to say. A held-out nudge counts as delivered when it
-    was decided: the question is the same, whether the learner wrote within the window."""
+    was decided: the question is the same, whether the learner came back to learn within the window."""
     if row.outcome == HELD_OUT:
         came_back = await _came_back(session, row, row.created_at, now)
         return None if came_back is None else (True, came_back)

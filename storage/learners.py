@@ -48,7 +48,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.orm.attributes import instance_state
 
 from storage.courses import Course, Enrollment, LessonProgress, QuestionCard
-from storage.models import Base, BigId, Conversation, InboundMessage, User, utcnow
+from storage.models import Base, BigId, ChannelIdentity, Conversation, InboundMessage, User, utcnow
 
 # Learner.status values, spelled once.
 ONBOARDING, ACTIVE, PAUSED, STOPPED = "onboarding", "active", "paused", "stopped"
@@ -245,7 +245,9 @@ async def learned_between(session: AsyncSession, user_id: int, start: datetime, 
         exists().where(QuestionCard.user_id == user_id, between(QuestionCard.last_reviewed_at)),
         exists().where(Enrollment.user_id == user_id, between(Enrollment.updated_at)),
     )
-    wrote = exists().where(InboundMessage.conversation_id == Conversation.id, Conversation.user_id == user_id,
+    # by who sent it (in a group, the conversation's user is whoever wrote there first)
+    wrote = exists().where(InboundMessage.channel == ChannelIdentity.channel,
+                           InboundMessage.sender_id == ChannelIdentity.external_id, ChannelIdentity.user_id == user_id,
                            between(InboundMessage.received_at))
     return bool(await session.scalar(select(learned & wrote)))
 

@@ -570,6 +570,13 @@ _WITHDRAW_STALE_ANNOUNCEMENTS = (
     .values(status=OutboxStatus.CANCELLED.value,
             last_error="not sent: the announcement waited more than a day for the person to write")
 )
+_WITHDRAW_WAITING_NUDGES = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.conversation_id == bindparam("conv"), _OUTBOX.c.status == OutboxStatus.WAITING.value,
+           starts_with(_OUTBOX.c.idempotency_key, NUDGE_KEY))
+    .values(status=OutboxStatus.CANCELLED.value,
+            last_error="not sent: a reminder to come back, set aside until the person wrote, and they did")
+)
 # The same waiting → pending move as `release_held`'s, but not one statement with it: the two let different rows go.
 # `release_held` lets the held lessons go, whether or not the learner is still away (it runs as they come back, or
 # ahead of a lesson's push); this lets everything else waiting go, and the lessons only while the learner is not
@@ -592,11 +599,13 @@ async def suppress_unsent(connection: AsyncConnection, conversation_id: int) -> 
     return result.rowcount or 0
 
 
-async def withdraw_stale_announcements(connection: AsyncConnection, conversation_id: int, *, since: datetime) -> int:
-    """Cancel the conversation's announcements that waited for the person to write since before `since` (now less
-    ANNOUNCEMENT_SHELF_LIFE): too late to send. The number of rows cancelled."""
-    result = await connection.execute(_WITHDRAW_STALE_ANNOUNCEMENTS, {"conv": conversation_id, "since": since})
-    return result.rowcount or 0
+async def withdraw_outdated(connection: AsyncConnection, conversation_id: int, *, since: datetime) -> int:
+    """The person wrote: cancel what waited for that and is moot now, announcements that waited since before `since`
+    (now less ANNOUNCEMENT_SHELF_LIFE: too late to send) and reminders to come back (they came: one sent now would
+    arrive stale, ahead of the reply to what they wrote). The number of rows cancelled."""
+    stale = await connection.execute(_WITHDRAW_STALE_ANNOUNCEMENTS, {"conv": conversation_id, "since": since})
+    moot = await connection.execute(_WITHDRAW_WAITING_NUDGES, {"conv": conversation_id})
+    return (stale.rowcount or 0) + (moot.rowcount or 0)
 
 
 async def release_waiting(connection: AsyncConnection, conversation_id: int, *, due: datetime) -> int:

@@ -126,7 +126,8 @@ class NudgeLog(Base):
     """A reminder decided for one learner. `idempotency_key` is also its outbox row's key.
 
     kind: inactive (with `step` 0, 1, 2 …), farewell, streak, review. Settling (`settled_at`) fills `sent_at` from
-    the outbox and `came_back`: whether the learner wrote within the reward window after it was sent (None: it was
+    the outbox and `came_back`: whether the learner came back to learn (wrote, and took a step of a lesson, a quiz or
+    a review: storage.learners.learned_between) within the reward window after it was sent (None: it was
     never delivered, so it teaches the bandit nothing). A held-out nudge (`outcome` HELD_OUT) is never sent: its
     `came_back` counts from when it was decided.
     """

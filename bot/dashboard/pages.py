@@ -256,8 +256,8 @@ async def _nudges(ctx: Context) -> Figure:
     return Figure("nudges", w("Reminder templates"), (w("kind"), w("template"), w("delivered"), w("came back"),
                                                        w("rate"), w("bandit's choice"), w("not sent")),
                   rows, table_open=True,
-                  note=w("Came back: wrote within two hours of the reminder. The bandit's choice is the template "
-                         "with the best expected rate; it still tries the others now and then. No reminder: "
+                  note=w("Came back: came back to learn within two hours of the reminder. The bandit's choice is the "
+                         "template with the best expected rate; it still tries the others now and then. No reminder: "
                          "learners due one who were left without it on purpose (NUDGE_HOLDOUT); a template's rate "
                          "above theirs is what the reminder itself did.")
                   + " " + w("Not sent: reminders decided but never sent, and why, as far back as the reminder log "

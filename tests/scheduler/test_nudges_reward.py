@@ -8,15 +8,18 @@ import random
 from collections import Counter
 from datetime import datetime, time, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.core import Lessonbot
 from scheduler.nudges import UNDELIVERED_AFTER, settle, sweep
+from storage.courses import ACTIVE as ENROLLED
+from storage.courses import Enrollment, Lesson, LessonProgress
 from storage.db import Database
-from storage.models import OutboxMessage, utcnow
+from storage.learners import Learner
+from storage.models import Conversation, OutboxMessage, utcnow
 from storage.scheduling import NudgeLog, NudgeTemplateStats
 from tests.scheduler.support import HandClock, add_learner, context, daytime_zone, sample_course
-from tests.support import RecordingChannel, Transcript
+from tests.support import RecordingChannel, Transcript, message
 
 UTC = timezone.utc
 
@@ -107,3 +110,103 @@ async def test_a_later_step_withdraws_an_earlier_one_never_sent_and_unsent_nudge
             assert list(await session.scalars(select(NudgeTemplateStats))) == []  # the bandit learns nothing
     finally:
         await db.dispose()
+
+
+async def test_a_group_member_who_takes_the_lesson_from_the_nudge_counts(settings):
+    """Bea's home chat is a group Ann wrote in first (so the conversation's user_id is Ann's). Nudged there, Bea
+    presses 'Continue my lesson' and gets her lesson: she came back."""
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel])
+    try:
+        course = await sample_course(bot.db)
+        now = utcnow()
+        zone = daytime_zone(now)
+        await add_learner(bot.db, course_id=course, chat="grp", zone=zone, quiet=None,
+                          last_active_at=now - timedelta(hours=1))  # the group's conversation: Ann's
+        bea = await add_learner(bot.db, course_id=course, chat="bea", zone=zone, quiet=None,
+                                last_active_at=now - timedelta(days=1, hours=1))
+        async with bot.db.transaction() as session:
+            group = await session.scalar(select(Conversation.id).where(Conversation.chat_id == "grp"))
+            await session.execute(update(Conversation).where(Conversation.id == group).values(shared=True))
+            await session.execute(update(Learner).where(Learner.user_id == bea).values(home_conversation_id=group))
+        ctx = context(bot.db, HandClock(now), rng=random.Random(7), notify=bot.dispatcher.notify)
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        await bot.dispatcher.flush()
+        [nudge] = channel.sent["grp"]
+        button = nudge.choices[0]
+        assert button.label == "Continue my lesson"
+        await bot.receive(message(button.label, chat="grp", sender="bea", channel=channel.name, choice=button.value))
+        await bot.settle()
+        shown = channel.sent["grp"][1:]
+        assert any("Lesson 1 of" in getattr(m, "text", "") for m in shown)  # Bea's lesson, in the group
+        await settle(context(bot.db, HandClock(utcnow() + timedelta(hours=3))))
+        async with bot.db.sessions() as session:
+            [logged] = await session.scalars(select(NudgeLog).where(NudgeLog.user_id == bea))
+        assert logged.came_back is True
+    finally:
+        await bot.stop()
+
+
+async def test_continue_my_lesson_at_the_quiz_counts(settings):
+    """Ann read every part of lesson 1 yesterday, never took its quiz. Nudged, she presses 'Continue my lesson'
+    and is shown the quiz's first question: she came back from the nudge."""
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel])
+    try:
+        course = await sample_course(bot.db)
+        now = utcnow()
+        left = now - timedelta(days=1, hours=1)
+        ann_id = await add_learner(bot.db, course_id=course, chat="ann", zone=daytime_zone(now), quiet=None,
+                                   last_active_at=left)
+        async with bot.db.transaction() as session:
+            first = await session.scalar(select(Lesson).where(Lesson.course_id == course).order_by(Lesson.position))
+            session.add(LessonProgress(user_id=ann_id, lesson_id=first.id, parts_seen=len(first.parts),
+                                       started_at=left))
+            session.add(Enrollment(user_id=ann_id, course_id=course, status=ENROLLED, current_lesson_id=first.id,
+                                   current_part=len(first.parts), started_at=left, updated_at=left))
+        ctx = context(bot.db, HandClock(now), rng=random.Random(7), notify=bot.dispatcher.notify)
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        await bot.dispatcher.flush()
+        [nudge] = channel.sent["ann"]
+        button = nudge.choices[0]
+        assert button.label == "Continue my lesson"
+        ann = Transcript(bot, channel, "ann")
+        await ann.say(button.label, choice=button.value)
+        shown = channel.sent["ann"][1:]
+        assert any("Quiz time" in m.text for m in shown)  # she is in her lesson again: its quiz
+        await settle(context(bot.db, HandClock(utcnow() + timedelta(hours=3))))
+        async with bot.db.sessions() as session:
+            [logged] = await session.scalars(select(NudgeLog))
+        assert logged.came_back is True
+    finally:
+        await bot.stop()
+
+
+async def test_a_nudge_set_aside_for_the_window_is_withdrawn_when_the_learner_comes_back(settings):
+    """A nudge the dispatcher set aside (WhatsApp's window closed) is moot once the learner writes: it does not go out
+    ahead of the reply, stale, and is no success of the bandit's."""
+    channel = RecordingChannel()
+    bot = Lessonbot(settings, [channel])
+    try:
+        course = await sample_course(bot.db)
+        now = utcnow()
+        await add_learner(bot.db, course_id=course, chat="ann", zone=daytime_zone(now), quiet=None,
+                          last_active_at=now - timedelta(days=1, hours=1))
+        ctx = context(bot.db, HandClock(now), rng=random.Random(7))  # not sent yet
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        async with bot.db.transaction() as session:  # the dispatcher found the window closed: set aside
+            await session.execute(update(OutboxMessage).values(status="waiting"))
+        ann = Transcript(bot, channel, "ann")
+        await ann.say("/next")  # Ann comes back on her own, and starts her lesson
+        await bot.dispatcher.flush()
+        lesson = [m for m in channel.sent["ann"] if getattr(m, "choices", None) and m.choices[0].label == "Next ▸"][-1]
+        await ann.say(lesson.choices[0].label, choice=lesson.choices[0].value)  # she reads on: part 2
+        await bot.dispatcher.flush()
+        await settle(context(bot.db, HandClock(utcnow() + timedelta(hours=3))))
+        async with bot.db.sessions() as session:
+            [logged] = await session.scalars(select(NudgeLog))
+        assert logged.came_back is not True  # she never saw it before coming back
+        assert not any("Got five minutes" in getattr(m, "text", "") or "Small steps" in getattr(m, "text", "")
+                       or "It's been" in getattr(m, "text", "") for m in channel.sent["ann"])
+    finally:
+        await bot.stop()

@@ -159,3 +159,29 @@ async def test_whatsapp_without_a_template_gets_the_first_step_while_the_window_
         assert await nudges_of(db, templated) == [("inactive", 0, QUEUED)]
     finally:
         await db.dispose()
+
+
+async def test_whatsapp_without_a_template_a_morning_learner_gets_the_first_step_that_evening(database_url):
+    """Last here at 08:00 (no quiet hours): the hours from 22 to 24 after fall before the day starts, so the first
+    step comes that evening, from 12 hours on; and never in the window's last half hour, where it would be set aside
+    until they wrote and arrive stale ahead of the reply."""
+    db = Database(database_url)
+    try:
+        left = datetime(2026, 6, 1, 7, 0, tzinfo=UTC)  # 08:00 in Lisbon, a Monday
+        course = await sample_course(db)
+        morning = await add_learner(db, channel="whatsapp", chat="+15550000003", course_id=course,
+                                    last_active_at=left)
+        clock = HandClock(left + timedelta(hours=11, minutes=45))
+        ctx = context(db, clock, rng=random.Random(7), unprompted_windows=unprompted_windows([whatsapp()]))
+        assert await sweep(ctx) == Counter()  # 19:45: not yet 12 hours
+        clock.at(left + timedelta(hours=12))  # 20:00, in the day
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        assert await nudges_of(db, morning) == [("inactive", 0, QUEUED)]
+
+        late = await add_learner(db, channel="whatsapp", chat="+15550000004", course_id=course,
+                                 last_active_at=left - timedelta(hours=11))  # 21:00 the day before
+        clock.at(left + timedelta(hours=12, minutes=45))  # 20:45: the window closes at 21:00 (less 2 minutes)
+        assert await sweep(ctx) == Counter()
+        assert await nudges_of(db, late) == []
+    finally:
+        await db.dispose()
