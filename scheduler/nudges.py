@@ -461,7 +461,8 @@ async def settle(ctx: JobContext) -> Counter[str]:
         async with ctx.db.sessions() as session:
             rows = (await session.execute(
                 select(NudgeLog.id, NudgeLog.user_id, NudgeLog.kind, NudgeLog.template, NudgeLog.created_at,
-                       NudgeLog.outcome, OutboxMessage.status, OutboxMessage.sent_at, User.last_active_at)
+                       NudgeLog.outcome, NudgeLog.idempotency_key, OutboxMessage.status, OutboxMessage.sent_at,
+                       OutboxMessage.conversation_id, User.last_active_at)
                 .join(User, User.id == NudgeLog.user_id)
                 .outerjoin(OutboxMessage, OutboxMessage.idempotency_key == NudgeLog.idempotency_key)
                 .where(NudgeLog.settled_at.is_(None), NudgeLog.outcome.in_((QUEUED, HELD_OUT)),
@@ -486,6 +487,9 @@ async def settle(ctx: JobContext) -> Counter[str]:
                 ))
                 if settled and delivered:
                     await record_outcome(session, row.kind, row.template, came_back=came_back, now=now)
+                elif settled and row.conversation_id is not None:  # settled unsent: it does not go out days late
+                    await withdraw_unsent_nudges(session, row.conversation_id, row.idempotency_key,
+                                                 reason="not sent: still unsent when its reminder was settled")
             if settled:
                 counts[("held out: " if row.outcome == HELD_OUT else "")
                        + ("came back" if came_back else "no answer" if delivered else "undelivered")] += 1

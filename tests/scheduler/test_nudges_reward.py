@@ -108,6 +108,8 @@ async def test_a_later_step_withdraws_an_earlier_one_never_sent_and_unsent_nudge
             assert all(row.settled_at is not None and row.came_back is None
                        for row in await session.scalars(select(NudgeLog)))
             assert list(await session.scalars(select(NudgeTemplateStats))) == []  # the bandit learns nothing
+            statuses = list(await session.scalars(select(OutboxMessage.status).order_by(OutboxMessage.id)))
+        assert statuses == ["cancelled", "cancelled"]  # settled unsent, it does not go out days late either
     finally:
         await db.dispose()
 
