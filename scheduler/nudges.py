@@ -32,7 +32,7 @@ Each nudge is decided once: a `nudge_log` row under the nudge's key (`nudge:{use
 with the same key, in one transaction. The template is the bandit's choice (dialogs/bandit.py); `settle` later
 records whether the learner came back to learn (not merely wrote: pausing or stopping is no success) within the
 reward window of the nudge going out, which is what the bandit learns from; one still unsent after
-UNDELIVERED_AFTER is settled as undelivered.
+UNDELIVERED_AFTER is settled as undelivered, and withdrawn.
 
 Coming back after a nudge is not coming back because of it: many learners would have written anyway. So a share of
 decided nudges (`JobContext.nudge_holdout`, NUDGE_HOLDOUT) is held out: recorded as decided but never sent, chosen by
