@@ -717,12 +717,13 @@ async def follow_team_schedule(session: AsyncSession, team: Team) -> None:
 # The weekly digest, and the nudge it offers ------------------------------------------------------------------------
 
 
-async def digest_message(session: AsyncSession, team: Team, *, day: date) -> Text | None:
+async def digest_message(session: AsyncSession, team: Team, *, day: date, now: datetime | None = None) -> Text | None:
     """The team admin's weekly digest on the team's local date `day`: completion and accuracy per lesson posted in
     the DIGEST_DAYS before it, the hardest questions, who is behind (and how many paused their lessons instead: not
-    behind), and a button to nudge them. None when no lesson was posted."""
+    behind), and a button to nudge them, as at `now` (who is paused: the clock's, as the nudge's press reads it).
+    None when no lesson was posted."""
     _ = translator(team.locale)
-    week = await weekly_digest(session, team, since=day - timedelta(days=DIGEST_DAYS), until=day)
+    week = await weekly_digest(session, team, since=day - timedelta(days=DIGEST_DAYS), until=day, now=now)
     if not week.lessons:
         return None
     course = await session.get(Course, team.course_id)

@@ -93,7 +93,7 @@ async def _post_once(ctx: JobContext, team_id: int, day: date, now: datetime) ->
         if not await record_post(session, team, day, None if direct else team.next_lesson_id):
             return 0  # posted before (a repeated run, or a second leader)
         if team.digest_chat and _first_lesson_day_of_week(team.lesson_days, day):
-            digest = await digest_message(session, team, day=day)
+            digest = await digest_message(session, team, day=day, now=now)
             if digest is not None:
                 await send_to(session, team, team.digest_chat, digest, key=f"team-digest:{team.id}:{day.isoformat()}")
         posted = False if direct else await post_lesson(session, team, day, now=now)
