@@ -11,6 +11,7 @@ from datetime import datetime, time, timedelta, timezone
 from sqlalchemy import select, update
 
 from bot.core import Lessonbot
+from bot.messages import Text
 from scheduler.nudges import UNDELIVERED_AFTER, settle, sweep
 from storage.courses import ACTIVE as ENROLLED
 from storage.courses import Enrollment, Lesson, LessonProgress
@@ -24,6 +25,24 @@ from tests.support import RecordingChannel, Transcript, message
 UTC = timezone.utc
 
 
+async def _nudge_sent(bot: Lessonbot, channel: RecordingChannel, chat: str, now: datetime) -> Text:
+    """The sweep at `now` decides one come-back nudge, and the dispatcher sends it to `chat`: that nudge."""
+    ctx = context(bot.db, HandClock(now), rng=random.Random(7), notify=bot.dispatcher.notify)
+    assert await sweep(ctx) == Counter({"inactive": 1})
+    await bot.dispatcher.flush()
+    [nudge] = channel.sent[chat]
+    return nudge
+
+
+async def _came_back(bot: Lessonbot, user_id: int | None = None) -> bool | None:
+    """The nudge (of `user_id`, or the only one) settled three hours on: whether it counts as coming back."""
+    await settle(context(bot.db, HandClock(utcnow() + timedelta(hours=3))))
+    async with bot.db.sessions() as session:
+        [logged] = await session.scalars(
+            select(NudgeLog).where(NudgeLog.user_id == user_id) if user_id is not None else select(NudgeLog))
+    return logged.came_back
+
+
 async def _nudged_then(settings: object, answer: str, *, choice: int | None) -> tuple[bool | None, int, int]:
     """A learner is nudged, answers with `answer` (the nudge's button number `choice`, or typed); three hours later
     the nudge is settled: (came back, the template's sends, its came-backs)."""
@@ -34,10 +53,7 @@ async def _nudged_then(settings: object, answer: str, *, choice: int | None) -> 
         now = utcnow()
         await add_learner(bot.db, course_id=course, chat="ann", zone=daytime_zone(now), quiet=None,
                           last_active_at=now - timedelta(days=1, hours=1))
-        ctx = context(bot.db, HandClock(now), rng=random.Random(7), notify=bot.dispatcher.notify)
-        assert await sweep(ctx) == Counter({"inactive": 1})
-        await bot.dispatcher.flush()
-        [nudge] = channel.sent["ann"]
+        nudge = await _nudge_sent(bot, channel, "ann", now)
         ann = Transcript(bot, channel, "ann")
         if choice is None:
             await ann.say(answer)
@@ -45,11 +61,10 @@ async def _nudged_then(settings: object, answer: str, *, choice: int | None) -> 
             button = nudge.choices[choice]
             assert button.label == answer
             await ann.say(button.label, choice=button.value)
-        await settle(context(bot.db, HandClock(utcnow() + timedelta(hours=3))))
+        came_back = await _came_back(bot)
         async with bot.db.sessions() as session:
-            [logged] = await session.scalars(select(NudgeLog))
             [stats] = await session.scalars(select(NudgeTemplateStats))
-        return logged.came_back, stats.sent, stats.came_back
+        return came_back, stats.sent, stats.came_back
     finally:
         await bot.stop()
 
@@ -131,20 +146,13 @@ async def test_a_group_member_who_takes_the_lesson_from_the_nudge_counts(setting
             group = await session.scalar(select(Conversation.id).where(Conversation.chat_id == "grp"))
             await session.execute(update(Conversation).where(Conversation.id == group).values(shared=True))
             await session.execute(update(Learner).where(Learner.user_id == bea).values(home_conversation_id=group))
-        ctx = context(bot.db, HandClock(now), rng=random.Random(7), notify=bot.dispatcher.notify)
-        assert await sweep(ctx) == Counter({"inactive": 1})
-        await bot.dispatcher.flush()
-        [nudge] = channel.sent["grp"]
-        button = nudge.choices[0]
+        button = (await _nudge_sent(bot, channel, "grp", now)).choices[0]
         assert button.label == "Continue my lesson"
         await bot.receive(message(button.label, chat="grp", sender="bea", channel=channel.name, choice=button.value))
         await bot.settle()
         shown = channel.sent["grp"][1:]
         assert any("Lesson 1 of" in getattr(m, "text", "") for m in shown)  # Bea's lesson, in the group
-        await settle(context(bot.db, HandClock(utcnow() + timedelta(hours=3))))
-        async with bot.db.sessions() as session:
-            [logged] = await session.scalars(select(NudgeLog).where(NudgeLog.user_id == bea))
-        assert logged.came_back is True
+        assert await _came_back(bot, bea) is True
     finally:
         await bot.stop()
 
@@ -166,20 +174,13 @@ async def test_continue_my_lesson_at_the_quiz_counts(settings):
                                        started_at=left))
             session.add(Enrollment(user_id=ann_id, course_id=course, status=ENROLLED, current_lesson_id=first.id,
                                    current_part=len(first.parts), started_at=left, updated_at=left))
-        ctx = context(bot.db, HandClock(now), rng=random.Random(7), notify=bot.dispatcher.notify)
-        assert await sweep(ctx) == Counter({"inactive": 1})
-        await bot.dispatcher.flush()
-        [nudge] = channel.sent["ann"]
-        button = nudge.choices[0]
+        button = (await _nudge_sent(bot, channel, "ann", now)).choices[0]
         assert button.label == "Continue my lesson"
         ann = Transcript(bot, channel, "ann")
         await ann.say(button.label, choice=button.value)
         shown = channel.sent["ann"][1:]
         assert any("Quiz time" in m.text for m in shown)  # she is in her lesson again: its quiz
-        await settle(context(bot.db, HandClock(utcnow() + timedelta(hours=3))))
-        async with bot.db.sessions() as session:
-            [logged] = await session.scalars(select(NudgeLog))
-        assert logged.came_back is True
+        assert await _came_back(bot) is True
     finally:
         await bot.stop()
 
@@ -204,10 +205,7 @@ async def test_a_nudge_set_aside_for_the_window_is_withdrawn_when_the_learner_co
         lesson = [m for m in channel.sent["ann"] if getattr(m, "choices", None) and m.choices[0].label == "Next ▸"][-1]
         await ann.say(lesson.choices[0].label, choice=lesson.choices[0].value)  # she reads on: part 2
         await bot.dispatcher.flush()
-        await settle(context(bot.db, HandClock(utcnow() + timedelta(hours=3))))
-        async with bot.db.sessions() as session:
-            [logged] = await session.scalars(select(NudgeLog))
-        assert logged.came_back is not True  # she never saw it before coming back
+        assert await _came_back(bot) is not True  # she never saw it before coming back
         assert not any("Got five minutes" in getattr(m, "text", "") or "Small steps" in getattr(m, "text", "")
                        or "It's been" in getattr(m, "text", "") for m in channel.sent["ann"])
     finally:
