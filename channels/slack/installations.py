@@ -8,6 +8,7 @@ slack_sdk's `AsyncInstallationStore` / `AsyncOAuthStateStore` interfaces.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Mapping
 from datetime import timedelta
@@ -15,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from storage.db import Database
+from bot.channel import CannotRecord
+from storage.db import Database, unreachable
 from storage.models import utcnow
 from storage.queries import insert_ignoring_conflicts, rows_affected
 from storage.slack import SlackInstallation, SlackOAuthState
@@ -27,6 +29,8 @@ BOT_FIELDS = (
     "app_id", "enterprise_name", "team_name", "bot_token", "bot_id", "bot_user_id", "bot_scopes",
     "bot_refresh_token", "bot_token_expires_at", "is_enterprise_install", "installed_at",
 )
+log = logging.getLogger(__name__)
+
 USER_FIELDS = ("user_id", "user_token", "user_scopes", "user_refresh_token", "user_token_expires_at")
 
 
@@ -93,14 +97,22 @@ class SlackInstallations:
         is_enterprise_install: bool | None = False,
         urgent: bool = False,
     ) -> dict[str, Any] | None:
-        """The installation serving a workspace (or org), or None. `urgent`: a platform waits for the answer."""
+        """The installation serving a workspace (or org), or None. `urgent`: a platform waits for the answer, and
+        is told to try again (CannotRecord: a 503) while the database is away."""
         where = _matching(enterprise_id, team_id, is_enterprise_install)
         if where is None:
             return None
-        async with self.db.sessions(urgent=urgent) as session:
-            row = await session.scalar(
-                select(SlackInstallation).where(*where).order_by(SlackInstallation.installed_at.desc()).limit(1)
-            )
+        try:
+            async with self.db.sessions(urgent=urgent) as session:
+                row = await session.scalar(
+                    select(SlackInstallation).where(*where).order_by(SlackInstallation.installed_at.desc()).limit(1)
+                )
+        except Exception as exc:
+            if not (urgent and unreachable(exc)):
+                raise
+            log.warning("the installation of Slack workspace %s could not be read (the database is away): %s",
+                        team_id or enterprise_id, f"{type(exc).__name__}"[:100])
+            raise CannotRecord("the workspace could not be looked up just now: try again in a few seconds") from None
         return None if row is None else _as_record(row)
 
     async def delete(self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None) -> None:

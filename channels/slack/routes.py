@@ -7,7 +7,8 @@ signature (HMAC-SHA256 of "v0:timestamp:body" under the signing secret, constant
 (`host.receive`), and only then `ack()`. Bolt runs with `process_before_response=True`, so the HTTP answer leaves
 after the listener: nothing is acknowledged before it is stored, and recording is one insert, well inside Slack's
 3 seconds. Requests no listener wants (other view submissions, other events) are acknowledged and logged with the
-reason; an error of ours answers 500, so Slack delivers the request again. A "Type an answer" press is the one
+reason; an error of ours answers 500, and the database away a 503 with Retry-After (as every webhook here), so Slack
+delivers the request again. A "Type an answer" press is the one
 request that calls Slack before the acknowledgement: its modal must be opened with the press's trigger_id, which
 lasts 3 seconds (`open_form`).
 
@@ -19,6 +20,7 @@ before it parses.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -40,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from bot.channel import ChannelHost, RequestRejected
+from bot.channel import CannotRecord, ChannelHost, RequestRejected
 from bot.messages import FROM_A_BOT, GUEST, MEMBERSHIP, TIMEZONE, WORKSPACE_ADMIN, InboundMessage, InboundMeta
 from channels.slack.inbound import (
     ANSWER_FORM_CALLBACK,
@@ -57,8 +59,8 @@ from channels.slack.inbound import (
     message_from_event,
     message_from_view,
 )
-from channels.slack.store import SlackInstallationStore, SlackOAuthStateStore
-from channels.webhook import Ignored, LimitBody, Webhook, WebhookRequest, within_json_depth
+from channels.slack.store import SlackInstallationStore, SlackOAuthStateStore, StoreAuthorize
+from channels.webhook import RETRY_AFTER_SECONDS, Ignored, LimitBody, Webhook, WebhookRequest, within_json_depth
 
 if TYPE_CHECKING:
     from channels.slack.channel import SlackChannel
@@ -186,8 +188,14 @@ def webhook_routes(channel: SlackChannel, host: ChannelHost) -> list[Route]:
 
 def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
     """The Bolt app whose listeners record what Slack sends into `host`, then acknowledge it."""
-    oauth_settings = None
+    oauth_settings = authorize = None
     if channel.installations is not None:
+        # Bolt looks the workspace up while Slack waits for the acknowledgement: urgent.
+        installations = SlackInstallationStore(channel.installations, urgent=True)
+        authorize = StoreAuthorize(
+            logger=logging.getLogger("channels.slack.bolt"), installation_store=installations,
+            client_id=channel.client_id, client_secret=channel.client_secret, bot_only=True,
+        )
         oauth_settings = AsyncOAuthSettings(
             client_id=channel.client_id,
             client_secret=channel.client_secret,
@@ -195,8 +203,7 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
             user_scopes=[],
             redirect_uri=channel.redirect_uri,
             install_page_rendering_enabled=False,  # /slack/install goes straight to Slack's consent page
-            # Bolt looks the workspace up while Slack waits for the acknowledgement: urgent.
-            installation_store=SlackInstallationStore(channel.installations, urgent=True),
+            installation_store=installations,
             installation_store_bot_only=True,
             state_store=SlackOAuthStateStore(channel.installations),
         )
@@ -209,6 +216,7 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
             timeout=channel.timeout,  # type: ignore[arg-type]  # typed int; it becomes aiohttp's float ClientTimeout
         ),
         oauth_settings=oauth_settings,
+        authorize=authorize,  # type: ignore[arg-type]  # typed as a function; an AsyncAuthorize is taken as it is
         # Record, then acknowledge: the listener finishes before the HTTP answer leaves.
         process_before_response=True,
         # Unmatched requests reach on_error below, which acknowledges them with a logged reason.
@@ -314,6 +322,9 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
         if isinstance(error, BoltUnhandledRequestError):
             log.info("slack request ignored: nothing here handles %s", _describe(body))
             return BoltResponse(status=200, body="")
+        if isinstance(error, CannotRecord):  # the database away: logged where it failed, once a minute
+            return BoltResponse(status=503, body=json.dumps({"error": str(error)}), headers={
+                "content-type": "application/json", "retry-after": str(RETRY_AFTER_SECONDS)})
         log.error("slack request failed; Slack will deliver it again", exc_info=error)
         return BoltResponse(status=500, body="")
 

@@ -7,15 +7,23 @@ through slack_sdk's own `AsyncInstallationStore` / `AsyncOAuthStateStore`.
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from typing import Any
 
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_sdk.oauth.installation_store import Bot, Installation
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 
+from bot.channel import CannotRecord
 from channels.slack.installations import SlackInstallations
 
 log = logging.getLogger(__name__)
+
+# What kept the installation store from answering during this request's authorization, if anything (see
+# StoreAuthorize): the store's lookups run inside Bolt's, in the request's own task.
+_store_away: ContextVar[CannotRecord | None] = ContextVar("slack_installation_store_away", default=None)
 
 # The keyword arguments `Bot(...)` accepts, out of an installation record's fields.
 _BOT_ARGUMENTS = (
@@ -47,10 +55,7 @@ class SlackInstallationStore(AsyncInstallationStore):
     async def async_find_bot(
         self, *, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None = False
     ) -> Bot | None:
-        record = await self.records.find(
-            enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=is_enterprise_install,
-            urgent=self.urgent,
-        )
+        record = await self._find(enterprise_id, team_id, is_enterprise_install)
         if record is None or not record.get("bot_token"):
             return None
         return Bot(**{name: record[name] for name in _BOT_ARGUMENTS})
@@ -63,13 +68,22 @@ class SlackInstallationStore(AsyncInstallationStore):
         user_id: str | None = None,
         is_enterprise_install: bool | None = False,
     ) -> Installation | None:
-        record = await self.records.find(
-            enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=is_enterprise_install,
-            urgent=self.urgent,
-        )
+        record = await self._find(enterprise_id, team_id, is_enterprise_install)
         if record is None or (user_id is not None and record.get("user_id") != user_id):
             return None
         return Installation(**record)
+
+    async def _find(
+        self, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None
+    ) -> dict[str, Any] | None:
+        try:
+            return await self.records.find(
+                enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=is_enterprise_install,
+                urgent=self.urgent,
+            )
+        except CannotRecord as away:
+            _store_away.set(away)
+            raise
 
     async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> None:
         await self.records.delete_bot(enterprise_id=enterprise_id, team_id=team_id)
@@ -81,6 +95,24 @@ class SlackInstallationStore(AsyncInstallationStore):
 
     async def async_delete_all(self, *, enterprise_id: str | None, team_id: str | None) -> None:
         await self.records.delete(enterprise_id=enterprise_id, team_id=team_id)
+
+
+class StoreAuthorize(AsyncInstallationStoreAuthorize):
+    """Bolt's authorization from the installation store, except that a store that cannot answer just now (the
+    database away) is not taken for a workspace without the app: Bolt catches whatever the store raises, logs it and
+    answers as if the app were not installed, and Slack's request would be acknowledged and lost. The store notes
+    its CannotRecord, and it is raised after Bolt's answer: the request is refused with a 503 that Slack retries."""
+
+    async def __call__(self, **kwargs: Any) -> AuthorizeResult | None:
+        reset = _store_away.set(None)
+        try:
+            result = await super().__call__(**kwargs)
+            away = _store_away.get()
+        finally:
+            _store_away.reset(reset)
+        if result is None and away is not None:
+            raise away
+        return result
 
 
 class SlackOAuthStateStore(AsyncOAuthStateStore):

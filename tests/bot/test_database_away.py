@@ -3,15 +3,19 @@ retries one), nothing half-recorded, a few lines in the log rather than a traceb
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from bench.processes import DatabaseUnreachable, postgres_database
 from bot.app import create_app
 from bot.config import load_settings
+from standins.slack import CLIENT_ID, CLIENT_SECRET, SIGNING_SECRET, SlackStandIn, dm_event, signed
 from storage.migrate import upgrade
 from tests.conftest import POSTGRES_ADMIN_URL, missing
 
@@ -81,3 +85,50 @@ def test_only_a_database_away_is_called_so_not_a_wrong_statement_or_schema():
     assert unreachable(sqlite3.OperationalError("database is locked"))
     assert unreachable(OperationalError("SELECT 1", {}, psycopg.OperationalError("connection refused")))
     assert unreachable(ConnectionRefusedError())
+
+
+@pytest.fixture
+def upgraded_postgres() -> Iterator[str]:
+    """A fresh, upgraded PostgreSQL database of its own (its connections can be refused without harm to others)."""
+    try:
+        made = postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_away")
+        url = made.__enter__()
+    except DatabaseUnreachable as exc:
+        missing(str(exc))
+        return
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        made.__exit__(None, None, None)
+
+
+async def test_an_installable_slack_app_answers_503_when_it_cannot_look_the_workspace_up(upgraded_postgres,
+                                                                                        tmp_path, caplog):
+    """Bolt looks each request's workspace up in our installations before any listener runs, and takes a lookup that
+    fails for a workspace without the app: it would acknowledge the request, and Slack would not send it again."""
+    async with SlackStandIn() as standin:
+        settings = load_settings(
+            _env_file=None, database_url=upgraded_postgres, data_dir=tmp_path / "var", log_format="text",
+            secret_key="test-secret-key-0123456789", web_chat_enabled=False, slack_signing_secret=SIGNING_SECRET,
+            slack_api_base_url=standin.base_url, slack_client_id=CLIENT_ID, slack_client_secret=CLIENT_SECRET,
+            public_base_url="https://bot.example.com",
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://lessonbot.test") as client:
+            _allow_connections(make_url(upgraded_postgres).database, False)
+            try:
+                with caplog.at_level(logging.WARNING):
+                    refused = []
+                    for n in range(3):
+                        body = json.dumps(dm_event("hello", event_id=f"EvAway{n}")).encode()
+                        refused.append(await client.post("/slack/events", content=body, headers=signed(body)))
+            finally:
+                _allow_connections(make_url(upgraded_postgres).database, True)
+    assert [response.status_code for response in refused] == [503] * 3  # Slack delivers it again later
+    assert refused[0].headers["Retry-After"] == "5"
+    assert "try again in a few seconds" in refused[0].json()["error"]
+    assert not [record for record in caplog.records if "slack request failed" in record.getMessage()]
+    recording = [record for record in caplog.records if record.getMessage().startswith("recording a message")]
+    assert len(recording) <= 1  # the first failure's traceback, if it got that far; not one a request

@@ -238,8 +238,9 @@ async def test_oversized_body_gets_413_and_nothing_is_stored(slack_settings, sta
     assert standin.calls == []
 
 
-async def test_when_recording_fails_slack_gets_500_and_delivers_again(tmp_path, standin):
-    """Nothing is acknowledged that was not stored: with the database down the answer is 500, which Slack retries."""
+async def test_when_recording_fails_slack_gets_503_and_delivers_again(tmp_path, standin):
+    """Nothing is acknowledged that was not stored: with the database down the answer is 503, which Slack retries
+    (installable apps, whose workspace is looked up first: tests/bot/test_database_away.py)."""
     down = load_settings(_env_file=None, data_dir=tmp_path, database_url="postgresql://postgres@127.0.0.1:1/nowhere")
     channel = SlackChannel(signing_secret=SIGNING_SECRET, bot_token=BOT_TOKEN, api_base_url=standin.base_url,
                            max_body_bytes=down.max_body_bytes)
@@ -249,7 +250,8 @@ async def test_when_recording_fails_slack_gets_500_and_delivers_again(tmp_path, 
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://lessonbot.test") as client:
             response = await post(client, dm_event("hello", event_id="EvDOWN"))
-        assert response.status_code == 500
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "5"
     finally:
         await lessonbot.stop()
 
