@@ -1,10 +1,11 @@
 """Reminders that bring learners back: who gets which nudge now, and, later, whether it worked.
 
 Kinds, in the order they win when several are due for one learner at once:
-- `streak`: the learner has a streak of STREAK_AT_RISK days or more, was active yesterday (their local calendar)
-  but not yet today, and it is evening where they are (STREAK_SAVER_HOURS): the streak ends at local midnight. On a
-  day their own lesson comes in the evening, the saver waits until AFTER_OWN_LESSON after it (`streak_saver_from`).
-  Only on a lesson day, and only with a lesson to offer; without one, a review when questions are due, else nothing.
+- `streak`: the learner has a streak of STREAK_AT_RISK days or more that ends at local midnight (today is the
+  lesson day it needs, `storage.learners.streak_deadline`, and they have not learned yet today), and it is evening
+  where they are (STREAK_SAVER_HOURS). On a day their own lesson comes in the evening, the saver waits until
+  AFTER_OWN_LESSON after it (`streak_saver_from`). Only with a lesson to offer; without one, a review when
+  questions are due, else nothing.
 - `inactive`, then `farewell`: one nudge when the learner has been away INACTIVE_AFTER[0], [1], [2] (a day, three
   days, a week), and after FAREWELL_AFTER a last one that says the bot stops reminding. Steps count from when the
   learner was last with the bot (`away_since`): their last activity, or the end of a pause that has run out (time
@@ -72,7 +73,15 @@ from storage.courses import (
     accessible,
     in_free_preview,
 )
-from storage.learners import Learner, in_quiet_hours, is_lesson_day, learned_between, zone_for
+from storage.learners import (
+    LONGEST_STREAK_GAP,
+    Learner,
+    in_quiet_hours,
+    is_lesson_day,
+    learned_between,
+    streak_deadline,
+    zone_for,
+)
 from storage.models import Conversation, OutboxMessage, User
 from storage.outbox import NUDGE_KEY, OutboxEntry, enqueue, withdraw_unsent_nudges
 from storage.queries import insert_ignoring_conflicts, rows_affected
@@ -149,11 +158,11 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
     local = now.astimezone(zone_for(user.timezone))
     today, clock = local.date(), local.time().replace(tzinfo=None)
     uid = user.id
-    yesterday = today - timedelta(days=1)
     lesson_day = is_lesson_day(learner, today)
-    # No saver on a day without lessons: a day off is not nagged about (it ends the streak all the same).
-    saver_tonight = (lesson_day and (learner.streak_days or 0) >= STREAK_AT_RISK
-                     and learner.last_active_on == yesterday)
+    # Tonight only if the streak ends at midnight: today is the lesson day it needs (a day off ends none).
+    last_day = learner.last_active_on
+    saver_tonight = ((learner.streak_days or 0) >= STREAK_AT_RISK and last_day is not None
+                     and last_day < today == streak_deadline(learner.lesson_days, last_day))
     if saver_tonight and streak_saver_from(learner, today) <= clock < STREAK_SAVER_HOURS[1]:
         if lesson_to_come:
             return Nudge(STREAK, 0, f"{NUDGE_KEY}{uid}:streak:{today.isoformat()}",
@@ -310,7 +319,9 @@ async def candidates(session: AsyncSession, now: datetime) -> list[Candidate]:
                           accessible(Learner.user_id, Course, position, now),
                           or_(Conversation.shared.is_not(True), Course.access == FREE,
                               in_free_preview(Course, position)))
-    streak = and_(Learner.streak_days >= STREAK_AT_RISK, Learner.last_active_on >= (now - timedelta(days=2)).date())
+    # (a streak holds up to LONGEST_STREAK_GAP after its last day; a day more for the zones' dates)
+    streak = and_(Learner.streak_days >= STREAK_AT_RISK,
+                  Learner.last_active_on >= (now - LONGEST_STREAK_GAP - timedelta(days=2)).date())
     reviews = and_(User.last_active_at > now - STEPS[0],
                    exists(_due_cards(now).where(QuestionCard.user_id == Learner.user_id)))
     last_lesson = (

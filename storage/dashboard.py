@@ -12,6 +12,7 @@ Days and weeks are UTC calendar days and ISO weeks (Monday first), written YYYY-
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from sqlalchemy.sql import ColumnElement
 
 from storage.courses import COMPLETED, Course, Enrollment, Lesson, LessonProgress, Question, QuestionCard
 from storage.knowledge import KnowledgeQuestion
-from storage.learners import ONBOARDING, Learner, current_streak
+from storage.learners import LONGEST_STREAK_GAP, ONBOARDING, Learner, current_streak, streak_holds
 from storage.models import Base, ChannelIdentity, Conversation, InboundMessage, OutboxMessage, User, utcnow
 from storage.outbox import DEAD_NEWEST_FIRST
 from storage.queries import starts_with
@@ -410,27 +411,31 @@ async def engagement(session: AsyncSession, now: datetime, kept: Figures | None 
             )
         ).all()
     )
-    yesterday = (now - timedelta(days=1)).date()
-    current = case((Learner.last_active_on >= yesterday, Learner.streak_days), else_=0)
+    # A streak holds while no lesson day of the learner's went by without learning (storage.learners.streak_holds),
+    # at most LONGEST_STREAK_GAP after its last day: counted by (lesson days, last day, length) of the recent ones.
+    today = now.date()
+    recent = Learner.last_active_on >= today - LONGEST_STREAK_GAP
+    days, last = case((recent, Learner.lesson_days), else_=None), case((recent, Learner.last_active_on), else_=None)
+    length = Learner.streak_days
     bucket = case(
-        (current == 0, literal("0")),
-        (current == 1, literal("1")),
-        (current <= 3, literal("2–3")),
-        (current <= 7, literal("4–7")),
-        (current <= 14, literal("8–14")),
-        (current <= 30, literal("15–30")),
+        (length <= 0, literal("0")),
+        (length == 1, literal("1")),
+        (length <= 3, literal("2–3")),
+        (length <= 7, literal("4–7")),
+        (length <= 14, literal("8–14")),
+        (length <= 30, literal("15–30")),
         else_=literal("31+"),
     )
-    streaks: dict[str, int] = dict(
-        (
-            await session.execute(
-                select(bucket, func.count())
-                .select_from(Learner)
-                .where(Learner.consent_at.is_not(None))
-                .group_by(bucket)
-            )
-        ).all()
-    )
+    streaks: Counter[str] = Counter()
+    for lesson_days, last_day, name, count in (
+        await session.execute(
+            select(days, last, bucket, func.count())
+            .select_from(Learner)
+            .where(Learner.consent_at.is_not(None))
+            .group_by(days, last, bucket)
+        )
+    ).all():
+        streaks[name if streak_holds(lesson_days, last_day, today) else "0"] += count
     return {
         "daily_active": _series(now, since, old, lambda day: [day, active.get(day, 0)]),
         "streaks": [[name, streaks.get(name, 0)] for name in ("0", "1", "2–3", "4–7", "8–14", "15–30", "31+")],

@@ -216,12 +216,14 @@ async def lesson_schedule_changed(session: AsyncSession, user_id: int) -> None:
 
 
 def record_activity(learner: Learner, user: User, now: datetime) -> None:
-    """Count `now` as a day of learning in the learner's zone: the streak grows by one per new consecutive day."""
+    """Count `now` as a day of learning in the learner's zone: the streak grows by one for each new day of learning
+    while it holds (`streak_holds`: no lesson day missed since the last), and starts again at one after it broke."""
     today = local_date(user, now)
     last = learner.last_active_on
     if last == today:
         return
-    learner.streak_days = (learner.streak_days or 0) + 1 if last == today - timedelta(days=1) else 1
+    kept = streak_holds(learner.lesson_days, last, today)
+    learner.streak_days = (learner.streak_days or 0) + 1 if kept else 1
     learner.best_streak = max(learner.best_streak or 0, learner.streak_days)
     learner.last_active_on = today
 
@@ -253,15 +255,34 @@ async def learned_between(session: AsyncSession, user_id: int, start: datetime, 
 
 
 def current_streak(learner: Learner, user: User, now: datetime) -> int:
-    """Consecutive local days with activity up to today; a streak survives until the end of the day after its last."""
-    return streak_on(learner.streak_days, learner.last_active_on, local_date(user, now))
+    """The days of learning in the learner's streak as it stands today (their zone): 0 once it broke."""
+    return streak_on(learner.streak_days, learner.last_active_on, local_date(user, now), learner.lesson_days)
 
 
-def streak_on(streak_days: int | None, last_active_on: date | None, today: date) -> int:
+def streak_on(streak_days: int | None, last_active_on: date | None, today: date, lesson_days: str | None) -> int:
     """`current_streak` from the learner's columns and their local `today`, for many learners read at once."""
-    if last_active_on is None or last_active_on < today - timedelta(days=1):
-        return 0
-    return streak_days or 0
+    return (streak_days or 0) if streak_holds(lesson_days, last_active_on, today) else 0
+
+
+LONGEST_STREAK_GAP = timedelta(days=7)  # one lesson day a week: a streak holds at most this long after its last day
+
+
+def streak_deadline(lesson_days: str | None, last_active_on: date) -> date:
+    """The day by whose end a streak whose last day of learning was `last_active_on` must go on: the next of the
+    learner's lesson days (every day is one when none are set). A day that is not a lesson day neither breaks a
+    streak nor is needed for it (learning on it counts all the same): a Monday-to-Friday learner's streak goes from
+    Friday to Monday."""
+    days = lesson_days or EVERY_DAY
+    for ahead in range(1, LONGEST_STREAK_GAP.days + 1):
+        day = last_active_on + timedelta(days=ahead)
+        if str(day.isoweekday()) in days:
+            return day
+    return last_active_on + timedelta(days=1)
+
+
+def streak_holds(lesson_days: str | None, last_active_on: date | None, today: date) -> bool:
+    """Whether a streak whose last day of learning was `last_active_on` still holds on `today` (local dates)."""
+    return last_active_on is not None and today <= streak_deadline(lesson_days, last_active_on)
 
 
 def is_paused(learner: Learner, now: datetime) -> bool:

@@ -301,7 +301,7 @@ async def standings(session: AsyncSession, team: Team, *, include_hidden: bool =
     members = (
         await session.execute(
             select(TeamMember.member, TeamMember.user_id, User.display_name, User.timezone, Learner.points,
-                   Learner.streak_days, Learner.last_active_on)
+                   Learner.streak_days, Learner.last_active_on, Learner.lesson_days)
             .join(User, User.id == TeamMember.user_id)
             .outerjoin(Learner, Learner.user_id == TeamMember.user_id)
             .where(
@@ -346,7 +346,8 @@ async def standings(session: AsyncSession, team: Team, *, include_hidden: bool =
             lessons_done=int(done.get(row.user_id, 0)),
             answered=int(answers.get(row.user_id, (0, 0))[0] or 0),
             right=int(answers.get(row.user_id, (0, 0))[1] or 0),
-            streak=streak_on(row.streak_days, row.last_active_on, now.astimezone(zone_for(row.timezone)).date()),
+            streak=streak_on(row.streak_days, row.last_active_on, now.astimezone(zone_for(row.timezone)).date(),
+                             row.lesson_days),
             points=int(row.points or 0),
         )
         for row in members

@@ -115,6 +115,29 @@ def test_streaks_count_local_days_even_across_dst():
     assert (who.streak_days, who.best_streak) == (1, 3)
 
 
+def test_a_streak_holds_through_days_that_are_not_lesson_days():
+    user, weekdays = person("Europe/Lisbon"), learner(days="12345")
+    for day in (4, 5):  # Thursday and Friday, 2026-06-04 and 05
+        record_activity(weekdays, user, datetime(2026, 6, day, 12, 0, tzinfo=timezone.utc))
+    assert current_streak(weekdays, user, datetime(2026, 6, 7, 22, 59, tzinfo=timezone.utc)) == 2  # Sunday 23:59
+    assert current_streak(weekdays, user, datetime(2026, 6, 8, 22, 59, tzinfo=timezone.utc)) == 2  # Monday 23:59
+    assert current_streak(weekdays, user, datetime(2026, 6, 8, 23, 0, tzinfo=timezone.utc)) == 0  # Tuesday: broken
+    record_activity(weekdays, user, datetime(2026, 6, 8, 7, 0, tzinfo=timezone.utc))  # Monday
+    assert weekdays.streak_days == 3
+    saturday = learner(days="12345")
+    for day in (5, 6, 8):  # Friday, Saturday (a day off counts when learned on), Monday
+        record_activity(saturday, user, datetime(2026, 6, day, 12, 0, tzinfo=timezone.utc))
+    assert saturday.streak_days == 3
+    every_day = learner()
+    for day in (5, 8):  # Friday, then Monday: the weekend's lesson days went by
+        record_activity(every_day, user, datetime(2026, 6, day, 12, 0, tzinfo=timezone.utc))
+    assert (every_day.streak_days, every_day.best_streak) == (1, 1)
+    once_a_week = learner(days="3")  # Wednesdays: the next is a week on
+    record_activity(once_a_week, user, datetime(2026, 6, 3, 12, 0, tzinfo=timezone.utc))
+    assert current_streak(once_a_week, user, datetime(2026, 6, 10, 22, 0, tzinfo=timezone.utc)) == 1
+    assert current_streak(once_a_week, user, datetime(2026, 6, 10, 23, 0, tzinfo=timezone.utc)) == 0
+
+
 def test_the_same_utc_day_is_two_days_in_tokyo():
     user, who = person("Asia/Tokyo"), learner()
     record_activity(who, user, datetime(2026, 6, 1, 1, 0, tzinfo=timezone.utc))  # June 1, 10:00 JST

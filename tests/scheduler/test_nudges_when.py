@@ -81,7 +81,7 @@ async def test_no_paid_lesson_offered_in_a_group_chat(database_url):
         await db.dispose()
 
 
-async def test_nudges_wait_for_the_next_lesson_day_and_no_streak_saver_on_a_day_off(database_url):
+async def test_nudges_wait_for_the_next_lesson_day_and_the_streak_saver_for_the_day_that_ends_it(database_url):
     db = Database(database_url)
     try:
         friday = datetime(2026, 6, 5, 9, 0, tzinfo=UTC)  # 10:00 in Lisbon
@@ -91,17 +91,18 @@ async def test_nudges_wait_for_the_next_lesson_day_and_no_streak_saver_on_a_day_
         clock = HandClock(friday)
         ctx = context(db, clock, rng=random.Random(5))
         t = friday + timedelta(hours=12)
-        while t < datetime(2026, 6, 8, 9, 0, tzinfo=UTC):  # to Monday 10:00
+        while t < datetime(2026, 6, 8, 22, 0, tzinfo=UTC):  # to Monday 23:00
             clock.at(t)
             await sweep(ctx)
             t += timedelta(minutes=30)
         async with db.sessions() as session:
             rows = (await session.execute(select(NudgeLog.kind, NudgeLog.step, NudgeLog.created_at)
                                           .where(NudgeLog.user_id == weekdays))).all()
-        # Saturday's evening brings no saver (a day off), the weekend no reminder: Monday's first sweep after the
-        # quiet hours does, at the step the three days away have reached.
+        # The weekend brings no saver (Friday's streak holds through days off) and no reminder: Monday's first sweep
+        # after the quiet hours does, at the step the three days away have reached; Monday's evening, the streak's
+        # last day, its saver, once twelve hours have gone by since the morning's.
         assert [(kind, step, created_at.strftime("%a %H:%M")) for kind, step, created_at in rows] == [
-            ("inactive", 1, "Mon 07:00")]
+            ("inactive", 1, "Mon 07:00"), ("streak", 0, "Mon 19:00")]
     finally:
         await db.dispose()
 

@@ -160,6 +160,21 @@ async def test_the_engagement_knowledge_and_revenue_counts(db):
     assert (row.slug, row.currency, row.payments, row.renewals, row.paid_minor, row.refunds, row.refunded_minor,
             row.net_minor) == ("spot-phishing", "GBP", 2, 1, 850, 1, 300, 550)
 
+async def test_a_streak_counts_while_no_lesson_day_went_by_without_learning(db):
+    monday = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+    async with db.transaction() as session:
+        for name, days, streak in (("Weekdays", "12345", 6), ("Every day", "1234567", 9), ("Wednesdays", "3", 2)):
+            user = await add_learner(session, name, active=datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc),
+                                     streak=streak)  # last learned on Friday
+            learner = await session.get(Learner, user.id)
+            learner.lesson_days = days
+    async with db.sessions() as session:
+        engagement = await dashboard.engagement(session, monday)
+    # the weekday learner's six days hold over the weekend, the every-day learner's nine ended on Saturday, the
+    # Wednesday learner's two hold until Wednesday
+    assert dict(engagement["streaks"]) == {"0": 1, "1": 0, "2–3": 1, "4–7": 1, "8–14": 0, "15–30": 0, "31+": 0}
+
+
 
 async def test_learners_are_found_by_name_or_address_and_a_workspace_sees_its_own(db):
     ids = await seed(db)
