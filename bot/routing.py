@@ -113,6 +113,9 @@ async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> N
         return
     if choice is not None:
         await greeting.expired_choice(turn)
+        entry = flow.current(turn.state)
+        if entry is not None and flow.answers_to(entry, turn):
+            await flow.resume(turn)  # the question still open is asked again
         return
     if not is_set_up(learner) and turn.message.private:  # a first message is rarely /start (on WhatsApp, never)
         await onboarding.begin(turn)

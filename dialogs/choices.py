@@ -9,6 +9,8 @@ So:
   chat, offered to the person's own address (`meta[DIRECT_ADDRESS]`);
   a value that never was (a forged button, another group member's prompt) gets "that button isn't available" and
   nothing else (`was_offered`, `refuse`);
+- an offered button answers a flow's open question only if it is of that question's kind (dialogs/flow.py,
+  `Step.takes`): an earlier question's is out of date there;
 - a typed choice is read against the choices of the newest replies sent to this person: a label ("Yes, let's
   start") on every channel, a number ("2") where the channel shows choices as numbered lines (its message carries
   `meta[NUMBERED_CHOICES]`: the terminal, WhatsApp) (`understood`);

@@ -54,6 +54,15 @@ class Step:
     name: str
     ask: Ask
     answer: ReadAnswer
+    # The kinds of choice its question offers, by their values' prefix ("consent" for "consent:yes"): a pressed
+    # choice of another kind answers some other question (an earlier step's, a second window's copy of the chat)
+    # and is not read as this one's answer (`handle`).
+    takes: tuple[str, ...] = ()
+
+    def offered(self, choice: str) -> bool:
+        """Whether a pressed `choice` is one of this step's own."""
+        kind, colon, _rest = choice.partition(":")
+        return bool(colon) and kind in self.takes
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,8 @@ async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]], *, tex
         return False
     flow = _registry[entry["name"]]
     step = flow.step(entry["step"])
+    if text is None and turn.message.choice is not None and not step.offered(turn.message.choice):
+        return False  # not this question's button: the caller says it is out of date, and the step is asked again
     data = entry["data"]
     answer = turn.text if text is None else text
     if not answer.strip() and turn.message.choice is None:  # a photo, a sticker, a voice note, a shared location

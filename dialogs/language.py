@@ -52,4 +52,4 @@ async def _set_language(turn: Turn, code: str) -> None:
     turn.say(_("OK, I'll write in English from now on."))
 
 
-FLOWS = (Flow("language", (Step("choose", ask_language, answer_language),)),)
+FLOWS = (Flow("language", (Step("choose", ask_language, answer_language, takes=("lang",)),)),)

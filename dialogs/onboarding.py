@@ -383,14 +383,14 @@ async def require_set_up(x: Exchange, *, course: str = "") -> bool:
 
 
 STEPS = (
-    Step("consent", ask_consent, answer_consent),
-    Step("name", ask_name, answer_name),
+    Step("consent", ask_consent, answer_consent, takes=("consent",)),
+    Step("name", ask_name, answer_name, takes=("name",)),
     Step("timezone", ask_zone, answer_zone),
-    Step("zone_confirm", ask_zone_confirm, answer_zone_confirm),
-    Step("lesson_time", ask_lesson_time, answer_lesson_time),
-    Step("days", ask_days, answer_days),
-    Step("course", ask_course, answer_course),
-    Step("goal", ask_goal, answer_goal),
+    Step("zone_confirm", ask_zone_confirm, answer_zone_confirm, takes=("zone",)),
+    Step("lesson_time", ask_lesson_time, answer_lesson_time, takes=("time",)),
+    Step("days", ask_days, answer_days, takes=("days",)),
+    Step("course", ask_course, answer_course, takes=("course",)),
+    Step("goal", ask_goal, answer_goal, takes=("goal",)),
 )
 
 FLOWS = (Flow("onboarding", STEPS),)

@@ -122,4 +122,4 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
     raise Invalid(_("Please choose: stop the lessons, stop and delete your data, or cancel."))
 
 
-FLOWS = (Flow("stop", (Step("confirm", ask_stop, answer_stop),), answered_by_its_word=True),)
+FLOWS = (Flow("stop", (Step("confirm", ask_stop, answer_stop, takes=("stop",)),), answered_by_its_word=True),)

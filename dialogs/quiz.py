@@ -100,4 +100,4 @@ async def _lesson_question_ids(x: Exchange, lesson: Lesson) -> list[int]:
     return [q.id for q in await lesson_questions(x.transaction, lesson.id)]
 
 
-FLOWS = (Flow("quiz", (Step("answer", ask_question, answer_question),)),)
+FLOWS = (Flow("quiz", (Step("answer", ask_question, answer_question, takes=("quiz",)),)),)

@@ -340,4 +340,4 @@ async def on_button(turn: Turn, value: str) -> None:
     await flow.resume(turn)
 
 
-FLOWS = (Flow("review", (Step("answer", ask_review, answer_review),)),)
+FLOWS = (Flow("review", (Step("answer", ask_review, answer_review, takes=("review",)),)),)

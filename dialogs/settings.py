@@ -166,15 +166,15 @@ async def _now_set(x: Exchange, learner: Learner, item: str | None) -> str:
 
 FLOWS = (
     Flow("settings", (
-        Step("menu", ask_menu, answer_menu),
-        Step("name", onboarding.ask_name, onboarding.answer_name),
+        Step("menu", ask_menu, answer_menu, takes=("settings",)),
+        Step("name", onboarding.ask_name, onboarding.answer_name, takes=("name",)),
         Step("timezone", onboarding.ask_zone, onboarding.answer_zone),
-        Step("zone_confirm", onboarding.ask_zone_confirm, onboarding.answer_zone_confirm),
-        Step("lesson_time", onboarding.ask_lesson_time, onboarding.answer_lesson_time),
-        Step("days", onboarding.ask_days, onboarding.answer_days),
-        Step("quiet", ask_quiet, answer_quiet),
-        Step("course", onboarding.ask_course, onboarding.answer_course),
-        Step("goal", onboarding.ask_goal, onboarding.answer_goal),
+        Step("zone_confirm", onboarding.ask_zone_confirm, onboarding.answer_zone_confirm, takes=("zone",)),
+        Step("lesson_time", onboarding.ask_lesson_time, onboarding.answer_lesson_time, takes=("time",)),
+        Step("days", onboarding.ask_days, onboarding.answer_days, takes=("days",)),
+        Step("quiet", ask_quiet, answer_quiet, takes=("quiet",)),
+        Step("course", onboarding.ask_course, onboarding.answer_course, takes=("course",)),
+        Step("goal", onboarding.ask_goal, onboarding.answer_goal, takes=("goal",)),
         Step("saved", confirm_saved, _answer_saved),
     )),
 )

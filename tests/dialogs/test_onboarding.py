@@ -34,6 +34,21 @@ async def test_whatever_a_new_person_writes_first_gets_the_welcome(learning_bot,
     assert t.labels() == ["Yes, let's start", "No, thanks", "Show commands"]
 
 
+async def test_a_button_of_an_earlier_question_is_not_taken_as_the_answer_to_the_one_open_now(learning_bot):
+    """"No, thanks" pressed in a second window still showing the consent question, once the first window agreed:
+    out of date, and the open question (the name) asked again, not answered with the button's value."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await t.say("/start")
+    assert await t.press("Yes, let's start") == ["What should I call you?"]
+    stale = await t.say("No, thanks", choice="consent:no")
+    assert stale == ["That button is from an earlier message and no longer does anything. Send /help to see what "
+                     "I can do.", "What should I call you?"]
+    await t.say("Ann")
+    user, learner = await learner_row(bot, "test", t.chat)
+    assert user.display_name == "Ann" and learner.consent_at is not None
+
+
 async def test_before_consent_a_question_waits_and_the_commands_leave_the_question_answerable(settings):
     """At a terminal (choices as numbered lines): a question before consent waits for the set-up, and after "Show
     commands" the consent question is asked again, so typing 1 still answers it."""
