@@ -13,13 +13,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import func, not_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from authoring import format as fmt
 from bot.text import counted
-from storage.courses import Course, Enrollment, Lesson, Module, Question
+from storage.courses import Course, Enrollment, Lesson, Module, Question, accessible
 from storage.models import utcnow
 
 ADDED, CHANGED, MOVED, RETIRED, RESTORED = "added", "changed", "moved", "retired", "restored"
@@ -37,6 +38,11 @@ class Change:
         return f"{self.action} {self.what} {self.slug}"
 
 
+class ImportRefused(Exception):
+    """An import that would do what the author did not ask for; nothing was written. The message says why and what
+    to do."""
+
+
 @dataclass
 class ImportReport:
     course: str
@@ -45,23 +51,39 @@ class ImportReport:
     modules: int = 0
     lessons: int = 0
     questions: int = 0
+    source: str = ""  # the folder imported from
+    moved_from: str | None = None  # the folder the course was imported from before, when `source` is another
+    # When the import made a paid course's free part smaller (a free course turned paid, a shorter preview): how many
+    # enrolled learners are now past the preview without an entitlement, so they cannot go on. None otherwise.
+    locked_out: int | None = None
+    free_preview_lessons: int = 0
 
     def note(self, action: str, what: str, slug: str) -> None:
         self.changes.append(Change(action, what, slug))
 
     @property
     def unchanged(self) -> bool:
-        return not self.created and not self.changes
+        return not self.created and not self.changes and self.moved_from is None
 
-    def summary(self) -> str:
+    def summary(self, *, dry_run: bool = False) -> str:
+        """What the import did, or (`dry_run`) what it would do."""
         size = (f"{counted(self.modules, 'module')}, {counted(self.lessons, 'lesson')}, "
                 f"{counted(self.questions, 'question')}")
         if self.created:  # one line, not every module, lesson and question added
-            return f"Imported new course {self.course}: {size}."
+            return (f"Importing would add new course {self.course}: {size}." if dry_run
+                    else f"Imported new course {self.course}: {size}.")
         if self.unchanged:
-            return f"Course {self.course} is up to date: nothing changed ({size})."
-        lines = [f"Updated course {self.course} ({size}):"]
+            return f"Course {self.course} is up to date: nothing {'would change' if dry_run else 'changed'} ({size})."
+        lines = [f"{'Importing would update' if dry_run else 'Updated'} course {self.course} ({size}):"]
         lines += [f"  {change}" for change in self.changes]
+        if self.moved_from is not None:
+            lines.append(f"  moved to folder {self.source} (from {self.moved_from})")
+        if self.locked_out is not None:
+            preview = (f"the first {counted(self.free_preview_lessons, 'lesson')}" if self.free_preview_lessons
+                       else "none of its lessons")
+            verb = ("is" if self.locked_out == 1 else "are") if not dry_run else "would be"
+            lines.append(f"{counted(self.locked_out, 'enrolled learner')} {verb} past the free preview ({preview}) "
+                         "without an entitlement: they cannot go on until they buy the course or are granted it.")
         return "\n".join(lines)
 
 
@@ -69,37 +91,76 @@ def content_hash(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-async def import_course(session: AsyncSession, course: fmt.Course, *, now: datetime | None = None) -> ImportReport:
+async def import_course(session: AsyncSession, course: fmt.Course, *, now: datetime | None = None,
+                        same_folder_only: bool = False) -> ImportReport:
     """Bring the database in line with `course` (already checked by `authoring.format.load_course`).
 
     Runs inside the caller's transaction: on any error nothing of it is kept. On PostgreSQL the course row is locked
-    first, so two imports of one course run one after the other.
+    first, so two imports of one course run one after the other. With `same_folder_only` (the command line, unless
+    the author passes --replace), a course with this id last imported from another folder is not replaced:
+    `ImportRefused` is raised before anything is written.
     """
     now = now or utcnow()
     report = ImportReport(course.id, modules=len(course.modules), lessons=len(course.lessons),
-                          questions=len(course.questions))
+                          questions=len(course.questions), free_preview_lessons=course.free_preview_lessons)
     row = await session.scalar(select(Course).where(Course.slug == course.id).with_for_update())
     values = _course_values(course)
+    report.source = str(values["source"])
+    tightened = False
     if row is None:
         row = Course(slug=course.id, created_at=now, imported_at=now, **values)
         session.add(row)
         await session.flush()
         report.created = True
     else:
+        report.moved_from = _other_folder(row.source, course.folder)
+        if report.moved_from is not None and same_folder_only:
+            raise ImportRefused(
+                f"course {course.id} was imported from {report.moved_from}, not from {report.source}: importing "
+                "this folder would replace that course, and retire its lessons this folder does not have. If this "
+                "folder is where the course lives now, import it again with --replace; if it is another course, "
+                f"give it an id of its own in its {fmt.COURSE_FILE}."
+            )
         if any(getattr(row, name) != value for name, value in values.items() if name not in _NOT_DESCRIPTION):
             report.note(CHANGED, "course", course.id)
+        # the lessons open to everyone are fewer now: a free course turned paid, or a paid one's preview shortened
+        tightened = course.access == fmt.PAID and (
+            row.access != fmt.PAID or course.free_preview_lessons < row.free_preview_lessons)
         _assign(row, values)
 
     modules = await _import_modules(session, row.id, course.modules, report)
     lessons = await _import_lessons(session, row.id, course, modules, report, now)
     await _import_questions(session, row.id, course, lessons, report)
-    if report.changes:
+    if tightened:
+        report.locked_out = await _past_the_preview(session, row.id, now)
+    if report.changes or report.moved_from is not None:
         row.imported_at = now
     return report
 
 
 # Course columns that are not its own description: the hash follows every lesson, the folder is where it came from.
 _NOT_DESCRIPTION = ("content_hash", "source")
+
+
+def _other_folder(stored: str, folder: Path) -> str | None:
+    """The folder a course was last imported from (`stored`), when it is not `folder`; None when it is, or when it
+    was not recorded. A folder recorded relative (by an older import) is read from the current folder."""
+    if not stored or Path(stored).resolve() == folder.resolve():
+        return None
+    return stored
+
+
+async def _past_the_preview(session: AsyncSession, course_id: int, now: datetime) -> int:
+    """How many learners enrolled in the course are at a lesson they may not take (`storage.courses.accessible`):
+    past a paid course's free preview, without an entitlement in force. One query."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Enrollment)
+        .join(Course, Course.id == Enrollment.course_id)
+        .join(Lesson, Lesson.id == Enrollment.current_lesson_id)
+        .where(Enrollment.course_id == course_id, not_(accessible(Enrollment.user_id, Course, Lesson.position, now)))
+    )
+    return count or 0
 
 
 def _course_values(course: fmt.Course) -> dict[str, object]:
@@ -113,7 +174,7 @@ def _course_values(course: fmt.Course) -> dict[str, object]:
         price_period=course.price.period if course.price else None,
         free_preview_lessons=course.free_preview_lessons,
         pass_mark=course.pass_mark,
-        source=str(course.folder),
+        source=str(course.folder.resolve()),
         content_hash=content_hash(_course_content(course)),
     )
 

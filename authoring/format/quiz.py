@@ -14,7 +14,7 @@ from authoring.format.course import CHOICE, SHORT_TEXT, TRUE_FALSE, Question
 from authoring.format.fields import ID, ID_CHARS, ID_HINT
 from authoring.format.parts import LIST_ITEM, fence_state, unwrap
 from authoring.format.problems import Report
-from bot.text import answer_key
+from bot.text import answer_key, counted
 
 PROMPT_CHARS = 700  # a question and an explanation are each sent as one message
 CHOICE_CHARS = 120  # choices become buttons or numbered options: short reads best everywhere
@@ -28,6 +28,13 @@ CHECKBOX = re.compile(r"^\s{0,3}[-*+]\s+\[([ xX])\]\s*(.*)$")
 _ANSWER = re.compile(r"^answer\s*:\s*(.*)$", re.IGNORECASE)
 _ACCEPTED = re.compile(r"^accepted(?:\s+answers?)?\s*:\s*(.*)$", re.IGNORECASE)
 _EXPLANATION = re.compile(r"^explanation\s*:\s*(.*)$", re.IGNORECASE)
+# A heading (or a line of its own) that looks meant to start the quiz: '# Quiz', '### Quiz', '## Quizz',
+# '## Quiz questions', '**Quiz**', 'Quiz:'.
+_NEAR_QUIZ_HEADING = re.compile(r"^\s{0,3}(?:(?:#{1,6}|\*{1,2}|_{1,2})[ \t]*quiz.*|quiz\w*[ \t]*:?[ \t]*)$",
+                                re.IGNORECASE)
+# A thematic break, which Markdown draws as a line: '---', '***', '___' (spaces between allowed).
+_BREAK = re.compile(r"^\s{0,3}(?:(?:-[ \t]*){3,}|(?:\*[ \t]*){3,}|(?:_[ \t]*){3,})$")
+QUIZ_HEADING = "## Quiz"
 
 KINDS_HINT = (
     "mark choices '- [x] right' / '- [ ] wrong' (multiple choice), write 'Answer: true' or 'Answer: false' "
@@ -45,6 +52,58 @@ def split_quiz(body: list[tuple[int, str]]) -> tuple[list[tuple[int, str]], list
     return body, []
 
 
+def quiz_syntax(line: str) -> str | None:
+    """What quiz syntax a line is ("a '- [x]' choice", "'Answer:'" …), or None for a line of any other text."""
+    if checkbox := CHECKBOX.match(line):
+        return f"a '- [{checkbox.group(1)}]' choice"
+    stripped = line.strip()
+    for pattern, name in ((_ANSWER, "Answer:"), (_ACCEPTED, "Accepted answers:"), (_EXPLANATION, "Explanation:")):
+        if pattern.match(stripped):
+            return f"'{name}'"
+    return None
+
+
+def check_quiz_outside(file: str, text: list[tuple[int, str]], *, quiz_line: int | None, report: Report) -> None:
+    """Quiz syntax in the lesson text (`text` numbered, before the quiz): with the quiz heading mistyped or missing,
+    the questions would reach learners as lesson text. Reported once, at the first such line, naming the heading
+    that was probably meant."""
+    fence = None
+    first: tuple[int, str] | None = None
+    near: tuple[int, str] | None = None  # the last heading-like line before the first quiz line
+    more = 0
+    for number, line in text:
+        was_open = fence is not None
+        fence = fence_state(fence, line)
+        if was_open or fence is not None:
+            continue
+        if first is None and _NEAR_QUIZ_HEADING.match(line):
+            near = (number, line.strip())
+        if (what := quiz_syntax(line)) is not None:
+            if first is None:
+                first = (number, what)
+            else:
+                more += 1
+    if first is None:
+        return
+    number, what = first
+    also = f" (and {counted(more, 'more line')} below)" if more else ""
+    if quiz_line is not None:
+        fix = f"the quiz is the section under '{QUIZ_HEADING}' (line {quiz_line}): move it into a question there"
+    elif near is not None:
+        fix = (f"the quiz starts at a line that is exactly '{QUIZ_HEADING}', and line {near[0]} reads "
+               f"'{near[1]}': write '{QUIZ_HEADING}' there")
+    else:
+        fix = (f"the quiz starts at a line that is exactly '{QUIZ_HEADING}': write it above the first question, "
+               "or reword this line if it is lesson text")
+    report(file, number, f"{what} belongs to a quiz question, but this line is in the lesson text{also}, so "
+           f"learners would read it as written: {fix}")
+
+
+def _break_message(line: str, where: str) -> str:
+    return (f"a '{line.strip()}' line in the quiz: '---' separates parts of the lesson text only, and here learners "
+            f"would see it in {where}: remove it (each '### question-id' heading starts a new question)")
+
+
 def read_quiz(
     file: str, lines: list[tuple[int, str]], *, report: Report, claim_id: Callable[[str, str, int], None]
 ) -> tuple[Question, ...] | None:
@@ -60,9 +119,12 @@ def read_quiz(
         heading = _QUESTION_HEADING.match(line) if fence is None else None
         if heading:
             blocks.append((number, heading.group(1), []))
+        elif fence is None and _BREAK.match(line) and not blocks:
+            report(file, number, _break_message(line, "the quiz, before its first question"))
+            ok = False
         elif fence is None and _OTHER_HEADING.match(line):
             report(file, number, "the quiz is the last section of a lesson: move this heading and its text "
-                   "above '## Quiz'")
+                   f"above '{QUIZ_HEADING}'")
             ok = False
         elif blocks:
             blocks[-1][2].append((number, line))
@@ -108,8 +170,15 @@ class QuestionReader:
         explanation_line: int | None = None
         mode = "prompt"
         unticked_list = False
+        fence = None
         for number, line in self.body:
             stripped = line.strip()
+            was_open = fence is not None
+            fence = fence_state(fence, line)
+            if not was_open and fence is None and _BREAK.match(line):
+                shown = "the explanation" if mode == "explanation" else f"question {question_id!r}"
+                self.problem(number, _break_message(line, shown))
+                continue
             checkbox, item = CHECKBOX.match(line), LIST_ITEM.match(line)
             answer_match, accepted_match = _ANSWER.match(stripped), _ACCEPTED.match(stripped)
             explanation_match = _EXPLANATION.match(stripped)

@@ -12,10 +12,12 @@ from decimal import Decimal
 from pathlib import Path, PurePosixPath
 
 from authoring.format.course import FREE, PAID, Course, Lesson, Module, Price, currency_decimals, format_price
+from authoring.format.currencies import STARS, currency_problem, is_currency
 from authoring.format.fields import Fields
+from authoring.format.markup import unsupported_markdown
 from authoring.format.parts import fence_state, split_part, unclosed_fence
 from authoring.format.problems import CourseInvalid, Problem
-from authoring.format.quiz import read_quiz, split_quiz
+from authoring.format.quiz import check_quiz_outside, read_quiz, split_quiz
 from authoring.format.yaml_lines import YamlList, YamlMap, parse_yaml
 from bot.text import counted
 
@@ -30,7 +32,6 @@ _LANGUAGE_TAG = re.compile(
     r"(?P<variants>(?:-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*)$",
     re.IGNORECASE,
 )
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 _COURSE_KEYS = (
     "id", "title", "description", "language", "access", "price", "free_preview_lessons", "pass_mark", "modules",
@@ -72,6 +73,7 @@ class _CourseReader:
         self.problems: list[Problem] = []
         self.lesson_ids: dict[str, tuple[str, int]] = {}
         self.question_ids: dict[str, tuple[str, int]] = {}
+        self.outside: dict[str, Path] = {}  # lesson files that are links to a file outside the folder: their targets
 
     def report(self, file: str, line: int, message: str) -> None:
         self.problems.append(Problem(str(self.folder / file), max(line, 1), message))
@@ -97,7 +99,8 @@ class _CourseReader:
         """course.yaml cannot say which lessons there are: check every lesson file of the folder anyway, so one
         run reports the problems of every file."""
         for file in sorted(self._lesson_files()):
-            self._lesson(file)
+            if file not in self.outside:
+                self._lesson(file)
 
     def _text(self, name: str) -> str | None:
         """A file's text, or None after reporting why it cannot be read (every file of a course is read here)."""
@@ -185,27 +188,36 @@ class _CourseReader:
         price.reject_unknown(_PRICE_KEYS)
         amount_text, currency = price.text("amount", limit=20), price.text("currency", limit=20)
         period = price.text("period", limit=20) if "period" in price.data else None
+        ok = amount_text is not None and currency is not None
+        if currency is not None and not is_currency(currency):
+            price.problem("currency", currency_problem(currency))
+            currency, ok = None, False
         if period is not None and period not in PERIODS:
             price.problem("period", f"period {period!r} is not one Lessonbot sells by: write 'period: month' for a "
                           "monthly subscription, or leave it out for a one-off price")
-            return None
-        if period is not None and currency == "XTR":
+            ok = False
+        elif period is not None and currency == STARS:
             price.problem("period", "a monthly price is charged through Stripe, so it needs a currency Stripe takes "
                           "(EUR, USD, GBP…), not XTR")
-            return None
-        if currency is not None and not _CURRENCY.match(currency):
-            price.problem("currency", f"currency {currency!r} is not an ISO 4217 code: write three capital letters, "
-                          "e.g. EUR, USD or GBP")
-            currency = None
-        if amount_text is None or currency is None:
+            ok = False
+        amount = self._amount(price, amount_text, currency)
+        return Price(amount, currency, period) if ok and amount is not None and currency is not None else None
+
+    @staticmethod
+    def _amount(price: Fields, amount_text: str | None, currency: str | None) -> Decimal | None:
+        """The amount, checked on its own and, when the currency is known, against it."""
+        if amount_text is None:
             return None
         # plain digits only: Decimal would also take '1e999999999', 'Infinity' or '1_000'
         amount = Decimal(amount_text) if _AMOUNT.match(amount_text) else Decimal(0)
-        decimals = currency_decimals(currency)
         if amount <= 0:
+            comma = ", with a point for decimals and no thousands separator" if "," in amount_text else ""
             price.problem("amount", f"amount {amount_text!r} is not a price: write a positive number in plain "
-                          "digits, like 9.90")
+                          f"digits{comma}, like 9.90")
             return None
+        if currency is None:
+            return None
+        decimals = currency_decimals(currency)
         if -amount.as_tuple().exponent > decimals:  # type: ignore[operator]  # finite: the exponent is an int
             price.problem("amount", f"{currency} has {decimals} decimal places, so {amount_text} cannot be charged: "
                           f"round it to {decimals} places")
@@ -214,7 +226,7 @@ class _CourseReader:
             price.problem("amount", f"{amount_text} {currency} is more than payments can take: keep the price at "
                           f"most {format_price(MAX_PRICE_MINOR, currency)}")
             return None
-        return Price(amount, currency, period)
+        return amount
 
     def _preview(self, fields: Fields, access: str | None) -> int | None:
         if "free_preview_lessons" not in fields.data:
@@ -242,7 +254,7 @@ class _CourseReader:
         for file in sorted(set(files) - set(listed)):
             self.report(file, 1, f"{file} is not listed in any module of {COURSE_FILE}: add it to a module's "
                         "lessons, or rename it to start with '_' to keep it as a draft")
-        lessons = {file: self._lesson(file) for file in listed if file in files}
+        lessons = {file: self._lesson(file) for file in listed if file in files and file not in self.outside}
         modules: list[Module] = []
         module_ids: dict[str, int] = {}
         for index, item in enumerate(items):
@@ -300,24 +312,44 @@ class _CourseReader:
                                 "appears once in a course")
                 elif path.suffix != ".md":
                     self.report(COURSE_FILE, line, f"{name} is not a Markdown file: lesson files end in .md")
+                elif name in self.outside:
+                    self.report(COURSE_FILE, line, f"{name} is a link to {self.outside[name]}, outside the course "
+                                "folder: copy that file into the folder instead of linking to it")
                 elif name not in files:
-                    close = difflib.get_close_matches(name, list(files), n=1, cutoff=0.6)
-                    hint = f"; did you mean {close[0]}?" if close else ": create it, or correct the name"
-                    self.report(COURSE_FILE, line, f"there is no lesson file {name} in the course folder{hint}")
+                    self.report(COURSE_FILE, line, self._no_lesson_file(name, files))
                 if name not in seen:
                     seen[name] = line
                     listed.append(name)
         return listed
 
+    def _no_lesson_file(self, name: str, files: dict[str, Path]) -> str:
+        """Why a listed name is not a lesson file: a draft, a README, or a name with no file (the closest one)."""
+        path = PurePosixPath(name)
+        if (self.folder / name).is_file():
+            draft = next((part for part in path.parts if part.startswith(("_", "."))), None)
+            if draft is not None:
+                return (f"{name} is a draft ({draft} starts with '{draft[0]}'), so it is left out of the course: "
+                        f"rename it without the '{draft[0]}' to list it")
+            if path.name.lower() == "readme.md":
+                return f"{name} holds notes for authors, never a lesson: put the lesson in a file of its own"
+        close = difflib.get_close_matches(name, list(files), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ": create it, or correct the name"
+        return f"there is no lesson file {name} in the course folder{hint}"
+
     def _lesson_files(self) -> dict[str, Path]:
-        """Every lesson file of the folder: *.md except README.md and anything under a name starting with _ or ."""
+        """Every lesson file of the folder: *.md except README.md and anything under a name starting with _ or .
+        A link to a file outside the folder is noted in `outside`, never read."""
         files: dict[str, Path] = {}
+        inside = self.folder.resolve()
         for path in self.folder.rglob("*.md"):
             relative = path.relative_to(self.folder)
             if any(part.startswith(("_", ".")) for part in relative.parts) or path.name.lower() == "readme.md":
                 continue
             if path.is_file():
                 files[relative.as_posix()] = path
+                target = path.resolve()
+                if not target.is_relative_to(inside):
+                    self.outside[relative.as_posix()] = target
         return files
 
     # lesson files
@@ -335,7 +367,30 @@ class _CourseReader:
         if end is None:
             self.report(file, 1, "the front matter is never closed: add a line '---' after the title")
             return None
-        parsed, data = parse_yaml("\n".join(lines[1:end]), file, 2, self.report)
+        reported = len(self.problems)
+        meta = self._front_matter(file, lines[1:end])  # its problems do not hide those of the text and quiz
+        body = list(enumerate(lines[end + 1:], start=end + 2))
+        opened = unclosed_fence(body)
+        if opened is not None:  # the rest of the file, quiz and all, would be read as code: nothing more to check
+            number, marker = opened
+            self.report(file, number, f"a {marker} code block opened on line {number} is never closed: add a line "
+                        f"{marker} where the code ends (until then the rest of the lesson, its quiz too, is code)")
+            return None
+        text_lines, quiz_lines = split_quiz(body)
+        check_quiz_outside(file, text_lines, quiz_line=quiz_lines[0][0] if quiz_lines else None, report=self.report)
+        for number, message in unsupported_markdown(body):
+            self.report(file, number, message)
+        parts = self._parts(file, text_lines, after_line=end + 1)
+        questions = read_quiz(file, quiz_lines, report=self.report, claim_id=self._claim_question)
+        if meta is None or parts is None or questions is None or len(self.problems) > reported:
+            return None
+        lesson_id, title, minutes = meta
+        return Lesson(lesson_id, title, parts, questions, file, minutes)
+
+    def _front_matter(self, file: str, lines: list[str]) -> tuple[str, str, int | None] | None:
+        """The lesson's id, title and minutes from its front matter (`lines`, from the file's line 2), or None after
+        reporting what is wrong."""
+        parsed, data = parse_yaml("\n".join(lines), file, 2, self.report)
         if not parsed:
             return None
         if not isinstance(data, YamlMap):
@@ -348,19 +403,9 @@ class _CourseReader:
         minutes = meta.number("minutes", low=1, high=MAX_MINUTES) if "minutes" in data else None
         if lesson_id is not None:
             self._claim("lesson", lesson_id, file, meta.line("id"), self.lesson_ids)
-        body = list(enumerate(lines[end + 1:], start=end + 2))
-        opened = unclosed_fence(body)
-        if opened is not None:  # the rest of the file, quiz and all, would be read as code: nothing more to check
-            number, marker = opened
-            self.report(file, number, f"a {marker} code block opened on line {number} is never closed: add a line "
-                        f"{marker} where the code ends (until then the rest of the lesson, its quiz too, is code)")
+        if lesson_id is None or title is None:
             return None
-        text_lines, quiz_lines = split_quiz(body)
-        parts = self._parts(file, text_lines, after_line=end + 1)
-        questions = read_quiz(file, quiz_lines, report=self.report, claim_id=self._claim_question)
-        if lesson_id is None or title is None or parts is None or questions is None:
-            return None
-        return Lesson(lesson_id, title, parts, questions, file, minutes)
+        return lesson_id, title, minutes
 
     def _claim(self, what: str, claimed: str, file: str, line: int, owners: dict[str, tuple[str, int]]) -> None:
         """Ids are unique in a course: the first file and line to use one keeps it; later uses are reported."""

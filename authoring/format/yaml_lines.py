@@ -34,6 +34,18 @@ class _LineLoader(yaml.BaseLoader):
     """Every scalar is a string (BaseLoader); mappings and lists carry their line numbers."""
 
     line_offset = 0
+    tags: list[tuple[int, str]]  # (line, tag as written) of each tag met
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        """A tag ('!Important', '!!str') is noted in `tags` and left out: YAML would drop it from the value without a
+        word, and no field needs one."""
+        event = self.peek_event()
+        if getattr(event, "tag", None) is not None:
+            mark = event.start_mark
+            written = re.search(r"!\S*", mark.buffer[mark.pointer:].split("\n", 1)[0]) if mark.buffer else None
+            self.tags.append((mark.line + 1 + self.line_offset, written.group() if written else str(event.tag)))
+            event.tag = None  # read the value as if the tag were not there
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> YamlMap:
         mapping = YamlMap()
@@ -58,12 +70,16 @@ class _LineLoader(yaml.BaseLoader):
 
 def parse_yaml(text: str, file: str, first_line: int, report: Report) -> tuple[bool, Any]:
     """Parse YAML whose first line is line `first_line` of `file`: (True, data), or (False, None) after reporting
-    the syntax error at its line with a hint."""
+    the syntax error at its line with a hint. A tag is reported at its line and left out of the data."""
     loader = None
     try:
         loader = _LineLoader(text)  # reading the text already checks its characters: it may raise too
-        loader.line_offset = first_line - 1
-        return True, loader.get_single_data()
+        loader.line_offset, loader.tags = first_line - 1, []
+        data = loader.get_single_data()
+        for line, tag in loader.tags:
+            report(file, line, f"{tag} is read as a YAML tag, which is dropped from the value: put a value that "
+                   f"starts with '!' in quotes, like \"{tag} …\"")
+        return True, data
     except yaml.reader.ReaderError as exc:
         line = first_line + len((text[: exc.position] + "x").splitlines()) - 1
         report(file, line, f"this is not valid YAML: it contains the character U+{exc.character:04X}, which YAML "
@@ -72,7 +88,8 @@ def parse_yaml(text: str, file: str, first_line: int, report: Report) -> tuple[b
         mark = exc.problem_mark or exc.context_mark
         # An unclosed bracket or a line without ':' is found a line or more later; the context says where it began.
         if exc.context_mark is not None and (
-            "<stream end>" in str(exc.problem) or any(w in str(exc.context) for w in ("simple key", "flow"))
+            "<stream end>" in str(exc.problem)
+            or any(w in str(exc.context) for w in ("simple key", "flow", "quoted scalar"))
         ):
             mark = exc.context_mark
         line = (mark.line + first_line) if mark is not None else first_line
@@ -87,6 +104,8 @@ def parse_yaml(text: str, file: str, first_line: int, report: Report) -> tuple[b
 
 def _yaml_hint(exc: yaml.MarkedYAMLError) -> str:
     problem = f"{exc.problem} {exc.context}"
+    if "quoted scalar" in problem:
+        return ": a quote is not closed: end the value with the same quote it starts with"
     if _TAB.search(problem):  # a tab as PyYAML quotes it, or the word: not the "tab" of "unconstructable"
         return ": indent with spaces, not tabs"
     if "alias" in problem or "recursive node" in problem:

@@ -1,4 +1,5 @@
-"""`lessonbot course validate|import|list`: check a course folder, bring it into the database, see what is there.
+"""`lessonbot course validate|import|list|publish|unpublish`: check a course folder, bring it into the database, see
+what is there, offer it or stop offering it.
 
 Imports stay inside the functions so `lessonbot --help` stays quick.
 """
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    course = subparsers.add_parser("course", help="courses: validate a course folder, import it, list courses")
+    course = subparsers.add_parser(
+        "course", help="courses: validate a course folder, import it, list, publish or unpublish courses")
     actions = course.add_subparsers(dest="course_action", required=True, metavar="ACTION")
 
     validate = actions.add_parser("validate", help="check a course folder and list every problem as file:line")
@@ -35,16 +37,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load = actions.add_parser("import", help="check a course folder, then add or update it (learners keep progress)")
     load.add_argument("path", nargs="?", type=Path, help="the course folder (default: SAMPLE_COURSE_DIR)")
     load.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    load.add_argument("--replace", action="store_true",
+                      help="import over a course with the same id that was last imported from another folder")
     load.set_defaults(func=cmd_import, uses_database=True)
 
     listing = actions.add_parser("list", help="the courses in the database")
     listing.set_defaults(func=cmd_list, uses_database=True)
+
+    for action, offered, text in (
+        ("unpublish", False, "stop offering a course to anyone not in it yet (those in it keep it)"),
+        ("publish", True, "offer an unpublished course again"),
+    ):
+        publishing = actions.add_parser(action, help=text)
+        publishing.add_argument("course", metavar="COURSE", help="the course's id, as `lessonbot course list` shows")
+        publishing.set_defaults(func=cmd_publish, published=offered, uses_database=True)
+
+
+def _folder_problem(folder: Path, settings: Settings, args: argparse.Namespace) -> str | None:
+    """Why `folder` (PATH, or without it the SAMPLE_COURSE_DIR setting) cannot be a course folder, or None."""
+    if folder.is_dir():
+        return None
+    problem = "does not exist" if not folder.exists() else "is not a folder"
+    if args.path is not None:
+        return f"{folder} {problem}: name the course folder, the one that holds course.yaml."
+    setting = ("the SAMPLE_COURSE_DIR setting" if "sample_course_dir" in settings.model_fields_set
+               else "the SAMPLE_COURSE_DIR setting's default")
+    return (f"{folder} {problem}: no PATH was given, so {setting} was used (from {Path.cwd()}); pass the course "
+            f"folder: lessonbot course {args.course_action} PATH.")
 
 
 def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     from authoring.format import check_course
 
     folder = args.path or settings.sample_course_dir
+    if unusable := _folder_problem(folder, settings, args):
+        print(unusable, file=sys.stderr)
+        return 1
     course, problems = check_course(folder)
     if problems or course is None:
         _print_problems(problems)
@@ -61,6 +89,9 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from authoring.format import check_course
 
     folder = args.path or settings.sample_course_dir
+    if unusable := _folder_problem(folder, settings, args):
+        print(f"Nothing was imported: {unusable}", file=sys.stderr)
+        return 1
     course, problems = check_course(folder)
     if problems or course is None:
         _print_problems(problems)
@@ -74,14 +105,19 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         return 1
 
     async def run() -> int:
-        from authoring.importer import import_course
+        from authoring.importer import ImportRefused, import_course
 
         async with database(settings, pool_size=1) as db:
-            async with db.sessions() as session, session.begin():
-                report = await import_course(session, course)
-                if args.dry_run:
-                    await session.rollback()
-            print(("Dry run, nothing was written: " if args.dry_run else "") + report.summary())
+            try:
+                async with db.sessions() as session, session.begin():
+                    report = await import_course(session, course, same_folder_only=not args.replace)
+                    if args.dry_run:
+                        await session.rollback()
+            except ImportRefused as refused:
+                print(f"{'Dry run: the import would be refused' if args.dry_run else 'Nothing was imported'}: "
+                      f"{refused}", file=sys.stderr)
+                return 1
+            print(("Dry run, nothing was written. " if args.dry_run else "") + report.summary(dry_run=args.dry_run))
         if args.dry_run:
             return 0
         # Bring the index up to date (only changes cost).
@@ -152,7 +188,31 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
                 f"first {course.free_preview_lessons} free")
             print(f"{course.slug}\t{course.title}\t{course.language}\t{access}\t{counted(lessons, 'lesson')}\t"
                   f"{counted(questions, 'question')}\t{counted(enrolled, 'learner')}\t"
-                  f"imported {course.imported_at:%Y-%m-%d %H:%M}")
+                  f"imported {course.imported_at:%Y-%m-%d %H:%M}{'' if course.published else chr(9) + 'unpublished'}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
+    """`course publish|unpublish COURSE`: whether /courses, onboarding, /buy and a team's set-up offer the course."""
+    async def run() -> int:
+        from sqlalchemy import func, select
+
+        from storage.courses import Course, Enrollment, publish
+
+        async with database(settings, pool_size=1) as db, db.transaction() as session:
+            course = await publish(session, args.course, args.published)
+            if course is None:
+                slugs = ", ".join(await session.scalars(select(Course.slug).order_by(Course.slug))) or "none yet"
+                print(f"There is no course {args.course!r}. Courses: {slugs}.", file=sys.stderr)
+                return 1
+            enrolled = await session.scalar(select(func.count()).where(Enrollment.course_id == course.id)) or 0
+        if args.published:
+            print(f"Course {course.slug} is published: /courses, onboarding and /buy offer it.")
+        else:
+            print(f"Course {course.slug} is unpublished: nobody new is offered it; the "
+                  f"{counted(enrolled, 'learner')} in it keep it. Undo: lessonbot course publish {course.slug}")
         return 0
 
     return asyncio.run(run())

@@ -227,6 +227,53 @@ BAD_COURSES = {
                                 "Explanation: Right is right.\n", ""), [(TWO, 8, "the quiz has no questions")]),
     "heading after the quiz": ((TWO, "Explanation: Right is right.\n", "Explanation: Right is right.\n\n## More\n"),
                                [(TWO, 18, "the quiz is the last section")]),
+    # quiz syntax where learners would read it as lesson text
+    "quiz syntax above the quiz": ((TWO, "The only part.\n", "The only part.\n\nAnswer: true\n"),
+                                   [(TWO, 8, "'Answer:' belongs to a quiz question, but this line is in the lesson "
+                                     "text, so learners would read it as written: the quiz is the section under "
+                                     "'## Quiz' (line 10)")]),
+    "no quiz heading": ((TWO, "## Quiz\n\n", ""),
+                        [(TWO, 11, "a '- [ ]' choice belongs to a quiz question, but this line is in the lesson text "
+                          "(and 2 more lines below), so learners would read it as written: the quiz starts at a line "
+                          "that is exactly '## Quiz': write it above the first question")]),
+    "a '---' line between questions": ((ONE, "Explanation: Because.\n", "Explanation: Because.\n\n---\n"),
+                                       [(ONE, 23, "a '---' line in the quiz: '---' separates parts of the lesson "
+                                         "text only, and here learners would see it in the explanation: remove it")]),
+    "a '***' line between questions": ((ONE, "Explanation: Because.\n", "Explanation: Because.\n\n***\n"),
+                                       [(ONE, 23, "a '***' line in the quiz")]),
+    "a '---' line before the first question": ((ONE, "## Quiz\n\n", "## Quiz\n\n---\n\n"),
+                                               [(ONE, 15, "a '---' line in the quiz")]),
+    # Markdown that chat apps cannot show
+    "image": ((TWO, "The only part.", "The only part. ![a chart](chart.png)"),
+              [(TWO, 6, "an image, ![a chart](chart.png): chat lessons cannot show images, so learners would see this "
+                "text as written: describe the picture in words, or link to it with a full https:// address")]),
+    "image at a web address": ((TWO, "The only part.", "![a chart](https://example.com/chart.png)"),
+                               [(TWO, 6, "chat lessons cannot show images")]),
+    "link to a file": ((TWO, "The only part.", "The only part, after [lesson one](one.md)."),
+                       [(TWO, 6, "the link [lesson one](one.md) does not go to a web address, so learners would see "
+                         "it as written")]),
+    "link in an explanation": ((TWO, "Explanation: Right is right.", "Explanation: See [the notes](#notes)."),
+                               [(TWO, 16, "the link [the notes](#notes) does not go to a web address")]),
+    "table": ((TWO, "The only part.\n", "The only part.\n\n| sign | means |\n|---|---|\n| a | b |\n"),
+              [(TWO, 8, "a table: chat apps cannot show tables, so learners would see its '|' and '-' characters: "
+                "write it as a list")]),
+    # YAML that drops or runs on with what the author wrote
+    "yaml tag": ((YAML, "title: Tiny course", "title: !Important tiny course"),
+                 [(YAML, 2, "!Important is read as a YAML tag, which is dropped from the value: put a value that "
+                   "starts with '!' in quotes")]),
+    "yaml tag in front matter": ((ONE, "title: Lesson one", "title: !!str Lesson one"),
+                                 [(ONE, 3, "!!str is read as a YAML tag")]),
+    "quote never closed": ((YAML, "title: Tiny course", 'title: "Tiny course'), [(YAML, 2, "a quote is not closed")]),
+    # every problem of a price at once, with the currency probably meant
+    "amount with a comma and a currency in lower case": (
+        (YAML, "access: free\n", "access: paid\nprice:\n  amount: 9,90\n  currency: eur\n"),
+        [(YAML, 7, "amount '9,90' is not a price: write a positive number in plain digits, with a point for decimals"),
+         (YAML, 8, "currency 'eur' is written in capitals: EUR")]),
+    "currency that is not one": ((YAML, "access: free\n", "access: paid\nprice:\n  amount: 5\n  currency: USS\n"),
+                                 [(YAML, 8, "currency 'USS' is not an ISO 4217 code: did you mean USD?")]),
+    "period and currency both wrong": (
+        (YAML, "access: free\n", "access: paid\nprice:\n  amount: 5\n  currency: EUROS\n  period: week\n"),
+        [(YAML, 8, "did you mean EUR?"), (YAML, 9, "write 'period: month'")]),
 }
 
 
@@ -242,6 +289,69 @@ def test_bad_course_is_reported_at_file_and_line(tmp_path, case):
     for problem, (_file, _line, text) in zip(problems, expected, strict=True):
         assert text in problem.message
         assert str(problem) == f"{folder / _file}:{_line}: {problem.message}"
+
+
+@pytest.mark.parametrize("heading", ["## Quiz:", "# Quiz", "### Quiz", "## Quiz questions", "## Quizz", "**Quiz**"])
+def test_a_mistyped_quiz_heading_is_named_not_sent_as_lesson_text(tmp_path, heading):
+    folder = write_tiny_course(tmp_path / "tiny")
+    edit(folder / "lessons" / "one.md", "## Quiz\n", f"{heading}\n")
+    course, problems = check_course(folder)
+    assert course is None
+    assert [str(p) for p in problems] == [
+        f"{folder / 'lessons' / 'one.md'}:18: a '- [x]' choice belongs to a quiz question, but this line is in the "
+        "lesson text (and 6 more lines below), so learners would read it as written: the quiz starts at a line that "
+        f"is exactly '## Quiz', and line 13 reads '{heading}': write '## Quiz' there"
+    ]
+
+
+def test_quiz_syntax_and_markdown_in_a_code_block_are_text(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    code = "```\n- [x] Right\nAnswer: true\n![a chart](chart.png)\n| a | b |\n|---|---|\n```"
+    edit(folder / "lessons" / "two.md", "The only part.\n", f"The only part:\n\n{code}\n")
+    assert load_course(folder).lessons[1].parts == (f"The only part:\n\n{code}",)
+
+
+def test_links_to_web_addresses_and_code_spans_stay_valid(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    text = ("Read [the guide](https://example.com/guide), [the old one](http://example.com) and "
+            "`![alt](x.png)` or `[next](two.md)`.")
+    edit(folder / "lessons" / "two.md", "The only part.", text)
+    assert load_course(folder).lessons[1].parts == (text,)
+
+
+def test_a_listed_draft_is_named_a_draft(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    (folder / "lessons" / "two.md").rename(folder / "lessons" / "_two.md")
+    edit(folder / "course.yaml", "lessons/two.md", "lessons/_two.md")
+    problems = check_course(folder)[1]
+    assert [str(p) for p in problems] == [
+        f"{folder / 'course.yaml'}:11: lessons/_two.md is a draft (_two.md starts with '_'), so it is left out of the "
+        "course: rename it without the '_' to list it"
+    ]
+
+
+def test_a_lesson_linked_from_outside_the_folder_is_refused(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    outside = tmp_path / "elsewhere.md"
+    (folder / "lessons" / "two.md").rename(outside)
+    (folder / "lessons" / "two.md").symlink_to(outside)
+    problems = check_course(folder)[1]
+    assert [str(p) for p in problems] == [
+        f"{folder / 'course.yaml'}:11: lessons/two.md is a link to {outside}, outside the course folder: copy that "
+        "file into the folder instead of linking to it"
+    ]
+    (folder / "lessons" / "two.md").unlink()
+    (folder / "lessons" / "two.md").symlink_to(folder / "lessons" / "one.md")  # inside the folder: read as usual
+    assert "lesson id 'one' is already used" in check_course(folder)[1][0].message
+
+
+def test_a_front_matter_error_does_not_hide_the_quiz_errors(tmp_path):
+    folder = write_tiny_course(tmp_path / "tiny")
+    edit(folder / "lessons" / "one.md", "title: Lesson one", "title: Lesson: one")
+    edit(folder / "lessons" / "one.md", "- [ ] Wrong", "- [x] Wrong")
+    problems = check_course(folder)[1]
+    assert [(Path(p.file).name, p.line) for p in problems] == [("one.md", 3), ("one.md", 19)]
+    assert "not valid YAML" in problems[0].message and "2 choices are ticked" in problems[1].message
 
 
 def test_lesson_file_not_listed(tmp_path):
@@ -396,6 +506,22 @@ def test_validate_command_lists_problems_as_file_and_line(tmp_path, monkeypatch,
         f"{folder}/lessons/one.md:19: 2 choices are ticked (lines 18, 19): a multiple-choice question has exactly "
         "one right answer, so tick one",
         "2 problems found.",
+    ]
+
+
+def test_validate_names_a_folder_that_does_not_exist(tmp_path, monkeypatch, capsys):
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SAMPLE_COURSE_DIR", raising=False)
+    assert main(["course", "validate", "nope"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "nope does not exist: name the course folder, the one that holds course.yaml."
+    ]
+    assert main(["course", "validate"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"courses/sample does not exist: no PATH was given, so the SAMPLE_COURSE_DIR setting's default was used (from "
+        f"{tmp_path}); pass the course folder: lessonbot course validate PATH."
     ]
 
 

@@ -281,7 +281,10 @@ async def test_cli_import_reports_changes_and_list_shows_the_course(db, database
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATABASE_URL", database_url)
     assert await cli("course", "import", "--dry-run", str(folder)) == 0
-    assert "Dry run" in capsys.readouterr().out
+    assert capsys.readouterr().out.splitlines() == [
+        "Dry run, nothing was written. Importing would add new course spot-phishing: 2 modules, 5 lessons, "
+        "14 questions."
+    ]
     assert await snapshot(db) == {model.__tablename__: [] for model in COURSE_TABLES}
 
     assert await cli("course", "import", str(folder)) == 0
@@ -297,6 +300,20 @@ async def test_cli_import_reports_changes_and_list_shows_the_course(db, database
     assert await cli("course", "list") == 0
     listed = capsys.readouterr().out
     assert listed.startswith("spot-phishing\tSpot the phish, five minutes a day\ten\tfree\t5 lessons\t14 questions")
+
+    assert await cli("course", "unpublish", "spot-phishing") == 0
+    assert capsys.readouterr().out == ("Course spot-phishing is unpublished: nobody new is offered it; the 0 learners "
+                                       "in it keep it. Undo: lessonbot course publish spot-phishing\n")
+    assert await cli("course", "import", str(folder)) == 0  # an import leaves it as it is
+    capsys.readouterr()
+    assert await cli("course", "list") == 0
+    assert capsys.readouterr().out.rstrip("\n").endswith("\tunpublished")
+    assert await cli("course", "publish", "spot-phishing") == 0
+    assert capsys.readouterr().out.startswith("Course spot-phishing is published")
+    assert await cli("course", "list") == 0
+    assert "unpublished" not in capsys.readouterr().out
+    assert await cli("course", "unpublish", "spot-phish") == 1
+    assert capsys.readouterr().err == "There is no course 'spot-phish'. Courses: spot-phishing.\n"
 
 
 async def test_cli_counts_read_as_english_one_module_one_learner(db, database_url, tmp_path, monkeypatch, capsys):
@@ -315,3 +332,91 @@ async def test_cli_counts_read_as_english_one_module_one_learner(db, database_ur
         session.add(Enrollment(user_id=person.id, course_id=course.id))
     assert await cli("course", "list") == 0
     assert "\t2 lessons\t" in (listed := capsys.readouterr().out) and "\t1 learner\t" in listed
+
+
+async def test_a_course_from_another_folder_with_the_same_id_is_not_replaced_unasked(db, database_url, tmp_path,
+                                                                                    monkeypatch, capsys):
+    first = copy_course(SAMPLE, tmp_path / "first")
+    await load(db, first)
+    before = await snapshot(db)
+    other = copy_course(SAMPLE, tmp_path / "other")  # another course that kept the sample's id, one lesson shorter
+    edit(other / "course.yaml", "      - lessons/05-if-you-clicked.md\n", "")
+    (other / "lessons" / "05-if-you-clicked.md").unlink()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+
+    refusal = (f"course spot-phishing was imported from {first}, not from {other}: importing this folder would "
+               "replace that course, and retire its lessons this folder does not have. If this folder is where the "
+               "course lives now, import it again with --replace; if it is another course, give it an id of its own "
+               "in its course.yaml.")
+    assert await cli("course", "import", "other") == 1
+    assert capsys.readouterr().err.splitlines() == [f"Nothing was imported: {refusal}"]
+    assert await cli("course", "import", "--dry-run", "other") == 1
+    assert capsys.readouterr().err.splitlines() == [f"Dry run: the import would be refused: {refusal}"]
+    assert await snapshot(db) == before
+
+    assert await cli("course", "import", "--dry-run", "first") == 0  # the same folder, named relative to here
+    assert "is up to date: nothing would change" in capsys.readouterr().out
+    assert await cli("course", "import", "--dry-run", "--replace", "other") == 0
+    heading, *retired, moved = capsys.readouterr().out.splitlines()
+    assert heading == ("Dry run, nothing was written. Importing would update course spot-phishing (2 modules, "
+                       "4 lessons, 11 questions):")
+    assert sorted(retired) == ["  retired lesson if-you-clicked", "  retired question report-anyway",
+                               "  retired question scam-text-number", "  retired question typed-password"]
+    assert moved == f"  moved to folder {other} (from {first})"
+    assert await snapshot(db) == before
+
+
+async def _learners_at(db: Database, places: dict[str, tuple[str, str | None]]) -> None:
+    """Learners enrolled in the sample course, each at a lesson (by id), with an entitlement (granted, revoked)
+    or none."""
+    async with db.transaction() as session:
+        course = await session.scalar(select(Course).where(Course.slug == "spot-phishing"))
+        lessons = {lesson.slug: lesson.id for lesson in await course_lessons(session, course.id)}
+        for name, (lesson, entitlement) in places.items():
+            user = User(display_name=name)
+            session.add(user)
+            await session.flush()
+            session.add(Enrollment(user_id=user.id, course_id=course.id, current_lesson_id=lessons[lesson]))
+            if entitlement is not None:
+                session.add(Entitlement(user_id=user.id, course_id=course.id, source="grant", reference=name,
+                                        revoked_at=utcnow() if entitlement == "revoked" else None))
+
+
+async def test_a_reimport_that_shrinks_what_is_free_says_who_can_no_longer_go_on(db, database_url, tmp_path,
+                                                                                 monkeypatch, capsys):
+    folder = copy_course(SAMPLE, tmp_path / "sample")
+    await load(db, folder)
+    await _learners_at(db, {
+        "Ann": ("read-a-link", None),  # lesson 3: past a preview of 2, nothing bought
+        "Bob": ("read-a-link", "granted"),
+        "Cy": ("check-the-sender", None),  # lesson 2: in the preview
+        "Dee": ("odd-requests", "revoked"),
+    })
+    edit(folder / "course.yaml", "access: free\n",
+         "access: paid\nprice:\n  amount: 9.90\n  currency: EUR\nfree_preview_lessons: 2\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert await cli("course", "import", "--dry-run", str(folder)) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "2 enrolled learners would be past the free preview (the first 2 lessons) without an entitlement: they "
+        "cannot go on until they buy the course or are granted it.")
+
+    report = await load(db, folder)
+    assert report.locked_out == 2
+    assert report.summary().splitlines() == [
+        "Updated course spot-phishing (2 modules, 5 lessons, 14 questions):",
+        "  changed course spot-phishing",
+        "2 enrolled learners are past the free preview (the first 2 lessons) without an entitlement: they cannot go "
+        "on until they buy the course or are granted it.",
+    ]
+
+    edit(folder / "course.yaml", "free_preview_lessons: 2\n", "free_preview_lessons: 0\n")
+    report = await load(db, folder)
+    assert report.locked_out == 3 and report.summary().endswith(
+        "3 enrolled learners are past the free preview (none of its lessons) without an entitlement: they cannot go "
+        "on until they buy the course or are granted it.")
+
+    edit(folder / "course.yaml", "amount: 9.90", "amount: 12.90")  # a new price: what is free stays as it was
+    report = await load(db, folder)
+    assert report.locked_out is None and "free preview" not in report.summary()
