@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import time
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from bot.messages import LANGUAGE
 from bot.text import fold
@@ -31,7 +31,7 @@ from dialogs.learner import (
 from dialogs.prices import course_label
 from dialogs.times import EVERY_DAY, WEEKDAYS, WEEKENDS, read_days, read_time, read_zone
 from dialogs.turn import Exchange, Turn
-from storage.courses import Course, Lesson
+from storage.courses import Course, Enrollment, Lesson
 from storage.learners import Learner, lesson_schedule_changed, zone_for
 
 YES = {"yes", "y", "yeah", "yep", "ok", "okay", "sure", "agree", "i agree", "of course", "si", "vale", "claro",
@@ -228,9 +228,11 @@ async def answer_days(turn: Turn, data: flow.Data, text: str) -> str:
 
 
 async def live_courses(x: Exchange) -> list[Course]:
-    """Courses with at least one live lesson, by title."""
+    """Courses with at least one live lesson that are published, or that the person is in, by title."""
     has_lessons = select(Lesson.id).where(Lesson.course_id == Course.id, Lesson.retired.is_(False)).exists()
-    return list(await x.session.scalars(select(Course).where(has_lessons).order_by(Course.title)))
+    theirs = select(Enrollment.id).where(Enrollment.course_id == Course.id, Enrollment.user_id == x.user.id).exists()
+    offered = or_(Course.published.is_(True), theirs)
+    return list(await x.session.scalars(select(Course).where(has_lessons, offered).order_by(Course.title)))
 
 
 async def ask_course(x: Exchange, data: flow.Data) -> None:

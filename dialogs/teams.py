@@ -33,7 +33,7 @@ import re
 from collections import Counter
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import (
@@ -259,9 +259,12 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
     match = _SET_UP.match(args)
     if match is None:
         raise UsageError(usage)
-    course = await turn.session.scalar(select(Course).where(Course.slug == match["course"].lower()))
+    # a team keeps the course it has; a new one is one of those offered (published)
+    offered = or_(Course.published.is_(True), Course.id == (team.course_id if team else None))
+    course = await turn.session.scalar(select(Course).where(Course.slug == match["course"].lower(), offered))
     if course is None:
-        slugs = ", ".join(await turn.session.scalars(select(Course.slug).order_by(Course.slug)))
+        slugs = ", ".join(await turn.session.scalars(
+            select(Course.slug).where(Course.published.is_(True)).order_by(Course.slug))) or "—"
         raise UsageError(_("There is no course {slug}. Courses: {slugs}.", slug=repr(match["course"]), slugs=slugs))
     at = read_time(match["time"]) if match["time"] else (team.lesson_time if team else time(9, 0))
     if at is None:

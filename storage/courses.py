@@ -32,6 +32,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -83,6 +84,8 @@ class Course(Base):
     # The share of the course's quiz questions (percent) a learner must get right for the certificate; None: no mark.
     pass_mark: Mapped[int | None] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(Text, default="")  # the folder it was last imported from
+    # Offered to people not in it yet (/courses, onboarding, /buy); those in it keep it either way
+    published: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     content_hash: Mapped[str] = mapped_column(String(64))  # of everything the author wrote
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     imported_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -326,6 +329,15 @@ _LESSON_CARDS = Lookup(
 
 async def course_by_id(session: Where, course_id: int) -> Course | None:
     return await _COURSE.get(session, course_id)
+
+
+async def publish(session: AsyncSession, slug: str, published: bool) -> Course | None:
+    """Offer the course `slug` to people not in it yet, or stop offering it (those in it keep it); None: no such
+    course."""
+    course = await session.scalar(select(Course).where(Course.slug == slug))
+    if course is not None:
+        course.published = published
+    return course
 
 
 async def lesson_by_id(session: Where, lesson_id: int) -> Lesson | None:

@@ -31,7 +31,7 @@ from scheduler.context import JobContext
 from scheduler.planner import plan_lessons
 from scheduler.teams import post_team_lessons, sync_team_members
 from standins.slack import Fault, SlackStandIn, dm_event, form_body, load_fixture, signed
-from storage.courses import Course, Enrollment, LessonProgress, Question
+from storage.courses import Course, Enrollment, LessonProgress, Question, publish
 from storage.learners import ACTIVE, PAUSED, STOPPED, Learner, zone_for
 from storage.models import AdminAuditEntry, ChannelIdentity, Conversation, OutboxMessage, User
 from storage.outbox import OutboxStatus
@@ -836,6 +836,13 @@ async def test_team_commands_say_which_part_was_wrong_and_a_finished_course_star
             await lessonbot.settle()
             return private_texts(standin, ADMIN)[-1]
 
+        async def published(slug: str, offered: bool) -> None:
+            async with lessonbot.db.transaction() as session:
+                assert await publish(session, slug, offered) is not None
+
+        await published("short-phish", False)
+        assert (await admin_says("team set short-phish")).startswith("There is no course 'short-phish'. Courses: —.")
+        await published("short-phish", True)
         assert (await admin_says("team set short-phish at 25:00")).startswith("I couldn't read “25:00” as a time")
         assert (await admin_says("team set short-phish on blursday")).startswith("I couldn't read those days")
         assert (await admin_says("team set short-phish in Narnia")).startswith(
@@ -845,6 +852,9 @@ async def test_team_commands_say_which_part_was_wrong_and_a_finished_course_star
         assert (await admin_says("team set short-phish at 09:00 on every day in New York")).startswith("Done.")
         async with lessonbot.db.sessions() as session:
             assert (await session.scalar(select(Team))).timezone == "America/New_York"
+        # unpublished now: the team keeps the course it has (and its lessons go on), though no team could pick it
+        await published("short-phish", False)
+        assert (await admin_says("team set short-phish on every day")).startswith("Done.")
         help_text = await admin_says("team help")
         assert "For team admins:" in help_text and "/lessonbot team restart" in help_text
         await slash(client, fixtures_dir, BEA, "team help", standin=standin)
