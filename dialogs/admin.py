@@ -21,6 +21,7 @@ from dialogs.i18n import N_, Translator
 from dialogs.learner import tr
 from dialogs.turn import Command, Turn, UsageError
 from storage.admins import add_sign_in_link
+from storage.courses import Course, publish
 from storage.learners import Learner
 from storage.models import AdminAuditEntry, Conversation, InboundMessage, User
 from storage.outbox import dead_letters, outbox_counts, pending_inbound_count, requeue
@@ -164,6 +165,26 @@ async def _dashboard(turn: Turn, _args: str) -> None:
                minutes=minutes, link=Markup(f"{turn.site_url}/admin/sign-in?link={link}")))
 
 
+def _offering(offered: bool) -> Callable[[Turn, str], Awaitable[None]]:
+    """/admin publish COURSE, /admin unpublish COURSE: whether people not in the course are offered it."""
+    async def run(turn: Turn, args: str) -> None:
+        _ = tr(turn)
+        words = args.split()
+        if len(words) != 1:
+            raise UsageError(_("Usage: /admin {name} COURSE (the course's id, as /admin payments or `lessonbot course "
+                               "list` show it).", name="publish" if offered else "unpublish"))
+        course = await publish(turn.session, words[0].lower(), offered)
+        if course is None:
+            slugs = ", ".join(await turn.session.scalars(select(Course.slug).order_by(Course.slug))) or "—"
+            raise UsageError(_("There is no course {slug}. Courses: {slugs}.", slug=repr(words[0][:64]), slugs=slugs))
+        if offered:
+            turn.say(_("“{title}” is published: /courses, the set-up and /buy offer it.", title=course.title))
+        else:
+            turn.say(_("“{title}” is unpublished: nobody new is offered it, and those taking it keep it. Undo: "
+                       "/admin publish {slug}", title=course.title, slug=course.slug))
+    return run
+
+
 Target = Callable[[list[str]], roles.Scope | None]
 
 
@@ -216,6 +237,10 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                         _learner_team),
     **{name: Subcommand(run, summary, *_PAYMENTS_AREAS.get(name, ("payments", _everywhere)))
        for name, (run, summary) in payments.ADMIN_SUBCOMMANDS.items()},
+    "publish": Subcommand(_offering(True), N_("offer an unpublished course again: /admin publish COURSE"),
+                          "learning", _course_word(0)),
+    "unpublish": Subcommand(_offering(False), N_("stop offering a course to anyone not in it: /admin unpublish "
+                                                 "COURSE"), "learning", _course_word(0)),
     "role": Subcommand(roles.role_command, N_("who holds which role: /admin role grant|revoke|list"), "roles"),
 }
 # The audit line of an erasure must not keep the address it erased.

@@ -155,3 +155,28 @@ async def test_a_listed_identity_shows_as_typed_never_as_a_link(bot):
     await boss.say("/admin role list")
     shown = render(channel.sent["boss"][-1].text, TELEGRAM_HTML)  # as Telegram gets it
     assert "<a " not in shown and "telegram:[Verify-your-account](https://evil.example/x) — support" in shown
+
+
+async def test_an_author_unpublishes_and_publishes_their_own_course_in_chat(bot):
+    lessonbot, channel = bot
+    boss, cleo = Transcript(lessonbot, channel, chat="boss"), Transcript(lessonbot, channel, chat="cleo")
+    newcomer = Transcript(lessonbot, channel, chat="new")
+    await boss.say("/admin role grant test:cleo author course:spot-phishing")
+    [other_course] = await cleo.say("/admin unpublish passwords")
+    assert other_course.startswith("Your role does not allow /admin unpublish")
+    [done] = await cleo.say("/admin unpublish spot-phishing")
+    assert done == ("“Spot the phish, five minutes a day” is unpublished: nobody new is offered it, and those taking "
+                    "it keep it. Undo: /admin publish spot-phishing")
+    [courses] = await newcomer.say("/courses")
+    assert courses == "There are no courses to choose from yet. I'll be here when one is added."
+    [again] = await cleo.say("/admin publish spot-phishing")
+    assert again.startswith("“Spot the phish, five minutes a day” is published")
+    assert "Spot the phish" in (await newcomer.say("/courses"))[0]
+    [unknown] = await boss.say("/admin unpublish spot-phish")
+    assert unknown == "There is no course 'spot-phish'. Courses: spot-phishing."
+    [usage] = await boss.say("/admin unpublish")
+    assert usage.startswith("Usage: /admin unpublish COURSE")
+    outcomes = [(command, outcome) for identity, command, _args, outcome in await audit(lessonbot)
+                if identity != "test:boss" or command != "role"]
+    assert outcomes == [("unpublish", "denied"), ("unpublish", "ok"), ("publish", "ok"), ("unpublish", "invalid"),
+                        ("unpublish", "invalid")]
