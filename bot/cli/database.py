@@ -91,7 +91,8 @@ def schema_problem(exc: Exception) -> str:
 def cannot_open(settings: Settings, exc: Exception) -> str:
     """One line for a database that cannot be opened: which one (without its password), why, and what to check."""
     url = settings.resolved_database_url
-    return f"Cannot open the database {_shown(url)}: {_reason(exc)}. {_what_to_check(settings)}"
+    reason = _reason(exc)
+    return f"Cannot open the database {_shown(url)}: {reason}. {_what_to_check(settings, reason)}"
 
 
 def _shown(url: str) -> str:
@@ -113,7 +114,10 @@ def _reason(exc: Exception) -> str:
     return first.removeprefix("connection failed: ")
 
 
-def _what_to_check(settings: Settings) -> str:
+def _what_to_check(settings: Settings, reason: str) -> str:
+    if "database is locked" in reason or "database is busy" in reason:  # SQLite: another process is writing
+        return ("Another process is writing to it (a running `lessonbot serve`, or a long import): try again in a "
+                "moment, or put the bot on PostgreSQL (DATABASE_URL) to run several processes at once.")
     if settings.database_url:
         return "Check DATABASE_URL (postgresql://user:password@host:5432/name) and that the server is up."
     return f"Check that DATA_DIR ({settings.data_dir}) is a folder this user may write to."

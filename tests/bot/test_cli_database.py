@@ -132,3 +132,27 @@ def test_a_schema_alembic_cannot_follow_is_no_connection_problem(here, monkeypat
 def test_a_url_sqlalchemy_cannot_read_is_still_shown_in_one_line():
     assert _shown("sqlite") == "sqlite:…"
     assert _shown("postgresql://lb:secret@db:5432/lessonbot") == "postgresql://lb:***@db:5432/lessonbot"
+
+
+
+def test_an_embedded_database_another_process_is_writing_to_says_so(here):
+    """(The commands wait SQLite's busy timeout, 15 s, before they give up: the line they print is checked here.)"""
+    import sqlite3
+
+    from bot.cli.database import cannot_open
+    from bot.config import load_settings
+
+    assert main(["outbox"]) == 0  # made and migrated
+    path = here / "var" / "lessonbot.db"
+    writer, late = sqlite3.connect(path, isolation_level=None), sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # as a process in the middle of writing holds it
+        with pytest.raises(sqlite3.OperationalError) as locked:
+            late.execute("BEGIN IMMEDIATE")
+    finally:
+        writer.close()
+        late.close()
+    line = cannot_open(load_settings(_env_file=None), locked.value)
+    assert line.startswith("Cannot open the database sqlite:///") and "database is locked" in line
+    assert line.endswith("Another process is writing to it (a running `lessonbot serve`, or a long import): try again "
+                         "in a moment, or put the bot on PostgreSQL (DATABASE_URL) to run several processes at once.")
