@@ -72,11 +72,17 @@ def storable_data(value: Any) -> Any:
 
 
 def fold(text: str) -> str:
-    """Case, accents and spacing removed ("  Sí " → "si"); punctuation kept."""
+    """Case, accents and spacing removed ("  Sí " → "si"), every script's digits as 0–9 ("١٢" → "12"); punctuation
+    kept."""
     if text.isascii():
         return " ".join(text.lower().split())
     decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
+    return " ".join("".join(_ascii_digit(c) for c in decomposed if not unicodedata.combining(c)).split())
+
+
+def _ascii_digit(c: str) -> str:
+    """A decimal digit of any script (Arabic-Indic, Devanagari, …) as its ASCII digit; anything else as it is."""
+    return str(unicodedata.decimal(c)) if not c.isascii() and c.isdecimal() else c
 
 
 def plain_words(text: str) -> str:

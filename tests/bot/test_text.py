@@ -37,6 +37,10 @@ def test_plain_words_read_punctuation_as_spaces():
     ("hundred", "hundred"),  # a scale alone is not a number
     ("seven wonders", "7 wonders"),
     ("Contraseña", "contrasena"),
+    ("١٢", "12"),  # Arabic-Indic digits, typed on an Arabic keyboard
+    ("۱۲ ساعت", "12 ساعت"),  # Persian
+    ("१२", "12"),  # Devanagari
+    ("²", "2"),  # a superscript, as NFKD reads it
 ])
 def test_answer_keys_read_number_words_as_digits(typed, key):
     assert answer_key(typed) == key
