@@ -31,41 +31,48 @@ def _allow_connections(database: str, allowed: bool) -> None:
     admin.dispose()
 
 
-async def test_a_message_sent_while_the_database_is_away_gets_a_503_to_try_again(tmp_path: Path, caplog):
+@pytest.fixture
+def upgraded_postgres() -> Iterator[str]:
+    """A fresh, upgraded PostgreSQL database of its own (its connections can be refused without harm to others)."""
     try:
         made = postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_away")
         url = made.__enter__()
     except DatabaseUnreachable as exc:
         missing(str(exc))
         return
-    database = make_url(url).database
     try:
         upgrade(url)
-        settings = load_settings(_env_file=None, database_url=url, data_dir=tmp_path / "var",
-                                 secret_key="test-secret-key-0123456789", log_format="text")
-        app = create_app(settings)
-        async with app.router.lifespan_context(app), httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://lessonbot.test") as client:
-            session = (await client.post("/chat/api/sessions")).json()["session"]
-            said = {"session": session, "text": "/help"}
-            assert (await client.post("/chat/api/messages", json={**said, "id": "m1"})).status_code == 202
-            _allow_connections(database, False)
-            try:
-                with caplog.at_level(logging.WARNING):
-                    refused = [await client.post("/chat/api/messages", json={**said, "id": f"away-{n}"})
-                               for n in range(5)]
-            finally:
-                _allow_connections(database, True)
-            assert {response.status_code for response in refused} == {503}
-            assert refused[0].headers["Retry-After"] == "5"
-            assert refused[0].json() == {"error": "the message could not be recorded just now: try again in a few "
-                                                  "seconds"}
-            recording = [record for record in caplog.records if record.getMessage().startswith("recording a message")]
-            assert len(recording) == 1 and recording[0].exc_info  # the first failure's traceback; not one a request
-            again = await client.post("/chat/api/messages", json={**said, "id": "away-0"})  # the platform retries
-            assert again.status_code == 202  # recorded now: nothing of the refused try was kept to make it a duplicate
+        yield url
     finally:
         made.__exit__(None, None, None)
+
+
+async def test_a_message_sent_while_the_database_is_away_gets_a_503_to_try_again(upgraded_postgres, tmp_path: Path,
+                                                                                caplog):
+    url = upgraded_postgres
+    settings = load_settings(_env_file=None, database_url=url, data_dir=tmp_path / "var",
+                             secret_key="test-secret-key-0123456789", log_format="text")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://lessonbot.test") as client:
+        session = (await client.post("/chat/api/sessions")).json()["session"]
+        said = {"session": session, "text": "/help"}
+        assert (await client.post("/chat/api/messages", json={**said, "id": "m1"})).status_code == 202
+        _allow_connections(make_url(url).database, False)
+        try:
+            with caplog.at_level(logging.WARNING):
+                refused = [await client.post("/chat/api/messages", json={**said, "id": f"away-{n}"})
+                           for n in range(5)]
+        finally:
+            _allow_connections(make_url(url).database, True)
+        assert {response.status_code for response in refused} == {503}
+        assert refused[0].headers["Retry-After"] == "5"
+        assert refused[0].json() == {"error": "the message could not be recorded just now: try again in a few "
+                                              "seconds"}
+        recording = [record for record in caplog.records if record.getMessage().startswith("recording a message")]
+        assert len(recording) == 1 and recording[0].exc_info  # the first failure's traceback; not one a request
+        again = await client.post("/chat/api/messages", json={**said, "id": "away-0"})  # the platform retries
+        assert again.status_code == 202  # recorded now: nothing of the refused try was kept to make it a duplicate
 
 
 def test_only_a_database_away_is_called_so_not_a_wrong_statement_or_schema():
@@ -85,22 +92,6 @@ def test_only_a_database_away_is_called_so_not_a_wrong_statement_or_schema():
     assert unreachable(sqlite3.OperationalError("database is locked"))
     assert unreachable(OperationalError("SELECT 1", {}, psycopg.OperationalError("connection refused")))
     assert unreachable(ConnectionRefusedError())
-
-
-@pytest.fixture
-def upgraded_postgres() -> Iterator[str]:
-    """A fresh, upgraded PostgreSQL database of its own (its connections can be refused without harm to others)."""
-    try:
-        made = postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_away")
-        url = made.__enter__()
-    except DatabaseUnreachable as exc:
-        missing(str(exc))
-        return
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        made.__exit__(None, None, None)
 
 
 async def test_an_installable_slack_app_answers_503_when_it_cannot_look_the_workspace_up(upgraded_postgres,
