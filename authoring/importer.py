@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import func, not_, select, update
+from sqlalchemy import and_, exists, func, not_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from authoring import format as fmt
 from bot.text import counted
-from storage.courses import Course, Enrollment, Lesson, Module, Question, accessible
+from storage.courses import Course, Enrollment, Lesson, LessonProgress, Module, Question, accessible
 from storage.models import utcnow
 
 ADDED, CHANGED, MOVED, RETIRED, RESTORED = "added", "changed", "moved", "retired", "restored"
@@ -36,6 +37,29 @@ class Change:
 
     def __str__(self) -> str:
         return f"{self.action} {self.what} {self.slug}"
+
+
+@dataclass(frozen=True, slots=True)
+class Displaced:
+    """Learners whose current lesson (`Enrollment.current_lesson_id`) an import retired: `learners` of them at lesson
+    `at`, who go on at lesson `goes_on_at` (None: they have done every live lesson, so their next step finishes the
+    course). The import leaves their place as it is; they are moved when they next go on (/next, or their lesson at
+    its hour: dialogs.lessons, `_current_lesson`)."""
+
+    learners: int
+    at: str
+    goes_on_at: str | None
+
+    def sentence(self, *, dry_run: bool = False) -> str:
+        """"2 learners are at lesson X, which this import retires: they go on at Y, …"."""
+        if self.goes_on_at is None:
+            then = (f"they have done every live lesson, so their next step {'would finish' if dry_run else 'finishes'} "
+                    "the course")
+        else:
+            then = (f"they {'would go' if dry_run else 'go'} on at {self.goes_on_at}, the first live lesson of the "
+                    "course they have not done, from its start")
+        return (f"{counted(self.learners, 'learner')} {'is' if self.learners == 1 else 'are'} at lesson {self.at}, "
+                f"which this import {'would retire' if dry_run else 'retires'}: {then}.")
 
 
 class ImportRefused(Exception):
@@ -57,6 +81,7 @@ class ImportReport:
     # enrolled learners are now past the preview without an entitlement, so they cannot go on. None otherwise.
     locked_out: int | None = None
     free_preview_lessons: int = 0
+    displaced: list[Displaced] = field(default_factory=list)  # learners at a lesson this import retired
 
     def note(self, action: str, what: str, slug: str) -> None:
         self.changes.append(Change(action, what, slug))
@@ -78,6 +103,7 @@ class ImportReport:
         lines += [f"  {change}" for change in self.changes]
         if self.moved_from is not None:
             lines.append(f"  moved to folder {self.source} (from {self.moved_from})")
+        lines += [displaced.sentence(dry_run=dry_run) for displaced in self.displaced]
         if self.locked_out is not None:
             preview = (f"the first {counted(self.free_preview_lessons, 'lesson')}" if self.free_preview_lessons
                        else "none of its lessons")
@@ -131,6 +157,9 @@ async def import_course(session: AsyncSession, course: fmt.Course, *, now: datet
     modules = await _import_modules(session, row.id, course.modules, report)
     lessons = await _import_lessons(session, row.id, course, modules, report, now)
     await _import_questions(session, row.id, course, lessons, report)
+    retired = [change.slug for change in report.changes if change.action == RETIRED and change.what == "lesson"]
+    if retired:
+        report.displaced = await _learners_at_retired(session, row.id, retired)
     if tightened:
         report.locked_out = await _past_the_preview(session, row.id, now)
     if report.changes or report.moved_from is not None:
@@ -161,6 +190,31 @@ async def _past_the_preview(session: AsyncSession, course_id: int, now: datetime
         .where(Enrollment.course_id == course_id, not_(accessible(Enrollment.user_id, Course, Lesson.position, now)))
     )
     return count or 0
+
+
+async def _learners_at_retired(session: AsyncSession, course_id: int, retired: list[str]) -> list[Displaced]:
+    """How many learners are at each of the `retired` lessons (slugs), by the lesson each goes on at: as
+    dialogs.lessons moves them when they next go on, the first live lesson of the course they have not completed
+    (lessons are flushed: live positions are the new ones). One query."""
+    current, following, other = aliased(Lesson), aliased(Lesson), aliased(Lesson)
+    completed = (exists().where(LessonProgress.user_id == Enrollment.user_id, LessonProgress.lesson_id == other.id,
+                                LessonProgress.completed_at.is_not(None))
+                 .correlate_except(LessonProgress))  # the learner's, not anyone's
+    first_to_do = (select(func.min(other.position))
+                   .where(other.course_id == course_id, other.retired.is_(False), not_(completed))
+                   .correlate(Enrollment).scalar_subquery())
+    rows = await session.execute(
+        select(current.slug, following.slug, func.count())
+        .select_from(Enrollment)
+        .join(current, current.id == Enrollment.current_lesson_id)
+        .outerjoin(following, and_(following.course_id == course_id, following.retired.is_(False),
+                                   following.position == first_to_do))
+        .where(Enrollment.course_id == course_id, current.slug.in_(retired))
+        .group_by(current.slug, following.slug)
+    )
+    order = {slug: index for index, slug in enumerate(retired)}
+    found = [Displaced(count, at, goes_on_at) for at, goes_on_at, count in rows]
+    return sorted(found, key=lambda d: (order[d.at], d.goes_on_at is None, -d.learners, d.goes_on_at or ""))
 
 
 def _course_values(course: fmt.Course) -> dict[str, object]:

@@ -11,7 +11,7 @@ entitled to the next lesson.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -169,24 +169,31 @@ async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
     await finish_lesson(x, lesson)
 
 
+def part_message(_: Translator, title: str, minutes: int | None, parts: Sequence[str], index: int, number: int,
+                 count: int, *, quiz_to_take: bool) -> tuple[str, list[tuple[str, str]]]:
+    """Part `index` of a lesson, the `number`th of `count` in its course, as a learner is sent it: its text (the
+    lesson's heading before the first part, "(2/3)" after each of several) and its choices (go on, or later). Also
+    what `lessonbot course validate` measures against each platform's message (bot/cli/course_notes.py)."""
+    text = parts[index]
+    if index == 0:
+        text = (_("📘 Lesson {number} of {count}: {title}", number=number, count=count, title=title)
+                + (_(" · about {n} min", n=minutes) if minutes else "") + "\n\n" + text)
+    if len(parts) > 1:
+        text += f"\n\n({index + 1}/{len(parts)})"
+    if index + 1 < len(parts):
+        go_on = _("Next ▸")
+    else:
+        go_on = _("Take the quiz ▸") if quiz_to_take else _("Finish the lesson ▸")
+    return text, [(go_on, NEXT), (_("Later"), LATER)]
+
+
 async def _send_part(x: Exchange, learner: Learner, enrollment: Enrollment, lesson: Lesson, number: int,
                      count: int, *, pushed: bool) -> None:
-    _ = tr(x)
     index = enrollment.current_part
-    text = lesson.parts[index]
-    if index == 0:
-        minutes = _(" · about {n} min", n=lesson.minutes) if lesson.minutes else ""
-        text = _("📘 Lesson {number} of {count}: {title}", number=number, count=count,
-                 title=lesson.title) + minutes + "\n\n" + text
-    if len(lesson.parts) > 1:
-        text += f"\n\n({index + 1}/{len(lesson.parts)})"
     last = index + 1 == len(lesson.parts)
-    if not last:
-        choices = [(_("Next ▸"), NEXT), (_("Later"), LATER)]
-    elif await unanswered_questions(x, lesson):
-        choices = [(_("Take the quiz ▸"), NEXT), (_("Later"), LATER)]
-    else:
-        choices = [(_("Finish the lesson ▸"), NEXT), (_("Later"), LATER)]
+    quiz_to_take = last and bool(await unanswered_questions(x, lesson))
+    text, choices = part_message(tr(x), lesson.title, lesson.minutes, lesson.parts, index, number, count,
+                                 quiz_to_take=quiz_to_take)
     x.say(text, choices=choices)
     progress = await _progress(x, lesson)
     progress.parts_seen = max(progress.parts_seen or 0, index + 1)

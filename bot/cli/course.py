@@ -18,7 +18,7 @@ from bot.cli.database import database
 from bot.text import counted
 
 if TYPE_CHECKING:
-    from authoring.format import Problem
+    from authoring.format import Course, Problem
     from bot.config import Settings
 
 
@@ -77,6 +77,7 @@ def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     if problems or course is None:
         _print_problems(problems)
         return 1
+    _print_notes(course)
     access = "free" if course.price is None else f"paid, {course.price.amount} {course.price.currency}"
     preview = f", first {course.free_preview_lessons} free" if course.free_preview_lessons else ""
     print(f"{folder}: course {course.id} is valid: {counted(len(course.modules), 'module')}, "
@@ -103,6 +104,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     if not args.dry_run and (unusable := _store_problem(settings)):
         print(f"Nothing was imported: the course cannot be indexed for questions. {unusable}", file=sys.stderr)
         return 1
+    _print_notes(course)  # the course is about to be imported (or a dry run shown): what will read badly in it
 
     async def run() -> int:
         from authoring.importer import ImportRefused, import_course
@@ -223,3 +225,14 @@ def _print_problems(problems: list[Problem]) -> None:
         print(problem, file=sys.stderr)
     count = len(problems)
     print(f"{counted(count, 'problem')} found.", file=sys.stderr)
+
+
+def _print_notes(course: Course) -> None:
+    """Where the course will read badly on a platform (bot.cli.course_notes), then how many: they block nothing."""
+    from bot.cli.course_notes import course_notes
+
+    notes = course_notes(course)
+    for note in notes:
+        print(note)
+    if notes:
+        print(f"{counted(len(notes), 'note')}: they do not stop an import.")

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from authoring.format import load_course
-from authoring.importer import ADDED, CHANGED, MOVED, RESTORED, RETIRED, Change, import_course
+from authoring.importer import ADDED, CHANGED, MOVED, RESTORED, RETIRED, Change, Displaced, import_course
 from bot.cli import main
 from storage.courses import (
     Course,
@@ -26,6 +26,7 @@ from storage.courses import (
 from storage.db import Database
 from storage.models import User, utcnow
 from tests.authoring.course_files import SAMPLE, copy_course, edit, write_tiny_course
+from tests.dialogs.learning_support import Learning, answer_until, learning_bot, onboard  # noqa: F401
 
 COURSE_TABLES = (Course, Module, Lesson, Question, Enrollment, LessonProgress, QuestionCard, Entitlement)
 
@@ -45,6 +46,13 @@ async def load(db: Database, folder):
 async def cli(*argv: str) -> int:
     """`lessonbot …` as typed; in a thread, since each command runs its own event loop."""
     return await asyncio.to_thread(main, list(argv))
+
+
+def after_notes(out: str) -> list[str]:
+    """A course command's output lines after the notes on the course it prints first (test_course_notes.py)."""
+    lines = out.splitlines()
+    ends = next((index for index, line in enumerate(lines) if line.endswith(": they do not stop an import.")), -1)
+    return lines[ends + 1:]
 
 
 async def snapshot(db: Database) -> dict[str, list[tuple]]:
@@ -281,7 +289,7 @@ async def test_cli_import_reports_changes_and_list_shows_the_course(db, database
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATABASE_URL", database_url)
     assert await cli("course", "import", "--dry-run", str(folder)) == 0
-    assert capsys.readouterr().out.splitlines() == [
+    assert after_notes(capsys.readouterr().out) == [
         "Dry run, nothing was written. Importing would add new course spot-phishing: 2 modules, 5 lessons, "
         "14 questions."
     ]
@@ -291,7 +299,7 @@ async def test_cli_import_reports_changes_and_list_shows_the_course(db, database
     assert "Imported new course spot-phishing" in capsys.readouterr().out
     edit(folder / "lessons" / "05-if-you-clicked.md", "That is the course.", "That is the whole course.")
     assert await cli("course", "import", str(folder)) == 0
-    *report, indexed = capsys.readouterr().out.splitlines()
+    *report, indexed = after_notes(capsys.readouterr().out)
     assert report == [
         "Updated course spot-phishing (2 modules, 5 lessons, 14 questions):",
         "  changed lesson if-you-clicked",
@@ -358,7 +366,7 @@ async def test_a_course_from_another_folder_with_the_same_id_is_not_replaced_una
     assert await cli("course", "import", "--dry-run", "first") == 0  # the same folder, named relative to here
     assert "is up to date: nothing would change" in capsys.readouterr().out
     assert await cli("course", "import", "--dry-run", "--replace", "other") == 0
-    heading, *retired, moved = capsys.readouterr().out.splitlines()
+    heading, *retired, moved = after_notes(capsys.readouterr().out)
     assert heading == ("Dry run, nothing was written. Importing would update course spot-phishing (2 modules, "
                        "4 lessons, 11 questions):")
     assert sorted(retired) == ["  retired lesson if-you-clicked", "  retired question report-anyway",
@@ -420,3 +428,90 @@ async def test_a_reimport_that_shrinks_what_is_free_says_who_can_no_longer_go_on
     edit(folder / "course.yaml", "amount: 9.90", "amount: 12.90")  # a new price: what is free stays as it was
     report = await load(db, folder)
     assert report.locked_out is None and "free preview" not in report.summary()
+
+
+def _retire_lesson_two(folder) -> None:
+    """The author drops the sample's lesson 2, check-the-sender (kept as a draft)."""
+    edit(folder / "course.yaml", "      - lessons/02-check-the-sender.md\n", "")
+    (folder / "lessons" / "02-check-the-sender.md").rename(folder / "lessons" / "_02-check-the-sender.md")
+
+
+async def _learners_with_done(db: Database, places: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+    """Learners enrolled in the sample course, each at a lesson (by id) with the lessons they completed."""
+    async with db.transaction() as session:
+        course = await session.scalar(select(Course).where(Course.slug == "spot-phishing"))
+        lessons = {lesson.slug: lesson.id for lesson in await course_lessons(session, course.id)}
+        for name, (at, done) in places.items():
+            user = User(display_name=name)
+            session.add(user)
+            await session.flush()
+            session.add(Enrollment(user_id=user.id, course_id=course.id, current_lesson_id=lessons[at],
+                                   current_part=1))
+            session.add_all(LessonProgress(user_id=user.id, lesson_id=lessons[slug], parts_seen=3,
+                                           completed_at=utcnow()) for slug in done)
+
+
+async def test_a_reimport_that_retires_where_learners_are_says_where_they_go_on(db, database_url, tmp_path,
+                                                                                monkeypatch, capsys):
+    folder = copy_course(SAMPLE, tmp_path / "sample")
+    await load(db, folder)
+    first = ("what-phishing-wants",)
+    await _learners_with_done(db, {
+        "Ann": ("check-the-sender", first),
+        "Bob": ("check-the-sender", first),
+        "Cy": ("check-the-sender", ()),  # lesson 1 not finished: it is the first live lesson Cy has not done
+        "Dee": ("check-the-sender", (*first, "read-a-link", "odd-requests", "if-you-clicked")),
+        "Eve": ("read-a-link", first),  # at a lesson that stays
+    })
+    _retire_lesson_two(folder)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert await cli("course", "import", "--dry-run", str(folder)) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-3:] == [
+        "2 learners are at lesson check-the-sender, which this import would retire: they would go on at "
+        "read-a-link, the first live lesson of the course they have not done, from its start.",
+        "1 learner is at lesson check-the-sender, which this import would retire: they would go on at "
+        "what-phishing-wants, the first live lesson of the course they have not done, from its start.",
+        "1 learner is at lesson check-the-sender, which this import would retire: they have done every live "
+        "lesson, so their next step would finish the course.",
+    ]
+    before = await snapshot(db)
+
+    report = await load(db, folder)
+    assert report.displaced == [Displaced(2, "check-the-sender", "read-a-link"),
+                                Displaced(1, "check-the-sender", "what-phishing-wants"),
+                                Displaced(1, "check-the-sender", None)]
+    assert report.summary().splitlines()[-1] == (
+        "1 learner is at lesson check-the-sender, which this import retires: they have done every live lesson, so "
+        "their next step finishes the course.")
+    after = await snapshot(db)
+    assert after["enrollments"] == before["enrollments"]  # they are moved when they next go on, not now
+
+    edit(folder / "course.yaml", "title: Act safely", "title: Act safely, fast")
+    report = await load(db, folder)  # retires nothing more: no one to move
+    assert report.displaced == [] and "which this import" not in report.summary()
+
+
+async def test_a_learner_at_a_retired_lesson_goes_on_where_the_report_says(learning_bot, tmp_path):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "📘 Lesson 2 of 5")  # lesson 1 done, lesson 2 begun
+
+    # the author retires lesson 2 and puts a new lesson first: the learner has not done it
+    folder = copy_course(SAMPLE, tmp_path / "course")
+    _retire_lesson_two(folder)
+    (folder / "lessons" / "00-a-new-start.md").write_text("---\nid: a-new-start\ntitle: A new start\n---\n\nNew.\n")
+    edit(folder / "course.yaml", "      - lessons/01-what-phishing-wants.md\n",
+         "      - lessons/00-a-new-start.md\n      - lessons/01-what-phishing-wants.md\n")
+    async with bot.db.transaction() as session:
+        report = await import_course(session, load_course(folder))
+    assert report.summary().splitlines()[-1] == (
+        "1 learner is at lesson check-the-sender, which this import retires: they go on at a-new-start, the first "
+        "live lesson of the course they have not done, from its start.")
+
+    [sent] = await t.say("/next")
+    assert sent.startswith("📘 Lesson 1 of 5: A new start")
+

@@ -68,9 +68,7 @@ def test_indexing_that_fails_after_the_import_says_so_and_how_to_index_again(her
     monkeypatch.setattr("authoring.indexing.ingest_course", unreachable)
     assert main(["course", "import", str(SAMPLE)]) == 1
     out, err = capsys.readouterr()
-    assert out.splitlines() == [
-        "Imported new course spot-phishing: 2 modules, 5 lessons, 14 questions.",
-    ]
+    assert out.splitlines()[-1] == "Imported new course spot-phishing: 2 modules, 5 lessons, 14 questions."
     assert err.splitlines() == [
         "Question answering: not updated: Cannot reach the Chroma server at chroma:8000 (timed out). Start it (`chroma "
         "run --path DIR --port PORT`) or unset CHROMA_HOST to use the store on disk. The course itself was imported "
