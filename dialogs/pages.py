@@ -11,7 +11,7 @@ from dialogs.i18n import N_, preferred, translator
 
 def web_chat_words(languages: str | None) -> tuple[str, dict[str, str]]:
     """The language chosen for a learner's language or a browser's Accept-Language header, and the chat page's
-    words in it, by key. `{command}` and `{status}` are left for the page to fill in."""
+    words in it, by key. `{command}`, `{status}`, `{count}` and `{limit}` are left for the page to fill in."""
     _ = translator(preferred(languages))
     words = {
         "title": "Lessonbot",
@@ -38,6 +38,13 @@ def web_chat_words(languages: str | None) -> tuple[str, dict[str, str]]:
         "refused": _("Lessonbot could not take that (error {status}). Please try again.", status="{status}"),
         "document": _("document"),
         "download": _("Download"),
+        "polling": _("Online (updates every few seconds)"),
+        "too_long": _("This message is {count} characters long; the limit is {limit}. Please shorten it.",
+                      count="{count}", limit="{limit}"),
+        "too_many": _("Lessonbot is getting too many messages right now. Please wait a moment and try again."),
+        "new_chat_confirm": _("Start a new chat? This chat and its progress can't be opened again from this "
+                              "browser."),
+        "new_message": _("New message"),
     }
     return _.language, words
 

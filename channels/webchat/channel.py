@@ -8,21 +8,26 @@ hands in (the catalogues are the dialogs'; a channel does not read them itself).
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from typing import Any
 
 from starlette.routing import BaseRoute
 
 from bot.channel import ChannelHost, Delivery, RateLimit, RequestRejected, SentReply
-from bot.messages import InboundMessage
+from bot.messages import LANGUAGE, InboundMessage, InboundMeta
 from channels.webchat.routes import Posted, web_chat_routes
 from channels.webchat.sessions import SessionSigner
 from channels.webchat.streams import Listener, SentSince, StreamGate, Wakeups
 
 MAX_TEXT_CHARS = 4000
 MAX_CLIENT_ID_CHARS = 100
+# The page's language, sent with each message as a platform tells its app's language: a short BCP 47 tag
+# ("es", "pt-BR", "zh-Hant-TW"), a first guess at the learner's that the bot takes until they choose one.
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,3}")
 DAY_SECONDS = 86400.0
 SENT_PREFIX = "web-"  # a reply's platform id: this and its outbox id
 
@@ -34,6 +39,16 @@ PageWords = Callable[[str | None], tuple[str, Mapping[str, str]]]
 def english_words(language: str | None) -> tuple[str, Mapping[str, str]]:
     """No catalogue handed in: the page keeps the English words it is written in."""
     return "en", {}
+
+
+def page_meta(data: Mapping[str, Any]) -> InboundMeta:
+    """What the page tells of a message beyond its words: its language (422 if it is not a short BCP 47 tag)."""
+    language = data.get("language")
+    if language is None:
+        return {}
+    if not isinstance(language, str) or not LANGUAGE_TAG.fullmatch(language):
+        raise RequestRejected(422, "'language' must be a language tag like \"es\" or \"pt-BR\".")
+    return {LANGUAGE: language}
 
 
 class WebChatChannel:
@@ -76,7 +91,8 @@ class WebChatChannel:
         return web_chat_routes(self, host)
 
     def message(self, posted: Posted) -> InboundMessage:
-        """One message posted by the page, its fields checked (422, or 413 when too long)."""
+        """One message posted by the page, its fields checked (422, or 413 when too long); the page's language goes
+        with it as a platform's hint (`meta[LANGUAGE]`, as Telegram gives its app's language)."""
         session_id, data = posted.session_id, posted.fields
         text, choice, client_id = data.get("text", ""), data.get("choice"), data.get("id")
         if not isinstance(text, str):
@@ -99,6 +115,7 @@ class WebChatChannel:
             sender_id=session_id,
             text=text,
             choice=choice,
+            meta=page_meta(data),
         )
 
     # outbound ------------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 - `POST /chat/api/sessions` a new signed session (201).
 - `POST /chat/api/messages` a message, through the shared webhook steps (channels/webhook.py): size limit (413) →
   parse the JSON object (400) → verify its session (401 missing, 403 not signed here or ended) → record, its fields
-  checked (422, 413 when too long) → 202 with the inbound id, or 200 for a message id seen before.
+  checked (422, 413 when too long): `text` or `choice`, the page's own `id` for it, and the page's `language` (a
+  platform's hint at the learner's language) → 202 with the inbound id, or 200 for a message id seen before.
 - `GET /chat/api/messages?session=…&after=…` the replies sent since a reply id, for a page that (re)loads.
 - `GET /chat/api/events?session=…` the replies as server-sent events (`reply`, with the reply id as the event id so a
   reconnecting page resumes after it) and the reply being written (`draft`, never replayed); 429 beyond the open

@@ -222,6 +222,12 @@ BAD_REQUESTS = [
         "4,001 characters long; the limit is 4,000",
     ),
     BadRequest("client id too long", lambda s, _: json_body(session=s, text="hi", id="x" * 101), 422, "'id' must be"),
+    BadRequest("language not a tag", lambda s, _: json_body(session=s, text="hi", language="<b>es</b>"), 422,
+               "'language' must be a language tag"),
+    BadRequest("language tag too long", lambda s, _: json_body(session=s, text="hi", language="es-" + "x" * 40), 422,
+               "'language' must be a language tag"),
+    BadRequest("language not a string", lambda s, _: json_body(session=s, text="hi", language=["es"]), 422,
+               "'language' must be a language tag"),
     BadRequest("body over MAX_BODY_BYTES", oversized, 413, "the limit is 65,536"),
     # Sent in chunks with no Content-Length: the limit must hold while reading, not only on the declared size.
     BadRequest(
@@ -786,6 +792,19 @@ async def test_a_document_is_downloaded_by_its_session_only(client, app, tmp_pat
 
 
 # the page's words -----------------------------------------------------------------------------------------------------
+
+
+async def test_the_pages_language_goes_with_a_message_as_a_platforms_hint(client, app):
+    """A Spanish page's "hola" is answered in Spanish: the page's language reaches the bot as Telegram's app language
+    does (`meta[LANGUAGE]`), until the learner chooses one."""
+    session = await new_session(client)
+    response = await client.post("/chat/api/messages", json={"session": session, "text": "hola", "language": "es-ES"})
+    assert response.status_code == 202, response.text
+    [greeting, *_] = await wait_for_replies(client, session)
+    assert "Soy Lessonbot" in greeting["text"]
+    async with app.state.lessonbot.db.sessions() as db:
+        stored = await db.scalar(select(InboundMessage.payload))
+    assert stored["meta"] == {"language": "es-ES"}
 
 
 async def test_the_page_words_follow_the_browser_then_the_learners_language(client):

@@ -201,6 +201,13 @@ def test_a_refused_session_is_replaced_and_the_chat_works_on_a_phone(server, bro
     expect(bot.nth(answered)).to_be_visible()  # answered (how, and in how many replies, is the dialog's business)
     assert page.evaluate("window.ran") is None
 
+    # "New chat" asks first: declined, the conversation stays; accepted, it is gone from this browser.
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.get_by_role("button", name="New chat").click()
+    assert asked and "can't be opened again from this browser" in asked[0], asked
+    expect(page.locator(".message--learner")).to_have_count(2)
+    page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="New chat").click()
     expect(bot).to_have_count(0)
     expect(page.get_by_text("Welcome!")).to_be_visible()
@@ -267,14 +274,22 @@ def test_the_newest_reply_and_its_buttons_come_into_view_when_several_arrive(ser
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "the page scrolls sideways"
     page.screenshot(path=str(tmp_path / f"quiz-{size}.png"))
 
-    # Reading further up, the learner is not pulled down by a reply they did not ask for just now.
+    # Reading further up, the learner is not pulled down by a reply they did not ask for just now; a button says
+    # it came, and takes them down to it.
     page.locator(".chat-body").evaluate("body => { body.scrollTop = 0; }")
     page.wait_for_timeout(300)
+    new_message = page.get_by_role("button", name="New message")
+    expect(new_message).to_be_hidden()
     session_id = page.evaluate("localStorage.getItem('lessonbot.session')").split(".")[0]
     queue_document(env["DATABASE_URL"], session_id, tmp_path / "unread.pdf")
     expect(page.locator(".message--bot .document")).to_have_count(1)
     page.wait_for_timeout(300)
     assert page.locator(".chat-body").evaluate("body => body.scrollTop") < 50
+    expect(new_message).to_be_in_viewport()
+    new_message.click()
+    expect(page.locator(".message--bot .document")).to_be_in_viewport()
+    expect(new_message).to_be_hidden()
+    expect(page.get_by_label("Your message")).to_be_focused()
     assert not errors, errors
 
 
@@ -390,6 +405,8 @@ def test_a_model_answer_streams_into_a_draft_that_the_answer_replaces(browser, t
         # the answer as the model writes it (the first question also loads the embedding model: slow on a busy machine)
         expect(draft).to_be_visible(timeout=30_000)
         expect(page.locator("#typing")).to_be_hidden()
+        # outside the conversation's live log: a screen reader is not read each growth, only the answer once
+        expect(page.get_by_role("log").locator(".message--draft")).to_have_count(0)
         partial = draft.inner_text()
         expect(draft).not_to_have_text(partial)  # it grows
         expect(page.locator(".message--draft")).to_have_count(0, timeout=20_000)  # replaced by the answer
@@ -430,3 +447,191 @@ def test_a_lesson_shows_its_emphasis_and_lists_and_an_echo_stays_text(server, br
     links = bot.locator('a[href*="evil"]').evaluate_all("links => links.map(a => [a.textContent, a.href])")
     assert links and all(text.rstrip("/") == href.rstrip("/") for text, href in links), links
     assert not errors, errors
+
+
+# several tabs, slow networks, other languages, the status line, contrast --------------------------------------------
+
+
+def learner_said(page) -> list[str]:
+    return page.locator(".message--learner .bubble").all_inner_texts()
+
+
+def test_two_tabs_of_one_session_show_the_same_conversation_and_spend_the_same_choices(server, browser):
+    """The learner's side of the conversation reaches every tab of the browser, a choice used in one is spent in all,
+    typed text spends no choice, and a new chat started in one tab is the chat of all."""
+    from playwright.sync_api import expect
+
+    first, errors = open_chat(browser, server.url, **DESKTOP)
+    second = first.context.new_page()
+    second.goto(server.url)
+    expect(second.get_by_role("status")).to_have_text("Online")
+    say(first, "/start")
+    greeting = second.locator(".message--bot").first
+    expect(greeting).to_contain_text("I'm Lessonbot")
+
+    # typed text leaves the question's buttons usable (in a lesson: its "Next ▸" and "Later")
+    say(first, "/help")
+    expect(first.locator(".message--bot").first.locator(".choice").first).to_be_enabled()
+    expect(second.locator(".message--learner .bubble")).to_have_text(["/start", "/help"])
+
+    first.locator(".message--bot .choice:not(:disabled)", has_text="Yes, let's start").last.click()
+    expect(first.get_by_label("Your message")).to_be_focused()  # not lost with the button it pressed
+    expect(second.locator(".message--bot")).to_contain_text(["What should I call you?"])
+    expect(second.locator(".message--learner .bubble")).to_have_text(["/start", "/help", "Yes, let's start"])
+    pressed = second.locator(".message--bot", has=second.locator(".choice", has_text="Yes, let's start")).last
+    for choice in pressed.locator(".choice").all():
+        expect(choice).to_be_disabled()  # spent here too: the question was answered in the other tab
+    # in its place: before the reply it led to
+    order = second.locator("#messages > li .bubble").all_inner_texts()
+    assert order.index("Yes, let's start") < order.index("What should I call you?"), order
+
+    # The second tab starts a new chat: the first follows (and never writes the old session back).
+    second.once("dialog", lambda dialog: dialog.accept())
+    second.get_by_role("button", name="New chat").click()
+    expect(second.locator(".message")).to_have_count(0)
+    expect(first.locator(".message")).to_have_count(0)
+    say(second, "/help")
+    expect(first.locator(".message--learner .bubble")).to_have_text(["/help"])
+    assert first.evaluate("localStorage.getItem('lessonbot.session')") == second.evaluate(
+        "localStorage.getItem('lessonbot.session')")
+    assert not errors, errors
+
+
+def test_text_typed_while_a_message_is_sent_is_kept_and_typing_is_announced(server, browser):
+    """The box empties when a message is sent, so the next one can be written meanwhile; the POST answering does not
+    wipe it. "Lessonbot is typing…" is put where a screen reader hears it."""
+    from playwright.sync_api import expect
+
+    page, errors = open_chat(browser, server.url, **DESKTOP)
+    held = []
+    page.route("**/chat/api/messages", lambda route: held.append(route) if route.request.method == "POST"
+               else route.continue_())
+    box = page.get_by_label("Your message")
+    box.fill("/help")
+    box.press("Enter")
+    expect(page.locator(".message--pending")).to_have_count(1)
+    expect(box).to_have_value("")
+    announced = page.locator("[aria-live=polite]", has=page.locator("#typing"))
+    expect(announced).to_have_text("Lessonbot is typing…")
+    box.fill("my next message")
+    box.press("Enter")  # while the first is sent: not sent, and kept
+    assert len(held) == 1
+    held.pop().continue_()
+    expect(page.locator(".message--bot")).not_to_have_count(0)
+    expect(announced).to_have_text("")
+    expect(box).to_have_value("my next message")
+    expect(page.locator(".message--learner .bubble")).to_have_text(["/help"])
+    assert not errors, errors
+
+
+def test_a_spanish_browser_is_answered_in_spanish_and_told_a_refusal_in_spanish(server, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_context(locale="es-ES", **PHONE).new_page()
+    page.goto(server.url)
+    status = page.locator("#status")
+    expect(status).to_have_text("En línea")
+    # at a phone's width the status still says it in words, not only by a dot's colour
+    assert float(status.evaluate("e => getComputedStyle(e).fontSize").removesuffix("px")) >= 12
+    expect(status).to_be_in_viewport()
+    box = page.get_by_label("Tu mensaje")
+    box.fill("hola")
+    box.press("Enter")
+    expect(page.locator(".message--bot").first).to_contain_text("Soy Lessonbot")  # the page's language went along
+
+    box.fill("x" * 4001)
+    box.press("Enter")
+    error = page.get_by_role("alert")
+    expect(error).to_be_visible()
+    # the page's own words, in Spanish, not the server's English sentence
+    expect(error).to_have_text("Este mensaje tiene 4001 caracteres; el límite es 4000. Acórtalo, por favor.")
+    expect(box).to_have_value("x" * 4001)
+
+
+def test_the_status_line_says_offline_online_and_polling_and_a_reconnection_clears_the_error(server, browser):
+    """Offline when the browser is; an error saying the bot can't be reached is gone once it can; a page whose reply
+    stream is refused (too many from one address) says it is online, with replies every few seconds."""
+    import socket
+
+    import httpx
+    from playwright.sync_api import expect
+
+    page, errors = open_chat(browser, server.url, **DESKTOP)
+    status = page.get_by_role("status")
+    page.context.set_offline(True)
+    expect(status).to_have_text("Offline")
+    box = page.get_by_label("Your message")
+    box.fill("/help")
+    box.press("Enter")
+    error = page.get_by_role("alert")
+    expect(error).to_contain_text("can't be reached")
+    page.context.set_offline(False)
+    expect(status).to_have_text("Online")
+    expect(error).to_be_hidden()
+
+    # This address's streams taken up, a new page's is refused: its replies come by polling, and it says so.
+    token = httpx.post(f"{server.url}/chat/api/sessions").json()["session"]
+    held: list[socket.socket] = []
+    try:
+        while len(held) < 100:
+            stream = socket.create_connection(("127.0.0.1", server.port))
+            stream.sendall(f"GET /chat/api/events?session={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            answer = stream.recv(200)
+            held.append(stream)
+            if answer.startswith(b"HTTP/1.1 429"):
+                break
+        refused = browser.new_context(**DESKTOP).new_page()
+        refused.goto(server.url)
+        expect(refused.get_by_role("status")).to_have_text("Online (updates every few seconds)")
+        say(refused, "/help")  # the reply still comes
+    finally:
+        for stream in held:
+            stream.close()
+    assert not errors, errors
+
+
+def test_text_and_focus_keep_their_contrast_and_the_log_holds_only_messages(server, browser):
+    """Small grey text at 4.5:1 on its background, the focus ring at 3:1, in the light and the dark scheme; the live
+    log is a wrapper around the list (a list with another role loses its items)."""
+    from playwright.sync_api import expect
+
+    page, errors = open_chat(browser, server.url, **DESKTOP)
+    assert page.locator("#messages").get_attribute("role") is None
+    expect(page.get_by_role("log").locator("ol#messages")).to_have_count(1)
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        page.get_by_label("Your message").focus()
+        page.keyboard.press("Shift+Tab")  # by keyboard: the ring shows
+        expect(page.get_by_role("button", name="New chat")).to_be_focused()
+        ratios = page.evaluate(CONTRASTS)
+        assert ratios["hint"] >= 4.5 and ratios["placeholder"] >= 4.5 and ratios["ring"] >= 3, (scheme, ratios)
+    assert not errors, errors
+
+
+# The WCAG contrast of the welcome hint and the placeholder on their backgrounds, and of the focused element's ring on
+# the header's; a colour seen through (as a ring mixed with transparency is) is painted over its background first.
+CONTRASTS = """() => {
+  const rgb = (color, under) => {
+    const probe = document.createElement("canvas").getContext("2d");
+    for (const paint of [under, color]) {
+      probe.fillStyle = paint;
+      probe.fillRect(0, 0, 1, 1);
+    }
+    return Array.from(probe.getImageData(0, 0, 1, 1).data.slice(0, 3));
+  };
+  const linear = (v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+  const luminance = (color, under) => {
+    const [r, g, b] = rgb(color, under).map((v) => linear(v / 255));
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const ratio = (color, background) => {
+    const [x, y] = [luminance(color, background), luminance(background, "#000")].sort((p, q) => q - p);
+    return (x + 0.05) / (y + 0.05);
+  };
+  const style = (selector, pseudo) => getComputedStyle(document.querySelector(selector), pseudo);
+  return {
+    hint: ratio(style("#welcome-hint").color, style(".chat-body").backgroundColor),
+    placeholder: ratio(style("#input", "::placeholder").color, style("#input").backgroundColor),
+    ring: ratio(getComputedStyle(document.activeElement).outlineColor, style(".chat-header").backgroundColor),
+  };
+}"""

@@ -5,6 +5,9 @@
 // - Each reply is shown once: replies carry increasing ids and anything at or below the highest id seen is ignored,
 //   whether it came from the history request or the event stream.
 // - Each message posted carries a client id; retrying a POST with the same id is recorded once by the server.
+// - Tabs of one session agree: the learner's side of the conversation (what they said, and which message's
+//   choices they used) is kept in localStorage, and a tab shows what another tab adds to it (the storage event).
+// - A pressed choice spends that message's choices only; typed text spends none (a lesson's "Next ▸" stays usable).
 // - The newest reply, with its buttons, is brought into view whenever replies arrive, unless the learner has
 //   scrolled up to read earlier ones.
 // - The page's own words come from the server (GET chat/api/words), in the learner's language; until they arrive,
@@ -23,16 +26,22 @@
   const POLL_MS = 3000;
   const STREAM_RETRY_MAX_MS = 30000;
   const SESSION_KEY = "lessonbot.session";
-  // The server gives the page its replies only, so the learner's own side of the conversation is kept here.
+  // The server gives the page its replies only, so the learner's own side of the conversation is kept here: what
+  // they said, the id of the last reply shown before it, and the reply whose choice they pressed (if they did).
   const SENT_KEY_PREFIX = "lessonbot.sent.";
   const SENT_KEEP = 200;
+  // The language the page sends with each message, as a platform tells the app's language: a short BCP 47 tag.
+  const LANGUAGE_TAG = /^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$/;
 
   const $ = (id) => document.getElementById(id);
   const els = {
     body: document.querySelector(".chat-body"),
+    log: $("log"),
     messages: $("messages"),
     empty: $("empty"),
     typing: $("typing"),
+    typingSaid: $("typing-said"),
+    newMessage: $("new-message"),
     error: $("error"),
     form: $("composer"),
     input: $("input"),
@@ -43,11 +52,14 @@
   };
   let numbers = new Intl.NumberFormat("en");
 
-  // The page's words, by key; replaced by the server's (applyWords). `{command}` and `{status}` are filled in here.
+  // The page's words, by key; replaced by the server's (applyWords). `{command}`, `{status}`, `{count}` and `{limit}`
+  // are filled in here.
   const words = {
     connecting: "Connecting…",
     online: "Online",
+    polling: "Online (updates every few seconds)",
     offline: "Offline",
+    typing: "Lessonbot is typing…",
     bot_said: "Lessonbot said:",
     you_said: "You said:",
     choices: "Choices",
@@ -55,17 +67,29 @@
     unreachable: "Lessonbot can't be reached right now. Check your connection and try again.",
     retrying: "Lessonbot can't be reached right now; trying again…",
     refused: "Lessonbot could not take that (error {status}). Please try again.",
+    too_long: "This message is {count} characters long; the limit is {limit}. Please shorten it.",
+    too_many: "Lessonbot is getting too many messages right now. Please wait a moment and try again.",
+    new_chat_confirm:
+      "Start a new chat? This chat and its progress can't be opened again from this browser.",
+    new_message: "New message",
     document: "document",
     download: "Download",
   };
+  // The page's language as the server named it with its words (null until then), and the keys it gave words for
+  // in it: a word the server did not give is English, and is not put into a page in another language.
+  let pageLanguage = null;
+  let translated = new Set();
 
   let session = null;
   let lastReplyId = 0;
   let events = null;
   let streamRefusals = 0; // the stream refused in a row (its "open" starts the count over)
   let typingTimer = null;
-  let draftItem = null; // the bubble showing a reply as it is written, if any
+  let draftItem = null; // the bubble showing a reply as it is written, if any (outside the log: never announced)
   let sending = false;
+  let stream = "connecting"; // the reply stream: connecting, online, polling (refused; replies asked for) or offline
+  const shownSent = new Set(); // ids of the learner's messages on this page (sent here, or by another tab)
+  const spentReplies = new Set(); // ids of the replies whose choices the learner has used
 
   // storage (may be unavailable, e.g. in some private windows: the chat then lasts as long as the tab) -----------
 
@@ -100,21 +124,30 @@
   function loadSent() {
     try {
       const items = JSON.parse(store.get(sentKey()) || "[]");
-      return Array.isArray(items) ? items.filter((m) => typeof m.text === "string" && Number.isInteger(m.after)) : [];
+      return Array.isArray(items)
+        ? items.filter((m) => m && typeof m.text === "string" && Number.isInteger(m.after))
+        : [];
     } catch {
       return [];
     }
   }
 
-  function rememberSent(text, after) {
+  /** Keep a message the server took: `spent`, the id of the reply whose choice it was (null for typed text). */
+  function rememberSent(sent) {
     const items = loadSent();
-    items.push({ text, after });
+    items.push(sent);
     store.set(sentKey(), JSON.stringify(items.slice(-SENT_KEEP)));
   }
 
   // HTTP ---------------------------------------------------------------------------------------------------------
 
-  class ChatError extends Error {}
+  /** What the learner is told; `unreachable`: the server could not be reached (or is down), not a refusal. */
+  class ChatError extends Error {
+    constructor(message, { unreachable = false } = {}) {
+      super(message);
+      this.unreachable = unreachable;
+    }
+  }
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -141,9 +174,41 @@
     return { status: response.status, ok: response.ok, data };
   }
 
-  function serverMessage(response) {
+  /** What the learner is told of a refusal: the page's own words for those it knows (in the page's language), else
+   * the server's sentence, else the page's general one. */
+  function serverMessage(response, fields = {}) {
+    const known = knownRefusal(response.status, fields);
+    if (known) return known;
     if (response.data && typeof response.data.error === "string") return response.data.error;
-    return words.refused.replace("{status}", String(response.status));
+    return refusedWords(response.status);
+  }
+
+  /** The refusals the page words itself (a message too long, too many messages); null for the others. */
+  function knownRefusal(status, fields) {
+    const length = typeof fields.text === "string" ? Array.from(fields.text).length : 0;
+    if (status === 413 && length > MAX_CHARS && ownWord("too_long")) {
+      const said = ownWord("too_long");
+      return said.replace("{count}", numbers.format(length)).replace("{limit}", numbers.format(MAX_CHARS));
+    }
+    if (status === 429 && ownWord("too_many")) return ownWord("too_many");
+    return status === 413 || status === 429 ? refusedWords(status) : null;
+  }
+
+  function refusedWords(status) {
+    return words.refused.replace("{status}", String(status));
+  }
+
+  /** A word in the page's language, or null if the server gave none in it (the English one stays for English). */
+  function ownWord(key) {
+    if (translated.has(key) || !pageLanguage || pageLanguage.split("-")[0] === "en") return words[key];
+    return null;
+  }
+
+  // Newer words a catalogue may not have yet, and the word said in their place in the page's language.
+  const STAND_INS = { polling: "online", new_chat_confirm: "new_chat_title" };
+
+  function spoken(key) {
+    return ownWord(key) || words[STAND_INS[key] || key];
   }
 
   const refused = (response) => response.status === 401 || response.status === 403;
@@ -165,7 +230,9 @@
     const renewed = response.data && response.data.session;
     if (typeof renewed === "string" && session && renewed.split(".")[0] === session.split(".")[0]) {
       session = renewed;
-      store.set(SESSION_KEY, session);
+      // not over a session another tab has just started (this tab follows it once told: followSession)
+      const stored = store.get(SESSION_KEY);
+      if (!stored || stored.split(".")[0] === session.split(".")[0]) store.set(SESSION_KEY, session);
     }
   }
 
@@ -187,7 +254,9 @@
     for (const [key, value] of Object.entries(given)) {
       if (typeof value === "string" && value) words[key] = value;
     }
+    translated = new Set(Object.keys(given).filter((key) => typeof given[key] === "string" && given[key]));
     if (typeof language === "string" && language) {
+      pageLanguage = language;
       document.documentElement.lang = language;
       try {
         numbers = new Intl.NumberFormat(language);
@@ -220,7 +289,24 @@
       $("welcome-hint").replaceChildren(before, command, after);
     }
     if (say("title")) document.title = given.title;
-    setStatus(els.status.dataset.state);
+    relabelMessages();
+    showStatus();
+  }
+
+  /** The words the page put in the messages already shown, in the page's language now (only those that change:
+   * the log would announce words put in again). */
+  function relabelMessages() {
+    for (const label of els.messages.querySelectorAll(".message > .visually-hidden")) {
+      const said = label.parentElement.classList.contains("message--bot") ? words.bot_said : words.you_said;
+      if (label.textContent !== said) label.textContent = said;
+    }
+    for (const group of els.messages.querySelectorAll(".choices")) group.setAttribute("aria-label", words.choices);
+  }
+
+  /** The language sent with a message: the page's (the learner's, else the browser's), else the browser's own. */
+  function languageHint() {
+    const language = pageLanguage || navigator.language;
+    return typeof language === "string" && LANGUAGE_TAG.test(language) ? language : undefined;
   }
 
   /** The stored session was refused (the server's key changed, or it was altered): continue in a new one. */
@@ -256,10 +342,7 @@
     // answered are spent, as they were when it was sent.
     const sent = loadSent();
     let next = 0;
-    const replayLearner = () => {
-      appendLearner(sent[next++].text);
-      disableChoices();
-    };
+    const replayLearner = () => showSent(sent[next++]);
     for (const reply of replies) {
       while (next < sent.length && sent[next].after < reply.id) replayLearner();
       showReply(reply, { quiet: true });
@@ -268,11 +351,68 @@
     scrollToEnd(true);
   }
 
+  /** One remembered message of the learner, put at its place: before the first reply it had not yet seen. */
+  function showSent(sent) {
+    if (typeof sent.id === "string") shownSent.add(sent.id);
+    const item = learnerItem(sent.text);
+    const replies = Array.from(els.messages.querySelectorAll(".message--bot"));
+    els.messages.insertBefore(item, replies.find((reply) => Number(reply.dataset.id) > sent.after) || null);
+    updateEmptyState();
+    if (Number.isInteger(sent.spent)) {
+      spendChoicesOf(sent.spent);
+    } else if (sent.spent === undefined) {
+      disableChoices(els.messages); // kept by an earlier version of this page, which spent every choice shown
+    }
+  }
+
+  // other tabs of this session ---------------------------------------------------------------------------------------
+
+  /** Another tab of this browser sent a message: show it here too, and spend the choice it used. */
+  function showSentElsewhere() {
+    let added = false;
+    for (const sent of loadSent()) {
+      if (typeof sent.id !== "string" || shownSent.has(sent.id)) continue;
+      showSent(sent);
+      added = true;
+    }
+    if (added) revealNewest();
+  }
+
+  /** Another tab started a new chat (or had its session replaced): this one goes over to it, as a reload would. */
+  function followSession(token) {
+    if (!token || (session && token.split(".")[0] === session.split(".")[0])) return;
+    if (events) events.close();
+    events = null;
+    session = null;
+    forgetConversation();
+    start();
+  }
+
+  function forgetConversation() {
+    els.messages.replaceChildren();
+    lastReplyId = 0;
+    shownSent.clear();
+    spentReplies.clear();
+    dropDraft();
+    hideTyping();
+    hideError();
+    hideNewMessage();
+    updateEmptyState();
+  }
+
+  function onStorage(event) {
+    if (event.key === SESSION_KEY) {
+      followSession(event.newValue);
+    } else if (event.key === sentKey() && session) {
+      showSentElsewhere();
+    }
+  }
+
   // replies as server-sent events ----------------------------------------------------------------------------------
 
   function openEvents() {
     if (events) events.close();
-    setStatus("connecting");
+    if (stream !== "polling") setStatus("connecting"); // tried again while replies come by polling: still true
     const source = new EventSource(
       `${API}/events?session=${encodeURIComponent(session)}&after=${lastReplyId}`
     );
@@ -280,6 +420,7 @@
     source.addEventListener("open", () => {
       streamRefusals = 0;
       setStatus("online");
+      hideError({ onlyUnreachable: true }); // reconnected: "can't be reached" is no longer true
     });
     // Each event's data is JSON; one that is not is logged and skipped.
     const onJson = (name, handle) =>
@@ -301,7 +442,7 @@
         // The server refused the stream (the browser then gives up): find out why and reconnect.
         source.close();
         events = null;
-        setStatus("offline");
+        if (stream !== "polling") setStatus("connecting");
         recoverEvents();
       } else {
         setStatus("connecting"); // the browser reconnects by itself, sending the last event id
@@ -316,37 +457,50 @@
     const wait = Math.min(STREAM_RETRY_MAX_MS, 2000 * 2 ** streamRefusals);
     streamRefusals += 1;
     const until = Date.now() + wait;
-    do {
-      await sleep(Math.min(POLL_MS, Math.max(0, until - Date.now())));
-      if (events) return;
-      try {
-        const response = await request("GET", historyPath(lastReplyId));
-        if (refused(response)) {
-          await renewSession();
-          return;
-        }
-        if (response.ok) for (const reply of response.data.replies || []) showReply(reply);
-      } catch {
-        /* still unreachable: ask again, and the stream is tried again */
+    for (;;) {
+      if (events || !(await pollReplies()) || events) return;
+      if (Date.now() >= until) break;
+      await sleep(Math.min(POLL_MS, until - Date.now()));
+    }
+    openEvents();
+  }
+
+  /** Ask for the replies since the last one shown, as a plain request, while the stream is refused; the status line
+   * says whether they still come. False if the session was refused and replaced instead (its stream is open). */
+  async function pollReplies() {
+    try {
+      const response = await request("GET", historyPath(lastReplyId));
+      if (refused(response)) {
+        await renewSession();
+        return false;
       }
-    } while (Date.now() < until);
-    if (!events) openEvents();
+      if (events) return true; // reopened meanwhile (the browser came back online)
+      // Replies still arrive, every few seconds: the page is online, if more slowly.
+      setStatus(response.ok ? "polling" : "offline");
+      if (response.ok) {
+        hideError({ onlyUnreachable: true });
+        for (const reply of response.data.replies || []) showReply(reply);
+      }
+    } catch {
+      if (!events) setStatus("offline"); // still unreachable: ask again, and the stream is tried again
+    }
+    return true;
   }
 
   // sending --------------------------------------------------------------------------------------------------------
 
-  /** POST one message, retrying through network errors and 5xx with the same client id (recorded once). */
-  async function postMessage(fields) {
-    const id = clientId();
+  /** POST one message, retrying through network errors and 5xx with the same client `id` (recorded once). */
+  async function postMessage(fields, id) {
     let renewed = false;
     for (let attempt = 1; ; attempt++) {
       if (!session) await createSession();
       let response;
       try {
-        response = await request("POST", `${API}/messages`, { session, id, ...fields });
+        const language = languageHint();
+        response = await request("POST", `${API}/messages`, { session, id, ...fields, ...(language && { language }) });
       } catch {
         if (attempt >= SEND_ATTEMPTS) {
-          throw new ChatError(words.unreachable);
+          throw new ChatError(words.unreachable, { unreachable: true });
         }
         await sleep(400 * 2 ** attempt);
         continue;
@@ -360,43 +514,48 @@
         await sleep(400 * 2 ** attempt);
         continue;
       }
-      if (!response.ok) throw new ChatError(serverMessage(response));
+      if (!response.ok) throw new ChatError(serverMessage(response, fields), { unreachable: response.status >= 500 });
       keepSession(response);
       return response.data;
     }
   }
 
-  function errorText(error) {
-    if (error instanceof ChatError) return error.message;
-    console.error(error);
-    return words.unreachable;
+  function showFailure(error) {
+    if (!(error instanceof ChatError)) console.error(error);
+    const unreachable = !(error instanceof ChatError) || error.unreachable;
+    showError(error instanceof ChatError ? error.message : words.unreachable, { unreachable });
   }
 
-  async function send(fields, shown, { onSent } = {}) {
+  /** Send one message, shown as `shown`; `spends`: the reply whose choice this is (its choices are spent). */
+  async function send(fields, shown, { spends = null } = {}) {
     if (sending) return false;
     sending = true;
     setBusy(true);
+    const id = clientId();
     const after = lastReplyId;
     const bubble = appendLearner(shown, { pending: true });
+    shownSent.add(id);
     // Done now, not once the POST answers: the reply (with its own choices) may come over the event stream first.
-    const spent = disableChoices();
+    const spent = spends ? disableChoices(spends) : [];
     showTyping();
     // Set before the POST too: its reply may come over the event stream before the POST answers.
     wordsMayChange = true;
     try {
-      await postMessage(fields);
+      await postMessage(fields, id);
       wordsMayChange = true;
       bubble.classList.remove("message--pending");
-      rememberSent(shown, after);
+      const spentReply = spends ? Number(spends.dataset.id) : null;
+      if (spentReply) spentReplies.add(spentReply);
+      rememberSent({ id, text: shown, after, spent: spentReply }); // other tabs show it now (onStorage)
       hideError();
-      if (onSent) onSent();
       return true;
     } catch (error) {
       bubble.remove();
+      shownSent.delete(id);
       enableChoices(spent);
       hideTyping();
       updateEmptyState();
-      showError(errorText(error));
+      showFailure(error);
       return false;
     } finally {
       sending = false;
@@ -404,24 +563,37 @@
     }
   }
 
+  /** Send what is typed. The box is emptied at once, for the next message; a message refused comes back to it to be
+   * mended, unless something new was typed meanwhile. */
   async function sendTyped() {
     const text = els.input.value;
-    if (!text.trim()) {
+    if (!text.trim() || sending) {
       els.input.focus();
       return;
     }
-    await send({ text }, text, {
-      onSent: () => {
-        els.input.value = "";
-        resizeInput();
-        updateCounter();
-      },
-    });
+    setInput("");
+    const sent = await send({ text }, text);
+    if (!sent && !els.input.value) setInput(text);
     els.input.focus();
   }
 
-  async function sendChoice(choice) {
-    await send({ choice: choice.value }, choice.label);
+  /** Focus goes on to the message box after a button that goes away (or is disabled) is pressed; not after a touch,
+   * where it would open the phone's keyboard unasked. */
+  function focusInputAfter(event) {
+    if (event.pointerType !== "touch") els.input.focus();
+  }
+
+  function setInput(text) {
+    els.input.value = text;
+    resizeInput();
+    updateCounter();
+  }
+
+  /** A choice pressed under `item`: said as the learner's message. */
+  async function sendChoice(choice, item, event) {
+    if (sending) return;
+    focusInputAfter(event);
+    await send({ choice: choice.value }, choice.label, { spends: item });
   }
 
   // rendering ------------------------------------------------------------------------------------------------------
@@ -480,8 +652,9 @@
     copy(new DOMParser().parseFromString(html, "text/html").body, parent, true);
   }
 
-  function appendMessage(who) {
-    const item = document.createElement("li");
+  /** A message of `who` ("bot" or "learner"), not yet on the page: an item of the log, or `tag`. */
+  function messageItem(who, tag = "li") {
+    const item = document.createElement(tag);
     item.className = `message message--${who}`;
     const label = document.createElement("span");
     label.className = "visually-hidden";
@@ -489,15 +662,20 @@
     const bubble = document.createElement("div");
     bubble.className = "bubble";
     item.append(label, bubble);
-    els.messages.append(item);
-    updateEmptyState();
+    return item;
+  }
+
+  function learnerItem(text) {
+    const item = messageItem("learner");
+    appendText(item.querySelector(".bubble"), text);
     return item;
   }
 
   function appendLearner(text, { pending = false } = {}) {
-    const item = appendMessage("learner");
+    const item = learnerItem(text);
     if (pending) item.classList.add("message--pending");
-    appendText(item.querySelector(".bubble"), text);
+    els.messages.append(item);
+    updateEmptyState();
     return item;
   }
 
@@ -566,30 +744,40 @@
       button.type = "button";
       button.className = "choice";
       button.textContent = choice.label;
-      button.addEventListener("click", () => sendChoice(choice));
+      button.disabled = spentReplies.has(Number(item.dataset.id));
+      button.addEventListener("click", (event) => sendChoice(choice, item, event));
       group.append(button);
     }
     item.append(group);
   }
 
-  /** Spend every choice on the page (the learner has answered); returns the buttons it disabled. */
-  function disableChoices() {
-    const buttons = Array.from(document.querySelectorAll(".choice:not(:disabled)"));
+  /** Spend the choices within `scope` (the message whose choice was pressed); returns the buttons it disabled. */
+  function disableChoices(scope) {
+    const buttons = Array.from(scope.querySelectorAll(".choice:not(:disabled)"));
     buttons.forEach((button) => (button.disabled = true));
     return buttons;
+  }
+
+  /** The choices of the reply `replyId` were used (here or in another tab): spent, now and when it is shown. */
+  function spendChoicesOf(replyId) {
+    spentReplies.add(replyId);
+    const item = els.messages.querySelector(`.message--bot[data-id="${replyId}"]`);
+    if (item) disableChoices(item);
   }
 
   function enableChoices(buttons) {
     buttons.forEach((button) => (button.disabled = false));
   }
 
-  // The reply as it is being written (a model's answer streaming): one bubble, replaced by the reply itself.
+  // The reply as it is being written (a model's answer streaming): one bubble, replaced by the reply itself. It
+  // stands after the log, not in it, so its every growth is not announced; the reply is, once, when it comes.
   function showDraft(text, html) {
     if (!text) return;
     hideTyping();
     if (!draftItem) {
-      draftItem = appendMessage("bot");
+      draftItem = messageItem("bot", "div");
       draftItem.classList.add("message--draft");
+      els.log.after(draftItem);
     }
     const bubble = draftItem.querySelector(".bubble");
     bubble.replaceChildren();
@@ -609,7 +797,9 @@
     lastReplyId = reply.id;
     hideTyping();
     dropDraft();
-    const item = appendMessage("bot");
+    // Made whole before it joins the log: the log announces one addition, the reply, not each of its parts.
+    const item = messageItem("bot");
+    item.dataset.id = String(reply.id);
     const bubble = item.querySelector(".bubble");
     if (reply.kind === "document") {
       renderDocument(bubble, reply);
@@ -617,7 +807,12 @@
       fillBubble(bubble, reply.html, reply.text);
     }
     if (Array.isArray(reply.choices) && reply.choices.length) renderChoices(item, reply.choices);
-    if (!quiet) revealNewest();
+    els.messages.append(item);
+    updateEmptyState();
+    if (!quiet) {
+      if (!following) showNewMessage();
+      revealNewest();
+    }
   }
 
   // the rest of the page -------------------------------------------------------------------------------------------
@@ -648,6 +843,7 @@
     "scroll",
     () => {
       if (performance.now() - scrolledByPage > 200) following = nearEnd();
+      if (nearEnd()) hideNewMessage();
     },
     { passive: true }
   );
@@ -669,7 +865,7 @@
     revealFrame = requestAnimationFrame(() => {
       revealFrame = 0;
       const replies = els.messages.querySelectorAll(".message--bot");
-      const newest = replies[replies.length - 1];
+      const newest = draftItem || replies[replies.length - 1];
       scrolledByPage = performance.now();
       if (newest && newest.offsetHeight > els.body.clientHeight) {
         els.body.scrollTop += newest.getBoundingClientRect().top - els.body.getBoundingClientRect().top - 12;
@@ -681,6 +877,7 @@
 
   function showTyping() {
     els.typing.hidden = false;
+    els.typingSaid.textContent = words.typing; // announced (the dots themselves say nothing)
     clearTimeout(typingTimer);
     typingTimer = setTimeout(hideTyping, TYPING_TIMEOUT_MS);
     scrollToEnd(true);
@@ -689,21 +886,54 @@
   function hideTyping() {
     clearTimeout(typingTimer);
     els.typing.hidden = true;
+    els.typingSaid.textContent = "";
   }
 
-  function showError(message) {
+  /** A reply came while the learner reads further up: a button takes them down to it. */
+  function showNewMessage() {
+    els.newMessage.hidden = false;
+  }
+
+  function hideNewMessage() {
+    els.newMessage.hidden = true;
+  }
+
+  /** `unreachable`: the message says the server could not be reached, which the stream reconnecting undoes. */
+  function showError(message, { unreachable = false } = {}) {
     els.error.textContent = message;
+    els.error.dataset.unreachable = String(unreachable);
     els.error.hidden = false;
   }
 
-  function hideError() {
+  function hideError({ onlyUnreachable = false } = {}) {
+    if (onlyUnreachable && els.error.dataset.unreachable !== "true") return;
     els.error.hidden = true;
     els.error.textContent = "";
+    delete els.error.dataset.unreachable;
   }
 
+  /** The reply stream's state, shown as the status line (showStatus). */
   function setStatus(state) {
+    stream = state;
+    showStatus();
+  }
+
+  /** The status line: the stream's state, except "Offline" whenever the browser says it has no network. */
+  function showStatus() {
+    const state = navigator.onLine === false ? "offline" : stream;
+    const said = spoken(state);
     els.status.dataset.state = state;
-    els.status.textContent = words[state];
+    // only when it changes: the status line is announced whenever its words are put in
+    if (els.status.textContent !== said) els.status.textContent = said;
+    els.status.title = said; // the whole line, where a phone's narrow header cuts it short
+  }
+
+  /** The network is back: the stream, if the browser gave it up, is opened again now rather than at its next try;
+   * one that stayed open says the server is reachable again. */
+  function cameOnline() {
+    showStatus();
+    if (!events && session) openEvents();
+    else if (events && events.readyState === EventSource.OPEN) hideError({ onlyUnreachable: true });
   }
 
   function setBusy(busy) {
@@ -724,21 +954,21 @@
     els.counter.textContent = near ? `${numbers.format(length)} / ${numbers.format(MAX_CHARS)}` : "";
   }
 
+  /** Forget this conversation and start another, once the learner has confirmed it: the session goes with it, and
+   * with the session what the bot knows of them (their progress), for this browser has no other way back to it. */
   async function newChat() {
+    if (!window.confirm(spoken("new_chat_confirm"))) return;
     if (events) events.close();
     events = null;
     store.remove(sentKey());
     store.remove(SESSION_KEY);
     session = null;
-    els.messages.replaceChildren();
-    hideTyping();
-    hideError();
-    updateEmptyState();
+    forgetConversation();
     try {
       await createSession();
       openEvents();
     } catch (error) {
-      showError(errorText(error));
+      showFailure(error);
     }
     els.input.focus();
   }
@@ -752,12 +982,9 @@
       openEvents();
       hideError();
     } catch (error) {
+      forgetConversation();
       setStatus("offline");
-      showError(
-        error instanceof ChatError ? error.message : words.retrying
-      );
-      els.messages.replaceChildren();
-      lastReplyId = 0;
+      showError(error instanceof ChatError ? error.message : words.retrying, { unreachable: true });
       setTimeout(() => start(attempt + 1), Math.min(30000, 1000 * 2 ** attempt));
     }
   }
@@ -777,6 +1004,15 @@
     updateCounter();
   });
   els.newChat.addEventListener("click", newChat);
+  els.newMessage.addEventListener("click", (event) => {
+    hideNewMessage();
+    scrollToEnd(true);
+    revealNewest(); // a reply taller than the list is shown from its start
+    focusInputAfter(event);
+  });
+  window.addEventListener("storage", onStorage);
+  window.addEventListener("offline", showStatus);
+  window.addEventListener("online", cameOnline);
 
   updateEmptyState();
   start();
