@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import yaml
 from sqlalchemy import and_, exists, func, not_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -140,7 +141,7 @@ async def import_course(session: AsyncSession, course: fmt.Course, *, now: datet
         report.created = True
     else:
         report.moved_from = _other_folder(row.source, course.folder)
-        if report.moved_from is not None and same_folder_only:
+        if report.moved_from is not None and same_folder_only and _still_holds(report.moved_from, course.id):
             raise ImportRefused(
                 f"course {course.id} was imported from {report.moved_from}, not from {report.source}: importing "
                 "this folder would replace that course, and retire its lessons this folder does not have. If this "
@@ -177,6 +178,17 @@ def _other_folder(stored: str, folder: Path) -> str | None:
     if not stored or Path(stored).resolve() == folder.resolve():
         return None
     return stored
+
+
+def _still_holds(folder: str, course_id: str) -> bool:
+    """Whether `folder` still holds the course `course_id` (its course.yaml names that id): two folders then claim one
+    course. A folder that is gone, or holds another course now, is one the course moved from (a checkout moved or
+    renamed with its database, a copy put elsewhere): importing from the new place is no replacement."""
+    try:
+        data = yaml.safe_load((Path(folder) / fmt.COURSE_FILE).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and str(data.get("id")) == course_id
 
 
 async def _past_the_preview(session: AsyncSession, course_id: int, now: datetime) -> int:

@@ -59,7 +59,7 @@ class Step:
     # and is not read as this one's answer (`handle`).
     takes: tuple[str, ...] = ()
 
-    def offered(self, choice: str) -> bool:
+    def takes_choice(self, choice: str) -> bool:
         """Whether a pressed `choice` is one of this step's own."""
         kind, colon, _rest = choice.partition(":")
         return bool(colon) and kind in self.takes
@@ -202,7 +202,7 @@ async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]], *, tex
         return False
     flow = _registry[entry["name"]]
     step = flow.step(entry["step"])
-    if text is None and turn.message.choice is not None and not step.offered(turn.message.choice):
+    if text is None and turn.message.choice is not None and not step.takes_choice(turn.message.choice):
         return False  # not this question's button: the caller says it is out of date, and the step is asked again
     data = entry["data"]
     answer = turn.text if text is None else text

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import time
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 
 from bot.messages import LANGUAGE
 from bot.text import fold
@@ -227,12 +227,16 @@ async def answer_days(turn: Turn, data: flow.Data, text: str) -> str:
 # Course --------------------------------------------------------------------------------------------------------------
 
 
-async def live_courses(x: Exchange) -> list[Course]:
-    """Courses with at least one live lesson that are published, or that the person is in, by title."""
-    has_lessons = select(Lesson.id).where(Lesson.course_id == Course.id, Lesson.retired.is_(False)).exists()
+def offered_to(x: Exchange) -> ColumnElement[bool]:
+    """The courses offered to the person: the published ones, and those they are in (`lessonbot course unpublish`)."""
     theirs = select(Enrollment.id).where(Enrollment.course_id == Course.id, Enrollment.user_id == x.user.id).exists()
-    offered = or_(Course.published.is_(True), theirs)
-    return list(await x.session.scalars(select(Course).where(has_lessons, offered).order_by(Course.title)))
+    return or_(Course.published.is_(True), theirs)
+
+
+async def live_courses(x: Exchange) -> list[Course]:
+    """Courses offered to the person (`offered_to`) with at least one live lesson, by title."""
+    has_lessons = select(Lesson.id).where(Lesson.course_id == Course.id, Lesson.retired.is_(False)).exists()
+    return list(await x.session.scalars(select(Course).where(has_lessons, offered_to(x)).order_by(Course.title)))
 
 
 async def ask_course(x: Exchange, data: flow.Data) -> None:

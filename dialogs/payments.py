@@ -47,7 +47,7 @@ from dialogs import lessons
 from dialogs.i18n import N_, Translator, translator
 from dialogs.learner import current_course, day_said, enroll, is_set_up, learner_of, tr
 from dialogs.linking import private_chat, queue
-from dialogs.onboarding import live_courses
+from dialogs.onboarding import live_courses, offered_to
 from dialogs.prices import BUY, STARS, course_price, format_charge, format_price
 from dialogs.turn import Turn, UsageError
 from storage.courses import SOURCE_GRANT, SOURCE_PURCHASE, Course, Entitlement, currency_decimals, may_access
@@ -255,8 +255,8 @@ async def courses_command(turn: Turn, _args: str) -> None:
 async def on_button(turn: Turn, value: str) -> None:
     """A pressed "Buy — 9.90 EUR" (`pay:buy:<course slug>`)."""
     slug = value.removeprefix(f"{BUY}:")
-    course = await turn.session.scalar(select(Course).where(Course.slug == slug))
-    if course is None or course_price(tr(turn), course) is None:
+    course = await turn.session.scalar(select(Course).where(Course.slug == slug, offered_to(turn)))
+    if course is None or course_price(tr(turn), course) is None:  # (unpublished since: sold to those in it only)
         turn.say(tr(turn)("This course is no longer sold."))
         return
     await buy(turn, course)

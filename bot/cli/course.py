@@ -204,7 +204,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
         from storage.courses import Course, Enrollment, publish
 
         async with database(settings, pool_size=1) as db, db.transaction() as session:
-            course = await publish(session, args.course, args.published)
+            course = await publish(session, args.course.lower(), args.published)
             if course is None:
                 slugs = ", ".join(await session.scalars(select(Course.slug).order_by(Course.slug))) or "none yet"
                 print(f"There is no course {args.course!r}. Courses: {slugs}.", file=sys.stderr)

@@ -374,6 +374,11 @@ async def test_a_course_from_another_folder_with_the_same_id_is_not_replaced_una
     assert moved == f"  moved to folder {other} (from {first})"
     assert await snapshot(db) == before
 
+    # The first folder moved (a checkout renamed with its database): the course lives where it is now, unasked.
+    first.rename(tmp_path / "renamed")
+    assert await cli("course", "import", "renamed") == 0
+    assert f"  moved to folder {tmp_path / 'renamed'} (from {first})" in capsys.readouterr().out
+
 
 async def _learners_at(db: Database, places: dict[str, tuple[str, str | None]]) -> None:
     """Learners enrolled in the sample course, each at a lesson (by id), with an entitlement (granted, revoked)

@@ -536,8 +536,11 @@ def test_a_spanish_browser_is_answered_in_spanish_and_told_a_refusal_in_spanish(
     expect(status).to_be_in_viewport()
     box = page.get_by_label("Tu mensaje")
     box.fill("hola")
-    box.press("Enter")
-    expect(page.locator(".message--bot").first).to_contain_text("Soy Lessonbot")  # the page's language went along
+    with page.expect_request(lambda request: request.url.endswith("/chat/api/messages")) as posted:
+        box.press("Enter")
+    # the browser's own language, as a platform tells its app's (not the page's, which may have fallen back to English)
+    assert posted.value.post_data_json["language"] == "es-ES"
+    expect(page.locator(".message--bot").first).to_contain_text("Soy Lessonbot")
 
     box.fill("x" * 4001)
     box.press("Enter")

@@ -39,3 +39,15 @@ async def test_an_unpublished_course_is_offered_to_nobody_new_and_kept_by_those_
     assert PASSWORDS in theirs  # still theirs to see, and to buy
     [first] = await taking.press("Start my first lesson")
     assert first.startswith("📘 Lesson 1 of 3: Length beats cleverness")
+
+
+async def test_a_buy_button_shown_before_the_course_was_unpublished_sells_it_only_to_those_in_it(learning_bot):
+    bot, channel = learning_bot
+    await import_sample(bot, PAID)
+    taking, newcomer = Learning(bot, channel, chat="taking"), Learning(bot, channel, chat="new")
+    await onboard(taking, course=f"{PASSWORDS} — 3.00 GBP")
+    await taking.say("/courses")
+    await newcomer.say("/courses")
+    await unpublish(bot, "passwords-that-hold")
+    assert await newcomer.press(f"Buy {PASSWORDS}") == ["This course is no longer sold."]
+    assert await taking.press(f"Buy {PASSWORDS}") != ["This course is no longer sold."]

@@ -303,9 +303,11 @@
     for (const group of els.messages.querySelectorAll(".choices")) group.setAttribute("aria-label", words.choices);
   }
 
-  /** The language sent with a message: the page's (the learner's, else the browser's), else the browser's own. */
+  /** The language sent with a message: the browser's own, as a platform tells its app's language. Not the page's,
+   * which falls back to English where there is no catalogue for the browser's: the bot then goes by the course the
+   * learner picks, as it does for a platform's language it does not speak. */
   function languageHint() {
-    const language = pageLanguage || navigator.language;
+    const language = navigator.language;
     return typeof language === "string" && LANGUAGE_TAG.test(language) ? language : undefined;
   }
 
