@@ -78,7 +78,14 @@ from pathlib import Path  # noqa: E402
 
 import httpx  # noqa: E402
 
-from bench.processes import LESSONBOT, ServerProcess, free_port, start_process  # noqa: E402
+from bench.processes import (  # noqa: E402
+    LESSONBOT,
+    STARTUP_SECONDS,
+    ServerFailed,
+    ServerProcess,
+    free_port,
+    start_process,
+)
 
 
 def server_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -91,16 +98,25 @@ def server_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str
 
 
 def serve(env: dict[str, str], *args: str) -> ServerProcess:
-    """`lessonbot serve` in a child process (its log in DATA_DIR), returned once /readyz answers 200."""
+    """`lessonbot serve` in a child process (its log in DATA_DIR), returned once /readyz answers 200. A free port is
+    only looked up, so another socket may take it before the child binds it (on a busy machine, one of the many
+    outgoing connections): the child is started again on another port then."""
     data_dir = Path(env["DATA_DIR"])
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    server = start_process(
-        "lessonbot serve", [*LESSONBOT, "serve", *args], data_dir, env, port=port,
-        log_path=data_dir / f"server-{port}.log",
-    )
-    server.wait_ready_blocking("/readyz", timeout=30)
-    return server
+    for attempt in range(3):
+        port = free_port()
+        server = start_process(
+            "lessonbot serve", [*LESSONBOT, "serve", *args], data_dir, env, port=port,
+            log_path=data_dir / f"server-{port}.log",
+        )
+        try:
+            server.wait_ready_blocking("/readyz", timeout=STARTUP_SECONDS)  # a cold start on a busy machine is slow
+            return server
+        except ServerFailed as failed:
+            server.stop()
+            if "address already in use" not in str(failed) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 # The app in-process --------------------------------------------------------------------------------------------------

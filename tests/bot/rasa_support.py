@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,7 +12,6 @@ from typing import Any
 import uvicorn
 import yaml
 
-from bench.processes import free_port
 from bot.core import Lessonbot
 from bot.rasa_actions import create_action_app
 from standins.rasa import ActionRun, RasaServerStandIn
@@ -26,13 +26,23 @@ def example_domain() -> dict[str, Any]:
     return yaml.safe_load((EXAMPLE / "domain.yml").read_text())
 
 
+def listening() -> socket.socket:
+    """A socket bound to a free port of 127.0.0.1, held until `serving` hands it to uvicorn: a port only looked up
+    and let go may be taken meanwhile (a busy machine's outgoing connections get ports of the same range)."""
+    bound = socket.socket()
+    bound.bind(("127.0.0.1", 0))
+    return bound
+
+
+def port_of(bound: socket.socket) -> int:
+    return int(bound.getsockname()[1])
+
+
 @asynccontextmanager
-async def serving(app: Any, port: int) -> AsyncIterator[None]:
-    """`app` under uvicorn on 127.0.0.1:`port`, lifespan included, until the block ends."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
-    )
-    task = asyncio.get_running_loop().create_task(server.serve())
+async def serving(app: Any, bound: socket.socket) -> AsyncIterator[None]:
+    """`app` under uvicorn on the socket `bound` (from `listening`), lifespan included, until the block ends."""
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[bound]))
     while not server.started:
         if task.done():
             task.result()
@@ -51,7 +61,8 @@ async def rasa_assistant(
     """A Rasa server (the stand-in) calling `lessonbot rasa-actions`'s app, which sends through that Rasa server;
     the sample course imported. `files`: documents go as links to the action server; `nlu`: plain words go to the
     stand-in's model too (RASA_NLU_URL)."""
-    port = free_port()
+    bound = listening()
+    port = port_of(bound)
     if files:
         overrides["rasa_actions_public_url"] = f"http://127.0.0.1:{port}"
     async with RasaServerStandIn(
@@ -70,7 +81,7 @@ async def rasa_assistant(
             }
         )
         app = create_action_app(configured)
-        async with serving(app, port):
+        async with serving(app, bound):
             bot = app.state.lessonbot
             await import_sample(bot)
             yield rasa, bot

@@ -45,7 +45,17 @@ from standins.rasa import ActionRun, RasaServerStandIn
 from storage.learners import Learner
 from storage.models import ChannelIdentity, InboundMessage, OutboxMessage, utcnow
 from storage.outbox import IN_RESPONSE, OutboxStatus
-from tests.bot.rasa_support import ACTIONS_TOKEN, EXAMPLE, button, example_domain, onboard, rasa_assistant, serving
+from tests.bot.rasa_support import (
+    ACTIONS_TOKEN,
+    EXAMPLE,
+    button,
+    example_domain,
+    listening,
+    onboard,
+    port_of,
+    rasa_assistant,
+    serving,
+)
 from tests.dialogs.learning_support import PAID, SAMPLE, import_sample
 
 ANSWER, NEXT = "action_lessonbot_answer", "action_lessonbot_next"
@@ -150,8 +160,9 @@ async def test_a_turn_that_fails_answers_with_the_apology_and_the_error_slot(set
 
     bot = Lessonbot(settings, [], respond=broken, answers=("rasa",))
     app = Starlette(routes=action_routes(action_executor(ActionDesk(bot, wait_seconds=10))))
-    port = free_port()
-    async with serving(app, port), RasaServerStandIn(
+    bound = listening()
+    port = port_of(bound)
+    async with serving(app, bound), RasaServerStandIn(
         action_endpoint=f"http://127.0.0.1:{port}/webhook", domain=example_domain()
     ) as rasa:
         run = await rasa.say("u1", "next", action=NEXT)
@@ -474,8 +485,9 @@ async def test_two_action_servers_on_one_database_answer_one_conversation_in_tur
     """Rasa balancing its calls over two action servers: each call is answered by whichever it reached, the
     learner's way goes on in order, and a server that has not seen the domain yet asks for it (449)."""
     async with rasa_assistant(settings) as (rasa, bot):
-        port = free_port()
-        async with serving(create_action_app(bot.settings), port):
+        bound = listening()
+        port = port_of(bound)
+        async with serving(create_action_app(bot.settings), bound):
             servers = [rasa.action_endpoint, f"http://127.0.0.1:{port}/webhook"]
             steps = [("hi", None), (None, "Yes, let's start"), ("Ann", None), ("Lisbon", None),
                      (None, "Yes, that's right"), ("08:00", None), (None, "Every day"),

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select, text
 
+from bench.processes import STARTUP_SECONDS
 from standins.telegram import TOKEN, TelegramStandIn
 from storage.db import Database, make_sync_engine
 from storage.learners import ACTIVE, Learner
@@ -100,7 +101,7 @@ async def test_one_clock_among_two_processes_and_a_broadcast_survives_killing_th
         leader = Dispatcher(env, tmp_path / "leader.log")
         standby = None
         try:
-            await until(lambda: _true(leader.said("clock started")), 30, "the first process elected")
+            await until(lambda: _true(leader.said("clock started")), STARTUP_SECONDS, "the first process elected")
             standby = Dispatcher(env, tmp_path / "standby.log")
             await asyncio.sleep(3.0)  # the standby is up and campaigning; the leader's clock ticks meanwhile
 
