@@ -40,12 +40,14 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
         return DONE
     question = await question_by_id(turn.transaction, data["queue"][0])
     assert question is not None
-    closed = await access.question_closed(turn, question)
+    closed = None if question.retired else await access.question_closed(turn, question)
     if closed is not None:  # e.g. a refund since the quiz began
         turn.say(access.closed_message(_, closed))
         flow.leave(turn.state, "quiz")
         return DONE
-    if await card_of(turn.transaction, turn.user.id, question.id) is not None:
+    if question.retired:  # taken out of the course by a re-import since it was asked: on to the next
+        turn.say(_("That question was taken out of the course since I asked it, so it does not count."))
+    elif await card_of(turn.transaction, turn.user.id, question.id) is not None:
         # answered since this quiz began (the same quiz open in another chat of theirs): counted once, at the first
         turn.say(_("You've answered that one already."))
     else:

@@ -254,3 +254,17 @@ async def test_a_quiz_button_sent_before_fingerprints_of_exact_words_is_still_gr
                               .values(value=f"{question}:{first}"))
     [feedback, *_] = await t.say("Urgency", choice=f"{question}:{first}")
     assert feedback.startswith("✅ Right!")
+
+
+async def test_a_question_taken_out_of_the_course_while_it_was_asked_goes_on_to_the_next(learning_bot, tmp_path):
+    bot, channel = learning_bot
+    t, _folder = await at_the_first_quiz_question(bot, channel, tmp_path)
+    asked = t.last()
+    async with bot.db.transaction() as session:  # as a re-import retires a question the file no longer has
+        await session.execute(update(Question).where(Question.id == int(asked.choices[0].value.split(":")[1]))
+                              .values(retired=True))
+    [taken_out, following] = await t.say("pressed", choice=asked.choices[1].value)
+    assert taken_out == "That question was taken out of the course since I asked it, so it does not count."
+    assert following.startswith("Question 2 of 3")
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(QuestionCard)) == 0  # nothing graded
