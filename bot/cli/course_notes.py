@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from authoring.format import CHOICE, Course, Lesson, Question
+from authoring.format import CHOICE, Course, Lesson, Problem, Question
 from bot.messages import Choice, Text
 from bot.text import counted
 from channels.text import utf16_units
@@ -43,12 +43,9 @@ _MINUTES_LINE = re.compile(r"^minutes\s*:")
 
 
 @dataclass(frozen=True, slots=True)
-class Note:
-    """Something that does not stop a course from being imported, but that learners would notice."""
-
-    file: str
-    line: int
-    message: str
+class Note(Problem):
+    """Something that does not stop a course from being imported, but that learners would notice: a problem's
+    place and message, said as a note."""
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: note: {self.message}"

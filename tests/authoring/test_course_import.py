@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import timedelta
 
 import pytest
@@ -380,9 +381,10 @@ async def test_a_course_from_another_folder_with_the_same_id_is_not_replaced_una
     assert f"  moved to folder {tmp_path / 'renamed'} (from {first})" in capsys.readouterr().out
 
 
-async def _learners_at(db: Database, places: dict[str, tuple[str, str | None]]) -> None:
-    """Learners enrolled in the sample course, each at a lesson (by id), with an entitlement (granted, revoked)
-    or none."""
+async def _learners_at(db: Database, places: dict[str, tuple[str, str | None]], *, part: int = 0,
+                       done: Mapping[str, tuple[str, ...]] | None = None) -> None:
+    """Learners enrolled in the sample course, each at a lesson (by id, part `part`), with an entitlement (granted,
+    revoked) or none, and the lessons they completed (`done`, by name)."""
     async with db.transaction() as session:
         course = await session.scalar(select(Course).where(Course.slug == "spot-phishing"))
         lessons = {lesson.slug: lesson.id for lesson in await course_lessons(session, course.id)}
@@ -390,10 +392,13 @@ async def _learners_at(db: Database, places: dict[str, tuple[str, str | None]]) 
             user = User(display_name=name)
             session.add(user)
             await session.flush()
-            session.add(Enrollment(user_id=user.id, course_id=course.id, current_lesson_id=lessons[lesson]))
+            session.add(Enrollment(user_id=user.id, course_id=course.id, current_lesson_id=lessons[lesson],
+                                   current_part=part))
             if entitlement is not None:
                 session.add(Entitlement(user_id=user.id, course_id=course.id, source="grant", reference=name,
                                         revoked_at=utcnow() if entitlement == "revoked" else None))
+            session.add_all(LessonProgress(user_id=user.id, lesson_id=lessons[slug], parts_seen=3,
+                                           completed_at=utcnow()) for slug in (done or {}).get(name, ()))
 
 
 async def test_a_reimport_that_shrinks_what_is_free_says_who_can_no_longer_go_on(db, database_url, tmp_path,
@@ -441,33 +446,19 @@ def _retire_lesson_two(folder) -> None:
     (folder / "lessons" / "02-check-the-sender.md").rename(folder / "lessons" / "_02-check-the-sender.md")
 
 
-async def _learners_with_done(db: Database, places: dict[str, tuple[str, tuple[str, ...]]]) -> None:
-    """Learners enrolled in the sample course, each at a lesson (by id) with the lessons they completed."""
-    async with db.transaction() as session:
-        course = await session.scalar(select(Course).where(Course.slug == "spot-phishing"))
-        lessons = {lesson.slug: lesson.id for lesson in await course_lessons(session, course.id)}
-        for name, (at, done) in places.items():
-            user = User(display_name=name)
-            session.add(user)
-            await session.flush()
-            session.add(Enrollment(user_id=user.id, course_id=course.id, current_lesson_id=lessons[at],
-                                   current_part=1))
-            session.add_all(LessonProgress(user_id=user.id, lesson_id=lessons[slug], parts_seen=3,
-                                           completed_at=utcnow()) for slug in done)
-
-
 async def test_a_reimport_that_retires_where_learners_are_says_where_they_go_on(db, database_url, tmp_path,
                                                                                 monkeypatch, capsys):
     folder = copy_course(SAMPLE, tmp_path / "sample")
     await load(db, folder)
     first = ("what-phishing-wants",)
-    await _learners_with_done(db, {
-        "Ann": ("check-the-sender", first),
-        "Bob": ("check-the-sender", first),
-        "Cy": ("check-the-sender", ()),  # lesson 1 not finished: it is the first live lesson Cy has not done
-        "Dee": ("check-the-sender", (*first, "read-a-link", "odd-requests", "if-you-clicked")),
-        "Eve": ("read-a-link", first),  # at a lesson that stays
-    })
+    await _learners_at(db, {
+        "Ann": ("check-the-sender", None),
+        "Bob": ("check-the-sender", None),
+        "Cy": ("check-the-sender", None),  # lesson 1 not finished: it is the first live lesson Cy has not done
+        "Dee": ("check-the-sender", None),
+        "Eve": ("read-a-link", None),  # at a lesson that stays
+    }, part=1, done={"Ann": first, "Bob": first, "Dee": (*first, "read-a-link", "odd-requests", "if-you-clicked"),
+                     "Eve": first})
     _retire_lesson_two(folder)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATABASE_URL", database_url)
