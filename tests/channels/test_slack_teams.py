@@ -896,7 +896,8 @@ async def test_the_direct_modes_nudge_skips_who_paused_stopped_or_rests_and_brin
         await direct_team(client, fixtures_dir, standin, lessonbot, clock, BEA, CAL, DAN)
         await take_lesson_in_dm(client, fixtures_dir, standin, lessonbot, BEA)  # the first, offered at Start
         await learner_row(lessonbot, CAL, status=STOPPED)  # /stop: nothing more on the bot's own
-        await learner_row(lessonbot, DAN, status=PAUSED, paused_until=datetime.now(UTC) + timedelta(days=7))
+        # Paused for a month: the digest below comes on the Monday after, up to a week and nine hours from now.
+        await learner_row(lessonbot, DAN, status=PAUSED, paused_until=datetime.now(UTC) + timedelta(days=30))
         async with lessonbot.db.sessions() as session:
             eves_zone = zone_for(await session.scalar(
                 select(User.timezone).join(TeamMember, TeamMember.user_id == User.id)
