@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -134,9 +135,30 @@ def first_line(exc: Exception) -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
+    """A local port no socket holds now, for a server started next. It is taken from below the kernel's range of
+    ephemeral ports, where the system picks the port of every outgoing connection: a port from that range may be
+    taken by one of them before the server binds it (on a busy machine running many tests, it was)."""
+    low, _ = _ephemeral_ports()
+    candidates = random.sample(range(max(1024, low - 12_000), low), 64) if low > 2048 else []
+    for port in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as probe:  # an unusual range: the kernel's own choice
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' ports (Linux; elsewhere its usual default)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def child_environment(workdir: Path, database_url: str | None = None) -> dict[str, str]:
