@@ -638,3 +638,51 @@ CONTRASTS = """() => {
     ring: ratio(getComputedStyle(document.activeElement).outlineColor, style(".chat-header").backgroundColor),
   };
 }"""
+
+
+HIDDEN_REST_MS = 30_000  # chat.js: how long a hidden tab keeps its event stream
+
+
+def hide(page, hidden: bool = True) -> None:
+    """The tab out of sight (another tab in front, the window minimised), or in sight again, as the browser says it:
+    `document.visibilityState` and a `visibilitychange` event (a headless browser has no window to minimise)."""
+    state = "hidden" if hidden else "visible"
+    page.evaluate("""state => {
+        Object.defineProperty(document, "visibilityState", {value: state, configurable: true});
+        Object.defineProperty(document, "hidden", {value: state === "hidden", configurable: true});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""", state)
+
+
+def test_tabs_out_of_sight_give_their_streams_back_so_a_seventh_tab_gets_its_replies(server, browser):
+    """A browser opens six connections to one server over HTTP/1.1, and every tab's reply stream holds one: six tabs
+    of the chat in the background, and a seventh waited for ever. A tab out of sight for half a minute closes its
+    stream, and opens it again when shown, with the replies that came meanwhile."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(**DESKTOP)
+    try:
+        background = []
+        for _ in range(6):
+            tab = context.new_page()
+            tab.clock.install()  # its timers run on, and half a minute passes at once below
+            tab.goto(server.url)
+            expect(tab.get_by_role("status")).to_have_text("Online")
+            hide(tab)
+            tab.clock.fast_forward(HIDDEN_REST_MS + 1000)
+            background.append(tab)
+        front = context.new_page()
+        front.goto(server.url)
+        expect(front.get_by_role("status")).to_have_text("Online")
+        say(front, "/start")
+        expect(front.locator(".message--bot").first).to_contain_text("I'm Lessonbot")
+
+        first = background[0]
+        hide(first, hidden=False)
+        expect(first.get_by_role("status")).to_have_text("Online")
+        expect(first.locator(".message--bot").first).to_contain_text("I'm Lessonbot")  # came while it was hidden
+        expect(first.locator(".message--learner .bubble")).to_have_text(["/start"])
+        say(first, "/help")  # its stream carries replies again
+        expect(first.locator(".message--bot", has_text="Here is what you can send me")).to_have_count(1)
+    finally:
+        context.close()

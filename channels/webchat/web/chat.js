@@ -10,6 +10,9 @@
 // - A pressed choice spends that message's choices only; typed text spends none (a lesson's "Next ▸" stays usable).
 // - The newest reply, with its buttons, is brought into view whenever replies arrive, unless the learner has
 //   scrolled up to read earlier ones.
+// - A tab out of sight for HIDDEN_REST_MS gives its event stream back (over HTTP/1.1 a browser opens six connections
+//   to one server, and each tab's stream holds one: a seventh tab would wait), and opens it again when shown, with
+//   the replies it has not shown yet.
 // - The page's own words come from the server (GET chat/api/words), in the learner's language; until they arrive,
 //   and for any word missing, the English ones below are shown.
 "use strict";
@@ -25,6 +28,7 @@
   // are asked for every POLL_MS, and the stream tried again after a wait that doubles up to STREAM_RETRY_MAX_MS.
   const POLL_MS = 3000;
   const STREAM_RETRY_MAX_MS = 30000;
+  const HIDDEN_REST_MS = 30000;
   const SESSION_KEY = "lessonbot.session";
   // The server gives the page its replies only, so the learner's own side of the conversation is kept here: what
   // they said, the id of the last reply shown before it, and the reply whose choice they pressed (if they did).
@@ -84,6 +88,8 @@
   let lastReplyId = 0;
   let events = null;
   let streamRefusals = 0; // the stream refused in a row (its "open" starts the count over)
+  let restTimer = null; // closes the stream of a tab hidden for HIDDEN_REST_MS
+  let resting = false; // the stream was closed because the tab is hidden
   let typingTimer = null;
   let draftItem = null; // the bubble showing a reply as it is written, if any (outside the log: never announced)
   let sending = false;
@@ -438,6 +444,8 @@
       });
     onJson("reply", showReply);
     onJson("draft", (draft) => showDraft(typeof draft.text === "string" ? draft.text : "", draft.html));
+    resting = false;
+    restIfHidden();
     source.addEventListener("error", () => {
       if (source !== events) return;
       if (source.readyState === EventSource.CLOSED) {
@@ -450,6 +458,29 @@
         setStatus("connecting"); // the browser reconnects by itself, sending the last event id
       }
     });
+  }
+
+  /** A hidden tab closes its stream after HIDDEN_REST_MS, unless it is shown again before. */
+  function restIfHidden() {
+    clearTimeout(restTimer);
+    restTimer = null;
+    if (document.visibilityState !== "hidden") return;
+    restTimer = setTimeout(() => {
+      restTimer = null;
+      if (document.visibilityState !== "hidden" || !events) return;
+      events.close();
+      events = null;
+      resting = true;
+    }, HIDDEN_REST_MS);
+  }
+
+  /** Shown again: a stream closed while hidden is opened again (from the last reply shown); hidden: see above. */
+  function onVisibility() {
+    restIfHidden();
+    if (document.visibilityState === "visible" && resting) {
+      resting = false;
+      if (!events && session) openEvents();
+    }
   }
 
   async function recoverEvents() {
@@ -1013,6 +1044,7 @@
     focusInputAfter(event);
   });
   window.addEventListener("storage", onStorage);
+  document.addEventListener("visibilitychange", onVisibility);
   window.addEventListener("offline", showStatus);
   window.addEventListener("online", cameOnline);
 
