@@ -169,6 +169,13 @@ async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
     await finish_lesson(x, lesson)
 
 
+def lesson_heading(_: Translator, title: str, minutes: int | None, number: int, count: int) -> str:
+    """A lesson's heading line, as a learner sees it above its first part and a team above its post in the channel:
+    "📘 Lesson 2 of 5: Title · about 4 min"."""
+    return (_("📘 Lesson {number} of {count}: {title}", number=number, count=count, title=title)
+            + (_(" · about {n} min", n=minutes) if minutes else ""))
+
+
 def part_message(_: Translator, title: str, minutes: int | None, parts: Sequence[str], index: int, number: int,
                  count: int, *, quiz_to_take: bool) -> tuple[str, list[tuple[str, str]]]:
     """Part `index` of a lesson, the `number`th of `count` in its course, as a learner is sent it: its text (the
@@ -176,8 +183,7 @@ def part_message(_: Translator, title: str, minutes: int | None, parts: Sequence
     what `lessonbot course validate` measures against each platform's message (bot/cli/course_notes.py)."""
     text = parts[index]
     if index == 0:
-        text = (_("📘 Lesson {number} of {count}: {title}", number=number, count=count, title=title)
-                + (_(" · about {n} min", n=minutes) if minutes else "") + "\n\n" + text)
+        text = lesson_heading(_, title, minutes, number, count) + "\n\n" + text
     if len(parts) > 1:
         text += f"\n\n({index + 1}/{len(parts)})"
     if index + 1 < len(parts):

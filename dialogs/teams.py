@@ -496,7 +496,7 @@ async def post_lesson(session: AsyncSession, team: Team, local_date: date, *, no
         return False
     all_lessons = await course_lessons(session, team.course_id)
     number = _number_of(lesson, all_lessons)
-    heading = _("📘 Lesson {number} of {count}: {title}", number=number, count=len(all_lessons), title=lesson.title)
+    heading = lessons.lesson_heading(_, lesson.title, lesson.minutes, number, len(all_lessons))
     questions = await lesson_questions(session, lesson.id)
     label = _("Quiz me (only you see it)") if questions else _("Mark as done")
     following = next((other for other in all_lessons if other.position > lesson.position), None)

@@ -240,7 +240,7 @@ async def test_a_team_takes_a_course_together_in_a_channel(slack_settings, stand
         await lessonbot.settle()
         # The lesson's post in the channel, with its button; its three parts in the post's thread, in order.
         lesson_post = standin.top_level(CHANNEL)[-1]
-        assert lesson_post.params["text"] == "📘 Lesson 1 of 5: What a phishing message wants"
+        assert lesson_post.params["text"] == "📘 Lesson 1 of 5: What a phishing message wants · about 3 min"
         assert [label for label, _value in buttons(lesson_post)] == ["Quiz me (only you see it)"]
         parts = [call.params["text"] for call in standin.thread(CHANNEL, lesson_post.answer["ts"])]
         assert len(parts) == 3 and standin.posted(CHANNEL)[-3:] == standin.thread(CHANNEL, lesson_post.answer["ts"])
