@@ -23,7 +23,6 @@ plain text, and `html` (`caption_html`) in the small HTML subset of `render_html
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
@@ -32,27 +31,24 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from bot.channel import ChannelHost, Received, RequestRejected, SentReply
+from bot.channel import ChannelHost, Received, RequestRejected
 from bot.messages import Link
 from bot.text import whole_number
 from channels.http import NOT_FRAMED, PRIVATE, sent_document
 from channels.markdown import PLAIN, render, render_html, with_links
-from channels.webchat.streams import FALLBACK_POLL_SECONDS
+from channels.webchat.streams import REPLIES_A_READ, Feed, reply_events
 from channels.webhook import LimitBody, Parse, Record, Webhook, WebhookRequest, parse_json, refusal
 
 if TYPE_CHECKING:
     from channels.webchat.channel import WebChatChannel
 
 WEB_DIR = Path(__file__).parent / "web"
-SSE_KEEPALIVE_SECONDS = 15.0
-REPLIES_A_READ = 100  # replies an event stream reads from the database at a time (until it has caught up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,49 +201,15 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
                 response.headers["Retry-After"] = "30"
             return response
 
-        async def stream() -> AsyncGenerator[str, None]:
-            loop = asyncio.get_running_loop()
-            with webchat.listen(session_id, after, sent_since=sent_since) as listener:
-                shown_draft, read = None, True
-                handed: list[SentReply] = []
-                yield "retry: 2000\n\n"
-                next_poll = last_said = loop.time()
-                while True:
-                    said = more = False
-                    if read or loop.time() >= next_poll:
-                        next_poll = loop.time() + FALLBACK_POLL_SECONDS
-                        replies = await fetch_replies(session_id, listener.cursor)
-                        more = len(replies) == REPLIES_A_READ  # a page far behind: the rest at once, not at a bell
-                    else:  # handed over by this process's dispatcher as it sent them: nothing to read back
-                        replies = [view(session_id, sent.outbox_id, sent.payload) for sent in handed]
-                    for reply in replies:
-                        listener.cursor, said = reply["id"], True
-                        last_said = loop.time()
-                        yield f"id: {reply['id']}\nevent: reply\ndata: {orjson.dumps(reply).decode()}\n\n"
-                    draft = webchat.draft(session_id)
-                    if draft is not None and draft != shown_draft:  # no id: a draft is not replayed on reconnecting
-                        last_said, said = loop.time(), True
-                        shown = orjson.dumps(rendered(draft, remember=False)).decode()
-                        yield f"event: draft\ndata: {shown}\n\n"
-                    shown_draft = draft
-                    if loop.time() - last_said >= SSE_KEEPALIVE_SECONDS:
-                        last_said, said = loop.time(), True
-                        yield ": keep-alive\n\n"
-                    # A page that left ends the stream: Starlette listens for the disconnect beside it (before ASGI
-                    # 2.4; from 2.4 on, sending to it raises). Asking costs more than rendering a reply, so it is
-                    # asked only in a pass that sent nothing.
-                    if not said and await request.is_disconnected():
-                        return
-                    if more:
-                        read = True
-                        continue
-                    if listener.ended:  # the server is stopping: the page reconnects and resumes after the cursor
-                        return
-                    await listener.wait(max(0.0, min(next_poll, last_said + SSE_KEEPALIVE_SECONDS) - loop.time()))
-                    handed, read = listener.take()
-
+        feed = Feed(
+            read=partial(fetch_replies, session_id),
+            show=lambda sent: view(session_id, sent.outbox_id, sent.payload),
+            draft=partial(webchat.draft, session_id),
+            show_draft=partial(rendered, remember=False),
+            gone=request.is_disconnected,
+        )
         return ClosingStream(
-            stream(),
+            reply_events(webchat.listen(session_id, after, sent_since=sent_since), feed),
             on_close=lambda: webchat.gate.leave(address),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -14,6 +14,10 @@ An open stream reads the database only when there may be something for it that i
 - and, as a slow fallback, every FALLBACK_POLL_SECONDS on its own (a watcher query that failed, clocks of two
   machines further apart than CLOCK_MARGIN).
 
+What a stream sends (`reply_events`): each reply as an event `reply` whose id is the reply's (a page reconnecting
+resumes after it), the reply being written as `draft` (no id: never replayed), and a comment line after
+SSE_KEEPALIVE_SECONDS of silence, so proxies keep the connection.
+
 A server that stops ends every open stream (`Wakeups.end`), and any opened after: a stream is open for as long as
 the page is, so a server waiting for its connections to close would otherwise wait for ever. The page reconnects
 (to another server, or to this one once it is back) and resumes after the last reply it was shown.
@@ -24,16 +28,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
 
 from bot.channel import RequestRejected, SentReply
 
 log = logging.getLogger(__name__)
 
 FALLBACK_POLL_SECONDS = 30.0
+SSE_KEEPALIVE_SECONDS = 15.0
+REPLIES_A_READ = 100  # replies an event stream reads from the database at a time (until it has caught up)
 # How far back each of the watcher's polls looks past the one before, for replies marked sent by another machine
 # whose clock runs behind ours.
 CLOCK_MARGIN = timedelta(seconds=2)
@@ -127,6 +136,61 @@ class Listener:
             shown.append(sent)
             cursor = sent.outbox_id
         return shown, False
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """What one session's stream shows, as the page shows it, and how it learns that the page left."""
+
+    read: Callable[[int], Awaitable[list[dict[str, Any]]]]  # the replies sent after a reply id (REPLIES_A_READ)
+    show: Callable[[SentReply], dict[str, Any]]  # a reply handed over as it was sent
+    draft: Callable[[], str | None]  # the reply being written, if any
+    show_draft: Callable[[str], dict[str, str]]
+    gone: Callable[[], Awaitable[bool]]
+
+
+async def reply_events(listening: AbstractContextManager[Listener], feed: Feed) -> AsyncGenerator[str, None]:
+    """The event stream of one page: what it has not shown yet, then each reply as it is sent, until the page leaves
+    or the server stops. The database is read when the listener says a reply may be there that it was not handed
+    (or every FALLBACK_POLL_SECONDS); a page far behind is sent the rest at once, a read after another."""
+    loop = asyncio.get_running_loop()
+    with listening as listener:
+        shown_draft, read = None, True
+        handed: list[SentReply] = []
+        yield "retry: 2000\n\n"
+        next_poll = last_said = loop.time()
+        while True:
+            said = more = False
+            if read or loop.time() >= next_poll:
+                next_poll = loop.time() + FALLBACK_POLL_SECONDS
+                replies = await feed.read(listener.cursor)
+                more = len(replies) == REPLIES_A_READ  # a page far behind: the rest at once, not at a bell
+            else:  # handed over by this process's dispatcher as it sent them: nothing to read back
+                replies = [feed.show(sent) for sent in handed]
+            for reply in replies:
+                listener.cursor, said = reply["id"], True
+                last_said = loop.time()
+                yield f"id: {reply['id']}\nevent: reply\ndata: {orjson.dumps(reply).decode()}\n\n"
+            draft = feed.draft()
+            if draft is not None and draft != shown_draft:
+                last_said, said = loop.time(), True
+                yield f"event: draft\ndata: {orjson.dumps(feed.show_draft(draft)).decode()}\n\n"
+            shown_draft = draft
+            if loop.time() - last_said >= SSE_KEEPALIVE_SECONDS:
+                last_said, said = loop.time(), True
+                yield ": keep-alive\n\n"
+            # A page that left ends the stream: Starlette listens for the disconnect beside it (before ASGI 2.4; from
+            # 2.4 on, sending to it raises). Asking costs more than rendering a reply, so it is asked only in a pass
+            # that sent nothing.
+            if not said and await feed.gone():
+                return
+            if more:
+                read = True
+                continue
+            if listener.ended:  # the server is stopping: the page reconnects and resumes after the cursor
+                return
+            await listener.wait(max(0.0, min(next_poll, last_said + SSE_KEEPALIVE_SECONDS) - loop.time()))
+            handed, read = listener.take()
 
 
 class Wakeups:

@@ -28,8 +28,8 @@ from bot.config import Settings, load_settings
 from bot.messages import Document, Text
 from channels.webchat import WebChatChannel
 from channels.webchat.channel import MAX_TEXT_CHARS
-from channels.webchat.routes import REPLIES_A_READ, reply_view
-from channels.webchat.streams import FALLBACK_POLL_SECONDS
+from channels.webchat.routes import reply_view
+from channels.webchat.streams import FALLBACK_POLL_SECONDS, REPLIES_A_READ
 from storage.migrate import head_revisions
 from storage.models import Conversation, InboundMessage, OutboxMessage
 from storage.outbox import OutboxEntry, enqueue, requeue
