@@ -415,7 +415,7 @@ class StripeEvents:
             message = event_message(event, payment) if payment is not None and not erased else None
             sale = _erased_sale(kind, obj, payment) if payment is not None and erased else None
             outcome = _outcome(kind, message, erased=erased, sale=sale)
-            new = await record_event(session, STRIPE, event["id"], kind, event, outcome)
+            new = await record_event(session, STRIPE, event["id"], kind, {} if erased else event, outcome)
         if message is not None:
             await self.receive(message)
         if sale is not None and new:

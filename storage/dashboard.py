@@ -749,7 +749,7 @@ PAGES: dict[str, Callable[[AsyncSession, datetime, Figures | None], Awaitable[Fi
     "engagement": engagement,
     "knowledge": knowledge,
 }
-QUOTING = ("knowledge",)  # pages whose figures quote what learners typed
+QUOTING = ("knowledge", "learning")  # pages whose figures quote what learners typed
 
 
 async def compute(session: AsyncSession, name: str, now: datetime) -> DashboardFigures:

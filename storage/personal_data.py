@@ -15,7 +15,7 @@ member's.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -344,6 +344,7 @@ _WITHHELD: dict[str, Any] = {
     "parts_sent": None,
     "last_error": "not sent: the person's data was erased",
     "delivery_error": None,
+    "idempotency_key": None,
 }
 
 
@@ -405,9 +406,9 @@ async def _erase_offered_choices(session: AsyncSession, person: Person, own: set
 
 async def _unname_in_team_posts(session: AsyncSession, person: Person) -> None:
     """A team's posts that named them, kept in the outbox as records, show ERASED_ACTOR in their name's place: a
-    leaderboard's line ("3. NAME: 25 points …") and a list of names ("Behind: A, NAME (2 members).", the admin's
-    digest), in any language; nothing else in the team's chats is touched. The name may stand there escaped for the
-    platform's Markdown (Ann\\_Lee), which the match allows for."""
+    leaderboard's line ("3. NAME: 25 points …"), a list of names ("Behind: A, NAME (2 members).", the admin's digest)
+    and a list with points (/home's "Top: A (25), NAME (10)" in a team admin's chat), in any language; nothing else
+    is touched. The name may stand there escaped for the platform's Markdown (Ann\\_Lee), which the match allows for."""
     user = await session.get(User, person.user_id)
     names = {name.strip() for name in ((user.display_name if user else None),
                                        *(external.partition("/")[2] or external for _c, external in person.identities))
@@ -417,11 +418,17 @@ async def _unname_in_team_posts(session: AsyncSession, person: Person) -> None:
     ))
     if not names or not teams:
         return
-    theirs = re.compile("|".join("".join(r"\\?" + re.escape(c) for c in name) for name in names))
+    theirs = names_pattern(names)
     for team in teams:
         chats = [chat for chat in (team.chat_id, team.digest_chat) if chat]
+        admins = select(TeamAdmin.member).where(TeamAdmin.channel == team.channel,
+                                                TeamAdmin.workspace == team.workspace)
+        admins_own = select(ChannelIdentity.user_id).where(
+            ChannelIdentity.channel == team.channel,
+            or_(ChannelIdentity.external_id == team.created_by, ChannelIdentity.external_id.in_(admins)))
         in_team = select(Conversation.id).where(Conversation.channel == team.channel, or_(
-            Conversation.chat_id.in_(chats), Conversation.chat_id.startswith(f"{team.chat_id}@", autoescape=True)))
+            Conversation.chat_id.in_(chats), Conversation.chat_id.startswith(f"{team.chat_id}@", autoescape=True),
+            Conversation.user_id.in_(admins_own)))  # an admin's own chats: /home's "Top: NAME (25), …"
         rows = await session.execute(
             select(OutboxMessage.id, OutboxMessage.payload).where(OutboxMessage.conversation_id.in_(in_team))
         )
@@ -429,24 +436,38 @@ async def _unname_in_team_posts(session: AsyncSession, person: Person) -> None:
             text = payload.get("text") if isinstance(payload, dict) else None
             if not isinstance(text, str):
                 continue
-            unnamed = "\n".join(_unnamed_line(line, theirs) for line in text.split("\n"))
+            unnamed = renamed(text, theirs, ERASED_ACTOR)
             if unnamed != text:
                 await session.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id)
                                       .values(payload={**payload, "text": unnamed}))
 
 
+def names_pattern(names: Iterable[str]) -> re.Pattern[str]:
+    """Any of `names`, as it stands in a message: each character may be escaped for the platform's Markdown."""
+    return re.compile("|".join("".join(r"\\?" + re.escape(c) for c in name) for name in names))
+
+
 _BOARD_LINE = re.compile(r"^(\d+\. )(.+?)(: .*)$")  # "3. NAME: 25 points · …"
 _NAMES_LINE = re.compile(r"^([^:]+: )(.+)( \(\d+ [^()]+\)\.)$")  # "Behind: A, B (2 members)."
+_TOP_LINE = re.compile(r"^([^:]+: )(.+ \(\d+\))$")  # /home's "Top: A (25), B (10)"
 
 
-def _unnamed_line(line: str, theirs: re.Pattern[str]) -> str:
+def renamed(text: str, names: re.Pattern[str], instead: str) -> str:
+    """`text` with `instead` in place of each of `names` where a team's post names a member (the line shapes above);
+    a name may hold ", " itself (Slack's "Lee, Ann")."""
+    return "\n".join(_renamed_line(line, names, instead) for line in text.split("\n"))
+
+
+def _renamed_line(line: str, names: re.Pattern[str], instead: str) -> str:
     board = _BOARD_LINE.match(line)
-    if board and theirs.fullmatch(board[2]):
-        return board[1] + ERASED_ACTOR + board[3]
+    if board and names.fullmatch(board[2]):
+        return board[1] + instead + board[3]
     listed = _NAMES_LINE.match(line)
     if listed:
-        names = [ERASED_ACTOR if theirs.fullmatch(name) else name for name in listed[2].split(", ")]
-        return listed[1] + ", ".join(names) + listed[3]
+        return listed[1] + re.sub(rf"(?:^|(?<=, ))(?:{names.pattern})(?=, |$)", instead, listed[2]) + listed[3]
+    top = _TOP_LINE.match(line)
+    if top:
+        return top[1] + re.sub(rf"(?:^|(?<=, ))(?:{names.pattern})(?= \(\d+\)(?:, |$))", instead, top[2])
     return line
 
 
@@ -768,26 +789,59 @@ async def _messages(session: AsyncSession, person: Person) -> list[dict[str, Any
             "chat": chat,
             "received_at": _iso(m.received_at),
             "text": m.payload.get("text", ""),
-            **({"choice": m.payload["choice"]} if "choice" in m.payload else {}),
+            **{key: m.payload[key] for key in ("choice", "sender_name", "meta") if m.payload.get(key)},
         }
         for m, chat in rows.all()
     ]
 
 
+ANOTHER_MEMBER = "(another member)"  # in an export, who a team's standings or digest named besides the person
+
+
 async def _replies(session: AsyncSession, person: Person, own: set[int]) -> list[dict[str, Any]]:
+    """The replies they were sent, as sent, but for the other members of their teams a team's standings, digest or
+    /home named: those are another person's data, and read ANOTHER_MEMBER here."""
     rows: Sequence[OutboxMessage] = (
         await session.scalars(select(OutboxMessage).where(_their_replies(person, own)).order_by(OutboxMessage.id))
     ).all()
+    others = await _teammates_names(session, person)
     return [
         {
             "channel": r.channel,
             "chat": r.chat_id,
             "created_at": _iso(r.created_at),
             "status": r.status,
-            "text": r.payload.get("text") or r.payload.get("caption") or r.payload.get("filename") or "",
+            "text": renamed(_reply_text(r), others, ANOTHER_MEMBER) if others else _reply_text(r),
         }
         for r in rows
     ]
+
+
+def _reply_text(reply: OutboxMessage) -> str:
+    payload = reply.payload
+    return str(payload.get("text") or payload.get("caption") or payload.get("filename") or "")
+
+
+async def _teammates_names(session: AsyncSession, person: Person) -> re.Pattern[str] | None:
+    """The names the other members of their teams go by in a team's posts (the teams they are in, made or
+    administer), or None when there are none; a name that is also theirs is left to them."""
+    externals = [external for _channel, external in person.identities]
+    administered = select(Team.id).join(TeamAdmin, and_(TeamAdmin.channel == Team.channel,
+                                                        TeamAdmin.workspace == Team.workspace))
+    teams = select(Team.id).where(or_(
+        Team.id.in_(select(TeamMember.team_id).where(TeamMember.user_id == person.user_id)),
+        Team.created_by.in_(externals),
+        Team.id.in_(administered.where(TeamAdmin.member.in_(externals))),
+    ))
+    user = await session.get(User, person.user_id)
+    own = {((user.display_name if user else None) or "").strip(), *(e.rpartition("/")[2] for e in externals)}
+    rows = await session.execute(
+        select(User.display_name, TeamMember.member)
+        .join(User, User.id == TeamMember.user_id, isouter=True)
+        .where(TeamMember.team_id.in_(teams), or_(TeamMember.user_id.is_(None), TeamMember.user_id != person.user_id))
+    )
+    names = {(name or member.rpartition("/")[2]).strip() for name, member in rows.all()} - own - {""}
+    return names_pattern(sorted(names, key=len, reverse=True)) if names else None
 
 
 def _iso(value: Any) -> str | None:

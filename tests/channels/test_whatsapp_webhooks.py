@@ -221,3 +221,28 @@ async def test_whatsapp_stays_off_without_public_base_url_and_says_why(settings,
     assert "whatsapp is off: PUBLIC_BASE_URL is empty" in caplog.text
     with pytest.raises(ValueError, match="PUBLIC_BASE_URL"):
         WhatsAppChannel(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, sender=SENDER, public_base_url="")
+
+
+async def test_a_learners_export_holds_the_location_and_the_photo_they_sent(settings, twilio):
+    """/export gives back what they sent as the bot keeps it: a shared location's place and a photo's address too,
+    not an empty text."""
+    from storage.models import ChannelIdentity, utcnow
+    from storage.personal_data import export_person
+
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        bot = app.state.lessonbot
+        media = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/SM1/Media/ME1"
+        for form in (
+            webhooks.message_form(ANN, "hello", sid="SM" + "0" * 32),
+            webhooks.message_form(ANN, "", sid="SM" + "2" * 32, MessageType="location", Latitude="52.52",
+                                  Longitude="13.405", Address="Alexanderplatz", Label="Classroom"),
+            webhooks.message_form(ANN, "my homework", sid="SM" + "1" * 32, NumMedia="1", MessageType="image",
+                                  MediaUrl0=media, MediaContentType0="image/jpeg"),
+        ):
+            assert (await webhooks.post(INBOUND, form)).status_code == 200
+        await bot.settle()
+        async with bot.db.sessions() as session:
+            user_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == ANN))
+            document = await export_person(session, user_id, now=utcnow())
+    sent = json.dumps(document["messages"], ensure_ascii=False)
+    assert "Alexanderplatz" in sent and "52.52" in sent and media in sent, sent

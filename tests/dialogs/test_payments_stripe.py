@@ -11,6 +11,7 @@ import shutil
 import time
 
 import pytest
+from sqlalchemy import select
 
 from bot.payments import stripe_amount
 from dialogs.payments import CannotCharge
@@ -583,3 +584,38 @@ async def test_a_lost_dispute_is_taken_as_a_refund(shop, stripe_api):
     assert ann.channel.texts("ann")[-1].startswith("Your bank took back your payment for “Passwords that hold”")
     assert await takings(bot) == [(1, 0, 300, 1, 300)]
     assert stripe_api.refunds == []  # the bank took it back: nothing for Stripe to refund
+
+
+async def test_events_about_an_erased_buyers_payment_are_recorded_without_them(shop, stripe_api):
+    """Stripe reports the payment made a moment before the erasure, and the refund of it, after the erasure: their
+    records keep what happened, not the buyer's e-mail, card name or our reference to them."""
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    paid = stripe_api.pay(session["id"])
+    await ann.say("/stop")
+    [done] = await ann.say("stop and delete my data")
+    assert done.startswith("Done: I deleted everything")
+    first = await post_event(client, checkout_event(paid))
+    assert first.json()["outcome"] == "paid after its buyer's data was erased: given back"
+    await post_event(client, refund_event(paid))
+    await bot.settle()
+    async with bot.db.sessions() as s:
+        stored = {e.type: json.dumps(e.payload) for e in await s.scalars(select(PaymentEvent))}
+    assert {"checkout.session.completed", "charge.refunded"} <= set(stored)
+    leaks = {kind: [word for word in ("example@example.com", "Jenny Rosen", '"user_id"') if word in payload]
+             for kind, payload in stored.items()}
+    assert not any(leaks.values()), leaks
+
+
+async def test_the_expiry_of_a_checkout_the_erasure_closed_is_recorded_without_the_buyer(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    await ann.say("/stop")
+    await ann.say("stop and delete my data")
+    expired = stripe_api.sessions[session["id"]]
+    assert expired["status"] == "expired"  # the erasure closed the open checkout page
+    await post_event(client, checkout_event(expired, "checkout.session.expired"))
+    await bot.settle()
+    async with bot.db.sessions() as s:
+        [event] = list(await s.scalars(select(PaymentEvent).where(PaymentEvent.type == "checkout.session.expired")))
+    assert "example@example.com" not in json.dumps(event.payload) and '"user_id"' not in json.dumps(event.payload)

@@ -15,7 +15,7 @@ from bot.messages import Document
 from bot.messages import InboundMessage as Message
 from storage.models import AdminAuditEntry, ChannelIdentity, InboundMessage, OutboxMessage
 from storage.personal_data import ERASED_ARGUMENTS
-from tests.dialogs.learning_support import Learning, import_sample, onboard
+from tests.dialogs.learning_support import Learning, import_sample, learning_bot, onboard  # noqa: F401
 from tests.support import RecordingChannel
 
 
@@ -434,3 +434,58 @@ async def test_an_export_still_waiting_to_be_sent_outlives_its_days(admin_bot, a
     async with bot.db.transaction() as session:
         await session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(status=OutboxStatus.SENT))
     assert (await prune(ctx))["exports files"] == 1 and not export.exists()
+
+
+async def test_one_who_starts_again_after_an_erasure_gets_the_lesson_of_that_day(learning_bot):
+    """She deletes her data while her morning lesson waits on the platform's rate limit, and starts again that day
+    with lessons in the evening. On SQLite her new user row may take the erased one's id: the cancelled lesson's
+    outbox row no longer holds the day's key (`lesson:<user>:<date>`), so the new lesson is queued and sent."""
+    from collections import Counter
+    from datetime import time, timedelta
+    from zoneinfo import ZoneInfo
+
+    from bot.channel import RateLimited
+    from scheduler.planner import next_lesson_after, plan_lessons
+    from storage.models import utcnow
+    from storage.outbox import OutboxStatus
+    from storage.scheduling import QUEUED
+    from tests.dialogs.learning_support import learner_row
+    from tests.scheduler.support import HandClock, context
+
+    lisbon = ZoneInfo("Europe/Lisbon")
+    bot, channel = learning_bot
+    ann = Learning(bot, channel)
+    await onboard(ann, at="08:00")
+    first, _ = await learner_row(bot, "test", "ann")
+    clock = HandClock(utcnow())
+    jobs = context(bot.db, clock)
+    await plan_lessons(jobs)  # the planner's minutes before the lesson's (each learner's next lesson is found)
+    clock.move(minutes=1)
+    await plan_lessons(jobs)
+    morning = next_lesson_after(clock.now(), zone=lisbon, at=time(8), days="1234567")
+    clock.at(morning + timedelta(seconds=30))
+    channel.failures.append(RateLimited(3600))  # the platform says: wait an hour; the lesson stays queued
+    assert await plan_lessons(jobs) == Counter({QUEUED: 1})
+    await bot.settle()
+    day = morning.astimezone(lisbon).date().isoformat()
+    async with bot.db.sessions() as session:
+        [waiting] = list(await session.scalars(select(OutboxMessage).where(
+            OutboxMessage.idempotency_key == f"lesson:{first.id}:{day}")))
+    assert waiting.status == OutboxStatus.PENDING
+
+    await ann.say("/stop")
+    await ann.say("Stop and delete my data", choice="stop:delete")
+    assert channel.texts("ann")[-1].startswith("Done: I deleted everything")
+    await onboard(ann, at="20:00")
+    again, _ = await learner_row(bot, "test", "ann")
+    clock.move(minutes=1)
+    await plan_lessons(jobs)
+    evening = next_lesson_after(clock.now(), zone=lisbon, at=time(20), days="1234567")
+    assert evening.astimezone(lisbon).date().isoformat() == day
+    clock.at(evening + timedelta(seconds=30))
+    assert await plan_lessons(jobs) == Counter({QUEUED: 1})
+    await bot.settle()
+    async with bot.db.sessions() as session:
+        sent = [(row.status, row.chat_id) for row in await session.scalars(select(OutboxMessage).where(
+            OutboxMessage.idempotency_key == f"lesson:{again.id}:{day}"))]
+    assert sent == [(OutboxStatus.SENT, "ann")], (sent, first.id, again.id)

@@ -11,18 +11,21 @@ import json
 from datetime import date, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import inspect, select, text
 
 from bot.messages import InboundMessage as Message
 from storage.courses import Course, Entitlement
 from storage.db import make_sync_engine
 from storage.knowledge import KnowledgeAllowance
+from storage.migrate import upgrade
 from storage.models import ChannelIdentity, Conversation, OutboxMessage, utcnow
 from storage.outbox import OutboxEntry, OutboxStatus, enqueue
 from storage.personal_data import BLANK_REPLY, ERASED, ERASED_ACTOR, KEPT, PLAN
 from storage.scheduling import Broadcast, BroadcastRecipient, NudgeLog, ScheduledLesson
 from storage.schema import metadata
 from tests.dialogs.learning_support import Learning, learning_bot, onboard  # noqa: F401
+from tests.storage.reviewed_columns import REVIEWED_COLUMNS
 
 HOW_TO_CLASSIFY = (
     "Table {table!r} is not in storage.personal_data.PLAN. Every table must say what erasing a person does to it: "
@@ -71,6 +74,42 @@ def test_every_table_of_the_schema_is_in_the_plan(database_url):
         assert table in PLAN, HOW_TO_CLASSIFY.format(table=table)
     stale = sorted(set(PLAN) - tables)
     assert not stale, f"PLAN names tables the schema does not have: {stale}; take them out of PLAN and docs/data.md"
+    assert_columns_reviewed(database_url)
+
+
+HOW_TO_REVIEW = (
+    "Column {column!r} of {table!r} is new since the erasure contract was last reviewed: say what becomes of what it "
+    "holds when a person is erased (storage.personal_data.PLAN's rule for the table, erase_person, export_person and "
+    "docs/data.md), then add it to tests/storage/reviewed_columns.py"
+)
+
+
+def assert_columns_reviewed(url: str) -> None:
+    """Every column of the migrated database and of the models was looked at for a person's data: a migration that
+    adds one (a team's contact e-mail, a course's author phone) fails here until the contract says what it holds."""
+    engine = make_sync_engine(url)
+    try:
+        migrated = {table: {column["name"] for column in inspect(engine).get_columns(table)}
+                    for table in inspect(engine).get_table_names()}
+    finally:
+        engine.dispose()
+    modelled = {name: {column.name for column in table.columns} for name, table in metadata.tables.items()}
+    for schema in (migrated, modelled):
+        for table, columns in sorted(schema.items()):
+            for column in sorted(columns - set(REVIEWED_COLUMNS.get(table, ()))):
+                raise AssertionError(HOW_TO_REVIEW.format(column=column, table=table))
+
+
+def test_a_column_a_migration_adds_is_held_to_the_contract(tmp_path):
+    """The guard above fails on a new column of a table the plan knows (a migration's `ADD COLUMN`)."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(url)
+    engine = make_sync_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE teams ADD COLUMN contact_email VARCHAR(200)"))
+    engine.dispose()
+    with pytest.raises(AssertionError, match="'contact_email' of 'teams' is new"):
+        assert_columns_reviewed(url)
 
 
 async def say(bot, text: str, *, chat: str, sender: str, name: str) -> None:
@@ -274,3 +313,129 @@ def test_the_erasure_reads_markdown_escapes_as_the_bot_writes_and_reads_them():
     assert set(personal_data._MARKDOWN_ESCAPES) == MARKDOWN_ESCAPES
     for typed in ("test:ann_lee", "slack:T01/U*2", "# 1. [x]~`y`", "a\\b", "- web:ses_1\n2) x"):
         assert personal_data.unescaped(literal(typed)) == unescaped(literal(typed)) == typed
+
+
+async def a_team_of_two(bot, channel, ann_name: str) -> tuple[Learning, Learning, int]:
+    """Ann (named `ann_name`, 25 points) and Roberto (10), in a team Roberto made and gets the digest of."""
+    from datetime import time
+
+    from storage.learners import Learner
+    from storage.models import User
+    from storage.teams import Team, TeamMember
+
+    ann_dm, bob_dm = Learning(bot, channel, chat="ann-42"), Learning(bot, channel, chat="bob-7")
+    await say(bot, "/start", chat="ann-42", sender="ann-42", name=ann_name)
+    await onboard(ann_dm)
+    await say(bot, "/start", chat="bob-7", sender="bob-7", name="Roberto")
+    await onboard(bob_dm)
+    ann, bob = await user_of(bot, "ann-42"), await user_of(bot, "bob-7")
+    async with bot.db.transaction() as session:
+        (await session.get(User, ann)).display_name = ann_name
+        (await session.get(User, bob)).display_name = "Roberto"
+        (await session.get(Learner, ann)).points = 25
+        (await session.get(Learner, bob)).points = 10
+        team = Team(channel="test", chat_id="grp", workspace="W", course_id=await session.scalar(select(Course.id)),
+                    lesson_time=time(9), created_by="bob-7", digest_chat="bob-7")
+        session.add(team)
+        await session.flush()
+        session.add_all([TeamMember(team_id=team.id, member="ann-42", user_id=ann),
+                         TeamMember(team_id=team.id, member="bob-7", user_id=bob)])
+    return ann_dm, bob_dm, team.id
+
+
+def rows_naming(url: str, word: str) -> dict[str, list[Any]]:
+    return {table: found for table, rows in every_row(url).items()
+            if (found := [row.get("payload") or row for row in rows if mentions(row, word)])}
+
+
+@pytest.mark.parametrize("name", ["Annabel", "Lee, Ann"])  # Slack shows "Last, First" names with a comma
+async def test_a_digest_that_named_an_erased_member_keeps_no_part_of_their_name(learning_bot, database_url, name):
+    from dialogs.teams import digest_message, send_to
+    from storage.courses import Lesson
+    from storage.teams import Team, TeamLessonPost
+
+    bot, channel = learning_bot
+    ann_dm, _bob_dm, team_id = await a_team_of_two(bot, channel, name)
+    async with bot.db.transaction() as session:
+        team = await session.get(Team, team_id)
+        today = utcnow().date()
+        session.add(TeamLessonPost(team_id=team.id, local_date=today - timedelta(days=2),
+                                   lesson_id=await session.scalar(select(Lesson.id))))
+        await session.flush()
+        digest = await digest_message(session, team, day=today)
+        assert f"Behind: {name}, Roberto (2 members)." in digest.text, digest.text
+        await send_to(session, team, team.digest_chat, digest, key=f"team-digest:{team.id}:{today}")
+    await bot.settle()
+    await ann_dm.say("/stop")
+    await ann_dm.press("Stop and delete my data")
+    assert rows_naming(database_url, name) == {}
+    digests = [as_json(row["payload"])["text"] for row in every_row(database_url)["outbox_messages"]
+               if "Behind: " in as_json(row["payload"]).get("text", "")]
+    assert digests and all(f"Behind: {ERASED_ACTOR}, Roberto (2 members)." in text for text in digests), digests
+
+
+async def test_a_team_admins_home_that_named_an_erased_member_no_longer_does(learning_bot, database_url):
+    bot, channel = learning_bot
+    ann_dm, bob_dm, _team = await a_team_of_two(bot, channel, "Annabel")
+    [home] = await bob_dm.say("/home")
+    assert "Top: Annabel (25), Roberto (10)" in home, home
+    await ann_dm.say("/stop")
+    await ann_dm.press("Stop and delete my data")
+    assert rows_naming(database_url, "Annabel") == {}
+    assert any(f"Top: {ERASED_ACTOR} (25), Roberto (10)" in as_json(row["payload"]).get("text", "")
+               for row in every_row(database_url)["outbox_messages"])
+
+
+async def test_an_export_names_no_other_member_of_the_persons_teams(learning_bot):
+    """A team admin's export holds the replies they were sent, /home's standings among them: the other members'
+    names there are theirs, not the admin's, and read "(another member)"; the admin's own name stays."""
+    from storage.personal_data import ANOTHER_MEMBER, export_person
+
+    bot, channel = learning_bot
+    _ann_dm, bob_dm, _team = await a_team_of_two(bot, channel, "Annabel")
+    await bob_dm.say("/home")
+    async with bot.db.sessions() as session:
+        document = await export_person(session, await user_of(bot, "bob-7"), now=utcnow())
+    assert "Annabel" not in json.dumps(document, ensure_ascii=False)
+    assert any(f"Top: {ANOTHER_MEMBER} (25), Roberto (10)" in reply["text"] for reply in document["replies"])
+
+
+async def test_the_dashboards_hardest_questions_forget_an_erased_learners_typed_answer(learning_bot, database_url):
+    """The learning page quotes the wrong answers typed to its hardest questions: an erasure drops those figures
+    with the knowledge page's (they are counted again at the next recount, without them)."""
+    from storage.courses import QuestionCard
+    from storage.dashboard import compute
+    from storage.models import User
+
+    phrase = "zebracrossing-annabel-guess"
+    bot, channel = learning_bot
+    ann = Learning(bot, channel, chat="ann-42")
+    await onboard(ann)
+    await ann.press("Start my first lesson")
+    for _ in range(60):  # through the lesson to its typed question, answered wrong
+        last = ann.last()
+        if last.text.endswith("(Type your answer.)"):
+            await ann.say(phrase)
+            break
+        if last.choices and last.choices[0].value.startswith("quiz:"):
+            await ann.say("pressed", choice=last.choices[0].value)
+        elif last.choices:
+            await ann.press(last.choices[0].label)
+        else:
+            await ann.say("/next")
+    async with bot.db.transaction() as session:
+        [card] = [c for c in await session.scalars(select(QuestionCard)) if c.last_answer == phrase]
+        for n in range(4):  # four others got it wrong too: a question among the hardest
+            other = User(display_name=f"Other{n}")
+            session.add(other)
+            await session.flush()
+            session.add(QuestionCard(user_id=other.id, question_id=card.question_id, card={}, due=utcnow(),
+                                     last_rating=1, last_answer="other wrong", attempts=1, correct=0))
+        await session.flush()
+        figures = await compute(session, "learning", utcnow())  # the dashboard's recount
+        assert phrase in json.dumps(figures.figures)
+
+    await ann.say("/stop")
+    [done] = await ann.press("Stop and delete my data")
+    assert done.startswith("Done: I deleted everything")
+    assert rows_naming(database_url, phrase) == {}
