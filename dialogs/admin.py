@@ -32,10 +32,15 @@ async def _help(turn: Turn, _args: str) -> None:
     _ = tr(turn)
     held = await roles.grants(turn)
     lines = [_("Admin commands:")] + [
-        f"/admin {name} — {_(command.summary)}" for name, command in SUBCOMMANDS.items()
-        if roles.scopes(held, command.area)
+        f"/admin {name} — {_(command.summary)}" for name, command in SUBCOMMANDS.items() if _may_use(held, command)
     ]
     turn.say("\n".join(lines))
+
+
+def _may_use(held: tuple[roles.Grant, ...], command: Subcommand) -> bool:
+    """Whether the roles allow `command` somewhere it applies: within a course or a workspace of theirs when it acts
+    on one, only everywhere when it acts on everything at once (stats, broadcast, payments)."""
+    return any(command.target.reached_from(scope) for scope in roles.scopes(held, command.area))
 
 
 async def _stats(turn: Turn, _args: str) -> None:
@@ -185,28 +190,41 @@ def _offering(offered: bool) -> Callable[[Turn, str], Awaitable[None]]:
     return run
 
 
-Target = Callable[[list[str]], roles.Scope | None]
+@dataclass(frozen=True)
+class Target:
+    """What a command acts on, for scoped roles: `kind` "" is everything at once (a role must hold everywhere);
+    "course", the course its argument at `index` names; "team", the Slack workspace of the learner it names first
+    (everything, for an address elsewhere); "own", whatever the role's scope (it shows only what that covers)."""
+
+    kind: str = ""
+    index: int = 0
+
+    def named(self, words: list[str]) -> roles.Scope | None:
+        """The scope these arguments act on. None: none in particular, which a role of the area runs within its own
+        scope: a command that shows only that scope's, or one whose argument is missing or names no course's id
+        ("until=30d"), which answers with its usage or that there is no such course."""
+        if not self.kind:
+            return roles.EVERYWHERE
+        if self.kind == "own" or len(words) <= self.index:
+            return None
+        if self.kind == "team":
+            return roles.team_of(words[self.index])
+        try:  # a course's id in any case: publish, grant and code look it up lower-cased
+            return roles.parse_scope(f"course:{words[self.index].lower()}")
+        except roles.RoleError:
+            return None
+
+    def reached_from(self, scope: roles.Scope) -> bool:
+        """Whether a role holding within `scope` may run the command anywhere (what /admin help lists)."""
+        return self.kind == "own" or scope == roles.EVERYWHERE or scope.kind == self.kind
 
 
-def _everywhere(_words: list[str]) -> roles.Scope:
-    return roles.EVERYWHERE
-
-
-def _own_scope(_words: list[str]) -> None:
-    """Whatever the role's scope: the command shows only what that scope covers."""
-    return None
+_EVERYWHERE, _OWN_SCOPE, _LEARNER_TEAM = Target(), Target("own"), Target("team")
 
 
 def _course_word(index: int) -> Target:
     """The course named by the argument at `index` (an author scoped to it may act on it)."""
-    def target(words: list[str]) -> roles.Scope:
-        return roles.Scope("course", words[index]) if len(words) > index else roles.EVERYWHERE
-    return target
-
-
-def _learner_team(words: list[str]) -> roles.Scope:
-    """The Slack workspace of the learner named first (a workspace's own support may act on its people)."""
-    return roles.team_of(words[0]) if words else roles.EVERYWHERE
+    return Target("course", index)
 
 
 @dataclass(frozen=True)
@@ -214,7 +232,7 @@ class Subcommand:
     run: Callable[[Turn, str], Awaitable[None]]
     summary: str
     area: str  # what roles.AREAS says may run it
-    target: Target = _everywhere  # what it acts on, from its arguments, for scoped roles
+    target: Target = _EVERYWHERE  # what it acts on, from its arguments, for scoped roles
 
 
 # The areas of the payment commands (dialogs/payments.py lists them); one not named here is for owners and admins.
@@ -223,19 +241,19 @@ _PAYMENTS_AREAS: dict[str, tuple[str, Target]] = {
 }
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "help": Subcommand(_help, N_("this list"), "dashboard", _own_scope),
+    "help": Subcommand(_help, N_("this list"), "dashboard", _OWN_SCOPE),
     "dashboard": Subcommand(_dashboard, N_("a link that signs you in to the dashboard, with charts"), "dashboard",
-                            _own_scope),
+                            _OWN_SCOPE),
     "stats": Subcommand(_stats, N_("learners, messages and delivery counts"), "delivery"),
     "outbox": Subcommand(_outbox, N_("replies that could not be delivered"), "delivery"),
     "requeue": Subcommand(_requeue, N_("retry failed replies: /admin requeue ID or all"), "delivery"),
     "broadcast": Subcommand(broadcast.broadcast, N_("announce to a segment: preview, confirm, status"), "broadcast"),
     "nudges": Subcommand(nudges.report, N_("how often each reminder template brings learners back"), "nudges"),
     "export": Subcommand(_export, N_("a learner's data as a file: /admin export CHANNEL:ID"), "learners",
-                         _learner_team),
+                         _LEARNER_TEAM),
     "erase": Subcommand(_erase, N_("delete a learner's data: /admin erase CHANNEL:ID confirm"), "learners",
-                        _learner_team),
-    **{name: Subcommand(run, summary, *_PAYMENTS_AREAS.get(name, ("payments", _everywhere)))
+                        _LEARNER_TEAM),
+    **{name: Subcommand(run, summary, *_PAYMENTS_AREAS.get(name, ("payments", _EVERYWHERE)))
        for name, (run, summary) in payments.ADMIN_SUBCOMMANDS.items()},
     "publish": Subcommand(_offering(True), N_("offer an unpublished course again: /admin publish COURSE"),
                           "learning", _course_word(0)),
@@ -263,6 +281,14 @@ async def _actor(turn: Turn) -> str:
     return ERASED_ACTOR if erased else turn.identity.address
 
 
+def _denied(_: Translator, name: str, scopes: list[roles.Scope]) -> str:
+    """Why /admin `name` is refused: the role's area is another, or (`scopes`) its scope is."""
+    if scopes:
+        return _("Your role does not allow /admin {name} here: it holds for {scopes} only. Send /admin help for the "
+                 "commands you may use.", name=name, scopes=", ".join(map(str, scopes)))
+    return _("Your role does not allow /admin {name} here. Send /admin help for the commands you may use.", name=name)
+
+
 async def admin(turn: Turn, args: str) -> None:
     name, rest = _split(args)
     identity = turn.identity.address
@@ -285,10 +311,9 @@ async def admin(turn: Turn, args: str) -> None:
         await audit("invalid")
         turn.say(_("There is no such admin command. Send /admin help for the list."))
         return
-    if not roles.permitted(held, command.area, command.target(rest.split())):
+    if not (_may_use(held, command) and roles.permitted(held, command.area, command.target.named(rest.split()))):
         await audit("denied")
-        turn.say(_("Your role does not allow /admin {name} here. Send /admin help for the commands you may use.",
-                   name=name))
+        turn.say(_denied(_, name, roles.scopes(held, command.area)))
         return
     try:
         await command.run(turn, rest.strip())

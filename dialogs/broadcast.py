@@ -5,7 +5,9 @@
     /admin broadcast status [ID]
 
 Options come first, then the message: `course=SLUG` (learners enrolled in it), `channel=NAME` (home chat on that
-platform), `inactive=DAYS` or `inactive=YYYY-MM-DD` (not active since then), or `everyone`. The preview answers
+platform), `inactive=DAYS` or `inactive=YYYY-MM-DD` (not active since then), or `everyone`, each written so, in lower
+case; `status`, `send` and `cancel` are actions only as their usage writes them (the word in lower case, then at most
+an ID). Anything else is the message: "Everyone, read this" or "Send us your questions!". The preview answers
 with the number of learners and two buttons, send and cancel, which are themselves admin commands
 (`/admin broadcast send ID`, `/admin broadcast cancel ID`), so they work however late they are pressed and are
 checked and audited like any other. The elected dispatcher fans it out through the outbox (scheduler/broadcast.py);
@@ -15,7 +17,7 @@ checked and audited like any other. The elected dispatcher fans it out through t
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from bot.messages import Choice, Text
 from bot.text import whole_number
@@ -36,7 +38,8 @@ from storage.broadcasts import (
 from storage.learners import zone_for
 from storage.scheduling import CANCELLED, DRAFT, SENDING, SENT, Broadcast
 
-_OPTION = re.compile(r"^(?P<name>course|channel|inactive)=(?P<value>\S+)$", re.IGNORECASE)
+_OPTION = re.compile(r"^(?P<name>course|channel|inactive)=(?P<value>\S+)$")
+_ACTIONS = ("status", "send", "cancel")
 _DAYS = re.compile(r"^(?P<days>\d{1,4})d?$")
 
 # storage.broadcasts raises these (English, with placeholders); listed here so the catalogs translate them.
@@ -58,23 +61,37 @@ def announcement(text: str) -> Text:
 
 async def broadcast(turn: Turn, args: str) -> None:
     _ = tr(turn)
-    action, _sep, rest = args.strip().partition(" ")
+    action = read_action(args)
     try:
-        if action.lower() == "status":
-            await _status(turn, rest.strip())
-        elif action.lower() in ("send", "cancel"):
-            number = whole_number(rest.strip().lstrip("#"))
+        if action is None:
+            await _preview(turn, args.strip())
+        elif action[0] == "status":
+            await _status(turn, action[1])
+        else:
+            name, typed = action
+            number = whole_number(typed.lstrip("#"))
             if number is None:
                 raise UsageError(_("Usage: /admin broadcast {action} ID (the number the preview showed).",
-                                   action=action.lower()))
-            if action.lower() == "send":
+                                   action=name))
+            if name == "send":
                 await _send(turn, number)
             else:
                 await _cancel(turn, number)
-        else:
-            await _preview(turn, args.strip())
     except BroadcastError as exc:
         raise UsageError(_(exc.template, **exc.values)) from None
+
+
+def read_action(args: str) -> tuple[str, str] | None:
+    """The action `args` is written as, and its ID as typed ("" when none): `status [ID]`, `send ID`, `cancel ID`,
+    the word in lower case and then nothing or one number (`12`, `#12`; one that is no ID gets the action's usage).
+    None: `args` is a message to preview ("Status update: …", "Send us your questions!", "cancel the quiz today")."""
+    words = args.split()
+    if not 1 <= len(words) <= 2 or words[0] not in _ACTIONS:
+        return None
+    typed = words[1] if len(words) == 2 else ""
+    if typed and not typed.lstrip("#").isdigit():
+        return None
+    return words[0], typed
 
 
 def usage(_: Translator) -> str:
@@ -89,15 +106,15 @@ def read_segment(words: list[str], *, now: datetime, zone_name: str | None) -> t
     since: datetime | None = None
     taken = 0
     for word in words:
-        if word.lower() == "everyone":
+        if word == "everyone":
             taken += 1
             continue
         match = _OPTION.match(word)
         if match is None:
             break
-        name, value = match["name"].lower(), match["value"]
+        name, value = match["name"], match["value"]
         if name == "course":
-            course = value
+            course = value.lower()
         elif name == "channel":
             channel = value.lower()
         else:
@@ -107,15 +124,15 @@ def read_segment(words: list[str], *, now: datetime, zone_name: str | None) -> t
 
 
 def read_since(value: str, *, now: datetime, zone_name: str | None) -> datetime:
-    """`7` or `7d`: seven days before `now`; `2026-11-01`: midnight that day in the admin's zone."""
+    """`7` or `7d`: seven days before `now`; `2026-11-01`: midnight that day in the admin's zone, in UTC.
+    ValueError: neither, or a moment UTC cannot hold (0001-01-01 east of UTC)."""
     days = _DAYS.match(value)
     if days:
         return now - timedelta(days=int(days["days"]))
     try:
-        day = date.fromisoformat(value)
-    except ValueError:
+        return datetime.combine(date.fromisoformat(value), time(0), tzinfo=zone_for(zone_name)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValueError(value) from None
-    return datetime.combine(day, time(0), tzinfo=zone_for(zone_name))
 
 
 def describe(_: Translator, segment: Segment, zone_name: str | None = None) -> str:

@@ -1006,23 +1006,32 @@ async def _learner_and_course(turn: Turn, words: list[str], usage: str) -> tuple
     if user is None:
         raise UsageError(_("No learner {who}: give their channel:id (as in ADMINS, e.g. telegram:12345) or number.",
                            who=repr(words[0])))
-    course = await turn.session.scalar(select(Course).where(Course.slug == words[1]))
+    course = await turn.session.scalar(select(Course).where(Course.slug == words[1].lower()))
     if course is None:
         raise UsageError(_("No course {slug}: give its id from course.yaml (lessonbot course list).",
                            slug=repr(words[1])))
     return user, course
 
 
+MAX_ACCESS_DAYS = 3650  # the longest an admin's grant, or an access code's access, lasts when given for some days
+
+
+def access_days(_: Translator, word: str, usage: str) -> int:
+    """DAYS as an admin typed it: a whole number from 1 to MAX_ACCESS_DAYS, or a UsageError saying so."""
+    days = whole_number(word, most=MAX_ACCESS_DAYS)
+    if not days:
+        raise UsageError(_("DAYS is a whole number from 1 to {most}.", most=MAX_ACCESS_DAYS) + "\n" + usage)
+    return days
+
+
 async def admin_grant(turn: Turn, args: str) -> None:
     _ = tr(turn)
     usage = _("Usage: /admin grant USER COURSE [DAYS] — USER is channel:id or a number, COURSE the course id.")
     words = args.split()
+    if len(words) > 3:
+        raise UsageError(usage)
     user, course = await _learner_and_course(turn, words, usage)
-    days = None
-    if len(words) > 2:
-        days = whole_number(words[2], most=3650)
-        if not days:
-            raise UsageError(usage)
+    days = access_days(_, words[2], usage) if len(words) > 2 else None
     expires = turn.now + timedelta(days=days) if days else None
     await grant(turn.session, user.id, course.id, source=SOURCE_GRANT, reference=f"admin:{turn.inbound_id}",
                 expires_at=expires, now=turn.now)
@@ -1033,7 +1042,10 @@ async def admin_grant(turn: Turn, args: str) -> None:
 async def admin_revoke(turn: Turn, args: str) -> None:
     _ = tr(turn)
     usage = _("Usage: /admin revoke USER COURSE — USER is channel:id or a number, COURSE the course id.")
-    user, course = await _learner_and_course(turn, args.split(), usage)
+    words = args.split()
+    if len(words) > 2:
+        raise UsageError(usage)
+    user, course = await _learner_and_course(turn, words, usage)
     count = await revoke_given(turn.session, user.id, course.id, turn.now)
     text = _.plural("Revoked {n} entitlement to “{title}” from learner {user}.",
                     "Revoked {n} entitlements to “{title}” from learner {user}.", count, title=course.title,
@@ -1276,20 +1288,25 @@ MAX_CODE_USES = 100_000
 
 
 def code_expiry(text: str, now: datetime) -> datetime | None:
-    """When a code stops working, as an admin writes it: a date (2027-01-31: the end of that day, UTC), a date and
-    time in ISO 8601, or a number of days from now ("30d"); None if it is none of these or not in the future."""
+    """When a code stops working, as an admin writes it (`code_moment`); None if it is none of those or not in the
+    future."""
+    moment = code_moment(text, now)
+    return moment if moment is not None and moment > now else None
+
+
+def code_moment(text: str, now: datetime) -> datetime | None:
+    """A moment as an admin writes a code's expiry: a date (2027-01-31: the end of that day, UTC), a date and time in
+    ISO 8601, or a number of days from now ("30d"); None if it is none of these."""
     text = text.strip()
     try:
         if text.lower().endswith("d") and (days := whole_number(text[:-1])) is not None:
-            moment = now + timedelta(days=days)
-        elif len(text) == 10:
-            moment = datetime.fromisoformat(text).replace(tzinfo=UTC) + timedelta(days=1)
-        else:
-            moment = datetime.fromisoformat(text)
-            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+            return now + timedelta(days=days)
+        if len(text) == 10:
+            return datetime.fromisoformat(text).replace(tzinfo=UTC) + timedelta(days=1)
+        moment = datetime.fromisoformat(text)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
-    return moment if moment > now else None
 
 
 async def admin_code(turn: Turn, args: str) -> None:
@@ -1299,17 +1316,21 @@ async def admin_code(turn: Turn, args: str) -> None:
     words = args.split()
     expires = None
     if words and words[-1].lower().startswith("until="):
-        expires = code_expiry(words.pop()[len("until="):], turn.now)
+        typed = words.pop()[len("until="):]
+        expires = code_moment(typed, turn.now)
         if expires is None:
             raise UsageError(usage)
-    if not words or len(words) > 3 or not all(whole_number(word, most=MAX_CODE_USES) for word in words[1:]):
+        if expires <= turn.now:
+            raise UsageError(_("until={date} is not in the future: give a day to come (2027-01-31) or a number of "
+                               "days (30d).", date=typed))
+    if not words or len(words) > 3 or (len(words) > 1 and not whole_number(words[1], most=MAX_CODE_USES)):
         raise UsageError(usage)
-    course = await turn.session.scalar(select(Course).where(Course.slug == words[0]))
+    days = access_days(_, words[2], usage) if len(words) > 2 else None
+    course = await turn.session.scalar(select(Course).where(Course.slug == words[0].lower()))
     if course is None:
         raise UsageError(_("No course {slug}: give its id from course.yaml (lessonbot course list).",
                            slug=repr(words[0])))
     uses = int(words[1]) if len(words) > 1 else 1
-    days = int(words[2]) if len(words) > 2 else None
     code = await make_code(turn.session, course.id, uses=uses, days=days, expires_at=expires,
                            created_by=turn.identity.address, now=turn.now)
     text = _.plural("Access code {code} opens “{title}” for {n} learner: they send /redeem {code}.",

@@ -19,6 +19,7 @@ import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import literal
@@ -26,7 +27,9 @@ from dialogs.i18n import N_
 from dialogs.learner import tr
 from dialogs.turn import Turn, UsageError
 from storage.admins import add_role, all_roles, remove_role, roles_of
+from storage.courses import Course
 from storage.db import SessionOnDemand
+from storage.models import ChannelIdentity
 
 OWNER, ADMIN, AUTHOR, SUPPORT = "owner", "admin", "author", "support"
 ROLES = (OWNER, ADMIN, AUTHOR, SUPPORT)
@@ -133,6 +136,30 @@ def parse_grant(identity: str, role: str, scope: str = "") -> tuple[str, Grant]:
     return identity, grant
 
 
+async def check_grant(session: AsyncSession, identity: str, grant: Grant) -> None:
+    """RoleError unless a role given in chat can ever hold: `identity` on a channel someone has written to me on, the
+    course of a course scope installed (a typo, telegran:12345 or course:spot-fishing, would store a role nobody ever
+    has). A revoke is not checked: whatever is stored can be taken away."""
+    channel = identity.partition(":")[0]
+    in_use = list(await session.scalars(select(ChannelIdentity.channel).distinct().order_by(ChannelIdentity.channel)))
+    if channel not in in_use:
+        # (dialogs do not see the bot's settings: the shell, which checks bot.config.KNOWN_CHANNELS, takes those)
+        raise RoleError(N_("Nobody has written to me on {channel}: check how {identity} is spelled (channels in use: "
+                           "{channels}). A role on a channel nobody uses yet is given from the shell: lessonbot admin "
+                           "role grant."), channel=repr(channel), identity=identity, channels=", ".join(in_use))
+    await check_course(session, grant.scope)
+
+
+async def check_course(session: AsyncSession, scope: Scope) -> None:
+    """RoleError when `scope` is a course's that is not installed: a role there holds nowhere."""
+    if scope.kind != "course":
+        return
+    installed = list(await session.scalars(select(Course.slug).order_by(Course.slug)))
+    if scope.value not in installed:
+        raise RoleError(N_("There is no course {slug}. Courses: {slugs}."), slug=repr(scope.value),
+                        slugs=", ".join(installed) or "—")
+
+
 async def grants_of(
     session: AsyncSession | SessionOnDemand, identity: str, *, owners: Collection[str]
 ) -> tuple[Grant, ...]:
@@ -179,6 +206,8 @@ async def role_command(turn: Turn, args: str) -> None:
                           "course:SLUG or team:TEAM_ID."))
     try:
         identity, grant = parse_grant(*words[1:])
+        if action == "grant":
+            await check_grant(turn.session, identity, grant)
     except RoleError as exc:
         raise UsageError(_(exc.message, **exc.values)) from exc
     role = described(grant.role, str(grant.scope))

@@ -15,6 +15,7 @@ from bot.cli.database import database
 
 if TYPE_CHECKING:
     from bot.config import Settings
+    from dialogs.roles import Grant
 
 ROLE_HELP = "owner, admin, author or support"
 SCOPE_HELP = "course:SLUG or team:TEAM_ID (a Slack workspace); none: everywhere"
@@ -43,7 +44,7 @@ def operator() -> str:
 
 
 def cmd_change(settings: Settings, args: argparse.Namespace) -> int:
-    from dialogs.roles import RoleError, described, grant_role, parse_grant, revoke_role
+    from dialogs.roles import RoleError, check_course, described, grant_role, parse_grant, revoke_role
     from storage.models import AdminAuditEntry
 
     arguments = " ".join(word for word in (args.role_action, args.identity, args.role, args.scope) if word)
@@ -56,12 +57,19 @@ def cmd_change(settings: Settings, args: argparse.Namespace) -> int:
 
             try:
                 identity, grant = parse_grant(args.identity, args.role, args.scope)
+                if args.role_action == "grant":  # (a revoke takes away whatever is stored)
+                    check_shell_grant(identity, grant)
             except RoleError as exc:
                 audit("invalid")
                 print(exc, file=sys.stderr)
                 return 2
             role = described(grant.role, str(grant.scope))
             if args.role_action == "grant":
+                try:  # a course may be installed after its authors are named
+                    await check_course(session, grant.scope)
+                except RoleError as exc:
+                    print(f"Note: {exc} The role holds once it is installed (lessonbot course import).",
+                          file=sys.stderr)
                 changed = await grant_role(session, identity, grant, by=operator())
                 print(f"{identity} is now {role}." if changed else f"{identity} was already {role}.")
             else:
@@ -72,6 +80,21 @@ def cmd_change(settings: Settings, args: argparse.Namespace) -> int:
             return 0 if changed else 1
 
     return asyncio.run(run())
+
+
+def check_shell_grant(identity: str, grant: Grant) -> None:
+    """RoleError unless a role given from the shell can ever hold: `identity` on a channel Lessonbot has, a course
+    scope's value a course id. (Whether that course is installed yet is only noted: it may be imported later.)"""
+    from authoring.format.fields import ID, ID_HINT
+    from bot.config import KNOWN_CHANNELS
+    from dialogs.roles import RoleError
+
+    if identity.partition(":")[0] not in KNOWN_CHANNELS:
+        raise RoleError("{identity} is on no channel Lessonbot has ({channels}): check how it is spelled.",
+                        identity=repr(identity), channels=", ".join(KNOWN_CHANNELS))
+    if grant.scope.kind == "course" and not ID.match(grant.scope.value):
+        raise RoleError("{course} is no course id: {hint}, e.g. spot-phishing.", course=repr(grant.scope.value),
+                        hint=ID_HINT)
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:

@@ -93,6 +93,8 @@ def segment_from(args: argparse.Namespace, now: datetime) -> Segment:
 
 
 def read_since(value: str, now: datetime) -> datetime:
+    """`7d`: seven days before `now`; a date: its midnight, UTC; an ISO time: that moment (UTC without an offset). In
+    UTC; ValueError: none of these, or a moment UTC cannot hold (0001-01-01T00:00+14:00)."""
     value = value.strip()
     if (days := whole_number(value.rstrip("d"), most=36_500)) is not None:
         return now - timedelta(days=days)
@@ -100,9 +102,9 @@ def read_since(value: str, now: datetime) -> datetime:
         if len(value) == 10:
             return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=timezone.utc)
         when = datetime.fromisoformat(value)
-    except ValueError:
+        return when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    except (ValueError, OverflowError):
         raise ValueError(f"--inactive-since {value!r}: expected 7d, a date like 2026-11-01, or an ISO time") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def describe(segment: Segment) -> str:

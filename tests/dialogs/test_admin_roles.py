@@ -151,10 +151,10 @@ async def test_a_listed_identity_shows_as_typed_never_as_a_link(bot):
 
     lessonbot, channel = bot
     boss = Transcript(lessonbot, channel, chat="boss")
-    await boss.say("/admin role grant telegram:[Verify-your-account](https://evil.example/x) support")
+    await boss.say("/admin role grant test:[Verify-your-account](https://evil.example/x) support")
     await boss.say("/admin role list")
     shown = render(channel.sent["boss"][-1].text, TELEGRAM_HTML)  # as Telegram gets it
-    assert "<a " not in shown and "telegram:[Verify-your-account](https://evil.example/x) — support" in shown
+    assert "<a " not in shown and "test:[Verify-your-account](https://evil.example/x) — support" in shown
 
 
 async def test_an_author_unpublishes_and_publishes_their_own_course_in_chat(bot):
@@ -180,3 +180,67 @@ async def test_an_author_unpublishes_and_publishes_their_own_course_in_chat(bot)
                 if identity != "test:boss" or command != "role"]
     assert outcomes == [("unpublish", "denied"), ("unpublish", "ok"), ("publish", "ok"), ("unpublish", "invalid"),
                         ("unpublish", "invalid")]
+
+
+def listed(help_text: str) -> list[str]:
+    """The commands an /admin help answer lists."""
+    return [line.split()[1] for line in help_text.splitlines()[1:]]
+
+
+async def test_help_lists_what_the_role_may_run_where_it_holds_and_nothing_it_is_always_refused(bot):
+    from dialogs.admin import SUBCOMMANDS
+
+    lessonbot, channel = bot
+    boss = Transcript(lessonbot, channel, chat="boss")
+    sam, cat = Transcript(lessonbot, channel, chat="sam"), Transcript(lessonbot, channel, chat="cat")
+    await boss.say("/admin role grant test:sam support team:T01")
+    await boss.say("/admin role grant test:cat admin course:spot-phishing")
+    for person, expected in ((sam, ["help", "dashboard", "export", "erase"]),
+                             (cat, ["help", "dashboard", "grant", "revoke", "code", "publish", "unpublish"])):
+        [help_text] = await person.say("/admin help")
+        assert listed(help_text) == expected
+        for name in SUBCOMMANDS.keys() - set(expected):  # each left out is refused, whatever follows it
+            [refused] = await person.say(f"/admin {name}")
+            assert refused.startswith(f"Your role does not allow /admin {name} here"), refused
+    [everything] = await boss.say("/admin help")
+    assert listed(everything) == list(SUBCOMMANDS)
+
+
+async def test_a_scoped_author_who_mistypes_is_shown_the_usage_and_a_refusal_names_the_scope(bot):
+    lessonbot, channel = bot
+    boss, ann = Transcript(lessonbot, channel, chat="boss"), Transcript(lessonbot, channel, chat="ann")
+    await ann.say("hello")
+    await boss.say("/admin role grant test:ann author course:spot-phishing")
+    for command, usage in (("/admin grant", "Usage: /admin grant"), ("/admin grant test:ann", "Usage: /admin grant"),
+                           ("/admin code", "Usage: /admin code"), ("/admin code until=30d", "Usage: /admin code"),
+                           ("/admin publish", "Usage: /admin publish"), ("/admin revoke", "Usage: /admin revoke")):
+        [reply] = await ann.say(command)
+        assert reply.startswith(usage), (command, reply)
+    [done] = await ann.say("/admin unpublish Spot-Phishing")  # a course's id as typed, in any case
+    assert done.startswith("“Spot the phish, five minutes a day” is unpublished")
+    [granted] = await ann.say("/admin grant test:ann Spot-Phishing 7")
+    assert granted.startswith("Granted “Spot the phish, five minutes a day” to learner")
+    [other] = await ann.say("/admin code passwords 5")
+    assert other == ("Your role does not allow /admin code here: it holds for course:spot-phishing only. Send "
+                     "/admin help for the commands you may use.")
+    outcomes = [outcome for identity, _command, _args, outcome in await audit(lessonbot) if identity == "test:ann"]
+    assert outcomes == ["invalid"] * 6 + ["ok", "ok", "denied"]
+
+
+async def test_a_role_that_could_never_hold_is_refused_and_one_stored_anyway_can_be_taken_away(bot):
+    lessonbot, channel = bot
+    boss, dee = Transcript(lessonbot, channel, chat="boss"), Transcript(lessonbot, channel, chat="dee")
+    await dee.say("hello")
+    assert await boss.say("/admin role grant telegran:12345 admin") == [
+        "Nobody has written to me on 'telegran': check how telegran:12345 is spelled (channels in use: test). A role "
+        "on a channel nobody uses yet is given from the shell: lessonbot admin role grant."]
+    for typed in ("Spot-Phishing", "spot-fishing"):
+        assert await boss.say(f"/admin role grant test:dee author course:{typed}") == [
+            f"There is no course '{typed}'. Courses: spot-phishing."]
+    assert await boss.say("/admin role list") == [
+        "No roles are stored yet: the owners are the identities in the ADMINS setting."]
+    async with lessonbot.db.transaction() as session:  # stored before these checks were made
+        await add_role(session, "test:dee", AUTHOR, "course:Spot-Phishing", by="test:boss")
+    assert await boss.say("/admin role revoke test:dee author course:Spot-Phishing") == [
+        "test:dee is no longer author (course:Spot-Phishing)."]
+    assert [outcome for *_rest, outcome in await audit(lessonbot)] == ["invalid"] * 3 + ["ok", "ok"]

@@ -161,3 +161,31 @@ async def test_a_number_an_admin_types_is_ascii_digits_within_an_id_or_the_usage
     await onboard(ann, course="Passwords that hold — 3.00 GBP")
     [answer] = await boss.say(command)
     assert not answer.startswith("Sorry") and ("Usage" in answer or answer.startswith("No learner")), answer
+
+
+async def test_grant_and_revoke_refuse_words_they_do_not_take(shop):
+    bot, ann, boss = shop
+    await ann.say("hello")
+    [grant] = await boss.say("/admin grant test:ann passwords-that-hold 3 weeks")
+    assert grant.startswith("Usage: /admin grant USER COURSE [DAYS]")
+    await boss.say("/admin grant test:ann passwords-that-hold")
+    [revoke] = await boss.say("/admin revoke test:ann passwords-that-hold everything please")
+    assert revoke.startswith("Usage: /admin revoke USER COURSE")
+    [given] = await entitlements(bot)
+    assert given.expires_at is None and given.revoked_at is None  # only the grant as its usage writes it ran
+
+
+async def test_days_are_at_most_ten_years_and_an_expiry_past_is_said_so(shop):
+    bot, ann, boss = shop
+    await ann.say("hello")
+    for command, usage in (("/admin code passwords-that-hold 1 100000", "Usage: /admin code"),
+                           ("/admin code passwords-that-hold 1 0", "Usage: /admin code"),
+                           ("/admin grant test:ann passwords-that-hold 4000", "Usage: /admin grant")):
+        [refused] = await boss.say(command)
+        assert refused.startswith(f"DAYS is a whole number from 1 to 3650.\n{usage}"), (command, refused)
+    [past] = await boss.say("/admin code passwords-that-hold until=2020-01-01")
+    assert past == ("until=2020-01-01 is not in the future: give a day to come (2027-01-31) or a number of days "
+                    "(30d).")
+    assert (await boss.say("/admin code Passwords-That-Hold 1 3650"))[0].startswith("Access code ")
+    assert (await boss.say("/admin grant test:ann Passwords-That-Hold 3650"))[0].startswith("Granted ")
+    assert len(await entitlements(bot)) == 1
