@@ -16,14 +16,35 @@ from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.messages import KNOWN_CHANNELS
 from knowledge.settings import KnowledgeSettings
 
-KNOWN_CHANNELS = ("console", "web", "telegram", "whatsapp", "slack", "rasa")
+# Examples of the web addresses whose default is empty (the feature is off), for the message refusing a value; the
+# others' example is their default (`Settings._check_url`).
+ADDRESS_EXAMPLES = {
+    "public_base_url": "https://bot.example.com",
+    "openai_base_url": "http://127.0.0.1:11434/v1",
+    "rasa_url": "http://rasa:5005",
+    "rasa_nlu_url": "http://rasa:5005",
+    "rasa_actions_public_url": "http://127.0.0.1:5055",
+}
+
+
+def is_http_address(value: str) -> bool:
+    """An http:// or https:// address with a host (and a port, if any, a number), without spaces."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # (a port that is no number raises ValueError, as does a broken [IPv6] host)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0 and not re.search(r"\s", value)
+
 
 HOUR = 3600  # seconds: the bounds of the durations below, which become timedeltas and timeouts
 DAY = 24 * HOUR
@@ -295,12 +316,20 @@ class Settings(BaseSettings):
                              "from Dashboard → Developers → API keys; never the publishable pk_ key")
         return value
 
-    @field_validator("rasa_url", "rasa_nlu_url", "rasa_actions_public_url")
+    @field_validator("public_base_url", "telegram_api_base_url", "twilio_api_base_url", "slack_api_base_url",
+                     "stripe_api_base_url", "openai_base_url", "rasa_url", "rasa_nlu_url", "rasa_actions_public_url")
     @classmethod
-    def _check_rasa_url(cls, value: str) -> str:
-        if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value.strip()):
-            raise ValueError("expected an http(s) address, e.g. http://rasa:5005")
-        return value.strip().rstrip("/")
+    def _check_url(cls, value: str, info: ValidationInfo) -> str:
+        """A web address: http(s) with a host, or empty where the default is (the feature off). The Rasa ones lose a
+        trailing / (paths are added to them)."""
+        name = str(info.field_name)
+        default = cls.model_fields[name].default
+        value = value.strip()
+        if not value and not default:
+            return value
+        if not is_http_address(value):
+            raise ValueError(f"expected an http(s) address with a host, e.g. {default or ADDRESS_EXAMPLES[name]}")
+        return value.rstrip("/") if name.startswith("rasa_") else value
 
     @field_validator("database_url")
     @classmethod

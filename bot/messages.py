@@ -22,6 +22,10 @@ _ESCAPABLE = re.compile("[" + re.escape(_ANYWHERE) + "]")
 _LINE_MARK = re.compile(r"^([ \t]*)(#|[-+>]|\d+(?=[.)]))", re.MULTILINE)
 
 
+# The channels Lessonbot has: the first part of every address a person is named by (telegram:12345, slack:T01/U02).
+KNOWN_CHANNELS = ("console", "web", "telegram", "whatsapp", "slack", "rasa")
+
+
 def literal(text: str) -> str:
     """`text` escaped for a Text's light Markdown: every platform shows it as typed, never as formatting, a link or
     a mention.

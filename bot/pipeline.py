@@ -245,7 +245,7 @@ def _length(column: Any) -> int:
 
 
 # The lengths of the columns a message's ids and its sender's name go to.
-_ID_LENGTHS = {
+ID_LENGTHS = {
     "platform_id": _length(_INBOUND.c.platform_id),
     "sender_id": _length(_INBOUND.c.sender_id),
     "chat_id": _length(Conversation.__table__.c.chat_id),
@@ -257,7 +257,7 @@ def storable_message(message: InboundMessage) -> InboundMessage:
     """The message as the database can hold it, checked once, where it is recorded: NUL and lone surrogates taken out
     of its text, name and extras (`bot.text.storable`), the sender's name cut to its column. An id no column can hold
     is refused (400): a platform never sends one, and cutting it could make two senders one."""
-    for name, length in _ID_LENGTHS.items():
+    for name, length in ID_LENGTHS.items():
         value = getattr(message, name)
         if len(value) > length or storable(value) != value:
             log.warning("refused an inbound message with an unusable %s", name, extra={"channel": message.channel})

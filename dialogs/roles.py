@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.messages import literal
+from bot.messages import KNOWN_CHANNELS, literal
 from dialogs.i18n import N_
 from dialogs.learner import tr
 from dialogs.turn import Turn, UsageError
@@ -136,17 +136,19 @@ def parse_grant(identity: str, role: str, scope: str = "") -> tuple[str, Grant]:
     return identity, grant
 
 
+def check_channel(identity: str, in_use: Collection[str] = ()) -> None:
+    """RoleError unless `identity` is on a channel Lessonbot has (or `in_use`, one people have written on): a typo,
+    telegran:12345, would store a role nobody ever holds."""
+    channels = [*KNOWN_CHANNELS, *(channel for channel in in_use if channel not in KNOWN_CHANNELS)]
+    if identity.partition(":")[0] not in channels:
+        raise RoleError(N_("{identity} is on no channel Lessonbot has ({channels}): check how it is spelled."),
+                        identity=repr(identity), channels=", ".join(channels))
+
+
 async def check_grant(session: AsyncSession, identity: str, grant: Grant) -> None:
-    """RoleError unless a role given in chat can ever hold: `identity` on a channel someone has written to me on, the
-    course of a course scope installed (a typo, telegran:12345 or course:spot-fishing, would store a role nobody ever
-    has). A revoke is not checked: whatever is stored can be taken away."""
-    channel = identity.partition(":")[0]
-    in_use = list(await session.scalars(select(ChannelIdentity.channel).distinct().order_by(ChannelIdentity.channel)))
-    if channel not in in_use:
-        # (dialogs do not see the bot's settings: the shell, which checks bot.config.KNOWN_CHANNELS, takes those)
-        raise RoleError(N_("Nobody has written to me on {channel}: check how {identity} is spelled (channels in use: "
-                           "{channels}). A role on a channel nobody uses yet is given from the shell: lessonbot admin "
-                           "role grant."), channel=repr(channel), identity=identity, channels=", ".join(in_use))
+    """RoleError unless a role given in chat can ever hold: on a channel there is (`check_channel`), the course of a
+    course scope installed. A revoke is not checked: whatever is stored can be taken away."""
+    check_channel(identity, list(await session.scalars(select(ChannelIdentity.channel).distinct())))
     await check_course(session, grant.scope)
 
 

@@ -538,8 +538,12 @@ async def access_code(session: AsyncSession, letters: str) -> AccessCode | None:
     return await session.scalar(select(AccessCode).where(AccessCode.code == stored_code(letters))) if letters else None
 
 
-async def recent_codes(session: AsyncSession, *, limit: int = 50) -> Sequence[AccessCode]:
-    return (await session.scalars(select(AccessCode).order_by(AccessCode.id.desc()).limit(limit))).all()
+async def recent_codes(session: AsyncSession, *, course_id: int | None = None, limit: int = 50) -> Sequence[AccessCode]:
+    """The latest codes made, newest first: of one course if `course_id` is given (chosen before the limit)."""
+    latest = select(AccessCode).order_by(AccessCode.id.desc()).limit(limit)
+    if course_id is not None:
+        latest = latest.where(AccessCode.course_id == course_id)
+    return (await session.scalars(latest)).all()
 
 
 async def disable_code(session: AsyncSession, code: AccessCode, now: datetime) -> bool:

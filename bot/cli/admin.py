@@ -86,12 +86,9 @@ def check_shell_grant(identity: str, grant: Grant) -> None:
     """RoleError unless a role given from the shell can ever hold: `identity` on a channel Lessonbot has, a course
     scope's value a course id. (Whether that course is installed yet is only noted: it may be imported later.)"""
     from authoring.format.fields import ID, ID_HINT
-    from bot.config import KNOWN_CHANNELS
-    from dialogs.roles import RoleError
+    from dialogs.roles import RoleError, check_channel
 
-    if identity.partition(":")[0] not in KNOWN_CHANNELS:
-        raise RoleError("{identity} is on no channel Lessonbot has ({channels}): check how it is spelled.",
-                        identity=repr(identity), channels=", ".join(KNOWN_CHANNELS))
+    check_channel(identity)
     if grant.scope.kind == "course" and not ID.match(grant.scope.value):
         raise RoleError("{course} is no course id: {hint}, e.g. spot-phishing.", course=repr(grant.scope.value),
                         hint=ID_HINT)

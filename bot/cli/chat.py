@@ -15,9 +15,26 @@ if TYPE_CHECKING:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     chat = subparsers.add_parser("chat", help="talk to the bot in this terminal (or pipe lines into it)")
-    chat.add_argument("--user", default=getpass.getuser(),
+    chat.add_argument("--user", type=user_id, default=getpass.getuser(),
                       help="who you are in the conversation; only this person's replies are shown (default: $USER)")
     chat.set_defaults(func=cmd_chat, uses_database=True)
+
+
+def user_id(text: str) -> str:
+    """An argparse `type`: `--user` as the core takes a chat's and a sender's id (`bot.pipeline.storable_message`),
+    refused here with one line rather than by the first message typed."""
+    from bot.pipeline import ID_LENGTHS
+    from bot.text import storable
+
+    most = min(ID_LENGTHS["chat_id"], ID_LENGTHS["sender_id"])
+    if not text.strip():
+        raise argparse.ArgumentTypeError("it is empty: give a name, e.g. --user ann")
+    if len(text) > most:
+        raise argparse.ArgumentTypeError(f"{len(text)} characters is too long: at most {most}")
+    if storable(text) != text:
+        raise argparse.ArgumentTypeError(f"{text!r} holds a character no database stores (NUL, or a byte that is "
+                                         "not UTF-8)")
+    return text
 
 
 def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from storage.payments import AccessCode
 
 
+NO_COURSE = "no course {course!r}: give its id from course.yaml (lessonbot course list)"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     codes = subparsers.add_parser("codes", help="access codes that open a paid course: create, list, disable")
     actions = codes.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -78,7 +81,7 @@ def cmd_create(settings: Settings, args: argparse.Namespace) -> int:
         async with database(settings) as db, db.transaction() as session:
             course = await session.scalar(select(Course).where(Course.slug == args.course))
             if problem is None and course is None:
-                problem = f"no course {args.course!r}: give its id from course.yaml (lessonbot course list)"
+                problem = NO_COURSE.format(course=args.course)
             if problem is None and course is not None:
                 code = await make_code(session, course.id, uses=args.uses, days=args.days, expires_at=expires,
                                        created_by=_identity(), now=now)
@@ -95,19 +98,26 @@ def cmd_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
     from storage.courses import Course
     from storage.payments import recent_codes
 
     async def main() -> int:
         async with database(settings) as db, db.sessions() as session:
-            codes = await recent_codes(session, limit=args.limit)
+            course_id = None
+            if args.course is not None:
+                course_id = await session.scalar(select(Course.id).where(Course.slug == args.course))
+                if course_id is None:
+                    print(NO_COURSE.format(course=args.course), file=sys.stderr)
+                    return 2
+            codes = await recent_codes(session, course_id=course_id, limit=args.limit)
             slugs = {course.id: course.slug for course in
                      [await session.get(Course, course_id) for course_id in {code.course_id for code in codes}]
                      if course is not None}
-            shown = [code for code in codes if args.course is None or slugs.get(code.course_id) == args.course]
-            if not shown:
-                print("No access codes yet (lessonbot codes create --course ID makes one).")
-            for code in shown:
+            if not codes:
+                print(f"No access codes yet (lessonbot codes create --course {args.course or 'ID'} makes one).")
+            for code in codes:
                 print(describe(code, slugs.get(code.course_id, "—")))
         return 0
 

@@ -36,9 +36,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     erase.set_defaults(func=cmd_erase, uses_database=True)
 
 
+def unwritable(path: Path) -> str | None:
+    """Why the export cannot be written to `path`, seen before it is made (a folder, a folder that does not exist);
+    None if nothing is seen against it (writing may still fail: `cmd_export` says why then)."""
+    if path.is_dir():
+        return f"Cannot write {path}: it is a folder. Give --output a file name, e.g. {path / 'learner.json'}."
+    if not path.parent.is_dir():
+        return (f"Cannot write {path}: there is no folder {path.parent}. Make it, or give --output a file in a "
+                "folder that exists.")
+    return None
+
+
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     from storage.models import utcnow
     from storage.personal_data import export_person, find_person
+
+    if args.output is not None and (problem := unwritable(args.output)):
+        print(problem, file=sys.stderr)
+        return 2
 
     async def run() -> int:
         async with database(settings, pool_size=1) as db, db.sessions() as session:
@@ -51,7 +66,12 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         if args.output is None:
             print(text)
         else:
-            args.output.write_text(text + "\n", encoding="utf-8")
+            try:
+                args.output.write_text(text + "\n", encoding="utf-8")
+            except OSError as exc:
+                print(f"Cannot write {args.output}: {exc.strerror or exc}. Give --output a file you may write.",
+                      file=sys.stderr)
+                return 2
             print(f"Wrote the data of {args.address} to {args.output}.")
         return 0
 

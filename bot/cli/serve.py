@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import signal
@@ -66,18 +67,45 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from bot.app import create_app
 
-    app = create_app(settings, process=not args.no_worker, dispatch=not args.no_dispatcher)
-    keep_startup_objects_out_of_collections()
     host, port = args.host or settings.host, args.port or settings.port
-    log.info("serving on http://%s:%s", host, port)
-    config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
-    server = server_ending_streams(config, app.state.lessonbot)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
-    return 0 if server.started else STARTUP_FAILURE  # as uvicorn.run: it could not bind, or the app did not start
+    try:  # bound before anything starts, so a bad HOST or PORT is one line, not a server started and stopped
+        listening = listen(host, port)
+    except OSError as exc:
+        print(cannot_listen(args, host, port, exc), file=sys.stderr)
+        return STARTUP_FAILURE if exc.errno == errno.EADDRINUSE else 2  # (a port in use: as uvicorn said it)
+    with listening:  # (closed if the app cannot be made; uvicorn closes it too as it stops)
+        app = create_app(settings, process=not args.no_worker, dispatch=not args.no_dispatcher)
+        keep_startup_objects_out_of_collections()
+        log.info("serving on http://%s:%s", host, port)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
+        server = server_ending_streams(config, app.state.lessonbot)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[listening])
+    return 0 if server.started else STARTUP_FAILURE  # as uvicorn.run: the app did not start
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, or OSError: a host name that cannot even be encoded for the resolver (an
+    empty label in "ü..x": a TypeError from `bind`) as one the resolver does not know."""
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except (TypeError, UnicodeError):
+        raise socket.gaierror(socket.EAI_NONAME, "not a host name") from None
+
+
+def cannot_listen(args: argparse.Namespace, host: str, port: int, exc: OSError) -> str:
+    """What `lessonbot serve` says when it cannot listen where told, naming the setting (or option) to change."""
+    host_from, port_from = "--host" if args.host else "HOST", "--port" if args.port else "PORT"
+    reason = (exc.strerror or str(exc)).split(" (while attempting to bind", 1)[0]  # (socket.create_server's words)
+    problem = f"Cannot serve on {host_from}={host}, {port_from}={port}: {reason[:1].lower()}{reason[1:]}."
+    if exc.errno == errno.EADDRINUSE:
+        return f"{problem} Stop what listens there, or set {port_from} to a free port."
+    if exc.errno == errno.EACCES:
+        return f"{problem} Set {port_from} to a port above 1023 (the lower ones are the system's)."
+    return f"{problem} Set {host_from} to an address of this machine: 127.0.0.1 for it alone, 0.0.0.0 for all."
 
 
 def server_ending_streams(config: uvicorn.Config, lessonbot: Lessonbot) -> uvicorn.Server:
@@ -117,9 +145,7 @@ def cmd_dispatch(settings: Settings, args: argparse.Namespace) -> int:
     if args.metrics_port:
         host = args.metrics_host or settings.host
         try:  # bound before anything starts, so a port in use is one line, not a dispatcher started and stopped
-            listening = socket.create_server(
-                (host, args.metrics_port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
-            )
+            listening = listen(host, args.metrics_port)
         except OSError as exc:
             print(f"Cannot serve metrics on {host}:{args.metrics_port}: {exc.strerror or exc}", file=sys.stderr)
             return 2

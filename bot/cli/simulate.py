@@ -4,7 +4,9 @@ other policies (simulation/, docs/learning.md). Prints a table (or `--json`) and
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -45,11 +47,35 @@ def _progress(args: argparse.Namespace) -> Callable[[str], None]:
     return lambda line: None if args.json else print(line, file=sys.stderr, flush=True)
 
 
-def _charts_folder(settings: Settings, args: argparse.Namespace) -> Path:
-    return args.charts if args.charts is not None else settings.data_dir / "simulation"
+def _charts_folder(settings: Settings, args: argparse.Namespace) -> Path | None:
+    """The folder for the charts, made now, before a simulation that may take minutes; None (and why, said) if it
+    cannot be made or written."""
+    folder: Path = args.charts if args.charts is not None else settings.data_dir / "simulation"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # (what mkdir raises for a file of that name, even with exist_ok)
+        reason = "it is a file, not a folder"
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    else:
+        if os.access(folder, os.W_OK):
+            return folder
+        reason = os.strerror(errno.EACCES)
+    print(_cannot_write(folder, reason), file=sys.stderr)
+    return None
 
 
-def _show(results: dict[str, Any], table: str, charts: list[Path], args: argparse.Namespace) -> int:
+def _cannot_write(path: object, reason: str) -> str:
+    return f"Cannot write {path}: {reason}. Give --charts a folder you may write (it is made if missing)."
+
+
+def _show(results: dict[str, Any], table: str, draw: Callable[[], list[Path]], args: argparse.Namespace) -> int:
+    """Draw the charts, then print the results with where the charts are."""
+    try:
+        charts = draw()
+    except OSError as exc:  # (the folder could be written before the simulation: a chart's name taken, a full disk)
+        print(_cannot_write(exc.filename or "the charts", exc.strerror or str(exc)), file=sys.stderr)
+        return 2
     results["charts"] = [str(path) for path in charts]
     if args.json:
         print(json.dumps(results, indent=2))
@@ -62,18 +88,23 @@ def _show(results: dict[str, Any], table: str, charts: list[Path], args: argpars
 def cmd_reviews(settings: Settings, args: argparse.Namespace) -> int:
     from simulation import report, reviews
 
+    folder = _charts_folder(settings, args)
+    if folder is None:
+        return 2
     setup = reviews.Setup(args.learners, args.days, args.seed)
     outcomes = reviews.simulate(setup, time.perf_counter, progress=_progress(args))
     results = report.review_results(setup, outcomes)
-    charts = report.review_charts(outcomes, _charts_folder(settings, args))
-    return _show(results, report.review_table(results), charts, args)
+    return _show(results, report.review_table(results), lambda: report.review_charts(outcomes, folder), args)
 
 
 def cmd_nudges(settings: Settings, args: argparse.Namespace) -> int:
     from simulation import nudges, report
 
+    folder = _charts_folder(settings, args)
+    if folder is None:
+        return 2
     setup = nudges.Setup(args.learners, args.days, args.seed)
     outcomes, best_fixed = nudges.simulate(setup, time.perf_counter, progress=_progress(args))
     results = report.nudge_results(setup, outcomes, best_fixed)
-    charts = [report.nudge_chart(outcomes, best_fixed, _charts_folder(settings, args))]
-    return _show(results, report.nudge_table(results), charts, args)
+    return _show(results, report.nudge_table(results), lambda: [report.nudge_chart(outcomes, best_fixed, folder)],
+                 args)

@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -63,6 +64,18 @@ def answering(endpoint: Endpoint) -> Endpoint:
             return refused.response
 
     return answer
+
+
+class LearnerId(IntegerConvertor):
+    """A learner's id in a URL, read as the chat's commands read one (`whole_number`): past the biggest id a database
+    holds (or the 4,300 digits int() reads) it is 0, nobody's, and the page says "No such learner" rather than the
+    lookup overflowing."""
+
+    def convert(self, value: str) -> int:
+        return whole_number(value) or 0
+
+
+register_url_convertor("learner_id", LearnerId())
 
 
 def audit(session: Any, viewer: Viewer, command: str, arguments: str, outcome: str) -> None:
@@ -253,10 +266,10 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: P
         Route("/admin/sign-out", access.sign_out, methods=["POST"]),
         Route("/admin/signed-out", signed_out),
         Route("/admin/overview/requeue", answering(dashboard.requeue_dead), methods=["POST"]),
-        Route("/admin/learners/{user_id:int}", answering(dashboard.learner)),
-        Route("/admin/learners/{user_id:int}/export", answering(dashboard.export)),
-        Route("/admin/learners/{user_id:int}/erase", answering(dashboard.erase_learner), methods=["POST"]),
-        Route("/admin/learners/{user_id:int}/grant", answering(dashboard.grant_course), methods=["POST"]),
+        Route("/admin/learners/{user_id:learner_id}", answering(dashboard.learner)),
+        Route("/admin/learners/{user_id:learner_id}/export", answering(dashboard.export)),
+        Route("/admin/learners/{user_id:learner_id}/erase", answering(dashboard.erase_learner), methods=["POST"]),
+        Route("/admin/learners/{user_id:learner_id}/grant", answering(dashboard.grant_course), methods=["POST"]),
         Route("/admin/{page}/{figure}.csv", answering(dashboard.download)),
         Route("/admin/{page}", answering(dashboard.show)),
     ]

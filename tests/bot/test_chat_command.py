@@ -11,10 +11,13 @@ from sqlalchemy import select
 
 from bot.cli import main
 from bot.messages import Text
+from bot.pipeline import ID_LENGTHS
 from storage.db import Database
 from storage.models import OutboxMessage
 from storage.outbox import OutboxEntry, enqueue
 from storage.queries import get_or_create_conversation
+
+LONGEST = min(ID_LENGTHS["chat_id"], ID_LENGTHS["sender_id"])  # the longest id the core records
 
 
 @pytest.fixture
@@ -65,3 +68,24 @@ async def test_a_terminal_shows_only_its_own_persons_replies(chat, database_url)
     pat_saw = await chat("pat")  # nothing typed: what waited is shown on opening
     assert "bot> hello everyone" in pat_saw
     assert await status_of(database_url, for_pat) == "sent"
+
+
+@pytest.mark.parametrize(("user", "says"), [
+    ("", "argument --user: it is empty: give a name, e.g. --user ann"),
+    ("  ", "argument --user: it is empty: give a name, e.g. --user ann"),
+    ("a" * (LONGEST + 1), f"argument --user: {LONGEST + 1} characters is too long: at most {LONGEST}"),
+    ("ann\udcff", "holds a character no database stores"),  # a byte of the command line that is not UTF-8
+])
+def test_a_user_the_core_would_refuse_is_refused_as_the_command_is_read(tmp_path, monkeypatch, capsys, user, says):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("/help\n"))
+    with pytest.raises(SystemExit) as stopped:
+        main(["chat", "--user", user])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and says in err and "Traceback" not in err
+    assert not (tmp_path / "var").exists()  # refused before anything was opened
+
+
+async def test_the_longest_user_the_core_takes_is_taken(chat):
+    assert "bot> " in await chat("a" * LONGEST, "/help")

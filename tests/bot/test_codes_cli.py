@@ -67,3 +67,23 @@ async def test_create_list_and_disable_codes_from_the_command_line(settings, tmp
                          (True, "codes disable", "invalid")]
     finally:
         await bot.stop()
+
+
+async def test_list_takes_the_latest_codes_of_the_course_asked_and_names_a_course_there_is_not(settings, tmp_path):
+    bot = Lessonbot(settings, [RecordingChannel()])
+    try:
+        await import_sample(bot)
+        await import_sample(bot, PAID)
+        env = server_env(settings.resolved_database_url, tmp_path / "cli")
+        code, phishing, err = await run(env, "create", "--course", "spot-phishing")
+        assert code == 0, err
+        code, _out, err = await run(env, "create", "--course", "passwords-that-hold")  # the newer one
+        assert code == 0, err
+
+        code, out, _err = await run(env, "list", "--course", "spot-phishing", "--limit", "1")
+        assert code == 0 and out == phishing  # the course's latest code, not the latest code filtered away
+        code, out, err = await run(env, "list", "--course", "spot-phishin")
+        assert code == 2 and out == "" and "Traceback" not in err
+        assert err == "no course 'spot-phishin': give its id from course.yaml (lessonbot course list)\n"
+    finally:
+        await bot.stop()

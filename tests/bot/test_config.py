@@ -55,6 +55,34 @@ def test_bad_values_are_named(monkeypatch, variable, value, expected):
     assert variable in str(caught.value) and expected in str(caught.value)
 
 
+ADDRESSES = ["PUBLIC_BASE_URL", "TELEGRAM_API_BASE_URL", "TWILIO_API_BASE_URL", "SLACK_API_BASE_URL",
+             "STRIPE_API_BASE_URL", "OPENAI_BASE_URL", "RASA_URL", "RASA_NLU_URL", "RASA_ACTIONS_PUBLIC_URL"]
+
+
+@pytest.mark.parametrize("variable", ADDRESSES)
+@pytest.mark.parametrize("value", ["bot.example.com", "ftp://bot.example.com", "https://", "http://:8000/v1",
+                                   "https://bot.example.com:port", "https://bot example.com", "http://[::1"])
+def test_an_address_is_an_http_url_with_a_host(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert f"{variable}: Value error, expected an http(s) address with a host, e.g. http" in str(caught.value)
+
+
+@pytest.mark.parametrize("variable", ADDRESSES)
+def test_an_address_with_a_host_is_taken_and_empty_only_where_that_turns_something_off(monkeypatch, variable):
+    monkeypatch.setenv(variable, " https://bot.example.com:8443/path/ ")
+    kept = getattr(load_settings(_env_file=None), variable.lower())
+    assert kept == ("https://bot.example.com:8443/path" if variable.startswith("RASA_") else
+                    "https://bot.example.com:8443/path/")  # (an API's own trailing / kept: Slack's paths need it)
+    monkeypatch.setenv(variable, "")
+    if Settings.model_fields[variable.lower()].default:  # an API's address: no default means none at all
+        with pytest.raises(ConfigError, match=variable):
+            load_settings(_env_file=None)
+    else:
+        assert getattr(load_settings(_env_file=None), variable.lower()) == ""
+
+
 def test_certificates_name_the_public_address_or_where_the_server_listens(tmp_path):
     public = load_settings(_env_file=None, data_dir=tmp_path, public_base_url="https://bot.example.com/")
     assert public.site_url == "https://bot.example.com"
@@ -135,6 +163,11 @@ def _lessonbot(tmp_path, *argv: str, **env: str) -> subprocess.CompletedProcess[
     (["course", "list"], {"DATABASE_URL": "sqlite:"}, "DATABASE_URL: Value error, expected a sqlite:/// or "),
     (["serve"], {"WORKER_LEASE_SECONDS": "inf"}, "WORKER_LEASE_SECONDS: Input should be a finite number"),
     (["serve"], {"LEADER_LEASE_SECONDS": "1e308"}, "LEADER_LEASE_SECONDS: Input should be less than or equal to"),
+    # an address without its scheme would print broken links (dashboard sign-in, certificates): refused at start-up
+    (["serve"], {"PUBLIC_BASE_URL": "bot.example.com"},
+     "PUBLIC_BASE_URL: Value error, expected an http(s) address with a host, e.g. https://bot.example.com (got "
+     "'bot.example.com')"),
+    (["chat", "--user", "pat"], {"PUBLIC_BASE_URL": "bot.example.com"}, "PUBLIC_BASE_URL: Value error, expected"),
 ])
 def test_the_cli_names_a_setting_it_cannot_use(tmp_path, argv, env, says):
     result = _lessonbot(tmp_path, *argv, **env)

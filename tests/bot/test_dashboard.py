@@ -160,6 +160,20 @@ async def test_every_form_needs_the_session_s_csrf_token(settings):
         assert "evil.example" not in forged_flash.text and 'class="flash"' not in forged_flash.text
 
 
+async def test_an_id_past_every_database_id_is_no_such_learner(settings):
+    async with dashboard(settings) as (client, bot, channel):
+        await sign_in(client, bot, channel)
+        csrf = csrf_of((await client.get("/admin/overview")).text)
+        for user_id in (2**63 - 1, 2**63, 10**22, "9" * 5000):  # the biggest id a BIGINT holds, past it, past int()
+            for path in (f"/admin/learners/{user_id}", f"/admin/learners/{user_id}/export"):
+                response = await client.get(path)
+                assert response.status_code == 404 and "No such learner" in response.text, path
+            for action in ("erase", "grant"):
+                response = await client.post(f"/admin/learners/{user_id}/{action}",
+                                             data={"confirm": "yes", "course": "spot-phishing", "csrf": csrf})
+                assert response.status_code == 404 and "No such learner" in response.text, action
+
+
 async def test_scoped_roles_see_their_course_or_workspace_only(settings):
     async with dashboard(settings) as (client, bot, channel):
         boss = Transcript(bot, channel, chat="boss")

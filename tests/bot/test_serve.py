@@ -1,9 +1,16 @@
-"""`lessonbot serve`'s process set-up."""
+"""`lessonbot serve`'s process set-up, and a HOST or PORT it cannot listen on said in one line before it starts."""
 
 from __future__ import annotations
 
 import gc
+import socket
+import subprocess
+import sys
 
+import pytest
+from uvicorn.server import STARTUP_FAILURE
+
+from bench.processes import free_port
 from bot.cli.serve import keep_startup_objects_out_of_collections
 
 
@@ -15,3 +22,32 @@ def test_what_start_up_made_is_left_out_of_garbage_collections():
         assert not any(each is made_at_start_up for each in gc.get_objects())  # frozen: in no generation
     finally:
         gc.unfreeze()
+
+
+def _serve(tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "serve"],
+        env={"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path / "var"), "LOG_FORMAT": "text", **env},
+        capture_output=True, text=True, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("host", ["not..a..host", "no-such-host.invalid", "ü..x"])
+def test_a_host_it_cannot_listen_on_is_named_before_anything_starts(tmp_path, host):
+    port = free_port()
+    result = _serve(tmp_path, HOST=host, PORT=str(port))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [said] = [line for line in result.stderr.splitlines() if line.startswith("Cannot serve")]
+    assert said.startswith(f"Cannot serve on HOST={host}, PORT={port}: ")
+    assert said.endswith("Set HOST to an address of this machine: 127.0.0.1 for it alone, 0.0.0.0 for all.")
+    assert "serving on" not in result.stderr and "startup" not in result.stderr  # the app was not started
+
+
+def test_a_port_in_use_is_named_before_anything_starts_and_keeps_its_exit_status(tmp_path):
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):
+        result = _serve(tmp_path, HOST="127.0.0.1", PORT=str(port))
+    assert result.returncode == STARTUP_FAILURE and "Traceback" not in result.stderr
+    assert (f"Cannot serve on HOST=127.0.0.1, PORT={port}: address already in use. Stop what listens there, or set "
+            "PORT to a free port.") in result.stderr.splitlines()
+    assert "serving on" not in result.stderr and "startup" not in result.stderr

@@ -232,8 +232,8 @@ async def test_a_role_that_could_never_hold_is_refused_and_one_stored_anyway_can
     boss, dee = Transcript(lessonbot, channel, chat="boss"), Transcript(lessonbot, channel, chat="dee")
     await dee.say("hello")
     assert await boss.say("/admin role grant telegran:12345 admin") == [
-        "Nobody has written to me on 'telegran': check how telegran:12345 is spelled (channels in use: test). A role "
-        "on a channel nobody uses yet is given from the shell: lessonbot admin role grant."]
+        "'telegran:12345' is on no channel Lessonbot has (console, web, telegram, whatsapp, slack, rasa, test): check "
+        "how it is spelled."]
     for typed in ("Spot-Phishing", "spot-fishing"):
         assert await boss.say(f"/admin role grant test:dee author course:{typed}") == [
             f"There is no course '{typed}'. Courses: spot-phishing."]
