@@ -108,7 +108,7 @@ DASHBOARD_WORDS: tuple[str, ...] = (
     N_("Tick the box to confirm."),
     N_("This learner holds admin roles, which only an owner may take away: an owner revokes them first (/admin role "
        "list shows them), then the erasure can go ahead."),
-    N_("Days: a number from 1 to 3650, or empty."),
+    N_("Days: a number from 1 to {most}, or empty."),
     N_("course"),
     N_("title"),
     N_("started"),

@@ -63,7 +63,7 @@ def describe(code: AccessCode, course_slug: str) -> str:
 def cmd_create(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from dialogs.payments import MAX_CODE_USES, code_expiry
+    from dialogs.payments import MAX_ACCESS_DAYS, MAX_CODE_USES, code_expiry
     from storage.courses import Course
     from storage.models import AdminAuditEntry, utcnow
     from storage.payments import make_code
@@ -74,8 +74,8 @@ def cmd_create(settings: Settings, args: argparse.Namespace) -> int:
         expires = code_expiry(args.expires, now) if args.expires else None
         if not 1 <= args.uses <= MAX_CODE_USES:
             problem = f"--uses must be from 1 to {MAX_CODE_USES:,}"
-        elif args.days is not None and not 1 <= args.days <= 3650:
-            problem = "--days must be from 1 to 3650"
+        elif args.days is not None and not 1 <= args.days <= MAX_ACCESS_DAYS:
+            problem = f"--days must be from 1 to {MAX_ACCESS_DAYS}"
         elif args.expires and expires is None:
             problem = f"--expires {args.expires!r} is not a future date: write 2027-01-31, 2027-01-31T18:00 or 30d"
         async with database(settings) as db, db.transaction() as session:

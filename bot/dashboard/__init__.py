@@ -31,7 +31,7 @@ from bot.dashboard.access import Access, Viewer, not_allowed, sign_in_needed, si
 from bot.dashboard.layout import HEADERS, css_response, document, message_page, words_for
 from bot.dashboard.pages import PAGES, Context, Figure, Page, as_csv, learner_body, learner_name, navigation, page_body
 from bot.text import whole_number
-from dialogs.payments import PaymentDesk
+from dialogs.payments import MAX_ACCESS_DAYS, PaymentDesk
 from dialogs.personal import HoldsRoles, erase_outside_turn
 from dialogs.roles import Scope, team_of
 from storage import dashboard as counts
@@ -235,8 +235,9 @@ class Dashboard:
         if not viewer.may("access", Scope("course", slug)):
             return not_allowed(request)
         _language, w = words_for(request)
-        if days and not whole_number(days, most=3650):
-            return self.back_to(f"/admin/learners/{user_id}", w("Days: a number from 1 to 3650, or empty."))
+        if days and not whole_number(days, most=MAX_ACCESS_DAYS):
+            return self.back_to(f"/admin/learners/{user_id}", w("Days: a number from 1 to {most}, or empty.",
+                                                                 most=MAX_ACCESS_DAYS))
         now = utcnow()
         async with self.db.transaction() as session:
             course = await session.scalar(select(Course).where(Course.slug == slug))
