@@ -6,15 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bot.cli import main
-
-
-@pytest.fixture
-def shared(database_url, tmp_path, monkeypatch):
-    """The commands run against the test database (each of SQLite and PostgreSQL), from a folder with no .env."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
-    return database_url
+from tests.bot.test_cli_numbers import shared  # noqa: F401
 
 
 @pytest.mark.parametrize("when", ["0001-01-01T00:00+14:00", "9999-12-31T23:59-14:00"])

@@ -11,6 +11,7 @@ import pytest
 from bot.cli import main
 from bot.core import Lessonbot
 from tests.dialogs.learning_support import import_sample
+from tests.simulation.test_command import simulate  # noqa: F401
 from tests.support import RecordingChannel, Transcript
 
 
@@ -52,18 +53,7 @@ async def test_learner_export_names_an_output_it_cannot_write(ann_known, tmp_pat
     assert '"test:ann"' in (tmp_path / "ann.json").read_text(encoding="utf-8")
 
 
-@pytest.fixture
-def simulate(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(["simulate", *argv, "--learners", "10", "--days", "5"])
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
+SMALL = ("--learners", "10", "--days", "5")
 
 
 @pytest.mark.parametrize("kind", ["reviews", "nudges"])
@@ -71,7 +61,7 @@ def test_simulate_names_a_charts_folder_it_cannot_write_before_it_simulates(simu
     taken = tmp_path / "notes.txt"
     taken.write_text("mine\n")
     for charts, why in ((taken, "it is a file, not a folder"), (taken / "charts", "Not a directory")):
-        code, out, err = simulate(kind, "--charts", str(charts))
+        code, out, err = simulate(kind, "--charts", str(charts), *SMALL)
         assert code == 2 and out == ""
         assert err == f"Cannot write {charts}: {why}. Give --charts a folder you may write (it is made if missing).\n"
     assert taken.read_text() == "mine\n"  # (and no simulation ran: its progress lines are missing from err)
@@ -79,7 +69,7 @@ def test_simulate_names_a_charts_folder_it_cannot_write_before_it_simulates(simu
 
 def test_simulate_names_a_chart_it_cannot_write_after_it_simulates(simulate, tmp_path):
     (tmp_path / "charts" / "regret.png").mkdir(parents=True)  # a folder where the chart goes
-    code, out, err = simulate("nudges", "--charts", str(tmp_path / "charts"))
+    code, out, err = simulate("nudges", "--charts", str(tmp_path / "charts"), *SMALL)
     assert code == 2 and out == "" and "Traceback" not in err
     assert err.splitlines()[-1] == (f"Cannot write {tmp_path / 'charts' / 'regret.png'}: Is a directory. Give --charts "
                                     "a folder you may write (it is made if missing).")

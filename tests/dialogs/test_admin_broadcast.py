@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from sqlalchemy import select
 
 from bot.core import Lessonbot
 from storage.models import AdminAuditEntry
 from storage.scheduling import Broadcast
-from tests.dialogs.learning_support import Learning, import_sample, onboard
-from tests.support import RecordingChannel
-
-
-@pytest.fixture
-async def bot(settings):
-    channel = RecordingChannel()
-    lessonbot = Lessonbot(settings.model_copy(update={"admins": ("test:boss",)}), [channel])
-    await import_sample(lessonbot)
-    yield lessonbot, channel
-    await lessonbot.stop()
+from tests.dialogs.learning_support import Learning, onboard
+from tests.dialogs.test_admin_roles import bot  # noqa: F401
 
 
 async def audit(bot: Lessonbot) -> list[tuple[str, str, str]]:
