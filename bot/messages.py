@@ -311,7 +311,8 @@ class Invoice:
 
     With `period_days`, a subscription: the platform charges `amount` again every period until the person cancels,
     and each charge comes back as a payment with the same payload. It is offered as `description` with a button
-    labelled `button` that opens the platform's payment sheet."""
+    labelled `button` that opens the platform's payment sheet. `description` is light Markdown, as a Text's (the
+    payment sheet shows plain text: it gets it rendered plain); `title` and `label` are plain."""
 
     title: str
     description: str

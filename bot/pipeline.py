@@ -52,7 +52,7 @@ from bot.config import Settings
 from bot.messages import IN_RESPONSE_WITHIN, PLATFORM_REPORT, REPLY_ADDRESS, SUBSCRIPTION, InboundMessage, Text
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var, for_channel
 from bot.outage import Outage
-from bot.text import storable, storable_data
+from bot.text import person_name, storable, storable_data
 from dialogs import apologies, choices
 from dialogs.ask import QuestionAnswerer
 from dialogs.payments import PaymentDesk
@@ -266,7 +266,8 @@ def storable_message(message: InboundMessage) -> InboundMessage:
             )
     text = storable(message.text)
     choice = None if message.choice is None else storable(message.choice)
-    sender_name = None if message.sender_name is None else storable(message.sender_name, limit=_NAME_LENGTH)
+    sender_name = None if message.sender_name is None else storable(person_name(message.sender_name),
+                                                                    limit=_NAME_LENGTH)
     meta = storable_data(message.meta)
     if (text, choice, sender_name, meta) == (message.text, message.choice, message.sender_name, message.meta):
         return message  # (the usual case: nothing to clean, no copy made)
@@ -278,7 +279,8 @@ def storable_message(message: InboundMessage) -> InboundMessage:
             if getattr(cleaned, name) != getattr(message, name)
         ]
         log.warning(
-            "inbound message cleaned for storage: %s (NUL or lone surrogates taken out, a name cut to %d characters)",
+            "inbound message cleaned for storage: %s (NUL or lone surrogates taken out; a name's controls and line "
+            "breaks, or its characters past %d)",
             ", ".join(changed),
             _NAME_LENGTH,
             extra={"channel": message.channel},

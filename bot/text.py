@@ -60,6 +60,20 @@ def storable(text: str, *, limit: int | None = None) -> str:
     return text if limit is None else text[:limit]
 
 
+# What a person's name never needs, and what would change how the text around it shows: control characters (a line
+# break that starts a forged line, a terminal's escape sequence) and the marks that override or isolate the
+# direction of text (U+202A–U+202E, U+2066–U+2069). A zero-width joiner (within an emoji) stays.
+_NOT_IN_A_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def person_name(text: str) -> str:
+    """A name as a person is shown by it (typed, or a platform's profile): without control or direction-changing
+    characters, each run of spaces and line breaks one space ("Ann\\nLee " → "Ann Lee")."""
+    if text.isascii() and text.isprintable() and "  " not in text and text == text.strip():
+        return text  # (the usual case: nothing to take out)
+    return " ".join(_NOT_IN_A_NAME.sub(" ", text).split())
+
+
 def storable_data(value: Any) -> Any:
     """JSON-like data (dicts, lists, strings, numbers) with every string, key included, made `storable`."""
     if isinstance(value, str):

@@ -82,11 +82,13 @@ def render_pdf(
     pdf.setFillColor(ink)
     pdf.setFont("Vera", 16)
     pdf.drawCentredString(width / 2, height - 190, _("This certifies that"))
-    pdf.setFont("VeraBd", _fit(pdfmetrics, learner, "VeraBd", 40, width - 160))
+    learner, size = _fit(pdfmetrics, learner, "VeraBd", 40, width - 160)
+    pdf.setFont("VeraBd", size)
     pdf.drawCentredString(width / 2, height - 250, learner)
     pdf.setFont("Vera", 16)
     pdf.drawCentredString(width / 2, height - 300, _("has completed the course"))
-    pdf.setFont("VeraBd", _fit(pdfmetrics, course, "VeraBd", 24, width - 160))
+    course, size = _fit(pdfmetrics, course, "VeraBd", 24, width - 160)
+    pdf.setFont("VeraBd", size)
     pdf.drawCentredString(width / 2, height - 345, course)
     pdf.setFont("Vera", 14)
     pdf.drawCentredString(width / 2, height - 395, _("on {date}", date=issued))
@@ -94,7 +96,8 @@ def render_pdf(
     pdf.drawCentredString(width / 2, 92, _("Verification code: {code}", code=code))
     if verify_url:
         line = _("Check it at {address}", address=verify_url)
-        pdf.setFont("Vera", _fit(pdfmetrics, line, "Vera", 11, width - 2 * QR_ROOM))
+        line, size = _fit(pdfmetrics, line, "Vera", 11, width - 2 * QR_ROOM)
+        pdf.setFont("Vera", size)
         pdf.drawCentredString(width / 2, 74, line)
         _draw_qr(pdf, verify_url, x=width - QR_ROOM + 10, y=56, size=QR_SIZE)
     pdf.showPage()
@@ -126,10 +129,20 @@ def _draw_qr(pdf, data: str, *, x: float, y: float, size: float) -> None:
     draw(drawing, pdf, x, y)
 
 
-def _fit(metrics, text: str, font: str, size: float, room: float) -> float:
-    """The largest font size up to `size` at which `text` fits in `room` points."""
+SMALLEST = 10.0  # points: text that does not fit at this size is cut, with "…"
+
+
+def _fit(metrics, text: str, font: str, size: float, room: float) -> tuple[str, float]:
+    """`text` and the largest font size up to `size` at which it fits in `room` points; a text too long even at
+    SMALLEST (a name of 200 characters, as a platform may give one) is cut to fit, ending in "…"."""
     width = metrics.stringWidth(text, font, size)
-    return size if width <= room else max(10.0, size * room / width)
+    if width <= room:
+        return text, size
+    if metrics.stringWidth(text, font, SMALLEST) <= room:
+        return text, size * room / width
+    while text and metrics.stringWidth(text + "…", font, SMALLEST) > room:
+        text = text[:-1]
+    return text.rstrip() + "…", SMALLEST
 
 
 RETAKE = "/retake"  # the command that asks the quiz questions missed again (dialogs/review.py)

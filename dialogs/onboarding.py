@@ -13,7 +13,7 @@ from datetime import time
 from sqlalchemy import ColumnElement, or_, select
 
 from bot.messages import LANGUAGE
-from bot.text import fold
+from bot.text import fold, person_name
 from dialogs import flow
 from dialogs.flow import DONE, Flow, Invalid, NotAnAnswer, Step
 from dialogs.i18n import Translator
@@ -103,7 +103,7 @@ _NAME_LETTER = re.compile(r"[^\W\d_]")
 
 
 def read_name(text: str) -> str | None:
-    name = " ".join(text.removeprefix("name:").split())
+    name = person_name(text.removeprefix("name:"))
     if not 1 <= len(name) <= 40 or not _NAME_LETTER.search(name) or name.startswith("/"):
         return None
     if re.search(r"https?://|www\.|@\w+\.\w", name, re.IGNORECASE):

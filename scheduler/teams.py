@@ -31,6 +31,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channel import ChatMember, ListsMembers, PermanentSendError, SendError
+from bot.text import person_name
 from dialogs.i18n import translator
 from dialogs.teams import announce, digest_message, invite, leaderboard, pause_direct_lessons, post_lesson, send_to
 from scheduler.context import JobContext
@@ -187,7 +188,8 @@ async def _enroll(session: AsyncSession, team_id: int, profiles: list[ChatMember
     if team is None:
         return
     for profile in profiles:
-        identity = await get_or_create_identity(session, team.channel, profile.sender_id, profile.name or None)
+        name = person_name(profile.name) or None  # (cut to the column by the channel)
+        identity = await get_or_create_identity(session, team.channel, profile.sender_id, name)
         if (zone := readable_zone(profile.timezone)) is not None:  # (one this machine cannot read: the team's, later)
             user = await session.get(User, identity.user_id)
             if user is not None and not user.timezone:

@@ -10,6 +10,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from bot.cli.database import database
+from bot.text import person_name
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -35,7 +36,8 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         if row is None:
             print(f"not found: no certificate has the code {code}")
             return 1
-        print(f"valid: {row.learner_name} completed “{row.course_title}” on {row.issued_at:%Y-%m-%d} "
+        print(f"valid: {person_name(row.learner_name)} completed “{person_name(row.course_title)}” on "
+              f"{row.issued_at:%Y-%m-%d} "
               f"(code {row.code})")
         return 0
 

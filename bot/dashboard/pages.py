@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -460,13 +461,22 @@ def learner_body(w: Words, viewer: Viewer, user_id: int, person: dict[str, Any],
 
 
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
+# A separator a spreadsheet may split on (Excel's is ";" in many languages) followed by what starts a formula: the
+# cell it would start there gets the ' too ("Ann;=cmd…" → "Ann;'=cmd…").
+_FORMULA_AFTER_SEPARATOR = re.compile(r"([,;\t])(?=[=+\-@])")
 
 
 def as_csv(figure: Figure) -> str:
-    """The figure's rows as CSV; a cell a spreadsheet would read as a formula is prefixed with '."""
+    """The figure's rows as CSV; no cell a spreadsheet reads, whatever it splits on, starts a formula: one that would
+    is prefixed with '."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(figure.columns)
     for row in figure.rows:
-        writer.writerow(["'" + cell if isinstance(cell, str) and cell.startswith(_FORMULA) else cell for cell in row])
+        writer.writerow([_no_formula(cell) if isinstance(cell, str) else cell for cell in row])
     return out.getvalue()
+
+
+def _no_formula(cell: str) -> str:
+    cell = _FORMULA_AFTER_SEPARATOR.sub(r"\1'", cell)
+    return "'" + cell if cell.startswith(_FORMULA) else cell

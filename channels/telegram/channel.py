@@ -47,7 +47,7 @@ from bot.channel import (
     TransientSendError,
 )
 from bot.messages import CheckoutAnswer, Document, Invoice, Link, Reply, Text
-from channels.markdown import TELEGRAM_HTML, render
+from channels.markdown import PLAIN, TELEGRAM_HTML, render
 from channels.telegram.buttons import keyboard
 from channels.telegram.request import AiohttpRequest
 from channels.telegram.routes import webhook_routes
@@ -248,7 +248,8 @@ class TelegramChannel:
             return [lambda: self._subscription_offer(chat_id, reply)]
         if isinstance(reply, Invoice):
             return [lambda: _message_id(self.bot.send_invoice(
-                chat_id=chat_id, title=reply.title[:32], description=reply.description[:255], payload=reply.payload,
+                chat_id=chat_id, title=reply.title[:32], description=render(reply.description, PLAIN)[:255],
+                payload=reply.payload,
                 currency=reply.currency, prices=[LabeledPrice(reply.label, reply.amount)],
                 provider_token="" if reply.currency == STARS else None,
             ))]
@@ -303,7 +304,7 @@ class TelegramChannel:
         """A Stars subscription is paid through an invoice link (sendInvoice has no period): the offer's text with a
         button that opens it. A retried send makes a new link; an unused one costs nothing."""
         link = await self.bot.create_invoice_link(
-            title=invoice.title[:32], description=invoice.description[:255], payload=invoice.payload,
+            title=invoice.title[:32], description=render(invoice.description, PLAIN)[:255], payload=invoice.payload,
             currency=invoice.currency, prices=[LabeledPrice(invoice.label, invoice.amount)],
             subscription_period=timedelta(days=invoice.period_days),
         )

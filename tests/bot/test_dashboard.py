@@ -290,3 +290,21 @@ async def test_a_sign_in_posted_from_another_site_signs_no_one_in(settings):
         forged = await client.post("/admin/sign-in", data={"link": link}, headers={"origin": "https://evil.example"})
         assert forged.status_code == 403 and "set-cookie" not in forged.headers
         assert (await client.post("/admin/sign-in", data={"link": link})).status_code == 303  # the link still works
+
+
+def test_a_csv_cell_is_one_cell_and_never_a_formula_whatever_a_spreadsheet_splits_on():
+    """A name a learner chose reaches the operator's spreadsheet: one starting with = is prefixed with ', and so is
+    the "=" after a ";" in one, where a spreadsheet splits on ";" (Excel's default in many languages)."""
+    import csv
+    import io
+
+    from bot.dashboard.pages import Figure, as_csv
+
+    names = ['=HYPERLINK("https://evil.test")', "Ann;=cmd|' /C calc'!A0;", "Bea"]
+    text = as_csv(Figure("learners", "Learners", ("id", "name"), [[n, name] for n, name in enumerate(names)]))
+    for separator in (",", ";"):
+        rows = list(csv.reader(io.StringIO(text), delimiter=separator))
+        cells = [cell for row in rows[1:] for cell in row]
+        assert not any(cell.startswith(("=", "+", "-", "@")) for cell in cells), (separator, rows)
+    assert list(csv.reader(io.StringIO(text)))[1:] == [["0", "'" + names[0]], ["1", "Ann;'=cmd|' /C calc'!A0;"],
+                                                       ["2", "Bea"]]

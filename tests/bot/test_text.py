@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.text import answer_key, fold, plain_words, storable, storable_data
+from bot.text import answer_key, fold, person_name, plain_words, storable, storable_data
 
 
 def test_fold_removes_case_accents_and_extra_spaces_but_keeps_punctuation():
@@ -75,3 +75,16 @@ def test_a_whole_number_is_ascii_digits_within_a_database_integer():
     assert whole_number(str(BIGGEST_ID)) == BIGGEST_ID and whole_number(str(BIGGEST_ID + 1)) is None
     assert whole_number("3651", most=3650) is None and whole_number("3650", most=3650) == 3650
     assert whole_number("9" * 5000) is None and whole_number("0" * 5000 + "7") == 7  # int() refuses 4,300+ digits
+
+
+@pytest.mark.parametrize(("given", "shown"), [
+    ("Ann", "Ann"),
+    ("  Ann   Lee ", "Ann Lee"),
+    ("Lee, Ann", "Lee, Ann"),
+    ("Bea\u202e", "Bea"),  # a right-to-left override would turn the text after the name around
+    ("Dan\n> Lessonbot: your account is locked", "Dan > Lessonbot: your account is locked"),  # no forged line
+    ("\x1b[2K\x1b[1GMallory\x1b[8m", "[2K [1GMallory [8m"),  # no terminal escape sequence
+    ("👩\u200d💻 Dev", "👩\u200d💻 Dev"),  # a joiner within an emoji stays
+])
+def test_a_persons_name_holds_no_control_or_direction_mark_and_no_line_break(given, shown):
+    assert person_name(given) == shown

@@ -64,3 +64,40 @@ async def test_course_end_sends_a_certificate_that_verifies(learning_bot, settin
     missing = subprocess.run([*LESSONBOT, "certificate", "verify", "LB-AAAA-BBBB-CCCC-DDDD"], env=env,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and missing.stdout.startswith("not found")
+
+
+def test_a_name_too_long_for_the_page_is_cut_to_fit_it(tmp_path):
+    """A platform's name may be 200 characters (a Slack member's, kept as given): at the smallest size it still
+    ran off both sides of the page; it is cut, ending in "…"."""
+    from dialogs.certificate import render_pdf
+    from dialogs.i18n import translator
+
+    name = "Wolfeschlegelsteinhausenbergerdorff " * 5 + "Junior"
+    render_pdf(tmp_path / "c.pdf", _=translator("en"), learner=name[:200], course="Spot the phish", issued="1 May",
+               code="LB-AAAA-BBBB-CCCC-DDDD", verify_url=None)
+    printed = PdfReader(tmp_path / "c.pdf").pages[0].extract_text()
+    shown = next(line for line in printed.splitlines() if line.startswith("Wolfeschlegel"))
+    assert shown.endswith("…") and 40 < len(shown) < 150, shown
+
+
+async def test_the_command_line_prints_a_kept_name_without_its_control_characters(learning_bot, settings, tmp_path):
+    """A certificate issued before names were cleaned may hold a terminal's escape sequence: `certificate verify`
+    prints the name, not the sequence (which would erase the line and hide the rest)."""
+    from storage.courses import Course
+    from storage.models import User
+
+    bot, _channel = learning_bot
+    async with bot.db.transaction() as session:
+        user = User(display_name="x")
+        session.add(user)
+        await session.flush()
+        session.add(Certificate(code="LB-AAAA-BBBB-CCCC-DDDD", user_id=user.id,
+                                course_id=await session.scalar(select(Course.id)),
+                                learner_name="\x1b[2K\x1b[1GMallory\x1b[8m", course_title="Spot the phish",
+                                file_path="c.pdf"))
+    env = server_env(settings.resolved_database_url, tmp_path / "cli")
+    found = subprocess.run([*LESSONBOT, "certificate", "verify", "LB-AAAA-BBBB-CCCC-DDDD"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.startswith("valid: [2K [1GMallory [8m completed “Spot the phish” on ")
+    assert "\x1b" not in found.stdout

@@ -267,3 +267,19 @@ async def test_a_name_typed_like_the_offered_one_keeps_its_capitals(settings):
     assert "What should I call you?\n       [1] ann" in out.getvalue()
     user, _learner = await learner_row(bot, "console", "ann")
     assert user.display_name == "Ann"
+
+
+async def test_a_typed_name_and_a_platforms_name_keep_no_control_characters_or_line_breaks(learning_bot):
+    """A name is shown in team posts, certificates and the operator's terminal: a line break in it would forge a line
+    there, an escape sequence rewrite the terminal, a direction override turn the text after it around."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await bot.receive(replace(message("/start", chat="ann"), sender_name="Ann\u202e\nLee"))
+    await bot.settle()
+    user, _learner = await learner_row(bot, "test", "ann")
+    assert user.display_name == "Ann Lee"  # the platform's name, as kept
+    await t.press("Yes, let's start")
+    [asked] = await t.say("\x1b[2KMallory\x1b[8m\nthe second line")
+    assert asked.startswith("Which time zone are you in?")
+    user, _learner = await learner_row(bot, "test", "ann")
+    assert user.display_name == "[2KMallory [8m the second line"

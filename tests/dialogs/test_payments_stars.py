@@ -359,3 +359,21 @@ async def test_a_stars_subscription_renews_after_the_chat_was_linked_to_another_
     [payment] = await payments(bot)
     assert payment.user_id == owner and payment.charge_reference == renewal["telegram_payment_charge_id"]
     assert not any("couldn't match" in text for text in standin.texts(CHAT))
+
+
+async def test_the_invoice_shows_a_course_title_as_written(telegram):
+    """The payment sheet's description is plain text: a title's * _ [ ] are shown as they are, not as the escapes
+    that keep them from being formatting in a message."""
+    from sqlalchemy import update
+
+    from storage.courses import Course
+
+    client, bot, standin = telegram
+    title = "Secure_coding *2* [beta] C++"
+    async with bot.db.transaction() as session:
+        await session.execute(update(Course).where(Course.slug == "passwords-that-hold").values(title=title))
+    marta = TelegramLearner(client, standin)
+    await marta._post(text_update("/buy passwords-that-hold", chat_id=CHAT, user=marta.user))
+    await standin.wait_for(lambda: len(standin.called("sendInvoice")) == 1)
+    [sent] = standin.called("sendInvoice")
+    assert sent.params["description"] == f"The whole course “{title}”, every lesson and quiz, yours to keep."
