@@ -263,6 +263,12 @@ def _answered_before(moment: datetime | None, limit: datetime) -> bool:
     return moment is None or moment.astimezone(timezone.utc) <= limit
 
 
+def _tried(card: QuestionCard, now: datetime) -> bool:
+    """Whether a retaken question has had its try since the retake began: retaken right, or answered within the
+    day a missed one waits (in another chat of theirs, where the same retake is open)."""
+    return card.scored_right is not False or not _answered_before(card.last_reviewed_at, now - RETAKE_AFTER)
+
+
 async def ask_review(x: Exchange, data: flow.Data) -> None:
     _ = tr(x)
     question = await question_by_id(x.transaction, data["queue"][0])
@@ -288,8 +294,8 @@ async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
         turn.say(access.closed_message(_, closed))
         return DONE
     card = await card_of(turn.transaction, turn.user.id, question.id)
-    if card is not None and (card.scored_right is not False if data.get("retake") else card.due > turn.now):
-        # reviewed (or retaken right) since this began (the same open in another chat of theirs): counted once
+    if card is not None and (_tried(card, turn.now) if data.get("retake") else card.due > turn.now):
+        # reviewed (or retaken) since this began (the same open in another chat of theirs): counted once
         turn.say(_("You've answered that one already."))
     else:
         verdict = questions.grade(_, question, text, "review", numbered=numbered_choices(turn))

@@ -220,7 +220,7 @@ def record_activity(learner: Learner, user: User, now: datetime) -> None:
     while it holds (`streak_holds`: no lesson day missed since the last), and starts again at one after it broke."""
     today = local_date(user, now)
     last = learner.last_active_on
-    if last == today:
+    if last is not None and today <= last:  # the same day, or an earlier one (their zone moved west): no new day
         return
     kept = streak_holds(learner.lesson_days, last, today)
     learner.streak_days = (learner.streak_days or 0) + 1 if kept else 1

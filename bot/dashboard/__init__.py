@@ -122,22 +122,28 @@ class Dashboard:
             raise Refused(not_allowed(request))
         return viewer, form
 
-    async def learner_in_reach(self, request: Request, viewer: Viewer, area: str) -> tuple[int, dict[str, Any]]:
-        """The learner of the URL, if the viewer's learners role reaches them (a workspace's support: its people)."""
+    async def learner_in_reach(
+        self, request: Request, viewer: Viewer, area: str, *, every_address: bool = False
+    ) -> tuple[int, dict[str, Any]]:
+        """The learner of the URL, if the viewer's role reaches them (a workspace's support: its people) at one of
+        their addresses, or (`every_address`: an export or an erasure, which take every linked app, as in chat) at
+        each of them."""
         user_id = request.path_params["user_id"]
         async with self.db.sessions() as session:
             found = await counts.timeline(session, user_id)
         if found is None:
             raise Refused(message_page(request, "No such learner", "They may have been erased.", status=404))
         targets = {team_of(address) for address in found["addresses"]} or {Scope()}
-        if not any(viewer.may(area, target) for target in targets):
+        if not (all if every_address else any)(viewer.may(area, target) for target in targets):
             raise Refused(not_allowed(request))
         return user_id, found
 
-    async def learner_form(self, request: Request, area: str) -> tuple[Viewer, dict[str, Any], int]:
+    async def learner_form(
+        self, request: Request, area: str, *, every_address: bool = False
+    ) -> tuple[Viewer, dict[str, Any], int]:
         """A form posted about the learner of the URL: checked (CSRF, `area`), and the learner in the viewer's reach."""
         viewer, form = await self.checked_form(request, area)
-        user_id, _person = await self.learner_in_reach(request, viewer, "learners")
+        user_id, _person = await self.learner_in_reach(request, viewer, "learners", every_address=every_address)
         return viewer, form, user_id
 
     # Steps the pages share ----------------------------------------------------------------------------------------
@@ -191,7 +197,7 @@ class Dashboard:
 
     async def export(self, request: Request) -> Response:
         viewer = await self.signed_in(request)
-        user_id, _person = await self.learner_in_reach(request, viewer, "learners")
+        user_id, _person = await self.learner_in_reach(request, viewer, "learners", every_address=True)
         async with self.db.transaction() as session:
             document_ = await export_person(session, user_id, now=utcnow())
             audit(session, viewer, "export", f"user {user_id}", "ok")
@@ -211,7 +217,7 @@ class Dashboard:
         return self.back_to("/admin/overview", w("Requeued {n} dead letters.", n=count))
 
     async def erase_learner(self, request: Request) -> Response:
-        viewer, form, user_id = await self.learner_form(request, "learners")
+        viewer, form, user_id = await self.learner_form(request, "learners", every_address=True)
         _language, w = words_for(request)
         if form.get("confirm") != "yes":
             return self.back_to(f"/admin/learners/{user_id}", w("Tick the box to confirm."))

@@ -308,3 +308,27 @@ def test_a_csv_cell_is_one_cell_and_never_a_formula_whatever_a_spreadsheet_split
         assert not any(cell.startswith(("=", "+", "-", "@")) for cell in cells), (separator, rows)
     assert list(csv.reader(io.StringIO(text)))[1:] == [["0", "'" + names[0]], ["1", "Ann;'=cmd|' /C calc'!A0;"],
                                                        ["2", "Bea"]]
+
+
+async def test_a_workspaces_support_exports_or_erases_only_a_person_wholly_in_the_workspace(settings):
+    """Support scoped to team:T01 sees a person with a slack:T01 address, but their export and erasure take every
+    app they linked (a Telegram address too): refused, as /admin export and erase refuse it in chat."""
+    from storage.models import ChannelIdentity
+
+    async with dashboard(settings) as (client, bot, channel):
+        async with bot.db.transaction() as session:
+            user = User(display_name="Tess")
+            session.add(user)
+            await session.flush()
+            session.add_all([ChannelIdentity(user_id=user.id, channel="slack", external_id="T01/U1"),
+                             ChannelIdentity(user_id=user.id, channel="telegram", external_id="555")])
+            tess = user.id
+        await Transcript(bot, channel, chat="boss").say("/admin role grant test:sam support team:T01")
+        await sign_in(client, bot, channel, chat="sam")
+        page = await client.get(f"/admin/learners/{tess}")
+        assert page.status_code == 200  # seen: one of her addresses is the workspace's
+        assert (await client.get(f"/admin/learners/{tess}/export")).status_code == 403
+        erase = await client.post(f"/admin/learners/{tess}/erase", data={"confirm": "yes", "csrf": csrf_of(page.text)})
+        assert erase.status_code == 403
+        async with bot.db.sessions() as session:
+            assert await session.get(User, tess) is not None

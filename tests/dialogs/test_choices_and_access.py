@@ -332,3 +332,34 @@ async def granted_the_paid_course_past_its_first_lesson(bot, channel) -> tuple[L
     await t.press("Start my first lesson")
     await answer_until(t, bot, "🎉 Lesson done")
     return t, user
+
+
+async def test_a_missed_retake_waits_its_day_in_a_second_chat_of_the_learner_too(learning_bot, tmp_path):
+    """The retake open in two linked chats: a try missed in one is its try; the same question answered seconds later
+    in the other is "answered already", not graded again (else each choice in turn would reach the pass mark)."""
+    import re
+    from datetime import timedelta
+
+    from dialogs.linking import CODE_ALPHABET
+
+    bot, channel = learning_bot
+    t, _folder = await at_the_first_quiz_question(bot, channel, tmp_path, pass_mark=100)
+    await t.press(t.last().choices[0].label)  # "Authority": the one question missed
+    await answer_until(t, bot, "The certificate needs")
+    async with bot.db.transaction() as session:  # a day on: the missed question may be retaken
+        for card in await session.scalars(select(QuestionCard)):
+            card.last_reviewed_at -= timedelta(hours=21)
+    [told] = await t.say("/link")
+    code = re.search(rf"Your link code is ([{CODE_ALPHABET}]{{5}}-[{CODE_ALPHABET}]{{5}})\.", told)[1]
+    phone = Learning(bot, channel, chat="ann-phone")
+    assert (await phone.say(f"/link {code}"))[0].startswith("Linked!")
+    assert (await t.say("/retake"))[-1].startswith("Retake 1 of 1\n")
+    assert (await phone.say("/retake"))[-1].startswith("Retake 1 of 1\n")
+
+    [missed, *_rest] = await t.press("Reward")
+    assert missed.startswith("❌ Not quite. Its lesson has the answer")
+    assert (await phone.press("Urgency"))[0] == "You've answered that one already."
+    await bot.settle()
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Certificate)) == 0
+    assert not any(isinstance(reply, Document) for reply in channel.sent["ann-phone"])

@@ -337,3 +337,22 @@ async def test_a_question_open_in_two_chats_of_one_learner_is_answered_once_and_
 async def question_of(bot, question_id):
     async with bot.db.sessions() as session:
         return await session.get(Question, question_id)
+
+
+async def test_a_zone_moved_west_past_midnight_is_no_new_day_of_the_streak(learning_bot):
+    """From UTC+12 to UTC-12 the local date goes back a day: a step of learning then is on a day counted already,
+    and the streak does not grow by switching zones back and forth."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t, zone="UTC+12")
+    assert (await t.press("Start my first lesson"))[0].startswith("📘 Lesson 1 of 5")
+    streaks = []
+    for zone in ("UTC-12", "UTC+12", "UTC-12", "UTC+12"):
+        await t.say(f"/settings zone {zone}")
+        assert (await t.press("Yes, that's right"))[0].startswith("Saved.")
+        await t.say("/next")  # a part read, or the quiz's question asked …
+        if t.last().choices and t.last().choices[0].value.startswith("quiz:"):
+            await t.press(t.last().choices[0].label)  # … and answered: a step of learning
+        _user, learner = await learner_row(bot, "test", "ann")
+        streaks.append(learner.streak_days)
+    assert streaks == [1, 1, 1, 1], streaks
