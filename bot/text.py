@@ -60,18 +60,33 @@ def storable(text: str, *, limit: int | None = None) -> str:
     return text if limit is None else text[:limit]
 
 
-# What a person's name never needs, and what would change how the text around it shows: control characters (a line
-# break that starts a forged line, a terminal's escape sequence) and the marks that override or isolate the
-# direction of text (U+202A–U+202E, U+2066–U+2069). A zero-width joiner (within an emoji) stays.
-_NOT_IN_A_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# What a person's name never needs: control characters (a terminal's escape sequence, a NUL), taken out; line breaks
+# and tabs are spaces there (one would start a forged line). The marks that embed, override or isolate the direction
+# of text (U+202A–U+202E, U+2066–U+2069) stay when each is closed again within the name (a Hebrew name in a Latin
+# one), and go when one is left open: it would turn the text after the name around.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
+_DIRECTION = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_OPENS_EMBEDDING, _OPENS_ISOLATE = frozenset("\u202a\u202b\u202d\u202e"), frozenset("\u2066\u2067\u2068")
 
 
 def person_name(text: str) -> str:
-    """A name as a person is shown by it (typed, or a platform's profile): without control or direction-changing
-    characters, each run of spaces and line breaks one space ("Ann\\nLee " → "Ann Lee")."""
+    """A name as a person is shown by it (typed, or a platform's profile): no control characters, each run of spaces
+    and line breaks one space ("Ann\\nLee " → "Ann Lee"), no direction mark left open ("Bea\\u202e" → "Bea")."""
     if text.isascii() and text.isprintable() and "  " not in text and text == text.strip():
         return text  # (the usual case: nothing to take out)
-    return " ".join(_NOT_IN_A_NAME.sub(" ", text).split())
+    name = " ".join(_CONTROL.sub("", text).split())
+    return name if _direction_closed(name) else _DIRECTION.sub("", name)
+
+
+def _direction_closed(name: str) -> bool:
+    """Whether every embedding, override and isolate opened in `name` is closed again, in order."""
+    opened: list[str] = []
+    for mark in _DIRECTION.findall(name):
+        if mark in _OPENS_EMBEDDING or mark in _OPENS_ISOLATE:
+            opened.append(mark)
+        elif not opened or (mark == "\u202c") != (opened.pop() in _OPENS_EMBEDDING):
+            return False  # a pop with nothing open, or closing the other kind
+    return not opened
 
 
 def storable_data(value: Any) -> Any:

@@ -83,7 +83,9 @@ def test_a_whole_number_is_ascii_digits_within_a_database_integer():
     ("Lee, Ann", "Lee, Ann"),
     ("Bea\u202e", "Bea"),  # a right-to-left override would turn the text after the name around
     ("Dan\n> Lessonbot: your account is locked", "Dan > Lessonbot: your account is locked"),  # no forged line
-    ("\x1b[2K\x1b[1GMallory\x1b[8m", "[2K [1GMallory [8m"),  # no terminal escape sequence
+    ("\x1b[2K\x1b[1GMallory\x1b[8m", "[2K[1GMallory[8m"),  # no terminal escape sequence
+    ("A\x00B", "AB"),
+    ("\u202bשלום\u202c Cohen", "\u202bשלום\u202c Cohen"),  # a direction mark closed within the name stays
     ("👩\u200d💻 Dev", "👩\u200d💻 Dev"),  # a joiner within an emoji stays
 ])
 def test_a_persons_name_holds_no_control_or_direction_mark_and_no_line_break(given, shown):

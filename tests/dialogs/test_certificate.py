@@ -99,5 +99,5 @@ async def test_the_command_line_prints_a_kept_name_without_its_control_character
     found = subprocess.run([*LESSONBOT, "certificate", "verify", "LB-AAAA-BBBB-CCCC-DDDD"], env=env,
                            capture_output=True, text=True, timeout=60)
     assert found.returncode == 0, found.stderr
-    assert found.stdout.startswith("valid: [2K [1GMallory [8m completed “Spot the phish” on ")
+    assert found.stdout.startswith("valid: [2K[1GMallory[8m completed “Spot the phish” on ")
     assert "\x1b" not in found.stdout

@@ -282,4 +282,4 @@ async def test_a_typed_name_and_a_platforms_name_keep_no_control_characters_or_l
     [asked] = await t.say("\x1b[2KMallory\x1b[8m\nthe second line")
     assert asked.startswith("Which time zone are you in?")
     user, _learner = await learner_row(bot, "test", "ann")
-    assert user.display_name == "[2KMallory [8m the second line"
+    assert user.display_name == "[2KMallory[8m the second line"
