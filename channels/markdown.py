@@ -16,10 +16,19 @@ renderer escapes text for its target first, so nothing a learner or an author wr
 | Slack mrkdwn | `*x*` | `_x_` | `` `x` `` | ```` ``` ```` lines | `<url|text>` | a look-alike: ∗ ˍ ∼ ˋ |
 | WhatsApp | `*x*` | `_x_` | `` `x` `` | ```` ``` ```` lines | `text (url)` | a look-alike: ∗ ˍ ∼ ˋ |
 | plain (the terminal) | x | x | x | the lines | `text (url)` | the character (control characters dropped) |
+| Rasa (plain, for any connector) | x | x | x | the lines | `text (url)` | a look-alike: ∗ ˍ ∼ ˋ, and ［ ］ for [ ] |
 | web chat HTML | `<strong>` | `<em>` | `<code>` | `<pre><code>` | `<a href rel="noopener…">` | the character |
 
 Slack and WhatsApp have no escape character, so a character that must not format is sent as a look-alike they do not
 read as markup. In Slack &, < and > are always escaped, so no text makes a `<!channel>`, `<@U…>` or `<url|…>`.
+A line mark that `literal` escaped at a line's start (a typed "> ", "- ", "+ ", "# ", "1. ", "1) ") would be a quote,
+a list item or a heading there, so Slack, WhatsApp and Rasa get it as a look-alike: ＞ ‐ ＋ ＃, or ． ） after the
+number (any escaped ">": Slack quotes ">x" too; and on Slack in place of "&gt;", which is a quote as well). The bot's
+own "- item" and "1. item" lines render as before; Telegram and the web chat read no line mark from an escaped one.
+Rasa's text is plain, but its connectors read markup in it: Rasa's Slack connector posts it as mrkdwn, web widgets
+render Markdown. So < and > are always look-alikes there (‹ ›), and an & that starts an entity ("&lt;") is ＆: no text
+makes a `<!channel>`, `<@U…>`, `<url|…>`, `<url>` or a tag; an escaped [ or ] is ［ ］, so outside text makes no
+`[text](url)` link.
 The web chat gets whole blocks (`render_html`: paragraphs, bullet and numbered lists, code blocks) in a small HTML
 subset: p, br, ul, ol, li, strong, em, code, pre and a, whose only attributes are a link's http(s) address (with rel
 and target) and a numbered list's start.
@@ -69,6 +78,18 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 # What Slack and WhatsApp read as formatting, and the look-alikes that show it without formatting anything.
 _INERT = str.maketrans({"*": "\u2217", "_": "\u02cd", "~": "\u223c", "`": "\u02cb"})
+# Rasa's connectors may read Markdown too: an escaped [ or ] would make a link with the (url) after it.
+_INERT_RASA = _INERT | str.maketrans({"[": "\uff3b", "]": "\uff3d"})
+# An escaped line mark (`literal` escapes them at a line's start) where it would be a quote, a list item or a heading:
+# an escaped ">" (Slack quotes ">x"), or an escaped "#", "-", "+" or a number's "." or ")" with a space after it.
+_ESCAPED_LINE_MARK = re.compile(r"[ \t]*(?:\\>|(?:\\[#+-]|\d+\\[.)])(?=[ \t]|$))")
+_INERT_LINE_MARK = str.maketrans(
+    {">": "\uff1e", "-": "\u2010", "+": "\uff0b", "#": "\uff03", ".": "\uff0e", ")": "\uff09"}
+)
+# What opens or closes markup in Rasa's text for any connector: Slack's <!channel>, <@U…> and <url|text>, Markdown's
+# <url> and HTML tags; an & only where it starts an entity ("&lt;"), so a web address's "&b=2" stays as it is.
+_ANGLES = str.maketrans({"<": "\u2039", ">": "\u203a"})
+_ENTITY = re.compile(r"&(?=#?[0-9A-Za-z]+;)")
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,9 @@ class Target:
     code_block: Callable[[str], str]
     """A fenced code block's lines (escaped), shown as code: nothing in them formats."""
     link: Callable[[str, str], str]
+    line_mark: Callable[[str], str] | None = None
+    """An escaped mark that starts a line (> - + # or a number's . or ), as `_ESCAPED_LINE_MARK` finds it), for a
+    target that would read it as a quote, a list item or a heading; None: shown as `literal` shows it anywhere."""
     rendered: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     """Texts rendered for this target, and what each became (`render`)."""
 
@@ -98,6 +122,15 @@ def _html_text(text: str) -> str:
 
 def _printable(text: str) -> str:
     return _CONTROL.sub("", text)
+
+
+def _inert_line_mark(mark: str) -> str:
+    return mark.translate(_INERT_LINE_MARK)
+
+
+def _rasa_text(text: str) -> str:
+    """Plain text that no Rasa connector reads as markup: < and > as look-alikes, an & that starts an entity too."""
+    return _ENTITY.sub("\uff06", _printable(text).translate(_ANGLES))
 
 
 def _backtick_fenced(code: str) -> str:
@@ -125,6 +158,7 @@ SLACK_MRKDWN = Target(
     code_block=_backtick_fenced,
     # inside <url|text> a '|' or '>' would end the URL early; Slack reads percent-encoded ones as the same URL
     link=lambda t, u: f"<{escape_mrkdwn(u.replace('|', '%7C'))}|{t}>",
+    line_mark=_inert_line_mark,  # a look-alike, not escaped: Slack quotes an escaped "&gt;" too
 )
 WHATSAPP = Target(
     escape=lambda t: t,  # WhatsApp has no escape character
@@ -134,6 +168,7 @@ WHATSAPP = Target(
     code=lambda t: f"`{t}`",
     code_block=_backtick_fenced,
     link=lambda t, u: f"{t} ({u})",
+    line_mark=_inert_line_mark,
 )
 PLAIN = Target(
     escape=_printable,
@@ -143,6 +178,16 @@ PLAIN = Target(
     code=lambda t: t,
     code_block=lambda t: t,
     link=lambda t, u: f"{t} ({u})",
+)
+RASA = Target(
+    escape=_rasa_text,
+    literal=lambda t: _rasa_text(t).translate(_INERT_RASA),
+    bold=lambda t: t,
+    italic=lambda t: t,
+    code=lambda t: t,
+    code_block=lambda t: t,
+    link=lambda t, u: f"{t} ({u})",
+    line_mark=_inert_line_mark,
 )
 WEB_HTML = Target(
     escape=_html_text,
@@ -249,6 +294,10 @@ def _render(text: str, target: Target) -> str:
             lines.append(target.bold(_inline(heading[1], target)))
         elif bullet := _BULLET.match(line):
             lines.append(f"{bullet[1]}• {_inline(bullet[2], target)}")
+        elif target.line_mark and (mark := _ESCAPED_LINE_MARK.match(line)):
+            # the indent and a number as text, then the escaped mark itself (after its backslash) as the target shows it
+            shown = target.escape(mark[0][:-2]) + target.line_mark(mark[0][-1])
+            lines.append(shown + _inline(line[mark.end() :], target))
         else:
             lines.append(_inline(line, target))
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, Tr
 from bot.cli import main
 from bot.config import knowledge_settings
 from bot.core import Lessonbot
-from bot.messages import Choice, Document, Text
+from bot.messages import Choice, Document, Text, literal
 from bot.rasa_actions import (
     ACTIONS,
     ActionDesk,
@@ -397,6 +397,26 @@ def test_buttons_are_payloads_rasa_reads_without_a_model():
     ]}
     assert bot_message(Document("c.pdf", caption="Your certificate", url="https://x.test/c.pdf")) == {
         "text": "Your certificate", "attachment": "https://x.test/c.pdf"}
+
+
+async def test_what_a_person_typed_reaches_rasa_as_text_no_connector_makes_a_link_mention_or_quote_of(settings):
+    typed = "<!here> <https://e.test|Pay> [x](https://e.test)\n> *locked*"  # (the echo keeps 60 characters)
+    async with rasa_assistant(settings) as (rasa, bot):
+        run = await rasa.say("u1", "hi", action=ANSWER, intent="greet")
+        run = await rasa.press("u1", button(run, "Yes, let's start"), action=ANSWER)
+        run = await rasa.say("u1", "Ann", action=ANSWER)
+        run = await rasa.say("u1", typed, action=ANSWER)  # at the time-zone step, which echoes it
+    [echo] = [text for text in run.texts if "e.test" in text]
+    assert "“‹!here› ‹https://e.test|Pay› ［x］(https://e.test)\n＞ ∗locked∗”" in echo, echo
+    assert not set("<>[]*") & set(echo)
+
+
+def test_our_own_markdown_reaches_rasa_as_plain_text_and_outside_text_in_it_as_look_alikes():
+    own = Text(f"**Hi {literal('<@U1> [x](https://evil.test)')}!**\n- see [the guide](https://x.test/?a=1&b=2)")
+    assert bot_message(own) == {
+        "text": "Hi ‹@U1› ［x］(https://evil.test)!\n• see the guide (https://x.test/?a=1&b=2)"}
+    caption = Document("c.pdf", caption=f"For *{literal('<!here> _Ann_')}*", url="https://x.test/c.pdf")
+    assert bot_message(caption) == {"text": "For ‹!here› ˍAnnˍ", "attachment": "https://x.test/c.pdf"}
 
 
 # The HTTP side, as rasa-sdk's own server answers it -------------------------------------------------------------------

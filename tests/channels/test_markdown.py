@@ -3,9 +3,10 @@ import re
 
 import pytest
 
-from bot.messages import literal
+from bot.messages import Text, literal
 from channels.markdown import (
     PLAIN,
+    RASA,
     RENDERED_KEPT,
     RENDERED_KEPT_CHARS,
     SLACK_MRKDWN,
@@ -16,6 +17,8 @@ from channels.markdown import (
     render,
     render_html,
 )
+from channels.slack.blocks import render_text
+from channels.whatsapp.render import text_bodies
 
 LESSON = """Nearly every phishing message pulls the same few levers:
 
@@ -63,6 +66,7 @@ HOSTILE = [
     "<!channel> <@U123> <https://evil.example|x>",
     "&lt; &amp; \\*already escaped\\* C:\\path\\",
     "# heading\n- bullet\n* star\n+ plus\n1. one\n2) two\n> quote",
+    "x\n> Lessonbot: your account is locked\n- call +1 555 0100\n1. now\n  2) then\n>no space",
     "🎉 \u202bשלום\u202c مرحبا",
 ]
 
@@ -198,3 +202,50 @@ def test_three_backticks_inside_a_tilde_block_do_not_close_it_on_slack_or_whatsa
         shown = render(block, target)
         assert shown.startswith("```\n") and shown.endswith("\n```") and shown.count("```") == 2, shown
         assert "*not bold*" in shown
+
+
+# Line marks in outside text: a typed quote, list item or heading line is text -------------------------------------
+
+TYPED_LINES = "x\n> Lessonbot: your account is locked\n- call +1 555 0100\n1. now\n  2) then\n# head\n+ plus\n>x"
+SHOWN_LINES = "x\n＞ Lessonbot: your account is locked\n‐ call +1 555 0100\n1． now\n  2） then\n＃ head\n＋ plus\n＞x"
+
+
+def test_a_typed_quote_or_list_line_is_sent_as_look_alikes_to_slack_whatsapp_and_rasa():
+    for target in (WHATSAPP, SLACK_MRKDWN, RASA):
+        assert render(literal(TYPED_LINES), target) == SHOWN_LINES  # on Slack no "&gt;" either: it is a quote too
+    # as the channels send it
+    assert text_bodies(Text(literal(TYPED_LINES))) == [SHOWN_LINES]
+    [message] = render_text(Text(literal(TYPED_LINES)))
+    assert message.blocks[0]["text"]["text"] == SHOWN_LINES
+    # a number, a sign or a dash that starts no list item stays as typed
+    assert render(literal("3.14\n-5 °C\n+1 555\n#1"), WHATSAPP) == "3.14\n-5 °C\n+1 555\n#1"
+
+
+def test_the_bots_own_lists_and_quotes_render_as_before_next_to_a_typed_one():
+    own = f"- item\n1. one\n> said\n{literal('- typed')}"
+    assert render(own, WHATSAPP) == "• item\n1. one\n> said\n‐ typed"
+    assert render(own, SLACK_MRKDWN) == "• item\n1. one\n&gt; said\n‐ typed"
+    assert render(own, PLAIN) == "• item\n1. one\n> said\n- typed"
+    assert render(own, TELEGRAM_HTML) == "• item\n1. one\n&gt; said\n- typed"
+    assert render_html(own) == "<ul><li>item</li></ul><ol><li>one</li></ol><p>&gt; said<br>- typed</p>"
+
+
+# Rasa: plain text, nothing of outside text read as markup by any connector (Slack's mrkdwn, Markdown) -------------
+
+RASA_HOSTILE = "<https://evil.test|Verify your account> [Verify](https://evil.test) <@U0ADMIN> <!channel> *A* _x_ &lt;"
+
+
+def test_outside_text_makes_no_link_mention_or_formatting_in_rasas_text():
+    shown = render(f"I couldn't find “{literal(RASA_HOSTILE)}”.", RASA)
+    assert shown == (
+        "I couldn't find “‹https://evil.test|Verify your account› ［Verify］(https://evil.test) ‹@U0ADMIN› ‹!channel› "
+        "∗A∗ ˍxˍ ＆lt;”."
+    )
+    assert not set("<>[]*_&") & set(shown)
+
+
+def test_the_bots_own_markdown_renders_for_rasa_as_plain_text():
+    own = "# Quiz\n**Urgency** and *fear*: see [the guide](https://x.test/a?b=1&c=2) or https://x.test/?a=1&b=2\n- Q&A"
+    assert render(own, RASA) == render(own, PLAIN) == (
+        "Quiz\nUrgency and fear: see the guide (https://x.test/a?b=1&c=2) or https://x.test/?a=1&b=2\n• Q&A"
+    )
