@@ -54,6 +54,7 @@ from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, co
 from bot.outage import Outage
 from bot.text import person_name, storable, storable_data
 from dialogs import apologies, choices
+from dialogs.access import withhold_closed_lessons
 from dialogs.ask import QuestionAnswerer
 from dialogs.payments import PaymentDesk
 from dialogs.turn import OutsideTransaction, Turn
@@ -1070,10 +1071,12 @@ async def _honour_subscription(
             return None
         conversation.opted_out_at = None
         message = replace(message, choice="/start")  # coming back starts over, as a first contact does
-    # They wrote: what waited for that (WhatsApp's 24-hour window) may go now, ahead of the replies to this message.
+    # They wrote: what waited for that (WhatsApp's 24-hour window) may go now, ahead of the replies to this message;
+    # a lesson only if it is still open to its learner (dialogs.access).
     if waiting:
         connection = await session.session.connection()
         await withdraw_outdated(connection, conversation.id, since=now - ANNOUNCEMENT_SHELF_LIFE)
+        await withhold_closed_lessons(session, conversation, now=now, due=now)
         await release_waiting(connection, conversation.id, due=now)
     return message
 

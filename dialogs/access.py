@@ -1,8 +1,8 @@
 """May this learner see this lesson, or this question, now? The one check of enrollment, entitlement and order.
 
 Every way to content asks it at the moment it would show something: /next and its buttons (and so the scheduler's
-daily lesson, which is /next pushed), a quiz button however late it is pressed, the end of a lesson, review, and
-the certificate.
+daily lesson, which is /next pushed), a held lesson as it is let go (`withhold_closed_lessons`), a quiz button
+however late it is pressed, the end of a lesson, review, and the certificate.
 
 - enrolled: the learner enrolled in the lesson's course (an `Enrollment` row: picking a course makes one);
 - entitled: `storage.courses.may_access` (a free course, a paid course's preview, or an entitlement in force);
@@ -22,6 +22,7 @@ mark, that share of its quiz questions right at the first try (`quiz_score`).
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import select
@@ -47,6 +48,9 @@ from storage.courses import (
     open_in_full,
     progress_of,
 )
+from storage.db import SessionOnDemand
+from storage.models import Conversation, User
+from storage.outbox import cancel_held, held_lessons
 
 
 class Closed(StrEnum):
@@ -71,6 +75,29 @@ async def lesson_closed(x: Exchange, lesson: Lesson) -> Closed | None:
     if enrollment.current_lesson_id != lesson.id and await progress_in(x, lesson) is None:
         return Closed.OUT_OF_ORDER
     return None
+
+
+async def withhold_closed_lessons(transaction: SessionOnDemand, conversation: Conversation, *, now: datetime,
+                                  due: datetime | None = None) -> None:
+    """Before a conversation's held lessons go (`storage.outbox.release_held`; given `due`, `release_waiting`): those
+    whose lesson is closed to their learner now (a refund since they were queued) are cancelled, and the learner's
+    place in that lesson is put back to where it stood before them, so /next tells why it is closed and, once it is
+    open, sends what they never got rather than going on past it."""
+    session = transaction.session
+    for held in await held_lessons(session, conversation.id, due=due):
+        user = await session.get(User, held.user_id)
+        lesson = await lesson_by_id(transaction, held.lesson_id)
+        if user is None or lesson is None:  # (gone since: nothing left to show them)
+            await cancel_held(session, held.ids, reason=f"not sent: its lesson was closed ({Closed.NOT_ENROLLED})")
+            continue
+        x = Exchange(transaction=transaction, conversation=conversation, user=user, state={}, now=now)
+        closed = await lesson_closed(x, lesson)
+        if closed is None:
+            continue
+        await cancel_held(session, held.ids, reason=f"not sent: its lesson was closed to the learner ({closed})")
+        enrollment = await enrollment_in(x, lesson.course_id)
+        if enrollment is not None and enrollment.current_lesson_id == lesson.id:
+            enrollment.current_part = min(enrollment.current_part, held.part)
 
 
 async def question_closed(x: Exchange, question: Question) -> Closed | None:

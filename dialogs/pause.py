@@ -13,10 +13,12 @@ from datetime import timedelta
 
 from bot.text import fold
 from dialogs import flow, lessons, personal
+from dialogs.access import withhold_closed_lessons
 from dialogs.flow import DONE, Flow, Invalid, Step
 from dialogs.learner import activate, is_set_up, learner_of, tr
 from dialogs.turn import Exchange, Turn
 from storage.learners import ONBOARDING, PAUSED, STOPPED, Learner, lesson_schedule_changed, wall_clock_moment, zone_for
+from storage.models import Conversation
 from storage.outbox import release_held, withdraw_unasked
 
 # "7", "7 days", "for 2 weeks", "por 3 dias" (folded: no accents, lower case)
@@ -69,7 +71,10 @@ async def resume_lessons(turn: Turn, _args: str) -> None:
         return
     paused = learner.status in (PAUSED, STOPPED)
     activate(learner)
-    if learner.home_conversation_id is not None:  # a lesson held when they paused goes first
+    if learner.home_conversation_id is not None:  # a lesson held when they paused goes first, if still open to them
+        home = await turn.session.get(Conversation, learner.home_conversation_id)
+        if home is not None:
+            await withhold_closed_lessons(turn.transaction, home, now=turn.now)
         await release_held(turn.session, learner.home_conversation_id, now=turn.now)
     when = await lessons.next_lesson_moment(turn, learner)
     text = _("Welcome back! Lessons are on again.") if paused else _("You're not paused: your lessons are on.")

@@ -49,11 +49,14 @@ from typing import Any
 from sqlalchemy import CompoundSelect, and_, bindparam, func, literal_column, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dialogs.access import withhold_closed_lessons
 from dialogs.lessons import deliver_next_lesson, home_conversation
 from scheduler.context import JobContext
+from storage.courses import enrollment_of
+from storage.db import SessionOnDemand
 from storage.learners import STOPPED, Learner, is_paused, quiet_at, quiet_hours_end, zone_for
 from storage.models import Conversation, User, utcnow
-from storage.outbox import LESSON_KEY, OutboxEntry, enqueue, release_held
+from storage.outbox import LESSON_KEY, LESSON_PLACE, OutboxEntry, enqueue, release_held
 from storage.queries import insert_ignoring_conflicts, rows_affected
 from storage.scheduling import (
     BUSY,
@@ -353,12 +356,16 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
         if record_busy:
             return BUSY
         raise _Busy()
+    before = await _place(session, learner)
     replies = await deliver_next_lesson(session, user, now=now, data_dir=ctx.data_dir, site_url=ctx.site_url)
     conversation = await home_conversation(session, user)
     if not replies or conversation is None:
         return NOTHING_TO_SEND
-    # A lesson held when the learner paused (storage.outbox.withdraw_unasked) goes first: their place moved past it.
+    # A lesson held when the learner paused (storage.outbox.withdraw_unasked) goes first: their place moved past it
+    # (unless it is closed to them by now: dialogs.access).
+    await withhold_closed_lessons(SessionOnDemand.of(session), conversation, now=now)
     await release_held(session, conversation.id, now=utcnow())
+    place = _shown(before, await _place(session, learner))
     key = f"{LESSON_KEY}{due.user_id}:{due.local_date.isoformat()}"
     # a run late enough to fall in the quiet hours (a failover, a backlog), or a moment in them by the clock though
     # the lesson time is not (02:30 on the day the clocks go forward is 03:30): the lesson waits for their end (the
@@ -370,7 +377,7 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
             conversation_id=conversation.id,
             channel=conversation.channel,
             chat_id=conversation.chat_id,
-            payload=reply.to_payload(),
+            payload=reply.to_payload() if place is None else {**reply.to_payload(), LESSON_PLACE: place},
             idempotency_key=key if number == 1 else f"{key}:{number}",
             due_at=held if wait > timedelta(0) else None,
         )
@@ -378,3 +385,20 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
     ])
     return QUEUED
 
+
+async def _place(session: AsyncSession, learner: Learner) -> tuple[int | None, int]:
+    """The learner's place in their course: (lesson, part)."""
+    enrollment = await enrollment_of(session, learner.user_id, learner.course_id) if learner.course_id else None
+    return (None, 0) if enrollment is None else (enrollment.current_lesson_id, enrollment.current_part)
+
+
+def _shown(before: tuple[int | None, int], after: tuple[int | None, int]) -> list[int] | None:
+    """The lesson a push shows, and the part the learner's place stood at in it before (storage.outbox.LESSON_PLACE):
+    a part or the quiz of the lesson they were in, or the first part of the next one; None where it shows none (a
+    lesson's end, the course's)."""
+    lesson, part = after
+    if lesson is None:
+        return None
+    if lesson == before[0]:
+        return [lesson, before[1]]
+    return [lesson, 0] if part > 0 else None

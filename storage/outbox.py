@@ -55,7 +55,8 @@ class OutboxStatus(StrEnum):
     # learner paused or stopped before it went, once they are back (`withdraw_unasked`, `release_held`)
     SUPPRESSED = "suppressed"  # the person opted out (STOP): never sent
     CANCELLED = "cancelled"  # never sent: the person's data was erased (payload blanked), the app was removed, or
-    # the learner paused or stopped before a reminder or an announcement went (`withdraw_unasked`)
+    # the learner paused or stopped before a reminder or an announcement went (`withdraw_unasked`), or a held lesson
+    # was closed to them by the time it was let go (`cancel_held`)
 
 
 class InboundStatus(StrEnum):
@@ -480,6 +481,10 @@ async def _renumbered_after_the_largest(session: AsyncSession, dead: ColumnEleme
 # What the bot sends on its own to keep a learner going, by the idempotency keys their writers give them: a lesson at
 # the learner's hour (scheduler.planner), a reminder (scheduler.nudges), an announcement (storage.broadcasts).
 LESSON_KEY, NUDGE_KEY, BROADCAST_KEY = "lesson:", "nudge:", "broadcast:"
+# A lesson's row also carries, beside the reply, the lesson whose parts or questions it shows and the part the
+# learner's place stood at in it before it was queued: [lesson id, part] (scheduler.planner). Held, it goes only if
+# that lesson is still open to the learner when it is let go (`held_lessons`, checked by the caller: dialogs.access).
+LESSON_PLACE = "lesson_place"
 
 
 async def withdraw_unasked(session: AsyncSession, conversation_id: int, *, reason: str) -> int:
@@ -526,7 +531,8 @@ async def withdraw_unsent_nudges(session: AsyncSession, conversation_id: int, ke
 async def release_held(session: AsyncSession, conversation_id: int, *, now: datetime) -> int:
     """Let a conversation's held lessons go (`withdraw_unasked`), ahead of what is queued after them: the learner is
     back (/resume), or their next lesson is being pushed. One the platform's own window still holds is set aside
-    again by the dispatcher. The number of rows released."""
+    again by the dispatcher. Its caller first cancels those whose lesson is closed to their learner now
+    (`held_lessons`, `cancel_held`). The number of rows released."""
     result = await session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.conversation_id == conversation_id, OutboxMessage.status == OutboxStatus.WAITING.value,
@@ -611,9 +617,60 @@ async def withdraw_outdated(connection: AsyncConnection, conversation_id: int, *
 async def release_waiting(connection: AsyncConnection, conversation_id: int, *, due: datetime) -> int:
     """The person wrote: what the conversation set aside until they did (WhatsApp's 24-hour window) is due at `due`,
     ahead of the replies to what they wrote; a lesson held while its learner is paused (until after `due`) or stopped
-    stays held (`release_held` lets it go). The number of rows released."""
+    stays held (`release_held` lets it go). Its caller first cancels the lessons closed to their learner now
+    (`held_lessons` with `due`, `cancel_held`). The number of rows released."""
     result = await connection.execute(_RELEASE_WAITING, {"conv": conversation_id, "due": due})
     return result.rowcount or 0
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLesson:
+    """A learner's held rows of one lesson in a conversation (`LESSON_PLACE`): the part of the lesson their place
+    stood at before the first of them was queued, and the rows."""
+
+    user_id: int
+    lesson_id: int
+    part: int
+    ids: tuple[int, ...]
+
+
+_HELD_LESSONS = (
+    select(_OUTBOX.c.id, _OUTBOX.c.idempotency_key, _OUTBOX.c.payload)
+    .where(_OUTBOX.c.conversation_id == bindparam("conv"), _OUTBOX.c.status == OutboxStatus.WAITING.value,
+           starts_with(_OUTBOX.c.idempotency_key, LESSON_KEY))
+    .order_by(_OUTBOX.c.id)
+)
+_HELD_LESSONS_BACK = _HELD_LESSONS.where(~_AWAY)  # those `release_waiting` lets go
+
+
+async def held_lessons(session: AsyncSession, conversation_id: int, *, due: datetime | None = None) -> list[HeldLesson]:
+    """The conversation's held lessons that show a lesson (`LESSON_PLACE`), by learner (their keys'
+    `lesson:{user_id}:…`) and lesson: what `release_held` lets go, or, given `due`, what `release_waiting` does. Its
+    caller checks each learner's access to each lesson before they go (storage knows nothing of it)."""
+    statement, parameters = ((_HELD_LESSONS, {"conv": conversation_id}) if due is None
+                             else (_HELD_LESSONS_BACK, {"conv": conversation_id, "due": due}))
+    found: dict[tuple[int, int], HeldLesson] = {}
+    for row_id, key, payload in (await session.execute(statement, parameters)).all():
+        place = payload.get(LESSON_PLACE) if isinstance(payload, dict) else None
+        if not place:
+            continue  # (a lesson's end, the course's: nothing of a lesson to open)
+        user_id, (lesson_id, part) = int(key[len(LESSON_KEY):].split(":", 1)[0]), place
+        held = found.get((user_id, lesson_id))
+        found[user_id, lesson_id] = (HeldLesson(user_id, lesson_id, part, (row_id,)) if held is None else
+                                     HeldLesson(user_id, lesson_id, min(held.part, part), (*held.ids, row_id)))
+    return list(found.values())
+
+
+async def cancel_held(session: AsyncSession, ids: Sequence[int], *, reason: str) -> int:
+    """Cancel held rows (`held_lessons`) that must not go after all, and say why. The number of rows cancelled."""
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids), OutboxMessage.status == OutboxStatus.WAITING.value)
+        .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return rows_affected(result)
+
 
 async def cancel_unsent_to(session: AsyncSession, channel: str, chat_prefix: str, *, reason: str) -> int:
     """Cancel every reply of `channel` not yet sent to a chat whose id starts with `chat_prefix` (a Slack workspace's

@@ -23,17 +23,27 @@ from scheduler.planner import (
     next_lesson_after,
     plan_lessons,
     plan_window,
+    push_lesson,
     push_lessons,
 )
+from storage.courses import Course, Entitlement
 from storage.db import Database
 from storage.learners import PAUSED, STOPPED, Learner, lesson_schedule_changed, zone_for
 from storage.models import Conversation, OutboxMessage, User, utcnow
 from storage.outbox import OutboxStatus
 from storage.scheduling import QUEUED, QUIET_HOURS, UNANSWERED, ClockCursor, ScheduledLesson
 from storage.teams import stop_workspace
-from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
+from tests.dialogs.learning_support import (  # noqa: F401
+    PAID,
+    Learning,
+    answer_until,
+    import_sample,
+    learner_row,
+    learning_bot,
+    onboard,
+)
 from tests.scheduler.support import HandClock, add_learner, context, sample_course
-from tests.support import RecordingChannel, Transcript
+from tests.support import RecordingChannel, Transcript, shown
 
 UTC = timezone.utc
 ZONES = ("Europe/Lisbon", "America/New_York", "Australia/Sydney", "Asia/Kolkata")
@@ -663,6 +673,103 @@ async def test_a_lesson_held_by_a_pause_that_ran_out_goes_before_the_next_lesson
         assert [text.startswith("📘 Lesson 1 of 5") for text in lessons] == [True, False]  # in the order queued
     finally:
         await bot.stop()
+
+
+async def a_paid_lesson_queued(bot: Lessonbot, channel: RecordingChannel) -> tuple[Learning, User, datetime]:
+    """Ann, granted the paid course, past its free first lesson; her lesson 2 pushed by the planner while her clock
+    is in her quiet hours, so queued till they end: she, her user and the push's moment."""
+    await import_sample(bot, PAID)
+    t = Learning(bot, channel)
+    await onboard(t, course="Passwords that hold — 3.00 GBP")
+    user, learner = await learner_row(bot, "test", "ann")
+    async with bot.db.transaction() as session:
+        session.add(Entitlement(user_id=user.id, course_id=learner.course_id, source="grant", reference="given"))
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "🎉 Lesson done")
+    now = utcnow()
+    local = now.astimezone(zone_for(user.timezone))
+    async with bot.db.transaction() as session:
+        row = await session.get(Learner, user.id)
+        row.quiet_start = (local - timedelta(hours=1)).time().replace(second=0, microsecond=0)
+        row.quiet_end = (local + timedelta(hours=2)).time().replace(second=0, microsecond=0)
+        row.lesson_time = (local + timedelta(hours=6)).time().replace(second=0, microsecond=0)
+    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, local.date(), now), now) == QUEUED
+    await bot.settle()
+    return t, user, now
+
+
+async def entitled(bot: Lessonbot, *, revoked: bool) -> None:
+    """Ann's access to the paid course ended (a refund, an admin's revoke), or given back."""
+    async with bot.db.transaction() as session:
+        await session.execute(update(Entitlement).values(revoked_at=func.now() if revoked else None))
+
+
+async def lesson_rows(bot: Lessonbot) -> list[tuple[str, str | None]]:
+    async with bot.db.sessions() as session:
+        rows = await session.execute(select(OutboxMessage.status, OutboxMessage.last_error)
+                                     .where(OutboxMessage.idempotency_key.like("lesson:%")).order_by(OutboxMessage.id))
+        return [(status, error) for status, error in rows]
+
+
+CLOSED = (OutboxStatus.CANCELLED, "not sent: its lesson was closed to the learner (not entitled)")
+
+
+async def offered_again(t: Learning, bot: Lessonbot) -> None:
+    """/next tells the lesson is closed, with its Buy offer; once the access is back, it sends the part held."""
+    [locked] = await t.say("/next")
+    assert locked.startswith("Lesson 2 is part of the full course")
+    assert t.labels() == ["Buy — 3.00 GBP", "Later"]
+    await entitled(bot, revoked=False)
+    [part] = await t.say("/next")
+    assert part.startswith("📘 Lesson 2 of 3") and part.endswith("(1/2)")  # from where it stood, nothing skipped
+
+
+@pytest.mark.parametrize("back", ["/resume", "window"], ids=["paused", "window"])
+async def test_a_held_paid_lesson_is_not_let_go_once_the_access_ended(learning_bot, back):
+    """A paid lesson held (the learner paused; WhatsApp's 24-hour window) is checked for access as it is let go:
+    closed by a refund meanwhile, it is cancelled when they come back (/resume) or write, and their place is put
+    back, so /next offers the lesson again, as the full course's, and sends it from that part once it is open."""
+    bot, channel = learning_bot
+    t, _user, _now = await a_paid_lesson_queued(bot, channel)
+    if back == "/resume":
+        await t.say("/pause")  # the lesson queued is held for them
+    else:
+        async with bot.db.transaction() as session:  # as the dispatcher sets it aside outside WhatsApp's window
+            await session.execute(update(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING.value)
+                                  .values(status=OutboxStatus.WAITING.value))
+    await entitled(bot, revoked=True)
+    before = len(channel.sent["ann"])
+    await t.say(back if back == "/resume" else "hi")
+    await bot.settle()
+    assert not any(shown(reply).startswith("📘") for reply in channel.sent["ann"][before:])
+    assert await lesson_rows(bot) == [CLOSED]
+    await offered_again(t, bot)
+
+
+async def test_a_held_paid_lesson_is_not_let_go_by_the_next_push_once_the_access_ended(learning_bot):
+    """The next lesson's push lets a held lesson go first, only if it is still open: a learner refunded who took up
+    a free course meanwhile gets that course's lesson, not the paid one held."""
+    bot, channel = learning_bot
+    t, user, now = await a_paid_lesson_queued(bot, channel)
+    async with bot.db.transaction() as session:  # held (a pause that ran out since); then refunded
+        await session.execute(update(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING.value)
+                              .values(status=OutboxStatus.WAITING.value))
+        await session.execute(update(User).where(User.id == user.id).values(last_active_at=utcnow()))
+        paid = (await session.get(Learner, user.id)).course_id
+        free = await session.scalar(select(Course.id).where(Course.id != paid))
+        await session.execute(update(Learner).where(Learner.user_id == user.id)
+                              .values(course_id=free, quiet_start=None, quiet_end=None))
+    await entitled(bot, revoked=True)
+    tomorrow = now.astimezone(zone_for(user.timezone)).date() + timedelta(days=1)
+    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, tomorrow, now), now) == QUEUED
+    before = len(channel.sent["ann"])
+    await bot.settle()
+    sent = [shown(reply) for reply in channel.sent["ann"][before:]]
+    assert [text.split(":")[0] for text in sent] == ["📘 Lesson 1 of 5"]  # the free course's, not the paid one
+    assert (await lesson_rows(bot))[0] == CLOSED
+    async with bot.db.transaction() as session:
+        await session.execute(update(Learner).where(Learner.user_id == user.id).values(course_id=paid))
+    await offered_again(t, bot)
 
 
 async def test_a_learner_who_moves_their_hour_after_the_days_lesson_is_promised_tomorrows(settings):
