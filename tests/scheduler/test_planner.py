@@ -678,14 +678,9 @@ async def test_a_lesson_held_by_a_pause_that_ran_out_goes_before_the_next_lesson
 async def a_paid_lesson_queued(bot: Lessonbot, channel: RecordingChannel) -> tuple[Learning, User, datetime]:
     """Ann, granted the paid course, past its free first lesson; her lesson 2 pushed by the planner while her clock
     is in her quiet hours, so queued till they end: she, her user and the push's moment."""
-    await import_sample(bot, PAID)
-    t = Learning(bot, channel)
-    await onboard(t, course="Passwords that hold — 3.00 GBP")
-    user, learner = await learner_row(bot, "test", "ann")
-    async with bot.db.transaction() as session:
-        session.add(Entitlement(user_id=user.id, course_id=learner.course_id, source="grant", reference="given"))
-    await t.press("Start my first lesson")
-    await answer_until(t, bot, "🎉 Lesson done")
+    from tests.dialogs.test_choices_and_access import granted_the_paid_course_past_its_first_lesson
+
+    t, user = await granted_the_paid_course_past_its_first_lesson(bot, channel)
     now = utcnow()
     local = now.astimezone(zone_for(user.timezone))
     async with bot.db.transaction() as session:
