@@ -1,7 +1,7 @@
 """`lessonbot eval knowledge DIR`: how well the answerer does on a SQuAD-format set of questions.
 
 DIR holds one SQuAD JSON file and its articles as text (`articles/<title>.txt`, or beside the JSON), like
-../shared/datasets/squad-dev. The articles are ingested as one course into a scratch store, every question (or a
+bench/datasets/squad-dev. The articles are ingested as one course into a scratch store, every question (or a
 seeded sample) is asked, and the report gives, for answerable questions, recall@1/@5 and MRR@10 of the paragraph
 holding the gold answer and the answer hit rate (the answer contains a gold answer text, SQuAD-normalised); for
 unanswerable ones the decline rate; and the latency of retrieval plus answer (p50/p95).

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 SHIPPED_MODELS = Path("-")  # `--fit` alone: the models the bot uses, knowledge/ranking.py's MODEL_FILE
 
+# 16 SQuAD 2.0 articles and their questions, shipped with the project (its README says whence)
+SQUAD_DEV = Path(__file__).resolve().parents[2] / "bench" / "datasets" / "squad-dev"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     ingest = subparsers.add_parser(
@@ -36,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subcommands(subparsers, "eval", "measure answer quality against a dataset").add_parser(
         "knowledge", help="retrieval and answers on a SQuAD-format set (recall@k, MRR, hit and decline rates)"
     )
-    evaluate.add_argument("dir", type=Path, help="a SQuAD JSON file and its articles (like shared/datasets/squad-dev)")
+    evaluate.add_argument("dir", type=Path, help="a SQuAD JSON file and its articles (like bench/datasets/squad-dev)")
     evaluate.add_argument("--sample", type=whole(least=1), metavar="N",
                           help="ask N questions drawn at random (default: all)")
     evaluate.add_argument("--seed", type=whole(), default=0, help="seed of the sample (default 0)")
@@ -53,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench = subcommands(subparsers, "bench", "measure the bot's speed").add_parser(
         "knowledge", help="ingest throughput and query latency of the knowledge store at 10,000+ chunks"
     )
-    bench.add_argument("--dataset", type=Path, help="articles to make chunks from (default: shared/datasets/squad-dev)")
+    bench.add_argument("--dataset", type=Path, help="articles to make chunks from (default: bench/datasets/squad-dev)")
     bench.add_argument("--chunks", type=whole(least=1), nargs="+", default=[10_000], help="store sizes (default 10000)")
     bench.add_argument("--queries", type=whole(least=1), default=200, help="queries timed at each size (default 200)")
     bench.add_argument("--embedded", type=whole(least=1), default=None, metavar="N",
@@ -162,7 +165,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from bench.knowledge import format_results, run
     from bot.config import knowledge_settings
 
-    dataset = args.dataset or Path(__file__).resolve().parents[3] / "shared" / "datasets" / "squad-dev"
+    dataset = args.dataset or SQUAD_DEV
     if not dataset.is_dir():
         print(f"{dataset} is not a folder of articles: give one with --dataset.", file=sys.stderr)
         return 2

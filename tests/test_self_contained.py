@@ -1,0 +1,18 @@
+"""A clone of the repository is all `make test` and `make run` have: no file of the project names a place outside it
+(a folder beside the checkout, as ../shared was where the evaluation's dataset first lay)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTSIDE = ("../shared", '"shared" / "datasets"', "parents[3]")
+
+
+def test_no_file_of_the_project_reads_from_beside_the_checkout():
+    files = subprocess.run(["git", "ls-files", "*.py", "*.md", "Makefile", "*.toml", "*.yml", ".ci/*"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    found = [(name, mark) for name in files if name != "tests/test_self_contained.py"
+             for mark in OUTSIDE if mark in (ROOT / name).read_text(encoding="utf-8", errors="replace")]
+    assert found == [], found
