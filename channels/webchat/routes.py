@@ -38,7 +38,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from bot.channel import ChannelHost, Received, RequestRejected
-from bot.messages import Link
+from bot.messages import Link, reply_from_payload
 from bot.text import whole_number
 from channels.http import NOT_FRAMED, PRIVATE, sent_document
 from channels.markdown import PLAIN, render, render_html, with_links
@@ -81,9 +81,12 @@ def json_object(body: bytes) -> dict[str, Any]:
 def reply_view(
     outbox_id: int, payload: dict[str, Any], *, file_url: Callable[[], str] | None = None
 ) -> dict[str, Any]:
-    """What the page gets for one reply, its Markdown rendered. A document's `path` names a file on this server and
-    stays here; the page gets the address `file_url()` makes for it instead (one only its session can use)."""
-    view = {"id": outbox_id, **{key: value for key, value in payload.items() if key not in ("path", "links")}}
+    """What the page gets for one reply, its Markdown rendered: the reply as the channel contract reads it back
+    (`reply_from_payload`), so what the bot keeps beside a reply in its row (the lesson and part a lesson shows,
+    storage.outbox.LESSON_PLACE) stays here. A document's `path` names a file on this server and stays here too;
+    the page gets the address `file_url()` makes for it instead (one only its session can use)."""
+    contract = reply_from_payload(payload).to_payload()
+    view = {"id": outbox_id, **{key: value for key, value in contract.items() if key not in ("path", "links")}}
     if payload.get("kind") == "text" and payload.get("links"):
         view["text"] = with_links(view["text"], [Link(link["label"], link["url"]) for link in payload["links"]])
     if payload.get("kind") == "document" and not payload.get("url") and payload.get("path") and file_url:

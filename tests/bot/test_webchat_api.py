@@ -25,14 +25,14 @@ from starlette.applications import Starlette
 
 from bot.app import create_app
 from bot.config import Settings, load_settings
-from bot.messages import Document, Text
+from bot.messages import Choice, Document, Text
 from channels.webchat import WebChatChannel
 from channels.webchat.channel import MAX_TEXT_CHARS
 from channels.webchat.routes import reply_view
 from channels.webchat.streams import FALLBACK_POLL_SECONDS, REPLIES_A_READ
 from storage.migrate import head_revisions
 from storage.models import Conversation, InboundMessage, OutboxMessage
-from storage.outbox import OutboxEntry, enqueue, requeue
+from storage.outbox import LESSON_KEY, LESSON_PLACE, OutboxEntry, enqueue, requeue
 from tests.bot.test_order_under_load import busy_cpu
 
 REPLY_TIMEOUT = 10.0
@@ -730,6 +730,24 @@ async def test_a_requeued_dead_letter_is_shown_after_what_was_sent_meanwhile(set
         lessonbot.dispatcher.notify(conversation_id)
         [(requeued, again)] = await reply_events(page.lines, 1)
     assert again["text"] == "Failed once" and requeued > meanwhile > dead
+
+
+async def test_a_lesson_shows_the_page_its_reply_not_what_the_bot_keeps_beside_it(settings):
+    """A lesson the planner queues carries, beside the reply, the lesson and part it shows (LESSON_PLACE, for the
+    check when a held lesson is let go): the page gets the reply as the channel contract has it, on the event
+    stream and on a read of the replies alike, and nothing kept beside it."""
+    async with greeted(settings) as page:
+        conversation_id = await conversation_of(page.app, page.session_id)
+        async with page.app.state.lessonbot.db.transaction() as db_session:
+            lesson = {**Text("Part 2 of *Phishing*", (Choice("Next", "next"),)).to_payload(), LESSON_PLACE: [7, 1]}
+            await enqueue(db_session, [OutboxEntry(conversation_id, "web", page.session_id, lesson,
+                                                   idempotency_key=f"{LESSON_KEY}1:7:2")])
+        page.app.state.lessonbot.dispatcher.notify(conversation_id)
+        [(_, streamed)] = await reply_events(page.lines, 1)
+        [read] = await replies(page.client, page.session, after=page.greeting)
+    for shown in (streamed, read):
+        assert shown["text"] == "Part 2 of Phishing" and shown["choices"] == [{"label": "Next", "value": "next"}]
+        assert LESSON_PLACE not in shown and [7, 1] not in shown.values()
 
 
 async def test_a_stream_far_behind_is_sent_every_reply_at_once_not_a_page_a_fallback_poll(settings):
