@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from bot.activity import Activity
 from bot.channel import CannotRecord, Channel, Closable, ListsMembers, SentReply, WatchesSentReplies, unprompted_windows
 from bot.config import Settings, knowledge_settings
-from bot.dispatcher import OutboxDispatcher
+from bot.dispatcher import OutboxDispatcher, Sending
 from bot.messages import InboundMessage
 from bot.outage import Outage
 from bot.payments import payment_desk
@@ -102,7 +102,7 @@ class Lessonbot:
         self.process = process
         self.dispatch = dispatch
         self.dispatcher = OutboxDispatcher(
-            self.db, settings, self.channels if dispatch else {}, on_sent=self._after_sent
+            self.db, sending(settings), self.channels if dispatch else {}, on_sent=self._after_sent
         )
         self.worker = ConversationWorker(
             self.db,
@@ -360,6 +360,15 @@ class Lessonbot:
                 except Exception:
                     log.exception("closing the %s channel failed", channel.name)
         await self.db.dispose()
+
+
+def sending(settings: Settings) -> Sending:
+    """The part of the settings the dispatcher goes by."""
+    return Sending(
+        concurrency=settings.outbox_concurrency, poll_seconds=settings.worker_poll_seconds, paced=settings.outbox_paced,
+        max_attempts=settings.outbox_max_attempts, backoff_seconds=settings.outbox_backoff_seconds,
+        backoff_max_seconds=settings.outbox_backoff_max_seconds,
+    )
 
 
 def attach_clock(lessonbot: Lessonbot, *, jobs: tuple[Job, ...] | None = None) -> Clock:

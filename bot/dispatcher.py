@@ -68,7 +68,6 @@ from bot.channel import (
     TransientSendError,
     WaitForInbound,
 )
-from bot.config import Settings
 from bot.messages import REPLY_ADDRESS, reply_from_payload
 from bot.observability import DELIVERY_SECONDS, MESSAGES_OUT, SEND_FAILURES, conversation_id_var, for_channel
 from bot.outage import Outage
@@ -565,11 +564,24 @@ class Marked:
     sent: SentReply  # for its channel's pages
 
 
+@dataclass(frozen=True, slots=True)
+class Sending:
+    """The settings the dispatcher goes by (bot.config: `OUTBOX_*`, `WORKER_POLL_SECONDS`), and nothing else."""
+
+    concurrency: int  # replies being sent at once (OUTBOX_CONCURRENCY)
+    poll_seconds: float  # the longest the dispatcher sleeps before it looks for due replies without being woken
+    paced: bool  # each platform's rate limits are kept (OUTBOX_PACED)
+    max_attempts: int  # sends tried before a reply is dead-lettered
+    backoff_seconds: float  # the first retry's delay; it doubles each attempt …
+    backoff_max_seconds: float  # … up to this
+
+
+
 class OutboxDispatcher:
     def __init__(
         self,
         db: Database,
-        settings: Settings,
+        settings: Sending,
         channels: Mapping[str, Channel],
         *,
         on_sent: Callable[[str, str, SentReply | None], None] = lambda channel, chat_id, sent: None,
@@ -598,7 +610,7 @@ class OutboxDispatcher:
         self._chats: OrderedDict[int, tuple[str, str]] = OrderedDict()
         # a quarter of the slots (at least one, of two or more) kept for replies someone waits for: one is free at
         # once during a broadcast
-        self._slots = Slots(settings.outbox_concurrency, kept=max(1, settings.outbox_concurrency // 4))
+        self._slots = Slots(settings.concurrency, kept=max(1, settings.concurrency // 4))
         self.stop_grace = STOP_GRACE_SECONDS
         self._stopped = False
         self._dispatching = Outage(log, "dispatching")
@@ -647,7 +659,7 @@ class OutboxDispatcher:
             else:
                 self._dispatching.ended()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.worker_poll_seconds)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_seconds)
 
     async def stop(self) -> None:
         """Start nothing more, give the sends under way `stop_grace` seconds to finish, then cancel the rest: after
@@ -802,7 +814,7 @@ class OutboxDispatcher:
         return self._limits_in(row.channel, row.chat_id)
 
     def _limits_in(self, channel: str, chat_id: str) -> tuple[RateLimit, ...]:
-        return self.channels[channel].rate_limits(chat_id) if self.settings.outbox_paced else ()
+        return self.channels[channel].rate_limits(chat_id) if self.settings.paced else ()
 
     def _lane(self, row: Claimed) -> Lane:
         """The row's lane at the limiter: the reply lane also when a turn's notice started the conversation or came
@@ -1068,11 +1080,11 @@ class OutboxDispatcher:
             SEND_FAILURES.labels(row.channel, "transient").inc()
             if not isinstance(exc, TransientSendError):
                 log.exception("unexpected error from %s channel", row.channel, extra={"outbox_id": row.id})
-            if row.attempts >= self.settings.outbox_max_attempts:
+            if row.attempts >= self.settings.max_attempts:
                 await self._dead(row, f"gave up after {row.attempts} tries: {exc}")
                 return None
             delay = min(
-                self.settings.outbox_backoff_seconds * 2 ** (row.attempts - 1), self.settings.outbox_backoff_max_seconds
+                self.settings.backoff_seconds * 2 ** (row.attempts - 1), self.settings.backoff_max_seconds
             )
             await self._reschedule(row, delay * random.uniform(0.8, 1.2), str(exc), counted=True)
             return None
