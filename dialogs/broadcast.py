@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, time, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot.messages import Choice, Text
 from bot.text import whole_number
 from dialogs.i18n import N_, Translator
@@ -205,20 +207,25 @@ async def _status(turn: Turn, args: str) -> None:
     number = whole_number(typed)
     if typed and number is None:
         raise UsageError(_("Usage: /admin broadcast status [ID]"))
-    if number is not None:
-        found = await turn.session.get(Broadcast, number)
-        if found is None:
-            raise BroadcastError("There is no broadcast #{id}.", id=number)
-        broadcasts = [found]
-    else:
-        broadcasts = await recent_broadcasts(turn.session)
-        if not broadcasts:
-            turn.say(_("No broadcasts yet.") + "\n" + usage(_))
-            return
+    broadcasts = await chosen_broadcasts(turn.session, number)
+    if not broadcasts:
+        turn.say(_("No broadcasts yet.") + "\n" + usage(_))
+        return
     lines = []
     for item in broadcasts:
         lines.append(status_line(_, await progress(turn.session, item)))
     turn.say("\n\n".join(lines))
+
+
+async def chosen_broadcasts(session: AsyncSession, number: int | None) -> list[Broadcast]:
+    """Broadcast #`number` (BroadcastError: there is none), or the latest ones when no number is given: what a status
+    shows, here and in `lessonbot broadcast status`."""
+    if number is None:
+        return await recent_broadcasts(session)
+    found = await session.get(Broadcast, number)
+    if found is None:
+        raise BroadcastError("There is no broadcast #{id}.", id=number)
+    return [found]
 
 
 def status_line(_: Translator, state: Progress) -> str:

@@ -998,9 +998,13 @@ async def _learner(turn: Turn, who: str) -> User | None:
     return await turn.session.get(User, identity.user_id) if identity else None
 
 
-async def _learner_and_course(turn: Turn, words: list[str], usage: str) -> tuple[User, Course]:
+async def _learner_and_course(turn: Turn, args: str, usage: str, *,
+                              most_words: int) -> tuple[User, Course, list[str]]:
+    """USER COURSE as an admin typed them first in `args`, and the words after them: `usage` as a UsageError when
+    there are fewer than two words or more than `most_words`."""
     _ = tr(turn)
-    if len(words) < 2:
+    words = args.split()
+    if not 2 <= len(words) <= most_words:
         raise UsageError(usage)
     user = await _learner(turn, words[0])
     if user is None:
@@ -1010,7 +1014,7 @@ async def _learner_and_course(turn: Turn, words: list[str], usage: str) -> tuple
     if course is None:
         raise UsageError(_("No course {slug}: give its id from course.yaml (lessonbot course list).",
                            slug=repr(words[1])))
-    return user, course
+    return user, course, words[2:]
 
 
 MAX_ACCESS_DAYS = 3650  # the longest an admin's grant, or an access code's access, lasts when given for some days
@@ -1027,11 +1031,8 @@ def access_days(_: Translator, word: str, usage: str) -> int:
 async def admin_grant(turn: Turn, args: str) -> None:
     _ = tr(turn)
     usage = _("Usage: /admin grant USER COURSE [DAYS] — USER is channel:id or a number, COURSE the course id.")
-    words = args.split()
-    if len(words) > 3:
-        raise UsageError(usage)
-    user, course = await _learner_and_course(turn, words, usage)
-    days = access_days(_, words[2], usage) if len(words) > 2 else None
+    user, course, more = await _learner_and_course(turn, args, usage, most_words=3)
+    days = access_days(_, more[0], usage) if more else None
     expires = turn.now + timedelta(days=days) if days else None
     await grant(turn.session, user.id, course.id, source=SOURCE_GRANT, reference=f"admin:{turn.inbound_id}",
                 expires_at=expires, now=turn.now)
@@ -1042,10 +1043,7 @@ async def admin_grant(turn: Turn, args: str) -> None:
 async def admin_revoke(turn: Turn, args: str) -> None:
     _ = tr(turn)
     usage = _("Usage: /admin revoke USER COURSE — USER is channel:id or a number, COURSE the course id.")
-    words = args.split()
-    if len(words) > 2:
-        raise UsageError(usage)
-    user, course = await _learner_and_course(turn, words, usage)
+    user, course, _more = await _learner_and_course(turn, args, usage, most_words=2)
     count = await revoke_given(turn.session, user.id, course.id, turn.now)
     text = _.plural("Revoked {n} entitlement to “{title}” from learner {user}.",
                     "Revoked {n} entitlements to “{title}” from learner {user}.", count, title=course.title,

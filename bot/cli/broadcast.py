@@ -33,11 +33,9 @@ from storage.broadcasts import (
     count_recipients,
     create_draft,
     progress,
-    recent_broadcasts,
 )
 from storage.models import utcnow
 from storage.notices import Notices
-from storage.scheduling import Broadcast
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -218,16 +216,12 @@ def status_line(state: Progress) -> str:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from dialogs.broadcast import chosen_broadcasts
+
     async def work(db: Database) -> int:
         while True:
             async with db.sessions() as session:
-                if args.id is None:
-                    broadcasts = await recent_broadcasts(session)
-                else:
-                    found = await session.get(Broadcast, args.id)
-                    if found is None:
-                        raise BroadcastError("There is no broadcast #{id}.", id=args.id)
-                    broadcasts = [found]
+                broadcasts = await chosen_broadcasts(session, args.id)
                 states = [await progress(session, broadcast) for broadcast in broadcasts]
             if not states:
                 print("No broadcasts yet. Send one: lessonbot broadcast send --everyone --text '…'")

@@ -12,22 +12,16 @@ from collections import Counter
 from datetime import timedelta
 
 from bot.channel import unprompted_windows
-from channels.whatsapp import WhatsAppChannel
 from scheduler.nudges import settle, sweep
 from storage.models import utcnow
 from tests.bot.test_dashboard import dashboard, sign_in
+from tests.scheduler.nudge_support import whatsapp
 from tests.scheduler.support import HandClock, add_learner, context, daytime_zone, sample_course
 from tests.support import Transcript
 
 WINDOW = ("outside the platform's window for messages the learner did not ask for (WhatsApp: 24 hours after they "
           "last wrote), with no template configured: set TWILIO_TEMPLATE_CONTENT_SID")
 HELD = "held out on purpose (NUDGE_HOLDOUT)"
-
-
-def whatsapp() -> WhatsAppChannel:
-    """WhatsApp as configured without an approved template (TWILIO_TEMPLATE_CONTENT_SID)."""
-    return WhatsAppChannel(account_sid="AC" + "5" * 32, auth_token="0" * 32, sender="+14155238886",
-                           public_base_url="https://lessonbot.example.org")
 
 
 async def test_nudges_skipped_past_whatsapps_window_or_held_out_are_counted_with_why(settings):

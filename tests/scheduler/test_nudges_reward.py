@@ -11,27 +11,17 @@ from datetime import datetime, time, timedelta, timezone
 from sqlalchemy import select, update
 
 from bot.core import Lessonbot
-from bot.messages import Text
 from scheduler.nudges import UNDELIVERED_AFTER, settle, sweep
 from storage.courses import ACTIVE as ENROLLED
 from storage.courses import Enrollment, Lesson, LessonProgress
-from storage.db import Database
 from storage.learners import Learner
 from storage.models import Conversation, OutboxMessage, utcnow
 from storage.scheduling import NudgeLog, NudgeTemplateStats
+from tests.scheduler.nudge_support import away_a_day, nudge_sent
 from tests.scheduler.support import HandClock, add_learner, context, daytime_zone, sample_course
 from tests.support import RecordingChannel, Transcript, message
 
 UTC = timezone.utc
-
-
-async def _nudge_sent(bot: Lessonbot, channel: RecordingChannel, chat: str, now: datetime) -> Text:
-    """The sweep at `now` decides one come-back nudge, and the dispatcher sends it to `chat`: that nudge."""
-    ctx = context(bot.db, HandClock(now), rng=random.Random(7), notify=bot.dispatcher.notify)
-    assert await sweep(ctx) == Counter({"inactive": 1})
-    await bot.dispatcher.flush()
-    [nudge] = channel.sent[chat]
-    return nudge
 
 
 async def _came_back(bot: Lessonbot, user_id: int | None = None) -> bool | None:
@@ -43,170 +33,138 @@ async def _came_back(bot: Lessonbot, user_id: int | None = None) -> bool | None:
     return logged.came_back
 
 
-async def _nudged_then(settings: object, answer: str, *, choice: int | None) -> tuple[bool | None, int, int]:
+async def _nudged_then(recording_bot: tuple[Lessonbot, RecordingChannel], answer: str, *,
+                       choice: int | None) -> tuple[bool | None, int, int]:
     """A learner is nudged, answers with `answer` (the nudge's button number `choice`, or typed); three hours later
     the nudge is settled: (came back, the template's sends, its came-backs)."""
-    channel = RecordingChannel()
-    bot = Lessonbot(settings, [channel])  # type: ignore[arg-type]
-    try:
-        course = await sample_course(bot.db)
-        now = utcnow()
-        await add_learner(bot.db, course_id=course, chat="ann", zone=daytime_zone(now), quiet=None,
-                          last_active_at=now - timedelta(days=1, hours=1))
-        nudge = await _nudge_sent(bot, channel, "ann", now)
-        ann = Transcript(bot, channel, "ann")
-        if choice is None:
-            await ann.say(answer)
-        else:
-            button = nudge.choices[choice]
-            assert button.label == answer
-            await ann.say(button.label, choice=button.value)
-        came_back = await _came_back(bot)
-        async with bot.db.sessions() as session:
-            [stats] = await session.scalars(select(NudgeTemplateStats))
-        return came_back, stats.sent, stats.came_back
-    finally:
-        await bot.stop()
+    bot, channel = recording_bot
+    nudge = await nudge_sent(bot, channel, "ann", (await away_a_day(bot.db)).now)
+    ann = Transcript(bot, channel, "ann")
+    if choice is None:
+        await ann.say(answer)
+    else:
+        button = nudge.choices[choice]
+        assert button.label == answer
+        await ann.say(button.label, choice=button.value)
+    came_back = await _came_back(bot)
+    async with bot.db.sessions() as session:
+        [stats] = await session.scalars(select(NudgeTemplateStats))
+    return came_back, stats.sent, stats.came_back
 
 
-async def test_pausing_from_the_nudge_is_not_coming_back(settings):
-    assert await _nudged_then(settings, "Pause for a week", choice=1) == (False, 1, 0)
+async def test_pausing_from_the_nudge_is_not_coming_back(recording_bot):
+    assert await _nudged_then(recording_bot, "Pause for a week", choice=1) == (False, 1, 0)
 
 
-async def test_stopping_after_the_nudge_is_not_coming_back(settings):
-    assert await _nudged_then(settings, "/stop", choice=None) == (False, 1, 0)
+async def test_stopping_after_the_nudge_is_not_coming_back(recording_bot):
+    assert await _nudged_then(recording_bot, "/stop", choice=None) == (False, 1, 0)
 
 
-async def test_taking_the_lesson_from_the_nudge_is_coming_back(settings):
-    assert await _nudged_then(settings, "Continue my lesson", choice=0) == (True, 1, 1)
+async def test_taking_the_lesson_from_the_nudge_is_coming_back(recording_bot):
+    assert await _nudged_then(recording_bot, "Continue my lesson", choice=0) == (True, 1, 1)
 
 
-async def test_no_nudges_to_a_terminal_learner(database_url):
+async def test_no_nudges_to_a_terminal_learner(db):
     """Nobody sends to the terminal while it is closed: nudges would pile up and arrive at once, stale."""
-    db = Database(database_url)
-    try:
-        left = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 10:00 in Lisbon
-        course = await sample_course(db)
-        console = await add_learner(db, channel="console", chat="ann", course_id=course, last_active_at=left,
-                                    quiet=(time(22), time(8)))
-        elsewhere = await add_learner(db, course_id=course, last_active_at=left, quiet=(time(22), time(8)))
-        clock = HandClock(left)
-        ctx = context(db, clock, rng=random.Random(1))
-        for days in (1, 3, 7, 14):
-            clock.at(left + timedelta(days=days, minutes=30))
-            await sweep(ctx)
-        async with db.sessions() as session:
-            users = list(await session.scalars(select(NudgeLog.user_id)))
-        assert console not in users and users == [elsewhere] * 4
-    finally:
-        await db.dispose()
+    left = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 10:00 in Lisbon
+    course = await sample_course(db)
+    console = await add_learner(db, channel="console", chat="ann", course_id=course, last_active_at=left,
+                                quiet=(time(22), time(8)))
+    elsewhere = await add_learner(db, course_id=course, last_active_at=left, quiet=(time(22), time(8)))
+    clock = HandClock(left)
+    ctx = context(db, clock, rng=random.Random(1))
+    for days in (1, 3, 7, 14):
+        clock.at(left + timedelta(days=days, minutes=30))
+        await sweep(ctx)
+    async with db.sessions() as session:
+        users = list(await session.scalars(select(NudgeLog.user_id)))
+    assert console not in users and users == [elsewhere] * 4
 
 
-async def test_a_later_step_withdraws_an_earlier_one_never_sent_and_unsent_nudges_settle_undelivered(database_url):
-    db = Database(database_url)
-    try:
-        left = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 10:00 in Lisbon
-        await add_learner(db, course_id=await sample_course(db), last_active_at=left, quiet=(time(22), time(8)))
-        clock = HandClock(left + timedelta(days=1, minutes=30))
-        ctx = context(db, clock, rng=random.Random(2))  # no dispatcher: what is queued stays pending
-        assert await sweep(ctx) == Counter({"inactive": 1})
-        clock.at(left + timedelta(days=3, minutes=30))
-        assert await sweep(ctx) == Counter({"inactive": 1})
-        async with db.sessions() as session:
-            rows = (await session.execute(select(OutboxMessage.idempotency_key, OutboxMessage.status)
-                                          .order_by(OutboxMessage.id))).all()
-        assert [(key.split(":")[3], status) for key, status in rows] == [("0", "cancelled"), ("1", "pending")]
+async def test_a_later_step_withdraws_an_earlier_one_never_sent_and_unsent_nudges_settle_undelivered(db):
+    left = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 10:00 in Lisbon
+    await add_learner(db, course_id=await sample_course(db), last_active_at=left, quiet=(time(22), time(8)))
+    clock = HandClock(left + timedelta(days=1, minutes=30))
+    ctx = context(db, clock, rng=random.Random(2))  # no dispatcher: what is queued stays pending
+    assert await sweep(ctx) == Counter({"inactive": 1})
+    clock.at(left + timedelta(days=3, minutes=30))
+    assert await sweep(ctx) == Counter({"inactive": 1})
+    async with db.sessions() as session:
+        rows = (await session.execute(select(OutboxMessage.idempotency_key, OutboxMessage.status)
+                                      .order_by(OutboxMessage.id))).all()
+    assert [(key.split(":")[3], status) for key, status in rows] == [("0", "cancelled"), ("1", "pending")]
 
-        clock.at(left + timedelta(days=3, minutes=30) + UNDELIVERED_AFTER)  # step 1 still unsent two days on
-        assert await settle(ctx) == Counter({"undelivered": 2})
-        async with db.sessions() as session:
-            assert all(row.settled_at is not None and row.came_back is None
-                       for row in await session.scalars(select(NudgeLog)))
-            assert list(await session.scalars(select(NudgeTemplateStats))) == []  # the bandit learns nothing
-            statuses = list(await session.scalars(select(OutboxMessage.status).order_by(OutboxMessage.id)))
-        assert statuses == ["cancelled", "cancelled"]  # settled unsent, it does not go out days late either
-    finally:
-        await db.dispose()
+    clock.at(left + timedelta(days=3, minutes=30) + UNDELIVERED_AFTER)  # step 1 still unsent two days on
+    assert await settle(ctx) == Counter({"undelivered": 2})
+    async with db.sessions() as session:
+        assert all(row.settled_at is not None and row.came_back is None
+                   for row in await session.scalars(select(NudgeLog)))
+        assert list(await session.scalars(select(NudgeTemplateStats))) == []  # the bandit learns nothing
+        statuses = list(await session.scalars(select(OutboxMessage.status).order_by(OutboxMessage.id)))
+    assert statuses == ["cancelled", "cancelled"]  # settled unsent, it does not go out days late either
 
 
-async def test_a_group_member_who_takes_the_lesson_from_the_nudge_counts(settings):
+async def test_a_group_member_who_takes_the_lesson_from_the_nudge_counts(recording_bot):
     """Bea's home chat is a group Ann wrote in first (so the conversation's user_id is Ann's). Nudged there, Bea
     presses 'Continue my lesson' and gets her lesson: she came back."""
-    channel = RecordingChannel()
-    bot = Lessonbot(settings, [channel])
-    try:
-        course = await sample_course(bot.db)
-        now = utcnow()
-        zone = daytime_zone(now)
-        await add_learner(bot.db, course_id=course, chat="grp", zone=zone, quiet=None,
-                          last_active_at=now - timedelta(hours=1))  # the group's conversation: Ann's
-        bea = await add_learner(bot.db, course_id=course, chat="bea", zone=zone, quiet=None,
-                                last_active_at=now - timedelta(days=1, hours=1))
-        async with bot.db.transaction() as session:
-            group = await session.scalar(select(Conversation.id).where(Conversation.chat_id == "grp"))
-            await session.execute(update(Conversation).where(Conversation.id == group).values(shared=True))
-            await session.execute(update(Learner).where(Learner.user_id == bea).values(home_conversation_id=group))
-        button = (await _nudge_sent(bot, channel, "grp", now)).choices[0]
-        assert button.label == "Continue my lesson"
-        await bot.receive(message(button.label, chat="grp", sender="bea", channel=channel.name, choice=button.value))
-        await bot.settle()
-        shown = channel.sent["grp"][1:]
-        assert any("Lesson 1 of" in getattr(m, "text", "") for m in shown)  # Bea's lesson, in the group
-        assert await _came_back(bot, bea) is True
-    finally:
-        await bot.stop()
+    bot, channel = recording_bot
+    course = await sample_course(bot.db)
+    now = utcnow()
+    zone = daytime_zone(now)
+    await add_learner(bot.db, course_id=course, chat="grp", zone=zone, quiet=None,
+                      last_active_at=now - timedelta(hours=1))  # the group's conversation: Ann's
+    bea = await add_learner(bot.db, course_id=course, chat="bea", zone=zone, quiet=None,
+                            last_active_at=now - timedelta(days=1, hours=1))
+    async with bot.db.transaction() as session:
+        group = await session.scalar(select(Conversation.id).where(Conversation.chat_id == "grp"))
+        await session.execute(update(Conversation).where(Conversation.id == group).values(shared=True))
+        await session.execute(update(Learner).where(Learner.user_id == bea).values(home_conversation_id=group))
+    button = (await nudge_sent(bot, channel, "grp", now)).choices[0]
+    assert button.label == "Continue my lesson"
+    await bot.receive(message(button.label, chat="grp", sender="bea", channel=channel.name, choice=button.value))
+    await bot.settle()
+    shown = channel.sent["grp"][1:]
+    assert any("Lesson 1 of" in getattr(m, "text", "") for m in shown)  # Bea's lesson, in the group
+    assert await _came_back(bot, bea) is True
 
 
-async def test_continue_my_lesson_at_the_quiz_counts(settings):
+async def test_continue_my_lesson_at_the_quiz_counts(recording_bot):
     """Ann read every part of lesson 1 yesterday, never took its quiz. Nudged, she presses 'Continue my lesson'
     and is shown the quiz's first question: she came back from the nudge."""
-    channel = RecordingChannel()
-    bot = Lessonbot(settings, [channel])
-    try:
-        course = await sample_course(bot.db)
-        now = utcnow()
-        left = now - timedelta(days=1, hours=1)
-        ann_id = await add_learner(bot.db, course_id=course, chat="ann", zone=daytime_zone(now), quiet=None,
-                                   last_active_at=left)
-        async with bot.db.transaction() as session:
-            first = await session.scalar(select(Lesson).where(Lesson.course_id == course).order_by(Lesson.position))
-            session.add(LessonProgress(user_id=ann_id, lesson_id=first.id, parts_seen=len(first.parts),
-                                       started_at=left))
-            session.add(Enrollment(user_id=ann_id, course_id=course, status=ENROLLED, current_lesson_id=first.id,
-                                   current_part=len(first.parts), started_at=left, updated_at=left))
-        button = (await _nudge_sent(bot, channel, "ann", now)).choices[0]
-        assert button.label == "Continue my lesson"
-        ann = Transcript(bot, channel, "ann")
-        await ann.say(button.label, choice=button.value)
-        shown = channel.sent["ann"][1:]
-        assert any("Quiz time" in m.text for m in shown)  # she is in her lesson again: its quiz
-        assert await _came_back(bot) is True
-    finally:
-        await bot.stop()
+    bot, channel = recording_bot
+    away = await away_a_day(bot.db)
+    left = away.now - timedelta(days=1, hours=1)
+    async with bot.db.transaction() as session:
+        first = await session.scalar(select(Lesson).where(Lesson.course_id == away.course_id)
+                                     .order_by(Lesson.position))
+        session.add(LessonProgress(user_id=away.user_id, lesson_id=first.id, parts_seen=len(first.parts),
+                                   started_at=left))
+        session.add(Enrollment(user_id=away.user_id, course_id=away.course_id, status=ENROLLED,
+                               current_lesson_id=first.id, current_part=len(first.parts), started_at=left,
+                               updated_at=left))
+    button = (await nudge_sent(bot, channel, "ann", away.now)).choices[0]
+    assert button.label == "Continue my lesson"
+    ann = Transcript(bot, channel, "ann")
+    await ann.say(button.label, choice=button.value)
+    shown = channel.sent["ann"][1:]
+    assert any("Quiz time" in m.text for m in shown)  # she is in her lesson again: its quiz
+    assert await _came_back(bot) is True
 
 
-async def test_a_nudge_set_aside_for_the_window_is_withdrawn_when_the_learner_comes_back(settings):
+async def test_a_nudge_set_aside_for_the_window_is_withdrawn_when_the_learner_comes_back(recording_bot):
     """A nudge the dispatcher set aside (WhatsApp's window closed) is moot once the learner writes: it does not go out
     ahead of the reply, stale, and is no success of the bandit's."""
-    channel = RecordingChannel()
-    bot = Lessonbot(settings, [channel])
-    try:
-        course = await sample_course(bot.db)
-        now = utcnow()
-        await add_learner(bot.db, course_id=course, chat="ann", zone=daytime_zone(now), quiet=None,
-                          last_active_at=now - timedelta(days=1, hours=1))
-        ctx = context(bot.db, HandClock(now), rng=random.Random(7))  # not sent yet
-        assert await sweep(ctx) == Counter({"inactive": 1})
-        async with bot.db.transaction() as session:  # the dispatcher found the window closed: set aside
-            await session.execute(update(OutboxMessage).values(status="waiting"))
-        ann = Transcript(bot, channel, "ann")
-        await ann.say("/next")  # Ann comes back on her own, and starts her lesson
-        await bot.dispatcher.flush()
-        lesson = [m for m in channel.sent["ann"] if getattr(m, "choices", None) and m.choices[0].label == "Next ▸"][-1]
-        await ann.say(lesson.choices[0].label, choice=lesson.choices[0].value)  # she reads on: part 2
-        await bot.dispatcher.flush()
-        assert await _came_back(bot) is not True  # she never saw it before coming back
-        assert not any("Got five minutes" in getattr(m, "text", "") or "Small steps" in getattr(m, "text", "")
-                       or "It's been" in getattr(m, "text", "") for m in channel.sent["ann"])
-    finally:
-        await bot.stop()
+    bot, channel = recording_bot
+    ctx = context(bot.db, HandClock((await away_a_day(bot.db)).now), rng=random.Random(7))  # not sent yet
+    assert await sweep(ctx) == Counter({"inactive": 1})
+    async with bot.db.transaction() as session:  # the dispatcher found the window closed: set aside
+        await session.execute(update(OutboxMessage).values(status="waiting"))
+    ann = Transcript(bot, channel, "ann")
+    await ann.say("/next")  # Ann comes back on her own, and starts her lesson
+    await bot.dispatcher.flush()
+    lesson = [m for m in channel.sent["ann"] if getattr(m, "choices", None) and m.choices[0].label == "Next ▸"][-1]
+    await ann.say(lesson.choices[0].label, choice=lesson.choices[0].value)  # she reads on: part 2
+    await bot.dispatcher.flush()
+    assert await _came_back(bot) is not True  # she never saw it before coming back
+    assert not any("Got five minutes" in getattr(m, "text", "") or "Small steps" in getattr(m, "text", "")
+                   or "It's been" in getattr(m, "text", "") for m in channel.sent["ann"])

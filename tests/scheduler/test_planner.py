@@ -127,24 +127,20 @@ def test_the_next_lesson_moment_is_the_first_one_after_any_instant(zone_name):
     assert next_lesson_after(datetime(2026, 6, 1, tzinfo=UTC), zone=zone, at=time(8), days="") is None
 
 
-async def test_minute_by_minute_planning_finds_lessons_in_every_kind_of_zone(database_url):
-    db = Database(database_url)
-    try:
-        course = await sample_course(db)
-        learners = [(zone, at) for zone in (*ODD_OFFSETS, "America/New_York", "UTC+05:07", None)
-                    for at in (time(2, 30), time(7, 45))]
-        ids = {await add_learner(db, zone=zone, at=at, course_id=course): (zone, at) for zone, at in learners}
-        day = date(2026, 3, 8)  # New York springs forward: its 02:30 falls at 03:30 EDT
-        found = []
-        for user_id, (zone, at) in ids.items():
-            moment = lesson_moment(day, at, zone_for(zone))
-            async with db.sessions() as session:
-                due = await due_lessons(session, moment - timedelta(seconds=20), moment + timedelta(seconds=40))
-            found += [(lesson.user_id, lesson.local_date, lesson.due_at) for lesson in due if lesson.user_id == user_id]
-            assert (user_id, day, moment) in found, (zone, at)
-        assert len(found) == len(ids)
-    finally:
-        await db.dispose()
+async def test_minute_by_minute_planning_finds_lessons_in_every_kind_of_zone(db):
+    course = await sample_course(db)
+    learners = [(zone, at) for zone in (*ODD_OFFSETS, "America/New_York", "UTC+05:07", None)
+                for at in (time(2, 30), time(7, 45))]
+    ids = {await add_learner(db, zone=zone, at=at, course_id=course): (zone, at) for zone, at in learners}
+    day = date(2026, 3, 8)  # New York springs forward: its 02:30 falls at 03:30 EDT
+    found = []
+    for user_id, (zone, at) in ids.items():
+        moment = lesson_moment(day, at, zone_for(zone))
+        async with db.sessions() as session:
+            due = await due_lessons(session, moment - timedelta(seconds=20), moment + timedelta(seconds=40))
+        found += [(lesson.user_id, lesson.local_date, lesson.due_at) for lesson in due if lesson.user_id == user_id]
+        assert (user_id, day, moment) in found, (zone, at)
+    assert len(found) == len(ids)
 
 
 async def run_planner(db: Database, clock: HandClock, until: datetime, *, step: timedelta) -> None:
@@ -157,130 +153,114 @@ async def run_planner(db: Database, clock: HandClock, until: datetime, *, step: 
             await session.execute(update(User).values(last_active_at=clock.now()))
 
 
-async def test_the_planner_sends_one_lesson_per_local_day_through_23_and_25_hour_days(database_url):
-    db = Database(database_url)
-    try:
-        course = await sample_course(db)
-        learners = {}
-        for zone, at in [("America/New_York", time(1, 30)), ("America/New_York", time(2, 30)),
-                         ("Australia/Sydney", time(2, 30)), ("Australia/Sydney", time(7, 30)),
-                         ("Europe/Lisbon", time(1, 30)), ("Asia/Kolkata", time(7, 30)), ("UTC+05:30", time(23, 30))]:
-            user_id = await add_learner(db, zone=zone, at=at, course_id=course, days="1234567")
-            learners[user_id] = (zone, at)
-        # Sydney's 23-hour day (2026-10-04), then New York's 25-hour day (2026-11-01); a run every 110 minutes
-        # (under the two-hour late limit, so every moment falls in some run's window).
-        windows = [(datetime(2026, 10, 2, 12, tzinfo=UTC), datetime(2026, 10, 6, 12, tzinfo=UTC)),
-                   (datetime(2026, 10, 30, 12, tzinfo=UTC), datetime(2026, 11, 3, 12, tzinfo=UTC))]
-        clock = HandClock(windows[0][0])
-        await plan_lessons(context(db, clock))  # the first run ever only starts the cursor
-        await run_planner(db, clock, windows[0][1], step=timedelta(minutes=110))
-        clock.at(windows[1][0])  # four weeks with the scheduler down: at most two hours are made up
-        await run_planner(db, clock, windows[1][1], step=timedelta(minutes=110))
+async def test_the_planner_sends_one_lesson_per_local_day_through_23_and_25_hour_days(db):
+    course = await sample_course(db)
+    learners = {}
+    for zone, at in [("America/New_York", time(1, 30)), ("America/New_York", time(2, 30)),
+                     ("Australia/Sydney", time(2, 30)), ("Australia/Sydney", time(7, 30)),
+                     ("Europe/Lisbon", time(1, 30)), ("Asia/Kolkata", time(7, 30)), ("UTC+05:30", time(23, 30))]:
+        user_id = await add_learner(db, zone=zone, at=at, course_id=course, days="1234567")
+        learners[user_id] = (zone, at)
+    # Sydney's 23-hour day (2026-10-04), then New York's 25-hour day (2026-11-01); a run every 110 minutes
+    # (under the two-hour late limit, so every moment falls in some run's window).
+    windows = [(datetime(2026, 10, 2, 12, tzinfo=UTC), datetime(2026, 10, 6, 12, tzinfo=UTC)),
+               (datetime(2026, 10, 30, 12, tzinfo=UTC), datetime(2026, 11, 3, 12, tzinfo=UTC))]
+    clock = HandClock(windows[0][0])
+    await plan_lessons(context(db, clock))  # the first run ever only starts the cursor
+    await run_planner(db, clock, windows[0][1], step=timedelta(minutes=110))
+    clock.at(windows[1][0])  # four weeks with the scheduler down: at most two hours are made up
+    await run_planner(db, clock, windows[1][1], step=timedelta(minutes=110))
 
-        covered = [windows[0], (windows[1][0] - timedelta(hours=2), windows[1][1])]
-        async with db.sessions() as session:
-            rows = (await session.execute(select(ScheduledLesson))).scalars().all()
-            keys = set(await session.scalars(select(OutboxMessage.idempotency_key)))
-        for user_id, (zone_name, at) in learners.items():
-            zone = zone_for(zone_name)
-            expected = set()
-            for start, end in covered:
-                day = start.astimezone(zone).date() - timedelta(days=1)
-                while day <= end.astimezone(zone).date() + timedelta(days=1):
-                    if start < lesson_moment(day, at, zone) <= end:
-                        expected.add(day)
-                    day += timedelta(days=1)
-            mine = [row for row in rows if row.user_id == user_id]
-            assert sorted(row.local_date for row in mine) == sorted(expected), (zone_name, at)
-            assert all(row.outcome == QUEUED for row in mine), [(r.local_date, r.outcome) for r in mine]
-            assert all(row.due_at == lesson_moment(row.local_date, at, zone) for row in mine)
-            assert {f"lesson:{user_id}:{day.isoformat()}" for day in expected} <= keys
-        assert len(rows) == 7 * 8  # four local days in each window for each of the seven learners
-    finally:
-        await db.dispose()
+    covered = [windows[0], (windows[1][0] - timedelta(hours=2), windows[1][1])]
+    async with db.sessions() as session:
+        rows = (await session.execute(select(ScheduledLesson))).scalars().all()
+        keys = set(await session.scalars(select(OutboxMessage.idempotency_key)))
+    for user_id, (zone_name, at) in learners.items():
+        zone = zone_for(zone_name)
+        expected = set()
+        for start, end in covered:
+            day = start.astimezone(zone).date() - timedelta(days=1)
+            while day <= end.astimezone(zone).date() + timedelta(days=1):
+                if start < lesson_moment(day, at, zone) <= end:
+                    expected.add(day)
+                day += timedelta(days=1)
+        mine = [row for row in rows if row.user_id == user_id]
+        assert sorted(row.local_date for row in mine) == sorted(expected), (zone_name, at)
+        assert all(row.outcome == QUEUED for row in mine), [(r.local_date, r.outcome) for r in mine]
+        assert all(row.due_at == lesson_moment(row.local_date, at, zone) for row in mine)
+        assert {f"lesson:{user_id}:{day.isoformat()}" for day in expected} <= keys
+    assert len(rows) == 7 * 8  # four local days in each window for each of the seven learners
 
 
-async def test_quiet_hours_pauses_and_stops(database_url):
-    db = Database(database_url)
-    try:
-        course = await sample_course(db)
-        clock = HandClock(datetime(2026, 6, 10, 6, 0, tzinfo=UTC))  # 07:00 in Lisbon (summer time)
-        later = clock.now() + timedelta(days=3)
-        quiet = await add_learner(db, course_id=course, quiet=(time(22), time(8)))
-        paused = await add_learner(db, course_id=course, status=PAUSED, paused_until=later)
-        paused_forever = await add_learner(db, course_id=course, status=PAUSED)
-        pause_over = await add_learner(db, course_id=course, status=PAUSED,
-                                       paused_until=clock.now() - timedelta(hours=1))
-        stopped = await add_learner(db, course_id=course, status=STOPPED)
-        active = await add_learner(db, course_id=course)
-        ctx = context(db, clock)
-        await plan_lessons(ctx)
-        clock.move(minutes=45)  # 07:45: the 07:30 lessons are due
-        outcomes = await plan_lessons(ctx)
-        async with db.sessions() as session:
-            decided = {row.user_id: row.outcome for row in (await session.scalars(select(ScheduledLesson))).all()}
-            sent_to = set(await session.scalars(
-                select(Conversation.user_id).join(OutboxMessage, OutboxMessage.conversation_id == Conversation.id)
-            ))
-        assert decided == {quiet: QUIET_HOURS, pause_over: QUEUED, active: QUEUED}
-        assert not {paused, paused_forever, stopped} & set(decided)
-        assert sent_to == {pause_over, active}
-        assert outcomes == Counter({QUEUED: 2, QUIET_HOURS: 1})
-    finally:
-        await db.dispose()
+async def test_quiet_hours_pauses_and_stops(db):
+    course = await sample_course(db)
+    clock = HandClock(datetime(2026, 6, 10, 6, 0, tzinfo=UTC))  # 07:00 in Lisbon (summer time)
+    later = clock.now() + timedelta(days=3)
+    quiet = await add_learner(db, course_id=course, quiet=(time(22), time(8)))
+    paused = await add_learner(db, course_id=course, status=PAUSED, paused_until=later)
+    paused_forever = await add_learner(db, course_id=course, status=PAUSED)
+    pause_over = await add_learner(db, course_id=course, status=PAUSED,
+                                   paused_until=clock.now() - timedelta(hours=1))
+    stopped = await add_learner(db, course_id=course, status=STOPPED)
+    active = await add_learner(db, course_id=course)
+    ctx = context(db, clock)
+    await plan_lessons(ctx)
+    clock.move(minutes=45)  # 07:45: the 07:30 lessons are due
+    outcomes = await plan_lessons(ctx)
+    async with db.sessions() as session:
+        decided = {row.user_id: row.outcome for row in (await session.scalars(select(ScheduledLesson))).all()}
+        sent_to = set(await session.scalars(
+            select(Conversation.user_id).join(OutboxMessage, OutboxMessage.conversation_id == Conversation.id)
+        ))
+    assert decided == {quiet: QUIET_HOURS, pause_over: QUEUED, active: QUEUED}
+    assert not {paused, paused_forever, stopped} & set(decided)
+    assert sent_to == {pause_over, active}
+    assert outcomes == Counter({QUEUED: 2, QUIET_HOURS: 1})
 
 
-async def test_a_pushed_lesson_arrives_and_its_button_continues_it(settings):
-    channel = RecordingChannel()
-    bot = Lessonbot(settings, [channel])
-    try:
-        course = await sample_course(bot.db)
-        user_id = await add_learner(bot.db, course_id=course, chat="ann", at=time(7, 30), zone="Europe/Lisbon")
-        clock = HandClock(utcnow())
-        ctx = context(bot.db, clock, notify=bot.dispatcher.notify)
-        await plan_lessons(ctx)
-        async with bot.db.sessions() as session:  # whatever the real date, 07:30 in Lisbon is in the next day
-            now_local = clock.now().astimezone(ZoneInfo("Europe/Lisbon"))
-        due = datetime.combine(now_local.date() + timedelta(days=1), time(7, 30), tzinfo=ZoneInfo("Europe/Lisbon"))
-        clock.at(due + timedelta(minutes=1))
-        assert (await plan_lessons(ctx))[QUEUED] == 1
-        await bot.dispatcher.flush()
-        [lesson] = channel.sent["ann"]
-        assert lesson.text.startswith("📘 Lesson 1 of 5: What a phishing message wants")
-        assert [choice.label for choice in lesson.choices] == ["Next ▸", "Later"]
-        [part_two] = await Transcript(bot, channel, "ann").say("Next ▸", choice=lesson.choices[0].value)
-        assert part_two.startswith("Nearly every phishing message") and part_two.endswith("(2/3)")
-        async with bot.db.sessions() as session:
-            [key] = await session.scalars(select(OutboxMessage.idempotency_key).where(
-                OutboxMessage.idempotency_key.is_not(None)))
-        assert key == f"lesson:{user_id}:{due.date().isoformat()}"
-    finally:
-        await bot.stop()
+async def test_a_pushed_lesson_arrives_and_its_button_continues_it(recording_bot):
+    bot, channel = recording_bot
+    course = await sample_course(bot.db)
+    user_id = await add_learner(bot.db, course_id=course, chat="ann", at=time(7, 30), zone="Europe/Lisbon")
+    clock = HandClock(utcnow())
+    ctx = context(bot.db, clock, notify=bot.dispatcher.notify)
+    await plan_lessons(ctx)
+    async with bot.db.sessions() as session:  # whatever the real date, 07:30 in Lisbon is in the next day
+        now_local = clock.now().astimezone(ZoneInfo("Europe/Lisbon"))
+    due = datetime.combine(now_local.date() + timedelta(days=1), time(7, 30), tzinfo=ZoneInfo("Europe/Lisbon"))
+    clock.at(due + timedelta(minutes=1))
+    assert (await plan_lessons(ctx))[QUEUED] == 1
+    await bot.dispatcher.flush()
+    [lesson] = channel.sent["ann"]
+    assert lesson.text.startswith("📘 Lesson 1 of 5: What a phishing message wants")
+    assert [choice.label for choice in lesson.choices] == ["Next ▸", "Later"]
+    [part_two] = await Transcript(bot, channel, "ann").say("Next ▸", choice=lesson.choices[0].value)
+    assert part_two.startswith("Nearly every phishing message") and part_two.endswith("(2/3)")
+    async with bot.db.sessions() as session:
+        [key] = await session.scalars(select(OutboxMessage.idempotency_key).where(
+            OutboxMessage.idempotency_key.is_not(None)))
+    assert key == f"lesson:{user_id}:{due.date().isoformat()}"
 
 
-async def test_no_new_lesson_while_the_last_one_is_unanswered(database_url):
-    db = Database(database_url)
-    try:
-        course = await sample_course(db)
-        start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon
-        user_id = await add_learner(db, course_id=course, last_active_at=start - timedelta(hours=1))
-        clock = HandClock(start)
-        ctx = context(db, clock)
-        await plan_lessons(ctx)
-        outcomes = []
-        for day in range(3):
-            clock.at(start + timedelta(days=day, minutes=45))
-            outcomes.append(await plan_lessons(ctx))
-            if day == 1:  # after the second day's skipped lesson, the learner comes back
-                async with db.transaction() as session:
-                    await session.execute(update(User).values(last_active_at=clock.now() + timedelta(hours=2)))
-        assert outcomes == [Counter({QUEUED: 1}), Counter({UNANSWERED: 1}), Counter({QUEUED: 1})]
-        async with db.sessions() as session:
-            count = await session.scalar(select(OutboxMessage.id).where(
-                OutboxMessage.idempotency_key == f"lesson:{user_id}:2026-06-11"))
-        assert count is None
-    finally:
-        await db.dispose()
+async def test_no_new_lesson_while_the_last_one_is_unanswered(db):
+    course = await sample_course(db)
+    start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon
+    user_id = await add_learner(db, course_id=course, last_active_at=start - timedelta(hours=1))
+    clock = HandClock(start)
+    ctx = context(db, clock)
+    await plan_lessons(ctx)
+    outcomes = []
+    for day in range(3):
+        clock.at(start + timedelta(days=day, minutes=45))
+        outcomes.append(await plan_lessons(ctx))
+        if day == 1:  # after the second day's skipped lesson, the learner comes back
+            async with db.transaction() as session:
+                await session.execute(update(User).values(last_active_at=clock.now() + timedelta(hours=2)))
+    assert outcomes == [Counter({QUEUED: 1}), Counter({UNANSWERED: 1}), Counter({QUEUED: 1})]
+    async with db.sessions() as session:
+        count = await session.scalar(select(OutboxMessage.id).where(
+            OutboxMessage.idempotency_key == f"lesson:{user_id}:2026-06-11"))
+    assert count is None
 
 
 async def test_a_window_planned_twice_at_once_sends_each_lesson_once(database_url):
@@ -303,23 +283,19 @@ async def test_a_window_planned_twice_at_once_sends_each_lesson_once(database_ur
             await db.dispose()
 
 
-async def test_a_learner_being_answered_right_now_is_retried_then_recorded(database_url):
-    db = Database(database_url)
-    try:
-        course = await sample_course(db)
-        user_id = await add_learner(db, course_id=course)
-        async with db.transaction() as session:  # a worker holds the conversation (real time: leases are)
-            await session.execute(update(Conversation).values(lease_owner="worker-elsewhere",
-                                                              lease_until=utcnow() + timedelta(minutes=1)))
-        moment = datetime(2026, 6, 10, 6, 30, tzinfo=UTC)
-        clock = HandClock(moment + timedelta(minutes=1))
-        outcomes = await push_lessons(context(db, clock), [DueLesson(user_id, date(2026, 6, 10), moment)],
-                                      clock.now(), retry_seconds=0.01)
-        assert outcomes == Counter({"busy": 1})
-        async with db.sessions() as session:
-            assert await session.scalar(select(OutboxMessage.id)) is None
-    finally:
-        await db.dispose()
+async def test_a_learner_being_answered_right_now_is_retried_then_recorded(db):
+    course = await sample_course(db)
+    user_id = await add_learner(db, course_id=course)
+    async with db.transaction() as session:  # a worker holds the conversation (real time: leases are)
+        await session.execute(update(Conversation).values(lease_owner="worker-elsewhere",
+                                                          lease_until=utcnow() + timedelta(minutes=1)))
+    moment = datetime(2026, 6, 10, 6, 30, tzinfo=UTC)
+    clock = HandClock(moment + timedelta(minutes=1))
+    outcomes = await push_lessons(context(db, clock), [DueLesson(user_id, date(2026, 6, 10), moment)],
+                                  clock.now(), retry_seconds=0.01)
+    assert outcomes == Counter({"busy": 1})
+    async with db.sessions() as session:
+        assert await session.scalar(select(OutboxMessage.id)) is None
 
 
 # Who is looked at: learners.next_lesson_at ---------------------------------------------------------------------------
@@ -370,63 +346,55 @@ async def test_a_lesson_time_changed_in_settings_comes_at_its_new_moment(learnin
                                                                       days="1234567")
 
 
-async def test_a_paused_learner_is_moved_on_without_a_lesson_and_has_them_again_after(database_url):
-    db = Database(database_url)
-    try:
-        course = await sample_course(db)
-        start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon; lessons at 07:30 (06:30 UTC)
-        paused = await add_learner(db, course_id=course, status=PAUSED,
-                                   paused_until=start + timedelta(days=1, hours=12))
-        evening = await add_learner(db, course_id=course, at=time(20))
-        clock = HandClock(start)
-        ctx = context(db, clock)
-        await plan_lessons(ctx)
-        clock.move(minutes=1)
-        await plan_lessons(ctx)  # both learners' next lessons worked out
-        outcomes, moments = [], []
-        for day in range(3):
-            clock.at(start + timedelta(days=day, minutes=45))
-            outcomes.append(await plan_lessons(ctx))
-            moments.append(await next_lesson_of(db, paused))
-            async with db.sessions() as session:  # an hour later, nobody's lesson is due: nobody is read
-                assert await lesson_candidates(session, clock.now() + timedelta(hours=1)) == []
-        assert outcomes == [Counter(), Counter(), Counter({QUEUED: 1})]
-        assert moments == [datetime(2026, 6, 11 + day, 6, 30, tzinfo=UTC) for day in range(3)]
-        async with db.sessions() as session:
-            decided = [(row.user_id, row.local_date) for row in await session.scalars(select(ScheduledLesson))]
-        assert decided == [(paused, date(2026, 6, 12))]
-        assert await next_lesson_of(db, evening) == datetime(2026, 6, 12, 19, tzinfo=UTC)  # not read since
-    finally:
-        await db.dispose()
+async def test_a_paused_learner_is_moved_on_without_a_lesson_and_has_them_again_after(db):
+    course = await sample_course(db)
+    start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon; lessons at 07:30 (06:30 UTC)
+    paused = await add_learner(db, course_id=course, status=PAUSED,
+                               paused_until=start + timedelta(days=1, hours=12))
+    evening = await add_learner(db, course_id=course, at=time(20))
+    clock = HandClock(start)
+    ctx = context(db, clock)
+    await plan_lessons(ctx)
+    clock.move(minutes=1)
+    await plan_lessons(ctx)  # both learners' next lessons worked out
+    outcomes, moments = [], []
+    for day in range(3):
+        clock.at(start + timedelta(days=day, minutes=45))
+        outcomes.append(await plan_lessons(ctx))
+        moments.append(await next_lesson_of(db, paused))
+        async with db.sessions() as session:  # an hour later, nobody's lesson is due: nobody is read
+            assert await lesson_candidates(session, clock.now() + timedelta(hours=1)) == []
+    assert outcomes == [Counter(), Counter(), Counter({QUEUED: 1})]
+    assert moments == [datetime(2026, 6, 11 + day, 6, 30, tzinfo=UTC) for day in range(3)]
+    async with db.sessions() as session:
+        decided = [(row.user_id, row.local_date) for row in await session.scalars(select(ScheduledLesson))]
+    assert decided == [(paused, date(2026, 6, 12))]
+    assert await next_lesson_of(db, evening) == datetime(2026, 6, 12, 19, tzinfo=UTC)  # not read since
 
 
-async def test_unknown_and_stale_next_lessons_are_read_and_each_lesson_comes_once(database_url):
-    db = Database(database_url)
-    try:
-        course = await sample_course(db)
-        start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon
-        unknown = await add_learner(db, course_id=course)
-        stale = await add_learner(db, course_id=course)  # a value left a week behind (a run missed, a restore)
-        async with db.transaction() as session:
-            await session.execute(update(Learner).where(Learner.user_id == stale)
-                                  .values(next_lesson_at=start - timedelta(days=7)))
-        clock = HandClock(start)
-        ctx = context(db, clock)
-        await plan_lessons(ctx)
-        clock.move(minutes=45)
-        assert await plan_lessons(ctx) == Counter({QUEUED: 2})
-        tomorrow = datetime(2026, 6, 11, 6, 30, tzinfo=UTC)
-        assert [await next_lesson_of(db, user) for user in (unknown, stale)] == [tomorrow, tomorrow]
-        # the same window planned again, as after a crash before the cursor moved: nothing is sent twice
-        async with db.transaction() as session:
-            await session.execute(update(Learner).values(next_lesson_at=None))
-            await session.execute(update(ClockCursor).values(until=start))
-        assert await plan_lessons(ctx) == Counter()
-        async with db.sessions() as session:
-            keys = list(await session.scalars(select(OutboxMessage.idempotency_key)))
-        assert sorted(keys) == sorted(f"lesson:{user}:2026-06-10" for user in (unknown, stale))
-    finally:
-        await db.dispose()
+async def test_unknown_and_stale_next_lessons_are_read_and_each_lesson_comes_once(db):
+    course = await sample_course(db)
+    start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon
+    unknown = await add_learner(db, course_id=course)
+    stale = await add_learner(db, course_id=course)  # a value left a week behind (a run missed, a restore)
+    async with db.transaction() as session:
+        await session.execute(update(Learner).where(Learner.user_id == stale)
+                              .values(next_lesson_at=start - timedelta(days=7)))
+    clock = HandClock(start)
+    ctx = context(db, clock)
+    await plan_lessons(ctx)
+    clock.move(minutes=45)
+    assert await plan_lessons(ctx) == Counter({QUEUED: 2})
+    tomorrow = datetime(2026, 6, 11, 6, 30, tzinfo=UTC)
+    assert [await next_lesson_of(db, user) for user in (unknown, stale)] == [tomorrow, tomorrow]
+    # the same window planned again, as after a crash before the cursor moved: nothing is sent twice
+    async with db.transaction() as session:
+        await session.execute(update(Learner).values(next_lesson_at=None))
+        await session.execute(update(ClockCursor).values(until=start))
+    assert await plan_lessons(ctx) == Counter()
+    async with db.sessions() as session:
+        keys = list(await session.scalars(select(OutboxMessage.idempotency_key)))
+    assert sorted(keys) == sorted(f"lesson:{user}:2026-06-10" for user in (unknown, stale))
 
 
 async def test_two_leaders_planning_the_same_minute_send_each_lesson_once(database_url):
@@ -449,40 +417,36 @@ async def test_two_leaders_planning_the_same_minute_send_each_lesson_once(databa
             await db.dispose()
 
 
-async def test_settings_changed_while_the_planner_runs_are_not_overwritten(database_url):
-    db = Database(database_url)
-    try:
-        course = await sample_course(db)
-        start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon
-        known = await add_learner(db, course_id=course)  # 07:30, its next lesson worked out below
-        clock = HandClock(start)
-        ctx = context(db, clock)
-        await plan_lessons(ctx)
-        clock.move(minutes=1)
-        await plan_lessons(ctx)
-        unknown = await add_learner(db, course_id=course)  # 07:30, not worked out yet
-        clock.move(minutes=44)
-        async with db.sessions() as session:  # a run reads who is due ...
-            plan = plan_window(await lesson_candidates(session, clock.now()), start, clock.now())
-        assert {lesson.user_id for lesson in plan.due} == {known, unknown}
-        async with db.transaction() as session:  # ... one learner moves their lesson to 09:00, the other to Tokyo
-            learner = await session.get(Learner, known)
-            assert learner is not None
-            learner.lesson_time = time(9)
-            await lesson_schedule_changed(session, known)
-            user = await session.get(User, unknown)
-            assert user is not None
-            user.timezone = "Asia/Tokyo"
-            await lesson_schedule_changed(session, unknown)
-        async with db.transaction() as session:  # ... and the run stores what it worked out before the change
-            await advance_next_lessons(session, plan)
-        assert [await next_lesson_of(db, user) for user in (known, unknown)] == [None, None]
-        clock.move(minutes=1)
-        await plan_lessons(ctx)
-        assert await next_lesson_of(db, known) == datetime(2026, 6, 10, 8, tzinfo=UTC)  # 09:00 in Lisbon
-        assert await next_lesson_of(db, unknown) == datetime(2026, 6, 10, 22, 30, tzinfo=UTC)  # 07:30 in Tokyo
-    finally:
-        await db.dispose()
+async def test_settings_changed_while_the_planner_runs_are_not_overwritten(db):
+    course = await sample_course(db)
+    start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon
+    known = await add_learner(db, course_id=course)  # 07:30, its next lesson worked out below
+    clock = HandClock(start)
+    ctx = context(db, clock)
+    await plan_lessons(ctx)
+    clock.move(minutes=1)
+    await plan_lessons(ctx)
+    unknown = await add_learner(db, course_id=course)  # 07:30, not worked out yet
+    clock.move(minutes=44)
+    async with db.sessions() as session:  # a run reads who is due ...
+        plan = plan_window(await lesson_candidates(session, clock.now()), start, clock.now())
+    assert {lesson.user_id for lesson in plan.due} == {known, unknown}
+    async with db.transaction() as session:  # ... one learner moves their lesson to 09:00, the other to Tokyo
+        learner = await session.get(Learner, known)
+        assert learner is not None
+        learner.lesson_time = time(9)
+        await lesson_schedule_changed(session, known)
+        user = await session.get(User, unknown)
+        assert user is not None
+        user.timezone = "Asia/Tokyo"
+        await lesson_schedule_changed(session, unknown)
+    async with db.transaction() as session:  # ... and the run stores what it worked out before the change
+        await advance_next_lessons(session, plan)
+    assert [await next_lesson_of(db, user) for user in (known, unknown)] == [None, None]
+    clock.move(minutes=1)
+    await plan_lessons(ctx)
+    assert await next_lesson_of(db, known) == datetime(2026, 6, 10, 8, tzinfo=UTC)  # 09:00 in Lisbon
+    assert await next_lesson_of(db, unknown) == datetime(2026, 6, 10, 22, 30, tzinfo=UTC)  # 07:30 in Tokyo
 
 
 async def test_a_stopped_learner_is_not_read_until_they_resume(learning_bot):
@@ -514,97 +478,85 @@ async def test_a_stopped_learner_is_not_read_until_they_resume(learning_bot):
     assert f"lesson:{user.id}:{moment.astimezone(LISBON).date().isoformat()}" in keys
 
 
-async def test_a_workspace_that_removed_the_app_parks_its_learners_at_once(database_url):
+async def test_a_workspace_that_removed_the_app_parks_its_learners_at_once(db):
     """Stopping a workspace's learners (the app removed) parks them as /stop does: no planner run reads them, not
     even the one at their moment; a learner whose lessons go to another workspace keeps theirs."""
-    db = Database(database_url)
-    try:
-        course = await sample_course(db)
-        start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # lessons at 07:30 in Lisbon (06:30 UTC)
-        gone = await add_learner(db, channel="slack", chat="T111:U1", course_id=course)
-        kept = await add_learner(db, channel="slack", chat="T222:U1", course_id=course)
-        clock = HandClock(start)
-        ctx = context(db, clock)
-        await plan_lessons(ctx)
-        clock.move(minutes=1)
-        await plan_lessons(ctx)
-        moment = datetime(2026, 6, 10, 6, 30, tzinfo=UTC)
-        assert await next_lesson_of(db, gone) == moment == await next_lesson_of(db, kept)
-        async with db.transaction() as session:
-            assert await stop_workspace(session, "slack", "T111", chat_prefix="T111:") == 0  # (no teams there)
-        assert await next_lesson_of(db, gone) is None  # parked at once
-        assert await next_lesson_of(db, kept) == moment
-        clock.at(start + timedelta(minutes=45))
-        async with db.sessions() as session:
-            assert [c.user_id for c in await lesson_candidates(session, clock.now())] == [kept]
-    finally:
-        await db.dispose()
+    course = await sample_course(db)
+    start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # lessons at 07:30 in Lisbon (06:30 UTC)
+    gone = await add_learner(db, channel="slack", chat="T111:U1", course_id=course)
+    kept = await add_learner(db, channel="slack", chat="T222:U1", course_id=course)
+    clock = HandClock(start)
+    ctx = context(db, clock)
+    await plan_lessons(ctx)
+    clock.move(minutes=1)
+    await plan_lessons(ctx)
+    moment = datetime(2026, 6, 10, 6, 30, tzinfo=UTC)
+    assert await next_lesson_of(db, gone) == moment == await next_lesson_of(db, kept)
+    async with db.transaction() as session:
+        assert await stop_workspace(session, "slack", "T111", chat_prefix="T111:") == 0  # (no teams there)
+    assert await next_lesson_of(db, gone) is None  # parked at once
+    assert await next_lesson_of(db, kept) == moment
+    clock.at(start + timedelta(minutes=45))
+    async with db.sessions() as session:
+        assert [c.user_id for c in await lesson_candidates(session, clock.now())] == [kept]
 
 
-async def test_stopping_a_workspace_costs_the_same_statements_however_many_learners_it_stops(database_url):
+async def test_stopping_a_workspace_costs_the_same_statements_however_many_learners_it_stops(db):
     """The platform waits for this transaction (Slack's app_uninstalled, acknowledged after it): its learners are
     stopped and parked in one statement, not read back one by one."""
-    db = Database(database_url)
-    try:
-        statements: list[str] = []
+    statements: list[str] = []
 
-        def count(_conn, _cursor, statement, *_args) -> None:
-            statements.append(statement)
+    def count(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
 
-        for workspace, learners in (("T1", 1), ("T5", 5)):
-            chats = [await add_learner(db, channel="slack", chat=f"{workspace}:U{n}") for n in range(learners)]
-            statements.clear()
-            event.listen(db.engine.sync_engine, "before_cursor_execute", count)
-            try:
-                async with db.transaction() as session:
-                    await stop_workspace(session, "slack", workspace, chat_prefix=f"{workspace}:")
-            finally:
-                event.remove(db.engine.sync_engine, "before_cursor_execute", count)
-            async with db.sessions() as session:
-                stopped = (await session.execute(
-                    select(Learner.status, Learner.next_lesson_at).where(Learner.user_id.in_(chats)))).all()
-            assert stopped == [(STOPPED, None)] * learners
-            if workspace == "T1":
-                one = len(statements)
-        assert len(statements) == one, statements
-    finally:
-        await db.dispose()
+    for workspace, learners in (("T1", 1), ("T5", 5)):
+        chats = [await add_learner(db, channel="slack", chat=f"{workspace}:U{n}") for n in range(learners)]
+        statements.clear()
+        event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+        try:
+            async with db.transaction() as session:
+                await stop_workspace(session, "slack", workspace, chat_prefix=f"{workspace}:")
+        finally:
+            event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+        async with db.sessions() as session:
+            stopped = (await session.execute(
+                select(Learner.status, Learner.next_lesson_at).where(Learner.user_id.in_(chats)))).all()
+        assert stopped == [(STOPPED, None)] * learners
+        if workspace == "T1":
+            one = len(statements)
+    assert len(statements) == one, statements
 
 
-async def test_a_learner_stopped_with_a_moment_stored_is_parked_by_the_run_that_reads_them(database_url):
-    db = Database(database_url)
-    try:
-        course = await sample_course(db)
-        start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon; lessons at 07:30 (06:30 UTC)
-        stopped = await add_learner(db, course_id=course)
-        clock = HandClock(start)
-        ctx = context(db, clock)
-        await plan_lessons(ctx)
-        clock.move(minutes=1)
-        await plan_lessons(ctx)
-        assert await next_lesson_of(db, stopped) == datetime(2026, 6, 10, 6, 30, tzinfo=UTC)
-        async with db.transaction() as session:  # stopped without /stop and without parking (a direct write)
-            await session.execute(update(Learner).where(Learner.user_id == stopped)
-                                  .values(status=STOPPED, updated_at=utcnow()))
-        clock.at(start + timedelta(minutes=45))
-        assert await plan_lessons(ctx) == Counter()  # read once, at their moment, and parked
-        assert await next_lesson_of(db, stopped) is None
-        for day in range(1, 4):
-            clock.at(start + timedelta(days=day, minutes=45))
-            async with db.sessions() as session:
-                assert await lesson_candidates(session, clock.now()) == []
-            assert await plan_lessons(ctx) == Counter()
-        async with db.transaction() as session:
-            learner = await session.get(Learner, stopped)
-            assert learner is not None
-            learner.status = "active"  # as /resume makes them
-        clock.move(minutes=1)
-        await plan_lessons(ctx)
-        assert await next_lesson_of(db, stopped) == datetime(2026, 6, 14, 6, 30, tzinfo=UTC)
-        clock.at(datetime(2026, 6, 14, 6, 31, tzinfo=UTC))
-        assert await plan_lessons(ctx) == Counter({QUEUED: 1})
-    finally:
-        await db.dispose()
+async def test_a_learner_stopped_with_a_moment_stored_is_parked_by_the_run_that_reads_them(db):
+    course = await sample_course(db)
+    start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon; lessons at 07:30 (06:30 UTC)
+    stopped = await add_learner(db, course_id=course)
+    clock = HandClock(start)
+    ctx = context(db, clock)
+    await plan_lessons(ctx)
+    clock.move(minutes=1)
+    await plan_lessons(ctx)
+    assert await next_lesson_of(db, stopped) == datetime(2026, 6, 10, 6, 30, tzinfo=UTC)
+    async with db.transaction() as session:  # stopped without /stop and without parking (a direct write)
+        await session.execute(update(Learner).where(Learner.user_id == stopped)
+                              .values(status=STOPPED, updated_at=utcnow()))
+    clock.at(start + timedelta(minutes=45))
+    assert await plan_lessons(ctx) == Counter()  # read once, at their moment, and parked
+    assert await next_lesson_of(db, stopped) is None
+    for day in range(1, 4):
+        clock.at(start + timedelta(days=day, minutes=45))
+        async with db.sessions() as session:
+            assert await lesson_candidates(session, clock.now()) == []
+        assert await plan_lessons(ctx) == Counter()
+    async with db.transaction() as session:
+        learner = await session.get(Learner, stopped)
+        assert learner is not None
+        learner.status = "active"  # as /resume makes them
+    clock.move(minutes=1)
+    await plan_lessons(ctx)
+    assert await next_lesson_of(db, stopped) == datetime(2026, 6, 14, 6, 30, tzinfo=UTC)
+    clock.at(datetime(2026, 6, 14, 6, 31, tzinfo=UTC))
+    assert await plan_lessons(ctx) == Counter({QUEUED: 1})
 
 
 async def a_lesson_queued(bot: Lessonbot, *, last_active_at: datetime) -> tuple[int, datetime, HandClock, JobContext]:
@@ -627,52 +579,44 @@ async def a_lesson_queued(bot: Lessonbot, *, last_active_at: datetime) -> tuple[
                                              (("/stop", "stop:lessons"), ("/resume", None)),
                                              (("/stop",), ("Cancel", "stop:cancel"))], ids=["pause", "stop", "ask"])
 async def test_the_message_that_pauses_or_stops_holds_the_lesson_set_aside_until_the_learner_is_back(
-        settings, words, back):
+        recording_bot, words, back):
     """A lesson held until the learner writes (WhatsApp's window) is not sent in answer to /pause or /stop (nor to
     the /stop question): it stays held, since their place moved past it when it was queued, while they are paused
     or stopped, whatever they write, and goes when they come back (/resume, or Cancel)."""
-    channel = RecordingChannel()
-    bot = Lessonbot(settings, [channel])
-    try:
-        _uid, now, clock, ctx = await a_lesson_queued(bot, last_active_at=utcnow() - timedelta(days=2))
-        async with bot.db.transaction() as session:  # as the dispatcher sets it aside outside WhatsApp's window
-            await session.execute(update(OutboxMessage).values(status=OutboxStatus.WAITING.value))
-        ann = Transcript(bot, channel, "ann")
-        replies = await ann.say(words[0])
-        if len(words) > 1:
-            replies += await ann.say("Stop the lessons", choice=words[1])
-        if back[0] == "/resume":
-            replies += await ann.say("/help")  # paused or stopped, writing is not coming back
-        assert not any(reply.startswith("📘 Lesson") for reply in replies)
-        async with bot.db.sessions() as session:
-            [status] = await session.scalars(select(OutboxMessage.status)
-                                             .where(OutboxMessage.idempotency_key.like("lesson:%")))
-        assert status == OutboxStatus.WAITING
-        returned = await ann.say(back[0], choice=back[1])
-        assert returned[0].startswith("📘 Lesson 1 of 5")  # the lesson first, then the answer to coming back
-        assert returned[-1].startswith(("Welcome back!", "OK, nothing changed."))
-    finally:
-        await bot.stop()
+    bot, channel = recording_bot
+    _uid, now, clock, ctx = await a_lesson_queued(bot, last_active_at=utcnow() - timedelta(days=2))
+    async with bot.db.transaction() as session:  # as the dispatcher sets it aside outside WhatsApp's window
+        await session.execute(update(OutboxMessage).values(status=OutboxStatus.WAITING.value))
+    ann = Transcript(bot, channel, "ann")
+    replies = await ann.say(words[0])
+    if len(words) > 1:
+        replies += await ann.say("Stop the lessons", choice=words[1])
+    if back[0] == "/resume":
+        replies += await ann.say("/help")  # paused or stopped, writing is not coming back
+    assert not any(reply.startswith("📘 Lesson") for reply in replies)
+    async with bot.db.sessions() as session:
+        [status] = await session.scalars(select(OutboxMessage.status)
+                                         .where(OutboxMessage.idempotency_key.like("lesson:%")))
+    assert status == OutboxStatus.WAITING
+    returned = await ann.say(back[0], choice=back[1])
+    assert returned[0].startswith("📘 Lesson 1 of 5")  # the lesson first, then the answer to coming back
+    assert returned[-1].startswith(("Welcome back!", "OK, nothing changed."))
 
 
-async def test_a_lesson_held_by_a_pause_that_ran_out_goes_before_the_next_lesson_pushed(settings):
-    channel = RecordingChannel()
-    bot = Lessonbot(settings, [channel])
-    try:
-        uid, now, clock, ctx = await a_lesson_queued(bot, last_active_at=utcnow() - timedelta(days=2))
-        async with bot.db.transaction() as session:  # the learner paused before it went: it is held
-            await session.execute(update(OutboxMessage).values(status=OutboxStatus.WAITING.value))
-            await session.execute(update(Learner).where(Learner.user_id == uid).values(
-                status=PAUSED, paused_until=now + timedelta(hours=12)))
-            await session.execute(update(User).where(User.id == uid).values(last_active_at=now + timedelta(minutes=4)))
-        while clock.now() < now + timedelta(days=1, minutes=4):  # the pause runs out; the next day's lesson
-            clock.move(minutes=60)
-            await plan_lessons(ctx)
-        await bot.dispatcher.flush(10)
-        lessons = [text for text in channel.texts("ann") if "Lesson 1 of 5" in text or text.endswith("(2/3)")]
-        assert [text.startswith("📘 Lesson 1 of 5") for text in lessons] == [True, False]  # in the order queued
-    finally:
-        await bot.stop()
+async def test_a_lesson_held_by_a_pause_that_ran_out_goes_before_the_next_lesson_pushed(recording_bot):
+    bot, channel = recording_bot
+    uid, now, clock, ctx = await a_lesson_queued(bot, last_active_at=utcnow() - timedelta(days=2))
+    async with bot.db.transaction() as session:  # the learner paused before it went: it is held
+        await session.execute(update(OutboxMessage).values(status=OutboxStatus.WAITING.value))
+        await session.execute(update(Learner).where(Learner.user_id == uid).values(
+            status=PAUSED, paused_until=now + timedelta(hours=12)))
+        await session.execute(update(User).where(User.id == uid).values(last_active_at=now + timedelta(minutes=4)))
+    while clock.now() < now + timedelta(days=1, minutes=4):  # the pause runs out; the next day's lesson
+        clock.move(minutes=60)
+        await plan_lessons(ctx)
+    await bot.dispatcher.flush(10)
+    lessons = [text for text in channel.texts("ann") if "Lesson 1 of 5" in text or text.endswith("(2/3)")]
+    assert [text.startswith("📘 Lesson 1 of 5") for text in lessons] == [True, False]  # in the order queued
 
 
 async def a_paid_lesson_queued(bot: Lessonbot, channel: RecordingChannel) -> tuple[Learning, User, datetime]:
@@ -767,60 +711,52 @@ async def test_a_held_paid_lesson_is_not_let_go_by_the_next_push_once_the_access
     await offered_again(t, bot)
 
 
-async def test_a_learner_who_moves_their_hour_after_the_days_lesson_is_promised_tomorrows(settings):
+async def test_a_learner_who_moves_their_hour_after_the_days_lesson_is_promised_tomorrows(recording_bot):
     """The planner decides a local date once: the lesson already pushed today is today's, so /resume (and "later")
     promise the next one on the following date, at the new hour, and the planner keeps that promise."""
     from dialogs.i18n import translator
 
-    channel = RecordingChannel()
-    bot = Lessonbot(settings, [channel])
-    try:
-        uid, now, clock, ctx = await a_lesson_queued(bot, last_active_at=utcnow())
-        first = now + timedelta(minutes=2)
-        moved = now + timedelta(hours=3)
-        async with bot.db.transaction() as session:  # the lesson done, then the hour changed as /settings does
-            await session.execute(update(User).where(User.id == uid).values(last_active_at=now + timedelta(minutes=10)))
-            await session.execute(update(Learner).where(Learner.user_id == uid)
-                                  .values(lesson_time=time(moved.hour, moved.minute)))
-            await lesson_schedule_changed(session, uid)
-        [*_, told] = await Transcript(bot, channel, "ann").say("/resume")
-        promised = datetime.combine(first.date() + timedelta(days=1), time(moved.hour, moved.minute), tzinfo=UTC)
-        assert f"The next one comes on {translator('en').date(promised)} at {promised:%H:%M}." in told
-        queued = []
-        while clock.now() < promised + timedelta(minutes=1):  # the planner's runs until then, an hour apart
-            clock.move(minutes=min(60, (promised + timedelta(minutes=1) - clock.now()).total_seconds() / 60))
-            if (await plan_lessons(ctx))["queued"]:
-                queued.append(clock.now())
-        assert queued == [promised + timedelta(minutes=1)]
-    finally:
-        await bot.stop()
+    bot, channel = recording_bot
+    uid, now, clock, ctx = await a_lesson_queued(bot, last_active_at=utcnow())
+    first = now + timedelta(minutes=2)
+    moved = now + timedelta(hours=3)
+    async with bot.db.transaction() as session:  # the lesson done, then the hour changed as /settings does
+        await session.execute(update(User).where(User.id == uid).values(last_active_at=now + timedelta(minutes=10)))
+        await session.execute(update(Learner).where(Learner.user_id == uid)
+                              .values(lesson_time=time(moved.hour, moved.minute)))
+        await lesson_schedule_changed(session, uid)
+    [*_, told] = await Transcript(bot, channel, "ann").say("/resume")
+    promised = datetime.combine(first.date() + timedelta(days=1), time(moved.hour, moved.minute), tzinfo=UTC)
+    assert f"The next one comes on {translator('en').date(promised)} at {promised:%H:%M}." in told
+    queued = []
+    while clock.now() < promised + timedelta(minutes=1):  # the planner's runs until then, an hour apart
+        clock.move(minutes=min(60, (promised + timedelta(minutes=1) - clock.now()).total_seconds() / 60))
+        if (await plan_lessons(ctx))["queued"]:
+            queued.append(clock.now())
+    assert queued == [promised + timedelta(minutes=1)]
 
 
-async def test_a_late_run_judges_quiet_hours_by_the_lesson_time_and_holds_the_lesson_till_they_end(database_url):
+async def test_a_late_run_judges_quiet_hours_by_the_lesson_time_and_holds_the_lesson_till_they_end(db):
     """A failover or a backlog runs the planner late: a 21:45 lesson (quiet hours from 22:00) found at 22:25 is the
     day's lesson all the same, held until the quiet hours end; a 07:45 lesson inside them (till 08:00) found at
     08:10 is skipped, as its time says."""
-    db = Database(database_url)
-    try:
-        course = await sample_course(db)
-        clock = HandClock(datetime(2026, 6, 10, 20, 0, tzinfo=timezone.utc))  # 21:00 in Lisbon (summer)
-        evening = await add_learner(db, course_id=course, at=time(21, 45), quiet=(time(22), time(8)))
-        morning = await add_learner(db, course_id=course, at=time(7, 45), quiet=(time(22), time(8)))
-        ctx = context(db, clock)
-        await plan_lessons(ctx)
-        clock.move(minutes=85)  # the next run at 22:25 local
-        late = utcnow()
-        await plan_lessons(ctx)
-        clock.at(datetime(2026, 6, 11, 6, 30, tzinfo=timezone.utc))  # 07:30
-        await plan_lessons(ctx)
-        clock.move(minutes=40)  # 08:10: the 07:45 lesson's run
-        await plan_lessons(ctx)
-        async with db.sessions() as session:
-            outcomes = {(row.user_id, row.local_date): row.outcome for row in await session.scalars(
-                select(ScheduledLesson))}
-            held = await session.scalar(select(func.min(OutboxMessage.next_attempt_at)))
-        assert outcomes[evening, date(2026, 6, 10)] == QUEUED and outcomes[morning, date(2026, 6, 11)] == QUIET_HOURS
-        # held until 08:00 local, 9 h 35 min after the 22:25 run (the outbox's clock is real time)
-        assert abs((held - late).total_seconds() - (9 * 3600 + 35 * 60)) < 120
-    finally:
-        await db.dispose()
+    course = await sample_course(db)
+    clock = HandClock(datetime(2026, 6, 10, 20, 0, tzinfo=timezone.utc))  # 21:00 in Lisbon (summer)
+    evening = await add_learner(db, course_id=course, at=time(21, 45), quiet=(time(22), time(8)))
+    morning = await add_learner(db, course_id=course, at=time(7, 45), quiet=(time(22), time(8)))
+    ctx = context(db, clock)
+    await plan_lessons(ctx)
+    clock.move(minutes=85)  # the next run at 22:25 local
+    late = utcnow()
+    await plan_lessons(ctx)
+    clock.at(datetime(2026, 6, 11, 6, 30, tzinfo=timezone.utc))  # 07:30
+    await plan_lessons(ctx)
+    clock.move(minutes=40)  # 08:10: the 07:45 lesson's run
+    await plan_lessons(ctx)
+    async with db.sessions() as session:
+        outcomes = {(row.user_id, row.local_date): row.outcome for row in await session.scalars(
+            select(ScheduledLesson))}
+        held = await session.scalar(select(func.min(OutboxMessage.next_attempt_at)))
+    assert outcomes[evening, date(2026, 6, 10)] == QUEUED and outcomes[morning, date(2026, 6, 11)] == QUIET_HOURS
+    # held until 08:00 local, 9 h 35 min after the 22:25 run (the outbox's clock is real time)
+    assert abs((held - late).total_seconds() - (9 * 3600 + 35 * 60)) < 120
