@@ -188,25 +188,7 @@ def webhook_routes(channel: SlackChannel, host: ChannelHost) -> list[Route]:
 
 def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
     """The Bolt app whose listeners record what Slack sends into `host`, then acknowledge it."""
-    oauth_settings = authorize = None
-    if channel.installations is not None:
-        # Bolt looks the workspace up while Slack waits for the acknowledgement: urgent.
-        installations = SlackInstallationStore(channel.installations, urgent=True)
-        authorize = StoreAuthorize(
-            logger=logging.getLogger("channels.slack.bolt"), installation_store=installations,
-            client_id=channel.client_id, client_secret=channel.client_secret, bot_only=True,
-        )
-        oauth_settings = AsyncOAuthSettings(
-            client_id=channel.client_id,
-            client_secret=channel.client_secret,
-            scopes=list(SCOPES),
-            user_scopes=[],
-            redirect_uri=channel.redirect_uri,
-            install_page_rendering_enabled=False,  # /slack/install goes straight to Slack's consent page
-            installation_store=installations,
-            installation_store_bot_only=True,
-            state_store=SlackOAuthStateStore(channel.installations),
-        )
+    oauth_settings, authorize = _oauth(channel)
     app = AsyncApp(
         logger=logging.getLogger("channels.slack.bolt"),
         signing_secret=channel.signing_secret,
@@ -219,7 +201,7 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
         authorize=authorize,  # type: ignore[arg-type]  # typed as a function; an AsyncAuthorize is taken as it is
         # Record, then acknowledge: the listener finishes before the HTTP answer leaves.
         process_before_response=True,
-        # Unmatched requests reach on_error below, which acknowledges them with a logged reason.
+        # Unmatched requests reach Listeners.on_error, which acknowledges them with a logged reason.
         raise_error_for_unhandled_request=True,
         # SlackSignature has checked the signature already, before Bolt parses anything.
         request_verification_enabled=False,
@@ -229,18 +211,69 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
             "Lessonbot is not installed in this workspace (any more). Ask an admin to install it again."
         ),
     )
-    async def record_as(outcome: Outcome, request: AsyncBoltRequest, profile: InboundMeta) -> None:
-        if isinstance(outcome, InboundMessage) and profile:
-            outcome = replace(outcome, meta={**outcome.meta, **profile})
-        await record(outcome, request)
+    Listeners(channel, host, app).register()
+    return app
 
-    async def record(outcome: Outcome, request: AsyncBoltRequest) -> None:
-        retry = request.headers.get("x-slack-retry-num", [None])[0]
+
+def _oauth(channel: SlackChannel) -> tuple[AsyncOAuthSettings | None, StoreAuthorize | None]:
+    """Bolt's install flow and its look-up of a workspace's token, for an app installed in many workspaces (none
+    for one workspace's app, whose token is in the settings)."""
+    if channel.installations is None:
+        return None, None
+    # Bolt looks the workspace up while Slack waits for the acknowledgement: urgent.
+    installations = SlackInstallationStore(channel.installations, urgent=True)
+    authorize = StoreAuthorize(
+        logger=logging.getLogger("channels.slack.bolt"), installation_store=installations,
+        client_id=channel.client_id, client_secret=channel.client_secret, bot_only=True,
+    )
+    oauth_settings = AsyncOAuthSettings(
+        client_id=channel.client_id,
+        client_secret=channel.client_secret,
+        scopes=list(SCOPES),
+        user_scopes=[],
+        redirect_uri=channel.redirect_uri,
+        install_page_rendering_enabled=False,  # /slack/install goes straight to Slack's consent page
+        installation_store=installations,
+        installation_store_bot_only=True,
+        state_store=SlackOAuthStateStore(channel.installations),
+    )
+    return oauth_settings, authorize
+
+
+class Listeners:
+    """What each kind of Slack request becomes: a listener a kind, each recording its outcome into the host and
+    then acknowledging (`register` tells Bolt which is which)."""
+
+    def __init__(self, channel: SlackChannel, host: ChannelHost, app: AsyncApp) -> None:
+        self.channel = channel
+        self.host = host
+        self.app = app
+
+    def register(self) -> None:
+        app = self.app
+        app.event("message")(self.on_event)
+        app.event("app_mention")(self.on_event)
+        app.block_action(re.compile(".*"))(self.on_action)
+        app.command(re.compile(".*"))(self.on_command)
+        app.view(ANSWER_FORM_CALLBACK)(self.on_view)
+        for kind in MEMBERSHIP_EVENTS:
+            app.event(kind)(self.on_membership)
+        app.event("app_home_opened")(self.on_home)
+        app.event("app_uninstalled")(self.on_uninstalled)
+        app.event("tokens_revoked")(self.on_uninstalled)
+        app.error(self.on_error)
+
+    async def record(self, outcome: Outcome, request: AsyncBoltRequest, profile: InboundMeta | None = None) -> None:
+        """Record a message into the host (with `profile`, what users.info said of its sender, in its meta); an
+        ignored request is logged with why, a second delivery of one recorded before with Slack's retry reason."""
         if isinstance(outcome, Ignored):
             log.info("slack request ignored: %s", outcome.reason)
             return
-        recorded = await host.receive(outcome)
+        if profile and isinstance(outcome, InboundMessage):
+            outcome = replace(outcome, meta={**outcome.meta, **profile})
+        recorded = await self.host.receive(outcome)
         if recorded.duplicate:
+            retry = request.headers.get("x-slack-retry-num", [None])[0]
             reason = request.headers.get("x-slack-retry-reason", [""])[0]
             log.info(
                 "slack delivery %s was recorded before%s", outcome.platform_id,
@@ -248,37 +281,37 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
             )
 
     async def on_event(
-        ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+        self, ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
     ) -> None:
         outcome = message_from_event(body, installation=_installation(context), bot_user_id=context.bot_user_id)
-        await record(outcome, request)
+        await self.record(outcome, request)
         await ack()
 
     async def on_action(
-        ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+        self, ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
     ) -> None:
         form = answer_form(body, installation=_installation(context))
         if form is not None:
             await open_form(context, body, form)
         else:
-            await record(message_from_action(body, installation=_installation(context)), request)
+            await self.record(message_from_action(body, installation=_installation(context)), request)
         await ack()
 
     async def on_view(
-        ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+        self, ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
     ) -> None:
-        await record(message_from_view(body, installation=_installation(context)), request)
+        await self.record(message_from_view(body, installation=_installation(context)), request)
         await ack()  # closes the modal; the answer's feedback comes in the channel, privately
 
     async def on_command(
-        ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+        self, ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
     ) -> None:
         outcome = message_from_command(body, installation=_installation(context))
+        profile: InboundMeta = {}
         if isinstance(outcome, InboundMessage) and changes_a_team(body):
             # Who may set up a team: the dialogs read the person's standing in the workspace from here.
-            profile = await workspace_standing(context, str(body.get("user_id") or ""), channel)
-            outcome = replace(outcome, meta={**outcome.meta, **profile})
-        await record(outcome, request)
+            profile = await workspace_standing(context, str(body.get("user_id") or ""), self.channel)
+        await self.record(outcome, request, profile)
         # Slack shows an ack's text to the person alone; a recorded command is answered by the worker instead.
         if isinstance(outcome, Ignored) and outcome.answer:
             await ack(text=outcome.answer)
@@ -286,39 +319,39 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
             await ack()
 
     async def on_membership(
-        ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+        self, ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
     ) -> None:
         outcome = membership_change(body, installation=_installation(context), bot_user_id=context.bot_user_id)
         profile: InboundMeta = {}
         if isinstance(outcome, InboundMessage) and outcome.meta.get(MEMBERSHIP) == "joined":
-            profile = await workspace_standing(context, str(_event(body).get("user") or ""), channel)
-        await record_as(outcome, request, profile)
+            profile = await workspace_standing(context, str(_event(body).get("user") or ""), self.channel)
+        await self.record(outcome, request, profile)
         await ack()
 
     async def on_home(
-        ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+        self, ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
     ) -> None:
-        await record(home_opened(body, installation=_installation(context)), request)
+        await self.record(home_opened(body, installation=_installation(context)), request)
         await ack()
 
-    async def on_uninstalled(ack: Any, body: dict[str, Any], context: AsyncBoltContext) -> None:
+    async def on_uninstalled(self, ack: Any, body: dict[str, Any], context: AsyncBoltContext) -> None:
         """app_uninstalled, or the bot token revoked: forget the installation and stop every send there."""
         kind = str(_event(body).get("type"))
         revoked_bot = kind == "tokens_revoked" and bool(_dict_of(_event(body).get("tokens")).get("bot"))
-        if channel.multi_workspace and kind == "app_uninstalled":
-            await app.default_app_uninstalled_event_listener()(context=context)
-        elif channel.multi_workspace:
-            await app.default_tokens_revoked_event_listener()(event=_event(body), context=context)
+        if self.channel.multi_workspace and kind == "app_uninstalled":
+            await self.app.default_app_uninstalled_event_listener()(context=context)
+        elif self.channel.multi_workspace:
+            await self.app.default_tokens_revoked_event_listener()(event=_event(body), context=context)
         installation = _installation(context)
         if installation and (kind == "app_uninstalled" or revoked_bot):
-            cancelled = await host.stop_sending(
+            cancelled = await self.host.stop_sending(
                 CHANNEL, installation + ":", workspace=installation,
                 reason=f"not sent: the Slack app was removed from {installation} ({kind})",
             )
             log.info("slack %s in %s: %d unsent replies cancelled", kind, installation, cancelled)
         await ack()
 
-    async def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse:
+    async def on_error(self, error: Exception, body: dict[str, Any]) -> BoltResponse:
         if isinstance(error, BoltUnhandledRequestError):
             log.info("slack request ignored: nothing here handles %s", _describe(body))
             return BoltResponse(status=200, body="")
@@ -327,19 +360,6 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
                 "content-type": "application/json", "retry-after": str(RETRY_AFTER_SECONDS)})
         log.error("slack request failed; Slack will deliver it again", exc_info=error)
         return BoltResponse(status=500, body="")
-
-    app.event("message")(on_event)
-    app.event("app_mention")(on_event)
-    app.block_action(re.compile(".*"))(on_action)
-    app.command(re.compile(".*"))(on_command)
-    app.view(ANSWER_FORM_CALLBACK)(on_view)
-    for kind in MEMBERSHIP_EVENTS:
-        app.event(kind)(on_membership)
-    app.event("app_home_opened")(on_home)
-    app.event("app_uninstalled")(on_uninstalled)
-    app.event("tokens_revoked")(on_uninstalled)
-    app.error(on_error)
-    return app
 
 
 async def open_form(context: AsyncBoltContext, body: dict[str, Any], view: dict[str, Any]) -> None:
