@@ -132,72 +132,99 @@ class ClosingStream(StreamingResponse):
 
 
 def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRoute]:
-    async def record(posted: Posted) -> Received:
-        return await host.receive(webchat.message(posted))
+    return WebChatRoutes(webchat, host).routes()
 
-    def acknowledge(request: WebhookRequest) -> Response:
+
+class WebChatRoutes:
+    """The page, its API and its files: an endpoint a method, each on the channel and the host it is given."""
+
+    def __init__(self, webchat: WebChatChannel, host: ChannelHost) -> None:
+        self.webchat = webchat
+        self.host = host
+
+    def routes(self) -> list[BaseRoute]:
+        post_message = Webhook(
+            LimitBody(self.webchat.max_body_bytes),
+            Parse(json_object),
+            SessionToken(self.webchat),
+            Record(self.record),
+            acknowledge=self.acknowledge,
+        )
+        return [
+            Route("/", self.page),
+            Route("/chat/api/sessions", self.new_session, methods=["POST"]),
+            post_message.route("/chat/api/messages"),
+            Route("/chat/api/messages", self.list_replies, methods=["GET"]),
+            Route("/chat/api/events", self.events),
+            Route("/chat/api/words", self.words),
+            Route("/chat/files/{session}/{reply:int}/{signature}", self.document),
+            Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
+        ]
+
+    # a message: recorded, then acknowledged with the session renewed
+
+    async def record(self, posted: Posted) -> Received:
+        return await self.host.receive(self.webchat.message(posted))
+
+    def acknowledge(self, request: WebhookRequest) -> Response:
         recorded: Received = request.outcome
-        session = webchat.sessions.issue(request.payload.session_id)
+        session = self.webchat.sessions.issue(request.payload.session_id)
         if recorded.duplicate:
             return JSONResponse({"status": "duplicate", "session": session}, status_code=200)
         return JSONResponse({"status": "accepted", "id": recorded.inbound_id, "session": session}, status_code=202)
 
-    post_message = Webhook(
-        LimitBody(webchat.max_body_bytes),
-        Parse(json_object),
-        SessionToken(webchat),
-        Record(record),
-        acknowledge=acknowledge,
-    )
+    # the page and its session
 
-    async def page(request: Request) -> Response:
+    async def page(self, request: Request) -> Response:
         return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache", **NOT_FRAMED})
 
-    async def new_session(request: Request) -> Response:
-        return JSONResponse({"session": webchat.new_session()}, status_code=201)
+    async def new_session(self, request: Request) -> Response:
+        return JSONResponse({"session": self.webchat.new_session()}, status_code=201)
 
-    def file_url(session_id: str, outbox_id: int) -> str:
-        return f"chat/files/{session_id}/{outbox_id}/{webchat.sessions.file_signature(session_id, outbox_id)}"
+    async def words(self, request: Request) -> Response:
+        language, token = None, request.query_params.get("session")
+        # a page whose session is no longer valid still gets words, in the browser's language
+        with contextlib.suppress(RequestRejected):
+            language = await self.host.learner_language(self.webchat.name, self.webchat.verify_session(token))
+        chosen, page_words = self.webchat.words(language or request.headers.get("accept-language"))
+        return JSONResponse({"language": chosen, "words": dict(page_words)})
 
-    def view(session_id: str, outbox_id: int, payload: dict[str, Any]) -> dict[str, Any]:
-        return reply_view(outbox_id, payload, file_url=partial(file_url, session_id, outbox_id))
+    # replies: read after a cursor, or streamed as they are sent
 
-    async def fetch_replies(session_id: str, after: int) -> list[dict[str, Any]]:
-        sent = await host.sent_replies(webchat.name, session_id, after=after, limit=REPLIES_A_READ)
-        return [view(session_id, outbox_id, payload) for outbox_id, payload in sent]
+    def file_url(self, session_id: str, outbox_id: int) -> str:
+        return f"chat/files/{session_id}/{outbox_id}/{self.webchat.sessions.file_signature(session_id, outbox_id)}"
 
-    async def sent_since(since: datetime) -> Mapping[str, int]:
-        return await host.chats_sent_to(webchat.name, since=since)
+    def view(self, session_id: str, outbox_id: int, payload: dict[str, Any]) -> dict[str, Any]:
+        return reply_view(outbox_id, payload, file_url=partial(self.file_url, session_id, outbox_id))
 
-    def session_and_cursor(request: Request) -> tuple[str, int]:
-        session_id = webchat.verify_session(request.query_params.get("session"))
+    async def fetch_replies(self, session_id: str, after: int) -> list[dict[str, Any]]:
+        sent = await self.host.sent_replies(self.webchat.name, session_id, after=after, limit=REPLIES_A_READ)
+        return [self.view(session_id, outbox_id, payload) for outbox_id, payload in sent]
+
+    async def sent_since(self, since: datetime) -> Mapping[str, int]:
+        return await self.host.chats_sent_to(self.webchat.name, since=since)
+
+    def session_and_cursor(self, request: Request) -> tuple[str, int]:
+        session_id = self.webchat.verify_session(request.query_params.get("session"))
         raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
         after = whole_number(raw)
         if after is None:
             raise RequestRejected(422, "'after' must be the id of the last reply seen (a whole number).")
         return session_id, after
 
-    async def list_replies(request: Request) -> Response:
+    async def list_replies(self, request: Request) -> Response:
         try:
-            session_id, after = session_and_cursor(request)
+            session_id, after = self.session_and_cursor(request)
         except RequestRejected as exc:
             return refusal(exc)
-        replies = await fetch_replies(session_id, after)
-        return JSONResponse({"replies": replies, "session": webchat.sessions.issue(session_id)})
+        replies = await self.fetch_replies(session_id, after)
+        return JSONResponse({"replies": replies, "session": self.webchat.sessions.issue(session_id)})
 
-    async def words(request: Request) -> Response:
-        language, token = None, request.query_params.get("session")
-        # a page whose session is no longer valid still gets words, in the browser's language
-        with contextlib.suppress(RequestRejected):
-            language = await host.learner_language(webchat.name, webchat.verify_session(token))
-        chosen, page_words = webchat.words(language or request.headers.get("accept-language"))
-        return JSONResponse({"language": chosen, "words": dict(page_words)})
-
-    async def events(request: Request) -> Response:
+    async def events(self, request: Request) -> Response:
         address = request.client.host if request.client else "unknown"
         try:
-            session_id, after = session_and_cursor(request)
-            webchat.gate.enter(address)
+            session_id, after = self.session_and_cursor(request)
+            self.webchat.gate.enter(address)
         except RequestRejected as exc:
             response = refusal(exc)
             if exc.status == 429:
@@ -205,33 +232,24 @@ def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRout
             return response
 
         feed = Feed(
-            read=partial(fetch_replies, session_id),
-            show=lambda sent: view(session_id, sent.outbox_id, sent.payload),
-            draft=partial(webchat.draft, session_id),
+            read=partial(self.fetch_replies, session_id),
+            show=lambda sent: self.view(session_id, sent.outbox_id, sent.payload),
+            draft=partial(self.webchat.draft, session_id),
             show_draft=partial(rendered, remember=False),
             gone=request.is_disconnected,
         )
         return ClosingStream(
-            reply_events(webchat.listen(session_id, after, sent_since=sent_since), feed),
-            on_close=lambda: webchat.gate.leave(address),
+            reply_events(self.webchat.listen(session_id, after, sent_since=self.sent_since), feed),
+            on_close=lambda: self.webchat.gate.leave(address),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    async def document(request: Request) -> Response:
+    # a document sent to the session
+
+    async def document(self, request: Request) -> Response:
         session_id, signature = request.path_params["session"], request.path_params["signature"]
         outbox_id: int = request.path_params["reply"]
-        if not webchat.sessions.file_signature_matches(session_id, outbox_id, signature):
+        if not self.webchat.sessions.file_signature_matches(session_id, outbox_id, signature):
             return Response("No such file here.", status_code=404, media_type="text/plain", headers=PRIVATE)
-        return await sent_document(host, webchat.name, session_id, outbox_id)
-
-    return [
-        Route("/", page),
-        Route("/chat/api/sessions", new_session, methods=["POST"]),
-        post_message.route("/chat/api/messages"),
-        Route("/chat/api/messages", list_replies, methods=["GET"]),
-        Route("/chat/api/events", events),
-        Route("/chat/api/words", words),
-        Route("/chat/files/{session}/{reply:int}/{signature}", document),
-        Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
-    ]
+        return await sent_document(self.host, self.webchat.name, session_id, outbox_id)
