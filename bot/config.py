@@ -222,6 +222,20 @@ class Settings(BaseSettings):
     knowledge_max_answer_tokens: int = Field(350, ge=16, le=4096)
     knowledge_model_timeout_seconds: float = Field(30.0, gt=0, le=600)
 
+    @field_validator("rasa_nlu_intents", "chroma_path", "knowledge_tokenizer_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An optional file or folder left empty (`CHROMA_PATH=`, as .env.example shows it) is unset: its default,
+        not the current folder (an empty path is read as ".")."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("data_dir", "sample_course_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("empty: give a folder, or unset it for its default")
+        return value
+
     @field_validator("admins", mode="before")
     @classmethod
     def _parse_admins(cls, value: object) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from bot.cli import build_parser
-from bot.config import Settings
+from bot.config import ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,6 +19,23 @@ def test_every_setting_is_in_env_example():
     documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
     assert not set(setting_names()) - documented, "add these to .env.example"
     assert not documented - set(setting_names()), ".env.example names settings that do not exist"
+
+
+def test_every_example_line_of_env_example_can_be_uncommented_as_it_stands(tmp_path):
+    """The file invites copying it and filling in what is used: each `# NAME=value` line, uncommented alone, is a
+    setting Lessonbot starts with (a note after the value, on the same line, would become part of the value)."""
+    examples = re.findall(r"^# ([A-Z][A-Z0-9_]+=.*)$", (ROOT / ".env.example").read_text(), re.MULTILINE)
+    refused = []
+    for line in examples:
+        if line.split("=", 1)[0].lower() not in Settings.model_fields:
+            continue
+        env = tmp_path / ".env"
+        env.write_text(line + "\n")
+        try:
+            load_settings(_env_file=env, data_dir=tmp_path / "var")
+        except ConfigError as exc:
+            refused.append(f"{line}: {exc}")
+    assert len(examples) > 50 and not refused
 
 
 def test_every_setting_is_in_the_readme():

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, knowledge_settings, load_settings
 
 
 def test_defaults_need_no_configuration(tmp_path):
@@ -81,6 +81,22 @@ def test_an_address_with_a_host_is_taken_and_empty_only_where_that_turns_somethi
             load_settings(_env_file=None)
     else:
         assert getattr(load_settings(_env_file=None), variable.lower()) == ""
+
+
+@pytest.mark.parametrize("variable", ["CHROMA_PATH", "KNOWLEDGE_TOKENIZER_DIR", "RASA_NLU_INTENTS"])
+def test_an_optional_path_left_empty_is_its_default_not_the_current_folder(monkeypatch, tmp_path, variable):
+    monkeypatch.setenv(variable, "")
+    settings = load_settings(_env_file=None, data_dir=tmp_path)
+    assert getattr(settings, variable.lower()) is None
+    if variable == "CHROMA_PATH":  # "empty means DATA_DIR/chroma"
+        assert knowledge_settings(settings).chroma_path == tmp_path / "chroma"
+
+
+@pytest.mark.parametrize("variable", ["DATA_DIR", "SAMPLE_COURSE_DIR"])
+def test_a_folder_left_empty_is_refused_not_taken_for_the_current_one(monkeypatch, variable):
+    monkeypatch.setenv(variable, " ")
+    with pytest.raises(ConfigError, match=f"{variable}: Value error, empty: give a folder"):
+        load_settings(_env_file=None)
 
 
 def test_certificates_name_the_public_address_or_where_the_server_listens(tmp_path):
