@@ -44,6 +44,7 @@ def _number(text: str) -> int | None:
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     from dialogs.payments import receipt_number
+    from storage.courses import major_units
     from storage.payments import recent_payments, revenue
 
     async def main() -> int:
@@ -52,13 +53,15 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
             if not rows:
                 print("No payments yet.")
             for row in rows:
-                charged = f"{row.amount_minor} {row.currency}{' a ' + row.period if row.period else ''}"
-                discount = f" (-{row.discount_minor})" if row.discount_minor else ""
+                charged = (f"{major_units(row.amount_minor, row.currency)} {row.currency}"
+                           f"{' a ' + row.period if row.period else ''}")
+                discount = f" (-{major_units(row.discount_minor, row.currency)})" if row.discount_minor else ""
                 print(f"{receipt_number(row)}\t{row.status}\t{charged}{discount}"
                       f"\tcourse={row.course_id}\tlearner={row.user_id}\t{row.provider}\t{row.reference or ''}"
                       f"\t{row.created_at:%Y-%m-%d %H:%M}")
             for total in await revenue(session):
-                print(f"revenue\tcourse={total.course_id}\t{total.net_minor} {total.currency}"
+                net = major_units(total.net_minor, total.currency)
+                print(f"revenue\tcourse={total.course_id}\t{net} {total.currency}"
                       f"\tpayments={total.payments}\trenewals={total.renewals}\trefunded={total.refunds}")
         return 0
 

@@ -54,8 +54,8 @@ async def test_list_show_and_refund_from_the_command_line(settings, tmp_path):
                          STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, STRIPE_API_BASE_URL=stripe_api.base_url,
                          PUBLIC_BASE_URL="https://bot.example.test")
         code, out, err = await run(env, "list")
-        assert code == 0 and out.startswith(f"LB-{number:06d}\tpaid\t300 GBP"), err
-        assert f"revenue\tcourse={course.id}\t300 GBP\tpayments=1\trenewals=0\trefunded=0" in out
+        assert code == 0 and out.startswith(f"LB-{number:06d}\tpaid\t3.00 GBP"), err
+        assert f"revenue\tcourse={course.id}\t3.00 GBP\tpayments=1\trenewals=0\trefunded=0" in out
         code, out, _err = await run(env, "show", f"LB-{number:06d}")
         assert code == 0 and "charge_reference: pi_test_cli" in out
         code, out, err = await run(env, "refund", "twelve")
