@@ -590,4 +590,10 @@ async def redeem(session: AsyncSession, code: AccessCode, user_id: int, now: dat
     granted = await grant(
         session, user_id, code.course_id, source=SOURCE_CODE, reference=reference, expires_at=expires, now=now
     )
-    return Redeemed.OK if granted else Redeemed.ALREADY
+    if not granted:  # the same learner redeemed it at the same moment elsewhere (a linked chat): one use is theirs
+        await session.execute(
+            update(AccessCode).where(AccessCode.id == code.id).values(uses_left=AccessCode.uses_left + 1)
+            .execution_options(synchronize_session=False)
+        )
+        return Redeemed.ALREADY
+    return Redeemed.OK

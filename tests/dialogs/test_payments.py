@@ -3,6 +3,7 @@ grant and revoke (audited) — through the real pipeline on a recording channel.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from decimal import Decimal
 
@@ -14,7 +15,8 @@ from dialogs.i18n import translator
 from dialogs.payments import PaymentDesk
 from dialogs.prices import course_label, format_price
 from storage.courses import Course
-from storage.models import AdminAuditEntry
+from storage.models import AdminAuditEntry, ChannelIdentity, User, utcnow
+from storage.payments import AccessCode, Redeemed, redeem
 from tests.dialogs.learning_support import PAID, Learning, import_sample, onboard
 from tests.dialogs.payment_support import entitlements
 from tests.support import RecordingChannel
@@ -117,6 +119,37 @@ async def test_an_access_code_opens_a_course_for_as_many_learners_as_it_says(sho
     assert used_up.startswith("This code has been used up.")
     [granted] = await entitlements(bot)
     assert granted.source == "code" and granted.expires_at is not None
+
+
+async def test_a_learner_redeeming_a_code_twice_at_once_takes_one_use(shop):
+    """Two linked chats of one learner send the same code at the same moment: each transaction finds no redemption
+    yet and takes a use; the one whose entitlement is there first keeps it, the other gives its use back."""
+    bot, ann, boss = shop
+    await onboard(ann, course="Passwords that hold — 3.00 GBP")
+    [made] = await boss.say("/admin code passwords-that-hold 50")
+    assert made.startswith("Access code LB-")
+    async with bot.db.sessions() as session:
+        code = await session.scalar(select(AccessCode))
+        user_id = (await session.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "ann"))).user_id
+
+    async def redeemed_by(user: int) -> Redeemed:
+        async with bot.db.transaction() as session:
+            return await redeem(session, await session.get(AccessCode, code.id), user, utcnow())
+
+    for round_number in range(5):
+        learner = user_id if round_number == 0 else (await _new_learner(bot, f"learner {round_number}"))
+        outcomes = await asyncio.gather(redeemed_by(learner), redeemed_by(learner))
+        assert sorted(outcomes) == [Redeemed.ALREADY, Redeemed.OK]
+    async with bot.db.sessions() as session:
+        assert (await session.get(AccessCode, code.id)).uses_left == 50 - 5
+
+
+async def _new_learner(bot: Lessonbot, name: str) -> int:
+    async with bot.db.transaction() as session:
+        user = User(display_name=name)
+        session.add(user)
+        await session.flush()
+        return user.id
 
 
 async def test_a_code_stops_at_its_expiry_or_when_disabled_and_counts_its_uses(shop):
