@@ -914,13 +914,17 @@ async def record_refund(session: AsyncSession, payment: Payment, *, now: datetim
              "preview are locked again.", title=title, receipt=receipt)
 
 
-async def tell(session: AsyncSession, payment: Payment, text: str) -> None:
+async def tell(session: AsyncSession, payment: Payment, text: str) -> bool:
     """A message to the conversation the payment was made in, queued in the caller's transaction (from an admin's
-    conversation, or the command line): the dispatcher's poll sends it."""
+    conversation, or the command line): the dispatcher's poll sends it. False, and nothing queued, when the buyer's
+    data was erased: the sale is kept detached from them, with no chat to tell."""
+    if not payment.chat_id:
+        return False
     conversation_id = await get_or_create_conversation(session, payment.channel, payment.chat_id)
     await enqueue(session, [OutboxEntry(conversation_id=conversation_id, channel=payment.channel,
                                         chat_id=payment.chat_id, payload=Text(text).to_payload(),
                                         idempotency_key=f"payment:{payment.id}:{payment.status}")])
+    return True
 
 
 def receipt_number(payment: Payment) -> str:
@@ -1075,6 +1079,10 @@ async def admin_refund(turn: Turn, args: str) -> None:
                    "{receipt} again to give that back too.", receipt=receipt_number(payment)))
         return
     await refund_settled(turn, payment, note=f"refunded by {turn.identity.address}")
+    if not payment.chat_id:
+        turn.say(_("Refunded payment {receipt}. Its buyer erased their data, so there was no access to revoke and no "
+                   "one to tell.", receipt=receipt_number(payment)))
+        return
     turn.say(_("Refunded payment {receipt}; access revoked and the learner told.", receipt=receipt_number(payment)))
 
 
@@ -1124,6 +1132,9 @@ async def _give_back(desk: PaymentDesk, payment: Refundable) -> None:
     if payment.provider == TELEGRAM:
         if desk.refund_stars is None:
             raise RefundRefused("Telegram is not connected in this process")
+        if not payment.buyer:
+            raise RefundRefused("its buyer erased their data, and Telegram gives Stars back only to the account that "
+                                "paid (its user id, erased with the rest): nothing can be given back from here")
         # a subscription's latest charge (what paid the period now running), else the one payment
         await desk.refund_stars(payment.channel, payment.buyer, payment.charge_reference or payment.reference)
         return

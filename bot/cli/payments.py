@@ -140,9 +140,11 @@ def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
                               "period just paid for.")
                     elif paid is not None:
                         text = await record_refund(session, paid, now=utcnow(), note=f"refunded by {identity}")
-                        if text is not None:
-                            await tell(session, paid, text)
-                        print(f"Refunded payment {number}; access revoked and the learner told.")
+                        if text is not None and not await tell(session, paid, text):
+                            print(f"Refunded payment {number}. Its buyer erased their data, so there was no access "
+                                  "to revoke and no one to tell.")
+                        else:
+                            print(f"Refunded payment {number}; access revoked and the learner told.")
             async with db.transaction() as session:
                 session.add(AdminAuditEntry(identity=identity, command="payments refund", arguments=args.payment,
                                             outcome=outcome))

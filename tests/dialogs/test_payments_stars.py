@@ -172,6 +172,26 @@ async def test_an_admin_refund_gives_the_stars_back_and_revokes(telegram):
     assert (await entitlements(bot))[0].revoked_at is not None
 
 
+async def test_an_erased_buyers_stars_cannot_be_given_back_and_the_admin_is_told_why(telegram):
+    """Telegram gives Stars back only to the account that paid, named by its user id; erasing the buyer erased it
+    (the sale is kept, detached): the admin hears so, in words, and nothing is asked of Telegram."""
+    client, bot, standin = telegram
+    marta = await onboarded(client, standin)
+    sent = await invoice(marta, standin)
+    await marta._post(payment_update(standin.pay(sent, marta.user), chat_id=CHAT, user=marta.user))
+    await bot.settle()
+    await marta.say("/stop")
+    await marta.press("Stop and delete my data")
+    [payment] = await payments(bot)
+    assert payment.user_id is None and payment.status == PaymentStatus.PAID
+
+    answer = await refunded_by_the_boss(marta, standin, payment)
+    assert answer == ("The refund did not go through: its buyer erased their data, and Telegram gives Stars back only "
+                      "to the account that paid (its user id, erased with the rest): nothing can be given back from "
+                      "here")
+    assert not standin.called("refundStarPayment") and (await payments(bot))[0].status == PaymentStatus.PAID
+
+
 async def test_a_refund_telegram_makes_itself_takes_the_course_back_once(telegram):
     client, bot, standin = telegram
     marta = await onboarded(client, standin)

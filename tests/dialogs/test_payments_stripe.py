@@ -17,7 +17,7 @@ from bot.payments import stripe_amount
 from dialogs.payments import CannotCharge
 from standins.stripe import StripeStandIn
 from storage.courses import SOURCE_PURCHASE
-from storage.models import InboundMessage
+from storage.models import InboundMessage, OutboxMessage
 from storage.payments import PaymentEvent, PaymentStatus
 from tests.dialogs.learning_support import PAID, Learning, answer_until, import_sample, onboard
 from tests.dialogs.payment_support import (
@@ -210,6 +210,25 @@ async def test_a_refund_revokes_access_and_the_learner_is_told_once(shop, stripe
     assert revoked.revoked_at is not None
     [locked] = await ann.say("/next")
     assert locked.startswith("Lesson 2 is part of the full course")
+
+
+async def test_an_erased_buyers_payment_is_refunded_with_no_one_to_tell(shop, stripe_api):
+    """The buyer erased their data (the sale kept, detached from them, with no chat): the admin's refund goes
+    through, and the admin hears that no one was told, where a notice would have gone to no chat at all."""
+    client, bot, ann, boss = shop
+    paid = await bought(client, bot, ann, stripe_api)
+    await ann.say("/stop")
+    await ann.press("Stop and delete my data")
+    [payment] = await payments(bot)
+    assert payment.user_id is None and payment.chat_id == ""
+
+    [refunded] = await boss.say(f"/admin refund LB-{payment.id:06d}")
+    assert refunded == (f"Refunded payment LB-{payment.id:06d}. Its buyer erased their data, so there was no access "
+                        "to revoke and no one to tell.")
+    assert stripe_api.refunds[0]["payment_intent"] == paid["payment_intent"]
+    assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
+    async with bot.db.sessions() as session:
+        assert not list(await session.scalars(select(OutboxMessage).where(OutboxMessage.chat_id == "")))
 
 
 async def test_a_refund_made_in_stripe_revokes_through_its_event(shop, stripe_api):
