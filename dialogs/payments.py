@@ -54,18 +54,22 @@ from storage.courses import SOURCE_GRANT, SOURCE_PURCHASE, Course, Entitlement, 
 from storage.models import ChannelIdentity, User
 from storage.outbox import OutboxEntry, enqueue
 from storage.payments import (
+    PURCHASE_CHARGE,
     STRIPE,
     TELEGRAM,
     Payment,
     PaymentStatus,
     Redeemed,
     access_code,
+    charge_refunded,
     grant,
     grant_purchase,
     holds_for_good,
     make_code,
     move_status,
+    name_charge,
     paid_purchase,
+    partly_refunded,
     payment_by_subscription,
     purchases,
     recent_payments,
@@ -479,7 +483,9 @@ async def _stars_refunded(turn: Turn, refunded: dict[str, Any]) -> None:
     if payment is None:
         log.error("a Stars refund for no payment of ours", extra={"charge": refunded.get("telegram_payment_charge_id")})
         return
-    if not await refund_settled(turn, payment, note="refunded in Telegram Stars (reported by Telegram)"):
+    charge = refunded.get("telegram_payment_charge_id")
+    if not await refund_settled(turn, payment, note="refunded in Telegram Stars (reported by Telegram)",
+                                given_back=charge if isinstance(charge, str) and charge else None):
         log.info("a Stars refund reported for a payment refunded already", extra={"payment_id": payment.id})
 
 
@@ -523,15 +529,8 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
                   extra={"event_id": event.get("id")})
         return
     kind = event["type"]
-    if kind == "charge.refunded":
-        if event.get("refunded"):
-            await _cancel_subscription(turn, payment)
-            await refund_settled(turn, payment, note="refunded in Stripe")
-        return
-    if kind == "charge.dispute.closed":
-        if event.get("status") == "lost":  # a chargeback: the bank took the money back
-            await _cancel_subscription(turn, payment)
-            await refund_settled(turn, payment, note="a dispute lost in Stripe (a chargeback)", chargeback=True)
+    if kind in ("charge.refunded", "charge.dispute.closed"):
+        await _given_back(turn, payment, event)
         return
     if kind.startswith("customer.subscription."):
         await _subscription_changed(turn, payment, event)
@@ -688,6 +687,29 @@ async def _follow_period(turn: Turn, payment: Payment) -> None:
         await set_purchase_expiry(turn.session, payment, access_until(desk_of(turn), payment, turn.now))
 
 
+async def _given_back(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
+    """A charge given back in Stripe, whichever month of a subscription it paid: whole (a refund made in the
+    Dashboard, a dispute lost: a chargeback), which takes back what the payment gave and cancels its subscription;
+    or in part, which the revenue counts and which leaves the access as it is."""
+    intent = event.get("payment_intent")
+    given_back = intent if isinstance(intent, str) else None
+    if event["type"] == "charge.dispute.closed":
+        if event.get("status") == "lost":  # the bank took the money back
+            await _cancel_subscription(turn, payment)
+            await refund_settled(turn, payment, note="a dispute lost in Stripe (a chargeback)", chargeback=True,
+                                 given_back=given_back)
+        return
+    if event.get("refunded"):
+        await _cancel_subscription(turn, payment)
+        await refund_settled(turn, payment, note="refunded in Stripe", given_back=given_back)
+        return
+    amount = event.get("amount_refunded")
+    if (given_back and isinstance(amount, int) and amount > 0
+            and await partly_refunded(turn.session, payment, given_back, amount, turn.now)):
+        log.info("part of a payment was refunded in Stripe; access kept",
+                 extra={"payment_id": payment.id, "refunded_minor": amount})
+
+
 async def _subscription_ended(turn: Turn, payment: Payment, status: str, *, ended: datetime) -> None:
     """Access ends with the subscription; the learner is told once (the first report of its end moves it)."""
     result = await turn.session.execute(
@@ -733,11 +755,17 @@ async def _invoice(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
     invoice = event.get("invoice")
     intent = event.get("payment_intent")
     charged = intent if isinstance(intent, str) else await _paid_by(turn, invoice)
+    renewal = event.get("billing_reason") != FIRST_INVOICE
+    if renewal and payment.status in (PaymentStatus.REFUNDED, PaymentStatus.REJECTED):
+        await _charged_after_the_refund(turn, payment, invoice, charged, paid)
+        return
     if charged:
         payment.charge_reference = charged
-    renewal = event.get("billing_reason") != FIRST_INVOICE
+        if not renewal:  # what paid the purchase, recorded when the checkout completed
+            await name_charge(turn.session, payment, PURCHASE_CHARGE, charged)
     if payment.status == PaymentStatus.PAID and renewal and isinstance(invoice, str):
-        await record_charge(turn.session, payment, reference=invoice, amount_minor=paid, now=turn.now)
+        await record_charge(turn.session, payment, reference=invoice, amount_minor=paid, now=turn.now,
+                            paid_by=charged)
     payment.subscription_status = "active"
     period_end = _moment(event.get("period_end"))
     if period_end is not None and (payment.period_end is None or period_end > payment.period_end):
@@ -746,6 +774,37 @@ async def _invoice(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
     if was_late and payment.status == PaymentStatus.PAID:
         turn.say(_("Your monthly payment went through: your lessons stay open until {date}.",
                    date=day_said(turn, access_until(desk_of(turn), payment, turn.now))))
+
+
+async def _charged_after_the_refund(turn: Turn, payment: Payment, invoice: object, charged: str | None,
+                                    paid: int) -> None:
+    """Stripe renewed a subscription that gives nothing here any more (refunded or rejected, and cancelling it
+    failed then): the charge is recorded, given back and the subscription cancelled again, or the learner is told
+    where to ask (once an invoice: its charge is recorded once)."""
+    if not isinstance(invoice, str) or not await record_charge(
+            turn.session, payment, reference=invoice, amount_minor=paid, now=turn.now, paid_by=charged):
+        return
+    log.error("a Stripe subscription was charged after its payment was refunded or rejected; giving it back",
+              extra={"payment_id": payment.id, "status": payment.status, "invoice": invoice})
+    checkout = desk_of(turn).checkout
+    outcome = "no payment intent to refund" if checkout is None or not charged else \
+        await turn.call_outside_transaction(f"stray:{invoice}", lambda: _outcome(checkout.refund(charged)))
+    if outcome == "ok":
+        await charge_refunded(turn.session, payment, invoice, turn.now)
+    else:
+        log.error("a stray Stripe renewal could not be refunded: refund it in the Stripe Dashboard",
+                  extra={"payment_id": payment.id, "invoice": invoice, "error": outcome})
+    if payment.subscription_reference:
+        await _cancel_in_stripe(turn, payment, payment.subscription_reference)
+    _ = tr(turn)
+    course = await turn.session.get(Course, payment.course_id)
+    title = course.title if course else "—"
+    if outcome == "ok":
+        turn.say(_("Stripe charged you for “{title}”, whose subscription had already ended here, so I gave the "
+                   "payment back and cancelled it. Send /buy to subscribe again.", title=title))
+    else:
+        turn.say(_("Stripe charged you for “{title}”, whose subscription had already ended here. Send /paysupport "
+                   "and we'll give the payment back.", title=title))
 
 
 async def _paid_by(turn: Turn, invoice: object) -> str | None:
@@ -881,10 +940,12 @@ async def _reject(turn: Turn, payment: Payment, why: str, *, reference: str | No
                    "Send /paysupport and we'll sort it out (receipt no. {receipt}).", receipt=receipt_number(payment)))
 
 
-async def refund_settled(turn: Turn, payment: Payment, *, note: str, chargeback: bool = False) -> bool:
+async def refund_settled(turn: Turn, payment: Payment, *, note: str, chargeback: bool = False,
+                         given_back: str | None = None) -> bool:
     """A refund went through (or a chargeback took the money back): revoke what the payment granted and tell the
-    learner, once."""
-    text = await record_refund(turn.session, payment, now=turn.now, note=note, chargeback=chargeback)
+    learner, once. `given_back`: what paid the charge given back (else the latest)."""
+    text = await record_refund(turn.session, payment, now=turn.now, note=note, chargeback=chargeback,
+                               given_back=given_back)
     if text is None:
         return False
     if payment.user_id == turn.user.id and turn.message.chat_id == payment.chat_id:
@@ -895,12 +956,12 @@ async def refund_settled(turn: Turn, payment: Payment, *, note: str, chargeback:
 
 
 async def record_refund(session: AsyncSession, payment: Payment, *, now: datetime, note: str,
-                        chargeback: bool = False) -> str | None:
+                        chargeback: bool = False, given_back: str | None = None) -> str | None:
     """Mark `payment` refunded and revoke its entitlement; what to tell the learner, or None if it was refunded
     already (so a refund reported twice, by an admin and by Stripe's event, is told once). A chargeback (a dispute
     the bank decided for the buyer) is recorded as a refund, and told as what it is."""
     if not await move_status(session, payment, PaymentStatus.REFUNDED, allowed_from=(PaymentStatus.PAID,), now=now,
-                             note=note[:2000]):
+                             given_back=given_back, note=note[:2000]):
         return None
     await revoke_purchase(session, payment, now)
     course = await session.get(Course, payment.course_id)

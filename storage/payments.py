@@ -11,8 +11,10 @@ An `AccessCode` opens a course without paying (a promotion, a class given access
 one for a number of learners (`uses`), each learner redeems it once, until it runs out, expires or is disabled.
 
 A `PaymentCharge` is one charge of a payment: the purchase itself when it is paid, then every renewal of a
-subscription the platform reports paid (Stripe's invoice of a later period, Telegram's next Stars charge). Revenue
-is the sum of the charges; a refund gives back the latest one (the platforms refund the charge a payment names last).
+subscription the platform reports paid (Stripe's invoice of a later period, Telegram's next Stars charge), with what
+paid it at the platform (`paid_by`: Stripe's payment intent, Telegram's charge id). Revenue is the sum of the charges
+less what was given back of each: a refund or a chargeback gives back the charge its report names (an admin's refund,
+the latest: the platforms refund the charge a payment names last), a partial refund part of one.
 
 A `PaymentEvent` is every verified event a payment platform sent, recorded by the platform's event id before it is
 acknowledged: a second delivery of the same id is recognised here and goes no further.
@@ -38,6 +40,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    case,
     cast,
     func,
     or_,
@@ -133,19 +136,76 @@ class PaymentCharge(Base):
     reference: Mapped[str] = mapped_column(String(200))
     amount_minor: Mapped[int] = mapped_column(Integer)  # what was taken, in the payment's currency
     charged_at: Mapped[datetime] = mapped_column()
-    refunded_at: Mapped[datetime | None] = mapped_column()
+    refunded_at: Mapped[datetime | None] = mapped_column()  # given back whole (a refund, a chargeback)
+    # what paid it at the platform (Stripe's payment intent, Telegram's charge id): what a refund of it names
+    paid_by: Mapped[str | None] = mapped_column(String(200), index=True)
+    refunded_minor: Mapped[int | None] = mapped_column(Integer)  # how much of it was given back (a partial refund)
 
 
 async def record_charge(session: AsyncSession, payment: Payment, *, reference: str, amount_minor: int,
-                        now: datetime) -> bool:
-    """A charge of `payment` (PURCHASE_CHARGE, or a renewal's platform id); False if it was recorded already."""
+                        now: datetime, paid_by: str | None = None) -> bool:
+    """A charge of `payment` (PURCHASE_CHARGE, or a renewal's platform id), paid by `paid_by` (the platform's
+    payment intent or charge id, where known); False if it was recorded already."""
     inserted = await session.scalar(
         insert_ignoring_conflicts(
             session, PaymentCharge,
-            {"payment_id": payment.id, "reference": reference, "amount_minor": amount_minor, "charged_at": now},
+            {"payment_id": payment.id, "reference": reference, "amount_minor": amount_minor, "charged_at": now,
+             "paid_by": paid_by},
         ).returning(PaymentCharge.id)
     )
     return inserted is not None
+
+
+async def name_charge(session: AsyncSession, payment: Payment, reference: str, paid_by: str) -> None:
+    """Name what paid a charge recorded before the platform said (a subscription's purchase, paid by its first
+    invoice's payment intent)."""
+    await session.execute(
+        update(PaymentCharge)
+        .where(PaymentCharge.payment_id == payment.id, PaymentCharge.reference == reference,
+               PaymentCharge.paid_by.is_(None))
+        .values(paid_by=paid_by).execution_options(synchronize_session=False)
+    )
+
+
+async def partly_refunded(session: AsyncSession, payment: Payment, paid_by: str, refunded_minor: int,
+                          now: datetime) -> bool:
+    """Part of a charge given back (Stripe reports how much of it in all, so a second partial refund says the sum):
+    the charge `paid_by` names (else the payment's latest, whose charge the payment names) records it; the access
+    stays. False if nothing changed (the same report twice, or more than was taken)."""
+    charge = await _charge_paid_by(session, payment, paid_by)
+    if charge is None or refunded_minor > charge.amount_minor or refunded_minor <= (charge.refunded_minor or 0):
+        return False
+    await session.execute(
+        update(PaymentCharge).where(PaymentCharge.id == charge.id)
+        .values(refunded_minor=refunded_minor).execution_options(synchronize_session=False)
+    )
+    return True
+
+
+async def charge_refunded(session: AsyncSession, payment: Payment, reference: str, now: datetime) -> None:
+    """One charge of `payment` (its PaymentCharge.reference) given back whole, the payment's status aside: a renewal
+    of a subscription that had ended here, refunded at once."""
+    await session.execute(
+        update(PaymentCharge)
+        .where(PaymentCharge.payment_id == payment.id, PaymentCharge.reference == reference,
+               PaymentCharge.refunded_at.is_(None))
+        .values(refunded_at=now, refunded_minor=PaymentCharge.amount_minor)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def _charge_paid_by(session: AsyncSession, payment: Payment, paid_by: str | None) -> PaymentCharge | None:
+    """The charge of `payment` that `paid_by` paid; the latest when none names it (a charge recorded before charges
+    were named) and the payment's own latest charge is that one, or when no `paid_by` is given."""
+    if paid_by:
+        named = await session.scalar(select(PaymentCharge).where(PaymentCharge.payment_id == payment.id,
+                                                                 PaymentCharge.paid_by == paid_by))
+        if named is not None:
+            return named
+        if paid_by not in (payment.charge_reference, payment.reference):
+            return None
+    return await session.scalar(select(PaymentCharge).where(PaymentCharge.payment_id == payment.id)
+                                .order_by(PaymentCharge.id.desc()).limit(1))
 
 
 async def charges_of(session: AsyncSession, payment_ids: Sequence[int]) -> dict[int, list[PaymentCharge]]:
@@ -202,8 +262,16 @@ async def payment_by_reference(session: AsyncSession, provider: str, reference: 
 
 
 async def payment_by_charge(session: AsyncSession, provider: str, charge_reference: str) -> Payment | None:
-    return await session.scalar(
+    """The payment whose latest charge `charge_reference` paid, or any earlier one (a subscription's month before
+    its renewal)."""
+    latest = await session.scalar(
         select(Payment).where(Payment.provider == provider, Payment.charge_reference == charge_reference)
+    )
+    if latest is not None:
+        return latest
+    return await session.scalar(
+        select(Payment).join(PaymentCharge, PaymentCharge.payment_id == Payment.id)
+        .where(Payment.provider == provider, PaymentCharge.paid_by == charge_reference).limit(1)
     )
 
 
@@ -289,6 +357,7 @@ class Revenue:
 async def revenue(session: AsyncSession) -> list[Revenue]:
     """Every course's takings by currency, from the charges (PaymentCharge), largest first."""
     refunded = PaymentCharge.refunded_at.is_not(None)
+    given_back = func.coalesce(PaymentCharge.refunded_minor, case((refunded, PaymentCharge.amount_minor), else_=0))
     renewal = PaymentCharge.reference != PURCHASE_CHARGE
     rows = await session.execute(
         select(
@@ -299,7 +368,7 @@ async def revenue(session: AsyncSession) -> list[Revenue]:
             func.count(PaymentCharge.id).filter(renewal),
             func.sum(PaymentCharge.amount_minor),
             func.count(PaymentCharge.id).filter(refunded),
-            func.coalesce(func.sum(PaymentCharge.amount_minor).filter(refunded), 0),
+            func.coalesce(func.sum(given_back), 0),
         )
         .join(PaymentCharge, PaymentCharge.payment_id == Payment.id)
         .join(Course, Course.id == Payment.course_id)
@@ -319,10 +388,13 @@ async def move_status(
     *,
     allowed_from: Sequence[PaymentStatus],
     now: datetime,
+    given_back: str | None = None,
     **values: Any,
 ) -> bool:
     """Move a payment to `to` only from one of `allowed_from`, as one conditional UPDATE: of two events that confirm
-    the same payment at once, exactly one moves it (the other finds it moved and does nothing)."""
+    the same payment at once, exactly one moves it (the other finds it moved and does nothing). Refunded: the charge
+    `given_back` paid (the platform's payment intent or charge id the refund names) is marked given back whole;
+    without it, the latest (the platforms refund the charge a payment names last)."""
     if to is PaymentStatus.PAID:
         values.setdefault("paid_at", now)
     if to is PaymentStatus.REFUNDED:
@@ -336,13 +408,17 @@ async def move_status(
     moved = rows_affected(result) == 1
     await session.refresh(payment)
     if moved and to is PaymentStatus.PAID:
-        await record_charge(session, payment, reference=PURCHASE_CHARGE, amount_minor=payment.paid_minor, now=now)
-    if moved and to is PaymentStatus.REFUNDED:  # the platform gives back the latest charge
-        latest = select(func.max(PaymentCharge.id)).where(PaymentCharge.payment_id == payment.id).scalar_subquery()
-        await session.execute(
-            update(PaymentCharge).where(PaymentCharge.id == latest, PaymentCharge.refunded_at.is_(None))
-            .values(refunded_at=now).execution_options(synchronize_session=False)
-        )
+        paid_by = payment.charge_reference or (payment.reference if payment.provider == TELEGRAM else None)
+        await record_charge(session, payment, reference=PURCHASE_CHARGE, amount_minor=payment.paid_minor, now=now,
+                            paid_by=paid_by)
+    if moved and to is PaymentStatus.REFUNDED:
+        charge = await _charge_paid_by(session, payment, given_back)
+        if charge is not None and charge.refunded_at is None:
+            await session.execute(
+                update(PaymentCharge).where(PaymentCharge.id == charge.id)
+                .values(refunded_at=now, refunded_minor=charge.amount_minor)
+                .execution_options(synchronize_session=False)
+            )
     return moved
 
 

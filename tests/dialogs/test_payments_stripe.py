@@ -374,6 +374,29 @@ async def test_in_a_group_buy_and_purchases_answer_in_the_private_chat(shop, str
     assert len(stripe_api.called("/v1/checkout/sessions")) == 1
 
 
+async def test_partial_refunds_count_in_the_revenue_and_leave_the_access(shop, stripe_api):
+    """Part of a payment given back in the Stripe Dashboard: the revenue counts what went back (Stripe reports the
+    sum given back so far, so a second partial refund says both, and a repeated report changes nothing), and the
+    learner keeps the course; the rest given back later is a refund like any other."""
+    client, bot, ann, boss = shop
+    paid = await bought(client, bot, ann, stripe_api)
+    for given_back, net in ((100, "2.00"), (250, "0.50"), (250, "0.50")):
+        partial = refund_event(paid)
+        partial["data"]["object"].update(amount_refunded=given_back, refunded=False)
+        assert (await post_event(client, partial)).json()["outcome"] == "forwarded"
+        await bot.settle()
+        [listed] = await boss.say("/admin payments")
+        assert f"passwords-that-hold: {net} GBP (1 payment, 0 refunded)" in listed
+    assert await takings(bot) == [(1, 0, 300, 0, 250)]
+    assert (await payments(bot))[0].status == PaymentStatus.PAID
+    assert (await entitlements(bot))[0].revoked_at is None
+
+    await post_event(client, refund_event(paid))
+    await bot.settle()
+    assert await takings(bot) == [(1, 0, 300, 1, 300)]
+    assert (await entitlements(bot))[0].revoked_at is not None
+
+
 async def test_a_partial_refund_reported_before_the_payment_leaves_it_standing(shop, stripe_api):
     client, bot, ann, _boss = shop
     session = await bought_link(ann, bot, stripe_api)

@@ -17,6 +17,7 @@ from storage.payments import PaymentStatus
 from tests.dialogs.learning_support import Learning, answer_until, import_sample, onboard
 from tests.dialogs.payment_support import (
     checkout_event,
+    dispute_event,
     entitlements,
     events,
     invoice_event,
@@ -241,6 +242,65 @@ async def test_a_refund_made_in_stripe_cancels_the_subscription(shop, stripe_api
     assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
     assert (await entitlements(bot))[0].revoked_at is not None
     assert ann.channel.texts("ann")[-1].startswith("Your payment for “Passwords that hold” was refunded")
+
+
+@pytest.mark.parametrize("given_back", ["refunded in the Dashboard", "a dispute lost"])
+async def test_the_first_month_given_back_after_a_renewal_is_found_and_counted(shop, stripe_api, given_back):
+    """A month before the latest renewal is refunded in Stripe, or its dispute lost: the event names what paid
+    that month, no longer the payment's latest charge. It is found all the same: access revoked, the subscription
+    cancelled, the learner told, and the revenue gives back that month's 3.00 GBP (not the latest one's)."""
+    client, bot, ann, _boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    await post_event(client, invoice_event(stripe_api.invoices[paid["invoice"]]))
+    await post_event(client, invoice_event(stripe_api.renew(paid["subscription"])))
+    await bot.settle()
+    assert await takings(bot) == [(1, 1, 600, 0, 0)]
+    first = stripe_api.paid_by(paid["invoice"])
+    event = (refund_event(paid | {"amount_total": 300}, payment_intent=first) if given_back.startswith("refunded")
+             else dispute_event(stripe_api.dispute(first, "lost")))
+    assert (await post_event(client, event)).json()["outcome"] == "forwarded"
+    await bot.settle()
+    assert await takings(bot) == [(1, 1, 600, 1, 300)]
+    assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
+    assert (await entitlements(bot))[0].revoked_at is not None
+    assert stripe_api.subscriptions[paid["subscription"]]["status"] == "canceled"
+    assert ann.channel.texts("ann")[-1].startswith(("Your payment for “Passwords that hold” was refunded",
+                                                    "Your bank took back your payment for “Passwords that hold”"))
+
+
+async def test_a_renewal_charged_after_a_refund_whose_cancellation_failed_is_given_back(shop, stripe_api):
+    """An admin refunds a subscription while Stripe cannot cancel it (logged for the admin): a month on, Stripe
+    charges the learner again for a course that stays locked. That charge is given back at once, the subscription
+    cancelled again and the learner told, once however often the invoice is reported; the revenue shows it taken
+    and given back."""
+    client, bot, ann, boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    await post_event(client, invoice_event(stripe_api.invoices[paid["invoice"]]))
+    await bot.settle()
+    [payment] = await payments(bot)
+    subscription = paid["subscription"]
+    hidden = stripe_api.subscriptions.pop(subscription)  # the cancellation finds nothing (404)
+    [refunded] = await boss.say(f"/admin refund LB-{payment.id:06d}")
+    assert refunded.startswith("Refunded payment")
+    stripe_api.subscriptions[subscription] = hidden
+    assert hidden["status"] == "active"
+    await bot.dispatcher.flush(10)
+    told = len(ann.channel.texts("ann"))
+
+    renewal = stripe_api.renew(subscription)
+    for _ in range(2):  # invoice.paid, then the same invoice reported again under another event id
+        assert (await post_event(client, invoice_event(renewal))).json()["outcome"] == "forwarded"
+        await bot.settle()
+    await bot.dispatcher.flush(10)
+    assert [r["payment_intent"] for r in stripe_api.refunds][-1] == stripe_api.paid_by(renewal["id"])
+    assert len(stripe_api.refunds) == 2
+    assert stripe_api.subscriptions[subscription]["status"] == "canceled"
+    assert ann.channel.texts("ann")[told:] == [
+        "Stripe charged you for “Passwords that hold”, whose subscription had already ended here, so I gave the "
+        "payment back and cancelled it. Send /buy to subscribe again."]
+    assert await takings(bot) == [(1, 1, 600, 2, 600)]
+    [locked] = await ann.say("/next")
+    assert locked.startswith("Lesson 2 is part of the full course")
 
 
 @pytest.mark.parametrize("changes", [{"currency": "usd"}, {"subtotal": 100, "amount_paid": 100}],

@@ -72,7 +72,9 @@ REVIEWED_COLUMNS: dict[str, tuple[str, ...]] = {
         "lease_until", "platform_message_id", "delivery_status", "delivery_error", "last_error", "idempotency_key",
         "parts_sent", "inbound_message_id", "created_at", "sent_at",
     ),
-    "payment_charges": ("id", "payment_id", "reference", "amount_minor", "charged_at", "refunded_at"),
+    "payment_charges": (
+        "id", "payment_id", "reference", "amount_minor", "charged_at", "refunded_at", "paid_by", "refunded_minor",
+    ),
     "payment_events": ("id", "provider", "event_id", "type", "payload", "outcome", "received_at"),
     "payments": (
         "id", "user_id", "offered_to", "course_id", "provider", "reference", "charge_reference", "amount_minor",
