@@ -25,11 +25,12 @@ def upgrade() -> None:
     op.add_column("payment_charges", sa.Column("paid_by", sa.String(length=200), nullable=True))
     op.add_column("payment_charges", sa.Column("refunded_minor", sa.Integer(), nullable=True))
     op.create_index("ix_payment_charges_paid_by", "payment_charges", ["paid_by"])
-    # What is known of the charges so far: a purchase (no renewal since) was paid by its payment's latest charge;
-    # a charge marked refunded was given back whole.
+    # What is known of the charges so far: a payment's latest charge was paid by what the payment names last (a Stars
+    # purchase, by its own reference; a Stars renewal is named by its charge id); a charge marked refunded was given
+    # back whole.
     op.execute(
         "UPDATE payment_charges SET paid_by = (SELECT charge_reference FROM payments "
-        "WHERE payments.id = payment_charges.payment_id) WHERE reference = 'purchase' AND NOT EXISTS "
+        "WHERE payments.id = payment_charges.payment_id) WHERE NOT EXISTS "
         "(SELECT 1 FROM payment_charges AS later WHERE later.payment_id = payment_charges.payment_id "
         "AND later.id > payment_charges.id)"
     )
@@ -38,7 +39,6 @@ def upgrade() -> None:
         "WHERE payments.id = payment_charges.payment_id) WHERE reference = 'purchase' AND paid_by IS NULL AND "
         "(SELECT provider FROM payments WHERE payments.id = payment_charges.payment_id) = 'telegram'"
     )
-    # a Stars renewal is named by its own charge id
     op.execute(
         "UPDATE payment_charges SET paid_by = reference WHERE reference <> 'purchase' AND "
         "(SELECT provider FROM payments WHERE payments.id = payment_charges.payment_id) = 'telegram'"
