@@ -503,19 +503,38 @@ async def _stars_renewed(turn: Turn, payment: Payment, charge: str, period_end: 
 async def _charged_after_the_end(turn: Turn, payment: Payment, charge: str) -> None:
     """Telegram renewed a subscription that gives nothing here any more (refunded, or rejected): the Stars go back
     and it is cancelled again, or the learner is told where to ask."""
-    _ = tr(turn)
     log.error("a Stars subscription was charged after it ended here; giving it back",
               extra={"payment_id": payment.id, "status": payment.status, "charge": charge})
     stray = replace(Refundable.of(payment), charge_reference=charge, subscription_reference=charge)
-    outcome = await turn.call_outside_transaction(f"stray:{charge}", lambda: refund(desk_of(turn), stray))
+    await _give_back_stray(turn, payment, stray)
+
+
+async def _give_back_stray(turn: Turn, payment: Payment, stray: Refundable) -> str:
+    """A subscription's charge that gives nothing here (its payment refunded or rejected before): given back and
+    the subscription cancelled (cancelled even when the refund fails, so it charges no more), and the learner told
+    which; "ok", or what went wrong."""
+    desk = desk_of(turn)
+    outcome = await turn.call_outside_transaction(f"stray:{stray.charge_reference or stray.subscription_reference}",
+                                                  lambda: refund(desk, stray))
+    if outcome != "ok" and stray.subscription_reference:
+        await turn.call_outside_transaction(f"stray-cancel:{stray.subscription_reference}",
+                                            lambda: _stop_renewing(desk, stray))
+    _ = tr(turn)
     course = await turn.session.get(Course, payment.course_id)
     title = course.title if course else "—"
-    if outcome == "ok":
+    if payment.provider == TELEGRAM and outcome == "ok":
         turn.say(_("Telegram charged you for “{title}”, whose subscription had already ended here, so I gave the "
                    "Stars back and cancelled it. Send /buy to subscribe again.", title=title))
-    else:
+    elif payment.provider == TELEGRAM:
         turn.say(_("Telegram charged you for “{title}”, whose subscription had already ended here. Send "
                    "/paysupport and we'll give the Stars back.", title=title))
+    elif outcome == "ok":
+        turn.say(_("Stripe charged you for “{title}”, whose subscription had already ended here, so I gave the "
+                   "payment back and cancelled it. Send /buy to subscribe again.", title=title))
+    else:
+        turn.say(_("Stripe charged you for “{title}”, whose subscription had already ended here. Send /paysupport "
+                   "and we'll give the payment back.", title=title))
+    return outcome
 
 
 # Stripe's events ------------------------------------------------------------------------------------------------------
@@ -786,25 +805,13 @@ async def _charged_after_the_refund(turn: Turn, payment: Payment, invoice: objec
         return
     log.error("a Stripe subscription was charged after its payment was refunded or rejected; giving it back",
               extra={"payment_id": payment.id, "status": payment.status, "invoice": invoice})
-    checkout = desk_of(turn).checkout
-    outcome = "no payment intent to refund" if checkout is None or not charged else \
-        await turn.call_outside_transaction(f"stray:{invoice}", lambda: _outcome(checkout.refund(charged)))
-    if outcome == "ok":
+    # (with no payment intent known, the refund asks Stripe for the subscription's latest charge: this one)
+    stray = replace(Refundable.of(payment), charge_reference=charged or "")
+    if await _give_back_stray(turn, payment, stray) == "ok":
         await charge_refunded(turn.session, payment, invoice, turn.now)
     else:
         log.error("a stray Stripe renewal could not be refunded: refund it in the Stripe Dashboard",
-                  extra={"payment_id": payment.id, "invoice": invoice, "error": outcome})
-    if payment.subscription_reference:
-        await _cancel_in_stripe(turn, payment, payment.subscription_reference)
-    _ = tr(turn)
-    course = await turn.session.get(Course, payment.course_id)
-    title = course.title if course else "—"
-    if outcome == "ok":
-        turn.say(_("Stripe charged you for “{title}”, whose subscription had already ended here, so I gave the "
-                   "payment back and cancelled it. Send /buy to subscribe again.", title=title))
-    else:
-        turn.say(_("Stripe charged you for “{title}”, whose subscription had already ended here. Send /paysupport "
-                   "and we'll give the payment back.", title=title))
+                  extra={"payment_id": payment.id, "invoice": invoice})
 
 
 async def _paid_by(turn: Turn, invoice: object) -> str | None:
