@@ -61,7 +61,7 @@ from storage.payments import (
     PaymentStatus,
     Redeemed,
     access_code,
-    charge_refunded,
+    charge_given_back,
     grant,
     grant_purchase,
     holds_for_good,
@@ -496,7 +496,8 @@ async def _stars_renewed(turn: Turn, payment: Payment, charge: str, period_end: 
         log.info("a Stars renewal reported again; nothing more to do", extra={"payment_id": payment.id})
         return
     payment.period_end, payment.charge_reference = period_end, charge
-    await record_charge(turn.session, payment, reference=charge, amount_minor=payment.amount_minor, now=turn.now)
+    await record_charge(turn.session, payment, reference=charge, amount_minor=payment.amount_minor, now=turn.now,
+                        paid_by=charge)
     await _follow_period(turn, payment)
 
 
@@ -712,15 +713,15 @@ async def _given_back(turn: Turn, payment: Payment, event: dict[str, Any]) -> No
     or in part, which the revenue counts and which leaves the access as it is."""
     intent = event.get("payment_intent")
     given_back = intent if isinstance(intent, str) else None
-    if event["type"] == "charge.dispute.closed":
-        if event.get("status") == "lost":  # the bank took the money back
-            await _cancel_subscription(turn, payment)
-            await refund_settled(turn, payment, note="a dispute lost in Stripe (a chargeback)", chargeback=True,
-                                 given_back=given_back)
-        return
-    if event.get("refunded"):
+    lost = event["type"] == "charge.dispute.closed" and event.get("status") == "lost"  # the bank took it back
+    if lost or (event["type"] == "charge.refunded" and event.get("refunded")):
         await _cancel_subscription(turn, payment)
-        await refund_settled(turn, payment, note="refunded in Stripe", given_back=given_back)
+        note = "a dispute lost in Stripe (a chargeback)" if lost else "refunded in Stripe"
+        if not await refund_settled(turn, payment, note=note, chargeback=lost, given_back=given_back) and given_back:
+            # the payment was refunded already (another month of it, or this charge by an admin): this charge too
+            await charge_given_back(turn.session, payment, turn.now, paid_by=given_back)
+        return
+    if event["type"] == "charge.dispute.closed":
         return
     amount = event.get("amount_refunded")
     if (given_back and isinstance(amount, int) and amount > 0
@@ -808,7 +809,7 @@ async def _charged_after_the_refund(turn: Turn, payment: Payment, invoice: objec
     # (with no payment intent known, the refund asks Stripe for the subscription's latest charge: this one)
     stray = replace(Refundable.of(payment), charge_reference=charged or "")
     if await _give_back_stray(turn, payment, stray) == "ok":
-        await charge_refunded(turn.session, payment, invoice, turn.now)
+        await charge_given_back(turn.session, payment, turn.now, reference=invoice)
     else:
         log.error("a stray Stripe renewal could not be refunded: refund it in the Stripe Dashboard",
                   extra={"payment_id": payment.id, "invoice": invoice})
@@ -1137,16 +1138,24 @@ async def admin_refund(turn: Turn, args: str) -> None:
     if payment is None or payment.status != PaymentStatus.PAID:
         raise UsageError(_("Payment {number} is not a paid payment (see /admin payments).", number=number))
     target = Refundable.of(payment)
-    outcome = await turn.call_outside_transaction(f"refund:{payment.id}", lambda: refund(desk_of(turn), target))
+
+    async def refunding() -> tuple[str, Refundable]:
+        return await refund(desk_of(turn), target), target
+
+    # (the turn is replayed after the call: what was refunded is the payment as the first pass read it)
+    outcome, refunded = await turn.call_outside_transaction(f"refund:{payment.id}", refunding)
     if outcome != "ok":
         turn.say(_("The refund did not go through: {error}", error=outcome))
         return
-    if renewed_since(payment, target):
+    if renewed_since(payment, refunded):
+        if refunded.charge_reference:  # the month before the renewal: given back, the one just paid for not
+            await charge_given_back(turn.session, payment, turn.now, paid_by=refunded.charge_reference)
         turn.say(_("Payment {receipt} renewed while it was being refunded: the charge before the renewal was given "
                    "back and the subscription cancelled, and the period just paid for stays open. Send /admin refund "
                    "{receipt} again to give that back too.", receipt=receipt_number(payment)))
         return
-    await refund_settled(turn, payment, note=f"refunded by {turn.identity.address}")
+    await refund_settled(turn, payment, note=f"refunded by {turn.identity.address}",
+                         given_back=refunded.charge_reference or None)
     if not payment.chat_id:
         turn.say(_("Refunded payment {receipt}. Its buyer erased their data, so there was no access to revoke and no "
                    "one to tell.", receipt=receipt_number(payment)))

@@ -22,6 +22,7 @@ import itertools
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -79,6 +80,8 @@ class StripeStandIn:
         self.invoices: dict[str, dict[str, Any]] = {}
         self._subscription_metadata: dict[str, dict[str, Any]] = {}  # a session's subscription_data[metadata]
         self.refunds: list[dict[str, Any]] = []
+        # What happens at Stripe while it answers a refund, before the answer leaves (a renewal charged meanwhile)
+        self.while_refunding: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -289,6 +292,8 @@ class StripeStandIn:
                   "currency": paid["currency"], "payment_intent": intent, "status": "succeeded"}
         self.refunds.append(refund)
         self.calls.append(Call("/v1/refunds", params, refund))
+        if self.while_refunding is not None:
+            await self.while_refunding(refund)
         return web.json_response(refund)
 
 

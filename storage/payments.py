@@ -182,16 +182,21 @@ async def partly_refunded(session: AsyncSession, payment: Payment, paid_by: str,
     return True
 
 
-async def charge_refunded(session: AsyncSession, payment: Payment, reference: str, now: datetime) -> None:
-    """One charge of `payment` (its PaymentCharge.reference) given back whole, the payment's status aside: a renewal
-    of a subscription that had ended here, refunded at once."""
+async def charge_given_back(session: AsyncSession, payment: Payment, now: datetime, *, paid_by: str | None = None,
+                            reference: str | None = None) -> bool:
+    """One charge of `payment` given back whole, whatever the payment's status (a second month refunded after the
+    first, a renewal charged after the refund): the one `reference` names (PaymentCharge.reference), else the one
+    `paid_by` paid (else the latest: `_charge_paid_by`). False if it was given back already, or none is found."""
+    charge = (await session.scalar(select(PaymentCharge).where(PaymentCharge.payment_id == payment.id,
+                                                               PaymentCharge.reference == reference))
+              if reference is not None else await _charge_paid_by(session, payment, paid_by))
+    if charge is None or charge.refunded_at is not None:
+        return False
     await session.execute(
-        update(PaymentCharge)
-        .where(PaymentCharge.payment_id == payment.id, PaymentCharge.reference == reference,
-               PaymentCharge.refunded_at.is_(None))
-        .values(refunded_at=now, refunded_minor=PaymentCharge.amount_minor)
-        .execution_options(synchronize_session=False)
+        update(PaymentCharge).where(PaymentCharge.id == charge.id, PaymentCharge.refunded_at.is_(None))
+        .values(refunded_at=now, refunded_minor=charge.amount_minor).execution_options(synchronize_session=False)
     )
+    return True
 
 
 async def _charge_paid_by(session: AsyncSession, payment: Payment, paid_by: str | None) -> PaymentCharge | None:
@@ -412,13 +417,7 @@ async def move_status(
         await record_charge(session, payment, reference=PURCHASE_CHARGE, amount_minor=payment.paid_minor, now=now,
                             paid_by=paid_by)
     if moved and to is PaymentStatus.REFUNDED:
-        charge = await _charge_paid_by(session, payment, given_back)
-        if charge is not None and charge.refunded_at is None:
-            await session.execute(
-                update(PaymentCharge).where(PaymentCharge.id == charge.id)
-                .values(refunded_at=now, refunded_minor=charge.amount_minor)
-                .execution_options(synchronize_session=False)
-            )
+        await charge_given_back(session, payment, now, paid_by=given_back)
     return moved
 
 
@@ -660,8 +659,10 @@ async def redeem(session: AsyncSession, code: AccessCode, user_id: int, now: dat
         .values(uses_left=AccessCode.uses_left - 1)
         .execution_options(synchronize_session=False)
     )
-    if rows_affected(taken) != 1:
-        return Redeemed.USED_UP
+    if rows_affected(taken) != 1:  # (the last use may have gone to this learner's other chat meanwhile)
+        redeemed = await session.scalar(
+            select(Entitlement.id).where(Entitlement.source == SOURCE_CODE, Entitlement.reference == reference))
+        return Redeemed.ALREADY if redeemed else Redeemed.USED_UP
     expires = now + timedelta(days=code.days) if code.days else None
     granted = await grant(
         session, user_id, code.course_id, source=SOURCE_CODE, reference=reference, expires_at=expires, now=now

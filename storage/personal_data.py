@@ -635,7 +635,7 @@ async def export_person(session: AsyncSession, user_id: int, *, now: datetime) -
                 "period_end": _iso(row.period_end),
                 "charges": [
                     {"amount_minor": charge.amount_minor, "charged_at": _iso(charge.charged_at),
-                     "refunded_at": _iso(charge.refunded_at)}
+                     "refunded_at": _iso(charge.refunded_at), "refunded_minor": charge.refunded_minor}
                     for charge in charged.get(row.id, [])
                 ],
             }

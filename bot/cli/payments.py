@@ -106,7 +106,7 @@ def payment_desk_for_commands(settings: Settings) -> tuple[PaymentDesk, list[Tel
 def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
     from dialogs.payments import Refundable, record_refund, refund, renewed_since, tell
     from storage.models import AdminAuditEntry, utcnow
-    from storage.payments import Payment, PaymentStatus
+    from storage.payments import Payment, PaymentStatus, charge_given_back
 
     number = _number(args.payment)
     identity = f"cli:{getpass.getuser()}"
@@ -135,11 +135,14 @@ def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
                 async with db.transaction() as session:
                     paid = await session.get(Payment, number) if result == "ok" else None
                     if paid is not None and renewed_since(paid, target):
+                        if target.charge_reference:  # the month before the renewal: given back
+                            await charge_given_back(session, paid, utcnow(), paid_by=target.charge_reference)
                         print(f"Payment {number} renewed while it was being refunded: the charge before the renewal "
                               "was given back and the subscription cancelled; run the refund again to give back the "
                               "period just paid for.")
                     elif paid is not None:
-                        text = await record_refund(session, paid, now=utcnow(), note=f"refunded by {identity}")
+                        text = await record_refund(session, paid, now=utcnow(), note=f"refunded by {identity}",
+                                                   given_back=target.charge_reference or None)
                         if text is not None and not await tell(session, paid, text):
                             print(f"Refunded payment {number}. Its buyer erased their data, so there was no access "
                                   "to revoke and no one to tell.")

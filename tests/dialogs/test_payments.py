@@ -142,6 +142,13 @@ async def test_a_learner_redeeming_a_code_twice_at_once_takes_one_use(shop):
         assert sorted(outcomes) == [Redeemed.ALREADY, Redeemed.OK]
     async with bot.db.sessions() as session:
         assert (await session.get(AccessCode, code.id)).uses_left == 50 - 5
+    # at the last use: the learner's second chat hears it is theirs already, not that the code is used up
+    for round_number in range(5):
+        async with bot.db.transaction() as session:
+            (await session.get(AccessCode, code.id)).uses_left = 1
+        learner = await _new_learner(bot, f"last {round_number}")
+        outcomes = await asyncio.gather(redeemed_by(learner), redeemed_by(learner))
+        assert sorted(outcomes) == [Redeemed.ALREADY, Redeemed.OK]
 
 
 async def _new_learner(bot: Lessonbot, name: str) -> int:

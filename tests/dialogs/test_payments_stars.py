@@ -192,6 +192,23 @@ async def test_an_erased_buyers_stars_cannot_be_given_back_and_the_admin_is_told
     assert not standin.called("refundStarPayment") and (await payments(bot))[0].status == PaymentStatus.PAID
 
 
+async def test_a_refund_telegram_makes_of_an_earlier_renewal_counts_that_month(telegram_monthly):
+    """Telegram gives back the second month of three (a dispute decided for the learner): the access ends, and the
+    revenue counts that month's Stars given back."""
+    client, bot, standin = telegram_monthly
+    marta, first = await subscribed(client, standin)
+    second = standin.renew(first)
+    await marta._post(payment_update(second, chat_id=CHAT, user=marta.user))
+    third = standin.renew(second)
+    await marta._post(payment_update(third, chat_id=CHAT, user=marta.user))
+    await bot.settle()
+    assert await takings(bot) == [(1, 2, 3 * STARS, 0, 0)]
+    await marta._post(refund_update(second, chat_id=CHAT, user=marta.user))
+    await bot.settle()
+    assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
+    assert await takings(bot) == [(1, 2, 3 * STARS, 1, STARS)]
+
+
 async def test_a_refund_telegram_makes_itself_takes_the_course_back_once(telegram):
     client, bot, standin = telegram
     marta = await onboarded(client, standin)

@@ -13,7 +13,9 @@ from sqlalchemy import select
 
 from standins.stripe import SECRET_KEY, StripeStandIn
 from storage.courses import Course, may_access
+from storage.models import utcnow
 from storage.payments import PaymentStatus
+from storage.personal_data import export_person
 from tests.dialogs.learning_support import Learning, answer_until, import_sample, onboard
 from tests.dialogs.payment_support import (
     checkout_event,
@@ -266,6 +268,71 @@ async def test_the_first_month_given_back_after_a_renewal_is_found_and_counted(s
     assert stripe_api.subscriptions[paid["subscription"]]["status"] == "canceled"
     assert ann.channel.texts("ann")[-1].startswith(("Your payment for “Passwords that hold” was refunded",
                                                     "Your bank took back your payment for “Passwords that hold”"))
+
+
+async def test_each_month_given_back_counts_though_the_payment_was_refunded_already(shop, stripe_api):
+    """Both months of a subscription refunded in the Dashboard, one after the other: the first refund ends the
+    payment (access, subscription), the second finds it refunded already and still counts its own month."""
+    client, bot, ann, _boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    await post_event(client, invoice_event(stripe_api.invoices[paid["invoice"]]))
+    renewal = stripe_api.renew(paid["subscription"])
+    await post_event(client, invoice_event(renewal))
+    await bot.settle()
+    for month in (paid["invoice"], renewal["id"]):
+        refunded = refund_event(paid | {"amount_total": 300}, payment_intent=stripe_api.paid_by(month))
+        assert (await post_event(client, refunded)).json()["outcome"] == "forwarded"
+        await bot.settle()
+    assert await takings(bot) == [(1, 1, 600, 2, 600)]
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.REFUNDED
+    async with bot.db.sessions() as session:
+        exported = await export_person(session, payment.user_id, now=utcnow())
+    assert [charge["refunded_minor"] for charge in exported["payments"][0]["charges"]] == [300, 300]
+
+
+async def test_a_partial_refund_of_an_earlier_month_is_counted_and_exported(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    await post_event(client, invoice_event(stripe_api.invoices[paid["invoice"]]))
+    await post_event(client, invoice_event(stripe_api.renew(paid["subscription"])))
+    await bot.settle()
+    partial = refund_event(paid | {"amount_total": 300}, payment_intent=stripe_api.paid_by(paid["invoice"]))
+    partial["data"]["object"].update(amount_refunded=100, refunded=False)
+    await post_event(client, partial)
+    await bot.settle()
+    assert await takings(bot) == [(1, 1, 600, 0, 100)]
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.PAID
+    async with bot.db.sessions() as session:
+        exported = await export_person(session, payment.user_id, now=utcnow())
+    assert [charge["refunded_minor"] for charge in exported["payments"][0]["charges"]] == [100, None]
+
+
+async def test_an_admin_refund_a_renewal_overtakes_gives_back_the_month_before_only(shop, stripe_api):
+    """Stripe charges the next month while it answers the admin's refund of this one: the refund gave back the month
+    before the renewal, so the admin is told the month just paid for stays open, and the revenue counts the month
+    given back, not the one just paid."""
+    client, bot, ann, boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    await post_event(client, invoice_event(stripe_api.invoices[paid["invoice"]]))
+    await bot.settle()
+    [payment] = await payments(bot)
+    renewal: dict = {}
+
+    async def renewed_meanwhile(_refund: dict) -> None:
+        renewal.update(stripe_api.renew(paid["subscription"]))
+        await post_event(client, invoice_event(renewal))
+        async with asyncio.timeout(10):
+            while (await payments(bot))[0].charge_reference != stripe_api.paid_by(renewal["id"]):
+                await asyncio.sleep(0.02)
+
+    stripe_api.while_refunding = renewed_meanwhile
+    [said] = await boss.say(f"/admin refund LB-{payment.id:06d}")
+    assert said.startswith(f"Payment LB-{payment.id:06d} renewed while it was being refunded")
+    assert [r["payment_intent"] for r in stripe_api.refunds] == [stripe_api.paid_by(paid["invoice"])]
+    assert await takings(bot) == [(1, 1, 600, 1, 300)]
+    assert (await payments(bot))[0].status == PaymentStatus.PAID
 
 
 async def test_a_renewal_charged_after_a_refund_whose_cancellation_failed_is_given_back(shop, stripe_api):

@@ -25,12 +25,13 @@ def upgrade() -> None:
     op.add_column("payment_charges", sa.Column("paid_by", sa.String(length=200), nullable=True))
     op.add_column("payment_charges", sa.Column("refunded_minor", sa.Integer(), nullable=True))
     op.create_index("ix_payment_charges_paid_by", "payment_charges", ["paid_by"])
-    # What is known of the charges so far: a payment's latest charge was paid by what the payment names last (a Stars
-    # purchase, by its own reference; a Stars renewal is named by its charge id); a charge marked refunded was given
-    # back whole.
+    # What is known of the charges so far: a purchase not renewed since was paid by what its payment names (a Stars
+    # purchase, by its own reference); a Stars renewal is named by its charge id; a charge marked refunded was given
+    # back whole. (A Stripe renewal is left unnamed: the payment may still name the month before it, when what paid
+    # the renewal could not be learned; a refund naming the payment's charge then goes to the latest, as before.)
     op.execute(
         "UPDATE payment_charges SET paid_by = (SELECT charge_reference FROM payments "
-        "WHERE payments.id = payment_charges.payment_id) WHERE NOT EXISTS "
+        "WHERE payments.id = payment_charges.payment_id) WHERE reference = 'purchase' AND NOT EXISTS "
         "(SELECT 1 FROM payment_charges AS later WHERE later.payment_id = payment_charges.payment_id "
         "AND later.id > payment_charges.id)"
     )
