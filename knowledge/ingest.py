@@ -136,6 +136,10 @@ def sync_lessons(
         if to_remove:
             wrote = True
             store.delete(course_id, to_remove)
+            if to_add or to_update:
+                # At once, not after the embedding (minutes, for a large course): every process reads the course
+                # again without what was removed, rather than quote a lesson the course no longer has meanwhile.
+                store.mark_changed(course_id)
         if to_add:
             done = 0
 

@@ -65,6 +65,10 @@ class OpenAIStandIn:
     piece_delay: float = 0.0  # seconds between streamed pieces: a model that takes its time
     unit_embeddings: bool = True  # off: vectors of word counts, not scaled to unit length
     fail_embeddings: bool = False  # on: every embeddings request is refused (400, which the client does not retry)
+    # set to a cleared Event: every embeddings request waits until it is set (a slow endpoint), and `embedding_waits`
+    # is set when the first one starts waiting
+    hold_embeddings: threading.Event | None = None
+    embedding_waits: threading.Event = field(default_factory=threading.Event)
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
@@ -116,6 +120,10 @@ class OpenAIStandIn:
         self.embedding_requests += 1
         if self.fail_embeddings:
             return web.json_response({"error": {"message": "refused", "type": "invalid_request_error"}}, status=400)
+        hold = self.hold_embeddings
+        if hold is not None and not hold.is_set():
+            self.embedding_waits.set()
+            await asyncio.get_running_loop().run_in_executor(None, hold.wait, 30)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         return web.json_response({
             "object": "list", "model": body["model"],

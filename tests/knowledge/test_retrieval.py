@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -211,6 +212,30 @@ def test_an_ingest_stopped_half_way_leaves_no_removed_chunk_in_a_process(offline
 
     assert all("lava" not in p.text.lower()
                for p in retriever.retrieve("magma lava surface", allowed_courses={"geo"}, limit=5))
+
+
+def test_a_removed_lesson_is_gone_from_another_process_while_the_reimport_embeds(offline_settings, openai):
+    """A re-import removes a lesson and edits another: while the edit is being embedded (a slow endpoint; minutes
+    for a large course), a process that keeps the course in memory no longer finds the removed lesson."""
+    settings = replace(offline_settings, embeddings="openai", openai_base_url=openai.base_url,
+                       openai_embedding_model="e5", chroma_collection="with_e5")
+    recall = Lesson("r", "Recall notice", "The Zorblax 3000 heater was recalled because its fuse overheats.")
+    ingest_lessons("geo", [recall, Lesson("v", "Volcanoes", VOLCANOES)], settings=settings)
+    other_process = Retriever(open_store(settings))
+    assert "fuse" in other_process.retrieve("Zorblax heater recalled", allowed_courses={"geo"}, limit=1)[0].text
+
+    openai.hold_embeddings = threading.Event()
+    edited = Lesson("v", "Volcanoes", VOLCANOES + "\n\nA caldera forms when a volcano collapses.")
+    reimport = threading.Thread(target=ingest_lessons, args=("geo", [edited]), kwargs={"settings": settings})
+    reimport.start()
+    try:
+        assert openai.embedding_waits.wait(30)
+        during = other_process.retrieve("Zorblax heater recalled", allowed_courses={"geo"}, limit=5)
+    finally:
+        openai.hold_embeddings.set()
+        reimport.join(30)
+    assert all("Zorblax" not in passage.text for passage in during)
+    assert any("caldera" in p.text for p in other_process.retrieve("caldera", allowed_courses={"geo"}, limit=5))
 
 
 def test_the_process_keeps_only_as_many_chunks_as_its_budget(offline_settings, course_dir: Path):
