@@ -31,10 +31,10 @@ from knowledge.retrieval import Mode, Passage, Retriever
 from storage.knowledge import (
     cached_answer,
     remember_answer,
+    reserve_tokens,
     spend_tokens,
     take_model_call,
     take_question,
-    tokens_spent_today,
 )
 
 if TYPE_CHECKING:
@@ -123,11 +123,15 @@ class Answerer:
         cached = await self._cached(key)
         if cached is not None:
             return cached
-        if not await self._within_budget(learner) or not await self._take_model_call():
-            # the model's budget for the day is spent (the learner's tokens, or the deployment's calls): the quote
-            # from the course costs nothing, and is still an answer
-            return await self._extractive(question, passages, allowed_courses, rarity)
         given = passages[:MODEL_PASSAGES]
+        reserved = self._most_tokens(question, given)
+        if not await self._reserve(learner, reserved):
+            # the learner's tokens for the day are spent: the quote from the course costs nothing, and is still an
+            # answer
+            return await self._extractive(question, passages, allowed_courses, rarity)
+        if not await self._take_model_call():  # the deployment's calls for the day are spent: the same
+            await self._spend(learner, 0, reserved=reserved)
+            return await self._extractive(question, passages, allowed_courses, rarity)
         try:
             # the whole reply within the timeout, not each read of it: a model streaming slowly has the learner wait
             # no longer than a silent one
@@ -135,8 +139,9 @@ class Answerer:
                 reply = await self.model.reply(question, given, on_partial=on_partial)
         except Exception:
             log.exception("the answer model failed; answering extractively", extra={"model": self.model.model_name})
+            await self._spend(learner, 0, reserved=reserved)
             return await self._extractive(question, passages, allowed_courses, rarity)
-        await self._spend(learner, reply.tokens)
+        await self._spend(learner, reply.tokens, reserved=reserved)
         try:
             answer = self.model.answer(reply, given)
             if answer.declined:  # the model found no answer: what the course says nearest, as a quote's decline tells
@@ -177,13 +182,17 @@ class Answerer:
         async with self.database.transaction() as session:
             return await take_question(session, learner, per_minute=self.settings.rate_limit_per_minute)
 
-    async def _within_budget(self, learner: str) -> bool:
+    def _most_tokens(self, question: str, passages: list[Passage]) -> int:
+        """What a call may take, set aside before it: the longest answer, and the prompt at about four characters a
+        token."""
+        return self.settings.max_answer_tokens + (len(question) + sum(len(p.text) for p in passages)) // 4 + 200
+
+    async def _reserve(self, learner: str, tokens: int) -> bool:
         if self.database is None:
             return True
 
-        async with self.database.sessions() as session:
-            spent = await tokens_spent_today(session, learner)
-        return spent < self.settings.daily_token_budget
+        async with self.database.transaction() as session:
+            return await reserve_tokens(session, learner, tokens, budget=self.settings.daily_token_budget)
 
     async def _take_model_call(self) -> bool:
         """One model call counted against the day's cap over all learners (MODEL_CALLS_PER_DAY)."""
@@ -196,12 +205,12 @@ class Answerer:
             log.warning("the day's model calls are spent (MODEL_CALLS_PER_DAY); questions are answered with quotes")
         return taken
 
-    async def _spend(self, learner: str, tokens: int) -> None:
-        if self.database is None or not tokens:
+    async def _spend(self, learner: str, tokens: int, *, reserved: int = 0) -> None:
+        if self.database is None or tokens == reserved:
             return
 
         async with self.database.transaction() as session:
-            await spend_tokens(session, learner, tokens)
+            await spend_tokens(session, learner, tokens, reserved=reserved)
 
     async def _cached(self, key: str) -> CourseAnswer | None:
         if self.database is None or not self.settings.cache_seconds:

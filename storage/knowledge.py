@@ -111,15 +111,24 @@ async def take_question(session: AsyncSession, learner: str, *, per_minute: int,
     return True
 
 
-async def tokens_spent_today(session: AsyncSession, learner: str, *, now: datetime | None = None) -> int:
-    row = await session.get(KnowledgeAllowance, learner)
-    today = (now or utcnow()).date().isoformat()
-    return row.day_tokens if row is not None and row.day == today else 0
-
-
-async def spend_tokens(session: AsyncSession, learner: str, tokens: int, *, now: datetime | None = None) -> None:
+async def reserve_tokens(session: AsyncSession, learner: str, tokens: int, *, budget: int,
+                         now: datetime | None = None) -> bool:
+    """Set `tokens` of the learner's day aside for a model call about to be made, unless the day's `budget` is spent
+    (False, nothing set aside). Under the row's lock: one learner's questions asked at once (from several chats) do
+    not each find the budget unspent. `spend_tokens` then counts what the call really took instead."""
     row = await _allowance(session, learner, now or utcnow())
+    if row.day_tokens >= budget:
+        return False
     row.day_tokens += tokens
+    return True
+
+
+async def spend_tokens(session: AsyncSession, learner: str, tokens: int, *, reserved: int = 0,
+                       now: datetime | None = None) -> None:
+    """Count the `tokens` a model call took against the learner's day, in place of the `reserved` set aside for it
+    (`reserve_tokens`; a call that failed took none)."""
+    row = await _allowance(session, learner, now or utcnow())
+    row.day_tokens = max(0, row.day_tokens + tokens - reserved)
 
 
 async def model_use_today(session: AsyncSession, *, now: datetime | None = None) -> tuple[int, int]:

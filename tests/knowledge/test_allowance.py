@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from knowledge.answerer import Answerer
 from knowledge.ingest import ingest_path
 from knowledge.store import open_store
 from storage.db import Database
+from storage.knowledge import KnowledgeAllowance
 from tests.knowledge.conftest import PHOTOSYNTHESIS
 
 
@@ -59,6 +61,24 @@ async def test_the_daily_token_budget_ends_model_answers_for_the_day_and_quotes_
     assert len(openai.chat_requests) == 1
     fresh = await answerer.answer("What do the light reactions release?", learner=4, allowed_courses={"bio"})
     assert not fresh.limited
+
+
+async def test_one_learners_questions_asked_at_once_keep_within_the_daily_token_budget(answering, database, openai):
+    """Five questions of one learner at the same moment (their chats on several apps): each call sets its tokens
+    aside before it is made, so one call spends the budget and the others are quoted from the course; the tokens a
+    call really took are what stays counted."""
+    answerer = Answerer(replace(answering, daily_token_budget=100), database=database)
+    questions = ["Where does the Calvin cycle take place?", "What do the light reactions release?",
+                 "What is chlorophyll for?", "Where does cellular respiration happen?",
+                 "What does the Calvin cycle fix?"]
+
+    answers = await asyncio.gather(*(answerer.answer(q, learner=5, allowed_courses={"bio"}) for q in questions))
+
+    assert len(openai.chat_requests) == 1
+    assert all(not answer.limited for answer in answers)
+    [called] = [answer for answer in answers if answer.tokens]
+    async with database.sessions() as session:
+        assert (await session.get(KnowledgeAllowance, "5")).day_tokens == called.tokens
 
 
 async def test_repeated_questions_come_from_the_cache_until_the_lesson_changes(answering, database, openai, course_dir):
