@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -22,7 +22,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import dialogs
 from bot.certificate_page import certificate_routes
@@ -31,6 +31,7 @@ from bot.config import Settings
 from bot.core import Lessonbot, attach_clock
 from bot.dashboard import dashboard_routes
 from bot.dashboard.access import Access
+from bot.dashboard.layout import HEADERS as DASHBOARD_HEADERS
 from bot.observability import INBOUND_PENDING, MODEL_CALLS_TODAY, MODEL_TOKENS_TODAY, OUTBOX_DEPTH, REGISTRY
 from bot.payments import payment_routes
 from channels.webchat import WebChatChannel
@@ -101,8 +102,12 @@ class App(Starlette):
     through Starlette as before; and everything does when the app has other middleware than LimitHeaders, exception
     handlers of its own, or debug on, whose answers this shortcut would not give."""
 
-    def __init__(self, *, routes: list[Any], **kwargs: Any) -> None:
+    def __init__(self, *, routes: list[Any], headers_under: Mapping[str, Mapping[str, str]] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(routes=routes, **kwargs)
+        # Headers every response under a path prefix carries, whoever answers (a page, a redirect, the router's 404
+        # or 405, a 500): the dashboard's security headers (`with_headers`)
+        self.headers_under = {prefix: _raw_headers(headers) for prefix, headers in (headers_under or {}).items()}
         plain = not self.debug and not self.exception_handlers
         plain = plain and all(middleware.cls is LimitHeaders for middleware in self.user_middleware)
         self.exact = exact_routes(routes) if plain else {}
@@ -112,6 +117,11 @@ class App(Starlette):
         super().add_middleware(middleware_class, *args, **kwargs)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.headers_under:
+            for prefix, headers in self.headers_under.items():
+                if scope["path"] == prefix or scope["path"].startswith(prefix + "/"):
+                    send = with_headers(send, headers)
+                    break
         if scope["type"] == "http" and not scope.get("root_path"):
             endpoint = self.exact.get((scope["method"], scope["path"]))
             if endpoint is not None:
@@ -132,6 +142,24 @@ class App(Starlette):
                 await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+def _raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
+def with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """`send`, adding to the response's start each of `headers` it does not carry already."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            present = {name.lower() for name, _ in message.get("headers", [])}
+            missing = [(name, value) for name, value in headers if name not in present]
+            if missing:
+                message = {**message, "headers": [*message.get("headers", []), *missing]}
+        await send(message)
+
+    return sending
 
 
 def build_channels(settings: Settings, db: Database) -> list[Channel]:
@@ -330,7 +358,8 @@ def create_app(
         if isinstance(channel, HasRoutes):
             routes += channel.routes(lessonbot)
 
-    app = App(routes=routes, lifespan=lifespan_of(lessonbot), middleware=[Middleware(LimitHeaders)])
+    app = App(routes=routes, lifespan=lifespan_of(lessonbot), middleware=[Middleware(LimitHeaders)],
+              headers_under={"/admin": DASHBOARD_HEADERS})
     app.state.lessonbot = lessonbot
     return app
 

@@ -364,6 +364,7 @@ class ConversationWorker:
         # chat's) leaves a Telegram conversation to one that has them.
         self.channels = frozenset(channels) if channels is not None else None
         self.settings = settings
+        self.owners = frozenset(settings.admins)  # (every turn is told them: dialogs.personal.holds_roles)
         self.respond = respond
         self.on_replies = on_replies
         self.on_jobs = on_jobs  # a committed turn asks for one of the clock's jobs to run now (Turn.jobs_to_start)
@@ -690,6 +691,7 @@ class ConversationWorker:
             identity=identity,
             user=user,
             listed_admin=self.settings.is_admin(row.channel, row.sender_id),
+            owners=self.owners,
             state=dict(state or {}),
             prepared=prepared,
             answerer=self.answerer,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from functools import partial
@@ -77,13 +77,14 @@ class HoldsRoles(Exception):
 
 
 async def erase(
-    session: AsyncSession, user_id: int, *, by: str, keep_inbound_id: int | None = None, may_take_roles: bool = True
+    session: AsyncSession, user_id: int, *, by: str, keep_inbound_id: int | None = None, may_take_roles: bool = True,
+    owners: Collection[str] = (),
 ) -> Erasure:
     """Erase a person (storage.personal_data.erase_person) in `session`'s transaction. Their files go once it has
     committed (`remove_files`): a rollback then leaves the person, and their certificates, whole. `may_take_roles`:
     whether the one who asked may take admin roles away (the person themselves, an owner, the command line); if not
     and the person holds any, HoldsRoles is raised and nothing is erased."""
-    if not may_take_roles and await holds_roles(session, user_id):
+    if not may_take_roles and await holds_roles(session, user_id, owners):
         raise HoldsRoles(user_id)
     return await erase_person(session, user_id, by=by, keep_inbound_id=keep_inbound_id)
 
@@ -97,7 +98,7 @@ async def erase_in_turn(turn: Turn, user_id: int, *, by: str, may_take_roles: bo
     audit. What is said is the caller's."""
     from dialogs.payments import stop_charges_of  # payments → linking → personal: imported when needed
 
-    if not may_take_roles and await holds_roles(turn.session, user_id):
+    if not may_take_roles and await holds_roles(turn.session, user_id, turn.owners):
         raise HoldsRoles(user_id)
     await stop_charges_of(turn, user_id)  # nothing is charged again for a person no longer known
     # The roles were checked above, in this same transaction.
@@ -109,7 +110,7 @@ async def erase_in_turn(turn: Turn, user_id: int, *, by: str, may_take_roles: bo
 
 async def erase_outside_turn(
     db: Database, user_id: int, *, by: str, may_take_roles: bool, data_dir: Path | None,
-    desk: Callable[[], AbstractAsyncContextManager[PaymentDesk]],
+    desk: Callable[[], AbstractAsyncContextManager[PaymentDesk]], owners: Collection[str] = (),
 ) -> Erasure:
     """Erase a person from outside a turn (the dashboard, `lessonbot learner erase`), in `erase_in_turn`'s order:
     HoldsRoles if `may_take_roles` is false and they hold any (raised before anything is stopped), their
@@ -119,21 +120,24 @@ async def erase_outside_turn(
     from dialogs.payments import open_charges, stop_charges  # payments → linking → personal: imported when needed
 
     async with db.sessions() as session:
-        if not may_take_roles and await holds_roles(session, user_id):
+        if not may_take_roles and await holds_roles(session, user_id, owners):
             raise HoldsRoles(user_id)
         charges = await open_charges(session, user_id)
     if charges:  # nothing is charged again for a person no longer known
         async with desk() as payments:
             await stop_charges(payments, charges)
     async with db.transaction() as session:
-        erasure = await erase(session, user_id, by=by, may_take_roles=may_take_roles)
+        erasure = await erase(session, user_id, by=by, may_take_roles=may_take_roles, owners=owners)
     remove_files(erasure, data_dir)  # committed
     return erasure
 
 
-async def holds_roles(session: AsyncSession, user_id: int) -> bool:
-    """Whether any address of the person holds a stored admin role (an erasure would take it away)."""
+async def holds_roles(session: AsyncSession, user_id: int, owners: Collection[str] = ()) -> bool:
+    """Whether any address of the person holds an admin role: a stored one (an erasure would take it away), or an
+    owner's by configuration (`owners`, the ADMINS setting: an erasure would take their audit trail and sessions)."""
     person = await person_of(session, user_id)
+    if set(person.addresses) & set(owners):
+        return True
     return await session.scalar(
         select(AdminRole.id).where(AdminRole.identity.in_(person.addresses)).limit(1)
     ) is not None

@@ -103,6 +103,7 @@ class Turn(Exchange):
     message: InboundMessage
     identity: ChannelIdentity
     listed_admin: bool  # in the ADMINS setting: an owner by configuration (dialogs/roles.py adds stored roles)
+    owners: frozenset[str] = frozenset()  # the ADMINS setting's addresses ("telegram:12345"): owners by configuration
     prepared: dict[str, Any] = field(default_factory=dict)
     answerer: QuestionAnswerer | None = None  # None: no knowledge configured in this process
     payments: PaymentDesk | None = None  # how this bot takes payments; None: no way to pay here

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,7 +30,7 @@ from starlette.routing import Route
 from bot.dashboard.access import Access, Viewer, not_allowed, sign_in_needed, signed_out_page
 from bot.dashboard.layout import HEADERS, css_response, document, message_page, words_for
 from bot.dashboard.pages import PAGES, Context, Figure, Page, as_csv, learner_body, learner_name, navigation, page_body
-from bot.text import whole_number
+from bot.text import storable, whole_number
 from dialogs.payments import MAX_ACCESS_DAYS, PaymentDesk
 from dialogs.personal import HoldsRoles, erase_outside_turn
 from dialogs.roles import Scope, team_of
@@ -114,7 +114,7 @@ class Dashboard:
 
     async def checked_form(self, request: Request, area: str) -> tuple[Viewer, dict[str, Any]]:
         viewer = await self.signed_in(request)
-        form = dict(await request.form())
+        form = stored_as_typed(await request.form())
         if not self.access.csrf_ok(request, viewer, form.get("csrf")):
             out_of_date = "This form is out of date. Reload the page and try again."
             raise Refused(message_page(request, "Not done", out_of_date, status=403))
@@ -151,7 +151,7 @@ class Dashboard:
     async def figures(self, viewer: Viewer, page: Page, request: Request) -> tuple[list[Figure], Context]:
         _language, w = words_for(request)
         async with self.db.transaction() as session:
-            ctx = Context(session, viewer, utcnow(), dict(request.query_params), w)
+            ctx = Context(session, viewer, utcnow(), stored_as_typed(request.query_params), w)
             return await page.build(ctx), ctx
 
     def back_to(self, path: str, told: str) -> RedirectResponse:
@@ -224,7 +224,7 @@ class Dashboard:
         try:
             erasure = await erase_outside_turn(self.db, user_id, by=viewer.identity,
                                                may_take_roles=viewer.may("roles"), data_dir=self.data_dir,
-                                               desk=lambda: nullcontext(self.payments))
+                                               desk=lambda: nullcontext(self.payments), owners=self.access.owners)
         except HoldsRoles:
             async with self.db.transaction() as session:
                 audit(session, viewer, "erase", f"user {user_id}", "denied")
@@ -280,3 +280,9 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: P
         Route("/admin/{page}/{figure}.csv", answering(dashboard.download)),
         Route("/admin/{page}", answering(dashboard.show)),
     ]
+
+
+def stored_as_typed(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A query's or a form's fields, their text without what no database stores (a NUL, which PostgreSQL refuses:
+    typed into the learner search or a grant's course, it would fail the request): what may reach a statement."""
+    return {key: storable(value) if isinstance(value, str) else value for key, value in fields.items()}

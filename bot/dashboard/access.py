@@ -79,7 +79,9 @@ class Access:
 
     def csrf_ok(self, request: Request, viewer: Viewer, token: object) -> bool:
         """The form's token is this session's, and the request comes from a page of ours (when the browser says)."""
-        return self.from_our_pages(request) and isinstance(token, str) and hmac.compare_digest(token, viewer.csrf)
+        # (compared as bytes: a token that is not ASCII is refused, not an error)
+        return (self.from_our_pages(request) and isinstance(token, str)
+                and hmac.compare_digest(token.encode(), viewer.csrf.encode()))
 
     def flash_query(self, text: str) -> str:
         """The query that shows `text` as the next page's confirmation (`flash_of`), signed: a link someone else made
@@ -89,7 +91,7 @@ class Access:
     def flash_of(self, request: Request) -> str:
         """The confirmation the URL carries, if this dashboard signed it; else nothing."""
         text, signature = request.query_params.get("done", ""), request.query_params.get("sig", "")
-        return text if text and hmac.compare_digest(signature, self._flash_signature(text)) else ""
+        return text if text and hmac.compare_digest(signature.encode(), self._flash_signature(text).encode()) else ""
 
     def _flash_signature(self, text: str) -> str:
         return hmac.new(self._secret, f"flash:{text}".encode(), hashlib.sha256).hexdigest()[:32]

@@ -49,7 +49,7 @@ class MediaLinks:
             claims = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
         except (binascii.Error, ValueError):
             claims = b""
-        if not claims or not hmac.compare_digest(signature, self._signature(claims)):
+        if not claims or not hmac.compare_digest(signature.encode(), self._signature(claims).encode()):
             return JSONResponse({"error": "This media link is not valid."}, status_code=403)
         facts = json.loads(claims)
         if facts["e"] < time.time():

@@ -332,3 +332,68 @@ async def test_a_workspaces_support_exports_or_erases_only_a_person_wholly_in_th
         assert erase.status_code == 403
         async with bot.db.sessions() as session:
             assert await session.get(User, tess) is not None
+
+
+# what anyone signed in may send, and every answer's headers ---------------------------------------------------------
+
+
+def answering_as_a_server(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The same app and cookies, with an error of the app answered 500 as a server answers it (not raised here)."""
+    app = client._transport.app  # type: ignore[attr-defined]
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                             base_url=str(client.base_url), cookies=client.cookies)
+
+
+async def test_a_support_may_not_erase_an_owner_the_settings_name(settings):
+    """ADMINS makes the boss an owner; a support's erasure of them would take an owner's audit trail and sessions:
+    refused as the erasure of anyone holding a role is, and nothing erased."""
+    async with dashboard(settings) as (client, bot, channel):
+        await Transcript(bot, channel, chat="boss").say("/admin role grant test:sue support")
+        await sign_in(client, bot, channel, chat="sue")
+        found = await client.get("/admin/learners", params={"q": "test:boss"})
+        boss_id = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
+        page = await client.get(f"/admin/learners/{boss_id}")
+        refused = await client.post(f"/admin/learners/{boss_id}/erase",
+                                    data={"csrf": csrf_of(page.text), "confirm": "yes"})
+        assert "holds+admin+roles" in refused.headers["location"]
+        async with bot.db.sessions() as session:
+            assert await session.get(User, int(boss_id)) is not None
+            assert ("test:boss", "role") in [(row.identity, row.command)
+                                             for row in await session.scalars(select(AdminAuditEntry))]
+
+
+async def test_tokens_and_text_no_database_stores_are_refused_or_dropped_never_a_500(settings):
+    """A form token or a confirmation's signature that is not ASCII, a NUL in the learner search or a grant's
+    course (PostgreSQL stores no NUL): each a clear answer."""
+    async with dashboard(settings) as (client, bot, channel):
+        await onboard(Learning(bot, channel, chat="ann"))
+        await sign_in(client, bot, channel)
+        async with answering_as_a_server(client) as server:
+            for path in ("/admin/overview/requeue", "/admin/sign-out"):
+                assert (await server.post(path, data={"csrf": "é"})).status_code == 403
+            assert (await server.get("/admin/overview", params={"done": "x", "sig": "é"})).status_code == 200
+            for path in ("/admin/learners", "/admin/learners/learners.csv"):
+                assert (await server.get(path, params={"q": "ann\x00"})).status_code == 200
+            found = await client.get("/admin/learners", params={"q": "test:ann"})
+            ann_id = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
+            page = await client.get(f"/admin/learners/{ann_id}")
+            granted = await server.post(f"/admin/learners/{ann_id}/grant",
+                                        data={"csrf": csrf_of(page.text), "course": "x\x00"})
+            assert granted.status_code == 404 and "No such course" in granted.text
+
+
+async def test_every_answer_under_admin_carries_the_security_headers(settings):
+    """Not only the pages: a redirect, the router's 404 and 405, an error."""
+    async with dashboard(settings) as (client, bot, channel):
+        await sign_in(client, bot, channel)
+        async with answering_as_a_server(client) as server:
+            lacking = {}
+            for method, path in (("GET", "/admin"), ("GET", "/admin/learners/abc"), ("GET", "/admin/a/b/c"),
+                                 ("GET", "/admin/learners/1/erase"), ("DELETE", "/admin/overview"),
+                                 ("GET", "/admin/overview")):
+                answer = await server.request(method, path)
+                missing = [name for name in ("content-security-policy", "x-frame-options", "x-content-type-options",
+                                             "cache-control") if name not in answer.headers]
+                if missing:
+                    lacking[f"{method} {path} {answer.status_code}"] = missing
+        assert not lacking

@@ -175,6 +175,8 @@ async def test_documents_go_by_url_and_local_files_through_a_signed_link_the_app
         token = link.split("/")[-2]
         forged = link.replace(token, token[:-4] + ("0000" if not token.endswith("0000") else "1111"))
         assert (await webhooks.client.get(forged)).status_code == 403
+        not_ascii = link.replace(token, token[:-4] + "%C3%A9%C3%A9")  # a signature no link has: refused, no error
+        assert (await webhooks.client.get(not_ascii)).status_code == 403
 
 
 async def test_a_file_whatsapp_does_not_carry_goes_as_a_link_under_its_caption(settings, twilio, tmp_path):
