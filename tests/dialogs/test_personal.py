@@ -489,3 +489,14 @@ async def test_one_who_starts_again_after_an_erasure_gets_the_lesson_of_that_day
         sent = [(row.status, row.chat_id) for row in await session.scalars(select(OutboxMessage).where(
             OutboxMessage.idempotency_key == f"lesson:{again.id}:{day}"))]
     assert sent == [(OutboxStatus.SENT, "ann")], (sent, first.id, again.id)
+
+
+async def test_a_support_may_not_erase_an_owner_the_settings_name_in_chat_either(admin_bot):
+    bot, channel = admin_bot
+    boss, sue = Learning(bot, channel, chat="boss"), Learning(bot, channel, chat="sue")
+    await onboard(boss)
+    await boss.say("/admin role grant test:sue support")
+    [refused] = await sue.say("/admin erase test:boss confirm")
+    assert refused.startswith("test:boss holds admin roles, which only an owner may take away")
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "boss"))
