@@ -313,7 +313,9 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
         team.digest_chat = digest_chat  # the admin's direct chat, theirs before they write there (their erasure's)
         await link_direct_chat(turn.session, await get_or_create_conversation(turn.session, team.channel, digest_chat),
                                turn.user.id)
-    await _set_status(turn, team, MEMBER_ACTIVE)
+    current = await membership(turn.session, team, turn.message.sender_id)
+    if current is None or current.status not in (MEMBER_OPTED_OUT, MEMBER_EXCLUDED):  # their own opt-out stands
+        await _set_status(turn, team, MEMBER_ACTIVE)
     if team.mode == DIRECT_MODE:
         await follow_team_schedule(turn.session, team)
     described = describe(_, team, course)
@@ -392,6 +394,10 @@ async def _leave(turn: Turn, team: Team | None) -> None:
     if team is None:
         turn.say(_("This channel takes no course together yet."))
         return
+    current = await membership(turn.session, team, turn.message.sender_id)
+    if current is not None and current.status == MEMBER_EXCLUDED:  # (not theirs to leave: joining again is not)
+        turn.say(_excluded(_))
+        return
     await _set_status(turn, team, MEMBER_OPTED_OUT)
     flow.leave(turn.state, "quiz")
     await pause_direct_lessons(turn.session, team, turn.message.sender_id)
@@ -404,7 +410,9 @@ async def _join(turn: Turn, team: Team | None) -> None:
         turn.say(_("This channel takes no course together yet."))
         return
     current = await membership(turn.session, team, turn.message.sender_id)
-    if current is not None and current.status == MEMBER_EXCLUDED:
+    if (current is not None and current.status == MEMBER_EXCLUDED) or _not_a_member_by_standing(turn):
+        if current is None:
+            await _set_status(turn, team, MEMBER_EXCLUDED)
         turn.say(_excluded(_))
         return
     member = await _set_status(turn, team, MEMBER_ACTIVE)
@@ -538,7 +546,7 @@ async def _take(turn: Turn, value: str) -> None:
     if member is not None and member.status == MEMBER_EXCLUDED:
         turn.say(_excluded(_))
         return
-    if member is not None and member.status == MEMBER_OPTED_OUT:
+    if member is not None and member.status in (MEMBER_OPTED_OUT, MEMBER_LEFT):  # (left: no longer in the channel)
         turn.say(_("You are not taking this channel's team course. /lessonbot team join to take part."))
         return
     await _set_status(turn, team, MEMBER_ACTIVE)
@@ -547,6 +555,13 @@ async def _take(turn: Turn, value: str) -> None:
 
 def _excluded(_: Translator) -> str:
     return _("The team course is for the workspace's members: guests of the workspace are not part of it.")
+
+
+def _not_a_member_by_standing(turn: Turn) -> bool:
+    """What the platform says of the sender (where the channel read it: channels/slack/routes.py) makes them no
+    member of a team course: a guest of the workspace, or a bot."""
+    meta = turn.message.meta
+    return meta.get(GUEST) is True or meta.get(FROM_A_BOT) is True
 
 
 def _ids_in(value: str, prefix: str = TAKE) -> tuple[int, int]:
@@ -607,6 +622,11 @@ async def membership_changed(turn: Turn) -> None:
         return
     if meta.get(GUEST) is True:
         await _set_status(turn, team, MEMBER_EXCLUDED)
+        return
+    if member is None and GUEST not in meta:
+        # Someone new whose standing Slack did not say (users.info refused or slow): the channel's members are read
+        # again at once, which reads the newcomer's profile and enrols them (or not: a guest, a bot) as it does all
+        team.members_synced_at = None
         return
     if member is not None and member.status == MEMBER_OPTED_OUT:
         return  # their own choice stands when they come back
@@ -773,7 +793,8 @@ async def nudge_behind(turn: Turn, value: str) -> None:
     if team is None or not 1 <= ordinal <= date.max.toordinal():
         refuse(turn)
         return
-    if turn.message.sender_id != team.created_by and not await may_administer(turn, team.workspace):
+    recipient = team.digest_chat is not None and direct_address(turn) == team.digest_chat  # the digest was theirs
+    if turn.message.sender_id != team.created_by and not recipient and not await may_administer(turn, team.workspace):
         _audit(turn, "nudge", str(team.id), "denied")
         turn.say(_("Only a team admin may nudge the team."))
         return

@@ -945,3 +945,104 @@ async def test_the_direct_modes_nudge_skips_who_paused_stopped_or_rests_and_brin
         assert standin.texts("DBEA")[-1].startswith("📘 Lesson 2 of 5: Check who is really writing")
         # Dan's pause is said in the digest, apart from who is behind.
         assert lines[-1] == "Paused their lessons: 1 member (not counted as behind)."
+
+
+# who is a member, and who may act for the team ------------------------------------------------------------------------
+
+
+async def _team_set_up(client, fixtures_dir, standin, lessonbot, *, read_members: bool = True) -> HandClock:
+    """The sample course set up as ADMIN's team (and the channel's members read): the clock the jobs go by."""
+    lessonbot.channels["slack"].post_pace = 0.0
+    lessonbot.channels["slack"].profiles_per_minute = 60_000
+    await sample_course(lessonbot.db)
+    await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
+    await lessonbot.settle()
+    clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))
+    if read_members:
+        await sync_team_members(context(lessonbot, clock))
+    return clock
+
+
+async def test_a_guest_stays_out_however_they_ask_to_join(slack_settings, standin, fixtures_dir):
+    """Excluded by the member read, a guest's `team leave` then `team join` does not let them in; nor does a `team
+    join` typed before the members were read (users.info says they are a guest)."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await _team_set_up(client, fixtures_dir, standin, lessonbot, read_members=False)
+        await slash(client, fixtures_dir, GUEST, "team join", standin=standin)
+        await lessonbot.settle()
+        assert (await members(lessonbot))[GUEST] == MEMBER_EXCLUDED
+        await sync_team_members(context(lessonbot, HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))))
+        for words in ("team leave", "team join"):
+            await slash(client, fixtures_dir, GUEST, words, standin=standin)
+            await lessonbot.settle()
+            assert (await members(lessonbot))[GUEST] == MEMBER_EXCLUDED
+        assert private_texts(standin, GUEST)[-1].startswith("The team course is for the workspace's members")
+
+
+async def test_a_newcomer_whose_standing_slack_did_not_say_is_enrolled_by_the_member_read(
+        slack_settings, standin, fixtures_dir):
+    """A guest joins the channel while users.info answers 429: not enrolled on the join's word; the channel's members
+    are read again at once, and the read (which reads the newcomer's profile) leaves them out."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        standin.remove_member(CHANNEL, GUEST)
+        clock = await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        standin.add_member(CHANNEL, GUEST, name=NAMES[GUEST], guest=True)
+        standin.fail("users.info", Fault.rate_limited(retry_after=30))
+        await membership(client, fixtures_dir, "joined", GUEST)
+        await lessonbot.settle()
+        assert GUEST not in await members(lessonbot)
+        clock.move(minutes=1)
+        assert await sync_team_members(context(lessonbot, clock)) == 1  # due again at once
+        assert (await members(lessonbot))[GUEST] == MEMBER_EXCLUDED
+
+
+async def test_an_admins_own_opt_out_stands_when_they_change_the_team(slack_settings, standin, fixtures_dir):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        await slash(client, fixtures_dir, ADMIN, "team leave", standin=standin)
+        await slash(client, fixtures_dir, ADMIN, "team set spot-phishing at 10:00", standin=standin)
+        await lessonbot.settle()
+        assert (await members(lessonbot))[ADMIN] == "opted_out"
+
+
+async def test_someone_who_left_the_channel_is_not_made_a_member_again_by_quiz_me(slack_settings, standin,
+                                                                                 fixtures_dir):
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        clock = await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        jobs = context(lessonbot, clock)
+        await post_team_lessons(jobs)
+        clock.at(datetime(2027, 3, 12, 14, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1
+        await lessonbot.settle()
+        standin.remove_member(CHANNEL, DAN)
+        await membership(client, fixtures_dir, "left", DAN)
+        await lessonbot.settle()
+        post = standin.top_level(CHANNEL)[-1]
+        [(_label, take)] = buttons(post)
+        await press(client, fixtures_dir, DAN, take, ephemeral=False, message_ts=post.answer["ts"], standin=standin)
+        await lessonbot.settle()
+        assert (await members(lessonbot))[DAN] == MEMBER_LEFT
+        assert private_texts(standin, DAN)[-1].startswith("You are not taking this channel's team course.")
+
+
+async def test_the_admin_the_digest_goes_to_may_press_its_nudge(slack_settings, standin, fixtures_dir, monkeypatch):
+    """A workspace admin who changes the team becomes the weekly digest's reader; its Nudge button, pressed in their
+    direct messages (where Slack sends no admin flag with a press), works for them."""
+    standin.add_member(CHANNEL, "UBOSS", name="boss", admin=True)
+    monkeypatch.setitem(NAMES, "UBOSS", "boss")
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        clock = await _team_set_up(client, fixtures_dir, standin, lessonbot, read_members=False)
+        await slash(client, fixtures_dir, "UBOSS", "team set spot-phishing at 10:00", standin=standin)
+        await lessonbot.settle()
+        jobs = context(lessonbot, clock)
+        await sync_team_members(jobs)
+        await post_team_lessons(jobs)
+        clock.at(datetime(2027, 3, 12, 15, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1
+        clock.at(datetime(2027, 3, 15, 14, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1
+        await lessonbot.settle()
+        [(_label, nudge)] = buttons(standin.posted("UBOSS")[-1])
+        await press(client, fixtures_dir, "UBOSS", nudge, ephemeral=False, standin=standin, channel="DBOSS")
+        await lessonbot.settle()
+        assert standin.texts("DBOSS")[-1].startswith("Nudged ")
