@@ -68,7 +68,7 @@ from storage.courses import (
 )
 from storage.learners import PAUSED, Learner, lesson_schedule_changed, readable_zone
 from storage.models import AdminAuditEntry, User, utcnow
-from storage.outbox import OutboxEntry, enqueue
+from storage.outbox import OutboxEntry, enqueue, why_undelivered
 from storage.queries import get_or_create_conversation
 from storage.scheduling import QUEUED, NudgeLog
 from storage.teams import (
@@ -89,6 +89,7 @@ from storage.teams import (
     TeamMember,
     add_team_admin,
     is_team_admin,
+    last_post,
     link_direct_chat,
     membership,
     nudge_held,
@@ -512,7 +513,39 @@ async def post_lesson(session: AsyncSession, team: Team, local_date: date, *, no
     team.updated_at = now
     # The post carries the button; the lesson's parts follow in its thread (on a platform with threads).
     post = Text.threaded(heading, lesson.parts, (Choice(label, f"{TAKE}:{team.id}:{lesson.id}"),))
-    await send_to(session, team, team.chat_id, post, key=f"team-lesson:{team.id}:{local_date.isoformat()}")
+    await send_to(session, team, team.chat_id, post, key=post_key(team, local_date))
+    return True
+
+
+def post_key(team: Team, local_date: date) -> str:
+    return f"team-lesson:{team.id}:{local_date.isoformat()}"
+
+
+# What Slack says when the channel cannot be posted in any more: archived, or the bot taken out of it
+CHANNEL_GONE = ("is_archived", "channel_not_found", "not_in_channel")
+
+
+async def take_back_undelivered(session: AsyncSession, team: Team) -> bool:
+    """Before the team's next lesson is posted: if the platform never took the last post (a dead letter), its
+    lesson was seen by no one, so the team's place goes back to it (the day is left showing none); and when the
+    channel cannot be posted in any more (archived, the bot removed), the team's lessons are turned off (a team
+    admin's `team on` starts them again) instead of using up the course on posts no one sees, and the digest's reader
+    is told. True when the lessons were turned off."""
+    last = await last_post(session, team)
+    why = await why_undelivered(session, post_key(team, last.local_date)) if last is not None else None
+    if last is None or why is None:
+        return False
+    team.next_lesson_id, last.lesson_id = last.lesson_id, None
+    if not any(reason in why for reason in CHANNEL_GONE):
+        return False
+    team.status = TEAM_OFF
+    log.warning("a team's channel cannot be posted in any more; its lessons are turned off",
+                extra={"team_id": team.id, "error": why})
+    if team.digest_chat:
+        _ = translator(team.locale)
+        await send_to(session, team, team.digest_chat, Text(_(
+            "The team course's lessons are turned off: Slack says its channel is archived, or Lessonbot is no "
+            "longer in it. No lesson was lost. In the channel, /lessonbot team on starts them again.")))
     return True
 
 

@@ -33,7 +33,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.channel import ChatMember, ListsMembers, PermanentSendError, SendError
 from bot.text import person_name
 from dialogs.i18n import translator
-from dialogs.teams import announce, digest_message, invite, leaderboard, pause_direct_lessons, post_lesson, send_to
+from dialogs.teams import (
+    announce,
+    digest_message,
+    invite,
+    leaderboard,
+    pause_direct_lessons,
+    post_lesson,
+    send_to,
+    take_back_undelivered,
+)
 from scheduler.context import JobContext
 from scheduler.planner import LESSON_LATE_LIMIT, lesson_dates
 from storage.learners import lesson_schedule_changed, readable_zone, zone_for
@@ -91,6 +100,8 @@ async def _post_once(ctx: JobContext, team_id: int, day: date, now: datetime) ->
         if team is None or team.status != TEAM_ACTIVE:
             return 0
         direct = team.mode != CHANNEL_MODE  # each member's lessons come from the planner: no post here
+        if not direct and await take_back_undelivered(session, team):
+            return 0  # the channel is gone: its lessons are off, none used up
         if not await record_post(session, team, day, None if direct else team.next_lesson_id):
             return 0  # posted before (a repeated run, or a second leader)
         if team.digest_chat and _first_lesson_day_of_week(team.lesson_days, day):

@@ -762,6 +762,16 @@ async def set_aside(session: AsyncSession, outbox_id: int, status: OutboxStatus,
     )
 
 
+async def why_undelivered(session: AsyncSession, idempotency_key: str) -> str | None:
+    """Why the reply queued under `idempotency_key` was never delivered (a dead letter's error), or None: it was
+    sent, is still on its way, or was never queued."""
+    row = await session.execute(
+        select(OutboxMessage.status, OutboxMessage.last_error).where(OutboxMessage.idempotency_key == idempotency_key)
+    )
+    found = row.first()
+    return (found.last_error or "dead") if found is not None and found.status == OutboxStatus.DEAD.value else None
+
+
 async def dead_letter(session: AsyncSession, outbox_id: int, *, error: str) -> None:
     """A reply that will not go (a permanent failure, or its retry budget spent): `dead`, until an admin requeues it
     (`requeue`)."""

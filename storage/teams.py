@@ -240,6 +240,14 @@ async def record_post(session: AsyncSession, team: Team, local_date: date, lesso
     return result.scalar() is not None
 
 
+async def last_post(session: AsyncSession, team: Team) -> TeamLessonPost | None:
+    """The team's latest lesson post that showed a lesson."""
+    return await session.scalar(
+        select(TeamLessonPost).where(TeamLessonPost.team_id == team.id, TeamLessonPost.lesson_id.is_not(None))
+        .order_by(TeamLessonPost.local_date.desc()).limit(1)
+    )
+
+
 async def was_posted(session: AsyncSession, team: Team, lesson_id: int) -> bool:
     return bool(
         await session.scalar(

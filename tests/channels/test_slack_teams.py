@@ -1046,3 +1046,34 @@ async def test_the_admin_the_digest_goes_to_may_press_its_nudge(slack_settings, 
         await press(client, fixtures_dir, "UBOSS", nudge, ephemeral=False, standin=standin, channel="DBOSS")
         await lessonbot.settle()
         assert standin.texts("DBOSS")[-1].startswith("Nudged ")
+
+
+async def test_an_archived_channel_turns_the_lessons_off_without_using_up_the_course(slack_settings, standin,
+                                                                                    fixtures_dir):
+    """Slack refuses the day's post (`is_archived`): by the next lesson day the team's lessons are off, its admin is
+    told, and the lesson no one saw is the one posted when `team on` starts them again."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        clock = await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        jobs = context(lessonbot, clock)
+        await post_team_lessons(jobs)
+        clock.at(datetime(2027, 3, 12, 14, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1  # Lesson 1, seen
+        await lessonbot.settle()
+        standin.fail("chat.postMessage", *[Fault.refused("is_archived")] * 20)
+        for day in (15, 16, 17):
+            clock.at(datetime(2027, 3, day, 13, 1, tzinfo=UTC))
+            await post_team_lessons(jobs)
+            await lessonbot.settle()
+        async with lessonbot.db.sessions() as session:
+            assert (await session.scalar(select(Team))).status == "off"
+        # the admin is told in their direct messages (the stand-in refuses every post here: it was tried)
+        [told] = [call for call in standin.calls if call.method == "chat.postMessage"
+                  and "turned off: Slack says its channel is archived" in call.params.get("text", "")]
+        assert told.params["channel"] != CHANNEL
+        standin.faults["chat.postMessage"] = []  # unarchived
+        await slash(client, fixtures_dir, ADMIN, "team on", standin=standin)
+        await lessonbot.settle()
+        clock.at(datetime(2027, 3, 18, 13, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1
+        await lessonbot.settle()
+        assert standin.top_level(CHANNEL)[-1].params["text"].startswith("📘 Lesson 2 of 5")
