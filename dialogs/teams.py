@@ -66,6 +66,7 @@ from storage.courses import (
     may_access,
     progress_of,
 )
+from storage.learners import ACTIVE as LEARNER_ACTIVE
 from storage.learners import PAUSED, Learner, lesson_schedule_changed, readable_zone
 from storage.models import AdminAuditEntry, User, utcnow
 from storage.outbox import OutboxEntry, enqueue, why_undelivered
@@ -743,12 +744,17 @@ async def _answer_invitation(turn: Turn, value: str) -> None:
     course = await turn.session.get(Course, team.course_id)
     assert course is not None
     learner.consent_at = learner.consent_at or turn.now  # Start, under the privacy notice, is their consent
+    own = (await turn.session.get(Course, learner.course_id)
+           if learner.course_id not in (None, course.id) and learner.status == LEARNER_ACTIVE else None)
     await enroll(turn, learner, course)
     learner.lesson_time, learner.lesson_days = team.lesson_time, team.lesson_days
     turn.user.timezone = turn.user.timezone or team.timezone  # their own (their profile's), else the team's
     await lesson_schedule_changed(turn.session, turn.user.id)
     flow.leave(turn.state, "onboarding")
     await finish(turn)  # active, lessons pushed here, the schedule told, and the first lesson offered now
+    if own is not None:  # one course at a time is a learner's: theirs waits, and they are told so
+        turn.say(_("Your own course, “{title}”, waits while you take the team's: your place in it is kept, and "
+                   "/settings course takes you back to it.", title=own.title))
 
 
 async def pause_direct_lessons(session: AsyncSession, team: Team, member: str | None = None, *,

@@ -1077,3 +1077,22 @@ async def test_an_archived_channel_turns_the_lessons_off_without_using_up_the_co
         assert await post_team_lessons(jobs) == 1
         await lessonbot.settle()
         assert standin.top_level(CHANNEL)[-1].params["text"].startswith("📘 Lesson 2 of 5")
+
+
+async def test_start_tells_a_member_their_own_course_waits_and_how_to_go_back(slack_settings, standin, fixtures_dir):
+    """One course at a time is a learner's: Bea, learning another course at 07:00, presses Start on the team's
+    invitation; her lessons become the team's, and she is told her own course waits, her place kept."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        own_course = await another_course(lessonbot)
+        clock = HandClock(datetime(2027, 3, 14, 12, 0, tzinfo=UTC))
+        await direct_team(client, fixtures_dir, standin, lessonbot, clock)
+        await learner_row(lessonbot, BEA, status=ACTIVE, course_id=own_course, lesson_time=time(7, 0),
+                          lesson_days="1234567")
+        await press(client, fixtures_dir, BEA, start_button(standin, BEA), ephemeral=False, channel="DBEA")
+        await lessonbot.settle()
+        async with lessonbot.db.sessions() as session:
+            title = (await session.get(Course, own_course)).title
+        assert standin.texts("DBEA")[-1] == (f"Your own course, “{title}”, waits while you take the team's: your "
+                                             "place in it is kept, and /lessonbot settings course takes you back to "
+                                             "it.")
