@@ -174,15 +174,18 @@ async def sync_one(ctx: JobContext, team: Team, lister: ListsMembers, now: datet
         row = await session.get(Team, team.id)
         if row is None:
             return
-        here = set(present)
+        # People are matched by their own id: a channel's member list names each by the workspace it is read in,
+        # the member rows by their own workspace (a Slack Connect member's is another organisation's)
+        here = {person_of(member) for member in present}
         for member, status in known.items():
-            if member in here and status == MEMBER_LEFT:
+            if person_of(member) in here and status == MEMBER_LEFT:
                 back = await set_member(session, row, member, MEMBER_ACTIVE, user_id=None, now=now)
                 await invite(session, row, back, again=now)  # the direct mode's invitation, once more
-            elif member not in here and status == MEMBER_ACTIVE:
+            elif person_of(member) not in here and status == MEMBER_ACTIVE:
                 await set_member(session, row, member, MEMBER_LEFT, user_id=None, now=now)
                 await pause_direct_lessons(session, row, member)
-    newcomers = [member for member in present if member not in known]
+    seen = {person_of(member) for member in known}
+    newcomers = [member for member in present if person_of(member) not in seen]
     for start in range(0, len(newcomers), PROFILE_BATCH):
         # users.info only for people not seen before: a 500-member channel costs its calls once.
         profiles = [await lister.member_profile(member) for member in newcomers[start:start + PROFILE_BATCH]]
@@ -192,6 +195,11 @@ async def sync_one(ctx: JobContext, team: Team, lister: ListsMembers, now: datet
         row = await session.get(Team, team.id)
         if row is not None:
             row.members_synced_at = now
+
+
+def person_of(member: str) -> str:
+    """A member's own id on the platform, whichever workspace names them ("T01/U02" → "U02")."""
+    return member.rpartition("/")[2]
 
 
 async def _enroll(session: AsyncSession, team_id: int, profiles: list[ChatMember], now: datetime) -> None:

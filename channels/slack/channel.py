@@ -294,8 +294,11 @@ class SlackChannel:
         await self._pace_profiles(installation)
         response = await self._patiently(lambda: client.users_info(user=user))
         profile = response.get("user") or {}
+        # named by their own workspace, as every event of theirs names them (a Slack Connect channel's guest from
+        # another organisation is not the installing workspace's)
+        team = profile.get("team_id")
         return ChatMember(
-            sender_id=sender_id,
+            sender_id=f"{team}/{user}" if isinstance(team, str) and team else sender_id,
             name=str(profile.get("real_name") or (profile.get("profile") or {}).get("display_name")
                      or profile.get("name") or "")[:200],
             timezone=str(profile["tz"])[:64] if profile.get("tz") else None,

@@ -1096,3 +1096,19 @@ async def test_start_tells_a_member_their_own_course_waits_and_how_to_go_back(sl
         assert standin.texts("DBEA")[-1] == (f"Your own course, “{title}”, waits while you take the team's: your "
                                              "place in it is kept, and /lessonbot settings course takes you back to "
                                              "it.")
+
+
+async def test_a_member_from_another_organisation_in_a_shared_channel_is_one_member(slack_settings, standin,
+                                                                                   fixtures_dir, monkeypatch):
+    """Slack Connect: Olga's own workspace is T999, the channel T111's. The member read names her as her presses and
+    events do (her own workspace), and reading the members again neither adds her twice nor takes her for gone."""
+    standin.add_member(CHANNEL, "UOLGA", team="T999", name="olga")
+    monkeypatch.setitem(NAMES, "UOLGA", "olga")
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        clock = await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        clock.move(hours=7)
+        await sync_team_members(context(lessonbot, clock))
+        async with lessonbot.db.sessions() as session:
+            olga = [(row.member, row.status) for row in await session.scalars(select(TeamMember))
+                    if row.member.endswith("/UOLGA")]
+        assert olga == [("T999/UOLGA", MEMBER_ACTIVE)]
