@@ -246,16 +246,30 @@ async def test_a_refund_made_in_stripe_cancels_the_subscription(shop, stripe_api
     assert ann.channel.texts("ann")[-1].startswith("Your payment for “Passwords that hold” was refunded")
 
 
+async def two_months_paid(client, bot, ann, stripe_api) -> tuple[dict, dict]:
+    """Ann subscribed, her first invoice reported, then a renewal paid: (the completed checkout, the renewal)."""
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    await post_event(client, invoice_event(stripe_api.invoices[paid["invoice"]]))
+    renewal = stripe_api.renew(paid["subscription"])
+    await post_event(client, invoice_event(renewal))
+    await bot.settle()
+    return paid, renewal
+
+
+async def refunds_exported(bot, user_id: int) -> list[int | None]:
+    """What the learner's data export says was given back of each charge of their first payment."""
+    async with bot.db.sessions() as session:
+        exported = await export_person(session, user_id, now=utcnow())
+    return [charge["refunded_minor"] for charge in exported["payments"][0]["charges"]]
+
+
 @pytest.mark.parametrize("given_back", ["refunded in the Dashboard", "a dispute lost"])
 async def test_the_first_month_given_back_after_a_renewal_is_found_and_counted(shop, stripe_api, given_back):
     """A month before the latest renewal is refunded in Stripe, or its dispute lost: the event names what paid
     that month, no longer the payment's latest charge. It is found all the same: access revoked, the subscription
     cancelled, the learner told, and the revenue gives back that month's 3.00 GBP (not the latest one's)."""
     client, bot, ann, _boss = shop
-    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
-    await post_event(client, invoice_event(stripe_api.invoices[paid["invoice"]]))
-    await post_event(client, invoice_event(stripe_api.renew(paid["subscription"])))
-    await bot.settle()
+    paid, _renewal = await two_months_paid(client, bot, ann, stripe_api)
     assert await takings(bot) == [(1, 1, 600, 0, 0)]
     first = stripe_api.paid_by(paid["invoice"])
     event = (refund_event(paid | {"amount_total": 300}, payment_intent=first) if given_back.startswith("refunded")
@@ -274,11 +288,7 @@ async def test_each_month_given_back_counts_though_the_payment_was_refunded_alre
     """Both months of a subscription refunded in the Dashboard, one after the other: the first refund ends the
     payment (access, subscription), the second finds it refunded already and still counts its own month."""
     client, bot, ann, _boss = shop
-    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
-    await post_event(client, invoice_event(stripe_api.invoices[paid["invoice"]]))
-    renewal = stripe_api.renew(paid["subscription"])
-    await post_event(client, invoice_event(renewal))
-    await bot.settle()
+    paid, renewal = await two_months_paid(client, bot, ann, stripe_api)
     for month in (paid["invoice"], renewal["id"]):
         refunded = refund_event(paid | {"amount_total": 300}, payment_intent=stripe_api.paid_by(month))
         assert (await post_event(client, refunded)).json()["outcome"] == "forwarded"
@@ -286,17 +296,12 @@ async def test_each_month_given_back_counts_though_the_payment_was_refunded_alre
     assert await takings(bot) == [(1, 1, 600, 2, 600)]
     [payment] = await payments(bot)
     assert payment.status == PaymentStatus.REFUNDED
-    async with bot.db.sessions() as session:
-        exported = await export_person(session, payment.user_id, now=utcnow())
-    assert [charge["refunded_minor"] for charge in exported["payments"][0]["charges"]] == [300, 300]
+    assert await refunds_exported(bot, payment.user_id) == [300, 300]
 
 
 async def test_a_partial_refund_of_an_earlier_month_is_counted_and_exported(shop, stripe_api):
     client, bot, ann, _boss = shop
-    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
-    await post_event(client, invoice_event(stripe_api.invoices[paid["invoice"]]))
-    await post_event(client, invoice_event(stripe_api.renew(paid["subscription"])))
-    await bot.settle()
+    paid, _renewal = await two_months_paid(client, bot, ann, stripe_api)
     partial = refund_event(paid | {"amount_total": 300}, payment_intent=stripe_api.paid_by(paid["invoice"]))
     partial["data"]["object"].update(amount_refunded=100, refunded=False)
     await post_event(client, partial)
@@ -304,9 +309,7 @@ async def test_a_partial_refund_of_an_earlier_month_is_counted_and_exported(shop
     assert await takings(bot) == [(1, 1, 600, 0, 100)]
     [payment] = await payments(bot)
     assert payment.status == PaymentStatus.PAID
-    async with bot.db.sessions() as session:
-        exported = await export_person(session, payment.user_id, now=utcnow())
-    assert [charge["refunded_minor"] for charge in exported["payments"][0]["charges"]] == [100, None]
+    assert await refunds_exported(bot, payment.user_id) == [100, None]
 
 
 async def test_an_admin_refund_a_renewal_overtakes_gives_back_the_month_before_only(shop, stripe_api):
