@@ -36,12 +36,9 @@ class TransientSendError(SendError):
 class RateLimited(TransientSendError):
     """The platform said to wait (HTTP 429 and its retry-after); not counted against the retry budget."""
 
-    def __init__(self, retry_after: float, message: str = "rate limited", *, shared: bool = False) -> None:
+    def __init__(self, retry_after: float, message: str = "rate limited") -> None:
         super().__init__(f"{message} (retry after {retry_after:g} s)")
         self.retry_after = retry_after
-        # the platform's limit it met is one many chats share (a Web API method's, per workspace): the send's shared
-        # limits are paused too, not only its chat's own
-        self.shared = shared
 
 
 class PermanentSendError(SendError):

@@ -1065,7 +1065,7 @@ class OutboxDispatcher:
                 self.limiter.done(held[0])  # the send counts from when it finished
         except RateLimited as exc:
             SEND_FAILURES.labels(row.channel, "rate_limited").inc()
-            for key in keys_to_pause(limits, shared=exc.shared):
+            for key in keys_to_pause(limits):
                 self.limiter.pause(key, exc.retry_after)
             await self._reschedule(row, exc.retry_after, str(exc), counted=False)
             return None

@@ -464,11 +464,9 @@ def _line_of(limits: tuple[RateLimit, ...]) -> str | None:
     return " ".join(shared) if shared else None
 
 
-def keys_to_pause(limits: Iterable[RateLimit], *, shared: bool = False) -> list[str]:
+def keys_to_pause(limits: Iterable[RateLimit]) -> list[str]:
     """What a 429 pauses: the limits of the one chat it was about (its per-chat and per-group windows); only a send
-    whose limits are all shared (a WhatsApp sender's) pauses those. Other chats behind a shared limit go on, unless
-    the platform said the limit met was the shared one (`shared`: Slack's per-workspace tier of a method), when
-    every limit of the send is paused."""
+    whose limits are all shared (a WhatsApp sender's) pauses those. Other chats behind a shared limit go on."""
     limits = tuple(limits)
     own = [limit.key for limit in limits if not limit.shared]
-    return [limit.key for limit in limits] if shared or not own else own
+    return own or [limit.key for limit in limits]

@@ -69,7 +69,6 @@ TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavaila
 
 HOME_BLOCKS = 100  # a Home tab view holds at most 100 blocks
 MEMBER_PER_SECOND = 4  # private messages to one member: a quiz's feedback and next question come together
-EPHEMERAL_UNPACED = 1000  # a second: the workspace-wide limit of members' places paces nothing, a 429 pauses it
 # Where a response_url may send us: Slack's own, or the host of the Web API we were pointed at (a stand-in).
 RESPONSE_URL_PREFIX = "https://hooks.slack.com/"
 MEMBERS_PAGE = 200  # conversations.members: Slack recommends at most 200 a page
@@ -139,12 +138,9 @@ class SlackChannel:
         place in a channel is answered through the response_url of what they pressed or typed, which no Web API
         tier counts, a few messages a second at most; where there is none (a welcome), chat.postEphemeral's Tier 4
         answers a 429 with a Retry-After, which pauses that member's place."""
-        installation, channel = split_chat_id(chat_id)
+        _installation, channel = split_chat_id(chat_id)
         if ephemeral_target(channel)[1] is not None:
-            # chat.postEphemeral's tier is the workspace's: its 429 pauses every member's place there (a limit that
-            # paces nothing until then)
-            return (RateLimit(f"slack:member:{chat_id}", MEMBER_PER_SECOND, 1.0),
-                    RateLimit(f"slack:ephemeral:{installation}", EPHEMERAL_UNPACED, 1.0, shared=True))
+            return (RateLimit(f"slack:member:{chat_id}", MEMBER_PER_SECOND, 1.0),)
         return (RateLimit(f"slack:channel:{chat_id}", 1, 1.0),)
 
     async def send(self, delivery: Delivery) -> str:
@@ -235,15 +231,9 @@ class SlackChannel:
         posted = parts.ids
         for index in range(len(posted), len(messages)):
             message = messages[index]
-            try:
-                response = await client.chat_postEphemeral(
-                    channel=channel, user=user, text=message.text, blocks=message.blocks
-                )
-            except SlackApiError as exc:
-                error = send_error(exc)
-                if isinstance(error, RateLimited):  # the method's tier, per workspace: every member's place waits
-                    raise RateLimited(error.retry_after, "Slack rate limit (chat.postEphemeral)", shared=True) from exc
-                raise
+            response = await client.chat_postEphemeral(
+                channel=channel, user=user, text=message.text, blocks=message.blocks
+            )
             await parts.add(str(response.get("message_ts") or ""), more_to_come=index + 1 < len(messages))
         return posted[-1]
 
