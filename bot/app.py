@@ -118,8 +118,9 @@ class App(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.headers_under:
+            path = scope["path"][len(scope.get("root_path", "")):] if scope.get("root_path") else scope["path"]
             for prefix, headers in self.headers_under.items():
-                if scope["path"] == prefix or scope["path"].startswith(prefix + "/"):
+                if path == prefix or path.startswith(prefix + "/"):
                     send = with_headers(send, headers)
                     break
         if scope["type"] == "http" and not scope.get("root_path"):

@@ -527,18 +527,18 @@ CHANNEL_GONE = ("is_archived", "channel_not_found", "not_in_channel")
 
 
 async def take_back_undelivered(session: AsyncSession, team: Team) -> bool:
-    """Before the team's next lesson is posted: if the platform never took the last post (a dead letter), its
-    lesson was seen by no one, so the team's place goes back to it (the day is left showing none); and when the
-    channel cannot be posted in any more (archived, the bot removed), the team's lessons are turned off (a team
-    admin's `team on` starts them again) instead of using up the course on posts no one sees, and the digest's reader
-    is told. True when the lessons were turned off."""
+    """Before the team's next lesson is posted: if the platform never took the last post (a dead letter) because the
+    channel cannot be posted in any more (archived, the bot removed), its lesson was seen by no one: the team's
+    place goes back to it (the day is left showing none), the team's lessons are turned off (a team admin's `team on`
+    starts them again) instead of using up the course on posts no one sees, and the digest's reader is told. True
+    when the lessons were turned off."""
     last = await last_post(session, team)
     why = await why_undelivered(session, post_key(team, last.local_date)) if last is not None else None
-    if last is None or why is None:
+    if last is None or why is None or not any(reason in why for reason in CHANNEL_GONE):
+        # (refused for another reason, a post of this lesson would be refused again: the course goes on, as the
+        # dead letter's error tells the admin on the dashboard)
         return False
     team.next_lesson_id, last.lesson_id = last.lesson_id, None
-    if not any(reason in why for reason in CHANNEL_GONE):
-        return False
     team.status = TEAM_OFF
     log.warning("a team's channel cannot be posted in any more; its lessons are turned off",
                 extra={"team_id": team.id, "error": why})
@@ -657,6 +657,8 @@ async def membership_changed(turn: Turn) -> None:
     if meta.get(GUEST) is True:
         await _set_status(turn, team, MEMBER_EXCLUDED)
         return
+    if member is not None and member.status == MEMBER_EXCLUDED and GUEST not in meta:
+        return  # left out before, and nothing said of them now: they stay out
     if member is None and GUEST not in meta:
         # Someone new whose standing Slack did not say (users.info refused or slow): the channel's members are read
         # again at once, which reads the newcomer's profile and enrols them (or not: a guest, a bot) as it does all

@@ -125,23 +125,27 @@ class Answerer:
             return cached
         given = passages[:MODEL_PASSAGES]
         reserved = self._most_tokens(question, given)
-        if not await self._reserve(learner, reserved):
+        day = await self._reserve(learner, reserved)
+        if day is None:
             # the learner's tokens for the day are spent: the quote from the course costs nothing, and is still an
             # answer
             return await self._extractive(question, passages, allowed_courses, rarity)
-        if not await self._take_model_call():  # the deployment's calls for the day are spent: the same
-            await self._spend(learner, 0, reserved=reserved)
-            return await self._extractive(question, passages, allowed_courses, rarity)
+        spent = 0  # what the call took, counted instead of what was set aside, however this ends (even cancelled)
         try:
-            # the whole reply within the timeout, not each read of it: a model streaming slowly has the learner wait
-            # no longer than a silent one
-            async with asyncio.timeout(self.settings.model_timeout_seconds):
-                reply = await self.model.reply(question, given, on_partial=on_partial)
-        except Exception:
-            log.exception("the answer model failed; answering extractively", extra={"model": self.model.model_name})
-            await self._spend(learner, 0, reserved=reserved)
-            return await self._extractive(question, passages, allowed_courses, rarity)
-        await self._spend(learner, reply.tokens, reserved=reserved)
+            if not await self._take_model_call():  # the deployment's calls for the day are spent: the same
+                return await self._extractive(question, passages, allowed_courses, rarity)
+            try:
+                # the whole reply within the timeout, not each read of it: a model streaming slowly has the learner
+                # wait no longer than a silent one
+                async with asyncio.timeout(self.settings.model_timeout_seconds):
+                    reply = await self.model.reply(question, given, on_partial=on_partial)
+            except Exception:
+                log.exception("the answer model failed; answering extractively",
+                              extra={"model": self.model.model_name})
+                return await self._extractive(question, passages, allowed_courses, rarity)
+            spent = reply.tokens
+        finally:
+            await self._spend(learner, spent, reserved=reserved, reserved_on=day)
         try:
             answer = self.model.answer(reply, given)
             if answer.declined:  # the model found no answer: what the course says nearest, as a quote's decline tells
@@ -187,9 +191,10 @@ class Answerer:
         token."""
         return self.settings.max_answer_tokens + (len(question) + sum(len(p.text) for p in passages)) // 4 + 200
 
-    async def _reserve(self, learner: str, tokens: int) -> bool:
+    async def _reserve(self, learner: str, tokens: int) -> str | None:
+        """The day (UTC) `tokens` were set aside on for a model call, or None: the learner's budget is spent."""
         if self.database is None:
-            return True
+            return ""
 
         async with self.database.transaction() as session:
             return await reserve_tokens(session, learner, tokens, budget=self.settings.daily_token_budget)
@@ -205,12 +210,12 @@ class Answerer:
             log.warning("the day's model calls are spent (MODEL_CALLS_PER_DAY); questions are answered with quotes")
         return taken
 
-    async def _spend(self, learner: str, tokens: int, *, reserved: int = 0) -> None:
+    async def _spend(self, learner: str, tokens: int, *, reserved: int, reserved_on: str) -> None:
         if self.database is None or tokens == reserved:
             return
 
         async with self.database.transaction() as session:
-            await spend_tokens(session, learner, tokens, reserved=reserved)
+            await spend_tokens(session, learner, tokens, reserved=reserved, reserved_on=reserved_on)
 
     async def _cached(self, key: str) -> CourseAnswer | None:
         if self.database is None or not self.settings.cache_seconds:

@@ -112,23 +112,26 @@ async def take_question(session: AsyncSession, learner: str, *, per_minute: int,
 
 
 async def reserve_tokens(session: AsyncSession, learner: str, tokens: int, *, budget: int,
-                         now: datetime | None = None) -> bool:
-    """Set `tokens` of the learner's day aside for a model call about to be made, unless the day's `budget` is spent
-    (False, nothing set aside). Under the row's lock: one learner's questions asked at once (from several chats) do
-    not each find the budget unspent. `spend_tokens` then counts what the call really took instead."""
+                         now: datetime | None = None) -> str | None:
+    """Set `tokens` of the learner's day aside for a model call about to be made: the day (UTC, ISO) they were set
+    aside on, or None when the day's `budget` is spent (nothing set aside). Under the row's lock: one learner's
+    questions asked at once (from several chats) do not each find the budget unspent. `spend_tokens` then counts
+    what the call really took instead."""
     row = await _allowance(session, learner, now or utcnow())
     if row.day_tokens >= budget:
-        return False
+        return None
     row.day_tokens += tokens
-    return True
+    return row.day
 
 
-async def spend_tokens(session: AsyncSession, learner: str, tokens: int, *, reserved: int = 0,
+async def spend_tokens(session: AsyncSession, learner: str, tokens: int, *, reserved: int = 0, reserved_on: str = "",
                        now: datetime | None = None) -> None:
     """Count the `tokens` a model call took against the learner's day, in place of the `reserved` set aside for it
-    (`reserve_tokens`; a call that failed took none)."""
+    on `reserved_on` (`reserve_tokens`; a call that failed took none). A call set aside before midnight and ended
+    after it counts whole on the new day (yesterday's count was left behind with the day)."""
     row = await _allowance(session, learner, now or utcnow())
-    row.day_tokens = max(0, row.day_tokens + tokens - reserved)
+    given_back = reserved if row.day == reserved_on else 0
+    row.day_tokens = max(0, row.day_tokens + tokens - given_back)
 
 
 async def model_use_today(session: AsyncSession, *, now: datetime | None = None) -> tuple[int, int]:

@@ -4,13 +4,14 @@ answered as Starlette would answer it, refusals and failures included."""
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -133,3 +134,32 @@ async def _nothing() -> dict[str, object]:
 
 async def _drop(message: object) -> None:
     logging.getLogger(__name__).debug("sent %s", message)
+
+
+def admin_app() -> App:
+    async def page(request: Request) -> Response:
+        return PlainTextResponse("hi")
+
+    async def stream(request: Request) -> Response:
+        async def body() -> AsyncIterator[str]:
+            yield "a"
+            yield "b"
+        return StreamingResponse(body(), media_type="text/plain")
+
+    return App(routes=[Route("/admin", page), Route("/admin/s", stream), Route("/administer", page)],
+               headers_under={"/admin": {"X-Frame-Options": "DENY"}})
+
+
+@pytest.mark.parametrize("root_path", ["", "/bot"])
+async def test_headers_under_a_path_reach_every_answer_there_and_nowhere_else(root_path):
+    """A page, a HEAD, a stream, the router's 404 and 405, behind a root path too; not a path that only starts
+    alike."""
+    transport = httpx.ASGITransport(app=admin_app(), root_path=root_path)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for method, path in (("GET", "/admin"), ("HEAD", "/admin"), ("GET", "/admin/s"), ("GET", "/admin/nope"),
+                             ("POST", "/admin")):
+            answer = await client.request(method, root_path + path)
+            assert answer.headers.get("x-frame-options") == "DENY", (method, path, answer.status_code)
+        assert (await client.get(root_path + "/admin/s")).text == "ab"
+        assert "x-frame-options" not in (await client.get(root_path + "/administer")).headers
+

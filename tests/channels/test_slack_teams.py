@@ -1112,3 +1112,19 @@ async def test_a_member_from_another_organisation_in_a_shared_channel_is_one_mem
             olga = [(row.member, row.status) for row in await session.scalars(select(TeamMember))
                     if row.member.endswith("/UOLGA")]
         assert olga == [("T999/UOLGA", MEMBER_ACTIVE)]
+
+
+async def test_an_excluded_guest_rejoining_unvouched_stays_excluded(slack_settings, standin, fixtures_dir):
+    """The guest is excluded by the member read, leaves the channel, and comes back while users.info answers 429:
+    the join Slack could not vouch for must not make them an active member."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        assert (await members(lessonbot))[GUEST] == MEMBER_EXCLUDED
+        standin.remove_member(CHANNEL, GUEST)
+        await membership(client, fixtures_dir, "left", GUEST)
+        await lessonbot.settle()
+        standin.add_member(CHANNEL, GUEST, name=NAMES[GUEST], guest=True)
+        standin.fail("users.info", Fault.rate_limited(retry_after=30))
+        await membership(client, fixtures_dir, "joined", GUEST)
+        await lessonbot.settle()
+        assert (await members(lessonbot))[GUEST] == MEMBER_EXCLUDED

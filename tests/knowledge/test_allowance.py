@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from knowledge.answerer import Answerer
 from knowledge.ingest import ingest_path
 from knowledge.store import open_store
 from storage.db import Database
-from storage.knowledge import KnowledgeAllowance
+from storage.knowledge import KnowledgeAllowance, reserve_tokens, spend_tokens
 from tests.knowledge.conftest import PHOTOSYNTHESIS
 
 
@@ -114,3 +115,36 @@ async def test_the_days_model_calls_are_capped_over_all_learners_and_processes(a
     # An answer already given still comes from the cache: it costs no call.
     again = await other_process.answer("Where does the Calvin cycle take place?", learner=14, allowed_courses={"bio"})
     assert again.cached and not again.limited and len(openai.chat_requests) == 2
+
+
+async def test_a_cancelled_model_call_gives_back_the_tokens_it_set_aside(answering, database, openai):
+    """The worker stops while the model streams: what the call set aside is given back, not kept for the day."""
+    openai.piece_delay = 5.0
+    answerer = Answerer(replace(answering, daily_token_budget=100_000), database=database)
+    asked = asyncio.create_task(answerer.answer("Where does the Calvin cycle take place?", learner=9,
+                                                allowed_courses={"bio"}))
+    async with asyncio.timeout(10):
+        while not openai.chat_requests:
+            await asyncio.sleep(0.05)
+    asked.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asked
+    async with database.sessions() as session:
+        assert (await session.get(KnowledgeAllowance, "9")).day_tokens == 0
+
+
+async def test_a_call_set_aside_before_midnight_counts_whole_on_the_new_day(database):
+    before, after = datetime(2027, 3, 1, 23, 59, 59, tzinfo=UTC), datetime(2027, 3, 2, 0, 0, 5, tzinfo=UTC)
+    async with database.transaction() as session:
+        day = await reserve_tokens(session, "L", 680, budget=20_000, now=before)
+    async with database.transaction() as session:
+        await spend_tokens(session, "L", 300, reserved=680, reserved_on=day or "", now=after)
+    async with database.sessions() as session:
+        row = await session.get(KnowledgeAllowance, "L")
+    assert (day, row.day, row.day_tokens) == ("2027-03-01", "2027-03-02", 300)
+    async with database.transaction() as session:  # the same day: what was set aside is replaced by what was taken
+        day = await reserve_tokens(session, "L", 680, budget=20_000, now=after)
+        await spend_tokens(session, "L", 250, reserved=680, reserved_on=day or "", now=after)
+    async with database.sessions() as session:
+        assert (await session.get(KnowledgeAllowance, "L")).day_tokens == 550
+
