@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_QUESTION_CHARACTERS = 1000
 CACHE_FORMAT = "3"  # CourseAnswer.to_payload's (3: a decline's `covers`); the first format had no version here
 PASSAGES = 5
+INSTRUCTION_TOKENS = 200  # about what the system prompt and the passages' markup add to a model call
 
 
 class Answerer:
@@ -187,9 +188,10 @@ class Answerer:
             return await take_question(session, learner, per_minute=self.settings.rate_limit_per_minute)
 
     def _most_tokens(self, question: str, passages: list[Passage]) -> int:
-        """What a call may take, set aside before it: the longest answer, and the prompt at about four characters a
-        token."""
-        return self.settings.max_answer_tokens + (len(question) + sum(len(p.text) for p in passages)) // 4 + 200
+        """What a call may take, set aside before it: the longest answer, the question and passages at about four
+        characters a token, and the instructions around them."""
+        prompt = len(question) + sum(len(p.text) for p in passages)
+        return self.settings.max_answer_tokens + prompt // 4 + INSTRUCTION_TOKENS
 
     async def _reserve(self, learner: str, tokens: int) -> str | None:
         """The day (UTC) `tokens` were set aside on for a model call, or None: the learner's budget is spent."""

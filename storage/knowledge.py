@@ -124,7 +124,7 @@ async def reserve_tokens(session: AsyncSession, learner: str, tokens: int, *, bu
     return row.day
 
 
-async def spend_tokens(session: AsyncSession, learner: str, tokens: int, *, reserved: int = 0, reserved_on: str = "",
+async def spend_tokens(session: AsyncSession, learner: str, tokens: int, *, reserved: int, reserved_on: str,
                        now: datetime | None = None) -> None:
     """Count the `tokens` a model call took against the learner's day, in place of the `reserved` set aside for it
     on `reserved_on` (`reserve_tokens`; a call that failed took none). A call set aside before midnight and ended

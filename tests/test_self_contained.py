@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTSIDE = ("../shared", '"shared" / "datasets"', "parents[3]")
+# a folder beside the checkout, however a path to it is written ("../shared", Path("..") / "shared", four levels up)
+OUTSIDE = ("../shared", '"shared" /', '/ "shared"', "'shared' /", "/ 'shared'", "parents[3]", "parents[4]", "os.pardir")
 
 
 def test_no_file_of_the_project_reads_from_beside_the_checkout():
