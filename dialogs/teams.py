@@ -16,8 +16,9 @@
   team's hour in their own time zone (their profile's, else the team's), whose lessons the planner pushes to that
   direct chat as to any learner (scheduler/planner.py). "No, thanks" ("team:skip:TEAM") opts out. Who started
   through the team (`TeamMember.started_at`) follows it: its new hour and days become theirs (`follow_team_schedule`);
-  `team off`, another course, the channel mode, opting out and leaving the chat pause their lessons
-  (`pause_direct_lessons`); `team on` and another course invite them again.
+  `team off`, another course, the channel mode, opting out and leaving the chat pause their lessons, or give back
+  the course they were taking on their own when they pressed Start (`pause_direct_lessons`); `team on` and another
+  course invite them again.
 - Joining the chat enrolls (`membership_changed`); leaving pauses; guests and bots are left out.
 
 Where a member is: `meta[GROUP_CHAT]` (the chat's own id) and `meta[WORKSPACE]`, set by the channel on what
@@ -52,7 +53,7 @@ from dialogs import bandit, flow, lessons, nudges, roles
 from dialogs.choices import refuse
 from dialogs.i18n import N_, Translator, translator
 from dialogs.learner import enroll, joined_to, learner_of, tr
-from dialogs.onboarding import days_label, finish, privacy_notice
+from dialogs.onboarding import days_label, finish, privacy_notice, schedule_summary
 from dialogs.times import read_days, read_time, read_zone
 from dialogs.turn import Command, Turn
 from storage.courses import (
@@ -97,6 +98,7 @@ from storage.teams import (
     set_member,
     standings,
     started_learners,
+    started_members,
     team_in,
     was_posted,
     weekly_digest,
@@ -149,9 +151,14 @@ async def may_administer(turn: Turn, workspace: str) -> bool:
 
 
 async def _set_status(turn: Turn, team: Team, status: str) -> TeamMember:
-    """The sender's membership of `team`, as `status`, with their direct chat where the channel says it."""
-    return await set_member(turn.session, team, turn.message.sender_id, status, user_id=turn.user.id, now=turn.now,
-                            direct_chat=direct_address(turn))
+    """The sender's membership of `team`, as `status`, with their direct chat where the channel says it. One let in
+    without the platform's word on who they are (a button press carries none; users.info refused a command's) is
+    read by the member sync, at once: a guest or a bot found there is left out."""
+    member = await set_member(turn.session, team, turn.message.sender_id, status, user_id=turn.user.id, now=turn.now,
+                              direct_chat=direct_address(turn), standing_read=GUEST in turn.message.meta)
+    if not member.standing_read:
+        team.members_synced_at = None
+    return member
 
 
 def direct_address(turn: Turn) -> str | None:
@@ -748,6 +755,9 @@ async def _answer_invitation(turn: Turn, value: str) -> None:
     learner.consent_at = learner.consent_at or turn.now  # Start, under the privacy notice, is their consent
     own = (await turn.session.get(Course, learner.course_id)
            if learner.course_id not in (None, course.id) and learner.status == LEARNER_ACTIVE else None)
+    if own is not None:  # given back when the team's lessons stop for them (`pause_direct_lessons`)
+        member.own_course_id, member.own_lesson_time, member.own_lesson_days = (own.id, learner.lesson_time,
+                                                                                learner.lesson_days)
     await enroll(turn, learner, course)
     learner.lesson_time, learner.lesson_days = team.lesson_time, team.lesson_days
     turn.user.timezone = turn.user.timezone or team.timezone  # their own (their profile's), else the team's
@@ -755,20 +765,47 @@ async def _answer_invitation(turn: Turn, value: str) -> None:
     flow.leave(turn.state, "onboarding")
     await finish(turn)  # active, lessons pushed here, the schedule told, and the first lesson offered now
     if own is not None:  # one course at a time is a learner's: theirs waits, and they are told so
-        turn.say(_("Your own course, “{title}”, waits while you take the team's: your place in it is kept, and "
-                   "/settings course takes you back to it.", title=own.title))
+        turn.say(_("Your own course, “{title}”, waits while you take the team's: your place in it is kept, and it "
+                   "comes back, at your own hour, when the team's lessons stop for you (/settings course takes you "
+                   "back to it sooner).", title=own.title))
 
 
 async def pause_direct_lessons(session: AsyncSession, team: Team, member: str | None = None, *,
                                course_id: int | None = None) -> int:
     """The lessons of the team's course (`course_id`: the one it had) pushed to members who started them through the
     team's invitation (`member`: that one, who opted out or left the chat) stop: paused until they /resume on their
-    own, or press Start on the team's next invitation. Someone taking the course on their own, and a learner who is
-    not active (paused, stopped), are left as they are. The number paused."""
-    learners = await started_learners(session, team, course_id=course_id, member=member)
-    for learner in learners:
-        learner.status, learner.paused_until = PAUSED, None
-    return len(learners)
+    own, or press Start on the team's next invitation; one who had a course of their own when they pressed Start
+    gets it back instead (`_give_back_own_course`). Someone taking the course on their own, and a learner who is
+    not active (paused, stopped), are left as they are. The number stopped."""
+    started = await started_members(session, team, course_id=course_id, member=member)
+    for learner, row in started:
+        if not await _give_back_own_course(session, team, learner, row):
+            learner.status, learner.paused_until = PAUSED, None
+    return len(started)
+
+
+async def _give_back_own_course(session: AsyncSession, team: Team, learner: Learner, row: TeamMember) -> bool:
+    """The course the member was taking on their own when they pressed Start, at their own hour, theirs again (their
+    place in it was kept), and they are told in their direct chat; False when there was none (or it is gone)."""
+    own = await session.get(Course, row.own_course_id) if row.own_course_id else None
+    at, days = row.own_lesson_time, row.own_lesson_days
+    row.own_course_id, row.own_lesson_time, row.own_lesson_days = None, None, None
+    if own is None or own.id == learner.course_id:
+        return False
+    learner.course_id = own.id
+    learner.lesson_time, learner.lesson_days = at or learner.lesson_time, days or learner.lesson_days
+    await lesson_schedule_changed(session, learner.user_id)
+    user = await session.get(User, learner.user_id)
+    if row.direct_chat:
+        _ = translator(user.locale if user else team.locale)
+        text = "\n".join([
+            _("The team's lessons stop here for you. Your own course, “{title}”, is back where you left it.",
+              title=own.title),
+            schedule_summary(_, learner.lesson_time, learner.lesson_days, user.timezone if user else None),
+        ])
+        key = f"team-own-course:{team.id}:{row.member}:{row.started_at.isoformat() if row.started_at else ''}"
+        await send_to(session, team, row.direct_chat, Text(text), key=key, user_id=learner.user_id)
+    return True
 
 
 async def follow_team_schedule(session: AsyncSession, team: Team) -> None:

@@ -57,6 +57,7 @@ from storage.teams import (
     TEAM_ACTIVE,
     Team,
     TeamMember,
+    membership,
     record_post,
     set_member,
     standings,
@@ -167,9 +168,10 @@ async def sync_one(ctx: JobContext, team: Team, lister: ListsMembers, now: datet
     written PROFILE_BATCH at a time, so a large channel's members start learning before the last is read."""
     present = await lister.chat_members(team.chat_id)
     async with ctx.db.sessions() as session:
-        known = {row[0]: row[1] for row in await session.execute(
-            select(TeamMember.member, TeamMember.status).where(TeamMember.team_id == team.id)
-        )}
+        rows = (await session.execute(select(TeamMember.member, TeamMember.status, TeamMember.standing_read)
+                                      .where(TeamMember.team_id == team.id))).all()
+    known = {member: status for member, status, _read in rows}
+    unread = {person_of(member): member for member, _status, read in rows if not read}
     async with ctx.db.transaction() as session:
         row = await session.get(Team, team.id)
         if row is None:
@@ -191,10 +193,28 @@ async def sync_one(ctx: JobContext, team: Team, lister: ListsMembers, now: datet
         profiles = [await lister.member_profile(member) for member in newcomers[start:start + PROFILE_BATCH]]
         async with ctx.db.transaction() as session:
             await _enroll(session, team.id, profiles, now)
+    # And for those let in before their profile could be read (a button pressed before this read): a guest or a bot
+    # among them is left out now.
+    for member in [member for member in present if person_of(member) in unread]:
+        profile = await lister.member_profile(member)
+        async with ctx.db.transaction() as session:
+            await _standing_read(session, team.id, unread[person_of(member)], profile, now)
     async with ctx.db.transaction() as session:
         row = await session.get(Team, team.id)
         if row is not None:
             row.members_synced_at = now
+
+
+async def _standing_read(session: AsyncSession, team_id: int, member: str, profile: ChatMember, now: datetime) -> None:
+    """What the platform says of a member let in unread: a guest or a bot is left out (their team lessons stop)."""
+    team = await session.get(Team, team_id)
+    row = await membership(session, team, member) if team is not None else None
+    if team is None or row is None:
+        return
+    row.standing_read = True
+    if (profile.guest or profile.bot) and row.status != MEMBER_EXCLUDED:
+        row.status, row.changed_at = MEMBER_EXCLUDED, now
+        await pause_direct_lessons(session, team, member)
 
 
 def person_of(member: str) -> str:

@@ -80,7 +80,8 @@ PLAN: dict[str, Rule] = {
     "offered_choices": Rule(ERASED, "the buttons sent to them: all of those in their own chats, theirs in groups"),
     "team_members": Rule(
         SCRUBBED,
-        "their place in teams learning in a channel (opt-outs, hidden from the leaderboard, their direct chat) goes; "
+        "their place in teams learning in a channel (opt-outs, hidden from the leaderboard, their direct chat, the "
+        "course of their own waiting behind the team's) goes; "
         "each membership stays as a bare opt-out (the team and their member id, as a chat's STOP mark stays), so the "
         "member sync neither makes them again from the platform's profile nor invites them until they act themselves",
     ),

@@ -39,10 +39,11 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, aliased, mapped_column
 
 from storage.courses import Course, Lesson, LessonProgress, Question, QuestionCard
 from storage.learners import ACTIVE, PAUSED, STOPPED, Learner, in_quiet_hours, is_paused, streak_on, zone_for
@@ -101,6 +102,14 @@ class TeamMember(Base):
     started_at: Mapped[datetime | None] = mapped_column()  # pressed Start on the direct mode's invitation
     joined_at: Mapped[datetime] = mapped_column(default=utcnow)
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Whether the platform's word on who they are (a guest of the workspace, a bot) was read: False for one let in
+    # while it could not be (users.info refused or slow); the next read of the members reads them
+    standing_read: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # The course they were taking on their own, and at what hour, when they pressed Start: theirs again when the
+    # team's lessons stop for them (`pause_direct_lessons`)
+    own_course_id: Mapped[int | None] = mapped_column(BigId)
+    own_lesson_time: Mapped[time | None] = mapped_column(Time)
+    own_lesson_days: Mapped[str | None] = mapped_column(String(7))
 
 
 class TeamLessonPost(Base):
@@ -149,8 +158,11 @@ async def set_member(
     user_id: int | None,
     now: datetime,
     direct_chat: str | None = None,
+    standing_read: bool = True,
 ) -> TeamMember:
-    """Insert or update one member's row (race-free: insert-or-nothing, then update)."""
+    """Insert or update one member's row (race-free: insert-or-nothing, then update). `standing_read`: whether the
+    caller knows what the platform says of them (a guest, a bot); a row made without it is read again by the member
+    sync, and one read stays read."""
     await session.execute(
         insert_ignoring_conflicts(
             session,
@@ -163,6 +175,7 @@ async def set_member(
                 "hidden": False,
                 "joined_at": now,
                 "changed_at": now,
+                "standing_read": standing_read,
             },
         )
     )
@@ -170,6 +183,8 @@ async def set_member(
     assert row is not None
     if row.status != status:
         row.status, row.changed_at = status, now
+    if standing_read and not row.standing_read:
+        row.standing_read = True
     if user_id is not None and row.user_id is None:
         row.user_id = user_id
     if direct_chat and row.direct_chat != direct_chat:
@@ -182,8 +197,15 @@ async def started_learners(
 ) -> list[Learner]:
     """The active learners of the team's course (`course_id`: another, the one it had) who started it through the
     team's invitation (`member`: that one only); a member taking the course on their own is not among them."""
+    return [learner for learner, _row in await started_members(session, team, course_id=course_id, member=member)]
+
+
+async def started_members(
+    session: AsyncSession, team: Team, *, course_id: int | None = None, member: str | None = None
+) -> list[tuple[Learner, TeamMember]]:
+    """`started_learners`, each with their membership row."""
     query = (
-        select(Learner)
+        select(Learner, TeamMember)
         .join(TeamMember, TeamMember.user_id == Learner.user_id)
         .where(
             TeamMember.team_id == team.id,
@@ -194,7 +216,7 @@ async def started_learners(
     )
     if member is not None:
         query = query.where(TeamMember.member == member)
-    return list(await session.scalars(query))
+    return [(learner, row) for learner, row in (await session.execute(query)).all()]
 
 
 async def is_team_admin(session: AsyncSession, channel: str, workspace: str, member: str) -> bool:
@@ -577,7 +599,8 @@ def _as_member(identities: list[tuple[str, str]]) -> ColumnElement[bool]:
 
 
 async def memberships_of(session: AsyncSession, user_id: int) -> list[dict[str, Any]]:
-    """The person's team memberships, for their export."""
+    """The person's team memberships, for their export (with the course of their own that waits behind one)."""
+    own = aliased(Course)
     rows = await session.execute(
         select(
             Team.chat_id,
@@ -586,9 +609,11 @@ async def memberships_of(session: AsyncSession, user_id: int) -> list[dict[str, 
             TeamMember.hidden,
             TeamMember.joined_at,
             TeamMember.started_at,
+            own.title.label("own_course"),
         )
         .join(Team, Team.id == TeamMember.team_id)
         .join(Course, Course.id == Team.course_id)
+        .outerjoin(own, own.id == TeamMember.own_course_id)
         .where(TeamMember.user_id == user_id)
     )
     return [
@@ -599,6 +624,7 @@ async def memberships_of(session: AsyncSession, user_id: int) -> list[dict[str, 
             "hidden": row.hidden,
             "joined_at": row.joined_at.isoformat(),
             "started_at": row.started_at.isoformat() if row.started_at else None,
+            "own_course_waiting": row.own_course,
         }
         for row in rows
     ]
@@ -654,4 +680,5 @@ async def forget_member(session: AsyncSession, user_id: int, identities: list[tu
 # What an erased member's row keeps: that they opted out, nothing of them.
 _ERASED_MEMBER: dict[str, Any] = {
     "user_id": None, "status": MEMBER_OPTED_OUT, "hidden": False, "direct_chat": None, "started_at": None,
+    "own_course_id": None, "own_lesson_time": None, "own_lesson_days": None,
 }

@@ -36,7 +36,7 @@ from storage.learners import ACTIVE, PAUSED, STOPPED, Learner, zone_for
 from storage.models import AdminAuditEntry, ChannelIdentity, Conversation, OutboxMessage, User
 from storage.outbox import OutboxStatus
 from storage.scheduling import NudgeLog
-from storage.teams import MEMBER_ACTIVE, MEMBER_EXCLUDED, MEMBER_LEFT, Team, TeamMember
+from storage.teams import MEMBER_ACTIVE, MEMBER_EXCLUDED, MEMBER_LEFT, Team, TeamMember, memberships_of
 from tests.dialogs.learning_support import SAMPLE
 from tests.scheduler.support import HandClock, add_learner, sample_course
 from tests.support import running
@@ -996,6 +996,41 @@ async def test_a_newcomer_whose_standing_slack_did_not_say_is_enrolled_by_the_me
         assert (await members(lessonbot))[GUEST] == MEMBER_EXCLUDED
 
 
+async def test_a_guest_let_in_before_their_profile_was_read_is_left_out_by_the_member_read(
+        slack_settings, standin, fixtures_dir):
+    """A guest joins while users.info answers 429 and presses the posted lesson's Quiz me before the members are read
+    again (a press carries no word of who they are, and a paid course's preview must not wait for it): they get
+    that quiz, and the read that follows at once reads their profile and leaves them out."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        standin.remove_member(CHANNEL, GUEST)
+        clock = await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        jobs = context(lessonbot, clock)
+        await post_team_lessons(jobs)
+        clock.at(datetime(2027, 3, 12, 14, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1
+        await lessonbot.settle()
+        standin.add_member(CHANNEL, GUEST, name=NAMES[GUEST], guest=True)
+        standin.fail("users.info", Fault.rate_limited(retry_after=30))
+        await membership(client, fixtures_dir, "joined", GUEST)
+        await lessonbot.settle()
+        post = standin.top_level(CHANNEL)[-1]
+        [(_label, take)] = buttons(post)
+        await press(client, fixtures_dir, GUEST, take, ephemeral=False, message_ts=post.answer["ts"], standin=standin)
+        await lessonbot.settle()
+        assert (await members(lessonbot))[GUEST] == MEMBER_ACTIVE
+        clock.move(minutes=1)
+        assert await sync_team_members(jobs) == 1
+        assert (await members(lessonbot))[GUEST] == MEMBER_EXCLUDED
+        await press(client, fixtures_dir, GUEST, take, ephemeral=False, message_ts=post.answer["ts"], standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, GUEST)[-1].startswith("The team course is for the workspace's members")
+        # Read once: the next read asks Slack of no one it knows already.
+        asked = len([call for call in standin.calls if call.method == "users.info"])
+        clock.move(hours=7)
+        assert await sync_team_members(jobs) == 1
+        assert len([call for call in standin.calls if call.method == "users.info"]) == asked
+
+
 async def test_an_admins_own_opt_out_stands_when_they_change_the_team(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
         await _team_set_up(client, fixtures_dir, standin, lessonbot)
@@ -1094,8 +1129,46 @@ async def test_start_tells_a_member_their_own_course_waits_and_how_to_go_back(sl
         async with lessonbot.db.sessions() as session:
             title = (await session.get(Course, own_course)).title
         assert standin.texts("DBEA")[-1] == (f"Your own course, “{title}”, waits while you take the team's: your "
-                                             "place in it is kept, and /lessonbot settings course takes you back to "
-                                             "it.")
+                                             "place in it is kept, and it comes back, at your own hour, when the "
+                                             "team's lessons stop for you (/lessonbot settings course takes you back "
+                                             "to it sooner).")
+
+
+async def test_a_members_own_course_comes_back_at_their_hour_when_the_teams_lessons_stop(slack_settings, standin,
+                                                                                         fixtures_dir):
+    """Bea took her own course at 07:00 every day, then pressed Start on the team's invitation: when she opts out of
+    the team's course, her own is hers again, at her hour, and she is told so in her direct messages. Cal, who had
+    no course of his own, is paused when the team's lessons are turned off."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        team_course = await sample_course(lessonbot.db)
+        own_course = await another_course(lessonbot)
+        clock = HandClock(datetime(2027, 3, 14, 12, 0, tzinfo=UTC))
+        await direct_team(client, fixtures_dir, standin, lessonbot, clock, CAL)
+        await learner_row(lessonbot, BEA, status=ACTIVE, course_id=own_course, lesson_time=time(7, 0),
+                          lesson_days="1234567")
+        await press(client, fixtures_dir, BEA, start_button(standin, BEA), ephemeral=False, channel="DBEA")
+        await lessonbot.settle()
+        bea = await learner_row(lessonbot, BEA)
+        assert (bea.course_id, bea.lesson_time, bea.lesson_days) == (team_course, time(9, 0), "12345")
+        async with lessonbot.db.sessions() as session:  # what waits is in her export
+            assert [row["own_course_waiting"] for row in await memberships_of(session, bea.user_id)] == [
+                "Phishing, the sequel"]
+        await slash(client, fixtures_dir, BEA, "team leave", standin=standin)
+        await lessonbot.settle()
+        bea = await learner_row(lessonbot, BEA)
+        assert (bea.status, bea.course_id, bea.lesson_time, bea.lesson_days) == (ACTIVE, own_course, time(7, 0),
+                                                                                 "1234567")
+        told = standin.texts(BEA)[-1].split("\n")
+        assert told[0] == "The team's lessons stop here for you. Your own course, “Phishing, the sequel”, is back " \
+                          "where you left it."
+        assert told[1].startswith("Lessons at 07:00 on every day")
+        async with lessonbot.db.sessions() as session:
+            row = await session.scalar(select(TeamMember).where(TeamMember.member == f"T111/{BEA}"))
+            assert row.own_course_id is None  # given back once
+        await slash(client, fixtures_dir, ADMIN, "team off", standin=standin)
+        await lessonbot.settle()
+        assert [(await learner_row(lessonbot, user)).status for user in (BEA, CAL)] == [ACTIVE, PAUSED]
+        assert (await learner_row(lessonbot, BEA)).course_id == own_course
 
 
 async def test_a_member_from_another_organisation_in_a_shared_channel_is_one_member(slack_settings, standin,

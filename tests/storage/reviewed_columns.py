@@ -104,7 +104,7 @@ REVIEWED_COLUMNS: dict[str, tuple[str, ...]] = {
     "team_lesson_posts": ("id", "team_id", "local_date", "lesson_id", "posted_at"),
     "team_members": (
         "id", "team_id", "member", "user_id", "status", "hidden", "direct_chat", "started_at", "joined_at",
-        "changed_at",
+        "changed_at", "standing_read", "own_course_id", "own_lesson_time", "own_lesson_days",
     ),
     "teams": (
         "id", "channel", "chat_id", "workspace", "course_id", "mode", "lesson_time", "lesson_days", "timezone",
