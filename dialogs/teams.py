@@ -529,31 +529,48 @@ def post_key(team: Team, local_date: date) -> str:
     return f"team-lesson:{team.id}:{local_date.isoformat()}"
 
 
-# What Slack says when the channel cannot be posted in any more: archived, or the bot taken out of it
+# Why Slack refuses a lesson post when no later post would fare better: the channel cannot be posted in any more
+# (archived, gone, the bot taken out of it), or the bot may not post there (a workspace setting, a read-only or
+# thread-only channel: restricted_action_…, the workspace's key management)
 CHANNEL_GONE = ("is_archived", "channel_not_found", "not_in_channel")
+POSTS_REFUSED = ("restricted_action", "ekm_access_denied")
+_SLACK_ERROR = re.compile(r"refused the message: ([a-z_]{1,64})")
 
 
 async def take_back_undelivered(session: AsyncSession, team: Team) -> bool:
     """Before the team's next lesson is posted: if the platform never took the last post (a dead letter) because the
-    channel cannot be posted in any more (archived, the bot removed), its lesson was seen by no one: the team's
-    place goes back to it (the day is left showing none), the team's lessons are turned off (a team admin's `team on`
-    starts them again) instead of using up the course on posts no one sees, and the digest's reader is told. True
-    when the lessons were turned off."""
+    channel cannot be posted in any more (`CHANNEL_GONE`, `POSTS_REFUSED`), its lesson was seen by no one: the
+    team's place goes back to it (the day is left showing none), the team's lessons are turned off (a team admin's
+    `team on` starts them again) instead of using up the course on posts no one sees, and the digest's reader is
+    told why. Refused for a reason of that post alone (too long, say), the course goes on and the reader is told
+    which lesson was not seen. True when the lessons were turned off."""
     last = await last_post(session, team)
     why = await why_undelivered(session, post_key(team, last.local_date)) if last is not None else None
-    if last is None or why is None or not any(reason in why for reason in CHANNEL_GONE):
-        # (refused for another reason, a post of this lesson would be refused again: the course goes on, as the
-        # dead letter's error tells the admin on the dashboard)
+    if last is None or why is None:
+        return False
+    _ = translator(team.locale)
+    gone, refused = (any(reason in why for reason in reasons) for reasons in (CHANNEL_GONE, POSTS_REFUSED))
+    if not (gone or refused):
+        lesson = await session.get(Lesson, last.lesson_id) if last.lesson_id else None
+        code = match[1] if (match := _SLACK_ERROR.search(why)) else why[:64]
+        if team.digest_chat and lesson is not None:
+            await send_to(session, team, team.digest_chat, Text(_(
+                "The team lesson “{title}” of {day} was not posted: Slack refused it ({error}). The course goes on "
+                "with the next lesson; Lessonbot's administrators find the post among the replies not delivered.",
+                title=lesson.title, day=last.local_date.isoformat(), error=code.replace("_", " "))),
+                key=f"team-post-refused:{team.id}:{last.local_date.isoformat()}")
         return False
     team.next_lesson_id, last.lesson_id = last.lesson_id, None
     team.status = TEAM_OFF
     log.warning("a team's channel cannot be posted in any more; its lessons are turned off",
                 extra={"team_id": team.id, "error": why})
     if team.digest_chat:
-        _ = translator(team.locale)
-        await send_to(session, team, team.digest_chat, Text(_(
-            "The team course's lessons are turned off: Slack says its channel is archived, or Lessonbot is no "
-            "longer in it. No lesson was lost. In the channel, /lessonbot team on starts them again.")))
+        await send_to(session, team, team.digest_chat, Text(
+            _("The team course's lessons are turned off: Slack says its channel is archived, or Lessonbot is no "
+              "longer in it. No lesson was lost. In the channel, /lessonbot team on starts them again.") if gone else
+            _("The team course's lessons are turned off: Slack does not let Lessonbot post in its channel (a "
+              "workspace setting, or a channel only some may post in). No lesson was lost. Once it may, "
+              "/lessonbot team on in the channel starts them again.")))
     return True
 
 

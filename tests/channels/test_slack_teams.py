@@ -1114,6 +1114,40 @@ async def test_an_archived_channel_turns_the_lessons_off_without_using_up_the_co
         assert standin.top_level(CHANNEL)[-1].params["text"].startswith("📘 Lesson 2 of 5")
 
 
+async def test_a_channel_the_bot_may_not_post_in_turns_the_lessons_off_and_one_refused_post_is_told(
+        slack_settings, standin, fixtures_dir):
+    """A post Slack refuses for a reason of its own (`msg_too_long`) was seen by no one, but the next would fare
+    better: the course goes on, and the digest's reader is told which lesson was not posted. A read-only channel
+    (`restricted_action_read_only_channel`) refuses every post: the lessons are turned off, the reader told why."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        clock = await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        jobs = context(lessonbot, clock)
+        await post_team_lessons(jobs)
+        standin.fail("chat.postMessage", Fault.refused("msg_too_long"))
+        clock.at(datetime(2027, 3, 12, 14, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1  # Lesson 1, refused
+        await lessonbot.settle()
+        clock.at(datetime(2027, 3, 15, 13, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1  # Lesson 2: the course goes on
+        await lessonbot.settle()
+        assert standin.top_level(CHANNEL)[-1].params["text"].startswith("📘 Lesson 2 of 5")
+        [told] = [call.params["text"] for call in standin.calls if call.method == "chat.postMessage"
+                  and "was not posted" in call.params.get("text", "")]
+        assert told.startswith("The team lesson “") and "of 2027-03-12 was not posted: Slack refused it " \
+                                                          "(msg too long). The course goes on" in told
+        async with lessonbot.db.sessions() as session:
+            assert (await session.scalar(select(Team))).status == "active"
+        standin.fail("chat.postMessage", *[Fault.refused("restricted_action_read_only_channel")] * 20)
+        for day in (16, 17):
+            clock.at(datetime(2027, 3, day, 13, 1, tzinfo=UTC))
+            await post_team_lessons(jobs)
+            await lessonbot.settle()
+        async with lessonbot.db.sessions() as session:
+            assert (await session.scalar(select(Team))).status == "off"
+        assert [call for call in standin.calls if call.method == "chat.postMessage"
+                and "Slack does not let Lessonbot post in its channel" in call.params.get("text", "")]
+
+
 async def test_start_tells_a_member_their_own_course_waits_and_how_to_go_back(slack_settings, standin, fixtures_dir):
     """One course at a time is a learner's: Bea, learning another course at 07:00, presses Start on the team's
     invitation; her lessons become the team's, and she is told her own course waits, her place kept."""
