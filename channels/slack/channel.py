@@ -124,6 +124,9 @@ class SlackChannel:
         self.profiles_per_minute = PROFILES_PER_MINUTE
         self.post_pace = POST_PACE_SECONDS
         self._next_profile: dict[str, float] = {}  # installation → when its next users.info may go (monotonic)
+        # installation → until when chat.postEphemeral is not tried there (monotonic): its Tier 4 is the
+        # workspace's, so a 429 for one member holds every member's, not only that member's place
+        self._ephemeral_held: dict[str, float] = {}
 
     # inbound --------------------------------------------------------------------------------------------------
 
@@ -137,7 +140,8 @@ class SlackChannel:
         """chat.postMessage: about one message per second per channel (short bursts tolerated). A member's private
         place in a channel is answered through the response_url of what they pressed or typed, which no Web API
         tier counts, a few messages a second at most; where there is none (a welcome), chat.postEphemeral's Tier 4
-        answers a 429 with a Retry-After, which pauses that member's place."""
+        answers a 429 with a Retry-After, which pauses that member's place and holds the workspace's other
+        chat.postEphemeral calls as long (`_post_ephemeral`)."""
         _installation, channel = split_chat_id(chat_id)
         if ephemeral_target(channel)[1] is not None:
             return (RateLimit(f"slack:member:{chat_id}", MEMBER_PER_SECOND, 1.0),)
@@ -167,7 +171,8 @@ class SlackChannel:
                 if answered is not None:
                     return answered
             if member is not None:
-                return await self._post_ephemeral(client, channel, member, messages, parts=delivery.parts)
+                return await self._post_ephemeral(client, installation, channel, member, messages,
+                                                  parts=delivery.parts)
             return await self._post(client, channel, messages, parts=delivery.parts)
         except ReplyNotRenderable as exc:
             raise PermanentSendError(f"Slack cannot show this reply: {exc}") from exc
@@ -224,16 +229,26 @@ class SlackChannel:
         return posted[-1]
 
     async def _post_ephemeral(
-        self, client: AsyncWebClient, channel: str, user: str, messages: list[SlackMessage], *, parts: PartsSent
+        self, client: AsyncWebClient, installation: str, channel: str, user: str, messages: list[SlackMessage], *,
+        parts: PartsSent
     ) -> str:
         """As `_post`, each message seen by `user` alone in `channel` (Slack keeps ephemeral messages only for the
-        session: a member who was away sees the lesson post, and its button brings the quiz again)."""
+        session: a member who was away sees the lesson post, and its button brings the quiz again). While Slack
+        holds the workspace's chat.postEphemeral after a 429, no member's is tried: each is RateLimited for what
+        is left of the wait (answers through a response_url, which no tier counts, go on)."""
         posted = parts.ids
         for index in range(len(posted), len(messages)):
             message = messages[index]
-            response = await client.chat_postEphemeral(
-                channel=channel, user=user, text=message.text, blocks=message.blocks
-            )
+            if (left := self._ephemeral_held.get(installation, 0.0) - time.monotonic()) > 0:
+                raise RateLimited(left, "Slack rate limit (chat.postEphemeral, the workspace's)")
+            try:
+                response = await client.chat_postEphemeral(
+                    channel=channel, user=user, text=message.text, blocks=message.blocks
+                )
+            except SlackApiError as exc:
+                if isinstance(error := send_error(exc), RateLimited):
+                    self._ephemeral_held[installation] = time.monotonic() + error.retry_after
+                raise
             await parts.add(str(response.get("message_ts") or ""), more_to_come=index + 1 < len(messages))
         return posted[-1]
 

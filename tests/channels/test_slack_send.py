@@ -56,6 +56,27 @@ async def test_a_429_becomes_rate_limited_with_slacks_retry_after(standin):
     assert caught.value.retry_after == 7
 
 
+async def test_a_429_on_one_members_private_message_holds_the_workspaces_and_not_response_urls(standin):
+    """chat.postEphemeral's Tier 4 counts the workspace's calls: after a 429 for Bea, Cal's private message is not
+    tried (RateLimited for what is left of the wait) until it is over; an answer through a response_url, which no
+    tier counts, goes at once."""
+    channel = slack(standin.base_url)
+    standin.fail("chat.postEphemeral", Fault.rate_limited(retry_after=30))
+    with pytest.raises(RateLimited) as bea:
+        await channel.send(delivery(Text("welcome, Bea"), chat_id="T111:C111@UBEA"))
+    with pytest.raises(RateLimited) as cal:
+        await channel.send(delivery(Text("welcome, Cal"), chat_id="T111:C111@UCAL"))
+    assert bea.value.retry_after == 30 and 25 < cal.value.retry_after <= 30
+    assert [c.outcome for c in standin.calls if c.method == "chat.postEphemeral"] == ["429 ratelimited"]
+    answer = Delivery(outbox_id=3, chat_id="T111:C111@UDAN", reply=Text("right!"), attempt=1, parts=PartsSent(),
+                      reply_address=standin.response_url("C111", "UDAN"))
+    await channel.send(answer)
+    assert [c.params.get("text") for c in standin.calls if c.method == "response_url"] == ["right!"]
+    # Another workspace's members are not held.
+    await channel.send(delivery(Text("welcome, Eve"), chat_id="T222:C9@UEVE"))
+    assert [c.outcome for c in standin.calls if c.method == "chat.postEphemeral"] == ["429 ratelimited", "ok"]
+
+
 @pytest.mark.parametrize("status", [500, 502, 503])
 async def test_5xx_is_transient(standin, status):
     standin.fail("chat.postMessage", Fault.server_error(status))
