@@ -963,6 +963,24 @@ async def _team_set_up(client, fixtures_dir, standin, lessonbot, *, read_members
     return clock
 
 
+async def _first_lesson_posted(lessonbot: Lessonbot, clock: HandClock) -> JobContext:
+    """The team's first lesson posted in the channel at its hour (12 March 2027, 09:00 in New York): the jobs."""
+    jobs = context(lessonbot, clock)
+    await post_team_lessons(jobs)
+    clock.at(datetime(2027, 3, 12, 14, 1, tzinfo=UTC))
+    assert await post_team_lessons(jobs) == 1
+    await lessonbot.settle()
+    return jobs
+
+
+async def _quiz_me(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot, user: str) -> None:
+    """`user` presses "Quiz me" on the channel's latest lesson post."""
+    post = standin.top_level(CHANNEL)[-1]
+    [(_label, take)] = buttons(post)
+    await press(client, fixtures_dir, user, take, ephemeral=False, message_ts=post.answer["ts"], standin=standin)
+    await lessonbot.settle()
+
+
 async def test_a_guest_stays_out_however_they_ask_to_join(slack_settings, standin, fixtures_dir):
     """Excluded by the member read, a guest's `team leave` then `team join` does not let them in; nor does a `team
     join` typed before the members were read (users.info says they are a guest)."""
@@ -1004,25 +1022,17 @@ async def test_a_guest_let_in_before_their_profile_was_read_is_left_out_by_the_m
     async with running(slack_settings, clock=False) as (client, lessonbot):
         standin.remove_member(CHANNEL, GUEST)
         clock = await _team_set_up(client, fixtures_dir, standin, lessonbot)
-        jobs = context(lessonbot, clock)
-        await post_team_lessons(jobs)
-        clock.at(datetime(2027, 3, 12, 14, 1, tzinfo=UTC))
-        assert await post_team_lessons(jobs) == 1
-        await lessonbot.settle()
+        jobs = await _first_lesson_posted(lessonbot, clock)
         standin.add_member(CHANNEL, GUEST, name=NAMES[GUEST], guest=True)
         standin.fail("users.info", Fault.rate_limited(retry_after=30))
         await membership(client, fixtures_dir, "joined", GUEST)
         await lessonbot.settle()
-        post = standin.top_level(CHANNEL)[-1]
-        [(_label, take)] = buttons(post)
-        await press(client, fixtures_dir, GUEST, take, ephemeral=False, message_ts=post.answer["ts"], standin=standin)
-        await lessonbot.settle()
+        await _quiz_me(client, fixtures_dir, standin, lessonbot, GUEST)
         assert (await members(lessonbot))[GUEST] == MEMBER_ACTIVE
         clock.move(minutes=1)
         assert await sync_team_members(jobs) == 1
         assert (await members(lessonbot))[GUEST] == MEMBER_EXCLUDED
-        await press(client, fixtures_dir, GUEST, take, ephemeral=False, message_ts=post.answer["ts"], standin=standin)
-        await lessonbot.settle()
+        await _quiz_me(client, fixtures_dir, standin, lessonbot, GUEST)
         assert private_texts(standin, GUEST)[-1].startswith("The team course is for the workspace's members")
         # Read once: the next read asks Slack of no one it knows already.
         asked = len([call for call in standin.calls if call.method == "users.info"])
@@ -1044,18 +1054,11 @@ async def test_someone_who_left_the_channel_is_not_made_a_member_again_by_quiz_m
                                                                                  fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
         clock = await _team_set_up(client, fixtures_dir, standin, lessonbot)
-        jobs = context(lessonbot, clock)
-        await post_team_lessons(jobs)
-        clock.at(datetime(2027, 3, 12, 14, 1, tzinfo=UTC))
-        assert await post_team_lessons(jobs) == 1
-        await lessonbot.settle()
+        await _first_lesson_posted(lessonbot, clock)
         standin.remove_member(CHANNEL, DAN)
         await membership(client, fixtures_dir, "left", DAN)
         await lessonbot.settle()
-        post = standin.top_level(CHANNEL)[-1]
-        [(_label, take)] = buttons(post)
-        await press(client, fixtures_dir, DAN, take, ephemeral=False, message_ts=post.answer["ts"], standin=standin)
-        await lessonbot.settle()
+        await _quiz_me(client, fixtures_dir, standin, lessonbot, DAN)
         assert (await members(lessonbot))[DAN] == MEMBER_LEFT
         assert private_texts(standin, DAN)[-1].startswith("You are not taking this channel's team course.")
 

@@ -4,37 +4,19 @@ cards of a lesson not finished stay unscored. On SQLite and PostgreSQL, from a d
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 
-import pytest
 from alembic import command
 from sqlalchemy import select, update
 
-from bench.processes import DatabaseUnreachable, postgres_database
 from storage.courses import LessonProgress, QuestionCard
 from storage.db import Database
 from storage.migrate import alembic_config, upgrade
-from tests.conftest import POSTGRES_ADMIN_URL, missing
 from tests.scheduler.support import add_learner, sample_course, took_lessons
 
 AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'lessonbot.db'}"
-        upgrade(url)
-        yield url
-        return
-    try:
-        with postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_0027") as url:
-            upgrade(url)
-            yield url
-    except DatabaseUnreachable as exc:
-        missing(str(exc))
 
 
 async def test_cards_of_lessons_finished_before_0027_are_scored_as_their_lessons_were(fresh_url: str) -> None:

@@ -5,14 +5,10 @@ its own, while a renewed Stripe subscription's charges stay unnamed; a charge re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 
-import pytest
 from alembic import command
 
-from bench.processes import DatabaseUnreachable, postgres_database
 from storage.db import Database
 from storage.migrate import alembic_config, upgrade
 from storage.payments import (
@@ -25,25 +21,11 @@ from storage.payments import (
     charges_of,
     record_charge,
 )
-from tests.conftest import POSTGRES_ADMIN_URL, missing
 from tests.scheduler.support import add_learner, sample_course
 
 AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'lessonbot.db'}"
-        upgrade(url)
-        yield url
-        return
-    try:
-        with postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_0030") as url:
-            upgrade(url)
-            yield url
-    except DatabaseUnreachable as exc:
-        missing(str(exc))
 
 
 def paid(user: int, course: int, provider: str, reference: str, *, charge_reference: str | None = None,
