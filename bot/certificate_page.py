@@ -18,7 +18,7 @@ from starlette.routing import Route
 from dialogs.certificate import canonical_code
 from dialogs.pages import certificate_page_words
 from storage.db import Database
-from storage.learners import certificate_by_code, zone_for
+from storage.learners import certificate_by_code
 from storage.models import User
 
 HEADERS = {
@@ -45,17 +45,17 @@ def certificate_routes(db: Database) -> list[Route]:
         code = canonical_code(request.path_params["code"])
         async with db.sessions() as session:
             row = await certificate_by_code(session, code)
-            # the date in the learner's zone, as printed on the certificate
-            zone = await session.scalar(select(User.timezone).where(User.id == row.user_id)) if row else None
+            # the date printed on the certificate (one issued before it was kept: in the learner's zone of now)
+            zone = (await session.scalar(select(User.timezone).where(User.id == row.user_id))
+                    if row is not None and row.issued_on is None else None)
         if row is None:
             detail = escape(words["not_found_detail"]).replace("{code}", f"<code>{escape(code)}</code>")
             body = f'<p class="state unknown">{escape(words["not_found"])}</p><p>{detail}</p>'
             return page(language, words, body, status=404)
-        issued = row.issued_at.astimezone(zone_for(zone))
         facts = (
             (words["learner"], row.learner_name),
             (words["course"], row.course_title),
-            (words["date"], f"{issued:%Y-%m-%d}"),
+            (words["date"], row.printed_on(zone).isoformat()),
         )
         listed = "".join(f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>" for name, value in facts)
         body = f'<p class="state valid">✔ {escape(words["valid"])}</p><dl>{listed}</dl>'

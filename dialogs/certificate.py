@@ -17,7 +17,7 @@ import os
 import secrets
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 
 from bot.messages import Document
 from bot.text import code_letters
@@ -25,7 +25,7 @@ from dialogs import access
 from dialogs.i18n import Translator
 from dialogs.learner import name_of, tr
 from dialogs.turn import Exchange, Turn
-from storage.courses import Course
+from storage.courses import Course, Enrollment, course_lessons
 from storage.learners import Certificate, zone_for
 
 PDF = "application/pdf"
@@ -175,7 +175,7 @@ async def send_certificate(x: Exchange, course: Course) -> None:
 
         code = await x.call_outside_transaction(f"certificate:{course.id}", render)
         row = Certificate(code=code, user_id=x.user.id, course_id=course.id, learner_name=learner[:200],
-                          course_title=course.title[:200], issued_at=issued_at,
+                          course_title=course.title[:200], issued_at=issued_at, issued_on=local.date(),
                           file_path=str(folder / f"{code}.pdf"))
         x.session.add(row)
         await x.session.flush()
@@ -216,14 +216,35 @@ def document(_: Translator, row: Certificate, slug: str) -> Document:
 
 
 async def resend(turn: Turn, _args: str) -> None:
-    """/certificate: the certificates the learner has earned, sent again."""
+    """/certificate: the certificates the learner has earned, sent again. A course of theirs finished without one
+    (held back for its pass mark, which a re-import may have lowered or taken away since) is weighed again: issued
+    now if it is earned, else they hear what it still needs."""
     _ = tr(turn)
+    weighed = await _finished_without_certificate(turn)
+    for course in weighed:
+        await send_certificate(turn, course)
     rows = list(await turn.session.scalars(
         select(Certificate).where(Certificate.user_id == turn.user.id).order_by(Certificate.issued_at)
     ))
-    if not rows:
+    if not rows and not weighed:
         turn.say(_("No certificates yet: finish a course to earn one. /progress shows how far you are."))
         return
     for row in rows:
-        course = await turn.session.get(Course, row.course_id)
-        turn.send(document(_, row, course.slug if course else "course"))
+        if row.course_id in {course.id for course in weighed}:
+            continue  # (sent just now)
+        held = await turn.session.get(Course, row.course_id)
+        turn.send(document(_, row, held.slug if held else "course"))
+
+
+async def _finished_without_certificate(turn: Turn) -> list[Course]:
+    """The courses the learner is enrolled in, has done every live lesson of (one at least), and holds no
+    certificate for."""
+    courses = await turn.session.scalars(
+        select(Course)
+        .join(Enrollment, Enrollment.course_id == Course.id)
+        .where(Enrollment.user_id == turn.user.id,
+               ~exists().where(Certificate.user_id == turn.user.id, Certificate.course_id == Course.id))
+        .order_by(Course.id)
+    )
+    return [course for course in courses
+            if await course_lessons(turn.transaction, course.id) and await access.lesson_to_do(turn, course) is None]

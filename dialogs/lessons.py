@@ -49,7 +49,7 @@ from storage.courses import (
     progress_of,
 )
 from storage.db import SessionOnDemand
-from storage.learners import Learner, current_streak, is_paused, record_activity, zone_for
+from storage.learners import Learner, current_streak, is_paused, quiet_at, record_activity, zone_for
 from storage.models import Conversation, User, utcnow
 from storage.prepared import add_row
 from storage.scheduling import ScheduledLesson
@@ -340,12 +340,13 @@ async def next_lesson_moment(x: Exchange, learner: Learner) -> datetime | None:
 
 def next_lesson_time(learner: Learner, user: User, now: datetime, *,
                      decided: Collection[date] = ()) -> datetime | None:
-    """The next moment (UTC) the learner's lesson is due by their time, days and zone; None without a lesson time.
+    """The next moment (UTC) the learner's lesson is due by their time, days and zone; None without a lesson time,
+    or with one inside their quiet hours (the planner holds every such lesson back: none is promised).
 
     Wall-clock times that a daylight-saving change skips (02:30 on the spring-forward night) come at the same
     offset as before the change, so they fall an hour later on the clock; a repeated hour counts once (the first).
     """
-    if learner.lesson_time is None or not learner.lesson_days:
+    if learner.lesson_time is None or not learner.lesson_days or quiet_at(learner, learner.lesson_time):
         return None
     zone = zone_for(user.timezone)
     local_today = now.astimezone(zone).date()

@@ -39,6 +39,9 @@ async def pause(turn: Turn, args: str) -> None:
     if typed and (match is None or not 1 <= days <= 365):
         turn.say(_("Send /pause to pause until you send /resume, or /pause 7 to pause for 7 days (1 to 365)."))
         return
+    if learner.status == STOPPED:  # a pause ends by itself; a stop only by /resume: it stays
+        turn.say(_("Your lessons are stopped: nothing comes on its own until you send /resume. Your place is saved."))
+        return
     learner.status = PAUSED
     await _withdraw_unasked(turn, learner, "not sent: the learner paused")
     if match:

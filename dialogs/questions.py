@@ -20,7 +20,7 @@ from dialogs.flow import Invalid, NotAnAnswer, looks_like_question
 from dialogs.i18n import Translator
 from dialogs.learner import tr
 from dialogs.turn import Exchange, Turn
-from storage.courses import CHOICE, SHORT_TEXT, TRUE_FALSE, Question
+from storage.courses import CHOICE, SHORT_TEXT, TRUE_FALSE, Question, question_by_id
 
 LETTERS = "abcdef"
 _TRUE = {"true", "t", "v", "yes", "y", "verdadero", "verdad", "cierto", "si", "verdadeiro", "sim", "correct"}
@@ -177,3 +177,19 @@ def question_id_of(value: str, prefix: str) -> int | None:
 
 
 __all__ = ["CHOICE", "SHORT_TEXT", "TRUE_FALSE", "Verdict", "ask", "check", "choice_value", "feedback"]
+
+
+async def still_asked(x: Exchange, queue: list[int]) -> tuple[Question | None, list[int]]:
+    """The first question of a quiz's or review's `queue` still in the course, and the queue from it (those before
+    it, taken out by a re-import since the queue was made, dropped); (None, []) when none is left."""
+    while queue:
+        question = await question_by_id(x.transaction, queue[0])
+        if question is not None and not question.retired:
+            return question, queue
+        queue = queue[1:]
+    return None, []
+
+
+def taken_out(_: Translator) -> str:
+    """What a learner hears who answers a question a re-import took out of the course since it was asked."""
+    return _("That question was taken out of the course since I asked it, so it does not count.")

@@ -21,12 +21,8 @@ from storage.learners import record_activity
 
 async def ask_question(x: Exchange, data: flow.Data) -> None:
     _ = tr(x)
-    while data["queue"]:
-        question = await question_by_id(x.transaction, data["queue"][0])
-        if question is not None and not question.retired:
-            break
-        data["queue"] = data["queue"][1:]
-    else:
+    question, data["queue"] = await questions.still_asked(x, data["queue"])
+    if question is None:
         return
     number = data["total"] - len(data["queue"]) + 1
     questions.ask(x, question, prefix="quiz",
@@ -36,8 +32,8 @@ async def ask_question(x: Exchange, data: flow.Data) -> None:
 
 async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
     _ = tr(turn)
-    if not data["queue"]:
-        return DONE
+    if not data["queue"]:  # (kept by a quiz whose last questions a re-import took out before it was mended)
+        return await _finish(turn, data)
     question = await question_by_id(turn.transaction, data["queue"][0])
     assert question is not None
     closed = None if question.retired else await access.question_closed(turn, question)
@@ -46,7 +42,7 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
         flow.leave(turn.state, "quiz")
         return DONE
     if question.retired:  # taken out of the course by a re-import since it was asked: on to the next
-        turn.say(_("That question was taken out of the course since I asked it, so it does not count."))
+        turn.say(questions.taken_out(_))
     elif await card_of(turn.transaction, turn.user.id, question.id) is not None:
         # answered since this quiz began (the same quiz open in another chat of theirs): counted once, at the first
         turn.say(_("You've answered that one already."))
@@ -61,9 +57,14 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
         if verdict.correct:
             learner.points += POINTS_QUIZ_RIGHT
         turn.say(questions.feedback(_, question, verdict))
-    data["queue"] = data["queue"][1:]
-    if data["queue"]:
+    question, data["queue"] = await questions.still_asked(turn, data["queue"][1:])
+    if question is not None:
         return "answer"
+    return await _finish(turn, data)
+
+
+async def _finish(turn: Turn, data: flow.Data) -> str:
+    """No question left: the quiz ends, and its lesson is done."""
     lesson = await lesson_by_id(turn.transaction, data["lesson_id"])
     assert lesson is not None
     flow.leave(turn.state, "quiz")

@@ -37,6 +37,7 @@ from storage.courses import (
     accessible,
     card_of,
     course_by_id,
+    lesson_by_id,
     missed_at_first_try,
     question_by_id,
 )
@@ -121,9 +122,23 @@ def _due_query(user_id: int, now: datetime):
 
 
 async def due_reviews(session: AsyncSession, user: User, now: datetime) -> int:
-    """How many of the learner's review cards are due at `now` (questions an author retired are not counted)."""
-    subquery = _due_query(user.id, now).subquery()
-    return int(await session.scalar(select(func.count()).select_from(subquery)) or 0)
+    """How many questions /review would ask the learner at `now`, over as many sessions as it takes: their due cards
+    of questions still in the course whose lesson is still open to them, delivered in full (the one check,
+    dialogs/access.py, made once per lesson: it decides alike for each of its questions)."""
+    x = Exchange(transaction=SessionOnDemand.of(session), conversation=None, user=user, state={}, now=now)
+    due = (await session.execute(
+        select(Question.lesson_id, func.count())
+        .select_from(QuestionCard)
+        .join(Question, Question.id == QuestionCard.question_id)
+        .where(QuestionCard.user_id == user.id, QuestionCard.due <= now, Question.retired.is_(False))
+        .group_by(Question.lesson_id)
+    )).all()
+    total = 0
+    for lesson_id, count in due:
+        lesson = await lesson_by_id(x.transaction, lesson_id)
+        if lesson is not None and await access.lesson_closed(x, lesson) is None and await access.delivered(x, lesson):
+            total += count
+    return total
 
 
 NEXT_DUE_PAGE = 100  # cards read at a time, soonest first, for the next one still open to the learner
@@ -197,8 +212,7 @@ async def _open_due(x: Exchange) -> list[int]:
 async def open_due_reviews(session: AsyncSession, user: User, now: datetime) -> int:
     """How many questions /review would ask the learner at `now` (at most REVIEWS_PER_SESSION), for a job that has no
     conversation under way: the review reminder announces these and no others."""
-    x = Exchange(transaction=SessionOnDemand.of(session), conversation=None, user=user, state={}, now=now)
-    return len(await _open_due(x))
+    return min(await due_reviews(session, user, now), REVIEWS_PER_SESSION)
 
 
 def nothing_due(_, when: datetime | None, x: Exchange) -> str:
@@ -271,11 +285,8 @@ def _tried(card: QuestionCard, now: datetime) -> bool:
 
 async def ask_review(x: Exchange, data: flow.Data) -> None:
     _ = tr(x)
-    question = await question_by_id(x.transaction, data["queue"][0])
-    if question is None:  # removed meanwhile: the next one, if any
-        data["queue"] = data["queue"][1:]
-        if data["queue"]:
-            await ask_review(x, data)
+    question, data["queue"] = await questions.still_asked(x, data["queue"])  # (one taken out meanwhile: the next)
+    if question is None:
         return
     number = data["total"] - len(data["queue"]) + 1
     heading = (_("Retake {number} of {total}", number=number, total=data["total"]) if data.get("retake")
@@ -286,15 +297,15 @@ async def ask_review(x: Exchange, data: flow.Data) -> None:
 
 async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
     _ = tr(turn)
-    question = await question_by_id(turn.transaction, data["queue"][0])
-    if question is None:
-        return DONE
-    closed = await access.question_closed(turn, question)
+    question = await question_by_id(turn.transaction, data["queue"][0]) if data["queue"] else None
+    closed = None if question is None or question.retired else await access.question_closed(turn, question)
     if closed is not None:  # e.g. a refund since the review began
         turn.say(access.closed_message(_, closed))
         return DONE
-    card = await card_of(turn.transaction, turn.user.id, question.id)
-    if card is not None and (_tried(card, turn.now) if data.get("retake") else card.due > turn.now):
+    card = await card_of(turn.transaction, turn.user.id, question.id) if question is not None else None
+    if question is None or question.retired:  # taken out of the course by a re-import since it was asked
+        turn.say(questions.taken_out(_))
+    elif card is not None and (_tried(card, turn.now) if data.get("retake") else card.due > turn.now):
         # reviewed (or retaken) since this began (the same open in another chat of theirs): counted once
         turn.say(_("You've answered that one already."))
     else:
@@ -309,8 +320,8 @@ async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
             learner.points += POINTS_REVIEW_RIGHT
             data["right"] += 1
         turn.say(questions.feedback(_, question, verdict, reveal=not data.get("retake") or verdict.correct))
-    data["queue"] = data["queue"][1:]
-    if data["queue"]:
+    following, data["queue"] = await questions.still_asked(turn, data["queue"][1:])
+    if following is not None:
         return "answer"
     if data.get("retake"):
         turn.say(_("Retake done: {right} of {total} right.", right=data["right"], total=data["total"]))

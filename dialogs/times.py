@@ -102,12 +102,12 @@ def read_zone(text: str) -> Zone | None:
             return None
         name = offset_name(total)
         return Zone(name, name)
+    if typed in _ABBREVIATIONS:  # before the zone names: "EST" and "MST" are also names of zones without summer time
+        return _labelled(_ABBREVIATIONS[typed])
     names = _zone_names()
     for key in (typed, typed.replace(" ", "_")):
         if key in names:
             return _labelled(names[key])
-    if typed in _ABBREVIATIONS:
-        return _labelled(_ABBREVIATIONS[typed])
     if typed in _CITY_ALIASES:
         return Zone(_CITY_ALIASES[typed], text.strip().title() if text.strip().islower() else text.strip())
     # "Lisbon, Portugal" or "Porto (Portugal)": try the city alone

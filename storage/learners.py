@@ -117,7 +117,12 @@ class Certificate(Base):
     learner_name: Mapped[str] = mapped_column(String(200))
     course_title: Mapped[str] = mapped_column(String(200))
     issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    issued_on: Mapped[date | None] = mapped_column(Date)  # the date printed on it: the learner's, as it was issued
     file_path: Mapped[str] = mapped_column(Text)  # under DATA_DIR/certificates
+
+    def printed_on(self, zone: str | None) -> date:
+        """The date on the certificate; one issued before its date was kept, in `zone` (the learner's now)."""
+        return self.issued_on or self.issued_at.astimezone(zone_for(zone)).date()
 
 
 class LinkAttempt(Base):

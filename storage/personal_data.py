@@ -616,7 +616,8 @@ async def export_person(session: AsyncSession, user_id: int, *, now: datetime) -
         "progress": await _progress(session, user_id),
         "answers": await _answers(session, user_id),
         "certificates": [
-            {"code": row.code, "course": row.course_title, "name": row.learner_name, "issued_at": _iso(row.issued_at)}
+            {"code": row.code, "course": row.course_title, "name": row.learner_name, "issued_at": _iso(row.issued_at),
+             "issued_on": row.issued_on.isoformat() if row.issued_on else None}
             for row in await session.scalars(select(Certificate).where(Certificate.user_id == user_id))
         ],
         "payments": [

@@ -37,7 +37,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             print(f"not found: no certificate has the code {code}")
             return 1
         print(f"valid: {person_name(row.learner_name)} completed “{person_name(row.course_title)}” on "
-              f"{row.issued_at:%Y-%m-%d} "
+              f"{row.printed_on(None).isoformat()} "
               f"(code {row.code})")
         return 0
 

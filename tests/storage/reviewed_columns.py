@@ -19,7 +19,9 @@ REVIEWED_COLUMNS: dict[str, tuple[str, ...]] = {
         "id", "text", "segment", "status", "created_by", "created_at", "preview_count", "confirmed_at", "recipients",
         "queued", "cursor_user_id", "queued_all_at", "cancelled_at",
     ),
-    "certificates": ("id", "code", "user_id", "course_id", "learner_name", "course_title", "issued_at", "file_path"),
+    "certificates": (
+        "id", "code", "user_id", "course_id", "learner_name", "course_title", "issued_at", "issued_on", "file_path",
+    ),
     "channel_identities": ("id", "user_id", "channel", "external_id", "created_at"),
     "clock_cursors": ("name", "until"),
     "clock_runs": ("id", "job", "scheduled_for", "owner", "finished_at", "outcome", "error"),
