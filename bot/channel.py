@@ -45,6 +45,17 @@ class PermanentSendError(SendError):
     """Will never succeed as it is (blocked by the user, chat gone, bad request): dead-lettered at once."""
 
 
+class Unreachable(PermanentSendError):
+    """The platform will deliver nothing to this chat (the person blocked the bot, deleted their account; the number
+    is not one): dead-lettered, and nothing more is sent to the chat until the person writes again
+    (`storage.outbox.refused_for_good`). `opted_out`: they unsubscribed at the platform (Twilio's STOP), which only
+    their START ends, as ours."""
+
+    def __init__(self, message: str, *, opted_out: bool = False) -> None:
+        super().__init__(message)
+        self.opted_out = opted_out
+
+
 class WaitForInbound(SendError):
     """May only go out after the person writes again (WhatsApp's 24-hour customer-service window).
 
@@ -117,9 +128,11 @@ class ChannelHost(Protocol):
         ...
 
     async def record_delivery(
-        self, channel: str, platform_message_id: str, status: str, *, error: str | None = None
+        self, channel: str, platform_message_id: str, status: str, *, error: str | None = None,
+        waits_for_inbound: bool = False,
     ) -> bool:
-        """Note a platform's delivery report (delivered, read, failed …) on the outbox row it sent; False if unknown."""
+        """Note a platform's delivery report (delivered, read, failed …) on the outbox row it sent; False if unknown.
+        `waits_for_inbound`: refused until the person writes (WhatsApp's closed window): it goes again then."""
         ...
 
     async def sent_replies(

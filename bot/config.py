@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.messages import KNOWN_CHANNELS
+from bot.messages import KNOWN_CHANNELS, address_as_named
 from knowledge.settings import KnowledgeSettings
 
 # Examples of the web addresses whose default is empty (the feature is off), for the message refusing a value; the
@@ -254,7 +254,11 @@ class Settings(BaseSettings):
                     f"{item!r} is not channel:id; expected e.g. telegram:12345,slack:T01/U02,whatsapp:+15551234567 "
                     f"(channels: {', '.join(KNOWN_CHANNELS)})"
                 )
-            identities.append(f"{channel}:{ident}")
+            named = address_as_named(f"{channel}:{ident}")
+            if named is None:
+                raise ValueError(f"{item!r} is no WhatsApp number: write it with its country code, e.g. "
+                                 "whatsapp:+15551234567")
+            identities.append(named)
         return tuple(identities)
 
     @field_validator("telegram_webhook_secret")
@@ -354,12 +358,17 @@ class Settings(BaseSettings):
         from sqlalchemy.exc import ArgumentError
 
         try:  # what the database is later opened with: a URL it cannot read ("sqlite", a port "abc") stops here
-            backend = make_url(value).get_backend_name()
+            url = make_url(value)
+            backend = url.get_backend_name()
         except (ArgumentError, ValueError):
             backend = ""
         if backend not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("expected a sqlite:/// or postgresql:// URL, e.g. sqlite:///var/lessonbot.db or "
                              "postgresql://user:password@host:5432/name")
+        if backend == "sqlite" and (url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"):
+            # each process (and each command) would get a database of its own, empty, gone when it ends
+            raise ValueError("a SQLite database in memory lasts as long as one process: name a file, e.g. "
+                             "sqlite:///var/lessonbot.db, or leave DATABASE_URL empty for DATA_DIR/lessonbot.db")
         return value
 
     @field_validator("secret_key")

@@ -274,15 +274,18 @@ class Lessonbot:
         return recorded
 
     async def record_delivery(
-        self, channel: str, platform_message_id: str, status: str, *, error: str | None = None
+        self, channel: str, platform_message_id: str, status: str, *, error: str | None = None,
+        waits_for_inbound: bool = False,
     ) -> bool:
         """A platform's delivery report for a reply we sent (Twilio status callbacks, for one).
 
         Reports arrive out of order: a late "delivered" never overwrites "read", and a failure is final
-        (storage.outbox.record_delivery_report). False where no reply of ours has that id.
+        (storage.outbox.record_delivery_report). `waits_for_inbound`: the platform refused it until the person
+        writes (WhatsApp's closed window): it goes again then. False where no reply of ours has that id.
         """
         async with self.db.transaction(urgent=True) as session:  # the platform waits for this one
-            return await record_delivery_report(session, channel, platform_message_id, status, error=error)
+            return await record_delivery_report(session, channel, platform_message_id, status, error=error,
+                                                waits_for_inbound=waits_for_inbound)
 
     async def sent_replies(
         self, channel: str, chat_id: str, *, after: int, limit: int = 100

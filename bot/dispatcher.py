@@ -66,6 +66,7 @@ from bot.channel import (
     SentReply,
     ServesOneChat,
     TransientSendError,
+    Unreachable,
     WaitForInbound,
 )
 from bot.messages import REPLY_ADDRESS, reply_from_payload
@@ -74,7 +75,16 @@ from bot.outage import Outage
 from bot.ratelimit import Booking, Lane, RateLimiter, Slots, keys_to_pause
 from storage.db import Database, Raw
 from storage.models import Conversation, OutboxMessage, utcnow
-from storage.outbox import ACTIVE, OutboxStatus, awaited, dead_letter, reschedule, save_parts_sent, set_aside
+from storage.outbox import (
+    ACTIVE,
+    OutboxStatus,
+    awaited,
+    dead_letter,
+    refused_for_good,
+    reschedule,
+    save_parts_sent,
+    set_aside,
+)
 from storage.prepared import Prepared
 
 log = logging.getLogger(__name__)
@@ -1016,7 +1026,8 @@ class OutboxDispatcher:
             self._give_back(due)
             if claimed or await self._claim(due):
                 await self._set_aside(
-                    row, OutboxStatus.SUPPRESSED, "not sent: the person opted out (STOP); START resumes"
+                    row, OutboxStatus.SUPPRESSED, "not sent: the person opted out (STOP; START resumes), or the "
+                    "platform refused them for good (their next message resumes)"
                 )
             return await self._read_head(row.conversation_id)
         channel = self.channels[row.channel]
@@ -1074,7 +1085,7 @@ class OutboxDispatcher:
             return await self._read_head(row.conversation_id)
         except PermanentSendError as exc:
             SEND_FAILURES.labels(row.channel, "permanent").inc()
-            await self._dead(row, str(exc))
+            await self._dead(row, str(exc), unreachable=exc if isinstance(exc, Unreachable) else None)
             return None
         except Exception as exc:
             SEND_FAILURES.labels(row.channel, "transient").inc()
@@ -1189,10 +1200,15 @@ class OutboxDispatcher:
         async with self.db.transaction() as session:
             await set_aside(session, row.id, status, reason=reason)
 
-    async def _dead(self, row: Claimed, error: str) -> None:
+    async def _dead(self, row: Claimed, error: str, *, unreachable: Unreachable | None = None) -> None:
+        """`unreachable`: the platform refused the person for good; nothing more goes to the chat until they write
+        (or send START, where they unsubscribed at the platform)."""
         log.warning("reply dead-lettered", extra={"outbox_id": row.id, "error": error[:300]})
         async with self.db.transaction() as session:
             await dead_letter(session, row.id, error=error)
+            if unreachable:
+                await refused_for_good(await session.connection(), row.conversation_id, now=utcnow(),
+                                       opted_out=unreachable.opted_out)
 
 
 class _Kept:

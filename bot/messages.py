@@ -24,6 +24,19 @@ _LINE_MARK = re.compile(r"^([ \t]*)(#|[-+>]|\d+(?=[.)]))", re.MULTILINE)
 
 # The channels Lessonbot has: the first part of every address a person is named by (telegram:12345, slack:T01/U02).
 KNOWN_CHANNELS = ("console", "web", "telegram", "whatsapp", "slack", "rasa")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def address_as_named(identity: str) -> str | None:
+    """`channel:id` as the channel names the person (what their messages carry, and so what a role or ADMINS must
+    say), or None where no one can have it: a WhatsApp number in E.164 ("whatsapp:1 (555) 123-4567" and
+    "whatsapp:0015551234567" are "whatsapp:+15551234567"); another channel's id as written."""
+    channel, _, ident = identity.partition(":")
+    if channel != "whatsapp":
+        return identity
+    number = re.sub(r"[\s().-]", "", ident)
+    number = "+" + number[2:] if number.startswith("00") else number if number.startswith("+") else "+" + number
+    return f"whatsapp:{number}" if _E164.fullmatch(number) else None
 
 
 def literal(text: str) -> str:

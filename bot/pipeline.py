@@ -1060,15 +1060,21 @@ async def _honour_subscription(
     session: SessionOnDemand, conversation: Conversation, message: InboundMessage, now: datetime, *, waiting: bool
 ) -> InboundMessage | None:
     """The message the dialogs should see, or None while the person has opted out (STOP) and not back in (START).
-    `waiting`: the conversation has replies set aside until the person writes."""
+    `waiting`: the conversation has replies set aside until the person writes. An opt-out the platform's refusal
+    made (`refused_by_platform`: they blocked the bot, say) ends with any message of theirs: it shows they can be
+    reached again."""
     keyword = message.meta.get(SUBSCRIPTION)
     if keyword == "stop":
         conversation.opted_out_at = conversation.opted_out_at or now
+        if conversation.refused_by_platform:
+            conversation.refused_by_platform = False  # their own STOP now: START, not any message, ends it
         await suppress_unsent(await session.session.connection(), conversation.id)
         return None
     if message.meta.get(PLATFORM_REPORT):
         return message  # counts while they opted out (what is said is suppressed); they did not write
-    if conversation.opted_out_at is not None:
+    if conversation.opted_out_at is not None and conversation.refused_by_platform:
+        conversation.opted_out_at, conversation.refused_by_platform = None, False
+    elif conversation.opted_out_at is not None:
         if keyword != "start":
             return None
         conversation.opted_out_at = None

@@ -25,6 +25,7 @@ Measure = Callable[[str], int]
 # after a sentence's last mark, or the bold or italic mark that closes right after it ("… the link.** Then")
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][*_])|(?<=[.!?…](?:\*\*|__)))\s+")
 PARAGRAPH, LINE, SPACE = "\n\n", "\n", " "  # what joins two pieces of a part
+_KEPT_WHOLE = re.compile(r"`[^`\n]+`|\[[^\]\n]*\]\([^)\s]*\)")  # an inline code span; a link: [text](address)
 
 
 def utf16_units(text: str) -> int:
@@ -144,9 +145,13 @@ def _packed_spans(line: str, spans: Iterable[tuple[int, int]], room: int, measur
 
 
 def _sentences(line: str) -> Iterator[tuple[int, int]]:
-    """Where each sentence of a line starts and ends (the spaces after its end left out)."""
+    """Where each sentence of a line starts and ends (the spaces after its end left out); a sentence's end inside an
+    inline code span or a link's text is none (a break there would show their marks as text)."""
+    kept = [(found.start(), found.end()) for found in _KEPT_WHOLE.finditer(line)]
     start = 0
     for gap in _SENTENCE_END.finditer(line):
+        if any(first < gap.start() < last for first, last in kept):
+            continue
         if gap.start() > start:
             yield start, gap.start()
         start = gap.end()

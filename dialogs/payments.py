@@ -1353,8 +1353,11 @@ async def redeem_command(turn: Turn, args: str) -> None:
     outcome = await redeem(turn.session, code, turn.user.id, turn.now)
     log.info("an access code was tried", extra={"code_id": code.id, "outcome": outcome.value})
     if outcome is not Redeemed.OK:
-        if outcome is Redeemed.ALREADY or await owns(turn, turn.user.id, course):
+        if await owns(turn, turn.user.id, course):
             turn.say(_("You already have “{title}”. Send /next to go on.", title=course.title))
+        elif outcome is Redeemed.ALREADY:  # theirs once, and taken back since (revoked, or its days are over)
+            turn.say(_("You used this code before, and the access it gave to “{title}” has ended. Ask whoever gave "
+                       "it to you for a new one.", title=course.title))
         elif outcome is Redeemed.EXPIRED:
             turn.say(_("This code expired on {date}. Ask whoever gave it to you for a new one.",
                        date=day_said(turn, code.expires_at or turn.now)))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.messages import KNOWN_CHANNELS, literal
+from bot.messages import KNOWN_CHANNELS, address_as_named, literal
 from dialogs.i18n import N_
 from dialogs.learner import tr
 from dialogs.turn import Turn, UsageError
@@ -123,10 +123,16 @@ def parse_scope(text: str) -> Scope:
 
 
 def parse_grant(identity: str, role: str, scope: str = "") -> tuple[str, Grant]:
-    """The identity and grant a command names, checked: `telegram:12345 admin course:phishing-basics`."""
-    if not _IDENTITY.match(identity):
+    """The identity and grant a command names, checked: `telegram:12345 admin course:phishing-basics`; the identity
+    as its channel names the person (`address_as_named`: a WhatsApp number in E.164)."""
+    named = address_as_named(identity) if _IDENTITY.match(identity) else None
+    if named is None and identity.startswith("whatsapp:"):
+        raise RoleError(N_("{identity} is no WhatsApp number: write it with its country code, e.g. "
+                           "whatsapp:+15551234567."), identity=repr(identity))
+    if named is None:
         raise RoleError(N_("{identity} is no address: write channel:id, e.g. telegram:12345 or slack:T01/U02."),
                         identity=repr(identity))
+    identity = named
     role = role.lower()
     if role not in ROLES:
         raise RoleError(N_("{role} is no role: choose owner, admin, author or support."), role=repr(role))

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -176,6 +177,9 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_inbound_at: Mapped[datetime | None] = mapped_column()
     opted_out_at: Mapped[datetime | None] = mapped_column()  # the person sent STOP: nothing goes out until START
+    # ... or the platform refused them for good (`bot.channel.Unreachable`: blocked, unsubscribed, gone): nothing goes
+    # out until they write again
+    refused_by_platform: Mapped[bool] = mapped_column(Boolean, server_default=false())
     # a chat of many (a Telegram group, a Slack channel), as its last message said: what is one learner's alone (a
     # paid lesson) is not shown there, not even pushed; None: not known yet (none since the column came), not one
     shared: Mapped[bool | None] = mapped_column(Boolean)

@@ -598,6 +598,24 @@ _RELEASE_WAITING = (
 )
 
 
+_REFUSED_FOR_GOOD = (
+    update(_CONVERSATIONS)
+    .where(_CONVERSATIONS.c.id == bindparam("conv"), _CONVERSATIONS.c.opted_out_at.is_(None))
+    .values(opted_out_at=bindparam("now"), refused_by_platform=bindparam("platform"))
+)
+
+
+async def refused_for_good(connection: AsyncConnection, conversation_id: int, *, now: datetime,
+                           opted_out: bool = False) -> None:
+    """The platform refused the conversation's person for good (`bot.channel.Unreachable`): the conversation is
+    opted out as by STOP (what is queued for it is suppressed, and no lesson, reminder or announcement is queued),
+    marked as the platform's doing, so their next message, which shows they can be reached again, lifts it
+    (bot/pipeline.py); `opted_out`: they unsubscribed at the platform, as by our STOP (START lifts it). A STOP of
+    theirs from before stands as it is."""
+    await connection.execute(_REFUSED_FOR_GOOD, {"conv": conversation_id, "now": now, "platform": not opted_out})
+    await suppress_unsent(connection, conversation_id)
+
+
 async def suppress_unsent(connection: AsyncConnection, conversation_id: int) -> int:
     """The person opted out (STOP): nothing of the conversation's not yet sent (`pending` or `waiting`) goes, ever
     (`suppressed`). A row being sent right now is left to finish. The number of rows suppressed."""
@@ -707,17 +725,25 @@ def reported_reply(channel: str, platform_message_id: str) -> Select[OutboxMessa
 
 
 async def record_delivery_report(
-    session: AsyncSession, channel: str, platform_message_id: str, status: str, *, error: str | None
+    session: AsyncSession, channel: str, platform_message_id: str, status: str, *, error: str | None,
+    waits_for_inbound: bool = False,
 ) -> bool:
     """A platform's delivery report on the reply it knows as `platform_message_id`, noted on its row in the caller's
     transaction (`delivery_status`, `delivery_error`); False where no reply of ours has that id.
 
     Reports arrive out of order: a late "delivered" never overwrites "read", and a failure is final (DELIVERY_RANK).
+    `waits_for_inbound`: the platform refused the message until the person writes (WhatsApp's window, closed by its
+    clock though open by ours): the reply is set aside (`waiting`, its refused last part to go again), and the
+    person's next message releases it, as one the dispatcher set aside itself.
     """
     status = status.lower()[:16]
     row = await session.scalar(reported_reply(channel, platform_message_id))
     if row is None:
         return False
+    if waits_for_inbound and row.status == OutboxStatus.SENT.value:
+        row.status, row.sent_at = OutboxStatus.WAITING.value, None
+        row.parts_sent = list(row.parts_sent or [])[:-1] or None
+        row.last_error = f"the platform refused it until the person writes ({error}): it goes when they do"
     if DELIVERY_RANK.get(status, 0) >= DELIVERY_RANK.get(row.delivery_status or "", 0):
         row.delivery_status = status
         row.delivery_error = error[:2000] if error else None

@@ -11,6 +11,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from bot.cli import (
     admin,
     bench,
@@ -29,7 +31,7 @@ from bot.cli import (
     simulate,
     telegram,
 )
-from bot.cli.database import schema_ready
+from bot.cli.database import refused_midway, schema_ready
 from bot.config import ConfigError, Settings, load_settings
 from bot.observability import configure_logging
 
@@ -81,3 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # a setting found unusable only once a command used it: one message, no traceback
         print(exc, file=sys.stderr)
         return 2
+    except SQLAlchemyError as exc:  # the database opened, then refused a statement: one message, its transaction undone
+        print(refused_midway(settings, exc), file=sys.stderr)
+        return 1

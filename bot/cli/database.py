@@ -95,6 +95,19 @@ def cannot_open(settings: Settings, exc: Exception) -> str:
     return f"Cannot open the database {_shown(url)}: {reason}. {_what_to_check(settings, reason)}"
 
 
+def refused_midway(settings: Settings, exc: Exception) -> str:
+    """One line for a database that opened, then failed a command's statement (a read-only replica, a lock held past
+    the wait, the server gone): what it said, that the command's transaction was rolled back, and what to check."""
+    url = settings.resolved_database_url
+    reason = _reason(exc)
+    if "read-only" in reason or "read only" in reason or "readonly" in reason:
+        check = ("DATABASE_URL names a database this user may only read (a replica, or read-only transactions): "
+                 "point it at the primary.")
+    else:
+        check = _what_to_check(settings, reason)
+    return f"The database {_shown(url)} refused the command: {reason}. Nothing of it was written. {check}"
+
+
 def _shown(url: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError

@@ -45,6 +45,7 @@ from bot.channel import (
     RateLimited,
     RequestRejected,
     TransientSendError,
+    Unreachable,
 )
 from bot.messages import CheckoutAnswer, Document, Invoice, Link, Reply, Text
 from channels.markdown import PLAIN, TELEGRAM_HTML, render
@@ -343,8 +344,8 @@ class TelegramChannel:
             # PTB's message repeats the token; say which setting is wrong instead.
             log.error(TOKEN_REJECTED)
             raise PermanentSendError("Telegram rejected the bot token (TELEGRAM_BOT_TOKEN)") from None
-        except Forbidden as exc:
-            raise PermanentSendError(f"Telegram refused: {exc.message}") from None
+        except Forbidden as exc:  # blocked by the person, their account deleted, the bot out of the group
+            raise Unreachable(f"Telegram refused: {exc.message}") from None
         except BadRequest as exc:
             raise PermanentSendError(f"Telegram refused the message: {exc.message}") from None
         except NetworkError as exc:  # timeouts, connection errors and 5xx; a timed-out send may have arrived

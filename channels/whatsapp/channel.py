@@ -39,6 +39,7 @@ from bot.channel import (
     RateLimited,
     SendError,
     TransientSendError,
+    Unreachable,
     WaitForInbound,
 )
 from bot.messages import Document, Text
@@ -83,6 +84,10 @@ NO_TEMPLATE = (
     "it waits for the person's next message"
 )
 DOCUMENT_WAITS = "a document may only go inside WhatsApp's 24-hour window: it waits for the person's next message"
+UNSUBSCRIBED = 21610
+# The number is not one WhatsApp or Twilio will deliver to: not a phone number, not a mobile one, not a valid
+# recipient, or its person unsubscribed (`bot.channel.Unreachable`)
+UNREACHABLE = frozenset({21211, 21614, 63024, UNSUBSCRIBED})
 ERROR_HINTS = {
     20003: "check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
     21211: "the number is not a valid phone number",
@@ -313,6 +318,8 @@ def _send_error(exc: TwilioRestException | TwilioServiceException) -> SendError:
                               "person's next message")
     if status >= 500:
         return TransientSendError(detail)
+    if code in UNREACHABLE:
+        return Unreachable(detail, opted_out=code == UNSUBSCRIBED)
     return PermanentSendError(detail)
 
 

@@ -142,6 +142,9 @@ def _media(form: MultiDict) -> list[dict[str, str]]:
     return items
 
 
+WINDOW_CLOSED = "63016"  # Twilio's error code: outside WhatsApp's 24-hour customer-service window
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryReport:
     """A status callback: where one sent message got to (queued, sent, delivered, read, failed, undelivered)."""
@@ -149,6 +152,12 @@ class DeliveryReport:
     message_sid: str
     status: str
     error_code: str | None
+
+    @property
+    def window_closed(self) -> bool:
+        """WhatsApp refused it as outside the 24-hour window (63016), though the send was taken: it may go again
+        once the person writes."""
+        return self.status in ("failed", "undelivered") and self.error_code == WINDOW_CLOSED
 
 
 def delivery_report(form: MultiDict) -> DeliveryReport | Ignored:

@@ -65,7 +65,8 @@ def webhook_routes(channel: WhatsAppChannel, host: ChannelHost) -> list[Route]:
     async def record_report(form: MultiDict) -> None:
         found = delivery_report(form)
         if isinstance(found, DeliveryReport):
-            await host.record_delivery(CHANNEL, found.message_sid, found.status, error=found.error_code)
+            await host.record_delivery(CHANNEL, found.message_sid, found.status, error=found.error_code,
+                                       waits_for_inbound=found.window_closed)
         else:
             log.info("whatsapp status callback ignored: %s", found.reason)
 

@@ -14,6 +14,7 @@ from bot.cli import main
 from bot.cli.database import _shown
 from storage import migrate
 from storage.db import make_sync_engine
+from tests.authoring.course_files import PAID_EXAMPLE
 from tests.conftest import POSTGRES_ADMIN_URL, missing
 
 NEWER = ("This database was migrated by a newer Lessonbot (revision 0099): run that version, or restore a backup made "
@@ -156,3 +157,27 @@ def test_an_embedded_database_another_process_is_writing_to_says_so(here):
     assert line.startswith("Cannot open the database sqlite:///") and "database is locked" in line
     assert line.endswith("Another process is writing to it (a running `lessonbot serve`, or a long import): try again "
                          "in a moment, or put the bot on PostgreSQL (DATABASE_URL) to run several processes at once.")
+
+
+@pytest.mark.parametrize("argv", [["course", "import", str(PAID_EXAMPLE)],
+                                  ["codes", "create", "--course", "passwords-that-hold"],
+                                  ["admin", "role", "grant", "telegram:1", "admin"]])
+def test_a_database_that_refuses_a_write_after_the_check_stops_the_command_with_one_line(here, monkeypatch, capsys,
+                                                                                           argv):
+    """A database this user may only read (a replica: every transaction read-only) passes the schema check, which
+    reads; the command's first write is refused: one line says so and what to point DATABASE_URL at, no traceback."""
+    try:
+        with postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_read_only") as url:
+            migrate.upgrade(url)
+            monkeypatch.setenv("DATABASE_URL", url)
+            assert main(["course", "import", str(PAID_EXAMPLE)]) == 0
+            capsys.readouterr()
+            monkeypatch.setenv("DATABASE_URL", url + "?options=-c%20default_transaction_read_only%3Don")
+            assert main(argv) == 1
+            said = capsys.readouterr().err.strip()
+    except DatabaseUnreachable as exc:
+        missing(str(exc))
+    assert len(said.splitlines()) == 1 and "Traceback" not in said
+    assert said.startswith("The database postgresql") and "refused the command" in said
+    assert said.endswith("DATABASE_URL names a database this user may only read (a replica, or read-only "
+                         "transactions): point it at the primary.")

@@ -25,6 +25,7 @@ def test_defaults_need_no_configuration(tmp_path):
         ("PORT", "70000", "less than or equal to 65535"),
         ("ADMINS", "telegram12345", "is not channel:id"),
         ("ADMINS", "fax:123", "channels: console, web"),
+        ("ADMINS", "whatsapp:ann", "no WhatsApp number"),
         ("DATABASE_URL", "mysql://x", "sqlite:/// or postgresql://"),
         ("SECRET_KEY", "short", "at least 16 characters"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL"),
@@ -37,6 +38,10 @@ def test_defaults_need_no_configuration(tmp_path):
         ("DATABASE_URL", "sqlite", "sqlite:/// or postgresql://"),
         ("DATABASE_URL", "sqlite:", "sqlite:/// or postgresql://"),
         ("DATABASE_URL", "postgresql://lb@db:port/lessonbot", "sqlite:/// or postgresql://"),
+        # a database in memory would be each process's own, empty: `db upgrade` could never reach `serve`'s
+        ("DATABASE_URL", "sqlite://", "in memory lasts as long as one process"),
+        ("DATABASE_URL", "sqlite:///:memory:", "in memory lasts as long as one process"),
+        ("DATABASE_URL", "sqlite:///file:lb?mode=memory&uri=true", "in memory lasts as long as one process"),
         # no inf or nan, and durations within bounds: each becomes a timedelta or a timeout
         ("WORKER_LEASE_SECONDS", "inf", "finite number"),
         ("WORKER_POLL_SECONDS", "nan", "finite number"),
@@ -108,9 +113,9 @@ def test_certificates_name_the_public_address_or_where_the_server_listens(tmp_pa
 
 
 def test_admins_are_parsed(monkeypatch):
-    monkeypatch.setenv("ADMINS", " telegram:12345, slack:T01/U02 ,whatsapp:+15551234567,")
+    monkeypatch.setenv("ADMINS", " telegram:12345, slack:T01/U02 ,whatsapp:+15551234567,whatsapp:44 20 7946 0958,")
     settings = load_settings(_env_file=None)
-    assert settings.admins == ("telegram:12345", "slack:T01/U02", "whatsapp:+15551234567")
+    assert settings.admins == ("telegram:12345", "slack:T01/U02", "whatsapp:+15551234567", "whatsapp:+442079460958")
     assert settings.is_admin("slack", "T01/U02") and not settings.is_admin("slack", "U02")
 
 

@@ -109,3 +109,16 @@ def test_italic_inside_bold_cut_by_a_break_is_closed_and_opened_again_inside_it(
     assert all(part.startswith("<b>") and part.endswith("</b>") for part in shown)
     assert "*" not in "".join(shown) and "_" not in "".join(shown)  # no mark left to show as a character
     assert "".join(shown).count("<i>") == len([part for part in shown if "<i>" in part]) >= 2
+
+
+def test_a_sentence_end_inside_an_inline_code_span_or_a_link_is_no_place_to_break():
+    """A break inside `…` or a link's [text](address) would show their marks as text in both parts: the sentence
+    holding them goes whole, where it fits."""
+    lure = "A parcel text is a common lure. "
+    code = "It says `Your parcel is held. Pay the fee.` and links away."
+    link = "Instead, [call the number on your card. Never the one in it.](https://bank.example/help) and wait."
+    for held in (code, link):
+        text = lure * 3 + held
+        parts = split_text(text, len(lure * 3) + 40)
+        assert held in parts, parts
+        assert all(part.count("`") % 2 == 0 and part.count("[") == part.count("]") for part in parts), parts

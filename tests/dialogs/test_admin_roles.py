@@ -45,6 +45,25 @@ def test_one_table_says_what_each_role_may_do():
         parse_grant("ann", "support")
     with pytest.raises(RoleError, match="owner holds everywhere"):
         parse_grant("test:ann", "owner", "team:T01")
+    # a WhatsApp number is named as its messages name it (E.164), however it was typed
+    for typed in ("whatsapp:15551234567", "whatsapp:+1(555)123-4567", "whatsapp:0015551234567"):
+        assert parse_grant(typed, "admin")[0] == "whatsapp:+15551234567"
+    with pytest.raises(RoleError, match="no WhatsApp number"):
+        parse_grant("whatsapp:ann", "admin")
+
+
+async def test_a_role_given_to_a_whatsapp_number_typed_without_its_plus_holds(settings):
+    owner, whatsapp = RecordingChannel(), RecordingChannel(name="whatsapp")
+    lessonbot = Lessonbot(settings.model_copy(update={"admins": ("test:boss",)}), [owner, whatsapp])
+    try:
+        boss, person = Transcript(lessonbot, owner, chat="boss"), Transcript(lessonbot, whatsapp, chat="+15551234567")
+        await person.say("hello")
+        [granted] = await boss.say("/admin role grant whatsapp:1-555-123-4567 admin")
+        assert granted == "whatsapp:+15551234567 is now admin."
+        [stats] = await person.say("/admin stats")
+        assert "admins only" not in stats
+    finally:
+        await lessonbot.stop()
 
 
 async def test_an_owner_gives_a_role_and_its_holder_may_do_that_much(bot):

@@ -119,6 +119,12 @@ async def test_an_access_code_opens_a_course_for_as_many_learners_as_it_says(sho
     assert used_up.startswith("This code has been used up.")
     [granted] = await entitlements(bot)
     assert granted.source == "code" and granted.expires_at is not None
+    # An admin takes the access back: the code sent again says so, not that the course is hers.
+    [revoked] = await boss.say("/admin revoke test:ann passwords-that-hold")
+    assert revoked.startswith("Revoked 1 entitlement")
+    [ended] = await ann.say(f"/redeem {code}")
+    assert ended == ("You used this code before, and the access it gave to “Passwords that hold” has ended. Ask "
+                     "whoever gave it to you for a new one.")
 
 
 async def test_a_learner_redeeming_a_code_twice_at_once_takes_one_use(shop):

@@ -27,7 +27,7 @@ REVIEWED_COLUMNS: dict[str, tuple[str, ...]] = {
     "clock_runs": ("id", "job", "scheduled_for", "owner", "finished_at", "outcome", "error"),
     "conversations": (
         "id", "channel", "chat_id", "user_id", "state", "lease_owner", "lease_until", "created_at", "last_inbound_at",
-        "opted_out_at", "shared",
+        "opted_out_at", "shared", "refused_by_platform",
     ),
     "course_modules": ("id", "course_id", "slug", "title", "position", "retired"),
     "courses": (

@@ -1,0 +1,140 @@
+"""A person the platform will not deliver to: WhatsApp's window closed by its clock (63016 on the status callback),
+a Telegram person who blocked the bot, a WhatsApp number Twilio refuses for good (21211, 21610). Through the real
+apps, their SDKs and the platform stand-ins."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from channels.telegram import SECRET_HEADER
+from standins.telegram import TOKEN, Fault, TelegramStandIn, person, text_update
+from standins.twilio import TwilioStandIn, invalid_number, unsubscribed
+from storage.models import Conversation, OutboxMessage
+from tests.dialogs.learning_support import import_sample
+from tests.support import running, whatsapp_app
+
+ANN = "+15551234567"
+TELEGRAM_SECRET = "test-webhook-secret_0123456789"
+CHAT = 4242
+
+
+async def outbox_rows(lessonbot) -> list[OutboxMessage]:
+    async with lessonbot.db.sessions() as session:
+        return list(await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+@pytest.fixture
+async def twilio():
+    async with TwilioStandIn() as api:
+        yield api
+
+
+@pytest.fixture
+async def telegram_api():
+    async with TelegramStandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def telegram_settings(settings, telegram_api):
+    return settings.model_copy(update={
+        "telegram_bot_token": TOKEN, "telegram_webhook_secret": TELEGRAM_SECRET,
+        "telegram_api_base_url": telegram_api.base_url, "web_chat_enabled": False,
+    })
+
+
+async def telegram_post(client, update: dict):
+    return await client.post("/webhooks/telegram", content=json.dumps(update),
+                             headers={"content-type": "application/json", SECRET_HEADER: TELEGRAM_SECRET})
+
+
+# WhatsApp: Twilio reports 63016 (outside the 24-hour window) on the status callback --------------------------------
+
+
+async def test_a_reply_whatsapp_refused_as_outside_its_window_goes_when_the_person_writes(settings, twilio):
+    """Twilio took the reply (201), then its status callback says WhatsApp refused it as outside the 24-hour window
+    (63016; WhatsApp's clock, not ours): it is set aside as one refused at once is, and goes when Ann writes again,
+    before the answer to what she wrote."""
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        lessonbot = app.state.lessonbot
+        assert (await webhooks.message(ANN, "/help")).status_code == 200
+        await lessonbot.settle()
+        [help_reply] = twilio.to(ANN)
+        assert (await webhooks.status(help_reply.sid, "failed", "63016")).status_code == 200
+        [row] = await outbox_rows(lessonbot)
+        assert (row.status, row.delivery_status, row.delivery_error) == ("waiting", "failed", "63016")
+        assert (await webhooks.message(ANN, "hello")).status_code == 200
+        await lessonbot.settle()
+        bodies = [message.body for message in twilio.to(ANN)]
+        assert len(bodies) == 3 and bodies[1] == bodies[0], bodies
+        assert [row.status for row in await outbox_rows(lessonbot)] == ["sent", "sent"]
+
+
+# A chat that cannot be reached: further sends to it stop ------------------------------------------------------------
+
+ONBOARDING = ("/start", "yes", "Ann", "Lisbon", "yes", "08:00", "every day", "Spot the phish, five minutes a day",
+              "1 lesson a day")
+ADMIN = 9999
+
+
+async def test_a_telegram_person_who_blocked_the_bot_gets_nothing_more_until_they_write(telegram_settings,
+                                                                                         telegram_api):
+    """Ann blocks the bot: the reply Telegram refuses (403) is dead-lettered, her chat is taken out of what the bot
+    sends on its own (an admin's announcement to everyone counts no one), and her next message (she unblocked it)
+    is answered, and lifts that."""
+    configured = telegram_settings.model_copy(update={"admins": (f"telegram:{ADMIN}",)})
+    ann, boss = person(CHAT, "Ann"), person(ADMIN, "Boss")
+    async with running(configured) as (client, lessonbot):
+        await import_sample(lessonbot)
+
+        async def say(text: str, user: dict) -> None:
+            assert (await telegram_post(client, text_update(text, chat_id=user["id"], user=user))).status_code == 200
+            await lessonbot.settle()
+
+        for text in ONBOARDING:
+            await say(text, ann)
+        telegram_api.fail("sendMessage", Fault.blocked())  # Ann blocks the bot: her next reply gets 403
+        await say("/progress", ann)
+        [dead] = [row for row in await outbox_rows(lessonbot) if row.status == "dead"]
+        assert "blocked" in dead.last_error
+        async with lessonbot.db.sessions() as session:
+            chat = await session.scalar(select(Conversation).where(Conversation.chat_id == str(CHAT)))
+            assert chat.opted_out_at is not None and chat.refused_by_platform
+        await say("/admin broadcast everyone New lessons are out!", boss)
+        assert "New lessons are out!" not in " ".join(telegram_api.texts(CHAT))
+        assert telegram_api.texts(ADMIN)[-1].startswith("Broadcast #1 goes to 0 learners (everyone)")
+        await say("/progress", ann)  # she unblocked the bot and writes
+        assert telegram_api.texts(CHAT)[-1].startswith("Your progress")
+        async with lessonbot.db.sessions() as session:
+            chat = await session.scalar(select(Conversation).where(Conversation.chat_id == str(CHAT)))
+            assert (chat.opted_out_at, chat.refused_by_platform) == (None, False)
+
+
+@pytest.mark.parametrize("refusal", [invalid_number, unsubscribed])
+async def test_whatsapp_invalid_or_unsubscribed_number_stops_further_sends(settings, twilio, refusal):
+
+    admin = "+15550009999"
+    async with whatsapp_app(settings, twilio, admins=(f"whatsapp:{admin}",)) as (app, webhooks):
+        lessonbot = app.state.lessonbot
+        await import_sample(lessonbot)
+
+        async def say(number: str, text: str) -> None:
+            assert (await webhooks.message(number, text)).status_code == 200
+            await lessonbot.settle()
+
+        for text in ONBOARDING:
+            await say(ANN, text)
+        twilio.script = [refusal()]  # Twilio refuses Ann's next message for good (21211 / 21610)
+        await say(ANN, "/progress")
+        refused_at = len(twilio.to(ANN))
+        [dead] = [row for row in await outbox_rows(lessonbot) if row.status == "dead"]
+        await say(admin, "/admin broadcast everyone New lessons are out!")
+        await say(admin, "1")
+        for _ in range(50):
+            await lessonbot.settle()
+    after = twilio.to(ANN)[refused_at:]
+    # Expected: a number Twilio refused for good gets nothing more; the broadcast is still sent to it.
+    assert after == [], (dead.last_error, [message.body for message in after])
