@@ -105,7 +105,9 @@ class ImportReport:
         if self.moved_from is not None:
             lines.append(f"  moved to folder {self.source} (from {self.moved_from})")
         lines += [displaced.sentence(dry_run=dry_run) for displaced in self.displaced]
-        if self.locked_out is not None:
+        if self.locked_out == 0:
+            lines.append(f"No enrolled learner {'would be' if dry_run else 'is'} past the free preview.")
+        elif self.locked_out is not None:
             preview = (f"the first {counted(self.free_preview_lessons, 'lesson')}" if self.free_preview_lessons
                        else "none of its lessons")
             verb = ("is" if self.locked_out == 1 else "are") if not dry_run else "would be"

@@ -405,6 +405,12 @@ async def test_a_reimport_that_shrinks_what_is_free_says_who_can_no_longer_go_on
                                                                                  monkeypatch, capsys):
     folder = copy_course(SAMPLE, tmp_path / "sample")
     await load(db, folder)
+    paid = "access: paid\nprice:\n  amount: 9.90\n  currency: EUR\nfree_preview_lessons: 2\n"
+    edit(folder / "course.yaml", "access: free\n", paid)  # no one is enrolled yet: no one is past it
+    report = await load(db, folder)
+    assert report.locked_out == 0 and report.summary().endswith("No enrolled learner is past the free preview.")
+    edit(folder / "course.yaml", paid, "access: free\n")
+    await load(db, folder)
     await _learners_at(db, {
         "Ann": ("read-a-link", None),  # lesson 3: past a preview of 2, nothing bought
         "Bob": ("read-a-link", "granted"),
