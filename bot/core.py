@@ -23,7 +23,7 @@ from scheduler.leader import Leadership
 from storage.db import Database, unreachable
 from storage.learners import language_of_chat
 from storage.notices import Notices
-from storage.outbox import cancel_unsent_to, chats_sent_since, record_delivery_report, sent_replies
+from storage.outbox import OutboxStatus, cancel_unsent_to, chats_sent_since, record_delivery_report, sent_replies
 from storage.teams import stop_workspace
 
 if TYPE_CHECKING:
@@ -284,8 +284,13 @@ class Lessonbot:
         writes (WhatsApp's closed window): it goes again then. False where no reply of ours has that id.
         """
         async with self.db.transaction(urgent=True) as session:  # the platform waits for this one
-            return await record_delivery_report(session, channel, platform_message_id, status, error=error,
-                                                waits_for_inbound=waits_for_inbound)
+            row = await record_delivery_report(session, channel, platform_message_id, status, error=error,
+                                               waits_for_inbound=waits_for_inbound)
+            again = row is not None and row.status == OutboxStatus.PENDING.value
+            conversation_id = row.conversation_id if row is not None else 0
+        if again:  # (committed) back on its way at once: the person wrote since it was sent
+            self._after_turn(conversation_id)
+        return row is not None
 
     async def sent_replies(
         self, channel: str, chat_id: str, *, after: int, limit: int = 100

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import time
 import zlib
@@ -46,6 +45,7 @@ from channels.rasa import tracker as said
 from channels.rasa.channel import MESSAGE_ENTITY, MessageSeal
 from channels.rasa.files import FileLinks, document_link
 from channels.rasa.render import bot_message
+from channels.webhook import parse_json
 from dialogs import apologies, flow
 from dialogs.learner import is_set_up
 from storage.db import Database
@@ -294,14 +294,15 @@ def action_routes(executor: ActionExecutor, *, token: str = "") -> list[Route]:
             body = await read_limited_body(request, MAX_ACTION_CALL_BYTES)
             if request.headers.get("content-encoding") == "deflate":
                 body = _inflated(body)
-            action_call = json.loads(body)
+            action_call = parse_json(body)  # (the one parse of a platform's JSON: its nesting bounded first)
         except RequestRejected as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         except (ValueError, zlib.error):
             return JSONResponse({"error": "Invalid body request"}, status_code=400)
         if not isinstance(action_call, dict) or not isinstance(action_call.get("tracker", {}), dict):
             return JSONResponse({"error": "Invalid body request"}, status_code=400)
-        check_version_compatibility(action_call.get("version"))
+        if isinstance(action_call.get("version"), str):  # (rasa-sdk's check splits it; anything else is no version)
+            check_version_compatibility(action_call["version"])
         try:
             result = await executor.run(action_call)
         except ActionExecutionRejection as exc:

@@ -22,7 +22,11 @@ from storage.learners import record_activity
 async def ask_question(x: Exchange, data: flow.Data) -> None:
     _ = tr(x)
     question, data["queue"] = await questions.still_asked(x, data["queue"])
-    if question is None:
+    if question is None:  # (asked again, say after a command, when a re-import took out every one left)
+        lesson = await lesson_by_id(x.transaction, data["lesson_id"])
+        flow.leave(x.state, "quiz")
+        if lesson is not None:
+            await lessons.finish_lesson(x, lesson)
         return
     number = data["total"] - len(data["queue"]) + 1
     questions.ask(x, question, prefix="quiz",

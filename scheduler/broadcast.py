@@ -21,10 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialogs.broadcast import announcement
 from scheduler.context import JobContext
-from storage.broadcasts import broadcast_key
+from storage.broadcasts import broadcast_key, copies_key
 from storage.learners import Learner
 from storage.models import Conversation, OutboxMessage, utcnow
 from storage.outbox import OutboxEntry, enqueue
+from storage.queries import starts_with
 from storage.scheduling import SENDING, SENT, Broadcast, BroadcastRecipient, may_be_messaged
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,14 @@ async def queue_batch(ctx: JobContext, broadcast_id: int, *, batch: int = BATCH,
             return 0
         payload = announcement(broadcast.text).to_payload()
         at = utcnow()  # outbox times are real time: the dispatcher compares them with its own clock
-        going = [
-            OutboxEntry(conversation_id=conversation_id, channel=channel, chat_id=chat_id, payload=payload,
-                        idempotency_key=broadcast_key(broadcast.id, user_id))
-            for user_id, conversation_id, channel, chat_id, allowed in recipients if allowed
-        ]
+        # A chat that is the home of several recipients (a group where each set up their lessons) reads it once.
+        reached = await _reached(session, broadcast.id, {row[1] for row in recipients})
+        going = []
+        for user_id, conversation_id, channel, chat_id, allowed in recipients:
+            if allowed and conversation_id not in reached:
+                reached.add(conversation_id)
+                going.append(OutboxEntry(conversation_id=conversation_id, channel=channel, chat_id=chat_id,
+                                         payload=payload, idempotency_key=broadcast_key(broadcast.id, user_id)))
         await enqueue(session, going, now=at)
         broadcast.cursor_user_id = recipients[-1][0]
         broadcast.queued = (broadcast.queued or 0) + len(going)
@@ -100,6 +104,15 @@ async def queue_batch(ctx: JobContext, broadcast_id: int, *, batch: int = BATCH,
             log.info("broadcast recipients passed over: paused, stopped or opted out since it was confirmed",
                      extra={"broadcast_id": broadcast.id, "passed_over": len(recipients) - len(going)})
         return len(recipients)
+
+
+async def _reached(session: AsyncSession, broadcast_id: int, conversations: set[int]) -> set[int]:
+    """Which of `conversations` this broadcast was queued to already (for another recipient whose home it is)."""
+    return set(await session.scalars(
+        select(OutboxMessage.conversation_id).distinct()
+        .where(OutboxMessage.conversation_id.in_(conversations),
+               starts_with(OutboxMessage.idempotency_key, copies_key(broadcast_id)))
+    ))
 
 
 async def _outstanding(session: AsyncSession, broadcast: Broadcast, window: int) -> int:

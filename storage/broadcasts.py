@@ -79,12 +79,17 @@ class Segment:
 
 def broadcast_key(broadcast_id: int, user_id: int) -> str:
     """The outbox idempotency key of one recipient's copy."""
-    return f"{BROADCAST_KEY}{broadcast_id}:{user_id}"
+    return f"{copies_key(broadcast_id)}{user_id}"
+
+
+def copies_key(broadcast_id: int) -> str:
+    """What the keys of every copy of one broadcast begin with."""
+    return f"{BROADCAST_KEY}{broadcast_id}:"
 
 
 def _recipient_key(broadcast_id: int) -> Any:
     """`broadcast_key` in SQL, for joining recipients to their outbox rows through the unique key's index."""
-    return literal(f"{BROADCAST_KEY}{broadcast_id}:") + cast(BroadcastRecipient.user_id, String)
+    return literal(copies_key(broadcast_id)) + cast(BroadcastRecipient.user_id, String)
 
 
 async def recipients_query(session: AsyncSession, segment: Segment, now: datetime) -> Select[int, int | None]:

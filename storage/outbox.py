@@ -487,6 +487,14 @@ LESSON_KEY, NUDGE_KEY, BROADCAST_KEY = "lesson:", "nudge:", "broadcast:"
 LESSON_PLACE = "lesson_place"
 
 
+def queued_for(user_id: int) -> ColumnElement[bool]:
+    """The rows the bot queued on its own for one learner, by the keys that name them: their lessons, their reminders,
+    their copies of announcements (wherever they went: a group that is their home too)."""
+    key = OutboxMessage.idempotency_key
+    return or_(starts_with(key, f"{LESSON_KEY}{user_id}:"), starts_with(key, f"{NUDGE_KEY}{user_id}:"),
+               and_(starts_with(key, BROADCAST_KEY), key.like(f"%:{user_id}")))
+
+
 async def withdraw_unasked(session: AsyncSession, conversation_id: int, *, reason: str) -> int:
     """What the bot queued on its own for a conversation and has not sent, when the learner pauses or stops (or asks
     to): a lesson is held (status `waiting`: the learner's place already moved past it, so it must not be lost; the
@@ -727,27 +735,32 @@ def reported_reply(channel: str, platform_message_id: str) -> Select[OutboxMessa
 async def record_delivery_report(
     session: AsyncSession, channel: str, platform_message_id: str, status: str, *, error: str | None,
     waits_for_inbound: bool = False,
-) -> bool:
+) -> OutboxMessage | None:
     """A platform's delivery report on the reply it knows as `platform_message_id`, noted on its row in the caller's
-    transaction (`delivery_status`, `delivery_error`); False where no reply of ours has that id.
+    transaction (`delivery_status`, `delivery_error`): the row, or None where no reply of ours has that id.
 
     Reports arrive out of order: a late "delivered" never overwrites "read", and a failure is final (DELIVERY_RANK).
     `waits_for_inbound`: the platform refused the message until the person writes (WhatsApp's window, closed by its
-    clock though open by ours): the reply is set aside (`waiting`, its refused last part to go again), and the
-    person's next message releases it, as one the dispatcher set aside itself.
+    clock though open by ours): its refused part (the last: the parts before it went) goes again when the person's
+    next message releases the row (`waiting`), as one the dispatcher set aside itself; at once (`pending`) where they
+    wrote since it was sent. Either way it is a reply on its way again, with no report yet.
     """
     status = status.lower()[:16]
     row = await session.scalar(reported_reply(channel, platform_message_id))
     if row is None:
-        return False
+        return None
     if waits_for_inbound and row.status == OutboxStatus.SENT.value:
-        row.status, row.sent_at = OutboxStatus.WAITING.value, None
-        row.parts_sent = list(row.parts_sent or [])[:-1] or None
+        wrote = await session.scalar(select(Conversation.last_inbound_at).where(Conversation.id == row.conversation_id))
+        again = wrote is not None and row.sent_at is not None and wrote > row.sent_at
+        row.status = (OutboxStatus.PENDING if again else OutboxStatus.WAITING).value
+        row.next_attempt_at = utcnow()
+        row.sent_at, row.platform_message_id, row.delivery_status, row.delivery_error = None, None, None, None
         row.last_error = f"the platform refused it until the person writes ({error}): it goes when they do"
+        return row
     if DELIVERY_RANK.get(status, 0) >= DELIVERY_RANK.get(row.delivery_status or "", 0):
         row.delivery_status = status
         row.delivery_error = error[:2000] if error else None
-    return True
+    return row
 
 
 # What became of a send ------------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from storage.models import (
     OutboxMessage,
     User,
 )
-from storage.outbox import ACTIVE, OutboxStatus
+from storage.outbox import ACTIVE, OutboxStatus, queued_for
 from storage.payments import AccessCode, Payment, PaymentEvent, charges_of
 from storage.scheduling import Broadcast, BroadcastRecipient, NudgeLog, ScheduledLesson
 from storage.slack import forget_installer
@@ -314,8 +314,10 @@ async def own_conversations(session: AsyncSession, person: Person) -> set[int]:
 
 
 def _their_replies(person: Person, own: set[int]) -> ColumnElement[bool]:
-    """Replies in their own chats, and replies to their messages anywhere (a group)."""
-    answering = OutboxMessage.inbound_message_id.in_(select(InboundMessage.id).where(person.sent()))
+    """Replies in their own chats, and anywhere (a group) replies to their messages and what the bot queued for them
+    on its own (a lesson, a reminder, an announcement: `queued_for`)."""
+    answering = or_(OutboxMessage.inbound_message_id.in_(select(InboundMessage.id).where(person.sent())),
+                    queued_for(person.user_id))
     return or_(OutboxMessage.conversation_id.in_(own), answering) if own else answering
 
 

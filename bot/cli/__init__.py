@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError
 
 from bot.cli import (
     admin,
@@ -83,6 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # a setting found unusable only once a command used it: one message, no traceback
         print(exc, file=sys.stderr)
         return 2
-    except SQLAlchemyError as exc:  # the database opened, then refused a statement: one message, its transaction undone
+    except DBAPIError as exc:  # the database opened, then refused a statement: one message, its transaction undone
         print(refused_midway(settings, exc), file=sys.stderr)
         return 1

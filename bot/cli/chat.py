@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import io
 import sys
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,8 @@ def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
 
     console = ConsoleChannel(args.user)
     interactive = sys.stdin.isatty()
+    if isinstance(sys.stdin, io.TextIOWrapper):  # a line not in the terminal's encoding is read as it can be (�)
+        sys.stdin.reconfigure(errors="replace")
 
     async def main() -> None:
         lessonbot = Lessonbot(settings, [console])

@@ -105,7 +105,8 @@ def refused_midway(settings: Settings, exc: Exception) -> str:
                  "point it at the primary.")
     else:
         check = _what_to_check(settings, reason)
-    return f"The database {_shown(url)} refused the command: {reason}. Nothing of it was written. {check}"
+    return (f"The database {_shown(url)} refused the command: {reason}. What it had not finished was rolled back. "
+            f"{check}")
 
 
 def _shown(url: str) -> str:

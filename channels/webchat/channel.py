@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute
 
 from bot.channel import ChannelHost, Delivery, RateLimit, RequestRejected, SentReply
 from bot.messages import LANGUAGE, InboundMessage, InboundMeta
+from bot.text import storable
 from channels.webchat.routes import Posted, web_chat_routes
 from channels.webchat.sessions import SessionSigner
 from channels.webchat.streams import Listener, SentSince, StreamGate, Wakeups
@@ -99,7 +100,7 @@ class WebChatChannel:
             raise RequestRejected(422, "'text' must be a string.")
         if choice is not None and not isinstance(choice, str):
             raise RequestRejected(422, "'choice' must be a string (the value of a pressed button).")
-        if not text.strip() and not choice:
+        if not storable(text).strip() and not choice:  # (NULs alone are nothing: they are not stored)
             raise RequestRejected(422, "Send some 'text' (or a 'choice'); the message was empty.")
         if len(text) > MAX_TEXT_CHARS:
             raise RequestRejected(

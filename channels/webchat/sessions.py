@@ -47,8 +47,10 @@ class SessionSigner:
             raise RequestRejected(401, "Missing 'session': create one with POST /chat/api/sessions.")
         session_id, _, rest = token.partition(".")
         issued, _, signature = rest.partition(".")
+        if not token.isascii() or not session_id or not issued.isdigit():  # (ours are: a lone surrogate cannot sign)
+            raise RequestRejected(403, "This chat session is not valid here; start a new one (reload the page).")
         expected = _sign(self._session_key, f"{session_id}.{issued}")
-        if not session_id or not issued.isdigit() or not hmac.compare_digest(signature.encode(), expected.encode()):
+        if not hmac.compare_digest(signature.encode(), expected.encode()):
             raise RequestRejected(403, "This chat session is not valid here; start a new one (reload the page).")
         if self.clock() - int(issued) > self.idle_seconds:
             days = self.idle_seconds / 86400

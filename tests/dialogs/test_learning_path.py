@@ -248,3 +248,18 @@ async def test_a_pause_typed_after_stop_does_not_turn_the_lessons_back_on(learni
         person = await session.get(User, user.id)
         pushed = await deliver_next_lesson(session, person, now=datetime.now(timezone.utc) + timedelta(days=4))
     assert pushed == [], (paused, [getattr(r, "text", r)[:60] for r in pushed])
+
+
+async def test_a_quiz_asked_again_with_every_question_left_taken_out_ends_its_lesson(learning_bot, tmp_path):
+    """Ann is at question 1 of 3; the author takes out all three. Her old button, pressed now, is the quiz asked
+    again: with nothing left to ask, the lesson ends, and her next message is answered as any other."""
+    bot, channel = learning_bot
+    t, folder = await at_the_first_quiz_question(bot, channel, tmp_path)
+    asked = t.last()
+    lesson = folder / "lessons" / "01-what-phishing-wants.md"
+    text = lesson.read_text()
+    lesson.write_text(text[:text.index("## Quiz")].rstrip() + "\n")
+    await import_sample(bot, folder)
+    replies = await t.say("pressed", choice=asked.choices[1].value)
+    assert any(reply.startswith("🎉 Lesson done") for reply in replies), replies
+    assert await t.say("/progress")
