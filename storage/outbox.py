@@ -732,6 +732,9 @@ def reported_reply(channel: str, platform_message_id: str) -> Select[OutboxMessa
     )
 
 
+REACHED = ("delivered", "read")  # reports that the message reached the person: a refusal after them is not believed
+
+
 async def record_delivery_report(
     session: AsyncSession, channel: str, platform_message_id: str, status: str, *, error: str | None,
     waits_for_inbound: bool = False,
@@ -743,13 +746,14 @@ async def record_delivery_report(
     `waits_for_inbound`: the platform refused the message until the person writes (WhatsApp's window, closed by its
     clock though open by ours): its refused part (the last: the parts before it went) goes again when the person's
     next message releases the row (`waiting`), as one the dispatcher set aside itself; at once (`pending`) where they
-    wrote since it was sent. Either way it is a reply on its way again, with no report yet.
+    wrote since it was sent. Either way it is a reply on its way again, with no report yet. (One reported delivered
+    or read before is not sent again: the refusal is only noted.)
     """
     status = status.lower()[:16]
     row = await session.scalar(reported_reply(channel, platform_message_id))
     if row is None:
         return None
-    if waits_for_inbound and row.status == OutboxStatus.SENT.value:
+    if waits_for_inbound and row.status == OutboxStatus.SENT.value and row.delivery_status not in REACHED:
         wrote = await session.scalar(select(Conversation.last_inbound_at).where(Conversation.id == row.conversation_id))
         again = wrote is not None and row.sent_at is not None and wrote > row.sent_at
         row.status = (OutboxStatus.PENDING if again else OutboxStatus.WAITING).value
