@@ -42,6 +42,7 @@ class Fault:
     description: str
     retry_after: int | None = None
     hang: bool = False
+    migrate_to_chat_id: int | None = None
 
     @classmethod
     def too_many_requests(cls, retry_after: int = 1) -> Fault:
@@ -54,6 +55,11 @@ class Fault:
     @classmethod
     def blocked(cls) -> Fault:
         return cls(403, "Forbidden: bot was blocked by the user")
+
+    @classmethod
+    def migrated(cls, to_chat_id: int) -> Fault:
+        """The group became a supergroup (Telegram answers a send to its old id so, with the new id)."""
+        return cls(400, "Bad Request: group chat was upgraded to a supergroup chat", migrate_to_chat_id=to_chat_id)
 
     @classmethod
     def no_answer(cls) -> Fault:
@@ -171,7 +177,7 @@ class TelegramStandIn:
             if fault.hang:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), timeout=30)
-            return _error(fault.status, fault.description, fault.retry_after)
+            return _error(fault.status, fault.description, fault.retry_after, fault.migrate_to_chat_id)
         answer = getattr(self, f"_{method}", None)
         if answer is None:
             return _error(404, "Not Found")
@@ -315,10 +321,13 @@ class TelegramStandIn:
         return list(self.updates)
 
 
-def _error(status: int, description: str, retry_after: int | None = None) -> web.Response:
+def _error(status: int, description: str, retry_after: int | None = None,
+           migrate_to_chat_id: int | None = None) -> web.Response:
     body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
     if retry_after is not None:
         body["parameters"] = {"retry_after": retry_after}
+    if migrate_to_chat_id is not None:
+        body["parameters"] = {"migrate_to_chat_id": migrate_to_chat_id}
     return web.json_response(body, status=status)
 
 

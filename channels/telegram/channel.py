@@ -89,6 +89,15 @@ class Accepted:
     callback_query_id: str | None = None
 
 
+class Moved(PermanentSendError):
+    """Telegram says the group became a supergroup with another chat id (`to_chat_id`): what is sent to it goes
+    there (`TelegramChannel.send`); a call that cannot follow it fails for good."""
+
+    def __init__(self, to_chat_id: str) -> None:
+        super().__init__(f"the group became a supergroup with chat id {to_chat_id}; replies go there")
+        self.to_chat_id = to_chat_id
+
+
 class TelegramChannel:
     name = "telegram"
 
@@ -114,6 +123,7 @@ class TelegramChannel:
         self._ready_lock = asyncio.Lock()
         self._initialized = False
         self._drafts: dict[str, tuple[int, float]] = {}  # chat → (draft id, when last shown) of the answer streaming
+        self._moved: dict[str, str] = {}  # a group's old chat id → its supergroup's (Telegram's ChatMigrated)
         self._draft_ids = itertools.count(1)
 
     # the Bot's life ---------------------------------------------------------------------------------------------
@@ -204,10 +214,18 @@ class TelegramChannel:
         await self._api(self.ready())
         if isinstance(delivery.reply, CheckoutAnswer):
             return await self._answer_checkout(delivery.reply)
-        parts = self._parts(delivery.chat_id, delivery.reply)
+        chat_id = self._moved.get(delivery.chat_id, delivery.chat_id)
+        parts = self._parts(chat_id, delivery.reply)
         sent = delivery.parts.ids
         for index in range(len(sent), len(parts)):
-            message_id = await self._api(parts[index]())
+            try:
+                message_id = await self._api(parts[index]())
+            except Moved as moved:  # a group became a supergroup: its replies go there (once more, for this part)
+                if chat_id == moved.to_chat_id:
+                    raise
+                chat_id = self._moved[delivery.chat_id] = moved.to_chat_id
+                parts = self._parts(chat_id, delivery.reply)
+                message_id = await self._api(parts[index]())
             await delivery.parts.add(message_id, more_to_come=index + 1 < len(parts))
         return sent[-1]
 
@@ -337,9 +355,7 @@ class TelegramChannel:
         except RetryAfter as exc:
             raise RateLimited(retry_after_seconds(exc), "Telegram asked to slow down") from None
         except ChatMigrated as exc:
-            raise PermanentSendError(
-                f"the group became a supergroup with chat id {exc.new_chat_id}; replies must go there"
-            ) from None
+            raise Moved(str(exc.new_chat_id)) from None
         except InvalidToken:
             # PTB's message repeats the token; say which setting is wrong instead.
             log.error(TOKEN_REJECTED)

@@ -352,3 +352,20 @@ async def test_a_code_block_too_long_for_one_message_is_code_in_each_part(channe
     shown = "\n".join(text.split("<pre><code>")[1].split("</code></pre>")[0] for text in texts)
     assert shown == code.replace("<", "&lt;")
     await channel.close()
+
+
+async def test_a_reply_to_a_group_that_became_a_supergroup_goes_to_the_supergroup(channel, standin):
+    """Telegram answers a send to the group's old id with its supergroup's id (ChatMigrated): the reply goes there,
+    its next part and the next reply too, without asking the old id again."""
+    group, supergroup = "-4001", "-1004001"
+    standin.fail("sendMessage", Fault.migrated(int(supergroup)))
+    try:
+        long = "A parcel text is a common lure. " * 200  # two messages
+        await channel.send(Delivery(outbox_id=1, chat_id=group, reply=Text(long), attempt=1))
+        await channel.send(Delivery(outbox_id=2, chat_id=group, reply=Text("and another"), attempt=1))
+    finally:
+        await channel.close()
+    calls = [call for call in standin.calls if call.method == "sendMessage"]
+    assert [(call.params["chat_id"], call.ok) for call in calls] == [
+        (group, False), (supergroup, True), (supergroup, True), (supergroup, True)]
+    assert standin.texts(supergroup)[-1] == "and another"
