@@ -1,5 +1,5 @@
 """A clone of the repository is all `make test` and `make run` have: no file of the project names a place outside it
-(a folder beside the checkout, as ../shared was where the evaluation's dataset first lay)."""
+(a folder beside the checkout, where the evaluation's dataset and the platforms' payloads first lay)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# a folder beside the checkout, however a path to it is written ("../shared", Path("..") / "shared", four levels up)
-OUTSIDE = ("../shared", '"shared" /', '/ "shared"', "'shared' /", "/ 'shared'", "parents[3]", "parents[4]", "os.pardir")
+# a folder beside the checkout, however a path to it is written (up one folder and into it, Path("..") / it, four
+# levels up); its name is put together here, so that this file does not name the place it refuses
+BESIDE = "sha" + "red"
+OUTSIDE = ("../" + BESIDE, f'"{BESIDE}" /', f'/ "{BESIDE}"', f"'{BESIDE}' /", f"/ '{BESIDE}'", "parents[3]",
+           "parents[4]", "os.pardir")
 
 
 def test_no_file_of_the_project_reads_from_beside_the_checkout():
