@@ -71,7 +71,7 @@ from storage.outbox import (
     WithQueued,
     enqueue,
     release_waiting,
-    suppress_unsent,
+    stopped_by_them,
     withdraw_outdated,
 )
 from storage.prepared import Entity, Prepared, run_together
@@ -1056,13 +1056,6 @@ _QUEUE_AND_FINISH = {
 # opting out and back in -----------------------------------------------------------------------------------------------
 
 
-_OWN_STOP = (
-    update(Conversation.__table__)
-    .where(Conversation.__table__.c.id == bindparam("conv"))
-    .values(refused_by_platform=False)
-)
-
-
 async def _honour_subscription(
     session: SessionOnDemand, conversation: Conversation, message: InboundMessage, now: datetime, *, waiting: bool
 ) -> InboundMessage | None:
@@ -1073,11 +1066,7 @@ async def _honour_subscription(
     keyword = message.meta.get(SUBSCRIPTION)
     if keyword == "stop":
         conversation.opted_out_at = conversation.opted_out_at or now
-        connection = await session.session.connection()
-        # Their own STOP now: START, not any message, ends it; written whatever this turn read (a platform's refusal
-        # may have marked the conversation since)
-        await connection.execute(_OWN_STOP, {"conv": conversation.id})
-        await suppress_unsent(connection, conversation.id)
+        await stopped_by_them(await session.session.connection(), conversation.id)
         return None
     if message.meta.get(PLATFORM_REPORT):
         return message  # counts while they opted out (what is said is suppressed); they did not write

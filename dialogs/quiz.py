@@ -23,10 +23,7 @@ async def ask_question(x: Exchange, data: flow.Data) -> None:
     _ = tr(x)
     question, data["queue"] = await questions.still_asked(x, data["queue"])
     if question is None:  # (asked again, say after a command, when a re-import took out every one left)
-        lesson = await lesson_by_id(x.transaction, data["lesson_id"])
-        flow.leave(x.state, "quiz")
-        if lesson is not None:
-            await lessons.finish_lesson(x, lesson)
+        await _finish(x, data)
         return
     number = data["total"] - len(data["queue"]) + 1
     questions.ask(x, question, prefix="quiz",
@@ -36,7 +33,7 @@ async def ask_question(x: Exchange, data: flow.Data) -> None:
 
 async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
     _ = tr(turn)
-    if not data["queue"]:  # (kept by a quiz whose last questions a re-import took out before it was mended)
+    if not data["queue"]:  # (a quiz left with nothing to ask)
         return await _finish(turn, data)
     question = await question_by_id(turn.transaction, data["queue"][0])
     assert question is not None
@@ -67,12 +64,12 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
     return await _finish(turn, data)
 
 
-async def _finish(turn: Turn, data: flow.Data) -> str:
+async def _finish(x: Exchange, data: flow.Data) -> str:
     """No question left: the quiz ends, and its lesson is done."""
-    lesson = await lesson_by_id(turn.transaction, data["lesson_id"])
-    assert lesson is not None
-    flow.leave(turn.state, "quiz")
-    await lessons.finish_lesson(turn, lesson)
+    lesson = await lesson_by_id(x.transaction, data["lesson_id"])
+    flow.leave(x.state, "quiz")
+    if lesson is not None:
+        await lessons.finish_lesson(x, lesson)
     return DONE
 
 

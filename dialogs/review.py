@@ -126,11 +126,9 @@ async def due_reviews(session: AsyncSession, user: User, now: datetime) -> int:
     of questions still in the course whose lesson is still open to them, delivered in full (the one check,
     dialogs/access.py, made once per lesson: it decides alike for each of its questions)."""
     x = Exchange(transaction=SessionOnDemand.of(session), conversation=None, user=user, state={}, now=now)
+    cards = _due_query(user.id, now).order_by(None).subquery()
     due = (await session.execute(
-        select(Question.lesson_id, func.count())
-        .select_from(QuestionCard)
-        .join(Question, Question.id == QuestionCard.question_id)
-        .where(QuestionCard.user_id == user.id, QuestionCard.due <= now, Question.retired.is_(False))
+        select(Question.lesson_id, func.count()).join(cards, cards.c.question_id == Question.id)
         .group_by(Question.lesson_id)
     )).all()
     total = 0

@@ -624,6 +624,17 @@ async def refused_for_good(connection: AsyncConnection, conversation_id: int, *,
     await suppress_unsent(connection, conversation_id)
 
 
+_OWN_STOP = update(_CONVERSATIONS).where(_CONVERSATIONS.c.id == bindparam("conv")).values(refused_by_platform=False)
+
+
+async def stopped_by_them(connection: AsyncConnection, conversation_id: int) -> None:
+    """The person sent STOP (the caller marks `opted_out_at`): what is queued for them is suppressed, and the opt-out
+    is theirs, which START ends, not any message, even where a platform's refusal marked the conversation before
+    (written whatever the caller's turn read: the dispatcher may have marked it since)."""
+    await connection.execute(_OWN_STOP, {"conv": conversation_id})
+    await suppress_unsent(connection, conversation_id)
+
+
 async def suppress_unsent(connection: AsyncConnection, conversation_id: int) -> int:
     """The person opted out (STOP): nothing of the conversation's not yet sent (`pending` or `waiting`) goes, ever
     (`suppressed`). A row being sent right now is left to finish. The number of rows suppressed."""
