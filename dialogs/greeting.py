@@ -18,7 +18,7 @@ async def start(turn: Turn, _args: str) -> None:
         return
     _ = tr(turn)
     choices = [(_("Next lesson"), "lesson:next")]
-    if await due_reviews(turn.session, turn.user, turn.now):
+    if await due_reviews(turn):
         choices.append((_("Review"), "/review"))
     turn.say(_("Hi {name}, welcome back! Send /next for your next lesson, or /help to see what I can do.",
                name=name_of(turn)).replace(" ,", ","),

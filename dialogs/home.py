@@ -31,7 +31,7 @@ async def home(turn: Turn, _args: str) -> None:
         lines.append(await _next_line(turn, _, course))
         choices.append((_("Next lesson"), NEXT))
     streak = current_streak(learner, turn.user, turn.now)
-    due = await due_reviews(turn.session, turn.user, turn.now)
+    due = await due_reviews(turn)
     lines.append(_("🔥 {streak} · ⭐ {points} points · 🔁 {due} to review",
                    streak=_.plural("{n} day", "{n} days", streak), points=learner.points, due=due))
     if due:

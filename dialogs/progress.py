@@ -53,7 +53,7 @@ async def show(turn: Turn, _args: str) -> None:
     lines.append(_.plural("🔥 Streak: {n} day", "🔥 Streak: {n} days", streak)
                  + " " + _("(best: {best})", best=max(learner.best_streak or 0, streak)))
     lines.append(_("⭐ Points: {points}", points=learner.points))
-    due = await due_reviews(turn.session, turn.user, turn.now)
+    due = await due_reviews(turn)
     choices = [] if finished else [(_("Next lesson"), "lesson:next")]
     if due:
         lines.append(_.plural("🔁 {n} question to review now", "🔁 {n} questions to review now", due))

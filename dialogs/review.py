@@ -7,8 +7,8 @@ where lessons come once a day, the first interval is a day or more.
 
 `schedule` is the one place a card is scheduled after an answer: the bot calls it through `record_answer`, and the
 learner simulator (`lessonbot simulate reviews`) calls it too, with `scheduler_for` at other desired retentions.
-`open_due_reviews(session, user, now)` is what the scheduler's review reminder counts: the due questions /review
-would ask (`_open_due`, the one rule for which due cards are still open to the learner).
+`open_due_reviews(session, user, now, home)` is what the scheduler's review reminder counts: the due questions /review
+would ask there (`_open_due`, the one rule for which due cards are still open to the learner).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from storage.courses import (
 )
 from storage.db import SessionOnDemand
 from storage.learners import record_activity, zone_for
-from storage.models import User
+from storage.models import Conversation, User
 from storage.prepared import add_row
 
 DESIRED_RETENTION = 0.9  # the chance of recalling a question when it comes back for review
@@ -121,13 +121,13 @@ def _due_query(user_id: int, now: datetime):
     )
 
 
-async def due_reviews(session: AsyncSession, user: User, now: datetime) -> int:
-    """How many questions /review would ask the learner at `now`, over as many sessions as it takes: their due cards
-    of questions still in the course whose lesson is still open to them, delivered in full (the one check,
-    dialogs/access.py, made once per lesson: it decides alike for each of its questions)."""
-    x = Exchange(transaction=SessionOnDemand.of(session), conversation=None, user=user, state={}, now=now)
-    cards = _due_query(user.id, now).order_by(None).subquery()
-    due = (await session.execute(
+async def due_reviews(x: Exchange) -> int:
+    """How many questions /review would ask in this exchange, over as many sessions as it takes: the learner's due
+    cards of questions still in the course whose lesson is open to them here (in a chat of many, a paid lesson's are
+    not) and was delivered in full (the one check, dialogs/access.py, made once per lesson: it decides alike for each
+    of its questions)."""
+    cards = _due_query(x.user.id, x.now).order_by(None).subquery()
+    due = (await x.session.execute(
         select(Question.lesson_id, func.count()).join(cards, cards.c.question_id == Question.id)
         .group_by(Question.lesson_id)
     )).all()
@@ -207,10 +207,12 @@ async def _open_due(x: Exchange) -> list[int]:
     return due
 
 
-async def open_due_reviews(session: AsyncSession, user: User, now: datetime) -> int:
-    """How many questions /review would ask the learner at `now` (at most REVIEWS_PER_SESSION), for a job that has no
-    conversation under way: the review reminder announces these and no others."""
-    return min(await due_reviews(session, user, now), REVIEWS_PER_SESSION)
+async def open_due_reviews(session: AsyncSession, user: User, now: datetime,
+                           conversation: Conversation | None = None) -> int:
+    """How many questions /review would ask the learner at `now` (at most REVIEWS_PER_SESSION) in `conversation`
+    (their home), for a job that has no message under way: the review reminder announces these and no others."""
+    x = Exchange(transaction=SessionOnDemand.of(session), conversation=conversation, user=user, state={}, now=now)
+    return min(await due_reviews(x), REVIEWS_PER_SESSION)
 
 
 def nothing_due(_, when: datetime | None, x: Exchange) -> str:

@@ -397,8 +397,8 @@ async def sweep(ctx: JobContext) -> Counter[str]:
             if ctx.nothing_to_review.get(user.id) == today:
                 continue
             async with ctx.db.sessions() as session:
-                decided = _decide(candidate, history, now, due_reviews=await open_due_reviews(session, user, now),
-                                  window_closes=closes)
+                due = await open_due_reviews(session, user, now, conversation)
+                decided = _decide(candidate, history, now, due_reviews=due, window_closes=closes)
             if decided is None:
                 ctx.nothing_to_review[user.id] = today
         if decided is None:

@@ -363,3 +363,54 @@ async def test_a_missed_retake_waits_its_day_in_a_second_chat_of_the_learner_too
     async with bot.db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Certificate)) == 0
     assert not any(isinstance(reply, Document) for reply in channel.sent["ann-phone"])
+
+
+async def test_in_a_group_progress_and_home_count_only_the_reviews_review_asks_there(learning_bot):
+    """Due reviews of a free lesson and of a paid one: in her private chat every one is counted and asked; in a group
+    /review asks only the free lesson's, and /progress and Home there count those alone (not a paid lesson's
+    questions, which would be refused), nor does /start there offer a review of the paid lesson's alone."""
+    import re
+    from datetime import datetime, timedelta, timezone
+
+    bot, channel = learning_bot
+    t, user = await granted_the_paid_course_past_its_first_lesson(bot, channel)  # lesson 1: free to try
+    await t.say("/next")  # privately: lesson 2, paid
+    await answer_until(t, bot, "🎉 Lesson done")
+
+    async def in_group(text: str) -> list[str]:
+        before = len(channel.sent["study-group"])
+        await bot.receive(InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id="study-group",
+                                         sender_id="ann", text=text))
+        await bot.settle()
+        return channel.texts("study-group")[before:]
+
+    async with bot.db.transaction() as session:
+        await session.execute(update(QuestionCard).where(QuestionCard.user_id == user.id).values(due=func.now()))
+        free = await session.scalar(
+            select(func.count()).select_from(QuestionCard).join(Question, Question.id == QuestionCard.question_id)
+            .join(Lesson, Lesson.id == Question.lesson_id)
+            .where(QuestionCard.user_id == user.id, Lesson.position == 1))
+        every = await session.scalar(select(func.count()).select_from(QuestionCard)
+                                     .where(QuestionCard.user_id == user.id))
+    assert 0 < free < every
+
+    def counted(replies: list[str], pattern: str) -> int:
+        [n] = [int(found[1]) for reply in replies if (found := re.search(pattern, reply))]
+        return n
+
+    assert counted(await t.say("/progress"), r"🔁 (\d+) questions? to review now") == every
+    assert counted(await in_group("/progress"), r"🔁 (\d+) questions? to review now") == free
+    assert counted(await in_group("/home"), r"🔁 (\d+) to review") == free
+    assert counted(await in_group("/review"), r"(\d+) questions? to review\.") == free
+
+    async with bot.db.transaction() as session:  # only the paid lesson's questions due: nothing to review there
+        await session.execute(update(QuestionCard).where(QuestionCard.user_id == user.id).values(
+            due=datetime.now(timezone.utc) + timedelta(days=3)))
+        await session.execute(update(QuestionCard).where(
+            QuestionCard.user_id == user.id, QuestionCard.question_id.in_(
+                select(Question.id).join(Lesson, Lesson.id == Question.lesson_id).where(Lesson.position == 2))
+        ).values(due=func.now()))
+    await t.say("/start")
+    assert "Review" in t.labels()  # privately: the paid lesson's
+    assert await in_group("/start")
+    assert "Review" not in [choice.label for choice in channel.sent["study-group"][-1].choices]

@@ -9,7 +9,7 @@ from fsrs import Rating
 from sqlalchemy import select, update
 
 from dialogs.questions import choice_value
-from dialogs.review import due_reviews, rating_for
+from dialogs.review import open_due_reviews, rating_for
 from storage.courses import Question, QuestionCard
 from storage.models import User
 from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
@@ -53,7 +53,7 @@ async def test_review_asks_what_is_due_and_reschedules_it(learning_bot):
         await session.execute(update(QuestionCard).where(QuestionCard.id.in_([cards[0].id, cards[1].id]))
                               .values(due=past))
         person = await session.get(User, user.id)
-        assert await due_reviews(session, person, datetime.now(timezone.utc)) == 2
+        assert await open_due_reviews(session, person, datetime.now(timezone.utc)) == 2
     [progress] = await t.say("/progress")
     assert "🔁 2 questions to review now" in progress
 
@@ -68,7 +68,7 @@ async def test_review_asks_what_is_due_and_reschedules_it(learning_bot):
     assert done.startswith("Review done: 2 of 2 right. The next one is due in ")
     async with bot.db.sessions() as session:
         person = await session.get(User, user.id)
-        assert await due_reviews(session, person, datetime.now(timezone.utc)) == 0
+        assert await open_due_reviews(session, person, datetime.now(timezone.utc)) == 0
         reviewed = list(await session.scalars(
             select(QuestionCard).where(QuestionCard.id.in_([cards[0].id, cards[1].id]))))
         assert all(card.attempts == 2 and card.due > datetime.now(timezone.utc) for card in reviewed)

@@ -17,7 +17,7 @@ from scheduler.nudges import sweep
 from scheduler.planner import plan_lessons
 from storage.courses import Entitlement, QuestionCard
 from storage.learners import PAUSED
-from storage.models import OutboxMessage, User
+from storage.models import Conversation, OutboxMessage, User
 from storage.scheduling import QUEUED, SKIPPED_WINDOW, UNANSWERED, NudgeLog
 from tests.dialogs.learning_support import PAID
 from tests.scheduler.nudge_support import away_a_day, nudge_sent, nudges_of, outbox_replies, whatsapp
@@ -326,6 +326,25 @@ async def test_review_reminders_count_only_the_questions_review_will_ask(db):
     assert await nudges_of(db, refunded) == [] and await nudges_of(db, expired) == []
     [(key, reply)] = await outbox_replies(db)
     assert key == f"nudge:{both}:review:2026-06-10"
+    assert reply.text == "🔁 1 question is ready for review. A quick round keeps it fresh."  # the free one
+
+
+async def test_a_review_reminder_to_a_group_home_counts_only_what_review_asks_there(db):
+    """A learner whose home is a group, entitled to the paid course: /review there asks only a lesson free to try
+    (everyone reads it), so the reminder there announces its question alone, not the paid lesson's."""
+    course = await sample_course(db, PAID)
+    afternoon = datetime(2026, 6, 10, 13, 0, tzinfo=UTC)
+    took = afternoon - timedelta(days=3)
+    learner = await add_learner(db, course_id=course, last_active_at=afternoon - timedelta(hours=1))
+    async with db.transaction() as session:
+        await session.execute(update(Conversation).where(Conversation.user_id == learner).values(shared=True))
+        session.add(Entitlement(user_id=learner, course_id=course, source="grant", reference="given", granted_at=took))
+    free, paid, _third = await took_lessons(db, learner, course, 2, at=took)
+    async with db.transaction() as session:
+        session.add_all(QuestionCard(user_id=learner, question_id=question_id, card={},
+                                     due=afternoon - timedelta(hours=2)) for question_id in free + paid)
+    assert await sweep(context(db, HandClock(afternoon), rng=random.Random(5))) == Counter({"review": 1})
+    [(_key, reply)] = await outbox_replies(db)
     assert reply.text == "🔁 1 question is ready for review. A quick round keeps it fresh."  # the free one
 
 
