@@ -188,9 +188,13 @@ async def grant_role(session: AsyncSession, identity: str, grant: Grant, *, by: 
     return await add_role(session, identity, grant.role, str(grant.scope), by=by)
 
 
-async def revoke_role(session: AsyncSession, identity: str, grant: Grant) -> bool:
-    """Take a stored role away; False when it was not stored (an ADMINS owner's role is not: remove them there)."""
-    return await remove_role(session, identity, grant.role, str(grant.scope))
+async def revoke_role(session: AsyncSession, identity: str, grant: Grant, *, written: str | None = None) -> bool:
+    """Take a stored role away; False when it was not stored (an ADMINS owner's role is not: remove them there).
+    `written`: the identity as the command spelled it, for a role stored under that spelling before addresses were
+    read as their channel names people (a WhatsApp number without its "+", which never held, is still listed)."""
+    if await remove_role(session, identity, grant.role, str(grant.scope)):
+        return True
+    return written not in (None, identity) and await remove_role(session, written, grant.role, str(grant.scope))
 
 
 def described(role: str, scope: str) -> str:
@@ -225,8 +229,8 @@ async def role_command(turn: Turn, args: str) -> None:
         else:
             turn.say(_("{identity} was already {role}.", identity=identity, role=role))
         return
-    if await revoke_role(turn.session, identity, grant):
-        turn.say(_("{identity} is no longer {role}.", identity=identity, role=role))
+    if await revoke_role(turn.session, identity, grant, written=words[1]):
+        turn.say(_("{identity} is no longer {role}.", identity=words[1], role=role))
     else:
         turn.say(_("{identity} does not hold {role} here; owners listed in the ADMINS setting are changed there.",
                    identity=identity, role=role))

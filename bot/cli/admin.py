@@ -73,8 +73,8 @@ def cmd_change(settings: Settings, args: argparse.Namespace) -> int:
                 changed = await grant_role(session, identity, grant, by=operator())
                 print(f"{identity} is now {role}." if changed else f"{identity} was already {role}.")
             else:
-                changed = await revoke_role(session, identity, grant)
-                print(f"{identity} is no longer {role}." if changed else
+                changed = await revoke_role(session, identity, grant, written=args.identity)
+                print(f"{args.identity} is no longer {role}." if changed else
                       f"{identity} does not hold {role} here; owners listed in ADMINS are changed there.")
             audit("ok" if changed else "unchanged")
             return 0 if changed else 1

@@ -34,6 +34,25 @@ def test_a_role_that_could_never_hold_is_refused_and_audited(shell, settings):
         0, "telegran:12345 is no longer admin.\n", "")
 
 
+def test_a_role_stored_under_a_number_spelled_otherwise_is_taken_away_as_it_is_listed(shell, settings):
+    """A role stored before WhatsApp numbers were read in E.164 ("whatsapp:15551234567", which never held): a revoke
+    naming it as `role list` shows it takes it away, and one naming the number in E.164 finds none."""
+    async def store() -> None:
+        db = Database(settings.resolved_database_url)
+        try:
+            async with db.transaction() as session:
+                await add_role(session, "whatsapp:15551234567", "admin", "", by="cli:operator")
+        finally:
+            await db.dispose()
+
+    asyncio.run(store())
+    assert "whatsapp:15551234567" in shell("admin", "role", "list")[1]
+    assert shell("admin", "role", "revoke", "whatsapp:15551234567", "admin") == (
+        0, "whatsapp:15551234567 is no longer admin.\n", "")
+    assert stored(settings, "whatsapp:15551234567") == []
+    assert shell("admin", "role", "revoke", "whatsapp:+15551234567", "admin")[0] == 1
+
+
 def test_a_course_not_installed_yet_is_noted(shell, settings):
     assert shell("admin", "role", "grant", "telegram:7", "author", "course:spot-fishing") == (
         0, "telegram:7 is now author (course:spot-fishing).\n",
