@@ -670,7 +670,8 @@ async def _claim_subscription(turn: Turn, payment: Payment, subscription: str) -
         return
     payment.period_end, payment.subscription_status = other.period_end, other.subscription_status
     payment.charge_reference = payment.charge_reference or other.charge_reference
-    other.subscription_reference = other.subscription_status = other.period_end = None
+    # (the charge was this subscription's: left on the other offer too, a refund of it would find that one)
+    other.subscription_reference = other.subscription_status = other.period_end = other.charge_reference = None
     await turn.session.flush()
 
 

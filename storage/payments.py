@@ -271,6 +271,7 @@ async def payment_by_charge(session: AsyncSession, provider: str, charge_referen
     its renewal)."""
     latest = await session.scalar(
         select(Payment).where(Payment.provider == provider, Payment.charge_reference == charge_reference)
+        .order_by((Payment.status == PaymentStatus.PAID).desc(), Payment.id.desc()).limit(1)
     )
     if latest is not None:
         return latest

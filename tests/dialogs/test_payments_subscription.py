@@ -593,3 +593,28 @@ async def test_a_subscription_paid_after_the_buyers_data_was_erased_is_cancelled
     [payment] = await payments(bot)
     assert payment.status == PaymentStatus.REFUNDED and await entitlements(bot) == []
     assert await takings(bot) == [(1, 0, 300, 1, 300)]
+
+
+async def test_a_refund_in_stripe_after_two_offers_revokes_the_subscription_that_was_paid(shop, stripe_api):
+    """Two checkout pages open; the first is paid. Its first invoice comes before the checkout's completion (matched
+    by its metadata to the newer offer), then the completion, which takes what the invoice left there: the charge
+    too, so a refund of it in the Dashboard finds the paid offer (not the open one) and ends its access."""
+    client, bot, ann, _boss = shop
+    first = await subscribe(ann, bot, stripe_api)
+    await ann.say("/buy")
+    paid = stripe_api.pay(first["id"])
+    invoice = stripe_api.invoices[paid["invoice"]]
+    await post_event(client, invoice_event(invoice))
+    await bot.settle()
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    [granted] = await entitlements(bot)
+    assert granted.revoked_at is None
+    intent = invoice["payments"]["data"][0]["payment"]["payment_intent"]
+    await post_event(client, refund_event(paid | {"amount_total": 300}, payment_intent=intent))
+    await bot.settle()
+    statuses = [(p.status, p.charge_reference) for p in await payments(bot)]
+    [granted] = await entitlements(bot)
+    assert granted.revoked_at is not None, statuses
+    assert stripe_api.subscriptions[paid["subscription"]]["status"] == "canceled"
+    assert PaymentStatus.REFUNDED in {status for status, _charge in statuses}
