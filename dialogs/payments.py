@@ -1351,6 +1351,9 @@ async def redeem_command(turn: Turn, args: str) -> None:
         return
     course = await turn.session.get(Course, code.course_id)
     assert course is not None
+    if await bought_or_kept(turn, turn.user.id, course):  # nothing a code could add: its use is left for another
+        turn.say(_("You already have “{title}”. Send /next to go on.", title=course.title))
+        return
     outcome = await redeem(turn.session, code, turn.user.id, turn.now)
     log.info("an access code was tried", extra={"code_id": code.id, "outcome": outcome.value})
     if outcome is not Redeemed.OK:

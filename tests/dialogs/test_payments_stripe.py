@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import shutil
 import time
 
@@ -661,3 +662,17 @@ async def test_the_expiry_of_a_checkout_the_erasure_closed_is_recorded_without_t
     async with bot.db.sessions() as s:
         [event] = list(await s.scalars(select(PaymentEvent).where(PaymentEvent.type == "checkout.session.expired")))
     assert "example@example.com" not in json.dumps(event.payload) and '"user_id"' not in json.dumps(event.payload)
+
+
+async def test_a_learner_who_bought_the_course_does_not_use_up_a_code_for_it(shop, stripe_api):
+    """Ann bought the course; a code for one learner, sent to her too, is not used up by her: it is Ben's."""
+    client, bot, ann, boss = shop
+    await bought(client, bot, ann, stripe_api)
+    [made] = await boss.say("/admin code passwords-that-hold 1")
+    code = re.search(r"LB-[A-Z0-9]{4}-[A-Z0-9]{4}", made)[0]
+    [answer, *_rest] = await ann.say(f"/redeem {code}")
+    assert answer.startswith("You already have “Passwords that hold”"), answer
+    ben = Learning(bot, ann.channel, chat="ben")
+    await onboard(ben, course=f"Passwords that hold — {PRICE}")
+    [accepted, *_rest] = await ben.say(f"/redeem {code}")
+    assert accepted.startswith("🎟️ Code accepted"), accepted
