@@ -58,11 +58,17 @@ class Step:
     # choice of another kind answers some other question (an earlier step's, a second window's copy of the chat)
     # and is not read as this one's answer (`handle`).
     takes: tuple[str, ...] = ()
+    # What its question is about, where the same question may be asked again about something else (the time in
+    # Sydney, then in Perth): its buttons carry it after their kind and answer ("zone:yes:Australia/Sydney"), so one
+    # pressed under the earlier question is out of date, not an answer about the later one.
+    about: Callable[[Data], str] | None = None
 
-    def takes_choice(self, choice: str) -> bool:
-        """Whether a pressed `choice` is one of this step's own."""
-        kind, colon, _rest = choice.partition(":")
-        return bool(colon) and kind in self.takes
+    def takes_choice(self, choice: str, data: Data) -> bool:
+        """Whether a pressed `choice` is one of this step's own, offered with the question as it stands (`about`)."""
+        kind, colon, rest = choice.partition(":")
+        if not colon or kind not in self.takes:
+            return False
+        return self.about is None or rest.partition(":")[2] == self.about(data)
 
 
 @dataclass(frozen=True)
@@ -202,7 +208,8 @@ async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]], *, tex
         return False
     flow = _registry[entry["name"]]
     step = flow.step(entry["step"])
-    if text is None and turn.message.choice is not None and not step.takes_choice(turn.message.choice):
+    if text is None and turn.message.choice is not None and not step.takes_choice(turn.message.choice,
+                                                                                 entry["data"]):
         return False  # not this question's button: the caller says it is out of date, and the step is asked again
     data = entry["data"]
     answer = turn.text if text is None else text

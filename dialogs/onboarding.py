@@ -40,7 +40,11 @@ NO = {"no", "n", "nope", "no thanks", "no thank you", "no gracias", "nao", "nao 
 
 
 def yes_or_no(text: str, prefix: str) -> bool | None:
+    """Yes, no, or neither: typed in either language, or a button's value ("zone:yes", "zone:yes:Europe/Lisbon")."""
     typed = fold(text).strip(" .!")
+    kind, _, answer = typed.partition(":")
+    if kind == prefix:
+        typed = f"{prefix}:{answer.partition(':')[0]}"
     if typed in (f"{prefix}:yes",) or typed in YES:
         return True
     if typed in (f"{prefix}:no",) or typed in NO:
@@ -150,8 +154,13 @@ async def ask_zone_confirm(x: Exchange, data: flow.Data) -> None:
     x.say(
         _("In {place} it is {time} on {weekday} now. Is that your time?",
           place=data["zone_label"], time=f"{now:%H:%M}", weekday=weekday_name(_, now.isoweekday())),
-        choices=[(_("Yes, that's right"), "zone:yes"), (_("No, change it"), "zone:no")],
+        choices=[(_("Yes, that's right"), f"zone:yes:{data['zone']}"), (_("No, change it"), f"zone:no:{data['zone']}")],
     )
+
+
+def zone_asked(data: flow.Data) -> str:
+    """The zone whose time the confirmation shows (its buttons name it)."""
+    return str(data.get("zone", ""))
 
 
 async def answer_zone_confirm(turn: Turn, data: flow.Data, text: str) -> str:
@@ -392,7 +401,7 @@ STEPS = (
     Step("consent", ask_consent, answer_consent, takes=("consent",)),
     Step("name", ask_name, answer_name, takes=("name",)),
     Step("timezone", ask_zone, answer_zone),
-    Step("zone_confirm", ask_zone_confirm, answer_zone_confirm, takes=("zone",)),
+    Step("zone_confirm", ask_zone_confirm, answer_zone_confirm, takes=("zone",), about=zone_asked),
     Step("lesson_time", ask_lesson_time, answer_lesson_time, takes=("time",)),
     Step("days", ask_days, answer_days, takes=("days",)),
     Step("course", ask_course, answer_course, takes=("course",)),

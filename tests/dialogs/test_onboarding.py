@@ -283,3 +283,27 @@ async def test_a_typed_name_and_a_platforms_name_keep_no_control_characters_or_l
     assert asked.startswith("Which time zone are you in?")
     user, _learner = await learner_row(bot, "test", "ann")
     assert user.display_name == "[2KMallory[8m the second line"
+
+
+async def test_yes_pressed_under_an_earlier_places_time_does_not_confirm_a_later_place(learning_bot):
+    """Ann types Sydney, sees "In Sydney it is … Is that your time?", then types Perth instead (the same question
+    about another place). Scrolling back she presses "Yes, that's right" under the Sydney message: out of date, and
+    Perth's question asked again (not confirmed with a time she never saw); its own Yes confirms it."""
+    bot, channel = learning_bot
+    ann = Learning(bot, channel)
+    await ann.say("/start")
+    await ann.press("Yes, let's start")
+    await ann.say("Ann")
+    [sydney] = await ann.say("Sydney")
+    assert sydney.startswith("In Sydney it is")
+    sydney_yes = next(choice for choice in channel.sent["ann"][-1].choices if choice.label == "Yes, that's right")
+    [perth] = await ann.say("Perth")
+    assert perth.startswith("In Perth it is")
+    stale, again = await ann.say(sydney_yes.label, choice=sydney_yes.value)  # the button under the Sydney message
+    assert stale.startswith("That button is from an earlier message") and again.startswith("In Perth it is")
+    user, _learner = await learner_row(bot, "test", "ann")
+    assert user.timezone is None
+    assert await ann.press("Yes, that's right") == [
+        "What time of day suits you for a lesson? Pick one or type a time, like 7:15 or 9pm."]
+    user, _learner = await learner_row(bot, "test", "ann")
+    assert user.timezone == "Australia/Perth"
