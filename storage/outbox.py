@@ -495,6 +495,24 @@ def queued_for(user_id: int) -> ColumnElement[bool]:
                and_(starts_with(key, BROADCAST_KEY), key.like(f"%:{user_id}")))
 
 
+async def forget_keys_of(session: AsyncSession, user_id: int, *, reason: str) -> int:
+    """A user row about to go (a chat /link joined to another learner's lessons): what the bot queued on its own for
+    them (`queued_for`) gives up its key, which names their id, so a later user given the same id (SQLite reuses a
+    deleted row's) has a day's lesson, reminder or announcement of their own, and none of these in their data.
+    What is not sent yet is not sent (its learning went with them); a row being sent now finishes. Rows changed."""
+    theirs = queued_for(user_id)
+    await session.execute(
+        update(OutboxMessage)
+        .where(theirs, OutboxMessage.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)))
+        .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    released = await session.execute(
+        update(OutboxMessage).where(theirs).values(idempotency_key=None).execution_options(synchronize_session=False)
+    )
+    return rows_affected(released)
+
+
 async def withdraw_unasked(session: AsyncSession, conversation_id: int, *, reason: str) -> int:
     """What the bot queued on its own for a conversation and has not sent, when the learner pauses or stops (or asks
     to): a lesson is held (status `waiting`: the learner's place already moved past it, so it must not be lost; the

@@ -38,7 +38,7 @@ from storage.models import (
     OutboxMessage,
     User,
 )
-from storage.outbox import ACTIVE, OutboxStatus, queued_for
+from storage.outbox import ACTIVE, OutboxStatus, forget_keys_of, queued_for
 from storage.payments import AccessCode, Payment, PaymentEvent, charges_of
 from storage.scheduling import Broadcast, BroadcastRecipient, NudgeLog, ScheduledLesson
 from storage.slack import forget_installer
@@ -279,8 +279,10 @@ async def erase_person(session: AsyncSession, user_id: int, *, by: str, keep_inb
 
 async def drop_user(session: AsyncSession, user_id: int) -> list[str]:
     """Delete a user row and every row that is theirs by user id (not their messages or addresses: `erase_person`
-    takes those; /link moves them to the learner it joins). Returns the files of their certificates, to delete."""
+    takes those; /link moves them to the learner it joins, and what the bot queued for the one it drops gives up its
+    key, `forget_keys_of`). Returns the files of their certificates, to delete."""
     files = list(await session.scalars(select(Certificate.file_path).where(Certificate.user_id == user_id)))
+    await forget_keys_of(session, user_id, reason="not sent: the chat was linked to another learner's lessons")
     await drop_learning(session, user_id)
     for model in (Entitlement, ScheduledLesson, NudgeLog, BroadcastRecipient, KnowledgeQuestion):
         await session.execute(delete(model).where(model.user_id == user_id))

@@ -14,7 +14,7 @@ from storage.courses import Course
 from storage.learners import Learner
 from storage.models import ChannelIdentity, User
 from storage.teams import MEMBER_OPTED_OUT, Team, TeamMember
-from tests.dialogs.learning_support import Learning, learning_bot, onboard  # noqa: F401
+from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
 
 CODE = re.compile(rf"Your link code is ([{CODE_ALPHABET}]{{5}}-[{CODE_ALPHABET}]{{5}})\.")
 
@@ -156,3 +156,63 @@ async def test_a_team_membership_of_the_joining_chat_goes_with_it_opted_out_and_
         ann_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "ann"))
         members = [(m.member, m.user_id, m.status, m.hidden) for m in await session.scalars(select(TeamMember))]
     assert members == [("bob", ann_id, MEMBER_OPTED_OUT, True)]  # (the next member sync would invite them again)
+
+
+async def test_a_learner_who_comes_after_a_link_gets_the_lesson_of_that_day_and_none_of_the_joined_chats_data(
+        learning_bot):
+    """Ann has set up on the web and on her phone; her phone got its morning lesson, then she links the phone to
+    her web progress (the phone's learner row goes). Bob starts that day with lessons in the evening. On SQLite his
+    new user row may take the dropped learner's id: the phone's lesson still holds the day's key
+    (`lesson:<user>:<date>`), so Bob's evening lesson must still be queued and sent, and his /export must not hold
+    Ann's phone chat."""
+    import json
+    from collections import Counter
+    from datetime import timedelta
+    from pathlib import Path
+    from zoneinfo import ZoneInfo
+
+    from scheduler.planner import next_lesson_after, plan_lessons
+    from storage.models import OutboxMessage, utcnow
+    from storage.outbox import OutboxStatus
+    from storage.scheduling import QUEUED
+    from tests.scheduler.support import HandClock, context
+
+    lisbon = ZoneInfo("Europe/Lisbon")
+    bot, channel = learning_bot
+    web = Learning(bot, channel, chat="ann-web")
+    await onboard(web, at="21:00")
+    phone = Learning(bot, channel, chat="ann-phone")
+    await onboard(phone, at="08:00")
+    phone_user, _ = await learner_row(bot, "test", "ann-phone")
+    clock = HandClock(utcnow())
+    jobs = context(bot.db, clock)
+    await plan_lessons(jobs)
+    clock.move(minutes=1)
+    await plan_lessons(jobs)
+    morning = next_lesson_after(clock.now(), zone=lisbon, at=time(8), days="1234567")
+    clock.at(morning + timedelta(seconds=30))
+    assert await plan_lessons(jobs) == Counter({QUEUED: 1})  # the phone's morning lesson
+    await bot.settle()
+    day = morning.astimezone(lisbon).date().isoformat()
+
+    [linked] = await phone.say(f"/link {await code_from(web)}")
+    assert linked.startswith("Linked!")
+
+    bob = Learning(bot, channel, chat="bob")
+    await onboard(bob, at="20:00")
+    bob_user, _ = await learner_row(bot, "test", "bob")
+    clock.move(minutes=1)
+    await plan_lessons(jobs)
+    evening = next_lesson_after(clock.now(), zone=lisbon, at=time(20), days="1234567")
+    assert evening.astimezone(lisbon).date().isoformat() == day
+    clock.at(evening + timedelta(seconds=30))
+    await plan_lessons(jobs)
+    await bot.settle()
+    async with bot.db.sessions() as session:
+        sent = [(row.status, row.chat_id) for row in await session.scalars(select(OutboxMessage).where(
+            OutboxMessage.idempotency_key == f"lesson:{bob_user.id}:{day}"))]
+    # Bob's own lesson of that day reached Bob's chat (not a row of Ann's phone, under Bob's key)
+    await bob.say("/export")
+    document = channel.sent["bob"][-1]
+    export_chats = {reply["chat"] for reply in json.loads(Path(document.path).read_text(encoding="utf-8"))["replies"]}
+    assert (sent, export_chats - {"bob"}) == ([(OutboxStatus.SENT, "bob")], set()), (phone_user.id, bob_user.id)
