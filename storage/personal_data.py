@@ -717,8 +717,13 @@ async def _profile(session: AsyncSession, user: User | None, person: Person) -> 
             "points": learner.points,
             "streak_days": learner.streak_days,
             "best_streak": learner.best_streak,
+            "last_active_on": learner.last_active_on.isoformat() if learner.last_active_on else None,
+            "language_chosen": learner.language_chosen,
+            "next_lesson_at": _iso(learner.next_lesson_at),
             "course_id": learner.course_id,
             "home_conversation_id": learner.home_conversation_id,
+            "learner_since": _iso(learner.created_at),
+            "learner_updated_at": _iso(learner.updated_at),
         }
     return profile
 

@@ -50,6 +50,8 @@ async def test_export_sends_everything_kept_as_a_json_file(admin_bot):
     data = json.loads(Path(document.path).read_text(encoding="utf-8"))
     assert data["profile"]["name"] == "Ann" and data["profile"]["addresses"] == ["test:ann"]
     assert data["profile"]["time_zone"] == "Europe/Lisbon" and data["profile"]["status"] == "active"
+    # every column of the learner's row that is theirs (not the /link code, a credential while it lasts)
+    assert {"last_active_on", "language_chosen", "next_lesson_at", "learner_since"} <= set(data["profile"])
     assert [e["course"] for e in data["enrollments"]] == ["spot-phishing"]
     assert data["progress"] and data["progress"][0]["lesson"] == "What a phishing message wants"
     assert "what is a zebra phish?" in [m["text"] for m in data["messages"]]
