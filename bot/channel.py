@@ -42,7 +42,14 @@ class RateLimited(TransientSendError):
 
 
 class PermanentSendError(SendError):
-    """Will never succeed as it is (blocked by the user, chat gone, bad request): dead-lettered at once."""
+    """Will never succeed as it is (blocked by the user, chat gone, bad request): dead-lettered at once.
+
+    `refusal`: the platform's own word for why, where it gives one (Slack's `is_archived`, Twilio's `21211`): kept on
+    the dead letter (`OutboxMessage.refusal`), for what decides by it (dialogs.teams), never read back from the text."""
+
+    def __init__(self, message: str, *, refusal: str | None = None) -> None:
+        super().__init__(message)
+        self.refusal = refusal[:64] if refusal else None
 
 
 class Unreachable(PermanentSendError):
@@ -51,8 +58,8 @@ class Unreachable(PermanentSendError):
     (`storage.outbox.refused_for_good`). `opted_out`: they unsubscribed at the platform (Twilio's STOP), which only
     their START ends, as ours."""
 
-    def __init__(self, message: str, *, opted_out: bool = False) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, opted_out: bool = False, refusal: str | None = None) -> None:
+        super().__init__(message, refusal=refusal)
         self.opted_out = opted_out
 
 

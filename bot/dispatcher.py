@@ -1085,7 +1085,8 @@ class OutboxDispatcher:
             return await self._read_head(row.conversation_id)
         except PermanentSendError as exc:
             SEND_FAILURES.labels(row.channel, "permanent").inc()
-            await self._dead(row, str(exc), unreachable=exc if isinstance(exc, Unreachable) else None)
+            await self._dead(row, str(exc), refusal=exc.refusal,
+                             unreachable=exc if isinstance(exc, Unreachable) else None)
             return None
         except Exception as exc:
             SEND_FAILURES.labels(row.channel, "transient").inc()
@@ -1200,12 +1201,14 @@ class OutboxDispatcher:
         async with self.db.transaction() as session:
             await set_aside(session, row.id, status, reason=reason)
 
-    async def _dead(self, row: Claimed, error: str, *, unreachable: Unreachable | None = None) -> None:
-        """`unreachable`: the platform refused the person for good; nothing more goes to the chat until they write
-        (or send START, where they unsubscribed at the platform)."""
-        log.warning("reply dead-lettered", extra={"outbox_id": row.id, "error": error[:300]})
+    async def _dead(self, row: Claimed, error: str, *, refusal: str | None = None,
+                    unreachable: Unreachable | None = None) -> None:
+        """`refusal`: the platform's own word for why (`PermanentSendError.refusal`). `unreachable`: the platform
+        refused the person for good; nothing more goes to the chat until they write (or send START, where they
+        unsubscribed at the platform)."""
+        log.warning("reply dead-lettered", extra={"outbox_id": row.id, "error": error[:300], "refusal": refusal})
         async with self.db.transaction() as session:
-            await dead_letter(session, row.id, error=error)
+            await dead_letter(session, row.id, error=error, refusal=refusal)
             if unreachable:
                 await refused_for_good(await session.connection(), row.conversation_id, now=utcnow(),
                                        opted_out=unreachable.opted_out)

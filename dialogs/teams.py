@@ -529,12 +529,12 @@ def post_key(team: Team, local_date: date) -> str:
     return f"team-lesson:{team.id}:{local_date.isoformat()}"
 
 
-# Why Slack refuses a lesson post when no later post would fare better: the channel cannot be posted in any more
-# (archived, gone, the bot taken out of it), or the bot may not post there (a workspace setting, a read-only or
-# thread-only channel: restricted_action_…, the workspace's key management)
+# Why Slack refuses a lesson post when no later post would fare better (its error codes, the dead letter's
+# `refusal`): the channel cannot be posted in any more (archived, gone, the bot taken out of it), or the bot may not
+# post there (a workspace setting, a read-only or thread-only channel: restricted_action_…, the workspace's key
+# management)
 CHANNEL_GONE = ("is_archived", "channel_not_found", "not_in_channel")
 POSTS_REFUSED = ("restricted_action", "ekm_access_denied")
-_SLACK_ERROR = re.compile(r"refused the message: ([a-z_]{1,64})")
 
 
 async def take_back_undelivered(session: AsyncSession, team: Team) -> bool:
@@ -549,10 +549,11 @@ async def take_back_undelivered(session: AsyncSession, team: Team) -> bool:
     if last is None or why is None:
         return False
     _ = translator(team.locale)
-    gone, refused = (any(reason in why for reason in reasons) for reasons in (CHANNEL_GONE, POSTS_REFUSED))
+    refusal = why.refusal or ""
+    gone, refused = refusal in CHANNEL_GONE, refusal.startswith(POSTS_REFUSED)
     if not (gone or refused):
         lesson = await session.get(Lesson, last.lesson_id) if last.lesson_id else None
-        code = match[1] if (match := _SLACK_ERROR.search(why)) else why[:64]
+        code = refusal or why.error[:64]
         if team.digest_chat and lesson is not None:
             await send_to(session, team, team.digest_chat, Text(_(
                 "The team lesson “{title}” of {day} was not posted: Slack refused it ({error}). The course goes on "
@@ -563,7 +564,7 @@ async def take_back_undelivered(session: AsyncSession, team: Team) -> bool:
     team.next_lesson_id, last.lesson_id = last.lesson_id, None
     team.status = TEAM_OFF
     log.warning("a team's channel cannot be posted in any more; its lessons are turned off",
-                extra={"team_id": team.id, "error": why})
+                extra={"team_id": team.id, "error": why.error})
     if team.digest_chat:
         await send_to(session, team, team.digest_chat, Text(
             _("The team course's lessons are turned off: Slack says its channel is archived, or Lessonbot is no "

@@ -258,6 +258,8 @@ class OutboxMessage(Base):
     delivery_status: Mapped[str | None] = mapped_column(String(16))  # the platform's report: delivered, read …
     delivery_error: Mapped[str | None] = mapped_column(Text)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # A dead letter's refusal in the platform's own word (Slack's "is_archived", Twilio's "21211"), where it gave one
+    refusal: Mapped[str | None] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     # A reply sent as several messages: the platform ids of the parts already sent, so a retry resumes after them.
     parts_sent: Mapped[list[str] | None] = mapped_column(JSON)

@@ -443,7 +443,7 @@ async def requeue(session: AsyncSession, ids: Sequence[int] | None) -> int:
         update(_OUTBOX)
         .where(_OUTBOX.c.id == renumbered.c.id, _OUTBOX.c.status == OutboxStatus.DEAD.value)
         .values(id=renumbered.c.new_id, status=OutboxStatus.PENDING.value, attempts=0, next_attempt_at=utcnow(),
-                lease_until=None)
+                lease_until=None, refusal=None)
     )
     return rows_affected(result)
 
@@ -834,21 +834,33 @@ async def set_aside(session: AsyncSession, outbox_id: int, status: OutboxStatus,
     )
 
 
-async def why_undelivered(session: AsyncSession, idempotency_key: str) -> str | None:
-    """Why the reply queued under `idempotency_key` was never delivered (a dead letter's error), or None: it was
-    sent, is still on its way, or was never queued."""
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    """Why a reply was never delivered: its dead letter's error, and the platform's own word for it if it gave one."""
+
+    error: str
+    refusal: str | None
+
+
+async def why_undelivered(session: AsyncSession, idempotency_key: str) -> Undelivered | None:
+    """Why the reply queued under `idempotency_key` was never delivered (a dead letter), or None: it was sent, is
+    still on its way, or was never queued."""
     row = await session.execute(
-        select(OutboxMessage.status, OutboxMessage.last_error).where(OutboxMessage.idempotency_key == idempotency_key)
+        select(OutboxMessage.status, OutboxMessage.last_error, OutboxMessage.refusal)
+        .where(OutboxMessage.idempotency_key == idempotency_key)
     )
     found = row.first()
-    return (found.last_error or "dead") if found is not None and found.status == OutboxStatus.DEAD.value else None
+    if found is None or found.status != OutboxStatus.DEAD.value:
+        return None
+    return Undelivered(found.last_error or "dead", found.refusal)
 
 
-async def dead_letter(session: AsyncSession, outbox_id: int, *, error: str) -> None:
+async def dead_letter(session: AsyncSession, outbox_id: int, *, error: str, refusal: str | None = None) -> None:
     """A reply that will not go (a permanent failure, or its retry budget spent): `dead`, until an admin requeues it
-    (`requeue`)."""
+    (`requeue`). `refusal`: the platform's own word for why (`bot.channel.PermanentSendError.refusal`)."""
     await session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id == outbox_id)
-        .values(status=OutboxStatus.DEAD.value, lease_until=None, last_error=error[:2000])
+        .values(status=OutboxStatus.DEAD.value, lease_until=None, last_error=error[:2000],
+                refusal=refusal[:64] if refusal else None)
     )

@@ -348,6 +348,7 @@ _WITHHELD: dict[str, Any] = {
     "lease_until": None,
     "parts_sent": None,
     "last_error": "not sent: the person's data was erased",
+    "refusal": None,
     "delivery_error": None,
     "idempotency_key": None,
 }

@@ -382,9 +382,10 @@ def send_error(exc: SlackApiError) -> SendError:
     if status >= 500 or error in TRANSIENT_ERRORS:
         return TransientSendError(f"Slack answered {status} {error}".rstrip())
     if error in PERMANENT_ERRORS or 400 <= status < 500:
-        return PermanentSendError(f"Slack refused the message: {error or status}")
+        return PermanentSendError(f"Slack refused the message: {error or status}", refusal=error or None)
     # ok=false with an error code not listed above: a request Slack judged wrong; repeating it will not help.
-    return PermanentSendError(f"Slack refused the message: {error or 'unknown error'} (HTTP {status})")
+    return PermanentSendError(f"Slack refused the message: {error or 'unknown error'} (HTTP {status})",
+                              refusal=error or None)
 
 
 def _retry_after(value: object) -> float:

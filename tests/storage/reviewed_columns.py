@@ -72,7 +72,7 @@ REVIEWED_COLUMNS: dict[str, tuple[str, ...]] = {
     "outbox_messages": (
         "id", "conversation_id", "channel", "chat_id", "payload", "status", "attempts", "next_attempt_at",
         "lease_until", "platform_message_id", "delivery_status", "delivery_error", "last_error", "idempotency_key",
-        "parts_sent", "inbound_message_id", "created_at", "sent_at",
+        "parts_sent", "inbound_message_id", "created_at", "sent_at", "refusal",
     ),
     "payment_charges": (
         "id", "payment_id", "reference", "amount_minor", "charged_at", "refunded_at", "paid_by", "refunded_minor",
