@@ -318,9 +318,10 @@ def _send_error(exc: TwilioRestException | TwilioServiceException) -> SendError:
                               "person's next message")
     if status >= 500:
         return TransientSendError(detail)
+    refusal = str(code) if code else None
     if code in UNREACHABLE:
-        return Unreachable(detail, opted_out=code == UNSUBSCRIBED)
-    return PermanentSendError(detail)
+        return Unreachable(detail, opted_out=code == UNSUBSCRIBED, refusal=refusal)
+    return PermanentSendError(detail, refusal=refusal)
 
 
 def _media_type(document: Document) -> str:

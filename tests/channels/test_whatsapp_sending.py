@@ -366,6 +366,7 @@ async def test_5xx_is_retried_and_an_invalid_number_is_dead_lettered(settings, t
 
         await until(dead)
         assert "21211" in (await outbox(app))[1].last_error
+        assert (await outbox(app))[1].refusal == "21211"  # Twilio's own word for it, kept apart from the text
     assert len(twilio.sent) == 1
 
 
