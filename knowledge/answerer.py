@@ -5,8 +5,9 @@
 In order: the learner's per-minute allowance (shared through the database), retrieval from the allowed courses
 only, then the answer: from the cache when the same question met the same passages before, else from the model
 (when OPENAI_MODEL is set, within the learner's daily token budget and the day's model calls of all learners,
-MODEL_CALLS_PER_DAY), else extractive. A model failure or a reply that fails the checks falls back to the extractive
-answer; errors are logged, never shown to the learner.
+MODEL_CALLS_PER_DAY), else extractive. A model failure or a reply that fails the checks (a half reply, stopped before
+its end, among them) falls back to the extractive answer, and is never cached; errors are logged, never shown to the
+learner.
 
 It owns its own database sessions (never the turn's), so the pipeline can run it outside the turn's transaction:
 `turn.call_outside_transaction("answer", lambda: answerer.answer(...))`.

@@ -8,6 +8,8 @@ NOT_IN_COURSE marker. What comes back is checked before a learner sees it:
 - a reply carrying the system prompt's canary (a random secret), its marker phrases, or any run of RULE_WORDS words
   of its rules (however it is cased or punctuated) is a leak: it is discarded;
 - a reply citing no passage is not grounded: it is discarded;
+- a reply that stopped before its end (at the token limit, finish_reason "length"; held back by a content filter; or
+  a stream that closed with no finish reason) is half an answer: it is discarded;
 - Markdown is reduced to plain text, and the cited lessons are listed under the answer.
 
 A discarded reply makes the caller fall back to the extractive answer, which only quotes the course.
@@ -39,6 +41,8 @@ RULE_WORDS = 6  # a run of this many words of the rules, repeated in a reply, is
 # a reply with fewer letters or digits than this besides its citations ("[1]", ". [1][2]") answers nothing (letters,
 # not words: Chinese or Japanese write a sentence without spaces)
 MIN_ANSWER_CHARACTERS = 2
+# why a reply ended, when the model did not end it itself: cut at max_tokens, or by the server's content filter
+UNFINISHED = frozenset({"length", "content_filter"})
 HELD_BACK = 40  # characters of a streamed reply not shown until more arrives (longer than canary and markers)
 
 SYSTEM = """You are Lessonbot, a patient tutor answering a learner's question in a chat, in the middle of a lesson.
@@ -58,13 +62,22 @@ class ModelNotConfigured(Exception):
 
 
 class UngroundedReply(Exception):
-    """The model's reply cannot be shown: it leaked the prompt or cited no passage."""
+    """The model's reply cannot be shown: it leaked the prompt, cited no passage, or stopped before its end."""
 
 
 @dataclass(frozen=True)
 class Reply:
+    """What the model wrote, the tokens the call took, and why it stopped (None: the stream ended without saying)."""
+
     text: str
     tokens: int
+    finish_reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """The model ended the reply itself: not cut at the token limit or by a filter, not a stream that broke off
+        (OpenAI says "stop"; some compatible servers name their end otherwise, "eos" or "stop_sequence")."""
+        return self.finish_reason is not None and self.finish_reason not in UNFINISHED
 
 
 def _escape(text: str) -> str:
@@ -136,11 +149,12 @@ class ModelAnswerer:
         from langchain_core.messages import HumanMessage, SystemMessage
 
         messages = [SystemMessage(self.system), HumanMessage(user_message(question, passages))]
-        text, usage = "", None
+        text, usage, finish_reason = "", None, None
         shown = 0
         async for chunk in self.chat.astream(messages):
             text += chunk.text if isinstance(chunk.text, str) else str(chunk.content)
             usage = chunk.usage_metadata or usage
+            finish_reason = chunk.response_metadata.get("finish_reason") or finish_reason
             if on_partial and not self._unsafe(text):
                 # hold back a tail longer than any leak marker, so a leak starting now is never shown
                 visible = text[: max(0, len(text) - HELD_BACK)]
@@ -149,7 +163,7 @@ class ModelAnswerer:
                     # markers whose closing half has not arrived yet are dropped, not shown
                     await on_partial(re.sub(r"\*\*|__|`", "", plain_text(visible)))
         tokens = usage["total_tokens"] if usage else (len(self.system) + len(messages[1].content) + len(text)) // 4
-        return Reply(text=text, tokens=int(tokens))
+        return Reply(text=text, tokens=int(tokens), finish_reason=finish_reason)
 
     def _unsafe(self, text: str) -> bool:
         lowered = text.lower()
@@ -161,6 +175,8 @@ class ModelAnswerer:
         """The learner's answer from the model's reply; raises UngroundedReply when it must not be shown."""
         if self._unsafe(reply.text):
             raise UngroundedReply("the reply repeats the system prompt")
+        if not reply.finished:
+            raise UngroundedReply(f"the reply stopped before its end (finish_reason {reply.finish_reason})")
         if reply.text.strip().strip(".").upper() == NOT_IN_COURSE or (
             NOT_IN_COURSE in reply.text and not _CITATION.search(reply.text)
         ):

@@ -4,7 +4,9 @@ It runs on 127.0.0.1 in a thread of its own, so both the sync clients (ingest em
 async ones reach it; the real `openai` and `langchain-openai` clients talk to it through their base URL.
 
 Chat replies come from `reply(request)`, a function of the request's messages that tests set (it may raise
-`Fail(status)` to answer with an error); every request is recorded. Usage is reported as OpenAI does (in the last
+`Fail(status)` to answer with an error); every request is recorded. `stops_early` makes a streamed reply end before
+the model would have: "length" (finish_reason "length", as OpenAI reports a reply cut at max_tokens) or "dropped"
+(the stream just ends: no finish_reason, no usage, no [DONE]). Usage is reported as OpenAI does (in the last
 streamed chunk when `stream_options.include_usage` is asked for): `prompt_tokens` is the prompt's length / 4.
 Embeddings are bag-of-words vectors hashed into 64 dimensions: deterministic, and texts sharing words are close;
 of unit length unless `unit_embeddings` is off (as some OpenAI-compatible servers answer: word counts, then).
@@ -63,6 +65,7 @@ class OpenAIStandIn:
     chat_requests: list[dict[str, Any]] = field(default_factory=list)
     embedding_requests: int = 0
     piece_delay: float = 0.0  # seconds between streamed pieces: a model that takes its time
+    stops_early: str | None = None  # "length" or "dropped": the streamed reply ends before its end
     unit_embeddings: bool = True  # off: vectors of word counts, not scaled to unit length
     fail_embeddings: bool = False  # on: every embeddings request is refused (400, which the client does not retry)
     # set to a cleared Event: every embeddings request waits until it is set (a slow endpoint), and `embedding_waits`
@@ -108,8 +111,10 @@ class OpenAIStandIn:
             delta = {"role": "assistant", "content": piece} if n == 0 else {"content": piece}
             await send({**common, "object": "chat.completion.chunk",
                         "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        if self.stops_early == "dropped":
+            return response  # the connection closes mid-reply
         await send({**common, "object": "chat.completion.chunk",
-                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": self.stops_early or "stop"}]})
         if (body.get("stream_options") or {}).get("include_usage"):
             await send({**common, "object": "chat.completion.chunk", "choices": [], "usage": usage})
         await response.write(b"data: [DONE]\n\n")

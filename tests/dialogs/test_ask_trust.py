@@ -1,5 +1,5 @@
 """The answerer where trust is at stake: a group reads the answer (so it draws on what everyone there may read), a
-model that streams slowly or replies with next to nothing, a message with no words in it."""
+model that streams slowly, replies with next to nothing or stops before its end, a message with no words in it."""
 
 from __future__ import annotations
 
@@ -69,6 +69,26 @@ async def test_a_model_reply_of_next_to_nothing_gives_way_to_the_courses_own_wor
         await onboard(t)
         [answer] = await t.say("what is smishing?")
         assert "smishing" in answer.lower() and not answer.startswith(garbage.strip())
+    finally:
+        await bot.stop()
+
+
+@pytest.mark.parametrize("how", ["length", "dropped"])
+async def test_a_model_reply_cut_short_gives_way_to_the_courses_own_words_and_is_kept_for_no_one(
+    settings, openai, how
+):
+    """The model stops mid-sentence (at the token limit, or the stream just ends): Ann gets the course's quote, not
+    half an answer, and Bo, asking the same a moment later, is not served that half from the cache either."""
+    openai.reply = lambda request: "Smishing is phishing by text [1]. It usually asks you to tap a link and then"
+    openai.stops_early = how
+    bot, channel = await knowing_bot(with_model(settings, openai), SAMPLE)
+    try:
+        for chat in ("ann", "bo"):
+            t = Learning(bot, channel, chat=chat)
+            await onboard(t)
+            [answer] = await t.say("what is smishing?")
+            assert answer.startswith("From your course:") and "tap a link and then" not in answer, answer
+        assert len(openai.chat_requests) == 2, "the half answer was kept for the next learner"
     finally:
         await bot.stop()
 
