@@ -20,7 +20,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from bot.text import plain_words
@@ -31,12 +31,14 @@ from knowledge.generation import ModelAnswerer, UngroundedReply
 from knowledge.retrieval import Mode, Passage, Retriever
 from storage.knowledge import (
     cached_answer,
+    give_back_question,
     remember_answer,
     reserve_tokens,
     spend_tokens,
     take_model_call,
     take_question,
 )
+from storage.models import utcnow
 
 if TYPE_CHECKING:
     from knowledge.settings import KnowledgeSettings
@@ -89,10 +91,29 @@ class Answerer:
         learner_key = str(learner)
         if not plain_words(question):  # nothing to look up: empty, or only emoji and punctuation ("?", "👍")
             return CourseAnswer.none(NoAnswer.EMPTY_QUESTION)
-        if not await self._take_question(learner_key):
+        taken_at = utcnow()
+        if not await self._take_question(learner_key, taken_at):
             return CourseAnswer.none(NoAnswer.TOO_FAST)
         if not allowed_courses:
             return CourseAnswer.none(NoAnswer.NO_COURSES)
+        try:
+            return await self._look_up(question, learner=learner_key, allowed_courses=allowed_courses,
+                                       only_lessons=only_lessons, on_partial=on_partial)
+        except BaseException:  # our failure (an embedding endpoint refusing, the store away) or the worker stopping
+            await self._give_back_question(learner_key, taken_at)
+            raise
+
+    async def _look_up(
+        self,
+        question: str,
+        *,
+        learner: str,
+        allowed_courses: Collection[str],
+        only_lessons: Mapping[str, Collection[str]] | None,
+        on_partial: Callable[[str], Awaitable[None]] | None,
+    ) -> CourseAnswer:
+        """Retrieval from the allowed courses (of a course in `only_lessons`, those lessons' passages only), then the
+        answer from what was found."""
         # a course read in part: more passages looked at, those of its other lessons left out
         found = await asyncio.to_thread(self.retriever.search, question, allowed_courses=allowed_courses,
                                         limit=PASSAGES * 4 if only_lessons else PASSAGES)
@@ -100,7 +121,7 @@ class Answerer:
                     if not only_lessons or passage.course_id not in only_lessons
                     or passage.lesson_id in only_lessons[passage.course_id]][:PASSAGES]
         return await self.compose(
-            question, passages, learner=learner_key, allowed_courses=allowed_courses, on_partial=on_partial,
+            question, passages, learner=learner, allowed_courses=allowed_courses, on_partial=on_partial,
             rarity=found.rarity,
         )
 
@@ -181,12 +202,26 @@ class Answerer:
                               *sorted(p.chunk_id for p in passages)])
         return hashlib.sha256(material.encode()).hexdigest()
 
-    async def _take_question(self, learner: str) -> bool:
+    async def _take_question(self, learner: str, now: datetime) -> bool:
+        """One question counted against the learner's minute (under the row's lock: two at once never both pass its
+        last slot); False when the minute is full."""
         if self.database is None:
             return True
 
         async with self.database.transaction() as session:
-            return await take_question(session, learner, per_minute=self.settings.rate_limit_per_minute)
+            return await take_question(session, learner, per_minute=self.settings.rate_limit_per_minute, now=now)
+
+    async def _give_back_question(self, learner: str, taken_at: datetime) -> None:
+        """The question taken at `taken_at` uncounted: the answerer failed on it, so it used none of the learner's
+        minute. A failure to give it back is logged; the answerer's own failure is the one that goes on."""
+        if self.database is None:
+            return
+
+        try:
+            async with self.database.transaction() as session:
+                await give_back_question(session, learner, taken_at=taken_at)
+        except Exception:
+            log.exception("a question the answerer failed on could not be given back to the learner's allowance")
 
     def _most_tokens(self, question: str, passages: list[Passage]) -> int:
         """What a call may take, set aside before it: the longest answer, the question and passages at about four

@@ -111,6 +111,22 @@ async def take_question(session: AsyncSession, learner: str, *, per_minute: int,
     return True
 
 
+async def give_back_question(session: AsyncSession, learner: str, *, taken_at: datetime) -> None:
+    """Uncount the question `take_question` counted at `taken_at`, which got no answer through no doing of the
+    learner's (the answerer failed on it). Nothing when its minute is over: a newer minute counts other questions.
+
+    One conditional UPDATE, atomic like the take it undoes."""
+    await session.execute(
+        update(KnowledgeAllowance)
+        .where(
+            KnowledgeAllowance.learner == learner,
+            KnowledgeAllowance.minute_start <= taken_at,
+            KnowledgeAllowance.minute_questions > 0,
+        )
+        .values(minute_questions=KnowledgeAllowance.minute_questions - 1)
+    )
+
+
 async def reserve_tokens(session: AsyncSession, learner: str, tokens: int, *, budget: int,
                          now: datetime | None = None) -> str | None:
     """Set `tokens` of the learner's day aside for a model call about to be made: the day (UTC, ISO) they were set

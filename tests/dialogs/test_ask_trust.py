@@ -93,6 +93,27 @@ async def test_a_model_reply_cut_short_gives_way_to_the_courses_own_words_and_is
         await bot.stop()
 
 
+async def test_a_question_the_answerer_failed_on_does_not_use_up_the_learners_minute(settings, openai):
+    """The embedding endpoint refuses while Ann asks twice (each time she gets the apology); once it works again, her
+    next question within the same minute is answered, not refused as asked too fast."""
+    refusing = settings.model_copy(update={
+        "embeddings": "openai", "openai_base_url": openai.base_url, "openai_api_key": "sk-test",
+        "openai_embedding_model": "standin-embed", "knowledge_rate_limit_per_minute": 2})
+    bot, channel = await knowing_bot(refusing, SAMPLE)
+    try:
+        t = Learning(bot, channel)
+        await onboard(t)
+        openai.fail_embeddings = True
+        for _ in range(2):
+            [apology] = await t.say("what is smishing?")
+            assert "smishing" not in apology.lower()
+        openai.fail_embeddings = False
+        [answer] = await t.say("what is smishing?")
+        assert answer.startswith("From your course:"), answer
+    finally:
+        await bot.stop()
+
+
 async def test_the_model_timeout_bounds_the_whole_reply_not_each_piece(settings, openai):
     openai.piece_delay = 0.5
     openai.reply = lambda request: cite_first_passage(request) + " " + "Look at the sender. " * 8

@@ -14,7 +14,7 @@ from knowledge.answerer import Answerer
 from knowledge.ingest import ingest_path
 from knowledge.store import open_store
 from storage.db import Database
-from storage.knowledge import KnowledgeAllowance, reserve_tokens, spend_tokens
+from storage.knowledge import KnowledgeAllowance, give_back_question, reserve_tokens, spend_tokens, take_question
 from tests.knowledge.conftest import PHOTOSYNTHESIS
 
 
@@ -148,3 +148,26 @@ async def test_a_call_set_aside_before_midnight_counts_whole_on_the_new_day(data
     async with database.sessions() as session:
         assert (await session.get(KnowledgeAllowance, "L")).day_tokens == 550
 
+
+
+async def test_a_question_given_back_frees_its_minutes_slot_but_never_one_of_a_newer_minute(database):
+    """The answerer failed on the question taken at 12:00:10: its slot is free again for the rest of that minute. One
+    taken in a minute since over is not given back out of the next minute's count."""
+    at = [datetime(2027, 3, 1, 12, 0, s, tzinfo=UTC) for s in (0, 10, 20)]
+
+    async def take(now: datetime) -> bool:
+        async with database.transaction() as session:
+            return await take_question(session, "L", per_minute=2, now=now)
+
+    async def give_back(taken_at: datetime) -> None:
+        async with database.transaction() as session:
+            await give_back_question(session, "L", taken_at=taken_at)
+
+    assert await take(at[0]) and await take(at[1]) and not await take(at[2])
+    await give_back(at[1])
+    assert await take(at[2]) and not await take(at[2])
+    next_minute = datetime(2027, 3, 1, 12, 1, 5, tzinfo=UTC)
+    assert await take(next_minute)
+    await give_back(at[2])  # its minute is over: the new minute keeps its count
+    async with database.sessions() as session:
+        assert (await session.get(KnowledgeAllowance, "L")).minute_questions == 1
