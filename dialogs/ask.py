@@ -3,7 +3,9 @@
 The answer is worked out outside the turn's transaction (a model call takes seconds), through
 `turn.call_outside_transaction`; everything before that call is a read, so the replay is the same turn.
 Only courses the learner has full access to are searched: free courses they are enrolled in, and paid ones they
-are entitled to. A paid course in its free preview is left out, so no answer quotes a locked lesson.
+are entitled to; of a paid course in its free preview, its lessons free to try. No answer quotes a locked lesson: a
+question only a locked lesson answers is told the whole course covers it (/buy), and is logged for the admins as
+asked past the preview (`beyond_preview`), not as something the course lacks.
 
 A model's answer is plain text (knowledge/answer.py) that the question a person typed can steer: it goes into the
 reply, and into its drafts, escaped (`literal`), so no answer shows as a link or formatting. An extractive answer
@@ -69,6 +71,11 @@ async def answer_question(turn: Turn) -> None:
     if answer.unanswered is NoAnswer.NO_COURSES and (previewed := await _previewed_course(turn)) is not None:
         _ = tr(turn)  # in a paid course's free preview: the answers come with the course
         turn.say(_("I answer questions from “{title}” once the whole course is yours: send /buy {slug} for it.",
+                   title=previewed.title, slug=previewed.slug))
+        return
+    if answer.unanswered is NoAnswer.BEYOND_PREVIEW and (previewed := await _previewed_course(turn)) is not None:
+        _ = tr(turn)  # the course answers it in a lesson past the free preview: said, never quoted
+        turn.say(_("“{title}” covers that in a lesson past your free preview: send /buy {slug} for the whole course.",
                    title=previewed.title, slug=previewed.slug))
         return
     turn.say(presented(turn, answer), choices=[] if answer.sources else [(tr(turn)("Show commands"), "/help")])
@@ -139,6 +146,8 @@ def unanswered_reply(_: Translator, reason: NoAnswer) -> str:
         ),
         NoAnswer.NO_COURSES: _("Once you're enrolled in a course, I can answer questions about its lessons. "
                                "Send /settings to choose one."),
+        NoAnswer.BEYOND_PREVIEW: _("Your course covers that in a lesson past your free preview: "
+                                   "send /buy for the whole course."),
         NoAnswer.TOO_FAST: _("You're asking faster than I can look things up. Give me a minute and ask again."),
         NoAnswer.EMPTY_QUESTION: _("What would you like to know? Ask me anything about your course."),
     }

@@ -19,6 +19,8 @@ class NoAnswer(StrEnum):
     EMPTY_QUESTION = "empty_question"
     NO_COURSES = "no_courses"  # the learner may read no course yet
     NOT_COVERED = "not_covered"  # the material does not cover the question
+    # a paid course's free preview does not answer it, the course's other lessons do (never quoted to the learner)
+    BEYOND_PREVIEW = "beyond_preview"
     TOO_FAST = "too_fast"  # the learner's per-minute allowance is spent
 
     @property
@@ -78,7 +80,8 @@ class CourseAnswer:
 
     @property
     def declined(self) -> bool:
-        """The material does not cover the question (or there is none, or no question)."""
+        """No answer from the material: it does not cover the question, or not what the learner may read (none yet,
+        or a free preview), or there was no question."""
         return self.unanswered is not None and not self.unanswered.limited
 
     @property

@@ -113,17 +113,33 @@ class Answerer:
         on_partial: Callable[[str], Awaitable[None]] | None,
     ) -> CourseAnswer:
         """Retrieval from the allowed courses (of a course in `only_lessons`, those lessons' passages only), then the
-        answer from what was found."""
+        answer from what was found. A question those lessons do not answer but the course's others do is no gap in
+        the course: it is answered past the preview (`NoAnswer.BEYOND_PREVIEW`), and nothing of those lessons is
+        given."""
         # a course read in part: more passages looked at, those of its other lessons left out
         found = await asyncio.to_thread(self.retriever.search, question, allowed_courses=allowed_courses,
                                         limit=PASSAGES * 4 if only_lessons else PASSAGES)
-        passages = [passage for passage in found.passages
-                    if not only_lessons or passage.course_id not in only_lessons
-                    or passage.lesson_id in only_lessons[passage.course_id]][:PASSAGES]
-        return await self.compose(
-            question, passages, learner=learner, allowed_courses=allowed_courses, on_partial=on_partial,
+        readable, locked = _split_preview(found.passages, only_lessons)
+        answer = await self.compose(
+            question, readable[:PASSAGES], learner=learner, allowed_courses=allowed_courses, on_partial=on_partial,
             rarity=found.rarity,
         )
+        if answer.unanswered is NoAnswer.NOT_COVERED and locked and await self._answered_by(
+            question, locked[:PASSAGES], allowed_courses, found.rarity
+        ):
+            return CourseAnswer.none(NoAnswer.BEYOND_PREVIEW, tokens=answer.tokens)
+        return answer
+
+    async def _answered_by(
+        self,
+        question: str,
+        passages: list[Passage],
+        allowed_courses: Collection[str],
+        rarity: Callable[[str], float] | None,
+    ) -> bool:
+        """Whether `passages` answer `question`, as the quote from them would (no model call: the answer is only
+        weighed, never shown)."""
+        return not (await self._extractive(question, passages, allowed_courses, rarity)).declined
 
     async def compose(
         self,
@@ -272,3 +288,16 @@ class Answerer:
             await remember_answer(
                 session, key, answer.to_payload(), max_age=timedelta(seconds=self.settings.cache_seconds)
             )
+
+
+def _split_preview(
+    passages: list[Passage], only_lessons: Mapping[str, Collection[str]] | None
+) -> tuple[list[Passage], list[Passage]]:
+    """`passages` the learner may read, and those left out: of a course in `only_lessons` (its free preview), from
+    its other lessons; each kept in their order."""
+    readable: list[Passage] = []
+    locked: list[Passage] = []
+    for passage in passages:
+        lessons = (only_lessons or {}).get(passage.course_id)
+        (readable if lessons is None or passage.lesson_id in lessons else locked).append(passage)
+    return readable, locked

@@ -52,9 +52,10 @@ class KnowledgeCachedAnswer(Base):
 class KnowledgeQuestion(Base):
     """A question a learner asked the answerer, and what came of it: the admins' view of what the course lacks.
 
-    outcome: answered, declined (the material does not cover it, or the learner may read no course yet) or limited
-    (their allowance was spent). `normalized` groups the same question typed differently; `topic` is the lesson
-    the answer drew on first.
+    outcome: answered, declined or limited (their allowance was spent). A declined question's `reason` says why:
+    not_covered (the material does not cover it: what the course could add), no_courses (the learner may read no
+    course yet, or none free in a group), beyond_preview (a lesson past the free preview of a paid course answers
+    it). `normalized` groups the same question typed differently; `topic` is the lesson the answer drew on first.
     """
 
     __tablename__ = "knowledge_questions"

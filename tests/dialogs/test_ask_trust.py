@@ -15,8 +15,9 @@ from bot.config import knowledge_settings
 from bot.core import Lessonbot
 from standins.openai import MODEL, cite_first_passage
 from storage.courses import Course, Enrollment, Entitlement
+from storage.dashboard import knowledge as knowledge_figures
 from storage.knowledge import KnowledgeQuestion
-from storage.models import ChannelIdentity
+from storage.models import ChannelIdentity, utcnow
 from tests.dialogs.learning_support import PAID, SAMPLE, Learning, import_sample, onboard
 from tests.support import RecordingChannel, message, openai  # noqa: F401 (the fixture)
 
@@ -171,6 +172,29 @@ async def test_a_learner_in_a_paid_courses_preview_is_answered_from_its_free_les
         async with bot.db.sessions() as session:
             sources = [row.topic for row in await session.scalars(select(KnowledgeQuestion))]
         assert sources[0] == "Length beats cleverness" and "Let an app remember them" not in sources
+    finally:
+        await bot.stop()
+
+
+async def test_a_preview_learner_asking_what_a_locked_lesson_answers_is_told_the_whole_course_covers_it(settings):
+    """Lesson 3 of the paid course answers ON_A_LOOKALIKE: the learner in its free preview is pointed to /buy (not told
+    the course lacks it, nor quoted the lesson), and the authors do not find it among what the course could add. A
+    question no lesson answers is still declined as not in the course."""
+    bot, channel = await knowing_bot(settings, PAID)
+    try:
+        t = Learning(bot, channel)
+        await onboard(t, course=next(label for label in await _course_labels(t) if label.startswith("Passwords")))
+        [answer] = await t.say(ON_A_LOOKALIKE)
+        assert answer == ("“Passwords that hold” covers that in a lesson past your free preview: send /buy "
+                          "passwords-that-hold for the whole course."), answer
+        [elsewhere] = await t.say("what is the capital of France?")
+        assert elsewhere.startswith("I couldn't find that in your course material")
+        async with bot.db.sessions() as session:
+            logged = [(q.outcome, q.reason) for q in await session.scalars(select(KnowledgeQuestion)
+                                                                          .order_by(KnowledgeQuestion.id))]
+            figures = await knowledge_figures(session, utcnow())
+        assert logged == [("declined", "beyond_preview"), ("declined", "not_covered")]
+        assert [example for _, example, *_ in figures["declined_most"]] == ["what is the capital of France?"]
     finally:
         await bot.stop()
 
