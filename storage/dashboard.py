@@ -535,23 +535,38 @@ async def broadcast_reach(session: AsyncSession, limit: int = 10) -> list[list[A
 # Knowledge ----------------------------------------------------------------------------------------------------------
 
 
+def _question_count(outcome: str, reason: str | None) -> str:
+    """Which of the knowledge page's counts a logged question goes to: answered, declined (the material does not
+    cover it: reason not_covered), limited (the allowance was spent), or out_of_reach (declined for what the learner
+    may read: no course yet, none free in a group, a lesson past a free preview; never looked for in the material)."""
+    if outcome == "declined":
+        return "declined" if reason == "not_covered" else "out_of_reach"
+    return outcome
+
+
 async def knowledge(session: AsyncSession, now: datetime, kept: Figures | None = None) -> Figures:
-    outcomes = dict(
-        (
-            await session.execute(select(KnowledgeQuestion.outcome, func.count()).group_by(KnowledgeQuestion.outcome))
-        ).all()
-    )
+    outcomes: dict[str, int] = {}
+    for outcome, reason, count in (
+        await session.execute(
+            select(KnowledgeQuestion.outcome, KnowledgeQuestion.reason, func.count())
+            .group_by(KnowledgeQuestion.outcome, KnowledgeQuestion.reason)
+        )
+    ).all():
+        counted = _question_count(outcome, reason)
+        outcomes[counted] = outcomes.get(counted, 0) + count
     since, old = _recount_since(now, kept, "daily")
     day = _day(session, KnowledgeQuestion.asked_at)
     daily: dict[str, dict[str, int]] = {}
-    for d, outcome, count in (
+    for d, outcome, reason, count in (
         await session.execute(
-            select(day, KnowledgeQuestion.outcome, func.count())
+            select(day, KnowledgeQuestion.outcome, KnowledgeQuestion.reason, func.count())
             .where(KnowledgeQuestion.asked_at >= since)
-            .group_by(day, KnowledgeQuestion.outcome)
+            .group_by(day, KnowledgeQuestion.outcome, KnowledgeQuestion.reason)
         )
     ).all():
-        daily.setdefault(d, {})[outcome] = count
+        counts = daily.setdefault(d, {})
+        counted = _question_count(outcome, reason)
+        counts[counted] = counts.get(counted, 0) + count
     topics = await session.execute(
         select(KnowledgeQuestion.course, KnowledgeQuestion.topic, func.count().label("n"))
         .where(KnowledgeQuestion.outcome == "answered", KnowledgeQuestion.topic.is_not(None))
@@ -578,6 +593,7 @@ async def knowledge(session: AsyncSession, now: datetime, kept: Figures | None =
         "answered": outcomes.get("answered", 0),
         "declined": outcomes.get("declined", 0),
         "limited": outcomes.get("limited", 0),
+        "out_of_reach": outcomes.get("out_of_reach", 0),
         "daily": _series(
             now,
             since,

@@ -286,7 +286,10 @@ async def knowledge(ctx: Context) -> list[Figure]:
     totals = Figure("questions", w("Questions asked"), (w("outcome"), w("questions")), [
         [w("asked"), f["asked"]], [w("answered"), f["answered"]],
         [w("declined (not in the material)"), f["declined"]],
-        [w("not looked up (the learner's allowance was spent)"), f["limited"]]])
+        [w("not looked up (the learner's allowance was spent)"), f["limited"]],
+        # (a page counted before this count was kept shows none until the next count, minutes later)
+        [w("outside what they may read (no course yet, none free in the group, a lesson past a free preview)"),
+         f.get("out_of_reach", 0)]])
     totals.tiles = [(w("asked"), f["asked"]), (w("answered"), f["answered"]), (w("declined"), f["declined"]),
                     (w("allowance spent"), f["limited"])]
     days = [row[0] for row in f["daily"]]

@@ -203,6 +203,31 @@ async def test_scoped_roles_see_their_course_or_workspace_only(settings):
         assert "What is vishing in Welsh?" in knowledge.text and "What is a VPN?" not in knowledge.text
 
 
+async def test_declined_as_not_in_the_material_counts_only_what_the_material_was_searched_for_and_lacked(settings):
+    """A question from someone who may read no course there (a group, with only a paid course of theirs), or one a
+    lesson past their free preview answers, was never missing from the material: the Knowledge page counts it apart,
+    and "declined (not in the material)" counts only the questions the course does not cover."""
+    async with dashboard(settings) as (client, bot, channel):
+        await sign_in(client, bot, channel)
+        async with bot.db.transaction() as session:
+            learner = await session.scalar(select(User.id).limit(1))
+            for question, outcome, reason in (("What is smishing?", "answered", None),
+                                              ("Capital of France?", "declined", "not_covered"),
+                                              ("Why do guessing tools not try passwords at random?", "declined",
+                                               "no_courses"),
+                                              ("What does a password manager do?", "declined", "beyond_preview"),
+                                              ("And this?", "limited", "too_fast")):
+                session.add(KnowledgeQuestion(user_id=learner, question=question, normalized=question.lower(),
+                                              outcome=outcome, reason=reason))
+        counts = await client.get("/admin/knowledge/questions.csv")
+        assert list(csv.reader(io.StringIO(counts.text)))[1:] == [
+            ["asked", "5"], ["answered", "1"], ["declined (not in the material)", "1"],
+            ["not looked up (the learner's allowance was spent)", "1"],
+            ["outside what they may read (no course yet, none free in the group, a lesson past a free preview)", "2"]]
+        daily = list(csv.reader(io.StringIO((await client.get("/admin/knowledge/questions-daily.csv")).text)))
+        assert daily[-1][1:] == ["1", "1"]  # answered, declined
+
+
 def test_every_text_of_the_dashboard_is_in_the_catalogue():
     """What the pages pass to their words function (or show as a message page) is listed for translation."""
     import ast
