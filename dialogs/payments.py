@@ -1013,7 +1013,8 @@ async def purchases_command(turn: Turn, _args: str) -> None:
     lines = [_("Your purchases:")]
     for payment in bought:
         course = await turn.session.get(Course, payment.course_id)
-        lines.append(_line(_, payment, course.title if course else "—", partial(day_said, turn), payment.period_end))
+        lines.append(_line(_, payment, course.title if course else "—", partial(day_said, turn), turn.now,
+                           payment.period_end))
     lines.append(_("Questions about a payment? Send /paysupport."))
     if turn.message.private:
         turn.say("\n".join(lines))
@@ -1026,7 +1027,7 @@ async def purchases_command(turn: Turn, _args: str) -> None:
     turn.say(_("I've sent you your purchases in our private chat."))
 
 
-def _line(_: Translator, payment: Payment, title: str, day: Callable[[datetime], str],
+def _line(_: Translator, payment: Payment, title: str, day: Callable[[datetime], str], now: datetime,
           until: datetime | None = None) -> str:
     """A purchase as /purchases lists it, its dates as `day` says them (the buyer's day, in their language)."""
     when = day(payment.paid_at or payment.created_at)
@@ -1036,6 +1037,8 @@ def _line(_: Translator, payment: Payment, title: str, day: Callable[[datetime],
         if payment.subscription_status in ENDED:
             return _("• {title} — {price}, since {date}, ended. Receipt no. {receipt}", title=title, price=price,
                      date=when, receipt=receipt)
+        if until is not None and until <= now:
+            return _lapsed_line(_, payment, title, price, when, day(until))
         if until is not None:
             return _("• {title} — {price}, since {date}, renews on {renewal}. Receipt no. {receipt}", title=title,
                      price=price, date=when, renewal=day(until), receipt=receipt)
@@ -1044,6 +1047,18 @@ def _line(_: Translator, payment: Payment, title: str, day: Callable[[datetime],
                  receipt=receipt_number(payment))
     return _("• {title} — {price}, {date}. Receipt no. {receipt} ({provider} {reference})", title=title, price=price,
              date=when, receipt=receipt_number(payment), provider=payment.provider, reference=payment.reference or "")
+
+
+def _lapsed_line(_: Translator, payment: Payment, title: str, price: str, when: str, until: str) -> str:
+    """A subscription whose period paid for is over, not renewed: a Stars one has ended (Telegram reports no
+    cancellation: one not renewed at its period's end ran out); a Stripe one waits for its renewal's payment (Stripe
+    reports the end when it comes)."""
+    receipt = receipt_number(payment)
+    if payment.provider == TELEGRAM:
+        return _("• {title} — {price}, since {date}, ended on {end}. Receipt no. {receipt}", title=title, price=price,
+                 date=when, end=until, receipt=receipt)
+    return _("• {title} — {price}, since {date}, its renewal of {renewal} not paid yet. Receipt no. {receipt}",
+             title=title, price=price, date=when, renewal=until, receipt=receipt)
 
 
 async def paysupport_command(turn: Turn, _args: str) -> None:

@@ -414,3 +414,26 @@ async def test_the_invoice_shows_a_course_title_as_written(telegram):
     await standin.wait_for(lambda: len(standin.called("sendInvoice")) == 1)
     [sent] = standin.called("sendInvoice")
     assert sent.params["description"] == f"The whole course “{title}”, every lesson and quiz, yours to keep."
+
+
+async def test_purchases_say_a_stars_subscription_that_ran_out_ended_and_promise_no_renewal(telegram_monthly):
+    """Telegram reports no cancellation: Marta cancels in Telegram and her subscription runs out unrenewed. /purchases
+    then says it ended on the last day paid for, not that it "renews on" a day gone by."""
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import update
+
+    from storage.courses import Entitlement
+    from storage.models import utcnow
+    from storage.payments import Payment
+
+    client, bot, standin = telegram_monthly
+    marta, _first = await subscribed(client, standin)
+    past = utcnow() - timedelta(days=5)
+    async with bot.db.transaction() as session:  # weeks on, not renewed: her access ran out
+        await session.execute(update(Entitlement).values(expires_at=past))
+        await session.execute(update(Payment).values(period_end=past))
+    [listing] = await marta.say("/purchases")
+    ended = past.astimezone(ZoneInfo("Europe/Madrid"))
+    assert "renews on" not in listing
+    assert f", ended on {ended.day} {ended:%B} {ended.year}. Receipt no. LB-" in listing, listing
