@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import ROUND_CEILING, Decimal
 from functools import partial
 from typing import Any, Protocol
@@ -51,6 +51,7 @@ from dialogs.onboarding import live_courses, offered_to
 from dialogs.prices import BUY, STARS, course_price, format_charge, format_price
 from dialogs.turn import Turn, UsageError
 from storage.courses import SOURCE_GRANT, SOURCE_PURCHASE, Course, Entitlement, currency_decimals, may_access
+from storage.learners import zone_for
 from storage.models import ChannelIdentity, User
 from storage.outbox import OutboxEntry, enqueue
 from storage.payments import (
@@ -68,6 +69,7 @@ from storage.payments import (
     make_code,
     move_status,
     name_charge,
+    open_until,
     paid_purchase,
     partly_refunded,
     payment_by_subscription,
@@ -742,13 +744,18 @@ async def _subscription_ended(turn: Turn, payment: Payment, status: str, *, ende
     if rows_affected(result) != 1 or payment.status != PaymentStatus.PAID:
         return
     await set_purchase_expiry(turn.session, payment, min(ended, turn.now))
-    turn.say(_ended(tr(turn), await turn.session.get(Course, payment.course_id)))
+    turn.say(await _ended(turn, payment, await turn.session.get(Course, payment.course_id)))
 
 
-def _ended(_: Translator, course: Course | None) -> str:
-    return _("Your subscription to “{title}” has ended, so the lessons after the free preview are locked again. "
-             "Send /buy {slug} to subscribe again; your place is kept.", title=course.title if course else "—",
-             slug=course.slug if course else "")
+async def _ended(turn: Turn, payment: Payment, course: Course | None) -> str:
+    """What a learner is told when their subscription ends: the lessons locked again, or what keeps them open."""
+    _ = tr(turn)
+    left = await remaining_access(turn.session, payment.user_id, course, turn.now)
+    return " ".join((
+        _("Your subscription to “{title}” has ended.", title=course.title if course else "—"),
+        what_remains(_, left, partial(day_said, turn)),
+        _("Send /buy {slug} to subscribe again; your place is kept.", slug=course.slug if course else ""),
+    ))
 
 
 async def _invoice(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
@@ -890,7 +897,7 @@ async def _settle(turn: Turn, payment: Payment, *, reference: str | None = None,
     assert course is not None
     _ = tr(turn)
     if ended:
-        turn.say(_ended(_, course))
+        turn.say(await _ended(turn, payment, course))
         return
     if payment.period is not None:
         turn.say(_("✅ Payment received: you're subscribed to “{title}”, every lesson of it, renewed each month until "
@@ -977,11 +984,57 @@ async def record_refund(session: AsyncSession, payment: Payment, *, now: datetim
     user = await session.get(User, payment.user_id)
     _ = translator(user.locale if user else None)
     title, receipt = course.title if course else "—", receipt_number(payment)
+    left = what_remains(_, await remaining_access(session, payment.user_id, course, now),
+                        partial(_day_in, _, zone_for(user.timezone if user else None)))
     if chargeback:
-        return _("Your bank took back your payment for “{title}” (receipt no. {receipt}), so the lessons after the "
-                 "free preview are locked again.", title=title, receipt=receipt)
-    return _("Your payment for “{title}” was refunded (receipt no. {receipt}), so the lessons after the free "
-             "preview are locked again.", title=title, receipt=receipt)
+        return _("Your bank took back your payment for “{title}” (receipt no. {receipt}).", title=title,
+                 receipt=receipt) + " " + left
+    return _("Your payment for “{title}” was refunded (receipt no. {receipt}).", title=title, receipt=receipt) + \
+        " " + left
+
+
+@dataclass(frozen=True, slots=True)
+class Remaining:
+    """What keeps a paid course's lessons after the free preview open to a learner once a purchase of it was taken
+    back (refunded, or its subscription ended): nothing (`open` false: they are locked again), or another entitlement
+    in force (an admin's grant, a code), until `until` (None: for good)."""
+
+    open: bool
+    until: datetime | None = None
+
+
+async def remaining_access(session: AsyncSession, user_id: int | None, course: Course | None,
+                           now: datetime) -> Remaining:
+    """What the learner's access to `course` is after a purchase was taken back, as the one entitlement check
+    (`may_access`) finds it, and until when what is left lasts."""
+    if user_id is None or course is None or not await may_access(session, user_id, course,
+                                                                 course.free_preview_lessons + 1, now=now):
+        return Remaining(open=False)
+    return Remaining(open=True, until=await open_until(session, user_id, course.id, now))
+
+
+def what_remains(_: Translator, left: Remaining, day: Callable[[datetime], str]) -> str:
+    """The sentence telling a learner what a purchase taken back left them, its date as `day` says it: the lessons
+    after the free preview locked again, or the access that continues."""
+    if not left.open:
+        return _("The lessons after the free preview are locked again.")
+    if left.until is None:
+        return _("Your access to the whole course continues for good through another grant.")
+    return _("Your access to the whole course continues through another grant until {date}.", date=day(left.until))
+
+
+def what_remains_for_admin(_: Translator, left: Remaining) -> str:
+    """What a purchase taken back left its learner, as the admin who took it back is told."""
+    if not left.open:
+        return _("The lessons after the free preview are locked to them again.")
+    if left.until is None:
+        return _("The course stays open to them for good through another grant.")
+    return _("The course stays open to them through another grant until {date}.", date=f"{left.until:%Y-%m-%d}")
+
+
+def _day_in(_: Translator, zone: tzinfo, moment: datetime) -> str:
+    """The day of `moment` in `zone`, as `_`'s language writes a date in a sentence."""
+    return _.date(moment.astimezone(zone).date())
 
 
 async def tell(session: AsyncSession, payment: Payment, text: str) -> bool:
@@ -1176,7 +1229,17 @@ async def admin_refund(turn: Turn, args: str) -> None:
         turn.say(_("Refunded payment {receipt}. Its buyer erased their data, so there was no access to revoke and no "
                    "one to tell.", receipt=receipt_number(payment)))
         return
-    turn.say(_("Refunded payment {receipt}; access revoked and the learner told.", receipt=receipt_number(payment)))
+    course = await turn.session.get(Course, payment.course_id)
+    left = await remaining_access(turn.session, payment.user_id, course, turn.now)
+    turn.say(refunded_for_admin(_, receipt_number(payment), left))
+
+
+def refunded_for_admin(_: Translator, receipt: str, left: Remaining) -> str:
+    """What the admin who refunded a payment is told: refunded, the learner told, and what access the learner has
+    left."""
+    said = [_("Refunded payment {receipt}; the access it gave revoked and the learner told.", receipt=receipt)]
+    said.append(what_remains_for_admin(_, left))
+    return " ".join(said)
 
 
 @dataclass(frozen=True, slots=True)

@@ -530,6 +530,18 @@ async def holds_for_good(session: AsyncSession, user_id: int, course_id: int, no
     return held is not None
 
 
+async def open_until(session: AsyncSession, user_id: int, course_id: int, now: datetime) -> datetime | None:
+    """When a learner's entitlements to a course in force at `now` end: the latest end among them; None when one of
+    them has no end (or none is in force)."""
+    ends = (await session.scalars(select(Entitlement.expires_at).where(
+        Entitlement.user_id == user_id,
+        Entitlement.course_id == course_id,
+        Entitlement.revoked_at.is_(None),
+        or_(Entitlement.expires_at.is_(None), Entitlement.expires_at > now),
+    ))).all()
+    return None if not ends or None in ends else max(end for end in ends if end is not None)
+
+
 async def paid_purchase(session: AsyncSession, user_id: int, course_id: int) -> Payment | None:
     """A learner's newest paid (not refunded) payment for a course."""
     return await session.scalar(

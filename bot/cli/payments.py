@@ -104,7 +104,17 @@ def payment_desk_for_commands(settings: Settings) -> tuple[PaymentDesk, list[Tel
 
 
 def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
-    from dialogs.payments import Refundable, record_refund, refund, renewed_since, tell
+    from dialogs.i18n import translator
+    from dialogs.payments import (
+        Refundable,
+        record_refund,
+        refund,
+        refunded_for_admin,
+        remaining_access,
+        renewed_since,
+        tell,
+    )
+    from storage.courses import Course
     from storage.models import AdminAuditEntry, utcnow
     from storage.payments import Payment, PaymentStatus, charge_given_back
 
@@ -147,7 +157,9 @@ def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
                             print(f"Refunded payment {number}. Its buyer erased their data, so there was no access "
                                   "to revoke and no one to tell.")
                         else:
-                            print(f"Refunded payment {number}; access revoked and the learner told.")
+                            left = await remaining_access(session, paid.user_id,
+                                                          await session.get(Course, paid.course_id), utcnow())
+                            print(refunded_for_admin(translator("en"), str(number), left))
             async with db.transaction() as session:
                 session.add(AdminAuditEntry(identity=identity, command="payments refund", arguments=args.payment,
                                             outcome=outcome))

@@ -676,3 +676,45 @@ async def test_a_learner_who_bought_the_course_does_not_use_up_a_code_for_it(sho
     await onboard(ben, course=f"Passwords that hold — {PRICE}")
     [accepted, *_rest] = await ben.say(f"/redeem {code}")
     assert accepted.startswith("🎟️ Code accepted"), accepted
+
+
+def day_in_lisbon(moment) -> str:
+    """`moment` as Ann (onboarded in Lisbon, in English) reads a day in a sentence: "4 December 2026"."""
+    from zoneinfo import ZoneInfo
+
+    local = moment.astimezone(ZoneInfo("Europe/Lisbon"))
+    return f"{local.day} {local:%B} {local.year}"
+
+
+async def test_a_refund_made_in_stripe_says_until_when_a_grant_keeps_the_lessons_open(shop, stripe_api):
+    """Ann bought the course, and an admin gave it to her for 30 days as well: the refund takes back the purchase
+    only, and she is told her access goes on through the grant until its day, not that the lessons are locked."""
+    client, bot, ann, boss = shop
+    paid = await bought(client, bot, ann, stripe_api)
+    [granted] = await boss.say("/admin grant test:ann passwords-that-hold 30")
+    assert granted.startswith("Granted")
+    [grant] = [entitlement for entitlement in await entitlements(bot) if entitlement.source == "grant"]
+    [payment] = await payments(bot)
+    before = len(ann.channel.texts("ann"))
+    await post_event(client, refund_event(paid))
+    await bot.settle()
+    [told] = ann.channel.texts("ann")[before:]
+    assert told == (f"Your payment for “Passwords that hold” was refunded (receipt no. LB-{payment.id:06d}). Your "
+                    f"access to the whole course continues through another grant until "
+                    f"{day_in_lisbon(grant.expires_at)}.")
+    [lesson] = await ann.say("/next")
+    assert not lesson.startswith("Lesson 2 is part of the full course")
+
+
+async def test_an_admin_refund_while_a_grant_for_good_holds_tells_both_the_lessons_stay_open(shop, stripe_api):
+    client, bot, ann, boss = shop
+    await bought(client, bot, ann, stripe_api)
+    await boss.say("/admin grant test:ann passwords-that-hold")
+    [payment] = await payments(bot)
+    [refunded] = await boss.say(f"/admin refund LB-{payment.id:06d}")
+    assert refunded == (f"Refunded payment LB-{payment.id:06d}; the access it gave revoked and the learner told. The "
+                        "course stays open to them for good through another grant.")
+    await bot.dispatcher.flush(10)
+    assert ann.channel.texts("ann")[-1] == (f"Your payment for “Passwords that hold” was refunded (receipt no. "
+                                            f"LB-{payment.id:06d}). Your access to the whole course continues for "
+                                            "good through another grant.")

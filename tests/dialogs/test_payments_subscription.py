@@ -618,3 +618,18 @@ async def test_a_refund_in_stripe_after_two_offers_revokes_the_subscription_that
     assert granted.revoked_at is not None, statuses
     assert stripe_api.subscriptions[paid["subscription"]]["status"] == "canceled"
     assert PaymentStatus.REFUNDED in {status for status, _charge in statuses}
+
+
+async def test_a_subscription_that_ends_while_a_grant_holds_says_the_lessons_stay_open(shop, stripe_api):
+    client, bot, ann, boss = shop
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    await boss.say("/admin grant test:ann passwords-that-hold")
+    before = len(ann.channel.texts("ann"))
+    now = int(datetime.now(UTC).timestamp())
+    stripe_api.subscriptions[paid["subscription"]].update(status="canceled", ended_at=now)
+    await post_event(client, subscription_event(stripe_api.subscription(paid["subscription"]),
+                                                "customer.subscription.deleted"))
+    await bot.settle()
+    assert ann.channel.texts("ann")[before:] == [
+        "Your subscription to “Passwords that hold” has ended. Your access to the whole course continues for good "
+        "through another grant. Send /buy passwords-that-hold to subscribe again; your place is kept."]
