@@ -66,6 +66,7 @@ from storage.payments import (
     grant,
     grant_purchase,
     holds_for_good,
+    latest_charge,
     make_code,
     move_status,
     name_charge,
@@ -1183,6 +1184,7 @@ async def admin_grant(turn: Turn, args: str) -> None:
 
 
 async def admin_revoke(turn: Turn, args: str) -> None:
+    """/admin revoke USER COURSE: take back what admins and codes gave; a purchase is left to /admin refund."""
     _ = tr(turn)
     usage = _("Usage: /admin revoke USER COURSE — USER is channel:id or a number, COURSE the course id.")
     user, course, _more = await _learner_and_course(turn, args, usage, most_words=2)
@@ -1192,9 +1194,20 @@ async def admin_revoke(turn: Turn, args: str) -> None:
                     user=user.id)
     bought = await paid_purchase(turn.session, user.id, course.id)
     if bought is not None:
-        text += "\n" + _("Their purchase stays: a purchase is taken back with /admin refund {receipt}, which an "
-                         "owner or an admin may do.", receipt=receipt_number(bought))
+        text += "\n" + await _purchase_stays(turn, bought)
     turn.say(text)
+
+
+async def _purchase_stays(turn: Turn, bought: Payment) -> str:
+    """What /admin revoke says of a purchase it leaves: /admin refund takes it back (one nothing was charged for as
+    well: giving back nothing)."""
+    _ = tr(turn)
+    if (await refundable(turn.session, bought)).nothing_charged:
+        return _("Their purchase stays: nothing was charged for it (a promotion took the whole price off), and /admin "
+                 "refund {receipt} takes it back without giving anything back, which an owner or an admin may do.",
+                 receipt=receipt_number(bought))
+    return _("Their purchase stays: a purchase is taken back with /admin refund {receipt}, which an owner or an "
+             "admin may do.", receipt=receipt_number(bought))
 
 
 async def admin_refund(turn: Turn, args: str) -> None:
@@ -1206,7 +1219,7 @@ async def admin_refund(turn: Turn, args: str) -> None:
     payment = await turn.session.get(Payment, payment_id)
     if payment is None or payment.status != PaymentStatus.PAID:
         raise UsageError(_("Payment {number} is not a paid payment (see /admin payments).", number=number))
-    target = Refundable.of(payment)
+    target = await refundable(turn.session, payment)
 
     async def refunding() -> tuple[str, Refundable]:
         return await refund(desk_of(turn), target), target
@@ -1231,13 +1244,15 @@ async def admin_refund(turn: Turn, args: str) -> None:
         return
     course = await turn.session.get(Course, payment.course_id)
     left = await remaining_access(turn.session, payment.user_id, course, turn.now)
-    turn.say(refunded_for_admin(_, receipt_number(payment), left))
+    turn.say(refunded_for_admin(_, receipt_number(payment), refunded, left))
 
 
-def refunded_for_admin(_: Translator, receipt: str, left: Remaining) -> str:
-    """What the admin who refunded a payment is told: refunded, the learner told, and what access the learner has
-    left."""
+def refunded_for_admin(_: Translator, receipt: str, refunded: Refundable, left: Remaining) -> str:
+    """What the admin who refunded a payment is told: refunded (of nothing, when nothing was charged for it), the
+    learner told, and what access the learner has left."""
     said = [_("Refunded payment {receipt}; the access it gave revoked and the learner told.", receipt=receipt)]
+    if refunded.nothing_charged:
+        said.append(_("Nothing was charged for it (a promotion took the whole price off), so nothing was given back."))
     said.append(what_remains_for_admin(_, left))
     return " ".join(said)
 
@@ -1253,11 +1268,20 @@ class Refundable:
     reference: str
     charge_reference: str
     subscription_reference: str = ""  # a subscription's payment: the subscription is cancelled too
+    # its latest charge took nothing (a promotion took the whole price off): the refund gives back nothing, and asks
+    # the platform for nothing but to cancel the subscription
+    nothing_charged: bool = False
 
     @classmethod
     def of(cls, payment: Payment) -> Refundable:
         return cls(payment.id, payment.provider, payment.channel, payment.sender_id, payment.reference or "",
                    payment.charge_reference or "", payment.subscription_reference or "")
+
+
+async def refundable(session: AsyncSession, payment: Payment) -> Refundable:
+    """`Refundable.of` a paid payment, knowing whether its latest charge (what a refund gives back) took anything."""
+    latest = await latest_charge(session, payment)
+    return replace(Refundable.of(payment), nothing_charged=latest is not None and latest.amount_minor == 0)
 
 
 async def refund(desk: PaymentDesk, payment: Refundable) -> str:
@@ -1285,6 +1309,8 @@ class RefundRefused(Exception):
 
 
 async def _give_back(desk: PaymentDesk, payment: Refundable) -> None:
+    """Give back the payment's latest charge at its platform (nothing, when that charge took nothing); RefundRefused
+    when it cannot be asked for."""
     if payment.provider == TELEGRAM:
         if desk.refund_stars is None:
             raise RefundRefused("Telegram is not connected in this process")
@@ -1296,6 +1322,8 @@ async def _give_back(desk: PaymentDesk, payment: Refundable) -> None:
         return
     if desk.checkout is None:
         raise RefundRefused("Stripe is not configured (STRIPE_SECRET_KEY)")
+    if payment.nothing_charged:  # a promotion took the whole price off: nothing to give back, nothing to ask
+        return
     charge = payment.charge_reference
     if not charge and payment.subscription_reference:
         charge = await desk.checkout.subscription_charge(payment.subscription_reference) or ""

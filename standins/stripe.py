@@ -11,7 +11,9 @@ first paid invoice; `renew(subscription_id)` bills the next month, paid or faile
 invoice payments, each naming its payment intent) are an includable field, as at Stripe: the API shows them only
 where asked (`expand[]=payments`, or `data.payments` in a list), and `invoices` keeps each invoice with them, so a
 test reads what paid it (`paid_by`) and builds its webhook payload without them.
-A refund of a payment intent that paid nothing (a renewal's failed attempt) is refused, as Stripe refuses it.
+A refund of a payment intent that paid nothing (a renewal's failed attempt) is refused, as Stripe refuses it. What a
+promotion code made free (`payment_status="no_payment_required"`) is paid with no payment at all, as at Stripe: the
+checkout has no payment intent, and an invoice of nothing is paid with no invoice payment.
 Stripe's side of webhooks is `sign`: the `Stripe-Signature` header, made exactly as Stripe makes it (HMAC-SHA256
 over "timestamp.body" with the endpoint's `whsec_` secret, by the stripe library's own code).
 """
@@ -125,10 +127,10 @@ class StripeStandIn:
         if session["mode"] == "subscription":
             if session["subscription"] is None:
                 subscription = self._subscribe(session)
-                invoice = self._bill(subscription, paid=payment_status == "paid", reason="subscription_create",
-                                     discount=discount)
+                invoice = self._bill(subscription, paid=payment_status in ("paid", "no_payment_required"),
+                                     reason="subscription_create", discount=discount)
                 session.update(subscription=subscription["id"], invoice=invoice["id"])
-        else:
+        elif payment_status != "no_payment_required":  # (a checkout a promotion made free has no payment intent)
             session["payment_intent"] = session["payment_intent"] or f"pi_test_{next(self._ids):06d}"
         return dict(session)
 
@@ -164,6 +166,7 @@ class StripeStandIn:
         number = next(self._ids)
         intent = f"pi_test_{number:06d}"
         status = "paid" if paid else "open"
+        free = amount - discount == 0  # an invoice a promotion made free is paid with no payment at all
         invoice = {
             "id": f"in_test_{number:06d}", "object": "invoice", "status": "paid" if paid else "open",
             "billing_reason": reason, "currency": subscription["currency"], "customer": subscription["customer"],
@@ -178,7 +181,8 @@ class StripeStandIn:
                 subscription["currency"], "metadata": subscription["metadata"], "quantity": 1,
                 "period": {"start": item["current_period_start"], "end": item["current_period_end"]},
             }]},
-            "payments": {"object": "list", "has_more": False, "url": "/v1/invoice_payments", "data": [{
+            "payments": {"object": "list", "has_more": False, "url": "/v1/invoice_payments", "data": [] if free
+                         else [{
                 "id": f"inpay_test_{number:06d}", "object": "invoice_payment", "invoice": f"in_test_{number:06d}",
                 "amount_paid": amount - discount if paid else None, "amount_requested": amount - discount,
                 "currency": subscription["currency"], "is_default": True, "livemode": False, "status": status,

@@ -209,6 +209,11 @@ async def _charge_paid_by(session: AsyncSession, payment: Payment, paid_by: str 
             return named
         if paid_by not in (payment.charge_reference, payment.reference):
             return None
+    return await latest_charge(session, payment)
+
+
+async def latest_charge(session: AsyncSession, payment: Payment) -> PaymentCharge | None:
+    """The newest charge of `payment` (the purchase, or its latest renewal): what a refund gives back."""
     return await session.scalar(select(PaymentCharge).where(PaymentCharge.payment_id == payment.id)
                                 .order_by(PaymentCharge.id.desc()).limit(1))
 
@@ -496,7 +501,8 @@ async def revoke_purchase(session: AsyncSession, payment: Payment, now: datetime
 
 async def revoke_given(session: AsyncSession, user_id: int, course_id: int, now: datetime) -> int:
     """Revoke what was given a learner for a course (an admin's revoke): admins' grants and access codes, the number
-    revoked. A purchase is not taken back here: a refund does that, and stops its subscription too."""
+    revoked. A purchase is not taken back here: a refund does that (of nothing, when nothing was charged for it: a
+    promotion that took the whole price off), and stops its subscription too."""
     result = await session.execute(
         update(Entitlement)
         .where(

@@ -106,9 +106,9 @@ def payment_desk_for_commands(settings: Settings) -> tuple[PaymentDesk, list[Tel
 def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
     from dialogs.i18n import translator
     from dialogs.payments import (
-        Refundable,
         record_refund,
         refund,
+        refundable,
         refunded_for_admin,
         remaining_access,
         renewed_since,
@@ -128,7 +128,7 @@ def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
             if number is not None:
                 async with db.sessions() as session:
                     payment = await session.get(Payment, number)
-                    target = Refundable.of(payment) if payment is not None else None
+                    target = await refundable(session, payment) if payment is not None else None
                     status = payment.status if payment is not None else None
             if number is None:
                 print(f"{args.payment!r} is not a payment number: give 12 or LB-000012 (lessonbot payments list).",
@@ -159,7 +159,7 @@ def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
                         else:
                             left = await remaining_access(session, paid.user_id,
                                                           await session.get(Course, paid.course_id), utcnow())
-                            print(refunded_for_admin(translator("en"), str(number), left))
+                            print(refunded_for_admin(translator("en"), str(number), target, left))
             async with db.transaction() as session:
                 session.add(AdminAuditEntry(identity=identity, command="payments refund", arguments=args.payment,
                                             outcome=outcome))

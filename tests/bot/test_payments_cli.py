@@ -76,3 +76,46 @@ async def test_list_show_and_refund_from_the_command_line(settings, tmp_path):
         audit = [(row.command, row.outcome) for row in await session.scalars(select(AdminAuditEntry))]
         assert audit == [("payments refund", "invalid"), ("payments refund", "ok"), ("payments refund", "invalid")]
     await db.dispose()
+
+
+async def test_a_purchase_a_promotion_made_free_is_refunded_from_the_command_line_without_asking_stripe(settings,
+                                                                                                       tmp_path):
+    """Nothing was charged (a promotion took the whole price off; Stripe reported no payment intent): the refund
+    gives back nothing, asks Stripe for nothing, and takes the access back."""
+    from authoring.format import load_course
+    from authoring.importer import import_course
+
+    db = Database(settings.resolved_database_url)
+    async with db.transaction() as session:
+        await import_course(session, load_course(PAID))
+        course = await session.scalar(select(Course))
+        user = User(display_name="Ann")
+        session.add(user)
+        await session.flush()
+        payment = Payment(user_id=user.id, course_id=course.id, provider=STRIPE, reference="cs_test_free",
+                          amount_minor=300, discount_minor=300, currency="GBP", status=PaymentStatus.PAID.value,
+                          channel="whatsapp", chat_id="+15551234567", sender_id="+15551234567")
+        session.add(payment)
+        await session.flush()
+        session.add(Entitlement(user_id=user.id, course_id=course.id, source=SOURCE_PURCHASE,
+                                reference=payment.entitlement_reference))
+        session.add(PaymentCharge(payment_id=payment.id, reference=PURCHASE_CHARGE, amount_minor=0,
+                                  charged_at=utcnow()))
+        number = payment.id
+
+    async with StripeStandIn() as stripe_api:
+        env = server_env(settings.resolved_database_url, tmp_path / "cli", STRIPE_SECRET_KEY=SECRET_KEY,
+                         STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, STRIPE_API_BASE_URL=stripe_api.base_url,
+                         PUBLIC_BASE_URL="https://bot.example.test")
+        code, out, err = await run(env, "refund", f"LB-{number:06d}")
+        assert code == 0, err
+        assert out.startswith(f"Refunded payment {number}; the access it gave revoked and the learner told. Nothing "
+                              "was charged for it"), out
+        assert stripe_api.calls == []
+
+    async with db.sessions() as session:
+        assert (await session.get(Payment, number)).status == PaymentStatus.REFUNDED
+        assert (await session.scalar(select(Entitlement))).revoked_at is not None
+        [told] = (await session.scalars(select(OutboxMessage))).all()
+        assert "was refunded" in told.payload["text"]
+    await db.dispose()

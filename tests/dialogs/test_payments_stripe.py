@@ -686,6 +686,52 @@ def day_in_lisbon(moment) -> str:
     return f"{local.day} {local:%B} {local.year}"
 
 
+async def test_a_purchase_a_promotion_made_free_is_taken_back_by_a_refund_of_nothing(settings):
+    """A promotion code took the whole price off: Stripe charged nothing (no payment intent). /admin revoke points to
+    /admin refund, which takes the purchase back without asking Stripe for anything: the payment refunded with
+    nothing given back, the access revoked, the learner told as for any refund, the revenue right."""
+    from storage.models import AdminAuditEntry
+
+    channel = RecordingChannel()
+    async with StripeStandIn() as stripe_api, running(
+        stripe_settings(settings, stripe_api.base_url, stripe_promotion_codes=True, admins=("test:boss",)),
+        channels=[channel],
+    ) as (client, bot):
+        await import_sample(bot, PAID)
+        ann, boss = Learning(bot, channel), Learning(bot, channel, chat="boss")
+        session = await bought_link(ann, bot, stripe_api)
+        free = stripe_api.pay(session["id"], discount=300, payment_status="no_payment_required")
+        assert free["payment_intent"] is None
+        await post_event(client, checkout_event(free))
+        await bot.settle()
+        [payment] = await payments(bot)
+        receipt = f"LB-{payment.id:06d}"
+        [revoked] = await boss.say("/admin revoke test:ann passwords-that-hold")
+        assert revoked.endswith(f"Their purchase stays: nothing was charged for it (a promotion took the whole price "
+                                f"off), and /admin refund {receipt} takes it back without giving anything back, which "
+                                "an owner or an admin may do.")
+
+        [refunded] = await boss.say(f"/admin refund {receipt}")
+        assert refunded == (f"Refunded payment {receipt}; the access it gave revoked and the learner told. Nothing "
+                            "was charged for it (a promotion took the whole price off), so nothing was given back. "
+                            "The lessons after the free preview are locked to them again.")
+        assert stripe_api.called("/v1/refunds") == []
+        assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
+        assert [entitlement.revoked_at is not None for entitlement in await entitlements(bot)] == [True]
+        assert await takings(bot) == [(1, 0, 0, 1, 0)]
+        [listed] = await boss.say("/admin payments")
+        assert "passwords-that-hold: 0.00 GBP (1 payment, 1 refunded)" in listed
+        await bot.dispatcher.flush(10)
+        assert ann.channel.texts("ann")[-1] == (f"Your payment for “Passwords that hold” was refunded (receipt no. "
+                                                f"{receipt}). The lessons after the free preview are locked again.")
+        [locked] = await ann.say("/next")
+        assert locked.startswith("Lesson 2 is part of the full course")
+        async with bot.db.sessions() as db:
+            audit = [(row.command, row.outcome) for row in await db.scalars(select(AdminAuditEntry)
+                                                                              .order_by(AdminAuditEntry.id))]
+        assert audit == [("revoke", "ok"), ("refund", "ok"), ("payments", "ok")]
+
+
 async def test_a_refund_made_in_stripe_says_until_when_a_grant_keeps_the_lessons_open(shop, stripe_api):
     """Ann bought the course, and an admin gave it to her for 30 days as well: the refund takes back the purchase
     only, and she is told her access goes on through the grant until its day, not that the lessons are locked."""

@@ -620,6 +620,34 @@ async def test_a_refund_in_stripe_after_two_offers_revokes_the_subscription_that
     assert PaymentStatus.REFUNDED in {status for status, _charge in statuses}
 
 
+async def test_a_subscription_a_promotion_made_free_for_its_first_month_is_taken_back_and_cancelled(settings,
+                                                                                                    monthly_course):
+    """A promotion code took the whole first month off: its invoice is paid with no payment. /admin refund gives back
+    nothing (nothing to ask Stripe to refund), cancels the subscription in Stripe and takes the access back."""
+    channel = RecordingChannel()
+    async with StripeStandIn() as stripe_api, running(
+        stripe_settings(settings, stripe_api.base_url, stripe_promotion_codes=True, admins=("test:boss",)),
+        channels=[channel],
+    ) as (client, bot):
+        await import_sample(bot, monthly_course)
+        ann, boss = Learning(bot, channel), Learning(bot, channel, chat="boss")
+        session = await subscribe(ann, bot, stripe_api)
+        free = stripe_api.pay(session["id"], discount=300, payment_status="no_payment_required")
+        await post_event(client, checkout_event(free))
+        await post_event(client, invoice_event(stripe_api.invoices[free["invoice"]]))
+        await bot.settle()
+        [payment] = await payments(bot)
+        assert payment.status == PaymentStatus.PAID and payment.charge_reference is None
+        [refunded] = await boss.say(f"/admin refund LB-{payment.id:06d}")
+        assert refunded.startswith(f"Refunded payment LB-{payment.id:06d}; the access it gave revoked")
+        assert "Nothing was charged for it" in refunded
+        assert stripe_api.refunds == []
+        assert stripe_api.subscriptions[free["subscription"]]["status"] == "canceled"
+        assert (await payments(bot))[0].status == PaymentStatus.REFUNDED
+        assert (await entitlements(bot))[0].revoked_at is not None
+        assert await takings(bot) == [(1, 0, 0, 1, 0)]
+
+
 async def test_a_subscription_that_ends_while_a_grant_holds_says_the_lessons_stay_open(shop, stripe_api):
     client, bot, ann, boss = shop
     paid, _subscription = await subscribed(client, bot, ann, stripe_api)
