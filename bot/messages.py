@@ -121,6 +121,7 @@ class InboundMeta(TypedDict, total=False):
     question: bool  # words asked as a question on purpose, whatever a button says (Slack's /ask, Rasa's ask action)
     language: str  # the language of the person's app, a first guess at theirs (Telegram)
     membership: Literal["joined", "left"]  # the person joined or left a group chat (Slack channel events)
+    moved_from: str  # the chat this one continues: a Telegram group became this supergroup (a platform's report)
     # A member's private place in a group chat, and who they are there (Slack; the team's dialogs read these)
     group_chat: str  # the group chat's own chat_id, seen from a member's private place in it
     workspace: str  # the workspace (installation) the chat belongs to
@@ -165,6 +166,7 @@ REPLY_ADDRESS: Final = "reply_address"
 QUESTION: Final = "question"
 LANGUAGE: Final = "language"
 MEMBERSHIP: Final = "membership"
+MOVED_FROM: Final = "moved_from"
 GROUP_CHAT: Final = "group_chat"
 WORKSPACE: Final = "workspace"
 DIRECT_ADDRESS: Final = "direct_address"

@@ -27,9 +27,9 @@ import re
 from collections.abc import Awaitable, Callable
 
 import dialogs
-from bot.messages import LANGUAGE, MEMBERSHIP, QUESTION
+from bot.messages import LANGUAGE, MEMBERSHIP, MOVED_FROM, QUESTION
 from bot.text import fold
-from dialogs import ask, choices, flow, greeting, onboarding, teams
+from dialogs import ask, choices, flow, greeting, group_chats, onboarding, teams
 from dialogs.learner import adopt_language, is_set_up, learner_of
 from dialogs.turn import Command, Turn
 
@@ -83,6 +83,9 @@ async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> N
     an organisation's Rasa model in front of it)."""
     if turn.message.meta.get(MEMBERSHIP):  # the platform says someone joined or left a group chat
         await teams.membership_changed(turn)
+        return
+    if turn.message.meta.get(MOVED_FROM):  # the platform says this chat continues another (a group's new id)
+        await group_chats.moved(turn)
         return
     learner = await learner_of(turn)
     adopt_language(turn, learner, turn.message.meta.get(LANGUAGE))

@@ -49,6 +49,7 @@ from sqlalchemy.orm.attributes import instance_state
 
 from storage.courses import Course, Enrollment, LessonProgress, QuestionCard
 from storage.models import Base, BigId, ChannelIdentity, Conversation, InboundMessage, User, utcnow
+from storage.queries import rows_affected
 
 # Learner.status values, spelled once.
 ONBOARDING, ACTIVE, PAUSED, STOPPED = "onboarding", "active", "paused", "stopped"
@@ -407,6 +408,16 @@ async def drop_learning(session: AsyncSession, user_id: int) -> None:
     learner = await session.get(Learner, user_id)
     if learner is not None:  # through the session, so a loaded (maybe changed) row is not written back afterwards
         await session.delete(learner)
+
+
+async def move_homes(session: AsyncSession, from_conversation: int, to_conversation: int) -> int:
+    """The learners whose home chat was `from_conversation` (a group that moved to another id) have the other one
+    as their home; the number of learners."""
+    result = await session.execute(
+        update(Learner).where(Learner.home_conversation_id == from_conversation)
+        .values(home_conversation_id=to_conversation).execution_options(synchronize_session=False)
+    )
+    return rows_affected(result)
 
 
 async def move_conversations(session: AsyncSession, from_user: int, to_user: int) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     cast,
+    exists,
     func,
     literal,
     or_,
@@ -493,6 +494,28 @@ def queued_for(user_id: int) -> ColumnElement[bool]:
     key = OutboxMessage.idempotency_key
     return or_(starts_with(key, f"{LESSON_KEY}{user_id}:"), starts_with(key, f"{NUDGE_KEY}{user_id}:"),
                and_(starts_with(key, BROADCAST_KEY), key.like(f"%:{user_id}")))
+
+
+async def follow_moved_chat(session: AsyncSession, old_id: int, new_id: int, chat_id: str) -> int:
+    """A chat that moved to another id (a Telegram group become a supergroup, conversation `new_id` at `chat_id`):
+    what waits to go to the old one goes to the new one, in its order, and the choices offered there are offered
+    there still (the supergroup shows the group's history, buttons and all). A row being sent now finishes where it
+    is (the channel follows the move itself). The number of replies moved."""
+    moved = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.conversation_id == old_id,
+               OutboxMessage.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)))
+        .values(conversation_id=new_id, chat_id=chat_id)
+        .execution_options(synchronize_session=False)
+    )
+    offered = _OFFERED.alias("offered_there")
+    there = select(offered.c.id).where(offered.c.conversation_id == new_id, offered.c.member == _OFFERED.c.member,
+                                       offered.c.value == _OFFERED.c.value)
+    await session.execute(
+        update(_OFFERED).where(_OFFERED.c.conversation_id == old_id, ~exists(there))
+        .values(conversation_id=new_id).execution_options(synchronize_session=False)
+    )
+    return rows_affected(moved)
 
 
 async def forget_keys_of(session: AsyncSession, user_id: int, *, reason: str) -> int:

@@ -13,7 +13,9 @@ logged reason rather than refused. What becomes a message:
   10 s) and the payment itself (a message with `successful_payment`), each with the choice `PAYMENT_CHECK` or
   `PAYMENT_DONE` and Telegram's fields in `meta[PRE_CHECKOUT]` / `meta[SUCCESSFUL_PAYMENT]`; and a refund of one
   (a message with `refunded_payment`: the bot's own, or Telegram's after a dispute), `PAYMENT_DONE` with
-  `meta[REFUNDED_PAYMENT]`.
+  `meta[REFUNDED_PAYMENT]`;
+- a group become a supergroup: the service message that opens the supergroup (`migrate_from_chat_id`), a platform's
+  report in the new chat with the old chat's id in `meta[MOVED_FROM]`, so its learners and what waits for it follow.
 Edited messages, channel posts, inline queries and every other kind are ignored.
 
 The platform id is the update_id, so a redelivered update is recognised as a duplicate. A plain text message in a
@@ -38,6 +40,7 @@ from bot.messages import (
     LANGUAGE,
     MEDIA,
     MESSAGE_ID,
+    MOVED_FROM,
     PLATFORM_REPORT,
     PRE_CHECKOUT,
     REFUNDED_PAYMENT,
@@ -205,6 +208,11 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
     malformed = _mistyped(message.text, message.caption, user.first_name, user.username, user.language_code)
     if malformed:
         return Ignored(f"a message whose {malformed}")
+    if message.migrate_from_chat_id is not None:  # (whoever made the change, an anonymous admin too)
+        return InboundMessage(
+            channel=CHANNEL, platform_id=platform_id, chat_id=str(chat.id), sender_id=str(user.id), text="",
+            meta={PLATFORM_REPORT: True, MOVED_FROM: str(message.migrate_from_chat_id), CHAT_TYPE: str(chat.type)},
+        )
     if user.is_bot:
         return Ignored("a message from a bot (an anonymous group admin or another bot)")
     if message.successful_payment is not None:  # Telegram's report, in whatever chat the invoice was sent to

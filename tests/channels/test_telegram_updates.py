@@ -267,3 +267,23 @@ def test_fit_respects_the_limit_in_characters_and_utf16_units():
     parts = fit(emoji, MAX_TEXT_CHARS)
     assert all(len(p.encode("utf-16-le")) // 2 <= MAX_TEXT_CHARS for p in parts)
     assert " ".join(parts) == emoji
+
+
+@pytest.mark.parametrize("admin", [{"id": 7, "is_bot": False, "first_name": "Bo"},
+                                   {"id": 1087968824, "is_bot": True, "first_name": "Group", "username":
+                                    "GroupAnonymousBot"}])
+def test_a_group_become_a_supergroup_is_reported_in_the_new_chat_naming_the_old_one(admin):
+    """The service message that opens the supergroup (sent by whoever converted it, an anonymous admin too): a
+    platform's report in the new chat, the old chat's id in `meta[MOVED_FROM]`; the group's own last word
+    (`migrate_to_chat_id`) is left out."""
+    opened = {"update_id": 5, "message": {"message_id": 1, "date": 0, "from": admin,
+                                          "chat": {"id": -1001234567890, "type": "supergroup", "title": "Study"},
+                                          "migrate_from_chat_id": -4012345}}
+    result = outcome(opened)
+    assert isinstance(result, InboundMessage)
+    assert (result.chat_id, result.text, result.meta["moved_from"], result.tells_chat_kind) == (
+        "-1001234567890", "", "-4012345", False)
+    closed = {"update_id": 6, "message": {"message_id": 9, "date": 0, "from": admin,
+                                          "chat": {"id": -4012345, "type": "group", "title": "Study"},
+                                          "migrate_to_chat_id": -1001234567890}}
+    assert isinstance(outcome(closed), Ignored)

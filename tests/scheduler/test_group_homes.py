@@ -1,5 +1,6 @@
 """Learners whose home chat is a group (they set up their lessons there and have no chat of their own with the bot):
-an erased one's queued lesson is withheld, and an announcement reaches the group once however many call it home."""
+an erased one's queued lesson is withheld, an announcement reaches the group once however many call it home, and a
+group that became a supergroup (another chat id) is followed there."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from bot.cli import main
-from bot.messages import InboundMessage, Text
+from bot.messages import MOVED_FROM, PLATFORM_REPORT, InboundMessage, Text
 from scheduler.broadcast import fan_out
 from scheduler.planner import next_lesson_after, plan_lessons
-from storage.models import OutboxMessage, utcnow
+from storage.learners import Learner
+from storage.models import Conversation, OutboxMessage, utcnow
 from tests.dialogs.learning_support import Learning, learning_bot, onboard  # noqa: F401
 from tests.scheduler.support import HandClock, context
 from tests.support import shown
@@ -77,3 +79,31 @@ async def test_an_announcement_reaches_a_group_once_however_many_call_it_home(le
     await fan_out(context(bot.db, HandClock(utcnow())))
     await bot.settle()
     assert channel.texts("grp").count("New lessons are out!") == 1
+
+
+async def test_a_group_become_a_supergroup_is_followed_there_with_its_learners_and_what_waits_for_it(learning_bot):
+    """Ann's home is a group. Her lesson is queued there while the dispatcher is away; the group becomes a supergroup
+    (Telegram's report: a message in the new chat naming the old one). The lesson goes to the supergroup, her next
+    ones are planned there, and the buttons the group was offered still work there (its history shows them)."""
+    bot, channel = learning_bot
+    ann = Member(bot, channel, chat="grp", sender="ann")
+    await onboard(ann)
+    moment = next_lesson_after(utcnow(), zone=ZoneInfo("Europe/Lisbon"), at=time(8), days="1234567")
+    clock = HandClock(moment - timedelta(minutes=1))
+    jobs = context(bot.db, clock)  # (no dispatcher told: the lesson waits in the outbox)
+    await plan_lessons(jobs)
+    clock.move(minutes=2)
+    assert (await plan_lessons(jobs))["queued"] == 1
+    await bot.receive(InboundMessage(channel=channel.name, platform_id=f"group-{next(_ids)}", chat_id="-100grp",
+                                     sender_id="ann", text="", meta={PLATFORM_REPORT: True, MOVED_FROM: "grp"}))
+    await bot.settle()
+    assert not [text for text in channel.texts("grp") if text.startswith("📘 Lesson")]
+    [lesson] = [reply for reply in channel.sent["-100grp"] if isinstance(reply, Text)]
+    assert shown(lesson).startswith("📘 Lesson 1")
+    async with bot.db.sessions() as session:
+        home = await session.scalar(select(Conversation.chat_id).join(
+            Learner, Learner.home_conversation_id == Conversation.id))
+    assert home == "-100grp"
+    supergroup = Member(bot, channel, chat="-100grp", sender="ann")
+    pressed = await supergroup.say(lesson.choices[0].label, choice=lesson.choices[0].value)
+    assert pressed and pressed[0] != "That button isn't available."

@@ -1,0 +1,45 @@
+"""What a platform reports about a group chat itself, rather than a message in it: the group moved to another chat
+id (a Telegram group became a supergroup, `meta[MOVED_FROM]` naming the old one).
+
+The supergroup continues the group: the learners whose home the group was have the supergroup as their home, what
+waits to go to the group goes there, the choices offered in the group are honoured there (its history shows them),
+and a dialog under way in the group goes on there. Nothing is said in the chat. The channel sends anything still
+addressed to the old id on to the new one by itself (Telegram's ChatMigrated), so a reply queued meanwhile is not
+lost either.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from bot.messages import MOVED_FROM
+from dialogs.turn import Turn
+from storage.learners import move_homes
+from storage.models import Conversation
+from storage.outbox import follow_moved_chat
+
+log = logging.getLogger(__name__)
+
+
+async def moved(turn: Turn) -> None:
+    """The chat of this turn continues the one `meta[MOVED_FROM]` names (same channel): its learners, what waits for
+    it, its offered choices and its dialog state come here."""
+    old_chat = turn.message.meta.get(MOVED_FROM)
+    new = turn.conversation
+    if not isinstance(old_chat, str) or new is None or old_chat == new.chat_id:
+        return
+    old = await turn.session.scalar(select(Conversation).where(
+        Conversation.channel == turn.message.channel, Conversation.chat_id == old_chat))
+    if old is None:
+        return  # the bot never spoke in the group: nothing to carry over
+    homes = await move_homes(turn.session, old.id, new.id)
+    replies = await follow_moved_chat(turn.session, old.id, new.id, new.chat_id)
+    if not turn.state and old.state:
+        turn.state.update(old.state)  # (a dialog under way in the group: saved with the turn, as any state)
+    new.shared = True if old.shared is None else old.shared
+    new.opted_out_at, new.refused_by_platform = old.opted_out_at, old.refused_by_platform
+    log.info("a group chat moved to another id; its learners and waiting replies follow",
+             extra={"channel": new.channel, "conversation_id": new.id, "from_conversation_id": old.id,
+                    "learners": homes, "replies": replies})
