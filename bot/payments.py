@@ -129,8 +129,9 @@ def stripe_amount(amount: int, currency: str, *, back: bool = False) -> int:
 
 
 class StripeCheckout:
-    """Checkout Sessions (a one-off payment, or a subscription for a course priced by the month), refunds and
-    cancelling a subscription, through the stripe library's client at STRIPE_API_BASE_URL."""
+    """Checkout Sessions (a one-off payment, or a subscription for a course priced by the month), refunds,
+    cancelling a subscription (now, or at its period's end), through the stripe library's client at
+    STRIPE_API_BASE_URL."""
 
     def __init__(self, *, secret_key: str, public_base_url: str, api_base_url: str = "https://api.stripe.com",
                  promotion_codes: bool = False, timeout: float = 20.0) -> None:
@@ -179,6 +180,12 @@ class StripeCheckout:
 
     async def cancel_subscription(self, subscription_reference: str) -> None:
         await self.client.v1.subscriptions.cancel_async(subscription_reference)
+
+    async def cancel_renewal(self, subscription_reference: str) -> None:
+        """`cancel_at_period_end`: the subscription stays active to the end of the period paid for, is not charged
+        again, and Stripe ends it then (`customer.subscription.deleted`)."""
+        await self.client.v1.subscriptions.update_async(subscription_reference,
+                                                        params={"cancel_at_period_end": True})
 
     async def expire(self, session_reference: str) -> None:
         await self.client.v1.checkout.sessions.expire_async(session_reference)
@@ -371,7 +378,7 @@ def _fields(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
                 **_amounts(obj, "amount")}
     fields = {"subscription": _subscription_id(kind, obj), "period_end": _period_end(kind, obj)}
     if kind in SUBSCRIPTION_EVENTS:
-        fields.update({key: obj.get(key) for key in ("status", "ended_at", "cancel_at_period_end")})
+        fields.update({key: obj.get(key) for key in ("status", "ended_at", "cancel_at_period_end", "cancel_at")})
     else:
         fields.update({key: obj.get(key) for key in ("currency", "billing_reason")})
         fields.update(_amounts(obj, "amount_paid", "subtotal"))

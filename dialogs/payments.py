@@ -1,7 +1,8 @@
 """Buying a paid course in the chat: the offer, the payment, the confirmation, receipts, refunds and admin grants.
 
 Where a learner meets a price: the course choice (dialogs/prices.py), the end of the free preview ("Buy — 9.90 EUR"
-and "Later"), `/buy [course]`, `/courses`; `/purchases` lists what they bought, `/paysupport` says where to ask.
+and "Later"), `/buy [course]`, `/courses`; `/purchases` lists what they bought (and cancels a subscription's renewal:
+"Cancel renewal", `/purchases cancel`), `/paysupport` says where to ask.
 
 How they pay depends on where they are, as the wiring declares it (`PaymentDesk`, built in bot/payments.py):
 - where the platform sells in its own currency (Telegram Stars, `stars_channels`): an `Invoice` reply. Telegram
@@ -37,6 +38,7 @@ from bot.messages import (
     STRIPE_EVENT_FIELDS,
     SUCCESSFUL_PAYMENT,
     CheckoutAnswer,
+    Choice,
     Invoice,
     Link,
     Reply,
@@ -129,6 +131,11 @@ class Checkout(Protocol):
 
     async def cancel_subscription(self, subscription_reference: str) -> None:
         """End a subscription now: nothing more is charged."""
+        ...
+
+    async def cancel_renewal(self, subscription_reference: str) -> None:
+        """End a subscription at the end of the period paid for: it stays in force until then, and nothing more is
+        charged."""
         ...
 
     async def subscription_charge(self, subscription_reference: str) -> str | None:
@@ -260,7 +267,11 @@ async def courses_command(turn: Turn, _args: str) -> None:
 
 
 async def on_button(turn: Turn, value: str) -> None:
-    """A pressed "Buy — 9.90 EUR" (`pay:buy:<course slug>`)."""
+    """A pressed "Buy — 9.90 EUR" (`pay:buy:<course slug>`), or a subscription's "Cancel renewal" and its answers
+    (`pay:renewal…:<payment id>`)."""
+    if value.rsplit(":", 1)[0] in (RENEWAL_ASK, RENEWAL_CANCEL, RENEWAL_KEEP):
+        await on_renewal_button(turn, value)
+        return
     slug = value.removeprefix(f"{BUY}:")
     course = await turn.session.scalar(select(Course).where(Course.slug == slug, offered_to(turn)))
     if course is None or course_price(tr(turn), course) is None:  # (unpublished since: sold to those in it only)
@@ -335,7 +346,7 @@ async def _offer_stars(turn: Turn, counter: Counter, course: Course, stars: int)
     counter.replies.append(Invoice(
         title=course.title,
         description=_("Every lesson and quiz of “{title}”, for {stars} ⭐ every 30 days until you cancel (in "
-                      "Telegram: Settings → My Stars).", title=course.title, stars=stars),
+                      "/purchases, or in Telegram: Settings → My Stars).", title=course.title, stars=stars),
         payload=invoice_payload(payment), currency=STARS, amount=stars, label=course.title,
         period_days=STARS_SUBSCRIPTION_DAYS, button=_("Subscribe for {stars} ⭐", stars=stars),
     ))
@@ -371,8 +382,8 @@ async def _offer_checkout(turn: Turn, counter: Counter, checkout: Checkout, cour
     price = format_charge(_, course.price_minor, course.currency, course.price_period)
     pay = (Link(_("Pay {price}", price=price), session.url),)
     if course.price_period is not None:
-        counter.say(_("To subscribe to “{title}” ({price}, cancel any time), pay on Stripe's secure page. When the "
-                      "payment is through, I'll tell you here and your next lesson opens at once.",
+        counter.say(_("To subscribe to “{title}” ({price}, cancel any time in /purchases), pay on Stripe's secure "
+                      "page. When the payment is through, I'll tell you here and your next lesson opens at once.",
                       title=course.title, price=price), links=pay)
         return
     counter.say(_("To unlock “{title}” ({price}), pay on Stripe's secure page. When the payment is through, I'll tell "
@@ -689,6 +700,7 @@ async def _subscription_changed(turn: Turn, payment: Payment, event: dict[str, A
         if payment.subscription_status in ENDED:  # a change reported after the end, out of order: nothing to follow
             return
         payment.subscription_status = status or payment.subscription_status
+        _renewal_reported(payment, event, turn.now)
         if period_end is not None and _first_period(payment, period_end, turn.now):
             payment.period_end = period_end
             await _follow_period(turn, payment)
@@ -1058,32 +1070,51 @@ def receipt_number(payment: Payment) -> str:
 # /purchases, /paysupport ----------------------------------------------------------------------------------------------
 
 
-async def purchases_command(turn: Turn, _args: str) -> None:
+async def purchases_command(turn: Turn, args: str) -> None:
+    """/purchases: what the learner bought, with receipts, and a "Cancel renewal" button by each subscription that
+    renews; `/purchases cancel [RECEIPT]` cancels a renewal by typing."""
+    words = args.split()
+    if words and fold(words[0]) in CANCEL_WORDS:
+        await cancel_renewal_command(turn, " ".join(words[1:]))
+        return
     _ = tr(turn)
     bought = await purchases(turn.session, turn.user.id)
     if not bought:
         turn.say(_("You haven't bought anything yet. Send /courses to see what's for sale."))
         return
-    lines = [_("Your purchases:")]
+    lines, renewing = [_("Your purchases:")], []
+    desk = desk_of(turn)
     for payment in bought:
         course = await turn.session.get(Course, payment.course_id)
-        lines.append(_line(_, payment, course.title if course else "—", partial(day_said, turn), turn.now,
-                           payment.period_end))
+        title = course.title if course else "—"
+        lines.append(_line(_, payment, title, partial(day_said, turn), turn.now, payment.period_end,
+                           ends=open_after_cancelling(desk, payment, turn.now)))
+        if renews(payment, turn.now):
+            renewing.append((payment, title))
     lines.append(_("Questions about a payment? Send /paysupport."))
+    await _say_privately(turn, Text("\n".join(lines), choices=_cancel_buttons(_, renewing)),
+                         sent=_("I've sent you your purchases in our private chat."),
+                         alone=_("Your purchases are yours alone: send /purchases to me in a private chat."))
+
+
+async def _say_privately(turn: Turn, reply: Text, *, sent: str, alone: str) -> None:
+    """A reply about someone's payments: here in a private chat; from a group, in their private chat with the bot
+    (what someone bought is theirs to read alone), the group told `sent`, or `alone` when they have none."""
     if turn.message.private:
-        turn.say("\n".join(lines))
+        turn.send(reply)
         return
-    private = await private_chat(turn)  # in a group, what someone bought is theirs to read alone
+    private = await private_chat(turn)
     if private is None:
-        turn.say(_("Your purchases are yours alone: send /purchases to me in a private chat."))
+        turn.say(alone)
         return
-    await queue(turn, private, "\n".join(lines))
-    turn.say(_("I've sent you your purchases in our private chat."))
+    await queue(turn, private, reply)
+    turn.say(sent)
 
 
 def _line(_: Translator, payment: Payment, title: str, day: Callable[[datetime], str], now: datetime,
-          until: datetime | None = None) -> str:
-    """A purchase as /purchases lists it, its dates as `day` says them (the buyer's day, in their language)."""
+          until: datetime | None = None, *, ends: datetime | None = None) -> str:
+    """A purchase as /purchases lists it, its dates as `day` says them (the buyer's day, in their language): `until`
+    the end of a subscription's period paid for, `ends` when one whose renewal is cancelled closes its lessons."""
     when = day(payment.paid_at or payment.created_at)
     price = format_charge(_, payment.paid_minor, payment.currency, payment.period)
     if payment.period is not None and payment.status == PaymentStatus.PAID:
@@ -1093,6 +1124,9 @@ def _line(_: Translator, payment: Payment, title: str, day: Callable[[datetime],
                      date=when, receipt=receipt)
         if until is not None and until <= now:
             return _lapsed_line(_, payment, title, price, when, day(until))
+        if payment.renewal_cancelled_at is not None and ends is not None:
+            return _("• {title} — {price}, since {date}, ends on {end} (renewal cancelled). Receipt no. {receipt}",
+                     title=title, price=price, date=when, end=day(ends), receipt=receipt)
         if until is not None:
             return _("• {title} — {price}, since {date}, renews on {renewal}. Receipt no. {receipt}", title=title,
                      price=price, date=when, renewal=day(until), receipt=receipt)
@@ -1105,14 +1139,198 @@ def _line(_: Translator, payment: Payment, title: str, day: Callable[[datetime],
 
 def _lapsed_line(_: Translator, payment: Payment, title: str, price: str, when: str, until: str) -> str:
     """A subscription whose period paid for is over, not renewed: a Stars one has ended (Telegram reports no
-    cancellation: one not renewed at its period's end ran out); a Stripe one waits for its renewal's payment (Stripe
-    reports the end when it comes)."""
+    cancellation: one not renewed at its period's end ran out), and so has one whose renewal was cancelled; a Stripe
+    one waits for its renewal's payment (Stripe reports the end when it comes)."""
     receipt = receipt_number(payment)
-    if payment.provider == TELEGRAM:
+    if payment.provider == TELEGRAM or payment.renewal_cancelled_at is not None:
         return _("• {title} — {price}, since {date}, ended on {end}. Receipt no. {receipt}", title=title, price=price,
                  date=when, end=until, receipt=receipt)
     return _("• {title} — {price}, since {date}, its renewal of {renewal} not paid yet. Receipt no. {receipt}",
              title=title, price=price, date=when, renewal=until, receipt=receipt)
+
+
+# Cancelling a subscription's renewal ----------------------------------------------------------------------------------
+# "Cancel renewal" by a subscription in /purchases (`pay:renewal:<payment id>`), or `/purchases cancel [RECEIPT]`,
+# asks to confirm, naming the course and until when its lessons stay open; "Yes, cancel the renewal"
+# (`pay:renewal-cancel:<payment id>`) asks the platform, outside the transaction, not to charge again (Stripe:
+# `cancel_at_period_end`; Telegram: editUserStarSubscription), and records it on the payment (`renewal_cancelled_at`);
+# "Keep it" (`pay:renewal-keep:<payment id>`) changes nothing. A button is honoured only where it was offered to the
+# person pressing it (dialogs/choices.py); the payment it names must be theirs, and a subscription still renewing.
+# Stripe reports a renewal cancelled (or resumed) in its customer portal or Dashboard as `customer.subscription.updated`
+# (`_renewal_reported`); the subscription's end at its period's end comes as `customer.subscription.deleted`.
+
+RENEWAL_ASK, RENEWAL_CANCEL, RENEWAL_KEEP = "pay:renewal", "pay:renewal-cancel", "pay:renewal-keep"
+CANCEL_WORDS = frozenset({"cancel", "cancelar"})  # `/purchases cancel`
+
+
+def renews(payment: Payment, now: datetime) -> bool:
+    """Whether a payment is a subscription that will be charged again: paid, not ended, its period paid for not over,
+    its renewal not cancelled."""
+    return in_force(payment, now) and payment.renewal_cancelled_at is None
+
+
+def in_force(payment: Payment, now: datetime) -> bool:
+    """Whether a payment is a subscription in force: paid, not ended, its period paid for not over (or not yet
+    reported by Stripe)."""
+    return (payment.period is not None and payment.status == PaymentStatus.PAID
+            and bool(payment.subscription_reference) and payment.subscription_status not in ENDED
+            and (payment.period_end is None or payment.period_end > now))
+
+
+def open_after_cancelling(desk: PaymentDesk, payment: Payment, now: datetime) -> datetime:
+    """Until when the lessons of a subscription whose renewal is cancelled stay open. A Stripe one, its period paid
+    (active), until that period's end: Stripe ends the subscription then (`customer.subscription.deleted`, which
+    locks them: no renewal is left to wait for). A Stars one until its access runs out (`access_until`: the period
+    paid for and the grace; Telegram reports no end), and so a Stripe one before Stripe has said when its period
+    ends, or while its renewal is past due (its access ends with the grace, unless the renewal is paid)."""
+    if payment.provider == STRIPE and payment.period_end is not None and payment.subscription_status == "active":
+        return payment.period_end
+    return access_until(desk, payment, now)
+
+
+def _cancel_buttons(_: Translator, renewing: Sequence[tuple[Payment, str]]) -> tuple[Choice, ...]:
+    """A "Cancel renewal" button for each subscription that renews (named by its course when there are several)."""
+    if len(renewing) == 1:
+        return (Choice(_("Cancel renewal"), f"{RENEWAL_ASK}:{renewing[0][0].id}"),)
+    return tuple(Choice(_("Cancel renewal: {title}", title=title[:40]), f"{RENEWAL_ASK}:{payment.id}")
+                 for payment, title in renewing)
+
+
+async def cancel_renewal_command(turn: Turn, receipt: str) -> None:
+    """`/purchases cancel [RECEIPT]`: cancel the renewal of the learner's subscription (the one with that receipt
+    number, or their only one that renews; with several, a button for each)."""
+    _ = tr(turn)
+    if receipt:
+        number = whole_number(code_letters(receipt).removeprefix("LB"))
+        payment = await turn.session.get(Payment, number) if number is not None else None
+        await _ask_to_cancel(turn, _own_subscription(turn, payment), receipt)
+        return
+    renewing = [(payment, await _title(turn, payment)) for payment in await purchases(turn.session, turn.user.id)
+                if renews(payment, turn.now)]
+    if len(renewing) == 1:
+        await _ask_to_cancel(turn, renewing[0][0], "")
+        return
+    if not renewing:
+        reply = Text(_("You have no subscription that renews. Send /purchases to see what you bought."))
+    else:
+        reply = Text(_("Which subscription should stop renewing?"), choices=_cancel_buttons(_, renewing))
+    await _say_privately(turn, reply, sent=_("I've answered you in our private chat."),
+                         alone=_("A payment is yours alone: send /purchases cancel to me in a private chat."))
+
+
+def _own_subscription(turn: Turn, payment: Payment | None) -> Payment | None:
+    """`payment` if it is this learner's own subscription in force (its renewal cancelled or not), else None."""
+    if payment is None or payment.user_id != turn.user.id or not in_force(payment, turn.now):
+        return None
+    return payment
+
+
+async def _named_subscription(turn: Turn, value: str) -> Payment | None:
+    """The learner's own subscription in force a button names (`<prefix>:<payment id>`), else None."""
+    number = whole_number(value.rsplit(":", 1)[-1])
+    payment = await turn.session.get(Payment, number) if number is not None else None
+    return _own_subscription(turn, payment)
+
+
+async def _title(turn: Turn, payment: Payment) -> str:
+    course = await turn.session.get(Course, payment.course_id)
+    return course.title if course else "—"
+
+
+async def _ask_to_cancel(turn: Turn, payment: Payment | None, receipt: str) -> None:
+    """Confirm before cancelling: the course, and until when its lessons stay open, with "Yes" and "Keep it"; or
+    why there is nothing to cancel."""
+    _ = tr(turn)
+    if payment is None:
+        shown = code_letters(receipt)[:20] or "—"
+        reply = Text(_("You have no subscription in force with receipt no. {receipt}. Send /purchases to see yours.",
+                       receipt=shown))
+    elif payment.renewal_cancelled_at is not None:
+        reply = Text(await _already_cancelled(turn, payment))
+    else:
+        until = open_after_cancelling(desk_of(turn), payment, turn.now)
+        reply = Text(
+            _("Cancel the renewal of “{title}”? Nothing more will be charged, and your lessons stay open until "
+              "{date}.", title=await _title(turn, payment), date=day_said(turn, until)),
+            choices=(Choice(_("Yes, cancel the renewal"), f"{RENEWAL_CANCEL}:{payment.id}"),
+                     Choice(_("Keep it"), f"{RENEWAL_KEEP}:{payment.id}")))
+    await _say_privately(turn, reply, sent=_("I've answered you in our private chat."),
+                         alone=_("A payment is yours alone: send /purchases cancel to me in a private chat."))
+
+
+async def _already_cancelled(turn: Turn, payment: Payment) -> str:
+    _ = tr(turn)
+    until = open_after_cancelling(desk_of(turn), payment, turn.now)
+    return _("The renewal of “{title}” is already cancelled: nothing more will be charged, and your lessons stay open "
+             "until {date}.", title=await _title(turn, payment), date=day_said(turn, until))
+
+
+async def on_renewal_button(turn: Turn, value: str) -> None:
+    """A pressed "Cancel renewal" (`pay:renewal:<payment id>`), or its answer: "Yes, cancel the renewal"
+    (`pay:renewal-cancel:…`) or "Keep it" (`pay:renewal-keep:…`)."""
+    _ = tr(turn)
+    payment = await _named_subscription(turn, value)
+    kind = value.rsplit(":", 1)[0]
+    if payment is None:
+        turn.say(_("That subscription is not one of yours that is in force. Send /purchases to see yours."))
+    elif kind == RENEWAL_ASK:
+        await _ask_to_cancel(turn, payment, "")
+    elif kind == RENEWAL_KEEP:
+        turn.say(_("Good: your subscription to “{title}” goes on as before.", title=await _title(turn, payment)))
+    elif payment.renewal_cancelled_at is not None:
+        turn.say(await _already_cancelled(turn, payment))
+    else:
+        await _cancel_renewal(turn, payment)
+
+
+async def _cancel_renewal(turn: Turn, payment: Payment) -> None:
+    """Ask the platform not to renew the subscription (outside the transaction) and record it; a failure changes
+    nothing, and the learner is told to try again."""
+    _ = tr(turn)
+    desk, target = desk_of(turn), Refundable.of(payment)
+    outcome = await turn.call_outside_transaction(f"renewal:{payment.id}", lambda: end_renewal(desk, target))
+    title = await _title(turn, payment)
+    if outcome != "ok":
+        log.error("a subscription's renewal could not be cancelled; nothing recorded",
+                  extra={"payment_id": payment.id, "error": outcome})
+        turn.say(_("I couldn't cancel the renewal of “{title}” just now, so nothing has changed and it still renews. "
+                   "Please try again in a few minutes, or send /paysupport.", title=title))
+        return
+    payment.renewal_cancelled_at = turn.now
+    until = open_after_cancelling(desk, payment, turn.now)
+    turn.say(_("Done: “{title}” will not renew, and nothing more will be charged. Your lessons stay open until "
+               "{date}.", title=title, date=day_said(turn, until)))
+
+
+async def end_renewal(desk: PaymentDesk, subscription: Refundable) -> str:
+    """Ask the subscription's platform not to charge it again, leaving the period paid for running (Telegram:
+    editUserStarSubscription, as a refund cancels it; Stripe: cancel at the period's end): "ok", or what went
+    wrong."""
+    try:
+        if subscription.provider == TELEGRAM:
+            if desk.cancel_stars_subscription is None:
+                return "Telegram is not connected in this process"
+            await desk.cancel_stars_subscription(subscription.channel, subscription.buyer,
+                                                 subscription.subscription_reference)
+        else:
+            if desk.checkout is None:
+                return "Stripe is not configured (STRIPE_SECRET_KEY)"
+            await desk.checkout.cancel_renewal(subscription.subscription_reference)
+    except Exception as exc:
+        return str(exc)[:300] or type(exc).__name__
+    return "ok"
+
+
+def _renewal_reported(payment: Payment, event: dict[str, Any], now: datetime) -> None:
+    """Stripe says whether a subscription renews (`customer.subscription.updated`): set to end at its period's end
+    or on a day (`cancel_at_period_end`, `cancel_at`: cancelled here, or in Stripe's customer portal or Dashboard)
+    records when that was first known; renewing again (resumed there) clears it."""
+    if event["type"] != "customer.subscription.updated" or not isinstance(event.get("cancel_at_period_end"), bool):
+        return
+    if event["cancel_at_period_end"] or isinstance(event.get("cancel_at"), int):
+        payment.renewal_cancelled_at = payment.renewal_cancelled_at or now
+    else:
+        payment.renewal_cancelled_at = None
 
 
 async def paysupport_command(turn: Turn, _args: str) -> None:

@@ -2,15 +2,19 @@
 
 It answers what Lessonbot calls the way api.stripe.com does: `POST /v1/checkout/sessions` (a one-off payment, or a
 subscription with a monthly price), `POST /v1/checkout/sessions/{id}/expire` (an open session only),
-`POST /v1/refunds`, `DELETE /v1/subscriptions/{id}` (cancel), `GET /v1/invoices?subscription=…[&status=…]` and
+`POST /v1/refunds`, `DELETE /v1/subscriptions/{id}` (cancel now), `POST /v1/subscriptions/{id}` with
+`cancel_at_period_end` (cancel at the period's end, or resume: the subscription stays active, `cancel_at` and
+`canceled_at` set or cleared), `GET /v1/invoices?subscription=…[&status=…]` and
 `GET /v1/invoices/{id}`, with form-encoded parameters with bracketed keys, a bearer secret key, JSON objects back, an
 amount in Stripe's units of its currency (ISK in hundredths, charged in whole krónur). It records every call, and
 plays the buyer and Stripe's billing: `pay(session_id)` marks a session paid (with a promotion code's `discount`,
 when the session allows them) and gives it a payment intent, or for a subscription starts the subscription and its
-first paid invoice; `renew(subscription_id)` bills the next month, paid or failed. An invoice's `payments` (the
-invoice payments, each naming its payment intent) are an includable field, as at Stripe: the API shows them only
-where asked (`expand[]=payments`, or `data.payments` in a list), and `invoices` keeps each invoice with them, so a
-test reads what paid it (`paid_by`) and builds its webhook payload without them.
+first paid invoice; `renew(subscription_id)` bills the next month, paid or failed; `period_ends(subscription_id)`
+ends at its period's end a subscription set to cancel then. `fail(path, *errors)` scripts the next calls to a path
+to be answered with Stripe's errors (a 400 `invalid_request_error`, a 500 `api_error`), one call each. An invoice's
+`payments` (the invoice payments, each naming its payment intent) are an includable field, as at Stripe: the API
+shows them only where asked (`expand[]=payments`, or `data.payments` in a list), and `invoices` keeps each invoice
+with them, so a test reads what paid it (`paid_by`) and builds its webhook payload without them.
 A refund of a payment intent that paid nothing (a renewal's failed attempt) is refused, as Stripe refuses it. What a
 promotion code made free (`payment_status="no_payment_required"`) is paid with no payment at all, as at Stripe: the
 checkout has no payment intent, and an invoice of nothing is paid with no invoice payment.
@@ -84,6 +88,7 @@ class StripeStandIn:
         self.refunds: list[dict[str, Any]] = []
         # What happens at Stripe while it answers a refund, before the answer leaves (a renewal charged meanwhile)
         self.while_refunding: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        self._faults: dict[str, list[StripeError]] = {}  # the errors the next calls to a path are answered with
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -94,6 +99,7 @@ class StripeStandIn:
         app.router.add_post("/v1/checkout/sessions/{id}/expire", self._expire_session)
         app.router.add_post("/v1/refunds", self._create_refund)
         app.router.add_delete("/v1/subscriptions/{id}", self._cancel_subscription)
+        app.router.add_post("/v1/subscriptions/{id}", self._update_subscription)
         app.router.add_get("/v1/invoices", self._list_invoices)
         app.router.add_get("/v1/invoices/{id}", self._retrieve_invoice)
         self._runner, self.port = await serve_locally(app)
@@ -110,6 +116,10 @@ class StripeStandIn:
 
     def called(self, path: str) -> list[Call]:
         return [call for call in self.calls if call.path == path]
+
+    def fail(self, path: str, *errors: StripeError) -> None:
+        """Answer the next calls to `path` (one each) with `errors`, as Stripe answers a refusal or an outage."""
+        self._faults.setdefault(path, []).extend(errors)
 
     # the buyer -----------------------------------------------------------------------------------------------------
 
@@ -149,7 +159,8 @@ class StripeStandIn:
             "id": f"sub_test_{number:06d}", "object": "subscription", "status": "active",
             "customer": f"cus_test_{number:06d}", "currency": session["currency"],
             "metadata": self._subscription_metadata[session["id"]],
-            "cancel_at_period_end": False, "canceled_at": None, "ended_at": None, "created": now, "start_date": now,
+            "cancel_at_period_end": False, "cancel_at": None, "canceled_at": None, "ended_at": None, "created": now,
+            "start_date": now,
             "latest_invoice": None, "items": {"object": "list", "data": [{
                 "id": f"si_test_{number:06d}", "object": "subscription_item", "quantity": 1,
                 "current_period_start": now, "current_period_end": next_month(now),
@@ -198,6 +209,15 @@ class StripeStandIn:
     def subscription(self, subscription_id: str) -> dict[str, Any]:
         return dict(self.subscriptions[subscription_id])
 
+    def period_ends(self, subscription_id: str) -> dict[str, Any]:
+        """The period of a subscription set to cancel at its end is over: Stripe ends it then (what
+        `customer.subscription.deleted` reports)."""
+        subscription = self.subscriptions[subscription_id]
+        if not subscription["cancel_at_period_end"]:
+            raise ValueError("this subscription renews at its period's end: it is not ended then")
+        subscription.update(status="canceled", ended_at=subscription["cancel_at"])
+        return dict(subscription)
+
     def paid_by(self, invoice_id: str) -> str:
         """The payment intent of an invoice's (latest) invoice payment."""
         return str(self.invoices[invoice_id]["payments"]["data"][-1]["payment"]["payment_intent"])
@@ -231,6 +251,11 @@ class StripeStandIn:
     async def _params(self, request: web.Request) -> dict[str, Any] | web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.secret_key}":
             return _error(401, "invalid_request_error", "Invalid API Key provided")
+        faults = self._faults.get(request.path)
+        if faults:
+            fault = faults.pop(0)
+            self.calls.append(Call(request.path, {"failed": fault.status}, fault.message))
+            return _error(fault.status, fault.kind, fault.message)
         return nest({key: str(value) for key, value in (await request.post()).items()})
 
     async def _create_session(self, request: web.Request) -> web.Response:
@@ -315,6 +340,26 @@ class StripeStandIn:
         self.calls.append(Call(f"/v1/subscriptions/{subscription['id']}", params, subscription))
         return web.json_response(subscription)
 
+    async def _update_subscription(self, request: web.Request) -> web.Response:
+        """`cancel_at_period_end`: true cancels at the period's end (the subscription stays active, `cancel_at` the
+        period's end, `canceled_at` now), false resumes it; a canceled subscription can no longer be changed."""
+        params = await self._params(request)
+        if isinstance(params, web.Response):
+            return params
+        subscription = self.subscriptions.get(request.match_info["id"])
+        if subscription is None:
+            return _error(404, "invalid_request_error", f"No such subscription: '{request.match_info['id']}'")
+        if subscription["status"] == "canceled":
+            return _error(400, "invalid_request_error", "A canceled subscription can only update its "
+                                                        "cancellation_details and metadata.")
+        if "cancel_at_period_end" in params:
+            at_end = params["cancel_at_period_end"] == "true"
+            period_end = subscription["items"]["data"][0]["current_period_end"]
+            subscription.update(cancel_at_period_end=at_end, cancel_at=period_end if at_end else None,
+                                canceled_at=int(time.time()) if at_end else None)
+        self.calls.append(Call(f"/v1/subscriptions/{subscription['id']}", params, dict(subscription)))
+        return web.json_response(subscription)
+
     async def _list_invoices(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.secret_key}":
             return _error(401, "invalid_request_error", "Invalid API Key provided")
@@ -356,6 +401,23 @@ def next_month(moment: int) -> int:
         except ValueError:
             continue
     return int(start.replace(year=year, month=month, day=min(start.day, 28)).timestamp())
+
+
+@dataclass(frozen=True)
+class StripeError:
+    """An error Stripe answers with: its HTTP status, its `type` and its message."""
+
+    status: int
+    kind: str
+    message: str
+
+    @classmethod
+    def refused(cls, message: str = "This request was refused.") -> StripeError:
+        return cls(400, "invalid_request_error", message)
+
+    @classmethod
+    def outage(cls) -> StripeError:
+        return cls(500, "api_error", "An unknown error occurred.")
 
 
 def _error(status: int, kind: str, message: str) -> web.Response:

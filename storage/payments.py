@@ -93,6 +93,9 @@ class Payment(Base):
     # Stripe's: active, past_due, canceled, …; a Stars subscription's: active
     subscription_status: Mapped[str | None] = mapped_column(String(32))
     period_end: Mapped[datetime | None] = mapped_column()  # a subscription: paid up to here
+    # a subscription set not to renew (by the learner in /purchases, or in Stripe's portal or Dashboard): it ends at
+    # its period's end; None while it renews (and again once it is resumed in Stripe)
+    renewal_cancelled_at: Mapped[datetime | None] = mapped_column()
     status: Mapped[str] = mapped_column(String(16), default=PaymentStatus.OPEN.value)
     channel: Mapped[str] = mapped_column(String(32))  # where the learner bought, and is told the outcome
     chat_id: Mapped[str] = mapped_column(String(200))

@@ -640,6 +640,7 @@ async def export_person(session: AsyncSession, user_id: int, *, now: datetime) -
                 "period": row.period,
                 "subscription_status": row.subscription_status,
                 "period_end": _iso(row.period_end),
+                "renewal_cancelled_at": _iso(row.renewal_cancelled_at),
                 "charges": [
                     {"amount_minor": charge.amount_minor, "charged_at": _iso(charge.charged_at),
                      "refunded_at": _iso(charge.refunded_at), "refunded_minor": charge.refunded_minor}

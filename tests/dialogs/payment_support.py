@@ -71,7 +71,7 @@ def subscription_event(subscription: dict[str, Any], kind: str = "customer.subsc
                        **changes: Any) -> dict[str, Any]:
     """customer.subscription.*: Stripe's example subscription, carrying the stand-in's."""
     shown = json.loads(SUBSCRIPTION.read_text())
-    for key in ("id", "status", "customer", "currency", "metadata", "cancel_at_period_end", "canceled_at",
+    for key in ("id", "status", "customer", "currency", "metadata", "cancel_at_period_end", "cancel_at", "canceled_at",
                 "ended_at", "latest_invoice", "start_date", "created"):
         shown[key] = copy.deepcopy(subscription[key])
     [item] = shown["items"]["data"][:1]

@@ -437,3 +437,52 @@ async def test_purchases_say_a_stars_subscription_that_ran_out_ended_and_promise
     ended = past.astimezone(ZoneInfo("Europe/Madrid"))
     assert "renews on" not in listing
     assert f", ended on {ended.day} {ended:%B} {ended.year}. Receipt no. LB-" in listing, listing
+
+
+async def test_a_stars_subscriber_cancels_the_renewal_from_purchases(telegram_monthly):
+    """"Cancel renewal" in /purchases, confirmed: the bot cancels the Stars subscription itself
+    (editUserStarSubscription, is_canceled), and the period paid for, with the grace, stays open."""
+    from zoneinfo import ZoneInfo
+
+    client, bot, standin = telegram_monthly
+    marta, first = await subscribed(client, standin)
+    [payment] = await payments(bot)
+    grace = timedelta(hours=bot.settings.subscription_grace_hours)
+    paid_until = datetime.fromtimestamp(first["subscription_expiration_date"], UTC)
+
+    def said(moment: datetime) -> str:
+        day = moment.astimezone(ZoneInfo("Europe/Madrid"))
+        return f"{day.day} {day:%B} {day.year}"
+
+    [listing] = await marta.say("/purchases")
+    assert f", renews on {said(paid_until)}. Receipt no. LB-{payment.id:06d}" in listing
+    [asked] = await marta.press("Cancel renewal")
+    assert asked == (f"Cancel the renewal of “Passwords that hold”? Nothing more will be charged, and your lessons "
+                     f"stay open until {said(paid_until + grace)}.")
+    assert not standin.called("editUserStarSubscription")
+    [done] = await marta.press("Yes, cancel the renewal")
+    assert done == (f"Done: “Passwords that hold” will not renew, and nothing more will be charged. Your lessons stay "
+                    f"open until {said(paid_until + grace)}.")
+    [cancel] = standin.called("editUserStarSubscription")
+    assert cancel.params == {"user_id": str(CHAT), "telegram_payment_charge_id": first["telegram_payment_charge_id"],
+                             "is_canceled": "true"}
+    assert (await payments(bot))[0].renewal_cancelled_at is not None
+    [granted] = await entitlements(bot)
+    assert granted.revoked_at is None and granted.expires_at == paid_until + grace
+
+    [listing] = await marta.say("/purchases")
+    assert f", ends on {said(paid_until + grace)} (renewal cancelled). Receipt no. LB-{payment.id:06d}" in listing
+    sent = [c for c in standin.called("sendMessage") if c.params.get("chat_id") == str(CHAT)][-1]
+    assert sent.reply_markup is None or not sent.reply_markup.get("inline_keyboard")
+
+
+async def test_a_stars_cancellation_telegram_refuses_changes_nothing(telegram_monthly):
+    client, bot, standin = telegram_monthly
+    marta, _first = await subscribed(client, standin)
+    standin.fail("editUserStarSubscription", Fault.server_error())
+    await marta.say("/purchases cancel")
+    [failed] = await marta.press("Yes, cancel the renewal")
+    assert failed.startswith("I couldn't cancel the renewal of “Passwords that hold” just now, so nothing has changed")
+    assert (await payments(bot))[0].renewal_cancelled_at is None
+    [listing] = await marta.say("/purchases")
+    assert ", renews on " in listing

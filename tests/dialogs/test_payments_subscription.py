@@ -398,9 +398,9 @@ async def test_the_same_completion_twenty_times_at_once_subscribes_once(shop, st
 async def test_an_event_about_a_subscription_of_no_one_here_is_recorded_and_acknowledged(shop, stripe_api):
     client, _bot, _ann, _boss = shop
     stranger = {"id": "sub_not_ours", "status": "active", "customer": "cus_x", "currency": "usd", "metadata": {},
-                "cancel_at_period_end": False, "canceled_at": None, "ended_at": None, "latest_invoice": None,
-                "start_date": 1, "created": 1, "items": {"data": [{"id": "si_x", "current_period_start": 1,
-                                                                  "current_period_end": 2}]}}
+                "cancel_at_period_end": False, "cancel_at": None, "canceled_at": None, "ended_at": None,
+                "latest_invoice": None, "start_date": 1, "created": 1,
+                "items": {"data": [{"id": "si_x", "current_period_start": 1, "current_period_end": 2}]}}
     response = await post_event(client, subscription_event(stranger))
     assert response.status_code == 200 and response.json()["outcome"] == "no payment of ours matches it"
 
@@ -661,3 +661,152 @@ async def test_a_subscription_that_ends_while_a_grant_holds_says_the_lessons_sta
     assert ann.channel.texts("ann")[before:] == [
         "Your subscription to “Passwords that hold” has ended. Your access to the whole course continues for good "
         "through another grant. Send /buy passwords-that-hold to subscribe again; your place is kept."]
+
+
+# Cancelling the renewal -----------------------------------------------------------------------------------------------
+
+
+def said(moment: datetime, zone: str = "Europe/Lisbon") -> str:
+    """A day as Ann is told it: in her zone, in words."""
+    day = moment.astimezone(ZoneInfo(zone))
+    return f"{day.day} {day:%B} {day.year}"
+
+
+async def renewing(client, bot, ann: Learning, stripe_api) -> tuple[dict, datetime]:
+    """Ann subscribed, Stripe's period reported: the completed checkout, and the end of the period paid for."""
+    paid, subscription = await subscribed(client, bot, ann, stripe_api)
+    return paid, at(subscription["items"]["data"][0]["current_period_end"])
+
+
+async def test_a_learner_cancels_the_renewal_keeps_the_month_paid_for_and_is_locked_when_it_ends(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    paid, period_end = await renewing(client, bot, ann, stripe_api)
+    [payment] = await payments(bot)
+    receipt = f"LB-{payment.id:06d}"
+    [listing] = await ann.say("/purchases")
+    assert f"{MONTHLY}, since {said(payment.paid_at)}, renews on {said(period_end)}. Receipt no. {receipt}" in listing
+    assert ann.labels() == ["Cancel renewal"]
+
+    [asked] = await ann.press("Cancel renewal")
+    assert asked == (f"Cancel the renewal of “Passwords that hold”? Nothing more will be charged, and your lessons "
+                     f"stay open until {said(period_end)}.")
+    assert ann.labels() == ["Yes, cancel the renewal", "Keep it"]
+    assert stripe_api.called(f"/v1/subscriptions/{paid['subscription']}") == []  # nothing asked before the yes
+    [done] = await ann.press("Yes, cancel the renewal")
+    assert done == (f"Done: “Passwords that hold” will not renew, and nothing more will be charged. Your lessons stay "
+                    f"open until {said(period_end)}.")
+    [call] = stripe_api.called(f"/v1/subscriptions/{paid['subscription']}")
+    assert call.params == {"cancel_at_period_end": "true"}  # at the period's end: not DELETE, which ends it now
+    subscription = stripe_api.subscription(paid["subscription"])
+    assert subscription["status"] == "active" and subscription["cancel_at_period_end"] is True
+    assert subscription["cancel_at"] == int(period_end.timestamp())
+    [payment] = await payments(bot)
+    cancelled_at = payment.renewal_cancelled_at
+    assert cancelled_at is not None and await expiry(bot) == period_end + GRACE  # the month paid for stays open
+
+    # Stripe reports the change it made: recorded already, kept as it was.
+    await post_event(client, subscription_event(subscription))
+    await bot.settle()
+    assert (await payments(bot))[0].renewal_cancelled_at == cancelled_at
+    [listing] = await ann.say("/purchases")
+    assert (f"{MONTHLY}, since {said(payment.paid_at)}, ends on {said(period_end)} (renewal cancelled). Receipt no. "
+            f"{receipt}") in listing
+    assert ann.labels() == []  # not offered twice
+    [again] = await ann.press("Yes, cancel the renewal")  # the old confirmation, pressed once more
+    assert again == (f"The renewal of “Passwords that hold” is already cancelled: nothing more will be charged, and "
+                     f"your lessons stay open until {said(period_end)}.")
+    [typed] = await ann.say("/purchases cancel")
+    assert typed == "You have no subscription that renews. Send /purchases to see what you bought."
+    assert len(stripe_api.called(f"/v1/subscriptions/{paid['subscription']}")) == 1
+    [lesson] = await ann.say("/next")
+    assert not lesson.startswith("Lesson 2 is part of the full course")
+
+    # The period ends: Stripe ends the subscription, and the lessons lock with what any end says.
+    ended = stripe_api.period_ends(paid["subscription"])
+    before = len(ann.channel.texts("ann"))
+    await post_event(client, subscription_event(ended, "customer.subscription.deleted"))
+    await bot.settle()
+    assert ann.channel.texts("ann")[before:] == [
+        "Your subscription to “Passwords that hold” has ended. The lessons after the free preview are locked again. "
+        "Send /buy passwords-that-hold to subscribe again; your place is kept."]
+    [locked] = await ann.say("/next")
+    assert locked.startswith("Lesson 2 is part of the full course")
+    [listing] = await ann.say("/purchases")
+    assert f"{MONTHLY}, since {said(payment.paid_at)}, ended. Receipt no. {receipt}" in listing
+
+
+@pytest.mark.parametrize("answer", ["refused", "down"])
+async def test_a_cancellation_stripe_does_not_take_changes_nothing_and_says_so(shop, stripe_api, answer):
+    from standins.stripe import StripeError
+
+    client, bot, ann, _boss = shop
+    paid, period_end = await renewing(client, bot, ann, stripe_api)
+    path = f"/v1/subscriptions/{paid['subscription']}"
+    # refused: a 400, not retried; down: a 500, which the stripe client retries twice
+    stripe_api.fail(path, *([StripeError.refused()] if answer == "refused" else [StripeError.outage()] * 3))
+    await ann.say("/purchases cancel")
+    [failed] = await ann.press("Yes, cancel the renewal")
+    assert failed == ("I couldn't cancel the renewal of “Passwords that hold” just now, so nothing has changed and it "
+                      "still renews. Please try again in a few minutes, or send /paysupport.")
+    assert (await payments(bot))[0].renewal_cancelled_at is None
+    assert stripe_api.subscription(paid["subscription"])["cancel_at_period_end"] is False
+    [listing] = await ann.say("/purchases")
+    assert f"renews on {said(period_end)}." in listing and ann.labels() == ["Cancel renewal"]
+
+    # Stripe is back: the same confirmation goes through.
+    [done] = await ann.press("Yes, cancel the renewal")
+    assert done.startswith("Done: “Passwords that hold” will not renew")
+    assert stripe_api.subscription(paid["subscription"])["cancel_at_period_end"] is True
+
+
+async def test_keep_it_leaves_the_subscription_renewing(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    paid, period_end = await renewing(client, bot, ann, stripe_api)
+    await ann.say("/purchases")
+    await ann.press("Cancel renewal")
+    [kept] = await ann.press("Keep it")
+    assert kept == "Good: your subscription to “Passwords that hold” goes on as before."
+    assert stripe_api.called(f"/v1/subscriptions/{paid['subscription']}") == []
+    assert (await payments(bot))[0].renewal_cancelled_at is None
+    [listing] = await ann.say("/purchases")
+    assert f"renews on {said(period_end)}." in listing
+
+
+async def test_another_learners_subscription_cannot_be_cancelled_by_button_or_by_receipt(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    paid, _period_end = await renewing(client, bot, ann, stripe_api)
+    [payment] = await payments(bot)
+    bob = Learning(bot, ann.channel, chat="bob")
+    # A button never offered to Bob, forged with Ann's payment: refused before anything reads it.
+    assert await bob.say("Yes, cancel the renewal", choice=f"pay:renewal-cancel:{payment.id}") == [
+        "That button isn't available."]
+    assert await bob.say("Cancel renewal", choice=f"pay:renewal:{payment.id}") == ["That button isn't available."]
+    # Typed with Ann's receipt number: not his.
+    assert await bob.say(f"/purchases cancel LB-{payment.id:06d}") == [
+        f"You have no subscription in force with receipt no. LB{payment.id:06d}. Send /purchases to see yours."]
+    assert bob.labels() == []
+    assert stripe_api.called(f"/v1/subscriptions/{paid['subscription']}") == []
+    assert (await payments(bot))[0].renewal_cancelled_at is None
+
+
+async def test_a_renewal_cancelled_in_stripes_portal_is_recorded_and_one_resumed_there_cleared(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    paid, period_end = await renewing(client, bot, ann, stripe_api)
+    subscription = stripe_api.subscriptions[paid["subscription"]]
+    subscription.update(cancel_at_period_end=True, cancel_at=int(period_end.timestamp()),
+                        canceled_at=int(datetime.now(UTC).timestamp()))
+    await post_event(client, subscription_event(stripe_api.subscription(paid["subscription"])))
+    await bot.settle()
+    assert (await payments(bot))[0].renewal_cancelled_at is not None
+    [listing] = await ann.say("/purchases")
+    assert f"ends on {said(period_end)} (renewal cancelled)." in listing and ann.labels() == []
+
+    subscription.update(cancel_at_period_end=False, cancel_at=None, canceled_at=None)
+    await post_event(client, subscription_event(stripe_api.subscription(paid["subscription"])))
+    await bot.settle()
+    assert (await payments(bot))[0].renewal_cancelled_at is None
+    [listing] = await ann.say("/purchases")
+    assert f"renews on {said(period_end)}." in listing and ann.labels() == ["Cancel renewal"]
+    # Typed, the confirmation names the course and the day: the same as the button's.
+    [asked] = await ann.say("/purchases cancel")
+    assert asked.startswith("Cancel the renewal of “Passwords that hold”?") and said(period_end) in asked

@@ -82,7 +82,7 @@ REVIEWED_COLUMNS: dict[str, tuple[str, ...]] = {
         "id", "user_id", "offered_to", "course_id", "provider", "reference", "charge_reference", "amount_minor",
         "discount_minor", "currency", "period", "subscription_reference", "subscription_status", "period_end",
         "status", "channel", "chat_id", "sender_id", "checkout_url", "receipt_url", "note", "created_at", "paid_at",
-        "refunded_at",
+        "refunded_at", "renewal_cancelled_at",
     ),
     "question_cards": (
         "id", "user_id", "question_id", "card", "due", "last_rating", "last_answer", "attempts", "correct",
