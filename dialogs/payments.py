@@ -1242,7 +1242,7 @@ async def _ask_to_cancel(turn: Turn, payment: Payment | None, receipt: str) -> N
     why there is nothing to cancel."""
     _ = tr(turn)
     if payment is None:
-        shown = code_letters(receipt)[:20] or "—"
+        shown = receipt.strip()[:20] or "—"  # as they typed it
         reply = Text(_("You have no subscription in force with receipt no. {receipt}. Send /purchases to see yours.",
                        receipt=shown))
     elif payment.renewal_cancelled_at is not None:

@@ -783,7 +783,7 @@ async def test_another_learners_subscription_cannot_be_cancelled_by_button_or_by
     assert await bob.say("Cancel renewal", choice=f"pay:renewal:{payment.id}") == ["That button isn't available."]
     # Typed with Ann's receipt number: not his.
     assert await bob.say(f"/purchases cancel LB-{payment.id:06d}") == [
-        f"You have no subscription in force with receipt no. LB{payment.id:06d}. Send /purchases to see yours."]
+        f"You have no subscription in force with receipt no. LB-{payment.id:06d}. Send /purchases to see yours."]
     assert bob.labels() == []
     assert stripe_api.called(f"/v1/subscriptions/{paid['subscription']}") == []
     assert (await payments(bot))[0].renewal_cancelled_at is None
