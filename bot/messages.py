@@ -247,6 +247,12 @@ class InboundMessage:
                    sender_name=payload.get("sender_name"), meta=payload.get("meta", {}))
 
 
+# The mark in a text reply's payload of one that carries a credential (`Text.secret`): an export shows a placeholder
+# in its place (storage.personal_data.SECRET reads the same key; storage imports nothing of ours, a test holds the
+# two together).
+SECRET = "secret"
+
+
 @dataclass(frozen=True, slots=True)
 class Text:
     """A text reply, with optional choices rendered as buttons (or numbered options) and links to open.
@@ -257,12 +263,16 @@ class Text:
     `thread_breaks`: where the text breaks into follow-ups (offsets into `text`, made by `threaded`). A platform
     with threads (Slack) posts the text before the first break, with the choices and links, and each follow-up as a
     reply in that post's thread (`pieces`); every other platform shows the text whole, as it shows any other.
+
+    `secret`: the text carries a credential (a dashboard sign-in link, a /link code) that works for whoever holds
+    it: sent as any other, but marked in its payload (SECRET), so that no export of the person's data hands it over.
     """
 
     text: str
     choices: tuple[Choice, ...] = ()
     links: tuple[Link, ...] = ()
     thread_breaks: tuple[int, ...] = ()
+    secret: bool = False
 
     def __post_init__(self) -> None:
         bounds = (0, *self.thread_breaks, len(self.text) + 1)
@@ -295,6 +305,8 @@ class Text:
             payload["links"] = [{"label": link.label, "url": link.url} for link in self.links]
         if self.thread_breaks:
             payload["thread_breaks"] = list(self.thread_breaks)
+        if self.secret:
+            payload[SECRET] = True
         return payload
 
 
@@ -368,7 +380,8 @@ def reply_from_payload(payload: dict[str, Any]) -> Reply:
     if kind == "text":
         choices = tuple(Choice(c["label"], c["value"]) for c in payload.get("choices", ()))
         links = tuple(Link(link["label"], link["url"]) for link in payload.get("links", ()))
-        return Text(payload["text"], choices, links, tuple(int(at) for at in payload.get("thread_breaks", ())))
+        return Text(payload["text"], choices, links, tuple(int(at) for at in payload.get("thread_breaks", ())),
+                    secret=bool(payload.get(SECRET)))
     if kind == "document":
         return Document(
             filename=payload["filename"],

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from bot.messages import Markup
+from bot.messages import Markup, Text
 from bot.text import whole_number
 from dialogs import broadcast, nudges, payments, personal, roles
 from dialogs.i18n import N_, Translator
@@ -144,6 +144,12 @@ async def _export(turn: Turn, args: str) -> None:
     if len(words) != 1:
         raise UsageError(_("Usage: /admin export CHANNEL:ID, e.g. /admin export telegram:12345."))
     person = await _learner(turn, words[0])
+    try:
+        await personal.refuse_roles_holder(turn.session, person.user_id, owners=turn.owners,
+                                           may_deal_with_roles=roles.permitted(await roles.grants(turn), "roles"))
+    except personal.HoldsRoles:
+        raise UsageError(_("{address} holds admin roles: only an owner may export their data (their own /export "
+                           "sends it to them).", address=words[0])) from None
     if not turn.message.private:
         raise UsageError(_("A learner's data is sent only in a private chat: send /admin export there."))
     if turn.data_dir is None:
@@ -166,8 +172,8 @@ async def _dashboard(turn: Turn, _args: str) -> None:
     link = secrets.token_urlsafe(32)
     await add_sign_in_link(turn.session, turn.identity.address, link, expires_at=turn.now + SIGN_IN_LINK_VALID)
     minutes = int(SIGN_IN_LINK_VALID.total_seconds() // 60)
-    turn.say(_("Your link to the dashboard, for you only and once, valid {minutes} minutes: {link}",
-               minutes=minutes, link=Markup(f"{turn.site_url}/admin/sign-in?link={link}")))
+    turn.send(Text(_("Your link to the dashboard, for you only and once, valid {minutes} minutes: {link}",
+                     minutes=minutes, link=Markup(f"{turn.site_url}/admin/sign-in?link={link}")), secret=True))
 
 
 def _offering(offered: bool) -> Callable[[Turn, str], Awaitable[None]]:

@@ -83,11 +83,11 @@ async def _give_code(turn: Turn) -> None:
         return
     code = await _unused_code(turn)
     learner.link_code, learner.link_code_expires_at = code, turn.now + CODE_LIFETIME
-    text = _("Your link code is {code}. On the other app, send: /link {code}\nIt works once, for 15 minutes; never "
-             "share it. Whatever that chat had learned on its own is replaced by your progress here.",
-             code=shown(code))
+    text = Text(_("Your link code is {code}. On the other app, send: /link {code}\nIt works once, for 15 minutes; "
+                  "never share it. Whatever that chat had learned on its own is replaced by your progress here.",
+                  code=shown(code)), secret=True)
     if private is None:
-        turn.say(text)
+        turn.send(text)
         return
     await queue(turn, private, text)
     turn.say(_("I've sent you the code in a private message."))

@@ -108,6 +108,7 @@ DASHBOARD_WORDS: tuple[str, ...] = (
     N_("Tick the box to confirm."),
     N_("This learner holds admin roles, which only an owner may take away: an owner revokes them first (/admin role "
        "list shows them), then the erasure can go ahead."),
+    N_("This learner holds admin roles: only an owner may export their data."),
     N_("Days: a number from 1 to {most}, or empty."),
     N_("course"),
     N_("title"),

@@ -72,8 +72,18 @@ def export_document(_: Translator, path: Path, *, caption: str | None = None) ->
 
 
 class HoldsRoles(Exception):
-    """The person holds admin roles, and whoever asked for the erasure may not take roles away (only an owner may):
-    erasing them would."""
+    """The person holds admin roles, and whoever asked for their erasure or their export may not deal with roles
+    (only an owner may): an erasure would take the roles away; an export would hand over what the person does and
+    is shown as an admin (their commands and the answers: figures, other learners' data) beyond the asker's role."""
+
+
+async def refuse_roles_holder(
+    session: AsyncSession, user_id: int, *, may_deal_with_roles: bool, owners: Collection[str] = ()
+) -> None:
+    """HoldsRoles, if the person holds admin roles (`holds_roles`) and whoever asks may not deal with roles (the
+    area "roles" of dialogs/roles.py: an owner): the one rule of an erasure and an export by someone else."""
+    if not may_deal_with_roles and await holds_roles(session, user_id, owners):
+        raise HoldsRoles(user_id)
 
 
 async def erase(
@@ -84,8 +94,7 @@ async def erase(
     committed (`remove_files`): a rollback then leaves the person, and their certificates, whole. `may_take_roles`:
     whether the one who asked may take admin roles away (the person themselves, an owner, the command line); if not
     and the person holds any, HoldsRoles is raised and nothing is erased."""
-    if not may_take_roles and await holds_roles(session, user_id, owners):
-        raise HoldsRoles(user_id)
+    await refuse_roles_holder(session, user_id, may_deal_with_roles=may_take_roles, owners=owners)
     return await erase_person(session, user_id, by=by, keep_inbound_id=keep_inbound_id)
 
 
@@ -98,8 +107,7 @@ async def erase_in_turn(turn: Turn, user_id: int, *, by: str, may_take_roles: bo
     audit. What is said is the caller's."""
     from dialogs.payments import stop_charges_of  # payments → linking → personal: imported when needed
 
-    if not may_take_roles and await holds_roles(turn.session, user_id, turn.owners):
-        raise HoldsRoles(user_id)
+    await refuse_roles_holder(turn.session, user_id, may_deal_with_roles=may_take_roles, owners=turn.owners)
     await stop_charges_of(turn, user_id)  # nothing is charged again for a person no longer known
     # The roles were checked above, in this same transaction.
     erasure = await erase(turn.session, user_id, by=by, keep_inbound_id=turn.inbound_id)
@@ -120,8 +128,7 @@ async def erase_outside_turn(
     from dialogs.payments import open_charges, stop_charges  # payments → linking → personal: imported when needed
 
     async with db.sessions() as session:
-        if not may_take_roles and await holds_roles(session, user_id, owners):
-            raise HoldsRoles(user_id)
+        await refuse_roles_holder(session, user_id, may_deal_with_roles=may_take_roles, owners=owners)
         charges = await open_charges(session, user_id)
     if charges:  # nothing is charged again for a person no longer known
         async with desk() as payments:

@@ -809,11 +809,18 @@ async def _messages(session: AsyncSession, person: Person) -> list[dict[str, Any
 
 
 ANOTHER_MEMBER = "(another member)"  # in an export, who a team's standings or digest named besides the person
+# The mark of a reply that carries a credential (bot.messages.SECRET, set by `Text.secret` where the reply is made:
+# a dashboard sign-in link, a /link code); storage imports nothing of ours, a test holds the two together.
+SECRET = "secret"
+# In an export, such a reply's text: whoever reads the file (a support exporting an admin, anyone the file reaches)
+# would otherwise sign in as the person, or take their progress, with a link or a code still unused.
+WITHHELD = "(a sign-in link or a link code, not shown)"
 
 
 async def _replies(session: AsyncSession, person: Person, own: set[int]) -> list[dict[str, Any]]:
     """The replies they were sent, as sent, but for the other members of their teams a team's standings, digest or
-    /home named: those are another person's data, and read ANOTHER_MEMBER here."""
+    /home named: those are another person's data, and read ANOTHER_MEMBER here; and for a reply that carried a
+    credential (SECRET), which reads WITHHELD."""
     rows: Sequence[OutboxMessage] = (
         await session.scalars(select(OutboxMessage).where(_their_replies(person, own)).order_by(OutboxMessage.id))
     ).all()
@@ -831,7 +838,11 @@ async def _replies(session: AsyncSession, person: Person, own: set[int]) -> list
 
 
 def _reply_text(reply: OutboxMessage) -> str:
+    """What a reply said, as an export shows it: its text (a file's caption, or its name), WITHHELD for one that
+    carried a credential."""
     payload = reply.payload
+    if payload.get(SECRET):
+        return WITHHELD
     return str(payload.get("text") or payload.get("caption") or payload.get("filename") or "")
 
 

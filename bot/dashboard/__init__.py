@@ -32,7 +32,7 @@ from bot.dashboard.layout import HEADERS, css_response, document, message_page, 
 from bot.dashboard.pages import PAGES, Context, Figure, Page, as_csv, learner_body, learner_name, navigation, page_body
 from bot.text import storable, whole_number
 from dialogs.payments import MAX_ACCESS_DAYS, PaymentDesk
-from dialogs.personal import HoldsRoles, erase_outside_turn
+from dialogs.personal import HoldsRoles, erase_outside_turn, refuse_roles_holder
 from dialogs.roles import Scope, team_of
 from storage import dashboard as counts
 from storage.courses import SOURCE_GRANT, Course
@@ -196,9 +196,17 @@ class Dashboard:
         return document(request, learner_name(w, person), body, nav=navigation(w, viewer, "learners"))
 
     async def export(self, request: Request) -> Response:
+        """The learner's data as a JSON file; someone who holds admin roles only for an owner (`HoldsRoles`)."""
         viewer = await self.signed_in(request)
         user_id, _person = await self.learner_in_reach(request, viewer, "learners", every_address=True)
         async with self.db.transaction() as session:
+            try:
+                await refuse_roles_holder(session, user_id, may_deal_with_roles=viewer.may("roles"),
+                                          owners=self.access.owners)
+            except HoldsRoles:
+                audit(session, viewer, "export", f"user {user_id}", "denied")
+                return message_page(request, "Not for your role", "This learner holds admin roles: only an owner "
+                                    "may export their data.", status=403)
             document_ = await export_person(session, user_id, now=utcnow())
             audit(session, viewer, "export", f"user {user_id}", "ok")
         return Response(json.dumps(document_, ensure_ascii=False, indent=2), media_type="application/json", headers={

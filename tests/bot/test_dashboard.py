@@ -311,6 +311,54 @@ async def test_only_an_owner_may_erase_someone_who_holds_admin_roles(settings):
             assert await roles_of(session, "test:carol") == []
 
 
+async def test_an_export_hands_over_no_sign_in_link_or_link_code_the_person_was_sent(settings):
+    """The reply that carried an admin's sign-in link, unused, and a learner's /link code, unused, are in their
+    exports as "(a sign-in link or a link code, not shown)": whoever reads the file cannot sign in as them, nor take
+    their progress."""
+    from storage.personal_data import WITHHELD
+
+    async with dashboard(settings) as (client, bot, channel):
+        ann = Learning(bot, channel, chat="ann")
+        await onboard(ann)
+        [code_reply] = await ann.say("/link")
+        code = re.search(r"link code is (\S+)\.", code_reply)[1]
+        await Transcript(bot, channel, chat="boss").say("/admin role grant test:carol admin")
+        carol_link = await link_for(bot, channel, "carol")  # asked for, and not used yet
+        await sign_in(client, bot, channel)
+        for address, secret in (("test:carol", carol_link), ("test:ann", code)):
+            found = await client.get("/admin/learners", params={"q": address})
+            user_id = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
+            exported = await client.get(f"/admin/learners/{user_id}/export")
+            assert exported.status_code == 200
+            assert secret not in exported.text and not LINK.search(exported.text), address
+            assert WITHHELD in [reply["text"] for reply in exported.json()["replies"]], address
+        stranger = httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
+        assert (await stranger.post("/admin/sign-in", data={"link": carol_link})).status_code == 303  # still hers
+
+
+async def test_only_an_owner_may_export_someone_who_holds_admin_roles(settings):
+    """An export of an admin holds what they were shown as one (figures, other learners' data, a support's role
+    does not reach): as with an erasure, a support is refused an export of an owner or an admin, and the refusal is
+    audited; an ordinary learner they may export."""
+    async with dashboard(settings) as (client, bot, channel):
+        await onboard(Learning(bot, channel, chat="ann"))
+        boss = Transcript(bot, channel, chat="boss")
+        await boss.say("/admin role grant test:carol admin")
+        await boss.say("/admin role grant test:sue support")
+        await Transcript(bot, channel, chat="carol").say("/admin help")
+        await sign_in(client, bot, channel, chat="sue")
+        answers = {}
+        for address in ("test:boss", "test:carol", "test:ann"):
+            found = await client.get("/admin/learners", params={"q": address})
+            user_id = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
+            answers[address] = await client.get(f"/admin/learners/{user_id}/export")
+        assert {address: answer.status_code for address, answer in answers.items()} == {
+            "test:boss": 403, "test:carol": 403, "test:ann": 200}
+        assert "holds admin roles: only an owner may export their data" in answers["test:carol"].text
+        assert await audit(bot, "dashboard:export") == [("test:sue", "denied"), ("test:sue", "denied"),
+                                                        ("test:sue", "ok")]
+
+
 async def test_a_sign_in_posted_from_another_site_signs_no_one_in(settings):
     """Another site's page posting an admin's own link would sign the visitor in as that admin (login CSRF)."""
     async with dashboard(settings) as (client, bot, channel):

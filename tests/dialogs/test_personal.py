@@ -502,3 +502,52 @@ async def test_a_support_may_not_erase_an_owner_the_settings_name_in_chat_either
     assert refused.startswith("test:boss holds admin roles, which only an owner may take away")
     async with bot.db.sessions() as session:
         assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "boss"))
+
+
+async def test_a_support_may_not_export_an_owner_or_an_admin_in_chat_either(admin_bot):
+    """As the dashboard refuses it: an admin's export holds what they were shown as one."""
+    bot, channel = admin_bot
+    boss, sue = Learning(bot, channel, chat="boss"), Learning(bot, channel, chat="sue")
+    await onboard(Learning(bot, channel, chat="ann"))
+    await boss.say("/admin role grant test:sue support")
+    await boss.say("/admin role grant test:carol admin")
+    await Learning(bot, channel, chat="carol").say("/admin help")
+    for address in ("test:boss", "test:carol"):
+        [refused] = await sue.say(f"/admin export {address}")
+        assert refused == (f"{address} holds admin roles: only an owner may export their data (their own /export "
+                           "sends it to them).")
+    assert documents(channel, "sue") == []
+    await sue.say("/admin export test:ann")
+    [document] = documents(channel, "sue")
+    assert document.caption == "The data of test:ann, as a JSON file."
+
+
+async def test_no_export_hands_over_a_link_code_or_a_sign_in_link_still_unused(admin_bot, settings, tmp_path,
+                                                                             monkeypatch):
+    """/export, /admin export and `lessonbot learner export` show the reply that carried a /link code or a dashboard
+    sign-in link as "(a sign-in link or a link code, not shown)": whoever the file reaches gets neither."""
+    from storage.personal_data import WITHHELD
+
+    bot, channel = admin_bot
+    ann, boss = Learning(bot, channel, chat="ann"), Learning(bot, channel, chat="boss")
+    await onboard(ann)
+    [given] = await ann.say("/link")
+    [link] = await boss.say("/admin dashboard")
+    secrets = {"test:ann": given.split("link code is ", 1)[1].split(".", 1)[0],
+               "test:boss": link.rsplit("link=", 1)[1]}
+    await ann.say("/export")
+    await boss.say("/admin export test:boss")
+    await boss.say("/admin export test:ann")
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("SECRET_KEY", "test-secret-key-0123456789")
+    for address in secrets:
+        assert await cli("learner", "export", address, "--output", str(tmp_path / f"{address}.json")) == 0
+    [own], [boss_own, anns] = documents(channel, "ann"), documents(channel, "boss")
+    files = {"/export": own.path, "/admin export test:boss": boss_own.path, "/admin export test:ann": anns.path,
+             **{f"cli {address}": str(tmp_path / f"{address}.json") for address in secrets}}
+    for how, path in files.items():
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        address = data["profile"]["addresses"][0]
+        assert secrets[address] not in json.dumps(data), how
+        assert WITHHELD in [reply["text"] for reply in data["replies"]], how

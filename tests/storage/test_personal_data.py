@@ -315,6 +315,20 @@ def test_the_erasure_reads_markdown_escapes_as_the_bot_writes_and_reads_them():
         assert personal_data.unescaped(literal(typed)) == unescaped(literal(typed)) == typed
 
 
+def test_the_export_reads_a_reply_s_credential_mark_as_the_bot_writes_it():
+    """storage imports nothing of the project, so the export keeps its own name of bot.messages.SECRET: the two
+    agree, a text marked secret keeps its mark through its payload, and an export shows WITHHELD in its place."""
+    from bot.messages import SECRET, Text, reply_from_payload
+    from storage import personal_data
+    from storage.models import OutboxMessage
+
+    assert personal_data.SECRET == SECRET
+    payload = Text("Your link code is ABCDE-FGHJK.", secret=True).to_payload()
+    assert reply_from_payload(payload) == Text("Your link code is ABCDE-FGHJK.", secret=True)
+    assert personal_data._reply_text(OutboxMessage(payload=payload)) == personal_data.WITHHELD
+    assert personal_data._reply_text(OutboxMessage(payload=Text("Lesson 1").to_payload())) == "Lesson 1"
+
+
 async def a_team_of_two(bot, channel, ann_name: str) -> tuple[Learning, Learning, int]:
     """Ann (named `ann_name`, 25 points) and Roberto (10), in a team Roberto made and gets the digest of."""
     from datetime import time
