@@ -333,17 +333,31 @@ def _share(part: Any, whole: Any) -> float | None:
     return round(float(part or 0) / float(whole), 3) if whole else None
 
 
+def _place_in(partition: Any, *order: Any) -> ColumnElement[int]:
+    """A row's place (1, 2, …) among the rows of its `partition` (its course), by `order`: a query keeps the first
+    few of each course, so a page narrowed to one course (a course's author's) finds that course's first ones,
+    whatever the other courses hold."""
+    return func.row_number().over(partition_by=partition, order_by=order)
+
+
 async def _hardest_questions(session: AsyncSession) -> list[dict[str, Any]]:
-    """The questions answered right least often (at least MIN_ANSWERS answers), with the wrong answers given most."""
+    """The questions answered right least often (at least MIN_ANSWERS answers), the HARDEST of each course, with the
+    wrong answers given most; the least often right first."""
     answers, right = func.sum(QuestionCard.attempts), func.sum(QuestionCard.correct)
     accuracy = cast(right, Float) / cast(answers, Float)
+    ranked = (
+        select(QuestionCard.question_id, answers.label("answers"), right.label("right"), accuracy.label("accuracy"),
+               _place_in(Question.course_id, accuracy, QuestionCard.question_id).label("place"))
+        .join(Question, Question.id == QuestionCard.question_id)
+        .group_by(QuestionCard.question_id, Question.course_id)
+        .having(answers >= MIN_ANSWERS)
+        .subquery()
+    )
     rows = (
         await session.execute(
-            select(QuestionCard.question_id, answers.label("answers"), right.label("right"))
-            .group_by(QuestionCard.question_id)
-            .having(answers >= MIN_ANSWERS)
-            .order_by(accuracy, QuestionCard.question_id)
-            .limit(HARDEST)
+            select(ranked.c.question_id, ranked.c.answers, ranked.c.right)
+            .where(ranked.c.place <= HARDEST)
+            .order_by(ranked.c.accuracy, ranked.c.question_id)
         )
     ).all()
     ids = [row.question_id for row in rows]
@@ -368,7 +382,7 @@ async def _hardest_questions(session: AsyncSession) -> list[dict[str, Any]]:
             )
             .group_by(QuestionCard.question_id, QuestionCard.last_answer)
             .order_by(func.count().desc())
-            .limit(HARDEST * 20)
+            .limit(len(ids) * 20)
         )
     ).all():
         if len(wrong.setdefault(question_id, [])) < 3:
@@ -567,26 +581,38 @@ async def knowledge(session: AsyncSession, now: datetime, kept: Figures | None =
         counts = daily.setdefault(d, {})
         counted = _question_count(outcome, reason)
         counts[counted] = counts.get(counted, 0) + count
-    topics = await session.execute(
-        select(KnowledgeQuestion.course, KnowledgeQuestion.topic, func.count().label("n"))
+    # the TOP of each course (a course's author sees its own), the most asked first
+    course = KnowledgeQuestion.course
+    asked = (
+        select(course, KnowledgeQuestion.topic, func.count().label("n"),
+               _place_in(course, func.count().desc(), KnowledgeQuestion.topic).label("place"))
         .where(KnowledgeQuestion.outcome == "answered", KnowledgeQuestion.topic.is_not(None))
-        .group_by(KnowledgeQuestion.course, KnowledgeQuestion.topic)
-        .order_by(func.count().desc(), KnowledgeQuestion.topic)
-        .limit(TOP * 5)
+        .group_by(course, KnowledgeQuestion.topic)
+        .subquery()
     )
-    # by the course that came nearest (a course's author sees its own), as many as the topics for the same reason
-    declined = await session.execute(
+    topics = await session.execute(
+        select(asked.c.course, asked.c.topic, asked.c.n)
+        .where(asked.c.place <= TOP)
+        .order_by(asked.c.n.desc(), asked.c.topic, asked.c.course)
+    )
+    # by the course that came nearest, the TOP of each as the topics
+    lacked = (
         select(
-            KnowledgeQuestion.course,
+            course,
             KnowledgeQuestion.normalized,
             func.count().label("n"),
-            func.min(KnowledgeQuestion.question),
-            func.max(KnowledgeQuestion.asked_at),
+            func.min(KnowledgeQuestion.question).label("example"),
+            func.max(KnowledgeQuestion.asked_at).label("last"),
+            _place_in(course, func.count().desc(), KnowledgeQuestion.normalized).label("place"),
         )
         .where(KnowledgeQuestion.outcome == "declined", KnowledgeQuestion.reason == "not_covered")
-        .group_by(KnowledgeQuestion.course, KnowledgeQuestion.normalized)
-        .order_by(func.count().desc(), KnowledgeQuestion.normalized, KnowledgeQuestion.course)
-        .limit(TOP * 5)
+        .group_by(course, KnowledgeQuestion.normalized)
+        .subquery()
+    )
+    declined = await session.execute(
+        select(lacked.c.course, lacked.c.normalized, lacked.c.n, lacked.c.example, lacked.c.last)
+        .where(lacked.c.place <= TOP)
+        .order_by(lacked.c.n.desc(), lacked.c.normalized, lacked.c.course)
     )
     return {
         "asked": sum(outcomes.values()),

@@ -170,7 +170,8 @@ async def learning(ctx: Context) -> list[Figure]:
                       (w("course"), w("lesson"), w("title"), w("answers"), w("right")), lesson_rows,
                       chart=bar_chart(w("Share of quiz answers right, per lesson (%)"),
                                       [(f"{row[1]}. {row[2]}", round(100 * (row[4] or 0))) for row in lessons]))
-    hardest = [row for row in f["hardest"] if only is None or row["course"] in only]
+    # (kept for each course, the least often right first: narrowed, then the HARDEST of what is left)
+    hardest = [row for row in f["hardest"] if only is None or row["course"] in only][: counts.HARDEST]
     hard = Figure("hardest-questions", w("The hardest questions, with their wrong answers"),
                   (w("course"), w("question"), w("answers"), w("right"), w("wrong answers given most")),
                   [[row["course"], row["question"], row["answers"], _percent(row["accuracy"]),
@@ -273,6 +274,7 @@ async def knowledge(ctx: Context) -> list[Figure]:
     f = await figures_of(ctx, "knowledge")
     w = ctx.w
     only = _courses_seen(ctx.viewer, "knowledge")
+    # (kept for each course, the most asked first: narrowed, then the TOP of what is left)
     topics = [row for row in f["topics"] if only is None or row[0] in only][: counts.TOP]
     topic_figure = Figure("topics", w("The most asked topics"), (w("course"), w("lesson"), w("questions")), topics,
                           chart=bar_chart(w("Questions answered from each lesson"), [(r[1], r[2]) for r in topics]),

@@ -203,6 +203,62 @@ async def test_scoped_roles_see_their_course_or_workspace_only(settings):
         assert "What is vishing in Welsh?" in knowledge.text and "What is a VPN?" not in knowledge.text
 
 
+async def test_a_course_author_sees_their_course_s_hardest_questions_whatever_other_courses_hold(settings):
+    """When another course holds ten questions answered wrong more often, the author of `passwords-that-hold` still
+    sees theirs: one answered wrong 4 times in 5 is among their course's hardest."""
+    from storage.courses import Course, Question, QuestionCard
+    from tests.dialogs.learning_support import COURSES
+
+    async with dashboard(settings) as (client, bot, channel):
+        await import_sample(bot, COURSES / "examples" / "passwords")
+        async with bot.db.transaction() as session:
+            user = User(display_name="Quinn")
+            session.add(user)
+            await session.flush()
+            for question_id, slug in (await session.execute(
+                    select(Question.id, Course.slug).join(Course, Course.id == Question.course_id))).all():
+                right = 1 if slug == "passwords-that-hold" else 0
+                session.add(QuestionCard(user_id=user.id, question_id=question_id, attempts=5, correct=right,
+                                         last_rating=1, last_answer="no idea"))
+            prompt = await session.scalar(select(Question.prompt).join(Course, Course.id == Question.course_id)
+                                          .where(Course.slug == "passwords-that-hold").order_by(Question.id).limit(1))
+        await Transcript(bot, channel, chat="boss").say("/admin role grant test:cleo author course:passwords-that-hold")
+        await sign_in(client, bot, channel, chat="cleo")
+        hardest = list(csv.reader(io.StringIO((await client.get("/admin/learning/hardest-questions.csv")).text)))
+        assert [prompt, "5", "20 %", "no idea (1)"] in [row[1:] for row in hardest], hardest
+        assert {row[0] for row in hardest[1:]} == {"passwords-that-hold"}
+
+
+async def test_a_course_author_sees_their_course_s_most_asked_topics_and_declined_questions_whatever_others_hold(
+        settings):
+    """Another course holds sixty topics asked more often, and sixty questions declined more often: the author of
+    `spot-phishing` still sees the one topic and the one declined question of theirs."""
+    async with dashboard(settings) as (client, bot, channel):
+        async with bot.db.transaction() as session:
+            user = User(display_name="Quinn")
+            session.add(user)
+            await session.flush()
+            for n in range(60):
+                for _time in range(2):
+                    session.add_all([
+                        KnowledgeQuestion(user_id=user.id, question=f"Q{n}?", normalized=f"q{n}", outcome="answered",
+                                          course="other", topic=f"Lesson {n}"),
+                        KnowledgeQuestion(user_id=user.id, question=f"D{n}?", normalized=f"d{n}", outcome="declined",
+                                          reason="not_covered", course="other")])
+            session.add_all([
+                KnowledgeQuestion(user_id=user.id, question="What is smishing?", normalized="what is smishing",
+                                  outcome="answered", course="spot-phishing", topic="Smishing"),
+                KnowledgeQuestion(user_id=user.id, question="What is vishing in Welsh?",
+                                  normalized="what is vishing in welsh", outcome="declined", reason="not_covered",
+                                  course="spot-phishing")])
+        await Transcript(bot, channel, chat="boss").say("/admin role grant test:cleo author course:spot-phishing")
+        await sign_in(client, bot, channel, chat="cleo")
+        topics = list(csv.reader(io.StringIO((await client.get("/admin/knowledge/topics.csv")).text)))
+        assert topics[1:] == [["spot-phishing", "Smishing", "1"]], topics
+        declined = list(csv.reader(io.StringIO((await client.get("/admin/knowledge/declined.csv")).text)))
+        assert [row[:3] for row in declined[1:]] == [["spot-phishing", "What is vishing in Welsh?", "1"]], declined
+
+
 async def test_declined_as_not_in_the_material_counts_only_what_the_material_was_searched_for_and_lacked(settings):
     """A question from someone who may read no course there (a group, with only a paid course of theirs), or one a
     lesson past their free preview answers, was never missing from the material: the Knowledge page counts it apart,
