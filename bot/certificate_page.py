@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from dialogs.certificate import canonical_code
+from dialogs.certificate import as_typed, canonical_code
 from dialogs.pages import certificate_page_words
 from storage.db import Database
 from storage.learners import certificate_by_code
@@ -42,16 +42,17 @@ code{font-family:ui-monospace,Menlo,Consolas,monospace}
 def certificate_routes(db: Database) -> list[Route]:
     async def verify(request: Request) -> Response:
         language, words = certificate_page_words(request.headers.get("accept-language"))
-        code = canonical_code(request.path_params["code"])
+        typed = request.path_params["code"]
+        code = canonical_code(typed)
+        if code is None:  # cannot be a code: held by no certificate
+            return not_found(language, words, as_typed(typed))
         async with db.sessions() as session:
             row = await certificate_by_code(session, code)
             # the date printed on the certificate (one issued before it was kept: in the learner's zone of now)
             zone = (await session.scalar(select(User.timezone).where(User.id == row.user_id))
                     if row is not None and row.issued_on is None else None)
         if row is None:
-            detail = escape(words["not_found_detail"]).replace("{code}", f"<code>{escape(code)}</code>")
-            body = f'<p class="state unknown">{escape(words["not_found"])}</p><p>{detail}</p>'
-            return page(language, words, body, status=404)
+            return not_found(language, words, code)
         facts = (
             (words["learner"], row.learner_name),
             (words["course"], row.course_title),
@@ -62,6 +63,13 @@ def certificate_routes(db: Database) -> list[Route]:
         return page(language, words, body, status=200)
 
     return [Route("/certificates/{code}", verify)]
+
+
+def not_found(language: str, words: dict[str, str], code: str) -> Response:
+    """The 404 page: no certificate has `code` (as stored, or as typed when it cannot be one)."""
+    detail = escape(words["not_found_detail"]).replace("{code}", f"<code>{escape(code)}</code>")
+    body = f'<p class="state unknown">{escape(words["not_found"])}</p><p>{detail}</p>'
+    return page(language, words, body, status=404)
 
 
 def page(language: str, words: dict[str, str], body: str, *, status: int) -> Response:

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import exists, select
 
 from bot.messages import Document
-from bot.text import code_letters
+from bot.text import code_letters, storable
 from dialogs import access
 from dialogs.i18n import Translator
 from dialogs.learner import name_of, tr
@@ -38,12 +38,24 @@ def new_code() -> str:
     return "LB-" + "-".join(raw[i:i + 4] for i in range(0, 16, 4))
 
 
-def canonical_code(typed: str) -> str:
-    """A code as a person may type it ("lb k3fq7xjd…", lower case, spaces) in its stored form."""
+def canonical_code(typed: str) -> str | None:
+    """A code as a person may type it ("lb k3fq7xjd…", lower case, spaces) in its stored form; None for what cannot
+    be one (not 16 letters and digits after the LB): no certificate holds it, so it is not looked up at all (a NUL
+    in it, which PostgreSQL stores nowhere, would fail the lookup)."""
     letters = code_letters(typed).removeprefix("LB")
     if len(letters) != 16:
-        return typed.strip().upper()
+        return None
     return "LB-" + "-".join(letters[i:i + 4] for i in range(0, 16, 4))
+
+
+SHOWN_AS_TYPED = 40  # characters of a code that is none repeated back (a real one is 22)
+
+
+def as_typed(typed: str) -> str:
+    """What a page or an answer repeats of a code that is none (`canonical_code` None): as typed, without what no
+    text holds (a NUL), and at most SHOWN_AS_TYPED characters of it, so a long made-up one is not echoed whole."""
+    text = storable(typed.strip())
+    return text if len(text) <= SHOWN_AS_TYPED else text[:SHOWN_AS_TYPED] + "…"
 
 
 def verification_url(site_url: str | None, code: str) -> str | None:

@@ -25,12 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    from dialogs.certificate import canonical_code
+    from dialogs.certificate import as_typed, canonical_code
     from storage.learners import certificate_by_code
 
     code = canonical_code(args.code)
 
     async def run() -> int:
+        if code is None:  # cannot be a code: held by no certificate
+            print(f"not found: no certificate has the code {as_typed(args.code)}")
+            return 1
         async with database(settings, pool_size=1) as db, db.sessions() as session:
             row = await certificate_by_code(session, code)
         if row is None:

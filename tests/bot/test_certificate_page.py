@@ -77,6 +77,23 @@ async def test_an_unknown_code_is_a_clear_404_page(client, settings):
     assert odd.status_code == 404 and "<img" not in odd.text
 
 
+async def test_what_cannot_be_a_code_is_the_404_page_never_a_500_and_is_echoed_short(client, settings):
+    """A NUL (which PostgreSQL stores nowhere) in what was typed, or a made-up code thousands of characters long:
+    the same 404 page with its headers, repeating at most 40 characters of it."""
+    await issue(settings, name="Ann")
+    app = client._transport.app  # an error of the app answered 500 as a server answers it (not raised here)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                                 base_url="http://lessonbot.test") as server:
+        for path in ("/certificates/%00", "/certificates/LB-AAAA-BBBB-CCCC-DDD%00", "/certificates/" + "X" * 5000):
+            page = await server.get(path)
+            assert page.status_code == 404 and "Certificate not found" in page.text, (path[:40], page.status_code)
+            assert page.headers["x-frame-options"] == "DENY" and "default-src 'none'" in page.headers[
+                "content-security-policy"]
+            assert "\x00" not in page.text and "X" * 41 not in page.text
+        assert "<code>LB-AAAA-BBBB-CCCC-DDD</code>" in (await server.get("/certificates/LB-AAAA-BBBB-CCCC-DDD%00")).text
+        assert f"<code>{'X' * 40}…</code>" in (await server.get("/certificates/" + "X" * 5000)).text
+
+
 async def test_the_page_speaks_the_browsers_language(client, settings):
     code = await issue(settings, name="Ana")
     page = await client.get(f"/certificates/{code}", headers={"Accept-Language": "es-ES,es;q=0.9"})
