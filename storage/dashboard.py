@@ -124,11 +124,12 @@ async def overview(session: AsyncSession, now: datetime, kept: Figures | None = 
     windows = {"today": _midnight(now, 0), "7d": now - timedelta(days=7), "30d": now - timedelta(days=30)}
     new = {name: await _count(session, learners.where(Learner.created_at >= since)) for name, since in windows.items()}
     active: dict[str, dict[str, int]] = {}
-    for name, since in windows.items():
+    for name, since in windows.items():  # learners (they agreed) whose last message is since then, by their apps
         rows = await session.execute(
             select(ChannelIdentity.channel, func.count(distinct(User.id)))
             .join(ChannelIdentity, ChannelIdentity.user_id == User.id)
-            .where(User.last_active_at >= since)
+            .join(Learner, Learner.user_id == User.id)
+            .where(User.last_active_at >= since, Learner.consent_at.is_not(None))
             .group_by(ChannelIdentity.channel)
         )
         active[name] = {channel: count for channel, count in rows.all()}
@@ -415,16 +416,7 @@ async def _retention(session: AsyncSession) -> dict[str, Any]:
 
 async def engagement(session: AsyncSession, now: datetime, kept: Figures | None = None) -> Figures:
     since, old = _recount_since(now, kept, "daily_active")
-    day = _day(session, InboundMessage.received_at)
-    active = dict(
-        (
-            await session.execute(
-                select(day, func.count(distinct(InboundMessage.conversation_id)))
-                .where(InboundMessage.received_at >= since)
-                .group_by(day)
-            )
-        ).all()
-    )
+    active = await _learners_who_wrote(session, since)
     # A streak holds while no lesson day of the learner's went by without learning (storage.learners.streak_holds),
     # at most LONGEST_STREAK_GAP after its last day: counted by (lesson days, last day, length) of the recent ones.
     today = now.date()
@@ -455,6 +447,27 @@ async def engagement(session: AsyncSession, now: datetime, kept: Figures | None 
         "streaks": [[name, streaks.get(name, 0)] for name in ("0", "1", "2–3", "4–7", "8–14", "15–30", "31+")],
         "cohorts": await _cohorts(session, now),
     }
+
+
+async def _learners_who_wrote(session: AsyncSession, since: datetime) -> dict[str, int]:
+    """Each day since `since`: the learners (people who agreed to the privacy notice) who sent a message, each
+    counted once however many chats and apps they wrote from (its sender's identity is the person, in a group too)."""
+    day = _day(session, InboundMessage.received_at)
+    rows = await session.execute(
+        select(day, func.count(distinct(ChannelIdentity.user_id)))
+        .select_from(InboundMessage)
+        .join(
+            ChannelIdentity,
+            and_(
+                ChannelIdentity.channel == InboundMessage.channel,
+                ChannelIdentity.external_id == InboundMessage.sender_id,
+            ),
+        )
+        .join(Learner, Learner.user_id == ChannelIdentity.user_id)
+        .where(InboundMessage.received_at >= since, Learner.consent_at.is_not(None))
+        .group_by(day)
+    )
+    return {str(d): count for d, count in rows.all()}
 
 
 async def _cohorts(session: AsyncSession, now: datetime) -> list[dict[str, Any]]:

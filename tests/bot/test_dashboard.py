@@ -284,6 +284,25 @@ async def test_declined_as_not_in_the_material_counts_only_what_the_material_was
         assert daily[-1][1:] == ["1", "1"]  # answered, declined
 
 
+async def test_active_learners_are_people_who_agreed_each_counted_once(settings):
+    """docs/admin.md: a learner is a person who agreed to the privacy notice. Bob only sent /start, the owner only
+    asked for a sign-in link: neither is an active learner, on the overview or among the learners who wrote each day;
+    Ann, who wrote in her own chat and in a group, is one learner who wrote, not two."""
+    from tests.support import message
+
+    async with dashboard(settings) as (client, bot, channel):
+        await onboard(Learning(bot, channel, chat="ann"))
+        await bot.receive(message("Hello all", chat="-100", sender="ann"))
+        await Transcript(bot, channel, chat="bob").say("/start")
+        await sign_in(client, bot, channel)
+        learners = dict(csv.reader(io.StringIO((await client.get("/admin/overview/learners.csv")).text)))
+        assert learners["agreed to take part"] == "1"
+        [_head, *active] = csv.reader(io.StringIO((await client.get("/admin/overview/active.csv")).text))
+        assert active == [["test", "1", "1", "1"]]
+        [_head, *daily] = csv.reader(io.StringIO((await client.get("/admin/engagement/daily-active.csv")).text))
+        assert daily[-1][1] == "1", daily[-1]
+
+
 def test_every_text_of_the_dashboard_is_in_the_catalogue():
     """What the pages pass to their words function (or show as a message page) is listed for translation."""
     import ast
