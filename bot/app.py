@@ -348,7 +348,7 @@ def create_app(
     ]
     # The admins' dashboard (bot/dashboard): sign-in by a link the bot sends in chat, pages for their roles.
     access = Access(lessonbot.db, secret_key=settings.resolved_secret_key, owners=settings.admins,
-                    site_url=settings.site_url)
+                    site_url=settings.site_url, max_body_bytes=settings.max_body_bytes)
     routes += dashboard_routes(lessonbot.db, access, data_dir=settings.data_dir,
                               payments=lessonbot.worker.payments or PaymentDesk())
 

@@ -77,6 +77,7 @@ DASHBOARD_WORDS: tuple[str, ...] = (
     N_("Choose a CSV link on the page."),
     N_("Not done"),
     N_("This form is out of date. Reload the page and try again."),
+    N_("The form is larger than this server takes, or did not arrive whole."),
     N_("No such learner"),
     N_("They may have been erased."),
     N_("lesson"),

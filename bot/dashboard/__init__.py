@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from bot.dashboard.access import Access, Viewer, not_allowed, sign_in_needed, signed_out_page
+from bot.dashboard.access import Access, Refused, Viewer, not_allowed, sign_in_needed, signed_out_page
 from bot.dashboard.layout import HEADERS, css_response, document, message_page, words_for
 from bot.dashboard.pages import PAGES, Context, Figure, Page, as_csv, learner_body, learner_name, navigation, page_body
 from bot.text import storable, whole_number
@@ -43,14 +43,6 @@ from storage.payments import grant
 from storage.personal_data import export_person
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class Refused(Exception):
-    """A guard's "no": the page the browser gets instead (sign in first, not for your role, no such learner…)."""
-
-    def __init__(self, response: Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
 
 
 def answering(endpoint: Endpoint) -> Endpoint:
@@ -114,7 +106,7 @@ class Dashboard:
 
     async def checked_form(self, request: Request, area: str) -> tuple[Viewer, dict[str, Any]]:
         viewer = await self.signed_in(request)
-        form = stored_as_typed(await request.form())
+        form = stored_as_typed(await self.access.form(request))
         if not self.access.csrf_ok(request, viewer, form.get("csrf")):
             out_of_date = "This form is out of date. Reload the page and try again."
             raise Refused(message_page(request, "Not done", out_of_date, status=403))
@@ -277,8 +269,8 @@ def dashboard_routes(db: Database, access: Access, *, data_dir: Any, payments: P
         Route("/admin", answering(dashboard.home)),
         Route("/admin/dashboard.css", stylesheet),
         Route("/admin/sign-in", access.sign_in_page, methods=["GET"]),
-        Route("/admin/sign-in", access.sign_in, methods=["POST"]),
-        Route("/admin/sign-out", access.sign_out, methods=["POST"]),
+        Route("/admin/sign-in", answering(access.sign_in), methods=["POST"]),
+        Route("/admin/sign-out", answering(access.sign_out), methods=["POST"]),
         Route("/admin/signed-out", signed_out),
         Route("/admin/overview/requeue", answering(dashboard.requeue_dead), methods=["POST"]),
         Route("/admin/learners/{user_id:learner_id}", answering(dashboard.learner)),

@@ -10,6 +10,8 @@
    role taken away takes effect at the next click. No role: the page says so, and shows nothing.
 4. Every form carries a CSRF token, an HMAC of the session cookie under SECRET_KEY, checked on every POST together
    with the Origin header when the browser sends one.
+5. Every form (the sign-in's, posted before any session exists, too) is read within MAX_BODY_BYTES (`Access.form`):
+   a larger body is refused with 413 without being read past the limit.
 """
 
 from __future__ import annotations
@@ -23,10 +25,14 @@ from datetime import timedelta
 from html import escape
 from urllib.parse import urlencode, urlsplit
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+from starlette.types import Message
 
+from bot.channel import RequestRejected
 from bot.dashboard.layout import document, message_page, words_for
+from channels.http import read_limited_body
 from dialogs.roles import EVERYWHERE, Grant, Scope, grants_of, permitted, scopes
 from storage.admins import end_session, session_identity, use_sign_in_link
 from storage.db import Database
@@ -34,6 +40,14 @@ from storage.models import AdminAuditEntry, utcnow
 
 COOKIE = "lessonbot_admin"
 SESSION_LIFETIME = timedelta(hours=8)
+
+
+class Refused(Exception):
+    """A guard's "no": the page the browser gets instead (sign in first, not for your role, no such learner…)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
 @dataclass(frozen=True)
@@ -55,12 +69,28 @@ class Viewer:
 
 
 class Access:
-    def __init__(self, db: Database, *, secret_key: str, owners: Collection[str], site_url: str) -> None:
+    def __init__(self, db: Database, *, secret_key: str, owners: Collection[str], site_url: str,
+                 max_body_bytes: int = 64 * 1024) -> None:
         self.db = db
         self._secret = secret_key.encode()
         self.owners = frozenset(owners)
         self.secure = site_url.startswith("https://")
         self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(site_url))
+        self.max_body_bytes = max_body_bytes  # MAX_BODY_BYTES: what a form may weigh
+
+    async def form(self, request: Request) -> FormData:
+        """The form posted, its body read within `max_body_bytes` (channels.http.read_limited_body, as every
+        webhook's); Refused with a 413 page past it, read no further (a 400 one when the body does not arrive)."""
+        try:
+            body = await read_limited_body(request, self.max_body_bytes)
+        except RequestRejected as refused:
+            raise Refused(message_page(request, "Not done", "The form is larger than this server takes, or did not "
+                                       "arrive whole.", status=refused.status)) from None
+
+        async def replayed() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await Request(request.scope, replayed).form()
 
     def csrf_for(self, cookie: str) -> str:
         return hmac.new(self._secret, f"csrf:{cookie}".encode(), hashlib.sha256).hexdigest()
@@ -120,7 +150,7 @@ class Access:
             # in as that someone (their actions then recorded as theirs)
             return message_page(request, "Not signed in", "Sign in on the page the bot's link opens, not from another "
                                 "site's page.", status=403)
-        form = await request.form()
+        form = await self.form(request)
         link = form.get("link")
         cookie = secrets.token_urlsafe(32)
         now = utcnow()
@@ -141,7 +171,7 @@ class Access:
 
     async def sign_out(self, request: Request) -> Response:
         viewer = await self.viewer(request)
-        form = await request.form()
+        form = await self.form(request)
         if viewer is None or not self.csrf_ok(request, viewer, form.get("csrf")):
             return message_page(request, "Not signed out", "This form is out of date. Reload the page and try again.",
                                 status=403)

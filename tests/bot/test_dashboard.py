@@ -443,6 +443,33 @@ async def test_a_sign_in_posted_from_another_site_signs_no_one_in(settings):
         assert (await client.post("/admin/sign-in", data={"link": link})).status_code == 303  # the link still works
 
 
+async def test_every_form_is_held_to_the_body_limit_the_sign_in_s_too(settings):
+    """docs/security.md: bodies are limited by MAX_BODY_BYTES (413). The sign-in form, which anyone may post before
+    any session exists, and the forms of a session are refused past it, whether the body says its length or not,
+    with the dashboard's page and headers; nobody is signed in, nothing is done."""
+    async with dashboard(settings) as (client, bot, channel):
+        link = await link_for(bot, channel, "boss")
+        limit = settings.max_body_bytes
+        body = "&".join(f"f{n}=" + "A" * (limit * 4) for n in range(16)) + f"&link={link}"  # 4 MiB
+
+        async def streamed():  # no Content-Length: the limit holds as the body arrives
+            for start in range(0, len(body), limit):
+                yield body[start:start + limit].encode()
+
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        for content in (body.encode(), streamed()):
+            answer = await client.post("/admin/sign-in", content=content, headers=form)
+            assert answer.status_code == 413 and "larger than this server takes" in answer.text
+            assert "set-cookie" not in answer.headers and answer.headers["x-frame-options"] == "DENY"
+        assert (await client.post("/admin/sign-in", data={"link": link})).status_code == 303  # never used till now
+        overview = await client.get("/admin/overview")
+        big = f"csrf={csrf_of(overview.text)}&pad=" + "A" * (limit + 1)
+        for path in ("/admin/overview/requeue", "/admin/sign-out"):
+            assert (await client.post(path, content=big.encode(), headers=form)).status_code == 413, path
+        assert (await client.get("/admin/overview")).status_code == 200  # still signed in
+        assert await audit(bot, "dashboard:requeue") == []
+
+
 def test_a_csv_cell_is_one_cell_and_never_a_formula_whatever_a_spreadsheet_splits_on():
     """A name a learner chose reaches the operator's spreadsheet: one starting with = is prefixed with ', and so is
     the "=" after a ";" in one, where a spreadsheet splits on ";" (Excel's default in many languages)."""
