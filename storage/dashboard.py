@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -651,10 +651,11 @@ async def knowledge(session: AsyncSession, now: datetime, kept: Figures | None =
 
 
 async def find_learners(
-    session: AsyncSession, text: str, *, team: str | None = None, limit: int = 20
+    session: AsyncSession, text: str, *, teams: Collection[str] | None = None, limit: int = 20
 ) -> list[list[Any]]:
     """Learners whose name starts with `text` (any case), or whose address is `text` (`telegram:12345`) or starts
-    with it; `team` narrows to one Slack workspace's people."""
+    with it, each once, at most `limit`; `teams` narrows to the people of those Slack workspaces (None: everyone's;
+    a person in several of them is found once)."""
     text = text.strip()
     query = (
         select(User.id, User.display_name, User.last_active_at, Learner.status)
@@ -675,14 +676,8 @@ async def find_learners(
         query = query.where(User.id == int(text)) if len(text) <= 18 else query.where(false())
     else:
         query = query.where(starts_with(func.lower(User.display_name), text.lower()))
-    if team is not None:
-        query = query.where(
-            User.id.in_(
-                select(ChannelIdentity.user_id).where(
-                    ChannelIdentity.channel == "slack", starts_with(ChannelIdentity.external_id, f"{team}/")
-                )
-            )
-        )
+    if teams is not None:
+        query = query.where(User.id.in_(_people_of(teams)))
     rows = (await session.execute(query)).all()
     addresses: dict[int, list[str]] = {}
     if rows:
@@ -704,6 +699,12 @@ async def find_learners(
         ]
         for row in rows
     ]
+
+
+def _people_of(teams: Collection[str]) -> Select[int]:
+    """The users with an address in one of the Slack workspaces `teams` (`slack:T01/U…`); none for no workspace."""
+    in_any = [starts_with(ChannelIdentity.external_id, f"{team}/") for team in teams]
+    return select(ChannelIdentity.user_id).where(ChannelIdentity.channel == "slack", or_(false(), *in_any))
 
 
 async def timeline(session: AsyncSession, user_id: int, *, limit: int = 30) -> dict[str, Any] | None:

@@ -318,11 +318,7 @@ async def learners(ctx: Context) -> list[Figure]:
     form = ('<form method="get" action="/admin/learners" role="search"><input type="search" name="q" '
             f'value="{escape(text)}" placeholder="{escape(w("name, or channel:id"))}" '
             f'aria-label="{escape(w("Find a learner"))}"> <button type="submit">{escape(w("Find"))}</button></form>')
-    rows: list[list[Any]] = []
-    if text:
-        teams = _teams(ctx.viewer)
-        for team in teams if teams is not None else [None]:
-            rows += await counts.find_learners(ctx.session, text, team=team)
+    rows = await counts.find_learners(ctx.session, text, teams=_teams(ctx.viewer)) if text else []
     links = "".join(f'<li><a href="/admin/learners/{row[0]}">{escape(row[1] or w("(no name)"))}</a> '
                     f"<small>{escape(row[2])}</small></li>" for row in rows)
     nobody = f"<p>{escape(w('No learner found.'))}</p>" if text else ""

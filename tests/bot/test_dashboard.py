@@ -356,6 +356,34 @@ async def test_a_workspace_s_support_finds_that_workspace_s_people_only(settings
         assert (await client.get(f"/admin/learners/{other}/export")).status_code == 403
 
 
+async def test_a_support_of_two_workspaces_finds_each_person_once_and_no_more_than_the_search_shows(settings):
+    """Support for team:T01 and team:T02: Tess, in both workspaces (her two Slack accounts linked), is listed once,
+    on the page and in its CSV; thirty people of the two workspaces found by one search are the search's twenty."""
+    async with dashboard(settings) as (client, bot, channel):
+        async with bot.db.transaction() as session:
+            tess = User(display_name="Tess")
+            session.add(tess)
+            await session.flush()
+            session.add_all([ChannelIdentity(user_id=tess.id, channel="slack", external_id="T01/U1"),
+                             ChannelIdentity(user_id=tess.id, channel="slack", external_id="T02/U9")])
+            for n in range(30):
+                tom = User(display_name=f"Tom {n}")
+                session.add(tom)
+                await session.flush()
+                session.add(ChannelIdentity(user_id=tom.id, channel="slack", external_id=f"T0{1 + n % 2}/V{n}"))
+        boss = Transcript(bot, channel, chat="boss")
+        await boss.say("/admin role grant test:sam support team:T01")
+        await boss.say("/admin role grant test:sam support team:T02")
+        await sign_in(client, bot, channel, chat="sam")
+        found = await client.get("/admin/learners", params={"q": "tess"})
+        assert len(re.findall(r'href="/admin/learners/\d+"', found.text)) == 1, found.text
+        listed = await client.get("/admin/learners/learners.csv", params={"q": "tess"})
+        [_head, *rows] = csv.reader(io.StringIO(listed.text))
+        assert [(row[1], set(row[2].split(", "))) for row in rows] == [("Tess", {"slack:T01/U1", "slack:T02/U9"})]
+        toms = await client.get("/admin/learners", params={"q": "tom"})
+        assert len(set(re.findall(r'href="/admin/learners/(\d+)"', toms.text))) == 20
+
+
 async def test_only_an_owner_may_erase_someone_who_holds_admin_roles(settings):
     """An erasure takes the person's roles with it: a support (no say over roles) is refused, on the dashboard and in
     chat, and the admin keeps their role and their session; an owner may."""

@@ -181,8 +181,8 @@ async def test_learners_are_found_by_name_or_address_and_a_workspace_sees_its_ow
     async with db.sessions() as session:
         assert [row[0] for row in await dashboard.find_learners(session, "an")] == [ids["ann"]]
         assert [row[0] for row in await dashboard.find_learners(session, "slack:T01/")] == [ids["bob"]]
-        assert await dashboard.find_learners(session, "ann", team="T01") == []
-        assert [row[0] for row in await dashboard.find_learners(session, "b", team="T01")] == [ids["bob"]]
+        assert await dashboard.find_learners(session, "ann", teams=["T01"]) == []
+        assert [row[0] for row in await dashboard.find_learners(session, "b", teams=["T01"])] == [ids["bob"]]
         assert await dashboard.find_learners(session, "%") == []  # LIKE's wildcards are taken as typed
         assert [row[0] for row in await dashboard.find_learners(session, str(ids["ann"]))] == [ids["ann"]]
         for typed in ("²", "99999999999999999999"):  # a digit int() refuses; a number past a BIGINT
