@@ -39,7 +39,8 @@ async def moved(turn: Turn) -> None:
     if not turn.state and old.state:
         turn.state.update(old.state)  # (a dialog under way in the group: saved with the turn, as any state)
     new.shared = True if old.shared is None else old.shared
-    new.opted_out_at, new.refused_by_platform = old.opted_out_at, old.refused_by_platform
+    if new.opted_out_at is None:  # (a STOP sent in the supergroup already stands)
+        new.opted_out_at, new.refused_by_platform = old.opted_out_at, old.refused_by_platform
     log.info("a group chat moved to another id; its learners and waiting replies follow",
              extra={"channel": new.channel, "conversation_id": new.id, "from_conversation_id": old.id,
                     "learners": homes, "replies": replies})
