@@ -49,7 +49,7 @@ class PermanentSendError(SendError):
 
     def __init__(self, message: str, *, refusal: str | None = None) -> None:
         super().__init__(message)
-        self.refusal = refusal[:64] if refusal else None
+        self.refusal = refusal or None
 
 
 class Unreachable(PermanentSendError):
