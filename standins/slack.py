@@ -1,8 +1,9 @@
 """A local stand-in of the Slack Web API that slack_sdk's AsyncWebClient talks to through its base URL.
 
 It answers the methods Lessonbot calls the way slack.com/api does: auth.test, chat.postMessage, chat.postEphemeral,
-conversations.members (paged by cursor), users.info, views.publish, views.open, oauth.v2.access, and the three steps of
-files_upload_v2 (files.getUploadURLExternal, the upload URL it hands out, and files.completeUploadExternal); and the
+conversations.members (paged by cursor), conversations.open (a person's DM with the bot), users.info, views.publish,
+views.open, oauth.v2.access, and the three steps of files_upload_v2 (files.getUploadURLExternal, the upload URL it
+hands out, and files.completeUploadExternal, which shares only into a conversation Slack would know); and the
 response_urls it hands out with interactions (`response_url`). Channels' members and people's profiles are set up
 with `add_member`. Every call is recorded with the token it carried. The
 next calls of a method can be scripted to fail: a 429 with Retry-After, a 5xx, an `ok: false` error, or an answer
@@ -19,6 +20,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -35,6 +37,10 @@ SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-111-standin-token"
 CLIENT_ID = "1111.2222"
 CLIENT_SECRET = "test-client-secret"
+# A conversation's id as Slack makes them: a public or private channel (C…, G…) or a direct message (D…). A user id
+# (U…, which chat.postMessage takes for the person's DM) or anything else is no conversation to share a file in.
+CONVERSATION_ID = re.compile(r"^[CDG][A-Z0-9]{2,}$")
+USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
 
 @dataclass(frozen=True)
@@ -304,6 +310,15 @@ class SlackStandIn:
         next_cursor = base64.b64encode(f"offset:{following}".encode()).decode() if following < len(members) else ""
         return {"ok": True, "members": members[start:following], "response_metadata": {"next_cursor": next_cursor}}
 
+    def _conversations_open(self, call: Call, request: web.Request) -> dict[str, Any]:
+        """The DM of the bot with one person (`users`), the same id each time it is opened."""
+        users = str(call.params.get("users") or "")
+        if not users or "," in users:
+            return {"ok": False, "error": "users_list_not_supplied" if not users else "not_enough_users"}
+        if not USER_ID.match(users):
+            return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "channel": {"id": f"D{users}"}}
+
     def _users_info(self, call: Call, request: web.Request) -> dict[str, Any]:
         profile = self.profiles.get(str(call.params.get("user")))
         if profile is None:
@@ -382,6 +397,9 @@ class SlackStandIn:
         files = json.loads(call.params.get("files", "[]"))
         if not all(f["id"] in self.uploads for f in files):
             return {"ok": False, "error": "file_not_found"}
+        channel = str(call.params.get("channel_id") or "")
+        if channel and (not CONVERSATION_ID.match(channel) or channel in self.missing_channels):
+            return {"ok": False, "error": "channel_not_found"}
         return {"ok": True, "files": [{"id": f["id"], "title": f.get("title", "")} for f in files]}
 
 

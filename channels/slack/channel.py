@@ -10,7 +10,8 @@ authorizes every request with it, and `send` finds the workspace's bot token in 
 of chat_id (see channels/slack/inbound.py).
 
 Outbound (`send`): text as Block Kit (channels/slack/blocks.py), documents with a file path through
-files_upload_v2, documents with only a URL as a link. To a member's private place in a channel ("T01:C02@U03",
+files_upload_v2 (one person's, for their private place in a channel or their own address, into their DM with the
+bot), documents with only a URL as a link. To a member's private place in a channel ("T01:C02@U03",
 channels/slack/inbound.py) text goes as ephemeral messages only that member sees: through the response_url of what
 they pressed or typed (`Delivery.reply_address`), else chat.postEphemeral. A reply addressed "home:<user>" (to
 app_home_opened) is published as that person's Home tab (views.publish).
@@ -67,6 +68,7 @@ PERMANENT_ERRORS = frozenset({
 })
 TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 
+USER_ID_PREFIXES = ("U", "W")  # a user id (W… in Enterprise Grid): chat.postMessage there lands in their DM
 HOME_BLOCKS = 100  # a Home tab view holds at most 100 blocks
 MEMBER_PER_SECOND = 4  # private messages to one member: a quiz's feedback and next question come together
 # Where a response_url may send us: Slack's own, or the host of the Web API we were pointed at (a stand-in).
@@ -154,7 +156,7 @@ class SlackChannel:
         try:
             client = await self._client_for(installation)
             if isinstance(reply, Document) and reply.path:
-                return await self._upload(client, channel, reply)
+                return await self._upload(client, await self._file_channel(client, channel), reply)
             if isinstance(reply, Document):
                 if not reply.url:
                     raise PermanentSendError(f"document {reply.filename!r} has neither a path nor a URL")
@@ -353,6 +355,17 @@ class SlackChannel:
             enterprise_id=enterprise_id, team_id=team_id, is_enterprise_install=org_wide, urgent=True
         )
         return str(record["user_id"]) if record and record.get("user_id") else None
+
+    async def _file_channel(self, client: AsyncWebClient, channel: str) -> str:
+        """Where a file for `channel` is shared: a channel or DM as it is; for one person (their private place in a
+        channel, "C123@U9", or their own address, a user id) their DM with the bot, opened with conversations.open,
+        since a file shared in the channel would be everyone's and Slack shares files only into conversations."""
+        _channel, member = ephemeral_target(channel)
+        person = member or (channel if channel.startswith(USER_ID_PREFIXES) else None)
+        if person is None:
+            return channel
+        response = await client.conversations_open(users=person)
+        return str((response.get("channel") or {}).get("id") or "")
 
     async def _upload(self, client: AsyncWebClient, channel: str, document: Document) -> str:
         path = Path(document.path or "")

@@ -513,3 +513,17 @@ def test_an_answer_modal_is_opened_only_from_a_channel_and_answers_only_the_subm
     assert answer.meta["reply_address"] == press["response_url"] and answer.meta["group_chat"] == "T111:C111"
     submitted["user"]["id"] = "UMALLORY"
     assert "not the submitter's own" in message_from_view(submitted, installation="T111").reason
+
+
+async def test_export_typed_in_a_channel_brings_the_members_file_to_their_direct_messages(slack_settings, standin):
+    """`/lessonbot export` in a channel is answered in the member's private place there: its file is theirs alone,
+    shared into their DM with the bot (Slack shares files into conversations only), never into the channel."""
+    fields = dict(parse_qsl(load_fixture_command()))
+    fields.update(command="/lessonbot", text="export", user_id="UANN", channel_id="C111", trigger_id="333.333.exp",
+                  response_url=standin.response_url("C111", "UANN"))
+    async with running(slack_settings) as (client, lessonbot):
+        assert (await post(client, urlencode(fields).encode())).status_code == 200
+        await lessonbot.settle()
+        [shared] = [c for c in standin.calls if c.method == "files.completeUploadExternal"]
+        assert shared.ok and shared.params["channel_id"] == "DUANN"
+        assert json.loads(shared.params["files"])[0]["title"].endswith(".json")

@@ -8,6 +8,8 @@ import time
 from itertools import pairwise
 
 import pytest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
 
 from bot.channel import Delivery, PartsSent, PermanentSendError, RateLimited, TransientSendError
@@ -187,6 +189,32 @@ async def test_a_document_file_is_uploaded_with_files_upload_v2(standin, tmp_pat
     assert [c.method for c in standin.calls] == [
         "files.getUploadURLExternal", "files.completeUploadExternal",
     ]
+
+
+@pytest.mark.parametrize("chat_id", ["T111:C111@UANN", "T111:UANN"])
+async def test_a_document_for_one_member_is_uploaded_to_their_direct_messages_never_to_the_channel(
+        chat_id, standin, tmp_path):
+    """A member's file (an /export, a certificate) for their private place in a channel, or for their own address:
+    Slack shares files only into conversations, so it goes to the DM the bot opens with them, not the channel."""
+    path = tmp_path / "export.json"
+    path.write_bytes(b'{"learner": "ann"}')
+    file_id = await slack(standin.base_url).send(
+        delivery(Document("export.json", path=str(path), media_type="application/json"), chat_id=chat_id)
+    )
+    assert standin.uploads[file_id] == path.read_bytes()
+    [opened] = [c for c in standin.calls if c.method == "conversations.open"]
+    assert opened.params["users"] == "UANN"
+    [complete] = [c for c in standin.calls if c.method == "files.completeUploadExternal"]
+    assert complete.ok and complete.params["channel_id"] == opened.answer["channel"]["id"] == "DUANN"
+
+
+async def test_a_file_shared_into_what_is_no_conversation_is_refused_as_slack_refuses_it(standin, tmp_path):
+    """The stand-in shares files only into conversations it would know, as Slack does: "C111@UANN" is none."""
+    path = tmp_path / "export.json"
+    path.write_bytes(b"{}")
+    client = AsyncWebClient(token=BOT_TOKEN, base_url=standin.base_url)
+    with pytest.raises(SlackApiError, match="channel_not_found"):
+        await client.files_upload_v2(channel="C111@UANN", content=path.read_bytes(), filename="export.json")
 
 
 async def test_a_document_that_is_not_there_is_permanent(standin, tmp_path):
