@@ -8,9 +8,11 @@ signature (HMAC-SHA256 of "v0:timestamp:body" under the signing secret, constant
 after the listener: nothing is acknowledged before it is stored, and recording is one insert, well inside Slack's
 3 seconds. Requests no listener wants (other view submissions, other events) are acknowledged and logged with the
 reason; an error of ours answers 500, and the database away a 503 with Retry-After (as every webhook here), so Slack
-delivers the request again. A "Type an answer" press is the one
-request that calls Slack before the acknowledgement: its modal must be opened with the press's trigger_id, which
-lasts 3 seconds (`open_form`).
+delivers the request again. A "Type an answer" press calls Slack
+before the acknowledgement: its modal must be opened with the press's trigger_id, which lasts 3 seconds
+(`open_form`); `/lessonbot team …` and member_joined_channel read the person's profile (users.info) and the
+installation's installer then too (`workspace_standing`). Each gives up after BEFORE_ACK_TIMEOUT and carries on
+without what it waited for, so the acknowledgement is in time.
 
 Bolt has a signature check of its own; it is turned off (`request_verification_enabled=False`) because
 `SlackSignature` has checked the same signature before Bolt parses anything, as every platform's webhook verifies
@@ -69,7 +71,10 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 SIGNATURE_WINDOW_SECONDS = 5 * 60  # Slack's own: older (or future) timestamps are refused as possible replays
-FORM_TIMEOUT = 2.0  # seconds views.open may take: Slack waits 3 for the acknowledgement, its trigger_id as long
+# Seconds a call made before the acknowledgement may take (views.open, users.info and the installer's look-up
+# together): Slack waits 3 for the acknowledgement (a press's trigger_id lasts as long), and gives up after them.
+BEFORE_ACK_TIMEOUT = 2.0
+FORM_TIMEOUT = BEFORE_ACK_TIMEOUT  # views.open
 
 # The bot scopes the app asks for; channels/slack/manifest.yml lists the same (a test keeps them equal).
 SCOPES = (
@@ -387,18 +392,21 @@ def changes_a_team(body: dict[str, Any]) -> bool:
 
 async def workspace_standing(context: AsyncBoltContext, user: str, channel: SlackChannel) -> InboundMeta:
     """What users.info says of a person that the dialogs weigh: a workspace admin or owner (or the person who
-    installed the app), a guest, a bot, their name and time zone. Nothing when Slack cannot say right now (the
-    request is recorded anyway: Slack waits for its acknowledgement)."""
+    installed the app), a guest, a bot, their name and time zone. Nothing when Slack cannot say within
+    BEFORE_ACK_TIMEOUT (the request is recorded anyway: Slack waits for its acknowledgement), and no installer when
+    the installation's look-up takes what is left of that time."""
     client = context.client
     if not user or client is None:
         return {}
+    deadline = asyncio.get_running_loop().time() + BEFORE_ACK_TIMEOUT
     try:
-        response = await client.users_info(user=user)
+        async with asyncio.timeout_at(deadline):
+            response = await client.users_info(user=user)
     except Exception as exc:  # slow, refused or rate-limited: decide without it
-        log.warning("users.info failed for a slack request: %s", exc)
+        log.warning("users.info failed for a slack request: %s", str(exc) or type(exc).__name__)
         return {}
     profile = _dict_of(response.get("user"))
-    installer = await channel.installer(context.enterprise_id, context.team_id, context.is_enterprise_install)
+    installer = await _installer_before(deadline, context, channel)
     standing: InboundMeta = {
         WORKSPACE_ADMIN: bool(profile.get("is_admin") or profile.get("is_owner") or profile.get("is_primary_owner")
                               or (installer is not None and installer == user)),
@@ -408,6 +416,17 @@ async def workspace_standing(context: AsyncBoltContext, user: str, channel: Slac
     if isinstance(profile.get("tz"), str) and profile["tz"]:
         standing[TIMEZONE] = profile["tz"][:64]
     return standing
+
+
+async def _installer_before(deadline: float, context: AsyncBoltContext, channel: SlackChannel) -> str | None:
+    """Who installed the app in the request's workspace, if the look-up answers by `deadline` (the loop's time);
+    None when it does not (the person's own admin standing still counts)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await channel.installer(context.enterprise_id, context.team_id, context.is_enterprise_install)
+    except TimeoutError:
+        log.warning("the slack installation's installer was not read in time: decided without it")
+        return None
 
 
 def _event(body: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime, time, timedelta, timezone
+from time import perf_counter as time_now
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
@@ -34,6 +35,7 @@ from standins.slack import Fault, SlackStandIn, dm_event, form_body, load_fixtur
 from storage.courses import Course, Enrollment, LessonProgress, Question, publish
 from storage.learners import ACTIVE, PAUSED, STOPPED, Learner, zone_for
 from storage.models import AdminAuditEntry, ChannelIdentity, Conversation, OutboxMessage, User
+from storage.models import InboundMessage as InboundRow
 from storage.outbox import OutboxStatus
 from storage.scheduling import NudgeLog
 from storage.teams import MEMBER_ACTIVE, MEMBER_EXCLUDED, MEMBER_LEFT, Team, TeamMember, memberships_of
@@ -382,6 +384,24 @@ async def test_a_slow_views_open_does_not_hold_the_acknowledgement(slack_setting
         [attempt] = [c for c in standin.calls if c.method == "views.open"]
         assert attempt.answer == {}  # acknowledged while the stand-in still holds the call
         await standin.wait_for(lambda: attempt.answer)
+
+
+async def test_a_slow_users_info_does_not_hold_a_team_commands_or_a_joiners_acknowledgement(slack_settings, standin,
+                                                                                          fixtures_dir):
+    """`/lessonbot team …` and member_joined_channel read users.info before they are acknowledged: one Slack is
+    slow to answer is given up in time (Slack waits 3 s, then shows the admin operation_timeout or delivers the
+    event again), and each is recorded without the profile, as when users.info is refused."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        standin.fail("users.info", Fault.slow(4.0), Fault.slow(4.0))
+        for send in (lambda: slash(client, fixtures_dir, ADMIN, "team leaderboard off", standin=standin),
+                     lambda: membership(client, fixtures_dir, "joined", DEV)):
+            started = time_now()
+            await send()
+            assert time_now() - started < 3.0
+        async with lessonbot.db.sessions() as session:
+            recorded = list(await session.scalars(select(InboundRow).order_by(InboundRow.id)))
+        assert [row.payload["meta"].get("event") for row in recorded] == ["command", "member_joined_channel"]
+        assert not any("workspace_admin" in row.payload["meta"] for row in recorded)
 
 
 async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, standin, fixtures_dir):
