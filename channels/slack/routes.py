@@ -28,6 +28,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -339,9 +340,31 @@ class Listeners:
         await self.record(home_opened(body, installation=_installation(context)), request)
         await ack()
 
-    async def on_uninstalled(self, ack: Any, body: dict[str, Any], context: AsyncBoltContext) -> None:
-        """app_uninstalled, or the bot token revoked: forget the installation and stop every send there."""
+    async def before_the_installation(self, body: dict[str, Any], context: AsyncBoltContext) -> bool:
+        """Whether the event happened wholly before the installation stored for its workspace was made: its
+        event_time (whole seconds) ends at or before the installation's installed_at."""
+        event_time = body.get("event_time")
+        if self.channel.installations is None or not isinstance(event_time, int) or isinstance(event_time, bool):
+            return False
+        record = await self.channel.installations.find(
+            enterprise_id=context.enterprise_id, team_id=context.team_id,
+            is_enterprise_install=context.is_enterprise_install, urgent=True,
+        )
+        installed_at = record.get("installed_at") if record else None
+        return isinstance(installed_at, datetime) and event_time + 1 <= installed_at.timestamp()
+
+    async def on_uninstalled(
+        self, ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+    ) -> None:
+        """app_uninstalled, or the bot token revoked: forget the installation and stop every send there; unless it
+        happened before the installation now stored (Slack delivering an old removal again after the workspace
+        installed the app anew), which is acknowledged and left alone."""
         kind = str(_event(body).get("type"))
+        if await self.before_the_installation(body, context):
+            log.info("slack %s from before the workspace's current installation ignored (Slack's retry %s)", kind,
+                     request.headers.get("x-slack-retry-num", ["-"])[0])
+            await ack()
+            return
         revoked_bot = kind == "tokens_revoked" and bool(_dict_of(_event(body).get("tokens")).get("bot"))
         if self.channel.multi_workspace and kind == "app_uninstalled":
             await self.app.default_app_uninstalled_event_listener()(context=context)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -165,14 +166,37 @@ async def test_uninstalling_forgets_the_workspace_and_its_replies_stop(distribut
         assert (await install(client, standin, SECOND)).status_code == 200
         uninstalled = {
             "token": "x", "team_id": "T222", "api_app_id": "A111", "type": "event_callback",
-            "event_id": "EvUNINSTALL", "event_time": 1700000000,
-            "event": {"type": "app_uninstalled", "event_ts": "1700000000.000100"},
+            "event_id": "EvUNINSTALL", "event_time": int(time.time()),
+            "event": {"type": "app_uninstalled", "event_ts": f"{time.time():.6f}"},
         }
         assert (await post_event(client, uninstalled)).status_code == 200
         assert await count(lessonbot, SlackInstallation) == 0
         slack = lessonbot.channels["slack"]
         with pytest.raises(PermanentSendError, match="not installed in T222"):
             await slack.send(Delivery(outbox_id=1, chat_id="T222:D222", reply=Text("still there?")))
+
+
+@pytest.mark.parametrize("removal", [
+    {"type": "app_uninstalled"},
+    {"type": "tokens_revoked", "tokens": {"oauth": [], "bot": ["UBOT222"]}},
+])
+async def test_a_removal_delivered_again_after_the_workspace_installed_anew_leaves_the_new_installation(
+        removal, distributed, standin):
+    """An admin removes the app (our answer to app_uninstalled failed: the database was away a moment) and installs
+    it again a minute later; Slack then delivers the old removal again, its event_time from before the new
+    installation: it is acknowledged and the new installation, its token and its replies are left alone."""
+    async with running(distributed) as (client, lessonbot):
+        removed_at = int(time.time()) - 120
+        assert (await install(client, standin, SECOND)).status_code == 200  # installed again, after the removal
+        event = {"token": "x", "team_id": "T222", "api_app_id": "A111", "type": "event_callback",
+                 "event_id": "EvREMOVED", "event_time": removed_at,
+                 "event": {**removal, "event_ts": f"{removed_at}.000100"}}
+        body = json.dumps(event).encode()
+        response = await client.post("/slack/events", content=body, headers=signed(body, retry=1))
+        assert response.status_code == 200
+        assert await count(lessonbot, SlackInstallation, SlackInstallation.bot_token == SECOND.bot_token) == 1
+        reply = await lessonbot.channels["slack"].send(Delivery(outbox_id=1, chat_id="T222:D222", reply=Text("hi")))
+        assert reply and standin.posted("D222")[0].token == SECOND.bot_token
 
 
 async def test_one_workspace_mode_explains_that_install_needs_a_client_id(settings, standin):
