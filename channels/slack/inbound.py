@@ -14,6 +14,9 @@ for the log, and for slash commands a line to show the person). Decisions kept h
   ephemeral message or on a team's lesson post ("team:…"), and the channel's member_joined_channel /
   member_left_channel events are that member's; `meta[GROUP_CHAT]` names the channel's own chat_id and
   `meta[WORKSPACE]` the workspace, so a team's dialogs know where the member is.
+- A person's own address is "<installation>:<user>": chat.postMessage to a user id lands in their DM with the bot.
+  /buy and /purchases typed in a channel, and the Home tab, are answered there; `meta[DIRECT_ADDRESS]` on what they
+  send in that DM makes the buttons offered there count.
 - `sender_id` is "<team>/<user>" (the person's own workspace), so admins are written `slack:T01/U02`.
 - `platform_id` deduplicates: the Events API's event_id (a retry with X-Slack-Retry-Num carries the same one);
   "action:<channel>:<message ts>:<action ts>" for a button press (one press of one button on one message),
@@ -52,9 +55,14 @@ from channels.webhook import Ignored
 
 CHANNEL = "slack"
 
-# Typed in a channel, these answer in the member's private place there (only they see it): a payment link, receipts
-# and an access code are one person's business.
-PERSONAL_COMMANDS = frozenset({"/buy", "/purchases", "/redeem"})
+# Typed in a channel, these answer in the member's private place there (only they see it): an access code is one
+# person's business.
+PERSONAL_COMMANDS = frozenset({"/redeem"})
+# Typed in a channel, these answer in the member's direct messages with the bot: a checkout link and receipts are
+# one person's business too, and should last (an ephemeral message in the channel is gone when Slack reloads).
+DIRECT_COMMANDS = frozenset({"/buy", "/purchases"})
+# What the person is shown at once where they typed one of DIRECT_COMMANDS in a channel.
+DIRECT_ANSWER_NOTE = "Your answer is on its way to your direct messages with Lessonbot."
 
 # A pressed button whose value starts so belongs to a team's post in a channel: the member answers privately.
 TEAM_BUTTON_PREFIX = "team:"
@@ -246,7 +254,10 @@ def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
     if command == "/ask":
         meta[QUESTION] = True
     chat_id = chat_id_for(installation, channel)
-    if (command in PERSONAL_COMMANDS or command == "/ask" and not words) and not channel.startswith("D"):
+    if answered_in_direct_messages(body):
+        chat_id = chat_id_for(installation, user)  # chat.postMessage to a user id lands in their DM with the bot
+        meta.update({PRIVATE: True, DIRECT_ADDRESS: chat_id})
+    elif (command in PERSONAL_COMMANDS or command == "/ask" and not words) and not channel.startswith("D"):
         chat_id = member_chat_id(installation, channel, user)
         meta.update(_team_meta(installation, channel, user, body))
     return InboundMessage(
@@ -258,6 +269,13 @@ def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
         sender_name=name if isinstance(name, str) and name else None,
         meta=meta,
     )
+
+
+def answered_in_direct_messages(body: dict[str, Any]) -> bool:
+    """Whether a slash command is one of DIRECT_COMMANDS typed outside a DM: recorded as the person's own, in their
+    DM with the bot (their own address, "T01:U02", whose offers count when pressed in that DM)."""
+    channel = _id(body.get("channel_id"))
+    return body.get("command") in DIRECT_COMMANDS and channel is not None and not channel.startswith("D")
 
 
 def _team_command(

@@ -50,10 +50,12 @@ from bot.messages import FROM_A_BOT, GUEST, MEMBERSHIP, TIMEZONE, WORKSPACE_ADMI
 from channels.slack.inbound import (
     ANSWER_FORM_CALLBACK,
     CHANNEL,
+    DIRECT_ANSWER_NOTE,
     MEMBERSHIP_EVENTS,
     TEAM_COMMAND,
     Outcome,
     answer_form,
+    answered_in_direct_messages,
     home_opened,
     installation_of,
     membership_change,
@@ -318,9 +320,12 @@ class Listeners:
             # Who may set up a team: the dialogs read the person's standing in the workspace from here.
             profile = await workspace_standing(context, str(body.get("user_id") or ""), self.channel)
         await self.record(outcome, request, profile)
-        # Slack shows an ack's text to the person alone; a recorded command is answered by the worker instead.
+        # Slack shows an ack's text to the person alone; a recorded command is answered by the worker instead (in
+        # their DMs for some typed in a channel, which the ack says where they typed it).
         if isinstance(outcome, Ignored) and outcome.answer:
             await ack(text=outcome.answer)
+        elif isinstance(outcome, InboundMessage) and answered_in_direct_messages(body):
+            await ack(text=DIRECT_ANSWER_NOTE)
         else:
             await ack()
 

@@ -474,18 +474,29 @@ def test_a_direct_message_is_marked_private_and_a_mention_in_a_channel_is_not(fi
                           ("/purchases", "", "/purchases"), ("/redeem", "LB-7K2Q-9XWM", "/redeem LB-7K2Q-9XWM")])
 async def test_the_payment_commands_typed_in_a_channel_answer_the_member_alone(name, text, recorded, slack_settings,
                                                                                standin):
+    """Typed in a channel, /buy and /purchases answer in the member's direct messages with the bot (a checkout link
+    and receipts last there; an ephemeral message is gone when Slack reloads), which the command's acknowledgement
+    says where they typed it; /redeem answers in their private place in the channel; /courses in the channel."""
     fields = dict(parse_qsl(load_fixture_command()))
     fields.update(command=name, text=text, trigger_id="222.222.bbb", response_url=standin.response_url("C111", "W111"))
     async with running(slack_settings) as (client, lessonbot):
         response = await post(client, urlencode(fields).encode())
-        assert response.status_code == 200 and response.text == ""
+        assert response.status_code == 200
         [row] = await inbound(lessonbot)
-        personal = name != "/courses"
+        personal, direct = name != "/courses", name in ("/buy", "/purchases")
         assert row.payload["text"] == recorded and row.payload["meta"].get("private") is (True if personal else None)
         async with lessonbot.db.sessions() as session:
             conversation = await session.get(Conversation, row.conversation_id)
-        assert conversation.chat_id == ("T111:C111@W111" if personal else "T111:C111")
-        if personal:
+        assert conversation.chat_id == {"/courses": "T111:C111", "/redeem": "T111:C111@W111"}.get(name, "T111:W111")
+        if direct:
+            assert response.text == "Your answer is on its way to your direct messages with Lessonbot."
+            assert row.payload["meta"]["direct_address"] == "T111:W111"  # its buttons count pressed in the DM
+            await standin.wait_for(lambda: standin.posted("W111"))  # a post to a user id lands in their DM
+            await lessonbot.settle()
+            assert standin.ephemerals() == [] and standin.posted("C111") == []
+        else:
+            assert response.text == ""
+        if name == "/redeem":
             await standin.wait_for(lambda: standin.ephemerals("C111", "W111"))
             assert standin.posted("C111") == []
 
@@ -527,3 +538,37 @@ async def test_export_typed_in_a_channel_brings_the_members_file_to_their_direct
         [shared] = [c for c in standin.calls if c.method == "files.completeUploadExternal"]
         assert shared.ok and shared.params["channel_id"] == "DUANN"
         assert json.loads(shared.params["files"])[0]["title"].endswith(".json")
+
+
+async def test_a_button_buy_offered_in_the_members_direct_messages_is_honoured_when_pressed_there(slack_settings,
+                                                                                                  standin):
+    """/buy typed in a channel answers at the member's own address (their DM with the bot): a "Buy" button of that
+    answer, pressed in the DM, counts as offered there."""
+    from authoring.format import load_course
+    from authoring.importer import import_course
+    from tests.dialogs.learning_support import PAID
+
+    fields = dict(parse_qsl(load_fixture_command()))
+    fields.update(command="/buy", text="", trigger_id="444.444.buy", response_url=standin.response_url("C111", "W111"))
+    async with running(slack_settings) as (client, lessonbot):
+        async with lessonbot.db.transaction() as session:
+            await import_course(session, load_course(PAID))
+        assert (await post(client, urlencode(fields).encode())).status_code == 200
+        await standin.wait_for(lambda: with_buttons(standin.posted("W111")))
+        await lessonbot.settle()
+        offer = with_buttons(standin.posted("W111"))[-1]
+        button = next(b for b in offer.params["blocks"] if b["type"] == "actions")["elements"][0]
+        assert button["value"].startswith("pay:buy:")
+        press = {
+            "type": "block_actions", "user": {"id": "W111", "username": "ann", "name": "ann", "team_id": "T111"},
+            "api_app_id": "A111", "token": "verification_token", "trigger_id": "444.555.press",
+            "container": {"type": "message", "message_ts": offer.answer["ts"], "channel_id": "D0DM1",
+                          "is_ephemeral": False},
+            "team": {"id": "T111", "domain": "test"}, "channel": {"id": "D0DM1", "name": "directmessage"},
+            "actions": [{**button, "action_ts": "1700000009.000100"}],
+        }
+        assert (await post(client, form_body(press))).status_code == 200
+        await standin.wait_for(lambda: standin.posted("D0DM1"))
+        await lessonbot.settle()
+        [answer] = standin.texts("D0DM1")
+        assert "button isn't available" not in answer and "can't be bought here yet" in answer
