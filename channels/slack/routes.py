@@ -73,6 +73,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+# A Unix time in seconds: ASCII digits (str.isdigit() takes "²" too), few enough for int() (Slack's have 10)
+UNIX_TIME = re.compile(r"[0-9]{1,12}")
 SIGNATURE_WINDOW_SECONDS = 5 * 60  # Slack's own: older (or future) timestamps are refused as possible replays
 # Seconds a call made before the acknowledgement may take (views.open, users.info and the installer's look-up
 # together): Slack waits 3 for the acknowledgement (a press's trigger_id lasts as long), and gives up after them.
@@ -119,8 +121,10 @@ class SlackSignature:
             raise RequestRejected(
                 401, "Missing X-Slack-Signature or X-Slack-Request-Timestamp: only Slack may call this URL."
             )
-        if not timestamp.isdigit():
+        if not UNIX_TIME.fullmatch(timestamp):
             raise RequestRejected(401, "X-Slack-Request-Timestamp is not a Unix time in seconds.")
+        if not signature.isascii():  # hmac.compare_digest compares ASCII text only: no signature of Slack's
+            raise RequestRejected(401, "X-Slack-Signature does not match: the signature did not verify.")
         if abs(self._now() - int(timestamp)) > SIGNATURE_WINDOW_SECONDS:
             raise RequestRejected(
                 401, "X-Slack-Request-Timestamp is more than 5 minutes from this server's clock (a replay, or a "

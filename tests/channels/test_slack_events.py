@@ -144,6 +144,33 @@ async def test_bad_or_stale_signatures_get_401_and_nothing_is_stored(signing, co
     assert standin.calls == []  # refused before Bolt, so not even auth.test
 
 
+@pytest.mark.parametrize(
+    ("timestamp", "signature", "complaint"),
+    [
+        (b"\xb2", b"v0=00", "Unix time"),  # "²" (as latin-1): str.isdigit() says yes, int() says no
+        (b"1" * 5000, b"v0=00", "Unix time"),  # past int()'s 4,300 digits
+        (None, b"v0=\xe9", "does not match"),  # not ASCII: hmac.compare_digest refuses to compare it
+    ],
+    ids=["superscript-digit", "5000-digits", "non-ascii-signature"],
+)
+async def test_a_forged_request_with_odd_headers_is_refused_with_401_not_a_crash(timestamp, signature, complaint,
+                                                                                  slack_settings, standin):
+    """Headers anyone can send without the signing secret get a 401, as every other forged request does: not an
+    exception out of the endpoint (a 500, and a traceback in the log per request)."""
+    body = json.dumps(dm_event("hi", event_id="EvFORGED")).encode()
+    stamp = timestamp if timestamp is not None else str(int(time.time())).encode()
+    headers = [(b"content-type", b"application/json"), (b"x-slack-request-timestamp", stamp),
+               (b"x-slack-signature", signature)]
+    async with running(slack_settings) as (client, lessonbot):
+        transport = httpx.ASGITransport(app=client._transport.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://lessonbot.test") as raw:
+            response = await raw.post("/slack/events", content=body, headers=headers)
+        assert response.status_code == 401, response.text
+        assert complaint in response.json()["error"]
+        assert await inbound(lessonbot) == []
+    assert standin.calls == []
+
+
 async def test_a_signature_over_other_bytes_is_refused(slack_settings):
     body = json.dumps(dm_event("/start", event_id="EvTAMPER")).encode()
     headers = signed(body)
