@@ -73,6 +73,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+# What Bolt reads out of a payload into its context and hands on (the workspace to authorize, who and where): text,
+# or absent, in all Slack sends.
+CONTEXT_IDS = ("enterprise_id", "team_id", "user_id", "channel_id", "actor_enterprise_id", "actor_team_id",
+               "actor_user_id", "thread_ts", "response_url")
 # A Unix time in seconds: ASCII digits (str.isdigit() takes "²" too), few enough for int() (Slack's have 10)
 UNIX_TIME = re.compile(r"[0-9]{1,12}")
 SIGNATURE_WINDOW_SECONDS = 5 * 60  # Slack's own: older (or future) timestamps are refused as possible replays
@@ -494,14 +498,23 @@ def bolt_request(request: Request, body: bytes) -> AsyncBoltRequest:
     if kind == "event_callback" and not isinstance(payload.get("event"), dict):
         raise RequestRejected(400, "An event_callback without an event object.")
     # Bolt's own matchers index these without looking (body["actions"][0]["action_id"], body["view"]["type"]).
-    actions = payload.get("actions")
-    if kind == "block_actions" and not (isinstance(actions, list) and all(isinstance(a, dict) for a in actions)):
-        raise RequestRejected(400, "A block_actions payload whose actions are not a list of objects.")
+    if kind == "block_actions" and not _actions_as_slack_sends_them(payload.get("actions")):
+        raise RequestRejected(400, "A block_actions payload whose actions are not a list of objects, each with a "
+                                   "text action_id.")
+    if odd := [key for key in CONTEXT_IDS if not isinstance(converted.context.get(key), str | None)]:
+        raise RequestRejected(400, f"A payload whose {', '.join(odd)} is not text.")
     view = payload.get("view")
     viewed = isinstance(view, dict) and isinstance(view.get("type"), str)
     if kind in ("view_submission", "view_closed") and not viewed:
         raise RequestRejected(400, f"A {kind} payload without a view and its type.")
     return converted
+
+
+def _actions_as_slack_sends_them(actions: object) -> bool:
+    """A block_actions payload's actions as Slack sends them: at least one, each an object with a text action_id
+    (Bolt's matchers read the first's and match a pattern against it)."""
+    return (isinstance(actions, list) and bool(actions)
+            and all(isinstance(action, dict) and isinstance(action.get("action_id"), str) for action in actions))
 
 
 def _describe(body: dict[str, Any]) -> str:

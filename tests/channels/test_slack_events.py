@@ -235,6 +235,13 @@ async def test_url_verification_is_answered_only_when_signed(slack_settings):
                                         "channel": {"id": "D1"}, "actions": "x"})).encode(),
         b"payload=" + quote(json.dumps({"type": "view_submission", "team": {"id": "T01"}, "user": {"id": "U1"},
                                         "view": {"callback_id": "lessonbot_answer"}})).encode(),
+        # … no action at all, an action without its action_id or with one that is not text, a team_id not text
+        *[form_body({"type": "block_actions", "team": {"id": "T111"}, "user": {"id": "U1", "team_id": "T111"},
+                     "channel": {"id": "D1"}, "trigger_id": "1.2.3", "actions": actions})
+          for actions in ([], [{"value": "x", "action_ts": "1.2"}],
+                          [{"action_id": 5, "value": "x", "action_ts": "1.2"}])],
+        json.dumps({"type": "event_callback", "team_id": {"id": "T111"}, "event_id": "EvT",
+                    "event": {"type": "message"}}).encode(),
     ],
 )
 async def test_malformed_signed_bodies_get_400_and_nothing_is_stored(body, slack_settings, standin):
