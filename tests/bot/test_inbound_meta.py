@@ -19,6 +19,7 @@ STORED_KEYS = {
     "QUESTION": "question",
     "LANGUAGE": "language",
     "MEMBERSHIP": "membership",
+    "MOVED_FROM": "moved_from",
     "GROUP_CHAT": "group_chat",
     "WORKSPACE": "workspace",
     "DIRECT_ADDRESS": "direct_address",
