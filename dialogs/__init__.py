@@ -30,6 +30,7 @@ from dialogs import (
     quiz,
     review,
     settings,
+    subscriptions,
     teams,
 )
 from dialogs.i18n import N_
@@ -84,6 +85,7 @@ BUTTONS: dict[str, ButtonHandler] = {
     "review": review.on_button,
     "pay": payments.on_button,
     "payment": payments.on_payment,
+    subscriptions.PREFIX: subscriptions.on_button,
     "team": teams.on_button,
 }
 

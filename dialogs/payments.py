@@ -2,7 +2,7 @@
 
 Where a learner meets a price: the course choice (dialogs/prices.py), the end of the free preview ("Buy — 9.90 EUR"
 and "Later"), `/buy [course]`, `/courses`; `/purchases` lists what they bought (and cancels a subscription's renewal:
-"Cancel renewal", `/purchases cancel`), `/paysupport` says where to ask.
+"Cancel renewal", `/purchases cancel`, answered by dialogs/subscriptions.py), `/paysupport` says where to ask.
 
 How they pay depends on where they are, as the wiring declares it (`PaymentDesk`, built in bot/payments.py):
 - where the platform sells in its own currency (Telegram Stars, `stars_channels`): an `Invoice` reply. Telegram
@@ -38,7 +38,6 @@ from bot.messages import (
     STRIPE_EVENT_FIELDS,
     SUCCESSFUL_PAYMENT,
     CheckoutAnswer,
-    Choice,
     Invoice,
     Link,
     Reply,
@@ -267,10 +266,13 @@ async def courses_command(turn: Turn, _args: str) -> None:
 
 
 async def on_button(turn: Turn, value: str) -> None:
-    """A pressed "Buy — 9.90 EUR" (`pay:buy:<course slug>`), or a subscription's "Cancel renewal" and its answers
-    (`pay:renewal…:<payment id>`)."""
-    if value.rsplit(":", 1)[0] in (RENEWAL_ASK, RENEWAL_CANCEL, RENEWAL_KEEP):
-        await on_renewal_button(turn, value)
+    """A pressed "Buy — 9.90 EUR" (`pay:buy:<course slug>`); or a subscription's "Cancel renewal" or one of its
+    answers as sent before they had their own prefix (`pay:renewal…:<payment id>`), which dialogs/subscriptions.py
+    answers."""
+    if not value.startswith(f"{BUY}:"):
+        from dialogs import subscriptions  # subscriptions → payments: imported when needed
+
+        await subscriptions.on_button(turn, value)
         return
     slug = value.removeprefix(f"{BUY}:")
     course = await turn.session.scalar(select(Course).where(Course.slug == slug, offered_to(turn)))
@@ -690,6 +692,8 @@ async def _claim_subscription(turn: Turn, payment: Payment, subscription: str) -
 
 
 async def _subscription_changed(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
+    from dialogs.subscriptions import renewal_reported  # subscriptions → payments: imported when needed
+
     status = str(event.get("status") or "")
     if event["type"] == "customer.subscription.deleted":
         status = "canceled"
@@ -700,7 +704,7 @@ async def _subscription_changed(turn: Turn, payment: Payment, event: dict[str, A
         if payment.subscription_status in ENDED:  # a change reported after the end, out of order: nothing to follow
             return
         payment.subscription_status = status or payment.subscription_status
-        _renewal_reported(payment, event, turn.now)
+        renewal_reported(payment, event, turn.now)
         if period_end is not None and _first_period(payment, period_end, turn.now):
             payment.period_end = period_end
             await _follow_period(turn, payment)
@@ -764,11 +768,9 @@ async def _ended(turn: Turn, payment: Payment, course: Course | None) -> str:
     """What a learner is told when their subscription ends: the lessons locked again, or what keeps them open."""
     _ = tr(turn)
     left = await remaining_access(turn.session, payment.user_id, course, turn.now)
-    return " ".join((
-        _("Your subscription to “{title}” has ended.", title=course.title if course else "—"),
-        what_remains(_, left, partial(day_said, turn)),
-        _("Send /buy {slug} to subscribe again; your place is kept.", slug=course.slug if course else ""),
-    ))
+    return _("Your subscription to “{title}” has ended. {remains} Send /buy {slug} to subscribe again; your place is "
+             "kept.", title=course.title if course else "—", remains=what_remains(_, left, partial(day_said, turn)),
+             slug=course.slug if course else "")
 
 
 async def _invoice(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
@@ -1000,10 +1002,10 @@ async def record_refund(session: AsyncSession, payment: Payment, *, now: datetim
     left = what_remains(_, await remaining_access(session, payment.user_id, course, now),
                         partial(_day_in, _, zone_for(user.timezone if user else None)))
     if chargeback:
-        return _("Your bank took back your payment for “{title}” (receipt no. {receipt}).", title=title,
-                 receipt=receipt) + " " + left
-    return _("Your payment for “{title}” was refunded (receipt no. {receipt}).", title=title, receipt=receipt) + \
-        " " + left
+        return _("Your bank took back your payment for “{title}” (receipt no. {receipt}). {remains}", title=title,
+                 receipt=receipt, remains=left)
+    return _("Your payment for “{title}” was refunded (receipt no. {receipt}). {remains}", title=title,
+             receipt=receipt, remains=left)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1072,7 +1074,15 @@ def receipt_number(payment: Payment) -> str:
 
 async def purchases_command(turn: Turn, args: str) -> None:
     """/purchases: what the learner bought, with receipts, and a "Cancel renewal" button by each subscription that
-    renews; `/purchases cancel [RECEIPT]` cancels a renewal by typing."""
+    renews; `/purchases cancel [RECEIPT]` cancels a renewal by typing (both: dialogs/subscriptions.py)."""
+    from dialogs.subscriptions import (  # subscriptions → payments: imported when needed
+        CANCEL_WORDS,
+        cancel_buttons,
+        cancel_renewal_command,
+        open_after_cancelling,
+        renews,
+    )
+
     words = args.split()
     if words and fold(words[0]) in CANCEL_WORDS:
         await cancel_renewal_command(turn, " ".join(words[1:]))
@@ -1092,12 +1102,12 @@ async def purchases_command(turn: Turn, args: str) -> None:
         if renews(payment, turn.now):
             renewing.append((payment, title))
     lines.append(_("Questions about a payment? Send /paysupport."))
-    await _say_privately(turn, Text("\n".join(lines), choices=_cancel_buttons(_, renewing)),
+    await say_privately(turn, Text("\n".join(lines), choices=cancel_buttons(_, renewing)),
                          sent=_("I've sent you your purchases in our private chat."),
                          alone=_("Your purchases are yours alone: send /purchases to me in a private chat."))
 
 
-async def _say_privately(turn: Turn, reply: Text, *, sent: str, alone: str) -> None:
+async def say_privately(turn: Turn, reply: Text, *, sent: str, alone: str) -> None:
     """A reply about someone's payments: here in a private chat; from a group, in their private chat with the bot
     (what someone bought is theirs to read alone), the group told `sent`, or `alone` when they have none."""
     if turn.message.private:
@@ -1147,190 +1157,6 @@ def _lapsed_line(_: Translator, payment: Payment, title: str, price: str, when: 
                  date=when, end=until, receipt=receipt)
     return _("• {title} — {price}, since {date}, its renewal of {renewal} not paid yet. Receipt no. {receipt}",
              title=title, price=price, date=when, renewal=until, receipt=receipt)
-
-
-# Cancelling a subscription's renewal ----------------------------------------------------------------------------------
-# "Cancel renewal" by a subscription in /purchases (`pay:renewal:<payment id>`), or `/purchases cancel [RECEIPT]`,
-# asks to confirm, naming the course and until when its lessons stay open; "Yes, cancel the renewal"
-# (`pay:renewal-cancel:<payment id>`) asks the platform, outside the transaction, not to charge again (Stripe:
-# `cancel_at_period_end`; Telegram: editUserStarSubscription), and records it on the payment (`renewal_cancelled_at`);
-# "Keep it" (`pay:renewal-keep:<payment id>`) changes nothing. A button is honoured only where it was offered to the
-# person pressing it (dialogs/choices.py); the payment it names must be theirs, and a subscription still renewing.
-# Stripe reports a renewal cancelled (or resumed) in its customer portal or Dashboard as `customer.subscription.updated`
-# (`_renewal_reported`); the subscription's end at its period's end comes as `customer.subscription.deleted`.
-
-RENEWAL_ASK, RENEWAL_CANCEL, RENEWAL_KEEP = "pay:renewal", "pay:renewal-cancel", "pay:renewal-keep"
-CANCEL_WORDS = frozenset({"cancel", "cancelar"})  # `/purchases cancel`
-
-
-def renews(payment: Payment, now: datetime) -> bool:
-    """Whether a payment is a subscription that will be charged again: paid, not ended, its period paid for not over,
-    its renewal not cancelled."""
-    return in_force(payment, now) and payment.renewal_cancelled_at is None
-
-
-def in_force(payment: Payment, now: datetime) -> bool:
-    """Whether a payment is a subscription in force: paid, not ended, its period paid for not over (or not yet
-    reported by Stripe)."""
-    return (payment.period is not None and payment.status == PaymentStatus.PAID
-            and bool(payment.subscription_reference) and payment.subscription_status not in ENDED
-            and (payment.period_end is None or payment.period_end > now))
-
-
-def open_after_cancelling(desk: PaymentDesk, payment: Payment, now: datetime) -> datetime:
-    """Until when the lessons of a subscription whose renewal is cancelled stay open. A Stripe one, its period paid
-    (active), until that period's end: Stripe ends the subscription then (`customer.subscription.deleted`, which
-    locks them: no renewal is left to wait for). A Stars one until its access runs out (`access_until`: the period
-    paid for and the grace; Telegram reports no end), and so a Stripe one before Stripe has said when its period
-    ends, or while its renewal is past due (its access ends with the grace, unless the renewal is paid)."""
-    if payment.provider == STRIPE and payment.period_end is not None and payment.subscription_status == "active":
-        return payment.period_end
-    return access_until(desk, payment, now)
-
-
-def _cancel_buttons(_: Translator, renewing: Sequence[tuple[Payment, str]]) -> tuple[Choice, ...]:
-    """A "Cancel renewal" button for each subscription that renews (named by its course when there are several)."""
-    if len(renewing) == 1:
-        return (Choice(_("Cancel renewal"), f"{RENEWAL_ASK}:{renewing[0][0].id}"),)
-    return tuple(Choice(_("Cancel renewal: {title}", title=title[:40]), f"{RENEWAL_ASK}:{payment.id}")
-                 for payment, title in renewing)
-
-
-async def cancel_renewal_command(turn: Turn, receipt: str) -> None:
-    """`/purchases cancel [RECEIPT]`: cancel the renewal of the learner's subscription (the one with that receipt
-    number, or their only one that renews; with several, a button for each)."""
-    _ = tr(turn)
-    if receipt:
-        number = whole_number(code_letters(receipt).removeprefix("LB"))
-        payment = await turn.session.get(Payment, number) if number is not None else None
-        await _ask_to_cancel(turn, _own_subscription(turn, payment), receipt)
-        return
-    renewing = [(payment, await _title(turn, payment)) for payment in await purchases(turn.session, turn.user.id)
-                if renews(payment, turn.now)]
-    if len(renewing) == 1:
-        await _ask_to_cancel(turn, renewing[0][0], "")
-        return
-    if not renewing:
-        reply = Text(_("You have no subscription that renews. Send /purchases to see what you bought."))
-    else:
-        reply = Text(_("Which subscription should stop renewing?"), choices=_cancel_buttons(_, renewing))
-    await _say_privately(turn, reply, sent=_("I've answered you in our private chat."),
-                         alone=_("A payment is yours alone: send /purchases cancel to me in a private chat."))
-
-
-def _own_subscription(turn: Turn, payment: Payment | None) -> Payment | None:
-    """`payment` if it is this learner's own subscription in force (its renewal cancelled or not), else None."""
-    if payment is None or payment.user_id != turn.user.id or not in_force(payment, turn.now):
-        return None
-    return payment
-
-
-async def _named_subscription(turn: Turn, value: str) -> Payment | None:
-    """The learner's own subscription in force a button names (`<prefix>:<payment id>`), else None."""
-    number = whole_number(value.rsplit(":", 1)[-1])
-    payment = await turn.session.get(Payment, number) if number is not None else None
-    return _own_subscription(turn, payment)
-
-
-async def _title(turn: Turn, payment: Payment) -> str:
-    course = await turn.session.get(Course, payment.course_id)
-    return course.title if course else "—"
-
-
-async def _ask_to_cancel(turn: Turn, payment: Payment | None, receipt: str) -> None:
-    """Confirm before cancelling: the course, and until when its lessons stay open, with "Yes" and "Keep it"; or
-    why there is nothing to cancel."""
-    _ = tr(turn)
-    if payment is None:
-        shown = receipt.strip()[:20] or "—"  # as they typed it
-        reply = Text(_("You have no subscription in force with receipt no. {receipt}. Send /purchases to see yours.",
-                       receipt=shown))
-    elif payment.renewal_cancelled_at is not None:
-        reply = Text(await _already_cancelled(turn, payment))
-    else:
-        until = open_after_cancelling(desk_of(turn), payment, turn.now)
-        reply = Text(
-            _("Cancel the renewal of “{title}”? Nothing more will be charged, and your lessons stay open until "
-              "{date}.", title=await _title(turn, payment), date=day_said(turn, until)),
-            choices=(Choice(_("Yes, cancel the renewal"), f"{RENEWAL_CANCEL}:{payment.id}"),
-                     Choice(_("Keep it"), f"{RENEWAL_KEEP}:{payment.id}")))
-    await _say_privately(turn, reply, sent=_("I've answered you in our private chat."),
-                         alone=_("A payment is yours alone: send /purchases cancel to me in a private chat."))
-
-
-async def _already_cancelled(turn: Turn, payment: Payment) -> str:
-    _ = tr(turn)
-    until = open_after_cancelling(desk_of(turn), payment, turn.now)
-    return _("The renewal of “{title}” is already cancelled: nothing more will be charged, and your lessons stay open "
-             "until {date}.", title=await _title(turn, payment), date=day_said(turn, until))
-
-
-async def on_renewal_button(turn: Turn, value: str) -> None:
-    """A pressed "Cancel renewal" (`pay:renewal:<payment id>`), or its answer: "Yes, cancel the renewal"
-    (`pay:renewal-cancel:…`) or "Keep it" (`pay:renewal-keep:…`)."""
-    _ = tr(turn)
-    payment = await _named_subscription(turn, value)
-    kind = value.rsplit(":", 1)[0]
-    if payment is None:
-        turn.say(_("That subscription is not one of yours that is in force. Send /purchases to see yours."))
-    elif kind == RENEWAL_ASK:
-        await _ask_to_cancel(turn, payment, "")
-    elif kind == RENEWAL_KEEP:
-        turn.say(_("Good: your subscription to “{title}” goes on as before.", title=await _title(turn, payment)))
-    elif payment.renewal_cancelled_at is not None:
-        turn.say(await _already_cancelled(turn, payment))
-    else:
-        await _cancel_renewal(turn, payment)
-
-
-async def _cancel_renewal(turn: Turn, payment: Payment) -> None:
-    """Ask the platform not to renew the subscription (outside the transaction) and record it; a failure changes
-    nothing, and the learner is told to try again."""
-    _ = tr(turn)
-    desk, target = desk_of(turn), Refundable.of(payment)
-    outcome = await turn.call_outside_transaction(f"renewal:{payment.id}", lambda: end_renewal(desk, target))
-    title = await _title(turn, payment)
-    if outcome != "ok":
-        log.error("a subscription's renewal could not be cancelled; nothing recorded",
-                  extra={"payment_id": payment.id, "error": outcome})
-        turn.say(_("I couldn't cancel the renewal of “{title}” just now, so nothing has changed and it still renews. "
-                   "Please try again in a few minutes, or send /paysupport.", title=title))
-        return
-    payment.renewal_cancelled_at = turn.now
-    until = open_after_cancelling(desk, payment, turn.now)
-    turn.say(_("Done: “{title}” will not renew, and nothing more will be charged. Your lessons stay open until "
-               "{date}.", title=title, date=day_said(turn, until)))
-
-
-async def end_renewal(desk: PaymentDesk, subscription: Refundable) -> str:
-    """Ask the subscription's platform not to charge it again, leaving the period paid for running (Telegram:
-    editUserStarSubscription, as a refund cancels it; Stripe: cancel at the period's end): "ok", or what went
-    wrong."""
-    try:
-        if subscription.provider == TELEGRAM:
-            if desk.cancel_stars_subscription is None:
-                return "Telegram is not connected in this process"
-            await desk.cancel_stars_subscription(subscription.channel, subscription.buyer,
-                                                 subscription.subscription_reference)
-        else:
-            if desk.checkout is None:
-                return "Stripe is not configured (STRIPE_SECRET_KEY)"
-            await desk.checkout.cancel_renewal(subscription.subscription_reference)
-    except Exception as exc:
-        return str(exc)[:300] or type(exc).__name__
-    return "ok"
-
-
-def _renewal_reported(payment: Payment, event: dict[str, Any], now: datetime) -> None:
-    """Stripe says whether a subscription renews (`customer.subscription.updated`): set to end at its period's end
-    or on a day (`cancel_at_period_end`, `cancel_at`: cancelled here, or in Stripe's customer portal or Dashboard)
-    records when that was first known; renewing again (resumed there) clears it."""
-    if event["type"] != "customer.subscription.updated" or not isinstance(event.get("cancel_at_period_end"), bool):
-        return
-    if event["cancel_at_period_end"] or isinstance(event.get("cancel_at"), int):
-        payment.renewal_cancelled_at = payment.renewal_cancelled_at or now
-    else:
-        payment.renewal_cancelled_at = None
 
 
 async def paysupport_command(turn: Turn, _args: str) -> None:
@@ -1550,12 +1376,36 @@ async def _give_back(desk: PaymentDesk, payment: Refundable) -> None:
     await desk.checkout.refund(charge)
 
 
+class NotConnected(Exception):
+    """The platform a subscription was bought on is not connected in this process."""
+
+
+async def stop_at_provider(desk: PaymentDesk, subscription: Refundable, *, at_period_end: bool = False) -> None:
+    """Ask a subscription's platform to charge it no more: Telegram cancels a Stars one (editUserStarSubscription,
+    through the desk's `cancel_stars_subscription`: its period paid for runs out); Stripe ends one now
+    (`Checkout.cancel_subscription`), or at the end of the period paid for (`at_period_end`:
+    `Checkout.cancel_renewal`). NotConnected when that platform is not connected here; else what the platform
+    raised."""
+    if subscription.provider == TELEGRAM:
+        if desk.cancel_stars_subscription is None:
+            raise NotConnected("Telegram is not connected in this process")
+        await desk.cancel_stars_subscription(subscription.channel, subscription.buyer,
+                                             subscription.subscription_reference)
+    elif desk.checkout is None:
+        raise NotConnected("Stripe is not configured (STRIPE_SECRET_KEY)")
+    elif at_period_end:
+        await desk.checkout.cancel_renewal(subscription.subscription_reference)
+    else:
+        await desk.checkout.cancel_subscription(subscription.subscription_reference)
+
+
 async def _stop_renewing(desk: PaymentDesk, payment: Refundable) -> None:
+    """Cancel a subscription now, as a refund or an erasure does; a failure is logged for the admin to finish by
+    hand (a platform not connected here has nothing to cancel from here)."""
     try:
-        if payment.provider == TELEGRAM and desk.cancel_stars_subscription is not None:
-            await desk.cancel_stars_subscription(payment.channel, payment.buyer, payment.subscription_reference)
-        elif payment.provider != TELEGRAM and desk.checkout is not None:
-            await desk.checkout.cancel_subscription(payment.subscription_reference)
+        await stop_at_provider(desk, payment)
+    except NotConnected:
+        return
     except Exception:
         log.exception("a refunded subscription could not be cancelled: cancel it by hand (Telegram: the learner's "
                       "Settings → My Stars; Stripe: the Dashboard)", extra={"payment_id": payment.id})

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from standins.stripe import SECRET_KEY, StripeStandIn
 from storage.courses import Course, may_access
-from storage.models import utcnow
+from storage.models import OfferedChoice, utcnow
 from storage.payments import PaymentStatus
 from storage.personal_data import export_person
 from tests.dialogs.learning_support import Learning, answer_until, import_sample, onboard
@@ -778,9 +778,12 @@ async def test_another_learners_subscription_cannot_be_cancelled_by_button_or_by
     [payment] = await payments(bot)
     bob = Learning(bot, ann.channel, chat="bob")
     # A button never offered to Bob, forged with Ann's payment: refused before anything reads it.
+    assert await bob.say("Yes, cancel the renewal", choice=f"renewal:cancel:{payment.id}") == [
+        "That button isn't available."]
+    assert await bob.say("Cancel renewal", choice=f"renewal:ask:{payment.id}") == ["That button isn't available."]
+    # As they were sent before these buttons had their own prefix: refused alike.
     assert await bob.say("Yes, cancel the renewal", choice=f"pay:renewal-cancel:{payment.id}") == [
         "That button isn't available."]
-    assert await bob.say("Cancel renewal", choice=f"pay:renewal:{payment.id}") == ["That button isn't available."]
     # Typed with Ann's receipt number: not his.
     assert await bob.say(f"/purchases cancel LB-{payment.id:06d}") == [
         f"You have no subscription in force with receipt no. LB-{payment.id:06d}. Send /purchases to see yours."]
@@ -810,3 +813,26 @@ async def test_a_renewal_cancelled_in_stripes_portal_is_recorded_and_one_resumed
     # Typed, the confirmation names the course and the day: the same as the button's.
     [asked] = await ann.say("/purchases cancel")
     assert asked.startswith("Cancel the renewal of “Passwords that hold”?") and said(period_end) in asked
+
+
+async def test_a_cancel_renewal_button_sent_before_the_buttons_had_their_own_prefix_still_works(shop, stripe_api):
+    """Buttons already in learners' chats carry the values they were sent with (`pay:renewal…`): pressed now, they
+    ask and cancel as the buttons sent today (`renewal:…`) do."""
+    client, bot, ann, _boss = shop
+    paid, _period_end = await renewing(client, bot, ann, stripe_api)
+    [payment] = await payments(bot)
+    await ann.say("/purchases")
+    assert [choice.value for choice in ann.last().choices] == [f"renewal:ask:{payment.id}"]
+    async with bot.db.transaction() as session:  # the buttons as a /purchases sent before offered them
+        offered = await session.scalar(select(OfferedChoice).where(OfferedChoice.value == f"renewal:ask:{payment.id}"))
+        for before in ("renewal", "renewal-cancel", "renewal-keep"):
+            session.add(OfferedChoice(conversation_id=offered.conversation_id, member=offered.member,
+                                      value=f"pay:{before}:{payment.id}"))
+    [asked] = await ann.say("Cancel renewal", choice=f"pay:renewal:{payment.id}")
+    assert asked.startswith("Cancel the renewal of “Passwords that hold”?")
+    [kept] = await ann.say("Keep it", choice=f"pay:renewal-keep:{payment.id}")
+    assert kept == "Good: your subscription to “Passwords that hold” goes on as before."
+    [done] = await ann.say("Yes, cancel the renewal", choice=f"pay:renewal-cancel:{payment.id}")
+    assert done.startswith("Done: “Passwords that hold” will not renew")
+    assert stripe_api.subscription(paid["subscription"])["cancel_at_period_end"] is True
+    assert (await payments(bot))[0].renewal_cancelled_at is not None

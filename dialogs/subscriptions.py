@@ -1,0 +1,214 @@
+"""Cancelling a subscription's renewal from the chat ("cancel any time"), and following a renewal cancelled elsewhere.
+
+"Cancel renewal" by a subscription in /purchases (`renewal:ask:<payment id>`), or `/purchases cancel [RECEIPT]`, asks
+to confirm, naming the course and until when its lessons stay open; "Yes, cancel the renewal"
+(`renewal:cancel:<payment id>`) asks the platform, outside the transaction, not to charge again (Stripe:
+`cancel_at_period_end`; Telegram: editUserStarSubscription), and records it on the payment (`renewal_cancelled_at`);
+"Keep it" (`renewal:keep:<payment id>`) changes nothing. Buttons sent before these had their own prefix
+(`pay:renewal`, `pay:renewal-cancel`, `pay:renewal-keep`, still in learners' chats) reach dialogs/payments.py's
+`on_button`, which hands them here. A button is honoured only where it was offered to the person pressing it
+(dialogs/choices.py); the payment it names must be theirs, and a subscription still in force.
+
+Stripe reports a renewal cancelled (or resumed) in its customer portal or Dashboard as `customer.subscription.updated`
+(`renewal_reported`, called by dialogs/payments.py, which follows the subscription's events); the subscription's end
+at its period's end comes as `customer.subscription.deleted`, which ends the access as any end does.
+
+Buying, the subscription's other events, refunds and the /purchases listing are dialogs/payments.py's; this module
+is built on it (payments reaches back here only where /purchases and Stripe's events need it, when called).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from bot.messages import Choice, Text
+from bot.text import code_letters, whole_number
+from dialogs.i18n import Translator
+from dialogs.learner import day_said, tr
+from dialogs.payments import (
+    ENDED,
+    PaymentDesk,
+    Refundable,
+    access_until,
+    desk_of,
+    say_privately,
+    stop_at_provider,
+)
+from dialogs.turn import Turn
+from storage.courses import Course
+from storage.payments import STRIPE, Payment, PaymentStatus, purchases
+
+log = logging.getLogger(__name__)
+
+PREFIX = "renewal"  # the buttons' own prefix (dialogs.BUTTONS)
+RENEWAL_ASK, RENEWAL_CANCEL, RENEWAL_KEEP = f"{PREFIX}:ask", f"{PREFIX}:cancel", f"{PREFIX}:keep"
+# The same buttons as they were sent before they had their own prefix (under dialogs/payments.py's `pay:`): a
+# learner may press one still, however late.
+SENT_BEFORE = {"pay:renewal": RENEWAL_ASK, "pay:renewal-cancel": RENEWAL_CANCEL, "pay:renewal-keep": RENEWAL_KEEP}
+CANCEL_WORDS = frozenset({"cancel", "cancelar"})  # `/purchases cancel`
+
+
+def renews(payment: Payment, now: datetime) -> bool:
+    """Whether a payment is a subscription that will be charged again: paid, not ended, its period paid for not over,
+    its renewal not cancelled."""
+    return in_force(payment, now) and payment.renewal_cancelled_at is None
+
+
+def in_force(payment: Payment, now: datetime) -> bool:
+    """Whether a payment is a subscription in force: paid, not ended, its period paid for not over (or not yet
+    reported by Stripe)."""
+    return (payment.period is not None and payment.status == PaymentStatus.PAID
+            and bool(payment.subscription_reference) and payment.subscription_status not in ENDED
+            and (payment.period_end is None or payment.period_end > now))
+
+
+def open_after_cancelling(desk: PaymentDesk, payment: Payment, now: datetime) -> datetime:
+    """Until when the lessons of a subscription whose renewal is cancelled stay open. A Stripe one, its period paid
+    (active), until that period's end: Stripe ends the subscription then (`customer.subscription.deleted`, which
+    locks them: no renewal is left to wait for). A Stars one until its access runs out (`access_until`: the period
+    paid for and the grace; Telegram reports no end), and so a Stripe one before Stripe has said when its period
+    ends, or while its renewal is past due (its access ends with the grace, unless the renewal is paid)."""
+    if payment.provider == STRIPE and payment.period_end is not None and payment.subscription_status == "active":
+        return payment.period_end
+    return access_until(desk, payment, now)
+
+
+def cancel_buttons(_: Translator, renewing: Sequence[tuple[Payment, str]]) -> tuple[Choice, ...]:
+    """A "Cancel renewal" button for each subscription that renews (named by its course when there are several)."""
+    if len(renewing) == 1:
+        return (Choice(_("Cancel renewal"), f"{RENEWAL_ASK}:{renewing[0][0].id}"),)
+    return tuple(Choice(_("Cancel renewal: {title}", title=title[:40]), f"{RENEWAL_ASK}:{payment.id}")
+                 for payment, title in renewing)
+
+
+async def cancel_renewal_command(turn: Turn, receipt: str) -> None:
+    """`/purchases cancel [RECEIPT]`: cancel the renewal of the learner's subscription (the one with that receipt
+    number, or their only one that renews; with several, a button for each)."""
+    _ = tr(turn)
+    if receipt:
+        number = whole_number(code_letters(receipt).removeprefix("LB"))
+        payment = await turn.session.get(Payment, number) if number is not None else None
+        await _ask_to_cancel(turn, _own_subscription(turn, payment), receipt)
+        return
+    renewing = [(payment, await _title(turn, payment)) for payment in await purchases(turn.session, turn.user.id)
+                if renews(payment, turn.now)]
+    if len(renewing) == 1:
+        await _ask_to_cancel(turn, renewing[0][0], "")
+        return
+    if not renewing:
+        reply = Text(_("You have no subscription that renews. Send /purchases to see what you bought."))
+    else:
+        reply = Text(_("Which subscription should stop renewing?"), choices=cancel_buttons(_, renewing))
+    await say_privately(turn, reply, sent=_("I've answered you in our private chat."),
+                        alone=_("A payment is yours alone: send /purchases cancel to me in a private chat."))
+
+
+def _own_subscription(turn: Turn, payment: Payment | None) -> Payment | None:
+    """`payment` if it is this learner's own subscription in force (its renewal cancelled or not), else None."""
+    if payment is None or payment.user_id != turn.user.id or not in_force(payment, turn.now):
+        return None
+    return payment
+
+
+async def _named_subscription(turn: Turn, value: str) -> Payment | None:
+    """The learner's own subscription in force a button names (`<prefix>:<payment id>`), else None."""
+    number = whole_number(value.rsplit(":", 1)[-1])
+    payment = await turn.session.get(Payment, number) if number is not None else None
+    return _own_subscription(turn, payment)
+
+
+async def _title(turn: Turn, payment: Payment) -> str:
+    course = await turn.session.get(Course, payment.course_id)
+    return course.title if course else "—"
+
+
+async def _ask_to_cancel(turn: Turn, payment: Payment | None, receipt: str) -> None:
+    """Confirm before cancelling: the course, and until when its lessons stay open, with "Yes" and "Keep it"; or
+    why there is nothing to cancel."""
+    _ = tr(turn)
+    if payment is None:
+        shown = receipt.strip()[:20] or "—"  # as they typed it
+        reply = Text(_("You have no subscription in force with receipt no. {receipt}. Send /purchases to see yours.",
+                       receipt=shown))
+    elif payment.renewal_cancelled_at is not None:
+        reply = Text(await _already_cancelled(turn, payment))
+    else:
+        until = open_after_cancelling(desk_of(turn), payment, turn.now)
+        reply = Text(
+            _("Cancel the renewal of “{title}”? Nothing more will be charged, and your lessons stay open until "
+              "{date}.", title=await _title(turn, payment), date=day_said(turn, until)),
+            choices=(Choice(_("Yes, cancel the renewal"), f"{RENEWAL_CANCEL}:{payment.id}"),
+                     Choice(_("Keep it"), f"{RENEWAL_KEEP}:{payment.id}")))
+    await say_privately(turn, reply, sent=_("I've answered you in our private chat."),
+                        alone=_("A payment is yours alone: send /purchases cancel to me in a private chat."))
+
+
+async def _already_cancelled(turn: Turn, payment: Payment) -> str:
+    _ = tr(turn)
+    until = open_after_cancelling(desk_of(turn), payment, turn.now)
+    return _("The renewal of “{title}” is already cancelled: nothing more will be charged, and your lessons stay open "
+             "until {date}.", title=await _title(turn, payment), date=day_said(turn, until))
+
+
+async def on_button(turn: Turn, value: str) -> None:
+    """A pressed "Cancel renewal" (`renewal:ask:<payment id>`), or its answer: "Yes, cancel the renewal"
+    (`renewal:cancel:…`) or "Keep it" (`renewal:keep:…`); or one of them as sent before (`SENT_BEFORE`)."""
+    _ = tr(turn)
+    payment = await _named_subscription(turn, value)
+    kind = value.rsplit(":", 1)[0]
+    kind = SENT_BEFORE.get(kind, kind)
+    if payment is None:
+        turn.say(_("That subscription is not one of yours that is in force. Send /purchases to see yours."))
+    elif kind == RENEWAL_ASK:
+        await _ask_to_cancel(turn, payment, "")
+    elif kind == RENEWAL_KEEP:
+        turn.say(_("Good: your subscription to “{title}” goes on as before.", title=await _title(turn, payment)))
+    elif payment.renewal_cancelled_at is not None:
+        turn.say(await _already_cancelled(turn, payment))
+    else:
+        await _cancel_renewal(turn, payment)
+
+
+async def _cancel_renewal(turn: Turn, payment: Payment) -> None:
+    """Ask the platform not to renew the subscription (outside the transaction) and record it; a failure changes
+    nothing, and the learner is told to try again."""
+    _ = tr(turn)
+    desk, target = desk_of(turn), Refundable.of(payment)
+    outcome = await turn.call_outside_transaction(f"renewal:{payment.id}", lambda: end_renewal(desk, target))
+    title = await _title(turn, payment)
+    if outcome != "ok":
+        log.error("a subscription's renewal could not be cancelled; nothing recorded",
+                  extra={"payment_id": payment.id, "error": outcome})
+        turn.say(_("I couldn't cancel the renewal of “{title}” just now, so nothing has changed and it still renews. "
+                   "Please try again in a few minutes, or send /paysupport.", title=title))
+        return
+    payment.renewal_cancelled_at = turn.now
+    until = open_after_cancelling(desk, payment, turn.now)
+    turn.say(_("Done: “{title}” will not renew, and nothing more will be charged. Your lessons stay open until "
+               "{date}.", title=title, date=day_said(turn, until)))
+
+
+async def end_renewal(desk: PaymentDesk, subscription: Refundable) -> str:
+    """Ask the subscription's platform not to charge it again, leaving the period paid for running (Telegram:
+    editUserStarSubscription, as a refund cancels it; Stripe: cancel at the period's end): "ok", or what went
+    wrong."""
+    try:
+        await stop_at_provider(desk, subscription, at_period_end=True)
+    except Exception as exc:
+        return str(exc)[:300] or type(exc).__name__
+    return "ok"
+
+
+def renewal_reported(payment: Payment, event: dict[str, Any], now: datetime) -> None:
+    """Stripe says whether a subscription renews (`customer.subscription.updated`): set to end at its period's end
+    or on a day (`cancel_at_period_end`, `cancel_at`: cancelled here, or in Stripe's customer portal or Dashboard)
+    records when that was first known; renewing again (resumed there) clears it."""
+    if event["type"] != "customer.subscription.updated" or not isinstance(event.get("cancel_at_period_end"), bool):
+        return
+    if event["cancel_at_period_end"] or isinstance(event.get("cancel_at"), int):
+        payment.renewal_cancelled_at = payment.renewal_cancelled_at or now
+    else:
+        payment.renewal_cancelled_at = None
