@@ -752,6 +752,13 @@ async def _given_back(turn: Turn, payment: Payment, event: dict[str, Any]) -> No
 
 async def _subscription_ended(turn: Turn, payment: Payment, status: str, *, ended: datetime) -> None:
     """Access ends with the subscription; the learner is told once (the first report of its end moves it)."""
+    if await subscription_ended(turn, payment, status, ended=ended):
+        turn.say(await _ended(turn, payment, await turn.session.get(Course, payment.course_id)))
+
+
+async def subscription_ended(turn: Turn, payment: Payment, status: str, *, ended: datetime) -> bool:
+    """Record a subscription's end (`status`, one of ENDED), once: the first record of it moves it, and a paid one's
+    access ends then (`ended`, or now if that is earlier). Whether this one moved it, a paid one's."""
     result = await turn.session.execute(
         update(Payment).where(Payment.id == payment.id,
                               or_(Payment.subscription_status.is_(None), Payment.subscription_status.not_in(ENDED)))
@@ -759,9 +766,9 @@ async def _subscription_ended(turn: Turn, payment: Payment, status: str, *, ende
     )
     await turn.session.refresh(payment)
     if rows_affected(result) != 1 or payment.status != PaymentStatus.PAID:
-        return
+        return False
     await set_purchase_expiry(turn.session, payment, min(ended, turn.now))
-    turn.say(await _ended(turn, payment, await turn.session.get(Course, payment.course_id)))
+    return True
 
 
 async def _ended(turn: Turn, payment: Payment, course: Course | None) -> str:

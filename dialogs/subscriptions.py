@@ -4,7 +4,11 @@
 to confirm, naming the course and until when its lessons stay open; "Yes, cancel the renewal"
 (`renewal:cancel:<payment id>`) asks the platform, outside the transaction, not to charge again (Stripe:
 `cancel_at_period_end`; Telegram: editUserStarSubscription), and records it on the payment (`renewal_cancelled_at`);
-"Keep it" (`renewal:keep:<payment id>`) changes nothing. Buttons sent before these had their own prefix
+"Keep it" (`renewal:keep:<payment id>`) changes nothing. A Stripe subscription whose renewal is due and not paid
+(`overdue`: past due, Stripe retrying the card through the grace) is cancelled now instead (DELETE, which also stops
+Stripe collecting the renewal's invoice; cancelling at the period's end would leave it retried, the period having
+moved on at the renewal): the period paid for is over, so its access ends then, and the learner is told so before
+and after. Buttons sent before these had their own prefix
 (`pay:renewal`, `pay:renewal-cancel`, `pay:renewal-keep`, still in learners' chats) reach dialogs/payments.py's
 `on_button`, which hands them here. A button is honoured only where it was offered to the person pressing it
 (dialogs/choices.py); the payment it names must be theirs, and a subscription still in force.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from bot.messages import Choice, Text
@@ -34,12 +39,15 @@ from dialogs.payments import (
     Refundable,
     access_until,
     desk_of,
+    remaining_access,
     say_privately,
     stop_at_provider,
+    subscription_ended,
+    what_remains,
 )
 from dialogs.turn import Turn
 from storage.courses import Course
-from storage.payments import STRIPE, Payment, PaymentStatus, purchases
+from storage.payments import STRIPE, TELEGRAM, Payment, PaymentStatus, purchases
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +60,29 @@ CANCEL_WORDS = frozenset({"cancel", "cancelar"})  # `/purchases cancel`
 
 
 def renews(payment: Payment, now: datetime) -> bool:
-    """Whether a payment is a subscription that will be charged again: paid, not ended, its period paid for not over,
-    its renewal not cancelled."""
-    return in_force(payment, now) and payment.renewal_cancelled_at is None
+    """Whether a payment is a subscription that will be charged again, whose renewal the learner may cancel: in
+    force, its renewal not cancelled, or due and not paid (`overdue`: Stripe retries it, whatever was cancelled)."""
+    return in_force(payment, now) and (payment.renewal_cancelled_at is None or overdue(payment, now))
 
 
 def in_force(payment: Payment, now: datetime) -> bool:
-    """Whether a payment is a subscription in force: paid, not ended, its period paid for not over (or not yet
-    reported by Stripe)."""
-    return (payment.period is not None and payment.status == PaymentStatus.PAID
-            and bool(payment.subscription_reference) and payment.subscription_status not in ENDED
-            and (payment.period_end is None or payment.period_end > now))
+    """Whether a payment is a subscription in force: paid, not ended, and its period paid for not over (or not yet
+    reported by Stripe); or, that period over, a Stripe one whose renewal is still to be paid (`overdue`: past due,
+    or not cancelled and not yet reported paid; Stripe reports its end when it comes)."""
+    if not (payment.period is not None and payment.status == PaymentStatus.PAID
+            and bool(payment.subscription_reference) and payment.subscription_status not in ENDED):
+        return False
+    if payment.period_end is None or payment.period_end > now:
+        return True
+    return overdue(payment, now) and (payment.subscription_status == "past_due" or payment.renewal_cancelled_at is None)
+
+
+def overdue(payment: Payment, now: datetime) -> bool:
+    """Whether a Stripe subscription's renewal is due and not paid: past due (its payment failed, Stripe retrying
+    it while the lessons stay open through the grace), or its period paid for over with no renewal paid yet. (A
+    Stars one whose period is over has ended: Telegram reports no cancellation, nor a failed renewal.)"""
+    return payment.provider != TELEGRAM and (
+        payment.subscription_status == "past_due" or (payment.period_end is not None and payment.period_end <= now))
 
 
 def open_after_cancelling(desk: PaymentDesk, payment: Payment, now: datetime) -> datetime:
@@ -70,7 +90,7 @@ def open_after_cancelling(desk: PaymentDesk, payment: Payment, now: datetime) ->
     (active), until that period's end: Stripe ends the subscription then (`customer.subscription.deleted`, which
     locks them: no renewal is left to wait for). A Stars one until its access runs out (`access_until`: the period
     paid for and the grace; Telegram reports no end), and so a Stripe one before Stripe has said when its period
-    ends, or while its renewal is past due (its access ends with the grace, unless the renewal is paid)."""
+    ends. (One whose renewal is past due is cancelled now: `overdue`.)"""
     if payment.provider == STRIPE and payment.period_end is not None and payment.subscription_status == "active":
         return payment.period_end
     return access_until(desk, payment, now)
@@ -133,6 +153,13 @@ async def _ask_to_cancel(turn: Turn, payment: Payment | None, receipt: str) -> N
         shown = receipt.strip()[:20] or "—"  # as they typed it
         reply = Text(_("You have no subscription in force with receipt no. {receipt}. Send /purchases to see yours.",
                        receipt=shown))
+    elif overdue(payment, turn.now):
+        reply = Text(
+            _("Cancel the renewal of “{title}”? Its payment has not gone through, and Stripe is still trying your "
+              "card: cancelling ends the subscription now, so nothing more will be charged. The period you paid for "
+              "is over, so the access it gives ends at once.", title=await _title(turn, payment)),
+            choices=(Choice(_("Yes, cancel the renewal"), f"{RENEWAL_CANCEL}:{payment.id}"),
+                     Choice(_("Keep it"), f"{RENEWAL_KEEP}:{payment.id}")))
     elif payment.renewal_cancelled_at is not None:
         reply = Text(await _already_cancelled(turn, payment))
     else:
@@ -166,6 +193,8 @@ async def on_button(turn: Turn, value: str) -> None:
         await _ask_to_cancel(turn, payment, "")
     elif kind == RENEWAL_KEEP:
         turn.say(_("Good: your subscription to “{title}” goes on as before.", title=await _title(turn, payment)))
+    elif overdue(payment, turn.now):
+        await _cancel_now(turn, payment)
     elif payment.renewal_cancelled_at is not None:
         turn.say(await _already_cancelled(turn, payment))
     else:
@@ -191,12 +220,36 @@ async def _cancel_renewal(turn: Turn, payment: Payment) -> None:
                "{date}.", title=title, date=day_said(turn, until)))
 
 
-async def end_renewal(desk: PaymentDesk, subscription: Refundable) -> str:
+async def _cancel_now(turn: Turn, payment: Payment) -> None:
+    """Cancel an `overdue` subscription now (outside the transaction), which stops Stripe retrying its renewal, and
+    end its access, as Stripe's report of the end would (which then finds it ended, and says nothing more); a
+    failure changes nothing, and the learner is told to try again."""
+    _ = tr(turn)
+    desk, target = desk_of(turn), Refundable.of(payment)
+    outcome = await turn.call_outside_transaction(f"renewal:{payment.id}",
+                                                  lambda: end_renewal(desk, target, at_once=True))
+    course = await turn.session.get(Course, payment.course_id)
+    title = course.title if course else "—"
+    if outcome != "ok":
+        log.error("an overdue subscription could not be cancelled; nothing recorded",
+                  extra={"payment_id": payment.id, "error": outcome})
+        turn.say(_("I couldn't cancel the renewal of “{title}” just now, so nothing has changed and it still renews. "
+                   "Please try again in a few minutes, or send /paysupport.", title=title))
+        return
+    await subscription_ended(turn, payment, "canceled", ended=turn.now)
+    payment.renewal_cancelled_at = payment.renewal_cancelled_at or turn.now
+    left = await remaining_access(turn.session, payment.user_id, course, turn.now)
+    turn.say(_("Done: your subscription to “{title}” is cancelled, and nothing more will be charged. {remains} Send "
+               "/buy {slug} to subscribe again; your place is kept.", title=title,
+               remains=what_remains(_, left, partial(day_said, turn)), slug=course.slug if course else ""))
+
+
+async def end_renewal(desk: PaymentDesk, subscription: Refundable, *, at_once: bool = False) -> str:
     """Ask the subscription's platform not to charge it again, leaving the period paid for running (Telegram:
-    editUserStarSubscription, as a refund cancels it; Stripe: cancel at the period's end): "ok", or what went
-    wrong."""
+    editUserStarSubscription, as a refund cancels it; Stripe: cancel at the period's end), or, `at_once`, ending it
+    now (Stripe: an `overdue` one, whose period paid for is over): "ok", or what went wrong."""
     try:
-        await stop_at_provider(desk, subscription, at_period_end=True)
+        await stop_at_provider(desk, subscription, at_period_end=not at_once)
     except Exception as exc:
         return str(exc)[:300] or type(exc).__name__
     return "ok"

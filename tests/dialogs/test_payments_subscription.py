@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from standins.stripe import SECRET_KEY, StripeStandIn
-from storage.courses import Course, may_access
+from storage.courses import Course, Entitlement, may_access
 from storage.models import OfferedChoice, utcnow
-from storage.payments import PaymentStatus
+from storage.payments import Payment, PaymentStatus
 from storage.personal_data import export_person
 from tests.dialogs.learning_support import Learning, answer_until, import_sample, onboard
 from tests.dialogs.payment_support import (
@@ -836,3 +836,74 @@ async def test_a_cancel_renewal_button_sent_before_the_buttons_had_their_own_pre
     assert done.startswith("Done: “Passwords that hold” will not renew")
     assert stripe_api.subscription(paid["subscription"])["cancel_at_period_end"] is True
     assert (await payments(bot))[0].renewal_cancelled_at is not None
+
+
+async def past_due(client, bot, ann: Learning, stripe_api) -> dict:
+    """Ann subscribed; her renewal's payment failed an hour ago, Stripe retrying it, her lessons open through the
+    grace: the completed checkout."""
+    paid, _subscription = await subscribed(client, bot, ann, stripe_api)
+    failed = stripe_api.renew(paid["subscription"], paid=False)
+    await post_event(client, invoice_event(failed, "invoice.payment_failed"))
+    await post_event(client, subscription_event(stripe_api.subscription(paid["subscription"])))
+    await bot.settle()
+    due = utcnow() - timedelta(hours=1)  # the period paid for ended an hour ago, at the renewal that failed
+    async with bot.db.transaction() as session:
+        await session.execute(update(Payment).values(period_end=due))
+        await session.execute(update(Entitlement).values(expires_at=due + GRACE))
+    [payment] = await payments(bot)
+    assert payment.subscription_status == "past_due" and stripe_api.subscription(paid["subscription"])[
+        "status"] == "past_due"
+    return paid
+
+
+async def test_a_past_due_subscriber_cancels_now_which_stops_stripe_retrying_and_ends_the_access(shop, stripe_api):
+    """Past due, Stripe retries the renewal's payment for days: cancelling at the period's end would leave it
+    retried (the period moved on at the renewal), so the subscription is cancelled now (DELETE, which stops Stripe
+    collecting its invoices), the learner told beforehand that the access it gives ends at once."""
+    client, bot, ann, _boss = shop
+    paid = await past_due(client, bot, ann, stripe_api)
+    [listing] = await ann.say("/purchases")
+    assert "not paid yet" in listing and ann.labels() == ["Cancel renewal"]
+    [asked] = await ann.say("/purchases cancel")
+    assert asked == ("Cancel the renewal of “Passwords that hold”? Its payment has not gone through, and Stripe is "
+                     "still trying your card: cancelling ends the subscription now, so nothing more will be charged. "
+                     "The period you paid for is over, so the access it gives ends at once.")
+    assert ann.labels() == ["Yes, cancel the renewal", "Keep it"]
+    [kept] = await ann.press("Keep it")
+    assert kept == "Good: your subscription to “Passwords that hold” goes on as before."
+    assert stripe_api.called(f"/v1/subscriptions/{paid['subscription']}") == []
+
+    [done] = await ann.press("Yes, cancel the renewal")
+    assert done == ("Done: your subscription to “Passwords that hold” is cancelled, and nothing more will be charged. "
+                    "The lessons after the free preview are locked again. Send /buy passwords-that-hold to subscribe "
+                    "again; your place is kept.")
+    [call] = stripe_api.called(f"/v1/subscriptions/{paid['subscription']}")
+    assert call.params == {} and call.result["status"] == "canceled"  # DELETE: not cancel_at_period_end
+    [payment] = await payments(bot)
+    assert payment.subscription_status == "canceled" and payment.renewal_cancelled_at is not None
+    assert await expiry(bot) <= datetime.now(UTC)
+    [locked] = await ann.say("/next")
+    assert locked.startswith("Lesson 2 is part of the full course")
+
+    # Stripe reports the end it made: recorded already, and not told twice.
+    before = len(ann.channel.texts("ann"))
+    await post_event(client, subscription_event(stripe_api.subscription(paid["subscription"]),
+                                                "customer.subscription.deleted"))
+    await bot.settle()
+    assert ann.channel.texts("ann")[before:] == []
+    [listing] = await ann.say("/purchases")
+    assert ", ended. Receipt no." in listing and ann.labels() == []
+
+
+async def test_a_past_due_subscription_whose_cancellation_stripe_refuses_still_renews_and_says_so(shop, stripe_api):
+    from standins.stripe import StripeError
+
+    client, bot, ann, _boss = shop
+    paid = await past_due(client, bot, ann, stripe_api)
+    stripe_api.fail(f"/v1/subscriptions/{paid['subscription']}", StripeError.refused())
+    await ann.say("/purchases cancel")
+    [failed] = await ann.press("Yes, cancel the renewal")
+    assert failed.startswith("I couldn't cancel the renewal of “Passwords that hold” just now, so nothing has changed")
+    [payment] = await payments(bot)
+    assert payment.subscription_status == "past_due" and payment.renewal_cancelled_at is None
+    assert await expiry(bot) > datetime.now(UTC)  # the grace goes on
