@@ -66,6 +66,7 @@ from storage.payments import (
     charge_given_back,
     grant,
     grant_purchase,
+    holds_beyond_buying,
     holds_for_good,
     latest_charge,
     make_code,
@@ -218,7 +219,7 @@ async def owns(turn: Turn, user_id: int, course: Course) -> bool:
 async def bought_or_kept(turn: Turn, user_id: int, course: Course) -> bool:
     """Whether the course is the learner's beyond buying: a purchase in force, or access without an end. Access that
     runs out (an admin's grant or a code for some days) does not stop them buying, as `_bought_before` agrees."""
-    return await holds_for_good(turn.session, user_id, course.id, turn.now)
+    return await holds_beyond_buying(turn.session, user_id, course.id, turn.now)
 
 
 # /buy, /courses, the buttons ------------------------------------------------------------------------------------------
@@ -1523,7 +1524,8 @@ async def _slug(turn: Turn, course_id: int, known: dict[int, str]) -> str:
 
 
 async def redeem_command(turn: Turn, args: str) -> None:
-    """/redeem CODE: open the code's course for this learner."""
+    """/redeem CODE: open the code's course for this learner (a subscriber too: a code may outlast the
+    subscription)."""
     _ = tr(turn)
     code = await access_code(turn.session, code_letters(args))
     if code is None:
@@ -1532,7 +1534,9 @@ async def redeem_command(turn: Turn, args: str) -> None:
         return
     course = await turn.session.get(Course, code.course_id)
     assert course is not None
-    if await bought_or_kept(turn, turn.user.id, course):  # nothing a code could add: its use is left for another
+    # Nothing a code could add to access without an end (a one-off purchase, a grant for good): its use is left for
+    # another. A subscription ends (with its period, or when its renewal is cancelled): a code may outlast it.
+    if await holds_for_good(turn.session, turn.user.id, course.id):
         turn.say(_("You already have “{title}”. Send /next to go on.", title=course.title))
         return
     outcome = await redeem(turn.session, code, turn.user.id, turn.now)

@@ -520,7 +520,24 @@ async def revoke_given(session: AsyncSession, user_id: int, course_id: int, now:
     return rows_affected(result)
 
 
-async def holds_for_good(session: AsyncSession, user_id: int, course_id: int, now: datetime) -> bool:
+async def holds_for_good(session: AsyncSession, user_id: int, course_id: int) -> bool:
+    """Whether a learner holds a course for good: a live entitlement without an end (a one-off purchase, or an
+    admin's grant or a code given for good). A subscription's, which ends with its period, does not count, nor does
+    any other access that runs out."""
+    held = await session.scalar(
+        select(Entitlement.id)
+        .where(
+            Entitlement.user_id == user_id,
+            Entitlement.course_id == course_id,
+            Entitlement.revoked_at.is_(None),
+            Entitlement.expires_at.is_(None),
+        )
+        .limit(1)
+    )
+    return held is not None
+
+
+async def holds_beyond_buying(session: AsyncSession, user_id: int, course_id: int, now: datetime) -> bool:
     """Whether a learner holds a course beyond buying it: a purchase in force (a subscription's until its period
     ends), or any other live entitlement without an end. Access that runs out does not count."""
     held = await session.scalar(

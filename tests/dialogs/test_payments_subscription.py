@@ -5,6 +5,7 @@ them) posted to the real app's webhook, and the learner's conversation through t
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -907,3 +908,36 @@ async def test_a_past_due_subscription_whose_cancellation_stripe_refuses_still_r
     [payment] = await payments(bot)
     assert payment.subscription_status == "past_due" and payment.renewal_cancelled_at is None
     assert await expiry(bot) > datetime.now(UTC)  # the grace goes on
+
+
+async def test_a_subscriber_whose_renewal_is_cancelled_redeems_a_code_that_outlasts_the_subscription(shop,
+                                                                                                    stripe_api):
+    """A subscription is not the course for good: it ends with its period. A code an admin gives opens the course
+    without end, and the subscription's end then leaves the lessons open."""
+    client, bot, ann, boss = shop
+    paid, _period_end = await renewing(client, bot, ann, stripe_api)
+    await ann.say("/purchases cancel")
+    [done] = await ann.press("Yes, cancel the renewal")
+    assert done.startswith("Done:")
+    [made] = await boss.say("/admin code passwords-that-hold 1")
+    code = re.search(r"LB-[A-Z0-9]{4}-[A-Z0-9]{4}", made)[0]
+    [accepted, *_rest] = await ann.say(f"/redeem {code}")
+    assert accepted == "🎟️ Code accepted: “Passwords that hold” is open to you."
+
+    ended = stripe_api.period_ends(paid["subscription"])
+    before = len(ann.channel.texts("ann"))
+    await post_event(client, subscription_event(ended, "customer.subscription.deleted"))
+    await bot.settle()
+    [told] = ann.channel.texts("ann")[before:]
+    assert "Your access to the whole course continues for good through another grant." in told
+    [lesson, *_rest] = await ann.say("/next")
+    assert "is part of the full course" not in lesson
+
+
+async def test_a_subscriber_whose_subscription_renews_may_redeem_a_code_too(shop, stripe_api):
+    client, bot, ann, boss = shop
+    await renewing(client, bot, ann, stripe_api)
+    [made] = await boss.say("/admin code passwords-that-hold 1")
+    code = re.search(r"LB-[A-Z0-9]{4}-[A-Z0-9]{4}", made)[0]
+    [accepted, *_rest] = await ann.say(f"/redeem {code}")
+    assert accepted == "🎟️ Code accepted: “Passwords that hold” is open to you."
