@@ -14,7 +14,8 @@ and after. Buttons sent before these had their own prefix
 (dialogs/choices.py); the payment it names must be theirs, and a subscription still in force.
 
 Stripe reports a renewal cancelled (or resumed) in its customer portal or Dashboard as `customer.subscription.updated`
-(`renewal_reported`, called by dialogs/payments.py, which follows the subscription's events); the subscription's end
+(`renewal_reported`, called by dialogs/payments.py, which follows the subscription's events; a cancellation set for a
+day past the period running leaves it renewing until the period that day ends); the subscription's end
 at its period's end comes as `customer.subscription.deleted`, which ends the access as any end does.
 
 Buying, the subscription's other events, refunds and the /purchases listing are dialogs/payments.py's; this module
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -256,12 +257,23 @@ async def end_renewal(desk: PaymentDesk, subscription: Refundable, *, at_once: b
 
 
 def renewal_reported(payment: Payment, event: dict[str, Any], now: datetime) -> None:
-    """Stripe says whether a subscription renews (`customer.subscription.updated`): set to end at its period's end
-    or on a day (`cancel_at_period_end`, `cancel_at`: cancelled here, or in Stripe's customer portal or Dashboard)
-    records when that was first known; renewing again (resumed there) clears it."""
+    """Stripe says whether a subscription renews (`customer.subscription.updated`): set to end with the period now
+    running (`cancel_at_period_end`, or a `cancel_at` no later than that period's end: cancelled here, or in Stripe's
+    customer portal or Dashboard) records when that was first known. Renewing clears it: resumed there, or set to
+    end on a later day (a `cancel_at` past this period's end: it renews until then, and the event of the renewal
+    whose period that day ends is the one that records it)."""
     if event["type"] != "customer.subscription.updated" or not isinstance(event.get("cancel_at_period_end"), bool):
         return
-    if event["cancel_at_period_end"] or isinstance(event.get("cancel_at"), int):
+    if event["cancel_at_period_end"] or _ends_this_period(payment, event.get("cancel_at"), event.get("period_end")):
         payment.renewal_cancelled_at = payment.renewal_cancelled_at or now
     else:
         payment.renewal_cancelled_at = None
+
+
+def _ends_this_period(payment: Payment, cancel_at: object, period_end: object) -> bool:
+    """Whether a subscription's `cancel_at` (Unix time) comes by the end of the period now running (as the event
+    says it, else as last known; with neither known, it is taken to)."""
+    if not isinstance(cancel_at, int):
+        return False
+    ends = datetime.fromtimestamp(period_end, UTC) if isinstance(period_end, int) else payment.period_end
+    return ends is None or datetime.fromtimestamp(cancel_at, UTC) <= ends

@@ -941,3 +941,25 @@ async def test_a_subscriber_whose_subscription_renews_may_redeem_a_code_too(shop
     code = re.search(r"LB-[A-Z0-9]{4}-[A-Z0-9]{4}", made)[0]
     [accepted, *_rest] = await ann.say(f"/redeem {code}")
     assert accepted == "🎟️ Code accepted: “Passwords that hold” is open to you."
+
+
+async def test_a_cancellation_set_in_stripe_for_a_later_day_renews_until_the_period_that_day_ends(shop, stripe_api):
+    """Set in Stripe's Dashboard to cancel two months on (`cancel_at`, not `cancel_at_period_end`), the subscription
+    renews twice more: /purchases says it renews, and offers to cancel it sooner. Once the period running ends by
+    that day (Stripe's last period ends at `cancel_at`), its renewal is cancelled."""
+    client, bot, ann, _boss = shop
+    paid, period_end = await renewing(client, bot, ann, stripe_api)
+    later = int((period_end + timedelta(days=60)).timestamp())
+    subscription = stripe_api.subscriptions[paid["subscription"]]
+    subscription.update(cancel_at=later, canceled_at=int(datetime.now(UTC).timestamp()))
+    await post_event(client, subscription_event(stripe_api.subscription(paid["subscription"])))
+    await bot.settle()
+    assert (await payments(bot))[0].renewal_cancelled_at is None
+    [listing] = await ann.say("/purchases")
+    assert f"renews on {said(period_end)}." in listing and "renewal cancelled" not in listing
+    assert ann.labels() == ["Cancel renewal"]
+
+    subscription["items"]["data"][0]["current_period_end"] = later  # the period before that day has begun
+    await post_event(client, subscription_event(stripe_api.subscription(paid["subscription"])))
+    await bot.settle()
+    assert (await payments(bot))[0].renewal_cancelled_at is not None
