@@ -38,6 +38,7 @@ async def moved(turn: Turn) -> None:
     replies = await follow_moved_chat(turn.session, old.id, new.id, new.chat_id)
     if not turn.state and old.state:
         turn.state.update(old.state)  # (a dialog under way in the group: saved with the turn, as any state)
+        old.state = {}  # (and over there: a message still waiting in the old chat finds none to answer)
     new.shared = True if old.shared is None else old.shared
     if new.opted_out_at is None:  # (a STOP sent in the supergroup already stands)
         new.opted_out_at, new.refused_by_platform = old.opted_out_at, old.refused_by_platform
