@@ -1525,7 +1525,7 @@ async def _slug(turn: Turn, course_id: int, known: dict[int, str]) -> str:
 
 async def redeem_command(turn: Turn, args: str) -> None:
     """/redeem CODE: open the code's course for this learner (a subscriber too: a code may outlast the
-    subscription)."""
+    subscription); not used up by one whose access already lasts as long as the code's would."""
     _ = tr(turn)
     code = await access_code(turn.session, code_letters(args))
     if code is None:
@@ -1539,6 +1539,15 @@ async def redeem_command(turn: Turn, args: str) -> None:
     if await holds_for_good(turn.session, turn.user.id, course.id):
         turn.say(_("You already have “{title}”. Send /next to go on.", title=course.title))
         return
+    # A code for some days runs from now, alongside the access held (a subscription's month, an earlier grant): one
+    # that would end no later than that adds nothing, and its use is left for another.
+    if code.days:
+        held_until = await open_until(turn.session, turn.user.id, course.id, turn.now)
+        if held_until is not None and held_until >= turn.now + timedelta(days=code.days):
+            turn.say(_("You already have “{title}” until {date}: this code would add nothing, so it is left unused "
+                       "for someone else. Send /next to go on.", title=course.title,
+                       date=day_said(turn, held_until)))
+            return
     outcome = await redeem(turn.session, code, turn.user.id, turn.now)
     log.info("an access code was tried", extra={"code_id": code.id, "outcome": outcome.value})
     if outcome is not Redeemed.OK:

@@ -943,6 +943,32 @@ async def test_a_subscriber_whose_subscription_renews_may_redeem_a_code_too(shop
     assert accepted == "🎟️ Code accepted: “Passwords that hold” is open to you."
 
 
+async def test_a_subscriber_whose_paid_month_outlasts_a_code_for_some_days_keeps_the_code_unused(shop, stripe_api):
+    """A code for 7 days runs from now, alongside the month paid for: it would add nothing, so its one use is left for
+    another learner, and Ann is told until when she has the course (and sent no lesson again)."""
+    from storage.payments import AccessCode
+
+    client, bot, ann, boss = shop
+    await renewing(client, bot, ann, stripe_api)
+    [made] = await boss.say("/admin code passwords-that-hold 1 7")
+    code = re.search(r"LB-[A-Z0-9]{4}-[A-Z0-9]{4}", made)[0]
+    before = await expiry(bot)
+    assert before > datetime.now(UTC) + timedelta(days=7)
+    said_back = await ann.say(f"/redeem {code}")
+    assert said_back == [f"You already have “Passwords that hold” until {said(before)}: this code would add nothing, "
+                         f"so it is left unused for someone else. Send /next to go on."]
+    async with bot.db.transaction() as session:
+        assert await session.scalar(select(AccessCode.uses_left)) == 1
+    assert [e.expires_at for e in await entitlements(bot)] == [before]
+
+    # A code that runs past the access held is taken, as before.
+    [made] = await boss.say("/admin code passwords-that-hold 1 90")
+    longer = re.search(r"LB-[A-Z0-9]{4}-[A-Z0-9]{4}", made)[0]
+    [accepted, *_rest] = await ann.say(f"/redeem {longer}")
+    assert accepted == "🎟️ Code accepted: “Passwords that hold” is open to you."
+    assert max(e.expires_at for e in await entitlements(bot)) > before
+
+
 async def test_a_cancellation_set_in_stripe_for_a_later_day_renews_until_the_period_that_day_ends(shop, stripe_api):
     """Set in Stripe's Dashboard to cancel two months on (`cancel_at`, not `cancel_at_period_end`), the subscription
     renews twice more: /purchases says it renews, and offers to cancel it sooner. Once the period running ends by
