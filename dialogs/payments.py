@@ -1564,11 +1564,24 @@ async def redeem_command(turn: Turn, args: str) -> None:
         else:
             turn.say(_("This code has been used up. Ask whoever gave it to you for a new one."))
         return
-    turn.say(_("🎟️ Code accepted: “{title}” is open to you.", title=course.title))
+    accepted = _("🎟️ Code accepted: “{title}” is open to you.", title=course.title)
+    if code.days is None and await _renewing_subscription(turn, course.id):
+        # The course is theirs for good now, but the subscription goes on charging until they cancel it.
+        accepted += " " + _("Your subscription to it still renews, and will be charged as before: send /purchases "
+                            "cancel to stop it.")
+    turn.say(accepted)
     learner = await learner_of(turn)
     if is_set_up(learner):
         await enroll(turn, learner, course)
         await lessons.next_lesson(turn)
+
+
+async def _renewing_subscription(turn: Turn, course_id: int) -> bool:
+    """Whether the learner holds a subscription to the course that will be charged again."""
+    from dialogs.subscriptions import renews  # subscriptions → payments: imported when needed
+
+    return any(payment.course_id == course_id and renews(payment, turn.now)
+               for payment in await purchases(turn.session, turn.user.id))
 
 
 MAX_CODE_USES = 100_000

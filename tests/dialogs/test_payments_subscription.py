@@ -934,13 +934,19 @@ async def test_a_subscriber_whose_renewal_is_cancelled_redeems_a_code_that_outla
     assert "is part of the full course" not in lesson
 
 
-async def test_a_subscriber_whose_subscription_renews_may_redeem_a_code_too(shop, stripe_api):
+async def test_a_subscriber_whose_subscription_renews_redeems_a_code_for_good_and_is_told_it_still_renews(shop,
+                                                                                                         stripe_api):
+    """The code opens the course for good; the subscription goes on charging until she cancels it, which she is told
+    (and how), her subscription left as it was."""
     client, bot, ann, boss = shop
-    await renewing(client, bot, ann, stripe_api)
+    paid, _period_end = await renewing(client, bot, ann, stripe_api)
     [made] = await boss.say("/admin code passwords-that-hold 1")
     code = re.search(r"LB-[A-Z0-9]{4}-[A-Z0-9]{4}", made)[0]
     [accepted, *_rest] = await ann.say(f"/redeem {code}")
-    assert accepted == "🎟️ Code accepted: “Passwords that hold” is open to you."
+    assert accepted == ("🎟️ Code accepted: “Passwords that hold” is open to you. Your subscription to it still renews, "
+                        "and will be charged as before: send /purchases cancel to stop it.")
+    assert stripe_api.subscription(paid["subscription"])["cancel_at_period_end"] is False
+    assert stripe_api.called(f"/v1/subscriptions/{paid['subscription']}") == []
 
 
 async def test_a_subscriber_whose_paid_month_outlasts_a_code_for_some_days_keeps_the_code_unused(shop, stripe_api):
