@@ -5,7 +5,7 @@ to confirm, naming the course and until when its lessons stay open; "Yes, cancel
 (`renewal:cancel:<payment id>`) asks the platform, outside the transaction, not to charge again (Stripe:
 `cancel_at_period_end`; Telegram: editUserStarSubscription), and records it on the payment (`renewal_cancelled_at`);
 "Keep it" (`renewal:keep:<payment id>`) changes nothing. A Stripe subscription whose renewal is due and not paid
-(`overdue`: past due, Stripe retrying the card through the grace) is cancelled now instead (DELETE, which also stops
+(`overdue`: past due as Stripe says it, Stripe retrying the card through the grace) is cancelled now instead (DELETE, which also stops
 Stripe collecting the renewal's invoice; cancelling at the period's end would leave it retried, the period having
 moved on at the renewal): the period paid for is over, so its access ends then, and the learner is told so before
 and after. Buttons sent before these had their own prefix
@@ -58,32 +58,34 @@ RENEWAL_ASK, RENEWAL_CANCEL, RENEWAL_KEEP = f"{PREFIX}:ask", f"{PREFIX}:cancel",
 # learner may press one still, however late.
 SENT_BEFORE = {"pay:renewal": RENEWAL_ASK, "pay:renewal-cancel": RENEWAL_CANCEL, "pay:renewal-keep": RENEWAL_KEEP}
 CANCEL_WORDS = frozenset({"cancel", "cancelar"})  # `/purchases cancel`
+OVERDUE = frozenset({"past_due", "unpaid"})  # Stripe's word for a renewal due and not paid
 
 
 def renews(payment: Payment, now: datetime) -> bool:
     """Whether a payment is a subscription that will be charged again, whose renewal the learner may cancel: in
-    force, its renewal not cancelled, or due and not paid (`overdue`: Stripe retries it, whatever was cancelled)."""
-    return in_force(payment, now) and (payment.renewal_cancelled_at is None or overdue(payment, now))
+    force, its renewal not cancelled, or not paid (`overdue`: Stripe retries it, whatever was cancelled)."""
+    return in_force(payment, now) and (payment.renewal_cancelled_at is None or overdue(payment))
 
 
 def in_force(payment: Payment, now: datetime) -> bool:
     """Whether a payment is a subscription in force: paid, not ended, and its period paid for not over (or not yet
-    reported by Stripe); or, that period over, a Stripe one whose renewal is still to be paid (`overdue`: past due,
-    or not cancelled and not yet reported paid; Stripe reports its end when it comes)."""
+    reported by Stripe); or, that period over, a Stripe one whose renewal is still to be paid: past due (`overdue`),
+    or not cancelled and not yet reported paid (Stripe charges the renewal about an hour after the period ends, and
+    reports its end when it comes)."""
     if not (payment.period is not None and payment.status == PaymentStatus.PAID
             and bool(payment.subscription_reference) and payment.subscription_status not in ENDED):
         return False
     if payment.period_end is None or payment.period_end > now:
         return True
-    return overdue(payment, now) and (payment.subscription_status == "past_due" or payment.renewal_cancelled_at is None)
+    return payment.provider != TELEGRAM and (overdue(payment) or payment.renewal_cancelled_at is None)
 
 
-def overdue(payment: Payment, now: datetime) -> bool:
-    """Whether a Stripe subscription's renewal is due and not paid: past due (its payment failed, Stripe retrying
-    it while the lessons stay open through the grace), or its period paid for over with no renewal paid yet. (A
-    Stars one whose period is over has ended: Telegram reports no cancellation, nor a failed renewal.)"""
-    return payment.provider != TELEGRAM and (
-        payment.subscription_status == "past_due" or (payment.period_end is not None and payment.period_end <= now))
+def overdue(payment: Payment) -> bool:
+    """Whether a Stripe subscription's renewal is due and not paid, as Stripe says it (`past_due` or `unpaid`: its
+    payment failed, Stripe retrying it while the lessons stay open through the grace). Its period paid for over is
+    not enough: Stripe charges the renewal about an hour after the period ends, and until it says otherwise the
+    subscription renews as usual. (A Stars one: Telegram reports no failed renewal.)"""
+    return payment.provider != TELEGRAM and payment.subscription_status in OVERDUE
 
 
 def open_after_cancelling(desk: PaymentDesk, payment: Payment, now: datetime) -> datetime:
@@ -154,7 +156,7 @@ async def _ask_to_cancel(turn: Turn, payment: Payment | None, receipt: str) -> N
         shown = receipt.strip()[:20] or "—"  # as they typed it
         reply = Text(_("You have no subscription in force with receipt no. {receipt}. Send /purchases to see yours.",
                        receipt=shown))
-    elif overdue(payment, turn.now):
+    elif overdue(payment):
         reply = Text(
             _("Cancel the renewal of “{title}”? Its payment has not gone through, and Stripe is still trying your "
               "card: cancelling ends the subscription now, so nothing more will be charged. The period you paid for "
@@ -194,7 +196,7 @@ async def on_button(turn: Turn, value: str) -> None:
         await _ask_to_cancel(turn, payment, "")
     elif kind == RENEWAL_KEEP:
         turn.say(_("Good: your subscription to “{title}” goes on as before.", title=await _title(turn, payment)))
-    elif overdue(payment, turn.now):
+    elif overdue(payment):
         await _cancel_now(turn, payment)
     elif payment.renewal_cancelled_at is not None:
         turn.say(await _already_cancelled(turn, payment))

@@ -896,6 +896,29 @@ async def test_a_past_due_subscriber_cancels_now_which_stops_stripe_retrying_and
     assert ", ended. Receipt no." in listing and ann.labels() == []
 
 
+async def test_cancelling_in_the_hour_before_stripe_charges_the_renewal_cancels_at_the_periods_end(shop, stripe_api):
+    """The period ended five minutes ago; Stripe charges the renewal about an hour after (our record moves on its
+    invoice.paid): nothing has failed, Stripe says the subscription is active, so it renews as usual, and cancelling
+    sets it to end at the period's end rather than ending it (and the access) now."""
+    client, bot, ann, _boss = shop
+    paid, _period_end = await renewing(client, bot, ann, stripe_api)
+    due = utcnow() - timedelta(minutes=5)
+    async with bot.db.transaction() as session:
+        await session.execute(update(Payment).values(period_end=due))
+        await session.execute(update(Entitlement).values(expires_at=due + GRACE))
+    [asked] = await ann.say("/purchases cancel")
+    assert asked.startswith("Cancel the renewal of “Passwords that hold”? Nothing more will be charged")
+    assert "has not gone through" not in asked
+    [done] = await ann.press("Yes, cancel the renewal")
+    assert done.startswith("Done: “Passwords that hold” will not renew")
+    [call] = stripe_api.called(f"/v1/subscriptions/{paid['subscription']}")
+    assert call.params == {"cancel_at_period_end": "true"}  # not DELETE
+    assert stripe_api.subscription(paid["subscription"])["status"] == "active"
+    [payment] = await payments(bot)
+    assert payment.subscription_status == "active" and payment.renewal_cancelled_at is not None
+    assert await expiry(bot) == due + GRACE  # the access is not ended
+
+
 async def test_a_past_due_subscription_whose_cancellation_stripe_refuses_still_renews_and_says_so(shop, stripe_api):
     from standins.stripe import StripeError
 
