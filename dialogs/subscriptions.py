@@ -5,10 +5,12 @@ to confirm, naming the course and until when its lessons stay open; "Yes, cancel
 (`renewal:cancel:<payment id>`) asks the platform, outside the transaction, not to charge again (Stripe:
 `cancel_at_period_end`; Telegram: editUserStarSubscription), and records it on the payment (`renewal_cancelled_at`);
 "Keep it" (`renewal:keep:<payment id>`) changes nothing. A Stripe subscription whose renewal is due and not paid
-(`overdue`: past due as Stripe says it, Stripe retrying the card through the grace) is cancelled now instead (DELETE, which also stops
-Stripe collecting the renewal's invoice; cancelling at the period's end would leave it retried, the period having
-moved on at the renewal): the period paid for is over, so its access ends then, and the learner is told so before
-and after. Buttons sent before these had their own prefix
+(`overdue`: past due as Stripe says it, Stripe retrying the card through the grace) is cancelled now instead (its
+Yes is `renewal:cancel-now:<payment id>`; DELETE, which also stops Stripe collecting the renewal's invoice;
+cancelling at the period's end would leave it retried, the period having moved on at the renewal): the period paid
+for is over, so its access ends then, and the learner is told so before and after. A Yes is carried out only as the
+promise it was offered with: the subscription changed since (become overdue, or paid again), the learner is told so
+and asked again. Buttons sent before these had their own prefix
 (`pay:renewal`, `pay:renewal-cancel`, `pay:renewal-keep`, still in learners' chats) reach dialogs/payments.py's
 `on_button`, which hands them here. A button is honoured only where it was offered to the person pressing it
 (dialogs/choices.py); the payment it names must be theirs, and a subscription still in force.
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "renewal"  # the buttons' own prefix (dialogs.BUTTONS)
 RENEWAL_ASK, RENEWAL_CANCEL, RENEWAL_KEEP = f"{PREFIX}:ask", f"{PREFIX}:cancel", f"{PREFIX}:keep"
+RENEWAL_CANCEL_NOW = f"{PREFIX}:cancel-now"  # the Yes offered for an `overdue` one: cancel it now, its access ending
 # The same buttons as they were sent before they had their own prefix (under dialogs/payments.py's `pay:`): a
 # learner may press one still, however late.
 SENT_BEFORE = {"pay:renewal": RENEWAL_ASK, "pay:renewal-cancel": RENEWAL_CANCEL, "pay:renewal-keep": RENEWAL_KEEP}
@@ -161,7 +164,7 @@ async def _ask_to_cancel(turn: Turn, payment: Payment | None, receipt: str) -> N
             _("Cancel the renewal of “{title}”? Its payment has not gone through, and Stripe is still trying your "
               "card: cancelling ends the subscription now, so nothing more will be charged. The period you paid for "
               "is over, so the access it gives ends at once.", title=await _title(turn, payment)),
-            choices=(Choice(_("Yes, cancel the renewal"), f"{RENEWAL_CANCEL}:{payment.id}"),
+            choices=(Choice(_("Yes, cancel the renewal"), f"{RENEWAL_CANCEL_NOW}:{payment.id}"),
                      Choice(_("Keep it"), f"{RENEWAL_KEEP}:{payment.id}")))
     elif payment.renewal_cancelled_at is not None:
         reply = Text(await _already_cancelled(turn, payment))
@@ -185,7 +188,9 @@ async def _already_cancelled(turn: Turn, payment: Payment) -> str:
 
 async def on_button(turn: Turn, value: str) -> None:
     """A pressed "Cancel renewal" (`renewal:ask:<payment id>`), or its answer: "Yes, cancel the renewal"
-    (`renewal:cancel:…`) or "Keep it" (`renewal:keep:…`); or one of them as sent before (`SENT_BEFORE`)."""
+    (`renewal:cancel:…` at the period's end, `renewal:cancel-now:…` for an `overdue` one) or "Keep it"
+    (`renewal:keep:…`); or one of them as sent before (`SENT_BEFORE`). A Yes is carried out only as it was offered:
+    if the subscription has changed since (become overdue, or paid again), the learner is told, and asked again."""
     _ = tr(turn)
     payment = await _named_subscription(turn, value)
     kind = value.rsplit(":", 1)[0]
@@ -196,7 +201,11 @@ async def on_button(turn: Turn, value: str) -> None:
         await _ask_to_cancel(turn, payment, "")
     elif kind == RENEWAL_KEEP:
         turn.say(_("Good: your subscription to “{title}” goes on as before.", title=await _title(turn, payment)))
-    elif overdue(payment):
+    elif (kind == RENEWAL_CANCEL_NOW) != overdue(payment):
+        turn.say(_("Your subscription to “{title}” has changed since I asked, so I have done nothing yet.",
+                   title=await _title(turn, payment)))
+        await _ask_to_cancel(turn, payment, "")
+    elif kind == RENEWAL_CANCEL_NOW:
         await _cancel_now(turn, payment)
     elif payment.renewal_cancelled_at is not None:
         turn.say(await _already_cancelled(turn, payment))
@@ -229,7 +238,7 @@ async def _cancel_now(turn: Turn, payment: Payment) -> None:
     failure changes nothing, and the learner is told to try again."""
     _ = tr(turn)
     desk, target = desk_of(turn), Refundable.of(payment)
-    outcome = await turn.call_outside_transaction(f"renewal:{payment.id}",
+    outcome = await turn.call_outside_transaction(f"renewal-now:{payment.id}",  # not the key of `_cancel_renewal`
                                                   lambda: end_renewal(desk, target, at_once=True))
     course = await turn.session.get(Course, payment.course_id)
     title = course.title if course else "—"

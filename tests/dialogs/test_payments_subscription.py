@@ -919,6 +919,67 @@ async def test_cancelling_in_the_hour_before_stripe_charges_the_renewal_cancels_
     assert await expiry(bot) == due + GRACE  # the access is not ended
 
 
+OVERDUE_ASKED = ("Cancel the renewal of “Passwords that hold”? Its payment has not gone through, and Stripe is still "
+                 "trying your card: cancelling ends the subscription now, so nothing more will be charged. The period "
+                 "you paid for is over, so the access it gives ends at once.")
+CHANGED = "Your subscription to “Passwords that hold” has changed since I asked, so I have done nothing yet."
+
+
+async def test_a_yes_to_cancel_at_the_periods_end_pressed_after_the_renewal_failed_asks_again_before_ending_it(
+        shop, stripe_api):
+    """Ann was offered to cancel at the period's end, her lessons staying open; before she pressed Yes, her renewal's
+    payment failed. That Yes did not agree to losing the access now: she is told the subscription changed and asked
+    again, and only the Yes to that cancels it now."""
+    client, bot, ann, _boss = shop
+    paid, _period_end = await renewing(client, bot, ann, stripe_api)
+    [asked] = await ann.say("/purchases cancel")
+    assert "your lessons stay open until" in asked
+    failed = stripe_api.renew(paid["subscription"], paid=False)
+    await post_event(client, invoice_event(failed, "invoice.payment_failed"))
+    await post_event(client, subscription_event(stripe_api.subscription(paid["subscription"])))
+    await bot.settle()
+    assert (await payments(bot))[0].subscription_status == "past_due"
+
+    changed, asked_again = await ann.press("Yes, cancel the renewal")
+    assert changed == CHANGED
+    assert asked_again == OVERDUE_ASKED
+    assert stripe_api.called(f"/v1/subscriptions/{paid['subscription']}") == []
+    assert (await payments(bot))[0].renewal_cancelled_at is None
+
+    [done] = await ann.press("Yes, cancel the renewal")
+    assert done.startswith("Done: your subscription to “Passwords that hold” is cancelled")
+    [call] = stripe_api.called(f"/v1/subscriptions/{paid['subscription']}")
+    assert call.params == {} and call.result["status"] == "canceled"
+
+
+async def test_a_yes_whose_stripe_call_meets_a_failed_renewal_says_nothing_stripe_did_not_do(shop, stripe_api):
+    """Ann presses Yes to cancel at the period's end; while Stripe answers, her renewal's payment is reported failed.
+    The turn replayed after the call finds the subscription overdue: the period's end cancellation's "ok" is not
+    taken for an end now Stripe was never asked for (the access stays, the subscription is not recorded ended), and
+    Ann is asked again."""
+    client, bot, ann, _boss = shop
+    paid, _period_end = await renewing(client, bot, ann, stripe_api)
+    await ann.say("/purchases cancel")
+    original = StripeStandIn._update_subscription.__get__(stripe_api)
+
+    async def failing_meanwhile(request):
+        async with bot.db.transaction() as session:  # Stripe's report of the failed renewal, come meanwhile
+            await session.execute(update(Payment).values(subscription_status="past_due"))
+        return await original(request)
+
+    for resource in stripe_api._runner.app.router.resources():  # aiohttp bound the handler at start
+        for route in resource:
+            if route.method == "POST" and "subscriptions" in str(resource.canonical):
+                route._handler = failing_meanwhile
+    before = await expiry(bot)
+    changed, asked_again = await ann.press("Yes, cancel the renewal")
+    assert changed == CHANGED
+    assert asked_again == OVERDUE_ASKED
+    [payment] = await payments(bot)
+    assert payment.subscription_status == "past_due" and await expiry(bot) == before
+    assert stripe_api.subscription(paid["subscription"])["status"] == "active"
+
+
 async def test_a_past_due_subscription_whose_cancellation_stripe_refuses_still_renews_and_says_so(shop, stripe_api):
     from standins.stripe import StripeError
 
