@@ -67,7 +67,7 @@ OVERDUE = frozenset({"past_due", "unpaid"})  # Stripe's word for a renewal due a
 def renews(payment: Payment, now: datetime) -> bool:
     """Whether a payment is a subscription that will be charged again, whose renewal the learner may cancel: in
     force, its renewal not cancelled, or not paid (`overdue`: Stripe retries it, whatever was cancelled)."""
-    return in_force(payment, now) and (payment.renewal_cancelled_at is None or overdue(payment))
+    return in_force(payment, now) and (payment.renewal_cancelled_at is None or renewal_failed(payment))
 
 
 def in_force(payment: Payment, now: datetime) -> bool:
@@ -80,15 +80,22 @@ def in_force(payment: Payment, now: datetime) -> bool:
         return False
     if payment.period_end is None or payment.period_end > now:
         return True
-    return payment.provider != TELEGRAM and (overdue(payment) or payment.renewal_cancelled_at is None)
+    return payment.provider != TELEGRAM and (renewal_failed(payment) or payment.renewal_cancelled_at is None)
 
 
-def overdue(payment: Payment) -> bool:
-    """Whether a Stripe subscription's renewal is due and not paid, as Stripe says it (`past_due` or `unpaid`: its
-    payment failed, Stripe retrying it while the lessons stay open through the grace). Its period paid for over is
-    not enough: Stripe charges the renewal about an hour after the period ends, and until it says otherwise the
-    subscription renews as usual. (A Stars one: Telegram reports no failed renewal.)"""
+def renewal_failed(payment: Payment) -> bool:
+    """Whether Stripe says a subscription's renewal was not paid (`past_due` or `unpaid`: its payment failed, Stripe
+    retrying it while the lessons stay open through the grace). (A Stars one: Telegram reports no failed renewal.)"""
     return payment.provider != TELEGRAM and payment.subscription_status in OVERDUE
+
+
+def overdue(payment: Payment, now: datetime) -> bool:
+    """Whether a Stripe subscription's renewal is due and not paid: its payment failed (`renewal_failed`), or the
+    period paid for is over and Stripe has not charged the next yet (it does about an hour after: the next period's
+    invoice is made when the period ends, so a cancellation at the period's end would still be charged it). Such a
+    subscription can only be cancelled now, which stops that charge; the access paid for is over."""
+    return renewal_failed(payment) or (payment.provider != TELEGRAM and payment.period_end is not None
+                                        and payment.period_end <= now)
 
 
 def open_after_cancelling(desk: PaymentDesk, payment: Payment, now: datetime) -> datetime:
@@ -159,11 +166,15 @@ async def _ask_to_cancel(turn: Turn, payment: Payment | None, receipt: str) -> N
         shown = receipt.strip()[:20] or "—"  # as they typed it
         reply = Text(_("You have no subscription in force with receipt no. {receipt}. Send /purchases to see yours.",
                        receipt=shown))
-    elif overdue(payment):
+    elif overdue(payment, turn.now):
         reply = Text(
-            _("Cancel the renewal of “{title}”? Its payment has not gone through, and Stripe is still trying your "
-              "card: cancelling ends the subscription now, so nothing more will be charged. The period you paid for "
-              "is over, so the access it gives ends at once.", title=await _title(turn, payment)),
+            (_("Cancel the renewal of “{title}”? Its payment has not gone through, and Stripe is still trying your "
+               "card: cancelling ends the subscription now, so nothing more will be charged. The period you paid for "
+               "is over, so the access it gives ends at once.", title=await _title(turn, payment))
+             if renewal_failed(payment) else
+             _("Cancel the renewal of “{title}”? The period you paid for is over and Stripe is about to charge the "
+               "next one: cancelling ends the subscription now, so that charge is not made and nothing more will be "
+               "charged. The access the period gave ends at once.", title=await _title(turn, payment))),
             choices=(Choice(_("Yes, cancel the renewal"), f"{RENEWAL_CANCEL_NOW}:{payment.id}"),
                      Choice(_("Keep it"), f"{RENEWAL_KEEP}:{payment.id}")))
     elif payment.renewal_cancelled_at is not None:
@@ -201,7 +212,7 @@ async def on_button(turn: Turn, value: str) -> None:
         await _ask_to_cancel(turn, payment, "")
     elif kind == RENEWAL_KEEP:
         turn.say(_("Good: your subscription to “{title}” goes on as before.", title=await _title(turn, payment)))
-    elif (kind == RENEWAL_CANCEL_NOW) != overdue(payment):
+    elif (kind == RENEWAL_CANCEL_NOW) != overdue(payment, turn.now):
         turn.say(_("Your subscription to “{title}” has changed since I asked, so I have done nothing yet.",
                    title=await _title(turn, payment)))
         await _ask_to_cancel(turn, payment, "")

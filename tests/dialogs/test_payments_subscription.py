@@ -896,10 +896,12 @@ async def test_a_past_due_subscriber_cancels_now_which_stops_stripe_retrying_and
     assert ", ended. Receipt no." in listing and ann.labels() == []
 
 
-async def test_cancelling_in_the_hour_before_stripe_charges_the_renewal_cancels_at_the_periods_end(shop, stripe_api):
+async def test_cancelling_in_the_hour_before_stripe_charges_the_renewal_says_no_payment_failed_and_stops_that_charge(
+        shop, stripe_api):
     """The period ended five minutes ago; Stripe charges the renewal about an hour after (our record moves on its
-    invoice.paid): nothing has failed, Stripe says the subscription is active, so it renews as usual, and cancelling
-    sets it to end at the period's end rather than ending it (and the access) now."""
+    invoice.paid), on the next period's invoice, made when the period ended: a cancellation at the period's end
+    would still be charged it. Nothing failed, so the learner is not told so; cancelling ends the subscription now
+    (DELETE), which stops that charge, and the access the period gave ends."""
     client, bot, ann, _boss = shop
     paid, _period_end = await renewing(client, bot, ann, stripe_api)
     due = utcnow() - timedelta(minutes=5)
@@ -907,16 +909,17 @@ async def test_cancelling_in_the_hour_before_stripe_charges_the_renewal_cancels_
         await session.execute(update(Payment).values(period_end=due))
         await session.execute(update(Entitlement).values(expires_at=due + GRACE))
     [asked] = await ann.say("/purchases cancel")
-    assert asked.startswith("Cancel the renewal of “Passwords that hold”? Nothing more will be charged")
-    assert "has not gone through" not in asked
+    assert asked == ("Cancel the renewal of “Passwords that hold”? The period you paid for is over and Stripe is about "
+                     "to charge the next one: cancelling ends the subscription now, so that charge is not made and "
+                     "nothing more will be charged. The access the period gave ends at once.")
     [done] = await ann.press("Yes, cancel the renewal")
-    assert done.startswith("Done: “Passwords that hold” will not renew")
+    assert done.startswith("Done: your subscription to “Passwords that hold” is cancelled, and nothing more will be "
+                           "charged.")
     [call] = stripe_api.called(f"/v1/subscriptions/{paid['subscription']}")
-    assert call.params == {"cancel_at_period_end": "true"}  # not DELETE
-    assert stripe_api.subscription(paid["subscription"])["status"] == "active"
+    assert call.params == {} and call.result["status"] == "canceled"  # DELETE: not cancel_at_period_end
     [payment] = await payments(bot)
-    assert payment.subscription_status == "active" and payment.renewal_cancelled_at is not None
-    assert await expiry(bot) == due + GRACE  # the access is not ended
+    assert payment.subscription_status == "canceled" and payment.renewal_cancelled_at is not None
+    assert await expiry(bot) <= datetime.now(UTC)
 
 
 OVERDUE_ASKED = ("Cancel the renewal of “Passwords that hold”? Its payment has not gone through, and Stripe is still "
