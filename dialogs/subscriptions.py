@@ -232,10 +232,7 @@ async def _cancel_renewal(turn: Turn, payment: Payment) -> None:
     outcome = await turn.call_outside_transaction(f"renewal:{payment.id}", lambda: end_renewal(desk, target))
     title = await _title(turn, payment)
     if outcome != "ok":
-        log.error("a subscription's renewal could not be cancelled; nothing recorded",
-                  extra={"payment_id": payment.id, "error": outcome})
-        turn.say(_("I couldn't cancel the renewal of “{title}” just now, so nothing has changed and it still renews. "
-                   "Please try again in a few minutes, or send /paysupport.", title=title))
+        _refused(turn, payment, title, outcome)
         return
     payment.renewal_cancelled_at = turn.now
     until = open_after_cancelling(desk, payment, turn.now)
@@ -254,10 +251,7 @@ async def _cancel_now(turn: Turn, payment: Payment) -> None:
     course = await turn.session.get(Course, payment.course_id)
     title = course.title if course else "—"
     if outcome != "ok":
-        log.error("an overdue subscription could not be cancelled; nothing recorded",
-                  extra={"payment_id": payment.id, "error": outcome})
-        turn.say(_("I couldn't cancel the renewal of “{title}” just now, so nothing has changed and it still renews. "
-                   "Please try again in a few minutes, or send /paysupport.", title=title))
+        _refused(turn, payment, title, outcome)
         return
     await subscription_ended(turn, payment, "canceled", ended=turn.now)
     payment.renewal_cancelled_at = payment.renewal_cancelled_at or turn.now
@@ -265,6 +259,14 @@ async def _cancel_now(turn: Turn, payment: Payment) -> None:
     turn.say(_("Done: your subscription to “{title}” is cancelled, and nothing more will be charged. {remains} Send "
                "/buy {slug} to subscribe again; your place is kept.", title=title,
                remains=what_remains(_, left, partial(day_said, turn)), slug=course.slug if course else ""))
+
+
+def _refused(turn: Turn, payment: Payment, title: str, outcome: str) -> None:
+    """The platform did not cancel (refused, or away): nothing is recorded, and the learner is told to try again."""
+    log.error("a subscription's renewal could not be cancelled; nothing recorded",
+              extra={"payment_id": payment.id, "error": outcome})
+    turn.say(tr(turn)("I couldn't cancel the renewal of “{title}” just now, so nothing has changed and it still "
+                      "renews. Please try again in a few minutes, or send /paysupport.", title=title))
 
 
 async def end_renewal(desk: PaymentDesk, subscription: Refundable, *, at_once: bool = False) -> str:

@@ -326,7 +326,10 @@ class StripeStandIn:
         return web.json_response(refund)
 
 
-    async def _cancel_subscription(self, request: web.Request) -> web.Response:
+    async def _live_subscription(self, request: web.Request, *, if_canceled: str
+                                 ) -> tuple[dict[str, Any], dict[str, Any]] | web.Response:
+        """The request's parameters and the live subscription it names; or Stripe's answer when there is none (404),
+        or it is canceled (400, `if_canceled`)."""
         params = await self._params(request)
         if isinstance(params, web.Response):
             return params
@@ -334,7 +337,14 @@ class StripeStandIn:
         if subscription is None:
             return _error(404, "invalid_request_error", f"No such subscription: '{request.match_info['id']}'")
         if subscription["status"] == "canceled":
-            return _error(400, "invalid_request_error", "This subscription has already been canceled")
+            return _error(400, "invalid_request_error", if_canceled)
+        return params, subscription
+
+    async def _cancel_subscription(self, request: web.Request) -> web.Response:
+        found = await self._live_subscription(request, if_canceled="This subscription has already been canceled")
+        if isinstance(found, web.Response):
+            return found
+        params, subscription = found
         now = int(time.time())
         subscription.update(status="canceled", canceled_at=now, ended_at=now)
         self.calls.append(Call(f"/v1/subscriptions/{subscription['id']}", params, subscription))
@@ -343,15 +353,11 @@ class StripeStandIn:
     async def _update_subscription(self, request: web.Request) -> web.Response:
         """`cancel_at_period_end`: true cancels at the period's end (the subscription stays active, `cancel_at` the
         period's end, `canceled_at` now), false resumes it; a canceled subscription can no longer be changed."""
-        params = await self._params(request)
-        if isinstance(params, web.Response):
-            return params
-        subscription = self.subscriptions.get(request.match_info["id"])
-        if subscription is None:
-            return _error(404, "invalid_request_error", f"No such subscription: '{request.match_info['id']}'")
-        if subscription["status"] == "canceled":
-            return _error(400, "invalid_request_error", "A canceled subscription can only update its "
-                                                        "cancellation_details and metadata.")
+        found = await self._live_subscription(request, if_canceled="A canceled subscription can only update its "
+                                                                   "cancellation_details and metadata.")
+        if isinstance(found, web.Response):
+            return found
+        params, subscription = found
         if "cancel_at_period_end" in params:
             at_end = params["cancel_at_period_end"] == "true"
             period_end = subscription["items"]["data"][0]["current_period_end"]

@@ -33,6 +33,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     ForeignKey,
     Index,
     Integer,
@@ -524,33 +525,24 @@ async def holds_for_good(session: AsyncSession, user_id: int, course_id: int) ->
     """Whether a learner holds a course for good: a live entitlement without an end (a one-off purchase, or an
     admin's grant or a code given for good). A subscription's, which ends with its period, does not count, nor does
     any other access that runs out."""
-    held = await session.scalar(
-        select(Entitlement.id)
-        .where(
-            Entitlement.user_id == user_id,
-            Entitlement.course_id == course_id,
-            Entitlement.revoked_at.is_(None),
-            Entitlement.expires_at.is_(None),
-        )
-        .limit(1)
-    )
-    return held is not None
+    return await _holds(session, user_id, course_id, Entitlement.expires_at.is_(None))
 
 
 async def holds_beyond_buying(session: AsyncSession, user_id: int, course_id: int, now: datetime) -> bool:
     """Whether a learner holds a course beyond buying it: a purchase in force (a subscription's until its period
     ends), or any other live entitlement without an end. Access that runs out does not count."""
+    return await _holds(session, user_id, course_id, or_(
+        Entitlement.expires_at.is_(None),
+        and_(Entitlement.source == SOURCE_PURCHASE, Entitlement.expires_at > now),
+    ))
+
+
+async def _holds(session: AsyncSession, user_id: int, course_id: int, kind: ColumnElement[bool]) -> bool:
+    """Whether a live (not revoked) entitlement of the learner to the course is of `kind`."""
     held = await session.scalar(
         select(Entitlement.id)
-        .where(
-            Entitlement.user_id == user_id,
-            Entitlement.course_id == course_id,
-            Entitlement.revoked_at.is_(None),
-            or_(
-                Entitlement.expires_at.is_(None),
-                and_(Entitlement.source == SOURCE_PURCHASE, Entitlement.expires_at > now),
-            ),
-        )
+        .where(Entitlement.user_id == user_id, Entitlement.course_id == course_id, Entitlement.revoked_at.is_(None),
+               kind)
         .limit(1)
     )
     return held is not None

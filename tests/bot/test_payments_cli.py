@@ -24,28 +24,36 @@ async def run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     return process.returncode or 0, out.decode(), err.decode()
 
 
-async def test_list_show_and_refund_from_the_command_line(settings, tmp_path):
+async def sold(db: Database, *, reference: str, charge_reference: str | None = None,
+               discount_minor: int = 0) -> tuple[Course, int]:
+    """The paid example course imported, and Ann's Stripe purchase of it (3.00 GBP less `discount_minor`), paid, its
+    access granted and its charge recorded, as a checkout's completion leaves them: the course and the payment's id."""
     from authoring.format import load_course
     from authoring.importer import import_course
 
-    db = Database(settings.resolved_database_url)
     async with db.transaction() as session:
         await import_course(session, load_course(PAID))
         course = await session.scalar(select(Course))
+        assert course is not None
         user = User(display_name="Ann")
         session.add(user)
         await session.flush()
-        payment = Payment(user_id=user.id, course_id=course.id, provider=STRIPE, reference="cs_test_cli",
-                          charge_reference="pi_test_cli", amount_minor=300, currency="GBP",
-                          status=PaymentStatus.PAID.value, channel="whatsapp", chat_id="+15551234567",
-                          sender_id="+15551234567")
+        payment = Payment(user_id=user.id, course_id=course.id, provider=STRIPE, reference=reference,
+                          charge_reference=charge_reference, amount_minor=300, discount_minor=discount_minor,
+                          currency="GBP", status=PaymentStatus.PAID.value, channel="whatsapp",
+                          chat_id="+15551234567", sender_id="+15551234567")
         session.add(payment)
         await session.flush()
         session.add(Entitlement(user_id=user.id, course_id=course.id, source=SOURCE_PURCHASE,
                                 reference=payment.entitlement_reference))
-        session.add(PaymentCharge(payment_id=payment.id, reference=PURCHASE_CHARGE, amount_minor=300,
+        session.add(PaymentCharge(payment_id=payment.id, reference=PURCHASE_CHARGE, amount_minor=300 - discount_minor,
                                   charged_at=utcnow()))
-        number = payment.id
+        return course, payment.id
+
+
+async def test_list_show_and_refund_from_the_command_line(settings, tmp_path):
+    db = Database(settings.resolved_database_url)
+    course, number = await sold(db, reference="cs_test_cli", charge_reference="pi_test_cli")
 
     async with StripeStandIn() as stripe_api:
         stripe_api.sessions["cs_test_cli"] = {"id": "cs_test_cli", "payment_intent": "pi_test_cli",
@@ -82,26 +90,8 @@ async def test_a_purchase_a_promotion_made_free_is_refunded_from_the_command_lin
                                                                                                        tmp_path):
     """Nothing was charged (a promotion took the whole price off; Stripe reported no payment intent): the refund
     gives back nothing, asks Stripe for nothing, and takes the access back."""
-    from authoring.format import load_course
-    from authoring.importer import import_course
-
     db = Database(settings.resolved_database_url)
-    async with db.transaction() as session:
-        await import_course(session, load_course(PAID))
-        course = await session.scalar(select(Course))
-        user = User(display_name="Ann")
-        session.add(user)
-        await session.flush()
-        payment = Payment(user_id=user.id, course_id=course.id, provider=STRIPE, reference="cs_test_free",
-                          amount_minor=300, discount_minor=300, currency="GBP", status=PaymentStatus.PAID.value,
-                          channel="whatsapp", chat_id="+15551234567", sender_id="+15551234567")
-        session.add(payment)
-        await session.flush()
-        session.add(Entitlement(user_id=user.id, course_id=course.id, source=SOURCE_PURCHASE,
-                                reference=payment.entitlement_reference))
-        session.add(PaymentCharge(payment_id=payment.id, reference=PURCHASE_CHARGE, amount_minor=0,
-                                  charged_at=utcnow()))
-        number = payment.id
+    _course, number = await sold(db, reference="cs_test_free", discount_minor=300)
 
     async with StripeStandIn() as stripe_api:
         env = server_env(settings.resolved_database_url, tmp_path / "cli", STRIPE_SECRET_KEY=SECRET_KEY,

@@ -8,13 +8,15 @@ import itertools
 import json
 import shutil
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
-from standins.stripe import SECRET_KEY, WEBHOOK_SECRET, event_body, sign
+from standins.stripe import SECRET_KEY, WEBHOOK_SECRET, StripeStandIn, event_body, sign
 from storage.courses import Entitlement
 from storage.payments import Payment, PaymentEvent, revenue
 from tests.conftest import FIXTURES
@@ -35,6 +37,23 @@ def stripe_settings(settings, api_base_url: str, **more: Any):
         "stripe_secret_key": SECRET_KEY, "stripe_webhook_secret": WEBHOOK_SECRET,
         "stripe_api_base_url": api_base_url, "public_base_url": PUBLIC, **more,
     })
+
+
+@asynccontextmanager
+async def promotion_shop(settings, course: Path) -> AsyncIterator[tuple[StripeStandIn, httpx.AsyncClient, Any, Any,
+                                                                        Any]]:
+    """The app with Stripe's promotion codes on and `course` imported: the Stripe stand-in, the app's client, the
+    bot, Ann (a learner) and the boss (an admin), in a test chat."""
+    from tests.dialogs.learning_support import Learning, import_sample
+    from tests.support import RecordingChannel, running
+
+    channel = RecordingChannel()
+    async with StripeStandIn() as stripe_api, running(
+        stripe_settings(settings, stripe_api.base_url, stripe_promotion_codes=True, admins=("test:boss",)),
+        channels=[channel],
+    ) as (client, bot):
+        await import_sample(bot, course)
+        yield stripe_api, client, bot, Learning(bot, channel), Learning(bot, channel, chat="boss")
 
 
 def checkout_event(session: dict[str, Any], kind: str = "checkout.session.completed", **changes: Any) -> dict[str, Any]:

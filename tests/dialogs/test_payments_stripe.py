@@ -33,6 +33,7 @@ from tests.dialogs.payment_support import (
     events,
     payments,
     post_event,
+    promotion_shop,
     refund_event,
     stripe_settings,
     takings,
@@ -315,13 +316,7 @@ async def test_a_refund_reported_before_the_payment_unlocks_nothing(shop, stripe
 
 
 async def test_a_promotion_code_takes_its_discount_off_and_the_rest_must_match(settings):
-    channel = RecordingChannel()
-    async with StripeStandIn() as stripe_api, running(
-        stripe_settings(settings, stripe_api.base_url, stripe_promotion_codes=True, admins=("test:boss",)),
-        channels=[channel],
-    ) as (client, bot):
-        await import_sample(bot, PAID)
-        ann, boss = Learning(bot, channel), Learning(bot, channel, chat="boss")
+    async with promotion_shop(settings, PAID) as (stripe_api, client, bot, ann, boss):
         session = await bought_link(ann, bot, stripe_api)
         assert stripe_api.called("/v1/checkout/sessions")[0].params["allow_promotion_codes"] == "true"
         await post_event(client, checkout_event(stripe_api.pay(session["id"], discount=100)))
@@ -692,13 +687,7 @@ async def test_a_purchase_a_promotion_made_free_is_taken_back_by_a_refund_of_not
     nothing given back, the access revoked, the learner told as for any refund, the revenue right."""
     from storage.models import AdminAuditEntry
 
-    channel = RecordingChannel()
-    async with StripeStandIn() as stripe_api, running(
-        stripe_settings(settings, stripe_api.base_url, stripe_promotion_codes=True, admins=("test:boss",)),
-        channels=[channel],
-    ) as (client, bot):
-        await import_sample(bot, PAID)
-        ann, boss = Learning(bot, channel), Learning(bot, channel, chat="boss")
+    async with promotion_shop(settings, PAID) as (stripe_api, client, bot, ann, boss):
         session = await bought_link(ann, bot, stripe_api)
         free = stripe_api.pay(session["id"], discount=300, payment_status="no_payment_required")
         assert free["payment_intent"] is None

@@ -27,6 +27,7 @@ from tests.dialogs.payment_support import (
     monthly_copy,
     payments,
     post_event,
+    promotion_shop,
     refund_event,
     stripe_settings,
     subscription_event,
@@ -625,13 +626,7 @@ async def test_a_subscription_a_promotion_made_free_for_its_first_month_is_taken
                                                                                                     monthly_course):
     """A promotion code took the whole first month off: its invoice is paid with no payment. /admin refund gives back
     nothing (nothing to ask Stripe to refund), cancels the subscription in Stripe and takes the access back."""
-    channel = RecordingChannel()
-    async with StripeStandIn() as stripe_api, running(
-        stripe_settings(settings, stripe_api.base_url, stripe_promotion_codes=True, admins=("test:boss",)),
-        channels=[channel],
-    ) as (client, bot):
-        await import_sample(bot, monthly_course)
-        ann, boss = Learning(bot, channel), Learning(bot, channel, chat="boss")
+    async with promotion_shop(settings, monthly_course) as (stripe_api, client, bot, ann, boss):
         session = await subscribe(ann, bot, stripe_api)
         free = stripe_api.pay(session["id"], discount=300, payment_status="no_payment_required")
         await post_event(client, checkout_event(free))
