@@ -87,14 +87,16 @@ def record_question(turn: Turn, question: str, answer: CourseAnswer) -> None:
     if answer.unanswered is NoAnswer.EMPTY_QUESTION:
         return
     outcome = "answered" if answer.unanswered is None else "limited" if answer.limited else "declined"
-    # a declined question keeps the lesson that came nearest: where the course would answer it
+    # a declined question keeps the lesson that came nearest: where the course would answer it; one asked past a
+    # free preview, the course whose locked lessons answer it (so its authors see it), without naming the lesson
     nearest = answer.sources or answer.covers
     first = nearest[0] if nearest else None
+    course = first or (answer.locked[0] if answer.locked else None)
     turn.session.add(KnowledgeQuestion(
         user_id=turn.user.id, asked_at=turn.now, question=storable(question, limit=500),
         normalized=plain_words(question)[:200], outcome=outcome,
         reason=answer.unanswered.value if answer.unanswered is not None else None,
-        course=first.course_id[:64] if first else None, topic=first.title[:200] if first else None,
+        course=course.course_id[:64] if course else None, topic=first.title[:200] if first else None,
     ))
 
 

@@ -71,12 +71,21 @@ class CourseAnswer:
     # a question the course does not answer: the lessons that came nearest, for the learner to look at instead
     covers: tuple[Source, ...] = ()
     quotes: tuple[Quoted, ...] = field(default=(), compare=False)  # an extractive answer's, as in `text`
+    # a question answered past a free preview (`NoAnswer.BEYOND_PREVIEW`): the locked lessons that answer it, for the
+    # course's authors; never shown to the learner
+    locked: tuple[Source, ...] = ()
 
     @classmethod
     def none(
-        cls, reason: NoAnswer, *, tokens: int = 0, confidence: float | None = None, covers: tuple[Source, ...] = ()
+        cls,
+        reason: NoAnswer,
+        *,
+        tokens: int = 0,
+        confidence: float | None = None,
+        covers: tuple[Source, ...] = (),
+        locked: tuple[Source, ...] = (),
     ) -> CourseAnswer:
-        return cls(text="", unanswered=reason, tokens=tokens, confidence=confidence, covers=covers)
+        return cls(text="", unanswered=reason, tokens=tokens, confidence=confidence, covers=covers, locked=locked)
 
     @property
     def declined(self) -> bool:

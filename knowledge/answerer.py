@@ -127,7 +127,7 @@ class Answerer:
         if answer.unanswered is NoAnswer.NOT_COVERED and locked and await self._answered_by(
             question, locked[:PASSAGES], allowed_courses, found.rarity
         ):
-            return CourseAnswer.none(NoAnswer.BEYOND_PREVIEW, tokens=answer.tokens)
+            return CourseAnswer.none(NoAnswer.BEYOND_PREVIEW, tokens=answer.tokens, locked=sources_of(locked[:1]))
         return answer
 
     async def _answered_by(

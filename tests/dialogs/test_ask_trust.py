@@ -178,8 +178,8 @@ async def test_a_learner_in_a_paid_courses_preview_is_answered_from_its_free_les
 
 async def test_a_preview_learner_asking_what_a_locked_lesson_answers_is_told_the_whole_course_covers_it(settings):
     """Lesson 3 of the paid course answers ON_A_LOOKALIKE: the learner in its free preview is pointed to /buy (not told
-    the course lacks it, nor quoted the lesson), and the authors do not find it among what the course could add. A
-    question no lesson answers is still declined as not in the course."""
+    the course lacks it, nor quoted the lesson), and the authors do not find it among what the course could add, though
+    it is logged under their course. A question no lesson answers is still declined as not in the course."""
     bot, channel = await knowing_bot(settings, PAID)
     try:
         t = Learning(bot, channel)
@@ -190,10 +190,12 @@ async def test_a_preview_learner_asking_what_a_locked_lesson_answers_is_told_the
         [elsewhere] = await t.say("what is the capital of France?")
         assert elsewhere.startswith("I couldn't find that in your course material")
         async with bot.db.sessions() as session:
-            logged = [(q.outcome, q.reason) for q in await session.scalars(select(KnowledgeQuestion)
-                                                                          .order_by(KnowledgeQuestion.id))]
+            logged = [(q.outcome, q.reason, q.course, q.topic)
+                      for q in await session.scalars(select(KnowledgeQuestion).order_by(KnowledgeQuestion.id))]
             figures = await knowledge_figures(session, utcnow())
-        assert logged == [("declined", "beyond_preview"), ("declined", "not_covered")]
+        # logged under the course whose locked lesson answers it (its authors see it), the lesson left unnamed
+        assert logged[0] == ("declined", "beyond_preview", "passwords-that-hold", None), logged
+        assert [row[:2] for row in logged[1:]] == [("declined", "not_covered")]
         assert [example for _, example, *_ in figures["declined_most"]] == ["what is the capital of France?"]
     finally:
         await bot.stop()
