@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from dialogs import (
+    access_codes,
     admin,
     certificate,
     flow,
@@ -27,6 +28,7 @@ from dialogs import (
     payments,
     personal,
     progress,
+    purchases,
     quiz,
     review,
     settings,
@@ -68,22 +70,31 @@ COMMANDS: tuple[Command, ...] = (
             synonyms=("courses", "cursos")),
     Command("buy", payments.buy_command, N_("buy the full course (/buy COURSE for another one)"),
             synonyms=("buy", "comprar")),
-    Command("purchases", payments.purchases_command,
+    Command("purchases", purchases.purchases_command,
             N_("what you bought, with receipts (/purchases cancel: stop a subscription renewing)"),
             synonyms=("purchases", "compras")),
-    Command("redeem", payments.redeem_command, N_("open a course with an access code: /redeem CODE")),
-    Command("paysupport", payments.paysupport_command, N_("help with a payment"), listed=False),
+    Command("redeem", access_codes.redeem_command, N_("open a course with an access code: /redeem CODE")),
+    Command("paysupport", purchases.paysupport_command, N_("help with a payment"), listed=False),
     *teams.COMMANDS,
     *home.COMMANDS,
     *admin.COMMANDS,
 )
 
 ButtonHandler = Callable[[Turn, str], Awaitable[None]]
+
+
+async def _pay_button(turn: Turn, value: str) -> None:
+    """`pay:buy:<course>` buys (dialogs/payments.py); a subscription's renewal buttons as sent before they had their
+    own prefix (`pay:renewal…:<payment id>`, still in learners' chats) are dialogs/subscriptions.py's."""
+    sent_before = value.rsplit(":", 1)[0] in subscriptions.SENT_BEFORE
+    await (subscriptions.on_button if sent_before else payments.on_button)(turn, value)
+
+
 BUTTONS: dict[str, ButtonHandler] = {
     "lesson": lessons.on_button,
     "quiz": quiz.on_button,
     "review": review.on_button,
-    "pay": payments.on_button,
+    "pay": _pay_button,
     "payment": payments.on_payment,
     subscriptions.PREFIX: subscriptions.on_button,
     "team": teams.on_button,

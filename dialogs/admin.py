@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from bot.messages import Markup, Text
 from bot.text import whole_number
-from dialogs import broadcast, nudges, payments, personal, roles
+from dialogs import access_codes, broadcast, nudges, payments, personal, roles
 from dialogs.i18n import N_, Translator
 from dialogs.learner import tr
 from dialogs.turn import Command, Turn, UsageError
@@ -260,7 +260,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "erase": Subcommand(_erase, N_("delete a learner's data: /admin erase CHANNEL:ID confirm"), "learners",
                         _LEARNER_TEAM),
     **{name: Subcommand(run, summary, *_PAYMENTS_AREAS.get(name, ("payments", _EVERYWHERE)))
-       for name, (run, summary) in payments.ADMIN_SUBCOMMANDS.items()},
+       for name, (run, summary) in {**payments.ADMIN_SUBCOMMANDS, **access_codes.ADMIN_SUBCOMMANDS}.items()},
     "publish": Subcommand(_offering(True), N_("offer an unpublished course again: /admin publish COURSE"),
                           "learning", _course_word(0)),
     "unpublish": Subcommand(_offering(False), N_("stop offering a course to anyone not in it: /admin unpublish "

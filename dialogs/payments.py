@@ -1,8 +1,9 @@
 """Buying a paid course in the chat: the offer, the payment, the confirmation, receipts, refunds and admin grants.
 
 Where a learner meets a price: the course choice (dialogs/prices.py), the end of the free preview ("Buy — 9.90 EUR"
-and "Later"), `/buy [course]`, `/courses`; `/purchases` lists what they bought (and cancels a subscription's renewal:
-"Cancel renewal", `/purchases cancel`, answered by dialogs/subscriptions.py), `/paysupport` says where to ask.
+and "Later"), `/buy [course]`, `/courses`. What they bought is listed by dialogs/purchases.py (/purchases), a
+subscription's renewal cancelled by dialogs/subscriptions.py, access codes made and redeemed by dialogs/access_codes.py:
+each is built on this module, which reaches none of them.
 
 How they pay depends on where they are, as the wiring declares it (`PaymentDesk`, built in bot/payments.py):
 - where the platform sells in its own currency (Telegram Stars, `stars_channels`): an `Invoice` reply. Telegram
@@ -61,25 +62,19 @@ from storage.payments import (
     TELEGRAM,
     Payment,
     PaymentStatus,
-    Redeemed,
-    access_code,
     charge_given_back,
     grant,
     grant_purchase,
     holds_beyond_buying,
-    holds_for_good,
     latest_charge,
-    make_code,
     move_status,
     name_charge,
     open_until,
     paid_purchase,
     partly_refunded,
     payment_by_subscription,
-    purchases,
     recent_payments,
     record_charge,
-    redeem,
     refund_reported,
     revenue,
     revoke_given,
@@ -267,14 +262,8 @@ async def courses_command(turn: Turn, _args: str) -> None:
 
 
 async def on_button(turn: Turn, value: str) -> None:
-    """A pressed "Buy — 9.90 EUR" (`pay:buy:<course slug>`); or a subscription's "Cancel renewal" or one of its
-    answers as sent before they had their own prefix (`pay:renewal…:<payment id>`), which dialogs/subscriptions.py
-    answers."""
-    if not value.startswith(f"{BUY}:"):
-        from dialogs import subscriptions  # subscriptions → payments: imported when needed
-
-        await subscriptions.on_button(turn, value)
-        return
+    """A pressed "Buy — 9.90 EUR" (`pay:buy:<course slug>`). (The renewal buttons sent under `pay:` before they had
+    their own prefix are dialogs/subscriptions.py's: the wiring, dialogs/__init__.py, hands them there.)"""
     slug = value.removeprefix(f"{BUY}:")
     course = await turn.session.scalar(select(Course).where(Course.slug == slug, offered_to(turn)))
     if course is None or course_price(tr(turn), course) is None:  # (unpublished since: sold to those in it only)
@@ -693,8 +682,6 @@ async def _claim_subscription(turn: Turn, payment: Payment, subscription: str) -
 
 
 async def _subscription_changed(turn: Turn, payment: Payment, event: dict[str, Any]) -> None:
-    from dialogs.subscriptions import renewal_reported  # subscriptions → payments: imported when needed
-
     status = str(event.get("status") or "")
     if event["type"] == "customer.subscription.deleted":
         status = "canceled"
@@ -711,6 +698,29 @@ async def _subscription_changed(turn: Turn, payment: Payment, event: dict[str, A
             await _follow_period(turn, payment)
         return
     await _subscription_ended(turn, payment, status, ended=_moment(event.get("ended_at")) or turn.now)
+
+
+def renewal_reported(payment: Payment, event: dict[str, Any], now: datetime) -> None:
+    """Stripe says whether a subscription renews (`customer.subscription.updated`): set to end with the period now
+    running (`cancel_at_period_end`, or a `cancel_at` no later than that period's end: cancelled here, or in Stripe's
+    customer portal or Dashboard) records when that was first known. Renewing clears it: resumed there, or set to
+    end on a later day (a `cancel_at` past this period's end: it renews until then, and the event of the renewal
+    whose period that day ends is the one that records it)."""
+    if event["type"] != "customer.subscription.updated" or not isinstance(event.get("cancel_at_period_end"), bool):
+        return
+    if event["cancel_at_period_end"] or _ends_this_period(payment, event.get("cancel_at"), event.get("period_end")):
+        payment.renewal_cancelled_at = payment.renewal_cancelled_at or now
+    else:
+        payment.renewal_cancelled_at = None
+
+
+def _ends_this_period(payment: Payment, cancel_at: object, period_end: object) -> bool:
+    """Whether a subscription's `cancel_at` (Unix time) comes by the end of the period now running (as the event
+    says it, else as last known; with neither known, it is taken to)."""
+    if not isinstance(cancel_at, int):
+        return False
+    ends = datetime.fromtimestamp(period_end, UTC) if isinstance(period_end, int) else payment.period_end
+    return ends is None or datetime.fromtimestamp(cancel_at, UTC) <= ends
 
 
 def _first_period(payment: Payment, period_end: datetime, now: datetime) -> bool:
@@ -1073,48 +1083,6 @@ async def tell(session: AsyncSession, payment: Payment, text: str) -> bool:
     return True
 
 
-def receipt_number(payment: Payment) -> str:
-    return f"LB-{payment.id:06d}"
-
-
-# /purchases, /paysupport ----------------------------------------------------------------------------------------------
-
-
-async def purchases_command(turn: Turn, args: str) -> None:
-    """/purchases: what the learner bought, with receipts, and a "Cancel renewal" button by each subscription that
-    renews; `/purchases cancel [RECEIPT]` cancels a renewal by typing (both: dialogs/subscriptions.py)."""
-    from dialogs.subscriptions import (  # subscriptions → payments: imported when needed
-        CANCEL_WORDS,
-        cancel_buttons,
-        cancel_renewal_command,
-        open_after_cancelling,
-        renews,
-    )
-
-    words = args.split()
-    if words and fold(words[0]) in CANCEL_WORDS:
-        await cancel_renewal_command(turn, " ".join(words[1:]))
-        return
-    _ = tr(turn)
-    bought = await purchases(turn.session, turn.user.id)
-    if not bought:
-        turn.say(_("You haven't bought anything yet. Send /courses to see what's for sale."))
-        return
-    lines, renewing = [_("Your purchases:")], []
-    desk = desk_of(turn)
-    for payment in bought:
-        course = await turn.session.get(Course, payment.course_id)
-        title = course.title if course else "—"
-        lines.append(_line(_, payment, title, partial(day_said, turn), turn.now, payment.period_end,
-                           ends=open_after_cancelling(desk, payment, turn.now)))
-        if renews(payment, turn.now):
-            renewing.append((payment, title))
-    lines.append(_("Questions about a payment? Send /paysupport."))
-    await say_privately(turn, Text("\n".join(lines), choices=cancel_buttons(_, renewing)),
-                         sent=_("I've sent you your purchases in our private chat."),
-                         alone=_("Your purchases are yours alone: send /purchases to me in a private chat."))
-
-
 async def say_privately(turn: Turn, reply: Text, *, sent: str, alone: str) -> None:
     """A reply about someone's payments: here in a private chat; from a group, in their private chat with the bot
     (what someone bought is theirs to read alone), the group told `sent`, or `alone` when they have none."""
@@ -1129,53 +1097,8 @@ async def say_privately(turn: Turn, reply: Text, *, sent: str, alone: str) -> No
     turn.say(sent)
 
 
-def _line(_: Translator, payment: Payment, title: str, day: Callable[[datetime], str], now: datetime,
-          until: datetime | None = None, *, ends: datetime | None = None) -> str:
-    """A purchase as /purchases lists it, its dates as `day` says them (the buyer's day, in their language): `until`
-    the end of a subscription's period paid for, `ends` when one whose renewal is cancelled closes its lessons."""
-    when = day(payment.paid_at or payment.created_at)
-    price = format_charge(_, payment.paid_minor, payment.currency, payment.period)
-    if payment.period is not None and payment.status == PaymentStatus.PAID:
-        receipt = receipt_number(payment)
-        if payment.subscription_status in ENDED:
-            return _("• {title} — {price}, since {date}, ended. Receipt no. {receipt}", title=title, price=price,
-                     date=when, receipt=receipt)
-        if until is not None and until <= now:
-            return _lapsed_line(_, payment, title, price, when, day(until))
-        if payment.renewal_cancelled_at is not None and ends is not None:
-            return _("• {title} — {price}, since {date}, ends on {end} (renewal cancelled). Receipt no. {receipt}",
-                     title=title, price=price, date=when, end=day(ends), receipt=receipt)
-        if until is not None:
-            return _("• {title} — {price}, since {date}, renews on {renewal}. Receipt no. {receipt}", title=title,
-                     price=price, date=when, renewal=day(until), receipt=receipt)
-    if payment.status == PaymentStatus.REFUNDED:
-        return _("• {title} — {price}, {date}, refunded. Receipt no. {receipt}", title=title, price=price, date=when,
-                 receipt=receipt_number(payment))
-    return _("• {title} — {price}, {date}. Receipt no. {receipt} ({provider} {reference})", title=title, price=price,
-             date=when, receipt=receipt_number(payment), provider=payment.provider, reference=payment.reference or "")
-
-
-def _lapsed_line(_: Translator, payment: Payment, title: str, price: str, when: str, until: str) -> str:
-    """A subscription whose period paid for is over, not renewed: a Stars one has ended (Telegram reports no
-    cancellation: one not renewed at its period's end ran out), and so has one whose renewal was cancelled; a Stripe
-    one waits for its renewal's payment (Stripe reports the end when it comes)."""
-    receipt = receipt_number(payment)
-    if payment.provider == TELEGRAM or payment.renewal_cancelled_at is not None:
-        return _("• {title} — {price}, since {date}, ended on {end}. Receipt no. {receipt}", title=title, price=price,
-                 date=when, end=until, receipt=receipt)
-    return _("• {title} — {price}, since {date}, its renewal of {renewal} not paid yet. Receipt no. {receipt}",
-             title=title, price=price, date=when, renewal=until, receipt=receipt)
-
-
-async def paysupport_command(turn: Turn, _args: str) -> None:
-    """/paysupport: Telegram asks every bot that sells to answer it."""
-    _ = tr(turn)
-    support = desk_of(turn).support
-    text = _("Questions about a payment, or want a refund? Write here what happened and the receipt number from "
-             "/purchases; the people who run this bot read it.")
-    if support:
-        text += "\n" + _("You can also write to {contact}.", contact=support)
-    turn.say(text)
+def receipt_number(payment: Payment) -> str:
+    return f"LB-{payment.id:06d}"
 
 
 # Admin: grant, revoke, refund, payments -------------------------------------------------------------------------------
@@ -1520,134 +1443,12 @@ async def _slug(turn: Turn, course_id: int, known: dict[int, str]) -> str:
     return known[course_id]
 
 
-# Access codes ---------------------------------------------------------------------------------------------------------
-
-
-async def redeem_command(turn: Turn, args: str) -> None:
-    """/redeem CODE: open the code's course for this learner (a subscriber too: a code may outlast the
-    subscription); not used up by one whose access already lasts as long as the code's would."""
-    _ = tr(turn)
-    code = await access_code(turn.session, code_letters(args))
-    if code is None:
-        turn.say(_("That is not an access code I know. Send /redeem followed by the code exactly as you were given it, "
-                   "e.g. /redeem LB-7K2Q-9XWM."))
-        return
-    course = await turn.session.get(Course, code.course_id)
-    assert course is not None
-    # Nothing a code could add to access without an end (a one-off purchase, a grant for good): its use is left for
-    # another. A subscription ends (with its period, or when its renewal is cancelled): a code may outlast it.
-    if await holds_for_good(turn.session, turn.user.id, course.id):
-        turn.say(_("You already have “{title}”. Send /next to go on.", title=course.title))
-        return
-    # A code for some days runs from now, alongside the access held (a subscription's month, an earlier grant): one
-    # that would end no later than that adds nothing, and its use is left for another.
-    if code.days:
-        held_until = await open_until(turn.session, turn.user.id, course.id, turn.now)
-        if held_until is not None and held_until >= turn.now + timedelta(days=code.days):
-            turn.say(_("You already have “{title}” until {date}: this code would add nothing, so it is left unused "
-                       "for someone else. Send /next to go on.", title=course.title,
-                       date=day_said(turn, held_until)))
-            return
-    outcome = await redeem(turn.session, code, turn.user.id, turn.now)
-    log.info("an access code was tried", extra={"code_id": code.id, "outcome": outcome.value})
-    if outcome is not Redeemed.OK:
-        if await owns(turn, turn.user.id, course):
-            turn.say(_("You already have “{title}”. Send /next to go on.", title=course.title))
-        elif outcome is Redeemed.ALREADY:  # theirs once, and taken back since (revoked, or its days are over)
-            turn.say(_("You used this code before, and the access it gave to “{title}” has ended. Ask whoever gave "
-                       "it to you for a new one.", title=course.title))
-        elif outcome is Redeemed.EXPIRED:
-            turn.say(_("This code expired on {date}. Ask whoever gave it to you for a new one.",
-                       date=day_said(turn, code.expires_at or turn.now)))
-        elif outcome is Redeemed.DISABLED:
-            turn.say(_("This code has been withdrawn. Ask whoever gave it to you for a new one."))
-        else:
-            turn.say(_("This code has been used up. Ask whoever gave it to you for a new one."))
-        return
-    accepted = _("🎟️ Code accepted: “{title}” is open to you.", title=course.title)
-    if code.days is None and await _renewing_subscription(turn, course.id):
-        # The course is theirs for good now, but the subscription goes on charging until they cancel it.
-        accepted += " " + _("Your subscription to it still renews, and will be charged as before: send /purchases "
-                            "cancel to stop it.")
-    turn.say(accepted)
-    learner = await learner_of(turn)
-    if is_set_up(learner):
-        await enroll(turn, learner, course)
-        await lessons.next_lesson(turn)
-
-
-async def _renewing_subscription(turn: Turn, course_id: int) -> bool:
-    """Whether the learner holds a subscription to the course that will be charged again."""
-    from dialogs.subscriptions import renews  # subscriptions → payments: imported when needed
-
-    return any(payment.course_id == course_id and renews(payment, turn.now)
-               for payment in await purchases(turn.session, turn.user.id))
-
-
-MAX_CODE_USES = 100_000
-
-
-def code_expiry(text: str, now: datetime) -> datetime | None:
-    """When a code stops working, as an admin writes it (`code_moment`); None if it is none of those or not in the
-    future."""
-    moment = code_moment(text, now)
-    return moment if moment is not None and moment > now else None
-
-
-def code_moment(text: str, now: datetime) -> datetime | None:
-    """A moment as an admin writes a code's expiry: a date (2027-01-31: the end of that day, UTC), a date and time in
-    ISO 8601, or a number of days from now ("30d"); None if it is none of these."""
-    text = text.strip()
-    try:
-        if text.lower().endswith("d") and (days := whole_number(text[:-1])) is not None:
-            return now + timedelta(days=days)
-        if len(text) == 10:
-            return datetime.fromisoformat(text).replace(tzinfo=UTC) + timedelta(days=1)
-        moment = datetime.fromisoformat(text)
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-
-
-async def admin_code(turn: Turn, args: str) -> None:
-    _ = tr(turn)
-    usage = _("Usage: /admin code COURSE [LEARNERS] [DAYS] [until=DATE] — a code that opens the course for that many "
-              "learners (default 1), for good or for some days, redeemable until DATE (2027-01-31, or 30d).")
-    words = args.split()
-    expires = None
-    if words and words[-1].lower().startswith("until="):
-        typed = words.pop()[len("until="):]
-        expires = code_moment(typed, turn.now)
-        if expires is None:
-            raise UsageError(usage)
-        if expires <= turn.now:
-            raise UsageError(_("until={date} is not in the future: give a day to come (2027-01-31) or a number of "
-                               "days (30d).", date=typed))
-    if not words or len(words) > 3 or (len(words) > 1 and not whole_number(words[1], most=MAX_CODE_USES)):
-        raise UsageError(usage)
-    days = access_days(_, words[2], usage) if len(words) > 2 else None
-    course = await turn.session.scalar(select(Course).where(Course.slug == words[0].lower()))
-    if course is None:
-        raise UsageError(_("No course {slug}: give its id from course.yaml (lessonbot course list).",
-                           slug=repr(words[0])))
-    uses = int(words[1]) if len(words) > 1 else 1
-    code = await make_code(turn.session, course.id, uses=uses, days=days, expires_at=expires,
-                           created_by=turn.identity.address, now=turn.now)
-    text = _.plural("Access code {code} opens “{title}” for {n} learner: they send /redeem {code}.",
-                    "Access code {code} opens “{title}” for {n} learners: each sends /redeem {code}.", uses,
-                    code=code.code, title=course.title)
-    if expires is not None:
-        text += " " + _("It can be redeemed until {moment}.", moment=f"{expires:%Y-%m-%d %H:%M} UTC")
-    turn.say(text)
-
-
 ADMIN_SUBCOMMANDS = {
     "grant": (admin_grant, N_("give a learner a course: /admin grant USER COURSE [DAYS]")),
     "revoke": (admin_revoke, N_("take back a course an admin or a code gave (a purchase: /admin refund): /admin revoke "
                                 "USER COURSE")),
     "refund": (admin_refund, N_("refund a payment and revoke its access: /admin refund PAYMENT")),
     "payments": (admin_payments, N_("the latest payments")),
-    "code": (admin_code, N_("an access code for a course: /admin code COURSE [LEARNERS] [DAYS] [until=DATE]")),
 }
 
 

@@ -11,26 +11,24 @@ cancelling at the period's end would leave it retried, the period having moved o
 for is over, so its access ends then, and the learner is told so before and after. A Yes is carried out only as the
 promise it was offered with: the subscription changed since (become overdue, or paid again), the learner is told so
 and asked again. Buttons sent before these had their own prefix
-(`pay:renewal`, `pay:renewal-cancel`, `pay:renewal-keep`, still in learners' chats) reach dialogs/payments.py's
-`on_button`, which hands them here. A button is honoured only where it was offered to the person pressing it
+(`pay:renewal`, `pay:renewal-cancel`, `pay:renewal-keep`, still in learners' chats) are handed here by the wiring
+(dialogs/__init__.py). A button is honoured only where it was offered to the person pressing it
 (dialogs/choices.py); the payment it names must be theirs, and a subscription still in force.
 
-Stripe reports a renewal cancelled (or resumed) in its customer portal or Dashboard as `customer.subscription.updated`
-(`renewal_reported`, called by dialogs/payments.py, which follows the subscription's events; a cancellation set for a
-day past the period running leaves it renewing until the period that day ends); the subscription's end
-at its period's end comes as `customer.subscription.deleted`, which ends the access as any end does.
+A renewal cancelled (or resumed) in Stripe's customer portal or Dashboard is followed by dialogs/payments.py, with
+the subscription's other events (`renewal_reported`, which records it as cancelling here does); the subscription's
+end at its period's end comes as `customer.subscription.deleted`, which ends the access as any end does.
 
-Buying, the subscription's other events, refunds and the /purchases listing are dialogs/payments.py's; this module
-is built on it (payments reaches back here only where /purchases and Stripe's events need it, when called).
+Buying, Stripe's events and refunds are dialogs/payments.py's, the /purchases listing dialogs/purchases.py's; this
+module is built on payments, which never reaches back here.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
-from typing import Any
 
 from bot.messages import Choice, Text
 from bot.text import code_letters, whole_number
@@ -278,26 +276,3 @@ async def end_renewal(desk: PaymentDesk, subscription: Refundable, *, at_once: b
     except Exception as exc:
         return str(exc)[:300] or type(exc).__name__
     return "ok"
-
-
-def renewal_reported(payment: Payment, event: dict[str, Any], now: datetime) -> None:
-    """Stripe says whether a subscription renews (`customer.subscription.updated`): set to end with the period now
-    running (`cancel_at_period_end`, or a `cancel_at` no later than that period's end: cancelled here, or in Stripe's
-    customer portal or Dashboard) records when that was first known. Renewing clears it: resumed there, or set to
-    end on a later day (a `cancel_at` past this period's end: it renews until then, and the event of the renewal
-    whose period that day ends is the one that records it)."""
-    if event["type"] != "customer.subscription.updated" or not isinstance(event.get("cancel_at_period_end"), bool):
-        return
-    if event["cancel_at_period_end"] or _ends_this_period(payment, event.get("cancel_at"), event.get("period_end")):
-        payment.renewal_cancelled_at = payment.renewal_cancelled_at or now
-    else:
-        payment.renewal_cancelled_at = None
-
-
-def _ends_this_period(payment: Payment, cancel_at: object, period_end: object) -> bool:
-    """Whether a subscription's `cancel_at` (Unix time) comes by the end of the period now running (as the event
-    says it, else as last known; with neither known, it is taken to)."""
-    if not isinstance(cancel_at, int):
-        return False
-    ends = datetime.fromtimestamp(period_end, UTC) if isinstance(period_end, int) else payment.period_end
-    return ends is None or datetime.fromtimestamp(cancel_at, UTC) <= ends

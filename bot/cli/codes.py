@@ -63,7 +63,8 @@ def describe(code: AccessCode, course_slug: str) -> str:
 def cmd_create(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from dialogs.payments import MAX_ACCESS_DAYS, MAX_CODE_USES, code_expiry
+    from dialogs.access_codes import MAX_CODE_USES, code_expiry
+    from dialogs.payments import MAX_ACCESS_DAYS
     from storage.courses import Course
     from storage.models import AdminAuditEntry, utcnow
     from storage.payments import make_code
