@@ -331,11 +331,38 @@ async def later(x: Exchange) -> None:
 async def next_lesson_moment(x: Exchange, learner: Learner) -> datetime | None:
     """When the learner's next lesson comes, as the planner will push it: `next_lesson_time`, past the local dates
     whose lesson was decided already (the planner decides a date once, so a learner who moved their hour or zone
-    after the day's lesson has the next one on a later date)."""
+    after the day's lesson has the next one on a later date). None when the push would bring them nothing
+    (`lesson_to_push`): no lesson is promised that will not come."""
+    if not await lesson_to_push(x, learner):
+        return None
     today = x.now.astimezone(zone_for(x.user.timezone)).date()
     decided = set(await x.session.scalars(select(ScheduledLesson.local_date).where(
         ScheduledLesson.user_id == x.user.id, ScheduledLesson.local_date >= today - timedelta(days=1))))
     return next_lesson_time(learner, x.user, x.now, decided=decided)
+
+
+async def lesson_to_push(x: Exchange, learner: Learner) -> bool:
+    """Whether the lesson pushed at the learner's hour would bring them one, as `next_lesson` pushed decides: a
+    course chosen and not finished (or a lesson added to it since), the lesson they are at open to them in their
+    home chat, where it is pushed. Not so (a course finished, a paid lesson locked), the planner sends nothing."""
+    course = await current_course(x, learner)
+    if course is None:
+        return False
+    enrollment = await access.enrollment_in(x, course.id)
+    if enrollment is None:
+        return True  # enrolled at its first lesson when the push comes
+    lesson = None
+    if enrollment.status != COMPLETED:
+        lesson = next((found for found in await course_lessons(x.transaction, course.id)
+                       if found.id == enrollment.current_lesson_id), None)
+    lesson = lesson or await access.lesson_to_do(x, course)
+    if lesson is None:
+        return False
+    home = await home_conversation(x.session, x.user)
+    there = x if home is None else Exchange(transaction=x.transaction, conversation=home, user=x.user, state={},
+                                            now=x.now)
+    # (a lesson that is not their place yet becomes it as the push comes: not out of order then)
+    return await access.lesson_closed(there, lesson) in (None, access.Closed.OUT_OF_ORDER)
 
 
 def next_lesson_time(learner: Learner, user: User, now: datetime, *,

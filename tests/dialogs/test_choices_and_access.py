@@ -321,6 +321,18 @@ async def test_a_platforms_report_leaves_a_private_chat_private(learning_bot):
     assert dm.shared is False
 
 
+async def test_resume_in_a_group_promises_the_paid_lesson_pushed_to_the_private_chat(learning_bot):
+    """A lesson of the full course is not shown in a group, but the lessons at her hour go to her private chat,
+    where it is hers: /resume sent in the group tells her when it comes all the same."""
+    bot, channel = learning_bot
+    t, _user = await granted_the_paid_course_past_its_first_lesson(bot, channel)
+    await t.say("/pause")
+    await bot.receive(InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id="study-group",
+                                     sender_id="ann", text="/resume"))
+    await bot.settle()
+    [back] = channel.texts("study-group")
+    assert back.startswith("Welcome back! Lessons are on again. The next one comes on "), back
+
 async def granted_the_paid_course_past_its_first_lesson(bot, channel) -> tuple[Learning, User]:
     """Ann, onboarded into the paid course and granted it, at the end of its first lesson (the free one)."""
     await import_sample(bot, PAID)

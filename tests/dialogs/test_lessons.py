@@ -226,6 +226,21 @@ async def test_a_paid_course_stops_after_the_preview_until_entitled(learning_bot
     assert lesson.startswith("📘 Lesson 2 of 3")
 
 
+async def test_later_at_a_locked_lesson_promises_no_lesson_at_the_usual_time(learning_bot):
+    """Nothing is pushed at the learner's hour while their next lesson is locked: "Later" does not say when it will
+    come back, nor does /resume."""
+    bot, channel = learning_bot
+    await import_sample(bot, PAID)
+    t = Learning(bot, channel)
+    await onboard(t, course="Passwords that hold — 3.00 GBP")
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "🎉 Lesson done")
+    await t.press("More now")
+    assert await t.press("Later") == ["OK, your place is saved. Send /next whenever you're ready."]
+    await t.say("/pause")
+    assert await t.say("/resume") == ["Welcome back! Lessons are on again."]
+
+
 async def test_pause_and_resume_say_dates_in_words_and_resume_knows_nothing_was_paused(learning_bot):
     import re
 

@@ -31,7 +31,7 @@ from storage.db import Database
 from storage.learners import PAUSED, STOPPED, Learner, lesson_schedule_changed, zone_for
 from storage.models import Conversation, OutboxMessage, User, utcnow
 from storage.outbox import OutboxStatus
-from storage.scheduling import QUEUED, QUIET_HOURS, UNANSWERED, ClockCursor, ScheduledLesson
+from storage.scheduling import NOTHING_TO_SEND, QUEUED, QUIET_HOURS, UNANSWERED, ClockCursor, ScheduledLesson
 from storage.teams import stop_workspace
 from tests.dialogs.learning_support import (  # noqa: F401
     PAID,
@@ -760,3 +760,15 @@ async def test_a_late_run_judges_quiet_hours_by_the_lesson_time_and_holds_the_le
     assert outcomes[evening, date(2026, 6, 10)] == QUEUED and outcomes[morning, date(2026, 6, 11)] == QUIET_HOURS
     # held until 08:00 local, 9 h 35 min after the 22:25 run (the outbox's clock is real time)
     assert abs((held - late).total_seconds() - (9 * 3600 + 35 * 60)) < 120
+
+
+async def test_a_learner_who_finished_the_course_is_promised_no_lesson_the_planner_will_not_push(learning_bot):
+    """The planner pushes nothing to a learner whose course is finished: /resume does not tell them when "the next
+    one comes", as the planner's run at that moment sends nothing."""
+    t, user, clock, ctx = await onboarded_and_planned(*learning_bot)
+    await answer_until(t, t.bot, "🏆")
+    await t.say("/pause")
+    [back] = await t.say("/resume")
+    assert back == "Welcome back! Lessons are on again."
+    clock.at(next_lesson_after(clock.now(), zone=LISBON, at=time(8), days="1234567") + timedelta(minutes=1))
+    assert await plan_lessons(ctx) == Counter({NOTHING_TO_SEND: 1})
