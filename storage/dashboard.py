@@ -6,7 +6,8 @@ computed by a scheduler job every 5 minutes into `dashboard_figures` (one row a 
 reads one row plus a few small live queries (delivery health, the latest broadcasts, payments, a learner search).
 Every query here aggregates in the database (COUNT, SUM, GROUP BY, LIMIT); none reads all rows into Python.
 
-Days and weeks are UTC calendar days and ISO weeks (Monday first), written YYYY-MM-DD.
+Days and weeks are UTC calendar days and ISO weeks (Monday first), written YYYY-MM-DD; a learner's streak is judged on
+their own day, as they are told it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy.sql import ColumnElement
 
 from storage.courses import COMPLETED, Course, Enrollment, Lesson, LessonProgress, Question, QuestionCard
 from storage.knowledge import KnowledgeQuestion
-from storage.learners import LONGEST_STREAK_GAP, ONBOARDING, Learner, current_streak, streak_holds
+from storage.learners import LONGEST_STREAK_GAP, ONBOARDING, Learner, current_streak, streak_holds, zone_for
 from storage.models import Base, ChannelIdentity, Conversation, InboundMessage, OutboxMessage, User, utcnow
 from storage.outbox import DEAD_NEWEST_FIRST
 from storage.queries import starts_with
@@ -418,10 +419,12 @@ async def engagement(session: AsyncSession, now: datetime, kept: Figures | None 
     since, old = _recount_since(now, kept, "daily_active")
     active = await _learners_who_wrote(session, since)
     # A streak holds while no lesson day of the learner's went by without learning (storage.learners.streak_holds),
-    # at most LONGEST_STREAK_GAP after its last day: counted by (lesson days, last day, length) of the recent ones.
-    today = now.date()
-    recent = Learner.last_active_on >= today - LONGEST_STREAK_GAP
+    # at most LONGEST_STREAK_GAP after its last day, judged on the learner's own day (their zone's date, as /progress
+    # and the streak saver judge it): counted by (lesson days, last day, zone, length) of the recent ones (a day more
+    # for the zones' dates).
+    recent = Learner.last_active_on >= now.date() - LONGEST_STREAK_GAP - timedelta(days=1)
     days, last = case((recent, Learner.lesson_days), else_=None), case((recent, Learner.last_active_on), else_=None)
+    zone = case((recent, User.timezone), else_=None)
     length = Learner.streak_days
     bucket = case(
         (length <= 0, literal("0")),
@@ -433,14 +436,16 @@ async def engagement(session: AsyncSession, now: datetime, kept: Figures | None 
         else_=literal("31+"),
     )
     streaks: Counter[str] = Counter()
-    for lesson_days, last_day, name, count in (
+    for lesson_days, last_day, zone_name, name, count in (
         await session.execute(
-            select(days, last, bucket, func.count())
+            select(days, last, zone, bucket, func.count())
             .select_from(Learner)
+            .join(User, User.id == Learner.user_id)
             .where(Learner.consent_at.is_not(None))
-            .group_by(days, last, bucket)
+            .group_by(days, last, zone, bucket)
         )
     ).all():
+        today = now.astimezone(zone_for(zone_name)).date()
         streaks[name if streak_holds(lesson_days, last_day, today) else "0"] += count
     return {
         "daily_active": _series(now, since, old, lambda day: [day, active.get(day, 0)]),

@@ -176,6 +176,22 @@ async def test_a_streak_counts_while_no_lesson_day_went_by_without_learning(db):
 
 
 
+async def test_a_streak_is_counted_by_the_learners_own_day(db):
+    """Both learned last on Saturday, where each of them is, and learn every day: the New Yorker's streak holds until
+    the end of their Sunday (as /progress tells them, with tonight's streak saver), the Tokyo learner's ended with
+    theirs. At 02:00 UTC on Monday it is still Sunday evening in New York; at 16:00 UTC on Sunday it is already
+    Monday in Tokyo."""
+    async with db.transaction() as session:
+        for name, zone, streak in (("New York", "America/New_York", 5), ("Tokyo", "Asia/Tokyo", 9)):
+            user = await add_learner(session, name, active=datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc),
+                                     streak=streak)
+            user.timezone = zone
+    for now in (datetime(2026, 12, 7, 2, 0, tzinfo=timezone.utc), datetime(2026, 12, 6, 16, 0, tzinfo=timezone.utc)):
+        async with db.sessions() as session:
+            engagement = await dashboard.engagement(session, now)
+        assert dict(engagement["streaks"]) == {"0": 1, "1": 0, "2–3": 0, "4–7": 1, "8–14": 0, "15–30": 0,
+                                               "31+": 0}, now
+
 async def test_learners_are_found_by_name_or_address_and_a_workspace_sees_its_own(db):
     ids = await seed(db)
     async with db.sessions() as session:
