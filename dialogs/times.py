@@ -208,6 +208,7 @@ def read_days(text: str) -> str | None:
     if len(words) > 1 and words[0] in ("de", "from", "desde", "do", "da"):  # "de lunes a viernes", "from mon to fri"
         words = words[1:]
     days: set[int] = set()
+    previous = None  # the day read just before: where "to" starts its range ("fri, mon to wed")
     index = 0
     while index < len(words):
         word = words[index].rstrip(".")
@@ -215,19 +216,22 @@ def read_days(text: str) -> str | None:
             first, _, last = word.partition("-")
             if first in _DAY_NUMBER and last in _DAY_NUMBER:
                 days |= _day_range(_DAY_NUMBER[first], _DAY_NUMBER[last])
+                previous = _DAY_NUMBER[last]
                 index += 1
                 continue
             return None
-        if word in ("to", "a", "through", "until", "hasta", "ate") and days and index + 1 < len(words):
+        if word in ("to", "a", "through", "until", "hasta", "ate") and previous is not None and index + 1 < len(words):
             following = words[index + 1].rstrip(".")
             if following not in _DAY_NUMBER:
                 return None
-            days |= _day_range(max(days), _DAY_NUMBER[following])
+            days |= _day_range(previous, _DAY_NUMBER[following])
+            previous = _DAY_NUMBER[following]
             index += 2
             continue
         if word not in _DAY_NUMBER:
             return None
-        days.add(_DAY_NUMBER[word])
+        previous = _DAY_NUMBER[word]
+        days.add(previous)
         index += 1
     return "".join(str(d) for d in sorted(days)) or None
 

@@ -54,6 +54,8 @@ def test_what_is_not_a_time(typed):
     ("every day", "1234567"), ("weekdays", "12345"), ("Fines de semana", "67"), ("mon, wed and fri", "135"),
     ("Monday to Friday", "12345"), ("lunes a viernes", "12345"), ("fri-mon", "1567"), ("sáb y dom", "67"),
     ("days:135", "135"),
+    # a range after a single day starts at its own first day, not at the latest day named so far
+    ("fri, mon to wed", "1235"), ("dom, mar a jue", "2347"), ("sábado, lunes a miércoles", "1236"),
 ])
 def test_days(typed, days):
     assert read_days(typed) == days
