@@ -124,7 +124,7 @@ def _labelled(name: str) -> Zone:
 # Times of day ---------------------------------------------------------------------------------------------------------
 
 _CLOCK = re.compile(
-    r"^(?:at\s+|a las\s+|as\s+)?(?P<hour>\d{1,2})(?:\s*[:.h]\s*(?P<minute>\d{2}))?\s*(?:h|hs|hrs|o'?clock)?\s*"
+    r"^(?:at\s+|a las\s+|las\s+|as\s+)?(?P<hour>\d{1,2})(?:\s*[:.h]\s*(?P<minute>\d{2}))?\s*(?:h|hs|hrs|o'?clock)?\s*"
     r"(?P<half>a\.?\s?m\.?|p\.?\s?m\.?|de la manana|de la tarde|de la noche|da manha|da tarde|da noite)?$"
 )
 _NAMED_TIMES = {
@@ -158,12 +158,18 @@ def read_time(text: str) -> time | None:
     return time(hour, minute)
 
 
+# "22:00-07:00", "10pm to 6am", "11 de la noche a 7 de la manana": the word between stands on its own ("a" inside
+# "la" is no "a"); "from" or "de" before the first time is let go
+_QUIET_RANGE = re.compile(r"\s+(?:to|a|as|hasta|until|ate)\s+|\s*[-–]\s*")
+_QUIET_FROM = re.compile(r"^(?:from|de|desde|das)\s+")
+
+
 def read_quiet_hours(text: str) -> tuple[time, time] | Literal[False] | None:
     """Quiet hours "22:00-07:00" → (start, end); "none"/"off" → False (no quiet hours); unreadable → None."""
     typed = fold(text).strip(" .!")
     if typed in ("none", "off", "no", "ninguna", "ninguno", "nada", "nenhuma", "quiet:none"):
         return False
-    parts = re.split(r"\s*(?:-|–|to|a|hasta|until)\s+|\s*[-–]\s*", typed.removeprefix("quiet:"), maxsplit=1)
+    parts = _QUIET_RANGE.split(_QUIET_FROM.sub("", typed.removeprefix("quiet:")), maxsplit=1)
     if len(parts) != 2:
         return None
     start, end = read_time(parts[0]), read_time(parts[1])

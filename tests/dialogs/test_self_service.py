@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from storage.learners import ONBOARDING, PAUSED, STOPPED
 from tests.dialogs.learning_support import Learning, answer_until, learner_row, learning_bot, onboard  # noqa: F401
 
@@ -111,6 +113,19 @@ async def test_quiet_hours_over_the_lesson_time_are_pointed_out_with_a_way_to_ch
     [saved] = await t.say("/settings time 9:30")  # out of them now: nothing more to point out
     assert saved.startswith("Saved.")
 
+
+@pytest.mark.parametrize(("typed", "hours"), [("11 de la noche a 7 de la mañana", "23:00–07:00"),
+                                              ("de 22 a 7", "22:00–07:00"), ("from 10pm to 6am", "22:00–06:00"),
+                                              ("8 de la tarde hasta 10 de la noche", "20:00–22:00"),
+                                              ("de las 22 a las 7", "22:00–07:00"), ("das 22 às 7", "22:00–07:00")])
+async def test_quiet_hours_typed_in_words_are_read_as_their_times_are(learning_bot, typed, hours):
+    """Quiet hours are two times of day as /settings time reads them ("11 de la noche", "10pm"), with a word between
+    and, if the learner likes, one before ("de", "from")."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    saved = (await t.say(f"/settings quiet {typed}"))[0]
+    assert saved.startswith(f"Saved. Quiet hours: {hours}"), saved
 
 async def test_a_commands_word_typed_at_another_question_of_its_own_still_runs_the_command(learning_bot):
     """Only the stop question takes its command's word as an answer: "review" typed in a review starts it over,
