@@ -150,7 +150,9 @@ def read_time(text: str) -> time | None:
         if not 1 <= hour <= 12:
             return None
         afternoon = half in ("pm", "delatarde", "delanoche", "datarde", "danoite")
-        hour = hour % 12 + (12 if afternoon else 0)
+        at_night = half in ("delanoche", "danoite")
+        # (twelve at night is midnight, as twelve in the afternoon is noon)
+        hour = hour % 12 + (12 if afternoon and not (at_night and hour == 12) else 0)
     if hour == 24 and minute == 0:
         hour = 0
     if not (0 <= hour <= 23 and 0 <= minute <= 59):

@@ -40,6 +40,8 @@ def test_fixed_offsets_round_trip():
     ("8", time(8)), ("08:30", time(8, 30)), ("8.30", time(8, 30)), ("20h", time(20)), ("7:30 pm", time(19, 30)),
     ("12am", time(0)), ("12 pm", time(12)), ("noon", time(12)), ("mañana", time(8)), ("8 de la tarde", time(20)),
     ("time:12:30", time(12, 30)), ("24:00", time(0)),
+    # twelve at night is midnight, as twelve in the afternoon is noon
+    ("12 de la noche", time(0)), ("12 da noite", time(0)), ("12 de la tarde", time(12)), ("11 de la noche", time(23)),
 ])
 def test_times_of_day(typed, expected):
     assert read_time(typed) == expected
