@@ -432,6 +432,8 @@ async def queue_nudge(ctx: JobContext, nudge: Nudge, template: str, user: User, 
     skipped = outside_window(ctx, conversation, now)
     outcome = SKIPPED_WINDOW if skipped else HELD_OUT if template == HELD_OUT else QUEUED
     async with ctx.db.transaction() as session:
+        if not await still_as_decided(session, user, conversation, now):
+            return None
         claimed = await session.execute(insert_ignoring_conflicts(session, NudgeLog, {
             "user_id": user.id, "kind": nudge.kind, "step": nudge.step, "template": template,
             "idempotency_key": nudge.key, "outcome": outcome, "created_at": now,
@@ -454,6 +456,20 @@ async def queue_nudge(ctx: JobContext, nudge: Nudge, template: str, user: User, 
             payload=reply.to_payload(), idempotency_key=nudge.key,
         )])
     return QUEUED
+
+
+async def still_as_decided(session: AsyncSession, user: User, conversation: Conversation, now: datetime) -> bool:
+    """Whether the learner is as their nudge was decided from: still one the bot may message on its own, in the same
+    home chat, and not active since (the sweep reads every candidate first and queues one by one after: one who
+    paused, stopped or came back meanwhile is not sent what was decided before)."""
+    found = await session.scalar(
+        select(Learner.user_id)
+        .join(User, User.id == Learner.user_id)
+        .join(Conversation, Conversation.id == Learner.home_conversation_id)
+        .where(Learner.user_id == user.id, Conversation.id == conversation.id, *may_be_messaged(now),
+               User.last_active_at.is_not_distinct_from(user.last_active_at))
+    )
+    return found is not None
 
 
 # Settling: did the nudge bring the learner back? -----------------------------------------------------------------

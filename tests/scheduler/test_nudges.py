@@ -398,3 +398,29 @@ async def test_due_questions_closed_to_the_learner_are_counted_once_a_day_not_ev
         per_sweep.append(len(statements))
         clock.move(minutes=15)
     assert per_sweep[1] == per_sweep[2] < 2 * len(learners) < per_sweep[0]
+
+
+async def test_a_nudge_decided_before_the_learner_paused_or_came_back_is_not_queued_after(recording_bot):
+    """A sweep reads its candidates first and queues their nudges one by one after: a learner who pauses, or comes
+    back, while it goes through the others is not sent what was decided from how things stood before."""
+    from scheduler.nudges import candidates, decide, queue_nudge
+
+    bot, channel = recording_bot
+    now = (await away_a_day(bot.db)).now
+    other = await away_a_day(bot.db, chat="bo")
+    ctx = context(bot.db, HandClock(now), rng=random.Random(7))
+    async with bot.db.sessions() as session:
+        found = {candidate.user.id: candidate for candidate in await candidates(session, now)}
+    decided = {user_id: decide(c.learner, c.user, [], now, last_lesson=c.last_lesson, lesson_to_come=c.lesson_to_come)
+               for user_id, c in found.items()}
+    assert all(nudge is not None and nudge.kind == "inactive" for nudge in decided.values())
+    await Transcript(bot, channel, "ann").say("/pause")  # meanwhile
+    await Transcript(bot, channel, "bo").say("/next")
+    for user_id, candidate in found.items():
+        await queue_nudge(ctx, decided[user_id], "inactive-five-minutes", candidate.user, candidate.conversation,
+                          now)
+    async with bot.db.sessions() as session:
+        assert list(await session.scalars(select(OutboxMessage.idempotency_key)
+                                          .where(OutboxMessage.idempotency_key.like("nudge:%")))) == []
+        assert list(await session.scalars(select(NudgeLog.user_id))) == []
+    assert other.user_id in found
