@@ -38,12 +38,13 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     delete,
+    exists,
     or_,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, aliased, mapped_column
 from sqlalchemy.sql import Insert
 
 from storage.learners import ACTIVE, Learner
@@ -241,12 +242,23 @@ async def advance_cursor(session: AsyncSession, name: str, until: datetime) -> N
 CLOCK_RUN_DAYS, LESSON_DAYS, NUDGE_LOG_DAYS, BROADCAST_RECIPIENT_DAYS = 3, 60, 120, 60
 
 
+def _last_queued_lesson() -> ColumnElement[bool]:
+    """A learner's last queued lesson, however old: while it is unanswered no new lesson is pushed to them
+    (scheduler.planner, `unanswered`), so the prune keeps it (one row a learner) rather than forget it and push
+    again to a learner gone for months."""
+    later = aliased(ScheduledLesson)
+    return and_(ScheduledLesson.outcome == QUEUED,
+                ~exists().where(later.user_id == ScheduledLesson.user_id, later.outcome == QUEUED,
+                                later.due_at > ScheduledLesson.due_at))
+
+
 async def prune_history(session: AsyncSession, now: datetime) -> dict[str, int]:
     """Delete history nothing reads any more; returns rows deleted per table."""
     deleted: dict[str, int] = {}
     statements = {
         "clock_runs": delete(ClockRun).where(ClockRun.finished_at < now - timedelta(days=CLOCK_RUN_DAYS)),
-        "scheduled_lessons": delete(ScheduledLesson).where(ScheduledLesson.due_at < now - timedelta(days=LESSON_DAYS)),
+        "scheduled_lessons": delete(ScheduledLesson).where(ScheduledLesson.due_at < now - timedelta(days=LESSON_DAYS),
+                                                           ~_last_queued_lesson()),
         "nudge_log": delete(NudgeLog).where(
             NudgeLog.created_at < now - timedelta(days=NUDGE_LOG_DAYS), NudgeLog.settled_at.is_not(None)
         ),

@@ -263,6 +263,30 @@ async def test_no_new_lesson_while_the_last_one_is_unanswered(db):
     assert count is None
 
 
+async def test_a_lesson_left_unanswered_for_months_holds_the_next_back_after_the_nightly_prune(db):
+    """The nightly prune deletes the lessons decided long ago, but not a learner's last queued one while it is the
+    one they left unanswered: a learner gone for months (their farewell long said) gets no lesson out of the blue
+    once it is older than the history kept."""
+    from scheduler.clock import prune
+    from storage.scheduling import LESSON_DAYS
+
+    course = await sample_course(db)
+    start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon
+    await add_learner(db, course_id=course, last_active_at=start - timedelta(hours=1))
+    clock = HandClock(start)
+    ctx = context(db, clock)
+    await plan_lessons(ctx)
+    clock.at(start + timedelta(minutes=45))
+    assert await plan_lessons(ctx) == Counter({QUEUED: 1})
+    outcomes: Counter[str] = Counter()
+    for day in range(1, LESSON_DAYS + 5):
+        clock.at(start + timedelta(days=day, minutes=45))
+        outcomes += await plan_lessons(ctx)
+        await prune(ctx)
+    assert outcomes == Counter({UNANSWERED: LESSON_DAYS + 4})
+    async with db.sessions() as session:  # the days' records older than the history kept are gone all the same
+        assert await session.scalar(select(func.count()).select_from(ScheduledLesson)) <= LESSON_DAYS + 2
+
 async def test_a_window_planned_twice_at_once_sends_each_lesson_once(database_url):
     dbs = [Database(database_url), Database(database_url)]
     try:
