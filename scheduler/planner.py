@@ -361,17 +361,17 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
     conversation = await home_conversation(session, user)
     if not replies or conversation is None:
         return NOTHING_TO_SEND
-    # A lesson held when the learner paused (storage.outbox.withdraw_unasked) goes first: their place moved past it
-    # (unless it is closed to them by now: dialogs.access).
-    await withhold_closed_lessons(SessionOnDemand.of(session), conversation, now=now)
-    await release_held(session, conversation.id, now=utcnow())
-    place = _shown(before, await _place(session, learner))
-    key = f"{LESSON_KEY}{due.user_id}:{due.local_date.isoformat()}"
     # a run late enough to fall in the quiet hours (a failover, a backlog), or a moment in them by the clock though
     # the lesson time is not (02:30 on the day the clocks go forward is 03:30): the lesson waits for their end (the
     # outbox's clock is real time, whatever `now` says)
     wait = quiet_hours_end(learner, user, now) - now
     held = utcnow() + wait
+    # A lesson held when the learner paused (storage.outbox.withdraw_unasked) goes first: their place moved past it
+    # (unless it is closed to them by now: dialogs.access); in the quiet hours, it waits for their end with this one.
+    await withhold_closed_lessons(SessionOnDemand.of(session), conversation, now=now)
+    await release_held(session, conversation.id, now=held if wait > timedelta(0) else utcnow())
+    place = _shown(before, await _place(session, learner))
+    key = f"{LESSON_KEY}{due.user_id}:{due.local_date.isoformat()}"
     await enqueue(session, [
         OutboxEntry(
             conversation_id=conversation.id,

@@ -786,6 +786,31 @@ async def test_a_late_run_judges_quiet_hours_by_the_lesson_time_and_holds_the_le
     assert abs((held - late).total_seconds() - (9 * 3600 + 35 * 60)) < 120
 
 
+async def test_a_lesson_held_by_a_pause_waits_with_the_next_one_for_the_quiet_hours_to_end(db):
+    """A lesson held when the learner paused goes ahead of their next lesson's push; when that push comes inside
+    their quiet hours (a late run) and is held until they end, the held one waits for their end too, not sent into
+    the night."""
+    course = await sample_course(db)
+    clock = HandClock(datetime(2026, 6, 10, 20, 0, tzinfo=timezone.utc))  # 21:00 in Lisbon (summer)
+    await add_learner(db, course_id=course, at=time(21, 45), quiet=(time(22), time(8)), last_active_at=clock.now())
+    ctx = context(db, clock)
+    await plan_lessons(ctx)
+    clock.move(minutes=50)  # 21:50: the day's lesson, queued
+    assert await plan_lessons(ctx) == Counter({QUEUED: 1})
+    async with db.transaction() as session:  # the learner paused for a day before it went (it is held), and wrote
+        await session.execute(update(OutboxMessage).values(status=OutboxStatus.WAITING.value))
+        await session.execute(update(Learner).values(status=PAUSED, paused_until=clock.now() + timedelta(hours=12)))
+        await session.execute(update(User).values(last_active_at=clock.now() + timedelta(minutes=5)))
+    clock.at(datetime(2026, 6, 11, 21, 25, tzinfo=timezone.utc))  # the next day's run, late: 22:25 local
+    late = utcnow()
+    assert await plan_lessons(ctx) == Counter({QUEUED: 1})
+    async with db.sessions() as session:
+        rows = (await session.execute(select(OutboxMessage.idempotency_key, OutboxMessage.status,
+                                             OutboxMessage.next_attempt_at).order_by(OutboxMessage.id))).all()
+    assert [key.split(":")[2] for key, _status, _at in rows][:2] == ["2026-06-10", "2026-06-11"]
+    for key, status, at in rows:  # all held until 08:00 local, 9 h 35 min after the run (real time)
+        assert status == OutboxStatus.PENDING and abs((at - late).total_seconds() - (9 * 3600 + 35 * 60)) < 120, key
+
 async def test_a_learner_who_finished_the_course_is_promised_no_lesson_the_planner_will_not_push(learning_bot):
     """The planner pushes nothing to a learner whose course is finished: /resume does not tell them when "the next
     one comes", as the planner's run at that moment sends nothing."""
