@@ -7,7 +7,8 @@ process is to let just one process run it. That process is elected through the d
   closes and the server releases the lock at once; a standby takes over at its next try (every `check_seconds`).
 - SQLite: a row in `leader_leases` with an expiry the leader renews; a standby takes over once it has expired.
 
-Either way a leader checks its hold every `check_seconds` and stops its work the moment it cannot confirm it. Work
+Either way a leader checks its hold every `check_seconds` (on SQLite at least three times a lease, whatever the two
+are set to) and stops its work the moment it cannot confirm it. Work
 that must never run twice also carries an idempotency key (a unique constraint), which covers the few seconds in
 which a partitioned old leader has not yet noticed.
 """
@@ -72,7 +73,7 @@ class Leadership:
         task = asyncio.get_running_loop().create_task(work())
         try:
             while True:
-                done, _ = await asyncio.wait({task}, timeout=self.check_seconds)
+                done, _ = await asyncio.wait({task}, timeout=self._confirm_every())
                 if done:
                     task.result()  # surfaces the work's exception, if any
                     log.warning("%s stopped on its own; standing down", self.name)
@@ -87,6 +88,14 @@ class Leadership:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await self._release()
+
+    def _confirm_every(self) -> float:
+        """How often the leader confirms its hold: every `check_seconds`, and on SQLite well within the lease it
+        renews (a lease shorter than the checks would run out between two, and a standby take over beside a leader
+        alive and well)."""
+        if self.db.backend == "postgresql":
+            return self.check_seconds
+        return min(self.check_seconds, self.lease.total_seconds() / 3)
 
     # PostgreSQL: an advisory lock on a connection of our own; SQLite: a lease row -----------------------------
 

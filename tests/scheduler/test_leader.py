@@ -54,6 +54,34 @@ async def test_one_leader_and_a_standby_that_takes_over(database_url):
             await db.dispose()
 
 
+async def test_a_leader_checking_less_often_than_its_lease_lasts_keeps_its_hold(database_url):
+    """LEADER_CHECK_SECONDS set longer than LEADER_LEASE_SECONDS: a leader alive and well still renews its hold
+    before it runs out, so a standby never takes over (and runs the clock beside it) while it lives."""
+    dbs = [Database(database_url), Database(database_url)]
+    runs: list[str] = []
+
+    def work(name: str):
+        async def run() -> None:
+            runs.append(name)
+            await asyncio.Event().wait()
+
+        return run
+
+    first = Leadership(dbs[0], "test-role", owner="first", check_seconds=0.6, lease_seconds=0.2)
+    second = Leadership(dbs[1], "test-role", owner="second", check_seconds=0.6, lease_seconds=0.2)
+    tasks = [asyncio.create_task(first.hold(work("first")))]
+    await asyncio.sleep(0.35)  # between two of the leader's checks, when the lease it renewed has run out
+    tasks.append(asyncio.create_task(second.hold(work("second"))))
+    try:
+        await asyncio.sleep(3.0)
+        assert runs == ["first"] and first.is_leader and not second.is_leader
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for db in dbs:
+            await db.dispose()
+
 @pytest.mark.slow
 def test_standby_process_takes_over_after_kill_9(database_url, tmp_path):
     env = server_env(database_url, tmp_path / "var", LEADER_CHECK_SECONDS="0.3", LEADER_LEASE_SECONDS="2")
