@@ -15,13 +15,13 @@ from dialogs.flow import DONE, Flow, Step
 from dialogs.learner import POINTS_QUIZ_RIGHT, learner_of, tr
 from dialogs.review import record_answer
 from dialogs.turn import Exchange, Turn
-from storage.courses import Lesson, card_of, lesson_by_id, lesson_questions, question_by_id
+from storage.courses import Lesson, Question, card_of, lesson_by_id, lesson_questions, question_by_id
 from storage.learners import record_activity
 
 
 async def ask_question(x: Exchange, data: flow.Data) -> None:
     _ = tr(x)
-    question, data["queue"] = await questions.still_asked(x, data["queue"])
+    question = await _next_question(x, data, data["queue"])
     if question is None:  # (asked again, say after a command, when a re-import took out every one left)
         await _finish(x, data)
         return
@@ -58,10 +58,35 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
         if verdict.correct:
             learner.points += POINTS_QUIZ_RIGHT
         turn.say(questions.feedback(_, question, verdict))
-    question, data["queue"] = await questions.still_asked(turn, data["queue"][1:])
-    if question is not None:
+    if await _next_question(turn, data, data["queue"][1:]) is not None:
         return "answer"
     return await _finish(turn, data)
+
+
+async def _next_question(x: Exchange, data: flow.Data, queue: list[int]) -> Question | None:
+    """The quiz's next question: the first of `queue` still in the course; once none is, one a re-import added to
+    the lesson since the quiz began (not yet answered), so the lesson is not scored on a question never asked. The
+    quiz's queue, and its count of questions, follow."""
+    question, data["queue"] = await questions.still_asked(x, queue)
+    if question is not None:
+        return question
+    lesson = await lesson_by_id(x.transaction, data["lesson_id"])
+    added = await _added_since(x, lesson) if lesson is not None else []
+    if lesson is None or not added:
+        return None
+    data["total"] = len(await _lesson_question_ids(x, lesson))
+    question, data["queue"] = await questions.still_asked(x, added)
+    return question
+
+
+async def _added_since(x: Exchange, lesson: Lesson) -> list[int]:
+    """The lesson's questions the learner has not answered, once the quiz's own are: added by a re-import since the
+    quiz began. None once the lesson is done (a quiz left open in another chat): a question added to a finished
+    lesson is never asked."""
+    progress = await access.progress_in(x, lesson)
+    if progress is not None and progress.completed_at is not None:
+        return []
+    return await lessons.unanswered_questions(x, lesson)
 
 
 async def _finish(x: Exchange, data: flow.Data) -> str:

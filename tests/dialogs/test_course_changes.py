@@ -268,3 +268,18 @@ async def test_a_question_taken_out_of_the_course_while_it_was_asked_goes_on_to_
     assert following.startswith("Question 2 of 3")
     async with bot.db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(QuestionCard)) == 0  # nothing graded
+
+
+async def test_a_question_added_to_the_lesson_while_its_quiz_is_open_is_asked_before_the_lesson_ends(
+        learning_bot, tmp_path):
+    bot, channel = learning_bot
+    t, folder = await at_the_first_quiz_question(bot, channel, tmp_path)
+    lesson = folder / "lessons" / "01-what-phishing-wants.md"
+    lesson.write_text(lesson.read_text().rstrip("\n") + "\n\n### pause-first\nTrue or false: a real bank can wait "
+                      "five minutes while you check.\n\nAnswer: true\n\nExplanation: Only a scam needs you to hurry.\n")
+    await import_sample(bot, folder)
+    await answer_until(t, bot, "Question 4 of 4")   # the three asked before, then the one added
+    assert "a real bank can wait five minutes" in t.last().text
+    [feedback, done, *_] = await t.say("true")
+    assert feedback.startswith("✅ Right!")
+    assert done.startswith("🎉 Lesson done: What a phishing message wants") and "Quiz: 4 of 4 right." in done, done
