@@ -25,7 +25,7 @@ from storage.courses import Course, publish
 from storage.learners import Learner
 from storage.models import AdminAuditEntry, Conversation, InboundMessage, User
 from storage.outbox import dead_letters, outbox_counts, pending_inbound_count, requeue
-from storage.personal_data import ERASED_ACTOR, ERASED_ARGUMENTS, Person, find_person
+from storage.personal_data import ERASED_ACTOR, ERASED_ARGUMENTS, Person
 
 
 async def _help(turn: Turn, _args: str) -> None:
@@ -92,7 +92,7 @@ async def _learner(turn: Turn, address: str) -> Person:
     """The person at `address`, whom the admin's role covers at every address of theirs (a workspace's support
     reaches the person only if all their linked apps are that workspace's)."""
     _ = tr(turn)
-    person = await find_person(turn.session, address)
+    person = await personal.person_at(turn.session, address)
     if person is None:
         raise UsageError(_("No learner is known as {address}. Name them as channel:id, e.g. telegram:12345.",
                            address=repr(address)))

@@ -54,7 +54,7 @@ from dialogs.prices import BUY, STARS, course_price, format_charge, format_price
 from dialogs.turn import Turn, UsageError
 from storage.courses import SOURCE_GRANT, SOURCE_PURCHASE, Course, Entitlement, currency_decimals, may_access
 from storage.learners import zone_for
-from storage.models import ChannelIdentity, User
+from storage.models import User
 from storage.outbox import OutboxEntry, enqueue
 from storage.payments import (
     PURCHASE_CHARGE,
@@ -1109,11 +1109,10 @@ async def _learner(turn: Turn, who: str) -> User | None:
     number = whole_number(who)
     if number is not None:
         return await turn.session.get(User, number)
-    channel, _sep, external = who.partition(":")
-    identity = await turn.session.scalar(
-        select(ChannelIdentity).where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external)
-    )
-    return await turn.session.get(User, identity.user_id) if identity else None
+    from dialogs.personal import person_at  # payments → linking → personal: imported when needed
+
+    person = await person_at(turn.session, who)
+    return await turn.session.get(User, person.user_id) if person else None
 
 
 async def _learner_and_course(turn: Turn, args: str, usage: str, *,

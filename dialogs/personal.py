@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.messages import Document
+from bot.messages import Document, address_as_named
 from dialogs.i18n import Translator
 from dialogs.learner import tr
 from dialogs.turn import Turn
@@ -35,7 +35,7 @@ from storage.db import Database
 from storage.learners import Certificate
 from storage.models import OutboxMessage, User
 from storage.outbox import OutboxStatus
-from storage.personal_data import Erasure, erase_person, export_person, person_of, without_member
+from storage.personal_data import Erasure, Person, erase_person, export_person, find_person, person_of, without_member
 
 if TYPE_CHECKING:
     from dialogs.payments import PaymentDesk
@@ -50,6 +50,12 @@ _IN_CHUNK = 500  # codes looked up in one statement
 
 
 EXPORTS_FOLDER = "exports"  # DATA_DIR/exports/user-<id>/
+
+
+async def person_at(session: AsyncSession, address: str) -> Person | None:
+    """The person an admin or an operator names as `channel:id`, the address read as its channel names people, as
+    ADMINS and roles read it (`address_as_named`: whatsapp:15551234567 is whatsapp:+15551234567); None: nobody."""
+    return await find_person(session, address_as_named(address.strip()) or address)
 
 
 def export_folder(data_dir: Path, user_id: int) -> Path:

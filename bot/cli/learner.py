@@ -48,8 +48,9 @@ def unwritable(path: Path) -> str | None:
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from dialogs.personal import person_at
     from storage.models import utcnow
-    from storage.personal_data import export_person, find_person
+    from storage.personal_data import export_person
 
     if args.output is not None and (problem := unwritable(args.output)):
         print(problem, file=sys.stderr)
@@ -57,7 +58,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with database(settings, pool_size=1) as db, db.sessions() as session:
-            person = await find_person(session, args.address)
+            person = await person_at(session, args.address)
             if person is None:
                 print(NOT_FOUND.format(address=args.address), file=sys.stderr)
                 return 1
@@ -82,8 +83,7 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
     from contextlib import asynccontextmanager
 
     from bot.cli.payments import payment_desk_for_commands
-    from dialogs.personal import erase_outside_turn
-    from storage.personal_data import find_person
+    from dialogs.personal import erase_outside_turn, person_at
 
     @asynccontextmanager
     async def desk() -> AsyncIterator[PaymentDesk]:
@@ -98,7 +98,7 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> int:
         async with database(settings, pool_size=1) as db:
             async with db.sessions() as session:
-                person = await find_person(session, args.address)
+                person = await person_at(session, args.address)
             if person is None:
                 print(NOT_FOUND.format(address=args.address), file=sys.stderr)
                 return 1

@@ -97,6 +97,21 @@ async def test_an_admin_grants_and_revokes_and_every_attempt_is_audited(shop):
                      ("test:boss", "revoke", "ok"), ("test:ann", "grant", "denied")]
 
 
+async def test_an_admin_grants_a_whatsapp_learner_named_by_their_number_as_in_admins(settings):
+    admins, whatsapp = RecordingChannel(), RecordingChannel(name="whatsapp")
+    bot = Lessonbot(settings.model_copy(update={"admins": ("test:boss",)}), [admins, whatsapp])
+    try:
+        await import_sample(bot, PAID)
+        await Learning(bot, whatsapp, chat="+15551234567").say("/start")
+        boss = Learning(bot, admins, chat="boss")
+        [granted] = await boss.say("/admin grant whatsapp:15551234567 passwords-that-hold")  # as ADMINS reads it
+        assert granted.startswith("Granted “Passwords that hold” to learner "), granted
+        [revoked] = await boss.say("/admin revoke whatsapp:0015551234567 passwords-that-hold")
+        assert revoked.startswith("Revoked 1 entitlement to “Passwords that hold”"), revoked
+    finally:
+        await bot.stop()
+
+
 async def test_an_access_code_opens_a_course_for_as_many_learners_as_it_says(shop):
     bot, ann, boss = shop
     ben = Learning(bot, ann.channel, chat="ben")

@@ -551,3 +551,40 @@ async def test_no_export_hands_over_a_link_code_or_a_sign_in_link_still_unused(a
         address = data["profile"]["addresses"][0]
         assert secrets[address] not in json.dumps(data), how
         assert WITHHELD in [reply["text"] for reply in data["replies"]], how
+
+
+@pytest.fixture
+async def whatsapp_learner(settings):
+    """A bot with the admins' channel and WhatsApp, where a learner wrote from +15551234567 (as Twilio names her)."""
+    admins, whatsapp = RecordingChannel(), RecordingChannel(name="whatsapp")
+    bot = Lessonbot(settings.model_copy(update={"admins": ("test:boss",)}), [admins, whatsapp])
+    await import_sample(bot)
+    await Learning(bot, whatsapp, chat="+15551234567").say("/start")
+    yield bot, admins
+    await bot.stop()
+
+
+async def test_an_admin_finds_a_whatsapp_learner_by_their_number_written_as_roles_and_admins_read_it(
+        whatsapp_learner):
+    bot, admins = whatsapp_learner
+    boss = Learning(bot, admins, chat="boss")
+    [asked] = await boss.say("/admin erase whatsapp:15551234567")  # the number without its "+"
+    assert asked.startswith("This deletes everything I keep about whatsapp:15551234567"), asked
+    [erased] = await boss.say("/admin erase whatsapp:0015551234567 confirm")
+    assert erased.startswith("Erased: ")
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.channel == "whatsapp")) is None
+
+
+async def test_cli_finds_a_whatsapp_learner_by_their_number_written_as_roles_and_admins_read_it(
+        whatsapp_learner, settings, tmp_path, monkeypatch, capsys):
+    bot, _admins = whatsapp_learner
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("SECRET_KEY", "test-secret-key-0123456789")
+    out = tmp_path / "learner.json"
+    assert await cli("learner", "export", "whatsapp:+1 (555) 123-4567", "--output", str(out)) == 0, capsys.readouterr()
+    assert json.loads(out.read_text(encoding="utf-8"))["profile"]["addresses"] == ["whatsapp:+15551234567"]
+    assert await cli("learner", "erase", "whatsapp:15551234567", "--yes") == 0
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.channel == "whatsapp")) is None
