@@ -3,10 +3,10 @@
 Choices go out as buttons whose values name the question and the answer ("quiz:12:1:5d41ab", "review:12:true"), so a
 press arriving long after still says what it answers: a choice's button carries its index and a fingerprint of its
 words, so a press from before a re-import that reordered the choices is graded on the choice it showed, and one whose
-choice is gone is asked again (a button from before fingerprints, index alone, is read by its index). Typed answers
-work too: a choice by letter, number or its words, true/false in English, Spanish or Portuguese, and free text
-compared by `bot.text.answer_key` (case, accents, spacing, punctuation and number words: "Twenty one" = "21"), the
-same key the course check de-duplicates by.
+choice is gone is asked again, as is one pressed after a re-import made the question one to type (a button from
+before fingerprints, index alone, is read by its index). Typed answers work too: a choice by letter, number or its
+words, true/false in English, Spanish or Portuguese, and free text compared by `bot.text.answer_key` (case, accents,
+spacing, punctuation and number words: "Twenty one" = "21"), the same key the course check de-duplicates by.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def check(_: Translator, question: Question, typed: str, prefix: str) -> Verdict
         said = True if value in _TRUE else False if value in _FALSE else None
         return None if said is None else Verdict(said == question.is_true, right_answer(_, question))
     answer = answer_key(given)
-    if not answer:
+    if pressed or not answer:  # a button answers a question of choices, or true or false: this one is typed
         return None
     accepted = {answer_key(a) for a in question.accepted_answers or []}
     return Verdict(answer in accepted, right_answer(_, question))
@@ -72,7 +72,7 @@ def grade(_: Translator, question: Question, text: str, prefix: str, *, numbered
     if pressed is None and question.kind == SHORT_TEXT and looks_like_question(text):
         raise NotAnAnswer()
     verdict = check(_, question, text, prefix)
-    if verdict is None and pressed is not None and question.kind == CHOICE:
+    if verdict is None and pressed is not None:  # a button sent before a re-import changed the question
         raise Invalid(_("That question has changed since it was sent. Here it is as it is now:"))
     if verdict is None:
         if question.kind == TRUE_FALSE:

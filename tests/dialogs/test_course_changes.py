@@ -283,3 +283,16 @@ async def test_a_question_added_to_the_lesson_while_its_quiz_is_open_is_asked_be
     [feedback, done, *_] = await t.say("true")
     assert feedback.startswith("✅ Right!")
     assert done.startswith("🎉 Lesson done: What a phishing message wants") and "Quiz: 4 of 4 right." in done, done
+
+
+async def test_a_quiz_button_from_before_a_re_import_made_its_question_free_text_is_not_graded(learning_bot, tmp_path):
+    bot, channel = learning_bot
+    t, shown = await at_the_first_question_then_choices_rewritten(
+        bot, channel, tmp_path, "Accepted answers:\n- urgency\n- pressure")
+    [changed, asked] = await t.say("pressed", choice=shown[1].value)  # "Urgency", a button no longer offered
+    assert changed == "That question has changed since it was sent. Here it is as it is now:"
+    assert asked.endswith("(Type your answer.)")
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(QuestionCard)) == 0  # nothing graded
+    [feedback, *_] = await t.say("Urgency")
+    assert feedback.startswith("✅ Right!")
