@@ -195,14 +195,20 @@ async def confirm(session: AsyncSession, broadcast_id: int, now: datetime) -> Br
     return broadcast
 
 
+# A copy not sent yet: in line, waiting for the person to write (WhatsApp's window), or failed (a dead letter that a
+# requeue of failed replies would send again).
+_UNSENT = ("pending", "waiting", "dead")
+
+
 async def cancel(session: AsyncSession, broadcast_id: int, now: datetime) -> tuple[Broadcast, int]:
-    """Stop a broadcast: no more recipients are queued, and copies not yet sent are withdrawn (returned: how many)."""
+    """Stop a broadcast: no more recipients are queued, and copies not yet sent (`_UNSENT`) are withdrawn (returned:
+    how many)."""
     broadcast = await session.get(Broadcast, broadcast_id, with_for_update=True)
     if broadcast is None:
         raise BroadcastError("There is no broadcast #{id}.", id=broadcast_id)
     keys = select(_recipient_key(broadcast.id)).where(BroadcastRecipient.broadcast_id == broadcast.id)
-    unsent = and_(OutboxMessage.idempotency_key.in_(keys), OutboxMessage.status.in_(("pending", "waiting")))
-    # all queued is not all sent: copies still in line (or waiting for WhatsApp's window) may be withdrawn
+    unsent = and_(OutboxMessage.idempotency_key.in_(keys), OutboxMessage.status.in_(_UNSENT))
+    # all queued is not all sent: copies still in line, waiting for WhatsApp's window or failed may be withdrawn
     if broadcast.status not in (DRAFT, SENDING) and not (
             broadcast.status == SENT and await session.scalar(select(exists().where(unsent)))):
         raise BroadcastError("Broadcast #{id} is no longer going out; there is nothing to stop.", id=broadcast_id)

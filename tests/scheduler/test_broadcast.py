@@ -271,6 +271,30 @@ async def test_a_broadcast_all_queued_but_not_all_sent_may_still_be_cancelled(ad
     assert again == f"Broadcast #{number} is no longer going out; there is nothing to stop."
 
 
+async def test_cancelling_withdraws_copies_that_failed_so_a_requeue_of_failed_replies_does_not_send_them(admin_bot):
+    from bot.channel import PermanentSendError
+
+    bot, channel = admin_bot
+    chats = [f"l{index}" for index in range(3)]
+    for chat in chats:
+        await add_learner(bot.db, chat=chat)
+    admin = Transcript(bot, channel, "boss")
+    [preview] = await admin.say("/admin broadcast everyone Webinar TODAY at 3pm")
+    number = int(re.match(r"Broadcast #(\d+) ", preview)[1])
+    await admin.say("Send to 3 learners", choice=f"/admin broadcast send {number}")
+    channel.failures.extend(PermanentSendError("the platform is down") for _chat in chats)
+    await fan_out(context(bot.db, HandClock(utcnow())))
+    await bot.dispatcher.flush()
+    [status] = await admin.say(f"/admin broadcast status {number}")
+    assert "3 of 3 queued · 0 delivered · 0 in line · 0 waiting for the learner to write · 3 failed" in status, status
+    [cancelled] = await admin.say("Cancel", choice=f"/admin broadcast cancel {number}")  # the webinar is over
+    assert cancelled == f"Broadcast #{number} is cancelled. 3 copies not yet sent were withdrawn."
+    [requeued] = await admin.say("/admin requeue all")  # the platform is back: what failed meanwhile goes again
+    assert requeued == "Requeued 0 failed replies."
+    await bot.dispatcher.flush()
+    assert not any(channel.sent[chat] for chat in chats)
+
+
 async def test_an_announcement_that_waited_over_a_day_for_whatsapps_window_is_withdrawn_not_sent_late(admin_bot):
     from bot.messages import Text
     from storage.outbox import OutboxEntry, OutboxStatus, enqueue
