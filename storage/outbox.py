@@ -540,20 +540,22 @@ async def withdraw_unasked(session: AsyncSession, conversation_id: int, *, reaso
     """What the bot queued on its own for a conversation and has not sent, when the learner pauses or stops (or asks
     to): a lesson is held (status `waiting`: the learner's place already moved past it, so it must not be lost; the
     pipeline leaves it held while they are paused or stopped, `release_held` lets it go), a reminder or an
-    announcement is cancelled. Replies to what the person sent, and notices such as a payment's, stay as they are; a
-    row being sent right now is left to finish. The number of rows changed."""
-    unsent = (OutboxMessage.conversation_id == conversation_id,
-              OutboxMessage.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)))
+    announcement is cancelled, a failed one too (a requeue of failed replies, `requeue`, would send it while they are
+    away). Replies to what the person sent, and notices such as a payment's, stay as they are; a row being sent right
+    now is left to finish. The number of rows changed."""
+    here = OutboxMessage.conversation_id == conversation_id
+    unsent = (OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)
     held = await session.execute(
         update(OutboxMessage)
-        .where(*unsent, starts_with(OutboxMessage.idempotency_key, LESSON_KEY))
+        .where(here, OutboxMessage.status.in_(unsent), starts_with(OutboxMessage.idempotency_key, LESSON_KEY))
         .values(status=OutboxStatus.WAITING.value, lease_until=None)
         .execution_options(synchronize_session=False)
     )
     cancelled = await session.execute(
         update(OutboxMessage)
-        .where(*unsent, or_(starts_with(OutboxMessage.idempotency_key, NUDGE_KEY),
-                            starts_with(OutboxMessage.idempotency_key, BROADCAST_KEY)))
+        .where(here, OutboxMessage.status.in_((*unsent, OutboxStatus.DEAD.value)),
+               or_(starts_with(OutboxMessage.idempotency_key, NUDGE_KEY),
+                   starts_with(OutboxMessage.idempotency_key, BROADCAST_KEY)))
         .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)
         .execution_options(synchronize_session=False)
     )

@@ -465,3 +465,29 @@ async def test_a_learner_who_stops_or_pauses_after_a_broadcast_was_confirmed_is_
             assert (broadcast.recipients, broadcast.queued, broadcast.status) == (2, 1, SENT)
     finally:
         await bot.stop()
+
+
+@pytest.mark.parametrize("how", ["stop", "pause"])
+async def test_a_copy_that_failed_before_its_learner_stopped_or_paused_is_not_sent_by_a_requeue(admin_bot, how):
+    from bot.channel import PermanentSendError
+
+    bot, channel = admin_bot
+    await add_learner(bot.db, chat="ann")
+    admin = Transcript(bot, channel, "boss")
+    [preview] = await admin.say("/admin broadcast everyone Big sale on the full course!")
+    number = int(re.match(r"Broadcast #(\d+) ", preview)[1])
+    await admin.say("Send to 1 learner", choice=f"/admin broadcast send {number}")
+    channel.failures.append(PermanentSendError("the platform is down"))
+    await fan_out(context(bot.db, HandClock(utcnow())))
+    await bot.dispatcher.flush()
+    ann = Transcript(bot, channel, "ann")
+    if how == "stop":
+        await ann.say("/stop")
+        await ann.say("Stop the lessons", choice="stop:lessons")
+    else:
+        await ann.say("/pause")
+    before = len(channel.sent["ann"])
+    [requeued] = await admin.say("/admin requeue all")  # the platform is back: what failed meanwhile goes again
+    assert requeued == "Requeued 0 failed replies."
+    await bot.dispatcher.flush()
+    assert channel.texts("ann")[before:] == []
