@@ -163,11 +163,18 @@ async def import_course(session: AsyncSession, course: fmt.Course, *, now: datet
     retired = [change.slug for change in report.changes if change.action == RETIRED and change.what == "lesson"]
     if retired:
         report.displaced = await _learners_at_retired(session, row.id, retired)
-    if tightened:
+    if tightened or _lessons_pushed_on(course, report):
         report.locked_out = await _past_the_preview(session, row.id, now)
     if report.changes or report.moved_from is not None:
         row.imported_at = now
     return report
+
+
+def _lessons_pushed_on(course: fmt.Course, report: ImportReport) -> bool:
+    """Whether a paid course's lessons were added or moved by a re-import: a lesson a learner is at may have moved
+    past the free preview (a lesson put before it), as when the preview is shortened."""
+    return (not report.created and course.access == fmt.PAID
+            and any(change.what == "lesson" and change.action in (ADDED, MOVED) for change in report.changes))
 
 
 # Course columns that are not its own description: the hash follows every lesson, the folder is where it came from.

@@ -446,6 +446,23 @@ async def test_a_reimport_that_shrinks_what_is_free_says_who_can_no_longer_go_on
     assert report.locked_out is None and "free preview" not in report.summary()
 
 
+
+async def test_a_reimport_that_moves_a_learners_lesson_out_of_the_free_preview_says_so(db, tmp_path):
+    folder = copy_course(SAMPLE, tmp_path / "sample")
+    paid = "access: paid\nprice:\n  amount: 9.90\n  currency: EUR\nfree_preview_lessons: 2\n"
+    edit(folder / "course.yaml", "access: free\n", paid)
+    await load(db, folder)
+    await _learners_at(db, {"Cy": ("check-the-sender", None)})  # lesson 2: free to try, half read
+    last = "      - lessons/05-if-you-clicked.md\n"
+    edit(folder / "course.yaml", last, "")  # the last lesson put first: Cy's is lesson 3 now, past the preview
+    edit(folder / "course.yaml", "      - lessons/01-what-phishing-wants.md\n",
+         "      - lessons/05-if-you-clicked.md\n      - lessons/01-what-phishing-wants.md\n")
+    report = await load(db, folder)
+    assert report.locked_out == 1, report.summary()
+    assert report.summary().endswith(
+        "1 enrolled learner is past the free preview (the first 2 lessons) without an entitlement: they cannot go "
+        "on until they buy the course or are granted it.")
+
 def _retire_lesson_two(folder) -> None:
     """The author drops the sample's lesson 2, check-the-sender (kept as a draft)."""
     edit(folder / "course.yaml", "      - lessons/02-check-the-sender.md\n", "")
