@@ -37,13 +37,16 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
         return await _finish(turn, data)
     question = await question_by_id(turn.transaction, data["queue"][0])
     assert question is not None
-    closed = None if question.retired else await access.question_closed(turn, question)
+    moved = not _of_the_lesson(question, data)
+    closed = None if question.retired or moved else await access.question_closed(turn, question)
     if closed is not None:  # e.g. a refund since the quiz began
         turn.say(access.closed_message(_, closed))
         flow.leave(turn.state, "quiz")
         return DONE
     if question.retired:  # taken out of the course by a re-import since it was asked: on to the next
         turn.say(questions.taken_out(_))
+    elif moved:  # put in another lesson by a re-import since it was asked: asked there, with that lesson
+        turn.say(_("That question has moved to another lesson since I asked it, so it does not count here."))
     elif await card_of(turn.transaction, turn.user.id, question.id) is not None:
         # answered since this quiz began (the same quiz open in another chat of theirs): counted once, at the first
         turn.say(_("You've answered that one already."))
@@ -64,10 +67,12 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
 
 
 async def _next_question(x: Exchange, data: flow.Data, queue: list[int]) -> Question | None:
-    """The quiz's next question: the first of `queue` still in the course; once none is, one a re-import added to
-    the lesson since the quiz began (not yet answered), so the lesson is not scored on a question never asked. The
-    quiz's queue, and its count of questions, follow."""
+    """The quiz's next question: the first of `queue` still in the course and in its lesson; once none is, one a
+    re-import added to the lesson since the quiz began (not yet answered), so the lesson is not scored on a question
+    never asked. The quiz's queue, and its count of questions, follow."""
     question, data["queue"] = await questions.still_asked(x, queue)
+    while question is not None and not _of_the_lesson(question, data):  # (moved to another lesson since)
+        question, data["queue"] = await questions.still_asked(x, data["queue"][1:])
     if question is not None:
         return question
     lesson = await lesson_by_id(x.transaction, data["lesson_id"])
@@ -87,6 +92,11 @@ async def _added_since(x: Exchange, lesson: Lesson) -> list[int]:
     if progress is not None and progress.completed_at is not None:
         return []
     return await lessons.unanswered_questions(x, lesson)
+
+
+def _of_the_lesson(question: Question, data: flow.Data) -> bool:
+    """Whether `question` is still one of the quiz's lesson (a re-import may have moved it to another)."""
+    return question.lesson_id == data["lesson_id"]
 
 
 async def _finish(x: Exchange, data: flow.Data) -> str:

@@ -296,3 +296,20 @@ async def test_a_quiz_button_from_before_a_re_import_made_its_question_free_text
         assert await session.scalar(select(func.count()).select_from(QuestionCard)) == 0  # nothing graded
     [feedback, *_] = await t.say("Urgency")
     assert feedback.startswith("✅ Right!")
+
+
+async def test_a_question_moved_to_another_lesson_while_it_was_asked_goes_on_to_the_next(learning_bot, tmp_path):
+    bot, channel = learning_bot
+    t, folder = await at_the_first_quiz_question(bot, channel, tmp_path)
+    await t.press("Urgency")  # question 1 answered; question 2, act-at-once, asked
+    first, third = folder / "lessons" / "01-what-phishing-wants.md", folder / "lessons" / "03-read-a-link.md"
+    text = first.read_text()
+    start, end = text.index("### act-at-once"), text.index("### smishing-name")
+    first.write_text(text[:start] + text[end:])  # the author moves it to lesson 3
+    third.write_text(third.read_text().rstrip("\n") + "\n\n" + text[start:end])
+    await import_sample(bot, folder)
+    [moved, following] = await t.press("False")
+    assert moved == "That question has moved to another lesson since I asked it, so it does not count here."
+    assert following.startswith("Question 3 of 3\nWhat is phishing by text message (SMS) often called?")
+    [feedback, done, *_] = await t.say("smishing")
+    assert feedback.startswith("✅ Right!") and "Quiz: 2 of 2 right." in done
