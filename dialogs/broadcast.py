@@ -49,6 +49,8 @@ STORAGE_MESSAGES = (
     N_("There is no course “{course}”. Courses: {known}."),
     N_("The message is empty: write what learners should read."),
     N_("The message has {length} characters; keep it under {limit}."),
+    N_("The message contains the control character U+{code}, which is not text: save the message as UTF-8 text, or "
+       "delete the character."),
     N_("No learner's chat is on “{channel}”. Channels in use: {known}."),
     N_("There is no broadcast #{id}."),
     N_("Broadcast #{id} was confirmed or cancelled already."),

@@ -11,6 +11,7 @@ stopped, and not opted out on their platform.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,9 @@ from storage.queries import rows_affected
 from storage.scheduling import CANCELLED, DRAFT, SENDING, SENT, Broadcast, BroadcastRecipient, may_be_messaged
 
 MAX_TEXT = 3000  # characters; channels split longer texts, but an announcement that long is a mistake
+# Characters that are not text (C0 and C1 controls and DEL, but tab and line breaks), as the course check refuses them:
+# PostgreSQL stores no NUL, and chat apps drop or reject the rest. A file saved as UTF-16 read as UTF-8 is full of NULs.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # The clock's job that fans confirmed broadcasts out: whoever confirms one has it run at once (the leader's clock runs
 # it), so the first copies do not wait for its next fire time.
 FAN_OUT = "broadcasts"
@@ -143,6 +147,11 @@ async def create_draft(
     if len(text) > MAX_TEXT:
         raise BroadcastError(
             "The message has {length} characters; keep it under {limit}.", length=len(text), limit=MAX_TEXT
+        )
+    if control := _CONTROL.search(text):
+        raise BroadcastError(
+            "The message contains the control character U+{code}, which is not text: save the message as UTF-8 "
+            "text, or delete the character.", code=f"{ord(control.group()):04X}"
         )
     if segment.channel is not None:
         in_use = await channels_in_use(session)

@@ -438,6 +438,24 @@ def test_lessonbot_broadcast_previews_sends_and_reports(settings, capsys):
     assert "There is no broadcast #999999." in capsys.readouterr().err
 
 
+def test_a_message_file_that_is_not_text_is_refused_in_one_line_and_nothing_is_kept(settings, capsys, tmp_path):
+    async def learner() -> None:
+        db = Database(settings.resolved_database_url)
+        try:
+            await add_learner(db, chat="s0", channel="telegram")
+        finally:
+            await db.dispose()
+
+    asyncio.run(learner())
+    message = tmp_path / "message.txt"
+    message.write_bytes("New lessons are out!".encode("utf-16-le"))  # an editor's "Unicode": a NUL after each letter
+    assert shell(settings, "send", "--everyone", "--file", str(message), "--yes") == 2
+    assert capsys.readouterr().err == (
+        "lessonbot broadcast: The message contains the control character U+0000, which is not text: save the message "
+        "as UTF-8 text, or delete the character.\n")
+    assert broadcasts_stored(settings) == 0
+
+
 @pytest.mark.parametrize("how", ["stop", "pause"])
 async def test_a_learner_who_stops_or_pauses_after_a_broadcast_was_confirmed_is_passed_over(settings, how):
     channel = RecordingChannel()
