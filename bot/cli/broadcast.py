@@ -81,7 +81,8 @@ def _segment_options(parser: argparse.ArgumentParser) -> None:
 def segment_from(args: argparse.Namespace, now: datetime) -> Segment:
     """The segment the options name. ValueError says what is wrong with them."""
     since = read_since(args.inactive_since, now) if args.inactive_since else None
-    segment = Segment(course=args.course, channel=args.channel.lower() if args.channel else None,
+    segment = Segment(course=args.course.lower() if args.course else None,
+                      channel=args.channel.lower() if args.channel else None,
                       inactive_since=since)
     if segment.everyone and not args.everyone:
         raise ValueError("name who gets it: --everyone, or any of --course, --channel, --inactive-since")

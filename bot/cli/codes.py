@@ -80,7 +80,7 @@ def cmd_create(settings: Settings, args: argparse.Namespace) -> int:
         elif args.expires and expires is None:
             problem = f"--expires {args.expires!r} is not a future date: write 2027-01-31, 2027-01-31T18:00 or 30d"
         async with database(settings) as db, db.transaction() as session:
-            course = await session.scalar(select(Course).where(Course.slug == args.course))
+            course = await session.scalar(select(Course).where(Course.slug == args.course.lower()))
             if problem is None and course is None:
                 problem = NO_COURSE.format(course=args.course)
             if problem is None and course is not None:
@@ -108,7 +108,7 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
         async with database(settings) as db, db.sessions() as session:
             course_id = None
             if args.course is not None:
-                course_id = await session.scalar(select(Course.id).where(Course.slug == args.course))
+                course_id = await session.scalar(select(Course.id).where(Course.slug == args.course.lower()))
                 if course_id is None:
                     print(NO_COURSE.format(course=args.course), file=sys.stderr)
                     return 2

@@ -87,3 +87,16 @@ async def test_list_takes_the_latest_codes_of_the_course_asked_and_names_a_cours
         assert err == "no course 'spot-phishin': give its id from course.yaml (lessonbot course list)\n"
     finally:
         await bot.stop()
+
+
+async def test_a_course_id_is_read_in_any_case_as_in_chat(settings, tmp_path):
+    bot = Lessonbot(settings, [RecordingChannel()])
+    try:
+        await import_sample(bot, PAID)
+        env = server_env(settings.resolved_database_url, tmp_path / "cli")
+        code, made, err = await run(env, "create", "--course", "Passwords-That-Hold")  # as /admin code reads it
+        assert code == 0 and "\tpasswords-that-hold\t" in made, err
+        code, out, err = await run(env, "list", "--course", "Passwords-That-Hold")
+        assert code == 0 and out == made, err
+    finally:
+        await bot.stop()

@@ -396,6 +396,14 @@ def broadcasts_stored(settings) -> int:
     return asyncio.run(count())
 
 
+async def a_course_for(settings) -> None:
+    db = Database(settings.resolved_database_url)
+    try:
+        await sample_course(db)
+    finally:
+        await db.dispose()
+
+
 def shell(settings, *argv: str) -> int:
     args = build_parser().parse_args(["broadcast", *argv])
     return args.func(settings, args)
@@ -415,6 +423,9 @@ def test_lessonbot_broadcast_previews_sends_and_reports(settings, capsys):
     assert capsys.readouterr().out == "3 learners (everyone).\n"
     assert shell(settings, "preview", "--channel", "telegram") == 0
     assert capsys.readouterr().out == "2 learners (on telegram).\n"
+    asyncio.run(a_course_for(settings))
+    assert shell(settings, "preview", "--course", "Spot-Phishing") == 0  # a course's id in any case, as in chat
+    assert capsys.readouterr().out == "0 learners (enrolled in spot-phishing).\n"
 
     assert shell(settings, "send", "--text", "Hello") == 2
     assert "name who gets it: --everyone" in capsys.readouterr().err
