@@ -22,6 +22,7 @@ mark, that share of its quiz questions right at the first try (`quiz_score`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
@@ -50,7 +51,7 @@ from storage.courses import (
 )
 from storage.db import SessionOnDemand
 from storage.models import Conversation, User
-from storage.outbox import cancel_held, held_lessons
+from storage.outbox import HeldLesson, OutboxStatus, cancel_held, failed_lessons, held_lessons, requeue
 
 
 class Closed(StrEnum):
@@ -83,18 +84,40 @@ async def withhold_closed_lessons(transaction: SessionOnDemand, conversation: Co
     whose lesson is closed to their learner now (a refund since they were queued) are cancelled, and the learner's
     place in that lesson is put back to where it stood before them, so /next tells why it is closed and, once it is
     open, sends what they never got rather than going on past it."""
+    await _withhold(transaction, conversation, await held_lessons(transaction.session, conversation.id, due=due),
+                    now=now, was=OutboxStatus.WAITING)
+
+
+async def requeue_failed(transaction: SessionOnDemand, ids: Sequence[int] | None, *, now: datetime) -> int:
+    """Put failed replies (dead letters: `ids`, None for all) back in line (`storage.outbox.requeue`), but the
+    lessons among them closed to their learner now (a refund since they failed) are withheld as held ones are when
+    they are let go (`withhold_closed_lessons`): cancelled, the learner's place put back. The number requeued."""
     session = transaction.session
-    for held in await held_lessons(session, conversation.id, due=due):
+    for conversation_id, failed in (await failed_lessons(session, ids)).items():
+        conversation = await session.get(Conversation, conversation_id)
+        if conversation is not None:
+            await _withhold(transaction, conversation, failed, now=now, was=OutboxStatus.DEAD)
+    return await requeue(session, ids)
+
+
+async def _withhold(transaction: SessionOnDemand, conversation: Conversation, lessons: list[HeldLesson], *,
+                    now: datetime, was: OutboxStatus) -> None:
+    """Of a conversation's rows of `lessons` (held, or failed: `was`), cancel those whose lesson is closed to their
+    learner now, and put the learner's place in that lesson back to where it stood before them."""
+    session = transaction.session
+    for held in lessons:
         user = await session.get(User, held.user_id)
         lesson = await lesson_by_id(transaction, held.lesson_id)
         if user is None or lesson is None:  # (gone since: nothing left to show them)
-            await cancel_held(session, held.ids, reason=f"not sent: its lesson was closed ({Closed.NOT_ENROLLED})")
+            await cancel_held(session, held.ids, reason=f"not sent: its lesson was closed ({Closed.NOT_ENROLLED})",
+                              was=was)
             continue
         x = Exchange(transaction=transaction, conversation=conversation, user=user, state={}, now=now)
         closed = await lesson_closed(x, lesson)
         if closed is None:
             continue
-        await cancel_held(session, held.ids, reason=f"not sent: its lesson was closed to the learner ({closed})")
+        await cancel_held(session, held.ids, reason=f"not sent: its lesson was closed to the learner ({closed})",
+                          was=was)
         enrollment = await enrollment_in(x, lesson.course_id)
         if enrollment is not None and enrollment.current_lesson_id == lesson.id:
             enrollment.current_part = min(enrollment.current_part, held.part)

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from bot.messages import Markup, Text
 from bot.text import whole_number
-from dialogs import access_codes, broadcast, nudges, payments, personal, roles
+from dialogs import access, access_codes, broadcast, nudges, payments, personal, roles
 from dialogs.i18n import N_, Translator
 from dialogs.learner import tr
 from dialogs.turn import Command, Turn, UsageError
@@ -24,7 +24,7 @@ from storage.admins import add_sign_in_link
 from storage.courses import Course, publish
 from storage.learners import Learner
 from storage.models import AdminAuditEntry, Conversation, InboundMessage, User
-from storage.outbox import dead_letters, outbox_counts, pending_inbound_count, requeue
+from storage.outbox import dead_letters, outbox_counts, pending_inbound_count
 from storage.personal_data import ERASED_ACTOR, ERASED_ARGUMENTS, Person
 
 
@@ -80,9 +80,10 @@ async def _requeue(turn: Turn, args: str) -> None:
     words = args.split()
     numbers = [whole_number(word.lstrip("#")) for word in words]
     if words == ["all"]:
-        count = await requeue(turn.session, None)
+        count = await access.requeue_failed(turn.transaction, None, now=turn.now)
     elif numbers and None not in numbers:
-        count = await requeue(turn.session, [number for number in numbers if number is not None])
+        count = await access.requeue_failed(turn.transaction, [number for number in numbers if number is not None],
+                                            now=turn.now)
     else:
         raise UsageError(_("Usage: /admin requeue ID [ID …] or /admin requeue all (IDs come from /admin outbox)."))
     turn.say(_.plural("Requeued {n} failed reply.", "Requeued {n} failed replies.", count))

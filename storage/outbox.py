@@ -729,8 +729,13 @@ async def held_lessons(session: AsyncSession, conversation_id: int, *, due: date
     caller checks each learner's access to each lesson before they go (storage knows nothing of it)."""
     statement, parameters = ((_HELD_LESSONS, {"conv": conversation_id}) if due is None
                              else (_HELD_LESSONS_BACK, {"conv": conversation_id, "due": due}))
+    return _by_lesson((await session.execute(statement, parameters)).all())
+
+
+def _by_lesson(rows: Sequence[Any]) -> list[HeldLesson]:
+    """(id, key, payload) rows of lessons, in id order, as `HeldLesson`s: by learner and lesson."""
     found: dict[tuple[int, int], HeldLesson] = {}
-    for row_id, key, payload in (await session.execute(statement, parameters)).all():
+    for row_id, key, payload in rows:
         place = payload.get(LESSON_PLACE) if isinstance(payload, dict) else None
         if not place:
             continue  # (a lesson's end, the course's: nothing of a lesson to open)
@@ -741,11 +746,30 @@ async def held_lessons(session: AsyncSession, conversation_id: int, *, due: date
     return list(found.values())
 
 
-async def cancel_held(session: AsyncSession, ids: Sequence[int], *, reason: str) -> int:
-    """Cancel held rows (`held_lessons`) that must not go after all, and say why. The number of rows cancelled."""
+async def failed_lessons(session: AsyncSession, ids: Sequence[int] | None) -> dict[int, list[HeldLesson]]:
+    """The failed rows (dead letters) among `ids` (None: all of them) that show a lesson, by conversation, as
+    `held_lessons` gives the held ones: what `requeue` would put back in line. Its caller checks each learner's access
+    to each lesson first (storage knows nothing of it)."""
+    chosen = [_OUTBOX.c.status == OutboxStatus.DEAD.value, starts_with(_OUTBOX.c.idempotency_key, LESSON_KEY)]
+    if ids is not None:
+        chosen.append(_OUTBOX.c.id.in_(list(ids)))
+    rows = (await session.execute(
+        select(_OUTBOX.c.conversation_id, _OUTBOX.c.id, _OUTBOX.c.idempotency_key, _OUTBOX.c.payload)
+        .where(*chosen).order_by(_OUTBOX.c.id)
+    )).all()
+    by_conversation: dict[int, list[Any]] = {}
+    for conversation_id, *row in rows:
+        by_conversation.setdefault(conversation_id, []).append(row)
+    return {conversation_id: _by_lesson(found) for conversation_id, found in by_conversation.items()}
+
+
+async def cancel_held(session: AsyncSession, ids: Sequence[int], *, reason: str,
+                      was: OutboxStatus = OutboxStatus.WAITING) -> int:
+    """Cancel held rows (`held_lessons`; `was` DEAD: failed ones, `failed_lessons`) that must not go after all, and
+    say why. The number of rows cancelled."""
     result = await session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id.in_(ids), OutboxMessage.status == OutboxStatus.WAITING.value)
+        .where(OutboxMessage.id.in_(ids), OutboxMessage.status == was.value)
         .values(status=OutboxStatus.CANCELLED.value, last_error=reason[:2000], lease_until=None)
         .execution_options(synchronize_session=False)
     )

@@ -26,7 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
-    from storage.outbox import dead_letters, outbox_counts, requeue
+    from dialogs.access import requeue_failed
+    from storage.db import SessionOnDemand
+    from storage.models import utcnow
+    from storage.outbox import dead_letters, outbox_counts
 
     async def main() -> int:
         async with database(settings) as db, db.transaction() as session:
@@ -34,7 +37,8 @@ def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
                 if not args.ids and not args.all:
                     print("Name the replies to retry (lessonbot outbox requeue 12 13) or use --all.", file=sys.stderr)
                     return 2
-                count = await requeue(session, None if args.all else args.ids)
+                count = await requeue_failed(SessionOnDemand.of(session), None if args.all else args.ids,
+                                             now=utcnow())
                 print(f"Requeued {counted(count, 'failed reply', 'failed replies')}.")
                 return 0
             if args.failed:

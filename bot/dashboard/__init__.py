@@ -31,14 +31,14 @@ from bot.dashboard.access import Access, Refused, Viewer, not_allowed, sign_in_n
 from bot.dashboard.layout import HEADERS, css_response, document, message_page, words_for
 from bot.dashboard.pages import PAGES, Context, Figure, Page, as_csv, learner_body, learner_name, navigation, page_body
 from bot.text import storable, whole_number
+from dialogs.access import requeue_failed
 from dialogs.payments import MAX_ACCESS_DAYS, PaymentDesk
 from dialogs.personal import HoldsRoles, erase_outside_turn, refuse_roles_holder
 from dialogs.roles import Scope, team_of
 from storage import dashboard as counts
 from storage.courses import SOURCE_GRANT, Course
-from storage.db import Database
+from storage.db import Database, SessionOnDemand
 from storage.models import AdminAuditEntry, utcnow
-from storage.outbox import requeue
 from storage.payments import grant
 from storage.personal_data import export_person
 
@@ -211,7 +211,7 @@ class Dashboard:
         if not viewer.may("delivery"):
             return not_allowed(request)
         async with self.db.transaction() as session:
-            count = await requeue(session, None)
+            count = await requeue_failed(SessionOnDemand.of(session), None, now=utcnow())
             audit(session, viewer, "requeue", "all", "ok")
         _language, w = words_for(request)
         return self.back_to("/admin/overview", w("Requeued {n} dead letters.", n=count))

@@ -821,3 +821,26 @@ async def test_a_learner_who_finished_the_course_is_promised_no_lesson_the_plann
     assert back == "Welcome back! Lessons are on again."
     clock.at(next_lesson_after(clock.now(), zone=LISBON, at=time(8), days="1234567") + timedelta(minutes=1))
     assert await plan_lessons(ctx) == Counter({NOTHING_TO_SEND: 1})
+
+
+async def test_a_failed_paid_lesson_is_not_sent_by_a_requeue_once_the_access_ended(settings):
+    """A lesson that failed (a platform down) is checked for access as an admin requeues the failed replies, as a
+    held one is as it is let go: closed by a refund meanwhile, it is cancelled, not sent, and the learner's place is
+    put back, so /next offers the lesson again, as the full course's."""
+    channel = RecordingChannel()
+    bot = Lessonbot(settings.model_copy(update={"admins": ("test:boss",)}), [channel])
+    try:
+        t, _user, _now = await a_paid_lesson_queued(bot, channel)
+        async with bot.db.transaction() as session:  # as the dispatcher leaves it once its tries are spent
+            await session.execute(update(OutboxMessage).where(OutboxMessage.idempotency_key.like("lesson:%"))
+                                  .values(status=OutboxStatus.DEAD.value))
+        await entitled(bot, revoked=True)
+        before = len(channel.sent["ann"])
+        [requeued] = await Transcript(bot, channel, "boss").say("/admin requeue all")
+        assert requeued == "Requeued 0 failed replies."
+        await bot.dispatcher.flush()
+        assert not any(shown(reply).startswith("📘") for reply in channel.sent["ann"][before:])
+        assert await lesson_rows(bot) == [CLOSED]
+        await offered_again(t, bot)
+    finally:
+        await bot.stop()
