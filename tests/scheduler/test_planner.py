@@ -811,6 +811,7 @@ async def test_a_lesson_held_by_a_pause_waits_with_the_next_one_for_the_quiet_ho
     for key, status, at in rows:  # all held until 08:00 local, 9 h 35 min after the run (real time)
         assert status == OutboxStatus.PENDING and abs((at - late).total_seconds() - (9 * 3600 + 35 * 60)) < 120, key
 
+
 async def test_a_learner_who_finished_the_course_is_promised_no_lesson_the_planner_will_not_push(learning_bot):
     """The planner pushes nothing to a learner whose course is finished: /resume does not tell them when "the next
     one comes", as the planner's run at that moment sends nothing."""
