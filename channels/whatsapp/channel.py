@@ -83,6 +83,10 @@ NO_TEMPLATE = (
     "outside WhatsApp's 24-hour window and no template configured (TWILIO_TEMPLATE_CONTENT_SID): "
     "it waits for the person's next message"
 )
+REST_WAITS = (
+    "the rest of a reply whose first parts went inside WhatsApp's 24-hour window: it waits for the person's next "
+    "message"
+)
 DOCUMENT_WAITS = "a document may only go inside WhatsApp's 24-hour window: it waits for the person's next message"
 UNSUBSCRIBED = 21610
 # The number is not one WhatsApp or Twilio will deliver to: not a phone number, not a mobile one, not a valid
@@ -156,7 +160,7 @@ class WhatsAppChannel:
         """Send one reply; returns the sid of its last Twilio message (delivery reports for that sid update it)."""
         to = f"whatsapp:{delivery.chat_id}"
         if not _window_open(delivery.last_inbound_at):
-            return await self._send_template(to, delivery)
+            return await self._send_outside_window(to, delivery)
         try:
             return await self._send_in_session(to, delivery)
         except WaitForInbound:
@@ -164,6 +168,13 @@ class WhatsAppChannel:
             if self.template_content_sid and not delivery.parts.ids:
                 return await self._send_template(to, delivery)
             raise
+
+    async def _send_outside_window(self, to: str, delivery: Delivery) -> str:
+        """The template, for a reply none of whose parts went yet; the rest of one whose first parts went in the
+        window waits for the person's next message (the template would carry the whole reply, those parts again)."""
+        if delivery.parts.ids:
+            raise WaitForInbound(REST_WAITS)
+        return await self._send_template(to, delivery)
 
     async def _send_in_session(self, to: str, delivery: Delivery) -> str:
         if not isinstance(delivery.reply, Text | Document):

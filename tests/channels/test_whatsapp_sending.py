@@ -295,6 +295,28 @@ async def test_when_twilio_says_the_window_closed_the_template_goes_or_the_reply
     assert sent.get("ContentSid") == TEMPLATE
 
 
+async def test_a_split_reply_whose_window_closed_after_its_first_parts_waits_rather_than_repeat_them(twilio):
+    """Parts went in the window, a later one failed, and the window closed before the retry: the template would carry
+    the whole reply again, the parts the learner has with it; the rest waits for their next message instead."""
+    channel = whatsapp_channel(twilio, template_content_sid=TEMPLATE)
+    text = paragraphs(12)
+    saved: list[list[str]] = []
+
+    async def save(ids: list[str]) -> None:
+        saved.append(ids)
+
+    try:
+        twilio.script = [Scripted(), server_error()]
+        with pytest.raises(TransientSendError):
+            await channel.send(delivery(Text(text), parts=PartsSent(save=save)))
+        with pytest.raises(WaitForInbound, match="rest of a reply"):
+            await channel.send(delivery(Text(text), wrote_ago=timedelta(hours=30), parts=PartsSent(list(saved[-1]))))
+    finally:
+        await channel.close()
+    [first] = twilio.sent
+    assert text.startswith(first.body) and first.get("ContentSid") is None
+
+
 async def test_the_window_the_channel_declares_is_the_one_it_sends_by(twilio):
     """The scheduler reads the window from the channel (SendsUnpromptedWithin); it must be the one `send` keeps."""
     without = whatsapp_channel(twilio)
