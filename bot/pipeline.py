@@ -1056,6 +1056,12 @@ _QUEUE_AND_FINISH = {
 # opting out and back in -----------------------------------------------------------------------------------------------
 
 
+async def _answers_with_its_word(session: SessionOnDemand, conversation: Conversation, message: InboundMessage) -> bool:
+    """An opt-out word (Twilio's CANCEL, END …) that is the label of a choice just offered to its sender ("Cancel" at
+    /stop's question) answers that question, as its number would: it is not an opt-out."""
+    return await choices.names_a_current_choice(session, conversation.id, message.sender_id, message.text)
+
+
 async def _honour_subscription(
     session: SessionOnDemand, conversation: Conversation, message: InboundMessage, now: datetime, *, waiting: bool
 ) -> InboundMessage | None:
@@ -1064,6 +1070,8 @@ async def _honour_subscription(
     made (`refused_by_platform`: they blocked the bot, say) ends with any message of theirs: it shows they can be
     reached again."""
     keyword = message.meta.get(SUBSCRIPTION)
+    if keyword == "stop" and await _answers_with_its_word(session, conversation, message):
+        keyword = None
     if keyword == "stop":
         conversation.opted_out_at = conversation.opted_out_at or now
         await stopped_by_them(await session.session.connection(), conversation.id)

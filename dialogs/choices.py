@@ -122,13 +122,10 @@ async def typed_choice(turn: Turn, text: str, *, numbers: bool) -> str | None:
 
     Words win over numbers, so a choice labelled "4" is picked by typing 4.
     """
-    typed = plain_words(text)
-    if not typed:
-        return None
     choices = await current_choices(turn)
-    for choice in choices:
-        if plain_words(choice.label) == typed:
-            return choice.value
+    named = _named(choices, text)
+    if named is not None:
+        return named.value
     number = _OPTION_NUMBER.fullmatch(text.strip())
     if numbers and number and 1 <= int(number[1]) <= len(choices):
         return choices[int(number[1]) - 1].value
@@ -151,17 +148,35 @@ async def not_an_option(turn: Turn) -> None:
     turn.say(_("That's not one of the options. Choose one of these: {options}.", options=labels), choices=choices)
 
 
+def _named(choices: list[Choice], text: str) -> Choice | None:
+    """The choice among `choices` whose label `text` is, in its words ("beta" for "Beta"), or None."""
+    typed = plain_words(text)
+    if not typed:
+        return None
+    return next((choice for choice in choices if plain_words(choice.label) == typed), None)
+
+
 async def current_choices(turn: Turn) -> list[Choice]:
     """The choices of the newest replies sent to this person (the replies to one message of theirs, or one message
     the bot sent on its own), so a number typed long after a question does not answer it."""
     if turn.conversation is None:
         return []
-    asked = (turn.conversation.id, member_of(turn))
-    rows = turn.transaction.info.get((_REMEMBERED, *asked))
+    return await _newest_offered(turn.transaction, turn.conversation.id, member_of(turn))
+
+
+async def names_a_current_choice(session: SessionOnDemand, conversation_id: int, member: str, text: str) -> bool:
+    """Whether `text` is the label of one of the current choices of `member` in the conversation (`current_choices`),
+    for what is read before a turn begins: an opt-out word that is also an offered answer ("Cancel") is that answer."""
+    return _named(await _newest_offered(session, conversation_id, member), text) is not None
+
+
+async def _newest_offered(session: SessionOnDemand, conversation_id: int, member: str) -> list[Choice]:
+    asked = (conversation_id, member)
+    rows = session.info.get((_REMEMBERED, *asked))
     if rows is None:
-        ran = await _NEWEST_SENT.run(turn.transaction, {"conv": asked[0], "member": asked[1]})
+        ran = await _NEWEST_SENT.run(session, {"conv": conversation_id, "member": member})
         rows = [(row.inbound_message_id, row.choices) for row in ran.rows]
-        turn.transaction.info[(_REMEMBERED, *asked)] = rows  # (the turn may ask again: the options told once more)
+        session.info[(_REMEMBERED, *asked)] = rows  # (the turn may ask again: the options told once more)
     newest = newest_choices(rows)
     return [Choice(choice["label"], choice["value"]) for choice in newest]
 

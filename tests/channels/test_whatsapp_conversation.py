@@ -147,6 +147,23 @@ async def test_stop_sets_aside_what_was_waiting_and_other_opt_out_words_count_to
         assert (await conversation(app)).opted_out_at is None
 
 
+async def test_an_opt_out_word_that_is_an_offered_choice_answers_it(settings, twilio):
+    """/stop offers "Cancel", which is also one of Twilio's opt-out words: typed at that question it cancels, as its
+    number does, and the learner is not opted out; typed with no such choice offered, it opts out."""
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        bot = app.state.lessonbot
+        ann, ben = Chat(bot, webhooks, twilio, ANN), Chat(bot, webhooks, twilio, BEN)
+        asked = (await ann.say("/stop"))[-1]
+        assert asked == (await ben.say("/stop"))[-1]
+        assert ("3", "Cancel") in OPTION.findall(asked), asked
+        by_number = await ann.say("3")
+        assert by_number and await ben.say("Cancel") == by_number
+        assert (await conversation(app, BEN)).opted_out_at is None
+
+        assert await ben.say("cancel") == []  # no choice of that name now: Twilio's CANCEL
+        assert (await conversation(app, BEN)).opted_out_at is not None
+
+
 async def test_help_and_info_are_answered_as_help(settings, twilio):
     async with whatsapp_app(settings, twilio) as (app, webhooks):
         chat = Chat(app.state.lessonbot, webhooks, twilio)
