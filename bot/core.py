@@ -22,8 +22,16 @@ from knowledge.settings import KnowledgeSettings
 from scheduler.leader import Leadership
 from storage.db import Database, unreachable
 from storage.learners import language_of_chat
+from storage.models import utcnow
 from storage.notices import Notices
-from storage.outbox import OutboxStatus, cancel_unsent_to, chats_sent_since, record_delivery_report, sent_replies
+from storage.outbox import (
+    OutboxStatus,
+    cancel_unsent_to,
+    chats_sent_since,
+    record_delivery_report,
+    refused_for_good,
+    sent_replies,
+)
 from storage.teams import stop_workspace
 
 if TYPE_CHECKING:
@@ -275,17 +283,21 @@ class Lessonbot:
 
     async def record_delivery(
         self, channel: str, platform_message_id: str, status: str, *, error: str | None = None,
-        waits_for_inbound: bool = False,
+        waits_for_inbound: bool = False, unreachable: bool = False,
     ) -> bool:
         """A platform's delivery report for a reply we sent (Twilio status callbacks, for one).
 
         Reports arrive out of order: a late "delivered" never overwrites "read", and a failure is final
         (storage.outbox.record_delivery_report). `waits_for_inbound`: the platform refused it until the person
-        writes (WhatsApp's closed window): it goes again then. False where no reply of ours has that id.
+        writes (WhatsApp's closed window): it goes again then. `unreachable`: the platform will not deliver to the
+        person: the chat is taken out of what the bot sends (`refused_for_good`), as when a send is refused so, until
+        a message from it arrives. False where no reply of ours has that id.
         """
         async with self.db.transaction(urgent=True) as session:  # the platform waits for this one
             row = await record_delivery_report(session, channel, platform_message_id, status, error=error,
                                                waits_for_inbound=waits_for_inbound)
+            if row is not None and unreachable:
+                await refused_for_good(await session.connection(), row.conversation_id, now=utcnow())
             again = row is not None and row.status == OutboxStatus.PENDING.value
             conversation_id = row.conversation_id if row is not None else 0
         if again:  # (committed) back on its way at once: the person wrote since it was sent

@@ -143,6 +143,10 @@ def _media(form: MultiDict) -> list[dict[str, str]]:
 
 
 WINDOW_CLOSED = "63016"  # Twilio's error code: outside WhatsApp's 24-hour customer-service window
+# What WhatsApp reports, after Twilio took a message, of a number it will not deliver to: not on WhatsApp (63003,
+# "Channel could not find To address"), not a valid recipient (63024). Refused at once, such a number is an API error
+# (channels/whatsapp/channel.py, UNREACHABLE).
+RECIPIENT_REFUSED = frozenset({"63003", "63024"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,11 @@ class DeliveryReport:
         """WhatsApp refused it as outside the 24-hour window (63016), though the send was taken: it may go again
         once the person writes."""
         return self.status in ("failed", "undelivered") and self.error_code == WINDOW_CLOSED
+
+    @property
+    def unreachable(self) -> bool:
+        """WhatsApp will not deliver to the number (RECIPIENT_REFUSED): nothing more should go until it writes."""
+        return self.status in ("failed", "undelivered") and self.error_code in RECIPIENT_REFUSED
 
 
 def delivery_report(form: MultiDict) -> DeliveryReport | Ignored:

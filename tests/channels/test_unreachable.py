@@ -179,3 +179,37 @@ async def test_whatsapp_invalid_or_unsubscribed_number_stops_further_sends(setti
     after = twilio.to(ANN)[refused_at:]
     # Expected: a number Twilio refused for good gets nothing more; the broadcast is still sent to it.
     assert after == [], (dead.last_error, [message.body for message in after])
+
+
+@pytest.mark.parametrize("code", ["63003", "63024"])
+async def test_a_whatsapp_number_reported_unreachable_after_twilio_took_the_reply_gets_nothing_more(
+    settings, twilio, code
+):
+    """Twilio takes the reply (201), then its status callback says WhatsApp will not deliver to the number (63003: not
+    on WhatsApp; 63024: not a valid recipient): the number is taken out of what the bot sends on its own, as when
+    Twilio refuses it at once, until a message from it arrives."""
+    admin = "+15550009999"
+    async with whatsapp_app(settings, twilio, admins=(f"whatsapp:{admin}",)) as (app, webhooks):
+        lessonbot = app.state.lessonbot
+        await import_sample(lessonbot)
+
+        async def say(number: str, text: str) -> None:
+            assert (await webhooks.message(number, text)).status_code == 200
+            await lessonbot.settle()
+
+        for text in ONBOARDING:
+            await say(ANN, text)
+        last = twilio.to(ANN)[-1]
+        assert (await webhooks.status(last.sid, "failed", code)).status_code == 200
+        async with lessonbot.db.sessions() as session:
+            chat = await session.scalar(select(Conversation).where(Conversation.chat_id == ANN))
+            assert chat.opted_out_at is not None and chat.refused_by_platform
+        refused_at = len(twilio.to(ANN))
+        await say(admin, "/admin broadcast everyone New lessons are out!")
+        await say(admin, "1")
+        assert twilio.to(ANN)[refused_at:] == []
+        await say(ANN, "/progress")  # a message from the number: it can be reached again
+        assert twilio.to(ANN)[-1].body.startswith("Your progress")
+        async with lessonbot.db.sessions() as session:
+            chat = await session.scalar(select(Conversation).where(Conversation.chat_id == ANN))
+            assert (chat.opted_out_at, chat.refused_by_platform) == (None, False)
