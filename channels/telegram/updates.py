@@ -16,7 +16,8 @@ logged reason rather than refused. What becomes a message:
   `meta[REFUNDED_PAYMENT]`;
 - a group become a supergroup: the service message that opens the supergroup (`migrate_from_chat_id`), a platform's
   report in the new chat with the old chat's id in `meta[MOVED_FROM]`, so its learners and what waits for it follow.
-Edited messages, channel posts, inline queries and every other kind are ignored.
+Edited messages, channel posts (and their copies in a discussion group, sent on behalf of the channel), inline
+queries and every other kind are ignored.
 
 The platform id is the update_id, so a redelivered update is recognised as a duplicate. A plain text message in a
 private chat, most of what arrives, is read straight from the update's JSON (`plain_text`); every other update
@@ -213,6 +214,9 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
             channel=CHANNEL, platform_id=platform_id, chat_id=str(chat.id), sender_id=str(user.id), text="",
             meta={PLATFORM_REPORT: True, MOVED_FROM: str(message.migrate_from_chat_id), CHAT_TYPE: str(chat.type)},
         )
+    if message.sender_chat is not None or message.is_automatic_forward:
+        return Ignored("a message on behalf of a chat (a channel's post copied into its discussion group, a member "
+                       "posting as a channel, an anonymous group admin): the bot talks with people")
     if user.is_bot:
         return Ignored("a message from a bot (an anonymous group admin or another bot)")
     if message.successful_payment is not None:  # Telegram's report, in whatever chat the invoice was sent to

@@ -208,6 +208,21 @@ def test_messages_the_bot_does_not_read(change, reason):
     assert isinstance(result, Ignored) and reason in result.reason
 
 
+def test_a_channels_post_forwarded_into_its_discussion_group_is_not_a_persons_message():
+    """A channel's post is copied into its linked discussion group as a message "from" Telegram's service account
+    (777000, not marked a bot) on behalf of the channel (`sender_chat`, `is_automatic_forward`): one that mentions
+    the bot is still the channel's post, not a learner's question."""
+    channel = {"id": -1009876543210, "type": "channel", "title": "Acme news"}
+    post = text_update(
+        f"New course out! Ask @{BOT_USERNAME} about it.", chat_id=-1001234567890,
+        user={"id": 777000, "is_bot": False, "first_name": "Telegram"},
+        sender_chat=channel, is_automatic_forward=True,
+        forward_origin={"type": "channel", "chat": channel, "message_id": 12, "date": 1765000000},
+    )
+    result = outcome(post)
+    assert isinstance(result, Ignored) and "channel" in result.reason
+
+
 def test_unknown_and_newer_update_kinds_are_ignored_by_name():
     result = outcome({"update_id": 3, "some_future_update": {"id": 1}})
     assert isinstance(result, Ignored) and "some_future_update" in result.reason
