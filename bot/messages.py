@@ -140,6 +140,7 @@ class InboundMeta(TypedDict, total=False):
     surface: str  # where a button was pressed, when not in a conversation ("home": the Home tab)
     # Platform extras, kept for the record (Telegram, WhatsApp)
     message_id: int  # the platform's id of the message, or of the one whose button was pressed (Telegram)
+    replying_to: str  # the platform's id of the bot's message this one replies to (WhatsApp: swiped to reply)
     chat_type: str  # private, group or supergroup (Telegram)
     username: str  # the person's @username (Telegram)
     callback_query_id: str  # the pressed button's callback query (Telegram)
@@ -182,6 +183,7 @@ ACTION_ID: Final = "action_id"
 COMMAND: Final = "command"
 SURFACE: Final = "surface"
 MESSAGE_ID: Final = "message_id"
+REPLYING_TO: Final = "replying_to"
 CHAT_TYPE: Final = "chat_type"
 USERNAME: Final = "username"
 CALLBACK_QUERY_ID: Final = "callback_query_id"

@@ -34,6 +34,7 @@ from bot.messages import (
     PLATFORM_REPORT,
     PRE_CHECKOUT,
     QUESTION,
+    REPLYING_TO,
     Choice,
     InboundMessage,
 )
@@ -158,10 +159,27 @@ def _named(choices: list[Choice], text: str) -> Choice | None:
 
 async def current_choices(turn: Turn) -> list[Choice]:
     """The choices of the newest replies sent to this person (the replies to one message of theirs, or one message
-    the bot sent on its own), so a number typed long after a question does not answer it."""
+    the bot sent on its own), so a number typed long after a question does not answer it; or, for a message that
+    replies to one of the bot's (`meta[REPLYING_TO]`: swiped to reply on WhatsApp), that one's, where it offered
+    some."""
     if turn.conversation is None:
         return []
+    replied = await _offered_in_reply(turn)
+    if replied:
+        return replied
     return await _newest_offered(turn.transaction, turn.conversation.id, member_of(turn))
+
+
+async def _offered_in_reply(turn: Turn) -> list[Choice]:
+    """The choices of the sent reply this message replies to, to this person or to anyone in the chat; none when it
+    replies to none, or to one of ours that offered none."""
+    replied = turn.message.meta.get(REPLYING_TO)
+    if turn.conversation is None or not isinstance(replied, str) or not replied:
+        return []
+    asked = {"conv": turn.conversation.id, "channel": turn.conversation.channel, "sid": replied,
+             "member": member_of(turn)}
+    offered = (await _REPLIED_TO.run(turn.transaction, asked)).scalar()
+    return [Choice(choice["label"], choice["value"]) for choice in offered or ()]
 
 
 async def names_a_current_choice(session: SessionOnDemand, conversation_id: int, member: str, text: str) -> bool:
@@ -252,6 +270,19 @@ def _newest_sent(conversation_id: ColumnElement[int], member: ColumnElement[str]
 
 # Built once, run on the driver: every typed message the turn's load did not already read it for asks it.
 _NEWEST_SENT = Prepared(_newest_sent(bindparam("conv"), bindparam("member"), NEWEST_ROWS))
+# The choices of the sent reply a message replies to (found by the platform_message_id index, as a delivery report's).
+_REPLIED_TO = Prepared(
+    select(_OUTBOX.c.payload["choices"].label("choices"))
+    .outerjoin(_INBOUND, _INBOUND.c.id == _OUTBOX.c.inbound_message_id)
+    .where(
+        _OUTBOX.c.channel == bindparam("channel"),
+        _OUTBOX.c.platform_message_id == bindparam("sid"),
+        _OUTBOX.c.conversation_id == bindparam("conv"),
+        _OUTBOX.c.status == OutboxStatus.SENT.value,
+        or_(_INBOUND.c.id.is_(None), _INBOUND.c.sender_id == bindparam("member")),
+    )
+    .limit(1)
+)
 
 
 def newest_choices(rows: list[tuple[int | None, list[dict[str, str]] | None]]) -> list[dict[str, str]]:

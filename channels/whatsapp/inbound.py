@@ -6,8 +6,9 @@ app sees is not that URL, so it is rebuilt from PUBLIC_BASE_URL.
 
 Field names are Twilio's ("Messaging webhook request" and "status callback" pages): MessageSid, AccountSid, From and
 To (`whatsapp:+E.164`), Body, NumMedia, MediaUrl{N} / MediaContentType{N}, ProfileName, WaId, ButtonText and
-ButtonPayload (a tapped quick reply), Latitude / Longitude / Address / Label (a shared location); MessageStatus and
-ErrorCode in status callbacks.
+ButtonPayload (a tapped quick reply), Latitude / Longitude / Address / Label (a shared location),
+OriginalRepliedMessageSid (the message the person swiped to reply to); MessageStatus and ErrorCode in status
+callbacks.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.datastructures import MultiDict
 from twilio.request_validator import RequestValidator
 
 from bot.channel import RequestRejected
-from bot.messages import LOCATION, MEDIA, NUMBERED_CHOICES, SUBSCRIPTION, InboundMessage, InboundMeta
+from bot.messages import LOCATION, MEDIA, NUMBERED_CHOICES, REPLYING_TO, SUBSCRIPTION, InboundMessage, InboundMeta
 from bot.text import whole_number
 from channels.webhook import Ignored
 
@@ -105,6 +106,9 @@ def inbound_message(form: MultiDict) -> InboundMessage | Ignored:
         meta[LOCATION] = {
             key.lower(): form[key] for key in ("Latitude", "Longitude", "Address", "Label") if form.get(key)
         }
+    replied = form.get("OriginalRepliedMessageSid")
+    if replied:
+        meta[REPLYING_TO] = replied  # (a typed choice answers that message's question)
     choice = form.get("ButtonPayload") or None
     text = body or form.get("ButtonText", "")
     keyword = body.strip().upper()

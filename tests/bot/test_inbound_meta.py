@@ -35,6 +35,7 @@ STORED_KEYS = {
     "COMMAND": "command",
     "SURFACE": "surface",
     "MESSAGE_ID": "message_id",
+    "REPLYING_TO": "replying_to",
     "CHAT_TYPE": "chat_type",
     "USERNAME": "username",
     "CALLBACK_QUERY_ID": "callback_query_id",

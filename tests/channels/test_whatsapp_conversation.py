@@ -97,6 +97,47 @@ async def test_a_quiz_answered_by_number_by_words_and_out_of_range(settings, twi
         await channel.close()
 
 
+async def two_questions(turn: Turn) -> None:
+    """Two questions a learner may have open at once, and what a choice of either says."""
+    if turn.text == "first":
+        turn.say("Which letter comes first?", choices=[("Alpha", "alpha"), ("Beta", "beta")])
+    elif turn.text == "second":
+        turn.say("Which colour is warmer?", choices=[("Blue", "blue"), ("Red", "red")])
+    elif turn.text == "news":
+        turn.say("Lesson 3 is out tomorrow.")
+    else:
+        turn.say(f"You picked {turn.text}.")
+
+
+async def test_a_number_typed_in_reply_to_an_earlier_question_answers_that_question(settings, twilio):
+    """WhatsApp lets a learner reply to one message (swipe to reply): Twilio names it (OriginalRepliedMessageSid).
+    "1" in reply to the first question picks its first option, not the newest question's, nor "no options" after a
+    message that offers none; a message replied to that offers nothing leaves the newest choices as they are."""
+    channel = WhatsAppChannel(
+        account_sid=twilio.account_sid, auth_token=twilio.auth_token, sender=SENDER,
+        public_base_url=PUBLIC_BASE_URL, api_base_url=twilio.base_url,
+    )
+    bot = Lessonbot(settings, [channel], respond=two_questions)
+    app = Starlette(routes=channel.routes(bot))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=PUBLIC_BASE_URL) as client:
+            chat = Chat(bot, TwilioWebhooks(client, auth_token=twilio.auth_token), twilio)
+            await chat.say("first")
+            first = twilio.to(ANN)[-1].sid
+            await chat.say("second")
+            assert await chat.say("1", OriginalRepliedMessageSid=first) == ["You picked alpha."]
+            await chat.say("second")
+            second = twilio.to(ANN)[-1].sid
+            await chat.say("news")
+            news = twilio.to(ANN)[-1].sid
+            assert await chat.say("Red", OriginalRepliedMessageSid=second) == ["You picked red."]
+            await chat.say("first")
+            assert await chat.say("2", OriginalRepliedMessageSid=news) == ["You picked beta."]
+    finally:
+        await bot.stop()
+        await channel.close()
+
+
 async def conversation(app, number: str = ANN) -> Conversation:
     async with app.state.lessonbot.db.sessions() as session:
         return await session.scalar(select(Conversation).where(Conversation.chat_id == number))
