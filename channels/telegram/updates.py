@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import CallbackQuery, Message, PreCheckoutQuery, Update
+from telegram import CallbackQuery, Message, PreCheckoutQuery, Update, User
 from telegram.constants import ChatType, MessageEntityType, UpdateType
 
 from bot.messages import (
@@ -264,10 +264,7 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
         meta[CAPTION] = message.caption
     if message.forward_origin is not None or "forward_date" in message.api_kwargs:
         meta[FORWARDED] = True
-    if user.username:
-        meta[USERNAME] = user.username
-    if user.language_code:  # the app's language: the dialogs' first guess at the learner's
-        meta[LANGUAGE] = user.language_code
+    meta.update(_about(user))
     return InboundMessage(
         channel=CHANNEL,
         platform_id=platform_id,
@@ -277,6 +274,17 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
         sender_name=user.first_name or None,
         meta=meta,
     )
+
+
+def _about(user: User) -> InboundMeta:
+    """What a message or a press says of its sender: their @username, and their app's language (the dialogs' first
+    guess at the learner's, also where a button press is the first the bot gets of them)."""
+    meta: InboundMeta = {}
+    if user.username:
+        meta[USERNAME] = user.username
+    if user.language_code:
+        meta[LANGUAGE] = user.language_code
+    return meta
 
 
 def _meant_for(message: Message, text: str, me: BotIdentity) -> bool:
@@ -320,7 +328,8 @@ def _mistyped(*values: object) -> str | None:
 def _from_button(platform_id: str, query: CallbackQuery) -> InboundMessage | Ignored:
     if query.data is None:
         return Ignored("a button press without data (a game button)")
-    malformed = _mistyped(query.data, query.from_user.first_name)
+    malformed = _mistyped(query.data, query.from_user.first_name, query.from_user.username,
+                          query.from_user.language_code)
     if malformed:
         return Ignored(f"a button press whose {malformed}")
     if query.message is None:
@@ -336,7 +345,7 @@ def _from_button(platform_id: str, query: CallbackQuery) -> InboundMessage | Ign
         text=label or "",
         choice=choice,
         sender_name=query.from_user.first_name or None,
-        meta={CALLBACK_QUERY_ID: query.id, MESSAGE_ID: query.message.message_id},
+        meta={CALLBACK_QUERY_ID: query.id, MESSAGE_ID: query.message.message_id, **_about(query.from_user)},
     )
 
 

@@ -235,6 +235,21 @@ async def test_group_conversation_answers_commands_only(telegram_settings, stand
     assert standin.called("getMe")  # the bot learned its username to tell which messages are meant for it
 
 
+async def test_a_button_pressed_first_is_answered_in_the_language_of_the_pressers_app(telegram_settings, standin):
+    """In a group, Cy, whose Telegram speaks Spanish, has never written to the bot; the first thing of hers it gets is
+    a press of a button it offered Bo: she is answered in Spanish, as a first message of hers would be."""
+    group = -1001234567890
+    async with running(telegram_settings) as (client, lessonbot):
+        await post(client, text_update("/start", chat_id=group, user=person(42, "Bo", language_code="en")))
+        await standin.wait_for(lambda: standin.texts(group))
+        greeting = standin.called("sendMessage")[0]
+        [[yes], *_others] = greeting.reply_markup["inline_keyboard"]
+        press = button_update(greeting, yes["callback_data"], user=person(43, "Cy", language_code="es"))
+        assert (await post(client, press)).status_code == 200
+        await standin.wait_for(lambda: len(standin.texts(group)) == 2)
+    assert standin.texts(group)[1] == "Ese botón no está disponible."
+
+
 async def test_group_update_waits_for_telegram_when_the_bot_cannot_learn_its_name(telegram_settings, standin):
     update = text_update("/help", chat_id=-100555)
     standin.fail("getMe", Fault.server_error())
