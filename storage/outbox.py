@@ -822,7 +822,8 @@ async def record_delivery_report(
 
     Reports arrive out of order: a late "delivered" never overwrites "read", and a failure is final (DELIVERY_RANK).
     `waits_for_inbound`: the platform refused the message until the person writes (WhatsApp's window, closed by its
-    clock though open by ours): its refused part (the last: the parts before it went) goes again when the person's
+    clock though open by ours): the whole reply goes again, all its parts (a window closed for its last part was
+    closed for those sent a moment before it, whose reports name sids the row does not keep), when the person's
     next message releases the row (`waiting`), as one the dispatcher set aside itself; at once (`pending`) where they
     wrote since it was sent. Either way it is a reply on its way again, with no report yet. (One reported delivered
     or read before is not sent again: the refusal is only noted.)
@@ -837,6 +838,7 @@ async def record_delivery_report(
         row.status = (OutboxStatus.PENDING if again else OutboxStatus.WAITING).value
         row.next_attempt_at = utcnow()
         row.sent_at, row.platform_message_id, row.delivery_status, row.delivery_error = None, None, None, None
+        row.parts_sent = None
         row.last_error = f"the platform refused it until the person writes ({error}): it goes when they do"
         return row
     if DELIVERY_RANK.get(status, 0) >= DELIVERY_RANK.get(row.delivery_status or "", 0):

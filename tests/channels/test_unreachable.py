@@ -73,9 +73,12 @@ async def test_a_reply_whatsapp_refused_as_outside_its_window_goes_when_the_pers
         assert [row.status for row in await outbox_rows(lessonbot)] == ["sent", "sent"]
 
 
-async def test_of_a_reply_in_parts_only_the_refused_last_part_goes_again_and_its_report_is_fresh(settings, twilio):
-    """A long reply goes in two WhatsApp messages; WhatsApp refuses the second as outside its window: when the
-    admin writes again only that part goes again, and its own report ("delivered") is what the row then says."""
+async def test_a_reply_in_parts_refused_as_outside_the_window_goes_again_whole_and_its_report_is_fresh(
+    settings, twilio
+):
+    """A long reply goes in two WhatsApp messages, sent a moment apart: outside WhatsApp's window, it refuses both
+    (the row knows the sid of the last). When the admin writes again both parts go again, in order, and the last's own
+    report ("delivered") is what the row then says."""
     admin = "+15550009999"
     async with whatsapp_app(settings, twilio, admins=(f"whatsapp:{admin}",)) as (app, webhooks):
         lessonbot = app.state.lessonbot
@@ -88,13 +91,14 @@ async def test_of_a_reply_in_parts_only_the_refused_last_part_goes_again_and_its
         await lessonbot.settle()
         parts = twilio.to(admin)
         assert len(parts) == 2
-        assert (await webhooks.status(parts[-1].sid, "undelivered", "63016")).status_code == 200
+        for part in parts:
+            assert (await webhooks.status(part.sid, "undelivered", "63016")).status_code == 200
         assert (await webhooks.message(admin, "hello")).status_code == 200
         await lessonbot.settle()
         again = twilio.to(admin)[len(parts):]
-        assert again[0].body == parts[-1].body and parts[0].body not in [message.body for message in again]
-        assert (await webhooks.status(again[0].sid, "delivered")).status_code == 200
-        [preview] = [row for row in await outbox_rows(lessonbot) if row.platform_message_id == again[0].sid]
+        assert [message.body for message in again[:2]] == [part.body for part in parts]
+        assert (await webhooks.status(again[1].sid, "delivered")).status_code == 200
+        [preview] = [row for row in await outbox_rows(lessonbot) if row.platform_message_id == again[1].sid]
         assert (preview.status, preview.delivery_status, preview.delivery_error) == ("sent", "delivered", None)
 
 
