@@ -1059,7 +1059,7 @@ _QUEUE_AND_FINISH = {
 async def _answers_with_its_word(session: SessionOnDemand, conversation: Conversation, message: InboundMessage) -> bool:
     """An opt-out word (Twilio's CANCEL, END …) that is the label of a choice just offered to its sender ("Cancel" at
     /stop's question) answers that question, as its number would: it is not an opt-out."""
-    return await choices.names_a_current_choice(session, conversation.id, message.sender_id, message.text)
+    return await choices.names_a_current_choice(session, conversation, message)
 
 
 async def _honour_subscription(

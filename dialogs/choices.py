@@ -164,28 +164,33 @@ async def current_choices(turn: Turn) -> list[Choice]:
     some."""
     if turn.conversation is None:
         return []
-    replied = await _offered_in_reply(turn)
+    return await _current_for(turn.transaction, turn.conversation, turn.message)
+
+
+async def names_a_current_choice(session: SessionOnDemand, conversation: Conversation, message: InboundMessage) -> bool:
+    """Whether the message's text is the label of one of its sender's current choices (`current_choices`), for what
+    is read before a turn begins: an opt-out word that is also an offered answer ("Cancel") is that answer."""
+    return _named(await _current_for(session, conversation, message), message.text) is not None
+
+
+async def _current_for(session: SessionOnDemand, conversation: Conversation, message: InboundMessage) -> list[Choice]:
+    replied = await _offered_in_reply(session, conversation, message)
     if replied:
         return replied
-    return await _newest_offered(turn.transaction, turn.conversation.id, member_of(turn))
+    return await _newest_offered(session, conversation.id, message.sender_id)
 
 
-async def _offered_in_reply(turn: Turn) -> list[Choice]:
-    """The choices of the sent reply this message replies to, to this person or to anyone in the chat; none when it
+async def _offered_in_reply(
+    session: SessionOnDemand, conversation: Conversation, message: InboundMessage
+) -> list[Choice]:
+    """The choices of the sent reply the message replies to, to its sender or to anyone in the chat; none when it
     replies to none, or to one of ours that offered none."""
-    replied = turn.message.meta.get(REPLYING_TO)
-    if turn.conversation is None or not isinstance(replied, str) or not replied:
+    replied = message.meta.get(REPLYING_TO)
+    if not isinstance(replied, str) or not replied:
         return []
-    asked = {"conv": turn.conversation.id, "channel": turn.conversation.channel, "sid": replied,
-             "member": member_of(turn)}
-    offered = (await _REPLIED_TO.run(turn.transaction, asked)).scalar()
+    asked = {"conv": conversation.id, "channel": conversation.channel, "sid": replied, "member": message.sender_id}
+    offered = (await _REPLIED_TO.run(session, asked)).scalar()
     return [Choice(choice["label"], choice["value"]) for choice in offered or ()]
-
-
-async def names_a_current_choice(session: SessionOnDemand, conversation_id: int, member: str, text: str) -> bool:
-    """Whether `text` is the label of one of the current choices of `member` in the conversation (`current_choices`),
-    for what is read before a turn begins: an opt-out word that is also an offered answer ("Cancel") is that answer."""
-    return _named(await _newest_offered(session, conversation_id, member), text) is not None
 
 
 async def _newest_offered(session: SessionOnDemand, conversation_id: int, member: str) -> list[Choice]:

@@ -204,6 +204,12 @@ async def test_an_opt_out_word_that_is_an_offered_choice_answers_it(settings, tw
         assert await ben.say("cancel") == []  # no choice of that name now: Twilio's CANCEL
         assert (await conversation(app, BEN)).opted_out_at is not None
 
+        await ann.say("/stop")
+        question = twilio.to(ANN)[-1].sid
+        assert await ann.say("/courses")  # a newer message, which offers no "Cancel"
+        assert await ann.say("cancel", OriginalRepliedMessageSid=question) == by_number  # in reply to the question
+        assert (await conversation(app, ANN)).opted_out_at is None
+
 
 async def test_help_and_info_are_answered_as_help(settings, twilio):
     async with whatsapp_app(settings, twilio) as (app, webhooks):
