@@ -117,7 +117,8 @@ class InboundMeta(TypedDict, total=False):
     numbered_choices: bool  # choices go out as numbered lines, so "2" picks one (WhatsApp, the terminal)
     platform_report: bool  # the platform reports, nobody wrote: heard after an opt-out (payments; Slack events)
     in_response_within: float  # seconds the platform waits for the replies in its own response (Rasa; bot.pipeline)
-    reply_address: str  # the platform's address for answering this one message (Slack's response_url, its Home tab)
+    # the platform's address for answering this one message (Slack's response_url, its Home tab; a Telegram topic)
+    reply_address: str
     question: bool  # words asked as a question on purpose, whatever a button says (Slack's /ask, Rasa's ask action)
     language: str  # the language of the person's app, a first guess at theirs (Telegram)
     membership: Literal["joined", "left"]  # the person joined or left a group chat (Slack channel events)

@@ -58,6 +58,7 @@ from channels.telegram.updates import (
     interpret,
     needs_identity,
     plain_text,
+    topic_of,
     update_kind,
 )
 from channels.text import split_utf16
@@ -215,7 +216,8 @@ class TelegramChannel:
         if isinstance(delivery.reply, CheckoutAnswer):
             return await self._answer_checkout(delivery.reply)
         chat_id = self._moved.get(delivery.chat_id, delivery.chat_id)
-        parts = self._parts(chat_id, delivery.reply)
+        topic = topic_of(delivery.reply_address)  # the forum topic the message answered was written in
+        parts = self._parts(chat_id, delivery.reply, topic)
         sent = delivery.parts.ids
         for index in range(len(sent), len(parts)):
             try:
@@ -224,7 +226,7 @@ class TelegramChannel:
                 if chat_id == moved.to_chat_id:
                     raise
                 chat_id = self._moved[delivery.chat_id] = moved.to_chat_id
-                parts = self._parts(chat_id, delivery.reply)
+                parts = self._parts(chat_id, delivery.reply, topic)
                 message_id = await self._api(parts[index]())
             await delivery.parts.add(message_id, more_to_come=index + 1 < len(parts))
         return sent[-1]
@@ -256,33 +258,36 @@ class TelegramChannel:
             parse_mode=ParseMode.HTML,
         )
 
-    def _parts(self, chat_id: str, reply: Reply) -> list[Part]:
+    def _parts(self, chat_id: str, reply: Reply, topic: int | None = None) -> list[Part]:
+        """The calls that send `reply` to the chat, in a forum supergroup to `topic` (None: the chat itself)."""
         if isinstance(reply, Text):
             if not reply.text.strip():
                 raise PermanentSendError("the reply has no text; Telegram refuses empty messages")
-            return self._texts(chat_id, fit(reply.text, MAX_TEXT_CHARS), reply)
+            return self._texts(chat_id, fit(reply.text, MAX_TEXT_CHARS), reply, topic)
         if isinstance(reply, Document):
-            return self._document(chat_id, reply)
+            return self._document(chat_id, reply, topic)
         if isinstance(reply, Invoice) and reply.period_days:
-            return [lambda: self._subscription_offer(chat_id, reply)]
+            return [lambda: self._subscription_offer(chat_id, reply, topic)]
         if isinstance(reply, Invoice):
             return [lambda: _message_id(self.bot.send_invoice(
                 chat_id=chat_id, title=reply.title[:32], description=render(reply.description, PLAIN)[:255],
                 payload=reply.payload,
                 currency=reply.currency, prices=[LabeledPrice(reply.label, reply.amount)],
-                provider_token="" if reply.currency == STARS else None,
+                provider_token="" if reply.currency == STARS else None, message_thread_id=topic,
             ))]
         raise PermanentSendError(f"Telegram cannot send a {type(reply).__name__}")
 
-    def _texts(self, chat_id: str, texts: list[str], reply: Text | None = None) -> list[Part]:
+    def _texts(self, chat_id: str, texts: list[str], reply: Text | None = None, topic: int | None = None) -> list[Part]:
         markup = keyboard(reply.choices, reply.links) if reply is not None else None
 
         def part(text: str, last: bool) -> Part:
-            return lambda: self._send_text(chat_id, render(text, TELEGRAM_HTML), markup if last else None)
+            return lambda: self._send_text(chat_id, render(text, TELEGRAM_HTML), markup if last else None, topic)
 
         return [part(text, index == len(texts) - 1) for index, text in enumerate(texts)]
 
-    async def _send_text(self, chat_id: str, html: str, markup: InlineKeyboardMarkup | None) -> str:
+    async def _send_text(
+        self, chat_id: str, html: str, markup: InlineKeyboardMarkup | None, topic: int | None = None
+    ) -> str:
         """sendMessage, keeping only the new message's id from Telegram's answer.
 
         The call goes through the Bot's own request, which reads the answer and turns its errors into
@@ -292,6 +297,8 @@ class TelegramChannel:
         parameters: dict[str, Any] = {"chat_id": chat_id, "text": html, "parse_mode": ParseMode.HTML.value}
         if markup is not None:
             parameters["reply_markup"] = markup
+        if topic is not None:
+            parameters["message_thread_id"] = topic
         result = await self.bot.request.post(
             f"{self.bot.base_url}/sendMessage",
             RequestData([
@@ -304,7 +311,7 @@ class TelegramChannel:
             raise TelegramError(f"sendMessage answered without a message: {result!r}")
         return str(result["message_id"])
 
-    def _document(self, chat_id: str, document: Document) -> list[Part]:
+    def _document(self, chat_id: str, document: Document, topic: int | None = None) -> list[Part]:
         captions = fit(document.caption, MAX_CAPTION_CHARS) if document.caption.strip() else [""]
         overflow = fit("\n\n".join(captions[1:]), MAX_TEXT_CHARS) if len(captions) > 1 else []
 
@@ -315,11 +322,12 @@ class TelegramChannel:
                 filename=document.filename,
                 caption=render(captions[0], TELEGRAM_HTML) or None,
                 parse_mode=ParseMode.HTML,
+                message_thread_id=topic,
             ))
 
-        return [upload, *self._texts(chat_id, overflow)]
+        return [upload, *self._texts(chat_id, overflow, topic=topic)]
 
-    async def _subscription_offer(self, chat_id: str, invoice: Invoice) -> str:
+    async def _subscription_offer(self, chat_id: str, invoice: Invoice, topic: int | None = None) -> str:
         """A Stars subscription is paid through an invoice link (sendInvoice has no period): the offer's text with a
         button that opens it. A retried send makes a new link; an unused one costs nothing."""
         link = await self.bot.create_invoice_link(
@@ -328,7 +336,7 @@ class TelegramChannel:
             subscription_period=timedelta(days=invoice.period_days),
         )
         return await self._send_text(
-            chat_id, render(invoice.description, TELEGRAM_HTML), keyboard((), (Link(invoice.button, link),))
+            chat_id, render(invoice.description, TELEGRAM_HTML), keyboard((), (Link(invoice.button, link),)), topic
         )
 
     async def _answer_checkout(self, answer: CheckoutAnswer) -> str:

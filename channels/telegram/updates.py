@@ -6,7 +6,8 @@ logged reason rather than refused. What becomes a message:
   caption as the text;
 - a message in a group only when it is meant for the bot: a command (`/cmd`, or `/cmd@thisbot` but not
   `/cmd@otherbot`), a mention of the bot, or a reply to one of the bot's messages (what Telegram's privacy mode
-  delivers). The mention is taken out of the text; replies go to the group, the sender is the person;
+  delivers). The mention is taken out of the text; replies go to the group (in a forum supergroup, to the topic the
+  message was written in: `meta[REPLY_ADDRESS]`), the sender is the person;
 - a pressed inline-keyboard button (`callback_query`): the choice is its callback data (see
   channels/telegram/buttons.py);
 - a payment in Telegram Stars: the last check before charging (`pre_checkout_query`, which must be answered within
@@ -45,6 +46,7 @@ from bot.messages import (
     PLATFORM_REPORT,
     PRE_CHECKOUT,
     REFUNDED_PAYMENT,
+    REPLY_ADDRESS,
     SUCCESSFUL_PAYMENT,
     USERNAME,
     InboundMessage,
@@ -265,6 +267,7 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
     if message.forward_origin is not None or "forward_date" in message.api_kwargs:
         meta[FORWARDED] = True
     meta.update(_about(user))
+    meta.update(_in_topic(message))
     return InboundMessage(
         channel=CHANNEL,
         platform_id=platform_id,
@@ -285,6 +288,25 @@ def _about(user: User) -> InboundMeta:
     if user.language_code:
         meta[LANGUAGE] = user.language_code
     return meta
+
+
+TOPIC = "topic:"  # a reply address (`meta[REPLY_ADDRESS]`): the forum topic the message was written in
+
+
+def _in_topic(message: object) -> InboundMeta:
+    """Where the answers to a message written in a forum topic go: that topic (Telegram would put them in the group's
+    General topic). An inaccessible message (an old button's) says nothing of it."""
+    thread = getattr(message, "message_thread_id", None)
+    if getattr(message, "is_topic_message", False) and type(thread) is int:
+        return {REPLY_ADDRESS: f"{TOPIC}{thread}"}
+    return {}
+
+
+def topic_of(address: str | None) -> int | None:
+    """The forum topic a reply address names (`_in_topic`), or None."""
+    if address is None or not address.startswith(TOPIC) or not address[len(TOPIC):].isdigit():
+        return None
+    return int(address[len(TOPIC):])
 
 
 def _meant_for(message: Message, text: str, me: BotIdentity) -> bool:
@@ -345,7 +367,8 @@ def _from_button(platform_id: str, query: CallbackQuery) -> InboundMessage | Ign
         text=label or "",
         choice=choice,
         sender_name=query.from_user.first_name or None,
-        meta={CALLBACK_QUERY_ID: query.id, MESSAGE_ID: query.message.message_id, **_about(query.from_user)},
+        meta={CALLBACK_QUERY_ID: query.id, MESSAGE_ID: query.message.message_id, **_about(query.from_user),
+              **_in_topic(query.message)},
     )
 
 

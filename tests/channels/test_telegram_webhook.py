@@ -235,6 +235,27 @@ async def test_group_conversation_answers_commands_only(telegram_settings, stand
     assert standin.called("getMe")  # the bot learned its username to tell which messages are meant for it
 
 
+async def test_in_a_group_with_topics_the_answer_goes_to_the_topic_it_was_asked_in(telegram_settings, standin):
+    """A forum supergroup: Bo asks in the topic "Homework"; the answer goes there (message_thread_id), not to the
+    group's General topic, and so does the answer to a button he presses under it."""
+    group, topic = -1001234567890, 7
+    forum = {"id": group, "type": "supergroup", "title": "Study group", "is_forum": True}
+    bo = person(42, "Bo")
+    async with running(telegram_settings) as (client, lessonbot):
+        asked = text_update("/start", chat_id=group, user=bo, chat=forum, message_thread_id=topic,
+                            is_topic_message=True)
+        assert (await post(client, asked)).status_code == 200
+        await standin.wait_for(lambda: standin.texts(group))
+        greeting = standin.called("sendMessage")[0]
+        assert str(greeting.params.get("message_thread_id")) == str(topic)
+        *_others, [commands] = greeting.reply_markup["inline_keyboard"]
+        press = button_update(greeting, commands["callback_data"], user=bo)
+        press["callback_query"]["message"].update(chat=forum, message_thread_id=topic, is_topic_message=True)
+        assert (await post(client, press)).status_code == 200
+        await standin.wait_for(lambda: len(standin.texts(group)) == 2)
+    assert str(standin.called("sendMessage")[1].params.get("message_thread_id")) == str(topic)
+
+
 async def test_a_button_pressed_first_is_answered_in_the_language_of_the_pressers_app(telegram_settings, standin):
     """In a group, Cy, whose Telegram speaks Spanish, has never written to the bot; the first thing of hers it gets is
     a press of a button it offered Bo: she is answered in Spanish, as a first message of hers would be."""
