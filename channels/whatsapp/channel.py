@@ -50,9 +50,8 @@ from channels.whatsapp.media import MediaLinks
 from channels.whatsapp.render import (
     MAX_BODY_CHARS,
     quick_reply_variables,
-    template_variables,
+    reply_template_variables,
     text_bodies,
-    whatsapp_text,
 )
 from channels.whatsapp.routes import STATUS_PATH, webhook_routes
 
@@ -192,7 +191,7 @@ class WhatsAppChannel:
             raise WaitForInbound(NO_TEMPLATE)
         if not isinstance(reply, Text):
             raise WaitForInbound(DOCUMENT_WAITS)
-        variables = template_variables(whatsapp_text(reply))
+        variables = reply_template_variables(reply)
         return await self._create(to, content_sid=self.template_content_sid, content_variables=variables)
 
     def _messages(self, reply: Text | Document) -> list[dict[str, Any]]:

@@ -11,7 +11,8 @@
   maps that back to the choice (bot.pipeline). When a quick-reply content template is configured for that many
   buttons (at most 3 in a session message, titles of at most 20 characters), it is used instead and a tap comes back
   as ButtonPayload = the choice's value.
-- Outside the 24-hour window only an approved template may go: the reply, on one line, fills its variable {{1}}.
+- Outside the 24-hour window only an approved template may go: the reply, on one line, fills its variable {{1}} (a
+  text too long is cut, its numbered choices kept whole after it).
 """
 
 from __future__ import annotations
@@ -30,14 +31,16 @@ QUICK_REPLY_ID_CHARS = 200
 QUICK_REPLY_BODY_CHARS = 1024
 
 
+def options(choices: tuple[Choice, ...]) -> str:
+    """The choices as "1. label" lines, each label shown as it is."""
+    return "\n".join(f"{number}. {WHATSAPP.literal(choice.label)}" for number, choice in enumerate(choices, start=1))
+
+
 def numbered(text: str, choices: tuple[Choice, ...]) -> str:
     """The text with its choices as "1. label" lines below it, each label shown as it is."""
     if not choices:
         return text
-    options = "\n".join(
-        f"{number}. {WHATSAPP.literal(choice.label)}" for number, choice in enumerate(choices, start=1)
-    )
-    return f"{text}\n\n{options}" if text.strip() else options
+    return f"{text}\n\n{options(choices)}" if text.strip() else options(choices)
 
 
 def whatsapp_text(reply: Text) -> str:
@@ -67,13 +70,32 @@ def quick_reply_variables(reply: Text) -> str | None:
     return json.dumps(variables, ensure_ascii=False)
 
 
-def template_variables(text: str) -> str:
+def reply_template_variables(reply: Text) -> str:
+    """ContentVariables carrying a Text as {{1}}: its text, cut to fit if it must, then its numbered choices whole,
+    so the learner sees what the numbers they may answer with stand for."""
+    return template_variables(render(with_links(reply.text, reply.links), WHATSAPP), options(reply.choices))
+
+
+def template_variables(text: str, after: str = "") -> str:
     """ContentVariables carrying `text` as {{1}}: on one line (WhatsApp refuses template variables with line breaks,
-    tabs or more than four spaces in a row), cut at a word boundary to fit the template."""
-    line = re.sub(r"\s+", " ", text).strip()
-    if utf16_units(line) > TEMPLATE_VARIABLE_CHARS:  # (counted as Twilio counts: an emoji twice)
-        cut = line[: TEMPLATE_VARIABLE_CHARS - 1]
-        while utf16_units(cut) > TEMPLATE_VARIABLE_CHARS - 1:
-            cut = cut[:-1]
-        line = cut.rsplit(" ", 1)[0].rstrip(" ,;:") + "…"
-    return json.dumps({"1": line}, ensure_ascii=False)
+    tabs or more than four spaces in a row), cut at a word boundary to fit the template; `after` (a reply's numbered
+    choices) follows it whole, where it leaves room for some of the text."""
+    line, tail = _one_line(text), _one_line(after)
+    room = TEMPLATE_VARIABLE_CHARS - utf16_units(tail) - 1  # (counted as Twilio counts: an emoji twice)
+    if not tail or room < TEMPLATE_VARIABLE_CHARS // 2:
+        return json.dumps({"1": _cut(f"{line} {tail}".strip(), TEMPLATE_VARIABLE_CHARS)}, ensure_ascii=False)
+    return json.dumps({"1": f"{_cut(line, room)} {tail}".strip()}, ensure_ascii=False)
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _cut(line: str, limit: int) -> str:
+    """`line` within `limit` UTF-16 units, cut at a word boundary and marked "…" where it had to be."""
+    if utf16_units(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    while utf16_units(cut) > limit - 1:
+        cut = cut[:-1]
+    return cut.rsplit(" ", 1)[0].rstrip(" ,;:") + "…"

@@ -279,6 +279,20 @@ async def test_outside_the_window_the_configured_template_carries_the_reply(twil
     assert json.loads(sent.get("ContentVariables")) == {"1": "Which letter comes second? 1. Alpha 2. Beta"}
 
 
+async def test_a_long_question_outside_the_window_keeps_its_options_in_the_template(twilio):
+    """The template carries 900 characters: a long question is cut there, but its numbered options stay, so the
+    learner sees what the numbers they may answer with stand for."""
+    channel = whatsapp_channel(twilio, template_content_sid=TEMPLATE)
+    question = "Read the passage again before you answer. " * 30 + "Which letter comes second?"
+    try:
+        await channel.send(delivery(Text(question, QUIZ.choices), wrote_ago=timedelta(days=3)))
+    finally:
+        await channel.close()
+    line = json.loads(twilio.sent[-1].get("ContentVariables"))["1"]
+    assert utf16_units(line) <= 900 and line.startswith("Read the passage again")
+    assert line.endswith("… 1. Alpha 2. Beta"), line[-60:]
+
+
 async def test_when_twilio_says_the_window_closed_the_template_goes_or_the_reply_waits(twilio):
     without = whatsapp_channel(twilio)
     with_template = whatsapp_channel(twilio, template_content_sid=TEMPLATE)
