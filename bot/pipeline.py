@@ -1078,13 +1078,12 @@ async def _honour_subscription(
         return None
     if message.meta.get(PLATFORM_REPORT):
         return message  # counts while they opted out (what is said is suppressed); they did not write
-    if conversation.opted_out_at is not None and conversation.refused_by_platform:
+    if conversation.opted_out_at is not None:
+        if keyword != "start" and not conversation.refused_by_platform:
+            return None  # their own STOP: only START ends it
         conversation.opted_out_at, conversation.refused_by_platform = None, False
-    elif conversation.opted_out_at is not None:
-        if keyword != "start":
-            return None
-        conversation.opted_out_at = None
-        message = replace(message, choice="/start")  # coming back starts over, as a first contact does
+        if keyword == "start":
+            message = replace(message, choice="/start")  # coming back starts over, as a first contact does
     # They wrote: what waited for that (WhatsApp's 24-hour window) may go now, ahead of the replies to this message;
     # a lesson only if it is still open to its learner (dialogs.access).
     if waiting:

@@ -217,3 +217,26 @@ async def test_a_whatsapp_number_reported_unreachable_after_twilio_took_the_repl
         async with lessonbot.db.sessions() as session:
             chat = await session.scalar(select(Conversation).where(Conversation.chat_id == ANN))
             assert (chat.opted_out_at, chat.refused_by_platform) == (None, False)
+
+
+async def test_start_from_a_number_whatsapp_refused_opts_it_back_in_as_start_does(settings, twilio):
+    """After WhatsApp refused Ann's number (63003), Ann sends Twilio's START: she is taken back in and answered as
+    /start answers, as after her own STOP, not asked about the word "START"."""
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        lessonbot = app.state.lessonbot
+        await import_sample(lessonbot)
+
+        async def say(text: str) -> list[str]:
+            before = len(twilio.to(ANN))
+            assert (await webhooks.message(ANN, text)).status_code == 200
+            await lessonbot.settle()
+            return [message.body for message in twilio.to(ANN)[before:]]
+
+        for text in ONBOARDING:
+            await say(text)
+        assert (await webhooks.status(twilio.to(ANN)[-1].sid, "failed", "63003")).status_code == 200
+        again = await say("START")
+        async with lessonbot.db.sessions() as session:
+            chat = await session.scalar(select(Conversation).where(Conversation.chat_id == ANN))
+            assert (chat.opted_out_at, chat.refused_by_platform) == (None, False)
+        assert again and again == await say("/start")
