@@ -25,7 +25,9 @@ import httpx
 import yaml
 
 from bot import routing
+from bot.channel import RequestRejected
 from bot.config import ConfigError, Settings
+from channels.webhook import parse_json
 from dialogs import ask
 from dialogs.turn import Turn
 
@@ -78,17 +80,23 @@ class RasaNlu:
             async with httpx.AsyncClient(timeout=self.timeout) as client:
                 response = await client.post(f"{self.url}/model/parse", params=params, json={"text": text})
             response.raise_for_status()
-            intent = response.json().get("intent") or {}
-            return Intent(str(intent["name"]), float(intent["confidence"]))
+            intent = read_intent(parse_json(response.content))
         except httpx.TimeoutException:
             log.warning("the Rasa model did not answer within %g s; the question answerer takes the message",
                         self.timeout)
         except httpx.HTTPStatusError as exc:
             log.warning("the Rasa model answered %d; the question answerer takes the message",
                         exc.response.status_code)
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except httpx.HTTPError as exc:
             log.warning("the Rasa model could not be asked (%s); the question answerer takes the message",
                         type(exc).__name__)
+        except RequestRejected:
+            log.warning("the Rasa model's answer is not JSON we read; the question answerer takes the message")
+        else:
+            if intent is None:
+                log.warning("the Rasa model's answer names no intent with a confidence from 0 to 1; the question "
+                            "answerer takes the message")
+            return intent
         return None
 
     def command_for(self, intent: Intent | None) -> str | None:
@@ -113,6 +121,18 @@ class RasaNlu:
         log.info("the Rasa model read a command", extra={"intent": intent.name if intent else None,
                                                            "command": command.name})
         await command.handler(turn, parsed[1])
+
+
+def read_intent(parsed: object) -> Intent | None:
+    """The intent of a `/model/parse` answer: `{"intent": {"name": "ask_next", "confidence": 0.93}, …}`; None for
+    an answer that names none, or gives it no confidence from 0 to 1 (NaN, 7, true and "0.9" are none)."""
+    intent = parsed.get("intent") if isinstance(parsed, dict) else None
+    if not isinstance(intent, dict):
+        return None
+    name, confidence = intent.get("name"), intent.get("confidence")
+    if not isinstance(name, str) or not isinstance(confidence, int | float) or isinstance(confidence, bool):
+        return None
+    return Intent(name, float(confidence)) if 0 <= confidence <= 1 else None  # (NaN is within no range)
 
 
 def read_intents(path: Path) -> dict[str, str]:

@@ -11,7 +11,8 @@ What it plays:
 - **`POST /conversations/{id}/trigger_intent`**: the intent goes into that tracker with its entities, the action
   `rules` name for it is called, and what it says is kept in `delivered[sender]` (what the person's chat window would
   show), and returned as Rasa returns it.
-- **`POST /model/parse`**: `parse(text)` (set by the tests) gives the intent and its confidence.
+- **`POST /model/parse`**: `parse(text)` (set by the tests) gives the intent and its confidence; `parse_body`, when
+  set, is answered instead, as it is (a server or a proxy in front of it answering what Rasa would not).
 
 Both endpoints ask for `?token=` when `token` is set, and can be told to fail (`failures`: statuses to answer with,
 one per request, before answering properly) or to be slow (`delay`, seconds).
@@ -111,6 +112,7 @@ class RasaServerStandIn:
         self.action_token = action_token
         self.rules = rules if rules is not None else {"EXTERNAL_lessonbot_message": "action_lessonbot_deliver"}
         self.parse: Callable[[str], tuple[str, float]] = no_intent
+        self.parse_body: bytes | None = None  # answered to /model/parse instead of `parse`'s intent, when set
         self.conversations: dict[str, Conversation] = {}
         self.delivered: dict[str, list[dict[str, Any]]] = {}
         self.triggered: list[dict[str, Any]] = []  # every trigger_intent request: {"sender", "params", "body"}
@@ -250,6 +252,8 @@ class RasaServerStandIn:
         self.parsed.append(body.get("text", ""))
         if refused := await self._refusal(request):
             return refused
+        if self.parse_body is not None:
+            return web.Response(body=self.parse_body, content_type="application/json")
         intent, confidence = self.parse(body.get("text", ""))
         return web.json_response({
             "text": body.get("text", ""),

@@ -99,6 +99,23 @@ async def test_a_rasa_server_out_of_reach_falls_back_to_the_answerer(settings):
         assert (await t.say("can we carry on"))[0].startswith(NOT_COVERED)
 
 
+@pytest.mark.parametrize("body", [
+    b'{"intent": {"name": "ask_next", "confidence": NaN}}',  # no confidence at all: NaN is below no threshold
+    b'{"intent": {"name": "ask_next", "confidence": 7}}',  # a confidence runs from 0 to 1
+    b'{"intent": {"name": "ask_next", "confidence": true}}',
+    b'{"intent": {"name": "ask_next", "confidence": "0.99"}}',
+    b'{"intent": "ask_next"}',
+    b'[{"intent": {"name": "ask_next", "confidence": 0.99}}]',
+    b"<html>502 Bad Gateway</html>",  # a proxy in front of the Rasa server
+    b"[" * 100_000 + b"]" * 100_000,  # nested past what any parser should follow
+])
+async def test_an_answer_of_the_rasa_server_that_is_no_intent_falls_back_to_the_answerer(settings, body):
+    async with learner(settings) as (rasa, t):
+        rasa.parse_body = body
+        assert (await t.say("can we carry on"))[0].startswith(NOT_COVERED)
+        assert len(rasa.parsed) == 1
+
+
 async def test_what_a_command_or_a_dialog_takes_never_goes_to_rasa(settings):
     async with learner(settings) as (rasa, t):
         rasa.parse = reads("greet", 0.99)
