@@ -13,14 +13,16 @@ renderer escapes text for its target first, so nothing a learner or an author wr
 | target | bold | italic | code | code block | link | an escaped * _ ~ ` |
 |---|---|---|---|---|---|---|
 | Telegram HTML | `<b>` | `<i>` | `<code>` | `<pre><code>` | `<a href>` | the character |
-| Slack mrkdwn | `*x*` | `_x_` | `` `x` `` | ```` ``` ```` lines | `<url|text>` | a look-alike: ∗ ˍ ∼ ˋ |
+| Slack mrkdwn | `*x*` | `_x_` | `` `x` `` | ```` ``` ```` lines | `<url|text>` | a look-alike: ∗ ˍ ∼ ˋ (`<url>`) |
 | WhatsApp | `*x*` | `_x_` | `` `x` `` | ```` ``` ```` lines | `text (url)` | a look-alike: ∗ ˍ ∼ ˋ |
 | plain (the terminal) | x | x | x | the lines | `text (url)` | the character (control characters dropped) |
 | Rasa (plain, for any connector) | x | x | x | the lines | `text (url)` | a look-alike: ∗ ˍ ∼ ˋ, and ［ ］ for [ ] |
 | web chat HTML | `<strong>` | `<em>` | `<code>` | `<pre><code>` | `<a href rel="noopener…">` | the character |
 
 Slack and WhatsApp have no escape character, so a character that must not format is sent as a look-alike they do not
-read as markup. In Slack &, < and > are always escaped, so no text makes a `<!channel>`, `<@U…>` or `<url|…>`.
+read as markup; in a web address (which a look-alike would change) Slack gets Slack's link to the address instead,
+`<url>`, in which nothing formats (the sentence's punctuation after it left out of it: `address_and_after`).
+In Slack &, < and > are always escaped, so no text makes a `<!channel>`, `<@U…>` or `<url|…>`.
 A line mark that `literal` escaped at a line's start (a typed "> ", "- ", "+ ", "# ", "1. ", "1) ") would be a quote,
 a list item or a heading there, so Slack, WhatsApp and Rasa get it as a look-alike: ＞ ‐ ＋ ＃, or ． ） after the
 number (any escaped ">": Slack quotes ">x" too; and on Slack in place of "&gt;", which is a quote as well). The bot's
@@ -47,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from bot.messages import MARKDOWN_ESCAPES, Link, literal
+from bot.messages import MARKDOWN_ESCAPES, Link, literal, unescaped
 
 _NOT_ESCAPED = r"(?<!\\)"  # a closing mark right after a backslash is the escaped character, not a mark
 # Every inline form starts with one of these; a line with none of them is only text to escape.
@@ -104,6 +106,9 @@ class Target:
     code_block: Callable[[str], str]
     """A fenced code block's lines (escaped), shown as code: nothing in them formats."""
     link: Callable[[str, str], str]
+    address: Callable[[str], str] | None = None
+    """A bare web address that outside text wrote (it holds an escape), as the target links an address to itself; None:
+    shown as text, each escaped character as `literal` shows it (a look-alike would change the address)."""
     line_mark: Callable[[str], str] | None = None
     """An escaped mark that starts a line (> - + # or a number's . or ), as `_ESCAPED_LINE_MARK` finds it), for a
     target that would read it as a quote, a list item or a heading; None: shown as `literal` shows it anywhere."""
@@ -158,6 +163,7 @@ SLACK_MRKDWN = Target(
     code_block=_backtick_fenced,
     # inside <url|text> a '|' or '>' would end the URL early; Slack reads percent-encoded ones as the same URL
     link=lambda t, u: f"<{escape_mrkdwn(u.replace('|', '%7C'))}|{t}>",
+    address=lambda u: f"<{escape_mrkdwn(u.replace('|', '%7C'))}>",  # linked as written; nothing in a link formats
     line_mark=_inert_line_mark,  # a look-alike, not escaped: Slack quotes an escaped "&gt;" too
 )
 WHATSAPP = Target(
@@ -416,7 +422,12 @@ def emphasis_in(line: str, *, at: int = 0) -> list[Emphasis]:
 
 
 def _bare_url(url: str, target: Target) -> str:
-    """A web address as text: its escaped characters read (outside text escapes them), nothing else formats."""
+    """A web address as text: its escaped characters read (outside text escapes them), nothing else formats. Where
+    the target shows an escaped character as a look-alike but has a link to an address itself (Slack), an address
+    outside text wrote goes as that link, the sentence's punctuation after it as text."""
+    if target.address is not None and _ESCAPED_CHARACTER.search(url):
+        address, after = address_and_after(unescaped(url))
+        return target.address(address) + target.escape(after)
     out, position = [], 0
     for match in _ESCAPED_CHARACTER.finditer(url):
         out.append(target.escape(url[position : match.start()]))
@@ -424,3 +435,24 @@ def _bare_url(url: str, target: Target) -> str:
         position = match.end()
     out.append(target.escape(url[position:]))
     return "".join(out)
+
+
+_SENTENCE_MARKS = ".,;:!?'\"”’»"
+_CLOSING = {")": "(", "]": "["}
+
+
+def address_and_after(url: str) -> tuple[str, str]:
+    """A bare web address as a sentence holds it: the address, and the punctuation after it that is the sentence's
+    ("see https://x.test/a." → the address and ".", “https://x.test/a” → and "”"; a closing bracket only when the
+    address opened none for it, so "https://x.test/wiki/Phish_(attack)" stays whole)."""
+    end = len(url)
+    while end > 0 and _ends_the_sentence(url, end):
+        end -= 1
+    return url[:end], url[end:]
+
+
+def _ends_the_sentence(url: str, end: int) -> bool:
+    """Whether the character before `end` is the sentence's punctuation rather than the address's."""
+    last = url[end - 1]
+    opening = _CLOSING.get(last)
+    return last in _SENTENCE_MARKS or (opening is not None and url.count(opening, 0, end) < url.count(last, 0, end))

@@ -191,6 +191,14 @@ def test_a_bare_address_in_the_web_chat_html_is_text_and_escapes_in_it_still_rea
     assert render(literal("https://x.test/_a_"), WHATSAPP) == "https://x.test/ˍaˍ"  # outside text formats nothing
 
 
+def test_an_address_outside_text_wrote_is_linked_as_written_on_slack_its_punctuation_and_markup_text():
+    said = (f"See {literal('https://x.test/wiki/Phish_(attack)')}, {literal('(https://x.test/a_b)')} and "
+            f"{literal('https://x.test/~ann/*x*|<!channel>')}. *Our* https://x.test/own_page.")
+    assert render(said, SLACK_MRKDWN) == (
+        "See <https://x.test/wiki/Phish_(attack)>, (<https://x.test/a_b>) and "
+        "<https://x.test/~ann/*x*%7C&lt;!channel&gt;>. _Our_ https://x.test/own_page.")  # ours: as it was
+
+
 def test_double_underscores_inside_a_word_are_not_bold():
     assert render("call obj__init__x or snake__case__name", TELEGRAM_HTML) == "call obj__init__x or snake__case__name"
     assert render("a __strong__ word", TELEGRAM_HTML) == "a <b>strong</b> word"

@@ -102,6 +102,16 @@ async def test_slack_shows_a_hostile_echo_as_typed_with_no_mention_link_or_forma
     assert "*bold*" not in echo and "`c`" not in echo
 
 
+async def test_slack_links_an_address_a_person_typed_to_that_address_not_to_a_look_alike(slack_settings, standin):
+    # Slack sends a typed address as <address>; the time-zone step echoes it back in quotes
+    async with running(slack_settings) as (client, lessonbot):
+        await slack_says(client, lessonbot, standin, "/start")
+        await slack_says(client, lessonbot, standin, "yes")
+        await slack_says(client, lessonbot, standin, "Ann")
+        [echo, *_] = await slack_says(client, lessonbot, standin, "<https://x.test/wiki/Time_zone_(UTC)>")
+    assert "“<https://x.test/wiki/Time_zone_(UTC)>”" in echo, echo  # ˍ in it would link another page
+
+
 # WhatsApp: Twilio's API through the twilio library --------------------------------------------------------------------
 
 
