@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import make_url
 
 from tests.conftest import missing
 from tests.support import LESSONBOT, ServerProcess, serve, server_env
@@ -686,3 +687,41 @@ def test_tabs_out_of_sight_give_their_streams_back_so_a_seventh_tab_gets_its_rep
         expect(first.locator(".message--bot", has_text="Here is what you can send me")).to_have_count(1)
     finally:
         context.close()
+
+
+def test_a_spanish_page_is_told_in_spanish_that_its_message_could_not_be_taken_while_the_database_is_away(
+        browser, tmp_path):
+    """The server's sentence for a 503 is English: a Spanish page says its own words instead."""
+    from playwright.sync_api import expect
+
+    from bench.processes import DatabaseUnreachable, postgres_database
+    from storage.migrate import upgrade
+    from tests.bot.test_database_away import _allow_connections
+    from tests.conftest import POSTGRES_ADMIN_URL
+
+    try:
+        made = postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_away")
+        url = made.__enter__()
+    except DatabaseUnreachable as exc:
+        missing(str(exc))
+        return
+    server = None
+    try:
+        upgrade(url)
+        server = serve(server_env(url, tmp_path / "var"))
+        page = browser.new_context(locale="es-ES", **DESKTOP).new_page()
+        page.goto(server.url)
+        expect(page.locator("#status")).to_have_text("En línea")
+        _allow_connections(make_url(url).database, False)
+        box = page.get_by_label("Tu mensaje")
+        box.fill("hola")
+        box.press("Enter")
+        # tried again twice, then told: in the page's language, not "the message could not be recorded just now…"
+        told = "Lessonbot no pudo aceptar eso (error 503). Vuelve a intentarlo."
+        expect(page.get_by_role("alert")).to_have_text(told)
+        expect(box).to_have_value("hola")  # back in the box, to send again
+    finally:
+        if server is not None:
+            _allow_connections(make_url(url).database, True)
+            server.stop()
+        made.__exit__(None, None, None)

@@ -181,11 +181,12 @@
   }
 
   /** What the learner is told of a refusal: the page's own words for those it knows (in the page's language), else
-   * the server's sentence, else the page's general one. */
+   * the server's sentence on a page in English (the server writes it in English: "could not be recorded just now"),
+   * else the page's general one. */
   function serverMessage(response, fields = {}) {
     const known = knownRefusal(response.status, fields);
     if (known) return known;
-    if (response.data && typeof response.data.error === "string") return response.data.error;
+    if (response.data && typeof response.data.error === "string" && speaksEnglish()) return response.data.error;
     return refusedWords(response.status);
   }
 
@@ -206,8 +207,12 @@
 
   /** A word in the page's language, or null if the server gave none in it (the English one stays for English). */
   function ownWord(key) {
-    if (translated.has(key) || !pageLanguage || pageLanguage.split("-")[0] === "en") return words[key];
-    return null;
+    return translated.has(key) || speaksEnglish() ? words[key] : null;
+  }
+
+  /** Whether the page is in English: the server named English, or no language yet (its words are the English ones). */
+  function speaksEnglish() {
+    return !pageLanguage || pageLanguage.split("-")[0] === "en";
   }
 
   // Newer words a catalogue may not have yet, and the word said in their place in the page's language.
