@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.activity import Activity
 from bot.channel import CannotRecord, Channel, Closable, ListsMembers, SentReply, WatchesSentReplies, unprompted_windows
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from scheduler.clock import Clock, Job
 
 log = logging.getLogger(__name__)
+
+_Read = TypeVar("_Read")
 
 # The topics of notices between processes (storage.notices): a message recorded, replies queued, a reply sent, and
 # a process that shows sent replies but does not send (so senders tell it of what they sent: `SENT`); one of the
@@ -143,6 +145,7 @@ class Lessonbot:
             else None
         )
         self._recording = Outage(log, "recording a message")  # the database away: a 503, and few lines in the log
+        self._reading = Outage(log, "reading a chat for its page")  # the same for what a channel's page reads
         self._watched_until = 0.0  # until when another process shows replies this one sends (on the loop's clock)
         # What the leader runs besides the dispatcher (the scheduler adds its clock here).
         self.leader_work: list[Callable[[], Coroutine[Any, Any, None]]] = []
@@ -307,9 +310,13 @@ class Lessonbot:
     async def sent_replies(
         self, channel: str, chat_id: str, *, after: int, limit: int = 100
     ) -> list[tuple[int, dict[str, Any]]]:
-        """The replies sent to one chat after outbox id `after`, oldest first (the web chat's page reads these)."""
-        async with self.db.read() as reading:  # one read of what is committed
-            return await sent_replies(reading, channel, chat_id, after=after, limit=limit)
+        """The replies sent to one chat after outbox id `after`, oldest first (the web chat's page reads these).
+        CannotRecord while the database is away."""
+        async def read() -> list[tuple[int, dict[str, Any]]]:
+            async with self.db.read() as reading:  # one read of what is committed
+                return await sent_replies(reading, channel, chat_id, after=after, limit=limit)
+
+        return await self._read_for_a_page(read)
 
     async def chats_sent_to(self, channel: str, *, since: datetime) -> dict[str, int]:
         """The chats of a channel sent a reply at or after `since`, each with the newest one's outbox id (the web
@@ -318,8 +325,25 @@ class Lessonbot:
             return await chats_sent_since(session, channel, since)
 
     async def learner_language(self, channel: str, chat_id: str) -> str | None:
-        async with self.db.sessions() as session:
-            return await language_of_chat(session, channel, chat_id)
+        """CannotRecord while the database is away."""
+        async def read() -> str | None:
+            async with self.db.sessions() as session:
+                return await language_of_chat(session, channel, chat_id)
+
+        return await self._read_for_a_page(read)
+
+    async def _read_for_a_page(self, read: Callable[[], Awaitable[_Read]]) -> _Read:
+        """What a channel's page asks for (its replies, its learner's language): CannotRecord while the database is
+        away, for the page to be told to try again (a 503), logged once and then once a minute (`bot.outage`)."""
+        try:
+            found = await read()
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            self._reading.failed()
+            raise CannotRecord("the chat could not be read just now: try again in a few seconds") from None
+        self._reading.ended()
+        return found
 
     async def stop_sending(self, channel: str, chat_prefix: str, *, workspace: str, reason: str) -> int:
         """The platform removed the app from a workspace: cancel what was not sent there and stop its teams."""

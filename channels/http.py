@@ -7,8 +7,9 @@ from pathlib import Path
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 
-from bot.channel import ChannelHost, RequestRejected
+from bot.channel import CannotRecord, ChannelHost, RequestRejected
 
+RETRY_AFTER_SECONDS = 5  # told with a 503: the database away, the message not recorded (or the chat not read)
 PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
 # A page of ours no other site may show in a frame of its own (clickjacking): the web chat, a certificate's check,
 # the pages Stripe sends a buyer back to. (The dashboard's pages say the same in their own policy.)
@@ -35,9 +36,14 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
 
 async def sent_document(host: ChannelHost, channel: str, chat_id: str, outbox_id: int) -> Response:
     """The file of the document reply `outbox_id` sent to `chat_id` (a certificate, an export), for a link whose
-    signature the caller checked; 404 when it is no such reply, or its file is gone."""
+    signature the caller checked; 404 when it is no such reply, or its file is gone; 503 to try again while the
+    database is away."""
     not_here = Response("No such file here.", status_code=404, media_type="text/plain", headers=PRIVATE)
-    sent = await host.sent_replies(channel, chat_id, after=outbox_id - 1, limit=1)
+    try:
+        sent = await host.sent_replies(channel, chat_id, after=outbox_id - 1, limit=1)
+    except CannotRecord as exc:
+        return Response(str(exc), status_code=503, media_type="text/plain",
+                        headers={**PRIVATE, "Retry-After": str(RETRY_AFTER_SECONDS)})
     if not sent or sent[0][0] != outbox_id:
         return not_here
     payload = sent[0][1]

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.channel import CannotRecord, RequestRejected
-from channels.http import read_limited_body
+from channels.http import RETRY_AFTER_SECONDS, read_limited_body
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,6 @@ def parse_json(body: bytes) -> Any:
         raise RequestRejected(400, f"The body is not valid JSON ({exc}).") from None
 
 
-RETRY_AFTER_SECONDS = 5  # told with a 503: the database away, the message not recorded
 
 
 def refusal(exc: RequestRejected) -> Response:

@@ -6,10 +6,12 @@
   parse the JSON object (400) → verify its session (401 missing, 403 not signed here or ended) → record, its fields
   checked (422, 413 when too long): `text` or `choice`, the page's own `id` for it, and the page's `language` (a
   platform's hint at the learner's language) → 202 with the inbound id, or 200 for a message id seen before.
-- `GET /chat/api/messages?session=…&after=…` the replies sent since a reply id, for a page that (re)loads.
+- `GET /chat/api/messages?session=…&after=…` the replies sent since a reply id, for a page that (re)loads; 503 to
+  try again while the database is away.
 - `GET /chat/api/events?session=…` the replies as server-sent events (`reply`, with the reply id as the event id so a
   reconnecting page resumes after it) and the reply being written (`draft`, never replayed); 429 beyond the open
-  streams allowed (channels/webchat/streams.py). A stream ends when the server stops (`WebChatChannel.end_streams`).
+  streams allowed (channels/webchat/streams.py). A stream ends when the server stops (`WebChatChannel.end_streams`)
+  or its replies cannot be read (the database away): the page reconnects.
 - `GET /chat/api/words?session=…` the page's own words (placeholder, buttons, status lines) in the learner's
   language, else in the browser's (Accept-Language).
 - `GET /chat/files/SESSION/REPLY/SIGNATURE` the file of a document reply (a certificate), for its session only.
@@ -37,7 +39,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from bot.channel import ChannelHost, Received, RequestRejected
+from bot.channel import CannotRecord, ChannelHost, Received, RequestRejected
 from bot.messages import Link, reply_from_payload
 from bot.text import whole_number
 from channels.http import NOT_FRAMED, PRIVATE, sent_document
@@ -183,8 +185,9 @@ class WebChatRoutes:
 
     async def words(self, request: Request) -> Response:
         language, token = None, request.query_params.get("session")
-        # a page whose session is no longer valid still gets words, in the browser's language
-        with contextlib.suppress(RequestRejected):
+        # a page whose session is no longer valid (or asking while the database is away) still gets words, in the
+        # browser's language
+        with contextlib.suppress(RequestRejected, CannotRecord):
             language = await self.host.learner_language(self.webchat.name, self.webchat.verify_session(token))
         chosen, page_words = self.webchat.words(language or request.headers.get("accept-language"))
         return JSONResponse({"language": chosen, "words": dict(page_words)})
@@ -215,9 +218,11 @@ class WebChatRoutes:
     async def list_replies(self, request: Request) -> Response:
         try:
             session_id, after = self.session_and_cursor(request)
+            replies = await self.fetch_replies(session_id, after)
         except RequestRejected as exc:
             return refusal(exc)
-        replies = await self.fetch_replies(session_id, after)
+        except CannotRecord as exc:  # the database away: try again shortly
+            return refusal(RequestRejected(503, str(exc)))
         return JSONResponse({"replies": replies, "session": self.webchat.sessions.issue(session_id)})
 
     async def events(self, request: Request) -> Response:

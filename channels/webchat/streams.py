@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from bot.channel import RequestRejected, SentReply
+from bot.channel import CannotRecord, RequestRejected, SentReply
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,10 @@ async def reply_events(listening: AbstractContextManager[Listener], feed: Feed) 
             said = more = False
             if read or loop.time() >= next_poll:
                 next_poll = loop.time() + FALLBACK_POLL_SECONDS
-                replies = await feed.read(listener.cursor)
+                try:
+                    replies = await feed.read(listener.cursor)
+                except CannotRecord:  # the database away: the page reconnects, and resumes after the cursor
+                    return
                 more = len(replies) == REPLIES_A_READ  # a page far behind: the rest at once, not at a bell
             else:  # handed over by this process's dispatcher as it sent them: nothing to read back
                 replies = [feed.show(sent) for sent in handed]

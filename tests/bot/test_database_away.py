@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, make_url, text
 from bench.processes import DatabaseUnreachable, postgres_database
 from bot.app import create_app
 from bot.config import load_settings
+from channels.webchat.sessions import SessionSigner
 from standins.slack import CLIENT_ID, CLIENT_SECRET, SIGNING_SECRET, SlackStandIn, dm_event, signed
 from storage.migrate import upgrade
 from tests.conftest import POSTGRES_ADMIN_URL, missing
@@ -73,6 +74,47 @@ async def test_a_message_sent_while_the_database_is_away_gets_a_503_to_try_again
         assert len(recording) == 1 and recording[0].exc_info  # the first failure's traceback; not one a request
         again = await client.post("/chat/api/messages", json={**said, "id": "away-0"})  # the platform retries
         assert again.status_code == 202  # recorded now: nothing of the refused try was kept to make it a duplicate
+
+
+async def test_a_chat_page_reading_while_the_database_is_away_is_told_to_try_again_not_a_500(
+        upgraded_postgres, tmp_path: Path, caplog):
+    """A page that loads, reloads or polls its replies while the database is away gets a 503 to try again (one
+    traceback in the log, not one a request); its words come in the browser's language; its event stream ends, for
+    the page to reconnect."""
+    url = upgraded_postgres
+    settings = load_settings(_env_file=None, database_url=url, data_dir=tmp_path / "var",
+                             secret_key="test-secret-key-0123456789", log_format="text")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://lessonbot.test",
+            timeout=20) as client:
+        session = (await client.post("/chat/api/sessions")).json()["session"]
+        assert (await client.post("/chat/api/messages", json={"session": session, "text": "/help"})).status_code == 202
+        await app.state.lessonbot.settle()
+        session_id = session.split(".")[0]
+        [reply] = (await client.get("/chat/api/messages", params={"session": session, "after": 0})).json()["replies"]
+        signature = SessionSigner(settings.resolved_secret_key, idle_seconds=60).file_signature(session_id, reply["id"])
+        _allow_connections(make_url(url).database, False)
+        try:
+            with caplog.at_level(logging.WARNING):
+                read = [await client.get("/chat/api/messages", params={"session": session, "after": 0})
+                        for _ in range(5)]
+                download = await client.get(f"/chat/files/{session_id}/{reply['id']}/{signature}")
+                words = await client.get("/chat/api/words", params={"session": session},
+                                         headers={"accept-language": "es-ES,es;q=0.9"})
+                stream = await client.get("/chat/api/events", params={"session": session, "after": 0})
+        finally:
+            _allow_connections(make_url(url).database, True)
+        assert {response.status_code for response in read} == {503}, read[0].text
+        assert read[0].headers["Retry-After"] == "5"
+        assert read[0].json() == {"error": "the chat could not be read just now: try again in a few seconds"}
+        assert download.status_code == 503 and download.headers["Retry-After"] == "5"
+        assert words.status_code == 200 and words.json()["language"] == "es"
+        assert stream.status_code == 200 and "event: reply" not in stream.text  # ended: the page reconnects
+        reading = [record for record in caplog.records if record.getMessage().startswith("reading a chat")]
+        assert len(reading) == 1 and reading[0].exc_info  # the first failure's traceback; not one a request
+        back = await client.get("/chat/api/messages", params={"session": session, "after": 0})
+        assert back.status_code == 200 and back.json()["replies"]
 
 
 def test_only_a_database_away_is_called_so_not_a_wrong_statement_or_schema():
