@@ -195,7 +195,8 @@ class RequestRejected(Exception):
 class CannotRecord(Exception):
     """The core could not record a message just now (its database is away): nothing was recorded, and the sender
     should try again shortly (a webhook answers 503, which every platform retries). Raised too for what a channel's
-    page reads (`ChannelHost.sent_replies`, `learner_language`) while the database is away: a 503 there as well."""
+    page reads (`ChannelHost.sent_replies`, `learner_language`, `chats_sent_to`) while the database is away: a 503 there
+    as well, and the host has logged it (once, then once a minute)."""
 
 
 # Capabilities: what some channels do besides sending. ---------------------------------------------------------------

@@ -320,9 +320,12 @@ class Lessonbot:
 
     async def chats_sent_to(self, channel: str, *, since: datetime) -> dict[str, int]:
         """The chats of a channel sent a reply at or after `since`, each with the newest one's outbox id (the web
-        chat's watcher asks, once a poll)."""
-        async with self.db.sessions() as session:
-            return await chats_sent_since(session, channel, since)
+        chat's watcher asks, once a poll). CannotRecord while the database is away."""
+        async def read() -> dict[str, int]:
+            async with self.db.sessions() as session:
+                return await chats_sent_since(session, channel, since)
+
+        return await self._read_for_a_page(read)
 
     async def learner_language(self, channel: str, chat_id: str) -> str | None:
         """CannotRecord while the database is away."""
@@ -333,8 +336,9 @@ class Lessonbot:
         return await self._read_for_a_page(read)
 
     async def _read_for_a_page(self, read: Callable[[], Awaitable[_Read]]) -> _Read:
-        """What a channel's page asks for (its replies, its learner's language): CannotRecord while the database is
-        away, for the page to be told to try again (a 503), logged once and then once a minute (`bot.outage`)."""
+        """What a channel's pages ask for (their replies, their learner's language, the chats their watcher wakes):
+        CannotRecord while the database is away, for a page to be told to try again (a 503), logged once and then
+        once a minute (`bot.outage`)."""
         try:
             found = await read()
         except Exception as exc:

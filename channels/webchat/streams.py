@@ -240,6 +240,8 @@ class Wakeups:
             asked = datetime.now(UTC)
             try:
                 sessions = await sent_since(since)
+            except CannotRecord:  # the database away: the host says so in the log, once a minute
+                continue  # `since` stays: the next poll covers this one's time too
             except Exception:
                 log.exception("web chat: could not look for replies sent by other processes; trying again")
                 continue  # `since` stays: the next poll covers this one's time too

@@ -117,6 +117,33 @@ async def test_a_chat_page_reading_while_the_database_is_away_is_told_to_try_aga
         assert back.status_code == 200 and back.json()["replies"]
 
 
+async def test_an_open_chat_page_while_the_database_is_away_costs_the_log_a_line_a_minute_not_a_traceback_a_second(
+        upgraded_postgres, tmp_path: Path):
+    """`lessonbot serve` with a web chat page's event stream open: its watcher asks the database every second, and
+    while the database is away that is one traceback, then a line a minute, as for every other poll."""
+    import asyncio
+
+    from tests.support import serve, server_env
+
+    url = upgraded_postgres
+    server = serve(server_env(url, tmp_path / "var", WEB_CHAT_POLL_SECONDS="0.2"))
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            session = (await client.post("/chat/api/sessions")).json()["session"]
+            async with client.stream("GET", "/chat/api/events", params={"session": session, "after": 0}) as stream:
+                assert stream.status_code == 200
+                _allow_connections(make_url(url).database, False)
+                try:
+                    await asyncio.sleep(3)  # some fifteen of the watcher's polls
+                finally:
+                    _allow_connections(make_url(url).database, True)
+    finally:
+        server.stop()
+    log = server.log_path.read_text()
+    assert log.count("reading a chat for its page failed") == 1, log[-3000:]  # with its traceback; then a line a minute
+    assert "could not look for replies sent by other processes" not in log  # a traceback every poll
+
+
 def test_only_a_database_away_is_called_so_not_a_wrong_statement_or_schema():
     import sqlite3
 
