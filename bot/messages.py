@@ -19,7 +19,8 @@ from typing import Any, Final, Literal, TypedDict
 _ANYWHERE = "\\*_`[]~"
 MARKDOWN_ESCAPES = frozenset(_ANYWHERE + "#-+>.)")
 _ESCAPABLE = re.compile("[" + re.escape(_ANYWHERE) + "]")
-_LINE_MARK = re.compile(r"^([ \t]*)(#|[-+>]|\d+(?=[.)]))", re.MULTILINE)
+# After any indent: a tab, a no-break or an em space indents a line for the renderers as a space does (their \s).
+_LINE_MARK = re.compile(r"^([^\S\n]*)(#|[-+>]|\d+(?=[.)]))", re.MULTILINE)
 
 
 # The channels Lessonbot has: the first part of every address a person is named by (telegram:12345, slack:T01/U02).

@@ -84,7 +84,7 @@ _INERT = str.maketrans({"*": "\u2217", "_": "\u02cd", "~": "\u223c", "`": "\u02c
 _INERT_RASA = _INERT | str.maketrans({"[": "\uff3b", "]": "\uff3d"})
 # An escaped line mark (`literal` escapes them at a line's start) where it would be a quote, a list item or a heading:
 # an escaped ">" (Slack quotes ">x"), or an escaped "#", "-", "+" or a number's "." or ")" with a space after it.
-_ESCAPED_LINE_MARK = re.compile(r"[ \t]*(?:\\>|(?:\\[#+-]|\d+\\[.)])(?=[ \t]|$))")
+_ESCAPED_LINE_MARK = re.compile(r"[^\S\n]*(?:\\>|(?:\\[#+-]|\d+\\[.)])(?=[^\S\n]|$))")
 _INERT_LINE_MARK = str.maketrans(
     {">": "\uff1e", "-": "\u2010", "+": "\uff0b", "#": "\uff03", ".": "\uff0e", ")": "\uff09"}
 )

@@ -229,6 +229,17 @@ def test_a_typed_quote_or_list_line_is_sent_as_look_alikes_to_slack_whatsapp_and
     assert render(literal("3.14\n-5 °C\n+1 555\n#1"), WHATSAPP) == "3.14\n-5 °C\n+1 555\n#1"
 
 
+def test_a_typed_list_line_indented_with_another_space_is_text_on_every_platform():
+    # a no-break or an em space (pasted from a web page) indents a line as a space does, for every renderer
+    typed = literal("x\n\u00a0- call +1 555 0100\n\u2003\u20031. now\n\u00a0> q")
+    shown = "x\n\u00a0‐ call +1 555 0100\n\u2003\u20031． now\n\u00a0＞ q"
+    for target in (WHATSAPP, SLACK_MRKDWN, RASA):
+        assert render(typed, target) == shown
+    for target in (TELEGRAM_HTML, PLAIN):
+        assert "•" not in render(typed, target) and "- call" in render(typed, target)
+    assert render_html(typed) == "<p>x<br>\u00a0- call +1 555 0100<br>\u2003\u20031. now<br>\u00a0&gt; q</p>"
+
+
 def test_the_bots_own_lists_and_quotes_render_as_before_next_to_a_typed_one():
     own = f"- item\n1. one\n> said\n{literal('- typed')}"
     assert render(own, WHATSAPP) == "• item\n1. one\n> said\n‐ typed"
