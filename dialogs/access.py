@@ -89,15 +89,16 @@ async def withhold_closed_lessons(transaction: SessionOnDemand, conversation: Co
 
 
 async def requeue_failed(transaction: SessionOnDemand, ids: Sequence[int] | None, *, now: datetime) -> int:
-    """Put failed replies (dead letters: `ids`, None for all) back in line (`storage.outbox.requeue`), but the
-    lessons among them closed to their learner now (a refund since they failed) are withheld as held ones are when
-    they are let go (`withhold_closed_lessons`): cancelled, the learner's place put back. The number requeued."""
+    """Put failed replies (dead letters: `ids`, None for all) back in line (`storage.outbox.requeue`: a lesson of a
+    learner paused or stopped since is held until they are back), but the lessons among them closed to their learner
+    now (a refund since they failed) are withheld as held ones are when they are let go (`withhold_closed_lessons`):
+    cancelled, the learner's place put back. The number requeued."""
     session = transaction.session
     for conversation_id, failed in (await failed_lessons(session, ids)).items():
         conversation = await session.get(Conversation, conversation_id)
         if conversation is not None:
             await _withhold(transaction, conversation, failed, now=now, was=OutboxStatus.DEAD)
-    return await requeue(session, ids)
+    return await requeue(session, ids, now=now)
 
 
 async def _withhold(transaction: SessionOnDemand, conversation: Conversation, lessons: list[HeldLesson], *,

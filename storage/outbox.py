@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
     cast,
     exists,
     func,
@@ -422,8 +423,10 @@ async def dead_letters(session: AsyncSession, limit: int = 50) -> Sequence[Outbo
     return (await session.scalars(query)).all()
 
 
-async def requeue(session: AsyncSession, ids: Sequence[int] | None) -> int:
-    """Put dead-lettered replies back in line with a fresh retry budget; `ids=None` requeues them all.
+async def requeue(session: AsyncSession, ids: Sequence[int] | None, *, now: datetime | None = None) -> int:
+    """Put dead-lettered replies back in line with a fresh retry budget; `ids=None` requeues them all. A lesson of
+    a learner paused (at `now`) or stopped since is held for them (`waiting`), as one queued when they paused is
+    (`withdraw_unasked`): `release_held` lets it go when they are back.
 
     Each takes a new id, at the end of its conversation's line: a requeued reply goes out now, after what was sent
     meanwhile (a page that has shown those, by id, shows it next), not back in the past. The new ids follow the old
@@ -443,10 +446,16 @@ async def requeue(session: AsyncSession, ids: Sequence[int] | None) -> int:
     result = await session.execute(
         update(_OUTBOX)
         .where(_OUTBOX.c.id == renumbered.c.id, _OUTBOX.c.status == OutboxStatus.DEAD.value)
-        .values(id=renumbered.c.new_id, status=OutboxStatus.PENDING.value, attempts=0, next_attempt_at=utcnow(),
-                lease_until=None, refusal=None)
+        .values(id=renumbered.c.new_id, status=_requeued_status(now or utcnow()), attempts=0,
+                next_attempt_at=utcnow(), lease_until=None, refusal=None)
     )
     return rows_affected(result)
+
+
+def _requeued_status(now: datetime) -> ColumnElement[str]:
+    """A requeued row's status: a lesson whose learner is away (paused or stopped) is held, the rest go."""
+    held = and_(starts_with(_OUTBOX.c.idempotency_key, LESSON_KEY), _away(_OUTBOX.c.conversation_id, now))
+    return case((held, OutboxStatus.WAITING.value), else_=OutboxStatus.PENDING.value)
 
 
 async def _renumbered_from_the_sequence(session: AsyncSession, dead: ColumnElement[bool]) -> FromClause | None:
@@ -609,14 +618,19 @@ _SUPPRESS_UNSENT = (
 )
 # A lesson held because its learner paused or stopped (`withdraw_unasked`) stays held while they are: their writing
 # is not their coming back (/resume lets it go, or their next lesson's push: `release_held`).
-_AWAY = (
-    select(_LEARNERS.c.user_id)
-    .where(_LEARNERS.c.home_conversation_id == bindparam("conv"),
-           or_(_LEARNERS.c.status == STOPPED,
-               and_(_LEARNERS.c.status == PAUSED,
-                    or_(_LEARNERS.c.paused_until.is_(None), _LEARNERS.c.paused_until > bindparam("due")))))
-    .exists()
-)
+def _away(conversation_id: Any, due: Any) -> ColumnElement[bool]:
+    """The learner whose home is the conversation is paused (until after `due`) or stopped."""
+    return (
+        select(_LEARNERS.c.user_id)
+        .where(_LEARNERS.c.home_conversation_id == conversation_id,
+               or_(_LEARNERS.c.status == STOPPED,
+                   and_(_LEARNERS.c.status == PAUSED,
+                        or_(_LEARNERS.c.paused_until.is_(None), _LEARNERS.c.paused_until > due))))
+        .exists()
+    )
+
+
+_AWAY = _away(bindparam("conv"), bindparam("due"))
 # An announcement that waited longer than this for the person to write (WhatsApp's window) is withdrawn, not sent
 # days late ahead of the reply to what they wrote ("the webinar is today").
 ANNOUNCEMENT_SHELF_LIFE = timedelta(days=1)

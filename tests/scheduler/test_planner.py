@@ -845,3 +845,30 @@ async def test_a_failed_paid_lesson_is_not_sent_by_a_requeue_once_the_access_end
         await offered_again(t, bot)
     finally:
         await bot.stop()
+
+
+@pytest.mark.parametrize("away", [("/pause",), ("/stop", "stop:lessons")], ids=["paused", "stopped"])
+async def test_a_failed_lesson_requeued_while_the_learner_is_away_is_held_until_they_come_back(settings, away):
+    """A lesson that failed (a platform down) and is requeued by an admin after the learner paused or stopped is
+    held for them as the lesson queued when they paused is (at the end of the line), not sent while they are away;
+    it counts as requeued, and goes when they send /resume."""
+    channel = RecordingChannel()
+    bot = Lessonbot(settings.model_copy(update={"admins": ("test:boss",)}), [channel])
+    try:
+        t, _user, _now = await a_paid_lesson_queued(bot, channel)
+        async with bot.db.transaction() as session:  # as the dispatcher leaves it once its tries are spent
+            await session.execute(update(OutboxMessage).where(OutboxMessage.idempotency_key.like("lesson:%"))
+                                  .values(status=OutboxStatus.DEAD.value))
+        await t.say(away[0])
+        if len(away) > 1:
+            await t.say("Stop the lessons", choice=away[1])
+        before = len(channel.sent["ann"])
+        [requeued] = await Transcript(bot, channel, "boss").say("/admin requeue all")
+        assert requeued == "Requeued 1 failed reply."
+        await bot.dispatcher.flush()
+        assert not any(shown(reply).startswith("📘") for reply in channel.sent["ann"][before:])
+        assert await lesson_rows(bot) == [(OutboxStatus.WAITING, None)]
+        back = await t.say("/resume")
+        assert back[0].startswith("📘 Lesson 2 of 3") and back[-1].startswith("Welcome back!")
+    finally:
+        await bot.stop()
