@@ -21,7 +21,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, cast, delete, false, or_, select, true, update
+from sqlalchemy import ColumnElement, Text, and_, cast, delete, false, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.admins import AdminRole, AdminSession, forget_identities
@@ -559,8 +559,33 @@ async def _rows_naming(
         select(id_column, column).where(or_(*(_may_name(as_text, address) for address in addresses)))
     )
     words = [_naming(address) for address in addresses]
+    numbers = {address for address in addresses if address.startswith(WHATSAPP_PREFIX)}
     return [(row_id, value) for row_id, value in found.all()
-            if any(word.search(text) for text in _texts(value) for word in words)]
+            if any(_names(text, words, numbers) for text in _texts(value))]
+
+
+def _names(text: str, words: list[re.Pattern[str]], numbers: set[str]) -> bool:
+    """`text` names one of the addresses (`words`, as `_naming` reads them), or one of the WhatsApp `numbers` however
+    an admin wrote it (`whatsapp_as_named`: whatsapp:15551234567 is whatsapp:+15551234567)."""
+    return any(word.search(text) for word in words) or bool(numbers) and any(
+        whatsapp_as_named(written[0]) in numbers for written in _WRITTEN_NUMBER.finditer(text))
+
+
+# A WhatsApp number written in a text as a whole word, however an admin typed it: ADMINS, roles and the admin commands
+# read whatsapp:15551234567, whatsapp:+1-555-123-4567 and whatsapp:0015551234567 as whatsapp:+15551234567.
+WHATSAPP_PREFIX = "whatsapp:"
+_WRITTEN_NUMBER = re.compile(r"(?<![\w:+/.-])whatsapp:[+\d().-]++(?![\w:/])")
+_NUMBER_MARKS = re.compile(r"[\s().-]")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def whatsapp_as_named(written: str) -> str | None:
+    """A WhatsApp address as Twilio names the person, in E.164 ("whatsapp:+15551234567"), or None where no one can
+    have it, as bot.messages.address_as_named reads one (storage imports nothing of the project; a test holds the
+    two together)."""
+    number = _NUMBER_MARKS.sub("", written.removeprefix(WHATSAPP_PREFIX))
+    number = "+" + number[2:] if number.startswith("00") else number if number.startswith("+") else "+" + number
+    return WHATSAPP_PREFIX + number if _E164.fullmatch(number) else None
 
 
 # What the stored text may write otherwise than the address itself: the characters a Markdown escape goes before
@@ -574,7 +599,20 @@ def _may_name(text: ColumnElement[str], address: str) -> ColumnElement[bool]:
     """The database's first cut: the stored text holds every piece of the address between the characters it may
     write otherwise (`_rows_naming` then reads the rows found as they are shown)."""
     pieces = [piece for piece in _WRITTEN_OTHERWISE.split(address) if piece]
-    return and_(true(), *(text.contains(piece, autoescape=True) for piece in pieces))
+    as_stored = and_(true(), *(text.contains(piece, autoescape=True) for piece in pieces))
+    return or_(as_stored, _may_name_number(text, address)) if address.startswith(WHATSAPP_PREFIX) else as_stored
+
+
+def _may_name_number(text: ColumnElement[str], address: str) -> ColumnElement[bool]:
+    """The first cut for a WhatsApp number however it was written (`whatsapp_as_named`): the text, without the marks
+    a number may be written with and the escapes' backslashes, holds its digits after "whatsapp:", with or without
+    "+" (taken out) or "00" before them."""
+    bare = text
+    for mark in "\\+().-":
+        bare = func.replace(bare, mark, "")
+    digits = address.removeprefix(WHATSAPP_PREFIX + "+")
+    return and_(text.contains(WHATSAPP_PREFIX), or_(bare.contains(WHATSAPP_PREFIX + digits),
+                                                    bare.contains(f"{WHATSAPP_PREFIX}00{digits}")))
 
 
 def _texts(value: Any) -> Iterator[str]:

@@ -576,6 +576,28 @@ async def test_an_admin_finds_a_whatsapp_learner_by_their_number_written_as_role
         assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.channel == "whatsapp")) is None
 
 
+async def test_an_erasure_blanks_the_admin_commands_that_named_a_whatsapp_learner_another_way(whatsapp_learner):
+    """The commands an admin typed naming a WhatsApp learner by their number written otherwise than Twilio names it
+    (no "+", dashes), and the answers naming it so, are blanked by her erasure as those naming her address as
+    stored are: nothing kept names her number; a command naming someone else's number stays."""
+    bot, admins = whatsapp_learner
+    boss = Learning(bot, admins, chat="boss")
+    await boss.say("/admin export whatsapp:15551234567")
+    [other] = await boss.say("/admin export whatsapp:15551234568")  # someone else's number: no learner
+    assert other.startswith("No learner is known as 'whatsapp:15551234568'.")
+    [asked] = await boss.say("/admin erase whatsapp:+1-555-123-4567")
+    assert "To go ahead, send /admin erase whatsapp:+1-555-123-4567 confirm" in asked
+    [erased] = await boss.say("/admin erase whatsapp:15551234567 confirm")
+    assert erased.startswith("Erased: ")
+    async with bot.db.sessions() as session:
+        arguments = list(await session.scalars(select(AdminAuditEntry.arguments)))
+        typed = [row.payload.get("text") or "" for row in await session.scalars(select(InboundMessage))]
+        replies = [json.dumps(row.payload, ensure_ascii=False) for row in await session.scalars(select(OutboxMessage))]
+    for text in (*arguments, *typed, *replies):
+        assert "5551234567" not in "".join(filter(str.isdigit, text)), text
+    assert "whatsapp:15551234568" in arguments and "/admin export whatsapp:15551234568" in typed
+
+
 async def test_cli_finds_a_whatsapp_learner_by_their_number_written_as_roles_and_admins_read_it(
         whatsapp_learner, settings, tmp_path, monkeypatch, capsys):
     bot, _admins = whatsapp_learner

@@ -315,6 +315,18 @@ def test_the_erasure_reads_markdown_escapes_as_the_bot_writes_and_reads_them():
         assert personal_data.unescaped(literal(typed)) == unescaped(literal(typed)) == typed
 
 
+def test_the_erasure_reads_a_whatsapp_number_as_admins_and_roles_read_it():
+    """storage imports nothing of the project, so the erasure keeps its own copy of how bot.messages.address_as_named
+    reads a WhatsApp number an admin typed: the two agree, on numbers that are someone's and on those that are not."""
+    from bot.messages import address_as_named
+    from storage.personal_data import whatsapp_as_named
+
+    for typed in ("whatsapp:15551234567", "whatsapp:+1-555-123-4567", "whatsapp:0015551234567",
+                  "whatsapp:+1(555)123.4567", "whatsapp:+15551234567.", "whatsapp:1234", "whatsapp:+0123456789",
+                  "whatsapp:", "whatsapp:+1555123456789012"):
+        assert whatsapp_as_named(typed) == address_as_named(typed), typed
+
+
 def test_the_export_reads_a_reply_s_credential_mark_as_the_bot_writes_it():
     """storage imports nothing of the project, so the export keeps its own name of bot.messages.SECRET: the two
     agree, a text marked secret keeps its mark through its payload, and an export shows WITHHELD in its place."""
