@@ -43,6 +43,8 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
         turn.say(access.closed_message(_, closed))
         flow.leave(turn.state, "quiz")
         return DONE
+    if question.retired or moved:
+        _passed_over(data, 1)
     if question.retired:  # taken out of the course by a re-import since it was asked: on to the next
         turn.say(questions.taken_out(_))
     elif moved:  # put in another lesson by a re-import since it was asked: asked there, with that lesson
@@ -73,6 +75,7 @@ async def _next_question(x: Exchange, data: flow.Data, queue: list[int]) -> Ques
     question, data["queue"] = await questions.still_asked(x, queue)
     while question is not None and not _of_the_lesson(question, data):  # (moved to another lesson since)
         question, data["queue"] = await questions.still_asked(x, data["queue"][1:])
+    _passed_over(data, len(queue) - len(data["queue"]))
     if question is not None:
         return question
     lesson = await lesson_by_id(x.transaction, data["lesson_id"])
@@ -92,6 +95,12 @@ async def _added_since(x: Exchange, lesson: Lesson) -> list[int]:
     if progress is not None and progress.completed_at is not None:
         return []
     return await lessons.unanswered_questions(x, lesson)
+
+
+def _passed_over(data: flow.Data, count: int) -> None:
+    """`count` of the quiz's questions were taken out of the course or moved to another lesson since it began: they
+    do not count in its total ("Question N of M"), as they do not in its score at the lesson's end."""
+    data["total"] -= count
 
 
 def _of_the_lesson(question: Question, data: flow.Data) -> bool:

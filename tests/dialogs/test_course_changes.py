@@ -265,9 +265,31 @@ async def test_a_question_taken_out_of_the_course_while_it_was_asked_goes_on_to_
                               .values(retired=True))
     [taken_out, following] = await t.say("pressed", choice=asked.choices[1].value)
     assert taken_out == "That question was taken out of the course since I asked it, so it does not count."
-    assert following.startswith("Question 2 of 3")
+    assert following.startswith("Question 1 of 2")  # it does not count: the quiz has two questions now
     async with bot.db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(QuestionCard)) == 0  # nothing graded
+    await answer_until(t, bot, "Question 2 of 2")
+    [_feedback, done, *_] = await t.say("smishing")
+    assert "Quiz: 2 of 2 right." in done, done
+
+
+async def test_a_question_taken_out_of_the_course_before_its_turn_in_an_open_quiz_leaves_its_count(
+        learning_bot, tmp_path):
+    """A question of an open quiz that a re-import takes out before it is asked is not asked, nor counted in the
+    quiz's "Question N of M", as it is not in the score at the lesson's end."""
+    bot, channel = learning_bot
+    t, _folder = await at_the_first_quiz_question(bot, channel, tmp_path)
+    async with bot.db.transaction() as session:  # the lesson's second question, retired by a re-import
+        [_first, second, _third] = await session.scalars(select(Question.id).where(
+            Question.lesson_id == select(Question.lesson_id).where(
+                Question.id == int(t.last().choices[0].value.split(":")[1])).scalar_subquery()
+        ).order_by(Question.position))
+        await session.execute(update(Question).where(Question.id == second).values(retired=True))
+    [feedback, following] = await t.press("Urgency")
+    assert feedback.startswith("✅ Right!")
+    assert following.startswith("Question 2 of 2\nWhat is phishing by text message (SMS) often called?")
+    [_feedback, done, *_] = await t.say("smishing")
+    assert "Quiz: 2 of 2 right." in done, done
 
 
 async def test_a_question_added_to_the_lesson_while_its_quiz_is_open_is_asked_before_the_lesson_ends(
@@ -310,6 +332,6 @@ async def test_a_question_moved_to_another_lesson_while_it_was_asked_goes_on_to_
     await import_sample(bot, folder)
     [moved, following] = await t.press("False")
     assert moved == "That question has moved to another lesson since I asked it, so it does not count here."
-    assert following.startswith("Question 3 of 3\nWhat is phishing by text message (SMS) often called?")
+    assert following.startswith("Question 2 of 2\nWhat is phishing by text message (SMS) often called?")
     [feedback, done, *_] = await t.say("smishing")
     assert feedback.startswith("✅ Right!") and "Quiz: 2 of 2 right." in done
