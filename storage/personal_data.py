@@ -514,14 +514,19 @@ async def _erase_addresses(session: AsyncSession, person: Person) -> None:
     await session.execute(delete(ChannelIdentity).where(ChannelIdentity.user_id == person.user_id))
 
 
+# A reply naming them that has not gone: in line, waiting, or failed (an admin's requeue would send it).
+_NOT_GONE = [*_UNSENT, OutboxStatus.DEAD.value]
+
+
 async def _withhold_or_blank(session: AsyncSession, ids: list[int]) -> None:
-    """Replies naming them: one not sent yet is cancelled (never sent, as their own are), a sent one blanked."""
+    """Replies naming them: one not sent yet (failed ones too) is cancelled (never sent, as their own are), a sent
+    one blanked."""
     if not ids:
         return
     chosen = OutboxMessage.id.in_(ids)
-    await session.execute(update(OutboxMessage).where(chosen, OutboxMessage.status.in_(_UNSENT)).values(**_WITHHELD)
+    await session.execute(update(OutboxMessage).where(chosen, OutboxMessage.status.in_(_NOT_GONE)).values(**_WITHHELD)
                           .execution_options(synchronize_session=False))
-    await session.execute(update(OutboxMessage).where(chosen, OutboxMessage.status.not_in(_UNSENT))
+    await session.execute(update(OutboxMessage).where(chosen, OutboxMessage.status.not_in(_NOT_GONE))
                           .values(payload=BLANK_REPLY).execution_options(synchronize_session=False))
 
 

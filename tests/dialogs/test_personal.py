@@ -111,6 +111,24 @@ async def test_admin_exports_then_erases_a_learner_and_the_audit_keeps_no_addres
     assert "/admin export test:anna" in typed and "/admin export test:ann" not in typed
 
 
+async def test_an_admin_answer_naming_a_learner_that_failed_is_not_sent_by_a_requeue_after_her_erasure(admin_bot):
+    """The answer to an admin's command naming a learner that failed to go (the platform down) is not sent yet: her
+    erasure cancels it as it does one waiting, so a requeue of the failed replies sends nothing, blank or not."""
+    from bot.channel import PermanentSendError
+
+    bot, channel = admin_bot
+    await ann_learns(bot, channel)
+    boss = Learning(bot, channel, chat="boss")
+    channel.failures.append(PermanentSendError("the platform is down"))
+    await boss.say("/admin export test:ann")
+    assert documents(channel, "boss") == []  # it failed
+    await boss.say("/admin erase test:ann confirm")
+    before = len(channel.sent["boss"])
+    assert await boss.say("/admin requeue all") == ["Requeued 0 failed replies."]
+    await bot.dispatcher.flush()
+    assert len(channel.sent["boss"]) == before + 1
+
+
 async def cli(*argv: str) -> int:
     """`lessonbot …` as typed; in a thread, since each command runs its own event loop."""
     return await asyncio.to_thread(main, list(argv))
