@@ -426,7 +426,8 @@ async def dead_letters(session: AsyncSession, limit: int = 50) -> Sequence[Outbo
 async def requeue(session: AsyncSession, ids: Sequence[int] | None, *, now: datetime | None = None) -> int:
     """Put dead-lettered replies back in line with a fresh retry budget; `ids=None` requeues them all. A lesson of
     a learner paused (at `now`) or stopped since is held for them (`waiting`), as one queued when they paused is
-    (`withdraw_unasked`): `release_held` lets it go when they are back.
+    (`withdraw_unasked`): `release_held` lets it go when they are back; a reminder or an announcement of theirs (one
+    being sent as they paused, that failed) is withdrawn, not requeued.
 
     Each takes a new id, at the end of its conversation's line: a requeued reply goes out now, after what was sent
     meanwhile (a page that has shown those, by id, shows it next), not back in the past. The new ids follow the old
@@ -437,6 +438,8 @@ async def requeue(session: AsyncSession, ids: Sequence[int] | None, *, now: date
     dead = _OUTBOX.c.status == OutboxStatus.DEAD.value
     if ids is not None:
         dead = and_(dead, _OUTBOX.c.id.in_(list(ids)))
+    now = now or utcnow()
+    await _withdraw_unasked_failed(session, dead, now)
     if (await session.connection()).dialect.name == "postgresql":
         renumbered = await _renumbered_from_the_sequence(session, dead)
     else:
@@ -446,10 +449,23 @@ async def requeue(session: AsyncSession, ids: Sequence[int] | None, *, now: date
     result = await session.execute(
         update(_OUTBOX)
         .where(_OUTBOX.c.id == renumbered.c.id, _OUTBOX.c.status == OutboxStatus.DEAD.value)
-        .values(id=renumbered.c.new_id, status=_requeued_status(now or utcnow()), attempts=0,
+        .values(id=renumbered.c.new_id, status=_requeued_status(now), attempts=0,
                 next_attempt_at=utcnow(), lease_until=None, refusal=None)
     )
     return rows_affected(result)
+
+
+async def _withdraw_unasked_failed(session: AsyncSession, dead: ColumnElement[bool], now: datetime) -> None:
+    """Of the failed rows `dead`, the reminders and announcements of a learner away (paused or stopped) are cancelled,
+    as `withdraw_unasked` cancels them when they pause or stop."""
+    key = _OUTBOX.c.idempotency_key
+    await session.execute(
+        update(_OUTBOX)
+        .where(dead, or_(starts_with(key, NUDGE_KEY), starts_with(key, BROADCAST_KEY)),
+               _away(_OUTBOX.c.conversation_id, now))
+        .values(status=OutboxStatus.CANCELLED.value, lease_until=None,
+                last_error="not sent: the learner paused or stopped the lessons before it went")
+    )
 
 
 def _requeued_status(now: datetime) -> ColumnElement[str]:

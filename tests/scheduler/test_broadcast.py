@@ -20,6 +20,7 @@ from storage.courses import Enrollment
 from storage.db import Database
 from storage.learners import PAUSED, STOPPED
 from storage.models import Conversation, OutboxMessage, utcnow
+from storage.outbox import OutboxStatus
 from storage.scheduling import SENT, Broadcast, ClockRun
 from tests.scheduler.support import HandClock, add_learner, context, sample_course
 from tests.support import RecordingChannel, Transcript, message
@@ -515,6 +516,37 @@ async def test_a_copy_that_failed_before_its_learner_stopped_or_paused_is_not_se
         await ann.say("Stop the lessons", choice="stop:lessons")
     else:
         await ann.say("/pause")
+    before = len(channel.sent["ann"])
+    [requeued] = await admin.say("/admin requeue all")  # the platform is back: what failed meanwhile goes again
+    assert requeued == "Requeued 0 failed replies."
+    await bot.dispatcher.flush()
+    assert channel.texts("ann")[before:] == []
+
+
+@pytest.mark.parametrize("how", ["stop", "pause"])
+async def test_a_copy_being_sent_as_its_learner_stopped_or_paused_that_failed_is_not_sent_by_a_requeue(admin_bot, how):
+    """A copy on its way to the platform as its learner pauses or stops is left to finish; one that failed for good
+    so is not sent to them while they are away by a requeue of the failed replies, as one that failed before is not:
+    it is withdrawn, and not counted as requeued."""
+    bot, channel = admin_bot
+    await add_learner(bot.db, chat="ann")
+    admin = Transcript(bot, channel, "boss")
+    [preview] = await admin.say("/admin broadcast everyone Big sale on the full course!")
+    number = int(re.match(r"Broadcast #(\d+) ", preview)[1])
+    await admin.say("Send to 1 learner", choice=f"/admin broadcast send {number}")
+    await fan_out(context(bot.db, HandClock(utcnow())))
+    copy = OutboxMessage.idempotency_key.like("broadcast:%")
+    async with bot.db.transaction() as session:  # claimed by the dispatcher, on its way
+        await session.execute(update(OutboxMessage).where(copy).values(status=OutboxStatus.SENDING.value))
+    ann = Transcript(bot, channel, "ann")
+    if how == "stop":
+        await ann.say("/stop")
+        await ann.say("Stop the lessons", choice="stop:lessons")
+    else:
+        await ann.say("/pause")
+    async with bot.db.transaction() as session:  # as the dispatcher leaves it: the platform refused it for good
+        await session.execute(update(OutboxMessage).where(copy).values(status=OutboxStatus.DEAD.value))
+    await bot.dispatcher.flush()  # the answers to her, which waited behind it
     before = len(channel.sent["ann"])
     [requeued] = await admin.say("/admin requeue all")  # the platform is back: what failed meanwhile goes again
     assert requeued == "Requeued 0 failed replies."
