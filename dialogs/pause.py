@@ -89,6 +89,12 @@ async def resume_lessons(turn: Turn, _args: str) -> None:
 
 # /stop ---------------------------------------------------------------------------------------------------------------
 
+# Words that answer /stop's question (folded). Deleting is for good: only words that say delete ("apagar" is Spanish
+# for switching off, so it stops the lessons).
+STOP_LESSONS_WORDS = ("lessons", "stop", "stop the lessons", "parar", "parar las lecciones", "detener", "basta",
+                      "apagar")
+DELETE_WORDS = ("delete", "stop and delete my data", "borrar", "eliminar")
+
 
 async def stop(turn: Turn, _args: str) -> None:
     await flow.start(turn, "stop")
@@ -113,7 +119,7 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
     if typed in ("cancel", "cancelar", "no", "back"):
         turn.say(_("OK, nothing changed."))
         return DONE
-    if typed in ("lessons", "stop", "stop the lessons", "parar", "parar las lecciones", "detener", "basta"):
+    if typed in STOP_LESSONS_WORDS:
         learner = await learner_of(turn)
         if learner.status != ONBOARDING:  # (one still setting up stays so: /start takes the set-up up again)
             learner.status = STOPPED
@@ -123,7 +129,7 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
         turn.say(_("Stopped: I won't send you anything on my own. Your progress is kept; send /resume to start "
                    "again, or /stop again to delete it."))
         return DONE
-    if typed in ("delete", "stop and delete my data", "borrar", "eliminar", "apagar"):
+    if typed in DELETE_WORDS:
         await personal.erase_in_turn(turn, turn.user.id, by="learner")
         turn.say(_("Done: I deleted everything I kept about you. If you come back, send /start."))
         return DONE

@@ -40,6 +40,20 @@ async def test_the_stop_question_answered_in_plain_words_stops(learning_bot):
         assert learner.status == STOPPED
 
 
+async def test_apagar_turns_the_lessons_off_and_deletes_nothing(learning_bot):
+    """"Apagar" is Spanish for switching something off: at the stop question it stops the lessons, as "parar" does;
+    deleting everything takes a word that says so ("borrar", "eliminar") or the button."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.say("/language es")
+    await t.say("/stop")
+    [stopped] = await t.say("apagar")
+    assert stopped.startswith("Parado")
+    user, learner = await learner_row(bot, "test", "ann")
+    assert user.display_name == "Ann" and learner.status == STOPPED
+
+
 async def test_a_language_chosen_mid_question_asks_the_question_again_in_it(learning_bot):
     bot, channel = learning_bot
     t = Learning(bot, channel)
