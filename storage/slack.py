@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String, UniqueConstraint, update
+from sqlalchemy import String, UniqueConstraint, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -66,9 +66,12 @@ class SlackOAuthState(Base):
 
 async def forget_installer(session: AsyncSession, team_id: str, user_id: str) -> None:
     """A person erased who installed the app in a workspace: the install stays (the bot's token is the workspace's),
-    without who installed it or any token of theirs."""
+    without who installed it or any token of theirs. The person is known by their own workspace (`team_id`); an
+    install in an Enterprise Grid org (org-wide, stored without a workspace, or in another of the org's workspaces)
+    names them by their user id alone, which is the same in every workspace of the org."""
     await session.execute(
         update(SlackInstallation)
-        .where(SlackInstallation.team_id == team_id, SlackInstallation.user_id == user_id)
+        .where(or_(SlackInstallation.team_id == team_id, SlackInstallation.enterprise_id != ""),
+               SlackInstallation.user_id == user_id)
         .values(user_id=None, user_token=None, user_scopes=None, user_refresh_token=None, user_token_expires_at=None)
     )

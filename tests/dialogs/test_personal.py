@@ -332,6 +332,36 @@ async def test_a_workspaces_support_may_not_reach_a_persons_other_apps_through_t
         assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "ann")) is None
 
 
+async def test_a_person_who_installed_the_app_for_their_enterprise_org_is_not_kept_as_its_installer(admin_bot):
+    """An org-wide install (Enterprise Grid) is stored for the org, with no workspace; the person who installed it
+    writes from their own workspace (slack:T5/U9). Erased, they are no longer named as its installer, nor is their
+    token kept; another org's install, by someone else, stays as it was."""
+    from slack_sdk.oauth.installation_store import Installation
+
+    from channels.slack.installations import SlackInstallations
+    from channels.slack.store import SlackInstallationStore
+    from storage.slack import SlackInstallation
+
+    bot, channel = admin_bot
+    ann = Learning(bot, channel, chat="ann")
+    await onboard(ann)
+    async with bot.db.transaction() as session:
+        ann_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "ann"))
+        session.add(ChannelIdentity(channel="slack", external_id="T5/U9", user_id=ann_id))  # as /link leaves it
+    store = SlackInstallationStore(SlackInstallations(bot.db))
+    for enterprise, installer in (("E9", "U9"), ("E7", "U7")):  # as Bolt's OAuth flow saves them
+        await store.async_save(Installation(app_id="A1", enterprise_id=enterprise, team_id=None, bot_token="xoxb-org",
+                                            bot_id="B9", bot_user_id="UB9", user_id=installer,
+                                            user_token=f"xoxp-{installer}", is_enterprise_install=True))
+    await ann.say("/stop")
+    [done] = await ann.say("Stop and delete my data", choice="stop:delete")
+    assert done.startswith("Done: I deleted everything")
+    async with bot.db.sessions() as session:
+        rows = {row.enterprise_id: (row.user_id, row.user_token, row.bot_token)
+                for row in await session.scalars(select(SlackInstallation))}
+    assert rows == {"E9": (None, None, "xoxb-org"), "E7": ("U7", "xoxp-U7", "xoxb-org")}
+
+
 class Members:
     """A platform listing one member of a team's chat, with their direct chat with the bot."""
 
