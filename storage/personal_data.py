@@ -42,7 +42,15 @@ from storage.outbox import ACTIVE, OutboxStatus, forget_keys_of, queued_for
 from storage.payments import AccessCode, Payment, PaymentEvent, charges_of
 from storage.scheduling import Broadcast, BroadcastRecipient, NudgeLog, ScheduledLesson
 from storage.slack import forget_installer
-from storage.teams import Team, TeamAdmin, TeamMember, direct_chats_of, forget_member, memberships_of
+from storage.teams import (
+    Team,
+    TeamAdmin,
+    TeamMember,
+    direct_chats_of,
+    forget_member,
+    memberships_of,
+    team_chats_among,
+)
 
 
 class Treatment(StrEnum):
@@ -295,7 +303,9 @@ async def drop_user(session: AsyncSession, user_id: int) -> list[str]:
 
 async def own_conversations(session: AsyncSession, person: Person) -> set[int]:
     """The chats where only this person ever wrote (their private chats, and a team's direct chat with them where
-    only the bot wrote): everything in them is theirs."""
+    only the bot wrote): everything in them is theirs. A team's channel is never one member's, even where only they
+    wrote in it themselves (the others answer its lessons from their own places): its posts and the buttons they
+    offer everyone stay."""
     candidates = set(await session.scalars(select(Conversation.id).where(Conversation.user_id == person.user_id)))
     candidates |= set(await session.scalars(select(InboundMessage.conversation_id).where(person.sent()).distinct()))
     # A team's direct chat with them, where the bot wrote first (an invitation, a nudge) and they may never have.
@@ -312,7 +322,8 @@ async def own_conversations(session: AsyncSession, person: Person) -> set[int]:
             .distinct()
         )
     )
-    return candidates - shared
+    teams = set(await session.scalars(team_chats_among(candidates)))
+    return candidates - shared - teams
 
 
 def _their_replies(person: Person, own: set[int]) -> ColumnElement[bool]:

@@ -18,7 +18,7 @@ run a no-op), and which lesson it was: what a member's private "quiz me" is chec
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -640,6 +640,16 @@ def direct_chats_of(user_id: int, identities: list[tuple[str, str]]) -> Select[i
         .join(Team, Team.id == TeamMember.team_id)
         .join(Conversation, and_(Conversation.channel == Team.channel, Conversation.chat_id == TeamMember.direct_chat))
         .where(theirs)
+    )
+
+
+def team_chats_among(conversation_ids: Collection[int]) -> Select[int]:
+    """Those of `conversation_ids` that are a team's chat (its channel): the team's, never one member's own, however
+    few of its members ever wrote there."""
+    return (
+        select(Conversation.id)
+        .join(Team, and_(Team.channel == Conversation.channel, Team.chat_id == Conversation.chat_id))
+        .where(Conversation.id.in_(conversation_ids))
     )
 
 

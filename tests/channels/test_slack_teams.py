@@ -1257,3 +1257,38 @@ async def test_an_excluded_guest_rejoining_unvouched_stays_excluded(slack_settin
         await membership(client, fixtures_dir, "joined", GUEST)
         await lessonbot.settle()
         assert (await members(lessonbot))[GUEST] == MEMBER_EXCLUDED
+
+
+async def test_a_member_who_deletes_their_data_leaves_the_teams_channel_and_its_lesson_to_the_others(
+        slack_settings, standin, fixtures_dir):
+    """Cal is the only one who ever wrote in the team's channel itself (a mention; the others take the quiz from the
+    lesson's button): the channel is still the team's, not Cal's. Cal deletes their data, and Bea's "Quiz me" on the
+    lesson posted there still opens the quiz."""
+    async with running(slack_settings) as (client, lessonbot):
+        clock = await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        await _first_lesson_posted(lessonbot, clock)
+        lesson_post = standin.top_level(CHANNEL)[-1]
+        [(_label, take)] = buttons(lesson_post)
+        mention = dm_event("<@UBOT111> what is smishing?", event_id="EvMention1", user=CAL,
+                           channel=CHANNEL, type="app_mention")
+        del mention["event"]["channel_type"]
+        await post(client, json.dumps(mention).encode())
+        await lessonbot.settle()
+        await slash(client, fixtures_dir, CAL, "stop", standin=standin)
+        await lessonbot.settle()
+        await press(client, fixtures_dir, CAL, "stop:delete", ephemeral=True, standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, CAL)[-1].startswith("Done: I deleted everything")
+
+        before = len(private_texts(standin, BEA))
+        await press(client, fixtures_dir, BEA, take, ephemeral=False, message_ts=lesson_post.answer["ts"],
+                    standin=standin)
+        await lessonbot.settle()
+        [question, *_] = private_texts(standin, BEA)[before:]
+        assert question != "That button isn't available."
+        assert any(value.startswith("quiz:") for _label, value in buttons(standin.ephemerals(CHANNEL, BEA)[-1]))
+        async with lessonbot.db.sessions() as session:
+            posts = list(await session.scalars(select(OutboxMessage).join(
+                Conversation, Conversation.id == OutboxMessage.conversation_id).where(
+                Conversation.chat_id == f"T111:{CHANNEL}", OutboxMessage.inbound_message_id.is_(None))))
+        assert posts  # the team's posts in its channel stay as the records of what was sent
