@@ -135,11 +135,7 @@ async def _use_code(turn: Turn, code: str) -> None:
                           "Too many wrong codes. Try again in {n} minutes, with a new code from /link on the other "
                           "app.", minutes))
         return
-    owner = None
-    if len(code) == CODE_LENGTH:
-        owner = await turn.session.scalar(
-            select(Learner).where(Learner.link_code == code, Learner.link_code_expires_at > turn.now)
-        )
+    owner = await _code_owner(turn, code) if len(code) == CODE_LENGTH else None
     if owner is None:
         await _count_wrong_code(turn)
         turn.say(_("That code is unknown or has expired. Send /link on the channel you used before to get a new one."))
@@ -150,6 +146,14 @@ async def _use_code(turn: Turn, code: str) -> None:
     owner.link_code, owner.link_code_expires_at = None, None
     await _tell_owner(turn, owner)
     await _join(turn, owner.user_id)
+
+
+async def _code_owner(turn: Turn, code: str) -> Learner | None:
+    """The learner whose unexpired code this is, their row locked for this turn: a code typed in two chats at once
+    is found by one of them only (the other reads it once that turn has used it up, and finds none)."""
+    return await turn.session.scalar(
+        select(Learner).where(Learner.link_code == code, Learner.link_code_expires_at > turn.now).with_for_update()
+    )
 
 
 async def _count_wrong_code(turn: Turn) -> None:

@@ -216,3 +216,35 @@ async def test_a_learner_who_comes_after_a_link_gets_the_lesson_of_that_day_and_
     document = channel.sent["bob"][-1]
     export_chats = {reply["chat"] for reply in json.loads(Path(document.path).read_text(encoding="utf-8"))["replies"]}
     assert (sent, export_chats - {"bob"}) == ([(OutboxStatus.SENT, "bob")], set()), (phone_user.id, bob_user.id)
+
+
+async def test_a_code_sent_from_two_chats_at_once_links_only_one(learning_bot):
+    """Ann's code is typed on her phone and, in the same moment, by someone who saw it: one chat is linked, the
+    other told the code is used up (the two turns run side by side on PostgreSQL; SQLite takes writes one at a
+    time)."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    bot, channel = learning_bot
+    web = Learning(bot, channel, chat="ann-web")
+    await onboard(web)
+    code = await code_from(web)
+    ann_id = (await learner_row(bot, "test", "ann-web"))[0].id
+    chats = ("ann-phone", "mallory")
+    for chat in chats:
+        await Learning(bot, channel, chat=chat).say("/start")
+    async with bot.db.transaction() as session:
+        # Ann's learner row held for a moment, as a turn of hers (a lesson answered) holds it while it runs
+        if bot.db.backend == "postgresql":
+            await session.execute(text("SELECT 1 FROM learners WHERE user_id = :ann FOR UPDATE"), {"ann": ann_id})
+        for chat in chats:
+            await bot.receive(Message(channel="test", platform_id=f"{chat}:link", chat_id=chat, sender_id=chat,
+                                      text=f"/link {code}"))
+        await asyncio.sleep(1.0)  # both turns have read the code and wait for the row
+    await bot.settle()
+    answers = sorted(channel.texts(chat)[-1][:30] for chat in chats)
+    assert answers == ["Linked! This chat now continue", "That code is unknown or has ex"], answers
+    async with bot.db.sessions() as session:
+        assert len(set(await session.scalars(select(ChannelIdentity.user_id).where(
+            ChannelIdentity.external_id.in_(chats))))) == 2  # one joined Ann, the other kept its own learner
