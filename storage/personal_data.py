@@ -39,7 +39,7 @@ from storage.models import (
     User,
 )
 from storage.outbox import ACTIVE, OutboxStatus, forget_keys_of, queued_for
-from storage.payments import AccessCode, Payment, PaymentEvent, charges_of
+from storage.payments import PURCHASE_CHARGE, AccessCode, Payment, PaymentEvent, charges_of
 from storage.scheduling import Broadcast, BroadcastRecipient, NudgeLog, ScheduledLesson
 from storage.slack import forget_installer
 from storage.teams import (
@@ -491,10 +491,7 @@ def _renamed_line(line: str, names: re.Pattern[str], instead: str) -> str:
 async def _detach_payments(session: AsyncSession, user_id: int) -> None:
     """Keep their sales as records without them: no user, chat or sender; their events' payloads blanked."""
     sales = list(await session.scalars(select(Payment).where(Payment.user_id == user_id)))
-    references = {
-        ref for sale in sales for ref in (sale.reference, sale.charge_reference, sale.subscription_reference) if ref
-    }
-    for reference in sorted(references):
+    for reference in sorted(await _platform_references(session, sales)):
         await session.execute(
             update(PaymentEvent).where(cast(PaymentEvent.payload, Text).contains(reference)).values(payload={})
         )
@@ -502,6 +499,16 @@ async def _detach_payments(session: AsyncSession, user_id: int) -> None:
         update(Payment).where(Payment.user_id == user_id).values(user_id=None, offered_to=None, chat_id="",
                                                                  sender_id="")
     )
+
+
+async def _platform_references(session: AsyncSession, sales: Sequence[Payment]) -> set[str]:
+    """The platforms' ids of these sales, which their events carry: the checkout, what paid it, the subscription, and
+    each charge (a renewal's invoice, and what paid each month: a refund of one month names that alone)."""
+    charged = await charges_of(session, [sale.id for sale in sales])
+    references = {ref for sale in sales for ref in (sale.reference, sale.charge_reference, sale.subscription_reference)}
+    references |= {ref for charges in charged.values() for charge in charges
+                   for ref in (charge.paid_by, None if charge.reference == PURCHASE_CHARGE else charge.reference)}
+    return {ref for ref in references if ref}
 
 
 async def _erase_addresses(session: AsyncSession, person: Person) -> None:

@@ -597,6 +597,27 @@ async def test_a_subscription_paid_after_the_buyers_data_was_erased_is_cancelled
     assert await takings(bot) == [(1, 0, 300, 1, 300)]
 
 
+async def test_the_refund_of_each_month_keeps_no_trace_of_a_buyer_who_then_deleted_their_data(shop, stripe_api):
+    """Part of each month of Ann's subscription was given back in Stripe, each refund naming what paid that month
+    (the card holder's name with it); then Ann deletes her data. The events kept of her payment keep no name of
+    hers, whichever month they are about."""
+    import json
+
+    client, bot, ann, _boss = shop
+    paid, renewal = await two_months_paid(client, bot, ann, stripe_api)
+    for month in (paid["invoice"], renewal["id"]):
+        partial = refund_event(paid | {"amount_total": 300}, payment_intent=stripe_api.paid_by(month))
+        partial["data"]["object"].update(amount_refunded=100, refunded=False)
+        assert (await post_event(client, partial)).json()["outcome"] == "forwarded"
+        await bot.settle()
+    await ann.say("/stop")
+    [done] = await ann.say("stop and delete my data")
+    assert done.startswith("Done: I deleted everything")
+    kept = [(event.type, json.dumps(event.payload)) for event in await events(bot)]
+    assert [kind for kind, _payload in kept].count("charge.refunded") == 2
+    assert [kind for kind, payload in kept if "Jenny Rosen" in payload] == []
+
+
 async def test_a_refund_in_stripe_after_two_offers_revokes_the_subscription_that_was_paid(shop, stripe_api):
     """Two checkout pages open; the first is paid. Its first invoice comes before the checkout's completion (matched
     by its metadata to the newer offer), then the completion, which takes what the invoice left there: the charge
