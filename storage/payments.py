@@ -296,14 +296,20 @@ async def payment_by_subscription(session: AsyncSession, subscription_reference:
     )
 
 
+def offered_learner_is(user_id: int) -> ColumnElement[bool]:
+    """`Payment.offered_learner == user_id`, as SQL."""
+    return or_(Payment.offered_to == user_id, and_(Payment.offered_to.is_(None), Payment.user_id == user_id))
+
+
 async def subscription_offered(session: AsyncSession, user_id: int, course_id: int) -> Payment | None:
     """The newest subscription offered to a learner for a course and not yet tied to a Stripe subscription: what a
-    subscription event that arrives before its checkout's completion belongs to."""
+    subscription event that arrives before its checkout's completion belongs to. `user_id` is the learner the offer
+    was made to, as its checkout names them (`Payment.offered_learner`: /link may have moved the offer since)."""
     return await session.scalar(
         select(Payment)
         .where(
             Payment.provider == STRIPE,
-            Payment.user_id == user_id,
+            offered_learner_is(user_id),
             Payment.course_id == course_id,
             Payment.period.is_not(None),
             Payment.subscription_reference.is_(None),

@@ -468,6 +468,31 @@ async def test_a_subscription_ended_before_its_checkout_completed_opens_nothing(
     assert locked.startswith("Lesson 2 is part of the full course")
 
 
+async def test_a_subscription_ended_before_its_checkout_completed_opens_nothing_after_a_link_too(shop, stripe_api):
+    """Ann opens the checkout on her phone, then links the phone to her lessons on the web (the phone's offer goes
+    to the web's learner, still naming the phone's in Stripe). Stripe ends the subscription before the checkout's
+    completion comes: the end is kept for that offer all the same, and the completion opens nothing."""
+    client, bot, ann, _boss = shop
+    session = await subscribe(ann, bot, stripe_api)
+    web = Learning(bot, ann.channel, chat="ann-web")
+    await onboard(web, course=f"Passwords that hold — {MONTHLY}")
+    [told] = await web.say("/link")
+    [linked] = await ann.say(f"/link {told.split('Your link code is ')[1][:11]}")
+    assert linked.startswith("Linked!")
+    paid = stripe_api.pay(session["id"])
+    now = int(datetime.now(UTC).timestamp())
+    stripe_api.subscriptions[paid["subscription"]].update(status="canceled", ended_at=now)
+    ended = subscription_event(stripe_api.subscription(paid["subscription"]), "customer.subscription.deleted")
+    assert (await post_event(client, ended)).json()["outcome"] == "forwarded"
+    await bot.settle()
+    before = len(ann.channel.texts("ann"))
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    [told] = ann.channel.texts("ann")[before:]
+    assert told.startswith("Your subscription to “Passwords that hold” has ended")
+    assert await expiry(bot) <= datetime.now(UTC)
+
+
 async def test_a_subscriptions_first_invoice_refunded_before_its_checkout_completed_unlocks_nothing(shop, stripe_api):
     client, bot, ann, _boss = shop
     session = await subscribe(ann, bot, stripe_api)
