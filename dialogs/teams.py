@@ -68,7 +68,7 @@ from storage.courses import (
     progress_of,
 )
 from storage.learners import ACTIVE as LEARNER_ACTIVE
-from storage.learners import PAUSED, Learner, lesson_schedule_changed, readable_zone
+from storage.learners import PAUSED, STOPPED, Learner, lesson_schedule_changed, readable_zone
 from storage.models import AdminAuditEntry, User, utcnow
 from storage.outbox import OutboxEntry, enqueue, why_undelivered
 from storage.queries import get_or_create_conversation
@@ -718,7 +718,22 @@ async def invite_members(session: AsyncSession, team: Team, *, again: datetime |
     `again`)."""
     members = await session.scalars(select(TeamMember).where(
         TeamMember.team_id == team.id, TeamMember.status == MEMBER_ACTIVE, TeamMember.direct_chat.is_not(None)))
-    return sum([await invite(session, team, member, again=again) for member in members])
+    return sum([await invite_unasked(session, team, member, again=again) for member in members])
+
+
+async def invite_unasked(session: AsyncSession, team: Team, member: TeamMember, *, again: datetime | None = None
+                         ) -> bool:
+    """`invite`, sent on the bot's own (a member read from the channel, the team set up or turned on again): not to
+    a member who stopped everything the bot sends on its own (/stop → Stop the lessons), who asks for it with
+    /lessonbot team join; False when not sent."""
+    if await _stopped_everything(session, member):
+        return False
+    return await invite(session, team, member, again=again)
+
+
+async def _stopped_everything(session: AsyncSession, member: TeamMember) -> bool:
+    learner = await session.get(Learner, member.user_id) if member.user_id is not None else None
+    return learner is not None and learner.status == STOPPED
 
 
 async def invite(session: AsyncSession, team: Team, member: TeamMember, *, again: datetime | None = None) -> bool:

@@ -18,7 +18,8 @@ out), people no longer there are paused (`left`, and the direct-mode lessons the
 them); a member's own opt-out stands, and so does the bare opt-out an erased member's row is left as
 (storage.teams.forget_member): they are neither made again from their profile nor invited until they act
 themselves. In the direct mode each newcomer, and each member who comes back, gets the team's invitation in their
-direct chat (dialogs/teams.py `invite`); the lessons of those who press Start are then the planner's
+direct chat (dialogs/teams.py `invite_unasked`: not one whose learner stopped everything the bot sends on its own,
+who asks with /lessonbot team join); the lessons of those who press Start are then the planner's
 (scheduler/planner.py), at the team's hour in each one's own zone.
 """
 
@@ -36,7 +37,7 @@ from dialogs.i18n import translator
 from dialogs.teams import (
     announce,
     digest_message,
-    invite,
+    invite_unasked,
     leaderboard,
     pause_direct_lessons,
     post_lesson,
@@ -182,7 +183,7 @@ async def sync_one(ctx: JobContext, team: Team, lister: ListsMembers, now: datet
         for member, status in known.items():
             if person_of(member) in here and status == MEMBER_LEFT:
                 back = await set_member(session, row, member, MEMBER_ACTIVE, user_id=None, now=now)
-                await invite(session, row, back, again=now)  # the direct mode's invitation, once more
+                await invite_unasked(session, row, back, again=now)  # the direct mode's invitation, once more
             elif person_of(member) not in here and status == MEMBER_ACTIVE:
                 await set_member(session, row, member, MEMBER_LEFT, user_id=None, now=now)
                 await pause_direct_lessons(session, row, member)
@@ -238,4 +239,4 @@ async def _enroll(session: AsyncSession, team_id: int, profiles: list[ChatMember
         member = await set_member(session, team, profile.sender_id, status, user_id=identity.user_id, now=now,
                                   direct_chat=profile.direct_chat)
         if status == MEMBER_ACTIVE:
-            await invite(session, team, member)  # the direct mode's invitation (nothing in the channel mode)
+            await invite_unasked(session, team, member)  # the direct mode's invitation (not in the channel mode)

@@ -1292,3 +1292,29 @@ async def test_a_member_who_deletes_their_data_leaves_the_teams_channel_and_its_
                 Conversation, Conversation.id == OutboxMessage.conversation_id).where(
                 Conversation.chat_id == f"T111:{CHANNEL}", OutboxMessage.inbound_message_id.is_(None))))
         assert posts  # the team's posts in its channel stay as the records of what was sent
+
+
+async def test_a_member_who_stopped_every_message_gets_no_invitation_until_they_ask(slack_settings, standin,
+                                                                                   fixtures_dir):
+    """Cal sent /lessonbot stop and chose to stop the lessons ("I won't send you anything on my own"). The team is
+    turned off and on again: the others are invited again, Cal is not; Cal asks with /lessonbot team join, and the
+    invitation comes."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        clock = HandClock(datetime(2027, 3, 14, 12, 0, tzinfo=UTC))
+        await direct_team(client, fixtures_dir, standin, lessonbot, clock, BEA, CAL)
+        await slash(client, fixtures_dir, CAL, "stop", standin=standin)
+        await lessonbot.settle()
+        await press(client, fixtures_dir, CAL, "stop:lessons", ephemeral=True, standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, CAL)[-1].startswith("Stopped: I won't send you anything on my own.")
+        await slash(client, fixtures_dir, ADMIN, "team off", standin=standin)
+        await lessonbot.settle()
+        before = {user: len(standin.posted(user)) for user in (BEA, CAL)}
+        await slash(client, fixtures_dir, ADMIN, "team on", standin=standin)
+        await lessonbot.settle()
+        assert {user: len(standin.posted(user)) - count for user, count in before.items()} == {BEA: 1, CAL: 0}
+        await slash(client, fixtures_dir, CAL, "team join", standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, CAL)[-1].startswith("Welcome back to the team course: your invitation is in")
+        assert start_button(standin, CAL).startswith("team:start:")
