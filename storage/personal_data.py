@@ -47,6 +47,7 @@ from storage.teams import (
     TeamAdmin,
     TeamMember,
     direct_chats_of,
+    forget_digest_chats,
     forget_member,
     memberships_of,
     team_chats_among,
@@ -114,7 +115,8 @@ PLAN: dict[str, Rule] = {
     ),
     "teams": Rule(
         SCRUBBED,
-        "a team they set up stays for its channel, without their address (who set it up, where its digest went)",
+        "a team they set up (or set again as its admin) stays for its channel, without their address (who set it "
+        "up, where its digest went)",
     ),
     "admin_audit": Rule(
         SCRUBBED,
@@ -275,6 +277,7 @@ async def erase_person(session: AsyncSession, user_id: int, *, by: str, keep_inb
     await _detach_payments(session, user_id)
     await _unname_in_team_posts(session, person)
     await forget_member(session, user_id, person.identities)
+    await forget_digest_chats(session, own)
     await forget_identities(session, person.addresses)
     await forget_quoted_figures(session)
     await _erase_addresses(session, person)

@@ -687,6 +687,20 @@ async def forget_member(session: AsyncSession, user_id: int, identities: list[tu
         )
 
 
+async def forget_digest_chats(session: AsyncSession, conversation_ids: Collection[int]) -> None:
+    """An erased person's own chats (`conversation_ids`): a team whose weekly digest went to one of them (set up, or
+    set again, by that person as its admin) sends it nowhere until an admin sets the team up again."""
+    if not conversation_ids:
+        return
+    chats = (await session.execute(
+        select(Conversation.channel, Conversation.chat_id).where(Conversation.id.in_(conversation_ids))
+    )).all()
+    for channel, chat_id in chats:
+        await session.execute(
+            update(Team).where(Team.channel == channel, Team.digest_chat == chat_id).values(digest_chat=None)
+        )
+
+
 # What an erased member's row keeps: that they opted out, nothing of them.
 _ERASED_MEMBER: dict[str, Any] = {
     "user_id": None, "status": MEMBER_OPTED_OUT, "hidden": False, "direct_chat": None, "started_at": None,

@@ -1318,3 +1318,25 @@ async def test_a_member_who_stopped_every_message_gets_no_invitation_until_they_
         await lessonbot.settle()
         assert private_texts(standin, CAL)[-1].startswith("Welcome back to the team course: your invitation is in")
         assert start_button(standin, CAL).startswith("team:start:")
+
+
+async def test_a_team_admin_who_deletes_their_data_gets_no_more_digests_of_a_team_another_set_up(
+        slack_settings, standin, fixtures_dir):
+    """Ann set the team up; Bea, whom Ann made a team admin, set it again (its weekly digest now comes to Bea's DM).
+    Bea deletes her data: the team keeps no address of hers, and its digest no longer goes to her."""
+    async with running(slack_settings) as (client, lessonbot):
+        await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        await slash(client, fixtures_dir, ADMIN, f"team admin {BEA}", standin=standin)
+        await lessonbot.settle()  # Bea is a team admin before she sets the team again
+        await slash(client, fixtures_dir, BEA, SET_UP, standin=standin)
+        await lessonbot.settle()
+        async with lessonbot.db.sessions() as session:
+            assert (await session.scalar(select(Team))).digest_chat == f"T111:{BEA}"
+        await slash(client, fixtures_dir, BEA, "stop", standin=standin)
+        await lessonbot.settle()
+        await press(client, fixtures_dir, BEA, "stop:delete", ephemeral=True, standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, BEA)[-1].startswith("Done: I deleted everything")
+        async with lessonbot.db.sessions() as session:
+            team = await session.scalar(select(Team))
+        assert team.digest_chat is None and BEA not in team.created_by
