@@ -217,6 +217,13 @@ class Person:
     def addresses(self) -> list[str]:
         return [f"{channel}:{external}" for channel, external in self.identities]
 
+    @property
+    def written_as(self) -> list[str]:
+        """How a text names them: their addresses, and a Slack person's member id alone, as Slack's commands take
+        it (`/lessonbot team admin U012ABCDEF`)."""
+        members = [external.partition("/")[2] for channel, external in self.identities if channel == SLACK]
+        return [*self.addresses, *(member for member in members if member)]
+
     def sent(self) -> ColumnElement[bool]:
         """Inbound messages this person sent."""
         if not self.identities:
@@ -524,12 +531,12 @@ async def _erase_addresses(session: AsyncSession, person: Person) -> None:
         (InboundMessage, InboundMessage.payload, {"payload": BLANK_INBOUND}),
     ]
     for model, column, blank in named:
-        ids = [row_id for row_id, _value in await _rows_naming(session, model.id, column, person.addresses)]
+        ids = [row_id for row_id, _value in await _rows_naming(session, model.id, column, person.written_as)]
         if ids:
             await session.execute(
                 update(model).where(model.id.in_(ids)).values(**blank).execution_options(synchronize_session=False)
             )
-    answers = await _rows_naming(session, OutboxMessage.id, OutboxMessage.payload, person.addresses)
+    answers = await _rows_naming(session, OutboxMessage.id, OutboxMessage.payload, person.written_as)
     await _withhold_or_blank(session, [row_id for row_id, _payload in answers])
     await _pseudonymise_actor(session, person)
     await session.execute(delete(ChannelIdentity).where(ChannelIdentity.user_id == person.user_id))

@@ -1340,3 +1340,28 @@ async def test_a_team_admin_who_deletes_their_data_gets_no_more_digests_of_a_tea
         async with lessonbot.db.sessions() as session:
             team = await session.scalar(select(Team))
         assert team.digest_chat is None and BEA not in team.created_by
+
+
+async def test_a_team_admin_grant_that_named_a_member_keeps_no_trace_of_them_once_they_delete_their_data(
+        slack_settings, standin, fixtures_dir):
+    """Ann made Bea a team admin by her Slack member id (`/lessonbot team admin UBEA`), the way Slack names people;
+    Bea deletes her data: the audit of that command, the command Ann typed and its answer no longer name her."""
+    async with running(slack_settings) as (client, lessonbot):
+        await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        await slash(client, fixtures_dir, ADMIN, f"team admin {BEA}", standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, ADMIN)[-1] == f"{BEA} may now administer this workspace's team courses."
+        await slash(client, fixtures_dir, BEA, "stop", standin=standin)
+        await lessonbot.settle()
+        await press(client, fixtures_dir, BEA, "stop:delete", ephemeral=True, standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, BEA)[-1].startswith("Done: I deleted everything")
+        async with lessonbot.db.sessions() as session:
+            kept = {
+                "audit": [row.arguments for row in await session.scalars(select(AdminAuditEntry))],
+                "typed": [row.payload.get("text", "") for row in await session.scalars(select(InboundRow))],
+                "answers": [row.payload.get("text", "") for row in await session.scalars(select(OutboxMessage))],
+            }
+        assert {where: [text for text in texts if BEA in text] for where, texts in kept.items()} == {
+            "audit": [], "typed": [], "answers": []}
+        assert "(a learner's address, erased)" in kept["audit"]
