@@ -8,7 +8,8 @@ the choice it names: bot/pipeline.py asks dialogs/choices.py.)
    plain words: "pause 3 days") runs. A dialog in progress stays where it
    was (its buttons still work, its next answer still goes to it; /start asks an unfinished onboarding again). A
    command's plain word typed at its own question answers it where the dialog says so (`Flow.answered_by_its_word`:
-   "stop" at /stop's question); elsewhere ("review" typed in a review) the command runs.
+   "stop" at /stop's question), as do words the question waiting for the person takes as one of its own answers
+   (`Step.own_words`: a quiz's accepted answer "pause"); elsewhere ("review" typed in a review) the command runs.
 2. A pressed choice that was never offered to this person here (dialogs/choices.py) is refused, and nothing else
    happens. One that was, whose value has a known prefix ("lesson:next", "quiz:12:1"), goes to its dialog, however
    late.
@@ -74,6 +75,14 @@ def _answers_its_own_question(turn: Turn, command: str) -> bool:
             and not turn.text.lstrip().startswith("/") and flow.answers_to(entry, turn))
 
 
+async def _an_answer_in_words(turn: Turn) -> bool:
+    """Plain words (not "/name", not a button) that the question waiting for this person reads as one of its own
+    answers (`flow.takes_own_words`: "pause" as a quiz's answer, "hola" in a Spanish course): answered, not run as
+    the command they also name."""
+    return (turn.message.choice is None and not turn.text.lstrip().startswith("/")
+            and await flow.takes_own_words(turn, turn.text))
+
+
 def find_command(name: str) -> Command | None:
     return next((command for command in dialogs.COMMANDS if command.name == name), None)
 
@@ -93,8 +102,8 @@ async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> N
         await ask.answer_question(turn)
         return
     parsed = parse_command(turn.text)
-    if parsed is not None and _answers_its_own_question(turn, parsed[0]):
-        parsed = None  # "stop" (or "parar") typed at /stop's own question answers it, not asks it again
+    if parsed is not None and (_answers_its_own_question(turn, parsed[0]) or await _an_answer_in_words(turn)):
+        parsed = None  # "stop" (or "parar") typed at /stop's own question, "pause" as a quiz's answer: answers it
     if parsed is not None:
         name, args = parsed
         command = find_command(name)

@@ -35,6 +35,7 @@ DONE = "done"
 Data = dict[str, Any]
 Ask = Callable[[Exchange, Data], Awaitable[None]]  # says the step's question
 ReadAnswer = Callable[[Turn, Data, str], Awaitable[str]]  # reads what was sent: the next step's name, or DONE
+OwnWords = Callable[[Turn, Data, str], Awaitable[bool]]  # whether typed words are one of the question's own answers
 
 
 class Invalid(Exception):
@@ -62,6 +63,9 @@ class Step:
     # Sydney, then in Perth): its buttons carry it after their kind and answer ("zone:yes:Australia/Sydney"), so one
     # pressed under the earlier question is out of date, not an answer about the later one.
     about: Callable[[Data], str] | None = None
+    # Whether typed words are one of its question's own answers (a quiz's accepted answer "pause", "hola" in a
+    # Spanish course): those words answer it, though they are also a command's plain word (bot.routing).
+    own_words: OwnWords | None = None
 
     def takes_choice(self, choice: str, data: Data) -> bool:
         """Whether a pressed `choice` is one of this step's own, offered with the question as it stands (`about`)."""
@@ -92,6 +96,15 @@ def answered_by_its_word(name: str) -> bool:
     """Whether the flow `name` takes its command's plain word as an answer (`Flow.answered_by_its_word`)."""
     flow = _registry.get(name)
     return flow is not None and flow.answered_by_its_word
+
+
+async def takes_own_words(turn: Turn, text: str) -> bool:
+    """Whether the question waiting for this person reads `text` as one of its own answers (`Step.own_words`)."""
+    entry = current(turn.state)
+    if entry is None or not answers_to(entry, turn):
+        return False
+    step = _registry[entry["name"]].step(entry["step"])
+    return step.own_words is not None and await step.own_words(turn, entry["data"], text)
 
 
 def register(*flows: Flow) -> None:

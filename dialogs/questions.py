@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from bot.messages import ANSWER_COMMAND, ANSWER_FORM, ANSWER_FORM_OFFERED
 from bot.text import answer_key, fold
@@ -128,6 +129,26 @@ def _typed_choice(question: Question, given: str) -> int | None:
     if number.isdigit() and 1 <= int(number) <= len(choices):
         return int(number) - 1
     return None
+
+
+def answers_in_words(question: Question, typed: str) -> bool:
+    """Whether `typed` is, word for word, one of the question's own answers: an accepted answer of a typed question,
+    the words of one of its choices, or true or false (not a letter or a number, which no command is)."""
+    key = answer_key(typed)
+    if not key:
+        return False
+    if question.kind == CHOICE:
+        return any(answer_key(choice) == key for choice in question.choices or [])
+    if question.kind == TRUE_FALSE:
+        return fold(typed).strip(" .!") in _TRUE | _FALSE
+    return key in {answer_key(answer) for answer in question.accepted_answers or []}
+
+
+async def is_own_answer(turn: Turn, data: dict[str, Any], text: str) -> bool:
+    """Whether `text` is one of the own answers (`answers_in_words`) of the question a quiz's or a review's `data`
+    asks now: its step's `own_words`, so "pause" typed as a quiz's answer is graded, not taken for /pause."""
+    question, _queue = await still_asked(turn, list(data.get("queue") or []))
+    return question is not None and answers_in_words(question, text)
 
 
 def ask(x: Exchange, question: Question, *, prefix: str, heading: str) -> None:

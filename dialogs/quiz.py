@@ -148,4 +148,5 @@ async def _lesson_question_ids(x: Exchange, lesson: Lesson) -> list[int]:
     return [q.id for q in await lesson_questions(x.transaction, lesson.id)]
 
 
-FLOWS = (Flow("quiz", (Step("answer", ask_question, answer_question, takes=("quiz",)),)),)
+FLOWS = (Flow("quiz", (Step("answer", ask_question, answer_question, takes=("quiz",),
+                          own_words=questions.is_own_answer),)),)

@@ -357,4 +357,5 @@ async def on_button(turn: Turn, value: str) -> None:
     await flow.resume(turn)
 
 
-FLOWS = (Flow("review", (Step("answer", ask_review, answer_review, takes=("review",)),)),)
+FLOWS = (Flow("review", (Step("answer", ask_review, answer_review, takes=("review",),
+                          own_words=questions.is_own_answer),)),)

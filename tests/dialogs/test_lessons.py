@@ -371,3 +371,31 @@ async def test_a_zone_moved_west_past_midnight_is_no_new_day_of_the_streak(learn
         _user, learner = await learner_row(bot, "test", "ann")
         streaks.append(learner.streak_days)
     assert streaks == [1, 1, 1, 1], streaks
+
+
+async def test_a_typed_answer_that_is_also_a_commands_word_is_graded_where_the_question_takes_it(
+        learning_bot, tmp_path):
+    """A course whose typed answer is "pause" (or "hola" in a Spanish course): the learner typing it at that question
+    is graded, not paused; a command's word that is no answer of the question still runs the command, and the word
+    typed with no question waiting is the command."""
+    from tests.dialogs.learning_support import at_the_first_quiz_question
+
+    bot, channel = learning_bot
+    t, folder = await at_the_first_quiz_question(bot, channel, tmp_path)
+    lesson = folder / "lessons" / "01-what-phishing-wants.md"
+    lesson.write_text(lesson.read_text().replace(
+        "What is phishing by text message (SMS) often called?\n\nAccepted answers:\n- smishing\n- SMS phishing\n"
+        "- text message phishing\n",
+        "In one word: what do you do first when a message pushes you to act now?\n\nAccepted answers:\n- pause\n"
+        "- stop\n"))
+    await import_sample(bot, folder)
+    await t.press("Urgency")
+    await t.say("false")
+    [told, asked_again] = await t.say("help")  # no answer of this question: the command
+    assert told.startswith("Here is what you can send me") and asked_again.startswith("Question 3 of 3\nIn one word")
+    [feedback, done] = await t.say("Pause!")
+    assert feedback.startswith("✅ Right!") and done.startswith("🎉 Lesson done: What a phishing message wants.")
+    user, learner = await learner_row(bot, "test", "ann")
+    assert learner.status == "active" and learner.points == 10 + 3 * 5
+    [paused] = await t.say("pause")  # no question waits: the command
+    assert paused.startswith("Paused.")
