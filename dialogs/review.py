@@ -345,16 +345,43 @@ async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
 
 
 async def on_button(turn: Turn, value: str) -> None:
-    """A review button pressed: answer it if it is the question being reviewed, else say the review moved on."""
+    """A review button pressed: answer it if it is the question being reviewed; else, pressed where the review is
+    not the question waiting (in another chat of the person's: a Slack DM, where the Home tab's review is posted; or
+    with another question asked on top of it), answer it if its question is still due and open to them, and go on
+    with what else is due; else say the review moved on."""
     from dialogs.ask import answer_question  # ask → greeting → review: imported when needed
 
     entry = flow.current(turn.state)
     if entry is not None and entry["name"] == "review" and flow.answers_to(entry, turn):
         await flow.handle(turn, answer_question)
         return
+    question_id = await _due_and_open(turn, questions.question_id_of(value, "review"))
+    if question_id is not None and not _anothers_review_open(turn):
+        mark_home(turn, await learner_of(turn))
+        queue = [question_id, *(other for other in await _open_due(turn) if other != question_id)]
+        queue = queue[:REVIEWS_PER_SESSION]
+        flow.enter(turn, "review", {"queue": queue, "total": len(queue), "right": 0}, step="answer")
+        await flow.handle(turn, answer_question)
+        return
     _ = tr(turn)
     turn.say(_("That review is over. Send /review to see what is due now."))
     await flow.resume(turn)
+
+
+def _anothers_review_open(turn: Turn) -> bool:
+    """Whether a review of another member of this chat (a group) is open here: theirs stays as it is."""
+    return any(entry["name"] == "review" and not flow.answers_to(entry, turn) for entry in flow.stack(turn.state))
+
+
+async def _due_and_open(x: Exchange, question_id: int | None) -> int | None:
+    """`question_id` if the learner's card of it is due now and the question open to them (`_open_due`'s rule)."""
+    question = await question_by_id(x.transaction, question_id) if question_id is not None else None
+    if question is None or question.retired:
+        return None
+    card = await card_of(x.transaction, x.user.id, question.id)
+    if card is None or card.due > x.now or await access.question_closed(x, question) is not None:
+        return None
+    return question.id
 
 
 FLOWS = (Flow("review", (Step("answer", ask_review, answer_review, takes=("review",),

@@ -40,7 +40,7 @@ from storage.outbox import OutboxStatus
 from storage.scheduling import NudgeLog
 from storage.teams import MEMBER_ACTIVE, MEMBER_EXCLUDED, MEMBER_LEFT, Team, TeamMember, memberships_of
 from tests.dialogs.learning_support import SAMPLE
-from tests.scheduler.support import HandClock, add_learner, sample_course
+from tests.scheduler.support import HandClock, add_learner, sample_course, took_lessons
 from tests.support import running
 
 UTC = timezone.utc
@@ -481,6 +481,63 @@ async def test_the_app_home_shows_a_learners_course_and_a_team_admins_numbers(sl
         await post(client, form_body(payload))
         await lessonbot.settle()
         assert standin.texts(ADMIN)  # chat.postMessage to the user id: their DM with the bot
+
+
+async def test_a_review_begun_on_the_app_home_is_answered_with_the_buttons_in_the_direct_messages(
+        slack_settings, standin, fixtures_dir):
+    """Bea, who learns in her DM with the bot, presses "Review now" on the Home tab: the questions come to her DM,
+    and the answer she presses there is graded and the review goes on, not "That review is over"."""
+    from dialogs.review import record_answer
+
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        course_id = await sample_course(lessonbot.db)
+        user_id = await add_learner(lessonbot.db, channel="slack", chat="T111:D0BEA", course_id=course_id)
+        questions = await took_lessons(lessonbot.db, user_id, course_id, 1,
+                                       at=datetime.now(UTC) - timedelta(days=3))
+        async with lessonbot.db.transaction() as session:
+            identity = await session.scalar(select(ChannelIdentity).where(ChannelIdentity.user_id == user_id))
+            identity.external_id = f"T111/{BEA}"  # Slack's sender: workspace/user
+            for question_id in questions[0]:
+                question = await session.get(Question, question_id)
+                card = await record_answer(session, user_id, question, correct=True, answer="x", seconds=20,
+                                           now=datetime.now(UTC) - timedelta(days=3))
+                card.due = datetime.now(UTC) - timedelta(hours=1)
+        opened: dict[str, Any] = load_fixture(fixtures_dir, "java-slack-sdk-schema-skeletons/AppHomeOpenedPayload.json")
+        opened.update(team_id="T111", api_app_id="A111", type="event_callback", event_id="EvHOME2", enterprise_id=None)
+        opened["authorizations"][0].update(team_id="T111", enterprise_id=None)
+        opened["event"].update(user=BEA, channel="D0BEA", tab="home")
+        opened["event"]["view"].update(team_id="T111", type="home", id="VHOMEBEA")
+        await post(client, json.dumps(opened).encode())
+        await lessonbot.settle()
+        [published] = [c for c in standin.calls if c.method == "views.publish"]
+        view = published.params["view"]
+        view = json.loads(view) if isinstance(view, str) else view
+        assert "🔁 3 to review" in "\n".join(b["text"]["text"] for b in view["blocks"] if b["type"] == "section")
+        payload: dict[str, Any] = load_fixture(fixtures_dir, "bolt-python/interactive.block_actions.json")
+        payload["user"] = {"id": BEA, "username": "bea", "name": "bea", "team_id": "T111"}
+        payload["team"].pop("enterprise_id")
+        payload.pop("channel"), payload.pop("response_url")
+        payload["container"] = {"type": "view", "view_id": "VHOMEBEA"}
+        payload["view"] = {"id": "VHOMEBEA", "type": "home", "team_id": "T111"}
+        payload["actions"][0].update(value="/review", text={"type": "plain_text", "text": "Review now"})
+        await post(client, form_body(payload))
+        await lessonbot.settle()
+        assert standin.texts(BEA)[-1].startswith("Review 1 of 3")  # posted to her user id: her DM with the bot
+        [value] = [value for label, value in buttons(standin.posted(BEA)[-1]) if label == "Urgency"]
+        await press(client, fixtures_dir, BEA, value, ephemeral=False, channel="D0BEA")  # in the DM itself
+        await lessonbot.settle()
+        feedback, following = standin.texts("D0BEA")[-2:]
+        assert feedback.startswith("✅ Right!") and following.startswith("Review 2 of 3")
+        [false] = [value for label, value in buttons(standin.posted("D0BEA")[-1]) if label == "False"]
+        await press(client, fixtures_dir, BEA, false, ephemeral=False, channel="D0BEA")
+        await lessonbot.settle()
+        assert standin.texts("D0BEA")[-1].startswith("Review 3 of 3\nWhat is phishing by text message")
+        await post(client, json.dumps(dm_event("smishing", event_id="EvBEA1", user=BEA, channel="D0BEA")).encode())
+        await lessonbot.settle()
+        assert standin.texts("D0BEA")[-1].startswith("Review done: 3 of 3 right.")
+        await press(client, fixtures_dir, BEA, value, ephemeral=False, channel="D0BEA")  # reviewed: not again
+        await lessonbot.settle()
+        assert standin.texts("D0BEA")[-1].startswith("That review is over.")
 
 
 async def test_two_workspaces_never_see_each_others_team(slack_settings, standin, fixtures_dir):

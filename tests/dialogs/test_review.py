@@ -167,3 +167,58 @@ async def test_many_closed_cards_due_first_do_not_hide_the_next_review(learning_
                                      due=datetime.now(timezone.utc) - timedelta(days=3)))
     [after] = await t.say("/review")
     assert after == before  # the same next review, named by the open questions' time
+
+
+async def test_a_review_answer_pressed_under_another_question_is_answered_and_the_review_goes_on(learning_bot):
+    """/settings asked in the middle of a review: the review's answer pressed then still counts (it was not over),
+    and the review goes on with the rest; pressed again once answered, it is not."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await finish_first_lesson(t)
+    user, _learner = await learner_row(bot, "test", "ann")
+    async with bot.db.transaction() as session:
+        await session.execute(update(QuestionCard).where(QuestionCard.user_id == user.id)
+                              .values(due=datetime.now(timezone.utc) - timedelta(hours=1)))
+    await t.say("/review")
+    asked = t.last()
+    assert asked.text.startswith("Review 1 of 3\n")
+    await t.say("/settings")
+    urgency = next(choice.value for choice in asked.choices if choice.label == "Urgency")
+    feedback, following = await t.say("Urgency", choice=urgency)
+    assert feedback.startswith("✅ Right!") and following.startswith("Review 2 of 3\nTrue or false")
+    [again, _asked_again] = await t.say("Urgency", choice=urgency)
+    assert again == "That button belongs to an earlier question. Here is the current one:"
+    async with bot.db.sessions() as session:
+        cards = list(await session.scalars(select(QuestionCard).where(QuestionCard.user_id == user.id)))
+    assert sorted(card.attempts for card in cards) == [1, 1, 2]  # the one pressed, counted once
+
+
+async def test_in_a_group_a_review_button_pressed_under_anothers_review_leaves_theirs_open(learning_bot):
+    """Two learners review in a group, one after the other: the first's old review button, pressed while the
+    second's review is open there, does not take the second's review away (its question still answers it)."""
+    import uuid
+
+    from bot.messages import InboundMessage
+
+    bot, channel = learning_bot
+    for person in ("ann", "bea"):
+        t = Learning(bot, channel, chat=person)
+        await finish_first_lesson(t)
+    async with bot.db.transaction() as session:
+        await session.execute(update(QuestionCard).values(due=datetime.now(timezone.utc) - timedelta(hours=1)))
+
+    async def in_group(sender: str, text: str, choice: str | None = None) -> list[str]:
+        before = len(channel.texts("group"))
+        await bot.receive(InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id="group",
+                                         sender_id=sender, text=text, choice=choice))
+        await bot.settle()
+        return channel.texts("group")[before:]
+
+    await in_group("ann", "/review")
+    anns = next(c.value for c in channel.sent["group"][-1].choices if c.label == "Urgency")
+    await in_group("bea", "/review")
+    beas = next(c.value for c in channel.sent["group"][-1].choices if c.label == "Urgency")
+    [over, *_asked_again] = await in_group("ann", "Urgency", anns)
+    assert over.startswith("That review is over.")
+    [feedback, following] = await in_group("bea", "Urgency", beas)
+    assert feedback.startswith("✅ Right!") and following.startswith("Review 2 of 3")
