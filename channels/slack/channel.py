@@ -51,7 +51,13 @@ from bot.channel import (
 )
 from bot.messages import Document, Text
 from channels.slack.blocks import ReplyNotRenderable, SlackMessage, render_caption, render_link, render_text
-from channels.slack.inbound import HOME_ADDRESS_PREFIX, chat_id_for, ephemeral_target, split_chat_id
+from channels.slack.inbound import (
+    HOME_ADDRESS_PREFIX,
+    chat_id_for,
+    ephemeral_target,
+    home_target,
+    split_chat_id,
+)
 from channels.slack.installations import SlackInstallations
 from channels.slack.routes import webhook_routes
 from channels.slack.store import SlackInstallationStore
@@ -254,10 +260,15 @@ class SlackChannel:
             await parts.add(str(response.get("message_ts") or ""), more_to_come=index + 1 < len(messages))
         return posted[-1]
 
-    async def _publish_home(self, client: AsyncWebClient, user: str, messages: list[SlackMessage]) -> str:
-        """The reply as the person's Home tab (views.publish): its messages' blocks, at most HOME_BLOCKS."""
+    async def _publish_home(self, client: AsyncWebClient, address: str, messages: list[SlackMessage]) -> str:
+        """The reply as the person's Home tab (views.publish): its messages' blocks, at most HOME_BLOCKS, and their
+        DM with the app, where its buttons answer (`home_target`), as the view's private_metadata."""
+        user, direct = home_target(address)
         blocks = [block for message in messages for block in message.blocks][:HOME_BLOCKS]
-        response = await client.views_publish(user_id=user, view={"type": "home", "blocks": blocks})
+        view: dict[str, Any] = {"type": "home", "blocks": blocks}
+        if direct:
+            view["private_metadata"] = direct
+        response = await client.views_publish(user_id=user, view=view)
         return str((response.get("view") or {}).get("id") or "")
 
     def answers_through(self, address: str | None) -> bool:

@@ -16,7 +16,9 @@ for the log, and for slash commands a line to show the person). Decisions kept h
   `meta[WORKSPACE]` the workspace, so a team's dialogs know where the member is.
 - A person's own address is "<installation>:<user>": chat.postMessage to a user id lands in their DM with the bot.
   /buy and /purchases typed in a channel, and the Home tab, are answered there; `meta[DIRECT_ADDRESS]` on what they
-  send in that DM makes the buttons offered there count.
+  send in that DM makes the buttons offered there count. A Home tab button is that DM's own message where the tab
+  names the DM (app_home_opened's channel, kept in the published view's private_metadata), so a review or a quiz
+  it starts goes on where the person types.
 - `sender_id` is "<team>/<user>" (the person's own workspace), so admins are written `slack:T01/U02`.
 - `platform_id` deduplicates: the Events API's event_id (a retry with X-Slack-Retry-Num carries the same one);
   "action:<channel>:<message ts>:<action ts>" for a button press (one press of one button on one message),
@@ -330,9 +332,27 @@ def membership_change(body: dict[str, Any], *, installation: str, bot_user_id: s
 HOME_ADDRESS_PREFIX = "home:"  # a reply address "home:U02": the reply is published as that person's Home tab
 
 
+def home_address(user: str, direct: str | None) -> str:
+    """The reply address of a person's Home tab: "home:U02", with their DM with the app where Slack named it
+    ("home:U02:D0DM1"), which the published tab keeps (its private_metadata) for its buttons (`_home_action`)."""
+    return HOME_ADDRESS_PREFIX + user + (f":{direct}" if direct else "")
+
+
+def home_target(address: str) -> tuple[str, str | None]:
+    """(user, their DM with the app or None) of a Home tab's reply address, after HOME_ADDRESS_PREFIX."""
+    user, _sep, direct = address.partition(":")
+    return user, _direct_channel(direct)
+
+
+def _direct_channel(value: object) -> str | None:
+    """A DM channel id (D…), or None."""
+    channel = _id(value)
+    return channel if channel is not None and channel.startswith("D") else None
+
+
 def home_opened(body: dict[str, Any], *, installation: str) -> Outcome:
     """app_home_opened on the Home tab: the person's home, worked out by the dialogs (/home) and published as the
-    tab (views.publish) through the reply address "home:<user>"."""
+    tab (views.publish) through the reply address "home:<user>[:<their DM with the app>]"."""
     event = _dict(body.get("event"))
     event_id, user = _id(body.get("event_id")), _id(event.get("user"))
     if event.get("tab") not in (None, "home"):
@@ -348,22 +368,27 @@ def home_opened(body: dict[str, Any], *, installation: str) -> Outcome:
         text="/home",
         # Slack reports a tab opened; the person wrote nothing.
         meta={EVENT: "app_home_opened", PLATFORM_REPORT: True, PRIVATE: True,
-              DIRECT_ADDRESS: chat_id_for(installation, user), REPLY_ADDRESS: HOME_ADDRESS_PREFIX + user},
+              DIRECT_ADDRESS: chat_id_for(installation, user),
+              REPLY_ADDRESS: home_address(user, _direct_channel(event.get("channel")))},
     )
 
 
 def _home_action(body: dict[str, Any], action: dict[str, Any], value: str, *, installation: str,
                  user: str) -> Outcome:
-    """A button on the Home tab: the person's own address ("T01:U02", their DM with the bot) is where it answers."""
-    action_ts, view_id = _id(action.get("action_ts")), _id(_dict(body.get("view")).get("id"))
+    """A button on the Home tab answers in the person's DM with the bot: as that DM's own message where the tab
+    names it (its private_metadata, from app_home_opened), so what it starts (a review, a quiz) goes on there where
+    they type; else at their own address ("T01:U02", which lands in that DM)."""
+    view = _dict(body.get("view"))
+    action_ts, view_id = _id(action.get("action_ts")), _id(view.get("id"))
     if action_ts is None:
         return Ignored("block action on the home tab without an action_ts to deduplicate on")
     label = _dict(action.get("text")).get("text")
     team = _id(_dict(body.get("user")).get("team_id")) or installation
+    direct = _direct_channel(view.get("private_metadata"))
     return InboundMessage(
         channel=CHANNEL,
         platform_id=f"action:home:{view_id or user}:{action_ts}",
-        chat_id=chat_id_for(installation, user),
+        chat_id=chat_id_for(installation, direct or user),
         sender_id=f"{team}/{user}",
         text=label if isinstance(label, str) and label else value,
         choice=value,

@@ -470,60 +470,84 @@ async def test_the_app_home_shows_a_learners_course_and_a_team_admins_numbers(sl
         labels = [element["text"]["text"] for block in view["blocks"] if block["type"] == "actions"
                   for element in block["elements"]]
         assert labels == ["My progress"]
-        # A button on the Home tab answers in the person's direct chat with the bot.
-        payload: dict[str, Any] = load_fixture(fixtures_dir, "bolt-python/interactive.block_actions.json")
-        payload["user"] = {"id": ADMIN, "username": "ann", "name": "ann", "team_id": "T111"}
-        payload["team"].pop("enterprise_id")
-        payload.pop("channel"), payload.pop("response_url")
-        payload["container"] = {"type": "view", "view_id": "VHOME"}
-        payload["view"] = {"id": "VHOME", "type": "home", "team_id": "T111"}
-        payload["actions"][0].update(value="/progress", text={"type": "plain_text", "text": "My progress"})
-        await post(client, form_body(payload))
+        # A button on the Home tab answers in the person's direct chat with the bot, which app_home_opened named:
+        # the tab keeps it, and Slack sends the tab back with the press.
+        assert view["private_metadata"] == "DADMIN"
+        await press_on_the_home_tab(client, fixtures_dir, ADMIN, {**view, "id": "VHOME", "team_id": "T111"},
+                                    "My progress")
         await lessonbot.settle()
-        assert standin.texts(ADMIN)  # chat.postMessage to the user id: their DM with the bot
+        assert standin.texts("DADMIN") and not standin.texts(ADMIN)
+        # A tab published before it kept the DM: its buttons answer at the person's own address, which lands there.
+        await press_on_the_home_tab(client, fixtures_dir, ADMIN, {"id": "VHOME", "type": "home", "team_id": "T111",
+                                                                  "blocks": view["blocks"]}, "My progress")
+        await lessonbot.settle()
+        assert standin.texts(ADMIN)  # chat.postMessage to the user id
+
+
+async def a_slack_learner_with_reviews_due(lessonbot: Lessonbot, user: str, dm: str) -> list[int]:
+    """`user`, who learns in their DM `dm` with the bot, done with the sample course's first lesson three days ago,
+    its questions due for review now; their ids."""
+    from dialogs.review import record_answer
+
+    course_id = await sample_course(lessonbot.db)
+    user_id = await add_learner(lessonbot.db, channel="slack", chat=f"T111:{dm}", course_id=course_id)
+    questions = await took_lessons(lessonbot.db, user_id, course_id, 1, at=datetime.now(UTC) - timedelta(days=3))
+    async with lessonbot.db.transaction() as session:
+        identity = await session.scalar(select(ChannelIdentity).where(ChannelIdentity.user_id == user_id))
+        identity.external_id = f"T111/{user}"  # Slack's sender: workspace/user
+        for question_id in questions[0]:
+            question = await session.get(Question, question_id)
+            card = await record_answer(session, user_id, question, correct=True, answer="x", seconds=20,
+                                       now=datetime.now(UTC) - timedelta(days=3))
+            card.due = datetime.now(UTC) - timedelta(hours=1)
+    return questions[0]
+
+
+async def open_the_home_tab(client: httpx.AsyncClient, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot,
+                            user: str, dm: str) -> dict[str, Any]:
+    """`user` opens the app's Home tab (app_home_opened names their DM with the app); the view published."""
+    opened: dict[str, Any] = load_fixture(fixtures_dir, "java-slack-sdk-schema-skeletons/AppHomeOpenedPayload.json")
+    opened.update(team_id="T111", api_app_id="A111", type="event_callback", event_id=f"EvHOME{next(_ids)}",
+                  enterprise_id=None)
+    opened["authorizations"][0].update(team_id="T111", enterprise_id=None)
+    opened["event"].update(user=user, channel=dm, tab="home")
+    opened["event"]["view"].update(team_id="T111", type="home", id=f"VHOME{user}")
+    await post(client, json.dumps(opened).encode())
+    await lessonbot.settle()
+    published = [c for c in standin.calls if c.method == "views.publish" and c.params["user_id"] == user][-1]
+    view = published.params["view"]
+    return {**(json.loads(view) if isinstance(view, str) else view), "id": f"VHOME{user}", "team_id": "T111"}
+
+
+async def press_on_the_home_tab(client: httpx.AsyncClient, fixtures_dir, user: str, view: dict[str, Any],
+                                label: str) -> None:
+    """A button of the published Home tab pressed: Slack sends the view back as it was published."""
+    [value] = [element["value"] for block in view["blocks"] if block["type"] == "actions"
+               for element in block["elements"] if element["text"]["text"] == label]
+    payload: dict[str, Any] = load_fixture(fixtures_dir, "bolt-python/interactive.block_actions.json")
+    payload["user"] = {"id": user, "username": NAMES[user], "name": NAMES[user], "team_id": "T111"}
+    payload["team"].pop("enterprise_id")
+    payload.pop("channel"), payload.pop("response_url")
+    payload["container"] = {"type": "view", "view_id": view["id"]}
+    payload["view"] = view
+    payload["actions"][0].update(value=value, text={"type": "plain_text", "text": label},
+                                 action_ts=f"1596530385.{next(_ids):06d}")
+    await post(client, form_body(payload))
 
 
 async def test_a_review_begun_on_the_app_home_is_answered_with_the_buttons_in_the_direct_messages(
         slack_settings, standin, fixtures_dir):
     """Bea, who learns in her DM with the bot, presses "Review now" on the Home tab: the questions come to her DM,
     and the answer she presses there is graded and the review goes on, not "That review is over"."""
-    from dialogs.review import record_answer
-
     async with running(slack_settings, clock=False) as (client, lessonbot):
-        course_id = await sample_course(lessonbot.db)
-        user_id = await add_learner(lessonbot.db, channel="slack", chat="T111:D0BEA", course_id=course_id)
-        questions = await took_lessons(lessonbot.db, user_id, course_id, 1,
-                                       at=datetime.now(UTC) - timedelta(days=3))
-        async with lessonbot.db.transaction() as session:
-            identity = await session.scalar(select(ChannelIdentity).where(ChannelIdentity.user_id == user_id))
-            identity.external_id = f"T111/{BEA}"  # Slack's sender: workspace/user
-            for question_id in questions[0]:
-                question = await session.get(Question, question_id)
-                card = await record_answer(session, user_id, question, correct=True, answer="x", seconds=20,
-                                           now=datetime.now(UTC) - timedelta(days=3))
-                card.due = datetime.now(UTC) - timedelta(hours=1)
-        opened: dict[str, Any] = load_fixture(fixtures_dir, "java-slack-sdk-schema-skeletons/AppHomeOpenedPayload.json")
-        opened.update(team_id="T111", api_app_id="A111", type="event_callback", event_id="EvHOME2", enterprise_id=None)
-        opened["authorizations"][0].update(team_id="T111", enterprise_id=None)
-        opened["event"].update(user=BEA, channel="D0BEA", tab="home")
-        opened["event"]["view"].update(team_id="T111", type="home", id="VHOMEBEA")
-        await post(client, json.dumps(opened).encode())
-        await lessonbot.settle()
-        [published] = [c for c in standin.calls if c.method == "views.publish"]
-        view = published.params["view"]
-        view = json.loads(view) if isinstance(view, str) else view
+        await a_slack_learner_with_reviews_due(lessonbot, BEA, "D0BEA")
+        view = await open_the_home_tab(client, fixtures_dir, standin, lessonbot, BEA, "D0BEA")
         assert "🔁 3 to review" in "\n".join(b["text"]["text"] for b in view["blocks"] if b["type"] == "section")
-        payload: dict[str, Any] = load_fixture(fixtures_dir, "bolt-python/interactive.block_actions.json")
-        payload["user"] = {"id": BEA, "username": "bea", "name": "bea", "team_id": "T111"}
-        payload["team"].pop("enterprise_id")
-        payload.pop("channel"), payload.pop("response_url")
-        payload["container"] = {"type": "view", "view_id": "VHOMEBEA"}
-        payload["view"] = {"id": "VHOMEBEA", "type": "home", "team_id": "T111"}
-        payload["actions"][0].update(value="/review", text={"type": "plain_text", "text": "Review now"})
-        await post(client, form_body(payload))
+        await press_on_the_home_tab(client, fixtures_dir, BEA, view, "Review now")
         await lessonbot.settle()
-        assert standin.texts(BEA)[-1].startswith("Review 1 of 3")  # posted to her user id: her DM with the bot
-        [value] = [value for label, value in buttons(standin.posted(BEA)[-1]) if label == "Urgency"]
+        asked = (standin.posted(BEA) + standin.posted("D0BEA"))[-1]  # to her user id or her DM: both land there
+        assert asked.params["text"].startswith("Review 1 of 3")
+        [value] = [value for label, value in buttons(asked) if label == "Urgency"]
         await press(client, fixtures_dir, BEA, value, ephemeral=False, channel="D0BEA")  # in the DM itself
         await lessonbot.settle()
         feedback, following = standin.texts("D0BEA")[-2:]
@@ -538,6 +562,23 @@ async def test_a_review_begun_on_the_app_home_is_answered_with_the_buttons_in_th
         await press(client, fixtures_dir, BEA, value, ephemeral=False, channel="D0BEA")  # reviewed: not again
         await lessonbot.settle()
         assert standin.texts("D0BEA")[-1].startswith("That review is over.")
+
+
+async def test_a_question_the_app_home_brings_is_answered_by_typing_in_the_direct_messages(
+        slack_settings, standin, fixtures_dir):
+    """What a Home tab button starts goes on in the person's DM with the bot, where they read it and type: the
+    review's first question answered by typing its letter, and the typed answer to a question without buttons."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await a_slack_learner_with_reviews_due(lessonbot, BEA, "D0BEA")
+        view = await open_the_home_tab(client, fixtures_dir, standin, lessonbot, BEA, "D0BEA")
+        await press_on_the_home_tab(client, fixtures_dir, BEA, view, "Review now")
+        await lessonbot.settle()
+        for n, typed in enumerate(("b", "false", "smishing")):
+            await post(client, json.dumps(dm_event(typed, event_id=f"EvTYPED{n}", user=BEA, channel="D0BEA")).encode())
+            await lessonbot.settle()
+        feedback = [text for text in standin.texts("D0BEA") if text.startswith(("✅", "❌"))]
+        assert len(feedback) == 3 and all(text.startswith("✅ Right!") for text in feedback)
+        assert standin.texts("D0BEA")[-1].startswith("Review done: 3 of 3 right.")
 
 
 async def test_two_workspaces_never_see_each_others_team(slack_settings, standin, fixtures_dir):
