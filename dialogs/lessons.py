@@ -315,9 +315,15 @@ async def complete_course(x: Exchange, course: Course, enrollment: Enrollment) -
 # "later" -------------------------------------------------------------------------------------------------------------
 
 
+LEARNING_FLOWS = ("quiz", "review")  # what "later" stops: a lesson's quiz, a review (or a retake)
+
+
 async def later(x: Exchange) -> None:
+    """"Later": the quiz or review in progress stops (what is still to answer comes back with /next or /review),
+    and the learner hears when the next lesson comes."""
     _ = tr(x)
-    flow.leave(x.state, "quiz")
+    for name in LEARNING_FLOWS:
+        flow.leave(x.state, name)
     learner = await learner_of(x)
     when = await next_lesson_moment(x, learner)
     if when is None or is_paused(learner, x.now):

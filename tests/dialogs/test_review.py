@@ -222,3 +222,23 @@ async def test_in_a_group_a_review_button_pressed_under_anothers_review_leaves_t
     assert over.startswith("That review is over.")
     [feedback, following] = await in_group("bea", "Urgency", beas)
     assert feedback.startswith("✅ Right!") and following.startswith("Review 2 of 3")
+
+
+async def test_later_in_a_review_stops_it_and_review_asks_again(learning_bot):
+    """"Later" in the middle of a review stops it as it stops a quiz: the next thing typed is not taken for its
+    answer, and /review asks what is still due."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await finish_first_lesson(t)
+    user, _learner = await learner_row(bot, "test", "ann")
+    async with bot.db.transaction() as session:
+        await session.execute(update(QuestionCard).where(QuestionCard.user_id == user.id)
+                              .values(due=datetime.now(timezone.utc) - timedelta(hours=1)))
+    await t.say("/review")
+    assert (await t.say("b"))[0].startswith("✅ Right!")
+    [later] = await t.say("later")
+    assert later.startswith("OK, your place is saved.")
+    [said] = await t.say("thanks, bye")
+    assert said.startswith("I couldn't find that in your course material")  # not "Please answer true or false."
+    intro, question = await t.say("/review")
+    assert intro == "2 questions to review. Here they come:" and question.startswith("Review 1 of 2\nTrue or false")
