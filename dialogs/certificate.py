@@ -15,6 +15,7 @@ import base64
 import io
 import os
 import secrets
+from importlib.util import find_spec
 from pathlib import Path
 
 from sqlalchemy import exists, select
@@ -74,9 +75,7 @@ def render_pdf(
     from reportlab.pdfbase.ttfonts import TTFont
     from reportlab.pdfgen import canvas
 
-    # Vera ships with reportlab and embeds as Unicode, so accented names print as typed.
-    pdfmetrics.registerFont(TTFont("Vera", "Vera.ttf"))
-    pdfmetrics.registerFont(TTFont("VeraBd", "VeraBd.ttf"))
+    regular, bold = _fonts(pdfmetrics, TTFont)
     width, height = landscape(A4)
     drawn = io.BytesIO()
     pdf = canvas.Canvas(drawn, pagesize=(width, height))
@@ -89,32 +88,60 @@ def render_pdf(
     pdf.setLineWidth(1.5)
     pdf.rect(42, 42, width - 84, height - 84)
     pdf.setFillColor(accent)
-    pdf.setFont("VeraBd", 34)
+    pdf.setFont(bold, 34)
     pdf.drawCentredString(width / 2, height - 130, _("Certificate of completion"))
     pdf.setFillColor(ink)
-    pdf.setFont("Vera", 16)
+    pdf.setFont(regular, 16)
     pdf.drawCentredString(width / 2, height - 190, _("This certifies that"))
-    learner, size = _fit(pdfmetrics, learner, "VeraBd", 40, width - 160)
-    pdf.setFont("VeraBd", size)
+    learner, size = _fit(pdfmetrics, learner, bold, 40, width - 160)
+    pdf.setFont(bold, size)
     pdf.drawCentredString(width / 2, height - 250, learner)
-    pdf.setFont("Vera", 16)
+    pdf.setFont(regular, 16)
     pdf.drawCentredString(width / 2, height - 300, _("has completed the course"))
-    course, size = _fit(pdfmetrics, course, "VeraBd", 24, width - 160)
-    pdf.setFont("VeraBd", size)
+    course, size = _fit(pdfmetrics, course, bold, 24, width - 160)
+    pdf.setFont(bold, size)
     pdf.drawCentredString(width / 2, height - 345, course)
-    pdf.setFont("Vera", 14)
+    pdf.setFont(regular, 14)
     pdf.drawCentredString(width / 2, height - 395, _("on {date}", date=issued))
-    pdf.setFont("Vera", 11)
+    pdf.setFont(regular, 11)
     pdf.drawCentredString(width / 2, 92, _("Verification code: {code}", code=code))
     if verify_url:
         line = _("Check it at {address}", address=verify_url)
-        line, size = _fit(pdfmetrics, line, "Vera", 11, width - 2 * QR_ROOM)
-        pdf.setFont("Vera", size)
+        line, size = _fit(pdfmetrics, line, regular, 11, width - 2 * QR_ROOM)
+        pdf.setFont(regular, size)
         pdf.drawCentredString(width / 2, 74, line)
         _draw_qr(pdf, verify_url, x=width - QR_ROOM + 10, y=56, size=QR_SIZE)
     pdf.showPage()
     pdf.save()
     write_private(path, drawn.getvalue())
+
+
+# DejaVu Sans is Vera's design with the letters Vera lacks (Ś, ą, Ș, ễ, Cyrillic, Greek …), so a name or a course
+# title in any European alphabet prints as typed; the copy matplotlib (a dependency) ships. Vera, which reportlab
+# ships, where that copy is not found.
+_DEJAVU = ("mpl-data", "fonts", "ttf")
+
+
+def _fonts(metrics, ttfont) -> tuple[str, str]:
+    """The names of the certificate's regular and bold fonts, registered with reportlab (once)."""
+    if "CertificateBold" not in metrics.getRegisteredFontNames():
+        folder = _dejavu_folder()
+        if folder is not None:
+            regular, bold = folder / "DejaVuSans.ttf", folder / "DejaVuSans-Bold.ttf"
+        else:
+            regular, bold = Path("Vera.ttf"), Path("VeraBd.ttf")  # (found on reportlab's own font path)
+        metrics.registerFont(ttfont("Certificate", str(regular)))  # embedded as Unicode subsets
+        metrics.registerFont(ttfont("CertificateBold", str(bold)))
+    return "Certificate", "CertificateBold"
+
+
+def _dejavu_folder() -> Path | None:
+    """The folder of matplotlib's DejaVu fonts, found without importing matplotlib; None where it is not."""
+    spec = find_spec("matplotlib")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent.joinpath(*_DEJAVU)
+    return folder if (folder / "DejaVuSans.ttf").is_file() and (folder / "DejaVuSans-Bold.ttf").is_file() else None
 
 
 def write_private(path: Path, content: bytes) -> None:

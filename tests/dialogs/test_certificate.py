@@ -80,6 +80,20 @@ def test_a_name_too_long_for_the_page_is_cut_to_fit_it(tmp_path):
     assert shown.endswith("…") and 40 < len(shown) < 150, shown
 
 
+def test_a_name_and_a_course_in_any_european_alphabet_print_as_typed(tmp_path):
+    """A Polish, Romanian or Vietnamese name, a course titled in Russian or Greek: every letter is printed (Vera, the
+    font before, had none of Ś, ą, Ș, ễ, nor Cyrillic or Greek, and left them blank)."""
+    from dialogs.certificate import render_pdf
+    from dialogs.i18n import translator
+
+    name, course = "Łukasz Świątek-Nguyễn Ștefan", "Фишинг за пять минут · Ψάρεμα"
+    render_pdf(tmp_path / "c.pdf", _=translator("es"), learner=name, course=course, issued="1 de mayo de 2027",
+               code="LB-AAAA-BBBB-CCCC-DDDD", verify_url="https://learn.example/certificates/LB-AAAA-BBBB-CCCC-DDDD")
+    printed = PdfReader(tmp_path / "c.pdf").pages[0].extract_text().splitlines()
+    assert name in printed and course in printed, printed
+    assert "\x00" not in "".join(printed)
+
+
 async def test_the_command_line_prints_a_kept_name_without_its_control_characters(learning_bot, settings, tmp_path):
     """A certificate issued before names were cleaned may hold a terminal's escape sequence: `certificate verify`
     prints the name, not the sequence (which would erase the line and hide the rest)."""
