@@ -10,7 +10,7 @@ from sqlalchemy import exists, or_, select
 from dialogs import teams
 from dialogs.i18n import N_, Translator
 from dialogs.learner import current_course, learner_of, tr
-from dialogs.lessons import NEXT
+from dialogs.lessons import NEXT, upcoming_lesson
 from dialogs.review import due_reviews
 from dialogs.turn import Command, Turn
 from storage.courses import COMPLETED, Course, Lesson, course_lessons, enrollment_of
@@ -43,16 +43,18 @@ async def home(turn: Turn, _args: str) -> None:
 
 
 async def _next_line(turn: Turn, _: Translator, course: Course) -> str:
+    """The lesson /next brings (`lessons.upcoming_lesson`), or that the course is done."""
     enrollment = await enrollment_of(turn.session, turn.user.id, course.id)
-    if enrollment is not None and enrollment.status == COMPLETED:
-        return _("🏆 Finished. Well done!")
     lessons = await course_lessons(turn.session, course.id)
-    current = next((lesson for lesson in lessons if enrollment and lesson.id == enrollment.current_lesson_id),
-                   lessons[0] if lessons else None)
+    if enrollment is None:
+        current = lessons[0] if lessons else None
+    else:
+        current = await upcoming_lesson(turn, course, enrollment)
     if current is None:
-        return _("No lessons yet.")
-    return _("📘 Next: lesson {number} of {count}, “{title}”", number=lessons.index(current) + 1,
-             count=len(lessons), title=current.title)
+        done = enrollment is not None and (enrollment.status == COMPLETED or bool(lessons))
+        return _("🏆 Finished. Well done!") if done else _("No lessons yet.")
+    number = [lesson.id for lesson in lessons].index(current.id) + 1
+    return _("📘 Next: lesson {number} of {count}, “{title}”", number=number, count=len(lessons), title=current.title)
 
 
 async def _teams_run_by(turn: Turn) -> list[Team]:

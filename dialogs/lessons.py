@@ -84,19 +84,33 @@ async def _progress(x: Exchange, lesson: Lesson) -> LessonProgress:
     return row
 
 
-async def _current_lesson(x: Exchange, enrollment: Enrollment, lessons: list[Lesson]) -> Lesson | None:
-    """The lesson the learner is in; a lesson the author retired hands over to the next live one."""
-    if enrollment.current_lesson_id is not None:
-        for lesson in lessons:
-            if lesson.id == enrollment.current_lesson_id:
-                return lesson
-        # (the live lessons were numbered again without it: the first live one not done is where the learner is)
-        enrollment.current_lesson_id = None
+async def lesson_at(x: Exchange, enrollment: Enrollment, lessons: list[Lesson]) -> Lesson | None:
+    """The lesson the learner is in, of `lessons` (their course's live ones): their enrollment's; where the author
+    retired it (the live lessons numbered again without it), the first live one they have not done; None when every
+    one is done."""
+    for lesson in lessons:
+        if lesson.id == enrollment.current_lesson_id:
+            return lesson
     done = await completed_lessons(x.transaction, x.user.id)
-    following = next((lesson for lesson in lessons if lesson.id not in done), None)
-    if following is not None:
-        enrollment.current_lesson_id, enrollment.current_part = following.id, 0
-    return following
+    return next((lesson for lesson in lessons if lesson.id not in done), None)
+
+
+async def upcoming_lesson(x: Exchange, course: Course, enrollment: Enrollment) -> Lesson | None:
+    """The lesson /next brings in `course` (a lesson the author added after the learner finished it, too); None
+    when the course is done."""
+    if enrollment.status == COMPLETED:
+        return await access.lesson_to_do(x, course)
+    return await lesson_at(x, enrollment, await course_lessons(x.transaction, course.id))
+
+
+async def _current_lesson(x: Exchange, enrollment: Enrollment, lessons: list[Lesson]) -> Lesson | None:
+    """The lesson the learner is in (`lesson_at`), their place moved to it from one the author retired."""
+    lesson = await lesson_at(x, enrollment, lessons)
+    if lesson is None:
+        enrollment.current_lesson_id = None
+    elif lesson.id != enrollment.current_lesson_id:
+        enrollment.current_lesson_id, enrollment.current_part = lesson.id, 0
+    return lesson
 
 
 async def unanswered_questions(x: Exchange, lesson: Lesson) -> list[int]:

@@ -120,6 +120,27 @@ async def test_retiring_current_and_earlier_lesson_skips_the_next(learning_bot, 
     assert nxt.startswith("📘 Lesson 2 of 3: Odd requests and attachments"), nxt[:80]
 
 
+async def test_home_names_the_lesson_next_goes_on_at_when_the_author_retired_the_learners_own(learning_bot, tmp_path):
+    """Her lesson (3) and the one before it retired: Home names the lesson /next brings, not the course's first."""
+    bot, channel = learning_bot
+    folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "📘 Lesson 3 of 5")
+    yaml = (folder / "course.yaml").read_text()
+    for dropped in ("02-check-the-sender.md", "03-read-a-link.md"):
+        yaml = yaml.replace(f"      - lessons/{dropped}\n", "")
+        (folder / "lessons" / dropped).rename(folder / "lessons" / ("_" + dropped))
+    (folder / "course.yaml").write_text(yaml)
+    await import_sample(bot, folder)
+
+    [home] = await t.say("/home")
+    assert "📘 Next: lesson 2 of 3, “Odd requests and attachments”" in home, home
+    [nxt] = await t.say("/next")
+    assert nxt.startswith("📘 Lesson 2 of 3: Odd requests and attachments")
+
+
 async def test_shortened_lesson_resends_a_read_part(learning_bot, tmp_path):
     bot, channel = learning_bot
     folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
@@ -179,6 +200,8 @@ async def test_a_lesson_added_after_the_learner_finished_is_theirs_to_take(learn
     t = await finished_then_a_lesson_added(bot, channel, tmp_path, after="05-if-you-clicked.md")
     [progress] = await t.say("/progress")
     assert "5 of 6 done" in progress
+    [home] = await t.say("/home")
+    assert "📘 Next: lesson 6 of 6, “Deepfake calls”" in home and "Finished" not in home, home
     [added] = await t.say("/next")
     assert added.startswith("📘 Lesson 6 of 6: Deepfake calls")
 
