@@ -6,9 +6,10 @@ from sqlalchemy import func, select
 
 from dialogs import onboarding
 from dialogs.learner import current_course, learner_of, tr
+from dialogs.lessons import upcoming_lesson
 from dialogs.review import due_reviews
 from dialogs.turn import Turn
-from storage.courses import COMPLETED, Enrollment, LessonProgress, Question, QuestionCard, course_lessons
+from storage.courses import LessonProgress, Question, QuestionCard, course_lessons, enrollment_of
 from storage.learners import Certificate, current_streak
 
 
@@ -30,9 +31,9 @@ async def show(turn: Turn, _args: str) -> None:
         ) or 0
         lines.append(_("Your progress in “{title}”:", title=course.title))
         lines.append(_("📘 Lessons: {done} of {total} done", done=done, total=len(lessons)))
-        finished = await turn.session.scalar(
-            select(Enrollment.status).where(Enrollment.user_id == turn.user.id, Enrollment.course_id == course.id)
-        ) == COMPLETED
+        enrollment = await enrollment_of(turn.transaction, turn.user.id, course.id)
+        # nothing left for /next (a lesson the author added after the learner finished is left)
+        finished = enrollment is not None and await upcoming_lesson(turn, course, enrollment) is None
     else:
         lines.append(_("Your progress:"))
     answered = (
