@@ -240,7 +240,7 @@ async def _earned(x: Exchange, course: Course) -> bool:
         x.say(_("The certificate needs {mark}% of the quiz questions right at the first try; you got {right} of "
                 "{total}. Retake each one you missed a day after you last answered it: it counts as you answer it "
                 "then.", mark=course.pass_mark, right=right, total=total),
-              choices=[(_("Retake the questions I missed"), RETAKE)])
+              choices=[(_("Retake the questions I missed"), f"{RETAKE} {course.slug}")])
         return False
     return True
 
@@ -259,7 +259,7 @@ async def resend(turn: Turn, _args: str) -> None:
     (held back for its pass mark, which a re-import may have lowered or taken away since) is weighed again: issued
     now if it is earned, else they hear what it still needs."""
     _ = tr(turn)
-    weighed = await _finished_without_certificate(turn)
+    weighed = await finished_without_certificate(turn)
     for course in weighed:
         await send_certificate(turn, course)
     rows = list(await turn.session.scalars(
@@ -275,7 +275,7 @@ async def resend(turn: Turn, _args: str) -> None:
         turn.send(document(_, row, held.slug if held else "course"))
 
 
-async def _finished_without_certificate(turn: Turn) -> list[Course]:
+async def finished_without_certificate(turn: Turn) -> list[Course]:
     """The courses the learner is enrolled in, has done every live lesson of (one at least), and holds no
     certificate for."""
     courses = await turn.session.scalars(

@@ -232,12 +232,13 @@ def nothing_due(_, when: datetime | None, x: Exchange) -> str:
 RETAKE_AFTER = timedelta(hours=20)  # "a day": the same hour tomorrow, or a little earlier
 
 
-async def retake(turn: Turn, _args: str) -> None:
+async def retake(turn: Turn, args: str) -> None:
+    """/retake [COURSE]"""
     _ = tr(turn)
     if not await onboarding.require_set_up(turn):
         return
     learner = await learner_of(turn)
-    course = await course_by_id(turn.transaction, learner.course_id) if learner.course_id else None
+    course = await _course_to_retake(turn, learner.course_id, args)
     if course is None or course.pass_mark is None:
         turn.say(_("There is nothing to retake: only a course with a pass mark for its certificate has retakes."))
         return
@@ -271,6 +272,25 @@ async def retake(turn: Turn, _args: str) -> None:
     turn.say(_.plural("{n} question to retake. Here it comes:", "{n} questions to retake. Here they come:",
                       len(missed)))
     await flow.start(turn, "review", {"queue": missed, "total": len(missed), "right": 0, "retake": course.id})
+
+
+async def _course_to_retake(turn: Turn, current_id: int | None, named: str) -> Course | None:
+    """The course whose missed questions /retake asks: the one of theirs named (a withheld certificate's button
+    names its course); else of the learner's finished courses whose certificate waits for a pass mark their current
+    one, or the first; else their current course (where they hear why there is nothing to retake)."""
+    if named.strip():
+        enrolled = list(await turn.session.scalars(
+            select(Course).join(Enrollment, Enrollment.course_id == Course.id)
+            .where(Enrollment.user_id == turn.user.id).order_by(Course.id)))
+        chosen = onboarding.find_course(enrolled, named)
+        if chosen is not None:
+            return chosen
+    current = await course_by_id(turn.transaction, current_id) if current_id else None
+    waiting = [course for course in await certificate.finished_without_certificate(turn)
+               if course.pass_mark is not None]
+    if current is not None and (not waiting or current.id in {course.id for course in waiting}):
+        return current
+    return waiting[0] if waiting else current
 
 
 def _answered_before(moment: datetime | None, limit: datetime) -> bool:

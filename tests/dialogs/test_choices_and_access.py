@@ -278,6 +278,37 @@ async def test_a_certificate_withheld_for_the_pass_mark_follows_a_retake_of_what
                                       "/certificate sends it again."]
 
 
+async def test_the_retake_a_withheld_certificate_offers_is_of_its_course_after_the_learner_moved_to_another(
+        learning_bot, tmp_path):
+    """The certificate of a finished course waits for its pass mark; the learner takes another course meanwhile:
+    the retake the certificate offers (its button, /certificate's, a bare /retake) asks the first course's missed
+    question, not "There is nothing to retake"."""
+    from datetime import timedelta
+
+    bot, channel = learning_bot
+    await import_sample(bot, PAID)
+    t, _folder = await at_the_first_quiz_question(bot, channel, tmp_path, pass_mark=100)
+    await t.press(t.last().choices[0].label)  # "Authority": the one question missed
+    await answer_until(t, bot, "The certificate needs")
+    await t.say("/settings course passwords")  # another course, with no pass mark, begun
+    async with bot.db.transaction() as session:  # a day on
+        for card in await session.scalars(select(QuestionCard)):
+            card.last_reviewed_at -= timedelta(hours=21)
+    [intro, asked] = await t.press("Retake the questions I missed")
+    assert intro == "1 question to retake. Here it comes:" and asked.startswith("Retake 1 of 1\n")
+    await t.say("later")
+    [named] = await t.say("/retake passwords")  # the course named: it has no pass mark
+    assert named.startswith("There is nothing to retake: only a course with a pass mark")
+    [withheld] = await t.say("/certificate")
+    assert withheld.startswith("The certificate needs 100%")
+    assert (await t.press("Retake the questions I missed"))[0] == "1 question to retake. Here it comes:"
+    assert (await t.say("/retake"))[0] == "1 question to retake. Here it comes:"
+    [feedback, done] = await t.press("Urgency")
+    assert feedback.startswith("✅ Right!") and done == "Retake done: 1 of 1 right."
+    await bot.settle()
+    assert any(isinstance(reply, Document) for reply in channel.sent["ann"])
+
+
 async def test_a_paid_lesson_is_not_pushed_to_a_learner_whose_only_chat_is_a_group(learning_bot):
     from dialogs.lessons import deliver_next_lesson
 
