@@ -28,8 +28,10 @@ async def home(turn: Turn, _args: str) -> None:
         lines.append(_("No course yet: send /start to pick one."))
     else:
         lines.append(_("Course: {title}", title=course.title))
-        lines.append(await _next_line(turn, _, course))
-        choices.append((_("Next lesson"), NEXT))
+        line, more = await _next_line(turn, _, course)
+        lines.append(line)
+        if more:  # (none on a finished course, as on /progress)
+            choices.append((_("Next lesson"), NEXT))
     streak = current_streak(learner, turn.user, turn.now)
     due = await due_reviews(turn)
     lines.append(_("🔥 {streak} · ⭐ {points} points · 🔁 {due} to review",
@@ -42,8 +44,8 @@ async def home(turn: Turn, _args: str) -> None:
     turn.say("\n".join(lines), choices=choices)
 
 
-async def _next_line(turn: Turn, _: Translator, course: Course) -> str:
-    """The lesson /next brings (`lessons.upcoming_lesson`), or that the course is done."""
+async def _next_line(turn: Turn, _: Translator, course: Course) -> tuple[str, bool]:
+    """The lesson /next brings (`lessons.upcoming_lesson`), or that the course is done; and whether there is one."""
     enrollment = await enrollment_of(turn.session, turn.user.id, course.id)
     lessons = await course_lessons(turn.session, course.id)
     if enrollment is None:
@@ -52,9 +54,10 @@ async def _next_line(turn: Turn, _: Translator, course: Course) -> str:
         current = await upcoming_lesson(turn, course, enrollment)
     if current is None:
         done = enrollment is not None and (enrollment.status == COMPLETED or bool(lessons))
-        return _("🏆 Finished. Well done!") if done else _("No lessons yet.")
+        return (_("🏆 Finished. Well done!") if done else _("No lessons yet.")), False
     number = [lesson.id for lesson in lessons].index(current.id) + 1
-    return _("📘 Next: lesson {number} of {count}, “{title}”", number=number, count=len(lessons), title=current.title)
+    return _("📘 Next: lesson {number} of {count}, “{title}”", number=number, count=len(lessons),
+             title=current.title), True
 
 
 async def _teams_run_by(turn: Turn) -> list[Team]:

@@ -50,6 +50,8 @@ async def test_course_end_sends_a_certificate_that_verifies(learning_bot, settin
     [progress] = await t.say("/progress")
     assert "📘 Lessons: 5 of 5 done" in progress and "🏆 1 certificate" in progress
     assert "Next lesson" not in t.labels()  # there is none
+    [home] = await t.say("/home")
+    assert "🏆 Finished. Well done!" in home and t.labels() == ["My progress"]  # nor on Home
     [finished] = await t.say("/next")
     assert finished.startswith("You have finished Spot the phish")
     before = len(channel.sent["ann"])
