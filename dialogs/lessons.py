@@ -385,6 +385,11 @@ async def lesson_to_push(x: Exchange, learner: Learner) -> bool:
     return await access.lesson_closed(there, lesson) in (None, access.Closed.OUT_OF_ORDER)
 
 
+# How far ahead the next lesson may be: a week, and a day more for a learner who moved west over the date line after
+# the day's lesson (it is yesterday again where they are, and tomorrow's date, decided, is not pushed twice).
+DAYS_AHEAD = 9
+
+
 def next_lesson_time(learner: Learner, user: User, now: datetime, *,
                      decided: Collection[date] = ()) -> datetime | None:
     """The next moment (UTC) the learner's lesson is due by their time, days and zone; None without a lesson time,
@@ -397,7 +402,7 @@ def next_lesson_time(learner: Learner, user: User, now: datetime, *,
         return None
     zone = zone_for(user.timezone)
     local_today = now.astimezone(zone).date()
-    for ahead in range(0, 8):
+    for ahead in range(DAYS_AHEAD):
         day = local_today + timedelta(days=ahead)
         if str(day.isoweekday()) not in learner.lesson_days or day in decided:
             continue

@@ -8,6 +8,7 @@ import pytest
 
 from dialogs.lessons import next_lesson_time
 from dialogs.times import read_days, read_quiet_hours, read_time, read_zone
+from scheduler.planner import lesson_dates
 from storage.learners import Learner, User, current_streak, in_quiet_hours, record_activity, zone_for
 
 
@@ -155,3 +156,16 @@ def test_quiet_hours_wrap_midnight_in_local_time():
     assert in_quiet_hours(who, user, datetime(2026, 7, 1, 21, 30, tzinfo=timezone.utc))  # 22:30 WEST
     assert in_quiet_hours(who, user, datetime(2026, 1, 1, 6, 30, tzinfo=timezone.utc))  # 06:30 WET
     assert not in_quiet_hours(who, user, datetime(2026, 7, 1, 6, 30, tzinfo=timezone.utc))  # 07:30 WEST
+
+
+def test_a_learner_who_moves_west_over_the_date_line_after_the_weeks_lesson_is_promised_the_next_one():
+    # Ann (UTC+14) has lessons on Mondays at 09:00: Monday 23 November's comes on Sunday 22nd at 19:00 UTC, and the
+    # planner decides that date. At 19:30 UTC she moves to UTC-12, where it is Sunday morning again; Monday 23rd is
+    # decided already, so the planner's next push is on Monday 30th, eight local days ahead: that is the promise.
+    user, who = person("UTC-12:00"), learner(time(9), "1")
+    moved = datetime(2026, 11, 22, 19, 30, tzinfo=timezone.utc)
+    decided = {date(2026, 11, 23)}
+    pushed = [day for day in lesson_dates(moved, moved + timedelta(days=9), zone=zone_for("UTC-12:00"), at=time(9),
+                                          days="1") if day not in decided]
+    assert pushed[0] == date(2026, 11, 30)
+    assert next_lesson_time(who, user, moved, decided=decided) == datetime(2026, 11, 30, 21, 0, tzinfo=timezone.utc)
