@@ -4,7 +4,8 @@ Kinds, in the order they win when several are due for one learner at once:
 - `streak`: the learner has a streak of STREAK_AT_RISK days or more that ends at local midnight (today is the
   lesson day it needs, `storage.learners.streak_deadline`, and they have not learned yet today), and it is evening
   where they are (STREAK_SAVER_HOURS). On a day their own lesson comes in the evening, the saver waits until
-  AFTER_OWN_LESSON after it (`streak_saver_from`). Only with a lesson to offer; without one, a review when
+  AFTER_OWN_LESSON after it (`streak_saver_from`; once the planner decided the day's lesson, the one it sent, whatever
+  hour the learner moved to since). Only with a lesson to offer; without one, a review when
   questions are due, else nothing.
 - `inactive`, then `farewell`: one nudge when the learner has been away INACTIVE_AFTER[0], [1], [2] (a day, three
   days, a week), and after FAREWELL_AFTER a last one that says the bot stops reminding. Steps count from when the
@@ -48,9 +49,9 @@ import hashlib
 import logging
 import random
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
@@ -145,12 +146,14 @@ class Nudge:
 
 def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, due_reviews: int = 0,
            last_lesson: datetime | None = None, lesson_to_come: bool = True,
-           window_closes: datetime | None = None) -> Nudge | None:
+           window_closes: datetime | None = None,
+           lessons_decided: Mapping[date, datetime | None] | None = None) -> Nudge | None:
     """The nudge this learner should get now, if any. `history`: their earlier nudges, newest first; `due_reviews`:
     the review questions /review would ask them now; `last_lesson`: when the last lesson the planner queued to them
     was due; `lesson_to_come`: whether they have a lesson to come back to (a course chosen, not finished, and its
     next lesson open to them there); `window_closes`: when their chat's channel may no longer send them what they
-    did not ask for (None: no such limit)."""
+    did not ask for (None: no such limit); `lessons_decided`: the local dates of late whose lesson the planner
+    decided, each with when it queued the lesson (None: none went that day)."""
     if in_quiet_hours(learner, user, now):
         return None
     if history and now - history[0].created_at < NUDGE_GAP:
@@ -163,7 +166,8 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
     last_day = learner.last_active_on
     saver_tonight = ((learner.streak_days or 0) >= STREAK_AT_RISK and last_day is not None
                      and last_day < today == streak_deadline(learner.lesson_days, last_day))
-    if saver_tonight and streak_saver_from(learner, today) <= clock < STREAK_SAVER_HOURS[1]:
+    if saver_tonight and streak_saver_from(learner, today, _lesson_of(today, lessons_decided, local.tzinfo)) <= clock \
+            < STREAK_SAVER_HOURS[1]:
         if lesson_to_come:
             return Nudge(STREAK, 0, f"{NUDGE_KEY}{uid}:streak:{today.isoformat()}",
                          NudgeFacts(streak=learner.streak_days))
@@ -229,12 +233,36 @@ def has_quiet_hours(learner: Learner) -> bool:
     return start is not None and end is not None and start != end
 
 
-def streak_saver_from(learner: Learner, today: date) -> time:
+@dataclass(frozen=True)
+class DayLesson:
+    """The lesson the planner decided for one of the learner's local dates: the local time it went (None: none did)."""
+
+    went_at: time | None
+
+
+def _lesson_of(day: date, decided: Mapping[date, datetime | None] | None, zone: tzinfo | None) -> DayLesson | None:
+    """The lesson decided for `day` (None: not decided yet), from when each was queued (`decide`'s lessons_decided)."""
+    if decided is None or day not in decided:
+        return None
+    queued = decided[day]
+    return DayLesson(None if queued is None else queued.astimezone(zone).time().replace(tzinfo=None))
+
+
+def streak_saver_from(learner: Learner, today: date, decided: DayLesson | None = None) -> time:
     """The local time from which tonight's streak saver may go: the evening, but when the learner's own lesson comes
-    that day, no sooner than AFTER_OWN_LESSON after it (a lesson at 22:30 leaves no room for a saver before 23:00)."""
+    that day, no sooner than AFTER_OWN_LESSON after it (a lesson at 22:30 leaves no room for a saver before 23:00).
+    Once the planner decided the day's lesson (`decided`: when it queued it, None when it sent none), that is the
+    lesson of the day, whatever hour the learner has moved to since: no other comes that day."""
+    if decided is not None:
+        return STREAK_SAVER_HOURS[0] if decided.went_at is None else _after_lesson(today, decided.went_at)
     at, days = learner.lesson_time, learner.lesson_days or ""
     if at is None or str(today.isoweekday()) not in days:
         return STREAK_SAVER_HOURS[0]
+    return _after_lesson(today, at)
+
+
+def _after_lesson(today: date, at: time) -> time:
+    """The saver's evening, from no sooner than AFTER_OWN_LESSON after a lesson at `at` today."""
     after = datetime.combine(today, at) + AFTER_OWN_LESSON
     if after.date() != today:
         return STREAK_SAVER_HOURS[1]
@@ -289,6 +317,9 @@ class Candidate:
     conversation: Conversation
     last_lesson: datetime | None  # when the last lesson the planner queued to them was due (lately; None: none)
     lesson_to_come: bool  # a course chosen, not finished, and its next lesson open to them
+    # the local dates of late whose lesson the planner decided: when it queued it (None: it sent none that day); read
+    # for a learner with a streak to save
+    lessons_decided: Mapping[date, datetime | None] = field(default_factory=dict)
 
 
 async def candidates(session: AsyncSession, now: datetime) -> list[Candidate]:
@@ -343,8 +374,29 @@ async def candidates(session: AsyncSession, now: datetime) -> list[Candidate]:
                or_(and_(away, lesson_to_come), streak, reviews))
         .order_by(Learner.user_id)
     )
-    return [Candidate(learner, user, conversation, lesson_at, bool(to_come))
-            for learner, user, conversation, lesson_at, to_come in rows.all()]
+    found = rows.all()
+    # (the day's lesson matters to the streak saver alone: read for the learners who have a streak to save)
+    decided = await _lessons_decided(session, [learner.user_id for learner, *_rest in found
+                                               if (learner.streak_days or 0) >= STREAK_AT_RISK], now)
+    return [Candidate(learner, user, conversation, lesson_at, bool(to_come), decided.get(learner.user_id, {}))
+            for learner, user, conversation, lesson_at, to_come in found]
+
+
+async def _lessons_decided(session: AsyncSession, user_ids: list[int], now: datetime,
+                           ) -> dict[int, dict[date, datetime | None]]:
+    """Per learner, the local dates around today whose lesson the planner decided, with when it queued the lesson
+    (None: it sent none, for a reason of its own). (A local date is within a day of UTC's.)"""
+    found: dict[int, dict[date, datetime | None]] = defaultdict(dict)
+    for offset in range(0, len(user_ids), BATCH):
+        rows = await session.execute(
+            select(ScheduledLesson.user_id, ScheduledLesson.local_date, ScheduledLesson.due_at,
+                   ScheduledLesson.outcome)
+            .where(ScheduledLesson.user_id.in_(user_ids[offset:offset + BATCH]),
+                   ScheduledLesson.local_date >= (now - timedelta(days=1)).date())
+        )
+        for user_id, local_date, due_at, outcome in rows.all():
+            found[user_id][local_date] = due_at if outcome == QUEUED else None
+    return found
 
 
 async def _histories(session: AsyncSession, user_ids: list[int], now: datetime) -> dict[int, list[Past]]:
@@ -419,7 +471,7 @@ def _decide(candidate: Candidate, history: list[Past], now: datetime, *, due_rev
             window_closes: datetime | None) -> Nudge | None:
     return decide(candidate.learner, candidate.user, history, now, due_reviews=due_reviews,
                   last_lesson=candidate.last_lesson, lesson_to_come=candidate.lesson_to_come,
-                  window_closes=window_closes)
+                  window_closes=window_closes, lessons_decided=candidate.lessons_decided)
 
 
 OUTCOME_COUNTED = {SKIPPED_WINDOW: "skipped", HELD_OUT: "held out"}

@@ -16,7 +16,7 @@ from bot.channel import unprompted_windows
 from scheduler.nudges import sweep
 from scheduler.planner import plan_lessons
 from storage.courses import Entitlement, QuestionCard
-from storage.learners import PAUSED
+from storage.learners import PAUSED, Learner, lesson_schedule_changed
 from storage.models import Conversation, OutboxMessage, User
 from storage.scheduling import QUEUED, SKIPPED_WINDOW, UNANSWERED, NudgeLog
 from tests.dialogs.learning_support import PAID
@@ -130,6 +130,36 @@ async def test_the_streak_saver_waits_for_an_evening_lesson_and_skips_a_late_one
     clock.at(evening + timedelta(hours=3, minutes=15))  # 22:45: still no room after a 22:30 lesson
     await sweep(ctx)
     assert await nudges_of(db, at_22_30) == []
+
+
+async def test_the_streak_saver_follows_the_lesson_that_came_today_not_an_hour_moved_after_it(db):
+    """Ann's 07:30 lesson came this morning; she then moved her hour to 22:30. Today's lesson is decided (the planner
+    sends none at 22:30 tonight), so her streak saver comes in the evening as on any morning-lesson day. Bea, whose
+    20:00 lesson came, then moved hers to 07:30, gets hers an hour after the lesson that came."""
+    morning = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon, a Wednesday
+    at_risk = {"streak_days": 4, "last_active_on": date(2026, 6, 9), "last_active_at": morning - timedelta(hours=12),
+               "course_id": await sample_course(db)}
+    ann = await add_learner(db, at=time(7, 30), **at_risk)
+    bea = await add_learner(db, at=time(20, 0), **at_risk)
+    clock = HandClock(morning)
+    ctx = context(db, clock, rng=random.Random(5))
+    await plan_lessons(ctx)  # starts the planner's cursor
+    clock.at(datetime(2026, 6, 10, 6, 31, tzinfo=UTC))
+    assert await plan_lessons(ctx) == Counter({QUEUED: 1})  # Ann's 07:30 lesson
+    clock.at(datetime(2026, 6, 10, 19, 1, tzinfo=UTC))
+    assert await plan_lessons(ctx) == Counter({QUEUED: 1})  # Bea's 20:00 lesson
+    async with db.transaction() as session:  # each moves her hour (/settings), after the day's lesson came
+        for user_id, at in ((ann, time(22, 30)), (bea, time(7, 30))):
+            learner = await session.get(Learner, user_id)
+            learner.lesson_time = at
+            await lesson_schedule_changed(session, user_id)
+    clock.at(datetime(2026, 6, 10, 19, 15, tzinfo=UTC))  # 20:15: Ann's evening; Bea's lesson came 15 minutes ago
+    assert await sweep(ctx) == Counter({"streak": 1})
+    assert await nudges_of(db, ann) == [("streak", 0, QUEUED)]
+    assert await nudges_of(db, bea) == []
+    clock.at(datetime(2026, 6, 10, 20, 5, tzinfo=UTC))  # 21:05: an hour after Bea's lesson
+    assert await sweep(ctx) == Counter({"streak": 1})
+    assert await nudges_of(db, bea) == [("streak", 0, QUEUED)]
 
 
 async def test_review_reminders_when_questions_are_due(db):
