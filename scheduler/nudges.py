@@ -15,7 +15,8 @@ Kinds, in the order they win when several are due for one learner at once:
   (`days_between`), for the steps and for "it's been N days", and no step comes sooner than a day after (on a channel
   whose window closes then, the first comes from FIRST_STEP_IN_WINDOW on, WINDOW_MARGIN before it closes at the
   latest). Only for a learner with a lesson to come back to (a course chosen
-  and not finished, its next lesson open to them, and shown in their home chat: not a paid one in a group); never
+  and not finished, or a lesson added to it since, its next lesson open to them, and shown in their home chat: not
+  a paid one in a group); never
   within LESSON_REMINDS after a lesson the planner queued to them (the lesson is the reminder); only on a lesson day
   (one due on a day off waits for the next); and, for a learner who set no quiet hours, only in the local DAYTIME.
 - `review`: spaced-review questions are due for a learner active in the last day, in the afternoon (REVIEW_HOURS),
@@ -54,7 +55,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import ScalarSelect, and_, case, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -69,6 +70,7 @@ from storage.courses import (
     Course,
     Enrollment,
     Lesson,
+    LessonProgress,
     Question,
     QuestionCard,
     accessible,
@@ -316,7 +318,7 @@ class Candidate:
     user: User
     conversation: Conversation
     last_lesson: datetime | None  # when the last lesson the planner queued to them was due (lately; None: none)
-    lesson_to_come: bool  # a course chosen, not finished, and its next lesson open to them
+    lesson_to_come: bool  # a course chosen, not finished (or a lesson added since), and its next lesson open to them
     # the local dates of late whose lesson the planner decided: when it queued it (None: it sent none that day); read
     # for a learner with a streak to save
     lessons_decided: Mapping[date, datetime | None] = field(default_factory=dict)
@@ -343,10 +345,13 @@ async def candidates(session: AsyncSession, now: datetime) -> list[Candidate]:
     # ... and open to them: a paid course's next lesson past the free preview is no lesson "ready" to come back to;
     # nor, in a chat of many (their home chat a group), one that is not free to try: it is not shown there
     # (dialogs.access, NOT_HERE)
+    # A finished course has one again when its author adds a lesson the learner has not done: the push goes on with
+    # it (dialogs.lessons.next_lesson, `lesson_to_do`).
     current = aliased(Lesson)
-    position = func.coalesce(current.position, 1)
+    added = _first_lesson_not_done()
+    position = case((Enrollment.status == COMPLETED, added), else_=func.coalesce(current.position, 1))
     lesson_to_come = and_(Learner.course_id.is_not(None),
-                          or_(Enrollment.status.is_(None), Enrollment.status != COMPLETED),
+                          or_(Enrollment.status.is_(None), Enrollment.status != COMPLETED, added.is_not(None)),
                           accessible(Learner.user_id, Course, position, now),
                           or_(Conversation.shared.is_not(True), Course.access == FREE,
                               in_free_preview(Course, position)))
@@ -380,6 +385,17 @@ async def candidates(session: AsyncSession, now: datetime) -> list[Candidate]:
                                                if (learner.streak_days or 0) >= STREAK_AT_RISK], now)
     return [Candidate(learner, user, conversation, lesson_at, bool(to_come), decided.get(learner.user_id, {}))
             for learner, user, conversation, lesson_at, to_come in found]
+
+
+def _first_lesson_not_done() -> ScalarSelect[Any]:
+    """The position of the first live lesson of the learner's course they have not finished (None: none is left), as
+    `dialogs.access.lesson_to_do` finds it, for many learners at once."""
+    lesson = aliased(Lesson)
+    done = exists().where(LessonProgress.user_id == Learner.user_id, LessonProgress.lesson_id == lesson.id,
+                          LessonProgress.completed_at.is_not(None))
+    return (select(func.min(lesson.position))
+            .where(lesson.course_id == Learner.course_id, lesson.retired.is_(False), ~done)
+            .scalar_subquery())
 
 
 async def _lessons_decided(session: AsyncSession, user_ids: list[int], now: datetime,

@@ -6,12 +6,16 @@ count only what /review will ask."""
 from __future__ import annotations
 
 import random
+import shutil
 from collections import Counter
 from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 
+from authoring.format import load_course
+from authoring.importer import import_course
 from bot.channel import unprompted_windows
 from scheduler.nudges import sweep
 from scheduler.planner import plan_lessons
@@ -19,7 +23,7 @@ from storage.courses import Entitlement, QuestionCard
 from storage.learners import PAUSED, Learner, lesson_schedule_changed
 from storage.models import Conversation, OutboxMessage, User
 from storage.scheduling import QUEUED, SKIPPED_WINDOW, UNANSWERED, NudgeLog
-from tests.dialogs.learning_support import PAID
+from tests.dialogs.learning_support import PAID, SAMPLE
 from tests.scheduler.nudge_support import away_a_day, nudge_sent, nudges_of, outbox_replies, whatsapp
 from tests.scheduler.support import HandClock, add_learner, context, sample_course, took_lessons
 from tests.support import Transcript
@@ -278,6 +282,25 @@ async def test_no_come_back_nudges_without_a_lesson_to_come_back_to(db):
     assert seen == [{"inactive": 1}, {"inactive": 1}, {"inactive": 1}, {"farewell": 1}]  # only the one learning
     assert await nudges_of(db, finished) == [] and await nudges_of(db, no_course) == []
     assert len(await nudges_of(db, learning)) == 4
+
+
+async def test_a_lesson_added_after_the_learner_finished_is_one_to_come_back_to(db, tmp_path):
+    """Ann finished the course; its author then adds a sixth lesson, which her next push brings her (the planner goes
+    on with it). She has a lesson to come back to again: the come-back nudges are hers, as anyone's at a lesson."""
+    left = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 10:00 in Lisbon
+    course = await sample_course(db)
+    finished = await add_learner(db, course_id=course, last_active_at=left, quiet=(time(22), time(8)))
+    await took_lessons(db, finished, course, 5, at=left)  # every lesson of the course
+    folder = Path(shutil.copytree(SAMPLE, tmp_path / "course"))
+    (folder / "lessons" / "06-new.md").write_text("---\nid: new-one\ntitle: Deepfake calls\n---\n\nNew content.\n")
+    yaml = (folder / "course.yaml").read_text()
+    listed = "      - lessons/05-if-you-clicked.md\n"
+    (folder / "course.yaml").write_text(yaml.replace(listed, listed + "      - lessons/06-new.md\n"))
+    async with db.transaction() as session:
+        await import_course(session, load_course(folder))
+    clock = HandClock(left + timedelta(hours=24, minutes=30))
+    assert await sweep(context(db, clock, rng=random.Random(10))) == Counter({"inactive": 1})
+    assert await nudges_of(db, finished) == [("inactive", 0, QUEUED)]
 
 
 async def test_no_come_back_nudges_to_a_next_lesson_the_learner_may_not_take(db):
