@@ -17,7 +17,8 @@ Kinds, in the order they win when several are due for one learner at once:
   latest). Only for a learner with a lesson to come back to (a course chosen
   and not finished, or a lesson added to it since, its next lesson open to them, and shown in their home chat: not
   a paid one in a group); never
-  within LESSON_REMINDS after a lesson the planner queued to them (the lesson is the reminder); only on a lesson day
+  within LESSON_REMINDS after a lesson the planner queued to them (the lesson is the reminder; for the first step
+  inside a closing window, LESSON_REMINDS_IN_WINDOW); only on a lesson day
   (one due on a day off waits for the next); and, for a learner who set no quiet hours, only in the local DAYTIME.
 - `review`: spaced-review questions are due for a learner active in the last day, in the afternoon (REVIEW_HOURS),
   unless their streak is at risk (the evening's streak saver covers both). Counted as /review counts them
@@ -119,6 +120,10 @@ UNDELIVERED_AFTER = timedelta(days=2)  # a nudge still not sent by then taught n
 # ahead of the reply to what they wrote).
 FIRST_STEP_IN_WINDOW = timedelta(hours=12)
 WINDOW_MARGIN = timedelta(minutes=30)
+# There, a lesson the planner queued holds that first step back only this long (LESSON_REMINDS would outlast the
+# window: a learner who wrote at 08:05 and was pushed a lesson at 09:00 would get no come-back nudge at all); so a
+# morning lesson leaves the evening to it, and an evening one is not followed by a nudge on its heels.
+LESSON_REMINDS_IN_WINDOW = timedelta(hours=6)
 # Channels no process serves on its own: the terminal (`lessonbot chat`, bot.channel.ServesOneChat) reaches its
 # learner only while they have it open, so a reminder would wait there and arrive stale, with the others, when they
 # next open it. No nudge is decided for a learner whose home chat is on one.
@@ -182,7 +187,7 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
     first_step = STEPS[0] if window_closes is None else FIRST_STEP_IN_WINDOW
     if last_active is not None and since is not None and first_step <= now - since < LOOK_BACK:
         if (not lesson_to_come  # nothing to come back to: "your next lesson is ready" would not be true
-                or (last_lesson is not None and now - last_lesson < LESSON_REMINDS)
+                or (last_lesson is not None and now - last_lesson < lesson_reminds(now - since, window_closes))
                 or (not has_quiet_hours(learner) and not DAYTIME[0] <= clock < DAYTIME[1])
                 or not lesson_day  # a day off is not a day to be reminded: the next lesson day is
                 or (now - since < STEPS[0] and (window_closes is None or now >= window_closes - WINDOW_MARGIN))
@@ -209,6 +214,12 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
             and REVIEW_HOURS[0] <= clock < REVIEW_HOURS[1]):
         return Nudge(REVIEW, 0, f"{NUDGE_KEY}{uid}:review:{today.isoformat()}", NudgeFacts(due_reviews=due_reviews))
     return None
+
+
+def lesson_reminds(away: timedelta, window_closes: datetime | None) -> timedelta:
+    """How long a lesson the planner queued holds back a come-back step due after `away`: a day, but only
+    LESSON_REMINDS_IN_WINDOW for the first step inside a window that closes before then."""
+    return LESSON_REMINDS if window_closes is None or away >= STEPS[0] else LESSON_REMINDS_IN_WINDOW
 
 
 def days_between(earlier: datetime, now: datetime, user: User) -> int:

@@ -1,6 +1,6 @@
 """When a nudge goes and what it may offer: the streak saver only with a lesson to offer (else a review, if any is
 due); no paid lesson offered in a group chat; lesson days respected; days away counted on the learner's calendar;
-and on WhatsApp without a template, the first step while its window is still open."""
+and on WhatsApp without a template, the first step while its window is still open, even after a lesson that day."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from bot.channel import unprompted_windows
 from scheduler.nudges import decide, sweep
+from scheduler.planner import plan_lessons
 from storage.courses import Entitlement, QuestionCard
 from storage.learners import Learner
 from storage.models import Conversation, User
@@ -161,3 +162,26 @@ async def test_whatsapp_without_a_template_a_morning_learner_gets_the_first_step
     clock.at(left + timedelta(hours=12, minutes=45))  # 20:45: the window closes at 21:00 (less 2 minutes)
     assert await sweep(ctx) == Counter()
     assert await nudges_of(db, late) == []
+
+
+async def test_whatsapp_without_a_template_a_learner_pushed_a_morning_lesson_gets_the_first_step_that_evening(db):
+    """Ann (lessons at 09:00) last wrote at 08:05; her 09:00 lesson is pushed and goes unread. Her window closes at
+    08:05 the next day, before a day has passed since the lesson: the lesson holds the first step back only for its
+    morning, and that evening she gets it. Bea, whose lesson came at 20:00, is not sent one on its heels."""
+    wrote = datetime(2026, 6, 1, 7, 5, tzinfo=UTC)  # 08:05 in Lisbon, a Monday
+    course = await sample_course(db)
+    ann = await add_learner(db, channel="whatsapp", chat="+15550000005", course_id=course, at=time(9),
+                            last_active_at=wrote)
+    bea = await add_learner(db, channel="whatsapp", chat="+15550000006", course_id=course, at=time(20),
+                            last_active_at=wrote)
+    clock = HandClock(wrote)
+    ctx = context(db, clock, rng=random.Random(7), unprompted_windows=unprompted_windows([whatsapp()]))
+    await plan_lessons(ctx)  # starts the planner's cursor
+    clock.at(datetime(2026, 6, 1, 8, 1, tzinfo=UTC))
+    assert await plan_lessons(ctx) == Counter({QUEUED: 1})  # Ann's 09:00 lesson
+    clock.at(datetime(2026, 6, 1, 19, 1, tzinfo=UTC))
+    assert await plan_lessons(ctx) == Counter({QUEUED: 1})  # Bea's 20:00 lesson
+    clock.at(datetime(2026, 6, 1, 19, 30, tzinfo=UTC))  # 20:30, twelve hours and more since they wrote
+    assert await sweep(ctx) == Counter({"inactive": 1})
+    assert await nudges_of(db, ann) == [("inactive", 0, QUEUED)]
+    assert await nudges_of(db, bea) == []
