@@ -540,13 +540,21 @@ async def queue_nudge(ctx: JobContext, nudge: Nudge, template: str, user: User, 
 async def still_as_decided(session: AsyncSession, user: User, conversation: Conversation, now: datetime) -> bool:
     """Whether the learner is as their nudge was decided from: still one the bot may message on its own, in the same
     home chat, and not active since (the sweep reads every candidate first and queues one by one after: one who
-    paused, stopped or came back meanwhile is not sent what was decided before)."""
+    paused, stopped or came back meanwhile is not sent what was decided before).
+
+    The learner's row stays locked (shared) until the nudge commits, so a /pause or /stop cannot commit between this
+    check and the nudge's outbox row: it waits, then withdraws the nudge with what else it withdraws; one that came
+    first is read here. Locked in the order the turns and the planner take them: the conversation's row (as `enqueue`
+    takes it), then the learner's."""
+    await session.execute(select(Conversation.id).where(Conversation.id == conversation.id)
+                          .with_for_update(key_share=True))
     found = await session.scalar(
         select(Learner.user_id)
         .join(User, User.id == Learner.user_id)
         .join(Conversation, Conversation.id == Learner.home_conversation_id)
         .where(Learner.user_id == user.id, Conversation.id == conversation.id, *may_be_messaged(now),
                User.last_active_at.is_not_distinct_from(user.last_active_at))
+        .with_for_update(read=True, of=Learner)
     )
     return found is not None
 

@@ -5,14 +5,16 @@ count only what /review will ask."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import shutil
 from collections import Counter
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from authoring.format import load_course
 from authoring.importer import import_course
@@ -20,6 +22,7 @@ from bot.channel import unprompted_windows
 from scheduler.nudges import sweep
 from scheduler.planner import plan_lessons
 from storage.courses import Entitlement, QuestionCard
+from storage.db import Database
 from storage.learners import PAUSED, Learner, lesson_schedule_changed
 from storage.models import Conversation, OutboxMessage, User
 from storage.scheduling import QUEUED, SKIPPED_WINDOW, UNANSWERED, NudgeLog
@@ -477,3 +480,82 @@ async def test_a_nudge_decided_before_the_learner_paused_or_came_back_is_not_que
                                           .where(OutboxMessage.idempotency_key.like("nudge:%")))) == []
         assert list(await session.scalars(select(NudgeLog.user_id))) == []
     assert other.user_id in found
+
+
+WAITING_ON_LOCKS = text("SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'")
+
+
+async def held_up(db: Database, task: asyncio.Task[Any], *, waiting: int = 1) -> None:
+    """Until `task` is done or `waiting` transactions wait on a lock another holds (on SQLite, which shows no such
+    thing, a moment)."""
+    if db.engine.dialect.name != "postgresql":
+        await asyncio.wait({task}, timeout=0.5)
+        return
+    for _ in range(200):
+        async with db.sessions() as session:
+            if task.done() or await session.scalar(WAITING_ON_LOCKS) >= waiting:
+                return
+        await asyncio.sleep(0.025)
+    raise AssertionError("neither done nor waiting")
+
+
+async def test_a_pause_that_commits_while_a_nudge_is_being_queued_cancels_it(recording_bot):
+    """Ann's come-back nudge is decided and checked (she may be messaged), and held up on its way to the outbox (here
+    by another transaction writing the same key, as a second leader's sweep would); meanwhile she sends /pause. The
+    nudge does not go out to her paused: /pause waits for it and withdraws it, or it finds her paused."""
+    from scheduler.nudges import candidates, decide, queue_nudge
+
+    bot, channel = recording_bot
+    away = await away_a_day(bot.db)
+    ctx = context(bot.db, HandClock(away.now), rng=random.Random(7))
+    async with bot.db.sessions() as session:
+        [candidate] = await candidates(session, away.now)
+    nudge = decide(candidate.learner, candidate.user, [], away.now, lesson_to_come=True)
+    assert nudge is not None
+    async with bot.db.engine.connect() as blocker:
+        await blocker.execute(NudgeLog.__table__.insert().values(
+            user_id=away.user_id, kind=nudge.kind, step=nudge.step, template="x", idempotency_key=nudge.key,
+            outcome=QUEUED, created_at=away.now))
+        queuing = asyncio.create_task(queue_nudge(ctx, nudge, "inactive-five-minutes", candidate.user,
+                                                  candidate.conversation, away.now))
+        await held_up(bot.db, queuing)
+        pausing = asyncio.create_task(Transcript(bot, channel, "ann").say("/pause"))
+        await held_up(bot.db, pausing, waiting=2)  # (the nudge waits already)
+        await blocker.rollback()
+    await asyncio.gather(queuing, pausing)
+    await bot.settle()
+    async with bot.db.sessions() as session:
+        statuses = list(await session.scalars(select(OutboxMessage.status)
+                                              .where(OutboxMessage.idempotency_key.like("nudge:%"))))
+    assert statuses in ([], ["cancelled"])
+    assert not any("lesson" in text and "ready" in text for text in channel.texts("ann")[1:])
+
+
+async def test_nudges_lessons_and_pauses_at_once_neither_deadlock_nor_leave_a_nudge_to_a_paused_learner(recording_bot):
+    """Six learners owed a come-back nudge and a lesson, all at once: the sweep queues their nudges, the planner
+    pushes their lessons, and each sends /pause. Every one finishes (the nudge, the planner and the turn take the
+    rows they share in one order), each learner is told they are paused, and no nudge waits to go to one of them."""
+    from scheduler.planner import DueLesson, push_lessons
+
+    bot, channel = recording_bot
+    chats = [f"learner-{n}" for n in range(8)]
+    away = [await away_a_day(bot.db, chat=chat) for chat in chats]
+    now = away[0].now
+    ctx = context(bot.db, HandClock(now), rng=random.Random(7))
+    due = [DueLesson(learner.user_id, now.date(), now) for learner in away]
+
+    async def pause(chat: str, after: float) -> list[str]:
+        await asyncio.sleep(after)
+        return await Transcript(bot, channel, chat).say("/pause")
+
+    swept, pushed, *paused = await asyncio.gather(
+        sweep(ctx), push_lessons(ctx, due, now, retry_seconds=0.05),
+        *(pause(chat, after=0.02 * n) for n, chat in enumerate(chats)))  # spread over the sweep and the pushes
+    assert sum(pushed.values()) == len(chats)
+    assert all(any(reply.startswith("Paused.") for reply in replies) for replies in paused), paused
+    await bot.settle()
+    async with bot.db.sessions() as session:
+        statuses = set(await session.scalars(select(OutboxMessage.status)
+                                             .where(OutboxMessage.idempotency_key.like("nudge:%"))))
+    assert statuses <= {"cancelled", "sent"}
