@@ -307,23 +307,25 @@ async def _push(session: AsyncSession, ctx: JobContext, due: DueLesson, now: dat
     }).returning(ScheduledLesson.user_id))
     if claimed.first() is None:
         return None  # decided already (a repeated run, or another leader)
-    outcome = await _lesson_or_reason(session, ctx, due, now, record_busy=record_busy)
+    outcome, held_until = await _lesson_or_reason(session, ctx, due, now, record_busy=record_busy)
     await session.execute(
         update(ScheduledLesson)
         .where(ScheduledLesson.user_id == due.user_id, ScheduledLesson.local_date == due.local_date)
-        .values(outcome=outcome)
+        .values(outcome=outcome, held_until=held_until)
     )
     return outcome
 
 
 async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLesson, now: datetime, *,
-                            record_busy: bool) -> str:
+                            record_busy: bool) -> tuple[str, datetime | None]:
+    """What came of the learner's lesson (queued, or why not), and, for one queued held for their quiet hours, when
+    it goes to them (in the scheduler's time; None: at once)."""
     user = await session.get(User, due.user_id)
     learner = await session.get(Learner, due.user_id)
     if user is None or learner is None or learner.home_conversation_id is None:
-        return NOTHING_TO_SEND
+        return NOTHING_TO_SEND, None
     if is_paused(learner, now):
-        return PAUSED
+        return PAUSED, None
     # A lesson time inside the quiet hours skips the day's lesson: judged by the learner's lesson time, as /settings
     # warns of it, not by the moment (on the day the clocks go forward, 02:30 comes at 03:30 by the clock: quiet
     # hours from 03:00 hold that lesson till they end, below, but do not take the day's lesson away).
@@ -331,16 +333,17 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
     if lesson_time is None:  # (taken away since the run read it: as the moment reads on the clock)
         lesson_time = due.due_at.astimezone(zone_for(user.timezone)).time()
     if quiet_at(learner, lesson_time):
-        return QUIET_HOURS
+        return QUIET_HOURS, None
+    # The last lesson went at its moment, or when the quiet hours it was held for ended: answered only after that.
     previous = await session.scalar(
-        select(func.max(ScheduledLesson.due_at)).where(
+        select(func.max(func.coalesce(ScheduledLesson.held_until, ScheduledLesson.due_at))).where(
             ScheduledLesson.user_id == due.user_id,
             ScheduledLesson.local_date < due.local_date,
             ScheduledLesson.outcome == QUEUED,
         )
     )
     if previous is not None and (user.last_active_at is None or user.last_active_at < previous):
-        return UNANSWERED
+        return UNANSWERED, None
     # The lesson changes the conversation's state (a quiz question asked now is answered there): never while a
     # worker is answering this learner. Taking the row here (a no-op update) also makes a worker that starts now
     # wait for this transaction, so it reads the state written here. Leases are real time, whatever `now` says.
@@ -354,17 +357,18 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
     )
     if rows_affected(free) != 1:
         if record_busy:
-            return BUSY
+            return BUSY, None
         raise _Busy()
     before = await _place(session, learner)
     replies = await deliver_next_lesson(session, user, now=now, data_dir=ctx.data_dir, site_url=ctx.site_url)
     conversation = await home_conversation(session, user)
     if not replies or conversation is None:
-        return NOTHING_TO_SEND
+        return NOTHING_TO_SEND, None
     # a run late enough to fall in the quiet hours (a failover, a backlog), or a moment in them by the clock though
     # the lesson time is not (02:30 on the day the clocks go forward is 03:30): the lesson waits for their end (the
     # outbox's clock is real time, whatever `now` says)
-    wait = quiet_hours_end(learner, user, now) - now
+    goes_at = quiet_hours_end(learner, user, now)
+    wait = goes_at - now
     held = utcnow() + wait
     # A lesson held when the learner paused (storage.outbox.withdraw_unasked) goes first: their place moved past it
     # (unless it is closed to them by now: dialogs.access); in the quiet hours, it waits for their end with this one.
@@ -383,7 +387,7 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
         )
         for number, reply in enumerate(replies, start=1)
     ])
-    return QUEUED
+    return QUEUED, goes_at if wait > timedelta(0) else None
 
 
 async def _place(session: AsyncSession, learner: Learner) -> tuple[int | None, int]:

@@ -111,6 +111,8 @@ class ScheduledLesson(Base):
     """A learner's lesson time came round on `local_date` (their own calendar day): what was done about it.
 
     The primary key is the guard: a day's lesson is decided once, however often the planner looks at that moment.
+    `held_until`: a lesson queued held for the learner's quiet hours (a run late enough to fall in them) goes to
+    them then, in the scheduler's time; None: it went at once. The learner answered it only by what they did after.
     """
 
     __tablename__ = "scheduled_lessons"
@@ -121,6 +123,7 @@ class ScheduledLesson(Base):
     due_at: Mapped[datetime] = mapped_column()
     outcome: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    held_until: Mapped[datetime | None] = mapped_column()
 
 
 class NudgeLog(Base):

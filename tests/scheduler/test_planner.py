@@ -263,6 +263,33 @@ async def test_no_new_lesson_while_the_last_one_is_unanswered(db):
     assert count is None
 
 
+async def test_a_lesson_held_for_the_quiet_hours_is_unanswered_until_the_learner_writes_after_it_goes(db):
+    """Ann's 21:30 lesson is pushed by a run late enough to fall in her quiet hours (22:00-07:00): it waits for 07:00.
+    She writes at 23:00, before it reaches her, and not after: the next evening's lesson is held back as after any
+    lesson left unanswered; once she writes after it went, the one after comes."""
+    course = await sample_course(db)
+    start = datetime(2026, 6, 10, 20, 0, tzinfo=UTC)  # 21:00 in Lisbon
+    user_id = await add_learner(db, course_id=course, at=time(21, 30), quiet=(time(22), time(7)),
+                                last_active_at=start - timedelta(hours=1))
+    clock = HandClock(start)
+    ctx = context(db, clock)
+    await plan_lessons(ctx)
+    clock.at(datetime(2026, 6, 10, 21, 45, tzinfo=UTC))  # 22:45: a late run (a failover)
+    assert await plan_lessons(ctx) == Counter({QUEUED: 1})
+    async with db.sessions() as session:
+        [held] = await session.scalars(select(OutboxMessage.next_attempt_at).where(
+            OutboxMessage.idempotency_key == f"lesson:{user_id}:2026-06-10"))
+    assert held > utcnow() + timedelta(hours=8)  # 07:00 is 8¼ hours on (on the outbox's clock, real time)
+    async with db.transaction() as session:  # a message of hers at 23:00, before the lesson reached her
+        await session.execute(update(User).values(last_active_at=datetime(2026, 6, 10, 22, 0, tzinfo=UTC)))
+    clock.at(datetime(2026, 6, 11, 20, 31, tzinfo=UTC))
+    assert await plan_lessons(ctx) == Counter({UNANSWERED: 1})
+    async with db.transaction() as session:  # she answers it the next morning
+        await session.execute(update(User).values(last_active_at=datetime(2026, 6, 12, 7, 0, tzinfo=UTC)))
+    clock.at(datetime(2026, 6, 12, 20, 31, tzinfo=UTC))
+    assert await plan_lessons(ctx) == Counter({QUEUED: 1})
+
+
 async def test_a_lesson_left_unanswered_for_months_holds_the_next_back_after_the_nightly_prune(db):
     """The nightly prune deletes the lessons decided long ago, but not a learner's last queued one while it is the
     one they left unanswered: a learner gone for months (their farewell long said) gets no lesson out of the blue
@@ -717,7 +744,8 @@ async def test_a_held_paid_lesson_is_not_let_go_by_the_next_push_once_the_access
     async with bot.db.transaction() as session:  # held (a pause that ran out since); then refunded
         await session.execute(update(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING.value)
                               .values(status=OutboxStatus.WAITING.value))
-        await session.execute(update(User).where(User.id == user.id).values(last_active_at=utcnow()))
+        # (active since the quiet hours it was queued in ended: it was answered)
+        await session.execute(update(User).where(User.id == user.id).values(last_active_at=now + timedelta(hours=3)))
         paid = (await session.get(Learner, user.id)).course_id
         free = await session.scalar(select(Course.id).where(Course.id != paid))
         await session.execute(update(Learner).where(Learner.user_id == user.id)

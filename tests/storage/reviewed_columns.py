@@ -92,7 +92,7 @@ REVIEWED_COLUMNS: dict[str, tuple[str, ...]] = {
         "id", "course_id", "lesson_id", "slug", "kind", "prompt", "choices", "correct_choice", "is_true",
         "accepted_answers", "explanation", "position", "retired", "content_hash",
     ),
-    "scheduled_lessons": ("user_id", "local_date", "due_at", "outcome", "created_at"),
+    "scheduled_lessons": ("user_id", "local_date", "due_at", "outcome", "created_at", "held_until"),
     "scheduler_jobs": ("id", "next_run_time", "job_state"),
     "slack_installations": (
         "id", "enterprise_id", "team_id", "is_enterprise_install", "app_id", "enterprise_name", "enterprise_url",
