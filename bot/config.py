@@ -46,6 +46,9 @@ def is_http_address(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0 and not re.search(r"\s", value)
 
 
+# A Telegram bot token: the bot's number, a colon, then letters, digits, _ and - (every Bot API address carries it)
+TELEGRAM_TOKEN = r"[0-9]+:[A-Za-z0-9_-]+"
+
 HOUR = 3600  # seconds: the bounds of the durations below, which become timedeltas and timeouts
 DAY = 24 * HOUR
 
@@ -260,6 +263,19 @@ class Settings(BaseSettings):
                                  "whatsapp:+15551234567")
             identities.append(named)
         return tuple(identities)
+
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _check_telegram_token(cls, value: str) -> str:
+        """The token @BotFather gives, digits:letters; without the surrounding blanks a secret file or a copy leaves
+        (the token goes into every Bot API URL, where a blank or a "bot" prefix makes each send fail)."""
+        value = value.strip()
+        if value and not re.fullmatch(TELEGRAM_TOKEN, value):
+            copied = value.lower().startswith("bot")  # from an address of the Bot API, .../bot123:ABC/sendMessage
+            hint = " (give it without the \"bot\" the API's addresses put before it)" if copied else ""
+            raise ValueError("expected the token @BotFather gave (/mybots → the bot → API Token), the bot's number, a "
+                             f"colon and letters, e.g. 123456789:ABC-DEF1234ghIkl-zyx57W2v1u123ew11{hint}")
+        return value
 
     @field_validator("telegram_webhook_secret")
     @classmethod

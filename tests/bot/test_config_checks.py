@@ -41,6 +41,10 @@ def test_the_secret_settings_are_those_whose_name_ends_in_a_secret_word():
     ("STRIPE_SECRET_KEY", "whsec_REALSIGNINGSECRET123", "never the publishable pk_ key"),  # the two secrets swapped
     ("TELEGRAM_WEBHOOK_SECRET", "real secret with spaces!", "expected 1-256 letters"),
     ("SECRET_KEY", "realsecret", "at least 16 characters"),
+    # copied from an API address with its "bot", or not the token at all: every send to Telegram would be refused
+    ("TELEGRAM_BOT_TOKEN", "bot7004311858:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", 'without the "bot"'),
+    ("TELEGRAM_BOT_TOKEN", "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "the bot's number, a colon and letters"),
+    ("TELEGRAM_BOT_TOKEN", "7004311858: AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "e.g. 123456789:ABC-DEF"),
 ])
 def test_a_secret_refused_is_not_repeated(monkeypatch, variable, value, expected):
     monkeypatch.setenv(variable, value)
@@ -50,6 +54,30 @@ def test_a_secret_refused_is_not_repeated(monkeypatch, variable, value, expected
     assert value not in message and value[:6] not in message
     assert f"{variable}: " in message and expected in message
     assert f"(got {len(value)} characters, not shown: it is a secret)" in message
+
+
+def test_a_telegram_token_is_taken_without_the_blanks_around_it(monkeypatch):
+    token = "7004311858:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", f" {token}\n")  # as a secret file or a copy leaves it
+    assert load_settings(_env_file=None).telegram_bot_token == token
+
+
+def test_serve_does_not_start_on_a_telegram_token_of_the_wrong_shape(tmp_path, monkeypatch, capsys):
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "var"))
+    token = "bot7004311858:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"  # copied from an address of the Bot API
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", token)
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "0123456789abcdef")
+    assert main(["serve", "--host", "256.0.0.1"]) == 2  # (without the check: no such address, also said at once)
+    assert capsys.readouterr().err.splitlines() == [
+        "Configuration error:",
+        "  TELEGRAM_BOT_TOKEN: Value error, expected the token @BotFather gave (/mybots → the bot → API Token), the "
+        "bot's number, a colon and letters, e.g. 123456789:ABC-DEF1234ghIkl-zyx57W2v1u123ew11 (give it without the "
+        f'"bot" the API\'s addresses put before it) (got {len(token)} characters, not shown: it is a secret)',
+    ]
+    assert not (tmp_path / "var").exists()  # stopped before anything was opened
 
 
 def test_a_value_that_is_no_secret_is_still_shown(monkeypatch):
