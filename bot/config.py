@@ -285,6 +285,27 @@ class Settings(BaseSettings):
             raise ValueError("expected 1-256 letters, digits, _ or - (e.g. the output of `openssl rand -hex 32`)")
         return value
 
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _check_twilio_account_sid(cls, value: str) -> str:
+        """The account's SID, which every send's address and Basic auth carry (a blank there fails each send)."""
+        value = value.strip()
+        if value and not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
+            key = " (an API key's SID, SK…, is no account's)" if value.startswith("SK") else ""
+            raise ValueError("expected the Account SID of the Twilio Console (Account Info): AC followed by 32 hex "
+                             f"digits{key}")
+        return value
+
+    @field_validator("twilio_auth_token")
+    @classmethod
+    def _check_twilio_auth_token(cls, value: str) -> str:
+        """The account's Auth Token: it signs the sends and checks every webhook's signature."""
+        value = value.strip()
+        if value and not re.fullmatch(r"[0-9a-fA-F]{32}", value):
+            raise ValueError("expected the Auth Token of the Twilio Console (Account Info): 32 hex digits (not an API "
+                             "key's secret: Twilio signs its webhooks with the Auth Token)")
+        return value
+
     @field_validator("twilio_whatsapp_from")
     @classmethod
     def _check_whatsapp_from(cls, value: str) -> str:

@@ -45,6 +45,8 @@ def test_the_secret_settings_are_those_whose_name_ends_in_a_secret_word():
     ("TELEGRAM_BOT_TOKEN", "bot7004311858:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", 'without the "bot"'),
     ("TELEGRAM_BOT_TOKEN", "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "the bot's number, a colon and letters"),
     ("TELEGRAM_BOT_TOKEN", "7004311858: AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "e.g. 123456789:ABC-DEF"),
+    # an API key's secret in place of the Auth Token: every send refused, and no webhook's signature would match
+    ("TWILIO_AUTH_TOKEN", "Wq3kT9vLx2RbN7cYp4HsJ8dFg6ZmA1eQ", "32 hex digits (not an API key's secret"),
 ])
 def test_a_secret_refused_is_not_repeated(monkeypatch, variable, value, expected):
     monkeypatch.setenv(variable, value)
@@ -78,6 +80,26 @@ def test_serve_does_not_start_on_a_telegram_token_of_the_wrong_shape(tmp_path, m
         f'"bot" the API\'s addresses put before it) (got {len(token)} characters, not shown: it is a secret)',
     ]
     assert not (tmp_path / "var").exists()  # stopped before anything was opened
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("SK" + "0123456789abcdef" * 2, "AC followed by 32 hex digits (an API key's SID, SK…, is no account's)"),
+    ("ACtest", "AC followed by 32 hex digits (got 'ACtest')"),
+])
+def test_a_twilio_account_sid_of_the_wrong_shape_is_named(monkeypatch, value, says):
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert "TWILIO_ACCOUNT_SID: Value error, expected the Account SID of the Twilio Console" in str(caught.value)
+    assert says in str(caught.value)
+
+
+def test_twilio_credentials_are_taken_without_the_blanks_around_them(monkeypatch):
+    sid, token = "AC" + "0123456789abcdef" * 2, "fedcba9876543210" * 2
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", f"{sid} ")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", f"{token}\n")  # as a secret file leaves it
+    settings = load_settings(_env_file=None)
+    assert (settings.twilio_account_sid, settings.twilio_auth_token) == (sid, token)
 
 
 def test_a_value_that_is_no_secret_is_still_shown(monkeypatch):
