@@ -32,7 +32,15 @@ from bot.core import Lessonbot, attach_clock
 from bot.dashboard import dashboard_routes
 from bot.dashboard.access import Access
 from bot.dashboard.layout import HEADERS as DASHBOARD_HEADERS
-from bot.observability import INBOUND_PENDING, MODEL_CALLS_TODAY, MODEL_TOKENS_TODAY, OUTBOX_DEPTH, REGISTRY
+from bot.observability import (
+    INBOUND_PENDING,
+    MODEL_CALLS_TODAY,
+    MODEL_TOKENS_TODAY,
+    OUTBOX_DEPTH,
+    REGISTRY,
+    WithoutDatabaseGauges,
+)
+from bot.outage import Outage
 from bot.payments import payment_routes
 from channels.webchat import WebChatChannel
 from dialogs.pages import web_chat_words
@@ -285,9 +293,14 @@ def _rasa(settings: Settings, _db: Database) -> Channel | None:
     )
 
 
+# Scrapes that cannot read the database while it is away: the first logged with its traceback, then once a minute.
+_READING_GAUGES = Outage(log, "metrics: reading the queues' depth and the model's use from the database")
+
+
 async def exposition(db: Database) -> bytes:
     """What `GET /metrics` answers (Prometheus' text format): every metric of REGISTRY, the gauges read from the
-    database first (`serve`'s, and `dispatch --metrics-port`'s: the counters are each process's own)."""
+    database first (`serve`'s, and `dispatch --metrics-port`'s: the counters are each process's own). While the
+    database cannot be read, those gauges are left out, not shown at the values of the last scrape that read them."""
     try:
         async with db.sessions() as session:
             for status, count in (await outbox_counts(session)).items():
@@ -297,7 +310,9 @@ async def exposition(db: Database) -> bytes:
             MODEL_CALLS_TODAY.set(calls)
             MODEL_TOKENS_TODAY.set(tokens)
     except Exception:
-        log.exception("metrics: could not read the queues' depth and the model's use")
+        _READING_GAUGES.failed()
+        return generate_latest(WithoutDatabaseGauges())
+    _READING_GAUGES.ended()
     return generate_latest(REGISTRY)
 
 

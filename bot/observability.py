@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any, TextIO, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric as MetricFamily
 
 conversation_id_var: ContextVar[int | None] = ContextVar("conversation_id", default=None)
 
@@ -140,3 +142,17 @@ MODEL_CALLS_TODAY = Gauge("lessonbot_model_calls_today", "Model calls of all lea
 MODEL_TOKENS_TODAY = Gauge("lessonbot_model_tokens_today", "Model tokens of all learners so far this UTC day",
                            registry=REGISTRY)
 
+# The gauges read from the database at each scrape (`bot.app.exposition`).
+READ_FROM_DATABASE = (OUTBOX_DEPTH, INBOUND_PENDING, MODEL_CALLS_TODAY, MODEL_TOKENS_TODAY)
+
+
+class WithoutDatabaseGauges:
+    """REGISTRY's metrics but the gauges read from the database: what a scrape shows when it could not read them,
+    rather than the values of the last scrape that could (Prometheus then has no sample of them, as for a target
+    that is down, instead of a queue that seems to stand still)."""
+
+    def __init__(self) -> None:
+        self.left_out = {family.name for gauge in READ_FROM_DATABASE for family in gauge.describe()}
+
+    def collect(self) -> Iterator[MetricFamily]:
+        return (family for family in REGISTRY.collect() if family.name not in self.left_out)

@@ -192,3 +192,40 @@ async def test_an_installable_slack_app_answers_503_when_it_cannot_look_the_work
     assert not [record for record in caplog.records if "slack request failed" in record.getMessage()]
     recording = [record for record in caplog.records if record.getMessage().startswith("recording a message")]
     assert len(recording) <= 1  # the first failure's traceback, if it got that far; not one a request
+
+
+def _samples(exposition: str, metric: str) -> list[str]:
+    return [line for line in exposition.splitlines() if line.startswith(metric)]
+
+
+async def test_metrics_read_from_the_database_are_left_out_while_it_is_away_not_shown_at_their_last_value(
+        upgraded_postgres, tmp_path, caplog):
+    """An alert or a dashboard on the outbox's depth would otherwise see the queues as they were before the outage,
+    steady, for as long as it lasts."""
+    settings = load_settings(_env_file=None, database_url=upgraded_postgres, data_dir=tmp_path / "var",
+                             secret_key="test-secret-key-0123456789", log_format="text")
+    app = create_app(settings, process=False, dispatch=False)  # (the message stays pending: a depth to show)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://lessonbot.test") as client:
+        session = (await client.post("/chat/api/sessions")).json()["session"]
+        said = {"session": session, "text": "/help", "id": "m1"}
+        assert (await client.post("/chat/api/messages", json=said)).status_code == 202
+        assert _samples((await client.get("/metrics")).text, "lessonbot_inbound_pending ") == [
+            "lessonbot_inbound_pending 1.0"]
+        _allow_connections(make_url(upgraded_postgres).database, False)
+        try:
+            with caplog.at_level(logging.WARNING):
+                away = [await client.get("/metrics") for _ in range(3)]
+        finally:
+            _allow_connections(make_url(upgraded_postgres).database, True)
+        back = (await client.get("/metrics")).text
+    assert {response.status_code for response in away} == {200}
+    for metric in ("lessonbot_inbound_pending", "lessonbot_outbox_depth", "lessonbot_model_calls_today",
+                   "lessonbot_model_tokens_today"):
+        assert _samples(away[-1].text, f"{metric} ") + _samples(away[-1].text, f"{metric}{{") == []
+    assert _samples(away[-1].text, "lessonbot_messages_in_total{")  # what the process counts itself stays
+    said = [record for record in caplog.records if record.name == "bot.app" and record.levelno >= logging.WARNING
+            and record.getMessage().startswith("metrics")]
+    assert len(said) == 2 and said[0].exc_info  # the first scrape's traceback, not one a scrape; then its end
+    assert "works again" in said[1].getMessage()
+    assert _samples(back, "lessonbot_inbound_pending ") == ["lessonbot_inbound_pending 1.0"]
