@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
+import sys
 from typing import TYPE_CHECKING
 
 from bot.cli.numbers import whole
@@ -28,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_rasa_actions(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.server import STARTUP_FAILURE
 
+    from bot.cli.serve import cannot_listen, listen
     from bot.rasa_actions import create_action_app
 
     host = args.host or settings.host
@@ -37,7 +42,16 @@ def cmd_rasa_actions(settings: Settings, args: argparse.Namespace) -> int:
             "the action server listens on %s without RASA_ACTIONS_TOKEN: anyone who reaches it can act for any "
             "rasa: learner; set it, and the same token in endpoints.yml's action_endpoint", host
         )
-    app = create_action_app(settings)
-    log.info("Rasa actions on http://%s:%s/webhook", host, args.port)
-    uvicorn.run(app, host=host, port=args.port, log_config=None, access_log=False, lifespan="on")
-    return 0
+    try:  # bound before anything starts, as `serve` does: a port in use is one line, not an app started and stopped
+        listening = listen(host, args.port)
+    except OSError as exc:
+        print(cannot_listen(args, host, args.port, exc), file=sys.stderr)
+        return STARTUP_FAILURE if exc.errno == errno.EADDRINUSE else 2
+    with listening:
+        app = create_action_app(settings)
+        log.info("Rasa actions on http://%s:%s/webhook", host, args.port)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=args.port, log_config=None, access_log=False,
+                                              lifespan="on"))
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[listening])
+    return 0 if server.started else STARTUP_FAILURE

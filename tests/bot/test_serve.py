@@ -6,6 +6,7 @@ import gc
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from uvicorn.server import STARTUP_FAILURE
@@ -51,3 +52,18 @@ def test_a_port_in_use_is_named_before_anything_starts_and_keeps_its_exit_status
     assert (f"Cannot serve on HOST=127.0.0.1, PORT={port}: address already in use. Stop what listens there, or set "
             "PORT to a free port.") in result.stderr.splitlines()
     assert "serving on" not in result.stderr and "startup" not in result.stderr
+
+
+def test_the_rasa_action_server_names_a_port_in_use_before_anything_starts(tmp_path):
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):
+        result = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "rasa-actions", "--port", str(port)],
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]),
+                 "DATA_DIR": str(tmp_path / "var"), "LOG_FORMAT": "text"},
+            capture_output=True, text=True, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL,
+        )
+    assert result.returncode == STARTUP_FAILURE and "Traceback" not in result.stderr
+    assert (f"Cannot serve on HOST=127.0.0.1, --port={port}: address already in use. Stop what listens there, or "
+            "set --port to a free port.") in result.stderr.splitlines()
+    assert "Rasa actions on" not in result.stderr and "startup" not in result.stderr  # the app was not started
