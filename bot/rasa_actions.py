@@ -363,15 +363,18 @@ def rasa_file_links(settings: Settings) -> FileLinks | None:
     return FileLinks(settings.resolved_secret_key, settings.rasa_actions_public_url)
 
 
-def create_action_app(settings: Settings, *, channels: Sequence[Any] | None = None) -> Starlette:
+def create_action_app(
+    settings: Settings, *, channels: Sequence[Any] | None = None, dispatch: bool = True
+) -> Starlette:
     """The action server: a Lessonbot that processes what the actions record (and, when elected, dispatches and
-    keeps the clock, as `lessonbot serve` does), with the action routes and /healthz."""
+    keeps the clock, as `lessonbot serve` does; with `dispatch` False never, leaving both to a `lessonbot dispatch`
+    process that has every channel), with the action routes and /healthz."""
     from bot.app import build_channels, healthz, lifespan_of
     from bot.core import attach_clock
 
     db = Database(settings.resolved_database_url)
     lessonbot = Lessonbot(
-        settings, build_channels(settings, db) if channels is None else channels, elect=True, db=db,
+        settings, build_channels(settings, db) if channels is None else channels, dispatch=dispatch, elect=True, db=db,
         answers=(said.CHANNEL,),  # the action calls' messages, answered in each call's response (RASA_URL or not)
     )
     attach_clock(lessonbot)

@@ -97,3 +97,18 @@ def test_the_web_chat_is_served_on_its_own_port_apart_from_the_webhooks(compose)
     assert set(web["ports"]).isdisjoint(webchat["ports"])
     # The dispatcher marks the web chat's replies sent, so it keeps the channel on.
     assert dispatcher["environment"].get("WEB_CHAT_ENABLED", "true") != "false"
+
+
+def test_only_the_dispatcher_service_sends_and_keeps_the_clock(compose):
+    """Every long-running process that may be elected sends through its own channels only: one without the
+    platforms' secrets, elected, would leave every Telegram, WhatsApp, Slack and web chat reply waiting while it
+    leads. The other services leave the election to the `dispatcher` service, which has every channel."""
+    parser = build_parser()
+    for name, service in compose["services"].items():
+        command = service.get("command")
+        if service.get("image") != "lessonbot:latest" or not command or command[0] != "lessonbot":
+            continue
+        args = parser.parse_args(command[1:])
+        if args.command in ("serve", "rasa-actions"):
+            assert args.no_dispatcher, f"{name} would take its turn at sending: give it --no-dispatcher"
+    assert compose["services"]["dispatcher"]["command"][:2] == ["lessonbot", "dispatch"]

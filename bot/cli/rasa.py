@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions.add_argument("--host", help="interface to bind (default: HOST setting, 127.0.0.1)")
     actions.add_argument("--port", type=whole(least=1, most=65535), default=DEFAULT_PORT,
                          help=f"port (default: {DEFAULT_PORT})")
+    actions.add_argument("--no-dispatcher", action="store_true",
+                         help="leave sending and the clock to a `lessonbot dispatch` process")
     actions.set_defaults(func=cmd_rasa_actions, uses_database=True)
 
 
@@ -48,7 +50,7 @@ def cmd_rasa_actions(settings: Settings, args: argparse.Namespace) -> int:
         print(cannot_listen(args, host, args.port, exc), file=sys.stderr)
         return STARTUP_FAILURE if exc.errno == errno.EADDRINUSE else 2
     with listening:
-        app = create_action_app(settings)
+        app = create_action_app(settings, dispatch=not args.no_dispatcher)
         log.info("Rasa actions on http://%s:%s/webhook", host, args.port)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=args.port, log_config=None, access_log=False,
                                               lifespan="on"))

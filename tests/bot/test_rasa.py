@@ -544,3 +544,33 @@ async def test_lessonbot_rasa_actions_serves_a_rasa_server_as_a_process_of_its_o
             assert (await rasa.say("u1", "yes", action=ANSWER)).status == 401
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("dispatch", [False, True])
+async def test_an_action_server_without_the_dispatcher_leaves_the_election_to_the_dispatch_process(settings,
+                                                                                                  dispatch):
+    """Beside a `lessonbot dispatch` with every channel (docker-compose.yml), an action server with none of the
+    platforms' secrets, elected, would leave their replies waiting for as long as it leads."""
+    from scheduler.leader import Leadership
+    from storage.db import Database
+
+    app = create_action_app(settings, dispatch=dispatch)
+    db = Database(settings.resolved_database_url)
+    elected = asyncio.Event()
+
+    async def send() -> None:
+        elected.set()
+        await asyncio.Event().wait()
+
+    async with app.router.lifespan_context(app):
+        await asyncio.sleep(0.3)  # (its start-up: an election, if it takes part in one, is held at once)
+        dispatcher = asyncio.create_task(Leadership(db, "dispatcher", owner="dispatch", check_seconds=0.1).hold(send))
+        try:
+            await asyncio.wait_for(elected.wait(), timeout=2)
+        except TimeoutError:
+            pass
+        finally:
+            dispatcher.cancel()
+            await asyncio.gather(dispatcher, return_exceptions=True)
+            await db.dispose()
+    assert elected.is_set() is not dispatch  # (with the dispatcher, it leads: the only Lessonbot process there is)
