@@ -363,6 +363,17 @@ class Settings(BaseSettings):
             rates[currency.strip()] = number
         return rates
 
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _check_slack_bot_token(cls, value: str) -> str:
+        """The app's Bot User OAuth Token (xoxb-): a user's token (xoxp-) would post as that person, an app-level
+        token (xapp-) may call no method the bot sends with."""
+        value = value.strip()
+        if value and not value.startswith("xoxb-"):
+            raise ValueError("expected the Bot User OAuth Token, xoxb-… (OAuth & Permissions → OAuth Tokens), not a "
+                             "user token (xoxp-, which posts as that person) or an app-level token (xapp-)")
+        return value
+
     @field_validator("stripe_secret_key")
     @classmethod
     def _check_stripe_key(cls, value: str) -> str:

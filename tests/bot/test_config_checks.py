@@ -47,6 +47,9 @@ def test_the_secret_settings_are_those_whose_name_ends_in_a_secret_word():
     ("TELEGRAM_BOT_TOKEN", "7004311858: AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "e.g. 123456789:ABC-DEF"),
     # an API key's secret in place of the Auth Token: every send refused, and no webhook's signature would match
     ("TWILIO_AUTH_TOKEN", "Wq3kT9vLx2RbN7cYp4HsJ8dFg6ZmA1eQ", "32 hex digits (not an API key's secret"),
+    # the installing person's token: every lesson and quiz would be posted as that person, not as the app
+    ("SLACK_BOT_TOKEN", "xoxp-2210535565-2213311434-7731826183-3f2c", "not a user token (xoxp-, which posts as"),
+    ("SLACK_BOT_TOKEN", "xapp-1-A0123456789-1234567890123-abcdef", "or an app-level token (xapp-)"),
 ])
 def test_a_secret_refused_is_not_repeated(monkeypatch, variable, value, expected):
     monkeypatch.setenv(variable, value)
@@ -100,6 +103,11 @@ def test_twilio_credentials_are_taken_without_the_blanks_around_them(monkeypatch
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", f"{token}\n")  # as a secret file leaves it
     settings = load_settings(_env_file=None)
     assert (settings.twilio_account_sid, settings.twilio_auth_token) == (sid, token)
+
+
+def test_a_slack_bot_token_is_taken_without_the_blanks_around_it(monkeypatch):
+    monkeypatch.setenv("SLACK_BOT_TOKEN", " xoxb-2210535565-7731826183-AbCdEf\n")
+    assert load_settings(_env_file=None).slack_bot_token == "xoxb-2210535565-7731826183-AbCdEf"
 
 
 def test_a_value_that_is_no_secret_is_still_shown(monkeypatch):
