@@ -382,6 +382,17 @@ class Settings(BaseSettings):
                              "from Dashboard → Developers → API keys; never the publishable pk_ key")
         return value
 
+    @field_validator("stripe_webhook_secret")
+    @classmethod
+    def _check_stripe_webhook_secret(cls, value: str) -> str:
+        """The endpoint's signing secret: every event's signature is checked with it, so a wrong one refuses every
+        payment's report (the buyer pays and nothing opens)."""
+        value = value.strip()
+        if value and not value.startswith("whsec_"):
+            raise ValueError("expected the signing secret of the endpoint PUBLIC_BASE_URL/webhooks/stripe, whsec_… "
+                             "(Dashboard → Developers → Webhooks → the endpoint → Signing secret), not an API key")
+        return value
+
     @field_validator("public_base_url", "telegram_api_base_url", "twilio_api_base_url", "slack_api_base_url",
                      "stripe_api_base_url", "openai_base_url", "rasa_url", "rasa_nlu_url", "rasa_actions_public_url")
     @classmethod

@@ -50,6 +50,8 @@ def test_the_secret_settings_are_those_whose_name_ends_in_a_secret_word():
     # the installing person's token: every lesson and quiz would be posted as that person, not as the app
     ("SLACK_BOT_TOKEN", "xoxp-2210535565-2213311434-7731826183-3f2c", "not a user token (xoxp-, which posts as"),
     ("SLACK_BOT_TOKEN", "xapp-1-A0123456789-1234567890123-abcdef", "or an app-level token (xapp-)"),
+    # the API key where the endpoint's signing secret goes: every payment's report would be refused, nothing opened
+    ("STRIPE_WEBHOOK_SECRET", "sk_test_51Hx2qLRealKeyValue", "whsec_… (Dashboard → Developers → Webhooks"),
 ])
 def test_a_secret_refused_is_not_repeated(monkeypatch, variable, value, expected):
     monkeypatch.setenv(variable, value)
@@ -108,6 +110,11 @@ def test_twilio_credentials_are_taken_without_the_blanks_around_them(monkeypatch
 def test_a_slack_bot_token_is_taken_without_the_blanks_around_it(monkeypatch):
     monkeypatch.setenv("SLACK_BOT_TOKEN", " xoxb-2210535565-7731826183-AbCdEf\n")
     assert load_settings(_env_file=None).slack_bot_token == "xoxb-2210535565-7731826183-AbCdEf"
+
+
+def test_a_stripe_signing_secret_is_taken_without_the_blanks_around_it(monkeypatch):
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_5f2a9c0e7b1d4a6f8e3c2b1a0d9e8f7a\n")  # as a secret file has it
+    assert load_settings(_env_file=None).stripe_webhook_secret == "whsec_5f2a9c0e7b1d4a6f8e3c2b1a0d9e8f7a"
 
 
 def test_a_value_that_is_no_secret_is_still_shown(monkeypatch):
