@@ -239,6 +239,16 @@ class Settings(BaseSettings):
             raise ValueError("empty: give a folder, or unset it for its default")
         return value
 
+    @field_validator("host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        """`HOST=` left empty would listen on every interface (an empty address is the wildcard), not on its default
+        127.0.0.1: the web chat and the dashboard open to the network without anyone having asked for it."""
+        if not value.strip():
+            raise ValueError("empty: give an address, 127.0.0.1 for this machine alone or 0.0.0.0 for every "
+                             "interface, or unset it for its default (127.0.0.1)")
+        return value.strip()
+
     @field_validator("admins", mode="before")
     @classmethod
     def _parse_admins(cls, value: object) -> tuple[str, ...]:

@@ -104,6 +104,14 @@ def test_a_folder_left_empty_is_refused_not_taken_for_the_current_one(monkeypatc
         load_settings(_env_file=None)
 
 
+@pytest.mark.parametrize("value", ["", " "])
+def test_a_host_left_empty_is_refused_not_taken_for_every_interface(monkeypatch, value):
+    """An empty address is the wildcard: `HOST=` would have served the web chat and the dashboard to the network."""
+    monkeypatch.setenv("HOST", value)
+    with pytest.raises(ConfigError, match="HOST: Value error, empty: give an address, 127.0.0.1 for this machine"):
+        load_settings(_env_file=None)
+
+
 def test_certificates_name_the_public_address_or_where_the_server_listens(tmp_path):
     public = load_settings(_env_file=None, data_dir=tmp_path, public_base_url="https://bot.example.com/")
     assert public.site_url == "https://bot.example.com"
