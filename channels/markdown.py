@@ -444,11 +444,18 @@ _CLOSING = {")": "(", "]": "["}
 def address_and_after(url: str) -> tuple[str, str]:
     """A bare web address as a sentence holds it: the address, and the punctuation after it that is the sentence's
     ("see https://x.test/a." → the address and ".", “https://x.test/a” → and "”"; a closing bracket only when the
-    address opened none for it, so "https://x.test/wiki/Phish_(attack)" stays whole)."""
-    end = len(url)
+    address opened none for it, so "https://x.test/wiki/Phish_(attack)" stays whole, and the address ends at the first
+    such bracket: "https://x.test)](https://y.test)" is https://x.test and text)."""
+    end = next((at for at, mark in enumerate(url) if _unopened(url, at, mark)), len(url))
     while end > 0 and _ends_the_sentence(url, end):
         end -= 1
     return url[:end], url[end:]
+
+
+def _unopened(url: str, at: int, mark: str) -> bool:
+    """Whether `mark`, at `at` in `url`, is a closing bracket the address before it opened none for."""
+    opening = _CLOSING.get(mark)
+    return opening is not None and url.count(opening, 0, at) < url.count(mark, 0, at + 1)
 
 
 def _ends_the_sentence(url: str, end: int) -> bool:
