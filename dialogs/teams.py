@@ -86,6 +86,7 @@ from storage.teams import (
     MEMBER_OPTED_OUT,
     MODES,
     TEAM_ACTIVE,
+    TEAM_GONE,
     TEAM_OFF,
     Team,
     TeamMember,
@@ -665,10 +666,12 @@ async def take_lesson(turn: Turn, team: Team, lesson: Lesson) -> None:
 
 
 async def membership_changed(turn: Turn) -> None:
-    """The platform says someone joined or left the team's chat: enroll them, or pause them."""
+    """The platform says someone joined or left the team's chat: enroll them, or pause them. While the team's lessons
+    are off, who left is still noted (the platform says it once; turned on again, the team invites and counts those
+    still there), and someone who joined is read with the chat's members when the lessons are on again."""
     chat = group_chat(turn)
     team = await team_in(turn.session, turn.message.channel, chat) if chat else None
-    if team is None or team.status != TEAM_ACTIVE:
+    if team is None or team.status == TEAM_GONE:
         return
     meta = turn.message.meta
     member = await membership(turn.session, team, turn.message.sender_id)
@@ -676,6 +679,9 @@ async def membership_changed(turn: Turn) -> None:
         if member is not None and member.status == MEMBER_ACTIVE:
             member.status, member.changed_at = MEMBER_LEFT, turn.now
             await pause_direct_lessons(turn.session, team, member.member)
+        return
+    if team.status != TEAM_ACTIVE:
+        team.members_synced_at = None  # (read, newcomer included, as soon as the lessons are on again)
         return
     if meta.get(FROM_A_BOT) is True:
         return

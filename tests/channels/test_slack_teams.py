@@ -864,6 +864,34 @@ async def test_a_member_who_leaves_the_channel_is_paused_and_invited_again_on_re
         assert "Your invitation is in your direct messages" in private_texts(standin, BEA)[-1]
 
 
+async def test_a_member_who_leaves_while_the_lessons_are_off_is_not_invited_when_they_are_on_again(
+        slack_settings, standin, fixtures_dir):
+    """Slack says who left the channel once: while the team's lessons are off, that is still who is in it. Turned on
+    again, the team invites those still there, and counts them alone; someone who joined meanwhile is read at once."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        clock = HandClock(datetime(2027, 3, 14, 12, 0, tzinfo=UTC))
+        await direct_team(client, fixtures_dir, standin, lessonbot, clock, BEA)
+        await slash(client, fixtures_dir, ADMIN, "team off", standin=standin)
+        await lessonbot.settle()
+        standin.remove_member(CHANNEL, BEA)
+        await membership(client, fixtures_dir, "left", BEA)
+        standin.add_member(CHANNEL, DEV, name=NAMES[DEV])
+        await membership(client, fixtures_dir, "joined", DEV)
+        await lessonbot.settle()
+        invitations = len(standin.posted(BEA))
+        await slash(client, fixtures_dir, ADMIN, "team on", standin=standin)
+        await lessonbot.settle()
+        assert len(standin.posted(BEA)) == invitations  # no invitation for someone no longer in the channel
+        assert (await members(lessonbot))[BEA] == MEMBER_LEFT
+        assert (await learner_row(lessonbot, BEA)).status == PAUSED
+        clock.move(hours=1)  # the members are read again at once, not six hours after the last read
+        assert await sync_team_members(context(lessonbot, clock)) == 1
+        await lessonbot.settle()
+        assert (await members(lessonbot))[DEV] == MEMBER_ACTIVE
+        assert start_button(standin, DEV).startswith("team:start:")
+
+
 async def test_a_paid_course_is_never_posted_to_a_channel_past_its_free_preview(slack_settings, standin, fixtures_dir):
     from sqlalchemy import update
 
