@@ -15,7 +15,7 @@ from dialogs.review import due_reviews
 from dialogs.turn import Command, Turn
 from storage.courses import COMPLETED, Course, Lesson, course_lessons, enrollment_of
 from storage.learners import current_streak
-from storage.teams import MEMBER_ACTIVE, TEAM_GONE, Team, TeamAdmin, TeamMember, standings
+from storage.teams import MEMBER_ACTIVE, TEAM_GONE, Team, TeamAdmin, TeamMember, granted_to, standings
 
 
 async def home(turn: Turn, _args: str) -> None:
@@ -64,7 +64,7 @@ async def _teams_run_by(turn: Turn) -> list[Team]:
     """The teams this person set up, or may administer as someone a team admin added."""
     sender = turn.message.sender_id
     added = exists().where(TeamAdmin.channel == Team.channel, TeamAdmin.workspace == Team.workspace,
-                           TeamAdmin.member == sender)
+                           granted_to(sender))
     return list(await turn.session.scalars(
         select(Team).where(Team.channel == turn.message.channel, Team.status != TEAM_GONE,
                            or_(Team.created_by == sender, added)).order_by(Team.id)

@@ -59,6 +59,7 @@ from storage.teams import (
     Team,
     TeamMember,
     membership,
+    person_of,
     record_post,
     set_member,
     standings,
@@ -216,11 +217,6 @@ async def _standing_read(session: AsyncSession, team_id: int, member: str, profi
     if (profile.guest or profile.bot) and row.status != MEMBER_EXCLUDED:
         row.status, row.changed_at = MEMBER_EXCLUDED, now
         await pause_direct_lessons(session, team, member)
-
-
-def person_of(member: str) -> str:
-    """A member's own id on the platform, whichever workspace names them ("T01/U02" → "U02")."""
-    return member.rpartition("/")[2]
 
 
 async def _enroll(session: AsyncSession, team_id: int, profiles: list[ChatMember], now: datetime) -> None:

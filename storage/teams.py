@@ -219,12 +219,27 @@ async def started_members(
     return [(learner, row) for learner, row in (await session.execute(query)).all()]
 
 
+def person_of(member: str) -> str:
+    """A member's own id on the platform, whichever workspace names them ("T01/U02" → "U02")."""
+    return member.rpartition("/")[2]
+
+
+def granted_to(member: str) -> ColumnElement[bool]:
+    """The TeamAdmin rows that name this person. A grant names them by the workspace it was given in ("E01/U02" in an
+    app installed for a whole Enterprise Grid org), their messages by their own ("T01/U02"): the person is matched by
+    their own id."""
+    person = person_of(member)
+    if not person:
+        return TeamAdmin.member == member
+    return or_(TeamAdmin.member == member, TeamAdmin.member.endswith("/" + person, autoescape=True))
+
+
 async def is_team_admin(session: AsyncSession, channel: str, workspace: str, member: str) -> bool:
     return bool(
         await session.scalar(
             select(func.count())
             .select_from(TeamAdmin)
-            .where(TeamAdmin.channel == channel, TeamAdmin.workspace == workspace, TeamAdmin.member == member)
+            .where(TeamAdmin.channel == channel, TeamAdmin.workspace == workspace, granted_to(member))
         )
     )
 
@@ -679,7 +694,7 @@ async def forget_member(session: AsyncSession, user_id: int, identities: list[tu
         .execution_options(synchronize_session=False)
     )
     for channel, external in identities:
-        await session.execute(delete(TeamAdmin).where(TeamAdmin.channel == channel, TeamAdmin.member == external))
+        await session.execute(delete(TeamAdmin).where(TeamAdmin.channel == channel, granted_to(external)))
         await session.execute(
             update(Team)
             .where(Team.channel == channel, Team.created_by == external)

@@ -75,9 +75,10 @@ async def post(client: httpx.AsyncClient, raw: bytes) -> httpx.Response:
 
 
 async def slash(client: httpx.AsyncClient, fixtures_dir, user: str, text: str, *,
-                standin: SlackStandIn | None = None, team: str = "T111") -> httpx.Response:
+                standin: SlackStandIn | None = None, team: str = "T111", org_wide: bool = False) -> httpx.Response:
     """/lessonbot TEXT typed by `user` in the team's channel (the bolt-python slash command body, re-addressed; its
-    response_url at the stand-in, or Slack's own, unreachable here, when none is given)."""
+    response_url at the stand-in, or Slack's own, unreachable here, when none is given; `org_wide`: the app installed
+    for the whole Enterprise Grid org E111, the workspace T111 one of its)."""
     fields = dict(parse_qsl(load_fixture(fixtures_dir, "bolt-python/slash_command.form.txt")))
     fields.update(command="/lessonbot", text=text, user_id=user, user_name=NAMES.get(user, user.lower()),
                   channel_id=CHANNEL, trigger_id=f"111.{next(_ids)}.xxx", team_id=team)
@@ -85,7 +86,10 @@ async def slash(client: httpx.AsyncClient, fixtures_dir, user: str, text: str, *
         fields["response_url"] = standin.response_url(CHANNEL, user)
     else:
         fields.pop("response_url")
-    fields.pop("enterprise_id")  # a workspace install
+    if org_wide:
+        fields["is_enterprise_install"] = "true"
+    else:
+        fields.pop("enterprise_id")  # a workspace install
     return await post(client, urlencode(fields).encode())
 
 
@@ -402,6 +406,41 @@ async def test_a_slow_users_info_does_not_hold_a_team_commands_or_a_joiners_ackn
             recorded = list(await session.scalars(select(InboundRow).order_by(InboundRow.id)))
         assert [row.payload["meta"].get("event") for row in recorded] == ["command", "member_joined_channel"]
         assert not any("workspace_admin" in row.payload["meta"] for row in recorded)
+
+
+async def test_an_admin_added_in_an_org_wide_install_may_administer_its_teams(slack_settings, standin, fixtures_dir):
+    """Enterprise Grid, the app installed for the whole org (E111): a member is named by their own workspace (T111),
+    the org's teams by the org. Someone a team admin added is told they may administer the teams, and may."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin, org_wide=True)
+        await slash(client, fixtures_dir, ADMIN, f"team admin {BEA}", standin=standin, org_wide=True)
+        await lessonbot.settle()
+        assert private_texts(standin, BEA) == []
+        assert private_texts(standin, ADMIN)[-1] == f"{BEA} may now administer this workspace's team courses."
+        await slash(client, fixtures_dir, BEA, "team leaderboard off", standin=standin, org_wide=True)
+        await lessonbot.settle()
+        assert private_texts(standin, BEA)[-1] == "The leaderboard is off."
+        async with lessonbot.db.sessions() as session:
+            team = await session.scalar(select(Team))
+        assert (team.chat_id, team.workspace, team.leaderboard_on) == ("E111:C111", "E111", False)
+        await slash(client, fixtures_dir, CAL, "team leaderboard on", standin=standin, org_wide=True)
+        await lessonbot.settle()
+        assert "Only a team admin" in private_texts(standin, CAL)[-1]
+        # Their Home tab shows the team they run.
+        opened: dict[str, Any] = load_fixture(fixtures_dir, "java-slack-sdk-schema-skeletons/AppHomeOpenedPayload.json")
+        opened.update(team_id="T111", api_app_id="A111", type="event_callback", event_id="EvHOMEBEA",
+                      enterprise_id="E111")
+        opened["authorizations"][0].update(team_id=None, enterprise_id="E111", is_enterprise_install=True)
+        opened["event"].update(user=BEA, channel="DBEA", tab="home")
+        opened["event"]["view"].update(team_id="T111", type="home", id="VHOMEBEA")
+        await post(client, json.dumps(opened).encode())
+        await lessonbot.settle()
+        [published] = [c for c in standin.calls if c.method == "views.publish"]
+        view = published.params["view"]
+        view = json.loads(view) if isinstance(view, str) else view
+        text = "\n".join(block["text"]["text"] for block in view["blocks"] if block["type"] == "section")
+        assert "Team course you run*: Spot the phish, five minutes a day" in text
 
 
 async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, standin, fixtures_dir):

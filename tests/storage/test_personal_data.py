@@ -289,6 +289,7 @@ async def test_a_team_post_that_named_an_erased_member_keeps_the_others_and_not_
         await announce(session, team, await leaderboard(session, team, translator("en")))
         await announce(session, team, "A lesson on Ann_Lee's habits: 🔥 and % stay as written.")
         await add_team_admin(session, "test", "W", "W/U9", by="ann-42")
+        await add_team_admin(session, "test", "E1", "E1/ann-42", by="bob-7")  # Ann, named by an org-wide install
     before = every_row(database_url)
     assert any("Ann\\\\_Lee" in json.dumps(as_json(row["payload"])) for row in before["outbox_messages"])
 
@@ -300,7 +301,7 @@ async def test_a_team_post_that_named_an_erased_member_keeps_the_others_and_not_
     assert "Ann" not in board and "Roberto" in board and ERASED_ACTOR in board, board
     assert any(as_json(row["payload"]).get("text") == "A lesson on Ann_Lee's habits: 🔥 and % stay as written."
                for row in after["outbox_messages"])  # only a leaderboard's or a list's name slots change
-    [added] = after["team_admins"]
+    [added] = after["team_admins"]  # her own grant goes, whichever workspace named her in it
     assert added["added_by"] == ERASED_ACTOR
 
 
