@@ -96,6 +96,7 @@ from storage.teams import (
     link_direct_chat,
     membership,
     nudge_held,
+    posted_lessons,
     set_member,
     standings,
     started_learners,
@@ -500,18 +501,39 @@ async def send_to(session: AsyncSession, team: Team, chat_id: str, reply: Text, 
                                                     chat_id=chat_id, payload=reply.to_payload(), idempotency_key=key)]))
 
 
-async def post_lesson(session: AsyncSession, team: Team, local_date: date, *, now: datetime) -> bool:
-    """The team's lesson for `local_date`, posted once in its chat with the button to take its quiz privately;
-    the team's place moves on to the next lesson. False when there is nothing (more) to post."""
-    _ = translator(team.locale)
+async def lesson_to_post(session: AsyncSession, team: Team) -> Lesson | None:
+    """The lesson the team's next post shows; None when there is nothing (more) to post. A lesson the author retired
+    since it became the team's next hands over to the live one after the last the team posted (as a learner at it
+    goes on at the next live one); one past a paid course's free preview (a course priced since the team chose it)
+    is not posted in the channel."""
     lesson = await session.get(Lesson, team.next_lesson_id) if team.next_lesson_id else None
-    if lesson is None or lesson.retired:
-        return False
+    if lesson is not None and lesson.retired:
+        lesson = await _live_after_last_post(session, team)
+        team.next_lesson_id = lesson.id if lesson else None
+    if lesson is None:
+        return None
     course = await session.get(Course, team.course_id)
-    if course is None or not free_to_try(course, lesson.position):  # a course priced since the team chose it
+    if course is None or not free_to_try(course, lesson.position):
         log.warning("a team's next lesson is beyond its paid course's free preview: not posted in the channel",
                     extra={"team_id": team.id, "lesson_id": lesson.id})
-        return False
+        return None
+    return lesson
+
+
+async def _live_after_last_post(session: AsyncSession, team: Team) -> Lesson | None:
+    """The live lesson of the team's course after the last live one it posted; its first live lesson when it posted
+    none of them."""
+    live = await course_lessons(session, team.course_id)
+    posted = await posted_lessons(session, team)
+    last = next((index for index in range(len(live) - 1, -1, -1) if live[index].id in posted), None)
+    following = live[0 if last is None else last + 1:]
+    return following[0] if following else None
+
+
+async def post_lesson(session: AsyncSession, team: Team, lesson: Lesson, local_date: date, *, now: datetime) -> None:
+    """The team's lesson for `local_date` (`lesson_to_post`), posted once in its chat with the button to take its quiz
+    privately; the team's place moves on to the next lesson."""
+    _ = translator(team.locale)
     all_lessons = await course_lessons(session, team.course_id)
     number = _number_of(lesson, all_lessons)
     heading = lessons.lesson_heading(_, lesson.title, lesson.minutes, number, len(all_lessons))
@@ -523,7 +545,6 @@ async def post_lesson(session: AsyncSession, team: Team, local_date: date, *, no
     # The post carries the button; the lesson's parts follow in its thread (on a platform with threads).
     post = Text.threaded(heading, lesson.parts, (Choice(label, f"{TAKE}:{team.id}:{lesson.id}"),))
     await send_to(session, team, team.chat_id, post, key=post_key(team, local_date))
-    return True
 
 
 def post_key(team: Team, local_date: date) -> str:

@@ -39,6 +39,7 @@ from dialogs.teams import (
     digest_message,
     invite_unasked,
     leaderboard,
+    lesson_to_post,
     pause_direct_lessons,
     post_lesson,
     send_to,
@@ -105,19 +106,21 @@ async def _post_once(ctx: JobContext, team_id: int, day: date, now: datetime) ->
         direct = team.mode != CHANNEL_MODE  # each member's lessons come from the planner: no post here
         if not direct and await take_back_undelivered(session, team):
             return 0  # the channel is gone: its lessons are off, none used up
-        if not await record_post(session, team, day, None if direct else team.next_lesson_id):
+        lesson = None if direct else await lesson_to_post(session, team)
+        if not await record_post(session, team, day, lesson.id if lesson else None):
             return 0  # posted before (a repeated run, or a second leader)
         if team.digest_chat and _first_lesson_day_of_week(team.lesson_days, day):
             digest = await digest_message(session, team, day=day, now=now)
             if digest is not None:
                 await send_to(session, team, team.digest_chat, digest, key=f"team-digest:{team.id}:{day.isoformat()}")
-        posted = False if direct else await post_lesson(session, team, day, now=now)
+        if lesson is not None:
+            await post_lesson(session, team, lesson, day, now=now)
         if (_last_lesson_day_of_week(team.lesson_days, day) and team.leaderboard_on
                 and any(standing.points for standing in await standings(session, team))):
             year, week, _ = day.isocalendar()
             await announce(session, team, await leaderboard(session, team, translator(team.locale)),
                            key=f"team-board:{team.id}:{year}-W{week:02d}")
-        return int(posted)
+        return int(lesson is not None)
 
 
 def _last_lesson_day_of_week(days: str, day: date) -> bool:

@@ -285,6 +285,12 @@ async def last_post(session: AsyncSession, team: Team) -> TeamLessonPost | None:
     )
 
 
+async def posted_lessons(session: AsyncSession, team: Team) -> set[int]:
+    """The lessons the team's posts showed."""
+    rows = await session.scalars(select(TeamLessonPost.lesson_id).where(TeamLessonPost.team_id == team.id))
+    return {lesson_id for lesson_id in rows if lesson_id is not None}
+
+
 async def was_posted(session: AsyncSession, team: Team, lesson_id: int) -> bool:
     return bool(
         await session.scalar(

@@ -931,6 +931,28 @@ async def test_a_member_who_leaves_while_the_lessons_are_off_is_not_invited_when
         assert start_button(standin, DEV).startswith("team:start:")
 
 
+async def test_a_lesson_its_author_retired_is_passed_over_by_the_team_not_posted_nor_reported(slack_settings,
+                                                                                                standin, fixtures_dir):
+    """The author takes the team's next lesson out of the course (a re-import retires it): the team goes on with the
+    lesson after it, as a learner at it does, and the admin's digest names only what was posted."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        clock = await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        jobs = await _first_lesson_posted(lessonbot, clock)
+        sample = load_course(SAMPLE)
+        first, *_rest = sample.modules
+        shortened = dataclasses.replace(first, lessons=tuple(lesson for lesson in first.lessons
+                                                             if lesson.id != "check-the-sender"))
+        async with lessonbot.db.transaction() as session:
+            await import_course(session, dataclasses.replace(sample, modules=(shortened, *sample.modules[1:])))
+        clock.at(datetime(2027, 3, 15, 13, 1, tzinfo=UTC))  # Monday, 09:00 in New York
+        assert (await _posted(jobs, lessonbot, standin)).startswith("📘 Lesson 2 of 4: Read a link before you tap it")
+        clock.at(datetime(2027, 3, 22, 13, 1, tzinfo=UTC))  # the Monday after: the week's digest
+        await post_team_lessons(jobs)
+        await lessonbot.settle()
+        digest = standin.posted(ADMIN)[-1].params["text"]
+        assert "Check who is really writing" not in digest, digest
+
+
 async def test_a_paid_course_is_never_posted_to_a_channel_past_its_free_preview(slack_settings, standin, fixtures_dir):
     from sqlalchemy import update
 
@@ -977,6 +999,11 @@ async def test_a_paid_course_is_never_posted_to_a_channel_past_its_free_preview(
         assert await post_team_lessons(jobs) == 0
         await lessonbot.settle()
         assert not any(call.params["text"].startswith("📘 Lesson 3") for call in standin.top_level(CHANNEL))
+        clock.at(datetime(2027, 3, 22, 13, 1, tzinfo=UTC))  # the Monday after: the digest names what was posted
+        await post_team_lessons(jobs)
+        await lessonbot.settle()
+        digest = standin.posted(ADMIN)[-1].params["text"]
+        assert "Check who is really writing" in digest and "Read a link before you tap it" not in digest, digest
 
 
 async def test_a_members_own_course_stays_theirs_when_they_take_the_teams_quiz(slack_settings, standin, fixtures_dir):
