@@ -15,7 +15,17 @@ from dialogs.review import due_reviews
 from dialogs.turn import Command, Turn
 from storage.courses import COMPLETED, Course, Lesson, course_lessons, enrollment_of
 from storage.learners import current_streak
-from storage.teams import MEMBER_ACTIVE, TEAM_GONE, Team, TeamAdmin, TeamMember, granted_to, standings
+from storage.teams import (
+    CHANNEL_MODE,
+    MEMBER_ACTIVE,
+    TEAM_ACTIVE,
+    TEAM_GONE,
+    Team,
+    TeamAdmin,
+    TeamMember,
+    granted_to,
+    standings,
+)
 
 
 async def home(turn: Turn, _args: str) -> None:
@@ -81,8 +91,11 @@ async def _team_lines(turn: Turn, _: Translator, team: Team) -> list[str]:
                       "👥 **Team course you run**: {title}, {n} members", members,
                       title=course.title if course else "?"),
              teams.describe(_, team, course)]
-    lines.append(_("Next lesson posted: “{title}”", title=following.title) if following
-                 else _("Every lesson has been posted."))
+    if team.status != TEAM_ACTIVE:
+        lines.append(_("Lessons are turned off for now."))
+    if team.mode == CHANNEL_MODE:  # (in the direct mode nothing is posted: each member goes at their own pace)
+        lines.append(_("Next lesson posted: “{title}”", title=following.title) if following
+                     else _("Every lesson has been posted."))
     if not team.leaderboard_on:
         lines.append(_("The leaderboard is off."))
     board = await standings(turn.session, team)

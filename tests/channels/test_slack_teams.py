@@ -620,6 +620,38 @@ async def test_a_question_the_app_home_brings_is_answered_by_typing_in_the_direc
         assert standin.texts("D0BEA")[-1].startswith("Review done: 3 of 3 right.")
 
 
+async def test_the_app_home_of_a_direct_mode_team_promises_no_post_and_says_when_its_lessons_are_off(
+        slack_settings, standin, fixtures_dir):
+    """In the direct mode nothing is posted in the channel: the admin's Home tab names no lesson to be posted there;
+    turned off, it says the lessons are off."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        await direct_team(client, fixtures_dir, standin, lessonbot, HandClock(datetime(2027, 3, 14, 12, 0, tzinfo=UTC)))
+        home = await _home_text(client, fixtures_dir, standin, lessonbot, ADMIN)
+        assert "Team course you run*: Spot the phish, five minutes a day" in home
+        assert "each member gets a lesson weekdays at 09:00 in their own time zone" in home
+        assert "Next lesson posted" not in home and "Every lesson has been posted" not in home, home
+        await slash(client, fixtures_dir, ADMIN, "team off", standin=standin)
+        await lessonbot.settle()
+        assert "Lessons are turned off for now." in await _home_text(client, fixtures_dir, standin, lessonbot, ADMIN)
+
+
+async def _home_text(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot, user: str) -> str:
+    """`user` opens the app's Home tab: the text of the view published for them."""
+    opened: dict[str, Any] = load_fixture(fixtures_dir, "java-slack-sdk-schema-skeletons/AppHomeOpenedPayload.json")
+    opened.update(team_id="T111", api_app_id="A111", type="event_callback", event_id=f"Ev{next(_ids):08d}",
+                  enterprise_id=None)
+    opened["authorizations"][0].update(team_id="T111", enterprise_id=None)
+    opened["event"].update(user=user, channel="D" + user[1:], tab="home")
+    opened["event"]["view"].update(team_id="T111", type="home", id=f"VHOME{next(_ids)}")
+    await post(client, json.dumps(opened).encode())
+    await lessonbot.settle()
+    published = [c for c in standin.calls if c.method == "views.publish" and c.params["user_id"] == user][-1]
+    view = published.params["view"]
+    view = json.loads(view) if isinstance(view, str) else view
+    return "\n".join(block["text"]["text"] for block in view["blocks"] if block["type"] == "section")
+
+
 async def test_two_workspaces_never_see_each_others_team(slack_settings, standin, fixtures_dir):
     """The same channel id in two workspaces is two teams; a leaderboard, an admin grant and an uninstall stay in
     their own workspace."""
