@@ -12,10 +12,11 @@ direct-mode team posts no lesson (its members' lessons come in their direct chat
 digest, at the team's hour in the team's zone.
 
 `sync_team_members` reads each team's chat members through the channel's `ListsMembers` (Slack's
-conversations.members, every page; users.info only for people not seen before; Retry-After honoured by the
-channel), at set-up and every SYNC_EVERY after: people in the chat become active members (guests and bots are left
-out), people no longer there are paused (`left`, and the direct-mode lessons they started through the team with
-them); a member's own opt-out stands, and so does the bare opt-out an erased member's row is left as
+conversations.members, every page; users.info only for people not seen before, and for those who come back;
+Retry-After honoured by the channel), at set-up and every SYNC_EVERY after: people in the chat become active members
+(guests and bots are left out), people no longer there are paused (`left`, and the direct-mode lessons they started
+through the team with them), and one who comes back is a member again unless they are now a guest or a bot; a
+member's own opt-out stands, and so does the bare opt-out an erased member's row is left as
 (storage.teams.forget_member): they are neither made again from their profile nor invited until they act
 themselves. In the direct mode each newcomer, and each member who comes back, gets the team's invitation in their
 direct chat (dialogs/teams.py `invite_unasked`: not one whose learner stopped everything the bot sends on its own,
@@ -177,17 +178,19 @@ async def sync_one(ctx: JobContext, team: Team, lister: ListsMembers, now: datet
                                       .where(TeamMember.team_id == team.id))).all()
     known = {member: status for member, status, _read in rows}
     unread = {person_of(member): member for member, _status, read in rows if not read}
+    # People are matched by their own id: a channel's member list names each by the workspace it is read in, the
+    # member rows by their own workspace (a Slack Connect member's is another organisation's)
+    here = {person_of(member): member for member in present}
+    # Who comes back is read again: a guest of the workspace now, or a bot, stays out
+    returning = {member: await lister.member_profile(here[person_of(member)])
+                 for member, status in known.items() if status == MEMBER_LEFT and person_of(member) in here}
     async with ctx.db.transaction() as session:
         row = await session.get(Team, team.id)
         if row is None:
             return
-        # People are matched by their own id: a channel's member list names each by the workspace it is read in,
-        # the member rows by their own workspace (a Slack Connect member's is another organisation's)
-        here = {person_of(member) for member in present}
         for member, status in known.items():
-            if person_of(member) in here and status == MEMBER_LEFT:
-                back = await set_member(session, row, member, MEMBER_ACTIVE, user_id=None, now=now)
-                await invite_unasked(session, row, back, again=now)  # the direct mode's invitation, once more
+            if member in returning:
+                await _came_back(session, row, member, returning[member], now)
             elif person_of(member) not in here and status == MEMBER_ACTIVE:
                 await set_member(session, row, member, MEMBER_LEFT, user_id=None, now=now)
                 await pause_direct_lessons(session, row, member)
@@ -208,6 +211,16 @@ async def sync_one(ctx: JobContext, team: Team, lister: ListsMembers, now: datet
         row = await session.get(Team, team.id)
         if row is not None:
             row.members_synced_at = now
+
+
+async def _came_back(session: AsyncSession, team: Team, member: str, profile: ChatMember, now: datetime) -> None:
+    """A member who had left is in the chat again: a member once more, invited again in the direct mode; left out
+    when the platform now says they are a guest or a bot."""
+    if profile.guest or profile.bot:
+        await set_member(session, team, member, MEMBER_EXCLUDED, user_id=None, now=now)
+        return
+    back = await set_member(session, team, member, MEMBER_ACTIVE, user_id=None, now=now)
+    await invite_unasked(session, team, back, again=now)  # the direct mode's invitation, once more
 
 
 async def _standing_read(session: AsyncSession, team_id: int, member: str, profile: ChatMember, now: datetime) -> None:

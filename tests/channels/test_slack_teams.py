@@ -1288,6 +1288,21 @@ async def test_a_guest_let_in_before_their_profile_was_read_is_left_out_by_the_m
         assert len([call for call in standin.calls if call.method == "users.info"]) == asked
 
 
+async def test_a_member_who_comes_back_a_guest_is_left_out_by_the_member_read(slack_settings, standin, fixtures_dir):
+    """Bea leaves the channel and comes back a guest of the workspace, her return seen only by reading the channel's
+    members (Slack's event missed, or the lessons off then): her profile is read again, and she stays out."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        clock = await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        standin.remove_member(CHANNEL, BEA)
+        await membership(client, fixtures_dir, "left", BEA)
+        await lessonbot.settle()
+        assert (await members(lessonbot))[BEA] == MEMBER_LEFT
+        standin.add_member(CHANNEL, BEA, name=NAMES[BEA], guest=True)
+        clock.move(hours=7)
+        assert await sync_team_members(context(lessonbot, clock)) == 1
+        assert (await members(lessonbot))[BEA] == MEMBER_EXCLUDED
+
+
 async def test_an_admins_own_opt_out_stands_when_they_change_the_team(slack_settings, standin, fixtures_dir):
     async with running(slack_settings, clock=False) as (client, lessonbot):
         await _team_set_up(client, fixtures_dir, standin, lessonbot)
