@@ -228,7 +228,7 @@ async def answer_days(turn: Turn, data: flow.Data, text: str) -> str:
     courses = await live_courses(turn)
     asked_for = find_course(courses, data.pop("course", ""))
     if asked_for is not None:  # named before onboarding began (a Rasa assistant's enroll action)
-        await _take(turn, learner, asked_for)
+        await take_course(turn, learner, asked_for)
         return "goal"
     return "course" if courses else "goal"
 
@@ -264,7 +264,7 @@ async def answer_course(turn: Turn, data: flow.Data, text: str) -> str:
     chosen = find_course(courses, text.removeprefix("course:"))
     if chosen is None:
         raise Invalid(_("Please pick one of the courses above (press its button, or type its number or title)."))
-    await _take(turn, await learner_of(turn), chosen)
+    await take_course(turn, await learner_of(turn), chosen)
     return _after(data, "goal")
 
 
@@ -283,11 +283,12 @@ def find_course(courses: list[Course], typed: str) -> Course | None:
     return chosen
 
 
-async def _take(turn: Turn, learner: Learner, course: Course) -> None:
-    """Enroll in the chosen course; its language becomes theirs unless the platform said otherwise."""
+async def take_course(turn: Turn, learner: Learner, course: Course) -> Enrollment:
+    """Enroll in the chosen course; its language becomes theirs unless the platform said otherwise (or they chose
+    one)."""
     if turn.message.meta.get(LANGUAGE) is None:
         adopt_language(turn, learner, course.language)
-    await enroll(turn, learner, course)
+    return await enroll(turn, learner, course)
 
 
 # Daily goal ----------------------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from dialogs import bandit, flow, lessons, nudges, roles
 from dialogs.choices import refuse
 from dialogs.i18n import N_, Translator, translator
 from dialogs.learner import enroll, joined_to, learner_of, tr
-from dialogs.onboarding import days_label, finish, privacy_notice, schedule_summary
+from dialogs.onboarding import days_label, finish, privacy_notice, schedule_summary, take_course
 from dialogs.times import read_days, read_time, read_zone
 from dialogs.turn import Command, Turn
 from storage.courses import (
@@ -663,7 +663,7 @@ async def take_lesson(turn: Turn, team: Team, lesson: Lesson) -> None:
         return
     # The team's course counts for the member; their own course (and its lessons at their hour) stays theirs, unless
     # they have none yet.
-    enrollment = await (enroll(turn, learner, course) if learner.course_id is None else joined_to(turn, course))
+    enrollment = await (take_course(turn, learner, course) if learner.course_id is None else joined_to(turn, course))
     progress = await progress_of(turn.session, turn.user.id, lesson.id)
     if progress is not None and progress.completed_at is not None:
         turn.say(_("You have done this lesson already: well done."))
@@ -818,7 +818,7 @@ async def _answer_invitation(turn: Turn, value: str) -> None:
     if own is not None:  # given back when the team's lessons stop for them (`pause_direct_lessons`)
         member.own_course_id, member.own_lesson_time, member.own_lesson_days = (own.id, learner.lesson_time,
                                                                                 learner.lesson_days)
-    await enroll(turn, learner, course)
+    await (take_course(turn, learner, course) if learner.course_id is None else enroll(turn, learner, course))
     learner.lesson_time, learner.lesson_days = team.lesson_time, team.lesson_days
     turn.user.timezone = turn.user.timezone or team.timezone  # their own (their profile's), else the team's
     await lesson_schedule_changed(turn.session, turn.user.id)

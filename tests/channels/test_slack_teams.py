@@ -1038,6 +1038,31 @@ async def test_a_paid_course_is_never_posted_to_a_channel_past_its_free_preview(
         assert "Check who is really writing" in digest and "Read a link before you tap it" not in digest, digest
 
 
+async def test_a_member_new_to_the_bot_takes_a_spanish_courses_quiz_in_spanish(slack_settings, standin, fixtures_dir):
+    """The team's course is in Spanish: a member whose language nobody said takes its quiz in the course's language,
+    as a learner who picks a course does."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0
+        sample = load_course(SAMPLE)
+        async with lessonbot.db.transaction() as session:
+            await import_course(session, dataclasses.replace(sample, id="phish-es", title="Pesca", language="es"))
+        await slash(client, fixtures_dir, ADMIN, "team set phish-es at 09:00 on weekdays in America/New_York",
+                    standin=standin)
+        await lessonbot.settle()
+        await _first_lesson_posted(lessonbot, HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC)))
+        await _quiz_me(client, fixtures_dir, standin, lessonbot, BEA)
+        assert "Pregunta 1 de 3" in private_texts(standin, BEA)[-1], private_texts(standin, BEA)
+        # In the direct mode, Start makes the course theirs: in its language too.
+        await slash(client, fixtures_dir, ADMIN, "team set phish-es mode direct", standin=standin)
+        await lessonbot.settle()
+        lessonbot.channels["slack"].profiles_per_minute = 60_000
+        await sync_team_members(context(lessonbot, HandClock(datetime(2027, 3, 12, 15, 0, tzinfo=UTC))))
+        await lessonbot.settle()
+        await press(client, fixtures_dir, CAL, start_button(standin, CAL), ephemeral=False, channel="DCAL")
+        await lessonbot.settle()
+        assert standin.texts("DCAL")[-1].startswith("¡Todo listo"), standin.texts("DCAL")
+
+
 async def test_a_members_own_course_stays_theirs_when_they_take_the_teams_quiz(slack_settings, standin, fixtures_dir):
     """Bea learns another course at her own hour; "Quiz me" on the team's lesson counts for the team's course and
     leaves hers (and the lessons at her hour) as they were."""
