@@ -420,10 +420,11 @@ async def open_form(context: AsyncBoltContext, body: dict[str, Any], view: dict[
 
 
 def changes_a_team(body: dict[str, Any]) -> bool:
-    """`/lessonbot team WORDS`: a change to a team, for which the person's standing in the workspace is read
-    (users.info is a Tier 4 method: a member's answers and leaderboards do without it)."""
+    """`/lessonbot team …` (and `/lessonbot` alone, which is `team`): a change to a team, or its help, which lists a
+    team admin's commands; the person's standing in the workspace is read for it (users.info is a Tier 4 method: a
+    member's answers and leaderboards do without it)."""
     words = str(body.get("text") or "").split()
-    return body.get("command") == TEAM_COMMAND and len(words) >= 2 and words[0].lower() == "team"
+    return body.get("command") == TEAM_COMMAND and (not words or words[0].lower().lstrip("/") == "team")
 
 
 async def workspace_standing(context: AsyncBoltContext, user: str, channel: SlackChannel) -> InboundMeta:

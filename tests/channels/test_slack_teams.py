@@ -1124,6 +1124,8 @@ async def test_team_commands_say_which_part_was_wrong_and_a_finished_course_star
         assert (await admin_says("team set short-phish on every day")).startswith("Done.")
         help_text = await admin_says("team help")
         assert "For team admins:" in help_text and "/lessonbot team restart" in help_text
+        for typed in ("team", ""):  # /lessonbot team, or /lessonbot alone, says the same as team help
+            assert await admin_says(typed) == help_text
         await slash(client, fixtures_dir, BEA, "team help", standin=standin)
         await lessonbot.settle()
         assert "For team admins:" not in private_texts(standin, BEA)[-1]
