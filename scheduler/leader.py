@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.outage import Outage
 from storage.db import Database
 from storage.models import LeaderLease, utcnow
 from storage.queries import insert_ignoring_conflicts, rows_affected
@@ -56,13 +57,17 @@ class Leadership:
         self._connection: AsyncConnection | None = None
 
     async def hold(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Campaign forever; while elected, run `work`, cancelling it the moment leadership is lost."""
+        """Campaign forever; while elected, run `work`, cancelling it the moment leadership is lost. While the
+        database is away the failed tries are logged as an `Outage`: once, then once a minute, then when it works."""
+        election = Outage(log, f"leader election for {self.name}")
         while True:
             try:
                 elected = await self._acquire()
-            except Exception as exc:
-                log.warning("leader election failed; retrying", extra={"role": self.name, "error": str(exc)})
+            except Exception:
+                election.failed()
                 elected = False
+            else:
+                election.ended()
             if elected:
                 await self._lead(work)
             await asyncio.sleep(self.check_seconds)

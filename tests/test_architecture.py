@@ -65,8 +65,9 @@ RULES: dict[str, Rule] = {
                                  "import storage",
     ),
     "scheduler": Rule(
-        ("scheduler", "storage", "dialogs", "bot.channel", "bot.messages", "bot.text"),
-        "scheduler may import storage, dialogs and the core's vocabulary — never a channel or the bot's wiring",
+        ("scheduler", "storage", "dialogs", "bot.channel", "bot.messages", "bot.text", "bot.outage"),
+        "scheduler may import storage, dialogs, the core's vocabulary and bot.outage — never a channel or the bot's "
+        "wiring",
     ),
     "standins": Rule(("standins",), "the platforms' stand-ins import nothing of the project: they play the "
                                     "outside world"),

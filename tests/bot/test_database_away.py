@@ -229,3 +229,41 @@ async def test_metrics_read_from_the_database_are_left_out_while_it_is_away_not_
     assert len(said) == 2 and said[0].exc_info  # the first scrape's traceback, not one a scrape; then its end
     assert "works again" in said[1].getMessage()
     assert _samples(back, "lessonbot_inbound_pending ") == ["lessonbot_inbound_pending 1.0"]
+
+
+async def test_a_standby_campaigning_while_the_database_is_away_logs_it_once_not_at_every_try(upgraded_postgres,
+                                                                                            caplog):
+    """Leader election tries every LEADER_CHECK_SECONDS: while the database is away that is one traceback, then a
+    line a minute, then one line when it works again, as for every other poll."""
+    import asyncio
+
+    from scheduler.leader import Leadership
+    from storage.db import Database
+
+    url = upgraded_postgres
+    db = Database(url)
+    elected = asyncio.Event()
+
+    async def work() -> None:
+        elected.set()
+        await asyncio.Event().wait()
+
+    leadership = Leadership(db, "test-role", owner="away", check_seconds=0.05)
+    _allow_connections(make_url(url).database, False)
+    task = asyncio.create_task(leadership.hold(work))
+    try:
+        with caplog.at_level(logging.INFO, logger="scheduler.leader"):
+            await asyncio.sleep(1.5)  # some twenty tries
+            _allow_connections(make_url(url).database, True)
+            async with asyncio.timeout(10):
+                await elected.wait()
+    finally:
+        _allow_connections(make_url(url).database, True)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await db.dispose()
+    said = [record for record in caplog.records if record.name == "scheduler.leader"
+            and record.levelno >= logging.WARNING]
+    assert len(said) == 2, [record.getMessage() for record in said]
+    assert said[0].exc_info and "election" in said[0].getMessage()  # the first failure, with its traceback
+    assert "works again" in said[1].getMessage()
