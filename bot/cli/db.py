@@ -65,6 +65,9 @@ def _schema_action(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         migrate.make_revision(url, args.message)
     else:
+        if missing := _sqlite_file_missing(url):
+            print(f"No database yet at {missing}: `lessonbot db upgrade` makes it.")
+            return 1
 
         async def show() -> frozenset[str]:
             async with database(settings) as db:
@@ -76,6 +79,19 @@ def _schema_action(settings: Settings, args: argparse.Namespace) -> int:
             print(newer, file=sys.stderr)
         return 0 if current == expected else 1
     return 0
+
+
+def _sqlite_file_missing(url: str) -> str | None:
+    """The path of a SQLite file the URL names that does not exist yet (opening it would make an empty one), else
+    None."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return None if Path(parsed.database).exists() else parsed.database
 
 
 def database_problem(settings: Settings, exc: Exception) -> str:

@@ -181,3 +181,17 @@ def test_a_database_that_refuses_a_write_after_the_check_stops_the_command_with_
     assert said.startswith("The database postgresql") and "refused the command" in said
     assert said.endswith("DATABASE_URL names a database this user may only read (a replica, or read-only "
                          "transactions): point it at the primary.")
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_asking_which_schema_a_database_not_made_yet_holds_makes_none(here, monkeypatch, capsys, given):
+    """`lessonbot db current` before any database exists: it says there is none yet and how to make one, and leaves
+    nothing behind (an empty file would pass for a database later)."""
+    path = here / ("given.db" if given else "var/lessonbot.db")
+    if given:
+        monkeypatch.setenv("DATABASE_URL", f"sqlite:///{path}")
+
+    assert main(["db", "current"]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"No database yet at {path}: `lessonbot db upgrade` makes it."], (out, err)
+    assert not path.exists()
