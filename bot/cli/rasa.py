@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import logging
 import sys
 from typing import TYPE_CHECKING
@@ -35,7 +34,7 @@ def cmd_rasa_actions(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.server import STARTUP_FAILURE
 
-    from bot.cli.serve import cannot_listen, listen
+    from bot.cli.serve import cannot_listen, cannot_listen_status, listen
     from bot.rasa_actions import create_action_app
 
     host = args.host or settings.host
@@ -48,7 +47,7 @@ def cmd_rasa_actions(settings: Settings, args: argparse.Namespace) -> int:
         listening = listen(host, args.port)
     except OSError as exc:
         print(cannot_listen(args, host, args.port, exc), file=sys.stderr)
-        return STARTUP_FAILURE if exc.errno == errno.EADDRINUSE else 2
+        return cannot_listen_status(exc)
     with listening:
         app = create_action_app(settings, dispatch=not args.no_dispatcher)
         log.info("Rasa actions on http://%s:%s/webhook", host, args.port)

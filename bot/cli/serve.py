@@ -72,7 +72,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         listening = listen(host, port)
     except OSError as exc:
         print(cannot_listen(args, host, port, exc), file=sys.stderr)
-        return STARTUP_FAILURE if exc.errno == errno.EADDRINUSE else 2  # (a port in use: as uvicorn said it)
+        return cannot_listen_status(exc)
     with listening:  # (closed if the app cannot be made; uvicorn closes it too as it stops)
         app = create_app(settings, process=not args.no_worker, dispatch=not args.no_dispatcher)
         keep_startup_objects_out_of_collections()
@@ -96,9 +96,12 @@ def listen(host: str, port: int) -> socket.socket:
         raise socket.gaierror(socket.EAI_NONAME, "not a host name") from None
 
 
-def cannot_listen(args: argparse.Namespace, host: str, port: int, exc: OSError) -> str:
-    """What `lessonbot serve` says when it cannot listen where told, naming the setting (or option) to change."""
-    host_from, port_from = "--host" if args.host else "HOST", "--port" if args.port else "PORT"
+def cannot_listen(args: argparse.Namespace, host: str, port: int, exc: OSError, *, host_option: str = "--host",
+                  port_option: str = "--port") -> str:
+    """What a command that serves HTTP says when it cannot listen where told, naming the setting (HOST, PORT) or the
+    option (`host_option`, `port_option`: `--metrics-port` for `dispatch`) to change."""
+    host_from = host_option if getattr(args, _attribute(host_option), None) else "HOST"
+    port_from = port_option if getattr(args, _attribute(port_option), None) else "PORT"
     reason = (exc.strerror or str(exc)).split(" (while attempting to bind", 1)[0]  # (socket.create_server's words)
     problem = f"Cannot serve on {host_from}={host}, {port_from}={port}: {reason[:1].lower()}{reason[1:]}."
     if exc.errno == errno.EADDRINUSE:
@@ -106,6 +109,18 @@ def cannot_listen(args: argparse.Namespace, host: str, port: int, exc: OSError) 
     if exc.errno == errno.EACCES:
         return f"{problem} Set {port_from} to a port above 1023 (the lower ones are the system's)."
     return f"{problem} Set {host_from} to an address of this machine: 127.0.0.1 for it alone, 0.0.0.0 for all."
+
+
+def cannot_listen_status(exc: OSError) -> int:
+    """The exit status of a command that could not listen: uvicorn's for a port in use (as it said it), 2 else."""
+    from uvicorn.server import STARTUP_FAILURE
+
+    return STARTUP_FAILURE if exc.errno == errno.EADDRINUSE else 2
+
+
+def _attribute(option: str) -> str:
+    """Where argparse keeps an option's value: `--metrics-port` in `metrics_port`."""
+    return option.lstrip("-").replace("-", "_")
 
 
 def server_ending_streams(config: uvicorn.Config, lessonbot: Lessonbot) -> uvicorn.Server:
@@ -147,8 +162,9 @@ def cmd_dispatch(settings: Settings, args: argparse.Namespace) -> int:
         try:  # bound before anything starts, so a port in use is one line, not a dispatcher started and stopped
             listening = listen(host, args.metrics_port)
         except OSError as exc:
-            print(f"Cannot serve metrics on {host}:{args.metrics_port}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
+            print(cannot_listen(args, host, args.metrics_port, exc, host_option="--metrics-host",
+                                port_option="--metrics-port"), file=sys.stderr)
+            return cannot_listen_status(exc)
 
     async def main() -> None:
         lessonbot = dispatcher(settings)

@@ -28,7 +28,8 @@ def test_what_start_up_made_is_left_out_of_garbage_collections():
 def _serve(tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", "serve"],
-        env={"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path / "var"), "LOG_FORMAT": "text", **env},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]), "DATA_DIR": str(tmp_path / "var"),
+             "LOG_FORMAT": "text", **env},
         capture_output=True, text=True, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL,
     )
 
@@ -67,3 +68,19 @@ def test_the_rasa_action_server_names_a_port_in_use_before_anything_starts(tmp_p
     assert (f"Cannot serve on HOST=127.0.0.1, --port={port}: address already in use. Stop what listens there, or "
             "set --port to a free port.") in result.stderr.splitlines()
     assert "Rasa actions on" not in result.stderr and "startup" not in result.stderr  # the app was not started
+
+
+def test_the_dispatchers_metrics_port_in_use_is_named_as_serve_names_its_port(tmp_path):
+    """`lessonbot dispatch --metrics-port` on a port in use: the option to change named, and serve's exit status."""
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):
+        result = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "dispatch", "--metrics-port", str(port)],
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]),
+                 "DATA_DIR": str(tmp_path / "var"), "LOG_FORMAT": "text"},
+            capture_output=True, text=True, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL,
+        )
+    assert result.returncode == STARTUP_FAILURE and "Traceback" not in result.stderr
+    assert (f"Cannot serve on HOST=127.0.0.1, --metrics-port={port}: address already in use. Stop what listens "
+            "there, or set --metrics-port to a free port.") in result.stderr.splitlines(), result.stderr
+    assert "dispatcher running" not in result.stderr
