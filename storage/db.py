@@ -28,7 +28,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import instance_state
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from storage import postgres_statements, sqlite_inline
 from storage.group_commit import GroupCommit
@@ -490,6 +490,12 @@ def _lending_engine(url: str) -> AsyncEngine:
     )
 
 
+def _pool_ceiling(engine: AsyncEngine) -> int:
+    """The most connections an engine's pool opens: its size and its overflow."""
+    pool = engine.pool
+    return pool.size() + max(getattr(pool, "_max_overflow", 0), 0) if isinstance(pool, QueuePool) else 1
+
+
 class Database:
     """One engine and its session factory; `transaction()` is the unit of work of the pipeline."""
 
@@ -528,6 +534,14 @@ class Database:
     @property
     def backend(self) -> str:
         return self.engine.dialect.name
+
+    @property
+    def most_connections(self) -> int:
+        """The most connections to the database this object opens at once: its engines' pools at their full
+        overflow and, on PostgreSQL, the urgent engine's and `run()`'s psycopg pools."""
+        engines = [self.engine, *([self._urgent_engine] if self._urgent_engine is not None else [])]
+        pooled = sum(_pool_ceiling(engine) for engine in engines)
+        return pooled + sum(driver.size for driver in self._drivers or ())
 
     @asynccontextmanager
     async def sessions(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:

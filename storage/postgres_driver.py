@@ -43,6 +43,7 @@ class DriverPool:
     ) -> None:
         self._args, self._kwargs = dialect.create_connect_args(url)
         self._kwargs.update(postgres_statements.CONNECT_ARGS)
+        self.size = size  # the most connections it opens
         self._slots = asyncio.Semaphore(size)
         self._idle: list[tuple[psycopg.AsyncConnection[Any], float]] = []  # (connection, when it was opened)
         self._timeout = timeout

@@ -62,3 +62,18 @@ def test_the_makefile_asks_for_the_python_the_package_requires():
     major, minor = map(int, wanted.groups())
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert requires == f">={major}.{minor},<{major}.{minor + 1}"
+
+
+def test_the_connections_one_process_may_hold_are_counted_in_full_where_the_docs_and_compose_size_postgresql():
+    """Every PostgreSQL connection one long-running process may hold at once: its Database's pools, the notices'
+    listening and speaking connections (storage/notices.py), and the clock's job-store engine on the leader
+    (scheduler/clock.py; APScheduler uses it under one lock, so one connection at a time)."""
+    from storage.db import Database
+
+    notices, job_store = 2, 1
+    most = Database("postgresql://lessonbot@127.0.0.1:1/lessonbot").most_connections + notices + job_store
+    architecture = (ROOT / "docs/architecture.md").read_text()
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert re.findall(r"one process may hold up to (\d+)", architecture) == [str(most)]
+    assert re.findall(r"size it as (\d+) × processes", architecture) == [str(most)]
+    assert re.findall(r"may hold up to (\d+) connections", compose) == [str(most)]
