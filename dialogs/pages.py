@@ -110,6 +110,9 @@ DASHBOARD_WORDS: tuple[str, ...] = (
     N_("This learner holds admin roles, which only an owner may take away: an owner revokes them first (/admin role "
        "list shows them), then the erasure can go ahead."),
     N_("This learner holds admin roles: only an owner may export their data."),
+    N_("This learner has a subscription with {platforms}, which this server is not connected to: erased here, they "
+       "would go on being charged for it. Erase them from the dashboard of the server that takes {platforms}'s "
+       "webhooks, or with /admin erase in a chat."),
     N_("Days: a number from 1 to {most}, or empty."),
     N_("course"),
     N_("title"),

@@ -1368,6 +1368,24 @@ async def open_charges(session: AsyncSession, user_id: int) -> OpenCharges:
                        [Refundable.of(payment) for payment in checkouts])
 
 
+def platforms_out_of_reach(desk: PaymentDesk, charges: OpenCharges) -> list[str]:
+    """The platforms ("Telegram", "Stripe") of the person's subscriptions that `desk` cannot reach to cancel them
+    (a process not connected to that platform: `stop_charges` would leave them renewing)."""
+    return sorted({_platform_name(subscription.provider) for subscription in charges.subscriptions
+                   if not _reaches(desk, subscription.provider)})
+
+
+def _platform_name(provider: str) -> str:
+    return "Telegram" if provider == TELEGRAM else "Stripe"
+
+
+def _reaches(desk: PaymentDesk, provider: str) -> bool:
+    """Whether `desk` can cancel a subscription bought through `provider` (as `stop_at_provider` asks it)."""
+    if provider == TELEGRAM:
+        return desk.cancel_stars_subscription is not None
+    return desk.checkout is not None
+
+
 async def stop_charges(desk: PaymentDesk, charges: OpenCharges) -> None:
     """Cancel the subscriptions with their platforms and close the open payment pages (before the person's data is
     erased: afterwards nothing would link a renewal, or a late payment, to them); a failure is logged for the admin

@@ -77,6 +77,15 @@ def export_document(_: Translator, path: Path, *, caption: str | None = None) ->
                     caption=caption or _("Everything I keep about you, as a JSON file. To delete it, send /stop."))
 
 
+class ChargesElsewhere(Exception):
+    """The person has subscriptions with platforms this process is not connected to (`platforms`): erased here, they
+    would go on renewing, charging someone no longer known."""
+
+    def __init__(self, platforms: list[str]) -> None:
+        super().__init__(", ".join(platforms))
+        self.platforms = platforms
+
+
 class HoldsRoles(Exception):
     """The person holds admin roles, and whoever asked for their erasure or their export may not deal with roles
     (only an owner may): an erasure would take the roles away; an export would hand over what the person does and
@@ -130,14 +139,18 @@ async def erase_outside_turn(
     HoldsRoles if `may_take_roles` is false and they hold any (raised before anything is stopped), their
     subscriptions cancelled and open payment pages closed through `desk` (entered only if there are any: the command
     line opens a channel for it), the erasure in a transaction of its own (which checks the roles again: they may
-    have been granted meanwhile), and their files once it has committed. What is said is the caller's."""
-    from dialogs.payments import open_charges, stop_charges  # payments → linking → personal: imported when needed
+    have been granted meanwhile), and their files once it has committed. ChargesElsewhere, before anything is
+    stopped or erased, when a subscription's platform is not connected to `desk`. What is said is the caller's."""
+    # payments → linking → personal: imported when needed
+    from dialogs.payments import open_charges, platforms_out_of_reach, stop_charges
 
     async with db.sessions() as session:
         await refuse_roles_holder(session, user_id, may_deal_with_roles=may_take_roles, owners=owners)
         charges = await open_charges(session, user_id)
     if charges:  # nothing is charged again for a person no longer known
         async with desk() as payments:
+            if elsewhere := platforms_out_of_reach(payments, charges):
+                raise ChargesElsewhere(elsewhere)
             await stop_charges(payments, charges)
     async with db.transaction() as session:
         erasure = await erase(session, user_id, by=by, may_take_roles=may_take_roles, owners=owners)

@@ -79,11 +79,21 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def charges_elsewhere(address: str, platforms: list[str]) -> str:
+    """What `learner erase` says of a person whose subscriptions it cannot cancel with the settings it runs with."""
+    settings = {"Telegram": "TELEGRAM_BOT_TOKEN",
+                "Stripe": "STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET and PUBLIC_BASE_URL"}
+    needed = " and ".join(settings[platform] for platform in platforms)
+    return (f"Nothing was erased: {address} has a subscription with {', '.join(platforms)}, which this command cannot "
+            f"cancel without {needed}; erased, they would go on being charged for it. Run it with the bot's settings "
+            "(where it takes those platforms' webhooks).")
+
+
 def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
     from contextlib import asynccontextmanager
 
     from bot.cli.payments import payment_desk_for_commands
-    from dialogs.personal import erase_outside_turn, person_at
+    from dialogs.personal import ChargesElsewhere, erase_outside_turn, person_at
 
     @asynccontextmanager
     async def desk() -> AsyncIterator[PaymentDesk]:
@@ -106,8 +116,12 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"This deletes everything kept about {args.address} (every app they linked). "
                       f"Run again with --yes to go ahead.", file=sys.stderr)
                 return 2
-            erasure = await erase_outside_turn(db, person.user_id, by="cli", may_take_roles=True,
-                                               data_dir=settings.data_dir, desk=desk)
+            try:
+                erasure = await erase_outside_turn(db, person.user_id, by="cli", may_take_roles=True,
+                                                   data_dir=settings.data_dir, desk=desk)
+            except ChargesElsewhere as elsewhere:
+                print(charges_elsewhere(args.address, elsewhere.platforms), file=sys.stderr)
+                return 2
         print(f"Erased {args.address}: {erasure.messages} messages and {erasure.replies} replies with the rest of "
               "their data.")
         return 0

@@ -33,7 +33,7 @@ from bot.dashboard.pages import PAGES, Context, Figure, Page, as_csv, learner_bo
 from bot.text import storable, whole_number
 from dialogs.access import requeue_failed
 from dialogs.payments import MAX_ACCESS_DAYS, PaymentDesk
-from dialogs.personal import HoldsRoles, erase_outside_turn, refuse_roles_holder
+from dialogs.personal import ChargesElsewhere, HoldsRoles, erase_outside_turn, refuse_roles_holder
 from dialogs.roles import Scope, team_of
 from storage import dashboard as counts
 from storage.courses import SOURCE_GRANT, Course
@@ -231,6 +231,13 @@ class Dashboard:
             return self.back_to(f"/admin/learners/{user_id}", w(
                 "This learner holds admin roles, which only an owner may take away: an owner revokes them first "
                 "(/admin role list shows them), then the erasure can go ahead."))
+        except ChargesElsewhere as elsewhere:
+            async with self.db.transaction() as session:
+                audit(session, viewer, "erase", f"user {user_id}", "denied")
+            return self.back_to(f"/admin/learners/{user_id}", w(
+                "This learner has a subscription with {platforms}, which this server is not connected to: erased "
+                "here, they would go on being charged for it. Erase them from the dashboard of the server that takes "
+                "{platforms}'s webhooks, or with /admin erase in a chat.", platforms=", ".join(elsewhere.platforms)))
         return self.back_to("/admin/learners", w(
             "Erased: {messages} messages and {replies} replies went with the rest of that learner's data.",
             messages=erasure.messages, replies=erasure.replies))

@@ -347,6 +347,53 @@ async def test_deleting_my_data_cancels_my_stars_subscription_first(telegram_mon
     assert (payment.user_id, payment.sender_id) == (None, "")  # the sale is kept, without the person
 
 
+async def test_a_dashboard_where_telegram_is_not_connected_erases_no_stars_subscriber_and_says_where(
+        telegram_monthly, settings, monkeypatch, tmp_path, capsys):
+    """docker compose's `webchat` serves the dashboard too, without Telegram: an erasure there could not cancel a
+    Stars subscription, which would go on charging a person no longer known. It is refused, saying where to do it."""
+    from tests.bot.test_dashboard import LINK, erased_on_the_dashboard
+
+    client, bot, standin = telegram_monthly
+    marta, _first = await subscribed(client, standin)
+    before = len(standin.texts(BOSS))
+    await marta._post(text_update("/admin dashboard", chat_id=BOSS, user=person(BOSS, "Boss")))
+    await standin.wait_for(lambda: len(standin.texts(BOSS)) > before)
+    link = LINK.search(standin.texts(BOSS)[-1])[1]
+
+    web_chat_only = settings.model_copy(update={"admins": (f"telegram:{BOSS}",),
+                                                "stars_per_unit": {"GBP": Decimal(50)}})
+    async with running(web_chat_only) as (elsewhere, _bot):
+        assert (await elsewhere.post("/admin/sign-in", data={"link": link})).status_code == 303
+        refused = await erased_on_the_dashboard(elsewhere, f"telegram:{CHAT}")
+        said = (await elsewhere.get(refused.headers["location"])).text
+    assert "Telegram, which this server is not connected to" in said, said
+    [payment] = await payments(bot)
+    assert payment.user_id is not None and payment.sender_id  # not erased: still known, still subscribed
+    assert not standin.called("editUserStarSubscription")
+
+    # `lessonbot learner erase` refuses the same without Telegram's settings, and with them cancels it, then erases.
+    import asyncio
+
+    from bot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name, value in {"DATABASE_URL": settings.resolved_database_url, "DATA_DIR": str(settings.data_dir),
+                        "SECRET_KEY": "test-secret-key-0123456789"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    assert await asyncio.to_thread(main, ["learner", "erase", f"telegram:{CHAT}", "--yes"]) == 2
+    [told] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Nothing was erased")]
+    assert told.startswith(f"Nothing was erased: telegram:{CHAT} has a subscription with Telegram, which this command "
+                           "cannot cancel without TELEGRAM_BOT_TOKEN")
+    assert (await payments(bot))[0].user_id is not None and not standin.called("editUserStarSubscription")
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("TELEGRAM_API_BASE_URL", standin.base_url)
+    assert await asyncio.to_thread(main, ["learner", "erase", f"telegram:{CHAT}", "--yes"]) == 0
+    [cancel] = standin.called("editUserStarSubscription")
+    assert cancel.params["is_canceled"] == "true"
+    assert (await payments(bot))[0].user_id is None
+
+
 async def test_a_stars_subscription_that_ran_out_may_be_bought_again(telegram_monthly):
     """Telegram reports no cancellation: a subscription not renewed simply runs out, and buying again is buying."""
     from sqlalchemy import update
