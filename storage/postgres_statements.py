@@ -14,6 +14,9 @@ What stays psycopg's: the connection (opening, COMMIT and ROLLBACK, closing), an
 `Prepared` one. The state psycopg reads (whether a transaction is open or failed) is libpq's own, so the two agree.
 A round trip interrupted by a cancelled task is cancelled in the server and read to its end, as psycopg does for its
 own statements; a connection whose round trip cannot be brought to its end is closed: its replies may be on the way.
+A round trip's socket is also looked at every `RECHECK_SECONDS` (as psycopg's own waits are): uvloop stops watching a
+socket at its first error, without a word to the reader, so a connection the server ended (the database stopped, its
+connections cut) would otherwise leave its round trip waiting for ever.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ _KEPT = "_lessonbot_statements"  # on the psycopg connection: its `_Statements`
 # The statements worth preparing are the hot path's `Prepared` ones, prepared here.
 CONNECT_ARGS: dict[str, Any] = {"prepare_threshold": None}
 CANCEL_WAIT = 5.0  # seconds for a statement interrupted by a cancelled task to end in the server (psycopg's own wait)
+RECHECK_SECONDS = 0.1  # between two looks at a round trip's socket the event loop has not said is ready (psycopg's own)
 
 
 class _Statements:
@@ -258,11 +262,13 @@ async def _replies(
             raise psycopg.OperationalError(pgconn.get_error_message())
         waiting = loop.create_future()
         loop.add_writer(fileno, ready)
+        again = loop.call_later(RECHECK_SECONDS, ready)  # (flushed again then: a broken connection says so)
         try:
             await waiting
         except OSError as exc:
             raise psycopg.OperationalError("connection socket closed") from exc
         finally:
+            again.cancel()
             loop.remove_writer(fileno)
 
     done: asyncio.Future[None] = loop.create_future()
@@ -295,9 +301,17 @@ async def _replies(
             return
         done.set_result(None)
 
+    def look_again() -> None:
+        nonlocal again
+        readable()  # (nothing to read: nothing done; the connection broken: `done` fails)
+        if not done.done():
+            again = loop.call_later(RECHECK_SECONDS, look_again)
+
     loop.add_reader(fileno, readable)
+    again = loop.call_later(RECHECK_SECONDS, look_again)
     try:
         await done
     finally:
+        again.cancel()
         loop.remove_reader(fileno)
     return results

@@ -3,9 +3,11 @@ retries one), nothing half-recorded, a few lines in the log rather than a traceb
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import httpx
@@ -15,10 +17,14 @@ from sqlalchemy import create_engine, make_url, text
 from bench.processes import DatabaseUnreachable, postgres_database
 from bot.app import create_app
 from bot.config import load_settings
+from channels.telegram.routes import SECRET_HEADER, WEBHOOK_PATH
 from channels.webchat.sessions import SessionSigner
-from standins.slack import CLIENT_ID, CLIENT_SECRET, SIGNING_SECRET, SlackStandIn, dm_event, signed
+from standins.slack import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, SIGNING_SECRET, SlackStandIn, dm_event, signed
+from standins.telegram import TelegramStandIn, person, text_update
+from standins.twilio import PUBLIC_BASE_URL, SENDER, TwilioStandIn, TwilioWebhooks
 from storage.migrate import upgrade
 from tests.conftest import POSTGRES_ADMIN_URL, missing
+from tests.support import serve, server_env
 
 
 def _allow_connections(database: str, allowed: bool) -> None:
@@ -121,10 +127,6 @@ async def test_an_open_chat_page_while_the_database_is_away_costs_the_log_a_line
         upgraded_postgres, tmp_path: Path):
     """`lessonbot serve` with a web chat page's event stream open: its watcher asks the database every second, and
     while the database is away that is one traceback, then a line a minute, as for every other poll."""
-    import asyncio
-
-    from tests.support import serve, server_env
-
     url = upgraded_postgres
     server = serve(server_env(url, tmp_path / "var", WEB_CHAT_POLL_SECONDS="0.2"))
     try:
@@ -142,6 +144,65 @@ async def test_an_open_chat_page_while_the_database_is_away_costs_the_log_a_line
     log = server.log_path.read_text()
     assert log.count("reading a chat for its page failed") == 1, log[-3000:]  # with its traceback; then a line a minute
     assert "could not look for replies sent by other processes" not in log  # a traceback every poll
+
+
+TELEGRAM_SECRET = "away-test-secret-0123456789"
+
+
+async def _answer(request: Awaitable[httpx.Response]) -> tuple[int | str, str | None, float]:
+    """A request's status and Retry-After, and how long it took; "no answer" if there was none in time."""
+    began = time.monotonic()
+    try:
+        response = await request
+    except httpx.TimeoutException:
+        return "no answer", None, time.monotonic() - began
+    return response.status_code, response.headers.get("Retry-After"), time.monotonic() - began
+
+
+async def test_every_request_to_a_server_while_the_database_is_away_is_answered_at_once(upgraded_postgres, tmp_path):
+    """`lessonbot serve` (on uvloop) with the database's connections cut: the first web chat read, and the first
+    Telegram, WhatsApp and Slack message, each took a pooled connection the server had ended and waited for ever (a
+    page stayed on "Connecting…", a platform's request timed out instead of being refused). Every one is now refused
+    at once with a 503 to try again, as those after them were."""
+    url = upgraded_postgres
+    async with TelegramStandIn() as telegram, TwilioStandIn() as twilio, SlackStandIn() as slack:
+        env = server_env(
+            url, tmp_path / "var", TELEGRAM_BOT_TOKEN=telegram.token, TELEGRAM_WEBHOOK_SECRET=TELEGRAM_SECRET,
+            TELEGRAM_API_BASE_URL=telegram.base_url, TWILIO_ACCOUNT_SID=twilio.account_sid,
+            TWILIO_AUTH_TOKEN=twilio.auth_token, TWILIO_WHATSAPP_FROM=SENDER, TWILIO_API_BASE_URL=twilio.base_url,
+            PUBLIC_BASE_URL=PUBLIC_BASE_URL, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_API_BASE_URL=slack.base_url,
+        )
+        server = await asyncio.to_thread(serve, env)
+        try:
+            async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+                whatsapp = TwilioWebhooks(client, auth_token=twilio.auth_token)
+                session = (await client.post("/chat/api/sessions")).json()["session"]
+
+                def read() -> Awaitable[httpx.Response]:
+                    return client.get("/chat/api/messages", params={"session": session, "after": 0})
+
+                def messages(n: int) -> list[Awaitable[httpx.Response]]:
+                    body = json.dumps(dm_event("hello", event_id=f"EvAway{n}")).encode()
+                    return [
+                        client.post(WEBHOOK_PATH, json=text_update("hello", chat_id=555 + n, user=person(555 + n)),
+                                    headers={SECRET_HEADER: TELEGRAM_SECRET}),
+                        whatsapp.message(f"+1555000{n:04d}", "hello"),
+                        client.post("/slack/events", content=body, headers=signed(body)),
+                    ]
+
+                # connections kept in the pools: the reads', the recordings'
+                before = await asyncio.gather(*(_answer(request) for request in [read(), read(), *messages(0)]))
+                assert [status for status, _, _ in before] == [200, 200, 200, 200, 200]
+                _allow_connections(make_url(url).database, False)
+                try:
+                    away = await asyncio.gather(*(_answer(request) for request in [read(), read(), *messages(1)]))
+                finally:
+                    _allow_connections(make_url(url).database, True)
+        finally:
+            await asyncio.to_thread(server.stop)
+    assert [status for status, _, _ in away] == [503] * 5, away
+    assert max(took for _, _, took in away) < 10, away
 
 
 def test_only_a_database_away_is_called_so_not_a_wrong_statement_or_schema():

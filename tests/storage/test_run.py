@@ -90,6 +90,46 @@ async def test_a_task_cancelled_in_the_middle_of_a_statement_ends_cancelled_and_
         await db.dispose()
 
 
+def test_a_statement_on_a_connection_the_server_ended_fails_at_once_under_uvloop(postgresql_url: str) -> None:
+    """`lessonbot serve` runs on uvloop, which stops watching a socket at its first error without calling its reader:
+    a pooled connection the server ended while it was idle (the database stopped, its connections cut) is reset by
+    the server as the next statement is sent on it. That statement fails at once, as on asyncio's own loop, rather
+    than waiting for ever (a web chat page's read, a platform's recording), for a read and for an urgent write."""
+    import psycopg
+    uvloop = pytest.importorskip("uvloop")
+
+    from storage.db import unreachable
+    from tests.conftest import POSTGRES_ADMIN_URL
+
+    def end_connection(pid: int) -> None:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))  # (returns once the backend is gone)
+
+    async def statement(db: Database, *, urgent: bool) -> int:
+        async with db.run(urgent=urgent, each_statement=not urgent) as transaction:
+            await _READ.run(transaction, {"chat": "nobody"})
+            return transaction.driver.info.backend_pid  # type: ignore[union-attr]
+
+    async def each_kind() -> list[str]:
+        db = Database(postgresql_url)
+        failed = []
+        try:
+            for urgent in (False, True, False, True, False, True):
+                await asyncio.to_thread(end_connection, await statement(db, urgent=urgent))
+                try:
+                    async with asyncio.timeout(5):
+                        await statement(db, urgent=urgent)
+                except TimeoutError:
+                    failed.append("waited")
+                except Exception as exc:
+                    failed.append("unreachable" if unreachable(exc) else repr(exc))
+            return failed
+        finally:
+            await db.dispose()
+
+    assert uvloop.run(each_kind()) == ["unreachable"] * 6
+
+
 async def test_each_statement_commits_on_its_own_and_a_transaction_after_it_is_whole_again(database_url: str) -> None:
     """`run(each_statement=True)`: on PostgreSQL a statement before a failure stays (each its own transaction), on
     SQLite the block is one transaction; either way the next plain `run()` on the same pooled connection is atomic."""
