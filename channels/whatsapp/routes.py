@@ -13,13 +13,13 @@ import logging
 from typing import TYPE_CHECKING
 
 from starlette.datastructures import MultiDict
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from bot.channel import ChannelHost, RequestRejected
-from channels.webhook import Ignored, LimitBody, MediaType, Parse, Record, Webhook, WebhookRequest
+from channels.webhook import Ignored, LimitBody, MediaType, Parse, Record, Webhook, WebhookRequest, refusal
 from channels.whatsapp.inbound import (
     CHANNEL,
     SIGNATURE_HEADER,
@@ -94,6 +94,8 @@ def empty_twiml(request: WebhookRequest) -> Response:
 
 
 def refused(exc: RequestRejected) -> Response:
-    if exc.status >= 500 or exc.status in (401, 403):
+    """The shared refusal (a 503 says when to try again); a signature that does not match is logged here, the
+    database away by the core, once for the outage."""
+    if exc.status in (401, 403):
         log.warning("whatsapp webhook refused (%s): %s", exc.status, exc.message)
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return refusal(exc)

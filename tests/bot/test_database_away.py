@@ -201,7 +201,7 @@ async def test_every_request_to_a_server_while_the_database_is_away_is_answered_
                     _allow_connections(make_url(url).database, True)
         finally:
             await asyncio.to_thread(server.stop)
-    assert [status for status, _, _ in away] == [503] * 5, away
+    assert [(status, retry) for status, retry, _ in away] == [(503, "5")] * 5, away
     assert max(took for _, _, took in away) < 10, away
 
 
@@ -328,3 +328,31 @@ async def test_a_standby_campaigning_while_the_database_is_away_logs_it_once_not
     assert len(said) == 2, [record.getMessage() for record in said]
     assert said[0].exc_info and "election" in said[0].getMessage()  # the first failure, with its traceback
     assert "works again" in said[1].getMessage()
+
+
+async def test_whatsapp_is_told_when_to_try_again_and_the_log_says_it_once(upgraded_postgres, tmp_path, caplog):
+    """Twilio's webhook while the database is away: a 503 with Retry-After, as every webhook's (README), and the
+    outage in the log once, not a warning a message."""
+    async with TwilioStandIn() as twilio:
+        settings = load_settings(
+            _env_file=None, database_url=upgraded_postgres, data_dir=tmp_path / "var", log_format="text",
+            secret_key="test-secret-key-0123456789", web_chat_enabled=False, twilio_account_sid=twilio.account_sid,
+            twilio_auth_token=twilio.auth_token, twilio_whatsapp_from=SENDER, twilio_api_base_url=twilio.base_url,
+            public_base_url=PUBLIC_BASE_URL,
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url=PUBLIC_BASE_URL) as client:
+            whatsapp = TwilioWebhooks(client, auth_token=twilio.auth_token)
+            _allow_connections(make_url(upgraded_postgres).database, False)
+            try:
+                with caplog.at_level(logging.WARNING):
+                    refused = [await whatsapp.message("+15550001111", f"hello {n}") for n in range(3)]
+            finally:
+                _allow_connections(make_url(upgraded_postgres).database, True)
+    assert [response.status_code for response in refused] == [503] * 3  # Twilio may send it again
+    assert refused[0].headers["Retry-After"] == "5"
+    assert "try again in a few seconds" in refused[0].json()["error"]
+    assert not [record for record in caplog.records if "whatsapp webhook refused" in record.getMessage()]
+    recording = [record for record in caplog.records if record.getMessage().startswith("recording a message")]
+    assert len(recording) == 1 and recording[0].exc_info  # the first failure's traceback; not one a message
