@@ -725,3 +725,48 @@ def test_a_spanish_page_is_told_in_spanish_that_its_message_could_not_be_taken_w
             _allow_connections(make_url(url).database, True)
             server.stop()
         made.__exit__(None, None, None)
+
+
+def test_a_spanish_page_opened_while_the_database_is_away_says_so_in_spanish_and_chats_once_it_is_back(
+        browser, tmp_path):
+    """A page that cannot read its conversation when it opens tries again by itself, saying so in its own words, in
+    its language (not the server's English sentence, nor English words because the page's came after); and it
+    chats once the database is back."""
+    from playwright.sync_api import expect
+
+    from bench.processes import DatabaseUnreachable, postgres_database
+    from storage.migrate import upgrade
+    from tests.bot.test_database_away import _allow_connections
+    from tests.conftest import POSTGRES_ADMIN_URL
+
+    try:
+        made = postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_away")
+        url = made.__enter__()
+    except DatabaseUnreachable as exc:
+        missing(str(exc))
+        return
+    server = None
+    try:
+        upgrade(url)
+        server = serve(server_env(url, tmp_path / "var"))
+        _allow_connections(make_url(url).database, False)
+        page = browser.new_context(locale="es-ES", **DESKTOP).new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.url)
+        expect(page.get_by_role("alert")).to_have_text("No se puede contactar con Lessonbot ahora mismo; reintentando…")
+        expect(page.locator("#status")).to_have_text("Sin conexión")
+        expect(page.get_by_label("Tu mensaje")).to_be_visible()  # the page's words in Spanish too
+        _allow_connections(make_url(url).database, True)
+        expect(page.locator("#status")).to_have_text("En línea", timeout=20_000)  # (its next try, within 4 s)
+        expect(page.get_by_role("alert")).to_be_hidden()
+        box = page.get_by_label("Tu mensaje")
+        box.fill("hola")
+        box.press("Enter")
+        expect(page.locator(".message--bot").first).to_contain_text("Soy Lessonbot")
+        assert errors == []
+    finally:
+        if server is not None:
+            _allow_connections(make_url(url).database, True)
+            server.stop()
+        made.__exit__(None, None, None)

@@ -344,7 +344,7 @@
         await createSession();
         return;
       }
-      if (!response.ok) throw new ChatError(serverMessage(response));
+      if (!response.ok) throw new ChatError(serverMessage(response), { unreachable: response.status >= 500 });
       keepSession(response);
       const batch = response.data.replies || [];
       if (!batch.length) break;
@@ -1011,18 +1011,22 @@
     els.input.focus();
   }
 
+  /** Open the chat: its words first (the browser's language when the learner's cannot be read), so that what the
+   * page says while it cannot open the chat is in the page's language; tried again until it opens. */
   async function start(attempt = 1) {
     session = store.get(SESSION_KEY);
     try {
       if (!session) await createSession();
-      await loadHistory();
       await loadWords();
+      await loadHistory();
       openEvents();
       hideError();
     } catch (error) {
       forgetConversation();
       setStatus("offline");
-      showError(error instanceof ChatError ? error.message : words.retrying, { unreachable: true });
+      // tried again below: a server that cannot answer now is said to be so, not what it said (in English)
+      const given = error instanceof ChatError && !error.unreachable;
+      showError(given ? error.message : words.retrying, { unreachable: true });
       setTimeout(() => start(attempt + 1), Math.min(30000, 1000 * 2 ** attempt));
     }
   }
