@@ -246,14 +246,35 @@ class DeliverAction(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
         # only a reply Lessonbot sealed: a person may type the intent with an entity of their own
-        message = self.seal.opened(next(tracker.get_latest_entity_values(MESSAGE_ENTITY), None))
+        carried = next(tracker.get_latest_entity_values(MESSAGE_ENTITY), None)
+        message = self.seal.opened(carried)
         if message is None or not isinstance(message.get("text"), str):
             log.warning("action_lessonbot_deliver was called without a message of ours")
+            return []
+        if said_before(tracker, carried):
+            log.info("action_lessonbot_deliver: this reply was said already (its send was tried again)")
             return []
         shown = {key: message[key] for key in ("text", "buttons", "attachment") if key in message}
         dispatcher.utter_message(**shown)
         # what the learner is at now (a late answer moved them on: the assistant routes their next words by it)
         return await self.desk.slots(tracker.sender_id, domain)
+
+
+def said_before(tracker: Tracker, carried: object) -> bool:
+    """Whether the assistant said this sealed reply already, in answer to an earlier trigger_intent of this
+    conversation: Rasa acted on a send but answered after the channel's timeout, and the dispatcher sent it again
+    (a sealed reply carries its outbox id: the same reply is the same entity at every try)."""
+    events = tracker.events
+    current = max((n for n, event in enumerate(events) if event.get("event") == "user"), default=0)
+    carrying = False
+    for event in events[:current]:
+        if event.get("event") == "user":
+            entities = (event.get("parse_data") or {}).get("entities") or ()
+            carrying = any(entity.get("entity") == MESSAGE_ENTITY and entity.get("value") == carried
+                           for entity in entities)
+        elif event.get("event") == "bot" and carrying:
+            return True
+    return False
 
 
 ACTIONS: tuple[type[LessonbotAction], ...] = (

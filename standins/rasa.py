@@ -15,7 +15,9 @@ What it plays:
   set, is answered instead, as it is (a server or a proxy in front of it answering what Rasa would not).
 
 Both endpoints ask for `?token=` when `token` is set, and can be told to fail (`failures`: statuses to answer with,
-one per request, before answering properly) or to be slow (`delay`, seconds).
+one per request, before answering properly) or to be slow (`delay`, seconds). `answer_delay`: trigger_intent acts at
+once (the reply is said) but answers that many seconds later, as a Rasa server whose channel or action server is
+slow to finish.
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ class RasaServerStandIn:
         self.action_calls: list[dict[str, Any]] = []  # every action call made, as sent
         self.failures: list[int] = []
         self.delay = 0.0
+        self.answer_delay = 0.0
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -245,6 +248,8 @@ class RasaServerStandIn:
         self.conversation(sender).heard(f"EXTERNAL: {intent}", intent, entities)
         run = await self.run_action(sender, action)
         self.delivered.setdefault(sender, []).extend(run.responses)
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
         return web.json_response({"tracker": self.conversation(sender).state(), "messages": run.responses})
 
     async def _parse(self, request: web.Request) -> web.Response:

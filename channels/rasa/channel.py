@@ -13,6 +13,11 @@ which the action server holds too. A person can type the intent with any entity 
 `/EXTERNAL_lessonbot_message{…}` without its model, as it reads our buttons): without the seal, the action says
 nothing, so no one makes the assistant say their words as Lessonbot's.
 
+The sealed reply carries its outbox id (`REPLY_KEY`), so the same reply is the same entity each time it is sent: a
+send that Rasa acted on but answered after our timeout is tried again, and the action says nothing the second time
+(it finds the first in the conversation's tracker, bot/rasa_actions.py). Rasa's trigger_intent takes no message id
+of its own.
+
 Outcomes, as the dispatcher reads them: 2xx sent; 429 → RateLimited (Retry-After); a timeout, a dropped connection
 or a 5xx → TransientSendError; 401/403 (RASA_TOKEN), 404 (the API is off, or the intent is not in the domain) and
 other 4xx → PermanentSendError, with what to fix.
@@ -36,6 +41,7 @@ from channels.rasa.render import bot_message
 log = logging.getLogger(__name__)
 
 MESSAGE_ENTITY = "lessonbot_message"  # the entity of the triggered intent that carries the reply
+REPLY_KEY = "lessonbot_reply"  # in the sealed reply: its outbox id, the same at every try of its send
 SEAL_CHARS = 32
 
 
@@ -107,7 +113,8 @@ class RasaChannel:
         if self.token:
             params["token"] = self.token
         url = f"{self.server_url}/conversations/{quote(delivery.chat_id, safe='')}/trigger_intent"
-        body = {"name": self.intent, "entities": {MESSAGE_ENTITY: self.seal.seal(message)}}
+        sealed = self.seal.seal({**message, REPLY_KEY: delivery.outbox_id})
+        body = {"name": self.intent, "entities": {MESSAGE_ENTITY: sealed}}
         try:
             response = await self._http().post(url, params=params, json=body)
         except httpx.TimeoutException:

@@ -289,6 +289,39 @@ async def test_a_lesson_at_the_learners_hour_goes_out_through_trigger_intent(set
         assert sent.status == OutboxStatus.SENT
 
 
+async def test_a_lesson_rasa_said_but_answered_for_too_late_is_not_said_again_when_tried_again(settings):
+    """Rasa took the trigger_intent and said the lesson, but answered after the channel's timeout: the dispatcher
+    tries the send again, and the learner gets the lesson once, not twice."""
+    async with rasa_assistant(settings, outbox_backoff_seconds=0.1) as (rasa, bot):
+        await onboard(rasa, "u1")
+        bot.channels["rasa"].timeout = 0.3
+        rasa.answer_delay = 1.0  # (said at once; answered after the timeout)
+        async with bot.db.sessions() as session:
+            user_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.channel == "rasa"))
+        now = utcnow()
+        ctx = JobContext(db=bot.db, notify=bot.dispatcher.notify, now=lambda: now)
+        assert await push_lesson(ctx, DueLesson(user_id, now.date(), now), now) == "queued"
+        ctx.notify()
+        for _ in range(200):
+            if len(rasa.triggered) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        rasa.answer_delay = 0.0
+        async with bot.db.sessions() as session:
+            for _ in range(200):
+                sent = await session.scalar(
+                    select(OutboxMessage).where(OutboxMessage.platform_message_id.like("rasa-%"))
+                )
+                if sent is not None:
+                    break
+                await asyncio.sleep(0.05)
+        assert len(rasa.triggered) >= 2  # tried again after the timeout
+        assert [message["text"].startswith("📘 Lesson 1 of 5") for message in rasa.delivered["u1"]] == [True]
+        lesson = rasa.delivered["u1"][0]
+        following = await rasa.press("u1", lesson["buttons"][0], action=ANSWER)  # the conversation goes on
+        assert following.texts[0].endswith("(2/3)")
+
+
 def delivery(reply=None, outbox_id: int = 7) -> Delivery:
     reply = reply or Text("Hello **there**", (Choice("Go", "lesson:next"),))
     return Delivery(outbox_id=outbox_id, chat_id="u 1/é", reply=reply)
@@ -305,7 +338,7 @@ async def test_trigger_intent_carries_the_reply_for_the_deliver_action():
         assert call["sender"] == "u 1/é"  # the sender id travels quoted in the path
         carried = SEAL.opened(call["body"]["entities"]["lessonbot_message"])
         go = {"title": "Go", "payload": button_payload("lesson:next")}
-        assert carried == {"text": "Hello there", "buttons": [go]}
+        assert carried == {"text": "Hello there", "buttons": [go], "lessonbot_reply": 7}  # (the same at every try)
         await channel.close()
 
 
@@ -334,7 +367,7 @@ async def test_a_document_sent_on_lessonbots_own_carries_its_signed_link(tmp_pat
             await channel.send(delivery(certificate, outbox_id=41))
         await channel.close()
     carried = SEAL.opened(rasa.triggered[0]["body"]["entities"]["lessonbot_message"])
-    assert carried == {"text": "Your certificate", "attachment": links.url("u 1/é", 41)}
+    assert carried == {"text": "Your certificate", "attachment": links.url("u 1/é", 41), "lessonbot_reply": 41}
     assert carried["attachment"].startswith("https://actions.example.com/files/u%201%2F%C3%A9/41/")
     assert links.matches("u 1/é", 41, carried["attachment"].rsplit("/", 1)[1])
     assert not links.matches("u 1/é", 42, carried["attachment"].rsplit("/", 1)[1])
