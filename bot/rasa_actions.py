@@ -135,7 +135,8 @@ class ActionDesk:
 def learner_slots(found: ChatLearner | None) -> dict[str, Any]:
     """The slots our actions set, from what is known of the learner in the chat."""
     learner = found.learner if found else None
-    waiting = flow.current(found.state) if found else None
+    flows = flow.stack(found.state) if found else []  # (the learner's own chat: every flow there is theirs)
+    waiting = flows[-1] if flows else None
     return {
         said.SET_UP_SLOT: bool(learner and is_set_up(learner)),
         said.AWAITING_SLOT: waiting["name"] if waiting else None,

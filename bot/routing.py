@@ -69,10 +69,10 @@ def _plain_args(command: Command, words: str) -> str | None:
 
 def _answers_its_own_question(turn: Turn, command: str) -> bool:
     """A command's plain word (not "/name") typed while that command's own question waits for this person."""
-    entry = flow.current(turn.state)
+    entry = flow.current(turn)
     return (entry is not None and entry["name"] == command and flow.answered_by_its_word(command)
             and turn.message.choice is None
-            and not turn.text.lstrip().startswith("/") and flow.answers_to(entry, turn))
+            and not turn.text.lstrip().startswith("/"))
 
 
 async def _an_answer_in_words(turn: Turn) -> bool:
@@ -125,9 +125,7 @@ async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> N
         return
     if choice is not None:
         await greeting.expired_choice(turn)
-        entry = flow.current(turn.state)
-        if entry is not None and flow.answers_to(entry, turn):
-            await flow.resume(turn)  # the question still open is asked again
+        await flow.resume(turn)  # the person's question still open is asked again
         return
     if not is_set_up(learner) and turn.message.private:  # a first message is rarely /start (on WhatsApp, never)
         await onboarding.begin(turn)

@@ -46,7 +46,7 @@ async def answer_question(turn: Turn) -> None:
         return
     if not is_set_up(await learner_of(turn)):
         _ = tr(turn)
-        if flow.is_active(turn.state, "onboarding"):  # its question is asked again next
+        if flow.is_active(turn, "onboarding"):  # its question is asked again next
             turn.say(_("I'll answer questions about your course as soon as your lessons are set up. First, this:"))
         else:
             turn.say(_("I'll answer questions about your course as soon as your lessons are set up: send /start."))

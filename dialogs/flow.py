@@ -7,12 +7,15 @@ answer at all (a question such as "what is smishing?") raises `NotAnAnswer`, or 
 answer looks like a question: it goes to the fallback (the question answerer) and the step is asked again, so the
 flow stays where it was.
 
-State: `state["flows"]` is a stack of `{"name", "step", "data", "member"}`; the top one gets the next message.
-`member` is the sender whose message started the flow: in a group, only they answer it (a message from another
-member goes on as if no flow were in progress); a flow the bot started on its own (a daily lesson's quiz) has none.
-A flow started while another is in progress goes on top (/language during onboarding), and when it is done the one
-below is asked again. Everything in `data` must be JSON. The engine never changes the stored objects in place (a
-changed copy is written back), so the conversation row always sees the change.
+State: `state["flows"]` is a list of `{"name", "step", "data", "member"}`, bottom first. `member` is the sender
+whose message started the flow; a flow the bot started on its own (a daily lesson's quiz) has none. Each person's
+flows (their own and those without a member) are their stack, whose top gets their next message: in a private chat
+that is every flow; in a group each member has their own, and a member's message neither sees nor drops another's
+(one member's /next to a quiz leaves another's quiz open, and their next answer goes to it). A flow started while
+another of the person's is in progress goes on top of theirs (/language during onboarding), and when it is done the
+one below is asked again. What the bot does on its own (a pushed lesson) sees every flow of the chat.
+Everything in `data` must be JSON. The engine never changes the stored objects in place (a changed copy is written
+back), so the conversation row always sees the change.
 
 Adding a dialog: write a module with its steps and `FLOWS = (Flow(...),)` and list the module in dialogs/__init__.py.
 """
@@ -100,8 +103,8 @@ def answered_by_its_word(name: str) -> bool:
 
 async def takes_own_words(turn: Turn, text: str) -> bool:
     """Whether the question waiting for this person reads `text` as one of its own answers (`Step.own_words`)."""
-    entry = current(turn.state)
-    if entry is None or not answers_to(entry, turn):
+    entry = current(turn)
+    if entry is None:
         return False
     step = _registry[entry["name"]].step(entry["step"])
     return step.own_words is not None and await step.own_words(turn, entry["data"], text)
@@ -126,18 +129,37 @@ def _copied(value: Any) -> Any:
 
 
 def stack(state: dict[str, Any]) -> list[dict[str, Any]]:
-    """A copy of the flows in progress, bottom first."""
+    """A copy of every flow in progress in the chat, bottom first (in a group, every member's)."""
     return _copied([entry for entry in state.get("flows", []) if entry.get("name") in _registry])
 
 
-def current(state: dict[str, Any]) -> dict[str, Any] | None:
-    """A copy of the flow that gets the next message: {"name", "step", "data"}, or None."""
-    flows = stack(state)
-    return flows[-1] if flows else None
+def _whose(x: Exchange) -> str | None:
+    """The member whose flows this exchange sees and changes: the sender of the message being processed; None (every
+    flow of the chat) for one the bot starts on its own."""
+    return x.message.sender_id if isinstance(x, Turn) else None
 
 
-def is_active(state: dict[str, Any], name: str) -> bool:
-    return any(entry["name"] == name for entry in stack(state))
+def _sees(member: str | None, entry: dict[str, Any]) -> bool:
+    return member is None or entry.get("member") in (None, member)
+
+
+def _theirs(x: Exchange, flows: list[dict[str, Any]]) -> list[int]:
+    """Where in `flows` (the chat's) the flows of this exchange's member are, bottom first: their own stack."""
+    member = _whose(x)
+    return [index for index, entry in enumerate(flows) if _sees(member, entry)]
+
+
+def current(x: Exchange) -> dict[str, Any] | None:
+    """A copy of the flow that gets this person's next message: {"name", "step", "data", "member"}, or None."""
+    flows = stack(x.state)
+    theirs = _theirs(x, flows)
+    return flows[theirs[-1]] if theirs else None
+
+
+def is_active(x: Exchange, name: str) -> bool:
+    """Whether this person has the flow `name` in progress."""
+    flows = stack(x.state)
+    return any(flows[index]["name"] == name for index in _theirs(x, flows))
 
 
 def _save(state: dict[str, Any], flows: list[dict[str, Any]]) -> None:
@@ -147,32 +169,38 @@ def _save(state: dict[str, Any], flows: list[dict[str, Any]]) -> None:
         state.pop("flows", None)
 
 
-def _set_top(state: dict[str, Any], entry: dict[str, Any]) -> None:
-    flows = stack(state)
-    flows[-1] = entry
-    _save(state, flows)
+def _set_top(x: Exchange, entry: dict[str, Any]) -> None:
+    flows = stack(x.state)
+    flows[_theirs(x, flows)[-1]] = entry
+    _save(x.state, flows)
 
 
-def leave(state: dict[str, Any], name: str) -> None:
-    """Drop the named flow (and whatever was started on top of it)."""
-    flows = stack(state)
-    for index, entry in enumerate(flows):
-        if entry["name"] == name:
-            _save(state, flows[:index])
+def leave(x: Exchange, name: str) -> None:
+    """Drop this person's flow `name` (and whatever of theirs was started on top of it); another member's stay."""
+    flows = stack(x.state)
+    theirs = _theirs(x, flows)
+    for position, index in enumerate(theirs):
+        if flows[index]["name"] == name:
+            dropped = set(theirs[position:])
+            _save(x.state, [entry for at, entry in enumerate(flows) if at not in dropped])
             return
 
 
-def clear(state: dict[str, Any]) -> None:
-    state.pop("flows", None)
+def clear(x: Exchange) -> None:
+    """Drop every flow of this person's (in a group, another member's stay)."""
+    flows = stack(x.state)
+    theirs = set(_theirs(x, flows))
+    _save(x.state, [entry for at, entry in enumerate(flows) if at not in theirs])
 
 
 # Running -------------------------------------------------------------------------------------------------------------
 
 
 async def start(x: Exchange, name: str, data: Data | None = None, *, step: str | None = None) -> None:
-    """Start the flow `name` on top of any in progress (a flow of that name already running starts over), and ask."""
+    """Start the flow `name` on top of this person's flows in progress (one of that name of theirs starts over), and
+    ask."""
     flow = _registry[name]
-    leave(x.state, name)
+    leave(x, name)
     entry = {"name": name, "step": step or flow.steps[0].name, "data": _copied(data or {}), **_member(x)}
     _save(x.state, [*stack(x.state), entry])
     await _ask(x, entry)
@@ -180,24 +208,19 @@ async def start(x: Exchange, name: str, data: Data | None = None, *, step: str |
 
 def enter(x: Exchange, name: str, data: Data, *, step: str) -> None:
     """Put the flow `name` on top at `step` without asking (a pressed button is about to answer that step)."""
-    state = x.state
-    leave(state, name)
-    _save(state, [*stack(state), {"name": name, "step": step, "data": _copied(data), **_member(x)}])
+    leave(x, name)
+    _save(x.state, [*stack(x.state), {"name": name, "step": step, "data": _copied(data), **_member(x)}])
 
 
 def _member(x: Exchange) -> dict[str, str]:
     """Whom a flow started now answers to: the sender of the message being processed, if any."""
-    return {"member": x.message.sender_id} if isinstance(x, Turn) else {}
-
-
-def answers_to(entry: dict[str, Any], turn: Turn) -> bool:
-    """Whether the flow `entry` takes this message: it has no member, or the message is from its member."""
-    return entry.get("member") in (None, turn.message.sender_id)
+    member = _whose(x)
+    return {} if member is None else {"member": member}
 
 
 async def resume(x: Exchange) -> bool:
     """Ask the current step again (after a command or a question took the learner elsewhere). False: no flow."""
-    entry = current(x.state)
+    entry = current(x)
     if entry is None:
         return False
     await _ask(x, entry)
@@ -209,15 +232,15 @@ async def _ask(x: Exchange, entry: dict[str, Any]) -> None:
     data = entry["data"]
     await flow.step(entry["step"]).ask(x, data)
     # is_active() means the stack is not empty, so current() is not None
-    if is_active(x.state, flow.name) and current(x.state)["name"] == flow.name:  # type: ignore[index]
-        _set_top(x.state, {**entry, "data": data})  # ask may note things (when it asked, for answer times)
+    if is_active(x, flow.name) and current(x)["name"] == flow.name:  # type: ignore[index]
+        _set_top(x, {**entry, "data": data})  # ask may note things (when it asked, for answer times)
 
 
 async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]], *, text: str | None = None) -> bool:
     """Give the message to the flow in progress (or `text`, the part of it that answers, as in "/settings time
     8:00"). False when there is none."""
-    entry = current(turn.state)
-    if entry is None or not answers_to(entry, turn):
+    entry = current(turn)
+    if entry is None:
         return False
     flow = _registry[entry["name"]]
     step = flow.step(entry["step"])
@@ -234,7 +257,7 @@ async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]], *, tex
         following = await step.answer(turn, data, answer)
     except NotAnAnswer:
         await fallback(turn)
-        if current(turn.state) == entry:
+        if current(turn) == entry:
             await _ask(turn, entry)
         return True
     except Invalid as invalid:
@@ -242,19 +265,19 @@ async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]], *, tex
             await fallback(turn)
         else:
             turn.say(invalid.help)
-        if current(turn.state) == entry:
+        if current(turn) == entry:
             await _ask(turn, entry)
         return True
-    top = current(turn.state)
+    top = current(turn)
     if top is None or top["name"] != flow.name:
         return True  # the step started another flow, or ended this one itself
     if following == DONE:
-        leave(turn.state, flow.name)
-        if current(turn.state) is not None:
+        leave(turn, flow.name)
+        if current(turn) is not None:
             await resume(turn)
         return True
     entry = {**entry, "step": following, "data": data}
-    _set_top(turn.state, entry)
+    _set_top(turn, entry)
     await _ask(turn, entry)
     return True
 

@@ -31,9 +31,7 @@ async def show_help(turn: Turn, _args: str) -> None:
     turn.say(_help_text(tr(turn), COMMANDS, admin=bool(await roles.grants(turn))))
     # In the middle of something (setting up, a quiz, /settings): its question is asked again, so its choices are the
     # newest and "1" still answers it. In a group, only a flow of the one who asked (another's stays theirs).
-    entry = flow.current(turn.state)
-    if entry is not None and flow.answers_to(entry, turn):
-        await flow.resume(turn)
+    await flow.resume(turn)
 
 
 # /help's text, made once for each language, list of commands and kind of reader: a line for each listed command,

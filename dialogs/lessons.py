@@ -166,7 +166,7 @@ async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
         return
     if not pushed:
         mark_home(x, learner)
-    flow.leave(x.state, "quiz")
+    flow.leave(x, "quiz")
     if enrollment.current_part < len(lesson.parts):
         await _send_part(x, learner, enrollment, lesson, number, len(lessons), pushed=pushed)
         return
@@ -337,7 +337,7 @@ async def later(x: Exchange) -> None:
     and the learner hears when the next lesson comes."""
     _ = tr(x)
     for name in LEARNING_FLOWS:
-        flow.leave(x.state, name)
+        flow.leave(x, name)
     learner = await learner_of(x)
     when = await next_lesson_moment(x, learner)
     if when is None or is_paused(learner, x.now):

@@ -221,7 +221,7 @@ async def _join(turn: Turn, owner_id: int) -> None:
     assert user is not None
     if turn.conversation is not None:
         turn.conversation.user_id = user.id
-    flow.clear(turn.state)
+    flow.clear(turn)
     turn.user = user
     _ = tr(turn)
     turn.say(_("Linked! This chat now continues your lessons, {name}. Send /next to go on where you left off.",

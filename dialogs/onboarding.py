@@ -366,11 +366,11 @@ def days_label(_: Translator, days: str) -> str:
 async def begin(turn: Turn) -> None:
     """/start for a learner not set up yet: start onboarding, or pick it up where they left it."""
     learner = await learner_of(turn)
-    if flow.is_active(turn.state, "onboarding"):
-        entry = flow.current(turn.state)
+    if flow.is_active(turn, "onboarding"):
+        entry = flow.current(turn)
         while entry is not None and entry["name"] != "onboarding":  # drop what was started on top of it
-            flow.leave(turn.state, entry["name"])
-            entry = flow.current(turn.state)
+            flow.leave(turn, entry["name"])
+            entry = flow.current(turn)
         _ = tr(turn)
         if learner.consent_at is not None:
             turn.say(_("Welcome back! Let's finish setting you up."))
@@ -388,7 +388,7 @@ async def require_set_up(x: Exchange, *, course: str = "") -> bool:
     if is_set_up(learner):
         return True
     _ = tr(x)
-    if flow.is_active(x.state, "onboarding"):
+    if flow.is_active(x, "onboarding"):
         x.say(_("Let's finish setting you up first."))
         await flow.resume(x)
     else:

@@ -125,7 +125,7 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
             learner.status = STOPPED
         await lesson_schedule_changed(turn.session, turn.user.id)  # parked: no planner run reads them until /resume
         await _withdraw_unasked(turn, learner, "not sent: the learner stopped the lessons")
-        flow.clear(turn.state)
+        flow.clear(turn)
         turn.say(_("Stopped: I won't send you anything on my own. Your progress is kept; send /resume to start "
                    "again, or /stop again to delete it."))
         return DONE

@@ -41,7 +41,7 @@ async def answer_question(turn: Turn, data: flow.Data, text: str) -> str:
     closed = None if question.retired or moved else await access.question_closed(turn, question)
     if closed is not None:  # e.g. a refund since the quiz began
         turn.say(access.closed_message(_, closed))
-        flow.leave(turn.state, "quiz")
+        flow.leave(turn, "quiz")
         return DONE
     if question.retired or moved:
         _passed_over(data, 1)
@@ -111,7 +111,7 @@ def _of_the_lesson(question: Question, data: flow.Data) -> bool:
 async def _finish(x: Exchange, data: flow.Data) -> str:
     """No question left: the quiz ends, and its lesson is done."""
     lesson = await lesson_by_id(x.transaction, data["lesson_id"])
-    flow.leave(x.state, "quiz")
+    flow.leave(x, "quiz")
     if lesson is not None:
         await lessons.finish_lesson(x, lesson)
     return DONE
@@ -120,8 +120,8 @@ async def _finish(x: Exchange, data: flow.Data) -> str:
 async def on_button(turn: Turn, value: str) -> None:
     """A quiz button pressed, maybe long after it was sent, maybe on another channel than the quiz is on now."""
     _ = tr(turn)
-    entry = flow.current(turn.state)
-    if entry is not None and entry["name"] == "quiz" and flow.answers_to(entry, turn):
+    entry = flow.current(turn)
+    if entry is not None and entry["name"] == "quiz":
         await flow.handle(turn, ask.answer_question)
         return
     question_id = questions.question_id_of(value, "quiz")

@@ -371,12 +371,12 @@ async def on_button(turn: Turn, value: str) -> None:
     with what else is due; else say the review moved on."""
     from dialogs.ask import answer_question  # ask → greeting → review: imported when needed
 
-    entry = flow.current(turn.state)
-    if entry is not None and entry["name"] == "review" and flow.answers_to(entry, turn):
+    entry = flow.current(turn)
+    if entry is not None and entry["name"] == "review":
         await flow.handle(turn, answer_question)
         return
     question_id = await _due_and_open(turn, questions.question_id_of(value, "review"))
-    if question_id is not None and not _anothers_review_open(turn):
+    if question_id is not None:
         mark_home(turn, await learner_of(turn))
         queue = [question_id, *(other for other in await _open_due(turn) if other != question_id)]
         queue = queue[:REVIEWS_PER_SESSION]
@@ -386,11 +386,6 @@ async def on_button(turn: Turn, value: str) -> None:
     _ = tr(turn)
     turn.say(_("That review is over. Send /review to see what is due now."))
     await flow.resume(turn)
-
-
-def _anothers_review_open(turn: Turn) -> bool:
-    """Whether a review of another member of this chat (a group) is open here: theirs stays as it is."""
-    return any(entry["name"] == "review" and not flow.answers_to(entry, turn) for entry in flow.stack(turn.state))
 
 
 async def _due_and_open(x: Exchange, question_id: int | None) -> int | None:

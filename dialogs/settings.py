@@ -61,7 +61,7 @@ def _value_after(args: str, words: tuple[str, ...]) -> str:
 
 async def open_item(x: Exchange, item: str) -> None:
     if item == "language":
-        flow.leave(x.state, "settings")
+        flow.leave(x, "settings")
         await flow.start(x, "language")
         return
     await flow.start(x, "settings", {"after": "saved", "item": item}, step=ITEMS[item][1])
@@ -95,7 +95,7 @@ async def answer_menu(turn: Turn, data: flow.Data, text: str) -> str:
     for item, (label, step, words) in ITEMS.items():
         if typed == item or typed in words or typed == fold(_(label)):
             if item == "language":
-                flow.leave(turn.state, "settings")
+                flow.leave(turn, "settings")
                 await flow.start(turn, "language")
                 return DONE
             data["after"], data["item"] = "saved", item
@@ -136,7 +136,7 @@ async def confirm_saved(x: Exchange, data: flow.Data) -> None:
     goes on)."""
     _ = tr(x)
     learner = await learner_of(x)
-    flow.leave(x.state, "settings")
+    flow.leave(x, "settings")
     x.say(_("Saved.") + " " + await _now_set(x, learner, data.get("item")),
           choices=[(_("More settings"), "/settings")])
     if learner.lesson_time is not None and quiet_at(learner, learner.lesson_time):

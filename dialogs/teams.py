@@ -410,7 +410,7 @@ async def _leave(turn: Turn, team: Team | None) -> None:
         turn.say(_excluded(_))
         return
     await _set_status(turn, team, MEMBER_OPTED_OUT)
-    flow.leave(turn.state, "quiz")
+    flow.leave(turn, "quiz")
     await pause_direct_lessons(turn.session, team, turn.message.sender_id)
     turn.say(_("You opted out of this channel's team course. /lessonbot team join to take part again."))
 
@@ -822,7 +822,7 @@ async def _answer_invitation(turn: Turn, value: str) -> None:
     learner.lesson_time, learner.lesson_days = team.lesson_time, team.lesson_days
     turn.user.timezone = turn.user.timezone or team.timezone  # their own (their profile's), else the team's
     await lesson_schedule_changed(turn.session, turn.user.id)
-    flow.leave(turn.state, "onboarding")
+    flow.leave(turn, "onboarding")
     await finish(turn)  # active, lessons pushed here, the schedule told, and the first lesson offered now
     if own is not None:  # one course at a time is a learner's: theirs waits, and they are told so
         turn.say(_("Your own course, “{title}”, waits while you take the team's: your place in it is kept, and it "

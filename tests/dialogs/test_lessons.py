@@ -399,3 +399,47 @@ async def test_a_typed_answer_that_is_also_a_commands_word_is_graded_where_the_q
     assert learner.status == "active" and learner.points == 10 + 3 * 5
     [paused] = await t.say("pause")  # no question waits: the command
     assert paused.startswith("Paused.")
+
+
+async def test_in_a_group_two_members_take_their_quizzes_at_once_and_each_answers_their_own(learning_bot):
+    """Ann and Bea learn in one group: Bea's /next up to her quiz leaves Ann's quiz open, so the answer Ann types
+    next is graded on her question (not taken for a question to the course material), and Bea's goes on too."""
+    import uuid
+
+    from bot.messages import InboundMessage
+
+    bot, channel = learning_bot
+    for person in ("ann", "bea"):
+        await onboard(Learning(bot, channel, chat=person))
+
+    async def in_group(sender: str, text: str, choice: str | None = None) -> list[str]:
+        before = len(channel.texts("group"))
+        await bot.receive(InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id="group",
+                                         sender_id=sender, text=text, choice=choice))
+        await bot.settle()
+        return channel.texts("group")[before:]
+
+    async def to_the_quiz(sender: str) -> None:
+        for _part in range(3):
+            await in_group(sender, "/next")
+        _intro, question = await in_group(sender, "/next")
+        assert question.startswith("Question 1 of 3\n")
+
+    await to_the_quiz("ann")
+    await to_the_quiz("bea")
+    [feedback, following] = await in_group("ann", "b")  # Urgency, by its letter
+    assert feedback.startswith("✅ Right!") and following.startswith("Question 2 of 3\nTrue or false")
+    [feedback, following] = await in_group("bea", "a")
+    assert feedback.startswith("❌ Not quite.") and following.startswith("Question 2 of 3\nTrue or false")
+    [feedback, following] = await in_group("ann", "false")
+    assert feedback.startswith("✅ Right!") and following.endswith("(Type your answer.)")
+    [later] = await in_group("bea", "later")  # Bea stops hers: Ann's stays open
+    assert later.startswith("OK, your place is saved.")
+    [feedback, done] = await in_group("ann", "smishing")
+    assert feedback.startswith("✅ Right!") and done.startswith("🎉 Lesson done: What a phishing message wants.")
+    ann, _learner = await learner_row(bot, "test", "ann")
+    bea, _learner = await learner_row(bot, "test", "bea")
+    async with bot.db.sessions() as session:
+        answered = {user_id: len(list(await session.scalars(
+            select(QuestionCard).where(QuestionCard.user_id == user_id)))) for user_id in (ann.id, bea.id)}
+    assert answered == {ann.id: 3, bea.id: 1}

@@ -197,6 +197,28 @@ async def test_an_erasure_typed_in_a_group_takes_the_persons_steps_out_of_the_gr
     assert '"ann"' not in await group_state()  # the turn's own copy of the state was scrubbed as the row was
 
 
+async def test_an_erasure_in_a_group_leaves_another_members_step_open_there(admin_bot):
+    """Ann and Bea each have a question of their own waiting in a group: Ann's erasure takes hers out and leaves Bea's,
+    which Bea still answers."""
+    from storage.models import Conversation
+    from tests.storage.test_personal_data import say
+
+    bot, channel = admin_bot
+    await onboard(Learning(bot, channel, chat="ann"))
+    await say(bot, "/stop", chat="grp", sender="ann", name="Ann")
+    await say(bot, "/stop", chat="grp", sender="bea", name="Bea")
+    async with bot.db.sessions() as session:
+        state = await session.scalar(select(Conversation.state).where(Conversation.chat_id == "grp"))
+    assert [entry["member"] for entry in state["flows"]] == ["ann", "bea"]  # Bea's /stop left Ann's question
+    await say(bot, "/admin erase test:ann confirm", chat="grp", sender="boss", name="Boss")
+    assert channel.texts("grp")[-1].startswith("Erased: ")
+    async with bot.db.sessions() as session:
+        state = await session.scalar(select(Conversation.state).where(Conversation.chat_id == "grp"))
+    assert [entry["member"] for entry in state["flows"]] == ["bea"]
+    await say(bot, "cancel", chat="grp", sender="bea", name="Bea")
+    assert channel.texts("grp")[-1] == "OK, nothing changed."
+
+
 async def test_the_nightly_prune_sweeps_personal_files_no_row_names_and_exports_past_their_days(admin_bot):
     import os
     from datetime import timedelta

@@ -193,9 +193,9 @@ async def test_a_review_answer_pressed_under_another_question_is_answered_and_th
     assert sorted(card.attempts for card in cards) == [1, 1, 2]  # the one pressed, counted once
 
 
-async def test_in_a_group_a_review_button_pressed_under_anothers_review_leaves_theirs_open(learning_bot):
-    """Two learners review in a group, one after the other: the first's old review button, pressed while the
-    second's review is open there, does not take the second's review away (its question still answers it)."""
+async def test_in_a_group_two_members_review_at_once_each_answering_their_own(learning_bot):
+    """Two learners start a review in a group, one after the other: the second's /review leaves the first's open, so
+    the first's button and then the answer they type go to their own review, and the second's review goes on too."""
     import uuid
 
     from bot.messages import InboundMessage
@@ -218,10 +218,16 @@ async def test_in_a_group_a_review_button_pressed_under_anothers_review_leaves_t
     anns = next(c.value for c in channel.sent["group"][-1].choices if c.label == "Urgency")
     await in_group("bea", "/review")
     beas = next(c.value for c in channel.sent["group"][-1].choices if c.label == "Urgency")
-    [over, *_asked_again] = await in_group("ann", "Urgency", anns)
-    assert over.startswith("That review is over.")
+    [feedback, following] = await in_group("ann", "Urgency", anns)
+    assert feedback.startswith("✅ Right!") and following.startswith("Review 2 of 3\nTrue or false")
     [feedback, following] = await in_group("bea", "Urgency", beas)
-    assert feedback.startswith("✅ Right!") and following.startswith("Review 2 of 3")
+    assert feedback.startswith("✅ Right!") and following.startswith("Review 2 of 3\nTrue or false")
+    [feedback, following] = await in_group("ann", "false")  # typed: her own question's answer
+    assert feedback.startswith("✅ Right!") and following.startswith("Review 3 of 3")
+    [later] = await in_group("bea", "later")  # Bea stops hers: Ann's stays open
+    assert later.startswith("OK, your place is saved.")
+    [feedback, done] = await in_group("ann", "smishing")
+    assert feedback.startswith("✅ Right!") and done.startswith("Review done: 3 of 3 right.")
 
 
 async def test_later_in_a_review_stops_it_and_review_asks_again(learning_bot):
