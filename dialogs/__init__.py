@@ -94,6 +94,7 @@ BUTTONS: dict[str, ButtonHandler] = {
     "lesson": lessons.on_button,
     "quiz": quiz.on_button,
     "review": review.on_button,
+    review.RETAKE: review.on_retake_button,
     "pay": _pay_button,
     "payment": payments.on_payment,
     subscriptions.PREFIX: subscriptions.on_button,

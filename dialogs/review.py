@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialogs import access, certificate, flow, onboarding, questions
 from dialogs.choices import numbered_choices
-from dialogs.flow import DONE, Flow, Step
+from dialogs.flow import DONE, Flow, Invalid, Step
 from dialogs.learner import POINTS_REVIEW_RIGHT, learner_of, local_now, mark_home, tr
 from dialogs.turn import Exchange, Turn
 from storage.courses import (
@@ -230,6 +230,13 @@ def nothing_due(_, when: datetime | None, x: Exchange) -> str:
 # a measure of what was learned, not of trying each choice in turn.
 
 RETAKE_AFTER = timedelta(hours=20)  # "a day": the same hour tomorrow, or a little earlier
+REVIEW, RETAKE = "review", "retake"  # the kinds of a review's and a retake's buttons ("retake:12:1:5d41ab")
+
+
+def _kind(data: flow.Data) -> str:
+    """The kind of the buttons of the questions this review asks: a retake's are its own, so one pressed once the
+    retake has stopped is still its try (`on_retake_button`), never an ordinary review that shows the answer."""
+    return RETAKE if data.get("retake") else REVIEW
 
 
 async def retake(turn: Turn, args: str) -> None:
@@ -239,28 +246,17 @@ async def retake(turn: Turn, args: str) -> None:
         return
     learner = await learner_of(turn)
     course = await _course_to_retake(turn, learner.course_id, args)
-    if course is None or course.pass_mark is None:
-        turn.say(_("There is nothing to retake: only a course with a pass mark for its certificate has retakes."))
+    closed = await _retakes_closed(turn, course)
+    if closed is not None:
+        turn.say(closed)
         return
-    if await certificate.issued(turn, course):
-        turn.say(_("You have your certificate for “{title}” already: /certificate sends it again.",
-                   title=course.title))
-        return
-    missing = await access.lesson_to_do(turn, course)
-    if missing is not None:
-        turn.say(_("Retakes open once every lesson is done: “{title}” is still to do.", title=missing.title))
-        return
-    missed = [question_id for question_id in await missed_at_first_try(turn.transaction, turn.user.id, course.id)
-              if (question := await question_by_id(turn.transaction, question_id)) is not None
-              and await access.question_closed(turn, question) is None]
+    assert course is not None
+    missed = await _missed_and_open(turn, course)
     if not missed:
         turn.say(_("There is nothing to retake in “{title}”.", title=course.title))
         return
-    # a question missed comes back a day after its last answer: time to read its lesson again, not to try the
-    # choices one after another
-    last = {question_id: card.last_reviewed_at for question_id in missed
-            if (card := await card_of(turn.transaction, turn.user.id, question_id)) is not None}
-    ready = [question_id for question_id in missed if _answered_before(last.get(question_id), turn.now - RETAKE_AFTER)]
+    last = await _last_answered(turn, missed)
+    ready = _ready(missed, last, turn.now)
     if not ready:
         when = min(moment for moment in last.values() if moment is not None) + RETAKE_AFTER
         local = when.astimezone(zone_for(turn.user.timezone))
@@ -268,10 +264,45 @@ async def retake(turn: Turn, args: str) -> None:
                    "{date} at {time}. Reading its lesson again meanwhile helps.", date=_.date(local),
                    time=f"{local:%H:%M}"))
         return
-    missed = ready
     turn.say(_.plural("{n} question to retake. Here it comes:", "{n} questions to retake. Here they come:",
-                      len(missed)))
-    await flow.start(turn, "review", {"queue": missed, "total": len(missed), "right": 0, "retake": course.id})
+                      len(ready)))
+    await flow.start(turn, "review", _retake_data(course, ready))
+
+
+def _retake_data(course: Course, queue: list[int]) -> flow.Data:
+    return {"queue": queue, "total": len(queue), "right": 0, "retake": course.id}
+
+
+async def _retakes_closed(turn: Turn, course: Course | None) -> str | None:
+    """Why the course has no retake for the learner now (no pass mark, the certificate issued, a lesson still to
+    do), said as they hear it; None when it has."""
+    _ = tr(turn)
+    if course is None or course.pass_mark is None:
+        return _("There is nothing to retake: only a course with a pass mark for its certificate has retakes.")
+    if await certificate.issued(turn, course):
+        return _("You have your certificate for “{title}” already: /certificate sends it again.", title=course.title)
+    missing = await access.lesson_to_do(turn, course)
+    if missing is not None:
+        return _("Retakes open once every lesson is done: “{title}” is still to do.", title=missing.title)
+    return None
+
+
+async def _missed_and_open(x: Exchange, course: Course) -> list[int]:
+    """The course's questions the learner missed at the first try that are open to them here."""
+    return [question_id for question_id in await missed_at_first_try(x.transaction, x.user.id, course.id)
+            if (question := await question_by_id(x.transaction, question_id)) is not None
+            and await access.question_closed(x, question) is None]
+
+
+async def _last_answered(x: Exchange, missed: list[int]) -> dict[int, datetime | None]:
+    return {question_id: card.last_reviewed_at for question_id in missed
+            if (card := await card_of(x.transaction, x.user.id, question_id)) is not None}
+
+
+def _ready(missed: list[int], last: dict[int, datetime | None], now: datetime) -> list[int]:
+    """The missed questions that may be retaken now: a question missed comes back a day after its last answer (time
+    to read its lesson again, not to try the choices one after another)."""
+    return [question_id for question_id in missed if _answered_before(last.get(question_id), now - RETAKE_AFTER)]
 
 
 async def _course_to_retake(turn: Turn, current_id: int | None, named: str) -> Course | None:
@@ -311,12 +342,15 @@ async def ask_review(x: Exchange, data: flow.Data) -> None:
     number = data["total"] - len(data["queue"]) + 1
     heading = (_("Retake {number} of {total}", number=number, total=data["total"]) if data.get("retake")
                else _("Review {number} of {total}", number=number, total=data["total"]))
-    questions.ask(x, question, prefix="review", heading=heading)
+    questions.ask(x, question, prefix=_kind(data), heading=heading)
     data["asked_at"] = x.now.isoformat()
 
 
 async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
     _ = tr(turn)
+    if turn.message.choice is not None and turn.message.choice.partition(":")[0] != _kind(data):
+        # a review's button where a retake asks, or the reverse: of an earlier question
+        raise Invalid(_("That button belongs to an earlier question. Here is the current one:"))
     question = await question_by_id(turn.transaction, data["queue"][0]) if data["queue"] else None
     closed = None if question is None or question.retired else await access.question_closed(turn, question)
     if closed is not None:  # e.g. a refund since the review began
@@ -329,7 +363,7 @@ async def answer_review(turn: Turn, data: flow.Data, text: str) -> str:
         # reviewed (or retaken) since this began (the same open in another chat of theirs): counted once
         turn.say(_("You've answered that one already."))
     else:
-        verdict = questions.grade(_, question, text, "review", numbered=numbered_choices(turn))
+        verdict = questions.grade(_, question, text, _kind(data), numbered=numbered_choices(turn))
         answered = await record_answer(turn.transaction, turn.user.id, question, correct=verdict.correct,
                                        answer=text, seconds=_seconds_since(data, turn.now), now=turn.now)
         if data.get("retake"):
@@ -375,7 +409,7 @@ async def on_button(turn: Turn, value: str) -> None:
     if entry is not None and entry["name"] == "review":
         await flow.handle(turn, answer_question)
         return
-    question_id = await _due_and_open(turn, questions.question_id_of(value, "review"))
+    question_id = await _due_and_open(turn, questions.question_id_of(value, REVIEW))
     if question_id is not None:
         mark_home(turn, await learner_of(turn))
         queue = [question_id, *(other for other in await _open_due(turn) if other != question_id)]
@@ -386,6 +420,38 @@ async def on_button(turn: Turn, value: str) -> None:
     _ = tr(turn)
     turn.say(_("That review is over. Send /review to see what is due now."))
     await flow.resume(turn)
+
+
+async def on_retake_button(turn: Turn, value: str) -> None:
+    """A retake question's button pressed: answer it if a retake is the question waiting; else (the retake stopped
+    with "Later"), it is the retake's try if its question may be retaken now, and the retake goes on with what else
+    may; else say the retake is over."""
+    from dialogs.ask import answer_question  # ask → greeting → review: imported when needed
+
+    entry = flow.current(turn)
+    if entry is not None and entry["name"] == "review":
+        await flow.handle(turn, answer_question)
+        return
+    question_id = questions.question_id_of(value, RETAKE)
+    course = await _course_of(turn, question_id)
+    if course is not None and await _retakes_closed(turn, course) is None:
+        missed = await _missed_and_open(turn, course)
+        ready = _ready(missed, await _last_answered(turn, missed), turn.now)
+        if question_id in ready:
+            queue = [question_id, *(other for other in ready if other != question_id)]
+            flow.enter(turn, "review", _retake_data(course, queue), step="answer")
+            await flow.handle(turn, answer_question)
+            return
+    _ = tr(turn)
+    turn.say(_("That retake is over. Send /retake to see what is left to retake."))
+    await flow.resume(turn)
+
+
+async def _course_of(x: Exchange, question_id: int | None) -> Course | None:
+    """The course of the question's lesson (None: no such question, or it was taken out)."""
+    question = await question_by_id(x.transaction, question_id) if question_id is not None else None
+    lesson = await lesson_by_id(x.transaction, question.lesson_id) if question and not question.retired else None
+    return await course_by_id(x.transaction, lesson.course_id) if lesson is not None else None
 
 
 async def _due_and_open(x: Exchange, question_id: int | None) -> int | None:
@@ -399,5 +465,5 @@ async def _due_and_open(x: Exchange, question_id: int | None) -> int | None:
     return question.id
 
 
-FLOWS = (Flow("review", (Step("answer", ask_review, answer_review, takes=("review",),
+FLOWS = (Flow("review", (Step("answer", ask_review, answer_review, takes=(REVIEW, RETAKE),
                           own_words=questions.is_own_answer),)),)

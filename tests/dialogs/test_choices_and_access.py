@@ -377,6 +377,35 @@ async def granted_the_paid_course_past_its_first_lesson(bot, channel) -> tuple[L
     return t, user
 
 
+async def test_a_retake_question_answered_after_later_is_a_retake_try_not_a_review_that_shows_the_answer(
+        learning_bot, tmp_path):
+    """A day on, the missed question is due for review too: the learner starts its retake, says "Later", then presses
+    one of the retake question's buttons. It is the retake's try (counted, the answer not shown), not an ordinary
+    review that shows the answer and leaves the retake to try again with the answer known."""
+    from datetime import datetime, timedelta, timezone
+
+    bot, channel = learning_bot
+    t, _folder = await at_the_first_quiz_question(bot, channel, tmp_path, pass_mark=100)
+    await t.press(t.last().choices[0].label)  # "Authority": the one question missed
+    await answer_until(t, bot, "The certificate needs")
+    async with bot.db.transaction() as session:  # a day on: the missed question may be retaken, and is due
+        for card in await session.scalars(select(QuestionCard)):
+            card.last_reviewed_at -= timedelta(hours=21)
+            card.due = datetime.now(timezone.utc) - timedelta(hours=1)
+    [_intro, asked] = await t.press("Retake the questions I missed")
+    assert asked.startswith("Retake 1 of 1\n")
+    [later] = await t.say("later")
+    assert later.startswith("OK, your place is saved.")
+    [feedback, done, withheld] = await t.press("Reward")  # the retake question's button, missed again
+    assert feedback == "❌ Not quite. Its lesson has the answer: read it again before the question comes back."
+    assert done == "Retake done: 0 of 1 right." and withheld.startswith("The certificate needs 100%")
+    [over, *_rest] = await t.press("Urgency")  # the same question's other button: its try is spent for the day
+    assert over == "That retake is over. Send /retake to see what is left to retake."
+    async with bot.db.sessions() as session:
+        missed = await session.scalar(select(QuestionCard).where(QuestionCard.scored_right.is_(False)))
+        assert missed is not None and missed.attempts == 2
+
+
 async def test_a_missed_retake_waits_its_day_in_a_second_chat_of_the_learner_too(learning_bot, tmp_path):
     """The retake open in two linked chats: a try missed in one is its try; the same question answered seconds later
     in the other is "answered already", not graded again (else each choice in turn would reach the pass mark)."""
