@@ -133,7 +133,7 @@ def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
         max_overflow=pool_size,
         pool_recycle=1800,
         hide_parameters=True,
-        connect_args=postgres_statements.CONNECT_ARGS,
+        connect_args=postgres_statements.connect_args(make_url(url).query),
         **ENGINE_JSON["postgresql"],
     )
 
@@ -151,7 +151,9 @@ def make_sync_engine(url: str, *, immediate: bool = True) -> Engine:
         )
         _configure_sqlite(engine, immediate=immediate)
         return engine
-    return create_engine(sync_url(url), pool_pre_ping=True, hide_parameters=True, **ENGINE_JSON["postgresql"])
+    return create_engine(sync_url(url), pool_pre_ping=True, hide_parameters=True,
+                         connect_args=postgres_statements.connect_timeout(make_url(url).query),
+                         **ENGINE_JSON["postgresql"])
 
 
 def _expire(turn: asyncio.Future[None]) -> None:

@@ -28,6 +28,8 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
+from storage import postgres_statements
+
 log = logging.getLogger(__name__)
 
 PREFIX = "lessonbot_"
@@ -38,8 +40,11 @@ Handler = Callable[[str], None]
 
 
 def conninfo(url: str) -> str:
-    """A libpq connection string from a SQLAlchemy URL (postgresql://, postgresql+psycopg://)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """A libpq connection string from a SQLAlchemy URL (postgresql://, postgresql+psycopg://), with the connect
+    timeout every connection of ours has (storage.postgres_statements)."""
+    parsed = make_url(url)
+    timeout = {key: str(value) for key, value in postgres_statements.connect_timeout(parsed.query).items()}
+    return parsed.set(drivername="postgresql").update_query_dict(timeout).render_as_string(hide_password=False)
 
 
 class Notices:

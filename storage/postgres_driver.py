@@ -42,7 +42,7 @@ class DriverPool:
         self, url: URL, dialect: Dialect, *, size: int, timeout: float = 30.0, recycle: float = 1800.0
     ) -> None:
         self._args, self._kwargs = dialect.create_connect_args(url)
-        self._kwargs.update(postgres_statements.CONNECT_ARGS)
+        self._kwargs.update(postgres_statements.connect_args(url.query))
         self.size = size  # the most connections it opens
         self._slots = asyncio.Semaphore(size)
         self._idle: list[tuple[psycopg.AsyncConnection[Any], float]] = []  # (connection, when it was opened)

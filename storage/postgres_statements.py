@@ -22,7 +22,7 @@ connections cut) would otherwise leave its round trip waiting for ever.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -37,8 +37,22 @@ _KEPT = "_lessonbot_statements"  # on the psycopg connection: its `_Statements`
 # statements of its own prepared sends DEALLOCATE ALL after every ROLLBACK (and DROP, ALTER), taking ours with them.
 # The statements worth preparing are the hot path's `Prepared` ones, prepared here.
 CONNECT_ARGS: dict[str, Any] = {"prepare_threshold": None}
+# A server that takes the connection and never answers (stopped, or behind a proxy whose far side is gone) fails a
+# connect after this many seconds, as a refused one fails at once (libpq waits for ever without it); a URL naming its
+# own `connect_timeout` keeps it.
+CONNECT_TIMEOUT_SECONDS = 10
 CANCEL_WAIT = 5.0  # seconds for a statement interrupted by a cancelled task to end in the server (psycopg's own wait)
 RECHECK_SECONDS = 0.1  # between two looks at a round trip's socket the event loop has not said is ready (psycopg's own)
+
+
+def connect_timeout(query: Mapping[str, Any]) -> dict[str, Any]:
+    """The connect timeout to open a connection with, unless the URL's `query` names its own (which is then used)."""
+    return {} if "connect_timeout" in query else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+
+
+def connect_args(query: Mapping[str, Any]) -> dict[str, Any]:
+    """How a connection to a URL with this `query` is opened: CONNECT_ARGS and the connect timeout."""
+    return {**CONNECT_ARGS, **connect_timeout(query)}
 
 
 class _Statements:

@@ -130,6 +130,56 @@ def test_a_statement_on_a_connection_the_server_ended_fails_at_once_under_uvloop
     assert uvloop.run(each_kind()) == ["unreachable"] * 6
 
 
+async def test_a_server_that_takes_the_connection_and_never_answers_fails_it_within_the_connect_timeout() -> None:
+    """A PostgreSQL that accepts connections and never answers (stopped, or behind a proxy whose far side is gone):
+    every way of ours to connect (a `run()` block, an urgent one, a session, the clock's job store, the notices)
+    fails within the connect timeout, as a refused connection fails at once, rather than holding the request."""
+    import socket
+    import time
+
+    import psycopg
+    from sqlalchemy import text
+
+    from storage.db import make_sync_engine, unreachable
+    from storage.notices import conninfo
+    from storage.postgres_statements import CONNECT_TIMEOUT_SECONDS
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{silent.getsockname()[1]}/lessonbot"
+    db = Database(url)
+
+    async def block(*, urgent: bool) -> None:
+        async with db.run(urgent=urgent) as transaction:
+            await _READ.run(transaction, {"chat": "nobody"})
+
+    async def session() -> None:
+        async with db.sessions() as opened:
+            await opened.execute(text("SELECT 1"))
+
+    def job_store() -> None:
+        with make_sync_engine(url).connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    async def notices() -> None:
+        await psycopg.AsyncConnection.connect(conninfo(url), autocommit=True)
+
+    began = time.monotonic()
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS * 3):
+            outcomes = await asyncio.gather(block(urgent=False), block(urgent=True), session(),
+                                            asyncio.to_thread(job_store), notices(), return_exceptions=True)
+    finally:
+        await db.dispose()
+        silent.close()
+    # (a session waits for the blocks' connects to end, one timeout, then tries its own: two at most)
+    assert time.monotonic() - began < CONNECT_TIMEOUT_SECONDS * 2 + 5
+    assert all(isinstance(outcome, Exception) for outcome in outcomes), outcomes
+    assert all(unreachable(outcome) or isinstance(outcome, psycopg.OperationalError)
+               for outcome in outcomes if isinstance(outcome, Exception)), outcomes
+
+
 async def test_each_statement_commits_on_its_own_and_a_transaction_after_it_is_whole_again(database_url: str) -> None:
     """`run(each_statement=True)`: on PostgreSQL a statement before a failure stays (each its own transaction), on
     SQLite the block is one transaction; either way the next plain `run()` on the same pooled connection is atomic."""
