@@ -21,22 +21,24 @@ from storage.models import LeaderLease, utcnow
 from tests.support import LESSONBOT, RecordingChannel, message, server_env
 
 
+def _working(runs: list[str], name: str):
+    """A leader's work: noted in `runs` as it starts, then on until cancelled."""
+    async def run() -> None:
+        runs.append(name)
+        await asyncio.Event().wait()
+
+    return run
+
+
 async def test_one_leader_and_a_standby_that_takes_over(database_url):
     dbs = [Database(database_url), Database(database_url)]
     runs: list[str] = []
 
-    def work(name: str):
-        async def run() -> None:
-            runs.append(name)
-            await asyncio.Event().wait()
-
-        return run
-
     first = Leadership(dbs[0], "test-role", owner="first", check_seconds=0.1, lease_seconds=0.5)
     second = Leadership(dbs[1], "test-role", owner="second", check_seconds=0.1, lease_seconds=0.5)
-    first_task = asyncio.create_task(first.hold(work("first")))
+    first_task = asyncio.create_task(first.hold(_working(runs, "first")))
     await asyncio.sleep(0.3)
-    second_task = asyncio.create_task(second.hold(work("second")))
+    second_task = asyncio.create_task(second.hold(_working(runs, "second")))
     try:
         await asyncio.sleep(1.0)
         assert runs == ["first"] and first.is_leader and not second.is_leader
@@ -60,18 +62,11 @@ async def test_a_leader_checking_less_often_than_its_lease_lasts_keeps_its_hold(
     dbs = [Database(database_url), Database(database_url)]
     runs: list[str] = []
 
-    def work(name: str):
-        async def run() -> None:
-            runs.append(name)
-            await asyncio.Event().wait()
-
-        return run
-
     first = Leadership(dbs[0], "test-role", owner="first", check_seconds=0.6, lease_seconds=0.2)
     second = Leadership(dbs[1], "test-role", owner="second", check_seconds=0.6, lease_seconds=0.2)
-    tasks = [asyncio.create_task(first.hold(work("first")))]
+    tasks = [asyncio.create_task(first.hold(_working(runs, "first")))]
     await asyncio.sleep(0.35)  # between two of the leader's checks, when the lease it renewed has run out
-    tasks.append(asyncio.create_task(second.hold(work("second"))))
+    tasks.append(asyncio.create_task(second.hold(_working(runs, "second"))))
     try:
         await asyncio.sleep(3.0)
         assert runs == ["first"] and first.is_leader and not second.is_leader
