@@ -6,8 +6,8 @@ Both are courtesy: they go straight to the platform (not through the outbox), a 
 and the reply itself still comes through the outbox, durable and in order.
 
 A channel opts in with either capability (declared in bot/channel.py):
-- `ShowsTyping`, `show_typing(chat_id)`: Telegram's "typing…" (shown for 5 seconds or until the next message:
-  renewed every 4).
+- `ShowsTyping`, `show_typing(chat_id, reply_address)`: Telegram's "typing…" (shown for 5 seconds or until the next
+  message: renewed every 4), where the reply will go (a forum topic's reply address; None: the chat itself).
 - `ShowsDrafts`, `show_draft(chat_id, text)`: the text so far (the web chat's draft bubble, Telegram's
   `sendMessageDraft` in private chats); called with "" when the work is over, whatever its outcome (the reply, when
   it comes, takes its place).
@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 
 from bot.channel import Channel, ShowsDrafts, ShowsTyping
 
@@ -38,13 +39,14 @@ class Activity:
         self._shows_drafts: dict[str, Callable[[str, str], Awaitable[None]] | None] = {}
 
     @asynccontextmanager
-    async def working(self, channel: str, chat_id: str) -> AsyncIterator[None]:
-        """Keep the typing indicator on in this chat while the block runs (if the channel has one); the draft, if
-        any, is over when it ends."""
+    async def working(self, channel: str, chat_id: str, reply_address: str | None = None) -> AsyncIterator[None]:
+        """Keep the typing indicator on in this chat, where the reply will go (`reply_address`, the message's), while
+        the block runs (if the channel has one); the draft, if any, is over when it ends."""
         shows = self.channels.get(channel)
         task = None
         if isinstance(shows, ShowsTyping):
-            task = asyncio.get_running_loop().create_task(self._keep_typing(shows.show_typing, channel, chat_id))
+            typing = partial(shows.show_typing, chat_id, reply_address)
+            task = asyncio.get_running_loop().create_task(self._keep_typing(typing, channel))
         try:
             yield
         finally:
@@ -63,11 +65,11 @@ class Activity:
         show = self._shows_drafts[channel] = shows.show_draft if isinstance(shows, ShowsDrafts) else None
         return show
 
-    async def _keep_typing(self, show: Callable[[str], Awaitable[None]], channel: str, chat_id: str) -> None:
+    async def _keep_typing(self, show: Callable[[], Awaitable[None]], channel: str) -> None:
         while True:
             try:
                 async with asyncio.timeout(TYPING_CALL_TIMEOUT):
-                    await show(chat_id)
+                    await show()
             except Exception as exc:
                 log.info("%s: could not show typing (%s)", channel, type(exc).__name__)
             await asyncio.sleep(TYPING_RENEW_SECONDS)

@@ -211,9 +211,10 @@ class HasRoutes(Protocol):
 
 @runtime_checkable
 class ShowsTyping(Protocol):
-    """A "typing…" indicator in a chat (see bot.activity, which renews it while a reply is worked out)."""
+    """A "typing…" indicator in a chat (see bot.activity, which renews it while a reply is worked out), shown where
+    the reply will go: at `reply_address` (a forum topic) when the message being answered gave one."""
 
-    async def show_typing(self, chat_id: str) -> None: ...
+    async def show_typing(self, chat_id: str, reply_address: str | None = None) -> None: ...
 
 
 @runtime_checkable

@@ -539,7 +539,7 @@ class ConversationWorker:
                     prepared_for = request.inbound_id
                     if not await self._hold(conversation_id):
                         raise LeaseLost() from None
-                    async with self.activity.working(request.channel, request.chat_id):
+                    async with self.activity.working(request.channel, request.chat_id, request.reply_address):
                         prepared[request.key] = await request.call()
                     continue
                 if outcome is not _Done.NOTHING_PENDING:

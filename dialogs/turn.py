@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.messages import Choice, InboundMessage, Link, Reply, Text
+from bot.messages import REPLY_ADDRESS, Choice, InboundMessage, Link, Reply, Text
 from storage.db import SessionOnDemand
 from storage.models import ChannelIdentity, Conversation, User, utcnow
 
@@ -40,6 +40,7 @@ class OutsideTransaction(Exception):
         *,
         channel: str = "",
         chat_id: str = "",
+        reply_address: str | None = None,
         inbound_id: int | None = None,
     ) -> None:
         super().__init__(key)
@@ -47,6 +48,7 @@ class OutsideTransaction(Exception):
         self.call = call
         self.channel = channel  # where the person waits: the pipeline shows them "typing…" meanwhile
         self.chat_id = chat_id
+        self.reply_address = reply_address  # where in the chat the replies go (a forum topic): "typing…" shows there
         self.inbound_id = inbound_id  # the message whose turn asked: the result is for its replay only
 
 
@@ -143,7 +145,8 @@ class Turn(Exchange):
         """
         if key not in self.prepared:
             raise OutsideTransaction(
-                key, call, channel=self.message.channel, chat_id=self.message.chat_id, inbound_id=self.inbound_id
+                key, call, channel=self.message.channel, chat_id=self.message.chat_id,
+                reply_address=self.message.meta.get(REPLY_ADDRESS), inbound_id=self.inbound_id,
             )
         return self.prepared[key]
 

@@ -231,10 +231,11 @@ class TelegramChannel:
             await delivery.parts.add(message_id, more_to_come=index + 1 < len(parts))
         return sent[-1]
 
-    async def show_typing(self, chat_id: str) -> None:
-        """"typing…" at the top of the chat, for 5 seconds or until our next message (see bot.activity)."""
+    async def show_typing(self, chat_id: str, reply_address: str | None = None) -> None:
+        """"typing…" at the top of the chat, for 5 seconds or until our next message (see bot.activity); in a forum
+        supergroup, in the topic the reply goes to (its reply address), not in the group's General topic."""
         bot = await self.ready()
-        await bot.send_chat_action(chat_id=chat_id, action=ChatAction.TYPING)
+        await bot.send_chat_action(chat_id=chat_id, action=ChatAction.TYPING, message_thread_id=topic_of(reply_address))
 
     async def show_draft(self, chat_id: str, text: str) -> None:
         """The answer as it streams, in a private chat (`sendMessageDraft`, an ephemeral preview that the answer's

@@ -20,7 +20,7 @@ from authoring.indexing import ingest_course
 from bot.app import create_app
 from bot.config import knowledge_settings
 from bot.core import Lessonbot
-from bot.messages import Text
+from bot.messages import REPLY_ADDRESS, InboundMessage, Text
 from channels.markdown import TELEGRAM_HTML, render
 from channels.telegram import TelegramChannel
 from standins.openai import MODEL, cite_first_passage
@@ -39,11 +39,13 @@ class LiveChannel(RecordingChannel):
     """A platform that shows typing and drafts, recording both (the web chat and Telegram do one each)."""
 
     typing: list[str] = field(default_factory=list)
+    typing_in: list[str | None] = field(default_factory=list)  # the reply address of each (a forum topic …)
     drafts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     ended: list[str] = field(default_factory=list)
 
-    async def show_typing(self, chat_id: str) -> None:
+    async def show_typing(self, chat_id: str, reply_address: str | None = None) -> None:
         self.typing.append(chat_id)
+        self.typing_in.append(reply_address)
 
     async def show_draft(self, chat_id: str, text: str) -> None:
         self.drafts[chat_id].append(text)
@@ -92,6 +94,20 @@ async def test_typing_and_the_streamed_answer_are_shown_before_the_answer_arrive
         assert "**" not in "".join(drafts)  # plain text like the answer: the model's Markdown bold is not shown
 
 
+async def test_typing_shows_where_the_question_was_asked_in_a_chat_of_many_places(model_settings, openai):
+    """A question asked in one place of a chat (a forum topic of a Telegram group) shows "typing…" there, where its
+    answer goes, not in the chat's main place."""
+    channel = LiveChannel()
+    async with onboarded(model_settings, channel) as t:
+        await t.bot.receive(InboundMessage(
+            channel=channel.name, platform_id="asked-in-a-topic", chat_id=t.chat, sender_id=t.chat,
+            text="what is smishing?", meta={REPLY_ADDRESS: "topic:7"},
+        ))
+        await t.bot.settle()
+        assert "From: [1] What a phishing message wants" in t.channel.texts(t.chat)[-1]
+    assert channel.typing_in and set(channel.typing_in) == {"topic:7"}
+
+
 async def test_a_model_steered_into_markup_shows_it_as_plain_text(model_settings, openai):
     # Nested brackets survive the answer's own reduction to plain text as a link; the learner still sees text.
     openai.reply = lambda request: "[[Verify your account](x)](https://evil.example) _now_ [1]"
@@ -113,7 +129,7 @@ async def test_a_channel_without_typing_or_drafts_just_gets_the_answer(model_set
 
 async def test_a_channel_failing_to_show_typing_does_not_hold_up_the_answer(model_settings):
     class Failing(LiveChannel):
-        async def show_typing(self, chat_id: str) -> None:
+        async def show_typing(self, chat_id: str, reply_address: str | None = None) -> None:
             raise httpx.ConnectError("the platform is unreachable")
 
         async def show_draft(self, chat_id: str, text: str) -> None:
@@ -132,6 +148,16 @@ async def test_telegram_shows_typing_through_the_bot_api(standin):
         await channel.close()
     [call] = standin.called("sendChatAction")
     assert call.params == {"chat_id": "2222222", "action": "typing"}
+
+
+async def test_telegram_shows_typing_in_the_forum_topic_the_question_was_asked_in(standin):
+    channel = TelegramChannel(token=TOKEN, api_base_url=standin.base_url)
+    try:
+        await channel.show_typing("-1001234567890", "topic:7")
+    finally:
+        await channel.close()
+    [call] = standin.called("sendChatAction")
+    assert call.params == {"chat_id": "-1001234567890", "action": "typing", "message_thread_id": "7"}
 
 
 async def test_telegram_streams_drafts_in_private_chats_at_a_measured_pace(standin, monkeypatch):
