@@ -5,7 +5,8 @@ answerCallbackQuery, setWebhook, deleteWebhook, getUpdates, and for Telegram Sta
 (a subscription), answerPreCheckoutQuery, refundStarPayment and editUserStarSubscription) the way api.telegram.org
 does, records every call (its parameters as strings, however they came: a JSON object, a form, multipart), and can
 be scripted to fail the next calls of a method: a 429 with `parameters.retry_after`, a 500, a 403 "bot was blocked
-by the user", or no answer at all (so the client times out).
+by the user", a 400 "message thread not found" (a forum topic deleted), or no answer at all (so the client times
+out).
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ class Fault:
     def migrated(cls, to_chat_id: int) -> Fault:
         """The group became a supergroup (Telegram answers a send to its old id so, with the new id)."""
         return cls(400, "Bad Request: group chat was upgraded to a supergroup chat", migrate_to_chat_id=to_chat_id)
+
+    @classmethod
+    def topic_gone(cls) -> Fault:
+        """The forum topic a message is sent to was deleted (or closed for good) meanwhile."""
+        return cls(400, "Bad Request: message thread not found")
 
     @classmethod
     def no_answer(cls) -> Fault:

@@ -13,7 +13,8 @@ characters and any overflow following as messages; an Invoice through sendInvoic
 subscription through createInvoiceLink and a button that opens it), a CheckoutAnswer
 through answerPreCheckoutQuery. The Bot API's errors become the dispatcher's: 429 →
 RateLimited(retry_after); timeouts, connection errors and 5xx → TransientSendError; blocked by the user, chat not
-found, a rejected token and other 4xx → PermanentSendError.
+found, a rejected token and other 4xx → PermanentSendError. A reply to a forum topic deleted meanwhile goes to the
+group itself, and a reply to a group that became a supergroup to the supergroup.
 """
 
 from __future__ import annotations
@@ -99,6 +100,15 @@ class Moved(PermanentSendError):
         self.to_chat_id = to_chat_id
 
 
+class TopicGone(PermanentSendError):
+    """Telegram says the forum topic a message was sent to is no more (deleted meanwhile): the reply goes to the group
+    itself (`TelegramChannel.send`)."""
+
+
+# How the Bot API refuses a message to a forum topic that was deleted.
+TOPIC_GONE = ("message thread not found", "topic_deleted")
+
+
 class TelegramChannel:
     name = "telegram"
 
@@ -125,6 +135,7 @@ class TelegramChannel:
         self._initialized = False
         self._drafts: dict[str, tuple[int, float]] = {}  # chat → (draft id, when last shown) of the answer streaming
         self._moved: dict[str, str] = {}  # a group's old chat id → its supergroup's (Telegram's ChatMigrated)
+        self._gone_topics: set[tuple[str, int]] = set()  # (chat, forum topic) Telegram said no longer exists
         self._draft_ids = itertools.count(1)
 
     # the Bot's life ---------------------------------------------------------------------------------------------
@@ -216,7 +227,7 @@ class TelegramChannel:
         if isinstance(delivery.reply, CheckoutAnswer):
             return await self._answer_checkout(delivery.reply)
         chat_id = self._moved.get(delivery.chat_id, delivery.chat_id)
-        topic = topic_of(delivery.reply_address)  # the forum topic the message answered was written in
+        topic = self._topic(chat_id, delivery.reply_address)  # the forum topic the message answered was written in
         parts = self._parts(chat_id, delivery.reply, topic)
         sent = delivery.parts.ids
         for index in range(len(sent), len(parts)):
@@ -228,14 +239,33 @@ class TelegramChannel:
                 chat_id = self._moved[delivery.chat_id] = moved.to_chat_id
                 parts = self._parts(chat_id, delivery.reply, topic)
                 message_id = await self._api(parts[index]())
+            except TopicGone:  # the topic was deleted: the reply goes to the group itself (once more, for this part)
+                if topic is None:
+                    raise
+                self._topic_gone(chat_id, topic)
+                topic = None
+                parts = self._parts(chat_id, delivery.reply)
+                message_id = await self._api(parts[index]())
             await delivery.parts.add(message_id, more_to_come=index + 1 < len(parts))
         return sent[-1]
+
+    def _topic(self, chat_id: str, reply_address: str | None) -> int | None:
+        """The forum topic a reply address names in this chat, unless Telegram said it is gone."""
+        topic = topic_of(reply_address)
+        return None if topic is None or (chat_id, topic) in self._gone_topics else topic
+
+    def _topic_gone(self, chat_id: str, topic: int) -> None:
+        """Remember (for this process) that a forum topic was deleted: what is sent to it goes to the group."""
+        self._gone_topics.add((chat_id, topic))
+        log.warning("telegram: a forum topic was deleted; its replies go to the group itself",
+                    extra={"chat_id": chat_id, "topic": topic})
 
     async def show_typing(self, chat_id: str, reply_address: str | None = None) -> None:
         """"typing…" at the top of the chat, for 5 seconds or until our next message (see bot.activity); in a forum
         supergroup, in the topic the reply goes to (its reply address), not in the group's General topic."""
         bot = await self.ready()
-        await bot.send_chat_action(chat_id=chat_id, action=ChatAction.TYPING, message_thread_id=topic_of(reply_address))
+        await bot.send_chat_action(
+            chat_id=chat_id, action=ChatAction.TYPING, message_thread_id=self._topic(chat_id, reply_address))
 
     async def show_draft(self, chat_id: str, text: str) -> None:
         """The answer as it streams, in a private chat (`sendMessageDraft`, an ephemeral preview that the answer's
@@ -372,6 +402,8 @@ class TelegramChannel:
         except Forbidden as exc:  # blocked by the person, their account deleted, the bot out of the group
             raise Unreachable(f"Telegram refused: {exc.message}") from None
         except BadRequest as exc:
+            if any(words in exc.message.lower() for words in TOPIC_GONE):
+                raise TopicGone(f"Telegram refused the message: {exc.message}") from None
             raise PermanentSendError(f"Telegram refused the message: {exc.message}") from None
         except NetworkError as exc:  # timeouts, connection errors and 5xx; a timed-out send may have arrived
             raise TransientSendError(f"Telegram did not answer properly: {exc.message}") from None

@@ -26,7 +26,7 @@ from telegram.request._requestparameter import RequestParameter
 
 from bot.channel import Delivery, RateLimit, TransientSendError
 from bot.core import Lessonbot
-from bot.messages import Choice, Document, InboundMessage, Reply, Text
+from bot.messages import CHAT_TYPE, REPLY_ADDRESS, Choice, Document, InboundMessage, Reply, Text
 from channels.telegram.channel import MAX_CAPTION_CHARS, MAX_TEXT_CHARS, TelegramChannel, retry_after_seconds
 from channels.telegram.request import AiohttpRequest
 from dialogs.turn import Turn
@@ -155,6 +155,40 @@ async def test_blocked_by_the_user_is_dead_lettered_at_once(settings, channel, s
     assert row.status == "dead" and row.attempts == 1
     assert "bot was blocked by the user" in row.last_error
     assert standin.texts(CHAT) == []
+
+
+async def test_a_reply_to_a_forum_topic_deleted_meanwhile_goes_to_the_group_once(settings, channel, standin, caplog):
+    """Bo asked in a forum topic that was deleted before the answer went: Telegram refuses the send to the topic
+    ("message thread not found"), so the answer goes to the group itself, once, in all its parts, and the next
+    reply to that topic goes straight there; the fallback is logged."""
+    caplog.set_level("INFO", logger="channels.telegram")
+    group, topic = "-1001234567890", "topic:7"
+    long = "A parcel text is a common lure. " * 200  # two messages
+    standin.fail("sendMessage", Fault.topic_gone())
+
+    async def respond(turn: Turn) -> None:
+        turn.send(Text(long, (Choice("Next", "/next"),)))
+
+    lessonbot = Lessonbot(settings, [channel], respond=respond)
+    lessonbot.start()
+    try:
+        for asked in ("first", "second"):
+            await lessonbot.receive(InboundMessage(
+                channel="telegram", platform_id=uuid.uuid4().hex, chat_id=group, sender_id="42", text=asked,
+                meta={REPLY_ADDRESS: topic, CHAT_TYPE: "supergroup"},
+            ))
+            await lessonbot.settle()
+        rows = await outbox(lessonbot)
+    finally:
+        await lessonbot.stop()
+        await channel.close()
+    calls = standin.called("sendMessage", ok=None)
+    assert [(call.params.get("message_thread_id"), call.ok) for call in calls] == [
+        ("7", False), (None, True), (None, True), (None, True), (None, True)]
+    assert [row.status for row in rows] == ["sent", "sent"]
+    assert calls[2].reply_markup and calls[4].reply_markup and not calls[1].reply_markup
+    gone = [record for record in caplog.records if "topic" in record.getMessage() and "group" in record.getMessage()]
+    assert len(gone) == 1 and gone[0].levelname == "WARNING", [r.getMessage() for r in caplog.records]
 
 
 async def test_documents_from_disk_and_by_url(settings, channel, standin, tmp_path):
