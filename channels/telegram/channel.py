@@ -264,6 +264,7 @@ class TelegramChannel:
         """"typing…" at the top of the chat, for 5 seconds or until our next message (see bot.activity); in a forum
         supergroup, in the topic the reply goes to (its reply address), not in the group's General topic."""
         bot = await self.ready()
+        chat_id = self._moved.get(chat_id, chat_id)  # a group become a supergroup (learned by `send`)
         await bot.send_chat_action(
             chat_id=chat_id, action=ChatAction.TYPING, message_thread_id=self._topic(chat_id, reply_address))
 

@@ -403,3 +403,16 @@ async def test_a_reply_to_a_group_that_became_a_supergroup_goes_to_the_supergrou
     assert [(call.params["chat_id"], call.ok) for call in calls] == [
         (group, False), (supergroup, True), (supergroup, True), (supergroup, True)]
     assert standin.texts(supergroup)[-1] == "and another"
+
+
+async def test_typing_in_a_group_that_became_a_supergroup_shows_in_the_supergroup(channel, standin):
+    """Once Telegram said the group moved, "typing…" goes to the supergroup too, not to the old id it refuses."""
+    group, supergroup = "-4002", "-1004002"
+    standin.fail("sendMessage", Fault.migrated(int(supergroup)))
+    try:
+        await channel.send(Delivery(outbox_id=1, chat_id=group, reply=Text("Welcome"), attempt=1))
+        await channel.show_typing(group)
+    finally:
+        await channel.close()
+    assert [(call.params["chat_id"], call.ok) for call in standin.called("sendChatAction", ok=None)] == [
+        (supergroup, True)]
