@@ -271,6 +271,29 @@ async def test_a_button_pressed_first_is_answered_in_the_language_of_the_presser
     assert standin.texts(group)[1] == "Ese botón no está disponible."
 
 
+async def test_an_album_of_photos_without_a_caption_is_one_message(telegram_settings, standin):
+    """Ann sends three photos at once (an album: three messages sharing a media_group_id): the bot takes them as one
+    message and answers once, not once a photo; a photo of the album with a caption is a message of its own."""
+    photo = [{"file_id": "P1", "file_unique_id": "u1", "width": 90, "height": 90}]
+
+    def album_item(**more) -> dict:
+        update = text_update("", media_group_id="13579", photo=photo, **more)
+        del update["message"]["text"]
+        return update
+
+    async with running(telegram_settings) as (client, lessonbot):
+        await post(client, text_update("/start"))
+        await standin.wait_for(lambda: standin.texts(CHAT))
+        await lessonbot.settle()
+        items = [album_item(), album_item(), album_item(), album_item(caption="my screenshots")]
+        for item in items:
+            assert (await post(client, item)).status_code == 200
+        assert (await post(client, items[1])).status_code == 200  # a redelivery
+        await lessonbot.settle()
+        assert await stored(lessonbot) == 3  # /start, the album, the captioned photo
+    assert sum("I can only read words here" in text for text in standin.texts(CHAT)) == 1
+
+
 async def test_group_update_waits_for_telegram_when_the_bot_cannot_learn_its_name(telegram_settings, standin):
     update = text_update("/help", chat_id=-100555)
     standin.fail("getMe", Fault.server_error())
