@@ -2,11 +2,12 @@
 code block.
 
 A part breaks between paragraphs first, then between the lines of a paragraph (a list, a line per item: the line
-breaks stay), then after a sentence within a line, then between words; only a single word longer than the limit is
-cut. Bold or italic that a break falls inside is closed at the end of one part and opened again at the start of the
-next, so each part shows it (channels/markdown.py says where a run of it starts and ends). A fenced code block is
-kept whole when it fits in a part; one that does not is cut between its lines, and each of its parts is closed and
-opened again with the block's own fences, so every part still shows code as code.
+breaks stay), then after a sentence within a line, then between words (a link or an inline code span counts as one
+word); only a single word longer than the limit is cut. Bold or italic that a break falls inside is closed at the end
+of one part and opened again at the start of the next, so each part shows it (channels/markdown.py says where a run
+of it starts and ends). A fenced code block is kept whole when it fits in a part; one that does not is cut between
+its lines, and each of its parts is closed and opened again with the block's own fences, so every part still shows
+code as code.
 
 The limit is counted by `measure`: characters (`len`) by default, or UTF-16 code units (`utf16_units`, as Telegram
 and Twilio count: an emoji outside the Basic Multilingual Plane counts twice). A measure must add up: the measure of
@@ -26,6 +27,7 @@ Measure = Callable[[str], int]
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][*_])|(?<=[.!?…](?:\*\*|__)))\s+")
 PARAGRAPH, LINE, SPACE = "\n\n", "\n", " "  # what joins two pieces of a part
 _KEPT_WHOLE = re.compile(r"`[^`\n]+`|\[[^\]\n]*\]\([^)\s]*\)")  # an inline code span; a link: [text](address)
+_WORD = re.compile(rf"(?:{_KEPT_WHOLE.pattern}|\S)+")  # a word, a link or a code span in it kept whole
 
 
 def utf16_units(text: str) -> int:
@@ -123,7 +125,7 @@ def _line_pieces(line: str, limit: int, measure: Measure) -> list[str]:
         if measure(line[start:end]) <= room:
             spans.append((start, end))
             continue
-        for word in re.finditer(r"\S+", line[start:end]):
+        for word in _WORD.finditer(line[start:end]):
             at = start + word.start()
             for piece in _cut(word.group(), room, measure):
                 spans.append((at, at + len(piece)))

@@ -416,3 +416,21 @@ async def test_typing_in_a_group_that_became_a_supergroup_shows_in_the_supergrou
         await channel.close()
     assert [(call.params["chat_id"], call.ok) for call in standin.called("sendChatAction", ok=None)] == [
         (supergroup, True)]
+
+
+@pytest.mark.parametrize(("written", "shown"), [
+    ("[the course page for more](https://example.com/x)",
+     '<a href="https://example.com/x">the course page for more</a>'),
+    ("`pip install --upgrade lessons`", "<code>pip install --upgrade lessons</code>"),
+], ids=["link", "code"])
+async def test_a_link_or_code_where_a_long_sentence_is_split_stays_whole_in_one_part(written, shown, channel, standin):
+    """A sentence too long for one message is split between words; a link's text or a code span that spans words is
+    not cut there, so it shows as a link or as code, not as its Markdown."""
+    text = "word " * 816 + "see " + written + " now"
+    try:
+        await channel.send(Delivery(outbox_id=1, chat_id=str(CHAT), reply=Text(text)))
+    finally:
+        await channel.close()
+    first, second = standin.texts(CHAT)
+    assert shown in first or shown in second
+    assert "[" not in first + second and "`" not in first + second
