@@ -35,32 +35,35 @@ def utf16_units(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-def split_utf16(text: str, limit: int) -> list[str]:
+def split_utf16(text: str, limit: int, *, first: int | None = None) -> list[str]:
     """`split_text` with parts of at most `limit` UTF-16 code units, which is also at most `limit` characters."""
-    return split_text(text, limit, measure=utf16_units)
+    return split_text(text, limit, measure=utf16_units, first=first)
 
 
-def split_text(text: str, limit: int, measure: Measure = len) -> list[str]:
-    """Split `text` into parts of at most `limit` (by `measure`).
+def split_text(text: str, limit: int, measure: Measure = len, *, first: int | None = None) -> list[str]:
+    """Split `text` into parts of at most `limit` (by `measure`); the first part at most `first` where given (a
+    caption, continued in messages of a larger limit).
 
     Parts break at paragraph boundaries first, then line ends, then sentence ends, then spaces; only a single word (or
     a line of code) longer than the limit is cut. Joining the parts with blank lines gives back the text's paragraphs.
     """
-    if limit < 1:
+    smallest = limit if first is None else min(first, limit)
+    if smallest < 1:
         raise ValueError("limit must be positive")
-    if measure(text) <= limit:
+    if measure(text) <= smallest:
         return [text]
-    return [part for part in _pack(_pieces(text, limit, measure), limit, measure) if part.strip()]
+    return [part for part in _pack(_pieces(text, smallest, measure), limit, measure, first=first) if part.strip()]
 
 
-def _pack(pieces: Iterable[tuple[str, str]], limit: int, measure: Measure) -> list[str]:
-    """Pieces (each with what joins it to the one before) put together, in order, into as few parts as fit."""
+def _pack(pieces: Iterable[tuple[str, str]], limit: int, measure: Measure, *, first: int | None = None) -> list[str]:
+    """Pieces (each with what joins it to the one before) put together, in order, into as few parts as fit: the first
+    part within `first` where given, the others within `limit`."""
     parts: list[str] = []
     current: str | None = None
     size = 0
     for joiner, piece in pieces:
         grown = size + measure(joiner) + measure(piece)
-        if current is not None and grown <= limit:
+        if current is not None and grown <= (first if first is not None and not parts else limit):
             current, size = current + joiner + piece, grown
         else:
             if current is not None:

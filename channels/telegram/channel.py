@@ -344,8 +344,9 @@ class TelegramChannel:
         return str(result["message_id"])
 
     def _document(self, chat_id: str, document: Document, topic: int | None = None) -> list[Part]:
-        captions = fit(document.caption, MAX_CAPTION_CHARS) if document.caption.strip() else [""]
-        overflow = fit("\n\n".join(captions[1:]), MAX_TEXT_CHARS) if len(captions) > 1 else []
+        # the caption, and what does not fit in one continued in messages, each piece joined as the text had it
+        captions = fit(document.caption, MAX_TEXT_CHARS, first=MAX_CAPTION_CHARS) if document.caption.strip() else [""]
+        overflow = captions[1:]
 
         async def upload() -> str:
             return await _message_id(self.bot.send_document(
@@ -438,13 +439,14 @@ def retry_after_seconds(exc: RetryAfter) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-def fit(text: str, limit: int) -> list[str]:
-    """Split `text` into parts Telegram accepts under `limit`, counting UTF-16 code units.
+def fit(text: str, limit: int, *, first: int | None = None) -> list[str]:
+    """Split `text` into parts Telegram accepts under `limit` (the first under `first`, where given: a caption),
+    counting UTF-16 code units.
 
     Telegram states its limits in characters and measures entities in UTF-16; reports differ on which counts for
     the length, so a part stays within `limit` by either measure (an emoji outside the BMP counts twice).
     """
-    return split_utf16(text, limit)
+    return split_utf16(text, limit, first=first)
 
 
 async def _file(document: Document) -> bytes | str:

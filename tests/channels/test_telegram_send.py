@@ -215,6 +215,23 @@ async def test_documents_from_disk_and_by_url(settings, channel, standin, tmp_pa
     assert [row.status for row in rows] == ["sent", "sent"]
 
 
+async def test_a_caption_continued_in_a_message_keeps_its_paragraphs_as_written(channel, standin, tmp_path):
+    """A one-paragraph caption three times too long for a caption continues in one message that reads on as the
+    paragraph it is: no blank line where the caption's pieces were cut."""
+    handout = tmp_path / "handout.pdf"
+    handout.write_bytes(b"%PDF-1.4 a handout")
+    caption = " ".join(f"Sentence {n} of what the handout covers." for n in range(90))  # ~3,500 characters
+    try:
+        await channel.send(Delivery(outbox_id=1, chat_id=str(CHAT), reply=Document(
+            "handout.pdf", caption=caption, path=str(handout))))
+    finally:
+        await channel.close()
+    [upload] = standin.called("sendDocument")
+    [overflow] = standin.texts(CHAT)
+    assert "\n" not in overflow
+    assert upload.params["caption"] + " " + overflow == caption
+
+
 async def test_a_missing_file_is_dead_lettered(settings, channel, standin, tmp_path):
     missing = Document("gone.pdf", path=str(tmp_path / "gone.pdf"))
     async with bot_replying(settings, channel, missing) as lessonbot:
