@@ -63,6 +63,11 @@ class Fault:
         return cls(400, "Bad Request: group chat was upgraded to a supergroup chat", migrate_to_chat_id=to_chat_id)
 
     @classmethod
+    def chat_gone(cls) -> Fault:
+        """The chat is no more, or the bot cannot reach it at all (a deleted group, an id no chat has)."""
+        return cls(400, "Bad Request: chat not found")
+
+    @classmethod
     def topic_gone(cls) -> Fault:
         """The forum topic a message is sent to was deleted (or closed for good) meanwhile."""
         return cls(400, "Bad Request: message thread not found")

@@ -12,9 +12,9 @@ through sendDocument (a file on disk is uploaded, a URL is fetched by Telegram) 
 characters and any overflow following as messages; an Invoice through sendInvoice (Telegram Stars; a
 subscription through createInvoiceLink and a button that opens it), a CheckoutAnswer
 through answerPreCheckoutQuery. The Bot API's errors become the dispatcher's: 429 →
-RateLimited(retry_after); timeouts, connection errors and 5xx → TransientSendError; blocked by the user, chat not
-found, a rejected token and other 4xx → PermanentSendError. A reply to a forum topic deleted meanwhile goes to the
-group itself, and a reply to a group that became a supergroup to the supergroup.
+RateLimited(retry_after); timeouts, connection errors and 5xx → TransientSendError; blocked by the user and chat not
+found → Unreachable; a rejected token and other 4xx → PermanentSendError. A reply to a forum topic deleted
+meanwhile goes to the group itself, and a reply to a group that became a supergroup to the supergroup.
 """
 
 from __future__ import annotations
@@ -107,6 +107,7 @@ class TopicGone(PermanentSendError):
 
 # How the Bot API refuses a message to a forum topic that was deleted.
 TOPIC_GONE = ("message thread not found", "topic_deleted")
+CHAT_GONE = "chat not found"  # how it refuses a message to a chat that is no more (or never was) one of the bot's
 
 
 class TelegramChannel:
@@ -406,6 +407,8 @@ class TelegramChannel:
         except BadRequest as exc:
             if any(words in exc.message.lower() for words in TOPIC_GONE):
                 raise TopicGone(f"Telegram refused the message: {exc.message}") from None
+            if CHAT_GONE in exc.message.lower():  # as unreachable as a block: a deleted group, an id of no chat
+                raise Unreachable(f"Telegram refused: {exc.message}") from None
             raise PermanentSendError(f"Telegram refused the message: {exc.message}") from None
         except NetworkError as exc:  # timeouts, connection errors and 5xx; a timed-out send may have arrived
             raise TransientSendError(f"Telegram did not answer properly: {exc.message}") from None

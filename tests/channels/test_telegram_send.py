@@ -31,7 +31,7 @@ from channels.telegram.channel import MAX_CAPTION_CHARS, MAX_TEXT_CHARS, Telegra
 from channels.telegram.request import AiohttpRequest
 from dialogs.turn import Turn
 from standins.telegram import TOKEN, Fault
-from storage.models import OutboxMessage
+from storage.models import Conversation, OutboxMessage
 from tests.support import standin  # noqa: F401 (the fixture)
 
 CHAT = 1111111
@@ -189,6 +189,23 @@ async def test_a_reply_to_a_forum_topic_deleted_meanwhile_goes_to_the_group_once
     assert calls[2].reply_markup and calls[4].reply_markup and not calls[1].reply_markup
     gone = [record for record in caplog.records if "topic" in record.getMessage() and "group" in record.getMessage()]
     assert len(gone) == 1 and gone[0].levelname == "WARNING", [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("fault", [Fault.blocked(), Fault.chat_gone()], ids=["blocked", "chat-not-found"])
+async def test_a_chat_telegram_will_not_deliver_to_is_taken_out_of_what_the_bot_sends_on_its_own(
+    settings, channel, standin, fault
+):
+    """Blocked by the person (403), or a chat Telegram no longer finds (a group deleted): the reply is dead-lettered
+    and the chat is marked refused by the platform, so no lesson or announcement is queued for it day after day."""
+    standin.fail("sendMessage", fault)
+    async with bot_replying(settings, channel, Text("Your lesson is ready.")) as lessonbot:
+        await standin.wait_for(lambda: standin.called("sendMessage", ok=None))
+        await lessonbot.settle()
+        [row] = await outbox(lessonbot)
+        async with lessonbot.db.sessions() as session:
+            chat = await session.scalar(select(Conversation).where(Conversation.chat_id == str(CHAT)))
+    assert row.status == "dead"
+    assert chat.refused_by_platform and chat.opted_out_at is not None
 
 
 async def test_documents_from_disk_and_by_url(settings, channel, standin, tmp_path):
