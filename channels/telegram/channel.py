@@ -212,7 +212,9 @@ class TelegramChannel:
     # outbound ---------------------------------------------------------------------------------------------------
 
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
-        """~30 messages/s across chats, ~1/s in one chat, 20/min in a group (negative chat ids are groups)."""
+        """~30 messages/s across chats, ~1/s in one chat, 20/min in a group (negative chat ids are groups); a group
+        that became a supergroup is paced as the supergroup, where its messages go."""
+        chat_id = self._moved.get(chat_id, chat_id)
         limits = [RateLimit("telegram:global", 30, 1.0, shared=True), RateLimit(f"telegram:chat:{chat_id}", 1, 1.0)]
         if chat_id.startswith("-"):
             limits.append(RateLimit(f"telegram:group:{chat_id}", 20, 60.0))

@@ -468,3 +468,15 @@ async def test_a_link_or_code_where_a_long_sentence_is_split_stays_whole_in_one_
     first, second = standin.texts(CHAT)
     assert shown in first or shown in second
     assert "[" not in first + second and "`" not in first + second
+
+
+async def test_a_group_that_became_a_supergroup_is_paced_as_one_chat_with_it(channel, standin):
+    """What is still queued for the group's old id and what the supergroup's own conversation sends go to one chat:
+    Telegram's 1 a second and 20 a minute hold for both together, not for each."""
+    group, supergroup = "-4003", "-1004003"
+    standin.fail("sendMessage", Fault.migrated(int(supergroup)))
+    try:
+        await channel.send(Delivery(outbox_id=1, chat_id=group, reply=Text("Welcome"), attempt=1))
+    finally:
+        await channel.close()
+    assert channel.rate_limits(group) == channel.rate_limits(supergroup)
