@@ -44,7 +44,8 @@ def pressed(data: str, markup: InlineKeyboardMarkup | None) -> tuple[str | None,
     """(choice value, button label) for a press; the value is None when the button only carried a reference.
 
     The label is None when the message's keyboard is not in the update (Telegram leaves it out for messages it can
-    no longer show the bot).
+    no longer show the bot); the reference itself is then the choice pressed, one no question takes
+    (channels/telegram/updates.py).
     """
     label = None
     for row in markup.inline_keyboard if markup is not None else ():

@@ -372,7 +372,9 @@ def _from_button(platform_id: str, query: CallbackQuery) -> InboundMessage | Ign
         return Ignored("a button on an inline-mode message: the bot sends none")
     choice, label = pressed(query.data, getattr(query.message, "reply_markup", None))
     if choice is None and label is None:
-        return Ignored("a button whose value can no longer be read (its message is no longer available)")
+        # A reference under a message Telegram no longer shows the bot (its keyboard left out): pressed as the
+        # reference, which no question takes, so the person hears that the button is from an earlier message.
+        choice = query.data
     return InboundMessage(
         channel=CHANNEL,
         platform_id=platform_id,

@@ -256,6 +256,24 @@ async def test_in_a_group_with_topics_the_answer_goes_to_the_topic_it_was_asked_
     assert str(standin.called("sendMessage")[1].params.get("message_thread_id")) == str(topic)
 
 
+async def test_a_button_of_a_message_too_old_to_be_shown_is_answered_as_a_spent_one(telegram_settings, standin):
+    """Ann presses a button under a message Telegram no longer shows the bot (older than 48 hours: the press comes
+    with the message's chat and id only, date 0, no keyboard), one whose value travelled as a reference to the
+    button: its label cannot be read back, and she is told the button is no longer available, not left without an
+    answer."""
+    async with running(telegram_settings) as (client, lessonbot):
+        await post(client, text_update("/start"))
+        await standin.wait_for(lambda: standin.texts(CHAT))
+        await lessonbot.settle()
+        greeting = standin.called("sendMessage")[0]
+        press = button_update(greeting, "#button:0")
+        press["callback_query"]["message"] = {"message_id": 17, "date": 0, "chat": {"id": CHAT, "type": "private"}}
+        response = await post(client, press)
+        assert response.json()["method"] == "answerCallbackQuery"
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) > 1)
+    assert standin.texts(CHAT)[1:] == ["That button isn't available."]
+
+
 async def test_a_button_pressed_first_is_answered_in_the_language_of_the_pressers_app(telegram_settings, standin):
     """In a group, Cy, whose Telegram speaks Spanish, has never written to the bot; the first thing of hers it gets is
     a press of a button it offered Bo: she is answered in Spanish, as a first message of hers would be."""
