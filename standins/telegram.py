@@ -73,6 +73,11 @@ class Fault:
         return cls(400, "Bad Request: message thread not found")
 
     @classmethod
+    def topic_closed(cls) -> Fault:
+        """The forum topic a message is sent to was closed by the group's admins (only they may post in it)."""
+        return cls(400, "Bad Request: TOPIC_CLOSED")
+
+    @classmethod
     def no_answer(cls) -> Fault:
         return cls(504, "Gateway Timeout", hang=True)
 

@@ -13,8 +13,8 @@ characters and any overflow following as messages; an Invoice through sendInvoic
 subscription through createInvoiceLink and a button that opens it), a CheckoutAnswer
 through answerPreCheckoutQuery. The Bot API's errors become the dispatcher's: 429 →
 RateLimited(retry_after); timeouts, connection errors and 5xx → TransientSendError; blocked by the user and chat not
-found → Unreachable; a rejected token and other 4xx → PermanentSendError. A reply to a forum topic deleted
-meanwhile goes to the group itself, and a reply to a group that became a supergroup to the supergroup.
+found → Unreachable; a rejected token and other 4xx → PermanentSendError. A reply to a forum topic deleted or
+closed meanwhile goes to the group itself, and a reply to a group that became a supergroup to the supergroup.
 """
 
 from __future__ import annotations
@@ -101,12 +101,18 @@ class Moved(PermanentSendError):
 
 
 class TopicGone(PermanentSendError):
-    """Telegram says the forum topic a message was sent to is no more (deleted meanwhile): the reply goes to the group
-    itself (`TelegramChannel.send`)."""
+    """Telegram says the forum topic a message was sent to is no more (deleted meanwhile), or `closed` to the bot
+    (only admins post in a closed topic, until it is opened again): the reply goes to the group itself
+    (`TelegramChannel.send`)."""
+
+    def __init__(self, message: str, *, closed: bool = False) -> None:
+        super().__init__(message)
+        self.closed = closed
 
 
-# How the Bot API refuses a message to a forum topic that was deleted.
+# How the Bot API refuses a message to a forum topic that was deleted, and to one that was closed.
 TOPIC_GONE = ("message thread not found", "topic_deleted")
+TOPIC_CLOSED = "topic_closed"
 CHAT_GONE = "chat not found"  # how it refuses a message to a chat that is no more (or never was) one of the bot's
 
 
@@ -242,10 +248,10 @@ class TelegramChannel:
                 chat_id = self._moved[delivery.chat_id] = moved.to_chat_id
                 parts = self._parts(chat_id, delivery.reply, topic)
                 message_id = await self._api(parts[index]())
-            except TopicGone:  # the topic was deleted: the reply goes to the group itself (once more, for this part)
+            except TopicGone as gone:  # the reply goes to the group itself (once more, for this part)
                 if topic is None:
                     raise
-                self._topic_gone(chat_id, topic)
+                self._topic_gone(chat_id, topic, closed=gone.closed)
                 topic = None
                 parts = self._parts(chat_id, delivery.reply)
                 message_id = await self._api(parts[index]())
@@ -257,8 +263,13 @@ class TelegramChannel:
         topic = topic_of(reply_address)
         return None if topic is None or (chat_id, topic) in self._gone_topics else topic
 
-    def _topic_gone(self, chat_id: str, topic: int) -> None:
-        """Remember (for this process) that a forum topic was deleted: what is sent to it goes to the group."""
+    def _topic_gone(self, chat_id: str, topic: int, *, closed: bool = False) -> None:
+        """Remember (for this process) that a forum topic was deleted: what is sent to it goes to the group. A closed
+        topic may be opened again: the next reply tries it."""
+        if closed:
+            log.warning("telegram: a forum topic is closed; this reply goes to the group itself",
+                        extra={"chat_id": chat_id, "topic": topic})
+            return
         self._gone_topics.add((chat_id, topic))
         log.warning("telegram: a forum topic was deleted; its replies go to the group itself",
                     extra={"chat_id": chat_id, "topic": topic})
@@ -409,6 +420,8 @@ class TelegramChannel:
         except BadRequest as exc:
             if any(words in exc.message.lower() for words in TOPIC_GONE):
                 raise TopicGone(f"Telegram refused the message: {exc.message}") from None
+            if TOPIC_CLOSED in exc.message.lower():
+                raise TopicGone(f"Telegram refused the message: {exc.message}", closed=True) from None
             if CHAT_GONE in exc.message.lower():  # as unreachable as a block: a deleted group, an id of no chat
                 raise Unreachable(f"Telegram refused: {exc.message}") from None
             raise PermanentSendError(f"Telegram refused the message: {exc.message}") from None

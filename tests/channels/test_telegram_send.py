@@ -480,3 +480,20 @@ async def test_a_group_that_became_a_supergroup_is_paced_as_one_chat_with_it(cha
     finally:
         await channel.close()
     assert channel.rate_limits(group) == channel.rate_limits(supergroup)
+
+
+async def test_a_reply_to_a_forum_topic_closed_meanwhile_goes_to_the_group_and_later_ones_try_the_topic(channel,
+                                                                                                     standin):
+    """The admins closed the topic Bo asked in before its answer went: the answer goes to the group itself; a topic
+    closed may be opened again, so the next reply to it tries the topic first."""
+    group = "-1001234567890"
+    standin.fail("sendMessage", Fault.topic_closed())
+    try:
+        for outbox_id in (1, 2):
+            await channel.send(Delivery(outbox_id=outbox_id, chat_id=group, reply=Text("The answer"),
+                                        reply_address="topic:7"))
+    finally:
+        await channel.close()
+    calls = standin.called("sendMessage", ok=None)
+    assert [(call.params.get("message_thread_id"), call.ok) for call in calls] == [
+        ("7", False), (None, True), ("7", True)]
