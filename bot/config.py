@@ -49,6 +49,18 @@ def is_http_address(value: str) -> bool:
 # A Telegram bot token: the bot's number, a colon, then letters, digits, _ and - (every Bot API address carries it)
 TELEGRAM_TOKEN = r"[0-9]+:[A-Za-z0-9_-]+"
 
+
+def of_shape(value: str, shape: str, expected: str, hints: dict[str, str] | None = None, *,
+             required: bool = False) -> str:
+    """`value` without the blanks around it (a secret file's line break, a copy's space), when it is of `shape` (a
+    pattern it must match whole) or empty and not `required`; else a ValueError saying what was `expected`, followed
+    by the hint of each pattern in `hints` the value starts with (a known wrong value, said as such)."""
+    value = value.strip()
+    if (value or required) and not re.fullmatch(shape, value, re.DOTALL):
+        raise ValueError(expected + "".join(hint for start, hint in (hints or {}).items() if re.match(start, value)))
+    return value
+
+
 HOUR = 3600  # seconds: the bounds of the durations below, which become timedeltas and timeouts
 DAY = 24 * HOUR
 
@@ -244,10 +256,8 @@ class Settings(BaseSettings):
     def _host_not_empty(cls, value: str) -> str:
         """`HOST=` left empty would listen on every interface (an empty address is the wildcard), not on its default
         127.0.0.1: the web chat and the dashboard open to the network without anyone having asked for it."""
-        if not value.strip():
-            raise ValueError("empty: give an address, 127.0.0.1 for this machine alone or 0.0.0.0 for every "
-                             "interface, or unset it for its default (127.0.0.1)")
-        return value.strip()
+        return of_shape(value, ".+", "empty: give an address, 127.0.0.1 for this machine alone or 0.0.0.0 for every "
+                        "interface, or unset it for its default (127.0.0.1)", required=True)
 
     @field_validator("admins", mode="before")
     @classmethod
@@ -279,13 +289,10 @@ class Settings(BaseSettings):
     def _check_telegram_token(cls, value: str) -> str:
         """The token @BotFather gives, digits:letters; without the surrounding blanks a secret file or a copy leaves
         (the token goes into every Bot API URL, where a blank or a "bot" prefix makes each send fail)."""
-        value = value.strip()
-        if value and not re.fullmatch(TELEGRAM_TOKEN, value):
-            copied = value.lower().startswith("bot")  # from an address of the Bot API, .../bot123:ABC/sendMessage
-            hint = " (give it without the \"bot\" the API's addresses put before it)" if copied else ""
-            raise ValueError("expected the token @BotFather gave (/mybots → the bot → API Token), the bot's number, a "
-                             f"colon and letters, e.g. 123456789:ABC-DEF1234ghIkl-zyx57W2v1u123ew11{hint}")
-        return value
+        return of_shape(value, TELEGRAM_TOKEN, "expected the token @BotFather gave (/mybots → the bot → API Token), "
+                        "the bot's number, a colon and letters, e.g. 123456789:ABC-DEF1234ghIkl-zyx57W2v1u123ew11",
+                        # copied from an address of the Bot API, .../bot123:ABC/sendMessage
+                        {"(?i)bot": " (give it without the \"bot\" the API's addresses put before it)"})
 
     @field_validator("telegram_webhook_secret")
     @classmethod
@@ -299,22 +306,15 @@ class Settings(BaseSettings):
     @classmethod
     def _check_twilio_account_sid(cls, value: str) -> str:
         """The account's SID, which every send's address and Basic auth carry (a blank there fails each send)."""
-        value = value.strip()
-        if value and not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
-            key = " (an API key's SID, SK…, is no account's)" if value.startswith("SK") else ""
-            raise ValueError("expected the Account SID of the Twilio Console (Account Info): AC followed by 32 hex "
-                             f"digits{key}")
-        return value
+        return of_shape(value, r"AC[0-9a-fA-F]{32}", "expected the Account SID of the Twilio Console (Account Info): "
+                        "AC followed by 32 hex digits", {"SK": " (an API key's SID, SK…, is no account's)"})
 
     @field_validator("twilio_auth_token")
     @classmethod
     def _check_twilio_auth_token(cls, value: str) -> str:
         """The account's Auth Token: it signs the sends and checks every webhook's signature."""
-        value = value.strip()
-        if value and not re.fullmatch(r"[0-9a-fA-F]{32}", value):
-            raise ValueError("expected the Auth Token of the Twilio Console (Account Info): 32 hex digits (not an API "
-                             "key's secret: Twilio signs its webhooks with the Auth Token)")
-        return value
+        return of_shape(value, r"[0-9a-fA-F]{32}", "expected the Auth Token of the Twilio Console (Account Info): 32 "
+                        "hex digits (not an API key's secret: Twilio signs its webhooks with the Auth Token)")
 
     @field_validator("twilio_whatsapp_from")
     @classmethod
@@ -378,11 +378,8 @@ class Settings(BaseSettings):
     def _check_slack_bot_token(cls, value: str) -> str:
         """The app's Bot User OAuth Token (xoxb-): a user's token (xoxp-) would post as that person, an app-level
         token (xapp-) may call no method the bot sends with."""
-        value = value.strip()
-        if value and not value.startswith("xoxb-"):
-            raise ValueError("expected the Bot User OAuth Token, xoxb-… (OAuth & Permissions → OAuth Tokens), not a "
-                             "user token (xoxp-, which posts as that person) or an app-level token (xapp-)")
-        return value
+        return of_shape(value, "xoxb-.*", "expected the Bot User OAuth Token, xoxb-… (OAuth & Permissions → OAuth "
+                        "Tokens), not a user token (xoxp-, which posts as that person) or an app-level token (xapp-)")
 
     @field_validator("stripe_secret_key")
     @classmethod
@@ -397,11 +394,9 @@ class Settings(BaseSettings):
     def _check_stripe_webhook_secret(cls, value: str) -> str:
         """The endpoint's signing secret: every event's signature is checked with it, so a wrong one refuses every
         payment's report (the buyer pays and nothing opens)."""
-        value = value.strip()
-        if value and not value.startswith("whsec_"):
-            raise ValueError("expected the signing secret of the endpoint PUBLIC_BASE_URL/webhooks/stripe, whsec_… "
-                             "(Dashboard → Developers → Webhooks → the endpoint → Signing secret), not an API key")
-        return value
+        return of_shape(value, "whsec_.*", "expected the signing secret of the endpoint PUBLIC_BASE_URL/webhooks/"
+                        "stripe, whsec_… (Dashboard → Developers → Webhooks → the endpoint → Signing secret), not an "
+                        "API key")
 
     @field_validator("public_base_url", "telegram_api_base_url", "twilio_api_base_url", "slack_api_base_url",
                      "stripe_api_base_url", "openai_base_url", "rasa_url", "rasa_nlu_url", "rasa_actions_public_url")
