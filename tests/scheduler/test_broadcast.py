@@ -272,30 +272,6 @@ async def test_a_broadcast_all_queued_but_not_all_sent_may_still_be_cancelled(ad
     assert again == f"Broadcast #{number} is no longer going out; there is nothing to stop."
 
 
-async def test_cancelling_withdraws_copies_that_failed_so_a_requeue_of_failed_replies_does_not_send_them(admin_bot):
-    from bot.channel import PermanentSendError
-
-    bot, channel = admin_bot
-    chats = [f"l{index}" for index in range(3)]
-    for chat in chats:
-        await add_learner(bot.db, chat=chat)
-    admin = Transcript(bot, channel, "boss")
-    [preview] = await admin.say("/admin broadcast everyone Webinar TODAY at 3pm")
-    number = int(re.match(r"Broadcast #(\d+) ", preview)[1])
-    await admin.say("Send to 3 learners", choice=f"/admin broadcast send {number}")
-    channel.failures.extend(PermanentSendError("the platform is down") for _chat in chats)
-    await fan_out(context(bot.db, HandClock(utcnow())))
-    await bot.dispatcher.flush()
-    [status] = await admin.say(f"/admin broadcast status {number}")
-    assert "3 of 3 queued · 0 delivered · 0 in line · 0 waiting for the learner to write · 3 failed" in status, status
-    [cancelled] = await admin.say("Cancel", choice=f"/admin broadcast cancel {number}")  # the webinar is over
-    assert cancelled == f"Broadcast #{number} is cancelled. 3 copies not yet sent were withdrawn."
-    [requeued] = await admin.say("/admin requeue all")  # the platform is back: what failed meanwhile goes again
-    assert requeued == "Requeued 0 failed replies."
-    await bot.dispatcher.flush()
-    assert not any(channel.sent[chat] for chat in chats)
-
-
 async def test_an_announcement_that_waited_over_a_day_for_whatsapps_window_is_withdrawn_not_sent_late(admin_bot):
     from bot.messages import Text
     from storage.outbox import OutboxEntry, OutboxStatus, enqueue
@@ -468,6 +444,15 @@ def test_a_message_file_that_is_not_text_is_refused_in_one_line_and_nothing_is_k
     assert broadcasts_stored(settings) == 0
 
 
+async def goes_away(learner: Transcript, how: str) -> None:
+    """The learner stops the lessons (/stop) or pauses them (/pause)."""
+    if how == "stop":
+        await learner.say("/stop")
+        await learner.say("Stop the lessons", choice="stop:lessons")
+    else:
+        await learner.say("/pause")
+
+
 @pytest.mark.parametrize("how", ["stop", "pause"])
 async def test_a_learner_who_stops_or_pauses_after_a_broadcast_was_confirmed_is_passed_over(settings, how):
     channel = RecordingChannel()
@@ -480,11 +465,7 @@ async def test_a_learner_who_stops_or_pauses_after_a_broadcast_was_confirmed_is_
                                        created_by="test:boss", now=utcnow())
             await confirm(session, draft.id, utcnow())
         ann = Transcript(bot, channel, "ann")
-        if how == "stop":
-            await ann.say("/stop")
-            await ann.say("Stop the lessons", choice="stop:lessons")
-        else:
-            await ann.say("/pause")
+        await goes_away(ann, how)
         before = len(channel.sent["ann"])
         assert await fan_out(context(bot.db, HandClock(utcnow()), notify=bot.dispatcher.notify)) == 2
         await bot.dispatcher.flush()
@@ -497,58 +478,48 @@ async def test_a_learner_who_stops_or_pauses_after_a_broadcast_was_confirmed_is_
         await bot.stop()
 
 
-@pytest.mark.parametrize("how", ["stop", "pause"])
-async def test_a_copy_that_failed_before_its_learner_stopped_or_paused_is_not_sent_by_a_requeue(admin_bot, how):
+# Why a copy that failed for good should no longer go (the broadcast cancelled: the webinar is over; its learner
+# stopped or paused), and when it failed: before that, or on its way to the platform as it happened (the copy is left
+# to finish, and then fails). A requeue of the failed replies (the platform is back) withdraws it: not sent, not
+# counted as requeued.
+@pytest.mark.parametrize(("why", "when"), [
+    ("cancel", "before"),
+    ("stop", "before"),
+    ("pause", "before"),
+    ("stop", "sending"),
+    ("pause", "sending"),
+])
+async def test_a_failed_copy_that_should_no_longer_go_is_not_sent_by_a_requeue(admin_bot, why, when):
     from bot.channel import PermanentSendError
 
     bot, channel = admin_bot
     await add_learner(bot.db, chat="ann")
-    admin = Transcript(bot, channel, "boss")
+    admin, ann = Transcript(bot, channel, "boss"), Transcript(bot, channel, "ann")
     [preview] = await admin.say("/admin broadcast everyone Big sale on the full course!")
     number = int(re.match(r"Broadcast #(\d+) ", preview)[1])
     await admin.say("Send to 1 learner", choice=f"/admin broadcast send {number}")
-    channel.failures.append(PermanentSendError("the platform is down"))
-    await fan_out(context(bot.db, HandClock(utcnow())))
-    await bot.dispatcher.flush()
-    ann = Transcript(bot, channel, "ann")
-    if how == "stop":
-        await ann.say("/stop")
-        await ann.say("Stop the lessons", choice="stop:lessons")
-    else:
-        await ann.say("/pause")
-    before = len(channel.sent["ann"])
-    [requeued] = await admin.say("/admin requeue all")  # the platform is back: what failed meanwhile goes again
-    assert requeued == "Requeued 0 failed replies."
-    await bot.dispatcher.flush()
-    assert channel.texts("ann")[before:] == []
-
-
-@pytest.mark.parametrize("how", ["stop", "pause"])
-async def test_a_copy_being_sent_as_its_learner_stopped_or_paused_that_failed_is_not_sent_by_a_requeue(admin_bot, how):
-    """A copy on its way to the platform as its learner pauses or stops is left to finish; one that failed for good
-    so is not sent to them while they are away by a requeue of the failed replies, as one that failed before is not:
-    it is withdrawn, and not counted as requeued."""
-    bot, channel = admin_bot
-    await add_learner(bot.db, chat="ann")
-    admin = Transcript(bot, channel, "boss")
-    [preview] = await admin.say("/admin broadcast everyone Big sale on the full course!")
-    number = int(re.match(r"Broadcast #(\d+) ", preview)[1])
-    await admin.say("Send to 1 learner", choice=f"/admin broadcast send {number}")
-    await fan_out(context(bot.db, HandClock(utcnow())))
     copy = OutboxMessage.idempotency_key.like("broadcast:%")
-    async with bot.db.transaction() as session:  # claimed by the dispatcher, on its way
-        await session.execute(update(OutboxMessage).where(copy).values(status=OutboxStatus.SENDING.value))
-    ann = Transcript(bot, channel, "ann")
-    if how == "stop":
-        await ann.say("/stop")
-        await ann.say("Stop the lessons", choice="stop:lessons")
+    if when == "before":
+        channel.failures.append(PermanentSendError("the platform is down"))
+        await fan_out(context(bot.db, HandClock(utcnow())))
+        await bot.dispatcher.flush()
+        [status] = await admin.say(f"/admin broadcast status {number}")
+        assert "1 of 1 queued · 0 delivered · 0 in line · 0 waiting for the learner to write · 1 failed" in status
     else:
-        await ann.say("/pause")
-    async with bot.db.transaction() as session:  # as the dispatcher leaves it: the platform refused it for good
-        await session.execute(update(OutboxMessage).where(copy).values(status=OutboxStatus.DEAD.value))
-    await bot.dispatcher.flush()  # the answers to her, which waited behind it
+        await fan_out(context(bot.db, HandClock(utcnow())))
+        async with bot.db.transaction() as session:  # claimed by the dispatcher, on its way
+            await session.execute(update(OutboxMessage).where(copy).values(status=OutboxStatus.SENDING.value))
+    if why == "cancel":
+        [cancelled] = await admin.say("Cancel", choice=f"/admin broadcast cancel {number}")
+        assert cancelled == f"Broadcast #{number} is cancelled. 1 copy not yet sent was withdrawn."
+    else:
+        await goes_away(ann, why)
+    if when == "sending":
+        async with bot.db.transaction() as session:  # as the dispatcher leaves it: the platform refused it for good
+            await session.execute(update(OutboxMessage).where(copy).values(status=OutboxStatus.DEAD.value))
+        await bot.dispatcher.flush()  # the answers to her, which waited behind it
     before = len(channel.sent["ann"])
-    [requeued] = await admin.say("/admin requeue all")  # the platform is back: what failed meanwhile goes again
+    [requeued] = await admin.say("/admin requeue all")
     assert requeued == "Requeued 0 failed replies."
     await bot.dispatcher.flush()
     assert channel.texts("ann")[before:] == []
