@@ -25,9 +25,9 @@ def test_what_start_up_made_is_left_out_of_garbage_collections():
         gc.unfreeze()
 
 
-def _serve(tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
+def _lessonbot(tmp_path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "serve"],
+        [sys.executable, "-m", "bot.cli", *argv],
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]), "DATA_DIR": str(tmp_path / "var"),
              "LOG_FORMAT": "text", **env},
         capture_output=True, text=True, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL,
@@ -37,7 +37,7 @@ def _serve(tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("host", ["not..a..host", "no-such-host.invalid", "ü..x"])
 def test_a_host_it_cannot_listen_on_is_named_before_anything_starts(tmp_path, host):
     port = free_port()
-    result = _serve(tmp_path, HOST=host, PORT=str(port))
+    result = _lessonbot(tmp_path, "serve", HOST=host, PORT=str(port))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     [said] = [line for line in result.stderr.splitlines() if line.startswith("Cannot serve")]
     assert said.startswith(f"Cannot serve on HOST={host}, PORT={port}: ")
@@ -45,42 +45,19 @@ def test_a_host_it_cannot_listen_on_is_named_before_anything_starts(tmp_path, ho
     assert "serving on" not in result.stderr and "startup" not in result.stderr  # the app was not started
 
 
-def test_a_port_in_use_is_named_before_anything_starts_and_keeps_its_exit_status(tmp_path):
+# Each command that listens on a port: how the port is given (a setting, or an option of the command), and what it
+# logs once it has started.
+@pytest.mark.parametrize(("command", "given", "started"), [
+    ("serve", "PORT", "serving on"),
+    ("rasa-actions", "--port", "Rasa actions on"),
+    ("dispatch", "--metrics-port", "dispatcher running"),  # (its metrics port)
+])
+def test_a_port_in_use_is_named_before_anything_starts_and_keeps_serves_exit_status(tmp_path, command, given, started):
     port = free_port()
+    argv, env = ([], {"HOST": "127.0.0.1", given: str(port)}) if given.isupper() else ([given, str(port)], {})
     with socket.create_server(("127.0.0.1", port)):
-        result = _serve(tmp_path, HOST="127.0.0.1", PORT=str(port))
+        result = _lessonbot(tmp_path, command, *argv, **env)
     assert result.returncode == STARTUP_FAILURE and "Traceback" not in result.stderr
-    assert (f"Cannot serve on HOST=127.0.0.1, PORT={port}: address already in use. Stop what listens there, or set "
-            "PORT to a free port.") in result.stderr.splitlines()
-    assert "serving on" not in result.stderr and "startup" not in result.stderr
-
-
-def test_the_rasa_action_server_names_a_port_in_use_before_anything_starts(tmp_path):
-    port = free_port()
-    with socket.create_server(("127.0.0.1", port)):
-        result = subprocess.run(
-            [sys.executable, "-m", "bot.cli", "rasa-actions", "--port", str(port)],
-            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]),
-                 "DATA_DIR": str(tmp_path / "var"), "LOG_FORMAT": "text"},
-            capture_output=True, text=True, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL,
-        )
-    assert result.returncode == STARTUP_FAILURE and "Traceback" not in result.stderr
-    assert (f"Cannot serve on HOST=127.0.0.1, --port={port}: address already in use. Stop what listens there, or "
-            "set --port to a free port.") in result.stderr.splitlines()
-    assert "Rasa actions on" not in result.stderr and "startup" not in result.stderr  # the app was not started
-
-
-def test_the_dispatchers_metrics_port_in_use_is_named_as_serve_names_its_port(tmp_path):
-    """`lessonbot dispatch --metrics-port` on a port in use: the option to change named, and serve's exit status."""
-    port = free_port()
-    with socket.create_server(("127.0.0.1", port)):
-        result = subprocess.run(
-            [sys.executable, "-m", "bot.cli", "dispatch", "--metrics-port", str(port)],
-            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]),
-                 "DATA_DIR": str(tmp_path / "var"), "LOG_FORMAT": "text"},
-            capture_output=True, text=True, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL,
-        )
-    assert result.returncode == STARTUP_FAILURE and "Traceback" not in result.stderr
-    assert (f"Cannot serve on HOST=127.0.0.1, --metrics-port={port}: address already in use. Stop what listens "
-            "there, or set --metrics-port to a free port.") in result.stderr.splitlines(), result.stderr
-    assert "dispatcher running" not in result.stderr
+    assert (f"Cannot serve on HOST=127.0.0.1, {given}={port}: address already in use. Stop what listens there, or "
+            f"set {given} to a free port.") in result.stderr.splitlines(), result.stderr
+    assert started not in result.stderr and "startup" not in result.stderr  # the app was not started
