@@ -9,7 +9,7 @@ local OpenAI-compatible stand-in, streamed slowly enough to watch.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -689,11 +689,10 @@ def test_tabs_out_of_sight_give_their_streams_back_so_a_seventh_tab_gets_its_rep
         context.close()
 
 
-def test_a_spanish_page_is_told_in_spanish_that_its_message_could_not_be_taken_while_the_database_is_away(
-        browser, tmp_path):
-    """The server's sentence for a 503 is English: a Spanish page says its own words instead."""
-    from playwright.sync_api import expect
-
+@pytest.fixture
+def server_on_postgres(tmp_path) -> Iterator[tuple[ServerProcess, Callable[[bool], None]]]:
+    """A server of its own on a fresh PostgreSQL database, and what refuses that database's connections (the database
+    away: False) and allows them again (True)."""
     from bench.processes import DatabaseUnreachable, postgres_database
     from storage.migrate import upgrade
     from tests.bot.test_database_away import _allow_connections
@@ -705,68 +704,51 @@ def test_a_spanish_page_is_told_in_spanish_that_its_message_could_not_be_taken_w
     except DatabaseUnreachable as exc:
         missing(str(exc))
         return
-    server = None
+    database = make_url(url).database
     try:
         upgrade(url)
         server = serve(server_env(url, tmp_path / "var"))
-        page = browser.new_context(locale="es-ES", **DESKTOP).new_page()
-        page.goto(server.url)
+        try:
+            yield server, lambda allowed: _allow_connections(database, allowed)
+        finally:
+            _allow_connections(database, True)
+            server.stop()
+    finally:
+        made.__exit__(None, None, None)
+
+
+# When the database goes away, what a Spanish page then says in its own words (not the server's English sentence, nor
+# English words because the page's came after), the status it shows, and what is left in the box: a message it could
+# not hand over is tried again twice, then told, and put back in the box to send again; a page that cannot read its
+# conversation as it opens tries again by itself (within 4 s).
+@pytest.mark.parametrize(("away", "told", "status", "left"), [
+    ("at a message", "Lessonbot no pudo aceptar eso (error 503). Vuelve a intentarlo.", "En línea", "hola"),
+    ("at the opening", "No se puede contactar con Lessonbot ahora mismo; reintentando…", "Sin conexión", ""),
+])
+def test_a_spanish_page_says_in_spanish_that_the_database_is_away_and_chats_once_it_is_back(
+        browser, server_on_postgres, away, told, status, left):
+    from playwright.sync_api import expect
+
+    server, allow_connections = server_on_postgres
+    if away == "at the opening":
+        allow_connections(False)
+    page = browser.new_context(locale="es-ES", **DESKTOP).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server.url)
+    box = page.get_by_label("Tu mensaje")
+    if away == "at a message":
         expect(page.locator("#status")).to_have_text("En línea")
-        _allow_connections(make_url(url).database, False)
-        box = page.get_by_label("Tu mensaje")
+        allow_connections(False)
         box.fill("hola")
         box.press("Enter")
-        # tried again twice, then told: in the page's language, not "the message could not be recorded just now…"
-        told = "Lessonbot no pudo aceptar eso (error 503). Vuelve a intentarlo."
-        expect(page.get_by_role("alert")).to_have_text(told)
-        expect(box).to_have_value("hola")  # back in the box, to send again
-    finally:
-        if server is not None:
-            _allow_connections(make_url(url).database, True)
-            server.stop()
-        made.__exit__(None, None, None)
-
-
-def test_a_spanish_page_opened_while_the_database_is_away_says_so_in_spanish_and_chats_once_it_is_back(
-        browser, tmp_path):
-    """A page that cannot read its conversation when it opens tries again by itself, saying so in its own words, in
-    its language (not the server's English sentence, nor English words because the page's came after); and it
-    chats once the database is back."""
-    from playwright.sync_api import expect
-
-    from bench.processes import DatabaseUnreachable, postgres_database
-    from storage.migrate import upgrade
-    from tests.bot.test_database_away import _allow_connections
-    from tests.conftest import POSTGRES_ADMIN_URL
-
-    try:
-        made = postgres_database(POSTGRES_ADMIN_URL, prefix="lessonbot_away")
-        url = made.__enter__()
-    except DatabaseUnreachable as exc:
-        missing(str(exc))
-        return
-    server = None
-    try:
-        upgrade(url)
-        server = serve(server_env(url, tmp_path / "var"))
-        _allow_connections(make_url(url).database, False)
-        page = browser.new_context(locale="es-ES", **DESKTOP).new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(server.url)
-        expect(page.get_by_role("alert")).to_have_text("No se puede contactar con Lessonbot ahora mismo; reintentando…")
-        expect(page.locator("#status")).to_have_text("Sin conexión")
-        expect(page.get_by_label("Tu mensaje")).to_be_visible()  # the page's words in Spanish too
-        _allow_connections(make_url(url).database, True)
-        expect(page.locator("#status")).to_have_text("En línea", timeout=20_000)  # (its next try, within 4 s)
-        expect(page.get_by_role("alert")).to_be_hidden()
-        box = page.get_by_label("Tu mensaje")
-        box.fill("hola")
-        box.press("Enter")
-        expect(page.locator(".message--bot").first).to_contain_text("Soy Lessonbot")
-        assert errors == []
-    finally:
-        if server is not None:
-            _allow_connections(make_url(url).database, True)
-            server.stop()
-        made.__exit__(None, None, None)
+    expect(page.get_by_role("alert")).to_have_text(told)
+    expect(page.locator("#status")).to_have_text(status)
+    expect(box).to_have_value(left)
+    allow_connections(True)
+    expect(page.locator("#status")).to_have_text("En línea", timeout=20_000)
+    box.fill("hola")
+    box.press("Enter")
+    expect(page.locator(".message--bot").first).to_contain_text("Soy Lessonbot")
+    expect(page.get_by_role("alert")).to_be_hidden()
+    assert errors == []
