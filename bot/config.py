@@ -61,6 +61,15 @@ def of_shape(value: str, shape: str, expected: str, hints: dict[str, str] | None
     return value
 
 
+def listed(value: object) -> list[str]:
+    """The items of a comma-separated setting (ADMINS=telegram:1, slack:T1/U2), without the blanks around them and
+    without empty ones."""
+    return [item.strip() for item in str(value or "").split(",") if item.strip()]
+
+
+# A Twilio content template's SID (a WhatsApp template approved in the Console)
+CONTENT_SID = r"HX[0-9a-fA-F]{32}"
+
 HOUR = 3600  # seconds: the bounds of the durations below, which become timedeltas and timeouts
 DAY = 24 * HOUR
 
@@ -265,12 +274,9 @@ class Settings(BaseSettings):
         if value is None or value == "":
             return ()
         # a comma-separated string from the environment, or any iterable given in code (a TypeError otherwise)
-        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        items = listed(value) if isinstance(value, str) else [str(raw).strip() for raw in value]  # type: ignore[attr-defined]
         identities = []
-        for raw in items:
-            item = str(raw).strip()
-            if not item:
-                continue
+        for item in filter(None, items):
             channel, sep, ident = item.partition(":")
             if not sep or not ident or channel not in KNOWN_CHANNELS:
                 raise ValueError(
@@ -329,7 +335,7 @@ class Settings(BaseSettings):
     @field_validator("twilio_template_content_sid")
     @classmethod
     def _check_template_sid(cls, value: str) -> str:
-        if value and not re.fullmatch(r"HX[0-9a-fA-F]{32}", value.strip()):
+        if value and not re.fullmatch(CONTENT_SID, value.strip()):
             raise ValueError("expected a content template SID: HX followed by 32 hex digits")
         return value.strip()
 
@@ -339,13 +345,11 @@ class Settings(BaseSettings):
         if isinstance(value, dict):
             return value
         templates: dict[int, str] = {}
-        for item in str(value or "").split(","):
-            if not item.strip():
-                continue
-            count, _, sid = item.strip().partition(":")
-            if not count.strip().isdigit() or not 1 <= int(count) <= 3 or not re.fullmatch(r"HX[0-9a-fA-F]{32}", sid):
+        for item in listed(value):
+            count, _, sid = item.partition(":")
+            if not count.strip().isdigit() or not 1 <= int(count) <= 3 or not re.fullmatch(CONTENT_SID, sid):
                 raise ValueError(
-                    f"{item.strip()!r} is not buttons:SID; expected e.g. 2:HX…,3:HX… (1 to 3 buttons, the most "
+                    f"{item!r} is not buttons:SID; expected e.g. 2:HX…,3:HX… (1 to 3 buttons, the most "
                     "WhatsApp shows in a session message)"
                 )
             templates[int(count)] = sid
@@ -357,17 +361,15 @@ class Settings(BaseSettings):
         if isinstance(value, dict):
             return value
         rates: dict[str, Decimal] = {}
-        for item in str(value or "").split(","):
-            if not item.strip():
-                continue
-            currency, _, rate = item.strip().partition("=")
+        for item in listed(value):
+            currency, _, rate = item.partition("=")
             try:
                 number = Decimal(rate.strip())
             except ArithmeticError:
                 number = Decimal(0)
             if not re.fullmatch(r"[A-Z]{3}", currency.strip()) or not number.is_finite() or not number > 0:
                 raise ValueError(
-                    f"{item.strip()!r} is not CURRENCY=STARS; expected e.g. EUR=55,GBP=65 (Stars for one euro, one "
+                    f"{item!r} is not CURRENCY=STARS; expected e.g. EUR=55,GBP=65 (Stars for one euro, one "
                     "pound: a positive number)"
                 )
             rates[currency.strip()] = number
