@@ -63,10 +63,12 @@ class Transcript:
     bot: Lessonbot
     channel: RecordingChannel
     chat: str = "ann"
+    sender: str | None = None  # a member of the group chat `chat`; None: the chat's own person
 
     async def say(self, text: str, *, choice: str | None = None) -> list[str]:
         before = len(self.channel.sent[self.chat])
-        await self.bot.receive(message(text, chat=self.chat, channel=self.channel.name, choice=choice))
+        await self.bot.receive(message(text, chat=self.chat, sender=self.sender, channel=self.channel.name,
+                                       choice=choice))
         await self.bot.settle()
         return [shown(r) for r in self.channel.sent[self.chat][before:] if isinstance(r, Text)]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from bot.messages import Document, InboundMessage, Text
+from bot.messages import Document, InboundMessage
 from dialogs.access import Closed, question_closed
 from dialogs.turn import Exchange
 from storage.courses import Course, Entitlement, Lesson, Question, QuestionCard
@@ -29,7 +29,6 @@ from tests.dialogs.learning_support import (  # noqa: F401 (learning_bot is a fi
     learning_bot,
     onboard,
 )
-from tests.support import message, shown
 
 
 async def test_a_genuine_button_still_works_however_late(learning_bot):
@@ -105,24 +104,19 @@ async def test_a_typed_choice_is_read_from_its_whole_batch_of_replies(learning_b
 async def test_in_a_group_only_the_member_who_asked_answers_the_stop_prompt(learning_bot):
     bot, channel = learning_bot
 
-    async def say(sender: str, text: str, choice: str | None = None) -> list[str]:
-        before = len(channel.sent["group"])
-        await bot.receive(InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id="group",
-                                         sender_id=sender, text=text, choice=choice))
-        await bot.settle()
-        return [r.text for r in channel.sent["group"][before:] if isinstance(r, Text)]
+    group = {person: Learning(bot, channel, chat="group", sender=person) for person in ("ann", "bo")}
 
-    [prompt] = await say("ann", "/stop")
+    [prompt] = await group["ann"].say("/stop")
     assert prompt.startswith("Do you want to stop the daily lessons")
-    assert await say("bo", "Stop the lessons", choice="stop:lessons") == ["That button isn't available."]
-    typed = await say("bo", "Stop the lessons")
+    assert await group["bo"].say("Stop the lessons", choice="stop:lessons") == ["That button isn't available."]
+    typed = await group["bo"].say("Stop the lessons")
     assert not any(reply.startswith("Stopped") for reply in typed)
     ann, _learner = await learner_row(bot, "test", "ann")
     bo, _learner = await learner_row(bot, "test", "bo")
     async with bot.db.sessions() as session:
         assert (await session.get(Learner, ann.id)).status != STOPPED
         assert getattr(await session.get(Learner, bo.id), "status", None) != STOPPED
-    [stopped] = await say("ann", "Stop the lessons", choice="stop:lessons")
+    [stopped] = await group["ann"].say("Stop the lessons", choice="stop:lessons")
     assert stopped.startswith("Stopped: I won't send you anything on my own.")
     async with bot.db.sessions() as session:  # (never set up, so nothing to stop: /start would set her up)
         assert (await session.get(Learner, ann.id)).status == ONBOARDING
@@ -216,12 +210,7 @@ async def test_a_paid_lesson_is_never_shown_in_a_group_nor_its_quiz(learning_bot
     bot, channel = learning_bot
     t, user = await granted_the_paid_course_past_its_first_lesson(bot, channel)  # lesson 1: free to try
 
-    async def in_group(text: str, choice: str | None = None) -> list[str]:
-        before = len(channel.sent["study-group"])
-        await bot.receive(InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id="study-group",
-                                         sender_id="ann", text=text, choice=choice))
-        await bot.settle()
-        return channel.texts("study-group")[before:]
+    in_group = Learning(bot, channel, chat="study-group", sender="ann").say
 
     not_here = ("Lessons of the full course are yours alone, so I don't show them here, where everyone reads them. "
                 "Message me in a private chat to go on.")
@@ -314,7 +303,7 @@ async def test_a_paid_lesson_is_not_pushed_to_a_learner_whose_only_chat_is_a_gro
 
     bot, channel = learning_bot
     await import_sample(bot, PAID)
-    group = InGroup(bot, channel, chat="study-group")
+    group = Learning(bot, channel, chat="study-group", sender="ann")  # (a chat of many)
     await onboard(group, course="Passwords that hold — 3.00 GBP")
     user, learner = await learner_row(bot, "test", "ann")
     async with bot.db.transaction() as session:
@@ -326,16 +315,6 @@ async def test_a_paid_lesson_is_not_pushed_to_a_learner_whose_only_chat_is_a_gro
     async with bot.db.transaction() as session:
         person = await session.get(User, user.id)
         assert await deliver_next_lesson(session, person) == []  # lesson 2 is hers alone: not pushed to the group
-
-
-class InGroup(Learning):
-    """Ann writing in a group chat (its id is not hers: a chat of many)."""
-
-    async def say(self, text: str, *, choice: str | None = None) -> list[str]:
-        before = len(self.channel.sent[self.chat])
-        await self.bot.receive(message(text, chat=self.chat, sender="ann", choice=choice))
-        await self.bot.settle()
-        return [shown(reply) for reply in self.channel.sent[self.chat][before:] if isinstance(reply, Text)]
 
 
 async def test_a_platforms_report_leaves_a_private_chat_private(learning_bot):
@@ -449,12 +428,7 @@ async def test_in_a_group_progress_and_home_count_only_the_reviews_review_asks_t
     await t.say("/next")  # privately: lesson 2, paid
     await answer_until(t, bot, "🎉 Lesson done")
 
-    async def in_group(text: str) -> list[str]:
-        before = len(channel.sent["study-group"])
-        await bot.receive(InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id="study-group",
-                                         sender_id="ann", text=text))
-        await bot.settle()
-        return channel.texts("study-group")[before:]
+    in_group = Learning(bot, channel, chat="study-group", sender="ann").say
 
     async with bot.db.transaction() as session:
         await session.execute(update(QuestionCard).where(QuestionCard.user_id == user.id).values(due=func.now()))

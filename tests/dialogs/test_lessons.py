@@ -404,38 +404,29 @@ async def test_a_typed_answer_that_is_also_a_commands_word_is_graded_where_the_q
 async def test_in_a_group_two_members_take_their_quizzes_at_once_and_each_answers_their_own(learning_bot):
     """Ann and Bea learn in one group: Bea's /next up to her quiz leaves Ann's quiz open, so the answer Ann types
     next is graded on her question (not taken for a question to the course material), and Bea's goes on too."""
-    import uuid
-
-    from bot.messages import InboundMessage
-
     bot, channel = learning_bot
     for person in ("ann", "bea"):
         await onboard(Learning(bot, channel, chat=person))
 
-    async def in_group(sender: str, text: str, choice: str | None = None) -> list[str]:
-        before = len(channel.texts("group"))
-        await bot.receive(InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id="group",
-                                         sender_id=sender, text=text, choice=choice))
-        await bot.settle()
-        return channel.texts("group")[before:]
+    group = {person: Learning(bot, channel, chat="group", sender=person) for person in ("ann", "bea")}
 
     async def to_the_quiz(sender: str) -> None:
         for _part in range(3):
-            await in_group(sender, "/next")
-        _intro, question = await in_group(sender, "/next")
+            await group[sender].say("/next")
+        _intro, question = await group[sender].say("/next")
         assert question.startswith("Question 1 of 3\n")
 
     await to_the_quiz("ann")
     await to_the_quiz("bea")
-    [feedback, following] = await in_group("ann", "b")  # Urgency, by its letter
+    [feedback, following] = await group["ann"].say("b")  # Urgency, by its letter
     assert feedback.startswith("✅ Right!") and following.startswith("Question 2 of 3\nTrue or false")
-    [feedback, following] = await in_group("bea", "a")
+    [feedback, following] = await group["bea"].say("a")
     assert feedback.startswith("❌ Not quite.") and following.startswith("Question 2 of 3\nTrue or false")
-    [feedback, following] = await in_group("ann", "false")
+    [feedback, following] = await group["ann"].say("false")
     assert feedback.startswith("✅ Right!") and following.endswith("(Type your answer.)")
-    [later] = await in_group("bea", "later")  # Bea stops hers: Ann's stays open
+    [later] = await group["bea"].say("later")  # Bea stops hers: Ann's stays open
     assert later.startswith("OK, your place is saved.")
-    [feedback, done] = await in_group("ann", "smishing")
+    [feedback, done] = await group["ann"].say("smishing")
     assert feedback.startswith("✅ Right!") and done.startswith("🎉 Lesson done: What a phishing message wants.")
     ann, _learner = await learner_row(bot, "test", "ann")
     bea, _learner = await learner_row(bot, "test", "bea")

@@ -196,10 +196,6 @@ async def test_a_review_answer_pressed_under_another_question_is_answered_and_th
 async def test_in_a_group_two_members_review_at_once_each_answering_their_own(learning_bot):
     """Two learners start a review in a group, one after the other: the second's /review leaves the first's open, so
     the first's button and then the answer they type go to their own review, and the second's review goes on too."""
-    import uuid
-
-    from bot.messages import InboundMessage
-
     bot, channel = learning_bot
     for person in ("ann", "bea"):
         t = Learning(bot, channel, chat=person)
@@ -207,26 +203,21 @@ async def test_in_a_group_two_members_review_at_once_each_answering_their_own(le
     async with bot.db.transaction() as session:
         await session.execute(update(QuestionCard).values(due=datetime.now(timezone.utc) - timedelta(hours=1)))
 
-    async def in_group(sender: str, text: str, choice: str | None = None) -> list[str]:
-        before = len(channel.texts("group"))
-        await bot.receive(InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id="group",
-                                         sender_id=sender, text=text, choice=choice))
-        await bot.settle()
-        return channel.texts("group")[before:]
+    group = {person: Learning(bot, channel, chat="group", sender=person) for person in ("ann", "bea")}
 
-    await in_group("ann", "/review")
+    await group["ann"].say("/review")
     anns = next(c.value for c in channel.sent["group"][-1].choices if c.label == "Urgency")
-    await in_group("bea", "/review")
+    await group["bea"].say("/review")
     beas = next(c.value for c in channel.sent["group"][-1].choices if c.label == "Urgency")
-    [feedback, following] = await in_group("ann", "Urgency", anns)
+    [feedback, following] = await group["ann"].say("Urgency", choice=anns)
     assert feedback.startswith("✅ Right!") and following.startswith("Review 2 of 3\nTrue or false")
-    [feedback, following] = await in_group("bea", "Urgency", beas)
+    [feedback, following] = await group["bea"].say("Urgency", choice=beas)
     assert feedback.startswith("✅ Right!") and following.startswith("Review 2 of 3\nTrue or false")
-    [feedback, following] = await in_group("ann", "false")  # typed: her own question's answer
+    [feedback, following] = await group["ann"].say("false")  # typed: her own question's answer
     assert feedback.startswith("✅ Right!") and following.startswith("Review 3 of 3")
-    [later] = await in_group("bea", "later")  # Bea stops hers: Ann's stays open
+    [later] = await group["bea"].say("later")  # Bea stops hers: Ann's stays open
     assert later.startswith("OK, your place is saved.")
-    [feedback, done] = await in_group("ann", "smishing")
+    [feedback, done] = await group["ann"].say("smishing")
     assert feedback.startswith("✅ Right!") and done.startswith("Review done: 3 of 3 right.")
 
 
