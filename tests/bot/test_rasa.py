@@ -261,15 +261,20 @@ async def test_only_the_slots_the_domain_declares_are_set(settings):
 # Sent on Lessonbot's own: trigger_intent ------------------------------------------------------------------------------
 
 
+async def push_the_lesson_now(bot) -> None:
+    """The Rasa learner's lesson queued by the clock, as at their hour, and the dispatcher told."""
+    async with bot.db.sessions() as session:
+        user_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.channel == "rasa"))
+    now = utcnow()
+    ctx = JobContext(db=bot.db, notify=bot.dispatcher.notify, now=lambda: now)
+    assert await push_lesson(ctx, DueLesson(user_id, now.date(), now), now) == "queued"
+    ctx.notify()
+
+
 async def test_a_lesson_at_the_learners_hour_goes_out_through_trigger_intent(settings):
     async with rasa_assistant(settings) as (rasa, bot):
         await onboard(rasa, "u1")
-        async with bot.db.sessions() as session:
-            user_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.channel == "rasa"))
-        now = utcnow()
-        ctx = JobContext(db=bot.db, notify=bot.dispatcher.notify, now=lambda: now)
-        assert await push_lesson(ctx, DueLesson(user_id, now.date(), now), now) == "queued"
-        ctx.notify()
+        await push_the_lesson_now(bot)
         for _ in range(100):
             if rasa.delivered.get("u1"):
                 break
@@ -296,12 +301,7 @@ async def test_a_lesson_rasa_said_but_answered_for_too_late_is_not_said_again_wh
         await onboard(rasa, "u1")
         bot.channels["rasa"].timeout = 0.3
         rasa.answer_delay = 1.0  # (said at once; answered after the timeout)
-        async with bot.db.sessions() as session:
-            user_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.channel == "rasa"))
-        now = utcnow()
-        ctx = JobContext(db=bot.db, notify=bot.dispatcher.notify, now=lambda: now)
-        assert await push_lesson(ctx, DueLesson(user_id, now.date(), now), now) == "queued"
-        ctx.notify()
+        await push_the_lesson_now(bot)
         for _ in range(200):
             if len(rasa.triggered) >= 2:
                 break
