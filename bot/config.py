@@ -386,10 +386,10 @@ class Settings(BaseSettings):
     @field_validator("stripe_secret_key")
     @classmethod
     def _check_stripe_key(cls, value: str) -> str:
-        if value and not value.startswith(("sk_", "rk_")):
-            raise ValueError("expected a secret key starting sk_test_ or sk_live_ (or a restricted rk_ key), "
-                             "from Dashboard → Developers → API keys; never the publishable pk_ key")
-        return value
+        """A secret key, without the line break a secret file leaves (in each call's Authorization header it fails
+        every call to Stripe: no checkout page opens)."""
+        return of_shape(value, "[sr]k_.*", "expected a secret key starting sk_test_ or sk_live_ (or a restricted rk_ "
+                        "key), from Dashboard → Developers → API keys; never the publishable pk_ key")
 
     @field_validator("stripe_webhook_secret")
     @classmethod

@@ -753,3 +753,21 @@ async def test_an_admin_refund_while_a_grant_for_good_holds_tells_both_the_lesso
     assert ann.channel.texts("ann")[-1] == (f"Your payment for “Passwords that hold” was refunded (receipt no. "
                                             f"LB-{payment.id:06d}). Your access to the whole course continues for "
                                             "good through another grant.")
+
+
+async def test_a_secret_key_read_with_the_line_break_a_secret_file_leaves_still_opens_checkout(
+    settings, stripe_api, monkeypatch
+):
+    """STRIPE_SECRET_KEY read from a secret file (Docker's, Kubernetes') ends in a line break: it is taken without it,
+    as the other platforms' secrets are, not sent in each call's Authorization header, where no checkout could open."""
+    from bot.config import load_settings
+    from standins.stripe import SECRET_KEY
+
+    monkeypatch.setenv("STRIPE_SECRET_KEY", f"{SECRET_KEY}\n")
+    read = load_settings(_env_file=None).stripe_secret_key
+    channel = RecordingChannel()
+    async with running(stripe_settings(settings, stripe_api.base_url, stripe_secret_key=read),
+                       channels=[channel]) as (_client, bot):
+        await import_sample(bot, PAID)
+        session = await bought_link(Learning(bot, channel), bot, stripe_api)
+    assert session["url"].startswith("https://")
