@@ -383,6 +383,14 @@ class Settings(BaseSettings):
         return of_shape(value, "xoxb-.*", "expected the Bot User OAuth Token, xoxb-… (OAuth & Permissions → OAuth "
                         "Tokens), not a user token (xoxp-, which posts as that person) or an app-level token (xapp-)")
 
+    @field_validator("slack_signing_secret", "slack_client_secret", "openai_api_key", "rasa_token",
+                     "rasa_actions_token")
+    @classmethod
+    def _without_blanks(cls, value: str) -> str:
+        """A secret without the line break a secret file leaves: kept with it, it fails every call that carries it (a
+        header, a token in the query) or refuses every request it checks (Slack's signatures)."""
+        return value.strip()
+
     @field_validator("stripe_secret_key")
     @classmethod
     def _check_stripe_key(cls, value: str) -> str:

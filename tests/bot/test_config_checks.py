@@ -69,6 +69,24 @@ def test_a_telegram_token_is_taken_without_the_blanks_around_it(monkeypatch):
     assert load_settings(_env_file=None).telegram_bot_token == token
 
 
+@pytest.mark.parametrize(("variable", "value"), [
+    ("TELEGRAM_BOT_TOKEN", "7004311858:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"),
+    ("TWILIO_AUTH_TOKEN", "0123456789abcdef0123456789abcdef"),
+    ("SLACK_SIGNING_SECRET", "8f742231b10e8888abcd99yyyzzz85a5"),  # the HMAC key of every request's signature
+    ("SLACK_BOT_TOKEN", "xoxb-2210535565-2213311434-7731826183"),
+    ("SLACK_CLIENT_SECRET", "3f2c9a8b7d6e5f4a3b2c1d0e9f8a7b6c"),  # sent with every installation's code
+    ("STRIPE_SECRET_KEY", "sk_test_51Hx2qLRealKeyValue"),
+    ("STRIPE_WEBHOOK_SECRET", "whsec_REALSIGNINGSECRET123"),
+    ("OPENAI_API_KEY", "sk-proj-RealKeyValue0123456789"),  # in every model call's Authorization header
+    ("RASA_TOKEN", "rasa-token-0123456789"),  # compared by Rasa with the ?token= of every trigger_intent
+    ("RASA_ACTIONS_TOKEN", "actions-token-0123456789"),  # compared with the ?token= of every action call
+])
+def test_a_platforms_secret_is_taken_without_the_line_break_a_secret_file_leaves(monkeypatch, variable, value):
+    """Kept with it, the secret fails every call that carries it, or refuses every request it checks."""
+    monkeypatch.setenv(variable, f"{value}\n")
+    assert getattr(load_settings(_env_file=None), variable.lower()) == value
+
+
 def test_serve_does_not_start_on_a_telegram_token_of_the_wrong_shape(tmp_path, monkeypatch, capsys):
     from bot.cli import main
 
