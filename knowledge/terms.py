@@ -12,8 +12,9 @@ from functools import lru_cache
 import Stemmer
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
-# the end of a sentence (its closing marks kept with it: `He said "Stop."`), then a capital or a digit (`_cut`)
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*(\s+)(?=[\"'“‘(\[]*\w)")
+# the end of a sentence (its closing marks and footnote marks kept with it: `He said "Stop."`, `in 1636.[1]`,
+# `formed.[citation needed]`), then a capital or a digit (`_cut`)
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?:[\"'”’)\]]|\[[^\[\]\n]{1,30}\])*(\s+)(?=[\"'“‘(\[]*\w)")
 _ITEM_NUMBER = re.compile(r"\d+[.)]")  # "1." at the start of a numbered item is no sentence of its own
 _LIST_ITEM = re.compile(r"(?:[-*•]|\d+[.)])\s")
 

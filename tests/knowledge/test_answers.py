@@ -330,6 +330,19 @@ def test_an_initial_or_an_abbreviation_ends_no_sentence():
     ]
 
 
+def test_a_footnote_mark_after_a_sentence_ends_it():
+    # pasted from an encyclopaedia: the mark stayed between the period and the next sentence, which ran on into it
+    text = ("Harvard was formed in 1636.[citation needed] Its first master was Nathaniel Eaton.[1][2] He left in "
+            "1639.[b] (It was renamed in 1639.)[note 3] A Wikipedia [sic] text goes on.")
+    assert sentences(text) == [
+        "Harvard was formed in 1636.[citation needed]",
+        "Its first master was Nathaniel Eaton.[1][2]",
+        "He left in 1639.[b]",
+        "(It was renamed in 1639.)[note 3]",
+        "A Wikipedia [sic] text goes on.",
+    ]
+
+
 def test_a_sentence_keeps_its_closing_quote_or_bracket():
     assert sentences('He said "Stop." Then he left. (See Fig. 2.) Next, “Go!” She went.') == [
         'He said "Stop."', "Then he left.", "(See Fig. 2.)", "Next, “Go!”", "She went.",
