@@ -113,6 +113,9 @@ DASHBOARD_WORDS: tuple[str, ...] = (
     N_("This learner has a subscription with {platforms}, which this server is not connected to: erased here, they "
        "would go on being charged for it. Erase them from the dashboard of the server that takes {platforms}'s "
        "webhooks, or with /admin erase in a chat."),
+    N_("Not done: someone else now"),
+    N_("The learner this page was about has been erased, and their number now belongs to someone else. Nothing was "
+       "done. Find the learner again on the learners page."),
     N_("Days: a number from 1 to {most}, or empty."),
     N_("course"),
     N_("title"),

@@ -18,7 +18,7 @@ import json
 import shutil
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,6 +86,24 @@ class ChargesElsewhere(Exception):
         self.platforms = platforms
 
 
+class NotThatPerson(Exception):
+    """The user number no longer names the person it was read for: they were erased, and (SQLite gives an erased
+    person's number to the next new one: its users table has no AUTOINCREMENT) someone else may have it now."""
+
+
+def person_stamp(created_at: datetime) -> str:
+    """Who a user number named when a page or a link was made: their row's creation time, to the microsecond. A
+    number can be given again; this, with it, names one person only."""
+    return f"{created_at.astimezone(timezone.utc):%Y%m%d%H%M%S%f}"
+
+
+async def refuse_another_person(session: AsyncSession, user_id: int, stamp: str | None) -> None:
+    """NotThatPerson, unless `user_id` is still the person `stamp` (their `person_stamp`) was made for."""
+    created_at = await session.scalar(select(User.created_at).where(User.id == user_id))
+    if created_at is None or person_stamp(created_at) != stamp:
+        raise NotThatPerson(user_id)
+
+
 class HoldsRoles(Exception):
     """The person holds admin roles, and whoever asked for their erasure or their export may not deal with roles
     (only an owner may): an erasure would take the roles away; an export would hand over what the person does and
@@ -134,17 +152,22 @@ async def erase_in_turn(turn: Turn, user_id: int, *, by: str, may_take_roles: bo
 async def erase_outside_turn(
     db: Database, user_id: int, *, by: str, may_take_roles: bool, data_dir: Path | None,
     desk: Callable[[], AbstractAsyncContextManager[PaymentDesk]], owners: Collection[str] = (),
+    stamp: str | None = None,
 ) -> Erasure:
     """Erase a person from outside a turn (the dashboard, `lessonbot learner erase`), in `erase_in_turn`'s order:
     HoldsRoles if `may_take_roles` is false and they hold any (raised before anything is stopped), their
     subscriptions cancelled and open payment pages closed through `desk` (entered only if there are any: the command
     line opens a channel for it), the erasure in a transaction of its own (which checks the roles again: they may
     have been granted meanwhile), and their files once it has committed. ChargesElsewhere, before anything is
-    stopped or erased, when a subscription's platform is not connected to `desk`. What is said is the caller's."""
+    stopped or erased, when a subscription's platform is not connected to `desk`. `stamp`, when given (a page's
+    `person_stamp` of the person it showed): NotThatPerson, before anything is stopped and again in the erasure's
+    transaction, if the number names someone else by then. What is said is the caller's."""
     # payments → linking → personal: imported when needed
     from dialogs.payments import open_charges, platforms_out_of_reach, stop_charges
 
     async with db.sessions() as session:
+        if stamp is not None:
+            await refuse_another_person(session, user_id, stamp)
         await refuse_roles_holder(session, user_id, may_deal_with_roles=may_take_roles, owners=owners)
         charges = await open_charges(session, user_id)
     if charges:  # nothing is charged again for a person no longer known
@@ -153,6 +176,8 @@ async def erase_outside_turn(
                 raise ChargesElsewhere(elsewhere)
             await stop_charges(payments, charges)
     async with db.transaction() as session:
+        if stamp is not None:
+            await refuse_another_person(session, user_id, stamp)
         erasure = await erase(session, user_id, by=by, may_take_roles=may_take_roles, owners=owners)
     remove_files(erasure, data_dir)  # committed
     return erasure

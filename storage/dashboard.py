@@ -786,6 +786,7 @@ async def timeline(session: AsyncSession, user_id: int, *, limit: int = 30) -> d
     events.sort(key=lambda event: event[0], reverse=True)
     return {
         "id": user.id,
+        "created_at": user.created_at,  # with the id, who this is: SQLite may give an erased person's id again
         "name": user.display_name or "",
         "addresses": addresses,
         "locale": user.locale,

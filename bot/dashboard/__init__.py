@@ -33,7 +33,14 @@ from bot.dashboard.pages import PAGES, Context, Figure, Page, as_csv, learner_bo
 from bot.text import storable, whole_number
 from dialogs.access import requeue_failed
 from dialogs.payments import MAX_ACCESS_DAYS, PaymentDesk
-from dialogs.personal import ChargesElsewhere, HoldsRoles, erase_outside_turn, refuse_roles_holder
+from dialogs.personal import (
+    ChargesElsewhere,
+    HoldsRoles,
+    NotThatPerson,
+    erase_outside_turn,
+    person_stamp,
+    refuse_roles_holder,
+)
 from dialogs.roles import Scope, team_of
 from storage import dashboard as counts
 from storage.courses import SOURCE_GRANT, Course
@@ -133,10 +140,18 @@ class Dashboard:
     async def learner_form(
         self, request: Request, area: str, *, every_address: bool = False
     ) -> tuple[Viewer, dict[str, Any], int]:
-        """A form posted about the learner of the URL: checked (CSRF, `area`), and the learner in the viewer's reach."""
+        """A form posted about the learner of the URL: checked (CSRF, `area`), the learner in the viewer's reach, and
+        still the one the form's page showed (`same_person`)."""
         viewer, form = await self.checked_form(request, area)
-        user_id, _person = await self.learner_in_reach(request, viewer, "learners", every_address=every_address)
+        user_id, person = await self.learner_in_reach(request, viewer, "learners", every_address=every_address)
+        self.same_person(request, person, form.get("person"))
         return viewer, form, user_id
+
+    def same_person(self, request: Request, person: dict[str, Any], stamp: Any) -> None:
+        """The learner of the URL is the one the page that linked here showed (its `person_stamp`): SQLite gives an
+        erased person's number to the next new one, and a page left open must not act on them."""
+        if person_stamp(person["created_at"]) != stamp:
+            raise Refused(someone_else(request))
 
     # Steps the pages share ----------------------------------------------------------------------------------------
 
@@ -190,7 +205,8 @@ class Dashboard:
     async def export(self, request: Request) -> Response:
         """The learner's data as a JSON file; someone who holds admin roles only for an owner (`HoldsRoles`)."""
         viewer = await self.signed_in(request)
-        user_id, _person = await self.learner_in_reach(request, viewer, "learners", every_address=True)
+        user_id, person = await self.learner_in_reach(request, viewer, "learners", every_address=True)
+        self.same_person(request, person, request.query_params.get("person"))
         async with self.db.transaction() as session:
             try:
                 await refuse_roles_holder(session, user_id, may_deal_with_roles=viewer.may("roles"),
@@ -224,7 +240,10 @@ class Dashboard:
         try:
             erasure = await erase_outside_turn(self.db, user_id, by=viewer.identity,
                                                may_take_roles=viewer.may("roles"), data_dir=self.data_dir,
-                                               desk=lambda: nullcontext(self.payments), owners=self.access.owners)
+                                               desk=lambda: nullcontext(self.payments), owners=self.access.owners,
+                                               stamp=str(form.get("person")))
+        except NotThatPerson:  # erased, and the number given again, since the checks above
+            return someone_else(request)
         except HoldsRoles:
             async with self.db.transaction() as session:
                 audit(session, viewer, "erase", f"user {user_id}", "denied")
@@ -260,6 +279,13 @@ class Dashboard:
                         expires_at=now + timedelta(days=int(days)) if days else None, now=now)
             audit(session, viewer, "grant", f"user {user_id} {slug} {days}".strip(), "ok")
         return self.back_to(f"/admin/learners/{user_id}", w("Granted {course}.", course=slug))
+
+
+def someone_else(request: Request) -> Response:
+    """The answer to a page or a link about a learner whose number now names someone else (or no one)."""
+    return message_page(request, "Not done: someone else now", "The learner this page was about has been erased, "
+                        "and their number now belongs to someone else. Nothing was done. Find the learner again on "
+                        "the learners page.", status=409)
 
 
 async def stylesheet(request: Request) -> Response:

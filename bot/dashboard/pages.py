@@ -26,6 +26,7 @@ from bot.dashboard.access import Viewer
 from bot.dashboard.charts import bar_chart, line_chart
 from bot.dashboard.layout import Words, table
 from dialogs.nudges import NOT_SENT, TEMPLATES
+from dialogs.personal import person_stamp
 from storage import dashboard as counts
 from storage.courses import major_units
 from storage.payments import revenue as takings
@@ -425,18 +426,21 @@ def _learner_facts(w: Words, person: dict[str, Any]) -> str:
                             [w("points"), person["points"]]])
 
 
-def _learner_actions(w: Words, viewer: Viewer, user_id: int, courses: list[str]) -> list[str]:
+def _learner_actions(w: Words, viewer: Viewer, user_id: int, stamp: str, courses: list[str]) -> list[str]:
     """Export, a course to give (only `courses`, the ones the viewer may give), and erase; each form with the CSRF
-    token."""
-    actions = [f'<a href="/admin/learners/{user_id}/export" download>{escape(w("Export their data (JSON)"))}</a>']
+    token, and each of them with `stamp`, who the page is about (`person_stamp`): a number given again to someone
+    else is refused, not acted on."""
+    person = f'<input type="hidden" name="person" value="{escape(stamp)}">'
+    actions = [f'<a href="/admin/learners/{user_id}/export?person={escape(stamp)}" download>'
+               f'{escape(w("Export their data (JSON)"))}</a>']
     if courses:
         options = "".join(f"<option>{escape(slug)}</option>" for slug in courses)
-        actions.append(f'<form method="post" action="/admin/learners/{user_id}/grant">{viewer.csrf_field()}'
+        actions.append(f'<form method="post" action="/admin/learners/{user_id}/grant">{viewer.csrf_field()}{person}'
                        f'<label>{escape(w("Give a course"))} <select name="course">{options}</select></label> '
                        f'<label>{escape(w("for how many days (empty: for good)"))} <input name="days" '
                        f'inputmode="numeric" size="4"></label> <button type="submit">{escape(w("Grant"))}</button>'
                        "</form>")
-    actions.append(f'<form method="post" action="/admin/learners/{user_id}/erase">{viewer.csrf_field()}'
+    actions.append(f'<form method="post" action="/admin/learners/{user_id}/erase">{viewer.csrf_field()}{person}'
                    '<label><input type="checkbox" name="confirm" value="yes" required> '
                    f'{escape(w("delete everything kept about this learner, as their own /stop → delete does"))}'
                    f'</label> <button type="submit" class="danger">{escape(w("Erase"))}</button></form>')
@@ -449,7 +453,7 @@ def learner_body(w: Words, viewer: Viewer, user_id: int, person: dict[str, Any],
     kinds = {"lesson": w("lesson"), "answer": w("answer"), "wrong answer": w("wrong answer"),
              "message": w("message")}
     events = [[when, kinds.get(kind, kind), detail] for when, kind, detail in person["events"]]
-    actions = _learner_actions(w, viewer, user_id, courses)
+    actions = _learner_actions(w, viewer, user_id, person_stamp(person["created_at"]), courses)
     return (f"<h1>{escape(learner_name(w, person))}</h1>" + _flash(flash)
             + f'<div class="grid"><section class="figure"><h2>{escape(w("Who"))}</h2>'
             + _learner_facts(w, person) + "</section>"

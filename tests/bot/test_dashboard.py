@@ -8,6 +8,7 @@ import io
 import re
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from html import unescape
 
 import httpx
 from sqlalchemy import select, update
@@ -53,11 +54,27 @@ async def erased_on_the_dashboard(client: httpx.AsyncClient, address: str) -> ht
     found = await client.get("/admin/learners", params={"q": address})
     user_id = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
     page = await client.get(f"/admin/learners/{user_id}")
-    return await client.post(f"/admin/learners/{user_id}/erase", data={"csrf": csrf_of(page.text), "confirm": "yes"})
+    return await client.post(f"/admin/learners/{user_id}/erase", data={**form_of(page.text, "erase"), "confirm": "yes"})
 
 
 def csrf_of(html: str) -> str:
     return re.search(r'name="csrf" value="([0-9a-f]+)"', html)[1]
+
+
+def form_of(html: str, action: str) -> dict[str, str]:
+    """The hidden fields of a learner page's form (`erase`, `grant`): its CSRF token, and who the page is about."""
+    form = re.search(rf'action="/admin/learners/\d+/{action}">(.*?)</form>', html)[1]
+    return dict(re.findall(r'type="hidden" name="(\w+)" value="([^"]*)"', form))
+
+
+def export_link(html: str) -> str:
+    """A learner page's link to their export."""
+    return unescape(re.search(r'href="([^"]+/export[^"]*)"', html)[1])
+
+
+async def export_of(client: httpx.AsyncClient, user_id: int | str) -> httpx.Response:
+    """The export of a learner, as their page links to it."""
+    return await client.get(export_link((await client.get(f"/admin/learners/{user_id}")).text))
 
 
 async def audit(bot: Lessonbot, command: str) -> list[tuple[str, str]]:
@@ -138,7 +155,7 @@ async def test_pages_show_the_learning_and_each_figure_downloads_as_csv(settings
         user_id = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
         timeline = await client.get(f"/admin/learners/{user_id}")
         assert timeline.status_code == 200 and "test:ann" in timeline.text and "lesson" in timeline.text
-        exported = await client.get(f"/admin/learners/{user_id}/export")
+        exported = await client.get(export_link(timeline.text))
         assert exported.json()["profile"]["addresses"] == ["test:ann"]
 
 
@@ -158,7 +175,7 @@ async def test_every_form_needs_the_session_s_csrf_token(settings):
         assert other_site.status_code == 403
         assert (await client.get(f"/admin/learners/{user_id}")).status_code == 200  # still there
         erased = await client.post(f"/admin/learners/{user_id}/erase",
-                                   data={"confirm": "yes", "csrf": csrf_of(page.text)})
+                                   data={"confirm": "yes", **form_of(page.text, "erase")})
         assert erased.status_code == 303 and "Erased" in erased.headers["location"]
         assert (await client.get(f"/admin/learners/{user_id}")).status_code == 404
         confirmed = await client.get(erased.headers["location"])
@@ -431,7 +448,7 @@ async def test_an_export_hands_over_no_sign_in_link_or_link_code_the_person_was_
         for address, secret in (("test:carol", carol_link), ("test:ann", code)):
             found = await client.get("/admin/learners", params={"q": address})
             user_id = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
-            exported = await client.get(f"/admin/learners/{user_id}/export")
+            exported = await export_of(client, user_id)
             assert exported.status_code == 200
             assert secret not in exported.text and not LINK.search(exported.text), address
             assert WITHHELD in [reply["text"] for reply in exported.json()["replies"]], address
@@ -454,7 +471,7 @@ async def test_only_an_owner_may_export_someone_who_holds_admin_roles(settings):
         for address in ("test:boss", "test:carol", "test:ann"):
             found = await client.get("/admin/learners", params={"q": address})
             user_id = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
-            answers[address] = await client.get(f"/admin/learners/{user_id}/export")
+            answers[address] = await export_of(client, user_id)
         assert {address: answer.status_code for address, answer in answers.items()} == {
             "test:boss": 403, "test:carol": 403, "test:ann": 200}
         assert "holds admin roles: only an owner may export their data" in answers["test:carol"].text
@@ -533,8 +550,9 @@ async def test_a_workspaces_support_exports_or_erases_only_a_person_wholly_in_th
         await sign_in(client, bot, channel, chat="sam")
         page = await client.get(f"/admin/learners/{tess}")
         assert page.status_code == 200  # seen: one of her addresses is the workspace's
-        assert (await client.get(f"/admin/learners/{tess}/export")).status_code == 403
-        erase = await client.post(f"/admin/learners/{tess}/erase", data={"confirm": "yes", "csrf": csrf_of(page.text)})
+        assert (await client.get(export_link(page.text))).status_code == 403
+        erase = await client.post(f"/admin/learners/{tess}/erase",
+                                  data={"confirm": "yes", **form_of(page.text, "erase")})
         assert erase.status_code == 403
         async with bot.db.sessions() as session:
             assert await session.get(User, tess) is not None
@@ -580,7 +598,7 @@ async def test_tokens_and_text_no_database_stores_are_refused_or_dropped_never_a
             ann_id = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
             page = await client.get(f"/admin/learners/{ann_id}")
             granted = await server.post(f"/admin/learners/{ann_id}/grant",
-                                        data={"csrf": csrf_of(page.text), "course": "x\x00"})
+                                        data={**form_of(page.text, "grant"), "course": "x\x00"})
             assert granted.status_code == 404 and "No such course" in granted.text
 
 
@@ -599,3 +617,49 @@ async def test_every_answer_under_admin_carries_the_security_headers(settings):
                 if missing:
                     lacking[f"{method} {path} {answer.status_code}"] = missing
         assert not lacking
+
+
+async def test_a_stale_erase_export_or_grant_never_reaches_whoever_has_the_number_now(settings):
+    """SQLite gives an erased person's number to the next new one (its users table has no AUTOINCREMENT): a
+    learner's page left open, or its export link, named Ann; Ann deleted her data and Bea came with Ann's number. The
+    page's erase, grant and export carry who it was about, are refused for Bea, and Bea is left whole; her own page's
+    work."""
+    async with dashboard(settings) as (client, bot, channel):
+        await sign_in(client, bot, channel)
+        ann = Learning(bot, channel, chat="ann")
+        await onboard(ann)  # the newest person
+        found = await client.get("/admin/learners", params={"q": "test:ann"})
+        ann_id = int(re.search(r'href="/admin/learners/(\d+)"', found.text)[1])
+        anns_page = await client.get(f"/admin/learners/{ann_id}")
+        anns_export = export_link(anns_page.text)
+        anns_forms = {action: form_of(anns_page.text, action) for action in ("erase", "grant")}
+        await ann.say("/stop")
+        await ann.say("Stop and delete my data", choice="stop:delete")
+        bea = Learning(bot, channel, chat="bea")
+        if settings.database_url.startswith("sqlite"):
+            await onboard(bea)  # SQLite gives her Ann's number of its own accord
+        else:  # PostgreSQL's sequence never does: Bea is given it here
+            async with bot.db.transaction() as session:
+                session.add(User(id=ann_id, display_name="Bea"))
+                await session.flush()
+                session.add(ChannelIdentity(user_id=ann_id, channel="test", external_id="bea"))
+        async with bot.db.sessions() as session:
+            assert await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "bea")) \
+                == ann_id
+
+        exported = await client.get(anns_export)
+        assert exported.status_code == 409 and "someone else" in exported.text and "Bea" not in exported.text
+        erased = await client.post(f"/admin/learners/{ann_id}/erase", data={**anns_forms["erase"], "confirm": "yes"})
+        granted = await client.post(f"/admin/learners/{ann_id}/grant",
+                                    data={**anns_forms["grant"], "course": "spot-phishing"})
+        for answer in (erased, granted):
+            assert answer.status_code == 409 and "someone else" in answer.text
+        async with bot.db.sessions() as session:
+            assert await session.get(User, ann_id) is not None
+            assert await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "bea"))
+        assert await audit(bot, "dashboard:export") == []
+
+        assert (await export_of(client, ann_id)).json()["profile"]["addresses"] == ["test:bea"]
+        assert (await erased_on_the_dashboard(client, "test:bea")).status_code == 303
+        async with bot.db.sessions() as session:
+            assert await session.get(User, ann_id) is None
