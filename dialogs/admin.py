@@ -128,6 +128,12 @@ async def _erase(turn: Turn, args: str) -> None:
                                                may_take_roles=may_take_roles)
     except personal.HoldsRoles:
         raise UsageError(_roles_first(_, address)) from None
+    except personal.ChargesElsewhere as elsewhere:
+        raise UsageError(_(
+            "{address} has a subscription with {platforms}, which this chat's server is not connected to: erased "
+            "here, they would go on being charged for it. Nothing was erased: erase them from a chat or the dashboard "
+            "of the server that takes {platforms}'s webhooks (for Telegram Stars: /admin erase {address} confirm in "
+            "a Telegram chat with me).", address=address, platforms=", ".join(elsewhere.platforms))) from None
     # The answer does not name the address: nothing kept after an erasure should.
     turn.say(_("Erased: {messages} messages and {replies} replies went with the rest of that learner's data.",
                messages=erasure.messages, replies=erasure.replies))

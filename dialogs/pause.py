@@ -130,7 +130,15 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
                    "again, or /stop again to delete it."))
         return DONE
     if typed in DELETE_WORDS:
-        await personal.erase_in_turn(turn, turn.user.id, by="learner")
+        try:
+            await personal.erase_in_turn(turn, turn.user.id, by="learner")
+        except personal.ChargesElsewhere as elsewhere:
+            turn.say(_("You have a subscription with {platforms} that I cannot cancel from this chat: deleted here, "
+                       "your data would be gone and the subscription would go on charging you. Send /stop in your "
+                       "chat with me where you subscribed (for Telegram Stars, on Telegram) and choose to delete your "
+                       "data there: I cancel the subscription first. Nothing was deleted.",
+                       platforms=", ".join(elsewhere.platforms)))
+            return DONE
         turn.say(_("Done: I deleted everything I kept about you. If you come back, send /start."))
         return DONE
     raise Invalid(_("Please choose: stop the lessons, stop and delete your data, or cancel."))

@@ -50,6 +50,7 @@ from dialogs.i18n import N_, Translator, translator
 from dialogs.learner import current_course, day_said, enroll, is_set_up, learner_of, tr
 from dialogs.linking import private_chat, queue
 from dialogs.onboarding import live_courses, offered_to
+from dialogs.personal import ChargesElsewhere
 from dialogs.prices import BUY, STARS, course_price, format_charge, format_price
 from dialogs.turn import Turn, UsageError
 from storage.courses import SOURCE_GRANT, SOURCE_PURCHASE, Course, Entitlement, currency_decimals, may_access
@@ -1409,10 +1410,14 @@ async def _close_checkout(desk: PaymentDesk, payment: Refundable) -> None:
 
 
 async def stop_charges_of(turn: Turn, user_id: int) -> None:
-    """`stop_charges` for one person, from a turn (outside its transaction, once)."""
+    """`stop_charges` for one person, from a turn (outside its transaction, once). ChargesElsewhere, before anything
+    is stopped, when a subscription's platform is not connected to this process (a web chat's, without Telegram):
+    erased here, the person would go on being charged."""
     charges = await open_charges(turn.session, user_id)
     if charges:
         desk = desk_of(turn)
+        if elsewhere := platforms_out_of_reach(desk, charges):
+            raise ChargesElsewhere(elsewhere)
         await turn.call_outside_transaction(f"unsubscribe:{user_id}", lambda: stop_charges(desk, charges))
 
 

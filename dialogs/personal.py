@@ -133,7 +133,9 @@ async def erase(
 
 async def erase_in_turn(turn: Turn, user_id: int, *, by: str, may_take_roles: bool = True) -> Erasure:
     """Erase a person from a message being processed (/stop → delete, /admin erase), in order: HoldsRoles if
-    `may_take_roles` is false and they hold any (raised before anything is stopped), their subscriptions cancelled
+    `may_take_roles` is false and they hold any (raised before anything is stopped), ChargesElsewhere if a
+    subscription of theirs is with a platform this process is not connected to (a web chat's, without Telegram:
+    raised before anything is stopped or erased), their subscriptions cancelled
     and their open payment pages closed with the platforms (outside the transaction: the turn is replayed, the roles
     checked again), the erasure in the turn's transaction keeping the message being processed, their files once it
     has committed, and the turn's copy of the chat's state as the erasure left the row. `by`: who asked, for the

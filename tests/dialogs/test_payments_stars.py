@@ -533,3 +533,39 @@ async def test_a_stars_cancellation_telegram_refuses_changes_nothing(telegram_mo
     assert (await payments(bot))[0].renewal_cancelled_at is None
     [listing] = await marta.say("/purchases")
     assert ", renews on " in listing
+
+
+async def test_a_chat_where_telegram_is_not_connected_deletes_no_stars_subscriber_and_says_where(
+        telegram_monthly, settings):
+    """Marta, subscribed in Stars on Telegram, linked a chat served by a process without Telegram (docker compose's
+    `webchat`) and asks there to delete her data: that process cannot cancel the subscription, which would go on
+    charging a person no longer known. Nothing is erased, and she is told where to do it; on Telegram it is done."""
+    from tests.dialogs.test_linking import CODE
+    from tests.support import RecordingChannel, Transcript
+
+    client, bot, standin = telegram_monthly
+    marta, _first = await subscribed(client, standin)
+    [code_reply] = await marta.say("/link")
+    code = CODE.search(code_reply)[1]
+
+    web_chat_only = settings.model_copy(update={"stars_per_unit": {"GBP": Decimal(50)}, "admins": ("test:boss",)})
+    channel = RecordingChannel()
+    async with running(web_chat_only, channels=[channel]) as (_client, elsewhere):
+        web = Transcript(elsewhere, channel, chat="marta-web")
+        [linked] = await web.say(f"/link {code}")
+        assert linked.startswith("Linked!"), linked
+        [refused] = await Transcript(elsewhere, channel, chat="boss").say(f"/admin erase telegram:{CHAT} confirm")
+        assert "subscription with Telegram, which this chat's server is not connected to" in refused, refused
+        await web.say("/stop")
+        said = await web.say("Stop and delete my data", choice="stop:delete")
+    assert not standin.called("editUserStarSubscription")
+    [payment] = await payments(bot)
+    assert payment.user_id is not None and payment.sender_id  # not erased: still known, still subscribed
+    assert len(said) == 1 and "Telegram" in said[0] and "/stop" in said[0] and not said[0].startswith("Done"), said
+
+    await marta.say("/stop")
+    [done] = await marta.press("Stop and delete my data")
+    assert done.startswith("Done: I deleted everything I kept about you")
+    [cancel] = standin.called("editUserStarSubscription")
+    assert cancel.params["is_canceled"] == "true"
+    assert (await payments(bot))[0].user_id is None
