@@ -192,7 +192,7 @@ class Answerer:
         except UngroundedReply as exc:
             log.warning("model reply discarded: %s", exc, extra={"model": self.model.model_name})
             return await self._extractive(question, passages, allowed_courses, rarity, tokens=reply.tokens)
-        await self._remember(key, answer)
+        await self._remember(key, answer, asked_by=learner)
         return answer
 
     async def _extractive(
@@ -280,13 +280,16 @@ class Answerer:
             payload = await cached_answer(session, key, max_age=max_age)
         return CourseAnswer.from_payload(payload, cached=True) if payload is not None else None
 
-    async def _remember(self, key: str, answer: CourseAnswer) -> None:
+    async def _remember(self, key: str, answer: CourseAnswer, *, asked_by: str) -> None:
+        """Keep `answer` for the next to ask the same, marked as composed for `asked_by`'s question (it goes when
+        they are erased: it may say again what they typed)."""
         if self.database is None or not self.settings.cache_seconds:
             return
 
         async with self.database.transaction() as session:
             await remember_answer(
-                session, key, answer.to_payload(), max_age=timedelta(seconds=self.settings.cache_seconds)
+                session, key, answer.to_payload(), max_age=timedelta(seconds=self.settings.cache_seconds),
+                asked_by=asked_by,
             )
 
 

@@ -47,6 +47,9 @@ class KnowledgeCachedAnswer(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     answer: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # the learner whose question it was composed for (their allowance's key): the model's answer may say again what
+    # they typed, so erasing them takes it (`forget_answers_for`); None for one cached before this was kept
+    asked_by: Mapped[str | None] = mapped_column(String(200), index=True)
 
 
 class KnowledgeQuestion(Base):
@@ -184,13 +187,24 @@ async def cached_answer(session: AsyncSession, key: str, *, max_age: timedelta) 
     return row.answer
 
 
-async def remember_answer(session: AsyncSession, key: str, answer: dict[str, Any], *, max_age: timedelta) -> None:
-    """Store (or refresh) an answer, and drop the ones older than `max_age` while here."""
+async def remember_answer(
+    session: AsyncSession, key: str, answer: dict[str, Any], *, max_age: timedelta, asked_by: str | None = None
+) -> None:
+    """Store (or refresh) an answer composed for `asked_by`'s question, and drop the ones older than `max_age`
+    while here."""
     now = utcnow()
     await session.execute(delete(KnowledgeCachedAnswer).where(KnowledgeCachedAnswer.created_at < now - max_age))
-    statement = _insert(session, KnowledgeCachedAnswer).values(key=key, answer=answer, created_at=now)
+    statement = _insert(session, KnowledgeCachedAnswer).values(key=key, answer=answer, created_at=now,
+                                                                asked_by=asked_by)
     await session.execute(
         statement.on_conflict_do_update(
-            index_elements=["key"], set_={"answer": statement.excluded.answer, "created_at": now}
+            index_elements=["key"], set_={"answer": statement.excluded.answer, "created_at": now,
+                                          "asked_by": statement.excluded.asked_by}
         )
     )
+
+
+async def forget_answers_for(session: AsyncSession, learner: str) -> None:
+    """Drop the cached answers composed for `learner`'s questions (their data is being erased): the next to ask
+    the same gets one composed afresh."""
+    await session.execute(delete(KnowledgeCachedAnswer).where(KnowledgeCachedAnswer.asked_by == learner))

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.admins import AdminRole, AdminSession, forget_identities
 from storage.courses import Course, Enrollment, Entitlement, Lesson, LessonProgress, Question, QuestionCard
 from storage.dashboard import forget_quoted_figures
-from storage.knowledge import KnowledgeAllowance, KnowledgeQuestion
+from storage.knowledge import KnowledgeAllowance, KnowledgeQuestion, forget_answers_for
 from storage.learners import Certificate, Learner, LinkAttempt, drop_learning
 from storage.models import (
     AdminAuditEntry,
@@ -154,7 +154,11 @@ PLAN: dict[str, Rule] = {
         "is an entitlement, erased",
     ),
     "knowledge_model_calls": Rule(KEPT, "model calls counted per day over all learners, no one named"),
-    "knowledge_answer_cache": Rule(KEPT, "answers keyed by a hash of question and courses, shared by all, expiring"),
+    "knowledge_answer_cache": Rule(
+        ERASED,
+        "answers the model composed for their questions (which may say again what they typed), reused for whoever "
+        "asks the same until they expire; an answer composed for another's question, given to them too, stays",
+    ),
     "clock_cursors": Rule(KEPT, "scheduler bookkeeping"),
     "clock_runs": Rule(KEPT, "scheduler bookkeeping"),
     "scheduler_jobs": Rule(KEPT, "the clock's recurring jobs (planner, nudges, dispatch), none per person"),
@@ -193,6 +197,7 @@ EXPORTED: dict[str, str | None] = {
     "access_codes": None, "broadcasts": None,  # what they made as an admin: the channel's, not about them
     "slack_installations": None,  # a workspace's install; who installed it is their Slack address, in the profile
     "dashboard_figures": None,  # counts over everyone
+    "knowledge_answer_cache": None,  # the answers they were given are `replies`
 }
 
 # Records the law obliges us to keep (a payment, an invoice) name their table here: `erase_person` then detaches
@@ -287,6 +292,7 @@ async def erase_person(session: AsyncSession, user_id: int, *, by: str, keep_inb
     await forget_digest_chats(session, own)
     await forget_identities(session, person.addresses)
     await forget_quoted_figures(session)
+    await forget_answers_for(session, str(user_id))  # keyed as their question allowance is
     await _erase_addresses(session, person)
     erasure.files = await drop_user(session, user_id)
     actor = ERASED_ACTOR if by in person.addresses else by[:240]  # an admin who erased themselves: not named again

@@ -171,3 +171,29 @@ async def test_a_question_given_back_frees_its_minutes_slot_but_never_one_of_a_n
     await give_back(at[2])  # its minute is over: the new minute keeps its count
     async with database.sessions() as session:
         assert (await session.get(KnowledgeAllowance, "L")).minute_questions == 1
+
+
+async def test_an_answer_composed_for_a_person_s_question_goes_when_they_delete_their_data(answering, database, openai):
+    """The model's answer may say again what the learner typed; kept in the shared cache, it would outlive their
+    erasure by KNOWLEDGE_CACHE_SECONDS (and be given to whoever asks the same). Their erasure takes the answers
+    composed for their questions; another learner's stay."""
+    from sqlalchemy import select
+
+    from storage.knowledge import KnowledgeCachedAnswer
+    from storage.models import User
+    from storage.personal_data import erase_person
+
+    async with database.transaction() as session:
+        ann, bob = User(display_name="Ann"), User(display_name="Bob")
+        session.add_all([ann, bob])
+    answerer = Answerer(answering, database=database)
+    hers, his = "Where does the Calvin cycle take place?", "What do the light reactions release?"
+    await answerer.answer(hers, learner=ann.id, allowed_courses={"bio"})
+    await answerer.answer(his, learner=bob.id, allowed_courses={"bio"})
+    async with database.sessions() as session:
+        assert len(list(await session.scalars(select(KnowledgeCachedAnswer)))) == 2
+
+    async with database.transaction() as session:
+        await erase_person(session, ann.id, by="learner")
+    assert not (await answerer.answer(hers, learner=bob.id, allowed_courses={"bio"})).cached
+    assert (await answerer.answer(his, learner=bob.id, allowed_courses={"bio"})).cached

@@ -46,7 +46,7 @@ REVIEWED_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "inbound_sequences": ("conversation_id", "last_seq"),
     "knowledge_allowances": ("learner", "minute_start", "minute_questions", "day", "day_tokens"),
-    "knowledge_answer_cache": ("key", "answer", "created_at"),
+    "knowledge_answer_cache": ("key", "answer", "created_at", "asked_by"),
     "knowledge_model_calls": ("day", "calls"),
     "knowledge_questions": (
         "id", "user_id", "asked_at", "question", "normalized", "outcome", "reason", "course", "topic",
