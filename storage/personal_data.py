@@ -192,7 +192,7 @@ EXPORTED: dict[str, str | None] = {
     "payments": "payments",
     "conversations": None,  # their chats' addresses are the profile's; the state is the dialogs' bookkeeping
     "teams": None,  # a team they set up is the channel's; their part in it is `teams`
-    "admin_audit": None,  # commands they typed are `messages`
+    "admin_audit": "admin_commands",
     "payment_events": None,  # the platforms' own copies of what `payments` shows
     "access_codes": None, "broadcasts": None,  # what they made as an admin: the channel's, not about them
     "slack_installations": None,  # a workspace's install; who installed it is their Slack address, in the profile
@@ -759,6 +759,9 @@ def _other_rows(person: Person, own: set[int]) -> dict[str, tuple[Any, ColumnEle
         "question_allowance": (KnowledgeAllowance, KnowledgeAllowance.learner == str(person.user_id)),
         "admin_roles": (AdminRole, AdminRole.identity.in_(addresses)),
         "dashboard_sign_ins": (AdminSession, AdminSession.identity.in_(addresses)),
+        # what they did as an admin, in chat and on the dashboard (a sign-in, an export, a grant, an erasure): the
+        # lines their erasure takes their address out of
+        "admin_commands": (AdminAuditEntry, AdminAuditEntry.identity.in_(addresses)),
         "link_attempts": (LinkAttempt, LinkAttempt.identity.in_(addresses)),
         "choices_offered": (OfferedChoice, or_(*mine) if mine else false()),
         "team_admin_of": (TeamAdmin, or_(*(and_(TeamAdmin.channel == channel, TeamAdmin.member == external)

@@ -663,3 +663,26 @@ async def test_a_stale_erase_export_or_grant_never_reaches_whoever_has_the_numbe
         assert (await erased_on_the_dashboard(client, "test:bea")).status_code == 303
         async with bot.db.sessions() as session:
             assert await session.get(User, ann_id) is None
+
+
+async def test_an_admin_s_own_export_holds_what_they_did_on_the_dashboard(settings):
+    """An admin's sign-ins and their exports, grants and erasures on the dashboard are audited under their address,
+    and their erasure takes their address out of those lines: they are the admin's data, and their own /export
+    holds them, as it holds the commands they typed in chat (their messages)."""
+    import json
+    from pathlib import Path
+
+    from bot.messages import Document
+
+    async with dashboard(settings) as (client, bot, channel):
+        await onboard(Learning(bot, channel, chat="ann"))
+        await sign_in(client, bot, channel)
+        found = await client.get("/admin/learners", params={"q": "test:ann"})
+        ann_id = re.search(r'href="/admin/learners/(\d+)"', found.text)[1]
+        assert (await export_of(client, ann_id)).status_code == 200
+        await Transcript(bot, channel, chat="boss").say("/export")
+        [document] = [reply for reply in channel.sent["boss"] if isinstance(reply, Document)]
+        data = json.loads(Path(document.path).read_text(encoding="utf-8"))
+    done = [(line["command"], line["arguments"], line["outcome"]) for line in data["admin_commands"]]
+    assert ("dashboard-sign-in", "", "ok") in [(c, "", o) for c, _a, o in done]
+    assert ("dashboard:export", f"user {ann_id}", "ok") in done

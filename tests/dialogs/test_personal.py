@@ -60,7 +60,7 @@ async def test_export_sends_everything_kept_as_a_json_file(admin_bot):
     assert set(data) == {"exported_at", "profile", "enrollments", "progress", "answers", "certificates", "payments",
                          "questions", "teams", "messages", "replies", "entitlements", "scheduled_lessons", "nudges",
                          "broadcasts_received", "question_allowance", "admin_roles", "dashboard_sign_ins",
-                         "link_attempts", "choices_offered", "team_admin_of"}
+                         "admin_commands", "link_attempts", "choices_offered", "team_admin_of"}
     assert data["choices_offered"] and all(choice["value"] for choice in data["choices_offered"])
     json.dumps(data)  # every row's values made JSON: dates as ISO text
 
