@@ -317,7 +317,7 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
         await pause_direct_lessons(turn.session, team)  # the members' lessons of what the team had stop
     team.course_id, team.lesson_time, team.lesson_days, team.mode = course.id, at, days, mode
     team.timezone = zone.name if zone else team.timezone
-    team.locale, team.status, team.updated_at = turn.user.locale, TEAM_ACTIVE, now
+    team.locale, team.status, team.updated_at = course.language, TEAM_ACTIVE, now
     team.members_synced_at = None  # the channel's members are read again
     await turn.session.flush()
     if (digest_chat := direct_address(turn)) is not None:
@@ -340,8 +340,20 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
         await invite_members(turn.session, team, again=again)
 
 
+def team_speaks(team: Team, course: Course | None) -> Translator:
+    """The language of what a team sees together (its announcements, lesson posts and leaderboard) and of its
+    admin's digest: its course's, whoever set it up (as a learner who picks a course is spoken to in its language);
+    the language the team was set up in when its course is gone."""
+    return translator(course.language if course is not None else team.locale)
+
+
+async def team_translator(session: AsyncSession, team: Team) -> Translator:
+    """`team_speaks`, its course read."""
+    return team_speaks(team, await session.get(Course, team.course_id))
+
+
 def _described_for_team(team: Team, course: Course) -> str:
-    _ = translator(team.locale)
+    _ = team_speaks(team, course)
     if team.mode == DIRECT_MODE:
         return _("📣 {description} Look for Lessonbot's invitation in your direct messages. /lessonbot team leave to "
                  "opt out.", description=describe(_, team, course))
@@ -533,7 +545,7 @@ async def _live_after_last_post(session: AsyncSession, team: Team) -> Lesson | N
 async def post_lesson(session: AsyncSession, team: Team, lesson: Lesson, local_date: date, *, now: datetime) -> None:
     """The team's lesson for `local_date` (`lesson_to_post`), posted once in its chat with the button to take its quiz
     privately; the team's place moves on to the next lesson."""
-    _ = translator(team.locale)
+    _ = await team_translator(session, team)
     all_lessons = await course_lessons(session, team.course_id)
     number = _number_of(lesson, all_lessons)
     heading = lessons.lesson_heading(_, lesson.title, lesson.minutes, number, len(all_lessons))
@@ -570,7 +582,7 @@ async def take_back_undelivered(session: AsyncSession, team: Team) -> bool:
     why = await why_undelivered(session, post_key(team, last.local_date)) if last is not None else None
     if last is None or why is None:
         return False
-    _ = translator(team.locale)
+    _ = await team_translator(session, team)
     refusal = why.refusal or ""
     gone, refused = refusal in CHANNEL_GONE, refusal.startswith(POSTS_REFUSED)
     if not (gone or refused):
@@ -769,8 +781,8 @@ async def invite(session: AsyncSession, team: Team, member: TeamMember, *, again
     if team.mode != DIRECT_MODE or team.status != TEAM_ACTIVE or not member.direct_chat:
         return False
     user = await session.get(User, member.user_id) if member.user_id else None
-    _ = translator(user.locale if user else team.locale)
     course = await session.get(Course, team.course_id)
+    _ = translator(user.locale) if user else team_speaks(team, course)
     text = "\n\n".join([
         _("👋 Your team takes “{title}” together: a lesson {days} at {time} in your time zone ({zone}), here in our "
           "direct messages, each with a short quiz. Your answers are yours alone; the team sees a leaderboard of "
@@ -857,7 +869,7 @@ async def _give_back_own_course(session: AsyncSession, team: Team, learner: Lear
     await lesson_schedule_changed(session, learner.user_id)
     user = await session.get(User, learner.user_id)
     if row.direct_chat:
-        _ = translator(user.locale if user else team.locale)
+        _ = translator(user.locale) if user else await team_translator(session, team)
         text = "\n".join([
             _("The team's lessons stop here for you. Your own course, “{title}”, is back where you left it.",
               title=own.title),
@@ -883,11 +895,11 @@ async def digest_message(session: AsyncSession, team: Team, *, day: date, now: d
     the DIGEST_DAYS before it, the hardest questions, who is behind (and how many paused their lessons instead: not
     behind), and a button to nudge them, as at `now` (who is paused: the clock's, as the nudge's press reads it).
     None when no lesson was posted."""
-    _ = translator(team.locale)
     week = await weekly_digest(session, team, since=day - timedelta(days=DIGEST_DAYS), until=day, now=now)
     if not week.lessons:
         return None
     course = await session.get(Course, team.course_id)
+    _ = team_speaks(team, course)
     lines = [_.plural("📊 This week in “{title}”: {n} member.", "📊 This week in “{title}”: {n} members.",
                       week.members, title=course.title if course else "?")]
     for line in week.lessons:

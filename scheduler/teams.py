@@ -34,7 +34,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channel import ChatMember, ListsMembers, PermanentSendError, SendError
 from bot.text import person_name
-from dialogs.i18n import translator
 from dialogs.teams import (
     announce,
     digest_message,
@@ -45,6 +44,7 @@ from dialogs.teams import (
     post_lesson,
     send_to,
     take_back_undelivered,
+    team_translator,
 )
 from scheduler.context import JobContext
 from scheduler.planner import LESSON_LATE_LIMIT, lesson_dates
@@ -119,7 +119,7 @@ async def _post_once(ctx: JobContext, team_id: int, day: date, now: datetime) ->
         if (_last_lesson_day_of_week(team.lesson_days, day) and team.leaderboard_on
                 and any(standing.points for standing in await standings(session, team))):
             year, week, _ = day.isocalendar()
-            await announce(session, team, await leaderboard(session, team, translator(team.locale)),
+            await announce(session, team, await leaderboard(session, team, await team_translator(session, team)),
                            key=f"team-board:{team.id}:{year}-W{week:02d}")
         return int(lesson is not None)
 

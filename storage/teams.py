@@ -77,7 +77,7 @@ class Team(Base):
     lesson_time: Mapped[time] = mapped_column(Time)  # local wall-clock time in `timezone`
     lesson_days: Mapped[str] = mapped_column(String(7), default="12345")
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
-    locale: Mapped[str] = mapped_column(String(16), default="en")  # the language of its posts
+    locale: Mapped[str] = mapped_column(String(16), default="en")  # its course's language when set up
     leaderboard_on: Mapped[bool] = mapped_column(Boolean, default=True)
     status: Mapped[str] = mapped_column(String(16), default=TEAM_ACTIVE, index=True)
     next_lesson_id: Mapped[int | None] = mapped_column(ForeignKey("lessons.id", ondelete="SET NULL"))

@@ -185,7 +185,7 @@ async def take_quiz(client, fixtures_dir, standin: SlackStandIn, lessonbot: Less
             assert "(Answer with /lessonbot answer followed by your answer.)" in question_call.params["text"]
             await slash(client, fixtures_dir, user, f"answer {words}", standin=standin)
         elif choices[0][1].startswith("form:"):
-            assert choices[0][0] == "✍️ Type an answer"
+            assert choices[0][0] in ("✍️ Type an answer", "✍️ Escribir respuesta")  # (in a Spanish course)
             opened = len(standin.opened_views())
             await press(client, fixtures_dir, user, choices[0][1], ephemeral=True, message_ts=f"222.{next(_ids)}",
                         standin=standin)  # the modal opens while Slack waits for the acknowledgement
@@ -1061,6 +1061,39 @@ async def test_a_member_new_to_the_bot_takes_a_spanish_courses_quiz_in_spanish(s
         await press(client, fixtures_dir, CAL, start_button(standin, CAL), ephemeral=False, channel="DCAL")
         await lessonbot.settle()
         assert standin.texts("DCAL")[-1].startswith("¡Todo listo"), standin.texts("DCAL")
+
+
+async def test_a_spanish_courses_team_posts_speak_spanish_whoever_set_it_up(slack_settings, standin, fixtures_dir):
+    """An admin who speaks English sets up a course in Spanish: what the team sees (the announcement, the lesson's
+    post and its button, the weekly leaderboard) and the admin's digest of it speak the course's language; the
+    admin's own answer speaks theirs."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0
+        lessonbot.channels["slack"].profiles_per_minute = 60_000
+        sample = load_course(SAMPLE)
+        async with lessonbot.db.transaction() as session:
+            await import_course(session, dataclasses.replace(sample, id="phish-es", title="Pesca", language="es"))
+        await slash(client, fixtures_dir, ADMIN, "team set phish-es at 09:00 on weekdays in America/New_York",
+                    standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, ADMIN)[-1].startswith("Done. This channel takes “Pesca”")
+        assert standin.texts(CHANNEL)[-1].startswith("📣 Este canal sigue «Pesca» en equipo"), standin.texts(CHANNEL)
+        clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))
+        await sync_team_members(context(lessonbot, clock))
+        jobs = await _first_lesson_posted(lessonbot, clock)
+        lesson_post = standin.top_level(CHANNEL)[-1]
+        assert lesson_post.params["text"].startswith("📘 Lección 1 de 5"), lesson_post.params["text"]
+        assert [label for label, _value in buttons(lesson_post)] == ["Ponme a prueba (solo tú lo ves)"]
+        await take_quiz(client, fixtures_dir, standin, lessonbot, BEA, right=True)
+        clock.at(datetime(2027, 3, 15, 13, 1, tzinfo=UTC))  # Monday: the digest of the week before, then the lesson
+        assert await post_team_lessons(jobs) == 1
+        await lessonbot.settle()
+        [digest] = standin.posted(ADMIN)
+        assert digest.params["text"].startswith("📊 Esta semana en «Pesca»"), digest.params["text"]
+        clock.at(datetime(2027, 3, 19, 13, 1, tzinfo=UTC))  # Friday: the week's last lesson, then the leaderboard
+        await post_team_lessons(jobs)
+        await lessonbot.settle()
+        assert standin.texts(CHANNEL)[-1].startswith("🏆 Clasificación: Pesca"), standin.texts(CHANNEL)[-1]
 
 
 async def test_a_members_own_course_stays_theirs_when_they_take_the_teams_quiz(slack_settings, standin, fixtures_dir):
