@@ -130,6 +130,7 @@ class InboundMeta(TypedDict, total=False):
     direct_address: str  # the person's own address: what was sent there was offered in this chat too
     answer_command: str  # the command that types an answer here, where plain typing is not heard ("/lessonbot answer")
     answer_form: bool  # a button may open the platform's form for typed answers here (`ANSWER_FORM`)
+    answers: str  # the question the words typed into such a form answer, as its button named it ("quiz:12")
     workspace_admin: bool  # a workspace admin or owner, or the person who installed the app (users.info)
     guest: bool  # a guest of the workspace, left out of its teams (users.info)
     bot: bool  # the member is a bot or an app, left out of its teams (users.info)
@@ -175,6 +176,7 @@ WORKSPACE: Final = "workspace"
 DIRECT_ADDRESS: Final = "direct_address"
 ANSWER_COMMAND: Final = "answer_command"
 ANSWER_FORM_OFFERED: Final = "answer_form"
+ANSWERS: Final = "answers"
 WORKSPACE_ADMIN: Final = "workspace_admin"
 GUEST: Final = "guest"
 FROM_A_BOT: Final = "bot"
@@ -405,5 +407,6 @@ def reply_from_payload(payload: dict[str, Any]) -> Reply:
 # A choice whose value starts so asks the person for words in a form of the platform's own (a Slack modal), where
 # typing is not heard (a Slack member's private place in a channel, whose inbound message carries
 # `meta[ANSWER_FORM_OFFERED]`): the channel opens the form when it is pressed and records nothing, and what is typed
-# into the form comes back as the text of an ordinary message from that place.
+# into the form comes back as the text of an ordinary message from that place, with `meta[ANSWERS]`: the button's
+# value after this prefix, the question the form was opened for (its words answer that one only).
 ANSWER_FORM = "form:"

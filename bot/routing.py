@@ -19,7 +19,8 @@ the choice it names: bot/pipeline.py asks dialogs/choices.py.)
    welcome and the first onboarding question, as /start gives it.
 5. A typed option number that names no current choice is told the options; anything else goes to the fallback: the
    question answerer (dialogs/ask.py), or first an organisation's Rasa model (bot/rasa_nlu.py).
-A message marked `QUESTION` (a Rasa assistant's ask action) goes straight to the question answerer.
+A message marked `QUESTION` (a Rasa assistant's ask action) goes straight to the question answerer, and one marked
+`ANSWERS` (words typed into a Slack modal opened for one question) to that question while it waits, never elsewhere.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import re
 from collections.abc import Awaitable, Callable
 
 import dialogs
-from bot.messages import LANGUAGE, MEMBERSHIP, MOVED_FROM, QUESTION
+from bot.messages import ANSWERS, LANGUAGE, MEMBERSHIP, MOVED_FROM, QUESTION
 from bot.text import fold
-from dialogs import ask, choices, flow, greeting, group_chats, onboarding, teams
+from dialogs import ask, choices, flow, greeting, group_chats, onboarding, questions, teams
 from dialogs.learner import adopt_language, is_set_up, learner_of
 from dialogs.turn import Command, Turn
 
@@ -100,6 +101,9 @@ async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> N
     adopt_language(turn, learner, turn.message.meta.get(LANGUAGE))
     if turn.message.meta.get(QUESTION):  # asked as a question on purpose (a Rasa assistant's ask action)
         await ask.answer_question(turn)
+        return
+    if isinstance(answered := turn.message.meta.get(ANSWERS), str):  # typed into a form opened for one question
+        await questions.answer_from_form(turn, answered, ask.answer_question)
         return
     parsed = parse_command(turn.text)
     if parsed is not None and (_answers_its_own_question(turn, parsed[0]) or await _an_answer_in_words(turn)):

@@ -69,6 +69,9 @@ class Step:
     # Whether typed words are one of its question's own answers (a quiz's accepted answer "pause", "hola" in a
     # Spanish course): those words answer it, though they are also a command's plain word (bot.routing).
     own_words: OwnWords | None = None
+    # The question it asks now, as its buttons name it ("quiz:12"): words typed into a form opened for a question
+    # (a Slack modal, whose message names it: `meta[ANSWERS]`) answer it only when it is that one (`asks`).
+    asking: Callable[[Data], str | None] | None = None
 
     def takes_choice(self, choice: str, data: Data) -> bool:
         """Whether a pressed `choice` is one of this step's own, offered with the question as it stands (`about`)."""
@@ -108,6 +111,15 @@ async def takes_own_words(turn: Turn, text: str) -> bool:
         return False
     step = _registry[entry["name"]].step(entry["step"])
     return step.own_words is not None and await step.own_words(turn, entry["data"], text)
+
+
+def asks(x: Exchange, question: str) -> bool:
+    """Whether the question waiting for this person is `question`, as its buttons name it (`Step.asking`)."""
+    entry = current(x)
+    if entry is None:
+        return False
+    step = _registry[entry["name"]].step(entry["step"])
+    return step.asking is not None and step.asking(entry["data"]) == question
 
 
 def register(*flows: Flow) -> None:

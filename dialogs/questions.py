@@ -12,11 +12,13 @@ spacing, punctuation and number words: "Twenty one" = "21"), the same key the co
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bot.messages import ANSWER_COMMAND, ANSWER_FORM, ANSWER_FORM_OFFERED
 from bot.text import answer_key, fold
+from dialogs import flow
 from dialogs.flow import Invalid, NotAnAnswer, looks_like_question
 from dialogs.i18n import Translator
 from dialogs.learner import tr
@@ -168,6 +170,18 @@ def ask(x: Exchange, question: Question, *, prefix: str, heading: str) -> None:
         x.say(text + "\n\n" + typing_hint(x), choices=[(_("✍️ Type an answer"), f"{ANSWER_FORM}{prefix}:{question.id}")])
     else:
         x.say(text + "\n\n" + typing_hint(x))
+
+
+async def answer_from_form(turn: Turn, question: str, fallback: Callable[[Turn], Awaitable[None]]) -> None:
+    """Words typed into a form opened for `question` (a Slack modal, `meta[ANSWERS]`: "quiz:12"): its answer while
+    it is the question waiting for this person; else, submitted late (they answered it otherwise, and the quiz moved
+    on or ended), refused, and the question waiting asked again. Never a command, never another question's answer."""
+    if flow.asks(turn, question):
+        await flow.handle(turn, fallback)
+        return
+    _ = tr(turn)
+    turn.say(_("That answer was for a question I am no longer asking, so it does not count."))
+    await flow.resume(turn)
 
 
 def typing_hint(x: Exchange) -> str:

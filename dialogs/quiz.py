@@ -148,5 +148,10 @@ async def _lesson_question_ids(x: Exchange, lesson: Lesson) -> list[int]:
     return [q.id for q in await lesson_questions(x.transaction, lesson.id)]
 
 
+def _asking(data: flow.Data) -> str | None:
+    """The question the quiz asks now, as its buttons name it ("quiz:12")."""
+    return f"quiz:{data['queue'][0]}" if data.get("queue") else None
+
+
 FLOWS = (Flow("quiz", (Step("answer", ask_question, answer_question, takes=("quiz",),
-                          own_words=questions.is_own_answer),)),)
+                          own_words=questions.is_own_answer, asking=_asking),)),)

@@ -465,5 +465,10 @@ async def _due_and_open(x: Exchange, question_id: int | None) -> int | None:
     return question.id
 
 
+def _asking(data: flow.Data) -> str | None:
+    """The question the review (or retake) asks now, as its buttons name it ("review:12")."""
+    return f"{_kind(data)}:{data['queue'][0]}" if data.get("queue") else None
+
+
 FLOWS = (Flow("review", (Step("answer", ask_review, answer_review, takes=(REVIEW, RETAKE),
-                          own_words=questions.is_own_answer),)),)
+                          own_words=questions.is_own_answer, asking=_asking),)),)

@@ -36,6 +36,7 @@ from bot.messages import (
     ANSWER_COMMAND,
     ANSWER_FORM,
     ANSWER_FORM_OFFERED,
+    ANSWERS,
     COMMAND,
     DIRECT_ADDRESS,
     EVENT,
@@ -403,12 +404,15 @@ ANSWER_FORM_CALLBACK = "lessonbot-answer"  # the modal's callback_id: its view_s
 ANSWER_BLOCK, ANSWER_INPUT = "answer", "words"
 MODAL_TITLE_LIMIT = 24  # Slack's limit for a modal's title and its submit button
 ANSWER_LIMIT = 3000
+ANSWERED_LIMIT = 200  # the length of the question a form names (a button's value is at most 2,000 characters)
 
 
 def answer_form(body: dict[str, Any], *, installation: str) -> dict[str, Any] | None:
     """The modal to open for a pressed "Type an answer" button (a value starting with ANSWER_FORM) in a member's
-    private place in a channel, or None for any other press. Its private_metadata names that place and the press's
-    response_url, so the submitted words answer there, privately, as `/lessonbot answer WORDS` would."""
+    private place in a channel, or None for any other press. Its private_metadata names that place, the question it
+    was opened for (the button's value after ANSWER_FORM) and the press's response_url, so the submitted words
+    answer that question there, privately, as `/lessonbot answer WORDS` would, and no other the member has moved on
+    to since (`meta[ANSWERS]`)."""
     actions = body.get("actions")
     action = _dict(actions[0]) if isinstance(actions, list) and actions else {}
     value = action.get("value")
@@ -420,7 +424,8 @@ def answer_form(body: dict[str, Any], *, installation: str) -> dict[str, Any] | 
         return None
     label = str(_dict(action.get("text")).get("text") or "Your answer")
     title = label if len(label) <= MODAL_TITLE_LIMIT else label[: MODAL_TITLE_LIMIT - 1] + "…"
-    where = {"chat": member_chat_id(installation, channel, user)}
+    where = {"chat": member_chat_id(installation, channel, user),
+             "question": value.removeprefix(ANSWER_FORM)[:ANSWERED_LIMIT]}
     url = body.get("response_url")
     if isinstance(url, str) and url.startswith(("https://", "http://")) and len(url) <= 500:
         where["reply"] = url
@@ -459,6 +464,9 @@ def message_from_view(body: dict[str, Any], *, installation: str) -> Outcome:
     if not text:
         return Ignored("view_submission without words")
     meta = _team_meta(installation, channel, user_id, {"response_url": where.get("reply")})
+    question = where.get("question")
+    if isinstance(question, str) and 0 < len(question) <= ANSWERED_LIMIT:
+        meta[ANSWERS] = question  # the one question these words answer
     team = _id(user.get("team_id")) or _id(_dict(body.get("team")).get("id")) or installation
     name = user.get("name") or user.get("username")
     return InboundMessage(

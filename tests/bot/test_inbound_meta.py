@@ -25,6 +25,7 @@ STORED_KEYS = {
     "DIRECT_ADDRESS": "direct_address",
     "ANSWER_COMMAND": "answer_command",
     "ANSWER_FORM_OFFERED": "answer_form",
+    "ANSWERS": "answers",
     "WORKSPACE_ADMIN": "workspace_admin",
     "GUEST": "guest",
     "FROM_A_BOT": "bot",

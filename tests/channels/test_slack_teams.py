@@ -32,7 +32,7 @@ from scheduler.context import JobContext
 from scheduler.planner import plan_lessons
 from scheduler.teams import post_team_lessons, sync_team_members
 from standins.slack import Fault, SlackStandIn, dm_event, form_body, load_fixture, signed
-from storage.courses import Course, Enrollment, LessonProgress, Question, publish
+from storage.courses import Course, Enrollment, LessonProgress, Question, QuestionCard, publish
 from storage.learners import ACTIVE, PAUSED, STOPPED, Learner, zone_for
 from storage.models import AdminAuditEntry, ChannelIdentity, Conversation, OutboxMessage, User
 from storage.models import InboundMessage as InboundRow
@@ -376,6 +376,55 @@ async def test_a_429_on_a_private_message_is_honoured(slack_settings, standin, f
         attempts = [c for c in standin.calls if c.method == "chat.postEphemeral"]
         assert [c.outcome for c in attempts] == ["429 ratelimited", "ok"]
         assert attempts[1].at - attempts[0].at >= 1.0
+
+
+async def test_a_modal_submitted_after_its_question_moved_on_is_refused_not_graded_against_the_next(
+        slack_settings, standin, fixtures_dir):
+    """Bea opens "Type an answer" for the quiz's first question, answers it another way (/lessonbot answer), and
+    submits the modal when the second question is asked: the modal names the question it was opened for, so its
+    words are refused, politely, not graded as the second question's answer; the second's own modal still answers
+    it."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0
+        lessonbot.channels["slack"].profiles_per_minute = 60_000
+        sample = load_course(SAMPLE)
+        first, third = sample.modules[0].lessons[0], sample.modules[0].lessons[2]
+        typed = (first.questions[2], dataclasses.replace(third.questions[0], id="link-owner-typed"))
+        lessons = (dataclasses.replace(first, questions=typed), *sample.modules[0].lessons[1:])
+        async with lessonbot.db.transaction() as session:
+            await import_course(session, dataclasses.replace(
+                sample, id="typed-phish", modules=(dataclasses.replace(sample.modules[0], lessons=lessons),)))
+        await slash(client, fixtures_dir, ADMIN, "team set typed-phish at 09:00 on weekdays in America/New_York",
+                    standin=standin)
+        await lessonbot.settle()
+        clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))
+        await sync_team_members(context(lessonbot, clock))
+        await _first_lesson_posted(lessonbot, clock)
+        await _quiz_me(client, fixtures_dir, standin, lessonbot, BEA)
+        [(_label, form)] = buttons(standin.ephemerals(CHANNEL, BEA)[-1])
+        await press(client, fixtures_dir, BEA, form, ephemeral=True, message_ts=f"222.{next(_ids)}", standin=standin)
+        first_modal = standin.opened_views()[-1]
+        await slash(client, fixtures_dir, BEA, "answer smishing", standin=standin)  # the first, answered otherwise
+        await lessonbot.settle()
+        assert "Question 2 of 2" in private_texts(standin, BEA)[-1]
+
+        await submit(client, fixtures_dir, BEA, first_modal, "secure-check.net")  # late: the first's modal
+        await lessonbot.settle()
+        refusal, again = private_texts(standin, BEA)[-2:]
+        assert refusal.startswith("That answer was for a question I am no longer asking"), refusal
+        assert "Question 2 of 2" in again
+        async with lessonbot.db.sessions() as session:
+            bea = await session.scalar(select(ChannelIdentity.user_id)
+                                       .where(ChannelIdentity.external_id == f"T111/{BEA}"))
+            assert await session.scalar(select(func.count()).select_from(QuestionCard)
+                                        .where(QuestionCard.user_id == bea)) == 1
+
+        [(_label, form)] = buttons(standin.ephemerals(CHANNEL, BEA)[-1])
+        await press(client, fixtures_dir, BEA, form, ephemeral=True, message_ts=f"222.{next(_ids)}", standin=standin)
+        await submit(client, fixtures_dir, BEA, standin.opened_views()[-1], "secure-check.net")
+        await lessonbot.settle()
+        assert any(text.startswith("✅ Right!") for text in private_texts(standin, BEA)[-2:])
+        assert "Quiz: 2 of 2 right." in private_texts(standin, BEA)[-1]
 
 
 async def test_a_slow_views_open_does_not_hold_the_acknowledgement(slack_settings, standin, fixtures_dir):
