@@ -127,6 +127,9 @@ class InboundMeta(TypedDict, total=False):
     # A member's private place in a group chat, and who they are there (Slack; the team's dialogs read these)
     group_chat: str  # the group chat's own chat_id, seen from a member's private place in it
     workspace: str  # the workspace (installation) the chat belongs to
+    # where the app is installed for a whole organisation (an Enterprise Grid org, the installation), the org and the
+    # workspace of it the request came from, "E01/T02", as the platform names them together (Slack)
+    org_workspace: str
     direct_address: str  # the person's own address: what was sent there was offered in this chat too
     answer_command: str  # the command that types an answer here, where plain typing is not heard ("/lessonbot answer")
     answer_form: bool  # a button may open the platform's form for typed answers here (`ANSWER_FORM`)
@@ -173,6 +176,7 @@ MEMBERSHIP: Final = "membership"
 MOVED_FROM: Final = "moved_from"
 GROUP_CHAT: Final = "group_chat"
 WORKSPACE: Final = "workspace"
+ORG_WORKSPACE: Final = "org_workspace"
 DIRECT_ADDRESS: Final = "direct_address"
 ANSWER_COMMAND: Final = "answer_command"
 ANSWER_FORM_OFFERED: Final = "answer_form"

@@ -43,6 +43,7 @@ from bot.messages import (
     GROUP_CHAT,
     GUEST,
     MEMBERSHIP,
+    ORG_WORKSPACE,
     TIMEZONE,
     WORKSPACE,
     WORKSPACE_ADMIN,
@@ -143,13 +144,28 @@ def workspace_of(turn: Turn) -> str:
 
 async def may_administer(turn: Turn, workspace: str) -> bool:
     """The one check of who may change a workspace's teams: an owner or admin role covering the workspace
-    (dialogs/roles.py), the workspace's own admins and owners and the app's installer (as the channel marks them),
-    or someone a team admin added."""
-    if roles.permitted(await roles.grants(turn), "teams", roles.Scope("team", workspace)):
+    (dialogs/roles.py; where the app is installed for a whole organisation, one covering the org's workspace the
+    message came from covers the org's teams too: `covering`), the workspace's own admins and owners and the app's
+    installer (as the channel marks them), or someone a team admin added."""
+    held = await roles.grants(turn)
+    if any(roles.permitted(held, "teams", scope) for scope in covering(turn, workspace)):
         return True
     if turn.message.meta.get(WORKSPACE_ADMIN) is True:
         return True
     return await is_team_admin(turn.session, turn.message.channel, workspace, turn.message.sender_id)
+
+
+def covering(turn: Turn, workspace: str) -> list[roles.Scope]:
+    """The scopes a role may name to cover the teams of `workspace` (an installation's id) for this message's sender:
+    the workspace's own; and where it is an organisation the app is installed for as a whole (an Enterprise Grid org),
+    the workspace of that org the message came from, as the platform names the two together
+    (`meta[ORG_WORKSPACE]`, "E01/T02"): an admin of one of the org's workspaces administers the org's teams."""
+    scopes = [roles.Scope("team", workspace)]
+    named = turn.message.meta.get(ORG_WORKSPACE)
+    org, _slash, org_workspace = named.partition("/") if isinstance(named, str) else ("", "", "")
+    if org == workspace and org_workspace:
+        scopes.append(roles.Scope("team", org_workspace))
+    return scopes
 
 
 async def _set_status(turn: Turn, team: Team, status: str) -> TeamMember:

@@ -42,6 +42,7 @@ from bot.messages import (
     EVENT,
     GROUP_CHAT,
     MEMBERSHIP,
+    ORG_WORKSPACE,
     PLATFORM_REPORT,
     PRIVATE,
     QUESTION,
@@ -133,6 +134,19 @@ def _team_meta(installation: str, channel: str, user: str, body: dict[str, Any] 
     return meta
 
 
+def _org_workspace(body: dict[str, Any], installation: str) -> InboundMeta:
+    """For an app installed for a whole Enterprise Grid org (the installation is the org, E…), the org and the
+    workspace of it the request came from, as Slack names them together in the request ("E01/T02"): a role scoped
+    to that workspace covers the org's teams. Nothing for a workspace's own install."""
+    team = _dict(body.get("team"))
+    workspace = _id(body.get("team_id")) or _id(team.get("id"))
+    org = (_id(body.get("enterprise_id")) or _id(team.get("enterprise_id"))
+           or _id(_dict(body.get("enterprise")).get("id")))
+    if workspace is None or org is None or org != installation or workspace == installation:
+        return {}
+    return {ORG_WORKSPACE: f"{org}/{workspace}"}
+
+
 def _privacy(channel: str, installation: str, user: str) -> InboundMeta:
     """Slack's direct-message channel ids start with D: such a chat is the bot and this person alone. What the bot
     sent to the person's own address ("T01:U02": chat.postMessage to a user id lands in this DM) was offered here."""
@@ -212,7 +226,8 @@ def message_from_action(body: dict[str, Any], *, installation: str) -> Outcome:
     label = _dict(action.get("text")).get("text") or _dict(option.get("text")).get("text")
     team = _id(user.get("team_id")) or _id(_dict(body.get("team")).get("id")) or installation
     name = user.get("name") or user.get("username")
-    meta: InboundMeta = {EVENT: "block_actions", ACTION_ID: str(action.get("action_id") or "")[:64]}
+    meta: InboundMeta = {EVENT: "block_actions", ACTION_ID: str(action.get("action_id") or "")[:64],
+                         **_org_workspace(body, installation)}
     if not channel.startswith("D") and (container.get("is_ephemeral") is True or value.startswith(TEAM_BUTTON_PREFIX)):
         chat_id = member_chat_id(installation, channel, user_id)  # the member answers privately
         meta.update(_team_meta(installation, channel, user_id, body))
@@ -253,7 +268,8 @@ def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
     text = words if command == "/ask" else f"{SLASH_COMMANDS[command]} {words}".strip()
     team = _id(body.get("team_id")) or installation
     name = body.get("user_name")
-    meta: InboundMeta = {EVENT: "command", COMMAND: command, **_privacy(channel, installation, user)}
+    meta: InboundMeta = {EVENT: "command", COMMAND: command, **_privacy(channel, installation, user),
+                         **_org_workspace(body, installation)}
     if command == "/ask":
         meta[QUESTION] = True
     chat_id = chat_id_for(installation, channel)
@@ -300,7 +316,7 @@ def _team_command(
         sender_id=f"{team}/{user}",
         text=text,
         sender_name=name if isinstance(name, str) and name else None,
-        meta={EVENT: "command", COMMAND: TEAM_COMMAND,
+        meta={EVENT: "command", COMMAND: TEAM_COMMAND, **_org_workspace(body, installation),
               **(_privacy(channel, installation, user) if private else _team_meta(installation, channel, user, body))},
     )
 

@@ -22,6 +22,7 @@ STORED_KEYS = {
     "MOVED_FROM": "moved_from",
     "GROUP_CHAT": "group_chat",
     "WORKSPACE": "workspace",
+    "ORG_WORKSPACE": "org_workspace",
     "DIRECT_ADDRESS": "direct_address",
     "ANSWER_COMMAND": "answer_command",
     "ANSWER_FORM_OFFERED": "answer_form",

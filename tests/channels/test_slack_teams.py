@@ -27,6 +27,8 @@ from sqlalchemy import func, select
 from authoring.format import load_course
 from authoring.importer import import_course
 from bot.core import Lessonbot
+from dialogs.roles import ADMIN as ADMIN_ROLE
+from dialogs.roles import Grant, Scope, grant_role
 from dialogs.teams import announce
 from scheduler.context import JobContext
 from scheduler.planner import plan_lessons
@@ -490,6 +492,31 @@ async def test_an_admin_added_in_an_org_wide_install_may_administer_its_teams(sl
         view = json.loads(view) if isinstance(view, str) else view
         text = "\n".join(block["text"]["text"] for block in view["blocks"] if block["type"] == "section")
         assert "Team course you run*: Spot the phish, five minutes a day" in text
+
+
+async def test_an_admin_role_on_a_workspace_of_an_org_wide_install_administers_the_orgs_teams(slack_settings, standin,
+                                                                                            fixtures_dir):
+    """Enterprise Grid, the app installed for the whole org (E111), whose teams are the org's: an admin role scoped to
+    the org's workspace T111 (`team:T111`), which its holder writes from, lets them administer the teams there; one
+    scoped to another workspace (T222) does not."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        async with lessonbot.db.transaction() as session:
+            await grant_role(session, f"slack:T111/{CAL}", Grant(ADMIN_ROLE, Scope("team", "T111")), by="test")
+            await grant_role(session, f"slack:T111/{DAN}", Grant(ADMIN_ROLE, Scope("team", "T222")), by="test")
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin, org_wide=True)
+        await lessonbot.settle()
+        await slash(client, fixtures_dir, CAL, "team leaderboard off", standin=standin, org_wide=True)
+        await lessonbot.settle()
+        await slash(client, fixtures_dir, DAN, "team leaderboard on", standin=standin, org_wide=True)
+        await lessonbot.settle()
+        assert private_texts(standin, CAL)[-1] == "The leaderboard is off."
+        assert "Only a team admin" in private_texts(standin, DAN)[-1]
+        async with lessonbot.db.sessions() as session:
+            team = await session.scalar(select(Team))
+        assert (team.workspace, team.leaderboard_on) == ("E111", False)
+        assert (await audit(lessonbot))[-2:] == [(f"slack:T111/{CAL}", "team leaderboard", "ok"),
+                                                 (f"slack:T111/{DAN}", "team leaderboard", "denied")]
 
 
 async def test_uninstalling_stops_every_send_to_the_workspace(slack_settings, standin, fixtures_dir):
