@@ -43,7 +43,7 @@ from bot.observability import (
 from bot.outage import Outage
 from bot.payments import payment_routes
 from channels.webchat import WebChatChannel
-from dialogs.pages import web_chat_words
+from dialogs.pages import slack_words, web_chat_words
 from dialogs.payments import PaymentDesk
 from storage.db import Database
 from storage.knowledge import model_use_today
@@ -272,6 +272,7 @@ def _slack(settings: Settings, db: Database) -> Channel | None:
         public_base_url=settings.public_base_url,
         max_body_bytes=settings.max_body_bytes,
         commands=frozenset(f"/{command.name}" for command in dialogs.COMMANDS),
+        words=slack_words,
     )
 
 

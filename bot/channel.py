@@ -162,6 +162,12 @@ class ChannelHost(Protocol):
         there yet: for a channel's own pages (the web chat's words)."""
         ...
 
+    async def sender_language(self, channel: str, sender_id: str) -> str | None:
+        """The language of the person the platform names `sender_id` (what they chose, or were given), or None if
+        they are not known yet: for what a channel says itself before the dialogs answer (a Slack acknowledgement's
+        words)."""
+        ...
+
     async def stop_sending(self, channel: str, chat_prefix: str, *, workspace: str, reason: str) -> int:
         """The platform removed us from a workspace (a Slack app uninstalled): nothing more goes to the chats whose
         ids start with `chat_prefix`, unsent replies are cancelled, and the workspace's teams stop. The number of

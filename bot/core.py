@@ -21,7 +21,7 @@ from bot.rasa_nlu import responder
 from knowledge.settings import KnowledgeSettings
 from scheduler.leader import Leadership
 from storage.db import Database, unreachable
-from storage.learners import language_of_chat
+from storage.learners import language_of_chat, language_of_sender
 from storage.models import utcnow
 from storage.notices import Notices
 from storage.outbox import (
@@ -332,6 +332,14 @@ class Lessonbot:
         async def read() -> str | None:
             async with self.db.sessions() as session:
                 return await language_of_chat(session, channel, chat_id)
+
+        return await self._read_for_a_page(read)
+
+    async def sender_language(self, channel: str, sender_id: str) -> str | None:
+        """CannotRecord while the database is away."""
+        async def read() -> str | None:
+            async with self.db.sessions() as session:
+                return await language_of_sender(session, channel, sender_id)
 
         return await self._read_for_a_page(read)
 

@@ -1,6 +1,8 @@
 """The words of the bot's own web pages, in a learner's language: the web chat page around the conversation, and the
-public page that says whether a certificate is genuine. The pages are built elsewhere (channels/webchat/web/,
-bot/certificate_page.py); their words live here, so they are translated with every other message."""
+public page that says whether a certificate is genuine; and what a channel says itself before the dialogs answer (a
+Slack acknowledgement). The pages and the acknowledgements are built elsewhere (channels/webchat/web/,
+bot/certificate_page.py, channels/slack/routes.py); their words live here, so they are translated with every other
+message."""
 
 from __future__ import annotations
 
@@ -47,6 +49,15 @@ def web_chat_words(languages: str | None) -> tuple[str, dict[str, str]]:
         "new_message": _("New message"),
     }
     return _.language, words
+
+
+def slack_words(language: str | None) -> dict[str, str]:
+    """What the Slack channel says itself, before the dialogs answer (an acknowledgement's words), in a learner's
+    language, by key."""
+    _ = translator(language)
+    return {
+        "direct_answer": _("Your answer is on its way to your direct messages with Lessonbot."),
+    }
 
 
 def certificate_page_words(languages: str | None) -> tuple[str, dict[str, str]]:

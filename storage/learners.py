@@ -368,6 +368,16 @@ async def language_of_chat(session: AsyncSession, channel: str, chat_id: str) ->
     )
 
 
+async def language_of_sender(session: AsyncSession, channel: str, sender_id: str) -> str | None:
+    """The language of the person a platform names `sender_id` (`users.locale`), or None when they are not known
+    yet."""
+    return await session.scalar(
+        select(User.locale)
+        .join(ChannelIdentity, ChannelIdentity.user_id == User.id)
+        .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == sender_id)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ChatLearner:
     """Who is learning in a chat, as a platform that keeps its own copy of these facts (a Rasa assistant's slots)

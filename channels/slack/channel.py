@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +104,11 @@ class SlackChannel:
         timeout: float = 10.0,
         now: Callable[[], float] = time.time,
         commands: frozenset[str] = frozenset(),
+        words: Callable[[str | None], Mapping[str, str]] = lambda _language: {},
     ) -> None:
-        """`commands`: the core's commands ("/help", "/stop", …), which a reply names as they are typed in Slack."""
+        """`commands`: the core's commands ("/help", "/stop", …), which a reply names as they are typed in Slack.
+        `words`: what the channel says itself (an acknowledgement's words: `routes.Listeners.direct_answer_note`), by
+        key, in a learner's language (or None: English), which the wiring hands in; none, it says them in English."""
         if not signing_secret:
             raise ValueError("SLACK_SIGNING_SECRET is needed to verify that requests come from Slack")
         self.multi_workspace = bool(client_id and client_secret)
@@ -115,6 +118,7 @@ class SlackChannel:
             raise ValueError("set SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (many)")
         self.max_body_bytes = max_body_bytes
         self.commands = commands
+        self.words = words
         self.api_base_url = api_base_url
         self.timeout = timeout
         self.signing_secret = signing_secret

@@ -22,6 +22,7 @@ before it parses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -333,9 +334,19 @@ class Listeners:
         if isinstance(outcome, Ignored) and outcome.answer:
             await ack(text=outcome.answer)
         elif isinstance(outcome, InboundMessage) and answered_in_direct_messages(body):
-            await ack(text=DIRECT_ANSWER_NOTE)
+            await ack(text=await self.direct_answer_note(outcome.sender_id))
         else:
             await ack()
+
+    async def direct_answer_note(self, sender_id: str) -> str:
+        """DIRECT_ANSWER_NOTE in the language of the person who typed the command, where the bot knows it (the
+        channel's `words`); in English for someone it does not know yet, or when the look-up fails or is slow (the
+        acknowledgement is due)."""
+        language = None
+        with contextlib.suppress(CannotRecord, TimeoutError):
+            async with asyncio.timeout(BEFORE_ACK_TIMEOUT):
+                language = await self.host.sender_language(CHANNEL, sender_id)
+        return self.channel.words(language).get("direct_answer") or DIRECT_ANSWER_NOTE
 
     async def on_membership(
         self, ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest

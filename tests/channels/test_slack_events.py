@@ -31,6 +31,7 @@ from standins.slack import (
     signed,
 )
 from storage.models import ChannelIdentity, Conversation, InboundMessage, User
+from storage.queries import get_or_create_identity
 from tests.support import running
 
 
@@ -533,6 +534,22 @@ async def test_the_payment_commands_typed_in_a_channel_answer_the_member_alone(n
         if name == "/redeem":
             await standin.wait_for(lambda: standin.ephemerals("C111", "W111"))
             assert standin.posted("C111") == []
+
+
+async def test_the_note_that_an_answer_is_on_its_way_to_the_direct_messages_speaks_the_members_language(
+        slack_settings, standin):
+    """The acknowledgement of /buy typed in a channel (the note that the answer comes in the member's direct
+    messages) is in the member's language where the bot knows it, in English for someone it does not know yet."""
+    fields = dict(parse_qsl(load_fixture_command()))
+    fields.update(command="/purchases", text="", response_url=standin.response_url("C111", "W111"))
+    async with running(slack_settings) as (client, lessonbot):
+        response = await post(client, urlencode({**fields, "trigger_id": "222.222.new"}).encode())
+        assert response.text == "Your answer is on its way to your direct messages with Lessonbot."
+        async with lessonbot.db.transaction() as session:
+            identity = await get_or_create_identity(session, "slack", "T111/W111")
+            (await session.get(User, identity.user_id)).locale = "es"
+        response = await post(client, urlencode({**fields, "trigger_id": "222.222.es"}).encode())
+        assert response.text == "Tu respuesta va de camino a tus mensajes directos con Lessonbot."
 
 
 def test_an_answer_modal_is_opened_only_from_a_channel_and_answers_only_the_submitters_own_place(fixtures_dir):
