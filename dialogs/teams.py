@@ -580,28 +580,31 @@ def post_key(team: Team, local_date: date) -> str:
 
 
 # Why Slack refuses a lesson post when no later post would fare better (its error codes, the dead letter's
-# `refusal`): the channel cannot be posted in any more (archived, gone, the bot taken out of it), or the bot may not
+# `refusal`): the channel cannot be posted in any more (archived, gone, the bot taken out of it), the bot may not
 # post there (a workspace setting, a read-only or thread-only channel: restricted_action_…, the workspace's key
-# management)
+# management), or the bot may not post in the channel's workspace at all (an org-wide app's access to it taken back,
+# its token revoked or expired, the workspace gone)
 CHANNEL_GONE = ("is_archived", "channel_not_found", "not_in_channel")
 POSTS_REFUSED = ("restricted_action", "ekm_access_denied")
+ACCESS_GONE = ("team_access_not_granted", "token_revoked", "token_expired", "invalid_auth", "not_authed",
+               "account_inactive")
 
 
 async def take_back_undelivered(session: AsyncSession, team: Team) -> bool:
     """Before the team's next lesson is posted: if the platform never took the last post (a dead letter) because the
-    channel cannot be posted in any more (`CHANNEL_GONE`, `POSTS_REFUSED`), its lesson was seen by no one: the
-    team's place goes back to it (the day is left showing none), the team's lessons are turned off (a team admin's
-    `team on` starts them again) instead of using up the course on posts no one sees, and the digest's reader is
-    told why. Refused for a reason of that post alone (too long, say), the course goes on and the reader is told
-    which lesson was not seen. True when the lessons were turned off."""
+    channel cannot be posted in any more (`CHANNEL_GONE`, `POSTS_REFUSED`, `ACCESS_GONE`), its lesson was seen by no
+    one: the team's place goes back to it (the day is left showing none), the team's lessons are turned off (a team
+    admin's `team on` starts them again) instead of using up the course on posts no one sees, and the digest's
+    reader is told why. Refused for a reason of that post alone (too long, say), the course goes on and the reader
+    is told which lesson was not seen. True when the lessons were turned off."""
     last = await last_post(session, team)
     why = await why_undelivered(session, post_key(team, last.local_date)) if last is not None else None
     if last is None or why is None:
         return False
     _ = await team_translator(session, team)
     refusal = why.refusal or ""
-    gone, refused = refusal in CHANNEL_GONE, refusal.startswith(POSTS_REFUSED)
-    if not (gone or refused):
+    gone, refused, locked_out = refusal in CHANNEL_GONE, refusal.startswith(POSTS_REFUSED), refusal in ACCESS_GONE
+    if not (gone or refused or locked_out):
         lesson = await session.get(Lesson, last.lesson_id) if last.lesson_id else None
         code = refusal or why.error[:64]
         if team.digest_chat and lesson is not None:
@@ -619,6 +622,9 @@ async def take_back_undelivered(session: AsyncSession, team: Team) -> bool:
         await send_to(session, team, team.digest_chat, Text(
             _("The team course's lessons are turned off: Slack says its channel is archived, or Lessonbot is no "
               "longer in it. No lesson was lost. In the channel, /lessonbot team on starts them again.") if gone else
+            _("The team course's lessons are turned off: Slack no longer lets Lessonbot into the channel's workspace "
+              "(its access there was taken back, or its token revoked). No lesson was lost. Once Lessonbot is "
+              "installed there again, /lessonbot team on in the channel starts them again.") if locked_out else
             _("The team course's lessons are turned off: Slack does not let Lessonbot post in its channel (a "
               "workspace setting, or a channel only some may post in). No lesson was lost. Once it may, "
               "/lessonbot team on in the channel starts them again.")))

@@ -1513,6 +1513,36 @@ async def test_an_archived_channel_turns_the_lessons_off_without_using_up_the_co
         assert (await _posted(jobs, lessonbot, standin)).startswith("📘 Lesson 2 of 5")
 
 
+@pytest.mark.parametrize("refusal", ["team_access_not_granted", "token_revoked", "account_inactive"])
+async def test_a_workspace_the_bot_lost_its_access_to_turns_the_lessons_off_without_using_up_the_course(
+        refusal, slack_settings, standin, fixtures_dir):
+    """Slack refuses every post in the team's workspace: the org-wide app's access to it was taken back
+    (`team_access_not_granted`), or its token no longer holds (`token_revoked`, `account_inactive`). No later post
+    would fare better: by the next lesson day the team's lessons are off rather than each lesson spent on a post no
+    one sees, and `team on` once the access is back posts the lesson no one saw."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        clock = await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        jobs = context(lessonbot, clock)
+        await post_team_lessons(jobs)
+        clock.at(datetime(2027, 3, 12, 14, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1  # Lesson 1, seen
+        await lessonbot.settle()
+        standin.fail("chat.postMessage", *[Fault.refused(refusal)] * 20)
+        for day in (15, 16, 17):
+            clock.at(datetime(2027, 3, day, 13, 1, tzinfo=UTC))
+            await post_team_lessons(jobs)
+            await lessonbot.settle()
+        async with lessonbot.db.sessions() as session:
+            assert (await session.scalar(select(Team))).status == "off"
+        assert [call for call in standin.calls if call.method == "chat.postMessage"
+                and "Slack no longer lets Lessonbot into the channel's workspace" in call.params.get("text", "")]
+        standin.faults["chat.postMessage"] = []  # the access given back
+        await slash(client, fixtures_dir, ADMIN, "team on", standin=standin)
+        await lessonbot.settle()
+        clock.at(datetime(2027, 3, 18, 13, 1, tzinfo=UTC))
+        assert (await _posted(jobs, lessonbot, standin)).startswith("📘 Lesson 2 of 5")
+
+
 async def test_a_channel_the_bot_may_not_post_in_turns_the_lessons_off_and_one_refused_post_is_told(
         slack_settings, standin, fixtures_dir):
     """A post Slack refuses for a reason of its own (`msg_too_long`) was seen by no one, but the next would fare
