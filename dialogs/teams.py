@@ -12,9 +12,10 @@
   its parts in the post's thread; its button ("team:take:TEAM:LESSON") gives each member the lesson's quiz in their
   private place in the chat (a Slack ephemeral conversation), so nobody sees another's answers.
 - In the direct mode (`/team set … mode direct`, or `in members`) nothing is posted: each member is invited in a
-  direct message (`invite`); pressing Start ("team:start:TEAM") makes them a learner of the team's course at the
+  direct message (`invite`); pressing Start ("team:start:TEAM:COURSE") makes them a learner of the team's course at the
   team's hour in their own time zone (their profile's, else the team's), whose lessons the planner pushes to that
-  direct chat as to any learner (scheduler/planner.py). "No, thanks" ("team:skip:TEAM") opts out. Who started
+  direct chat as to any learner (scheduler/planner.py). "No, thanks" ("team:skip:TEAM:COURSE") opts out; either
+  pressed on an invitation to a course the team no longer takes changes nothing (`_earlier_invitation`). Who started
   through the team (`TeamMember.started_at`) follows it: its new hour and days become theirs (`follow_team_schedule`);
   `team off`, another course, the channel mode, opting out and leaving the chat pause their lessons, or give back
   the course they were taking on their own when they pressed Start (`pause_direct_lessons`); `team on` and another
@@ -108,7 +109,9 @@ from storage.teams import (
 )
 
 TAKE = "team:take"  # the lesson post's button: "team:take:TEAM:LESSON"
-START, SKIP = "team:start", "team:skip"  # a direct-mode invitation's buttons: "team:start:TEAM:0"
+# A direct-mode invitation's buttons: "team:start:TEAM:COURSE" (the course it invites to; 0 on those sent before
+# they named it)
+START, SKIP = "team:start", "team:skip"
 MEMBER_ZONES = ("members", "own")  # "in members": the team's hour in each member's own zone (the direct mode)
 NUDGE = "team:nudge"  # the digest's button: "team:nudge:TEAM:DAY" (DAY: the digest's date, as an ordinal)
 DIGEST_DAYS = 7
@@ -814,7 +817,8 @@ async def invite(session: AsyncSession, team: Team, member: TeamMember, *, again
         privacy_notice(_),
     ])
     key = f"team-invite:{team.id}:{team.course_id}:{member.member}" + (f":{again.isoformat()}" if again else "")
-    choices = (Choice(_("Start my lessons"), f"{START}:{team.id}:0"), Choice(_("No, thanks"), f"{SKIP}:{team.id}:0"))
+    choices = (Choice(_("Start my lessons"), f"{START}:{team.id}:{team.course_id}"),
+               Choice(_("No, thanks"), f"{SKIP}:{team.id}:{team.course_id}"))
     return await send_to(session, team, member.direct_chat, Text(text, choices), key=key, user_id=member.user_id)
 
 
@@ -823,10 +827,13 @@ async def _answer_invitation(turn: Turn, value: str) -> None:
     pushed to this direct chat; No, thanks: they opt out."""
     _ = tr(turn)
     starting = value.startswith(START + ":")
-    team_id, _zero = _ids_in(value, START if starting else SKIP)
+    team_id, course_id = _ids_in(value, START if starting else SKIP)
     team = await turn.session.get(Team, team_id) if team_id else None
     if team is None or team.mode != DIRECT_MODE or team.status != TEAM_ACTIVE:
         refuse(turn)
+        return
+    if course_id not in (0, team.course_id):
+        await _earlier_invitation(turn, team)
         return
     if not starting:
         await _set_status(turn, team, MEMBER_OPTED_OUT)
@@ -862,6 +869,17 @@ async def _answer_invitation(turn: Turn, value: str) -> None:
         turn.say(_("Your own course, “{title}”, waits while you take the team's: your place in it is kept, and it "
                    "comes back, at your own hour, when the team's lessons stop for you (/settings course takes you "
                    "back to it sooner).", title=own.title))
+
+
+async def _earlier_invitation(turn: Turn, team: Team) -> None:
+    """Start or "No, thanks" pressed on an invitation to a course the team took before: neither the course it takes
+    now nor an opt-out of it is what the member answered, so nothing changes; they are told which invitation to
+    answer."""
+    _ = tr(turn)
+    course = await turn.session.get(Course, team.course_id)
+    turn.say(_("That invitation was for a course your team no longer takes. Your team now takes “{title}”: answer "
+               "its invitation (/lessonbot team join in the team's channel brings a new one).",
+               title=course.title if course else "?"))
 
 
 async def pause_direct_lessons(session: AsyncSession, team: Team, member: str | None = None, *,
@@ -1011,7 +1029,8 @@ async def _nudge_one(session: AsyncSession, team: Team, user_id: int, chat: str,
     reply = nudges.nudge(kind, template, language=user.locale, facts=nudges.NudgeFacts())
     if kind == nudges.TEAM_DIRECT and not await _started(session, team, user_id):
         _ = translator(user.locale)
-        reply = dataclasses.replace(reply, choices=(Choice(_("Start my lessons"), f"{START}:{team.id}:0"),))
+        reply = dataclasses.replace(reply, choices=(Choice(_("Start my lessons"),
+                                                           f"{START}:{team.id}:{team.course_id}"),))
     written = await send_to(session, team, chat, reply, key=key, user_id=user_id)
     if written:
         session.add(NudgeLog(user_id=user_id, kind=kind, step=0, template=template, idempotency_key=key,

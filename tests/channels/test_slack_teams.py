@@ -975,6 +975,35 @@ async def test_the_teams_changes_reach_the_members_who_pressed_start(slack_setti
         assert [(await learner_row(lessonbot, user)).status for user in (BEA, DAN)] == [PAUSED, ACTIVE]
 
 
+async def test_an_invitation_to_the_teams_earlier_course_answered_late_changes_nothing(slack_settings, standin,
+                                                                                         fixtures_dir):
+    """Dan is invited to the team's course, and the team takes another before he answers: Start or "No, thanks"
+    pressed on the earlier invitation neither makes him a learner of the course the team takes now nor opts him
+    out of it; he is told which invitation to answer, and its Start does what it says."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        await another_course(lessonbot)
+        await direct_team(client, fixtures_dir, standin, lessonbot, HandClock(datetime(2027, 3, 14, 12, 0, tzinfo=UTC)))
+        [(_start, old_start), (_skip, old_skip)] = buttons(standin.posted(DAN)[-1])
+        await slash(client, fixtures_dir, ADMIN, "team set phish-two mode direct", standin=standin)
+        await lessonbot.settle()
+        assert "Phishing, the sequel" in standin.texts(DAN)[-1]
+        for old in (old_start, old_skip):
+            await press(client, fixtures_dir, DAN, old, ephemeral=False, channel="DDAN")
+            await lessonbot.settle()
+            assert standin.texts("DDAN")[-1].startswith("That invitation was for a course your team no longer takes")
+            assert "“Phishing, the sequel”" in standin.texts("DDAN")[-1]
+        async with lessonbot.db.sessions() as session:
+            dan = await session.scalar(select(TeamMember).where(TeamMember.member == f"T111/{DAN}"))
+            assert (dan.status, dan.started_at) == (MEMBER_ACTIVE, None)
+            assert (await session.get(Learner, dan.user_id)).course_id is None  # no course of the team's taken
+        await press(client, fixtures_dir, DAN, start_button(standin, DAN), ephemeral=False, channel="DDAN")
+        await lessonbot.settle()
+        learner = await learner_row(lessonbot, DAN)
+        async with lessonbot.db.sessions() as session:
+            assert (await session.get(Course, learner.course_id)).slug == "phish-two" and learner.status == ACTIVE
+
+
 async def test_a_member_who_leaves_the_channel_is_paused_and_invited_again_on_return(slack_settings, standin,
                                                                                      fixtures_dir):
     """Leaving the channel (seen by reading its members, or by Slack's event) pauses the DM lessons; a Start from
