@@ -133,14 +133,20 @@ def make_async_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
         max_overflow=pool_size,
         pool_recycle=1800,
         hide_parameters=True,
-        connect_args=postgres_statements.connect_args(make_url(url).query),
+        # (psycopg's connection with the answer bound: storage.postgres_statements.BoundedAsyncConnection)
+        connect_args={**postgres_statements.connect_args(make_url(url).query),
+                      "async_creator_fn": postgres_statements.BoundedAsyncConnection.connect},
         **ENGINE_JSON["postgresql"],
     )
 
 
-def make_sync_engine(url: str, *, immediate: bool = True) -> Engine:
+def make_sync_engine(
+    url: str, *, immediate: bool = True, answer_timeout: float = postgres_statements.ANSWER_TIMEOUT_SECONDS
+) -> Engine:
     """`immediate=False` for an engine whose transactions are single statements or reads (APScheduler's job store):
-    a read then holds no lock at all under WAL, even if the thread running it is left waiting."""
+    a read then holds no lock at all under WAL, even if the thread running it is left waiting. `answer_timeout`
+    (PostgreSQL): how long a round trip waits for its answer where the URL names no bound of its own
+    (storage.postgres_statements)."""
     if make_url(url).get_backend_name() == "sqlite":
         _ensure_sqlite_folder(url)
         engine = create_engine(
@@ -151,9 +157,20 @@ def make_sync_engine(url: str, *, immediate: bool = True) -> Engine:
         )
         _configure_sqlite(engine, immediate=immediate)
         return engine
-    return create_engine(sync_url(url), pool_pre_ping=True, hide_parameters=True,
-                         connect_args=postgres_statements.connect_timeout(make_url(url).query),
-                         **ENGINE_JSON["postgresql"])
+    engine = create_engine(sync_url(url), pool_pre_ping=True, hide_parameters=True,
+                           connect_args=postgres_statements.connect_bounds(make_url(url).query),
+                           **ENGINE_JSON["postgresql"])
+    event.listen(engine, "do_connect", _bounded_connection(answer_timeout))
+    return engine
+
+
+def _bounded_connection(answer_timeout: float) -> Callable[..., Any]:
+    def connect(_dialect: Dialect, _record: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """A sync engine's PostgreSQL connection: psycopg's, with the answer bound (storage.postgres_statements)."""
+        kwargs.setdefault(postgres_statements.ANSWER_TIMEOUT, answer_timeout)
+        return postgres_statements.BoundedConnection.connect(*args, **kwargs)
+
+    return connect
 
 
 def _expire(turn: asyncio.Future[None]) -> None:

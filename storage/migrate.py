@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.db import make_sync_engine
+from storage.postgres_statements import MIGRATION_ANSWER_TIMEOUT_SECONDS
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -49,7 +50,7 @@ def upgrade(url: str, revision: str = "heads", *, on_wait: Callable[[], None] | 
     # Alembic runs migrations on a synchronous connection: a sync engine of its own, for this one command. Each
     # migration commits on its own (migrations/env.py), so one may run statements outside a transaction; and so two
     # processes upgrading at once (the embedded database migrates itself on first use) take turns (`_alone`).
-    engine = make_sync_engine(url)
+    engine = make_sync_engine(url, answer_timeout=MIGRATION_ANSWER_TIMEOUT_SECONDS)
     try:
         with engine.connect() as connection, _alone(connection, on_wait):
             config = alembic_config(url)

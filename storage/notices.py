@@ -41,10 +41,17 @@ Handler = Callable[[str], None]
 
 def conninfo(url: str) -> str:
     """A libpq connection string from a SQLAlchemy URL (postgresql://, postgresql+psycopg://), with the connect
-    timeout every connection of ours has (storage.postgres_statements)."""
+    timeout and the keepalives every connection of ours has (storage.postgres_statements), without our answer bound
+    (`answer_bound`), which is no libpq parameter."""
     parsed = make_url(url)
-    timeout = {key: str(value) for key, value in postgres_statements.connect_timeout(parsed.query).items()}
-    return parsed.set(drivername="postgresql").update_query_dict(timeout).render_as_string(hide_password=False)
+    bounds = {key: str(value) for key, value in postgres_statements.connect_bounds(parsed.query).items()}
+    parsed = parsed.difference_update_query([postgres_statements.ANSWER_TIMEOUT]).update_query_dict(bounds)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def answer_bound(url: str) -> float | None:
+    """The seconds a round trip of a connection to `url` waits for its answer (storage.postgres_statements)."""
+    return postgres_statements.answer_bound(make_url(url).query.get(postgres_statements.ANSWER_TIMEOUT))
 
 
 class Notices:
@@ -60,6 +67,7 @@ class Notices:
         on_listening: Callable[[], None] = lambda: None,
     ) -> None:
         self._conninfo = conninfo(url)
+        self._bound = answer_bound(url)
         self._sender = sender
         self._handlers = dict(handlers)
         self._on_listening = on_listening  # called each time this process starts listening (again)
@@ -92,8 +100,13 @@ class Notices:
 
     async def _speaking(self) -> psycopg.AsyncConnection[Any]:
         if self._speaker is None or self._speaker.closed:
-            self._speaker = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            self._speaker = await self._connect()
         return self._speaker
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        return await postgres_statements.BoundedAsyncConnection.connect(
+            self._conninfo, autocommit=True, answer_timeout=self._bound or 0
+        )
 
     async def _drop_speaker(self) -> None:
         speaker, self._speaker = self._speaker, None
@@ -104,20 +117,24 @@ class Notices:
     # listening ----------------------------------------------------------------------------------------------------
 
     async def listen(self) -> None:
-        """Listen until cancelled; a lost connection is opened again (after a pause growing to 30 s)."""
+        """Listen until cancelled; a lost connection is opened again (after a pause growing to 30 s). A connection
+        whose server stops answering is silent as an idle one is: after each answer bound's worth of waiting for
+        notices it is asked a `SELECT 1`, which fails within the bound if nobody answers."""
         if not self._handlers:
             return
         failures = 0
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as connection:
+                async with await self._connect() as connection:
                     for topic in self._handlers:
                         await connection.execute(f'LISTEN "{PREFIX}{topic}"')  # (our own topic names)
                     self.listening.set()
                     self._on_listening()
                     failures = 0
-                    async for notice in connection.notifies():
-                        self._heard(notice.channel, notice.payload)
+                    while True:
+                        async for notice in connection.notifies(timeout=self._bound):
+                            self._heard(notice.channel, notice.payload)
+                        await connection.execute("SELECT 1")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -90,7 +90,7 @@ class DriverPool:
                 return connection, opened
             await _close(connection)
         try:
-            connection = await psycopg.AsyncConnection.connect(*self._args, **self._kwargs)
+            connection = await postgres_statements.BoundedAsyncConnection.connect(*self._args, **self._kwargs)
         except psycopg.Error as exc:
             raise _as_sqlalchemy("connect", exc) from exc
         # JSON as the engine's connections write and read it (storage.json_columns)

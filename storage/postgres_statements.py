@@ -22,6 +22,7 @@ connections cut) would otherwise leave its round trip waiting for ever.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -41,18 +42,108 @@ CONNECT_ARGS: dict[str, Any] = {"prepare_threshold": None}
 # connect after this many seconds, as a refused one fails at once (libpq waits for ever without it); a URL naming its
 # own `connect_timeout` keeps it.
 CONNECT_TIMEOUT_SECONDS = 10
+# A connection already open whose server stops answering: libpq's TCP keepalives find a peer that is gone (a machine
+# or a network lost) after 10 + 3 × 5 s of silence, and data sent that is not acknowledged fails the socket after
+# 30 s (`tcp_user_timeout`, where the system has it); a URL naming one of them keeps its own.
+KEEPALIVES: dict[str, int] = {
+    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 30_000
+}
+# A peer that is there but does not answer (a frozen server, a proxy whose far side is gone: its socket acknowledges
+# everything) is found by none of them: every round trip on an open connection waits at most this many seconds for
+# its answer, and the connection is then closed, as one the server ended (`?answer_timeout=N` in the URL sets
+# another, 0 none). Longer than any statement of the running bot takes; a migration's may take far longer (an index
+# built CONCURRENTLY on a large table), so migrations wait up to MIGRATION_ANSWER_TIMEOUT_SECONDS.
+ANSWER_TIMEOUT_SECONDS = 30.0
+MIGRATION_ANSWER_TIMEOUT_SECONDS = 3600.0
+ANSWER_TIMEOUT = "answer_timeout"  # the URL's parameter (ours, taken out before libpq sees the rest)
 CANCEL_WAIT = 5.0  # seconds for a statement interrupted by a cancelled task to end in the server (psycopg's own wait)
 RECHECK_SECONDS = 0.1  # between two looks at a round trip's socket the event loop has not said is ready (psycopg's own)
 
 
-def connect_timeout(query: Mapping[str, Any]) -> dict[str, Any]:
-    """The connect timeout to open a connection with, unless the URL's `query` names its own (which is then used)."""
-    return {} if "connect_timeout" in query else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+def connect_bounds(query: Mapping[str, Any]) -> dict[str, Any]:
+    """The connect timeout and the keepalives to open a connection with, each unless the URL's `query` names its own
+    (which is then used)."""
+    bounds = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **KEEPALIVES}
+    return {key: value for key, value in bounds.items() if key not in query}
 
 
 def connect_args(query: Mapping[str, Any]) -> dict[str, Any]:
-    """How a connection to a URL with this `query` is opened: CONNECT_ARGS and the connect timeout."""
-    return {**CONNECT_ARGS, **connect_timeout(query)}
+    """How a connection to a URL with this `query` is opened: CONNECT_ARGS, the connect timeout and the keepalives."""
+    return {**CONNECT_ARGS, **connect_bounds(query)}
+
+
+def answer_bound(value: Any) -> float | None:
+    """The answer bound a URL's `answer_timeout` names (seconds; 0: none), ANSWER_TIMEOUT_SECONDS where it names
+    none."""
+    if value is None:
+        return ANSWER_TIMEOUT_SECONDS
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{ANSWER_TIMEOUT} is a number of seconds, 0 for none: {value!r}")
+    return seconds or None
+
+
+def _no_answer(seconds: float) -> psycopg.OperationalError:
+    return psycopg.OperationalError(f"PostgreSQL did not answer within {seconds:g} s: the connection is closed")
+
+
+def _silent(connection: psycopg.BaseConnection[Any], seconds: float) -> psycopg.OperationalError:
+    """A round trip that had no answer within its bound: the connection closed (the answer may still come, on a
+    conversation nobody follows any more), and the error a connection the server ended raises."""
+    connection.pgconn.finish()
+    return _no_answer(seconds)
+
+
+def _bound_of(connection: psycopg.AsyncConnection[Any]) -> float | None:
+    return getattr(connection, "answer_timeout", ANSWER_TIMEOUT_SECONDS)
+
+
+class BoundedAsyncConnection(psycopg.AsyncConnection[Any]):
+    """psycopg's async connection, whose round trips wait at most `answer_timeout` seconds for their answer (see
+    ANSWER_TIMEOUT_SECONDS); `connect` takes the bound as a keyword, as a URL's query passes it."""
+
+    answer_timeout: float | None = ANSWER_TIMEOUT_SECONDS
+
+    @classmethod
+    async def connect(
+        cls, conninfo: str = "", *, answer_timeout: Any = None, **kwargs: Any
+    ) -> BoundedAsyncConnection:
+        connection = await super().connect(conninfo, **kwargs)
+        connection.answer_timeout = answer_bound(answer_timeout)
+        return connection
+
+    async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        # (a wait with a timeout of its own, `notifies(timeout=…)`'s, keeps it: its end is no failure)
+        bound = self.answer_timeout
+        if timeout is not None or bound is None:
+            return await super().wait(gen, interval, timeout)
+        try:
+            return await super().wait(gen, interval, bound)
+        except psycopg.errors._WaitTimeout:
+            raise _silent(self, bound) from None
+
+
+class BoundedConnection(psycopg.Connection[Any]):
+    """BoundedAsyncConnection's blocking twin (SQLAlchemy's sync engines: the clock's job store, migrations)."""
+
+    answer_timeout: float | None = ANSWER_TIMEOUT_SECONDS
+
+    @classmethod
+    def connect(
+        cls, conninfo: str = "", *, answer_timeout: Any = None, **kwargs: Any
+    ) -> BoundedConnection:
+        connection = super().connect(conninfo, **kwargs)
+        connection.answer_timeout = answer_bound(answer_timeout)
+        return connection
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        bound = self.answer_timeout
+        if timeout is not None or bound is None:
+            return super().wait(gen, interval, timeout)
+        try:
+            return super().wait(gen, interval, bound)
+        except psycopg.errors._WaitTimeout:
+            raise _silent(self, bound) from None
 
 
 class _Statements:
@@ -153,7 +244,7 @@ async def execute(
             if on_outcomes is not None:
                 on_outcomes(outcomes)
 
-        await _replies(pgconn, commands, arrived)
+        await _replies(pgconn, commands, arrived, bound=_bound_of(connection))
     except BaseException as exc:
         await _interrupted(connection, exc)
         raise
@@ -224,7 +315,7 @@ async def commit(connection: psycopg.AsyncConnection[Any]) -> None:
     try:
         pgconn.send_query_params(_COMMIT, None)
         pgconn.pipeline_sync()
-        (result,) = await _replies(pgconn, 1)
+        (result,) = await _replies(pgconn, 1, bound=_bound_of(connection))
     except BaseException as exc:
         await _interrupted(connection, exc)
         raise
@@ -257,12 +348,16 @@ async def _replies(
     pgconn: pq.abc.PGconn,
     commands: int | None,
     arrived: Callable[[list[pq.abc.PGresult]], None] | None = None,
+    *,
+    bound: float | None = None,
 ) -> list[pq.abc.PGresult]:
     """The results of the `commands` sent in pipeline mode, one a command in order, up to their sync (a command after
     one that failed has its PIPELINE_ABORTED result); `commands` None: however many there are. They are read in the
     event loop's callback for the socket, and the task is resumed once, when all are in; `arrived` is called with
-    them there first."""
+    them there first. `bound`: the seconds to wait for them at most (the connection's answer bound), after which the
+    round trip fails as on a connection the server ended; None: for ever."""
     loop = asyncio.get_running_loop()
+    deadline = math.inf if bound is None else loop.time() + bound
     fileno = pgconn.socket
     results: list[pq.abc.PGresult] = []
     waiting: asyncio.Future[None] | None = None
@@ -278,6 +373,8 @@ async def _replies(
         loop.add_writer(fileno, ready)
         again = loop.call_later(RECHECK_SECONDS, ready)  # (flushed again then: a broken connection says so)
         try:
+            if loop.time() >= deadline:
+                raise _no_answer(bound or 0)
             await waiting
         except OSError as exc:
             raise psycopg.OperationalError("connection socket closed") from exc
@@ -318,8 +415,12 @@ async def _replies(
     def look_again() -> None:
         nonlocal again
         readable()  # (nothing to read: nothing done; the connection broken: `done` fails)
-        if not done.done():
-            again = loop.call_later(RECHECK_SECONDS, look_again)
+        if done.done():
+            return
+        if loop.time() >= deadline:
+            done.set_exception(_no_answer(bound or 0))
+            return
+        again = loop.call_later(RECHECK_SECONDS, look_again)
 
     loop.add_reader(fileno, readable)
     again = loop.call_later(RECHECK_SECONDS, look_again)

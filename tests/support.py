@@ -8,9 +8,12 @@ real pipeline.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+from sqlalchemy.engine import make_url
 
 from bot.channel import Delivery, RateLimit
 from bot.core import Lessonbot
@@ -192,3 +195,66 @@ async def whatsapp_app(
         async with httpx.AsyncClient(transport=transport, base_url=PUBLIC_BASE_URL) as client:
             yield app, TwilioWebhooks(client, auth_token=api.auth_token)
 
+
+class SilentProxy:
+    """A TCP proxy to PostgreSQL that goes silent on demand (`silence()`): from then on nothing goes either way, and
+    every socket stays open (a new connection too: it is taken, and never answered), as a frozen server or a proxy
+    whose far side is gone; `resume()` lets new connections through again. `async with SilentProxy.to(url)`."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._to = (host, port)
+        self.silent = False
+        self._held = asyncio.Event()  # where a silent pipe waits (set on `resume`)
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    @classmethod
+    @asynccontextmanager
+    async def to(cls, url: str) -> AsyncIterator[SilentProxy]:
+        parsed = make_url(url)
+        proxy = cls(parsed.host or "127.0.0.1", parsed.port or 5432)
+        proxy._server = await asyncio.start_server(proxy._pair, "127.0.0.1", 0)
+        proxy.port = proxy._server.sockets[0].getsockname()[1]
+        try:
+            yield proxy
+        finally:
+            await proxy._close()
+
+    def url(self, url: str, **query: str) -> str:
+        """`url` through this proxy, with these parameters added to its query."""
+        through = make_url(url).set(host="127.0.0.1", port=self.port).update_query_dict(query)
+        return through.render_as_string(hide_password=False)
+
+    def silence(self) -> None:
+        self.silent = True
+        self._held = asyncio.Event() if self._held.is_set() else self._held
+
+    def resume(self) -> None:
+        """New connections go through; the silent ones take up what they held (their far end has mostly let go)."""
+        self.silent = False
+        self._held.set()
+
+    async def _pair(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        far_reader, far_writer = await asyncio.open_connection(*self._to)
+        self._writers += [writer, far_writer]
+        for source, sink in ((reader, far_writer), (far_reader, writer)):
+            pipe = asyncio.get_running_loop().create_task(self._pipe(source, sink))
+            self._pipes.add(pipe)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            if self.silent:
+                await self._held.wait()
+            sink.write(data)
+            await sink.drain()
+
+    async def _close(self) -> None:
+        for pipe in self._pipes:
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            self._server.close()

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from storage.db import make_sync_engine
+from storage.postgres_statements import MIGRATION_ANSWER_TIMEOUT_SECONDS
 from storage.schema import metadata
 
 config = context.config
@@ -21,7 +22,7 @@ def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     if url is None:
         raise RuntimeError("sqlalchemy.url is not set: storage.migrate's configuration sets it (lessonbot db upgrade)")
-    engine = make_sync_engine(url)
+    engine = make_sync_engine(url, answer_timeout=MIGRATION_ANSWER_TIMEOUT_SECONDS)
     with engine.connect() as connection:
         _run(connection)
     engine.dispose()

@@ -12,19 +12,24 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, make_url, select, text
 
 from bench.processes import DatabaseUnreachable, postgres_database
 from bot.app import create_app
 from bot.config import load_settings
+from bot.messages import InboundMessage
+from bot.pipeline import record
 from channels.telegram.routes import SECRET_HEADER, WEBHOOK_PATH
 from channels.webchat.sessions import SessionSigner
 from standins.slack import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, SIGNING_SECRET, SlackStandIn, dm_event, signed
 from standins.telegram import TelegramStandIn, person, text_update
 from standins.twilio import PUBLIC_BASE_URL, SENDER, TwilioStandIn, TwilioWebhooks
+from storage.db import Database
 from storage.migrate import upgrade
+from storage.models import InboundMessage as InboundRow
+from storage.outbox import InboundStatus
 from tests.conftest import POSTGRES_ADMIN_URL, missing
-from tests.support import serve, server_env
+from tests.support import SilentProxy, serve, server_env
 
 
 def _allow_connections(database: str, allowed: bool) -> None:
@@ -157,6 +162,51 @@ async def _answer(request: Awaitable[httpx.Response]) -> tuple[int | str, str | 
     except httpx.TimeoutException:
         return "no answer", None, time.monotonic() - began
     return response.status_code, response.headers.get("Retry-After"), time.monotonic() - began
+
+
+async def test_a_server_that_stops_answering_an_open_connection_gets_a_503_in_time_and_the_turn_is_retried(
+        upgraded_postgres, tmp_path: Path):
+    """A PostgreSQL that goes silent on connections already open (frozen, or behind a proxy whose far side is gone:
+    nothing refused, nothing answered): a message is refused with the outage's 503 within the answer bound, not held
+    for ever; and a turn under way then fails as a database hiccup, its message left pending, and is taken up again
+    once the server answers."""
+    bound = 1.0
+    async with SilentProxy.to(upgraded_postgres) as proxy:
+        url = proxy.url(upgraded_postgres, answer_timeout=f"{bound:g}", connect_timeout="2")
+        settings = load_settings(_env_file=None, database_url=url, data_dir=tmp_path / "var",
+                                 secret_key="test-secret-key-0123456789", log_format="text", worker_poll_seconds=0.2)
+        app = create_app(settings)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://lessonbot.test", timeout=30) as client:
+            bot = app.state.lessonbot
+            session = (await client.post("/chat/api/sessions")).json()["session"]
+            chat = session.split(".")[0]
+            said = {"session": session, "text": "/help"}
+            assert (await client.post("/chat/api/messages", json={**said, "id": "m1"})).status_code == 202
+            await bot.settle()  # the pools' connections, open
+            proxy.silence()
+            began = time.monotonic()
+            refused = await client.post("/chat/api/messages", json={**said, "id": "silent"})
+            assert time.monotonic() - began < bound + 4
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+
+            # a message recorded by another process, whose turn this one takes up while the server is silent
+            elsewhere = Database(upgraded_postgres)
+            try:
+                recorded = await record(elsewhere, InboundMessage(channel="web", platform_id=f"{chat}:m2",
+                                                                  chat_id=chat, sender_id=chat, text="/help"))
+                bot.worker.notify(recorded.conversation_id, recorded.inbound_id)
+                await asyncio.sleep(bound + 1)
+                async with elsewhere.sessions() as looked:
+                    status = await looked.scalar(select(InboundRow.status).where(InboundRow.id == recorded.inbound_id))
+                assert status == InboundStatus.PENDING.value  # the turn failed; the message waits
+            finally:
+                await elsewhere.dispose()
+            proxy.resume()
+            async with asyncio.timeout(20):
+                while len((await client.get("/chat/api/messages",
+                                            params={"session": session, "after": 0})).json().get("replies", [])) < 2:
+                    await asyncio.sleep(0.2)
 
 
 async def test_every_request_to_a_server_while_the_database_is_away_is_answered_at_once(upgraded_postgres, tmp_path):
