@@ -1,4 +1,4 @@
-"""`lessonbot bench pipeline|channels|telegram|scheduler|memory|dashboard|slack-team`: the benches (bench/),
+"""`lessonbot bench pipeline|channels|telegram|scheduler|memory|dashboard|slack-team|round-trips`: the benches (bench/),
 registered here; `bench knowledge` is with the knowledge commands (bot/cli/knowledge.py).
 
 The bench modules bring their options (`add_arguments`) and their run (`run(args)`); what they need of the wiring —
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from bench import channels, dashboard, memory, pipeline, scheduler, slack_team, telegram
+    from bench import channels, dashboard, memory, pipeline, round_trips, scheduler, slack_team, telegram
 
     kinds = subcommands(subparsers, "bench", "measure the bot's speed")
     for name, bench, run in (
@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("memory", memory, lambda settings, args: memory.run(args, sample_course=settings.sample_course_dir)),
         ("dashboard", dashboard, lambda settings, args: dashboard.run(args)),
         ("slack-team", slack_team, cmd_bench_slack_team),
+        ("round-trips", round_trips, lambda settings, args: round_trips.run(args)),
     ):
         parser = kinds.add_parser(
             name, help=bench.HELP, description=bench.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
