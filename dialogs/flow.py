@@ -8,12 +8,13 @@ answer looks like a question: it goes to the fallback (the question answerer) an
 flow stays where it was.
 
 State: `state["flows"]` is a list of `{"name", "step", "data", "member"}`, bottom first. `member` is the sender
-whose message started the flow; a flow the bot started on its own (a daily lesson's quiz) has none. Each person's
-flows (their own and those without a member) are their stack, whose top gets their next message: in a private chat
-that is every flow; in a group each member has their own, and a member's message neither sees nor drops another's
-(one member's /next to a quiz leaves another's quiz open, and their next answer goes to it). A flow started while
-another of the person's is in progress goes on top of theirs (/language during onboarding), and when it is done the
-one below is asked again. What the bot does on its own (a pushed lesson) sees every flow of the chat.
+whose message started the flow, or the learner the bot started it for on its own (a daily lesson's quiz, pushed to
+their home chat: `Exchange.member`); a flow started for no one in particular has none. Each person's flows (their
+own and those without a member) are their stack, whose top gets their next message: in a private chat that is every
+flow; in a group each member has their own, and a member's message neither sees nor drops another's (one member's
+/next to a quiz leaves another's quiz open, and their next answer goes to it; so does a lesson pushed to one learner
+of a group that is home to several). A flow started while another of the person's is in progress goes on top of
+theirs (/language during onboarding), and when it is done the one below is asked again.
 Everything in `data` must be JSON. The engine never changes the stored objects in place (a changed copy is written
 back), so the conversation row always sees the change.
 
@@ -146,9 +147,10 @@ def stack(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _whose(x: Exchange) -> str | None:
-    """The member whose flows this exchange sees and changes: the sender of the message being processed; None (every
-    flow of the chat) for one the bot starts on its own."""
-    return x.message.sender_id if isinstance(x, Turn) else None
+    """The member whose flows this exchange sees and changes: the sender of the message being processed, or the
+    learner the bot starts it for on its own (`Exchange.member`: a lesson at their hour); None (every flow of the
+    chat) for one the bot starts for no one in particular."""
+    return x.message.sender_id if isinstance(x, Turn) else x.member
 
 
 def _sees(member: str | None, entry: dict[str, Any]) -> bool:

@@ -52,6 +52,7 @@ from storage.db import SessionOnDemand
 from storage.learners import Learner, current_streak, is_paused, quiet_at, record_activity, zone_for
 from storage.models import Conversation, User, utcnow
 from storage.prepared import add_row
+from storage.queries import member_id
 from storage.scheduling import ScheduledLesson
 
 NEXT, MORE, LATER = "lesson:next", "lesson:more", "lesson:later"
@@ -440,7 +441,8 @@ async def deliver_next_lesson(session: AsyncSession, user: User, *, now: datetim
     if conversation is None or conversation.opted_out_at is not None:
         return []
     exchange = Exchange(transaction=SessionOnDemand.of(session), conversation=conversation, user=user,
-                        state=dict(conversation.state or {}), data_dir=data_dir, site_url=site_url, now=now)
+                        state=dict(conversation.state or {}), data_dir=data_dir, site_url=site_url, now=now,
+                        member=await member_id(session, user.id, conversation))  # (a quiz it starts is theirs)
     await next_lesson(exchange, pushed=True)
     conversation.state = exchange.state
     return exchange.replies

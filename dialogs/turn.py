@@ -69,6 +69,10 @@ class Exchange:
     data_dir: Path | None = None
     site_url: str | None = None
     now: datetime = field(default_factory=utcnow)
+    # Whom of the chat the bot speaks to when it starts this on its own for one learner (a lesson at their hour):
+    # their sender id there, so that what it starts (a quiz) is theirs in a group, as a flow a message starts is its
+    # sender's (dialogs/flow.py). None: the chat as a whole. A Turn's is its message's sender.
+    member: str | None = None
 
     @property
     def session(self) -> AsyncSession:

@@ -15,7 +15,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from storage.db import Raw
-from storage.models import Base, ChannelIdentity, Conversation, User, utcnow
+from storage.models import Base, ChannelIdentity, Conversation, InboundMessage, User, utcnow
 from storage.prepared import Prepared
 
 
@@ -107,6 +107,22 @@ def _bound_dialect(where: AsyncSession | AsyncConnection) -> str:
 
 def _identity_query(channel: str, external_id: str) -> Select[ChannelIdentity]:
     return select(ChannelIdentity).where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id)
+
+
+async def member_id(session: AsyncSession, user_id: int, conversation: Conversation) -> str | None:
+    """The user's sender id in `conversation` (their identity on its platform, as its messages name them): of several
+    on that platform, the one that last wrote there. None: they have no identity there."""
+    ids = list(await session.scalars(
+        select(ChannelIdentity.external_id)
+        .where(ChannelIdentity.user_id == user_id, ChannelIdentity.channel == conversation.channel)
+        .order_by(ChannelIdentity.id)))
+    if len(ids) < 2:
+        return ids[0] if ids else None
+    wrote = await session.scalar(
+        select(InboundMessage.sender_id)
+        .where(InboundMessage.conversation_id == conversation.id, InboundMessage.sender_id.in_(ids))
+        .order_by(InboundMessage.id.desc()).limit(1))
+    return wrote or ids[0]
 
 
 async def get_or_create_identity(

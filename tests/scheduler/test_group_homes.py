@@ -16,8 +16,9 @@ from bot.cli import main
 from bot.messages import MOVED_FROM, PLATFORM_REPORT, InboundMessage, Text
 from scheduler.broadcast import fan_out
 from scheduler.planner import next_lesson_after, plan_lessons
+from storage.courses import QuestionCard
 from storage.learners import Learner
-from storage.models import Conversation, OutboxMessage, utcnow
+from storage.models import ChannelIdentity, Conversation, OutboxMessage, utcnow
 from tests.dialogs.learning_support import Learning, learning_bot, onboard  # noqa: F401
 from tests.scheduler.support import HandClock, context
 from tests.support import shown
@@ -107,3 +108,34 @@ async def test_a_group_become_a_supergroup_is_followed_there_with_its_learners_a
     supergroup = Member(bot, channel, chat="-100grp", sender="ann")
     pressed = await supergroup.say(lesson.choices[0].label, choice=lesson.choices[0].value)
     assert pressed and pressed[0] != "That button isn't available."
+
+
+async def test_a_quiz_pushed_to_a_group_home_is_its_learners_and_leaves_another_members_quiz_open(learning_bot):
+    """Ann and Bob both learn in one group, their home. Bob takes his first quiz; Ann has read the first lesson's parts
+    and her lesson at her hour brings her its quiz. Bob's quiz stays open and his typed answer goes to it, not to
+    Ann's question; Ann's typed answer is graded on her own quiz."""
+    bot, channel = learning_bot
+    ann, bob = Member(bot, channel, chat="grp", sender="ann"), Member(bot, channel, chat="grp", sender="bob")
+    await onboard(ann)
+    await onboard(bob)
+    for member in (ann, bob):
+        for _part in range(3):
+            await member.say("/next")
+    _intro, question = await bob.say("/next")
+    assert question.startswith("Question 1 of 3\n")
+    moment = next_lesson_after(utcnow(), zone=ZoneInfo("Europe/Lisbon"), at=time(8), days="1234567")
+    clock = HandClock(moment - timedelta(minutes=1))
+    jobs = context(bot.db, clock, notify=bot.dispatcher.notify)
+    await plan_lessons(jobs)
+    clock.move(minutes=2)
+    assert (await plan_lessons(jobs))["queued"] == 2
+    await bot.settle()
+    assert [text for text in channel.texts("grp") if text.startswith("Question 1 of 3\n")][-2:] == [question] * 2
+    [feedback, following] = await bob.say("a")  # Authority: wrong, on his own question
+    assert feedback.startswith("❌ Not quite.") and following.startswith("Question 2 of 3\n")
+    [feedback, following] = await ann.say("b")  # Urgency: right, on hers
+    assert feedback.startswith("✅ Right!") and following.startswith("Question 2 of 3\n")
+    async with bot.db.sessions() as session:
+        cards = list(await session.execute(select(ChannelIdentity.external_id, QuestionCard.correct).join(
+            QuestionCard, QuestionCard.user_id == ChannelIdentity.user_id)))
+    assert sorted(cards) == [("ann", 1), ("bob", 0)]
