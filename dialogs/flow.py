@@ -14,7 +14,9 @@ own and those without a member) are their stack, whose top gets their next messa
 flow; in a group each member has their own, and a member's message neither sees nor drops another's (one member's
 /next to a quiz leaves another's quiz open, and their next answer goes to it; so does a lesson pushed to one learner
 of a group that is home to several). A flow started while another of the person's is in progress goes on top of
-theirs (/language during onboarding), and when it is done the one below is asked again.
+theirs (/language during onboarding), and when it is done the one below is asked again. A flow the bot started on
+its own is also marked `pushed` until it is answered: while the lesson asking its question has not reached the
+person (in line, or set aside until they write), what they write is not its answer.
 Everything in `data` must be JSON. The engine never changes the stored objects in place (a changed copy is written
 back), so the conversation row always sees the change.
 
@@ -31,6 +33,7 @@ from typing import Any
 
 from dialogs.i18n import translator
 from dialogs.turn import Exchange, Turn
+from storage.outbox import lesson_unsent
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +218,7 @@ async def start(x: Exchange, name: str, data: Data | None = None, *, step: str |
     ask."""
     flow = _registry[name]
     leave(x, name)
-    entry = {"name": name, "step": step or flow.steps[0].name, "data": _copied(data or {}), **_member(x)}
+    entry = {"name": name, "step": step or flow.steps[0].name, "data": _copied(data or {}), **_started_by(x)}
     _save(x.state, [*stack(x.state), entry])
     await _ask(x, entry)
 
@@ -223,13 +226,26 @@ async def start(x: Exchange, name: str, data: Data | None = None, *, step: str |
 def enter(x: Exchange, name: str, data: Data, *, step: str) -> None:
     """Put the flow `name` on top at `step` without asking (a pressed button is about to answer that step)."""
     leave(x, name)
-    _save(x.state, [*stack(x.state), {"name": name, "step": step, "data": _copied(data), **_member(x)}])
+    _save(x.state, [*stack(x.state), {"name": name, "step": step, "data": _copied(data), **_started_by(x)}])
 
 
-def _member(x: Exchange) -> dict[str, str]:
-    """Whom a flow started now answers to: the sender of the message being processed, if any."""
+def _started_by(x: Exchange) -> dict[str, Any]:
+    """Whom a flow started now answers to (the sender of the message being processed, or the learner the bot starts
+    it for), and whether the bot started it on its own (`pushed`: its question is in a message of the bot's own, a
+    lesson at the learner's hour, which may not have reached them yet: `_not_before_them`)."""
     member = _whose(x)
-    return {} if member is None else {"member": member}
+    started: dict[str, Any] = {} if member is None else {"member": member}
+    if not isinstance(x, Turn):
+        started["pushed"] = True
+    return started
+
+
+async def _not_before_them(x: Exchange, entry: dict[str, Any]) -> bool:
+    """Whether the question of `entry`, asked in a lesson the bot pushed on its own, has not reached the person yet:
+    the lesson is still in line, or set aside until they write (WhatsApp's window), so what they write now was
+    written before they saw it. It is not the answer, and the question is not asked again: it is on its way."""
+    return (bool(entry.get("pushed")) and isinstance(x, Turn) and x.conversation is not None
+            and await lesson_unsent(x.session, x.conversation.id, x.user.id))
 
 
 async def resume(x: Exchange) -> bool:
@@ -237,7 +253,8 @@ async def resume(x: Exchange) -> bool:
     entry = current(x)
     if entry is None:
         return False
-    await _ask(x, entry)
+    if not await _not_before_them(x, entry):
+        await _ask(x, entry)
     return True
 
 
@@ -261,6 +278,8 @@ async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]], *, tex
     if text is None and turn.message.choice is not None and not step.takes_choice(turn.message.choice,
                                                                                  entry["data"]):
         return False  # not this question's button: the caller says it is out of date, and the step is asked again
+    if await _not_before_them(turn, entry):
+        return False  # written before its question reached them (it goes now): not an answer to it
     data = entry["data"]
     answer = turn.text if text is None else text
     if not answer.strip() and turn.message.choice is None:  # a photo, a sticker, a voice note, a shared location
@@ -291,6 +310,7 @@ async def handle(turn: Turn, fallback: Callable[[Turn], Awaitable[None]], *, tex
             await resume(turn)
         return True
     entry = {**entry, "step": following, "data": data}
+    entry.pop("pushed", None)  # (answered: its questions have reached the person)
     _set_top(turn, entry)
     await _ask(turn, entry)
     return True

@@ -521,6 +521,16 @@ def queued_for(user_id: int) -> ColumnElement[bool]:
                and_(starts_with(key, BROADCAST_KEY), key.like(f"%:{user_id}")))
 
 
+async def lesson_unsent(session: AsyncSession, conversation_id: int, user_id: int) -> bool:
+    """Whether a lesson the bot queued on its own for the learner in the conversation has not gone out yet (in line,
+    being sent, or set aside until they write or come back): what it asks is not before them yet."""
+    return bool(await session.scalar(select(exists().where(
+        OutboxMessage.conversation_id == conversation_id,
+        OutboxMessage.status.in_((*ACTIVE, OutboxStatus.WAITING)),
+        starts_with(OutboxMessage.idempotency_key, f"{LESSON_KEY}{user_id}:"),
+    ))))
+
+
 async def follow_moved_chat(session: AsyncSession, old_id: int, new_id: int, chat_id: str) -> int:
     """A chat that moved to another id (a Telegram group become a supergroup, conversation `new_id` at `chat_id`):
     what waits to go to the old one goes to the new one, in its order, and the choices offered there are offered

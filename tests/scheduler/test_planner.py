@@ -900,3 +900,28 @@ async def test_a_failed_lesson_requeued_while_the_learner_is_away_is_held_until_
         assert back[0].startswith("📘 Lesson 2 of 3") and back[-1].startswith("Welcome back!")
     finally:
         await bot.stop()
+
+
+async def test_the_message_that_lets_a_quiz_set_aside_for_the_window_go_is_not_its_answer(learning_bot):
+    """Ann has read her lesson's parts; the lesson at her hour asks its quiz, set aside until she writes (WhatsApp's
+    window). What she writes then was written before she saw the question: it lets the quiz go, and is not graded
+    as its answer; her next message, after the question, is."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    await t.press("Start my first lesson")
+    await t.say("/next")
+    await t.say("/next")
+    user, _learner = await learner_row(bot, "test", "ann")
+    now = utcnow()
+    today = now.astimezone(zone_for(user.timezone)).date()
+    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, today, now), now) == QUEUED
+    async with bot.db.transaction() as session:  # as the dispatcher sets it aside outside WhatsApp's window
+        await session.execute(update(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING.value)
+                              .values(status=OutboxStatus.WAITING.value))
+    replies = await t.say("b")
+    assert replies[0] == "Quiz time: 3 questions about “What a phishing message wants”."
+    assert replies[1].startswith("Question 1 of 3\n")
+    assert not any(reply.startswith(("✅", "❌", "Question 2")) for reply in replies)
+    [feedback, following] = await t.say("b")
+    assert feedback.startswith("✅ Right!") and following.startswith("Question 2 of 3\n")
