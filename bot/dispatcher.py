@@ -77,6 +77,8 @@ from storage.db import Database, Raw
 from storage.models import Conversation, OutboxMessage, utcnow
 from storage.outbox import (
     ACTIVE,
+    MOOT_REMINDER,
+    NUDGE_KEY,
     OutboxStatus,
     awaited,
     dead_letter,
@@ -84,8 +86,10 @@ from storage.outbox import (
     reschedule,
     save_parts_sent,
     set_aside,
+    withdraw_if_moot,
 )
 from storage.prepared import Prepared
+from storage.queries import starts_with
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +180,7 @@ _HEAD = {
             _OUTBOX.c.next_attempt_at,
             _OUTBOX.c.lease_until,
             _OUTBOX.c.parts_sent,
+            _OUTBOX.c.idempotency_key,
             _CONVERSATIONS.c.last_inbound_at,
             _CONVERSATIONS.c.opted_out_at,
             _FIRST_AWAITED_IN_CONVERSATION[backend].is_not(None).label("awaited"),
@@ -217,6 +222,7 @@ _CLAIMED_HEAD = (
     _OUTBOX.c.payload,
     _OUTBOX.c.attempts,
     _OUTBOX.c.parts_sent,
+    _OUTBOX.c.idempotency_key,
 )
 _CLAIM_HEAD = {  # `_HEAD` and `_CLAIM` in one statement, for a notice's conversation whose chat is known
     "postgresql": Prepared(
@@ -342,6 +348,9 @@ _SENT_BY_MARKING = {
     "lease_until": None,
     "attempts": _OUTBOX.c.attempts + 1,
 }
+# A reminder to come back is claimed and sent as on any channel, never marked sent in one statement: its send step
+# first withdraws it if its learner wrote since it was queued (`OutboxDispatcher._moot`).
+_NOT_A_REMINDER = or_(_OUTBOX.c.idempotency_key.is_(None), ~starts_with(_OUTBOX.c.idempotency_key, NUDGE_KEY))
 _MARK_DUE_SENT = _with_more(  # as `_CLAIM`: the row as it was read, and still due
     update(_OUTBOX)
     .where(
@@ -349,6 +358,7 @@ _MARK_DUE_SENT = _with_more(  # as `_CLAIM`: the row as it was read, and still d
         _OUTBOX.c.status == bindparam("was"),
         _OUTBOX.c.attempts == bindparam("tries"),
         _DUE_NOW,
+        _NOT_A_REMINDER,
     )
     .values(_SENT_BY_MARKING),
     shown=True,
@@ -358,6 +368,7 @@ _MARK_HEAD_SENT = _with_more(  # `_HEAD` and `_MARK_DUE_SENT` in one statement, 
     .where(
         _OUTBOX.c.id == _HEAD_ID[backend],
         _DUE_NOW,
+        _NOT_A_REMINDER,
         select(_CONVERSATIONS.c.opted_out_at)
         .where(_CONVERSATIONS.c.id == _OUTBOX.c.conversation_id)
         .scalar_subquery()
@@ -389,6 +400,7 @@ _MARK_HEADS_SENT = Prepared(  # `_MARK_HEAD_SENT` for many conversations (`_Toge
     .where(
         _OUTBOX.c.id == _MARKED_HEADS.c.id,
         _DUE_NOW,
+        _NOT_A_REMINDER,
         select(_CONVERSATIONS.c.opted_out_at)
         .where(_CONVERSATIONS.c.id == _OUTBOX.c.conversation_id)
         .scalar_subquery()
@@ -532,6 +544,7 @@ class Claimed:
     opted_out_at: datetime | None
     parts_sent: list[str] = field(default_factory=list)
     lane: Lane = Lane.BULK  # INTERACTIVE when it, or a reply after it in its conversation, answers a message
+    key: str | None = None  # what the bot sent on its own is named by it (storage.outbox: NUDGE_KEY, …)
 
     @classmethod
     def of(cls, head: Any, *, attempts: int, lane: Lane) -> Claimed:
@@ -547,7 +560,13 @@ class Claimed:
             opted_out_at=head.opted_out_at,
             parts_sent=list(head.parts_sent or []),
             lane=lane,
+            key=head.idempotency_key,
         )
+
+
+def _reminder(row: Claimed) -> bool:
+    """Whether the row is a reminder to come back (`NUDGE_KEY`), which its send step withdraws if it is moot."""
+    return row.key is not None and row.key.startswith(NUDGE_KEY)
 
 
 @dataclass(slots=True)
@@ -961,7 +980,7 @@ class OutboxDispatcher:
         if row.opted_out_at is not None:
             return found
         prefix = self._sent_by_marking(row.channel, row.chat_id)
-        if prefix is not None:
+        if prefix is not None and not _reminder(row):
             marked = (
                 await _MARK_DUE_SENT[self.db.backend].run(
                     connection,
@@ -1049,6 +1068,9 @@ class OutboxDispatcher:
             if not claimed:
                 self.limiter.done(booking)
                 return None  # another dispatcher took the reply while this one waited
+        if _reminder(row) and await self._moot(row):
+            self.limiter.done(booking)  # (not started: it keeps no place in the chat's window)
+            return await self._read_head(row.conversation_id)
         held = [booking]  # the place of the message going out: each further part of a long reply takes one more
 
         async def part_sent(platform_ids: list[str]) -> None:
@@ -1194,6 +1216,16 @@ class OutboxDispatcher:
         log.info("send postponed", extra={"outbox_id": row.id, "delay_s": round(delay, 2), "error": error[:300]})
         async with self.db.transaction() as session:
             await reschedule(session, row.id, due=utcnow() + timedelta(seconds=delay), error=error, counted=counted)
+
+    async def _moot(self, row: Claimed) -> bool:
+        """A reminder to come back whose learner wrote since it was queued: withdrawn now, as it would be sent
+        (storage.outbox.withdraw_if_moot). True: it is not to be sent."""
+        async with self.db.transaction() as session:
+            withdrawn = await withdraw_if_moot(session, row.id, row.key or "")
+        if withdrawn:
+            log.info("reply set aside", extra={"outbox_id": row.id, "status": OutboxStatus.CANCELLED,
+                                               "reason": MOOT_REMINDER})
+        return withdrawn
 
     async def _set_aside(self, row: Claimed, status: OutboxStatus, reason: str) -> None:
         """Not sent and not retried: `suppressed` for good, `waiting` until the person writes again."""

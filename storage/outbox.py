@@ -40,7 +40,7 @@ from sqlalchemy.sql.dml import UpdateBase
 
 from storage.db import Raw
 from storage.learners import PAUSED, STOPPED, Learner
-from storage.models import Conversation, InboundMessage, OfferedChoice, OutboxMessage, utcnow
+from storage.models import ChannelIdentity, Conversation, InboundMessage, OfferedChoice, OutboxMessage, User, utcnow
 from storage.prepared import Prepared, Ran, Where, raw_of
 from storage.queries import backend_insert, rows_affected, starts_with
 
@@ -519,6 +519,38 @@ def queued_for(user_id: int) -> ColumnElement[bool]:
     key = OutboxMessage.idempotency_key
     return or_(starts_with(key, f"{LESSON_KEY}{user_id}:"), starts_with(key, f"{NUDGE_KEY}{user_id}:"),
                and_(starts_with(key, BROADCAST_KEY), key.like(f"%:{user_id}")))
+
+
+MOOT_REMINDER = "not sent: the learner wrote after this reminder was queued"
+
+
+async def withdraw_if_moot(session: AsyncSession, outbox_id: int, key: str) -> bool:
+    """A reminder to come back (`NUDGE_KEY`, claimed to be sent now) whose learner has written since it was queued
+    (their last activity, or a message of theirs in its chat not processed yet): cancelled, not sent, the claim's try
+    taken back. Asked as it is sent, so a reminder that waited in line (behind a broadcast, a platform's pause, a
+    dispatcher away) while they came back is not sent after their reply. True: withdrawn."""
+    try:
+        user_id = int(key.removeprefix(NUDGE_KEY).split(":", 1)[0])
+    except ValueError:
+        return False
+    queued = OutboxMessage.created_at
+    wrote = or_(
+        select(User.id).where(User.id == user_id, User.last_active_at > queued).correlate(OutboxMessage).exists(),
+        select(InboundMessage.id).where(
+            InboundMessage.conversation_id == OutboxMessage.conversation_id, InboundMessage.received_at > queued,
+            InboundMessage.channel == ChannelIdentity.channel, InboundMessage.sender_id == ChannelIdentity.external_id,
+            ChannelIdentity.user_id == user_id,
+        ).correlate(OutboxMessage).exists(),
+    )
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == outbox_id, OutboxMessage.status == OutboxStatus.SENDING.value,
+               starts_with(OutboxMessage.idempotency_key, NUDGE_KEY), wrote)
+        .values(status=OutboxStatus.CANCELLED.value, lease_until=None, last_error=MOOT_REMINDER,
+                attempts=OutboxMessage.attempts - 1)
+        .execution_options(synchronize_session=False)
+    )
+    return rows_affected(result) == 1
 
 
 async def lesson_unsent(session: AsyncSession, conversation_id: int, user_id: int) -> bool:

@@ -8,6 +8,7 @@ import random
 from collections import Counter
 from datetime import datetime, time, timedelta, timezone
 
+import pytest
 from sqlalchemy import select, update
 
 from bot.core import Lessonbot
@@ -17,6 +18,7 @@ from storage.courses import Enrollment, Lesson, LessonProgress
 from storage.learners import Learner
 from storage.models import Conversation, OutboxMessage, utcnow
 from storage.scheduling import NudgeLog, NudgeTemplateStats
+from tests.bot.test_dispatcher import MarkedChannel
 from tests.scheduler.nudge_support import away_a_day, nudge_sent
 from tests.scheduler.support import HandClock, add_learner, context, daytime_zone, sample_course
 from tests.support import RecordingChannel, Transcript, message
@@ -149,6 +151,33 @@ async def test_continue_my_lesson_at_the_quiz_counts(recording_bot):
     shown = channel.sent["ann"][1:]
     assert any("Quiz time" in m.text for m in shown)  # she is in her lesson again: its quiz
     assert await _came_back(bot) is True
+
+
+@pytest.mark.parametrize("marked", [False, True], ids=["sent", "sent-by-marking"])
+async def test_a_nudge_still_in_line_when_the_learner_writes_is_withdrawn_not_sent(settings, marked):
+    """Ann's come-back nudge is queued and not sent yet (behind other sends, a platform's pause, a dispatcher away)
+    when she writes on her own: it is moot, and it is withdrawn as it would be sent, not sent after her reply; on a
+    channel whose send is the reply marked sent (the web chat's) too."""
+    channel = MarkedChannel(name="test") if marked else RecordingChannel()
+    bot = Lessonbot(settings, [channel])
+    try:
+        away = await away_a_day(bot.db)
+        ctx = context(bot.db, HandClock(away.now), rng=random.Random(7))  # (no dispatcher told: it waits in line)
+        assert await sweep(ctx) == Counter({"inactive": 1})
+        await bot.receive(message("/progress"))
+        await bot.settle()
+        await bot.dispatcher.flush()
+        async with bot.db.sessions() as session:
+            rows = (await session.execute(select(OutboxMessage.idempotency_key, OutboxMessage.status,
+                                                 OutboxMessage.last_error).order_by(OutboxMessage.id))).all()
+    finally:
+        await bot.stop()
+    [(key, status, error), *replies] = rows
+    assert key.startswith("nudge:") and status == "cancelled"
+    assert error == "not sent: the learner wrote after this reminder was queued"
+    assert replies and all(status == "sent" for _key, status, _error in replies)
+    assert all(not getattr(reply, "text", "").startswith(("Got five minutes", "Small steps", "It's been"))
+               for reply in channel.sent["ann"])
 
 
 async def test_a_nudge_set_aside_for_the_window_is_withdrawn_when_the_learner_comes_back(recording_bot):
