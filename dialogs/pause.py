@@ -60,10 +60,10 @@ async def pause(turn: Turn, args: str) -> None:
 
 async def _withdraw_unasked(x: Exchange, learner: Learner, reason: str) -> None:
     """What the bot queued on its own for the learner and has not sent (also what was set aside until they wrote,
-    which this very message would otherwise release) does not go now: a lesson waits until they write again, a
-    reminder or an announcement is cancelled."""
+    which this very message would otherwise release; not another learner's in a group that is home to both) does not
+    go now: a lesson waits until they write again, a reminder or an announcement is cancelled."""
     if learner.home_conversation_id is not None:
-        await withdraw_unasked(x.session, learner.home_conversation_id, reason=reason)
+        await withdraw_unasked(x.session, learner.home_conversation_id, learner.user_id, reason=reason)
 
 
 async def resume_lessons(turn: Turn, _args: str) -> None:
@@ -78,7 +78,7 @@ async def resume_lessons(turn: Turn, _args: str) -> None:
         home = await turn.session.get(Conversation, learner.home_conversation_id)
         if home is not None:
             await withhold_closed_lessons(turn.transaction, home, now=turn.now)
-        await release_held(turn.session, learner.home_conversation_id, now=turn.now)
+        await release_held(turn.session, learner.home_conversation_id, learner.user_id, now=turn.now)
     when = await lessons.next_lesson_moment(turn, learner)
     text = _("Welcome back! Lessons are on again.") if paused else _("You're not paused: your lessons are on.")
     if when is not None:

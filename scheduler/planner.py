@@ -373,7 +373,7 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
     # A lesson held when the learner paused (storage.outbox.withdraw_unasked) goes first: their place moved past it
     # (unless it is closed to them by now: dialogs.access); in the quiet hours, it waits for their end with this one.
     await withhold_closed_lessons(SessionOnDemand.of(session), conversation, now=now)
-    await release_held(session, conversation.id, now=held if wait > timedelta(0) else utcnow())
+    await release_held(session, conversation.id, due.user_id, now=held if wait > timedelta(0) else utcnow())
     place = _shown(before, await _place(session, learner))
     key = f"{LESSON_KEY}{due.user_id}:{due.local_date.isoformat()}"
     await enqueue(session, [

@@ -603,14 +603,15 @@ async def forget_keys_of(session: AsyncSession, user_id: int, *, reason: str) ->
     return rows_affected(released)
 
 
-async def withdraw_unasked(session: AsyncSession, conversation_id: int, *, reason: str) -> int:
-    """What the bot queued on its own for a conversation and has not sent, when the learner pauses or stops (or asks
-    to): a lesson is held (status `waiting`: the learner's place already moved past it, so it must not be lost; the
-    pipeline leaves it held while they are paused or stopped, `release_held` lets it go), a reminder or an
-    announcement is cancelled, a failed one too (a requeue of failed replies, `requeue`, would send it while they are
-    away). Replies to what the person sent, and notices such as a payment's, stay as they are; a row being sent right
-    now is left to finish. The number of rows changed."""
-    here = OutboxMessage.conversation_id == conversation_id
+async def withdraw_unasked(session: AsyncSession, conversation_id: int, user_id: int, *, reason: str) -> int:
+    """What the bot queued on its own for a learner (`queued_for`) in a conversation and has not sent, when they pause
+    or stop (or ask to); another learner's, whose home the chat is too (a group), stays as it is. A lesson is held
+    (status `waiting`: the learner's place already moved past it, so it must not be lost; the pipeline leaves it held
+    while they are paused or stopped, `release_held` lets it go), a reminder or an announcement is cancelled, a
+    failed one too (a requeue of failed replies, `requeue`, would send it while they are away). Replies to what the
+    person sent, and notices such as a payment's, stay as they are; a row being sent right now is left to finish.
+    The number of rows changed."""
+    here = and_(OutboxMessage.conversation_id == conversation_id, queued_for(user_id))
     unsent = (OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)
     held = await session.execute(
         update(OutboxMessage)
@@ -646,15 +647,16 @@ async def withdraw_unsent_nudges(session: AsyncSession, conversation_id: int, ke
     return rows_affected(result)
 
 
-async def release_held(session: AsyncSession, conversation_id: int, *, now: datetime) -> int:
-    """Let a conversation's held lessons go (`withdraw_unasked`), ahead of what is queued after them: the learner is
-    back (/resume), or their next lesson is being pushed. One the platform's own window still holds is set aside
+async def release_held(session: AsyncSession, conversation_id: int, user_id: int, *, now: datetime) -> int:
+    """Let a learner's held lessons in a conversation go (`withdraw_unasked`), ahead of what is queued after them:
+    the learner is back (/resume), or their next lesson is being pushed (another learner's, whose home the chat is
+    too, stays held for them). One the platform's own window still holds is set aside
     again by the dispatcher. Its caller first cancels those whose lesson is closed to their learner now
     (`held_lessons`, `cancel_held`). The number of rows released."""
     result = await session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.conversation_id == conversation_id, OutboxMessage.status == OutboxStatus.WAITING.value,
-               starts_with(OutboxMessage.idempotency_key, LESSON_KEY))
+               starts_with(OutboxMessage.idempotency_key, f"{LESSON_KEY}{user_id}:"))
         .values(status=OutboxStatus.PENDING.value, next_attempt_at=now)
         .execution_options(synchronize_session=False)
     )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.cli import main
 from bot.messages import MOVED_FROM, PLATFORM_REPORT, InboundMessage, Text
@@ -19,7 +19,7 @@ from scheduler.planner import next_lesson_after, plan_lessons
 from storage.courses import QuestionCard
 from storage.learners import Learner
 from storage.models import ChannelIdentity, Conversation, OutboxMessage, utcnow
-from tests.dialogs.learning_support import Learning, learning_bot, onboard  # noqa: F401
+from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
 from tests.scheduler.support import HandClock, context
 from tests.support import shown
 
@@ -139,3 +139,33 @@ async def test_a_quiz_pushed_to_a_group_home_is_its_learners_and_leaves_another_
         cards = list(await session.execute(select(ChannelIdentity.external_id, QuestionCard.correct).join(
             QuestionCard, QuestionCard.user_id == ChannelIdentity.user_id)))
     assert sorted(cards) == [("ann", 1), ("bob", 0)]
+
+
+async def test_one_member_pausing_holds_their_own_lesson_in_a_shared_home_not_anothers(learning_bot):
+    """Ann and Bob both learn in one group, their home, and each has a lesson queued there at their hour. Ann's
+    /pause holds hers; Bob's still goes. Bob paused with his held, Ann's /resume lets hers go, not his."""
+    bot, channel = learning_bot
+    ann, bob = Member(bot, channel, chat="grp", sender="ann"), Member(bot, channel, chat="grp", sender="bob")
+    await onboard(ann)
+    await onboard(bob)
+    moment = next_lesson_after(utcnow(), zone=ZoneInfo("Europe/Lisbon"), at=time(8), days="1234567")
+    clock = HandClock(moment - timedelta(minutes=1))
+    jobs = context(bot.db, clock)  # (no dispatcher told: the lessons wait in the outbox)
+    await plan_lessons(jobs)
+    clock.move(minutes=2)
+    assert (await plan_lessons(jobs))["queued"] == 2
+    users = {name: (await learner_row(bot, "test", name))[0].id for name in ("ann", "bob")}
+
+    async def lessons() -> dict[str, str]:
+        async with bot.db.sessions() as session:
+            return {name: await session.scalar(select(OutboxMessage.status).where(
+                OutboxMessage.idempotency_key.like(f"lesson:{uid}:%"))) for name, uid in users.items()}
+
+    await ann.say("/pause")
+    assert await lessons() == {"ann": "waiting", "bob": "sent"}
+    async with bot.db.transaction() as session:  # as when Bob paused before his went: held for him
+        await session.execute(update(OutboxMessage).values(status="waiting")
+                              .where(OutboxMessage.idempotency_key.like(f"lesson:{users['bob']}:%")))
+        await session.execute(update(Learner).where(Learner.user_id == users["bob"]).values(status="paused"))
+    await ann.say("/resume")
+    assert await lessons() == {"ann": "sent", "bob": "waiting"}
