@@ -679,10 +679,15 @@ _SUPPRESS_UNSENT = (
 # A lesson held because its learner paused or stopped (`withdraw_unasked`) stays held while they are: their writing
 # is not their coming back (/resume lets it go, or their next lesson's push: `release_held`).
 def _away(conversation_id: Any, due: Any) -> ColumnElement[bool]:
-    """The learner whose home is the conversation is paused (until after `due`) or stopped."""
+    """The learner whose home is the conversation and whose lesson, reminder or announcement the row is (its key
+    names them, as `queued_for` reads it: in a group that is home to several, another's pause holds nothing of
+    theirs) is paused (until after `due`) or stopped."""
+    key, user = _OUTBOX.c.idempotency_key, cast(_LEARNERS.c.user_id, String)
+    theirs = or_(*(key.like(literal(prefix) + user + literal(":%")) for prefix in (LESSON_KEY, NUDGE_KEY)),
+                 key.like(literal(f"{BROADCAST_KEY}%:") + user))
     return (
         select(_LEARNERS.c.user_id)
-        .where(_LEARNERS.c.home_conversation_id == conversation_id,
+        .where(_LEARNERS.c.home_conversation_id == conversation_id, theirs,
                or_(_LEARNERS.c.status == STOPPED,
                    and_(_LEARNERS.c.status == PAUSED,
                         or_(_LEARNERS.c.paused_until.is_(None), _LEARNERS.c.paused_until > due))))

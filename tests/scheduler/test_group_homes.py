@@ -169,3 +169,32 @@ async def test_one_member_pausing_holds_their_own_lesson_in_a_shared_home_not_an
         await session.execute(update(Learner).where(Learner.user_id == users["bob"]).values(status="paused"))
     await ann.say("/resume")
     assert await lessons() == {"ann": "sent", "bob": "waiting"}
+
+
+async def test_a_lesson_held_for_a_member_whose_pause_ran_out_goes_when_they_write_though_another_is_paused(
+        learning_bot):
+    """Ann and Bob both learn in one group, their home. Ann is paused. Bob's lesson was held for his own pause, which
+    has run out: his next message lets it go, Ann's pause notwithstanding; hers stays held."""
+    bot, channel = learning_bot
+    ann, bob = Member(bot, channel, chat="grp", sender="ann"), Member(bot, channel, chat="grp", sender="bob")
+    await onboard(ann)
+    await onboard(bob)
+    moment = next_lesson_after(utcnow(), zone=ZoneInfo("Europe/Lisbon"), at=time(8), days="1234567")
+    clock = HandClock(moment - timedelta(minutes=1))
+    jobs = context(bot.db, clock)  # (no dispatcher told: the lessons wait in the outbox)
+    await plan_lessons(jobs)
+    clock.move(minutes=2)
+    assert (await plan_lessons(jobs))["queued"] == 2
+    bob_id = (await learner_row(bot, "test", "bob"))[0].id
+    async with bot.db.transaction() as session:  # both paused before theirs went: held; Bob's pause has run out
+        await session.execute(update(OutboxMessage).values(status="waiting")
+                              .where(OutboxMessage.idempotency_key.like("lesson:%")))
+        await session.execute(update(Learner).values(status="paused"))
+        await session.execute(update(Learner).where(Learner.user_id == bob_id)
+                              .values(paused_until=utcnow() - timedelta(minutes=1)))
+    replies = await bob.say("hello all")
+    assert [reply for reply in replies if reply.startswith("📘 Lesson 1")]
+    async with bot.db.sessions() as session:
+        held = (await session.execute(select(OutboxMessage.idempotency_key).where(
+            OutboxMessage.status == "waiting"))).scalars().all()
+    assert held and not [key for key in held if key.startswith(f"lesson:{bob_id}:")]
