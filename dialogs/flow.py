@@ -245,7 +245,7 @@ async def _not_before_them(x: Exchange, entry: dict[str, Any]) -> bool:
     the lesson is still in line, or set aside until they write (WhatsApp's window), so what they write now was
     written before they saw it. It is not the answer, and the question is not asked again: it is on its way."""
     return (bool(entry.get("pushed")) and isinstance(x, Turn) and x.conversation is not None
-            and await lesson_unsent(x.session, x.conversation.id, x.user.id))
+            and await lesson_unsent(x.transaction, x.conversation.id, x.user.id))
 
 
 async def resume(x: Exchange) -> bool:

@@ -51,6 +51,7 @@ from storage.courses import (
 from storage.db import SessionOnDemand
 from storage.learners import Learner, current_streak, is_paused, quiet_at, record_activity, zone_for
 from storage.models import Conversation, User, utcnow
+from storage.outbox import lesson_unsent
 from storage.prepared import add_row
 from storage.queries import member_id
 from storage.scheduling import ScheduledLesson
@@ -135,6 +136,8 @@ async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
         if not pushed:
             await onboarding.require_set_up(x)
         return
+    if not pushed and await _lesson_on_its_way(x):
+        return  # what comes next is on its way: said already
     course = await current_course(x, learner)
     if course is None:
         if not pushed:
@@ -182,6 +185,14 @@ async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
         await flow.start(x, "quiz", {"lesson_id": lesson.id, "queue": pending, "total": total})
         return
     await finish_lesson(x, lesson)
+
+
+async def _lesson_on_its_way(x: Exchange) -> bool:
+    """Whether the lesson pushed at the learner's hour is going to them now, not sent yet (a message of theirs just let
+    it go, set aside until they wrote: WhatsApp's window; or the dispatcher has not got to it): it is what comes
+    next, and a /next written before they saw it does not move past it."""
+    return (isinstance(x, Turn) and x.conversation is not None
+            and await lesson_unsent(x.transaction, x.conversation.id, x.user.id, going_by=x.now))
 
 
 def lesson_heading(_: Translator, title: str, minutes: int | None, number: int, count: int) -> str:

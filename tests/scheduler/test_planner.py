@@ -925,3 +925,22 @@ async def test_the_message_that_lets_a_quiz_set_aside_for_the_window_go_is_not_i
     assert not any(reply.startswith(("✅", "❌", "Question 2")) for reply in replies)
     [feedback, following] = await t.say("b")
     assert feedback.startswith("✅ Right!") and following.startswith("Question 2 of 3\n")
+
+
+async def test_the_message_that_lets_a_lesson_set_aside_for_the_window_go_does_not_move_past_it(learning_bot):
+    """Ann's lesson at her hour waits for her to write (WhatsApp's window). She writes "next": the lesson it lets go
+    is what comes next, not the part after it, which she has not seen the one before of."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    user, _learner = await learner_row(bot, "test", "ann")
+    now = utcnow()
+    today = now.astimezone(zone_for(user.timezone)).date()
+    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, today, now), now) == QUEUED
+    async with bot.db.transaction() as session:  # as the dispatcher sets it aside outside WhatsApp's window
+        await session.execute(update(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING.value)
+                              .values(status=OutboxStatus.WAITING.value))
+    [lesson] = await t.say("next")
+    assert lesson.startswith("📘 Lesson 1 of 5") and lesson.endswith("(1/3)")
+    [following] = await t.say("next")
+    assert following.endswith("(2/3)")
