@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
+from sqlalchemy import select
+
 from bot.messages import literal
 from bot.text import plain_words, storable
 from dialogs import access, flow, greeting
@@ -73,7 +75,7 @@ async def answer_question(turn: Turn) -> None:
         turn.say(_("I answer questions from “{title}” once the whole course is yours: send /buy {slug} for it.",
                    title=previewed.title, slug=previewed.slug))
         return
-    if answer.unanswered is NoAnswer.BEYOND_PREVIEW and (previewed := await _previewed_course(turn)) is not None:
+    if answer.unanswered is NoAnswer.BEYOND_PREVIEW and (previewed := await _locked_course(turn, answer)) is not None:
         _ = tr(turn)  # the course answers it in a lesson past the free preview: said, never quoted
         turn.say(_("“{title}” covers that in a lesson past your free preview: send /buy {slug} for the whole course.",
                    title=previewed.title, slug=previewed.slug))
@@ -105,6 +107,14 @@ async def _previewed_course(turn: Turn) -> Course | None:
     learner = await learner_of(turn)
     course = await turn.session.get(Course, learner.course_id) if learner.course_id else None
     return course if course is not None and course.access != FREE else None
+
+
+async def _locked_course(turn: Turn, answer: CourseAnswer) -> Course | None:
+    """The paid course whose lesson past its free preview answers the question (not necessarily the learner's current
+    course: they may be trying one course's preview while learning another)."""
+    if not answer.locked:
+        return None
+    return await turn.session.scalar(select(Course).where(Course.slug == answer.locked[0].course_id))
 
 
 def as_draft(show: Callable[[str], Awaitable[None]] | None) -> Callable[[str], Awaitable[None]] | None:

@@ -255,3 +255,22 @@ async def test_a_question_asked_on_purpose_is_its_words_even_those_of_a_button(s
         assert not channel.texts("ann")[-1].startswith("Your place is saved")  # (not the Later button's answer)
     finally:
         await bot.stop()
+
+
+async def test_a_question_past_the_preview_of_a_course_other_than_the_current_one_names_that_course(settings):
+    """Ann learns the free course and tries the paid one's preview besides: what only the paid course's locked lesson
+    answers (credential stuffing) points her to that course by name (/buy with its slug), not to a /buy of her free
+    current course."""
+    bot, channel = await knowing_bot(settings, SAMPLE, PAID)
+    try:
+        t = Learning(bot, channel)
+        await onboard(t)
+        async with bot.db.transaction() as session:
+            paid = await session.scalar(select(Course).where(Course.slug == "passwords-that-hold"))
+            user_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "ann"))
+            session.add(Enrollment(user_id=user_id, course_id=paid.id))
+        [answer] = await t.say("What is credential stuffing?")  # lesson 2 of the paid course only
+        assert answer == ("“Passwords that hold” covers that in a lesson past your free preview: send /buy "
+                          "passwords-that-hold for the whole course."), answer
+    finally:
+        await bot.stop()
