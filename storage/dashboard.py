@@ -613,18 +613,29 @@ async def knowledge(session: AsyncSession, now: datetime, kept: Figures | None =
         .where(asked.c.place <= TOP)
         .order_by(asked.c.n.desc(), asked.c.topic, asked.c.course)
     )
-    # by the course that came nearest, the TOP of each as the topics
-    lacked = (
+    # by the course that came nearest, the TOP of each as the topics; each in the words it was first asked in
+    askings = (
         select(
             course,
             KnowledgeQuestion.normalized,
-            func.count().label("n"),
-            func.min(KnowledgeQuestion.question).label("example"),
-            func.max(KnowledgeQuestion.asked_at).label("last"),
-            _place_in(course, func.count().desc(), KnowledgeQuestion.normalized).label("place"),
+            KnowledgeQuestion.question,
+            KnowledgeQuestion.asked_at,
+            _place_in((course, KnowledgeQuestion.normalized), KnowledgeQuestion.asked_at, KnowledgeQuestion.id)
+            .label("nth"),
         )
         .where(KnowledgeQuestion.outcome == "declined", KnowledgeQuestion.reason == "not_covered")
-        .group_by(course, KnowledgeQuestion.normalized)
+        .subquery()
+    )
+    lacked = (
+        select(
+            askings.c.course,
+            askings.c.normalized,
+            func.count().label("n"),
+            func.max(case((askings.c.nth == 1, askings.c.question))).label("example"),
+            func.max(askings.c.asked_at).label("last"),
+            _place_in(askings.c.course, func.count().desc(), askings.c.normalized).label("place"),
+        )
+        .group_by(askings.c.course, askings.c.normalized)
         .subquery()
     )
     declined = await session.execute(

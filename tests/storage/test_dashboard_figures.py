@@ -155,10 +155,24 @@ async def test_the_engagement_knowledge_and_revenue_counts(db):
                                      {"week": "2026-11-30", "learners": 1, "active": [1]}]
     assert (knowledge["asked"], knowledge["answered"], knowledge["declined"], knowledge["limited"]) == (5, 2, 2, 1)
     assert knowledge["topics"] == [["spot-phishing", "What a phishing message wants", 2]]
-    assert knowledge["declined_most"][0][1:3] == ["Capital of France", 2]
+    assert knowledge["declined_most"][0][1:3] == ["capital of France?", 2]  # (asked at once: the first logged)
     [row] = takings
     assert (row.slug, row.currency, row.payments, row.renewals, row.paid_minor, row.refunds, row.refunded_minor,
             row.net_minor) == ("spot-phishing", "GBP", 2, 1, 850, 1, 300, 550)
+
+async def test_a_question_declined_again_is_shown_in_the_words_it_was_first_asked_in(db):
+    """The authors' "question (as first asked)": the words of the earliest of its askings, whatever later ones (other
+    casing, other punctuation) would sort before them."""
+    async with db.transaction() as session:
+        ann = await add_learner(session, "Ann")
+        for text, hours_ago in (("what is a VPN for?", 3), ("What is a VPN for", 2), ("WHAT IS A VPN FOR", 1)):
+            session.add(KnowledgeQuestion(
+                user_id=ann.id, asked_at=NOW - timedelta(hours=hours_ago), question=text,
+                normalized="what is a vpn for", outcome="declined", reason="not_covered", course="spot-phishing"))
+    async with db.sessions() as session:
+        knowledge = await dashboard.knowledge(session, NOW)
+    assert knowledge["declined_most"] == [["spot-phishing", "what is a VPN for?", 3, "2026-12-03"]]
+
 
 async def test_a_streak_counts_while_no_lesson_day_went_by_without_learning(db):
     monday = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
