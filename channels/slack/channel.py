@@ -53,6 +53,7 @@ from bot.messages import Document, Text
 from channels.slack.blocks import ReplyNotRenderable, SlackMessage, render_caption, render_link, render_text
 from channels.slack.inbound import (
     HOME_ADDRESS_PREFIX,
+    THREAD_ADDRESS_PREFIX,
     chat_id_for,
     ephemeral_target,
     home_target,
@@ -185,7 +186,8 @@ class SlackChannel:
             if member is not None:
                 return await self._post_ephemeral(client, installation, channel, member, messages,
                                                   parts=delivery.parts)
-            return await self._post(client, channel, messages, parts=delivery.parts)
+            return await self._post(client, channel, messages, parts=delivery.parts,
+                                    thread=_thread_of(delivery.reply_address))
         except ReplyNotRenderable as exc:
             raise PermanentSendError(f"Slack cannot show this reply: {exc}") from exc
         except SlackApiError as exc:
@@ -222,11 +224,13 @@ class SlackChannel:
         )
 
     async def _post(
-        self, client: AsyncWebClient, channel: str, messages: list[SlackMessage], *, parts: PartsSent
+        self, client: AsyncWebClient, channel: str, messages: list[SlackMessage], *, parts: PartsSent,
+        thread: str | None = None,
     ) -> str:
         """Post the messages in order, after those already posted (`parts`, kept on the outbox row): a retry of a
         reply whose later message failed, in any process, posts only the rest. A threaded reply's follow-ups go in
-        the thread of its first message (its ts is the first part's id, so a retry finds the thread too)."""
+        the thread of its first message (its ts is the first part's id, so a retry finds the thread too); the whole
+        reply to a message written in a thread (`thread`, its ts) goes in that thread."""
         posted = parts.ids
         last: float | None = None
         for index in range(len(posted), len(messages)):
@@ -234,7 +238,7 @@ class SlackChannel:
             if last is not None:  # the dispatcher's limiter paces replies; this, the messages within one
                 await asyncio.sleep(max(0.0, last + self.post_pace - time.monotonic()))
             last = time.monotonic()
-            thread_ts = posted[0] if message.in_thread and posted and posted[0] else None
+            thread_ts = thread or (posted[0] if message.in_thread and posted and posted[0] else None)
             response = await client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks,
                                                      thread_ts=thread_ts)
             await parts.add(str(response.get("ts") or ""), more_to_come=index + 1 < len(messages))
@@ -421,3 +425,10 @@ def _retry_after(value: object) -> float:
         return max(0.0, float(str(value)))
     except ValueError:
         return 1.0
+
+
+def _thread_of(reply_address: str | None) -> str | None:
+    """The ts of the thread a reply goes in, where the message it answers was written in one."""
+    if reply_address and reply_address.startswith(THREAD_ADDRESS_PREFIX):
+        return reply_address[len(THREAD_ADDRESS_PREFIX):] or None
+    return None

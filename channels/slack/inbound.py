@@ -185,6 +185,8 @@ def message_from_event(body: dict[str, Any], *, installation: str, bot_user_id: 
     meta: InboundMeta = {EVENT: str(kind), **_privacy(channel, installation, user)}
     if _id(event.get("thread_ts")):
         meta[THREAD_TS] = event["thread_ts"]
+        if not channel.startswith("D"):  # asked in a thread of a channel: answered there, beside the question
+            meta[REPLY_ADDRESS] = THREAD_ADDRESS_PREFIX + event["thread_ts"]
     return InboundMessage(
         channel=CHANNEL,
         platform_id=event_id,
@@ -347,6 +349,7 @@ def membership_change(body: dict[str, Any], *, installation: str, bot_user_id: s
 # The App Home tab -----------------------------------------------------------------------------------------------------
 
 HOME_ADDRESS_PREFIX = "home:"  # a reply address "home:U02": the reply is published as that person's Home tab
+THREAD_ADDRESS_PREFIX = "thread:"  # a reply address "thread:1595926000.000100": posted in that thread of the channel
 
 
 def home_address(user: str, direct: str | None) -> str:

@@ -504,6 +504,24 @@ def test_a_direct_message_is_marked_private_and_a_mention_in_a_channel_is_not(fi
     assert not mention.private and mention.chat_id == "T111:C111"
 
 
+async def test_a_mention_in_a_thread_is_answered_in_that_thread(slack_settings, standin, fixtures_dir):
+    """A member asks the bot inside a thread of a channel's conversation: the answer joins that thread, where the
+    question stands, not the channel's top level; a mention at the top level is answered there, as before."""
+    question = load_fixture(fixtures_dir, BOLT + "event_callback.app_mention.json")
+    question["event"].update(thread_ts="1595926000.000100", ts="1595926230.009600")
+    standin.people_said.add(("C111", "1595926000.000100"))
+    top_level = load_fixture(fixtures_dir, BOLT + "event_callback.app_mention.json")
+    top_level["event_id"] = "Ev112"
+    async with running(slack_settings) as (client, lessonbot):
+        assert (await post(client, question)).status_code == 200
+        await standin.wait_for(lambda: standin.posted("C111"))
+        await lessonbot.settle()
+        assert standin.posted("C111") and standin.top_level("C111") == []
+        assert standin.thread("C111", "1595926000.000100") == standin.posted("C111")
+        assert (await post(client, top_level)).status_code == 200
+        await standin.wait_for(lambda: standin.top_level("C111"))
+
+
 @pytest.mark.parametrize(("name", "text", "recorded"),
                          [("/courses", "", "/courses"), ("/buy", "passwords-that-hold", "/buy passwords-that-hold"),
                           ("/purchases", "", "/purchases"), ("/redeem", "LB-7K2Q-9XWM", "/redeem LB-7K2Q-9XWM")])
