@@ -157,7 +157,7 @@ class ModelAnswerer:
             finish_reason = chunk.response_metadata.get("finish_reason") or finish_reason
             if on_partial and not self._unsafe(text):
                 # hold back a tail longer than any leak marker, so a leak starting now is never shown
-                visible = text[: max(0, len(text) - HELD_BACK)]
+                visible = whole_words(text[: max(0, len(text) - HELD_BACK)])
                 if len(visible) > shown and not NOT_IN_COURSE.startswith(visible.strip()[: len(NOT_IN_COURSE)]):
                     shown = len(visible)
                     # markers whose closing half has not arrived yet are dropped, not shown
@@ -207,3 +207,9 @@ def word_runs(text: str, size: int = RULE_WORDS) -> frozenset[tuple[str, ...]]:
     """Every run of `size` consecutive words of `text`, compared as plain words (case, accents, punctuation aside)."""
     words = plain_words(text).split()
     return frozenset(tuple(words[i:i + size]) for i in range(len(words) - size + 1))
+
+
+def whole_words(text: str) -> str:
+    """`text` up to the end of its last whole word: a word still being written (or a web address, which a draft would
+    link) is not shown in half."""
+    return text[: max(text.rfind(" "), text.rfind("\n"), 0)].rstrip()

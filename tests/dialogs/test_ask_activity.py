@@ -21,7 +21,7 @@ from bot.app import create_app
 from bot.config import knowledge_settings
 from bot.core import Lessonbot
 from bot.messages import REPLY_ADDRESS, InboundMessage, Text
-from channels.markdown import TELEGRAM_HTML, render
+from channels.markdown import PLAIN, TELEGRAM_HTML, render
 from channels.telegram import TelegramChannel
 from standins.openai import MODEL, cite_first_passage
 from standins.telegram import TOKEN
@@ -92,6 +92,20 @@ async def test_typing_and_the_streamed_answer_are_shown_before_the_answer_arrive
         assert "Look at the sender's address." in drafts[-1]
         assert "Look at the sender's address." in answer  # the answer, sent through the outbox
         assert "**" not in "".join(drafts)  # plain text like the answer: the model's Markdown bold is not shown
+
+
+async def test_the_streamed_answer_never_shows_half_a_word_or_half_an_address(model_settings, openai):
+    """Each draft ends where a word of the answer ends: no "phish" of "phishing", no tappable half of a web address."""
+    address = "https://www.ncsc.gov.uk/collection/phishing-scams/report-scam-website"
+    written = "Smishing is phishing by text message, and you report it [1]. " + f"Forward it, then see {address} " * 6
+    openai.reply = lambda request: written.strip()
+    channel = LiveChannel()
+    async with onboarded(model_settings, channel) as t:
+        await t.say("what is smishing?")
+    drafts = [render(draft, PLAIN) for draft in channel.drafts["ann"] if draft]
+    assert drafts
+    for draft in drafts:
+        assert written.startswith(draft) and written[len(draft)].isspace(), draft[-40:]
 
 
 async def test_typing_shows_where_the_question_was_asked_in_a_chat_of_many_places(model_settings, openai):
