@@ -17,7 +17,7 @@ from sqlalchemy import select
 from bot.text import code_letters, whole_number
 from dialogs import lessons
 from dialogs.i18n import N_
-from dialogs.learner import day_said, enroll, is_set_up, learner_of, tr
+from dialogs.learner import day_said, tr
 from dialogs.payments import access_days, owns
 from dialogs.subscriptions import renews
 from dialogs.turn import Turn, UsageError
@@ -74,10 +74,7 @@ async def redeem_command(turn: Turn, args: str) -> None:
         accepted += " " + _("Your subscription to it still renews, and will be charged as before: send /purchases "
                             "cancel to stop it.")
     turn.say(accepted)
-    learner = await learner_of(turn)
-    if is_set_up(learner):
-        await enroll(turn, learner, course)
-        await lessons.next_lesson(turn)
+    await lessons.open_course(turn, course)
 
 
 async def _renewing_subscription(turn: Turn, course_id: int) -> bool:

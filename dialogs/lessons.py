@@ -121,6 +121,15 @@ async def unanswered_questions(x: Exchange, lesson: Lesson) -> list[int]:
     return [q.id for q in await lesson_questions(x.transaction, lesson.id) if q.id not in answered]
 
 
+async def open_course(turn: Turn, course: Course) -> None:
+    """The course was opened to the learner (bought, or an access code redeemed): once they are set up, it becomes
+    their current course and its next lesson comes at once."""
+    learner = await learner_of(turn)
+    if is_set_up(learner):
+        await enroll(turn, learner, course)
+        await next_lesson(turn)
+
+
 # /next ---------------------------------------------------------------------------------------------------------------
 
 

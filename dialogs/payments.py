@@ -47,7 +47,7 @@ from bot.messages import (
 from bot.text import code_letters, fold, whole_number
 from dialogs import lessons
 from dialogs.i18n import N_, Translator, translator
-from dialogs.learner import current_course, day_said, enroll, is_set_up, learner_of, tr
+from dialogs.learner import current_course, day_said, is_set_up, learner_of, tr
 from dialogs.linking import private_chat, queue
 from dialogs.onboarding import live_courses, offered_to
 from dialogs.personal import ChargesElsewhere
@@ -940,10 +940,7 @@ async def _settle(turn: Turn, payment: Payment, *, reference: str | None = None,
     else:
         turn.say(_("✅ Payment received: “{title}” is yours, every lesson of it. Receipt no. {receipt} (see "
                    "/purchases).", title=course.title, receipt=receipt_number(payment)))
-    learner = await learner_of(turn)
-    if is_set_up(learner):
-        await enroll(turn, learner, course)
-        await lessons.next_lesson(turn)
+    await lessons.open_course(turn, course)
 
 
 async def _bought_before(turn: Turn, payment: Payment) -> bool:
