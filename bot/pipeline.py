@@ -49,7 +49,15 @@ from sqlalchemy.orm.attributes import set_committed_value
 from bot.activity import Activity
 from bot.channel import RequestRejected
 from bot.config import Settings
-from bot.messages import IN_RESPONSE_WITHIN, PLATFORM_REPORT, REPLY_ADDRESS, SUBSCRIPTION, InboundMessage, Text
+from bot.messages import (
+    IN_RESPONSE_WITHIN,
+    MAY_SEND,
+    PLATFORM_REPORT,
+    REPLY_ADDRESS,
+    SUBSCRIPTION,
+    InboundMessage,
+    Text,
+)
 from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, conversation_id_var, for_channel
 from bot.outage import Outage
 from bot.text import person_name, storable, storable_data
@@ -1068,7 +1076,8 @@ async def _honour_subscription(
     """The message the dialogs should see, or None while the person has opted out (STOP) and not back in (START).
     `waiting`: the conversation has replies set aside until the person writes. An opt-out the platform's refusal
     made (`refused_by_platform`: they blocked the bot, say) ends with any message of theirs: it shows they can be
-    reached again."""
+    reached again; so does the platform's word that the bot may send there again (`meta[MAY_SEND]`: a group that
+    muted it let it speak)."""
     keyword = message.meta.get(SUBSCRIPTION)
     if keyword == "stop" and await _answers_with_its_word(session, conversation, message):
         keyword = None
@@ -1077,6 +1086,8 @@ async def _honour_subscription(
         await stopped_by_them(await session.session.connection(), conversation.id)
         return None
     if message.meta.get(PLATFORM_REPORT):
+        if message.meta.get(MAY_SEND) and conversation.refused_by_platform:  # the bot's rights in the chat changed
+            conversation.opted_out_at, conversation.refused_by_platform = None, False
         return message  # counts while they opted out (what is said is suppressed); they did not write
     if conversation.opted_out_at is not None:
         if keyword != "start" and not conversation.refused_by_platform:

@@ -3,7 +3,8 @@
 (A typed choice, a current button's label or its number where choices are numbered, arrives here already read as
 the choice it names: bot/pipeline.py asks dialogs/choices.py.)
 
-0. The platform's word that someone joined or left a group chat goes to the chat's team (dialogs/teams.py).
+0. The platform's word that someone joined or left a group chat goes to the chat's team (dialogs/teams.py); its
+   word that the bot may send in a chat again (bot/pipeline.py lifts a refusal of the chat on it) gets no answer.
 1. A command ("/next", or a synonym typed alone: "next", "siguiente", or with arguments its command reads from
    plain words: "pause 3 days") runs. A dialog in progress stays where it
    was (its buttons still work, its next answer still goes to it; /start asks an unfinished onboarding again). A
@@ -29,7 +30,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 import dialogs
-from bot.messages import ANSWERS, LANGUAGE, MEMBERSHIP, MOVED_FROM, QUESTION
+from bot.messages import ANSWERS, LANGUAGE, MAY_SEND, MEMBERSHIP, MOVED_FROM, QUESTION
 from bot.text import fold
 from dialogs import ask, choices, flow, greeting, group_chats, onboarding, questions, teams
 from dialogs.learner import adopt_language, is_set_up, learner_of
@@ -96,6 +97,8 @@ async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> N
         return
     if turn.message.meta.get(MOVED_FROM):  # the platform says this chat continues another (a group's new id)
         await group_chats.moved(turn)
+        return
+    if turn.message.meta.get(MAY_SEND):  # the platform says the bot may send here again: heard, nothing to say
         return
     learner = await learner_of(turn)
     adopt_language(turn, learner, turn.message.meta.get(LANGUAGE))

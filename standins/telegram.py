@@ -68,6 +68,16 @@ class Fault:
         return cls(400, "Bad Request: chat not found")
 
     @classmethod
+    def muted(cls) -> Fault:
+        """The bot may not send in the group: its admins took its right to send messages (it stays a member)."""
+        return cls(400, "Bad Request: not enough rights to send text messages to the chat")
+
+    @classmethod
+    def no_rights(cls) -> Fault:
+        """The bot may not send in the group at all (a restricted member, a group where only admins write)."""
+        return cls(400, "Bad Request: have no rights to send a message")
+
+    @classmethod
     def topic_gone(cls) -> Fault:
         """The forum topic a message is sent to was deleted (or closed for good) meanwhile."""
         return cls(400, "Bad Request: message thread not found")
@@ -387,6 +397,36 @@ def button_update(sent: Call, data: str, *, user: dict[str, Any] | None = None) 
                 "text": sent.params["text"],
                 "reply_markup": sent.reply_markup,
             },
+        },
+    }
+
+
+def bot_member_update(chat_id: int, status: str, *, by: dict[str, Any] | None = None, kind: str = "my_chat_member",
+                      **rights: bool) -> dict[str, Any]:
+    """The update Telegram sends when the bot's membership of a group changes (`my_chat_member`: made an admin,
+    "administrator"; muted, "restricted" with `can_send_messages=False`; let speak again …), `by` an admin of it; a
+    `chat_member` one (sent to a bot that is an admin there) when `kind` says so."""
+    me = {"id": BOT_ID, "is_bot": True, "first_name": "Lessonbot", "username": BOT_USERNAME}
+    new: dict[str, Any] = {"status": status, "user": me, **rights}
+    if status == "restricted":
+        new = {"is_member": True, "until_date": 0, "can_send_messages": False, "can_send_audios": False,
+               "can_send_documents": False, "can_send_photos": False, "can_send_videos": False,
+               "can_send_video_notes": False, "can_send_voice_notes": False, "can_send_polls": False,
+               "can_send_other_messages": False, "can_add_web_page_previews": False, "can_change_info": False,
+               "can_invite_users": False, "can_pin_messages": False, "can_manage_topics": False, **new}
+    if status == "administrator":
+        new = {"can_be_edited": False, "is_anonymous": False, "can_manage_chat": True, "can_delete_messages": True,
+               "can_manage_video_chats": True, "can_restrict_members": True, "can_promote_members": False,
+               "can_change_info": True, "can_invite_users": True, "can_post_stories": False,
+               "can_edit_stories": False, "can_delete_stories": False, **new}
+    return {
+        "update_id": next(_update_ids),
+        kind: {
+            "chat": {"id": chat_id, "type": "supergroup", "title": "Study group"},
+            "from": by or person(),
+            "date": int(time.time()),
+            "old_chat_member": {"status": "member", "user": me},
+            "new_chat_member": new,
         },
     }
 

@@ -12,9 +12,11 @@ through sendDocument (a file on disk is uploaded, a URL is fetched by Telegram) 
 characters and any overflow following as messages; an Invoice through sendInvoice (Telegram Stars; a
 subscription through createInvoiceLink and a button that opens it), a CheckoutAnswer
 through answerPreCheckoutQuery. The Bot API's errors become the dispatcher's: 429 →
-RateLimited(retry_after); timeouts, connection errors and 5xx → TransientSendError; blocked by the user and chat not
-found → Unreachable; a rejected token and other 4xx → PermanentSendError. A reply to a forum topic deleted or
-closed meanwhile goes to the group itself, and a reply to a group that became a supergroup to the supergroup.
+RateLimited(retry_after); timeouts, connection errors and 5xx → TransientSendError; blocked by the user, chat not
+found and no rights to send in a group (the bot muted there) → Unreachable, until the chat writes or Telegram reports
+the bot's membership changed (channels/telegram/updates.py); a rejected token and other 4xx → PermanentSendError. A
+reply to a forum topic deleted or closed meanwhile goes to the group itself, and a reply to a group that became a
+supergroup to the supergroup.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE_URL = "https://api.telegram.org/bot"
 # The update kinds the bot handles; set-webhook and polling ask Telegram for these only.
-ALLOWED_UPDATES = ("message", "callback_query", "pre_checkout_query")
+ALLOWED_UPDATES = ("message", "callback_query", "pre_checkout_query", "my_chat_member", "chat_member")
 STARS = "XTR"  # Telegram Stars: the currency digital goods are sold in inside Telegram, in whole Stars
 MAX_TEXT_CHARS = MessageLimit.MAX_TEXT_LENGTH  # 4,096
 MAX_CAPTION_CHARS = MessageLimit.CAPTION_LENGTH  # 1,024
@@ -114,6 +116,8 @@ class TopicGone(PermanentSendError):
 TOPIC_GONE = ("message thread not found", "topic_deleted")
 TOPIC_CLOSED = "topic_closed"
 CHAT_GONE = "chat not found"  # how it refuses a message to a chat that is no more (or never was) one of the bot's
+# How it refuses a message to a group where the bot may not send (its admins muted it, or only admins write there)
+NO_RIGHTS = ("not enough rights to send", "have no rights to send")
 
 
 class TelegramChannel:
@@ -423,6 +427,8 @@ class TelegramChannel:
             if TOPIC_CLOSED in exc.message.lower():
                 raise TopicGone(f"Telegram refused the message: {exc.message}", closed=True) from None
             if CHAT_GONE in exc.message.lower():  # as unreachable as a block: a deleted group, an id of no chat
+                raise Unreachable(f"Telegram refused: {exc.message}") from None
+            if any(words in exc.message.lower() for words in NO_RIGHTS):  # muted: until its rights change
                 raise Unreachable(f"Telegram refused: {exc.message}") from None
             raise PermanentSendError(f"Telegram refused the message: {exc.message}") from None
         except NetworkError as exc:  # timeouts, connection errors and 5xx; a timed-out send may have arrived

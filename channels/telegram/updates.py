@@ -15,6 +15,9 @@ logged reason rather than refused. What becomes a message:
   `PAYMENT_DONE` and Telegram's fields in `meta[PRE_CHECKOUT]` / `meta[SUCCESSFUL_PAYMENT]`; and a refund of one
   (a message with `refunded_payment`: the bot's own, or Telegram's after a dispute), `PAYMENT_DONE` with
   `meta[REFUNDED_PAYMENT]`;
+- the bot's membership of a group changed so that it may send there (`my_chat_member`: made an admin, let speak
+  again after being muted), or a member's changed where the bot is an admin (`chat_member`): a platform's report with
+  `meta[MAY_SEND]`, which lifts a refusal of the chat (a muted bot's sends, `channels.telegram.channel.NO_RIGHTS`);
 - a group become a supergroup: the service message that opens the supergroup (`migrate_from_chat_id`), a platform's
   report in the new chat with the old chat's id in `meta[MOVED_FROM]`, so its learners and what waits for it follow.
 Edited messages, channel posts (and their copies in a discussion group, sent on behalf of the channel), inline
@@ -32,7 +35,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from telegram import CallbackQuery, Message, PreCheckoutQuery, Update, User
+from telegram import (
+    CallbackQuery,
+    ChatMember,
+    ChatMemberRestricted,
+    ChatMemberUpdated,
+    Message,
+    PreCheckoutQuery,
+    Update,
+    User,
+)
 from telegram.constants import ChatType, MessageEntityType, UpdateType
 
 from bot.messages import (
@@ -41,6 +53,7 @@ from bot.messages import (
     CHAT_TYPE,
     FORWARDED,
     LANGUAGE,
+    MAY_SEND,
     MEDIA,
     MESSAGE_ID,
     MOVED_FROM,
@@ -201,6 +214,10 @@ def interpret(update: Update, *, me: BotIdentity | None = None) -> InboundMessag
         return _from_button(str(update.update_id), update.callback_query)
     if update.pre_checkout_query is not None:
         return _from_pre_checkout(str(update.update_id), update.pre_checkout_query)
+    if update.my_chat_member is not None:
+        return _from_membership(str(update.update_id), update.my_chat_member)
+    if update.chat_member is not None:  # sent only to a bot that is an admin of the chat, which may send there
+        return _may_send(str(update.update_id), update.chat_member)
     kind = update_kind(update)
     return Ignored(IGNORED_KINDS.get(kind, f"a {kind} update: the bot does not handle this kind"))
 
@@ -400,4 +417,22 @@ def _from_pre_checkout(platform_id: str, query: PreCheckoutQuery) -> InboundMess
         sender_name=query.from_user.first_name or None,
         meta={PRE_CHECKOUT: {"id": query.id, "currency": query.currency, "total_amount": query.total_amount,
                              "invoice_payload": query.invoice_payload}},
+    )
+
+
+SPEAKING = (ChatMember.MEMBER, ChatMember.ADMINISTRATOR, ChatMember.OWNER)  # may send, unless restricted
+
+
+def _from_membership(platform_id: str, changed: ChatMemberUpdated) -> InboundMessage | Ignored:
+    """The bot's own membership of a chat changed: a report that it may send there again, or ignored."""
+    member = changed.new_chat_member
+    if member.status in SPEAKING or isinstance(member, ChatMemberRestricted) and member.can_send_messages:
+        return _may_send(platform_id, changed)
+    return Ignored(f"the bot's membership of a chat changed to {member.status}: it may not send there")
+
+
+def _may_send(platform_id: str, changed: ChatMemberUpdated) -> InboundMessage:
+    return InboundMessage(
+        channel=CHANNEL, platform_id=platform_id, chat_id=str(changed.chat.id), sender_id=str(changed.from_user.id),
+        meta={PLATFORM_REPORT: True, MAY_SEND: True, CHAT_TYPE: str(changed.chat.type)},
     )

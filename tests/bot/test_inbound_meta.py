@@ -20,6 +20,7 @@ STORED_KEYS = {
     "LANGUAGE": "language",
     "MEMBERSHIP": "membership",
     "MOVED_FROM": "moved_from",
+    "MAY_SEND": "may_send",
     "GROUP_CHAT": "group_chat",
     "WORKSPACE": "workspace",
     "ORG_WORKSPACE": "org_workspace",

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from channels.telegram import SECRET_HEADER
-from standins.telegram import TOKEN, Fault, TelegramStandIn, person, text_update
+from standins.telegram import TOKEN, Fault, TelegramStandIn, bot_member_update, person, text_update
 from standins.twilio import TwilioStandIn, invalid_number, unsubscribed
 from storage.models import Conversation, OutboxMessage
 from tests.dialogs.learning_support import import_sample
@@ -156,6 +156,58 @@ async def test_a_telegram_person_who_blocked_the_bot_gets_nothing_more_until_the
         async with lessonbot.db.sessions() as session:
             chat = await session.scalar(select(Conversation).where(Conversation.chat_id == str(CHAT)))
             assert (chat.opted_out_at, chat.refused_by_platform) == (None, False)
+
+
+GROUP = -1001234567890
+
+
+async def group_chat(lessonbot) -> Conversation:
+    async with lessonbot.db.sessions() as session:
+        return await session.scalar(select(Conversation).where(Conversation.chat_id == str(GROUP)))
+
+
+@pytest.mark.parametrize(("fault", "kind", "status"), [
+    (Fault.muted(), "my_chat_member", "administrator"),  # its admins made the bot an admin
+    (Fault.no_rights(), "my_chat_member", "member"),  # they let it speak again
+    (Fault.muted(), "chat_member", "member"),  # a bot told of members' changes is an admin there
+], ids=["muted-then-admin", "no-rights-then-member", "muted-then-chat-member"])
+async def test_a_group_where_the_bot_may_not_send_gets_nothing_more_until_its_rights_change(
+    telegram_settings, telegram_api, fault, kind, status
+):
+    """The group's admins muted the bot: the reply Telegram refuses (400 "not enough rights …") is dead-lettered and
+    the group taken out of what the bot sends on its own, not dead-lettered again lesson after lesson; Telegram's
+    word that the bot's membership changed lifts that, and says nothing in the group."""
+    ann = person(CHAT, "Ann")
+    async with running(telegram_settings) as (client, lessonbot):
+        telegram_api.fail("sendMessage", fault)
+        update = text_update("/help", chat_id=GROUP, user=ann)
+        assert (await telegram_post(client, update)).status_code == 200
+        await lessonbot.settle()
+        [dead] = [row for row in await outbox_rows(lessonbot) if row.status == "dead"]
+        assert "rights" in dead.last_error
+        chat = await group_chat(lessonbot)
+        assert chat.opted_out_at is not None and chat.refused_by_platform
+        sent = len(telegram_api.texts(GROUP))
+        admin = person(ADMIN, "Boss")
+        assert (await telegram_post(client, bot_member_update(GROUP, status, by=admin, kind=kind))).status_code == 200
+        await lessonbot.settle()
+        chat = await group_chat(lessonbot)
+        assert (chat.opted_out_at, chat.refused_by_platform) == (None, False)
+        assert len(telegram_api.texts(GROUP)) == sent  # nothing said about it
+
+
+async def test_the_bot_muted_again_stays_out_of_what_it_sends_on_its_own(telegram_settings, telegram_api):
+    """A report that the bot was muted (restricted, no messages) lifts nothing."""
+    ann = person(CHAT, "Ann")
+    async with running(telegram_settings) as (client, lessonbot):
+        telegram_api.fail("sendMessage", Fault.muted())
+        assert (await telegram_post(client, text_update("/help", chat_id=GROUP, user=ann))).status_code == 200
+        await lessonbot.settle()
+        muted = bot_member_update(GROUP, "restricted", by=person(ADMIN, "Boss"))
+        assert (await telegram_post(client, muted)).status_code == 200
+        await lessonbot.settle()
+        chat = await group_chat(lessonbot)
+        assert chat.opted_out_at is not None and chat.refused_by_platform
 
 
 # How Twilio says it cannot reach a number: a send refused at once (its 400), or a status callback after it took the
