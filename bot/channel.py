@@ -9,7 +9,8 @@ to the core through `ChannelHost`.
 What only some channels do is declared here as a capability, and the core asks `isinstance(channel, Capability)`:
 `HasRoutes` (webhooks), `ShowsTyping`, `ShowsDrafts`, `WatchesSentReplies` and `SentByMarking` (the web chat),
 `Closable` (an SDK client's connections), `SendsUnpromptedWithin` (WhatsApp's 24-hour window), `ServesOneChat` (the
-terminal), `TakesStars` (Telegram's own payments) and `ListsMembers` (who is in a group chat: a Slack channel). A
+terminal), `OpensPrivateChats` (an address that opens a private chat with the bot: Telegram's t.me link),
+`TakesStars` (Telegram's own payments) and `ListsMembers` (who is in a group chat: a Slack channel). A
 channel has a capability by having its method; it names no class of ours.
 """
 
@@ -297,6 +298,14 @@ def unprompted_windows(channels: Iterable[Channel]) -> Mapping[str, UnpromptedWi
         for channel in channels
         if isinstance(channel, SendsUnpromptedWithin)
     }
+
+
+@runtime_checkable
+class OpensPrivateChats(Protocol):
+    """A platform whose bot cannot write to a person first: an address anyone opens to start a private chat with it
+    (Telegram's https://t.me/<username>), None while it is not known yet (before the bot's first call)."""
+
+    def private_chat_link(self) -> str | None: ...
 
 
 @runtime_checkable

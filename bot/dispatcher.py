@@ -58,6 +58,7 @@ from sqlalchemy.sql.dml import Update
 from bot.channel import (
     Channel,
     Delivery,
+    OpensPrivateChats,
     PartsSent,
     PermanentSendError,
     RateLimit,
@@ -69,7 +70,7 @@ from bot.channel import (
     Unreachable,
     WaitForInbound,
 )
-from bot.messages import REPLY_ADDRESS, reply_from_payload
+from bot.messages import IF_UNREACHABLE, REPLY_ADDRESS, IfUnreachable, Link, Text, reply_from_payload
 from bot.observability import DELIVERY_SECONDS, MESSAGES_OUT, SEND_FAILURES, conversation_id_var, for_channel
 from bot.outage import Outage
 from bot.ratelimit import Booking, Lane, RateLimiter, Slots, keys_to_pause
@@ -79,9 +80,11 @@ from storage.outbox import (
     ACTIVE,
     MOOT_REMINDER,
     NUDGE_KEY,
+    OutboxEntry,
     OutboxStatus,
     awaited,
     dead_letter,
+    enqueue,
     refused_for_good,
     reschedule,
     save_parts_sent,
@@ -1244,6 +1247,21 @@ class OutboxDispatcher:
             if unreachable:
                 await refused_for_good(await session.connection(), row.conversation_id, now=utcnow(),
                                        opted_out=unreachable.opted_out)
+                if (instead := row.payload.get(IF_UNREACHABLE)) is not None:
+                    await enqueue(session, [self._note_instead(row.channel, instead)])
+
+    def _note_instead(self, channel: str, instead: IfUnreachable) -> OutboxEntry:
+        """The note a reply carried for where its chat is refused (`IF_UNREACHABLE`: a member's private chat that
+        the platform will not open, told in the group they asked in), once under its key, with a button that opens
+        the private chat where the platform has one."""
+        payload = instead["reply"]
+        sender = self.channels.get(channel)
+        link = sender.private_chat_link() if isinstance(sender, OpensPrivateChats) else None
+        note = reply_from_payload(payload)
+        if link and isinstance(note, Text):
+            payload = {**payload, **Text(note.text, links=(Link(instead["link_label"], link),)).to_payload()}
+        return OutboxEntry(conversation_id=instead["conversation_id"], channel=channel, chat_id=instead["chat_id"],
+                           payload=payload, idempotency_key=instead["key"])
 
 
 class _Kept:

@@ -265,6 +265,22 @@ class InboundMessage:
 # in its place (storage.personal_data.SECRET reads the same key; storage imports nothing of ours, a test holds the
 # two together).
 SECRET = "secret"
+# The key, in a stored reply's payload, of what goes instead where the platform refuses the reply's chat for good
+# (`bot.channel.Unreachable`): a reply for a member's private chat, to a command typed in a group, carries the note
+# the group gets then (dialogs.linking.queue; bot.dispatcher queues it): `IfUnreachable`.
+IF_UNREACHABLE: Final = "if_unreachable"
+
+
+class IfUnreachable(TypedDict):
+    """Where a reply's chat is refused for good (`IF_UNREACHABLE`): the note queued instead, in the conversation the
+    command was typed in, once under `key`; a button labelled `link_label` under it where the platform has an address
+    that opens the private chat (`bot.channel.OpensPrivateChats`)."""
+
+    conversation_id: int
+    chat_id: str
+    key: str
+    reply: dict[str, Any]  # the note's payload
+    link_label: str
 
 
 @dataclass(frozen=True, slots=True)

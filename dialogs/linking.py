@@ -22,11 +22,11 @@ from functools import partial
 
 from sqlalchemy import delete, select, update
 
-from bot.messages import Reply, Text
+from bot.messages import IF_UNREACHABLE, REPLY_ADDRESS, IfUnreachable, Reply, Text
 from bot.text import code_letters
 from dialogs import flow
 from dialogs.i18n import translator
-from dialogs.learner import is_set_up, learner_of, tr
+from dialogs.learner import is_set_up, learner_of, local_now, tr
 from dialogs.personal import remove_paths
 from dialogs.turn import Turn
 from storage.courses import Entitlement
@@ -101,23 +101,48 @@ async def _unused_code(turn: Turn) -> str:
 
 
 async def private_chat(turn: Turn) -> Conversation | None:
-    """The person's private chat with the bot on this channel, if they ever opened one (a bot cannot start it)."""
+    """The person's private chat with the bot on this channel, if they ever opened one (a bot cannot start it) and
+    the platform has not refused it since (they closed it: nothing goes there until they write again)."""
     return await turn.session.scalar(
         select(Conversation).where(
-            Conversation.channel == turn.message.channel, Conversation.chat_id == turn.message.sender_id
+            Conversation.channel == turn.message.channel, Conversation.chat_id == turn.message.sender_id,
+            Conversation.refused_by_platform.is_(False),
         )
     )
 
 
 async def queue(turn: Turn, conversation: Conversation, *replies: str | Reply) -> None:
     """Replies to another chat than the one this turn answers (its person's private chat), in the same
-    transaction; sent as replies the person waits for (`Turn.answered_elsewhere`)."""
+    transaction; sent as replies the person waits for (`Turn.answered_elsewhere`). Should the platform refuse that
+    chat, the chat the command was typed in gets a note instead (`if_unreachable`)."""
     turn.answered_elsewhere.add(conversation.id)
+    instead = if_unreachable(turn, conversation)
     await enqueue(turn.session, [
         OutboxEntry(conversation_id=conversation.id, channel=conversation.channel, chat_id=conversation.chat_id,
-                    payload=(Text(reply) if isinstance(reply, str) else reply).to_payload())
+                    payload={**(Text(reply) if isinstance(reply, str) else reply).to_payload(),
+                             **({IF_UNREACHABLE: instead} if instead is not None else {})})
         for reply in replies
     ])
+
+
+def if_unreachable(turn: Turn, private: Conversation) -> IfUnreachable | None:
+    """What the chat this turn answers hears if the platform refuses the person's private chat (they never opened
+    it, or closed it): a short note in their language, naming nothing of what was for them alone, that they should
+    open a chat with the bot first (with a button that opens it, where the platform has one); once a day at most.
+    None where there is no other chat to tell."""
+    if turn.conversation is None or turn.conversation.id == private.id:
+        return None
+    _ = tr(turn)
+    name = turn.message.sender_name
+    note = Text(_("{name}, I can't write to you privately until you open a chat with me. Open it, then ask again "
+                  "here.", name=name) if name else
+                _("I can't write to you privately until you open a chat with me. Open it, then ask again here."))
+    payload = note.to_payload()
+    if (address := turn.message.meta.get(REPLY_ADDRESS)) is not None:
+        payload[REPLY_ADDRESS] = address  # the forum topic the command was typed in
+    return IfUnreachable(conversation_id=turn.conversation.id, chat_id=turn.conversation.chat_id,
+                         key=f"private-chat-refused:{private.id}:{local_now(turn).date().isoformat()}",
+                         reply=payload, link_label=_("Open a chat with me"))
 
 
 # Using a code ---------------------------------------------------------------------------------------------------------

@@ -68,6 +68,12 @@ class Fault:
         return cls(400, "Bad Request: chat not found")
 
     @classmethod
+    def not_started(cls) -> Fault:
+        """A person whose private chat with the bot is not open (never started, or deleted): a bot cannot write
+        first."""
+        return cls(403, "Forbidden: bot can't initiate conversation with a user")
+
+    @classmethod
     def muted(cls) -> Fault:
         """The bot may not send in the group: its admins took its right to send messages (it stays a member)."""
         return cls(400, "Bad Request: not enough rights to send text messages to the chat")
@@ -120,6 +126,7 @@ class TelegramStandIn:
         # Told of every call answered "ok", as it is answered (a bench times replies where they arrive with it).
         self.on_call: Callable[[Call], None] | None = None
         self.faults: dict[str, list[Fault | None]] = {}
+        self.refused_chats: dict[str, Fault] = {}  # chat id → how every message to it is refused (`refuse`)
         self.updates: list[dict[str, Any]] = []
         self.webhook: dict[str, str] | None = None
         self._message_ids = itertools.count(1000)
@@ -153,6 +160,11 @@ class TelegramStandIn:
         """The next calls of `method` get these faults, one each, in order (None: that call succeeds); later calls
         succeed."""
         self.faults.setdefault(method, []).extend(faults)
+
+    def refuse(self, chat_id: int | str, fault: Fault) -> None:
+        """Every later message to the chat gets `fault`, whichever method sends it (a person who never opened a private
+        chat with the bot)."""
+        self.refused_chats[str(chat_id)] = fault
 
     def push_update(self, update: dict[str, Any]) -> None:
         """Queue an update for getUpdates."""
@@ -198,6 +210,8 @@ class TelegramStandIn:
                 else:
                     params[name] = str(value)
         fault = self.faults[method].pop(0) if self.faults.get(method) else None
+        if fault is None and method.startswith("send"):
+            fault = self.refused_chats.get(params.get("chat_id", ""))
         if fault is not None:
             self.calls.append(Call(method, params, files, str(fault.status)))
             if fault.hang:

@@ -164,6 +164,11 @@ class TelegramChannel:
         bot = await self.ready()
         return BotIdentity(id=bot.id, username=bot.username)
 
+    def private_chat_link(self) -> str | None:
+        """https://t.me/<the bot's username>: opens a private chat with the bot (OpensPrivateChats); None before
+        getMe."""
+        return f"https://t.me/{self.bot.username}" if self._initialized else None
+
     async def close(self) -> None:
         """Close the Bot's HTTP connections (the app calls this at shutdown); a later send opens them again."""
         async with self._ready_lock:

@@ -210,6 +210,36 @@ async def test_the_bot_muted_again_stays_out_of_what_it_sends_on_its_own(telegra
         assert chat.opted_out_at is not None and chat.refused_by_platform
 
 
+async def test_a_member_whose_private_chat_telegram_refuses_is_told_in_the_group_once_a_day(telegram_settings,
+                                                                                            telegram_api):
+    """Ann types /link in the group; its code goes to her private chat, which Telegram refuses (she deleted it: a bot
+    cannot write first). The group gets one short note, naming nothing of the code, with a button that opens a chat
+    with the bot; asking again that day brings no second note, and says where to ask."""
+    ann = person(CHAT, "Ann")
+    async with running(telegram_settings) as (client, lessonbot):
+        await import_sample(lessonbot)
+
+        async def say(text: str, chat: int) -> None:
+            assert (await telegram_post(client, text_update(text, chat_id=chat, user=ann))).status_code == 200
+            await lessonbot.settle()
+
+        for text in (*ONBOARDING, "/language", "Español"):
+            await say(text, CHAT)
+        telegram_api.refuse(CHAT, Fault.not_started())  # she deleted her chat with the bot
+        await say("/link", GROUP)
+        await say("/link", GROUP)
+        group = telegram_api.texts(GROUP)
+        notes = [call for call in telegram_api.called("sendMessage", ok=True)
+                 if call.params["chat_id"] == str(GROUP) and "abras un chat conmigo" in call.params["text"]]
+        assert len(notes) == 1, group
+        [note] = notes  # in her language, naming nothing of the code
+        assert note.params["text"] == ("Ann, no puedo escribirte en privado hasta que abras un chat conmigo. Ábrelo y "
+                                       "vuelve a preguntar aquí.")
+        [[button]] = note.reply_markup["inline_keyboard"]
+        assert button == {"text": "Abrir un chat conmigo", "url": "https://t.me/lessonbot_test_bot"}
+        assert group[-1].startswith("Los códigos de enlace")  # asked again: where to ask, no second note
+
+
 # How Twilio says it cannot reach a number: a send refused at once (its 400), or a status callback after it took the
 # reply (201); and what the number sends when it can be reached again (after 21610 its START, as after our STOP).
 REFUSED_AT_ONCE = {"21211": invalid_number, "21610": unsubscribed}
