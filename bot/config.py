@@ -443,6 +443,8 @@ class Settings(BaseSettings):
             # each process (and each command) would get a database of its own, empty, gone when it ends
             raise ValueError("a SQLite database in memory lasts as long as one process: name a file, e.g. "
                              "sqlite:///var/lessonbot.db, or leave DATABASE_URL empty for DATA_DIR/lessonbot.db")
+        if backend != "sqlite":
+            _check_answer_bound(url.query)
         return value
 
     @field_validator("secret_key")
@@ -511,6 +513,20 @@ class Settings(BaseSettings):
 
     def is_admin(self, channel: str, external_id: str) -> bool:
         return f"{channel}:{external_id}" in self.admins
+
+
+def _check_answer_bound(query: Any) -> None:
+    """A PostgreSQL URL's `answer_timeout` (storage.postgres_statements), refused at start-up rather than by the first
+    connection."""
+    from storage import postgres_statements  # (here: only a PostgreSQL URL needs psycopg)
+
+    try:
+        postgres_statements.answer_bound(query.get(postgres_statements.ANSWER_TIMEOUT))
+    except (TypeError, ValueError):  # (TypeError: the parameter given twice)
+        raise ValueError(
+            "expected ?answer_timeout=N once, N the seconds a round trip waits for PostgreSQL's answer at most (a "
+            "number, 0 for no bound), e.g. postgresql://user:password@host:5432/name?answer_timeout=30"
+        ) from None
 
 
 # The settings whose value is a secret, by the last word of their name (SECRET_KEY, TELEGRAM_BOT_TOKEN, OPENAI_API_KEY

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,13 @@ def test_defaults_need_no_configuration(tmp_path):
         ("DATABASE_URL", "sqlite://", "in memory lasts as long as one process"),
         ("DATABASE_URL", "sqlite:///:memory:", "in memory lasts as long as one process"),
         ("DATABASE_URL", "sqlite:///file:lb?mode=memory&uri=true", "in memory lasts as long as one process"),
+        # the answer bound of PostgreSQL's round trips (storage.postgres_statements): refused here, not at the first
+        # connection
+        ("DATABASE_URL", "postgresql://lb@db/lessonbot?answer_timeout=soon", "expected ?answer_timeout=N"),
+        ("DATABASE_URL", "postgresql://lb@db/lessonbot?answer_timeout=-1", "expected ?answer_timeout=N"),
+        ("DATABASE_URL", "postgresql://lb@db/lessonbot?answer_timeout=inf", "expected ?answer_timeout=N"),
+        ("DATABASE_URL", "postgresql://lb@db/lessonbot?answer_timeout=nan", "expected ?answer_timeout=N"),
+        ("DATABASE_URL", "postgresql://lb@db/lb?answer_timeout=1&answer_timeout=2", "expected ?answer_timeout=N"),
         # no inf or nan, and durations within bounds: each becomes a timedelta or a timeout
         ("WORKER_LEASE_SECONDS", "inf", "finite number"),
         ("WORKER_POLL_SECONDS", "nan", "finite number"),
@@ -138,6 +146,13 @@ def test_the_cli_reports_a_bad_setting_and_exits_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("bound", ["0", "2.5", "30", " 30"])
+def test_an_answer_bound_of_seconds_is_taken(monkeypatch, bound):
+    url = f"postgresql://lb@db/lessonbot?connect_timeout=5&answer_timeout={bound}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert load_settings(_env_file=None).database_url == url
+
+
 @pytest.mark.parametrize("password", ["hunter2", "pa/ss", "s3cr@t"])
 def test_a_password_in_a_bad_database_url_is_not_shown(monkeypatch, password):
     monkeypatch.setenv("DATABASE_URL", f"postgresql://lb:{password}@db:port/lessonbot")
@@ -182,7 +197,8 @@ def test_an_env_file_that_cannot_be_read_is_named(tmp_path, monkeypatch):
 def _lessonbot(tmp_path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", *argv],
-        env={"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path / "var"), **env},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2]), "DATA_DIR": str(tmp_path / "var"),
+             **env},
         capture_output=True, text=True, cwd=tmp_path, timeout=60,
     )
 
@@ -190,6 +206,8 @@ def _lessonbot(tmp_path, *argv: str, **env: str) -> subprocess.CompletedProcess[
 @pytest.mark.parametrize(("argv", "env", "says"), [
     (["course", "list"], {"DATABASE_URL": "sqlite"}, "DATABASE_URL: Value error, expected a sqlite:/// or "),
     (["course", "list"], {"DATABASE_URL": "sqlite:"}, "DATABASE_URL: Value error, expected a sqlite:/// or "),
+    (["course", "list"], {"DATABASE_URL": "postgresql://lb:hunter2@127.0.0.1:1/lb?answer_timeout=soon"},
+     "DATABASE_URL: Value error, expected ?answer_timeout=N"),
     (["serve"], {"WORKER_LEASE_SECONDS": "inf"}, "WORKER_LEASE_SECONDS: Input should be a finite number"),
     (["serve"], {"LEADER_LEASE_SECONDS": "1e308"}, "LEADER_LEASE_SECONDS: Input should be less than or equal to"),
     # an address without its scheme would print broken links (dashboard sign-in, certificates): refused at start-up
