@@ -46,17 +46,17 @@ from scheduler.context import JobContext
 from storage.broadcasts import FAN_OUT
 from storage.db import make_sync_engine
 from storage.models import utcnow
-from storage.scheduling import ClockRun, prune_history, scheduler_jobs
+from storage.scheduling import PRUNE_BATCH, ClockRun, prune_history, scheduler_jobs
 
 log = logging.getLogger(__name__)
 
 EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
-async def prune(ctx: JobContext) -> dict[str, int]:
-    """History nothing reads any more, and the personal files no row names (dialogs.personal.sweep_files)."""
-    async with ctx.db.transaction() as session:
-        pruned = await prune_history(session, ctx.now())
+async def prune(ctx: JobContext, *, batch: int = PRUNE_BATCH) -> dict[str, int]:
+    """History nothing reads any more (`batch` rows at most a transaction), and the personal files no row names
+    (dialogs.personal.sweep_files)."""
+    pruned = await prune_history(ctx.db, ctx.now(), batch=batch)
     if ctx.data_dir is not None:
         async with ctx.db.sessions() as session:
             swept = await sweep_files(session, ctx.data_dir, now=ctx.now())

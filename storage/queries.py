@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import JSON, CursorResult, Result, Select, bindparam, select
+from sqlalchemy import JSON, ColumnElement, CursorResult, Result, Select, bindparam, delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.ext.compiler import compiles
@@ -14,7 +14,7 @@ from sqlalchemy.sql import Insert
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from storage.db import Raw
+from storage.db import Database, Raw
 from storage.models import Base, ChannelIdentity, Conversation, InboundMessage, User, utcnow
 from storage.prepared import Prepared
 
@@ -66,6 +66,24 @@ def rows_affected(result: Result[Any]) -> int:
     """The rows an UPDATE or DELETE run through a session changed: SQLAlchemy returns a CursorResult for those,
     typed as any Result."""
     return cast(CursorResult[Any], result).rowcount or 0
+
+
+async def delete_in_batches(db: Database, model: type[Base], where: list[ColumnElement[bool]], *, batch: int) -> int:
+    """Delete `model`'s rows that meet `where`, `batch` at most a statement (`key IN (SELECT key … LIMIT batch)`,
+    which SQLite and PostgreSQL both take), each statement a transaction of its own: a large backlog is many short
+    transactions, none holding its locks or waiting for its answer long. Returns the rows deleted."""
+    if batch < 1:
+        raise ValueError(f"a batch is one row or more, not {batch}")
+    key = tuple(model.__table__.primary_key.columns)
+    chosen = select(*key).where(*where).limit(batch)
+    statement = delete(model).where(key[0].in_(chosen) if len(key) == 1 else tuple_(*key).in_(chosen))
+    total = 0
+    while True:
+        async with db.transaction() as session:
+            deleted = rows_affected(await session.execute(statement))
+        total += deleted
+        if deleted < batch:
+            return total
 
 
 _CONVERSATIONS = Conversation.__table__

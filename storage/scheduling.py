@@ -37,7 +37,6 @@ from sqlalchemy import (
     Unicode,
     UniqueConstraint,
     and_,
-    delete,
     exists,
     or_,
     select,
@@ -47,10 +46,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, aliased, mapped_column
 from sqlalchemy.sql import Insert
 
+from storage.db import Database
 from storage.learners import ACTIVE, Learner
 from storage.learners import PAUSED as LEARNER_PAUSED
 from storage.models import Base, BigId, Conversation, utcnow
-from storage.queries import backend_insert, rows_affected
+from storage.queries import backend_insert, delete_in_batches
 
 # APScheduler 3's SQLAlchemyJobStore layout (191: its key length; Float(25): an 8-byte float of epoch seconds).
 scheduler_jobs = Table(
@@ -255,17 +255,21 @@ def _last_queued_lesson() -> ColumnElement[bool]:
                                 later.due_at > ScheduledLesson.due_at))
 
 
-async def prune_history(session: AsyncSession, now: datetime) -> dict[str, int]:
-    """Delete history nothing reads any more; returns rows deleted per table."""
-    deleted: dict[str, int] = {}
-    statements = {
-        "clock_runs": delete(ClockRun).where(ClockRun.finished_at < now - timedelta(days=CLOCK_RUN_DAYS)),
-        "scheduled_lessons": delete(ScheduledLesson).where(ScheduledLesson.due_at < now - timedelta(days=LESSON_DAYS),
-                                                           ~_last_queued_lesson()),
-        "nudge_log": delete(NudgeLog).where(
-            NudgeLog.created_at < now - timedelta(days=NUDGE_LOG_DAYS), NudgeLog.settled_at.is_not(None)
-        ),
-        "broadcast_recipients": delete(BroadcastRecipient).where(
+# Rows one statement of the prune deletes at most, each batch a transaction of its own: a first prune after months (a
+# backlog of millions of clock runs) is many short statements, none near PostgreSQL's answer bound
+# (storage.postgres_statements.ANSWER_TIMEOUT_SECONDS), rather than one that outlasts it and then fails every night.
+PRUNE_BATCH = 5000
+
+
+def _old_history(now: datetime) -> dict[str, tuple[type[Base], list[ColumnElement[bool]]]]:
+    """Per table, the rows of history nothing reads any more at `now`."""
+    return {
+        "clock_runs": (ClockRun, [ClockRun.finished_at < now - timedelta(days=CLOCK_RUN_DAYS)]),
+        "scheduled_lessons": (ScheduledLesson, [ScheduledLesson.due_at < now - timedelta(days=LESSON_DAYS),
+                                                ~_last_queued_lesson()]),
+        "nudge_log": (NudgeLog, [NudgeLog.created_at < now - timedelta(days=NUDGE_LOG_DAYS),
+                                 NudgeLog.settled_at.is_not(None)]),
+        "broadcast_recipients": (BroadcastRecipient, [
             BroadcastRecipient.broadcast_id.in_(
                 select(Broadcast.id).where(
                     or_(
@@ -274,9 +278,11 @@ async def prune_history(session: AsyncSession, now: datetime) -> dict[str, int]:
                     )
                 )
             )
-        ),
+        ]),
     }
-    for name, statement in statements.items():
-        result = await session.execute(statement)
-        deleted[name] = rows_affected(result)
-    return deleted
+
+
+async def prune_history(db: Database, now: datetime, *, batch: int = PRUNE_BATCH) -> dict[str, int]:
+    """Delete history nothing reads any more, `batch` rows at most a transaction; returns rows deleted per table."""
+    return {name: await delete_in_batches(db, model, where, batch=batch)
+            for name, (model, where) in _old_history(now).items()}
