@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE_URL = "https://api.telegram.org/bot"
 # The update kinds the bot handles; set-webhook and polling ask Telegram for these only.
-ALLOWED_UPDATES = ("message", "callback_query", "pre_checkout_query", "my_chat_member", "chat_member")
+ALLOWED_UPDATES = ("message", "callback_query", "pre_checkout_query", "my_chat_member")
 STARS = "XTR"  # Telegram Stars: the currency digital goods are sold in inside Telegram, in whole Stars
 MAX_TEXT_CHARS = MessageLimit.MAX_TEXT_LENGTH  # 4,096
 MAX_CAPTION_CHARS = MessageLimit.CAPTION_LENGTH  # 1,024

@@ -16,8 +16,9 @@ logged reason rather than refused. What becomes a message:
   (a message with `refunded_payment`: the bot's own, or Telegram's after a dispute), `PAYMENT_DONE` with
   `meta[REFUNDED_PAYMENT]`;
 - the bot's membership of a group changed so that it may send there (`my_chat_member`: made an admin, let speak
-  again after being muted), or a member's changed where the bot is an admin (`chat_member`): a platform's report with
-  `meta[MAY_SEND]`, which lifts a refusal of the chat (a muted bot's sends, `channels.telegram.channel.NO_RIGHTS`);
+  again after being muted): a platform's report with `meta[MAY_SEND]`, which lifts a refusal of the chat (a muted
+  bot's sends, `channels.telegram.channel.NO_RIGHTS`); other members' changes (`chat_member`) are not asked for, so
+  the joins and leaves of a large group store nothing of people who never wrote to the bot;
 - a group become a supergroup: the service message that opens the supergroup (`migrate_from_chat_id`), a platform's
   report in the new chat with the old chat's id in `meta[MOVED_FROM]`, so its learners and what waits for it follow.
 Edited messages, channel posts (and their copies in a discussion group, sent on behalf of the channel), inline
@@ -82,6 +83,7 @@ IGNORED_KINDS: dict[str, str] = {  # update_kind() gives a plain str
     UpdateType.CHANNEL_POST: "a channel post: the bot talks with people, not channels",
     UpdateType.INLINE_QUERY: "an inline query: the bot does not offer inline mode",
     UpdateType.CHOSEN_INLINE_RESULT: "a chosen inline result: the bot does not offer inline mode",
+    UpdateType.CHAT_MEMBER: "a member's change in a chat: the bot keeps nothing of people who never wrote to it",
 }
 # The choices a payment arrives as, for the dialogs (which read its fields from `meta`).
 PAYMENT_CHECK, PAYMENT_DONE = "payment:check", "payment:stars"
@@ -216,8 +218,6 @@ def interpret(update: Update, *, me: BotIdentity | None = None) -> InboundMessag
         return _from_pre_checkout(str(update.update_id), update.pre_checkout_query)
     if update.my_chat_member is not None:
         return _from_membership(str(update.update_id), update.my_chat_member)
-    if update.chat_member is not None:  # sent only to a bot that is an admin of the chat, which may send there
-        return _may_send(str(update.update_id), update.chat_member)
     kind = update_kind(update)
     return Ignored(IGNORED_KINDS.get(kind, f"a {kind} update: the bot does not handle this kind"))
 

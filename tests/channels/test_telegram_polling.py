@@ -97,7 +97,7 @@ async def test_set_webhook_registers_the_url_and_the_secret(standin, capsys):
     assert standin.webhook["url"] == "https://bot.example.com/webhooks/telegram"
     assert standin.webhook["secret_token"] == SECRET
     assert json.loads(standin.webhook["allowed_updates"]) == [
-        "message", "callback_query", "pre_checkout_query", "my_chat_member", "chat_member"]
+        "message", "callback_query", "pre_checkout_query", "my_chat_member"]
     assert "https://bot.example.com/webhooks/telegram" in capsys.readouterr().out
 
 

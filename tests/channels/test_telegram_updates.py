@@ -11,10 +11,10 @@ from telegram import Bot, Update
 
 from bot.messages import Choice, InboundMessage
 from channels.telegram.buttons import callback_data, keyboard, pressed
-from channels.telegram.channel import MAX_TEXT_CHARS, fit
+from channels.telegram.channel import ALLOWED_UPDATES, MAX_TEXT_CHARS, fit
 from channels.telegram.updates import BotIdentity, backfill_legacy_fields, interpret, needs_identity, plain_text
 from channels.webhook import Ignored
-from standins.telegram import BOT_ID, BOT_USERNAME, TOKEN, person, text_update
+from standins.telegram import BOT_ID, BOT_USERNAME, TOKEN, bot_member_update, person, text_update
 
 ME = BotIdentity(BOT_ID, BOT_USERNAME)
 BOT = Bot(TOKEN, base_url="http://127.0.0.1:9/bot")  # never called: only binds the parsed objects
@@ -229,6 +229,14 @@ def test_unknown_and_newer_update_kinds_are_ignored_by_name():
     poll_answer = outcome({"update_id": 4, "poll_answer": {
         "poll_id": "p", "option_ids": [0], "option_persistent_ids": ["a"], "user": person()}})
     assert isinstance(poll_answer, Ignored) and "poll_answer" in poll_answer.reason
+
+
+def test_another_members_change_in_a_group_stores_nothing_of_them():
+    joined = bot_member_update(-100, "member", by=person(77, "Zoe"), kind="chat_member")
+    joined["chat_member"]["new_chat_member"]["user"] = person(77, "Zoe")
+    result = outcome(joined)
+    assert isinstance(result, Ignored) and "never wrote" in result.reason
+    assert "chat_member" not in ALLOWED_UPDATES and "my_chat_member" in ALLOWED_UPDATES
 
 
 # buttons --------------------------------------------------------------------------------------------------------------

@@ -169,8 +169,7 @@ async def group_chat(lessonbot) -> Conversation:
 @pytest.mark.parametrize(("fault", "kind", "status"), [
     (Fault.muted(), "my_chat_member", "administrator"),  # its admins made the bot an admin
     (Fault.no_rights(), "my_chat_member", "member"),  # they let it speak again
-    (Fault.muted(), "chat_member", "member"),  # a bot told of members' changes is an admin there
-], ids=["muted-then-admin", "no-rights-then-member", "muted-then-chat-member"])
+], ids=["muted-then-admin", "no-rights-then-member"])
 async def test_a_group_where_the_bot_may_not_send_gets_nothing_more_until_its_rights_change(
     telegram_settings, telegram_api, fault, kind, status
 ):
