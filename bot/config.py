@@ -335,9 +335,7 @@ class Settings(BaseSettings):
     @field_validator("twilio_template_content_sid")
     @classmethod
     def _check_template_sid(cls, value: str) -> str:
-        if value and not re.fullmatch(CONTENT_SID, value.strip()):
-            raise ValueError("expected a content template SID: HX followed by 32 hex digits")
-        return value.strip()
+        return of_shape(value, CONTENT_SID, "expected a content template SID: HX followed by 32 hex digits")
 
     @field_validator("twilio_quick_reply_content_sids", mode="before")
     @classmethod

@@ -125,6 +125,17 @@ def test_twilio_credentials_are_taken_without_the_blanks_around_them(monkeypatch
     assert (settings.twilio_account_sid, settings.twilio_auth_token) == (sid, token)
 
 
+@pytest.mark.parametrize(("setting", "sid"), [
+    ("TWILIO_ACCOUNT_SID", "AC" + "0123456789abcdef" * 2),
+    ("TWILIO_TEMPLATE_CONTENT_SID", "HX" + "0123456789abcdef" * 2),
+])
+def test_a_twilio_sid_of_blanks_alone_is_unset_and_one_with_blanks_is_taken_without_them(monkeypatch, setting, sid):
+    monkeypatch.setenv(setting, " \n")  # a secret file holding its line break alone
+    assert getattr(load_settings(_env_file=None), setting.lower()) == ""
+    monkeypatch.setenv(setting, f"{sid}\n")
+    assert getattr(load_settings(_env_file=None), setting.lower()) == sid
+
+
 def test_a_slack_bot_token_is_taken_without_the_blanks_around_it(monkeypatch):
     monkeypatch.setenv("SLACK_BOT_TOKEN", " xoxb-2210535565-7731826183-AbCdEf\n")
     assert load_settings(_env_file=None).slack_bot_token == "xoxb-2210535565-7731826183-AbCdEf"
