@@ -902,6 +902,18 @@ async def test_a_failed_lesson_requeued_while_the_learner_is_away_is_held_until_
         await bot.stop()
 
 
+async def push_todays_lesson_set_aside_for_the_window(bot: Lessonbot, sender: str) -> None:
+    """The learner's lesson at their hour today, queued and then set aside until they write, as the dispatcher sets
+    it aside outside WhatsApp's 24-hour window."""
+    user, _learner = await learner_row(bot, "test", sender)
+    now = utcnow()
+    today = now.astimezone(zone_for(user.timezone)).date()
+    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, today, now), now) == QUEUED
+    async with bot.db.transaction() as session:
+        await session.execute(update(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING.value)
+                              .values(status=OutboxStatus.WAITING.value))
+
+
 async def test_the_message_that_lets_a_quiz_set_aside_for_the_window_go_is_not_its_answer(learning_bot):
     """Ann has read her lesson's parts; the lesson at her hour asks its quiz, set aside until she writes (WhatsApp's
     window). What she writes then was written before she saw the question: it lets the quiz go, and is not graded
@@ -912,13 +924,7 @@ async def test_the_message_that_lets_a_quiz_set_aside_for_the_window_go_is_not_i
     await t.press("Start my first lesson")
     await t.say("/next")
     await t.say("/next")
-    user, _learner = await learner_row(bot, "test", "ann")
-    now = utcnow()
-    today = now.astimezone(zone_for(user.timezone)).date()
-    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, today, now), now) == QUEUED
-    async with bot.db.transaction() as session:  # as the dispatcher sets it aside outside WhatsApp's window
-        await session.execute(update(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING.value)
-                              .values(status=OutboxStatus.WAITING.value))
+    await push_todays_lesson_set_aside_for_the_window(bot, "ann")
     replies = await t.say("b")
     assert replies[0] == "Quiz time: 3 questions about “What a phishing message wants”."
     assert replies[1].startswith("Question 1 of 3\n")
@@ -933,13 +939,7 @@ async def test_the_message_that_lets_a_lesson_set_aside_for_the_window_go_does_n
     bot, channel = learning_bot
     t = Learning(bot, channel)
     await onboard(t)
-    user, _learner = await learner_row(bot, "test", "ann")
-    now = utcnow()
-    today = now.astimezone(zone_for(user.timezone)).date()
-    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, today, now), now) == QUEUED
-    async with bot.db.transaction() as session:  # as the dispatcher sets it aside outside WhatsApp's window
-        await session.execute(update(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING.value)
-                              .values(status=OutboxStatus.WAITING.value))
+    await push_todays_lesson_set_aside_for_the_window(bot, "ann")
     [lesson] = await t.say("next")
     assert lesson.startswith("📘 Lesson 1 of 5") and lesson.endswith("(1/3)")
     [following] = await t.say("next")
