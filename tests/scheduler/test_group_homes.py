@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 
 from bot.cli import main
+from bot.core import Lessonbot
 from bot.messages import MOVED_FROM, PLATFORM_REPORT, InboundMessage, Text
 from scheduler.broadcast import fan_out
 from scheduler.planner import next_lesson_after, plan_lessons
@@ -48,6 +49,17 @@ async def cli(monkeypatch, settings, *argv: str) -> int:
     return await asyncio.to_thread(main, list(argv))
 
 
+async def queue_lessons_at_their_hour(bot: Lessonbot, **more: object) -> int:
+    """The planner run just before and just after the learners' hour (8:00 in Lisbon, every day), with `more` for its
+    context (a dispatcher to tell): the number of lessons it queued at the hour."""
+    moment = next_lesson_after(utcnow(), zone=ZoneInfo("Europe/Lisbon"), at=time(8), days="1234567")
+    clock = HandClock(moment - timedelta(minutes=1))
+    jobs = context(bot.db, clock, **more)
+    await plan_lessons(jobs)
+    clock.move(minutes=2)
+    return (await plan_lessons(jobs))["queued"]
+
+
 async def test_an_erased_learners_lesson_queued_to_their_group_home_is_withheld(learning_bot, settings, monkeypatch):
     """Ann's home is a group Bob writes in too. The planner queues her lesson there; she is erased before it goes:
     it is cancelled and blanked, its key given up (docs/data.md), and never reaches the group."""
@@ -55,12 +67,8 @@ async def test_an_erased_learners_lesson_queued_to_their_group_home_is_withheld(
     ann, bob = Member(bot, channel, chat="grp", sender="ann"), Member(bot, channel, chat="grp", sender="bob")
     await onboard(ann)
     await bob.say("hello all")
-    moment = next_lesson_after(utcnow(), zone=ZoneInfo("Europe/Lisbon"), at=time(8), days="1234567")
-    clock = HandClock(moment - timedelta(minutes=1))
-    jobs = context(bot.db, clock)  # (no dispatcher told: the lesson waits in the outbox, as behind a busy one)
-    await plan_lessons(jobs)
-    clock.move(minutes=2)
-    assert (await plan_lessons(jobs))["queued"] == 1
+    # (no dispatcher told: the lesson waits in the outbox, as behind a busy one)
+    assert await queue_lessons_at_their_hour(bot) == 1
     assert await cli(monkeypatch, settings, "learner", "erase", "test:ann", "--yes") == 0
     async with bot.db.sessions() as session:
         rows = list(await session.scalars(select(OutboxMessage).where(OutboxMessage.chat_id == "grp")))
@@ -89,12 +97,7 @@ async def test_a_group_become_a_supergroup_is_followed_there_with_its_learners_a
     bot, channel = learning_bot
     ann = Member(bot, channel, chat="grp", sender="ann")
     await onboard(ann)
-    moment = next_lesson_after(utcnow(), zone=ZoneInfo("Europe/Lisbon"), at=time(8), days="1234567")
-    clock = HandClock(moment - timedelta(minutes=1))
-    jobs = context(bot.db, clock)  # (no dispatcher told: the lesson waits in the outbox)
-    await plan_lessons(jobs)
-    clock.move(minutes=2)
-    assert (await plan_lessons(jobs))["queued"] == 1
+    assert await queue_lessons_at_their_hour(bot) == 1  # (no dispatcher told: the lesson waits in the outbox)
     await bot.receive(InboundMessage(channel=channel.name, platform_id=f"group-{next(_ids)}", chat_id="-100grp",
                                      sender_id="ann", text="", meta={PLATFORM_REPORT: True, MOVED_FROM: "grp"}))
     await bot.settle()
@@ -123,12 +126,7 @@ async def test_a_quiz_pushed_to_a_group_home_is_its_learners_and_leaves_another_
             await member.say("/next")
     _intro, question = await bob.say("/next")
     assert question.startswith("Question 1 of 3\n")
-    moment = next_lesson_after(utcnow(), zone=ZoneInfo("Europe/Lisbon"), at=time(8), days="1234567")
-    clock = HandClock(moment - timedelta(minutes=1))
-    jobs = context(bot.db, clock, notify=bot.dispatcher.notify)
-    await plan_lessons(jobs)
-    clock.move(minutes=2)
-    assert (await plan_lessons(jobs))["queued"] == 2
+    assert await queue_lessons_at_their_hour(bot, notify=bot.dispatcher.notify) == 2
     await bot.settle()
     assert [text for text in channel.texts("grp") if text.startswith("Question 1 of 3\n")][-2:] == [question] * 2
     [feedback, following] = await bob.say("a")  # Authority: wrong, on his own question
@@ -148,12 +146,7 @@ async def test_one_member_pausing_holds_their_own_lesson_in_a_shared_home_not_an
     ann, bob = Member(bot, channel, chat="grp", sender="ann"), Member(bot, channel, chat="grp", sender="bob")
     await onboard(ann)
     await onboard(bob)
-    moment = next_lesson_after(utcnow(), zone=ZoneInfo("Europe/Lisbon"), at=time(8), days="1234567")
-    clock = HandClock(moment - timedelta(minutes=1))
-    jobs = context(bot.db, clock)  # (no dispatcher told: the lessons wait in the outbox)
-    await plan_lessons(jobs)
-    clock.move(minutes=2)
-    assert (await plan_lessons(jobs))["queued"] == 2
+    assert await queue_lessons_at_their_hour(bot) == 2  # (no dispatcher told: the lessons wait in the outbox)
     users = {name: (await learner_row(bot, "test", name))[0].id for name in ("ann", "bob")}
 
     async def lessons() -> dict[str, str]:
@@ -179,12 +172,7 @@ async def test_a_lesson_held_for_a_member_whose_pause_ran_out_goes_when_they_wri
     ann, bob = Member(bot, channel, chat="grp", sender="ann"), Member(bot, channel, chat="grp", sender="bob")
     await onboard(ann)
     await onboard(bob)
-    moment = next_lesson_after(utcnow(), zone=ZoneInfo("Europe/Lisbon"), at=time(8), days="1234567")
-    clock = HandClock(moment - timedelta(minutes=1))
-    jobs = context(bot.db, clock)  # (no dispatcher told: the lessons wait in the outbox)
-    await plan_lessons(jobs)
-    clock.move(minutes=2)
-    assert (await plan_lessons(jobs))["queued"] == 2
+    assert await queue_lessons_at_their_hour(bot) == 2  # (no dispatcher told: the lessons wait in the outbox)
     bob_id = (await learner_row(bot, "test", "bob"))[0].id
     async with bot.db.transaction() as session:  # both paused before theirs went: held; Bob's pause has run out
         await session.execute(update(OutboxMessage).values(status="waiting")
