@@ -79,6 +79,12 @@ class Fault:
         return cls(400, "Bad Request: not enough rights to send text messages to the chat")
 
     @classmethod
+    def no_documents(cls) -> Fault:
+        """The bot may send text in the group, but not documents: its admins took that one right (media kinds are
+        each a right of their own)."""
+        return cls(400, "Bad Request: not enough rights to send documents to the chat")
+
+    @classmethod
     def no_rights(cls) -> Fault:
         """The bot may not send in the group at all (a restricted member, a group where only admins write)."""
         return cls(400, "Bad Request: have no rights to send a message")

@@ -116,8 +116,10 @@ class TopicGone(PermanentSendError):
 TOPIC_GONE = ("message thread not found", "topic_deleted")
 TOPIC_CLOSED = "topic_closed"
 CHAT_GONE = "chat not found"  # how it refuses a message to a chat that is no more (or never was) one of the bot's
-# How it refuses a message to a group where the bot may not send (its admins muted it, or only admins write there)
-NO_RIGHTS = ("not enough rights to send", "have no rights to send")
+# How it refuses a message to a group where the bot may not send (its admins muted it, or only admins write there);
+# not a refusal of one kind of media alone ("not enough rights to send documents to the chat"), which the chat's text
+# still reaches: that reply alone is refused
+NO_RIGHTS = ("not enough rights to send text messages", "have no rights to send a message")
 
 
 class TelegramChannel:

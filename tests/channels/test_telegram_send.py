@@ -210,6 +210,25 @@ async def test_a_chat_telegram_will_not_deliver_to_is_taken_out_of_what_the_bot_
     assert chat.refused_by_platform and chat.opted_out_at is not None
 
 
+async def test_a_group_where_the_bot_may_not_send_documents_still_gets_its_text(settings, channel, standin, tmp_path):
+    """The group's admins took only the bot's right to send documents (400 "not enough rights to send documents"):
+    that document is dead-lettered, but the chat is not refused, and the text after it still goes."""
+    certificate = tmp_path / "certificate.pdf"
+    certificate.write_bytes(b"%PDF-1.4 a certificate")
+    standin.fail("sendDocument", Fault.no_documents())
+    replies = (Document("certificate.pdf", caption="Well done!", path=str(certificate), media_type="application/pdf"),
+               Text("Your next lesson comes tomorrow."))
+    async with bot_replying(settings, channel, *replies) as lessonbot:
+        await standin.wait_for(lambda: standin.called("sendMessage"))
+        await lessonbot.settle()
+        rows = await outbox(lessonbot)
+        async with lessonbot.db.sessions() as session:
+            chat = await session.scalar(select(Conversation).where(Conversation.chat_id == str(CHAT)))
+    assert [row.status for row in rows] == ["dead", "sent"]
+    assert not chat.refused_by_platform and chat.opted_out_at is None
+    assert standin.texts(CHAT) == ["Your next lesson comes tomorrow."]
+
+
 async def test_documents_from_disk_and_by_url(settings, channel, standin, tmp_path):
     certificate = tmp_path / "certificate.pdf"
     certificate.write_bytes(b"%PDF-1.4 a certificate")
