@@ -124,8 +124,8 @@ class InboundMeta(TypedDict, total=False):
     language: str  # the language of the person's app, a first guess at theirs (Telegram)
     membership: Literal["joined", "left"]  # the person joined or left a group chat (Slack channel events)
     moved_from: str  # the chat this one continues: a Telegram group became this supergroup (a platform's report)
-    # the bot may send in this chat again: its membership changed (a platform's report: Telegram's my_chat_member, or
-    # a chat_member, which only a group's admin is sent), which lifts a refusal of the chat (`Unreachable`)
+    # the bot may send in this chat again: its own membership changed (a platform's report: Telegram's
+    # my_chat_member; other members' changes are not asked for), which lifts a refusal of the chat (`Unreachable`)
     may_send: bool
     # A member's private place in a group chat, and who they are there (Slack; the team's dialogs read these)
     group_chat: str  # the group chat's own chat_id, seen from a member's private place in it
