@@ -1148,12 +1148,7 @@ async def test_a_member_new_to_the_bot_takes_a_spanish_courses_quiz_in_spanish(s
     as a learner who picks a course does."""
     async with running(slack_settings, clock=False) as (client, lessonbot):
         lessonbot.channels["slack"].post_pace = 0.0
-        sample = load_course(SAMPLE)
-        async with lessonbot.db.transaction() as session:
-            await import_course(session, dataclasses.replace(sample, id="phish-es", title="Pesca", language="es"))
-        await slash(client, fixtures_dir, ADMIN, "team set phish-es at 09:00 on weekdays in America/New_York",
-                    standin=standin)
-        await lessonbot.settle()
+        await _team_on_a_spanish_course(client, fixtures_dir, standin, lessonbot)
         await _first_lesson_posted(lessonbot, HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC)))
         await _quiz_me(client, fixtures_dir, standin, lessonbot, BEA)
         assert "Pregunta 1 de 3" in private_texts(standin, BEA)[-1], private_texts(standin, BEA)
@@ -1175,12 +1170,7 @@ async def test_a_spanish_courses_team_posts_speak_spanish_whoever_set_it_up(slac
     async with running(slack_settings, clock=False) as (client, lessonbot):
         lessonbot.channels["slack"].post_pace = 0.0
         lessonbot.channels["slack"].profiles_per_minute = 60_000
-        sample = load_course(SAMPLE)
-        async with lessonbot.db.transaction() as session:
-            await import_course(session, dataclasses.replace(sample, id="phish-es", title="Pesca", language="es"))
-        await slash(client, fixtures_dir, ADMIN, "team set phish-es at 09:00 on weekdays in America/New_York",
-                    standin=standin)
-        await lessonbot.settle()
+        await _team_on_a_spanish_course(client, fixtures_dir, standin, lessonbot)
         assert private_texts(standin, ADMIN)[-1].startswith("Done. This channel takes “Pesca”")
         assert standin.texts(CHANNEL)[-1].startswith("📣 Este canal sigue «Pesca» en equipo"), standin.texts(CHANNEL)
         clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))
@@ -1383,6 +1373,17 @@ async def _first_lesson_posted(lessonbot: Lessonbot, clock: HandClock) -> JobCon
     assert await post_team_lessons(jobs) == 1
     await lessonbot.settle()
     return jobs
+
+
+async def _team_on_a_spanish_course(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot) -> None:
+    """The sample course in Spanish ("phish-es", "Pesca"), set up by the English-speaking ADMIN as the channel's
+    team course, a lesson at 09:00 on weekdays in New York."""
+    sample = load_course(SAMPLE)
+    async with lessonbot.db.transaction() as session:
+        await import_course(session, dataclasses.replace(sample, id="phish-es", title="Pesca", language="es"))
+    await slash(client, fixtures_dir, ADMIN, "team set phish-es at 09:00 on weekdays in America/New_York",
+                standin=standin)
+    await lessonbot.settle()
 
 
 async def _quiz_me(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot, user: str) -> None:
