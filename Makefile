@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
-# `make test` runs the tests in one worker process per core (pytest-xdist), at most four: PYTEST_WORKERS=0 runs them in one.
-PYTEST_WORKERS ?= auto
+# `make test` runs the tests in one worker process per core and one more (pytest-xdist; much of a test's time is spent
+# waiting on sockets, servers and subprocesses), at most four: PYTEST_WORKERS=0 runs them in one.
+PYTEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, (os.cpu_count() or 1) + 1))")
 
 comma := ,
 IS_WANTED_PYTHON := -c "import sys; sys.exit(sys.version_info[:2] != ($(subst .,$(comma),$(PYTHON_VERSION))))"
