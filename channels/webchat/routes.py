@@ -2,10 +2,12 @@
 
 - `GET /` the page, `/static/…` its script and style (channels/webchat/web/).
 - `POST /chat/api/sessions` a new signed session (201).
-- `POST /chat/api/messages` a message, through the shared webhook steps (channels/webhook.py): size limit (413) →
-  parse the JSON object (400) → verify its session (401 missing, 403 not signed here or ended) → record, its fields
-  checked (422, 413 when too long): `text` or `choice`, the page's own `id` for it, and the page's `language` (a
-  platform's hint at the learner's language) → 202 with the inbound id, or 200 for a message id seen before.
+- `POST /chat/api/messages` a message, through the shared webhook steps (channels/webhook.py): JSON only (415 for
+  a form or text/plain, which another site's page may post without the browser asking this server first) → size
+  limit (413) → parse the JSON object (400) → verify its session (401 missing, 403 not signed here or ended) →
+  record, its fields checked (422, 413 when too long): `text` or `choice`, the page's own `id` for it, and the
+  page's `language` (a platform's hint at the learner's language) → 202 with the inbound id, or 200 for a message id
+  seen before.
 - `GET /chat/api/messages?session=…&after=…` the replies sent since a reply id, for a page that (re)loads; 503 to
   try again while the database is away.
 - `GET /chat/api/events?session=…` the replies as server-sent events (`reply`, with the reply id as the event id so a
@@ -45,7 +47,7 @@ from bot.text import whole_number
 from channels.http import NOT_FRAMED, PRIVATE, sent_document
 from channels.markdown import PLAIN, render, render_html, with_links
 from channels.webchat.streams import REPLIES_A_READ, Feed, reply_events
-from channels.webhook import LimitBody, Parse, Record, Webhook, WebhookRequest, parse_json, refusal
+from channels.webhook import LimitBody, MediaType, Parse, Record, Webhook, WebhookRequest, parse_json, refusal
 
 if TYPE_CHECKING:
     from channels.webchat.channel import WebChatChannel
@@ -146,6 +148,7 @@ class WebChatRoutes:
 
     def routes(self) -> list[BaseRoute]:
         post_message = Webhook(
+            MediaType("application/json", "Send the message as JSON, with Content-Type: application/json."),
             LimitBody(self.webchat.max_body_bytes),
             Parse(json_object),
             SessionToken(self.webchat),

@@ -181,6 +181,7 @@ class BadRequest:
     body: Callable[[str, Settings], bytes | list[bytes]]
     status: int
     error: str
+    content_type: str | None = "application/json"  # None: no Content-Type header at all
 
 
 def json_body(**fields: Any) -> bytes:
@@ -208,6 +209,14 @@ def oversized_in_chunks(session: str, settings: Settings) -> list[bytes]:
 
 
 BAD_REQUESTS = [
+    # A form of another site may post text/plain (or a form's type) with no preflight, its body shaped as JSON: only
+    # JSON is taken, which no other site's page can post here without the browser asking this server first.
+    BadRequest("JSON posted as text/plain", lambda s, _: json_body(session=s, text="hi"), 415, "application/json",
+               content_type="text/plain"),
+    BadRequest("JSON posted as a form", lambda s, _: json_body(session=s, text="hi"), 415, "application/json",
+               content_type="application/x-www-form-urlencoded"),
+    BadRequest("JSON posted with no type", lambda s, _: json_body(session=s, text="hi"), 415, "application/json",
+               content_type=None),
     BadRequest("malformed JSON", lambda s, _: json_body(session=s, text="hi")[:-1], 400, "not valid JSON"),
     BadRequest("not UTF-8", lambda s, _: b'{"text": "\xff"}', 400, "not valid JSON"),
     BadRequest("not an object", lambda s, _: b'["hi"]', 400, "must be a JSON object"),
@@ -269,13 +278,13 @@ async def chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
 async def test_a_bad_request_is_refused_stores_nothing_and_the_chat_goes_on(client, app, settings, bad):
     session = await new_session(client)
     body = bad.body(session, settings)
+    headers = {"Content-Type": bad.content_type} if bad.content_type else {}
     if isinstance(body, list):
-        response = await client.post(
-            "/chat/api/messages", content=chunks(body), headers={"Content-Type": "application/json"}
-        )
+        response = await client.post("/chat/api/messages", content=chunks(body), headers=headers)
         assert "content-length" not in response.request.headers
     else:
-        response = await client.post("/chat/api/messages", content=body, headers={"Content-Type": "application/json"})
+        response = await client.post("/chat/api/messages", content=body, headers=headers)
+        assert response.request.headers.get("content-type") == bad.content_type
 
     assert response.status_code == bad.status, response.text
     assert bad.error in response.json()["error"]
