@@ -29,6 +29,9 @@ MAX_CLIENT_ID_CHARS = 100
 # The page's language, sent with each message as a platform tells its app's language: a short BCP 47 tag
 # ("es", "pt-BR", "zh-Hant-TW"), a first guess at the learner's that the bot takes until they choose one.
 LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,3}")
+# What the page posts with a message (channels/webchat/web/chat.js): any other field is refused (422), so a misspelt
+# one is said, not stored as if it meant something.
+FIELDS = ("session", "text", "choice", "id", "language")
 DAY_SECONDS = 86400.0
 SENT_PREFIX = "web-"  # a reply's platform id: this and its outbox id
 
@@ -40,6 +43,18 @@ PageWords = Callable[[str | None], tuple[str, Mapping[str, str]]]
 def english_words(language: str | None) -> tuple[str, Mapping[str, str]]:
     """No catalogue handed in: the page keeps the English words it is written in."""
     return "en", {}
+
+
+def only_known_fields(data: Mapping[str, Any]) -> None:
+    """Refuse (422) a message with a field the page never sends, naming it."""
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        named = ", ".join(f"'{field[:40]}'" for field in unknown[:5])
+        raise RequestRejected(
+            422,
+            f"Unknown field{'s' if len(unknown) > 1 else ''} {named}; a message has only "
+            f"{', '.join(FIELDS[:-1])} and {FIELDS[-1]}.",
+        )
 
 
 def page_meta(data: Mapping[str, Any]) -> InboundMeta:
@@ -92,9 +107,11 @@ class WebChatChannel:
         return web_chat_routes(self, host)
 
     def message(self, posted: Posted) -> InboundMessage:
-        """One message posted by the page, its fields checked (422, or 413 when too long); the page's language goes
-        with it as a platform's hint (`meta[LANGUAGE]`, as Telegram gives its app's language)."""
+        """One message posted by the page, its fields checked (422 for one it never sends, or one of the wrong kind;
+        413 when too long); the page's language goes with it as a platform's hint (`meta[LANGUAGE]`, as Telegram
+        gives its app's language)."""
         session_id, data = posted.session_id, posted.fields
+        only_known_fields(data)
         text, choice, client_id = data.get("text", ""), data.get("choice"), data.get("id")
         if not isinstance(text, str):
             raise RequestRejected(422, "'text' must be a string.")

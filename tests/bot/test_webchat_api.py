@@ -235,6 +235,11 @@ BAD_REQUESTS = [
                "'language' must be a language tag"),
     BadRequest("language tag too long", lambda s, _: json_body(session=s, text="hi", language="es-" + "x" * 40), 422,
                "'language' must be a language tag"),
+    # A field the page never sends is a mistake of whoever sent it (a misspelt "txet", a "user" of their own): said,
+    # not stored as if it meant something.
+    BadRequest("unknown field", lambda s, _: json_body(session=s, text="hi", txet="hi"), 422, "Unknown field 'txet'"),
+    BadRequest("unknown fields", lambda s, _: json_body(session=s, text="hi", user="ann", html="<b>hi</b>"), 422,
+               "Unknown fields 'html', 'user'"),
     BadRequest("language not a string", lambda s, _: json_body(session=s, text="hi", language=["es"]), 422,
                "'language' must be a language tag"),
     BadRequest("body over MAX_BODY_BYTES", oversized, 413, "the limit is 65,536"),
