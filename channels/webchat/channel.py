@@ -26,6 +26,9 @@ from channels.webchat.streams import Listener, SentSince, StreamGate, Wakeups
 
 MAX_TEXT_CHARS = 4000
 MAX_CLIENT_ID_CHARS = 100
+# The longest value a button is offered with (an offered choice is kept in 500 characters: OfferedChoice.value in
+# storage/models.py): a longer `choice` is no button's.
+MAX_CHOICE_CHARS = 500
 # The page's language, sent with each message as a platform tells its app's language: a short BCP 47 tag
 # ("es", "pt-BR", "zh-Hant-TW"), a first guess at the learner's that the bot takes until they choose one.
 LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,3}")
@@ -115,8 +118,10 @@ class WebChatChannel:
         text, choice, client_id = data.get("text", ""), data.get("choice"), data.get("id")
         if not isinstance(text, str):
             raise RequestRejected(422, "'text' must be a string.")
-        if choice is not None and not isinstance(choice, str):
-            raise RequestRejected(422, "'choice' must be a string (the value of a pressed button).")
+        if choice is not None and (not isinstance(choice, str) or len(choice) > MAX_CHOICE_CHARS):
+            raise RequestRejected(
+                422, f"'choice' must be a string of at most {MAX_CHOICE_CHARS} characters (a pressed button's value)."
+            )
         if not storable(text).strip() and not choice:  # (NULs alone are nothing: they are not stored)
             raise RequestRejected(422, "Send some 'text' (or a 'choice'); the message was empty.")
         if len(text) > MAX_TEXT_CHARS:

@@ -230,6 +230,9 @@ BAD_REQUESTS = [
         413,
         "4,001 characters long; the limit is 4,000",
     ),
+    # No button's value is that long (an offered one is kept in 500 characters): 60,000 are no button pressed.
+    BadRequest("choice longer than any button's", lambda s, _: json_body(session=s, choice="quiz:" + "9" * 60_000), 422,
+               "'choice' must be"),
     BadRequest("client id too long", lambda s, _: json_body(session=s, text="hi", id="x" * 101), 422, "'id' must be"),
     BadRequest("language not a tag", lambda s, _: json_body(session=s, text="hi", language="<b>es</b>"), 422,
                "'language' must be a language tag"),
