@@ -689,6 +689,37 @@ def test_tabs_out_of_sight_give_their_streams_back_so_a_seventh_tab_gets_its_rep
         context.close()
 
 
+def test_a_page_whose_server_goes_away_says_it_cannot_be_reached_and_chats_once_it_is_back(browser, tmp_path):
+    """The server stops under an open page: each time the page's reply stream tries again and finds no server, the
+    page says Lessonbot can't be reached (not "Connecting…" for ever, with nothing said); once the server is back at
+    its address, the page is online again by itself, the message gone, and the chat goes on."""
+    from playwright.sync_api import expect
+
+    from bench.processes import STARTUP_SECONDS, start_process
+
+    env = server_env(f"sqlite:///{tmp_path / 'lessonbot.db'}", tmp_path / "var")
+    done = subprocess.run([*LESSONBOT, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    server = serve(env)
+    try:
+        page, errors = open_chat(browser, server.url, **DESKTOP)
+        status, alert = page.get_by_role("status"), page.get_by_role("alert")
+        server.stop()
+        expect(alert).to_have_text("Lessonbot can't be reached right now; trying again…")
+        expect(status).to_have_text("Offline")
+
+        back = start_process("lessonbot serve", [*LESSONBOT, "serve"], tmp_path / "var", env, port=server.port,
+                             log_path=tmp_path / "var" / "server-back.log")
+        server = back
+        back.wait_ready_blocking("/readyz", timeout=STARTUP_SECONDS)
+        expect(status).to_have_text("Online", timeout=20_000)
+        expect(alert).to_be_hidden()
+        say(page, "/help")
+        assert errors == []
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def server_on_postgres(tmp_path) -> Iterator[tuple[ServerProcess, Callable[[bool], None]]]:
     """A server of its own on a fresh PostgreSQL database, and what refuses that database's connections (the database

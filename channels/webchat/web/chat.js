@@ -430,7 +430,9 @@
       `${API}/events?session=${encodeURIComponent(session)}&after=${lastReplyId}`
     );
     events = source;
+    let retrying = false; // the stream was lost and the browser is trying it again
     source.addEventListener("open", () => {
+      retrying = false;
       streamRefusals = 0;
       setStatus("online");
       hideError({ onlyUnreachable: true }); // reconnected: "can't be reached" is no longer true
@@ -459,7 +461,13 @@
         events = null;
         if (stream !== "polling") setStatus("connecting");
         recoverEvents();
+      } else if (retrying) {
+        // A try found no server (stopped, or the network to it gone): said, as when the page cannot open the chat;
+        // the browser goes on trying, and the stream's "open" says it is back.
+        setStatus("offline");
+        showError(words.retrying, { unreachable: true });
       } else {
+        retrying = true;
         setStatus("connecting"); // the browser reconnects by itself, sending the last event id
       }
     });
