@@ -525,6 +525,34 @@ def test_text_typed_while_a_message_is_sent_is_kept_and_typing_is_announced(serv
     assert not errors, errors
 
 
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_message_a_proxy_answers_for_a_server_that_is_down_is_told_so_and_kept(server, browser, status):
+    """A reverse proxy in front answers for a server that is down or does not answer (its own page, not our JSON):
+    after the page's tries, the learner is told Lessonbot can't be reached, not that it refused what they wrote, and
+    the message is back in the box to send again."""
+    from playwright.sync_api import expect
+
+    page, errors = open_chat(browser, server.url, **DESKTOP)
+    tries = []
+
+    def gateway(route) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        tries.append(route.request.post_data_json["id"])
+        route.fulfill(status=status, content_type="text/html", body="<html><body><h1>Bad Gateway</h1></body></html>")
+
+    page.route("**/chat/api/messages", gateway)
+    box = page.get_by_label("Your message")
+    box.fill("/help")
+    box.press("Enter")
+    expect(page.get_by_role("alert")).to_have_text(
+        "Lessonbot can't be reached right now. Check your connection and try again.")
+    expect(box).to_have_value("/help")
+    assert len(tries) == 3 and len(set(tries)) == 1  # tried again with the same id: recorded once if one got through
+    assert not errors, errors
+
+
 def test_a_spanish_browser_is_answered_in_spanish_and_told_a_refusal_in_spanish(server, browser):
     from playwright.sync_api import expect
 

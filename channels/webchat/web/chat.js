@@ -560,10 +560,18 @@
         await sleep(400 * 2 ** attempt);
         continue;
       }
-      if (!response.ok) throw new ChatError(serverMessage(response, fields), { unreachable: response.status >= 500 });
+      if (!response.ok) throw sendFailure(response, fields);
       keepSession(response);
       return response.data;
     }
+  }
+
+  /** What the learner is told of a message not taken: a 5xx that is not the server's own answer (none of its JSON:
+   * a proxy in front, answering for a server that is down or does not answer) is the server out of reach. */
+  function sendFailure(response, fields) {
+    const ours = response.data && typeof response.data.error === "string";
+    if (response.status >= 500 && !ours) return new ChatError(words.unreachable, { unreachable: true });
+    return new ChatError(serverMessage(response, fields), { unreachable: response.status >= 500 });
   }
 
   function showFailure(error) {
