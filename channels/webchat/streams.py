@@ -1,7 +1,9 @@
 """The web chat's open event streams: how many may be open, and what wakes them.
 
 Anyone can mint a session, so the streams one address may hold open, and the streams of the whole process, are
-capped (`StreamGate`): one stream more is refused with 429 and a message saying why.
+capped (`StreamGate`): one stream more is refused with 429 and a message saying why. An IPv6 address counts as its
+/64 (`client_network`): a subscriber is handed a whole /64, 2^64 addresses, and could otherwise take every stream of
+the process, an address a stream.
 
 An open stream reads the database only when there may be something for it that it was not handed (`Wakeups`):
 - a reply this process's dispatcher commits to its session as sent is handed to it with its text (`after_sent`),
@@ -26,6 +28,7 @@ the page is, so a server waiting for its connections to close would otherwise wa
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections import Counter, defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
@@ -54,8 +57,25 @@ MAX_HANDED = 100
 SentSince = Callable[[datetime], Awaitable[Mapping[str, int]]]
 
 
+IPV6_NETWORK_PREFIX = 64  # what one subscriber (a home, a phone) is handed
+
+
+def client_network(address: str) -> str:
+    """Where a client's streams are counted: its IPv4 address (an IPv6 one that maps an IPv4 address included), or
+    its IPv6 address's /64; what is no address (a Unix socket's peer, "unknown") as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_NETWORK_PREFIX), strict=False))
+    return str(ip)
+
+
 class StreamGate:
-    """At most `per_address` open streams from one client address, and `total` in all."""
+    """At most `per_address` open streams from one client address (an IPv6 address's /64), and `total` in all."""
 
     def __init__(self, *, per_address: int, total: int) -> None:
         self.per_address = per_address
@@ -68,6 +88,7 @@ class StreamGate:
 
     def enter(self, address: str) -> None:
         """Count one more stream from `address`, or refuse it (429)."""
+        address = client_network(address)
         if self._open[address] >= self.per_address:
             raise RequestRejected(
                 429,
@@ -81,6 +102,7 @@ class StreamGate:
         self._open[address] += 1
 
     def leave(self, address: str) -> None:
+        address = client_network(address)
         self._open[address] -= 1
         if self._open[address] <= 0:
             del self._open[address]

@@ -565,6 +565,30 @@ async def test_event_streams_are_capped_per_address_and_in_all(settings):
             assert (await open_stream(client, stack, session)).status_code == 200
 
 
+async def test_the_addresses_of_one_ipv6_network_share_its_streams(settings):
+    """Whoever has an IPv6 address is handed its whole /64 (2^64 addresses): the streams one address may hold are
+    counted for its /64, or one subscriber could take every stream the process allows, an address a stream. The
+    client's address is the one a proxy on this machine names (X-Forwarded-For), as uvicorn reads it."""
+    async with (
+        web_chat_app(settings, streams_per_address=2, streams_total=10) as (app, webchat),
+        served(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=REPLY_TIMEOUT) as client,
+    ):
+        session = await new_session(client)
+        async with AsyncExitStack() as stack:
+
+            async def open_from(address: str) -> int:
+                stream = await stack.enter_async_context(client.stream(
+                    "GET", "/chat/api/events", params={"session": session}, headers={"X-Forwarded-For": address}))
+                return stream.status_code
+
+            assert [await open_from(f"2001:db8:7:1::{n}") for n in (1, 2, 3)] == [200, 200, 429]
+            assert await open_from("2001:db8:7:1:ffff:ffff:ffff:ffff") == 429
+            assert await open_from("2001:db8:7:2::1") == 200  # another network
+            assert [await open_from(f"198.51.100.{n}") for n in (1, 2, 3)] == [200, 200, 200]  # IPv4: an address each
+            assert webchat.gate.open_count == 6
+
+
 async def test_a_reply_sent_by_another_process_wakes_the_stream_without_its_own_polling(settings):
     """The page's process only records (`serve --no-dispatcher`); a separate dispatcher sends. The reply comes to
     the open stream through the process's one watcher, well before the stream's own slow fallback poll; on
