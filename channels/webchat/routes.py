@@ -1,6 +1,7 @@
 """The web chat's page and JSON API, served by the app.
 
-- `GET /` the page, `/static/…` its script and style (channels/webchat/web/).
+- `GET /` the page, `/static/…` its script and style (channels/webchat/web/): each asked for again at every load
+  (`no-cache`; a 304 when unchanged), so a page after an upgrade does not run the script a browser kept from before.
 - `POST /chat/api/sessions` a new signed session (201).
 - `POST /chat/api/messages` a message, through the shared webhook steps (channels/webhook.py): JSON only (415 for
   a form or text/plain, which another site's page may post without the browser asking this server first) → size
@@ -28,6 +29,7 @@ plain text, and `html` (`caption_html`) in the small HTML subset of `render_html
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,10 +37,11 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from bot.channel import CannotRecord, ChannelHost, Received, RequestRejected
@@ -53,6 +56,9 @@ if TYPE_CHECKING:
     from channels.webchat.channel import WebChatChannel
 
 WEB_DIR = Path(__file__).parent / "web"
+# The page and its files are kept by a browser only to be asked for again (a 304 when unchanged): never used on the
+# browser's own guess of how long they stay fresh, which would mix one version's page with another's script.
+ASK_AGAIN = {"Cache-Control": "no-cache"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +141,18 @@ class ClosingStream(StreamingResponse):
                 self.on_close()
 
 
+class PageFiles(StaticFiles):
+    """The page's script and style, each answer saying to ask again before using a kept copy (`ASK_AGAIN`)."""
+
+    def file_response(
+        self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
+        response = FileResponse(full_path, status_code=status_code, stat_result=stat_result, headers=ASK_AGAIN)
+        if self.is_not_modified(response.headers, Headers(scope=scope)):
+            return NotModifiedResponse(response.headers)
+        return response
+
+
 def web_chat_routes(webchat: WebChatChannel, host: ChannelHost) -> list[BaseRoute]:
     return WebChatRoutes(webchat, host).routes()
 
@@ -163,7 +181,7 @@ class WebChatRoutes:
             Route("/chat/api/events", self.events),
             Route("/chat/api/words", self.words),
             Route("/chat/files/{session}/{reply:int}/{signature}", self.document),
-            Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
+            Mount("/static", PageFiles(directory=WEB_DIR), name="static"),
         ]
 
     # a message: recorded, then acknowledged with the session renewed
@@ -181,7 +199,7 @@ class WebChatRoutes:
     # the page and its session
 
     async def page(self, request: Request) -> Response:
-        return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache", **NOT_FRAMED})
+        return FileResponse(WEB_DIR / "index.html", headers={**ASK_AGAIN, **NOT_FRAMED})
 
     async def new_session(self, request: Request) -> Response:
         return JSONResponse({"session": self.webchat.new_session()}, status_code=201)

@@ -410,6 +410,18 @@ async def test_the_page_and_its_files_are_served(client):
         assert "innerHTML" not in response.text
 
 
+async def test_the_pages_script_and_style_are_asked_for_again_at_each_load(client):
+    """The page is never kept without asking the server, and its script and style neither (a 304 when unchanged): a
+    browser that kept them on its own guess (from their age) would run a page of one version with the script of the
+    one before after an upgrade."""
+    assert (await client.get("/")).headers["cache-control"] == "no-cache"
+    for path in ("/static/chat.js", "/static/chat.css"):
+        first = await client.get(path)
+        assert first.status_code == 200 and first.headers.get("cache-control") == "no-cache", path
+        again = await client.get(path, headers={"If-None-Match": first.headers["etag"]})
+        assert again.status_code == 304 and again.headers.get("cache-control") == "no-cache", path
+
+
 def test_a_document_reply_shows_its_name_but_not_where_it_lies_on_the_server():
     payload = Document("certificate.pdf", caption="Well done!", path="/srv/lessonbot/var/cert-7.pdf").to_payload()
     view = reply_view(7, payload)
