@@ -118,9 +118,9 @@ class WebChatChannel:
         text, choice, client_id = data.get("text", ""), data.get("choice"), data.get("id")
         if not isinstance(text, str):
             raise RequestRejected(422, "'text' must be a string.")
-        if choice is not None and (not isinstance(choice, str) or len(choice) > MAX_CHOICE_CHARS):
+        if choice is not None and (not isinstance(choice, str) or not 0 < len(choice) <= MAX_CHOICE_CHARS):
             raise RequestRejected(
-                422, f"'choice' must be a string of at most {MAX_CHOICE_CHARS} characters (a pressed button's value)."
+                422, f"'choice' must be a string of 1 to {MAX_CHOICE_CHARS} characters (a pressed button's value)."
             )
         if not storable(text).strip() and not choice:  # (NULs alone are nothing: they are not stored)
             raise RequestRejected(422, "Send some 'text' (or a 'choice'); the message was empty.")

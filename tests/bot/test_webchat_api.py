@@ -230,6 +230,7 @@ BAD_REQUESTS = [
         413,
         "4,001 characters long; the limit is 4,000",
     ),
+    BadRequest("empty choice", lambda s, _: json_body(session=s, text="hi", choice=""), 422, "'choice' must be"),
     # No button's value is that long (an offered one is kept in 500 characters): 60,000 are no button pressed.
     BadRequest("choice longer than any button's", lambda s, _: json_body(session=s, choice="quiz:" + "9" * 60_000), 422,
                "'choice' must be"),
