@@ -14,14 +14,16 @@ renderer escapes text for its target first, so nothing a learner or an author wr
 |---|---|---|---|---|---|---|
 | Telegram HTML | `<b>` | `<i>` | `<code>` | `<pre><code>` | `<a href>` | the character |
 | Slack mrkdwn | `*x*` | `_x_` | `` `x` `` | ```` ``` ```` lines | `<url|text>` | a look-alike: ∗ ˍ ∼ ˋ (`<url>`) |
-| WhatsApp | `*x*` | `_x_` | `` `x` `` | ```` ``` ```` lines | `text (url)` | a look-alike: ∗ ˍ ∼ ˋ |
+| WhatsApp | `*x*` | `_x_` | `` `x` `` | ```` ``` ```` lines | `text (url)` | a look-alike: ∗ ˍ ∼ ˋ (addresses as is) |
 | plain (the terminal) | x | x | x | the lines | `text (url)` | the character (control characters dropped) |
 | Rasa (plain, for any connector) | x | x | x | the lines | `text (url)` | a look-alike: ∗ ˍ ∼ ˋ, and ［ ］ for [ ] |
 | web chat HTML | `<strong>` | `<em>` | `<code>` | `<pre><code>` | `<a href rel="noopener…">` | the character |
 
 Slack and WhatsApp have no escape character, so a character that must not format is sent as a look-alike they do not
 read as markup; in a web address (which a look-alike would change) Slack gets Slack's link to the address instead,
-`<url>`, in which nothing formats (the sentence's punctuation after it left out of it: `address_and_after`).
+`<url>`, in which nothing formats (the sentence's punctuation after it left out of it: `address_and_after`), and
+WhatsApp, which formats nothing inside an address it links, the address as typed; an e-mail address too
+(`Target.mail`: "ann_b@example.com", not "annˍb@example.com").
 In Slack &, < and > are always escaped, so no text makes a `<!channel>`, `<@U…>` or `<url|…>`.
 A line mark that `literal` escaped at a line's start (a typed "> ", "- ", "+ ", "# ", "1. ", "1) ") would be a quote,
 a list item or a heading there, so Slack, WhatsApp and Rasa get it as a look-alike: ＞ ‐ ＋ ＃, or ． ） after the
@@ -58,16 +60,21 @@ _ANY_MARK = re.compile(_MARKS)
 _ESCAPED = r"\\[" + re.escape("".join(sorted(MARKDOWN_ESCAPES))) + r"]"
 # The lookahead first: at the many positions where no form can start, one character is looked at, not every form.
 # A bare address is read as one piece of text (its escapes still read), so no _ or * in it starts emphasis.
-_INLINE = re.compile(
-    r"(?=" + _MARKS + r"|https?://)(?:(?P<escaped>" + _ESCAPED + r")"
+_FORMS = (
+    r"(?P<escaped>" + _ESCAPED + r")"
     r"|(?P<code>`[^`\n]+`)"
     r"|(?P<link>\[(?P<link_text>(?:\\.|[^\]\\\n])+)\]\((?P<url>https?://[^\s)]+)\))"
     r"|(?P<bare_url>https?://\S+)"
     r"|(?P<bold>\*\*(?=\S)(?P<bold_text>.+?)(?<=\S)" + _NOT_ESCAPED + r"\*\*"
     r"|(?<!\w)__(?=\S)(?P<bold_text2>.+?)(?<=\S)" + _NOT_ESCAPED + r"__(?!\w))"
     r"|(?P<italic>(?<![\w*])\*(?=[^\s*])(?P<italic_text>[^*\n]+?)(?<=[^\s*])" + _NOT_ESCAPED + r"\*(?![\w*])"
-    r"|(?<!\w)_(?=\S)(?P<italic_text2>[^_\n]+?)(?<=\S)" + _NOT_ESCAPED + r"_(?!\w)))"
+    r"|(?<!\w)_(?=\S)(?P<italic_text2>[^_\n]+?)(?<=\S)" + _NOT_ESCAPED + r"_(?!\w))"
 )
+_INLINE = re.compile(r"(?=" + _MARKS + r"|https?://)(?:" + _FORMS + ")")
+# An e-mail address (from a letter or a digit; outside text escaped the _ in it), read as one piece of text before
+# the escapes in it, for a target that shows one as written (`Target.mail`).
+_MAIL = r"(?P<mail>(?<![\w.%+\\-])[^\W_](?:[\w.%+-]|\\_)*@(?:[^\W_]|-)+(?:\.(?:[^\W_]|-)+)+)"
+_INLINE_AND_MAIL = re.compile(r"(?=" + _MARKS + r"|https?://|[\w.%+-])(?:" + _MAIL + "|" + _FORMS + ")")
 _HEADING = re.compile(r"^#{1,6}\s+(.*)$")
 _BULLET = re.compile(r"^(\s*)[-*+]\s+(.*)$")
 _NUMBERED = re.compile(r"^\s*(\d{1,9})[.)]\s+(.*)$")
@@ -109,6 +116,9 @@ class Target:
     address: Callable[[str], str] | None = None
     """A bare web address that outside text wrote (it holds an escape), as the target links an address to itself; None:
     shown as text, each escaped character as `literal` shows it (a look-alike would change the address)."""
+    mail: Callable[[str], str] | None = None
+    """An e-mail address that outside text wrote, as the target shows one whole; None: shown as text, each escaped
+    character as `literal` shows it."""
     line_mark: Callable[[str], str] | None = None
     """An escaped mark that starts a line (> - + # or a number's . or ), as `_ESCAPED_LINE_MARK` finds it), for a
     target that would read it as a quote, a list item or a heading; None: shown as `literal` shows it anywhere."""
@@ -174,6 +184,9 @@ WHATSAPP = Target(
     code=lambda t: f"`{t}`",
     code_block=_backtick_fenced,
     link=lambda t, u: f"{t} ({u})",
+    # as written: WhatsApp formats nothing inside an address it links, and a look-alike would make another address
+    address=lambda u: u,
+    mail=lambda m: m,
     line_mark=_inert_line_mark,
 )
 PLAIN = Target(
@@ -377,9 +390,12 @@ def _inline(text: str, target: Target) -> str:
     if _ANY_MARK.search(text) is None:
         return target.escape(text)
     out, position = [], 0
-    for match in _INLINE.finditer(text):
+    forms = _INLINE_AND_MAIL if target.mail is not None and "@" in text else _INLINE
+    for match in forms.finditer(text):
         out.append(target.escape(text[position : match.start()]))
-        if match["escaped"]:
+        if match.lastgroup == "mail" and target.mail is not None:
+            out.append(target.mail(unescaped(match["mail"])))
+        elif match["escaped"]:
             out.append(target.literal(match["escaped"][1]))
         elif match["code"]:
             out.append(target.code(target.escape(match["code"][1:-1])))
@@ -423,18 +439,32 @@ def emphasis_in(line: str, *, at: int = 0) -> list[Emphasis]:
 
 def _bare_url(url: str, target: Target) -> str:
     """A web address as text: its escaped characters read (outside text escapes them), nothing else formats. Where
-    the target shows an escaped character as a look-alike but has a link to an address itself (Slack), an address
-    outside text wrote goes as that link, the sentence's punctuation after it as text."""
+    the target shows an escaped character as a look-alike but has a link to an address itself (Slack) or shows one as
+    typed (WhatsApp), an address outside text wrote goes so (`Target.address`), the sentence's punctuation after it
+    as text, with its escaped characters as `literal` shows them."""
     if target.address is not None and _ESCAPED_CHARACTER.search(url):
-        address, after = address_and_after(unescaped(url))
-        return target.address(address) + target.escape(after)
+        address, _after = address_and_after(unescaped(url))
+        return target.address(address) + _with_escapes(url[_escaped_length(url, len(address)) :], target)
+    return _with_escapes(url, target)
+
+
+def _with_escapes(text: str, target: Target) -> str:
+    """`text` as text, each escaped character in it as `literal` shows it."""
     out, position = [], 0
-    for match in _ESCAPED_CHARACTER.finditer(url):
-        out.append(target.escape(url[position : match.start()]))
+    for match in _ESCAPED_CHARACTER.finditer(text):
+        out.append(target.escape(text[position : match.start()]))
         out.append(target.literal(match[0][1]))
         position = match.end()
-    out.append(target.escape(url[position:]))
+    out.append(target.escape(text[position:]))
     return "".join(out)
+
+
+def _escaped_length(text: str, length: int) -> int:
+    """How much of `text` its first `length` characters take with their escapes (`unescaped` reads them in order)."""
+    position = 0
+    for _character in range(length):
+        position += 2 if _ESCAPED_CHARACTER.match(text, position) else 1
+    return position
 
 
 _SENTENCE_MARKS = ".,;:!?'\"”’»"

@@ -6,7 +6,8 @@
   messages, in order.
 - Formatting: the light Markdown dialogs and courses write (**bold**, *italic*, links, bullets) becomes WhatsApp's
   own *bold* and _italic_ (channels/markdown.py). WhatsApp has no escape character: outside text a dialog escaped
-  (a name, an echo) and choice labels show their *, _, ~ and ` as look-alikes WhatsApp does not format.
+  (a name, an echo, a model's answer) and choice labels show their *, _, ~ and ` as look-alikes WhatsApp does not
+  format, but for a web or e-mail address in that text, which goes as typed (a look-alike would make another one).
 - Choices: numbered lines under the text ("1. Alpha"); the person answers with the number or the words, and the core
   maps that back to the choice (bot.pipeline). When a quick-reply content template is configured for that many
   buttons (at most 3 in a session message, titles of at most 20 characters), it is used instead and a tap comes back

@@ -188,7 +188,7 @@ def test_nothing_in_a_bare_address_formats(target):
 def test_a_bare_address_in_the_web_chat_html_is_text_and_escapes_in_it_still_read():
     assert render_html(URLS) == f"<p>{URLS}</p>"
     assert render(literal("https://x.test/a_b_<c>"), TELEGRAM_HTML) == "https://x.test/a_b_&lt;c&gt;"
-    assert render(literal("https://x.test/_a_"), WHATSAPP) == "https://x.test/ˍaˍ"  # outside text formats nothing
+    assert render(literal("https://x.test/_a_"), WHATSAPP) == "https://x.test/_a_"  # a look-alike: another address
 
 
 def test_an_address_outside_text_wrote_is_linked_as_written_on_slack_its_punctuation_and_markup_text():
@@ -197,6 +197,15 @@ def test_an_address_outside_text_wrote_is_linked_as_written_on_slack_its_punctua
     assert render(said, SLACK_MRKDWN) == (
         "See <https://x.test/wiki/Phish_(attack)>, (<https://x.test/a_b>) and "
         "<https://x.test/~ann/*x*%7C&lt;!channel&gt;>. _Our_ https://x.test/own_page.")  # ours: as it was
+
+
+def test_an_address_outside_text_wrote_goes_to_whatsapp_as_typed_the_rest_of_its_text_formatting_nothing():
+    said = literal("See https://x.test/wiki/Phish_(attack), (https://x.test/~a_b) https://x.test/a)_b_ *c* or mail "
+                   "ann_b.c+d@mail.example.org. _ann_@x.test")
+    assert render(said, WHATSAPP) == (
+        "See https://x.test/wiki/Phish_(attack), (https://x.test/~a_b) https://x.test/a)ˍbˍ ∗c∗ or mail "
+        "ann_b.c+d@mail.example.org. ˍannˍ@x.test")
+    assert render("Write to ann_b@x.test or _me_.", WHATSAPP) == "Write to ann_b@x.test or _me_."  # ours: as it was
 
 
 def test_double_underscores_inside_a_word_are_not_bold():

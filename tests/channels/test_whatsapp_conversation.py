@@ -7,6 +7,7 @@ answer typed two ways gets the same reply); exact texts are checked with a small
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
@@ -14,9 +15,13 @@ import pytest
 from sqlalchemy import select
 from starlette.applications import Starlette
 
+from authoring.format import load_course
+from authoring.indexing import ingest_course
+from bot.config import knowledge_settings
 from bot.core import Lessonbot
 from channels.whatsapp import WhatsAppChannel
 from dialogs.turn import Turn
+from standins.openai import MODEL, cite_first_passage
 from standins.twilio import (
     PUBLIC_BASE_URL,
     SENDER,
@@ -24,7 +29,11 @@ from standins.twilio import (
     TwilioWebhooks,
 )
 from storage.models import AdminAuditEntry, Conversation, OutboxMessage
-from tests.support import whatsapp_app
+from tests.dialogs.learning_support import SAMPLE, import_sample
+from tests.support import (
+    openai,  # noqa: F401 (the fixture)
+    whatsapp_app,
+)
 
 ANN, BEN = "+15551234567", "+15557654321"
 OPTION = re.compile(r"^(\d+)\. (.+)$", re.MULTILINE)
@@ -227,3 +236,20 @@ async def test_an_admin_is_written_as_their_whatsapp_address(settings, twilio):
             audit = (await session.execute(select(AdminAuditEntry.identity, AdminAuditEntry.outcome))).all()
     assert stats and denied and stats != denied
     assert sorted(audit) == [(f"whatsapp:{learner}", "denied"), (f"whatsapp:{admin}", "ok")]
+
+
+async def test_a_model_answer_keeps_its_web_and_mail_addresses_whole_and_its_markup_plain(settings, twilio, openai):
+    """WhatsApp has no escape, so a model's _ * ~ show as look-alikes; but in a web or e-mail address a look-alike
+    would make another address (https://example.com/a_b is not https://example.com/aˍb): those go as written."""
+    address, mail = "https://example.com/~ann/report_a_scam?ref=sms_1", "fraud_desk@example.com"
+    openai.reply = lambda request: f"{cite_first_passage(request)} Report it at {address}, or write to {mail}. _Now_."
+    with_model = {"openai_base_url": openai.base_url, "openai_api_key": "sk-test", "openai_model": MODEL}
+    async with whatsapp_app(settings, twilio, **with_model) as (app, webhooks):
+        bot = app.state.lessonbot
+        await import_sample(bot)
+        await asyncio.to_thread(ingest_course, load_course(SAMPLE), knowledge_settings(bot.settings))
+        chat = Chat(bot, webhooks, twilio)
+        for said in ("/start", "yes", "Ann", "Lisbon", "yes", "08:00", "every day", "1", "1"):
+            assert await chat.say(said), said
+        answer = "\n".join(await chat.say("what is smishing?"))
+    assert f"Report it at {address}, or write to {mail}. ˍNowˍ." in answer, answer
