@@ -18,8 +18,9 @@ the choice it names: bot/pipeline.py asks dialogs/choices.py.)
    answerer and the step is asked again.
 4. Someone not set up yet, in a private chat (whatever they write first: "hello there", "1", their name), gets the
    welcome and the first onboarding question, as /start gives it.
-5. A typed option number that names no current choice is told the options; anything else goes to the fallback: the
-   question answerer (dialogs/ask.py), or first an organisation's Rasa model (bot/rasa_nlu.py).
+5. A typed option number that names no current choice is told the options; a message with no words (a photo, a
+   voice note, a location) is told only words are read, as a question waiting for words tells it; anything else goes
+   to the fallback: the question answerer (dialogs/ask.py), or first an organisation's Rasa model (bot/rasa_nlu.py).
 A message marked `QUESTION` (a Rasa assistant's ask action) goes straight to the question answerer, and one marked
 `ANSWERS` (words typed into a Slack modal opened for one question) to that question while it waits, never elsewhere.
 """
@@ -139,5 +140,8 @@ async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> N
         return
     if choices.is_option_number(turn.text):
         await choices.not_an_option(turn)
+        return
+    if not turn.text.strip():  # a photo, a voice note, a shared location or contact card: no words to answer
+        greeting.nothing_to_read(turn)
         return
     await fallback(turn)

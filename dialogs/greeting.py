@@ -1,5 +1,5 @@
-"""/start and /help, and the replies to what nothing can take: an unknown command, a stale button, a message when
-no question answerer runs in this process."""
+"""/start and /help, and the replies to what nothing can take: an unknown command, a stale button, a message with no
+words to read, a message when no question answerer runs in this process."""
 
 from __future__ import annotations
 
@@ -58,6 +58,12 @@ async def not_understood(turn: Turn) -> None:
     _ = tr(turn)
     turn.say(_("I'm not sure what to do with that yet. Send /help to see what I can do."),
              choices=[(_("Show commands"), "/help")])
+
+
+def nothing_to_read(turn: Turn) -> None:
+    """A message with no words that no question waits for: a photo, a voice note, a shared location or contact card."""
+    _ = tr(turn)
+    turn.say(_("I can only read words here: please type your question."))
 
 
 async def unknown_command(turn: Turn, name: str) -> None:

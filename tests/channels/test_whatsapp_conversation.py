@@ -253,3 +253,26 @@ async def test_a_model_answer_keeps_its_web_and_mail_addresses_whole_and_its_mar
             assert await chat.say(said), said
         answer = "\n".join(await chat.say("what is smishing?"))
     assert f"Report it at {address}, or write to {mail}. ˍNowˍ." in answer, answer
+
+
+MEDIA_URL = f"https://api.twilio.com/2010-04-01/Accounts/{'AC' + '5' * 32}/Messages/MM{'1' * 32}/Media/ME{'2' * 32}"
+NOTHING_TYPED = {
+    "voice note": {"NumMedia": "1", "MediaUrl0": MEDIA_URL, "MediaContentType0": "audio/ogg", "MessageType": "audio"},
+    "location": {"Latitude": "38.7223", "Longitude": "-9.1393", "Address": "Praça do Comércio, Lisboa",
+                 "MessageType": "location"},
+    "contact card": {"NumMedia": "1", "MediaUrl0": MEDIA_URL, "MediaContentType0": "text/vcard",
+                     "MessageType": "contacts"},
+}
+
+
+async def test_a_voice_note_a_location_or_a_contact_card_is_told_only_typed_words_are_read(settings, twilio):
+    """What the bot cannot read gets a reply that says so, as it does at a question that waits for words: it is not
+    taken for an empty question ("What would you like to know?")."""
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        bot = app.state.lessonbot
+        await import_sample(bot)
+        chat = Chat(bot, webhooks, twilio)
+        for said in ("/start", "yes", "Ann", "Lisbon", "yes", "08:00", "every day", "1", "1", "2"):
+            assert await chat.say(said), said
+        told = {kind: await chat.say("", **fields) for kind, fields in NOTHING_TYPED.items()}
+    assert set(map(tuple, told.values())) == {("I can only read words here: please type your question.",)}, told
