@@ -137,12 +137,13 @@ class ChannelHost(Protocol):
 
     async def record_delivery(
         self, channel: str, platform_message_id: str, status: str, *, error: str | None = None,
-        waits_for_inbound: bool = False, unreachable: bool = False,
+        waits_for_inbound: bool = False, unreachable: bool = False, opted_out: bool = False,
     ) -> bool:
         """Note a platform's delivery report (delivered, read, failed …) on the outbox row it sent; False if unknown.
         `waits_for_inbound`: refused until the person writes (WhatsApp's closed window): it goes again then.
         `unreachable`: the platform will not deliver to the person (as `Unreachable` says of a send): nothing more
-        goes to the chat until a message from it arrives."""
+        goes to the chat until a message from it arrives; `opted_out` with it: they unsubscribed at the platform
+        (Twilio's STOP), which only their START ends, as `Unreachable.opted_out` says."""
         ...
 
     async def sent_replies(

@@ -286,7 +286,7 @@ class Lessonbot:
 
     async def record_delivery(
         self, channel: str, platform_message_id: str, status: str, *, error: str | None = None,
-        waits_for_inbound: bool = False, unreachable: bool = False,
+        waits_for_inbound: bool = False, unreachable: bool = False, opted_out: bool = False,
     ) -> bool:
         """A platform's delivery report for a reply we sent (Twilio status callbacks, for one).
 
@@ -294,13 +294,15 @@ class Lessonbot:
         (storage.outbox.record_delivery_report). `waits_for_inbound`: the platform refused it until the person
         writes (WhatsApp's closed window): it goes again then. `unreachable`: the platform will not deliver to the
         person: the chat is taken out of what the bot sends (`refused_for_good`), as when a send is refused so, until
-        a message from it arrives. False where no reply of ours has that id.
+        a message from it arrives (`opted_out`: they unsubscribed at the platform; their START lifts it). False where
+        no reply of ours has that id.
         """
         async with self.db.transaction(urgent=True) as session:  # the platform waits for this one
             row = await record_delivery_report(session, channel, platform_message_id, status, error=error,
                                                waits_for_inbound=waits_for_inbound)
             if row is not None and unreachable:
-                await refused_for_good(await session.connection(), row.conversation_id, now=utcnow())
+                await refused_for_good(await session.connection(), row.conversation_id, now=utcnow(),
+                                       opted_out=opted_out)
             again = row is not None and row.status == OutboxStatus.PENDING.value
             conversation_id = row.conversation_id if row is not None else 0
         if again:  # (committed) back on its way at once: the person wrote since it was sent

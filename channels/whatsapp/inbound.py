@@ -147,10 +147,13 @@ def _media(form: MultiDict) -> list[dict[str, str]]:
 
 
 WINDOW_CLOSED = "63016"  # Twilio's error code: outside WhatsApp's 24-hour customer-service window
-# What WhatsApp reports, after Twilio took a message, of a number it will not deliver to: not on WhatsApp (63003,
-# "Channel could not find To address"), not a valid recipient (63024). Refused at once, such a number is an API error
-# (channels/whatsapp/channel.py, UNREACHABLE).
-RECIPIENT_REFUSED = frozenset({"63003", "63024"})
+# What WhatsApp reports, after Twilio took a message, of a number it will not deliver to: an unknown handset (30005),
+# a landline or a carrier it cannot reach (30006), not on WhatsApp (63003, "Channel could not find To address"), not
+# a valid recipient (63024), or its person unsubscribed (21610). Refused at once, such a number is an API error
+# (channels/whatsapp/channel.py, UNREACHABLE). Other failures (30003 a handset off, 30007 filtered, 30008 unknown)
+# are the message's alone: noted on its row.
+UNSUBSCRIBED = "21610"
+RECIPIENT_REFUSED = frozenset({"30005", "30006", "63003", "63024", UNSUBSCRIBED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,11 @@ class DeliveryReport:
     def unreachable(self) -> bool:
         """WhatsApp will not deliver to the number (RECIPIENT_REFUSED): nothing more should go until it writes."""
         return self.status in ("failed", "undelivered") and self.error_code in RECIPIENT_REFUSED
+
+    @property
+    def opted_out(self) -> bool:
+        """The person unsubscribed at Twilio (21610): as by STOP, only their START lifts it."""
+        return self.unreachable and self.error_code == UNSUBSCRIBED
 
 
 def delivery_report(form: MultiDict) -> DeliveryReport | Ignored:

@@ -66,7 +66,8 @@ def webhook_routes(channel: WhatsAppChannel, host: ChannelHost) -> list[Route]:
         found = delivery_report(form)
         if isinstance(found, DeliveryReport):
             await host.record_delivery(CHANNEL, found.message_sid, found.status, error=found.error_code,
-                                       waits_for_inbound=found.window_closed, unreachable=found.unreachable)
+                                       waits_for_inbound=found.window_closed, unreachable=found.unreachable,
+                                       opted_out=found.opted_out)
         else:
             log.info("whatsapp status callback ignored: %s", found.reason)
 

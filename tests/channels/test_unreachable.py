@@ -1,5 +1,6 @@
 """A person the platform will not deliver to: WhatsApp's window closed by its clock (63016 on the status callback),
-a Telegram person who blocked the bot, a WhatsApp number Twilio refuses for good (21211, 21610). Through the real
+a Telegram person who blocked the bot, a WhatsApp number Twilio refuses for good (21211, 21610; or reports so after
+it took a reply: 21610, 30005, 30006, 63003, 63024). Through the real
 apps, their SDKs and the platform stand-ins."""
 
 from __future__ import annotations
@@ -244,14 +245,17 @@ async def test_a_member_whose_private_chat_telegram_refuses_is_told_in_the_group
 REFUSED_AT_ONCE = {"21211": invalid_number, "21610": unsubscribed}
 
 
-@pytest.mark.parametrize(("code", "back", "answer"), [
-    ("21211", "/progress", "Your progress"),  # refused at once: no valid phone number
-    ("21610", "START", "Hi Ann, welcome back"),  # refused at once: unsubscribed at Twilio (STOP)
-    ("63003", "/progress", "Your progress"),  # reported after: not on WhatsApp
-    ("63024", "/progress", "Your progress"),  # reported after: not a valid recipient
+@pytest.mark.parametrize(("code", "reported", "back", "answer"), [
+    ("21211", False, "/progress", "Your progress"),  # refused at once: no valid phone number
+    ("21610", False, "START", "Hi Ann, welcome back"),  # refused at once: unsubscribed at Twilio (STOP)
+    ("21610", True, "START", "Hi Ann, welcome back"),  # reported after: unsubscribed at Twilio
+    ("30005", True, "/progress", "Your progress"),  # reported after: unknown destination handset
+    ("30006", True, "/progress", "Your progress"),  # reported after: a landline or an unreachable carrier
+    ("63003", True, "/progress", "Your progress"),  # reported after: not on WhatsApp
+    ("63024", True, "/progress", "Your progress"),  # reported after: not a valid recipient
 ])
 async def test_a_whatsapp_number_twilio_cannot_reach_gets_nothing_more_until_it_writes(
-    settings, twilio, code, back, answer
+    settings, twilio, code, reported, back, answer
 ):
     """Twilio will not deliver to Ann's number: it is taken out of what the bot sends on its own (an admin's
     announcement to everyone does not go to it) until a message from it shows it can be reached again."""
@@ -271,7 +275,7 @@ async def test_a_whatsapp_number_twilio_cannot_reach_gets_nothing_more_until_it_
 
         for text in ONBOARDING:
             await say(ANN, text)
-        if code in REFUSED_AT_ONCE:
+        if not reported:
             twilio.script = [REFUSED_AT_ONCE[code]()]  # Twilio refuses Ann's next message for good
             await say(ANN, "/progress")
             [dead] = [row for row in await outbox_rows(lessonbot) if row.status == "dead"]
