@@ -10,7 +10,8 @@ NOT_IN_COURSE marker. What comes back is checked before a learner sees it:
 - a reply citing no passage is not grounded: it is discarded;
 - a reply that stopped before its end (at the token limit, finish_reason "length"; held back by a content filter; or
   a stream that closed with no finish reason) is half an answer: it is discarded;
-- Markdown is reduced to plain text, and the cited lessons are listed under the answer.
+- Markdown is reduced to plain text (a bare web address stays as written: the __ of "…#object.__init__" are its
+  own), and the cited lessons are listed under the answer.
 
 A discarded reply makes the caller fall back to the extractive answer, which only quotes the course.
 """
@@ -103,14 +104,35 @@ _MARKDOWN = [
     (re.compile(r"`([^`]+)`"), r"\1"),
     (re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE), ""),
     (re.compile(r"^\s*[-*+]\s+", re.MULTILINE), "• "),
-    (re.compile(r"\[([^\]]+)\]\((?:[^)]+)\)"), r"\1"),
 ]
+_LINK = re.compile(r"\[([^\]]+)\]\((?:[^)]+)\)")
 _CITATION = re.compile(r"\[(\d{1,2})\]")
+# A bare web address, and the marks right before it: the * _ ` ~ in an address are its own ("…#object.__init__"),
+# but for those that close the marks it opens after ("**https://x.test/a**", "`https://x.test/a`.").
+_ADDRESS = re.compile(r"(?P<opens>[*_`~]*)(?P<address>https?://[^\s<>]+)")
+_ADDRESS_END = re.compile(r"(?P<address>.*?)(?P<punctuation>[.,;:!?'\"]*)", re.DOTALL)
+_KEPT = re.compile("[\ue000\ue001]")  # what stands for an address while the Markdown is taken out (private use)
 
 
 def plain_text(text: str) -> str:
+    """A model's Markdown as plain text: its emphasis and code marks, headings, bullets and links' addresses taken
+    out; a bare web address stays as written."""
+    addresses: list[str] = []
+
+    def keep(match: re.Match[str]) -> str:
+        opens, address = match["opens"], match["address"]
+        end = _ADDRESS_END.fullmatch(address)
+        assert end is not None  # (it matches any text)
+        closes = ""
+        if opens and end["address"].endswith(opens) and len(end["address"]) > len(opens):
+            address, closes = end["address"][: -len(opens)], opens + end["punctuation"]
+        addresses.append(address)
+        return f"{opens}\ue000{len(addresses) - 1}\ue001{closes}"
+
+    text = _ADDRESS.sub(keep, _LINK.sub(r"\1", _KEPT.sub("", text)))
     for pattern, replacement in _MARKDOWN:
         text = pattern.sub(replacement, text)
+    text = re.sub("\ue000(\\d+)\ue001", lambda match: addresses[int(match[1])], text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 

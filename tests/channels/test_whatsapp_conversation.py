@@ -238,11 +238,10 @@ async def test_an_admin_is_written_as_their_whatsapp_address(settings, twilio):
     assert sorted(audit) == [(f"whatsapp:{learner}", "denied"), (f"whatsapp:{admin}", "ok")]
 
 
-async def test_a_model_answer_keeps_its_web_and_mail_addresses_whole_and_its_markup_plain(settings, twilio, openai):
-    """WhatsApp has no escape, so a model's _ * ~ show as look-alikes; but in a web or e-mail address a look-alike
-    would make another address (https://example.com/a_b is not https://example.com/aˍb): those go as written."""
-    address, mail = "https://example.com/~ann/report_a_scam?ref=sms_1", "fraud_desk@example.com"
-    openai.reply = lambda request: f"{cite_first_passage(request)} Report it at {address}, or write to {mail}. _Now_."
+async def model_answer(settings, twilio, openai, written: str) -> str:
+    """What Ann gets on WhatsApp when she asks the course a question and the model writes `written` after a sentence
+    of the course's, cited."""
+    openai.reply = lambda request: f"{cite_first_passage(request)} {written}"
     with_model = {"openai_base_url": openai.base_url, "openai_api_key": "sk-test", "openai_model": MODEL}
     async with whatsapp_app(settings, twilio, **with_model) as (app, webhooks):
         bot = app.state.lessonbot
@@ -251,8 +250,24 @@ async def test_a_model_answer_keeps_its_web_and_mail_addresses_whole_and_its_mar
         chat = Chat(bot, webhooks, twilio)
         for said in ("/start", "yes", "Ann", "Lisbon", "yes", "08:00", "every day", "1", "1"):
             assert await chat.say(said), said
-        answer = "\n".join(await chat.say("what is smishing?"))
+        return "\n".join(await chat.say("what is smishing?"))
+
+
+async def test_a_model_answer_keeps_its_web_and_mail_addresses_whole_and_its_markup_plain(settings, twilio, openai):
+    """WhatsApp has no escape, so a model's _ * ~ show as look-alikes; but in a web or e-mail address a look-alike
+    would make another address (https://example.com/a_b is not https://example.com/aˍb): those go as written."""
+    address, mail = "https://example.com/~ann/report_a_scam?ref=sms_1", "fraud_desk@example.com"
+    answer = await model_answer(settings, twilio, openai, f"Report it at {address}, or write to {mail}. _Now_.")
     assert f"Report it at {address}, or write to {mail}. ˍNowˍ." in answer, answer
+
+
+async def test_a_model_answers_markdown_is_taken_out_around_its_addresses_never_inside_them(settings, twilio, openai):
+    """A model's **bold** and `code` are reduced to plain text, but the __ and * of a web address are the address's:
+    https://docs.python.org/…#object.__init__ stays so, not …#object.init."""
+    python, starred = "https://docs.python.org/3/reference/datamodel.html#object.__init__", "https://x.test/a*b*c"
+    written = f"See **{python}** and `{starred}`, or *both* at https://x.test/__all__."
+    answer = await model_answer(settings, twilio, openai, written)
+    assert f"See {python} and {starred}, or both at https://x.test/__all__." in answer, answer
 
 
 MEDIA_URL = f"https://api.twilio.com/2010-04-01/Accounts/{'AC' + '5' * 32}/Messages/MM{'1' * 32}/Media/ME{'2' * 32}"
