@@ -906,6 +906,7 @@ def reported_reply(channel: str, platform_message_id: str) -> Select[OutboxMessa
 
 
 REACHED = ("delivered", "read")  # reports that the message reached the person: a refusal after them is not believed
+UNDELIVERED = ("failed", "undelivered")  # reports that the platform took the message but never delivered it
 
 
 async def record_delivery_report(
@@ -922,6 +923,10 @@ async def record_delivery_report(
     next message releases the row (`waiting`), as one the dispatcher set aside itself; at once (`pending`) where they
     wrote since it was sent. Either way it is a reply on its way again, with no report yet. (One reported delivered
     or read before is not sent again: the refusal is only noted.)
+
+    Any other failure (`UNDELIVERED`) makes the reply a failed one, as a send the platform refused at once is: `dead`,
+    with the platform's code as its `refusal`, so the admins see it (/admin outbox) and may send it again, whole
+    (/admin requeue).
     """
     status = status.lower()[:16]
     row = await session.scalar(reported_reply(channel, platform_message_id))
@@ -936,6 +941,10 @@ async def record_delivery_report(
         row.parts_sent = None
         row.last_error = f"the platform refused it until the person writes ({error}): it goes when they do"
         return row
+    if status in UNDELIVERED and row.status == OutboxStatus.SENT.value and row.delivery_status not in REACHED:
+        row.status, row.parts_sent = OutboxStatus.DEAD.value, None  # (a requeue sends every part again)
+        row.last_error = f"the platform took it but reported it {status} (error {error or 'not given'})"
+        row.refusal = error[:64] if error else None
     if DELIVERY_RANK.get(status, 0) >= DELIVERY_RANK.get(row.delivery_status or "", 0):
         row.delivery_status = status
         row.delivery_error = error[:2000] if error else None

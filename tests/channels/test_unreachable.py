@@ -316,3 +316,32 @@ async def test_start_from_a_number_whatsapp_refused_opts_it_back_in_as_start_doe
             chat = await session.scalar(select(Conversation).where(Conversation.chat_id == ANN))
             assert (chat.opted_out_at, chat.refused_by_platform) == (None, False)
         assert again and again == await say("/start")
+
+
+@pytest.mark.parametrize("code", ["30003", "30008"])  # the phone off or out of reach; an unknown error
+async def test_a_reply_whatsapp_reports_undelivered_is_a_failed_reply_an_admin_sees_and_sends_again(
+    settings, twilio, code
+):
+    """Twilio took the reply (201), then reported it undelivered: it is a failed reply, listed by /admin outbox with
+    Twilio's code and counted by /admin stats, not "everything was delivered"; /admin requeue sends it again whole."""
+    admin = "+15550009999"
+    async with whatsapp_app(settings, twilio, admins=(f"whatsapp:{admin}",)) as (app, webhooks):
+        lessonbot = app.state.lessonbot
+
+        async def say(number: str, text: str) -> list[str]:
+            before = len(twilio.to(number))
+            assert (await webhooks.message(number, text)).status_code == 200
+            await lessonbot.settle()
+            return [message.body for message in twilio.to(number)[before:]]
+
+        helped = await say(ANN, "/help")
+        sid = twilio.to(ANN)[-1].sid
+        assert (await webhooks.status(sid, "sent")).status_code == 200
+        assert (await webhooks.status(sid, "undelivered", code)).status_code == 200
+        [outbox] = await say(admin, "/admin outbox")
+        assert f"whatsapp:{ANN}" in outbox and code in outbox, outbox
+        [stats] = await say(admin, "/admin stats")
+        assert "1 failed" in stats, stats
+        await say(admin, "/admin requeue all")
+        assert await say(ANN, "/help") == helped  # (the requeued reply went before this one's)
+        assert [message.body for message in twilio.to(ANN)] == helped * 3
