@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.messages import KNOWN_CHANNELS, address_as_named
 from knowledge.settings import KnowledgeSettings
+from storage.scheduling import FEWEST_MESSAGE_DAYS, MESSAGE_DAYS
 
 # Examples of the web addresses whose default is empty (the feature is off), for the message refusing a value; the
 # others' example is their default (`Settings._check_url`).
@@ -142,6 +143,11 @@ class Settings(BaseSettings):
         description="The share of reminders decided but not sent, so /admin nudges can show how many learners come "
                     "back without one beside how many come back after one (0: send them all).",
     )
+    message_retention_days: int = Field(
+        MESSAGE_DAYS, le=3650,
+        description="How long the messages people sent and the replies to them are kept once finished (processed; "
+                    "sent, cancelled or dead): the nightly prune deletes them after (at least 60).",
+    )
 
     # courses
     sample_course_dir: Path = Field(
@@ -245,6 +251,16 @@ class Settings(BaseSettings):
     )
     knowledge_max_answer_tokens: int = Field(350, ge=16, le=4096)
     knowledge_model_timeout_seconds: float = Field(30.0, gt=0, le=600)
+
+    @field_validator("message_retention_days")
+    @classmethod
+    def _check_message_retention(cls, value: int) -> int:
+        if value < FEWEST_MESSAGE_DAYS:
+            raise ValueError(
+                f"expected {FEWEST_MESSAGE_DAYS} days or more: an announcement's progress, the dashboard's daily "
+                "figures and the recognition of a platform's redelivery read the messages and replies that long"
+            )
+        return value
 
     @field_validator("rasa_nlu_intents", "chroma_path", "knowledge_tokenizer_dir", mode="before")
     @classmethod

@@ -444,6 +444,7 @@ def attach_clock(lessonbot: Lessonbot, *, jobs: tuple[Job, ...] | None = None) -
             site_url=settings.site_url,
             unprompted_windows=unprompted_windows(lessonbot.channels.values()),
             nudge_holdout=settings.nudge_holdout,
+            message_days=settings.message_retention_days,
             member_lists={name: channel for name, channel in lessonbot.channels.items()
                           if isinstance(channel, ListsMembers)},
         ),

@@ -17,6 +17,7 @@ from pathlib import Path
 from bot.channel import ListsMembers, UnpromptedWindow
 from storage.db import Database
 from storage.models import utcnow
+from storage.scheduling import MESSAGE_DAYS
 
 Now = Callable[[], datetime]
 
@@ -33,6 +34,7 @@ class JobContext:
     unprompted_windows: Mapping[str, UnpromptedWindow] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)  # the bandit's draws (seeded in tests)
     nudge_holdout: float = 0.0  # the share of decided nudges held back, to measure who comes back without one
+    message_days: int = MESSAGE_DAYS  # how long the nightly prune keeps finished messages and replies
     # Channel name → who is in its group chats (bot.channel.ListsMembers): a team's members are read through it.
     member_lists: Mapping[str, ListsMembers] = field(default_factory=dict)
     # Learner → the local date on which the review reminder found none of their due questions open to them (all of a

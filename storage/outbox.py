@@ -69,6 +69,30 @@ class InboundStatus(StrEnum):
 
 STATUSES = tuple(OutboxStatus)
 ACTIVE = (OutboxStatus.PENDING, OutboxStatus.SENDING)  # in line to be sent
+# Replies nothing sends any more (a dead letter only if an admin requeues it): `pending`, `sending` and `waiting` are
+# not among them. A sent reply is as old as its `sent_at`, the others as their `created_at`.
+NEVER_TO_GO = (OutboxStatus.CANCELLED, OutboxStatus.DEAD, OutboxStatus.SUPPRESSED)
+FINISHED_MESSAGES = (InboundStatus.DONE, InboundStatus.FAILED)  # processed: nothing reads them to process again
+
+
+def replies_finished_before(before: datetime) -> list[ColumnElement[bool]]:
+    """The outbox rows finished before `before`, which the retention lets go (storage.scheduling.prune_history):
+    sent before then, or never to go and queued before then. A reply in line, being sent or set aside until the
+    person writes (`waiting`) stays, however old: its lesson key (`lesson:<user>:<date>`) and the export file it names
+    are still needed, as is the message it answers."""
+    return [or_(and_(OutboxMessage.status == OutboxStatus.SENT.value, OutboxMessage.sent_at < before),
+                and_(OutboxMessage.status.in_([status.value for status in NEVER_TO_GO]),
+                     OutboxMessage.created_at < before))]
+
+
+def messages_finished_before(before: datetime) -> list[ColumnElement[bool]]:
+    """The inbound messages received before `before` and processed (done, or failed for good) that no outbox row
+    answers any more, which the retention lets go: a message still pending stays, and so does one whose reply is
+    kept (the choices a reply offered in a group are its sender's by that message: dialogs.choices). A platform's
+    redelivery of a message is recognised as long as its row is kept (the unique (channel, platform_id))."""
+    answered = exists().where(OutboxMessage.inbound_message_id == InboundMessage.id)
+    return [InboundMessage.received_at < before,
+            InboundMessage.status.in_([status.value for status in FINISHED_MESSAGES]), ~answered]
 
 
 def awaited(rows: FromClause) -> ColumnElement[bool]:

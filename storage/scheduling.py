@@ -49,7 +49,8 @@ from sqlalchemy.sql import Insert
 from storage.db import Database
 from storage.learners import ACTIVE, Learner
 from storage.learners import PAUSED as LEARNER_PAUSED
-from storage.models import Base, BigId, Conversation, utcnow
+from storage.models import Base, BigId, Conversation, InboundMessage, OutboxMessage, utcnow
+from storage.outbox import messages_finished_before, replies_finished_before
 from storage.queries import backend_insert, delete_in_batches
 
 # APScheduler 3's SQLAlchemyJobStore layout (191: its key length; Float(25): an 8-byte float of epoch seconds).
@@ -243,6 +244,12 @@ async def advance_cursor(session: AsyncSession, name: str, until: datetime) -> N
 
 # How long the history is kept. Nudge escalation looks back at most NUDGE_LOG_DAYS (see scheduler/nudges.py).
 CLOCK_RUN_DAYS, LESSON_DAYS, NUDGE_LOG_DAYS, BROADCAST_RECIPIENT_DAYS = 3, 60, 120, 60
+# How long the messages people sent and the replies to them are kept once finished (MESSAGE_RETENTION_DAYS), and the
+# fewest days it may be: an announcement's progress counts its copies in the outbox for as long as its recipients are
+# kept (BROADCAST_RECIPIENT_DAYS), which is also more than the dashboard counts again each day (its last 30 days:
+# storage.dashboard.DAYS), a platform redelivers an update (Stripe for 3 days, Telegram for 1, Twilio and Slack for
+# hours: a redelivery is known by its kept row) and a reminder or a team's post is settled from its reply's status.
+MESSAGE_DAYS, FEWEST_MESSAGE_DAYS = 90, BROADCAST_RECIPIENT_DAYS
 
 
 def _last_queued_lesson() -> ColumnElement[bool]:
@@ -261,9 +268,13 @@ def _last_queued_lesson() -> ColumnElement[bool]:
 PRUNE_BATCH = 5000
 
 
-def _old_history(now: datetime) -> dict[str, tuple[type[Base], list[ColumnElement[bool]]]]:
-    """Per table, the rows of history nothing reads any more at `now`."""
+def _old_history(now: datetime, message_days: int) -> dict[str, tuple[type[Base], list[ColumnElement[bool]]]]:
+    """Per table, the rows of history nothing reads any more at `now` (messages and replies past `message_days`), in
+    the order they go: a reply before the message it answers."""
+    kept_from = now - timedelta(days=message_days)
     return {
+        "outbox_messages": (OutboxMessage, replies_finished_before(kept_from)),
+        "inbound_messages": (InboundMessage, messages_finished_before(kept_from)),
         "clock_runs": (ClockRun, [ClockRun.finished_at < now - timedelta(days=CLOCK_RUN_DAYS)]),
         "scheduled_lessons": (ScheduledLesson, [ScheduledLesson.due_at < now - timedelta(days=LESSON_DAYS),
                                                 ~_last_queued_lesson()]),
@@ -282,7 +293,11 @@ def _old_history(now: datetime) -> dict[str, tuple[type[Base], list[ColumnElemen
     }
 
 
-async def prune_history(db: Database, now: datetime, *, batch: int = PRUNE_BATCH) -> dict[str, int]:
-    """Delete history nothing reads any more, `batch` rows at most a transaction; returns rows deleted per table."""
+async def prune_history(db: Database, now: datetime, *, batch: int = PRUNE_BATCH,
+                        message_days: int = MESSAGE_DAYS) -> dict[str, int]:
+    """Delete history nothing reads any more, `batch` rows at most a transaction; returns rows deleted per table.
+    `message_days`: how long finished messages and replies are kept (at least FEWEST_MESSAGE_DAYS)."""
+    if message_days < FEWEST_MESSAGE_DAYS:
+        raise ValueError(f"messages are kept {FEWEST_MESSAGE_DAYS} days at least, not {message_days}")
     return {name: await delete_in_batches(db, model, where, batch=batch)
-            for name, (model, where) in _old_history(now).items()}
+            for name, (model, where) in _old_history(now, message_days).items()}

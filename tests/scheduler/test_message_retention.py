@@ -1,0 +1,181 @@
+"""How long messages are kept: the nightly prune deletes the messages people sent and the replies to them once they
+are finished and older than MESSAGE_RETENTION_DAYS, in batches; what is still in line, or still read, stays; and a
+platform's redelivery of a message within those days is still known for one."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.config import ConfigError, load_settings
+from bot.pipeline import record
+from scheduler.clock import prune
+from scheduler.context import JobContext
+from standins.telegram import text_update
+from storage.models import InboundMessage, InboundSequence, OutboxMessage, utcnow
+from storage.queries import get_or_create_conversation
+from storage.scheduling import FEWEST_MESSAGE_DAYS, MESSAGE_DAYS, prune_history
+from tests.channels.test_telegram_webhook import CHAT, post, telegram_settings  # noqa: F401 (the fixture)
+from tests.channels.test_whatsapp_webhooks import ANN, INBOUND, twilio  # noqa: F401 (the fixture)
+from tests.support import message, running, standin, whatsapp_app  # noqa: F401 (the fixture)
+
+DAYS = 75  # MESSAGE_RETENTION_DAYS in these tests: neither the default nor the fewest
+
+
+def _at(days: float) -> timedelta:
+    return timedelta(days=days)
+
+
+async def _messages_and_replies(db, now: datetime) -> int:
+    """A conversation's messages and replies, each side of DAYS, in every status; its id."""
+    old, recent = now - _at(DAYS) - timedelta(hours=1), now - _at(DAYS) + timedelta(hours=1)
+    async with db.transaction() as session:
+        conversation = await get_or_create_conversation(session, "test", "ann")
+        session.add(InboundSequence(conversation_id=conversation, last_seq=7))
+
+        def said(platform_id: str, status: str, at: datetime, seq: int) -> InboundMessage:
+            row = InboundMessage(channel="test", platform_id=platform_id, conversation_id=conversation, seq=seq,
+                                 sender_id="ann", payload={"text": platform_id}, status=status, received_at=at,
+                                 processed_at=None if status == "pending" else at)
+            session.add(row)
+            return row
+
+        said("old-done", "done", old, 1)
+        said("old-failed", "failed", old, 2)
+        said("old-pending", "pending", old, 3)
+        said("recent-done", "done", recent, 4)
+        waited_for = said("old-answered-by-a-waiting-reply", "done", old, 5)
+        answered_lately = said("old-answered-lately", "done", old, 6)
+        answered_long_ago = said("old-answered-long-ago", "done", old, 7)
+        await session.flush()
+
+        def reply(text: str, status: str, created: datetime, *, sent: datetime | None = None,
+                  answers: InboundMessage | None = None, key: str | None = None) -> None:
+            session.add(OutboxMessage(conversation_id=conversation, channel="test", chat_id="ann",
+                                      payload={"text": text}, status=status, created_at=created, sent_at=sent,
+                                      inbound_message_id=answers.id if answers else None, idempotency_key=key))
+
+        for status in ("cancelled", "dead", "suppressed"):
+            reply(f"old {status}", status, old)
+        reply("old sent", "sent", old, sent=old)
+        reply("old reply sent long ago", "sent", old, sent=old, answers=answered_long_ago)
+        # what stays: in line, being sent, set aside (a lesson's key with it), sent lately, finished lately
+        reply("old pending", "pending", old)
+        reply("old sending", "sending", old)
+        reply("old lesson waiting for the window", "waiting", old, answers=waited_for, key="lesson:5:2026-01-01")
+        reply("queued long ago, sent lately", "sent", old, sent=recent, answers=answered_lately)
+        reply("recent cancelled", "cancelled", recent)
+    return conversation
+
+
+async def _texts(db) -> tuple[set[str], set[str]]:
+    async with db.sessions() as session:
+        said = set(await session.scalars(select(InboundMessage.platform_id)))
+        replies = set(await session.scalars(select(OutboxMessage.payload["text"].as_string())))
+    return said, replies
+
+
+async def test_finished_messages_and_replies_past_their_days_go_in_batches_and_the_rest_stays(db):
+    now = utcnow()
+    conversation = await _messages_and_replies(db, now)
+
+    kept_longer = await prune_history(db, now, batch=2)  # the default days keep them all
+    assert (kept_longer["outbox_messages"], kept_longer["inbound_messages"]) == (0, 0)
+
+    pruned = await prune(JobContext(db=db, now=lambda: now, message_days=DAYS), batch=2)
+
+    assert (pruned["outbox_messages"], pruned["inbound_messages"]) == (5, 3)
+    said, replies = await _texts(db)
+    assert said == {"old-pending", "recent-done", "old-answered-by-a-waiting-reply", "old-answered-lately"}
+    assert replies == {"old pending", "old sending", "old lesson waiting for the window",
+                       "queued long ago, sent lately", "recent cancelled"}
+    async with db.sessions() as session:  # the waiting lesson keeps its key, and its reply its message
+        waiting = await session.scalar(select(OutboxMessage).where(OutboxMessage.status == "waiting"))
+        assert waiting.idempotency_key == "lesson:5:2026-01-01" and waiting.inbound_message_id is not None
+        # the conversation's arrival numbers go on from where they were
+        assert await session.scalar(select(InboundSequence.last_seq)
+                                    .where(InboundSequence.conversation_id == conversation)) == 7
+    again = await prune(JobContext(db=db, now=lambda: now, message_days=DAYS), batch=2)
+    assert (again["outbox_messages"], again["inbound_messages"]) == (0, 0)
+
+    # a redelivery of a message kept is known; the next message comes after every earlier one
+    assert (await record(db, message("again", platform_id="recent-done"))).duplicate
+    fresh = await record(db, message("hello", platform_id="new-one"))
+    async with db.sessions() as session:
+        assert await session.scalar(select(InboundMessage.seq).where(InboundMessage.id == fresh.inbound_id)) > 7
+
+
+async def _stored(lessonbot) -> int:
+    async with lessonbot.db.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(InboundMessage))
+
+
+async def _prune_at(lessonbot, when: datetime) -> dict[str, int]:
+    """The nightly prune as the app's clock runs it (MESSAGE_RETENTION_DAYS=DAYS), on the night of `when`."""
+    assert lessonbot.clock.context.message_days == DAYS
+    return await prune(replace(lessonbot.clock.context, now=lambda: when))
+
+
+async def test_a_telegram_update_redelivered_after_the_prune_within_the_days_kept_is_answered_once(
+        telegram_settings, standin):
+    update, kept_days = text_update("/help"), telegram_settings.model_copy(update={"message_retention_days": DAYS})
+    async with running(kept_days, clock=False) as (client, lessonbot):
+        assert (await post(client, update)).status_code == 200
+        await standin.wait_for(lambda: standin.texts(CHAT))
+        await lessonbot.settle()
+        received = utcnow()
+
+        # the last night of the days kept: the message and its reply stay, and a redelivery is known
+        pruned = await _prune_at(lessonbot, received + _at(DAYS) - timedelta(minutes=5))
+        assert (pruned["inbound_messages"], pruned["outbox_messages"]) == (0, 0)
+        assert (await post(client, update)).status_code == 200
+        await lessonbot.settle()
+        assert len(standin.texts(CHAT)) == 1 and await _stored(lessonbot) == 1
+
+        # the night after: both go
+        pruned = await _prune_at(lessonbot, received + _at(DAYS) + timedelta(minutes=5))
+        assert (pruned["inbound_messages"], pruned["outbox_messages"]) == (1, 1)
+        assert await _stored(lessonbot) == 0
+
+
+async def test_a_whatsapp_message_sid_redelivered_after_the_prune_within_the_days_kept_is_answered_once(
+        settings, twilio):
+    async with whatsapp_app(settings.model_copy(update={"message_retention_days": DAYS}), twilio) as (app, webhooks):
+        lessonbot = app.state.lessonbot
+        form = webhooks.message_form(ANN, "/help", sid="SM" + "e" * 32)
+        assert (await webhooks.post(INBOUND, form)).status_code == 200
+        await lessonbot.settle()
+        received = utcnow()
+        pruned = await _prune_at(lessonbot, received + _at(DAYS) - timedelta(minutes=5))
+        assert pruned["inbound_messages"] == 0
+        assert (await webhooks.post(INBOUND, form)).status_code == 200
+        await lessonbot.settle()
+        assert await _stored(lessonbot) == 1
+    assert len(twilio.sent) == 1
+
+
+@pytest.mark.parametrize("days", ["7", str(FEWEST_MESSAGE_DAYS - 1), "0", "-90"])
+def test_fewer_days_than_the_readers_need_stop_start_up_with_one_line(days):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None, message_retention_days=days)
+    assert str(caught.value).splitlines() == [
+        "Configuration error:",
+        f"  MESSAGE_RETENTION_DAYS: Value error, expected {FEWEST_MESSAGE_DAYS} days or more: an announcement's "
+        "progress, the dashboard's daily figures and the recognition of a platform's redelivery read the messages "
+        f"and replies that long (got '{days}')",
+    ]
+    assert load_settings(_env_file=None).message_retention_days == MESSAGE_DAYS == 90
+
+
+def test_the_fewest_days_cover_every_reader():
+    from scheduler.nudges import UNDELIVERED_AFTER
+    from storage.dashboard import DAYS as DASHBOARD_DAYS
+    from storage.scheduling import BROADCAST_RECIPIENT_DAYS
+
+    assert FEWEST_MESSAGE_DAYS >= BROADCAST_RECIPIENT_DAYS  # an announcement's progress counts its copies
+    assert FEWEST_MESSAGE_DAYS > DASHBOARD_DAYS  # each day's first count reads the last 30 days again
+    assert timedelta(days=FEWEST_MESSAGE_DAYS) > UNDELIVERED_AFTER  # a reminder is settled by its reply's status
+    assert FEWEST_MESSAGE_DAYS > 3  # Stripe redelivers an event for 3 days, Telegram an update for 1
