@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.activity import Activity
@@ -445,6 +445,7 @@ def attach_clock(lessonbot: Lessonbot, *, jobs: tuple[Job, ...] | None = None) -
             unprompted_windows=unprompted_windows(lessonbot.channels.values()),
             nudge_holdout=settings.nudge_holdout,
             message_days=settings.message_retention_days,
+            answers_kept=timedelta(seconds=settings.knowledge_cache_seconds),
             member_lists={name: channel for name, channel in lessonbot.channels.items()
                           if isinstance(channel, ListsMembers)},
         ),

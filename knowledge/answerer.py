@@ -287,10 +287,7 @@ class Answerer:
             return
 
         async with self.database.transaction() as session:
-            await remember_answer(
-                session, key, answer.to_payload(), max_age=timedelta(seconds=self.settings.cache_seconds),
-                asked_by=asked_by,
-            )
+            await remember_answer(session, key, answer.to_payload(), asked_by=asked_by)
 
 
 def _split_preview(

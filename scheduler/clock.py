@@ -55,8 +55,10 @@ EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 async def prune(ctx: JobContext, *, batch: int = PRUNE_BATCH) -> dict[str, int]:
     """History nothing reads any more (`batch` rows at most a transaction), the messages and replies past their days
-    (`JobContext.message_days`), and the personal files no row names (dialogs.personal.sweep_files)."""
-    pruned = await prune_history(ctx.db, ctx.now(), batch=batch, message_days=ctx.message_days)
+    (`JobContext.message_days`), the model's answers past theirs (`JobContext.answers_kept`), and the personal files
+    no row names (dialogs.personal.sweep_files)."""
+    pruned = await prune_history(ctx.db, ctx.now(), batch=batch, message_days=ctx.message_days,
+                                 answers_kept=ctx.answers_kept)
     if ctx.data_dir is not None:
         async with ctx.db.sessions() as session:
             swept = await sweep_files(session, ctx.data_dir, now=ctx.now())

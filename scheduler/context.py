@@ -11,13 +11,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from bot.channel import ListsMembers, UnpromptedWindow
 from storage.db import Database
 from storage.models import utcnow
-from storage.scheduling import MESSAGE_DAYS
+from storage.scheduling import ANSWERS_KEPT, MESSAGE_DAYS
 
 Now = Callable[[], datetime]
 
@@ -35,6 +35,7 @@ class JobContext:
     rng: random.Random = field(default_factory=random.Random)  # the bandit's draws (seeded in tests)
     nudge_holdout: float = 0.0  # the share of decided nudges held back, to measure who comes back without one
     message_days: int = MESSAGE_DAYS  # how long the nightly prune keeps finished messages and replies
+    answers_kept: timedelta = ANSWERS_KEPT  # how long the model's cached answers are reused (then pruned)
     # Channel name → who is in its group chats (bot.channel.ListsMembers): a team's members are read through it.
     member_lists: Mapping[str, ListsMembers] = field(default_factory=dict)
     # Learner → the local date on which the review reminder found none of their due questions open to them (all of a

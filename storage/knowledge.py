@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, delete, func, select, update
+from sqlalchemy import ColumnElement, ForeignKey, Index, Integer, String, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -188,12 +188,11 @@ async def cached_answer(session: AsyncSession, key: str, *, max_age: timedelta) 
 
 
 async def remember_answer(
-    session: AsyncSession, key: str, answer: dict[str, Any], *, max_age: timedelta, asked_by: str | None = None
+    session: AsyncSession, key: str, answer: dict[str, Any], *, asked_by: str | None = None
 ) -> None:
-    """Store (or refresh) an answer composed for `asked_by`'s question, and drop the ones older than `max_age`
-    while here."""
+    """Store (or refresh) an answer composed for `asked_by`'s question. Those past their age are read as none
+    (`cached_answer`) and deleted by the nightly prune (`answers_cached_before`), never while a learner waits."""
     now = utcnow()
-    await session.execute(delete(KnowledgeCachedAnswer).where(KnowledgeCachedAnswer.created_at < now - max_age))
     statement = _insert(session, KnowledgeCachedAnswer).values(key=key, answer=answer, created_at=now,
                                                                 asked_by=asked_by)
     await session.execute(
@@ -202,6 +201,12 @@ async def remember_answer(
                                           "asked_by": statement.excluded.asked_by}
         )
     )
+
+
+def answers_cached_before(before: datetime) -> list[ColumnElement[bool]]:
+    """The cached answers composed before `before`, past KNOWLEDGE_CACHE_SECONDS and read by no one any more (all of
+    them once the cache is turned off): storage.scheduling.prune_history deletes them in batches."""
+    return [KnowledgeCachedAnswer.created_at < before]
 
 
 async def forget_answers_for(session: AsyncSession, learner: str) -> None:

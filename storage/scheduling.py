@@ -47,6 +47,7 @@ from sqlalchemy.orm import Mapped, aliased, mapped_column
 from sqlalchemy.sql import Insert
 
 from storage.db import Database
+from storage.knowledge import KnowledgeCachedAnswer, answers_cached_before
 from storage.learners import ACTIVE, Learner
 from storage.learners import PAUSED as LEARNER_PAUSED
 from storage.models import Base, BigId, Conversation, InboundMessage, OutboxMessage, utcnow
@@ -250,6 +251,7 @@ CLOCK_RUN_DAYS, LESSON_DAYS, NUDGE_LOG_DAYS, BROADCAST_RECIPIENT_DAYS = 3, 60, 1
 # storage.dashboard.DAYS), a platform redelivers an update (Stripe for 3 days, Telegram for 1, Twilio and Slack for
 # hours: a redelivery is known by its kept row) and a reminder or a team's post is settled from its reply's status.
 MESSAGE_DAYS, FEWEST_MESSAGE_DAYS = 90, BROADCAST_RECIPIENT_DAYS
+ANSWERS_KEPT = timedelta(days=7)  # KNOWLEDGE_CACHE_SECONDS unless set: how long a model's answer is reused
 
 
 def _last_queued_lesson() -> ColumnElement[bool]:
@@ -268,13 +270,15 @@ def _last_queued_lesson() -> ColumnElement[bool]:
 PRUNE_BATCH = 5000
 
 
-def _old_history(now: datetime, message_days: int) -> dict[str, tuple[type[Base], list[ColumnElement[bool]]]]:
-    """Per table, the rows of history nothing reads any more at `now` (messages and replies past `message_days`), in
-    the order they go: a reply before the message it answers."""
+def _old_history(now: datetime, message_days: int,
+                 answers_kept: timedelta) -> dict[str, tuple[type[Base], list[ColumnElement[bool]]]]:
+    """Per table, the rows of history nothing reads any more at `now` (messages and replies past `message_days`, the
+    model's answers cached longer than `answers_kept`), in the order they go: a reply before the message it answers."""
     kept_from = now - timedelta(days=message_days)
     return {
         "outbox_messages": (OutboxMessage, replies_finished_before(kept_from)),
         "inbound_messages": (InboundMessage, messages_finished_before(kept_from)),
+        "knowledge_answer_cache": (KnowledgeCachedAnswer, answers_cached_before(now - answers_kept)),
         "clock_runs": (ClockRun, [ClockRun.finished_at < now - timedelta(days=CLOCK_RUN_DAYS)]),
         "scheduled_lessons": (ScheduledLesson, [ScheduledLesson.due_at < now - timedelta(days=LESSON_DAYS),
                                                 ~_last_queued_lesson()]),
@@ -293,11 +297,12 @@ def _old_history(now: datetime, message_days: int) -> dict[str, tuple[type[Base]
     }
 
 
-async def prune_history(db: Database, now: datetime, *, batch: int = PRUNE_BATCH,
-                        message_days: int = MESSAGE_DAYS) -> dict[str, int]:
+async def prune_history(db: Database, now: datetime, *, batch: int = PRUNE_BATCH, message_days: int = MESSAGE_DAYS,
+                        answers_kept: timedelta = ANSWERS_KEPT) -> dict[str, int]:
     """Delete history nothing reads any more, `batch` rows at most a transaction; returns rows deleted per table.
-    `message_days`: how long finished messages and replies are kept (at least FEWEST_MESSAGE_DAYS)."""
+    `message_days`: how long finished messages and replies are kept (at least FEWEST_MESSAGE_DAYS); `answers_kept`:
+    how long the model's answers are reused (KNOWLEDGE_CACHE_SECONDS)."""
     if message_days < FEWEST_MESSAGE_DAYS:
         raise ValueError(f"messages are kept {FEWEST_MESSAGE_DAYS} days at least, not {message_days}")
     return {name: await delete_in_batches(db, model, where, batch=batch)
-            for name, (model, where) in _old_history(now, message_days).items()}
+            for name, (model, where) in _old_history(now, message_days, answers_kept).items()}

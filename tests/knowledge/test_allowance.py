@@ -197,3 +197,38 @@ async def test_an_answer_composed_for_a_person_s_question_goes_when_they_delete_
         await erase_person(session, ann.id, by="learner")
     assert not (await answerer.answer(hers, learner=bob.id, allowed_courses={"bio"})).cached
     assert (await answerer.answer(his, learner=bob.id, allowed_courses={"bio"})).cached
+
+
+async def test_answers_past_their_age_go_with_the_nightly_prune_in_batches_never_while_a_learner_waits(
+        answering, database, openai):
+    """An answer older than KNOWLEDGE_CACHE_SECONDS is given to no one; it was deleted, with every other expired one
+    in one statement, by the next learner's question, who waited for it. The nightly prune deletes them instead, a
+    batch a transaction; and all of them once the cache is turned off (KNOWLEDGE_CACHE_SECONDS=0), which asks no
+    question's help to clear it."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, select, update
+
+    from scheduler.clock import prune
+    from scheduler.context import JobContext
+    from storage.knowledge import KnowledgeCachedAnswer
+    from storage.models import utcnow
+
+    async def cached() -> int:
+        async with database.sessions() as session:
+            return await session.scalar(select(func.count()).select_from(KnowledgeCachedAnswer))
+
+    answerer, kept = Answerer(answering, database=database), timedelta(seconds=answering.cache_seconds)
+    for question in ("Where does the Calvin cycle take place?", "What do the light reactions release?"):
+        await answerer.answer(question, learner=1, allowed_courses={"bio"})
+    async with database.transaction() as session:  # both composed longer ago than they are kept
+        await session.execute(update(KnowledgeCachedAnswer).values(created_at=utcnow() - kept - timedelta(hours=1)))
+    assert not (await answerer.answer("What do the light reactions release?", learner=2,
+                                      allowed_courses={"bio"})).cached
+    await answerer.answer("What is chlorophyll?", learner=2, allowed_courses={"bio"})
+    assert await cached() == 3  # (the Calvin cycle's, past its age, is still there, for the prune)
+
+    pruned = await prune(JobContext(db=database, answers_kept=kept), batch=1)
+    assert pruned["knowledge_answer_cache"] == 1 and await cached() == 2
+    turned_off = await prune(JobContext(db=database, answers_kept=timedelta(0)), batch=1)
+    assert turned_off["knowledge_answer_cache"] == 2 and await cached() == 0

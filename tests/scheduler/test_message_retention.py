@@ -121,12 +121,14 @@ async def _prune_at(lessonbot, when: datetime) -> dict[str, int]:
 
 async def test_a_telegram_update_redelivered_after_the_prune_within_the_days_kept_is_answered_once(
         telegram_settings, standin):
-    update, kept_days = text_update("/help"), telegram_settings.model_copy(update={"message_retention_days": DAYS})
+    update = text_update("/help")
+    kept_days = telegram_settings.model_copy(update={"message_retention_days": DAYS, "knowledge_cache_seconds": 3600})
     async with running(kept_days, clock=False) as (client, lessonbot):
         assert (await post(client, update)).status_code == 200
         await standin.wait_for(lambda: standin.texts(CHAT))
         await lessonbot.settle()
         received = utcnow()
+        assert lessonbot.clock.context.answers_kept == timedelta(hours=1)  # (KNOWLEDGE_CACHE_SECONDS)
 
         # the last night of the days kept: the message and its reply stay, and a redelivery is known
         pruned = await _prune_at(lessonbot, received + _at(DAYS) - timedelta(minutes=5))
