@@ -17,7 +17,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Index, ScalarSelect, String, UniqueConstraint, bindparam, delete, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Index,
+    ScalarSelect,
+    String,
+    UniqueConstraint,
+    and_,
+    bindparam,
+    delete,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -200,12 +212,8 @@ async def end_session(session: AsyncSession, cookie: str, *, now: datetime) -> N
     )
 
 
-async def prune_sessions(session: AsyncSession, *, before: datetime) -> int:
-    """Delete links never used and sessions that ended before `before`."""
-    result = await session.execute(
-        delete(AdminSession).where(
-            ((AdminSession.used_at.is_(None)) & (AdminSession.link_expires_at < before))
-            | (AdminSession.session_expires_at < before)
-        )
-    )
-    return rows_affected(result)
+def sessions_ended_before(before: datetime) -> list[ColumnElement[bool]]:
+    """The sign-in links never used that expired before `before`, and the sessions that ended before it: nothing signs
+    in with them any more (storage.scheduling.prune_history deletes them in batches; the audit keeps each sign-in)."""
+    return [or_(and_(AdminSession.used_at.is_(None), AdminSession.link_expires_at < before),
+                AdminSession.session_expires_at < before)]

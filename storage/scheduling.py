@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, aliased, mapped_column
 from sqlalchemy.sql import Insert
 
+from storage.admins import AdminSession, sessions_ended_before
 from storage.db import Database
 from storage.knowledge import KnowledgeCachedAnswer, answers_cached_before
 from storage.learners import ACTIVE, Learner
@@ -251,6 +252,7 @@ CLOCK_RUN_DAYS, LESSON_DAYS, NUDGE_LOG_DAYS, BROADCAST_RECIPIENT_DAYS = 3, 60, 1
 # storage.dashboard.DAYS), a platform redelivers an update (Stripe for 3 days, Telegram for 1, Twilio and Slack for
 # hours: a redelivery is known by its kept row) and a reminder or a team's post is settled from its reply's status.
 MESSAGE_DAYS, FEWEST_MESSAGE_DAYS = 90, BROADCAST_RECIPIENT_DAYS
+SESSIONS_KEPT = timedelta(days=1)  # a dashboard sign-in that ended stays this long (its audit line stays for good)
 ANSWERS_KEPT = timedelta(days=7)  # KNOWLEDGE_CACHE_SECONDS unless set: how long a model's answer is reused
 
 
@@ -273,12 +275,14 @@ PRUNE_BATCH = 5000
 def _old_history(now: datetime, message_days: int,
                  answers_kept: timedelta) -> dict[str, tuple[type[Base], list[ColumnElement[bool]]]]:
     """Per table, the rows of history nothing reads any more at `now` (messages and replies past `message_days`, the
-    model's answers cached longer than `answers_kept`), in the order they go: a reply before the message it answers."""
+    model's answers cached longer than `answers_kept`, the dashboard's sign-ins ended), in the order they go: a reply
+    before the message it answers."""
     kept_from = now - timedelta(days=message_days)
     return {
         "outbox_messages": (OutboxMessage, replies_finished_before(kept_from)),
         "inbound_messages": (InboundMessage, messages_finished_before(kept_from)),
         "knowledge_answer_cache": (KnowledgeCachedAnswer, answers_cached_before(now - answers_kept)),
+        "admin_sessions": (AdminSession, sessions_ended_before(now - SESSIONS_KEPT)),
         "clock_runs": (ClockRun, [ClockRun.finished_at < now - timedelta(days=CLOCK_RUN_DAYS)]),
         "scheduled_lessons": (ScheduledLesson, [ScheduledLesson.due_at < now - timedelta(days=LESSON_DAYS),
                                                 ~_last_queued_lesson()]),

@@ -82,6 +82,7 @@ async def test_a_backlog_larger_than_a_batch_is_pruned_whole_a_batch_a_transacti
 
     assert pruned == {"outbox_messages": 0, "inbound_messages": 0,  # (tests/scheduler/test_message_retention.py)
                       "knowledge_answer_cache": 0,  # (tests/knowledge/test_allowance.py)
+                      "admin_sessions": 0,  # (below)
                       "clock_runs": 7, "scheduled_lessons": 10, "nudge_log": 7, "broadcast_recipients": 3}
     deletes = [int(step[1:]) for step in seen if step.startswith("D")]
     assert max(deletes) == BATCH and sum(deletes) == 27  # no statement deleted more than a batch …
@@ -94,3 +95,34 @@ async def test_a_backlog_larger_than_a_batch_is_pruned_whole_a_batch_a_transacti
         assert set(await session.scalars(select(NudgeLog.idempotency_key))) == {"nudge:7", "nudge:8"}
         assert set(await session.scalars(select(BroadcastRecipient.broadcast_id))) == {recent_broadcast}
     assert await prune(context(db, HandClock(NOW)), batch=BATCH) == dict.fromkeys(pruned, 0)  # nothing left
+
+
+async def test_the_dashboards_sign_ins_that_ended_go_with_the_nightly_prune_a_batch_a_transaction(db):
+    """Links never used and sessions that ended more than a day ago went in one statement every five minutes, in the
+    dashboard's count; the nightly prune takes them, in batches, with the rest of the history. Those still usable,
+    or ended within the day, stay."""
+    from storage.admins import AdminSession
+
+    now = NOW
+    ended, fresh = now - timedelta(days=1, hours=1), now - timedelta(hours=1)
+    rows = {
+        "link never used, long expired": dict(link_expires_at=ended),
+        "link never used, expired lately": dict(link_expires_at=fresh),
+        "session ended long ago": dict(link_expires_at=ended, used_at=ended, session_expires_at=ended),
+        "session ended lately": dict(link_expires_at=ended, used_at=ended, session_expires_at=fresh),
+        "session going on": dict(link_expires_at=ended, used_at=ended, session_expires_at=now + timedelta(hours=7)),
+    }
+    async with db.transaction() as session:
+        for number, (identity, times) in enumerate(rows.items()):
+            session.add(AdminSession(identity=identity, link_hash=f"link-{number}",
+                                     session_hash=f"session-{number}" if "used_at" in times else None, **times))
+        for number in range(3):  # more than a batch
+            session.add(AdminSession(identity=f"another link {number}", link_hash=f"old-{number}",
+                                     link_expires_at=ended))
+
+    pruned = await prune(context(db, HandClock(now)), batch=BATCH)
+
+    assert pruned["admin_sessions"] == 5
+    async with db.sessions() as session:
+        assert set(await session.scalars(select(AdminSession.identity))) == {
+            "link never used, expired lately", "session ended lately", "session going on"}
