@@ -1011,14 +1011,16 @@ async def nudge_behind(turn: Turn, value: str) -> None:
 async def _nudge_one(session: AsyncSession, team: Team, user_id: int, chat: str, *, key: str,
                      now: datetime | None = None) -> str:
     """One member's nudge, in their direct chat `chat`: QUEUED; why not (`storage.teams.nudge_held`); or "" (no such
-    person, or nudged under this key before). The direct mode's (`team_direct`) brings them to their next lesson in
-    that chat, or, when they never pressed Start, to the invitation's Start."""
+    person, or nudged under this key before: its `nudge_log` record says so). The direct mode's (`team_direct`)
+    brings them to their next lesson in that chat, or, when they never pressed Start, to the invitation's Start."""
     user = await session.get(User, user_id)
     if user is None:
         return ""
     if (held := await nudge_held(session, team, user, chat, now or utcnow())) is not None:
         return held
     key = f"{key}:{user_id}"
+    if await session.scalar(select(NudgeLog.id).where(NudgeLog.idempotency_key == key)) is not None:
+        return ""  # (its record outlives its reply, which the nightly prune may have deleted: storage.scheduling)
     kind = nudges.TEAM_DIRECT if team.mode == DIRECT_MODE else nudges.TEAM
     recent = list(await session.scalars(
         select(NudgeLog.template).where(NudgeLog.user_id == user_id, NudgeLog.kind == kind)

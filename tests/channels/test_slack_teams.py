@@ -1514,6 +1514,45 @@ async def test_the_admin_the_digest_goes_to_may_press_its_nudge(slack_settings, 
         assert standin.texts("DBOSS")[-1].startswith("Nudged ")
 
 
+
+async def test_a_digests_nudge_pressed_again_after_the_nightly_prune_took_its_reminders_nudges_no_one_again(
+        slack_settings, standin, fixtures_dir, monkeypatch):
+    """A nudge is one a member per digest: its reminders' keys in the outbox said so, until the nightly prune deleted
+    the reminders sent (MESSAGE_RETENTION_DAYS). Pressed again after that, its reminders were queued again and the
+    press failed on their record in `nudge_log`, which is kept longer; that record says it now: no one is nudged
+    twice."""
+    from scheduler.clock import prune
+    from storage.models import utcnow
+    from storage.scheduling import MESSAGE_DAYS
+
+    standin.add_member(CHANNEL, "UBOSS", name="boss", admin=True)
+    monkeypatch.setitem(NAMES, "UBOSS", "boss")
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        clock = await _team_set_up(client, fixtures_dir, standin, lessonbot, read_members=False)
+        await slash(client, fixtures_dir, "UBOSS", "team set spot-phishing at 10:00", standin=standin)
+        await lessonbot.settle()
+        jobs = context(lessonbot, clock)
+        await sync_team_members(jobs)
+        await post_team_lessons(jobs)
+        clock.at(datetime(2027, 3, 12, 15, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1
+        clock.at(datetime(2027, 3, 15, 14, 1, tzinfo=UTC))
+        assert await post_team_lessons(jobs) == 1
+        await lessonbot.settle()
+        [(_label, nudge)] = buttons(standin.posted("UBOSS")[-1])
+        await press(client, fixtures_dir, "UBOSS", nudge, ephemeral=False, standin=standin, channel="DBOSS")
+        await lessonbot.settle()
+        [nudged] = [text for text in standin.texts("DBOSS") if text.startswith("Nudged ")]
+        reminded = {user: len(standin.texts(user)) for user in NAMES}
+
+        later = utcnow() + timedelta(days=MESSAGE_DAYS, hours=1)
+        assert (await prune(JobContext(db=lessonbot.db, now=lambda: later)))["outbox_messages"] > 0
+        await press(client, fixtures_dir, "UBOSS", nudge, ephemeral=False, standin=standin, channel="DBOSS")
+        await lessonbot.settle()
+        assert nudged != "Nudged 0 members, privately." and standin.texts("DBOSS")[-1] == (
+            "Nudged 0 members, privately.")
+        assert {user: len(standin.texts(user)) for user in NAMES} == reminded
+
 ARCHIVED = "turned off: Slack says its channel is archived"
 LOCKED_OUT = "Slack no longer lets Lessonbot into the channel's workspace"
 
