@@ -330,6 +330,27 @@ async def test_a_retry_with_the_same_event_id_gets_one_reply(slack_settings, sta
     assert any("Slack's retry 3: http_timeout" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_retry_after_the_nightly_prune_within_the_days_kept_is_still_one_message(slack_settings, standin):
+    """The nightly prune deletes messages past MESSAGE_RETENTION_DAYS: one within them, and its event_id, stay, so a
+    retry of it then is known as one (tests/scheduler/test_message_retention.py, for Telegram and Twilio)."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from scheduler.clock import prune
+    from storage.models import utcnow
+
+    event = dm_event("/help", event_id="EvRETRY2")
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        assert (await post(client, event)).status_code == 200
+        await lessonbot.settle()
+        last_night = utcnow() + timedelta(days=slack_settings.message_retention_days, minutes=-5)
+        pruned = await prune(replace(lessonbot.clock.context, now=lambda: last_night))
+        assert (pruned["inbound_messages"], pruned["outbox_messages"]) == (0, 0)
+        assert (await post(client, event, retry=1)).status_code == 200
+        await lessonbot.settle()
+        assert len(await inbound(lessonbot)) == 1
+    assert len(standin.posted("D0DM1")) == 1
+
 async def test_the_same_button_press_twice_is_one_message_but_a_second_press_is_another(slack_settings, standin):
     press = load_fixture_press()
     async with running(slack_settings) as (client, lessonbot):
