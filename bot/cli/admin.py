@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def operator() -> str:
+    """Who runs a command from the shell, as the audit log names them: `cli:<login name>`."""
     try:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):

@@ -5,7 +5,8 @@
     lessonbot broadcast status 12 --watch
     lessonbot broadcast cancel 12
 
-`send` shows the recipient count and the text and asks before anything goes out (`--yes` answers for scripts). The
+`send` shows the recipient count and the text and asks before anything goes out (`--yes` answers for scripts).
+`send` and `cancel` are written to the admin audit log as done by `cli:<login name>` (refused: `invalid`). The
 process that runs the clock (`lessonbot serve` or `lessonbot dispatch`, whichever is elected) fans it out: on
 PostgreSQL told at once (a notice), on SQLite at its fan-out's next run (every two seconds).
 """
@@ -20,6 +21,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.cli.admin import operator
 from bot.cli.database import database
 from bot.cli.numbers import whole
 from bot.text import counted, whole_number
@@ -38,6 +40,8 @@ from storage.models import utcnow
 from storage.notices import Notices
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from bot.config import Settings
     from storage.db import Database
 
@@ -119,16 +123,37 @@ def describe(segment: Segment) -> str:
     return ", ".join(parts)
 
 
-def _run(settings: Settings, work) -> int:
+def _run(settings: Settings, work, *, audited: tuple[str, str] | None = None) -> int:
+    """Run `work` against the database; a BroadcastError is one line on stderr, and for a command `audited` (its name
+    and arguments in the audit log) an `invalid` line of the audit."""
     async def main() -> int:
         async with database(settings) as db:
             try:
                 return await work(db)
             except BroadcastError as exc:
                 print(f"lessonbot broadcast: {exc}", file=sys.stderr)
+                if audited is not None:
+                    async with db.transaction() as session:
+                        audit(session, *audited, "invalid")
                 return 2
 
     return asyncio.run(main())
+
+
+def audit(session: AsyncSession, command: str, arguments: str, outcome: str) -> None:
+    """The audit log's line of a broadcast sent or cancelled from the shell, by the operator's login."""
+    from storage.models import AdminAuditEntry
+
+    session.add(AdminAuditEntry(identity=operator(), command=command, arguments=arguments[:2000], outcome=outcome))
+
+
+def sent_arguments(args: argparse.Namespace) -> str:
+    """What `send` was asked, as its audit line keeps it: the segment's options as typed, then the message (or the
+    file it was read from)."""
+    options = ["--everyone"] if args.everyone else []
+    options += [f"--{name.replace('_', '-')} {value}" for name in ("course", "channel", "inactive_since")
+                if (value := getattr(args, name)) is not None]
+    return " ".join([*options, args.text if args.text is not None else f"--file {args.file}"])
 
 
 def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
@@ -159,7 +184,8 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
 
     async def work(db: Database) -> int:
         async with db.sessions() as session:  # checks the text and the segment and counts; keeps nothing
-            count = (await create_draft(session, text=text, segment=segment, created_by="shell", now=now)).preview_count
+            count = (await create_draft(session, text=text, segment=segment, created_by=operator(),
+                                        now=now)).preview_count
             await session.rollback()
         print(f"To {counted(count, 'learner')} ({describe(segment)}):\n")
         print(text.strip() + "\n")
@@ -174,9 +200,10 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
                 print("Not sent.")
                 return 1
         async with db.transaction() as session:
-            draft = await create_draft(session, text=text, segment=segment, created_by="shell", now=utcnow())
+            draft = await create_draft(session, text=text, segment=segment, created_by=operator(), now=utcnow())
             sent = await confirm(session, draft.id, utcnow())
             number, recipients = sent.id, sent.recipients
+            audit(session, "broadcast send", sent_arguments(args), "ok")
         await _tell_the_leader(db)
         changed = f" (the preview said {count:,}: learners changed since)" if recipients != count else ""
         print(f"Broadcast #{number} is going out to {counted(recipients, 'learner')}{changed}; the elected "
@@ -184,7 +211,7 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
               f"Follow it: lessonbot broadcast status {number} --watch")
         return 0
 
-    return _run(settings, work)
+    return _run(settings, work, audited=("broadcast send", sent_arguments(args)))
 
 
 async def _tell_the_leader(db: Database) -> None:
@@ -239,8 +266,9 @@ def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
     async def work(db: Database) -> int:
         async with db.transaction() as session:
             _broadcast, withdrawn = await cancel(session, args.id, utcnow())
+            audit(session, "broadcast cancel", str(args.id), "ok")
         print(f"Broadcast #{args.id} is cancelled; {withdrawn:,} cop{'y' if withdrawn == 1 else 'ies'} not yet sent "
               "withdrawn.")
         return 0
 
-    return _run(settings, work)
+    return _run(settings, work, audited=("broadcast cancel", str(args.id)))

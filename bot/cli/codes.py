@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import sys
 from typing import TYPE_CHECKING
 
+from bot.cli.admin import operator
 from bot.cli.database import database
 from bot.cli.numbers import whole
 
@@ -41,10 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     disable = actions.add_parser("disable", help="stop a code opening anything more (who redeemed it keeps access)")
     disable.add_argument("code", help="the code, e.g. LB-7K2Q-9XWM")
     disable.set_defaults(func=cmd_disable, uses_database=True)
-
-
-def _identity() -> str:
-    return f"cli:{getpass.getuser()}"
 
 
 def _arguments(args: argparse.Namespace) -> str:
@@ -85,9 +81,9 @@ def cmd_create(settings: Settings, args: argparse.Namespace) -> int:
                 problem = NO_COURSE.format(course=args.course)
             if problem is None and course is not None:
                 code = await make_code(session, course.id, uses=args.uses, days=args.days, expires_at=expires,
-                                       created_by=_identity(), now=now)
+                                       created_by=operator(), now=now)
                 line = describe(code, course.slug)
-            session.add(AdminAuditEntry(identity=_identity(), command="codes create", arguments=_arguments(args),
+            session.add(AdminAuditEntry(identity=operator(), command="codes create", arguments=_arguments(args),
                                         outcome="invalid" if problem else "ok"))
         if problem:
             print(problem, file=sys.stderr)
@@ -134,7 +130,7 @@ def cmd_disable(settings: Settings, args: argparse.Namespace) -> int:
         async with database(settings) as db, db.transaction() as session:
             code = await access_code(session, code_letters(args.code))
             disabled = code is not None and await disable_code(session, code, utcnow())
-            session.add(AdminAuditEntry(identity=_identity(), command="codes disable", arguments=args.code,
+            session.add(AdminAuditEntry(identity=operator(), command="codes disable", arguments=args.code,
                                         outcome="ok" if disabled else "invalid"))
         if code is None:
             print(f"No access code {args.code!r} (lessonbot codes list shows them).", file=sys.stderr)

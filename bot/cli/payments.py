@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import sys
 from typing import TYPE_CHECKING
 
+from bot.cli.admin import operator
 from bot.cli.database import database
 from bot.cli.numbers import whole
 
@@ -119,7 +119,7 @@ def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
     from storage.payments import Payment, PaymentStatus, charge_given_back
 
     number = _number(args.payment)
-    identity = f"cli:{getpass.getuser()}"
+    identity = operator()
 
     async def main() -> int:
         desk, channels = payment_desk_for_commands(settings)

@@ -4,6 +4,7 @@ done by the operator's login."""
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from sqlalchemy import select
@@ -12,6 +13,8 @@ from bot.cli import main
 from dialogs.roles import grants_of
 from storage.db import Database
 from storage.models import AdminAuditEntry
+from storage.scheduling import Broadcast
+from tests.scheduler.support import add_learner
 
 
 @pytest.fixture
@@ -78,3 +81,39 @@ def test_a_mistyped_role_is_refused_and_audited(shell, settings):
     code, out, err = shell("admin", "role", "grant", "telegram:7", "superuser")
     assert (code, out) == (2, "") and "'superuser' is no role" in err
     assert audited(settings) == [("cli:operator", "role", "grant telegram:7 superuser", "invalid")]
+
+
+def broadcasts_by(settings) -> list[str]:
+    async def read() -> list[str]:
+        db = Database(settings.resolved_database_url)
+        try:
+            async with db.sessions() as session:
+                return list(await session.scalars(select(Broadcast.created_by).order_by(Broadcast.id)))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(read())
+
+
+def test_a_broadcast_sent_or_cancelled_from_the_shell_is_audited_as_the_operators(shell, settings):
+    """An announcement to every learner is as much an admin's act from the shell as from chat: who sent it and who
+    stopped it are in the audit log, as `lessonbot codes` and `payments refund` are."""
+    async def learner() -> None:
+        db = Database(settings.resolved_database_url)
+        try:
+            await add_learner(db, chat="s0", channel="telegram")
+        finally:
+            await db.dispose()
+
+    asyncio.run(learner())
+    code, out, _err = shell("broadcast", "send", "--channel", "telegram", "--text", "New lessons are out!", "--yes")
+    assert code == 0
+    number = re.search(r"Broadcast #(\d+) is going out", out)[1]
+    assert shell("broadcast", "cancel", number)[0] == 0
+    assert shell("broadcast", "send", "--course", "nope", "--text", "Hello", "--yes")[0] == 2
+    assert audited(settings) == [
+        ("cli:operator", "broadcast send", "--channel telegram New lessons are out!", "ok"),
+        ("cli:operator", "broadcast cancel", number, "ok"),
+        ("cli:operator", "broadcast send", "--course nope Hello", "invalid"),
+    ]
+    assert broadcasts_by(settings) == ["cli:operator"]
