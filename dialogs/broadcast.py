@@ -36,6 +36,7 @@ from storage.broadcasts import (
     create_draft,
     progress,
     recent_broadcasts,
+    repeats,
 )
 from storage.learners import zone_for
 from storage.scheduling import CANCELLED, DRAFT, SENDING, SENT, Broadcast
@@ -55,6 +56,8 @@ STORAGE_MESSAGES = (
     N_("There is no broadcast #{id}."),
     N_("Broadcast #{id} was confirmed or cancelled already."),
     N_("Broadcast #{id} is no longer going out; there is nothing to stop."),
+    N_("Every learner broadcast #{id} would reach got this same message within the last day, from broadcast "
+       "{earlier}: nothing was sent again. To send it once more, change its words."),
 )
 
 
@@ -170,8 +173,14 @@ async def _preview(turn: Turn, args: str) -> None:
     head = _.plural("Broadcast #{id} goes to {n} learner ({segment}):",
                     "Broadcast #{id} goes to {n} learners ({segment}):",
                     count, id=draft.id, segment=describe(_, segment, turn.user.timezone))
+    repeated = await repeats(turn.session, segment, draft.text, turn.now)
+    if repeated.learners:
+        head += "\n" + _.plural(
+            "({n} learner left out: they got this same message within the last day, from broadcast {earlier}.)",
+            "({n} learners left out: they got this same message within the last day, from broadcast {earlier}.)",
+            repeated.learners, earlier=repeated.named())
     if not count:
-        turn.say(head + "\n\n" + _("Nobody to send it to. Try a wider segment."))
+        turn.say(head if repeated.learners else head + "\n\n" + _("Nobody to send it to. Try a wider segment."))
         return
     turn.say(
         head + "\n\n" + draft.text + "\n\n" + _("Send it?"),

@@ -6,14 +6,17 @@ progress and a resumed fan-out all speak of the same people); the fan-out (sched
 outbox row per recipient under the key `broadcast:{id}:{user_id}`. Progress is read back from those outbox rows.
 
 Only learners the bot may message on its own are recipients (see `may_be_messaged`): set up, not paused or
-stopped, and not opted out on their platform.
+stopped, and not opted out on their platform. Nor is a learner who got the very same message within REPEAT_WINDOW
+(a broadcast of that text going out or sent): a command run twice — the same announcement typed again, an older
+preview's Send pressed after another's, a script's send retried — sends nobody a second copy (`earlier_copies`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, and_, cast, exists, func, insert, literal, select, update
@@ -34,6 +37,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # The clock's job that fans confirmed broadcasts out: whoever confirms one has it run at once (the leader's clock runs
 # it), so the first copies do not wait for its next fire time.
 FAN_OUT = "broadcasts"
+# A message the same as one sent within this time reaches none of the learners that one reached.
+REPEAT_WINDOW = timedelta(days=1)
 
 
 class BroadcastError(ValueError):
@@ -96,13 +101,20 @@ def _recipient_key(broadcast_id: int) -> Any:
     return literal(copies_key(broadcast_id)) + cast(BroadcastRecipient.user_id, String)
 
 
-async def recipients_query(session: AsyncSession, segment: Segment, now: datetime) -> Select[int, int | None]:
-    """SELECT user_id, home conversation id of the segment's learners, in user_id order."""
+async def recipients_query(
+    session: AsyncSession, segment: Segment, now: datetime, *, leave_out: Sequence[int] = ()
+) -> Select[int, int | None]:
+    """SELECT user_id, home conversation id of the segment's learners, in user_id order; none a broadcast of
+    `leave_out` went to."""
     query = (
         select(Learner.user_id, Learner.home_conversation_id)
         .join(Conversation, Conversation.id == Learner.home_conversation_id)
         .where(*may_be_messaged(now))
     )
+    if leave_out:
+        query = query.where(Learner.user_id.not_in(
+            select(BroadcastRecipient.user_id).where(BroadcastRecipient.broadcast_id.in_(leave_out))
+        ))
     if segment.course is not None:
         course_id = await session.scalar(select(Course.id).where(Course.slug == segment.course))
         if course_id is None:
@@ -124,9 +136,43 @@ async def recipients_query(session: AsyncSession, segment: Segment, now: datetim
     return query.order_by(Learner.user_id)
 
 
-async def count_recipients(session: AsyncSession, segment: Segment, now: datetime) -> int:
-    query = await recipients_query(session, segment, now)
+async def count_recipients(session: AsyncSession, segment: Segment, now: datetime, *,
+                           leave_out: Sequence[int] = ()) -> int:
+    query = await recipients_query(session, segment, now, leave_out=leave_out)
     return int(await session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0)
+
+
+async def earlier_copies(session: AsyncSession, text: str, now: datetime) -> list[int]:
+    """The broadcasts of this very message confirmed within REPEAT_WINDOW before `now`, going out or sent: their
+    recipients are left out of another (a cancelled one is not counted: it was stopped to be sent otherwise)."""
+    return list(await session.scalars(
+        select(Broadcast.id)
+        .where(Broadcast.text == text.strip(), Broadcast.status.in_((SENDING, SENT)),
+               Broadcast.confirmed_at >= now - REPEAT_WINDOW)
+        .order_by(Broadcast.id)
+    ))
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """The segment's learners left out of a message for having had it within REPEAT_WINDOW: how many, and from which
+    broadcasts."""
+
+    learners: int
+    broadcasts: list[int]
+
+    def named(self) -> str:
+        return ", ".join(f"#{number}" for number in self.broadcasts)
+
+
+async def repeats(session: AsyncSession, segment: Segment, text: str, now: datetime) -> Repeats:
+    """Who of the segment a broadcast of `text` leaves out, having reached them within REPEAT_WINDOW."""
+    earlier = await earlier_copies(session, text, now)
+    if not earlier:
+        return Repeats(0, [])
+    reached = await count_recipients(session, segment, now) - await count_recipients(session, segment, now,
+                                                                                      leave_out=earlier)
+    return Repeats(reached, earlier if reached else [])
 
 
 async def channels_in_use(session: AsyncSession) -> list[str]:
@@ -161,7 +207,7 @@ async def create_draft(
                 channel=segment.channel,
                 known=", ".join(in_use) or "-",
             )
-    count = await count_recipients(session, segment, now)
+    count = await count_recipients(session, segment, now, leave_out=await earlier_copies(session, text, now))
     broadcast = Broadcast(
         text=text,
         segment=segment.to_json(),
@@ -179,13 +225,23 @@ async def create_draft(
 
 
 async def confirm(session: AsyncSession, broadcast_id: int, now: datetime) -> Broadcast:
-    """Freeze the recipients and hand the broadcast to the fan-out. Confirming twice does nothing more."""
+    """Freeze the recipients (none the same message reached within REPEAT_WINDOW) and hand the broadcast to the
+    fan-out. Confirming twice does nothing more; a broadcast whose every learner had the same message already is
+    refused and stays a draft."""
     broadcast = await session.get(Broadcast, broadcast_id, with_for_update=True)
     if broadcast is None:
         raise BroadcastError("There is no broadcast #{id}.", id=broadcast_id)
     if broadcast.status != DRAFT:
         raise BroadcastError("Broadcast #{id} was confirmed or cancelled already.", id=broadcast_id)
-    recipients = await recipients_query(session, Segment.from_json(broadcast.segment), now)
+    segment = Segment.from_json(broadcast.segment)
+    repeated = await repeats(session, segment, broadcast.text, now)
+    if repeated.learners and repeated.learners == await count_recipients(session, segment, now):
+        raise BroadcastError(
+            "Every learner broadcast #{id} would reach got this same message within the last day, from broadcast "
+            "{earlier}: nothing was sent again. To send it once more, change its words.",
+            id=broadcast.id, earlier=repeated.named(),
+        )
+    recipients = await recipients_query(session, segment, now, leave_out=repeated.broadcasts)
     selected = recipients.with_only_columns(
         literal(broadcast.id), Learner.user_id, Learner.home_conversation_id
     ).order_by(None)

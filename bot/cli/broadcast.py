@@ -35,6 +35,7 @@ from storage.broadcasts import (
     count_recipients,
     create_draft,
     progress,
+    repeats,
 )
 from storage.models import utcnow
 from storage.notices import Notices
@@ -186,9 +187,13 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
         async with db.sessions() as session:  # checks the text and the segment and counts; keeps nothing
             count = (await create_draft(session, text=text, segment=segment, created_by=operator(),
                                         now=now)).preview_count
+            repeated = await repeats(session, segment, text, now)
             await session.rollback()
         print(f"To {counted(count, 'learner')} ({describe(segment)}):\n")
         print(text.strip() + "\n")
+        if repeated.learners:
+            print(f"{counted(repeated.learners, 'learner')} left out: they got this same message within the last day, "
+                  f"from broadcast {repeated.named()}.")
         if not count:
             print("Nobody to send it to; nothing sent.")
             return 1

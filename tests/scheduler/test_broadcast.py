@@ -523,3 +523,55 @@ async def test_a_failed_copy_that_should_no_longer_go_is_not_sent_by_a_requeue(a
     assert requeued == "Requeued 0 failed replies."
     await bot.dispatcher.flush()
     assert channel.texts("ann")[before:] == []
+
+
+async def test_the_same_message_sent_again_within_a_day_reaches_nobody_twice(admin_bot):
+    """A second identical command — the same announcement typed again, or the Send of an older preview of it pressed
+    after the first went out — sends nobody a second copy; a learner it did not reach yet still gets it."""
+    bot, channel = admin_bot
+    for chat in ("ann", "bea"):
+        await add_learner(bot.db, chat=chat)
+    admin = Transcript(bot, channel, "boss")
+    [first] = await admin.say("/admin broadcast everyone Lesson 3 is out!")
+    [older] = await admin.say("/admin broadcast everyone Lesson 3 is out!")
+    first_number, older_number = (int(re.match(r"Broadcast #(\d+) ", text)[1]) for text in (first, older))
+    await admin.say("Send to 2 learners", choice=f"/admin broadcast send {first_number}")
+
+    [again] = await admin.say(f"/admin broadcast send {older_number}")
+    assert again == (f"Every learner broadcast #{older_number} would reach got this same message within the last day, "
+                     f"from broadcast #{first_number}: nothing was sent again. To send it once more, change its words.")
+    await add_learner(bot.db, chat="cy")
+    [repeat] = await admin.say("/admin broadcast everyone Lesson 3 is out!")
+    number = int(re.match(r"Broadcast #(\d+) ", repeat)[1])
+    assert repeat == (f"Broadcast #{number} goes to 1 learner (everyone):\n(2 learners left out: they got this same "
+                      f"message within the last day, from broadcast #{first_number}.)\n\nLesson 3 is out!\n\nSend it?")
+    await admin.say("Send to 1 learner", choice=f"/admin broadcast send {number}")
+
+    ctx = context(bot.db, HandClock(utcnow()), notify=bot.dispatcher.notify)
+    await fan_out(ctx)
+    await bot.dispatcher.flush()
+    assert [channel.texts(chat) for chat in ("ann", "bea", "cy")] == [["Lesson 3 is out!"]] * 3
+    [same] = await admin.say("/admin broadcast everyone Lesson 3 is out!")
+    assert same.endswith(" goes to 0 learners (everyone):\n(3 learners left out: they got this same message within "
+                         f"the last day, from broadcast #{first_number}, #{number}.)")
+
+
+def test_a_send_from_the_shell_run_twice_sends_nobody_a_second_copy(settings, capsys):
+    """A script that runs `lessonbot broadcast send … --yes` again (a retry after a timeout) sends nothing twice."""
+    async def learners() -> None:
+        db = Database(settings.resolved_database_url)
+        try:
+            for index in range(2):
+                await add_learner(db, chat=f"s{index}", channel="telegram")
+        finally:
+            await db.dispose()
+
+    asyncio.run(learners())
+    assert shell(settings, "send", "--everyone", "--text", "Hello", "--yes") == 0
+    number = int(re.search(r"Broadcast #(\d+) is going out to 2 learners;", capsys.readouterr().out)[1])
+    assert shell(settings, "send", "--everyone", "--text", "Hello", "--yes") == 1
+    assert capsys.readouterr().out == (
+        "To 0 learners (everyone):\n\nHello\n\n"
+        f"2 learners left out: they got this same message within the last day, from broadcast #{number}.\n"
+        "Nobody to send it to; nothing sent.\n")
+    assert broadcasts_stored(settings) == 1
