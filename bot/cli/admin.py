@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from bot.cli.database import database
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from bot.config import Settings
     from dialogs.roles import Grant
 
@@ -42,6 +44,13 @@ def operator() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli"
+
+
+def audit(session: AsyncSession, command: str, arguments: str, outcome: str) -> None:
+    """The audit log's line of an admin's act from the shell, by the operator's login, in `session`'s transaction."""
+    from storage.models import AdminAuditEntry
+
+    session.add(AdminAuditEntry(identity=operator(), command=command, arguments=arguments[:2000], outcome=outcome))
 
 
 def cmd_change(settings: Settings, args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.cli.admin import operator
+from bot.cli.admin import audit, operator
 from bot.cli.database import database
 from bot.cli.numbers import whole
 from bot.text import counted, whole_number
@@ -41,8 +41,6 @@ from storage.models import utcnow
 from storage.notices import Notices
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
     from bot.config import Settings
     from storage.db import Database
 
@@ -139,13 +137,6 @@ def _run(settings: Settings, work, *, audited: tuple[str, str] | None = None) ->
                 return 2
 
     return asyncio.run(main())
-
-
-def audit(session: AsyncSession, command: str, arguments: str, outcome: str) -> None:
-    """The audit log's line of a broadcast sent or cancelled from the shell, by the operator's login."""
-    from storage.models import AdminAuditEntry
-
-    session.add(AdminAuditEntry(identity=operator(), command=command, arguments=arguments[:2000], outcome=outcome))
 
 
 def sent_arguments(args: argparse.Namespace) -> str:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.cli.admin import audit
 from bot.cli.database import database
 from bot.text import counted
 
@@ -197,7 +198,8 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
-    """`course publish|unpublish COURSE`: whether /courses, onboarding, /buy and a team's set-up offer the course."""
+    """`course publish|unpublish COURSE`: whether /courses, onboarding, /buy and a team's set-up offer the course;
+    audited as the operator's, as `/admin publish|unpublish` is in chat."""
     async def run() -> int:
         from sqlalchemy import func, select
 
@@ -205,6 +207,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
         async with database(settings, pool_size=1) as db, db.transaction() as session:
             course = await publish(session, args.course.lower(), args.published)
+            audit(session, f"course {args.course_action}", args.course, "invalid" if course is None else "ok")
             if course is None:
                 slugs = ", ".join(await session.scalars(select(Course.slug).order_by(Course.slug))) or "none yet"
                 print(f"There is no course {args.course!r}. Courses: {slugs}.", file=sys.stderr)

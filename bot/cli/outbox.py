@@ -1,4 +1,5 @@
-"""`lessonbot outbox [--failed] [requeue …]`: replies waiting or failed; put failed ones back in line."""
+"""`lessonbot outbox [--failed] [requeue …]`: replies waiting or failed; put failed ones back in line (audited as the
+operator's, as `/admin requeue` is in chat)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
+from bot.cli.admin import audit
 from bot.cli.database import database
 from bot.cli.numbers import whole
 from bot.text import counted
@@ -34,11 +36,14 @@ def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
     async def main() -> int:
         async with database(settings) as db, db.transaction() as session:
             if args.action == "requeue":
+                named = " ".join(["--all"] if args.all else map(str, args.ids))
                 if not args.ids and not args.all:
+                    audit(session, "outbox requeue", named, "invalid")
                     print("Name the replies to retry (lessonbot outbox requeue 12 13) or use --all.", file=sys.stderr)
                     return 2
                 count = await requeue_failed(SessionOnDemand.of(session), None if args.all else args.ids,
                                              now=utcnow())
+                audit(session, "outbox requeue", named, "ok")
                 print(f"Requeued {counted(count, 'failed reply', 'failed replies')}.")
                 return 0
             if args.failed:

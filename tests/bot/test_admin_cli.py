@@ -14,7 +14,7 @@ from dialogs.roles import grants_of
 from storage.db import Database
 from storage.models import AdminAuditEntry
 from storage.scheduling import Broadcast
-from tests.scheduler.support import add_learner
+from tests.scheduler.support import add_learner, sample_course
 
 
 @pytest.fixture
@@ -117,3 +117,28 @@ def test_a_broadcast_sent_or_cancelled_from_the_shell_is_audited_as_the_operator
         ("cli:operator", "broadcast send", "--course nope Hello", "invalid"),
     ]
     assert broadcasts_by(settings) == ["cli:operator"]
+
+
+def test_a_course_published_unpublished_or_replies_requeued_from_the_shell_are_audited(shell, settings):
+    """`lessonbot course publish|unpublish` and `lessonbot outbox requeue` do from the shell what `/admin publish`,
+    `/admin unpublish` and `/admin requeue` do in chat, where every one is audited: so are they here."""
+    async def course() -> None:
+        db = Database(settings.resolved_database_url)
+        try:
+            await sample_course(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(course())
+    assert shell("course", "unpublish", "spot-phishing")[0] == 0
+    assert shell("course", "publish", "Spot-Phishing")[0] == 0
+    assert shell("course", "publish", "spot-fishing")[0] == 1
+    assert shell("outbox", "requeue", "--all")[0] == 0
+    assert shell("outbox", "requeue")[0] == 2
+    assert audited(settings) == [
+        ("cli:operator", "course unpublish", "spot-phishing", "ok"),
+        ("cli:operator", "course publish", "Spot-Phishing", "ok"),
+        ("cli:operator", "course publish", "spot-fishing", "invalid"),
+        ("cli:operator", "outbox requeue", "--all", "ok"),
+        ("cli:operator", "outbox requeue", "", "invalid"),
+    ]
