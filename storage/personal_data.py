@@ -274,9 +274,10 @@ async def find_person(session: AsyncSession, address: str) -> Person | None:
 async def erase_person(session: AsyncSession, user_id: int, *, by: str, keep_inbound_id: int | None = None) -> Erasure:
     """Carry out `PLAN` for one person, in the caller's transaction.
 
-    `by` is who asked ("learner", an admin's address, "cli"), written to the audit line. `keep_inbound_id` is the
-    message being processed now (its text and name are removed, the row stays until it is marked done). The
-    turn that asked may go on using its (deleted) user object: nothing it writes afterwards reaches the database.
+    `by` is who asked ("learner", an admin's address, "cli:<login name>"), written to the audit line.
+    `keep_inbound_id` is the message being processed now (its text and name are removed, the row stays until it is
+    marked done). The turn that asked may go on using its (deleted) user object: nothing it writes afterwards reaches
+    the database.
     """
     person = await person_of(session, user_id)
     erasure = Erasure(user_id, identities=list(person.identities))

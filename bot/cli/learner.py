@@ -1,4 +1,5 @@
 """`lessonbot learner export|erase CHANNEL:ID`: a learner's data as JSON, or deleted (docs/data.md says what goes).
+Both are in the admin audit log as the operator's (`cli:<login name>`), as `/admin export` and `/admin erase` are.
 
 Imports stay inside the functions so `lessonbot --help` stays quick.
 """
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.cli.admin import audit, operator
 from bot.cli.database import database
 
 if TYPE_CHECKING:
@@ -57,8 +59,9 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> int:
-        async with database(settings, pool_size=1) as db, db.sessions() as session:
+        async with database(settings, pool_size=1) as db, db.transaction() as session:
             person = await person_at(session, args.address)
+            audit(session, "learner export", args.address, "invalid" if person is None else "ok")
             if person is None:
                 print(NOT_FOUND.format(address=args.address), file=sys.stderr)
                 return 1
@@ -117,7 +120,7 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
                       f"Run again with --yes to go ahead.", file=sys.stderr)
                 return 2
             try:
-                erasure = await erase_outside_turn(db, person.user_id, by="cli", may_take_roles=True,
+                erasure = await erase_outside_turn(db, person.user_id, by=operator(), may_take_roles=True,
                                                    data_dir=settings.data_dir, desk=desk)
             except ChargesElsewhere as elsewhere:
                 print(charges_elsewhere(args.address, elsewhere.platforms), file=sys.stderr)

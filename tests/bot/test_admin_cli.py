@@ -142,3 +142,27 @@ def test_a_course_published_unpublished_or_replies_requeued_from_the_shell_are_a
         ("cli:operator", "outbox requeue", "--all", "ok"),
         ("cli:operator", "outbox requeue", "", "invalid"),
     ]
+
+
+def test_a_learner_exported_or_erased_from_the_shell_is_audited_as_the_operators(shell, settings, tmp_path):
+    """An export from the shell hands out a person's data as `/admin export` and the dashboard's do, and an erasure
+    is as final: both audit lines name who ran them (`cli:<login name>`), not a bare "cli" that names nobody."""
+    async def learners() -> None:
+        db = Database(settings.resolved_database_url)
+        try:
+            for chat in ("s0", "s1"):
+                await add_learner(db, chat=chat, channel="telegram")
+        finally:
+            await db.dispose()
+
+    asyncio.run(learners())
+    assert shell("learner", "export", "telegram:s0", "--output", str(tmp_path / "s0.json"))[0] == 0
+    assert shell("learner", "export", "telegram:nobody")[0] == 1
+    assert shell("learner", "erase", "telegram:s1", "--yes")[0] == 0
+    lines = audited(settings)
+    assert [(identity, command, outcome) for identity, command, _arguments, outcome in lines] == [
+        ("cli:operator", "learner export", "ok"),
+        ("cli:operator", "learner export", "invalid"),
+        ("cli:operator", "erase", "ok"),
+    ]
+    assert lines[0][2] == "telegram:s0" and lines[1][2] == "telegram:nobody"

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.cli import main
+from bot.cli.admin import operator
 from bot.core import Lessonbot
 from bot.messages import Document
 from bot.messages import InboundMessage as Message
@@ -154,7 +155,7 @@ async def test_cli_exports_and_erases_a_learner(admin_bot, settings, tmp_path, m
     async with bot.db.sessions() as session:
         assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.external_id == "ann")) is None
         [line] = await session.scalars(select(AdminAuditEntry).where(AdminAuditEntry.command == "erase"))
-        assert (line.identity, line.arguments.startswith("user ")) == ("cli", True)
+        assert (line.identity, line.arguments.startswith("user ")) == (operator(), True)  # cli:<login name>
 
 
 async def test_an_erasure_leaves_the_files_to_its_caller_after_the_commit_so_a_rollback_keeps_them(admin_bot):
