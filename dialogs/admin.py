@@ -240,12 +240,29 @@ def _course_word(index: int) -> Target:
     return Target("course", index)
 
 
+def _never(_args: str) -> bool:
+    return False
+
+
+def _always(_args: str) -> bool:
+    return True
+
+
+def _lists_roles(args: str) -> bool:
+    """Whether /admin role's arguments ask for the list of who holds which role (`list`, or nothing)."""
+    words = args.lower().split()
+    return words in ([], ["list"])
+
+
 @dataclass(frozen=True)
 class Subcommand:
     run: Callable[[Turn, str], Awaitable[None]]
     summary: str
     area: str  # what roles.AREAS says may run it
     target: Target = _EVERYWHERE  # what it acts on, from its arguments, for scoped roles
+    # whether its answer to these arguments names learners or admins (their addresses, payments, roles): in a group
+    # the bot shows nothing that belongs to one member alone, so it is answered only in a private chat
+    names_people: Callable[[str], bool] = _never
 
 
 # The areas of the payment commands (dialogs/payments.py lists them); one not named here is for owners and admins.
@@ -258,7 +275,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "dashboard": Subcommand(_dashboard, N_("a link that signs you in to the dashboard, with charts"), "dashboard",
                             _OWN_SCOPE),
     "stats": Subcommand(_stats, N_("learners, messages and delivery counts"), "delivery"),
-    "outbox": Subcommand(_outbox, N_("replies that could not be delivered"), "delivery"),
+    "outbox": Subcommand(_outbox, N_("replies that could not be delivered"), "delivery", names_people=_always),
     "requeue": Subcommand(_requeue, N_("retry failed replies: /admin requeue ID or all"), "delivery"),
     "broadcast": Subcommand(broadcast.broadcast, N_("announce to a segment: preview, confirm, status"), "broadcast"),
     "nudges": Subcommand(nudges.report, N_("how often each reminder template brings learners back"), "nudges"),
@@ -266,13 +283,15 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                          _LEARNER_TEAM),
     "erase": Subcommand(_erase, N_("delete a learner's data: /admin erase CHANNEL:ID confirm"), "learners",
                         _LEARNER_TEAM),
-    **{name: Subcommand(run, summary, *_PAYMENTS_AREAS.get(name, ("payments", _EVERYWHERE)))
+    **{name: Subcommand(run, summary, *_PAYMENTS_AREAS.get(name, ("payments", _EVERYWHERE)),
+                        names_people=_always if name == "payments" else _never)
        for name, (run, summary) in {**payments.ADMIN_SUBCOMMANDS, **access_codes.ADMIN_SUBCOMMANDS}.items()},
     "publish": Subcommand(_offering(True), N_("offer an unpublished course again: /admin publish COURSE"),
                           "learning", _course_word(0)),
     "unpublish": Subcommand(_offering(False), N_("stop offering a course to anyone not in it: /admin unpublish "
                                                  "COURSE"), "learning", _course_word(0)),
-    "role": Subcommand(roles.role_command, N_("who holds which role: /admin role grant|revoke|list"), "roles"),
+    "role": Subcommand(roles.role_command, N_("who holds which role: /admin role grant|revoke|list"), "roles",
+                       names_people=_lists_roles),
 }
 # The audit line of an erasure must not keep the address it erased.
 _AUDITED_WITHOUT_ARGUMENTS = {"erase"}
@@ -327,6 +346,11 @@ async def admin(turn: Turn, args: str) -> None:
     if not (_may_use(held, command) and roles.permitted(held, command.area, command.target.named(rest.split()))):
         await audit("denied")
         turn.say(_denied(_, name, roles.scopes(held, command.area)))
+        return
+    if command.names_people(rest) and not turn.message.private:
+        await audit("invalid")
+        turn.say(_("Its answer names learners or admins, so I give it only in a private chat: send /admin {name} to me "
+                   "there.", name=name))
         return
     try:
         await command.run(turn, rest.strip())

@@ -126,3 +126,27 @@ async def test_a_command_split_by_a_tab_or_a_no_break_space_is_read_and_audited_
         rows = [(r.command, r.arguments) for r in await session.scalars(select(AdminAuditEntry).order_by(
             AdminAuditEntry.id))]
     assert rows == [("requeue", "please"), ("requeue", "please"), (UNKNOWN_COMMAND, "")]
+
+
+async def test_what_names_learners_or_admins_is_answered_only_in_a_private_chat(bot):
+    """In a group the bot shows nothing that belongs to one member alone: an admin's /admin outbox (learners'
+    addresses and why their replies failed), /admin payments (who paid what) and /admin role list (who administers)
+    typed there are refused, as /admin export is, and nothing of them reaches the group; counts may be shown."""
+    lessonbot, channel = bot
+    channel.failures.append(PermanentSendError("bot was blocked by the user"))
+    await Transcript(lessonbot, channel, chat="ann").say("/help")
+    await Transcript(lessonbot, channel, chat="boss").say("/admin role grant test:bea support")
+    group = Transcript(lessonbot, channel, chat="staff-room", sender="boss")
+    for typed, name in (("outbox", "outbox"), ("payments", "payments"), ("role list", "role")):
+        [refused] = await group.say(f"/admin {typed}")
+        assert refused == (f"Its answer names learners or admins, so I give it only in a private chat: send /admin "
+                           f"{name} to me there.")
+    assert not any("test:ann" in text or "test:bea" in text for text in channel.texts("staff-room"))
+    [stats] = await group.say("/admin stats")
+    assert stats.startswith("Learners: ")
+    [listing] = await Transcript(lessonbot, channel, chat="boss").say("/admin outbox")
+    assert "test:ann after 1 try" in listing
+    assert [line for line in await audit(lessonbot) if line[1] in ("outbox", "payments", "role")] == [
+        ("test:boss", "role", "ok"), ("test:boss", "outbox", "invalid"), ("test:boss", "payments", "invalid"),
+        ("test:boss", "role", "invalid"), ("test:boss", "outbox", "ok"),
+    ]
