@@ -30,7 +30,7 @@ from decimal import ROUND_CEILING, Decimal
 from functools import partial
 from typing import Any, Protocol
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import (
@@ -265,12 +265,18 @@ async def courses_command(turn: Turn, _args: str) -> None:
 async def on_button(turn: Turn, value: str) -> None:
     """A pressed "Buy — 9.90 EUR" (`pay:buy:<course slug>`). (The renewal buttons sent under `pay:` before they had
     their own prefix are dialogs/subscriptions.py's: the wiring, dialogs/__init__.py, hands them there.)"""
-    slug = value.removeprefix(f"{BUY}:")
-    course = await turn.session.scalar(select(Course).where(Course.slug == slug, offered_to(turn)))
-    if course is None or course_price(tr(turn), course) is None:  # (unpublished since: sold to those in it only)
+    course = await on_sale(turn, Course.slug == value.removeprefix(f"{BUY}:"))
+    if course is None:
         turn.say(tr(turn)("This course is no longer sold."))
         return
     await buy(turn, course)
+
+
+async def on_sale(turn: Turn, which: ColumnElement[bool]) -> Course | None:
+    """The course `which` picks, if it is still sold to this person: priced, and offered to them (unpublished since
+    a button or an invoice was sent, it is sold to those in it only)."""
+    course = await turn.session.scalar(select(Course).where(which, offered_to(turn)))
+    return course if course is not None and course_price(tr(turn), course) is not None else None
 
 
 async def buy(turn: Turn, course: Course) -> None:
@@ -442,8 +448,8 @@ async def _refusal(turn: Turn, query: dict[str, Any]) -> str | None:
     payment = await _invoiced(turn, str(query.get("invoice_payload", "")))
     if payment is None or payment.status != PaymentStatus.OPEN:
         return _("This invoice is no longer valid. Send /buy for a new one.")
-    course = await turn.session.get(Course, payment.course_id)
-    if course is None or course_price(_, course) is None:
+    course = await on_sale(turn, Course.id == payment.course_id)
+    if course is None:
         return _("This course is no longer sold.")
     if await bought_or_kept(turn, turn.user.id, course):
         return _("You already have this course: nothing to pay.")

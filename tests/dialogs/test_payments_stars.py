@@ -27,6 +27,7 @@ from tests.dialogs.test_telegram_transcript import CHAT, SECRET, TelegramLearner
 from tests.support import running, standin  # noqa: F401 (the fixture)
 
 BOSS = 3333333
+OLGA = 4444444  # a Telegram user who never took the course
 STARS = 150  # 3.00 GBP at 50 Stars a pound
 
 
@@ -569,3 +570,23 @@ async def test_a_chat_where_telegram_is_not_connected_deletes_no_stars_subscribe
     [cancel] = standin.called("editUserStarSubscription")
     assert cancel.params["is_canceled"] == "true"
     assert (await payments(bot))[0].user_id is None
+
+
+async def test_the_last_check_refuses_an_invoice_of_a_course_withdrawn_since_to_all_but_those_in_it(telegram):
+    """Invoices sent before the course was unpublished: Telegram's last check refuses the one of someone not in the
+    course (it is no longer offered to them, as /buy and its Buy button say), and lets a learner in it pay."""
+    client, bot, standin = telegram
+    marta = await onboarded(client, standin)
+    hers = await invoice(marta, standin)
+    olga = person(OLGA, "Olga")
+    await marta._post(text_update("/buy passwords-that-hold", chat_id=OLGA, user=olga))
+    await standin.wait_for(lambda: any(call.params["chat_id"] == str(OLGA) for call in standin.called("sendInvoice")))
+    [theirs] = [call for call in standin.called("sendInvoice") if call.params["chat_id"] == str(OLGA)]
+    before = len(standin.texts(BOSS))
+    await marta._post(text_update("/admin unpublish passwords-that-hold", chat_id=BOSS, user=person(BOSS, "Boss")))
+    await standin.wait_for(lambda: len(standin.texts(BOSS)) > before)
+
+    withdrawn = await checked(marta, standin, pre_checkout_update(theirs, user=olga))
+    assert withdrawn["ok"] == "false" and "no longer sold" in withdrawn["error_message"]
+    kept = await checked(marta, standin, pre_checkout_update(hers, user=marta.user))
+    assert kept["ok"] == "true"
