@@ -939,14 +939,20 @@ async def _settle(turn: Turn, payment: Payment, *, reference: str | None = None,
     if ended:
         turn.say(await _ended(turn, payment, course))
         return
-    if payment.period is not None:
-        turn.say(_("✅ Payment received: you're subscribed to “{title}”, every lesson of it, renewed each month until "
-                   "you cancel. Receipt no. {receipt} (see /purchases).", title=course.title,
-                   receipt=receipt_number(payment)))
-    else:
-        turn.say(_("✅ Payment received: “{title}” is yours, every lesson of it. Receipt no. {receipt} (see "
-                   "/purchases).", title=course.title, receipt=receipt_number(payment)))
+    turn.say(_confirmation(_, payment, course))
     await lessons.open_course(turn, course)
+
+
+def _confirmation(_: Translator, payment: Payment, course: Course) -> str:
+    """The receipt a settled payment is confirmed with: the course, what was paid (after a promotion's discount) in
+    the buyer's number format and currency, and the receipt number."""
+    paid, receipt = format_price(_, payment.paid_minor, payment.currency), receipt_number(payment)
+    if payment.period is not None:
+        return _("✅ Payment received: you're subscribed to “{title}”, every lesson of it, renewed each month until "
+                 "you cancel. You paid {price}; receipt no. {receipt} (see /purchases).", title=course.title,
+                 price=paid, receipt=receipt)
+    return _("✅ Payment received: “{title}” is yours, every lesson of it. You paid {price}; receipt no. {receipt} "
+             "(see /purchases).", title=course.title, price=paid, receipt=receipt)
 
 
 async def _bought_before(turn: Turn, payment: Payment) -> bool:

@@ -123,6 +123,7 @@ async def test_a_telegram_learner_buys_with_stars_and_continues(telegram):
 
     paid, (confirmed, lesson) = await pays(marta, standin, sent)
     assert confirmed.startswith("✅ Payment received: “Passwords that hold” is yours")
+    assert f"You paid {STARS} Stars; receipt no. LB-{payment.id:06d}" in confirmed
     assert lesson.startswith("📘 Lesson 1 of 3")
     [granted] = await entitlements(bot)
     assert granted.reference == f"telegram:{paid['telegram_payment_charge_id']}"

@@ -771,3 +771,19 @@ async def test_a_secret_key_read_with_the_line_break_a_secret_file_leaves_still_
         await import_sample(bot, PAID)
         session = await bought_link(Learning(bot, channel), bot, stripe_api)
     assert session["url"].startswith("https://")
+
+
+async def test_the_confirmation_is_a_receipt_of_the_course_and_the_amount_paid_in_the_buyers_language(shop, stripe_api):
+    client, bot, _ann, _boss = shop
+    eva = Learning(bot, _ann.channel, chat="eva")
+    await eva.say("/language es")
+    [offer] = await eva.say("/buy passwords-that-hold")
+    assert "3,00 GBP" in offer
+    [call] = stripe_api.called("/v1/checkout/sessions")
+    before = len(eva.channel.texts("eva"))
+    await post_event(client, checkout_event(stripe_api.pay(call.result["id"])))
+    await bot.settle()
+    confirmed = eva.channel.texts("eva")[before]
+    [payment] = await payments(bot)
+    assert confirmed.startswith("✅ Pago recibido: «Passwords that hold» es tuyo")
+    assert "3,00 GBP" in confirmed and f"LB-{payment.id:06d}" in confirmed

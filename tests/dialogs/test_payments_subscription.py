@@ -110,6 +110,7 @@ async def test_a_monthly_course_is_sold_as_a_subscription_whose_access_follows_t
     assert confirmed.startswith("✅ Payment received: you're subscribed to “Passwords that hold”")
     assert lesson.startswith("📘 Lesson 2 of 3")
     [payment] = await payments(bot)
+    assert f"You paid 3.00 GBP; receipt no. LB-{payment.id:06d}" in confirmed
     assert payment.subscription_reference == paid["subscription"] and payment.period == "month"
     assert await expiry(bot) is not None  # a month from now until Stripe says when the period ends
 
