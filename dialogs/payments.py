@@ -70,6 +70,7 @@ from storage.payments import (
     latest_charge,
     move_status,
     name_charge,
+    offered_again,
     open_until,
     paid_purchase,
     partly_refunded,
@@ -572,8 +573,7 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
         await _invoice(turn, payment, event)
         return
     if kind == "checkout.session.expired":
-        await move_status(turn.session, payment, PaymentStatus.EXPIRED, allowed_from=(PaymentStatus.OPEN,),
-                          now=turn.now)
+        await _expired(turn, payment)
         return
     mismatch = _mismatch(payment, event, promotions=desk_of(turn).promotion_codes)
     if mismatch is not None:
@@ -608,6 +608,22 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
         values["subscription_reference"] = subscription
         values["subscription_status"] = payment.subscription_status or "active"
     await _settle(turn, payment, charge_reference=intent or payment.charge_reference, values=values)
+
+
+async def _expired(turn: Turn, payment: Payment) -> None:
+    """A checkout page left unpaid until Stripe closed it (a day after it was made): the learner is told once, with how
+    to buy again, unless the course is theirs by now or was offered to them again since (that offer stands)."""
+    if not await move_status(turn.session, payment, PaymentStatus.EXPIRED, allowed_from=(PaymentStatus.OPEN,),
+                             now=turn.now):
+        return  # (paid, failed or expired already: said then)
+    course = await turn.session.get(Course, payment.course_id)
+    if (course is None or await bought_or_kept(turn, turn.user.id, course)
+            or await offered_again(turn.session, payment)):
+        return
+    _ = tr(turn)
+    turn.say(_("The payment page for “{title}” ({price}) has expired, so nothing was charged. Send /buy {slug} when "
+               "you want a new one.", title=course.title,
+               price=format_charge(_, payment.amount_minor, payment.currency, payment.period), slug=course.slug))
 
 
 def _mismatch(payment: Payment, event: dict[str, Any], *, promotions: bool) -> str | None:

@@ -123,6 +123,15 @@ class StripeStandIn:
 
     # the buyer -----------------------------------------------------------------------------------------------------
 
+    def lapse(self, session_id: str) -> dict[str, Any]:
+        """The buyer leaves the checkout page unpaid until it expires (24 hours after it was made): the session as
+        Stripe then reports it (`checkout.session.expired`)."""
+        session = self.sessions[session_id]
+        if session["status"] != "open":
+            raise ValueError(f"this checkout is {session['status']}, not open: it does not expire")
+        session.update(status="expired", url=None)
+        return dict(session)
+
     def pay(self, session_id: str, *, payment_status: str = "paid", discount: int = 0) -> dict[str, Any]:
         """The buyer pays on the checkout page (with a promotion code taking `discount` off, where the session
         allows codes): the session as Stripe then reports it."""

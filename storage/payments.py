@@ -319,6 +319,15 @@ async def subscription_offered(session: AsyncSession, user_id: int, course_id: i
     )
 
 
+async def offered_again(session: AsyncSession, payment: Payment) -> bool:
+    """Whether the course of `payment` was offered to its learner again after it (a newer offer, on any platform,
+    whatever came of it)."""
+    newer = await session.scalar(select(Payment.id).where(
+        Payment.user_id == payment.user_id, Payment.course_id == payment.course_id, Payment.id > payment.id,
+    ).limit(1))
+    return newer is not None
+
+
 async def refund_reported(session: AsyncSession, charge_reference: str) -> bool:
     """Whether Stripe reported a full refund of this payment intent before any payment of ours carried it (a refund
     made in the Dashboard while the checkout's completion was still on its way). A partial refund (`refunded`

@@ -787,3 +787,31 @@ async def test_the_confirmation_is_a_receipt_of_the_course_and_the_amount_paid_i
     [payment] = await payments(bot)
     assert confirmed.startswith("✅ Pago recibido: «Passwords that hold» es tuyo")
     assert "3,00 GBP" in confirmed and f"LB-{payment.id:06d}" in confirmed
+
+
+async def test_a_checkout_left_unpaid_until_it_expires_is_told_once_with_a_way_to_buy_again(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    before = len(ann.channel.texts("ann"))
+    expired = checkout_event(stripe_api.lapse(session["id"]), "checkout.session.expired")
+    await post_event(client, expired)
+    await post_event(client, expired)  # delivered again
+    await bot.settle()
+    [told] = ann.channel.texts("ann")[before:]
+    assert told == ("The payment page for “Passwords that hold” (3.00 GBP) has expired, so nothing was charged. "
+                    "Send /buy passwords-that-hold when you want a new one.")
+    assert (await payments(bot))[0].status == PaymentStatus.EXPIRED and await entitlements(bot) == []
+
+
+async def test_a_checkout_that_expires_after_the_course_was_bought_on_another_says_nothing(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    first = await bought_link(ann, bot, stripe_api)
+    [_offer] = await ann.say("/buy")
+    second = stripe_api.called("/v1/checkout/sessions")[-1].result
+    await post_event(client, checkout_event(stripe_api.pay(second["id"])))
+    await bot.settle()
+    before = len(ann.channel.texts("ann"))
+    await post_event(client, checkout_event(stripe_api.lapse(first["id"]), "checkout.session.expired"))
+    await bot.settle()
+    assert ann.channel.texts("ann")[before:] == []
+    assert [payment.status for payment in await payments(bot)] == [PaymentStatus.EXPIRED, PaymentStatus.PAID]
