@@ -455,7 +455,9 @@ async def _refusal(turn: Turn, query: dict[str, Any]) -> str | None:
     if await bought_or_kept(turn, turn.user.id, course):
         return _("You already have this course: nothing to pay.")
     if (query.get("currency") != payment.currency or query.get("total_amount") != payment.amount_minor
-            or desk_of(turn).stars_price(course) != payment.amount_minor):
+            or desk_of(turn).stars_price(course) != payment.amount_minor or course.price_period != payment.period):
+        # (the same Stars, once for good where the course is sold by the month now, or the other way, is no price of
+        # the course's any more)
         return _("The price has changed since this invoice. Send /buy for the current one.")
     return None
 

@@ -591,3 +591,15 @@ async def test_the_last_check_refuses_an_invoice_of_a_course_withdrawn_since_to_
     assert withdrawn["ok"] == "false" and "no longer sold" in withdrawn["error_message"]
     kept = await checked(marta, standin, pre_checkout_update(hers, user=marta.user))
     assert kept["ok"] == "true"
+
+
+async def test_the_last_check_refuses_an_invoice_for_good_of_a_course_sold_by_the_month_since(telegram, tmp_path):
+    """An invoice that sells the course for good, and the course priced since at as many Stars a month: paying it
+    would open for good what is now sold by the month, so Telegram's last check refuses it as a changed price."""
+    client, bot, standin = telegram
+    marta = await onboarded(client, standin)
+    sent = await invoice(marta, standin)
+    await import_sample(bot, monthly_copy(tmp_path))
+
+    changed = await checked(marta, standin, pre_checkout_update(sent, user=marta.user))
+    assert changed["ok"] == "false" and "price has changed" in changed["error_message"]
