@@ -583,10 +583,7 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
         return
     _ = tr(turn)
     if kind == "checkout.session.async_payment_failed":
-        if await move_status(turn.session, payment, PaymentStatus.FAILED,
-                             allowed_from=(PaymentStatus.OPEN, PaymentStatus.PROCESSING), now=turn.now):
-            turn.say(_("Your payment for this course did not go through, so nothing was charged. Send /buy to try "
-                       "again."))
+        await _failed(turn, payment)
         return
     # "no_payment_required": a promotion took the whole price off (the amounts were checked above)
     if kind == "checkout.session.completed" and event.get("payment_status") not in ("paid", "no_payment_required"):
@@ -612,6 +609,23 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
     await _settle(turn, payment, charge_reference=intent or payment.charge_reference, values=values)
 
 
+async def _failed(turn: Turn, payment: Payment) -> None:
+    """A payment that did not go through (a bank debit refused, days after the checkout): told once, naming the course
+    and the price, since the learner may be on another course by then, with the /buy that tries again."""
+    if not await move_status(turn.session, payment, PaymentStatus.FAILED,
+                             allowed_from=(PaymentStatus.OPEN, PaymentStatus.PROCESSING), now=turn.now):
+        return
+    course = await turn.session.get(Course, payment.course_id)
+    _ = tr(turn)
+    turn.say(_("Your payment of {price} for “{title}” did not go through, so nothing was charged. Send /buy {slug} to "
+               "try again.", price=_offered_price(_, payment), title=course.title if course else "—",
+               slug=course.slug if course else ""))
+
+
+def _offered_price(_: Translator, payment: Payment) -> str:
+    return format_charge(_, payment.amount_minor, payment.currency, payment.period)
+
+
 async def _expired(turn: Turn, payment: Payment) -> None:
     """A checkout page left unpaid until Stripe closed it (a day after it was made): the learner is told once, with how
     to buy again, unless the course is theirs by now or was offered to them again since (that offer stands)."""
@@ -624,8 +638,7 @@ async def _expired(turn: Turn, payment: Payment) -> None:
         return
     _ = tr(turn)
     turn.say(_("The payment page for “{title}” ({price}) has expired, so nothing was charged. Send /buy {slug} when "
-               "you want a new one.", title=course.title,
-               price=format_charge(_, payment.amount_minor, payment.currency, payment.period), slug=course.slug))
+               "you want a new one.", title=course.title, price=_offered_price(_, payment), slug=course.slug))
 
 
 def _mismatch(payment: Payment, event: dict[str, Any], *, promotions: bool) -> str | None:

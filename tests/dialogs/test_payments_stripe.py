@@ -269,7 +269,8 @@ async def test_a_failed_payment_says_so_and_a_late_expiry_changes_nothing(shop, 
     await post_event(client, checkout_event(unpaid, "checkout.session.expired"))
     await bot.settle()
     [failed] = ann.channel.texts("ann")[before:]
-    assert failed.startswith("Your payment for this course did not go through")
+    assert failed == ("Your payment of 3.00 GBP for “Passwords that hold” did not go through, so nothing was charged. "
+                      "Send /buy passwords-that-hold to try again.")
     assert (await payments(bot))[0].status == PaymentStatus.FAILED and await entitlements(bot) == []
 
 
