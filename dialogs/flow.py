@@ -120,10 +120,25 @@ async def takes_own_words(turn: Turn, text: str) -> bool:
 def asks(x: Exchange, question: str) -> bool:
     """Whether the question waiting for this person is `question`, as its buttons name it (`Step.asking`)."""
     entry = current(x)
-    if entry is None:
-        return False
+    return entry is not None and _asking(entry, question)
+
+
+def _asking(entry: dict[str, Any], question: str) -> bool:
+    """Whether the flow `entry` waits at the question `question` (`Step.asking`)."""
     step = _registry[entry["name"]].step(entry["step"])
     return step.asking is not None and step.asking(entry["data"]) == question
+
+
+def bring_up(x: Exchange, question: str) -> bool:
+    """Put this person's flow that waits at `question` (`Step.asking`), though another was started on top of it since
+    (onboarding, a settings step), on top of their flows, the others kept below it as they were: its answer comes
+    next, as a pressed button of it does. False when no flow of theirs waits at it."""
+    flows = stack(x.state)
+    for index in reversed(_theirs(x, flows)):
+        if _asking(flows[index], question):
+            _save(x.state, [*flows[:index], *flows[index + 1:], flows[index]])
+            return True
+    return False
 
 
 def register(*flows: Flow) -> None:

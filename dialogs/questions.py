@@ -18,7 +18,7 @@ from typing import Any
 
 from bot.messages import ANSWER_COMMAND, ANSWER_FORM, ANSWER_FORM_OFFERED
 from bot.text import answer_key, fold
-from dialogs import flow
+from dialogs import choices, flow
 from dialogs.flow import Invalid, NotAnAnswer, looks_like_question
 from dialogs.i18n import Translator
 from dialogs.learner import tr
@@ -174,9 +174,12 @@ def ask(x: Exchange, question: Question, *, prefix: str, heading: str) -> None:
 
 async def answer_from_form(turn: Turn, question: str, fallback: Callable[[Turn], Awaitable[None]]) -> None:
     """Words typed into a form opened for `question` (a Slack modal, `meta[ANSWERS]`: "quiz:12"): its answer while
-    it is the question waiting for this person; else, submitted late (they answered it otherwise, and the quiz moved
-    on or ended), refused, and the question waiting asked again. Never a command, never another question's answer."""
-    if flow.asks(turn, question):
+    it is the question waiting for this person, even with another flow of theirs started on top of it since (its
+    "Type an answer" button offered to them: `choices.was_offered`), which is asked again after; else, submitted late
+    (they answered it otherwise, and the quiz moved on or ended), refused, and the question waiting asked again.
+    Never a command, never another question's answer."""
+    if flow.asks(turn, question) or (await choices.was_offered(turn, ANSWER_FORM + question)
+                                     and flow.bring_up(turn, question)):
         await flow.handle(turn, fallback)
         return
     _ = tr(turn)

@@ -389,19 +389,7 @@ async def test_a_modal_submitted_after_its_question_moved_on_is_refused_not_grad
     async with running(slack_settings, clock=False) as (client, lessonbot):
         lessonbot.channels["slack"].post_pace = 0.0
         lessonbot.channels["slack"].profiles_per_minute = 60_000
-        sample = load_course(SAMPLE)
-        first, third = sample.modules[0].lessons[0], sample.modules[0].lessons[2]
-        typed = (first.questions[2], dataclasses.replace(third.questions[0], id="link-owner-typed"))
-        lessons = (dataclasses.replace(first, questions=typed), *sample.modules[0].lessons[1:])
-        async with lessonbot.db.transaction() as session:
-            await import_course(session, dataclasses.replace(
-                sample, id="typed-phish", modules=(dataclasses.replace(sample.modules[0], lessons=lessons),)))
-        await slash(client, fixtures_dir, ADMIN, "team set typed-phish at 09:00 on weekdays in America/New_York",
-                    standin=standin)
-        await lessonbot.settle()
-        clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))
-        await sync_team_members(context(lessonbot, clock))
-        await _first_lesson_posted(lessonbot, clock)
+        await _team_on_a_typed_question_first(client, fixtures_dir, standin, lessonbot)
         await _quiz_me(client, fixtures_dir, standin, lessonbot, BEA)
         [(_label, form)] = buttons(standin.ephemerals(CHANNEL, BEA)[-1])
         await press(client, fixtures_dir, BEA, form, ephemeral=True, message_ts=f"222.{next(_ids)}", standin=standin)
@@ -426,6 +414,42 @@ async def test_a_modal_submitted_after_its_question_moved_on_is_refused_not_grad
         await submit(client, fixtures_dir, BEA, standin.opened_views()[-1], "secure-check.net")
         await lessonbot.settle()
         assert any(text.startswith("✅ Right!") for text in private_texts(standin, BEA)[-2:])
+        assert "Quiz: 2 of 2 right." in private_texts(standin, BEA)[-1]
+
+
+async def test_a_modal_submitted_while_another_flow_is_open_answers_the_question_it_was_offered_for(
+        slack_settings, standin, fixtures_dir):
+    """Bea opens "Type an answer" for the quiz's first question, then types /lessonbot settings (which, new as she
+    is, begins her onboarding) before she submits the modal: the question is still the one offered to her, so her
+    words answer it (graded, counted once), not refused as no longer asked, and the quiz goes on to its end, as a
+    pressed quiz button does."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0
+        lessonbot.channels["slack"].profiles_per_minute = 60_000
+        await _team_on_a_typed_question_first(client, fixtures_dir, standin, lessonbot)
+        await _quiz_me(client, fixtures_dir, standin, lessonbot, BEA)
+        [(_label, form)] = buttons(standin.ephemerals(CHANNEL, BEA)[-1])
+        await press(client, fixtures_dir, BEA, form, ephemeral=True, message_ts=f"222.{next(_ids)}", standin=standin)
+        modal = standin.opened_views()[-1]
+        await slash(client, fixtures_dir, BEA, "settings", standin=standin)  # another flow, on top of the quiz
+        await lessonbot.settle()
+        assert private_texts(standin, BEA)[-1].endswith("Is that OK with you?")  # (new: /settings onboards her)
+
+        await submit(client, fixtures_dir, BEA, modal, "smishing")
+        await lessonbot.settle()
+        texts = private_texts(standin, BEA)
+        assert not any(text.startswith("That answer was for a question") for text in texts), texts
+        assert any(text.startswith("✅ Right!") for text in texts[-3:]), texts
+        assert "Question 2 of 2" in "\n".join(texts[-3:]), texts
+        async with lessonbot.db.sessions() as session:
+            bea = await session.scalar(select(ChannelIdentity.user_id)
+                                       .where(ChannelIdentity.external_id == f"T111/{BEA}"))
+            assert await session.scalar(select(func.count()).select_from(QuestionCard)
+                                        .where(QuestionCard.user_id == bea)) == 1
+        [(_label, form)] = buttons(standin.ephemerals(CHANNEL, BEA)[-1])  # the second, as ever
+        await press(client, fixtures_dir, BEA, form, ephemeral=True, message_ts=f"222.{next(_ids)}", standin=standin)
+        await submit(client, fixtures_dir, BEA, standin.opened_views()[-1], "secure-check.net")
+        await lessonbot.settle()
         assert "Quiz: 2 of 2 right." in private_texts(standin, BEA)[-1]
 
 
@@ -1384,6 +1408,24 @@ async def _team_on_a_spanish_course(client, fixtures_dir, standin: SlackStandIn,
     await slash(client, fixtures_dir, ADMIN, "team set phish-es at 09:00 on weekdays in America/New_York",
                 standin=standin)
     await lessonbot.settle()
+
+
+async def _team_on_a_typed_question_first(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot) -> None:
+    """The sample course with a first lesson of two questions answered in words ("typed-phish"), set up as the
+    channel's team course, its first lesson posted (12 March 2027, 09:00 in New York)."""
+    sample = load_course(SAMPLE)
+    first, third = sample.modules[0].lessons[0], sample.modules[0].lessons[2]
+    typed = (first.questions[2], dataclasses.replace(third.questions[0], id="link-owner-typed"))
+    lessons = (dataclasses.replace(first, questions=typed), *sample.modules[0].lessons[1:])
+    async with lessonbot.db.transaction() as session:
+        await import_course(session, dataclasses.replace(
+            sample, id="typed-phish", modules=(dataclasses.replace(sample.modules[0], lessons=lessons),)))
+    await slash(client, fixtures_dir, ADMIN, "team set typed-phish at 09:00 on weekdays in America/New_York",
+                standin=standin)
+    await lessonbot.settle()
+    clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))
+    await sync_team_members(context(lessonbot, clock))
+    await _first_lesson_posted(lessonbot, clock)
 
 
 async def _quiz_me(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot, user: str) -> None:
