@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal, TypeAlias, TypedDict
 
 # The characters the light Markdown of a Text gives a meaning to: anywhere, those of emphasis, code and links, the
 # backslash itself, and ~ (WhatsApp and Slack read it as strikethrough); at the start of a line, the marks of a
@@ -58,6 +58,75 @@ _ESCAPE = re.compile(r"\\([" + re.escape("".join(sorted(MARKDOWN_ESCAPES))) + "]
 def unescaped(text: str) -> str:
     """What `literal`'s escapes stand for, for text that is plain wherever it is shown (a button's label)."""
     return _ESCAPE.sub(r"\1", text)
+
+
+# The lines of light Markdown: what is read line by line (a heading, a list item, a fenced code block) before a
+# line's inline forms. channels/markdown.py renders them; a dialog that puts an author's line inside one of its own
+# (a digest's "• 67 %: …") takes the line's text from here (`text_line`).
+HEADING = re.compile(r"^#{1,6}\s+(.*)$")
+BULLET = re.compile(r"^(\s*)[-*+]\s+(.*)$")
+NUMBERED = re.compile(r"^\s*(\d{1,9})[.)]\s+(.*)$")
+# A code fence: three or more backticks or tildes, then an info string ("python"; no backtick after backticks).
+_FENCE = re.compile(r" {0,3}(?P<marker>`{3,}(?=[^`]*$)|~{3,})(?P<info>.*)")
+
+
+@dataclass(frozen=True, slots=True)
+class CodeBlock:
+    """A fenced code block as written: its opening fence line ("```python"), its lines of code, and the fence line
+    that closes it (the opening's marker when the text leaves it open: the block then runs to the end)."""
+
+    opening: str
+    code: tuple[str, ...]
+    closing: str
+
+    def written(self) -> str:
+        return "\n".join((self.opening, *self.code, self.closing))
+
+
+Line: TypeAlias = str | CodeBlock
+
+
+def read_lines(text: str) -> list[Line]:
+    """`text`'s lines, each fenced code block read as one (`CodeBlock`), every other line as it is."""
+    lines = text.split("\n")
+    if "```" not in text and "~~~" not in text:
+        return list(lines)
+    read: list[Line] = []
+    index = 0
+    while index < len(lines):
+        opening = _FENCE.fullmatch(lines[index])
+        if opening is None:
+            read.append(lines[index])
+            index += 1
+            continue
+        end = next((at for at in range(index + 1, len(lines)) if _closes(opening["marker"], lines[at])), None)
+        code = lines[index + 1 : end]
+        read.append(CodeBlock(lines[index], tuple(code), opening["marker"] if end is None else lines[end]))
+        index = len(lines) if end is None else end + 1
+    return read
+
+
+def _closes(marker: str, line: str) -> bool:
+    """Whether `line` closes a code block opened with `marker`: the same character, at least as many, nothing after."""
+    fence = _FENCE.fullmatch(line)
+    return (
+        fence is not None
+        and fence["marker"][0] == marker[0]
+        and len(fence["marker"]) >= len(marker)
+        and not fence["info"].strip()
+    )
+
+
+def text_line(text: str) -> str:
+    """The first line of light Markdown `text` that is text (not blank, not a fenced code block's), without the mark
+    that makes it a heading or a list item: a line that may stand inside another, its inline forms (bold, a link) as
+    written, whole, for the channel to render. Empty when there is none."""
+    for line in read_lines(text):
+        if isinstance(line, CodeBlock) or not line.strip():
+            continue
+        heading, item = HEADING.match(line), BULLET.match(line) or NUMBERED.match(line)
+        return (heading[1] if heading else item[2] if item else line).strip()
+    return ""
 
 
 class Markup(str):

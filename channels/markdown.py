@@ -2,7 +2,9 @@
 
 Supported: **bold** (or __bold__), *italic* (or _italic_), `code`, [text](https://link), "# heading" lines (shown in
 bold), "- item" / "* item" bullet lines, "1. item" numbered lines and fenced code blocks (``` or ~~~ lines around
-code, as course text has them: `read_lines`), whose lines are code as written, only escaped for the target.
+code, as course text has them: `read_lines`, in bot.messages with the other line forms, which a dialog reads there
+to take one line of an author's text into one of its own: `text_line`), whose lines are code as written, only
+escaped for the target.
 Underscore emphasis (_x_, __x__) starts and ends only at a word's edge (snake_case_names stay as they are), and a bare
 web address (https://…) is text: nothing in it formats, so the platform's app may link it whole. A backslash before a
 character the Markdown gives a meaning to stands for the character itself (`bot.messages.MARKDOWN_ESCAPES`): that is
@@ -49,9 +51,18 @@ import html
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
 
-from bot.messages import MARKDOWN_ESCAPES, Link, literal, unescaped
+from bot.messages import (
+    BULLET,
+    HEADING,
+    MARKDOWN_ESCAPES,
+    NUMBERED,
+    CodeBlock,
+    Link,
+    literal,
+    read_lines,
+    unescaped,
+)
 
 _NOT_ESCAPED = r"(?<!\\)"  # a closing mark right after a backslash is the escaped character, not a mark
 # Every inline form starts with one of these; a line with none of them is only text to escape.
@@ -75,11 +86,6 @@ _INLINE = re.compile(r"(?=" + _MARKS + r"|https?://)(?:" + _FORMS + ")")
 # the escapes in it, for a target that shows one as written (`Target.mail`).
 _MAIL = r"(?P<mail>(?<![\w.%+\\-])[^\W_](?:[\w.%+-]|\\_)*@(?:[^\W_]|-)+(?:\.(?:[^\W_]|-)+)+)"
 _INLINE_AND_MAIL = re.compile(r"(?=" + _MARKS + r"|https?://|[\w.%+-])(?:" + _MAIL + "|" + _FORMS + ")")
-_HEADING = re.compile(r"^#{1,6}\s+(.*)$")
-_BULLET = re.compile(r"^(\s*)[-*+]\s+(.*)$")
-_NUMBERED = re.compile(r"^\s*(\d{1,9})[.)]\s+(.*)$")
-# A code fence: three or more backticks or tildes, then an info string ("python"; no backtick after backticks).
-_FENCE = re.compile(r" {0,3}(?P<marker>`{3,}(?=[^`]*$)|~{3,})(?P<info>.*)")
 _ESCAPED_CHARACTER = re.compile(_ESCAPED)
 
 # Control characters a terminal would act on (colours, cursor moves, a bell); line breaks and tabs are text.
@@ -219,53 +225,6 @@ WEB_HTML = Target(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class CodeBlock:
-    """A fenced code block as written: its opening fence line ("```python"), its lines of code, and the fence line
-    that closes it (the opening's marker when the text leaves it open: the block then runs to the end)."""
-
-    opening: str
-    code: tuple[str, ...]
-    closing: str
-
-    def written(self) -> str:
-        return "\n".join((self.opening, *self.code, self.closing))
-
-
-Line: TypeAlias = str | CodeBlock
-
-
-def read_lines(text: str) -> list[Line]:
-    """`text`'s lines, each fenced code block read as one (`CodeBlock`), every other line as it is."""
-    lines = text.split("\n")
-    if "```" not in text and "~~~" not in text:
-        return list(lines)
-    read: list[Line] = []
-    index = 0
-    while index < len(lines):
-        opening = _FENCE.fullmatch(lines[index])
-        if opening is None:
-            read.append(lines[index])
-            index += 1
-            continue
-        end = next((at for at in range(index + 1, len(lines)) if _closes(opening["marker"], lines[at])), None)
-        code = lines[index + 1 : end]
-        read.append(CodeBlock(lines[index], tuple(code), opening["marker"] if end is None else lines[end]))
-        index = len(lines) if end is None else end + 1
-    return read
-
-
-def _closes(marker: str, line: str) -> bool:
-    """Whether `line` closes a code block opened with `marker`: the same character, at least as many, nothing after."""
-    fence = _FENCE.fullmatch(line)
-    return (
-        fence is not None
-        and fence["marker"][0] == marker[0]
-        and len(fence["marker"]) >= len(marker)
-        and not fence["info"].strip()
-    )
-
-
 def _code_block(block: CodeBlock, target: Target) -> str:
     """A code block for `target`; an empty one is nothing (Telegram refuses an empty <pre>, Slack shows its fences)."""
     code = "\n".join(block.code)
@@ -309,9 +268,9 @@ def _render(text: str, target: Target) -> str:
     for line in read_lines(text):
         if isinstance(line, CodeBlock):
             lines.append(_code_block(line, target))
-        elif heading := _HEADING.match(line):
+        elif heading := HEADING.match(line):
             lines.append(target.bold(_inline(heading[1], target)))
-        elif bullet := _BULLET.match(line):
+        elif bullet := BULLET.match(line):
             lines.append(f"{bullet[1]}• {_inline(bullet[2], target)}")
         elif target.line_mark and (mark := _ESCAPED_LINE_MARK.match(line)):
             # the indent and a number as text, then the escaped mark itself (after its backslash) as the target shows it
@@ -370,13 +329,13 @@ def _render_html(text: str) -> str:
         elif not line.strip():
             end_paragraph()
             end_list()
-        elif heading := _HEADING.match(line):
+        elif heading := HEADING.match(line):
             end_paragraph()
             end_list()
             blocks.append(f"<p><strong>{_inline(heading[1], WEB_HTML)}</strong></p>")
-        elif bullet := _BULLET.match(line):
+        elif bullet := BULLET.match(line):
             add_item("ul", bullet[2])
-        elif numbered := _NUMBERED.match(line):
+        elif numbered := NUMBERED.match(line):
             add_item("ol", numbered[2], int(numbered[1]))
         else:
             end_list()

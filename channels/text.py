@@ -19,7 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 
-from channels.markdown import CodeBlock, Emphasis, emphasis_in, read_lines
+from bot.messages import CodeBlock, read_lines
+from channels.markdown import Emphasis, emphasis_in
 
 Measure = Callable[[str], int]
 

@@ -50,6 +50,7 @@ from bot.messages import (
     WORKSPACE_ADMIN,
     Choice,
     Text,
+    text_line,
 )
 from dialogs import bandit, flow, lessons, nudges, roles
 from dialogs.choices import refuse
@@ -948,7 +949,9 @@ async def digest_message(session: AsyncSession, team: Team, *, day: date, now: d
     hardest = [q for q in week.questions if q.answered][:HARDEST]
     if hardest:
         lines.append(_("Hardest questions:"))
-        lines += [f"• {_percent(q.right, q.answered)}: {_first_line(q.prompt)}" for q in hardest]
+        # each named by its prompt's first line of text, whole, its Markdown as the author wrote it (a line cut short
+        # would show a cut form's marks raw), for the channel to render
+        lines += [f"• {_percent(q.right, q.answered)}: {text_line(q.prompt)}" for q in hardest]
     paused = _.plural("Paused their lessons: {n} member (not counted as behind).",
                       "Paused their lessons: {n} members (not counted as behind).", week.paused)
     if not week.behind:
@@ -965,11 +968,6 @@ async def digest_message(session: AsyncSession, team: Team, *, day: date, now: d
 
 def _percent(right: int, answered: int) -> str:
     return f"{round(100 * right / answered)} %" if answered else "–"
-
-
-def _first_line(text: str, limit: int = 80) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
 async def nudge_behind(turn: Turn, value: str) -> None:

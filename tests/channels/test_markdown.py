@@ -277,3 +277,20 @@ def test_the_bots_own_markdown_renders_for_rasa_as_plain_text():
     assert render(own, RASA) == render(own, PLAIN) == (
         "Quiz\nUrgency and fear: see the guide (https://x.test/a?b=1&c=2) or https://x.test/?a=1&b=2\n• Q&A"
     )
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("Which one is **clearly a scam, not your bank**?\nPick one.", "Which one is **clearly a scam, not your bank**?"),
+    ("# Acting at once\nTrue or false?", "Acting at once"),
+    ("```\nhttps://parcel-fee.example/now\n```\n\n  What is this trick called?", "What is this trick called?"),
+    ("- a [link](https://example.com/a_b) to check", "a [link](https://example.com/a_b) to check"),
+    ("2. Second: is it *real*?", "Second: is it *real*?"),
+    ("```\nonly code\n```", ""),
+])
+def test_the_first_line_of_text_of_an_authors_markdown_stands_inside_another_line(text, line):
+    """A dialog that names an author's text inside a line of its own (a digest's "• 67 %: …") takes its first line
+    of text: no code block, no heading's or item's mark, its inline forms whole for the channel to render."""
+    from bot.messages import text_line
+
+    assert text_line(text) == line
+    assert render(f"• 0 %: {line}", SLACK_MRKDWN).count("*") % 2 == 0

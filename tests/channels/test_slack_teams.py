@@ -453,6 +453,44 @@ async def test_a_modal_submitted_while_another_flow_is_open_answers_the_question
         assert "Quiz: 2 of 2 right." in private_texts(standin, BEA)[-1]
 
 
+async def test_the_digests_hardest_questions_show_the_authors_markdown_as_slack_draws_it(slack_settings, standin,
+                                                                                        fixtures_dir):
+    """The admin's digest names each hard question by its prompt's first line of text, whole, as Slack's mrkdwn
+    draws the author's Markdown: bold stays bold (not cut inside its marks, which would show them raw), a heading's
+    mark and a code block's fence do not show."""
+    sample = load_course(SAMPLE)
+    first = sample.modules[0].lessons[0]
+    prompts = ("Which message below asks for your bank PIN in a way that is **clearly a scam, not your bank**?",
+               "# Acting at once\nTrue or false: when a message says your account closes today, acting at once is "
+               "the safe choice.",
+               "```\nPay 1.99 at https://parcel-fee.example/now\n```\nWhat is phishing by text message often called?")
+    marked = tuple(dataclasses.replace(question, prompt=prompt) for question, prompt in zip(first.questions, prompts,
+                                                                                                strict=True))
+    lessons = (dataclasses.replace(first, questions=marked), *sample.modules[0].lessons[1:])
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        lessonbot.channels["slack"].post_pace = 0.0
+        lessonbot.channels["slack"].profiles_per_minute = 60_000
+        async with lessonbot.db.transaction() as session:
+            await import_course(session, dataclasses.replace(sample, modules=(
+                dataclasses.replace(sample.modules[0], lessons=lessons),)))
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
+        await lessonbot.settle()
+        clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))
+        await sync_team_members(context(lessonbot, clock))
+        jobs = await _first_lesson_posted(lessonbot, clock)
+        await take_quiz(client, fixtures_dir, standin, lessonbot, BEA, right=False)
+        clock.at(datetime(2027, 3, 15, 13, 1, tzinfo=UTC))  # Monday: the digest of the week before
+        await _posted(jobs, lessonbot, standin)
+        [digest] = standin.posted(ADMIN)
+        lines = digest.params["text"].splitlines()
+        hardest = lines[lines.index("Hardest questions:") + 1:][:3]
+        assert sorted(hardest) == [
+            "• 0 %: Acting at once",
+            "• 0 %: What is phishing by text message often called?",
+            "• 0 %: Which message below asks for your bank PIN in a way that is *clearly a scam, not your bank*?",
+        ], hardest
+
+
 async def test_a_slow_views_open_does_not_hold_the_acknowledgement(slack_settings, standin, fixtures_dir):
     """Slack waits 3 s for a press's acknowledgement (and its trigger_id dies with them): a "Type an answer" modal
     Slack is slow to open is given up, the press acknowledged before Slack answers views.open (the question's text
