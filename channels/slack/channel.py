@@ -108,7 +108,7 @@ class SlackChannel:
         words: Callable[[str | None], Mapping[str, str]] = lambda _language: {},
     ) -> None:
         """`commands`: the core's commands ("/help", "/stop", …), which a reply names as they are typed in Slack.
-        `words`: what the channel says itself (an acknowledgement's words: `routes.Listeners.direct_answer_note`), by
+        `words`: what the channel says itself (a note after an acknowledgement: `routes.Listeners.note_after_ack`), by
         key, in a learner's language (or None: English), which the wiring hands in; none, it says them in English."""
         if not signing_secret:
             raise ValueError("SLACK_SIGNING_SECRET is needed to verify that requests come from Slack")

@@ -12,7 +12,9 @@ delivers the request again. A "Type an answer" press calls Slack
 before the acknowledgement: its modal must be opened with the press's trigger_id, which lasts 3 seconds
 (`open_form`); `/lessonbot team …` and member_joined_channel read the person's profile (users.info) and the
 installation's installer then too (`workspace_standing`). Each gives up after BEFORE_ACK_TIMEOUT and carries on
-without what it waited for, so the acknowledgement is in time.
+without what it waited for, so the acknowledgement is in time. What needs only the database and can follow the
+acknowledgement does (a note in the person's language, after their language is looked up: Bolt's lazy listener
+`Listeners.note_after_ack`, through the request's response_url).
 
 Bolt has a signature check of its own; it is turned off (`request_verification_enabled=False`) because
 `SlackSignature` has checked the same signature before Bolt parses anything, as every platform's webhook verifies
@@ -85,6 +87,12 @@ SIGNATURE_WINDOW_SECONDS = 5 * 60  # Slack's own: older (or future) timestamps a
 # together): Slack waits 3 for the acknowledgement (a press's trigger_id lasts as long), and gives up after them.
 BEFORE_ACK_TIMEOUT = 2.0
 FORM_TIMEOUT = BEFORE_ACK_TIMEOUT  # views.open
+# Seconds the language of a note sent after the acknowledgement (through the request's response_url, valid for 30
+# minutes) may take to look up before the note goes in English.
+LANGUAGE_TIMEOUT = 10.0
+# Where a command's listener leaves, for `Listeners.note_after_ack`, the sender id of a person whose command is
+# answered in their direct messages (Bolt hands its lazy listener a copy of the request's context).
+NOTE_AFTER_ACK = "lessonbot_note_after_ack"
 
 # The bot scopes the app asks for; channels/slack/manifest.yml lists the same (a test keeps them equal).
 SCOPES = (
@@ -271,7 +279,7 @@ class Listeners:
         app.event("message")(self.on_event)
         app.event("app_mention")(self.on_event)
         app.block_action(re.compile(".*"))(self.on_action)
-        app.command(re.compile(".*"))(self.on_command)
+        app.command(re.compile(".*"))(ack=self.on_command, lazy=[self.note_after_ack])
         app.view(ANSWER_FORM_CALLBACK)(self.on_view)
         for kind in MEMBERSHIP_EVENTS:
             app.event(kind)(self.on_membership)
@@ -330,23 +338,34 @@ class Listeners:
             profile = await workspace_standing(context, str(body.get("user_id") or ""), self.channel)
         await self.record(outcome, request, profile)
         # Slack shows an ack's text to the person alone; a recorded command is answered by the worker instead (in
-        # their DMs for some typed in a channel, which the ack says where they typed it).
+        # their DMs for some typed in a channel, which a note after the ack says where they typed it:
+        # `note_after_ack`, once the person's language is looked up, which the ack does not wait for).
         if isinstance(outcome, Ignored) and outcome.answer:
             await ack(text=outcome.answer)
         elif isinstance(outcome, InboundMessage) and answered_in_direct_messages(body):
-            await ack(text=await self.direct_answer_note(outcome.sender_id))
+            context[NOTE_AFTER_ACK] = outcome.sender_id
+            await ack()
         else:
             await ack()
 
-    async def direct_answer_note(self, sender_id: str) -> str:
-        """DIRECT_ANSWER_NOTE in the language of the person who typed the command, where the bot knows it (the
-        channel's `words`); in English for someone it does not know yet, or when the look-up fails or is slow (the
-        acknowledgement is due)."""
+    async def note_after_ack(self, context: AsyncBoltContext, respond: Any) -> None:
+        """After a command's acknowledgement (Bolt's lazy listener, run once the HTTP answer has left): where the
+        command was recorded to be answered in the person's direct messages (`context[NOTE_AFTER_ACK]`, their
+        sender id), DIRECT_ANSWER_NOTE where they typed it, seen by them alone (the command's response_url), in their
+        language where the bot knows it (the channel's `words`); in English for someone it does not know yet, or
+        when the look-up fails or takes longer than LANGUAGE_TIMEOUT."""
+        sender_id = context.get(NOTE_AFTER_ACK)
+        if not isinstance(sender_id, str) or respond is None:
+            return
         language = None
         with contextlib.suppress(CannotRecord, TimeoutError):
-            async with asyncio.timeout(BEFORE_ACK_TIMEOUT):
+            async with asyncio.timeout(LANGUAGE_TIMEOUT):
                 language = await self.host.sender_language(CHANNEL, sender_id)
-        return self.channel.words(language).get("direct_answer") or DIRECT_ANSWER_NOTE
+        note = self.channel.words(language).get("direct_answer") or DIRECT_ANSWER_NOTE
+        try:
+            await respond(text=note, response_type="ephemeral", replace_original=False)
+        except Exception as exc:  # expired, or Slack away: the answer itself still comes in their DMs
+            log.warning("the slack note that an answer comes in the direct messages was not shown: %s", exc)
 
     async def on_membership(
         self, ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest

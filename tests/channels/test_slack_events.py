@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from starlette.applications import Starlette
 
 from bot.config import load_settings
@@ -549,8 +549,9 @@ async def test_a_mention_in_a_thread_is_answered_in_that_thread(slack_settings, 
 async def test_the_payment_commands_typed_in_a_channel_answer_the_member_alone(name, text, recorded, slack_settings,
                                                                                standin):
     """Typed in a channel, /buy and /purchases answer in the member's direct messages with the bot (a checkout link
-    and receipts last there; an ephemeral message is gone when Slack reloads), which the command's acknowledgement
-    says where they typed it; /redeem answers in their private place in the channel; /courses in the channel."""
+    and receipts last there; an ephemeral message is gone when Slack reloads), which a note after the command's
+    acknowledgement says, privately, where they typed it; /redeem answers in their private place in the channel;
+    /courses in the channel."""
     fields = dict(parse_qsl(load_fixture_command()))
     fields.update(command=name, text=text, trigger_id="222.222.bbb", response_url=standin.response_url("C111", "W111"))
     async with running(slack_settings) as (client, lessonbot):
@@ -563,11 +564,14 @@ async def test_the_payment_commands_typed_in_a_channel_answer_the_member_alone(n
             conversation = await session.get(Conversation, row.conversation_id)
         assert conversation.chat_id == {"/courses": "T111:C111", "/redeem": "T111:C111@W111"}.get(name, "T111:W111")
         if direct:
-            assert response.text == "Your answer is on its way to your direct messages with Lessonbot."
+            assert response.text == ""  # the note follows, through the response_url (below)
             assert row.payload["meta"]["direct_address"] == "T111:W111"  # its buttons count pressed in the DM
             await standin.wait_for(lambda: standin.posted("W111"))  # a post to a user id lands in their DM
+            await standin.wait_for(lambda: standin.ephemerals())
             await lessonbot.settle()
-            assert standin.ephemerals() == [] and standin.posted("C111") == []
+            assert [call.params["text"] for call in standin.ephemerals()] == [
+                "Your answer is on its way to your direct messages with Lessonbot."]  # where they typed it, theirs
+            assert standin.posted("C111") == []
         else:
             assert response.text == ""
         if name == "/redeem":
@@ -577,18 +581,56 @@ async def test_the_payment_commands_typed_in_a_channel_answer_the_member_alone(n
 
 async def test_the_note_that_an_answer_is_on_its_way_to_the_direct_messages_speaks_the_members_language(
         slack_settings, standin):
-    """The acknowledgement of /buy typed in a channel (the note that the answer comes in the member's direct
-    messages) is in the member's language where the bot knows it, in English for someone it does not know yet."""
+    """The note that the answer of /buy typed in a channel comes in the member's direct messages follows the
+    command's acknowledgement, privately through its response_url, in the member's language where the bot knows it,
+    in English for someone it does not know yet."""
     fields = dict(parse_qsl(load_fixture_command()))
-    fields.update(command="/purchases", text="", response_url=standin.response_url("C111", "W111"))
+    fields.update(command="/purchases", text="")
     async with running(slack_settings) as (client, lessonbot):
-        response = await post(client, urlencode({**fields, "trigger_id": "222.222.new"}).encode())
-        assert response.text == "Your answer is on its way to your direct messages with Lessonbot."
+        response = await post(client, urlencode({**fields, "trigger_id": "222.222.new",
+                                                 "response_url": standin.response_url("C111", "W111")}).encode())
+        assert response.status_code == 200 and response.text == ""
+        await standin.wait_for(lambda: standin.ephemerals("C111", "W111"))
         async with lessonbot.db.transaction() as session:
             identity = await get_or_create_identity(session, "slack", "T111/W111")
             (await session.get(User, identity.user_id)).locale = "es"
-        response = await post(client, urlencode({**fields, "trigger_id": "222.222.es"}).encode())
-        assert response.text == "Tu respuesta va de camino a tus mensajes directos con Lessonbot."
+        response = await post(client, urlencode({**fields, "trigger_id": "222.222.es",
+                                                 "response_url": standin.response_url("C111", "W111")}).encode())
+        assert response.text == ""
+        await standin.wait_for(lambda: len(standin.ephemerals("C111", "W111")) == 2)
+        assert [call.params["text"] for call in standin.ephemerals("C111", "W111")] == [
+            "Your answer is on its way to your direct messages with Lessonbot.",
+            "Tu respuesta va de camino a tus mensajes directos con Lessonbot.",
+        ]
+        assert {call.params.get("response_type") for call in standin.ephemerals("C111", "W111")} == {"ephemeral"}
+
+
+async def test_a_slow_language_look_up_does_not_hold_the_acknowledgement_of_a_command_answered_in_the_dms(
+        slack_settings, standin):
+    """The member's language for the note that /purchases is answered in their direct messages is looked up after
+    the command is acknowledged: with the people's table locked (a slow database), Slack has its answer at once, and
+    the note, in the member's language, comes once the database answers."""
+    fields = dict(parse_qsl(load_fixture_command()))
+    fields.update(command="/purchases", text="", trigger_id="222.222.slow",
+                  response_url=standin.response_url("C111", "W111"))
+    async with running(slack_settings) as (client, lessonbot):
+        if lessonbot.db.backend != "postgresql":
+            pytest.skip("SQLite locks the whole database: recording the command would wait too")
+        async with lessonbot.db.transaction() as session:
+            identity = await get_or_create_identity(session, "slack", "T111/W111")
+            (await session.get(User, identity.user_id)).locale = "es"
+        async with lessonbot.db.transaction() as locking:
+            await locking.execute(text("LOCK TABLE channel_identities IN ACCESS EXCLUSIVE MODE"))
+            started = time.perf_counter()
+            response = await post(client, urlencode(fields).encode())
+            acknowledged = time.perf_counter() - started
+            assert response.status_code == 200 and response.text == ""
+            assert acknowledged < 1.0, acknowledged
+            await asyncio.sleep(0.3)
+            assert standin.ephemerals("C111", "W111") == []  # the note waits for the database
+        await standin.wait_for(lambda: standin.ephemerals("C111", "W111"))
+        [note] = standin.ephemerals("C111", "W111")
+        assert note.params["text"] == "Tu respuesta va de camino a tus mensajes directos con Lessonbot."
 
 
 def test_an_answer_modal_is_opened_only_from_a_channel_and_answers_only_the_submitters_own_place(fixtures_dir):
