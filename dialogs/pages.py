@@ -52,11 +52,14 @@ def web_chat_words(languages: str | None) -> tuple[str, dict[str, str]]:
 
 
 def slack_words(language: str | None) -> dict[str, str]:
-    """What the Slack channel says itself, before the dialogs answer (an acknowledgement's words), in a learner's
-    language, by key."""
+    """What the Slack channel says itself, where the dialogs do not answer (a note after an acknowledgement), in a
+    learner's language, by key; `{command}` and `{known}` are left for the channel to fill in."""
     _ = translator(language)
     return {
         "direct_answer": _("Your answer is on its way to your direct messages with Lessonbot."),
+        "unknown_command": _("Lessonbot does not know {command}. Try {known}.", command="{command}", known="{known}"),
+        "not_installed": _("Lessonbot is not installed in this workspace (any more). Ask an admin to install it "
+                           "again."),
     }
 
 

@@ -65,8 +65,13 @@ PERSONAL_COMMANDS = frozenset({"/redeem"})
 # Typed in a channel, these answer in the member's direct messages with the bot: a checkout link and receipts are
 # one person's business too, and should last (an ephemeral message in the channel is gone when Slack reloads).
 DIRECT_COMMANDS = frozenset({"/buy", "/purchases"})
-# What the person is shown at once where they typed one of DIRECT_COMMANDS in a channel.
+# What the channel says itself, in English (the wiring's `words` give each in a person's language, by its key):
+# where they typed one of DIRECT_COMMANDS in a channel; a slash command this app does not know ({command}, with the
+# commands there are: {known}); a request from a workspace the app is not installed in (any more).
 DIRECT_ANSWER_NOTE = "Your answer is on its way to your direct messages with Lessonbot."
+UNKNOWN_COMMAND = "Lessonbot does not know {command}. Try {known}."
+NOT_INSTALLED = "Lessonbot is not installed in this workspace (any more). Ask an admin to install it again."
+NOTES = {"direct_answer": DIRECT_ANSWER_NOTE, "unknown_command": UNKNOWN_COMMAND, "not_installed": NOT_INSTALLED}
 
 # A pressed button whose value starts so belongs to a team's post in a channel: the member answers privately.
 TEAM_BUTTON_PREFIX = "team:"
@@ -253,11 +258,7 @@ def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
     text."""
     command = body.get("command")
     if command not in SLASH_COMMANDS and command != TEAM_COMMAND:
-        known = ", ".join([*SLASH_COMMANDS, TEAM_COMMAND])
-        return Ignored(
-            f"unknown slash command {command!r}",
-            answer=f"Lessonbot does not know {command or 'that command'}. Try {known}.",
-        )
+        return Ignored(f"unknown slash command {command!r}", answer=filled(UNKNOWN_COMMAND, unknown_command(body)))
     trigger_id = _id(body.get("trigger_id"), _TRIGGER_ID)
     user, channel = _id(body.get("user_id")), _id(body.get("channel_id"))
     if trigger_id is None or user is None or channel is None or not _id(installation):
@@ -290,6 +291,30 @@ def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
         sender_name=name if isinstance(name, str) and name else None,
         meta=meta,
     )
+
+
+def unknown_command(body: dict[str, Any]) -> dict[str, str]:
+    """The values of UNKNOWN_COMMAND for a slash command this app does not know: the command, the ones it knows."""
+    command = body.get("command")
+    return {"command": command if isinstance(command, str) and command else "/…",
+            "known": ", ".join([*SLASH_COMMANDS, TEAM_COMMAND])}
+
+
+def filled(words: str, values: dict[str, str]) -> str:
+    """`words` with each "{name}" in it replaced by its value."""
+    for name, value in values.items():
+        words = words.replace("{" + name + "}", value)
+    return words
+
+
+def person_of(body: dict[str, Any], *, installation: str) -> str | None:
+    """The sender id ("<team>/<user>") of the person who typed a slash command or used a button or a modal, as
+    `message_from_command` and `message_from_action` name them; None when the request names nobody."""
+    user = _dict(body.get("user"))
+    user_id = _id(body.get("user_id")) or _id(user.get("id"))
+    team = (_id(body.get("team_id")) or _id(user.get("team_id")) or _id(_dict(body.get("team")).get("id"))
+            or _id(installation))
+    return f"{team}/{user_id}" if user_id and team else None
 
 
 def answered_in_direct_messages(body: dict[str, Any]) -> bool:

@@ -53,12 +53,14 @@ from bot.messages import FROM_A_BOT, GUEST, MEMBERSHIP, TIMEZONE, WORKSPACE_ADMI
 from channels.slack.inbound import (
     ANSWER_FORM_CALLBACK,
     CHANNEL,
-    DIRECT_ANSWER_NOTE,
     MEMBERSHIP_EVENTS,
+    NOT_INSTALLED,
+    NOTES,
     TEAM_COMMAND,
     Outcome,
     answer_form,
     answered_in_direct_messages,
+    filled,
     home_opened,
     installation_of,
     membership_change,
@@ -66,8 +68,10 @@ from channels.slack.inbound import (
     message_from_command,
     message_from_event,
     message_from_view,
+    person_of,
+    unknown_command,
 )
-from channels.slack.store import SlackInstallationStore, SlackOAuthStateStore, StoreAuthorize
+from channels.slack.store import NotInstalled, SlackInstallationStore, SlackOAuthStateStore, StoreAuthorize
 from channels.webhook import RETRY_AFTER_SECONDS, Ignored, LimitBody, Webhook, WebhookRequest, within_json_depth
 
 if TYPE_CHECKING:
@@ -90,8 +94,9 @@ FORM_TIMEOUT = BEFORE_ACK_TIMEOUT  # views.open
 # Seconds the language of a note sent after the acknowledgement (through the request's response_url, valid for 30
 # minutes) may take to look up before the note goes in English.
 LANGUAGE_TIMEOUT = 10.0
-# Where a command's listener leaves, for `Listeners.note_after_ack`, the sender id of a person whose command is
-# answered in their direct messages (Bolt hands its lazy listener a copy of the request's context).
+# Where a listener leaves, for `Listeners.note_after_ack`, the note to show a person after the acknowledgement: their
+# sender id, the key of its words (inbound.NOTES) and the values to fill in (Bolt hands its lazy listener a copy of
+# the request's context).
 NOTE_AFTER_ACK = "lessonbot_note_after_ack"
 
 # The bot scopes the app asks for; channels/slack/manifest.yml lists the same (a test keeps them equal).
@@ -223,7 +228,7 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
             timeout=channel.timeout,  # type: ignore[arg-type]  # typed int; it becomes aiohttp's float ClientTimeout
         ),
         oauth_settings=oauth_settings,
-        authorize=authorize,  # type: ignore[arg-type]  # typed as a function; an AsyncAuthorize is taken as it is
+        authorize=authorize,  # (an AsyncAuthorize is taken as it is)
         # Record, then acknowledge: the listener finishes before the HTTP answer leaves.
         process_before_response=True,
         # Unmatched requests reach Listeners.on_error, which acknowledges them with a logged reason.
@@ -232,9 +237,9 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
         request_verification_enabled=False,
         # channels/slack/inbound.py ignores the bot's own messages (and other bots'), logging why.
         ignoring_self_events_enabled=False,
-        user_facing_authorize_error_message=(
-            "Lessonbot is not installed in this workspace (any more). Ask an admin to install it again."
-        ),
+        # (one workspace's token refused by auth.test; with many, `Listeners.on_error` says it in the person's
+        # language)
+        user_facing_authorize_error_message=NOT_INSTALLED,
     )
     Listeners(channel, host, app).register()
     return app
@@ -340,32 +345,34 @@ class Listeners:
         # Slack shows an ack's text to the person alone; a recorded command is answered by the worker instead (in
         # their DMs for some typed in a channel, which a note after the ack says where they typed it:
         # `note_after_ack`, once the person's language is looked up, which the ack does not wait for).
-        if isinstance(outcome, Ignored) and outcome.answer:
-            await ack(text=outcome.answer)
+        if isinstance(outcome, Ignored) and outcome.answer:  # an unknown command: the ones there are
+            noted = note_after_ack(context, person_of(body, installation=_installation(context)), "unknown_command",
+                                   unknown_command(body))
+            await (ack() if noted else ack(text=outcome.answer))
         elif isinstance(outcome, InboundMessage) and answered_in_direct_messages(body):
-            context[NOTE_AFTER_ACK] = outcome.sender_id
+            note_after_ack(context, outcome.sender_id, "direct_answer")
             await ack()
         else:
             await ack()
 
     async def note_after_ack(self, context: AsyncBoltContext, respond: Any) -> None:
-        """After a command's acknowledgement (Bolt's lazy listener, run once the HTTP answer has left): where the
-        command was recorded to be answered in the person's direct messages (`context[NOTE_AFTER_ACK]`, their
-        sender id), DIRECT_ANSWER_NOTE where they typed it, seen by them alone (the command's response_url), in their
-        language where the bot knows it (the channel's `words`); in English for someone it does not know yet, or
-        when the look-up fails or takes longer than LANGUAGE_TIMEOUT."""
-        sender_id = context.get(NOTE_AFTER_ACK)
-        if not isinstance(sender_id, str) or respond is None:
+        """After the acknowledgement (Bolt's lazy listener, run once the HTTP answer has left), the note a listener
+        left for the person (`context[NOTE_AFTER_ACK]`: that their answer comes in their direct messages, the
+        commands there are, that the app is not installed), seen by them alone where they typed or pressed (the
+        request's response_url), in their language where the bot knows it (the channel's `words`); in English for
+        someone it does not know yet, or when the look-up fails or takes longer than LANGUAGE_TIMEOUT."""
+        note = context.get(NOTE_AFTER_ACK)
+        if not isinstance(note, dict) or respond is None:
             return
         language = None
         with contextlib.suppress(CannotRecord, TimeoutError):
             async with asyncio.timeout(LANGUAGE_TIMEOUT):
-                language = await self.host.sender_language(CHANNEL, sender_id)
-        note = self.channel.words(language).get("direct_answer") or DIRECT_ANSWER_NOTE
+                language = await self.host.sender_language(CHANNEL, note["sender"])
+        words = self.channel.words(language).get(note["words"]) or NOTES[note["words"]]
         try:
-            await respond(text=note, response_type="ephemeral", replace_original=False)
-        except Exception as exc:  # expired, or Slack away: the answer itself still comes in their DMs
-            log.warning("the slack note that an answer comes in the direct messages was not shown: %s", exc)
+            await respond(text=filled(words, note["values"]), response_type="ephemeral", replace_original=False)
+        except Exception as exc:  # expired, or Slack away (an answer in their DMs still comes)
+            log.warning("a slack note (%s) was not shown: %s", note["words"], exc)
 
     async def on_membership(
         self, ack: Any, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
@@ -422,7 +429,14 @@ class Listeners:
             log.info("slack %s in %s: %d unsent replies cancelled", kind, installation, cancelled)
         await ack()
 
-    async def on_error(self, error: Exception, body: dict[str, Any]) -> BoltResponse:
+    async def on_error(self, error: Exception, body: dict[str, Any], request: AsyncBoltRequest) -> BoltResponse:
+        if isinstance(error, NotInstalled):  # told, in their language, after the acknowledgement (and not retried)
+            log.info("slack request ignored: %s (%s)", error, _describe(body))
+            context = request.context
+            if note_after_ack(context, person_of(body, installation=_installation(context)), "not_installed"):
+                self.app.listener_runner.lazy_listener_runner.start(self.note_after_ack, request.to_copyable())
+                return BoltResponse(status=200, body="")
+            return BoltResponse(status=200, body=NOT_INSTALLED)
         if isinstance(error, BoltUnhandledRequestError):
             log.info("slack request ignored: nothing here handles %s", _describe(body))
             return BoltResponse(status=200, body="")
@@ -447,6 +461,16 @@ async def open_form(context: AsyncBoltContext, body: dict[str, Any], view: dict[
             await client.views_open(trigger_id=trigger_id, view=view)
     except Exception as exc:  # refused, rate-limited or slow: the typed command still works
         log.warning("views.open failed for a slack answer form: %s", exc)
+
+
+def note_after_ack(context: AsyncBoltContext, sender_id: str | None, words: str,
+                   values: dict[str, str] | None = None) -> bool:
+    """Leave the note `words` (a key of inbound.NOTES, with `values` to fill in) for `Listeners.note_after_ack` to
+    show `sender_id` after the acknowledgement; False where it cannot be shown (no person, or no response_url)."""
+    if not sender_id or not context.response_url:
+        return False
+    context[NOTE_AFTER_ACK] = {"sender": sender_id, "words": words, "values": values or {}}
+    return True
 
 
 def changes_a_team(body: dict[str, Any]) -> bool:

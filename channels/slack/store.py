@@ -97,13 +97,19 @@ class SlackInstallationStore(AsyncInstallationStore):
         await self.records.delete(enterprise_id=enterprise_id, team_id=team_id)
 
 
+class NotInstalled(Exception):
+    """The request's workspace has no installation of the app (removed, or never stored)."""
+
+
 class StoreAuthorize(AsyncInstallationStoreAuthorize):
     """Bolt's authorization from the installation store, except that a store that cannot answer just now (the
     database away) is not taken for a workspace without the app: Bolt catches whatever the store raises, logs it and
     answers as if the app were not installed, and Slack's request would be acknowledged and lost. The store notes
-    its CannotRecord, and it is raised after Bolt's answer: the request is refused with a 503 that Slack retries."""
+    its CannotRecord, and it is raised after Bolt's answer: the request is refused with a 503 that Slack retries.
+    A workspace without the app raises NotInstalled, for the listeners' error handler to tell the person so in
+    their language (Bolt's own answer is one sentence for everyone)."""
 
-    async def __call__(self, **kwargs: Any) -> AuthorizeResult | None:
+    async def __call__(self, **kwargs: Any) -> AuthorizeResult:
         reset = _store_away.set(None)
         try:
             result = await super().__call__(**kwargs)
@@ -112,6 +118,8 @@ class StoreAuthorize(AsyncInstallationStoreAuthorize):
             _store_away.reset(reset)
         if result is None and away is not None:
             raise away
+        if result is None:
+            raise NotInstalled(f"no installation for {kwargs.get('enterprise_id') or kwargs.get('team_id')}")
         return result
 
 

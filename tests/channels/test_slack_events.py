@@ -95,6 +95,8 @@ async def test_fixture_payloads_become_messages_or_are_ignored_with_a_reason(
     payload = load_fixture(fixtures_dir, name)
     if isinstance(payload, dict) and "response_url" in payload:  # where Slack's answer would go: at the stand-in
         payload["response_url"] = standin.response_url("C111", "W111")
+    elif isinstance(payload, str):  # a slash command's form fields
+        payload = urlencode({**dict(parse_qsl(payload)), "response_url": standin.response_url("C111", "W111")})
     body = as_sent_by_slack(name, payload)
     async with running(slack_settings) as (client, lessonbot):
         response = await post(client, body)
@@ -103,7 +105,10 @@ async def test_fixture_payloads_become_messages_or_are_ignored_with_a_reason(
         if expected[0] == "ignored":
             assert stored == []
             assert any(expected[1] in reason for reason in reasons(caplog)), reasons(caplog)
-            if "slash command" in expected[1]:  # the person is told, privately, which commands exist
+            if "slash command" in expected[1] and name.endswith(".txt"):  # told, privately, which commands exist
+                await standin.wait_for(lambda: standin.ephemerals("C111", "W111"))
+                assert "/lesson" in standin.ephemerals("C111", "W111")[0].params["text"]
+            elif "slash command" in expected[1]:  # (no one to tell: the payload names no user)
                 assert "/lesson" in response.text
             return
         _, text, chat_id, sender_id, choice = expected
@@ -198,7 +203,7 @@ async def test_slacks_documented_signature_vector_verifies_on_our_path(settings,
     async with running(settings.model_copy(update={"web_chat_enabled": False}), channels=[channel]) as (client, bot):
         response = await client.post("/slack/events", content=vector["body"].encode(), headers=headers)
         assert response.status_code == 200, response.text
-        assert "/webhook-collect" in response.text
+        assert response.text == ""  # the commands there are follow, through the request's response_url (Slack's)
         assert any("unknown slash command '/webhook-collect'" in reason for reason in reasons(caplog))
         wrong = {**headers, "x-slack-signature": vector["expected_signature"][:-1] + "0"}
         assert (await client.post("/slack/events", content=vector["body"].encode(), headers=wrong)).status_code == 401
@@ -603,6 +608,28 @@ async def test_the_note_that_an_answer_is_on_its_way_to_the_direct_messages_spea
             "Tu respuesta va de camino a tus mensajes directos con Lessonbot.",
         ]
         assert {call.params.get("response_type") for call in standin.ephemerals("C111", "W111")} == {"ephemeral"}
+
+
+async def test_an_unknown_slash_command_is_told_the_commands_in_the_members_language(slack_settings, standin):
+    """A slash command the app does not know (registered in Slack's app settings, but not here) is answered, after
+    its acknowledgement and privately through its response_url, with the commands there are: in the member's
+    language where the bot knows it, in English for someone it does not know yet; nothing is recorded."""
+    fields = dict(parse_qsl(load_fixture_command()))  # /hello-world
+    async with running(slack_settings) as (client, lessonbot):
+        async with lessonbot.db.transaction() as session:
+            identity = await get_or_create_identity(session, "slack", "T111/W111")
+            (await session.get(User, identity.user_id)).locale = "es"
+        for person, trigger in (("W111", "333.1.es"), ("W222", "333.2.en")):
+            response = await post(client, urlencode({**fields, "user_id": person, "trigger_id": trigger,
+                                                     "response_url": standin.response_url("C111", person)}).encode())
+            assert response.status_code == 200 and response.text == ""
+        await standin.wait_for(lambda: len(standin.ephemerals("C111")) == 2)
+        assert await inbound(lessonbot) == []
+    known = "/lesson, /quiz, /progress, /ask, /courses, /buy, /purchases, /redeem, /lessonbot"
+    assert {call.params["user"]: call.params["text"] for call in standin.ephemerals("C111")} == {
+        "W111": f"Lessonbot no conoce /hello-world. Prueba {known}.",
+        "W222": f"Lessonbot does not know /hello-world. Try {known}.",
+    }
 
 
 async def test_a_slow_language_look_up_does_not_hold_the_acknowledgement_of_a_command_answered_in_the_dms(

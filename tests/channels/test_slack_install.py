@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -31,6 +31,7 @@ from standins.slack import (
 )
 from storage.db import Database
 from storage.models import ChannelIdentity, InboundMessage, User
+from storage.queries import get_or_create_identity
 from storage.slack import SlackInstallation, SlackOAuthState
 from tests.channels.test_slack_events import running
 
@@ -159,6 +160,31 @@ async def test_a_workspace_that_never_installed_is_not_recorded(distributed, sta
         assert response.status_code == 200  # acknowledged, so Slack does not retry it
         assert await count(lessonbot, InboundMessage) == 0
     assert standin.calls == []
+
+
+async def test_a_command_from_a_workspace_without_the_app_is_told_so_in_the_members_language(distributed, standin):
+    """A slash command from a workspace whose installation is gone (or never stored) is answered, privately through
+    its response_url after the acknowledgement, that the app is not installed there: in the member's language
+    where the bot knows them (a learner of another workspace's past, say), in English for someone it does not."""
+    fields = {"token": "x", "team_id": "T999", "team_domain": "gone", "channel_id": "C999", "channel_name": "general",
+              "user_id": "U999", "user_name": "ana", "command": "/lesson", "text": "", "api_app_id": "A111"}
+    async with running(distributed) as (client, lessonbot):
+        async with lessonbot.db.transaction() as session:
+            identity = await get_or_create_identity(session, "slack", "T999/U999")
+            (await session.get(User, identity.user_id)).locale = "es"
+        for person, trigger in (("U999", "999.1.es"), ("U998", "999.2.en")):
+            body = urlencode({**fields, "user_id": person, "trigger_id": trigger,
+                              "response_url": standin.response_url("C999", person)}).encode()
+            response = await client.post("/slack/events", content=body, headers=signed(
+                body, content_type="application/x-www-form-urlencoded"))
+            assert response.status_code == 200 and response.text == ""
+        await standin.wait_for(lambda: len(standin.ephemerals("C999")) == 2)
+        assert await count(lessonbot, InboundMessage) == 0
+    assert {call.params["user"]: call.params["text"] for call in standin.ephemerals("C999")} == {
+        "U999": "Lessonbot no está instalado en este espacio de trabajo (o ya no). Pide a un administrador que lo "
+                "instale de nuevo.",
+        "U998": "Lessonbot is not installed in this workspace (any more). Ask an admin to install it again.",
+    }
 
 
 async def test_uninstalling_forgets_the_workspace_and_its_replies_stop(distributed, standin):
