@@ -39,8 +39,9 @@ from dialogs.turn import Command, Turn
 
 Responder = Callable[[Turn], Awaitable[None]]
 
-# "/start", "/start@LessonBot payload", "/admin stats"
-_COMMAND = re.compile(r"^/(?P<name>[A-Za-z0-9_]{1,32})(?:@\S+)?(?:\s+(?P<args>.*))?$", re.DOTALL)
+# "/start", "/start@LessonBot payload", "/admin stats"; a name with a hyphen ("/lessonbot something-else" in Slack) is a
+# command too, one there is none of, which the unknown command's answer says
+_COMMAND = re.compile(r"^/(?P<name>[A-Za-z0-9_][A-Za-z0-9_-]{0,31})(?:@\S+)?(?:\s+(?P<args>.*))?$", re.DOTALL)
 
 
 def parse_command(text: str) -> tuple[str, str] | None:

@@ -632,6 +632,26 @@ async def test_an_unknown_slash_command_is_told_the_commands_in_the_members_lang
     }
 
 
+@pytest.mark.parametrize("words", ["something-unknown", "nope"])
+async def test_an_unknown_word_after_lessonbot_gets_the_unknown_command_hint_in_the_members_language(
+        words, slack_settings, standin):
+    """`/lessonbot WORDS` names a command: one the bot does not have, hyphenated or not, is told so (and where the
+    commands are listed) in the member's language, privately; not taken for words to the question answerer or for a
+    greeting that begins the onboarding."""
+    fields = dict(parse_qsl(load_fixture_command()))
+    fields.update(command="/lessonbot", text=words, trigger_id="444.1.unknown",
+                  response_url=standin.response_url("C111", "W111"))
+    async with running(slack_settings) as (client, lessonbot):
+        async with lessonbot.db.transaction() as session:
+            identity = await get_or_create_identity(session, "slack", "T111/W111")
+            (await session.get(User, identity.user_id)).locale = "es"
+        assert (await post(client, urlencode(fields).encode())).text == ""
+        await standin.wait_for(lambda: standin.ephemerals("C111", "W111"))
+        await lessonbot.settle()
+    assert [call.params["text"] for call in standin.ephemerals("C111", "W111")] == [
+        f"No conozco el comando /{words}. Envía /lessonbot help para ver lo que puedo hacer."]
+
+
 async def test_a_slow_language_look_up_does_not_hold_the_acknowledgement_of_a_command_answered_in_the_dms(
         slack_settings, standin):
     """The member's language for the note that /purchases is answered in their direct messages is looked up after
