@@ -217,7 +217,9 @@ class InboundMeta(TypedDict, total=False):
     command: str  # the slash command typed
     surface: str  # where a button was pressed, when not in a conversation ("home": the Home tab)
     # Platform extras, kept for the record (Telegram, WhatsApp)
-    message_id: int  # the platform's id of the message, or of the one whose button was pressed (Telegram)
+    # the platform's id of the message, or of the one whose button was pressed (Telegram): the same button of the
+    # same message pressed again at once is a double tap (dialogs/choices.py, `pressed_again`)
+    message_id: int
     replying_to: str  # the platform's id of the bot's message this one replies to (WhatsApp: swiped to reply)
     chat_type: str  # private, group or supergroup (Telegram)
     username: str  # the person's @username (Telegram)

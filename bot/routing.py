@@ -11,7 +11,8 @@ the choice it names: bot/pipeline.py asks dialogs/choices.py.)
    command's plain word typed at its own question answers it where the dialog says so (`Flow.answered_by_its_word`:
    "stop" at /stop's question), as do words the question waiting for the person takes as one of its own answers
    (`Step.own_words`: a quiz's accepted answer "pause"); elsewhere ("review" typed in a review) the command runs.
-2. A pressed choice that was never offered to this person here (dialogs/choices.py) is refused, and nothing else
+2. A button pressed again at once (a double tap, dialogs/choices.py) gets nothing: the first press was answered.
+   A pressed choice that was never offered to this person here (dialogs/choices.py) is refused, and nothing else
    happens. One that was, whose value has a known prefix ("lesson:next", "quiz:12:1"), goes to its dialog, however
    late.
 3. The dialog in progress (dialogs/flow.py) reads the message; a question of the person's goes to the question
@@ -101,6 +102,8 @@ async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> N
         await group_chats.moved(turn)
         return
     if turn.message.meta.get(MAY_SEND):  # the platform says the bot may send here again: heard, nothing to say
+        return
+    if await choices.pressed_again(turn):  # a double tap: the first press had its answer
         return
     learner = await learner_of(turn)
     adopt_language(turn, learner, turn.message.meta.get(LANGUAGE))

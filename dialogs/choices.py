@@ -11,6 +11,9 @@ So:
   nothing else (`was_offered`, `refuse`);
 - an offered button answers a flow's open question only if it is of that question's kind (dialogs/flow.py,
   `Step.takes`): an earlier question's is out of date there;
+- a button the person pressed again at once (a double tap: the same button of the same message, `meta[MESSAGE_ID]`,
+  with nothing of theirs between and within DOUBLE_TAP_SECONDS) is not a second choice: the first press was
+  answered, and the second gets nothing (`pressed_again`); pressed later, the same button is answered as any spent one;
 - a typed choice is read against the choices of the newest replies sent to this person: a label ("Yes, let's
   start") on every channel, a number ("2") where the channel shows choices as numbered lines (its message carries
   `meta[NUMBERED_CHOICES]`: the terminal, WhatsApp) (`understood`);
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, ScalarSelect, Select, bindparam, exists, or_, select
@@ -30,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.messages import (
     DIRECT_ADDRESS,
     GROUP_CHAT,
+    MESSAGE_ID,
     NUMBERED_CHOICES,
     PLATFORM_REPORT,
     PRE_CHECKOUT,
@@ -58,6 +63,9 @@ NEWEST_IN_LOAD = 2
 # Labels are short (a quiz choice at most 120 characters, authoring's CHOICE_CHARS): text twice that long is not a
 # typed label, and skips the lookup.
 LONGEST_LABEL = 120
+# How soon after a press the same person's press of the same button is the same tap again (a double tap, or a tap
+# repeated while the first was answered) rather than a spent button pressed later.
+DOUBLE_TAP_SECONDS = 30
 _OPTION_NUMBER = re.compile(r"#?\s*(\d{1,3})\s*[.)]?")
 
 
@@ -93,6 +101,22 @@ async def was_offered(turn: Turn, value: str) -> bool:
         chat = {**asked, "channel": turn.conversation.channel, "chat": elsewhere}
         offered = (await _OFFERED_IN_CHAT.run(turn.transaction, chat)).scalar()
     return bool(offered)
+
+
+async def pressed_again(turn: Turn) -> bool:
+    """Whether this press repeats the person's previous message at once: the same button (its value) of the same
+    message (the platform's id of it, `meta[MESSAGE_ID]`), pressed within DOUBLE_TAP_SECONDS of it. The first press
+    had its answer; this one needs none. Where a platform names no message, presses cannot be told apart from one of
+    an equal button elsewhere, and none is taken for a repeat."""
+    message = turn.message
+    pressed_on = message.meta.get(MESSAGE_ID)
+    if message.choice is None or pressed_on is None or turn.conversation is None or turn.inbound_id is None:
+        return False
+    before = (await _PREVIOUS_OF_SENDER.run(turn.transaction, {"id": turn.inbound_id})).first()
+    if before is None or before.received_at < before.now - timedelta(seconds=DOUBLE_TAP_SECONDS):
+        return False
+    payload = before.payload or {}
+    return payload.get("choice") == message.choice and (payload.get("meta") or {}).get(MESSAGE_ID) == pressed_on
 
 
 def refuse(turn: Turn) -> None:
@@ -254,6 +278,19 @@ _OFFERED_IN_CHAT = Prepared(
 )
 _OUTBOX = OutboxMessage.__table__
 _INBOUND = InboundRow.__table__
+_NOW, _BEFORE = _INBOUND.alias("pressed_now"), _INBOUND.alias("said_before")
+# The message of the same sender just before this one in its conversation (by arrival), with when each arrived.
+_PREVIOUS_OF_SENDER = Prepared(
+    select(_BEFORE.c.payload, _BEFORE.c.received_at, _NOW.c.received_at.label("now"))
+    .where(
+        _NOW.c.id == bindparam("id"),
+        _BEFORE.c.conversation_id == _NOW.c.conversation_id,
+        _BEFORE.c.sender_id == _NOW.c.sender_id,
+        _BEFORE.c.seq < _NOW.c.seq,
+    )
+    .order_by(_BEFORE.c.seq.desc())
+    .limit(1)
+)
 _REMEMBERED = "newest sent"  # session.info's key, with the conversation and member, of what another statement read
 
 

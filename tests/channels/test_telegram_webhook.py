@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -272,6 +273,40 @@ async def test_a_button_of_a_message_too_old_to_be_shown_is_answered_as_a_spent_
         assert response.json()["method"] == "answerCallbackQuery"
         await standin.wait_for(lambda: len(standin.texts(CHAT)) > 1)
     assert standin.texts(CHAT)[1:] == ["That button isn't available."]
+
+
+async def test_a_button_tapped_twice_is_answered_once_and_the_second_tap_says_nothing(telegram_settings, standin):
+    """Ann taps "Yes, let's start" twice in a row (two callback queries for one button of one message, the second
+    arriving as the first is processed): the first tap is answered; the second stops its spinner and says nothing in
+    the chat, no "that button is from an earlier message". The same button tapped again long after, or after she wrote
+    something, is a spent button, answered as one."""
+    ann = person(CHAT, "Ann")
+    async with running(telegram_settings) as (client, lessonbot):
+        await post(client, text_update("/start", user=ann))
+        await standin.wait_for(lambda: standin.texts(CHAT))
+        await lessonbot.settle()
+        greeting = standin.called("sendMessage")[0]
+        [[yes], *_others] = greeting.reply_markup["inline_keyboard"]
+        taps = [button_update(greeting, yes["callback_data"], user=ann) for _ in range(2)]
+        for tap in taps:
+            response = await post(client, tap)
+            assert response.json() == {"method": "answerCallbackQuery",
+                                       "callback_query_id": tap["callback_query"]["id"]}
+        await lessonbot.settle()
+        assert standin.texts(CHAT)[1:] == ["What should I call you?"]
+
+        async with lessonbot.db.transaction() as session:  # the taps were a minute ago
+            for row in await session.scalars(select(InboundMessage)):
+                row.received_at -= timedelta(minutes=1)
+        await post(client, button_update(greeting, yes["callback_data"], user=ann))
+        await lessonbot.settle()
+        assert standin.texts(CHAT)[2].startswith("That button is from an earlier message")
+        await post(client, text_update("Ann", user=ann))
+        await lessonbot.settle()
+        answered = len(standin.texts(CHAT))
+        await post(client, button_update(greeting, yes["callback_data"], user=ann))
+        await lessonbot.settle()
+        assert standin.texts(CHAT)[answered].startswith("That button is from an earlier message")
 
 
 async def test_a_button_pressed_first_is_answered_in_the_language_of_the_pressers_app(telegram_settings, standin):
