@@ -8,9 +8,9 @@ and the reply itself still comes through the outbox, durable and in order.
 A channel opts in with either capability (declared in bot/channel.py):
 - `ShowsTyping`, `show_typing(chat_id, reply_address)`: Telegram's "typing…" (shown for 5 seconds or until the next
   message: renewed every 4), where the reply will go (a forum topic's reply address; None: the chat itself).
-- `ShowsDrafts`, `show_draft(chat_id, text)`: the text so far (the web chat's draft bubble, Telegram's
-  `sendMessageDraft` in private chats); called with "" when the work is over, whatever its outcome (the reply, when
-  it comes, takes its place).
+- `ShowsDrafts`, `show_draft(chat_id, text, reply_address)`: the text so far (the web chat's draft bubble,
+  Telegram's `sendMessageDraft` in private chats, in the topic the question was asked in where the chat has topics);
+  called with "" when the work is over, whatever its outcome (the reply, when it comes, takes its place).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Activity:
         self.channels = channels
         # Each channel's `show_draft` (None where it has none), found once: every turn asks, and an isinstance
         # check against a runtime-checkable Protocol costs several microseconds.
-        self._shows_drafts: dict[str, Callable[[str, str], Awaitable[None]] | None] = {}
+        self._shows_drafts: dict[str, Callable[[str, str, str | None], Awaitable[None]] | None] = {}
 
     @asynccontextmanager
     async def working(self, channel: str, chat_id: str, reply_address: str | None = None) -> AsyncIterator[None]:
@@ -52,11 +52,11 @@ class Activity:
         finally:
             if task is not None:
                 task.cancel()
-            end = self.drafts(channel, chat_id)
+            end = self.drafts(channel, chat_id, reply_address)
             if end is not None:
                 await end("")
 
-    def _draft_shower(self, channel: str) -> Callable[[str, str], Awaitable[None]] | None:
+    def _draft_shower(self, channel: str) -> Callable[[str, str, str | None], Awaitable[None]] | None:
         if channel in self._shows_drafts:
             return self._shows_drafts[channel]
         shows = self.channels.get(channel)
@@ -74,15 +74,16 @@ class Activity:
                 log.info("%s: could not show typing (%s)", channel, type(exc).__name__)
             await asyncio.sleep(TYPING_RENEW_SECONDS)
 
-    def drafts(self, channel: str, chat_id: str) -> Draft | None:
-        """A function that shows the reply so far in this chat, or None when the channel cannot."""
+    def drafts(self, channel: str, chat_id: str, reply_address: str | None = None) -> Draft | None:
+        """A function that shows the reply so far in this chat, where the reply will go (`reply_address`, the
+        message's), or None when the channel cannot."""
         show = self._draft_shower(channel)
         if show is None:
             return None
 
         async def draft(text: str) -> None:
             try:
-                await show(chat_id, text)
+                await show(chat_id, text, reply_address)
             except Exception as exc:
                 log.info("%s: could not show a draft (%s)", channel, type(exc).__name__)
 

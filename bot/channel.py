@@ -227,9 +227,10 @@ class ShowsTyping(Protocol):
 
 @runtime_checkable
 class ShowsDrafts(Protocol):
-    """The reply so far, shown as it is written (a model's streamed answer); "" ends the draft."""
+    """The reply so far, shown as it is written (a model's streamed answer); "" ends the draft. Shown where the reply
+    will go: at `reply_address` (a topic of the chat) when the message being answered gave one."""
 
-    async def show_draft(self, chat_id: str, text: str) -> None: ...
+    async def show_draft(self, chat_id: str, text: str, reply_address: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

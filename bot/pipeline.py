@@ -692,6 +692,9 @@ class ConversationWorker:
         if message.tells_chat_kind and conversation.shared is not (not message.private):
             conversation.shared = not message.private
         state = conversation.state
+        address = message.meta.get(REPLY_ADDRESS)  # the platform's own way to answer this one message (a topic …)
+        if not isinstance(address, str) or not address:
+            address = None
         turn = Turn(
             transaction=session,
             message=heard or message,
@@ -707,7 +710,7 @@ class ConversationWorker:
             data_dir=self.settings.data_dir,
             site_url=self.settings.site_url,
             inbound_id=row.id,
-            draft=self.activity.drafts(row.channel, conversation.chat_id),
+            draft=self.activity.drafts(row.channel, conversation.chat_id, address),
             now=now,
         )
         if heard is not None:
@@ -724,8 +727,7 @@ class ConversationWorker:
         if writes:  # (else no session made, or no pass through its greenlet)
             await session.flush()
         replies = [reply.to_payload() for reply in turn.replies]
-        address = message.meta.get(REPLY_ADDRESS)
-        if isinstance(address, str) and address:  # the platform's own way to answer this one message
+        if address is not None:
             replies = [{**reply, REPLY_ADDRESS: address} for reply in replies]
         answers = _answers(
             conversation, row.id, replies, member=row.sender_id, due_at=_held_until(message.meta, now)

@@ -293,9 +293,10 @@ class TelegramChannel:
         await bot.send_chat_action(
             chat_id=chat_id, action=ChatAction.TYPING, message_thread_id=self._topic(chat_id, reply_address))
 
-    async def show_draft(self, chat_id: str, text: str) -> None:
+    async def show_draft(self, chat_id: str, text: str, reply_address: str | None = None) -> None:
         """The answer as it streams, in a private chat (`sendMessageDraft`, an ephemeral preview that the answer's
-        own message, sent through the outbox, replaces). At most one update per DRAFT_EVERY_SECONDS; "" ends it."""
+        own message, sent through the outbox, replaces), in a chat with topics in the topic the question was asked in
+        (its reply address), where the answer goes. At most one update per DRAFT_EVERY_SECONDS; "" ends it."""
         if not text:
             self._drafts.pop(chat_id, None)
             return
@@ -312,6 +313,7 @@ class TelegramChannel:
             chat_id=int(chat_id),
             draft_id=draft_id,
             text=render(fit(text, MAX_TEXT_CHARS)[0], TELEGRAM_HTML),
+            message_thread_id=self._topic(chat_id, reply_address),
             parse_mode=ParseMode.HTML,
         )
 

@@ -156,8 +156,9 @@ class WebChatChannel:
         self._drafts.pop(chat_id, None)
         self.wakeups.wake(chat_id, reply=True, sent=sent)
 
-    async def show_draft(self, chat_id: str, text: str) -> None:
-        """The reply so far (a model's answer as it streams): the page shows it until the reply itself arrives.
+    async def show_draft(self, chat_id: str, text: str, reply_address: str | None = None) -> None:
+        """The reply so far (a model's answer as it streams): the page shows it until the reply itself arrives (a
+        page has one place: `reply_address` is none of its concern).
         Only this process's event streams see it; the reply reaches every stream, wherever it was written. An
         empty text ends the draft here: a stream opened later does not show it (an open page keeps its bubble
         until the reply replaces it)."""

@@ -41,14 +41,16 @@ class LiveChannel(RecordingChannel):
     typing: list[str] = field(default_factory=list)
     typing_in: list[str | None] = field(default_factory=list)  # the reply address of each (a forum topic …)
     drafts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    drafts_in: list[str | None] = field(default_factory=list)  # the reply address of each draft
     ended: list[str] = field(default_factory=list)
 
     async def show_typing(self, chat_id: str, reply_address: str | None = None) -> None:
         self.typing.append(chat_id)
         self.typing_in.append(reply_address)
 
-    async def show_draft(self, chat_id: str, text: str) -> None:
+    async def show_draft(self, chat_id: str, text: str, reply_address: str | None = None) -> None:
         self.drafts[chat_id].append(text)
+        self.drafts_in.append(reply_address)
         if not text:
             self.ended.append(chat_id)
 
@@ -109,8 +111,9 @@ async def test_the_streamed_answer_never_shows_half_a_word_or_half_an_address(mo
 
 
 async def test_typing_shows_where_the_question_was_asked_in_a_chat_of_many_places(model_settings, openai):
-    """A question asked in one place of a chat (a forum topic of a Telegram group) shows "typing…" there, where its
-    answer goes, not in the chat's main place."""
+    """A question asked in one place of a chat (a topic of a Telegram group, or of a private chat with topics) shows
+    "typing…" and the answer as it streams there, where its answer goes, not in the chat's main place."""
+    openai.reply = lambda request: cite_first_passage(request) + " " + "Look at the sender's address. " * 12
     channel = LiveChannel()
     async with onboarded(model_settings, channel) as t:
         await t.bot.receive(InboundMessage(
@@ -120,6 +123,7 @@ async def test_typing_shows_where_the_question_was_asked_in_a_chat_of_many_place
         await t.bot.settle()
         assert "From: [1] What a phishing message wants" in t.channel.texts(t.chat)[-1]
     assert channel.typing_in and set(channel.typing_in) == {"topic:7"}
+    assert len(channel.drafts_in) >= 2 and set(channel.drafts_in) == {"topic:7"}  # the drafts, and their end
 
 
 async def test_a_model_steered_into_markup_shows_it_as_plain_text(model_settings, openai):
@@ -146,7 +150,7 @@ async def test_a_channel_failing_to_show_typing_does_not_hold_up_the_answer(mode
         async def show_typing(self, chat_id: str, reply_address: str | None = None) -> None:
             raise httpx.ConnectError("the platform is unreachable")
 
-        async def show_draft(self, chat_id: str, text: str) -> None:
+        async def show_draft(self, chat_id: str, text: str, reply_address: str | None = None) -> None:
             raise httpx.ReadTimeout("too slow")
 
     async with onboarded(model_settings, Failing()) as t:
@@ -198,6 +202,21 @@ async def test_telegram_streams_drafts_in_private_chats_at_a_measured_pace(stand
     assert all(call.ok for call in calls)
     first, second, third = (int(call.params["draft_id"]) for call in calls)
     assert first == second != third  # one draft id per answer: its updates animate in place
+
+
+async def test_telegram_streams_drafts_in_the_topic_of_a_private_chat_the_question_was_asked_in(standin):
+    """A private chat with topics (the Bot API's topics in private chats): the draft goes to the topic the question
+    was asked in, where its answer goes, with message_thread_id as sendMessage's; without a topic, none is named."""
+    channel = TelegramChannel(token=TOKEN, api_base_url=standin.base_url)
+    try:
+        await channel.show_draft("2222222", "Smishing is", "topic:7")
+        await channel.show_draft("2222222", "", "topic:7")
+        await channel.show_draft("2222222", "The next answer")
+    finally:
+        await channel.close()
+    in_topic, in_chat = standin.called("sendMessageDraft")
+    assert (in_topic.params["text"], in_topic.params.get("message_thread_id")) == ("Smishing is", "7")
+    assert "message_thread_id" not in in_chat.params
 
 
 async def test_the_web_chat_streams_a_draft_then_the_reply_replaces_it(settings):
