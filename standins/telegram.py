@@ -422,10 +422,12 @@ def button_update(sent: Call, data: str, *, user: dict[str, Any] | None = None) 
 
 
 def bot_member_update(chat_id: int, status: str, *, by: dict[str, Any] | None = None, kind: str = "my_chat_member",
-                      **rights: bool) -> dict[str, Any]:
+                      was: str = "member", **rights: bool) -> dict[str, Any]:
     """The update Telegram sends when the bot's membership of a group changes (`my_chat_member`: made an admin,
     "administrator"; muted, "restricted" with `can_send_messages=False`; let speak again …), `by` an admin of it; a
-    `chat_member` one (sent to a bot that is an admin there) when `kind` says so."""
+    `chat_member` one (sent to a bot that is an admin there) when `kind` says so. A positive `chat_id` is a person's
+    private chat, `by` that person: blocking the bot makes it "kicked", unblocking it "member" again (`was`: the
+    status before)."""
     me = {"id": BOT_ID, "is_bot": True, "first_name": "Lessonbot", "username": BOT_USERNAME}
     new: dict[str, Any] = {"status": status, "user": me, **rights}
     if status == "restricted":
@@ -439,15 +441,13 @@ def bot_member_update(chat_id: int, status: str, *, by: dict[str, Any] | None = 
                "can_manage_video_chats": True, "can_restrict_members": True, "can_promote_members": False,
                "can_change_info": True, "can_invite_users": True, "can_post_stories": False,
                "can_edit_stories": False, "can_delete_stories": False, **new}
+    by = by or person(chat_id if chat_id > 0 else 1111111)
+    chat = ({"id": chat_id, "type": "private", "first_name": by["first_name"]} if chat_id > 0
+            else {"id": chat_id, "type": "supergroup", "title": "Study group"})
+    old = {"status": was, "user": me} | ({"until_date": 0} if was == "kicked" else {})
     return {
         "update_id": next(_update_ids),
-        kind: {
-            "chat": {"id": chat_id, "type": "supergroup", "title": "Study group"},
-            "from": by or person(),
-            "date": int(time.time()),
-            "old_chat_member": {"status": "member", "user": me},
-            "new_chat_member": new,
-        },
+        kind: {"chat": chat, "from": by, "date": int(time.time()), "old_chat_member": old, "new_chat_member": new},
     }
 
 

@@ -159,6 +159,39 @@ async def test_a_telegram_person_who_blocked_the_bot_gets_nothing_more_until_the
             assert (chat.opted_out_at, chat.refused_by_platform) == (None, False)
 
 
+async def test_a_telegram_person_who_unblocks_the_bot_without_writing_gets_what_it_sends_on_its_own_again(
+    telegram_settings, telegram_api
+):
+    """Ann blocks the bot (a reply refused with 403 takes her chat out of what the bot sends on its own), then
+    unblocks it and writes nothing: Telegram's my_chat_member for her private chat (the bot "kicked", then "member"
+    again) lifts that, says nothing to her, and the next announcement reaches her."""
+    configured = telegram_settings.model_copy(update={"admins": (f"telegram:{ADMIN}",)})
+    ann, boss = person(CHAT, "Ann"), person(ADMIN, "Boss")
+    async with running(configured) as (client, lessonbot):
+        await import_sample(lessonbot)
+
+        async def post(update: dict) -> None:
+            assert (await telegram_post(client, update)).status_code == 200
+            await lessonbot.settle()
+
+        for text in ONBOARDING:
+            await post(text_update(text, chat_id=CHAT, user=ann))
+        telegram_api.fail("sendMessage", Fault.blocked())
+        await post(text_update("/progress", chat_id=CHAT, user=ann))
+        await post(bot_member_update(CHAT, "kicked", by=ann, until_date=0))  # Telegram's word of the block
+        async with lessonbot.db.sessions() as session:
+            chat = await session.scalar(select(Conversation).where(Conversation.chat_id == str(CHAT)))
+            assert chat.opted_out_at is not None and chat.refused_by_platform
+        sent = len(telegram_api.texts(CHAT))
+        await post(bot_member_update(CHAT, "member", by=ann, was="kicked"))  # she unblocked the bot
+        async with lessonbot.db.sessions() as session:
+            chat = await session.scalar(select(Conversation).where(Conversation.chat_id == str(CHAT)))
+            assert (chat.opted_out_at, chat.refused_by_platform) == (None, False)
+        assert len(telegram_api.texts(CHAT)) == sent  # nothing said about it
+        await post(text_update("/admin broadcast everyone New lessons are out!", chat_id=ADMIN, user=boss))
+        assert " goes to 1 learner (everyone)" in telegram_api.texts(ADMIN)[-1]
+
+
 GROUP = -1001234567890
 
 
