@@ -24,8 +24,8 @@ logged reason rather than refused. What becomes a message:
 Edited messages, channel posts (and their copies in a discussion group, sent on behalf of the channel), inline
 queries and every other kind are ignored.
 
-The platform id is the update_id, so a redelivered update is recognised as a duplicate; the items of an album
-without a caption share one (`_one_per_album`), so an album is answered once. A plain text message in a
+The platform id is the update_id, so a redelivered update is recognised as a duplicate; the items of an album share
+one (`_one_per_album`), so an album is answered once, captioned or not. A plain text message in a
 private chat, most of what arrives, is read straight from the update's JSON (`plain_text`); every other update
 through python-telegram-bot's `Update`.
 """
@@ -297,15 +297,15 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
     )
 
 
-ALBUM = "album:"  # the platform id every captionless item of one album is recorded under
+ALBUM = "album:"  # the platform id every item of one album is recorded under
 
 
 def _one_per_album(platform_id: str, message: Message) -> str:
-    """An album (photos or videos sent together) arrives as one message each, sharing a media_group_id: its items
-    without a caption are recorded as one message (the first to arrive; the others and their redeliveries are
-    duplicates of it), so the bot answers an album once, not once an item. An item with a caption, or text, is a
-    message of its own."""
-    if message.media_group_id and not message.caption and message.text is None:
+    """An album (photos or videos sent together) arrives as one message each, sharing a media_group_id: its items are
+    recorded as one message, the first to arrive with its caption as the text (Telegram's apps put an album's
+    caption on its first item, whose update comes first); the others and their redeliveries are duplicates of it. So
+    the bot answers an album once, not once an item, nor once for its caption and once for the rest."""
+    if message.media_group_id and message.text is None:
         return f"{ALBUM}{message.chat.id}:{message.media_group_id}"
     return platform_id
 

@@ -324,9 +324,12 @@ async def test_a_button_pressed_first_is_answered_in_the_language_of_the_presser
     assert standin.texts(group)[1] == "Ese botón no está disponible."
 
 
-async def test_an_album_of_photos_without_a_caption_is_one_message(telegram_settings, standin):
-    """Ann sends three photos at once (an album: three messages sharing a media_group_id): the bot takes them as one
-    message and answers once, not once a photo; a photo of the album with a caption is a message of its own."""
+@pytest.mark.parametrize("captioned", [None, 0, 2], ids=["no-caption", "first-captioned", "last-captioned"])
+async def test_an_album_of_photos_is_one_message_answered_once(captioned, telegram_settings, standin):
+    """Ann sends three photos at once (an album: three messages sharing a media_group_id), with or without a caption
+    on one of them (Telegram's apps put it on the first): the bot takes them as one message and answers once, not
+    once a photo, nor once for the captioned photo and once for the rest; the album's words are its first item's
+    caption."""
     photo = [{"file_id": "P1", "file_unique_id": "u1", "width": 90, "height": 90}]
 
     def album_item(**more) -> dict:
@@ -338,13 +341,21 @@ async def test_an_album_of_photos_without_a_caption_is_one_message(telegram_sett
         await post(client, text_update("/start"))
         await standin.wait_for(lambda: standin.texts(CHAT))
         await lessonbot.settle()
-        items = [album_item(), album_item(), album_item(), album_item(caption="my screenshots")]
+        items = [album_item(**({"caption": "/help"} if index == captioned else {})) for index in range(3)]
         for item in items:
             assert (await post(client, item)).status_code == 200
         assert (await post(client, items[1])).status_code == 200  # a redelivery
         await lessonbot.settle()
-        assert await stored(lessonbot) == 3  # /start, the album, the captioned photo
-    assert sum("I can only read words here" in text for text in standin.texts(CHAT)) == 1
+        assert await stored(lessonbot) == 2  # /start, the album
+        async with lessonbot.db.sessions() as session:
+            album = await session.scalar(select(InboundMessage).order_by(InboundMessage.id.desc()).limit(1))
+        assert album.payload["text"] == ("/help" if captioned == 0 else "")
+    answers = standin.texts(CHAT)[1:]
+    if captioned == 0:
+        assert sum(text.startswith("Here is what you can send me") for text in answers) == 1, answers
+        assert not any("I can only read words here" in text for text in answers), answers
+    else:
+        assert sum("I can only read words here" in text for text in answers) == 1, answers
 
 
 async def test_group_update_waits_for_telegram_when_the_bot_cannot_learn_its_name(telegram_settings, standin):
