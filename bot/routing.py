@@ -145,7 +145,7 @@ async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> N
     if choices.is_option_number(turn.text):
         await choices.not_an_option(turn)
         return
-    if not turn.text.strip():  # a photo, a voice note, a shared location or contact card: no words to answer
+    if not turn.text.strip():  # a photo, a sticker, a voice note, a location or contact card: no words
         greeting.nothing_to_read(turn)
         return
     await fallback(turn)

@@ -61,7 +61,7 @@ async def not_understood(turn: Turn) -> None:
 
 
 def nothing_to_read(turn: Turn) -> None:
-    """A message with no words that no question waits for: a photo, a voice note, a shared location or contact card."""
+    """A message with no words that no question waits for: a photo, a sticker, a voice note, a location, a contact."""
     _ = tr(turn)
     turn.say(_("I can only read words here: please type your question."))
 

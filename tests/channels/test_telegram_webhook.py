@@ -15,6 +15,8 @@ from channels.telegram import SECRET_HEADER, TelegramChannel
 from standins.telegram import TOKEN, Fault, button_update, person, text_update
 from storage.models import InboundMessage, User
 from tests.channels.test_telegram_updates import EXPECTED
+from tests.channels.test_unreachable import ONBOARDING
+from tests.dialogs.learning_support import import_sample
 from tests.support import (
     running,
     standin,  # noqa: F401 (the fixture)
@@ -356,6 +358,32 @@ async def test_an_album_of_photos_is_one_message_answered_once(captioned, telegr
         assert not any("I can only read words here" in text for text in answers), answers
     else:
         assert sum("I can only read words here" in text for text in answers) == 1, answers
+
+
+async def test_a_sticker_a_voice_note_or_a_location_is_told_the_bot_reads_words(telegram_settings, standin):
+    """Ann, set up and between lessons, sends a sticker, then a voice note, then her location: nothing there is words
+    to read, and each time she is told so and what to do, not asked "What would you like to know?" as if she had sent
+    an empty question."""
+    ann = person(CHAT, "Ann")
+    async with running(telegram_settings) as (client, lessonbot):
+        await import_sample(lessonbot)
+        for text in ONBOARDING:
+            await post(client, text_update(text, user=ann))
+            await lessonbot.settle()
+        for kind, fields in [
+            ("sticker", {"file_id": "S1", "file_unique_id": "s1", "type": "regular", "width": 512, "height": 512,
+                         "is_animated": False, "is_video": False, "emoji": "👍"}),
+            ("voice", {"file_id": "V1", "file_unique_id": "v1", "duration": 3}),
+            ("location", {"latitude": 38.72, "longitude": -9.14}),
+        ]:
+            sent = len(standin.texts(CHAT))
+            update = text_update("", user=ann, **{kind: fields})
+            del update["message"]["text"]
+            assert (await post(client, update)).status_code == 200
+            await lessonbot.settle()
+            assert standin.texts(CHAT)[sent:] == [
+                "I can only read words here: please type your question."
+            ], kind
 
 
 async def test_group_update_waits_for_telegram_when_the_bot_cannot_learn_its_name(telegram_settings, standin):
