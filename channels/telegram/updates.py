@@ -72,10 +72,11 @@ from channels.webhook import Ignored
 
 CHANNEL = "telegram"
 GROUP_CHATS = (ChatType.GROUP, ChatType.SUPERGROUP)
-# What a learner may send besides text, in the order a message is searched for it (one message carries one).
+# What a learner may send besides text, in the order a message is searched for it (one message carries one): each
+# reaches the dialogs, which read the words of a caption and tell a message with none that they read words.
 MEDIA_KINDS = (
     "photo", "document", "audio", "voice", "video", "video_note", "animation", "sticker",
-    "contact", "location", "venue",
+    "contact", "location", "venue", "dice", "poll", "story", "paid_media",
 )
 IGNORED_KINDS: dict[str, str] = {  # update_kind() gives a plain str
     UpdateType.EDITED_MESSAGE: "an edited message: the bot answered what was first sent",
@@ -267,7 +268,7 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
         )
     media = _media(message)
     if message.text is None and media is None:
-        return Ignored("a message with no text, caption or media the bot reads (a service message, a poll, …)")
+        return Ignored("a message with no text, caption or media the bot reads (a service message, a game, …)")
     text = message.text if message.text is not None else (message.caption or "")
     if chat.type in GROUP_CHATS:
         if me is None:

@@ -361,9 +361,9 @@ async def test_an_album_of_photos_is_one_message_answered_once(captioned, telegr
 
 
 async def test_a_sticker_a_voice_note_or_a_location_is_told_the_bot_reads_words(telegram_settings, standin):
-    """Ann, set up and between lessons, sends a sticker, then a voice note, then her location: nothing there is words
-    to read, and each time she is told so and what to do, not asked "What would you like to know?" as if she had sent
-    an empty question."""
+    """Ann, set up and between lessons, sends a sticker, then a voice note, her location, a rolled die, a poll, a story
+    and paid media: nothing there is words to read, and each time she is told so and what to do, neither asked "What
+    would you like to know?" as if she had sent an empty question nor left without an answer."""
     ann = person(CHAT, "Ann")
     async with running(telegram_settings) as (client, lessonbot):
         await import_sample(lessonbot)
@@ -375,6 +375,14 @@ async def test_a_sticker_a_voice_note_or_a_location_is_told_the_bot_reads_words(
                          "is_animated": False, "is_video": False, "emoji": "👍"}),
             ("voice", {"file_id": "V1", "file_unique_id": "v1", "duration": 3}),
             ("location", {"latitude": 38.72, "longitude": -9.14}),
+            ("dice", {"emoji": "🎲", "value": 4}),
+            ("poll", {"id": "P1", "question": "Tea or coffee?", "total_voter_count": 0, "is_closed": False,
+                      "options": [{"persistent_id": "a", "text": "Tea", "voter_count": 0},
+                                  {"persistent_id": "b", "text": "Coffee", "voter_count": 0}],
+                      "is_anonymous": True, "type": "regular", "allows_multiple_answers": False,
+                      "allows_revoting": False, "members_only": False}),
+            ("story", {"chat": {"id": -1001999, "type": "channel", "title": "News"}, "id": 7}),
+            ("paid_media", {"star_count": 5, "paid_media": [{"type": "preview", "width": 90, "height": 90}]}),
         ]:
             sent = len(standin.texts(CHAT))
             update = text_update("", user=ann, **{kind: fields})
