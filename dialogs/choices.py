@@ -1,7 +1,8 @@
 """Whether a choice was offered: the one owner of that question, for pressed buttons and typed choices alike.
 
 Every reply's choices are recorded when the reply is queued (`storage.outbox.enqueue` writes `OfferedChoice` rows),
-for the member whose message it answers, or for anyone in the chat when the bot spoke on its own (a daily lesson).
+for the member whose message it answers, for the learner the bot spoke to on its own (their daily lesson, a reminder:
+in a group that is home to several, theirs alone), or for anyone in the chat when it spoke to no one in particular.
 So:
 - a pressed button is honoured only if its value was offered in this conversation to the person pressing it, however
   long ago ("a button works however late it is pressed"), or, from a member's private place in a group chat

@@ -88,7 +88,7 @@ from storage.learners import (
 )
 from storage.models import Conversation, OutboxMessage, User
 from storage.outbox import NUDGE_KEY, OutboxEntry, enqueue, withdraw_unsent_nudges
-from storage.queries import insert_ignoring_conflicts, rows_affected
+from storage.queries import insert_ignoring_conflicts, member_id, rows_affected
 from storage.scheduling import (
     HELD_OUT,
     NUDGE_REWARD_WINDOW,
@@ -533,6 +533,7 @@ async def queue_nudge(ctx: JobContext, nudge: Nudge, template: str, user: User, 
         await enqueue(session, [OutboxEntry(
             conversation_id=conversation.id, channel=conversation.channel, chat_id=conversation.chat_id,
             payload=reply.to_payload(), idempotency_key=nudge.key,
+            member=await member_id(session, user.id, conversation) or "",  # its buttons are the learner's
         )])
     return QUEUED
 

@@ -57,7 +57,7 @@ from storage.db import SessionOnDemand
 from storage.learners import STOPPED, Learner, is_paused, quiet_at, quiet_hours_end, zone_for
 from storage.models import Conversation, User, utcnow
 from storage.outbox import LESSON_KEY, LESSON_PLACE, OutboxEntry, enqueue, release_held
-from storage.queries import insert_ignoring_conflicts, rows_affected
+from storage.queries import insert_ignoring_conflicts, member_id, rows_affected
 from storage.scheduling import (
     BUSY,
     FAILED,
@@ -376,6 +376,9 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
     await release_held(session, conversation.id, due.user_id, now=held if wait > timedelta(0) else utcnow())
     place = _shown(before, await _place(session, learner))
     key = f"{LESSON_KEY}{due.user_id}:{due.local_date.isoformat()}"
+    # its buttons are the learner's to press (in a group that is home to others too, theirs alone), as a reply's are
+    # its sender's
+    member = await member_id(session, user.id, conversation) or ""
     await enqueue(session, [
         OutboxEntry(
             conversation_id=conversation.id,
@@ -383,6 +386,7 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
             chat_id=conversation.chat_id,
             payload=reply.to_payload() if place is None else {**reply.to_payload(), LESSON_PLACE: place},
             idempotency_key=key if number == 1 else f"{key}:{number}",
+            member=member,
             due_at=held if wait > timedelta(0) else None,
         )
         for number, reply in enumerate(replies, start=1)

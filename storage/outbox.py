@@ -111,7 +111,8 @@ class OutboxEntry:
     payload: dict[str, Any]
     idempotency_key: str | None = None  # a second entry with the same key is not queued again
     inbound_message_id: int | None = None  # the message it answers, if any
-    member: str = ""  # who its choices are for (the sender id of the message it answers); "" = anyone in the chat
+    member: str = ""  # who its choices are for (the sender id of the message it answers, or of the learner a lesson
+    # or a reminder is for); "" = anyone in the chat
     due_at: datetime | None = None  # not sent before then (held for a platform that takes it in its response)
 
 

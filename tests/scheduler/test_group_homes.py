@@ -1,28 +1,38 @@
 """Learners whose home chat is a group (they set up their lessons there and have no chat of their own with the bot):
-an erased one's queued lesson is withheld, an announcement reaches the group once however many call it home, and a
-group that became a supergroup (another chat id) is followed there."""
+an erased one's queued lesson is withheld, an announcement reaches the group once however many call it home, a
+group that became a supergroup (another chat id) is followed there, and a lesson pushed there offers its buttons to
+its learner alone (on Telegram, through the webhook)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from dataclasses import dataclass
 from datetime import time, timedelta
 from zoneinfo import ZoneInfo
 
+import httpx
+import pytest
 from sqlalchemy import select, update
 
 from bot.cli import main
 from bot.core import Lessonbot
 from bot.messages import MOVED_FROM, PLATFORM_REPORT, InboundMessage, Text
+from channels.telegram import SECRET_HEADER
 from scheduler.broadcast import fan_out
 from scheduler.planner import next_lesson_after, plan_lessons
+from standins.telegram import BOT_USERNAME, TOKEN, Call, TelegramStandIn, button_update, person, text_update
 from storage.courses import QuestionCard
 from storage.learners import Learner
 from storage.models import ChannelIdentity, Conversation, OutboxMessage, utcnow
-from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
+from tests.dialogs.learning_support import Learning, import_sample, learner_row, learning_bot, onboard  # noqa: F401
 from tests.scheduler.support import HandClock, context
-from tests.support import shown
+from tests.support import (
+    running,
+    shown,
+    standin,  # noqa: F401 (the fixture)
+)
 
 _ids = itertools.count(1)
 
@@ -186,3 +196,91 @@ async def test_a_lesson_held_for_a_member_whose_pause_ran_out_goes_when_they_wri
         held = (await session.execute(select(OutboxMessage.idempotency_key).where(
             OutboxMessage.status == "waiting"))).scalars().all()
     assert held and not [key for key in held if key.startswith(f"lesson:{bob_id}:")]
+
+
+# On Telegram: a group that is a learner's home, through the webhook and python-telegram-bot ---------------------------
+
+TELEGRAM_SECRET = "test-webhook-secret_0123456789"
+GROUP = -1001234567890
+
+
+@dataclass
+class TelegramMember:
+    """Someone in the Telegram group GROUP, writing to the bot as Telegram delivers it (a command, a mention) and
+    pressing buttons under the bot's messages there."""
+
+    client: httpx.AsyncClient
+    standin: TelegramStandIn
+    user: dict
+
+    async def _post(self, update: dict) -> None:
+        response = await self.client.post("/webhooks/telegram", content=json.dumps(update).encode(),
+                                          headers={"content-type": "application/json",
+                                                   SECRET_HEADER: TELEGRAM_SECRET})
+        assert response.status_code == 200, response.text
+
+    async def _replies(self, before: int) -> list[str]:
+        await self.standin.wait_for(lambda: len(self.standin.texts(GROUP)) > before)
+        return self.standin.texts(GROUP)[before:]
+
+    async def say(self, text: str) -> list[str]:
+        """`text` to the bot in the group: a command as it is, anything else with the bot's name before it."""
+        before = len(self.standin.texts(GROUP))
+        said = text if text.startswith("/") else f"@{BOT_USERNAME} {text}"
+        await self._post(text_update(said, chat_id=GROUP, user=self.user))
+        return await self._replies(before)
+
+    def sent_with(self, label: str) -> tuple[Call, str]:
+        """The newest message to the group with a button labelled `label`, and that button's data."""
+        to_group = [call for call in self.standin.called("sendMessage") if call.params["chat_id"] == str(GROUP)]
+        for call in reversed(to_group):
+            for row in (call.reply_markup or {}).get("inline_keyboard", []):
+                for button in row:
+                    if button["text"] == label:
+                        return call, button["callback_data"]
+        raise AssertionError(f"no button {label!r} in {self.standin.texts(GROUP)[-3:]}")
+
+    async def press(self, label: str) -> list[str]:
+        call, data = self.sent_with(label)
+        before = len(self.standin.texts(GROUP))
+        await self._post(button_update(call, data, user=self.user))
+        return await self._replies(before)
+
+
+async def onboard_on_telegram(member: TelegramMember) -> None:
+    """The shortest onboarding, in the group: lessons at 08:00 in Lisbon every day, the sample course."""
+    await member.say("/start")
+    await member.press("Yes, let's start")
+    await member.press(member.user["first_name"])
+    await member.say("Lisbon")
+    await member.press("Yes, that's right")
+    await member.press("Morning, 08:00")
+    await member.press("Every day")
+    await member.press("Spot the phish, five minutes a day")
+    await member.press("1 lesson (about 5 minutes)")
+
+
+@pytest.fixture
+def telegram_settings(settings, standin):
+    return settings.model_copy(update={
+        "telegram_bot_token": TOKEN, "telegram_webhook_secret": TELEGRAM_SECRET,
+        "telegram_api_base_url": standin.base_url, "web_chat_enabled": False,
+    })
+
+
+async def test_a_lesson_pushed_to_a_group_home_offers_its_buttons_to_its_learner_alone(telegram_settings, standin):
+    """Ann's home is a Telegram group Bob writes in too. Her lesson comes at her hour with Next and Later: Bob's press
+    of either is refused as a button not offered to him (nothing of Ann's or his own moves), and Ann's own Next
+    brings her the lesson's next part."""
+    ann, bob = person(42, "Ann"), person(43, "Bob")
+    async with running(telegram_settings, clock=False) as (client, lessonbot):
+        await import_sample(lessonbot)
+        her, him = TelegramMember(client, standin, ann), TelegramMember(client, standin, bob)
+        await onboard_on_telegram(her)
+        await him.say("/help")
+        assert await queue_lessons_at_their_hour(lessonbot, notify=lessonbot.dispatcher.notify) == 1
+        await standin.wait_for(lambda: standin.texts(GROUP)[-1].startswith("📘 Lesson 1"))
+        assert await him.press("Next ▸") == ["That button isn't available."]
+        assert await him.press("Later") == ["That button isn't available."]
+        [part] = await her.press("Next ▸")
+        assert "(2/" in part

@@ -130,6 +130,27 @@ async def test_a_group_member_who_takes_the_lesson_from_the_nudge_counts(recordi
     assert await _came_back(bot, bea) is True
 
 
+async def test_a_nudge_to_a_group_home_offers_its_button_to_its_learner_alone(recording_bot):
+    """Bea's home chat is a group Cy writes in too. Nudged there, her 'Continue my lesson' is hers: Cy's press of it
+    is refused as a button not offered to him; Bea's brings her lesson."""
+    bot, channel = recording_bot
+    course = await sample_course(bot.db)
+    now = utcnow()
+    bea = await add_learner(bot.db, course_id=course, chat="bea", zone=daytime_zone(now), quiet=None,
+                            last_active_at=now - timedelta(days=1, hours=1))
+    async with bot.db.transaction() as session:
+        group = Conversation(channel=channel.name, chat_id="grp", user_id=bea, state={}, shared=True)
+        session.add(group)
+        await session.flush()
+        await session.execute(update(Learner).where(Learner.user_id == bea).values(home_conversation_id=group.id))
+    button = (await nudge_sent(bot, channel, "grp", now)).choices[0]
+    assert button.label == "Continue my lesson"
+    cy, bea_there = Transcript(bot, channel, "grp", sender="cy"), Transcript(bot, channel, "grp", sender="bea")
+    assert await cy.say(button.label, choice=button.value) == ["That button isn't available."]
+    [lesson] = await bea_there.say(button.label, choice=button.value)
+    assert lesson.startswith("📘 Lesson 1 of")
+
+
 async def test_continue_my_lesson_at_the_quiz_counts(recording_bot):
     """Ann read every part of lesson 1 yesterday, never took its quiz. Nudged, she presses 'Continue my lesson'
     and is shown the quiz's first question: she came back from the nudge."""
