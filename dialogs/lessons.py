@@ -51,7 +51,7 @@ from storage.courses import (
 from storage.db import SessionOnDemand
 from storage.learners import Learner, current_streak, is_paused, quiet_at, record_activity, zone_for
 from storage.models import Conversation, User, utcnow
-from storage.outbox import lesson_unsent
+from storage.outbox import lesson_going_since
 from storage.prepared import add_row
 from storage.queries import member_id
 from storage.scheduling import ScheduledLesson
@@ -146,7 +146,7 @@ async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
             await onboarding.require_set_up(x)
         return
     if not pushed and await _lesson_on_its_way(x):
-        return  # what comes next is on its way: said already
+        return
     course = await current_course(x, learner)
     if course is None:
         if not pushed:
@@ -197,11 +197,19 @@ async def next_lesson(x: Exchange, *, pushed: bool = False) -> None:
 
 
 async def _lesson_on_its_way(x: Exchange) -> bool:
-    """Whether the lesson pushed at the learner's hour is going to them now, not sent yet (a message of theirs just let
-    it go, set aside until they wrote: WhatsApp's window; or the dispatcher has not got to it): it is what comes
-    next, and a /next written before they saw it does not move past it."""
-    return (isinstance(x, Turn) and x.conversation is not None
-            and await lesson_unsent(x.transaction, x.conversation.id, x.user.id, going_by=x.now))
+    """Whether the lesson pushed at the learner's hour is going to them now, not sent yet: it is what comes next, and a
+    /next written before they saw it does not move past it. One the dispatcher has not got to yet (behind others, at
+    the platform's pace) they are told is on its way; one their message has just let go (set aside until they wrote:
+    WhatsApp's window) goes ahead of the reply, and is that reply."""
+    if not isinstance(x, Turn) or x.conversation is None:
+        return False
+    since = await lesson_going_since(x.transaction, x.conversation.id, x.user.id, by=x.now)
+    if since is None:
+        return False
+    if since < x.now:  # (in line before this message came: not let go by it)
+        _ = tr(x)
+        x.say(_("Your lesson is on its way."))
+    return True
 
 
 def lesson_heading(_: Translator, title: str, minutes: int | None, number: int, count: int) -> str:

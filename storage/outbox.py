@@ -578,30 +578,39 @@ async def withdraw_if_moot(session: AsyncSession, outbox_id: int, key: str) -> b
     return rows_affected(result) == 1
 
 
-def _lesson_unsent(*unsent: ColumnElement[bool]) -> Prepared:
-    return Prepared(select(exists().where(
-        _OUTBOX.c.conversation_id == bindparam("conv"), *unsent,
-        _OUTBOX.c.idempotency_key.like(bindparam("theirs", type_=String()), escape="\\"),
-    ).label("unsent")))
+def _their_lessons() -> list[ColumnElement[bool]]:
+    """A conversation's rows of the lessons the bot queued on its own for one learner (`conv`, `theirs`)."""
+    return [_OUTBOX.c.conversation_id == bindparam("conv"),
+            _OUTBOX.c.idempotency_key.like(bindparam("theirs", type_=String()), escape="\\")]
 
 
-# Built once (a lesson part's turn asks it, on the driver: storage.prepared): by whether only the rows going now count.
-_LESSON_UNSENT = {
-    False: _lesson_unsent(or_(*(_OUTBOX.c.status == status.value for status in (*ACTIVE, OutboxStatus.WAITING)))),
-    True: _lesson_unsent(or_(*(_OUTBOX.c.status == status.value for status in ACTIVE)),
-                         _OUTBOX.c.next_attempt_at <= bindparam("by", type_=_OUTBOX.c.next_attempt_at.type)),
-}
+# Built once (a lesson part's turn asks them, on the driver: storage.prepared).
+_LESSON_UNSENT = Prepared(select(exists().where(
+    *_their_lessons(),
+    or_(*(_OUTBOX.c.status == status.value for status in (*ACTIVE, OutboxStatus.WAITING))),
+).label("unsent")))
+_LESSON_GOING = Prepared(
+    select(func.min(_OUTBOX.c.next_attempt_at).label("since"))
+    .where(*_their_lessons(), or_(*(_OUTBOX.c.status == status.value for status in ACTIVE)),
+           _OUTBOX.c.next_attempt_at <= bindparam("by", type_=_OUTBOX.c.next_attempt_at.type))
+)
 
 
-async def lesson_unsent(where: Where, conversation_id: int, user_id: int, *, going_by: datetime | None = None) -> bool:
+async def lesson_unsent(where: Where, conversation_id: int, user_id: int) -> bool:
     """Whether a lesson the bot queued on its own for the learner in the conversation has not gone out yet (in line,
-    being sent, or set aside until they write or come back): what it asks is not before them yet. `going_by`: only
-    one on its way now, in line and due by then (one a message of theirs just let go, one the dispatcher has not got
-    to yet), not one held for their quiet hours or until they are back."""
-    parameters: dict[str, Any] = {"conv": conversation_id, "theirs": f"{LESSON_KEY}{user_id}:%"}
-    if going_by is not None:
-        parameters["by"] = going_by
-    return bool((await _LESSON_UNSENT[going_by is not None].run(where, parameters)).scalar())
+    being sent, or set aside until they write or come back): what it asks is not before them yet."""
+    parameters = {"conv": conversation_id, "theirs": f"{LESSON_KEY}{user_id}:%"}
+    return bool((await _LESSON_UNSENT.run(where, parameters)).scalar())
+
+
+async def lesson_going_since(where: Where, conversation_id: int, user_id: int, *, by: datetime) -> datetime | None:
+    """Since when a lesson the bot queued on its own for the learner in the conversation is on its way to them, in
+    line and due by `by`: the moment it was let go (`by` itself for one a message of theirs let go at `by`, set aside
+    until they wrote), or queued (one the dispatcher has not got to yet). None: none is on its way now (sent, or held
+    for their quiet hours or until they are back)."""
+    parameters = {"conv": conversation_id, "theirs": f"{LESSON_KEY}{user_id}:%", "by": by}
+    since: datetime | None = (await _LESSON_GOING.run(where, parameters)).scalar()
+    return since
 
 
 async def follow_moved_chat(session: AsyncSession, old_id: int, new_id: int, chat_id: str) -> int:

@@ -944,3 +944,19 @@ async def test_the_message_that_lets_a_lesson_set_aside_for_the_window_go_does_n
     assert lesson.startswith("📘 Lesson 1 of 5") and lesson.endswith("(1/3)")
     [following] = await t.say("next")
     assert following.endswith("(2/3)")
+
+
+async def test_next_while_the_lesson_pushed_at_the_learners_hour_is_in_line_says_it_is_on_its_way(learning_bot):
+    """Ann's lesson at her hour is queued and due, the dispatcher not at it yet (behind a broadcast, at the platform's
+    pace) when she sends /next: she is told the lesson is on its way, and it comes, its first part, once; not a second
+    lesson nor its next part."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    user, _learner = await learner_row(bot, "test", "ann")
+    now = utcnow()
+    today = now.astimezone(zone_for(user.timezone)).date()
+    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, today, now), now) == QUEUED
+    [lesson, said] = await t.say("/next")
+    assert lesson.startswith("📘 Lesson 1 of 5") and lesson.endswith("(1/3)")
+    assert said == "Your lesson is on its way."
