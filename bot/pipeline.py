@@ -68,7 +68,7 @@ from dialogs.payments import PaymentDesk
 from dialogs.turn import OutsideTransaction, Turn
 from storage.admins import remember_roles, roles_column
 from storage.db import Database, Raw, SessionOnDemand
-from storage.learners import Learner
+from storage.learners import ACTIVITY_PRECISION, Learner
 from storage.models import ChannelIdentity, Conversation, InboundSequence, OutboxMessage, User, utcnow
 from storage.models import InboundMessage as InboundRow
 from storage.outbox import (
@@ -89,7 +89,6 @@ log = logging.getLogger(__name__)
 
 MAX_TRANSIENT_ATTEMPTS = 5
 MAX_OUTSIDE_CALLS = 8  # slow calls one turn may make outside its transaction
-ACTIVITY_PRECISION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ from dialogs.lessons import deliver_next_lesson, home_conversation
 from scheduler.context import JobContext
 from storage.courses import enrollment_of
 from storage.db import SessionOnDemand
-from storage.learners import STOPPED, Learner, is_paused, quiet_at, quiet_hours_end, zone_for
+from storage.learners import STOPPED, Learner, is_paused, quiet_at, quiet_hours_end, wrote_after, zone_for
 from storage.models import Conversation, User, utcnow
 from storage.outbox import LESSON_KEY, LESSON_PLACE, OutboxEntry, enqueue, release_held
 from storage.queries import insert_ignoring_conflicts, member_id, rows_affected
@@ -335,6 +335,8 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
     if quiet_at(learner, lesson_time):
         return QUIET_HOURS, None
     # The last lesson went at its moment, or when the quiet hours it was held for ended: answered only after that.
+    # One let go by a message of theirs (set aside until they wrote: WhatsApp's window; held while they were away) went
+    # at that message, which they wrote before they saw it: it counts as their being here, not as their answer.
     previous = await session.scalar(
         select(func.max(func.coalesce(ScheduledLesson.held_until, ScheduledLesson.due_at))).where(
             ScheduledLesson.user_id == due.user_id,
@@ -342,7 +344,7 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
             ScheduledLesson.outcome == QUEUED,
         )
     )
-    if previous is not None and (user.last_active_at is None or user.last_active_at < previous):
+    if previous is not None and not await wrote_after(session, user, learner.home_conversation_id, previous):
         return UNANSWERED, None
     # The lesson changes the conversation's state (a quiz question asked now is answered there): never while a
     # worker is answering this learner. Taking the row here (a no-op update) also makes a worker that starts now
@@ -373,7 +375,8 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
     # A lesson held when the learner paused (storage.outbox.withdraw_unasked) goes first: their place moved past it
     # (unless it is closed to them by now: dialogs.access); in the quiet hours, it waits for their end with this one.
     await withhold_closed_lessons(SessionOnDemand.of(session), conversation, now=now)
-    await release_held(session, conversation.id, due.user_id, now=held if wait > timedelta(0) else utcnow())
+    await release_held(session, conversation.id, due.user_id, now=held if wait > timedelta(0) else utcnow(),
+                       went_at=goes_at if wait > timedelta(0) else now)
     place = _shown(before, await _place(session, learner))
     key = f"{LESSON_KEY}{due.user_id}:{due.local_date.isoformat()}"
     # its buttons are the learner's to press (in a group that is home to others too, theirs alone), as a reply's are

@@ -61,6 +61,12 @@ EVERY_DAY = "1234567"
 # it rather than the whole column's index (where the parked rows are too).
 NEXT_LESSON_UNKNOWN = f"next_lesson_at IS NULL AND lesson_time IS NOT NULL AND status <> '{STOPPED}'"
 
+# `users.last_active_at`, set by each message a person sends (bot/pipeline.py), is written only once this much has
+# gone by since it was last (the nudges count idle days: a minute's precision saves a write a message). So a message
+# within this of it may have left it as it was: what was written after a moment that close to it is asked of the
+# messages themselves (`wrote_after`).
+ACTIVITY_PRECISION = timedelta(minutes=1)
+
 _OFFSET_NAME = re.compile(r"^UTC(?P<sign>[+-])(?P<hours>\d{2}):(?P<minutes>\d{2})$")
 
 
@@ -253,11 +259,28 @@ async def learned_between(session: AsyncSession, user_id: int, start: datetime, 
         exists().where(QuestionCard.user_id == user_id, between(QuestionCard.last_reviewed_at)),
         exists().where(Enrollment.user_id == user_id, between(Enrollment.updated_at)),
     )
-    # by who sent it (in a group, the conversation's user is whoever wrote there first)
-    wrote = exists().where(InboundMessage.channel == ChannelIdentity.channel,
-                           InboundMessage.sender_id == ChannelIdentity.external_id, ChannelIdentity.user_id == user_id,
-                           between(InboundMessage.received_at))
-    return bool(await session.scalar(select(learned & wrote)))
+    return bool(await session.scalar(select(learned & _wrote(user_id, between(InboundMessage.received_at)))))
+
+
+def _wrote(user_id: int, *where: Any) -> Any:
+    """Whether a message of the user's was received as `where` says: by who sent it (in a group, the conversation's
+    user is whoever wrote there first)."""
+    return exists().where(InboundMessage.channel == ChannelIdentity.channel,
+                          InboundMessage.sender_id == ChannelIdentity.external_id, ChannelIdentity.user_id == user_id,
+                          *where)
+
+
+async def wrote_after(session: AsyncSession, user: User, conversation_id: int | None, moment: datetime) -> bool:
+    """Whether the person wrote after `moment`: their last activity is later; or, where it is within
+    ACTIVITY_PRECISION before it (or at it: the message that let a lesson go is activity at that very moment), a
+    message of theirs in the conversation (their home chat) received after it."""
+    active = user.last_active_at
+    if active is None or active <= moment - ACTIVITY_PRECISION:
+        return False  # (a message after `moment` would have moved it on)
+    if active > moment:
+        return True
+    return bool(await session.scalar(select(_wrote(
+        user.id, InboundMessage.conversation_id == conversation_id, InboundMessage.received_at > moment))))
 
 
 def current_streak(learner: Learner, user: User, now: datetime) -> int:

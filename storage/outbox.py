@@ -10,9 +10,9 @@ that only an offered choice is ever honoured (dialogs/choices.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -43,6 +43,7 @@ from storage.learners import PAUSED, STOPPED, Learner
 from storage.models import ChannelIdentity, Conversation, InboundMessage, OfferedChoice, OutboxMessage, User, utcnow
 from storage.prepared import Prepared, Ran, Where, raw_of
 from storage.queries import backend_insert, rows_affected, starts_with
+from storage.scheduling import lessons_went
 
 
 class OutboxStatus(StrEnum):
@@ -697,10 +698,12 @@ async def withdraw_unsent_nudges(session: AsyncSession, conversation_id: int, ke
     return rows_affected(result)
 
 
-async def release_held(session: AsyncSession, conversation_id: int, user_id: int, *, now: datetime) -> int:
-    """Let a learner's held lessons in a conversation go (`withdraw_unasked`), ahead of what is queued after them:
-    the learner is back (/resume), or their next lesson is being pushed (another learner's, whose home the chat is
-    too, stays held for them). One the platform's own window still holds is set aside
+async def release_held(session: AsyncSession, conversation_id: int, user_id: int, *, now: datetime,
+                       went_at: datetime | None = None) -> int:
+    """Let a learner's held lessons in a conversation go (`withdraw_unasked`), due at `now`, ahead of what is queued
+    after them: the learner is back (/resume), or their next lesson is being pushed (another learner's, whose home
+    the chat is too, stays held for them); each lesson went then (`went_at`, in the caller's time; `now` if not given:
+    `storage.scheduling.lessons_went`). One the platform's own window still holds is set aside
     again by the dispatcher. Its caller first cancels those whose lesson is closed to their learner now
     (`held_lessons`, `cancel_held`). The number of rows released."""
     result = await session.execute(
@@ -708,9 +711,27 @@ async def release_held(session: AsyncSession, conversation_id: int, user_id: int
         .where(OutboxMessage.conversation_id == conversation_id, OutboxMessage.status == OutboxStatus.WAITING.value,
                starts_with(OutboxMessage.idempotency_key, f"{LESSON_KEY}{user_id}:"))
         .values(status=OutboxStatus.PENDING.value, next_attempt_at=now)
+        .returning(OutboxMessage.idempotency_key)
         .execution_options(synchronize_session=False)
     )
-    return rows_affected(result)
+    keys = result.scalars().all()
+    await lessons_went(session, lessons_named(keys), at=went_at or now)
+    return len(keys)
+
+
+def lessons_named(keys: Iterable[str | None]) -> set[tuple[int, date]]:
+    """The learners' lessons, as (user, local date), that rows of these idempotency keys are parts of (`LESSON_KEY`:
+    `lesson:{user}:{date}`, `…:2` …); other keys name none."""
+    named = set()
+    for key in keys:
+        if key is None or not key.startswith(LESSON_KEY):
+            continue
+        user, _colon, rest = key[len(LESSON_KEY):].partition(":")
+        try:
+            named.add((int(user), date.fromisoformat(rest.partition(":")[0])))
+        except ValueError:
+            continue
+    return named
 
 
 
@@ -775,6 +796,7 @@ _RELEASE_WAITING = (
     .where(_OUTBOX.c.conversation_id == bindparam("conv"), _OUTBOX.c.status == OutboxStatus.WAITING.value,
            or_(~starts_with(_OUTBOX.c.idempotency_key, LESSON_KEY), ~_AWAY))
     .values(status=OutboxStatus.PENDING.value, next_attempt_at=bindparam("due"))
+    .returning(_OUTBOX.c.idempotency_key)
 )
 
 
@@ -828,8 +850,9 @@ async def release_waiting(connection: AsyncConnection, conversation_id: int, *, 
     ahead of the replies to what they wrote; a lesson held while its learner is paused (until after `due`) or stopped
     stays held (`release_held` lets it go). Its caller first cancels the lessons closed to their learner now
     (`held_lessons` with `due`, `cancel_held`). The number of rows released."""
-    result = await connection.execute(_RELEASE_WAITING, {"conv": conversation_id, "due": due})
-    return result.rowcount or 0
+    keys = (await connection.execute(_RELEASE_WAITING, {"conv": conversation_id, "due": due})).scalars().all()
+    await lessons_went(connection, lessons_named(keys), at=due)  # (their message let them go: not their answer)
+    return len(keys)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ tests' table emptying know it); `clock_runs` journals each job run with the time
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
@@ -37,12 +38,13 @@ from sqlalchemy import (
     Unicode,
     UniqueConstraint,
     and_,
+    bindparam,
     exists,
     or_,
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapped, aliased, mapped_column
 from sqlalchemy.sql import Insert
 
@@ -115,7 +117,8 @@ class ScheduledLesson(Base):
 
     The primary key is the guard: a day's lesson is decided once, however often the planner looks at that moment.
     `held_until`: a lesson queued held for the learner's quiet hours (a run late enough to fall in them) goes to
-    them then, in the scheduler's time; None: it went at once. The learner answered it only by what they did after.
+    them then, in the scheduler's time; one held until they wrote (WhatsApp's window) or came back went when their
+    message let it go (`lessons_went`); None: it went at once. The learner answered it only by what they did after.
     """
 
     __tablename__ = "scheduled_lessons"
@@ -242,6 +245,26 @@ async def advance_cursor(session: AsyncSession, name: str, until: datetime) -> N
     await session.execute(
         update(ClockCursor).where(ClockCursor.name == name, ClockCursor.until < until).values(until=until)
     )
+
+
+_WENT = (
+    update(ScheduledLesson.__table__)
+    .where(ScheduledLesson.__table__.c.user_id == bindparam("b_user"),
+           ScheduledLesson.__table__.c.local_date == bindparam("b_date"),
+           or_(ScheduledLesson.__table__.c.held_until.is_(None),
+               ScheduledLesson.__table__.c.held_until < bindparam("b_at")))
+    .values(held_until=bindparam("b_at"))
+)
+
+
+async def lessons_went(where: AsyncSession | AsyncConnection, lessons: Collection[tuple[int, date]], *,
+                       at: datetime) -> None:
+    """Learners' lessons, each named by (user, local date), that were held (set aside until the learner wrote:
+    WhatsApp's window; or while they were away) and went to them at `at`, let go by a message of theirs, or as they
+    came back: they answered each only by what they did after it went (`held_until`), not by the message that let it
+    go, written before they saw it."""
+    if lessons:
+        await where.execute(_WENT, [{"b_user": user_id, "b_date": day, "b_at": at} for user_id, day in lessons])
 
 
 # How long the history is kept. Nudge escalation looks back at most NUDGE_LOG_DAYS (see scheduler/nudges.py).

@@ -960,3 +960,49 @@ async def test_next_while_the_lesson_pushed_at_the_learners_hour_is_in_line_says
     [lesson, said] = await t.say("/next")
     assert lesson.startswith("📘 Lesson 1 of 5") and lesson.endswith("(1/3)")
     assert said == "Your lesson is on its way."
+
+
+async def test_the_message_that_lets_a_lesson_set_aside_for_the_window_go_does_not_answer_it(learning_bot):
+    """Ann's lesson at her hour waits for her to write (WhatsApp's window). She writes "hello": it lets the lesson go,
+    and counts as her being here, but was written before she saw the lesson, so it is not her answer to it: the next
+    day's lesson is not pushed (unanswered). She then presses the lesson's Next at once (within the minute her last
+    activity is kept to): the day after, her lesson comes."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    user, _learner = await learner_row(bot, "test", "ann")
+    async with bot.db.transaction() as session:  # last here two days ago: her window has closed
+        two_days_ago = utcnow() - timedelta(days=2)
+        await session.execute(update(User).where(User.id == user.id).values(last_active_at=two_days_ago))
+    await push_todays_lesson_set_aside_for_the_window(bot, "ann")
+    replies = await t.say("hello")
+    assert replies[0].startswith("📘 Lesson 1 of 5")
+    now = utcnow()
+    today = now.astimezone(zone_for(user.timezone)).date()
+
+    async def push_on(days: int) -> str | None:
+        later = now + timedelta(days=days)
+        return await push_lesson(JobContext(db=bot.db), DueLesson(user.id, today + timedelta(days=days), later), later)
+
+    assert await push_on(1) == UNANSWERED
+    [following] = await t.press("Next ▸")
+    assert following.endswith("(2/3)")
+    assert await push_on(2) == QUEUED
+
+
+async def test_the_resume_that_lets_a_held_lesson_go_does_not_answer_it(learning_bot):
+    """Ann's lesson at her hour is in line when she sends /pause: it is held for her. Her /resume lets it go, and is
+    not her answer to it (she had not seen it): the next day's lesson is not pushed (unanswered)."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    user, _learner = await learner_row(bot, "test", "ann")
+    now = utcnow()
+    today = now.astimezone(zone_for(user.timezone)).date()
+    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, today, now), now) == QUEUED
+    await t.say("/pause")
+    back = await t.say("/resume")
+    assert back[0].startswith("📘 Lesson 1 of 5")
+    tomorrow = now + timedelta(days=1)
+    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, today + timedelta(days=1), tomorrow),
+                             tomorrow) == UNANSWERED
