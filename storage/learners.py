@@ -384,21 +384,21 @@ def wall_clock_moment(day: date, at: time, zone: tzinfo) -> datetime:
 
 async def language_of_chat(session: AsyncSession, channel: str, chat_id: str) -> str | None:
     """The language of the learner in a chat (`users.locale`), or None when nobody there is known yet."""
-    return await session.scalar(
-        select(User.locale)
-        .join(Conversation, Conversation.user_id == User.id)
-        .where(Conversation.channel == channel, Conversation.chat_id == chat_id)
-    )
+    return await _language_of(session, Conversation.user_id, Conversation.channel == channel,
+                              Conversation.chat_id == chat_id)
 
 
 async def language_of_sender(session: AsyncSession, channel: str, sender_id: str) -> str | None:
     """The language of the person a platform names `sender_id` (`users.locale`), or None when they are not known
     yet."""
-    return await session.scalar(
-        select(User.locale)
-        .join(ChannelIdentity, ChannelIdentity.user_id == User.id)
-        .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == sender_id)
-    )
+    return await _language_of(session, ChannelIdentity.user_id, ChannelIdentity.channel == channel,
+                              ChannelIdentity.external_id == sender_id)
+
+
+async def _language_of(session: AsyncSession, user_id: Any, *where: Any) -> str | None:
+    """The `users.locale` of the user a row names in its `user_id` (a conversation's, an identity's), the row found by
+    `where`; None when there is none, or it names nobody yet."""
+    return await session.scalar(select(User.locale).where(User.id == user_id, *where))
 
 
 @dataclass(frozen=True, slots=True)
