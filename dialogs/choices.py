@@ -17,7 +17,8 @@ So:
   answered, and the second gets nothing (`pressed_again`); pressed later, the same button is answered as any spent one;
 - a typed choice is read against the choices of the newest replies sent to this person: a label ("Yes, let's
   start") on every channel, a number ("2") where the channel shows choices as numbered lines (its message carries
-  `meta[NUMBERED_CHOICES]`: the terminal, WhatsApp) (`understood`);
+  `meta[NUMBERED_CHOICES]`: the terminal, WhatsApp), and only as a choice offered to them (`understood`: in a group,
+  the words of another learner's button are this person's words);
 - a typed option number that names none of them is told the options again (`is_option_number`, `not_an_option`),
   never handed to the question answerer.
 """
@@ -132,15 +133,18 @@ def numbered_choices(turn: Turn) -> bool:
 
 
 async def understood(turn: Turn) -> InboundMessage:
-    """The message with a typed choice read as the choice it names (by its label, or its number where numbered); a
-    message asked as a question on purpose (`meta[QUESTION]`: Slack's /ask, a Rasa assistant's ask action) is its
-    words, whatever a button says."""
+    """The message with a typed choice read as the choice it names (by its label, or its number where numbered), one
+    offered to this person (in a group, the words of another learner's button, "next" under their lesson, stay
+    words: this person's own /next); a message asked as a question on purpose (`meta[QUESTION]`: Slack's /ask, a
+    Rasa assistant's ask action) is its words, whatever a button says."""
     message = turn.message
     if (message.choice is not None or message.meta.get(QUESTION) or not message.text.strip()
             or len(message.text) > LONGEST_LABEL * 2):
         return message
     value = await typed_choice(turn, message.text, numbers=numbered_choices(turn))
-    return message if value is None else replace(message, choice=value)
+    if value is None or not await was_offered(turn, value):
+        return message  # (the words of a button offered to another in the chat, a learner's pushed lesson: words)
+    return replace(message, choice=value)
 
 
 async def typed_choice(turn: Turn, text: str, *, numbers: bool) -> str | None:

@@ -198,6 +198,20 @@ async def test_a_lesson_held_for_a_member_whose_pause_ran_out_goes_when_they_wri
     assert held and not [key for key in held if key.startswith(f"lesson:{bob_id}:")]
 
 
+
+async def test_a_members_typed_words_of_another_learners_pushed_lesson_are_their_own_command(learning_bot):
+    """Ann's home is a group Cy writes in too. Her lesson comes at her hour, its Next and Later hers alone. Cy then
+    types "later" and "next": the words of her buttons, not buttons offered to him, so they are his own /later and
+    /next, answered as his (he has no lessons yet), not refused as a button not his."""
+    bot, channel = learning_bot
+    ann, cy = Member(bot, channel, chat="grp", sender="ann"), Member(bot, channel, chat="grp", sender="cy")
+    await onboard(ann)
+    await cy.say("/help")
+    assert await queue_lessons_at_their_hour(bot, notify=bot.dispatcher.notify) == 1
+    await bot.settle()
+    assert await cy.say("later") == ["OK, your place is saved. Send /next whenever you're ready."]
+    assert (await cy.say("next"))[0] == "First, let's set you up: it takes a minute."
+
 # On Telegram: a group that is a learner's home, through the webhook and python-telegram-bot ---------------------------
 
 TELEGRAM_SECRET = "test-webhook-secret_0123456789"
