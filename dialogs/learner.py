@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import cast
 
 from sqlalchemy.orm.util import identity_key
 
+from bot.messages import Reply, Text
 from dialogs.i18n import Translator, supported, translator
 from dialogs.turn import Exchange
 from storage.courses import Course, Enrollment, course_by_id, course_lessons, enrollment_of
 from storage.learners import ACTIVE, ONBOARDING, Learner, learner_for, zone_for
+from storage.models import Conversation, User
 from storage.prepared import add_row
 
 POINTS_LESSON, POINTS_QUIZ_RIGHT, POINTS_REVIEW_RIGHT = 10, 5, 2
@@ -44,6 +47,22 @@ def adopt_language(x: Exchange, learner: Learner, tag: str | None) -> None:
 
 def name_of(x: Exchange) -> str:
     return x.user.display_name or ""
+
+
+def named_in_a_group(replies: list[Reply], user: User, conversation: Conversation | None) -> list[Reply]:
+    """What the bot says on its own to one learner (their lesson at their hour, a reminder), as it goes to their home
+    chat: where that chat is one of many (a group that may be home to several), its first text begins with their
+    name, so the group sees whose it is (its buttons are theirs alone: dialogs/choices.py). A learner without a name
+    is not named."""
+    if conversation is None or not conversation.shared or not user.display_name:
+        return replies
+    for index, reply in enumerate(replies):
+        if isinstance(reply, Text):
+            head = translator(user.locale)("For {name}:", name=user.display_name) + "\n"
+            named = replace(reply, text=head + reply.text,
+                            thread_breaks=tuple(len(head) + at for at in reply.thread_breaks))
+            return [*replies[:index], named, *replies[index + 1:]]
+    return replies
 
 
 def local_now(x: Exchange) -> datetime:

@@ -29,6 +29,7 @@ from dialogs.learner import (
     learner_of,
     local_now,
     mark_home,
+    named_in_a_group,
     tr,
 )
 from dialogs.prices import buy_choices
@@ -473,7 +474,7 @@ async def deliver_next_lesson(session: AsyncSession, user: User, *, now: datetim
                         member=await member_id(session, user.id, conversation))  # (a quiz it starts is theirs)
     await next_lesson(exchange, pushed=True)
     conversation.state = exchange.state
-    return exchange.replies
+    return named_in_a_group(exchange.replies, user, conversation)
 
 
 __all__ = ["deliver_next_lesson", "home_conversation", "next_lesson", "next_lesson_time"]

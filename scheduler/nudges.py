@@ -62,6 +62,7 @@ from sqlalchemy.orm import aliased
 
 from dialogs import nudges as wording
 from dialogs.bandit import Arm, arms_for, choose, record_outcome
+from dialogs.learner import named_in_a_group
 from dialogs.nudges import FAREWELL, INACTIVE, REVIEW, STREAK, NudgeFacts
 from dialogs.review import open_due_reviews
 from scheduler.context import JobContext
@@ -529,7 +530,8 @@ async def queue_nudge(ctx: JobContext, nudge: Nudge, template: str, user: User, 
                      conversation.channel, extra={"user_id": user.id, "kind": nudge.kind})
         if outcome != QUEUED:
             return outcome
-        reply = wording.nudge(nudge.kind, template, language=user.locale, facts=nudge.facts)
+        [reply] = named_in_a_group([wording.nudge(nudge.kind, template, language=user.locale, facts=nudge.facts)],
+                                   user, conversation)
         await enqueue(session, [OutboxEntry(
             conversation_id=conversation.id, channel=conversation.channel, chat_id=conversation.chat_id,
             payload=reply.to_payload(), idempotency_key=nudge.key,

@@ -1,7 +1,7 @@
 """Learners whose home chat is a group (they set up their lessons there and have no chat of their own with the bot):
 an erased one's queued lesson is withheld, an announcement reaches the group once however many call it home, a
-group that became a supergroup (another chat id) is followed there, and a lesson pushed there offers its buttons to
-its learner alone (on Telegram, through the webhook)."""
+group that became a supergroup (another chat id) is followed there, and a lesson pushed there names its learner and
+offers its buttons to them alone (on Telegram, through the webhook)."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ async def test_a_group_become_a_supergroup_is_followed_there_with_its_learners_a
     await bot.settle()
     assert not [text for text in channel.texts("grp") if text.startswith("📘 Lesson")]
     [lesson] = [reply for reply in channel.sent["-100grp"] if isinstance(reply, Text)]
-    assert shown(lesson).startswith("📘 Lesson 1")
+    assert shown(lesson).startswith("For Ann:\n📘 Lesson 1")
     async with bot.db.sessions() as session:
         home = await session.scalar(select(Conversation.chat_id).join(
             Learner, Learner.home_conversation_id == Conversation.id))
@@ -191,7 +191,7 @@ async def test_a_lesson_held_for_a_member_whose_pause_ran_out_goes_when_they_wri
         await session.execute(update(Learner).where(Learner.user_id == bob_id)
                               .values(paused_until=utcnow() - timedelta(minutes=1)))
     replies = await bob.say("hello all")
-    assert [reply for reply in replies if reply.startswith("📘 Lesson 1")]
+    assert [reply for reply in replies if "\n📘 Lesson 1" in reply]
     async with bot.db.sessions() as session:
         held = (await session.execute(select(OutboxMessage.idempotency_key).where(
             OutboxMessage.status == "waiting"))).scalars().all()
@@ -293,8 +293,24 @@ async def test_a_lesson_pushed_to_a_group_home_offers_its_buttons_to_its_learner
         await onboard_on_telegram(her)
         await him.say("/help")
         assert await queue_lessons_at_their_hour(lessonbot, notify=lessonbot.dispatcher.notify) == 1
-        await standin.wait_for(lambda: standin.texts(GROUP)[-1].startswith("📘 Lesson 1"))
+        await standin.wait_for(lambda: standin.texts(GROUP)[-1].startswith("For Ann:\n📘 Lesson 1"))
         assert await him.press("Next ▸") == ["That button isn't available."]
         assert await him.press("Later") == ["That button isn't available."]
         [part] = await her.press("Next ▸")
         assert "(2/" in part
+
+
+async def test_lessons_pushed_to_a_group_home_name_whose_each_is(telegram_settings, standin):
+    """Ann and Bob both learn in one Telegram group, their home, at the same hour. Their lessons come there one after
+    the other, alike but for whose they are: each begins with its learner's name (typed by them: shown as typed), so
+    each knows which Next is theirs."""
+    ann, bob = person(42, "Ann"), person(43, "B*b")
+    async with running(telegram_settings, clock=False) as (client, lessonbot):
+        await import_sample(lessonbot)
+        for member in (TelegramMember(client, standin, ann), TelegramMember(client, standin, bob)):
+            await onboard_on_telegram(member)
+        assert await queue_lessons_at_their_hour(lessonbot, notify=lessonbot.dispatcher.notify) == 2
+        await standin.wait_for(lambda: len([text for text in standin.texts(GROUP) if "📘 Lesson 1" in text]) == 2)
+    lessons = [text for text in standin.texts(GROUP) if "📘 Lesson 1" in text]
+    assert [text.split("\n", 1)[0] for text in lessons] == ["For Ann:", "For B*b:"]
+    assert all(text.split("\n", 1)[1].startswith("📘 Lesson 1 of 5") for text in lessons)

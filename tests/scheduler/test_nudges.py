@@ -401,7 +401,8 @@ async def test_a_review_reminder_to_a_group_home_counts_only_what_review_asks_th
                                      due=afternoon - timedelta(hours=2)) for question_id in free + paid)
     assert await sweep(context(db, HandClock(afternoon), rng=random.Random(5))) == Counter({"review": 1})
     [(_key, reply)] = await outbox_replies(db)
-    assert reply.text == "🔁 1 question is ready for review. A quick round keeps it fresh."  # the free one
+    # (named in the group: whose it is)
+    assert reply.text == "For Ann:\n🔁 1 question is ready for review. A quick round keeps it fresh."  # the free one
 
 
 async def test_a_nudge_withdrawn_by_a_pause_is_settled_as_undelivered(recording_bot):
