@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.messages import KNOWN_CHANNELS, address_as_named
 from knowledge.settings import KnowledgeSettings
-from storage.scheduling import FEWEST_MESSAGE_DAYS, MESSAGE_DAYS
+from storage.retention import FEWEST_MESSAGE_DAYS, MESSAGE_DAYS
 
 # Examples of the web addresses whose default is empty (the feature is off), for the message refusing a value; the
 # others' example is their default (`Settings._check_url`).

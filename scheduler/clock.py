@@ -46,7 +46,8 @@ from scheduler.context import JobContext
 from storage.broadcasts import FAN_OUT
 from storage.db import make_sync_engine
 from storage.models import utcnow
-from storage.scheduling import PRUNE_BATCH, ClockRun, prune_history, scheduler_jobs
+from storage.retention import PRUNE_BATCH, prune_history
+from storage.scheduling import ClockRun, scheduler_jobs
 
 log = logging.getLogger(__name__)
 

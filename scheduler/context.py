@@ -17,7 +17,7 @@ from pathlib import Path
 from bot.channel import ListsMembers, UnpromptedWindow
 from storage.db import Database
 from storage.models import utcnow
-from storage.scheduling import ANSWERS_KEPT, MESSAGE_DAYS
+from storage.retention import ANSWERS_KEPT, MESSAGE_DAYS
 
 Now = Callable[[], datetime]
 

@@ -1,5 +1,5 @@
 """The dashboard's figures, counted again every 5 minutes (storage/dashboard.py says why a page reads a snapshot).
-Its sign-in links and sessions that ended go with the nightly prune (storage.scheduling.SESSIONS_KEPT)."""
+Its sign-in links and sessions that ended go with the nightly prune (storage.retention.SESSIONS_KEPT)."""
 
 from __future__ import annotations
 

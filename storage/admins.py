@@ -214,6 +214,6 @@ async def end_session(session: AsyncSession, cookie: str, *, now: datetime) -> N
 
 def sessions_ended_before(before: datetime) -> list[ColumnElement[bool]]:
     """The sign-in links never used that expired before `before`, and the sessions that ended before it: nothing signs
-    in with them any more (storage.scheduling.prune_history deletes them in batches; the audit keeps each sign-in)."""
+    in with them any more (storage.retention.prune_history deletes them in batches; the audit keeps each sign-in)."""
     return [or_(and_(AdminSession.used_at.is_(None), AdminSession.link_expires_at < before),
                 AdminSession.session_expires_at < before)]

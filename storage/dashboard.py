@@ -537,7 +537,7 @@ UNDELIVERED = "undelivered"
 
 async def nudges_not_sent(session: AsyncSession) -> list[tuple[str, str, int]]:
     """Live: (kind, why, how many) of the reminders decided but never sent, as far back as `nudge_log` is kept
-    (storage.scheduling.NUDGE_LOG_DAYS): by its `outcome` when that is not "queued" (skipped past a platform's window,
+    (storage.retention.NUDGE_LOG_DAYS): by its `outcome` when that is not "queued" (skipped past a platform's window,
     held out, or what scheduler/nudges.py records next), and UNDELIVERED for those queued but settled without being
     delivered. A nudge quiet hours, a pause or /stop hold back before it is decided leaves no row, so none counts."""
     skipped = await session.execute(

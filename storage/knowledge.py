@@ -205,7 +205,7 @@ async def remember_answer(
 
 def answers_cached_before(before: datetime) -> list[ColumnElement[bool]]:
     """The cached answers composed before `before`, past KNOWLEDGE_CACHE_SECONDS and read by no one any more (all of
-    them once the cache is turned off): storage.scheduling.prune_history deletes them in batches."""
+    them once the cache is turned off): storage.retention.prune_history deletes them in batches."""
     return [KnowledgeCachedAnswer.created_at < before]
 
 

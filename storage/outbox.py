@@ -77,7 +77,7 @@ FINISHED_MESSAGES = (InboundStatus.DONE, InboundStatus.FAILED)  # processed: not
 
 
 def replies_finished_before(before: datetime) -> list[ColumnElement[bool]]:
-    """The outbox rows finished before `before`, which the retention lets go (storage.scheduling.prune_history):
+    """The outbox rows finished before `before`, which the retention lets go (storage.retention.prune_history):
     sent before then, or never to go and queued before then. A reply in line, being sent or set aside until the
     person writes (`waiting`) stays, however old: its lesson key (`lesson:<user>:<date>`) and the export file it names
     are still needed, as is the message it answers."""

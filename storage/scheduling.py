@@ -39,23 +39,18 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
-    exists,
     or_,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import Mapped, aliased, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql import Insert
 
-from storage.admins import AdminSession, sessions_ended_before
-from storage.db import Database
-from storage.knowledge import KnowledgeCachedAnswer, answers_cached_before
 from storage.learners import ACTIVE, Learner
 from storage.learners import PAUSED as LEARNER_PAUSED
-from storage.models import Base, BigId, Conversation, InboundMessage, OutboxMessage, utcnow
-from storage.outbox import messages_finished_before, replies_finished_before
-from storage.queries import backend_insert, delete_in_batches
+from storage.models import Base, BigId, Conversation, utcnow
+from storage.queries import backend_insert
 
 # APScheduler 3's SQLAlchemyJobStore layout (191: its key length; Float(25): an 8-byte float of epoch seconds).
 scheduler_jobs = Table(
@@ -265,71 +260,3 @@ async def lessons_went(where: AsyncSession | AsyncConnection, lessons: Collectio
     go, written before they saw it."""
     if lessons:
         await where.execute(_WENT, [{"b_user": user_id, "b_date": day, "b_at": at} for user_id, day in lessons])
-
-
-# How long the history is kept. Nudge escalation looks back at most NUDGE_LOG_DAYS (see scheduler/nudges.py).
-CLOCK_RUN_DAYS, LESSON_DAYS, NUDGE_LOG_DAYS, BROADCAST_RECIPIENT_DAYS = 3, 60, 120, 60
-# How long the messages people sent and the replies to them are kept once finished (MESSAGE_RETENTION_DAYS), and the
-# fewest days it may be: an announcement's progress counts its copies in the outbox for as long as its recipients are
-# kept (BROADCAST_RECIPIENT_DAYS), which is also more than the dashboard counts again each day (its last 30 days:
-# storage.dashboard.DAYS), a platform redelivers an update (Stripe for 3 days, Telegram for 1, Twilio and Slack for
-# hours: a redelivery is known by its kept row) and a reminder or a team's post is settled from its reply's status.
-MESSAGE_DAYS, FEWEST_MESSAGE_DAYS = 90, BROADCAST_RECIPIENT_DAYS
-SESSIONS_KEPT = timedelta(days=1)  # a dashboard sign-in that ended stays this long (its audit line stays for good)
-ANSWERS_KEPT = timedelta(days=7)  # KNOWLEDGE_CACHE_SECONDS unless set: how long a model's answer is reused
-
-
-def _last_queued_lesson() -> ColumnElement[bool]:
-    """A learner's last queued lesson, however old: while it is unanswered no new lesson is pushed to them
-    (scheduler.planner, `unanswered`), so the prune keeps it (one row a learner) rather than forget it and push
-    again to a learner gone for months."""
-    later = aliased(ScheduledLesson)
-    return and_(ScheduledLesson.outcome == QUEUED,
-                ~exists().where(later.user_id == ScheduledLesson.user_id, later.outcome == QUEUED,
-                                later.due_at > ScheduledLesson.due_at))
-
-
-# Rows one statement of the prune deletes at most, each batch a transaction of its own: a first prune after months (a
-# backlog of millions of clock runs) is many short statements, none near PostgreSQL's answer bound
-# (storage.postgres_statements.ANSWER_TIMEOUT_SECONDS), rather than one that outlasts it and then fails every night.
-PRUNE_BATCH = 5000
-
-
-def _old_history(now: datetime, message_days: int,
-                 answers_kept: timedelta) -> dict[str, tuple[type[Base], list[ColumnElement[bool]]]]:
-    """Per table, the rows of history nothing reads any more at `now` (messages and replies past `message_days`, the
-    model's answers cached longer than `answers_kept`, the dashboard's sign-ins ended), in the order they go: a reply
-    before the message it answers."""
-    kept_from = now - timedelta(days=message_days)
-    return {
-        "outbox_messages": (OutboxMessage, replies_finished_before(kept_from)),
-        "inbound_messages": (InboundMessage, messages_finished_before(kept_from)),
-        "knowledge_answer_cache": (KnowledgeCachedAnswer, answers_cached_before(now - answers_kept)),
-        "admin_sessions": (AdminSession, sessions_ended_before(now - SESSIONS_KEPT)),
-        "clock_runs": (ClockRun, [ClockRun.finished_at < now - timedelta(days=CLOCK_RUN_DAYS)]),
-        "scheduled_lessons": (ScheduledLesson, [ScheduledLesson.due_at < now - timedelta(days=LESSON_DAYS),
-                                                ~_last_queued_lesson()]),
-        "nudge_log": (NudgeLog, [NudgeLog.created_at < now - timedelta(days=NUDGE_LOG_DAYS),
-                                 NudgeLog.settled_at.is_not(None)]),
-        "broadcast_recipients": (BroadcastRecipient, [
-            BroadcastRecipient.broadcast_id.in_(
-                select(Broadcast.id).where(
-                    or_(
-                        Broadcast.queued_all_at < now - timedelta(days=BROADCAST_RECIPIENT_DAYS),
-                        Broadcast.cancelled_at < now - timedelta(days=BROADCAST_RECIPIENT_DAYS),
-                    )
-                )
-            )
-        ]),
-    }
-
-
-async def prune_history(db: Database, now: datetime, *, batch: int = PRUNE_BATCH, message_days: int = MESSAGE_DAYS,
-                        answers_kept: timedelta = ANSWERS_KEPT) -> dict[str, int]:
-    """Delete history nothing reads any more, `batch` rows at most a transaction; returns rows deleted per table.
-    `message_days`: how long finished messages and replies are kept (at least FEWEST_MESSAGE_DAYS); `answers_kept`:
-    how long the model's answers are reused (KNOWLEDGE_CACHE_SECONDS)."""
-    if message_days < FEWEST_MESSAGE_DAYS:
-        raise ValueError(f"messages are kept {FEWEST_MESSAGE_DAYS} days at least, not {message_days}")
-    return {name: await delete_in_batches(db, model, where, batch=batch)
-            for name, (model, where) in _old_history(now, message_days, answers_kept).items()}

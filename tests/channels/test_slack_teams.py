@@ -1603,7 +1603,7 @@ async def test_a_digests_nudge_pressed_again_after_the_nightly_prune_took_its_re
     twice."""
     from scheduler.clock import prune
     from storage.models import utcnow
-    from storage.scheduling import MESSAGE_DAYS
+    from storage.retention import MESSAGE_DAYS
 
     standin.add_member(CHANNEL, "UBOSS", name="boss", admin=True)
     monkeypatch.setitem(NAMES, "UBOSS", "boss")

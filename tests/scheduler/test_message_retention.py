@@ -17,7 +17,7 @@ from scheduler.context import JobContext
 from standins.telegram import text_update
 from storage.models import InboundMessage, InboundSequence, OutboxMessage, utcnow
 from storage.queries import get_or_create_conversation
-from storage.scheduling import FEWEST_MESSAGE_DAYS, MESSAGE_DAYS, prune_history
+from storage.retention import FEWEST_MESSAGE_DAYS, MESSAGE_DAYS, prune_history
 from tests.channels.test_telegram_webhook import CHAT, post, telegram_settings  # noqa: F401 (the fixture)
 from tests.channels.test_whatsapp_webhooks import ANN, INBOUND, twilio  # noqa: F401 (the fixture)
 from tests.support import message, running, standin, whatsapp_app  # noqa: F401 (the fixture)
@@ -175,7 +175,7 @@ def test_fewer_days_than_the_readers_need_stop_start_up_with_one_line(days):
 def test_the_fewest_days_cover_every_reader():
     from scheduler.nudges import UNDELIVERED_AFTER
     from storage.dashboard import DAYS as DASHBOARD_DAYS
-    from storage.scheduling import BROADCAST_RECIPIENT_DAYS
+    from storage.retention import BROADCAST_RECIPIENT_DAYS
 
     assert FEWEST_MESSAGE_DAYS >= BROADCAST_RECIPIENT_DAYS  # an announcement's progress counts its copies
     assert FEWEST_MESSAGE_DAYS > DASHBOARD_DAYS  # each day's first count reads the last 30 days again

@@ -295,7 +295,7 @@ async def test_a_lesson_left_unanswered_for_months_holds_the_next_back_after_the
     one they left unanswered: a learner gone for months (their farewell long said) gets no lesson out of the blue
     once it is older than the history kept."""
     from scheduler.clock import prune
-    from storage.scheduling import LESSON_DAYS
+    from storage.retention import LESSON_DAYS
 
     course = await sample_course(db)
     start = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # 07:00 in Lisbon
