@@ -35,6 +35,8 @@ from storage.outbox import (
 from storage.teams import stop_workspace
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from scheduler.clock import Clock, Job
 
 log = logging.getLogger(__name__)
@@ -331,17 +333,20 @@ class Lessonbot:
 
     async def learner_language(self, channel: str, chat_id: str) -> str | None:
         """CannotRecord while the database is away."""
-        async def read() -> str | None:
-            async with self.db.sessions() as session:
-                return await language_of_chat(session, channel, chat_id)
-
-        return await self._read_for_a_page(read)
+        return await self._language_for_a_page(language_of_chat, channel, chat_id)
 
     async def sender_language(self, channel: str, sender_id: str) -> str | None:
         """CannotRecord while the database is away."""
+        return await self._language_for_a_page(language_of_sender, channel, sender_id)
+
+    async def _language_for_a_page(
+        self, language_of: Callable[[AsyncSession, str, str], Awaitable[str | None]], channel: str, who: str
+    ) -> str | None:
+        """A language a page asks for, read by `language_of` (a chat's learner's, a sender's) for `who` on `channel`:
+        CannotRecord while the database is away."""
         async def read() -> str | None:
             async with self.db.sessions() as session:
-                return await language_of_sender(session, channel, sender_id)
+                return await language_of(session, channel, who)
 
         return await self._read_for_a_page(read)
 
