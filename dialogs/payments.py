@@ -1139,7 +1139,12 @@ async def say_privately(turn: Turn, reply: Text, *, sent: str, alone: str) -> No
 
 
 def receipt_number(payment: Payment) -> str:
-    return f"LB-{payment.id:06d}"
+    return receipt_of(payment.id)
+
+
+def receipt_of(payment_id: int) -> str:
+    """A payment's number as its receipt and /admin payments show it: LB-000012."""
+    return f"LB-{payment_id:06d}"
 
 
 # Admin: grant, revoke, refund, payments -------------------------------------------------------------------------------
@@ -1232,8 +1237,12 @@ async def admin_refund(turn: Turn, args: str) -> None:
     if payment_id is None:
         raise UsageError(_("Usage: /admin refund PAYMENT — the payment's number from /admin payments."))
     payment = await turn.session.get(Payment, payment_id)
-    if payment is None or payment.status != PaymentStatus.PAID:
-        raise UsageError(_("Payment {number} is not a paid payment (see /admin payments).", number=number))
+    if payment is None:
+        raise UsageError(_("No payment {receipt}: give its number from /admin payments.",
+                           receipt=receipt_of(payment_id)))
+    if payment.status != PaymentStatus.PAID:
+        raise UsageError(_("Payment {number} is not a paid payment (see /admin payments).",
+                           number=receipt_number(payment)))
     target = await refundable(turn.session, payment)
 
     async def refunding() -> tuple[str, Refundable]:

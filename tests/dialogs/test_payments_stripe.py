@@ -214,6 +214,24 @@ async def test_a_refund_revokes_access_and_the_learner_is_told_once(shop, stripe
     assert locked.startswith("Lesson 2 is part of the full course")
 
 
+async def test_a_refund_of_no_payment_names_it_and_says_where_the_numbers_are(shop, stripe_api):
+    """/admin refund with a number no payment has is told there is no such payment (in its receipt's form) and
+    where the numbers are, not that it is "not a paid payment"; one that is no longer paid is told so, by its
+    receipt."""
+    client, bot, ann, boss = shop
+    await bought(client, bot, ann, stripe_api)
+    [payment] = await payments(bot)
+    missing = f"LB-{payment.id + 1:06d}"
+    [none] = await boss.say(f"/admin refund {missing}")
+    assert none == f"No payment {missing}: give its number from /admin payments."
+    [bare] = await boss.say(f"/admin refund {payment.id + 1}")
+    assert bare == none
+    await boss.say(f"/admin refund LB-{payment.id:06d}")
+    [again] = await boss.say(f"/admin refund LB-{payment.id:06d}")
+    assert again == f"Payment LB-{payment.id:06d} is not a paid payment (see /admin payments)."
+    assert len(stripe_api.refunds) == 1
+
+
 async def test_an_erased_buyers_payment_is_refunded_with_no_one_to_tell(shop, stripe_api):
     """The buyer erased their data (the sale kept, detached from them, with no chat): the admin's refund goes
     through, and the admin hears that no one was told, where a notice would have gone to no chat at all."""
