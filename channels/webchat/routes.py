@@ -13,8 +13,9 @@
   try again while the database is away.
 - `GET /chat/api/events?session=…` the replies as server-sent events (`reply`, with the reply id as the event id so a
   reconnecting page resumes after it) and the reply being written (`draft`, never replayed); 429 beyond the open
-  streams allowed (channels/webchat/streams.py). A stream ends when the server stops (`WebChatChannel.end_streams`)
-  or its replies cannot be read (the database away): the page reconnects.
+  streams allowed (channels/webchat/streams.py); 503 to try again while the database is away (the page says it is
+  offline and tries again). A stream ends when the server stops (`WebChatChannel.end_streams`) or its replies cannot
+  be read any more (the database gone away since): the page reconnects.
 - `GET /chat/api/words?session=…` the page's own words (placeholder, buttons, status lines) in the learner's
   language, else in the browser's (Accept-Language).
 - `GET /chat/files/SESSION/REPLY/SIGNATURE` the file of a document reply (a certificate), for its session only.
@@ -124,10 +125,13 @@ def _rendered(markdown: str) -> tuple[str, str]:
 class ClosingStream(StreamingResponse):
     """A streamed response that runs `on_close` once it is over, however it ends (even never started), its content
     closed first: a page that went away while a chunk was being written leaves the generator at that `yield`, and
-    its own `finally` (an event stream's listener let go) runs then, not whenever the collector finds it."""
+    its own `finally` (an event stream's listener let go) runs then, not whenever the collector finds it.
+    `opening`: the chunk already taken from a content started before the response (an event stream's first read),
+    sent first."""
 
-    def __init__(self, content: AsyncGenerator[str, None], *, on_close: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
+    def __init__(self, content: AsyncGenerator[str, None], *, on_close: Callable[[], None], opening: str = "",
+                 **kwargs: Any) -> None:
+        super().__init__(_after(opening, content) if opening else content, **kwargs)
         self.content = content
         self.on_close = on_close
 
@@ -139,6 +143,13 @@ class ClosingStream(StreamingResponse):
                 await self.content.aclose()
             finally:
                 self.on_close()
+
+
+async def _after(opening: str, content: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
+    """`opening`, then the rest of `content` (which its response closes itself)."""
+    yield opening
+    async for chunk in content:
+        yield chunk
 
 
 class PageFiles(StaticFiles):
@@ -264,8 +275,17 @@ class WebChatRoutes:
             show_draft=partial(rendered, remember=False),
             gone=request.is_disconnected,
         )
+        events = reply_events(self.webchat.listen(session_id, after, sent_since=self.sent_since), feed)
+        try:
+            opening = await anext(events)  # its first read (a generator that raised is closed, its listener let go)
+        except BaseException as exc:
+            self.webchat.gate.leave(address)
+            if isinstance(exc, CannotRecord):  # the database away: try again shortly, not a stream that ends at once
+                return refusal(RequestRejected(503, str(exc)))
+            raise
         return ClosingStream(
-            reply_events(self.webchat.listen(session_id, after, sent_since=self.sent_since), feed),
+            events,
+            opening=opening,
             on_close=lambda: self.webchat.gate.leave(address),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

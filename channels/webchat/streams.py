@@ -18,7 +18,9 @@ An open stream reads the database only when there may be something for it that i
 
 What a stream sends (`reply_events`): each reply as an event `reply` whose id is the reply's (a page reconnecting
 resumes after it), the reply being written as `draft` (no id: never replayed), and a comment line after
-SSE_KEEPALIVE_SECONDS of silence, so proxies keep the connection.
+SSE_KEEPALIVE_SECONDS of silence, so proxies keep the connection. Its first read comes before anything is sent: a
+stream that cannot read its replies as it opens (the database away) raises CannotRecord before its first chunk, for
+the page to be refused (a 503) rather than shown a stream that ends at once; one that cannot read them later ends.
 
 A server that stops ends every open stream (`Wakeups.end`), and any opened after: a stream is open for as long as
 the page is, so a server waiting for its connections to close would otherwise wait for ever. The page reconnects
@@ -174,12 +176,12 @@ class Feed:
 async def reply_events(listening: AbstractContextManager[Listener], feed: Feed) -> AsyncGenerator[str, None]:
     """The event stream of one page: what it has not shown yet, then each reply as it is sent, until the page leaves
     or the server stops. The database is read when the listener says a reply may be there that it was not handed
-    (or every FALLBACK_POLL_SECONDS); a page far behind is sent the rest at once, a read after another."""
+    (or every FALLBACK_POLL_SECONDS); a page far behind is sent the rest at once, a read after another. Its first
+    chunk comes after its first read, which raises CannotRecord when it fails; a read failing later ends it."""
     loop = asyncio.get_running_loop()
     with listening as listener:
-        shown_draft, read = None, True
+        shown_draft, read, opened = None, True, False
         handed: list[SentReply] = []
-        yield "retry: 2000\n\n"
         next_poll = last_said = loop.time()
         while True:
             said = more = False
@@ -187,11 +189,16 @@ async def reply_events(listening: AbstractContextManager[Listener], feed: Feed) 
                 next_poll = loop.time() + FALLBACK_POLL_SECONDS
                 try:
                     replies = await feed.read(listener.cursor)
-                except CannotRecord:  # the database away: the page reconnects, and resumes after the cursor
-                    return
+                except CannotRecord:
+                    if not opened:  # the database away as the stream opens: raised, for the page to be told (503)
+                        raise
+                    return  # away since: the page reconnects, and resumes after the cursor
                 more = len(replies) == REPLIES_A_READ  # a page far behind: the rest at once, not at a bell
             else:  # handed over by this process's dispatcher as it sent them: nothing to read back
                 replies = [feed.show(sent) for sent in handed]
+            if not opened:
+                opened = True
+                yield "retry: 2000\n\n"
             for reply in replies:
                 listener.cursor, said = reply["id"], True
                 last_said = loop.time()

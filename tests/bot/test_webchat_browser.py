@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import make_url
 
+from channels.webchat.streams import FALLBACK_POLL_SECONDS
 from tests.conftest import missing
 from tests.support import LESSONBOT, ServerProcess, serve, server_env
 
@@ -774,6 +775,37 @@ def server_on_postgres(tmp_path) -> Iterator[tuple[ServerProcess, Callable[[bool
             server.stop()
     finally:
         made.__exit__(None, None, None)
+
+
+def test_an_idle_page_while_the_database_is_away_says_it_is_offline_and_nothing_else_until_it_is_back(
+        browser, server_on_postgres):
+    """The database goes away under an idle page: once its stream's next read fails (within FALLBACK_POLL_SECONDS),
+    the page says it is offline and trying again, and goes on saying so while each try of the stream is refused
+    (not "Online" and "Connecting…" in turn, a stream opened to end at once); once the database is back, the page is
+    online again by itself and the chat goes on."""
+    from playwright.sync_api import expect
+
+    server, allow_connections = server_on_postgres
+    page, errors = open_chat(browser, server.url, **DESKTOP)
+    status, alert = page.locator("#status"), page.get_by_role("alert")
+    expect(status).to_have_text("Online")
+    allow_connections(False)
+    expect(status).to_have_text("Offline", timeout=FALLBACK_POLL_SECONDS * 1000 + 15_000)
+    expect(alert).to_have_text("Lessonbot can't be reached right now; trying again…")
+    page.evaluate("""() => {
+        const status = document.getElementById("status");
+        window.statusSaid = [];
+        new MutationObserver(() => window.statusSaid.push(status.textContent))
+            .observe(status, {childList: true, characterData: true, subtree: true});
+    }""")
+    page.wait_for_timeout(7000)  # the stream tried again meanwhile (2 s, then 4 s after a refusal)
+    assert page.evaluate("window.statusSaid") == []
+    expect(status).to_have_text("Offline")
+    allow_connections(True)
+    expect(status).to_have_text("Online", timeout=20_000)
+    expect(alert).to_be_hidden()
+    say(page, "/help")
+    assert errors == []
 
 
 # When the database goes away, what a Spanish page then says in its own words (not the server's English sentence, nor

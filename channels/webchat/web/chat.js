@@ -25,7 +25,9 @@
   const TYPING_TIMEOUT_MS = 60000;
   const HISTORY_PAGES = 50;
   // While the server refuses the event stream (too many from one address: a classroom behind one router), replies
-  // are asked for every POLL_MS, and the stream tried again after a wait that doubles up to STREAM_RETRY_MAX_MS.
+  // are asked for every POLL_MS, and the stream tried again after a wait that doubles up to STREAM_RETRY_MAX_MS;
+  // refused because the server cannot read the chat (the database away: a 503), the page says it is offline until a
+  // read works again, and then tries the stream at once.
   const POLL_MS = 3000;
   const STREAM_RETRY_MAX_MS = 30000;
   const HIDDEN_REST_MS = 30000;
@@ -425,7 +427,8 @@
 
   function openEvents() {
     if (events) events.close();
-    if (stream !== "polling") setStatus("connecting"); // tried again while replies come by polling: still true
+    // tried again while replies come by polling, or while the server cannot read the chat: still true
+    if (!stillSaid()) setStatus("connecting");
     const source = new EventSource(
       `${API}/events?session=${encodeURIComponent(session)}&after=${lastReplyId}`
     );
@@ -459,7 +462,7 @@
         // The server refused the stream (the browser then gives up): find out why and reconnect.
         source.close();
         events = null;
-        if (stream !== "polling") setStatus("connecting");
+        if (!stillSaid()) setStatus("connecting");
         recoverEvents();
       } else if (retrying) {
         // A try found no server (stopped, or the network to it gone): said, as when the page cannot open the chat;
@@ -471,6 +474,12 @@
         setStatus("connecting"); // the browser reconnects by itself, sending the last event id
       }
     });
+  }
+
+  /** While replies come by polling, or the chat cannot be read (offline), trying the stream again leaves the status
+   * line as it is: still true until the stream opens ("Online"), and not flipped to "Connecting…" at every try. */
+  function stillSaid() {
+    return stream === "polling" || stream === "offline";
   }
 
   /** A hidden tab closes its stream after HIDDEN_REST_MS, unless it is shown again before. */
@@ -504,7 +513,9 @@
     streamRefusals += 1;
     const until = Date.now() + wait;
     for (;;) {
+      const offline = stream === "offline";
       if (events || !(await pollReplies()) || events) return;
+      if (offline && stream === "polling") break; // the chat is read again: so may the stream be, now
       if (Date.now() >= until) break;
       await sleep(Math.min(POLL_MS, until - Date.now()));
     }
@@ -526,6 +537,8 @@
       if (response.ok) {
         hideError({ onlyUnreachable: true });
         for (const reply of response.data.replies || []) showReply(reply);
+      } else if (response.status >= 500) {
+        showError(words.retrying, { unreachable: true }); // the server cannot read the chat now (the database away)
       }
     } catch {
       if (!events) setStatus("offline"); // still unreachable: ask again, and the stream is tried again
