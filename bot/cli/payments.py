@@ -81,13 +81,18 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
         async with database(settings) as db, db.sessions() as session:
             payment = await session.get(Payment, number)
             if payment is None:
-                print(f"No payment {number} (lessonbot payments list shows them).", file=sys.stderr)
+                _no_payment(number)
                 return 1
             for column in Payment.__table__.columns:
                 print(f"{column.name}: {getattr(payment, column.name)}")
         return 0
 
     return asyncio.run(main())
+
+
+def _no_payment(number: int) -> None:
+    """What `show` and `refund` say of a number no payment has."""
+    print(f"No payment {number} (lessonbot payments list shows them).", file=sys.stderr)
 
 
 def payment_desk_for_commands(settings: Settings) -> tuple[PaymentDesk, list[TelegramChannel]]:
@@ -134,7 +139,10 @@ def cmd_refund(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"{args.payment!r} is not a payment number: give 12 or LB-000012 (lessonbot payments list).",
                       file=sys.stderr)
                 outcome, code = "invalid", 2
-            elif target is None or status != PaymentStatus.PAID:
+            elif target is None:
+                _no_payment(number)
+                outcome, code = "invalid", 1
+            elif status != PaymentStatus.PAID:
                 print(f"Payment {number} is not a paid payment (lessonbot payments list).", file=sys.stderr)
                 outcome, code = "invalid", 1
             else:

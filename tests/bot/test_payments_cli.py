@@ -68,6 +68,9 @@ async def test_list_show_and_refund_from_the_command_line(settings, tmp_path):
         assert code == 0 and "charge_reference: pi_test_cli" in out
         code, out, err = await run(env, "refund", "twelve")
         assert code == 2 and "is not a payment number" in err
+        code, out, err = await run(env, "refund", f"LB-{number + 1:06d}")  # no such payment: said so, as by show
+        assert code == 1 and err == f"No payment {number + 1} (lessonbot payments list shows them).\n", err
+        assert (await run(env, "show", str(number + 1)))[2] == err
         code, out, err = await run(env, "refund", str(number))
         assert code == 0 and out.startswith(f"Refunded payment {number}"), err
         assert [refund["payment_intent"] for refund in stripe_api.refunds] == ["pi_test_cli"]
@@ -82,7 +85,8 @@ async def test_list_show_and_refund_from_the_command_line(settings, tmp_path):
         [told] = (await session.scalars(select(OutboxMessage))).all()
         assert told.chat_id == "+15551234567" and "was refunded" in told.payload["text"]
         audit = [(row.command, row.outcome) for row in await session.scalars(select(AdminAuditEntry))]
-        assert audit == [("payments refund", "invalid"), ("payments refund", "ok"), ("payments refund", "invalid")]
+        assert audit == [("payments refund", "invalid"), ("payments refund", "invalid"), ("payments refund", "ok"),
+                         ("payments refund", "invalid")]
     await db.dispose()
 
 
