@@ -7,8 +7,9 @@ outbox row per recipient under the key `broadcast:{id}:{user_id}`. Progress is r
 
 Only learners the bot may message on its own are recipients (see `may_be_messaged`): set up, not paused or
 stopped, and not opted out on their platform. Nor is a learner who got the very same message within REPEAT_WINDOW
-(a broadcast of that text going out or sent): a command run twice — the same announcement typed again, an older
-preview's Send pressed after another's, a script's send retried — sends nobody a second copy (`earlier_copies`).
+(a broadcast of that text going out or sent, or a copy of one cancelled since that went to their home chat): a command
+run twice — the same announcement typed again, an older preview's Send pressed after another's, a script's send
+retried, or sent again after a cancel — sends nobody a second copy (`earlier_copies`, `_reached_by`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, and_, cast, exists, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, String, and_, cast, exists, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
@@ -112,9 +113,7 @@ async def recipients_query(
         .where(*may_be_messaged(now))
     )
     if leave_out:
-        query = query.where(Learner.user_id.not_in(
-            select(BroadcastRecipient.user_id).where(BroadcastRecipient.broadcast_id.in_(leave_out))
-        ))
+        query = query.where(Learner.user_id.not_in(_reached_by(leave_out)))
     if segment.course is not None:
         course_id = await session.scalar(select(Course.id).where(Course.slug == segment.course))
         if course_id is None:
@@ -142,13 +141,40 @@ async def count_recipients(session: AsyncSession, segment: Segment, now: datetim
     return int(await session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0)
 
 
+# A copy that went out or is going: sent, or in line (being sent, due, waiting for the person to write). Cancelling a
+# broadcast withdraws the copies in line but the one being sent, so of a cancelled one these are the copies that went.
+_GONE_OR_GOING = ("sent", "sending", "pending", "waiting")
+
+
+def _copy_went(broadcast_id: Any, conversation_id: Any = None) -> ColumnElement[bool]:
+    """Some copy of the broadcast `broadcast_id` (a column) went out or is going, to `conversation_id` if given."""
+    prefix = literal(BROADCAST_KEY) + cast(broadcast_id, String) + literal(":%")
+    went = [OutboxMessage.idempotency_key.like(prefix), OutboxMessage.status.in_(_GONE_OR_GOING)]
+    if conversation_id is not None:
+        went.append(OutboxMessage.conversation_id == conversation_id)
+    return exists().where(*went)
+
+
+def _reached_by(broadcasts: Sequence[int]) -> Select[int]:
+    """The learners these broadcasts reached or will reach: every recipient of one going out or sent, and of one
+    cancelled those whose home chat a copy went to (a group that is home to several reads one copy)."""
+    return (
+        select(BroadcastRecipient.user_id)
+        .join(Broadcast, Broadcast.id == BroadcastRecipient.broadcast_id)
+        .where(BroadcastRecipient.broadcast_id.in_(broadcasts),
+               or_(Broadcast.status != CANCELLED,
+                   _copy_went(BroadcastRecipient.broadcast_id, BroadcastRecipient.conversation_id)))
+    )
+
+
 async def earlier_copies(session: AsyncSession, text: str, now: datetime) -> list[int]:
-    """The broadcasts of this very message confirmed within REPEAT_WINDOW before `now`, going out or sent: their
-    recipients are left out of another (a cancelled one is not counted: it was stopped to be sent otherwise)."""
+    """The broadcasts of this very message confirmed within REPEAT_WINDOW before `now` that went out to someone: going
+    out, sent, or cancelled after some copies went. Whom they reached (`_reached_by`) is left out of another."""
     return list(await session.scalars(
         select(Broadcast.id)
-        .where(Broadcast.text == text.strip(), Broadcast.status.in_((SENDING, SENT)),
-               Broadcast.confirmed_at >= now - REPEAT_WINDOW)
+        .where(Broadcast.text == text.strip(), Broadcast.confirmed_at >= now - REPEAT_WINDOW,
+               or_(Broadcast.status.in_((SENDING, SENT)),
+                   and_(Broadcast.status == CANCELLED, _copy_went(Broadcast.id))))
         .order_by(Broadcast.id)
     ))
 

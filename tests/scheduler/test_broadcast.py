@@ -18,7 +18,7 @@ from scheduler.clock import Job
 from storage.broadcasts import FAN_OUT, BroadcastError, Segment, confirm, count_recipients, create_draft
 from storage.courses import Enrollment
 from storage.db import Database
-from storage.learners import PAUSED, STOPPED
+from storage.learners import PAUSED, STOPPED, Learner
 from storage.models import Conversation, OutboxMessage, utcnow
 from storage.outbox import OutboxStatus
 from storage.scheduling import SENT, Broadcast, ClockRun
@@ -575,3 +575,44 @@ def test_a_send_from_the_shell_run_twice_sends_nobody_a_second_copy(settings, ca
         f"2 learners left out: they got this same message within the last day, from broadcast #{number}.\n"
         "Nobody to send it to; nothing sent.\n")
     assert broadcasts_stored(settings) == 1
+
+
+async def test_the_copies_a_cancelled_broadcast_sent_count_and_the_same_message_again_reaches_nobody_twice(admin_bot):
+    """An announcement is cancelled after its first copies went (sent to l0, being sent to l1, sent to a group that
+    is home to two learners); the same words sent again reach the others but none it reached, and the preview says
+    so."""
+    bot, channel = admin_bot
+    for index in range(4):
+        await add_learner(bot.db, chat=f"l{index}")
+    await add_learner(bot.db, chat="grp")
+    hal = await add_learner(bot.db, chat="hal-own")
+    async with bot.db.transaction() as session:  # hal's home is the group another learner calls home
+        group = await session.scalar(select(Conversation.id).where(Conversation.chat_id == "grp"))
+        await session.execute(update(Learner).where(Learner.user_id == hal).values(home_conversation_id=group))
+    admin = Transcript(bot, channel, "boss")
+    [preview] = await admin.say("/admin broadcast everyone Webinar at 3pm")
+    number = int(re.match(r"Broadcast #(\d+) ", preview)[1])
+    await admin.say("Send to 6 learners", choice=f"/admin broadcast send {number}")
+    ctx = context(bot.db, HandClock(utcnow()))
+    assert await top_up(ctx, number, batch=2, max_batches=1) == 2  # l0 and l1
+    await bot.dispatcher.flush()
+    async with bot.db.transaction() as session:  # l1's copy is still being sent when the broadcast is cancelled
+        await session.execute(update(OutboxMessage).where(OutboxMessage.chat_id == "l1")
+                              .values(status=OutboxStatus.SENDING))
+    assert await top_up(ctx, number, batch=2, max_batches=1) == 2  # l2 and l3, left in line
+    assert await top_up(ctx, number, batch=2, max_batches=1) == 2  # the group, once for gus and hal
+    async with bot.db.transaction() as session:
+        await session.execute(update(OutboxMessage).where(OutboxMessage.chat_id == "grp")
+                              .values(status=OutboxStatus.SENT, sent_at=utcnow()))
+    [cancelled] = await admin.say("Cancel", choice=f"/admin broadcast cancel {number}")
+    assert cancelled == f"Broadcast #{number} is cancelled. 2 copies not yet sent were withdrawn."
+
+    [again] = await admin.say("/admin broadcast everyone Webinar at 3pm")
+    again_number = int(re.match(r"Broadcast #(\d+) ", again)[1])
+    assert again == (f"Broadcast #{again_number} goes to 2 learners (everyone):\n(4 learners left out: they got this "
+                     f"same message within the last day, from broadcast #{number}.)\n\nWebinar at 3pm\n\nSend it?")
+    await admin.say("Send to 2 learners", choice=f"/admin broadcast send {again_number}")
+    await fan_out(ctx)
+    await bot.dispatcher.flush()
+    assert await copies_per_recipient(bot.db, again_number) == {"l2": 1, "l3": 1}
+    assert [channel.texts(chat) for chat in ("l0", "l2", "l3")] == [["Webinar at 3pm"]] * 3
