@@ -5,9 +5,10 @@ for the member whose message it answers, for the learner the bot spoke to on its
 in a group that is home to several, theirs alone), or for anyone in the chat when it spoke to no one in particular.
 So:
 - a pressed button is honoured only if its value was offered in this conversation to the person pressing it, however
-  long ago ("a button works however late it is pressed"), or, from a member's private place in a group chat
-  (`meta[GROUP_CHAT]`: a Slack member's ephemeral conversation in a channel), offered in that chat, or in a direct
-  chat, offered to the person's own address (`meta[DIRECT_ADDRESS]`);
+  long ago ("a button works however late it is pressed", as long as a reply that offered it is kept: the prune lets
+  an offer go with its replies, `storage.outbox.choices_offered_before`), or, from a member's private place in a
+  group chat (`meta[GROUP_CHAT]`: a Slack member's ephemeral conversation in a channel), offered in that chat, or in a
+  direct chat, offered to the person's own address (`meta[DIRECT_ADDRESS]`);
   a value that never was (a forged button, another group member's prompt) gets "that button isn't available" and
   nothing else (`was_offered`, `refuse`);
 - an offered button answers a flow's open question only if it is of that question's kind (dialogs/flow.py,

@@ -96,6 +96,22 @@ def messages_finished_before(before: datetime) -> list[ColumnElement[bool]]:
             InboundMessage.status.in_([status.value for status in FINISHED_MESSAGES]), ~answered]
 
 
+def choices_offered_before(before: datetime) -> list[ColumnElement[bool]]:
+    """The offered choices the retention lets go with the replies that offered them: offered before `before`, in a
+    conversation none of whose replies queued since is kept (`replies_finished_before`). A choice is recorded when it
+    is first offered (`enqueue` keeps that row), so a reply that offers it again is among those since: while any such
+    reply is kept (in line, waiting for the person, sent within the days), a press on it is still honoured
+    (dialogs.choices.was_offered). Every status is named so the (status, conversation_id, id) index finds the
+    conversation's replies."""
+    kept_since = exists().where(
+        OutboxMessage.status.in_([status.value for status in OutboxStatus]),
+        OutboxMessage.conversation_id == OfferedChoice.conversation_id,
+        OutboxMessage.created_at >= OfferedChoice.offered_at,
+        ~and_(*replies_finished_before(before)),
+    )
+    return [OfferedChoice.offered_at < before, ~kept_since]
+
+
 def awaited(rows: FromClause) -> ColumnElement[bool]:
     """Outbox rows someone is waiting for: replies to a message they sent (`inbound_message_id`), which the dispatcher
     sends ahead of what the bot sends on its own (broadcasts, lessons at the learner's hour, nudges, notices)."""
@@ -617,8 +633,9 @@ async def lesson_going_since(where: Where, conversation_id: int, user_id: int, *
 async def follow_moved_chat(session: AsyncSession, old_id: int, new_id: int, chat_id: str) -> int:
     """A chat that moved to another id (a Telegram group become a supergroup, conversation `new_id` at `chat_id`):
     what waits to go to the old one goes to the new one, in its order, and the choices offered there are offered
-    there still (the supergroup shows the group's history, buttons and all). A row being sent now finishes where it
-    is (the channel follows the move itself). The number of replies moved."""
+    there still (the supergroup shows the group's history, buttons and all), as offered at the move: the replies sent
+    there stay with the old chat, so the prune keeps them the days after it (`choices_offered_before`). A row being
+    sent now finishes where it is (the channel follows the move itself). The number of replies moved."""
     moved = await session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.conversation_id == old_id,
@@ -631,7 +648,7 @@ async def follow_moved_chat(session: AsyncSession, old_id: int, new_id: int, cha
                                        offered.c.value == _OFFERED.c.value)
     await session.execute(
         update(_OFFERED).where(_OFFERED.c.conversation_id == old_id, ~exists(there))
-        .values(conversation_id=new_id).execution_options(synchronize_session=False)
+        .values(conversation_id=new_id, offered_at=utcnow()).execution_options(synchronize_session=False)
     )
     return rows_affected(moved)
 

@@ -8,14 +8,16 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.config import ConfigError, load_settings
+from bot.messages import Choice, Text
 from bot.pipeline import record
 from scheduler.clock import prune
 from scheduler.context import JobContext
-from standins.telegram import text_update
-from storage.models import InboundMessage, InboundSequence, OutboxMessage, utcnow
+from standins.telegram import button_update, person, text_update
+from storage.models import InboundMessage, InboundSequence, OfferedChoice, OutboxMessage, utcnow
+from storage.outbox import OutboxEntry, enqueue, follow_moved_chat
 from storage.queries import get_or_create_conversation
 from storage.retention import FEWEST_MESSAGE_DAYS, MESSAGE_DAYS, prune_history
 from tests.channels.test_telegram_webhook import CHAT, post, telegram_settings  # noqa: F401 (the fixture)
@@ -181,3 +183,94 @@ def test_the_fewest_days_cover_every_reader():
     assert FEWEST_MESSAGE_DAYS > DASHBOARD_DAYS  # each day's first count reads the last 30 days again
     assert timedelta(days=FEWEST_MESSAGE_DAYS) > UNDELIVERED_AFTER  # a reminder is settled by its reply's status
     assert FEWEST_MESSAGE_DAYS > 3  # Stripe redelivers an event for 3 days, Telegram an update for 1
+
+
+async def _offered(lessonbot) -> set[tuple[str, str]]:
+    async with lessonbot.db.sessions() as session:
+        return set(await session.execute(select(OfferedChoice.member, OfferedChoice.value)))
+
+
+async def _aged(lessonbot, days: float) -> None:
+    """Everything stored so far happened `days` earlier: the replies queued and sent, the messages, the offers."""
+    async with lessonbot.db.transaction() as session:
+        for model, columns in ((OutboxMessage, ("created_at", "sent_at")),
+                               (InboundMessage, ("received_at", "processed_at")), (OfferedChoice, ("offered_at",))):
+            for row in await session.scalars(select(model)):
+                for column in columns:
+                    if getattr(row, column) is not None:
+                        setattr(row, column, getattr(row, column) - _at(days))
+
+
+async def test_the_buttons_offered_on_replies_gone_go_with_them_and_one_offered_again_on_a_kept_reply_stays(
+        telegram_settings, standin):
+    """Ann's greeting offered its buttons DAYS and more ago; /start lately offered the same ones again on a new reply.
+    The prune lets the old greeting go, but not its buttons, which the new one offers: pressed on it through the
+    webhook, Yes is answered. Once every reply that offered them is gone, so are they, a batch a transaction."""
+    ann = person(CHAT, "Ann")
+    kept_days = telegram_settings.model_copy(update={"message_retention_days": DAYS})
+    async with running(kept_days, clock=False) as (client, lessonbot):
+        await post(client, text_update("/start", user=ann))
+        await standin.wait_for(lambda: standin.texts(CHAT))
+        await lessonbot.settle()
+        buttons = await _offered(lessonbot)
+        assert len(buttons) >= 2
+        await _aged(lessonbot, DAYS + 2)
+        await post(client, text_update("/start", user=ann))
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) == 2)
+        await lessonbot.settle()
+
+        pruned = await prune_history(lessonbot.db, utcnow(), batch=1, message_days=DAYS)
+        assert (pruned["outbox_messages"], pruned["offered_choices"]) == (1, 0)
+        assert await _offered(lessonbot) == buttons
+        greeting = standin.called("sendMessage")[1]
+        [[yes], *_others] = greeting.reply_markup["inline_keyboard"]
+        await post(client, button_update(greeting, yes["callback_data"], user=ann))
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) == 3)
+        assert standin.texts(CHAT)[2] == "What should I call you?"
+
+        offered = await _offered(lessonbot)  # (and what the name's question offers)
+        await _aged(lessonbot, DAYS + 2)  # every reply that offered them is gone: so are they, one a statement
+        pruned = await prune_history(lessonbot.db, utcnow(), batch=1, message_days=DAYS)
+        assert pruned["offered_choices"] == len(offered) > len(buttons) and await _offered(lessonbot) == set()
+        assert await prune_history(lessonbot.db, utcnow(), batch=1, message_days=DAYS) == dict.fromkeys(pruned, 0)
+
+
+async def test_a_button_on_a_reply_still_kept_however_old_stays_offered(db):
+    """Three chats were each offered a button DAYS and more ago: on a reply still waiting for the person to write
+    (kept however old), on one queued then and sent lately (kept), and on one sent then (gone). Only the last goes."""
+    now = utcnow()
+    old = now - _at(DAYS) - timedelta(hours=1)
+    sent = {"waits": None, "sent-lately": now - _at(1), "gone": old}
+    async with db.transaction() as session:
+        for chat, sent_at in sent.items():
+            conversation = await get_or_create_conversation(session, "test", chat)
+            reply = Text("Ready?", choices=[Choice("Next", f"next:{chat}")]).to_payload()
+            await enqueue(session, [OutboxEntry(conversation_id=conversation, channel="test", chat_id=chat,
+                                                payload=reply)], now=old)
+            await session.execute(update(OutboxMessage).where(OutboxMessage.conversation_id == conversation)
+                                  .values(status="waiting" if sent_at is None else "sent", sent_at=sent_at))
+    pruned = await prune_history(db, now, batch=1, message_days=DAYS)
+    assert (pruned["outbox_messages"], pruned["offered_choices"]) == (1, 1)
+    async with db.sessions() as session:
+        assert set(await session.scalars(select(OfferedChoice.value))) == {"next:waits", "next:sent-lately"}
+
+
+async def test_the_buttons_of_a_group_become_a_supergroup_stay_offered_there_while_its_history_is_kept(db):
+    """A group was offered Next long ago and again lately (a reply kept); it became a supergroup, which shows the
+    group's history, buttons and all. Nothing was said there since: Next stays offered in the supergroup for as long
+    as a reply of the group could show it."""
+    now = utcnow()
+    async with db.transaction() as session:
+        group = await get_or_create_conversation(session, "test", "grp")
+        for when in (now - _at(DAYS + 5), now - _at(2)):
+            await enqueue(session, [OutboxEntry(conversation_id=group, channel="test", chat_id="grp",
+                                                payload=Text("Ready?", choices=[Choice("Next", "next")]).to_payload())],
+                          now=when)
+        await session.execute(update(OutboxMessage).values(status="sent", sent_at=OutboxMessage.created_at))
+        supergroup = await get_or_create_conversation(session, "test", "-100grp")
+        await follow_moved_chat(session, group, supergroup, "-100grp")
+    pruned = await prune_history(db, now, message_days=DAYS)
+    assert (pruned["outbox_messages"], pruned["offered_choices"]) == (1, 0)
+    async with db.sessions() as session:
+        assert list(await session.execute(select(OfferedChoice.conversation_id, OfferedChoice.value))) == [
+            (supergroup, "next")]
