@@ -191,7 +191,9 @@ class InboundMeta(TypedDict, total=False):
     reply_address: str
     question: bool  # words asked as a question on purpose, whatever a button says (Slack's /ask, Rasa's ask action)
     language: str  # the language of the person's app, a first guess at theirs (Telegram)
-    membership: Literal["joined", "left"]  # the person joined or left a group chat (Slack channel events)
+    # the person joined or left a group chat (Slack channel events), or left or was removed from one (Telegram's
+    # left_chat_member, recorded only for someone the bot knows)
+    membership: Literal["joined", "left"]
     moved_from: str  # the chat this one continues: a Telegram group became this supergroup (a platform's report)
     # the bot may send in this chat again: its own membership changed (a platform's report: Telegram's
     # my_chat_member; other members' changes are not asked for), which lifts a refusal of the chat (`Unreachable`)

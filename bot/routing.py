@@ -3,8 +3,9 @@
 (A typed choice, a current button's label or its number where choices are numbered, arrives here already read as
 the choice it names: bot/pipeline.py asks dialogs/choices.py.)
 
-0. The platform's word that someone joined or left a group chat goes to the chat's team (dialogs/teams.py); its
-   word that the bot may send in a chat again (bot/pipeline.py lifts a refusal of the chat on it) gets no answer.
+0. The platform's word that someone joined or left a group chat goes to the chat's team (dialogs/teams.py), and one
+   who left has their home there end (dialogs/group_chats.py); its word that the bot may send in a chat again
+   (bot/pipeline.py lifts a refusal of the chat on it) gets no answer.
 1. A command ("/next", or a synonym typed alone: "next", "siguiente", or with arguments its command reads from
    plain words: "pause 3 days") runs. A dialog in progress stays where it
    was (its buttons still work, its next answer still goes to it; /start asks an unfinished onboarding again). A
@@ -95,7 +96,9 @@ def find_command(name: str) -> Command | None:
 async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> None:
     """Answer one message. `fallback` takes what nothing else expects (the question answerer; bot/rasa_nlu.py puts
     an organisation's Rasa model in front of it)."""
-    if turn.message.meta.get(MEMBERSHIP):  # the platform says someone joined or left a group chat
+    if membership := turn.message.meta.get(MEMBERSHIP):  # the platform says someone joined or left a group chat
+        if membership == "left":
+            await group_chats.left(turn)
         await teams.membership_changed(turn)
         return
     if turn.message.meta.get(MOVED_FROM):  # the platform says this chat continues another (a group's new id)

@@ -101,6 +101,29 @@ async def requeue_failed(transaction: SessionOnDemand, ids: Sequence[int] | None
     return await requeue(session, ids, now=now)
 
 
+async def withdraw_held_lessons(transaction: SessionOnDemand, conversation: Conversation, user_id: int, *,
+                                now: datetime, reason: str) -> None:
+    """The learner's lessons held in a chat that is no longer their home (a group they left: `withdraw_unasked` held
+    them there) are cancelled, and their place in each lesson put back to where it stood before them, so /next in
+    their next home sends what they never got rather than going on past it."""
+    for held in await held_lessons(transaction.session, conversation.id):
+        if held.user_id != user_id:
+            continue
+        await cancel_held(transaction.session, held.ids, reason=reason)
+        user, lesson = await transaction.session.get(User, user_id), await lesson_by_id(transaction, held.lesson_id)
+        if user is not None and lesson is not None:
+            x = Exchange(transaction=transaction, conversation=conversation, user=user, state={}, now=now)
+            await _put_place_back(x, lesson.id, lesson.course_id, held.part)
+
+
+async def _put_place_back(x: Exchange, lesson_id: int, course_id: int, part: int) -> None:
+    """The learner's place in the lesson `lesson_id` back to `part` at most, where a lesson row queued from there was
+    not sent after all."""
+    enrollment = await enrollment_in(x, course_id)
+    if enrollment is not None and enrollment.current_lesson_id == lesson_id:
+        enrollment.current_part = min(enrollment.current_part, part)
+
+
 async def _withhold(transaction: SessionOnDemand, conversation: Conversation, lessons: list[HeldLesson], *,
                     now: datetime, was: OutboxStatus) -> None:
     """Of a conversation's rows of `lessons` (held, or failed: `was`), cancel those whose lesson is closed to their
@@ -119,9 +142,7 @@ async def _withhold(transaction: SessionOnDemand, conversation: Conversation, le
             continue
         await cancel_held(session, held.ids, reason=f"not sent: its lesson was closed to the learner ({closed})",
                           was=was)
-        enrollment = await enrollment_in(x, lesson.course_id)
-        if enrollment is not None and enrollment.current_lesson_id == lesson.id:
-            enrollment.current_part = min(enrollment.current_part, held.part)
+        await _put_place_back(x, lesson.id, lesson.course_id, held.part)
 
 
 async def question_closed(x: Exchange, question: Question) -> Closed | None:

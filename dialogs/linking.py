@@ -111,12 +111,13 @@ async def private_chat(turn: Turn) -> Conversation | None:
     )
 
 
-async def queue(turn: Turn, conversation: Conversation, *replies: str | Reply) -> None:
+async def queue(turn: Turn, conversation: Conversation, *replies: str | Reply, note_here: bool = True) -> None:
     """Replies to another chat than the one this turn answers (its person's private chat), in the same
     transaction; sent as replies the person waits for (`Turn.answered_elsewhere`). Should the platform refuse that
-    chat, the chat the command was typed in gets a note instead (`if_unreachable`)."""
+    chat, the chat the command was typed in gets a note instead (`if_unreachable`), unless not `note_here` (a group
+    the person has left)."""
     turn.answered_elsewhere.add(conversation.id)
-    instead = if_unreachable(turn, conversation)
+    instead = if_unreachable(turn, conversation) if note_here else None
     await enqueue(turn.session, [
         OutboxEntry(conversation_id=conversation.id, channel=conversation.channel, chat_id=conversation.chat_id,
                     payload={**(Text(reply) if isinstance(reply, str) else reply).to_payload(),

@@ -451,6 +451,17 @@ def bot_member_update(chat_id: int, status: str, *, by: dict[str, Any] | None = 
     }
 
 
+def left_member_update(chat_id: int, member: dict[str, Any], *, by: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The service message Telegram posts in a group when `member` leaves it (`by` left out) or is removed from it by
+    `by` (an admin): `left_chat_member`, which reaches a bot in the group whatever it asked for (no `chat_member`)."""
+    return {
+        "update_id": next(_update_ids),
+        "message": {"message_id": next(_update_ids), "date": int(time.time()), "from": by or member,
+                    "chat": {"id": chat_id, "type": "supergroup", "title": "Study group"},
+                    "left_chat_member": member},
+    }
+
+
 def invoice_total(invoice: Call) -> int:
     """What an invoice (a recorded sendInvoice or createInvoiceLink) asks, in the currency's minor unit."""
     return sum(int(price["amount"]) for price in json.loads(invoice.params["prices"]))

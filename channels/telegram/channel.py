@@ -50,12 +50,13 @@ from bot.channel import (
     TransientSendError,
     Unreachable,
 )
-from bot.messages import CheckoutAnswer, Document, Invoice, Link, Reply, Text
+from bot.messages import MEMBERSHIP, CheckoutAnswer, Document, InboundMessage, Invoice, Link, Reply, Text
 from channels.markdown import PLAIN, TELEGRAM_HTML, render
 from channels.telegram.buttons import keyboard
 from channels.telegram.request import AiohttpRequest
 from channels.telegram.routes import webhook_routes
 from channels.telegram.updates import (
+    CHANNEL,
     BotIdentity,
     backfill_legacy_fields,
     interpret,
@@ -207,11 +208,20 @@ class TelegramChannel:
             outcome = interpret(update, me=me)
         except (AttributeError, TypeError) as exc:  # a field of a shape the Bot API never sends
             outcome = Ignored(f"not readable as a Bot API update ({type(exc).__name__}: {exc})")
+        if not isinstance(outcome, Ignored) and await self._of_a_stranger(outcome, host):
+            outcome = Ignored("someone the bot does not know left a group: nothing is kept of them")
         if isinstance(outcome, Ignored):
             return self._ignored(update.update_id, outcome.reason, kind=update_kind(update),
                                  callback_query_id=callback_query_id)
         recorded = await host.receive(outcome)
         return Accepted(update.update_id, duplicate=recorded.duplicate, callback_query_id=callback_query_id)
+
+    @staticmethod
+    async def _of_a_stranger(message: InboundMessage, host: ChannelHost) -> bool:
+        """A group's report that someone left it, about a person who never wrote to the bot: a large group's leaves
+        store nothing of them (a person the bot knows has a language: `ChannelHost.sender_language`)."""
+        return (message.meta.get(MEMBERSHIP) == "left"
+                and await host.sender_language(CHANNEL, message.sender_id) is None)
 
     def _ignored(
         self, update_id: int, reason: str, *, kind: str = "", callback_query_id: str | None = None

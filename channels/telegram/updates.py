@@ -20,7 +20,10 @@ logged reason rather than refused. What becomes a message:
   bot's sends, `channels.telegram.channel.NO_RIGHTS`); other members' changes (`chat_member`) are not asked for, so
   the joins and leaves of a large group store nothing of people who never wrote to the bot;
 - a group become a supergroup: the service message that opens the supergroup (`migrate_from_chat_id`), a platform's
-  report in the new chat with the old chat's id in `meta[MOVED_FROM]`, so its learners and what waits for it follow.
+  report in the new chat with the old chat's id in `meta[MOVED_FROM]`, so its learners and what waits for it follow;
+- someone left a group or was removed from it: the group's service message (`left_chat_member`, which reaches the
+  bot though it asks for no member's changes), a platform's report from that person with `meta[MEMBERSHIP]`
+  "left", so a home they had there ends (the channel records it only for someone the bot knows).
 Edited messages, channel posts (and their copies in a discussion group, sent on behalf of the channel), inline
 queries and every other kind are ignored.
 
@@ -56,6 +59,7 @@ from bot.messages import (
     LANGUAGE,
     MAY_SEND,
     MEDIA,
+    MEMBERSHIP,
     MESSAGE_ID,
     MOVED_FROM,
     PLATFORM_REPORT,
@@ -235,6 +239,8 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
             channel=CHANNEL, platform_id=platform_id, chat_id=str(chat.id), sender_id=str(user.id), text="",
             meta={PLATFORM_REPORT: True, MOVED_FROM: str(message.migrate_from_chat_id), CHAT_TYPE: str(chat.type)},
         )
+    if message.left_chat_member is not None:  # (whoever removed them, an anonymous admin too)
+        return _left(platform_id, message, message.left_chat_member)
     if message.sender_chat is not None or message.is_automatic_forward:
         return Ignored("a message on behalf of a chat (a channel's post copied into its discussion group, a member "
                        "posting as a channel, an anonymous group admin): the bot talks with people")
@@ -295,6 +301,17 @@ def _from_message(platform_id: str, message: Message, me: BotIdentity | None) ->
         text=text,
         sender_name=user.first_name or None,
         meta=meta,
+    )
+
+
+def _left(platform_id: str, message: Message, member: User) -> InboundMessage | Ignored:
+    """Someone left the group, or was removed: a report from them (they wrote nothing; their name is not kept)."""
+    if member.is_bot:
+        return Ignored("a bot left a group (the bot's own membership comes as my_chat_member)")
+    chat = message.chat
+    return InboundMessage(
+        channel=CHANNEL, platform_id=platform_id, chat_id=str(chat.id), sender_id=str(member.id),
+        meta={PLATFORM_REPORT: True, MEMBERSHIP: "left", CHAT_TYPE: str(chat.type)},
     )
 
 

@@ -1,7 +1,8 @@
 """Learners whose home chat is a group (they set up their lessons there and have no chat of their own with the bot):
 an erased one's queued lesson is withheld, an announcement reaches the group once however many call it home, a
 group that became a supergroup (another chat id) is followed there, and a lesson pushed there names its learner and
-offers its buttons to them alone (on Telegram, through the webhook)."""
+offers its buttons to them alone (on Telegram, through the webhook); a learner who leaves that group has no home
+there any more, and is told in their private chat how to pick another."""
 
 from __future__ import annotations
 
@@ -18,14 +19,24 @@ from sqlalchemy import select, update
 
 from bot.cli import main
 from bot.core import Lessonbot
-from bot.messages import MOVED_FROM, PLATFORM_REPORT, InboundMessage, Text
+from bot.messages import MEMBERSHIP, MOVED_FROM, PLATFORM_REPORT, InboundMessage, Text
 from channels.telegram import SECRET_HEADER
 from scheduler.broadcast import fan_out
 from scheduler.planner import next_lesson_after, plan_lessons
-from standins.telegram import BOT_USERNAME, TOKEN, Call, TelegramStandIn, button_update, person, text_update
+from standins.telegram import (
+    BOT_USERNAME,
+    TOKEN,
+    Call,
+    TelegramStandIn,
+    button_update,
+    left_member_update,
+    person,
+    text_update,
+)
 from storage.courses import QuestionCard
 from storage.learners import Learner
 from storage.models import ChannelIdentity, Conversation, OutboxMessage, utcnow
+from storage.models import InboundMessage as InboundRow
 from tests.dialogs.learning_support import Learning, import_sample, learner_row, learning_bot, onboard  # noqa: F401
 from tests.scheduler.support import HandClock, context
 from tests.support import (
@@ -122,6 +133,29 @@ async def test_a_group_become_a_supergroup_is_followed_there_with_its_learners_a
     pressed = await supergroup.say(lesson.choices[0].label, choice=lesson.choices[0].value)
     assert pressed and pressed[0] != "That button isn't available."
 
+
+
+async def test_a_lesson_queued_to_a_group_home_its_learner_left_is_withdrawn_and_their_place_kept(learning_bot):
+    """Ann's home is a group; her lesson at her hour is queued there and not sent yet when she leaves the group. It is
+    withdrawn, not sent there, and her place is put back: her /next in her own chat brings that lesson from its
+    start, and makes her chat her home."""
+    bot, channel = learning_bot
+    ann = Member(bot, channel, chat="grp", sender="ann")
+    await onboard(ann)
+    assert await queue_lessons_at_their_hour(bot) == 1  # (no dispatcher told: the lesson waits in the outbox)
+    await bot.receive(InboundMessage(channel=channel.name, platform_id=f"group-{next(_ids)}", chat_id="grp",
+                                     sender_id="ann", meta={PLATFORM_REPORT: True, MEMBERSHIP: "left"}))
+    await bot.settle()
+    async with bot.db.sessions() as session:
+        lesson = await session.scalar(select(OutboxMessage).where(OutboxMessage.idempotency_key.like("lesson:%")))
+    assert (lesson.status, lesson.last_error) == ("cancelled", "not sent: the learner left the group, their home")
+    assert not [text for text in channel.texts("grp") if "📘 Lesson" in text]
+    own = Member(bot, channel, chat="ann", sender="ann")
+    [part, *_rest] = await own.say("/next")
+    assert part.startswith("📘 Lesson 1") and "(1/" in part
+    _user, learner = await learner_row(bot, "test", "ann")
+    async with bot.db.sessions() as session:
+        assert (await session.get(Conversation, learner.home_conversation_id)).chat_id == "ann"
 
 async def test_a_quiz_pushed_to_a_group_home_is_its_learners_and_leaves_another_members_quiz_open(learning_bot):
     """Ann and Bob both learn in one group, their home. Bob takes his first quiz; Ann has read the first lesson's parts
@@ -314,3 +348,70 @@ async def test_lessons_pushed_to_a_group_home_name_whose_each_is(telegram_settin
     lessons = [text for text in standin.texts(GROUP) if "📘 Lesson 1" in text]
     assert [text.split("\n", 1)[0] for text in lessons] == ["For Ann:", "For B*b:"]
     assert all(text.split("\n", 1)[1].startswith("📘 Lesson 1 of 5") for text in lessons)
+
+
+async def home_of(lessonbot: Lessonbot, sender: str) -> str | None:
+    """The chat id of the Telegram learner `sender`'s home, or None."""
+    async with lessonbot.db.sessions() as session:
+        return await session.scalar(
+            select(Conversation.chat_id).join(Learner, Learner.home_conversation_id == Conversation.id)
+            .join(ChannelIdentity, ChannelIdentity.user_id == Learner.user_id)
+            .where(ChannelIdentity.channel == "telegram", ChannelIdentity.external_id == sender))
+
+
+async def test_a_learner_who_leaves_their_group_home_gets_no_more_lessons_there_and_is_told_once_privately(
+        telegram_settings, standin):
+    """Ann and Bob learn in one Telegram group, their home; Ann has a private chat with the bot too. Ann leaves the
+    group (Telegram's "left" service message: the bot asks for no member's changes). Her home there ends: at the
+    hour only Bob's lesson comes to the group. She is told once in her private chat how to have her lessons come
+    elsewhere (leaving again, or the update delivered again, says nothing more), and her /next there makes it her
+    home. Bob, removed by an admin, has no private chat: his home ends all the same, and nothing is said anywhere."""
+    ann, bob, admin = person(42, "Ann"), person(43, "Bob"), person(44, "Ada")
+    async with running(telegram_settings, clock=False) as (client, lessonbot):
+        await import_sample(lessonbot)
+        her, him = TelegramMember(client, standin, ann), TelegramMember(client, standin, bob)
+        for member in (her, him):
+            await onboard_on_telegram(member)
+        await her._post(text_update("/help", chat_id=42, user=ann))
+        await standin.wait_for(lambda: len(standin.texts(42)) == 1)
+        in_group = len(standin.texts(GROUP))
+        left = left_member_update(GROUP, ann)
+        await her._post(left)
+        await standin.wait_for(lambda: len(standin.texts(42)) == 2)
+        assert standin.texts(42)[1] == (
+            "You are no longer in the group where your lessons came, so I no longer send them there. Send /next "
+            "here, or in another group with me, and they come to that chat from then on.")
+        await her._post(left)  # (delivered again)
+        await her._post(left_member_update(GROUP, ann))  # (left again, after coming back)
+        await him._post(left_member_update(GROUP, bob, by=admin))
+        await lessonbot.settle()
+        assert await home_of(lessonbot, "42") is None
+        assert await home_of(lessonbot, "43") is None
+        await him._post(text_update("/help", chat_id=GROUP, user=admin))  # (something to wait for)
+        await standin.wait_for(lambda: len(standin.texts(GROUP)) > in_group)
+        assert len(standin.texts(GROUP)) == in_group + 1
+        assert await queue_lessons_at_their_hour(lessonbot, notify=lessonbot.dispatcher.notify) == 0
+        await her._post(text_update("/next", chat_id=42, user=ann))
+        await standin.wait_for(lambda: any("📘 Lesson 1" in text for text in standin.texts(42)))
+        assert await home_of(lessonbot, "42") == "42"
+    assert len(standin.texts(42)) == 3
+    assert not [text for text in standin.texts(GROUP)[in_group:] if "📘 Lesson" in text]
+
+
+async def test_someone_who_never_wrote_leaving_a_group_home_stores_nothing_of_them(telegram_settings, standin):
+    """Ann learns in a Telegram group, her home. Cy, who never wrote to the bot, leaves the group, and Dee is removed
+    from it: the updates are acknowledged, and nothing of either is kept (no identity, no message recorded); Ann's
+    home stays."""
+    ann, cy, dee = person(42, "Ann"), person(45, "Cy"), person(46, "Dee")
+    async with running(telegram_settings, clock=False) as (client, lessonbot):
+        await import_sample(lessonbot)
+        her = TelegramMember(client, standin, ann)
+        await onboard_on_telegram(her)
+        await her._post(left_member_update(GROUP, cy))
+        await her._post(left_member_update(GROUP, dee, by=ann))
+        await lessonbot.settle()
+        async with lessonbot.db.sessions() as session:
+            people = set(await session.scalars(select(ChannelIdentity.external_id)))
+            senders = set(await session.scalars(select(InboundRow.sender_id)))
+        assert people == {"42"} and senders == {"42"}
+        assert await home_of(lessonbot, "42") == str(GROUP)
