@@ -89,6 +89,10 @@ def answer_bound(value: Any) -> float | None:
     return seconds or None
 
 
+# What uvloop raises for a wait on a socket that was closed meanwhile.
+_HANDLE_CLOSED = "the handler is closed"
+
+
 def _no_answer(seconds: float) -> psycopg.OperationalError:
     return psycopg.OperationalError(f"PostgreSQL did not answer within {seconds:g} s: the connection is closed")
 
@@ -114,7 +118,14 @@ class BoundedAsyncConnection(psycopg.AsyncConnection[Any]):
     async def connect(
         cls, conninfo: str = "", *, answer_timeout: Any = None, **kwargs: Any
     ) -> BoundedAsyncConnection:
-        connection = await super().connect(conninfo, **kwargs)
+        try:
+            connection = await super().connect(conninfo, **kwargs)
+        except RuntimeError as exc:
+            if _HANDLE_CLOSED not in str(exc):
+                raise
+            # uvloop: libpq closed its socket while the connect waited on it (it tries again on a new one once the
+            # server refused the first, a database that takes no connections): a failed connect, as any other
+            raise psycopg.OperationalError(f"connecting failed: the socket closed under the wait ({exc})") from exc
         connection.answer_timeout = answer_bound(answer_timeout)
         return connection
 
