@@ -387,13 +387,7 @@ async def test_a_modal_submitted_after_its_question_moved_on_is_refused_not_grad
     words are refused, politely, not graded as the second question's answer; the second's own modal still answers
     it."""
     async with running(slack_settings, clock=False) as (client, lessonbot):
-        lessonbot.channels["slack"].post_pace = 0.0
-        lessonbot.channels["slack"].profiles_per_minute = 60_000
-        await _team_on_a_typed_question_first(client, fixtures_dir, standin, lessonbot)
-        await _quiz_me(client, fixtures_dir, standin, lessonbot, BEA)
-        [(_label, form)] = buttons(standin.ephemerals(CHANNEL, BEA)[-1])
-        await press(client, fixtures_dir, BEA, form, ephemeral=True, message_ts=f"222.{next(_ids)}", standin=standin)
-        first_modal = standin.opened_views()[-1]
+        first_modal = await _bea_opens_the_first_typed_questions_form(client, fixtures_dir, standin, lessonbot)
         await slash(client, fixtures_dir, BEA, "answer smishing", standin=standin)  # the first, answered otherwise
         await lessonbot.settle()
         assert "Question 2 of 2" in private_texts(standin, BEA)[-1]
@@ -424,13 +418,7 @@ async def test_a_modal_submitted_while_another_flow_is_open_answers_the_question
     words answer it (graded, counted once), not refused as no longer asked, and the quiz goes on to its end, as a
     pressed quiz button does."""
     async with running(slack_settings, clock=False) as (client, lessonbot):
-        lessonbot.channels["slack"].post_pace = 0.0
-        lessonbot.channels["slack"].profiles_per_minute = 60_000
-        await _team_on_a_typed_question_first(client, fixtures_dir, standin, lessonbot)
-        await _quiz_me(client, fixtures_dir, standin, lessonbot, BEA)
-        [(_label, form)] = buttons(standin.ephemerals(CHANNEL, BEA)[-1])
-        await press(client, fixtures_dir, BEA, form, ephemeral=True, message_ts=f"222.{next(_ids)}", standin=standin)
-        modal = standin.opened_views()[-1]
+        modal = await _bea_opens_the_first_typed_questions_form(client, fixtures_dir, standin, lessonbot)
         await slash(client, fixtures_dir, BEA, "settings", standin=standin)  # another flow, on top of the quiz
         await lessonbot.settle()
         assert private_texts(standin, BEA)[-1].endswith("Is that OK with you?")  # (new: /settings onboards her)
@@ -1464,6 +1452,19 @@ async def _team_on_a_typed_question_first(client, fixtures_dir, standin: SlackSt
     clock = HandClock(datetime(2027, 3, 12, 13, 0, tzinfo=UTC))
     await sync_team_members(context(lessonbot, clock))
     await _first_lesson_posted(lessonbot, clock)
+
+
+async def _bea_opens_the_first_typed_questions_form(client, fixtures_dir, standin: SlackStandIn,
+                                                     lessonbot: Lessonbot) -> Any:
+    """The channel's team on "typed-phish" (`_team_on_a_typed_question_first`), Bea presses "Quiz me" and then "Type
+    an answer" under the first question: the modal opened for her."""
+    lessonbot.channels["slack"].post_pace = 0.0
+    lessonbot.channels["slack"].profiles_per_minute = 60_000
+    await _team_on_a_typed_question_first(client, fixtures_dir, standin, lessonbot)
+    await _quiz_me(client, fixtures_dir, standin, lessonbot, BEA)
+    [(_label, form)] = buttons(standin.ephemerals(CHANNEL, BEA)[-1])
+    await press(client, fixtures_dir, BEA, form, ephemeral=True, message_ts=f"222.{next(_ids)}", standin=standin)
+    return standin.opened_views()[-1]
 
 
 async def _quiz_me(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot, user: str) -> None:

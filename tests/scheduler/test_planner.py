@@ -902,13 +902,20 @@ async def test_a_failed_lesson_requeued_while_the_learner_is_away_is_held_until_
         await bot.stop()
 
 
+async def queue_todays_lesson(bot: Lessonbot, user: User) -> tuple[datetime, date]:
+    """The learner's lesson at their hour today, queued and due now (the dispatcher not at it yet); now, and their
+    local date."""
+    now = utcnow()
+    today = now.astimezone(zone_for(user.timezone)).date()
+    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, today, now), now) == QUEUED
+    return now, today
+
+
 async def push_todays_lesson_set_aside_for_the_window(bot: Lessonbot, sender: str) -> None:
     """The learner's lesson at their hour today, queued and then set aside until they write, as the dispatcher sets
     it aside outside WhatsApp's 24-hour window."""
     user, _learner = await learner_row(bot, "test", sender)
-    now = utcnow()
-    today = now.astimezone(zone_for(user.timezone)).date()
-    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, today, now), now) == QUEUED
+    await queue_todays_lesson(bot, user)
     async with bot.db.transaction() as session:
         await session.execute(update(OutboxMessage).where(OutboxMessage.status == OutboxStatus.PENDING.value)
                               .values(status=OutboxStatus.WAITING.value))
@@ -954,9 +961,7 @@ async def test_next_while_the_lesson_pushed_at_the_learners_hour_is_in_line_says
     t = Learning(bot, channel)
     await onboard(t)
     user, _learner = await learner_row(bot, "test", "ann")
-    now = utcnow()
-    today = now.astimezone(zone_for(user.timezone)).date()
-    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, today, now), now) == QUEUED
+    await queue_todays_lesson(bot, user)
     [lesson, said] = await t.say("/next")
     assert lesson.startswith("📘 Lesson 1 of 5") and lesson.endswith("(1/3)")
     assert said == "Your lesson is on its way."
@@ -997,9 +1002,7 @@ async def test_the_resume_that_lets_a_held_lesson_go_does_not_answer_it(learning
     t = Learning(bot, channel)
     await onboard(t)
     user, _learner = await learner_row(bot, "test", "ann")
-    now = utcnow()
-    today = now.astimezone(zone_for(user.timezone)).date()
-    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, today, now), now) == QUEUED
+    now, today = await queue_todays_lesson(bot, user)
     await t.say("/pause")
     back = await t.say("/resume")
     assert back[0].startswith("📘 Lesson 1 of 5")
