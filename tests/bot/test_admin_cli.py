@@ -14,7 +14,7 @@ from dialogs.roles import grants_of
 from storage.db import Database
 from storage.models import AdminAuditEntry
 from storage.scheduling import Broadcast
-from tests.scheduler.support import add_learner, sample_course
+from tests.scheduler.support import add_learner, add_learner_to, sample_course
 
 
 @pytest.fixture
@@ -98,14 +98,7 @@ def broadcasts_by(settings) -> list[str]:
 def test_a_broadcast_sent_or_cancelled_from_the_shell_is_audited_as_the_operators(shell, settings):
     """An announcement to every learner is as much an admin's act from the shell as from chat: who sent it and who
     stopped it are in the audit log, as `lessonbot codes` and `payments refund` are."""
-    async def learner() -> None:
-        db = Database(settings.resolved_database_url)
-        try:
-            await add_learner(db, chat="s0", channel="telegram")
-        finally:
-            await db.dispose()
-
-    asyncio.run(learner())
+    add_learner_to(settings.resolved_database_url, chat="s0", channel="telegram")
     code, out, _err = shell("broadcast", "send", "--channel", "telegram", "--text", "New lessons are out!", "--yes")
     assert code == 0
     number = re.search(r"Broadcast #(\d+) is going out", out)[1]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -117,3 +119,16 @@ async def add_learner(
             home_conversation_id=conversation.id,
         ))
         return user.id
+
+
+def add_learner_to(url: str, **fields: Any) -> int:
+    """`add_learner` for a test of the shell, which runs no event loop of its own: the learner stored in the database
+    at `url`; their user id."""
+    async def add() -> int:
+        db = Database(url)
+        try:
+            return await add_learner(db, **fields)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(add())

@@ -22,7 +22,7 @@ from storage.learners import PAUSED, STOPPED, Learner
 from storage.models import Conversation, OutboxMessage, utcnow
 from storage.outbox import OutboxStatus
 from storage.scheduling import SENT, Broadcast, ClockRun
-from tests.scheduler.support import HandClock, add_learner, context, sample_course
+from tests.scheduler.support import HandClock, add_learner, add_learner_to, context, sample_course
 from tests.support import RecordingChannel, Transcript, message
 
 UTC = timezone.utc
@@ -427,14 +427,7 @@ def test_lessonbot_broadcast_previews_sends_and_reports(settings, capsys):
 
 
 def test_a_message_file_that_is_not_text_is_refused_in_one_line_and_nothing_is_kept(settings, capsys, tmp_path):
-    async def learner() -> None:
-        db = Database(settings.resolved_database_url)
-        try:
-            await add_learner(db, chat="s0", channel="telegram")
-        finally:
-            await db.dispose()
-
-    asyncio.run(learner())
+    add_learner_to(settings.resolved_database_url, chat="s0", channel="telegram")
     message = tmp_path / "message.txt"
     message.write_bytes("New lessons are out!".encode("utf-16-le"))  # an editor's "Unicode": a NUL after each letter
     assert shell(settings, "send", "--everyone", "--file", str(message), "--yes") == 2
