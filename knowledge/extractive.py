@@ -157,7 +157,8 @@ def _pick(lengths: Sequence[int], scores: np.ndarray, per_character: float) -> l
 def sentence_rows(
     asked: ranking.Question, passages: Sequence[Passage]
 ) -> tuple[list[tuple[int, int, str]], list[list[float]]]:
-    """Every sentence of `passages` as (passage rank, position, text), and its features (ranking.SENTENCE_FEATURES)."""
+    """Every sentence of `passages` as (passage rank, position, text), and its features (ranking.SENTENCE_FEATURES).
+    A sentence two passages share (overlapping chunks of one paragraph) is one candidate, the higher ranked's."""
     probabilities = ranking.softmax([p.score for p in passages])
     analysed = [ranking.analyse(p.chunk_id, p.text, p.headings) for p in passages]
     cosines = [p.sentence_similarities or (0.0,) * len(a.units) for p, a in zip(passages, analysed, strict=True)]
@@ -165,8 +166,12 @@ def sentence_rows(
     top_cosine = max((cosine for each in cosines for cosine in each), default=0.0)
     units: list[tuple[int, int, str]] = []
     rows: list[list[float]] = []
+    seen: set[str] = set()
     for rank, passage in enumerate(analysed):
         for position, unit in enumerate(passage.units):
+            if unit in seen:
+                continue
+            seen.add(unit)
             units.append((rank, position, unit))
             rows.append(ranking.sentence_features(
                 asked, passage, position, cosines=cosines[rank], passage_probability=float(probabilities[rank]),

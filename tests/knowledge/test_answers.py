@@ -245,6 +245,30 @@ def test_a_sure_first_sentence_is_quoted_alone_and_an_unsure_one_brings_the_next
     assert sum(map(len, unsure)) <= extractive.QUOTE_CHARACTERS
 
 
+def test_a_sentence_two_overlapping_passages_share_is_quoted_once():
+    text = STEAM.split("\n\n", 2)[2]
+    first, second = text.split(". The condenser")
+    passages = [
+        Passage(chunk_id=chunk_id, course_id="bio", lesson_id="steam", lesson_title="Steam power",
+                heading_path="The engine", source="steam.md", text=body, score=score, similarity=0.6,
+                keyword_score=1.0)
+        # two chunks of one long paragraph overlap: the sentence of 1776 ends the first and opens the second
+        for chunk_id, body, score in (("steam-1", first + ".", 1.0),
+                                      ("steam-2", "The engine was improved in 1776, when a separate condenser was "
+                                                  "added. The condenser" + second, 0.9))
+    ]
+    shipped = ranking.models()
+    ranking.use(replace(shipped, quote_per_character=0.0))  # unsure: as many sentences as may be quoted
+    try:
+        found = extractive.quote("When was the steam engine improved?", passages, rarity=lambda term: 1.0)
+    finally:
+        ranking.use(shipped)
+
+    quoted = [text for *_, text in found.chosen]
+    assert any("1776" in sentence for sentence in quoted)
+    assert len(quoted) == len(set(quoted)), f"a sentence quoted twice: {quoted}"
+
+
 def test_a_short_sentence_is_quoted_sooner_than_a_long_one_as_likely():
     probabilities = np.asarray([0.6, 0.2, 0.2])
 
