@@ -8,7 +8,8 @@ each is built on this module, which reaches none of them.
 How they pay depends on where they are, as the wiring declares it (`PaymentDesk`, built in bot/payments.py):
 - where the platform sells in its own currency (Telegram Stars, `stars_channels`): an `Invoice` reply. Telegram
   asks once more before charging (`payment:check`, answered with a `CheckoutAnswer`: the course still sold, not yet
-  owned, the price unchanged) and then reports the payment (`payment:stars`), which grants access keyed by Telegram's
+  owned, the price unchanged; it comes from a chat of the buyer's checks, beside their private chat, so it waits for
+  no turn there) and then reports the payment (`payment:stars`), which grants access keyed by Telegram's
   `telegram_payment_charge_id`;
 - elsewhere, a Stripe Checkout link (`checkout`), created outside the transaction. Stripe's events reach the
   learner's conversation as messages (`payment:stripe`, recorded by bot/payments.py's webhook, keyed by Stripe's

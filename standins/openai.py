@@ -72,6 +72,10 @@ class OpenAIStandIn:
     # is set when the first one starts waiting
     hold_embeddings: threading.Event | None = None
     embedding_waits: threading.Event = field(default_factory=threading.Event)
+    # the same for chat requests (a model that takes its time to start answering): `chat_waits` is set when the first
+    # one starts waiting for `hold_chat`
+    hold_chat: threading.Event | None = None
+    chat_waits: threading.Event = field(default_factory=threading.Event)
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
@@ -83,6 +87,10 @@ class OpenAIStandIn:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.chat_requests.append(body)
+        hold = self.hold_chat
+        if hold is not None and not hold.is_set():
+            self.chat_waits.set()
+            await asyncio.get_running_loop().run_in_executor(None, hold.wait, 30)
         try:
             text = self.reply(body)
         except Fail as failure:

@@ -57,8 +57,10 @@ from channels.telegram.request import AiohttpRequest
 from channels.telegram.routes import webhook_routes
 from channels.telegram.updates import (
     CHANNEL,
+    CHECKOUT_CHAT,
     BotIdentity,
     backfill_legacy_fields,
+    buyer_chat,
     interpret,
     needs_identity,
     plain_text,
@@ -240,7 +242,11 @@ class TelegramChannel:
 
     def rate_limits(self, chat_id: str) -> tuple[RateLimit, ...]:
         """~30 messages/s across chats, ~1/s in one chat, 20/min in a group (negative chat ids are groups); a group
-        that became a supergroup is paced as the supergroup, where its messages go."""
+        that became a supergroup is paced as the supergroup, where its messages go. The answer to a check before
+        charging (from the chat of a buyer's checks) is no message in a chat: it goes at once, paced by nothing, as
+        Telegram cancels the payment if it comes after 10 s."""
+        if chat_id.startswith(CHECKOUT_CHAT):
+            return ()
         chat_id = self._moved.get(chat_id, chat_id)
         limits = [RateLimit("telegram:global", 30, 1.0, shared=True), RateLimit(f"telegram:chat:{chat_id}", 1, 1.0)]
         if chat_id.startswith("-"):
@@ -256,7 +262,8 @@ class TelegramChannel:
         await self._api(self.ready())
         if isinstance(delivery.reply, CheckoutAnswer):
             return await self._answer_checkout(delivery.reply)
-        chat_id = self._moved.get(delivery.chat_id, delivery.chat_id)
+        chat_id = buyer_chat(delivery.chat_id)
+        chat_id = self._moved.get(chat_id, chat_id)
         topic = self._topic(chat_id, delivery.reply_address)  # the forum topic the message answered was written in
         parts = self._parts(chat_id, delivery.reply, topic)
         sent = delivery.parts.ids

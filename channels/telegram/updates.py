@@ -11,10 +11,10 @@ logged reason rather than refused. What becomes a message:
 - a pressed inline-keyboard button (`callback_query`): the choice is its callback data (see
   channels/telegram/buttons.py);
 - a payment in Telegram Stars: the last check before charging (`pre_checkout_query`, which must be answered within
-  10 s) and the payment itself (a message with `successful_payment`), each with the choice `PAYMENT_CHECK` or
-  `PAYMENT_DONE` and Telegram's fields in `meta[PRE_CHECKOUT]` / `meta[SUCCESSFUL_PAYMENT]`; and a refund of one
-  (a message with `refunded_payment`: the bot's own, or Telegram's after a dispute), `PAYMENT_DONE` with
-  `meta[REFUNDED_PAYMENT]`;
+  10 s: it arrives in a chat of the buyer's checks, `checkout_chat`, beside their private chat) and the payment
+  itself (a message with `successful_payment`), each with the choice `PAYMENT_CHECK` or `PAYMENT_DONE` and
+  Telegram's fields in `meta[PRE_CHECKOUT]` / `meta[SUCCESSFUL_PAYMENT]`; and a refund of one (a message with
+  `refunded_payment`: the bot's own, or Telegram's after a dispute), `PAYMENT_DONE` with `meta[REFUNDED_PAYMENT]`;
 - the bot's membership of a group changed so that it may send there (`my_chat_member`: made an admin, let speak
   again after being muted): a platform's report with `meta[MAY_SEND]`, which lifts a refusal of the chat (a muted
   bot's sends, `channels.telegram.channel.NO_RIGHTS`); other members' changes (`chat_member`) are not asked for, so
@@ -75,6 +75,10 @@ from channels.telegram.buttons import pressed
 from channels.webhook import Ignored
 
 CHANNEL = "telegram"
+# The chat of a buyer's checks before charging ("checkout:<their user id>"): a conversation of its own beside their
+# private chat, so that a check waits neither for a turn under way there (a model's answer) nor for the replies in
+# line there (sent one a second); its answer is no message in a chat, so it goes at no chat's pace.
+CHECKOUT_CHAT = "checkout:"
 GROUP_CHATS = (ChatType.GROUP, ChatType.SUPERGROUP)
 # What a learner may send besides text, in the order a message is searched for it (one message carries one): each
 # reaches the dialogs, which read the words of a caption and tell a message with none that they read words.
@@ -423,13 +427,24 @@ def _from_button(platform_id: str, query: CallbackQuery) -> InboundMessage | Ign
     )
 
 
+def checkout_chat(user_id: int | str) -> str:
+    """The chat of a buyer's checks before charging (`CHECKOUT_CHAT`)."""
+    return f"{CHECKOUT_CHAT}{user_id}"
+
+
+def buyer_chat(chat_id: str) -> str:
+    """The chat a reply to `chat_id` goes to: for the chat of a buyer's checks, their private chat with the bot (whose
+    id is theirs), where anything but a check's answer (an apology, should the check fail) is said."""
+    return chat_id.removeprefix(CHECKOUT_CHAT)
+
+
 def _from_pre_checkout(platform_id: str, query: PreCheckoutQuery) -> InboundMessage:
-    """The last check before Telegram charges: answered through the outbox (a CheckoutAnswer), in the buyer's private
-    chat with the bot, whose id is the buyer's."""
+    """The last check before Telegram charges: answered through the outbox (a CheckoutAnswer), from the chat of the
+    buyer's checks (`checkout_chat`), not their private chat, whose turns and paced replies it would wait behind."""
     return InboundMessage(
         channel=CHANNEL,
         platform_id=platform_id,
-        chat_id=str(query.from_user.id),
+        chat_id=checkout_chat(query.from_user.id),
         sender_id=str(query.from_user.id),
         choice=PAYMENT_CHECK,
         sender_name=query.from_user.first_name or None,

@@ -243,14 +243,16 @@ async def test_a_payment_that_does_not_match_its_invoice_unlocks_nothing(telegra
 def test_telegrams_payment_updates_become_messages_by_python_telegram_bots_own_types():
     from telegram import Bot, Update
 
-    from channels.telegram.updates import PAYMENT_CHECK, PAYMENT_DONE, interpret
+    from channels.telegram.updates import PAYMENT_CHECK, PAYMENT_DONE, buyer_chat, interpret
 
     bot = Bot(TOKEN)
     invoice = Call("sendInvoice", {"chat_id": "-100123", "currency": "XTR", "payload": "lb1:1:2:3:150",
                                    "prices": json.dumps([{"label": "Passwords", "amount": 150}])}, {}, "ok",
                    {"invoice": {"total_amount": 150}})
     check = interpret(Update.de_json(pre_checkout_update(invoice, user=person(CHAT)), bot))
-    assert (check.choice, check.chat_id, check.sender_id) == (PAYMENT_CHECK, str(CHAT), str(CHAT))
+    # (the check is the buyer's, in the chat of their checks beside their private chat, whatever chat was invoiced)
+    assert (check.choice, check.chat_id, check.sender_id) == (PAYMENT_CHECK, f"checkout:{CHAT}", str(CHAT))
+    assert buyer_chat(check.chat_id) == str(CHAT)
     assert check.meta["pre_checkout"]["total_amount"] == 150 and check.meta["pre_checkout"]["currency"] == "XTR"
     paid = {"currency": "XTR", "total_amount": 150, "invoice_payload": "lb1:1:2:3:150",
             "telegram_payment_charge_id": "stxABC", "provider_payment_charge_id": ""}
