@@ -82,13 +82,38 @@ def supported(tag: str | None) -> str | None:
 
 
 def preferred(accept_language: str | None) -> str | None:
-    """The first language we have among an Accept-Language header's ("es-MX,es;q=0.9,en;q=0.8"), or None; a
-    single tag is read too. Browsers list the person's languages in order of preference."""
+    """The language we have that an Accept-Language header ("es;q=0.1, fr;q=0.9, en;q=0.8") weighs highest, or None;
+    a single tag is read too. Each language takes the highest weight (`q`, 1 when not given) of the tags that name
+    it ("es-MX", "es"); `q=0` says it is not acceptable; equal weights keep the header's order; `*` stands for each of
+    ours the header does not name. A tag whose weight is not a number from 0 to 1 is passed over."""
+    weights: dict[str, float] = {}
+    anything: float | None = None
     for entry in (accept_language or "").split(","):
-        language = supported(entry.split(";")[0].strip())
-        if language:
-            return language
-    return None
+        tag, *parameters = (part.strip() for part in entry.split(";"))
+        weight = _weight(parameters)
+        if weight is None:
+            continue
+        if tag == "*":
+            anything = weight if anything is None else max(anything, weight)
+        elif (language := supported(tag)) is not None:
+            weights[language] = max(weights.get(language, 0.0), weight)
+    if anything is not None:
+        for language in LANGUAGES:
+            weights.setdefault(language, anything)
+    acceptable = [language for language, weight in weights.items() if weight > 0]
+    return max(acceptable, key=lambda language: weights[language], default=None)  # (the first of the highest)
+
+
+_QVALUE = re.compile(r"q=(0(\.[0-9]{0,3})?|1(\.0{0,3})?)", re.IGNORECASE)  # RFC 9110's qvalue
+
+
+def _weight(parameters: list[str]) -> float | None:
+    """The weight of an Accept-Language entry from its parameters: 1 without `q`, None when `q` is no qvalue."""
+    for parameter in parameters:
+        if parameter.lower().startswith("q="):
+            found = _QVALUE.fullmatch(parameter.replace(" ", ""))
+            return float(found.group(1)) if found else None
+    return 1.0
 
 
 def translator(language: str | None) -> Translator:

@@ -101,3 +101,9 @@ async def test_the_page_speaks_the_browsers_language(client, settings):
     assert '<html lang="es">' in page.text and "Certificado válido" in page.text and "Otorgado a" in page.text
     missing = await client.get("/certificates/LB-AAAA-BBBB-CCCC-DDDD", headers={"Accept-Language": "es"})
     assert missing.status_code == 404 and "Certificado no encontrado" in missing.text
+
+
+async def test_the_page_speaks_the_language_the_browser_weighs_highest(client, settings):
+    code = await issue(settings, name="Ana")
+    page = await client.get(f"/certificates/{code}", headers={"Accept-Language": "en;q=0.4, fr, es;q=0.7"})
+    assert page.status_code == 200 and '<html lang="es">' in page.text and "Certificado válido" in page.text

@@ -900,6 +900,20 @@ async def test_the_page_words_follow_the_browser_then_the_learners_language(clie
     assert stale.status_code == 200 and stale.json()["language"] == "en"
 
 
+@pytest.mark.parametrize(("header", "language"), [
+    ("es;q=0.1, fr;q=0.9, en;q=0.8", "en"),  # French is weighed highest, but there is none: English next
+    ("en;q=0.5, es", "es"),  # Spanish, weighed 1, before English, listed first
+    ("es-MX;q=0.8, en;q=0.8", "es"),  # equal weights: the header's order
+    ("es;q=0", "en"),  # not acceptable: the page's default
+    ("en;q=0, *;q=0.5", "es"),  # anything but English
+])
+async def test_the_page_words_follow_the_weights_of_the_browsers_languages(client, header, language):
+    """A browser's Accept-Language weighs its languages (q): the page speaks the one of ours weighed highest, not
+    the first listed; one weighed 0 is not acceptable."""
+    words = await client.get("/chat/api/words", headers={"Accept-Language": header})
+    assert words.status_code == 200 and words.json()["language"] == language
+
+
 async def test_a_draft_reaches_the_open_stream_at_once_and_is_not_replayed(settings):
     webchat = WebChatChannel(settings.resolved_secret_key)
     async with served(create_app(settings, channels=[webchat])) as url, httpx.AsyncClient(

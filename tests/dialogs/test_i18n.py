@@ -7,8 +7,10 @@ import io
 import shutil
 import subprocess
 
+import pytest
+
 from bot.messages import Choice, InboundMessage, Markup
-from dialogs.i18n import LOCALES, compile_po, missing_translations, read_po, source_messages, translator
+from dialogs.i18n import LOCALES, compile_po, missing_translations, preferred, read_po, source_messages, translator
 from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
 
 PO = LOCALES / "es" / "LC_MESSAGES" / "lessonbot.po"
@@ -132,3 +134,19 @@ def test_a_buttons_label_and_our_own_address_show_as_they_are():
     url = "https://checkout.stripe.com/c/pay/cs_test_000001"
     assert _("Pay here: {url}", url=Markup(url)) == f"Pay here: {url}"
     assert _("Pay here: {url}", url=url) != f"Pay here: {url}"
+
+
+@pytest.mark.parametrize(("header", "language"), [
+    ("es-MX,es;q=0.9,en;q=0.8", "es"),
+    ("es;q=0.1, fr;q=0.9, en;q=0.8", "en"),
+    ("es;q=0.1, fr;q=0.9", "es"),
+    ("en;q=0.5, es;q=0.5", "en"),  # a tie keeps the header's order
+    ("es-ES;q=0, es;q=0.3, en;q=0.2", "es"),  # a language takes its tags' highest weight
+    ("es;q=0", None), ("en;q=0,es;q=0", None), ("ja,ko;q=0.5", None), ("", None), (None, None),
+    ("en;q=0, *", "es"), ("*;q=0.5, es;q=0.1", "en"),
+    ("ES ; Q=0.7, en;q=0.6", "es"),  # names and parameters in any case, with spaces
+    ("es;q=abc, en;q=0.2", "en"), ("es;q=1.5, en;q=0.2", "en"),  # a weight that is no qvalue: passed over
+    ("es", "es"), ("en-US", "en"),  # a single tag
+])
+def test_accept_language_is_read_by_its_weights(header, language):
+    assert preferred(header) == language
