@@ -2,6 +2,7 @@
 
 - `GET /` the page, `/static/…` its script and style (channels/webchat/web/): each asked for again at every load
   (`no-cache`; a 304 when unchanged), so a page after an upgrade does not run the script a browser kept from before.
+  The page comes with its Content-Security-Policy as a header (`PAGE_POLICY`).
 - `POST /chat/api/sessions` a new signed session (201).
 - `POST /chat/api/messages` a message, through the shared webhook steps (channels/webhook.py): JSON only (415 for
   a form or text/plain, which another site's page may post without the browser asking this server first) → size
@@ -60,6 +61,14 @@ WEB_DIR = Path(__file__).parent / "web"
 # The page and its files are kept by a browser only to be asked for again (a 304 when unchanged): never used on the
 # browser's own guess of how long they stay fresh, which would mix one version's page with another's script.
 ASK_AGAIN = {"Cache-Control": "no-cache"}
+# The page's Content-Security-Policy, sent as a header, so it holds from the response's first byte and says what a
+# <meta> cannot (frame-ancestors): everything the page loads or calls comes from this server, no inline script or
+# style, no plugin, no <base>; and no other site may show it in a frame (channels.http.NOT_FRAMED).
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    f"base-uri 'none'; form-action 'self'; object-src 'none'; {NOT_FRAMED['Content-Security-Policy']}"
+)
+PAGE_HEADERS = {**ASK_AGAIN, **NOT_FRAMED, "Content-Security-Policy": PAGE_POLICY}
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +219,7 @@ class WebChatRoutes:
     # the page and its session
 
     async def page(self, request: Request) -> Response:
-        return FileResponse(WEB_DIR / "index.html", headers={**ASK_AGAIN, **NOT_FRAMED})
+        return FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
 
     async def new_session(self, request: Request) -> Response:
         return JSONResponse({"session": self.webchat.new_session()}, status_code=201)

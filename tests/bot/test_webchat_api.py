@@ -411,6 +411,23 @@ async def test_the_page_and_its_files_are_served(client):
         assert "innerHTML" not in response.text
 
 
+async def test_the_pages_content_security_policy_comes_whole_as_a_header(client):
+    """The page's policy is a response header, the one policy the page has (no <meta> beside it): it holds from the
+    first byte and says what a <meta> cannot, that no other site may frame the page."""
+    page = await client.get("/")
+    directives = {
+        name: values
+        for name, *values in (directive.split() for directive in page.headers["content-security-policy"].split(";"))
+    }
+    assert directives == {
+        "default-src": ["'self'"], "script-src": ["'self'"], "style-src": ["'self'"], "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"], "base-uri": ["'none'"], "form-action": ["'self'"], "object-src": ["'none'"],
+        "frame-ancestors": ["'none'"],
+    }
+    assert page.headers.get_list("content-security-policy") == [page.headers["content-security-policy"]]
+    assert "http-equiv" not in page.text
+
+
 async def test_the_pages_script_and_style_are_asked_for_again_at_each_load(client):
     """The page is never kept without asking the server, and its script and style neither (a 304 when unchanged): a
     browser that kept them on its own guess (from their age) would run a page of one version with the script of the

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.messages import literal
-from channels.webchat.routes import rendered
+from channels.webchat.routes import PAGE_HEADERS, rendered
 from tests.conftest import missing
 
 pytestmark = pytest.mark.browser
@@ -67,11 +67,14 @@ def chat_page(browser, replies: Callable[[], list[dict]], events: Callable[[Any]
             events(route)
         else:
             file = WEB / ("index.html" if path in ("", "/") else Path(path).name)
-            route.fulfill(body=file.read_bytes(), content_type=TYPES[file.suffix])
+            headers = PAGE_HEADERS if file.name == "index.html" else {}  # the page's policy, as the server sends it
+            route.fulfill(body=file.read_bytes(), content_type=TYPES[file.suffix], headers=headers)
 
     page = browser.new_context().new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if "Content Security Policy" in message.text
+            else None)  # anything the page's policy refused
     page.route(f"{ORIGIN}/**", answer)
     page.goto(f"{ORIGIN}/")
     return page, errors
@@ -127,3 +130,34 @@ def test_replies_still_come_while_the_server_refuses_the_event_stream(browser):
     page.wait_for_timeout(7000)
     assert asked["events"] <= 3, asked  # 2 s, then 4 s, then 8 s between tries: not every 2 s
     assert page.locator(".message--bot .bubble").count() == 1 and not errors, errors
+
+
+def test_the_pages_policy_holds_in_the_browser_and_refuses_what_the_page_never_does(browser):
+    """The page with its Content-Security-Policy header, as the server sends it: the page works with nothing refused,
+    and a script or a style written into the page (what a reply could smuggle in, were it ever parsed as HTML) is
+    refused, as is a frame of it on another site's page."""
+    page, errors, _ = show(browser, "Hello **there**.")
+    assert not errors, errors
+    refused = page.evaluate("""() => new Promise(resolve => {
+        const seen = [];
+        document.addEventListener("securitypolicyviolation", event => {
+            seen.push(event.effectiveDirective);
+            if (seen.length === 2) resolve(seen.sort());
+        });
+        const script = document.createElement("script");
+        script.textContent = "window.ran = true";
+        document.body.append(script);
+        const style = document.createElement("style");
+        style.textContent = "body { background: red }";
+        document.head.append(style);
+    })""")
+    assert refused == ["script-src-elem", "style-src-elem"] and page.evaluate("window.ran") is None
+
+    framing = browser.new_context().new_page()
+    framing.route("http://elsewhere.test/", lambda route: route.fulfill(
+        body=f'<iframe src="{ORIGIN}/"></iframe>', content_type="text/html"))
+    framing.route(f"{ORIGIN}/**", lambda route: route.fulfill(
+        body=(WEB / "index.html").read_bytes(), content_type="text/html", headers=PAGE_HEADERS))
+    with framing.expect_console_message(lambda message: "frame-ancestors 'none'" in message.text):
+        framing.goto("http://elsewhere.test/")
+    assert framing.frame_locator("iframe").locator("#composer").count() == 0  # the frame shows nothing of it
