@@ -278,6 +278,15 @@ class Closable(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
+class FinishesAfterAcknowledging(Protocol):
+    """A channel with work of its own that follows a request's acknowledgement (Slack's note after a slash command,
+    sent through the request's response_url): given `timeout` seconds to finish when the bot stops, beside the sends
+    under way, before the channels and the database close; what is still running then is cancelled."""
+
+    async def finish(self, timeout: float) -> None: ...
+
+
 UnpromptedWindow = Callable[[datetime | None], datetime | None]
 
 

@@ -10,7 +10,16 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.activity import Activity
-from bot.channel import CannotRecord, Channel, Closable, ListsMembers, SentReply, WatchesSentReplies, unprompted_windows
+from bot.channel import (
+    CannotRecord,
+    Channel,
+    Closable,
+    FinishesAfterAcknowledging,
+    ListsMembers,
+    SentReply,
+    WatchesSentReplies,
+    unprompted_windows,
+)
 from bot.config import Settings, knowledge_settings
 from bot.dispatcher import OutboxDispatcher, Sending
 from bot.messages import InboundMessage
@@ -413,7 +422,11 @@ class Lessonbot:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self.worker.idle()
-        await self.dispatcher.stop()  # the sends under way end before their channels and the database close
+        # The sends under way, and what a channel does after acknowledging a request (Slack's notes), end before the
+        # channels and the database close: within the same grace, side by side.
+        finishing = [channel.finish(self.dispatcher.stop_grace) for channel in self.channels.values()
+                     if isinstance(channel, FinishesAfterAcknowledging)]
+        await asyncio.gather(self.dispatcher.stop(), *finishing)
         if self.notices is not None:
             await self.notices.close()
         for channel in self.channels.values():

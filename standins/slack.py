@@ -381,6 +381,10 @@ class SlackStandIn:
         faults = self.faults.get("response_url")
         if faults:
             fault = faults.pop(0)
+            if fault.delay:  # (not shown to the person until it is answered)
+                call.outcome = "answering"
+                await asyncio.sleep(fault.delay)
+                call.outcome = "ok"
             if not fault.answers_normally:
                 call.outcome = f"{fault.status} {fault.error}".strip()
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}

@@ -3,7 +3,8 @@
 Both stop cleanly on SIGTERM (`docker stop`, systemd, `kill`) as on Ctrl-C: `serve` through uvicorn, which ends the
 web chat's open event streams and waits at most GRACEFUL_SHUTDOWN_SECONDS for the other requests; `dispatch` (and
 `lessonbot telegram poll`) through `run_until_stopped`. Either way the sends under way finish within the
-dispatcher's grace, the clock stops and the leadership is released, so a standby takes over at once.
+dispatcher's grace (Slack's notes after an acknowledgement within the same grace, beside them), the clock stops and
+the leadership is released, so a standby takes over at once.
 """
 
 from __future__ import annotations

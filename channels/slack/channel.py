@@ -60,7 +60,7 @@ from channels.slack.inbound import (
     split_chat_id,
 )
 from channels.slack.installations import SlackInstallations
-from channels.slack.routes import webhook_routes
+from channels.slack.routes import AfterAcknowledgement, webhook_routes
 from channels.slack.store import SlackInstallationStore
 
 DEFAULT_API_BASE_URL = "https://slack.com/api/"
@@ -140,12 +140,19 @@ class SlackChannel:
         # installation → until when chat.postEphemeral is not tried there (monotonic): its Tier 4 is the
         # workspace's, so a 429 for one member holds every member's, not only that member's place
         self._ephemeral_held: dict[str, float] = {}
+        # What follows a request's acknowledgement (a note through its response_url), kept until it ends
+        self.after_ack = AfterAcknowledgement()
 
     # inbound --------------------------------------------------------------------------------------------------
 
     def routes(self, host: ChannelHost) -> list[Route]:
         """`POST /slack/events` and the install flow (channels/slack/routes.py)."""
         return webhook_routes(self, host)
+
+    async def finish(self, timeout: float) -> None:
+        """The bot is stopping: the notes after an acknowledgement still under way get `timeout` seconds to be shown
+        (bot.channel.FinishesAfterAcknowledging)."""
+        await self.after_ack.finish(timeout)
 
     # outbound -------------------------------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ before the acknowledgement: its modal must be opened with the press's trigger_id
 installation's installer then too (`workspace_standing`). Each gives up after BEFORE_ACK_TIMEOUT and carries on
 without what it waited for, so the acknowledgement is in time. What needs only the database and can follow the
 acknowledgement does (a note in the person's language, after their language is looked up: Bolt's lazy listener
-`Listeners.note_after_ack`, through the request's response_url).
+`Listeners.note_after_ack`, through the request's response_url). Those run as tasks the channel keeps
+(`AfterAcknowledgement`): a server that stops waits for the ones under way, within the dispatcher's grace.
 
 Bolt has a signature check of its own; it is turned off (`request_verification_enabled=False`) because
 `SlackSignature` has checked the same signature before Bolt parses anything, as every platform's webhook verifies
@@ -29,7 +30,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,8 @@ from slack_bolt.adapter.starlette.async_handler import to_async_bolt_request, to
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.error import BoltUnhandledRequestError
+from slack_bolt.lazy_listener.async_internals import to_runnable_function
+from slack_bolt.lazy_listener.asyncio_runner import AsyncioLazyListenerRunner
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import Clock, SignatureVerifier
@@ -177,6 +180,38 @@ def _json_in(body: bytes) -> bytes:
     return parse_qs(body.decode("utf-8", "replace")).get("payload", [""])[0].encode()
 
 
+class AfterAcknowledgement(AsyncioLazyListenerRunner):
+    """Bolt's lazy listeners (`Listeners.note_after_ack`), each run as a task kept here until it ends, so a stopping
+    server can wait for the notes under way (`finish`) instead of dropping them with the event loop. (Bolt's own
+    runner keeps no hold on its tasks.)"""
+
+    def __init__(self) -> None:
+        super().__init__(logger=logging.getLogger("channels.slack.bolt"))
+        self.running: set[asyncio.Task[None]] = set()
+
+    def start(self, function: Callable[..., Awaitable[None]], request: AsyncBoltRequest) -> None:
+        task = asyncio.get_running_loop().create_task(
+            to_runnable_function(internal_func=function, logger=self.logger, request=request), name="slack-after-ack"
+        )
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+    async def finish(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the work under way (and any it starts meanwhile), then cancel the rest."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.running:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.wait(set(self.running), timeout=left)
+        cut = list(self.running)
+        for task in cut:
+            task.cancel()
+        await asyncio.gather(*cut, return_exceptions=True)
+        if cut:
+            log.warning("stopped with %d slack notes after an acknowledgement not yet shown: they are lost", len(cut))
+
+
 class BoltListeners:
     """Record, then acknowledge: Bolt's listeners record the request into the host, then `ack()`; Bolt's answer is
     the outcome."""
@@ -241,6 +276,8 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
         # language)
         user_facing_authorize_error_message=NOT_INSTALLED,
     )
+    # The notes after an acknowledgement run as tasks the channel keeps, and waits for when the bot stops.
+    app.listener_runner.lazy_listener_runner = channel.after_ack
     Listeners(channel, host, app).register()
     return app
 

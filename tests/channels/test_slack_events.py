@@ -25,6 +25,7 @@ from channels.slack.routes import SlackSignature
 from standins.slack import (
     BOT_TOKEN,
     SIGNING_SECRET,
+    Fault,
     dm_event,
     form_body,
     load_fixture,
@@ -678,6 +679,24 @@ async def test_a_slow_language_look_up_does_not_hold_the_acknowledgement_of_a_co
         await standin.wait_for(lambda: standin.ephemerals("C111", "W111"))
         [note] = standin.ephemerals("C111", "W111")
         assert note.params["text"] == "Tu respuesta va de camino a tus mensajes directos con Lessonbot."
+
+
+async def test_a_note_on_its_way_when_the_server_stops_is_still_shown(slack_settings, standin):
+    """The server stops (SIGTERM) just after acknowledging /purchases typed in a channel, while Slack is slow to
+    take the note that the answer comes in the member's direct messages: the stop waits for the note (within the
+    grace the sends under way get), so the member is shown it, not left without a word."""
+    fields = dict(parse_qsl(load_fixture_command()))
+    fields.update(command="/purchases", text="", trigger_id="222.222.stop",
+                  response_url=standin.response_url("C111", "W111"))
+    standin.fail("response_url", Fault.slow(2.0))
+    async with running(slack_settings) as (client, lessonbot):
+        response = await post(client, urlencode(fields).encode())
+        assert response.status_code == 200 and response.text == ""
+        await standin.wait_for(lambda: [call for call in standin.calls if call.method == "response_url"])
+        assert standin.ephemerals("C111", "W111") == []  # Slack has the note, and has not taken it yet
+    # stopped
+    assert [call.params["text"] for call in standin.ephemerals("C111", "W111")] == [
+        "Your answer is on its way to your direct messages with Lessonbot."]
 
 
 def test_an_answer_modal_is_opened_only_from_a_channel_and_answers_only_the_submitters_own_place(fixtures_dir):
