@@ -97,6 +97,17 @@ class Delivery:
     parts: PartsSent = field(default_factory=lambda: PartsSent())  # of a reply sent as several messages
     # The platform's address for answering the message this replies to (Slack's response_url), if it gave one.
     reply_address: str | None = None
+    # When the platform refused this reply until the person writes, though it went while `last_inbound_at` said the
+    # window open (WhatsApp's clock ahead of ours), for a channel that can send it otherwise (`sends_otherwise`): it
+    # does so while the person has not written since (`window_closed`).
+    window_closed_at: datetime | None = None
+
+    @property
+    def window_closed(self) -> bool:
+        """The platform refused this reply until the person writes, and they have not written since."""
+        return self.window_closed_at is not None and (
+            self.last_inbound_at is None or self.last_inbound_at <= self.window_closed_at
+        )
 
 
 @dataclass(slots=True)
@@ -137,10 +148,13 @@ class ChannelHost(Protocol):
 
     async def record_delivery(
         self, channel: str, platform_message_id: str, status: str, *, error: str | None = None,
-        waits_for_inbound: bool = False, unreachable: bool = False, opted_out: bool = False,
+        waits_for_inbound: bool = False, sends_otherwise: bool = False, unreachable: bool = False,
+        opted_out: bool = False,
     ) -> bool:
         """Note a platform's delivery report (delivered, read, failed …) on the outbox row it sent; False if unknown.
-        `waits_for_inbound`: refused until the person writes (WhatsApp's closed window): it goes again then.
+        `waits_for_inbound`: refused until the person writes (WhatsApp's closed window): it goes again then; with
+        `sends_otherwise` (the channel can send it before, as WhatsApp's approved template), at once, its Delivery
+        saying when it was refused (`window_closed_at`).
         `unreachable`: the platform will not deliver to the person (as `Unreachable` says of a send): nothing more
         goes to the chat until a message from it arrives; `opted_out` with it: they unsubscribed at the platform
         (Twilio's STOP), which only their START ends, as `Unreachable.opted_out` says."""

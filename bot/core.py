@@ -297,20 +297,23 @@ class Lessonbot:
 
     async def record_delivery(
         self, channel: str, platform_message_id: str, status: str, *, error: str | None = None,
-        waits_for_inbound: bool = False, unreachable: bool = False, opted_out: bool = False,
+        waits_for_inbound: bool = False, sends_otherwise: bool = False, unreachable: bool = False,
+        opted_out: bool = False,
     ) -> bool:
         """A platform's delivery report for a reply we sent (Twilio status callbacks, for one).
 
         Reports arrive out of order: a late "delivered" never overwrites "read", and a failure is final
         (storage.outbox.record_delivery_report). `waits_for_inbound`: the platform refused it until the person
-        writes (WhatsApp's closed window): it goes again then. `unreachable`: the platform will not deliver to the
+        writes (WhatsApp's closed window): it goes again then; or at once with `sends_otherwise`, where the channel
+        has another way (an approved template), its Delivery saying when it was refused (`window_closed_at`).
+        `unreachable`: the platform will not deliver to the
         person: the chat is taken out of what the bot sends (`refused_for_good`), as when a send is refused so, until
         a message from it arrives (`opted_out`: they unsubscribed at the platform; their START lifts it). False where
         no reply of ours has that id.
         """
         async with self.db.transaction(urgent=True) as session:  # the platform waits for this one
             row = await record_delivery_report(session, channel, platform_message_id, status, error=error,
-                                               waits_for_inbound=waits_for_inbound)
+                                               waits_for_inbound=waits_for_inbound, sends_otherwise=sends_otherwise)
             if row is not None and unreachable:
                 await refused_for_good(await session.connection(), row.conversation_id, now=utcnow(),
                                        opted_out=opted_out)

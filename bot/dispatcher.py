@@ -34,7 +34,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -80,6 +80,7 @@ from storage.outbox import (
     ACTIVE,
     MOOT_REMINDER,
     NUDGE_KEY,
+    WINDOW_CLOSED_AT,
     OutboxEntry,
     OutboxStatus,
     awaited,
@@ -426,6 +427,19 @@ _CLAIM_HEADS = Prepared(  # `_CLAIM_HEAD` for many conversations (`_Together`)
     .values(_CLAIMED)
     .returning(*_CLAIMED_HEAD, _CONVERSATIONS.c.last_inbound_at, _CONVERSATIONS.c.opted_out_at)
 )
+
+def _window_closed_at(payload: dict[str, Any]) -> datetime | None:
+    """When the platform refused the reply until the person writes, where its channel can send it otherwise (a row's
+    `WINDOW_CLOSED_AT`), or None."""
+    noted = payload.get(WINDOW_CLOSED_AT)
+    if not isinstance(noted, str):
+        return None
+    try:
+        when = datetime.fromisoformat(noted)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
 
 class _Together:
     """On PostgreSQL, one kind of statement for many rows or conversations: the requests that come in one pass of the
@@ -1095,6 +1109,7 @@ class OutboxDispatcher:
                             last_inbound_at=row.last_inbound_at,
                             parts=PartsSent(row.parts_sent, save=part_sent),
                             reply_address=row.payload.get(REPLY_ADDRESS),
+                            window_closed_at=_window_closed_at(row.payload),
                         )
                     )
             finally:

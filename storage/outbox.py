@@ -979,13 +979,17 @@ def reported_reply(channel: str, platform_message_id: str) -> Select[OutboxMessa
     )
 
 
+# A reply's row also carries, once the platform refused it until the person writes though it went inside the window
+# by our clock, and the channel can send it otherwise (WhatsApp's approved template): when that was reported (ISO
+# 8601), so its next send goes that other way while the person has not written since (`record_delivery_report`).
+WINDOW_CLOSED_AT = "window_closed_at"
 REACHED = ("delivered", "read")  # reports that the message reached the person: a refusal after them is not believed
 UNDELIVERED = ("failed", "undelivered")  # reports that the platform took the message but never delivered it
 
 
 async def record_delivery_report(
     session: AsyncSession, channel: str, platform_message_id: str, status: str, *, error: str | None,
-    waits_for_inbound: bool = False,
+    waits_for_inbound: bool = False, sends_otherwise: bool = False,
 ) -> OutboxMessage | None:
     """A platform's delivery report on the reply it knows as `platform_message_id`, noted on its row in the caller's
     transaction (`delivery_status`, `delivery_error`): the row, or None where no reply of ours has that id.
@@ -995,8 +999,10 @@ async def record_delivery_report(
     clock though open by ours): the whole reply goes again, all its parts (a window closed for its last part was
     closed for those sent a moment before it, whose reports name sids the row does not keep), when the person's
     next message releases the row (`waiting`), as one the dispatcher set aside itself; at once (`pending`) where they
-    wrote since it was sent. Either way it is a reply on its way again, with no report yet. (One reported delivered
-    or read before is not sent again: the refusal is only noted.)
+    wrote since it was sent. `sends_otherwise`: the channel can send it before they write (WhatsApp's approved
+    template): it goes at once (`pending`) too, the row noting when the platform refused it (`WINDOW_CLOSED_AT`), so
+    its channel sends it that other way. Either way it is a reply on its way again, with no report yet. (One reported
+    delivered or read before is not sent again: the refusal is only noted.)
 
     Any other failure (`UNDELIVERED`) makes the reply a failed one, as a send the platform refused at once is: `dead`,
     with the platform's code as its `refusal`, so the admins see it (/admin outbox) and may send it again, whole
@@ -1009,8 +1015,11 @@ async def record_delivery_report(
     if waits_for_inbound and row.status == OutboxStatus.SENT.value and row.delivery_status not in REACHED:
         wrote = await session.scalar(select(Conversation.last_inbound_at).where(Conversation.id == row.conversation_id))
         again = wrote is not None and row.sent_at is not None and wrote > row.sent_at
-        row.status = (OutboxStatus.PENDING if again else OutboxStatus.WAITING).value
-        row.next_attempt_at = utcnow()
+        now = utcnow()
+        row.status = (OutboxStatus.PENDING if again or sends_otherwise else OutboxStatus.WAITING).value
+        if sends_otherwise and not again:
+            row.payload = {**row.payload, WINDOW_CLOSED_AT: now.isoformat()}
+        row.next_attempt_at = now
         row.sent_at, row.platform_message_id, row.delivery_status, row.delivery_error = None, None, None, None
         row.parts_sent = None
         row.last_error = f"the platform refused it until the person writes ({error}): it goes when they do"

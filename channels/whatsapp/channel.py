@@ -8,7 +8,10 @@ Outbound: one Twilio Message per part of a reply (see channels/whatsapp/render.p
 outbox row learns whether it was delivered and read. Twilio's limits shape the errors `send` raises for the
 dispatcher: 80 messages/s per sender (the rate limit it declares), 429 → RateLimited at Retry-After, 5xx and timeouts
 → TransientSendError, a refusal that will not change (invalid number 21211, unsubscribed 21610) → PermanentSendError,
-and outside the 24-hour customer-service window (error 63016) a configured template, or WaitForInbound.
+and outside the 24-hour customer-service window (error 63016) a configured template, or WaitForInbound. WhatsApp's
+clock may close the window before ours (which closes it WINDOW_MARGIN early): a reply Twilio took and then reports
+refused with 63016 goes again at once as the template where one is configured (the status callback says so to the
+core, `sends_otherwise`, and its next Delivery is `window_closed`), else it waits for the person's next message.
 
 The window is WhatsApp's rule, so it is kept here alone: `send` follows it, and the channel declares it
 (`may_send_unprompted_until`, bot.channel.SendsUnpromptedWithin) for the scheduler, which skips a nudge that could
@@ -158,7 +161,8 @@ class WhatsAppChannel:
     async def send(self, delivery: Delivery) -> str:
         """Send one reply; returns the sid of its last Twilio message (delivery reports for that sid update it)."""
         to = f"whatsapp:{delivery.chat_id}"
-        if not _window_open(delivery.last_inbound_at):
+        # closed by our clock, or by WhatsApp's (63016 reported after Twilio took this reply, and no message since)
+        if not _window_open(delivery.last_inbound_at) or delivery.window_closed:
             return await self._send_outside_window(to, delivery)
         try:
             return await self._send_in_session(to, delivery)

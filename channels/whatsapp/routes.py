@@ -65,9 +65,11 @@ def webhook_routes(channel: WhatsAppChannel, host: ChannelHost) -> list[Route]:
     async def record_report(form: MultiDict) -> None:
         found = delivery_report(form)
         if isinstance(found, DeliveryReport):
+            # (refused as outside the window: with an approved template it goes again at once, as the template)
             await host.record_delivery(CHANNEL, found.message_sid, found.status, error=found.error_code,
-                                       waits_for_inbound=found.window_closed, unreachable=found.unreachable,
-                                       opted_out=found.opted_out)
+                                       waits_for_inbound=found.window_closed,
+                                       sends_otherwise=bool(channel.template_content_sid),
+                                       unreachable=found.unreachable, opted_out=found.opted_out)
         else:
             log.info("whatsapp status callback ignored: %s", found.reason)
 

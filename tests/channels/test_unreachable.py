@@ -119,6 +119,34 @@ async def test_a_window_refusal_reported_after_the_person_wrote_again_goes_at_on
         assert {row.status for row in await outbox_rows(lessonbot)} == {"sent"}
 
 
+TEMPLATE = "HX" + "a" * 32
+
+
+async def test_a_reply_refused_as_outside_the_window_goes_at_once_as_the_template_where_one_is_set(settings, twilio):
+    """WhatsApp's clock closes Ann's window before ours (we close it two minutes early, and still the reply was sent
+    inside that margin): Twilio took the reply, then reports 63016. With an approved template configured the reply
+    does not wait for Ann to write: it goes again at once, as the template, as a reply outside the window goes; and
+    once she writes, the replies go as free text again."""
+    async with whatsapp_app(settings, twilio, twilio_template_content_sid=TEMPLATE) as (app, webhooks):
+        lessonbot = app.state.lessonbot
+        assert (await webhooks.message(ANN, "/help")).status_code == 200
+        await lessonbot.settle()
+        [help_reply] = twilio.to(ANN)
+        assert help_reply.body and help_reply.get("ContentSid") is None  # free text: the window is open by our clock
+        assert (await webhooks.status(help_reply.sid, "undelivered", "63016")).status_code == 200
+        await lessonbot.settle()
+        [_, template] = twilio.to(ANN)
+        assert template.get("ContentSid") == TEMPLATE and template.body is None
+        assert json.loads(template.get("ContentVariables"))["1"].startswith(help_reply.body.split("\n")[0])
+        [row] = await outbox_rows(lessonbot)
+        assert (row.status, row.platform_message_id) == ("sent", template.sid)
+
+        assert (await webhooks.message(ANN, "/progress")).status_code == 200
+        await lessonbot.settle()
+        answer = twilio.to(ANN)[-1]
+        assert answer.body and answer.get("ContentSid") is None  # she wrote: her window is open again
+
+
 # A chat that cannot be reached: further sends to it stop ------------------------------------------------------------
 
 ONBOARDING = ("/start", "yes", "Ann", "Lisbon", "yes", "08:00", "every day", "Spot the phish, five minutes a day",
