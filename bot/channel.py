@@ -184,6 +184,12 @@ class ChannelHost(Protocol):
         words)."""
         ...
 
+    async def knows(self, channel: str, sender_id: str) -> bool:
+        """Whether the person the platform names `sender_id` is someone the bot knows (they wrote to it; not once
+        their data was erased): for a platform's report about a person, which a channel records only for someone
+        known (a large group's leaves keep nothing of people who never wrote)."""
+        ...
+
     async def stop_sending(self, channel: str, chat_prefix: str, *, workspace: str, reason: str) -> int:
         """The platform removed us from a workspace (a Slack app uninstalled): nothing more goes to the chats whose
         ids start with `chat_prefix`, unsent replies are cancelled, and the workspace's teams stop. The number of
@@ -217,8 +223,8 @@ class RequestRejected(Exception):
 class CannotRecord(Exception):
     """The core could not record a message just now (its database is away): nothing was recorded, and the sender
     should try again shortly (a webhook answers 503, which every platform retries). Raised too for what a channel's
-    page reads (`ChannelHost.sent_replies`, `learner_language`, `chats_sent_to`) while the database is away: a 503 there
-    as well, and the host has logged it (once, then once a minute)."""
+    page reads (`ChannelHost.sent_replies`, `learner_language`, `chats_sent_to`), and for `knows`, while the database
+    is away: a 503 there as well, and the host has logged it (once, then once a minute)."""
 
 
 # Capabilities: what some channels do besides sending. ---------------------------------------------------------------

@@ -30,7 +30,7 @@ from bot.rasa_nlu import responder
 from knowledge.settings import KnowledgeSettings
 from scheduler.leader import Leadership
 from storage.db import Database, unreachable
-from storage.learners import language_of_chat, language_of_sender
+from storage.learners import is_known, language_of_chat, language_of_sender
 from storage.models import utcnow
 from storage.notices import Notices
 from storage.outbox import (
@@ -351,6 +351,14 @@ class Lessonbot:
         """CannotRecord while the database is away."""
         return await self._language_for_a_page(language_of_sender, channel, sender_id)
 
+    async def knows(self, channel: str, sender_id: str) -> bool:
+        """CannotRecord while the database is away."""
+        async def read() -> bool:
+            async with self.db.sessions() as session:
+                return await is_known(session, channel, sender_id)
+
+        return await self._read_for_a_page(read)
+
     async def _language_for_a_page(
         self, language_of: Callable[[AsyncSession, str, str], Awaitable[str | None]], channel: str, who: str
     ) -> str | None:
@@ -363,9 +371,9 @@ class Lessonbot:
         return await self._read_for_a_page(read)
 
     async def _read_for_a_page(self, read: Callable[[], Awaitable[_Read]]) -> _Read:
-        """What a channel's pages ask for (their replies, their learner's language, the chats their watcher wakes):
-        CannotRecord while the database is away, for a page to be told to try again (a 503), logged once and then
-        once a minute (`bot.outage`)."""
+        """What a channel's pages ask for (their replies, their learner's language, the chats their watcher wakes,
+        whether a sender is known): CannotRecord while the database is away, for a page to be told to try again (a
+        503), logged once and then once a minute (`bot.outage`)."""
         try:
             found = await read()
         except Exception as exc:

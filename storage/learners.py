@@ -395,6 +395,14 @@ async def language_of_sender(session: AsyncSession, channel: str, sender_id: str
                               ChannelIdentity.external_id == sender_id)
 
 
+async def is_known(session: AsyncSession, channel: str, sender_id: str) -> bool:
+    """Whether the person a platform names `sender_id` is someone the bot knows: they wrote to it (or pressed one of
+    its buttons, or paid it), so it keeps an identity of theirs (`channel_identities`, one read of its unique
+    index); not once their data was erased."""
+    return bool(await session.scalar(select(exists().where(ChannelIdentity.channel == channel,
+                                                           ChannelIdentity.external_id == sender_id))))
+
+
 async def _language_of(session: AsyncSession, user_id: Any, *where: Any) -> str | None:
     """The `users.locale` of the user a row names in its `user_id` (a conversation's, an identity's), the row found by
     `where`; None when there is none, or it names nobody yet."""

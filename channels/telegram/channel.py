@@ -221,9 +221,8 @@ class TelegramChannel:
     @staticmethod
     async def _of_a_stranger(message: InboundMessage, host: ChannelHost) -> bool:
         """A group's report that someone left it, about a person who never wrote to the bot: a large group's leaves
-        store nothing of them (a person the bot knows has a language: `ChannelHost.sender_language`)."""
-        return (message.meta.get(MEMBERSHIP) == "left"
-                and await host.sender_language(CHANNEL, message.sender_id) is None)
+        store nothing of them (`ChannelHost.knows`)."""
+        return message.meta.get(MEMBERSHIP) == "left" and not await host.knows(CHANNEL, message.sender_id)
 
     def _ignored(
         self, update_id: int, reason: str, *, kind: str = "", callback_query_id: str | None = None
