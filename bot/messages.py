@@ -185,7 +185,9 @@ class InboundMeta(TypedDict, total=False):
     private: bool  # only the bot and this person see the chat, where its id does not say so (Slack)
     subscription: Literal["stop", "start"]  # an opt-out / opt-in keyword typed (WhatsApp's STOP, START)
     numbered_choices: bool  # choices go out as numbered lines, so "2" picks one (WhatsApp, the terminal)
-    platform_report: bool  # the platform reports, nobody wrote: heard after an opt-out (payments; Slack events)
+    # the platform reports, nobody wrote: heard after an opt-out, and not the person's activity (payments, a group
+    # left, the bot's membership; Slack events)
+    platform_report: bool
     in_response_within: float  # seconds the platform waits for the replies in its own response (Rasa; bot.pipeline)
     # the platform's address for answering this one message (Slack's response_url, its Home tab; a Telegram topic)
     reply_address: str

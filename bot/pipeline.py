@@ -14,9 +14,10 @@ After "stop" the dialogs stay silent and nothing unsent goes out (rows become `s
 greets them again as /start does. Any other message from them re-opens replies set aside as `waiting`.
 A typed choice (a current button's label; its number where the channel marks `numbered_choices`) is read as the
 choice it names before the dialogs see the message (dialogs/choices.py).
-`platform_report`: the platform reports something the person did (a payment). It is processed even while they have
-opted out (its replies are suppressed like the rest), and it is not the person writing: it opens no 24-hour window
-and releases nothing that waits for one.
+`platform_report`: the platform reports something about the person (a payment, a group they left). It is processed
+even while they have opted out (its replies are suppressed like the rest), and it is not the person writing: it opens
+no 24-hour window, releases nothing that waits for one, and is not their activity (`users.last_active_at`, nor one of
+the messages `storage.models.written` finds).
 `in_response_within` (seconds): the platform takes the replies in its own response (a Rasa action call): they are
 queued held for that long, for the caller to take (storage.outbox.answer_of), and sent on their own after it.
 
@@ -717,7 +718,11 @@ class ConversationWorker:
             await self.respond(turn)
         writes = session.changed()
         active = None  # nudges count idle days: a minute's precision saves a write a message
-        if user.last_active_at is None or now - user.last_active_at >= ACTIVITY_PRECISION:
+        # Only what the person wrote is their activity: a platform's report about them (a group they left or were
+        # removed from, the bot's membership changed, a group moved, a payment reported) leaves them as idle as
+        # they were. (Paying in Stars is theirs: the last check before charging, which they set off, counts.)
+        reported = bool(message.meta.get(PLATFORM_REPORT))
+        if not reported and (user.last_active_at is None or now - user.last_active_at >= ACTIVITY_PRECISION):
             if writes:
                 user.last_active_at = now  # with what the session writes anyway
             else:  # in the turn's last statements: no session need be made, or take a connection, for it
@@ -734,7 +739,7 @@ class ConversationWorker:
         # When the person wrote, not when we got to it: WhatsApp's 24-hour window counts from there.
         # A platform's report (a payment) is not the person writing: it opens no window.
         wrote = conversation.last_inbound_at
-        if not message.meta.get(PLATFORM_REPORT) and (wrote is None or wrote < row.received_at):
+        if not reported and (wrote is None or wrote < row.received_at):
             wrote = row.received_at
         await self._finish_turn(
             session, conversation, row.id, answers, turn.state, wrote, keep_lease=row.more, now=now, active=active

@@ -48,7 +48,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.orm.attributes import instance_state
 
 from storage.courses import Course, Enrollment, LessonProgress, QuestionCard
-from storage.models import Base, BigId, ChannelIdentity, Conversation, InboundMessage, User, utcnow
+from storage.models import Base, BigId, ChannelIdentity, Conversation, InboundMessage, User, utcnow, written
 from storage.queries import rows_affected
 
 # Learner.status values, spelled once.
@@ -61,7 +61,8 @@ EVERY_DAY = "1234567"
 # it rather than the whole column's index (where the parked rows are too).
 NEXT_LESSON_UNKNOWN = f"next_lesson_at IS NULL AND lesson_time IS NOT NULL AND status <> '{STOPPED}'"
 
-# `users.last_active_at`, set by each message a person sends (bot/pipeline.py), is written only once this much has
+# `users.last_active_at`, set by each message a person writes (bot/pipeline.py; a platform's report about them is
+# not one), is written only once this much has
 # gone by since it was last (the nudges count idle days: a minute's precision saves a write a message). So a message
 # within this of it may have left it as it was: what was written after a moment that close to it is asked of the
 # messages themselves (`wrote_after`).
@@ -263,11 +264,11 @@ async def learned_between(session: AsyncSession, user_id: int, start: datetime, 
 
 
 def _wrote(user_id: int, *where: Any) -> Any:
-    """Whether a message of the user's was received as `where` says: by who sent it (in a group, the conversation's
-    user is whoever wrote there first)."""
+    """Whether a message the user wrote was received as `where` says: by who sent it (in a group, the conversation's
+    user is whoever wrote there first); a platform's report about them is not one (`storage.models.written`)."""
     return exists().where(InboundMessage.channel == ChannelIdentity.channel,
                           InboundMessage.sender_id == ChannelIdentity.external_id, ChannelIdentity.user_id == user_id,
-                          *where)
+                          *where, written())
 
 
 async def wrote_after(session: AsyncSession, user: User, conversation_id: int | None, moment: datetime) -> bool:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    ColumnElement,
     DateTime,
     ForeignKey,
     Index,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -224,6 +226,18 @@ class InboundMessage(Base):
     error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column()
+
+
+# The mark of a platform's report in a message's stored payload (`bot.messages.PLATFORM_REPORT`, under its "meta"):
+# the platform reports something about the person (a payment, a group they left or were removed from, the bot's
+# membership of a chat changed, a group moved), who wrote nothing.
+_REPORTED = ("meta", "platform_report")
+
+
+def written() -> ColumnElement[bool]:
+    """Whether an inbound message is one its sender wrote (words, a button pressed, the last check before paying),
+    not a platform's report about them: only what a person wrote is their activity."""
+    return func.coalesce(InboundMessage.payload[_REPORTED].as_boolean(), false()).is_(false())
 
 
 class OutboxMessage(Base):

@@ -40,7 +40,16 @@ from sqlalchemy.sql.dml import UpdateBase
 
 from storage.db import Raw
 from storage.learners import PAUSED, STOPPED, Learner
-from storage.models import ChannelIdentity, Conversation, InboundMessage, OfferedChoice, OutboxMessage, User, utcnow
+from storage.models import (
+    ChannelIdentity,
+    Conversation,
+    InboundMessage,
+    OfferedChoice,
+    OutboxMessage,
+    User,
+    utcnow,
+    written,
+)
 from storage.prepared import Prepared, Ran, Where, raw_of
 from storage.queries import backend_insert, rows_affected, starts_with
 from storage.scheduling import lessons_went
@@ -581,7 +590,7 @@ async def withdraw_if_moot(session: AsyncSession, outbox_id: int, key: str) -> b
         select(InboundMessage.id).where(
             InboundMessage.conversation_id == OutboxMessage.conversation_id, InboundMessage.received_at > queued,
             InboundMessage.channel == ChannelIdentity.channel, InboundMessage.sender_id == ChannelIdentity.external_id,
-            ChannelIdentity.user_id == user_id,
+            ChannelIdentity.user_id == user_id, written(),
         ).correlate(OutboxMessage).exists(),
     )
     result = await session.execute(

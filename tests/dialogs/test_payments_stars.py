@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select, update
 
 from standins.telegram import (
     TOKEN,
@@ -20,6 +21,7 @@ from standins.telegram import (
     refund_update,
     text_update,
 )
+from storage.models import User, utcnow
 from storage.payments import PaymentStatus
 from tests.dialogs.learning_support import PAID, import_sample
 from tests.dialogs.payment_support import entitlements, monthly_copy, payments, takings
@@ -335,6 +337,28 @@ async def test_a_course_by_the_month_is_a_stars_subscription_renewed_then_refund
     assert cancel.params == {"user_id": str(CHAT), "telegram_payment_charge_id": stray["telegram_payment_charge_id"],
                              "is_canceled": "true"}
     assert (await entitlements(bot))[0].revoked_at is not None
+
+
+async def test_paying_in_stars_is_the_buyers_activity_and_a_renewal_telegram_charges_is_not(telegram_monthly):
+    """Marta's last check before paying (she pressed Pay) is her activity; thirty days on, away for three, Telegram
+    charges her renewal: her access follows, and she is still as away as she was (her come-back reminders go on)."""
+    client, bot, standin = telegram_monthly
+    marta, first = await subscribed(client, standin)
+    away = utcnow() - timedelta(days=3)
+    async with bot.db.transaction() as session:
+        await session.execute(update(User).values(last_active_at=away))
+    renewal = standin.renew(first)
+    await marta._post(payment_update(renewal, chat_id=CHAT, user=marta.user))
+    await bot.settle()
+    [granted] = await entitlements(bot)
+    grace = timedelta(hours=bot.settings.subscription_grace_hours)
+    assert granted.expires_at == datetime.fromtimestamp(renewal["subscription_expiration_date"], UTC) + grace
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(User.last_active_at).where(User.id == granted.user_id)) == away
+    [link] = standin.called("createInvoiceLink")
+    await checked(marta, standin, pre_checkout_update(link, user=marta.user))  # (refused: she has it)
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(User.last_active_at).where(User.id == granted.user_id)) > away
 
 
 async def test_deleting_my_data_cancels_my_stars_subscription_first(telegram_monthly):
