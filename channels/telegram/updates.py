@@ -23,7 +23,9 @@ logged reason rather than refused. What becomes a message:
   report in the new chat with the old chat's id in `meta[MOVED_FROM]`, so its learners and what waits for it follow;
 - someone left a group or was removed from it: the group's service message (`left_chat_member`, which reaches the
   bot though it asks for no member's changes), a platform's report from that person with `meta[MEMBERSHIP]`
-  "left", so a home they had there ends (the channel records it only for someone the bot knows).
+  "left", so a home they had there ends (the channel records it only for someone the bot knows). It is the only word
+  of it the bot gets: a large supergroup, where Telegram may post fewer of these, or one whose service messages another
+  bot deletes, may send none (docs/channels/telegram.md, "Groups and privacy mode").
 Edited messages, channel posts (and their copies in a discussion group, sent on behalf of the channel), inline
 queries and every other kind are ignored.
 
