@@ -316,6 +316,12 @@ class InboundMessage:
         is the platform's record of the buyer, not someone in the chat."""
         return not self.meta.get(PLATFORM_REPORT)
 
+    @property
+    def about_the_chat(self) -> bool:
+        """Whether this is a platform's report about the chat itself (the bot may send there again, a group moved),
+        its sender only whoever made the change: someone the bot need not know."""
+        return bool(self.meta.get(PLATFORM_REPORT) and (self.meta.get(MAY_SEND) or self.meta.get(MOVED_FROM)))
+
     def to_payload(self) -> dict[str, Any]:
         """The message as stored (its inbound row's JSON payload); `meta` under its `InboundMeta` keys as they are."""
         payload: dict[str, Any] = {"text": self.text}

@@ -684,9 +684,12 @@ class ConversationWorker:
                                               chat_id=conversation.chat_id, sender_id=row.sender_id)
         heard = await _honour_subscription(session, conversation, message, now, waiting=loaded.waiting)
         identity, user = loaded.identity, loaded.user
-        if identity is None or user is None:  # first contact: their user and identity are made now
+        if (identity is None or user is None) and message.about_the_chat:
+            # whoever changed the bot's rights or moved the group, not made known by it: nobody is stored
+            identity, user = ChannelIdentity(channel=row.channel, external_id=row.sender_id), User()
+        elif identity is None or user is None:  # first contact: their user and identity are made now
             identity, user = await first_contact(session.session, row.channel, row.sender_id, message.sender_name)
-        if conversation.user_id is None:
+        if conversation.user_id is None and user.id is not None:
             conversation.user_id = user.id
         # (written when it changes: first, and seldom after)
         if message.tells_chat_kind and conversation.shared is not (not message.private):

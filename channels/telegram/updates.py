@@ -18,7 +18,8 @@ logged reason rather than refused. What becomes a message:
 - the bot's membership of a group changed so that it may send there (`my_chat_member`: made an admin, let speak
   again after being muted): a platform's report with `meta[MAY_SEND]`, which lifts a refusal of the chat (a muted
   bot's sends, `channels.telegram.channel.NO_RIGHTS`); other members' changes (`chat_member`) are not asked for, so
-  the joins and leaves of a large group store nothing of people who never wrote to the bot;
+  the joins and leaves of a large group store nothing of people who never wrote to the bot (nor does the admin who
+  made this change, or the move below, become someone the bot knows: `InboundMessage.about_the_chat`);
 - a group become a supergroup: the service message that opens the supergroup (`migrate_from_chat_id`), a platform's
   report in the new chat with the old chat's id in `meta[MOVED_FROM]`, so its learners and what waits for it follow;
 - someone left a group or was removed from it: the group's service message (`left_chat_member`, which reaches the

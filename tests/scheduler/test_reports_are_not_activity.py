@@ -2,7 +2,9 @@
 On Telegram, through the webhook: the bot unblocked, a group become a supergroup, the bot's membership of it changed
 by a learner who is its admin, and that learner removed from it by another admin leave her as idle as she was (the
 nudges' days away, her streak, the planner's "did she answer her last lesson"), and her come-back nudge comes as
-due. On WhatsApp, Twilio's status callbacks are not the learner writing either."""
+due. On WhatsApp, Twilio's status callbacks are not the learner writing either. And a report about a chat itself
+(the bot's rights there, a group moved) makes nobody known: the admin who made the change, if they never wrote, is
+not stored."""
 
 from __future__ import annotations
 
@@ -195,3 +197,24 @@ async def test_twilios_status_callbacks_are_not_the_learner_writing_on_whatsapp(
             assert await session.scalar(select(User.last_active_at)) == away
             assert await session.scalar(select(Conversation.last_inbound_at)) == away
             assert await session.scalar(select(func.count()).select_from(InboundRow)) == 1
+
+
+async def test_whoever_adds_the_bot_to_a_group_or_moves_the_group_is_not_made_known(telegram_settings, standin):
+    """Ann writes to the bot in a study group. Ada, an admin who never wrote to the bot, makes it an admin there and
+    turns the group into a supergroup: the bot may send there and follows the group, and keeps nothing of Ada (no
+    identity, no user); the supergroup's chat is nobody's until someone writes there."""
+    ann, ada = person(42, "Ann"), person(44, "Ada")
+    async with running(telegram_settings, clock=False) as (client, lessonbot):
+        in_group = OnTelegram(client, standin, ann, GROUP)
+        await in_group.say("/help")
+        await in_group.post(bot_member_update(GROUP, "administrator", by=ada))
+        await in_group.post(group_moved(by=ada))
+        await lessonbot.settle()
+        async with lessonbot.db.sessions() as session:
+            assert set(await session.scalars(select(ChannelIdentity.external_id))) == {"42"}
+            assert await session.scalar(select(func.count()).select_from(User)) == 1
+            moved = await session.scalar(select(Conversation).where(Conversation.chat_id == str(SUPERGROUP)))
+            assert (moved.user_id, moved.shared) == (None, True)
+        in_supergroup = OnTelegram(client, standin, ann, SUPERGROUP)
+        [help_text, *_] = await in_supergroup.say("/help")
+        assert help_text
