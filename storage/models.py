@@ -289,7 +289,8 @@ class OfferedChoice(Base):
 
     Written by `storage.outbox.enqueue` with the reply that carries it, so a pressed button or a typed choice is
     honoured only if it was offered (dialogs/choices.py decides); one row per (conversation, member, value), however
-    often it is offered again.
+    often it is offered again: `offered_at` is when it was last offered, to within a day (`OFFER_REFRESH`), which
+    tells the prune when no kept reply shows it any more (`storage.outbox.choices_offered_before`).
     """
 
     __tablename__ = "offered_choices"

@@ -106,19 +106,21 @@ def messages_finished_before(before: datetime) -> list[ColumnElement[bool]]:
 
 
 def choices_offered_before(before: datetime) -> list[ColumnElement[bool]]:
-    """The offered choices the retention lets go with the replies that offered them: offered before `before`, in a
-    conversation none of whose replies queued since is kept (`replies_finished_before`). A choice is recorded when it
-    is first offered (`enqueue` keeps that row), so a reply that offers it again is among those since: while any such
-    reply is kept (in line, waiting for the person, sent within the days), a press on it is still honoured
-    (dialogs.choices.was_offered). Every status is named so the (status, conversation_id, id) index finds the
-    conversation's replies."""
-    kept_since = exists().where(
+    """The offered choices the retention lets go: those no kept reply shows any more. A choice's `offered_at` is when
+    it was last offered, to within OFFER_REFRESH (`enqueue`), so every reply that offered it was queued before then
+    and OFFER_REFRESH more: one last offered before `before` less OFFER_REFRESH is shown only by replies queued before
+    `before`, and goes once none of its conversation's replies queued before `before` is kept (in line, waiting for
+    the person, or sent within the days: `replies_finished_before`); a press on a kept reply is still honoured
+    (dialogs.choices.was_offered). The replies a chat was sent since do not keep it: a button no reply offered
+    within the days goes however busy its chat. Every status is named so the (status, conversation_id, id) index finds
+    the conversation's replies, and the `offered_at` index the choices."""
+    kept_from_earlier = exists().where(
         OutboxMessage.status.in_([status.value for status in OutboxStatus]),
         OutboxMessage.conversation_id == OfferedChoice.conversation_id,
-        OutboxMessage.created_at >= OfferedChoice.offered_at,
+        OutboxMessage.created_at < before,
         ~and_(*replies_finished_before(before)),
     )
-    return [OfferedChoice.offered_at < before, ~kept_since]
+    return [OfferedChoice.offered_at < before - OFFER_REFRESH, ~kept_from_earlier]
 
 
 def awaited(rows: FromClause) -> ColumnElement[bool]:
@@ -186,12 +188,25 @@ _INSERTS = {
 }
 _OFFERED = OfferedChoice.__table__
 _OFFERED_COLUMNS = ("conversation_id", "member", "value", "offered_at")
-_OFFER_INSERTS = {
-    dialect: Prepared(
-        backend_insert(dialect)(_OFFERED)
-        .values({name: bindparam(name) for name in _OFFERED_COLUMNS})
-        .on_conflict_do_nothing()
+# An offered choice's `offered_at` is when it was last offered, to within this: offered again, its row is written
+# only if it is older (a button on every reply, Next, does not rewrite its row at every turn), so the prune knows
+# which choices no reply kept shows (`choices_offered_before`).
+OFFER_REFRESH = timedelta(days=1)
+_REFRESH = bindparam("offered_refresh", type_=_OFFERED.c.offered_at.type)  # the offers older than this are rewritten
+
+
+def _offering(dialect: str, values: Any) -> Any:
+    """INSERT INTO offered_choices VALUES … ON CONFLICT DO UPDATE SET offered_at WHERE it is older than _REFRESH."""
+    insert = backend_insert(dialect)(_OFFERED).values(values)
+    return insert.on_conflict_do_update(
+        index_elements=[_OFFERED.c.conversation_id, _OFFERED.c.member, _OFFERED.c.value],
+        set_={"offered_at": insert.excluded.offered_at},
+        where=_OFFERED.c.offered_at < _REFRESH,
     )
+
+
+_OFFER_INSERTS = {
+    dialect: Prepared(_offering(dialect, {name: bindparam(name) for name in _OFFERED_COLUMNS}))
     for dialect in ("postgresql", "sqlite")
 }
 
@@ -213,13 +228,15 @@ async def enqueue(session: Where, entries: Sequence[OutboxEntry], *, now: dateti
     at = now or utcnow()
     raw = await raw_of(session)
     dialect = raw.dialect.name
-    for offer in _offers(entries, at):
-        await _OFFER_INSERTS[dialect].run(raw, offer)
     ids = []
     for row in _rows(entries, at):  # one by one, in order: a statement on the driver costs a few microseconds
         written = (await _INSERTS[dialect].run(raw, row)).scalar()
         if written is not None:
             ids.append(written)
+    # After the replies, so a choice's row is written under its conversation's row lock, as a turn writes it: one
+    # offered again waits for the row (DO UPDATE locks it), and no two transactions wait for each other's.
+    for offer in _offers(entries, at):
+        await _OFFER_INSERTS[dialect].run(raw, {**offer, "offered_refresh": at - OFFER_REFRESH})
     return ids
 
 
@@ -262,11 +279,13 @@ class WithQueued:
             values.update(zip(names, row.values(), strict=True))
         for names, offer in zip(_names("offered_", _OFFERED_COLUMNS, len(offers)), offers, strict=True):
             values.update(zip(names, offer.values(), strict=True))
+        if offers:
+            values["offered_refresh"] = at - OFFER_REFRESH
         return await prepared.run(where, values, commit=commit)
 
 
 def _writes(rows: int, offers: int) -> list[CTE]:
-    """WITH offered AS (INSERT INTO offered_choices VALUES (…), … ON CONFLICT DO NOTHING), queued AS (INSERT INTO
+    """WITH offered AS (INSERT INTO offered_choices VALUES (…), … ON CONFLICT DO UPDATE …), queued AS (INSERT INTO
     outbox_messages VALUES (…), … ON CONFLICT DO NOTHING RETURNING id), for that many rows and offers."""
     writes = []
     for name, table, columns, count in (
@@ -280,7 +299,8 @@ def _writes(rows: int, offers: int) -> list[CTE]:
                 }
                 for names in _names(f"{name}_", columns, count)
             ]
-            insert = backend_insert("postgresql")(table).values(values).on_conflict_do_nothing()
+            insert = _offering("postgresql", values) if table is _OFFERED else (
+                backend_insert("postgresql")(table).values(values).on_conflict_do_nothing())
             writes.append(insert.returning(table.c.id).cte(name))
     return writes
 

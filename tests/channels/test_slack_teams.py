@@ -1605,6 +1605,7 @@ async def test_a_digests_nudge_pressed_again_after_the_nightly_prune_took_its_re
     press is refused, and no one is nudged twice."""
     from scheduler.clock import prune
     from storage.models import utcnow
+    from storage.outbox import OFFER_REFRESH
     from storage.retention import MESSAGE_DAYS
 
     standin.add_member(CHANNEL, "UBOSS", name="boss", admin=True)
@@ -1627,7 +1628,7 @@ async def test_a_digests_nudge_pressed_again_after_the_nightly_prune_took_its_re
         [nudged] = [text for text in standin.texts("DBOSS") if text.startswith("Nudged ")]
         reminded = {user: len(standin.texts(user)) for user in NAMES}
 
-        later = utcnow() + timedelta(days=MESSAGE_DAYS, hours=1)
+        later = utcnow() + timedelta(days=MESSAGE_DAYS, hours=1) + OFFER_REFRESH  # (an offer's last is known to a day)
         assert (await prune(JobContext(db=lessonbot.db, now=lambda: later)))["outbox_messages"] > 0
         await press(client, fixtures_dir, "UBOSS", nudge, ephemeral=False, standin=standin, channel="DBOSS")
         await lessonbot.settle()

@@ -17,7 +17,7 @@ from scheduler.clock import prune
 from scheduler.context import JobContext
 from standins.telegram import button_update, person, text_update
 from storage.models import InboundMessage, InboundSequence, OfferedChoice, OutboxMessage, utcnow
-from storage.outbox import OutboxEntry, enqueue, follow_moved_chat
+from storage.outbox import OFFER_REFRESH, OutboxEntry, enqueue, follow_moved_chat
 from storage.queries import get_or_create_conversation
 from storage.retention import FEWEST_MESSAGE_DAYS, MESSAGE_DAYS, prune_history
 from tests.channels.test_telegram_webhook import CHAT, post, telegram_settings  # noqa: F401 (the fixture)
@@ -236,11 +236,54 @@ async def test_the_buttons_offered_on_replies_gone_go_with_them_and_one_offered_
         assert await prune_history(lessonbot.db, utcnow(), batch=1, message_days=DAYS) == dict.fromkeys(pruned, 0)
 
 
+def _buttons(sent) -> list[dict[str, str]]:
+    return [button for row in sent.reply_markup["inline_keyboard"] for button in row]
+
+
+async def test_in_a_chat_still_talking_the_buttons_no_kept_reply_offers_go_and_the_latest_stay_pressable(
+        telegram_settings, standin):
+    """Ann agreed DAYS and more ago and was asked her name; she answers it today, and her city, so her chat has
+    replies kept. The prune lets go the buttons of the old replies, offered on no reply since (the greeting's Yes, her
+    name's), and keeps the ones just offered: the greeting's Yes pressed now is not available, the button of the
+    newest question (is that her time zone?) is answered."""
+    ann = person(CHAT, "Ann")
+    kept_days = telegram_settings.model_copy(update={"message_retention_days": DAYS})
+    async with running(kept_days, clock=False) as (client, lessonbot):
+        await post(client, text_update("/start", user=ann))
+        await standin.wait_for(lambda: standin.texts(CHAT))
+        greeting = standin.called("sendMessage")[0]
+        await post(client, button_update(greeting, "consent:yes", user=ann))
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) == 2)
+        await lessonbot.settle()
+        long_ago = await _offered(lessonbot)
+        await _aged(lessonbot, DAYS + 2)
+        name_question = standin.called("sendMessage")[1]
+        [name] = _buttons(name_question)
+        await post(client, button_update(name_question, name["callback_data"], user=ann))
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) == 3)
+        await post(client, text_update("Lisbon", user=ann))
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) == 4)
+        await lessonbot.settle()
+        latest = await _offered(lessonbot) - long_ago
+        assert latest and {("1111111", "consent:yes"), ("1111111", name["callback_data"])} <= long_ago
+
+        pruned = await prune_history(lessonbot.db, utcnow(), batch=1, message_days=DAYS)
+        assert (pruned["outbox_messages"], pruned["offered_choices"]) == (2, len(long_ago))
+        assert await _offered(lessonbot) == latest
+        await post(client, button_update(greeting, "consent:yes", user=ann))
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) == 5)
+        assert standin.texts(CHAT)[4] == "That button isn't available."
+        zone_question = standin.called("sendMessage")[3]
+        await post(client, button_update(zone_question, _buttons(zone_question)[0]["callback_data"], user=ann))
+        await standin.wait_for(lambda: len(standin.texts(CHAT)) == 6)
+        assert standin.texts(CHAT)[5].startswith("What time of day suits you for a lesson?")
+
+
 async def test_a_button_on_a_reply_still_kept_however_old_stays_offered(db):
     """Three chats were each offered a button DAYS and more ago: on a reply still waiting for the person to write
     (kept however old), on one queued then and sent lately (kept), and on one sent then (gone). Only the last goes."""
     now = utcnow()
-    old = now - _at(DAYS) - timedelta(hours=1)
+    old = now - _at(DAYS) - OFFER_REFRESH - timedelta(hours=1)  # (a choice's last offer is known to within a day)
     sent = {"waits": None, "sent-lately": now - _at(1), "gone": old}
     async with db.transaction() as session:
         for chat, sent_at in sent.items():
@@ -254,6 +297,25 @@ async def test_a_button_on_a_reply_still_kept_however_old_stays_offered(db):
     assert (pruned["outbox_messages"], pruned["offered_choices"]) == (1, 1)
     async with db.sessions() as session:
         assert set(await session.scalars(select(OfferedChoice.value))) == {"next:waits", "next:sent-lately"}
+
+
+async def test_a_busy_chat_keeps_the_buttons_of_its_kept_replies_and_lets_the_older_ones_go(db):
+    """A chat was sent a reply every day or so: a quiz's choice and Next DAYS and more ago, Next again 3 days ago,
+    Later yesterday, and replies with no buttons between. The quiz's choice, on no reply kept, goes; Next and Later,
+    on replies kept, stay."""
+    now = utcnow()
+    offered = {DAYS + 5: ["quiz:1:a", "next"], DAYS + 4: [], 40: [], 3: ["next"], 1: ["later"]}
+    async with db.transaction() as session:
+        chat = await get_or_create_conversation(session, "test", "ann")
+        for days, values in offered.items():
+            reply = Text("Ready?", choices=[Choice(value, value) for value in values]).to_payload()
+            await enqueue(session, [OutboxEntry(conversation_id=chat, channel="test", chat_id="ann", payload=reply,
+                                                member="ann")], now=now - _at(days))
+        await session.execute(update(OutboxMessage).values(status="sent", sent_at=OutboxMessage.created_at))
+    pruned = await prune_history(db, now, batch=1, message_days=DAYS)
+    assert (pruned["outbox_messages"], pruned["offered_choices"]) == (2, 1)
+    async with db.sessions() as session:
+        assert set(await session.scalars(select(OfferedChoice.value))) == {"next", "later"}
 
 
 async def test_the_buttons_of_a_group_become_a_supergroup_stay_offered_there_while_its_history_is_kept(db):
