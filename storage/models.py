@@ -294,7 +294,10 @@ class OfferedChoice(Base):
     """
 
     __tablename__ = "offered_choices"
-    __table_args__ = (UniqueConstraint("conversation_id", "member", "value"),)
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "member", "value"),  # a press's check (dialogs.choices.was_offered)
+        Index("ix_offered_choices_offered_at", "offered_at"),  # the prune's (storage.outbox.choices_offered_before)
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
