@@ -49,7 +49,7 @@ class EmbeddingModelMismatch(Exception):
 
 
 class StoreUnavailable(Exception):
-    """The Chroma server cannot be reached."""
+    """The Chroma server cannot be reached, or the store on disk cannot be opened."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,6 @@ _opening = threading.Lock()
 
 
 def _embedded_client(path: Path, chroma_settings: ChromaSettings) -> ClientAPI:
-    import chromadb
     from chromadb.api.client import Client
 
     key = path.resolve()
@@ -110,8 +109,30 @@ def _embedded_client(path: Path, chroma_settings: ChromaSettings) -> ClientAPI:
             client = None
         if client is None:
             key.mkdir(parents=True, exist_ok=True)
-            client = _embedded[key] = chromadb.PersistentClient(path=str(key), settings=chroma_settings)
+            client = _embedded[key] = _start_embedded(key, chroma_settings)
         return client
+
+
+def _start_embedded(path: Path, chroma_settings: ChromaSettings) -> ClientAPI:
+    """The store in `path`, or `StoreUnavailable` saying why not and what to do: its database is not one (a partial
+    restore, a disk filled mid-write) or cannot be read. chromadb keeps the store of a folder that failed to start,
+    and would hand it out again for that folder without starting it; it is forgotten, so the folder moved aside and
+    made again is opened afresh by the same process."""
+    import chromadb
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    known = set(SharedSystemClient._identifier_to_system)
+    try:
+        return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+    except Exception as exc:  # chromadb's InternalError ("file is not a database"), an OSError, …
+        for identifier in set(SharedSystemClient._identifier_to_system) - known:
+            SharedSystemClient._identifier_to_system.pop(identifier, None)
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise StoreUnavailable(
+            f"The knowledge store in {path} cannot be opened ({reason}). It holds only what was imported into it: "
+            "move that folder aside, then run `lessonbot course import` for each course again (and `lessonbot "
+            "ingest` for material added that way)."
+        ) from exc
 
 
 def open_store(settings: KnowledgeSettings, *, embedder: TextEmbedder | None = None) -> KnowledgeStore:

@@ -98,3 +98,24 @@ def test_an_unexpected_failure_of_indexing_is_named_by_its_type_in_one_line(here
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("Question answering: not updated: RuntimeError: HNSW index is corrupt. The course itself "
                            "was imported")
+
+
+def test_a_damaged_store_on_disk_imports_nothing_and_says_which_folder_and_what_to_do(here, database_url):
+    if not (default_tokenizer_dir() / "tokenizer.json").is_file():
+        missing("the offline embedding model is not installed (make install)")
+    store = here / "var" / "chroma"
+    store.mkdir(parents=True)
+    (store / "chroma.sqlite3").write_bytes(b"not a database\n")  # a disk filled mid-write, a partial restore
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "course", "import", str(SAMPLE)],
+        env={"PATH": "/usr/bin:/bin", "DATA_DIR": str(here / "var"), "DATABASE_URL": database_url,
+             "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        capture_output=True, text=True, cwd=here, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"Nothing was imported: the course cannot be indexed for questions. The knowledge store "
+                           f"in {store} cannot be opened (")
+    assert line.endswith("It holds only what was imported into it: move that folder aside, then run `lessonbot "
+                         "course import` for each course again (and `lessonbot ingest` for material added that way).")
+    assert _course_slugs(database_url) == []

@@ -17,7 +17,7 @@ from knowledge.ingest import ingest_lessons, ingest_path
 from knowledge.retrieval import Retriever
 from knowledge.settings import KnowledgeSettings
 from knowledge.sources import Lesson, read_lesson
-from knowledge.store import open_store
+from knowledge.store import StoreUnavailable, open_store
 from tests.knowledge.conftest import PHOTOSYNTHESIS, VOLCANOES
 
 
@@ -300,3 +300,17 @@ def test_every_paragraph_is_a_chunk_of_its_own_but_a_short_lead_in_goes_with_wha
         "a short last paragraph joins the one before"
     )
     assert all(text[c.start : c.start + len(c.text)] == c.text for c in chunks)
+
+
+def test_a_damaged_store_is_explained_and_opened_once_it_is_made_again(offline_settings, course_dir: Path):
+    """A store whose database is not one (a partial restore, a disk filled mid-write) says so; moved aside, the
+    same process opens the new one at that path (chromadb keeps a store that failed to start for its folder)."""
+    folder = offline_settings.chroma_path
+    folder.mkdir(parents=True)
+    (folder / "chroma.sqlite3").write_bytes(b"not a database\n")
+    with pytest.raises(StoreUnavailable, match="cannot be opened") as raised:
+        open_store(offline_settings)
+    assert str(folder) in str(raised.value)
+
+    shutil.move(folder, folder.with_name("chroma-damaged"))
+    assert ingest_path(open_store(offline_settings), course_dir, course_id="bio").added > 0
