@@ -162,5 +162,7 @@ def unanswered_reply(_: Translator, reason: NoAnswer) -> str:
                                    "send /buy for the whole course."),
         NoAnswer.TOO_FAST: _("You're asking faster than I can look things up. Give me a minute and ask again."),
         NoAnswer.EMPTY_QUESTION: _("What would you like to know? Ask me anything about your course."),
+        NoAnswer.NOT_INDEXED: _("I can't look things up in your course material yet: it is still being prepared. "
+                                "Please ask again later."),
     }
     return said[reason]

@@ -273,6 +273,7 @@ DASHBOARD_WORDS: tuple[str, ...] = (
     N_("declined (not in the material)"),
     N_("not looked up (the learner's allowance was spent)"),
     N_("outside what they may read (no course yet, none free in the group, a lesson past a free preview)"),
+    N_("not looked up (the course is not indexed for questions: import it again)"),
     N_("name, or channel:id"),
     N_("Find"),
     N_("currency"),

@@ -22,6 +22,9 @@ class NoAnswer(StrEnum):
     # a paid course's free preview does not answer it, the course's other lessons do (never quoted to the learner)
     BEYOND_PREVIEW = "beyond_preview"
     TOO_FAST = "too_fast"  # the learner's per-minute allowance is spent
+    # none of the courses the learner may read is in the knowledge store (imported, but its indexing failed, or the
+    # store was lost or made anew): nothing was looked for, and nothing is said to be missing from the course
+    NOT_INDEXED = "not_indexed"
 
     @property
     def limited(self) -> bool:

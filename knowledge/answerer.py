@@ -97,11 +97,14 @@ class Answerer:
         if not allowed_courses:
             return CourseAnswer.none(NoAnswer.NO_COURSES)
         try:
-            return await self._look_up(question, learner=learner_key, allowed_courses=allowed_courses,
-                                       only_lessons=only_lessons, on_partial=on_partial)
+            answer = await self._look_up(question, learner=learner_key, allowed_courses=allowed_courses,
+                                         only_lessons=only_lessons, on_partial=on_partial)
         except BaseException:  # our failure (an embedding endpoint refusing, the store away) or the worker stopping
             await self._give_back_question(learner_key, taken_at)
             raise
+        if answer.unanswered is NoAnswer.NOT_INDEXED:  # ours too: the courses are missing from the store
+            await self._give_back_question(learner_key, taken_at)
+        return answer
 
     async def _look_up(
         self,
@@ -119,6 +122,15 @@ class Answerer:
         # a course read in part: more passages looked at, those of its other lessons left out
         found = await asyncio.to_thread(self.retriever.search, question, allowed_courses=allowed_courses,
                                         limit=PASSAGES * 4 if only_lessons else PASSAGES)
+        if found.unindexed:
+            log.warning(
+                "not in the knowledge store, so not searched: %s; run `lessonbot course import` with each one's folder "
+                "to index it (learners keep their progress)", ", ".join(sorted(found.unindexed)),
+                extra={"courses": sorted(found.unindexed),
+                       "store": self.settings.chroma_host or str(self.settings.chroma_path)},
+            )
+            if found.unindexed >= set(allowed_courses):
+                return CourseAnswer.none(NoAnswer.NOT_INDEXED)
         readable, locked = _split_preview(found.passages, only_lessons)
         answer = await self.compose(
             question, readable[:PASSAGES], learner=learner, allowed_courses=allowed_courses, on_partial=on_partial,

@@ -105,6 +105,9 @@ class Found:
 
     passages: list[Passage]
     rarity: Callable[[str], float]
+    # the courses asked for that are not in the store at all (never indexed, or the store lost or made anew): no
+    # passage of theirs could be found, which says nothing of what they teach
+    unindexed: frozenset[str] = frozenset()
 
 
 K = TypeVar("K")
@@ -157,8 +160,8 @@ class Retriever:
 
     def search(self, question: str, *, allowed_courses: Collection[str], limit: int = 5) -> Found:
         """The same passages, with the term weights of the courses' revisions they came from."""
-        candidates, rarity = self._candidates(question, allowed_courses)
-        return Found(self.rank(candidates)[:limit], rarity)
+        candidates, rarity, unindexed = self._candidates(question, allowed_courses)
+        return Found(self.rank(candidates)[:limit], rarity, unindexed)
 
     def rank(self, candidates: list[Candidate]) -> list[Passage]:
         """The candidates as passages, best first: by the fitted model in hybrid mode, else by the fused score."""
@@ -175,11 +178,12 @@ class Retriever:
 
     def _candidates(
         self, question: str, allowed_courses: Collection[str]
-    ) -> tuple[list[Candidate], Callable[[str], float]]:
+    ) -> tuple[list[Candidate], Callable[[str], float], frozenset[str]]:
         revisions, sizes = self.store.revisions_and_sizes(sorted(allowed_courses))
         seen_at = time.monotonic()
+        unindexed = frozenset(allowed_courses) - revisions.keys()
         if not revisions or not question.strip():
-            return [], self._rarity([])
+            return [], self._rarity([]), unindexed
 
         resident = self.resident.for_courses(revisions, sizes, seen_at=seen_at)
         # the keyword side over the same text as the kept copies (one may be newer than the revision read above)
@@ -222,7 +226,7 @@ class Retriever:
         rarity = self._rarity(indexes if self.mode != "dense" else self.indexes.for_courses(revisions))
         if self.mode != "hybrid":
             return [Candidate(chunk, keyword_hits.get(chunk.id, 0.0) / best_keyword, similarities.get(chunk.id, 0.0),
-                              fused(chunk.id), (), ()) for chunk in chunks], rarity
+                              fused(chunk.id), (), ()) for chunk in chunks], rarity, unindexed
 
         best_fused = max((fused(chunk.id) for chunk in chunks), default=0.0) or 1.0
         asked = ranking.Question.of(question, rarity)
@@ -239,7 +243,7 @@ class Retriever:
                 sentence_cosines=cosines,
             )
             candidates.append(Candidate(chunk, keyword_share, similarity, fused(chunk.id), cosines, tuple(features)))
-        return candidates, rarity
+        return candidates, rarity, unindexed
 
     def _nearest(
         self, vector: np.ndarray, unit: np.ndarray, sizes: dict[str, int], resident: dict[str, ResidentCourse]

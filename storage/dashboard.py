@@ -569,10 +569,11 @@ async def broadcast_reach(session: AsyncSession, limit: int = 10) -> list[list[A
 
 def _question_count(outcome: str, reason: str | None) -> str:
     """Which of the knowledge page's counts a logged question goes to: answered, declined (the material does not
-    cover it: reason not_covered), limited (the allowance was spent), or out_of_reach (declined for what the learner
-    may read: no course yet, none free in a group, a lesson past a free preview; never looked for in the material)."""
+    cover it: reason not_covered), limited (the allowance was spent), out_of_reach (declined for what the learner
+    may read: no course yet, none free in a group, a lesson past a free preview; never looked for in the material), or
+    not_indexed (their courses are missing from the knowledge store: never looked for either)."""
     if outcome == "declined":
-        return "declined" if reason == "not_covered" else "out_of_reach"
+        return "declined" if reason == "not_covered" else "not_indexed" if reason == "not_indexed" else "out_of_reach"
     return outcome
 
 
@@ -649,6 +650,7 @@ async def knowledge(session: AsyncSession, now: datetime, kept: Figures | None =
         "declined": outcomes.get("declined", 0),
         "limited": outcomes.get("limited", 0),
         "out_of_reach": outcomes.get("out_of_reach", 0),
+        "not_indexed": outcomes.get("not_indexed", 0),
         "daily": _series(
             now,
             since,

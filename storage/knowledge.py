@@ -58,7 +58,8 @@ class KnowledgeQuestion(Base):
     outcome: answered, declined or limited (their allowance was spent). A declined question's `reason` says why:
     not_covered (the material does not cover it: what the course could add), no_courses (the learner may read no
     course yet, or none free in a group), beyond_preview (a lesson past the free preview of a paid course answers
-    it). `normalized` groups the same question typed differently; `topic` is the lesson the answer drew on first.
+    it), not_indexed (none of the learner's courses is in the knowledge store: never looked up). `normalized`
+    groups the same question typed differently; `topic` is the lesson the answer drew on first.
     """
 
     __tablename__ = "knowledge_questions"

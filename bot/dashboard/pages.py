@@ -292,7 +292,8 @@ async def knowledge(ctx: Context) -> list[Figure]:
         [w("not looked up (the learner's allowance was spent)"), f["limited"]],
         # (a page counted before this count was kept shows none until the next count, minutes later)
         [w("outside what they may read (no course yet, none free in the group, a lesson past a free preview)"),
-         f.get("out_of_reach", 0)]])
+         f.get("out_of_reach", 0)],
+        [w("not looked up (the course is not indexed for questions: import it again)"), f.get("not_indexed", 0)]])
     totals.tiles = [(w("asked"), f["asked"]), (w("answered"), f["answered"]), (w("declined"), f["declined"]),
                     (w("allowance spent"), f["limited"])]
     days = [row[0] for row in f["daily"]]

@@ -289,14 +289,16 @@ async def test_declined_as_not_in_the_material_counts_only_what_the_material_was
                                               ("Why do guessing tools not try passwords at random?", "declined",
                                                "no_courses"),
                                               ("What does a password manager do?", "declined", "beyond_preview"),
-                                              ("And this?", "limited", "too_fast")):
+                                              ("And this?", "limited", "too_fast"),
+                                              ("What is vishing?", "declined", "not_indexed")):
                 session.add(KnowledgeQuestion(user_id=learner, question=question, normalized=question.lower(),
                                               outcome=outcome, reason=reason))
         counts = await client.get("/admin/knowledge/questions.csv")
         assert list(csv.reader(io.StringIO(counts.text)))[1:] == [
-            ["asked", "5"], ["answered", "1"], ["declined (not in the material)", "1"],
+            ["asked", "6"], ["answered", "1"], ["declined (not in the material)", "1"],
             ["not looked up (the learner's allowance was spent)", "1"],
-            ["outside what they may read (no course yet, none free in the group, a lesson past a free preview)", "2"]]
+            ["outside what they may read (no course yet, none free in the group, a lesson past a free preview)", "2"],
+            ["not looked up (the course is not indexed for questions: import it again)", "1"]]
         daily = list(csv.reader(io.StringIO((await client.get("/admin/knowledge/questions-daily.csv")).text)))
         assert daily[-1][1:] == ["1", "1"]  # answered, declined
 

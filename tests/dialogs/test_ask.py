@@ -136,3 +136,32 @@ def test_an_authors_lesson_title_and_a_models_words_show_as_written_whatever_the
     # the course's own sentence keeps its Markdown; the title around it does not take any
     assert "<i>object</i>" in render(presented(turn, quoted), TELEGRAM_HTML)
     assert "*args*" in render(presented(turn, quoted), TELEGRAM_HTML)
+
+
+async def test_a_course_not_in_the_knowledge_store_is_said_to_be_getting_ready_not_to_lack_the_answer(
+    learning_bot, caplog
+):
+    """The course was imported but is not in the store (its indexing failed, the store's folder was lost or made
+    anew): the learner is not told the course lacks what it teaches, the admins' list of what the course could add is
+    not filled with what it does cover, the log says which course to import again, and the question uses none of the
+    learner's minute."""
+    import logging
+
+    from sqlalchemy import select
+
+    from storage.knowledge import KnowledgeAllowance, KnowledgeQuestion
+
+    bot, channel = learning_bot  # the sample course imported, never indexed
+    t = Learning(bot, channel)
+    await onboard(t)
+    with caplog.at_level(logging.WARNING, logger="knowledge.answerer"):
+        [answer] = await t.say("what is smishing?")
+    assert answer.startswith("I can't look things up in your course material yet")
+    assert "couldn't find" not in answer
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "knowledge.answerer"]
+    assert "spot-phishing" in warning and "lessonbot course import" in warning
+    async with bot.db.sessions() as session:
+        [row] = list(await session.scalars(select(KnowledgeQuestion)))
+        allowance = await session.scalar(select(KnowledgeAllowance))
+    assert (row.outcome, row.reason) == ("declined", "not_indexed")
+    assert allowance is None or allowance.minute_questions == 0
