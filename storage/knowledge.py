@@ -210,6 +210,12 @@ def answers_cached_before(before: datetime) -> list[ColumnElement[bool]]:
     return [KnowledgeCachedAnswer.created_at < before]
 
 
+def questions_asked_before(before: datetime) -> list[ColumnElement[bool]]:
+    """The questions asked before `before` (MESSAGE_RETENTION_DAYS ago): each is the words of a message, which goes
+    then, so its copy for the admins' knowledge page goes too; storage.retention.prune_history deletes them."""
+    return [KnowledgeQuestion.asked_at < before]
+
+
 async def forget_answers_for(session: AsyncSession, learner: str) -> None:
     """Drop the cached answers composed for `learner`'s questions (their data is being erased): the next to ask
     the same gets one composed afresh."""

@@ -1,8 +1,8 @@
 """How long history is kept, and the nightly prune that lets the rest go: the messages people sent and the replies to
-them once finished (and the buttons those replies offered), the model's cached answers, the dashboard's sign-ins, and
-the scheduler's own records (clock runs, lessons due, reminders decided, announcements' recipients). Each table's rule
-is named here; what may go of a table is decided by its owner (`storage.outbox.replies_finished_before`,
-`storage.knowledge.answers_cached_before`, ...)."""
+them once finished (and the buttons those replies offered), the questions asked of the answerer, the model's cached
+answers, the dashboard's sign-ins, and the scheduler's own records (clock runs, lessons due, reminders decided,
+announcements' recipients). Each table's rule is named here; what may go of a table is decided by its owner
+(`storage.outbox.replies_finished_before`, `storage.knowledge.answers_cached_before`, ...)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy.orm import aliased
 
 from storage.admins import AdminSession, sessions_ended_before
 from storage.db import Database
-from storage.knowledge import KnowledgeCachedAnswer, answers_cached_before
+from storage.knowledge import KnowledgeCachedAnswer, KnowledgeQuestion, answers_cached_before, questions_asked_before
 from storage.models import Base, InboundMessage, OfferedChoice, OutboxMessage
 from storage.outbox import choices_offered_before, messages_finished_before, replies_finished_before
 from storage.queries import delete_in_batches
@@ -57,6 +57,7 @@ def _old_history(now: datetime, message_days: int,
         "outbox_messages": (OutboxMessage, replies_finished_before(kept_from)),
         "inbound_messages": (InboundMessage, messages_finished_before(kept_from)),
         "offered_choices": (OfferedChoice, choices_offered_before(kept_from)),
+        "knowledge_questions": (KnowledgeQuestion, questions_asked_before(kept_from)),
         "knowledge_answer_cache": (KnowledgeCachedAnswer, answers_cached_before(now - answers_kept)),
         "admin_sessions": (AdminSession, sessions_ended_before(now - SESSIONS_KEPT)),
         "clock_runs": (ClockRun, [ClockRun.finished_at < now - timedelta(days=CLOCK_RUN_DAYS)]),

@@ -337,3 +337,27 @@ async def test_the_buttons_of_a_group_become_a_supergroup_stay_offered_there_whi
     async with db.sessions() as session:
         assert list(await session.execute(select(OfferedChoice.conversation_id, OfferedChoice.value))) == [
             (supergroup, "next")]
+
+
+async def test_the_questions_learners_asked_the_answerer_go_with_their_messages(db):
+    """A question asked is the words of a message, kept for the admins' knowledge page: it goes when the message
+    would, after MESSAGE_RETENTION_DAYS, and not later (the page then counts the questions of the days kept)."""
+    from storage.knowledge import KnowledgeQuestion
+    from storage.models import User
+
+    now = utcnow()
+    async with db.transaction() as session:
+        ann = User(display_name="Ann")
+        session.add(ann)
+        await session.flush()
+        for words, age in (("what is smishing, my card is 4111", _at(DAYS) + timedelta(hours=1)),
+                           ("what is vishing?", _at(DAYS) - timedelta(hours=1))):
+            session.add(KnowledgeQuestion(user_id=ann.id, asked_at=now - age, question=words, normalized=words,
+                                          outcome="declined", reason="not_covered"))
+
+    assert (await prune_history(db, now))["knowledge_questions"] == 0  # the default days keep them both
+    pruned = await prune(JobContext(db=db, now=lambda: now, message_days=DAYS), batch=2)
+
+    assert pruned["knowledge_questions"] == 1
+    async with db.sessions() as session:
+        assert list(await session.scalars(select(KnowledgeQuestion.question))) == ["what is vishing?"]

@@ -82,6 +82,7 @@ async def test_a_backlog_larger_than_a_batch_is_pruned_whole_a_batch_a_transacti
 
     assert pruned == {"outbox_messages": 0, "inbound_messages": 0,  # (tests/scheduler/test_message_retention.py)
                       "offered_choices": 0,  # (tests/scheduler/test_message_retention.py)
+                      "knowledge_questions": 0,  # (tests/scheduler/test_message_retention.py)
                       "knowledge_answer_cache": 0,  # (tests/knowledge/test_allowance.py)
                       "admin_sessions": 0,  # (below)
                       "clock_runs": 7, "scheduled_lessons": 10, "nudge_log": 7, "broadcast_recipients": 3}
