@@ -113,6 +113,26 @@ def _embedded_client(path: Path, chroma_settings: ChromaSettings) -> ClientAPI:
         return client
 
 
+def _embedded_afresh(path: Path, chroma_settings: ChromaSettings, stale: ClientAPI) -> ClientAPI:
+    """The folder's store started again, in place of `stale` (unless another thread already did). Embedded Chroma
+    keeps what it read of a collection's vectors in the process, and another process's ingest (a course imported
+    while the bot runs) changes them on disk under it: every read of them then fails ("Error finding id") until the
+    store is started again. The old store is not stopped, as a thread may still be reading through it; it goes once
+    nothing refers to it."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    key = path.resolve()
+    with _opening:
+        client = _embedded.get(key)
+        if client is not None and client is not stale:
+            return client
+        identifier = getattr(stale, "_identifier", str(key))
+        SharedSystemClient._identifier_to_system.pop(identifier, None)
+        SharedSystemClient._identifier_to_refcount.pop(identifier, None)
+        client = _embedded[key] = _start_embedded(key, chroma_settings)
+        return client
+
+
 def _start_embedded(path: Path, chroma_settings: ChromaSettings) -> ClientAPI:
     """The store in `path`, or `StoreUnavailable` saying why not and what to do: its database is not one (a partial
     restore, a disk filled mid-write) or cannot be read. chromadb keeps the store of a folder that failed to start,
@@ -137,8 +157,18 @@ def _start_embedded(path: Path, chroma_settings: ChromaSettings) -> ClientAPI:
 
 def open_store(settings: KnowledgeSettings, *, embedder: TextEmbedder | None = None) -> KnowledgeStore:
     """The store the settings point at, opened with the configured embedder (or `embedder`)."""
+    reopen = None
+    if not settings.chroma_host:
+        from chromadb.config import Settings as ChromaSettings
+
+        path, chroma_settings = settings.chroma_path, ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+
+        def reopen(stale: ClientAPI) -> ClientAPI:
+            return _embedded_afresh(path, chroma_settings, stale)
+
     return KnowledgeStore(
-        open_client(settings), name=settings.chroma_collection, embedder=embedder or make_embedder(settings)
+        open_client(settings), name=settings.chroma_collection, embedder=embedder or make_embedder(settings),
+        reopen=reopen,
     )
 
 
@@ -150,10 +180,19 @@ class KnowledgeStore:
     one a few milliseconds.
     """
 
-    def __init__(self, client: ClientAPI, *, name: str, embedder: TextEmbedder) -> None:
+    def __init__(
+        self,
+        client: ClientAPI,
+        *,
+        name: str,
+        embedder: TextEmbedder,
+        reopen: Callable[[ClientAPI], ClientAPI] | None = None,
+    ) -> None:
+        """`reopen`: the store on disk started again in place of a client (`_embedded_afresh`); None for a server."""
         self.client = client
         self.name = name
         self.embedder = embedder
+        self._reopen = reopen
         self.courses: Collection = client.get_or_create_collection(
             f"{name}_courses", embedding_function=None, metadata={MODEL_KEY: embedder.model_id}
         )
@@ -162,6 +201,31 @@ class KnowledgeStore:
             raise self._mismatch(recorded or "an unknown embedding model")
         self._collections: dict[str, Collection] = {}
         self._sentence_collections: dict[str, Collection] = {}
+
+    def _on(self, course_id: str | None, action: str, *, sentences: bool = False, **arguments: Any) -> Any:
+        """`action` (get, query, upsert, update, delete) with `arguments` on the course's collection (its sentences'
+        with `sentences`; the courses' records for None), done again once with the store started afresh when embedded
+        Chroma fails on it: another process's ingest changed the course's vectors on disk under what this process had
+        read of them (a course imported while the bot runs)."""
+        from chromadb.errors import InternalError
+
+        def step() -> Any:
+            collection = (self.courses if course_id is None else self._sentences(course_id) if sentences
+                          else self._collection(course_id))
+            return getattr(collection, action)(**arguments)
+
+        try:
+            return step()
+        except InternalError:
+            if self._reopen is None:
+                raise
+            log.info("the store on disk changed under this process (another process's ingest): opening it afresh")
+            self.client = self._reopen(self.client)
+            self._collections, self._sentence_collections = {}, {}
+            self.courses = self.client.get_or_create_collection(
+                f"{self.name}_courses", embedding_function=None, metadata={MODEL_KEY: self.embedder.model_id}
+            )
+            return step()
 
     def _mismatch(self, recorded: str) -> EmbeddingModelMismatch:
         return EmbeddingModelMismatch(
@@ -238,9 +302,9 @@ class KnowledgeStore:
     def _pages(self, course_id: str, **query: Any) -> Iterable[Any]:
         if course_id not in self.revisions([course_id]):
             return
-        collection, offset = self._collection(course_id), 0
+        offset = 0
         while True:
-            page = collection.get(limit=PAGE, offset=offset, **query)
+            page = self._on(course_id, "get", limit=PAGE, offset=offset, **query)
             if not page["ids"]:
                 return
             yield page
@@ -255,7 +319,8 @@ class KnowledgeStore:
             units = [chunk.units for chunk in page]
             vectors = self._embed_once([chunk.indexed_text for chunk in page] + [u for us in units for u in us])
             for course_id, rows in _by_course(zip(page, vectors, strict=False)).items():
-                self._collection(course_id).upsert(
+                self._on(
+                    course_id, "upsert",
                     ids=[chunk.id for chunk, _ in rows],
                     embeddings=[vector for _, vector in rows],
                     documents=[chunk.text for chunk, _ in rows],
@@ -286,7 +351,8 @@ class KnowledgeStore:
         for course_id, grouped in _by_course(zip(chunks, own, strict=True)).items():
             ids = [f"{chunk.id}:{n}" for chunk, rows in grouped for n in range(len(rows))]
             if ids:
-                self._sentences(course_id).upsert(
+                self._on(
+                    course_id, "upsert", sentences=True,
                     ids=ids,
                     embeddings=[vector for _, rows in grouped for vector in rows],
                     metadatas=[{"chunk_id": chunk.id} for chunk, rows in grouped for _ in rows],
@@ -300,7 +366,7 @@ class KnowledgeStore:
             ids = [f"{chunk}:{n}" for chunk, count in chunks.items() for n in range(count)]
             if not ids:
                 continue
-            page = self._sentences(course_id).get(ids=ids, include=["embeddings"])
+            page = self._on(course_id, "get", sentences=True, ids=ids, include=["embeddings"])
             embeddings = page["embeddings"] if page["embeddings"] is not None else []
             rows = dict(zip(page["ids"], embeddings, strict=False))
             for chunk, count in chunks.items():
@@ -313,22 +379,20 @@ class KnowledgeStore:
         for course_id, rows in _by_course((chunk, None) for chunk in chunks).items():
             for start in range(0, len(rows), PAGE):
                 page = [chunk for chunk, _ in rows[start : start + PAGE]]
-                self._collection(course_id).update(
-                    ids=[c.id for c in page], metadatas=[c.metadata() for c in page]
-                )
+                self._on(course_id, "update", ids=[c.id for c in page], metadatas=[c.metadata() for c in page])
 
     def delete(self, course_id: str, ids: Sequence[str]) -> None:
         for start in range(0, len(ids), PAGE):
             page = list(ids[start : start + PAGE])
-            self._collection(course_id).delete(ids=page)
-            self._sentences(course_id).delete(where=cast("Where", {"chunk_id": {"$in": page}}))
+            self._on(course_id, "delete", ids=page)
+            self._on(course_id, "delete", sentences=True, where=cast("Where", {"chunk_id": {"$in": page}}))
 
     def fetch(self, ids: dict[str, list[str]]) -> dict[str, StoredChunk]:
         """Chunks by id, given as course id → chunk ids."""
         found: dict[str, StoredChunk] = {}
         for course_id, course_ids in ids.items():
             if course_ids:
-                page = self._collection(course_id).get(ids=course_ids, include=["documents", "metadatas"])
+                page = self._on(course_id, "get", ids=course_ids, include=["documents", "metadatas"])
                 found.update(
                     (id, StoredChunk(id, text or "", dict(meta or {})))
                     for id, text, meta in zip(
@@ -342,7 +406,7 @@ class KnowledgeStore:
         found: dict[str, ArrayLike] = {}
         for course_id, course_ids in ids.items():
             if course_ids:
-                page = self._collection(course_id).get(ids=course_ids, include=["embeddings"])
+                page = self._on(course_id, "get", ids=course_ids, include=["embeddings"])
                 embeddings = page["embeddings"] if page["embeddings"] is not None else []
                 found.update(zip(page["ids"], embeddings, strict=False))
         return found
@@ -355,7 +419,8 @@ class KnowledgeStore:
         for course_id, size in sizes.items():
             if not size:
                 continue
-            result = self._collection(course_id).query(
+            result = self._on(
+                course_id, "query",
                 query_embeddings=query,
                 n_results=min(limit, size),
                 include=["documents", "metadatas", "distances"],
@@ -390,7 +455,7 @@ class KnowledgeStore:
     def _records(self, course_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not course_ids:
             return {}
-        page = self.courses.get(ids=list(course_ids), include=["metadatas"])
+        page = self._on(None, "get", ids=list(course_ids), include=["metadatas"])
         return {id: dict(meta or {}) for id, meta in zip(page["ids"], page["metadatas"] or [], strict=False)}
 
     def revisions_and_sizes(self, course_ids: Sequence[str]) -> tuple[dict[str, str], dict[str, int]]:

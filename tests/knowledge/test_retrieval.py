@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -81,6 +84,43 @@ def test_the_keyword_index_follows_a_reingest_made_elsewhere(offline_settings, c
 
     best = retriever.retrieve("Rubisco enzyme", allowed_courses={"bio"}, limit=1)[0]
     assert "Rubisco is the enzyme" in best.text and best.keyword_score == 1.0
+
+
+def test_a_reimport_by_another_process_is_answered_from_by_a_process_that_had_the_store_open(
+    offline_settings, course_dir: Path
+):
+    """The bot runs while an author imports an edited course (`lessonbot course import`, a process of its own, on the
+    store on disk): embedded Chroma in the bot's process knew the course's vectors as they were, and every read of
+    them failed ("Error finding id") until the bot was restarted; the store is opened afresh and read again."""
+    answerer = Answerer(offline_settings)
+    ingest_path(answerer.store, course_dir, course_id="bio")
+    assert "stroma" in asyncio.run(answerer.answer("Where does the Calvin cycle take place?", learner=1,
+                                                   allowed_courses={"bio"})).text
+
+    def ingest_elsewhere() -> None:
+        subprocess.run(
+            [sys.executable, "-c", "import sys; from pathlib import Path; from bot.config import knowledge_settings, "
+             "load_settings; from knowledge.ingest import ingest_path; from knowledge.store import open_store; "
+             "ingest_path(open_store(knowledge_settings(load_settings(_env_file=None, data_dir=Path(sys.argv[1])))), "
+             "Path(sys.argv[2]), course_id='bio')", str(offline_settings.chroma_path.parent), str(course_dir)],
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            check=True, capture_output=True, timeout=300,
+        )
+
+    def answer(question: str) -> str:
+        return asyncio.run(answerer.answer(question, learner=1, allowed_courses={"bio"})).text
+
+    (course_dir / "respiration.md").write_text("# Rubisco\n\nRubisco is the enzyme that fixes carbon dioxide.")
+    ingest_elsewhere()
+    assert "Rubisco is the enzyme" in answer("Which enzyme fixes carbon dioxide?")
+    assert "stroma" in answer("Where does the Calvin cycle take place?")
+
+    # edited again: a sentence added to a paragraph the process has read
+    photosynthesis = course_dir / "photosynthesis.md"
+    photosynthesis.write_text(photosynthesis.read_text().replace(
+        "It fixes carbon dioxide", "A zorblat is the sugar the Calvin cycle makes first. It fixes carbon dioxide"))
+    ingest_elsewhere()
+    assert "A zorblat is the sugar" in answer("What is a zorblat?")
 
 
 def test_a_store_built_with_another_embedding_model_is_refused_with_an_explanation(offline_settings, openai):
