@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dialogs import (
     access_codes,
     admin,
+    ask,
     certificate,
     flow,
     greeting,
@@ -47,6 +48,7 @@ COMMANDS: tuple[Command, ...] = (
             synonyms=("later", "luego", "mas tarde", "despues", "depois", "mais tarde"), listed=False),
     Command("review", review.review, N_("answer the questions that are due for review"),
             synonyms=("review", "repasar", "repaso", "revisar", "revisao")),
+    Command("ask", ask.ask_command, N_("ask a question about your course (or just type it)")),
     Command("progress", progress.show, N_("lessons done, quiz accuracy, streak and points"),
             synonyms=("progress", "progreso", "progresso", "stats")),
     Command("settings", settings.show, N_("change your name, time zone, lesson time, days, course or goal"),

@@ -42,7 +42,14 @@ class QuestionAnswerer(Protocol):
     ) -> CourseAnswer: ...
 
 
-async def answer_question(turn: Turn) -> None:
+async def ask_command(turn: Turn, args: str) -> None:
+    """/ask QUESTION: the question, whatever its words ("/ask next" is no /next), as Slack's /ask gives it; /ask alone
+    is asked what to look up."""
+    await answer_question(turn, args)
+
+
+async def answer_question(turn: Turn, question: str | None = None) -> None:
+    """Answer `question` (the message's words unless given: /ask's) from the course material the learner may read."""
     if turn.answerer is None:  # no knowledge configured in this process (some tests, scripts)
         await greeting.not_understood(turn)
         return
@@ -60,7 +67,8 @@ async def answer_question(turn: Turn) -> None:
     previews = {} if not turn.message.private else await access.previewed_lessons(turn, allowed)
     allowed |= set(previews)
     # Plain values only in the call: it runs after the turn's session is rolled back and closed.
-    answerer, question, learner, draft = turn.answerer, turn.text, turn.user.id, as_draft(turn.draft)
+    answerer, learner, draft = turn.answerer, turn.user.id, as_draft(turn.draft)
+    question = turn.text if question is None else question
     answer: CourseAnswer = await turn.call_outside_transaction(
         "answer", lambda: answerer.answer(question, learner=learner, allowed_courses=allowed,
                                           only_lessons=previews or None, on_partial=draft)

@@ -165,3 +165,23 @@ async def test_a_course_not_in_the_knowledge_store_is_said_to_be_getting_ready_n
         allowance = await session.scalar(select(KnowledgeAllowance))
     assert (row.outcome, row.reason) == ("declined", "not_indexed")
     assert allowance is None or allowance.minute_questions == 0
+
+
+async def test_ask_with_a_question_is_answered_on_every_app_and_alone_asks_what_to_look_up(indexed):
+    """The welcome promises answers to questions about the course; /ask QUESTION (as on Slack, and in a Telegram
+    group, where privacy mode lets commands through) was "I don't know the command /ask" everywhere else."""
+    from sqlalchemy import select
+
+    from storage.knowledge import KnowledgeQuestion
+
+    bot, channel = indexed
+    t = Learning(bot, channel)
+    await onboard(t)
+    [answer] = await t.say("/ask what is smishing?")
+    assert answer.startswith("From your course:") and "smishing" in answer
+    [asked_for] = await t.say("/ask")
+    assert asked_for == "What would you like to know? Ask me anything about your course."
+    [helped] = await t.say("/help")
+    assert "\n/ask — ask a question about your course (or just type it)\n" in helped
+    async with bot.db.sessions() as session:
+        assert list(await session.scalars(select(KnowledgeQuestion.question))) == ["what is smishing?"]

@@ -57,6 +57,11 @@ async def test_an_answer_in_a_group_draws_on_no_ones_purchase(settings):
         await bot.receive(message(ON_A_LOOKALIKE, chat="grp", sender="ann", channel=channel.name))
         await bot.settle()
         assert channel.texts("grp") and not any("stays silent" in text for text in channel.texts("grp"))
+        # asked with /ask, as a Telegram group's privacy mode lets through: the same
+        await bot.receive(message(f"/ask@LessonBot {ON_A_LOOKALIKE}", chat="grp", sender="ann", channel=channel.name))
+        await bot.settle()
+        assert len(channel.texts("grp")) == 2 and not any("stays silent" in text for text in channel.texts("grp"))
+        assert channel.texts("grp")[1].split("\n")[0] == channel.texts("grp")[0].split("\n")[0], "answered alike"
     finally:
         await bot.stop()
 
