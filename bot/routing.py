@@ -75,10 +75,10 @@ def _plain_args(command: Command, words: str) -> str | None:
 
 def _answers_its_own_question(turn: Turn, command: str) -> bool:
     """A command's plain word (not "/name") typed while that command's own question waits for this person."""
+    if turn.message.choice is not None or turn.text.lstrip().startswith("/"):
+        return False  # (asked first: a "/name" typed, the usual command, needs no look at the flows)
     entry = flow.current(turn)
-    return (entry is not None and entry["name"] == command and flow.answered_by_its_word(command)
-            and turn.message.choice is None
-            and not turn.text.lstrip().startswith("/"))
+    return entry is not None and entry["name"] == command and flow.answered_by_its_word(command)
 
 
 async def _an_answer_in_words(turn: Turn) -> bool:

@@ -161,7 +161,12 @@ def _copied(value: Any) -> Any:
 
 def stack(state: dict[str, Any]) -> list[dict[str, Any]]:
     """A copy of every flow in progress in the chat, bottom first (in a group, every member's)."""
-    return _copied([entry for entry in state.get("flows", []) if entry.get("name") in _registry])
+    return _copied(_in_progress(state))
+
+
+def _in_progress(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The flows in progress as the state holds them, not copied: for what only reads them."""
+    return [entry for entry in state.get("flows", ()) if entry.get("name") in _registry]
 
 
 def _whose(x: Exchange) -> str | None:
@@ -183,14 +188,14 @@ def _theirs(x: Exchange, flows: list[dict[str, Any]]) -> list[int]:
 
 def current(x: Exchange) -> dict[str, Any] | None:
     """A copy of the flow that gets this person's next message: {"name", "step", "data", "member"}, or None."""
-    flows = stack(x.state)
+    flows = _in_progress(x.state)  # (only the one handed out is copied)
     theirs = _theirs(x, flows)
-    return flows[theirs[-1]] if theirs else None
+    return _copied(flows[theirs[-1]]) if theirs else None
 
 
 def is_active(x: Exchange, name: str) -> bool:
     """Whether this person has the flow `name` in progress."""
-    flows = stack(x.state)
+    flows = _in_progress(x.state)
     return any(flows[index]["name"] == name for index in _theirs(x, flows))
 
 
