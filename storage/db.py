@@ -521,6 +521,8 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 20, urgent_pool_size: int = 4) -> None:
         self.url = url
         self.engine = make_async_engine(url, pool_size=pool_size)
+        # "sqlite" or "postgresql": the engine's dialect, named once (asked several times a message)
+        self.backend: str = self.engine.dialect.name
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._turnstile = Turnstile(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 * 4) if self.backend == "sqlite" else None
         self._raw: Raw | None = None  # SQLite: the connection of `run`, opened on first use
@@ -549,10 +551,6 @@ class Database:
             self._groups = StatementGroups(self._drivers[1].transaction)
             self._urgent_engine = make_async_engine(url, pool_size=urgent_pool_size)
             self._urgent_sessions = async_sessionmaker(self._urgent_engine, expire_on_commit=False)
-
-    @property
-    def backend(self) -> str:
-        return self.engine.dialect.name
 
     @property
     def most_connections(self) -> int:
