@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, exists, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, exists, func, literal, or_, select, update
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -393,6 +393,7 @@ class ConversationWorker:
         # (more was pending), so the next turn need not take it again while at least half of it is left.
         self._kept: dict[int, datetime] = {}
         self._looking = Outage(log, "looking for pending conversations")
+        self._orphans_look = _orphans_look(self.channels)  # (built once: `run` looks every poll interval)
 
     # scheduling -----------------------------------------------------------------------------------------------
 
@@ -440,15 +441,8 @@ class ConversationWorker:
         return self.channels is None or channel in self.channels
 
     async def _orphaned_conversations(self) -> list[int]:
-        now = utcnow()
-        looked = select(Conversation.id).where(
-            exists().where(InboundRow.conversation_id == Conversation.id, InboundRow.status == InboundStatus.PENDING),
-            or_(Conversation.lease_owner.is_(None), Conversation.lease_until < now),
-        )
-        if self.channels is not None:
-            looked = looked.where(Conversation.channel.in_(sorted(self.channels)))
         async with self.db.sessions() as session:
-            return list(await session.scalars(looked.limit(1000)))
+            return list(await session.scalars(self._orphans_look, {"now": utcnow()}))
 
     async def _drain(self, conversation_id: int) -> None:
         token = conversation_id_var.set(conversation_id)
@@ -967,6 +961,18 @@ _GIVE_LEASE_BACK = Prepared(
 _PENDING = _INBOUND.alias("pending")  # the message the turn is for
 _LATER = _INBOUND.alias("later")
 _IDENTITIES, _USERS, _LEARNERS = ChannelIdentity.__table__, User.__table__, Learner.__table__
+def _orphans_look(channels: frozenset[str] | None) -> Select[int]:
+    """`Worker.run`'s look: conversations with a message pending whose lease is free or run out (at `now`), of
+    `channels` where given; at most 1,000 a look."""
+    looked = select(Conversation.id).where(
+        exists().where(InboundRow.conversation_id == Conversation.id, InboundRow.status == InboundStatus.PENDING),
+        or_(Conversation.lease_owner.is_(None), Conversation.lease_until < bindparam("now")),
+    )
+    if channels is not None:
+        looked = looked.where(Conversation.channel.in_(sorted(channels)))
+    return looked.limit(1000)
+
+
 # What a turn starts from, made into the ORM's objects without the ORM's query (storage.prepared.Entity).
 _CONVERSATION_ROW, _IDENTITY_ROW = Entity(Conversation, "c_"), Entity(ChannelIdentity, "i_")
 _USER_ROW, _LEARNER_ROW = Entity(User, "u_"), Entity(Learner, "l_")

@@ -398,6 +398,31 @@ async def test_an_id_no_column_holds_is_refused_and_nothing_stored(bot):
     assert await count(bot.db, InboundMessage) == 0
 
 
+async def test_the_poll_finds_a_pending_conversation_whose_lease_is_free_or_run_out(settings, channel):
+    """The worker's look (every poll interval) names a conversation with a message pending whose lease is free or
+    has run out, as of each look, and not one another process holds."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from storage.models import Conversation, utcnow
+
+    recorder = Lessonbot(settings, [channel], process=False, dispatch=False)
+    recorded = await recorder.receive(message("/help", platform_id="orphan-1"))
+    await recorder.stop()
+    bot = Lessonbot(settings, [channel], process=False, dispatch=False)
+    try:
+        assert await bot.worker._orphaned_conversations() == [recorded.conversation_id]  # no lease
+        for until, found in ((timedelta(hours=1), []), (-timedelta(seconds=1), [recorded.conversation_id])):
+            async with bot.db.transaction() as session:
+                await session.execute(
+                    update(Conversation).values(lease_owner="another process", lease_until=utcnow() + until)
+                )
+            assert await bot.worker._orphaned_conversations() == found
+    finally:
+        await bot.stop()
+
+
 async def test_a_turn_on_a_kept_lease_another_process_took_commits_nothing(postgresql_url, tmp_path, channel):
     """The turn after one that kept the lease (more was pending) does not take it again; if another process holds it
     by the end of the turn (PostgreSQL: nothing locks the row meanwhile), the turn is rolled back: no reply queued
