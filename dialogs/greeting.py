@@ -3,18 +3,25 @@ words to read, a message when no question answerer runs in this process."""
 
 from __future__ import annotations
 
+from bot.text import code_letters
 from dialogs import flow, onboarding, roles
 from dialogs.i18n import N_, Translator
 from dialogs.learner import is_set_up, learner_of, name_of, tr
 from dialogs.review import due_reviews
 from dialogs.turn import Command, Turn
+from storage.payments import access_code
 
 
-async def start(turn: Turn, _args: str) -> None:
-    """/start: onboarding for someone new (or where they left it), a welcome back for a learner who is set up."""
+async def start(turn: Turn, args: str) -> None:
+    """/start: onboarding for someone new (or where they left it), a welcome back for a learner who is set up.
+    `args`: a start link's payload (`onboarding.begin`); an access code in it is redeemed for one set up, as /redeem
+    does."""
     learner = await learner_of(turn)
     if not is_set_up(learner):
-        await onboarding.begin(turn)
+        await onboarding.begin(turn, args)
+        return
+    if args and await access_code(turn.session, code_letters(args)) is not None:
+        await onboarding.redeem_linked_code(turn, args)
         return
     _ = tr(turn)
     choices = [(_("Next lesson"), "lesson:next")]

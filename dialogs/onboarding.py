@@ -13,7 +13,7 @@ from datetime import time
 from sqlalchemy import ColumnElement, or_, select
 
 from bot.messages import LANGUAGE
-from bot.text import fold, person_name
+from bot.text import code_letters, fold, person_name
 from dialogs import flow
 from dialogs.flow import DONE, Flow, Invalid, NotAnAnswer, Step
 from dialogs.i18n import Translator
@@ -33,6 +33,7 @@ from dialogs.times import EVERY_DAY, WEEKDAYS, WEEKENDS, read_days, read_time, r
 from dialogs.turn import Exchange, Turn
 from storage.courses import Course, Enrollment, Lesson
 from storage.learners import Learner, lesson_schedule_changed, zone_for
+from storage.payments import access_code
 
 YES = {"yes", "y", "yeah", "yep", "ok", "okay", "sure", "agree", "i agree", "of course", "si", "vale", "claro",
        "de acuerdo", "acepto", "sim", "claro que si", "right", "correct", "correcto", "certo", "exacto"}
@@ -90,6 +91,8 @@ async def answer_consent(turn: Turn, data: flow.Data, text: str) -> str:
         return DONE
     learner = await learner_of(turn)
     learner.consent_at = turn.now
+    if data.get("code"):  # the access code of the link they came by: redeemed now they agreed
+        await redeem_linked_code(turn, data.pop("code"))
     return "name"
 
 
@@ -363,9 +366,15 @@ def days_label(_: Translator, days: str) -> str:
 # Starting ------------------------------------------------------------------------------------------------------------
 
 
-async def begin(turn: Turn) -> None:
-    """/start for a learner not set up yet: start onboarding, or pick it up where they left it."""
+async def begin(turn: Turn, link: str = "") -> None:
+    """/start for a learner not set up yet: start onboarding, or pick it up where they left it. `link`: what followed
+    /start (the payload of a start link, t.me/<bot>?start=PAYLOAD): a course's id, which the set-up takes instead of
+    asking, or an access code, redeemed once they agree (and its course taken); anything else (a referral) is let
+    be."""
     learner = await learner_of(turn)
+    linked = await _linked(turn, link)
+    if linked.get("code") and learner.consent_at is not None:
+        await redeem_linked_code(turn, linked.pop("code"))
     if flow.is_active(turn, "onboarding"):
         entry = flow.current(turn)
         while entry is not None and entry["name"] != "onboarding":  # drop what was started on top of it
@@ -374,11 +383,45 @@ async def begin(turn: Turn) -> None:
         _ = tr(turn)
         if learner.consent_at is not None:
             turn.say(_("Welcome back! Let's finish setting you up."))
-        await flow.resume(turn)
+        if entry is None or not linked:
+            await flow.resume(turn)
+            return
+        step = entry["step"]
+        if step in ("course", "goal") and linked.get("course"):  # past the days, where the course is read: take it
+            course = find_course(await live_courses(turn), linked.pop("course"))
+            if course is not None:
+                await take_course(turn, learner, course)
+                step = "goal"
+        await flow.start(turn, "onboarding", {**entry["data"], **linked}, step=step)
         return
     platform_name = turn.message.sender_name
     step = "name" if learner.consent_at is not None else "consent"
-    await flow.start(turn, "onboarding", {"platform_name": platform_name} if platform_name else {}, step=step)
+    data: flow.Data = {"platform_name": platform_name} if platform_name else {}
+    await flow.start(turn, "onboarding", {**data, **linked}, step=step)
+
+
+async def _linked(turn: Turn, link: str) -> flow.Data:
+    """What a start link's payload asks of the set-up: {"course": id} for a course offered to them, and an access
+    code's course with {"code": code}; nothing for anything else."""
+    link = link.strip()
+    if not link or link.isdigit():  # (a number would name a course by its place in a list they have not seen)
+        return {}
+    course = find_course(await live_courses(turn), link)
+    if course is not None:
+        return {"course": course.slug}
+    code = await access_code(turn.session, code_letters(link))
+    if code is None:
+        return {}
+    coded = await turn.session.get(Course, code.course_id)
+    return {"course": coded.slug, "code": link} if coded is not None and coded in await live_courses(turn) else \
+        {"code": link}
+
+
+async def redeem_linked_code(turn: Turn, code: str) -> None:
+    """The access code of a start link, redeemed as /redeem CODE does."""
+    from dialogs.access_codes import redeem_command  # (it opens lessons, which send one not set up here)
+
+    await redeem_command(turn, code)
 
 
 async def require_set_up(x: Exchange, *, course: str = "") -> bool:

@@ -13,10 +13,12 @@ from sqlalchemy import func, select
 from bot.config import ConfigError, load_settings
 from channels.telegram import SECRET_HEADER, TelegramChannel
 from standins.telegram import TOKEN, Fault, button_update, person, text_update
-from storage.models import InboundMessage, User
+from storage.courses import Course
+from storage.models import ChannelIdentity, InboundMessage, User, utcnow
+from storage.payments import holds_for_good, make_code
 from tests.channels.test_telegram_updates import EXPECTED
 from tests.channels.test_unreachable import ONBOARDING
-from tests.dialogs.learning_support import import_sample
+from tests.dialogs.learning_support import PAID, import_sample
 from tests.support import (
     running,
     standin,  # noqa: F401 (the fixture)
@@ -442,3 +444,86 @@ async def test_a_name_no_column_holds_is_cleaned_and_the_learner_answered_every_
         assert statuses == {"done"}
     cleaned = [record for record in caplog.records if "cleaned for storage" in record.getMessage()]
     assert cleaned and all(first_name not in record.getMessage() for record in cleaned)
+
+
+# a start link: t.me/<bot>?start=PAYLOAD arrives as "/start PAYLOAD" -------------------------------------------------
+
+
+def start_link(payload: str, user: dict) -> dict:
+    """The update Telegram sends when someone opens t.me/<bot>?start=PAYLOAD and presses Start."""
+    return text_update(f"/start {payload}", user=user, entities=[{"type": "bot_command", "offset": 0, "length": 6}])
+
+
+async def test_a_start_link_naming_a_course_sets_up_that_course_without_asking_which(telegram_settings, standin):
+    """Ann opens the link of the course "Passwords that hold" (t.me/<bot>?start=passwords-that-hold): her set-up does
+    not ask which course she wants, and ends with that one; a link whose payload names no course (a referral) is a
+    plain /start."""
+    ann, bea = person(CHAT, "Ann"), person(CHAT + 1, "Bea")
+    async with running(telegram_settings) as (client, lessonbot):
+        await import_sample(lessonbot)
+        await import_sample(lessonbot, PAID)
+
+        async def say(update: dict) -> list[str]:
+            chat = update["message"]["chat"]["id"]
+            before = len(standin.texts(chat))
+            assert (await post(client, update)).status_code == 200
+            await lessonbot.settle()
+            return standin.texts(chat)[before:]
+
+        [greeting] = await say(start_link("passwords-that-hold", ann))
+        assert greeting.startswith("Hi Ann! I'm Lessonbot")
+        for text in ("yes", "Ann", "Lisbon", "yes", "08:00"):
+            await say(text_update(text, user=ann))
+        assert await say(text_update("every day", user=ann)) == ["How much would you like to do each day?"]
+        [done] = await say(text_update("1", user=ann))
+        assert done.startswith("All set, Ann!") and "Course: Passwords that hold." in done
+
+        [greeting] = await say(start_link("ref_1111111", bea))
+        assert greeting.startswith("Hi Bea! I'm Lessonbot")
+        for text in ("yes", "Bea", "Lisbon", "yes", "08:00"):
+            await say(text_update(text, user=bea))
+        assert await say(text_update("every day", user=bea)) == ["Which course would you like to take?"]
+
+
+async def test_a_start_link_with_an_access_code_opens_its_course_once_the_learner_agrees(telegram_settings, standin):
+    """The link an admin shares for a cohort carries an access code (t.me/<bot>?start=LB-7K2Q-9XWM): the code is
+    redeemed once the learner agrees to the set-up (not before: declining keeps nothing), and the set-up ends with
+    its course, open to them; one who is set up already has it redeemed at once, as /redeem does."""
+    ann, bea = person(CHAT, "Ann"), person(CHAT + 1, "Bea")
+    async with running(telegram_settings) as (client, lessonbot):
+        await import_sample(lessonbot)
+        await import_sample(lessonbot, PAID)
+        async with lessonbot.db.transaction() as session:
+            course = await session.scalar(select(Course).where(Course.slug == "passwords-that-hold"))
+            code = (await make_code(session, course.id, uses=5, created_by="test", now=utcnow())).code
+
+        async def say(update: dict) -> list[str]:
+            chat = update["message"]["chat"]["id"]
+            before = len(standin.texts(chat))
+            assert (await post(client, update)).status_code == 200
+            await lessonbot.settle()
+            return standin.texts(chat)[before:]
+
+        async def holds(user: dict) -> bool:
+            async with lessonbot.db.sessions() as session:
+                identity = await session.scalar(select(ChannelIdentity).where(
+                    ChannelIdentity.channel == "telegram", ChannelIdentity.external_id == str(user["id"])))
+                return await holds_for_good(session, identity.user_id, course.id)
+
+        await say(start_link(code, ann))
+        assert not await holds(ann)  # not before she agrees
+        assert await say(text_update("yes", user=ann)) == [
+            "🎟️ Code accepted: “Passwords that hold” is open to you.", "What should I call you?"]
+        assert await holds(ann)
+        for text in ("Ann", "Lisbon", "yes", "08:00"):
+            await say(text_update(text, user=ann))
+        assert await say(text_update("every day", user=ann)) == ["How much would you like to do each day?"]
+        [done] = await say(text_update("1", user=ann))
+        assert "Course: Passwords that hold." in done
+
+        for text in ("/start", "yes", "Bea", "Lisbon", "yes", "08:00", "every day", "spot-phishing", "1"):
+            await say(text_update(text, user=bea))
+        opened = await say(start_link(code, bea))
+        assert opened[0] == "🎟️ Code accepted: “Passwords that hold” is open to you."
+        assert opened[1].startswith("📘 Lesson 1 of 3")
+        assert await holds(bea)
