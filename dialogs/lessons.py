@@ -332,6 +332,7 @@ async def finish_lesson(x: Exchange, lesson: Lesson) -> None:
 
 
 async def _lessons_done_today(x: Exchange) -> int:
+    """How many lessons the learner finished on their date today."""
     today = local_now(x).date()
     zone = zone_for(x.user.timezone)
     done = await completed_lessons(x.transaction, x.user.id, since=x.now - timedelta(days=2))
@@ -388,6 +389,8 @@ async def next_lesson_moment(x: Exchange, learner: Learner) -> datetime | None:
     today = x.now.astimezone(zone_for(x.user.timezone)).date()
     decided = set(await x.session.scalars(select(ScheduledLesson.local_date).where(
         ScheduledLesson.user_id == x.user.id, ScheduledLesson.local_date >= today - timedelta(days=1))))
+    if await _lessons_done_today(x) >= learner.daily_goal:  # (the day's lessons taken already: none pushed today)
+        decided.add(today)
     return next_lesson_time(learner, x.user, x.now, decided=decided)
 
 
@@ -458,9 +461,10 @@ async def deliver_next_lesson(session: AsyncSession, user: User, *, now: datetim
 
     Returns the replies to send to `home_conversation(session, user)` (the caller writes them to its outbox, as
     scheduler.planner does, after its own checks: quiet hours, the lesson time). Returns nothing for a learner who is
-    not set up, is paused or stopped, has no home conversation, opted out on their platform, or may not take the next
-    lesson. Updates the conversation's state (a quiz question asked now is answered there) and the learner's place, in
-    `session`.
+    not set up, is paused or stopped, has no home conversation, opted out on their platform, may not take the next
+    lesson, or has finished as many lessons on their date today as their daily goal (taken before their hour: "That's
+    your goal for today"). Updates the conversation's state (a quiz question asked now is answered there) and the
+    learner's place, in `session`.
     """
     now = now or utcnow()
     learner = await session.get(Learner, user.id)
@@ -472,6 +476,8 @@ async def deliver_next_lesson(session: AsyncSession, user: User, *, now: datetim
     exchange = Exchange(transaction=SessionOnDemand.of(session), conversation=conversation, user=user,
                         state=dict(conversation.state or {}), data_dir=data_dir, site_url=site_url, now=now,
                         member=await member_id(session, user.id, conversation))  # (a quiz it starts is theirs)
+    if await _lessons_done_today(exchange) >= learner.daily_goal:
+        return []
     await next_lesson(exchange, pushed=True)
     conversation.state = exchange.state
     return named_in_a_group(exchange.replies, user, conversation)

@@ -29,9 +29,10 @@ carry the keys `lesson:{user_id}:{date}` (and `…:2`, `…:3` for further parts
 a second leader that has not yet noticed it lost, finds the row and sends nothing.
 
 Nothing is pushed to a learner who is paused or stopped, whose lesson time is inside their quiet hours (that day's
-lesson is skipped, and recorded so: judged by the time they chose, as /settings warns of it), or who has not answered
-the previous pushed lesson: the bot does not talk into the void, the inactivity nudges (scheduler/nudges.py) take
-over until the learner is back. A lesson whose run comes inside the quiet hours by the clock (a late run; 02:30 on
+lesson is skipped, and recorded so: judged by the time they chose, as /settings warns of it), who finished their daily
+goal's lessons that date before their hour (`dialogs.lessons.deliver_next_lesson` brings nothing), or who has not
+answered the previous pushed lesson: the bot does not talk into the void, the inactivity nudges (scheduler/nudges.py)
+take over until the learner is back. A lesson whose run comes inside the quiet hours by the clock (a late run; 02:30 on
 the day the clocks go forward, which comes at 03:30) is queued held until they end.
 """
 

@@ -671,8 +671,8 @@ async def test_a_lesson_held_by_a_pause_that_ran_out_goes_before_the_next_lesson
 
 
 async def a_paid_lesson_queued(bot: Lessonbot, channel: RecordingChannel) -> tuple[Learning, User, datetime]:
-    """Ann, granted the paid course, past its free first lesson; her lesson 2 pushed by the planner while her clock
-    is in her quiet hours, so queued till they end: she, her user and the push's moment."""
+    """Ann, granted the paid course, past its free first lesson (two lessons a day); her lesson 2 pushed by the planner
+    while her clock is in her quiet hours, so queued till they end: she, her user and the push's moment."""
     from tests.dialogs.test_choices_and_access import granted_the_paid_course_past_its_first_lesson
 
     t, user = await granted_the_paid_course_past_its_first_lesson(bot, channel)
@@ -683,6 +683,7 @@ async def a_paid_lesson_queued(bot: Lessonbot, channel: RecordingChannel) -> tup
         row.quiet_start = (local - timedelta(hours=1)).time().replace(second=0, microsecond=0)
         row.quiet_end = (local + timedelta(hours=2)).time().replace(second=0, microsecond=0)
         row.lesson_time = (local + timedelta(hours=6)).time().replace(second=0, microsecond=0)
+        row.daily_goal = 2  # (her first lesson, done today, leaves the day's second to the push)
     assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, local.date(), now), now) == QUEUED
     await bot.settle()
     return t, user, now
@@ -1009,3 +1010,33 @@ async def test_the_resume_that_lets_a_held_lesson_go_does_not_answer_it(learning
     tomorrow = now + timedelta(days=1)
     assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, today + timedelta(days=1), tomorrow),
                              tomorrow) == UNANSWERED
+
+
+async def test_a_learner_who_took_the_days_lessons_before_their_hour_gets_none_pushed_at_it_that_day(learning_bot):
+    """Ann sets up around her midday with her lessons an hour later, one a day, and takes her first lesson at once:
+    "That's your goal for today". At her hour that day nothing is pushed (and "Later" promised the next day's hour);
+    the next day, her lesson comes at her hour."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    now = utcnow()
+    offset = (12 - now.hour + 12) % 24 - 12  # her zone: where it is about noon now (UTC-12 … UTC+11)
+    zone = zone_for(f"UTC{offset:+03d}:00")
+    at = (now + timedelta(hours=1)).astimezone(zone)
+    await onboard(t, zone=f"UTC{offset:+d}", at=f"{at:%H}:00")
+    user, _learner = await learner_row(bot, "test", "ann")
+    clock = HandClock(now)
+    ctx = context(bot.db, clock)
+    await plan_lessons(ctx)
+    await t.press("Start my first lesson")
+    await answer_until(t, bot, "🎉")
+    assert t.last().text.endswith("That's your goal for today. More now, or the next one at your usual time?")
+    tomorrow = datetime.combine(at.date() + timedelta(days=1), time(at.hour), tzinfo=zone)
+    [later] = await t.press("Later")
+    assert later.startswith(f"OK, your place is saved. I'll be back on {tomorrow:%A} at {at:%H}:00")
+    clock.at(datetime.combine(at.date(), time(at.hour), tzinfo=zone) + timedelta(minutes=1))
+    pushed = len(channel.sent["ann"])
+    assert await plan_lessons(ctx) == Counter({NOTHING_TO_SEND: 1})
+    await bot.settle()
+    assert len(channel.sent["ann"]) == pushed
+    clock.at(tomorrow + timedelta(minutes=1))
+    assert await plan_lessons(ctx) == Counter({QUEUED: 1})
