@@ -129,13 +129,15 @@ _CLOCK = re.compile(
 )
 _NAMED_TIMES = {
     "morning": time(8), "manana": time(8), "manha": time(8), "noon": time(12), "midday": time(12),
-    "mediodia": time(12), "lunch": time(12, 30), "lunchtime": time(12, 30), "afternoon": time(16),
+    "mediodia": time(12), "midnight": time(0), "medianoche": time(0), "la medianoche": time(0), "meia-noite": time(0),
+    "meia noite": time(0), "lunch": time(12, 30), "lunchtime": time(12, 30), "afternoon": time(16),
     "tarde": time(16), "evening": time(19), "noche": time(20), "night": time(21), "noite": time(20),
 }
 
 
 def read_time(text: str) -> time | None:
-    """A time of day: "8", "08:30", "8.30", "20h", "7:30 pm", "8 de la tarde", "noon", "morning"; None if unreadable."""
+    """A time of day: "8", "08:30", "8.30", "20h", "7:30 pm", "8 de la tarde", "noon", "midnight", "morning"; None if
+    unreadable."""
     typed = fold(text).strip(" .!")
     if typed.startswith("time:"):  # a pressed button
         typed = typed[5:]

@@ -307,3 +307,15 @@ async def test_yes_pressed_under_an_earlier_places_time_does_not_confirm_a_later
         "What time of day suits you for a lesson? Pick one or type a time, like 7:15 or 9pm."]
     user, _learner = await learner_row(bot, "test", "ann")
     assert user.timezone == "Australia/Perth"
+
+
+async def test_midnight_is_read_as_a_time_as_noon_is(learning_bot):
+    """"noon" was read as 12:00, "midnight" not at all: quiet hours "11pm to midnight" were refused as a range the
+    bot could not read. Midnight is 00:00, in the three languages."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    assert await t.say("/settings quiet 11pm to midnight") == ["Saved. Quiet hours: 23:00–00:00."]
+    assert await t.say("/settings quiet de la medianoche a las 6") == ["Saved. Quiet hours: 00:00–06:00."]
+    assert (await t.say("/settings time Midnight."))[0] == "Saved. Lessons at 00:00 on every day (Europe/Lisbon)."
+    assert (await t.say("/settings time meia-noite"))[0] == "Saved. Lessons at 00:00 on every day (Europe/Lisbon)."
