@@ -110,6 +110,7 @@ async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> N
         return
     learner = await learner_of(turn)
     adopt_language(turn, learner, turn.message.meta.get(LANGUAGE))
+    greeting.greeted(turn, learner)  # "Hola" where the platform does not say the person's language
     if turn.message.meta.get(QUESTION):  # asked as a question on purpose (a Rasa assistant's ask action)
         await ask.answer_question(turn)
         return

@@ -3,12 +3,16 @@ words to read, a message when no question answerer runs in this process."""
 
 from __future__ import annotations
 
-from bot.text import code_letters
+import re
+
+from bot.messages import LANGUAGE
+from bot.text import code_letters, fold
 from dialogs import flow, onboarding, roles
-from dialogs.i18n import N_, Translator
+from dialogs.i18n import N_, Translator, supported
 from dialogs.learner import is_set_up, learner_of, name_of, tr
 from dialogs.review import due_reviews
 from dialogs.turn import Command, Turn
+from storage.learners import Learner
 from storage.payments import access_code
 
 
@@ -30,6 +34,29 @@ async def start(turn: Turn, args: str) -> None:
     turn.say(_("Hi {name}, welcome back! Send /next for your next lesson, or /help to see what I can do.",
                name=name_of(turn)).replace(" ,", ","),
              choices=[*choices, (_("Show commands"), "/help")])
+
+
+# The first word of a greeting that says which language its writer speaks (other than English, the default)
+_GREETED_IN = {"hola": "es", "buenas": "es", "buenos": "es"}
+_FIRST_WORD = re.compile(r"\w+")
+
+
+def language_greeted_in(text: str) -> str | None:
+    """The language of a greeting that opens `text` ("¡Hola! Quiero empezar" → "es"), or None."""
+    first = _FIRST_WORD.search(fold(text))
+    return _GREETED_IN.get(first[0]) if first else None
+
+
+def greeted(turn: Turn, learner: Learner) -> None:
+    """Someone not set up yet, on a channel that does not say which language they speak (WhatsApp, Slack), who greets
+    in one ("Hola"): that language is theirs, as if they had chosen it with /language (so the course they pick does
+    not change it)."""
+    if turn.message.meta.get(LANGUAGE) is not None or is_set_up(learner) or learner.language_chosen:
+        return
+    language = supported(language_greeted_in(turn.text))
+    if language is not None:
+        turn.user.locale = language
+        learner.language_chosen = True
 
 
 async def show_help(turn: Turn, _args: str) -> None:

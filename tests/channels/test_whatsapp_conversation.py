@@ -291,3 +291,22 @@ async def test_a_voice_note_a_location_or_a_contact_card_is_told_only_typed_word
             assert await chat.say(said), said
         told = {kind: await chat.say("", **fields) for kind, fields in NOTHING_TYPED.items()}
     assert set(map(tuple, told.values())) == {("I can only read words here: please type your question.",)}, told
+
+
+async def test_a_new_person_who_greets_in_spanish_is_set_up_in_spanish(settings, twilio):
+    """WhatsApp says nothing of a person's language (Telegram's app and the web chat's page do): one who opens with
+    "Hola" is welcomed and set up in Spanish, to the end (the English course she picks does not change it), one who
+    opens with "Hi" in English."""
+    async with whatsapp_app(settings, twilio) as (app, webhooks):
+        await import_sample(app.state.lessonbot)
+        ana = Chat(app.state.lessonbot, webhooks, twilio, ANN)
+        ben = Chat(app.state.lessonbot, webhooks, twilio, BEN)
+        [welcome] = await ana.say("¡Hola! Quiero empezar")
+        assert welcome.startswith("¡Hola") and "Soy Lessonbot." in welcome and "1. Sí, empecemos" in welcome
+        assert (await ana.say("1"))[0].startswith("¿Cómo quieres que te llame?")
+        for text in ("Ana", "Madrid", "sí", "9", "todos los días", "1"):
+            await ana.say(text)
+        [done] = await ana.say("1")
+        assert done.startswith("¡Todo listo, Ana!") and "Curso: Spot the phish, five minutes a day." in done
+        [welcome] = await ben.say("Hi")
+        assert welcome.startswith("Hi") and "I'm Lessonbot." in welcome and "1. Yes, let's start" in welcome
