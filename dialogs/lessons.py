@@ -66,6 +66,12 @@ async def next_command(turn: Turn, _args: str) -> None:
 
 
 async def later_command(turn: Turn, _args: str) -> None:
+    """/later (and "later"): stop here for now; in the middle of setting up, the set-up is put off (it waits where it
+    is)."""
+    if flow.is_active(turn, "onboarding"):
+        _ = tr(turn)
+        turn.say(_("OK. Send /start whenever you want to finish setting up: I'll pick up where we left off."))
+        return
     await later(turn)
 
 

@@ -319,3 +319,17 @@ async def test_midnight_is_read_as_a_time_as_noon_is(learning_bot):
     assert await t.say("/settings quiet de la medianoche a las 6") == ["Saved. Quiet hours: 00:00–06:00."]
     assert (await t.say("/settings time Midnight."))[0] == "Saved. Lessons at 00:00 on every day (Europe/Lisbon)."
     assert (await t.say("/settings time meia-noite"))[0] == "Saved. Lessons at 00:00 on every day (Europe/Lisbon)."
+
+
+async def test_later_in_the_middle_of_setting_up_says_how_to_finish_not_that_a_place_is_saved(learning_bot):
+    """"Later" at the time zone question was told "your place is saved. Send /next whenever you're ready", and /next
+    then said to finish setting up first: "later" there puts off the set-up, and says how to take it up again."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await t.say("/start")
+    await t.press("Yes, let's start")
+    [zone_question] = await t.say("Ann")
+    assert await t.say("later") == ["OK. Send /start whenever you want to finish setting up: I'll pick up where we "
+                                    "left off."]
+    assert await t.say("/start") == ["Welcome back! Let's finish setting you up.", zone_question]
+    assert (await t.say("Lisbon"))[0].startswith("In Lisbon it is")
