@@ -107,6 +107,9 @@ async def ask_name(x: Exchange, data: flow.Data) -> None:
 
 
 _NAME_LETTER = re.compile(r"[^\W\d_]")
+# Words a message opens with that make it a greeting, not a name: someone coming back to the name question ("Hello
+# again, sorry I got busy")
+_GREETINGS = {"hi", "hello", "hey", "hiya", "hola", "buenas", "buenos"}
 
 
 def read_name(text: str) -> str | None:
@@ -122,6 +125,9 @@ async def answer_name(turn: Turn, data: flow.Data, text: str) -> str:
     _ = tr(turn)
     if turn.message.choice is None and flow.looks_like_question(text):
         raise NotAnAnswer()
+    if (turn.message.choice is None and not data.get("after")  # (in /settings, a name is only a name)
+            and (words := re.findall(r"\w+", fold(text))) and words[0] in _GREETINGS):
+        raise Invalid(_("Welcome back! Let's finish setting you up."))
     name = read_name(text)
     if name is None:
         raise Invalid(_("Please send just the name you'd like me to use: up to 40 characters, with letters in it."))

@@ -333,3 +333,20 @@ async def test_later_in_the_middle_of_setting_up_says_how_to_finish_not_that_a_p
                                     "left off."]
     assert await t.say("/start") == ["Welcome back! Let's finish setting you up.", zone_question]
     assert (await t.say("Lisbon"))[0].startswith("In Lisbon it is")
+
+
+async def test_a_greeting_written_on_coming_back_to_the_name_question_is_not_taken_for_the_name(learning_bot):
+    """Ann agreed, was asked her name and went away; days later she writes "Hello again, sorry I got busy": that was
+    taken for her name ("All set, Hello again, sorry I got busy!"). A message that opens with a greeting is her coming
+    back: welcomed back, and asked her name again."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await t.say("/start")
+    await t.press("Yes, let's start")
+    for back in ("Hello again, sorry I got busy", "Hi there"):
+        assert await t.say(back) == ["Welcome back! Let's finish setting you up.", "What should I call you?"]
+    assert await t.say("hola, perdona la tardanza") == ["¡Hola de nuevo! Terminemos de prepararlo todo.",
+                                                        "¿Cómo quieres que te llame?"]  # (greeted in Spanish)
+    assert (await t.say("Hilary"))[0].startswith("¿En qué zona horaria estás?")
+    user, _learner = await learner_row(bot, "test", "ann")
+    assert user.display_name == "Hilary"
