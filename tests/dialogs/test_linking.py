@@ -1,5 +1,5 @@
 """/link as a thief meets it: long single-use codes, wrong guesses refused, no code in a group, the learner told;
-and what the joining chat brings along (certificates, team memberships)."""
+and what the joining chat brings along (certificates, team memberships, the questions it asked)."""
 
 from __future__ import annotations
 
@@ -156,6 +156,29 @@ async def test_a_team_membership_of_the_joining_chat_goes_with_it_opted_out_and_
         ann_id = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "ann"))
         members = [(m.member, m.user_id, m.status, m.hidden) for m in await session.scalars(select(TeamMember))]
     assert members == [("bob", ann_id, MEMBER_OPTED_OUT, True)]  # (the next member sync would invite them again)
+
+
+async def test_the_questions_the_joining_chat_asked_stay_counted_as_the_learners_it_joins(learning_bot):
+    """The admins' knowledge page counts every question learners asked (what the course should answer): those asked
+    in the chat that joins another learner's lessons are that learner's now, not gone with the dropped one."""
+    from storage.knowledge import KnowledgeQuestion
+
+    bot, channel = learning_bot
+    web = Learning(bot, channel, chat="ann-web")
+    await onboard(web)
+    await web.say("/ask what is smishing?")
+    phone = Learning(bot, channel, chat="ann-phone")
+    await onboard(phone)
+    await phone.say("/ask what is vishing?")
+    await phone.say("/ask how do I report a phish?")
+    [linked] = await phone.say(f"/link {await code_from(web)}")
+    assert linked.startswith("Linked!")
+    ann, _ = await learner_row(bot, "test", "ann-web")
+    async with bot.db.sessions() as session:
+        asked = [(row.user_id, row.question) for row in
+                 await session.scalars(select(KnowledgeQuestion).order_by(KnowledgeQuestion.id))]
+    assert asked == [(ann.id, "what is smishing?"), (ann.id, "what is vishing?"),
+                     (ann.id, "how do I report a phish?")]
 
 
 async def test_a_learner_who_comes_after_a_link_gets_the_lesson_of_that_day_and_none_of_the_joined_chats_data(
