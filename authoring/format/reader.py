@@ -25,6 +25,9 @@ COURSE_FILE = "course.yaml"
 TITLE_CHARS = 200
 DESCRIPTION_CHARS = 1000
 MAX_MINUTES = 120
+# the most characters a lesson file may hold: a bite-size lesson is a few thousand; a longer file is a book pasted
+# into one lesson, which would be sent as hundreds of messages and embedded as thousands of passages
+LESSON_CHARS = 200_000
 
 # BCP 47 language tags as courses use them: language, optional script, optional region, optional variants.
 _LANGUAGE_TAG = re.compile(
@@ -357,6 +360,11 @@ class _CourseReader:
     def _lesson(self, file: str) -> Lesson | None:
         text = self._text(file)
         if text is None:
+            return None
+        if len(text) > LESSON_CHARS:  # nothing more to check: its text would be a flood of problems or of parts
+            self.report(file, 1, f"this lesson is {len(text):,} characters long, more than the {LESSON_CHARS:,} a "
+                        "lesson may hold (a bite-size lesson is a few thousand): split it into several lessons, each "
+                        "a file of its own listed in course.yaml")
             return None
         lines = text.splitlines()
         if not lines or lines[0].strip() != "---":

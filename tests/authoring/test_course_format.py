@@ -386,6 +386,28 @@ def test_the_largest_price_payments_take_is_valid(tmp_path):
     assert price is not None and price.minor_units == 99_999_999
 
 
+def test_a_lesson_longer_than_any_bite_size_lesson_is_one_problem_saying_to_split_it(tmp_path):
+    """A whole book pasted into one lesson file would pass as thousands of parts and be embedded as tens of thousands
+    of passages: it is refused, once, with its size and the limit; a lesson just under the limit passes."""
+    from authoring.format.reader import LESSON_CHARS
+
+    folder = write_tiny_course(tmp_path / "tiny")
+    two = folder / "lessons" / "two.md"
+    padding = LESSON_CHARS - len(two.read_text(encoding="utf-8"))
+    edit(two, "The only part.", "The only part." + ("\n\nA paragraph of words." * (padding // 23)))
+    assert len(two.read_text(encoding="utf-8")) <= LESSON_CHARS
+    assert check_course(folder)[1] == []
+    edit(two, "The only part.", "The only part.\n\nA paragraph of words.")  # 23 characters more: over it
+    size = len(two.read_text(encoding="utf-8"))
+    course, problems = check_course(folder)
+    assert course is None
+    assert [str(p) for p in problems] == [
+        f"{two}:1: this lesson is {size:,} characters long, more than the {LESSON_CHARS:,} a lesson may hold (a "
+        "bite-size lesson is a few thousand): split it into several lessons, each a file of its own listed in "
+        "course.yaml"
+    ]
+
+
 def test_control_characters_are_reported_once_per_file(tmp_path):
     folder = write_tiny_course(tmp_path / "tiny")
     edit(folder / "lessons" / "one.md", "First part.", "First\x00 part.\x00")
