@@ -30,7 +30,7 @@ from dialogs.learner import is_set_up, learner_of, local_now, tr
 from dialogs.personal import remove_paths
 from dialogs.turn import Turn
 from storage.courses import Entitlement
-from storage.knowledge import KnowledgeQuestion
+from storage.knowledge import KnowledgeCachedAnswer, KnowledgeQuestion
 from storage.learners import Certificate, Learner, LinkAttempt, move_conversations
 from storage.models import ChannelIdentity, Conversation, User
 from storage.outbox import OutboxEntry, enqueue
@@ -226,8 +226,8 @@ async def _tell_owner(turn: Turn, owner: Learner) -> None:
 
 
 async def _join(turn: Turn, owner_id: int) -> None:
-    """This chat's identity, chats, purchases, certificates, team memberships and the questions it asked go to the
-    code's owner; what it had learned alone is dropped."""
+    """This chat's identity, chats, purchases, certificates, team memberships, the questions it asked and the model's
+    answers cached for them go to the code's owner; what it had learned alone is dropped."""
     previous = turn.user.id
     session = turn.session
     await session.execute(update(ChannelIdentity).where(ChannelIdentity.user_id == previous).values(user_id=owner_id))
@@ -245,6 +245,10 @@ async def _join(turn: Turn, owner_id: int) -> None:
     # and the questions it asked the answerer: the admins' knowledge page counts them (what the course should answer)
     await session.execute(update(KnowledgeQuestion).where(KnowledgeQuestion.user_id == previous)
                           .values(user_id=owner_id))
+    # and the model's answers cached for its questions, which the owner's erasure forgets (`asked_by`, keyed as the
+    # question allowance is, by user id)
+    await session.execute(update(KnowledgeCachedAnswer).where(KnowledgeCachedAnswer.asked_by == str(previous))
+                          .values(asked_by=str(owner_id)))
     await move_conversations(session, previous, owner_id)
     turn.after_commit.append(partial(remove_paths, await drop_user(session, previous)))  # its certificates' PDFs
     user = await session.get(User, owner_id)

@@ -181,6 +181,34 @@ async def test_the_questions_the_joining_chat_asked_stay_counted_as_the_learners
                      (ann.id, "how do I report a phish?")]
 
 
+async def test_the_model_answers_cached_for_the_joining_chat_are_the_learners_it_joins_and_go_when_she_is_erased(
+        learning_bot):
+    """A model's answer is cached with the learner it was composed for (`asked_by`), so that erasing them forgets it:
+    after /link the answers composed for the joining chat are the joined learner's, and erasing her forgets them
+    (left under the dropped learner's id, they were forgotten by nobody, or, where SQLite gives the id to a new
+    person, by that person's erasure)."""
+    from storage.knowledge import KnowledgeCachedAnswer, remember_answer
+    from storage.personal_data import erase_person
+
+    bot, channel = learning_bot
+    web = Learning(bot, channel, chat="ann-web")
+    await onboard(web)
+    phone = Learning(bot, channel, chat="ann-phone")
+    await onboard(phone)
+    phone_user, _ = await learner_row(bot, "test", "ann-phone")
+    async with bot.db.sessions() as session, session.begin():
+        await remember_answer(session, "what-is-vishing", {"text": "Phishing by phone."}, asked_by=str(phone_user.id))
+    [linked] = await phone.say(f"/link {await code_from(web)}")
+    assert linked.startswith("Linked!")
+    ann, _ = await learner_row(bot, "test", "ann-web")
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(KnowledgeCachedAnswer.asked_by)) == str(ann.id)
+    async with bot.db.sessions() as session, session.begin():
+        await erase_person(session, ann.id, by="test:admin")
+    async with bot.db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(KnowledgeCachedAnswer)) == 0
+
+
 async def test_a_learner_who_comes_after_a_link_gets_the_lesson_of_that_day_and_none_of_the_joined_chats_data(
         learning_bot):
     """Ann has set up on the web and on her phone; her phone got its morning lesson, then she links the phone to
