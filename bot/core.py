@@ -22,7 +22,7 @@ from bot.channel import (
 )
 from bot.config import Settings, knowledge_settings
 from bot.dispatcher import OutboxDispatcher, Sending
-from bot.messages import InboundMessage
+from bot.messages import URGENT, InboundMessage
 from bot.outage import Outage
 from bot.payments import payment_desk
 from bot.pipeline import ConversationWorker, Recorded, Responder, record
@@ -290,7 +290,7 @@ class Lessonbot:
             raise CannotRecord("the message could not be recorded just now: try again in a few seconds") from None
         self._recording.ended()
         if not recorded.duplicate and self.process and self.worker.takes(message.channel):
-            self.worker.notify(recorded.conversation_id, recorded.inbound_id)
+            self.worker.notify(recorded.conversation_id, recorded.inbound_id, urgent=bool(message.meta.get(URGENT)))
         elif not recorded.duplicate and self.notices is not None:  # processed elsewhere
             self.notices.tell(INBOUND, f"{recorded.conversation_id} {message.channel}")
         return recorded

@@ -189,6 +189,9 @@ class InboundMeta(TypedDict, total=False):
     # left, the bot's membership; Slack events)
     platform_report: bool
     in_response_within: float  # seconds the platform waits for the replies in its own response (Rasa; bot.pipeline)
+    # the platform waits seconds for this message's answer and then gives up (Telegram's last check before charging):
+    # taken up at once, past the worker's limit of conversations at once (bot.pipeline, URGENT_CONCURRENCY)
+    urgent: bool
     # the platform's address for answering this one message (Slack's response_url, its Home tab; a Telegram topic)
     reply_address: str
     question: bool  # words asked as a question on purpose, whatever a button says (Slack's /ask, Rasa's ask action)
@@ -245,6 +248,7 @@ SUBSCRIPTION: Final = "subscription"
 NUMBERED_CHOICES: Final = "numbered_choices"
 PLATFORM_REPORT: Final = "platform_report"
 IN_RESPONSE_WITHIN: Final = "in_response_within"
+URGENT: Final = "urgent"
 # Also the key, in the stored payloads of the message's replies, that carries the address to the channel
 # (bot.channel.Delivery), which may answer through it.
 REPLY_ADDRESS: Final = "reply_address"

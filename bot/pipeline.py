@@ -20,6 +20,9 @@ no 24-hour window, releases nothing that waits for one, and is not their activit
 the messages `storage.models.written` finds).
 `in_response_within` (seconds): the platform takes the replies in its own response (a Rasa action call): they are
 queued held for that long, for the caller to take (storage.outbox.answer_of), and sent on their own after it.
+`urgent`: the platform gives up on the message's answer within seconds (Telegram's last check before charging, 10 s):
+its conversation is taken up at once even when `WORKER_CONCURRENCY` conversations are being worked on (every turn
+waiting for a model's answer, say), in one of `URGENT_CONCURRENCY` places kept for such messages.
 
 Replies to a message are queued for its sender (`OutboxEntry.member`): in a group, the choices they offer are that
 member's to pick. Where the platform gave an address to answer that one message (`meta[REPLY_ADDRESS]`: Slack's
@@ -90,6 +93,9 @@ log = logging.getLogger(__name__)
 
 MAX_TRANSIENT_ATTEMPTS = 5
 MAX_OUTSIDE_CALLS = 8  # slow calls one turn may make outside its transaction
+# Conversations worked on at once past `WORKER_CONCURRENCY`, for urgent messages only (`meta[URGENT]`): a platform's
+# check with a deadline of seconds waits for no other conversation's turn to end.
+URGENT_CONCURRENCY = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +394,7 @@ class ConversationWorker:
         self._processed: dict[int, set[int]] = {}  # the messages processed in the drain under way, by conversation
         self._drained_during_look: set[int] | None = None  # while `run` looks: the conversations drained meanwhile
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
+        self._urgent_slots = asyncio.Semaphore(URGENT_CONCURRENCY)  # past those, for urgent messages (`notify`)
         self._lease = timedelta(seconds=settings.worker_lease_seconds)
         # Until when the lease of a conversation being drained here is ours: kept by the commit of its last turn
         # (more was pending), so the next turn need not take it again while at least half of it is left.
@@ -397,18 +404,19 @@ class ConversationWorker:
 
     # scheduling -----------------------------------------------------------------------------------------------
 
-    def notify(self, conversation_id: int, inbound_id: int | None = None) -> None:
+    def notify(self, conversation_id: int, inbound_id: int | None = None, *, urgent: bool = False) -> None:
         """New work in a conversation (the message `inbound_id`, where known): drain it now, or once more after the
         drain in progress unless that drain processes the message (it reads every message pending, and one recorded
         while it runs was often read by its next turn already: a drain after it found nothing, for three round trips
-        on PostgreSQL)."""
+        on PostgreSQL). An `urgent` message's drain (`meta[URGENT]`) that finds every place taken takes one of those
+        kept for urgent ones."""
         if conversation_id in self._tasks:
             named = self._again.get(conversation_id, set())
             if named is not None and inbound_id is not None:
                 named.add(inbound_id)
             self._again[conversation_id] = None if inbound_id is None else named
             return
-        task = asyncio.get_running_loop().create_task(self._drain(conversation_id))
+        task = asyncio.get_running_loop().create_task(self._drain(conversation_id, urgent=urgent))
         self._tasks[conversation_id] = task
 
     async def idle(self) -> None:
@@ -444,10 +452,12 @@ class ConversationWorker:
         async with self.db.sessions() as session:
             return list(await session.scalars(self._orphans_look, {"now": utcnow()}))
 
-    async def _drain(self, conversation_id: int) -> None:
+    async def _drain(self, conversation_id: int, *, urgent: bool = False) -> None:
         token = conversation_id_var.set(conversation_id)
+        # (a place among the usual ones where one is free: the urgent ones are kept for when none is)
+        places = self._urgent_slots if urgent and self._slots.locked() else self._slots
         try:
-            async with _Slot(self._slots) as slot:
+            async with _Slot(places) as slot:
                 while True:
                     self._again.pop(conversation_id, None)
                     try:
@@ -892,9 +902,10 @@ def _held_until(meta: Mapping[str, Any], now: datetime) -> datetime | None:
 
 
 class _Slot:
-    """A drain's place among the `WORKER_CONCURRENCY` conversations worked on at once, which it may leave while it
-    waits and take again after; given back at the end only if held then (a drain cancelled while it waited, or
-    while it queued to take it again, holds none)."""
+    """A drain's place among the `WORKER_CONCURRENCY` conversations worked on at once (or the `URGENT_CONCURRENCY`
+    kept for urgent messages), which it may leave while it waits and take again after, among the same places; given
+    back at the end only if held then (a drain cancelled while it waited, or while it queued to take it again, holds
+    none)."""
 
     __slots__ = ("_held", "_slots")
 

@@ -11,7 +11,8 @@ logged reason rather than refused. What becomes a message:
 - a pressed inline-keyboard button (`callback_query`): the choice is its callback data (see
   channels/telegram/buttons.py);
 - a payment in Telegram Stars: the last check before charging (`pre_checkout_query`, which must be answered within
-  10 s: it arrives in a chat of the buyer's checks, `checkout_chat`, beside their private chat) and the payment
+  10 s: it arrives in a chat of the buyer's checks, `checkout_chat`, beside their private chat, marked `meta[URGENT]`
+  so that it waits for no worker's place either) and the payment
   itself (a message with `successful_payment`), each with the choice `PAYMENT_CHECK` or `PAYMENT_DONE` and
   Telegram's fields in `meta[PRE_CHECKOUT]` / `meta[SUCCESSFUL_PAYMENT]`; and a refund of one (a message with
   `refunded_payment`: the bot's own, or Telegram's after a dispute), `PAYMENT_DONE` with `meta[REFUNDED_PAYMENT]`;
@@ -70,6 +71,7 @@ from bot.messages import (
     REFUNDED_PAYMENT,
     REPLY_ADDRESS,
     SUCCESSFUL_PAYMENT,
+    URGENT,
     USERNAME,
     InboundMessage,
     InboundMeta,
@@ -452,7 +454,8 @@ def _from_pre_checkout(platform_id: str, query: PreCheckoutQuery) -> InboundMess
         choice=PAYMENT_CHECK,
         sender_name=query.from_user.first_name or None,
         meta={PRE_CHECKOUT: {"id": query.id, "currency": query.currency, "total_amount": query.total_amount,
-                             "invoice_payload": query.invoice_payload}},
+                             "invoice_payload": query.invoice_payload},
+              URGENT: True},  # Telegram gives up after 10 s: it waits for no other conversation's turn to end
     )
 
 

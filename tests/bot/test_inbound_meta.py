@@ -15,6 +15,7 @@ STORED_KEYS = {
     "NUMBERED_CHOICES": "numbered_choices",
     "PLATFORM_REPORT": "platform_report",
     "IN_RESPONSE_WITHIN": "in_response_within",
+    "URGENT": "urgent",
     "REPLY_ADDRESS": "reply_address",
     "QUESTION": "question",
     "LANGUAGE": "language",

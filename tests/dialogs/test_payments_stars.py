@@ -49,11 +49,12 @@ async def telegram(settings, standin):
         yield client, bot, standin
 
 
-async def onboarded(client, standin, *, course: str = "Passwords that hold — 3.00 GBP") -> TelegramLearner:
-    marta = TelegramLearner(client, standin)
+async def onboarded(client, standin, *, course: str = "Passwords that hold — 3.00 GBP", chat: int = CHAT,
+                    name: str = "Marta") -> TelegramLearner:
+    marta = TelegramLearner(client, standin, chat=chat, name=name)
     await marta.say("/start")
     await marta.press("Yes, let's start")
-    await marta.press("Marta")
+    await marta.press(name)
     await marta.say("Madrid")
     await marta.press("Yes, that's right")
     await marta.press("Morning, 08:00")

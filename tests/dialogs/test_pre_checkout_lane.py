@@ -1,7 +1,8 @@
 """Telegram's last check before charging Stars (pre_checkout_query) is answered within its 10 seconds whatever the
 buyer's chat is doing: while a turn there waits for a model's answer, and while a backlog of replies goes out there
-at Telegram's pace. Real webhook requests through the app; the Bot API and the model are the stand-ins, which hold
-the model's answer for as long as the test says."""
+at Telegram's pace; and while other learners' turns hold every place the worker has (WORKER_CONCURRENCY). Real
+webhook requests through the app; the Bot API and the model are the stand-ins, which hold the model's answer for as
+long as the test says."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from authoring.format import load_course
 from authoring.indexing import ingest_course
 from bot.config import knowledge_settings
 from standins.openai import MODEL
-from standins.telegram import payment_update, pre_checkout_update
+from standins.telegram import payment_update, pre_checkout_update, text_update
 from tests.dialogs.learning_support import PAID, import_sample
 from tests.dialogs.test_payments_stars import checked, invoice, marta_update, onboarded, pays, selling_in_stars
 from tests.dialogs.test_telegram_transcript import CHAT
@@ -99,3 +100,42 @@ async def test_a_check_delivered_twice_is_answered_once_and_the_payment_then_set
         _paid, (confirmed, _lesson) = await pays(marta, standin, sent)  # a new check (a new update), then the payment
         assert confirmed.startswith("✅ Payment received") and answers(standin) == 2
 
+
+
+ANA, LUIS = 5555555, 6666666  # two more learners, in chats of their own
+
+
+async def test_a_check_is_answered_while_every_worker_slot_waits_for_a_model(settings, standin, openai):
+    """WORKER_CONCURRENCY conversations at once, each a turn waiting for the model: the check waits for no slot."""
+    answering = selling_in_stars(settings, standin).model_copy(update={
+        "openai_base_url": openai.base_url, "openai_api_key": "sk-test", "openai_model": MODEL,
+        "worker_concurrency": 2})
+    async with running(answering) as (client, bot):
+        await import_sample(bot, PAID)
+        await asyncio.to_thread(ingest_course, load_course(PAID), knowledge_settings(answering))
+        marta = await onboarded(client, standin)
+        others = [await onboarded(client, standin, chat=chat, name=name) for chat, name in ((ANA, "Ana"),
+                                                                                           (LUIS, "Luis"))]
+        sent = await invoice(marta, standin)
+        openai.hold_chat = threading.Event()
+        try:
+            # Ana and Luis each ask a question; the model holds both answers: every slot holds a turn ...
+            asked_before, heard = len(openai.chat_requests), [len(standin.texts(other.chat)) for other in others]
+            for other in others:
+                await other._post(text_update("What makes a password hold up: length or cleverness?",
+                                              chat_id=other.chat, user=other.user))
+            await standin.wait_for(lambda: len(openai.chat_requests) == asked_before + 2, timeout=30)
+            # ... and Marta presses Pay: the check is answered while both are still waiting.
+            asked = time.monotonic()
+            answer = await checked(marta, standin, pre_checkout_update(sent, user=marta.user))
+            took = time.monotonic() - asked
+            assert answer["ok"] == "true" and took < TELEGRAM_WAITS
+            assert not openai.hold_chat.is_set()
+            assert [len(standin.texts(other.chat)) for other in others] == heard  # both still waiting
+        finally:
+            openai.hold_chat.set()
+        # Both questions are answered after all.
+        await standin.wait_for(lambda: all(len(standin.texts(other.chat)) > count
+                                           for other, count in zip(others, heard, strict=True)), timeout=30)
+        assert all("password" in standin.texts(other.chat)[count].lower()
+                   for other, count in zip(others, heard, strict=True))

@@ -30,9 +30,9 @@ def telegram_settings(settings, standin):
 
 
 class TelegramLearner:
-    def __init__(self, client: httpx.AsyncClient, standin) -> None:
-        self.client, self.standin = client, standin
-        self.user = person(CHAT, "Marta")
+    def __init__(self, client: httpx.AsyncClient, standin, *, chat: int = CHAT, name: str = "Marta") -> None:
+        self.client, self.standin, self.chat = client, standin, chat
+        self.user = person(chat, name)
 
     async def _post(self, update: dict) -> None:
         response = await self.client.post("/webhooks/telegram", content=json.dumps(update).encode(),
@@ -40,21 +40,21 @@ class TelegramLearner:
         assert response.status_code == 200, response.text
 
     async def _replies(self, before: int, count: int) -> list[str]:
-        await self.standin.wait_for(lambda: len(self.standin.texts(CHAT)) >= before + count)
-        return self.standin.texts(CHAT)[before:]
+        await self.standin.wait_for(lambda: len(self.standin.texts(self.chat)) >= before + count)
+        return self.standin.texts(self.chat)[before:]
 
     async def say(self, text: str, count: int = 1) -> list[str]:
-        before = len(self.standin.texts(CHAT))
-        await self._post(text_update(text, chat_id=CHAT, user=self.user))
+        before = len(self.standin.texts(self.chat))
+        await self._post(text_update(text, chat_id=self.chat, user=self.user))
         return await self._replies(before, count)
 
     async def press(self, label: str, count: int = 1) -> list[str]:
-        sent = [call for call in self.standin.called("sendMessage") if call.params["chat_id"] == str(CHAT)]
+        sent = [call for call in self.standin.called("sendMessage") if call.params["chat_id"] == str(self.chat)]
         for call in reversed(sent):
             for row in (call.reply_markup or {}).get("inline_keyboard", []):
                 for button in row:
                     if button["text"] == label:
-                        before = len(self.standin.texts(CHAT))
+                        before = len(self.standin.texts(self.chat))
                         await self._post(button_update(call, button["callback_data"], user=self.user))
                         return await self._replies(before, count)
         raise AssertionError(f"no button {label!r}")
