@@ -30,10 +30,12 @@ a second leader that has not yet noticed it lost, finds the row and sends nothin
 
 Nothing is pushed to a learner who is paused or stopped, whose lesson time is inside their quiet hours (that day's
 lesson is skipped, and recorded so: judged by the time they chose, as /settings warns of it), who finished their daily
-goal's lessons that date before their hour (`dialogs.lessons.deliver_next_lesson` brings nothing), or who has not
-answered the previous pushed lesson: the bot does not talk into the void, the inactivity nudges (scheduler/nudges.py)
-take over until the learner is back. A lesson whose run comes inside the quiet hours by the clock (a late run; 02:30 on
-the day the clocks go forward, which comes at 03:30) is queued held until they end.
+goal's lessons that date before their hour (`dialogs.lessons.deliver_next_lesson` brings nothing), who has not
+answered the previous pushed lesson (the bot does not talk into the void, the inactivity nudges (scheduler/nudges.py)
+take over until the learner is back), or who is part way through a lesson and wrote within IN_LESSON_QUIET before the
+run: they are taking that day's lesson right now, and nothing is pushed into the middle of it. A lesson whose run
+comes inside the quiet hours by the clock (a late run; 02:30 on the day the clocks go forward, which comes at 03:30)
+is queued held until they end.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from storage.queries import insert_ignoring_conflicts, member_id, rows_affected
 from storage.scheduling import (
     BUSY,
     FAILED,
+    IN_LESSON,
     NOTHING_TO_SEND,
     PAUSED,
     QUEUED,
@@ -79,6 +82,8 @@ CURSOR = "lessons"
 LESSON_LATE_LIMIT = timedelta(hours=2)  # after an outage, lessons later than this are not sent at all
 BUSY_RETRIES, BUSY_RETRY_SECONDS = 3, 1.0  # the learner's chat is being answered right now: try again shortly
 ADVANCE_BATCH = 1_000  # next lesson moments stored per statement
+# a learner part way through a lesson who wrote within this long before their hour is taking that day's lesson now
+IN_LESSON_QUIET = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -347,6 +352,11 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
     )
     if previous is not None and not await wrote_after(session, user, learner.home_conversation_id, previous):
         return UNANSWERED, None
+    # Part way through a lesson (a part or its quiz), and here moments ago: they are taking the day's lesson right now,
+    # and nothing is pushed into the middle of it. Gone quiet longer, the part they stopped at is pushed, as any day.
+    active = user.last_active_at
+    if active is not None and active > now - IN_LESSON_QUIET and (await _place(session, learner))[1] > 0:
+        return IN_LESSON, None
     # The lesson changes the conversation's state (a quiz question asked now is answered there): never while a
     # worker is answering this learner. Taking the row here (a no-op update) also makes a worker that starts now
     # wait for this transaction, so it reads the state written here. Leases are real time, whatever `now` says.

@@ -74,6 +74,8 @@ QUEUED, PAUSED, QUIET_HOURS, UNANSWERED, NOTHING_TO_SEND, BUSY, FAILED = (
     "busy",
     "failed",
 )
+# ScheduledLesson.outcome: the learner was part way through a lesson and wrote moments before their hour
+IN_LESSON = "in_lesson"
 # NudgeLog.outcome: queued to the outbox, or skipped (WhatsApp's window closed and no approved template)
 SKIPPED_WINDOW = "skipped_window"
 # NudgeLog.outcome, and the NudgeTemplateStats.template its record is kept under: decided but not sent, so that how

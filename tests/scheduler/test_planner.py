@@ -31,7 +31,15 @@ from storage.db import Database
 from storage.learners import PAUSED, STOPPED, Learner, lesson_schedule_changed, zone_for
 from storage.models import Conversation, OutboxMessage, User, utcnow
 from storage.outbox import OutboxStatus
-from storage.scheduling import NOTHING_TO_SEND, QUEUED, QUIET_HOURS, UNANSWERED, ClockCursor, ScheduledLesson
+from storage.scheduling import (
+    IN_LESSON,
+    NOTHING_TO_SEND,
+    QUEUED,
+    QUIET_HOURS,
+    UNANSWERED,
+    ClockCursor,
+    ScheduledLesson,
+)
 from storage.teams import stop_workspace
 from tests.dialogs.learning_support import (  # noqa: F401
     PAID,
@@ -923,15 +931,17 @@ async def push_todays_lesson_set_aside_for_the_window(bot: Lessonbot, sender: st
 
 
 async def test_the_message_that_lets_a_quiz_set_aside_for_the_window_go_is_not_its_answer(learning_bot):
-    """Ann has read her lesson's parts; the lesson at her hour asks its quiz, set aside until she writes (WhatsApp's
-    window). What she writes then was written before she saw the question: it lets the quiz go, and is not graded
-    as its answer; her next message, after the question, is."""
+    """Ann has read her lesson's parts, an hour ago; the lesson at her hour asks its quiz, set aside until she writes
+    (WhatsApp's window). What she writes then was written before she saw the question: it lets the quiz go, and is not
+    graded as its answer; her next message, after the question, is."""
     bot, channel = learning_bot
     t = Learning(bot, channel)
     await onboard(t)
     await t.press("Start my first lesson")
     await t.say("/next")
     await t.say("/next")
+    async with bot.db.transaction() as session:  # not in the middle of it right now: the quiz is pushed
+        await session.execute(update(User).values(last_active_at=utcnow() - timedelta(hours=1)))
     await push_todays_lesson_set_aside_for_the_window(bot, "ann")
     replies = await t.say("b")
     assert replies[0] == "Quiz time: 3 questions about “What a phishing message wants”."
@@ -1040,3 +1050,34 @@ async def test_a_learner_who_took_the_days_lessons_before_their_hour_gets_none_p
     assert len(channel.sent["ann"]) == pushed
     clock.at(tomorrow + timedelta(minutes=1))
     assert await plan_lessons(ctx) == Counter({QUEUED: 1})
+
+
+async def test_no_lesson_is_pushed_into_the_middle_of_one_the_learner_is_taking_right_now(learning_bot):
+    """Ann's hour came a little while ago; she set up since and is reading her first lesson, Next pressed a moment
+    ago (part 2 of 3), when the planner runs: nothing is pushed into the middle of it (`in_lesson`), that day's lesson
+    is the one she is taking. The next day, quiet since, her lesson comes at her hour: the part she stopped at."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    now = utcnow()
+    offset = (12 - now.hour + 12) % 24 - 12  # her zone: where it is about noon now (UTC-12 … UTC+11)
+    zone = zone_for(f"UTC{offset:+03d}:00")
+    local = now.astimezone(zone)
+    hour = datetime.combine(local.date(), time(local.hour), tzinfo=zone)  # at or before now
+    clock = HandClock(hour - timedelta(minutes=1))
+    ctx = context(bot.db, clock)
+    await plan_lessons(ctx)
+    await onboard(t, zone=f"UTC{offset:+d}", at=f"{local:%H}:00")
+    user, _learner = await learner_row(bot, "test", "ann")
+    [first] = await t.press("Start my first lesson")
+    assert first.startswith("📘 Lesson 1 of 5") and first.endswith("(1/3)")
+    [second] = await t.press("Next ▸")
+    assert second.endswith("(2/3)")
+    pushed = len(channel.sent["ann"])
+    clock.at(utcnow())
+    assert await plan_lessons(ctx) == Counter({IN_LESSON: 1})
+    await bot.settle()
+    assert len(channel.sent["ann"]) == pushed
+    tomorrow = hour + timedelta(days=1)  # still part way through, quiet since yesterday: the part she stopped at
+    assert await push_lesson(JobContext(db=bot.db), DueLesson(user.id, tomorrow.date(), tomorrow), tomorrow) == QUEUED
+    await bot.settle()
+    assert channel.sent["ann"][-1].text.endswith("(3/3)")
