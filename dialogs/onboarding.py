@@ -29,7 +29,7 @@ from dialogs.learner import (
     tr,
 )
 from dialogs.prices import course_label
-from dialogs.times import EVERY_DAY, WEEKDAYS, WEEKENDS, read_days, read_time, read_zone
+from dialogs.times import EVERY_DAY, WEEKDAYS, WEEKENDS, read_days, read_time, read_zone, several_zones
 from dialogs.turn import Exchange, Turn
 from storage.courses import Course, Enrollment, Lesson
 from storage.learners import Learner, lesson_schedule_changed, zone_for
@@ -150,6 +150,10 @@ async def ask_zone(x: Exchange, data: flow.Data) -> None:
 async def answer_zone(turn: Turn, data: flow.Data, text: str) -> str:
     _ = tr(turn)
     zone = read_zone(text)
+    country = several_zones(text) if zone is None else None
+    if country is not None:
+        raise Invalid(_("{country} has more than one time zone. Which city are you in? Send its name, or the nearest "
+                        "big city's.", country=country[:60]))
     if zone is None:
         raise Invalid(_("I couldn't find a time zone for “{text}”. Try the nearest big city (Madrid, Chicago, "
                         "Tokyo), a zone name like Europe/Berlin, or an offset like UTC-3.", text=text[:60]))
@@ -176,7 +180,7 @@ async def answer_zone_confirm(turn: Turn, data: flow.Data, text: str) -> str:
     _ = tr(turn)
     confirmed = yes_or_no(text, "zone")
     if confirmed is None:
-        if read_zone(text) is not None:  # they typed another place instead: confirm that one
+        if read_zone(text) is not None or several_zones(text) is not None:  # another place: confirm that one
             return await answer_zone(turn, data, text)
         raise Invalid(_("Please answer yes or no, or send another city or offset."))
     if not confirmed:

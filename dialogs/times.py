@@ -2,19 +2,24 @@
 
 Every reader returns None for input it cannot read, so the step that asked can say what would work.
 Zones: a city ("Lisbon", "São Paulo", "Nueva York"), an IANA name ("America/Sao_Paulo"), an offset ("UTC+5:30",
-"GMT-3", "+02:00"), or a common abbreviation ("PST", "CET"). Fixed offsets are stored as "UTC+05:30" (see
-storage.learners.zone_for); an offset never follows daylight saving time, so a city is the better answer, and the
-confirmation shows the local time so the learner can tell.
+"GMT-3", "+02:00"), a common abbreviation ("PST", "CET"), or a country whose parts all keep one clock ("India",
+"Alemania"); a country whose parts keep different clocks ("USA", "España", with the Canaries an hour behind) is no zone:
+`several_zones` names it back, so the learner can be asked for their city. The countries and their zones are the tz
+database's own tables (zone.tab, iso3166.tab, shipped with the zones), with names in Spanish and Portuguese. Fixed
+offsets are stored as "UTC+05:30" (see storage.learners.zone_for); an offset never follows daylight saving time, so a
+city is the better answer, and the confirmation shows the local time so the learner can tell.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import time
+from datetime import UTC, datetime, time
 from functools import lru_cache
+from importlib import resources
+from pathlib import Path
 from typing import Literal
-from zoneinfo import available_timezones
+from zoneinfo import TZPATH, ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from bot.text import fold
 from storage.learners import offset_name
@@ -60,6 +65,25 @@ _ABBREVIATIONS = {
     "cet": "Europe/Paris", "cest": "Europe/Paris", "bst": "Europe/London", "wet": "Europe/Lisbon",
     "west": "Europe/Lisbon", "eet": "Europe/Athens", "eest": "Europe/Athens", "ist": "Asia/Kolkata",
     "jst": "Asia/Tokyo", "aest": "Australia/Sydney", "brt": "America/Sao_Paulo",
+}
+# Countries as people name them, where the tz database's English name (iso3166.tab) is not how they do: ISO code.
+_COUNTRY_NAMES = {
+    "usa": "US", "us": "US", "u.s.": "US", "u.s.a.": "US", "united states of america": "US", "estados unidos": "US",
+    "eeuu": "US", "ee.uu.": "US", "ee. uu.": "US", "eua": "US", "uk": "GB", "united kingdom": "GB",
+    "great britain": "GB", "england": "GB", "scotland": "GB", "wales": "GB", "reino unido": "GB",
+    "inglaterra": "GB", "gran bretana": "GB", "escocia": "GB", "gales": "GB", "south korea": "KR", "korea": "KR",
+    "corea del sur": "KR", "corea": "KR", "coreia do sul": "KR", "north korea": "KP", "corea del norte": "KP",
+    "czechia": "CZ", "chequia": "CZ", "republica checa": "CZ", "holland": "NL", "the netherlands": "NL",
+    "holanda": "NL", "paises bajos": "NL", "uae": "AE", "emiratos arabes unidos": "AE", "burma": "MM",
+    "espana": "ES", "espanha": "ES", "alemania": "DE", "alemanha": "DE", "francia": "FR", "franca": "FR",
+    "italia": "IT", "brasil": "BR", "japon": "JP", "japao": "JP", "rusia": "RU", "canada": "CA", "irlanda": "IE",
+    "belgica": "BE", "suiza": "CH", "suica": "CH", "suecia": "SE", "noruega": "NO",
+    "dinamarca": "DK", "finlandia": "FI", "polonia": "PL", "grecia": "GR", "turquia": "TR",
+    "turkiye": "TR", "marruecos": "MA", "egipto": "EG", "sudafrica": "ZA", "africa do sul": "ZA",
+    "filipinas": "PH", "nueva zelanda": "NZ", "nova zelandia": "NZ", "republica dominicana": "DO",
+    "panama": "PA", "peru": "PE", "haiti": "HT", "tailandia": "TH", "singapur": "SG", "hungria": "HU",
+    "rumania": "RO", "romenia": "RO", "ucrania": "UA", "croacia": "HR", "arabia saudita": "SA",
+    "arabia saudi": "SA", "mocambique": "MZ", "cabo verde": "CV",
 }
 _OFFSET = re.compile(r"^(?:utc|gmt|z)?\s*(?P<sign>[+\-−])\s*(?P<hours>\d{1,2})(?:[:h.]?(?P<minutes>\d{2}))?$")
 
@@ -110,11 +134,64 @@ def read_zone(text: str) -> Zone | None:
             return _labelled(names[key])
     if typed in _CITY_ALIASES:
         return Zone(_CITY_ALIASES[typed], text.strip().title() if text.strip().islower() else text.strip())
+    clocks = _countries().get(typed)
+    if clocks is not None:
+        return Zone(clocks[0], _as_typed(text)) if len(clocks) == 1 else None
     # "Lisbon, Portugal" or "Porto (Portugal)": try the city alone
     head = re.split(r"[,(]", typed)[0].strip()
     if head != typed:
         return read_zone(head)
     return None
+
+
+def several_zones(text: str) -> str | None:
+    """The country `text` names, as typed, when its parts keep different clocks (so the learner's city is needed);
+    None for anything else."""
+    if read_zone(text) is not None:
+        return None
+    clocks = _countries().get(fold(text).strip(" .!"))
+    return text.strip(" .!") if clocks is not None and len(clocks) > 1 else None
+
+
+@lru_cache(maxsize=1)
+def _countries() -> dict[str, tuple[str, ...]]:
+    """Folded country names → the zones of that country, one for each clock: zones that keep the same time through
+    the year count once (Germany's Busingen keeps Berlin's), the one zone.tab lists first standing for them."""
+    year = datetime.now(UTC).year
+    moments = [datetime(year, month, day, tzinfo=UTC) for month in range(1, 13) for day in (1, 15)]
+    clocks: dict[str, dict[tuple[object, ...], str]] = {}
+    for code, _coordinates, name, *_comments in _tz_table("zone.tab"):
+        try:
+            zone = ZoneInfo(name)
+        except ZoneInfoNotFoundError:
+            continue
+        clocks.setdefault(code, {}).setdefault(tuple(moment.astimezone(zone).utcoffset() for moment in moments), name)
+    names = {fold(country): code for code, country, *_ in _tz_table("iso3166.tab")}
+    names.update(_COUNTRY_NAMES)
+    return {typed: tuple(clocks[code].values()) for typed, code in names.items() if code in clocks}
+
+
+def _tz_table(name: str) -> list[list[str]]:
+    """The rows of one of the tz database's tables, where zoneinfo finds the zones (the system's, else tzdata's)."""
+    for directory in TZPATH:
+        path = Path(directory) / name
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            break
+    else:
+        try:
+            text = resources.files("tzdata.zoneinfo").joinpath(name).read_text(encoding="utf-8")
+        except (ModuleNotFoundError, FileNotFoundError):
+            return []
+    return [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def _as_typed(text: str) -> str:
+    """A place's name as the learner wrote it, capitalised if they did not ("india" → "India", "uk" → "UK")."""
+    shown = text.strip(" .!")
+    if not shown.islower():
+        return shown
+    return shown.upper() if len(shown) <= 3 else shown.title()
 
 
 def _labelled(name: str) -> Zone:

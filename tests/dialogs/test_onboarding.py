@@ -350,3 +350,28 @@ async def test_a_greeting_written_on_coming_back_to_the_name_question_is_not_tak
     assert (await t.say("Hilary"))[0].startswith("¿En qué zona horaria estás?")
     user, _learner = await learner_row(bot, "test", "ann")
     assert user.display_name == "Hilary"
+
+
+async def test_a_country_with_one_time_zone_is_that_zone_and_one_with_several_asks_for_a_city(learning_bot):
+    """A country typed at the time zone question ("India", "Germany", "Alemania") was refused with a hint to send a
+    city. A country whose parts all keep one clock is read as its zone, shown under the name typed; one whose parts
+    keep different clocks ("USA", "Brasil", "España": the Canaries are an hour behind Madrid) is named back with a
+    request for the city."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await t.say("/start")
+    await t.press("Yes, let's start")
+    [zone_question] = await t.say("Ann")
+    for typed in ("USA", "Brasil", "España"):
+        assert await t.say(typed) == [f"{typed} has more than one time zone. Which city are you in? Send its name, "
+                                      f"or the nearest big city's.", zone_question]
+    for typed, place in (("Germany", "Germany"), ("india", "India"), ("Alemania", "Alemania")):
+        [confirm] = await t.say(typed)
+        assert confirm.startswith(f"In {place} it is ") and confirm.endswith("Is that your time?")
+        [again] = await t.press("No, change it")
+        assert again == zone_question
+    await t.say("Japón")
+    assert await t.press("Yes, that's right") == [
+        "What time of day suits you for a lesson? Pick one or type a time, like 7:15 or 9pm."]
+    user, _learner = await learner_row(bot, "test", "ann")
+    assert user.timezone == "Asia/Tokyo"

@@ -6,8 +6,9 @@ from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
 
+from bot.text import fold
 from dialogs.lessons import next_lesson_time
-from dialogs.times import read_days, read_quiet_hours, read_time, read_zone
+from dialogs.times import read_days, read_quiet_hours, read_time, read_zone, several_zones
 from scheduler.planner import lesson_dates
 from storage.learners import Learner, User, current_streak, in_quiet_hours, record_activity, zone_for
 
@@ -169,3 +170,19 @@ def test_a_learner_who_moves_west_over_the_date_line_after_the_weeks_lesson_is_p
                                           days="1") if day not in decided]
     assert pushed[0] == date(2026, 11, 30)
     assert next_lesson_time(who, user, moved, decided=decided) == datetime(2026, 11, 30, 21, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(("typed", "name"), [
+    ("India", "Asia/Kolkata"), ("Germany", "Europe/Berlin"), ("Alemania", "Europe/Berlin"), ("japón", "Asia/Tokyo"),
+    ("UK", "Europe/London"), ("Reino Unido", "Europe/London"), ("Francia", "Europe/Paris"), ("Perú", "America/Lima"),
+    ("Argentina", "America/Argentina/Buenos_Aires"), ("Polonia", "Europe/Warsaw"),
+])
+def test_a_country_with_one_clock_is_its_zone(typed, name):
+    zone = read_zone(typed)
+    assert zone is not None and zone.name == name and fold(zone.label) == fold(typed)
+
+
+@pytest.mark.parametrize("typed", ["USA", "Estados Unidos", "Brazil", "Russia", "Rusia", "Canada", "España", "Spain"])
+def test_a_country_with_several_clocks_is_named_back(typed):
+    assert read_zone(typed) is None and several_zones(typed) == typed
+    assert several_zones("Lisbon") is None and several_zones("India") is None and several_zones("Narnia") is None
