@@ -62,10 +62,13 @@ def canonical_code(typed: str) -> str:
 
 async def link(turn: Turn, args: str) -> None:
     code = canonical_code(args)
-    if not code:
+    if code:
+        await _use_code(turn, code)
+    else:
         await _give_code(turn)
-        return
-    await _use_code(turn, code)
+    # In the middle of something (setting up, /settings): its question is asked again, as after /help (once joined to
+    # other lessons there is none: joining ends what this chat had started)
+    await flow.resume(turn)
 
 
 # Giving a code --------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import re
 from datetime import timedelta
 
 from bot.text import fold
-from dialogs import flow, lessons, personal
+from dialogs import flow, lessons, onboarding, personal
 from dialogs.access import withhold_closed_lessons
 from dialogs.flow import DONE, Flow, Invalid, Step
 from dialogs.learner import activate, is_set_up, learner_of, tr
@@ -31,6 +31,9 @@ async def pause(turn: Turn, args: str) -> None:
     _ = tr(turn)
     learner = await learner_of(turn)
     if not is_set_up(learner):
+        if flow.is_active(turn, "onboarding"):  # nothing to pause yet: the set-up's open question, asked again
+            await onboarding.require_set_up(turn)
+            return
         turn.say(_("There is nothing to pause yet: send /start to set up your lessons."))
         return
     typed = fold(args)
@@ -70,6 +73,9 @@ async def resume_lessons(turn: Turn, _args: str) -> None:
     _ = tr(turn)
     learner = await learner_of(turn)
     if not is_set_up(learner):
+        if flow.is_active(turn, "onboarding"):
+            await onboarding.require_set_up(turn)
+            return
         turn.say(_("There is nothing to resume yet: send /start to set up your lessons."))
         return
     paused = learner.status in (PAUSED, STOPPED)

@@ -375,3 +375,27 @@ async def test_a_country_with_one_time_zone_is_that_zone_and_one_with_several_as
         "What time of day suits you for a lesson? Pick one or type a time, like 7:15 or 9pm."]
     user, _learner = await learner_row(bot, "test", "ann")
     assert user.timezone == "Asia/Tokyo"
+
+
+async def test_pause_resume_and_link_in_the_middle_of_setting_up_ask_the_open_question_again(learning_bot):
+    """/pause, /resume and /link typed at the time zone question answered and left the question behind, where /help,
+    /next, /settings and /progress ask it again (so its buttons are the newest and a typed answer still answers it)."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await t.say("/start")
+    await t.press("Yes, let's start")
+    [zone_question] = await t.say("Ann")
+    assert await t.say("/next") == ["Let's finish setting you up first.", zone_question]
+    for command in ("/pause", "/pause 7", "/resume"):
+        assert await t.say(command) == ["Let's finish setting you up first.", zone_question]
+    assert await t.say("/link") == [
+        "To continue lessons from another channel, send /link CODE here with the code that /link gives you there. To "
+        "link this chat to others, set it up first with /start.", zone_question]
+    assert await t.say("/link ABCDE-FGHJK") == [
+        "That code is unknown or has expired. Send /link on the channel you used before to get a new one.",
+        zone_question]
+    [confirm] = await t.say("Lisbon")
+    assert confirm.startswith("In Lisbon it is ")
+    assert await t.say("/pause") == ["Let's finish setting you up first.", confirm]
+    _user, learner = await learner_row(bot, "test", "ann")
+    assert learner.status != "paused" and learner.paused_until is None
