@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import timedelta
+from functools import partial
 
 import httpx
 import pytest
@@ -454,6 +455,15 @@ def start_link(payload: str, user: dict) -> dict:
     return text_update(f"/start {payload}", user=user, entities=[{"type": "bot_command", "offset": 0, "length": 6}])
 
 
+async def said(client: httpx.AsyncClient, lessonbot, standin, update: dict) -> list[str]:
+    """What the bot answered `update` (a message) in its chat, once it has settled."""
+    chat = update["message"]["chat"]["id"]
+    before = len(standin.texts(chat))
+    assert (await post(client, update)).status_code == 200
+    await lessonbot.settle()
+    return standin.texts(chat)[before:]
+
+
 async def test_a_start_link_naming_a_course_sets_up_that_course_without_asking_which(telegram_settings, standin):
     """Ann opens the link of the course "Passwords that hold" (t.me/<bot>?start=passwords-that-hold): her set-up does
     not ask which course she wants, and ends with that one; a link whose payload names no course (a referral) is a
@@ -463,12 +473,7 @@ async def test_a_start_link_naming_a_course_sets_up_that_course_without_asking_w
         await import_sample(lessonbot)
         await import_sample(lessonbot, PAID)
 
-        async def say(update: dict) -> list[str]:
-            chat = update["message"]["chat"]["id"]
-            before = len(standin.texts(chat))
-            assert (await post(client, update)).status_code == 200
-            await lessonbot.settle()
-            return standin.texts(chat)[before:]
+        say = partial(said, client, lessonbot, standin)
 
         [greeting] = await say(start_link("passwords-that-hold", ann))
         assert greeting.startswith("Hi Ann! I'm Lessonbot")
@@ -497,12 +502,7 @@ async def test_a_start_link_with_an_access_code_opens_its_course_once_the_learne
             course = await session.scalar(select(Course).where(Course.slug == "passwords-that-hold"))
             code = (await make_code(session, course.id, uses=5, created_by="test", now=utcnow())).code
 
-        async def say(update: dict) -> list[str]:
-            chat = update["message"]["chat"]["id"]
-            before = len(standin.texts(chat))
-            assert (await post(client, update)).status_code == 200
-            await lessonbot.settle()
-            return standin.texts(chat)[before:]
+        say = partial(said, client, lessonbot, standin)
 
         async def holds(user: dict) -> bool:
             async with lessonbot.db.sessions() as session:
