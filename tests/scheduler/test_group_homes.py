@@ -8,27 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from dataclasses import dataclass
 from datetime import time, timedelta
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 from sqlalchemy import select, update
 
 from bot.cli import main
 from bot.core import Lessonbot
 from bot.messages import MEMBERSHIP, MOVED_FROM, PLATFORM_REPORT, InboundMessage, Text
-from channels.telegram import SECRET_HEADER
 from scheduler.broadcast import fan_out
 from scheduler.planner import next_lesson_after, plan_lessons
 from standins.telegram import (
     BOT_USERNAME,
     TOKEN,
-    Call,
-    TelegramStandIn,
-    button_update,
     left_member_update,
     person,
     text_update,
@@ -39,6 +33,7 @@ from storage.models import ChannelIdentity, Conversation, OutboxMessage, utcnow
 from storage.models import InboundMessage as InboundRow
 from tests.dialogs.learning_support import Learning, import_sample, learner_row, learning_bot, onboard  # noqa: F401
 from tests.scheduler.support import HandClock, context
+from tests.scheduler.telegram_support import SECRET, OnTelegram, onboard_on_telegram
 from tests.support import (
     running,
     shown,
@@ -248,70 +243,25 @@ async def test_a_members_typed_words_of_another_learners_pushed_lesson_are_their
 
 # On Telegram: a group that is a learner's home, through the webhook and python-telegram-bot ---------------------------
 
-TELEGRAM_SECRET = "test-webhook-secret_0123456789"
 GROUP = -1001234567890
 
 
 @dataclass
-class TelegramMember:
+class TelegramMember(OnTelegram):
     """Someone in the Telegram group GROUP, writing to the bot as Telegram delivers it (a command, a mention) and
     pressing buttons under the bot's messages there."""
 
-    client: httpx.AsyncClient
-    standin: TelegramStandIn
-    user: dict
-
-    async def _post(self, update: dict) -> None:
-        response = await self.client.post("/webhooks/telegram", content=json.dumps(update).encode(),
-                                          headers={"content-type": "application/json",
-                                                   SECRET_HEADER: TELEGRAM_SECRET})
-        assert response.status_code == 200, response.text
-
-    async def _replies(self, before: int) -> list[str]:
-        await self.standin.wait_for(lambda: len(self.standin.texts(GROUP)) > before)
-        return self.standin.texts(GROUP)[before:]
+    chat: int = GROUP
 
     async def say(self, text: str) -> list[str]:
         """`text` to the bot in the group: a command as it is, anything else with the bot's name before it."""
-        before = len(self.standin.texts(GROUP))
-        said = text if text.startswith("/") else f"@{BOT_USERNAME} {text}"
-        await self._post(text_update(said, chat_id=GROUP, user=self.user))
-        return await self._replies(before)
-
-    def sent_with(self, label: str) -> tuple[Call, str]:
-        """The newest message to the group with a button labelled `label`, and that button's data."""
-        to_group = [call for call in self.standin.called("sendMessage") if call.params["chat_id"] == str(GROUP)]
-        for call in reversed(to_group):
-            for row in (call.reply_markup or {}).get("inline_keyboard", []):
-                for button in row:
-                    if button["text"] == label:
-                        return call, button["callback_data"]
-        raise AssertionError(f"no button {label!r} in {self.standin.texts(GROUP)[-3:]}")
-
-    async def press(self, label: str) -> list[str]:
-        call, data = self.sent_with(label)
-        before = len(self.standin.texts(GROUP))
-        await self._post(button_update(call, data, user=self.user))
-        return await self._replies(before)
-
-
-async def onboard_on_telegram(member: TelegramMember) -> None:
-    """The shortest onboarding, in the group: lessons at 08:00 in Lisbon every day, the sample course."""
-    await member.say("/start")
-    await member.press("Yes, let's start")
-    await member.press(member.user["first_name"])
-    await member.say("Lisbon")
-    await member.press("Yes, that's right")
-    await member.press("Morning, 08:00")
-    await member.press("Every day")
-    await member.press("Spot the phish, five minutes a day")
-    await member.press("1 lesson (about 5 minutes)")
+        return await super().say(text if text.startswith("/") else f"@{BOT_USERNAME} {text}")
 
 
 @pytest.fixture
 def telegram_settings(settings, standin):
     return settings.model_copy(update={
-        "telegram_bot_token": TOKEN, "telegram_webhook_secret": TELEGRAM_SECRET,
+        "telegram_bot_token": TOKEN, "telegram_webhook_secret": SECRET,
         "telegram_api_base_url": standin.base_url, "web_chat_enabled": False,
     })
 
@@ -372,26 +322,26 @@ async def test_a_learner_who_leaves_their_group_home_gets_no_more_lessons_there_
         her, him = TelegramMember(client, standin, ann), TelegramMember(client, standin, bob)
         for member in (her, him):
             await onboard_on_telegram(member)
-        await her._post(text_update("/help", chat_id=42, user=ann))
+        await her.post(text_update("/help", chat_id=42, user=ann))
         await standin.wait_for(lambda: len(standin.texts(42)) == 1)
         in_group = len(standin.texts(GROUP))
         left = left_member_update(GROUP, ann)
-        await her._post(left)
+        await her.post(left)
         await standin.wait_for(lambda: len(standin.texts(42)) == 2)
         assert standin.texts(42)[1] == (
             "You are no longer in the group where your lessons came, so I no longer send them there. Send /next "
             "here, or in another group with me, and they come to that chat from then on.")
-        await her._post(left)  # (delivered again)
-        await her._post(left_member_update(GROUP, ann))  # (left again, after coming back)
-        await him._post(left_member_update(GROUP, bob, by=admin))
+        await her.post(left)  # (delivered again)
+        await her.post(left_member_update(GROUP, ann))  # (left again, after coming back)
+        await him.post(left_member_update(GROUP, bob, by=admin))
         await lessonbot.settle()
         assert await home_of(lessonbot, "42") is None
         assert await home_of(lessonbot, "43") is None
-        await him._post(text_update("/help", chat_id=GROUP, user=admin))  # (something to wait for)
+        await him.post(text_update("/help", chat_id=GROUP, user=admin))  # (something to wait for)
         await standin.wait_for(lambda: len(standin.texts(GROUP)) > in_group)
         assert len(standin.texts(GROUP)) == in_group + 1
         assert await queue_lessons_at_their_hour(lessonbot, notify=lessonbot.dispatcher.notify) == 0
-        await her._post(text_update("/next", chat_id=42, user=ann))
+        await her.post(text_update("/next", chat_id=42, user=ann))
         await standin.wait_for(lambda: any("📘 Lesson 1" in text for text in standin.texts(42)))
         assert await home_of(lessonbot, "42") == "42"
     assert len(standin.texts(42)) == 3
@@ -407,8 +357,8 @@ async def test_someone_who_never_wrote_leaving_a_group_home_stores_nothing_of_th
         await import_sample(lessonbot)
         her = TelegramMember(client, standin, ann)
         await onboard_on_telegram(her)
-        await her._post(left_member_update(GROUP, cy))
-        await her._post(left_member_update(GROUP, dee, by=ann))
+        await her.post(left_member_update(GROUP, cy))
+        await her.post(left_member_update(GROUP, dee, by=ann))
         await lessonbot.settle()
         async with lessonbot.db.sessions() as session:
             people = set(await session.scalars(select(ChannelIdentity.external_id)))

@@ -9,30 +9,22 @@ not stored."""
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import time as clock_time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import time, timedelta
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from channels.telegram import SECRET_HEADER
 from scheduler.nudges import sweep
 from scheduler.planner import next_lesson_after
 from standins.telegram import (
     TOKEN,
-    Call,
-    TelegramStandIn,
     bot_member_update,
-    button_update,
     left_member_update,
     person,
-    text_update,
 )
 from standins.twilio import ACCOUNT_SID, AUTH_TOKEN, SENDER, TwilioStandIn
 from storage.learners import Learner, wrote_after
@@ -41,68 +33,15 @@ from storage.models import InboundMessage as InboundRow
 from tests.dialogs.learning_support import import_sample
 from tests.scheduler.nudge_support import nudges_of
 from tests.scheduler.support import HandClock, context
+from tests.scheduler.telegram_support import SECRET, OnTelegram, onboard_on_telegram
 from tests.support import (
     running,
     standin,  # noqa: F401 (the fixture)
     whatsapp_app,
 )
 
-SECRET = "test-webhook-secret_0123456789"
 GROUP, SUPERGROUP = -4012345, -1001234567890
 _message_ids = itertools.count(900_000)
-
-
-@dataclass
-class OnTelegram:
-    """Someone writing to the bot in one Telegram chat (`chat`) as Telegram delivers it, and pressing its buttons
-    there."""
-
-    client: httpx.AsyncClient
-    standin: TelegramStandIn
-    user: dict
-    chat: int
-
-    async def post(self, update_: dict) -> None:
-        response = await self.client.post("/webhooks/telegram", content=json.dumps(update_).encode(),
-                                          headers={"content-type": "application/json", SECRET_HEADER: SECRET})
-        assert response.status_code == 200, response.text
-
-    async def _replies(self, before: int) -> list[str]:
-        await self.standin.wait_for(lambda: len(self.standin.texts(self.chat)) > before)
-        return self.standin.texts(self.chat)[before:]
-
-    async def say(self, text: str) -> list[str]:
-        before = len(self.standin.texts(self.chat))
-        await self.post(text_update(text, chat_id=self.chat, user=self.user))
-        return await self._replies(before)
-
-    def sent_with(self, label: str) -> tuple[Call, str]:
-        to_chat = [call for call in self.standin.called("sendMessage") if call.params["chat_id"] == str(self.chat)]
-        for call in reversed(to_chat):
-            for row in (call.reply_markup or {}).get("inline_keyboard", []):
-                for button in row:
-                    if button["text"] == label:
-                        return call, button["callback_data"]
-        raise AssertionError(f"no button {label!r} in {self.standin.texts(self.chat)[-3:]}")
-
-    async def press(self, label: str) -> list[str]:
-        call, data = self.sent_with(label)
-        before = len(self.standin.texts(self.chat))
-        await self.post(button_update(call, data, user=self.user))
-        return await self._replies(before)
-
-
-async def onboard(learner: OnTelegram) -> None:
-    """The shortest onboarding: lessons at 08:00 in Lisbon every day, the sample course."""
-    await learner.say("/start")
-    await learner.press("Yes, let's start")
-    await learner.press(learner.user["first_name"])
-    await learner.say("Lisbon")
-    await learner.press("Yes, that's right")
-    await learner.press("Morning, 08:00")
-    await learner.press("Every day")
-    await learner.press("Spot the phish, five minutes a day")
-    await learner.press("1 lesson (about 5 minutes)")
 
 
 def group_moved(by: dict) -> dict:
@@ -132,7 +71,7 @@ async def test_what_telegram_reports_of_an_idle_learner_leaves_her_idle_and_her_
     async with running(telegram_settings, clock=False) as (client, lessonbot):
         await import_sample(lessonbot)
         own = OnTelegram(client, standin, ann, 42)
-        await onboard(own)
+        await onboard_on_telegram(own)
         in_group = OnTelegram(client, standin, ann, GROUP)
         await in_group.say("/help")
         moment = next_lesson_after(utcnow(), zone=ZoneInfo("Europe/Lisbon"), at=time(14), days="1234567")
