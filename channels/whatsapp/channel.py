@@ -53,7 +53,7 @@ from channels.whatsapp.media import MediaLinks
 from channels.whatsapp.render import (
     MAX_BODY_CHARS,
     quick_reply_variables,
-    reply_template_variables,
+    template_variables,
     text_bodies,
 )
 from channels.whatsapp.routes import STATUS_PATH, webhook_routes
@@ -84,10 +84,6 @@ NEVER_OPEN = datetime.min.replace(tzinfo=timezone.utc)  # the window of a person
 NO_TEMPLATE = (
     "outside WhatsApp's 24-hour window and no template configured (TWILIO_TEMPLATE_CONTENT_SID): "
     "it waits for the person's next message"
-)
-REST_WAITS = (
-    "the rest of a reply whose first parts went inside WhatsApp's 24-hour window: it waits for the person's next "
-    "message"
 )
 DOCUMENT_WAITS = "a document may only go inside WhatsApp's 24-hour window: it waits for the person's next message"
 UNSUBSCRIBED = 21610
@@ -163,21 +159,14 @@ class WhatsAppChannel:
         to = f"whatsapp:{delivery.chat_id}"
         # closed by our clock, or by WhatsApp's (63016 reported after Twilio took this reply, and no message since)
         if not _window_open(delivery.last_inbound_at) or delivery.window_closed:
-            return await self._send_outside_window(to, delivery)
+            return await self._send_template(to, delivery)
         try:
             return await self._send_in_session(to, delivery)
         except WaitForInbound:
             # Twilio says the window is closed (63016) although our clock said open.
-            if self.template_content_sid and not delivery.parts.ids:
+            if self.template_content_sid:
                 return await self._send_template(to, delivery)
             raise
-
-    async def _send_outside_window(self, to: str, delivery: Delivery) -> str:
-        """The template, for a reply none of whose parts went yet; the rest of one whose first parts went in the
-        window waits for the person's next message (the template would carry the whole reply, those parts again)."""
-        if delivery.parts.ids:
-            raise WaitForInbound(REST_WAITS)
-        return await self._send_template(to, delivery)
 
     async def _send_in_session(self, to: str, delivery: Delivery) -> str:
         if not isinstance(delivery.reply, Text | Document):
@@ -190,13 +179,21 @@ class WhatsAppChannel:
         return sent[-1]
 
     async def _send_template(self, to: str, delivery: Delivery) -> str:
+        """The reply as the approved template, in as many as it needs. Each message the reply makes inside the window
+        goes as the templates that carry it, and counts as sent once they all went: a reply whose first parts went
+        inside the window (or as templates before a retry) goes on from there, repeating none of them."""
         reply = delivery.reply
         if not self.template_content_sid:
             raise WaitForInbound(NO_TEMPLATE)
         if not isinstance(reply, Text):
             raise WaitForInbound(DOCUMENT_WAITS)
-        variables = reply_template_variables(reply)
-        return await self._create(to, content_sid=self.template_content_sid, content_variables=variables)
+        messages = template_variables(reply)
+        sent = delivery.parts.ids
+        for index in range(len(sent), len(messages)):
+            for variables in messages[index]:
+                sid = await self._create(to, content_sid=self.template_content_sid, content_variables=variables)
+            await delivery.parts.add(sid, more_to_come=index + 1 < len(messages))
+        return sent[-1]
 
     def _messages(self, reply: Text | Document) -> list[dict[str, Any]]:
         """The Twilio Message parameters a reply becomes, in sending order."""

@@ -12,8 +12,9 @@
   maps that back to the choice (bot.pipeline). When a quick-reply content template is configured for that many
   buttons (at most 3 in a session message, titles of at most 20 characters), it is used instead and a tap comes back
   as ButtonPayload = the choice's value.
-- Outside the 24-hour window only an approved template may go: the reply, on one line, fills its variable {{1}} (a
-  text too long is cut, its numbered choices kept whole after it).
+- Outside the 24-hour window only an approved template may go: the reply, on one line, fills its variable {{1}}; a
+  text too long for it goes in as many templates as it needs, split as a long text is, its numbered choices whole in
+  the last.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from channels.markdown import WHATSAPP, render, with_links
 from channels.text import split_utf16, utf16_units
 
 MAX_BODY_CHARS = 1600
-TEMPLATE_VARIABLE_CHARS = 900  # a template body holds 1,024 characters; its own words need some of them
+TEMPLATE_CHARS = 900  # a template body holds 1,024 characters; its own words need some of them
 QUICK_REPLY_TITLE_CHARS = 20
 QUICK_REPLY_ID_CHARS = 200
 QUICK_REPLY_BODY_CHARS = 1024
@@ -71,32 +72,17 @@ def quick_reply_variables(reply: Text) -> str | None:
     return json.dumps(variables, ensure_ascii=False)
 
 
-def reply_template_variables(reply: Text) -> str:
-    """ContentVariables carrying a Text as {{1}}: its text, cut to fit if it must, then its numbered choices whole,
-    so the learner sees what the numbers they may answer with stand for."""
-    return template_variables(render(with_links(reply.text, reply.links), WHATSAPP), options(reply.choices))
-
-
-def template_variables(text: str, after: str = "") -> str:
-    """ContentVariables carrying `text` as {{1}}: on one line (WhatsApp refuses template variables with line breaks,
-    tabs or more than four spaces in a row), cut at a word boundary to fit the template; `after` (a reply's numbered
-    choices) follows it whole, where it leaves room for some of the text."""
-    line, tail = _one_line(text), _one_line(after)
-    room = TEMPLATE_VARIABLE_CHARS - utf16_units(tail) - 1  # (counted as Twilio counts: an emoji twice)
-    if not tail or room < TEMPLATE_VARIABLE_CHARS // 2:
-        return json.dumps({"1": _cut(f"{line} {tail}".strip(), TEMPLATE_VARIABLE_CHARS)}, ensure_ascii=False)
-    return json.dumps({"1": f"{_cut(line, room)} {tail}".strip()}, ensure_ascii=False)
+def template_variables(reply: Text) -> list[list[str]]:
+    """ContentVariables carrying a Text outside the window, as templates whose {{1}} holds a piece of it: for each
+    message `text_bodies` makes of it, the templates that carry that message. Each piece is on one line (WhatsApp
+    refuses template variables with line breaks, tabs or more than four spaces in a row) and within 900 UTF-16 units,
+    split as a long text is (between paragraphs, lines, sentences, then words), so nothing of the reply is left out;
+    its numbered choices go whole in the last piece where they fit one."""
+    return [
+        [json.dumps({"1": _one_line(piece)}, ensure_ascii=False) for piece in split_utf16(body, TEMPLATE_CHARS)]
+        for body in text_bodies(reply)
+    ]
 
 
 def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
-
-
-def _cut(line: str, limit: int) -> str:
-    """`line` within `limit` UTF-16 units, cut at a word boundary and marked "…" where it had to be."""
-    if utf16_units(line) <= limit:
-        return line
-    cut = line[: limit - 1]
-    while utf16_units(cut) > limit - 1:
-        cut = cut[:-1]
-    return cut.rsplit(" ", 1)[0].rstrip(" ,;:") + "…"

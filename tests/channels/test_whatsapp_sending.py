@@ -150,8 +150,9 @@ def test_a_quick_reply_body_and_a_template_variable_are_held_to_their_limits_in_
     emoji = "🔥 " * 400  # 800 characters, 1,200 UTF-16 units: past the quick-reply body's 1,024 as Twilio counts
     assert len(emoji) < 1024 < utf16_units(emoji)
     assert quick_reply_variables(Text(emoji, (Choice("A", "a"), Choice("B", "b")))) is None  # numbered lines instead
-    line = json.loads(template_variables("🎉 " * 600))["1"]
-    assert utf16_units(line) <= 900 and line.endswith("…")
+    lines = [json.loads(variables)["1"] for message in template_variables(Text("🎉 " * 600)) for variables in message]
+    assert len(lines) > 1 and all(utf16_units(line) <= 900 for line in lines)
+    assert " ".join(lines) == ("🎉 " * 600).strip()
 
 
 async def test_documents_go_by_url_and_local_files_through_a_signed_link_the_app_serves(settings, twilio, tmp_path):
@@ -279,18 +280,25 @@ async def test_outside_the_window_the_configured_template_carries_the_reply(twil
     assert json.loads(sent.get("ContentVariables")) == {"1": "Which letter comes second? 1. Alpha 2. Beta"}
 
 
-async def test_a_long_question_outside_the_window_keeps_its_options_in_the_template(twilio):
-    """The template carries 900 characters: a long question is cut there, but its numbered options stay, so the
-    learner sees what the numbers they may answer with stand for."""
+async def test_a_long_reply_outside_the_window_goes_whole_in_as_many_templates_as_it_needs(twilio):
+    """A template variable carries 900 characters: a longer reply goes in several templates, split between sentences
+    (then words), each on one line, in order, nothing of it left out; its numbered options go whole in the last."""
     channel = whatsapp_channel(twilio, template_content_sid=TEMPLATE)
     question = "Read the passage again before you answer. " * 30 + "Which letter comes second?"
+    long_text = paragraphs(6)
     try:
         await channel.send(delivery(Text(question, QUIZ.choices), wrote_ago=timedelta(days=3)))
+        asked = len(twilio.sent)
+        await channel.send(delivery(Text(long_text), wrote_ago=timedelta(days=3)))
     finally:
         await channel.close()
-    line = json.loads(twilio.sent[-1].get("ContentVariables"))["1"]
-    assert utf16_units(line) <= 900 and line.startswith("Read the passage again")
-    assert line.endswith("… 1. Alpha 2. Beta"), line[-60:]
+    assert all(message.get("ContentSid") == TEMPLATE and message.body is None for message in twilio.sent)
+    lines = [json.loads(message.get("ContentVariables"))["1"] for message in twilio.sent]
+    assert asked > 1 and all(utf16_units(line) <= 900 and "\n" not in line for line in lines)
+    assert " ".join(lines[:asked]) == f"{question} 1. Alpha 2. Beta"
+    assert lines[asked - 1].endswith("Which letter comes second? 1. Alpha 2. Beta")
+    assert all(line.endswith(".") for line in lines[: asked - 1])  # split after a sentence, not inside one
+    assert " ".join(lines[asked:]) == " ".join(long_text.split())
 
 
 async def test_when_twilio_says_the_window_closed_the_template_goes_or_the_reply_waits(twilio):
@@ -309,9 +317,12 @@ async def test_when_twilio_says_the_window_closed_the_template_goes_or_the_reply
     assert sent.get("ContentSid") == TEMPLATE
 
 
-async def test_a_split_reply_whose_window_closed_after_its_first_parts_waits_rather_than_repeat_them(twilio):
-    """Parts went in the window, a later one failed, and the window closed before the retry: the template would carry
-    the whole reply again, the parts the learner has with it; the rest waits for their next message instead."""
+async def test_a_split_reply_whose_window_closed_after_its_first_parts_goes_on_as_templates_without_repeating_them(
+    twilio,
+):
+    """Parts went in the window, a later one failed, and the window closed before the retry: the rest goes as the
+    template, in as many as it needs, from where the parts sent stopped, repeating none of them and leaving nothing
+    out."""
     channel = whatsapp_channel(twilio, template_content_sid=TEMPLATE)
     text = paragraphs(12)
     saved: list[list[str]] = []
@@ -323,12 +334,14 @@ async def test_a_split_reply_whose_window_closed_after_its_first_parts_waits_rat
         twilio.script = [Scripted(), server_error()]
         with pytest.raises(TransientSendError):
             await channel.send(delivery(Text(text), parts=PartsSent(save=save)))
-        with pytest.raises(WaitForInbound, match="rest of a reply"):
-            await channel.send(delivery(Text(text), wrote_ago=timedelta(hours=30), parts=PartsSent(list(saved[-1]))))
+        sid = await channel.send(delivery(Text(text), wrote_ago=timedelta(hours=30), parts=PartsSent(list(saved[-1]))))
     finally:
         await channel.close()
-    [first] = twilio.sent
+    first, *rest = twilio.sent
     assert text.startswith(first.body) and first.get("ContentSid") is None
+    assert rest and all(message.get("ContentSid") == TEMPLATE for message in rest) and sid == rest[-1].sid
+    lines = [json.loads(message.get("ContentVariables"))["1"] for message in rest]
+    assert " ".join([first.body, *lines]).split() == text.split()
 
 
 async def test_the_window_the_channel_declares_is_the_one_it_sends_by(twilio):
