@@ -69,7 +69,10 @@ LONGEST_LABEL = 120
 # How soon after a press the same person's press of the same button is the same tap again (a double tap, or a tap
 # repeated while the first was answered) rather than a spent button pressed later.
 DOUBLE_TAP_SECONDS = 30
-_OPTION_NUMBER = re.compile(r"#?\s*(\d{1,3})\s*[.)]?")
+# "2", "#2", "2.", "2)", or the digit as an emoji keycap ("2️⃣": the digit, U+FE0F, which some keyboards leave out,
+# and U+20E3), which WhatsApp's emoji keyboard offers for answering a numbered list
+_OPTION_NUMBER = re.compile(r"#?\s*(\d{1,3}|(?:\d\ufe0f?\u20e3){1,3})\s*[.)]?")
+_KEYCAP = re.compile("[\ufe0f\u20e3]")
 
 
 # Chats whose offers count in this one, as the channel marks them: a member's private place in a group chat sees the
@@ -157,15 +160,21 @@ async def typed_choice(turn: Turn, text: str, *, numbers: bool) -> str | None:
     named = _named(choices, text)
     if named is not None:
         return named.value
-    number = _OPTION_NUMBER.fullmatch(text.strip())
-    if numbers and number and 1 <= int(number[1]) <= len(choices):
-        return choices[int(number[1]) - 1].value
+    number = option_number(text)
+    if numbers and number is not None and 1 <= number <= len(choices):
+        return choices[number - 1].value
     return None
 
 
+def option_number(text: str) -> int | None:
+    """The number of a bare option number ("2", "#2", "2.", "2️⃣"), or None if `text` is not one."""
+    typed = _OPTION_NUMBER.fullmatch(text.strip())
+    return int(_KEYCAP.sub("", typed[1])) if typed else None
+
+
 def is_option_number(text: str) -> bool:
-    """A bare number ("2", "#2", "2."): someone picking from a list of options."""
-    return _OPTION_NUMBER.fullmatch(text.strip()) is not None
+    """A bare number ("2", "#2", "2.", "2️⃣"): someone picking from a list of options."""
+    return option_number(text) is not None
 
 
 async def not_an_option(turn: Turn) -> None:

@@ -82,7 +82,9 @@ async def quiz(turn: Turn) -> None:
         turn.say("Which letter comes second?", choices=[("Alpha", "alpha"), ("Beta", "beta")])
 
 
-async def test_a_quiz_answered_by_number_by_words_and_out_of_range(settings, twilio):
+async def test_a_quiz_answered_by_number_by_keycap_by_words_and_out_of_range(settings, twilio):
+    """The digit typed, or as the keycap emoji WhatsApp's keyboard offers (2️⃣; some keyboards leave out its U+FE0F),
+    or the words, pick the option; a number that names none gets the question again."""
     channel = WhatsAppChannel(
         account_sid=twilio.account_sid, auth_token=twilio.auth_token, sender=SENDER,
         public_base_url=PUBLIC_BASE_URL, api_base_url=twilio.base_url,
@@ -99,6 +101,13 @@ async def test_a_quiz_answered_by_number_by_words_and_out_of_range(settings, twi
             await chat.say("quiz")
             assert await chat.say("3") == ["Which letter comes second?\n\n1. Alpha\n2. Beta"]
             assert await chat.say("#2") == ["You picked beta."]
+            await chat.say("quiz")
+            assert await chat.say("2\ufe0f\u20e3") == ["You picked beta."]
+            await chat.say("quiz")
+            assert await chat.say("1\u20e3") == ["You picked alpha."]
+            await chat.say("quiz")
+            assert await chat.say("3\ufe0f\u20e3") == ["Which letter comes second?\n\n1. Alpha\n2. Beta"]
+            assert await chat.say("2") == ["You picked beta."]
             # That reply offered no choices: a number now is plain text, and the quiz asks again.
             assert await chat.say("1") == ["Which letter comes second?\n\n1. Alpha\n2. Beta"]
     finally:
