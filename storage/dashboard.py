@@ -26,7 +26,16 @@ from sqlalchemy.sql import ColumnElement
 from storage.courses import COMPLETED, Course, Enrollment, Lesson, LessonProgress, Question, QuestionCard
 from storage.knowledge import KnowledgeQuestion
 from storage.learners import LONGEST_STREAK_GAP, ONBOARDING, Learner, current_streak, streak_holds, zone_for
-from storage.models import Base, ChannelIdentity, Conversation, InboundMessage, OutboxMessage, User, utcnow
+from storage.models import (
+    Base,
+    ChannelIdentity,
+    Conversation,
+    InboundMessage,
+    OutboxMessage,
+    User,
+    utcnow,
+    written,
+)
 from storage.outbox import DEAD_NEWEST_FIRST
 from storage.queries import starts_with
 from storage.scheduling import QUEUED, Broadcast, NudgeLog, NudgeTemplateStats
@@ -455,8 +464,10 @@ async def engagement(session: AsyncSession, now: datetime, kept: Figures | None 
 
 
 async def _learners_who_wrote(session: AsyncSession, since: datetime) -> dict[str, int]:
-    """Each day since `since`: the learners (people who agreed to the privacy notice) who sent a message, each
-    counted once however many chats and apps they wrote from (its sender's identity is the person, in a group too)."""
+    """Each day since `since`: the learners (people who agreed to the privacy notice) who wrote a message (words, a
+    button pressed: `written`, not a platform's report about them such as a group joined, a payment reported or the
+    Home tab opened), each counted once however many chats and apps they wrote from (its sender's identity is the
+    person, in a group too)."""
     day = _day(session, InboundMessage.received_at)
     rows = await session.execute(
         select(day, func.count(distinct(ChannelIdentity.user_id)))
@@ -469,7 +480,7 @@ async def _learners_who_wrote(session: AsyncSession, since: datetime) -> dict[st
             ),
         )
         .join(Learner, Learner.user_id == ChannelIdentity.user_id)
-        .where(InboundMessage.received_at >= since, Learner.consent_at.is_not(None))
+        .where(InboundMessage.received_at >= since, Learner.consent_at.is_not(None), written())
         .group_by(day)
     )
     return {str(d): count for d, count in rows.all()}

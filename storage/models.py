@@ -210,7 +210,7 @@ class InboundMessage(Base):
         UniqueConstraint("channel", "platform_id"),
         Index("ix_inbound_messages_pending", "status", "conversation_id", "id"),
         Index("ix_inbound_messages_order", "conversation_id", "status", "seq"),
-        # the dashboard's messages and learners a day, counted from the index alone
+        # the dashboard's messages a day, counted from the index alone (and the days of its learners who wrote)
         Index("ix_inbound_messages_received_at", "received_at", "conversation_id"),
     )
 

@@ -252,3 +252,22 @@ async def test_later_counts_of_a_day_count_two_days_and_keep_the_older_ones(db):
     async with db.transaction() as session:
         next_day = await dashboard.compute(session, "overview", NOW + timedelta(days=1))
     assert next_day.figures["messages"][-4] == ["2026-12-01", 0, 0]  # a new day's first count counts them all
+
+
+async def test_learners_who_wrote_a_day_leave_out_what_a_platform_reported_about_them(db):
+    """A group joined, a payment reported, Slack's Home tab opened: the platform's reports about Bob are kept as
+    messages, but Bob wrote nothing that day (`storage.models.written`), so only Ann counts."""
+    await seed(db)
+    async with db.transaction() as session:
+        chat = Conversation(channel="slack", chat_id="T01/U02", state={})
+        session.add(chat)
+        await session.flush()
+        for n, report in enumerate(({"membership": "joined"}, {"successful_payment": {"total_amount": 300}},
+                                    {"home_opened": True})):
+            session.add(InboundMessage(channel="slack", platform_id=f"report-{n}", conversation_id=chat.id,
+                                       seq=n + 1, sender_id="T01/U02", status="done",
+                                       payload={"text": "", "meta": {"platform_report": True, **report}},
+                                       received_at=NOW - timedelta(minutes=10)))
+    async with db.sessions() as session:
+        engagement = await dashboard.engagement(session, NOW)
+    assert engagement["daily_active"][-1] == ["2026-12-03", 1]
