@@ -179,6 +179,99 @@ PLAN: dict[str, Rule] = {
     "alembic_version": Rule(KEPT, "the schema's version"),
 }
 
+# The columns that can hold something of a person (their user number, an address or a chat, a name, words they typed,
+# a platform's id of what they paid) in the tables whose rows outlive their erasure (SCRUBBED and KEPT, and the
+# messages and replies kept blank), and what the erasure does to each: ERASED (emptied, or the person's rows go),
+# SCRUBBED (what names them taken out, the rest kept) or KEPT with why. tests/storage/test_personal_data.py finds such
+# columns by their names, their types and their links to `users`, and fails for one not named here; a table ERASED
+# loses the person's whole rows, every column with them.
+COLUMNS: dict[str, dict[str, Rule]] = {
+    "access_codes": {
+        "code": Rule(KEPT, "a code an admin made for a course, no one's"),
+        "created_by": Rule(SCRUBBED, "the admin who made it: ERASED_ACTOR once erased"),
+    },
+    "admin_audit": {
+        "identity": Rule(SCRUBBED, "who typed the command: ERASED_ACTOR once erased"),
+        "arguments": Rule(SCRUBBED, "an argument naming their address: ERASED_ARGUMENTS"),
+    },
+    "broadcasts": {
+        "text": Rule(KEPT, "an announcement an admin wrote to many"),
+        "segment": Rule(KEPT, "which learners, by course, channel and inactivity: no one named"),
+        "created_by": Rule(SCRUBBED, "its author: ERASED_ACTOR once erased"),
+        "cursor_user_id": Rule(KEPT, "how far the fan-out went through the users' numbers: a position, read as one"),
+    },
+    "clock_runs": {"error": Rule(KEPT, "why a scheduler job failed; the jobs run for everyone, none per person")},
+    "conversations": {
+        "channel": Rule(KEPT, "the chat's platform"),
+        "chat_id": Rule(KEPT, "the chat's address: the confirmation reaches it, its STOP mark outlives the data"),
+        "user_id": Rule(ERASED, "the link to them"),
+        "state": Rule(SCRUBBED, "emptied in their own chats; in a group, the steps marked as theirs"),
+    },
+    "dashboard_figures": {"figures": Rule(SCRUBBED, "the figures that quote what learners typed are counted again")},
+    "payment_charges": {
+        "reference": Rule(KEPT, "the platform's id of a charge: the sale's record, kept by law"),
+        "paid_by": Rule(KEPT, "what paid a charge at the platform: the sale's record, kept by law"),
+    },
+    "payment_events": {
+        "event_id": Rule(KEPT, "a repeated delivery is still ignored"),
+        "payload": Rule(ERASED, "blanked for their payments' events (the buyer's e-mail is in them)"),
+        "outcome": Rule(KEPT, "what became of the event, in the bot's words: no one named"),
+    },
+    "payments": {
+        "user_id": Rule(ERASED, "the buyer"),
+        "offered_to": Rule(ERASED, "the learner the offer was made to"),
+        "chat_id": Rule(ERASED, "where they bought"),
+        "sender_id": Rule(ERASED, "who bought"),
+        "channel": Rule(KEPT, "the platform of the sale"),
+        "reference": Rule(KEPT, "the provider's reference of the sale, kept by law"),
+        "charge_reference": Rule(KEPT, "the provider's reference of its payment, kept by law"),
+        "subscription_reference": Rule(KEPT, "the provider's reference of its subscription, kept by law"),
+        "checkout_url": Rule(KEPT, "the provider's page of the sale, kept with it"),
+        "receipt_url": Rule(KEPT, "the provider's receipt of the sale, kept with it by law"),
+        "note": Rule(SCRUBBED, "an admin's address in it (\"refunded by …\"): ERASED_ACTOR"),
+    },
+    "slack_installations": {
+        "enterprise_name": Rule(KEPT, "the workspace's org"), "enterprise_url": Rule(KEPT, "the workspace's org"),
+        "team_name": Rule(KEPT, "the workspace"),
+        "bot_token": Rule(KEPT, "the workspace's bot"), "bot_refresh_token": Rule(KEPT, "the workspace's bot"),
+        "bot_user_id": Rule(KEPT, "the workspace's bot"),
+        "user_id": Rule(ERASED, "who installed the app"),
+        "user_token": Rule(ERASED, "the installer's token"),
+        "user_refresh_token": Rule(ERASED, "the installer's token"),
+        "incoming_webhook_url": Rule(KEPT, "the workspace's channel for the app"),
+        "incoming_webhook_configuration_url": Rule(KEPT, "the workspace's channel for the app"),
+    },
+    "slack_oauth_states": {"state": Rule(KEPT, "a short-lived install state, no one named")},
+    "team_members": {
+        "member": Rule(KEPT, "their member id in the bare opt-out: the member sync does not make them again"),
+        "user_id": Rule(ERASED, "the link to them"),
+        "direct_chat": Rule(ERASED, "the team's direct chat with them"),
+    },
+    "teams": {
+        "channel": Rule(KEPT, "the team's platform"), "chat_id": Rule(KEPT, "the team's channel"),
+        "workspace": Rule(KEPT, "the team's workspace"),
+        "created_by": Rule(ERASED, "who set the team up"),
+        "digest_chat": Rule(ERASED, "where its digest went, one of their chats"),
+    },
+    "inbound_messages": {
+        "channel": Rule(KEPT, "the platform of a message kept (the one that asked, or another's)"),
+        "platform_id": Rule(KEPT, "the message that asked: its redelivery is still ignored"),
+        "sender_id": Rule(ERASED, "blank in the message that asked; their other messages go"),
+        "payload": Rule(ERASED, "blank in the message that asked, and in an admin's command naming them"),
+        "error": Rule(ERASED, "cleared in the message that asked"),
+    },
+    "outbox_messages": {
+        "channel": Rule(KEPT, "the platform of a reply kept"),
+        "chat_id": Rule(KEPT, "where a reply withheld would have gone (a chat's address, as `conversations` keeps)"),
+        "payload": Rule(ERASED, "blank in a reply withheld or naming them; a team's post shows ERASED_ACTOR"),
+        "platform_message_id": Rule(KEPT, "the platform's id of a reply sent, for its delivery reports"),
+        "idempotency_key": Rule(ERASED, "given up in a reply withheld (a lesson's key names their user number)"),
+        "last_error": Rule(KEPT, "why a reply failed, in the dispatcher's words; a withheld one says so"),
+        "delivery_error": Rule(ERASED, "cleared in a reply withheld; the platform's words otherwise"),
+        "parts_sent": Rule(ERASED, "cleared in a reply withheld; the platform's ids of the parts sent otherwise"),
+    },
+}
+
 # Where each table that holds something of the person is in `export_person`'s document (None: the table keeps
 # nothing of theirs that the document does not show elsewhere, and why).
 EXPORTED: dict[str, str | None] = {

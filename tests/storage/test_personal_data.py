@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import JSON, Text, inspect, select, text
 
 from bot.messages import InboundMessage as Message
 from storage.courses import Course, Entitlement
@@ -110,6 +110,63 @@ def test_a_column_a_migration_adds_is_held_to_the_contract(tmp_path):
     engine.dispose()
     with pytest.raises(AssertionError, match="'contact_email' of 'teams' is new"):
         assert_columns_reviewed(url)
+
+
+# What a column that can hold something of a person is called, or ends with: a user number, an address or a chat, a
+# name, a platform's or a payment platform's id, a token, an e-mail address or a phone number.
+PERSONAL_NAMES = frozenset({
+    "user_id", "learner", "asked_by", "offered_to", "identity", "member", "sender_id", "chat_id", "external_id",
+    "payload", "text", "question", "normalized", "answer", "last_answer", "note", "reference", "arguments",
+    "figures", "state", "platform_id", "platform_message_id", "event_id", "code", "workspace", "channel",
+    "idempotency_key", "segment",
+})
+PERSONAL_ENDINGS = ("_name", "_by", "_chat", "_reference", "_token", "email", "phone", "_user_id", "_url", "_error",
+                    "_address", "_number")
+COURSE_CONTENT = frozenset({"courses", "course_modules", "lessons", "questions"})  # their authors' words
+# ERASED tables whose rows may outlive a person's erasure blank: the message that asked, replies withheld, an admin's
+# command naming them and its answer
+KEPT_BLANK = frozenset({"inbound_messages", "outbox_messages"})
+
+
+def may_hold_a_person(table: str, column: Any) -> bool:
+    """A column that can hold a person's data or a reference to one: linked to `users`, named as one, or free text
+    (but the course authors')."""
+    linked = any(key.column.table.name == "users" for key in column.foreign_keys)
+    free = isinstance(column.type, Text | JSON) and table not in COURSE_CONTENT
+    return linked or free or column.name in PERSONAL_NAMES or column.name.endswith(PERSONAL_ENDINGS)
+
+
+HOW_TO_COVER = (
+    "Column {column!r} of {table!r} can hold a person's data or a reference to one, and its rows outlive an erasure: "
+    "say in storage.personal_data.COLUMNS what the erasure does to it (ERASED: emptied, SCRUBBED: what names them "
+    "taken out, KEPT: why it stays), make erase_person do it, and docs/data.md say it"
+)
+
+
+def test_every_column_that_can_hold_a_person_is_in_the_contract():
+    from storage.personal_data import COLUMNS
+
+    outliving = {table for table, rule in PLAN.items() if rule.treatment is not ERASED} | KEPT_BLANK
+    missing = [(name, column.name) for name, table in sorted(metadata.tables.items()) if name in outliving
+               for column in table.columns
+               if may_hold_a_person(name, column) and column.name not in COLUMNS.get(name, {})]
+    assert not missing, "\n".join(HOW_TO_COVER.format(column=column, table=table) for table, column in missing)
+    for name, columns in COLUMNS.items():
+        assert name in outliving, f"COLUMNS names {name!r}, whose rows of a person all go: take it out"
+        stale = set(columns) - {column.name for column in metadata.tables[name].columns}
+        assert not stale, f"COLUMNS names columns {name!r} does not have: {sorted(stale)}"
+
+
+def test_a_column_that_names_a_person_is_caught_by_its_name_its_type_or_its_link():
+    from sqlalchemy import Column, String
+
+    assert may_hold_a_person("teams", Column("contact_email", String(200)))
+    assert may_hold_a_person("payments", Column("buyer_phone", String(32)))
+    assert may_hold_a_person("broadcasts", Column("approved_by", String(240)))
+    assert may_hold_a_person("certificates", metadata.tables["certificates"].c.user_id)  # linked to users
+    assert may_hold_a_person("teams", Column("welcome", Text))
+    assert not may_hold_a_person("lessons", Column("parts", Text))
+    assert not may_hold_a_person("teams", Column("lesson_time", String(5)))
 
 
 async def say(bot, text: str, *, chat: str, sender: str, name: str) -> None:
