@@ -786,7 +786,8 @@ async def timeline(session: AsyncSession, user_id: int, *, limit: int = 30) -> d
     ).all():
         if at is not None:
             events.append([at.isoformat(), "answer" if rating != AGAIN else "wrong answer", f"{prompt} → {answer}"])
-    # What they wrote in the chats that are theirs (found by index), not what others wrote there (a group).
+    # What they wrote in the chats that are theirs (found by index), not what others wrote there (a group), nor what a
+    # platform reported about them there (a payment, the Home tab opened: `written`).
     sent_by_them = (
         or_(
             *(
@@ -801,7 +802,7 @@ async def timeline(session: AsyncSession, user_id: int, *, limit: int = 30) -> d
     for at, payload in (
         await session.execute(
             select(InboundMessage.received_at, InboundMessage.payload)
-            .where(InboundMessage.conversation_id.in_(theirs), sent_by_them)
+            .where(InboundMessage.conversation_id.in_(theirs), sent_by_them, written())
             .order_by(InboundMessage.received_at.desc())
             .limit(limit)
         )

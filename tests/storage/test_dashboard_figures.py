@@ -271,3 +271,21 @@ async def test_learners_who_wrote_a_day_leave_out_what_a_platform_reported_about
     async with db.sessions() as session:
         engagement = await dashboard.engagement(session, NOW)
     assert engagement["daily_active"][-1] == ["2026-12-03", 1]
+
+
+async def test_a_learners_timeline_shows_what_they_wrote_not_what_a_platform_reported_about_them(db):
+    """A payment reported in Ann's chat is a platform's report, not a message of hers: the timeline's messages are
+    what she wrote (`storage.models.written`), not an empty line for each report."""
+    ids = await seed(db)
+    async with db.transaction() as session:
+        chat = await session.scalar(select(Conversation).where(Conversation.chat_id == "ann"))
+        for n in range(3):
+            session.add(InboundMessage(channel="telegram", platform_id=f"paid-{n}", conversation_id=chat.id,
+                                       seq=10 + n, sender_id="ann", status="done",
+                                       payload={"text": "", "meta": {"platform_report": True,
+                                                                     "successful_payment": {"total_amount": 150}}},
+                                       received_at=NOW - timedelta(minutes=1)))
+    async with db.sessions() as session:
+        found = await dashboard.timeline(session, ids["ann"])
+    messages = [event[2] for event in found["events"] if event[1] == "message"]
+    assert sorted(messages) == ["hello 0", "hello 1", "hello 2", "hello 3"], messages
