@@ -88,6 +88,8 @@ class StripeStandIn:
         self.refunds: list[dict[str, Any]] = []
         # What happens at Stripe while it answers a refund, before the answer leaves (a renewal charged meanwhile)
         self.while_refunding: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        # What happens while Stripe answers a page's expiry, before the answer leaves (the person erased meanwhile)
+        self.while_expiring: Callable[[str], Awaitable[None]] | None = None
         self._faults: dict[str, list[StripeError]] = {}  # the errors the next calls to a path are answered with
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -307,6 +309,8 @@ class StripeStandIn:
         params = await self._params(request)
         if isinstance(params, web.Response):
             return params
+        if self.while_expiring is not None:
+            await self.while_expiring(request.match_info["id"])
         session = self.sessions.get(request.match_info["id"])
         if session is None:
             return _error(404, "invalid_request_error", f"No such checkout.session: '{request.match_info['id']}'")

@@ -95,8 +95,11 @@ def charges_elsewhere(address: str, platforms: list[str]) -> str:
 def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
     from contextlib import asynccontextmanager
 
+    from sqlalchemy import select
+
     from bot.cli.payments import payment_desk_for_commands
-    from dialogs.personal import ChargesElsewhere, erase_outside_turn, person_at
+    from dialogs.personal import ChargesElsewhere, NotThatPerson, erase_outside_turn, person_at, person_stamp
+    from storage.models import User
 
     @asynccontextmanager
     async def desk() -> AsyncIterator[PaymentDesk]:
@@ -112,7 +115,11 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
         async with database(settings, pool_size=1) as db:
             async with db.sessions() as session:
                 person = await person_at(session, args.address)
-            if person is None:
+                # who the number names (`person_stamp`): erased while this runs, their number may be given to someone
+                # new (SQLite), whom the erasure must not take in their place
+                created_at = None if person is None else await session.scalar(
+                    select(User.created_at).where(User.id == person.user_id))
+            if person is None or created_at is None:
                 print(NOT_FOUND.format(address=args.address), file=sys.stderr)
                 return 1
             if not args.yes:
@@ -121,7 +128,11 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
                 return 2
             try:
                 erasure = await erase_outside_turn(db, person.user_id, by=operator(), may_take_roles=True,
-                                                   data_dir=settings.data_dir, desk=desk)
+                                                   data_dir=settings.data_dir, desk=desk,
+                                                   stamp=person_stamp(created_at))
+            except NotThatPerson:  # erased while the command ran: nobody is erased in their place
+                print(NOT_FOUND.format(address=args.address), file=sys.stderr)
+                return 1
             except ChargesElsewhere as elsewhere:
                 print(charges_elsewhere(args.address, elsewhere.platforms), file=sys.stderr)
                 return 2

@@ -681,3 +681,44 @@ async def test_cli_finds_a_whatsapp_learner_by_their_number_written_as_roles_and
     assert await cli("learner", "erase", "whatsapp:15551234567", "--yes") == 0
     async with bot.db.sessions() as session:
         assert await session.scalar(select(ChannelIdentity).where(ChannelIdentity.channel == "whatsapp")) is None
+
+
+async def test_an_operators_erasure_of_a_person_erased_meanwhile_erases_no_one_else(
+        admin_bot, settings, monkeypatch, capsys):
+    """`lessonbot learner erase` finds Ann, then closes her open Stripe page; meanwhile she deletes her data herself
+    and Zoe starts (SQLite gives Zoe the number Ann had). The command erases no one, and says it found no one."""
+    from standins.stripe import SECRET_KEY, WEBHOOK_SECRET, StripeStandIn
+    from storage.courses import Course
+    from storage.models import User
+    from storage.payments import Payment
+    from storage.personal_data import erase_person
+
+    bot, channel = admin_bot
+    await onboard(Learning(bot, channel, chat="ann"))
+    async with bot.db.transaction() as session:
+        ann = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "ann"))
+        session.add(Payment(user_id=ann, offered_to=ann, course_id=await session.scalar(select(Course.id)),
+                            provider="stripe", reference="cs_open1", amount_minor=300, currency="GBP", status="open",
+                            channel="test", chat_id="ann", sender_id="ann"))
+
+    async def erased_and_zoe_came(_page: str) -> None:
+        async with bot.db.transaction() as session:
+            await erase_person(session, ann, by="learner")
+        async with bot.db.transaction() as session:
+            zoe = User(display_name="Zoe")
+            session.add(zoe)
+            await session.flush()
+            session.add(ChannelIdentity(user_id=zoe.id, channel="test", external_id="zoe"))
+
+    async with StripeStandIn() as stripe_api:
+        stripe_api.while_expiring = erased_and_zoe_came
+        for name, value in {"DATABASE_URL": settings.database_url, "DATA_DIR": str(settings.data_dir),
+                            "SECRET_KEY": "test-secret-key-0123456789", "STRIPE_SECRET_KEY": SECRET_KEY,
+                            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "PUBLIC_BASE_URL": "https://lessonbot.example",
+                            "STRIPE_API_BASE_URL": stripe_api.base_url}.items():
+            monkeypatch.setenv(name, value)
+        said = await asyncio.to_thread(main, ["learner", "erase", "test:ann", "--yes"])
+    async with bot.db.sessions() as session:
+        zoe = await session.scalar(select(ChannelIdentity.user_id).where(ChannelIdentity.external_id == "zoe"))
+        assert zoe is not None and (await session.get(User, zoe)).display_name == "Zoe"
+    assert said == 1 and "No learner is known as test:ann" in capsys.readouterr().err
