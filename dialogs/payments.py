@@ -24,6 +24,7 @@ event twice, two events for one payment, or events out of order give one entitle
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -45,7 +46,7 @@ from bot.messages import (
     Reply,
     Text,
 )
-from bot.text import code_letters, fold, whole_number
+from bot.text import fold, whole_number
 from dialogs import lessons
 from dialogs.i18n import N_, Translator, translator
 from dialogs.learner import current_course, day_said, is_set_up, learner_of, tr
@@ -1148,6 +1149,16 @@ def receipt_of(payment_id: int) -> str:
     return f"LB-{payment_id:06d}"
 
 
+_RECEIPT = re.compile(r"(?:LB[ -]?|#)?(?P<number>[0-9]+)", re.IGNORECASE)
+
+
+def read_receipt(typed: str) -> int | None:
+    """The payment number `typed` names, written as a receipt or /admin payments writes it (LB-000012, lb 000012,
+    #12, 12); None for anything else. "-1", "1.5" or "1 2" name no payment, rather than payment 1, 15 or 12."""
+    found = _RECEIPT.fullmatch(typed.strip())
+    return whole_number(found["number"]) if found else None
+
+
 # Admin: grant, revoke, refund, payments -------------------------------------------------------------------------------
 
 
@@ -1233,8 +1244,7 @@ async def _purchase_stays(turn: Turn, bought: Payment) -> str:
 
 async def admin_refund(turn: Turn, args: str) -> None:
     _ = tr(turn)
-    number = code_letters(args).removeprefix("LB")
-    payment_id = whole_number(number)
+    payment_id = read_receipt(args)
     if payment_id is None:
         raise UsageError(_("Usage: /admin refund PAYMENT — the payment's number from /admin payments."))
     payment = await turn.session.get(Payment, payment_id)

@@ -31,7 +31,7 @@ from datetime import datetime
 from functools import partial
 
 from bot.messages import Choice, Text
-from bot.text import code_letters, whole_number
+from bot.text import whole_number
 from dialogs.i18n import Translator
 from dialogs.learner import day_said, tr
 from dialogs.payments import (
@@ -40,6 +40,7 @@ from dialogs.payments import (
     Refundable,
     access_until,
     desk_of,
+    read_receipt,
     remaining_access,
     say_privately,
     stop_at_provider,
@@ -120,7 +121,7 @@ async def cancel_renewal_command(turn: Turn, receipt: str) -> None:
     number, or their only one that renews; with several, a button for each)."""
     _ = tr(turn)
     if receipt:
-        number = whole_number(code_letters(receipt).removeprefix("LB"))
+        number = read_receipt(receipt)
         payment = await turn.session.get(Payment, number) if number is not None else None
         await _ask_to_cancel(turn, _own_subscription(turn, payment), receipt)
         return

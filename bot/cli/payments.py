@@ -37,9 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _number(text: str) -> int | None:
-    from bot.text import whole_number
+    from dialogs.payments import read_receipt
 
-    return whole_number(text.strip().upper().removeprefix("LB-").lstrip("#"))
+    return read_receipt(text)
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:

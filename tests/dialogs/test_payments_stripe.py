@@ -232,6 +232,23 @@ async def test_a_refund_of_no_payment_names_it_and_says_where_the_numbers_are(sh
     assert len(stripe_api.refunds) == 1
 
 
+async def test_a_refund_is_of_the_payment_typed_or_of_none(shop, stripe_api):
+    """Only a payment's number as /admin payments writes it (LB-000012, lb 12, #12, 12) names a payment: "-1",
+    "1.0" or "1 2" are no payment's number, so nothing is refunded and the usage is shown, never payment 1 or 12."""
+    client, bot, ann, boss = shop
+    await bought(client, bot, ann, stripe_api)
+    [payment] = await payments(bot)
+    usage = "Usage: /admin refund PAYMENT — the payment's number from /admin payments."
+    for typed in (f"-{payment.id}", f"+{payment.id}", f"{payment.id}.", f"LB-{payment.id:06d}/2", f"{payment.id} 2",
+                  f"LB-{payment.id:06d} LB-{payment.id + 1:06d}", f"{payment.id // 10 or ''}.{payment.id % 10}"):
+        assert await boss.say(f"/admin refund {typed}") == [usage], typed
+    assert stripe_api.refunds == []
+    [still] = await payments(bot)
+    assert still.status == PaymentStatus.PAID
+    [refunded] = await boss.say(f"/admin refund #{payment.id}")
+    assert refunded.startswith(f"Refunded payment LB-{payment.id:06d}")
+
+
 async def test_an_erased_buyers_payment_is_refunded_with_no_one_to_tell(shop, stripe_api):
     """The buyer erased their data (the sale kept, detached from them, with no chat): the admin's refund goes
     through, and the admin hears that no one was told, where a notice would have gone to no chat at all."""
