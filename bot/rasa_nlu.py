@@ -2,10 +2,10 @@
 
 A message no command, button or dialog step takes (bot/routing.py's fallback) is sent to the Rasa server's
 `POST /model/parse`. An intent at or above RASA_NLU_THRESHOLD that the mapping names runs that command ("can we
-carry on?" → ask_next → /next); anything else — another intent, a low confidence, no answer within
-RASA_NLU_TIMEOUT_SECONDS, an error — goes to the question answerer, as without Rasa. The call is made outside the
-turn's transaction (`turn.call_outside_transaction`), so a slow Rasa server holds no database lock, and once per
-message: the replayed turn reads its result.
+carry on?" → ask_next → /next); anything else — another intent, a low confidence, no whole answer within
+RASA_NLU_TIMEOUT_SECONDS (however its bytes trickle in), an error — goes to the question answerer, as without Rasa.
+The call is made outside the turn's transaction (`turn.call_outside_transaction`), so a slow Rasa server holds no
+database lock, and once per message: the replayed turn reads its result.
 
 The mapping is RASA_NLU_INTENTS, a YAML file of `intent: /command [arguments]`, or INTENTS below; every command it
 names must exist, checked when the bot is built (a ConfigError naming the file and the line's intent otherwise).
@@ -14,6 +14,7 @@ Messages from a Rasa assistant itself (the `rasa` channel) were read by its mode
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import functools
 import logging
@@ -77,11 +78,13 @@ class RasaNlu:
         """The intent Rasa reads in `text`; None when it cannot say (a timeout, an error, an answer we cannot read)."""
         params = {"token": self.token} if self.token else {}
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
+            # httpx's timeout is for each step (connecting, each read): the whole answer must come within it too, or
+            # a server sending its bytes slowly would hold the learner's reply for as long as it likes
+            async with asyncio.timeout(self.timeout), httpx.AsyncClient(timeout=self.timeout) as client:
                 response = await client.post(f"{self.url}/model/parse", params=params, json={"text": text})
             response.raise_for_status()
             intent = read_intent(parse_json(response.content))
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             log.warning("the Rasa model did not answer within %g s; the question answerer takes the message",
                         self.timeout)
         except httpx.HTTPStatusError as exc:

@@ -15,9 +15,10 @@ What it plays:
   set, is answered instead, as it is (a server or a proxy in front of it answering what Rasa would not).
 
 Both endpoints ask for `?token=` when `token` is set, and can be told to fail (`failures`: statuses to answer with,
-one per request, before answering properly) or to be slow (`delay`, seconds). `answer_delay`: trigger_intent acts at
-once (the reply is said) but answers that many seconds later, as a Rasa server whose channel or action server is
-slow to finish.
+one per request, before answering properly) or to be slow (`delay`, seconds; `trickle`, seconds between the pieces of
+/model/parse's answer, sent a few bytes at a time after its headers, as a server or proxy under load).
+`answer_delay`: trigger_intent acts at once (the reply is said) but answers that many seconds later, as a Rasa server
+whose channel or action server is slow to finish.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ class RasaServerStandIn:
         self.failures: list[int] = []
         self.delay = 0.0
         self.answer_delay = 0.0
+        self.trickle = 0.0
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -252,7 +254,7 @@ class RasaServerStandIn:
             await asyncio.sleep(self.answer_delay)
         return web.json_response({"tracker": self.conversation(sender).state(), "messages": run.responses})
 
-    async def _parse(self, request: web.Request) -> web.Response:
+    async def _parse(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.parsed.append(body.get("text", ""))
         if refused := await self._refusal(request):
@@ -260,9 +262,22 @@ class RasaServerStandIn:
         if self.parse_body is not None:
             return web.Response(body=self.parse_body, content_type="application/json")
         intent, confidence = self.parse(body.get("text", ""))
-        return web.json_response({
+        answer = {
             "text": body.get("text", ""),
             "intent": {"name": intent, "confidence": confidence},
             "entities": [],
             "intent_ranking": [{"name": intent, "confidence": confidence}],
-        })
+        }
+        if not self.trickle:
+            return web.json_response(answer)
+        return await self._trickled(request, json.dumps(answer).encode())
+
+    async def _trickled(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        for start in range(0, len(body), 8):
+            await response.write(body[start:start + 8])
+            await asyncio.sleep(self.trickle)
+        await response.write_eof()
+        return response

@@ -95,6 +95,15 @@ async def test_a_rasa_server_too_slow_falls_back_to_the_answerer(settings):
         assert (await t.say("can we carry on"))[0].startswith(NOT_COVERED)
 
 
+async def test_a_rasa_server_that_trickles_its_answer_falls_back_to_the_answerer_in_time(settings):
+    """RASA_NLU_TIMEOUT_SECONDS holds for the whole answer: one whose bytes keep coming, each well within it, is
+    given up on when it has run out, and the learner's words go to the answerer then."""
+    async with learner(settings, rasa_nlu_timeout_seconds=0.3) as (rasa, t):
+        rasa.parse = reads("ask_next", 0.99)
+        rasa.trickle = 0.1  # the answer (about 150 bytes, 8 at a time) takes two seconds, and would run /next
+        assert (await t.say("can we carry on"))[0].startswith(NOT_COVERED)
+
+
 async def test_a_rasa_server_out_of_reach_falls_back_to_the_answerer(settings):
     async with learner(settings, rasa_nlu_url=f"http://127.0.0.1:{free_port()}") as (rasa, t):
         assert (await t.say("can we carry on"))[0].startswith(NOT_COVERED)
