@@ -3,7 +3,8 @@
 The address is printed on every certificate (and as a QR code). The page says whether the certificate is valid and
 shows the learner's name, the course and the date, and nothing else: no account, no progress, no other certificate. A
 code nobody holds is a 404 page that says so. Codes are 80 random bits (dialogs/certificate.py), so they cannot
-be guessed to browse others' certificates. Every value on the page is HTML-escaped; the page loads nothing.
+be guessed to browse others' certificates. Every value on the page is HTML-escaped and set in its own direction (a
+right-to-left name reads as written); the page loads nothing.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def certificate_routes(db: Database) -> list[Route]:
             (words["course"], row.course_title),
             (words["date"], row.printed_on(zone).isoformat()),
         )
-        listed = "".join(f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>" for name, value in facts)
+        # each value set in its own direction (dir="auto"), apart from the page's: a name in Arabic or Hebrew reads
+        # as written, its brackets and numbers where they belong
+        listed = "".join(f'<dt>{escape(name)}</dt><dd dir="auto">{escape(value)}</dd>' for name, value in facts)
         body = f'<p class="state valid">✔ {escape(words["valid"])}</p><dl>{listed}</dl>'
         return page(language, words, body, status=200)
 

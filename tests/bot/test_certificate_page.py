@@ -66,6 +66,15 @@ async def test_a_certificate_shows_name_course_and_date_escaped_and_nothing_else
     assert again.status_code == 200 and NAME not in again.text and "Valid certificate" in again.text
 
 
+async def test_a_right_to_left_name_reads_in_its_own_direction_on_the_page(client, settings):
+    """A name in Arabic or Hebrew is set in its own direction, apart from the page's: "سارة (Sara) 2" does not come
+    out with its brackets and number turned around."""
+    code = await issue(settings, name="سارة (Sara) 2")
+    html = (await client.get(f"/certificates/{code}")).text
+    assert '<dd dir="auto">سارة (Sara) 2</dd>' in html
+    assert '<dd dir="auto">Spot the phish &lt;b&gt;101&lt;/b&gt;</dd>' in html
+
+
 async def test_an_unknown_code_is_a_clear_404_page(client, settings):
     await issue(settings, name="Ann")
     page = await client.get("/certificates/LB-AAAA-BBBB-CCCC-DDDD")
