@@ -248,9 +248,16 @@ def status_line(_: Translator, state: Progress) -> str:
     if broadcast.status == DRAFT:
         return line + "\n" + _.plural("{n} learner when previewed.", "{n} learners when previewed.",
                                       broadcast.preview_count)
-    return line + "\n" + _(
+    line += "\n" + _(
         "{queued} of {recipients} queued · {delivered} delivered · {in_line} in line · {waiting} waiting for the "
         "learner to write · {failed} failed · {withdrawn} withdrawn",
         queued=broadcast.queued, recipients=broadcast.recipients, delivered=state.delivered, in_line=state.in_line,
         waiting=state.waiting, failed=state.failed, withdrawn=state.withdrawn,
     )
+    if state.passed_over:
+        line += "\n" + _.plural(
+            "{n} recipient passed over (paused, stopped or opted out after it was confirmed, or reading it in a group "
+            "chat it went to for another).",
+            "{n} recipients passed over (paused, stopped or opted out after it was confirmed, or reading it in a "
+            "group chat it went to for another).", state.passed_over)
+    return line

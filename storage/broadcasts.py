@@ -319,6 +319,9 @@ class Progress:
 
     broadcast: Broadcast
     by_status: dict[str, int]
+    # recipients the fan-out went past without a copy: paused, stopped or opted out since the broadcast was confirmed,
+    # or at home in a group chat a copy went to for another (scheduler/broadcast.py)
+    passed_over: int = 0
 
     @property
     def delivered(self) -> int:
@@ -355,7 +358,13 @@ async def progress(session: AsyncSession, broadcast: Broadcast) -> Progress:
         .where(BroadcastRecipient.broadcast_id == broadcast.id)
         .group_by(OutboxMessage.status)
     )
-    return Progress(broadcast, {status: count for status, count in rows.all()})
+    gone_past = await session.scalar(
+        select(func.count()).select_from(BroadcastRecipient)
+        .where(BroadcastRecipient.broadcast_id == broadcast.id,
+               BroadcastRecipient.user_id <= broadcast.cursor_user_id)
+    )
+    return Progress(broadcast, {status: count for status, count in rows.all()},
+                    passed_over=max(int(gone_past or 0) - (broadcast.queued or 0), 0))
 
 
 async def recent_broadcasts(session: AsyncSession, limit: int = 5) -> list[Broadcast]:

@@ -235,7 +235,9 @@ def status_line(state: Progress) -> str:
     return line + (
         f"recipients {broadcast.recipients:,} · queued {broadcast.queued:,} · delivered {state.delivered:,} · "
         f"in line {state.in_line:,} · waiting for the learner {state.waiting:,} · failed {state.failed:,} · "
-        f"withdrawn {state.withdrawn:,}"
+        f"withdrawn {state.withdrawn:,}" + (f" · passed over {state.passed_over:,} (paused, stopped or opted out "
+                                              "since it was confirmed, or read it in a group chat it went to)"
+                                              if state.passed_over else "")
     )
 
 

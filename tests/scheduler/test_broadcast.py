@@ -12,10 +12,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select, update
 
 from bot.cli import build_parser
+from bot.cli.broadcast import status_line as cli_status_line
 from bot.core import Lessonbot, attach_clock
 from scheduler.broadcast import fan_out, queue_batch, top_up
 from scheduler.clock import Job
-from storage.broadcasts import FAN_OUT, BroadcastError, Segment, confirm, count_recipients, create_draft
+from storage.broadcasts import FAN_OUT, BroadcastError, Segment, confirm, count_recipients, create_draft, progress
 from storage.courses import Enrollment
 from storage.db import Database
 from storage.learners import PAUSED, STOPPED, Learner
@@ -469,6 +470,30 @@ async def test_a_learner_who_stops_or_pauses_after_a_broadcast_was_confirmed_is_
             assert (broadcast.recipients, broadcast.queued, broadcast.status) == (2, 1, SENT)
     finally:
         await bot.stop()
+
+
+async def test_the_status_accounts_for_every_recipient_the_fan_out_passed_over(admin_bot):
+    """Two learners stop after the admin confirmed: the fan-out passes them over, and the status says so rather than
+    leave "1 of 3 queued" unexplained; so does the shell's."""
+    bot, channel = admin_bot
+    for name in ("ann", "bea", "cy"):
+        await add_learner(bot.db, chat=name)
+    admin = Transcript(bot, channel, "boss")
+    [preview] = await admin.say("/admin broadcast everyone Webinar at noon")
+    number = int(re.match(r"Broadcast #(\d+) ", preview)[1])
+    await admin.say("Send", choice=f"/admin broadcast send {number}")
+    for name in ("ann", "bea"):
+        await goes_away(Transcript(bot, channel, name), "stop")
+    assert await fan_out(context(bot.db, HandClock(utcnow()), notify=bot.dispatcher.notify)) == 3
+    await bot.dispatcher.flush()
+    [status] = await admin.say(f"/admin broadcast status {number}")
+    assert status.endswith("1 of 3 queued · 1 delivered · 0 in line · 0 waiting for the learner to write · 0 failed "
+                           "· 0 withdrawn\n2 recipients passed over (paused, stopped or opted out after it was "
+                           "confirmed, or reading it in a group chat it went to for another).")
+    async with bot.db.sessions() as session:
+        state = await progress(session, await session.get(Broadcast, number))
+    assert cli_status_line(state).endswith("withdrawn 0 · passed over 2 (paused, stopped or opted out since it was "
+                                           "confirmed, or read it in a group chat it went to)")
 
 
 # Why a copy that failed for good should no longer go (the broadcast cancelled: the webinar is over; its learner
