@@ -263,6 +263,7 @@ class Subcommand:
     # whether its answer to these arguments names learners or admins (their addresses, payments, roles): in a group
     # the bot shows nothing that belongs to one member alone, so it is answered only in a private chat
     names_people: Callable[[str], bool] = _never
+    takes_words: bool = True  # False: nothing may follow its name (`/admin payments passwords` filters nothing)
 
 
 # The areas of the payment commands (dialogs/payments.py lists them); one not named here is for owners and admins.
@@ -271,20 +272,22 @@ _PAYMENTS_AREAS: dict[str, tuple[str, Target]] = {
 }
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "help": Subcommand(_help, N_("this list"), "dashboard", _OWN_SCOPE),
+    "help": Subcommand(_help, N_("this list"), "dashboard", _OWN_SCOPE, takes_words=False),
     "dashboard": Subcommand(_dashboard, N_("a link that signs you in to the dashboard, with charts"), "dashboard",
-                            _OWN_SCOPE),
-    "stats": Subcommand(_stats, N_("learners, messages and delivery counts"), "delivery"),
-    "outbox": Subcommand(_outbox, N_("replies that could not be delivered"), "delivery", names_people=_always),
+                            _OWN_SCOPE, takes_words=False),
+    "stats": Subcommand(_stats, N_("learners, messages and delivery counts"), "delivery", takes_words=False),
+    "outbox": Subcommand(_outbox, N_("replies that could not be delivered"), "delivery", names_people=_always,
+                         takes_words=False),
     "requeue": Subcommand(_requeue, N_("retry failed replies: /admin requeue ID or all"), "delivery"),
     "broadcast": Subcommand(broadcast.broadcast, N_("announce to a segment: preview, confirm, status"), "broadcast"),
-    "nudges": Subcommand(nudges.report, N_("how often each reminder template brings learners back"), "nudges"),
+    "nudges": Subcommand(nudges.report, N_("how often each reminder template brings learners back"), "nudges",
+                         takes_words=False),
     "export": Subcommand(_export, N_("a learner's data as a file: /admin export CHANNEL:ID"), "learners",
                          _LEARNER_TEAM),
     "erase": Subcommand(_erase, N_("delete a learner's data: /admin erase CHANNEL:ID confirm"), "learners",
                         _LEARNER_TEAM),
     **{name: Subcommand(run, summary, *_PAYMENTS_AREAS.get(name, ("payments", _EVERYWHERE)),
-                        names_people=_always if name == "payments" else _never)
+                        names_people=_always if name == "payments" else _never, takes_words=name != "payments")
        for name, (run, summary) in {**payments.ADMIN_SUBCOMMANDS, **access_codes.ADMIN_SUBCOMMANDS}.items()},
     "publish": Subcommand(_offering(True), N_("offer an unpublished course again: /admin publish COURSE"),
                           "learning", _course_word(0)),
@@ -351,6 +354,10 @@ async def admin(turn: Turn, args: str) -> None:
         await audit("invalid")
         turn.say(_("Its answer names learners or admins, so I give it only in a private chat: send /admin {name} to me "
                    "there.", name=name))
+        return
+    if rest.strip() and not command.takes_words:
+        await audit("invalid")
+        turn.say(_("/admin {name} takes nothing after it: send /admin {name} alone.", name=name))
         return
     try:
         await command.run(turn, rest.strip())

@@ -45,6 +45,23 @@ async def test_help_lists_the_admin_commands_to_an_admin_only_however_often_aske
         assert to_ann.startswith("Here is what you can send me") and "/admin" not in to_ann
 
 
+async def test_a_command_that_takes_nothing_says_so_when_words_follow_it(bot):
+    """Words after a command that takes none are no part of it: `/admin payments passwords` would otherwise list
+    every course's payments as if they were that course's. The answer says to send it alone, and it is audited as
+    mistyped; alone, or with spaces after it, it runs."""
+    lessonbot, channel = bot
+    boss = Transcript(lessonbot, channel, chat="boss")
+    for name, words in (("stats", "today"), ("outbox", "5"), ("payments", "passwords"), ("nudges", "streak"),
+                        ("dashboard", "now"), ("help", "broadcast")):
+        assert await boss.say(f"/admin {name} {words}") == [f"/admin {name} takes nothing after it: send /admin "
+                                                             f"{name} alone."]
+    [stats] = await boss.say("/admin stats  ")
+    assert stats.startswith("Learners: 0")
+    assert await audit(lessonbot) == [("test:boss", name, "invalid") for name in
+                                      ("stats", "outbox", "payments", "nudges", "dashboard", "help")] + [
+        ("test:boss", "stats", "ok")]
+
+
 async def test_admin_stats_and_help_are_audited(bot):
     lessonbot, channel = bot
     boss = Transcript(lessonbot, channel, chat="boss")
