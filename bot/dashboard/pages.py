@@ -321,7 +321,8 @@ async def learners(ctx: Context) -> list[Figure]:
             f'value="{escape(text)}" placeholder="{escape(w("name, or channel:id"))}" '
             f'aria-label="{escape(w("Find a learner"))}"> <button type="submit">{escape(w("Find"))}</button></form>')
     rows = await counts.find_learners(ctx.session, text, teams=_teams(ctx.viewer)) if text else []
-    links = "".join(f'<li><a href="/admin/learners/{row[0]}">{escape(row[1] or w("(no name)"))}</a> '
+    # a name set apart (<bdi>) from the address after it: a right-to-left one carries nothing over to its side
+    links = "".join(f'<li><a href="/admin/learners/{row[0]}"><bdi>{escape(row[1] or w("(no name)"))}</bdi></a> '
                     f"<small>{escape(row[2])}</small></li>" for row in rows)
     nobody = f"<p>{escape(w('No learner found.'))}</p>" if text else ""
     found = Figure("learners", w("Find a learner"), (w("id"), w("name"), w("addresses"), w("status"),

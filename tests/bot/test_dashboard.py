@@ -159,6 +159,20 @@ async def test_pages_show_the_learning_and_each_figure_downloads_as_csv(settings
         assert exported.json()["profile"]["addresses"] == ["test:ann"]
 
 
+async def test_a_right_to_left_name_in_the_learner_search_leaves_the_address_beside_it_as_it_is(settings):
+    """In the search's list a name is set apart from the address after it (`<bdi>`): "سارة 2" followed by
+    telegram:12345 does not read as the name with its number carried over to the other side."""
+    async with dashboard(settings) as (client, bot, channel):
+        async with bot.db.transaction() as session:
+            user = User(display_name="سارة 2")
+            session.add(user)
+            await session.flush()
+            session.add(ChannelIdentity(user_id=user.id, channel="telegram", external_id="12345"))
+        await sign_in(client, bot, channel)
+        found = await client.get("/admin/learners", params={"q": "سارة"})
+        assert f'<a href="/admin/learners/{user.id}"><bdi>سارة 2</bdi></a> <small>telegram:12345</small>' in found.text
+
+
 async def test_every_form_needs_the_session_s_csrf_token(settings):
     async with dashboard(settings) as (client, bot, channel):
         ann = Learning(bot, channel, chat="ann")
