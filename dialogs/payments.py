@@ -478,7 +478,8 @@ async def _stars_paid(turn: Turn, paid: dict[str, Any]) -> None:
             log.warning("a Stars renewal does not match its offer; access not extended",
                         extra={"payment_id": payment.id, "charge": charge})
             return
-        await _reject(turn, payment, f"paid {paid.get('total_amount')} {paid.get('currency')}", reference=charge)
+        await _reject(turn, payment, f"paid {paid.get('total_amount')} {paid.get('currency')}", reference=charge,
+                      charge=charge, subscription=charge if payment.period is not None else None)
         return
     if payment.period is None:
         await _settle(turn, payment, reference=charge)
@@ -581,7 +582,9 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
         return
     mismatch = _mismatch(payment, event, promotions=desk_of(turn).promotion_codes)
     if mismatch is not None:
-        await _reject(turn, payment, mismatch)
+        intent, subscription = event.get("payment_intent"), event.get("subscription")
+        await _reject(turn, payment, mismatch, charge=intent if isinstance(intent, str) else None,
+                      subscription=subscription if isinstance(subscription, str) else None)
         return
     _ = tr(turn)
     if kind == "checkout.session.async_payment_failed":
@@ -1020,16 +1023,39 @@ async def _give_back_a_second_purchase(turn: Turn, payment: Payment) -> None:
                "before.", title=title, receipt=receipt_number(payment)))
 
 
-async def _reject(turn: Turn, payment: Payment, why: str, *, reference: str | None = None) -> None:
+async def _reject(turn: Turn, payment: Payment, why: str, *, reference: str | None = None,
+                  charge: str | None = None, subscription: str | None = None) -> None:
+    """A payment that does not match its offer (amount, currency, learner, course): nothing is granted, and the money
+    goes back at once (a subscription it started is cancelled), once however often the platform reports it; the
+    payment stays `rejected`, with the refund in its note and `refunded_at` for the admin. `charge`: what paid it
+    (Stripe's payment intent, Telegram's charge id), `subscription` the subscription it started, where known."""
     log.warning("a payment does not match its offer; nothing granted", extra={"payment_id": payment.id, "why": why})
     values: dict[str, Any] = {"note": why[:2000]}
     if reference is not None:
         values["reference"] = reference
-    if await move_status(turn.session, payment, PaymentStatus.REJECTED, allowed_from=STILL_PAYABLE, now=turn.now,
-                         **values):
-        _ = tr(turn)
+    if charge:
+        values["charge_reference"] = charge
+    if subscription:
+        values["subscription_reference"] = subscription
+    if not await move_status(turn.session, payment, PaymentStatus.REJECTED, allowed_from=STILL_PAYABLE, now=turn.now,
+                             **values):
+        return
+    target = Refundable.of(payment)
+    outcome = await turn.call_outside_transaction(f"rejected:{payment.id}", lambda: refund(desk_of(turn), target))
+    _ = tr(turn)
+    if outcome != "ok":
+        log.error("a payment that does not match its offer could not be given back: refund it by hand",
+                  extra={"payment_id": payment.id, "error": outcome})
         turn.say(_("I received a payment I couldn't match to what you were offered, so I haven't unlocked anything. "
                    "Send /paysupport and we'll sort it out (receipt no. {receipt}).", receipt=receipt_number(payment)))
+        return
+    payment.refunded_at = turn.now
+    payment.note = f"{why}; given back at once"[:2000]
+    course = await turn.session.get(Course, payment.course_id)
+    turn.say(_("The payment I received for “{title}” did not match what you were offered ({price}), so I gave it "
+               "back and unlocked nothing (receipt no. {receipt}). Send /buy {slug} to pay again.",
+               title=course.title if course else "—", price=_offered_price(_, payment),
+               receipt=receipt_number(payment), slug=course.slug if course else ""))
 
 
 async def refund_settled(turn: Turn, payment: Payment, *, note: str, chargeback: bool = False,
@@ -1498,7 +1524,10 @@ async def admin_payments(turn: Turn, _args: str) -> None:
     for payment in rows:
         slug = await _slug(turn, payment.course_id, slugs)
         discount = f" (−{format_price(_, payment.discount_minor, payment.currency)})" if payment.discount_minor else ""
-        lines.append(f"{receipt_number(payment)} · {payment.status} · "
+        # (a payment rejected and given back at once: the refund is the admin's to see too)
+        status = f"{payment.status} ({PaymentStatus.REFUNDED})" if payment.status == PaymentStatus.REJECTED and \
+            payment.refunded_at else payment.status
+        lines.append(f"{receipt_number(payment)} · {status} · "
                      f"{format_charge(_, payment.amount_minor, payment.currency, payment.period)}{discount} · {slug} · "
                      f"learner {payment.user_id} · {payment.provider} {payment.reference or ''}".rstrip())
     takings = await revenue(turn.session)

@@ -229,7 +229,7 @@ async def test_a_refund_telegram_makes_itself_takes_the_course_back_once(telegra
     assert sum("was refunded" in text for text in standin.texts(CHAT)) == 1
 
 
-async def test_a_payment_that_does_not_match_its_invoice_unlocks_nothing(telegram):
+async def test_a_payment_that_does_not_match_its_invoice_is_given_back_once(telegram):
     client, bot, standin = telegram
     marta = TelegramLearner(client, standin)
     await marta._post(marta_update(marta, "/buy passwords-that-hold"))
@@ -237,10 +237,18 @@ async def test_a_payment_that_does_not_match_its_invoice_unlocks_nothing(telegra
     [sent] = standin.called("sendInvoice")
     paid = standin.pay(sent, marta.user) | {"total_amount": 1}
     await marta._post(payment_update(paid, chat_id=CHAT, user=marta.user))
-    await standin.wait_for(lambda: any("couldn't match" in text for text in standin.texts(CHAT)))
+    await standin.wait_for(lambda: any("did not match" in text for text in standin.texts(CHAT)))
     [payment] = await payments(bot)
     assert payment.status == PaymentStatus.REJECTED and "paid 1 XTR" in payment.note
+    assert payment.refunded_at is not None
     assert await entitlements(bot) == []
+    [refund] = standin.called("refundStarPayment")
+    assert refund.params["telegram_payment_charge_id"] == paid["telegram_payment_charge_id"]
+    assert refund.params["user_id"] == str(marta.user["id"])
+    await marta._post(payment_update(paid, chat_id=CHAT, user=marta.user))  # reported again
+    await bot.settle()
+    assert len(standin.called("refundStarPayment")) == 1
+    assert sum("did not match" in text for text in standin.texts(CHAT)) == 1
 
 
 def test_telegrams_payment_updates_become_messages_by_python_telegram_bots_own_types():

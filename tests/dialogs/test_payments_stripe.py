@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from bot.payments import stripe_amount
 from dialogs.payments import CannotCharge
-from standins.stripe import StripeStandIn
+from standins.stripe import StripeError, StripeStandIn
 from storage.courses import SOURCE_PURCHASE
 from storage.models import InboundMessage, OutboxMessage
 from storage.payments import PaymentEvent, PaymentStatus
@@ -178,15 +178,45 @@ async def test_an_event_for_no_payment_of_ours_is_recorded_and_acknowledged(shop
      ({"client_reference_id": "u999999-c1"}, "client_reference_id")],
     ids=["amount", "currency", "metadata tampered", "reference tampered"],
 )
-async def test_a_payment_that_does_not_match_the_offer_grants_nothing(shop, stripe_api, changes, why):
-    client, bot, ann, _boss = shop
+async def test_a_payment_that_does_not_match_the_offer_is_given_back_once(shop, stripe_api, changes, why):
+    client, bot, ann, boss = shop
     session = await bought_link(ann, bot, stripe_api)
     before = len(ann.channel.texts("ann"))
-    await post_event(client, checkout_event(stripe_api.pay(session["id"]), **changes))
+    paid = stripe_api.pay(session["id"])
+    event = checkout_event(paid, **changes)
+    await post_event(client, event)
     await bot.settle()
     assert await entitlements(bot) == []
     [payment] = await payments(bot)
-    assert payment.status == PaymentStatus.REJECTED and why in payment.note
+    assert payment.status == PaymentStatus.REJECTED and why in payment.note and payment.refunded_at is not None
+    [refund] = stripe_api.called("/v1/refunds")
+    assert refund.params == {"payment_intent": paid["payment_intent"]}
+    [told] = ann.channel.texts("ann")[before:]
+    assert told == ("The payment I received for “Passwords that hold” did not match what you were offered "
+                    f"({PRICE}), so I gave it back and unlocked nothing (receipt no. LB-{payment.id:06d}). Send /buy "
+                    "passwords-that-hold to pay again.")
+
+    # Redelivered, confirmed again by another event, and Stripe's report of the refund: nothing more.
+    await post_event(client, event)
+    await post_event(client, checkout_event(paid, "checkout.session.async_payment_succeeded", **changes))
+    await post_event(client, refund_event(paid))
+    await bot.settle()
+    assert len(stripe_api.called("/v1/refunds")) == 1 and len(ann.channel.texts("ann")) == before + 1
+    assert await entitlements(bot) == [] and (await payments(bot))[0].status == PaymentStatus.REJECTED
+    assert await takings(bot) == []
+    [listed] = await boss.say("/admin payments")
+    assert f"LB-{payment.id:06d} · rejected (refunded) · 3.00 GBP" in listed
+
+
+async def test_a_payment_that_does_not_match_and_cannot_be_given_back_sends_the_buyer_to_support(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    before = len(ann.channel.texts("ann"))
+    stripe_api.fail("/v1/refunds", StripeError.refused())
+    await post_event(client, checkout_event(stripe_api.pay(session["id"]), amount_total=1))
+    await bot.settle()
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.REJECTED and payment.refunded_at is None
     [told] = ann.channel.texts("ann")[before:]
     assert "couldn't match" in told and "/paysupport" in told
 
