@@ -607,6 +607,11 @@ async def _stripe_event(turn: Turn, event: dict[str, Any]) -> None:
         cancel = subscription if isinstance(subscription, str) else payment.subscription_reference
         await _refunded_unconfirmed(turn, payment, charged, cancel)
         return
+    withdrawn = await _withdrawn(turn, payment)
+    if withdrawn is not None:
+        await _reject(turn, payment, f"paid after the offer was withdrawn: {withdrawn[0]}", charge=intent,
+                      subscription=subscription if isinstance(subscription, str) else None, told=withdrawn[1])
+        return
     values: dict[str, Any] = {"discount_minor": int(event.get("amount_discount") or 0)}
     if payment.period is not None and isinstance(subscription, str):
         values["subscription_reference"] = subscription
@@ -1024,11 +1029,12 @@ async def _give_back_a_second_purchase(turn: Turn, payment: Payment) -> None:
 
 
 async def _reject(turn: Turn, payment: Payment, why: str, *, reference: str | None = None,
-                  charge: str | None = None, subscription: str | None = None) -> None:
+                  charge: str | None = None, subscription: str | None = None, told: str | None = None) -> None:
     """A payment that does not match its offer (amount, currency, learner, course): nothing is granted, and the money
     goes back at once (a subscription it started is cancelled), once however often the platform reports it; the
     payment stays `rejected`, with the refund in its note and `refunded_at` for the admin. `charge`: what paid it
-    (Stripe's payment intent, Telegram's charge id), `subscription` the subscription it started, where known."""
+    (Stripe's payment intent, Telegram's charge id), `subscription` the subscription it started, where known;
+    `told`: what the buyer is told once it is given back (else that it did not match)."""
     log.warning("a payment does not match its offer; nothing granted", extra={"payment_id": payment.id, "why": why})
     values: dict[str, Any] = {"note": why[:2000]}
     if reference is not None:
@@ -1051,11 +1057,39 @@ async def _reject(turn: Turn, payment: Payment, why: str, *, reference: str | No
         return
     payment.refunded_at = turn.now
     payment.note = f"{why}; given back at once"[:2000]
+    if told is not None:
+        turn.say(told)
+        return
     course = await turn.session.get(Course, payment.course_id)
     turn.say(_("The payment I received for “{title}” did not match what you were offered ({price}), so I gave it "
                "back and unlocked nothing (receipt no. {receipt}). Send /buy {slug} to pay again.",
                title=course.title if course else "—", price=_offered_price(_, payment),
                receipt=receipt_number(payment), slug=course.slug if course else ""))
+
+
+async def _withdrawn(turn: Turn, payment: Payment) -> tuple[str, str] | None:
+    """Whether an offer not yet paid is no longer sold as it was made: the course unpublished since (to someone not
+    in it) or made free, or priced otherwise now; why (for the note) and what the buyer is told when a payment on it
+    goes back; None while it is still sold so. (Telegram asks before charging, `_refusal`; a Stripe Checkout page
+    made before stays payable unless it was closed.)"""
+    if payment.status not in STILL_PAYABLE:
+        return None
+    _ = tr(turn)
+    price, receipt = _offered_price(_, payment), receipt_number(payment)
+    course = await on_sale(turn, Course.id == payment.course_id)
+    if course is None:
+        title = await turn.session.scalar(select(Course.title).where(Course.id == payment.course_id)) or "—"
+        return "the course is no longer sold to them", _(
+            "“{title}” is no longer sold, so I gave back your payment of {price} and unlocked nothing (receipt no. "
+            "{receipt}).", title=title, price=price, receipt=receipt)
+    sold = (desk_of(turn).stars_price(course), STARS) if payment.provider == TELEGRAM else (course.price_minor,
+                                                                                           course.currency)
+    if sold == (payment.amount_minor, payment.currency) and course.price_period == payment.period:
+        return None
+    return f"the course is sold at {sold[0]} {sold[1]} {course.price_period or 'once'} now", _(
+        "The price of “{title}” changed after you were offered it, so I gave back your payment of {price} and "
+        "unlocked nothing (receipt no. {receipt}). Send /buy {slug} for the current price.", title=course.title,
+        price=price, receipt=receipt, slug=course.slug)
 
 
 async def refund_settled(turn: Turn, payment: Payment, *, note: str, chargeback: bool = False,

@@ -881,3 +881,69 @@ async def test_a_checkout_that_expires_after_the_course_was_bought_on_another_sa
     await bot.settle()
     assert ann.channel.texts("ann")[before:] == []
     assert [payment.status for payment in await payments(bot)] == [PaymentStatus.EXPIRED, PaymentStatus.PAID]
+
+
+def repriced_copy(tmp_path) -> object:
+    """courses/examples/passwords, priced at 4.50 GBP now (a copy under tmp_path)."""
+    folder = tmp_path / "repriced"
+    shutil.copytree(PAID, folder)
+    course_file = folder / "course.yaml"
+    course_file.write_text(course_file.read_text().replace("  amount: 3.00\n", "  amount: 4.50\n"))
+    return folder
+
+
+async def test_a_page_paid_after_the_course_was_withdrawn_from_its_buyer_is_given_back(shop, stripe_api):
+    """Olga, not in the course, opens a payment page; the course is unpublished (sold to those in it only); she pays
+    on the page anyway: the payment goes back, once, and she is told why."""
+    client, bot, ann, boss = shop
+    olga = Learning(bot, ann.channel, chat="olga")
+    await olga.say("/courses")
+    [offer] = await olga.say("/buy passwords-that-hold")
+    [call] = stripe_api.called("/v1/checkout/sessions")
+    assert call.result["url"] in offer
+    [unpublished] = await boss.say("/admin unpublish passwords-that-hold")
+    assert "is unpublished" in unpublished
+    paid = stripe_api.pay(call.result["id"])
+    event = checkout_event(paid)
+    await post_event(client, event)
+    await post_event(client, event)
+    await bot.settle()
+    assert await entitlements(bot) == []
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.REJECTED and "no longer sold" in payment.note
+    [refund] = stripe_api.called("/v1/refunds")
+    assert refund.params == {"payment_intent": paid["payment_intent"]}
+    assert olga.channel.texts("olga")[-1] == (
+        f"“Passwords that hold” is no longer sold, so I gave back your payment of {PRICE} and unlocked nothing "
+        f"(receipt no. LB-{payment.id:06d}).")
+
+
+async def test_a_page_paid_after_the_course_was_priced_otherwise_is_given_back(shop, stripe_api, tmp_path):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    await import_sample(bot, repriced_copy(tmp_path))
+    before = len(ann.channel.texts("ann"))
+    paid = stripe_api.pay(session["id"])
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    assert await entitlements(bot) == []
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.REJECTED and "sold at 450 GBP once now" in payment.note
+    assert len(stripe_api.called("/v1/refunds")) == 1
+    [told] = ann.channel.texts("ann")[before:]
+    assert told == (f"The price of “Passwords that hold” changed after you were offered it, so I gave back your "
+                    f"payment of {PRICE} and unlocked nothing (receipt no. LB-{payment.id:06d}). Send /buy "
+                    "passwords-that-hold for the current price.")
+    [offer] = await ann.say("/buy")
+    assert "4.50 GBP" in offer
+
+
+async def test_a_page_paid_by_a_learner_in_a_course_unpublished_since_unlocks_it(shop, stripe_api):
+    """Unpublished, the course is still sold to those in it: their page paid is honoured."""
+    client, bot, ann, boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    await boss.say("/admin unpublish passwords-that-hold")
+    await post_event(client, checkout_event(stripe_api.pay(session["id"])))
+    await bot.settle()
+    assert (await payments(bot))[0].status == PaymentStatus.PAID and len(await entitlements(bot)) == 1
+    assert stripe_api.called("/v1/refunds") == []
