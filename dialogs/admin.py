@@ -198,8 +198,13 @@ def _offering(offered: bool) -> Callable[[Turn, str], Awaitable[None]]:
         if offered:
             turn.say(_("“{title}” is published: /courses, the set-up and /buy offer it.", title=course.title))
         else:
-            turn.say(_("“{title}” is unpublished: nobody new is offered it, and those taking it keep it. Undo: "
-                       "/admin publish {slug}", title=course.title, slug=course.slug))
+            closed = await payments.close_withdrawn_checkouts(turn, course)
+            said = _("“{title}” is unpublished: nobody new is offered it, and those taking it keep it. Undo: "
+                     "/admin publish {slug}", title=course.title, slug=course.slug)
+            if closed:
+                said += "\n" + _.plural("{n} payment page opened by someone not taking it was closed.",
+                                         "{n} payment pages opened by people not taking it were closed.", closed)
+            turn.say(said)
     return run
 
 

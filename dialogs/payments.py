@@ -55,7 +55,15 @@ from dialogs.onboarding import live_courses, offered_to
 from dialogs.personal import ChargesElsewhere
 from dialogs.prices import BUY, STARS, course_price, format_charge, format_price
 from dialogs.turn import Turn, UsageError
-from storage.courses import SOURCE_GRANT, SOURCE_PURCHASE, Course, Entitlement, currency_decimals, may_access
+from storage.courses import (
+    SOURCE_GRANT,
+    SOURCE_PURCHASE,
+    Course,
+    Entitlement,
+    currency_decimals,
+    enrollment_of,
+    may_access,
+)
 from storage.learners import zone_for
 from storage.models import User
 from storage.outbox import OutboxEntry, enqueue
@@ -1517,16 +1525,71 @@ async def stop_charges(desk: PaymentDesk, charges: OpenCharges) -> None:
         await _close_checkout(desk, checkout)
 
 
-async def _close_checkout(desk: PaymentDesk, payment: Refundable) -> None:
+async def _close_checkout(desk: PaymentDesk, payment: Refundable) -> bool:
+    """Close one open Stripe checkout page (`checkout.Session.expire`); whether it is closed now."""
     if desk.checkout is None:
         log.error("an open Stripe checkout could not be closed: Stripe is not configured here (it expires within a "
                   "day; a payment made on it is refunded)", extra={"payment_id": payment.id})
-        return
+        return False
     try:
         await desk.checkout.expire(payment.reference)
     except Exception:
         log.exception("an open Stripe checkout could not be closed: expire it in the Dashboard (a payment made on "
                       "it is refunded)", extra={"payment_id": payment.id})
+        return False
+    return True
+
+
+# Offers withdrawn: a Stripe Checkout page stays payable for a day after it was made. When the course it sells is
+# unpublished (no longer sold to those not in it) or priced otherwise (made free too), the pages that sell it as it
+# is no longer sold are closed at once, so nobody pays for what is not for sale; a payment that gets through anyway
+# (the page paid while it was being closed, or Stripe unreachable then) is given back (`_withdrawn`).
+
+
+async def withdrawn_checkouts(session: AsyncSession, course_id: int) -> list[Refundable]:
+    """The course's Stripe checkout pages still open whose offer is no longer sold: made for someone not in the
+    course once it is unpublished, or at a price (currency, period) other than the course's now."""
+    course = await session.get(Course, course_id)
+    if course is None:
+        return []
+    now = (course.price_minor, course.currency, course.price_period) if course_price(translator(None), course) \
+        else None
+    found = []
+    for payment in await session.scalars(select(Payment).where(
+            Payment.course_id == course_id, Payment.provider == STRIPE, Payment.status == PaymentStatus.OPEN,
+            Payment.reference.is_not(None)).order_by(Payment.id)):
+        sold_to = course.published or (payment.user_id is not None and await enrollment_of(
+            session, payment.user_id, course_id) is not None)
+        if not sold_to or now != (payment.amount_minor, payment.currency, payment.period):
+            found.append(Refundable.of(payment))
+    return found
+
+
+async def close_checkouts(desk: PaymentDesk, checkouts: Sequence[Refundable]) -> list[int]:
+    """Close these Stripe checkout pages (outside any transaction); the payments whose pages are closed now."""
+    return [checkout.id for checkout in checkouts if await _close_checkout(desk, checkout)]
+
+
+async def checkouts_closed(session: AsyncSession, payment_ids: Sequence[int], now: datetime) -> None:
+    """The payments whose pages were closed, recorded as expired (so Stripe's `checkout.session.expired` that
+    follows tells the learner nothing: the page was closed because the course is no longer sold so)."""
+    for payment_id in payment_ids:
+        payment = await session.get(Payment, payment_id)
+        if payment is not None:
+            await move_status(session, payment, PaymentStatus.EXPIRED, allowed_from=(PaymentStatus.OPEN,), now=now,
+                              note="its page was closed: the course is no longer sold as offered")
+
+
+async def close_withdrawn_checkouts(turn: Turn, course: Course) -> int:
+    """Close the course's pages that sell it as it is no longer sold (`withdrawn_checkouts`), from a turn (outside
+    its transaction, once); how many were closed."""
+    desk = desk_of(turn)
+    checkouts = await withdrawn_checkouts(turn.session, course.id)
+    if not checkouts or desk.checkout is None:
+        return 0
+    closed = await turn.call_outside_transaction(f"withdrawn:{course.id}", lambda: close_checkouts(desk, checkouts))
+    await checkouts_closed(turn.session, closed, turn.now)
+    return len(closed)
 
 
 async def stop_charges_of(turn: Turn, user_id: int) -> None:

@@ -21,6 +21,7 @@ from bot.text import counted
 if TYPE_CHECKING:
     from authoring.format import Course, Problem
     from bot.config import Settings
+    from storage.db import Database
 
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,9 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
                       f"{refused}", file=sys.stderr)
                 return 1
             print(("Dry run, nothing was written. " if args.dry_run else "") + report.summary(dry_run=args.dry_run))
+            if not args.dry_run and (closed := await close_withdrawn_pages(settings, db, course.id)):
+                print(f"Closed {counted(closed, 'payment page')} that sold the course as it is no longer sold (at "
+                      "another price, or to people not taking it once unpublished).")
         if args.dry_run:
             return 0
         # Bring the index up to date (only changes cost).
@@ -139,6 +143,30 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+async def close_withdrawn_pages(settings: Settings, db: Database, slug: str) -> int:
+    """Close the course's Stripe payment pages still open that sell it as it is no longer sold (unpublished, or
+    priced otherwise: `dialogs.payments.withdrawn_checkouts`), as `/admin unpublish` does; how many were closed."""
+    from sqlalchemy import select
+
+    from bot.payments import stripe_checkout
+    from dialogs.payments import PaymentDesk, checkouts_closed, close_checkouts, withdrawn_checkouts
+    from storage.courses import Course
+    from storage.models import utcnow
+
+    checkout = stripe_checkout(settings)
+    if checkout is None:
+        return 0
+    async with db.transaction() as session:
+        course_id = await session.scalar(select(Course.id).where(Course.slug == slug))
+        checkouts = await withdrawn_checkouts(session, course_id) if course_id is not None else []
+    if not checkouts:
+        return 0
+    closed = await close_checkouts(PaymentDesk(checkout=checkout), checkouts)
+    async with db.transaction() as session:
+        await checkouts_closed(session, closed, utcnow())
+    return len(closed)
 
 
 def _store_problem(settings: Settings) -> str | None:
@@ -205,19 +233,23 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
         from storage.courses import Course, Enrollment, publish
 
-        async with database(settings, pool_size=1) as db, db.transaction() as session:
-            course = await publish(session, args.course.lower(), args.published)
-            audit(session, f"course {args.course_action}", args.course, "invalid" if course is None else "ok")
-            if course is None:
-                slugs = ", ".join(await session.scalars(select(Course.slug).order_by(Course.slug))) or "none yet"
-                print(f"There is no course {args.course!r}. Courses: {slugs}.", file=sys.stderr)
-                return 1
-            enrolled = await session.scalar(select(func.count()).where(Enrollment.course_id == course.id)) or 0
-        if args.published:
-            print(f"Course {course.slug} is published: /courses, onboarding and /buy offer it.")
-        else:
+        async with database(settings, pool_size=1) as db:
+            async with db.transaction() as session:
+                course = await publish(session, args.course.lower(), args.published)
+                audit(session, f"course {args.course_action}", args.course, "invalid" if course is None else "ok")
+                if course is None:
+                    slugs = ", ".join(await session.scalars(select(Course.slug).order_by(Course.slug))) or "none yet"
+                    print(f"There is no course {args.course!r}. Courses: {slugs}.", file=sys.stderr)
+                    return 1
+                enrolled = await session.scalar(select(func.count()).where(Enrollment.course_id == course.id)) or 0
+            if args.published:
+                print(f"Course {course.slug} is published: /courses, onboarding and /buy offer it.")
+                return 0
             print(f"Course {course.slug} is unpublished: nobody new is offered it; the "
                   f"{counted(enrolled, 'learner')} in it keep it. Undo: lessonbot course publish {course.slug}")
+            closed = await close_withdrawn_pages(settings, db, course.slug)
+        if closed:
+            print(f"Closed {counted(closed, 'payment page')} opened by people not taking it.")
         return 0
 
     return asyncio.run(run())

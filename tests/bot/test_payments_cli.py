@@ -17,10 +17,11 @@ from tests.dialogs.learning_support import PAID
 from tests.support import server_env
 
 
-async def run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(*LESSONBOT, "payments", *args, env=env,
+async def run(env: dict[str, str], *args: str, command: str = "payments") -> tuple[int, str, str]:
+    """`lessonbot payments ARGS` (or another `command`) in a child process: its exit code, output and errors."""
+    process = await asyncio.create_subprocess_exec(*LESSONBOT, command, *args, env=env,
                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     return process.returncode or 0, out.decode(), err.decode()
 
 
@@ -113,3 +114,56 @@ async def test_a_purchase_a_promotion_made_free_is_refunded_from_the_command_lin
         [told] = (await session.scalars(select(OutboxMessage))).all()
         assert "was refunded" in told.payload["text"]
     await db.dispose()
+
+
+async def test_unpublishing_or_repricing_from_the_command_line_closes_the_pages_no_longer_on_sale(settings, tmp_path):
+    """`lessonbot course unpublish` closes the open Stripe payment page of someone not taking the course (Ann's), and
+    `lessonbot course import` of the course at another price closes the page offering the old one (Bob's, who is
+    taking it); each page closed is recorded as expired."""
+    import shutil
+
+    from storage.courses import Enrollment
+
+    db = Database(settings.resolved_database_url)
+    async with db.transaction() as session:
+        from authoring.format import load_course
+        from authoring.importer import import_course
+
+        await import_course(session, load_course(PAID))
+        course = await session.scalar(select(Course))
+        assert course is not None
+        ann, bob = User(display_name="Ann"), User(display_name="Bob")
+        session.add_all([ann, bob])
+        await session.flush()
+        session.add(Enrollment(user_id=bob.id, course_id=course.id))
+        for user, reference in ((ann, "cs_test_ann"), (bob, "cs_test_bob")):
+            session.add(Payment(user_id=user.id, offered_to=user.id, course_id=course.id, provider=STRIPE,
+                                reference=reference, amount_minor=300, currency="GBP",
+                                status=PaymentStatus.OPEN.value, channel="test", chat_id=reference,
+                                sender_id=reference))
+    repriced = tmp_path / "repriced"
+    shutil.copytree(PAID, repriced)
+    (repriced / "course.yaml").write_text((repriced / "course.yaml").read_text().replace("  amount: 3.00\n",
+                                                                                       "  amount: 4.50\n"))
+
+    async def statuses() -> list[str]:
+        async with db.sessions() as session:
+            return list(await session.scalars(select(Payment.status).order_by(Payment.id)))
+
+    async with StripeStandIn() as stripe_api:
+        for reference in ("cs_test_ann", "cs_test_bob"):
+            stripe_api.sessions[reference] = {"id": reference, "status": "open"}
+        env = server_env(settings.resolved_database_url, tmp_path / "cli", STRIPE_SECRET_KEY=SECRET_KEY,
+                         STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET, STRIPE_API_BASE_URL=stripe_api.base_url,
+                         PUBLIC_BASE_URL="https://bot.example.test")
+        code, out, err = await run(env, "unpublish", "passwords-that-hold", command="course")
+        assert code == 0 and out.endswith("Closed 1 payment page opened by people not taking it.\n"), err
+        assert [stripe_api.sessions[ref]["status"] for ref in ("cs_test_ann", "cs_test_bob")] == ["expired", "open"]
+        assert await statuses() == [PaymentStatus.EXPIRED, PaymentStatus.OPEN]
+
+        code, out, err = await run(env, "import", "--replace", str(repriced), command="course")
+        assert "Closed 1 payment page that sold the course as it is no longer sold" in out, err
+        assert stripe_api.sessions["cs_test_bob"]["status"] == "expired"
+        assert await statuses() == [PaymentStatus.EXPIRED, PaymentStatus.EXPIRED]
+    await db.dispose()
+

@@ -893,16 +893,17 @@ def repriced_copy(tmp_path) -> object:
 
 
 async def test_a_page_paid_after_the_course_was_withdrawn_from_its_buyer_is_given_back(shop, stripe_api):
-    """Olga, not in the course, opens a payment page; the course is unpublished (sold to those in it only); she pays
-    on the page anyway: the payment goes back, once, and she is told why."""
+    """Olga, not in the course, opens a payment page; the course is unpublished (sold to those in it only) while
+    Stripe cannot be reached to close her page; she pays on it: the payment goes back, once, and she is told why."""
     client, bot, ann, boss = shop
     olga = Learning(bot, ann.channel, chat="olga")
     await olga.say("/courses")
     [offer] = await olga.say("/buy passwords-that-hold")
     [call] = stripe_api.called("/v1/checkout/sessions")
     assert call.result["url"] in offer
+    stripe_api.fail(f"/v1/checkout/sessions/{call.result['id']}/expire", *[StripeError.outage()] * 3)
     [unpublished] = await boss.say("/admin unpublish passwords-that-hold")
-    assert "is unpublished" in unpublished
+    assert "is unpublished" in unpublished and "closed" not in unpublished
     paid = stripe_api.pay(call.result["id"])
     event = checkout_event(paid)
     await post_event(client, event)
@@ -947,3 +948,29 @@ async def test_a_page_paid_by_a_learner_in_a_course_unpublished_since_unlocks_it
     await bot.settle()
     assert (await payments(bot))[0].status == PaymentStatus.PAID and len(await entitlements(bot)) == 1
     assert stripe_api.called("/v1/refunds") == []
+
+
+async def test_unpublishing_closes_the_pages_of_those_not_in_the_course_and_keeps_the_rest(shop, stripe_api):
+    """Unpublished, the course is sold to those in it only: the payment page Olga (not in it) opened is closed at
+    Stripe at once, Ann's (in it) stays, and Stripe's report of the closed page tells Olga nothing."""
+    client, bot, ann, boss = shop
+    hers = await bought_link(ann, bot, stripe_api)
+    olga = Learning(bot, ann.channel, chat="olga")
+    await olga.say("/courses")
+    await olga.say("/buy passwords-that-hold")
+    theirs = stripe_api.called("/v1/checkout/sessions")[-1].result
+    [said] = await boss.say("/admin unpublish passwords-that-hold")
+    assert said.endswith("\n1 payment page opened by someone not taking it was closed.")
+    assert [call.path for call in stripe_api.calls if call.path.endswith("/expire")] == [
+        f"/v1/checkout/sessions/{theirs['id']}/expire"]
+    assert stripe_api.sessions[theirs["id"]]["status"] == "expired"
+    assert stripe_api.sessions[hers["id"]]["status"] == "open"
+    assert [payment.status for payment in await payments(bot)] == [PaymentStatus.OPEN, PaymentStatus.EXPIRED]
+
+    before = len(olga.channel.texts("olga"))
+    await post_event(client, checkout_event(dict(stripe_api.sessions[theirs["id"]]), "checkout.session.expired"))
+    await bot.settle()
+    assert len(olga.channel.texts("olga")) == before
+    await post_event(client, checkout_event(stripe_api.pay(hers["id"])))
+    await bot.settle()
+    assert [payment.status for payment in await payments(bot)] == [PaymentStatus.PAID, PaymentStatus.EXPIRED]
