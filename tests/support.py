@@ -258,3 +258,115 @@ class SilentProxy:
             writer.close()
         if self._server is not None:
             self._server.close()
+
+
+# Statements at the database's edge ------------------------------------------------------------------------------------
+
+import sqlite3  # noqa: E402
+import struct  # noqa: E402
+
+_SSL_REQUEST, _GSS_REQUEST, _CANCEL_REQUEST = 80877103, 80877104, 80877102
+
+
+@dataclass
+class Sent:
+    """What a database was sent, counted where it arrives: `statements` run (on PostgreSQL each Execute and each
+    simple Query, BEGIN and COMMIT among them; on SQLite each statement its library ran) and, on PostgreSQL,
+    `round_trips` (each Sync and each simple Query: a write the client then waits for the answer to)."""
+
+    statements: int = 0
+    round_trips: int = 0
+
+    def taken(self) -> tuple[int, int]:
+        """The counts so far, and both back to zero."""
+        counted = (self.statements, self.round_trips)
+        self.statements = self.round_trips = 0
+        return counted
+
+
+class _Frontend:
+    """Reads one PostgreSQL client's side of the protocol as it passes: the untyped opening messages (SSL and GSS
+    requests, the startup message), then typed messages (one byte of type, four of length)."""
+
+    def __init__(self, sent: Sent) -> None:
+        self._sent = sent
+        self._buffer = b""
+        self._started = False
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            header = 4 if not self._started else 5
+            if len(self._buffer) < header:
+                return
+            if not self._started:
+                (length,) = struct.unpack("!I", self._buffer[:4])
+                if len(self._buffer) < length:
+                    return
+                code = struct.unpack("!I", self._buffer[4:8])[0] if length >= 8 else 0
+                self._started = code not in (_SSL_REQUEST, _GSS_REQUEST, _CANCEL_REQUEST)
+                self._buffer = self._buffer[length:]
+                continue
+            kind = self._buffer[:1]
+            (length,) = struct.unpack("!I", self._buffer[1:5])
+            if len(self._buffer) < 1 + length:
+                return
+            self._buffer = self._buffer[1 + length:]
+            if kind in (b"E", b"Q"):
+                self._sent.statements += 1
+            if kind in (b"S", b"Q"):
+                self._sent.round_trips += 1
+
+
+class CountingProxy(SilentProxy):
+    """A SilentProxy that counts what its clients send (`sent`): statements and round trips, at the wire. A URL
+    through it asks for no encryption, so what passes can be read."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.sent = Sent()
+
+    def url(self, url: str, **query: str) -> str:
+        return super().url(url, sslmode="disable", gssencmode="disable", **query)
+
+    async def _pair(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        far_reader, far_writer = await asyncio.open_connection(*self._to)
+        self._writers += [writer, far_writer]
+        frontend = _Frontend(self.sent)
+        loop = asyncio.get_running_loop()
+        for pipe in (loop.create_task(self._read_out(reader, far_writer, frontend)),
+                     loop.create_task(self._pipe(far_reader, writer))):
+            self._pipes.add(pipe)
+
+    async def _read_out(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, frontend: _Frontend) -> None:
+        while data := await source.read(65536):
+            frontend.feed(data)
+            sink.write(data)
+            await sink.drain()
+
+
+@asynccontextmanager
+async def counted(database_url: str) -> AsyncIterator[tuple[str, Sent]]:
+    """`database_url` to use instead, and what the database is sent through it: on PostgreSQL through a
+    CountingProxy; on SQLite, every connection opened meanwhile traced by sqlite3 itself (its trace callback)."""
+    if make_url(database_url).get_backend_name() != "sqlite":
+        async with CountingProxy.to(database_url) as proxy:
+            yield proxy.url(database_url), proxy.sent
+        return
+    sent = Sent()
+    opened = sqlite3.connect
+
+    def on_statement(statement: str) -> None:
+        if not statement.startswith("PRAGMA"):  # a connection's settings, the WAL's checkpoints: not a message's
+            sent.statements += 1
+
+    def traced(*args, **kwargs):
+        connection = opened(*args, **kwargs)
+        connection.set_trace_callback(on_statement)
+        return connection
+
+    sqlite3.connect = traced
+    try:
+        yield database_url, sent
+    finally:
+        sqlite3.connect = opened
