@@ -625,6 +625,8 @@ class ConversationWorker:
                 session.hold(held)
         choices.remember_newest_sent(session, conversation_id, found.sender_id, found.newest_sent)
         remember_roles(session, f"{found.channel}:{found.sender_id}", found.roles)
+        choices.remember_pressed(session, conversation_id, found.id, found.payload, found.received_at, found.sender_id,
+                                 found.offered, found.tapped_at)
         waiting = found.waiting
         return _Loaded(pending, conversation, identity, user, waiting=bool(waiting))
 
@@ -1013,6 +1015,8 @@ _LOAD_TURN = Prepared(
         # name, and the roles of the person who wrote (/help lists what they may run).
         choices.newest_sent_column(_CONVERSATIONS.c.id, _PENDING.c.sender_id).label("newest_sent"),
         roles_column(_PENDING.c.channel + ":" + _PENDING.c.sender_id).label("roles"),
+        # and, for a pressed button, a round trip each: was it offered to this person, is it a double tap
+        *choices.pressed_columns(_PENDING, _CONVERSATIONS.c.id),
     )
     .select_from(_CONVERSATIONS)
     .join(

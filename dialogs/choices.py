@@ -28,10 +28,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, ScalarSelect, Select, bindparam, exists, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Label,
+    ScalarSelect,
+    Select,
+    and_,
+    bindparam,
+    case,
+    exists,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import (
@@ -99,7 +111,9 @@ async def was_offered(turn: Turn, value: str) -> bool:
     if turn.conversation is None:
         return False
     asked = {"value": value, "member": member_of(turn), "everyone": EVERYONE}
-    offered = (await _OFFERED_HERE.run(turn.transaction, {**asked, "conv": turn.conversation.id})).scalar()
+    offered = turn.transaction.info.get((_READ_OFFERED, turn.conversation.id, asked["member"], value))
+    if offered is None:
+        offered = (await _OFFERED_HERE.run(turn.transaction, {**asked, "conv": turn.conversation.id})).scalar()
     for mark in ALSO_OFFERED_IN:
         elsewhere = turn.message.meta.get(mark)
         if offered or not isinstance(elsewhere, str) or not elsewhere:
@@ -118,6 +132,10 @@ async def pressed_again(turn: Turn) -> bool:
     pressed_on = message.meta.get(MESSAGE_ID)
     if message.choice is None or pressed_on is None or turn.conversation is None or turn.inbound_id is None:
         return False
+    read = turn.transaction.info.get((_READ_PRESSED, turn.inbound_id))
+    if read is not None:  # what the turn's load read (`pressed_columns`)
+        tapped_at, now = read
+        return tapped_at is not None and tapped_at >= now - timedelta(seconds=DOUBLE_TAP_SECONDS)
     before = (await _PREVIOUS_OF_SENDER.run(turn.transaction, {"id": turn.inbound_id})).first()
     if before is None or before.received_at < before.now - timedelta(seconds=DOUBLE_TAP_SECONDS):
         return False
@@ -271,6 +289,55 @@ def remember_newest_sent(
         session.info[(_REMEMBERED, conversation_id, member)] = newest
 
 
+def pressed_columns(pressed: FromClause, conversation_id: ColumnElement[int]) -> tuple[Label[Any], Label[Any]]:
+    """What `was_offered` and `pressed_again` read for a pressed button, as two columns of another statement whose
+    `pressed` is the message's inbound row (a turn's load reads them, a round trip each saved): whether its value was
+    offered in the conversation to its sender (`offered`), and when the sender's message before it arrived, if that
+    was the same button of the same message (`tapped_at`). Both NULL for a message with no button pressed. Their
+    values go to `remember_pressed`."""
+    value = pressed.c.payload["choice"].as_string()
+    member = pressed.c.sender_id
+    offered = exists().where(
+        _OFFERS.c.conversation_id == conversation_id,
+        _OFFERS.c.value == value,
+        or_(_OFFERS.c.member == member, _OFFERS.c.member == EVERYONE),
+    )
+    before = _INBOUND.alias("tapped_before")
+    same_press = and_(
+        before.c.payload["choice"].as_string() == value,
+        before.c.payload[("meta", MESSAGE_ID)].as_string() == pressed.c.payload[("meta", MESSAGE_ID)].as_string(),
+    )
+    tapped_at = (
+        select(case((same_press, before.c.received_at)))
+        .where(
+            before.c.conversation_id == pressed.c.conversation_id,
+            before.c.sender_id == member,
+            before.c.seq < pressed.c.seq,
+        )
+        .order_by(before.c.seq.desc())
+        .limit(1)
+        .correlate(pressed)
+        .scalar_subquery()
+    )
+    return (
+        case((value.is_not(None), offered)).label("offered"),
+        case((value.is_not(None), tapped_at)).label("tapped_at"),
+    )
+
+
+def remember_pressed(
+    session: SessionOnDemand, conversation_id: int, inbound_id: int, payload: dict[str, Any] | None,
+    received_at: datetime, member: str, offered: bool | None, tapped_at: datetime | None,
+) -> None:
+    """Keep what `pressed_columns` read for the message (`inbound_id`, its stored `payload`) for the rest of the
+    transaction, where `was_offered` and `pressed_again` find it instead of asking the database."""
+    value = (payload or {}).get("choice")
+    if not isinstance(value, str):
+        return
+    session.info[(_READ_OFFERED, conversation_id, member, value)] = bool(offered)
+    session.info[(_READ_PRESSED, inbound_id)] = (tapped_at, received_at)
+
+
 _OFFERS, _CONVERSATIONS = OfferedChoice.__table__, Conversation.__table__
 _TO_MEMBER = or_(_OFFERS.c.member == bindparam("member"), _OFFERS.c.member == bindparam("everyone"))
 _OFFERED_HERE = Prepared(  # built once, run on the driver: every pressed button asks it
@@ -306,6 +373,7 @@ _PREVIOUS_OF_SENDER = Prepared(
     .order_by(_BEFORE.c.seq.desc())
     .limit(1)
 )
+_READ_OFFERED, _READ_PRESSED = "offered", "pressed again"  # session.info's keys of what `pressed_columns` read
 _REMEMBERED = "newest sent"  # session.info's key, with the conversation and member, of what another statement read
 
 

@@ -50,7 +50,7 @@ async def bot_counted(settings):
 
 # (statements, round trips) a message: on SQLite every statement is a call into the library, no round trip.
 HELP = {"sqlite": (22, 0), "postgresql": (8, 5)}
-PRESS = {"sqlite": (24, 0), "postgresql": (10, 7)}
+PRESS = {"sqlite": (22, 0), "postgresql": (8, 5)}
 
 
 def _typed(text: str) -> InboundMessage:
