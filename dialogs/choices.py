@@ -14,7 +14,7 @@ So:
 - an offered button answers a flow's open question only if it is of that question's kind (dialogs/flow.py,
   `Step.takes`): an earlier question's is out of date there;
 - a button the person pressed again at once (a double tap: the same button of the same message, `meta[MESSAGE_ID]`,
-  with nothing of theirs between and within DOUBLE_TAP_SECONDS) is not a second choice: the first press was
+  with no answered message of theirs between and within DOUBLE_TAP_SECONDS) is not a second choice: the first press was
   answered, and the second gets nothing (`pressed_again`); pressed later, the same button is answered as any spent one;
 - a typed choice is read against the choices of the newest replies sent to this person: a label ("Yes, let's
   start") on every channel, a number ("2") where the channel shows choices as numbered lines (its message carries
@@ -64,7 +64,7 @@ from dialogs.turn import Turn
 from storage.db import SessionOnDemand
 from storage.models import Conversation, OfferedChoice, OutboxMessage
 from storage.models import InboundMessage as InboundRow
-from storage.outbox import OutboxStatus
+from storage.outbox import InboundStatus, OutboxStatus
 from storage.prepared import Prepared
 from storage.queries import json_rows
 
@@ -124,10 +124,10 @@ async def was_offered(turn: Turn, value: str) -> bool:
 
 
 async def pressed_again(turn: Turn) -> bool:
-    """Whether this press repeats the person's previous message at once: the same button (its value) of the same
-    message (the platform's id of it, `meta[MESSAGE_ID]`), pressed within DOUBLE_TAP_SECONDS of it. The first press
-    had its answer; this one needs none. Where a platform names no message, presses cannot be told apart from one of
-    an equal button elsewhere, and none is taken for a repeat."""
+    """Whether this press repeats the person's previous message (one that had its answer) at once: the same button
+    (its value) of the same message (the platform's id of it, `meta[MESSAGE_ID]`), pressed within DOUBLE_TAP_SECONDS
+    of it. The first press had its answer; this one needs none. Where a platform names no message, presses cannot be
+    told apart from one of an equal button elsewhere, and none is taken for a repeat."""
     message = turn.message
     pressed_on = message.meta.get(MESSAGE_ID)
     if message.choice is None or pressed_on is None or turn.conversation is None or turn.inbound_id is None:
@@ -311,6 +311,7 @@ def pressed_columns(pressed: FromClause, conversation_id: ColumnElement[int]) ->
         select(case((same_press, before.c.received_at)))
         .where(
             before.c.conversation_id == pressed.c.conversation_id,
+            before.c.status == _ANSWERED,
             before.c.sender_id == member,
             before.c.seq < pressed.c.seq,
         )
@@ -360,6 +361,11 @@ _OFFERED_IN_CHAT = Prepared(
 )
 _OUTBOX = OutboxMessage.__table__
 _INBOUND = InboundRow.__table__
+# A double tap repeats a message that had its answer: the person's previous one done (one that failed had only an
+# apology). Every message before the one a turn is for is done or failed, and asked for the done ones the
+# conversation's order index (conversation, status, seq) is read backwards from the press until theirs is found,
+# rather than every earlier message of the conversation read and sorted.
+_ANSWERED = InboundStatus.DONE.value
 _NOW, _BEFORE = _INBOUND.alias("pressed_now"), _INBOUND.alias("said_before")
 # The message of the same sender just before this one in its conversation (by arrival), with when each arrived.
 _PREVIOUS_OF_SENDER = Prepared(
@@ -367,6 +373,7 @@ _PREVIOUS_OF_SENDER = Prepared(
     .where(
         _NOW.c.id == bindparam("id"),
         _BEFORE.c.conversation_id == _NOW.c.conversation_id,
+        _BEFORE.c.status == _ANSWERED,
         _BEFORE.c.sender_id == _NOW.c.sender_id,
         _BEFORE.c.seq < _NOW.c.seq,
     )
