@@ -123,10 +123,12 @@ def choices_offered_before(before: datetime) -> list[ColumnElement[bool]]:
     return [OfferedChoice.offered_at < before - OFFER_REFRESH, ~kept_from_earlier]
 
 
-def awaited(rows: FromClause) -> ColumnElement[bool]:
+def awaited(rows: FromClause, *, indexed: bool = True) -> ColumnElement[bool]:
     """Outbox rows someone is waiting for: replies to a message they sent (`inbound_message_id`), which the dispatcher
-    sends ahead of what the bot sends on its own (broadcasts, lessons at the learner's hour, nudges, notices)."""
-    return rows.c.inbound_message_id.is_not(None)
+    sends ahead of what the bot sends on its own (broadcasts, lessons at the learner's hour, nudges, notices).
+    `indexed=False`: asked of an expression no index answers, for a look-up that must go by another index."""
+    column = rows.c.inbound_message_id
+    return (column if indexed else column + 0).is_not(None)
 
 
 @dataclass(frozen=True, slots=True)
