@@ -132,6 +132,10 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
         await lesson_schedule_changed(turn.session, turn.user.id)  # parked: no planner run reads them until /resume
         await _withdraw_unasked(turn, learner, "not sent: the learner stopped the lessons")
         flow.clear(turn)
+        if learner.status == ONBOARDING:  # no lessons yet, and /resume has nothing to resume
+            turn.say(_("Stopped: I won't send you anything on my own. Send /start whenever you want to finish "
+                       "setting up."))
+            return DONE
         turn.say(_("Stopped: I won't send you anything on my own. Your progress is kept; send /resume to start "
                    "again, or /stop again to delete it."))
         return DONE

@@ -27,6 +27,7 @@ from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Document, address_as_named
+from dialogs import flow
 from dialogs.i18n import Translator
 from dialogs.learner import tr
 from dialogs.turn import Turn
@@ -320,3 +321,4 @@ async def export(turn: Turn, _args: str) -> None:
         raise RuntimeError("exports need a data folder (DATA_DIR)")
     path = await write_export(turn.session, turn.user.id, data_dir=turn.data_dir, now=turn.now)
     turn.send(export_document(_, path))
+    await flow.resume(turn)  # in the middle of setting up: its question, asked again after the file

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.core import Lessonbot
+from bot.messages import Text
 from channels.console import ConsoleChannel
 from storage.courses import Enrollment
 from storage.learners import ACTIVE, Learner
@@ -399,3 +400,27 @@ async def test_pause_resume_and_link_in_the_middle_of_setting_up_ask_the_open_qu
     assert await t.say("/pause") == ["Let's finish setting you up first.", confirm]
     _user, learner = await learner_row(bot, "test", "ann")
     assert learner.status != "paused" and learner.paused_until is None
+
+
+async def test_export_stop_and_language_in_the_middle_of_setting_up_ask_the_open_question_again(learning_bot):
+    """/export typed at the time zone question sent the file and left the question behind; after /export, a cancelled
+    /stop and /language the open set-up question is asked again, as after /help. "Stop the lessons" before any
+    lesson said to send /resume, which has nothing to resume: /start finishes the set-up."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await t.say("/start")
+    await t.press("Yes, let's start")
+    [zone_question] = await t.say("Ann")
+    assert await t.say("/export") == [zone_question]  # after the file
+    assert any(not isinstance(sent, Text) for sent in channel.sent[t.chat])
+    await t.say("/stop")
+    assert await t.press("Cancel") == ["OK, nothing changed.", zone_question]
+    assert await t.say("/language en") == ["OK, I'll write in English from now on.", zone_question]
+    await t.say("/language")
+    assert await t.press("English") == ["OK, I'll write in English from now on.", zone_question]
+    [confirm] = await t.say("Lisbon")
+    assert confirm.startswith("In Lisbon it is ")
+    await t.say("/stop")
+    # stopped before any lesson: what brings the set-up back is /start (/resume has nothing to resume yet)
+    assert await t.press("Stop the lessons") == [
+        "Stopped: I won't send you anything on my own. Send /start whenever you want to finish setting up."]
