@@ -4,10 +4,12 @@ Every reader returns None for input it cannot read, so the step that asked can s
 Zones: a city ("Lisbon", "São Paulo", "Nueva York"), an IANA name ("America/Sao_Paulo"), an offset ("UTC+5:30",
 "GMT-3", "+02:00"), a common abbreviation ("PST", "CET"), or a country whose parts all keep one clock ("India",
 "Alemania"); a country whose parts keep different clocks ("USA", "España", with the Canaries an hour behind) is no zone:
-`several_zones` names it back, so the learner can be asked for their city. The countries and their zones are the tz
-database's own tables (zone.tab, iso3166.tab, shipped with the zones), with names in Spanish and Portuguese. Fixed
-offsets are stored as "UTC+05:30" (see storage.learners.zone_for); an offset never follows daylight saving time, so a
-city is the better answer, and the confirmation shows the local time so the learner can tell.
+`several_zones` names it back, so the learner can be asked for their city. A country is read as a country before the
+tz database's old names of some ("Portugal", "Japan"), which link to one of its clocks only; China keeps one official
+time, Beijing's. The countries and their zones are the tz database's own tables (zone.tab, iso3166.tab, shipped with
+the zones), with names in Spanish and Portuguese. Fixed offsets are stored as "UTC+05:30" (see
+storage.learners.zone_for); an offset never follows daylight saving time, so a city is the better answer, and the
+confirmation shows the local time so the learner can tell.
 """
 
 from __future__ import annotations
@@ -83,8 +85,10 @@ _COUNTRY_NAMES = {
     "filipinas": "PH", "nueva zelanda": "NZ", "nova zelandia": "NZ", "republica dominicana": "DO",
     "panama": "PA", "peru": "PE", "haiti": "HT", "tailandia": "TH", "singapur": "SG", "hungria": "HU",
     "rumania": "RO", "romenia": "RO", "ucrania": "UA", "croacia": "HR", "arabia saudita": "SA",
-    "arabia saudi": "SA", "mocambique": "MZ", "cabo verde": "CV",
+    "arabia saudi": "SA", "mocambique": "MZ", "cabo verde": "CV", "islandia": "IS", "libia": "LY",
 }
+# Countries that keep one official time though zone.tab lists zones of other clocks in them: that time's zone
+_OFFICIAL_TIME = {"CN": "Asia/Shanghai"}  # (Asia/Urumqi is Xinjiang's local time, not the country's official one)
 _OFFSET = re.compile(r"^(?:utc|gmt|z)?\s*(?P<sign>[+\-−])\s*(?P<hours>\d{1,2})(?:[:h.]?(?P<minutes>\d{2}))?$")
 
 
@@ -128,15 +132,17 @@ def read_zone(text: str) -> Zone | None:
         return Zone(name, name)
     if typed in _ABBREVIATIONS:  # before the zone names: "EST" and "MST" are also names of zones without summer time
         return _labelled(_ABBREVIATIONS[typed])
+    if typed in _CITY_ALIASES:
+        return Zone(_CITY_ALIASES[typed], text.strip().title() if text.strip().islower() else text.strip())
+    # a country before the zone names: the tz database's old names of some ("Portugal", "Japan") are links to one of
+    # its clocks only (Lisbon's, not the Azores')
+    clocks = _countries().get(typed)
+    if clocks is not None:
+        return Zone(clocks[0], _as_typed(text)) if len(clocks) == 1 else None
     names = _zone_names()
     for key in (typed, typed.replace(" ", "_")):
         if key in names:
             return _labelled(names[key])
-    if typed in _CITY_ALIASES:
-        return Zone(_CITY_ALIASES[typed], text.strip().title() if text.strip().islower() else text.strip())
-    clocks = _countries().get(typed)
-    if clocks is not None:
-        return Zone(clocks[0], _as_typed(text)) if len(clocks) == 1 else None
     # "Lisbon, Portugal" or "Porto (Portugal)": try the city alone
     head = re.split(r"[,(]", typed)[0].strip()
     if head != typed:
@@ -168,7 +174,9 @@ def _countries() -> dict[str, tuple[str, ...]]:
         clocks.setdefault(code, {}).setdefault(tuple(moment.astimezone(zone).utcoffset() for moment in moments), name)
     names = {fold(country): code for code, country, *_ in _tz_table("iso3166.tab")}
     names.update(_COUNTRY_NAMES)
-    return {typed: tuple(clocks[code].values()) for typed, code in names.items() if code in clocks}
+    official = {code: (zone,) for code, zone in _OFFICIAL_TIME.items()}
+    return {typed: official.get(code) or tuple(clocks[code].values()) for typed, code in names.items()
+            if code in clocks}
 
 
 def _tz_table(name: str) -> list[list[str]]:

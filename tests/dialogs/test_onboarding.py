@@ -424,3 +424,21 @@ async def test_export_stop_and_language_in_the_middle_of_setting_up_ask_the_open
     # stopped before any lesson: what brings the set-up back is /start (/resume has nothing to resume yet)
     assert await t.press("Stop the lessons") == [
         "Stopped: I won't send you anything on my own. Send /start whenever you want to finish setting up."]
+
+
+async def test_portugal_asks_for_a_city_and_china_is_beijing_time(learning_bot):
+    """"Portugal" (an old tz database name, a link to Lisbon) was taken as Lisbon's clock, though Madeira and the
+    Azores keep their own: it is named back with a request for a city, like "USA". "China" asked for a city, though
+    the whole country keeps Beijing time: it is Asia/Shanghai."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await t.say("/start")
+    await t.press("Yes, let's start")
+    [zone_question] = await t.say("Ann")
+    assert await t.say("Portugal") == ["Portugal has more than one time zone. Which city are you in? Send its name, "
+                                       "or the nearest big city's.", zone_question]
+    [confirm] = await t.say("China")
+    assert confirm.startswith("In China it is ")
+    await t.press("Yes, that's right")
+    user, _learner = await learner_row(bot, "test", "ann")
+    assert user.timezone == "Asia/Shanghai"

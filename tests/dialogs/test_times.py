@@ -176,13 +176,19 @@ def test_a_learner_who_moves_west_over_the_date_line_after_the_weeks_lesson_is_p
     ("India", "Asia/Kolkata"), ("Germany", "Europe/Berlin"), ("Alemania", "Europe/Berlin"), ("japón", "Asia/Tokyo"),
     ("UK", "Europe/London"), ("Reino Unido", "Europe/London"), ("Francia", "Europe/Paris"), ("Perú", "America/Lima"),
     ("Argentina", "America/Argentina/Buenos_Aires"), ("Polonia", "Europe/Warsaw"),
+    # the tz database's old names of countries ("Japan", "Poland") are links: the country's own zone is stored
+    ("Japan", "Asia/Tokyo"), ("Poland", "Europe/Warsaw"), ("Egypt", "Africa/Cairo"), ("Iceland", "Atlantic/Reykjavik"),
+    ("Islandia", "Atlantic/Reykjavik"), ("Libia", "Africa/Tripoli"), ("Singapore", "Asia/Singapore"),
+    # one official time, though zone.tab lists Asia/Urumqi too
+    ("China", "Asia/Shanghai"),
 ])
 def test_a_country_with_one_clock_is_its_zone(typed, name):
     zone = read_zone(typed)
     assert zone is not None and zone.name == name and fold(zone.label) == fold(typed)
 
 
-@pytest.mark.parametrize("typed", ["USA", "Estados Unidos", "Brazil", "Russia", "Rusia", "Canada", "España", "Spain"])
+@pytest.mark.parametrize("typed", ["USA", "Estados Unidos", "Brazil", "Russia", "Rusia", "Canada", "España", "Spain",
+                                   "Portugal", "portugal"])
 def test_a_country_with_several_clocks_is_named_back(typed):
     assert read_zone(typed) is None and several_zones(typed) == typed
     assert several_zones("Lisbon") is None and several_zones("India") is None and several_zones("Narnia") is None
