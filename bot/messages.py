@@ -196,6 +196,9 @@ class InboundMeta(TypedDict, total=False):
     reply_address: str
     question: bool  # words asked as a question on purpose, whatever a button says (Slack's /ask, Rasa's ask action)
     language: str  # the language of the person's app, a first guess at theirs (Telegram)
+    # the payload of the start link the person came by, where it is not in the words ("/start PAYLOAD" on Telegram):
+    # the web chat's page opened as /?start=PAYLOAD (onboarding.begin reads it)
+    start_link: str
     # the person joined or left a group chat (Slack channel events), or left or was removed from one (Telegram's
     # left_chat_member, recorded only for someone the bot knows)
     membership: Literal["joined", "left"]
@@ -254,6 +257,7 @@ URGENT: Final = "urgent"
 REPLY_ADDRESS: Final = "reply_address"
 QUESTION: Final = "question"
 LANGUAGE: Final = "language"
+START_LINK: Final = "start_link"
 MEMBERSHIP: Final = "membership"
 MOVED_FROM: Final = "moved_from"
 MAY_SEND: Final = "may_send"

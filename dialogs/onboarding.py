@@ -12,7 +12,7 @@ from datetime import time
 
 from sqlalchemy import ColumnElement, or_, select
 
-from bot.messages import LANGUAGE
+from bot.messages import LANGUAGE, START_LINK
 from bot.text import code_letters, fold, person_name
 from dialogs import flow
 from dialogs.flow import DONE, Flow, Invalid, NotAnAnswer, Step
@@ -380,9 +380,10 @@ async def begin(turn: Turn, link: str = "") -> None:
     """/start for a learner not set up yet: start onboarding, or pick it up where they left it. `link`: what followed
     /start (the payload of a start link, t.me/<bot>?start=PAYLOAD): a course's id, which the set-up takes instead of
     asking, or an access code, redeemed once they agree (and its course taken); anything else (a referral) is let
-    be."""
+    be. Where the link is not in the words, the channel says it (`meta[START_LINK]`: the web chat's page opened as
+    /?start=PAYLOAD), whatever the first message says."""
     learner = await learner_of(turn)
-    linked = await _linked(turn, link)
+    linked = await _linked(turn, link or turn.message.meta.get(START_LINK, ""))
     if linked.get("code") and learner.consent_at is not None:
         await redeem_linked_code(turn, linked.pop("code"))
     if flow.is_active(turn, "onboarding"):

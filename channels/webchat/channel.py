@@ -18,7 +18,7 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from bot.channel import ChannelHost, Delivery, RateLimit, RequestRejected, SentReply
-from bot.messages import LANGUAGE, InboundMessage, InboundMeta
+from bot.messages import LANGUAGE, START_LINK, InboundMessage, InboundMeta
 from bot.text import storable
 from channels.webchat.routes import Posted, web_chat_routes
 from channels.webchat.sessions import SessionSigner
@@ -34,7 +34,10 @@ MAX_CHOICE_CHARS = 500
 LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,3}")
 # What the page posts with a message (channels/webchat/web/chat.js): any other field is refused (422), so a misspelt
 # one is said, not stored as if it meant something.
-FIELDS = ("session", "text", "choice", "id", "language")
+FIELDS = ("session", "text", "choice", "id", "language", "start")
+# A start link's payload, as Telegram allows one (t.me/<bot>?start=PAYLOAD): the page opened as /?start=PAYLOAD
+# sends it with its first message, for the set-up to read (a course's id, an access code).
+START_PAYLOAD = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DAY_SECONDS = 86400.0
 SENT_PREFIX = "web-"  # a reply's platform id: this and its outbox id
 
@@ -61,13 +64,20 @@ def only_known_fields(data: Mapping[str, Any]) -> None:
 
 
 def page_meta(data: Mapping[str, Any]) -> InboundMeta:
-    """What the page tells of a message beyond its words: its language (422 if it is not a short BCP 47 tag)."""
+    """What the page tells of a message beyond its words: its language (422 if it is not a short BCP 47 tag), and
+    the start link it was opened with (422 if it is not one)."""
+    meta: InboundMeta = {}
     language = data.get("language")
-    if language is None:
-        return {}
-    if not isinstance(language, str) or not LANGUAGE_TAG.fullmatch(language):
-        raise RequestRejected(422, "'language' must be a language tag like \"es\" or \"pt-BR\".")
-    return {LANGUAGE: language}
+    if language is not None:
+        if not isinstance(language, str) or not LANGUAGE_TAG.fullmatch(language):
+            raise RequestRejected(422, "'language' must be a language tag like \"es\" or \"pt-BR\".")
+        meta[LANGUAGE] = language
+    start = data.get("start")
+    if start is not None:
+        if not isinstance(start, str) or not START_PAYLOAD.fullmatch(start):
+            raise RequestRejected(422, "'start' must be a start link's payload: 1 to 64 letters, digits, _ or -.")
+        meta[START_LINK] = start
+    return meta
 
 
 class WebChatChannel:

@@ -8,8 +8,8 @@
   a form or text/plain, which another site's page may post without the browser asking this server first) → size
   limit (413) → parse the JSON object (400) → verify its session (401 missing, 403 not signed here or ended) →
   record, its fields checked (422, 413 when too long): `text` or `choice`, the page's own `id` for it, and the
-  page's `language` (a platform's hint at the learner's language), and no other field (422) → 202 with the inbound
-  id, or 200 for a message id seen before.
+  page's `language` (a platform's hint at the learner's language), the `start` link's payload of a page opened
+  as /?start=PAYLOAD, and no other field (422) → 202 with the inbound id, or 200 for a message id seen before.
 - `GET /chat/api/messages?session=…&after=…` the replies sent since a reply id, for a page that (re)loads; 503 to
   try again while the database is away.
 - `GET /chat/api/events?session=…` the replies as server-sent events (`reply`, with the reply id as the event id so a

@@ -11,6 +11,7 @@ from bot.messages import FROM_A_BOT, GROUP_CHAT, IN_RESPONSE_WITHIN, REPLY_ADDRE
 # The constants' names and the JSON keys stored messages carry: a key written here is in the database.
 STORED_KEYS = {
     "PRIVATE": "private",
+    "START_LINK": "start_link",
     "SUBSCRIPTION": "subscription",
     "NUMBERED_CHOICES": "numbered_choices",
     "PLATFORM_REPORT": "platform_report",

@@ -23,6 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, update
 from starlette.applications import Starlette
 
+from authoring.format import load_course
+from authoring.importer import import_course
 from bot.app import create_app
 from bot.config import Settings, load_settings
 from bot.messages import Choice, Document, Text
@@ -30,10 +32,13 @@ from channels.webchat import WebChatChannel
 from channels.webchat.channel import MAX_TEXT_CHARS
 from channels.webchat.routes import reply_view
 from channels.webchat.streams import FALLBACK_POLL_SECONDS, REPLIES_A_READ
+from storage.courses import Course
 from storage.migrate import head_revisions
-from storage.models import Conversation, InboundMessage, OutboxMessage
+from storage.models import Conversation, InboundMessage, OutboxMessage, utcnow
 from storage.outbox import LESSON_KEY, LESSON_PLACE, OutboxEntry, enqueue, requeue
+from storage.payments import make_code
 from tests.bot.test_order_under_load import busy_cpu
+from tests.dialogs.learning_support import PAID, SAMPLE
 
 REPLY_TIMEOUT = 10.0
 
@@ -957,3 +962,49 @@ async def test_a_draft_reaches_the_open_stream_at_once_and_is_not_replayed(setti
         assert json.loads(fields["data"]) == {"text": "Smishing is phishing by text message",
                                               "html": "<p>Smishing is phishing by text message</p>"}
         assert "id" not in fields  # a draft is not replayed on reconnecting
+
+
+# a start link: /?start=PAYLOAD, as Telegram's t.me/<bot>?start=PAYLOAD ----------------------------------------------
+
+
+async def said_with_link(app: Starlette, client: httpx.AsyncClient, session: str, text: str,
+                         start: str | None = None) -> list[str]:
+    """The texts the bot answered one message (posted, as the page posts the first one, with the start link's
+    payload)."""
+    before = len(await replies(client, session))
+    body: dict[str, Any] = {"session": session, "text": text, **({"start": start} if start is not None else {})}
+    posted = await client.post("/chat/api/messages", json=body)
+    assert posted.status_code == 202, posted.text
+    await app.state.lessonbot.settle()
+    return [reply["text"] for reply in (await replies(client, session))[before:]]
+
+
+async def test_a_start_link_on_the_page_address_names_the_course_or_redeems_a_code(app, client):
+    """The web chat had no start link: a course's or a cohort's access code could be shared only on Telegram. The page
+    opened as /?start=PAYLOAD sends the payload with its first message, and the set-up reads it as Telegram's:
+    a course's id is taken instead of asking, an access code is redeemed once the learner agrees; a payload that is
+    no start link's (Telegram's 64 letters, digits, _ and -) is refused, saying what one is."""
+    lessonbot = app.state.lessonbot
+    async with lessonbot.db.transaction() as db_session:
+        for folder in (SAMPLE, PAID):
+            await import_course(db_session, load_course(folder))
+    async with lessonbot.db.transaction() as db_session:
+        course = await db_session.scalar(select(Course).where(Course.slug == "passwords-that-hold"))
+        code = (await make_code(db_session, course.id, uses=5, created_by="test", now=utcnow())).code
+
+    ann = await new_session(client)
+    [greeting] = await said_with_link(app, client, ann, "hello", start="passwords-that-hold")
+    assert greeting.startswith("Hi! I'm Lessonbot")
+    for text in ("yes", "Ann", "Lisbon", "yes", "08:00"):
+        await said_with_link(app, client, ann, text)
+    assert await said_with_link(app, client, ann, "every day") == ["How much would you like to do each day?"]
+    [done] = await said_with_link(app, client, ann, "1")
+    assert "Course: Passwords that hold." in done
+
+    bea = await new_session(client)
+    await said_with_link(app, client, bea, "/start", start=code)
+    assert (await said_with_link(app, client, bea, "yes"))[0] == (
+        "🎟️ Code accepted: “Passwords that hold” is open to you.")
+
+    refused = await client.post("/chat/api/messages", json={"session": bea, "text": "hi", "start": "<b>x</b>"})
+    assert refused.status_code == 422 and "'start'" in refused.json()["error"]

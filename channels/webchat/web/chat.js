@@ -38,6 +38,10 @@
   const SENT_KEEP = 200;
   // The language the page sends with each message, as a platform tells the app's language: a short BCP 47 tag.
   const LANGUAGE_TAG = /^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$/;
+  // A start link's payload, as Telegram allows one: the page opened as /?start=PAYLOAD (a course's id, an access
+  // code) sends it with the messages of a conversation the bot has not answered yet, for the set-up to read.
+  const START_PAYLOAD = /^[A-Za-z0-9_-]{1,64}$/;
+  const startLink = new URLSearchParams(window.location.search).get("start");
 
   const $ = (id) => document.getElementById(id);
   const els = {
@@ -324,6 +328,13 @@
     return typeof language === "string" && LANGUAGE_TAG.test(language) ? language : undefined;
   }
 
+  /** The start link's payload to send with a message: only before the bot has answered this conversation (its
+   * set-up then has it), and only one a start link may carry. */
+  function startLinkHint() {
+    if (!startLink || !START_PAYLOAD.test(startLink)) return undefined;
+    return els.messages.querySelector(".message--bot") ? undefined : startLink;
+  }
+
   /** The stored session was refused (the server's key changed, or it was altered): continue in a new one. */
   async function renewSession() {
     const hadMessages = els.messages.children.length > 0;
@@ -556,7 +567,10 @@
       let response;
       try {
         const language = languageHint();
-        response = await request("POST", `${API}/messages`, { session, id, ...fields, ...(language && { language }) });
+        const start = startLinkHint();
+        response = await request("POST", `${API}/messages`, {
+          session, id, ...fields, ...(language && { language }), ...(start && { start }),
+        });
       } catch {
         if (attempt >= SEND_ATTEMPTS) {
           throw new ChatError(words.unreachable, { unreachable: true });
