@@ -6,6 +6,7 @@ the wording freely but give a really different message a new id. `/admin nudges`
 
 Kinds: `inactive` (a learner away for a day, three days, a week), `farewell` (the last one: "I'll stop reminding
 you"), `streak` (a streak of two days or more ends at local midnight), `review` (spaced-review questions are due),
+`unfinished` (a lesson left part way that day),
 `team` (a team admin's nudge to a member behind on the team's lessons posted in its channel: dialogs/teams.py),
 `team_direct` (the same for a team in the direct mode, whose lessons come in each member's direct chat).
 """
@@ -25,7 +26,7 @@ from dialogs.turn import Turn
 from storage.dashboard import UNDELIVERED, nudges_not_sent
 from storage.scheduling import HELD_OUT, NUDGE_REWARD_WINDOW, SKIPPED_WINDOW, NudgeTemplateStats
 
-INACTIVE, FAREWELL, STREAK, REVIEW = "inactive", "farewell", "streak", "review"
+INACTIVE, FAREWELL, STREAK, REVIEW, UNFINISHED = "inactive", "farewell", "streak", "review", "unfinished"
 TEAM, TEAM_DIRECT = "team", "team_direct"
 
 
@@ -73,6 +74,10 @@ TEMPLATES: dict[str, dict[str, Wording]] = {
             f.due_reviews),
         "review-right-moment": lambda _, f: _(
             "Reviewing at the right moment is how things stick, and your review questions are ready now."),
+    },
+    UNFINISHED: {
+        "unfinished-pick-up": lambda _, f: _(
+            "You stopped part way through today's lesson. Pick it up where you left off?"),
     },
     TEAM: {
         "team-waiting": lambda _, f: _(

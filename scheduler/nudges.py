@@ -7,6 +7,11 @@ Kinds, in the order they win when several are due for one learner at once:
   AFTER_OWN_LESSON after it (`streak_saver_from`; once the planner decided the day's lesson, the one it sent, whatever
   hour the learner moved to since). Only with a lesson to offer; without one, a review when
   questions are due, else nothing.
+- `unfinished`: the learner left a lesson part way (a part or its quiz to go, their place moved by their own messages,
+  not by a pushed lesson they have not answered: `taking_a_lesson`) today and has been quiet UNFINISHED_AFTER since:
+  one reminder that day to pick it up, with its button (the planner pushes nothing into a lesson under way, and its
+  next push is the next lesson day's; the come-back steps wait a day). In the local DAYTIME for a learner who set no
+  quiet hours; an evening streak saver wins over it.
 - `inactive`, then `farewell`: one nudge when the learner has been away INACTIVE_AFTER[0], [1], [2] (a day, three
   days, a week), and after FAREWELL_AFTER a last one that says the bot stops reminding. Steps count from when the
   learner was last with the bot (`away_since`): their last activity, or the end of a pause that has run out (time
@@ -63,7 +68,7 @@ from sqlalchemy.orm import aliased
 from dialogs import nudges as wording
 from dialogs.bandit import Arm, arms_for, choose, record_outcome
 from dialogs.learner import named_in_a_group
-from dialogs.nudges import FAREWELL, INACTIVE, REVIEW, STREAK, NudgeFacts
+from dialogs.nudges import FAREWELL, INACTIVE, REVIEW, STREAK, UNFINISHED, NudgeFacts
 from dialogs.review import open_due_reviews
 from scheduler.context import JobContext
 from storage.courses import (
@@ -79,6 +84,7 @@ from storage.courses import (
     in_free_preview,
 )
 from storage.learners import (
+    ACTIVITY_PRECISION,
     LONGEST_STREAK_GAP,
     Learner,
     in_quiet_hours,
@@ -111,6 +117,10 @@ STREAK_AT_RISK = 2
 STREAK_SAVER_HOURS = (time(19, 0), time(23, 0))  # local; a streak ends at local midnight
 AFTER_OWN_LESSON = timedelta(hours=1)  # an evening lesson is its own reminder: the saver waits this long after it
 REVIEW_HOURS = (time(12, 0), time(21, 0))  # local
+# a lesson left part way is worth a reminder once the learner has been quiet this long (not back from a short break)
+UNFINISHED_AFTER = timedelta(hours=2)
+# the kinds `decide` gives (a team's nudges are its admin's: dialogs/teams.py): the sweep reads their records only
+DECIDED_KINDS = (STREAK, UNFINISHED, INACTIVE, FAREWELL, REVIEW)
 DAYTIME = (time(9, 0), time(21, 0))  # local: inactivity nudges and the farewell, for a learner who set no quiet hours
 LESSON_REMINDS = timedelta(days=1)  # a lesson the planner queued is itself the reminder: no inactivity nudge this long
 UNDELIVERED_AFTER = timedelta(days=2)  # a nudge still not sent by then taught nothing: settled without a verdict
@@ -155,13 +165,14 @@ class Nudge:
 def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, due_reviews: int = 0,
            last_lesson: datetime | None = None, lesson_to_come: bool = True,
            window_closes: datetime | None = None,
-           lessons_decided: Mapping[date, datetime | None] | None = None) -> Nudge | None:
+           lessons_decided: Mapping[date, datetime | None] | None = None, mid_lesson: bool = False) -> Nudge | None:
     """The nudge this learner should get now, if any. `history`: their earlier nudges, newest first; `due_reviews`:
     the review questions /review would ask them now; `last_lesson`: when the last lesson the planner queued to them
     was due; `lesson_to_come`: whether they have a lesson to come back to (a course chosen, not finished, and its
     next lesson open to them there); `window_closes`: when their chat's channel may no longer send them what they
     did not ask for (None: no such limit); `lessons_decided`: the local dates of late whose lesson the planner
-    decided, each with when it queued the lesson (None: none went that day)."""
+    decided, each with when it queued the lesson (None: none went that day); `mid_lesson`: whether they are part way
+    through a lesson."""
     if in_quiet_hours(learner, user, now):
         return None
     if history and now - history[0].created_at < NUDGE_GAP:
@@ -183,6 +194,12 @@ def decide(learner: Learner, user: User, history: list[Past], now: datetime, *, 
             return Nudge(REVIEW, 0, f"{NUDGE_KEY}{uid}:review:{today.isoformat()}",
                          NudgeFacts(due_reviews=due_reviews))
     last_active = user.last_active_at
+    # Left a lesson part way today, and quiet since: one reminder to finish it (the key is the day's), a reminder and
+    # not the lesson (nothing is pushed into a lesson under way)
+    if (mid_lesson and lesson_to_come and last_active is not None and now - last_active >= UNFINISHED_AFTER
+            and last_active.astimezone(local.tzinfo).date() == today
+            and (has_quiet_hours(learner) or DAYTIME[0] <= clock < DAYTIME[1])):
+        return Nudge(UNFINISHED, 0, f"{NUDGE_KEY}{uid}:unfinished:{today.isoformat()}", NudgeFacts())
     since = away_since(learner, user, now)
     # A channel whose window closes a day after the learner wrote gets the first step before it does.
     first_step = STEPS[0] if window_closes is None else FIRST_STEP_IN_WINDOW
@@ -334,6 +351,7 @@ class Candidate:
     # the local dates of late whose lesson the planner decided: when it queued it (None: it sent none that day); read
     # for a learner with a streak to save
     lessons_decided: Mapping[date, datetime | None] = field(default_factory=dict)
+    mid_lesson: bool = False  # part way through a lesson: a part or its quiz still to go
 
 
 async def candidates(session: AsyncSession, now: datetime) -> list[Candidate]:
@@ -372,6 +390,9 @@ async def candidates(session: AsyncSession, now: datetime) -> list[Candidate]:
                   Learner.last_active_on >= (now - LONGEST_STREAK_GAP - timedelta(days=2)).date())
     reviews = and_(User.last_active_at > now - STEPS[0],
                    exists(_due_cards(now).where(QuestionCard.user_id == Learner.user_id)))
+    # (today where they are is within a day of now; `taking_a_lesson` tells who is part way through one)
+    unfinished = and_(Enrollment.current_part > 0, User.last_active_at <= now - UNFINISHED_AFTER,
+                      User.last_active_at > now - STEPS[0])
     last_lesson = (
         select(func.max(ScheduledLesson.due_at))
         .where(ScheduledLesson.user_id == Learner.user_id, ScheduledLesson.outcome == QUEUED,
@@ -381,22 +402,32 @@ async def candidates(session: AsyncSession, now: datetime) -> list[Candidate]:
         .scalar_subquery()
     )
     rows = await session.execute(
-        select(Learner, User, Conversation, last_lesson, lesson_to_come)
+        select(Learner, User, Conversation, last_lesson, lesson_to_come, Enrollment.current_part,
+               Enrollment.updated_at)
         .join(User, User.id == Learner.user_id)
         .join(Conversation, Conversation.id == Learner.home_conversation_id)
         .outerjoin(Enrollment, and_(Enrollment.user_id == Learner.user_id, Enrollment.course_id == Learner.course_id))
         .outerjoin(Course, Course.id == Learner.course_id)
         .outerjoin(current, current.id == Enrollment.current_lesson_id)
         .where(*may_be_messaged(now), Conversation.channel.not_in(ONLY_WHILE_OPEN),
-               or_(and_(away, lesson_to_come), streak, reviews))
+               or_(and_(away, lesson_to_come), streak, reviews, and_(unfinished, lesson_to_come)))
         .order_by(Learner.user_id)
     )
     found = rows.all()
     # (the day's lesson matters to the streak saver alone: read for the learners who have a streak to save)
     decided = await _lessons_decided(session, [learner.user_id for learner, *_rest in found
                                                if (learner.streak_days or 0) >= STREAK_AT_RISK], now)
-    return [Candidate(learner, user, conversation, lesson_at, bool(to_come), decided.get(learner.user_id, {}))
-            for learner, user, conversation, lesson_at, to_come in found]
+    return [Candidate(learner, user, conversation, lesson_at, bool(to_come), decided.get(learner.user_id, {}),
+                      taking_a_lesson(user, part, moved))
+            for learner, user, conversation, lesson_at, to_come, part, moved in found]
+
+
+def taking_a_lesson(user: User, part: int | None, moved: datetime | None) -> bool:
+    """Whether the learner is part way through a lesson they were taking (`part`: their place in it; `moved`: when it
+    last moved): moved there by their own messages (no later than their last activity, kept to the minute), not by
+    a lesson the planner pushed that they have not answered (the come-back nudges' case)."""
+    active = user.last_active_at
+    return bool(part) and moved is not None and active is not None and moved <= active + ACTIVITY_PRECISION
 
 
 def _first_lesson_not_done() -> ScalarSelect[Any]:
@@ -460,7 +491,7 @@ async def sweep(ctx: JobContext) -> Counter[str]:
         ids = [candidate.user.id for candidate in found]
         histories = await _histories(session, ids, now)
         reviews = await _due_review_counts(session, ids, now)
-        arms = {kind: await arms_for(session, kind, wording.templates(kind)) for kind in wording.TEMPLATES}
+        arms = {kind: await arms_for(session, kind, wording.templates(kind)) for kind in DECIDED_KINDS}
     counts: Counter[str] = Counter()
     stale = (now - timedelta(days=2)).date()  # (a local date is within a day of UTC's)
     for user_id in [user_id for user_id, day in ctx.nothing_to_review.items() if day < stale]:
@@ -499,7 +530,8 @@ def _decide(candidate: Candidate, history: list[Past], now: datetime, *, due_rev
             window_closes: datetime | None) -> Nudge | None:
     return decide(candidate.learner, candidate.user, history, now, due_reviews=due_reviews,
                   last_lesson=candidate.last_lesson, lesson_to_come=candidate.lesson_to_come,
-                  window_closes=window_closes, lessons_decided=candidate.lessons_decided)
+                  window_closes=window_closes, lessons_decided=candidate.lessons_decided,
+                  mid_lesson=candidate.mid_lesson)
 
 
 OUTCOME_COUNTED = {SKIPPED_WINDOW: "skipped", HELD_OUT: "held out"}

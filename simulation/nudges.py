@@ -14,7 +14,8 @@ hours in their time zone) decides who is due a nudge, and the policy picks its t
 The ground truth (`TRUTH`): each template brings a learner back within the reward window with its own chance the
 first time that learner gets it, less after each time they got it before (it wears off), and less the longer they
 have been away (`STEP_FACTOR`). Regret is, nudge by nudge, the chance the best template for that learner then had
-minus the chance of the one sent. Review reminders are not simulated: these learners have no review questions.
+minus the chance of the one sent. Review reminders are not simulated: these learners have no review questions; nor
+are reminders to finish a lesson left part way: they take their lessons whole.
 """
 
 from __future__ import annotations

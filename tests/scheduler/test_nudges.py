@@ -21,7 +21,7 @@ from authoring.importer import import_course
 from bot.channel import unprompted_windows
 from scheduler.nudges import sweep
 from scheduler.planner import plan_lessons
-from storage.courses import Entitlement, QuestionCard
+from storage.courses import Enrollment, Entitlement, Lesson, QuestionCard
 from storage.db import Database
 from storage.learners import PAUSED, Learner, lesson_schedule_changed
 from storage.models import Conversation, OutboxMessage, User
@@ -560,3 +560,27 @@ async def test_nudges_lessons_and_pauses_at_once_neither_deadlock_nor_leave_a_nu
         statuses = set(await session.scalars(select(OutboxMessage.status)
                                              .where(OutboxMessage.idempotency_key.like("nudge:%"))))
     assert statuses <= {"cancelled", "sent"}
+
+
+async def test_a_lesson_left_part_way_gets_one_reminder_to_finish_it_that_day(db):
+    """Ann took her 07:30 lesson as far as its second part and went quiet at 07:40: nothing more came that day (the
+    day's lesson was decided, and the come-back nudges wait a day). Once UNFINISHED_AFTER has passed, in the daytime,
+    one reminder to finish it comes, with its button; never while she is still at it, and only one that day."""
+    course = await sample_course(db)
+    stopped = datetime(2026, 6, 10, 6, 40, tzinfo=UTC)  # 07:40 in Lisbon
+    ann = await add_learner(db, course_id=course, last_active_at=stopped, last_active_on=date(2026, 6, 10))
+    async with db.transaction() as session:
+        first = await session.scalar(select(Lesson.id).where(Lesson.course_id == course).order_by(Lesson.position))
+        session.add(Enrollment(user_id=ann, course_id=course, current_lesson_id=first, current_part=1,
+                               started_at=stopped, updated_at=stopped))
+    clock = HandClock(stopped + timedelta(minutes=30))
+    ctx = context(db, clock, rng=random.Random(3))
+    assert await sweep(ctx) == Counter()  # she may be back any minute
+    clock.at(stopped + timedelta(hours=3))  # 10:40 in Lisbon
+    assert await sweep(ctx) == Counter({"unfinished": 1})
+    [(key, reply)] = await outbox_replies(db)
+    assert key == f"nudge:{ann}:unfinished:2026-06-10"
+    assert reply.text == "You stopped part way through today's lesson. Pick it up where you left off?"
+    assert [c.value for c in reply.choices] == ["lesson:next"]
+    clock.at(stopped + timedelta(hours=8))
+    assert await sweep(ctx) == Counter()  # one a day
