@@ -326,9 +326,11 @@ class InboundMessage:
 
     @property
     def about_the_chat(self) -> bool:
-        """Whether this is a platform's report about the chat itself (the bot may send there again, a group moved),
-        its sender only whoever made the change: someone the bot need not know."""
-        return bool(self.meta.get(PLATFORM_REPORT) and (self.meta.get(MAY_SEND) or self.meta.get(MOVED_FROM)))
+        """Whether this is a platform's report about the chat itself (the bot may send there again, a group moved,
+        someone left it), its sender only whoever made the change or went: someone the bot need not know (one it
+        never knew who leaves changes nothing)."""
+        return bool(self.meta.get(PLATFORM_REPORT) and (self.meta.get(MAY_SEND) or self.meta.get(MOVED_FROM)
+                                                        or self.meta.get(MEMBERSHIP) == "left"))
 
     def to_payload(self) -> dict[str, Any]:
         """The message as stored (its inbound row's JSON payload); `meta` under its `InboundMeta` keys as they are."""

@@ -691,7 +691,7 @@ class ConversationWorker:
         heard = await _honour_subscription(session, conversation, message, now, waiting=loaded.waiting)
         identity, user = loaded.identity, loaded.user
         if (identity is None or user is None) and message.about_the_chat:
-            # whoever changed the bot's rights or moved the group, not made known by it: nobody is stored
+            # whoever changed the bot's rights, moved the group or left it, not made known by it: nobody is stored
             identity, user = ChannelIdentity(channel=row.channel, external_id=row.sender_id), User()
         elif identity is None or user is None:  # first contact: their user and identity are made now
             identity, user = await first_contact(session.session, row.channel, row.sender_id, message.sender_name)

@@ -60,6 +60,8 @@ async def left(turn: Turn) -> None:
     told once, in their private chat with the bot if they have one, that /next where they want their lessons makes
     that chat their home (`dialogs.learner.mark_home`)."""
     group = turn.conversation
+    if turn.user.id is None:  # someone the bot never knew: nothing of theirs there
+        return
     learner = await turn.session.get(Learner, turn.user.id)  # (none made for someone who never set up lessons)
     if group is None or learner is None or learner.home_conversation_id != group.id:
         return

@@ -1395,6 +1395,26 @@ async def test_the_direct_modes_nudge_skips_who_paused_stopped_or_rests_and_brin
 # who is a member, and who may act for the team ------------------------------------------------------------------------
 
 
+async def test_someone_the_bot_never_knew_leaving_the_channel_changes_nothing(slack_settings, standin, fixtures_dir):
+    """Slack says someone left the team's channel whom the bot never met (never read with its members, never wrote):
+    nobody is made known for it, no member is added, nothing is said."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await _team_set_up(client, fixtures_dir, standin, lessonbot)
+        async with lessonbot.db.sessions() as session:
+            people = await session.scalar(select(func.count()).select_from(User))
+            identities = await session.scalar(select(func.count()).select_from(ChannelIdentity))
+        before, calls = await members(lessonbot), len(standin.calls)
+        await membership(client, fixtures_dir, "left", "USTRANGER")
+        await lessonbot.settle()
+        async with lessonbot.db.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(User)) == people
+            assert await session.scalar(select(func.count()).select_from(ChannelIdentity)) == identities
+            assert await session.scalar(select(func.count()).select_from(InboundRow)
+                                        .where(InboundRow.sender_id == "T111/USTRANGER")) == 1  # heard, once
+        assert await members(lessonbot) == before
+        assert standin.calls[calls:] == []
+
+
 async def _team_set_up(client, fixtures_dir, standin, lessonbot, *, read_members: bool = True) -> HandClock:
     """The sample course set up as ADMIN's team (and the channel's members read): the clock the jobs go by."""
     lessonbot.channels["slack"].post_pace = 0.0
