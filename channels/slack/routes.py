@@ -74,7 +74,13 @@ from channels.slack.inbound import (
     person_of,
     unknown_command,
 )
-from channels.slack.store import NotInstalled, SlackInstallationStore, SlackOAuthStateStore, StoreAuthorize
+from channels.slack.store import (
+    NotInstalled,
+    SlackInstallationStore,
+    SlackOAuthStateStore,
+    StoreAuthorize,
+    TokenAuthorize,
+)
 from channels.webhook import RETRY_AFTER_SECONDS, Ignored, LimitBody, Webhook, WebhookRequest, within_json_depth
 
 if TYPE_CHECKING:
@@ -257,8 +263,8 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
     app = AsyncApp(
         logger=logging.getLogger("channels.slack.bolt"),
         signing_secret=channel.signing_secret,
+        # (the token comes with each request's authorization, `TokenAuthorize` or the installation's)
         client=AsyncWebClient(
-            token=channel.bot_token or None,
             base_url=channel.api_base_url,
             timeout=channel.timeout,  # type: ignore[arg-type]  # typed int; it becomes aiohttp's float ClientTimeout
         ),
@@ -272,8 +278,8 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
         request_verification_enabled=False,
         # channels/slack/inbound.py ignores the bot's own messages (and other bots'), logging why.
         ignoring_self_events_enabled=False,
-        # (one workspace's token refused by auth.test; with many, `Listeners.on_error` says it in the person's
-        # language)
+        # (Bolt's answer where an authorization it called fails with a Slack error of its own; ours raise
+        # NotInstalled instead, which `Listeners.on_error` says in the person's language)
         user_facing_authorize_error_message=NOT_INSTALLED,
     )
     # The notes after an acknowledgement run as tasks the channel keeps, and waits for when the bot stops.
@@ -282,11 +288,11 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
     return app
 
 
-def _oauth(channel: SlackChannel) -> tuple[AsyncOAuthSettings | None, StoreAuthorize | None]:
-    """Bolt's install flow and its look-up of a workspace's token, for an app installed in many workspaces (none
-    for one workspace's app, whose token is in the settings)."""
+def _oauth(channel: SlackChannel) -> tuple[AsyncOAuthSettings | None, StoreAuthorize | TokenAuthorize]:
+    """Bolt's install flow and its look-up of a workspace's token, for an app installed in many workspaces (no
+    install flow for one workspace's app, whose token is in the settings)."""
     if channel.installations is None:
-        return None, None
+        return None, TokenAuthorize(channel.bot_token)
     # Bolt looks the workspace up while Slack waits for the acknowledgement: urgent.
     installations = SlackInstallationStore(channel.installations, urgent=True)
     authorize = StoreAuthorize(

@@ -11,7 +11,9 @@ from contextvars import ContextVar
 from typing import Any
 
 from slack_bolt.authorization import AuthorizeResult
-from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
+from slack_bolt.authorization.async_authorize import AsyncAuthorize, AsyncInstallationStoreAuthorize
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.errors import SlackApiError
 from slack_sdk.oauth.installation_store import Bot, Installation
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
@@ -24,6 +26,11 @@ log = logging.getLogger(__name__)
 # What kept the installation store from answering during this request's authorization, if anything (see
 # StoreAuthorize): the store's lookups run inside Bolt's, in the request's own task.
 _store_away: ContextVar[CannotRecord | None] = ContextVar("slack_installation_store_away", default=None)
+
+# What auth.test answers for a bot token Slack no longer takes (revoked, its app removed, its workspace gone):
+# the app is not installed there any more. Any other error (a 429, Slack's own trouble) is Slack's to retry.
+TOKEN_REFUSED = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
+                           "team_access_not_granted"})
 
 # The keyword arguments `Bot(...)` accepts, out of an installation record's fields.
 _BOT_ARGUMENTS = (
@@ -121,6 +128,42 @@ class StoreAuthorize(AsyncInstallationStoreAuthorize):
         if result is None:
             raise NotInstalled(f"no installation for {kwargs.get('enterprise_id') or kwargs.get('team_id')}")
         return result
+
+
+class TokenUnchecked(Exception):
+    """Slack did not say whether the app's bot token is good (auth.test rate-limited, or Slack's own trouble): the
+    request fails with a 500, and Slack delivers it again."""
+
+
+class TokenAuthorize(AsyncAuthorize):
+    """One workspace's app (SLACK_BOT_TOKEN): every request authorized with that token, as Bolt's own single-workspace
+    authorization does (auth.test, called until it answers once), except that a token Slack refuses (TOKEN_REFUSED)
+    raises NotInstalled, for the listeners' error handler to tell the person so in their language (Bolt's own answer
+    is one sentence for everyone)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+        self._answer: Any = None  # auth.test's answer, once it was yes
+
+    async def __call__(
+        self, *, context: AsyncBoltContext, enterprise_id: str | None, team_id: str | None, user_id: str | None,
+        actor_enterprise_id: str | None = None, actor_team_id: str | None = None, actor_user_id: str | None = None,
+    ) -> AuthorizeResult:
+        if self._answer is None:
+            try:
+                self._answer = await context.client.auth_test(token=self.token)
+            except SlackApiError as exc:
+                error = exc.response.get("error") if exc.response is not None else None
+                if error in TOKEN_REFUSED:
+                    raise NotInstalled(f"the app's bot token was refused by Slack ({error})") from None
+                raise TokenUnchecked(f"auth.test failed ({error or exc}): Slack delivers the request again") from exc
+        answer = self._answer
+        return AuthorizeResult(
+            enterprise_id=answer.get("enterprise_id"), team_id=answer.get("team_id"), bot_id=answer.get("bot_id"),
+            bot_user_id=answer.get("user_id"), bot_token=self.token, user_id=user_id,
+            bot_scopes=answer.headers.get("x-oauth-scopes"),
+        )
 
 
 class SlackOAuthStateStore(AsyncOAuthStateStore):

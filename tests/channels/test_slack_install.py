@@ -162,15 +162,14 @@ async def test_a_workspace_that_never_installed_is_not_recorded(distributed, sta
     assert standin.calls == []
 
 
-async def test_a_command_from_a_workspace_without_the_app_is_told_so_in_the_members_language(distributed, standin):
-    """A slash command from a workspace whose installation is gone (or never stored) is answered, privately through
-    its response_url after the acknowledgement, that the app is not installed there: in the member's language
-    where the bot knows them (a learner of another workspace's past, say), in English for someone it does not."""
-    fields = {"token": "x", "team_id": "T999", "team_domain": "gone", "channel_id": "C999", "channel_name": "general",
-              "user_id": "U999", "user_name": "ana", "command": "/lesson", "text": "", "api_app_id": "A111"}
-    async with running(distributed) as (client, lessonbot):
+async def told_not_installed(settings, standin: SlackStandIn, team: str) -> dict[str, str]:
+    """Two people type /lesson in a channel of `team`, one the bot knows as a Spanish speaker (a learner of its past,
+    say), one it does not: each acknowledged with nothing, none recorded; what each was then shown privately."""
+    fields = {"token": "x", "team_id": team, "team_domain": "gone", "channel_id": "C999", "channel_name": "general",
+              "user_name": "ana", "command": "/lesson", "text": "", "api_app_id": "A111"}
+    async with running(settings) as (client, lessonbot):
         async with lessonbot.db.transaction() as session:
-            identity = await get_or_create_identity(session, "slack", "T999/U999")
+            identity = await get_or_create_identity(session, "slack", f"{team}/U999")
             (await session.get(User, identity.user_id)).locale = "es"
         for person, trigger in (("U999", "999.1.es"), ("U998", "999.2.en")):
             body = urlencode({**fields, "user_id": person, "trigger_id": trigger,
@@ -180,11 +179,29 @@ async def test_a_command_from_a_workspace_without_the_app_is_told_so_in_the_memb
             assert response.status_code == 200 and response.text == ""
         await standin.wait_for(lambda: len(standin.ephemerals("C999")) == 2)
         assert await count(lessonbot, InboundMessage) == 0
-    assert {call.params["user"]: call.params["text"] for call in standin.ephemerals("C999")} == {
-        "U999": "Lessonbot no está instalado en este espacio de trabajo (o ya no). Pide a un administrador que lo "
-                "instale de nuevo.",
-        "U998": "Lessonbot is not installed in this workspace (any more). Ask an admin to install it again.",
-    }
+    return {call.params["user"]: call.params["text"] for call in standin.ephemerals("C999")}
+
+
+NOT_INSTALLED_TOLD = {
+    "U999": "Lessonbot no está instalado en este espacio de trabajo (o ya no). Pide a un administrador que lo instale "
+            "de nuevo.",
+    "U998": "Lessonbot is not installed in this workspace (any more). Ask an admin to install it again.",
+}
+
+
+async def test_a_command_from_a_workspace_without_the_app_is_told_so_in_the_members_language(distributed, standin):
+    """A slash command from a workspace whose installation is gone (or never stored) is answered, privately through
+    its response_url after the acknowledgement, that the app is not installed there: in the member's language
+    where the bot knows them, in English for someone it does not."""
+    assert await told_not_installed(distributed, standin, "T999") == NOT_INSTALLED_TOLD
+
+
+async def test_a_command_to_a_workspaces_own_app_whose_token_slack_refuses_is_told_so_in_the_members_language(
+        slack_settings, standin):
+    """One workspace's app (SLACK_BOT_TOKEN) whose token Slack refuses (revoked, the app removed): a slash command
+    there is told the same, in the same way, as for an app installed into many workspaces."""
+    revoked = slack_settings.model_copy(update={"slack_bot_token": "xoxb-111-revoked"})
+    assert await told_not_installed(revoked, standin, "T111") == NOT_INSTALLED_TOLD
 
 
 async def test_uninstalling_forgets_the_workspace_and_its_replies_stop(distributed, standin):
