@@ -49,6 +49,7 @@ from bot.messages import (
     WORKSPACE,
     WORKSPACE_ADMIN,
     Choice,
+    Markup,
     Text,
     text_line,
 )
@@ -71,7 +72,7 @@ from storage.courses import (
     progress_of,
 )
 from storage.learners import ACTIVE as LEARNER_ACTIVE
-from storage.learners import PAUSED, STOPPED, Learner, lesson_schedule_changed, readable_zone
+from storage.learners import PAUSED, STOPPED, Learner, lesson_schedule_changed, readable_zone, zone_for
 from storage.models import AdminAuditEntry, User, utcnow
 from storage.outbox import OutboxEntry, enqueue, why_undelivered
 from storage.queries import get_or_create_conversation
@@ -97,6 +98,7 @@ from storage.teams import (
     is_team_admin,
     last_post,
     link_direct_chat,
+    member_zones,
     membership,
     nudge_held,
     posted_lessons,
@@ -245,8 +247,33 @@ async def _show(turn: Turn, team: Team | None) -> None:
     elif member is None or member.status != MEMBER_EXCLUDED:
         lines.append(_("/lessonbot team leave to opt out, /lessonbot team hide to stay off the leaderboard."))
     if await may_administer(turn, workspace_of(turn)):
+        if (hours := await hours_where_members_are(_, turn.session, team, turn.now)) is not None:
+            lines.append(hours)
         lines.append(_admin_help(_))
     turn.say("\n".join(lines))
+
+
+ZONES_LISTED = 5  # the zones with the most members named; the rest counted together
+
+
+async def hours_where_members_are(_: Translator, session: AsyncSession, team: Team, now: datetime) -> str | None:
+    """For a team admin, where a channel's lesson comes at one hour for everyone (the team's, in its zone): that
+    hour in the zones of its members (their profiles'), for how many, on the team's day today; None where it is the
+    same hour for all of them (or the lessons come to each in their own zone, the direct mode)."""
+    if team.mode != CHANNEL_MODE:
+        return None
+    zone = zone_for(team.timezone)
+    lesson = datetime.combine(now.astimezone(zone).date(), team.lesson_time, tzinfo=zone)
+    zones = await member_zones(session, team)
+    if all(lesson.astimezone(zone_for(name)).time() == team.lesson_time for name, _n in zones):
+        return None
+    hours = [_.plural("{time} in {zone} ({n} member)", "{time} in {zone} ({n} members)", n,
+                      time=f"{lesson.astimezone(zone_for(name)):%H:%M}", zone=name.replace("_", " "))
+             for name, n in zones[:ZONES_LISTED]]
+    rest = sum(n for _name, n in zones[ZONES_LISTED:])
+    if rest:
+        hours.append(_.plural("{n} member in other zones", "{n} members in other zones", rest))
+    return _("That hour where the members are: {hours}.", hours=Markup(", ".join(hours)))  # (each escaped)
 
 
 def _admin_help(_: Translator) -> str:
@@ -351,6 +378,8 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
         await follow_team_schedule(turn.session, team)
     described = describe(_, team, course)
     done = _("Done. {description} Each member takes the quizzes privately.", description=described)
+    if (hours := await hours_where_members_are(_, turn.session, team, now)) is not None:
+        done += "\n" + hours
     if team.mode == CHANNEL_MODE and team.next_lesson_id is None:
         done += "\n" + _("Every lesson of it has been posted already: /lessonbot team restart posts it again from "
                          "its first lesson.")

@@ -342,6 +342,18 @@ class Standing:
         return self.right / self.answered if self.answered else None
 
 
+async def member_zones(session: AsyncSession, team: Team) -> list[tuple[str, int]]:
+    """(zone, how many) of the team's active members whose own time zone is known (their profile's), the most
+    members first."""
+    count = func.count(TeamMember.id)
+    rows = await session.execute(
+        select(User.timezone, count).join(User, User.id == TeamMember.user_id)
+        .where(TeamMember.team_id == team.id, TeamMember.status == MEMBER_ACTIVE, User.timezone.is_not(None))
+        .group_by(User.timezone).order_by(count.desc(), User.timezone)
+    )
+    return [(str(zone), int(n)) for zone, n in rows.all() if zone]
+
+
 async def standings(session: AsyncSession, team: Team, *, include_hidden: bool = False,
                     now: datetime | None = None) -> list[Standing]:
     """The team's active members in its course, best first: points, then lessons done, then accuracy.
