@@ -53,6 +53,12 @@ class PermanentSendError(SendError):
         self.refusal = refusal or None
 
 
+class NotShown(PermanentSendError):
+    """The platform will not describe this person (Slack's users.info: `user_not_found`, `user_not_visible`): a
+    deactivated account, or one of another organisation hidden from this one. A read of a chat's members leaves
+    them out and goes on with the others; they are read again with the chat's members the next time."""
+
+
 class Unreachable(PermanentSendError):
     """The platform will deliver nothing to this chat (the person blocked the bot, deleted their account; the number
     is not one): dead-lettered, and nothing more is sent to the chat until the person writes again
@@ -376,5 +382,6 @@ class ListsMembers(Protocol):
         ...
 
     async def member_profile(self, sender_id: str) -> ChatMember:
-        """What the platform says of one person (name, zone, guest, bot, admin)."""
+        """What the platform says of one person (name, zone, guest, bot, admin); NotShown for one it will not
+        describe."""
         ...

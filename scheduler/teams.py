@@ -13,7 +13,8 @@ digest, at the team's hour in the team's zone.
 
 `sync_team_members` reads each team's chat members through the channel's `ListsMembers` (Slack's
 conversations.members, every page; users.info only for people not seen before, and for those who come back;
-Retry-After honoured by the channel), at set-up and every SYNC_EVERY after: people in the chat become active members
+Retry-After honoured by the channel; someone it will not describe, `NotShown`, left out until the next read, the
+others read as ever), at set-up and every SYNC_EVERY after: people in the chat become active members
 (guests and bots are left out), people no longer there are paused (`left`, and the direct-mode lessons they started
 through the team with them), and one who comes back is a member again unless they are now a guest or a bot; a
 member's own opt-out stands, and so does the bare opt-out an erased member's row is left as
@@ -32,7 +33,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.channel import ChatMember, ListsMembers, PermanentSendError, SendError
+from bot.channel import ChatMember, ListsMembers, NotShown, PermanentSendError, SendError
 from bot.text import person_name
 from dialogs.teams import (
     announce,
@@ -182,8 +183,9 @@ async def sync_one(ctx: JobContext, team: Team, lister: ListsMembers, now: datet
     # member rows by their own workspace (a Slack Connect member's is another organisation's)
     here = {person_of(member): member for member in present}
     # Who comes back is read again: a guest of the workspace now, or a bot, stays out
-    returning = {member: await lister.member_profile(here[person_of(member)])
-                 for member, status in known.items() if status == MEMBER_LEFT and person_of(member) in here}
+    returning = {member: profile for member, status in known.items()
+                 if status == MEMBER_LEFT and person_of(member) in here
+                 and (profile := await _profile(lister, here[person_of(member)])) is not None}
     async with ctx.db.transaction() as session:
         row = await session.get(Team, team.id)
         if row is None:
@@ -198,19 +200,31 @@ async def sync_one(ctx: JobContext, team: Team, lister: ListsMembers, now: datet
     newcomers = [member for member in present if person_of(member) not in seen]
     for start in range(0, len(newcomers), PROFILE_BATCH):
         # users.info only for people not seen before: a 500-member channel costs its calls once.
-        profiles = [await lister.member_profile(member) for member in newcomers[start:start + PROFILE_BATCH]]
+        profiles = [profile for member in newcomers[start:start + PROFILE_BATCH]
+                    if (profile := await _profile(lister, member)) is not None]
         async with ctx.db.transaction() as session:
             await _enroll(session, team.id, profiles, now)
     # And for those let in before their profile could be read (a button pressed before this read): a guest or a bot
     # among them is left out now.
     for member in [member for member in present if person_of(member) in unread]:
-        profile = await lister.member_profile(member)
+        if (profile := await _profile(lister, member)) is None:
+            continue
         async with ctx.db.transaction() as session:
             await _standing_read(session, team.id, unread[person_of(member)], profile, now)
     async with ctx.db.transaction() as session:
         row = await session.get(Team, team.id)
         if row is not None:
             row.members_synced_at = now
+
+
+async def _profile(lister: ListsMembers, member: str) -> ChatMember | None:
+    """What the platform says of one member; None for one it will not describe (NotShown), who is left out of this
+    read, not holding back everyone read after them, and read again the next time."""
+    try:
+        return await lister.member_profile(member)
+    except NotShown as exc:
+        log.info("a chat member's profile was not shown; left out of this read", extra={"error": str(exc)})
+        return None
 
 
 async def _came_back(session: AsyncSession, team: Team, member: str, profile: ChatMember, now: datetime) -> None:

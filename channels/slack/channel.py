@@ -42,6 +42,7 @@ from bot.channel import (
     ChannelHost,
     ChatMember,
     Delivery,
+    NotShown,
     PartsSent,
     PermanentSendError,
     RateLimit,
@@ -74,6 +75,8 @@ PERMANENT_ERRORS = frozenset({
     "not_allowed_token_type", "channel_is_archived", "file_uploads_disabled", "file_upload_size_restricted",
 })
 TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+# users.info's word for a person it will not describe: a deactivated account, one of another organisation
+NOT_SHOWN = frozenset({"user_not_found", "user_not_visible"})
 
 USER_ID_PREFIXES = ("U", "W")  # a user id (W… in Enterprise Grid): chat.postMessage there lands in their DM
 HOME_BLOCKS = 100  # a Home tab view holds at most 100 blocks
@@ -335,7 +338,12 @@ class SlackChannel:
         installation, _, user = sender_id.partition("/")
         client = await self._client_for(installation)
         await self._pace_profiles(installation)
-        response = await self._patiently(lambda: client.users_info(user=user))
+        try:
+            response = await self._patiently(lambda: client.users_info(user=user))
+        except PermanentSendError as exc:
+            if exc.refusal in NOT_SHOWN:
+                raise NotShown(f"Slack shows no profile of {sender_id} ({exc.refusal})", refusal=exc.refusal) from exc
+            raise
         profile = response.get("user") or {}
         # named by their own workspace, as every event of theirs names them (a Slack Connect channel's guest from
         # another organisation is not the installing workspace's)

@@ -1439,6 +1439,26 @@ async def test_a_team_lead_is_told_which_hour_a_channel_lesson_is_for_members_in
         assert where in private_texts(standin, ADMIN)[-1].splitlines()
 
 
+async def test_a_member_slack_shows_no_profile_of_does_not_stop_the_others_from_being_enrolled(slack_settings, standin,
+                                                                                               fixtures_dir):
+    """A large channel's members are read one profile at a time: one Slack will not show (users.info answers
+    user_not_found: a deactivated account, someone of another organisation hidden from this one) is left out of this
+    read, and everyone else is enrolled, not held back until it is read again hours later."""
+    standin.add_member(CHANNEL, "UGONE", name="gone")
+    del standin.profiles["UGONE"]
+    standin.channel_members[CHANNEL].remove("UGONE")
+    standin.channel_members[CHANNEL].insert(1, "UGONE")  # read before bea, cal, dan, the guest and the bot
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        clock = await _team_set_up(client, fixtures_dir, standin, lessonbot, read_members=False)
+        assert await sync_team_members(context(lessonbot, clock)) == 1
+        assert await members(lessonbot) == {ADMIN: MEMBER_ACTIVE, BEA: MEMBER_ACTIVE, CAL: MEMBER_ACTIVE,
+                                            DAN: MEMBER_ACTIVE, GUEST: MEMBER_EXCLUDED, ROBOT: MEMBER_EXCLUDED}
+        standin.add_member(CHANNEL, "UGONE", name="gone")  # shown again: read with the members next time
+        clock.move(hours=7)
+        assert await sync_team_members(context(lessonbot, clock)) == 1
+        assert (await members(lessonbot))["UGONE"] == MEMBER_ACTIVE
+
+
 async def _team_set_up(client, fixtures_dir, standin, lessonbot, *, read_members: bool = True) -> HandClock:
     """The sample course set up as ADMIN's team (and the channel's members read): the clock the jobs go by."""
     lessonbot.channels["slack"].post_pace = 0.0
