@@ -284,7 +284,7 @@ def bolt_app(channel: SlackChannel, host: ChannelHost) -> AsyncApp:
     )
     # The notes after an acknowledgement run as tasks the channel keeps, and waits for when the bot stops.
     app.listener_runner.lazy_listener_runner = channel.after_ack
-    Listeners(channel, host, app).register()
+    Listeners(channel, host, app, authorize).register()
     return app
 
 
@@ -317,10 +317,12 @@ class Listeners:
     """What each kind of Slack request becomes: a listener a kind, each recording its outcome into the host and
     then acknowledging (`register` tells Bolt which is which)."""
 
-    def __init__(self, channel: SlackChannel, host: ChannelHost, app: AsyncApp) -> None:
+    def __init__(self, channel: SlackChannel, host: ChannelHost, app: AsyncApp,
+                 authorize: StoreAuthorize | TokenAuthorize) -> None:
         self.channel = channel
         self.host = host
         self.app = app
+        self.authorize = authorize
 
     def register(self) -> None:
         app = self.app
@@ -463,6 +465,8 @@ class Listeners:
             await self.app.default_app_uninstalled_event_listener()(context=context)
         elif self.channel.multi_workspace:
             await self.app.default_tokens_revoked_event_listener()(event=_event(body), context=context)
+        if isinstance(self.authorize, TokenAuthorize) and (kind == "app_uninstalled" or revoked_bot):
+            self.authorize.forget()  # the settings' token: Slack is asked again whether it still takes it
         installation = _installation(context)
         if installation and (kind == "app_uninstalled" or revoked_bot):
             cancelled = await self.host.stop_sending(

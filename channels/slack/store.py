@@ -7,6 +7,8 @@ through slack_sdk's own `AsyncInstallationStore` / `AsyncOAuthStateStore`.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -31,6 +33,9 @@ _store_away: ContextVar[CannotRecord | None] = ContextVar("slack_installation_st
 # the app is not installed there any more. Any other error (a 429, Slack's own trouble) is Slack's to retry.
 TOKEN_REFUSED = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
                            "team_access_not_granted"})
+
+# How long Slack's yes to the bot token (auth.test) is taken on trust before it is asked again
+TOKEN_CHECKED_SECONDS = 600.0
 
 # The keyword arguments `Bot(...)` accepts, out of an installation record's fields.
 _BOT_ARGUMENTS = (
@@ -137,22 +142,32 @@ class TokenUnchecked(Exception):
 
 class TokenAuthorize(AsyncAuthorize):
     """One workspace's app (SLACK_BOT_TOKEN): every request authorized with that token, as Bolt's own single-workspace
-    authorization does (auth.test, called until it answers once), except that a token Slack refuses (TOKEN_REFUSED)
+    authorization does (auth.test, called until it answers), except that a token Slack refuses (TOKEN_REFUSED)
     raises NotInstalled, for the listeners' error handler to tell the person so in their language (Bolt's own answer
-    is one sentence for everyone)."""
+    is one sentence for everyone). Slack's yes is kept for TOKEN_CHECKED_SECONDS, and forgotten at once when Slack
+    says the app was uninstalled (`forget`), so a token taken back is found out: at once in the process that heard
+    it, within those minutes in the others."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, *, now: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.token = token
-        self._answer: Any = None  # auth.test's answer, once it was yes
+        self._now = now
+        self._answer: Any = None  # auth.test's answer, while it was yes
+        self._checked_at = 0.0
+
+    def forget(self) -> None:
+        """The app was uninstalled, or its bot token revoked: ask Slack again before the next request."""
+        self._answer = None
 
     async def __call__(
         self, *, context: AsyncBoltContext, enterprise_id: str | None, team_id: str | None, user_id: str | None,
         actor_enterprise_id: str | None = None, actor_team_id: str | None = None, actor_user_id: str | None = None,
     ) -> AuthorizeResult:
-        if self._answer is None:
+        if self._answer is None or self._now() - self._checked_at > TOKEN_CHECKED_SECONDS:
+            self._answer = None
             try:
                 self._answer = await context.client.auth_test(token=self.token)
+                self._checked_at = self._now()
             except SlackApiError as exc:
                 error = exc.response.get("error") if exc.response is not None else None
                 if error in TOKEN_REFUSED:

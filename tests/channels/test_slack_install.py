@@ -204,6 +204,32 @@ async def test_a_command_to_a_workspaces_own_app_whose_token_slack_refuses_is_to
     assert await told_not_installed(revoked, standin, "T111") == NOT_INSTALLED_TOLD
 
 
+async def test_a_command_after_a_workspaces_own_app_was_uninstalled_is_told_so_not_recorded(slack_settings, standin):
+    """One workspace's app (SLACK_BOT_TOKEN): after Slack says it was uninstalled, its token no longer works; a slash
+    command typed then is not recorded to be answered with a token Slack refuses, but told privately that the app is
+    not installed."""
+    fields = {"token": "x", "team_id": "T111", "team_domain": "test", "channel_id": "C111", "channel_name": "general",
+              "user_name": "ana", "command": "/lesson", "text": "", "api_app_id": "A111", "user_id": "U111"}
+    async with running(slack_settings) as (client, lessonbot):
+        for trigger in ("111.1.before", "111.2.after"):
+            body = urlencode({**fields, "trigger_id": trigger,
+                              "response_url": standin.response_url("C111", "U111")}).encode()
+            response = await client.post("/slack/events", content=body, headers=signed(
+                body, content_type="application/x-www-form-urlencoded"))
+            assert response.status_code == 200 and response.text == ""
+            if trigger.endswith("before"):
+                assert await count(lessonbot, InboundMessage) == 1
+                uninstalled = {"token": "x", "team_id": "T111", "api_app_id": "A111", "type": "event_callback",
+                               "event_id": "EvUNINSTALL1", "event_time": int(time.time()),
+                               "event": {"type": "app_uninstalled", "event_ts": f"{time.time():.6f}"}}
+                assert (await post_event(client, uninstalled)).status_code == 200
+                standin.workspaces.pop(BOT_TOKEN)  # Slack takes the token back with the app
+        await standin.wait_for(lambda: standin.ephemerals("C111", "U111"))
+        assert await count(lessonbot, InboundMessage) == 1
+    assert [call.params["text"] for call in standin.ephemerals("C111", "U111")] == [
+        "Lessonbot is not installed in this workspace (any more). Ask an admin to install it again."]
+
+
 async def test_uninstalling_forgets_the_workspace_and_its_replies_stop(distributed, standin):
     async with running(distributed) as (client, lessonbot):
         assert (await install(client, standin, SECOND)).status_code == 200
