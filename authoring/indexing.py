@@ -21,4 +21,4 @@ def ingest_course(course: Course, settings: KnowledgeSettings) -> str:
 
     lessons = [Material(lesson.id, lesson.title, "\n\n".join(lesson.parts), source=lesson.file)
                for lesson in course.lessons]
-    return ingest_lessons(course.id, lessons, settings=settings).summary()
+    return ingest_lessons(course.id, lessons, settings=settings, language=course.language).summary()

@@ -85,15 +85,16 @@ def compose(question: str, passages: Sequence[Passage], *, rarity: Callable[[str
 def quote(question: str, passages: Sequence[Passage], *, rarity: Callable[[str], float]) -> Quote:
     """The best sentences for `question` and the answerability model's confidence in them."""
     models = ranking.models()
-    asked = ranking.Question.of(question, rarity)
     given = tuple(passages[:PASSAGES])
+    # read as the best passage's course is written
+    asked = ranking.Question.of(question, rarity, given[0].language if given else None)
     units, rows = sentence_rows(asked, given)
     if not units:
         return Quote((), given, 0.0, False)
     scores = models.sentences.scores(rows)
     picked = _pick([len(text) for *_, text in units], scores, models.quote_per_character)
     chosen = sorted(units[i] for i in picked)
-    analysed = [ranking.analyse(p.chunk_id, p.text, p.headings) for p in given]
+    analysed = [ranking.analyse(p.chunk_id, p.text, p.headings, p.language) for p in given]
     quoted_terms = frozenset().union(*(analysed[rank].unit_terms[position] for rank, position, _ in chosen))
     quoted_words = frozenset().union(*(analysed[rank].unit_words[position] for rank, position, _ in chosen))
     weighed = _weighed(units, scores)
@@ -160,7 +161,7 @@ def sentence_rows(
     """Every sentence of `passages` as (passage rank, position, text), and its features (ranking.SENTENCE_FEATURES).
     A sentence two passages share (overlapping chunks of one paragraph) is one candidate, the higher ranked's."""
     probabilities = ranking.softmax([p.score for p in passages])
-    analysed = [ranking.analyse(p.chunk_id, p.text, p.headings) for p in passages]
+    analysed = [ranking.analyse(p.chunk_id, p.text, p.headings, p.language) for p in passages]
     cosines = [p.sentence_similarities or (0.0,) * len(a.units) for p, a in zip(passages, analysed, strict=True)]
     top_coverage = max((asked.coverage(unit) for a in analysed for unit in a.unit_terms), default=0.0)
     top_cosine = max((cosine for each in cosines for cosine in each), default=0.0)
@@ -205,7 +206,7 @@ def _clauses_holding_the_question(sentence: str, asked: ranking.Question) -> str
         for end in range(start + 1, len(clauses) + 1):
             if len(" ".join(clauses[start:end])) > SENTENCE_CHARACTERS and end > start + 1:
                 break
-            covered = asked.coverage(set(terms(" ".join(clauses[start:end]))))
+            covered = asked.coverage(set(terms(" ".join(clauses[start:end]), asked.language)))
             if covered >= best[0]:
                 best = (covered, start, end)
     _, start, end = best

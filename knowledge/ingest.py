@@ -55,19 +55,25 @@ class IngestReport:
 
 
 def ingest_lessons(
-    course_id: str, lessons: Sequence[Lesson], *, settings: KnowledgeSettings, progress: Progress | None = None
+    course_id: str,
+    lessons: Sequence[Lesson],
+    *,
+    settings: KnowledgeSettings,
+    language: str | None = None,
+    progress: Progress | None = None,
 ) -> IngestReport:
     """(Re)ingest an imported course's lessons; the course importer calls this after every import.
 
     `lessons` is the course's whole lesson list: `Lesson(lesson_id, title, text)` (Markdown text), or
     `read_lesson(path, lesson_id=...)` for a lesson kept in a file. Lessons imported earlier and missing now are
-    removed; material added with `lessonbot ingest` is left alone. Blocking (it embeds): call it from a thread
-    (`await asyncio.to_thread(ingest_lessons, ...)`) in async code.
+    removed; material added with `lessonbot ingest` is left alone. `language`: the course's (BCP 47, "es"), which
+    chooses how its words are stemmed for the keyword search; None keeps what the store has (English at first).
+    Blocking (it embeds): call it from a thread (`await asyncio.to_thread(ingest_lessons, ...)`) in async code.
     """
     from knowledge.store import open_store
 
     store = open_store(settings)
-    return sync_lessons(store, course_id, lessons, origin=IMPORT_ORIGIN, progress=progress)
+    return sync_lessons(store, course_id, lessons, origin=IMPORT_ORIGIN, progress=progress, language=language)
 
 
 def ingest_path(
@@ -110,8 +116,10 @@ def sync_lessons(
     origin: str,
     progress: Progress | None = None,
     keep: Collection[str] = frozenset(),
+    language: str | None = None,
 ) -> IngestReport:
-    """Make the store's chunks of `origin`'s scope in `course_id` match `lessons` exactly."""
+    """Make the store's chunks of `origin`'s scope in `course_id` match `lessons` exactly; `language` (None: as
+    recorded) is recorded for the course."""
     report = IngestReport(course_id=course_id, lessons=len(lessons))
     wanted: list[Chunk] = [chunk for lesson in lessons for chunk in chunk_lesson(course_id, lesson, origin=origin)]
     given = {lesson.lesson_id for lesson in lessons}
@@ -177,8 +185,9 @@ def sync_lessons(
                 log.warning("could not give the course a new revision after a failed ingest: ingest it again",
                             extra={"course_id": course_id}, exc_info=True)
         raise
-    if report.changed:
-        store.mark_changed(course_id)
+    if report.changed or (language and language != store.language(course_id)):
+        # a course whose language changed (or a store made before languages were recorded) is indexed again too
+        store.mark_changed(course_id, language=language)
     log.info(
         "course ingested",
         extra={"course_id": course_id, "added": report.added, "updated": report.updated, "removed": report.removed},

@@ -1,5 +1,8 @@
 """Keyword search: BM25 over stemmed terms, one index per course, scored over the courses a learner may see.
 
+Each course is analysed in its own language (knowledge.terms: "aprendiendo" and "aprender" are one term of a Spanish
+course), and a question is analysed for each course in that course's language.
+
 Each course's index is built from the store's text the first time the course is searched and kept per process
 until the course's revision changes (any ingest that changed it). Building reads the course's chunks once and
 counts terms into compressed columns (a few seconds for 100,000 chunks). Scoring several courses together uses
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from knowledge.terms import terms
+from knowledge.terms import analysed_language, terms
 
 # The usual BM25 constants (Robertson); they also gave the best recall on the SQuAD paragraphs.
 K1 = 1.5
@@ -31,16 +34,19 @@ class KeywordHit:
 class CourseIndex:
     """Term → (chunks, counts) in compressed sparse columns, plus each chunk's length in terms."""
 
-    def __init__(self, course_id: str, revision: str, ids: Sequence[str], texts: Sequence[str]) -> None:
+    def __init__(
+        self, course_id: str, revision: str, ids: Sequence[str], texts: Sequence[str], *, language: str | None = None
+    ) -> None:
         self.course_id = course_id
         self.revision = revision
+        self.language = analysed_language(language)
         self.ids = list(ids)
         self.rows = {id: row for row, id in enumerate(self.ids)}
         vocabulary: dict[str, int] = {}
         flat: list[int] = []
         lengths = np.zeros(len(self.ids), dtype=np.int64)
         for row, text in enumerate(texts):
-            term_ids = [vocabulary.setdefault(term, len(vocabulary)) for term in terms(text)]
+            term_ids = [vocabulary.setdefault(term, len(vocabulary)) for term in terms(text, self.language)]
             flat.extend(term_ids)
             lengths[row] = len(term_ids)
         # one sort of (term, chunk) keys gives every term's chunks and counts, grouped by term
@@ -81,15 +87,16 @@ def search(
 ) -> list[KeywordHit]:
     """The `limit` best chunks for `query` by BM25 across `indexes`, best first, plus the chunks named in `also`
     (scored too, wherever they rank). Chunks sharing no term with the query are left out."""
-    query_terms = list(dict.fromkeys(terms(query)))
+    query_terms = {language: list(dict.fromkeys(terms(query, language)))
+                   for language in {index.language for index in indexes}}
     total = sum(len(index.ids) for index in indexes)
-    if not query_terms or total == 0:
+    if not any(query_terms.values()) or total == 0:
         return []
     average_length = max(sum(float(index.lengths.sum()) for index in indexes) / total, 1.0)
-    weights = {term: term_weight(indexes, term) for term in query_terms if any(i.frequency(term) for i in indexes)}
     hits: list[KeywordHit] = []
     extra: list[KeywordHit] = []
     for index in indexes:
+        weights = {term: term_weight(indexes, term) for term in query_terms[index.language] if index.frequency(term)}
         scores = np.zeros(len(index.ids), dtype=np.float32)
         norms = K1 * (1.0 - B + B * index.lengths / average_length)
         for term, weight in weights.items():
@@ -108,8 +115,8 @@ def search(
 class KeywordIndexes:
     """Per-process cache of course indexes, rebuilt when a course's revision moves on."""
 
-    def __init__(self, load: Callable[[str, str], tuple[list[str], list[str]]]) -> None:
-        self._load = load  # (course id, its revision) → (chunk ids, indexed texts)
+    def __init__(self, load: Callable[[str, str], tuple[list[str], list[str], str | None]]) -> None:
+        self._load = load  # (course id, its revision) → (chunk ids, indexed texts, the course's language)
         self._indexes: dict[str, CourseIndex] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -126,7 +133,7 @@ class KeywordIndexes:
         with lock:  # one build per course at a time; others wait for it rather than build it again
             index = self._indexes.get(course_id)
             if index is None or index.revision != revision:
-                ids, texts = self._load(course_id, revision)
-                index = CourseIndex(course_id, revision, ids, texts)
+                ids, texts, language = self._load(course_id, revision)
+                index = CourseIndex(course_id, revision, ids, texts, language=language)
                 self._indexes[course_id] = index
             return index

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from knowledge.terms import STOP_WORDS, quotable_units, terms, words
+from knowledge.terms import DEFAULT_LANGUAGE, analysed_language, quotable_units, stop_words, terms, words
 
 MODEL_FILE = Path(__file__).with_name("ranking.json")
 
@@ -198,7 +198,7 @@ def answer_type_near(kind: str | None, sentence: str, question: Question) -> flo
     places = answer_type_places(kind, sentence, question.words)
     if not places:
         return 0.0
-    asked = [m.start() for m in _TOKEN.finditer(sentence) if m.group().lower() in question.words - STOP_WORDS]
+    asked = [m.start() for m in _TOKEN.finditer(sentence) if m.group().lower() in question.words - question.stop_words]
     if not asked:
         return 0.0
     return 1.0 / (1.0 + min(abs(a - b) for a in places for b in asked) / 30)
@@ -215,22 +215,31 @@ class Question:
     words: frozenset[str]  # its lowercased words, for "not already in the question"
     negated: frozenset[str]  # the terms a negation of the question stands before (negated_terms)
     names: frozenset[str] = frozenset()  # lowercased: its capitalised words but the first, and its numbers
+    language: str = DEFAULT_LANGUAGE  # whose analyser made its terms (knowledge.terms.analysed_language)
 
     @classmethod
-    def of(cls, text: str, rarity: Callable[[str], float]) -> Question:
-        ordered = terms(text)
+    def of(cls, text: str, rarity: Callable[[str], float], language: str | None = None) -> Question:
+        """`text` read in `language`: the language of the course it is asked of (None: English)."""
+        language = analysed_language(language)
+        ordered = terms(text, language)
+        dropped = stop_words(language)
         return cls(
             text=text,
             weights={term: rarity(term) for term in dict.fromkeys(ordered)},
             pairs=frozenset(zip(ordered, ordered[1:], strict=False)),
             kind=answer_type(text),
             words=frozenset(re.findall(r"[\w']+", text.lower())),
-            negated=negated_terms(text, QUESTION_NEGATED_REACH),
+            negated=negated_terms(text, QUESTION_NEGATED_REACH, language),
             names=frozenset(
                 word.lower() for position, word in enumerate(re.findall(r"[\w']+", text))
-                if (position and word[0].isupper() or any(c.isdigit() for c in word)) and word.lower() not in STOP_WORDS
+                if (position and word[0].isupper() or any(c.isdigit() for c in word)) and word.lower() not in dropped
             ),
+            language=language,
         )
+
+    @property
+    def stop_words(self) -> frozenset[str]:
+        return stop_words(self.language)
 
     @property
     def total(self) -> float:
@@ -274,28 +283,30 @@ class Analysed:
 
 
 _CACHED = 20_000  # passages kept analysed; an id is a hash of the text, so an entry never goes stale
-_analysed: OrderedDict[str, Analysed] = OrderedDict()
+_analysed: OrderedDict[tuple[str, str], Analysed] = OrderedDict()
 _analysed_lock = threading.Lock()
 
 
-def analyse(chunk_id: str, text: str, headings: str) -> Analysed:
+def analyse(chunk_id: str, text: str, headings: str, language: str | None = None) -> Analysed:
+    """The passage `text` (under `headings`) in `language`, its course's (None: English)."""
+    key = (chunk_id, analysed_language(language))
     with _analysed_lock:
-        found = _analysed.get(chunk_id)
+        found = _analysed.get(key)
         if found is not None:
-            _analysed.move_to_end(chunk_id)
+            _analysed.move_to_end(key)
             return found
     units = quotable_units(text)
-    unit_term_lists = [terms(unit) for unit in units]
+    unit_term_lists = [terms(unit, language) for unit in units]
     found = Analysed(
         units=tuple(units),
         unit_terms=tuple(frozenset(t) for t in unit_term_lists),
         unit_pairs=tuple(frozenset(zip(t, t[1:], strict=False)) for t in unit_term_lists),
         unit_words=tuple(frozenset(words(unit)) for unit in units),
-        heading_terms=frozenset(terms(headings)),
+        heading_terms=frozenset(terms(headings, language)),
         unit_sequences=tuple(tuple(t) for t in unit_term_lists),
     )
     with _analysed_lock:
-        _analysed[chunk_id] = found
+        _analysed[key] = found
         while len(_analysed) > _CACHED:
             _analysed.popitem(last=False)
     return found
@@ -350,7 +361,7 @@ def sentence_features(
         passage_probability,
         float(position == 0),
         math.log(1 + len(unit)),
-        math.log(1 + len(passage.unit_words[position] - question.words - STOP_WORDS)),
+        math.log(1 + len(passage.unit_words[position] - question.words - question.stop_words)),
         question.coverage(around) - coverages[position],
         top_coverage - coverages[position],
         top_cosine - cosine,
@@ -409,7 +420,7 @@ def answer_features(
         passage_cosine,
         math.log(1 + len(question.weights)),
         float(bool(question.negated) and not question.negated & frozenset().union(
-            *(negated_terms(unit, QUOTE_NEGATED_REACH) for unit in quoted))),
+            *(negated_terms(unit, QUOTE_NEGATED_REACH, question.language) for unit in quoted))),
         len(missing),
         len(missing_in_passage),
         sum(missing),
@@ -431,7 +442,7 @@ def answer_features(
     ]
 
 
-def negated_terms(text: str, reach: int) -> frozenset[str]:
+def negated_terms(text: str, reach: int, language: str | None = None) -> frozenset[str]:
     """The terms of the words within `reach` after each negation of `text` ("What machine does not define BPP?":
     define and BPP): what it says is not so. A question's negation is met only by the quote negating one of the
     same words; a "not" elsewhere in the quote says nothing of it (on squad-dev, weighing any "not" of the quote as
@@ -444,13 +455,13 @@ def negated_terms(text: str, reach: int) -> frozenset[str]:
     for place, token in enumerate(tokens):
         if token in _NEGATIONS and not (token == "no" and tokens[place - 1 : place] in (["or"], ["yes"])):
             found.update(terms(" ".join(word for word in tokens[place + 1 : place + 1 + reach]
-                                        if word not in _NEGATIONS)))
+                                        if word not in _NEGATIONS), language))
     return frozenset(found)
 
 
 def _absent(question: Question, passage_words: frozenset[str]) -> list[float]:
     """What of the question, as written, the passage lacks: a number, and how many words."""
-    absent = question.words - STOP_WORDS - passage_words
+    absent = question.words - question.stop_words - passage_words
     return [
         float(any(any(c.isdigit() for c in word) for word in question.names - passage_words)),
         min(len(absent), 4) / 4,

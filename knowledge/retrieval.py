@@ -29,6 +29,7 @@ from knowledge.embeddings import unit_rows
 from knowledge.keyword import KeywordIndexes
 from knowledge.resident import ResidentCourse, ResidentCourses
 from knowledge.store import KnowledgeStore, StoredChunk
+from knowledge.terms import DEFAULT_LANGUAGE
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Passage:
     similarity: float  # cosine similarity to the question (0 when not computed: keyword mode)
     keyword_score: float  # BM25 relative to the question's best chunk, 0..1
     sentence_similarities: tuple[float, ...] = ()  # each quotable unit's (knowledge.terms.quotable_units)
+    language: str = DEFAULT_LANGUAGE  # its course's, as its words are analysed (knowledge.terms.analysed_language)
 
     @property
     def where(self) -> str:
@@ -80,6 +82,7 @@ class Candidate:
     fused: float
     sentence_similarities: tuple[float, ...]
     features: tuple[float, ...]  # ranking.PASSAGE_FEATURES (empty outside hybrid mode)
+    language: str = DEFAULT_LANGUAGE  # its course's
 
     def passage(self, score: float) -> Passage:
         meta = self.chunk.metadata
@@ -95,6 +98,7 @@ class Candidate:
             similarity=self.similarity,
             keyword_score=self.keyword,
             sentence_similarities=self.sentence_similarities,
+            language=self.language,
         )
 
 
@@ -148,11 +152,11 @@ class Retriever:
         # a chunk's id hashes its text, so its vector never goes stale
         self._chunk_vectors: _Kept[str, np.ndarray] = _Kept(CHUNK_VECTORS_CACHED)
 
-    def _course_texts(self, course_id: str, revision: str) -> tuple[list[str], list[str]]:
+    def _course_texts(self, course_id: str, revision: str) -> tuple[list[str], list[str], str | None]:
         # a course kept in the process at this revision is not read twice
         kept = self.resident.kept(course_id, revision)
         chunks = kept.chunks if kept is not None else self.store.chunk_texts(course_id)
-        return [chunk.id for chunk in chunks], [chunk.indexed_text for chunk in chunks]
+        return [chunk.id for chunk in chunks], [chunk.indexed_text for chunk in chunks], self.store.language(course_id)
 
     def retrieve(self, question: str, *, allowed_courses: Collection[str], limit: int = 5) -> list[Passage]:
         """The `limit` best passages for `question` from `allowed_courses` only, best first."""
@@ -223,26 +227,33 @@ class Retriever:
         # deleted meanwhile, or (never expected) outside the learner's courses
         chunks = [found[id] for id in kept if id in found and found[id].metadata.get("course_id") in allowed_courses]
         # the answer weighs the question's words by the courses' statistics whatever side searched them
-        rarity = self._rarity(indexes if self.mode != "dense" else self.indexes.for_courses(revisions))
+        indexes = indexes if self.mode != "dense" else self.indexes.for_courses(revisions)
+        rarity = self._rarity(indexes)
+        languages = {index.course_id: index.language for index in indexes}
         if self.mode != "hybrid":
-            return [Candidate(chunk, keyword_hits.get(chunk.id, 0.0) / best_keyword, similarities.get(chunk.id, 0.0),
-                              fused(chunk.id), (), ()) for chunk in chunks], rarity, unindexed
+            return ([Candidate(chunk, keyword_hits.get(chunk.id, 0.0) / best_keyword, similarities.get(chunk.id, 0.0),
+                               fused(chunk.id), (), (), _language(chunk, languages)) for chunk in chunks],
+                    rarity, unindexed)
 
         best_fused = max((fused(chunk.id) for chunk in chunks), default=0.0) or 1.0
-        asked = ranking.Question.of(question, rarity)
-        sentence_vectors = self._sentence_vectors(chunks)
+        # the question read as each course's words are
+        asked = {language: ranking.Question.of(question, rarity, language)
+                 for language in {_language(chunk, languages) for chunk in chunks}}
+        sentence_vectors = self._sentence_vectors(chunks, languages)
         candidates = []
         for chunk in chunks:
-            analysed = ranking.analyse(chunk.id, chunk.text, _headings(chunk))
+            language = _language(chunk, languages)
+            analysed = ranking.analyse(chunk.id, chunk.text, _headings(chunk), language)
             vectors = sentence_vectors.get(chunk.id)
             cosines = tuple((vectors @ unit).tolist()) if vectors is not None else ()
             keyword_share = keyword_hits.get(chunk.id, 0.0) / best_keyword
             similarity = similarities.get(chunk.id, 0.0)
             features = ranking.passage_features(
-                asked, analysed, fused=fused(chunk.id) / best_fused, keyword=keyword_share, cosine=similarity,
+                asked[language], analysed, fused=fused(chunk.id) / best_fused, keyword=keyword_share, cosine=similarity,
                 sentence_cosines=cosines,
             )
-            candidates.append(Candidate(chunk, keyword_share, similarity, fused(chunk.id), cosines, tuple(features)))
+            candidates.append(Candidate(chunk, keyword_share, similarity, fused(chunk.id), cosines, tuple(features),
+                                        language))
         return candidates, rarity, unindexed
 
     def _nearest(
@@ -287,7 +298,7 @@ class Retriever:
         self._chunk_vectors.put(read)
         return found | read
 
-    def _sentence_vectors(self, chunks: list[StoredChunk]) -> dict[str, np.ndarray]:
+    def _sentence_vectors(self, chunks: list[StoredChunk], languages: dict[str, str]) -> dict[str, np.ndarray]:
         """Each chunk's sentence vectors: kept in the process, else from the store, else (a chunk stored before
         sentences had vectors, or whose text an earlier version cut into other sentences, until the next ingest of
         its course) embedded now."""
@@ -297,7 +308,8 @@ class Retriever:
             if chunk.id not in found and "sentences" in chunk.metadata:
                 wanted.setdefault(str(chunk.metadata["course_id"]), {})[chunk.id] = int(chunk.metadata["sentences"])
         read = self.store.sentence_vectors(wanted) if wanted else {}
-        units = {chunk.id: ranking.analyse(chunk.id, chunk.text, _headings(chunk)).units for chunk in chunks}
+        units = {chunk.id: ranking.analyse(chunk.id, chunk.text, _headings(chunk),
+                                           _language(chunk, languages)).units for chunk in chunks}
         # none stored, or stored for the chunk's text cut into sentences otherwise (by a version before this one)
         unembedded = [chunk for chunk in chunks if chunk.id not in found
                       and len(read.get(chunk.id, ())) != len(units[chunk.id])]
@@ -330,6 +342,11 @@ def _by_course(ids: list[str], course_of: dict[str, str]) -> dict[str, list[str]
     for id in ids:
         grouped.setdefault(course_of[id], []).append(id)
     return grouped
+
+
+def _language(chunk: StoredChunk, languages: dict[str, str]) -> str:
+    """The language the chunk's course is analysed in (`languages`: course id → language)."""
+    return languages.get(str(chunk.metadata.get("course_id", "")), DEFAULT_LANGUAGE)
 
 
 def _headings(chunk: StoredChunk) -> str:

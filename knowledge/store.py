@@ -437,20 +437,27 @@ class KnowledgeStore:
 
     # courses --------------------------------------------------------------------------------------------------------
 
-    def mark_changed(self, course_id: str) -> str:
-        """Give the course a new revision (after any change to its chunks); returns it."""
+    def mark_changed(self, course_id: str, *, language: str | None = None) -> str:
+        """Give the course a new revision (after any change to its chunks, or to the language it is written in:
+        every process then indexes it again); returns it. `language` (BCP 47) is recorded; None keeps the one
+        recorded before."""
         revision = uuid.uuid4().hex
         placeholder: list[Sequence[float]] = [[1.0]]  # a record needs a vector; this collection is never searched
-        self.courses.upsert(
-            ids=[course_id],
-            embeddings=placeholder,
-            metadatas=[{
-                "revision": revision,
-                "chunks": self._collection(course_id).count(),
-                "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }],
-        )
+        record: dict[str, str | int] = {
+            "revision": revision,
+            "chunks": self._collection(course_id).count(),
+            "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        language = language or self.language(course_id)
+        if language:
+            record["language"] = language
+        self.courses.upsert(ids=[course_id], embeddings=placeholder, metadatas=[record])
         return revision
+
+    def language(self, course_id: str) -> str | None:
+        """The language the course is written in, as its last import gave it (None: never given, read as English)."""
+        language = self._records([course_id]).get(course_id, {}).get("language")
+        return str(language) if language else None
 
     def _records(self, course_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not course_ids:

@@ -1,7 +1,10 @@
 """Words as the keyword search and the extractive answerer see them: lowercased, stop words dropped, stemmed.
 
 "differences" and "different" both become "differ", so a learner's wording need not match the lesson's exactly.
-The stemmer is Snowball's English one (PyStemmer); stems are memoised because course text repeats its words.
+The course's language (its `language:`, a BCP 47 tag) chooses the analyser: Snowball's stemmer for that language
+(PyStemmer ships 30-odd, nothing is downloaded) and its stop words where there is a list (English, Spanish); a
+language without a stemmer has its words kept as written. Without a language, English. Stems are memoised because
+course text repeats its words.
 """
 
 from __future__ import annotations
@@ -32,12 +35,52 @@ STOP_WORDS = frozenset(
     """.split()
 )
 
-_stemmer = Stemmer.Stemmer("english")
+SPANISH_STOP_WORDS = frozenset(
+    """
+    a al algo algunas algunos ante antes como con contra cual cuales cuando de del desde donde durante e el ella
+    ellas ello ellos en entre era eran es esa esas ese eso esos esta estaba estaban estado estamos estan estar estas
+    este esto estos estoy fue fueron ha habia han has hasta hay la las le les lo los mas me mi mis mucho muy nada ni
+    no nos nosotros o os otra otras otro otros para pero poco por porque que quien quienes se sea ser si sido sin
+    sobre su sus suya suyo tambien tanto te tiene tienen todo todos tu tus un una uno unos usted ustedes vosotros y
+    ya yo él ésta éste está están estás había habían más mí qué quién quiénes cuál cuáles cómo cuándo dónde sí
+    también tú
+    """.split()
+)
+DEFAULT_LANGUAGE = "en"
+# a BCP 47 tag's language (its first subtag) → PyStemmer's Snowball algorithm
+_STEMMERS = {
+    "ar": "arabic", "hy": "armenian", "eu": "basque", "ca": "catalan", "cs": "czech", "da": "danish", "nl": "dutch",
+    "en": "english", "eo": "esperanto", "es": "spanish", "et": "estonian", "fi": "finnish", "fr": "french",
+    "de": "german",
+    "el": "greek", "hi": "hindi", "hu": "hungarian", "id": "indonesian", "ga": "irish", "it": "italian",
+    "lt": "lithuanian", "ne": "nepali", "no": "norwegian", "nb": "norwegian", "nn": "norwegian", "fa": "persian",
+    "pl": "polish", "pt": "portuguese", "ro": "romanian", "ru": "russian", "sr": "serbian", "st": "sesotho",
+    "sv": "swedish", "ta": "tamil", "tr": "turkish", "yi": "yiddish",
+}
+_STOP_WORDS = {"en": STOP_WORDS, "es": SPANISH_STOP_WORDS}
+
+
+def analysed_language(language: str | None) -> str:
+    """The language (lowercased first subtag of a BCP 47 tag) whose analyser reads text tagged `language`: "es-419"
+    and "es" read alike; no tag, English."""
+    return (language or DEFAULT_LANGUAGE).split("-", 1)[0].split("_", 1)[0].strip().lower() or DEFAULT_LANGUAGE
+
+
+def stop_words(language: str | None = None) -> frozenset[str]:
+    """The words of `language` left out of its terms (none for a language without a list)."""
+    return _STOP_WORDS.get(analysed_language(language), frozenset())
+
+
+@lru_cache(maxsize=64)
+def _stemmer(language: str) -> Stemmer.Stemmer | None:
+    algorithm = _STEMMERS.get(language)
+    return Stemmer.Stemmer(algorithm) if algorithm else None
 
 
 @lru_cache(maxsize=200_000)
-def stem(word: str) -> str:
-    return _stemmer.stemWord(word)
+def stem(word: str, language: str = DEFAULT_LANGUAGE) -> str:
+    stemmer = _stemmer(analysed_language(language))
+    return stemmer.stemWord(word) if stemmer is not None else word
 
 
 def words(text: str) -> list[str]:
@@ -45,9 +88,12 @@ def words(text: str) -> list[str]:
     return [match.group().replace("’", "'") for match in _WORD.finditer(text.lower())]
 
 
-def terms(text: str) -> list[str]:
-    """The searchable terms of `text`, in order, repeats kept (BM25 counts them)."""
-    return [stem(word) for word in words(text) if word not in STOP_WORDS]
+def terms(text: str, language: str | None = None) -> list[str]:
+    """The searchable terms of `text` written in `language` (a BCP 47 tag; None: English), in order, repeats kept
+    (BM25 counts them)."""
+    language = analysed_language(language)
+    dropped = stop_words(language)
+    return [stem(word, language) for word in words(text) if word not in dropped]
 
 
 def sentences(text: str) -> list[str]:

@@ -328,3 +328,42 @@ def test_a_copy_read_after_the_revision_was_seen_is_not_read_again_for_an_older_
     # a copy read before a question saw its revision may hold less than it: read again
     assert courses.for_courses({"geo": "r3"}, {"geo": 1}, seen_at=time.monotonic())["geo"].revision == "r3"
     assert reads == ["geo", "geo"]
+
+
+APRENDER = """# Repasar para no olvidar
+
+Quien repasa una lección al día siguiente de aprenderla la recuerda semanas después. Los repasos espaciados fijan
+lo aprendido mejor que leer muchas veces seguidas.
+"""
+
+TOMAR_NOTAS = """# Tomar notas
+
+Las notas que escribes con tus propias palabras te obligan a entender la idea antes de copiarla. Si no sabes
+resumir un párrafo en una frase, todavía no lo has entendido y conviene que lo leas con calma otra vez.
+"""
+
+
+def test_a_spanish_course_is_searched_in_spanish(offline_settings):
+    """A Spanish question finds its passage by the words' stems in Spanish ("repasando", "repasa"; "aprendiendo",
+    "aprenderla"), with Spanish function words ("que", "lo", "la", "si", "no") left out; stemmed and filtered as
+    English, the question matched the notes lesson on those instead."""
+    store = open_store(offline_settings)
+    ingest_lessons("estudiar", [Lesson("repasar", "Repasar", APRENDER), Lesson("notas", "Notas", TOMAR_NOTAS)],
+                   settings=offline_settings, language="es")
+    retriever = Retriever(store, mode="keyword")
+    question = "¿Qué pasa con lo que estoy aprendiendo si no lo sigo repasando?"
+
+    found = retriever.retrieve(question, allowed_courses={"estudiar"})
+    assert found[0].lesson_id == "repasar", [(p.lesson_id, p.keyword_score) for p in found]
+    assert len(found) == 1  # the notes lesson shares only function words with it
+    answer = asyncio.run(Answerer(offline_settings, store=store).answer(
+        "¿Cuándo conviene repasar lo que estoy aprendiendo?", learner=1, allowed_courses={"estudiar"}))
+    assert "Quien repasa una lección" in answer.text and answer.sources[0].lesson_id == "repasar"
+
+    # a re-import that gives a language the store has not recorded (a course first imported before) indexes it again
+    ingest_lessons("study", [Lesson("repasar", "Repasar", APRENDER), Lesson("notas", "Notas", TOMAR_NOTAS)],
+                   settings=offline_settings)
+    assert retriever.retrieve(question, allowed_courses={"study"})[0].lesson_id == "notas"
+    ingest_lessons("study", [Lesson("repasar", "Repasar", APRENDER), Lesson("notas", "Notas", TOMAR_NOTAS)],
+                   settings=offline_settings, language="es-419")
+    assert [p.lesson_id for p in retriever.retrieve(question, allowed_courses={"study"})] == ["repasar"]
