@@ -127,14 +127,16 @@ async def test_typing_shows_where_the_question_was_asked_in_a_chat_of_many_place
 
 
 async def test_a_model_steered_into_markup_shows_it_as_plain_text(model_settings, openai):
-    # Nested brackets survive the answer's own reduction to plain text as a link; the learner still sees text.
-    openai.reply = lambda request: "[[Verify your account](x)](https://evil.example) _now_ [1]"
+    # Nested brackets survive the answer's own reduction to plain text as a link; the learner still sees text. (The
+    # rest of the reply is the passage's, as a reply must mostly be to be shown.)
+    steered = "[[Verify your account](x)](https://evil.example) _now_ "
+    openai.reply = lambda request: steered + cite_first_passage(request)
     channel = LiveChannel()
     async with onboarded(model_settings, channel) as t:
         [answer] = await t.say("what is smishing?")
         [reply] = [r for r in channel.sent["ann"] if isinstance(r, Text)][-1:]
         drafts = [d for d in channel.drafts["ann"] if d]
-    assert answer.startswith("[Verify your account](https://evil.example) _now_ [1]")
+    assert answer.startswith("[Verify your account](https://evil.example) _now_ It can arrive"), answer
     for markdown in (reply.text, *drafts):
         assert "<a " not in render(markdown, TELEGRAM_HTML) and "<i>" not in render(markdown, TELEGRAM_HTML)
 
