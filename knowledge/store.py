@@ -92,7 +92,18 @@ def open_client(settings: KnowledgeSettings) -> ClientAPI:
 # made again at the same path) is opened afresh: the old store's connections point at deleted files, and every new
 # connection would find an empty database.
 _embedded: dict[Path, ClientAPI] = {}
+_opened_as: dict[Path, tuple[int, int] | None] = {}  # each folder's database file as it was when its store started
 _opening = threading.Lock()
+
+
+def database_identity(folder: Path) -> tuple[int, int] | None:
+    """Which file the folder's Chroma database is (device and inode), None while there is none: a folder moved
+    aside and made again holds another file under the same name."""
+    try:
+        found = (folder / CHROMA_FILE).stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _embedded_client(path: Path, chroma_settings: ChromaSettings) -> ClientAPI:
@@ -101,15 +112,21 @@ def _embedded_client(path: Path, chroma_settings: ChromaSettings) -> ClientAPI:
     key = path.resolve()
     with _opening:
         client = _embedded.get(key)
-        if client is not None and not (key / CHROMA_FILE).exists():
+        now = database_identity(key) if client is not None else None
+        if client is not None and now is None:
             del _embedded[key]
             if isinstance(client, Client):  # closing the last client stops chromadb's store for the folder
                 with contextlib.suppress(Exception):  # its files are gone: nothing left to close cleanly
                     client.close()
             client = None
+        elif client is not None and now != _opened_as.get(key):
+            # made anew by another process: started again, the old store left to threads still reading through it
+            _forget(client, key)
+            client = None
         if client is None:
             key.mkdir(parents=True, exist_ok=True)
             client = _embedded[key] = _start_embedded(key, chroma_settings)
+            _opened_as[key] = database_identity(key)
         return client
 
 
@@ -119,18 +136,25 @@ def _embedded_afresh(path: Path, chroma_settings: ChromaSettings, stale: ClientA
     while the bot runs) changes them on disk under it: every read of them then fails ("Error finding id") until the
     store is started again. The old store is not stopped, as a thread may still be reading through it; it goes once
     nothing refers to it."""
-    from chromadb.api.shared_system_client import SharedSystemClient
-
     key = path.resolve()
     with _opening:
         client = _embedded.get(key)
         if client is not None and client is not stale:
             return client
-        identifier = getattr(stale, "_identifier", str(key))
-        SharedSystemClient._identifier_to_system.pop(identifier, None)
-        SharedSystemClient._identifier_to_refcount.pop(identifier, None)
+        _forget(stale, key)
         client = _embedded[key] = _start_embedded(key, chroma_settings)
+        _opened_as[key] = database_identity(key)
         return client
+
+
+def _forget(client: ClientAPI, key: Path) -> None:
+    """chromadb no longer hands out `client`'s store for the folder `key` (the next client starts one of its own);
+    the old one is not stopped."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    identifier = getattr(client, "_identifier", str(key))
+    SharedSystemClient._identifier_to_system.pop(identifier, None)
+    SharedSystemClient._identifier_to_refcount.pop(identifier, None)
 
 
 def _start_embedded(path: Path, chroma_settings: ChromaSettings) -> ClientAPI:
@@ -157,7 +181,7 @@ def _start_embedded(path: Path, chroma_settings: ChromaSettings) -> ClientAPI:
 
 def open_store(settings: KnowledgeSettings, *, embedder: TextEmbedder | None = None) -> KnowledgeStore:
     """The store the settings point at, opened with the configured embedder (or `embedder`)."""
-    reopen = None
+    reopen, folder = None, None
     if not settings.chroma_host:
         from chromadb.config import Settings as ChromaSettings
 
@@ -166,9 +190,10 @@ def open_store(settings: KnowledgeSettings, *, embedder: TextEmbedder | None = N
         def reopen(stale: ClientAPI) -> ClientAPI:
             return _embedded_afresh(path, chroma_settings, stale)
 
+        folder = path
     return KnowledgeStore(
         open_client(settings), name=settings.chroma_collection, embedder=embedder or make_embedder(settings),
-        reopen=reopen,
+        reopen=reopen, folder=folder,
     )
 
 
@@ -187,12 +212,16 @@ class KnowledgeStore:
         name: str,
         embedder: TextEmbedder,
         reopen: Callable[[ClientAPI], ClientAPI] | None = None,
+        folder: Path | None = None,
     ) -> None:
-        """`reopen`: the store on disk started again in place of a client (`_embedded_afresh`); None for a server."""
+        """`reopen`: the store on disk started again in place of a client (`_embedded_afresh`); None for a server.
+        `folder`: the store's on disk, watched for a database made anew there by another process."""
         self.client = client
         self.name = name
         self.embedder = embedder
         self._reopen = reopen
+        self._folder = folder
+        self._database = database_identity(folder) if folder is not None else None
         self.courses: Collection = client.get_or_create_collection(
             f"{name}_courses", embedding_function=None, metadata={MODEL_KEY: embedder.model_id}
         )
@@ -214,18 +243,33 @@ class KnowledgeStore:
                           else self._collection(course_id))
             return getattr(collection, action)(**arguments)
 
+        if self._folder is not None and self._reopen is not None:
+            # The folder's database is another file than the one this process opened: another process moved the
+            # folder aside (or removed it) and imported the courses again. Chroma would go on reading the old file
+            # through its open connections, without an error, and answer from the courses as they were.
+            now = database_identity(self._folder)
+            if now is not None and now != self._database:
+                log.info("the store on disk was made anew by another process: opening the new one",
+                         extra={"store": str(self._folder)})
+                self._start_afresh()
         try:
             return step()
         except InternalError:
             if self._reopen is None:
                 raise
             log.info("the store on disk changed under this process (another process's ingest): opening it afresh")
-            self.client = self._reopen(self.client)
-            self._collections, self._sentence_collections = {}, {}
-            self.courses = self.client.get_or_create_collection(
-                f"{self.name}_courses", embedding_function=None, metadata={MODEL_KEY: self.embedder.model_id}
-            )
+            self._start_afresh()
             return step()
+
+    def _start_afresh(self) -> None:
+        assert self._reopen is not None
+        self.client = self._reopen(self.client)
+        if self._folder is not None:
+            self._database = database_identity(self._folder)
+        self._collections, self._sentence_collections = {}, {}
+        self.courses = self.client.get_or_create_collection(
+            f"{self.name}_courses", embedding_function=None, metadata={MODEL_KEY: self.embedder.model_id}
+        )
 
     def _mismatch(self, recorded: str) -> EmbeddingModelMismatch:
         return EmbeddingModelMismatch(

@@ -367,3 +367,29 @@ def test_a_spanish_course_is_searched_in_spanish(offline_settings):
     ingest_lessons("study", [Lesson("repasar", "Repasar", APRENDER), Lesson("notas", "Notas", TOMAR_NOTAS)],
                    settings=offline_settings, language="es-419")
     assert [p.lesson_id for p in retriever.retrieve(question, allowed_courses={"study"})] == ["repasar"]
+
+
+def test_a_store_made_anew_by_another_process_is_read_by_a_process_that_had_the_old_one_open(
+    offline_settings, course_dir: Path
+):
+    """The store on disk could not be opened, so its folder was moved aside and the courses imported again (what
+    `StoreUnavailable` says to do), by `lessonbot course import` while the bot ran: the bot went on reading the old
+    folder through the files it had open, and answered from the course as it was before."""
+    answerer = Answerer(offline_settings)
+    ingest_path(answerer.store, course_dir, course_id="bio")
+    assert "stroma" in asyncio.run(answerer.answer("Where does the Calvin cycle take place?", learner=1,
+                                                   allowed_courses={"bio"})).text
+
+    (course_dir / "respiration.md").write_text("# Rubisco\n\nRubisco is the enzyme that fixes carbon dioxide.")
+    store = offline_settings.chroma_path
+    subprocess.run(
+        [sys.executable, "-c", "import shutil, sys; from pathlib import Path; from bot.config import "
+         "knowledge_settings, load_settings; from knowledge.ingest import ingest_path; from knowledge.store import "
+         "open_store; shutil.move(sys.argv[3], sys.argv[3] + '.aside'); "
+         "ingest_path(open_store(knowledge_settings(load_settings(_env_file=None, data_dir=Path(sys.argv[1])))), "
+         "Path(sys.argv[2]), course_id='bio')", str(store.parent), str(course_dir), str(store)],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        check=True, capture_output=True, timeout=300,
+    )
+    answer = asyncio.run(answerer.answer("Which enzyme fixes carbon dioxide?", learner=1, allowed_courses={"bio"}))
+    assert "Rubisco is the enzyme" in answer.text, answer.text
