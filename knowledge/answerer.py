@@ -27,7 +27,7 @@ from bot.text import plain_words
 from knowledge import extractive
 from knowledge.answer import CourseAnswer, NoAnswer, sources_of
 from knowledge.generation import PASSAGES as MODEL_PASSAGES
-from knowledge.generation import ModelAnswerer, UngroundedReply
+from knowledge.generation import ModelAnswerer, UngroundedReply, whole_words
 from knowledge.retrieval import Mode, Passage, Retriever
 from storage.knowledge import (
     cached_answer,
@@ -87,7 +87,11 @@ class Answerer:
         """Answer `question` from `allowed_courses` only; of a course in `only_lessons`, from those lessons only (a
         paid course's free preview). `on_partial` (for channels that show text as it is written) receives the
         model's answer so far; it is not called for extractive or cached answers."""
-        question = " ".join(question.split())[:MAX_QUESTION_CHARACTERS]
+        question = " ".join(question.split())
+        if len(question) > MAX_QUESTION_CHARACTERS:
+            # at a word's end: half a word ("What is chlor" of "chlorophyll") is a term the course lacks, and the
+            # answer was declined for it
+            question = whole_words(question[: MAX_QUESTION_CHARACTERS + 1]) or question[:MAX_QUESTION_CHARACTERS]
         learner_key = str(learner)
         if not plain_words(question):  # nothing to look up: empty, or only emoji and punctuation ("?", "👍")
             return CourseAnswer.none(NoAnswer.EMPTY_QUESTION)

@@ -371,3 +371,13 @@ def test_a_sentence_keeps_its_closing_quote_or_bracket():
     assert sentences('He said "Stop." Then he left. (See Fig. 2.) Next, “Go!” She went.') == [
         'He said "Stop."', "Then he left.", "(See Fig. 2.)", "Next, “Go!”", "She went.",
     ]
+
+
+async def test_a_question_too_long_to_read_whole_is_cut_where_a_word_ends(offline_settings, bio_store):
+    """Past its first 1,000 characters a question is not read; cut inside a word ("… What is chlor"), the half word
+    was a term no lesson holds, and the question was declined though every whole word of it was answered."""
+    answerer = Answerer(offline_settings, store=bio_store)
+    once = await answerer.answer("What is chlorophyll?", learner=1, allowed_courses={"bio"})
+    pasted = await answerer.answer("What is chlorophyll? " * 60, learner=1, allowed_courses={"bio"})
+    assert "Chlorophyll absorbs light energy" in once.text
+    assert pasted.text == once.text
