@@ -50,9 +50,10 @@ UNFINISHED = frozenset({"length", "content_filter"})
 HELD_BACK = 40  # characters of a streamed reply not shown until more arrives (longer than canary and markers)
 # the share of a reply's distinct content words (stemmed as its passages' course is written, stop words aside) that
 # its passages must hold: an answer from them restates their words, and a poem or a story written because the
-# question asked for one holds next to none of them; low, since an answer in another language than the course's
-# keeps only names, numbers and terms of art
-GROUNDED_SHARE = 0.2
+# question asked for one holds few of them (a third of a poem's words about the sea were in the phishing course:
+# "come", "every", "free", "slowly"); an answer in another language than the course's keeps only names, numbers and
+# terms of art, and gives way to the quote
+GROUNDED_SHARE = 0.5
 
 SYSTEM = """You are Lessonbot, a patient tutor answering a learner's question in a chat, in the middle of a lesson.
 
@@ -191,7 +192,9 @@ class ModelAnswerer:
             if on_partial and not self._unsafe(text):
                 # hold back a tail longer than any leak marker, so a leak starting now is never shown
                 visible = whole_words(text[: max(0, len(text) - HELD_BACK)])
-                if len(visible) > shown and not NOT_IN_COURSE.startswith(visible.strip()[: len(NOT_IN_COURSE)]):
+                # and what is not the passages' words is not shown while it may yet be discarded for it
+                if len(visible) > shown and not NOT_IN_COURSE.startswith(visible.strip()[: len(NOT_IN_COURSE)]) \
+                        and drawn_from(_CITATION.sub(" ", visible), passages) >= GROUNDED_SHARE:
                     shown = len(visible)
                     # markers whose closing half has not arrived yet are dropped, not shown
                     await on_partial(re.sub(r"\*\*|__|`", "", plain_text(visible)))
@@ -240,7 +243,9 @@ class ModelAnswerer:
 
 def drawn_from(text: str, passages: Sequence[Passage]) -> float:
     """The share of `text`'s distinct terms that `passages` hold, read in their courses' language (of passages in
-    several languages, the best share); 1 when `text` has no terms: nothing in it comes from elsewhere."""
+    several languages, the best share); 1 when `text` has no terms: nothing in it comes from elsewhere. A web
+    address's words are left out: a link the answer gives is not its wording."""
+    text = _ADDRESS.sub(" ", text)
     shares = []
     for language in dict.fromkeys(passage.language for passage in passages):
         written = set(terms(text, language))
