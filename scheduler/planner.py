@@ -59,7 +59,7 @@ from storage.courses import enrollment_of
 from storage.db import SessionOnDemand
 from storage.learners import STOPPED, Learner, is_paused, quiet_at, quiet_hours_end, wrote_after, zone_for
 from storage.models import Conversation, User, utcnow
-from storage.outbox import LESSON_KEY, LESSON_PLACE, OutboxEntry, enqueue, release_held
+from storage.outbox import LESSON_KEY, LESSON_PLACE, OutboxEntry, enqueue, lesson_never_went, release_held
 from storage.queries import insert_ignoring_conflicts, member_id, rows_affected
 from storage.scheduling import (
     BUSY,
@@ -77,6 +77,9 @@ from storage.scheduling import (
 )
 
 log = logging.getLogger(__name__)
+# The learner's last lessons read back for one that reached them (`_last_lesson_that_went`): a chat that refuses the
+# bot is taken out of what it sends on its own at its first refusal, so at most a day's lesson or two never went.
+LESSONS_LOOKED_BACK = 7
 
 CURSOR = "lessons"
 LESSON_LATE_LIMIT = timedelta(hours=2)  # after an outage, lessons later than this are not sent at all
@@ -343,13 +346,8 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
     # The last lesson went at its moment, or when the quiet hours it was held for ended: answered only after that.
     # One let go by a message of theirs (set aside until they wrote: WhatsApp's window; held while they were away) went
     # at that message, which they wrote before they saw it: it counts as their being here, not as their answer.
-    previous = await session.scalar(
-        select(func.max(func.coalesce(ScheduledLesson.held_until, ScheduledLesson.due_at))).where(
-            ScheduledLesson.user_id == due.user_id,
-            ScheduledLesson.local_date < due.local_date,
-            ScheduledLesson.outcome == QUEUED,
-        )
-    )
+    # One that never reached the chat (Telegram refused it: the group had removed the bot) waits for no answer.
+    previous = await _last_lesson_that_went(session, due)
     if previous is not None and not await wrote_after(session, user, learner.home_conversation_id, previous):
         return UNANSWERED, None
     # Part way through a lesson (a part or its quiz), and here moments ago: they are taking the day's lesson right now,
@@ -406,6 +404,22 @@ async def _lesson_or_reason(session: AsyncSession, ctx: JobContext, due: DueLess
         for number, reply in enumerate(replies, start=1)
     ])
     return QUEUED, goes_at if wait > timedelta(0) else None
+
+
+async def _last_lesson_that_went(session: AsyncSession, due: DueLesson) -> datetime | None:
+    """When the learner's last lesson before `due` went (or goes: held for quiet hours), of those that reached their
+    chat or are still to go (`storage.outbox.lesson_never_went`); None: none did."""
+    pushed = await session.execute(
+        select(ScheduledLesson.local_date, func.coalesce(ScheduledLesson.held_until, ScheduledLesson.due_at))
+        .where(ScheduledLesson.user_id == due.user_id, ScheduledLesson.local_date < due.local_date,
+               ScheduledLesson.outcome == QUEUED)
+        .order_by(ScheduledLesson.local_date.desc())
+        .limit(LESSONS_LOOKED_BACK)
+    )
+    for local_date, went in pushed:
+        if not await lesson_never_went(session, due.user_id, local_date):
+            return went
+    return None
 
 
 async def _place(session: AsyncSession, learner: Learner) -> tuple[int | None, int]:

@@ -767,6 +767,19 @@ async def release_held(session: AsyncSession, conversation_id: int, user_id: int
     return len(keys)
 
 
+# Where a row ends that never reached its chat: refused by the platform, suppressed with the chat's opt-out, withdrawn.
+NEVER_WENT = (OutboxStatus.DEAD.value, OutboxStatus.SUPPRESSED.value, OutboxStatus.CANCELLED.value)
+
+
+async def lesson_never_went(session: AsyncSession, user_id: int, local_date: date) -> bool:
+    """Whether the learner's lesson of `local_date` never reached its chat: its first message (`lesson:{user}:{date}`)
+    was refused by the platform (a group that removed the bot), suppressed or withdrawn. False while it is still to
+    go, once it went, and where its row is no longer kept."""
+    status = await session.scalar(select(OutboxMessage.status).where(
+        OutboxMessage.idempotency_key == f"{LESSON_KEY}{user_id}:{local_date.isoformat()}"))
+    return status in NEVER_WENT
+
+
 def lessons_named(keys: Iterable[str | None]) -> set[tuple[int, date]]:
     """The learners' lessons, as (user, local date), that rows of these idempotency keys are parts of (`LESSON_KEY`:
     `lesson:{user}:{date}`, `…:2` …); other keys name none."""

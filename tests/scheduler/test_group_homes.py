@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import time, timedelta
 from zoneinfo import ZoneInfo
@@ -23,6 +25,8 @@ from scheduler.planner import next_lesson_after, plan_lessons
 from standins.telegram import (
     BOT_USERNAME,
     TOKEN,
+    Fault,
+    bot_member_update,
     left_member_update,
     person,
     text_update,
@@ -65,10 +69,12 @@ async def cli(monkeypatch, settings, *argv: str) -> int:
     return await asyncio.to_thread(main, list(argv))
 
 
-async def queue_lessons_at_their_hour(bot: Lessonbot, **more: object) -> int:
-    """The planner run just before and just after the learners' hour (8:00 in Lisbon, every day), with `more` for its
-    context (a dispatcher to tell): the number of lessons it queued at the hour."""
-    moment = next_lesson_after(utcnow(), zone=ZoneInfo("Europe/Lisbon"), at=time(8), days="1234567")
+async def queue_lessons_at_their_hour(bot: Lessonbot, *, days_later: int = 0, **more: object) -> int:
+    """The planner run just before and just after the learners' hour (8:00 in Lisbon, every day; `days_later` days
+    after the next one), with `more` for its context (a dispatcher to tell): the number of lessons it queued at the
+    hour."""
+    moment = next_lesson_after(utcnow() + timedelta(days=days_later), zone=ZoneInfo("Europe/Lisbon"), at=time(8),
+                               days="1234567")
     clock = HandClock(moment - timedelta(minutes=1))
     jobs = context(bot.db, clock, **more)
     await plan_lessons(jobs)
@@ -309,6 +315,19 @@ async def home_of(lessonbot: Lessonbot, sender: str) -> str | None:
             .where(ChannelIdentity.channel == "telegram", ChannelIdentity.external_id == sender))
 
 
+@asynccontextmanager
+async def ann_and_bob_in_the_group(telegram_settings, standin) -> AsyncIterator[
+        tuple[Lessonbot, TelegramMember, TelegramMember]]:
+    """The bot running with Ann (42) and Bob (43) set up in the Telegram group GROUP, their home."""
+    async with running(telegram_settings, clock=False) as (client, lessonbot):
+        await import_sample(lessonbot)
+        her = TelegramMember(client, standin, person(42, "Ann"))
+        him = TelegramMember(client, standin, person(43, "Bob"))
+        for member in (her, him):
+            await onboard_on_telegram(member)
+        yield lessonbot, her, him
+
+
 async def test_a_learner_who_leaves_their_group_home_gets_no_more_lessons_there_and_is_told_once_privately(
         telegram_settings, standin):
     """Ann and Bob learn in one Telegram group, their home; Ann has a private chat with the bot too. Ann leaves the
@@ -317,11 +336,7 @@ async def test_a_learner_who_leaves_their_group_home_gets_no_more_lessons_there_
     elsewhere (leaving again, or the update delivered again, says nothing more), and her /next there makes it her
     home. Bob, removed by an admin, has no private chat: his home ends all the same, and nothing is said anywhere."""
     ann, bob, admin = person(42, "Ann"), person(43, "Bob"), person(44, "Ada")
-    async with running(telegram_settings, clock=False) as (client, lessonbot):
-        await import_sample(lessonbot)
-        her, him = TelegramMember(client, standin, ann), TelegramMember(client, standin, bob)
-        for member in (her, him):
-            await onboard_on_telegram(member)
+    async with ann_and_bob_in_the_group(telegram_settings, standin) as (lessonbot, her, him):
         await her.post(text_update("/help", chat_id=42, user=ann))
         await standin.wait_for(lambda: len(standin.texts(42)) == 1)
         in_group = len(standin.texts(GROUP))
@@ -365,3 +380,35 @@ async def test_someone_who_never_wrote_leaving_a_group_home_stores_nothing_of_th
             senders = set(await session.scalars(select(InboundRow.sender_id)))
         assert people == {"42"} and senders == {"42"}
         assert await home_of(lessonbot, "42") == str(GROUP)
+
+
+async def test_a_group_that_removed_the_bot_unseen_gets_no_more_lessons_until_it_adds_the_bot_again(
+        telegram_settings, standin):
+    """Ann and Bob learn in one Telegram group, their home. Its admins remove the bot, and the group hides its join
+    and leave messages: the bot learns it only when Telegram refuses its next lesson there (403 "bot was kicked from
+    the group chat"). That lesson is set aside, the other one queued there withdrawn, and the group taken out of what
+    the bot sends on its own: the next day no lesson is queued for it. Added again (Telegram's my_chat_member), the
+    group has its learners' lessons again."""
+    admin = person(44, "Ada")
+    async with ann_and_bob_in_the_group(telegram_settings, standin) as (lessonbot, her, him):
+        standin.refuse(GROUP, Fault(403, "Forbidden: bot was kicked from the group chat"))
+        assert await queue_lessons_at_their_hour(lessonbot, notify=lessonbot.dispatcher.notify) == 2
+        await standin.wait_for(lambda: standin.called("sendMessage", ok=False))
+        await lessonbot.settle()
+        async with lessonbot.db.sessions() as session:
+            group = await session.scalar(select(Conversation).where(Conversation.chat_id == str(GROUP)))
+            statuses = sorted(await session.scalars(select(OutboxMessage.status).where(
+                OutboxMessage.conversation_id == group.id, OutboxMessage.status != "sent")))
+        assert group.opted_out_at is not None and group.refused_by_platform
+        assert statuses == ["dead", "suppressed"], statuses
+        assert len(standin.called("sendMessage", ok=False)) == 1  # one refusal, no retries
+        assert await queue_lessons_at_their_hour(lessonbot, days_later=1, notify=lessonbot.dispatcher.notify) == 0
+        del standin.refused_chats[str(GROUP)]
+        await her.post(bot_member_update(GROUP, "member", by=admin, was="left"))  # added again
+        await lessonbot.settle()
+        assert await queue_lessons_at_their_hour(lessonbot, days_later=2, notify=lessonbot.dispatcher.notify) == 2
+        async with lessonbot.db.sessions() as session:
+            lessons = list(await session.scalars(select(OutboxMessage.status).where(
+                OutboxMessage.conversation_id == group.id, OutboxMessage.status.in_(("pending", "sending", "sent")),
+                OutboxMessage.idempotency_key.like("lesson:%"))))
+        assert len(lessons) == 2  # (the group's pace, 20 messages a minute, may hold the second a while)
