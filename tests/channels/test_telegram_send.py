@@ -191,12 +191,15 @@ async def test_a_reply_to_a_forum_topic_deleted_meanwhile_goes_to_the_group_once
     assert len(gone) == 1 and gone[0].levelname == "WARNING", [r.getMessage() for r in caplog.records]
 
 
-@pytest.mark.parametrize("fault", [Fault.blocked(), Fault.chat_gone(), Fault.muted(), Fault.no_rights()],
-                         ids=["blocked", "chat-not-found", "muted", "no-rights"])
+@pytest.mark.parametrize("fault", [
+    Fault.blocked(), Fault(403, "Forbidden: user is deactivated"),
+    Fault(403, "Forbidden: bot was kicked from the group chat"), Fault.chat_gone(), Fault.muted(), Fault.no_rights(),
+], ids=["blocked", "deactivated", "kicked", "chat-not-found", "muted", "no-rights"])
 async def test_a_chat_telegram_will_not_deliver_to_is_taken_out_of_what_the_bot_sends_on_its_own(
     settings, channel, standin, fault
 ):
-    """Blocked by the person (403), a chat Telegram no longer finds (a group deleted), or a group where the bot may
+    """Blocked by the person (403), their account deleted (403 "user is deactivated"), the bot removed from the group
+    (403 "kicked"), a chat Telegram no longer finds (a group deleted), or a group where the bot may
     not send (muted by its admins: 400 "not enough rights", "have no rights"): the reply is dead-lettered and the chat
     is marked refused by the platform, so no lesson or announcement is queued for it day after day."""
     standin.fail("sendMessage", fault)
