@@ -42,16 +42,30 @@ from dialogs.turn import Command, Turn
 Responder = Callable[[Turn], Awaitable[None]]
 
 # "/start", "/start@LessonBot payload", "/admin stats"; a name with a hyphen ("/lessonbot something-else" in Slack) is a
-# command too, one there is none of, which the unknown command's answer says
-_COMMAND = re.compile(r"^/(?P<name>[A-Za-z0-9_][A-Za-z0-9_-]{0,31})(?:@\S+)?(?:\s+(?P<args>.*))?$", re.DOTALL)
+# command too, one there is none of, which the unknown command's answer says; a name in any letters ("/próximo") is a
+# command's word typed as one
+_COMMAND = re.compile(r"^/(?P<name>[^\W][\w-]{0,31})(?:@\S+)?(?:\s+(?P<args>.*))?$", re.DOTALL)
+_AROUND_WORDS = " .!¡?¿"
 
 
 def parse_command(text: str) -> tuple[str, str] | None:
-    """Split "/name args" into (name, args); plain text that is only a command's synonym counts too."""
+    """Split "/name args" into (name, args); plain text that is only a command's synonym counts too, and so does a
+    synonym typed as a command ("/idioma", "/mas tarde", "/comprar basics")."""
     match = _COMMAND.match(text.strip())
     if match:
-        return match["name"].lower(), (match["args"] or "").strip()
-    words = fold(text).strip(" .!¡?¿")
+        name, args = match["name"].lower(), (match["args"] or "").strip()
+        if find_command(name) is not None:
+            return name, args
+        named = _named_by_words(fold(text.strip()[1:]).strip(_AROUND_WORDS))
+        if named is not None:
+            return named
+        word = _named_by_words(fold(name))
+        return (word[0], args) if word is not None else (name, args)
+    return _named_by_words(fold(text).strip(_AROUND_WORDS))
+
+
+def _named_by_words(words: str) -> tuple[str, str] | None:
+    """The command a synonym names ("siguiente"), or one that reads its arguments from the words after it."""
     for command in dialogs.COMMANDS:
         if words in command.synonyms:
             return command.name, ""

@@ -9,7 +9,9 @@ import subprocess
 
 import pytest
 
+import dialogs
 from bot.messages import Choice, InboundMessage, Markup
+from bot.routing import parse_command
 from dialogs.i18n import LOCALES, compile_po, missing_translations, preferred, read_po, source_messages, translator
 from tests.dialogs.learning_support import Learning, learner_row, learning_bot, onboard  # noqa: F401
 
@@ -86,6 +88,26 @@ async def test_a_learner_switches_to_spanish_and_everything_follows(learning_bot
     assert unknown == "No conozco el comando /bailar. Envía /help para ver lo que puedo hacer."
     user, learner = await learner_row(bot, "test", "ann")
     assert user.locale == "es" and learner.language_chosen
+
+
+@pytest.mark.parametrize("command", [c for c in dialogs.COMMANDS if c.synonyms], ids=lambda c: c.name)
+def test_every_word_of_a_command_works_as_a_slash_command(command):
+    """/help says plain words work instead of commands; "/idioma" or "/siguiente", typed as a command, is the same
+    command as the word alone, accents or not ("/próximo", "/configuración"), with what follows it as its arguments."""
+    for word in command.synonyms:
+        assert parse_command("/" + word) == (command.name, ""), word
+        assert parse_command("/" + word.capitalize()) == (command.name, ""), word
+    assert parse_command("/próximo") == ("next", "") and parse_command("/configuración") == ("settings", "")
+    assert parse_command("/pausa 7") == ("pause", "7") and parse_command("/comprar basics") == ("buy", "basics")
+    assert parse_command("/bailar") == ("bailar", "")
+
+
+async def test_slash_idioma_asks_for_the_language(learning_bot):
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await onboard(t)
+    [question] = await t.say("/idioma")
+    assert question == "Which language should I use?" and t.labels() == ["English", "Español"]
 
 
 async def test_the_platform_language_hint_is_the_default(learning_bot):
