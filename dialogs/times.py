@@ -6,8 +6,9 @@ Zones: a city ("Lisbon", "São Paulo", "Nueva York"), an IANA name ("America/Sao
 "Alemania"); a country whose parts keep different clocks ("USA", "España", with the Canaries an hour behind) is no zone:
 `several_zones` names it back, so the learner can be asked for their city. A country is read as a country before the
 tz database's old names of some ("Portugal", "Japan"), which link to one of its clocks only; China keeps one official
-time, Beijing's. The countries and their zones are the tz database's own tables (zone.tab, iso3166.tab, shipped with
-the zones), with names in Spanish and Portuguese. Fixed offsets are stored as "UTC+05:30" (see
+time, Beijing's. An old name the tz database keeps as a link ("Eire", "US/Eastern") is read as the zone now named.
+The countries and their zones are the tz database's own tables (zone.tab, iso3166.tab, shipped with the zones), with
+names in Spanish and Portuguese. Fixed offsets are stored as "UTC+05:30" (see
 storage.learners.zone_for); an offset never follows daylight saving time, so a city is the better answer, and the
 confirmation shows the local time so the learner can tell.
 """
@@ -105,12 +106,35 @@ def _zone_names() -> dict[str, str]:
     """Folded full names and city names → IANA name (cities of the main regions win over old aliases)."""
     # canonical names first: "America/Argentina/Buenos_Aires" over its old link "America/Buenos_Aires"
     names = sorted(available_timezones(), key=lambda n: (n.split("/")[0] not in _REGIONS, -n.count("/"), n))
+    current = _current_names()
     found: dict[str, str] = {}
     for name in reversed(names):  # so the preferred spelling is written last and wins
-        found[fold(name)] = name
+        found[fold(name)] = current.get(name, name)
         if "/" in name and not name.startswith(("Etc/", "SystemV/")):
-            found[fold(name.rsplit("/", 1)[1].replace("_", " "))] = name
+            found[fold(name.rsplit("/", 1)[1].replace("_", " "))] = current.get(name, name)
     return found
+
+
+@lru_cache(maxsize=1)
+def _current_names() -> dict[str, str]:
+    """The tz database's old names ("Eire", "US/Eastern", "Asia/Calcutta": links, tzdata.zi's "L" lines) → the zone
+    each names now. A name zone.tab lists stays itself, though the data keep it as a link to a zone with the same
+    clocks since 1970 ("Europe/Amsterdam" in some builds)."""
+    listed = {row[2] for row in _tz_table("zone.tab") if len(row) > 2}
+    links: dict[str, str] = {}
+    for line in _tz_text("tzdata.zi").splitlines():
+        if line.startswith("L "):
+            _, target, link = line.split()
+            links[link] = target
+    current: dict[str, str] = {}
+    for link, target in links.items():
+        seen = {link}
+        while target in links and target not in listed and target not in seen:  # a link to a link
+            seen.add(target)
+            target = links[target]
+        if link not in listed:
+            current[link] = target
+    return current
 
 
 def read_zone(text: str) -> Zone | None:
@@ -180,18 +204,20 @@ def _countries() -> dict[str, tuple[str, ...]]:
 
 
 def _tz_table(name: str) -> list[list[str]]:
-    """The rows of one of the tz database's tables, where zoneinfo finds the zones (the system's, else tzdata's)."""
+    """The rows of one of the tz database's tables."""
+    return [line.split("\t") for line in _tz_text(name).splitlines() if line and not line.startswith("#")]
+
+
+def _tz_text(name: str) -> str:
+    """One of the tz database's files, where zoneinfo finds the zones (the system's, else tzdata's); "" if missing."""
     for directory in TZPATH:
         path = Path(directory) / name
         if path.is_file():
-            text = path.read_text(encoding="utf-8")
-            break
-    else:
-        try:
-            text = resources.files("tzdata.zoneinfo").joinpath(name).read_text(encoding="utf-8")
-        except (ModuleNotFoundError, FileNotFoundError):
-            return []
-    return [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
+            return path.read_text(encoding="utf-8")
+    try:
+        return resources.files("tzdata.zoneinfo").joinpath(name).read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        return ""
 
 
 def _as_typed(text: str) -> str:

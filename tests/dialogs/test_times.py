@@ -192,3 +192,18 @@ def test_a_country_with_one_clock_is_its_zone(typed, name):
 def test_a_country_with_several_clocks_is_named_back(typed):
     assert read_zone(typed) is None and several_zones(typed) == typed
     assert several_zones("Lisbon") is None and several_zones("India") is None and several_zones("Narnia") is None
+
+
+@pytest.mark.parametrize(("typed", "name"), [
+    ("Eire", "Europe/Dublin"), ("Hongkong", "Asia/Hong_Kong"), ("PRC", "Asia/Shanghai"), ("ROK", "Asia/Seoul"),
+    ("NZ", "Pacific/Auckland"), ("GB", "Europe/London"), ("US/Eastern", "America/New_York"),
+    ("Asia/Calcutta", "Asia/Kolkata"), ("asia/calcutta", "Asia/Kolkata"), ("Europe/Kiev", "Europe/Kyiv"),
+    # a zone of its own that zone.tab lists stays as it is
+    ("Europe/Amsterdam", "Europe/Amsterdam"), ("Asia/Kuwait", "Asia/Kuwait"),
+])
+def test_an_old_name_of_a_zone_is_stored_as_its_current_name(typed, name):
+    """The tz database keeps its old names as links to the zones now named (its "backward" names): the current name
+    is stored and shown, so a learner's settings never show "Eire" or "US/Eastern"."""
+    zone = read_zone(typed)
+    assert zone is not None and zone.name == name
+    assert zone.label == name.rsplit("/", 1)[-1].replace("_", " ")
