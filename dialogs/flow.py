@@ -230,6 +230,34 @@ def clear(x: Exchange) -> None:
     _save(x.state, [entry for at, entry in enumerate(flows) if at not in theirs])
 
 
+def set_aside(x: Exchange, name: str) -> None:
+    """Drop this person's flow `name` (as `leave` does), keeping its step and answers for `take_up`: a set-up they
+    stopped part way, taken up where it was."""
+    flows = stack(x.state)
+    entry = next((flows[index] for index in reversed(_theirs(x, flows)) if flows[index]["name"] == name), None)
+    if entry is None:
+        return
+    leave(x, name)
+    member = _whose(x)
+    kept = [aside for aside in x.state.get("set_aside", ()) if not (aside["name"] == name and _sees(member, aside))]
+    x.state["set_aside"] = [*kept, entry]
+
+
+def take_up(x: Exchange, name: str) -> dict[str, Any] | None:
+    """This person's flow `name` that `set_aside` kept ({"name", "step", "data", ...}), no longer kept; None: none."""
+    member = _whose(x)
+    kept = list(x.state.get("set_aside", ()))
+    found = next((aside for aside in kept if aside["name"] == name and _sees(member, aside)), None)
+    if found is None:
+        return None
+    kept.remove(found)
+    if kept:
+        x.state["set_aside"] = kept
+    else:
+        x.state.pop("set_aside", None)
+    return _copied(found)
+
+
 # Running -------------------------------------------------------------------------------------------------------------
 
 

@@ -386,6 +386,8 @@ async def begin(turn: Turn, link: str = "") -> None:
     linked = await _linked(turn, link or turn.message.meta.get(START_LINK, ""))
     if linked.get("code") and learner.consent_at is not None:
         await redeem_linked_code(turn, linked.pop("code"))
+    if not flow.is_active(turn, "onboarding") and (kept := flow.take_up(turn, "onboarding")) is not None:
+        flow.enter(turn, "onboarding", kept["data"], step=kept["step"])  # stopped part way: taken up where it was
     if flow.is_active(turn, "onboarding"):
         entry = flow.current(turn)
         while entry is not None and entry["name"] != "onboarding":  # drop what was started on top of it

@@ -131,6 +131,7 @@ async def answer_stop(turn: Turn, data: flow.Data, text: str) -> str:
             learner.status = STOPPED
         await lesson_schedule_changed(turn.session, turn.user.id)  # parked: no planner run reads them until /resume
         await _withdraw_unasked(turn, learner, "not sent: the learner stopped the lessons")
+        flow.set_aside(turn, "onboarding")  # what they answered of the set-up stays for /start
         flow.clear(turn)
         if learner.status == ONBOARDING:  # no lessons yet, and /resume has nothing to resume
             turn.say(_("Stopped: I won't send you anything on my own. Send /start whenever you want to finish "

@@ -426,6 +426,28 @@ async def test_export_stop_and_language_in_the_middle_of_setting_up_ask_the_open
         "Stopped: I won't send you anything on my own. Send /start whenever you want to finish setting up."]
 
 
+async def test_stopped_part_way_through_setting_up_start_takes_it_up_where_it_was(learning_bot):
+    """"Stop the lessons" at the time question, then /start: the set-up began again at the name question, the name
+    and time zone already given lost; it now asks the question they stopped at, with what they answered kept."""
+    bot, channel = learning_bot
+    t = Learning(bot, channel)
+    await t.say("/start")
+    await t.press("Yes, let's start")
+    await t.say("Ann")
+    await t.say("Lisbon")
+    [time_question] = await t.press("Yes, that's right")
+    assert time_question.startswith("What time of day")
+    await t.say("/stop")
+    assert await t.press("Stop the lessons") == [
+        "Stopped: I won't send you anything on my own. Send /start whenever you want to finish setting up."]
+    assert await t.say("/start") == ["Welcome back! Let's finish setting you up.", time_question]
+    await t.say("7:30 pm")
+    await t.say("weekdays")
+    await t.press("Spot the phish, five minutes a day")
+    user, learner = await learner_row(bot, "test", t.chat)
+    assert user.display_name == "Ann" and user.timezone == "Europe/Lisbon"
+
+
 async def test_portugal_asks_for_a_city_and_china_is_beijing_time(learning_bot):
     """"Portugal" (an old tz database name, a link to Lisbon) was taken as Lisbon's clock, though Madeira and the
     Azores keep their own: it is named back with a request for a city, like "USA". "China" asked for a city, though

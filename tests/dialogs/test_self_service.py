@@ -23,8 +23,11 @@ async def test_stopping_half_way_through_the_set_up_leaves_it_to_be_taken_up_aga
     await t.press("Stop the lessons")
     _user, learner = await learner_row(bot, "test", "ann")
     assert learner.status == ONBOARDING  # not "stopped": nothing was set up to stop
-    [*_, asked] = await t.say("/start")
-    assert asked == "What should I call you?"  # the set-up, again (it was "welcome back", with nothing set up)
+    # the set-up taken up at the question it stopped at, the name kept (it began again at the name question)
+    assert await t.say("/start") == ["Welcome back! Let's finish setting you up.",
+                                     "Which time zone are you in? Send your city (like Lisbon), a zone name (like "
+                                     "America/Sao_Paulo) or an offset from UTC (like UTC+5:30), so your lessons come "
+                                     "at your local hour."]
 
 
 async def test_the_stop_question_answered_in_plain_words_stops(learning_bot):
