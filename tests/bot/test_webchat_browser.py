@@ -238,16 +238,18 @@ def press(page, label: str) -> None:
     expect(bot).not_to_have_count(before)
 
 
-def onboard(page) -> None:
-    """The shortest onboarding to the sample course, through the page's box and buttons."""
-    say(page, "/start")
+def onboard(page, first: str = "/start", *, course: str | None = "Spot the phish, five minutes a day") -> None:
+    """The shortest onboarding to the sample course, through the page's box and buttons (`course` None: the set-up
+    is not asked for one, a start link named it)."""
+    say(page, first)
     press(page, "Yes, let's start")
     say(page, "Ann")
     say(page, "Lisbon")
     press(page, "Yes, that's right")
     say(page, "08:00")
     press(page, "Every day")
-    press(page, "Spot the phish, five minutes a day")
+    if course is not None:
+        press(page, course)
     press(page, "1 lesson (about 5 minutes)")
 
 
@@ -448,6 +450,25 @@ def test_a_lesson_shows_its_emphasis_and_lists_and_an_echo_stays_text(server, br
     # a bare address typed is linked as what it is, never behind other words ("Verify" is no link)
     links = bot.locator('a[href*="evil"]').evaluate_all("links => links.map(a => [a.textContent, a.href])")
     assert links and all(text.rstrip("/") == href.rstrip("/") for text, href in links), links
+    assert not errors, errors
+
+
+def test_a_page_opened_with_a_courses_start_link_sets_that_course_up(server, browser):
+    """The page opened as /?start=spot-phishing (a course's start link) sends the payload with its first message, and
+    the set-up takes that course without asking which one: after the days comes the daily amount."""
+    from playwright.sync_api import expect
+
+    page, errors = open_chat(browser, server.url.rstrip("/") + "/?start=spot-phishing")
+    bot = page.locator(".message--bot .bubble")
+    onboard(page, "hello", course=None)  # after the days: how much each day, no course question
+    expect(bot.first).to_contain_text("I'm Lessonbot")
+    expect(bot.nth(-2)).to_have_text("How much would you like to do each day?")
+    expect(bot.last).to_contain_text("Course: Spot the phish, five minutes a day.")
+    # a reload goes on in the same conversation: the payload is not sent again once the bot has answered
+    page.reload()
+    expect(page.get_by_role("status")).to_have_text("Online")
+    say(page, "/help")
+    expect(bot.last).to_contain_text("Here is what you can send me")
     assert not errors, errors
 
 
