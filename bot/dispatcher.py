@@ -40,6 +40,7 @@ from typing import Any, cast
 from sqlalchemy import (
     ColumnElement,
     ScalarSelect,
+    Select,
     String,
     and_,
     bindparam,
@@ -52,7 +53,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql.dml import Update
 
 from bot.channel import (
@@ -108,7 +108,6 @@ STOP_GRACE_SECONDS = 5.0
 # later too). A reply read this close to its turn is claimed straight after the read.
 CLAIM_AHEAD_SECONDS = 0.5
 _CHATS_REMEMBERED = 100_000  # conversations whose chat the dispatcher keeps (a few hundred bytes each)
-_EARLIER = aliased(OutboxMessage)  # built once: aliasing copies every column, which is not free on a hot path
 _ACTIVE = [status.value for status in ACTIVE]
 
 # The statements of one send, in SQLAlchemy Core and built once (building a statement, and the ORM's handling of
@@ -207,6 +206,30 @@ _DUE_NOW = or_(
     and_(_OUTBOX.c.status == OutboxStatus.SENDING.value, _OUTBOX.c.lease_until < bindparam("now")),
 )
 _CLAIMED = {"status": OutboxStatus.SENDING.value, "lease_until": bindparam("until"), "attempts": _OUTBOX.c.attempts + 1}
+
+
+def _due_search(reachable: ColumnElement[bool], backend: str) -> Select[Any]:
+    """The dispatcher's due search (`_due_conversations`): the conversations whose oldest unsent reply reachable here
+    is due at `now`, in outbox-id order, the first 1,000, each with whether a reply someone waits for is among its
+    unsent rows. A read, each statement whole on its own: on PostgreSQL one round trip in autocommit (through
+    SQLAlchemy's session it was three: BEGIN, the SELECT, ROLLBACK)."""
+    earlier = _OUTBOX.alias("earlier")
+    is_head = ~(
+        select(earlier.c.id)
+        .where(
+            earlier.c.conversation_id == _OUTBOX.c.conversation_id,
+            _unsent(earlier, ""),
+            earlier.c.id < _OUTBOX.c.id,
+        )
+        .exists()
+    )
+    return (
+        select(_OUTBOX.c.conversation_id, _FIRST_AWAITED_IN_CONVERSATION[backend].is_not(None).label("awaited"))
+        .where(reachable, _unsent(_OUTBOX, ""), is_head, _DUE_NOW)
+        .order_by(_OUTBOX.c.id)
+        .limit(1000)
+    )
+
 _CLAIM = Prepared(
     update(_OUTBOX)
     .where(
@@ -667,6 +690,7 @@ class OutboxDispatcher:
         self.stop_grace = STOP_GRACE_SECONDS
         self._stopped = False
         self._dispatching = Outage(log, "dispatching")
+        self._due_search: Prepared | None = None  # `_due_conversations`' statement, made for these channels
         self._one_chat: dict[type, bool] = {}  # whether a kind of channel serves one chat only (`_reaches`)
         self._marks: dict[str, str | None] = {}  # a channel's prefix if it sends by marking (`_sent_by_marking`)
         # PostgreSQL: marks of sent replies, and the heads of conversations that turns' notices start, each kind in
@@ -783,14 +807,18 @@ class OutboxDispatcher:
         return not one_chat or cast(ServesOneChat, sender).served_chat() == chat_id
 
     def _reachable(self) -> ColumnElement[bool]:
-        """`_reaches` as a condition on outbox rows."""
-        every_chat = [name for name, channel in self.channels.items() if not isinstance(channel, ServesOneChat)]
+        """`_reaches` as a condition on outbox rows (an OR, not an IN list: a prepared statement takes none)."""
+        every_chat = [
+            _OUTBOX.c.channel == name
+            for name, channel in self.channels.items()
+            if not isinstance(channel, ServesOneChat)
+        ]
         one_chat = [
-            and_(OutboxMessage.channel == name, OutboxMessage.chat_id == channel.served_chat())
+            and_(_OUTBOX.c.channel == name, _OUTBOX.c.chat_id == channel.served_chat())
             for name, channel in self.channels.items()
             if isinstance(channel, ServesOneChat)
         ]
-        return or_(false(), OutboxMessage.channel.in_(every_chat), *one_chat)
+        return or_(false(), *every_chat, *one_chat)
 
     async def _due_conversations(self) -> list[tuple[int, Lane]]:
         """Conversations whose oldest unsent reply is due, in the order their replies were queued, each with its lane
@@ -802,35 +830,11 @@ class OutboxDispatcher:
         the conversation in the reply lane."""
         if not self.channels:
             return []
-        now = utcnow()
-        earlier = _EARLIER
-        is_head = ~(
-            select(earlier.id)
-            .where(
-                earlier.conversation_id == OutboxMessage.conversation_id,
-                earlier.status.in_(_ACTIVE),
-                earlier.id < OutboxMessage.id,
-            )
-            .exists()
-        )
-        waited_for = _FIRST_AWAITED_IN_CONVERSATION[self.db.backend].is_not(None)
-        query = (
-            select(OutboxMessage.conversation_id, waited_for)
-            .where(
-                self._reachable(),
-                OutboxMessage.status.in_(_ACTIVE),
-                is_head,
-                or_(
-                    and_(OutboxMessage.status == OutboxStatus.PENDING.value, OutboxMessage.next_attempt_at <= now),
-                    and_(OutboxMessage.status == OutboxStatus.SENDING.value, OutboxMessage.lease_until < now),
-                ),
-            )
-            .order_by(OutboxMessage.id)
-            .limit(1000)
-        )
-        async with self.db.sessions() as session:
-            rows = await session.execute(query)
-            return [(conversation, Lane.INTERACTIVE if waited else Lane.BULK) for conversation, waited in rows]
+        if self._due_search is None:  # (built once: the channels this dispatcher reaches are in it)
+            self._due_search = Prepared(_due_search(self._reachable(), self.db.backend))
+        async with self.db.read() as reading:
+            ran = await self._due_search.run(reading, {"now": utcnow()})
+        return [(row.conversation_id, Lane.INTERACTIVE if row.awaited else Lane.BULK) for row in ran.rows]
 
     async def _send_conversation(
         self, conversation_id: int, lane: Lane, read: asyncio.Future[None] | None = None

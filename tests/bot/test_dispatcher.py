@@ -7,11 +7,10 @@ import re
 import time
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text, update
-from sqlalchemy.util import await_only
+from sqlalchemy import select, text, update
+from sqlalchemy.engine import make_url
 
 from bot import dispatcher
 from bot.channel import Delivery, PermanentSendError, RateLimit, RateLimited, TransientSendError
@@ -23,7 +22,7 @@ from dialogs.turn import Turn
 from storage.db import Database
 from storage.models import Conversation, OutboxMessage, utcnow
 from storage.outbox import OutboxEntry, enqueue, requeue
-from tests.support import RecordingChannel, message
+from tests.support import RecordingChannel, SilentProxy, message
 
 
 async def three_replies(turn: Turn) -> None:
@@ -1000,40 +999,74 @@ async def test_on_postgresql_the_heads_of_conversations_noticed_together_are_wri
         assert channel.sent == {}
 
 
+class AnswerHeld(SilentProxy):
+    """A proxy to PostgreSQL that holds the answer to the first statement whose text holds `marker` (set it when
+    wanted) until `release` is set; everything else passes."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.marker: bytes | None = None
+        self.asked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _pair(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        far_reader, far_writer = await asyncio.open_connection(*self._to)
+        self._writers += [writer, far_writer]
+        holding = asyncio.Event()  # this connection's answers are held
+
+        async def out() -> None:
+            while data := await reader.read(65536):
+                if self.marker is not None and self.marker in data and not self.asked.is_set():
+                    self.asked.set()
+                    holding.set()
+                far_writer.write(data)
+                await far_writer.drain()
+
+        async def back() -> None:
+            while data := await far_reader.read(65536):
+                if holding.is_set():
+                    await self.release.wait()
+                writer.write(data)
+                await writer.drain()
+
+        for pipe in (asyncio.get_running_loop().create_task(out()), asyncio.get_running_loop().create_task(back())):
+            self._pipes.add(pipe)
+
+
 async def test_a_poll_starts_no_sending_of_a_conversation_whose_sending_ended_while_it_searched(settings):
     """A conversation's reply waits at the limiter (the chat's window of 1 a 1.5 s is taken), still `pending`, when a
-    poll's search finds it due; its sending goes on and ends while the search's answer is on its way. What the search
-    saw of it is older than that end: the poll starts nothing for it (started again, its read would find nothing, on
-    PostgreSQL two round trips), and the reply is sent once."""
+    poll's search finds it due; its sending goes on and ends while the search's answer is on its way (held at the
+    database's edge). What the search saw of it is older than that end: the poll starts nothing for it (started
+    again, its read would find nothing, on PostgreSQL two round trips), and the reply is sent once."""
 
     async def one_reply(turn: Turn) -> None:
         turn.say("answer")
 
+    if make_url(settings.database_url).get_backend_name() != "postgresql":
+        pytest.skip("on SQLite the search's connection is the one the sending's claim waits for")
     channel = RecordingChannel(limits=(RateLimit("chat:ann", count=1, seconds=1.5),))
-    bot = Lessonbot(settings, [channel], respond=one_reply)
-    searches: list[str] = []
-    try:
-        if bot.db.backend != "postgresql":
-            pytest.skip("on SQLite the search's session holds the connection the sending's claim waits for")
-        await bot.receive(message("one"))
-        await bot.worker.idle()
-        async with asyncio.timeout(10):
-            while len(channel.sent["ann"]) < 1 or bot.dispatcher._in_flight:
-                await asyncio.sleep(0.01)
-        second = await bot.receive(message("two"))
-        await bot.worker.idle()
-        sending = bot.dispatcher._in_flight[second.conversation_id]  # waiting for the chat's window
-
-        def answered(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
-            if "awaited" in statement and not searches:
-                searches.append(statement)
-                await_only(asyncio.wait_for(asyncio.shield(sending), 10))  # the sending ends meanwhile
-
-        event.listen(bot.db.engine.sync_engine, "after_cursor_execute", answered)
-        started = await bot.dispatcher.dispatch_due()
-    finally:
-        await bot.stop()
-    assert searches and sending.done()
+    async with AnswerHeld.to(settings.database_url) as proxy:
+        url = proxy.url(settings.database_url)
+        bot = Lessonbot(settings.model_copy(update={"database_url": url}), [channel], respond=one_reply)
+        try:
+            await bot.receive(message("one"))
+            await bot.worker.idle()
+            async with asyncio.timeout(10):
+                while len(channel.sent["ann"]) < 1 or bot.dispatcher._in_flight:
+                    await asyncio.sleep(0.01)
+            second = await bot.receive(message("two"))
+            await bot.worker.idle()
+            sending = bot.dispatcher._in_flight[second.conversation_id]  # waiting for the chat's window
+            proxy.marker = b"AS earlier"  # the due search's own
+            search = asyncio.get_running_loop().create_task(bot.dispatcher.dispatch_due())
+            async with asyncio.timeout(10):
+                await proxy.asked.wait()
+                await asyncio.shield(sending)  # the sending ends meanwhile
+            proxy.release.set()
+            started = await search
+        finally:
+            proxy.release.set()
+            await bot.stop()
     assert started == 0
     assert channel.texts("ann") == ["answer", "answer"]
 
@@ -1047,31 +1080,26 @@ async def test_due_searches_on_their_way_together_each_forget_only_their_own_rec
     async def one_reply(turn: Turn) -> None:
         turn.say("answer")
 
+    if make_url(settings.database_url).get_backend_name() != "postgresql":
+        pytest.skip("on SQLite the searches take one connection in turn: the first is back first")
     channel = RecordingChannel()
-    bot = Lessonbot(settings, [channel], respond=one_reply)
-    held, release = asyncio.Event(), asyncio.Event()
-
-    def hold_the_first_search(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if "awaited" in statement and not held.is_set():  # the first search's statement, as it is answered
-            held.set()
-            await_only(asyncio.wait_for(release.wait(), 10))
-
-    try:
-        if bot.db.backend != "postgresql":
-            pytest.skip("on SQLite the searches take one connection in turn: the first is back first")
-        event.listen(bot.db.engine.sync_engine, "after_cursor_execute", hold_the_first_search)
-        first = asyncio.create_task(bot.dispatcher.dispatch_due())
-        async with asyncio.timeout(10):
-            await held.wait()
-        assert await bot.dispatcher.dispatch_due() == 0  # the second search, back while the first is held
-        await bot.receive(message("one"))  # a conversation's sending starts and ends while the first is held
-        await bot.worker.idle()
-        async with asyncio.timeout(10):
-            while len(channel.sent["ann"]) < 1 or bot.dispatcher._in_flight:
-                await asyncio.sleep(0.01)
-        release.set()
-        assert await first == 0
-        assert bot.dispatcher._ended_while_searching == []
-    finally:
-        release.set()
-        await bot.stop()
+    async with AnswerHeld.to(settings.database_url) as proxy:
+        url = proxy.url(settings.database_url)
+        bot = Lessonbot(settings.model_copy(update={"database_url": url}), [channel], respond=one_reply)
+        try:
+            proxy.marker = b"AS earlier"  # the first search's statement: its answer held at the database's edge
+            first = asyncio.create_task(bot.dispatcher.dispatch_due())
+            async with asyncio.timeout(10):
+                await proxy.asked.wait()
+            assert await bot.dispatcher.dispatch_due() == 0  # the second search, back while the first is held
+            await bot.receive(message("one"))  # a conversation's sending starts and ends while the first is held
+            await bot.worker.idle()
+            async with asyncio.timeout(10):
+                while len(channel.sent["ann"]) < 1 or bot.dispatcher._in_flight:
+                    await asyncio.sleep(0.01)
+            proxy.release.set()
+            assert await first == 0
+            assert bot.dispatcher._ended_while_searching == []
+        finally:
+            proxy.release.set()
+            await bot.stop()

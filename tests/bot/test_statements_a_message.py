@@ -60,6 +60,22 @@ HELP = {"sqlite": (22, 0), "postgresql": (8, 5)}
 PRESS = {"sqlite": (22, 0), "postgresql": (8, 5)}
 
 
+# (statements, round trips) of the dispatcher's due search, each poll: one read, whole on its own.
+DUE_SEARCH = {"sqlite": (1, 0), "postgresql": (1, 1)}
+
+
+async def test_the_dispatchers_due_search_costs_one_statement_in_one_round_trip(bot_counted):
+    """The search for due replies runs on every poll of every dispatcher: one read of what is committed, with no
+    transaction around it (on PostgreSQL it was BEGIN, the SELECT and ROLLBACK: three round trips a poll)."""
+    bot, _channel, sent = bot_counted
+    backend = bot.db.backend
+    assert await bot.dispatcher.dispatch_due() == 0  # the first: the connection opened, the statement prepared
+    for _ in range(2):
+        sent.taken()
+        assert await bot.dispatcher.dispatch_due() == 0
+        assert sent.taken() == DUE_SEARCH[backend]
+
+
 def _typed(text: str) -> InboundMessage:
     return InboundMessage(channel="test", platform_id=uuid.uuid4().hex, chat_id="ann", sender_id="ann", text=text)
 
