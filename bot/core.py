@@ -27,9 +27,10 @@ from bot.outage import Outage
 from bot.payments import payment_desk
 from bot.pipeline import ConversationWorker, Recorded, Responder, record
 from bot.rasa_nlu import responder
+from dialogs.access import chat_refused
 from knowledge.settings import KnowledgeSettings
 from scheduler.leader import Leadership
-from storage.db import Database, unreachable
+from storage.db import Database, SessionOnDemand, unreachable
 from storage.learners import is_known, language_of_chat, language_of_sender
 from storage.models import utcnow
 from storage.notices import Notices
@@ -38,7 +39,6 @@ from storage.outbox import (
     cancel_unsent_to,
     chats_sent_since,
     record_delivery_report,
-    refused_for_good,
     sent_replies,
 )
 from storage.teams import stop_workspace
@@ -315,8 +315,8 @@ class Lessonbot:
             row = await record_delivery_report(session, channel, platform_message_id, status, error=error,
                                                waits_for_inbound=waits_for_inbound, sends_otherwise=sends_otherwise)
             if row is not None and unreachable:
-                await refused_for_good(await session.connection(), row.conversation_id, now=utcnow(),
-                                       opted_out=opted_out)
+                await chat_refused(SessionOnDemand.of(session), row.conversation_id, now=utcnow(), opted_out=opted_out,
+                                   refused=row.id if row.status == OutboxStatus.DEAD.value else None)
             again = row is not None and row.status == OutboxStatus.PENDING.value
             conversation_id = row.conversation_id if row is not None else 0
         if again:  # (committed) back on its way at once: the person wrote since it was sent

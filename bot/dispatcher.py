@@ -74,7 +74,8 @@ from bot.messages import IF_UNREACHABLE, REPLY_ADDRESS, IfUnreachable, Link, Tex
 from bot.observability import DELIVERY_SECONDS, MESSAGES_OUT, SEND_FAILURES, conversation_id_var, for_channel
 from bot.outage import Outage
 from bot.ratelimit import Booking, Lane, RateLimiter, Slots, keys_to_pause
-from storage.db import Database, Raw
+from dialogs.access import chat_refused
+from storage.db import Database, Raw, SessionOnDemand
 from storage.models import Conversation, OutboxMessage, utcnow
 from storage.outbox import (
     ACTIVE,
@@ -86,7 +87,6 @@ from storage.outbox import (
     awaited,
     dead_letter,
     enqueue,
-    refused_for_good,
     reschedule,
     save_parts_sent,
     set_aside,
@@ -1271,8 +1271,8 @@ class OutboxDispatcher:
         async with self.db.transaction() as session:
             await dead_letter(session, row.id, error=error, refusal=refusal)
             if unreachable:
-                await refused_for_good(await session.connection(), row.conversation_id, now=utcnow(),
-                                       opted_out=unreachable.opted_out)
+                await chat_refused(SessionOnDemand.of(session), row.conversation_id, now=utcnow(),
+                                   opted_out=unreachable.opted_out, refused=row.id)
                 if (instead := row.payload.get(IF_UNREACHABLE)) is not None:
                     await enqueue(session, [self._note_instead(row.channel, instead)])
 

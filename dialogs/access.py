@@ -51,7 +51,15 @@ from storage.courses import (
 )
 from storage.db import SessionOnDemand
 from storage.models import Conversation, User
-from storage.outbox import HeldLesson, OutboxStatus, cancel_held, failed_lessons, held_lessons, requeue
+from storage.outbox import (
+    HeldLesson,
+    OutboxStatus,
+    cancel_held,
+    failed_lessons,
+    held_lessons,
+    refused_for_good,
+    requeue,
+)
 
 
 class Closed(StrEnum):
@@ -106,11 +114,31 @@ async def withdraw_held_lessons(transaction: SessionOnDemand, conversation: Conv
     """The learner's lessons held in a chat that is no longer their home (a group they left: `withdraw_unasked` held
     them there) are cancelled, and their place in each lesson put back to where it stood before them, so /next in
     their next home sends what they never got rather than going on past it."""
-    for held in await held_lessons(transaction.session, conversation.id):
-        if held.user_id != user_id:
-            continue
+    theirs = [held for held in await held_lessons(transaction.session, conversation.id) if held.user_id == user_id]
+    for held in theirs:
         await cancel_held(transaction.session, held.ids, reason=reason)
-        user, lesson = await transaction.session.get(User, user_id), await lesson_by_id(transaction, held.lesson_id)
+    await put_places_back(transaction, conversation.id, theirs, now=now)
+
+
+async def chat_refused(transaction: SessionOnDemand, conversation_id: int, *, now: datetime, opted_out: bool = False,
+                       refused: int | None = None) -> None:
+    """The platform refused the conversation's chat for good (`storage.outbox.refused_for_good`: what is queued for
+    it is suppressed; `refused`, the row it refused, failed): the learners' places in the lessons that never reached
+    the chat are put back, so once the chat is theirs again they get what they never saw."""
+    connection = await transaction.session.connection()
+    never_went = await refused_for_good(connection, conversation_id, now=now, opted_out=opted_out, refused=refused)
+    await put_places_back(transaction, conversation_id, never_went, now=now)
+
+
+async def put_places_back(transaction: SessionOnDemand, conversation_id: int, lessons: Sequence[HeldLesson], *,
+                          now: datetime) -> None:
+    """Rows of `lessons` that will not reach the chat after all (withdrawn, or refused with the chat by the platform:
+    `storage.outbox.refused_for_good`): each learner's place in each lesson back to where it stood before them, so
+    their next lesson is what they never got rather than what comes after it."""
+    conversation = await transaction.session.get(Conversation, conversation_id) if lessons else None
+    for held in lessons:
+        user = await transaction.session.get(User, held.user_id)
+        lesson = await lesson_by_id(transaction, held.lesson_id)
         if user is not None and lesson is not None:
             x = Exchange(transaction=transaction, conversation=conversation, user=user, state={}, now=now)
             await _put_place_back(x, lesson.id, lesson.course_id, held.part)

@@ -807,6 +807,7 @@ _SUPPRESS_UNSENT = (
         _OUTBOX.c.status.in_((OutboxStatus.PENDING.value, OutboxStatus.WAITING.value)),
     )
     .values(status=OutboxStatus.SUPPRESSED.value, last_error="not sent: the person opted out (STOP)")
+    .returning(_OUTBOX.c.id, _OUTBOX.c.idempotency_key, _OUTBOX.c.payload)
 )
 # A lesson held because its learner paused or stopped (`withdraw_unasked`) stays held while they are: their writing
 # is not their coming back (/resume lets it go, or their next lesson's push: `release_held`).
@@ -868,15 +869,28 @@ _REFUSED_FOR_GOOD = (
 )
 
 
+_REFUSED_LESSON = select(_OUTBOX.c.id, _OUTBOX.c.idempotency_key, _OUTBOX.c.payload).where(
+    _OUTBOX.c.id == bindparam("row"), starts_with(_OUTBOX.c.idempotency_key, LESSON_KEY))
+
+
 async def refused_for_good(connection: AsyncConnection, conversation_id: int, *, now: datetime,
-                           opted_out: bool = False) -> None:
+                           opted_out: bool = False, refused: int | None = None) -> list[HeldLesson]:
     """The platform refused the conversation's person for good (`bot.channel.Unreachable`): the conversation is
     opted out as by STOP (what is queued for it is suppressed, and no lesson, reminder or announcement is queued),
     marked as the platform's doing, so their next message, which shows they can be reached again, lifts it
     (bot/pipeline.py); `opted_out`: they unsubscribed at the platform, as by our STOP (START lifts it). A STOP of
-    theirs from before stands as it is."""
+    theirs from before stands as it is.
+
+    The lessons that never reached the chat, as `held_lessons` gives the held ones: of the row the platform refused
+    (`refused`, failed) and of those suppressed with it. Its caller puts each learner's place in them back
+    (dialogs.access), so the learner gets what they never saw once the chat is theirs again."""
     await connection.execute(_REFUSED_FOR_GOOD, {"conv": conversation_id, "now": now, "platform": not opted_out})
-    await suppress_unsent(connection, conversation_id)
+    unsent = list((await connection.execute(_SUPPRESS_UNSENT, {"conv": conversation_id})).all())
+    if refused is not None:
+        unsent.extend((await connection.execute(_REFUSED_LESSON, {"row": refused})).all())
+    lessons = [row for row in unsent if row.idempotency_key is not None
+               and row.idempotency_key.startswith(LESSON_KEY)]
+    return _by_lesson(sorted(lessons, key=lambda row: row.id))
 
 
 _OWN_STOP = update(_CONVERSATIONS).where(_CONVERSATIONS.c.id == bindparam("conv")).values(refused_by_platform=False)
@@ -893,8 +907,7 @@ async def stopped_by_them(connection: AsyncConnection, conversation_id: int) -> 
 async def suppress_unsent(connection: AsyncConnection, conversation_id: int) -> int:
     """The person opted out (STOP): nothing of the conversation's not yet sent (`pending` or `waiting`) goes, ever
     (`suppressed`). A row being sent right now is left to finish. The number of rows suppressed."""
-    result = await connection.execute(_SUPPRESS_UNSENT, {"conv": conversation_id})
-    return result.rowcount or 0
+    return len((await connection.execute(_SUPPRESS_UNSENT, {"conv": conversation_id})).all())
 
 
 async def withdraw_outdated(connection: AsyncConnection, conversation_id: int, *, since: datetime) -> int:

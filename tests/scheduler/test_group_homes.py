@@ -31,7 +31,7 @@ from standins.telegram import (
     person,
     text_update,
 )
-from storage.courses import QuestionCard
+from storage.courses import Enrollment, QuestionCard
 from storage.learners import Learner
 from storage.models import ChannelIdentity, Conversation, OutboxMessage, utcnow
 from storage.models import InboundMessage as InboundRow
@@ -412,3 +412,41 @@ async def test_a_group_that_removed_the_bot_unseen_gets_no_more_lessons_until_it
                 OutboxMessage.conversation_id == group.id, OutboxMessage.status.in_(("pending", "sending", "sent")),
                 OutboxMessage.idempotency_key.like("lesson:%"))))
         assert len(lessons) == 2  # (the group's pace, 20 messages a minute, may hold the second a while)
+
+
+async def places_of(lessonbot: Lessonbot) -> dict[int, tuple[int | None, int]]:
+    """Every learner's place in their course: (lesson, part), by user id."""
+    async with lessonbot.db.sessions() as session:
+        rows = await session.execute(select(Enrollment.user_id, Enrollment.current_lesson_id, Enrollment.current_part))
+        return {user_id: (lesson_id, part) for user_id, lesson_id, part in rows.all()}
+
+
+async def test_a_lesson_the_group_never_saw_is_its_learners_next_when_the_bot_is_added_again(
+        telegram_settings, standin):
+    """Ann and Bob learn in one Telegram group, their home, which removed the bot unseen: Telegram refuses the day's
+    lesson there (403), and the other one queued with it is never sent. Neither moves their place on: each learner's
+    place stands where it stood before, and once the bot is added again their next lesson is the one the group never
+    saw, not the part after it."""
+    admin = person(44, "Ada")
+    async with ann_and_bob_in_the_group(telegram_settings, standin) as (lessonbot, her, him):
+        before = await places_of(lessonbot)
+        standin.refuse(GROUP, Fault(403, "Forbidden: bot was kicked from the group chat"))
+        assert await queue_lessons_at_their_hour(lessonbot, notify=lessonbot.dispatcher.notify) == 2
+        await standin.wait_for(lambda: standin.called("sendMessage", ok=False))
+        await lessonbot.settle()
+        assert await places_of(lessonbot) == before
+        async with lessonbot.db.sessions() as session:
+            never_seen = {row.idempotency_key.split(":")[1]: row.payload for row in await session.scalars(
+                select(OutboxMessage).where(OutboxMessage.status.in_(("dead", "suppressed")),
+                                            OutboxMessage.idempotency_key.like("lesson:%")))}
+        assert len(never_seen) == 2
+        del standin.refused_chats[str(GROUP)]
+        await her.post(bot_member_update(GROUP, "member", by=admin, was="left"))  # added again
+        await lessonbot.settle()
+        assert await queue_lessons_at_their_hour(lessonbot, days_later=2, notify=lessonbot.dispatcher.notify) == 2
+        async with lessonbot.db.sessions() as session:
+            pushed = {row.idempotency_key.split(":")[1]: row.payload for row in await session.scalars(
+                select(OutboxMessage).where(OutboxMessage.status.in_(("pending", "sending", "sent")),
+                                            OutboxMessage.idempotency_key.like("lesson:%"),
+                                            OutboxMessage.idempotency_key.not_like("%:%:%:%")))}
+        assert pushed == never_seen
