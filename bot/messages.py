@@ -204,7 +204,8 @@ class InboundMeta(TypedDict, total=False):
     membership: Literal["joined", "left"]
     moved_from: str  # the chat this one continues: a Telegram group became this supergroup (a platform's report)
     # the bot may send in this chat again: its own membership changed (a platform's report: Telegram's
-    # my_chat_member; other members' changes are not asked for), which lifts a refusal of the chat (`Unreachable`)
+    # my_chat_member; other members' changes are not asked for), which lifts a refusal of the chat (`Unreachable`);
+    # False: it may not any more (removed from the group, blocked), which marks the chat refused as `Unreachable` does
     may_send: bool
     # A member's private place in a group chat, and who they are there (Slack; the team's dialogs read these)
     group_chat: str  # the group chat's own chat_id, seen from a member's private place in it
@@ -329,7 +330,7 @@ class InboundMessage:
         """Whether this is a platform's report about the chat itself (the bot may send there again, a group moved,
         someone left it), its sender only whoever made the change or went: someone the bot need not know (one it
         never knew who leaves changes nothing)."""
-        return bool(self.meta.get(PLATFORM_REPORT) and (self.meta.get(MAY_SEND) or self.meta.get(MOVED_FROM)
+        return bool(self.meta.get(PLATFORM_REPORT) and (MAY_SEND in self.meta or self.meta.get(MOVED_FROM)
                                                         or self.meta.get(MEMBERSHIP) == "left"))
 
     def to_payload(self) -> dict[str, Any]:

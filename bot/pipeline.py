@@ -66,7 +66,7 @@ from bot.observability import DUPLICATES_IN, MESSAGES_IN, PROCESSING_SECONDS, co
 from bot.outage import Outage
 from bot.text import person_name, storable, storable_data
 from dialogs import apologies, choices
-from dialogs.access import withhold_closed_lessons
+from dialogs.access import chat_refused, withhold_closed_lessons
 from dialogs.ask import QuestionAnswerer
 from dialogs.payments import PaymentDesk
 from dialogs.turn import OutsideTransaction, Turn
@@ -1107,7 +1107,8 @@ async def _honour_subscription(
     `waiting`: the conversation has replies set aside until the person writes. An opt-out the platform's refusal
     made (`refused_by_platform`: they blocked the bot, say) ends with any message of theirs: it shows they can be
     reached again; so does the platform's word that the bot may send there again (`meta[MAY_SEND]`: a group that
-    muted it let it speak)."""
+    muted it let it speak). Its word that the bot may not (False: removed from a group, blocked) marks the chat
+    refused at once (`dialogs.access.chat_refused`), as the next send refused so would."""
     keyword = message.meta.get(SUBSCRIPTION)
     if keyword == "stop" and await _answers_with_its_word(session, conversation, message):
         keyword = None
@@ -1118,6 +1119,10 @@ async def _honour_subscription(
     if message.meta.get(PLATFORM_REPORT):
         if message.meta.get(MAY_SEND) and conversation.refused_by_platform:  # the bot's rights in the chat changed
             conversation.opted_out_at, conversation.refused_by_platform = None, False
+        elif message.meta.get(MAY_SEND) is False:  # removed from the group, blocked: as a send refused so would be
+            await chat_refused(session, conversation.id, now=now)
+            if conversation.opted_out_at is None:  # (a STOP of theirs stands)
+                conversation.opted_out_at, conversation.refused_by_platform = now, True
         return message  # counts while they opted out (what is said is suppressed); they did not write
     if conversation.opted_out_at is not None:
         if keyword != "start" and not conversation.refused_by_platform:

@@ -118,7 +118,7 @@ async def respond(turn: Turn, *, fallback: Responder = ask.answer_question) -> N
     if turn.message.meta.get(MOVED_FROM):  # the platform says this chat continues another (a group's new id)
         await group_chats.moved(turn)
         return
-    if turn.message.meta.get(MAY_SEND):  # the platform says the bot may send here again: heard, nothing to say
+    if MAY_SEND in turn.message.meta:  # the platform says the bot may send here again, or not: nothing to say
         return
     if await choices.pressed_again(turn):  # a double tap: the first press had its answer
         return

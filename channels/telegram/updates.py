@@ -18,7 +18,9 @@ logged reason rather than refused. What becomes a message:
   `refunded_payment`: the bot's own, or Telegram's after a dispute), `PAYMENT_DONE` with `meta[REFUNDED_PAYMENT]`;
 - the bot's membership of a group changed so that it may send there (`my_chat_member`: made an admin, let speak
   again after being muted): a platform's report with `meta[MAY_SEND]`, which lifts a refusal of the chat (a muted
-  bot's sends, `channels.telegram.channel.NO_RIGHTS`); other members' changes (`chat_member`) are not asked for, so
+  bot's sends, `channels.telegram.channel.NO_RIGHTS`); or so that it may not (removed from the group, blocked in a
+  private chat: "left", "kicked"), `meta[MAY_SEND]` False, which marks the chat refused at once; other members'
+  changes (`chat_member`) are not asked for, so
   the joins and leaves of a large group store nothing of people who never wrote to the bot (nor does the admin who
   made this change, or the move below, become someone the bot knows: `InboundMessage.about_the_chat`);
 - a group become a supergroup: the service message that opens the supergroup (`migrate_from_chat_id`), a platform's
@@ -462,16 +464,22 @@ def _from_pre_checkout(platform_id: str, query: PreCheckoutQuery) -> InboundMess
 SPEAKING = (ChatMember.MEMBER, ChatMember.ADMINISTRATOR, ChatMember.OWNER)  # may send, unless restricted
 
 
+GONE = (ChatMember.LEFT, ChatMember.BANNED)  # removed from a group, or blocked in a private chat ("kicked")
+
+
 def _from_membership(platform_id: str, changed: ChatMemberUpdated) -> InboundMessage | Ignored:
-    """The bot's own membership of a chat changed: a report that it may send there again, or ignored."""
+    """The bot's own membership of a chat changed: a report that it may send there again, or that it may not any
+    more (removed, blocked); a change that leaves it where it was (muted) is ignored."""
     member = changed.new_chat_member
     if member.status in SPEAKING or isinstance(member, ChatMemberRestricted) and member.can_send_messages:
-        return _may_send(platform_id, changed)
+        return _may_send(platform_id, changed, True)
+    if member.status in GONE:
+        return _may_send(platform_id, changed, False)
     return Ignored(f"the bot's membership of a chat changed to {member.status}: it may not send there")
 
 
-def _may_send(platform_id: str, changed: ChatMemberUpdated) -> InboundMessage:
+def _may_send(platform_id: str, changed: ChatMemberUpdated, may: bool) -> InboundMessage:
     return InboundMessage(
         channel=CHANNEL, platform_id=platform_id, chat_id=str(changed.chat.id), sender_id=str(changed.from_user.id),
-        meta={PLATFORM_REPORT: True, MAY_SEND: True, CHAT_TYPE: str(changed.chat.type)},
+        meta={PLATFORM_REPORT: True, MAY_SEND: may, CHAT_TYPE: str(changed.chat.type)},
     )

@@ -221,6 +221,49 @@ async def test_a_telegram_person_who_unblocks_the_bot_without_writing_gets_what_
         assert " goes to 1 learner (everyone)" in telegram_api.texts(ADMIN)[-1]
 
 
+@pytest.mark.parametrize(("chat", "status"), [
+    (CHAT, "kicked"),  # Ann blocked the bot in her private chat
+    (-1001234567890, "left"),  # the group's admins removed the bot
+    (-1001234567890, "kicked"),  # and banned it
+], ids=["blocked", "removed-from-group", "banned-from-group"])
+async def test_telegram_word_that_the_bot_was_blocked_or_removed_takes_the_chat_out_at_once(
+    telegram_settings, telegram_api, chat, status
+):
+    """Telegram's my_chat_member says the bot was blocked in a private chat, or removed from a group: the chat is
+    taken out of what the bot sends on its own then, not at the next send Telegram refuses (Ann's next announcement
+    is not even tried), and nothing is said about it. Let back in ("member"), it is sent to again."""
+    configured = telegram_settings.model_copy(update={"admins": (f"telegram:{ADMIN}",)})
+    ann, boss = person(CHAT, "Ann"), person(ADMIN, "Boss")
+    by = ann if chat > 0 else boss
+    async with running(configured) as (client, lessonbot):
+        await import_sample(lessonbot)
+
+        async def post(update: dict) -> None:
+            assert (await telegram_post(client, update)).status_code == 200
+            await lessonbot.settle()
+
+        async def refused() -> bool:
+            async with lessonbot.db.sessions() as session:
+                found = await session.scalar(select(Conversation).where(Conversation.chat_id == str(chat)))
+                return found.opted_out_at is not None and found.refused_by_platform
+
+        for text in ONBOARDING if chat > 0 else ("/help",):
+            await post(text_update(text, chat_id=chat, user=ann))
+        sent = len(telegram_api.called("sendMessage"))
+        telegram_api.refuse(chat, Fault.blocked() if chat > 0 else Fault(403, "Forbidden: bot was kicked from the "
+                                                                              "group chat"))
+        await post(bot_member_update(chat, status, by=by, **({"until_date": 0} if status == "kicked" else {})))
+        assert await refused()
+        assert len(telegram_api.called("sendMessage")) == sent  # nothing said about it
+        if chat > 0:
+            await post(text_update("/admin broadcast everyone New lessons are out!", chat_id=ADMIN, user=boss))
+            assert " goes to 0 learners (everyone)" in telegram_api.texts(ADMIN)[-1]
+            assert not telegram_api.called("sendMessage", ok=False)  # not tried there
+        del telegram_api.refused_chats[str(chat)]
+        await post(bot_member_update(chat, "member", by=by, was=status))
+        assert not await refused()
+
+
 GROUP = -1001234567890
 
 
