@@ -283,7 +283,7 @@ def _admin_help(_: Translator) -> str:
              "/lessonbot team off · team on: stop the lessons, start them again\n"
              "/lessonbot team restart: post the course again from its first lesson\n"
              "/lessonbot team leaderboard off · on\n"
-             "/lessonbot team admin USER_ID: let another member run the workspace's teams")
+             "/lessonbot team admin @name: let another member run the workspace's teams")
 
 
 async def _restart(turn: Turn, chat: str, team: Team | None, _args: str) -> None:
@@ -451,7 +451,8 @@ async def _add_admin(turn: Turn, chat: str, team: Team | None, args: str) -> Non
     _ = tr(turn)
     user = args.strip().lstrip("@<").rstrip(">").split("|")[0]
     if not re.fullmatch(r"[UW][A-Z0-9]{2,30}", user):
-        raise UsageError(_("Usage: /lessonbot team admin USER_ID (a Slack member id such as U012ABCDEF)"))
+        raise UsageError(_("Usage: /lessonbot team admin @name (a mention of the member, or their Slack member id "
+                           "such as U012ABCDEF)"))
     workspace = workspace_of(turn)
     await add_team_admin(turn.session, turn.message.channel, workspace, f"{workspace}/{user}",
                          by=turn.message.sender_id)

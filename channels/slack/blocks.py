@@ -153,9 +153,10 @@ _ANGLE = re.compile(r"<([^<>]*)>")
 _SPECIALS = {"!here": "@here", "!channel": "@channel", "!everyone": "@everyone"}
 
 
-def plain_text(mrkdwn: str, *, bot_user_id: str | None = None) -> str:
+def plain_text(mrkdwn: str, *, bot_user_id: str | None = None, member_ids: bool = False) -> str:
     """What a person typed, from Slack's wire form: our own @mention dropped, links and mentions readable,
-    &amp; &lt; &gt; unescaped (https://docs.slack.dev/messaging/formatting-message-text)."""
+    &amp; &lt; &gt; unescaped (https://docs.slack.dev/messaging/formatting-message-text). `member_ids`: a mention
+    of a person as "@" and their member id ("<@U012|ann>" is "@U012"), for a command that names whom it acts on."""
 
     def readable(match: re.Match[str]) -> str:
         inner = match.group(1)
@@ -163,7 +164,7 @@ def plain_text(mrkdwn: str, *, bot_user_id: str | None = None) -> str:
         if target.startswith("@"):
             if bot_user_id and target[1:] == bot_user_id:
                 return ""
-            return f"@{label or target[1:]}"
+            return f"@{target[1:]}" if member_ids else f"@{label or target[1:]}"
         if target.startswith("#"):
             return f"#{label or target[1:]}"
         if target.startswith("!"):

@@ -25,6 +25,9 @@ SLASH_COMMANDS: dict[str, str] = {
 }
 # /lessonbot WORDS: the team commands and every other command by its name ("/lessonbot leaderboard" is /leaderboard).
 TEAM_COMMAND = "/lessonbot"
+# /lessonbot commands that act on a person the lead mentions ("team admin @ann"): Slack escapes the mention (the
+# manifest's should_escape), and the member id it carries is kept for them; any other mention stays a name.
+NAMING_A_MEMBER = ("team admin",)
 
 _TYPED: dict[str, str] = {core: slash for slash, core in SLASH_COMMANDS.items() if core}  # /next → /lesson, …
 # A command named in text: "/" and a word, at the start or after a space, an opening bracket or a quote (not in a path

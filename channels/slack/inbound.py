@@ -54,7 +54,7 @@ from bot.messages import (
     InboundMeta,
 )
 from channels.slack.blocks import plain_text
-from channels.slack.commands import SLASH_COMMANDS, TEAM_COMMAND
+from channels.slack.commands import NAMING_A_MEMBER, SLASH_COMMANDS, TEAM_COMMAND
 from channels.webhook import Ignored
 
 CHANNEL = "slack"
@@ -263,8 +263,11 @@ def message_from_command(body: dict[str, Any], *, installation: str) -> Outcome:
     user, channel = _id(body.get("user_id")), _id(body.get("channel_id"))
     if trigger_id is None or user is None or channel is None or not _id(installation):
         return Ignored(f"{command} without a trigger_id, user, channel or workspace")
-    words = plain_text(str(body.get("text") or ""))
+    typed = str(body.get("text") or "")
+    words = plain_text(typed)
     if command == TEAM_COMMAND:
+        if " ".join(words.lower().split()[:2]) in NAMING_A_MEMBER:
+            words = plain_text(typed, member_ids=True)
         return _team_command(body, words, installation=installation, user=user, channel=channel, trigger_id=trigger_id)
     # /ask's words are a question whatever they say ("/ask next" is no /next); none at all is asked for, in the
     # learner's language, where only they see it

@@ -143,6 +143,11 @@ def test_mrkdwn_from_slack_becomes_plain_text(wire, expected):
     assert plain_text(wire, bot_user_id="W111") == expected
 
 
+def test_a_command_naming_a_member_keeps_the_id_slack_escaped_the_mention_with():
+    assert plain_text("team admin <@U222|ann> &lt;b&gt;", member_ids=True) == "team admin @U222 <b>"
+    assert plain_text("team admin <@U222>", member_ids=True) == "team admin @U222"
+
+
 def test_the_manifest_asks_for_the_scopes_and_commands_the_code_uses():
     manifest = yaml.safe_load(MANIFEST.read_text())
     assert sorted(manifest["oauth_config"]["scopes"]["bot"]) == sorted(SCOPES)
@@ -157,6 +162,8 @@ def test_the_manifest_asks_for_the_scopes_and_commands_the_code_uses():
     assert urls == {"https://bot.example.com/slack/events"}
     assert manifest["oauth_config"]["redirect_urls"] == ["https://bot.example.com/slack/oauth_redirect"]
     assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
+    # /lessonbot team admin @name: Slack sends the member's id only for a command that escapes mentions
+    assert {c["command"]: c["should_escape"] for c in commands}[TEAM_COMMAND] is True
 
 
 @pytest.mark.parametrize(("core", "slack"), [

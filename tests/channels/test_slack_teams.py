@@ -778,6 +778,26 @@ async def _home_text(client, fixtures_dir, standin: SlackStandIn, lessonbot: Les
     return "\n".join(block["text"]["text"] for block in view["blocks"] if block["type"] == "section")
 
 
+async def test_a_lead_makes_a_member_a_team_admin_by_mentioning_them(slack_settings, standin, fixtures_dir):
+    """`/lessonbot team admin @bea`: Slack escapes the mention of a slash command registered with should_escape (the
+    manifest's /lessonbot), sending `<@UBEA|bea>`; the member it names may administer the teams. A mention anywhere
+    else in a team command stays a name, and escaped text stays text."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        await slash(client, fixtures_dir, ADMIN, SET_UP, standin=standin)
+        await slash(client, fixtures_dir, ADMIN, f"team admin <@{BEA}|{NAMES[BEA]}>", standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, ADMIN)[-1] == f"{BEA} may now administer this workspace's team courses."
+        await slash(client, fixtures_dir, BEA, "team leaderboard off", standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, BEA)[-1] == "The leaderboard is off."
+        await slash(client, fixtures_dir, ADMIN, f"team hello <@{CAL}|{NAMES[CAL]}> &lt;b&gt;", standin=standin)
+        await lessonbot.settle()
+        assert private_texts(standin, ADMIN)[-1] == "There is no team command 'hello'. Try /lessonbot team help."
+        async with lessonbot.db.sessions() as session:
+            assert list(await session.scalars(select(Team.leaderboard_on))) == [False]
+
+
 async def test_two_workspaces_never_see_each_others_team(slack_settings, standin, fixtures_dir):
     """The same channel id in two workspaces is two teams; a leaderboard, an admin grant and an uninstall stay in
     their own workspace."""
