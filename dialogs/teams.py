@@ -72,7 +72,7 @@ from storage.courses import (
     progress_of,
 )
 from storage.learners import ACTIVE as LEARNER_ACTIVE
-from storage.learners import PAUSED, STOPPED, Learner, lesson_schedule_changed, readable_zone, zone_for
+from storage.learners import PAUSED, STOPPED, Learner, lesson_schedule_changed, take_profile_zone, zone_for
 from storage.models import AdminAuditEntry, User, utcnow
 from storage.outbox import OutboxEntry, enqueue, why_undelivered
 from storage.queries import get_or_create_conversation
@@ -374,6 +374,9 @@ async def _set_up(turn: Turn, chat: str, team: Team | None, args: str) -> None:
     current = await membership(turn.session, team, turn.message.sender_id)
     if current is None or current.status not in (MEMBER_OPTED_OUT, MEMBER_EXCLUDED):  # their own opt-out stands
         await _set_status(turn, team, MEMBER_ACTIVE)
+    # The lead is a member before the channel's members are read (which reads newcomers only): their zone, from the
+    # profile read with this command, is known like any member's.
+    await take_profile_zone(turn.session, turn.user, turn.message.meta.get(TIMEZONE))
     if team.mode == DIRECT_MODE:
         await follow_team_schedule(turn.session, team)
     described = describe(_, team, course)
@@ -787,9 +790,7 @@ async def membership_changed(turn: Turn) -> None:
     if member is not None and member.status == MEMBER_OPTED_OUT:
         return  # their own choice stands when they come back
     member = await _set_status(turn, team, MEMBER_ACTIVE)
-    if isinstance(meta.get(TIMEZONE), str) and not turn.user.timezone:
-        turn.user.timezone = readable_zone(meta[TIMEZONE])  # (None: the team's, when they start)
-        await lesson_schedule_changed(turn.session, turn.user.id)
+    await take_profile_zone(turn.session, turn.user, meta.get(TIMEZONE))  # (none: the team's, when they start)
     _ = tr(turn)
     course = await turn.session.get(Course, team.course_id)
     if team.mode == DIRECT_MODE:

@@ -49,7 +49,7 @@ from dialogs.teams import (
 )
 from scheduler.context import JobContext
 from scheduler.planner import LESSON_LATE_LIMIT, lesson_dates
-from storage.learners import lesson_schedule_changed, readable_zone, zone_for
+from storage.learners import take_profile_zone, zone_for
 from storage.models import User
 from storage.queries import get_or_create_identity
 from storage.scheduling import advance_cursor, read_cursor
@@ -244,6 +244,8 @@ async def _standing_read(session: AsyncSession, team_id: int, member: str, profi
     if team is None or row is None:
         return
     row.standing_read = True
+    if row.user_id is not None and (user := await session.get(User, row.user_id)) is not None:
+        await take_profile_zone(session, user, profile.timezone)  # (one let in unread: a lead whose users.info failed)
     if (profile.guest or profile.bot) and row.status != MEMBER_EXCLUDED:
         row.status, row.changed_at = MEMBER_EXCLUDED, now
         await pause_direct_lessons(session, team, member)
@@ -256,11 +258,8 @@ async def _enroll(session: AsyncSession, team_id: int, profiles: list[ChatMember
     for profile in profiles:
         name = person_name(profile.name) or None  # (cut to the column by the channel)
         identity = await get_or_create_identity(session, team.channel, profile.sender_id, name)
-        if (zone := readable_zone(profile.timezone)) is not None:  # (one this machine cannot read: the team's, later)
-            user = await session.get(User, identity.user_id)
-            if user is not None and not user.timezone:
-                user.timezone = zone
-                await lesson_schedule_changed(session, user.id)
+        if (user := await session.get(User, identity.user_id)) is not None:  # (a zone unreadable here: the team's)
+            await take_profile_zone(session, user, profile.timezone)
         status = MEMBER_EXCLUDED if profile.guest or profile.bot else MEMBER_ACTIVE
         member = await set_member(session, team, profile.sender_id, status, user_id=identity.user_id, now=now,
                                   direct_chat=profile.direct_chat)

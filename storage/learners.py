@@ -177,6 +177,15 @@ def readable_zone(name: str | None) -> str | None:
     return name if name == "UTC" or zone_for(name) is not timezone.utc else None
 
 
+async def take_profile_zone(session: AsyncSession, user: User, zone: object) -> None:
+    """The zone a person's platform profile names (`zone`), as their own where they have none yet and this machine can
+    read it (`readable_zone`); a zone they have, set by them or read before, stays theirs."""
+    if user.timezone or not isinstance(zone, str) or (readable := readable_zone(zone)) is None:
+        return
+    user.timezone = readable
+    await lesson_schedule_changed(session, user.id)
+
+
 def offset_name(minutes: int) -> str:
     """The stored name of a fixed offset: 330 → "UTC+05:30", -180 → "UTC-03:00", 0 → "UTC"."""
     if minutes == 0:

@@ -1439,17 +1439,19 @@ async def test_a_team_lead_is_told_which_hour_a_channel_lesson_is_for_members_in
         slack_settings, standin, fixtures_dir):
     """A channel's lesson comes at one hour, the team's, for everyone: its lead, setting the team up or asking
     /lessonbot team, reads what that hour is where the members are (the zones of their Slack profiles, read with the
-    channel's members: not yet the lead's own, known before), and for how many."""
+    channel's members; the lead's own, read when they set the team up, among them), and for how many."""
     standin.add_member(CHANNEL, CAL, name=NAMES[CAL], tz="Asia/Tokyo")
+    standin.add_member(CHANNEL, ADMIN, name=NAMES[ADMIN], tz="Asia/Kolkata", admin=True)
     async with running(slack_settings, clock=False) as (client, lessonbot):
         await _team_set_up(client, fixtures_dir, standin, lessonbot)
         await slash(client, fixtures_dir, ADMIN, "team", standin=standin)
         await lessonbot.settle()
         day = datetime.now(ZoneInfo("America/New_York")).date()
         lesson = datetime.combine(day, time(9, 0), tzinfo=ZoneInfo("America/New_York"))
-        lisbon, tokyo = (f"{lesson.astimezone(ZoneInfo(zone)):%H:%M}" for zone in ("Europe/Lisbon", "Asia/Tokyo"))
-        where = (f"That hour where the members are: {lisbon} in Europe/Lisbon (2 members), {tokyo} in Asia/Tokyo "
-                 "(1 member).")
+        lisbon, kolkata, tokyo = (f"{lesson.astimezone(ZoneInfo(zone)):%H:%M}"
+                                  for zone in ("Europe/Lisbon", "Asia/Kolkata", "Asia/Tokyo"))
+        where = (f"That hour where the members are: {lisbon} in Europe/Lisbon (2 members), {kolkata} in Asia/Kolkata "
+                 f"(1 member), {tokyo} in Asia/Tokyo (1 member).")
         assert where in private_texts(standin, ADMIN)[-1].splitlines()
         await slash(client, fixtures_dir, BEA, "team", standin=standin)  # a member is not told the team's spread
         await lessonbot.settle()
