@@ -301,10 +301,11 @@ async def _restart(turn: Turn, chat: str, team: Team | None, _args: str) -> None
 
 
 def describe(_: Translator, team: Team, course: Course | None) -> str:
-    if team.mode == DIRECT_MODE:
+    if team.mode == DIRECT_MODE:  # a member whose profile names no zone (or one unreadable here) has the team's
         return _("This channel takes “{title}” together: each member gets a lesson {days} at {time} in their own time "
-                 "zone, in a direct message.", title=course.title if course else "?",
-                 days=days_label(_, team.lesson_days), time=f"{team.lesson_time:%H:%M}")
+                 "zone ({zone} for a member whose profile names none), in a direct message.",
+                 title=course.title if course else "?", days=days_label(_, team.lesson_days),
+                 time=f"{team.lesson_time:%H:%M}", zone=team.timezone.replace("_", " "))
     return _("This channel takes “{title}” together: a lesson {days} at {time} ({zone}).",
              title=course.title if course else "?", days=days_label(_, team.lesson_days),
              time=f"{team.lesson_time:%H:%M}", zone=team.timezone.replace("_", " "))

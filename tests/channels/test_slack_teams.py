@@ -916,6 +916,24 @@ async def test_the_direct_mode_brings_each_member_the_lesson_in_a_dm_at_their_ow
         assert len(standin.posted(CHANNEL)) == posts_before
 
 
+async def test_a_lead_setting_up_the_direct_mode_is_told_the_zone_of_members_whose_profile_names_none(
+        slack_settings, standin, fixtures_dir):
+    """In the direct mode each member's lessons come at the team's hour in their own zone; one whose Slack profile
+    names none gets the team's (UTC for `in members`), and the lead reads which, setting the team up."""
+    async with running(slack_settings, clock=False) as (client, lessonbot):
+        await sample_course(lessonbot.db)
+        await slash(client, fixtures_dir, ADMIN, "team set spot-phishing at 09:00 on weekdays in members",
+                    standin=standin)
+        await lessonbot.settle()
+        assert ("each member gets a lesson weekdays at 09:00 in their own time zone (UTC for a member whose profile "
+                "names none), in a direct message.") in private_texts(standin, ADMIN)[-1]
+        await slash(client, fixtures_dir, ADMIN, "team set spot-phishing at 09:00 in Asia/Tokyo mode direct",
+                    standin=standin)
+        await lessonbot.settle()
+        assert "in their own time zone (Asia/Tokyo for a member whose profile names none)" in private_texts(
+            standin, ADMIN)[-1]
+
+
 async def take_lesson_in_dm(client, fixtures_dir, standin: SlackStandIn, lessonbot: Lessonbot, user: str) -> None:
     """A pushed lesson taken in the member's DM as any learner takes it: Next, then every question answered right."""
     dm = "D" + user[1:]
