@@ -222,7 +222,7 @@ async def test_the_verification_page_shows_the_date_printed_on_the_certificate(l
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as client:
         page = (await client.get(f"/certificates/{code}")).text
     from datetime import datetime
-    shown = datetime.strptime(re.search(r"<dd>(\d{4}-\d{2}-\d{2})</dd>", page)[1], "%Y-%m-%d")
+    shown = datetime.strptime(re.search(r"<dd[^>]*>(\d{4}-\d{2}-\d{2})</dd>", page)[1], "%Y-%m-%d")
     assert f"{shown.day} {shown:%B %Y}" == printed_date, (printed_date, f"{shown:%Y-%m-%d}")
 
 
