@@ -498,10 +498,15 @@ class ConversationWorker:
             "until": now + self._lease,
         }
 
-    async def _hold(self, conversation_id: int) -> bool:
-        """Take the lease in a transaction of its own (before slow work outside a turn's transaction)."""
+    async def _hold(self, conversation_id: int, newcomer: _Newcomer | None = None) -> bool:
+        """Take the lease in a transaction of its own (before slow work outside a turn's transaction), storing with
+        it the person the turn met for the first time, if it did (their User and identity, which the replayed turn
+        then loads)."""
         async with self.db.transaction() as session:
-            return await self._lease_statement(session, conversation_id, utcnow())
+            held = await self._lease_statement(session, conversation_id, utcnow())
+            if held and newcomer is not None:
+                await first_contact(session, *newcomer)
+            return held
 
     async def _release(self, conversation_id: int) -> None:
         async with self.db.transaction() as session:
@@ -543,14 +548,19 @@ class ConversationWorker:
         prepared_for: int | None = None
         current = _Current()  # the message the turn read (for the failure paths), the jobs its commit starts
         try:
-            for _ in range(MAX_OUTSIDE_CALLS + 1):
+            for _ in range(MAX_OUTSIDE_CALLS + 2):  # (one more pass where the turn meets a new person)
                 try:
                     outcome = await self._try_turn(conversation_id, prepared, prepared_for, started, current)
                 except OutsideTransaction as request:
                     # The transaction is rolled back; the lease is held while the slow call runs.
                     prepared_for = request.inbound_id
-                    if not await self._hold(conversation_id):
+                    newcomer, current.newcomer = current.newcomer, None
+                    if not await self._hold(conversation_id, newcomer):
                         raise LeaseLost() from None
+                    if newcomer is not None:
+                        # The person the turn met was rolled back with it, and the call names them by an id
+                        # PostgreSQL does not give again: now stored, the replay asks for the call with theirs.
+                        continue
                     async with self.activity.working(request.channel, request.chat_id, request.reply_address):
                         prepared[request.key] = await request.call()
                     continue
@@ -695,6 +705,7 @@ class ConversationWorker:
             identity, user = ChannelIdentity(channel=row.channel, external_id=row.sender_id), User()
         elif identity is None or user is None:  # first contact: their user and identity are made now
             identity, user = await first_contact(session.session, row.channel, row.sender_id, message.sender_name)
+            current.newcomer = (row.channel, row.sender_id, message.sender_name)
         if conversation.user_id is None and user.id is not None:
             conversation.user_id = user.id
         # (written when it changes: first, and seldom after)
@@ -934,9 +945,13 @@ class _Slot:
         self._held = True
 
 
+_Newcomer = tuple[str, str, str | None]  # channel, their id there, the name they go by
+
+
 @dataclass(slots=True)
 class _Current:
     inbound_id: int | None = None
+    newcomer: _Newcomer | None = None  # the person the turn made known, as first_contact takes them
     jobs: Collection[str] = ()  # the committed turn's Turn.jobs_to_start
     answered_elsewhere: Collection[int] = ()  # and its Turn.answered_elsewhere
     after_commit: Collection[Callable[[], None]] = ()  # and its Turn.after_commit

@@ -145,7 +145,8 @@ class Turn(Exchange):
 
         The first time, the turn is rolled back, `call` runs with the conversation still leased to this process,
         and the turn is replayed from the start with the result available here under `key`. So everything a
-        dialog does before this call must be deterministic (it is done twice, committed once).
+        dialog does before this call must be deterministic (it is done twice, committed once). A person the turn
+        met for the first time is stored before the call, so that `turn.user.id` is the same in the replay.
         """
         if key not in self.prepared:
             raise OutsideTransaction(

@@ -974,3 +974,23 @@ async def test_unpublishing_closes_the_pages_of_those_not_in_the_course_and_keep
     await post_event(client, checkout_event(stripe_api.pay(hers["id"])))
     await bot.settle()
     assert [payment.status for payment in await payments(bot)] == [PaymentStatus.PAID, PaymentStatus.EXPIRED]
+
+
+async def test_a_new_person_whose_first_message_is_buy_pays_and_the_course_opens_for_them(shop, stripe_api):
+    client, bot, _ann, _boss = shop
+    newcomer = Learning(bot, _ann.channel, chat="newcomer")
+    [offer] = await newcomer.say("/buy passwords-that-hold")
+    [call] = stripe_api.called("/v1/checkout/sessions")
+    session = call.result
+    assert session["url"] in offer
+    [payment] = await payments(bot)
+    assert call.params["metadata"]["user_id"] == str(payment.user_id)
+    assert call.params["client_reference_id"] == f"u{payment.user_id}-c{payment.course_id}"
+
+    response = await post_event(client, checkout_event(stripe_api.pay(session["id"])))
+    assert response.json()["outcome"] == "forwarded"
+    await bot.settle()
+    assert newcomer.channel.texts("newcomer")[-1].startswith("✅ Payment received: “Passwords that hold” is yours")
+    [granted] = await entitlements(bot)
+    assert granted.user_id == payment.user_id and granted.reference == f"stripe:{session['id']}"
+    assert [p.status for p in await payments(bot)] == [PaymentStatus.PAID.value]
