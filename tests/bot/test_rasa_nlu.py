@@ -26,11 +26,12 @@ NOT_COVERED = "I can't look things up in your course material yet"
 
 @asynccontextmanager
 async def learner(settings, **overrides) -> AsyncIterator[tuple[RasaServerStandIn, Learning]]:
-    """A set-up learner on a bot whose plain words go to the stand-in's model first."""
+    """A set-up learner on a bot whose plain words go to the stand-in's model first (given 5 s unless a test is
+    about waiting: a busy machine is no slow Rasa server)."""
     async with RasaServerStandIn(action_endpoint="http://127.0.0.1:9/webhook", domain=example_domain(),
                                  token=RASA_TOKEN) as rasa:
         configured = settings.model_copy(update={
-            "rasa_nlu_url": rasa.url, "rasa_token": RASA_TOKEN, "rasa_nlu_timeout_seconds": 5.0, **overrides,  # a busy machine is no slow Rasa server
+            "rasa_nlu_url": rasa.url, "rasa_token": RASA_TOKEN, "rasa_nlu_timeout_seconds": 5.0, **overrides,
         })
         channel = RecordingChannel()
         bot = Lessonbot(configured, [channel])
