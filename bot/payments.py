@@ -93,6 +93,11 @@ def stripe_enabled(settings: Settings) -> bool:
     return bool(settings.stripe_secret_key and settings.stripe_webhook_secret and settings.public_base_url)
 
 
+def stripe_live(secret_key: str) -> bool:
+    """Whether a Stripe key is a live one (sk_live_…, rk_live_…), rather than a test-mode one."""
+    return secret_key.startswith(("sk_live_", "rk_live_"))
+
+
 def stripe_decimals(currency: str) -> int | None:
     """The digits of a currency's minor unit in Stripe's API; None where Stripe's are not known here."""
     if currency in STRIPE_ZERO_DECIMAL:
@@ -409,13 +414,16 @@ class StripeEvents:
     A payment whose buyer's data was erased has no conversation: its events go no further, and a checkout it still
     completed is given back at once (`give_back_erased`)."""
 
-    def __init__(self, db: Database, receive: Receive, checkout: Checkout | None = None) -> None:
+    def __init__(self, db: Database, receive: Receive, checkout: Checkout | None = None, *, live: bool = False) -> None:
         self.db = db
         self.receive = receive
         self.checkout = checkout
+        self.live = live  # the mode of the install's key: only events of that mode are acted on
 
     async def __call__(self, event: dict[str, Any]) -> str:
         kind, obj = event["type"], event["data"]["object"]
+        if event.get("livemode") is not self.live:
+            return await self._other_mode(event)
         async with self.db.transaction(urgent=True) as session:  # Stripe waits for this one
             payment = await _payment_for(session, kind, obj)
             erased = payment is not None and payment.user_id is None
@@ -430,6 +438,20 @@ class StripeEvents:
         log_event = log.info if message is not None or not new else log.warning
         log_event("stripe event %s: %s", kind, outcome if new else "a repeat, ignored",
                   extra={"event_id": event["id"]})
+        return outcome if new else "duplicate"
+
+    async def _other_mode(self, event: dict[str, Any]) -> str:
+        """An event of the other mode than the key's (a test payment reaching a live install, or a live one a test
+        install): recorded and acknowledged, so that Stripe stops sending it, and nothing more; no payment is looked
+        for, since a test-mode event's metadata can name a live offer."""
+        livemode = event.get("livemode")
+        mode = "live" if livemode is True else "test" if livemode is False else "unknown"
+        outcome = f"refused: a {mode}-mode event, and this install's Stripe key is {'live' if self.live else 'test'}"
+        async with self.db.transaction(urgent=True) as session:
+            new = await record_event(session, STRIPE, event["id"], event["type"], event, outcome)
+        if new:
+            log.warning("stripe event %s: %s; check the webhook's endpoint in the Stripe Dashboard", event["type"],
+                        outcome, extra={"event_id": event["id"]})
         return outcome if new else "duplicate"
 
 
@@ -550,7 +572,8 @@ def payment_routes(settings: Settings, db: Database, receive: Receive, *, max_bo
             LimitBody(max_body_bytes),
             StripeSignature(settings.stripe_webhook_secret),
             Parse(parse_event),
-            Record(StripeEvents(db, receive, stripe_checkout(settings))),
+            Record(StripeEvents(db, receive, stripe_checkout(settings),
+                                live=stripe_live(settings.stripe_secret_key))),
             acknowledge=_acknowledge,
         )
         routes.append(webhook.route("/webhooks/stripe"))

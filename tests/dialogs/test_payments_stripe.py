@@ -994,3 +994,54 @@ async def test_a_new_person_whose_first_message_is_buy_pays_and_the_course_opens
     [granted] = await entitlements(bot)
     assert granted.user_id == payment.user_id and granted.reference == f"stripe:{session['id']}"
     assert [p.status for p in await payments(bot)] == [PaymentStatus.PAID.value]
+
+
+def in_mode(event: dict, live: bool) -> dict:
+    """`event` as Stripe sends it in live mode (`live`) or test mode: the event's `livemode` and its object's."""
+    event["livemode"] = event["data"]["object"]["livemode"] = live
+    return event
+
+
+async def test_a_live_mode_event_at_a_test_mode_install_is_acknowledged_and_unlocks_nothing(shop, stripe_api, caplog):
+    client, bot, ann, _boss = shop
+    session = await bought_link(ann, bot, stripe_api)
+    paid = stripe_api.pay(session["id"])
+    live = in_mode(checkout_event(paid), live=True)
+    with caplog.at_level(logging.WARNING, logger="bot.payments"):
+        response = await post_event(client, live)
+    refused = "refused: a live-mode event, and this install's Stripe key is test"
+    assert response.status_code == 200 and response.json()["outcome"] == refused
+    assert refused in caplog.text
+    assert (await post_event(client, live)).json()["outcome"] == "duplicate"
+    await bot.settle()
+    assert await entitlements(bot) == []
+    assert [p.status for p in await payments(bot)] == [PaymentStatus.OPEN.value]
+    assert [(e.event_id, e.outcome) for e in await events(bot)] == [(live["id"], refused)]
+
+    # the same payment reported in the key's mode unlocks the course
+    response = await post_event(client, in_mode(checkout_event(paid), live=False))
+    assert response.json()["outcome"] == "forwarded"
+    await bot.settle()
+    [granted] = await entitlements(bot)
+    assert granted.reference == f"stripe:{session['id']}"
+
+
+async def test_a_test_mode_event_at_a_live_install_is_acknowledged_and_unlocks_nothing(settings):
+    live_key = "sk_live_stand-in_0123456789abcdef"
+    channel = RecordingChannel()
+    async with StripeStandIn(secret_key=live_key) as stripe_api, running(
+        stripe_settings(settings, stripe_api.base_url, stripe_secret_key=live_key), channels=[channel],
+    ) as (client, bot):
+        await import_sample(bot, PAID)
+        ann = Learning(bot, channel)
+        paid = stripe_api.pay((await bought_link(ann, bot, stripe_api))["id"])
+        response = await post_event(client, in_mode(checkout_event(paid), live=False))
+        assert response.status_code == 200
+        assert response.json()["outcome"] == "refused: a test-mode event, and this install's Stripe key is live"
+        await bot.settle()
+        assert await entitlements(bot) == []
+
+        response = await post_event(client, in_mode(checkout_event(paid), live=True))
+        assert response.json()["outcome"] == "forwarded"
+        await bot.settle()
+        assert len(await entitlements(bot)) == 1

@@ -1124,3 +1124,28 @@ async def test_a_cancellation_set_in_stripe_for_a_later_day_renews_until_the_per
     await post_event(client, subscription_event(stripe_api.subscription(paid["subscription"])))
     await bot.settle()
     assert (await payments(bot))[0].renewal_cancelled_at is not None
+
+
+async def test_live_mode_subscription_and_invoice_events_at_a_test_mode_install_match_no_offer(shop, stripe_api):
+    client, bot, ann, _boss = shop
+    session = await subscribe(ann, bot, stripe_api)
+    paid = stripe_api.pay(session["id"])
+    subscription = stripe_api.subscription(paid["subscription"])
+    invoice = stripe_api.invoices[paid["invoice"]]
+    refused = "refused: a live-mode event, and this install's Stripe key is test"
+    for early in (subscription_event(subscription, "customer.subscription.created"), invoice_event(invoice)):
+        early["livemode"] = early["data"]["object"]["livemode"] = True  # its metadata names Ann's open offer
+        response = await post_event(client, early)
+        assert response.status_code == 200 and response.json()["outcome"] == refused
+    await bot.settle()
+    assert await entitlements(bot) == []
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.OPEN and payment.subscription_reference is None
+
+    await post_event(client, checkout_event(paid))
+    await bot.settle()
+    renewal = invoice_event(invoice)
+    renewal["livemode"] = renewal["data"]["object"]["livemode"] = True  # now by the subscription's id
+    assert (await post_event(client, renewal)).json()["outcome"] == refused
+    [payment] = await payments(bot)
+    assert payment.status == PaymentStatus.PAID
