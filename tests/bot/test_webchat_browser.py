@@ -692,6 +692,7 @@ CONTRASTS = """() => {
 
 
 HIDDEN_REST_MS = 30_000  # chat.js: how long a hidden tab keeps its event stream
+STREAM_RETRY_MAX_MS = 30_000  # chat.js: the longest wait before the page tries a refused stream again
 
 
 def hide(page, hidden: bool = True) -> None:
@@ -730,7 +731,9 @@ def test_tabs_out_of_sight_give_their_streams_back_so_a_seventh_tab_gets_its_rep
 
         first = background[0]
         hide(first, hidden=False)
-        expect(first.get_by_role("status")).to_have_text("Online")
+        # its stream opened again: at once, or (a busy machine's first try refused) at the page's next try, which
+        # waits at most STREAM_RETRY_MAX_MS, replies meanwhile fetched
+        expect(first.get_by_role("status")).to_have_text("Online", timeout=STREAM_RETRY_MAX_MS + 15_000)
         expect(first.locator(".message--bot").first).to_contain_text("I'm Lessonbot")  # came while it was hidden
         expect(first.locator(".message--learner .bubble")).to_have_text(["/start"])
         say(first, "/help")  # its stream carries replies again
