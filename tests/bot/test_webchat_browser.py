@@ -470,6 +470,7 @@ def test_a_page_opened_with_a_courses_start_link_sets_that_course_up(server, bro
     say(page, "/help")
     expect(bot.last).to_contain_text("Here is what you can send me")
     assert not errors, errors
+    page.context.close()  # its stream counts against the server's streams from one address, shared by later tests
 
 
 # several tabs, slow networks, other languages, the status line, contrast --------------------------------------------
